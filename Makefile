@@ -1,0 +1,27 @@
+# The two commands a new user needs:
+#   make run    the whole workflow offline on the bundled images
+#   make test   every test
+.PHONY: run test lint bench model clean
+
+run:
+	@scripts/bootstrap.sh
+	.venv/bin/scones run
+
+test:
+	@scripts/bootstrap.sh --tools
+	.venv/bin/python -m pytest -n 2 --dist loadgroup
+
+lint:
+	@scripts/bootstrap.sh
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy src layers/shared functions
+
+bench:
+	@scripts/bootstrap.sh
+	.venv/bin/scones bench
+
+model:
+	@scripts/bootstrap.sh
+	.venv/bin/scones train --out models/bicycle-motorcycle
+
+clean:
+	rm -rf .aws-sam .scones build

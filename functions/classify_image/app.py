@@ -1,0 +1,60 @@
+"""Classify step: send the normalised image to the SageMaker endpoint.
+
+Retries are the state machine's job (with backoff and jitter), so the client
+makes a single attempt and the errors say whether a retry can help.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
+
+from scones_core.errors import EventError
+from scones_core.inference import classify_image, decode_image_b64
+from scones_core.settings import EndpointSettings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+settings = EndpointSettings.from_env()
+
+
+@cache
+def runtime_client() -> Any:
+    return boto3.client(
+        "sagemaker-runtime",
+        config=Config(
+            connect_timeout=settings.timeout_seconds,
+            read_timeout=settings.timeout_seconds,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+        ),
+    )
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        raise EventError("expected {'image_b64': ..., 'content_type': ...} from the state machine")
+    image = decode_image_b64(event.get("image_b64"))
+    content_type = str(event.get("content_type") or "image/png")
+    classification = classify_image(runtime_client(), image, settings, content_type)
+    logger.info(
+        "classified",
+        extra={"label": classification.label, "confidence": classification.confidence},
+    )
+    metrics.add_dimension(name="EndpointName", value=settings.endpoint_name)
+    metrics.add_metric(
+        name="InferenceLatency", unit=MetricUnit.Milliseconds, value=classification.duration_ms
+    )
+    metrics.add_metric(
+        name="Confidence", unit=MetricUnit.NoUnit, value=classification.confidence
+    )
+    return classification.to_state()

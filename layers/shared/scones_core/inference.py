@@ -1,0 +1,145 @@
+"""Call the SageMaker endpoint and turn its answer into a classification.
+
+The endpoint speaks the built-in image-classification algorithm's contract:
+image bytes in, a JSON list of class probabilities out, in label order.
+Errors are sorted into retryable (throttling, unavailability) and permanent
+ones so the state machine retries only what can succeed later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    ReadTimeoutError,
+)
+
+from scones_core.errors import (
+    EndpointRejectedRequest,
+    EndpointThrottled,
+    EndpointUnavailable,
+    EventError,
+    ModelResponseInvalid,
+)
+from scones_core.settings import EndpointSettings
+
+_THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
+_UNAVAILABLE_CODES = {
+    "ServiceUnavailable",
+    "InternalFailure",
+    "InternalDependencyException",
+    "InternalServerError",
+    "ModelNotReadyException",
+}
+# Probabilities must sum to 1 within this tolerance (float32 softmax rounding).
+_SUM_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    endpoint_name: str
+    variant: str
+    duration_ms: float
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
+            # The same map as DynamoDB attribute values, so the state machine can
+            # write it with a direct putItem whatever the labels are.
+            "probabilities_attribute": {
+                label: {"N": repr(p)} for label, p in self.probabilities.items()
+            },
+            "endpoint_name": self.endpoint_name,
+            "variant": self.variant,
+            "duration_ms": round(self.duration_ms, 3),
+        }
+
+
+def decode_image_b64(image_b64: Any) -> bytes:
+    if not isinstance(image_b64, str) or not image_b64:
+        raise EventError("image_b64 must be a non-empty base64 string")
+    try:
+        return base64.b64decode(image_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EventError(f"image_b64 is not valid base64: {exc}") from exc
+
+
+def parse_probabilities(body: bytes, labels: tuple[str, ...]) -> dict[str, float]:
+    """Validate the endpoint's JSON list and pair it with the labels."""
+    try:
+        values = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelResponseInvalid(f"endpoint response is not JSON: {body[:80]!r}") from exc
+    if isinstance(values, dict) and "predictions" in values:
+        values = values["predictions"]
+    if (
+        not isinstance(values, list)
+        or len(values) != len(labels)
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    ):
+        raise ModelResponseInvalid(
+            f"expected a JSON list of {len(labels)} probabilities ({', '.join(labels)}), "
+            f"got {str(values)[:80]}"
+        )
+    floats = [float(v) for v in values]
+    if any(not math.isfinite(v) or v < 0 or v > 1 for v in floats):
+        raise ModelResponseInvalid(f"probabilities must lie in [0, 1], got {floats}")
+    if abs(sum(floats) - 1.0) > _SUM_TOLERANCE:
+        raise ModelResponseInvalid(f"probabilities must sum to 1, got {sum(floats):.6f}")
+    return dict(zip(labels, floats, strict=True))
+
+
+def classify_image(
+    runtime: Any, image: bytes, settings: EndpointSettings, content_type: str = "image/png"
+) -> Classification:
+    """Invoke the endpoint once; retries belong to the state machine."""
+    started = time.perf_counter()
+    try:
+        response = runtime.invoke_endpoint(
+            EndpointName=settings.endpoint_name,
+            ContentType=content_type,
+            Accept="application/json",
+            Body=image,
+        )
+        body = response["Body"].read()
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        message = f"endpoint {settings.endpoint_name}: {code}: {error.get('Message', '')}"
+        if code in _THROTTLING_CODES:
+            raise EndpointThrottled(message) from exc
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in _UNAVAILABLE_CODES or status >= 500:
+            raise EndpointUnavailable(message) from exc
+        raise EndpointRejectedRequest(message) from exc
+    except (BotoConnectionError, ReadTimeoutError) as exc:
+        raise EndpointUnavailable(
+            f"endpoint {settings.endpoint_name} is unreachable: {exc}"
+        ) from exc
+    except BotoCoreError as exc:
+        raise EndpointUnavailable(f"endpoint {settings.endpoint_name}: {exc}") from exc
+    duration_ms = (time.perf_counter() - started) * 1000
+    probabilities = parse_probabilities(body, settings.labels)
+    label = max(probabilities, key=lambda name: probabilities[name])
+    return Classification(
+        label=label,
+        confidence=probabilities[label],
+        probabilities=probabilities,
+        endpoint_name=settings.endpoint_name,
+        variant=str(response.get("InvokedProductionVariant") or ""),
+        duration_ms=duration_ms,
+    )

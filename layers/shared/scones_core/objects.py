@@ -1,0 +1,92 @@
+"""Which object an event is about, and the names derived from it.
+
+One uploaded object version gets one record and one workflow execution. The
+record id and the execution name are both derived from (bucket, key, version
+or ETag), so a duplicate S3 delivery maps onto the same record and the same
+execution name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from scones_core.errors import EventError
+
+# S3's own name for "this object has no version id" (unversioned bucket).
+NULL_VERSION = "null"
+_EXECUTION_NAME_MAX = 80
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    bucket: str
+    key: str
+    version: str  # the S3 version id, or NULL_VERSION
+    etag: str
+    size: int
+    sequencer: str = ""
+
+    @property
+    def record_id(self) -> str:
+        """The results table's partition key for this object version."""
+        identity = self.version if self.version != NULL_VERSION else f"etag:{self.etag}"
+        return f"{self.bucket}/{self.key}#{identity}"
+
+    @property
+    def execution_name(self) -> str:
+        """A valid, deterministic Step Functions execution name (at most 80 chars)."""
+        digest = hashlib.sha256(self.record_id.encode("utf-8")).hexdigest()[:32]
+        stem = _UNSAFE_NAME_CHARS.sub("-", self.key.rsplit("/", 1)[-1]).strip("-")
+        room = _EXECUTION_NAME_MAX - len(digest) - 1
+        return f"{stem[:room]}-{digest}" if stem else digest
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "record_id": self.record_id}
+
+
+def object_from_s3_record(record: dict[str, Any]) -> ObjectRef:
+    """Build an ``ObjectRef`` from one ``Records[]`` entry of an S3 event notification."""
+    try:
+        s3 = record["s3"]
+        bucket = s3["bucket"]["name"]
+        obj = s3["object"]
+        # S3 URL-encodes keys in notifications ("my photo.png" arrives as "my+photo.png").
+        key = unquote_plus(obj["key"])
+    except (KeyError, TypeError) as exc:
+        raise EventError(f"S3 event record lacks {exc}: not an S3 object notification") from exc
+    if not isinstance(bucket, str) or not bucket or not key:
+        raise EventError("S3 event record has an empty bucket name or object key")
+    return ObjectRef(
+        bucket=bucket,
+        key=key,
+        version=str(obj.get("versionId") or NULL_VERSION),
+        etag=str(obj.get("eTag") or obj.get("etag") or ""),
+        size=int(obj.get("size") or 0),
+        sequencer=str(obj.get("sequencer") or ""),
+    )
+
+
+def object_from_json(data: Any) -> ObjectRef:
+    """The inverse of ``ObjectRef.to_json``, validating the shape (state input)."""
+    if not isinstance(data, dict):
+        raise EventError(f"expected an object reference, got {type(data).__name__}")
+    try:
+        return ObjectRef(
+            bucket=str(data["bucket"]),
+            key=str(data["key"]),
+            version=str(data.get("version") or NULL_VERSION),
+            etag=str(data.get("etag") or ""),
+            size=int(data.get("size") or 0),
+            sequencer=str(data.get("sequencer") or ""),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EventError(f"object reference is missing or has a bad {exc}") from exc
+
+
+def has_accepted_suffix(key: str, suffixes: tuple[str, ...]) -> bool:
+    return key.lower().endswith(tuple(s.lower() for s in suffixes))

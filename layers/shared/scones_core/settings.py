@@ -1,0 +1,137 @@
+"""Settings read from environment variables once, at cold start.
+
+Every value comes from a template parameter through the function's environment,
+so nothing here carries a default for a name, an ARN or a threshold. A missing
+or malformed variable fails the cold start with one message that names them all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from scones_core.errors import SettingsError
+
+T = TypeVar("T")
+
+
+class EnvReader:
+    """Reads typed values from an environment and collects every problem."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+        self.problems: list[str] = []
+
+    def _read(self, name: str, convert: Callable[[str], T], expected: str) -> T | None:
+        raw = self._environ.get(name)
+        if raw is None or not raw.strip():
+            self.problems.append(f"{name} is not set")
+            return None
+        try:
+            return convert(raw.strip())
+        except ValueError as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            self.problems.append(f"{name}={raw!r} is not {expected}{detail}")
+            return None
+
+    def string(self, name: str) -> str:
+        return self._read(name, str, "a string") or ""
+
+    def optional_string(self, name: str) -> str:
+        return self._environ.get(name, "").strip()
+
+    def integer(self, name: str, *, minimum: int = 0) -> int:
+        def convert(raw: str) -> int:
+            value = int(raw)
+            if value < minimum:
+                raise ValueError(f"must be >= {minimum}")
+            return value
+
+        return self._read(name, convert, "an integer") or 0
+
+    def number(self, name: str, *, minimum: float, maximum: float) -> float:
+        def convert(raw: str) -> float:
+            value = float(raw)
+            if not minimum <= value <= maximum:
+                raise ValueError(f"must be between {minimum} and {maximum}")
+            return value
+
+        return self._read(name, convert, "a number") or 0.0
+
+    def items(self, name: str, *, transform: Callable[[str], str] = str) -> tuple[str, ...]:
+        def convert(raw: str) -> tuple[str, ...]:
+            values = tuple(transform(part.strip()) for part in raw.split(",") if part.strip())
+            if not values:
+                raise ValueError("must list at least one value")
+            return values
+
+        return self._read(name, convert, "a comma-separated list") or ()
+
+    def check(self, what: str) -> None:
+        if self.problems:
+            raise SettingsError(f"{what}: " + "; ".join(self.problems))
+
+
+def _size(raw: str) -> str:
+    parts = raw.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError("expected WIDTHxHEIGHT, e.g. 32x32")
+    return raw.lower()
+
+
+@dataclass(frozen=True)
+class StartSettings:
+    state_machine_arn: str
+    image_suffixes: tuple[str, ...]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StartSettings:
+        env = EnvReader(environ)
+        settings = cls(
+            state_machine_arn=env.string("STATE_MACHINE_ARN"),
+            image_suffixes=env.items("IMAGE_SUFFIXES", transform=str.lower),
+        )
+        env.check("start_workflow settings")
+        return settings
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int
+    max_pixels: int
+    allowed_formats: tuple[str, ...]
+    model_input_size: tuple[int, int]  # (width, height)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ImageLimits:
+        env = EnvReader(environ)
+        size = env._read("MODEL_INPUT_SIZE", _size, "a size") or "0x0"
+        width, height = (int(v) for v in size.split("x"))
+        settings = cls(
+            max_bytes=env.integer("MAX_IMAGE_BYTES", minimum=1),
+            max_pixels=env.integer("MAX_IMAGE_PIXELS", minimum=1),
+            allowed_formats=env.items("ALLOWED_IMAGE_FORMATS", transform=str.upper),
+            model_input_size=(width, height),
+        )
+        env.check("serialize_image settings")
+        return settings
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    endpoint_name: str
+    labels: tuple[str, ...]
+    timeout_seconds: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EndpointSettings:
+        env = EnvReader(environ)
+        settings = cls(
+            endpoint_name=env.string("ENDPOINT_NAME"),
+            labels=env.items("LABELS"),
+            timeout_seconds=env.integer("ENDPOINT_TIMEOUT_SECONDS", minimum=1),
+        )
+        env.check("classify_image settings")
+        return settings

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Create or refresh the project's virtual environments from pinned files.
+#   scripts/bootstrap.sh          .venv (the product, the offline stack, the tests)
+#   scripts/bootstrap.sh --tools  also .venv-sam (aws-sam-cli) and .venv-checkov
+# Each environment is rebuilt only when the files that pin it change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+  local want=$1
+  for candidate in "python$want" "$HOME/.pyenv/versions/$want"*/bin/python "/usr/local/bin/python$want" "/usr/bin/python$want"; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$want'.split('.')))" 2>/dev/null; then
+      command -v "$candidate"; return 0
+    fi
+  done
+  echo "bootstrap: Python $want was not found (looked on PATH and under ~/.pyenv/versions)" >&2
+  return 1
+}
+
+# make_venv DIR PYTHON STAMP_INPUTS... -- PIP_ARGS...
+make_venv() {
+  local dir=$1 python=$2; shift 2
+  local inputs=()
+  while [[ $1 != "--" ]]; do inputs+=("$1"); shift; done; shift
+  local stamp
+  stamp=$(cat "${inputs[@]}" | sha256sum | cut -c1-16)
+  if [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" ]]; then
+    return 0
+  fi
+  echo "bootstrap: building $dir (one-time; later runs reuse it)" >&2
+  rm -rf "$dir"
+  "$python" -m venv "$dir"
+  "$dir/bin/python" -m pip install --quiet --upgrade "pip==26.0.1" >&2 || "$dir/bin/python" -m pip install --quiet --upgrade pip >&2
+  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2
+  echo "$stamp" > "$dir/.stamp"
+}
+
+PY311=$(find_python 3.11)
+make_venv .venv "$PY311" requirements/dev.lock pyproject.toml -- \
+  -r requirements/dev.lock
+# The project itself, editable, without touching the pinned set.
+if ! .venv/bin/python -c "import scones, scones_core" 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . >&2
+fi
+
+if [[ ${1:-} == "--tools" ]]; then
+  # aws-sam-cli pins its own boto3 and checkov pins many libraries: each gets its own venv.
+  make_venv .venv-sam "$PY311" requirements/sam.txt -- -r requirements/sam.txt
+  make_venv .venv-checkov "$PY311" requirements/checkov.txt -- -r requirements/checkov.txt
+fi

@@ -1,0 +1,145 @@
+"""The model artifact: an ONNX graph plus a ``model.json`` manifest beside it.
+
+This module is the one contract between training (which writes the artifact),
+the model server and the benchmarks (which load it). The ONNX graph does its own
+normalisation and softmax, so a caller only has to turn images into RGB floats.
+
+Graph contract:
+    input  ``image``          float32 ``[N, 3, H, W]``, RGB, values in ``[0, 1]``
+    output ``probabilities``  float32 ``[N, len(labels)]``, rows sum to 1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+MANIFEST_NAME = "model.json"
+ONNX_NAME = "model.onnx"
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+
+class ModelArtifactError(ValueError):
+    """The artifact on disk is missing, incomplete or does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """What ``model.json`` says about the graph beside it."""
+
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    input_size: tuple[int, int]  # (height, width)
+    onnx_sha256: str
+    extra: dict[str, Any]
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelManifest:
+        path = directory / MANIFEST_NAME
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ModelArtifactError(f"model manifest not found: {path}") from exc
+        except json.JSONDecodeError as exc:
+            raise ModelArtifactError(f"model manifest {path} is not valid JSON: {exc}") from exc
+        try:
+            height, width = (int(v) for v in raw["input_size"])
+            return cls(
+                name=str(raw["name"]),
+                version=str(raw["version"]),
+                labels=tuple(str(label) for label in raw["labels"]),
+                input_size=(height, width),
+                onnx_sha256=str(raw["onnx_sha256"]),
+                extra={k: v for k, v in raw.items() if k not in _MANIFEST_KEYS},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelArtifactError(f"model manifest {path} is incomplete: {exc!r}") from exc
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "labels": list(self.labels),
+            "input_size": list(self.input_size),
+            "onnx_sha256": self.onnx_sha256,
+            **self.extra,
+        }
+
+
+_MANIFEST_KEYS = {"name", "version", "labels", "input_size", "onnx_sha256"}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def images_to_tensor(images: list[Image.Image], input_size: tuple[int, int]) -> np.ndarray:
+    """RGB-convert, resize to ``input_size`` and stack as float32 NCHW in [0, 1]."""
+    height, width = input_size
+    batch = np.empty((len(images), 3, height, width), dtype=np.float32)
+    for index, image in enumerate(images):
+        rgb = image.convert("RGB")
+        if rgb.size != (width, height):
+            rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
+        batch[index] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return batch
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode image bytes with Pillow, fully, so truncated files fail here."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+class OnnxClassifier:
+    """An ONNX Runtime session plus its manifest: bytes or images in, probabilities out."""
+
+    def __init__(self, directory: Path, *, intra_op_threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        self.directory = Path(directory)
+        self.manifest = ModelManifest.load(self.directory)
+        onnx_path = self.directory / ONNX_NAME
+        if not onnx_path.is_file():
+            raise ModelArtifactError(f"model graph not found: {onnx_path}")
+        actual = sha256_file(onnx_path)
+        if actual != self.manifest.onnx_sha256:
+            raise ModelArtifactError(
+                f"{onnx_path} has sha256 {actual}, but {MANIFEST_NAME} says "
+                f"{self.manifest.onnx_sha256}"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.manifest.labels
+
+    def predict_tensor(self, batch: np.ndarray) -> np.ndarray:
+        (probabilities,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        return np.asarray(probabilities, dtype=np.float64)
+
+    def predict_images(self, images: list[Image.Image]) -> np.ndarray:
+        return self.predict_tensor(images_to_tensor(images, self.manifest.input_size))
+
+    def predict_bytes(self, data: bytes) -> list[float]:
+        """Probabilities for one encoded image, in label order."""
+        return [float(p) for p in self.predict_images([decode_image(data)])[0]]

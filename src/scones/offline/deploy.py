@@ -1,0 +1,233 @@
+"""Deploy the real ``template.yaml`` into a moto server.
+
+The path is the one AWS takes: package the code (``sam package``), transform
+with ``aws-sam-translator`` (the SAM transform), create the stack with
+CloudFormation. moto's CloudFormation then reports ``CREATE_COMPLETE`` but
+silently drops a known list of settings; ``gaps.py`` fills each of them
+through the public APIs, resolving the template's intrinsic functions through
+moto's own stack outputs. A resource type outside the known list stops the
+deployment, because moto would skip it without a word.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from samtranslator.model.exceptions import InvalidDocumentException
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+
+from scones.offline.packaging import package_template
+from scones.template_params import PROJECT_ROOT, load_template
+
+ARTIFACT_BUCKET = "scones-offline-artifacts"
+
+# Resource types that moto's CloudFormation creates as they are (checked by tests).
+CREATED_BY_MOTO = frozenset(
+    {
+        "AWS::S3::Bucket",
+        "AWS::DynamoDB::Table",
+        "AWS::SQS::Queue",
+        "AWS::Lambda::Function",
+        "AWS::Lambda::EventSourceMapping",
+        "AWS::Lambda::Permission",
+        "AWS::IAM::Role",
+        "AWS::Logs::LogGroup",
+        "AWS::SNS::Topic",
+        "AWS::SNS::Subscription",
+    }
+)
+# Resource types that moto skips or mangles; gaps.py creates or completes them.
+FILLED_AFTER_CREATE = frozenset(
+    {
+        "AWS::SQS::QueuePolicy",
+        "AWS::S3::BucketPolicy",
+        "AWS::StepFunctions::StateMachine",
+        "AWS::CloudWatch::Alarm",
+        "AWS::Scheduler::Schedule",
+        "AWS::Lambda::LayerVersion",
+    }
+)
+# The optional SageMaker hosting resources cannot run here; their condition must be false.
+NOT_OFFLINE = frozenset(
+    {
+        "AWS::SageMaker::Model",
+        "AWS::SageMaker::EndpointConfig",
+        "AWS::SageMaker::Endpoint",
+        "AWS::SageMaker::DataQualityJobDefinition",
+        "AWS::SageMaker::MonitoringSchedule",
+    }
+)
+
+
+class DeployError(RuntimeError):
+    """The template cannot be deployed offline; the message says which part and why."""
+
+
+@dataclass
+class DeployedStack:
+    """What the rest of the offline stack needs to know about the deployment."""
+
+    stack_name: str
+    region: str
+    endpoint_url: str
+    parameters: dict[str, str]
+    outputs: dict[str, str]
+    physical_ids: dict[str, str]
+    cfn_template: dict[str, Any]
+    filled: list[str] = field(default_factory=list)
+
+    def physical_id(self, logical_id: str) -> str:
+        try:
+            return self.physical_ids[logical_id]
+        except KeyError as exc:
+            raise DeployError(f"stack {self.stack_name} has no resource {logical_id}") from exc
+
+
+def transform(template: dict[str, Any], region: str) -> dict[str, Any]:
+    """Run the SAM transform offline with the translator's bundled managed-policy map."""
+    translator = Translator(
+        managed_policy_map=None,
+        sam_parser=Parser(),
+        boto_session=boto3.Session(region_name=region),
+    )
+    try:
+        return dict(translator.translate(copy.deepcopy(template), {}, get_managed_policy_map=None))
+    except InvalidDocumentException as exc:
+        causes = "; ".join(str(cause) for cause in exc.causes)
+        raise DeployError(f"SAM transform failed: {causes}") from exc
+
+
+def check_resource_types(cfn: dict[str, Any], active: set[str]) -> None:
+    known = CREATED_BY_MOTO | FILLED_AFTER_CREATE
+    for logical_id, resource in cfn.get("Resources", {}).items():
+        kind = resource.get("Type", "")
+        if logical_id not in active:
+            continue
+        if kind in NOT_OFFLINE:
+            raise DeployError(
+                f"{logical_id} ({kind}) cannot run offline: keep its condition false "
+                "(CreateEndpoint=false) for the offline stack"
+            )
+        if kind not in known:
+            raise DeployError(
+                f"{logical_id} has type {kind}, which moto's CloudFormation would skip "
+                "silently; teach scones.offline.gaps to create it or leave it out"
+            )
+
+
+def active_resources(cfn: dict[str, Any], parameters: dict[str, str]) -> set[str]:
+    """Logical ids whose Condition holds for these parameter values."""
+    conditions = cfn.get("Conditions", {})
+
+    def evaluate(expr: Any) -> Any:
+        if isinstance(expr, dict) and len(expr) == 1:
+            (op, arg), = expr.items()
+            if op == "Ref":
+                return parameters.get(arg, arg)
+            if op == "Condition":
+                return evaluate(conditions[arg])
+            if op == "Fn::Equals":
+                return str(evaluate(arg[0])) == str(evaluate(arg[1]))
+            if op == "Fn::Not":
+                return not evaluate(arg[0])
+            if op == "Fn::And":
+                return all(evaluate(a) for a in arg)
+            if op == "Fn::Or":
+                return any(evaluate(a) for a in arg)
+        return expr
+
+    active = set()
+    for logical_id, resource in cfn.get("Resources", {}).items():
+        condition = resource.get("Condition")
+        if condition is None or evaluate(conditions[condition]):
+            active.add(logical_id)
+    return active
+
+
+def effective_parameters(template: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
+    declared = template.get("Parameters", {})
+    unknown = sorted(set(overrides) - set(declared))
+    if unknown:
+        raise DeployError(f"unknown template parameter(s): {', '.join(unknown)}")
+    values = {name: str(spec["Default"]) for name, spec in declared.items() if "Default" in spec}
+    values.update({k: str(v) for k, v in overrides.items()})
+    missing = sorted(set(declared) - set(values))
+    if missing:
+        raise DeployError(f"template parameter(s) without a value: {', '.join(missing)}")
+    for name, value in values.items():
+        allowed = declared[name].get("AllowedValues")
+        if allowed and value not in [str(a) for a in allowed]:
+            raise DeployError(f"parameter {name}={value!r} is not one of {allowed}")
+    return values
+
+
+def deploy(
+    endpoint_url: str,
+    *,
+    stack_name: str = "scones",
+    region: str = "us-east-1",
+    overrides: dict[str, str] | None = None,
+    template_path: Path | None = None,
+    project_root: Path = PROJECT_ROOT,
+) -> DeployedStack:
+    """Package, transform and create the stack, then fill moto's gaps."""
+    from scones.offline import gaps
+
+    template = load_template(template_path) if template_path else load_template()
+    parameters = effective_parameters(template, overrides or {})
+    session = boto3.Session(
+        region_name=region, aws_access_key_id="offline", aws_secret_access_key="offline"
+    )
+    s3 = session.client("s3", endpoint_url=endpoint_url)
+    cfn_client = session.client("cloudformation", endpoint_url=endpoint_url)
+
+    s3.create_bucket(Bucket=ARTIFACT_BUCKET)
+    packaged, artifacts = package_template(template, project_root, ARTIFACT_BUCKET)
+    for artifact in artifacts:
+        s3.put_object(Bucket=ARTIFACT_BUCKET, Key=artifact.key, Body=artifact.data)
+    definitions = gaps.package_state_machines(packaged, project_root, s3, ARTIFACT_BUCKET)
+
+    cfn = transform(packaged, region)
+    check_resource_types(cfn, active_resources(cfn, parameters))
+    plan = gaps.plan(cfn, definitions)
+
+    cfn_client.create_stack(
+        StackName=stack_name,
+        TemplateBody=json.dumps(plan.template),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+    )
+    stack = _wait_for_stack(cfn_client, stack_name)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    resources = cfn_client.list_stack_resources(StackName=stack_name)["StackResourceSummaries"]
+    deployed = DeployedStack(
+        stack_name=stack_name,
+        region=region,
+        endpoint_url=endpoint_url,
+        parameters=parameters,
+        outputs={k: v for k, v in outputs.items() if not k.startswith(gaps.OUTPUT_PREFIX)},
+        physical_ids={r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources},
+        cfn_template=cfn,
+    )
+    gaps.fill(plan, deployed, session, resolved=outputs)
+    return deployed
+
+
+def _wait_for_stack(cfn_client: Any, stack_name: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        stack = cfn_client.describe_stacks(StackName=stack_name)["Stacks"][0]
+        status = stack["StackStatus"]
+        if status == "CREATE_COMPLETE":
+            return dict(stack)
+        if status.endswith("FAILED") or status.startswith("ROLLBACK") or time.monotonic() > deadline:
+            reason = stack.get("StackStatusReason", "")
+            raise DeployError(f"stack {stack_name} ended in {status}: {reason}")
+        time.sleep(0.05)

@@ -1,0 +1,404 @@
+"""Fill what moto's CloudFormation drops, through the public AWS APIs.
+
+Each gap is listed in ``GAPS`` with the reason it exists. Values inside the
+dropped settings (``Ref``, ``Fn::GetAtt``, ``Fn::Sub`` ...) are resolved by
+moto itself: before the stack is created each intrinsic becomes a stack
+output, and after creation the outputs hold the resolved values.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import boto3
+
+    from scones.offline.deploy import DeployedStack
+
+OUTPUT_PREFIX = "SconesOfflineResolve"
+_INTRINSICS = {
+    "Ref",
+    "Fn::GetAtt",
+    "Fn::Sub",
+    "Fn::Join",
+    "Fn::If",
+    "Fn::Select",
+    "Fn::Split",
+    "Fn::FindInMap",
+    "Fn::Base64",
+    "Fn::GetAZs",
+    "Fn::ImportValue",
+}
+_MARKER = "__scones_resolve__"
+
+# What moto 5.2.5's CloudFormation drops, and how it is filled here.
+GAPS: dict[str, str] = {
+    "bucket notifications": "AWS::S3::Bucket NotificationConfiguration is ignored; "
+    "set with PutBucketNotificationConfiguration",
+    "bucket policies": "AWS::S3::BucketPolicy is not supported; set with PutBucketPolicy. "
+    "moto's policy check ignores Condition blocks, so a conditional Deny (the TLS-only "
+    "statement) would deny every request: such statements are left out offline",
+    "queue policies": "AWS::SQS::QueuePolicy is ignored; set with SetQueueAttributes(Policy)",
+    "state machines": "AWS::StepFunctions::StateMachine from CloudFormation ignores "
+    "DefinitionSubstitutions, S3 definitions, type, logging and tracing, and the "
+    "executing interpreter cannot see it; recreated with CreateStateMachine",
+    "layers": "AWS::Lambda::LayerVersion yields no ARN and functions drop Layers; "
+    "published with PublishLayerVersion and attached with UpdateFunctionConfiguration",
+    "function settings": "AWS::Lambda::Function drops TracingConfig; set with "
+    "UpdateFunctionConfiguration",
+    "alarms": "AWS::CloudWatch::Alarm is ignored; created with PutMetricAlarm",
+    "schedules": "AWS::Scheduler::Schedule is ignored; created with CreateSchedule",
+    "table settings": "AWS::DynamoDB::Table drops point-in-time recovery and SSE; set with "
+    "UpdateContinuousBackups and UpdateTable",
+    "event source mappings": "SQS event source mappings run inside SendMessage and ignore "
+    "batchItemFailures; disabled, and drained by scones.offline.sqs_poller instead",
+}
+
+
+@dataclass
+class Plan:
+    template: dict[str, Any]
+    definitions: dict[str, str]
+    # (kind, logical_id, properties with markers)
+    fills: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    layer_users: dict[str, list[str]] = field(default_factory=dict)
+
+
+def package_state_machines(
+    template: dict[str, Any], project_root: Path, s3: Any, bucket: str
+) -> dict[str, str]:
+    """Upload each state machine definition like ``sam package``; return their texts."""
+    definitions: dict[str, str] = {}
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::Serverless::StateMachine":
+            continue
+        uri = resource.get("Properties", {}).get("DefinitionUri")
+        if not isinstance(uri, str):
+            continue
+        text = (project_root / uri).read_text(encoding="utf-8")
+        key = f"statemachine/{logical_id}.asl.json"
+        s3.put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"))
+        resource["Properties"]["DefinitionUri"] = f"s3://{bucket}/{key}"
+        definitions[logical_id] = text
+    return definitions
+
+
+def substitute(definition: str, substitutions: dict[str, str]) -> str:
+    """Apply DefinitionSubstitutions as CloudFormation does: ``${name}`` text replacement."""
+    for name, value in substitutions.items():
+        definition = definition.replace("${" + name + "}", value)
+    return definition
+
+
+class _Extractor:
+    def __init__(self, outputs: dict[str, Any]) -> None:
+        self.outputs = outputs
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            if len(value) == 1 and next(iter(value)) in _INTRINSICS:
+                if value == {"Ref": "AWS::NoValue"}:
+                    return value
+                name = f"{OUTPUT_PREFIX}{len(self.outputs):04d}"
+                self.outputs[name] = {"Value": value}
+                return {_MARKER: name}
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        return value
+
+
+def resolve(value: Any, resolved: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_MARKER}:
+            return resolved[value[_MARKER]]
+        return {k: resolve(v, resolved) for k, v in value.items() if v != {"Ref": "AWS::NoValue"}}
+    if isinstance(value, list):
+        return [resolve(v, resolved) for v in value if v != {"Ref": "AWS::NoValue"}]
+    return value
+
+
+def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
+    """Copy the template, pull out what moto drops, and add resolving outputs."""
+    template = copy.deepcopy(cfn)
+    outputs = template.setdefault("Outputs", {})
+    extract = _Extractor(outputs)
+    result = Plan(template=template, definitions=definitions)
+    resources = template["Resources"]
+    for logical_id in list(resources):
+        resource = resources[logical_id]
+        kind = resource["Type"]
+        props = resource.get("Properties", {})
+        first_output = len(outputs)
+        if kind == "AWS::S3::Bucket" and "NotificationConfiguration" in props:
+            result.fills.append(
+                ("bucket_notifications", logical_id, extract(props["NotificationConfiguration"]))
+            )
+        elif kind in _REMOVED_AND_FILLED:
+            result.fills.append((_REMOVED_AND_FILLED[kind], logical_id, extract(props)))
+            del resources[logical_id]
+        elif kind == "AWS::StepFunctions::StateMachine":
+            result.fills.append(("state_machine", logical_id, extract(props)))
+        elif kind == "AWS::DynamoDB::Table":
+            wanted = ("PointInTimeRecoverySpecification", "SSESpecification")
+            result.fills.append(
+                ("table", logical_id, extract({k: props[k] for k in wanted if k in props}))
+            )
+        elif kind == "AWS::Lambda::Function":
+            for layer in props.pop("Layers", []):
+                if not (isinstance(layer, dict) and "Ref" in layer):
+                    raise ValueError(f"{logical_id}: only Ref layers are supported offline")
+                result.layer_users.setdefault(layer["Ref"], []).append(logical_id)
+            if "TracingConfig" in props:
+                tracing = {"TracingConfig": props["TracingConfig"]}
+                result.fills.append(("function", logical_id, extract(tracing)))
+        condition = resource.get("Condition")
+        if condition:
+            # Outputs of a conditional resource exist only when the resource does.
+            for name in list(outputs)[first_output:]:
+                outputs[name]["Condition"] = condition
+    # Resources that were removed may still be named in DependsOn.
+    removed = set(cfn["Resources"]) - set(resources)
+    for resource in resources.values():
+        depends = resource.get("DependsOn")
+        if depends:
+            kept = [d for d in ([depends] if isinstance(depends, str) else depends) if d not in removed]
+            if kept:
+                resource["DependsOn"] = kept
+            else:
+                resource.pop("DependsOn")
+    return result
+
+
+_REMOVED_AND_FILLED = {
+    "AWS::SQS::QueuePolicy": "queue_policy",
+    "AWS::S3::BucketPolicy": "bucket_policy",
+    "AWS::CloudWatch::Alarm": "alarm",
+    "AWS::Scheduler::Schedule": "schedule",
+    "AWS::Lambda::LayerVersion": "layer",
+}
+
+
+def fill(
+    plan_: Plan, stack: DeployedStack, session: boto3.Session, resolved: dict[str, str]
+) -> None:
+    """Apply every planned fill against the running moto server."""
+    client = _Clients(session, stack.endpoint_url)
+    layer_arns: dict[str, str] = {}
+    ordered = sorted(plan_.fills, key=lambda item: _ORDER.index(item[0]))
+    for kind, logical_id, props in ordered:
+        if logical_id not in stack.physical_ids and kind not in _REMOVED_AND_FILLED.values():
+            continue  # a conditional resource that was not created
+        try:
+            values = resolve(props, resolved)
+        except KeyError as exc:
+            raise RuntimeError(
+                f"moto could not resolve a value of {logical_id} ({kind}): {exc}"
+            ) from exc
+        if kind == "layer":
+            layer_arns[logical_id] = _publish_layer(client, values)
+            for user in plan_.layer_users.get(logical_id, []):
+                client("lambda").update_function_configuration(
+                    FunctionName=stack.physical_id(user), Layers=[layer_arns[logical_id]]
+                )
+            stack.filled.append(f"layer {logical_id}")
+        elif kind == "function":
+            tracing = values.get("TracingConfig")
+            if tracing:
+                client("lambda").update_function_configuration(
+                    FunctionName=stack.physical_id(logical_id), TracingConfig=tracing
+                )
+                stack.filled.append(f"tracing {logical_id}")
+        elif kind == "bucket_notifications":
+            _put_notifications(client, stack.physical_id(logical_id), values)
+            stack.filled.append(f"notifications {logical_id}")
+        elif kind == "queue_policy":
+            policy = json.dumps(values["PolicyDocument"])
+            for queue_url in values["Queues"]:
+                client("sqs").set_queue_attributes(
+                    QueueUrl=queue_url, Attributes={"Policy": policy}
+                )
+            stack.filled.append(f"queue policy {logical_id}")
+        elif kind == "bucket_policy":
+            stack.filled.append(_put_bucket_policy(client, logical_id, values))
+        elif kind == "state_machine":
+            _recreate_state_machine(client, stack, logical_id, values, plan_.definitions)
+            stack.filled.append(f"state machine {logical_id}")
+        elif kind == "table":
+            _complete_table(client, stack.physical_id(logical_id), values)
+            stack.filled.append(f"table settings {logical_id}")
+        elif kind == "alarm":
+            client("cloudwatch").put_metric_alarm(AlarmName=f"{stack.stack_name}-{logical_id}",
+                                                  **_alarm_args(values))
+            stack.filled.append(f"alarm {logical_id}")
+        elif kind == "schedule":
+            _create_schedule(client, stack, logical_id, values)
+            stack.filled.append(f"schedule {logical_id}")
+    _disable_event_source_mappings(client)
+    stack.filled.append("event source mappings (drained by the offline poller)")
+
+
+_ORDER = [
+    "layer",
+    "function",
+    "table",
+    "queue_policy",
+    "bucket_policy",
+    "bucket_notifications",
+    "state_machine",
+    "alarm",
+    "schedule",
+]
+
+
+class _Clients:
+    def __init__(self, session: boto3.Session, endpoint_url: str) -> None:
+        self._session = session
+        self._endpoint_url = endpoint_url
+        self._cache: dict[str, Any] = {}
+
+    def __call__(self, service: str) -> Any:
+        if service not in self._cache:
+            self._cache[service] = self._session.client(service, endpoint_url=self._endpoint_url)
+        return self._cache[service]
+
+
+def _publish_layer(client: _Clients, props: dict[str, Any]) -> str:
+    content = props["Content"]
+    data = client("s3").get_object(Bucket=content["S3Bucket"], Key=content["S3Key"])["Body"].read()
+    response = client("lambda").publish_layer_version(
+        LayerName=str(props.get("LayerName") or "shared"),
+        Description=str(props.get("Description", "")),
+        Content={"ZipFile": data},
+        CompatibleRuntimes=props.get("CompatibleRuntimes", []),
+        CompatibleArchitectures=props.get("CompatibleArchitectures", []),
+    )
+    return str(response["LayerVersionArn"])
+
+
+def _put_notifications(client: _Clients, bucket: str, config: dict[str, Any]) -> None:
+    queue_configs = []
+    for entry in config.get("QueueConfigurations", []):
+        rules = entry.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+        item: dict[str, Any] = {"QueueArn": entry["Queue"], "Events": [entry["Event"]]}
+        if rules:
+            item["Filter"] = {
+                "Key": {"FilterRules": [{"Name": r["Name"], "Value": r["Value"]} for r in rules]}
+            }
+        queue_configs.append(item)
+    client("s3").put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"QueueConfigurations": queue_configs}
+    )
+
+
+def _put_bucket_policy(client: _Clients, logical_id: str, props: dict[str, Any]) -> str:
+    document = dict(props["PolicyDocument"])
+    statements = document.get("Statement", [])
+    kept = [s for s in statements if not (s.get("Effect") == "Deny" and "Condition" in s)]
+    if kept:
+        document["Statement"] = kept
+        client("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(document))
+    skipped = len(statements) - len(kept)
+    return f"bucket policy {logical_id} ({skipped} conditional Deny statement(s) left out)"
+
+
+def _recreate_state_machine(
+    client: _Clients,
+    stack: DeployedStack,
+    logical_id: str,
+    props: dict[str, Any],
+    definitions: dict[str, str],
+) -> None:
+    sfn = client("stepfunctions")
+    arn = stack.physical_id(logical_id)
+    name = arn.rsplit(":", 1)[-1]
+    try:
+        sfn.delete_state_machine(stateMachineArn=arn)
+    except sfn.exceptions.StateMachineDoesNotExist:
+        pass
+    definition = substitute(definitions[logical_id], props.get("DefinitionSubstitutions", {}))
+    json.loads(definition)  # fail here, clearly, rather than inside the interpreter
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "definition": definition,
+        "roleArn": props["RoleArn"],
+        "type": props.get("StateMachineType", "STANDARD"),
+    }
+    if props.get("TracingConfiguration"):
+        kwargs["tracingConfiguration"] = {
+            "enabled": str(props["TracingConfiguration"].get("Enabled")).lower() == "true"
+        }
+    if props.get("LoggingConfiguration"):
+        logging = props["LoggingConfiguration"]
+        kwargs["loggingConfiguration"] = {
+            "level": logging.get("Level", "OFF"),
+            "includeExecutionData": str(logging.get("IncludeExecutionData")).lower() == "true",
+            "destinations": [
+                {"cloudWatchLogsLogGroup": {"logGroupArn": d["CloudWatchLogsLogGroup"]["LogGroupArn"]}}
+                for d in logging.get("Destinations", [])
+            ],
+        }
+    created = sfn.create_state_machine(**kwargs)["stateMachineArn"]
+    if created != arn:
+        raise RuntimeError(f"state machine recreated as {created}, expected {arn}")
+
+
+def _complete_table(client: _Clients, table: str, props: dict[str, Any]) -> None:
+    ddb = client("dynamodb")
+    pitr = props.get("PointInTimeRecoverySpecification", {})
+    if str(pitr.get("PointInTimeRecoveryEnabled")).lower() == "true":
+        ddb.update_continuous_backups(
+            TableName=table,
+            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+        )
+    sse = props.get("SSESpecification", {})
+    if str(sse.get("SSEEnabled")).lower() == "true":
+        ddb.update_table(TableName=table, SSESpecification={"Enabled": True})
+
+
+def _alarm_args(props: dict[str, Any]) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "AlarmDescription": props.get("AlarmDescription", ""),
+        "Namespace": props["Namespace"],
+        "MetricName": props["MetricName"],
+        "Dimensions": props.get("Dimensions", []),
+        "Statistic": props["Statistic"],
+        "Period": int(props["Period"]),
+        "EvaluationPeriods": int(props["EvaluationPeriods"]),
+        "Threshold": float(props["Threshold"]),
+        "ComparisonOperator": props["ComparisonOperator"],
+        "AlarmActions": props.get("AlarmActions", []),
+    }
+    if "TreatMissingData" in props:
+        args["TreatMissingData"] = props["TreatMissingData"]
+    return args
+
+
+def _create_schedule(
+    client: _Clients, stack: DeployedStack, logical_id: str, props: dict[str, Any]
+) -> None:
+    target = props["Target"]
+    target_args: dict[str, Any] = {"Arn": target["Arn"], "RoleArn": target["RoleArn"]}
+    if "RetryPolicy" in target:
+        target_args["RetryPolicy"] = {
+            "MaximumRetryAttempts": int(target["RetryPolicy"]["MaximumRetryAttempts"])
+        }
+    if "Input" in target:
+        target_args["Input"] = target["Input"]
+    client("scheduler").create_schedule(
+        Name=str(props.get("Name") or f"{stack.stack_name}-{logical_id}"),
+        ScheduleExpression=props["ScheduleExpression"],
+        FlexibleTimeWindow={"Mode": props.get("FlexibleTimeWindow", {}).get("Mode", "OFF")},
+        State=props.get("State", "ENABLED"),
+        Target=target_args,
+    )
+
+
+def _disable_event_source_mappings(client: _Clients) -> None:
+    lam = client("lambda")
+    for mapping in lam.list_event_source_mappings().get("EventSourceMappings", []):
+        lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)

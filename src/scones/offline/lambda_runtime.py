@@ -1,0 +1,284 @@
+"""Run deployed Lambda functions on this machine, without Docker.
+
+moto runs function code only inside Docker. ``LambdaRuntime.install`` replaces
+``moto.awslambda.models.LambdaFunction._invoke_lambda`` (signature
+``(self, event) -> (payload: str, errored: bool, logs: str)``, stable since
+2022 and guarded by a test) so that every Invoke, whether from Step
+Functions, the SQS poller or a user, runs the function's deployed zip and
+layers in a warm worker process with the function's own environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moto.awslambda import models as lambda_models
+
+_PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "OPENBLAS_CORETYPE")
+_ORIGINAL_INVOKE: Callable[..., tuple[str, bool, str]] = lambda_models.LambdaFunction._invoke_lambda
+
+
+def _extract(data: bytes, target: Path) -> Path:
+    if not target.is_dir():
+        partial = target.with_name(target.name + f".partial-{uuid.uuid4().hex}")
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for member in archive.namelist():
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise ValueError(f"unsafe path in deployment package: {member}")
+            archive.extractall(partial)
+        try:
+            partial.rename(target)
+        except OSError:  # another thread extracted it first
+            pass
+    return target
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen[bytes]
+    requests: Any
+    responses: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        try:
+            self.requests.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.responses.close()
+
+
+class _Pool:
+    """Warm workers for one function configuration, at most ``size`` at once."""
+
+    def __init__(self, spawn: Callable[[], _Worker], size: int) -> None:
+        self._spawn = spawn
+        self._size = size
+        self._idle: list[_Worker] = []
+        self._count = 0
+        self._cond = threading.Condition()
+
+    def acquire(self) -> _Worker:
+        with self._cond:
+            while True:
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.alive():
+                        return worker
+                    self._count -= 1
+                if self._count < self._size:
+                    self._count += 1
+                    break
+                self._cond.wait()
+        try:
+            return self._spawn()
+        except BaseException:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
+            raise
+
+    def release(self, worker: _Worker, healthy: bool) -> None:
+        with self._cond:
+            if healthy and worker.alive():
+                self._idle.append(worker)
+            else:
+                self._count -= 1
+                worker.process.kill()
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.stop()
+
+
+class LambdaRuntime:
+    """Executes moto's Lambda functions in local worker processes."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        endpoint_url: str,
+        *,
+        extra_env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        workers_per_function: int = 4,
+    ) -> None:
+        self.work_dir = Path(work_dir)
+        self.endpoint_url = endpoint_url
+        self.extra_env = dict(extra_env or {})
+        self.log_dir = Path(log_dir) if log_dir else self.work_dir / "logs"
+        self.workers_per_function = workers_per_function
+        self._pools: dict[str, _Pool] = {}
+        self._lock = threading.Lock()
+        self.invocations = 0
+
+    # -- moto integration ---------------------------------------------------
+    def install(self) -> None:
+        runtime = self
+
+        def _invoke_lambda(
+            function: lambda_models.LambdaFunction, event: Any = None
+        ) -> tuple[str, bool, str]:
+            return runtime.invoke(function, event)
+
+        lambda_models.LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+
+    @staticmethod
+    def uninstall() -> None:
+        lambda_models.LambdaFunction._invoke_lambda = _ORIGINAL_INVOKE  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
+    # -- invocation ---------------------------------------------------------
+    def invoke(self, function: Any, event: Any) -> tuple[str, bool, str]:
+        self.invocations += 1
+        pool = self._pool_for(function)
+        worker = pool.acquire()
+        request_id = str(uuid.uuid4())
+        timeout = float(function.timeout or 3)
+        deadline_ms = time.time() * 1000 + timeout * 1000
+        healthy = True
+        try:
+            with worker.lock:
+                message = {"event": event, "request_id": request_id, "deadline_ms": deadline_ms}
+                worker.requests.write(json.dumps(message) + "\n")
+                worker.requests.flush()
+                ready, _, _ = select.select([worker.responses], [], [], timeout)
+                if not ready:
+                    healthy = False
+                    return self._error(
+                        "Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds", request_id
+                    )
+                line = worker.responses.readline()
+            if not line:
+                healthy = False
+                code = worker.process.poll()
+                return self._error(
+                    "Runtime.ExitError", f"Runtime exited with error: exit status {code}", request_id
+                )
+            result = json.loads(line)
+            return json.dumps(result["payload"]), not result["ok"], ""
+        except (BrokenPipeError, OSError) as exc:
+            healthy = False
+            return self._error("Runtime.ExitError", f"Runtime exited: {exc}", request_id)
+        finally:
+            pool.release(worker, healthy)
+
+    @staticmethod
+    def _error(error_type: str, message: str, request_id: str) -> tuple[str, bool, str]:
+        payload = {"errorMessage": message, "errorType": error_type, "requestId": request_id}
+        return json.dumps(payload), True, ""
+
+    def _pool_for(self, function: Any) -> _Pool:
+        layers = tuple(layer["Arn"] for layer in function.layers)
+        env = {k: str(v) for k, v in (function.environment_vars or {}).items()}
+        identity = json.dumps(
+            [function.function_arn, function.code_sha_256, layers, env, function.handler],
+            sort_keys=True,
+        )
+        key = f"{function.function_arn}|{hashlib.sha256(identity.encode()).hexdigest()}"
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                stale = [k for k in self._pools if k.startswith(function.function_arn + "|")]
+                for old in stale:
+                    self._pools.pop(old).close()
+                pool = _Pool(lambda: self._spawn(function, layers, env), self.workers_per_function)
+                self._pools[key] = pool
+        return pool
+
+    def _spawn(self, function: Any, layers: tuple[str, ...], env: dict[str, str]) -> _Worker:
+        backend = lambda_models.lambda_backends[function.account_id][function.region]
+        code_dir = _extract(
+            function.code_bytes,
+            self.work_dir / "functions" / f"{function.function_name}-{function.code_sha_256[:12]}",
+        )
+        python_path = [str(code_dir)]
+        for arn in layers:
+            layer = backend.layers_versions_by_arn(arn)
+            name = arn.split(":layer:", 1)[-1].replace(":", "-")
+            layer_dir = _extract(layer.code_bytes, self.work_dir / "layers" / name)
+            python_path.append(str(layer_dir / "python"))
+        environment = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+        environment.update(
+            {
+                "AWS_REGION": function.region,
+                "AWS_DEFAULT_REGION": function.region,
+                "AWS_ACCESS_KEY_ID": "offline",
+                "AWS_SECRET_ACCESS_KEY": "offline",
+                "AWS_SESSION_TOKEN": "offline",
+                "AWS_ENDPOINT_URL": self.endpoint_url,
+                "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.run_time}",
+                "AWS_LAMBDA_FUNCTION_NAME": function.function_name,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.function_name}",
+                "SCONES_FUNCTION_ARN": function.function_arn,
+                "LAMBDA_TASK_ROOT": str(code_dir),
+                "_HANDLER": function.handler,
+                "PYTHONPATH": os.pathsep.join(python_path),
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        environment.update(env)
+        environment.update(self.extra_env)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{function.function_name}.log").open("ab")
+        request_r, request_w = os.pipe()
+        response_r, response_w = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "scones.offline.lambda_worker",
+                    function.handler,
+                    str(request_r),
+                    str(response_w),
+                ],
+                cwd=code_dir,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(request_r, response_w),
+            )
+        finally:
+            os.close(request_r)
+            os.close(response_w)
+            log.close()
+        return _Worker(
+            process=process,
+            requests=os.fdopen(request_w, "w", encoding="utf-8"),
+            responses=os.fdopen(response_r, "r", encoding="utf-8"),
+        )

@@ -1,0 +1,336 @@
+"""The whole product on this machine: one object that starts and stops it.
+
+``OfflineStack`` starts a moto server, deploys the real ``template.yaml`` into
+it (``scones.offline.deploy``), runs the deployed Lambda functions in local
+workers (``scones.offline.lambda_runtime``), executes the real ASL with moto's
+Step Functions interpreter, drains the ingest queue like Lambda's SQS poller
+(``scones.offline.sqs_poller``) and serves the shipped model behind a
+SageMaker-compatible endpoint that writes data capture into the stack's bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer
+
+from scones.offline import interpreter_fixes
+from scones.offline.deploy import DeployedStack, deploy
+from scones.offline.lambda_runtime import LambdaRuntime
+from scones.offline.sqs_poller import SqsPoller
+from scones.template_params import PROJECT_ROOT
+
+DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+REGION = "us-east-1"
+TERMINAL_STATUSES = ("ACCEPTED", "NEEDS_REVIEW", "REJECTED", "FAILED")
+
+
+class StackError(RuntimeError):
+    """The offline stack could not start or do what was asked; the message says why."""
+
+
+@dataclass
+class StackOptions:
+    model_dir: Path = DEFAULT_MODEL_DIR
+    work_dir: Path | None = None  # a temporary folder when None
+    host: str = "127.0.0.1"
+    moto_port: int = 0  # 0 picks a free port
+    model_port: int = 0
+    stack_name: str = "scones"
+    overrides: dict[str, str] = field(default_factory=dict)
+    enable_faults: bool = False
+    capture_percent: float = 100.0
+    capture_flush_seconds: float = 1.0
+    workers_per_function: int = 4
+    poller_threads: int = 2
+
+
+@dataclass(frozen=True)
+class Upload:
+    bucket: str
+    key: str
+    etag: str
+    source: str
+
+
+class OfflineStack:
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.deployed: DeployedStack | None = None
+        self._moto: Any = None
+        self._model_server: Any = None
+        self._runtime: LambdaRuntime | None = None
+        self._poller: SqsPoller | None = None
+        self._own_work_dir = False
+        self.work_dir = self.options.work_dir or Path(tempfile.mkdtemp(prefix="scones-offline-"))
+        self._own_work_dir = self.options.work_dir is None
+        self.timings: dict[str, float] = {}
+
+    # -- lifecycle --------------------------------------------------------------
+    def __enter__(self) -> OfflineStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> OfflineStack:
+        from moto.server import ThreadedMotoServer
+
+        started = time.perf_counter()
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        model_manifest = self.options.model_dir / "model.json"
+        if not model_manifest.is_file():
+            raise StackError(
+                f"no model at {self.options.model_dir} (model.json missing); "
+                "train one with `scones train` or pass --model"
+            )
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        _check_port_free(self.options.host, self.options.moto_port)
+        self._moto = ThreadedMotoServer(ip_address=self.options.host, port=self.options.moto_port)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        # moto's Step Functions interpreter calls the other services on this port.
+        os.environ["MOTO_PORT"] = str(port)
+        self._configure_moto()
+        self._runtime = LambdaRuntime(
+            self.work_dir / "lambda",
+            self.endpoint_url,
+            log_dir=self.work_dir / "logs",
+            workers_per_function=self.options.workers_per_function,
+        )
+        self._runtime.install()
+        interpreter_fixes.install()
+        try:
+            self.deployed = deploy(
+                self.endpoint_url,
+                stack_name=self.options.stack_name,
+                region=REGION,
+                overrides=self.options.overrides,
+            )
+            self.timings["deploy_s"] = time.perf_counter() - started
+            self._start_model_server()
+            self._runtime.extra_env.update(
+                {
+                    "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.model_url,
+                    # There is no X-Ray daemon offline.
+                    "POWERTOOLS_TRACE_DISABLED": "true",
+                    "AWS_XRAY_SDK_ENABLED": "false",
+                }
+            )
+            self._publish_baseline()
+            self._poller = SqsPoller(
+                self.client("sqs"),
+                self.client("lambda"),
+                REGION,
+                threads_per_mapping=self.options.poller_threads,
+            )
+            self._poller.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["start_s"] = time.perf_counter() - started
+        return self
+
+    def stop(self) -> None:
+        if self._poller:
+            self._poller.stop()
+            self._poller = None
+        if self._model_server:
+            self._model_server.stop()
+            self._model_server = None
+        if self._runtime:
+            self._runtime.close()
+            LambdaRuntime.uninstall()
+            interpreter_fixes.uninstall()
+            self._runtime = None
+        if self._moto:
+            self._moto.stop()
+            self._moto = None
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _configure_moto(self) -> None:
+        import json
+        import urllib.request
+
+        config = {"stepfunctions": {"execute_state_machine": True}}
+        request = urllib.request.Request(
+            f"{self.endpoint_url}/moto-api/config",
+            data=json.dumps(config).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            response.read()
+
+    def _start_model_server(self) -> None:
+        from scones.serving.server import ModelServer, ServerSettings, build_app
+
+        params = self.parameters
+        capture = f"s3://{self.bucket}/{params['DataCapturePrefix']}"
+        settings = ServerSettings(
+            model_dir=self.options.model_dir,
+            endpoint_name=params["EndpointName"],
+            max_body_bytes=int(params["MaxImageBytes"]),
+            max_image_pixels=int(params["MaxImagePixels"]),
+            capture_destination=capture,
+            capture_percent=self.options.capture_percent,
+            capture_flush_interval_s=self.options.capture_flush_seconds,
+            enable_faults=self.options.enable_faults,
+        )
+        app = build_app(settings, s3_client=self.client("s3"))
+        self._model_server = ModelServer(app, host=self.options.host, port=self.options.model_port)
+        self.model_url = self._model_server.start()
+
+    def _publish_baseline(self) -> None:
+        """Deploy the training baseline where the monitor reads it, as a release would."""
+        baseline = self.options.model_dir / "baseline.json"
+        if baseline.is_file():
+            self.client("s3").put_object(
+                Bucket=self.bucket, Key=self.parameters["BaselineKey"], Body=baseline.read_bytes()
+            )
+
+    # -- accessors --------------------------------------------------------------
+    @property
+    def stack(self) -> DeployedStack:
+        if self.deployed is None:
+            raise StackError("the offline stack is not running")
+        return self.deployed
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return self.stack.parameters
+
+    @property
+    def bucket(self) -> str:
+        return self.stack.outputs["ImageBucketName"]
+
+    @property
+    def table_name(self) -> str:
+        return self.stack.outputs["ResultsTableName"]
+
+    @property
+    def incoming_prefix(self) -> str:
+        return self.stack.outputs["IncomingPrefix"]
+
+    def session(self) -> boto3.Session:
+        return boto3.Session(
+            region_name=REGION, aws_access_key_id="offline", aws_secret_access_key="offline"
+        )
+
+    def client(self, service: str) -> Any:
+        endpoint = self.model_url if service == "sagemaker-runtime" else self.endpoint_url
+        return self.session().client(service, endpoint_url=endpoint)
+
+    def function_name(self, logical_id: str) -> str:
+        return self.stack.physical_id(logical_id)
+
+    # -- using it ---------------------------------------------------------------
+    def upload_bytes(self, key: str, data: bytes, content_type: str | None = None) -> Upload:
+        extra = {"ContentType": content_type} if content_type else {}
+        full_key = key if key.startswith(self.incoming_prefix) else self.incoming_prefix + key
+        response = self.client("s3").put_object(
+            Bucket=self.bucket, Key=full_key, Body=data, **extra
+        )
+        return Upload(self.bucket, full_key, response["ETag"].strip('"'), key)
+
+    def upload_files(self, paths: Iterable[Path], key_prefix: str = "") -> list[Upload]:
+        uploads = []
+        for path in paths:
+            content_type = mimetypes.guess_type(path.name)[0]
+            upload = self.upload_bytes(f"{key_prefix}{path.name}", path.read_bytes(), content_type)
+            uploads.append(Upload(upload.bucket, upload.key, upload.etag, str(path)))
+        return uploads
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every item of the results table, as plain Python values."""
+        ddb = self.client("dynamodb")
+        deserializer = TypeDeserializer()
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.table_name}
+        while True:
+            page = ddb.scan(**kwargs)
+            for raw in page.get("Items", []):
+                item = {k: deserializer.deserialize(v) for k, v in raw.items()}
+                items.append(_plain(item))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def wait_for_records(
+        self,
+        uploads: list[Upload],
+        timeout: float = 120.0,
+        on_progress: Any = None,
+    ) -> dict[Upload, dict[str, Any]]:
+        """Block until every upload has its terminal record; return them by upload."""
+        deadline = time.monotonic() + timeout
+        found: dict[Upload, dict[str, Any]] = {}
+        while True:
+            by_object = {(r.get("key"), r.get("etag")): r for r in self.records()}
+            for upload in uploads:
+                record = by_object.get((upload.key, upload.etag))
+                if record is not None:
+                    found[upload] = record
+            if on_progress:
+                on_progress(len(found), len(uploads))
+            if len(found) == len(uploads):
+                return found
+            if time.monotonic() > deadline:
+                missing = [u.key for u in uploads if u not in found]
+                raise StackError(
+                    f"{len(missing)} upload(s) have no record after {timeout:.0f} s: "
+                    + ", ".join(missing[:5])
+                )
+            time.sleep(0.2)
+
+    def invoke_monitor(self, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run the scheduled monitor now, through the Invoke API."""
+        import json
+
+        response = self.client("lambda").invoke(
+            FunctionName=self.function_name("MonitorFunction"),
+            Payload=json.dumps(event or {}).encode(),
+        )
+        payload = json.loads(response["Payload"].read() or b"null")
+        if "FunctionError" in response:
+            raise StackError(f"monitor failed: {payload}")
+        return dict(payload or {})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | set | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise StackError(
+                f"port {port} on {host} is already in use (is `scones up` already running? "
+                "stop it with `scones down`, or pick another port)"
+            ) from exc

@@ -1,0 +1,1 @@
+"""Reports rendered from what the running system recorded (``scones report``)."""
