@@ -11,29 +11,24 @@ SageMaker-compatible endpoint that writes data capture into the stack's bucket.
 from __future__ import annotations
 
 import logging
-import mimetypes
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer
 
 from scones.offline import interpreter_fixes
+from scones.offline.client import REGION, StackClient, StackEndpoints
 from scones.offline.deploy import DeployedStack, deploy
 from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.sqs_poller import SqsPoller
 from scones.template_params import PROJECT_ROOT
 
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "bicycle-motorcycle"
-REGION = "us-east-1"
-TERMINAL_STATUSES = ("ACCEPTED", "NEEDS_REVIEW", "REJECTED", "FAILED")
 
 
 class StackError(RuntimeError):
@@ -56,14 +51,6 @@ class StackOptions:
     poller_threads: int = 2
 
 
-@dataclass(frozen=True)
-class Upload:
-    bucket: str
-    key: str
-    etag: str
-    source: str
-
-
 class OfflineStack:
     def __init__(self, options: StackOptions | None = None) -> None:
         self.options = options or StackOptions()
@@ -76,6 +63,7 @@ class OfflineStack:
         self.work_dir = self.options.work_dir or Path(tempfile.mkdtemp(prefix="scones-offline-"))
         self._own_work_dir = self.options.work_dir is None
         self.timings: dict[str, float] = {}
+        self._api: StackClient | None = None
 
     # -- lifecycle --------------------------------------------------------------
     def __enter__(self) -> OfflineStack:
@@ -90,6 +78,8 @@ class OfflineStack:
 
         started = time.perf_counter()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        # The interpreter logs every handled Catch/Choice miss as an exception.
+        logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         model_manifest = self.options.model_dir / "model.json"
         if not model_manifest.is_file():
             raise StackError(
@@ -239,86 +229,26 @@ class OfflineStack:
         return self.stack.physical_id(logical_id)
 
     # -- using it ---------------------------------------------------------------
-    def upload_bytes(self, key: str, data: bytes, content_type: str | None = None) -> Upload:
-        extra = {"ContentType": content_type} if content_type else {}
-        full_key = key if key.startswith(self.incoming_prefix) else self.incoming_prefix + key
-        response = self.client("s3").put_object(
-            Bucket=self.bucket, Key=full_key, Body=data, **extra
+    @property
+    def endpoints(self) -> StackEndpoints:
+        outputs = self.stack.outputs
+        return StackEndpoints(
+            endpoint_url=self.endpoint_url,
+            model_url=self.model_url,
+            bucket=outputs["ImageBucketName"],
+            incoming_prefix=outputs["IncomingPrefix"],
+            table=outputs["ResultsTableName"],
+            state_machine_arn=outputs["ClassificationStateMachineArn"],
+            dead_letter_queue_url=outputs["DeadLetterQueueUrl"],
+            monitor_function=outputs["MonitorFunctionName"],
+            region=REGION,
         )
-        return Upload(self.bucket, full_key, response["ETag"].strip('"'), key)
 
-    def upload_files(self, paths: Iterable[Path], key_prefix: str = "") -> list[Upload]:
-        uploads = []
-        for path in paths:
-            content_type = mimetypes.guess_type(path.name)[0]
-            upload = self.upload_bytes(f"{key_prefix}{path.name}", path.read_bytes(), content_type)
-            uploads.append(Upload(upload.bucket, upload.key, upload.etag, str(path)))
-        return uploads
-
-    def records(self) -> list[dict[str, Any]]:
-        """Every item of the results table, as plain Python values."""
-        ddb = self.client("dynamodb")
-        deserializer = TypeDeserializer()
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": self.table_name}
-        while True:
-            page = ddb.scan(**kwargs)
-            for raw in page.get("Items", []):
-                item = {k: deserializer.deserialize(v) for k, v in raw.items()}
-                items.append(_plain(item))
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-    def wait_for_records(
-        self,
-        uploads: list[Upload],
-        timeout: float = 120.0,
-        on_progress: Any = None,
-    ) -> dict[Upload, dict[str, Any]]:
-        """Block until every upload has its terminal record; return them by upload."""
-        deadline = time.monotonic() + timeout
-        found: dict[Upload, dict[str, Any]] = {}
-        while True:
-            by_object = {(r.get("key"), r.get("etag")): r for r in self.records()}
-            for upload in uploads:
-                record = by_object.get((upload.key, upload.etag))
-                if record is not None:
-                    found[upload] = record
-            if on_progress:
-                on_progress(len(found), len(uploads))
-            if len(found) == len(uploads):
-                return found
-            if time.monotonic() > deadline:
-                missing = [u.key for u in uploads if u not in found]
-                raise StackError(
-                    f"{len(missing)} upload(s) have no record after {timeout:.0f} s: "
-                    + ", ".join(missing[:5])
-                )
-            time.sleep(0.2)
-
-    def invoke_monitor(self, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Run the scheduled monitor now, through the Invoke API."""
-        import json
-
-        response = self.client("lambda").invoke(
-            FunctionName=self.function_name("MonitorFunction"),
-            Payload=json.dumps(event or {}).encode(),
-        )
-        payload = json.loads(response["Payload"].read() or b"null")
-        if "FunctionError" in response:
-            raise StackError(f"monitor failed: {payload}")
-        return dict(payload or {})
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | set | tuple):
-        return [_plain(v) for v in value]
-    return value
+    def api(self) -> StackClient:
+        """A boto3-based client for this stack (uploads, records, monitor)."""
+        if self._api is None:
+            self._api = StackClient(self.endpoints)
+        return self._api
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -1,0 +1,92 @@
+"""``scones bench``: benchmarks that print numbers.
+
+``scones bench <name>`` runs one benchmark; ``scones bench`` alone runs them all
+with their defaults. ``server`` is defined here. Any module
+``scones.cli.bench_<name>`` that defines ``register(subparsers)`` (adding a
+parser and ``set_defaults(handler=fn)``, like a top-level command) becomes
+``scones bench <name>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+import scones.cli
+from scones.cli.errors import CommandError
+from scones.template_params import PROJECT_ROOT
+
+DEFAULT_MODEL = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+DEFAULT_IMAGES = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
+PLUGIN_PREFIX = "bench_"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="run benchmarks (all of them, or one by name)", description=__doc__
+    )
+    benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
+    _register_server(benchmarks)
+    for module_name in _plugin_modules():
+        importlib.import_module(f"scones.cli.{module_name}").register(benchmarks)
+    parser.set_defaults(handler=_run_all, bench_parsers=benchmarks.choices)
+
+
+def _plugin_modules() -> list[str]:
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(scones.cli.__path__)
+        if info.name.startswith(PLUGIN_PREFIX)
+    )
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    status = 0
+    for name, parser in args.bench_parsers.items():
+        print(f"== scones bench {name}", flush=True)
+        sub_args = parser.parse_args([])
+        status = max(status, int(sub_args.handler(sub_args) or 0))
+    return status
+
+
+def _register_server(benchmarks: Any) -> None:
+    parser = benchmarks.add_parser(
+        "server",
+        help="model server latency and throughput against bare onnxruntime",
+        description=(
+            "Start `scones serve` as a separate process on a free loopback port and send the "
+            "bundled PNGs through HTTP (httpx) and boto3's sagemaker-runtime client; "
+            "classify the same images with onnxruntime in-process as the baseline."
+        ),
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="requests per measured row")
+    parser.add_argument("--concurrency", type=int, default=4, help="client threads")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
+    parser.add_argument(
+        "--images", type=Path, default=DEFAULT_IMAGES, help="folder of <label>/*.png images"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.set_defaults(handler=_run_server)
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    from scones.model.artifact import ModelArtifactError
+    from scones.serving.bench import format_report, run_benchmark
+
+    if args.requests < 1:
+        raise CommandError(f"--requests must be at least 1, got {args.requests}")
+    if not 1 <= args.concurrency <= 256:
+        raise CommandError(f"--concurrency must be between 1 and 256, got {args.concurrency}")
+    try:
+        result = run_benchmark(args.model, args.images, args.requests, args.concurrency)
+    except (ModelArtifactError, FileNotFoundError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(format_report(result), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0

@@ -1,0 +1,167 @@
+"""Tables and summaries of workflow records, for people and for ``--json``."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from scones.offline.client import TERMINAL_STATUSES
+
+STATUS_STYLES = {
+    "ACCEPTED": "green",
+    "NEEDS_REVIEW": "yellow",
+    "REJECTED": "magenta",
+    "FAILED": "red",
+}
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that stays readable when output is piped (no terminal width to read)."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=140)
+    return console
+
+
+def records_table(
+    rows: list[dict[str, Any]], title: str = "Results", strip_prefix: str = ""
+) -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("key", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("label")
+    table.add_column("confidence", justify="right")
+    table.add_column("true label")
+    table.add_column("reason", overflow="fold", max_width=60)
+    for row in rows:
+        status = str(row.get("status", ""))
+        confidence = row.get("confidence")
+        key = str(row.get("key", ""))
+        table.add_row(
+            key.removeprefix(strip_prefix),
+            f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]",
+            str(row.get("label") or "-"),
+            f"{confidence:.3f}" if isinstance(confidence, int | float) else "-",
+            str(row.get("true_label") or "-"),
+            _reason(row),
+        )
+    return table
+
+
+def _reason(row: dict[str, Any]) -> str:
+    status = row.get("status")
+    if status == "NEEDS_REVIEW":
+        return f"confidence below threshold {row.get('threshold')}"
+    if status in ("REJECTED", "FAILED"):
+        code = row.get("error_code", "")
+        reason = str(row.get("reason", ""))
+        return f"{code}: {reason}" if code else reason
+    return ""
+
+
+@dataclass
+class Summary:
+    total: int
+    by_status: dict[str, int]
+    accuracy: float | None
+    accuracy_accepted: float | None
+    labelled: int
+    images_per_second: float | None
+    stages_ms: dict[str, dict[str, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "by_status": self.by_status,
+            "accuracy": self.accuracy,
+            "accuracy_of_accepted": self.accuracy_accepted,
+            "labelled": self.labelled,
+            "images_per_second": self.images_per_second,
+            "stages_ms": self.stages_ms,
+        }
+
+
+def summarise(rows: list[dict[str, Any]], wall_seconds: float | None = None) -> Summary:
+    counts = Counter(str(r.get("status")) for r in rows)
+    by_status = {status: counts.get(status, 0) for status in TERMINAL_STATUSES}
+    labelled = [r for r in rows if r.get("true_label") and r.get("label")]
+    correct = [r for r in labelled if r["label"] == r["true_label"]]
+    accepted = [r for r in labelled if r.get("status") == "ACCEPTED"]
+    accepted_correct = [r for r in accepted if r["label"] == r["true_label"]]
+    stages: dict[str, list[float]] = {
+        "queue and start": [],
+        "serialize": [],
+        "inference": [],
+        "workflow": [],
+        "end to end": [],
+    }
+    for row in rows:
+        event, started, recorded = (
+            parse_time(row.get(k)) for k in ("event_time", "started_at", "recorded_at")
+        )
+        if event and started:
+            stages["queue and start"].append((started - event).total_seconds() * 1000)
+        if started and recorded:
+            stages["workflow"].append((recorded - started).total_seconds() * 1000)
+        if event and recorded:
+            stages["end to end"].append((recorded - event).total_seconds() * 1000)
+        for name, key in (("serialize", "serialize_ms"), ("inference", "inference_ms")):
+            if isinstance(row.get(key), int | float):
+                stages[name].append(float(row[key]))
+    return Summary(
+        total=len(rows),
+        by_status=by_status,
+        accuracy=len(correct) / len(labelled) if labelled else None,
+        accuracy_accepted=len(accepted_correct) / len(accepted) if accepted else None,
+        labelled=len(labelled),
+        images_per_second=len(rows) / wall_seconds if wall_seconds else None,
+        stages_ms={
+            name: {
+                "mean": round(statistics.fmean(values), 1),
+                "p95": round(_percentile(values, 95), 1),
+            }
+            for name, values in stages.items()
+            if values
+        },
+    )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def print_summary(console: Console, summary: Summary) -> None:
+    parts = [f"[{STATUS_STYLES[s]}]{s}[/] {n}" for s, n in summary.by_status.items()]
+    console.print(f"[bold]{summary.total} images:[/] " + "  ".join(parts))
+    if summary.accuracy is not None:
+        line = f"accuracy against true labels: {summary.accuracy:.1%} of {summary.labelled}"
+        if summary.accuracy_accepted is not None:
+            line += f"; of the ACCEPTED ones: {summary.accuracy_accepted:.1%}"
+        console.print(line)
+    if summary.images_per_second is not None:
+        console.print(f"throughput: {summary.images_per_second:.1f} images/s")
+    if summary.stages_ms:
+        stage_table = Table(title="time per stage (ms)")
+        stage_table.add_column("stage")
+        stage_table.add_column("mean", justify="right")
+        stage_table.add_column("p95", justify="right")
+        for name, numbers in summary.stages_ms.items():
+            stage_table.add_row(name, f"{numbers['mean']:.1f}", f"{numbers['p95']:.1f}")
+        console.print(stage_table)

@@ -1,0 +1,66 @@
+"""``scones evaluate``: score a model artifact on labelled images and write JSON + PNG reports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scones.cli.errors import CommandError
+from scones.template_params import PROJECT_ROOT
+
+DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
+DEFAULT_MODEL = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a model artifact (through onnxruntime) and write evaluation.json/.png",
+        description=(
+            "Score labelled images with the exported model exactly as it is served, and "
+            "report accuracy, the confusion matrix, and coverage/accuracy at the confidence "
+            "threshold and across thresholds. By default the images are the validation "
+            "split recorded in the model's model.json."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled image folder")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the reports")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="confidence threshold (default: ConfidenceThreshold in template.yaml)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("validation", "all"),
+        default="validation",
+        help="'validation': the held-out split recreated from model.json; "
+        "'all': every image in --data (for a separate test set)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scones.model.artifact import ModelArtifactError
+    from scones.model.build import evaluate_directory
+    from scones.model.evaluate import check_threshold, default_threshold, write_report
+    from scones.model.folders import DataError
+
+    try:
+        threshold = (
+            default_threshold() if args.threshold is None else check_threshold(args.threshold)
+        )
+        report, _ = evaluate_directory(args.model, args.data, threshold, whole=args.split == "all")
+    except (ModelArtifactError, DataError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    json_path, png_path = write_report(args.out, report)
+    at = report["at_threshold"]
+    print(
+        f"{report['images']} images: accuracy {report['accuracy']:.4f}; at threshold "
+        f"{threshold:g}: coverage {at['coverage']:.4f}, accepted accuracy "
+        f"{at['accepted_accuracy']}\nwrote {json_path} and {png_path}"
+    )
+    return 0

@@ -1,0 +1,104 @@
+"""``scones report``: draw captured traffic as a PNG.
+
+``--capture`` is a folder (the model server's capture destination) or an
+``s3://bucket/prefix`` (SageMaker's, or the offline stack's through
+``AWS_ENDPOINT_URL``). The threshold and the labels default to the template's
+``ConfidenceThreshold`` and ``ModelLabels`` parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from scones.cli.errors import CommandError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="draw captured traffic (confidence and label mix over time) as a PNG",
+        description=(
+            "Read data-capture JSON Lines from a folder or an s3:// prefix and draw each "
+            "request's confidence over time against the threshold, and the label mix over time."
+        ),
+    )
+    parser.add_argument(
+        "--capture",
+        required=True,
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="folder or s3:// prefix holding capture files (*.jsonl), searched recursively",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    parser.add_argument(
+        "--threshold",
+        type=_fraction,
+        help="review threshold line (default: the template's ConfidenceThreshold)",
+    )
+    parser.add_argument(
+        "--labels",
+        help="comma-separated labels in the model's output order (default: ModelLabels)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def _template_default(name: str) -> str:
+    from scones.template_params import parameter_default
+
+    try:
+        return parameter_default(name)
+    except (KeyError, OSError) as exc:
+        raise CommandError(
+            f"no default for {name} in template.yaml ({exc}); pass it as a flag"
+        ) from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    from scones.reports.capture_plot import render_capture_plot
+    from scones.reports.capture_source import CaptureSourceError, load_capture
+
+    threshold = (
+        args.threshold
+        if args.threshold is not None
+        else float(_template_default("ConfidenceThreshold"))
+    )
+    labels_text = args.labels if args.labels is not None else _template_default("ModelLabels")
+    labels = [label.strip() for label in labels_text.split(",")]
+    if len(labels) < 2 or any(not label for label in labels):
+        raise CommandError(f"--labels {labels_text!r} must name at least two labels")
+    if args.out.suffix.lower() != ".png":
+        raise CommandError(f"--out {args.out} must be a .png file")
+    try:
+        series = load_capture(args.capture, labels)
+    except CaptureSourceError as exc:
+        raise CommandError(str(exc)) from exc
+    if len(series) == 0:
+        raise CommandError(
+            f"no usable capture records under {args.capture} "
+            f"({series.malformed_lines} malformed line(s) skipped)"
+        )
+    try:
+        data = render_capture_plot(series, args.out, threshold)
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.out}: {exc}") from exc
+    print(
+        f"wrote {args.out}: {len(series)} requests from {series.files} file(s), "
+        f"{data.below_threshold_share:.1%} below the threshold {threshold:g}"
+        + (
+            f", {series.malformed_lines} malformed line(s) skipped"
+            if series.malformed_lines
+            else ""
+        )
+    )
+    return 0

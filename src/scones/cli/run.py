@@ -1,0 +1,145 @@
+"""``scones run``: the whole workflow offline, on the bundled images or on yours."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from scones.cli.display import make_console, print_summary, records_table, summarise
+from scones.cli.errors import CommandError
+from scones.cli.inputs import SAMPLES_DIR, InputFile, collect_inputs
+from scones.cli.stack_state import add_stack_options, parse_params
+from scones.offline.client import StackClient, StackClientError, Upload
+from scones.offline.deploy import DeployError
+from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
+from scones.reports.run_report import write_run_report
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the whole workflow offline and show the results",
+        description=(
+            "Start the offline stack (template.yaml deployed into a local AWS emulator, the "
+            "real state machine and handlers, the shipped model behind a SageMaker-compatible "
+            "endpoint), upload images, wait for every record, print them, run the monitor "
+            "and write a report."
+        ),
+    )
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        help=f"image files or folders (default: {SAMPLES_DIR.name}/, held-out images with "
+        "known labels; a folder named after a label gives its images that true label)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("out"), help="folder for the report (default: out/)"
+    )
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for records")
+    parser.add_argument("--json", action="store_true", help="print records and summary as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_stack_options(parser)
+    parser.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    console = make_console(stderr=args.json)
+    overrides = parse_params(args.param)
+    options = StackOptions(
+        model_dir=args.model or DEFAULT_MODEL_DIR,
+        moto_port=args.port,
+        model_port=args.model_port,
+        overrides=overrides,
+    )
+    with console.status("starting the offline stack (deploying template.yaml)..."):
+        stack = OfflineStack(options)
+        try:
+            stack.start()
+        except (StackError, DeployError) as exc:
+            raise CommandError(str(exc)) from exc
+    try:
+        labels = tuple(stack.parameters["ModelLabels"].split(","))
+        inputs = collect_inputs(args.paths or [SAMPLES_DIR], labels)
+        console.print(
+            f"stack up in {stack.timings['start_s']:.1f} s: bucket [bold]{stack.bucket}[/], "
+            f"endpoint {stack.model_url}; uploading {len(inputs)} file(s)"
+        )
+        rows, wall = _classify(stack.api(), inputs, args, console)
+        summary = summarise(rows, wall)
+        monitor = stack.api().invoke_monitor()
+    except StackClientError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        stack.stop()
+    threshold = float(overrides.get("ConfidenceThreshold") or stack.parameters["ConfidenceThreshold"])
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    report = write_run_report(
+        args.out / f"run-{stamp}.html", rows, summary.to_json(), labels, threshold
+    )
+    (args.out / f"run-{stamp}.json").write_text(
+        json.dumps({"summary": summary.to_json(), "records": rows, "monitor": monitor}, indent=2)
+        + "\n",
+        encoding="utf-8",
+    )
+    if args.json:
+        print(json.dumps({"summary": summary.to_json(), "records": rows, "monitor": monitor}))
+        return 0
+    console.print(records_table(rows, strip_prefix=stack.incoming_prefix))
+    print_summary(console, summary)
+    _print_monitor(console, monitor)
+    console.print(f"report: [bold]{report}[/] (records: {report.with_suffix('.json')})")
+    return 0
+
+
+def _classify(
+    api: StackClient, inputs: list[InputFile], args: argparse.Namespace, console: Console
+) -> tuple[list[dict[str, Any]], float]:
+    started = time.perf_counter()
+    uploads: list[tuple[Upload, InputFile]] = []
+    for item in inputs:
+        try:
+            data = item.path.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"{item.path}: cannot read: {exc.strerror}") from exc
+        uploads.append((api.upload_bytes(item.key, data), item))
+    by_upload = dict(uploads)
+    with Progress(
+        TextColumn("classifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=args.no_progress,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("records", total=len(uploads))
+        records = api.wait_for_records(
+            [u for u, _ in uploads],
+            timeout=args.timeout,
+            on_progress=lambda done, total: progress.update(task, completed=done),
+        )
+    wall = time.perf_counter() - started
+    rows = []
+    for upload, record in records.items():
+        item = by_upload[upload]
+        rows.append({**record, "true_label": item.true_label, "source": str(item.path)})
+    rows.sort(key=lambda r: str(r.get("key")))
+    return rows, wall
+
+
+def _print_monitor(console: Console, monitor: dict[str, Any]) -> None:
+    if not monitor:
+        return
+    shown = {k: v for k, v in monitor.items() if not isinstance(v, dict | list)}
+    console.print(
+        "monitor: " + ", ".join(f"{k}={v}" for k, v in shown.items()),
+        highlight=False,
+    )

@@ -1,0 +1,170 @@
+"""Talk to a running offline stack (or any deployment of the template) with boto3.
+
+Only endpoint URLs and resource names are needed, so the same code serves the
+in-process stack of ``scones run`` and a stack that ``scones up`` keeps
+running in another process.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer
+
+REGION = "us-east-1"
+TERMINAL_STATUSES = ("ACCEPTED", "NEEDS_REVIEW", "REJECTED", "FAILED")
+
+
+class StackClientError(RuntimeError):
+    """A request to the stack failed or timed out; the message says which."""
+
+
+@dataclass(frozen=True)
+class StackEndpoints:
+    """Everything a client needs to know; ``scones up`` writes it to a state file."""
+
+    endpoint_url: str
+    model_url: str
+    bucket: str
+    incoming_prefix: str
+    table: str
+    state_machine_arn: str
+    dead_letter_queue_url: str
+    monitor_function: str
+    region: str = REGION
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Upload:
+    bucket: str
+    key: str
+    etag: str
+    source: str
+
+
+class StackClient:
+    def __init__(self, endpoints: StackEndpoints) -> None:
+        self.endpoints = endpoints
+        self._session = boto3.Session(
+            region_name=endpoints.region,
+            aws_access_key_id="offline",
+            aws_secret_access_key="offline",
+        )
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            endpoint = (
+                self.endpoints.model_url
+                if service == "sagemaker-runtime"
+                else self.endpoints.endpoint_url
+            )
+            self._clients[service] = self._session.client(service, endpoint_url=endpoint)
+        return self._clients[service]
+
+    # -- uploads ----------------------------------------------------------------
+    def upload_bytes(self, name: str, data: bytes, content_type: str | None = None) -> Upload:
+        prefix = self.endpoints.incoming_prefix
+        key = name if name.startswith(prefix) else prefix + name
+        extra = {"ContentType": content_type} if content_type else {}
+        response = self.client("s3").put_object(
+            Bucket=self.endpoints.bucket, Key=key, Body=data, **extra
+        )
+        return Upload(self.endpoints.bucket, key, response["ETag"].strip('"'), name)
+
+    def upload_files(self, paths: Iterable[Path], key_prefix: str = "") -> list[Upload]:
+        uploads = []
+        for path in paths:
+            content_type = mimetypes.guess_type(path.name)[0]
+            upload = self.upload_bytes(f"{key_prefix}{path.name}", path.read_bytes(), content_type)
+            uploads.append(Upload(upload.bucket, upload.key, upload.etag, str(path)))
+        return uploads
+
+    # -- records ----------------------------------------------------------------
+    def records(self) -> list[dict[str, Any]]:
+        """Every item of the results table, as plain Python values."""
+        ddb = self.client("dynamodb")
+        deserializer = TypeDeserializer()
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.endpoints.table}
+        while True:
+            page = ddb.scan(**kwargs)
+            for raw in page.get("Items", []):
+                items.append(plain({k: deserializer.deserialize(v) for k, v in raw.items()}))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def wait_for_records(
+        self,
+        uploads: list[Upload],
+        timeout: float = 120.0,
+        on_progress: Callable[[int, int], None] | None = None,
+        poll_seconds: float = 0.2,
+    ) -> dict[Upload, dict[str, Any]]:
+        """Block until every upload has its terminal record; return them by upload."""
+        deadline = time.monotonic() + timeout
+        found: dict[Upload, dict[str, Any]] = {}
+        while True:
+            by_object = {(r.get("key"), r.get("etag")): r for r in self.records()}
+            for upload in uploads:
+                record = by_object.get((upload.key, upload.etag))
+                if record is not None and record.get("status") in TERMINAL_STATUSES:
+                    found[upload] = record
+            if on_progress:
+                on_progress(len(found), len(uploads))
+            if len(found) == len(uploads):
+                return found
+            if time.monotonic() > deadline:
+                missing = [u.key for u in uploads if u not in found]
+                raise StackClientError(
+                    f"{len(missing)} upload(s) have no record after {timeout:.0f} s: "
+                    + ", ".join(missing[:5])
+                    + (" ..." if len(missing) > 5 else "")
+                )
+            time.sleep(poll_seconds)
+
+    def dead_letters(self, max_messages: int = 10) -> list[dict[str, Any]]:
+        """Peek at the dead-letter queue (messages become visible again later)."""
+        response = self.client("sqs").receive_message(
+            QueueUrl=self.endpoints.dead_letter_queue_url,
+            MaxNumberOfMessages=max_messages,
+            VisibilityTimeout=0,
+            WaitTimeSeconds=0,
+        )
+        return list(response.get("Messages", []))
+
+    def invoke_monitor(self, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run the scheduled monitor now, through the Lambda Invoke API."""
+        import json
+
+        response = self.client("lambda").invoke(
+            FunctionName=self.endpoints.monitor_function,
+            Payload=json.dumps(event or {}).encode(),
+        )
+        payload = json.loads(response["Payload"].read() or b"null")
+        if "FunctionError" in response:
+            message = payload.get("errorMessage") if isinstance(payload, dict) else payload
+            raise StackClientError(f"the monitor function failed: {message}")
+        return dict(payload or {})
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB's Decimals as ints or floats, sets as lists."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | set | tuple):
+        return [plain(v) for v in value]
+    return value
