@@ -125,16 +125,18 @@ class SqsPoller:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
+        self._stop = threading.Event()
 
     def _run(self, mapping: Mapping) -> None:
-        while not self._stop.is_set():
+        stop = self._stop
+        while not stop.is_set():
             try:
                 self.poll_once(mapping, wait_seconds=1)
             except Exception:  # keep polling, as Lambda does, and say why
-                if self._stop.is_set():
+                if stop.is_set():
                     return
                 logger.exception("SQS poller error on %s", mapping.queue_arn)
-                self._stop.wait(0.5)
+                stop.wait(0.5)
 
     def poll_once(self, mapping: Mapping, wait_seconds: int = 0) -> int:
         """Receive one batch and deliver it; returns the number of messages received."""

@@ -10,11 +10,13 @@ SageMaker-compatible endpoint that writes data capture into the stack's bucket.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,6 +245,33 @@ class OfflineStack:
             monitor_function=outputs["MonitorFunctionName"],
             region=REGION,
         )
+
+    @contextlib.contextmanager
+    def delivery_paused(self) -> Iterator[None]:
+        """Hold S3 notifications in the ingest queue (as a throttled poller would)."""
+        if self._poller is None:
+            raise StackError("the offline stack is not running")
+        self._poller.stop()
+        try:
+            yield
+        finally:
+            self._poller.start()
+
+    def set_faults(self, plan: dict[str, int] | None) -> dict[str, Any]:
+        """Arm (or with ``None`` clear) the model endpoint's injected faults."""
+        import json
+        import urllib.request
+
+        if not self.options.enable_faults:
+            raise StackError("fault injection is off; start the stack with enable_faults=True")
+        request = urllib.request.Request(
+            f"{self.model_url}/_faults",
+            data=json.dumps(plan).encode() if plan else None,
+            headers={"Content-Type": "application/json"},
+            method="POST" if plan else "DELETE",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            return dict(json.loads(response.read() or b"{}"))
 
     def api(self) -> StackClient:
         """A boto3-based client for this stack (uploads, records, monitor)."""

@@ -1,0 +1,84 @@
+"""Fixtures for the workflow tests: real images, the shipped model, the offline stack."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from scones.model.artifact import OnnxClassifier
+from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
+from scones.template_params import PROJECT_ROOT, parameter_defaults
+from scones_core.images import normalise_image
+from scones_core.settings import ImageLimits
+
+DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
+SAMPLES = PROJECT_ROOT / "samples"
+EVENTS = PROJECT_ROOT / "events"
+FUNCTIONS = PROJECT_ROOT / "functions"
+
+# Fast retries: every retry in the offline stack really sleeps.
+FAST_RETRIES = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "1", "RetryMaxAttempts": "3"}
+
+
+def template_limits() -> ImageLimits:
+    """The serialize function's limits, from the template's defaults (as deployed)."""
+    params = parameter_defaults()
+    return ImageLimits.from_env(
+        {
+            "MAX_IMAGE_BYTES": params["MaxImageBytes"],
+            "MAX_IMAGE_PIXELS": params["MaxImagePixels"],
+            "ALLOWED_IMAGE_FORMATS": params["AllowedImageFormats"],
+            "MODEL_INPUT_SIZE": params["ModelInputSize"],
+        }
+    )
+
+
+def load_handler(name: str, module_name: str | None = None) -> ModuleType:
+    """Import ``functions/<name>/app.py`` fresh (its settings are read at import)."""
+    module_name = module_name or f"handler_{name}"
+    sys.modules.pop(module_name, None)
+    spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def classifier() -> OnnxClassifier:
+    return OnnxClassifier(DEFAULT_MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def threshold() -> float:
+    return float(parameter_defaults()["ConfidenceThreshold"])
+
+
+@pytest.fixture(scope="session")
+def local_predictions(classifier: OnnxClassifier) -> dict[Path, tuple[str, float]]:
+    """What the shipped model says of each sample image after the workflow's normalisation."""
+    from scones.model.artifact import decode_image
+
+    limits = template_limits()
+    predictions = {}
+    for path in sorted(SAMPLES.glob("*/*.png")) + sorted(DATA.glob("*/*.png"))[::10]:
+        try:
+            png = normalise_image(path.read_bytes(), limits).png
+        except Exception:
+            continue
+        probabilities = classifier.predict_images([decode_image(png)])[0]
+        index = int(probabilities.argmax())
+        predictions[path] = (classifier.labels[index], float(probabilities[index]))
+    return predictions
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[OfflineStack]:
+    with OfflineStack(StackOptions(enable_faults=True, overrides=dict(FAST_RETRIES))) as running:
+        yield running

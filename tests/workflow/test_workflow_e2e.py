@@ -1,0 +1,229 @@
+"""The classification workflow end to end on the offline stack.
+
+Real template deployed into moto, the real ASL executed by moto's interpreter,
+the real handlers in Lambda workers, the shipped ONNX model behind the
+SageMaker-compatible endpoint. Each test uploads through S3 and reads DynamoDB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scones.offline.stack import OfflineStack
+from scones.template_params import PROJECT_ROOT
+from workflow_helpers import confident_image, history_events, uncertain_image, wait_for_execution
+
+SAMPLES = PROJECT_ROOT / "samples"
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow-stack")]
+
+
+def one_record(stack: OfflineStack, name: str, data: bytes, timeout: float = 60) -> dict[str, Any]:
+    upload = stack.api().upload_bytes(name, data)
+    return stack.api().wait_for_records([upload], timeout=timeout)[upload]
+
+
+def items_for_key(stack: OfflineStack, key: str) -> list[dict[str, Any]]:
+    return [r for r in stack.api().records() if r.get("key") == key]
+
+
+def test_confident_image_is_accepted_with_the_models_own_probabilities(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    path = confident_image(local_predictions, threshold)
+    label, confidence = local_predictions[path]
+
+    record = one_record(stack, f"accepted/{path.name}", path.read_bytes())
+
+    assert record["status"] == "ACCEPTED"
+    assert record["label"] == label == path.parent.name
+    assert math.isclose(record["confidence"], confidence, abs_tol=1e-5)
+    assert record["threshold"] == threshold
+    assert set(record["probabilities"]) == {"bicycle", "motorcycle"}
+    assert math.isclose(sum(record["probabilities"].values()), 1.0, abs_tol=1e-4)
+    assert record["endpoint_name"] == stack.parameters["EndpointName"]
+    assert record["source_format"] == "PNG"
+    assert record["serialize_ms"] > 0 and record["inference_ms"] > 0
+    assert record["execution_arn"].startswith("arn:aws:states:")
+    assert record["started_at"] <= record["recorded_at"]
+    assert "error_code" not in record
+
+
+def test_low_confidence_image_needs_review(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    path = uncertain_image(local_predictions, threshold)
+    label, confidence = local_predictions[path]
+
+    record = one_record(stack, f"review/{path.name}", path.read_bytes())
+
+    assert record["status"] == "NEEDS_REVIEW"
+    assert record["label"] == label
+    assert record["confidence"] < threshold
+    assert math.isclose(record["confidence"], confidence, abs_tol=1e-5)
+
+
+def test_non_image_is_rejected_with_a_reason(stack: OfflineStack) -> None:
+    record = one_record(stack, "bad/invoice.png", b"%PDF-1.7 not an image at all")
+
+    assert record["status"] == "REJECTED"
+    assert record["error_code"] == "NotAnImage"
+    assert "not an image" in record["reason"]
+    assert "label" not in record
+
+
+def test_file_without_an_image_suffix_is_rejected_not_dropped(stack: OfflineStack) -> None:
+    record = one_record(stack, "bad/manifest.csv", b"key,label\n")
+
+    assert record["status"] == "REJECTED"
+    assert record["error_code"] == "UnsupportedFileType"
+    assert ".png" in record["reason"]
+
+
+def test_object_deleted_before_it_is_read_is_rejected(stack: OfflineStack) -> None:
+    api = stack.api()
+    with stack.delivery_paused():
+        image = next((SAMPLES / "bicycle").glob("*.png")).read_bytes()
+        upload = api.upload_bytes("gone/deleted.png", image)
+        api.client("s3").delete_object(Bucket=upload.bucket, Key=upload.key)
+    record = api.wait_for_records([upload], timeout=60)[upload]
+
+    assert record["status"] == "REJECTED"
+    assert record["error_code"] == "ObjectNotFound"
+    assert "deleted before it could be read" in record["reason"]
+
+
+def test_duplicate_s3_event_gives_exactly_one_record(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]]
+) -> None:
+    api = stack.api()
+    sqs = api.client("sqs")
+    queue_url = stack.stack.outputs["IngestQueueUrl"]
+    path = next(iter(local_predictions))
+    with stack.delivery_paused():
+        upload = api.upload_bytes(f"dup/{path.name}", path.read_bytes())
+        message = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        # S3 delivers at least once: the same notification arrives twice.
+        for _ in range(2):
+            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
+    record = api.wait_for_records([upload], timeout=60)[upload]
+
+    sfn = api.client("stepfunctions")
+    executions = sfn.list_executions(stateMachineArn=api.endpoints.state_machine_arn)["executions"]
+    name = record["execution_arn"].rsplit(":", 1)[-1]
+    assert [e["name"] for e in executions].count(name) == 1
+    assert len(items_for_key(stack, upload.key)) == 1
+
+    # An Express workflow does not deduplicate names: a second run of the same
+    # object must still leave one record, via the conditional write.
+    execution_input = json.loads(sfn.describe_execution(executionArn=record["execution_arn"])["input"])
+    second = sfn.start_execution(
+        stateMachineArn=api.endpoints.state_machine_arn,
+        name=f"{name[:60]}-again",
+        input=json.dumps(execution_input),
+    )["executionArn"]
+    assert wait_for_execution(sfn, second) == "SUCCEEDED"
+    events = history_events(sfn, second)
+    assert any(e["type"] == "SucceedStateEntered" and
+               e["stateEnteredEventDetails"]["name"] == "AlreadyRecorded" for e in events)
+    assert items_for_key(stack, upload.key) == [record]
+
+
+def test_endpoint_throttling_twice_is_retried_and_then_recorded(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]]
+) -> None:
+    path = next(iter(local_predictions))
+    stack.set_faults({"throttle": 2})
+    try:
+        record = one_record(stack, f"throttled/{path.name}", path.read_bytes())
+    finally:
+        stack.set_faults(None)
+
+    assert record["status"] in ("ACCEPTED", "NEEDS_REVIEW")
+    assert record["label"] == local_predictions[path][0]
+    events = history_events(stack.api().client("stepfunctions"), record["execution_arn"])
+    failures = [e for e in events if e["type"] == "LambdaFunctionFailed"]
+    assert [f["lambdaFunctionFailedEventDetails"]["error"] for f in failures] == [
+        "EndpointThrottled",
+        "EndpointThrottled",
+    ]
+
+
+def test_endpoint_down_gives_failed_record_and_dead_letter(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]]
+) -> None:
+    path = next(iter(local_predictions))
+    stack.set_faults({"unavailable": -1})
+    try:
+        record = one_record(stack, f"down/{path.name}", path.read_bytes(), timeout=90)
+    finally:
+        stack.set_faults(None)
+
+    assert record["status"] == "FAILED"
+    assert record["error_code"] == "EndpointUnavailable"
+    assert "ServiceUnavailable" in record["reason"]
+    attempts = [
+        e
+        for e in history_events(stack.api().client("stepfunctions"), record["execution_arn"])
+        if e["type"] == "LambdaFunctionFailed"
+    ]
+    assert len(attempts) == 1 + int(stack.parameters["RetryMaxAttempts"])
+    letters = [json.loads(m["Body"]) for m in stack.api().dead_letters()]
+    mine = [m for m in letters if m.get("object", {}).get("key") == record["key"]]
+    assert len(mine) == 1
+    assert mine[0]["kind"] == "workflow_failed"
+    assert mine[0]["error"]["Error"] == "EndpointUnavailable"
+    assert mine[0]["execution_arn"] == record["execution_arn"]
+
+
+def test_a_model_error_is_not_retried(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]]
+) -> None:
+    path = next(iter(local_predictions))
+    stack.set_faults({"model_error": 1})
+    try:
+        record = one_record(stack, f"model-error/{path.name}", path.read_bytes())
+    finally:
+        stack.set_faults(None)
+
+    assert record["status"] == "FAILED"
+    assert record["error_code"] == "EndpointRejectedRequest"
+    failures = [
+        e
+        for e in history_events(stack.api().client("stepfunctions"), record["execution_arn"])
+        if e["type"] == "LambdaFunctionFailed"
+    ]
+    assert len(failures) == 1
+
+
+def test_a_message_that_is_not_an_s3_event_reaches_the_dead_letter_queue(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]]
+) -> None:
+    """Partial batch failure: the good message is processed, the bad one retried to the DLQ."""
+    api = stack.api()
+    sqs = api.client("sqs")
+    queue_url = stack.stack.outputs["IngestQueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "1"})
+    path = next(iter(local_predictions))
+    try:
+        with stack.delivery_paused():
+            sqs.send_message(QueueUrl=queue_url, MessageBody='{"hello": "not an S3 event"}')
+            upload = api.upload_bytes(f"batch/{path.name}", path.read_bytes())
+        record = api.wait_for_records([upload], timeout=60)[upload]
+        assert record["status"] in ("ACCEPTED", "NEEDS_REVIEW")
+        bodies: list[str] = []
+        for _ in range(60):
+            bodies = [m["Body"] for m in api.dead_letters()]
+            if '{"hello": "not an S3 event"}' in bodies:
+                break
+            time.sleep(0.5)
+        assert '{"hello": "not an S3 event"}' in bodies
+    finally:
+        sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "180"})

@@ -1,0 +1,45 @@
+"""Helpers shared by the workflow tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def wait_for_execution(sfn: Any, execution_arn: str, timeout: float = 60) -> str:
+    """Poll until the execution leaves RUNNING; return its final status."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status = str(sfn.describe_execution(executionArn=execution_arn)["status"])
+        if status != "RUNNING":
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{execution_arn} still RUNNING after {timeout} s")
+        time.sleep(0.1)
+
+
+def history_events(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"executionArn": execution_arn}
+    while True:
+        page = sfn.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        if not page.get("nextToken"):
+            return events
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def confident_image(predictions: dict[Path, tuple[str, float]], threshold: float) -> Path:
+    for path, (label, confidence) in predictions.items():
+        if path.parent.name == label and confidence >= threshold:
+            return path
+    raise AssertionError("no sample image is classified confidently by the shipped model")
+
+
+def uncertain_image(predictions: dict[Path, tuple[str, float]], threshold: float) -> Path:
+    for path, (_, confidence) in sorted(predictions.items(), key=lambda kv: kv[1][1]):
+        if confidence < threshold:
+            return path
+    raise AssertionError("every sample image is above the threshold")
