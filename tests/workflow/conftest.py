@@ -82,3 +82,21 @@ def local_predictions(classifier: OnnxClassifier) -> dict[Path, tuple[str, float
 def stack() -> Iterator[OfflineStack]:
     with OfflineStack(StackOptions(enable_faults=True, overrides=dict(FAST_RETRIES))) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def model_server_url() -> Iterator[str]:
+    """The real model server with the shipped model, on a free loopback port."""
+    from scones.serving.server import ModelServer, ServerSettings, build_app
+
+    params = parameter_defaults()
+    settings = ServerSettings(
+        model_dir=DEFAULT_MODEL_DIR,
+        endpoint_name=params["EndpointName"],
+        max_body_bytes=int(params["MaxImageBytes"]),
+        max_image_pixels=int(params["MaxImagePixels"]),
+    )
+    server = ModelServer(build_app(settings))
+    url = server.start()
+    yield url
+    server.stop()

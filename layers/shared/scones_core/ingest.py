@@ -21,7 +21,10 @@ from scones_core.settings import StartSettings
 @dataclass(frozen=True)
 class StartResult:
     execution_name: str
-    started: bool  # False when an execution with this name already existed
+    # False when an execution with this name but another input already existed.
+    # A Standard workflow answers an identical repeat (same name, same input)
+    # with the original execution, so that also counts as started.
+    started: bool
 
 
 def workflow_input(ref: ObjectRef, settings: StartSettings, event_time: str) -> dict[str, Any]:

@@ -99,6 +99,13 @@ def _job(parser: argparse.ArgumentParser, instance_type: str, prefix: str) -> No
         "--max-runtime-seconds", type=int, default=3 * 3600, help="the job is stopped after this"
     )
     parser.add_argument("--job-name-prefix", default=prefix, help="job name = <prefix>-<UTC time>")
+    parser.add_argument(
+        "--save-request",
+        type=Path,
+        metavar="FILE",
+        help="also write the CreateTrainingJob request as JSON (the file that the template's "
+        "RetrainingJobConfigS3Uri points at)",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -306,10 +313,20 @@ def train_builtin(args: argparse.Namespace) -> dict[str, Any]:
         ),
         resources=_resources(args),
     )
+    _save_request(args.save_request, request)
     if args.dry_run:
         return {"CreateTrainingJob": request}
     sagemaker = sagemaker or make_client("sagemaker", args.region)
     return _start(sagemaker, request, args.wait)
+
+
+def _save_request(path: Path | None, request: dict[str, Any]) -> None:
+    if path is None:
+        return
+    try:
+        path.write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"--save-request: cannot write {path}: {exc}") from exc
 
 
 def _start(sagemaker: Any, request: dict[str, Any], wait: bool) -> dict[str, Any]:
@@ -375,6 +392,7 @@ def train_script(args: argparse.Namespace) -> dict[str, Any]:
         output=output,
         resources=_resources(args),
     )
+    _save_request(args.save_request, request)
     if args.dry_run:
         return {"source_bundle": str(bundle_uri), "CreateTrainingJob": request}
     source_bundle.upload_bundle(make_client("s3", args.region), bundle, bundle_uri)

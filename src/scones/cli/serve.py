@@ -3,15 +3,20 @@
 Defaults for the endpoint name and the request limits come from
 ``template.yaml``'s parameters (``EndpointName``, ``MaxImageBytes``,
 ``MaxImagePixels``), read when the command runs; flags override them.
-Ctrl-C or SIGTERM shuts down gracefully and writes every buffered capture record.
+Ctrl-C or SIGTERM shuts down gracefully, writes every buffered capture record
+and exits with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from scones.cli.errors import CommandError
@@ -159,6 +164,25 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived (after uvicorn's graceful shutdown)."""
+
+
+def _exit_quietly_on_sigterm() -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
 def run(args: argparse.Namespace) -> int:
     from scones.model.artifact import ModelArtifactError
     from scones.serving.capture import CaptureConfigError
@@ -188,12 +212,17 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to
+    # the handler that was installed before it: these become a normal exit here.
+    restore = _exit_quietly_on_sigterm()
     try:
         server.serve_forever(on_ready=announce)
     except ServerStartError as exc:
         raise CommandError(str(exc)) from exc
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         pass
+    finally:
+        restore()
     capture_writer = app.state.capture
     if capture_writer is not None:
         stats = capture_writer.stats()

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scones.asl_check import check_definition, substitute
+
 if TYPE_CHECKING:
     import boto3
 
@@ -35,6 +37,16 @@ _INTRINSICS = {
 }
 _MARKER = "__scones_resolve__"
 
+# What moto 5.2.5 drops and cannot store at all; harmless offline, listed for honesty.
+NOT_FILLED: dict[str, str] = {
+    "function tracing and architectures": "moto ignores TracingConfig and Architectures, even "
+    "through UpdateFunctionConfiguration; offline there is no X-Ray and the host's CPU runs "
+    "the code",
+    "function logging config": "LoggingConfig is dropped; offline logs go to .scones/.../logs",
+    "state machine log delivery": "kept in the state machine's configuration; moto delivers "
+    "no execution logs",
+}
+
 # What moto 5.2.5's CloudFormation drops, and how it is filled here.
 GAPS: dict[str, str] = {
     "bucket notifications": "AWS::S3::Bucket NotificationConfiguration is ignored; "
@@ -48,8 +60,6 @@ GAPS: dict[str, str] = {
     "executing interpreter cannot see it; recreated with CreateStateMachine",
     "layers": "AWS::Lambda::LayerVersion yields no ARN and functions drop Layers; "
     "published with PublishLayerVersion and attached with UpdateFunctionConfiguration",
-    "function settings": "AWS::Lambda::Function drops TracingConfig; set with "
-    "UpdateFunctionConfiguration",
     "alarms": "AWS::CloudWatch::Alarm is ignored; created with PutMetricAlarm",
     "schedules": "AWS::Scheduler::Schedule is ignored; created with CreateSchedule",
     "table settings": "AWS::DynamoDB::Table drops point-in-time recovery and SSE; set with "
@@ -85,13 +95,6 @@ def package_state_machines(
         resource["Properties"]["DefinitionUri"] = f"s3://{bucket}/{key}"
         definitions[logical_id] = text
     return definitions
-
-
-def substitute(definition: str, substitutions: dict[str, str]) -> str:
-    """Apply DefinitionSubstitutions as CloudFormation does: ``${name}`` text replacement."""
-    for name, value in substitutions.items():
-        definition = definition.replace("${" + name + "}", value)
-    return definition
 
 
 class _Extractor:
@@ -153,9 +156,6 @@ def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
                 if not (isinstance(layer, dict) and "Ref" in layer):
                     raise ValueError(f"{logical_id}: only Ref layers are supported offline")
                 result.layer_users.setdefault(layer["Ref"], []).append(logical_id)
-            if "TracingConfig" in props:
-                tracing = {"TracingConfig": props["TracingConfig"]}
-                result.fills.append(("function", logical_id, extract(tracing)))
         condition = resource.get("Condition")
         if condition:
             # Outputs of a conditional resource exist only when the resource does.
@@ -206,13 +206,6 @@ def fill(
                     FunctionName=stack.physical_id(user), Layers=[layer_arns[logical_id]]
                 )
             stack.filled.append(f"layer {logical_id}")
-        elif kind == "function":
-            tracing = values.get("TracingConfig")
-            if tracing:
-                client("lambda").update_function_configuration(
-                    FunctionName=stack.physical_id(logical_id), TracingConfig=tracing
-                )
-                stack.filled.append(f"tracing {logical_id}")
         elif kind == "bucket_notifications":
             _put_notifications(client, stack.physical_id(logical_id), values)
             stack.filled.append(f"notifications {logical_id}")
@@ -244,7 +237,6 @@ def fill(
 
 _ORDER = [
     "layer",
-    "function",
     "table",
     "queue_policy",
     "bucket_policy",
@@ -320,8 +312,11 @@ def _recreate_state_machine(
         sfn.delete_state_machine(stateMachineArn=arn)
     except sfn.exceptions.StateMachineDoesNotExist:
         pass
-    definition = substitute(definitions[logical_id], props.get("DefinitionSubstitutions", {}))
-    json.loads(definition)  # fail here, clearly, rather than inside the interpreter
+    substitutions = props.get("DefinitionSubstitutions", {})
+    problems = check_definition(definitions[logical_id], substitutions)
+    if problems:
+        raise RuntimeError(f"{logical_id} definition: " + "; ".join(problems))
+    definition = substitute(definitions[logical_id], substitutions)
     kwargs: dict[str, Any] = {
         "name": name,
         "definition": definition,

@@ -181,7 +181,10 @@ class LambdaRuntime:
                 line = worker.responses.readline()
             if not line:
                 healthy = False
-                code = worker.process.poll()
+                try:
+                    code = worker.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    code = None
                 return self._error(
                     "Runtime.ExitError", f"Runtime exited with error: exit status {code}", request_id
                 )

@@ -1,0 +1,116 @@
+"""Scheduled monitor: measure the last window, publish metrics, start retraining.
+
+EventBridge Scheduler invokes this function on a rate. The handler only turns
+the event into the window's end time, calls ``scones_core.monitoring`` and
+publishes the numbers as CloudWatch metrics (embedded metric format).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from scones_core.errors import EventError
+from scones_core.monitoring.metrics import label_metrics, retraining_metric, window_metrics
+from scones_core.monitoring.service import MonitorClients, measure_window, respond
+from scones_core.monitoring.settings import MonitorSettings
+from scones_core.monitoring.timestamps import parse_timestamp
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+# The domain logs through the standard library; give it Powertools' JSON format.
+logging.getLogger("scones_core")
+copy_config_to_registered_loggers(source_logger=logger, include={"scones_core"})
+
+# Validated at cold start: a bad deployment fails on its first invocation with
+# a message naming every missing or invalid variable.
+SETTINGS = MonitorSettings.from_env(os.environ)
+metrics.set_default_dimensions(EndpointName=SETTINGS.endpoint_name)
+# single_metric gets no automatic ``service`` dimension; add it so every metric
+# shares the dimension set the alarms select on.
+_LABEL_DIMENSIONS = {"EndpointName": SETTINGS.endpoint_name} | (
+    {"service": os.environ["POWERTOOLS_SERVICE_NAME"]}
+    if os.environ.get("POWERTOOLS_SERVICE_NAME")
+    else {}
+)
+
+# Where the window's end time may be in the event, first match wins:
+# the Scheduler input this stack sends, then an EventBridge rule's event.
+_TIME_FIELDS = ("scheduledTime", "time")
+
+
+def window_end_from_event(event: Any, now: datetime) -> datetime:
+    """The window ends at the scheduled time, so a retried invocation reads the same window."""
+    if event is None:
+        return now
+    if not isinstance(event, dict):
+        raise EventError(f"expected a JSON object event, got {type(event).__name__}")
+    for field in _TIME_FIELDS:
+        if field in event:
+            try:
+                return parse_timestamp(event[field])
+            except ValueError as exc:
+                raise EventError(f"event field {field!r}: {exc}") from exc
+    return now
+
+
+@cache
+def clients() -> MonitorClients:
+    """Created on first use, so importing this module needs no AWS access."""
+    session = boto3.session.Session()
+    return MonitorClients(
+        s3=session.client("s3"),
+        dynamodb=session.client("dynamodb"),
+        sagemaker=session.client("sagemaker")
+        if SETTINGS.monitoring_schedule_name or SETTINGS.retraining_job_config
+        else None,
+        stepfunctions=session.client("stepfunctions")
+        if SETTINGS.retraining_state_machine_arn
+        else None,
+    )
+
+
+@logger.inject_lambda_context(log_event=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    window_end = window_end_from_event(event, datetime.now(UTC))
+    report, alerts = measure_window(SETTINGS, clients(), window_end)
+    logger.info("window measured", extra={"report": report.to_json()})
+
+    for point in window_metrics(report, alert_count=len(alerts)):
+        metrics.add_metric(name=point.name, unit=point.unit, value=point.value)
+    for label_point in label_metrics(report):
+        with single_metric(
+            name=label_point.name,
+            unit=MetricUnit(label_point.unit),
+            value=label_point.value,
+            default_dimensions=_LABEL_DIMENSIONS,
+        ) as metric:
+            metric.add_dimension(name="Label", value=label_point.label)
+
+    for alert in alerts:
+        logger.warning("quality alert", extra={"code": alert.code, "detail": alert.message})
+    outcome = respond(SETTINGS, clients(), report, alerts)
+    started = retraining_metric(outcome is not None and outcome.started)
+    metrics.add_metric(name=started.name, unit=started.unit, value=started.value)
+
+    summary = report.to_json()
+    return {
+        "window_start": summary["window_start"],
+        "window_end": summary["window_end"],
+        "request_count": report.request_count,
+        "malformed_lines": report.malformed_lines,
+        "alerts": [alert.code for alert in alerts],
+        "retraining": None if outcome is None else outcome.to_json(),
+    }

@@ -1,0 +1,288 @@
+"""SageMaker data capture: JSON Lines files in, one ``CaptureRecord`` per request out.
+
+SageMaker writes one JSON object per line, many lines per file, and files under
+``{prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/``::
+
+    {"captureData": {"endpointInput":  {"observedContentType": "image/png", "mode": "INPUT",
+                                        "data": "<base64>", "encoding": "BASE64"},
+                     "endpointOutput": {"observedContentType": "application/json",
+                                        "mode": "OUTPUT", "data": "[0.97, 0.03]",
+                                        "encoding": "JSON"}},
+     "eventMetadata": {"eventId": "...", "inferenceTime": "2026-11-25T12:00:00Z"},
+     "eventVersion": "0"}
+
+``eventMetadata`` sits beside ``captureData``; some writers nest it inside, and
+both are accepted. The output is the model's probabilities in label order, as
+JSON text or as base64 of that text. Every line of every file is read; a line
+that does not parse is counted and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from scones_core.monitoring.locations import S3Location, list_objects
+from scones_core.monitoring.timestamps import hours_between, parse_timestamp
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_SUFFIX = ".jsonl"
+_PROBABILITY_TOLERANCE = 1e-6
+# SageMaker buffers records before writing a file, so a file can land in the
+# hour folder after the request's hour; the next hour's folder is read as well.
+_LATE_FILE_ALLOWANCE = timedelta(hours=1)
+_STREAM_CHUNK_BYTES = 1 << 20
+# A broken writer can produce thousands of bad lines; log a few, then a count.
+_LOGGED_MALFORMED_PER_FILE = 5
+
+
+class CaptureFormatError(ValueError):
+    """A capture line that is not a record this project's endpoint writes."""
+
+
+@dataclass(frozen=True)
+class CaptureRecord:
+    """One captured request: when it happened and what the model answered."""
+
+    inference_time: datetime
+    probabilities: tuple[float, ...]
+    label: str
+    confidence: float
+    event_id: str | None = None
+
+
+@dataclass
+class CaptureBatch:
+    """Records read from capture files, plus what could not be used and why."""
+
+    records: list[CaptureRecord] = field(default_factory=list)
+    files_read: int = 0
+    lines_read: int = 0
+    malformed_lines: int = 0
+    outside_window: int = 0
+
+    def extend(self, other: CaptureBatch) -> None:
+        self.records.extend(other.records)
+        self.files_read += other.files_read
+        self.lines_read += other.lines_read
+        self.malformed_lines += other.malformed_lines
+        self.outside_window += other.outside_window
+
+    def sorted_records(self) -> list[CaptureRecord]:
+        return sorted(self.records, key=lambda record: record.inference_time)
+
+
+def parse_capture_line(line: str | bytes, labels: Sequence[str]) -> CaptureRecord:
+    """Parse one JSON Lines record; raises ``CaptureFormatError`` saying what is wrong."""
+    try:
+        document = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CaptureFormatError(f"not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise CaptureFormatError("not a JSON object")
+    capture = document.get("captureData")
+    if not isinstance(capture, dict):
+        raise CaptureFormatError("no captureData object")
+    output = capture.get("endpointOutput")
+    if not isinstance(output, dict):
+        raise CaptureFormatError("no captureData.endpointOutput object")
+    metadata = document.get("eventMetadata", capture.get("eventMetadata"))
+    if not isinstance(metadata, dict):
+        raise CaptureFormatError("no eventMetadata object")
+    try:
+        inference_time = parse_timestamp(metadata.get("inferenceTime"))
+    except ValueError as exc:
+        raise CaptureFormatError(f"eventMetadata.inferenceTime: {exc}") from exc
+    probabilities = _probabilities(decode_output(output), len(labels))
+    best = max(range(len(probabilities)), key=probabilities.__getitem__)
+    event_id = metadata.get("eventId")
+    return CaptureRecord(
+        inference_time=inference_time,
+        probabilities=probabilities,
+        label=labels[best],
+        confidence=probabilities[best],
+        event_id=event_id if isinstance(event_id, str) else None,
+    )
+
+
+def decode_output(output: dict[str, Any]) -> Any:
+    """The endpoint's answer as a Python value, whatever the capture encoding."""
+    data = output.get("data")
+    encoding = str(output.get("encoding", "")).upper()
+    if not isinstance(data, str):
+        if isinstance(data, list) and encoding in {"", "JSON"}:
+            return data
+        raise CaptureFormatError("endpointOutput.data is not a string")
+    if encoding == "BASE64":
+        try:
+            text = base64.b64decode(data, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise CaptureFormatError(f"endpointOutput.data is not base64 text: {exc}") from exc
+    elif encoding in {"JSON", ""}:
+        text = data
+    elif encoding == "CSV":
+        return _csv_numbers(data)
+    else:
+        raise CaptureFormatError(f"unknown endpointOutput.encoding {encoding!r}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CaptureFormatError(f"endpointOutput.data is not JSON: {exc}") from exc
+
+
+def _csv_numbers(text: str) -> list[float]:
+    try:
+        return [float(cell) for cell in text.strip().split(",")]
+    except ValueError as exc:
+        raise CaptureFormatError(f"endpointOutput.data is not CSV numbers: {exc}") from exc
+
+
+def _probabilities(value: Any, label_count: int) -> tuple[float, ...]:
+    # A batch of one ([[p0, p1]]) is the same answer as [p0, p1].
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
+        value = value[0]
+    if not isinstance(value, list):
+        raise CaptureFormatError("the endpoint output is not a list of probabilities")
+    if len(value) != label_count:
+        raise CaptureFormatError(
+            f"the endpoint output has {len(value)} probabilities, expected {label_count}"
+        )
+    probabilities: list[float] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            raise CaptureFormatError(f"probability {item!r} is not a number")
+        number = float(item)
+        if not math.isfinite(number) or not (
+            -_PROBABILITY_TOLERANCE <= number <= 1 + _PROBABILITY_TOLERANCE
+        ):
+            raise CaptureFormatError(f"probability {item!r} is outside [0, 1]")
+        probabilities.append(min(max(number, 0.0), 1.0))
+    return tuple(probabilities)
+
+
+def parse_capture_lines(
+    lines: Iterable[str | bytes],
+    labels: Sequence[str],
+    *,
+    source: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> CaptureBatch:
+    """Parse every line of one capture file; keep records with ``start <= time < end``."""
+    batch = CaptureBatch(files_read=1)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        batch.lines_read += 1
+        try:
+            record = parse_capture_line(line, labels)
+        except CaptureFormatError as exc:
+            batch.malformed_lines += 1
+            if batch.malformed_lines <= _LOGGED_MALFORMED_PER_FILE:
+                logger.warning(
+                    "skipping malformed capture line",
+                    extra={"source": source, "line": number, "problem": str(exc)},
+                )
+            continue
+        if (start is not None and record.inference_time < start) or (
+            end is not None and record.inference_time >= end
+        ):
+            batch.outside_window += 1
+            continue
+        batch.records.append(record)
+    if batch.malformed_lines > _LOGGED_MALFORMED_PER_FILE:
+        logger.warning(
+            "skipped more malformed capture lines than were logged",
+            extra={"source": source, "malformed_lines": batch.malformed_lines},
+        )
+    return batch
+
+
+def parse_capture_text(
+    text: str | bytes,
+    labels: Sequence[str],
+    *,
+    source: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> CaptureBatch:
+    """``parse_capture_lines`` over a whole file's contents."""
+    return parse_capture_lines(text.splitlines(), labels, source=source, start=start, end=end)
+
+
+def capture_hour_prefixes(
+    capture: S3Location, endpoint: str, variant: str, start: datetime, end: datetime
+) -> list[str]:
+    """The ``.../yyyy/mm/dd/hh/`` folders that can hold records from ``[start, end)``."""
+    hours = hours_between(start, end + _LATE_FILE_ALLOWANCE)
+    base = capture.child(endpoint, variant)
+    return [base.child(hour.strftime("%Y/%m/%d/%H")).as_prefix() for hour in hours]
+
+
+def read_capture_window(
+    s3: Any,
+    capture: S3Location,
+    *,
+    endpoint: str,
+    variant: str,
+    labels: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> CaptureBatch:
+    """Every capture record with ``start <= inferenceTime < end``, from every file and line."""
+    batch = CaptureBatch()
+    for prefix in capture_hour_prefixes(capture, endpoint, variant, start, end):
+        keys = [obj.key for obj in list_objects(s3, capture.bucket, prefix)]
+        batch.extend(read_capture_objects(s3, capture.bucket, keys, labels, start=start, end=end))
+    return batch
+
+
+def read_capture_objects(
+    s3: Any,
+    bucket: str,
+    keys: Iterable[str],
+    labels: Sequence[str],
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> CaptureBatch:
+    """Parse the ``.jsonl`` objects among ``keys``; other keys are ignored.
+
+    Objects are streamed line by line, so memory holds one line (one captured
+    request, image included) at a time rather than a whole file.
+    """
+    batch = CaptureBatch()
+    for key in keys:
+        if not key.endswith(CAPTURE_SUFFIX):
+            continue
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchKey":
+                raise
+            # Deleted between listing and reading (an S3 lifecycle rule, say).
+            logger.warning("capture file vanished before it was read", extra={"key": key})
+            continue
+        try:
+            batch.extend(
+                parse_capture_lines(
+                    body.iter_lines(chunk_size=_STREAM_CHUNK_BYTES),
+                    labels,
+                    source=f"s3://{bucket}/{key}",
+                    start=start,
+                    end=end,
+                )
+            )
+        finally:
+            body.close()
+    return batch

@@ -1,0 +1,141 @@
+"""The training baseline and how far a window's label mix has moved from it.
+
+The distance is the total variation distance, ``0.5 * sum(|p_i - q_i|)``: the
+share of traffic that would have to change label for the two mixes to match.
+It is bounded in ``[0, 1]``, so one alert threshold means the same thing for
+any number of labels, and it stays finite when a label is absent from a window,
+which happens often in small windows. PSI, the usual alternative, divides by
+each share and takes its logarithm, so an unseen label makes it infinite unless
+an arbitrary smoothing constant is added, and its scale has no direct reading.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scones_core.monitoring.locations import S3Location, read_optional_object
+
+logger = logging.getLogger(__name__)
+
+
+class BaselineError(ValueError):
+    """The baseline file exists but is not a baseline this monitor can use."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What the model did on its evaluation data, written by the training step."""
+
+    labels: tuple[str, ...]
+    label_mix: dict[str, float]
+    mean_confidence: float
+    confidence_percentiles: dict[str, float]
+    low_confidence_share: float
+    threshold: float
+    sample_count: int
+    model_version: str
+
+    @classmethod
+    def from_json(cls, document: Any) -> Baseline:
+        if not isinstance(document, dict):
+            raise BaselineError("the baseline is not a JSON object")
+        try:
+            labels = tuple(str(label) for label in document["labels"])
+            mix = {str(k): float(v) for k, v in dict(document["label_mix"]).items()}
+            percentiles = {
+                str(k): float(v) for k, v in dict(document["confidence_percentiles"]).items()
+            }
+            baseline = cls(
+                labels=labels,
+                label_mix=mix,
+                mean_confidence=float(document["mean_confidence"]),
+                confidence_percentiles=percentiles,
+                low_confidence_share=float(document["low_confidence_share"]),
+                threshold=float(document["threshold"]),
+                sample_count=int(document["sample_count"]),
+                model_version=str(document["model_version"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BaselineError(f"the baseline is incomplete or mistyped: {exc!r}") from exc
+        if set(mix) != set(labels):
+            raise BaselineError(f"label_mix names {sorted(mix)} but labels are {list(labels)}")
+        total = math.fsum(mix.values())
+        if any(share < 0 or not math.isfinite(share) for share in mix.values()) or total <= 0:
+            raise BaselineError("label_mix must hold non-negative shares with a positive sum")
+        return baseline
+
+
+def load_baseline(s3: Any, location: S3Location) -> Baseline | None:
+    """The baseline at ``location``; ``None`` (logged) when it is missing or unusable.
+
+    Drift is an extra signal: without a baseline the rest of the report still
+    stands, so a missing or broken file is logged as an error, not raised.
+    """
+    body = read_optional_object(s3, location)
+    if body is None:
+        logger.error(
+            "baseline not found; label drift is not computed", extra={"baseline": location.uri}
+        )
+        return None
+    try:
+        return Baseline.from_json(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError, BaselineError) as exc:
+        logger.error(
+            "baseline is unusable; label drift is not computed",
+            extra={"baseline": location.uri, "problem": str(exc)},
+        )
+        return None
+
+
+def total_variation_distance(
+    observed: Mapping[str, float], expected: Mapping[str, float], labels: Sequence[str]
+) -> float:
+    """``0.5 * sum(|p - q|)`` over ``labels``, after normalising both mixes to sum to 1."""
+    p = _normalised(observed, labels)
+    q = _normalised(expected, labels)
+    return 0.5 * math.fsum(abs(p[label] - q[label]) for label in labels)
+
+
+def _normalised(mix: Mapping[str, float], labels: Sequence[str]) -> dict[str, float]:
+    total = math.fsum(max(mix.get(label, 0.0), 0.0) for label in labels)
+    if total <= 0:
+        raise ValueError("a label mix with no mass has no distance")
+    return {label: max(mix.get(label, 0.0), 0.0) / total for label in labels}
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """A window compared with the baseline."""
+
+    label_distance: float
+    mean_confidence_shift: float | None  # window mean minus baseline mean
+    baseline_model_version: str
+
+
+def compare_with_baseline(
+    baseline: Baseline,
+    mix: Mapping[str, float],
+    mean_confidence: float | None,
+    labels: Sequence[str],
+) -> DriftResult | None:
+    """``None`` when the window had no requests (an empty mix has no distance)."""
+    if not mix:
+        return None
+    missing = [label for label in labels if label not in baseline.label_mix]
+    if missing:
+        logger.error(
+            "baseline has no share for some labels; label drift is not computed",
+            extra={"missing_labels": missing, "baseline_labels": list(baseline.labels)},
+        )
+        return None
+    shift = None if mean_confidence is None else mean_confidence - baseline.mean_confidence
+    return DriftResult(
+        label_distance=total_variation_distance(mix, baseline.label_mix, labels),
+        mean_confidence_shift=shift,
+        baseline_model_version=baseline.model_version,
+    )

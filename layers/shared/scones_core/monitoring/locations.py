@@ -1,0 +1,87 @@
+"""``s3://bucket/prefix`` URIs and the S3 reads the monitor needs.
+
+The clients are injected (a boto3 S3 client or anything with the same methods),
+so tests run these functions against moto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+_MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key or key prefix, parsed from an ``s3://`` URI."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        """Parse ``s3://bucket[/key]``; raises ``ValueError`` naming the URI."""
+        text = uri.strip()
+        if not text.startswith("s3://"):
+            raise ValueError(f"{uri!r} is not an s3:// URI")
+        bucket, _, key = text[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"{uri!r} names no bucket")
+        return cls(bucket=bucket, key=key)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def child(self, *parts: str) -> S3Location:
+        """This location joined with ``parts``, with exactly one ``/`` between each."""
+        segments = [self.key.strip("/"), *(part.strip("/") for part in parts)]
+        return S3Location(self.bucket, "/".join(segment for segment in segments if segment))
+
+    def as_prefix(self) -> str:
+        """The key as a folder prefix: ends with ``/`` unless it is the whole bucket."""
+        key = self.key.strip("/")
+        return f"{key}/" if key else ""
+
+
+@dataclass(frozen=True)
+class S3Object:
+    key: str
+    last_modified: datetime
+    size: int
+
+
+def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[S3Object]:
+    """Every object under ``prefix``, across all pages of ``ListObjectsV2``."""
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield S3Object(
+                key=item["Key"], last_modified=item["LastModified"], size=int(item["Size"])
+            )
+
+
+def read_object(s3: Any, bucket: str, key: str) -> bytes:
+    """The object's bytes. Errors propagate; see ``read_optional_object``."""
+    response = s3.get_object(Bucket=bucket, Key=key)
+    body: bytes = response["Body"].read()
+    return body
+
+
+def read_optional_object(s3: Any, location: S3Location) -> bytes | None:
+    """The object's bytes, or ``None`` when the key does not exist.
+
+    A missing bucket or a permission error is a configuration problem and is
+    raised, so a misconfigured stack fails loudly instead of looking healthy.
+    """
+    try:
+        return read_object(s3, location.bucket, location.key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in _MISSING_OBJECT_CODES:
+            return None
+        raise

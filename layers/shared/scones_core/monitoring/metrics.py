@@ -1,0 +1,87 @@
+"""The CloudWatch metrics one window becomes.
+
+Kept apart from Powertools so the numbers are plain data a test can compare;
+the handler hands each point to ``Metrics.add_metric``. Shares and rates are
+fractions in ``[0, 1]`` (unit ``None``), the same scale as the template's
+``LowConfidenceAlertShare`` and ``DriftAlertThreshold``, so an alarm uses the
+parameter itself as its threshold. Metrics that need requests (confidence,
+mix) are left out of empty windows rather than published as zeros that would
+look like perfect or terrible health.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scones_core.monitoring.window_report import WindowReport
+
+COUNT = "Count"
+NO_UNIT = "None"
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    name: str
+    unit: str
+    value: float
+
+
+@dataclass(frozen=True)
+class LabelMetricPoint:
+    """A metric with an extra ``Label`` dimension."""
+
+    name: str
+    label: str
+    unit: str
+    value: float
+
+
+def window_metrics(report: WindowReport, *, alert_count: int) -> list[MetricPoint]:
+    """The window's numbers; ``RetrainingStarted`` follows once retraining was tried."""
+    points = [
+        MetricPoint("CapturedRequests", COUNT, report.request_count),
+        MetricPoint("CaptureFilesRead", COUNT, report.capture_files),
+        MetricPoint("MalformedCaptureLines", COUNT, report.malformed_lines),
+        MetricPoint("ResultsRecorded", COUNT, report.results.total),
+        MetricPoint("QualityAlerts", COUNT, alert_count),
+    ]
+    confidence = report.confidence
+    if confidence is not None:
+        points += [
+            MetricPoint("MeanConfidence", NO_UNIT, confidence.mean),
+            MetricPoint("ConfidenceP10", NO_UNIT, confidence.p10),
+            MetricPoint("ConfidenceP50", NO_UNIT, confidence.p50),
+            MetricPoint("ConfidenceP90", NO_UNIT, confidence.p90),
+            MetricPoint("LowConfidenceShare", NO_UNIT, confidence.low_confidence_share),
+        ]
+    if report.drift is not None:
+        points.append(MetricPoint("LabelDrift", NO_UNIT, report.drift.label_distance))
+        if report.drift.mean_confidence_shift is not None:
+            points.append(
+                MetricPoint("MeanConfidenceShift", NO_UNIT, report.drift.mean_confidence_shift)
+            )
+    for name, status in (
+        ("RejectedRate", "REJECTED"),
+        ("FailedRate", "FAILED"),
+        ("NeedsReviewRate", "NEEDS_REVIEW"),
+    ):
+        rate = report.results.rate(status)
+        if rate is not None:
+            points.append(MetricPoint(name, NO_UNIT, rate))
+    monitor = report.model_monitor
+    if monitor is not None and monitor.violations_count is not None:
+        points.append(MetricPoint("ModelMonitorViolations", COUNT, monitor.violations_count))
+    return points
+
+
+def retraining_metric(started: bool) -> MetricPoint:
+    """1 when this run started retraining, else 0; an alarm can watch it directly."""
+    return MetricPoint("RetrainingStarted", COUNT, 1 if started else 0)
+
+
+def label_metrics(report: WindowReport) -> list[LabelMetricPoint]:
+    """Each label's share of the window's requests; none for an empty window."""
+    return [
+        LabelMetricPoint("LabelShare", label, NO_UNIT, share)
+        for label, share in report.label_mix.items()
+    ]

@@ -1,0 +1,204 @@
+"""The monitor's configuration, read from the environment once at cold start.
+
+Every problem is collected and reported in one ``SettingsError`` that names the
+variables, so a misconfigured deployment fails on its first invocation with a
+message that says what to fix. Values come from ``template.yaml`` parameters;
+nothing here has a default of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar, cast
+
+from scones_core.errors import SettingsError
+from scones_core.monitoring.locations import S3Location
+
+T = TypeVar("T")
+
+_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$")
+_MAX_WINDOW_MINUTES = 7 * 24 * 60
+
+# Every variable from_env reads; template.yaml sets each one (a test checks).
+ENVIRONMENT_VARIABLES = (
+    "RESULTS_TABLE_NAME",
+    "RESULTS_STATUS_INDEX",
+    "DATA_CAPTURE_S3_URI",
+    "ENDPOINT_NAME",
+    "ENDPOINT_VARIANT",
+    "LABELS",
+    "CONFIDENCE_THRESHOLD",
+    "MONITOR_WINDOW_MINUTES",
+    "MONITOR_MIN_REQUESTS",
+    "LOW_CONFIDENCE_ALERT_SHARE",
+    "DRIFT_ALERT_THRESHOLD",
+    "BASELINE_S3_URI",
+    "MONITORING_SCHEDULE_NAME",
+    "MONITORING_REPORTS_S3_URI",
+    "RETRAINING_STATE_MACHINE_ARN",
+    "RETRAINING_JOB_CONFIG_S3_URI",
+    "RETRAINING_COOLDOWN_HOURS",
+)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """What one monitor run reads, compares against and may start."""
+
+    results_table_name: str
+    results_status_index: str
+    data_capture: S3Location
+    endpoint_name: str
+    endpoint_variant: str
+    labels: tuple[str, ...]
+    confidence_threshold: float
+    window: timedelta
+    min_requests: int
+    low_confidence_alert_share: float
+    drift_alert_threshold: float
+    baseline: S3Location | None
+    monitoring_schedule_name: str | None
+    monitoring_reports: S3Location | None
+    retraining_state_machine_arn: str | None
+    retraining_job_config: S3Location | None
+    retraining_cooldown: timedelta
+
+    @property
+    def retraining_configured(self) -> bool:
+        return bool(self.retraining_state_machine_arn or self.retraining_job_config)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> MonitorSettings:
+        """Validate ``environ``; raise ``SettingsError`` listing every bad variable."""
+        reader = _EnvReader(environ)
+        settings = cls(
+            results_table_name=reader.required("RESULTS_TABLE_NAME"),
+            results_status_index=reader.required("RESULTS_STATUS_INDEX"),
+            data_capture=reader.parsed("DATA_CAPTURE_S3_URI", S3Location.parse),
+            endpoint_name=reader.required("ENDPOINT_NAME"),
+            endpoint_variant=reader.required("ENDPOINT_VARIANT"),
+            labels=reader.parsed("LABELS", _parse_labels),
+            confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", _fraction),
+            window=reader.parsed("MONITOR_WINDOW_MINUTES", _window_minutes),
+            min_requests=reader.parsed("MONITOR_MIN_REQUESTS", _positive_int),
+            low_confidence_alert_share=reader.parsed("LOW_CONFIDENCE_ALERT_SHARE", _fraction),
+            drift_alert_threshold=reader.parsed("DRIFT_ALERT_THRESHOLD", _fraction),
+            baseline=reader.optional("BASELINE_S3_URI", S3Location.parse),
+            monitoring_schedule_name=reader.optional("MONITORING_SCHEDULE_NAME", str),
+            monitoring_reports=reader.optional("MONITORING_REPORTS_S3_URI", S3Location.parse),
+            retraining_state_machine_arn=reader.optional(
+                "RETRAINING_STATE_MACHINE_ARN", _state_machine_arn
+            ),
+            retraining_job_config=reader.optional("RETRAINING_JOB_CONFIG_S3_URI", _object_uri),
+            retraining_cooldown=reader.parsed("RETRAINING_COOLDOWN_HOURS", _cooldown_hours),
+        )
+        if reader.problems:
+            raise SettingsError(
+                "the monitor's environment is invalid: " + "; ".join(reader.problems)
+            )
+        return settings
+
+
+class _EnvReader:
+    """Reads variables and records problems instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.problems: list[str] = []
+
+    def required(self, name: str) -> str:
+        value = self._environ.get(name, "").strip()
+        if not value:
+            self.problems.append(f"{name} is missing or empty")
+        return value
+
+    def parsed(self, name: str, parse: Callable[[str], T]) -> T:
+        value = self.required(name)
+        if not value:
+            return _invalid(parse)
+        return self._parse(name, value, parse)
+
+    def optional(self, name: str, parse: Callable[[str], T]) -> T | None:
+        value = self._environ.get(name, "").strip()
+        if not value:
+            return None
+        return self._parse(name, value, parse)
+
+    def _parse(self, name: str, value: str, parse: Callable[[str], T]) -> T:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            self.problems.append(f"{name}={value!r} is invalid: {exc}")
+            return _invalid(parse)
+
+
+def _invalid(parse: Callable[[str], T]) -> T:
+    """Stands in for an invalid value; ``from_env`` raises before anyone reads it."""
+    return cast(T, None)
+
+
+def _parse_labels(value: str) -> tuple[str, ...]:
+    labels = tuple(label.strip() for label in value.split(","))
+    if len(labels) < 2 or any(not label for label in labels):
+        raise ValueError("expected at least two comma-separated, non-empty labels")
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be unique")
+    return labels
+
+
+def _number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = _number(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _window_minutes(value: str) -> timedelta:
+    minutes = _positive_int(value)
+    if minutes > _MAX_WINDOW_MINUTES:
+        raise ValueError(f"must be at most {_MAX_WINDOW_MINUTES} (one week)")
+    return timedelta(minutes=minutes)
+
+
+def _cooldown_hours(value: str) -> timedelta:
+    hours = _number(value)
+    if hours <= 0:
+        raise ValueError("must be greater than 0")
+    return timedelta(hours=hours)
+
+
+def _state_machine_arn(value: str) -> str:
+    if not _ARN.match(value):
+        raise ValueError("not a Step Functions state machine ARN")
+    return value
+
+
+def _object_uri(value: str) -> S3Location:
+    location = S3Location.parse(value)
+    if not location.key or location.key.endswith("/"):
+        raise ValueError("must name an object, not a bucket or a folder")
+    return location

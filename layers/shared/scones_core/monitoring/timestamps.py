@@ -1,0 +1,54 @@
+"""ISO 8601 times as the contracts write them, always in UTC.
+
+Data capture writes ``2026-11-25T12:00:00Z``; the results table writes
+``2026-11-25T12:00:00.123Z``. The table's sort key is compared as a string, so
+window bounds must be formatted exactly like the items' ``recorded_at``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+
+def parse_timestamp(value: object) -> datetime:
+    """An aware UTC datetime from an ISO 8601 string; naive times are taken as UTC.
+
+    Raises ``ValueError`` naming the value when it is not a timestamp.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected an ISO 8601 timestamp, got {value!r}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an ISO 8601 timestamp") from exc
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_millis(moment: datetime) -> str:
+    """``2026-11-25T12:00:00.123Z``: the results table's ``recorded_at`` format."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def format_seconds(moment: datetime) -> str:
+    """``2026-11-25T12:00:00Z``: the format of data capture and EventBridge times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hours_between(start: datetime, end: datetime) -> list[datetime]:
+    """Every hour that overlaps ``[start, end)``, as the start of that hour."""
+    hours: list[datetime] = []
+    current = floor_hour(start)
+    while current < end:
+        hours.append(current)
+        current += timedelta(hours=1)
+    return hours

@@ -1,0 +1,75 @@
+"""Static checks of a state machine definition after ``DefinitionSubstitutions``.
+
+Neither ``sam validate`` nor cfn-lint opens an ASL file referenced by
+``DefinitionUri``, so this does: the text must parse once substituted, no
+``${...}`` may be left, and every ``StartAt``, ``Next`` and ``Default`` must
+name a state in its scope (including inside Map and Parallel branches).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_PLACEHOLDER = re.compile(r"\$\{[^}]*\}")
+
+
+def substitute(definition: str, substitutions: dict[str, str]) -> str:
+    """CloudFormation's ``DefinitionSubstitutions``: plain ``${name}`` replacement."""
+    for name, value in substitutions.items():
+        definition = definition.replace("${" + name + "}", str(value))
+    return definition
+
+
+def check_definition(definition: str, substitutions: dict[str, str]) -> list[str]:
+    """Problems with the substituted definition; an empty list means it passed."""
+    text = substitute(definition, substitutions)
+    problems = [f"placeholder {p} has no substitution" for p in sorted(set(_PLACEHOLDER.findall(text)))]
+    unused = sorted(name for name in substitutions if "${" + name + "}" not in definition)
+    problems += [f"substitution {name} is never used" for name in unused]
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [*problems, f"not valid JSON after substitution: {exc}"]
+    problems += _check_scope(document, "top level")
+    return problems
+
+
+def _check_scope(scope: dict[str, Any], where: str) -> list[str]:
+    problems: list[str] = []
+    states = scope.get("States")
+    if not isinstance(states, dict) or not states:
+        return [f"{where}: no States"]
+    start = scope.get("StartAt")
+    if start not in states:
+        problems.append(f"{where}: StartAt {start!r} is not a state")
+    reachable = set()
+    pending = [start] if start in states else []
+    while pending:
+        name = pending.pop()
+        if name in reachable:
+            continue
+        reachable.add(name)
+        state = states[name]
+        targets = [state.get("Next"), state.get("Default")]
+        targets += [choice.get("Next") for choice in state.get("Choices", [])]
+        targets += [catch.get("Next") for catch in state.get("Catch", [])]
+        for target in targets:
+            if target is None:
+                continue
+            if target not in states:
+                problems.append(f"{where}: state {name!r} goes to {target!r}, which does not exist")
+            else:
+                pending.append(target)
+        ends = state.get("End") is True or state.get("Type") in ("Succeed", "Fail", "Choice")
+        if not ends and state.get("Next") is None:
+            problems.append(f"{where}: state {name!r} has neither Next nor End")
+        for key in ("Iterator", "ItemProcessor"):
+            if key in state:
+                problems += _check_scope(state[key], f"{name}.{key}")
+        for index, branch in enumerate(state.get("Branches", [])):
+            problems += _check_scope(branch, f"{name}.Branches[{index}]")
+    for name in sorted(set(states) - reachable):
+        problems.append(f"{where}: state {name!r} is unreachable")
+    return problems

@@ -1,0 +1,33 @@
+"""``scones down``: stop the stack that ``scones up`` started."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+
+from scones.cli.errors import CommandError
+from scones.cli.stack_state import STATE_FILE, read_state
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("down", help="stop the stack started by `scones up`")
+    parser.add_argument("--timeout", type=float, default=30, help="seconds to wait for it to stop")
+    parser.set_defaults(handler=down_command)
+
+
+def down_command(args: argparse.Namespace) -> int:
+    state = read_state()
+    pid = int(str(state["pid"]))
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"offline stack (pid {pid}) stopped")
+            STATE_FILE.unlink(missing_ok=True)
+            return 0
+        time.sleep(0.1)
+    raise CommandError(f"the offline stack (pid {pid}) did not stop within {args.timeout:.0f} s")

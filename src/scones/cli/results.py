@@ -1,0 +1,34 @@
+"""``scones results``: the records in the running stack's results table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from scones.cli.display import make_console, print_summary, records_table, summarise
+from scones.cli.stack_state import client_from_state
+from scones.offline.client import TERMINAL_STATUSES
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("results", help="show the records of the running stack")
+    parser.add_argument("--status", choices=TERMINAL_STATUSES, help="only records with this status")
+    parser.add_argument("--json", action="store_true", help="print the records as JSON")
+    parser.set_defaults(handler=results_command)
+
+
+def results_command(args: argparse.Namespace) -> int:
+    api = client_from_state()
+    rows = sorted(
+        (r for r in api.records() if not str(r.get("pk", "")).startswith("monitor#")),
+        key=lambda r: str(r.get("recorded_at", "")),
+    )
+    if args.status:
+        rows = [r for r in rows if r.get("status") == args.status]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    console = make_console()
+    console.print(records_table(rows, strip_prefix=api.endpoints.incoming_prefix))
+    print_summary(console, summarise(rows))
+    return 0

@@ -1,0 +1,106 @@
+"""``scones up``: keep the offline stack running for other tools, until Ctrl-C or ``scones down``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from scones.cli.display import make_console
+from scones.cli.errors import CommandError
+from scones.cli.stack_state import STATE_DIR, STATE_FILE, add_stack_options, clear_state, parse_params, write_state
+from scones.offline.deploy import DeployError
+from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "up",
+        help="start the offline stack and keep it running",
+        description="Start the offline stack and print how to reach it with the AWS CLI and boto3.",
+    )
+    add_stack_options(parser)
+    parser.add_argument(
+        "--enable-faults", action="store_true", help="expose the endpoint's /_faults admin route"
+    )
+    parser.set_defaults(handler=up_command)
+
+
+def up_command(args: argparse.Namespace) -> int:
+    console = make_console()
+    if STATE_FILE.exists():
+        try:
+            from scones.cli.stack_state import read_state
+
+            state = read_state()
+        except CommandError:
+            state = None  # a stale file from a stack that is gone
+        if state is not None:
+            raise CommandError(
+                f"an offline stack is already running (pid {state['pid']}); "
+                "use it, or stop it with `scones down`"
+            )
+    options = StackOptions(
+        model_dir=args.model or DEFAULT_MODEL_DIR,
+        work_dir=STATE_DIR / "stack",
+        moto_port=args.port,
+        model_port=args.model_port,
+        overrides=parse_params(args.param),
+        enable_faults=args.enable_faults,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stack = OfflineStack(options)
+    try:
+        with console.status("starting the offline stack (deploying template.yaml)..."):
+            stack.start()
+    except (StackError, DeployError) as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        endpoints = stack.endpoints
+        write_state(endpoints, os.getpid(), stack.work_dir)
+        console.print(_instructions(stack))
+        stop.wait()
+        console.print("stopping the offline stack...")
+    finally:
+        stack.stop()
+        clear_state(os.getpid())
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def _instructions(stack: OfflineStack) -> str:
+    e = stack.endpoints
+    logs = Path(stack.work_dir) / "logs"
+    return f"""[bold green]offline stack is up[/] (Ctrl-C or `scones down` stops it)
+
+  AWS emulator  {e.endpoint_url}     (S3, SQS, Lambda, Step Functions, DynamoDB, ...)
+  model endpoint {e.model_url}       (SageMaker runtime: POST /endpoints/<name>/invocations)
+  bucket        {e.bucket}   uploads go under {e.incoming_prefix}
+  results table {e.table}
+  state machine {e.state_machine_arn}
+  function logs {logs}/
+
+[bold]AWS CLI[/] (any credentials work):
+  export AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline AWS_DEFAULT_REGION={e.region}
+  aws --endpoint-url {e.endpoint_url} s3 cp photo.png s3://{e.bucket}/{e.incoming_prefix}photo.png
+  aws --endpoint-url {e.endpoint_url} dynamodb scan --table-name {e.table}
+  aws --endpoint-url {e.model_url} sagemaker-runtime invoke-endpoint \\
+      --endpoint-name {stack.parameters["EndpointName"]} --content-type image/png --body fileb://photo.png out.json
+
+[bold]boto3[/]:
+  import boto3
+  s3 = boto3.client("s3", endpoint_url="{e.endpoint_url}", region_name="{e.region}",
+                    aws_access_key_id="offline", aws_secret_access_key="offline")
+  s3.upload_file("photo.png", "{e.bucket}", "{e.incoming_prefix}photo.png")
+
+[bold]scones[/]: `scones classify photo.png`, `scones results`, `scones down`
+"""

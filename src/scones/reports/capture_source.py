@@ -1,0 +1,120 @@
+"""Load captured traffic from a folder or an ``s3://`` prefix, as one time series.
+
+Both the project's model server and SageMaker write the same JSON Lines format,
+and the parsing is the monitor's own (``scones_core.monitoring.capture``), so
+the report shows exactly what the monitor measures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from scones_core.monitoring.capture import (
+    CAPTURE_SUFFIX,
+    CaptureBatch,
+    parse_capture_text,
+    read_capture_objects,
+)
+from scones_core.monitoring.locations import S3Location, list_objects
+
+
+class CaptureSourceError(Exception):
+    """The capture location cannot be read or holds no capture files."""
+
+
+@dataclass(frozen=True)
+class CaptureSeries:
+    """Captured requests in time order: the data the report is drawn from."""
+
+    source: str
+    labels: tuple[str, ...]
+    times: tuple[datetime, ...]
+    confidences: tuple[float, ...]
+    predicted: tuple[str, ...]
+    files: int
+    malformed_lines: int
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @classmethod
+    def from_batch(cls, batch: CaptureBatch, labels: Sequence[str], source: str) -> CaptureSeries:
+        records = batch.sorted_records()
+        return cls(
+            source=source,
+            labels=tuple(labels),
+            times=tuple(record.inference_time for record in records),
+            confidences=tuple(record.confidence for record in records),
+            predicted=tuple(record.label for record in records),
+            files=batch.files_read,
+            malformed_lines=batch.malformed_lines,
+        )
+
+
+def load_capture(source: str, labels: Sequence[str], *, s3_client: Any = None) -> CaptureSeries:
+    """Every capture record under ``source`` (a folder, a file or ``s3://bucket/prefix``)."""
+    if source.startswith("s3://"):
+        batch = _load_s3(source, labels, s3_client)
+    elif "://" in source:
+        raise CaptureSourceError(f"{source!r} is neither a local path nor an s3:// prefix")
+    else:
+        batch = _load_local(Path(source), labels)
+    if batch.lines_read == 0:
+        raise CaptureSourceError(f"the capture files under {source} hold no records")
+    return CaptureSeries.from_batch(batch, labels, source)
+
+
+def _load_local(path: Path, labels: Sequence[str]) -> CaptureBatch:
+    if not path.exists():
+        raise CaptureSourceError(f"capture path {path} does not exist")
+    files = [path] if path.is_file() else sorted(path.rglob(f"*{CAPTURE_SUFFIX}"))
+    if not files:
+        raise CaptureSourceError(f"no capture files (*{CAPTURE_SUFFIX}) under {path}")
+    batch = CaptureBatch()
+    for file in files:
+        try:
+            text = file.read_bytes()
+        except OSError as exc:
+            raise CaptureSourceError(f"cannot read capture file {file}: {exc}") from exc
+        batch.extend(parse_capture_text(text, labels, source=str(file)))
+    return batch
+
+
+def _load_s3(uri: str, labels: Sequence[str], s3_client: Any) -> CaptureBatch:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        location = S3Location.parse(uri)
+    except ValueError as exc:
+        raise CaptureSourceError(str(exc)) from exc
+    client = s3_client if s3_client is not None else _default_s3_client()
+    prefix = location.key
+    try:
+        keys = [
+            obj.key
+            for obj in list_objects(client, location.bucket, prefix)
+            if obj.key.endswith(CAPTURE_SUFFIX)
+        ]
+        if not keys:
+            raise CaptureSourceError(f"no capture files (*{CAPTURE_SUFFIX}) under {uri}")
+        return read_capture_objects(client, location.bucket, keys, labels)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise CaptureSourceError(
+            f"cannot read {uri}: {error.get('Code', 'error')}: {error.get('Message', exc)}"
+        ) from exc
+    except BotoCoreError as exc:
+        raise CaptureSourceError(f"cannot read {uri}: {exc}") from exc
+
+
+def _default_s3_client() -> Any:
+    """boto3's S3 client; it honours ``AWS_ENDPOINT_URL``, so it reaches the offline stack."""
+    import boto3
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return boto3.session.Session().client("s3", region_name=region)

@@ -1,0 +1,176 @@
+"""Parsing data capture: every line of every file, lenient on layout, strict on content."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from scones_core.monitoring.capture import (
+    CaptureFormatError,
+    capture_hour_prefixes,
+    parse_capture_line,
+    parse_capture_text,
+    read_capture_objects,
+    read_capture_window,
+)
+from scones_core.monitoring.locations import S3Location
+
+from tests.monitoring.conftest import (
+    BUCKET,
+    CAPTURE_PREFIX,
+    ENDPOINT,
+    LABELS,
+    VARIANT,
+    WINDOW_END,
+    WINDOW_START,
+    Aws,
+    CaptureWriterHelper,
+    Prediction,
+    capture_key,
+    capture_line,
+)
+
+AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def test_parses_the_model_servers_line() -> None:
+    record = parse_capture_line(capture_line([0.97, 0.03], AT, event_id="e-1"), LABELS)
+    assert record.inference_time == AT
+    assert record.probabilities == (0.97, 0.03)
+    assert (record.label, record.confidence, record.event_id) == ("bicycle", 0.97, "e-1")
+
+
+def test_base64_output_and_metadata_inside_capture_data_are_accepted() -> None:
+    document = json.loads(capture_line([0.2, 0.8], AT, output_encoding="BASE64"))
+    document["captureData"]["eventMetadata"] = document.pop("eventMetadata")
+    record = parse_capture_line(json.dumps(document), LABELS)
+    assert (record.label, record.confidence, record.inference_time) == ("motorcycle", 0.8, AT)
+
+
+def test_sagemaker_fractional_times_csv_and_batch_of_one_are_accepted() -> None:
+    document = json.loads(capture_line([0.6, 0.4], AT))
+    document["eventMetadata"]["inferenceTime"] = "2026-11-25T12:00:00.250+00:00"
+    document["captureData"]["endpointOutput"].update(data="0.6,0.4", encoding="CSV")
+    record = parse_capture_line(json.dumps(document), LABELS)
+    assert record.inference_time == AT + timedelta(milliseconds=250)
+    document["captureData"]["endpointOutput"].update(data="[[0.6, 0.4]]", encoding="JSON")
+    assert parse_capture_line(json.dumps(document), LABELS).probabilities == (0.6, 0.4)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (lambda d: "not json {", "not JSON"),
+        (lambda d: json.dumps([1, 2]), "not a JSON object"),
+        (lambda d: json.dumps({"eventMetadata": d["eventMetadata"]}), "no captureData"),
+        (lambda d: _set(d, ["captureData", "endpointOutput"], None), "endpointOutput"),
+        (lambda d: _set(d, ["eventMetadata", "inferenceTime"], "yesterday"), "inferenceTime"),
+        (lambda d: _set(d, ["captureData", "endpointOutput", "data"], "[0.5]"), "expected 2"),
+        (lambda d: _set(d, ["captureData", "endpointOutput", "data"], "[0.5, 1.5]"), "outside"),
+        (lambda d: _set(d, ["captureData", "endpointOutput", "data"], '["a", 1]'), "number"),
+        (lambda d: _set(d, ["captureData", "endpointOutput", "data"], "{}"), "not a list"),
+        (lambda d: _set(d, ["captureData", "endpointOutput", "encoding"], "BASE64"), "base64"),
+        (lambda d: _set(d, ["captureData", "endpointOutput", "encoding"], "XML"), "unknown"),
+    ],
+)
+def test_malformed_lines_say_what_is_wrong(mutate, problem: str) -> None:
+    line = mutate(json.loads(capture_line([0.9, 0.1], AT)))
+    with pytest.raises(CaptureFormatError, match=problem):
+        parse_capture_line(line, LABELS)
+
+
+def _set(document: dict, path: list[str], value: object) -> str:
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return json.dumps(document)
+
+
+def test_a_file_is_read_to_its_last_line_and_bad_lines_are_counted(caplog) -> None:
+    good = [capture_line([0.9, 0.1], AT + timedelta(seconds=i)) for i in range(5)]
+    text = "\n".join([good[0], "garbage", good[1], "", good[2], '{"captureData": 1}', *good[3:]])
+    batch = parse_capture_text(text, LABELS, source="memory")
+    assert len(batch.records) == 5
+    assert (batch.lines_read, batch.malformed_lines, batch.files_read) == (7, 2, 1)
+    assert [r.inference_time for r in batch.records] == [
+        AT + timedelta(seconds=i) for i in range(5)
+    ]
+    warnings = [r for r in caplog.records if r.getMessage() == "skipping malformed capture line"]
+    assert [(w.source, w.line) for w in warnings] == [("memory", 2), ("memory", 6)]
+
+
+def test_hour_folders_cover_the_window_and_the_hour_after() -> None:
+    capture = S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}/")
+    prefixes = capture_hour_prefixes(
+        capture, ENDPOINT, VARIANT, WINDOW_START - timedelta(minutes=30), WINDOW_END
+    )
+    base = f"{CAPTURE_PREFIX}/{ENDPOINT}/{VARIANT}/2026/11/25"
+    assert prefixes == [f"{base}/11/", f"{base}/12/", f"{base}/13/"]
+
+
+def test_window_reads_every_line_of_every_file_across_hours(
+    aws: Aws, captures: CaptureWriterHelper, predictions: dict[str, list[Prediction]]
+) -> None:
+    bikes = predictions["bicycle"]
+    motos = predictions["motorcycle"]
+    before = WINDOW_START - timedelta(minutes=5)
+    # 11:00 folder: two lines before the window, one inside (written late).
+    captures.put(before, "a", [capture_line(bikes[0].probabilities, before)] * 2)
+    captures.put(before, "b", [capture_line(bikes[1].probabilities, WINDOW_START)])
+    # 12:00 folder: three files of several lines, one with two malformed lines.
+    inside = [
+        capture_line(p.probabilities, WINDOW_START + timedelta(minutes=i), event_id=f"m{i}")
+        for i, p in enumerate(motos[:20])
+    ]
+    captures.put(WINDOW_START, "c", inside[:7])
+    captures.put(WINDOW_START, "d", [*inside[7:12], "{oops", "", "[]"])
+    captures.put(WINDOW_START, "e", inside[12:])
+    # 13:00 folder: a record from 12:59 written late, and one after the window.
+    captures.put(
+        WINDOW_END,
+        "f",
+        [
+            capture_line(bikes[2].probabilities, WINDOW_END - timedelta(seconds=1)),
+            capture_line(bikes[3].probabilities, WINDOW_END),
+        ],
+    )
+    aws.s3.put_object(
+        Bucket=BUCKET, Key=f"{CAPTURE_PREFIX}/{ENDPOINT}/{VARIANT}/notes.txt", Body=b"x"
+    )
+
+    batch = read_capture_window(
+        aws.s3,
+        S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}"),
+        endpoint=ENDPOINT,
+        variant=VARIANT,
+        labels=LABELS,
+        start=WINDOW_START,
+        end=WINDOW_END,
+    )
+    # The 11:00 folder is not read: its hour ends before the window starts.
+    assert batch.files_read == 4
+    assert batch.malformed_lines == 2
+    assert batch.outside_window == 1
+    assert len(batch.records) == 21
+    assert sorted(
+        str(r.event_id) for r in batch.records if str(r.event_id).startswith("m")
+    ) == sorted(f"m{i}" for i in range(20))
+    expected = [max(p.probabilities) for p in motos[:20]] + [max(bikes[2].probabilities)]
+    assert sorted(r.confidence for r in batch.records) == pytest.approx(sorted(expected))
+
+
+def test_a_flood_of_bad_lines_is_counted_but_logged_briefly(caplog) -> None:
+    text = "\n".join(["bad"] * 50 + [capture_line([0.9, 0.1], AT)])
+    batch = parse_capture_text(text, LABELS, source="flood")
+    assert (batch.malformed_lines, len(batch.records)) == (50, 1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("skipping malformed capture line") == 5
+    assert "skipped more malformed capture lines than were logged" in messages
+
+
+def test_a_file_deleted_after_listing_is_skipped(aws: Aws, captures: CaptureWriterHelper) -> None:
+    kept = captures.put(WINDOW_START, "kept", [capture_line([0.9, 0.1], WINDOW_START)])
+    batch = read_capture_objects(aws.s3, BUCKET, [capture_key(WINDOW_START, "gone"), kept], LABELS)
+    assert (batch.files_read, len(batch.records)) == (1, 1)

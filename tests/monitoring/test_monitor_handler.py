@@ -1,0 +1,223 @@
+"""The monitor Lambda handler, invoked with events/monitor.json as Lambda would."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from types import ModuleType
+from typing import Any
+
+import pytest
+from botocore.stub import ANY, Stubber
+from scones_core.errors import EventError, SettingsError
+
+from scones.template_params import PROJECT_ROOT
+from tests.monitoring.conftest import (
+    BUCKET,
+    ENDPOINT,
+    REGION,
+    WINDOW_END,
+    WINDOW_START,
+    Aws,
+    CaptureWriterHelper,
+    Prediction,
+    capture_line,
+)
+from tests.monitoring.test_monitor_model_monitor import (
+    SCHEDULE,
+    execution,
+    list_request,
+    put_report,
+)
+
+HANDLER = PROJECT_ROOT / "functions" / "monitor" / "app.py"
+EVENT = json.loads((PROJECT_ROOT / "events" / "monitor.json").read_text())
+STATE_MACHINE = f"arn:aws:states:{REGION}:123456789012:stateMachine:scones-retrain"
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "MonitorFunction"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:MonitorFunction"
+    aws_request_id: str = "11111111-2222-3333-4444-555555555555"
+
+
+def load_handler() -> ModuleType:
+    """A fresh import of app.py: a cold start, with the environment as it is now."""
+    spec = importlib.util.spec_from_file_location(f"monitor_app_{uuid.uuid4().hex}", HANDLER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def emf(stdout: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for line in stdout.splitlines()
+        if line.startswith("{") and '"_aws"' in line
+    ]
+
+
+def metric_table(documents: list[dict[str, Any]]) -> dict[tuple[str, tuple[str, ...]], tuple]:
+    """``{(metric, dimension values): (unit, value)}`` from EMF documents."""
+    table = {}
+    for document in documents:
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            assert directive["Namespace"] == "SconesUnlimited"
+            (dimensions,) = directive["Dimensions"]
+            key = tuple(document[d] for d in dimensions)
+            for metric in directive["Metrics"]:
+                value = document[metric["Name"]]
+                if isinstance(value, list):  # Powertools writes one value as a list of one
+                    (value,) = value
+                table[(metric["Name"], key)] = (metric["Unit"], value)
+    return table
+
+
+def test_event_file_is_what_the_scheduler_sends() -> None:
+    assert EVENT["scheduledTime"] == "2026-11-25T13:00:00Z"
+    assert EVENT["scheduleArn"].startswith("arn:aws:scheduler:")
+
+
+def test_monitor_run_publishes_metrics_and_starts_retraining_once(
+    aws: Aws,
+    captures: CaptureWriterHelper,
+    predictions: dict[str, list[Prediction]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MONITORING_SCHEDULE_NAME", SCHEDULE)
+    monkeypatch.setenv("RETRAINING_STATE_MACHINE_ARN", STATE_MACHINE)
+    rows = predictions["motorcycle"][:30] + predictions["bicycle"][:10]
+    lines = [
+        capture_line(r.probabilities, WINDOW_START + timedelta(seconds=80 * i))
+        for i, r in enumerate(rows)
+    ]
+    captures.put(WINDOW_START, "a", lines[:25])
+    captures.put(WINDOW_START, "b", [*lines[25:], "{broken"])
+    aws.put_baseline()
+    put_report(aws, hour=12)
+    for i in range(8):
+        aws.put_result("ACCEPTED" if i < 6 else "REJECTED", WINDOW_START + timedelta(minutes=i), i)
+
+    app = load_handler()
+    clients = app.clients()
+    run_name = f"{ENDPOINT}-retrain-20261125-0000"
+    with Stubber(clients.sagemaker) as sagemaker, Stubber(clients.stepfunctions) as sfn:
+        sagemaker.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [execution("CompletedWithViolations")]},
+            list_request(),
+        )
+        sfn.add_response(
+            "start_execution",
+            {
+                "executionArn": f"arn:aws:states:{REGION}:123456789012:execution:r:{run_name}",
+                "startDate": WINDOW_END,
+            },
+            {"stateMachineArn": STATE_MACHINE, "name": run_name, "input": ANY},
+        )
+        result = app.lambda_handler(EVENT, LambdaContext())
+        sagemaker.assert_no_pending_responses()
+        sfn.assert_no_pending_responses()
+
+        # The scheduler retries, or the next hourly run comes: no second start.
+        sagemaker.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [execution("CompletedWithViolations")]},
+            list_request(),
+        )
+        again = app.lambda_handler(EVENT, LambdaContext())
+        sfn.assert_no_pending_responses()
+
+    assert result["window_start"] == "2026-11-25T12:00:00Z"
+    assert result["window_end"] == "2026-11-25T13:00:00Z"
+    assert result["request_count"] == 40
+    assert result["malformed_lines"] == 1
+    assert "MODEL_MONITOR_VIOLATIONS" in result["alerts"]
+    assert result["retraining"]["status"] == "STARTED"
+    assert result["retraining"]["run_name"] == run_name
+    assert again["retraining"]["status"] == "COOLDOWN"
+
+    stdout = capsys.readouterr().out
+    documents = emf(stdout)
+    first_run = metric_table(documents[: len(documents) // 2])
+    dims = (ENDPOINT, "scones-classifier")
+    assert first_run[("CapturedRequests", dims)] == ("Count", 40.0)
+    assert first_run[("MalformedCaptureLines", dims)] == ("Count", 1.0)
+    assert first_run[("ModelMonitorViolations", dims)] == ("Count", 2.0)
+    assert first_run[("ResultsRecorded", dims)] == ("Count", 8.0)
+    assert first_run[("RejectedRate", dims)] == ("None", 0.25)
+    assert first_run[("RetrainingStarted", dims)] == ("Count", 1.0)
+    assert first_run[("QualityAlerts", dims)][1] == len(result["alerts"])
+    confidences = sorted(max(r.probabilities) for r in rows)
+    assert first_run[("MeanConfidence", dims)][1] == pytest.approx(sum(confidences) / 40)
+    predicted_bikes = sum(1 for r in rows if r.probabilities[0] > r.probabilities[1])
+    assert first_run[("LabelShare", (*dims, "bicycle"))] == (
+        "None",
+        pytest.approx(predicted_bikes / 40),
+    )
+    assert metric_table(documents)[("RetrainingStarted", dims)] == ("Count", 0.0)
+    assert '"quality alert"' in stdout
+
+
+def test_empty_window_publishes_counts_only(aws: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    app = load_handler()
+    result = app.lambda_handler(EVENT, LambdaContext())
+    assert result == {
+        "window_start": "2026-11-25T12:00:00Z",
+        "window_end": "2026-11-25T13:00:00Z",
+        "request_count": 0,
+        "malformed_lines": 0,
+        "alerts": [],
+        "retraining": None,
+    }
+    table = metric_table(emf(capsys.readouterr().out))
+    dims = (ENDPOINT, "scones-classifier")
+    assert table[("CapturedRequests", dims)] == ("Count", 0.0)
+    assert table[("RetrainingStarted", dims)] == ("Count", 0.0)
+    assert not any(name in {"MeanConfidence", "LabelShare", "LabelDrift"} for name, _ in table)
+
+
+def test_eventbridge_rule_event_and_empty_event_are_accepted(aws: Aws) -> None:
+    app = load_handler()
+    rule_event = {
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "time": "2026-11-25T13:00:00Z",
+        "detail": {},
+    }
+    assert app.lambda_handler(rule_event, LambdaContext())["window_end"] == "2026-11-25T13:00:00Z"
+    assert app.lambda_handler({}, LambdaContext())["request_count"] == 0
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics")
+def test_bad_event_is_a_clear_error(aws: Aws) -> None:
+    app = load_handler()
+    with pytest.raises(EventError, match="scheduledTime"):
+        app.lambda_handler({"scheduledTime": "soon"}, LambdaContext())
+
+
+def test_bad_environment_fails_the_cold_start_naming_the_variables(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ENDPOINT_NAME")
+    monkeypatch.setenv("CONFIDENCE_THRESHOLD", "1.5")
+    with pytest.raises(SettingsError, match="ENDPOINT_NAME is missing") as caught:
+        load_handler()
+    assert "CONFIDENCE_THRESHOLD='1.5'" in str(caught.value)
+
+
+def test_import_needs_no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.monitoring.conftest import monitor_env
+
+    for name, value in monitor_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    app = load_handler()
+    assert app.SETTINGS.data_capture.bucket == BUCKET

@@ -1,0 +1,202 @@
+"""Model Monitor: executions through a stubbed SageMaker API, reports from S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from scones_core.monitoring.locations import S3Location
+from scones_core.monitoring.model_monitor import collect_findings
+
+from tests.monitoring.conftest import (
+    BUCKET,
+    ENDPOINT,
+    REGION,
+    REPORTS_PREFIX,
+    WINDOW_END,
+    WINDOW_START,
+    Aws,
+)
+
+SCHEDULE = f"{ENDPOINT}-data-quality"
+REPORTS = S3Location(BUCKET, REPORTS_PREFIX)
+VIOLATIONS = {
+    "violations": [
+        {
+            "feature_name": "probabilities_0",
+            "constraint_check_type": "baseline_drift_check",
+            "description": "Baseline drift distance 0.41 exceeds threshold 0.1",
+        },
+        {
+            "feature_name": "probabilities_1",
+            "constraint_check_type": "data_type_check",
+            "description": "Data type mismatch",
+        },
+    ]
+}
+
+
+def report_folder(hour: int = 12) -> str:
+    return f"{REPORTS_PREFIX}/{ENDPOINT}/{SCHEDULE}/2026/11/25/{hour:02d}"
+
+
+def put_report(aws: Aws, hour: int = 12, violations: dict | None = None) -> None:
+    folder = report_folder(hour)
+    body = json.dumps(VIOLATIONS if violations is None else violations).encode()
+    aws.s3.put_object(Bucket=BUCKET, Key=f"{folder}/constraint_violations.json", Body=body)
+    aws.s3.put_object(
+        Bucket=BUCKET,
+        Key=f"{folder}/statistics.json",
+        Body=json.dumps({"version": 0.0, "dataset": {"item_count": 57}}).encode(),
+    )
+
+
+def list_request() -> dict:
+    return {
+        "MonitoringScheduleName": SCHEDULE,
+        "ScheduledTimeAfter": WINDOW_START,
+        "ScheduledTimeBefore": WINDOW_END,
+        "SortBy": "ScheduledTime",
+        "SortOrder": "Descending",
+        "MaxResults": 100,
+    }
+
+
+def execution(status: str) -> dict:
+    return {
+        "MonitoringScheduleName": SCHEDULE,
+        "ScheduledTime": WINDOW_START,
+        "CreationTime": WINDOW_START,
+        "LastModifiedTime": WINDOW_START + timedelta(minutes=20),
+        "MonitoringExecutionStatus": status,
+        "ProcessingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:processing-job/mm-1",
+    }
+
+
+def collect(aws: Aws, sagemaker=None, schedule=None, reports=REPORTS):
+    return collect_findings(
+        aws.s3,
+        sagemaker,
+        schedule_name=schedule,
+        reports=reports,
+        start=WINDOW_START,
+        end=WINDOW_END,
+    )
+
+
+def test_completed_with_violations_is_an_alert_with_its_report(aws: Aws) -> None:
+    put_report(aws, hour=11)  # an older report, outside the window
+    put_report(aws, hour=12)
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [execution("CompletedWithViolations")]},
+            list_request(),
+        )
+        findings = collect(aws, sagemaker, SCHEDULE)
+        stub.assert_no_pending_responses()
+    assert findings is not None
+    assert findings.alert
+    assert [e.status for e in findings.executions] == ["CompletedWithViolations"]
+    assert findings.violations_count == 2
+    assert findings.violations[0].constraint_check_type == "baseline_drift_check"
+    assert findings.statistics_item_count == 57
+    assert findings.report_uri == f"s3://{BUCKET}/{report_folder(12)}/constraint_violations.json"
+
+
+def test_report_is_found_by_prefix_without_any_schedule(aws: Aws) -> None:
+    put_report(aws, hour=12, violations={"violations": []})
+    findings = collect(aws)
+    assert findings is not None
+    assert findings.violations_count == 0
+    assert not findings.alert
+    put_report(aws, hour=12)
+    assert collect(aws).alert
+
+
+def test_missing_report_is_not_an_error(aws: Aws) -> None:
+    put_report(aws, hour=10)
+    findings = collect(aws)
+    assert findings is not None
+    assert findings.violations is None
+    assert findings.violations_count is None
+    assert not findings.alert
+
+
+def test_nothing_configured_means_no_findings(aws: Aws) -> None:
+    assert collect(aws, reports=None) is None
+
+
+def test_report_location_comes_from_the_schedule_when_not_configured(aws: Aws) -> None:
+    put_report(aws, hour=12)
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [execution("Completed")]},
+            list_request(),
+        )
+        stub.add_response(
+            "describe_monitoring_schedule",
+            {
+                "MonitoringScheduleArn": (
+                    f"arn:aws:sagemaker:{REGION}:123456789012:monitoring-schedule/{SCHEDULE}"
+                ),
+                "MonitoringScheduleName": SCHEDULE,
+                "MonitoringScheduleStatus": "Scheduled",
+                "CreationTime": WINDOW_START,
+                "LastModifiedTime": WINDOW_START,
+                "MonitoringScheduleConfig": {
+                    "MonitoringJobDefinition": {
+                        "MonitoringInputs": [
+                            {
+                                "EndpointInput": {
+                                    "EndpointName": ENDPOINT,
+                                    "LocalPath": "/opt/ml/processing/input",
+                                }
+                            }
+                        ],
+                        "MonitoringOutputConfig": {
+                            "MonitoringOutputs": [
+                                {
+                                    "S3Output": {
+                                        "S3Uri": f"s3://{BUCKET}/{REPORTS_PREFIX}",
+                                        "LocalPath": "/opt/ml/processing/output",
+                                    }
+                                }
+                            ]
+                        },
+                        "MonitoringResources": {
+                            "ClusterConfig": {
+                                "InstanceCount": 1,
+                                "InstanceType": "ml.m5.large",
+                                "VolumeSizeInGB": 20,
+                            }
+                        },
+                        "MonitoringAppSpecification": {"ImageUri": "example/image:1"},
+                        "RoleArn": "arn:aws:iam::123456789012:role/monitor",
+                    }
+                },
+            },
+            {"MonitoringScheduleName": SCHEDULE},
+        )
+        findings = collect(aws, sagemaker, SCHEDULE, reports=None)
+        stub.assert_no_pending_responses()
+    assert findings is not None
+    assert findings.violations_count == 2
+    assert findings.alert  # the report lists violations even though the status is Completed
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"violations": 3}', b'{"violations": [1]}'])
+def test_unreadable_report_is_logged_and_ignored(aws: Aws, body: bytes, caplog) -> None:
+    aws.s3.put_object(
+        Bucket=BUCKET, Key=f"{report_folder(12)}/constraint_violations.json", Body=body
+    )
+    findings = collect(aws)
+    assert findings is not None
+    assert findings.violations is None
+    assert "Model Monitor report is unreadable" in caplog.text

@@ -1,0 +1,219 @@
+"""Retraining starts once per cooldown window: Stubber-checked requests, moto marker."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+from scones_core.monitoring.locations import S3Location
+from scones_core.monitoring.retraining import (
+    COOLDOWN,
+    NOT_CONFIGURED,
+    STARTED,
+    RetrainingConfigError,
+    RetrainingLauncher,
+    RetrainingTargets,
+    cooldown_window_start,
+    marker_key,
+    run_name,
+    training_job_name,
+)
+from scones_core.monitoring.window_report import LOW_CONFIDENCE, Alert
+
+from tests.monitoring.conftest import BUCKET, ENDPOINT, REGION, TABLE, WINDOW_END, Aws
+
+STATE_MACHINE = f"arn:aws:states:{REGION}:123456789012:stateMachine:scones-retrain"
+JOB_CONFIG = S3Location(BUCKET, "retraining/training-job.json")
+ALERTS = [Alert(LOW_CONFIDENCE, "95.0% of 40 requests were below the confidence threshold")]
+DAY = timedelta(hours=24)
+JOB_TEMPLATE = {
+    "TrainingJobName": f"{ENDPOINT}-retrain",
+    "AlgorithmSpecification": {"TrainingImage": "example/train:1", "TrainingInputMode": "File"},
+    "RoleArn": "arn:aws:iam::123456789012:role/training",
+    "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/models/"},
+    "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+    "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+}
+
+
+def launcher(aws: Aws, sfn=None, sagemaker=None, *, state_machine=True, job=False):
+    return RetrainingLauncher(
+        RetrainingTargets(
+            endpoint_name=ENDPOINT,
+            marker_table=TABLE,
+            cooldown=DAY,
+            state_machine_arn=STATE_MACHINE if state_machine else None,
+            job_config=JOB_CONFIG if job else None,
+        ),
+        dynamodb=aws.dynamodb,
+        s3=aws.s3,
+        stepfunctions=sfn,
+        sagemaker=sagemaker,
+    )
+
+
+def marker(aws: Aws, at: datetime = WINDOW_END) -> dict | None:
+    key = marker_key(ENDPOINT, cooldown_window_start(at, DAY))
+    return aws.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": key}}).get("Item")
+
+
+def test_names_are_deterministic_and_valid() -> None:
+    window = cooldown_window_start(WINDOW_END, DAY)
+    assert window == datetime(2026, 11, 25, tzinfo=UTC)
+    assert cooldown_window_start(window + DAY - timedelta(seconds=1), DAY) == window
+    assert run_name(ENDPOINT, window) == f"{ENDPOINT}-retrain-20261125-0000"
+    assert training_job_name(f"{ENDPOINT}-retrain", window) == f"{ENDPOINT}-retrain-20261125-0000"
+    long = training_job_name("x" * 80 + "_job", window)
+    assert len(long) == 63 and long.endswith("-20261125-0000")
+    assert len(run_name("e" * 100, window)) <= 80
+
+
+def test_state_machine_started_once_per_cooldown_window(aws: Aws) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    name = f"{ENDPOINT}-retrain-20261125-0000"
+    with Stubber(sfn) as stub:
+        stub.add_response(
+            "start_execution",
+            {
+                "executionArn": f"{STATE_MACHINE.replace('stateMachine', 'execution')}:{name}",
+                "startDate": WINDOW_END,
+            },
+            {"stateMachineArn": STATE_MACHINE, "name": name, "input": ANY},
+        )
+        first = launcher(aws, sfn).start(ALERTS, WINDOW_END, {"request_count": 40})
+        # A second run in the same cooldown window (a later hour) makes no call at all:
+        # the Stubber has no response queued and would raise if one were made.
+        second = launcher(aws, sfn).start(ALERTS, WINDOW_END + timedelta(hours=5), {})
+        stub.assert_no_pending_responses()
+    assert first.status == STARTED and first.started
+    assert first.execution_arn.endswith(f":execution:scones-retrain:{name}")
+    assert second.status == COOLDOWN and second.run_name == name
+    item = marker(aws)
+    assert item is not None
+    assert item["run_name"]["S"] == name
+    assert item["execution_arn"]["S"] == first.execution_arn
+    assert item["reasons"]["L"] == [{"S": LOW_CONFIDENCE}]
+    assert "status" not in item  # stays out of the status index
+
+
+def test_execution_input_names_the_reasons(aws: Aws) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    captured: dict = {}
+
+    def remember(params, **_):
+        captured.update(params)
+
+    sfn.meta.events.register("provide-client-params.states.StartExecution", remember)
+    with Stubber(sfn) as stub:
+        stub.add_response(
+            "start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END}, None
+        )
+        launcher(aws, sfn).start(ALERTS, WINDOW_END, {"request_count": 40})
+    document = json.loads(captured["input"])
+    assert document["reasons"] == [{"code": a.code, "message": a.message} for a in ALERTS]
+    assert document["window"] == {"request_count": 40}
+    assert document["cooldown_window_start"] == "2026-11-25T00:00:00Z"
+
+
+def test_next_cooldown_window_starts_again(aws: Aws) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    with Stubber(sfn) as stub:
+        for _ in range(2):
+            stub.add_response(
+                "start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END}, None
+            )
+        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
+        assert launcher(aws, sfn).start(ALERTS, WINDOW_END + DAY, {}).started
+        stub.assert_no_pending_responses()
+
+
+def test_existing_execution_counts_as_started(aws: Aws) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    with Stubber(sfn) as stub:
+        stub.add_client_error("start_execution", "ExecutionAlreadyExists", "exists")
+        outcome = launcher(aws, sfn).start(ALERTS, WINDOW_END, {})
+    assert outcome.started
+    assert outcome.execution_arn == (
+        f"{STATE_MACHINE.replace(':stateMachine:', ':execution:')}:{outcome.run_name}"
+    )
+
+
+def test_a_failed_start_releases_the_marker_so_the_next_run_retries(aws: Aws) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    with Stubber(sfn) as stub:
+        stub.add_client_error("start_execution", "ExecutionLimitExceeded", "too many")
+        with pytest.raises(Exception, match="ExecutionLimitExceeded"):
+            launcher(aws, sfn).start(ALERTS, WINDOW_END, {})
+        assert marker(aws) is None
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
+
+
+def test_training_job_from_the_template(aws: Aws) -> None:
+    aws.s3.put_object(Bucket=BUCKET, Key=JOB_CONFIG.key, Body=json.dumps(JOB_TEMPLATE).encode())
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    expected = {**JOB_TEMPLATE, "TrainingJobName": f"{ENDPOINT}-retrain-20261125-0000"}
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "create_training_job",
+            {"TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/x"},
+            expected,
+        )
+        first = launcher(aws, sagemaker=sagemaker, state_machine=False, job=True).start(
+            ALERTS, WINDOW_END, {}
+        )
+        second = launcher(aws, sagemaker=sagemaker, state_machine=False, job=True).start(
+            ALERTS, WINDOW_END + timedelta(hours=1), {}
+        )
+        stub.assert_no_pending_responses()
+    assert first.started and first.training_job_name == expected["TrainingJobName"]
+    assert second.status == COOLDOWN
+    item = marker(aws)
+    assert item is not None and item["training_job"]["S"] == expected["TrainingJobName"]
+
+
+def test_duplicate_training_job_name_counts_as_started(aws: Aws) -> None:
+    aws.s3.put_object(Bucket=BUCKET, Key=JOB_CONFIG.key, Body=json.dumps(JOB_TEMPLATE).encode())
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sagemaker) as stub:
+        stub.add_client_error(
+            "create_training_job",
+            "ValidationException",
+            "Training job names must be unique within an AWS account and region, "
+            "and a training job with this name already exists",
+        )
+        outcome = launcher(aws, sagemaker=sagemaker, state_machine=False, job=True).start(
+            ALERTS, WINDOW_END, {}
+        )
+    assert outcome.started
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (None, "does not exist"),
+        (b"{not json", "is not JSON"),
+        (json.dumps({"RoleArn": "x"}).encode(), "TrainingJobName"),
+        (json.dumps({"TrainingJobName": "x", "Bogus": 1}).encode(), "template is invalid"),
+    ],
+)
+def test_bad_job_template_is_a_clear_error_and_claims_nothing(
+    aws: Aws, body: bytes | None, problem: str
+) -> None:
+    if body is not None:
+        aws.s3.put_object(Bucket=BUCKET, Key=JOB_CONFIG.key, Body=body)
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with pytest.raises(RetrainingConfigError, match=problem):
+        launcher(aws, sagemaker=sagemaker, state_machine=False, job=True).start(
+            ALERTS, WINDOW_END, {}
+        )
+    assert marker(aws) is None
+
+
+def test_no_target_configured_only_reports(aws: Aws) -> None:
+    outcome = launcher(aws, state_machine=False).start(ALERTS, WINDOW_END, {})
+    assert outcome.status == NOT_CONFIGURED
+    assert marker(aws) is None

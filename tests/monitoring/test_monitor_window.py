@@ -1,0 +1,159 @@
+"""One window measured end to end against moto: capture + results table + baseline."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from scones_core.monitoring.metrics import label_metrics, window_metrics
+from scones_core.monitoring.service import MonitorClients, measure_window, respond
+from scones_core.monitoring.settings import MonitorSettings
+from scones_core.monitoring.window_report import LABEL_DRIFT, LOW_CONFIDENCE
+
+from tests.monitoring.conftest import (
+    BUCKET,
+    LABELS,
+    TABLE,
+    WINDOW_END,
+    WINDOW_START,
+    Aws,
+    CaptureWriterHelper,
+    Prediction,
+    capture_line,
+    monitor_env,
+)
+
+
+def settings(**overrides: str) -> MonitorSettings:
+    return MonitorSettings.from_env(monitor_env(**overrides))
+
+
+def write_traffic(captures: CaptureWriterHelper, rows: list[Prediction]) -> None:
+    lines = [
+        capture_line(row.probabilities, WINDOW_START + timedelta(seconds=50 * i))
+        for i, row in enumerate(rows)
+    ]
+    half = len(lines) // 2
+    captures.put(WINDOW_START, "first", lines[:half])
+    captures.put(WINDOW_START, "second", [*lines[half:-3], "not json"])
+    captures.put(WINDOW_END, "late", lines[-3:])
+
+
+def test_report_matches_an_independent_computation(
+    aws: Aws, captures: CaptureWriterHelper, predictions: dict[str, list[Prediction]]
+) -> None:
+    rows = predictions["bicycle"][:25] + predictions["motorcycle"][:15]
+    write_traffic(captures, rows)
+    baseline = aws.put_baseline()
+    for i, status in enumerate(
+        ["ACCEPTED"] * 6 + ["NEEDS_REVIEW"] * 3 + ["REJECTED"] * 2 + ["FAILED"]
+    ):
+        aws.put_result(status, WINDOW_START + timedelta(minutes=i), i)
+    aws.put_result("REJECTED", WINDOW_END, 100)  # the next window
+    aws.put_result("FAILED", WINDOW_START - timedelta(milliseconds=1), 101)  # the previous one
+
+    config = settings(LOW_CONFIDENCE_ALERT_SHARE="1", DRIFT_ALERT_THRESHOLD="1")
+    report, alerts = measure_window(config, MonitorClients(aws.s3, aws.dynamodb), WINDOW_END)
+
+    assert report.confidence is not None and report.drift is not None
+    probabilities = np.array([row.probabilities for row in rows])
+    confidence = probabilities.max(axis=1)
+    predicted = [LABELS[i] for i in probabilities.argmax(axis=1)]
+    assert report.request_count == 40
+    assert report.capture_files == 3
+    assert report.malformed_lines == 1
+    assert report.confidence.mean == pytest.approx(confidence.mean())
+    for q in (10, 50, 90):
+        assert getattr(report.confidence, f"p{q}") == pytest.approx(np.percentile(confidence, q))
+    assert report.confidence.low_confidence_share == pytest.approx(
+        float(np.mean(confidence < config.confidence_threshold))
+    )
+    bike_share = predicted.count("bicycle") / 40
+    assert report.label_mix == pytest.approx({"bicycle": bike_share, "motorcycle": 1 - bike_share})
+    assert report.drift.label_distance == pytest.approx(
+        abs(bike_share - baseline["label_mix"]["bicycle"])
+    )
+    assert report.drift.mean_confidence_shift == pytest.approx(
+        confidence.mean() - baseline["mean_confidence"]
+    )
+    assert report.results.counts == {"ACCEPTED": 6, "NEEDS_REVIEW": 3, "REJECTED": 2, "FAILED": 1}
+    assert report.rejected_rate == pytest.approx(2 / 12)
+    assert report.failed_rate == pytest.approx(1 / 12)
+    assert report.model_monitor is not None and report.model_monitor.violations is None
+    assert alerts == []
+
+    points = {p.name: (p.unit, p.value) for p in window_metrics(report, alert_count=0)}
+    assert points["CapturedRequests"] == ("Count", 40)
+    assert points["LowConfidenceShare"] == ("None", report.confidence.low_confidence_share)
+    assert points["RejectedRate"] == ("None", pytest.approx(2 / 12))
+    assert points["LabelDrift"] == ("None", report.drift.label_distance)
+    assert "ModelMonitorViolations" not in points
+    assert {(p.label, p.value) for p in label_metrics(report)} == set(report.label_mix.items())
+    json.dumps(report.to_json())  # the summary is JSON-safe
+
+
+def test_thresholds_raise_alerts_only_with_enough_requests(
+    aws: Aws, captures: CaptureWriterHelper, predictions: dict[str, list[Prediction]]
+) -> None:
+    motorcycles = [p for p in predictions["motorcycle"] if p.probabilities[1] > 0.5]
+    write_traffic(captures, motorcycles[:12])
+    aws.put_baseline()
+    clients = MonitorClients(aws.s3, aws.dynamodb)
+    strict = settings(LOW_CONFIDENCE_ALERT_SHARE="0", DRIFT_ALERT_THRESHOLD="0.3")
+    report, alerts = measure_window(strict, clients, WINDOW_END)
+    assert report.confidence is not None and report.drift is not None
+    # Only motorcycles against a 44 % bicycle baseline: a distance of 0.44.
+    assert report.drift.label_distance == pytest.approx(0.44)
+    expected = [LABEL_DRIFT]
+    if report.confidence.low_confidence_share > 0:
+        expected.insert(0, LOW_CONFIDENCE)
+    assert [a.code for a in alerts] == expected
+    # The same window with a higher minimum of requests raises nothing.
+    _, quiet = measure_window(
+        settings(LOW_CONFIDENCE_ALERT_SHARE="0", MONITOR_MIN_REQUESTS="13"), clients, WINDOW_END
+    )
+    assert quiet == []
+    # No retraining target is configured, so responding only reports.
+    outcome = respond(strict, clients, report, alerts)
+    assert outcome is not None and outcome.status == "NOT_CONFIGURED"
+
+
+def test_empty_window_without_baseline(aws: Aws, caplog) -> None:
+    report, alerts = measure_window(settings(), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END)
+    assert report.request_count == 0
+    assert report.confidence is None
+    assert report.label_mix == {}
+    assert report.drift is None
+    assert report.results.total == 0
+    assert report.rejected_rate is None
+    assert alerts == []
+    assert "baseline not found; label drift is not computed" in caplog.text
+    names = {p.name for p in window_metrics(report, alert_count=0)}
+    assert names == {
+        "CapturedRequests",
+        "CaptureFilesRead",
+        "MalformedCaptureLines",
+        "ResultsRecorded",
+        "QualityAlerts",
+    }
+
+
+def test_retraining_marker_is_not_counted_as_a_result(aws: Aws) -> None:
+    aws.dynamodb.put_item(
+        TableName=TABLE,
+        Item={"pk": {"S": "monitor#retraining#x#2026-11-25T00:00:00Z"}, "record_type": {"S": "M"}},
+    )
+    aws.put_result("ACCEPTED", WINDOW_START, 1)
+    report, _ = measure_window(settings(), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END)
+    assert report.results.total == 1
+
+
+def test_unusable_baseline_is_logged_not_raised(aws: Aws, caplog) -> None:
+    aws.s3.put_object(
+        Bucket=BUCKET, Key="models/bicycle-motorcycle/baseline.json", Body=b'{"labels": []}'
+    )
+    report, _ = measure_window(settings(), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END)
+    assert report.drift is None
+    assert "baseline is unusable" in caplog.text

@@ -1,0 +1,207 @@
+"""``scones report``: capture files (folder or S3 prefix) -> PNG, built from the parsed data."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from PIL import Image
+
+from scones.cli.main import main
+from scones.reports.capture_plot import bucket_series, plot_data, render_capture_plot
+from scones.reports.capture_source import CaptureSourceError, load_capture
+from scones.serving.capture import CaptureWriter, LocalCaptureSink, S3CaptureSink
+from scones.template_params import parameter_default
+from tests.monitoring.conftest import ENDPOINT, LABELS, VARIANT, Prediction
+
+START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def record_traffic(sink, rows: list[Prediction], *, minutes_apart: int = 3) -> list[datetime]:
+    """Send ``rows`` through the model server's real capture writer with a fixed clock."""
+    now = [START]
+    writer = CaptureWriter(
+        sink,
+        endpoint_name=ENDPOINT,
+        variant_name=VARIANT,
+        clock=lambda: now[0],
+        max_buffered_records=10,
+    )
+    times = []
+    for index, row in enumerate(rows):
+        now[0] = START + timedelta(minutes=minutes_apart * index, seconds=index % 7)
+        times.append(now[0])
+        assert writer.capture(
+            input_body=b"png",
+            input_content_type="image/png",
+            output_body=json.dumps(list(row.probabilities)),
+        )
+        if index % 10 == 9:
+            writer.flush()
+    writer.close()
+    return times
+
+
+@pytest.fixture
+def traffic(predictions: dict[str, list[Prediction]]) -> list[Prediction]:
+    rows = predictions["bicycle"][:30] + predictions["motorcycle"][:30]
+    random.Random(3).shuffle(rows)
+    return rows
+
+
+def test_folder_report_draws_exactly_the_parsed_data(
+    tmp_path: Path, traffic: list[Prediction], capsys: pytest.CaptureFixture[str]
+) -> None:
+    times = record_traffic(LocalCaptureSink(tmp_path / "capture"), traffic)
+    # A malformed line in its own file: counted and skipped.
+    hour = tmp_path / "capture" / ENDPOINT / VARIANT / "2026" / "11" / "25" / "09"
+    (hour / "broken.jsonl").write_text("{not json\n")
+
+    series = load_capture(str(tmp_path / "capture"), LABELS)
+    assert series.times == tuple(times)
+    assert series.confidences == tuple(max(r.probabilities) for r in traffic)
+    assert series.predicted == tuple(
+        LABELS[r.probabilities.index(max(r.probabilities))] for r in traffic
+    )
+    assert series.malformed_lines == 1
+    assert series.files >= 6
+
+    threshold = float(parameter_default("ConfidenceThreshold"))
+    data = plot_data(series, threshold)
+    assert data.confidences == series.confidences
+    assert data.below_threshold_share == pytest.approx(
+        sum(1 for r in traffic if max(r.probabilities) < threshold) / len(traffic)
+    )
+    # 60 requests over 3 hours: 15-minute buckets of 5 requests.
+    assert data.buckets.width == timedelta(minutes=15)
+    assert data.buckets.counts == (5,) * 12
+    first = traffic[:5]
+    assert data.buckets.mean_confidence[0] == pytest.approx(
+        sum(max(r.probabilities) for r in first) / 5
+    )
+    assert data.buckets.shares["bicycle"][0] == pytest.approx(
+        sum(1 for p in series.predicted[:5] if p == "bicycle") / 5
+    )
+
+    out = tmp_path / "report.png"
+    assert main(["report", "--capture", str(tmp_path / "capture"), "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(PNG_SIGNATURE)
+    with Image.open(out) as image:
+        assert image.size == (1210, 770)
+    printed = capsys.readouterr().out
+    assert f"60 requests from {series.files} file(s)" in printed
+    assert f"below the threshold {threshold:g}" in printed
+    assert "1 malformed line(s) skipped" in printed
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A moto server on a free loopback port, reached through AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    for name, value in {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def test_s3_prefix_report_through_aws_endpoint_url(
+    moto_server: str, tmp_path: Path, traffic: list[Prediction]
+) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="offline-stack")
+    times = record_traffic(S3CaptureSink("offline-stack", "datacapture", s3), traffic[:20])
+    s3.put_object(Bucket="offline-stack", Key="datacapture/README.txt", Body=b"not capture")
+
+    prefix = f"s3://offline-stack/datacapture/{ENDPOINT}/"
+    series = load_capture(prefix, LABELS)
+    assert series.times == tuple(times)
+    assert series.confidences == tuple(max(r.probabilities) for r in traffic[:20])
+
+    out = tmp_path / "nested" / "s3.png"
+    assert main(["report", "--capture", prefix, "--out", str(out), "--threshold", "0.8"]) == 0
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size == (1210, 770)
+    assert main(["report", "--capture", "s3://offline-stack/elsewhere/", "--out", str(out)]) == 2
+    assert main(["report", "--capture", "s3://no-such-bucket/x/", "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("capture", "message"),
+    [
+        ("missing-folder", "does not exist"),
+        ("empty-folder", "no capture files"),
+        ("http://example.com/capture", "neither a local path nor an s3:// prefix"),
+        ("only-bad", "no usable capture records"),
+    ],
+)
+def test_clear_errors(
+    tmp_path: Path, capture: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty-folder").mkdir()
+    (tmp_path / "only-bad").mkdir()
+    (tmp_path / "only-bad" / "x.jsonl").write_text("nope\n{}\n")
+    target = capture if "://" in capture else str(tmp_path / capture)
+    assert main(["report", "--capture", target, "--out", str(tmp_path / "r.png")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_threshold_and_output_are_validated(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["report", "--capture", str(tmp_path), "--out", "r.png", "--threshold", "2"])
+    assert main(["report", "--capture", str(tmp_path), "--out", str(tmp_path / "r.jpg")]) == 2
+    assert "must be a .png file" in capsys.readouterr().err
+
+
+def test_bucket_width_follows_the_span(predictions: dict[str, list[Prediction]]) -> None:
+    from scones.reports.capture_source import CaptureSeries
+
+    rows = predictions["bicycle"][:3]
+    for span, width in [
+        (timedelta(minutes=20), timedelta(minutes=1)),
+        (timedelta(minutes=30), timedelta(minutes=5)),
+        (timedelta(hours=6), timedelta(minutes=30)),
+        (timedelta(days=3), timedelta(hours=6)),
+    ]:
+        series = CaptureSeries(
+            source="memory",
+            labels=LABELS,
+            times=(START, START + span / 2, START + span),
+            confidences=tuple(max(r.probabilities) for r in rows),
+            predicted=("bicycle",) * 3,
+            files=1,
+            malformed_lines=0,
+        )
+        buckets = bucket_series(series)
+        assert buckets.width == width
+        assert sum(buckets.counts) == 3
+
+
+def test_render_rejects_nothing_to_draw(tmp_path: Path) -> None:
+    from scones.reports.capture_source import CaptureSeries
+
+    empty = CaptureSeries("memory", LABELS, (), (), (), 1, 0)
+    with pytest.raises(ValueError, match="no requests"):
+        render_capture_plot(empty, tmp_path / "x.png", 0.9)
+
+
+def test_load_capture_of_a_non_s3_error_is_wrapped() -> None:
+    with pytest.raises(CaptureSourceError, match="names no bucket"):
+        load_capture("s3:///prefix", LABELS)

@@ -1,0 +1,336 @@
+"""Domain code on real CIFAR-100 images, real Pillow decoding and real S3 (moto)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+from hypothesis import given, settings, strategies as st
+from moto import mock_aws
+from PIL import Image
+
+from conftest import SAMPLES, template_limits
+from scones_core import errors
+from scones_core.images import normalise_image, read_object, serialize_object
+from scones_core.inference import classify_image, decode_image_b64, parse_probabilities
+from scones_core.ingest import workflow_input
+from scones_core.objects import NULL_VERSION, ObjectRef, object_from_s3_record
+from scones_core.settings import EndpointSettings, ImageLimits, StartSettings
+
+LIMITS = template_limits()
+BICYCLE = sorted((SAMPLES / "bicycle").glob("*.png"))[0]
+LABELS = ("bicycle", "motorcycle")
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+# ---- images -----------------------------------------------------------------
+
+
+def test_a_cifar_png_is_kept_pixel_for_pixel() -> None:
+    data = BICYCLE.read_bytes()
+    result = normalise_image(data, LIMITS)
+    with Image.open(io.BytesIO(result.png)) as out, Image.open(BICYCLE) as original:
+        assert out.size == (32, 32) and out.mode == "RGB"
+        assert out.tobytes() == original.convert("RGB").tobytes()
+    assert (result.source_format, result.source_width, result.source_height) == ("PNG", 32, 32)
+
+
+def test_a_large_jpeg_photo_is_fitted_to_the_model_size() -> None:
+    with Image.open(BICYCLE) as original:
+        photo = original.convert("RGB").resize((640, 480))
+    result = normalise_image(encode(photo, "JPEG", quality=90), LIMITS)
+    with Image.open(io.BytesIO(result.png)) as out:
+        assert out.size == (32, 32)
+    assert result.source_format == "JPEG" and result.source_width == 640
+
+
+def test_exif_orientation_is_applied() -> None:
+    tall = Image.new("RGB", (20, 40), (255, 0, 0))
+    tall.paste((0, 0, 255), (0, 0, 20, 20))  # blue on top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    result = normalise_image(encode(tall, "JPEG", exif=exif, quality=95), LIMITS)
+    with Image.open(io.BytesIO(result.png)) as out:
+        left, right = out.getpixel((2, 16)), out.getpixel((29, 16))
+    assert left[0] > 200 and right[2] > 200  # displayed: red left, blue right
+
+
+def test_transparency_is_composited_on_white() -> None:
+    clear = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    result = normalise_image(encode(clear), LIMITS)
+    with Image.open(io.BytesIO(result.png)) as out:
+        assert out.getpixel((5, 5)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "words"),
+    [
+        (b"", errors.EmptyObject, "empty"),
+        (b"hello, this is text", errors.NotAnImage, "not an image"),
+        (BICYCLE.read_bytes()[:300], errors.CorruptImage, "truncated"),
+        (encode(Image.new("RGB", (8, 8)), "GIF"), errors.UnsupportedImageFormat, "GIF"),
+        (encode(Image.new("1", (6000, 5000))), errors.ImageTooManyPixels, "30000000 pixels"),
+    ],
+    ids=["empty", "text", "truncated", "gif", "too-many-pixels"],
+)
+def test_bad_images_are_rejected_with_a_reason(
+    data: bytes, error: type[errors.ImageRejected], words: str
+) -> None:
+    with pytest.raises(error, match=words) as raised:
+        normalise_image(data, LIMITS)
+    assert raised.value.code == error.__name__
+
+
+def test_byte_limit_comes_from_the_settings() -> None:
+    small = ImageLimits(
+        max_bytes=100,
+        max_pixels=LIMITS.max_pixels,
+        allowed_formats=LIMITS.allowed_formats,
+        model_input_size=LIMITS.model_input_size,
+    )
+    with pytest.raises(errors.ImageTooLarge, match="limit is 100"):
+        normalise_image(BICYCLE.read_bytes(), small)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes_never_crash_only_reject(data: bytes) -> None:
+    try:
+        normalise_image(data, LIMITS)
+    except errors.ImageRejected as exc:
+        assert str(exc)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=1, max_value=len(BICYCLE.read_bytes()) - 1), st.integers(0, 255))
+def test_corrupted_real_png_bytes_never_crash(position: int, value: int) -> None:
+    data = bytearray(BICYCLE.read_bytes())
+    data[position] = value
+    try:
+        result = normalise_image(bytes(data), LIMITS)
+    except errors.ImageRejected:
+        return
+    assert result.png.startswith(b"\x89PNG")
+
+
+# ---- reading from S3 ---------------------------------------------------------
+
+
+@pytest.fixture
+def bucket(monkeypatch: pytest.MonkeyPatch) -> object:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="images")
+        s3.put_bucket_versioning(Bucket="images", VersioningConfiguration={"Status": "Enabled"})
+        yield s3
+
+
+def ref_for(s3: object, key: str, data: bytes) -> ObjectRef:
+    response = s3.put_object(Bucket="images", Key=key, Body=data)  # type: ignore[attr-defined]
+    return ObjectRef("images", key, response["VersionId"], response["ETag"].strip('"'), len(data))
+
+
+def test_serialize_reads_exactly_the_uploaded_version(bucket: object) -> None:
+    ref = ref_for(bucket, "incoming/a.png", BICYCLE.read_bytes())
+    bucket.put_object(Bucket="images", Key="incoming/a.png", Body=b"newer")  # type: ignore[attr-defined]
+    state = serialize_object(bucket, ref, LIMITS)
+    assert base64.b64decode(state["image_b64"]).startswith(b"\x89PNG")
+    assert state["source"]["bytes"] == BICYCLE.stat().st_size
+
+
+def test_a_deleted_version_is_object_not_found(bucket: object) -> None:
+    ref = ref_for(bucket, "incoming/b.png", BICYCLE.read_bytes())
+    bucket.delete_object(Bucket="images", Key=ref.key, VersionId=ref.version)  # type: ignore[attr-defined]
+    with pytest.raises(errors.ObjectNotFound, match="deleted before it could be read"):
+        read_object(bucket, ref, LIMITS)
+
+
+def test_an_oversized_object_is_refused_before_reading(bucket: object) -> None:
+    ref = ref_for(bucket, "incoming/big.png", b"x" * 2000)
+    small = ImageLimits(1000, LIMITS.max_pixels, LIMITS.allowed_formats, LIMITS.model_input_size)
+    with pytest.raises(errors.ImageTooLarge, match="2000 bytes"):
+        read_object(bucket, ref, small)
+
+
+def test_s3_trouble_is_transient() -> None:
+    s3 = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(s3) as stub:
+        stub.add_client_error(
+            "get_object",
+            service_error_code="SlowDown",
+            http_status_code=503,
+            expected_params={"Bucket": "images", "Key": "incoming/c.png", "VersionId": "v1"},
+        )
+        with pytest.raises(errors.StorageUnavailable, match="SlowDown"):
+            read_object(s3, ObjectRef("images", "incoming/c.png", "v1", "e", 1), LIMITS)
+    assert issubclass(errors.StorageUnavailable, errors.TransientError)
+
+
+# ---- inference ---------------------------------------------------------------
+
+
+def runtime_client() -> object:
+    return boto3.client(
+        "sagemaker-runtime", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+
+
+ENDPOINT = EndpointSettings(endpoint_name="scones-test", labels=LABELS, timeout_seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error"),
+    [
+        ("ThrottlingException", 400, errors.EndpointThrottled),
+        ("ServiceUnavailable", 503, errors.EndpointUnavailable),
+        ("InternalFailure", 500, errors.EndpointUnavailable),
+        ("ModelNotReadyException", 429, errors.EndpointUnavailable),
+        ("ValidationError", 400, errors.EndpointRejectedRequest),
+        ("ModelError", 424, errors.EndpointRejectedRequest),
+    ],
+)
+def test_endpoint_errors_are_sorted_into_retryable_and_permanent(
+    code: str, status: int, error: type[Exception]
+) -> None:
+    client = runtime_client()
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "invoke_endpoint",
+            service_error_code=code,
+            http_status_code=status,
+            expected_params={
+                "EndpointName": "scones-test",
+                "ContentType": "image/png",
+                "Accept": "application/json",
+                "Body": b"png-bytes",
+            },
+        )
+        with pytest.raises(error, match=code):
+            classify_image(client, b"png-bytes", ENDPOINT)
+
+
+def test_a_good_answer_becomes_a_classification() -> None:
+    client = runtime_client()
+    body = StreamingBody(io.BytesIO(b"[0.02, 0.98]"), 12)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": body, "ContentType": "application/json", "InvokedProductionVariant": "AllTraffic"},
+        )
+        result = classify_image(client, b"png-bytes", ENDPOINT)
+    assert (result.label, result.confidence, result.variant) == ("motorcycle", 0.98, "AllTraffic")
+    assert result.to_state()["probabilities_attribute"] == {
+        "bicycle": {"N": "0.02"},
+        "motorcycle": {"N": "0.98"},
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[0.5]", b"[0.5, 0.6]", b'["a", "b"]', b"[true, false]", b"[-0.1, 1.1]", b"{}",
+     b"[NaN, 1]"],
+)
+def test_malformed_endpoint_answers_are_refused(body: bytes) -> None:
+    with pytest.raises(errors.ModelResponseInvalid):
+        parse_probabilities(body, LABELS)
+
+
+def test_builtin_algorithm_answer_shape_is_accepted() -> None:
+    assert parse_probabilities(json.dumps({"predictions": [0.25, 0.75]}).encode(), LABELS) == {
+        "bicycle": 0.25,
+        "motorcycle": 0.75,
+    }
+
+
+@pytest.mark.parametrize("value", [None, "", "***not base64***", 42])
+def test_bad_state_input_is_an_event_error(value: object) -> None:
+    with pytest.raises(errors.EventError):
+        decode_image_b64(value)
+
+
+# ---- objects and ingest ------------------------------------------------------
+
+
+def s3_record(key: str, version: str | None = "v1") -> dict[str, object]:
+    obj: dict[str, object] = {"key": key, "size": 10, "eTag": "abc", "sequencer": "01"}
+    if version:
+        obj["versionId"] = version
+    return {"s3": {"bucket": {"name": "images"}, "object": obj}}
+
+
+def test_keys_are_url_decoded_as_s3_sends_them() -> None:
+    ref = object_from_s3_record(s3_record("incoming/my+photo%281%29.png"))
+    assert ref.key == "incoming/my photo(1).png"
+
+
+def test_record_id_and_execution_name_identify_the_version() -> None:
+    first = object_from_s3_record(s3_record("incoming/a.png", "v1"))
+    again = object_from_s3_record(s3_record("incoming/a.png", "v1"))
+    newer = object_from_s3_record(s3_record("incoming/a.png", "v2"))
+    unversioned = object_from_s3_record(s3_record("incoming/a.png", None))
+    assert first.execution_name == again.execution_name != newer.execution_name
+    assert unversioned.version == NULL_VERSION and unversioned.record_id.endswith("#etag:abc")
+
+
+@given(st.text(min_size=1, max_size=1024).filter(lambda k: k.strip("/")))
+def test_execution_names_are_always_valid(key: str) -> None:
+    name = ObjectRef("images", key, "v", "e", 1).execution_name
+    assert 1 <= len(name) <= 80
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", name)
+
+
+@pytest.mark.parametrize(
+    "record", [{}, {"s3": {}}, {"s3": {"bucket": {"name": ""}, "object": {"key": "k"}}}, []]
+)
+def test_malformed_s3_records_are_event_errors(record: object) -> None:
+    with pytest.raises(errors.EventError):
+        object_from_s3_record(record)  # type: ignore[arg-type]
+
+
+def test_other_suffixes_are_routed_to_a_rejection() -> None:
+    settings = StartSettings(state_machine_arn="arn", image_suffixes=(".png", ".jpg"))
+    document = workflow_input(ObjectRef("b", "incoming/notes.txt", "v", "e", 1), settings, "t")
+    assert document["rejection"]["error_code"] == "UnsupportedFileType"
+    assert "rejection" not in workflow_input(
+        ObjectRef("b", "incoming/PHOTO.JPG", "v", "e", 1), settings, "t"
+    )
+
+
+# ---- settings ----------------------------------------------------------------
+
+
+def test_settings_name_every_problem_at_once() -> None:
+    with pytest.raises(errors.SettingsError) as raised:
+        ImageLimits.from_env({"MAX_IMAGE_BYTES": "-5", "MODEL_INPUT_SIZE": "32by32"})
+    message = str(raised.value)
+    for name in ("MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "ALLOWED_IMAGE_FORMATS", "MODEL_INPUT_SIZE"):
+        assert name in message
+
+
+def test_rejection_classes_are_the_ones_documented() -> None:
+    assert errors.rejection_error_names() == sorted(
+        [
+            "CorruptImage",
+            "EmptyObject",
+            "ImageTooLarge",
+            "ImageTooManyPixels",
+            "NotAnImage",
+            "ObjectNotFound",
+            "UnsupportedFileType",
+            "UnsupportedImageFormat",
+        ]
+    )

@@ -1,0 +1,188 @@
+"""Every ``events/*.json`` file run through its handler, against real services where they run here."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from conftest import EVENTS, load_handler, template_limits
+from scones.model.artifact import OnnxClassifier
+from scones.offline.lambda_worker import LambdaContext
+from scones.offline.stack import DEFAULT_MODEL_DIR
+from scones.template_params import parameter_defaults
+from scones_core.errors import SettingsError
+
+REGION = "us-east-1"
+PARAMS = parameter_defaults()
+
+
+def context() -> LambdaContext:
+    return LambdaContext("test-request", time.time() * 1000 + 30_000)
+
+
+def event(name: str) -> dict[str, Any]:
+    return dict(json.loads((EVENTS / f"{name}.json").read_text()))
+
+
+@pytest.fixture
+def lambda_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_SERVICE_NAME": "scones-classifier",
+        "POWERTOOLS_METRICS_NAMESPACE": "SconesUnlimited",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "AWS_LAMBDA_FUNCTION_NAME": "test-function",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def aws(lambda_env: None) -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+def test_start_workflow_event_starts_one_execution_per_object(
+    aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.create_state_machine(
+        name="classify",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]
+    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    monkeypatch.setenv("IMAGE_SUFFIXES", PARAMS["ImageSuffixes"])
+    app = load_handler("start_workflow")
+    sqs_event = event("start_workflow")
+
+    assert app.lambda_handler(sqs_event, context()) == {"batchItemFailures": []}
+    # The same S3 notification again: no second execution, no failure.
+    assert app.lambda_handler(sqs_event, context()) == {"batchItemFailures": []}
+
+    executions = sfn.list_executions(stateMachineArn=arn)["executions"]
+    assert len(executions) == 1
+    document = json.loads(sfn.describe_execution(executionArn=executions[0]["executionArn"])["input"])
+    assert document["object"]["key"] == "incoming/camera-7/delivery photo 1.png"
+    assert document["object"]["version"] == "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
+    assert "rejection" not in document
+    assert '"WorkflowsStarted"' in capsys.readouterr().out
+
+
+def test_start_workflow_reports_only_the_bad_message_as_failed(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.create_state_machine(
+        name="classify",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]
+    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    monkeypatch.setenv("IMAGE_SUFFIXES", PARAMS["ImageSuffixes"])
+    app = load_handler("start_workflow")
+    sqs_event = event("start_workflow")
+    bad = dict(sqs_event["Records"][0], messageId="bad-1", body="not json")
+    test_event = dict(sqs_event["Records"][0], messageId="test-1", body=json.dumps(
+        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}))
+    sqs_event["Records"] = [bad, sqs_event["Records"][0], test_event]
+
+    response = app.lambda_handler(sqs_event, context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
+    assert len(sfn.list_executions(stateMachineArn=arn)["executions"]) == 1
+
+
+def test_serialize_image_event_normalises_the_uploaded_version(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, param in {
+        "MAX_IMAGE_BYTES": "MaxImageBytes",
+        "MAX_IMAGE_PIXELS": "MaxImagePixels",
+        "ALLOWED_IMAGE_FORMATS": "AllowedImageFormats",
+        "MODEL_INPUT_SIZE": "ModelInputSize",
+    }.items():
+        monkeypatch.setenv(name, PARAMS[param])
+    state = event("serialize_image")
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=state["object"]["bucket"])
+    s3.put_bucket_versioning(
+        Bucket=state["object"]["bucket"], VersioningConfiguration={"Status": "Enabled"}
+    )
+    image = base64.b64decode(event("classify_image")["image_b64"])
+    version = s3.put_object(Bucket=state["object"]["bucket"], Key=state["object"]["key"], Body=image)
+    # A later overwrite must not change what this version's execution reads.
+    s3.put_object(Bucket=state["object"]["bucket"], Key=state["object"]["key"], Body=b"overwritten")
+    state["object"]["version"] = version["VersionId"]
+    app = load_handler("serialize_image")
+
+    result = app.lambda_handler(state, context())
+
+    assert result["content_type"] == "image/png"
+    assert result["source"] == {
+        "format": "PNG",
+        "width": 32,
+        "height": 32,
+        "bytes": len(image),
+        "sha256": __import__("hashlib").sha256(image).hexdigest(),
+    }
+    assert len(result["image_b64"]) < 8_000
+
+
+def test_classify_image_event_returns_the_models_probabilities(
+    lambda_env: None, monkeypatch: pytest.MonkeyPatch, model_server_url: str
+) -> None:
+    monkeypatch.setenv("ENDPOINT_NAME", PARAMS["EndpointName"])
+    monkeypatch.setenv("LABELS", PARAMS["ModelLabels"])
+    monkeypatch.setenv("ENDPOINT_TIMEOUT_SECONDS", PARAMS["EndpointTimeoutSeconds"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", model_server_url)
+    app = load_handler("classify_image")
+    payload = event("classify_image")
+
+    result = app.lambda_handler(payload, context())
+
+    expected = OnnxClassifier(DEFAULT_MODEL_DIR).predict_bytes(
+        base64.b64decode(payload["image_b64"])
+    )
+    assert list(result["probabilities"].values()) == pytest.approx(expected, abs=1e-6)
+    assert result["label"] == ("bicycle", "motorcycle")[expected.index(max(expected))]
+    assert result["probabilities_attribute"]["bicycle"]["N"] == repr(result["probabilities"]["bicycle"])
+    assert result["variant"] == "AllTraffic"
+
+
+@pytest.mark.parametrize(
+    ("handler", "variable"),
+    [
+        ("start_workflow", "STATE_MACHINE_ARN"),
+        ("serialize_image", "MAX_IMAGE_BYTES"),
+        ("classify_image", "ENDPOINT_NAME"),
+    ],
+)
+def test_a_missing_setting_fails_the_cold_start_by_name(
+    lambda_env: None, monkeypatch: pytest.MonkeyPatch, handler: str, variable: str
+) -> None:
+    monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(SettingsError, match=variable):
+        load_handler(handler)
+
+
+def test_event_files_are_valid_json_for_every_function() -> None:
+    functions = {p.name for p in (EVENTS.parent / "functions").iterdir() if p.is_dir()}
+    events = {p.stem for p in EVENTS.glob("*.json")}
+    assert functions <= events, f"functions without an event file: {functions - events}"
+
+
+def test_serialized_image_matches_the_limits_the_template_sets() -> None:
+    limits = template_limits()
+    assert limits.model_input_size == (32, 32)
+    assert "PNG" in limits.allowed_formats
