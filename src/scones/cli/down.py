@@ -8,7 +8,7 @@ import signal
 import time
 
 from scones.cli.errors import CommandError
-from scones.cli.stack_state import STATE_FILE, read_state
+from scones.cli.stack_state import STATE_FILE, _alive, read_state
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,9 +23,8 @@ def down_command(args: argparse.Namespace) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        # `scones up` removes its state file as the last step of a clean stop.
+        if not STATE_FILE.exists() or not _alive(pid):
             print(f"offline stack (pid {pid}) stopped")
             STATE_FILE.unlink(missing_ok=True)
             return 0

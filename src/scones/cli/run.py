@@ -74,6 +74,7 @@ def run_command(args: argparse.Namespace) -> int:
         )
         rows, wall = _classify(stack.api(), inputs, args, console)
         summary = summarise(rows, wall)
+        stack.flush_capture()
         monitor = stack.api().invoke_monitor()
     except StackClientError as exc:
         raise CommandError(str(exc)) from exc

@@ -1,0 +1,187 @@
+"""One training run end to end: data -> split -> ensemble -> ONNX -> evaluation -> baseline.
+
+Everything shipped in ``models/<name>/`` comes from :func:`build_model`, so one
+command reproduces it. The artifact is assembled in a staging folder beside the
+destination and moved in file by file at the end, so a failed run never leaves a
+half-written model where the server looks for one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scones.model.artifact import MANIFEST_NAME, ONNX_NAME, ModelManifest, OnnxClassifier
+from scones.model.evaluate import (
+    BASELINE_JSON,
+    REPORT_JSON,
+    REPORT_PNG,
+    baseline,
+    evaluate_artifact,
+    write_json,
+    write_report,
+)
+from scones.model.export import save_artifact, write_manifest
+from scones.model.folders import (
+    LabelledImages,
+    class_root,
+    fingerprint,
+    load_images,
+    stratified_split,
+)
+from scones.model.train import Log, TrainRecipe, train_ensemble
+
+DEFAULT_LABELS = ("bicycle", "motorcycle")
+INPUT_SIZE = (32, 32)
+SHIPPED_FILES = (ONNX_NAME, REPORT_JSON, REPORT_PNG, BASELINE_JSON, MANIFEST_NAME)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: LabelledImages
+    validation: LabelledImages
+    description: dict[str, Any]
+
+
+def split_data(data: LabelledImages, data_dir: Path, fraction: float, seed: int) -> Split:
+    """The seeded stratified validation split, described so evaluation can recreate it."""
+    train_idx, val_idx = stratified_split(data.targets, fraction, seed)
+    train, validation = data.subset(train_idx), data.subset(val_idx)
+    root = class_root(data_dir, data.labels)
+    description = {
+        "method": "stratified by class, numpy default_rng(seed), sorted file order",
+        "seed": seed,
+        "validation_fraction": fraction,
+        "train_images": len(train),
+        "validation_images": len(validation),
+        "train_per_class": train.class_counts(),
+        "validation_per_class": validation.class_counts(),
+        "validation_fingerprint": fingerprint(validation.paths, root),
+    }
+    return Split(train=train, validation=validation, description=description)
+
+
+def validation_from_manifest(
+    data: LabelledImages, data_dir: Path, manifest: ModelManifest
+) -> Split:
+    """Recreate the split a model was trained with from the seed in its ``model.json``."""
+    recorded = manifest.extra.get("split")
+    if not isinstance(recorded, dict) or "seed" not in recorded:
+        raise ValueError(f"{MANIFEST_NAME} records no split seed; evaluate with --split all")
+    split = split_data(
+        data, data_dir, float(recorded["validation_fraction"]), int(recorded["seed"])
+    )
+    expected = recorded.get("validation_fingerprint")
+    if expected and expected != split.description["validation_fingerprint"]:
+        raise ValueError(
+            f"{data_dir} is not the data this model was trained on (its validation split "
+            "differs); evaluate a different data set with --split all"
+        )
+    return split
+
+
+def build_model(
+    data_dir: Path,
+    out_dir: Path,
+    recipe: TrainRecipe,
+    threshold: float,
+    *,
+    name: str = "bicycle-motorcycle",
+    labels: tuple[str, ...] = DEFAULT_LABELS,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Train, export, evaluate and write the artifact; returns the evaluation report."""
+    started = time.perf_counter()
+    data = load_images(data_dir, labels, INPUT_SIZE)
+    split = split_data(data, data_dir, recipe.validation_fraction, recipe.seed)
+    if log:
+        log(
+            f"{len(data)} images from {data_dir}: {len(split.train)} for training, "
+            f"{len(split.validation)} held out for validation (seed {recipe.seed})"
+        )
+    trained = train_ensemble(split.train, recipe, log)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        extra: dict[str, Any] = {
+            "description": f"{' vs '.join(labels)} classifier for 32x32 RGB images",
+            "architecture": (
+                f"{recipe.members} x SmallResNet(width={recipe.width}, "
+                f"blocks_per_stage={recipe.blocks_per_stage}), per-member temperature, "
+                f"{'flip test-time averaging, ' if recipe.flip_tta else ''}"
+                "mean of softmax; normalisation inside the graph"
+            ),
+            "normalisation": {"mean": trained.mean, "std": trained.std},
+            "recipe": recipe.to_json(),
+            "seed": recipe.seed,
+            "split": split.description,
+            "cross_validation": trained.cross_validation,
+            "training_seconds": round(trained.seconds, 1),
+            "training_data": str(data_dir),
+            "threshold": threshold,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        manifest = save_artifact(
+            staging,
+            trained.model,
+            name=name,
+            labels=labels,
+            input_size=INPUT_SIZE,
+            extra=extra,
+            check_pixels=split.validation.pixels[:64],
+        )
+        classifier = OnnxClassifier(staging)
+        report, probabilities = evaluate_artifact(
+            classifier, split.validation, threshold, split.description
+        )
+        write_report(staging, report)
+        write_json(
+            staging / BASELINE_JSON,
+            baseline(probabilities, labels, threshold, manifest.version),
+        )
+        manifest.extra["metrics"] = {
+            "split": "validation",
+            "images": report["images"],
+            "accuracy": report["accuracy"],
+            "threshold": threshold,
+            "coverage": report["at_threshold"]["coverage"],
+            "accepted_accuracy": report["at_threshold"]["accepted_accuracy"],
+        }
+        manifest.extra["build_seconds"] = round(time.perf_counter() - started, 1)
+        write_manifest(staging, manifest)
+        _move_into(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _move_into(staging: Path, out_dir: Path) -> None:
+    """Replace the shipped files; ``model.json`` goes last so its hash never names a stale graph
+    for longer than one rename."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for filename in SHIPPED_FILES:
+        os.replace(staging / filename, out_dir / filename)
+
+
+def evaluate_directory(
+    model_dir: Path, data_dir: Path, threshold: float, *, whole: bool = False
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Evaluate a saved artifact on its validation split (or on every image when ``whole``)."""
+    classifier = OnnxClassifier(model_dir)
+    data = load_images(data_dir, classifier.labels, classifier.manifest.input_size)
+    if whole:
+        description: dict[str, Any] = {"method": "every image in the folder", "images": len(data)}
+        subset = data
+    else:
+        split = validation_from_manifest(data, data_dir, classifier.manifest)
+        description, subset = split.description, split.validation
+    return evaluate_artifact(classifier, subset, threshold, description)

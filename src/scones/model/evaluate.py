@@ -1,0 +1,188 @@
+"""Evaluate a classifier's probabilities: accuracy, confusion matrix, and what a threshold does.
+
+The workflow accepts a prediction only when its top probability reaches the
+confidence threshold and sends the rest to review, so the numbers that matter
+are the *coverage* (share accepted) and the accuracy of what is accepted, at the
+configured threshold and across a range of thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scones.model.artifact import OnnxClassifier
+from scones.model.folders import LabelledImages
+
+CURVE_THRESHOLDS: tuple[float, ...] = (
+    *(round(0.5 + 0.01 * i, 2) for i in range(50)),
+    0.995,
+    0.999,
+)
+REPORT_JSON = "evaluation.json"
+REPORT_PNG = "evaluation.png"
+BASELINE_JSON = "baseline.json"
+
+
+def check_threshold(threshold: float) -> float:
+    """A confidence threshold must be a probability; 0 would accept everything on purpose."""
+    if not 0.0 <= threshold <= 1.0 or np.isnan(threshold):
+        raise ValueError(f"confidence threshold must be between 0 and 1, got {threshold}")
+    return float(threshold)
+
+
+def selective(probabilities: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Coverage and accuracy of the predictions whose top probability is >= ``threshold``."""
+    threshold = check_threshold(threshold)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    accepted = confidence >= threshold
+    n_accepted = int(accepted.sum())
+    return {
+        "threshold": threshold,
+        "accepted": n_accepted,
+        "coverage": round(n_accepted / len(targets), 6) if len(targets) else 0.0,
+        "accepted_correct": int(correct[accepted].sum()),
+        "accepted_accuracy": (round(float(correct[accepted].mean()), 6) if n_accepted else None),
+        "accepted_errors": int((~correct[accepted]).sum()),
+    }
+
+
+def confusion_matrix(predicted: np.ndarray, targets: np.ndarray, classes: int) -> np.ndarray:
+    """``m[true, predicted]`` counts."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (targets, predicted), 1)
+    return matrix
+
+
+def evaluate_probabilities(
+    probabilities: np.ndarray,
+    targets: np.ndarray,
+    labels: Sequence[str],
+    threshold: float,
+    curve_thresholds: Sequence[float] = CURVE_THRESHOLDS,
+) -> dict[str, Any]:
+    """The full report as a JSON-ready dict."""
+    threshold = check_threshold(threshold)
+    if probabilities.ndim != 2 or probabilities.shape != (len(targets), len(labels)):
+        raise ValueError(
+            f"probabilities must be [{len(targets)}, {len(labels)}], got {probabilities.shape}"
+        )
+    if len(targets) == 0:
+        raise ValueError("cannot evaluate zero images")
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(predicted, targets, len(labels))
+    per_class = {}
+    for i, label in enumerate(labels):
+        support = int(matrix[i].sum())
+        predicted_as = int(matrix[:, i].sum())
+        per_class[label] = {
+            "support": support,
+            "recall": round(matrix[i, i] / support, 6) if support else None,
+            "precision": round(matrix[i, i] / predicted_as, 6) if predicted_as else None,
+        }
+    confidence = probabilities.max(axis=1)
+    return {
+        "images": len(targets),
+        "labels": list(labels),
+        "accuracy": round(float((predicted == targets).mean()), 6),
+        "confusion_matrix": {
+            "rows": "true label",
+            "columns": "predicted label",
+            "matrix": matrix.tolist(),
+        },
+        "per_class": per_class,
+        "mean_confidence": round(float(confidence.mean()), 6),
+        "at_threshold": selective(probabilities, targets, threshold),
+        "curve": [selective(probabilities, targets, float(t)) for t in curve_thresholds],
+    }
+
+
+def baseline(
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+    threshold: float,
+    model_version: str,
+) -> dict[str, Any]:
+    """What healthy traffic looks like, for the monitor to compare captured traffic against."""
+    confidence = probabilities.max(axis=1)
+    predicted = probabilities.argmax(axis=1)
+    counts = np.bincount(predicted, minlength=len(labels))
+    p10, p50, p90 = np.percentile(confidence, [10, 50, 90])
+    return {
+        "labels": list(labels),
+        "label_mix": {
+            label: round(counts[i] / len(predicted), 6) for i, label in enumerate(labels)
+        },
+        "mean_confidence": round(float(confidence.mean()), 6),
+        "confidence_percentiles": {
+            "p10": round(float(p10), 6),
+            "p50": round(float(p50), 6),
+            "p90": round(float(p90), 6),
+        },
+        "low_confidence_share": round(float((confidence < threshold).mean()), 6),
+        "threshold": threshold,
+        "sample_count": len(predicted),
+        "model_version": model_version,
+    }
+
+
+def evaluate_artifact(
+    classifier: OnnxClassifier,
+    data: LabelledImages,
+    threshold: float,
+    split: dict[str, Any],
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Score ``data`` through the exported graph (what is served) and build the report."""
+    if tuple(classifier.labels) != tuple(data.labels):
+        raise ValueError(f"model labels {classifier.labels} differ from data labels {data.labels}")
+    probabilities = classifier.predict_tensor(data.pixels)
+    report = evaluate_probabilities(probabilities, data.targets, data.labels, threshold)
+    report = {
+        "model": {
+            "name": classifier.manifest.name,
+            "version": classifier.manifest.version,
+            "onnx_sha256": classifier.manifest.onnx_sha256,
+        },
+        "split": split,
+        "evaluated_through": "onnxruntime (the exported model.onnx, as served)",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **report,
+    }
+    return report, probabilities
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def write_report(out_dir: Path, report: dict[str, Any]) -> tuple[Path, Path]:
+    """``evaluation.json`` and ``evaluation.png`` in ``out_dir``."""
+    from scones.model.report_figure import render_report
+
+    json_path = write_json(out_dir / REPORT_JSON, report)
+    png_path = render_report(report, out_dir / REPORT_PNG)
+    return json_path, png_path
+
+
+def default_threshold() -> float:
+    """``ConfidenceThreshold`` from ``template.yaml``: the deployed value, written once."""
+    from scones.template_params import TEMPLATE_PATH, parameter_default
+
+    try:
+        raw = parameter_default("ConfidenceThreshold")
+    except (FileNotFoundError, KeyError) as exc:
+        raise ValueError(
+            f"no ConfidenceThreshold default in {TEMPLATE_PATH} ({exc}); pass --threshold"
+        ) from exc
+    try:
+        return check_threshold(float(raw))
+    except ValueError as exc:
+        raise ValueError(f"ConfidenceThreshold default {raw!r} in {TEMPLATE_PATH}: {exc}") from exc

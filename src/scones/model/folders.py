@@ -1,0 +1,146 @@
+"""Labelled image folders (``<data>/<label>/*.png``) and the seeded, stratified split.
+
+Labels always come from the folder an image sits in, never from its file name:
+CIFAR-100 file names are search keywords (``bike_s_*.png`` holds motorcycles too).
+Training and evaluation both call :func:`stratified_split` with the seed recorded
+in ``model.json``, so they agree on which images were held out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from scones.model.artifact import images_to_tensor
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class DataError(ValueError):
+    """The data folder is missing, empty or holds something that is not an image."""
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """Images as float32 NCHW in [0, 1] (as the served model receives them) plus labels."""
+
+    pixels: np.ndarray  # float32 [N, 3, H, W]
+    targets: np.ndarray  # int64 [N], index into ``labels``
+    paths: tuple[Path, ...]
+    labels: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: np.ndarray) -> LabelledImages:
+        return LabelledImages(
+            pixels=self.pixels[indices],
+            targets=self.targets[indices],
+            paths=tuple(self.paths[int(i)] for i in indices),
+            labels=self.labels,
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.targets, minlength=len(self.labels))
+        return {label: int(counts[i]) for i, label in enumerate(self.labels)}
+
+
+def class_root(data_dir: Path, labels: Sequence[str]) -> Path:
+    """The folder that holds one sub-folder per label: ``data_dir`` or ``data_dir/train``."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data folder not found: {data_dir}")
+    for candidate in (data_dir, data_dir / "train"):
+        if all((candidate / label).is_dir() for label in labels):
+            return candidate
+    wanted = ", ".join(f"{label}/" for label in labels)
+    raise DataError(f"{data_dir} has no class folders ({wanted}), neither directly nor in train/")
+
+
+def list_images(data_dir: Path, labels: Sequence[str]) -> list[tuple[Path, int]]:
+    """``(path, label index)`` for every image, sorted so the order never depends on the OS."""
+    root = class_root(data_dir, labels)
+    items: list[tuple[Path, int]] = []
+    for index, label in enumerate(labels):
+        files = sorted(
+            p
+            for p in (root / label).iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not files:
+            raise DataError(f"class folder {root / label} holds no images ({IMAGE_SUFFIXES})")
+        items.extend((path, index) for path in files)
+    return items
+
+
+def load_images(
+    data_dir: Path, labels: Sequence[str], input_size: tuple[int, int] = (32, 32)
+) -> LabelledImages:
+    """Decode every image of every class folder, converted exactly as the server converts."""
+    items = list_images(data_dir, labels)
+    decoded: list[Image.Image] = []
+    for path, _ in items:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                decoded.append(image.copy())
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from exc
+    return LabelledImages(
+        pixels=images_to_tensor(decoded, input_size),
+        targets=np.array([index for _, index in items], dtype=np.int64),
+        paths=tuple(path for path, _ in items),
+        labels=tuple(labels),
+    )
+
+
+def stratified_split(
+    targets: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (kept, held out); each class gives ``round(fraction * n)`` images."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"split fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    kept: list[np.ndarray] = []
+    held: list[np.ndarray] = []
+    for cls in np.unique(targets):
+        members = np.flatnonzero(targets == cls)
+        members = members[rng.permutation(len(members))]
+        n_held = round(fraction * len(members))
+        if n_held == 0 or n_held == len(members):
+            raise ValueError(
+                f"class {int(cls)} has {len(members)} images: too few to hold out {fraction:.0%}"
+            )
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def stratified_folds(targets: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold number (0..folds-1) of every index, with each class spread evenly over folds."""
+    if folds < 2:
+        raise ValueError(f"need at least 2 folds, got {folds}")
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(targets), dtype=np.int64)
+    for cls in np.unique(targets):
+        members = np.flatnonzero(targets == cls)
+        if len(members) < folds:
+            raise ValueError(
+                f"class {int(cls)} has {len(members)} images, fewer than {folds} folds"
+            )
+        members = members[rng.permutation(len(members))]
+        assignment[members] = np.arange(len(members)) % folds
+    return assignment
+
+
+def fingerprint(paths: Sequence[Path], root: Path) -> str:
+    """SHA-256 over the sorted relative paths: names a split so evaluation can check it."""
+    digest = hashlib.sha256()
+    for name in sorted(p.relative_to(root).as_posix() for p in paths):
+        digest.update(name.encode("utf-8") + b"\n")
+    return digest.hexdigest()

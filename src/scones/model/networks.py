@@ -1,0 +1,115 @@
+"""The classifier network and the serving wrapper that is exported to ONNX.
+
+:class:`SmallResNet` is a CIFAR-style residual network, small enough to train on
+two CPU cores in minutes. :class:`ServingEnsemble` is what ships: it takes RGB
+in [0, 1], normalises, averages the softmax of every member over the image and
+its mirror image, and returns probabilities, so serving needs no knowledge of
+how the model was trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (He et al., 2016)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """Stem + three stages (width w, 2w, 4w; 32x32 -> 8x8) + global pooling + linear head."""
+
+    def __init__(
+        self, num_classes: int, width: int = 32, blocks_per_stage: int = 1, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if width < 1 or blocks_per_stage < 1 or num_classes < 2:
+            raise ValueError("width and blocks_per_stage must be >= 1, num_classes >= 2")
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        channels = width
+        for stage, out_channels in enumerate((width, 2 * width, 4 * width)):
+            for block in range(blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(BasicBlock(channels, out_channels, stride))
+                channels = out_channels
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for normalised input."""
+        pooled = self.features(x).mean(dim=(2, 3))
+        return self.head(self.dropout(pooled))
+
+
+class ServingEnsemble(nn.Module):
+    """RGB [0, 1] in, averaged calibrated probabilities out; what ``model.onnx`` holds.
+
+    Each member's logits are divided by its own temperature (fitted on images that
+    member never trained on) before the softmax. With ``flip_tta`` the image and its
+    horizontal mirror are both scored, which costs one extra pass and removes the
+    left/right bias that a small training set leaves.
+    """
+
+    inverse_temperatures: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(
+        self,
+        members: Sequence[nn.Module],
+        temperatures: Sequence[float],
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        flip_tta: bool = True,
+    ) -> None:
+        super().__init__()
+        if not members or len(members) != len(temperatures):
+            raise ValueError("need one temperature per member and at least one member")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("inverse_temperatures", 1.0 / torch.tensor(list(temperatures)))
+        self.register_buffer("mean", torch.tensor(list(mean)).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std)).view(1, 3, 1, 1))
+        self.flip_tta = flip_tta
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = (image - self.mean) / self.std
+        if self.flip_tta:
+            x = torch.cat([x, torch.flip(x, dims=[3])], dim=0)
+        total: torch.Tensor | None = None
+        for index, member in enumerate(self.members):
+            probabilities = F.softmax(member(x) * self.inverse_temperatures[index], dim=1)
+            total = probabilities if total is None else total + probabilities
+        assert total is not None
+        total = total / len(self.members)
+        if self.flip_tta:
+            batch = image.shape[0]
+            total = (total[:batch] + total[batch:]) / 2
+        return total

@@ -1,0 +1,70 @@
+"""Draw an evaluation report: confusion matrix beside the coverage/accuracy-vs-threshold curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+
+import matplotlib.pyplot as plt
+
+
+def render_report(report: dict[str, Any], path: Path) -> Path:
+    labels = report["labels"]
+    matrix = report["confusion_matrix"]["matrix"]
+    at = report["at_threshold"]
+    curve = report["curve"]
+    fig, (ax_cm, ax_curve) = plt.subplots(
+        1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1, 1.45]}
+    )
+
+    ax_cm.imshow(matrix, cmap="Blues")
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            colour = "white" if count > peak / 2 else "black"
+            ax_cm.text(j, i, str(count), ha="center", va="center", fontsize=15, color=colour)
+    ax_cm.set_xticks(range(len(labels)), labels)
+    ax_cm.set_yticks(range(len(labels)), labels, rotation=90, va="center")
+    ax_cm.set_xlabel("predicted")
+    ax_cm.set_ylabel("true")
+    ax_cm.set_title(f"Confusion matrix (accuracy {report['accuracy']:.3f}, n={report['images']})")
+
+    thresholds = [point["threshold"] for point in curve]
+    coverage = [point["coverage"] for point in curve]
+    accepted_accuracy = [
+        point["accepted_accuracy"] if point["accepted_accuracy"] is not None else float("nan")
+        for point in curve
+    ]
+    ax_curve.plot(thresholds, accepted_accuracy, label="accuracy of accepted", color="tab:green")
+    ax_curve.plot(thresholds, coverage, label="coverage (share accepted)", color="tab:blue")
+    ax_curve.axvline(at["threshold"], color="tab:red", linestyle="--", linewidth=1)
+    accuracy_text = (
+        f"{at['accepted_accuracy']:.3f}" if at["accepted_accuracy"] is not None else "n/a"
+    )
+    ax_curve.annotate(
+        f"threshold {at['threshold']:g}\ncoverage {at['coverage']:.3f}\n"
+        f"accepted accuracy {accuracy_text}",
+        xy=(at["threshold"], at["coverage"]),
+        xytext=(0.52, 0.08),
+        textcoords="axes fraction",
+        fontsize=10,
+        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "tab:red"},
+    )
+    ax_curve.set_xlim(min(thresholds), 1.0)
+    ax_curve.set_ylim(min(0.5, *coverage) - 0.02, 1.01)
+    ax_curve.set_xlabel("confidence threshold (top probability >= threshold is accepted)")
+    ax_curve.grid(alpha=0.3)
+    ax_curve.legend(loc="lower left")
+    ax_curve.set_title("Coverage and accepted accuracy vs threshold")
+
+    model = report.get("model", {})
+    fig.suptitle(f"{model.get('name', 'model')} {model.get('version', '')}", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

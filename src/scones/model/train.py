@@ -1,0 +1,236 @@
+"""Train the bicycle/motorcycle classifier on CPU: a cross-fitted ensemble of small ResNets.
+
+The recipe, fixed before looking at the validation split:
+
+1. Hold out a seeded, stratified validation split (never trained on, never used
+   to choose anything during training; it is only reported).
+2. Split the remaining images into ``members`` stratified folds. Member *k* trains
+   on every fold except *k* and fits its softmax temperature on fold *k*, which it
+   never saw. The out-of-fold predictions also give a cross-validated accuracy,
+   the number to use when changing the recipe.
+3. Each member: SGD with Nesterov momentum, linear warm-up then cosine decay,
+   label smoothing, random crop, flip, colour jitter, cutout and CutMix/mixup.
+4. The members, their temperatures, normalisation and flip test-time averaging go
+   into one :class:`~scones.model.networks.ServingEnsemble`, exported to ONNX.
+
+Everything random draws from generators seeded from ``TrainRecipe.seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from scones.model.augment import AugmentConfig, augment_batch
+from scones.model.calibration import (
+    fit_temperature,
+    negative_log_likelihood,
+    tta_probabilities,
+)
+from scones.model.folders import LabelledImages, stratified_folds
+from scones.model.networks import ServingEnsemble, SmallResNet
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Every knob of a training run; recorded in ``model.json`` so a run can be repeated."""
+
+    seed: int = 0
+    validation_fraction: float = 0.2
+    members: int = 4
+    epochs: int = 120
+    batch_size: int = 64
+    learning_rate: float = 0.05
+    warmup_epochs: int = 5
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    width: int = 32
+    blocks_per_stage: int = 1
+    dropout: float = 0.1
+    flip_tta: bool = True
+    threads: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "members must be >= 2 (each member is calibrated on the others' folds)": self.members
+            >= 2,
+            "epochs must be >= 1": self.epochs >= 1,
+            "batch_size must be >= 2": self.batch_size >= 2,
+            "learning_rate must be > 0": self.learning_rate > 0,
+            "width must be >= 1": self.width >= 1,
+            "threads must be >= 1": self.threads >= 1,
+            "validation_fraction must be in (0, 1)": 0 < self.validation_fraction < 1,
+            "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
+        }
+        problems = [message for message, ok in checks.items() if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainedEnsemble:
+    """The exportable model plus what was learned about it on held-out training folds."""
+
+    model: ServingEnsemble
+    temperatures: list[float]
+    cross_validation: dict[str, Any]
+    mean: list[float]
+    std: list[float]
+    seconds: float
+
+
+def channel_stats(pixels: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of RGB [0, 1] training pixels."""
+    mean = pixels.mean(axis=(0, 2, 3))
+    std = pixels.std(axis=(0, 2, 3))
+    return [round(float(v), 6) for v in mean], [round(float(max(v, 1e-3)), 6) for v in std]
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_member(
+    pixels: np.ndarray,
+    targets: np.ndarray,
+    num_classes: int,
+    recipe: TrainRecipe,
+    *,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    seed: int,
+    log: Log | None = None,
+    tag: str = "",
+) -> SmallResNet:
+    """Train one network on RGB [0, 1] ``pixels`` with the recipe's augmentation and schedule."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = SmallResNet(num_classes, recipe.width, recipe.blocks_per_stage, recipe.dropout)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimiser = torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": recipe.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=recipe.learning_rate,
+        momentum=recipe.momentum,
+        nesterov=True,
+    )
+    x_all = torch.from_numpy(pixels)
+    smooth = recipe.label_smoothing
+    y_all = F.one_hot(torch.from_numpy(targets), num_classes).float()
+    y_all = y_all * (1 - smooth) + smooth / num_classes
+    n = len(targets)
+    batch_size = min(recipe.batch_size, n)
+    steps_per_epoch = max(
+        1, n // batch_size
+    )  # drop the ragged tail: BatchNorm dislikes tiny batches
+    total = steps_per_epoch * recipe.epochs
+    warmup = min(steps_per_epoch * recipe.warmup_epochs, total // 2)
+    step = 0
+    model.train()
+    for epoch in range(recipe.epochs):
+        order = torch.randperm(n, generator=gen)
+        running = 0.0
+        for b in range(steps_per_epoch):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            x, y = augment_batch(
+                x_all[idx], y_all[idx], cfg=recipe.augment, mean=mean, std=std, gen=gen
+            )
+            for group in optimiser.param_groups:
+                group["lr"] = _lr_at(step, total, warmup, recipe.learning_rate)
+            loss = -(y * F.log_softmax(model(x), dim=1)).sum(dim=1).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            running += float(loss.item())
+            step += 1
+        if log and (epoch + 1) % max(1, recipe.epochs // 6) == 0:
+            log(f"{tag}epoch {epoch + 1}/{recipe.epochs} loss {running / steps_per_epoch:.4f}")
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def view_logits(
+    model: torch.nn.Module, pixels: np.ndarray, mean: torch.Tensor, std: torch.Tensor, flip: bool
+) -> np.ndarray:
+    """Logits of the plain (and mirrored) images: [views, N, classes]."""
+    x = (torch.from_numpy(pixels) - mean) / std
+    views = [x, torch.flip(x, dims=[3])] if flip else [x]
+    return np.stack([model(v).numpy().astype(np.float64) for v in views])
+
+
+def train_ensemble(
+    data: LabelledImages, recipe: TrainRecipe, log: Log | None = None
+) -> TrainedEnsemble:
+    """Cross-fit ``recipe.members`` networks on ``data`` (the training part only)."""
+    started = time.perf_counter()
+    torch.set_num_threads(recipe.threads)
+    num_classes = len(data.labels)
+    mean_list, std_list = channel_stats(data.pixels)
+    mean = torch.tensor(mean_list).view(1, 3, 1, 1)
+    std = torch.tensor(std_list).view(1, 3, 1, 1)
+    folds = stratified_folds(data.targets, recipe.members, recipe.seed + 1)
+    members: list[torch.nn.Module] = []
+    temperatures: list[float] = []
+    oof = np.zeros((len(data), num_classes))
+    for k in range(recipe.members):
+        fit_idx, cal_idx = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        model = train_member(
+            data.pixels[fit_idx],
+            data.targets[fit_idx],
+            num_classes,
+            recipe,
+            mean=mean,
+            std=std,
+            seed=recipe.seed * 1000 + k,
+            log=log,
+            tag=f"member {k + 1}/{recipe.members} ",
+        )
+        logits = view_logits(model, data.pixels[cal_idx], mean, std, recipe.flip_tta)
+        temperature = fit_temperature(logits, data.targets[cal_idx])
+        oof[cal_idx] = tta_probabilities(logits, temperature)
+        held_acc = float((oof[cal_idx].argmax(1) == data.targets[cal_idx]).mean())
+        if log:
+            log(
+                f"member {k + 1}/{recipe.members}: held-out fold accuracy {held_acc:.4f}, "
+                f"temperature {temperature:.3f}"
+            )
+        members.append(model)
+        temperatures.append(temperature)
+    cv = {
+        "what": "out-of-fold predictions of single calibrated members on the training part",
+        "images": len(data),
+        "accuracy": round(float((oof.argmax(1) == data.targets).mean()), 4),
+        "nll": round(negative_log_likelihood(oof, data.targets), 4),
+        "temperatures": [round(t, 4) for t in temperatures],
+    }
+    ensemble = ServingEnsemble(members, temperatures, mean_list, std_list, flip_tta=recipe.flip_tta)
+    ensemble.eval()
+    return TrainedEnsemble(
+        model=ensemble,
+        temperatures=temperatures,
+        cross_validation=cv,
+        mean=mean_list,
+        std=std_list,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,151 @@
+"""Serve a trained model: CreateModel, CreateEndpointConfig (with data capture), CreateEndpoint.
+
+:func:`deploy` sends the three requests and returns the ARNs without waiting;
+:func:`wait_for_endpoint` is the optional wait. The endpoint name stays stable
+(the workflow's Lambdas invoke it by name) while each deploy creates a new model
+and endpoint config named with a timestamp suffix; ``update=True`` moves an existing
+endpoint onto the new config instead of creating it.
+
+Data capture writes what the monitor Lambda reads: request bodies (images, stored
+base64) and the JSON responses, under ``<destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import WaiterError
+
+from scones.sagemaker.errors import LaunchError, ResourceFailedError
+from scones.sagemaker.s3 import S3Uri
+from scones.sagemaker.training import check_image_uri, check_role_arn
+from scones.serving.defaults import DEFAULT_VARIANT
+
+JSON_CONTENT_TYPES = ("application/json",)
+
+
+@dataclass(frozen=True)
+class DataCapture:
+    """Where and how much endpoint traffic to capture."""
+
+    destination: S3Uri
+    sampling_percentage: int = 100
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.sampling_percentage <= 100:
+            raise LaunchError(
+                f"data capture sampling percentage must be 0-100, got {self.sampling_percentage}"
+            )
+
+    def as_request(self) -> dict[str, Any]:
+        return {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": self.sampling_percentage,
+            "DestinationS3Uri": str(self.destination),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": list(JSON_CONTENT_TYPES)},
+        }
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """Everything :func:`deploy` sends, as the three request dicts."""
+
+    model: dict[str, Any]
+    endpoint_config: dict[str, Any]
+    endpoint: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    model_name: str
+    model_arn: str
+    endpoint_config_name: str
+    endpoint_config_arn: str
+    endpoint_name: str
+    endpoint_arn: str
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+def model_request(
+    *, model_name: str, image_uri: str, model_data_url: str, role_arn: str
+) -> dict[str, Any]:
+    S3Uri.parse(model_data_url)
+    return {
+        "ModelName": model_name,
+        "PrimaryContainer": {"Image": check_image_uri(image_uri), "ModelDataUrl": model_data_url},
+        "ExecutionRoleArn": check_role_arn(role_arn),
+    }
+
+
+def endpoint_config_request(
+    *,
+    config_name: str,
+    model_name: str,
+    instance_type: str,
+    instance_count: int = 1,
+    capture: DataCapture | None,
+    variant_name: str = DEFAULT_VARIANT,
+) -> dict[str, Any]:
+    if not instance_type.startswith("ml."):
+        raise LaunchError(f"SageMaker instance types start with 'ml.': {instance_type!r}")
+    if instance_count < 1:
+        raise LaunchError(f"instance count must be >= 1, got {instance_count}")
+    request: dict[str, Any] = {
+        "EndpointConfigName": config_name,
+        "ProductionVariants": [
+            {
+                "VariantName": variant_name,
+                "ModelName": model_name,
+                "InitialInstanceCount": instance_count,
+                "InstanceType": instance_type,
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+    }
+    if capture is not None:
+        request["DataCaptureConfig"] = capture.as_request()
+    return request
+
+
+def endpoint_request(*, endpoint_name: str, config_name: str) -> dict[str, Any]:
+    return {"EndpointName": endpoint_name, "EndpointConfigName": config_name}
+
+
+def deploy(sagemaker_client: Any, plan: DeployPlan, *, update: bool = False) -> DeployResult:
+    """Create the model and endpoint config, then create (or update) the endpoint; no waiting."""
+    model_arn = sagemaker_client.create_model(**plan.model)["ModelArn"]
+    config_arn = sagemaker_client.create_endpoint_config(**plan.endpoint_config)[
+        "EndpointConfigArn"
+    ]
+    call = sagemaker_client.update_endpoint if update else sagemaker_client.create_endpoint
+    endpoint_arn = call(**plan.endpoint)["EndpointArn"]
+    return DeployResult(
+        model_name=plan.model["ModelName"],
+        model_arn=str(model_arn),
+        endpoint_config_name=plan.endpoint_config["EndpointConfigName"],
+        endpoint_config_arn=str(config_arn),
+        endpoint_name=plan.endpoint["EndpointName"],
+        endpoint_arn=str(endpoint_arn),
+    )
+
+
+def wait_for_endpoint(
+    sagemaker_client: Any, endpoint_name: str, *, delay: int = 30, max_attempts: int = 120
+) -> str:
+    """Block until the endpoint is ``InService``; raise with SageMaker's reason otherwise."""
+    waiter = sagemaker_client.get_waiter("endpoint_in_service")
+    with contextlib.suppress(WaiterError):  # a failed endpoint ends the wait; the status says why
+        waiter.wait(
+            EndpointName=endpoint_name, WaiterConfig={"Delay": delay, "MaxAttempts": max_attempts}
+        )
+    endpoint = sagemaker_client.describe_endpoint(EndpointName=endpoint_name)
+    status = str(endpoint["EndpointStatus"])
+    if status != "InService":
+        reason = endpoint.get("FailureReason", "no reason given")
+        raise ResourceFailedError(f"endpoint {endpoint_name} is {status}: {reason}")
+    return status

@@ -1,0 +1,81 @@
+"""The source bundle a script-mode training job runs: ``sourcedir.tar.gz``.
+
+It holds the ``scones`` package, a top-level ``scones_train.py`` (the program the
+SageMaker training toolkit runs, from the bundle's root so ``import scones`` works)
+and a ``requirements.txt`` the toolkit installs before starting it. By default the
+requirements pin the packages training needs beyond a PyTorch image to the versions
+installed here, so the job runs the versions the tests ran. The archive is
+byte-for-byte reproducible: sorted entries, zero timestamps and owners.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import scones
+from scones.sagemaker.errors import LaunchError
+from scones.sagemaker.s3 import S3Uri
+
+PROGRAM = "scones_train.py"
+BUNDLE_NAME = "sourcedir.tar.gz"
+CONTAINER_PACKAGES = ("onnx", "onnxscript", "onnxruntime", "matplotlib", "pillow", "numpy")
+"""Imported by ``scones.model.build``; a PyTorch framework image brings torch itself."""
+
+_LAUNCHER = '''"""Run by the SageMaker training toolkit; see scones.sagemaker.entry_point."""
+
+from scones.sagemaker.entry_point import main
+
+raise SystemExit(main())
+'''
+
+
+def pinned_requirements(packages: Iterable[str] = CONTAINER_PACKAGES) -> str:
+    """``name==version`` lines for ``packages`` as installed in this environment."""
+    lines = []
+    for name in packages:
+        try:
+            lines.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError as exc:
+            raise LaunchError(f"{name} is not installed here, so it cannot be pinned") from exc
+    return "\n".join(lines) + "\n"
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def build_bundle(requirements: str | None = None, package_dir: Path | None = None) -> bytes:
+    """The gzipped tar as bytes; ``requirements`` defaults to :func:`pinned_requirements`."""
+    package_dir = package_dir or Path(scones.__file__).resolve().parent
+    files = sorted(
+        path
+        for path in package_dir.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    )
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        _add(tar, PROGRAM, _LAUNCHER.encode())
+        _add(tar, "requirements.txt", (requirements or pinned_requirements()).encode())
+        for path in files:
+            _add(tar, path.relative_to(package_dir.parent).as_posix(), path.read_bytes())
+    return buffer.getvalue()
+
+
+def upload_bundle(s3_client: Any, bundle: bytes, target: S3Uri) -> S3Uri:
+    """Put the bundle at ``target`` (a key ending in ``.tar.gz``)."""
+    s3_client.put_object(
+        Bucket=target.bucket, Key=target.key, Body=bundle, ContentType="application/gzip"
+    )
+    return target

@@ -1,0 +1,399 @@
+"""The model server: SageMaker's container contract plus the sagemaker-runtime route.
+
+Routes:
+
+* ``GET /ping`` and ``POST /invocations``: what SageMaker hosting calls inside a
+  container (port 8080).
+* ``POST /endpoints/{name}/invocations``: what ``InvokeEndpoint`` calls, so a boto3
+  ``sagemaker-runtime`` client reaches this server through
+  ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` and gets SageMaker's answers and errors.
+* ``GET|POST|DELETE /_faults``: the fault-injection admin route, only when a
+  :class:`~scones.serving.faults.FaultPlan` is given.
+
+Inference (decode, model, capture) runs in a worker thread: onnxruntime and
+Pillow release the GIL, so concurrent requests overlap instead of queueing on
+the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import uuid
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from scones.serving.capture import CaptureWriter
+from scones.serving.defaults import DEFAULT_VARIANT
+from scones.serving.errors import (
+    ContainerError,
+    ServiceCode,
+    ServiceError,
+    container_error_response,
+    json_text,
+    model_error,
+    runtime_error_response,
+)
+from scones.serving.faults import Fault, FaultPlan, FaultSpecError
+
+LOGGER = logging.getLogger(__name__)
+
+SUPPORTED_CONTENT_TYPES = ("image/png", "image/jpeg", "application/x-image")
+RESPONSE_CONTENT_TYPE = "application/json"
+# InvokeEndpoint's documented payload limit for real-time endpoints.
+RUNTIME_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+# Image formats Pillow may decode here; others (EPS, PSD, ...) are refused.
+DECODABLE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+_ACCEPTABLE = {"*/*", "application/*", RESPONSE_CONTENT_TYPE}
+
+
+class Classifier(Protocol):
+    """What the server needs from a model (``OnnxClassifier`` provides it)."""
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    def predict_images(self, images: list[Image.Image]) -> np.ndarray: ...
+
+
+class _PayloadTooLarge(Exception):
+    def __init__(self, size: int, exact: bool) -> None:
+        super().__init__(size)
+        self.size = size
+        self.exact = exact
+
+    def describe(self, limit: int) -> str:
+        amount = f"{self.size} bytes" if self.exact else f"more than {limit} bytes"
+        return f"request body is {amount}; the limit is {limit} bytes"
+
+
+def _media_type(header: str | None) -> str:
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def _check_content_type(header: str | None) -> str:
+    media_type = _media_type(header)
+    if media_type not in SUPPORTED_CONTENT_TYPES:
+        shown = f"{header!r}" if header else "missing"
+        raise ContainerError(
+            415,
+            f"unsupported Content-Type {shown}; send one of {', '.join(SUPPORTED_CONTENT_TYPES)}",
+        )
+    return media_type
+
+
+def _check_accept(header: str | None) -> None:
+    if not header:
+        return
+    offered = {_media_type(part) for part in header.split(",")}
+    if not offered & _ACCEPTABLE:
+        raise ContainerError(
+            406, f"cannot answer with Accept {header!r}; this model returns {RESPONSE_CONTENT_TYPE}"
+        )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without buffering it all.
+
+    uvicorn reads and discards whatever the app leaves unread, so the client
+    still finishes sending and then reads the error.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_size = int(declared)
+        except ValueError:
+            raise ContainerError(400, f"Content-Length {declared!r} is not a number") from None
+        if declared_size > limit:
+            raise _PayloadTooLarge(declared_size, exact=True)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _PayloadTooLarge(len(body), exact=False)
+    return bytes(body)
+
+
+def decode_request_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode an image body, refusing non-images, truncated files and pixel bombs."""
+    if not data:
+        raise ContainerError(400, "request body is empty; send the image bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ContainerError(
+                    400,
+                    f"image is {width}x{height} = {width * height} pixels; "
+                    f"the limit is {max_pixels} pixels",
+                )
+            image.load()
+    except ContainerError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ContainerError(
+            400,
+            f"request body ({len(data)} bytes) is not an image in a supported format "
+            f"({', '.join(DECODABLE_FORMATS)})",
+        ) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Warning) as exc:
+        raise ContainerError(
+            400, f"request body ({len(data)} bytes) is a damaged or truncated image: {exc}"
+        ) from None
+    return image
+
+
+_CONTAINER_FAULTS: dict[Fault, tuple[int, str]] = {
+    Fault.UNAVAILABLE: (503, "injected fault: the model server is unavailable"),
+    Fault.THROTTLE: (429, "injected fault: too many requests"),
+    Fault.INTERNAL_FAILURE: (500, "injected fault: internal failure"),
+    Fault.MODEL_ERROR: (500, "injected fault: the model failed"),
+}
+
+
+class _Endpoint:
+    """The routes' behaviour around one loaded model."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        endpoint_name: str,
+        variant_name: str,
+        max_body_bytes: int,
+        max_image_pixels: int,
+        capture: CaptureWriter | None,
+        faults: FaultPlan | None,
+    ) -> None:
+        self.classifier = classifier
+        self.endpoint_name = endpoint_name
+        self.variant_name = variant_name
+        self.max_body_bytes = max_body_bytes
+        self.max_image_pixels = max_image_pixels
+        self.capture = capture
+        self.faults = faults
+        self.runtime_limit = min(max_body_bytes, RUNTIME_MAX_PAYLOAD_BYTES)
+
+    # -- inference, shared by both routes -----------------------------------------
+
+    def predict(self, body: bytes, content_type: str, inference_id: str | None) -> str:
+        """Decode, predict, serialise and capture; runs in a worker thread."""
+        image = decode_request_image(body, self.max_image_pixels)
+        try:
+            probabilities = self.classifier.predict_images([image])[0]
+        except Exception as exc:
+            LOGGER.exception("the model failed on a %d-byte %s body", len(body), content_type)
+            raise ContainerError(500, f"the model failed: {exc}") from exc
+        text = json_text([float(p) for p in probabilities])
+        if self.capture is not None:
+            self.capture.capture(
+                input_body=body,
+                input_content_type=content_type,
+                output_body=text,
+                output_content_type=RESPONSE_CONTENT_TYPE,
+                inference_id=inference_id,
+            )
+        return text
+
+    async def infer(self, request: Request, limit: int) -> str:
+        content_type = _check_content_type(request.headers.get("content-type"))
+        _check_accept(request.headers.get("accept"))
+        try:
+            body = await _read_body(request, limit)
+        except _PayloadTooLarge as exc:
+            source = "MaxImageBytes" if limit == self.max_body_bytes else "InvokeEndpoint limit"
+            raise ContainerError(413, f"{exc.describe(limit)} ({source})") from None
+        inference_id = request.headers.get("x-amzn-sagemaker-inference-id")
+        return await run_in_threadpool(self.predict, body, content_type, inference_id)
+
+    async def inject(self) -> Fault | None:
+        if self.faults is None:
+            return None
+        injection = self.faults.next_injection()
+        if injection.latency_ms:
+            await asyncio.sleep(injection.latency_ms / 1000)
+        return injection.fault
+
+    # -- routes -------------------------------------------------------------------
+
+    async def ping(self) -> JSONResponse:
+        manifest = getattr(self.classifier, "manifest", None)
+        return JSONResponse(
+            {
+                "status": "Healthy",
+                "endpoint": self.endpoint_name,
+                "variant": self.variant_name,
+                "model": getattr(manifest, "name", None),
+                "model_version": getattr(manifest, "version", None),
+                "labels": list(self.classifier.labels),
+            }
+        )
+
+    async def invocations(self, request: Request) -> Response:
+        fault = await self.inject()
+        if fault is not None:
+            status, message = _CONTAINER_FAULTS[fault]
+            return container_error_response(ContainerError(status, message))
+        try:
+            text = await self.infer(request, self.max_body_bytes)
+        except ContainerError as exc:
+            return container_error_response(exc)
+        return Response(text, media_type=RESPONSE_CONTENT_TYPE)
+
+    async def invoke_endpoint(self, name: str, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        try:
+            text = await self._runtime_invoke(name, request)
+        except ServiceError as exc:
+            return runtime_error_response(exc, request_id)
+        return Response(
+            text,
+            media_type=RESPONSE_CONTENT_TYPE,
+            headers={
+                "x-Amzn-Invoked-Production-Variant": self.variant_name,
+                "x-amzn-RequestId": request_id,
+            },
+        )
+
+    async def _runtime_invoke(self, name: str, request: Request) -> str:
+        if name != self.endpoint_name:
+            raise ServiceError(
+                ServiceCode.VALIDATION_ERROR,
+                f"Endpoint {name} not found. This server hosts endpoint {self.endpoint_name}.",
+            )
+        target = request.headers.get("x-amzn-sagemaker-target-variant")
+        if target and target != self.variant_name:
+            raise ServiceError(
+                ServiceCode.VALIDATION_ERROR,
+                f"Variant {target} not found for endpoint {name}; "
+                f"its variant is {self.variant_name}.",
+            )
+        fault = await self.inject()
+        if fault is not None:
+            raise _runtime_fault(fault, self.variant_name)
+        if self.runtime_limit < self.max_body_bytes:
+            # SageMaker itself refuses bodies over its payload limit, before the container.
+            declared = _declared_length(request)
+            if declared is not None and declared > self.runtime_limit:
+                raise ServiceError(
+                    ServiceCode.VALIDATION_ERROR,
+                    f"request body is {declared} bytes; InvokeEndpoint accepts at most "
+                    f"{RUNTIME_MAX_PAYLOAD_BYTES} bytes",
+                )
+        try:
+            return await self.infer(request, self.runtime_limit)
+        except ContainerError as exc:
+            raise model_error(exc, self.variant_name) from None
+
+
+def _declared_length(request: Request) -> int | None:
+    try:
+        return int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _runtime_fault(fault: Fault, variant_name: str) -> ServiceError:
+    if fault is Fault.THROTTLE:
+        return ServiceError(ServiceCode.THROTTLING, "Rate exceeded (injected fault)")
+    if fault is Fault.UNAVAILABLE:
+        return ServiceError(
+            ServiceCode.SERVICE_UNAVAILABLE, "The service is unavailable (injected fault)"
+        )
+    if fault is Fault.INTERNAL_FAILURE:
+        return ServiceError(
+            ServiceCode.INTERNAL_FAILURE, "An internal failure occurred (injected fault)"
+        )
+    return model_error(ContainerError(500, "injected fault: the model failed"), variant_name)
+
+
+def create_app(
+    classifier: Classifier,
+    *,
+    endpoint_name: str,
+    max_body_bytes: int,
+    max_image_pixels: int,
+    variant_name: str = DEFAULT_VARIANT,
+    capture: CaptureWriter | None = None,
+    faults: FaultPlan | None = None,
+) -> FastAPI:
+    """Build the server around a loaded model.
+
+    The app owns ``capture``'s lifecycle: it starts the writer's flusher on
+    startup and closes it (writing every buffered record) on shutdown.
+    ``faults`` adds the ``/_faults`` admin route; without it the route does not exist.
+    """
+    if max_body_bytes < 1 or max_image_pixels < 1:
+        raise ValueError("max_body_bytes and max_image_pixels must be positive")
+    endpoint = _Endpoint(
+        classifier,
+        endpoint_name=endpoint_name,
+        variant_name=variant_name,
+        max_body_bytes=max_body_bytes,
+        max_image_pixels=max_image_pixels,
+        capture=capture,
+        faults=faults,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if capture is not None:
+            capture.start()
+        try:
+            yield
+        finally:
+            if capture is not None:
+                await run_in_threadpool(capture.close)
+
+    app = FastAPI(
+        title="scones model server",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.endpoint = endpoint
+    app.state.capture = capture
+    app.state.faults = faults
+    app.add_api_route("/ping", endpoint.ping, methods=["GET"])
+    app.add_api_route("/invocations", endpoint.invocations, methods=["POST"])
+    app.add_api_route("/endpoints/{name}/invocations", endpoint.invoke_endpoint, methods=["POST"])
+    if faults is not None:
+        _add_fault_routes(app, faults)
+    return app
+
+
+def _add_fault_routes(app: FastAPI, faults: FaultPlan) -> None:
+    async def show_faults() -> JSONResponse:
+        return JSONResponse(faults.snapshot())
+
+    async def arm_faults(request: Request) -> JSONResponse:
+        try:
+            spec: Any = await request.json()
+        except ValueError:
+            return JSONResponse(
+                {"message": 'fault plan must be JSON, for example {"throttle": 2}'},
+                status_code=400,
+            )
+        try:
+            return JSONResponse(faults.arm(spec))
+        except FaultSpecError as exc:
+            return JSONResponse({"message": str(exc)}, status_code=400)
+
+    async def clear_faults() -> JSONResponse:
+        return JSONResponse(faults.clear())
+
+    app.add_api_route("/_faults", show_faults, methods=["GET"])
+    app.add_api_route("/_faults", arm_faults, methods=["POST"])
+    app.add_api_route("/_faults", clear_faults, methods=["DELETE"])

@@ -1,0 +1,391 @@
+"""Data capture: record each sampled request and response as SageMaker does.
+
+Records are JSON Lines in SageMaker's capture format::
+
+    {"captureData": {"endpointInput": {...}, "endpointOutput": {...}},
+     "eventMetadata": {"eventId": "...", "inferenceTime": "2026-01-01T00:00:00Z"},
+     "eventVersion": "0"}
+
+and files land at ``{prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/MM-SS-mmm-{uuid}.jsonl``
+(the hour of the records inside), in a local folder or an S3 bucket. Like
+SageMaker, the writer buffers records and writes a file every few seconds, when
+the buffer is large, and on shutdown. Capture must never break inference, so
+every capture failure is logged and counted instead of raised.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import random
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from scones.serving.defaults import DEFAULT_FLUSH_INTERVAL_S
+
+LOGGER = logging.getLogger(__name__)
+
+EVENT_VERSION = "0"
+DEFAULT_MAX_BUFFERED_RECORDS = 500
+DEFAULT_MAX_BUFFERED_BYTES = 5 * 1024 * 1024
+# Records kept for a retry after failed writes; beyond this the oldest are dropped.
+MAX_PENDING_RECORDS = 100_000
+JSONL_CONTENT_TYPE = "application/jsonl"
+
+
+class CaptureConfigError(ValueError):
+    """A capture destination or setting is invalid."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_inference_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``, to the second, as SageMaker writes ``inferenceTime``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_capture_record(
+    *,
+    input_body: bytes,
+    input_content_type: str,
+    output_body: str,
+    output_content_type: str,
+    event_id: str,
+    inference_time: datetime,
+    inference_id: str | None = None,
+) -> dict[str, Any]:
+    """One capture line: the raw input as base64, the JSON output verbatim."""
+    metadata: dict[str, str] = {
+        "eventId": event_id,
+        "inferenceTime": format_inference_time(inference_time),
+    }
+    if inference_id:
+        metadata["inferenceId"] = inference_id
+    return {
+        "captureData": {
+            "endpointInput": {
+                "observedContentType": input_content_type,
+                "mode": "INPUT",
+                "data": base64.b64encode(input_body).decode("ascii"),
+                "encoding": "BASE64",
+            },
+            "endpointOutput": {
+                "observedContentType": output_content_type,
+                "mode": "OUTPUT",
+                "data": output_body,
+                "encoding": "JSON",
+            },
+        },
+        "eventMetadata": metadata,
+        "eventVersion": EVENT_VERSION,
+    }
+
+
+def capture_file_key(endpoint_name: str, variant_name: str, moment: datetime) -> str:
+    """``{endpoint}/{variant}/yyyy/mm/dd/hh/MM-SS-mmm-{uuid}.jsonl``, relative to the prefix."""
+    at = moment.astimezone(UTC)
+    name = f"{at:%M-%S}-{at.microsecond // 1000:03d}-{uuid.uuid4()}.jsonl"
+    return f"{endpoint_name}/{variant_name}/{at:%Y/%m/%d/%H}/{name}"
+
+
+class CaptureSink(Protocol):
+    """Where capture files go."""
+
+    def write(self, key: str, payload: bytes) -> str:
+        """Store ``payload`` under ``key`` (relative to the destination); return its location."""
+        ...
+
+    def describe(self) -> str: ...
+
+
+class LocalCaptureSink:
+    """Capture files under a local folder, written atomically (no half-written files)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def write(self, key: str, payload: bytes) -> str:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return str(path)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+
+class S3CaptureSink:
+    """Capture files in ``s3://bucket/prefix``, through an injected boto3 S3 client."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client
+
+    def write(self, key: str, payload: bytes) -> str:
+        full_key = f"{self.prefix}/{key}" if self.prefix else key
+        self.client.put_object(
+            Bucket=self.bucket, Key=full_key, Body=payload, ContentType=JSONL_CONTENT_TYPE
+        )
+        return f"s3://{self.bucket}/{full_key}"
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def sink_for_destination(destination: str, *, s3_client: Any | None = None) -> CaptureSink:
+    """A sink for ``s3://bucket/prefix`` or a local folder path.
+
+    ``s3_client`` defaults to ``boto3.client("s3")``, which honours ``AWS_ENDPOINT_URL_S3``.
+    """
+    if destination.startswith("s3://"):
+        bucket, _, prefix = destination.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise CaptureConfigError(
+                f"capture destination {destination!r} names no bucket; use s3://bucket/prefix"
+            )
+        if s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3")
+        return S3CaptureSink(bucket, prefix, s3_client)
+    if "://" in destination:
+        raise CaptureConfigError(
+            f"capture destination {destination!r} is neither s3://bucket/prefix nor a folder"
+        )
+    if not destination:
+        raise CaptureConfigError("capture destination is empty")
+    return LocalCaptureSink(Path(destination))
+
+
+@dataclass(frozen=True)
+class CaptureStats:
+    """Counters of what the writer did; ``errors`` counts failed captures and writes."""
+
+    sampled_out: int
+    buffered: int
+    records_written: int
+    files_written: int
+    errors: int
+    dropped: int
+
+
+class CaptureWriter:
+    """Buffers sampled capture records and writes them as JSON Lines files.
+
+    Thread-safe: request threads call :meth:`capture`; a background thread
+    (started by :meth:`start`) writes files every ``flush_interval_s`` or when the
+    buffer passes its limits; :meth:`close` stops it and writes what is left.
+    A failed write keeps its records for the next flush.
+    """
+
+    def __init__(
+        self,
+        sink: CaptureSink,
+        *,
+        endpoint_name: str,
+        variant_name: str,
+        sampling_percentage: float = 100.0,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        max_buffered_records: int = DEFAULT_MAX_BUFFERED_RECORDS,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if not 0 <= sampling_percentage <= 100:
+            raise CaptureConfigError(
+                f"capture sampling percentage must be between 0 and 100, got {sampling_percentage}"
+            )
+        if flush_interval_s <= 0:
+            raise CaptureConfigError(f"flush interval must be positive, got {flush_interval_s}")
+        if max_buffered_records < 1 or max_buffered_bytes < 1:
+            raise CaptureConfigError("capture buffer limits must be positive")
+        self.sink = sink
+        self.endpoint_name = endpoint_name
+        self.variant_name = variant_name
+        self.sampling_percentage = float(sampling_percentage)
+        self.flush_interval_s = flush_interval_s
+        self.max_buffered_records = max_buffered_records
+        self.max_buffered_bytes = max_buffered_bytes
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._lock = threading.Lock()  # guards the buffer, the RNG and the counters
+        self._flush_lock = threading.Lock()  # one flush at a time keeps files in order
+        self._buffer: list[tuple[datetime, bytes]] = []
+        self._buffered_bytes = 0
+        self._sampled_out = 0
+        self._records_written = 0
+        self._files_written = 0
+        self._errors = 0
+        self._dropped = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- request path -------------------------------------------------------------
+
+    def capture(
+        self,
+        *,
+        input_body: bytes,
+        input_content_type: str,
+        output_body: str,
+        output_content_type: str = "application/json",
+        inference_id: str | None = None,
+    ) -> bool:
+        """Buffer one request/response pair if sampled; True when it was buffered.
+
+        Never raises: a failure is logged and counted.
+        """
+        try:
+            with self._lock:
+                sampled = self._rng.random() * 100.0 < self.sampling_percentage
+                if not sampled:
+                    self._sampled_out += 1
+                    return False
+            moment = self._clock()
+            record = build_capture_record(
+                input_body=input_body,
+                input_content_type=input_content_type,
+                output_body=output_body,
+                output_content_type=output_content_type,
+                event_id=str(uuid.uuid4()),
+                inference_time=moment,
+                inference_id=inference_id,
+            )
+            line = json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
+            with self._lock:
+                self._buffer.append((moment, line))
+                self._buffered_bytes += len(line)
+                full = (
+                    len(self._buffer) >= self.max_buffered_records
+                    or self._buffered_bytes >= self.max_buffered_bytes
+                )
+            if full:
+                self._wake.set()
+            return True
+        except Exception:
+            LOGGER.exception("data capture failed; the inference itself was not affected")
+            with self._lock:
+                self._errors += 1
+            return False
+
+    # -- writing ------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write every buffered record now; return how many were written."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+                self._buffered_bytes = 0
+            if not batch:
+                return 0
+            written = 0
+            failed: list[tuple[datetime, bytes]] = []
+            for hour_batch in _split_by_hour(batch):
+                key = capture_file_key(self.endpoint_name, self.variant_name, hour_batch[0][0])
+                try:
+                    self.sink.write(key, b"".join(line for _, line in hour_batch))
+                except Exception:
+                    LOGGER.exception(
+                        "writing %d capture records to %s failed; they will be retried",
+                        len(hour_batch),
+                        self.sink.describe(),
+                    )
+                    failed.extend(hour_batch)
+                    with self._lock:
+                        self._errors += 1
+                    continue
+                written += len(hour_batch)
+                with self._lock:
+                    self._records_written += len(hour_batch)
+                    self._files_written += 1
+            if failed:
+                self._requeue(failed)
+            return written
+
+    def _requeue(self, failed: list[tuple[datetime, bytes]]) -> None:
+        with self._lock:
+            self._buffer[:0] = failed
+            overflow = len(self._buffer) - MAX_PENDING_RECORDS
+            if overflow > 0:
+                del self._buffer[:overflow]
+                self._dropped += overflow
+                LOGGER.error("dropped %d capture records after repeated write failures", overflow)
+            self._buffered_bytes = sum(len(line) for _, line in self._buffer)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background flusher (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._run, name="scones-capture-flusher", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the flusher and write everything still buffered (idempotent)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+        with self._lock:
+            left = len(self._buffer)
+        if left:
+            LOGGER.error(
+                "%d capture records could not be written to %s at shutdown",
+                left,
+                self.sink.describe(),
+            )
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            self.flush()
+
+    def stats(self) -> CaptureStats:
+        with self._lock:
+            return CaptureStats(
+                sampled_out=self._sampled_out,
+                buffered=len(self._buffer),
+                records_written=self._records_written,
+                files_written=self._files_written,
+                errors=self._errors,
+                dropped=self._dropped,
+            )
+
+
+def _split_by_hour(
+    batch: list[tuple[datetime, bytes]],
+) -> list[list[tuple[datetime, bytes]]]:
+    """Group records by UTC hour, keeping order, so each file sits in its hour's folder."""
+    groups: dict[tuple[int, int, int, int], list[tuple[datetime, bytes]]] = {}
+    for moment, line in batch:
+        at = moment.astimezone(UTC)
+        groups.setdefault((at.year, at.month, at.day, at.hour), []).append((moment, line))
+    return list(groups.values())

@@ -1,0 +1,88 @@
+"""Error answers, in the two shapes the server speaks.
+
+* The **container** routes (``/invocations``) answer like a model container:
+  an HTTP 4xx/5xx with ``{"message": ...}``.
+* The **runtime** route (``/endpoints/{name}/invocations``) answers like the
+  sagemaker-runtime service, so botocore raises the exception it raises on AWS:
+  the code goes in the ``x-amzn-ErrorType`` header, the text in ``message``, and
+  the HTTP status is the one botocore's service model gives the code. A container
+  error reaches a runtime caller wrapped as ``ModelError`` (HTTP 424) carrying
+  ``OriginalStatusCode`` and ``OriginalMessage``, exactly as SageMaker wraps it.
+
+``ThrottlingException`` is not in the sagemaker-runtime model; botocore still
+raises it as a ``ClientError`` with that code and retries it as throttling.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+
+class ContainerError(Exception):
+    """The model container refuses or fails a request (HTTP ``status``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ServiceCode(Enum):
+    """sagemaker-runtime error codes and their HTTP status (from botocore's service model)."""
+
+    VALIDATION_ERROR = ("ValidationError", 400)
+    MODEL_ERROR = ("ModelError", 424)
+    THROTTLING = ("ThrottlingException", 400)
+    SERVICE_UNAVAILABLE = ("ServiceUnavailable", 503)
+    INTERNAL_FAILURE = ("InternalFailure", 500)
+
+    @property
+    def code(self) -> str:
+        return self.value[0]
+
+    @property
+    def status(self) -> int:
+        return self.value[1]
+
+
+class ServiceError(Exception):
+    """A sagemaker-runtime error answer: its code, message and modeled extra fields."""
+
+    def __init__(self, kind: ServiceCode, message: str, extra: dict[str, Any] | None = None):
+        super().__init__(f"{kind.code}: {message}")
+        self.kind = kind
+        self.message = message
+        self.extra = extra or {}
+
+
+def model_error(error: ContainerError, variant_name: str) -> ServiceError:
+    """Wrap a container's error answer the way SageMaker does for ``InvokeEndpoint``."""
+    side = "client" if 400 <= error.status < 500 else "server"
+    return ServiceError(
+        ServiceCode.MODEL_ERROR,
+        f"Received {side} error ({error.status}) from {variant_name} with message "
+        f'"{error.message}".',
+        {"OriginalStatusCode": error.status, "OriginalMessage": error.message},
+    )
+
+
+def container_error_response(error: ContainerError) -> JSONResponse:
+    return JSONResponse({"message": error.message}, status_code=error.status)
+
+
+def runtime_error_response(error: ServiceError, request_id: str) -> JSONResponse:
+    body = {"message": error.message, **error.extra}
+    return JSONResponse(
+        body,
+        status_code=error.kind.status,
+        headers={"x-amzn-ErrorType": error.kind.code, "x-amzn-RequestId": request_id},
+    )
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON, the exact text the server returns and captures."""
+    return json.dumps(value, separators=(",", ":"))

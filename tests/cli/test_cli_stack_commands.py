@@ -1,0 +1,150 @@
+"""The ``scones`` stack commands as a user runs them: real processes, real output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scones.template_params import PROJECT_ROOT
+
+SAMPLES = PROJECT_ROOT / "samples"
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cli")]
+
+
+def scones(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(cwd / ".scones")}
+    return subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def small_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "uploads"
+    for label in ("bicycle", "motorcycle"):
+        (folder / label).mkdir(parents=True)
+        for path in sorted((SAMPLES / label).glob("*.png"))[:2]:
+            shutil.copy(path, folder / label / path.name)
+    (folder / "scan.png").write_bytes(b"definitely not a picture")
+    return folder
+
+
+def test_run_prints_every_record_and_stores_them(small_folder: Path, tmp_path: Path) -> None:
+    result = scones("run", str(small_folder), "--out", str(tmp_path / "out"), "--no-progress",
+                    cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for path in small_folder.rglob("*.png"):
+        assert path.name in out
+    assert "REJECTED" in out and "NotAnImage" in out
+    assert "5 images:" in out
+    assert "accuracy against true labels" in out and "of 4" in out
+    assert "time per stage" in out and "inference" in out
+    [stored] = list((tmp_path / "out").glob("run-*.json"))
+    document = json.loads(stored.read_text())
+    records = {Path(r["key"]).name: r for r in document["records"]}
+    assert len(records) == 5
+    assert records["scan.png"]["status"] == "REJECTED"
+    for path in small_folder.glob("*/*.png"):
+        record = records[path.name]
+        assert record["status"] in ("ACCEPTED", "NEEDS_REVIEW")
+        assert record["true_label"] == path.parent.name
+        assert f"{record['confidence']:.3f}" in out
+    assert document["summary"]["by_status"]["REJECTED"] == 1
+    assert document["monitor"]["request_count"] == 4
+    report = stored.with_suffix(".html").read_text()
+    assert "Confusion matrix" in report or "confusion matrix" in report
+    assert report.count("<figure") == sum(
+        1 for r in records.values() if r["status"] != "ACCEPTED"
+    )
+
+
+def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "scones.cli.main", "up"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        state = tmp_path / ".scones" / "stack.json"
+        deadline = time.monotonic() + 120
+        while not state.exists():
+            assert up.poll() is None, up.stderr.read() if up.stderr else ""
+            assert time.monotonic() < deadline, "scones up did not come up"
+            time.sleep(0.5)
+        endpoints = json.loads(state.read_text())
+
+        again = scones("up", cwd=tmp_path)
+        assert again.returncode == 2 and "already running" in again.stderr
+
+        classified = scones("classify", str(small_folder / "bicycle"), "--json", cwd=tmp_path)
+        assert classified.returncode == 0, classified.stderr
+        rows = json.loads(classified.stdout)
+        assert [Path(r["key"]).name for r in rows] == sorted(
+            p.name for p in (small_folder / "bicycle").glob("*.png")
+        )
+
+        listed = scones("results", "--json", cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        assert {r["pk"] for r in json.loads(listed.stdout)} == {r["pk"] for r in rows}
+
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=endpoints["endpoint_url"], region_name="us-east-1",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+        assert s3.list_objects_v2(Bucket=endpoints["bucket"], Prefix="incoming/")["KeyCount"] == 2
+
+        down = scones("down", cwd=tmp_path)
+        assert down.returncode == 0, down.stderr
+        assert up.wait(timeout=30) == 0
+        assert not state.exists()
+        assert "aws --endpoint-url" in (up.stdout.read() if up.stdout else "")
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+            up.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no/such/folder"], "no/such/folder: no such file or folder"),
+        (["run", "--param", "Threshold=0.5"], "template.yaml has no such parameter"),
+        (["run", "--param", "oops"], "expected NAME=VALUE"),
+        (["classify", "x.png"], "no offline stack is running"),
+        (["results"], "no offline stack is running"),
+        (["down"], "no offline stack is running"),
+    ],
+)
+def test_clear_errors_and_exit_code(tmp_path: Path, args: list[str], message: str) -> None:
+    result = scones(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = scones("run", "--port", str(port), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+
+
+def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = scones("run", str(tmp_path / "empty"), cwd=tmp_path)
+    assert result.returncode == 2 and "no files found" in result.stderr
