@@ -25,7 +25,9 @@ def substitute(definition: str, substitutions: dict[str, str]) -> str:
 def check_definition(definition: str, substitutions: dict[str, str]) -> list[str]:
     """Problems with the substituted definition; an empty list means it passed."""
     text = substitute(definition, substitutions)
-    problems = [f"placeholder {p} has no substitution" for p in sorted(set(_PLACEHOLDER.findall(text)))]
+    problems = [
+        f"placeholder {p} has no substitution" for p in sorted(set(_PLACEHOLDER.findall(text)))
+    ]
     unused = sorted(name for name in substitutions if "${" + name + "}" not in definition)
     problems += [f"substitution {name} is never used" for name in unused]
     try:

@@ -58,7 +58,7 @@ def _register_server(benchmarks: Any) -> None:
         "server",
         help="model server latency and throughput against bare onnxruntime",
         description=(
-            "Start `scones serve` as a separate process on a free loopback port and send the "
+            "Start the model server as a separate process on a free loopback port and send the "
             "bundled PNGs through HTTP (httpx) and boto3's sagemaker-runtime client; "
             "classify the same images with onnxruntime in-process as the baseline."
         ),

@@ -32,7 +32,8 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...]) -> list[InputFile
             files = sorted(
                 p
                 for p in root.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(root).parts)
             )
             base = root
         for path in files:

@@ -80,7 +80,9 @@ def run_command(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     finally:
         stack.stop()
-    threshold = float(overrides.get("ConfidenceThreshold") or stack.parameters["ConfidenceThreshold"])
+    threshold = float(
+        overrides.get("ConfidenceThreshold") or stack.parameters["ConfidenceThreshold"]
+    )
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     report = write_run_report(
         args.out / f"run-{stamp}.html", rows, summary.to_json(), labels, threshold

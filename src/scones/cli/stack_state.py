@@ -67,7 +67,9 @@ def read_state() -> dict[str, object]:
             f"no offline stack is running (no {STATE_FILE}); start one with `scones up`"
         ) from exc
     except json.JSONDecodeError as exc:
-        raise CommandError(f"{STATE_FILE} is corrupt: {exc}; remove it and run `scones up`") from exc
+        raise CommandError(
+            f"{STATE_FILE} is corrupt: {exc}; remove it and run `scones up`"
+        ) from exc
     pid = int(str(state.get("pid", 0)))
     if not _alive(pid):
         raise CommandError(

@@ -11,7 +11,14 @@ from types import FrameType
 
 from scones.cli.display import make_console
 from scones.cli.errors import CommandError
-from scones.cli.stack_state import STATE_DIR, STATE_FILE, add_stack_options, clear_state, parse_params, write_state
+from scones.cli.stack_state import (
+    STATE_DIR,
+    STATE_FILE,
+    add_stack_options,
+    clear_state,
+    parse_params,
+    write_state,
+)
 from scones.offline.deploy import DeployError
 from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
 

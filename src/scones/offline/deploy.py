@@ -128,7 +128,7 @@ def active_resources(cfn: dict[str, Any], parameters: dict[str, str]) -> set[str
 
     def evaluate(expr: Any) -> Any:
         if isinstance(expr, dict) and len(expr) == 1:
-            (op, arg), = expr.items()
+            ((op, arg),) = expr.items()
             if op == "Ref":
                 return parameters.get(arg, arg)
             if op == "Condition":
@@ -227,7 +227,11 @@ def _wait_for_stack(cfn_client: Any, stack_name: str, timeout: float = 60) -> di
         status = stack["StackStatus"]
         if status == "CREATE_COMPLETE":
             return dict(stack)
-        if status.endswith("FAILED") or status.startswith("ROLLBACK") or time.monotonic() > deadline:
+        if (
+            status.endswith("FAILED")
+            or status.startswith("ROLLBACK")
+            or time.monotonic() > deadline
+        ):
             reason = stack.get("StackStatusReason", "")
             raise DeployError(f"stack {stack_name} ended in {status}: {reason}")
         time.sleep(0.05)

@@ -166,7 +166,9 @@ def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
     for resource in resources.values():
         depends = resource.get("DependsOn")
         if depends:
-            kept = [d for d in ([depends] if isinstance(depends, str) else depends) if d not in removed]
+            kept = [
+                d for d in ([depends] if isinstance(depends, str) else depends) if d not in removed
+            ]
             if kept:
                 resource["DependsOn"] = kept
             else:
@@ -225,8 +227,9 @@ def fill(
             _complete_table(client, stack.physical_id(logical_id), values)
             stack.filled.append(f"table settings {logical_id}")
         elif kind == "alarm":
-            client("cloudwatch").put_metric_alarm(AlarmName=f"{stack.stack_name}-{logical_id}",
-                                                  **_alarm_args(values))
+            client("cloudwatch").put_metric_alarm(
+                AlarmName=f"{stack.stack_name}-{logical_id}", **_alarm_args(values)
+            )
             stack.filled.append(f"alarm {logical_id}")
         elif kind == "schedule":
             _create_schedule(client, stack, logical_id, values)
@@ -333,7 +336,11 @@ def _recreate_state_machine(
             "level": logging.get("Level", "OFF"),
             "includeExecutionData": str(logging.get("IncludeExecutionData")).lower() == "true",
             "destinations": [
-                {"cloudWatchLogsLogGroup": {"logGroupArn": d["CloudWatchLogsLogGroup"]["LogGroupArn"]}}
+                {
+                    "cloudWatchLogsLogGroup": {
+                        "logGroupArn": d["CloudWatchLogsLogGroup"]["LogGroupArn"]
+                    }
+                }
                 for d in logging.get("Destinations", [])
             ],
         }

@@ -176,7 +176,9 @@ class LambdaRuntime:
                 if not ready:
                     healthy = False
                     return self._error(
-                        "Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds", request_id
+                        "Sandbox.Timedout",
+                        f"Task timed out after {timeout:.2f} seconds",
+                        request_id,
                     )
                 line = worker.responses.readline()
             if not line:
@@ -186,7 +188,9 @@ class LambdaRuntime:
                 except subprocess.TimeoutExpired:
                     code = None
                 return self._error(
-                    "Runtime.ExitError", f"Runtime exited with error: exit status {code}", request_id
+                    "Runtime.ExitError",
+                    f"Runtime exited with error: exit status {code}",
+                    request_id,
                 )
             result = json.loads(line)
             return json.dumps(result["payload"]), not result["ok"], ""

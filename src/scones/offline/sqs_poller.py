@@ -165,8 +165,7 @@ class SqsPoller:
             self.sqs.delete_message_batch(
                 QueueUrl=mapping.queue_url,
                 Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(chunk)
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
                 ],
             )
         self.batches += 1

@@ -259,7 +259,9 @@ class OfflineStack:
 
     def flush_capture(self) -> int:
         """Write buffered data-capture records now (the endpoint flushes on a timer)."""
-        capture = getattr(self._model_server.app.state, "capture", None) if self._model_server else None
+        capture = (
+            getattr(self._model_server.app.state, "capture", None) if self._model_server else None
+        )
         return int(capture.flush()) if capture is not None else 0
 
     def set_faults(self, plan: dict[str, int] | None) -> dict[str, Any]:

@@ -30,7 +30,9 @@ def _png(figure: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def confidence_histogram(rows: list[dict[str, Any]], labels: tuple[str, ...], threshold: float) -> str:
+def confidence_histogram(
+    rows: list[dict[str, Any]], labels: tuple[str, ...], threshold: float
+) -> str:
     figure, axis = plt.subplots(figsize=(6, 3.2))
     bins = [i / 40 for i in range(20, 41)]
     for label in labels:
@@ -44,7 +46,9 @@ def confidence_histogram(rows: list[dict[str, Any]], labels: tuple[str, ...], th
     return _png(figure)
 
 
-def confusion_matrix(rows: list[dict[str, Any]], labels: tuple[str, ...]) -> tuple[str, list[list[int]]]:
+def confusion_matrix(
+    rows: list[dict[str, Any]], labels: tuple[str, ...]
+) -> tuple[str, list[list[int]]]:
     matrix = [[0 for _ in labels] for _ in labels]
     for row in rows:
         truth, predicted = row.get("true_label"), row.get("label")
@@ -92,7 +96,9 @@ def write_run_report(
     for row in review:
         image = thumbnail(Path(row["source"])) if row.get("source") else None
         picture = (
-            f'<img src="data:image/png;base64,{image}" alt="">' if image else "<div>no preview</div>"
+            f'<img src="data:image/png;base64,{image}" alt="">'
+            if image
+            else "<div>no preview</div>"
         )
         detail = (
             f"{row.get('label')} {row['confidence']:.3f}"

@@ -80,7 +80,7 @@ def _media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
 
-def _check_content_type(header: str | None) -> str:
+def _check_content_type(header: str | None) -> None:
     media_type = _media_type(header)
     if media_type not in SUPPORTED_CONTENT_TYPES:
         shown = f"{header!r}" if header else "missing"
@@ -88,7 +88,6 @@ def _check_content_type(header: str | None) -> str:
             415,
             f"unsupported Content-Type {shown}; send one of {', '.join(SUPPORTED_CONTENT_TYPES)}",
         )
-    return media_type
 
 
 def _check_accept(header: str | None) -> None:
@@ -207,7 +206,9 @@ class _Endpoint:
         return text
 
     async def infer(self, request: Request, limit: int) -> str:
-        content_type = _check_content_type(request.headers.get("content-type"))
+        # Capture records the header as sent, like SageMaker's observedContentType.
+        content_type = request.headers.get("content-type", "")
+        _check_content_type(content_type)
         _check_accept(request.headers.get("accept"))
         try:
             body = await _read_body(request, limit)

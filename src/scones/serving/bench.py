@@ -1,7 +1,7 @@
 """Benchmark: the model server over HTTP against bare onnxruntime on the same images.
 
-The server runs as its own process (``scones serve --port 0``), as in production,
-so client and server do not share a GIL. Every path classifies the same
+The server runs as its own process (``python -m scones.serving --port 0``), as in
+production, so client and server do not share a GIL. Every path classifies the same
 sequence of bundled PNGs; each row reports latency per request (p50/p95/p99)
 and throughput, at concurrency 1 and at the requested concurrency. The server
 answers are checked against the bare model's, so a fast wrong server cannot pass.
@@ -93,7 +93,7 @@ def load_payloads(data_dir: Path, count: int) -> list[bytes]:
 
 
 class ServerProcess:
-    """``scones serve`` in a child process on a free loopback port."""
+    """The server as the container runs it (``python -m scones.serving``), on a free port."""
 
     def __init__(self, model_dir: Path, max_body_bytes: int) -> None:
         self.model_dir = model_dir
@@ -105,8 +105,7 @@ class ServerProcess:
         command = [
             sys.executable,
             "-m",
-            "scones.cli.main",
-            "serve",
+            "scones.serving",
             "--model",
             str(self.model_dir),
             "--port",

@@ -1,0 +1,193 @@
+"""Evaluation arithmetic, on hand-made probabilities and on real images through onnxruntime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scones.cli.main import main
+from scones.model.artifact import OnnxClassifier
+from scones.model.build import evaluate_directory
+from scones.model.evaluate import baseline, evaluate_probabilities, selective
+from scones.model.export import save_artifact
+from scones.model.folders import load_images
+
+LABELS = ("bicycle", "motorcycle")
+
+
+def test_known_case_arithmetic() -> None:
+    # true:      b     b     b     m     m     m     m
+    # predicted: b     b     m     m     m     b     m
+    # confident: yes   no    yes   yes   exact no    yes   (threshold 0.9)
+    probabilities = np.array(
+        [
+            [0.95, 0.05],
+            [0.60, 0.40],
+            [0.02, 0.98],
+            [0.01, 0.99],
+            [0.10, 0.90],
+            [0.55, 0.45],
+            [0.30, 0.70],
+        ]
+    )
+    targets = np.array([0, 0, 0, 1, 1, 1, 1])
+    report = evaluate_probabilities(probabilities, targets, LABELS, threshold=0.9)
+
+    assert report["images"] == 7
+    assert report["accuracy"] == pytest.approx(5 / 7, abs=1e-6)
+    assert report["confusion_matrix"]["matrix"] == [[2, 1], [1, 3]]
+    assert report["per_class"]["bicycle"] == {
+        "support": 3,
+        "recall": pytest.approx(2 / 3, abs=1e-6),
+        "precision": pytest.approx(2 / 3, abs=1e-6),
+    }
+    at = report["at_threshold"]
+    # A top probability equal to the threshold is accepted, as the state machine does (>=).
+    assert at["accepted"] == 4
+    assert at["coverage"] == pytest.approx(4 / 7, abs=1e-6)
+    assert at["accepted_correct"] == 3
+    assert at["accepted_errors"] == 1
+    assert at["accepted_accuracy"] == pytest.approx(0.75)
+    assert report["mean_confidence"] == pytest.approx(probabilities.max(axis=1).mean(), abs=1e-6)
+
+    curve = {point["threshold"]: point for point in report["curve"]}
+    assert curve[0.5]["coverage"] == 1.0
+    assert curve[0.999]["accepted"] == 0
+    assert curve[0.999]["accepted_accuracy"] is None
+    coverages = [point["coverage"] for point in report["curve"]]
+    assert coverages == sorted(coverages, reverse=True)
+
+
+def test_baseline_arithmetic() -> None:
+    probabilities = np.array([[0.99, 0.01], [0.2, 0.8], [0.97, 0.03], [0.4, 0.6]])
+    document = baseline(probabilities, LABELS, threshold=0.93, model_version="v1")
+    assert document["label_mix"] == {"bicycle": 0.5, "motorcycle": 0.5}
+    assert document["low_confidence_share"] == 0.5
+    assert document["mean_confidence"] == pytest.approx((0.99 + 0.8 + 0.97 + 0.6) / 4)
+    assert document["confidence_percentiles"]["p50"] == pytest.approx((0.8 + 0.97) / 2)
+    assert document["sample_count"] == 4
+    assert document["model_version"] == "v1"
+
+
+@pytest.mark.parametrize("threshold", [1.5, -0.1, float("nan")])
+def test_rejects_thresholds_that_are_not_probabilities(threshold: float) -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        evaluate_probabilities(np.array([[0.5, 0.5]]), np.array([0]), LABELS, threshold)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        selective(np.array([[0.5, 0.5]]), np.array([0]), threshold)
+
+
+class _AlwaysBicycle(torch.nn.Module):
+    """[0.96, 0.04] for every image, whatever it shows: a model whose report is known."""
+
+    logits: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.tensor([[np.log(0.96), np.log(0.04)]]))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits + 0 * image.mean(dim=(1, 2, 3))[:, None], dim=1)
+
+
+@pytest.fixture(scope="module")
+def always_bicycle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("always-bicycle")
+    save_artifact(
+        directory,
+        _AlwaysBicycle(),
+        name="always-bicycle",
+        labels=LABELS,
+        input_size=(32, 32),
+        extra={},
+        check_pixels=np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32),
+    )
+    return directory
+
+
+def test_real_images_through_onnx_with_a_known_confusion_matrix(
+    always_bicycle: Path, small_data: Path
+) -> None:
+    report, probabilities = evaluate_directory(always_bicycle, small_data, 0.93, whole=True)
+    assert report["images"] == 64
+    assert report["confusion_matrix"]["matrix"] == [[32, 0], [32, 0]]
+    assert report["accuracy"] == 0.5
+    assert report["at_threshold"]["coverage"] == 1.0
+    assert report["at_threshold"]["accepted_accuracy"] == 0.5
+    assert report["per_class"]["motorcycle"]["precision"] is None
+    np.testing.assert_allclose(probabilities, [[0.96, 0.04]] * 64, atol=1e-6)
+    # At 0.97 nothing is confident enough any more.
+    curve = {point["threshold"]: point for point in report["curve"]}
+    assert curve[0.96]["coverage"] == 1.0
+    assert curve[0.97]["coverage"] == 0.0
+
+
+def test_evaluate_command_writes_json_and_png(
+    always_bicycle: Path, small_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    argv = ["evaluate", "--model", str(always_bicycle), "--data", str(small_data)]
+    assert main([*argv, "--out", str(out), "--split", "all", "--threshold", "0.5"]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["at_threshold"]["threshold"] == 0.5
+    assert report["model"]["name"] == "always-bicycle"
+    with Image.open(out / "evaluation.png") as figure:
+        assert figure.format == "PNG"
+        assert figure.width > 800
+
+
+def test_evaluate_command_needs_a_recorded_split_for_validation(
+    always_bicycle: Path, small_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["evaluate", "--model", str(always_bicycle), "--data", str(small_data)]
+    assert main([*argv, "--out", str(tmp_path), "--threshold", "0.9"]) == 2
+    assert "records no split seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("problem", "message"),
+    [
+        ("missing-model", "model manifest not found"),
+        ("missing-data", "data folder not found"),
+        ("bad-threshold", "between 0 and 1"),
+        ("tampered-graph", "has sha256"),
+    ],
+)
+def test_evaluate_command_reports_bad_input_clearly(
+    always_bicycle: Path,
+    small_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    problem: str,
+    message: str,
+) -> None:
+    model, data, threshold = always_bicycle, small_data, "0.9"
+    if problem == "missing-model":
+        model = tmp_path / "no-model"
+    elif problem == "missing-data":
+        data = tmp_path / "no-data"
+    elif problem == "bad-threshold":
+        threshold = "1.5"
+    else:
+        model = tmp_path / "tampered"
+        model.mkdir()
+        for name in ("model.json", "model.onnx"):
+            (model / name).write_bytes((always_bicycle / name).read_bytes())
+        with (model / "model.onnx").open("ab") as handle:
+            handle.write(b"\0")
+    argv = ["evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--split", "all", "--threshold", threshold]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_served_bytes_match_the_batch_path(always_bicycle: Path, small_data: Path) -> None:
+    classifier = OnnxClassifier(always_bicycle)
+    data = load_images(small_data, LABELS)
+    for path in data.paths[:3]:
+        assert classifier.predict_bytes(path.read_bytes()) == pytest.approx([0.96, 0.04], abs=1e-6)

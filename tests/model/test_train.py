@@ -1,0 +1,168 @@
+"""Training end to end on real images: the artifact it writes is the one the server loads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scones.cli.main import main
+from scones.model.artifact import OnnxClassifier, sha256_file
+from scones.model.build import build_model, split_data
+from scones.model.export import save_artifact
+from scones.model.folders import load_images, stratified_split
+from scones.model.train import TrainRecipe, train_ensemble
+
+LABELS = ("bicycle", "motorcycle")
+
+
+def test_trained_ensemble_exports_to_matching_onnx(
+    small_data: Path, tiny_recipe: TrainRecipe, tmp_path: Path
+) -> None:
+    data = load_images(small_data, LABELS)
+    split = split_data(data, small_data, tiny_recipe.validation_fraction, tiny_recipe.seed)
+    trained = train_ensemble(split.train, tiny_recipe)
+    assert len(trained.temperatures) == 2
+    assert all(t > 0 for t in trained.temperatures)
+
+    save_artifact(
+        tmp_path,
+        trained.model,
+        name="tiny",
+        labels=LABELS,
+        input_size=(32, 32),
+        extra={"seed": tiny_recipe.seed},
+        check_pixels=split.validation.pixels[:8],
+    )
+    classifier = OnnxClassifier(tmp_path)
+    onnx_probabilities = classifier.predict_tensor(split.validation.pixels)
+    with torch.no_grad():
+        torch_probabilities = trained.model(torch.from_numpy(split.validation.pixels)).numpy()
+    assert onnx_probabilities.shape == (len(split.validation), 2)
+    np.testing.assert_allclose(onnx_probabilities, torch_probabilities, atol=1e-5)
+    np.testing.assert_allclose(onnx_probabilities.sum(axis=1), 1.0, atol=1e-6)
+    assert (onnx_probabilities >= 0).all()
+
+    # The serving path: encoded PNG bytes in, a list in label order out.
+    png = split.validation.paths[0].read_bytes()
+    served = classifier.predict_bytes(png)
+    assert len(served) == 2
+    np.testing.assert_allclose(served, onnx_probabilities[0], atol=1e-6)
+
+
+def test_build_model_writes_a_complete_consistent_artifact(
+    small_data: Path, tiny_recipe: TrainRecipe, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    report = build_model(small_data, out, tiny_recipe, threshold=0.93, name="tiny")
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "baseline.json",
+        "evaluation.json",
+        "evaluation.png",
+        "model.json",
+        "model.onnx",
+    ]
+    assert not list(tmp_path.glob(".model-*")), "the staging folder is left behind"
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["onnx_sha256"] == sha256_file(out / "model.onnx")
+    assert manifest["labels"] == list(LABELS)
+    assert manifest["input_size"] == [32, 32]
+    assert manifest["recipe"]["epochs"] == 1
+    assert manifest["split"]["validation_images"] == 16
+    assert manifest["split"]["train_images"] == 48
+    assert manifest["metrics"]["accuracy"] == report["accuracy"]
+
+    # The report covers exactly the held-out images, none of the training ones.
+    data = load_images(small_data, LABELS)
+    _, held = stratified_split(data.targets, 0.25, tiny_recipe.seed)
+    assert report["images"] == len(held) == 16
+    assert report["split"]["validation_per_class"] == {"bicycle": 8, "motorcycle": 8}
+
+    baseline = json.loads((out / "baseline.json").read_text())
+    assert baseline["model_version"] == manifest["version"]
+    assert baseline["sample_count"] == 16
+    assert baseline["threshold"] == 0.93
+    assert sum(baseline["label_mix"].values()) == pytest.approx(1.0)
+    assert baseline["low_confidence_share"] == pytest.approx(1 - report["at_threshold"]["coverage"])
+    percentiles = baseline["confidence_percentiles"]
+    assert 0.5 <= percentiles["p10"] <= percentiles["p50"] <= percentiles["p90"] <= 1.0
+
+
+def test_same_seed_gives_identical_weights(small_data: Path, tiny_recipe: TrainRecipe) -> None:
+    data = load_images(small_data, LABELS)
+    first = train_ensemble(data, tiny_recipe).model.state_dict()
+    second = train_ensemble(data, tiny_recipe).model.state_dict()
+    assert first.keys() == second.keys()
+    for key, value in first.items():
+        assert torch.equal(value, second[key]), key
+
+
+def test_train_command_writes_the_artifact(small_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli-model"
+    argv = ["train", "--data", str(small_data), "--out", str(out), "--epochs", "1"]
+    argv += ["--members", "2", "--width", "4", "--threads", "1", "--threshold", "0.9"]
+    argv += ["--validation-fraction", "0.25", "--quiet"]
+    assert main(argv) == 0
+    classifier = OnnxClassifier(out)
+    assert classifier.labels == LABELS
+    assert json.loads((out / "baseline.json").read_text())["threshold"] == 0.9
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "message"),
+    [
+        (["--threshold", "1.5"], "between 0 and 1"),
+        (["--threshold", "0.9", "--epochs", "0"], "epochs must be >= 1"),
+        (["--threshold", "0.9", "--members", "1"], "members must be >= 2"),
+    ],
+)
+def test_train_command_rejects_bad_settings(
+    small_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra_args: list[str],
+    message: str,
+) -> None:
+    argv = ["train", "--data", str(small_data), "--out", str(tmp_path / "m"), *extra_args]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_command_names_a_missing_data_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    argv = ["train", "--data", str(missing), "--out", str(tmp_path / "m"), "--threshold", "0.9"]
+    assert main(argv) == 2
+    assert f"data folder not found: {missing}" in capsys.readouterr().err
+
+
+def test_train_command_names_an_empty_class_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data" / "bicycle").mkdir(parents=True)
+    (tmp_path / "data" / "motorcycle").mkdir()
+    (tmp_path / "data" / "bicycle" / "notes.txt").write_text("not an image")
+    argv = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "m")]
+    assert main([*argv, "--threshold", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "bicycle holds no images" in err
+
+
+def test_train_command_names_an_unreadable_image(
+    subset_copier: Callable[[Path, int], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = subset_copier(tmp_path / "data", 4)
+    broken = data / "motorcycle" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--threshold", "0.9"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot read image" in err
+    assert str(broken) in err

@@ -1,0 +1,548 @@
+"""``scones sagemaker ...`` end to end: real argument parsing, stubbed SageMaker, moto S3."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+from sagemaker_fixtures import REGION, ROLE_ARN
+
+import scones.cli.sagemaker as cli
+from scones.cli.main import main
+from scones.model.dataset import prepare_dataset
+from scones.sagemaker import source_bundle, training
+from scones.sagemaker.channels import channel_uris
+from scones.sagemaker.s3 import S3Uri
+from scones.template_params import parameter_default
+
+BUNDLED = Path(__file__).resolve().parents[2] / "data" / "cifar100-bicycle-motorcycle"
+SUFFIX = "20261125-101500"
+IC_IMAGE = "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1"
+TORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5.1-cpu-py311"
+SERVING_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/scones-serving:1"
+ACCOUNT_ARN = f"arn:aws:sagemaker:{REGION}:123456789012"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prepared")
+    prepare_dataset(BUNDLED, out, validation_fraction=0.2, seed=0)
+    return out
+
+
+@pytest.fixture
+def clients(monkeypatch: pytest.MonkeyPatch, sagemaker: Any, stubber: Stubber) -> dict[str, Any]:
+    """The clients the command gets: the stubbed SageMaker one (tests add S3 where needed)."""
+    made = {"sagemaker": sagemaker}
+    monkeypatch.setattr(cli, "make_client", lambda service, region: made[service])
+    monkeypatch.setattr(cli, "now_suffix", lambda: SUFFIX)
+    return made
+
+
+@pytest.fixture
+def s3(clients: dict[str, Any]) -> Iterator[Any]:
+    """S3 in moto, with the data bucket."""
+    with mock_aws():
+        clients["s3"] = boto3.client("s3", region_name=REGION)
+        clients["s3"].create_bucket(Bucket="scones-data")
+        yield clients["s3"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    code = main(["sagemaker", *argv])
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if code == 0 else None), captured.err
+
+
+BUILTIN_ARGS = (
+    "train-builtin",
+    "--role-arn",
+    ROLE_ARN,
+    "--data-uri",
+    "s3://scones-data/cifar",
+    "--output-uri",
+    "s3://scones-data/models",
+)
+
+
+def expected_builtin(samples: int, **hyperparameters: Any) -> dict[str, Any]:
+    return training.builtin_training_request(
+        job_name=f"scones-image-classification-{SUFFIX}",
+        image_uri=IC_IMAGE,
+        role_arn=ROLE_ARN,
+        channels=channel_uris(S3Uri.parse("s3://scones-data/cifar")),
+        output=S3Uri.parse("s3://scones-data/models"),
+        hyperparameters=training.BuiltinHyperparameters(samples, **hyperparameters),
+        resources=training.Resources("ml.g4dn.xlarge"),
+    )
+
+
+def test_train_builtin_counts_samples_and_starts_the_job(
+    clients: dict[str, Any], stubber: Stubber, prepared: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = expected_builtin(
+        800, epochs=5, learning_rate=0.01, augmentation_type="crop", use_pretrained_model=True
+    )
+    job_arn = f"{ACCOUNT_ARN}:training-job/{request['TrainingJobName']}"
+    stubber.add_response("create_training_job", {"TrainingJobArn": job_arn}, request)
+    code, result, _ = run(
+        capsys,
+        *BUILTIN_ARGS,
+        "--prepared-dir",
+        str(prepared),
+        "--epochs",
+        "5",
+        "--learning-rate",
+        "0.01",
+        "--augmentation-type",
+        "crop",
+        "--use-pretrained-model",
+    )
+    assert code == 0
+    assert result == {"training_job_name": request["TrainingJobName"], "training_job_arn": job_arn}
+
+
+def test_train_builtin_waits_for_the_model(
+    clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = expected_builtin(1000)
+    name = request["TrainingJobName"]
+    artifacts = f"s3://scones-data/models/{name}/output/model.tar.gz"
+    described = {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"{ACCOUNT_ARN}:training-job/{name}",
+        "TrainingJobStatus": "Completed",
+        "SecondaryStatus": "Completed",
+        "AlgorithmSpecification": request["AlgorithmSpecification"],
+        "ModelArtifacts": {"S3ModelArtifacts": artifacts},
+        "ResourceConfig": request["ResourceConfig"],
+        "StoppingCondition": request["StoppingCondition"],
+        "CreationTime": datetime(2026, 11, 25, tzinfo=UTC),
+    }
+    stubber.add_response("create_training_job", {"TrainingJobArn": described["TrainingJobArn"]})
+    stubber.add_response("describe_training_job", described, {"TrainingJobName": name})
+    stubber.add_response("describe_training_job", described, {"TrainingJobName": name})
+    code, result, _ = run(capsys, *BUILTIN_ARGS, "--num-training-samples", "1000", "--wait")
+    assert code == 0
+    assert result["model_data"] == artifacts
+
+
+def test_dry_run_sends_nothing_and_can_save_the_request(
+    clients: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "retrain.json"
+    code, result, _ = run(
+        capsys,
+        *BUILTIN_ARGS,
+        "--num-training-samples",
+        "800",
+        "--image-uri",
+        IC_IMAGE,
+        "--dry-run",
+        "--save-request",
+        str(saved),
+    )
+    assert code == 0
+    assert result == {"CreateTrainingJob": expected_builtin(800)}
+    assert json.loads(saved.read_text()) == expected_builtin(800)
+
+
+def test_train_script_uploads_the_bundle_and_starts_the_job(
+    s3: Any, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = f"scones-pytorch-{SUFFIX}"
+    bundle_uri = S3Uri.parse(f"s3://scones-data/models/{name}/source/sourcedir.tar.gz")
+    threshold = float(parameter_default("ConfidenceThreshold"))
+    request = training.script_training_request(
+        job_name=name,
+        image_uri=TORCH_IMAGE,
+        role_arn=ROLE_ARN,
+        train_uri="s3://scones-data/cifar/train/",
+        hyperparameters=training.script_hyperparameters(
+            {"epochs": 60, "members": 3, "name": "nightly", "threshold": threshold},
+            program="scones_train.py",
+            submit_directory=bundle_uri,
+            region=REGION,
+            job_name=name,
+        ),
+        output=S3Uri.parse("s3://scones-data/models"),
+        resources=training.Resources("ml.m5.xlarge"),
+    )
+    job_arn = f"{ACCOUNT_ARN}:training-job/{name}"
+    stubber.add_response("create_training_job", {"TrainingJobArn": job_arn}, request)
+    code, result, err = run(
+        capsys,
+        "train-script",
+        "--role-arn",
+        ROLE_ARN,
+        "--image-uri",
+        TORCH_IMAGE,
+        "--data-uri",
+        "s3://scones-data/cifar/",
+        "--output-uri",
+        "s3://scones-data/models",
+        "-p",
+        "epochs=60",
+        "-p",
+        "members=3",
+        "--hyperparameter",
+        "name=nightly",
+    )
+    assert code == 0, err
+    assert result == {
+        "source_bundle": str(bundle_uri),
+        "training_job_name": name,
+        "training_job_arn": job_arn,
+    }
+    body = s3.get_object(Bucket=bundle_uri.bucket, Key=bundle_uri.key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = set(tar.getnames())
+    assert {source_bundle.PROGRAM, "requirements.txt", "scones/sagemaker/entry_point.py"} <= names
+
+
+def deploy_responses(stubber: Stubber, *, update: bool = False) -> dict[str, Any]:
+    """Queue the three hosting responses; the requests are checked where they are built."""
+    endpoint = parameter_default("EndpointName")
+    names = {
+        "model": f"{endpoint}-{SUFFIX}",
+        "config": f"{endpoint}-config-{SUFFIX}",
+        "endpoint": endpoint,
+    }
+    stubber.add_response("create_model", {"ModelArn": f"{ACCOUNT_ARN}:model/{names['model']}"})
+    stubber.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/{names['config']}"},
+    )
+    stubber.add_response(
+        "update_endpoint" if update else "create_endpoint",
+        {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/{endpoint}"},
+    )
+    return names
+
+
+def test_deploy_from_a_training_job_with_capture_and_wait(
+    clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoint = parameter_default("EndpointName")
+    artifacts = "s3://scones-data/models/job-1/output/model.tar.gz"
+    stubber.add_response(
+        "describe_training_job",
+        {
+            "TrainingJobName": "job-1",
+            "TrainingJobArn": f"{ACCOUNT_ARN}:training-job/job-1",
+            "TrainingJobStatus": "Completed",
+            "SecondaryStatus": "Completed",
+            "AlgorithmSpecification": {"TrainingImage": IC_IMAGE, "TrainingInputMode": "File"},
+            "ModelArtifacts": {"S3ModelArtifacts": artifacts},
+            "ResourceConfig": {
+                "InstanceType": "ml.g4dn.xlarge",
+                "InstanceCount": 1,
+                "VolumeSizeInGB": 30,
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "CreationTime": datetime(2026, 11, 25, tzinfo=UTC),
+        },
+        {"TrainingJobName": "job-1"},
+    )
+    names = {"model": f"{endpoint}-{SUFFIX}", "config": f"{endpoint}-config-{SUFFIX}"}
+    stubber.add_response(
+        "create_model",
+        {"ModelArn": f"{ACCOUNT_ARN}:model/{names['model']}"},
+        {
+            "ModelName": names["model"],
+            "PrimaryContainer": {"Image": IC_IMAGE, "ModelDataUrl": artifacts},
+            "ExecutionRoleArn": ROLE_ARN,
+        },
+    )
+    capture_prefix = parameter_default("DataCapturePrefix")
+    stubber.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/{names['config']}"},
+        {
+            "EndpointConfigName": names["config"],
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": names["model"],
+                    "InitialInstanceCount": 1,
+                    "InstanceType": parameter_default("EndpointInstanceType"),
+                    "InitialVariantWeight": 1.0,
+                }
+            ],
+            "DataCaptureConfig": {
+                "EnableCapture": True,
+                "InitialSamplingPercentage": int(
+                    float(parameter_default("DataCaptureSamplingPercentage"))
+                ),
+                "DestinationS3Uri": f"s3://scones-stack-bucket/{capture_prefix}",
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+            },
+        },
+    )
+    stubber.add_response(
+        "create_endpoint",
+        {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/{endpoint}"},
+        {"EndpointName": endpoint, "EndpointConfigName": names["config"]},
+    )
+    in_service = {
+        "EndpointName": endpoint,
+        "EndpointArn": f"{ACCOUNT_ARN}:endpoint/{endpoint}",
+        "EndpointConfigName": names["config"],
+        "EndpointStatus": "InService",
+        "CreationTime": datetime(2026, 11, 25, tzinfo=UTC),
+        "LastModifiedTime": datetime(2026, 11, 25, tzinfo=UTC),
+    }
+    stubber.add_response("describe_endpoint", in_service, {"EndpointName": endpoint})
+    stubber.add_response("describe_endpoint", in_service, {"EndpointName": endpoint})
+    code, result, err = run(
+        capsys,
+        "deploy",
+        "--role-arn",
+        ROLE_ARN,
+        "--image-uri",
+        IC_IMAGE,
+        "--training-job",
+        "job-1",
+        "--capture-bucket",
+        "scones-stack-bucket",
+        "--wait",
+    )
+    assert code == 0, err
+    assert result == {
+        "model_name": names["model"],
+        "model_arn": f"{ACCOUNT_ARN}:model/{names['model']}",
+        "endpoint_config_name": names["config"],
+        "endpoint_config_arn": f"{ACCOUNT_ARN}:endpoint-config/{names['config']}",
+        "endpoint_name": endpoint,
+        "endpoint_arn": f"{ACCOUNT_ARN}:endpoint/{endpoint}",
+        "endpoint_status": "InService",
+    }
+
+
+def test_deploy_update_without_capture(
+    clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = deploy_responses(stubber, update=True)
+    code, result, err = run(
+        capsys,
+        "deploy",
+        "--role-arn",
+        ROLE_ARN,
+        "--image-uri",
+        SERVING_IMAGE,
+        "--model-data",
+        "s3://scones-data/models/m/model.tar.gz",
+        "--no-capture",
+        "--update",
+    )
+    assert code == 0, err
+    assert result["endpoint_config_name"] == names["config"]
+
+
+def test_deploy_dry_run_shows_the_capture_config(
+    clients: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, result, _ = run(
+        capsys,
+        "deploy",
+        "--role-arn",
+        ROLE_ARN,
+        "--image-uri",
+        SERVING_IMAGE,
+        "--model-data",
+        "s3://scones-data/models/m/model.tar.gz",
+        "--capture-uri",
+        "s3://scones-data/capture",
+        "--sampling-percentage",
+        "10",
+        "--endpoint-name",
+        "canary",
+        "--dry-run",
+    )
+    assert code == 0
+    assert set(result) == {"CreateModel", "CreateEndpointConfig", "CreateEndpoint"}
+    capture = result["CreateEndpointConfig"]["DataCaptureConfig"]
+    assert capture["InitialSamplingPercentage"] == 10
+    assert capture["DestinationS3Uri"] == "s3://scones-data/capture"
+    assert result["CreateEndpoint"] == {
+        "EndpointName": "canary",
+        "EndpointConfigName": f"canary-config-{SUFFIX}",
+    }
+
+
+DEPLOY = ("deploy", "--image-uri", SERVING_IMAGE, "--model-data", "s3://b-1/m.tar.gz")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            (*BUILTIN_ARGS[:1], *BUILTIN_ARGS[3:], "--num-training-samples", "8"),
+            "--role-arn is required",
+        ),
+        ((*BUILTIN_ARGS, "--num-training-samples", "0"), "num_training_samples must be a positive"),
+        ((*BUILTIN_ARGS, "--prepared-dir", "/nonexistent"), ".lst file not found"),
+        (
+            (
+                "train-builtin",
+                "--role-arn",
+                ROLE_ARN,
+                "--data-uri",
+                "scones-data/cifar",
+                "--output-uri",
+                "s3://b-1/o",
+            ),
+            "--data-uri: not an S3 URI",
+        ),
+        (
+            (
+                "train-builtin",
+                "--role-arn",
+                "admin",
+                "--data-uri",
+                "s3://b-1/d",
+                "--output-uri",
+                "s3://b-1/o",
+                "--num-training-samples",
+                "8",
+            ),
+            "not an IAM role ARN",
+        ),
+        (
+            (
+                "train-script",
+                "--role-arn",
+                ROLE_ARN,
+                "--data-uri",
+                "s3://b-1/d",
+                "--output-uri",
+                "s3://b-1/o",
+            ),
+            "--image-uri is required",
+        ),
+        (
+            (
+                "train-script",
+                "--role-arn",
+                ROLE_ARN,
+                "--image-uri",
+                TORCH_IMAGE,
+                "--data-uri",
+                "s3://b-1/d",
+                "--output-uri",
+                "s3://b-1/o",
+                "-p",
+                "epochs",
+            ),
+            "--hyperparameter expects NAME=VALUE",
+        ),
+        ((*DEPLOY, "--capture-uri", "s3://b-1/c"), "--role-arn is required"),
+        ((*DEPLOY, "--role-arn", ROLE_ARN), "--capture-uri or --capture-bucket is required"),
+        (
+            (
+                *DEPLOY,
+                "--role-arn",
+                ROLE_ARN,
+                "--capture-uri",
+                "s3://b-1/c",
+                "--sampling-percentage",
+                "150",
+            ),
+            "sampling percentage must be 0-100",
+        ),
+        (
+            (*DEPLOY, "--role-arn", ROLE_ARN, "--capture-uri", "s3:/b-1/c"),
+            "--capture-uri: not an S3 URI",
+        ),
+        (
+            (*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--capture-uri", "s3://b-1/c"),
+            "--no-capture contradicts",
+        ),
+        (
+            (*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--endpoint-name", "Bad_Name"),
+            "invalid SageMaker name",
+        ),
+        (
+            ("deploy", "--role-arn", ROLE_ARN, "--image-uri", SERVING_IMAGE, "--no-capture"),
+            "--model-data or --training-job is required",
+        ),
+        (
+            ("deploy", "--role-arn", ROLE_ARN, "--model-data", "s3://b-1/m.tar.gz", "--no-capture"),
+            "--image-uri is required",
+        ),
+    ],
+)
+def test_clear_errors(
+    clients: dict[str, Any], capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    code, _, err = run(capsys, *argv, "--dry-run")
+    assert code == 2
+    assert message in err
+
+
+def test_aws_errors_are_reported_by_operation(
+    clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stubber.add_client_error(
+        "create_model",
+        service_error_code="ValidationException",
+        service_message="Could not access model data at s3://b-1/m.tar.gz",
+        http_status_code=400,
+    )
+    code, _, err = run(capsys, *DEPLOY, "--role-arn", ROLE_ARN, "--no-capture")
+    assert code == 2
+    assert "CreateModel failed: ValidationException: Could not access model data" in err
+
+
+def test_deploy_refuses_an_unfinished_training_job(
+    clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stubber.add_response(
+        "describe_training_job",
+        {
+            "TrainingJobName": "job-2",
+            "TrainingJobArn": f"{ACCOUNT_ARN}:training-job/job-2",
+            "TrainingJobStatus": "InProgress",
+            "SecondaryStatus": "Training",
+            "AlgorithmSpecification": {"TrainingImage": IC_IMAGE, "TrainingInputMode": "File"},
+            "ModelArtifacts": {"S3ModelArtifacts": ""},
+            "ResourceConfig": {
+                "InstanceType": "ml.g4dn.xlarge",
+                "InstanceCount": 1,
+                "VolumeSizeInGB": 30,
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "CreationTime": datetime(2026, 11, 25, tzinfo=UTC),
+        },
+    )
+    code, _, err = run(
+        capsys,
+        "deploy",
+        "--role-arn",
+        ROLE_ARN,
+        "--image-uri",
+        IC_IMAGE,
+        "--training-job",
+        "job-2",
+        "--no-capture",
+    )
+    assert code == 2
+    assert "training job job-2 is InProgress, not Completed" in err
+
+
+def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sagemaker", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("train-builtin", "train-script", "deploy"))

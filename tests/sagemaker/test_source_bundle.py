@@ -1,0 +1,124 @@
+"""The script-mode source bundle, run the way the SageMaker training toolkit runs it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from sagemaker_fixtures import REGION
+
+from scones.model.artifact import OnnxClassifier
+from scones.sagemaker import entry_point, source_bundle, training
+from scones.sagemaker.errors import LaunchError
+from scones.sagemaker.s3 import S3Uri
+
+BUNDLED = Path(__file__).resolve().parents[2] / "data" / "cifar100-bicycle-motorcycle"
+
+
+def members(bundle: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
+        return {info.name: info for info in tar.getmembers()}
+
+
+def test_bundle_is_reproducible_and_holds_what_the_toolkit_needs() -> None:
+    bundle = source_bundle.build_bundle()
+    assert bundle == source_bundle.build_bundle()
+    found = members(bundle)
+    assert {"scones_train.py", "requirements.txt", "scones/__init__.py"} <= set(found)
+    assert "scones/sagemaker/entry_point.py" in found and "scones/model/build.py" in found
+    assert not [name for name in found if "__pycache__" in name or name.endswith(".pyc")]
+    assert all(info.mtime == 0 and info.uid == 0 and info.isreg() for info in found.values())
+
+
+def test_requirements_pin_the_installed_versions() -> None:
+    pins = source_bundle.pinned_requirements(("numpy", "onnx"))
+    assert pins == f"numpy=={metadata.version('numpy')}\nonnx=={metadata.version('onnx')}\n"
+    with pytest.raises(LaunchError, match="not-a-real-package is not installed"):
+        source_bundle.pinned_requirements(("not-a-real-package",))
+    custom = members(source_bundle.build_bundle("torchvision==0.0\n"))
+    assert custom["requirements.txt"].size == len("torchvision==0.0\n")
+
+
+def toolkit_arguments(hyperparameters: dict[str, str]) -> list[str]:
+    """What sagemaker-training passes to the program: JSON-decoded ``--name value`` pairs."""
+    arguments: list[str] = []
+    for name, encoded in hyperparameters.items():
+        if not name.startswith("sagemaker_"):
+            arguments += [f"--{name}", str(json.loads(encoded))]
+    return arguments
+
+
+@pytest.mark.slow
+def test_bundle_trains_a_servable_model_like_a_training_job(tmp_path: Path) -> None:
+    code, data, model = (
+        tmp_path / "opt/ml/code",
+        tmp_path / "opt/ml/input/data/train",
+        tmp_path / "opt/ml/model",
+    )
+    with tarfile.open(fileobj=io.BytesIO(source_bundle.build_bundle())) as tar:
+        tar.extractall(code, filter="data")
+    for class_name in ("bicycle", "motorcycle"):
+        (data / class_name).mkdir(parents=True)
+        for path in sorted((BUNDLED / "train" / class_name).glob("*.png"))[:16]:
+            shutil.copy(path, data / class_name)
+    hyperparameters = training.script_hyperparameters(
+        {"epochs": 1, "members": 2, "width": 4, "batch_size": 8, "threads": 1, "threshold": 0.93},
+        program=source_bundle.PROGRAM,
+        submit_directory=S3Uri.parse("s3://scones-data/job/source/sourcedir.tar.gz"),
+        region=REGION,
+        job_name="job",
+    )
+    env = {**os.environ, "SM_CHANNEL_TRAIN": str(data), "SM_MODEL_DIR": str(model)}
+    env.pop("PYTHONPATH", None)
+    program = json.loads(hyperparameters["sagemaker_program"])
+    result = subprocess.run(
+        [sys.executable, program, *toolkit_arguments(hyperparameters)],
+        cwd=code,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "32 images" in result.stderr and "validation accuracy" in result.stdout
+
+    classifier = OnnxClassifier(model)
+    image = next((BUNDLED / "train" / "motorcycle").glob("*.png")).read_bytes()
+    probabilities = classifier.predict_bytes(image)
+    assert classifier.labels == ("bicycle", "motorcycle")
+    assert len(probabilities) == 2 and abs(sum(probabilities) - 1) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "1"], "the following arguments are required: --threshold"),
+        (["--threshold", "0.9"], "SM_CHANNEL_TRAIN and SM_MODEL_DIR are unset"),
+        (
+            ["--threshold", "0.9", "--data", ".", "--model-dir", ".", "--members", "1"],
+            "members must",
+        ),
+        (["--threshold", "1.5", "--data", ".", "--model-dir", "."], "threshold"),
+    ],
+)
+def test_entry_point_reports_bad_arguments(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    monkeypatch.delenv("SM_CHANNEL_TRAIN", raising=False)
+    monkeypatch.delenv("SM_MODEL_DIR", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        entry_point.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

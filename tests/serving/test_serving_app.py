@@ -1,0 +1,265 @@
+"""The app in-process (Starlette's TestClient): contract, content types, every error path."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from scones.model.artifact import OnnxClassifier
+from scones.serving.app import RUNTIME_MAX_PAYLOAD_BYTES
+from tests.serving.conftest import ENDPOINT, MAX_BODY, VARIANT, AppFactory, to_jpeg
+
+PNG = {"Content-Type": "image/png"}
+
+
+@pytest.fixture
+def client(make_app: AppFactory) -> Iterator[TestClient]:
+    with TestClient(make_app()) as test_client:
+        yield test_client
+
+
+def probabilities(response: Any) -> list[float]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    values = response.json()
+    assert isinstance(values, list)
+    return values
+
+
+def test_ping_reports_the_loaded_model(client: TestClient, classifier: OnnxClassifier) -> None:
+    response = client.get("/ping")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["labels"] == ["bicycle", "motorcycle"] == list(classifier.labels)
+    assert body["model_version"] == classifier.manifest.version
+    assert (body["endpoint"], body["variant"]) == (ENDPOINT, VARIANT)
+
+
+def test_invocations_returns_the_bare_models_probabilities_in_label_order(
+    client: TestClient, classifier: OnnxClassifier, sample_pngs: list[bytes]
+) -> None:
+    for png in sample_pngs:
+        got = probabilities(client.post("/invocations", content=png, headers=PNG))
+        assert got == classifier.predict_bytes(png)
+        assert len(got) == 2 and abs(sum(got) - 1) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "content_type", ["image/png", "application/x-image", "IMAGE/PNG; charset=binary"]
+)
+def test_png_is_accepted_under_every_supported_content_type(
+    client: TestClient, bicycle_png: bytes, content_type: str
+) -> None:
+    response = client.post(
+        "/invocations", content=bicycle_png, headers={"Content-Type": content_type}
+    )
+    assert len(probabilities(response)) == 2
+
+
+def test_jpeg_is_accepted(
+    client: TestClient, classifier: OnnxClassifier, bicycle_png: bytes
+) -> None:
+    jpeg = to_jpeg(bicycle_png)
+    response = client.post("/invocations", content=jpeg, headers={"Content-Type": "image/jpeg"})
+    assert probabilities(response) == classifier.predict_bytes(jpeg)
+
+
+def test_runtime_route_answers_like_sagemaker(
+    client: TestClient, classifier: OnnxClassifier, motorcycle_png: bytes
+) -> None:
+    response = client.post(
+        f"/endpoints/{ENDPOINT}/invocations", content=motorcycle_png, headers=PNG
+    )
+    assert probabilities(response) == classifier.predict_bytes(motorcycle_png)
+    assert response.headers["x-amzn-invoked-production-variant"] == VARIANT
+    assert response.headers["x-amzn-requestid"]
+
+
+def _png_of_size(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 30, 200)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _tiff(png: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(out, format="TIFF")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "words"),
+    [
+        ("not an image", 400, "not an image"),
+        ("truncated", 400, "truncated"),
+        ("empty", 400, "empty"),
+        ("tiff", 400, "not an image in a supported format"),
+        ("too many pixels", 400, "pixels"),
+        ("wrong content type", 415, "unsupported Content-Type 'text/csv'"),
+        ("missing content type", 415, "unsupported Content-Type missing"),
+        ("unacceptable accept", 406, "Accept 'text/csv'"),
+        ("too large", 413, f"the limit is {MAX_BODY} bytes (MaxImageBytes)"),
+    ],
+)
+def test_container_errors_name_the_problem_and_the_server_keeps_serving(
+    make_app: AppFactory, bicycle_png: bytes, case: str, status: int, words: str
+) -> None:
+    body, headers = bicycle_png, dict(PNG)
+    if case == "not an image":
+        body = b"this is plain text, not a picture"
+    elif case == "truncated":
+        body = bicycle_png[: len(bicycle_png) // 2]
+    elif case == "empty":
+        body = b""
+    elif case == "tiff":
+        body = _tiff(bicycle_png)
+    elif case == "too many pixels":
+        body = _png_of_size(300, 300)
+    elif case == "wrong content type":
+        headers = {"Content-Type": "text/csv"}
+    elif case == "missing content type":
+        headers = {}
+    elif case == "unacceptable accept":
+        headers["Accept"] = "text/csv"
+    elif case == "too large":
+        body = b"\x89PNG" + bytes(MAX_BODY)
+    with TestClient(make_app(max_image_pixels=300 * 299)) as client:
+        response = client.post("/invocations", content=body, headers=headers)
+        assert response.status_code == status
+        assert words in response.json()["message"]
+        assert client.post("/invocations", content=bicycle_png, headers=PNG).status_code == 200
+
+
+def test_a_streamed_body_without_length_is_cut_off_at_the_limit(
+    client: TestClient, bicycle_png: bytes
+) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(8):
+            yield bytes(MAX_BODY // 4)
+
+    response = client.post("/invocations", content=chunks(), headers=PNG)
+    assert response.status_code == 413
+    assert f"more than {MAX_BODY} bytes" in response.json()["message"]
+
+
+def test_runtime_route_errors_carry_the_service_error_shape(
+    client: TestClient, bicycle_png: bytes
+) -> None:
+    unknown = client.post("/endpoints/other/invocations", content=bicycle_png, headers=PNG)
+    assert unknown.status_code == 400
+    assert unknown.headers["x-amzn-errortype"] == "ValidationError"
+    assert "Endpoint other not found" in unknown.json()["message"]
+
+    bad = client.post(f"/endpoints/{ENDPOINT}/invocations", content=b"junk", headers=PNG)
+    assert bad.status_code == 424
+    assert bad.headers["x-amzn-errortype"] == "ModelError"
+    body = bad.json()
+    assert body["OriginalStatusCode"] == 400
+    assert "not an image" in body["OriginalMessage"]
+    assert body["message"].startswith(f"Received client error (400) from {VARIANT}")
+
+
+def test_runtime_route_refuses_an_unknown_target_variant(
+    client: TestClient, bicycle_png: bytes
+) -> None:
+    response = client.post(
+        f"/endpoints/{ENDPOINT}/invocations",
+        content=bicycle_png,
+        headers={**PNG, "X-Amzn-SageMaker-Target-Variant": "Canary"},
+    )
+    assert response.status_code == 400
+    assert response.headers["x-amzn-errortype"] == "ValidationError"
+    assert "Variant Canary not found" in response.json()["message"]
+
+
+def test_runtime_route_applies_the_invoke_endpoint_payload_limit(
+    make_app: AppFactory, bicycle_png: bytes
+) -> None:
+    with TestClient(make_app(max_body_bytes=RUNTIME_MAX_PAYLOAD_BYTES * 2)) as client:
+        body = bicycle_png + bytes(RUNTIME_MAX_PAYLOAD_BYTES)
+        runtime = client.post(f"/endpoints/{ENDPOINT}/invocations", content=body, headers=PNG)
+        assert runtime.status_code == 400
+        assert runtime.headers["x-amzn-errortype"] == "ValidationError"
+        assert f"at most {RUNTIME_MAX_PAYLOAD_BYTES} bytes" in runtime.json()["message"]
+        # The container route has only the container's own limit; the body decodes as the PNG.
+        assert client.post("/invocations", content=body, headers=PNG).status_code == 200
+
+
+def test_fault_routes_do_not_exist_unless_enabled(client: TestClient) -> None:
+    assert client.get("/_faults").status_code == 404
+    assert client.post("/_faults", json={"throttle": 1}).status_code == 404
+
+
+def test_the_model_failing_is_a_500_with_the_reason(
+    make_app: AppFactory, classifier: OnnxClassifier, bicycle_png: bytes
+) -> None:
+    class WrongInputSize:
+        """The real model fed a tensor of the wrong shape: onnxruntime raises."""
+
+        labels = classifier.labels
+
+        def predict_images(self, images: list[Image.Image]) -> np.ndarray:
+            return classifier.predict_tensor(np.zeros((1, 3, 7, 7), dtype=np.float32))
+
+    with TestClient(make_app(classifier=WrongInputSize())) as client:
+        response = client.post("/invocations", content=bicycle_png, headers=PNG)
+        assert response.status_code == 500
+        assert response.json()["message"].startswith("the model failed:")
+        wrapped = client.post(
+            f"/endpoints/{ENDPOINT}/invocations", content=bicycle_png, headers=PNG
+        )
+        assert wrapped.status_code == 424
+        assert wrapped.json()["OriginalStatusCode"] == 500
+        assert wrapped.json()["message"].startswith("Received server error (500)")
+
+
+def test_inference_runs_concurrently_in_worker_threads(
+    make_app: AppFactory, classifier: OnnxClassifier, sample_pngs: list[bytes]
+) -> None:
+    """Two requests must be inside the model at once, or the barrier times out."""
+    barrier = threading.Barrier(2, timeout=20)
+    loop_threads: set[int] = set()
+    model_threads: set[int] = set()
+
+    class Rendezvous:
+        labels = classifier.labels
+
+        def predict_images(self, images: list[Image.Image]) -> np.ndarray:
+            model_threads.add(threading.get_ident())
+            barrier.wait()
+            return classifier.predict_images(images)
+
+    app = make_app(classifier=Rendezvous())
+
+    @app.get("/_loop_thread")
+    async def loop_thread() -> dict[str, int]:
+        loop_threads.add(threading.get_ident())
+        return {}
+
+    with TestClient(app) as client:
+        client.get("/_loop_thread")
+        results: list[Any] = [None, None]
+
+        def call(index: int) -> None:
+            results[index] = client.post("/invocations", content=sample_pngs[index], headers=PNG)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert [r.status_code for r in results] == [200, 200]
+    assert [json.loads(r.text) for r in results] == [
+        classifier.predict_bytes(sample_pngs[0]),
+        classifier.predict_bytes(sample_pngs[1]),
+    ]
+    assert len(model_threads) == 2
+    assert not model_threads & loop_threads

@@ -1,0 +1,166 @@
+"""``scones serve`` and ``scones bench`` as a user runs them: real processes, real ports."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from scones.cli.main import build_parser, main
+from scones.cli.serve import settings_from_args
+from scones.serving.server import bind_socket
+from scones.template_params import parameter_default
+from tests.serving.conftest import MODEL_DIR, ServeProcess
+
+
+def scones(*args: str) -> list[str]:
+    return [sys.executable, "-m", "scones.cli.main", *args]
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServeProcess]]:
+    started: list[ServeProcess] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
+def test_serve_runs_answers_and_flushes_capture_on_ctrl_c(
+    processes: list[ServeProcess], tmp_path: Path, bicycle_png: bytes
+) -> None:
+    server = ServeProcess(
+        scones(
+            "serve",
+            "--model", str(MODEL_DIR),
+            "--port", "0",
+            "--capture-dest", str(tmp_path),
+            "--capture-flush-seconds", "3600",
+            "--enable-faults",
+        )
+    )  # fmt: skip
+    processes.append(server)
+    base_url = server.wait_ready()
+    endpoint = parameter_default("EndpointName")
+    assert httpx.get(f"{base_url}/ping").json()["endpoint"] == endpoint
+    for _ in range(2):
+        response = httpx.post(
+            f"{base_url}/endpoints/{endpoint}/invocations",
+            content=bicycle_png,
+            headers={"Content-Type": "image/png"},
+        )
+        assert response.status_code == 200
+    assert httpx.get(f"{base_url}/_faults").status_code == 200
+    assert not list(tmp_path.rglob("*.jsonl"))  # buffered until shutdown
+    assert server.stop(signal.SIGINT) == 0
+    files = list(tmp_path.rglob("*.jsonl"))
+    assert len(files) == 1
+    assert len(files[0].read_text().splitlines()) == 2
+    assert "stopped; 2 capture records in 1 files (0 errors)" in "".join(server.stderr)
+
+
+def test_serve_stops_cleanly_on_sigterm(processes: list[ServeProcess]) -> None:
+    server = ServeProcess(scones("serve", "--model", str(MODEL_DIR), "--port", "0"))
+    processes.append(server)
+    base_url = server.wait_ready()
+    assert httpx.get(f"{base_url}/_faults").status_code == 404
+    assert server.stop(signal.SIGTERM) == 0
+    stderr = "".join(server.stderr)
+    assert "Application shutdown complete" in stderr
+    assert "scones serve: stopped" in stderr
+
+
+def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    holder = bind_socket("127.0.0.1", 0)
+    try:
+        port = holder.getsockname()[1]
+        status = main(["serve", "--model", str(MODEL_DIR), "--port", str(port)])
+    finally:
+        holder.close()
+    assert status == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--model", "/nonexistent/model"], "model manifest not found: /nonexistent/model"),
+        (["--port", "70000"], "--port must be between 0 and 65535"),
+        (["--capture-percent", "150", "--capture-dest", "x"], "between 0 and 100"),
+        (["--capture-dest", "ftp://x/y"], "neither s3://bucket/prefix nor a folder"),
+        (["--max-body-bytes", "0"], "--max-body-bytes must be a positive integer"),
+    ],
+)
+def test_bad_arguments_name_the_problem(
+    args: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--port", "0", *args]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_defaults_come_from_the_template_parameters() -> None:
+    args = build_parser().parse_args(["serve", "--capture-dest", "somewhere"])
+    settings = settings_from_args(args)
+    assert settings.endpoint_name == parameter_default("EndpointName")
+    assert settings.max_body_bytes == int(parameter_default("MaxImageBytes"))
+    assert settings.max_image_pixels == int(parameter_default("MaxImagePixels"))
+    assert settings.capture_percent == float(parameter_default("DataCaptureSamplingPercentage"))
+    overridden = settings_from_args(
+        build_parser().parse_args(["serve", "--endpoint-name", "mine", "--max-body-bytes", "9"])
+    )
+    assert (overridden.endpoint_name, overridden.max_body_bytes) == ("mine", 9)
+
+
+def test_bench_is_a_group_and_server_benchmark_prints_the_table(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "server" in capsys.readouterr().out
+    status = main(
+        [
+            "bench",
+            "server",
+            "--requests",
+            "20",
+            "--concurrency",
+            "2",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    assert status == 0
+    out = capsys.readouterr().out
+    # Each path at concurrency 1 and 2; server paths again in the comparison table.
+    for path, rows in (
+        ("onnxruntime predict_bytes", 2),
+        ("HTTP POST /invocations", 4),
+        ("boto3 invoke_endpoint", 4),
+    ):
+        assert len(re.findall(rf"^\| {re.escape(path)}.* \| [12] \|", out, re.M)) == rows
+    assert "largest difference between server and bare answers: 0.0e+00" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert {row["concurrency"] for row in result["rows"]} == {1, 2}
+    assert all(row["requests"] == 20 for row in result["rows"])
+
+
+def test_bound_sockets_are_tcp_so_asyncio_disables_nagle() -> None:
+    """Without IPPROTO_TCP asyncio skips TCP_NODELAY and each answer waits for a delayed ACK."""
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
+def test_bench_without_a_name_runs_every_benchmark() -> None:
+    args = build_parser().parse_args(["bench"])
+    assert args.handler.__name__ == "_run_all"
+    assert "server" in args.bench_parsers
+    assert build_parser().parse_args(["bench", "server"]).handler.__name__ == "_run_server"
