@@ -14,7 +14,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
-
 from scones_core.errors import EventError
 from scones_core.inference import classify_image, decode_image_b64
 from scones_core.settings import EndpointSettings
@@ -54,7 +53,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(
         name="InferenceLatency", unit=MetricUnit.Milliseconds, value=classification.duration_ms
     )
-    metrics.add_metric(
-        name="Confidence", unit=MetricUnit.NoUnit, value=classification.confidence
-    )
+    metrics.add_metric(name="Confidence", unit=MetricUnit.NoUnit, value=classification.confidence)
     return classification.to_state()

@@ -13,7 +13,6 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from scones_core.errors import EventError, ImageRejected
 from scones_core.images import serialize_object
 from scones_core.objects import object_from_json

@@ -24,7 +24,11 @@ def scones(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedP
     env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(cwd / ".scones")}
     return subprocess.run(
         [sys.executable, "-m", "scones.cli.main", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -40,8 +44,9 @@ def small_folder(tmp_path: Path) -> Path:
 
 
 def test_run_prints_every_record_and_stores_them(small_folder: Path, tmp_path: Path) -> None:
-    result = scones("run", str(small_folder), "--out", str(tmp_path / "out"), "--no-progress",
-                    cwd=tmp_path)
+    result = scones(
+        "run", str(small_folder), "--out", str(tmp_path / "out"), "--no-progress", cwd=tmp_path
+    )
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -65,16 +70,18 @@ def test_run_prints_every_record_and_stores_them(small_folder: Path, tmp_path: P
     assert document["monitor"]["request_count"] == 4
     report = stored.with_suffix(".html").read_text()
     assert "Confusion matrix" in report or "confusion matrix" in report
-    assert report.count("<figure") == sum(
-        1 for r in records.values() if r["status"] != "ACCEPTED"
-    )
+    assert report.count("<figure") == sum(1 for r in records.values() if r["status"] != "ACCEPTED")
 
 
 def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
     up = subprocess.Popen(
         [sys.executable, "-m", "scones.cli.main", "up"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         state = tmp_path / ".scones" / "stack.json"
@@ -101,8 +108,13 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
 
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=endpoints["endpoint_url"], region_name="us-east-1",
-                          aws_access_key_id="x", aws_secret_access_key="x")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoints["endpoint_url"],
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
         assert s3.list_objects_v2(Bucket=endpoints["bucket"], Prefix="incoming/")["KeyCount"] == 2
 
         down = scones("down", cwd=tmp_path)

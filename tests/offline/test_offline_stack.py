@@ -12,7 +12,6 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from moto.awslambda.models import LambdaFunction
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from scones.offline import gaps
@@ -57,8 +56,10 @@ def test_deploy_fills_every_gap_moto_leaves(stack: OfflineStack) -> None:
     assert pitr["PointInTimeRecoveryStatus"] == "ENABLED"
 
     alarms = {a["AlarmName"] for a in client("cloudwatch").describe_alarms()["MetricAlarms"]}
-    assert {f"scones-{n}" for n in ("DeadLetterAlarm", "WorkflowFailedAlarm",
-                                    "LowConfidenceAlarm", "LabelDriftAlarm")} <= alarms
+    assert {
+        f"scones-{n}"
+        for n in ("DeadLetterAlarm", "WorkflowFailedAlarm", "LowConfidenceAlarm", "LabelDriftAlarm")
+    } <= alarms
     schedules = client("scheduler").list_schedules()["Schedules"]
     assert len(schedules) == 1
     detail = client("scheduler").get_schedule(Name=schedules[0]["Name"])
@@ -81,11 +82,15 @@ def test_deploy_fills_every_gap_moto_leaves(stack: OfflineStack) -> None:
 
 
 def test_functions_run_from_their_deployed_zip_and_layer(stack: OfflineStack) -> None:
-    code = stack.client("lambda").get_function(FunctionName=stack.function_name("SerializeImageFunction"))
+    code = stack.client("lambda").get_function(
+        FunctionName=stack.function_name("SerializeImageFunction")
+    )
     assert code["Configuration"]["Handler"] == "app.lambda_handler"
     response = stack.client("lambda").invoke(
         FunctionName=stack.function_name("SerializeImageFunction"),
-        Payload=json.dumps({"object": {"bucket": stack.bucket, "key": "incoming/none.png"}}).encode(),
+        Payload=json.dumps(
+            {"object": {"bucket": stack.bucket, "key": "incoming/none.png"}}
+        ).encode(),
     )
     error = json.loads(response["Payload"].read())
     assert response["FunctionError"] == "Handled"
@@ -169,8 +174,9 @@ def test_moto_still_drops_what_the_deployment_fills(monkeypatch: pytest.MonkeyPa
         # moto cannot take the layer Ref at all; leave layers out to see the rest.
         for resource in template["Resources"].values():
             resource.get("Properties", {}).pop("Layers", None)
-        cfn.create_stack(StackName="raw", TemplateBody=json.dumps(template),
-                         Capabilities=["CAPABILITY_IAM"])
+        cfn.create_stack(
+            StackName="raw", TemplateBody=json.dumps(template), Capabilities=["CAPABILITY_IAM"]
+        )
         resources = {
             r["LogicalResourceId"]: r["PhysicalResourceId"]
             for r in cfn.list_stack_resources(StackName="raw")["StackResourceSummaries"]
@@ -182,7 +188,10 @@ def test_moto_still_drops_what_the_deployment_fills(monkeypatch: pytest.MonkeyPa
             TableName=table
         )["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
         assert pitr["PointInTimeRecoveryStatus"] == "DISABLED"
-        assert boto3.client("cloudwatch", region_name="us-east-1").describe_alarms()["MetricAlarms"] == []
+        assert (
+            boto3.client("cloudwatch", region_name="us-east-1").describe_alarms()["MetricAlarms"]
+            == []
+        )
 
 
 def _artifacts() -> list[tuple[str, bytes]]:

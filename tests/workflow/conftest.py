@@ -9,12 +9,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from scones_core.images import normalise_image
+from scones_core.settings import ImageLimits
 
 from scones.model.artifact import OnnxClassifier
 from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
 from scones.template_params import PROJECT_ROOT, parameter_defaults
-from scones_core.images import normalise_image
-from scones_core.settings import ImageLimits
 
 DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
 SAMPLES = PROJECT_ROOT / "samples"

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from workflow_helpers import confident_image, history_events, uncertain_image, wait_for_execution
 
 from scones.offline.stack import OfflineStack
 from scones.template_params import PROJECT_ROOT
-from workflow_helpers import confident_image, history_events, uncertain_image, wait_for_execution
 
 SAMPLES = PROJECT_ROOT / "samples"
 
@@ -123,7 +123,9 @@ def test_duplicate_s3_event_gives_exactly_one_record(
 
     # An Express workflow does not deduplicate names: a second run of the same
     # object must still leave one record, via the conditional write.
-    execution_input = json.loads(sfn.describe_execution(executionArn=record["execution_arn"])["input"])
+    execution_input = json.loads(
+        sfn.describe_execution(executionArn=record["execution_arn"])["input"]
+    )
     second = sfn.start_execution(
         stateMachineArn=api.endpoints.state_machine_arn,
         name=f"{name[:60]}-again",
@@ -131,8 +133,11 @@ def test_duplicate_s3_event_gives_exactly_one_record(
     )["executionArn"]
     assert wait_for_execution(sfn, second) == "SUCCEEDED"
     events = history_events(sfn, second)
-    assert any(e["type"] == "SucceedStateEntered" and
-               e["stateEnteredEventDetails"]["name"] == "AlreadyRecorded" for e in events)
+    assert any(
+        e["type"] == "SucceedStateEntered"
+        and e["stateEnteredEventDetails"]["name"] == "AlreadyRecorded"
+        for e in events
+    )
     assert items_for_key(stack, upload.key) == [record]
 
 

@@ -1,4 +1,4 @@
-"""Every ``events/*.json`` file run through its handler, against real services where they run here."""
+"""Every ``events/*.json`` file through its handler, on real services where they run here."""
 
 from __future__ import annotations
 
@@ -6,19 +6,18 @@ import base64
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from conftest import EVENTS, load_handler, template_limits
+from moto import mock_aws
+from scones_core.errors import SettingsError
+
 from scones.model.artifact import OnnxClassifier
 from scones.offline.lambda_worker import LambdaContext
 from scones.offline.stack import DEFAULT_MODEL_DIR
 from scones.template_params import parameter_defaults
-from scones_core.errors import SettingsError
 
 REGION = "us-east-1"
 PARAMS = parameter_defaults()
@@ -72,7 +71,9 @@ def test_start_workflow_event_starts_one_execution_per_object(
 
     executions = sfn.list_executions(stateMachineArn=arn)["executions"]
     assert len(executions) == 1
-    document = json.loads(sfn.describe_execution(executionArn=executions[0]["executionArn"])["input"])
+    document = json.loads(
+        sfn.describe_execution(executionArn=executions[0]["executionArn"])["input"]
+    )
     assert document["object"]["key"] == "incoming/camera-7/delivery photo 1.png"
     assert document["object"]["version"] == "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
     assert "rejection" not in document
@@ -93,8 +94,11 @@ def test_start_workflow_reports_only_the_bad_message_as_failed(
     app = load_handler("start_workflow")
     sqs_event = event("start_workflow")
     bad = dict(sqs_event["Records"][0], messageId="bad-1", body="not json")
-    test_event = dict(sqs_event["Records"][0], messageId="test-1", body=json.dumps(
-        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}))
+    test_event = dict(
+        sqs_event["Records"][0],
+        messageId="test-1",
+        body=json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}),
+    )
     sqs_event["Records"] = [bad, sqs_event["Records"][0], test_event]
 
     response = app.lambda_handler(sqs_event, context())
@@ -120,7 +124,9 @@ def test_serialize_image_event_normalises_the_uploaded_version(
         Bucket=state["object"]["bucket"], VersioningConfiguration={"Status": "Enabled"}
     )
     image = base64.b64decode(event("classify_image")["image_b64"])
-    version = s3.put_object(Bucket=state["object"]["bucket"], Key=state["object"]["key"], Body=image)
+    version = s3.put_object(
+        Bucket=state["object"]["bucket"], Key=state["object"]["key"], Body=image
+    )
     # A later overwrite must not change what this version's execution reads.
     s3.put_object(Bucket=state["object"]["bucket"], Key=state["object"]["key"], Body=b"overwritten")
     state["object"]["version"] = version["VersionId"]
@@ -156,7 +162,9 @@ def test_classify_image_event_returns_the_models_probabilities(
     )
     assert list(result["probabilities"].values()) == pytest.approx(expected, abs=1e-6)
     assert result["label"] == ("bicycle", "motorcycle")[expected.index(max(expected))]
-    assert result["probabilities_attribute"]["bicycle"]["N"] == repr(result["probabilities"]["bicycle"])
+    assert result["probabilities_attribute"]["bicycle"]["N"] == repr(
+        result["probabilities"]["bicycle"]
+    )
     assert result["variant"] == "AllTraffic"
 
 

@@ -37,9 +37,21 @@ def test_sam_build_packages_functions_and_an_arm64_layer(tmp_path: Path) -> None
     }
     build_dir = tmp_path / "build"
     result = subprocess.run(
-        [str(SAM), "build", "--template", "template.yaml", "--build-dir", str(build_dir),
-         "--cache-dir", str(tmp_path / "cache")],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(SAM),
+            "build",
+            "--template",
+            "template.yaml",
+            "--build-dir",
+            str(build_dir),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     layer = build_dir / "SharedLayer" / "python"
@@ -48,7 +60,11 @@ def test_sam_build_packages_functions_and_an_arm64_layer(tmp_path: Path) -> None
     assert (layer / "aws_lambda_powertools").is_dir()
     native = [p.name for p in (layer / "PIL").glob("_imaging.*.so")]
     assert native and all("cpython-313-aarch64" in name for name in native), native
-    for function in ("StartWorkflowFunction", "SerializeImageFunction", "ClassifyImageFunction",
-                     "MonitorFunction"):
+    for function in (
+        "StartWorkflowFunction",
+        "SerializeImageFunction",
+        "ClassifyImageFunction",
+        "MonitorFunction",
+    ):
         assert (build_dir / function / "app.py").is_file()
         assert not (build_dir / function / "PIL").exists()  # dependencies live in the layer

@@ -6,14 +6,13 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
+from scones_core.errors import rejection_error_names, transient_error_names
 
 from scones.asl_check import check_definition, substitute
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
-from scones_core.errors import rejection_error_names, transient_error_names
 
 TEMPLATE = PROJECT_ROOT / "template.yaml"
 VENV_SAM = PROJECT_ROOT / ".venv-sam" / "bin" / "sam"
@@ -114,7 +113,8 @@ def test_every_environment_variable_a_function_reads_is_set_by_the_template() ->
     resources = load_template()["Resources"]
     globals_env = set(load_template()["Globals"]["Function"]["Environment"]["Variables"])
     settings_source = "\n".join(
-        p.read_text() for p in PROJECT_ROOT.joinpath("layers/shared/scones_core").rglob("settings.py")
+        p.read_text()
+        for p in PROJECT_ROOT.joinpath("layers/shared/scones_core").rglob("settings.py")
     )
     read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', settings_source))
     provided = set(globals_env)
@@ -153,7 +153,11 @@ def test_wildcard_resources_only_where_aws_allows_no_other() -> None:
 
     for statement in statements(load_template()["Resources"]):
         if statement.get("Resource") == "*" and statement["Effect"] == "Allow":
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            actions = (
+                statement["Action"]
+                if isinstance(statement["Action"], list)
+                else [statement["Action"]]
+            )
             assert set(actions) <= allowed_actions, actions
 
 
@@ -180,8 +184,15 @@ def test_sam_validate_lint_is_clean() -> None:
 def test_checkov_is_clean_and_every_skip_has_a_reason() -> None:
     assert VENV_CHECKOV.exists(), "run scripts/bootstrap.sh --tools to install checkov"
     result = run_tool(
-        [str(VENV_CHECKOV), "--file", str(TEMPLATE), "--framework", "cloudformation",
-         "--output", "json"]
+        [
+            str(VENV_CHECKOV),
+            "--file",
+            str(TEMPLATE),
+            "--framework",
+            "cloudformation",
+            "--output",
+            "json",
+        ]
     )
     report = json.loads(result.stdout)
     reports = report if isinstance(report, list) else [report]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import struct
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,6 +32,19 @@ from scones_core.objects import NULL_VERSION, ObjectRef
 from scones_core.settings import ImageLimits
 
 NORMALISED_CONTENT_TYPE = "image/png"
+# What Pillow's parsers and decoders raise on malformed files (seen in fuzzing:
+# ValueError "Truncated IHDR chunk", struct.error, EOFError, SyntaxError ...).
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+)
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 
 
@@ -108,6 +122,8 @@ def normalise_image(data: bytes, limits: ImageLimits) -> NormalisedImage:
         raise NotAnImage("the object is not an image Pillow can identify") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooManyPixels(f"image dimensions are too large: {exc}") from exc
+    except _DECODE_ERRORS as exc:
+        raise CorruptImage(f"the image header is corrupt: {exc}") from exc
     with image:
         fmt = (image.format or "").upper()
         if fmt not in limits.allowed_formats:
@@ -123,7 +139,9 @@ def normalise_image(data: bytes, limits: ImageLimits) -> NormalisedImage:
             image.load()
             oriented = ImageOps.exif_transpose(image)
             rgb = _to_rgb(oriented)
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageTooManyPixels(f"image dimensions are too large: {exc}") from exc
+        except _DECODE_ERRORS as exc:
             raise CorruptImage(f"the {fmt} data is truncated or corrupt: {exc}") from exc
     size = limits.model_input_size
     if rgb.size != size:

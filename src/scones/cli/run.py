@@ -17,9 +17,6 @@ from scones.cli.errors import CommandError
 from scones.cli.inputs import SAMPLES_DIR, InputFile, collect_inputs
 from scones.cli.stack_state import add_stack_options, parse_params
 from scones.offline.client import StackClient, StackClientError, Upload
-from scones.offline.deploy import DeployError
-from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
-from scones.reports.run_report import write_run_report
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_command(args: argparse.Namespace) -> int:
+    # moto and the model runtime are heavy: import them only when the command runs.
+    from scones.offline.deploy import DeployError
+    from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
+    from scones.reports.run_report import write_run_report
+
     console = make_console(stderr=args.json)
     overrides = parse_params(args.param)
     options = StackOptions(

@@ -1,4 +1,4 @@
-"""``scones up``: keep the offline stack running for other tools, until Ctrl-C or ``scones down``."""
+"""``scones up``: keep the offline stack running for other tools, until ``scones down``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from scones.cli.display import make_console
 from scones.cli.errors import CommandError
@@ -19,8 +20,6 @@ from scones.cli.stack_state import (
     parse_params,
     write_state,
 )
-from scones.offline.deploy import DeployError
-from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def up_command(args: argparse.Namespace) -> int:
+    from scones.offline.deploy import DeployError
+    from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
+
     console = make_console()
     if STATE_FILE.exists():
         try:
@@ -84,7 +86,7 @@ def up_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _instructions(stack: OfflineStack) -> str:
+def _instructions(stack: Any) -> str:
     e = stack.endpoints
     logs = Path(stack.work_dir) / "logs"
     return f"""[bold green]offline stack is up[/] (Ctrl-C or `scones down` stops it)
@@ -101,7 +103,8 @@ def _instructions(stack: OfflineStack) -> str:
   aws --endpoint-url {e.endpoint_url} s3 cp photo.png s3://{e.bucket}/{e.incoming_prefix}photo.png
   aws --endpoint-url {e.endpoint_url} dynamodb scan --table-name {e.table}
   aws --endpoint-url {e.model_url} sagemaker-runtime invoke-endpoint \\
-      --endpoint-name {stack.parameters["EndpointName"]} --content-type image/png --body fileb://photo.png out.json
+      --endpoint-name {stack.parameters["EndpointName"]} --content-type image/png \\
+      --body fileb://photo.png out.json
 
 [bold]boto3[/]:
   import boto3

@@ -38,6 +38,7 @@ from scones.model.folders import (
     stratified_split,
 )
 from scones.model.train import Log, TrainRecipe, train_ensemble
+from scones.template_params import PROJECT_ROOT
 
 DEFAULT_LABELS = ("bicycle", "motorcycle")
 INPUT_SIZE = (32, 32)
@@ -126,7 +127,7 @@ def build_model(
             "split": split.description,
             "cross_validation": trained.cross_validation,
             "training_seconds": round(trained.seconds, 1),
-            "training_data": str(data_dir),
+            "training_data": _display_path(data_dir),
             "threshold": threshold,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -162,6 +163,15 @@ def build_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def _display_path(path: Path) -> str:
+    """Relative to the project when inside it, so a manifest does not leak a home directory."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return str(resolved)
 
 
 def _move_into(staging: Path, out_dir: Path) -> None:

@@ -62,7 +62,16 @@ def render_report(report: dict[str, Any], path: Path) -> Path:
     ax_curve.set_title("Coverage and accepted accuracy vs threshold")
 
     model = report.get("model", {})
-    fig.suptitle(f"{model.get('name', 'model')} {model.get('version', '')}", fontsize=11)
+    split = report.get("split", {})
+    where = (
+        f"held-out validation split (seed {split['seed']})"
+        if "seed" in split
+        else split.get("method", "labelled images")
+    )
+    fig.suptitle(
+        f"{model.get('name', 'model')} {model.get('version', '')}: {where}, through onnxruntime",
+        fontsize=11,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -8,6 +8,7 @@ output, and after creation the outputs hold the resolved values.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from dataclasses import dataclass, field
@@ -311,10 +312,8 @@ def _recreate_state_machine(
     sfn = client("stepfunctions")
     arn = stack.physical_id(logical_id)
     name = arn.rsplit(":", 1)[-1]
-    try:
+    with contextlib.suppress(sfn.exceptions.StateMachineDoesNotExist):
         sfn.delete_state_machine(stateMachineArn=arn)
-    except sfn.exceptions.StateMachineDoesNotExist:
-        pass
     substitutions = props.get("DefinitionSubstitutions", {})
     problems = check_definition(definitions[logical_id], substitutions)
     if problems:

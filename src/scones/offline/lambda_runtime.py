@@ -10,6 +10,7 @@ layers in a warm worker process with the function's own environment.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -40,10 +41,8 @@ def _extract(data: bytes, target: Path) -> Path:
                 if member.startswith("/") or ".." in Path(member).parts:
                     raise ValueError(f"unsafe path in deployment package: {member}")
             archive.extractall(partial)
-        try:
+        with contextlib.suppress(OSError):  # another thread extracted it first
             partial.rename(target)
-        except OSError:  # another thread extracted it first
-            pass
     return target
 
 
@@ -58,10 +57,8 @@ class _Worker:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.requests.close()
-        except OSError:
-            pass
         try:
             self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -146,7 +143,7 @@ class LambdaRuntime:
         ) -> tuple[str, bool, str]:
             return runtime.invoke(function, event)
 
-        lambda_models.LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+        lambda_models.LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
 
     @staticmethod
     def uninstall() -> None:
@@ -232,6 +229,8 @@ class LambdaRuntime:
         python_path = [str(code_dir)]
         for arn in layers:
             layer = backend.layers_versions_by_arn(arn)
+            if layer is None:
+                raise RuntimeError(f"{function.function_name}: layer {arn} is not published")
             name = arn.split(":layer:", 1)[-1].replace(":", "-")
             layer_dir = _extract(layer.code_bytes, self.work_dir / "layers" / name)
             python_path.append(str(layer_dir / "python"))

@@ -159,7 +159,7 @@ class OfflineStack:
         import urllib.request
 
         config = {"stepfunctions": {"execute_state_machine": True}}
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 (a loopback http URL)
             f"{self.endpoint_url}/moto-api/config",
             data=json.dumps(config).encode(),
             headers={"Content-Type": "application/json"},
@@ -271,7 +271,7 @@ class OfflineStack:
 
         if not self.options.enable_faults:
             raise StackError("fault injection is off; start the stack with enable_faults=True")
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 (a loopback http URL)
             f"{self.model_url}/_faults",
             data=json.dumps(plan).encode() if plan else None,
             headers={"Content-Type": "application/json"},

@@ -17,8 +17,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+from PIL import Image
 
 _THUMBNAIL = 96
 
@@ -69,11 +69,10 @@ def confusion_matrix(
 
 def thumbnail(path: Path) -> str | None:
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image = image.resize((_THUMBNAIL, _THUMBNAIL), Image.Resampling.NEAREST)
+        with Image.open(path) as opened:
+            small = opened.convert("RGB").resize((_THUMBNAIL, _THUMBNAIL), Image.Resampling.NEAREST)
             buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
+            small.save(buffer, format="PNG")
     except (OSError, ValueError):
         return None
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -124,8 +123,9 @@ span {{ padding: .2rem .5rem; border-radius: .3rem; margin-right: .4rem; }}
 .ACCEPTED {{ background: #d9f2dd; }} .NEEDS_REVIEW {{ background: #fff1c2; }}
 .REJECTED {{ background: #f4d9f2; }} .FAILED {{ background: #f8d0d0; }}
 .charts img {{ margin-right: 1rem; vertical-align: top; }}
-figure {{ display: inline-block; width: 160px; margin: .4rem; padding: .4rem; border-radius: .4rem; vertical-align: top; }}
-figure img {{ image-rendering: pixelated; width: 96px; height: 96px; }}
+figure {{ display: inline-block; width: 160px; margin: .4rem; padding: .4rem;
+         border-radius: .4rem; vertical-align: top; }}
+figure img {{ image-rendering: pixelated; width: 96px; }}
 figcaption {{ font-size: .8rem; word-break: break-all; }}
 </style></head><body>
 <h1>Run report</h1>
