@@ -17,6 +17,13 @@ find_python() {
   return 1
 }
 
+# pip, without the notes this machine's pip configuration prints for every package.
+quiet_pip() {
+  local dir=$1; shift
+  "$dir/bin/python" -m pip --quiet --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "^WARNING: Location .* is ignored" || true; } >&2
+}
+
 # make_venv DIR PYTHON STAMP_INPUTS... -- PIP_ARGS...
 make_venv() {
   local dir=$1 python=$2; shift 2
@@ -30,8 +37,7 @@ make_venv() {
   echo "bootstrap: building $dir (one-time; later runs reuse it)" >&2
   rm -rf "$dir"
   "$python" -m venv "$dir"
-  "$dir/bin/python" -m pip install --quiet --upgrade "pip==26.0.1" >&2 || "$dir/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2
+  quiet_pip "$dir" install "$@"
   echo "$stamp" > "$dir/.stamp"
 }
 
@@ -40,7 +46,7 @@ make_venv .venv "$PY311" requirements/dev.lock pyproject.toml -- \
   -r requirements/dev.lock
 # The project itself, editable, without touching the pinned set.
 if ! .venv/bin/python -c "import scones, scones_core" 2>/dev/null; then
-  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . >&2
+  quiet_pip .venv install --no-deps --no-build-isolation -e .
 fi
 
 if [[ ${1:-} == "--tools" ]]; then

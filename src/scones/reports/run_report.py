@@ -56,9 +56,11 @@ def confusion_matrix(
             matrix[labels.index(truth)][labels.index(predicted)] += 1
     figure, axis = plt.subplots(figsize=(3.6, 3.2))
     axis.imshow(matrix, cmap="Blues")
+    darkest = max(max(counts) for counts in matrix) or 1
     for i, counts in enumerate(matrix):
         for j, count in enumerate(counts):
-            axis.text(j, i, str(count), ha="center", va="center", fontsize=12)
+            colour = "white" if count > darkest / 2 else "black"
+            axis.text(j, i, str(count), ha="center", va="center", fontsize=12, color=colour)
     axis.set_xticks(range(len(labels)), labels)
     axis.set_yticks(range(len(labels)), labels)
     axis.set_xlabel("predicted")
