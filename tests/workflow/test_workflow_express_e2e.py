@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from conftest import SAMPLES
+
 from scones.offline.stack import OfflineStack, StackOptions
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("express-stack")]
