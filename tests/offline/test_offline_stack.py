@@ -243,3 +243,11 @@ def test_partial_batch_responses_follow_lambda_rules(
 ) -> None:
     messages = [{"MessageId": "a"}, {"MessageId": "b"}]
     assert failed_message_ids(payload, errored, messages, report) == expected
+
+
+def test_a_second_stack_in_the_same_process_is_refused(stack: OfflineStack) -> None:
+    from scones.offline.stack import StackError
+
+    with pytest.raises(StackError, match="already running in this process"):
+        OfflineStack(StackOptions()).start()
+    assert stack.api().records() is not None  # the running stack is unharmed

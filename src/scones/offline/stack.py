@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ from scones.offline.sqs_poller import SqsPoller
 from scones.template_params import PROJECT_ROOT
 
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+
+
+# One offline stack per process: moto's backends and the Lambda hook are global.
+_ACTIVE = threading.Lock()
 
 
 class StackError(RuntimeError):
@@ -66,6 +71,7 @@ class OfflineStack:
         self._own_work_dir = self.options.work_dir is None
         self.timings: dict[str, float] = {}
         self._api: StackClient | None = None
+        self._holds_process_slot = False
 
     # -- lifecycle --------------------------------------------------------------
     def __enter__(self) -> OfflineStack:
@@ -76,7 +82,6 @@ class OfflineStack:
         self.stop()
 
     def start(self) -> OfflineStack:
-        from moto.server import ThreadedMotoServer
 
         started = time.perf_counter()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -90,6 +95,23 @@ class OfflineStack:
             )
         self.work_dir.mkdir(parents=True, exist_ok=True)
         _check_port_free(self.options.host, self.options.moto_port)
+        if not _ACTIVE.acquire(blocking=False):
+            raise StackError(
+                "another offline stack is already running in this process (moto's state and "
+                "its Lambda hook are per process); stop it first"
+            )
+        self._holds_process_slot = True
+        try:
+            self._start_parts(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["start_s"] = time.perf_counter() - started
+        return self
+
+    def _start_parts(self, started: float) -> None:
+        from moto.server import ThreadedMotoServer  # heavy: imported when a stack starts
+
         self._moto = ThreadedMotoServer(ip_address=self.options.host, port=self.options.moto_port)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
@@ -105,38 +127,40 @@ class OfflineStack:
         )
         self._runtime.install()
         interpreter_fixes.install()
-        try:
-            self.deployed = deploy(
-                self.endpoint_url,
-                stack_name=self.options.stack_name,
-                region=REGION,
-                overrides=self.options.overrides,
-            )
-            self.timings["deploy_s"] = time.perf_counter() - started
-            self._start_model_server()
-            self._runtime.extra_env.update(
-                {
-                    "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.model_url,
-                    # There is no X-Ray daemon offline.
-                    "POWERTOOLS_TRACE_DISABLED": "true",
-                    "AWS_XRAY_SDK_ENABLED": "false",
-                }
-            )
-            self._publish_baseline()
-            self._poller = SqsPoller(
-                self.client("sqs"),
-                self.client("lambda"),
-                REGION,
-                threads_per_mapping=self.options.poller_threads,
-            )
-            self._poller.start()
-        except BaseException:
-            self.stop()
-            raise
-        self.timings["start_s"] = time.perf_counter() - started
-        return self
+        self.deployed = deploy(
+            self.endpoint_url,
+            stack_name=self.options.stack_name,
+            region=REGION,
+            overrides=self.options.overrides,
+        )
+        self.timings["deploy_s"] = time.perf_counter() - started
+        self._start_model_server()
+        self._runtime.extra_env.update(
+            {
+                "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.model_url,
+                # There is no X-Ray daemon offline.
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "AWS_XRAY_SDK_ENABLED": "false",
+            }
+        )
+        self._publish_baseline()
+        self._poller = SqsPoller(
+            self.client("sqs"),
+            self.client("lambda"),
+            REGION,
+            threads_per_mapping=self.options.poller_threads,
+        )
+        self._poller.start()
 
     def stop(self) -> None:
+        try:
+            self._stop_parts()
+        finally:
+            if self._holds_process_slot:
+                self._holds_process_slot = False
+                _ACTIVE.release()
+
+    def _stop_parts(self) -> None:
         if self._poller:
             self._poller.stop()
             self._poller = None
@@ -158,15 +182,17 @@ class OfflineStack:
         import json
         import urllib.request
 
+        # moto keeps its state in this process: start from nothing, whatever ran before.
         config = {"stepfunctions": {"execute_state_machine": True}}
-        request = urllib.request.Request(  # noqa: S310 (a loopback http URL)
-            f"{self.endpoint_url}/moto-api/config",
-            data=json.dumps(config).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
-            response.read()
+        for path, body in (("reset", b""), ("config", json.dumps(config).encode())):
+            request = urllib.request.Request(  # noqa: S310 (a loopback http URL)
+                f"{self.endpoint_url}/moto-api/{path}",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                response.read()
 
     def _start_model_server(self) -> None:
         from scones.serving.server import ModelServer, ServerSettings, build_app
