@@ -67,3 +67,53 @@ def test_moto_still_drops_what_the_deployment_fills(monkeypatch: pytest.MonkeyPa
 def _artifacts() -> list[tuple[str, bytes]]:
     _, artifacts = package_template(load_template(), PROJECT_ROOT, "artifacts")
     return [(a.key, a.data) for a in artifacts]
+
+
+def _start_time_execution() -> dict[str, Any]:
+    import time
+
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {"Type": "Pass", "Parameters": {"t.$": "$$.Execution.StartTime"}, "End": True}
+        },
+    }
+    arn = sfn.create_state_machine(
+        name="start-time",
+        roleArn="arn:aws:iam::123456789012:role/x",
+        definition=json.dumps(definition),
+    )["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=arn, name="n1", input="{}")["executionArn"]
+    for _ in range(100):
+        described = sfn.describe_execution(executionArn=execution)
+        if described["status"] != "RUNNING":
+            return dict(described)
+        time.sleep(0.05)
+    raise AssertionError("execution did not finish")
+
+
+def test_moto_start_time_is_still_a_datetime_and_the_fix_makes_it_aws_shaped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto fixed ``$$.Execution.StartTime``: drop interpreter_fixes."""
+    import re
+
+    from scones.offline import interpreter_fixes
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with (
+        mock_aws(config={"stepfunctions": {"execute_state_machine": True}}),
+        pytest.raises(TypeError, match="datetime is not JSON serializable"),
+    ):
+        _start_time_execution()
+    interpreter_fixes.install()
+    try:
+        with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+            described = _start_time_execution()
+    finally:
+        interpreter_fixes.uninstall()
+    assert described["status"] == "SUCCEEDED"
+    start = json.loads(described["output"])["t"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", start)
