@@ -203,3 +203,41 @@ def test_checkov_is_clean_and_every_skip_has_a_reason() -> None:
     for resource in load_template()["Resources"].values():
         for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert len(skip.get("comment", "")) > 20, skip
+
+
+def test_optional_hosting_and_model_monitor_resources_follow_their_conditions() -> None:
+    from scones.offline.deploy import active_resources, effective_parameters, transform
+    from scones.offline.packaging import package_template
+
+    template = load_template()
+    packaged, _ = package_template(template, PROJECT_ROOT, "artifacts")
+    for properties in [
+        r["Properties"]
+        for r in packaged["Resources"].values()
+        if r["Type"] == "AWS::Serverless::StateMachine"
+    ]:
+        properties["DefinitionUri"] = "s3://artifacts/definition.asl.json"
+    cfn = transform(packaged, "us-east-1")
+    hosting = {"SageMakerModel", "SageMakerEndpointConfig", "SageMakerEndpoint"}
+    monitor = {"DataQualityJobDefinition", "DataQualityMonitoringSchedule"}
+
+    default = active_resources(cfn, effective_parameters(template, {}))
+    assert not (hosting | monitor) & default
+
+    endpoint_only = active_resources(
+        cfn, effective_parameters(template, {"CreateEndpoint": "true"})
+    )
+    assert hosting <= endpoint_only and not monitor & endpoint_only
+
+    both = active_resources(
+        cfn,
+        effective_parameters(template, {"CreateEndpoint": "true", "EnableModelMonitor": "true"}),
+    )
+    assert (hosting | monitor) <= both
+    resources = template["Resources"]
+    schedule = resources["DataQualityMonitoringSchedule"]["Properties"]
+    env = resources["MonitorFunction"]["Properties"]["Environment"]["Variables"]
+    assert schedule["MonitoringScheduleName"] == env["MONITORING_SCHEDULE_NAME"]["Fn::If"][1]
+    capture = resources["SageMakerEndpointConfig"]["Properties"]["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True
+    assert [o["CaptureMode"] for o in capture["CaptureOptions"]] == ["Input", "Output"]
