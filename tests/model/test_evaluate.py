@@ -191,3 +191,14 @@ def test_served_bytes_match_the_batch_path(always_bicycle: Path, small_data: Pat
     data = load_images(small_data, LABELS)
     for path in data.paths[:3]:
         assert classifier.predict_bytes(path.read_bytes()) == pytest.approx([0.96, 0.04], abs=1e-6)
+
+
+def test_default_threshold_comes_from_the_template(
+    always_bicycle: Path, small_data: Path, tmp_path: Path
+) -> None:
+    from scones.template_params import parameter_default
+
+    argv = ["evaluate", "--model", str(always_bicycle), "--data", str(small_data)]
+    assert main([*argv, "--out", str(tmp_path), "--split", "all"]) == 0
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert report["at_threshold"]["threshold"] == float(parameter_default("ConfidenceThreshold"))

@@ -166,3 +166,24 @@ def test_train_command_names_an_unreadable_image(
     err = capsys.readouterr().err
     assert "cannot read image" in err
     assert str(broken) in err
+
+
+def test_export_is_byte_identical_for_identical_weights(
+    small_data: Path, tiny_recipe: TrainRecipe, tmp_path: Path
+) -> None:
+    """So a retrained model's sha256 (and so its version) says whether anything changed."""
+    data = load_images(small_data, LABELS)
+    trained = train_ensemble(data, tiny_recipe)
+    digests = []
+    for name in ("first", "second"):
+        manifest = save_artifact(
+            tmp_path / name,
+            trained.model,
+            name="tiny",
+            labels=LABELS,
+            input_size=(32, 32),
+            extra={},
+            check_pixels=data.pixels[:4],
+        )
+        digests.append(manifest.onnx_sha256)
+    assert digests[0] == digests[1]

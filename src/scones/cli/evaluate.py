@@ -22,10 +22,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "threshold and across thresholds. By default the images are the validation "
             "split recorded in the model's model.json."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled image folder")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL, help="artifact folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="labelled image folder (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the reports")
     parser.add_argument(
         "--threshold",

@@ -18,7 +18,7 @@ DEFAULT_OUT = PROJECT_ROOT / "models" / "bicycle-motorcycle"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from scones.model.train import TrainRecipe
+    from scones.model.recipe import TrainRecipe
 
     defaults = TrainRecipe()
     parser = subparsers.add_parser(
@@ -30,11 +30,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "model.json, and write evaluation.json/.png and baseline.json for the held-out "
             "validation split. The defaults reproduce the shipped model."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled image folder")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="artifact folder to write")
-    parser.add_argument("--name", default="bicycle-motorcycle", help="model name in model.json")
+    default = " (default: %(default)s)"
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="labelled image folder" + default
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="artifact folder to write" + default
+    )
+    parser.add_argument(
+        "--name", default="bicycle-motorcycle", help="model name in model.json" + default
+    )
     parser.add_argument(
         "--threshold",
         type=float,
@@ -42,26 +48,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="confidence threshold for the report and baseline "
         "(default: ConfidenceThreshold in template.yaml)",
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of everything" + default
+    )
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="per member" + default)
     parser.add_argument(
         "--members",
         type=int,
         default=defaults.members,
-        help="ensemble members; also the number of calibration folds",
+        help="ensemble members, also the number of calibration folds" + default,
     )
-    parser.add_argument("--width", type=int, default=defaults.width, help="channels of stage 1")
     parser.add_argument(
-        "--blocks", type=int, default=defaults.blocks_per_stage, help="residual blocks per stage"
+        "--width", type=int, default=defaults.width, help="channels of stage 1" + default
     )
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
-    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=defaults.blocks_per_stage,
+        help="residual blocks per stage" + default,
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="images per step" + default
+    )
+    parser.add_argument(
+        "--lr", type=float, default=defaults.learning_rate, help="peak SGD learning rate" + default
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=defaults.validation_fraction,
+        help="share of each class held out for validation" + default,
+    )
     parser.add_argument(
         "--threads",
         type=int,
         default=defaults.threads,
-        help="torch CPU threads (results can differ in the last bits across values)",
+        help="torch CPU threads; results can differ in the last bits across values" + default,
     )
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     parser.set_defaults(handler=run)
@@ -71,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from scones.model.build import build_model
     from scones.model.evaluate import check_threshold, default_threshold
     from scones.model.folders import DataError
-    from scones.model.train import TrainRecipe
+    from scones.model.recipe import TrainRecipe
 
     try:
         threshold = (

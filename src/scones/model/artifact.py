@@ -51,6 +51,13 @@ class ModelManifest:
             raise ModelArtifactError(f"model manifest not found: {path}") from exc
         except json.JSONDecodeError as exc:
             raise ModelArtifactError(f"model manifest {path} is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ModelArtifactError(f"model manifest {path} must be a JSON object")
+        labels = raw.get("labels")
+        if not isinstance(labels, list) or len(labels) < 2 or not all(
+            isinstance(label, str) and label for label in labels
+        ):
+            raise ModelArtifactError(f"model manifest {path}: labels must be a list of 2+ names")
         try:
             height, width = (int(v) for v in raw["input_size"])
             return cls(
@@ -128,6 +135,23 @@ class OnnxClassifier:
         self._session = ort.InferenceSession(
             str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
+        self._check_graph(onnx_path)
+
+    def _check_graph(self, onnx_path: Path) -> None:
+        """The graph must have the contract's input and output, sized for the labels."""
+        inputs = {i.name: i.shape for i in self._session.get_inputs()}
+        outputs = {o.name: o.shape for o in self._session.get_outputs()}
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+            raise ModelArtifactError(
+                f"{onnx_path} must take {INPUT_NAME!r} and give {OUTPUT_NAME!r}; "
+                f"it takes {sorted(inputs)} and gives {sorted(outputs)}"
+            )
+        classes = outputs[OUTPUT_NAME][-1]
+        if isinstance(classes, int) and classes != len(self.manifest.labels):
+            raise ModelArtifactError(
+                f"{onnx_path} gives {classes} probabilities but {MANIFEST_NAME} names "
+                f"{len(self.manifest.labels)} labels"
+            )
 
     @property
     def labels(self) -> tuple[str, ...]:

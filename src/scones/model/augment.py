@@ -7,25 +7,9 @@ draws its randomness from the generator it is given, so a seed fixes the run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Strengths of the augmentations; zero switches one off."""
-
-    crop_padding: int = 4
-    flip: bool = True
-    brightness: float = 0.25  # multiply by U(1-b, 1+b)
-    contrast: float = 0.25
-    saturation: float = 0.25
-    erase_probability: float = 0.5
-    erase_max_fraction: float = 0.35  # side of the erased square, as a share of the image side
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 1.0
-    mix_probability: float = 0.5  # share of batches that are mixed (cutmix or mixup)
+from scones.model.recipe import AugmentConfig
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, gen: torch.Generator) -> torch.Tensor:

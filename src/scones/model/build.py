@@ -38,10 +38,12 @@ from scones.model.folders import (
     stratified_split,
 )
 from scones.model.train import Log, TrainRecipe, train_ensemble
-from scones.template_params import PROJECT_ROOT
 
 DEFAULT_LABELS = ("bicycle", "motorcycle")
 INPUT_SIZE = (32, 32)
+# Not scones.template_params.PROJECT_ROOT: that module needs samtranslator, which a
+# SageMaker training container running this code does not have.
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_FILES = (ONNX_NAME, REPORT_JSON, REPORT_PNG, BASELINE_JSON, MANIFEST_NAME)
 
 
@@ -119,7 +121,7 @@ def build_model(
                 f"{recipe.members} x SmallResNet(width={recipe.width}, "
                 f"blocks_per_stage={recipe.blocks_per_stage}), per-member temperature, "
                 f"{'flip test-time averaging, ' if recipe.flip_tta else ''}"
-                "mean of softmax; normalisation inside the graph"
+                "softmax of the mean scaled logit; normalisation inside the graph"
             ),
             "normalisation": {"mean": trained.mean, "std": trained.std},
             "recipe": recipe.to_json(),

@@ -21,8 +21,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def tta_probabilities(logit_views: np.ndarray, temperature: float) -> np.ndarray:
-    """Mean softmax over views: ``logit_views`` is [views, N, classes]."""
-    return np.asarray(softmax(logit_views / temperature).mean(axis=0))
+    """Softmax of the mean logit over views (``logit_views`` is [views, N, classes]).
+
+    Averaging logits rather than probabilities is what the served ensemble does:
+    views that agree keep their confidence instead of being pulled towards 0.5.
+    """
+    return softmax(logit_views.mean(axis=0) / temperature)
 
 
 def negative_log_likelihood(probabilities: np.ndarray, targets: np.ndarray) -> float:
@@ -31,7 +35,7 @@ def negative_log_likelihood(probabilities: np.ndarray, targets: np.ndarray) -> f
 
 
 def fit_temperature(logit_views: np.ndarray, targets: np.ndarray) -> float:
-    """The temperature that minimises held-out NLL of the view-averaged probabilities."""
+    """The temperature that minimises held-out NLL of the view-averaged prediction."""
     if logit_views.ndim != 3 or logit_views.shape[1] != len(targets) or len(targets) == 0:
         raise ValueError("logit_views must be [views, N, classes] with N = len(targets) > 0")
     losses = [negative_log_likelihood(tta_probabilities(logit_views, t), targets) for t in _GRID]

@@ -69,12 +69,15 @@ class SmallResNet(nn.Module):
 
 
 class ServingEnsemble(nn.Module):
-    """RGB [0, 1] in, averaged calibrated probabilities out; what ``model.onnx`` holds.
+    """RGB [0, 1] in, calibrated probabilities out; what ``model.onnx`` holds.
 
     Each member's logits are divided by its own temperature (fitted on images that
-    member never trained on) before the softmax. With ``flip_tta`` the image and its
-    horizontal mirror are both scored, which costs one extra pass and removes the
-    left/right bias that a small training set leaves.
+    member never trained on); the scaled logits of all members and views are
+    averaged and then put through one softmax. Averaging logits keeps the
+    confidence of members that agree, where averaging probabilities would pull
+    every disagreement towards 0.5. With ``flip_tta`` the image and its horizontal
+    mirror are both scored, which costs one extra pass and removes the left/right
+    bias that a small training set leaves.
     """
 
     inverse_temperatures: torch.Tensor
@@ -105,11 +108,11 @@ class ServingEnsemble(nn.Module):
             x = torch.cat([x, torch.flip(x, dims=[3])], dim=0)
         total: torch.Tensor | None = None
         for index, member in enumerate(self.members):
-            probabilities = F.softmax(member(x) * self.inverse_temperatures[index], dim=1)
-            total = probabilities if total is None else total + probabilities
+            scaled = member(x) * self.inverse_temperatures[index]
+            total = scaled if total is None else total + scaled
         assert total is not None
-        total = total / len(self.members)
         if self.flip_tta:
             batch = image.shape[0]
-            total = (total[:batch] + total[batch:]) / 2
-        return total
+            total = total[:batch] + total[batch:]
+        views = 2 if self.flip_tta else 1
+        return F.softmax(total / (views * len(self.members)), dim=1)

@@ -55,7 +55,8 @@ def render_report(report: dict[str, Any], path: Path) -> Path:
         bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "tab:red"},
     )
     ax_curve.set_xlim(min(thresholds), 1.0)
-    ax_curve.set_ylim(min(0.5, *coverage) - 0.02, 1.01)
+    ax_curve.set_ylim(0.0, 1.02)
+    ax_curve.set_ylabel("share of images")
     ax_curve.set_xlabel("confidence threshold (top probability >= threshold is accepted)")
     ax_curve.grid(alpha=0.3)
     ax_curve.legend(loc="lower left")

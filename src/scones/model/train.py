@@ -13,7 +13,10 @@ The recipe, fixed before looking at the validation split:
 4. The members, their temperatures, normalisation and flip test-time averaging go
    into one :class:`~scones.model.networks.ServingEnsemble`, exported to ONNX.
 
-Everything random draws from generators seeded from ``TrainRecipe.seed``.
+Everything random draws from generators seeded from ``TrainRecipe.seed``, so a
+run is repeatable bit for bit with the same torch build and thread count. A
+different ``threads`` value changes how float sums are split and so the last bits
+of the weights; that can move a borderline prediction, rarely more.
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from scones.model.augment import AugmentConfig, augment_batch
+from scones.model.augment import augment_batch
 from scones.model.calibration import (
     fit_temperature,
     negative_log_likelihood,
@@ -36,49 +39,9 @@ from scones.model.calibration import (
 )
 from scones.model.folders import LabelledImages, stratified_folds
 from scones.model.networks import ServingEnsemble, SmallResNet
+from scones.model.recipe import TrainRecipe
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """Every knob of a training run; recorded in ``model.json`` so a run can be repeated."""
-
-    seed: int = 0
-    validation_fraction: float = 0.2
-    members: int = 4
-    epochs: int = 120
-    batch_size: int = 64
-    learning_rate: float = 0.05
-    warmup_epochs: int = 5
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    width: int = 32
-    blocks_per_stage: int = 1
-    dropout: float = 0.1
-    flip_tta: bool = True
-    threads: int = 2
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def __post_init__(self) -> None:
-        checks = {
-            "members must be >= 2 (each member is calibrated on the others' folds)": self.members
-            >= 2,
-            "epochs must be >= 1": self.epochs >= 1,
-            "batch_size must be >= 2": self.batch_size >= 2,
-            "learning_rate must be > 0": self.learning_rate > 0,
-            "width must be >= 1": self.width >= 1,
-            "threads must be >= 1": self.threads >= 1,
-            "validation_fraction must be in (0, 1)": 0 < self.validation_fraction < 1,
-            "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
-        }
-        problems = [message for message, ok in checks.items() if not ok]
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -1,0 +1,66 @@
+"""The training recipe and augmentation settings, as plain data.
+
+Kept free of torch so the CLI can show the defaults without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of the augmentations; zero switches one off."""
+
+    crop_padding: int = 4
+    flip: bool = True
+    brightness: float = 0.25  # multiply by U(1-b, 1+b)
+    contrast: float = 0.25
+    saturation: float = 0.25
+    erase_probability: float = 0.5
+    erase_max_fraction: float = 0.35  # side of the erased square, as a share of the image side
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 1.0
+    mix_probability: float = 0.5  # share of batches that are mixed (cutmix or mixup)
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Every knob of a training run; recorded in ``model.json`` so a run can be repeated."""
+
+    seed: int = 0
+    validation_fraction: float = 0.2
+    members: int = 4
+    epochs: int = 100
+    batch_size: int = 64
+    learning_rate: float = 0.05
+    warmup_epochs: int = 5
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    width: int = 48
+    blocks_per_stage: int = 1
+    dropout: float = 0.1
+    flip_tta: bool = True
+    threads: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "members must be >= 2 (each member is calibrated on the others' folds)": self.members
+            >= 2,
+            "epochs must be >= 1": self.epochs >= 1,
+            "batch_size must be >= 2": self.batch_size >= 2,
+            "learning_rate must be > 0": self.learning_rate > 0,
+            "width must be >= 1": self.width >= 1,
+            "threads must be >= 1": self.threads >= 1,
+            "validation_fraction must be in (0, 1)": 0 < self.validation_fraction < 1,
+            "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
+        }
+        problems = [message for message, ok in checks.items() if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
