@@ -54,8 +54,10 @@ class ModelManifest:
         if not isinstance(raw, dict):
             raise ModelArtifactError(f"model manifest {path} must be a JSON object")
         labels = raw.get("labels")
-        if not isinstance(labels, list) or len(labels) < 2 or not all(
-            isinstance(label, str) and label for label in labels
+        if (
+            not isinstance(labels, list)
+            or len(labels) < 2
+            or not all(isinstance(label, str) and label for label in labels)
         ):
             raise ModelArtifactError(f"model manifest {path}: labels must be a list of 2+ names")
         try:
