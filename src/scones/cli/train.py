@@ -99,17 +99,7 @@ def run(args: argparse.Namespace) -> int:
         threshold = (
             default_threshold() if args.threshold is None else check_threshold(args.threshold)
         )
-        recipe = TrainRecipe(
-            seed=args.seed,
-            epochs=args.epochs,
-            members=args.members,
-            width=args.width,
-            blocks_per_stage=args.blocks,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            validation_fraction=args.validation_fraction,
-            threads=args.threads,
-        )
+        recipe = TrainRecipe.from_arguments(args)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
 

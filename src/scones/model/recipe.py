@@ -64,3 +64,19 @@ class TrainRecipe:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_arguments(cls, args: Any) -> TrainRecipe:
+        """The recipe from parsed ``--seed --epochs ...`` options (the CLI and the
+        SageMaker entry point share these option names)."""
+        return cls(
+            seed=args.seed,
+            epochs=args.epochs,
+            members=args.members,
+            width=args.width,
+            blocks_per_stage=args.blocks,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            validation_fraction=args.validation_fraction,
+            threads=args.threads,
+        )

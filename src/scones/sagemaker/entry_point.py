@@ -24,7 +24,7 @@ def _option(parser: argparse.ArgumentParser, name: str, **kwargs: object) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from scones.model.train import TrainRecipe
+    from scones.model.recipe import TrainRecipe
 
     defaults = TrainRecipe()
     parser = argparse.ArgumentParser(prog="scones_train.py", description=__doc__)
@@ -47,24 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from scones.model.build import build_model
     from scones.model.evaluate import check_threshold
-    from scones.model.train import TrainRecipe
+    from scones.model.recipe import TrainRecipe
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.data is None or args.model_dir is None:
         parser.error("SM_CHANNEL_TRAIN and SM_MODEL_DIR are unset; pass --data and --model-dir")
     try:
-        recipe = TrainRecipe(
-            seed=args.seed,
-            epochs=args.epochs,
-            members=args.members,
-            width=args.width,
-            blocks_per_stage=args.blocks,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            validation_fraction=args.validation_fraction,
-            threads=args.threads,
-        )
+        recipe = TrainRecipe.from_arguments(args)
         threshold = check_threshold(args.threshold)
     except ValueError as exc:
         parser.error(str(exc))
