@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from scones_core.errors import SettingsError
 
@@ -18,60 +18,75 @@ T = TypeVar("T")
 
 
 class EnvReader:
-    """Reads typed values from an environment and collects every problem."""
+    """Reads typed values from an environment, recording every problem instead of
+    stopping at the first, so one error message can name them all."""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
         self.problems: list[str] = []
 
-    def _read(self, name: str, convert: Callable[[str], T], expected: str) -> T | None:
-        raw = self._environ.get(name)
-        if raw is None or not raw.strip():
-            self.problems.append(f"{name} is not set")
-            return None
+    def required(self, name: str) -> str:
+        value = self._environ.get(name, "").strip()
+        if not value:
+            self.problems.append(f"{name} is missing or empty")
+        return value
+
+    def parsed(self, name: str, parse: Callable[[str], T]) -> T:
+        """``parse(value)``; a missing or unparsable value is recorded as a problem."""
+        value = self.required(name)
+        if not value:
+            return _placeholder(parse)
+        return self._parse(name, value, parse)
+
+    def optional(self, name: str, parse: Callable[[str], T]) -> T | None:
+        value = self._environ.get(name, "").strip()
+        return self._parse(name, value, parse) if value else None
+
+    def _parse(self, name: str, value: str, parse: Callable[[str], T]) -> T:
         try:
-            return convert(raw.strip())
+            return parse(value)
         except ValueError as exc:
-            detail = f" ({exc})" if str(exc) else ""
-            self.problems.append(f"{name}={raw!r} is not {expected}{detail}")
-            return None
+            self.problems.append(f"{name}={value!r} is invalid: {exc}")
+            return _placeholder(parse)
 
     def string(self, name: str) -> str:
-        return self._read(name, str, "a string") or ""
-
-    def optional_string(self, name: str) -> str:
-        return self._environ.get(name, "").strip()
+        return self.required(name)
 
     def integer(self, name: str, *, minimum: int = 0) -> int:
-        def convert(raw: str) -> int:
+        def parse(raw: str) -> int:
             value = int(raw)
             if value < minimum:
                 raise ValueError(f"must be >= {minimum}")
             return value
 
-        return self._read(name, convert, "an integer") or 0
+        return self.parsed(name, parse)
 
     def number(self, name: str, *, minimum: float, maximum: float) -> float:
-        def convert(raw: str) -> float:
+        def parse(raw: str) -> float:
             value = float(raw)
             if not minimum <= value <= maximum:
                 raise ValueError(f"must be between {minimum} and {maximum}")
             return value
 
-        return self._read(name, convert, "a number") or 0.0
+        return self.parsed(name, parse)
 
     def items(self, name: str, *, transform: Callable[[str], str] = str) -> tuple[str, ...]:
-        def convert(raw: str) -> tuple[str, ...]:
+        def parse(raw: str) -> tuple[str, ...]:
             values = tuple(transform(part.strip()) for part in raw.split(",") if part.strip())
             if not values:
                 raise ValueError("must list at least one value")
             return values
 
-        return self._read(name, convert, "a comma-separated list") or ()
+        return self.parsed(name, parse)
 
     def check(self, what: str) -> None:
         if self.problems:
             raise SettingsError(f"{what}: " + "; ".join(self.problems))
+
+
+def _placeholder(parse: Callable[[str], T]) -> T:
+    """Stands in for a bad value; ``check`` raises before anyone reads it."""
+    return cast(T, None)
 
 
 def _size(raw: str) -> str:
@@ -107,7 +122,7 @@ class ImageLimits:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ImageLimits:
         env = EnvReader(environ)
-        size = env._read("MODEL_INPUT_SIZE", _size, "a size") or "0x0"
+        size = env.parsed("MODEL_INPUT_SIZE", _size) or "0x0"
         width, height = (int(v) for v in size.split("x"))
         settings = cls(
             max_bytes=env.integer("MAX_IMAGE_BYTES", minimum=1),

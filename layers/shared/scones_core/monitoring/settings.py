@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from scones_core.errors import SettingsError
 from scones_core.monitoring.locations import S3Location
+from scones_core.settings import EnvReader
 
 T = TypeVar("T")
 
@@ -74,7 +75,7 @@ class MonitorSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> MonitorSettings:
         """Validate ``environ``; raise ``SettingsError`` listing every bad variable."""
-        reader = _EnvReader(environ)
+        reader = EnvReader(environ)
         settings = cls(
             results_table_name=reader.required("RESULTS_TABLE_NAME"),
             results_status_index=reader.required("RESULTS_STATUS_INDEX"),
@@ -101,44 +102,6 @@ class MonitorSettings:
                 "the monitor's environment is invalid: " + "; ".join(reader.problems)
             )
         return settings
-
-
-class _EnvReader:
-    """Reads variables and records problems instead of stopping at the first."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        self.problems: list[str] = []
-
-    def required(self, name: str) -> str:
-        value = self._environ.get(name, "").strip()
-        if not value:
-            self.problems.append(f"{name} is missing or empty")
-        return value
-
-    def parsed(self, name: str, parse: Callable[[str], T]) -> T:
-        value = self.required(name)
-        if not value:
-            return _invalid(parse)
-        return self._parse(name, value, parse)
-
-    def optional(self, name: str, parse: Callable[[str], T]) -> T | None:
-        value = self._environ.get(name, "").strip()
-        if not value:
-            return None
-        return self._parse(name, value, parse)
-
-    def _parse(self, name: str, value: str, parse: Callable[[str], T]) -> T:
-        try:
-            return parse(value)
-        except ValueError as exc:
-            self.problems.append(f"{name}={value!r} is invalid: {exc}")
-            return _invalid(parse)
-
-
-def _invalid(parse: Callable[[str], T]) -> T:
-    """Stands in for an invalid value; ``from_env`` raises before anyone reads it."""
-    return cast(T, None)
 
 
 def _parse_labels(value: str) -> tuple[str, ...]:
