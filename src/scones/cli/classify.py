@@ -27,7 +27,7 @@ def classify_command(args: argparse.Namespace) -> int:
     api = client_from_state()
     inputs = collect_inputs(args.paths, labels=())
     try:
-        uploads = [api.upload_bytes(item.key, item.path.read_bytes()) for item in inputs]
+        uploads = [api.upload_file(item.path, item.key) for item in inputs]
         records = api.wait_for_records(uploads, timeout=args.timeout)
     except StackClientError as exc:
         raise CommandError(str(exc)) from exc

@@ -111,10 +111,9 @@ def _classify(
     uploads: list[tuple[Upload, InputFile]] = []
     for item in inputs:
         try:
-            data = item.path.read_bytes()
+            uploads.append((api.upload_file(item.path, item.key), item))
         except OSError as exc:
             raise CommandError(f"{item.path}: cannot read: {exc.strerror}") from exc
-        uploads.append((api.upload_bytes(item.key, data), item))
     by_upload = dict(uploads)
     with Progress(
         TextColumn("classifying"),

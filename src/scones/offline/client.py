@@ -22,6 +22,13 @@ REGION = "us-east-1"
 TERMINAL_STATUSES = ("ACCEPTED", "NEEDS_REVIEW", "REJECTED", "FAILED")
 
 
+def offline_session(region: str = REGION) -> boto3.Session:
+    """A boto3 session for the offline stack: the emulator accepts any credentials."""
+    return boto3.Session(
+        region_name=region, aws_access_key_id="offline", aws_secret_access_key="offline"
+    )
+
+
 class StackClientError(RuntimeError):
     """A request to the stack failed or timed out; the message says which."""
 
@@ -55,11 +62,7 @@ class Upload:
 class StackClient:
     def __init__(self, endpoints: StackEndpoints) -> None:
         self.endpoints = endpoints
-        self._session = boto3.Session(
-            region_name=endpoints.region,
-            aws_access_key_id="offline",
-            aws_secret_access_key="offline",
-        )
+        self._session = offline_session(endpoints.region)
         self._clients: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:
@@ -82,13 +85,14 @@ class StackClient:
         )
         return Upload(self.endpoints.bucket, key, response["ETag"].strip('"'), name)
 
+    def upload_file(self, path: Path, name: str) -> Upload:
+        """Upload a local file as ``name`` under the incoming prefix; ``OSError`` if unreadable."""
+        content_type = mimetypes.guess_type(path.name)[0]
+        upload = self.upload_bytes(name, path.read_bytes(), content_type)
+        return Upload(upload.bucket, upload.key, upload.etag, str(path))
+
     def upload_files(self, paths: Iterable[Path], key_prefix: str = "") -> list[Upload]:
-        uploads = []
-        for path in paths:
-            content_type = mimetypes.guess_type(path.name)[0]
-            upload = self.upload_bytes(f"{key_prefix}{path.name}", path.read_bytes(), content_type)
-            uploads.append(Upload(upload.bucket, upload.key, upload.etag, str(path)))
-        return uploads
+        return [self.upload_file(path, f"{key_prefix}{path.name}") for path in paths]
 
     # -- records ----------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:

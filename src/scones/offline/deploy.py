@@ -23,6 +23,7 @@ from samtranslator.model.exceptions import InvalidDocumentException
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 
+from scones.offline.client import offline_session
 from scones.offline.packaging import package_template
 from scones.template_params import PROJECT_ROOT, load_template
 
@@ -182,9 +183,7 @@ def deploy(
 
     template = load_template(template_path) if template_path else load_template()
     parameters = effective_parameters(template, overrides or {})
-    session = boto3.Session(
-        region_name=region, aws_access_key_id="offline", aws_secret_access_key="offline"
-    )
+    session = offline_session(region)
     s3 = session.client("s3", endpoint_url=endpoint_url)
     cfn_client = session.client("cloudformation", endpoint_url=endpoint_url)
 

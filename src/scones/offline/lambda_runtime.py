@@ -132,7 +132,6 @@ class LambdaRuntime:
         self.workers_per_function = workers_per_function
         self._pools: dict[str, _Pool] = {}
         self._lock = threading.Lock()
-        self.invocations = 0
 
     # -- moto integration ---------------------------------------------------
     def install(self) -> None:
@@ -157,7 +156,6 @@ class LambdaRuntime:
 
     # -- invocation ---------------------------------------------------------
     def invoke(self, function: Any, event: Any) -> tuple[str, bool, str]:
-        self.invocations += 1
         pool = self._pool_for(function)
         worker = pool.acquire()
         request_id = str(uuid.uuid4())

@@ -88,8 +88,6 @@ class SqsPoller:
         self.threads_per_mapping = threads_per_mapping
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.batches = 0
-        self.failed_messages = 0
 
     def mappings(self) -> list[Mapping]:
         found = []
@@ -168,6 +166,4 @@ class SqsPoller:
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
                 ],
             )
-        self.batches += 1
-        self.failed_messages += len(failed)
         return len(messages)

@@ -22,10 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from scones.offline import interpreter_fixes
-from scones.offline.client import REGION, StackClient, StackEndpoints
+from scones.offline.client import REGION, StackClient, StackEndpoints, offline_session
 from scones.offline.deploy import DeployedStack, deploy
 from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.sqs_poller import SqsPoller
@@ -94,7 +92,7 @@ class OfflineStack:
                 "train one with `scones train` or pass --model"
             )
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        _check_port_free(self.options.host, self.options.moto_port)
+        self._check_port_free()
         if not _ACTIVE.acquire(blocking=False):
             raise StackError(
                 "another offline stack is already running in this process (moto's state and "
@@ -178,6 +176,17 @@ class OfflineStack:
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
+    def _check_port_free(self) -> None:
+        from scones.serving.server import ServerStartError, bind_socket
+
+        if self.options.moto_port:
+            try:
+                bind_socket(self.options.host, self.options.moto_port).close()
+            except ServerStartError as exc:
+                raise StackError(
+                    f"{exc} (is `scones up` already running? `scones down` stops it)"
+                ) from exc
+
     def _configure_moto(self) -> None:
         import json
         import urllib.request
@@ -244,14 +253,9 @@ class OfflineStack:
     def incoming_prefix(self) -> str:
         return self.stack.outputs["IncomingPrefix"]
 
-    def session(self) -> boto3.Session:
-        return boto3.Session(
-            region_name=REGION, aws_access_key_id="offline", aws_secret_access_key="offline"
-        )
-
     def client(self, service: str) -> Any:
         endpoint = self.model_url if service == "sagemaker-runtime" else self.endpoint_url
-        return self.session().client(service, endpoint_url=endpoint)
+        return offline_session().client(service, endpoint_url=endpoint)
 
     def function_name(self, logical_id: str) -> str:
         return self.stack.physical_id(logical_id)
@@ -311,18 +315,3 @@ class OfflineStack:
         if self._api is None:
             self._api = StackClient(self.endpoints)
         return self._api
-
-
-def _check_port_free(host: str, port: int) -> None:
-    import socket
-
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise StackError(
-                f"port {port} on {host} is already in use (is `scones up` already running? "
-                "stop it with `scones down`, or pick another port)"
-            ) from exc
