@@ -183,20 +183,17 @@ def builtin_training_request(
     resources: Resources,
 ) -> dict[str, Any]:
     """``CreateTrainingJob`` for the built-in algorithm on the four lst-mode channels."""
-    return {
-        "TrainingJobName": job_name,
-        "AlgorithmSpecification": {
-            "TrainingImage": check_image_uri(image_uri),
-            "TrainingInputMode": "File",
-        },
-        "RoleArn": check_role_arn(role_arn),
-        "HyperParameters": hyperparameters.as_strings(),
-        "InputDataConfig": [
+    return _training_request(
+        job_name=job_name,
+        image_uri=image_uri,
+        role_arn=role_arn,
+        hyperparameters=hyperparameters.as_strings(),
+        inputs=[
             _channel(name, uri, IMAGE_CONTENT_TYPE) for name, uri in channels.as_dict().items()
         ],
-        "OutputDataConfig": {"S3OutputPath": output.prefix_uri},
-        **resources.request_parts(),
-    }
+        output=output,
+        resources=resources,
+    )
 
 
 def script_hyperparameters(
@@ -241,6 +238,28 @@ def script_training_request(
     resources: Resources,
 ) -> dict[str, Any]:
     """``CreateTrainingJob`` for script mode; see :func:`script_hyperparameters`."""
+    return _training_request(
+        job_name=job_name,
+        image_uri=image_uri,
+        role_arn=role_arn,
+        hyperparameters=dict(hyperparameters),
+        inputs=[_channel("train", train_uri, None)],
+        output=output,
+        resources=resources,
+    )
+
+
+def _training_request(
+    *,
+    job_name: str,
+    image_uri: str,
+    role_arn: str,
+    hyperparameters: dict[str, str],
+    inputs: list[dict[str, Any]],
+    output: S3Uri,
+    resources: Resources,
+) -> dict[str, Any]:
+    """The ``CreateTrainingJob`` request both training forms share (File input mode)."""
     return {
         "TrainingJobName": job_name,
         "AlgorithmSpecification": {
@@ -248,8 +267,8 @@ def script_training_request(
             "TrainingInputMode": "File",
         },
         "RoleArn": check_role_arn(role_arn),
-        "HyperParameters": dict(hyperparameters),
-        "InputDataConfig": [_channel("train", train_uri, None)],
+        "HyperParameters": hyperparameters,
+        "InputDataConfig": inputs,
         "OutputDataConfig": {"S3OutputPath": output.prefix_uri},
         **resources.request_parts(),
     }
