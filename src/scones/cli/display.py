@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from scones_core.monitoring.timestamps import parse_timestamp
 
 from scones.offline.client import TERMINAL_STATUSES
 
@@ -22,10 +23,9 @@ STATUS_STYLES = {
 
 
 def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
+    """A record's timestamp, or ``None`` when it has none (rejected before a stage ran)."""
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_timestamp(value)
     except ValueError:
         return None
 

@@ -15,16 +15,9 @@ import datetime
 from typing import Any
 
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+from scones_core.monitoring.timestamps import format_millis
 
 _ORIGINAL_ENVIRONMENT = ExecutionWorker._get_evaluation_environment
-
-
-def aws_timestamp(moment: datetime.datetime) -> str:
-    """The context object's timestamp format on AWS: UTC, milliseconds, ``Z``."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    utc = moment.astimezone(datetime.UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def _environment_with_string_start_time(self: ExecutionWorker) -> Any:
@@ -32,7 +25,9 @@ def _environment_with_string_start_time(self: ExecutionWorker) -> Any:
     execution = env.states.context_object.context_object_data["Execution"]
     start = execution.get("StartTime")
     if isinstance(start, datetime.datetime):
-        execution["StartTime"] = aws_timestamp(start)
+        # AWS's format: UTC, milliseconds, ``Z`` (moto's datetime is naive UTC or aware).
+        aware = start if start.tzinfo else start.replace(tzinfo=datetime.UTC)
+        execution["StartTime"] = format_millis(aware)
     return env
 
 

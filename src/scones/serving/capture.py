@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from scones_core.monitoring.timestamps import format_seconds
+
 from scones.serving.defaults import DEFAULT_FLUSH_INTERVAL_S
 
 LOGGER = logging.getLogger(__name__)
@@ -49,11 +51,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def format_inference_time(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``, to the second, as SageMaker writes ``inferenceTime``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def build_capture_record(
     *,
     input_body: bytes,
@@ -67,7 +64,7 @@ def build_capture_record(
     """One capture line: the raw input as base64, the JSON output verbatim."""
     metadata: dict[str, str] = {
         "eventId": event_id,
-        "inferenceTime": format_inference_time(inference_time),
+        "inferenceTime": format_seconds(inference_time),
     }
     if inference_id:
         metadata["inferenceId"] = inference_id
