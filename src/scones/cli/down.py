@@ -8,7 +8,7 @@ import signal
 import time
 
 from scones.cli.errors import CommandError
-from scones.cli.stack_state import STATE_FILE, _alive, read_state
+from scones.cli.stack_state import STATE_FILE, process_alive, read_state
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +24,7 @@ def down_command(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         # `scones up` removes its state file as the last step of a clean stop.
-        if not STATE_FILE.exists() or not _alive(pid):
+        if not STATE_FILE.exists() or not process_alive(pid):
             print(f"offline stack (pid {pid}) stopped")
             STATE_FILE.unlink(missing_ok=True)
             return 0

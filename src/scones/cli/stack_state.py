@@ -71,7 +71,7 @@ def read_state() -> dict[str, object]:
             f"{STATE_FILE} is corrupt: {exc}; remove it and run `scones up`"
         ) from exc
     pid = int(str(state.get("pid", 0)))
-    if not _alive(pid):
+    if not process_alive(pid):
         raise CommandError(
             f"the offline stack recorded in {STATE_FILE} (pid {pid}) is not running; "
             "start one with `scones up`"
@@ -94,7 +94,8 @@ def clear_state(pid: int) -> None:
         STATE_FILE.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (owned by anyone)."""
     if pid <= 0:
         return False
     try:

@@ -23,7 +23,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ class _Worker:
     process: subprocess.Popen[bytes]
     requests: Any
     responses: Any
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -163,19 +162,19 @@ class LambdaRuntime:
         deadline_ms = time.time() * 1000 + timeout * 1000
         healthy = True
         try:
-            with worker.lock:
-                message = {"event": event, "request_id": request_id, "deadline_ms": deadline_ms}
-                worker.requests.write(json.dumps(message) + "\n")
-                worker.requests.flush()
-                ready, _, _ = select.select([worker.responses], [], [], timeout)
-                if not ready:
-                    healthy = False
-                    return self._error(
-                        "Sandbox.Timedout",
-                        f"Task timed out after {timeout:.2f} seconds",
-                        request_id,
-                    )
-                line = worker.responses.readline()
+            # The pool hands each worker to one invocation at a time.
+            message = {"event": event, "request_id": request_id, "deadline_ms": deadline_ms}
+            worker.requests.write(json.dumps(message) + "\n")
+            worker.requests.flush()
+            ready, _, _ = select.select([worker.responses], [], [], timeout)
+            if not ready:
+                healthy = False
+                return self._error(
+                    "Sandbox.Timedout",
+                    f"Task timed out after {timeout:.2f} seconds",
+                    request_id,
+                )
+            line = worker.responses.readline()
             if not line:
                 healthy = False
                 try:
