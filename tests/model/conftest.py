@@ -39,8 +39,24 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_recipe() -> TrainRecipe:
-    """Seconds, not minutes: enough to exercise every step, not to learn much."""
+    """Seconds, not minutes: the default network, fine-tuned at a small input size."""
     return TrainRecipe(
+        seed=3,
+        validation_fraction=0.25,
+        members=2,
+        epochs=1,
+        batch_size=16,
+        resize=64,
+        threads=1,
+        augment=AugmentConfig(mix_probability=1.0, mixup_alpha=0.4),
+    )
+
+
+@pytest.fixture
+def tiny_resnet_recipe() -> TrainRecipe:
+    """The from-scratch network, as small as it goes."""
+    return TrainRecipe.for_network(
+        "resnet",
         seed=3,
         validation_fraction=0.25,
         members=2,
@@ -48,5 +64,4 @@ def tiny_recipe() -> TrainRecipe:
         batch_size=16,
         width=4,
         threads=1,
-        augment=AugmentConfig(mix_probability=1.0, mixup_alpha=0.4),
     )

@@ -12,10 +12,12 @@ import torch
 
 from scones.cli.main import main
 from scones.model.artifact import OnnxClassifier, sha256_file
+from scones.model.backbone import MOBILENETV3_COCO
 from scones.model.build import build_model, split_data
 from scones.model.export import save_artifact
 from scones.model.folders import load_images, stratified_split
-from scones.model.train import TrainRecipe, train_ensemble
+from scones.model.recipe import RESNET_SETTINGS
+from scones.model.train import TrainRecipe, build_network, build_optimiser, train_ensemble
 
 LABELS = ("bicycle", "motorcycle")
 
@@ -93,10 +95,14 @@ def test_build_model_writes_a_complete_consistent_artifact(
     assert 0.5 <= percentiles["p10"] <= percentiles["p50"] <= percentiles["p90"] <= 1.0
 
 
-def test_same_seed_gives_identical_weights(small_data: Path, tiny_recipe: TrainRecipe) -> None:
+@pytest.mark.parametrize("network", ["mobilenetv3-coco", "resnet"])
+def test_same_seed_gives_identical_weights(
+    small_data: Path, tiny_recipe: TrainRecipe, tiny_resnet_recipe: TrainRecipe, network: str
+) -> None:
+    recipe = tiny_recipe if network == "mobilenetv3-coco" else tiny_resnet_recipe
     data = load_images(small_data, LABELS)
-    first = train_ensemble(data, tiny_recipe).model.state_dict()
-    second = train_ensemble(data, tiny_recipe).model.state_dict()
+    first = train_ensemble(data, recipe).model.state_dict()
+    second = train_ensemble(data, recipe).model.state_dict()
     assert first.keys() == second.keys()
     for key, value in first.items():
         assert torch.equal(value, second[key]), key
@@ -105,12 +111,32 @@ def test_same_seed_gives_identical_weights(small_data: Path, tiny_recipe: TrainR
 def test_train_command_writes_the_artifact(small_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-model"
     argv = ["train", "--data", str(small_data), "--out", str(out), "--epochs", "1"]
-    argv += ["--members", "2", "--width", "4", "--threads", "1", "--threshold", "0.9"]
+    argv += ["--members", "2", "--resize", "64", "--threads", "1", "--threshold", "0.9"]
     argv += ["--validation-fraction", "0.25", "--quiet"]
     assert main(argv) == 0
     classifier = OnnxClassifier(out)
     assert classifier.labels == LABELS
     assert json.loads((out / "baseline.json").read_text())["threshold"] == 0.9
+    manifest = classifier.manifest.extra
+    assert manifest["recipe"]["network"] == "mobilenetv3-coco"
+    assert manifest["recipe"]["resize"] == 64
+    assert manifest["backbone"]["sha256"] == dict(MOBILENETV3_COCO.sha256)
+    assert "FineTunedBackbone(mobilenetv3-coco, 64x64" in manifest["architecture"]
+
+
+def test_train_command_trains_the_resnet_from_scratch(small_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resnet-model"
+    argv = ["train", "--network", "resnet", "--data", str(small_data), "--out", str(out)]
+    argv += ["--epochs", "1", "--members", "2", "--width", "4", "--threads", "1"]
+    argv += ["--threshold", "0.9", "--validation-fraction", "0.25", "--quiet"]
+    assert main(argv) == 0
+    manifest = OnnxClassifier(out).manifest.extra
+    assert manifest["recipe"]["network"] == "resnet"
+    # the resnet's own defaults apply where no option was given
+    assert manifest["recipe"]["learning_rate"] == RESNET_SETTINGS["learning_rate"]
+    assert manifest["recipe"]["width"] == 4
+    assert "backbone" not in manifest
+    assert manifest["architecture"].startswith("2 x SmallResNet(width=4")
 
 
 @pytest.mark.parametrize(
@@ -119,6 +145,7 @@ def test_train_command_writes_the_artifact(small_data: Path, tmp_path: Path) -> 
         (["--threshold", "1.5"], "between 0 and 1"),
         (["--threshold", "0.9", "--epochs", "0"], "epochs must be >= 1"),
         (["--threshold", "0.9", "--members", "1"], "members must be >= 2"),
+        (["--threshold", "0.9", "--resize", "16"], "resize must be >= 32"),
     ],
 )
 def test_train_command_rejects_bad_settings(
@@ -187,3 +214,19 @@ def test_export_is_byte_identical_for_identical_weights(
         )
         digests.append(manifest.onnx_sha256)
     assert digests[0] == digests[1]
+
+
+def test_fine_tuning_steps_the_backbone_more_gently(tiny_recipe: TrainRecipe) -> None:
+    model = build_network(tiny_recipe, 2)
+    optimiser = build_optimiser(model, tiny_recipe)
+    assert isinstance(optimiser, torch.optim.AdamW)
+    base_lr = {id(p): g["base_lr"] for g in optimiser.param_groups for p in g["params"]}
+    assert len(base_lr) == len(list(model.parameters())), "every parameter in exactly one group"
+    for name, parameter in model.named_parameters():
+        expected = tiny_recipe.learning_rate
+        if name.startswith("backbone."):
+            expected *= tiny_recipe.backbone_lr_scale
+        assert base_lr[id(parameter)] == pytest.approx(expected), name
+    decay = {id(p): g["weight_decay"] for g in optimiser.param_groups for p in g["params"]}
+    assert decay[id(model.head.bias)] == 0.0
+    assert decay[id(model.head.weight)] == tiny_recipe.weight_decay

@@ -34,6 +34,10 @@ def test_bundle_is_reproducible_and_holds_what_the_toolkit_needs() -> None:
     found = members(bundle)
     assert {"scones_train.py", "requirements.txt", "scones/__init__.py"} <= set(found)
     assert "scones/sagemaker/entry_point.py" in found and "scones/model/build.py" in found
+    backbone = "scones/model/backbones/mobilenetv3_centernet_coco/"
+    assert {backbone + name for name in ("centernet.json", "centernet.bin", "LICENSE")} <= set(
+        found
+    ), "the pretrained backbone that training starts from"
     assert not [name for name in found if "__pycache__" in name or name.endswith(".pyc")]
     assert all(info.mtime == 0 and info.uid == 0 and info.isreg() for info in found.values())
 
@@ -70,7 +74,7 @@ def test_bundle_trains_a_servable_model_like_a_training_job(tmp_path: Path) -> N
         for path in sorted((BUNDLED / "train" / class_name).glob("*.png"))[:16]:
             shutil.copy(path, data / class_name)
     hyperparameters = training.script_hyperparameters(
-        {"epochs": 1, "members": 2, "width": 4, "batch_size": 8, "threads": 1, "threshold": 0.93},
+        {"epochs": 1, "members": 2, "resize": 64, "batch_size": 8, "threads": 1, "threshold": 0.93},
         program=source_bundle.PROGRAM,
         submit_directory=S3Uri.parse("s3://scones-data/job/source/sourcedir.tar.gz"),
         region=REGION,

@@ -18,14 +18,15 @@ DEFAULT_OUT = PROJECT_ROOT / "models" / "bicycle-motorcycle"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from scones.model.recipe import TrainRecipe
+    from scones.model.recipe import NETWORKS, RESNET_SETTINGS, TrainRecipe
 
     defaults = TrainRecipe()
     parser = subparsers.add_parser(
         "train",
         help="train the bicycle/motorcycle classifier on CPU and write the model artifact",
         description=(
-            "Train a cross-fitted ensemble of small ResNets on labelled image folders "
+            "Fine-tune a cross-fitted ensemble of pretrained MobileNetV3 backbones (or, with "
+            "--network resnet, train small ResNets from scratch) on labelled image folders "
             "(<data>/<label>/*.png or <data>/train/<label>/*.png), export it to ONNX with "
             "model.json, and write evaluation.json/.png and baseline.json for the held-out "
             "validation split. The defaults reproduce the shipped model."
@@ -51,7 +52,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of everything" + default
     )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="per member" + default)
+    parser.add_argument(
+        "--network",
+        choices=NETWORKS,
+        default=defaults.network,
+        help="fine-tune the pretrained backbone, or a ResNet from scratch" + default,
+    )
+    per_network = " (default: {} for {}, {} for resnet)"
+
+    def network_default(help_text: str, recipe_field: str) -> str:
+        value = getattr(defaults, recipe_field)
+        resnet = RESNET_SETTINGS.get(recipe_field, value)
+        return help_text + per_network.format(value, defaults.network, resnet)
+
+    parser.add_argument(
+        "--epochs", type=int, default=None, help=network_default("per member", "epochs")
+    )
+    parser.add_argument(
+        "--resize",
+        type=int,
+        default=None,
+        help=f"side the pretrained backbone sees (default: {defaults.resize})",
+    )
     parser.add_argument(
         "--members",
         type=int,
@@ -59,19 +81,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="ensemble members, also the number of calibration folds" + default,
     )
     parser.add_argument(
-        "--width", type=int, default=defaults.width, help="channels of stage 1" + default
+        "--width",
+        type=int,
+        default=None,
+        help=f"resnet: channels of stage 1 (default: {defaults.width})",
     )
     parser.add_argument(
         "--blocks",
         type=int,
-        default=defaults.blocks_per_stage,
-        help="residual blocks per stage" + default,
+        default=None,
+        help=f"resnet: residual blocks per stage (default: {defaults.blocks_per_stage})",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="images per step" + default
+        "--batch-size",
+        type=int,
+        default=None,
+        help=network_default("images per step", "batch_size"),
     )
     parser.add_argument(
-        "--lr", type=float, default=defaults.learning_rate, help="peak SGD learning rate" + default
+        "--lr",
+        type=float,
+        default=None,
+        help=network_default("peak learning rate (of the head, when fine-tuning)", "learning_rate"),
     )
     parser.add_argument(
         "--validation-fraction",

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from scones.model.artifact import MANIFEST_NAME, ONNX_NAME, ModelManifest, OnnxClassifier
+from scones.model.backbone import BACKBONES
 from scones.model.evaluate import (
     BASELINE_JSON,
     REPORT_JSON,
@@ -91,6 +92,22 @@ def validation_from_manifest(
     return split
 
 
+def describe_architecture(recipe: TrainRecipe) -> str:
+    """One line for ``model.json``: what the exported graph computes."""
+    if recipe.network in BACKBONES:
+        member = (
+            f"FineTunedBackbone({recipe.network}, {recipe.resize}x{recipe.resize} "
+            "bilinear upsampling, global average pooling, linear head)"
+        )
+    else:
+        member = f"SmallResNet(width={recipe.width}, blocks_per_stage={recipe.blocks_per_stage})"
+    return (
+        f"{recipe.members} x {member}, per-member temperature, "
+        f"{'flip test-time averaging, ' if recipe.flip_tta else ''}"
+        "softmax of the mean scaled logit; normalisation inside the graph"
+    )
+
+
 def build_model(
     data_dir: Path,
     out_dir: Path,
@@ -117,14 +134,14 @@ def build_model(
     try:
         extra: dict[str, Any] = {
             "description": f"{' vs '.join(labels)} classifier for 32x32 RGB images",
-            "architecture": (
-                f"{recipe.members} x SmallResNet(width={recipe.width}, "
-                f"blocks_per_stage={recipe.blocks_per_stage}), per-member temperature, "
-                f"{'flip test-time averaging, ' if recipe.flip_tta else ''}"
-                "softmax of the mean scaled logit; normalisation inside the graph"
-            ),
+            "architecture": describe_architecture(recipe),
             "normalisation": {"mean": trained.mean, "std": trained.std},
             "recipe": recipe.to_json(),
+            **(
+                {"backbone": BACKBONES[recipe.network].describe()}
+                if recipe.network in BACKBONES
+                else {}
+            ),
             "seed": recipe.seed,
             "split": split.description,
             "cross_validation": trained.cross_validation,
@@ -133,6 +150,8 @@ def build_model(
             "threshold": threshold,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if recipe.network in BACKBONES:
+            extra["backbone"] = BACKBONES[recipe.network].describe()
         manifest = save_artifact(
             staging,
             trained.model,

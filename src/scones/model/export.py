@@ -45,6 +45,10 @@ def export_onnx(model: torch.nn.Module, path: Path, input_size: tuple[int, int])
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
+        # The backbone's SAME padding is computed from the feature-map size, which the
+        # graph fixes (every image is resized to the recipe's size first), so the
+        # tracer is right to record it as a constant.
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             model,
             (example,),

@@ -1,10 +1,12 @@
-"""The classifier network and the serving wrapper that is exported to ONNX.
+"""The classifier networks and the serving wrapper that is exported to ONNX.
 
-:class:`SmallResNet` is a CIFAR-style residual network, small enough to train on
-two CPU cores in minutes. :class:`ServingEnsemble` is what ships: it takes RGB
-in [0, 1], normalises, averages the softmax of every member over the image and
-its mirror image, and returns probabilities, so serving needs no knowledge of
-how the model was trained.
+:class:`FineTunedBackbone` (the default) puts a linear head on a pretrained
+backbone and fine-tunes both. :class:`SmallResNet` is a CIFAR-style residual
+network trained from scratch, small enough to train on two CPU cores in minutes.
+:class:`ServingEnsemble` is what ships: it takes RGB in [0, 1], normalises,
+averages the calibrated logits of every member over the image and its mirror
+image, and returns probabilities, so serving needs no knowledge of how the model
+was trained.
 """
 
 from __future__ import annotations
@@ -65,6 +67,38 @@ class SmallResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for normalised input."""
         pooled = self.features(x).mean(dim=(2, 3))
+        return self.head(self.dropout(pooled))
+
+
+class FineTunedBackbone(nn.Module):
+    """Upsample to ``resize``, run the pretrained backbone, pool, linear head.
+
+    The 32x32 input is upsampled because the backbone learned its features on
+    photographs hundreds of pixels wide; at 32x32 its last feature map would be 1x1.
+    Input is what the backbone expects (``Backbone.pixel_scale``), see
+    :func:`scones.model.train.normalisation`.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        features: int,
+        num_classes: int,
+        resize: int,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if resize < 32 or num_classes < 2:
+            raise ValueError("resize must be >= 32 and num_classes >= 2")
+        self.backbone = backbone
+        self.resize = resize
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for normalised input."""
+        x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
+        pooled = self.backbone(x).mean(dim=(2, 3))
         return self.head(self.dropout(pooled))
 
 

@@ -25,26 +25,60 @@ class AugmentConfig:
     mix_probability: float = 0.5  # share of batches that are mixed (cutmix or mixup)
 
 
+NETWORKS = ("mobilenetv3-coco", "resnet")
+"""``mobilenetv3-coco``: fine-tune the pretrained backbone (the default and the shipped
+model). ``resnet``: a small ResNet from scratch, with no pretrained weights at all."""
+
+RESNET_SETTINGS: dict[str, Any] = {
+    "epochs": 100,
+    "batch_size": 64,
+    "learning_rate": 0.05,
+    "warmup_epochs": 5,
+    "weight_decay": 5e-4,
+    "dropout": 0.1,
+}
+"""Where the from-scratch ResNet's settings differ from the fine-tuning defaults."""
+
+
 @dataclass(frozen=True)
 class TrainRecipe:
-    """Every knob of a training run; recorded in ``model.json`` so a run can be repeated."""
+    """Every knob of a training run; recorded in ``model.json`` so a run can be repeated.
+
+    The defaults fine-tune the pretrained backbone: AdamW, the head at
+    ``learning_rate`` and the backbone at ``learning_rate * backbone_lr_scale`` (its
+    weights are already good; a large step would wreck them), one warm-up epoch then
+    cosine decay. ``TrainRecipe.for_network("resnet")`` gives the from-scratch recipe
+    (SGD with Nesterov momentum, longer).
+    """
 
     seed: int = 0
     validation_fraction: float = 0.2
     members: int = 4
-    epochs: int = 100
-    batch_size: int = 64
-    learning_rate: float = 0.05
-    warmup_epochs: int = 5
+    network: str = "mobilenetv3-coco"
+    resize: int = 160  # side the 32x32 image is upsampled to for the pretrained backbone
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    backbone_lr_scale: float = 0.1
+    warmup_epochs: int = 1
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float = 1e-4
     label_smoothing: float = 0.1
-    width: int = 48
-    blocks_per_stage: int = 1
-    dropout: float = 0.1
+    width: int = 48  # resnet only
+    blocks_per_stage: int = 1  # resnet only
+    dropout: float = 0.2
     flip_tta: bool = True
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def for_network(cls, network: str, **overrides: Any) -> TrainRecipe:
+        """The default recipe of ``network``, with ``overrides`` (None values ignored)."""
+        settings: dict[str, Any] = {"network": network}
+        if network == "resnet":
+            settings.update(RESNET_SETTINGS)
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**settings)
 
     def __post_init__(self) -> None:
         checks = {
@@ -54,6 +88,9 @@ class TrainRecipe:
             "batch_size must be >= 2": self.batch_size >= 2,
             "learning_rate must be > 0": self.learning_rate > 0,
             "width must be >= 1": self.width >= 1,
+            f"network must be one of {', '.join(NETWORKS)}": self.network in NETWORKS,
+            "resize must be >= 32": self.resize >= 32,
+            "backbone_lr_scale must be in [0, 1]": 0 <= self.backbone_lr_scale <= 1,
             "threads must be >= 1": self.threads >= 1,
             "validation_fraction must be in (0, 1)": 0 < self.validation_fraction < 1,
             "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
@@ -67,12 +104,15 @@ class TrainRecipe:
 
     @classmethod
     def from_arguments(cls, args: Any) -> TrainRecipe:
-        """The recipe from parsed ``--seed --epochs ...`` options (the CLI and the
-        SageMaker entry point share these option names)."""
-        return cls(
+        """The recipe from parsed ``--network --seed --epochs ...`` options (the CLI and
+        the SageMaker entry point share these option names; None means the network's
+        default)."""
+        return cls.for_network(
+            args.network,
             seed=args.seed,
             epochs=args.epochs,
             members=args.members,
+            resize=args.resize,
             width=args.width,
             blocks_per_stage=args.blocks,
             batch_size=args.batch_size,

@@ -1,4 +1,8 @@
-"""Train the bicycle/motorcycle classifier on CPU: a cross-fitted ensemble of small ResNets.
+"""Train the bicycle/motorcycle classifier on CPU: a cross-fitted ensemble.
+
+Each member is the pretrained backbone fine-tuned with a new linear head
+(:class:`~scones.model.networks.FineTunedBackbone`), or with ``--network resnet`` a
+small ResNet trained from scratch.
 
 The recipe, fixed before looking at the validation split:
 
@@ -8,8 +12,9 @@ The recipe, fixed before looking at the validation split:
    on every fold except *k* and fits its softmax temperature on fold *k*, which it
    never saw. The out-of-fold predictions also give a cross-validated accuracy,
    the number to use when changing the recipe.
-3. Each member: SGD with Nesterov momentum, linear warm-up then cosine decay,
-   label smoothing, random crop, flip, colour jitter, cutout and CutMix/mixup.
+3. Each member: linear warm-up then cosine decay (AdamW with a smaller step for
+   the pretrained backbone than for the head; SGD with Nesterov momentum for the
+   ResNet), label smoothing, random crop, flip, colour jitter, cutout and CutMix.
 4. The members, their temperatures, normalisation and flip test-time averaging go
    into one :class:`~scones.model.networks.ServingEnsemble`, exported to ONNX.
 
@@ -32,13 +37,14 @@ import torch
 from torch.nn import functional as F
 
 from scones.model.augment import augment_batch
+from scones.model.backbone import BACKBONES
 from scones.model.calibration import (
     fit_temperature,
     negative_log_likelihood,
     tta_probabilities,
 )
 from scones.model.folders import LabelledImages, stratified_folds
-from scones.model.networks import ServingEnsemble, SmallResNet
+from scones.model.networks import FineTunedBackbone, ServingEnsemble, SmallResNet
 from scones.model.recipe import TrainRecipe
 
 Log = Callable[[str], None]
@@ -63,6 +69,47 @@ def channel_stats(pixels: np.ndarray) -> tuple[list[float], list[float]]:
     return [round(float(v), 6) for v in mean], [round(float(max(v, 1e-3)), 6) for v in std]
 
 
+def normalisation(recipe: TrainRecipe, pixels: np.ndarray) -> tuple[list[float], list[float]]:
+    """Mean and std that map RGB [0, 1] to the network's input.
+
+    A pretrained backbone fixes them (it was trained on its own input scale); the
+    from-scratch ResNet standardises with the training pixels' statistics.
+    """
+    backbone = BACKBONES.get(recipe.network)
+    if backbone is not None:
+        return [0.0, 0.0, 0.0], [round(1.0 / backbone.pixel_scale, 9)] * 3
+    return channel_stats(pixels)
+
+
+def build_network(recipe: TrainRecipe, num_classes: int) -> torch.nn.Module:
+    """A fresh member: the pretrained backbone with a new head, or an untrained ResNet."""
+    backbone = BACKBONES.get(recipe.network)
+    if backbone is not None:
+        return FineTunedBackbone(
+            backbone.load(), backbone.features, num_classes, recipe.resize, recipe.dropout
+        )
+    return SmallResNet(num_classes, recipe.width, recipe.blocks_per_stage, recipe.dropout)
+
+
+def build_optimiser(model: torch.nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """Weight decay on weights only; each group's ``base_lr`` drives the schedule."""
+    backbone_lr = recipe.learning_rate * recipe.backbone_lr_scale
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        lr = backbone_lr if name.startswith("backbone.") else recipe.learning_rate
+        decay = recipe.weight_decay if parameter.ndim > 1 else 0.0
+        groups.setdefault((lr, decay), []).append(parameter)
+    param_groups: list[dict[str, Any]] = [
+        {"params": params, "base_lr": lr, "weight_decay": decay}
+        for (lr, decay), params in groups.items()
+    ]
+    if isinstance(model, FineTunedBackbone):
+        return torch.optim.AdamW(param_groups, lr=recipe.learning_rate)
+    return torch.optim.SGD(
+        param_groups, lr=recipe.learning_rate, momentum=recipe.momentum, nesterov=True
+    )
+
+
 def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -81,22 +128,12 @@ def train_member(
     seed: int,
     log: Log | None = None,
     tag: str = "",
-) -> SmallResNet:
+) -> torch.nn.Module:
     """Train one network on RGB [0, 1] ``pixels`` with the recipe's augmentation and schedule."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = SmallResNet(num_classes, recipe.width, recipe.blocks_per_stage, recipe.dropout)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimiser = torch.optim.SGD(
-        [
-            {"params": decay, "weight_decay": recipe.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=recipe.learning_rate,
-        momentum=recipe.momentum,
-        nesterov=True,
-    )
+    model = build_network(recipe, num_classes)
+    optimiser = build_optimiser(model, recipe)
     x_all = torch.from_numpy(pixels)
     smooth = recipe.label_smoothing
     y_all = F.one_hot(torch.from_numpy(targets), num_classes).float()
@@ -119,7 +156,7 @@ def train_member(
                 x_all[idx], y_all[idx], cfg=recipe.augment, mean=mean, std=std, gen=gen
             )
             for group in optimiser.param_groups:
-                group["lr"] = _lr_at(step, total, warmup, recipe.learning_rate)
+                group["lr"] = _lr_at(step, total, warmup, group["base_lr"])
             loss = -(y * F.log_softmax(model(x), dim=1)).sum(dim=1).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -149,7 +186,7 @@ def train_ensemble(
     started = time.perf_counter()
     torch.set_num_threads(recipe.threads)
     num_classes = len(data.labels)
-    mean_list, std_list = channel_stats(data.pixels)
+    mean_list, std_list = normalisation(recipe, data.pixels)
     mean = torch.tensor(mean_list).view(1, 3, 1, 1)
     std = torch.tensor(std_list).view(1, 3, 1, 1)
     folds = stratified_folds(data.targets, recipe.members, recipe.seed + 1)

@@ -24,7 +24,7 @@ def _option(parser: argparse.ArgumentParser, name: str, **kwargs: object) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from scones.model.recipe import TrainRecipe
+    from scones.model.recipe import NETWORKS, TrainRecipe
 
     defaults = TrainRecipe()
     parser = argparse.ArgumentParser(prog="scones_train.py", description=__doc__)
@@ -32,13 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     _option(parser, "model_dir", type=Path, default=os.environ.get("SM_MODEL_DIR"))
     _option(parser, "threshold", type=float, required=True)
     _option(parser, "name", default="bicycle-motorcycle")
+    _option(parser, "network", choices=NETWORKS, default=defaults.network)
     _option(parser, "seed", type=int, default=defaults.seed)
-    _option(parser, "epochs", type=int, default=defaults.epochs)
+    # None: the network's own default (TrainRecipe.for_network)
+    _option(parser, "epochs", type=int, default=None)
     _option(parser, "members", type=int, default=defaults.members)
-    _option(parser, "width", type=int, default=defaults.width)
-    _option(parser, "blocks", type=int, default=defaults.blocks_per_stage)
-    _option(parser, "batch_size", type=int, default=defaults.batch_size)
-    _option(parser, "lr", type=float, default=defaults.learning_rate)
+    _option(parser, "resize", type=int, default=None)
+    _option(parser, "width", type=int, default=None)
+    _option(parser, "blocks", type=int, default=None)
+    _option(parser, "batch_size", type=int, default=None)
+    _option(parser, "lr", type=float, default=None)
     _option(parser, "validation_fraction", type=float, default=defaults.validation_fraction)
     _option(parser, "threads", type=int, default=os.cpu_count() or 1)
     return parser
