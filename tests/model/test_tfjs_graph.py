@@ -138,7 +138,8 @@ def small_graph(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
             "input": ["conv", "dw"],
             "attr": _conv_attr(1, "SAME"),
         },
-        {"name": "scaled", "op": "Mul", "input": ["scale", "depthwise"]},
+        # an explicit output index and a control input, as TF writes them
+        {"name": "scaled", "op": "Mul", "input": ["scale", "depthwise:0", "^conv"]},
         {"name": "sum", "op": "AddV2", "input": ["scaled", "depthwise"]},
         {
             "name": "pooled",
@@ -193,6 +194,16 @@ def test_a_missing_output_is_named(small_graph: tuple[Path, dict[str, np.ndarray
     folder, _ = small_graph
     with pytest.raises(GraphModelError, match="no node named 'logits'"):
         GraphModule(folder, "logits")
+
+
+def test_a_second_output_of_a_node_is_refused(tmp_path: Path) -> None:
+    nodes = [
+        {"name": "input", "op": "Placeholder"},
+        {"name": "split", "op": "Identity", "input": ["input:1"]},
+    ]
+    folder = write_graph(tmp_path / "g", nodes, {})
+    with pytest.raises(GraphModelError, match="'input:1' is read: only output 0"):
+        GraphModule(folder, "split")
 
 
 def test_a_truncated_shard_is_named(small_graph: tuple[Path, dict[str, np.ndarray]]) -> None:

@@ -78,6 +78,9 @@ def test_build_model_writes_a_complete_consistent_artifact(
     assert manifest["split"]["validation_images"] == 16
     assert manifest["split"]["train_images"] == 48
     assert manifest["metrics"]["accuracy"] == report["accuracy"]
+    cross_validation = manifest["cross_validation"]
+    assert cross_validation["images"] == 48
+    assert np.array(cross_validation["confusion_matrix"]).sum(axis=1).tolist() == [24, 24]
 
     # The report covers exactly the held-out images, none of the training ones.
     data = load_images(small_data, LABELS)

@@ -94,8 +94,9 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[i
 class GraphModule(nn.Module):
     """The sub-graph of a TF.js graph model from its input to ``output``.
 
-    Conv weights and biases become parameters (fine-tunable); other constants are
-    buffers. ``forward`` takes NCHW float input and returns the output node as NCHW.
+    Conv weights and biases become parameters (fine-tunable); other constants stay
+    plain tensors, outside the state dict. ``forward`` takes NCHW float input and
+    returns the output node as NCHW.
     """
 
     def __init__(self, model_dir: Path, output: str, model_file: str = "model.json") -> None:
@@ -107,7 +108,7 @@ class GraphModule(nn.Module):
         except (OSError, ValueError, KeyError) as exc:
             raise GraphModelError(f"cannot read graph model {path}: {exc}") from exc
         all_nodes = {
-            n["name"]: Node(n["name"], n["op"], tuple(n.get("input", [])), n.get("attr", {}))
+            n["name"]: Node(n["name"], n["op"], _data_inputs(n), n.get("attr", {}))
             for n in raw_nodes
         }
         if output not in all_nodes:
@@ -163,6 +164,16 @@ class GraphModule(nn.Module):
         return values[self.output]
 
 
+def _data_inputs(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """Input names without control inputs (``^name``) and without a ``:0`` output index.
+
+    A read of another output (``name:1``) is kept as written and refused only if the
+    cut-out sub-graph needs it.
+    """
+    inputs = raw.get("input", [])
+    return tuple(i.removesuffix(":0") for i in inputs if not i.startswith("^"))
+
+
 def _key(name: str) -> str:
     return name.replace("/", "__").replace(".", "_")
 
@@ -181,9 +192,11 @@ def _dependencies(nodes: Mapping[str, Node], output: str) -> list[str]:
             continue
         seen.add(name)
         if name not in nodes:
+            if ":" in name:
+                raise GraphModelError(f"{name!r} is read: only output 0 of a node is supported")
             raise GraphModelError(f"node {name!r} is read but not defined")
         stack.append((name, True))
-        stack.extend((i.split(":")[0], False) for i in nodes[name].inputs if not i.startswith("^"))
+        stack.extend((i, False) for i in nodes[name].inputs)
     return order
 
 

@@ -43,6 +43,7 @@ from scones.model.calibration import (
     negative_log_likelihood,
     tta_probabilities,
 )
+from scones.model.evaluate import confusion_matrix
 from scones.model.folders import LabelledImages, stratified_folds
 from scones.model.networks import FineTunedBackbone, ServingEnsemble, SmallResNet
 from scones.model.recipe import TrainRecipe
@@ -221,6 +222,7 @@ def train_ensemble(
         "what": "out-of-fold predictions of single calibrated members on the training part",
         "images": len(data),
         "accuracy": round(float((oof.argmax(1) == data.targets).mean()), 4),
+        "confusion_matrix": confusion_matrix(oof.argmax(1), data.targets, num_classes).tolist(),
         "nll": round(negative_log_likelihood(oof, data.targets), 4),
         "temperatures": [round(t, 4) for t in temperatures],
     }
