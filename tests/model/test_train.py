@@ -28,8 +28,8 @@ def test_trained_ensemble_exports_to_matching_onnx(
     data = load_images(small_data, LABELS)
     split = split_data(data, small_data, tiny_recipe.validation_fraction, tiny_recipe.seed)
     trained = train_ensemble(split.train, tiny_recipe)
-    assert len(trained.temperatures) == 2
-    assert all(t > 0 for t in trained.temperatures)
+    assert len(trained.calibrations) == 2
+    assert all(c.temperature > 0 and c.bias[0] == 0 for c in trained.calibrations)
 
     save_artifact(
         tmp_path,

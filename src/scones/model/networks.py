@@ -105,8 +105,9 @@ class FineTunedBackbone(nn.Module):
 class ServingEnsemble(nn.Module):
     """RGB [0, 1] in, calibrated probabilities out; what ``model.onnx`` holds.
 
-    Each member's logits are divided by its own temperature (fitted on images that
-    member never trained on); the scaled logits of all members and views are
+    Each member's logits are divided by its own temperature and shifted by its own
+    per-class bias (both fitted on images that member never trained on); the scaled
+    logits of all members and views are
     averaged and then put through one softmax. Averaging logits keeps the
     confidence of members that agree, where averaging probabilities would pull
     every disagreement towards 0.5. With ``flip_tta`` the image and its horizontal
@@ -115,6 +116,7 @@ class ServingEnsemble(nn.Module):
     """
 
     inverse_temperatures: torch.Tensor
+    biases: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
 
@@ -125,13 +127,19 @@ class ServingEnsemble(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         *,
+        biases: Sequence[Sequence[float]] | None = None,
         flip_tta: bool = True,
     ) -> None:
         super().__init__()
         if not members or len(members) != len(temperatures):
             raise ValueError("need one temperature per member and at least one member")
+        if biases is not None and len(biases) != len(members):
+            raise ValueError("need one bias vector per member")
         self.members = nn.ModuleList(members)
         self.register_buffer("inverse_temperatures", 1.0 / torch.tensor(list(temperatures)))
+        # [members, classes], or [members, 1] of zeros: broadcasts to any class count
+        bias_rows = [list(b) for b in biases] if biases is not None else [[0.0]] * len(members)
+        self.register_buffer("biases", torch.tensor(bias_rows, dtype=torch.float32))
         self.register_buffer("mean", torch.tensor(list(mean)).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(list(std)).view(1, 3, 1, 1))
         self.flip_tta = flip_tta
@@ -142,7 +150,7 @@ class ServingEnsemble(nn.Module):
             x = torch.cat([x, torch.flip(x, dims=[3])], dim=0)
         total: torch.Tensor | None = None
         for index, member in enumerate(self.members):
-            scaled = member(x) * self.inverse_temperatures[index]
+            scaled = member(x) * self.inverse_temperatures[index] + self.biases[index]
             total = scaled if total is None else total + scaled
         assert total is not None
         if self.flip_tta:

@@ -56,7 +56,7 @@ class TrainRecipe:
     members: int = 4
     network: str = "mobilenetv3-coco"
     resize: int = 160  # side the 32x32 image is upsampled to for the pretrained backbone
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-3
     backbone_lr_scale: float = 0.1
@@ -68,6 +68,7 @@ class TrainRecipe:
     blocks_per_stage: int = 1  # resnet only
     dropout: float = 0.2
     flip_tta: bool = True
+    calibrate_bias: bool = True  # fit a per-class bias with each member's temperature
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -9,14 +9,15 @@ The recipe, fixed before looking at the validation split:
 1. Hold out a seeded, stratified validation split (never trained on, never used
    to choose anything during training; it is only reported).
 2. Split the remaining images into ``members`` stratified folds. Member *k* trains
-   on every fold except *k* and fits its softmax temperature on fold *k*, which it
+   on every fold except *k* and fits its calibration on fold *k*, which it
    never saw. The out-of-fold predictions also give a cross-validated accuracy,
    the number to use when changing the recipe.
 3. Each member: linear warm-up then cosine decay (AdamW with a smaller step for
    the pretrained backbone than for the head; SGD with Nesterov momentum for the
    ResNet), label smoothing, random crop, flip, colour jitter, cutout and CutMix.
-4. The members, their temperatures, normalisation and flip test-time averaging go
-   into one :class:`~scones.model.networks.ServingEnsemble`, exported to ONNX.
+4. The members, their calibrations (temperature and per-class bias), normalisation
+   and flip test-time averaging go into one
+   :class:`~scones.model.networks.ServingEnsemble`, exported to ONNX.
 
 Everything random draws from generators seeded from ``TrainRecipe.seed``, so a
 run is repeatable bit for bit with the same torch build and thread count. A
@@ -38,11 +39,7 @@ from torch.nn import functional as F
 
 from scones.model.augment import augment_batch
 from scones.model.backbone import BACKBONES
-from scones.model.calibration import (
-    fit_temperature,
-    negative_log_likelihood,
-    tta_probabilities,
-)
+from scones.model.calibration import Calibration, fit_calibration, negative_log_likelihood
 from scones.model.evaluate import confusion_matrix
 from scones.model.folders import LabelledImages, stratified_folds
 from scones.model.networks import FineTunedBackbone, ServingEnsemble, SmallResNet
@@ -56,7 +53,7 @@ class TrainedEnsemble:
     """The exportable model plus what was learned about it on held-out training folds."""
 
     model: ServingEnsemble
-    temperatures: list[float]
+    calibrations: list[Calibration]
     cross_validation: dict[str, Any]
     mean: list[float]
     std: list[float]
@@ -192,7 +189,7 @@ def train_ensemble(
     std = torch.tensor(std_list).view(1, 3, 1, 1)
     folds = stratified_folds(data.targets, recipe.members, recipe.seed + 1)
     members: list[torch.nn.Module] = []
-    temperatures: list[float] = []
+    calibrations: list[Calibration] = []
     oof = np.zeros((len(data), num_classes))
     for k in range(recipe.members):
         fit_idx, cal_idx = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
@@ -208,29 +205,37 @@ def train_ensemble(
             tag=f"member {k + 1}/{recipe.members} ",
         )
         logits = view_logits(model, data.pixels[cal_idx], mean, std, recipe.flip_tta)
-        temperature = fit_temperature(logits, data.targets[cal_idx])
-        oof[cal_idx] = tta_probabilities(logits, temperature)
+        calibration = fit_calibration(logits, data.targets[cal_idx], bias=recipe.calibrate_bias)
+        oof[cal_idx] = calibration.probabilities(logits)
         held_acc = float((oof[cal_idx].argmax(1) == data.targets[cal_idx]).mean())
         if log:
             log(
                 f"member {k + 1}/{recipe.members}: held-out fold accuracy {held_acc:.4f}, "
-                f"temperature {temperature:.3f}"
+                f"temperature {calibration.temperature:.3f}, bias {list(calibration.bias)}"
             )
         members.append(model)
-        temperatures.append(temperature)
+        calibrations.append(calibration)
     cv = {
         "what": "out-of-fold predictions of single calibrated members on the training part",
         "images": len(data),
         "accuracy": round(float((oof.argmax(1) == data.targets).mean()), 4),
         "confusion_matrix": confusion_matrix(oof.argmax(1), data.targets, num_classes).tolist(),
         "nll": round(negative_log_likelihood(oof, data.targets), 4),
-        "temperatures": [round(t, 4) for t in temperatures],
+        "temperatures": [round(c.temperature, 4) for c in calibrations],
+        "biases": [list(c.bias) for c in calibrations],
     }
-    ensemble = ServingEnsemble(members, temperatures, mean_list, std_list, flip_tta=recipe.flip_tta)
+    ensemble = ServingEnsemble(
+        members,
+        [c.temperature for c in calibrations],
+        mean_list,
+        std_list,
+        biases=[c.bias for c in calibrations],
+        flip_tta=recipe.flip_tta,
+    )
     ensemble.eval()
     return TrainedEnsemble(
         model=ensemble,
-        temperatures=temperatures,
+        calibrations=calibrations,
         cross_validation=cv,
         mean=mean_list,
         std=std_list,
