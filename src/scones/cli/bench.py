@@ -63,7 +63,7 @@ def _register_server(benchmarks: Any) -> None:
             "classify the same images with onnxruntime in-process as the baseline."
         ),
     )
-    parser.add_argument("--requests", type=int, default=2000, help="requests per measured row")
+    parser.add_argument("--requests", type=int, default=400, help="requests per measured row")
     parser.add_argument("--concurrency", type=int, default=4, help="client threads")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
     parser.add_argument(
