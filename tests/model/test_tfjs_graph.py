@@ -3,7 +3,7 @@
 The layouts are where such a reader goes wrong silently (NHWC vs NCHW, HWIO kernels,
 depthwise multipliers, TensorFlow's asymmetric SAME padding), so each is checked
 against a direct loop implementation on a small graph built here, and the shipped
-backbone is checked for integrity and shape.
+backbone is checked for integrity and against TensorFlow.js's own output.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ import pytest
 import torch
 
 from scones.model.backbone import MOBILENETV3_COCO, Backbone
-from scones.model.folders import DataError
+from scones.model.folders import DataError, load_images
+from scones.model.networks import FineTunedBackbone
 from scones.model.tfjs_graph import GraphModelError, GraphModule, _same_padding
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = PROJECT_ROOT / "samples" / "bicycle"
+REFERENCE = Path(__file__).parent / "data" / "backbone_reference.json"
 
 
 def _s(text: str) -> str:
@@ -77,23 +79,24 @@ def write_graph(
 # --- an independent reference: TensorFlow's semantics as plain loops --------------------
 
 
-def ref_pad(x: np.ndarray, k: int, stride: int) -> np.ndarray:
+def _same(n: int, k: int, stride: int) -> tuple[int, int]:
     """TF SAME: output ceil(n/stride); the odd padding pixel goes at the end."""
-    n = x.shape[1]
-    out = -(-n // stride)
-    total = max((out - 1) * stride + k - n, 0)
-    before = total // 2
-    return np.pad(x, ((0, 0), (before, total - before), (before, total - before), (0, 0)))
+    total = max((-(-n // stride) - 1) * stride + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def ref_pad(x: np.ndarray, k: int, stride: int) -> np.ndarray:
+    return np.pad(x, ((0, 0), _same(x.shape[1], k, stride), _same(x.shape[2], k, stride), (0, 0)))
 
 
 def ref_conv(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
     """NHWC input, HWIO kernel, SAME padding."""
     k = kernel.shape[0]
     p = ref_pad(x, k, stride)
-    out_n = -(-x.shape[1] // stride)
-    y = np.zeros((x.shape[0], out_n, out_n, kernel.shape[3]))
-    for i in range(out_n):
-        for j in range(out_n):
+    out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
+    y = np.zeros((x.shape[0], out_h, out_w, kernel.shape[3]))
+    for i in range(out_h):
+        for j in range(out_w):
             patch = p[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
             y[:, i, j, :] = np.einsum("nhwc,hwco->no", patch, kernel)
     return y
@@ -101,15 +104,15 @@ def ref_conv(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
 
 def ref_depthwise(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """NHWC input, [kh, kw, in, multiplier] kernel, stride 1, SAME padding."""
-    k, mult = kernel.shape[0], kernel.shape[3]
+    k = kernel.shape[0]
     p = ref_pad(x, k, 1)
-    n = x.shape[1]
-    y = np.zeros((x.shape[0], n, n, x.shape[3] * mult))
-    for i in range(n):
-        for j in range(n):
+    n, h, w, c = x.shape
+    y = np.zeros((n, h, w, c * kernel.shape[3]))
+    for i in range(h):
+        for j in range(w):
             patch = p[:, i : i + k, j : j + k, :]
             # output channel c*mult + m reads input channel c with filter m
-            y[:, i, j, :] = np.einsum("nhwc,hwcm->ncm", patch, kernel).reshape(x.shape[0], -1)
+            y[:, i, j, :] = np.einsum("nhwc,hwcm->ncm", patch, kernel).reshape(n, -1)
     return y
 
 
@@ -122,6 +125,8 @@ def small_graph(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
         "b1": rng.normal(size=(4,)).astype(np.float16).astype(np.float32),
         "dw": rng.normal(size=(3, 3, 4, 2)).astype(np.float16).astype(np.float32),
         "scale": np.array(0.5, dtype=np.float32),
+        "channel": rng.normal(size=(8,)).astype(np.float16).astype(np.float32),
+        "gate": rng.normal(size=(1, 1, 1, 8)).astype(np.float16).astype(np.float32),
         "axes": np.array([1, 2], dtype=np.int32),
     }
     nodes = [
@@ -141,12 +146,16 @@ def small_graph(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
         # an explicit output index and a control input, as TF writes them
         {"name": "scaled", "op": "Mul", "input": ["scale", "depthwise:0", "^conv"]},
         {"name": "sum", "op": "AddV2", "input": ["scaled", "depthwise"]},
+        {"name": "shifted", "op": "Sub", "input": ["sum", "channel"]},  # per-channel vector
+        {"name": "gated", "op": "Mul", "input": ["shifted", "gate"]},  # NHWC constant
+        {"name": "squashed", "op": "Sigmoid", "input": ["gated"]},
         {
             "name": "pooled",
             "op": "Mean",
-            "input": ["sum", "axes"],
+            "input": ["squashed", "axes"],
             "attr": {"keep_dims": {"b": True}},
         },
+        {"name": "flat", "op": "Mean", "input": ["squashed", "axes"]},
         {"name": "unused", "op": "NotARealOp", "input": ["input"]},
     ]
     return write_graph(tmp_path / "graph", nodes, weights), weights
@@ -156,20 +165,30 @@ def reference(x_nhwc: np.ndarray, w: dict[str, np.ndarray]) -> dict[str, np.ndar
     conv = np.clip(ref_conv(x_nhwc, w["w1"], 2) + w["b1"], 0, 6)
     depthwise = ref_depthwise(conv, w["dw"])
     total = 0.5 * depthwise + depthwise
-    return {"conv": conv, "depthwise": depthwise, "pooled": total.mean(axis=(1, 2), keepdims=True)}
+    squashed = 1 / (1 + np.exp(-((total - w["channel"]) * w["gate"])))
+    return {
+        "conv": conv,
+        "depthwise": depthwise,
+        "squashed": squashed,
+        "pooled": squashed.mean(axis=(1, 2), keepdims=True),
+        "flat": squashed.mean(axis=(1, 2)),
+    }
 
 
-@pytest.mark.parametrize("side", [7, 8])  # odd and even: the SAME padding differs
-@pytest.mark.parametrize("output", ["conv", "depthwise", "pooled"])
+# odd and even sides get different SAME padding; unequal sides catch swapped H and W
+@pytest.mark.parametrize("size", [(7, 7), (8, 8), (7, 10)])
+@pytest.mark.parametrize("output", ["conv", "depthwise", "squashed", "pooled", "flat"])
 def test_graph_matches_the_tensorflow_reference(
-    small_graph: tuple[Path, dict[str, np.ndarray]], side: int, output: str
+    small_graph: tuple[Path, dict[str, np.ndarray]], size: tuple[int, int], output: str
 ) -> None:
     folder, weights = small_graph
-    x = np.random.default_rng(side).uniform(0, 1, size=(2, side, side, 3))
+    x = np.random.default_rng(size[1]).uniform(0, 1, size=(2, *size, 3))
     module = GraphModule(folder, output)
     with torch.no_grad():
         got = module(torch.from_numpy(x.transpose(0, 3, 1, 2)).float()).numpy()
-    expected = reference(x, weights)[output].transpose(0, 3, 1, 2)
+    expected = reference(x, weights)[output]
+    if expected.ndim == 4:
+        expected = expected.transpose(0, 3, 1, 2)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
@@ -204,6 +223,50 @@ def test_a_second_output_of_a_node_is_refused(tmp_path: Path) -> None:
     folder = write_graph(tmp_path / "g", nodes, {})
     with pytest.raises(GraphModelError, match="'input:1' is read: only output 0"):
         GraphModule(folder, "split")
+
+
+def test_a_manifest_that_does_not_cover_its_shards_is_refused(
+    small_graph: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    folder, _ = small_graph
+    shard = folder / "weights.bin"
+    shard.write_bytes(shard.read_bytes() + b"\0\0")
+    expected = r"weight group 0: the specs describe \d+ bytes, its shards hold \d+"
+    with pytest.raises(GraphModelError, match=expected):
+        GraphModule(folder, "conv")
+
+
+def test_a_missing_shard_is_named(small_graph: tuple[Path, dict[str, np.ndarray]]) -> None:
+    folder, _ = small_graph
+    (folder / "weights.bin").unlink()
+    with pytest.raises(GraphModelError, match="weight group 0: cannot read a shard"):
+        GraphModule(folder, "conv")
+
+
+def test_an_unsupported_fused_op_is_refused_at_load(tmp_path: Path) -> None:
+    nodes = [
+        {"name": "input", "op": "Placeholder"},
+        {
+            "name": "conv",
+            "op": "_FusedConv2D",
+            "input": ["input", "w", "b"],
+            "attr": _conv_attr(1, "SAME", ["BiasAdd", "LeakyRelu"]),
+        },
+    ]
+    weights = {"w": np.ones((1, 1, 3, 2), np.float32), "b": np.zeros(2, np.float32)}
+    folder = write_graph(tmp_path / "g", nodes, weights, float16=False)
+    with pytest.raises(GraphModelError, match="fused op LeakyRelu of node 'conv'"):
+        GraphModule(folder, "conv")
+
+
+def test_an_element_wise_constant_of_rank_two_is_refused(tmp_path: Path) -> None:
+    nodes = [
+        {"name": "input", "op": "Placeholder"},
+        {"name": "scaled", "op": "Mul", "input": ["input", "matrix"]},
+    ]
+    folder = write_graph(tmp_path / "g", nodes, {"matrix": np.ones((3, 3), np.float32)})
+    with pytest.raises(GraphModelError, match="constant 'matrix' of shape \\[3, 3\\]"):
+        GraphModule(folder, "scaled")
 
 
 def test_a_truncated_shard_is_named(small_graph: tuple[Path, dict[str, np.ndarray]]) -> None:
@@ -252,3 +315,29 @@ def test_a_changed_backbone_file_is_refused(tmp_path: Path) -> None:
     tampered = Backbone(**{**MOBILENETV3_COCO.__dict__, "folder": str(copy)})
     with pytest.raises(DataError, match=r"centernet\.bin has sha256 \w+, expected"):
         tampered.verify()
+
+
+def test_backbone_matches_tensorflow_js() -> None:
+    """The reader against TensorFlow.js itself on the real backbone (scripts/backbone_reference.py).
+
+    The input goes through the classifier's own upsampling (FineTunedBackbone.features)
+    from the sample PNG, as in training and serving.
+    """
+    reference = json.loads(REFERENCE.read_text())
+    assert reference["backbone"]["sha256"] == dict(MOBILENETV3_COCO.sha256)
+    network = FineTunedBackbone(
+        MOBILENETV3_COCO.load(), MOBILENETV3_COCO.features, 2, reference["resize"]
+    ).eval()
+    for entry in reference["images"]:
+        png = PROJECT_ROOT / entry["image"]
+        data = load_images(png.parent.parent, (png.parent.name,))
+        index = [p.name for p in data.paths].index(png.name)
+        pixels = torch.from_numpy(data.pixels[index : index + 1]) * MOBILENETV3_COCO.pixel_scale
+        with torch.no_grad():
+            features = network.features(pixels)
+        n, h, w, c = entry["shape_nhwc"]
+        assert features.shape == (n, c, h, w)
+        pooled = features.mean(dim=(2, 3))[0].numpy()
+        expected = np.array(entry["pooled"])
+        assert np.abs(expected).max() > 0.5, "a meaningful, non-degenerate reference"
+        np.testing.assert_allclose(pooled, expected, rtol=1e-4, atol=1e-5)

@@ -17,7 +17,13 @@ from scones.model.build import build_model, split_data
 from scones.model.export import save_artifact
 from scones.model.folders import load_images, stratified_split
 from scones.model.recipe import RESNET_SETTINGS
-from scones.model.train import TrainRecipe, build_network, build_optimiser, train_ensemble
+from scones.model.train import (
+    TrainRecipe,
+    build_network,
+    build_optimiser,
+    set_learning_rates,
+    train_ensemble,
+)
 
 LABELS = ("bicycle", "motorcycle")
 
@@ -149,6 +155,8 @@ def test_train_command_trains_the_resnet_from_scratch(small_data: Path, tmp_path
         (["--threshold", "0.9", "--epochs", "0"], "epochs must be >= 1"),
         (["--threshold", "0.9", "--members", "1"], "members must be >= 2"),
         (["--threshold", "0.9", "--resize", "16"], "resize must be >= 32"),
+        (["--threshold", "0.9", "--width", "4"], "width: not used by network mobilenetv3-coco"),
+        (["--threshold", "0.9", "--network", "resnet", "--resize", "64"], "resize: not used"),
     ],
 )
 def test_train_command_rejects_bad_settings(
@@ -233,3 +241,19 @@ def test_fine_tuning_steps_the_backbone_more_gently(tiny_recipe: TrainRecipe) ->
     decay = {id(p): g["weight_decay"] for g in optimiser.param_groups for p in g["params"]}
     assert decay[id(model.head.bias)] == 0.0
     assert decay[id(model.head.weight)] == tiny_recipe.weight_decay
+
+    # the schedule scales every group from its own base: the backbone stays 10x gentler
+    head_weight = model.head.weight
+    backbone_weight = next(p for n, p in model.named_parameters() if n.startswith("backbone."))
+
+    def lr_of(parameter: torch.nn.Parameter) -> float:
+        return next(
+            g["lr"] for g in optimiser.param_groups if any(p is parameter for p in g["params"])
+        )
+
+    for step, fraction in ((0, 0.25), (3, 1.0), (4 + 6, 0.0)):  # warm-up, peak, end
+        set_learning_rates(optimiser, step, total=10, warmup=4)
+        assert lr_of(head_weight) == pytest.approx(tiny_recipe.learning_rate * fraction)
+        assert lr_of(backbone_weight) == pytest.approx(
+            tiny_recipe.learning_rate * tiny_recipe.backbone_lr_scale * fraction
+        )

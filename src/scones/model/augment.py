@@ -70,7 +70,11 @@ def _box_masks(n: int, h: int, w: int, sides: torch.Tensor, gen: torch.Generator
 
 
 def random_erase(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Cutout: zero (the dataset mean after normalisation) a random square in some images."""
+    """Cutout: set a random square to zero in some normalised images.
+
+    Zero is the dataset mean for the ResNet's standardised input and black for the
+    pretrained backbone's input (see ``scones.model.train.normalisation``).
+    """
     if cfg.erase_probability <= 0:
         return x
     n, _, h, w = x.shape

@@ -10,12 +10,12 @@ them against the digests recorded here before every use.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scones.model.artifact import sha256_file
 from scones.model.folders import DataError
 
 BACKBONES_DIR = Path(__file__).resolve().parent / "backbones"
@@ -43,7 +43,7 @@ class Backbone:
         for name, expected in self.sha256.items():
             path = self.directory / name
             try:
-                actual = hashlib.sha256(path.read_bytes()).hexdigest()
+                actual = sha256_file(path)
             except OSError as exc:
                 raise DataError(f"backbone {self.name}: cannot read {path}: {exc}") from exc
             if actual != expected:

@@ -101,8 +101,9 @@ def describe_architecture(recipe: TrainRecipe) -> str:
         )
     else:
         member = f"SmallResNet(width={recipe.width}, blocks_per_stage={recipe.blocks_per_stage})"
+    calibration = "temperature and per-class bias" if recipe.calibrate_bias else "temperature"
     return (
-        f"{recipe.members} x {member}, per-member temperature, "
+        f"{recipe.members} x {member}, per-member {calibration}, "
         f"{'flip test-time averaging, ' if recipe.flip_tta else ''}"
         "softmax of the mean scaled logit; normalisation inside the graph"
     )
@@ -137,11 +138,6 @@ def build_model(
             "architecture": describe_architecture(recipe),
             "normalisation": {"mean": trained.mean, "std": trained.std},
             "recipe": recipe.to_json(),
-            **(
-                {"backbone": BACKBONES[recipe.network].describe()}
-                if recipe.network in BACKBONES
-                else {}
-            ),
             "seed": recipe.seed,
             "split": split.description,
             "cross_validation": trained.cross_validation,

@@ -95,10 +95,14 @@ class FineTunedBackbone(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(features, num_classes)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature map for normalised 32x32 input."""
+        x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
+        return self.backbone(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for normalised input."""
-        x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
-        pooled = self.backbone(x).mean(dim=(2, 3))
+        pooled = self.features(x).mean(dim=(2, 3))
         return self.head(self.dropout(pooled))
 
 

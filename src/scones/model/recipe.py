@@ -39,6 +39,9 @@ RESNET_SETTINGS: dict[str, Any] = {
 }
 """Where the from-scratch ResNet's settings differ from the fine-tuning defaults."""
 
+_RESNET_ONLY = frozenset({"width", "blocks_per_stage"})
+_BACKBONE_ONLY = frozenset({"resize"})
+
 
 @dataclass(frozen=True)
 class TrainRecipe:
@@ -75,10 +78,15 @@ class TrainRecipe:
     @classmethod
     def for_network(cls, network: str, **overrides: Any) -> TrainRecipe:
         """The default recipe of ``network``, with ``overrides`` (None values ignored)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        other = _RESNET_ONLY if network != "resnet" else _BACKBONE_ONLY
+        wrong = sorted(other.intersection(given))
+        if wrong:
+            raise ValueError(f"{' and '.join(wrong)}: not used by network {network}")
         settings: dict[str, Any] = {"network": network}
         if network == "resnet":
             settings.update(RESNET_SETTINGS)
-        settings.update({k: v for k, v in overrides.items() if v is not None})
+        settings.update(given)
         return cls(**settings)
 
     def __post_init__(self) -> None:

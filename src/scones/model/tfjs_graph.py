@@ -60,28 +60,48 @@ class Node:
 
 
 def read_weights(model_json: Mapping[str, Any], folder: Path) -> dict[str, np.ndarray]:
-    """Every weight of the manifest, dequantised to its original dtype."""
+    """Every weight of the manifest, dequantised to its original dtype.
+
+    Each group's shards must hold exactly the bytes its specs describe: a shape
+    that is off by one would otherwise shift every later weight without an error.
+    """
     weights: dict[str, np.ndarray] = {}
-    for group in model_json.get("weightsManifest", []):
-        data = b"".join((folder / path).read_bytes() for path in group["paths"])
-        offset = 0
-        for spec in group["weights"]:
-            count = math.prod(spec["shape"])
-            stored = spec.get("quantization", {}).get("dtype", spec["dtype"])
-            if stored in {"uint8", "uint16"}:
-                raise GraphModelError(f"weight {spec['name']}: affine {stored} quantisation")
-            dtype = _NUMPY_DTYPES.get(stored)
-            if dtype is None:
-                raise GraphModelError(f"weight {spec['name']}: unsupported dtype {stored}")
-            size = count * np.dtype(dtype).itemsize
-            if offset + size > len(data):
-                raise GraphModelError(f"weight {spec['name']} runs past the end of its shards")
-            array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-            weights[spec["name"]] = array.astype(_NUMPY_DTYPES[spec["dtype"]]).reshape(
-                spec["shape"]
+    for number, group in enumerate(model_json.get("weightsManifest", [])):
+        try:
+            data = b"".join((folder / path).read_bytes() for path in group["paths"])
+            offset = 0
+            for spec in group["weights"]:
+                array, size = _read_weight(spec, data, offset)
+                weights[spec["name"]] = array
+                offset += size
+        except GraphModelError:
+            raise
+        except OSError as exc:
+            raise GraphModelError(f"weight group {number}: cannot read a shard: {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GraphModelError(f"weight group {number}: malformed spec: {exc!r}") from exc
+        if offset != len(data):
+            raise GraphModelError(
+                f"weight group {number}: the specs describe {offset} bytes, "
+                f"its shards hold {len(data)}"
             )
-            offset += size
     return weights
+
+
+def _read_weight(spec: Mapping[str, Any], data: bytes, offset: int) -> tuple[np.ndarray, int]:
+    count = math.prod(spec["shape"])
+    stored = spec.get("quantization", {}).get("dtype", spec["dtype"])
+    if stored in {"uint8", "uint16"}:
+        raise GraphModelError(f"weight {spec['name']}: affine {stored} quantisation")
+    dtype = _NUMPY_DTYPES.get(stored)
+    target = _NUMPY_DTYPES.get(spec["dtype"])
+    if dtype is None or target is None:
+        raise GraphModelError(f"weight {spec['name']}: unsupported dtype {stored}")
+    size = count * np.dtype(dtype).itemsize
+    if offset + size > len(data):
+        raise GraphModelError(f"weight {spec['name']} runs past the end of its shards")
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return array.astype(target).reshape(spec["shape"]), size
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -104,13 +124,12 @@ class GraphModule(nn.Module):
         path = Path(model_dir) / model_file
         try:
             model_json = json.loads(path.read_text())
-            raw_nodes = model_json["modelTopology"]["node"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise GraphModelError(f"cannot read graph model {path}: {exc}") from exc
-        all_nodes = {
-            n["name"]: Node(n["name"], n["op"], _data_inputs(n), n.get("attr", {}))
-            for n in raw_nodes
-        }
+            all_nodes = {
+                n["name"]: Node(n["name"], n["op"], _data_inputs(n), n.get("attr", {}))
+                for n in model_json["modelTopology"]["node"]
+            }
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise GraphModelError(f"cannot read graph model {path}: {exc!r}") from exc
         if output not in all_nodes:
             raise GraphModelError(f"{path} has no node named {output!r}")
         weights = read_weights(model_json, path.parent)
@@ -121,8 +140,9 @@ class GraphModule(nn.Module):
         if len(placeholders) != 1:
             raise GraphModelError(f"{output!r} depends on {len(placeholders)} inputs, not one")
         self.input_name = placeholders[0]
+        for node in self.nodes.values():
+            _check_supported(node, self.nodes)
         self.params = nn.ParameterDict()
-        self.consts: dict[str, torch.Tensor] = {}
         trainable = {
             n.inputs[i]
             for n in self.nodes.values()
@@ -130,38 +150,80 @@ class GraphModule(nn.Module):
             for i in (1, 2)
             if i < len(n.inputs)
         }
+        operands = {i for n in self.nodes.values() if n.op in _BINARY_OPS for i in n.inputs}
         for name in self.order:
-            node = self.nodes[name]
-            if node.op == "Const":
-                if name not in weights:
-                    raise GraphModelError(f"constant {name!r} has no weight in the manifest")
-                tensor = torch.from_numpy(weights[name].copy())
-                if name in trainable:
-                    self.params[_key(name)] = nn.Parameter(tensor.float())
-                else:
-                    self.consts[name] = tensor
-            elif node.op not in _OPS:
-                raise GraphModelError(f"op {node.op} (node {name!r}) is not supported")
+            if self.nodes[name].op != "Const":
+                continue
+            if name not in weights:
+                raise GraphModelError(f"constant {name!r} has no weight in the manifest")
+            tensor = torch.from_numpy(weights[name].copy())
+            if name in trainable:
+                self.params[_key(name)] = nn.Parameter(tensor.float())
+                continue
+            if name in operands:
+                tensor = _nchw_operand(name, tensor)
+            # not trained, not saved: the graph file is their source
+            self.register_buffer(_buffer_key(name), tensor, persistent=False)
         # Reduction axes are constants of the graph; read them once, as NCHW axes.
         self.axes = {
             name: [_NHWC_TO_NCHW[int(a) % 4] for a in weights[node.inputs[1]].reshape(-1)]
             for name, node in self.nodes.items()
             if node.op == "Mean"
         }
+        # Free each intermediate after the last node that reads it: a 160x160 forward
+        # pass holds about 20 MB per image otherwise.
+        self.release_after: dict[int, list[str]] = {}
+        last_read = {i: step for step, n in enumerate(self.order) for i in self.nodes[n].inputs}
+        for value, step in last_read.items():
+            if value != output and self.nodes[value].op not in ("Const",):
+                self.release_after.setdefault(step, []).append(value)
 
     def tensor(self, name: str) -> torch.Tensor:
         key = _key(name)
-        return self.params[key] if key in self.params else self.consts[name]
+        return self.params[key] if key in self.params else self.get_buffer(_buffer_key(name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values: dict[str, torch.Tensor] = {self.input_name: x}
-        for name in self.order:
+        for step, name in enumerate(self.order):
             node = self.nodes[name]
-            if node.op in ("Placeholder", "Const"):
-                continue
-            args = [values[i] if i in values else self.tensor(i) for i in node.inputs]
-            values[name] = _OPS[node.op](self, node, args)
+            if node.op not in ("Placeholder", "Const"):
+                args = [values[i] if i in values else self.tensor(i) for i in node.inputs]
+                values[name] = _OPS[node.op](self, node, args)
+            for value in self.release_after.get(step, ()):
+                values.pop(value, None)
         return values[self.output]
+
+
+def _check_supported(node: Node, nodes: Mapping[str, Node]) -> None:
+    """Refuse, at load time and by name, what ``forward`` could not run."""
+    if node.op not in _OPS:
+        raise GraphModelError(f"op {node.op} (node {node.name!r}) is not supported")
+    if node.op in _CONV_OPS:
+        unsupported = [op for op in node.strings("fused_ops") if op not in _FUSED_OPS]
+        if unsupported:
+            raise GraphModelError(
+                f"fused op {unsupported[0]} of node {node.name!r} is not supported"
+            )
+        if node.string("data_format") not in ("", "NHWC"):
+            raise GraphModelError(f"node {node.name!r}: data_format {node.string('data_format')}")
+        if node.string("padding") not in ("SAME", "VALID"):
+            raise GraphModelError(
+                f"node {node.name!r}: padding {node.string('padding')} is not supported"
+            )
+    if node.op == "Mean" and (len(node.inputs) != 2 or nodes[node.inputs[1]].op != "Const"):
+        raise GraphModelError(f"node {node.name!r}: Mean needs constant reduction axes")
+
+
+def _nchw_operand(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A constant of an element-wise op, laid out to broadcast against NCHW tensors."""
+    if tensor.dim() <= 1:
+        return tensor  # scalars broadcast as they are; vectors in _as_nchw_operand
+    if tensor.dim() == 4:
+        return tensor.permute(0, 3, 1, 2).contiguous()
+    raise GraphModelError(
+        f"constant {name!r} of shape {list(tensor.shape)}: element-wise constants must be "
+        "scalars, per-channel vectors or NHWC tensors"
+    )
 
 
 def _data_inputs(raw: Mapping[str, Any]) -> tuple[str, ...]:
@@ -176,6 +238,11 @@ def _data_inputs(raw: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _key(name: str) -> str:
     return name.replace("/", "__").replace(".", "_")
+
+
+def _buffer_key(name: str) -> str:
+    """Prefixed, so a constant's name cannot shadow an attribute of the module."""
+    return "const__" + _key(name)
 
 
 def _dependencies(nodes: Mapping[str, Node], output: str) -> list[str]:
@@ -220,22 +287,16 @@ def _binary(
     return run
 
 
-def _activation(out: torch.Tensor, fused: Sequence[str], node: Node) -> torch.Tensor:
+def _activation(out: torch.Tensor, fused: Sequence[str]) -> torch.Tensor:
     for op in fused:
-        if op == "BiasAdd":
-            continue
         if op == "Relu":
             out = F.relu(out)
         elif op == "Relu6":
             out = F.relu6(out)
-        else:
-            raise GraphModelError(f"fused op {op} of node {node.name!r} is not supported")
     return out
 
 
 def _convolution(module: GraphModule, node: Node, args: Sequence[torch.Tensor]) -> torch.Tensor:
-    if node.string("data_format") not in ("", "NHWC"):
-        raise GraphModelError(f"node {node.name!r}: data_format {node.string('data_format')}")
     x, kernel = args[0], args[1]
     depthwise = "Depthwise" in node.op
     strides = node.ints("strides") or [1, 1, 1, 1]
@@ -255,8 +316,6 @@ def _convolution(module: GraphModule, node: Node, args: Sequence[torch.Tensor]) 
         left, right = _same_padding(int(x.shape[3]), kw, strides[2], dilations[2])
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom))
-    elif padding != "VALID":
-        raise GraphModelError(f"node {node.name!r}: padding {padding} is not supported")
     fused = node.strings("fused_ops")
     bias = args[2] if len(args) > 2 and fused and fused[0] == "BiasAdd" else None
     out = F.conv2d(
@@ -267,13 +326,15 @@ def _convolution(module: GraphModule, node: Node, args: Sequence[torch.Tensor]) 
         dilation=(dilations[1], dilations[2]),
         groups=groups,
     )
-    return _activation(out, fused, node)
+    return _activation(out, fused)
 
 
 def _mean(module: GraphModule, node: Node, args: Sequence[torch.Tensor]) -> torch.Tensor:
     return args[0].mean(dim=module.axes[node.name], keepdim=node.flag("keep_dims"))
 
 
+_FUSED_OPS = frozenset({"BiasAdd", "Relu", "Relu6"})
+_BINARY_OPS = frozenset({"Add", "AddV2", "Sub", "Mul"})
 _CONV_OPS = frozenset(
     {"Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "FusedDepthwiseConv2dNative"}
 )

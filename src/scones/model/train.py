@@ -115,6 +115,14 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def set_learning_rates(
+    optimiser: torch.optim.Optimizer, step: int, total: int, warmup: int
+) -> None:
+    """Warm-up then cosine decay, each group relative to its own ``base_lr``."""
+    for group in optimiser.param_groups:
+        group["lr"] = _lr_at(step, total, warmup, group["base_lr"])
+
+
 def train_member(
     pixels: np.ndarray,
     targets: np.ndarray,
@@ -153,8 +161,7 @@ def train_member(
             x, y = augment_batch(
                 x_all[idx], y_all[idx], cfg=recipe.augment, mean=mean, std=std, gen=gen
             )
-            for group in optimiser.param_groups:
-                group["lr"] = _lr_at(step, total, warmup, group["base_lr"])
+            set_learning_rates(optimiser, step, total, warmup)
             loss = -(y * F.log_softmax(model(x), dim=1)).sum(dim=1).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
