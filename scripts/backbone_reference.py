@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
+from scones.model.artifact import decode_image, images_to_tensor
 from scones.model.backbone import MOBILENETV3_COCO
-from scones.model.folders import load_images
+from scones.model.build import INPUT_SIZE
+from scones.model.networks import upsample
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "model" / "data" / "backbone_reference.json"
@@ -31,14 +32,10 @@ RESIZE = 160
 
 
 def backbone_input(png: Path) -> np.ndarray:
-    """NCHW float32: the PNG upsampled as the classifier feeds it to the backbone."""
-    data = load_images(png.parent.parent, (png.parent.name,))
-    index = [p.name for p in data.paths].index(png.name)
-    pixels = torch.from_numpy(data.pixels[index : index + 1]) * MOBILENETV3_COCO.pixel_scale
-    # FineTunedBackbone.features: the same upsampling, then the backbone
-    return F.interpolate(
-        pixels, size=(RESIZE, RESIZE), mode="bilinear", align_corners=False
-    ).numpy()
+    """NCHW float32: the PNG decoded as the server does, upsampled as the classifier does."""
+    pixels = images_to_tensor([decode_image(png.read_bytes())], INPUT_SIZE)
+    scaled = torch.from_numpy(pixels) * MOBILENETV3_COCO.pixel_scale
+    return upsample(scaled, RESIZE).numpy()  # as FineTunedBackbone.features does
 
 
 def main() -> int:

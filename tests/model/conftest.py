@@ -37,31 +37,26 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_subset(tmp_path_factory.mktemp("small-data"), 32)
 
 
+TINY_RUN = {
+    "seed": 3,
+    "validation_fraction": 0.25,
+    "members": 2,
+    "epochs": 1,
+    "batch_size": 16,
+    "threads": 1,
+}
+"""Seconds, not minutes: enough to exercise every step, not to learn much."""
+
+
 @pytest.fixture
 def tiny_recipe() -> TrainRecipe:
-    """Seconds, not minutes: the default network, fine-tuned at a small input size."""
+    """The default network, fine-tuned at a small input size."""
     return TrainRecipe(
-        seed=3,
-        validation_fraction=0.25,
-        members=2,
-        epochs=1,
-        batch_size=16,
-        resize=64,
-        threads=1,
-        augment=AugmentConfig(mix_probability=1.0, mixup_alpha=0.4),
+        **TINY_RUN, resize=64, augment=AugmentConfig(mix_probability=1.0, mixup_alpha=0.4)
     )
 
 
 @pytest.fixture
 def tiny_resnet_recipe() -> TrainRecipe:
     """The from-scratch network, as small as it goes."""
-    return TrainRecipe.for_network(
-        "resnet",
-        seed=3,
-        validation_fraction=0.25,
-        members=2,
-        epochs=1,
-        batch_size=16,
-        width=4,
-        threads=1,
-    )
+    return TrainRecipe.for_network("resnet", **TINY_RUN, width=4)

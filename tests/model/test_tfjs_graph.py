@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import torch
 
+from scones.model.artifact import decode_image, images_to_tensor
 from scones.model.backbone import MOBILENETV3_COCO, Backbone
-from scones.model.folders import DataError, load_images
+from scones.model.build import INPUT_SIZE
+from scones.model.folders import DataError
 from scones.model.networks import FineTunedBackbone
 from scones.model.tfjs_graph import GraphModelError, GraphModule, _same_padding
 
@@ -329,10 +331,9 @@ def test_backbone_matches_tensorflow_js() -> None:
         MOBILENETV3_COCO.load(), MOBILENETV3_COCO.features, 2, reference["resize"]
     ).eval()
     for entry in reference["images"]:
-        png = PROJECT_ROOT / entry["image"]
-        data = load_images(png.parent.parent, (png.parent.name,))
-        index = [p.name for p in data.paths].index(png.name)
-        pixels = torch.from_numpy(data.pixels[index : index + 1]) * MOBILENETV3_COCO.pixel_scale
+        png = (PROJECT_ROOT / entry["image"]).read_bytes()
+        pixels = torch.from_numpy(images_to_tensor([decode_image(png)], INPUT_SIZE))
+        pixels = pixels * MOBILENETV3_COCO.pixel_scale
         with torch.no_grad():
             features = network.features(pixels)
         n, h, w, c = entry["shape_nhwc"]

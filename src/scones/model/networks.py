@@ -70,6 +70,11 @@ class SmallResNet(nn.Module):
         return self.head(self.dropout(pooled))
 
 
+def upsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of an NCHW batch to ``size`` x ``size`` (half-pixel centres, as ONNX)."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
 class FineTunedBackbone(nn.Module):
     """Upsample to ``resize``, run the pretrained backbone, pool, linear head.
 
@@ -97,8 +102,7 @@ class FineTunedBackbone(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's feature map for normalised 32x32 input."""
-        x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
-        return self.backbone(x)
+        return self.backbone(upsample(x, self.resize))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for normalised input."""
