@@ -1,21 +1,23 @@
-"""Serialize step: read the uploaded image, validate and normalise it, base64-encode it.
+"""Serialize step: read the uploaded image, apply the image rules, normalise and encode it.
 
-Bad input raises an ``ImageRejected`` subclass, which the state machine records
-as REJECTED; S3 trouble raises ``StorageUnavailable``, which it retries.
+Bad input comes back as data, ``{"rejection": {"error_code", "reason"}}``, which
+the state machine records as REJECTED; S3 trouble raises ``StorageUnavailable``,
+which it retries.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from scones_core.errors import EventError, ImageRejected
+from scones_core.errors import EventError
 from scones_core.images import serialize_object
 from scones_core.objects import object_from_json
+from scones_core.records import RejectedImage, SerializedImage
 from scones_core.settings import ImageLimits
 
 logger = Logger()
@@ -32,18 +34,19 @@ def s3_client() -> Any:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(
+    event: dict[str, Any], context: LambdaContext
+) -> SerializedImage | RejectedImage:
     if not isinstance(event, dict) or "object" not in event:
         raise EventError("expected {'object': {...}} from the state machine")
     ref = object_from_json(event["object"])
     logger.append_keys(record_id=ref.record_id)
-    try:
-        result = serialize_object(s3_client(), ref, limits)
-    except ImageRejected as exc:
-        logger.warning("image rejected", extra={"error_code": exc.code, "reason": str(exc)})
+    result = serialize_object(s3_client(), ref, limits)
+    if "rejection" in result:
+        logger.warning("image rejected", extra=dict(cast(RejectedImage, result)["rejection"]))
         metrics.add_metric(name="ImagesRejected", unit=MetricUnit.Count, value=1)
-        raise
-    metrics.add_metric(name="ImagesSerialized", unit=MetricUnit.Count, value=1)
+    else:
+        metrics.add_metric(name="ImagesSerialized", unit=MetricUnit.Count, value=1)
     metrics.add_metric(
         name="SerializeDuration", unit=MetricUnit.Milliseconds, value=result["duration_ms"]
     )

@@ -27,6 +27,7 @@ from scones.template_params import PROJECT_ROOT, load_template, parameter_defaul
 REGION = "us-east-1"
 BUCKET = "scones-monitor-test"
 TABLE = "scones-results-test"
+STATE_TABLE = "scones-monitor-state-test"
 ENDPOINT = "scones-bicycle-motorcycle"
 VARIANT = "AllTraffic"
 CAPTURE_PREFIX = "datacapture"
@@ -40,12 +41,6 @@ WINDOW_END = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
 WINDOW_START = WINDOW_END - timedelta(minutes=60)
 
 
-def status_index_name() -> str:
-    table = load_template()["Resources"]["ResultsTable"]["Properties"]
-    (index,) = table["GlobalSecondaryIndexes"]
-    return str(index["IndexName"])
-
-
 def monitor_env(**overrides: str) -> dict[str, str]:
     """The monitor's environment as template.yaml sets it, pointed at the test resources."""
     env = {
@@ -57,7 +52,7 @@ def monitor_env(**overrides: str) -> dict[str, str]:
         "POWERTOOLS_TRACE_DISABLED": "true",
         "LOG_LEVEL": "INFO",
         "RESULTS_TABLE_NAME": TABLE,
-        "RESULTS_STATUS_INDEX": status_index_name(),
+        "MONITOR_STATE_TABLE_NAME": STATE_TABLE,
         "DATA_CAPTURE_S3_URI": f"s3://{BUCKET}/{CAPTURE_PREFIX}",
         "ENDPOINT_NAME": ENDPOINT,
         "ENDPOINT_VARIANT": VARIANT,
@@ -217,16 +212,28 @@ class Aws:
         return document
 
 
-def create_results_table(dynamodb: Any) -> None:
-    """The results table exactly as template.yaml declares its keys and index."""
-    spec = load_template()["Resources"]["ResultsTable"]["Properties"]
+def create_table_as_declared(dynamodb: Any, logical_id: str, name: str) -> None:
+    """A table exactly as template.yaml declares its keys, indexes and TTL."""
+    spec = load_template()["Resources"][logical_id]["Properties"]
     dynamodb.create_table(
-        TableName=TABLE,
+        TableName=name,
         BillingMode=spec["BillingMode"],
         AttributeDefinitions=spec["AttributeDefinitions"],
         KeySchema=spec["KeySchema"],
-        GlobalSecondaryIndexes=spec["GlobalSecondaryIndexes"],
+        **(
+            {"GlobalSecondaryIndexes": spec["GlobalSecondaryIndexes"]}
+            if "GlobalSecondaryIndexes" in spec
+            else {}
+        ),
     )
+    if "TimeToLiveSpecification" in spec:
+        dynamodb.update_time_to_live(
+            TableName=name, TimeToLiveSpecification=spec["TimeToLiveSpecification"]
+        )
+
+
+def create_results_table(dynamodb: Any) -> None:
+    create_table_as_declared(dynamodb, "ResultsTable", TABLE)
 
 
 @pytest.fixture
@@ -238,6 +245,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         s3.create_bucket(Bucket=BUCKET)
         create_results_table(dynamodb)
+        create_table_as_declared(dynamodb, "MonitorStateTable", STATE_TABLE)
         yield Aws(s3=s3, dynamodb=dynamodb)
 
 

@@ -23,7 +23,7 @@ from scones_core.monitoring.retraining import (
 )
 from scones_core.monitoring.window_report import LOW_CONFIDENCE, Alert
 
-from tests.monitoring.conftest import BUCKET, ENDPOINT, REGION, TABLE, WINDOW_END, Aws
+from tests.monitoring.conftest import BUCKET, ENDPOINT, REGION, STATE_TABLE, WINDOW_END, Aws
 
 STATE_MACHINE = f"arn:aws:states:{REGION}:123456789012:stateMachine:scones-retrain"
 JOB_CONFIG = S3Location(BUCKET, "retraining/training-job.json")
@@ -43,7 +43,7 @@ def launcher(aws: Aws, sfn=None, sagemaker=None, *, state_machine=True, job=Fals
     return RetrainingLauncher(
         RetrainingTargets(
             endpoint_name=ENDPOINT,
-            marker_table=TABLE,
+            marker_table=STATE_TABLE,
             cooldown=DAY,
             state_machine_arn=STATE_MACHINE if state_machine else None,
             job_config=JOB_CONFIG if job else None,
@@ -57,7 +57,7 @@ def launcher(aws: Aws, sfn=None, sagemaker=None, *, state_machine=True, job=Fals
 
 def marker(aws: Aws, at: datetime = WINDOW_END) -> dict | None:
     key = marker_key(ENDPOINT, cooldown_window_start(at, DAY))
-    return aws.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": key}}).get("Item")
+    return aws.dynamodb.get_item(TableName=STATE_TABLE, Key={"pk": {"S": key}}).get("Item")
 
 
 def test_names_are_deterministic_and_valid() -> None:

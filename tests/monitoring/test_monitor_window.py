@@ -15,7 +15,6 @@ from scones_core.monitoring.window_report import LABEL_DRIFT, LOW_CONFIDENCE
 from tests.monitoring.conftest import (
     BUCKET,
     LABELS,
-    TABLE,
     WINDOW_END,
     WINDOW_START,
     Aws,
@@ -140,16 +139,6 @@ def test_empty_window_without_baseline(aws: Aws, caplog) -> None:
         "ResultsRecorded",
         "QualityAlerts",
     }
-
-
-def test_retraining_marker_is_not_counted_as_a_result(aws: Aws) -> None:
-    aws.dynamodb.put_item(
-        TableName=TABLE,
-        Item={"pk": {"S": "monitor#retraining#x#2026-11-25T00:00:00Z"}, "record_type": {"S": "M"}},
-    )
-    aws.put_result("ACCEPTED", WINDOW_START, 1)
-    report, _ = measure_window(settings(), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END)
-    assert report.results.total == 1
 
 
 def test_unusable_baseline_is_logged_not_raised(aws: Aws, caplog) -> None:

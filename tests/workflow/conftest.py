@@ -14,7 +14,7 @@ from scones_core.settings import ImageLimits
 
 from scones.model.artifact import OnnxClassifier
 from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
-from scones.template_params import PROJECT_ROOT, parameter_defaults
+from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
 
 DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
 SAMPLES = PROJECT_ROOT / "samples"
@@ -25,17 +25,20 @@ FUNCTIONS = PROJECT_ROOT / "functions"
 FAST_RETRIES = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "1", "RetryMaxAttempts": "3"}
 
 
+def function_environment(logical_id: str) -> dict[str, str]:
+    """A function's environment as deployed with the template's defaults (``Ref`` resolved)."""
+    params = parameter_defaults()
+    variables = load_template()["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
+    return {
+        name: params[value["Ref"]] if isinstance(value, dict) and "Ref" in value else str(value)
+        for name, value in variables.items()
+        if not isinstance(value, dict) or value.get("Ref") in params
+    }
+
+
 def template_limits() -> ImageLimits:
     """The serialize function's limits, from the template's defaults (as deployed)."""
-    params = parameter_defaults()
-    return ImageLimits.from_env(
-        {
-            "MAX_IMAGE_BYTES": params["MaxImageBytes"],
-            "MAX_IMAGE_PIXELS": params["MaxImagePixels"],
-            "ALLOWED_IMAGE_FORMATS": params["AllowedImageFormats"],
-            "MODEL_INPUT_SIZE": params["ModelInputSize"],
-        }
-    )
+    return ImageLimits.from_env(function_environment("SerializeImageFunction"))
 
 
 def load_handler(name: str, module_name: str | None = None) -> ModuleType:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -21,7 +22,7 @@ from scones_core.images import normalise_image, read_object, serialize_object
 from scones_core.inference import classify_image, decode_image_b64, parse_probabilities
 from scones_core.ingest import workflow_input
 from scones_core.objects import NULL_VERSION, ObjectRef, object_from_s3_record
-from scones_core.settings import EndpointSettings, ImageLimits, StartSettings
+from scones_core.settings import EndpointSettings, ImageLimits
 
 LIMITS = template_limits()
 BICYCLE = sorted((SAMPLES / "bicycle").glob("*.png"))[0]
@@ -43,7 +44,11 @@ def test_a_cifar_png_is_kept_pixel_for_pixel() -> None:
     with Image.open(io.BytesIO(result.png)) as out, Image.open(BICYCLE) as original:
         assert out.size == (32, 32) and out.mode == "RGB"
         assert out.tobytes() == original.convert("RGB").tobytes()
-    assert (result.source_format, result.source_width, result.source_height) == ("PNG", 32, 32)
+    assert (result.source["format"], result.source["width"], result.source["height"]) == (
+        "PNG",
+        32,
+        32,
+    )
 
 
 def test_a_large_jpeg_photo_is_fitted_to_the_model_size() -> None:
@@ -52,7 +57,7 @@ def test_a_large_jpeg_photo_is_fitted_to_the_model_size() -> None:
     result = normalise_image(encode(photo, "JPEG", quality=90), LIMITS)
     with Image.open(io.BytesIO(result.png)) as out:
         assert out.size == (32, 32)
-    assert result.source_format == "JPEG" and result.source_width == 640
+    assert result.source["format"] == "JPEG" and result.source["width"] == 640
 
 
 def test_exif_orientation_is_applied() -> None:
@@ -72,36 +77,6 @@ def test_transparency_is_composited_on_white() -> None:
     result = normalise_image(encode(clear), LIMITS)
     with Image.open(io.BytesIO(result.png)) as out:
         assert out.getpixel((5, 5)) == (255, 255, 255)
-
-
-@pytest.mark.parametrize(
-    ("data", "error", "words"),
-    [
-        (b"", errors.EmptyObject, "empty"),
-        (b"hello, this is text", errors.NotAnImage, "not an image"),
-        (BICYCLE.read_bytes()[:300], errors.CorruptImage, "truncated"),
-        (encode(Image.new("RGB", (8, 8)), "GIF"), errors.UnsupportedImageFormat, "GIF"),
-        (encode(Image.new("1", (6000, 5000))), errors.ImageTooManyPixels, "30000000 pixels"),
-    ],
-    ids=["empty", "text", "truncated", "gif", "too-many-pixels"],
-)
-def test_bad_images_are_rejected_with_a_reason(
-    data: bytes, error: type[errors.ImageRejected], words: str
-) -> None:
-    with pytest.raises(error, match=words) as raised:
-        normalise_image(data, LIMITS)
-    assert raised.value.code == error.__name__
-
-
-def test_byte_limit_comes_from_the_settings() -> None:
-    small = ImageLimits(
-        max_bytes=100,
-        max_pixels=LIMITS.max_pixels,
-        allowed_formats=LIMITS.allowed_formats,
-        model_input_size=LIMITS.model_input_size,
-    )
-    with pytest.raises(errors.ImageTooLarge, match="limit is 100"):
-        normalise_image(BICYCLE.read_bytes(), small)
 
 
 @settings(max_examples=150, deadline=None)
@@ -161,7 +136,7 @@ def test_a_deleted_version_is_object_not_found(bucket: object) -> None:
 
 def test_an_oversized_object_is_refused_before_reading(bucket: object) -> None:
     ref = ref_for(bucket, "incoming/big.png", b"x" * 2000)
-    small = ImageLimits(1000, LIMITS.max_pixels, LIMITS.allowed_formats, LIMITS.model_input_size)
+    small = dataclasses.replace(LIMITS, max_bytes=1000)
     with pytest.raises(errors.ImageTooLarge, match="2000 bytes"):
         read_object(bucket, ref, small)
 
@@ -318,13 +293,10 @@ def test_malformed_s3_records_are_event_errors(record: object) -> None:
         object_from_s3_record(record)  # type: ignore[arg-type]
 
 
-def test_other_suffixes_are_routed_to_a_rejection() -> None:
-    settings = StartSettings(state_machine_arn="arn", image_suffixes=(".png", ".jpg"))
-    document = workflow_input(ObjectRef("b", "incoming/notes.txt", "v", "e", 1), settings, "t")
-    assert document["rejection"]["error_code"] == "UnsupportedFileType"
-    assert "rejection" not in workflow_input(
-        ObjectRef("b", "incoming/PHOTO.JPG", "v", "e", 1), settings, "t"
-    )
+def test_every_object_goes_to_the_workflow_whatever_its_name() -> None:
+    for key in ("incoming/notes.txt", "incoming/PHOTO.JPG", "incoming/no-extension"):
+        ref = ObjectRef("b", key, "v", "e", 1)
+        assert workflow_input(ref, "t") == {"object": ref.to_json(), "event_time": "t"}
 
 
 # ---- settings ----------------------------------------------------------------
@@ -337,6 +309,7 @@ def test_settings_name_every_problem_at_once() -> None:
     for name in (
         "MAX_IMAGE_BYTES",
         "MAX_IMAGE_PIXELS",
+        "MIN_IMAGE_SIDE",
         "ALLOWED_IMAGE_FORMATS",
         "MODEL_INPUT_SIZE",
     ):
@@ -348,11 +321,13 @@ def test_rejection_classes_are_the_ones_documented() -> None:
         [
             "CorruptImage",
             "EmptyObject",
+            "FolderPlaceholder",
             "ImageTooLarge",
             "ImageTooManyPixels",
+            "ImageTooSmall",
             "NotAnImage",
+            "NotARasterImage",
             "ObjectNotFound",
-            "UnsupportedFileType",
             "UnsupportedImageFormat",
         ]
     )

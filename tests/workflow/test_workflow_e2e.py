@@ -73,17 +73,20 @@ def test_non_image_is_rejected_with_a_reason(stack: OfflineStack) -> None:
     record = one_record(stack, "bad/invoice.png", b"%PDF-1.7 not an image at all")
 
     assert record["status"] == "REJECTED"
-    assert record["error_code"] == "NotAnImage"
-    assert "not an image" in record["reason"]
+    assert record["error_code"] == "NotARasterImage"
+    assert record["reason"] == "The object is a PDF document, not a raster image."
     assert "label" not in record
 
 
-def test_file_without_an_image_suffix_is_rejected_not_dropped(stack: OfflineStack) -> None:
-    record = one_record(stack, "bad/manifest.csv", b"key,label\n")
+def test_a_png_without_an_image_suffix_is_judged_by_its_content(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    path = confident_image(local_predictions, threshold)
+    record = one_record(stack, "odd/IMG_0001", path.read_bytes())
 
-    assert record["status"] == "REJECTED"
-    assert record["error_code"] == "UnsupportedFileType"
-    assert ".png" in record["reason"]
+    assert record["status"] == "ACCEPTED"
+    assert record["label"] == local_predictions[path][0]
+    assert record["source_format"] == "PNG"
 
 
 def test_object_deleted_before_it_is_read_is_rejected(stack: OfflineStack) -> None:
@@ -184,7 +187,11 @@ def test_endpoint_down_gives_failed_record_and_dead_letter(
     mine = [m for m in letters if m.get("object", {}).get("key") == record["key"]]
     assert len(mine) == 1
     assert mine[0]["kind"] == "workflow_failed"
-    assert mine[0]["error"]["Error"] == "EndpointUnavailable"
+    assert mine[0]["failure"]["error_code"] == "EndpointUnavailable"
+    # The record's reason is the error's own sentence, never the raw Lambda Cause.
+    assert record["reason"] == mine[0]["failure"]["cause"]["errorMessage"]
+    assert "Traceback" not in record["reason"] and "stackTrace" not in record["reason"]
+    assert not record["reason"].lstrip().startswith("{")
     assert mine[0]["execution_arn"] == record["execution_arn"]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import EVENTS, load_handler, template_limits
+from conftest import EVENTS, function_environment, load_handler, template_limits
 from moto import mock_aws
 from scones_core.errors import SettingsError
 
@@ -60,7 +60,6 @@ def start_function(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str, Any]:
         roleArn="arn:aws:iam::123456789012:role/sfn",
     )["stateMachineArn"]
     monkeypatch.setenv("STATE_MACHINE_ARN", arn)
-    monkeypatch.setenv("IMAGE_SUFFIXES", PARAMS["ImageSuffixes"])
     return sfn, arn, load_handler("start_workflow")
 
 
@@ -81,7 +80,7 @@ def test_start_workflow_event_starts_one_execution_per_object(
     )
     assert document["object"]["key"] == "incoming/camera-7/delivery photo 1.png"
     assert document["object"]["version"] == "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
-    assert "rejection" not in document
+    assert set(document) == {"object", "event_time"}
     assert '"WorkflowsStarted"' in capsys.readouterr().out
 
 
@@ -107,13 +106,8 @@ def test_start_workflow_reports_only_the_bad_message_as_failed(
 def test_serialize_image_event_normalises_the_uploaded_version(
     aws: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, param in {
-        "MAX_IMAGE_BYTES": "MaxImageBytes",
-        "MAX_IMAGE_PIXELS": "MaxImagePixels",
-        "ALLOWED_IMAGE_FORMATS": "AllowedImageFormats",
-        "MODEL_INPUT_SIZE": "ModelInputSize",
-    }.items():
-        monkeypatch.setenv(name, PARAMS[param])
+    for name, value in function_environment("SerializeImageFunction").items():
+        monkeypatch.setenv(name, value)
     state = event("serialize_image")
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=state["object"]["bucket"])
@@ -134,12 +128,20 @@ def test_serialize_image_event_normalises_the_uploaded_version(
     assert result["content_type"] == "image/png"
     assert result["source"] == {
         "format": "PNG",
+        "mode": "RGB",
         "width": 32,
         "height": 32,
         "bytes": len(image),
         "sha256": __import__("hashlib").sha256(image).hexdigest(),
     }
     assert len(result["image_b64"]) < 8_000
+
+    # Bad input is data, not an error: the state machine records it as REJECTED.
+    s3.put_object(Bucket=state["object"]["bucket"], Key="incoming/notes", Body=b"plain text")
+    state["object"].update(key="incoming/notes", version="null", size=10)
+    rejected = app.lambda_handler(state, context())
+    assert rejected["rejection"]["error_code"] == "NotAnImage"
+    assert set(rejected) == {"rejection", "duration_ms"}
 
 
 def test_classify_image_event_returns_the_models_probabilities(

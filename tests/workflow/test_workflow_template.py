@@ -10,6 +10,14 @@ from typing import Any
 
 import pytest
 from scones_core.errors import rejection_error_names, transient_error_names
+from scones_core.records import (
+    PARTITION_KEY,
+    RECORD_STATES,
+    RECORDED_AT_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    STATUS_INDEX_NAME,
+    asl_item,
+)
 
 from scones.asl_check import check_definition, substitute
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
@@ -71,16 +79,96 @@ def test_asl_check_catches_dangling_transitions_and_leftover_placeholders() -> N
     assert any("'B' is unreachable" in p for p in problems)
 
 
-def test_bad_input_errors_are_caught_by_name_and_only_transient_ones_retried() -> None:
+def test_rejection_is_data_and_only_transient_errors_are_retried() -> None:
     asl = definition(state_machines()["ClassificationStateMachine"])
-    serialize, classify = asl["States"]["SerializeImage"], asl["States"]["ClassifyImage"]
-    assert serialize["Catch"][0]["ErrorEquals"] == rejection_error_names()
+    states = asl["States"]
+    assert asl["StartAt"] == "SerializeImage"
+    assert states["SerializeImage"]["Next"] == "CheckImage"
+    (choice,) = states["CheckImage"]["Choices"]
+    assert choice == {"Variable": "$.image.rejection", "IsPresent": True, "Next": "RecordRejected"}
+    assert states["CheckImage"]["Default"] == "ClassifyImage"
+    serialize, classify = states["SerializeImage"], states["ClassifyImage"]
+    rejections = set(rejection_error_names())
     for task in (serialize, classify):
         retried = {e for retry in task["Retry"] for e in retry["ErrorEquals"]}
         own_errors = {e for e in retried if not e.startswith("Lambda.")}
         assert own_errors <= set(transient_error_names()), own_errors
         assert all(retry["JitterStrategy"] == "FULL" for retry in task["Retry"])
-        assert task["Catch"][-1]["ErrorEquals"] == ["States.ALL"]
+        caught = {e for catch in task["Catch"] for e in catch["ErrorEquals"]}
+        assert not caught & rejections, "bad input must come back as data, not as an error"
+        # Our own errors carry a clean one-sentence message; anything else is described.
+        first, last = task["Catch"]
+        assert first["Next"] == "DescribeFailure" and set(first["ErrorEquals"]) <= set(
+            error_class_names()
+        )
+        assert last == {
+            "ErrorEquals": ["States.ALL"],
+            "ResultPath": "$.error",
+            "Next": "DescribeUnexpectedFailure",
+        }
+
+
+def error_class_names() -> list[str]:
+    from scones_core import errors
+
+    return [
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.SconesError)
+    ]
+
+
+def test_every_record_state_writes_the_layout_records_py_defines() -> None:
+    properties = state_machines()["ClassificationStateMachine"]
+    asl = definition(properties)
+    substitutions = sample_substitutions(properties)
+    writers = {
+        name: state
+        for name, state in asl["States"].items()
+        if state.get("Resource") == "arn:aws:states:::dynamodb:putItem"
+    }
+    assert set(writers) == set(RECORD_STATES)
+    for name, layout in RECORD_STATES.items():
+        expected = json.loads(substitute(json.dumps(asl_item(layout)), substitutions))
+        parameters = writers[name]["Parameters"]
+        assert parameters["Item"] == expected, name
+        assert parameters["ConditionExpression"] == f"attribute_not_exists({PARTITION_KEY})"
+    failed = dict(RECORD_STATES["RecordFailure"][-1].asl())
+    assert failed == {"S.$": "$.failure.cause.errorMessage"}  # never the raw Cause
+
+
+def test_failure_reasons_never_carry_the_raw_cause() -> None:
+    asl = definition(state_machines()["ClassificationStateMachine"])
+    text = json.dumps({k: v for k, v in asl["States"].items() if k != "NotifyDeadLetter"})
+    assert '"$.error.Cause"' not in text
+    describe = asl["States"]["DescribeUnexpectedFailure"]["Parameters"]
+    assert "$.error.Cause" not in json.dumps(describe)
+
+
+def test_the_status_index_is_the_one_records_py_names() -> None:
+    table = load_template()["Resources"]["ResultsTable"]["Properties"]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == STATUS_INDEX_NAME
+    assert [k["AttributeName"] for k in index["KeySchema"]] == [
+        STATUS_ATTRIBUTE,
+        RECORDED_AT_ATTRIBUTE,
+    ]
+    assert [k["AttributeName"] for k in table["KeySchema"]] == [PARTITION_KEY]
+
+
+def test_monitor_markers_live_in_their_own_table_with_ttl() -> None:
+    resources = load_template()["Resources"]
+    state = resources["MonitorStateTable"]["Properties"]
+    assert state["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    env = resources["MonitorFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["MONITOR_STATE_TABLE_NAME"] == {"Ref": "MonitorStateTable"}
+    statements = resources["MonitorFunction"]["Properties"]["Policies"][0]["Statement"]
+    writes = [
+        st
+        for st in statements
+        if isinstance(st, dict) and "dynamodb:PutItem" in st.get("Action", [])
+    ]
+    assert [st["Resource"] for st in writes] == [{"Fn::GetAtt": ["MonitorStateTable", "Arn"]}]
 
 
 def test_threshold_and_retry_settings_come_from_parameters() -> None:

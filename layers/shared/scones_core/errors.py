@@ -2,11 +2,13 @@
 
 Step Functions names a Lambda error after the exception class, so these class
 names are part of the state machine's contract: ``statemachine/classify_image.asl.json``
-catches every ``ImageRejected`` subclass by name (a test keeps the two in step)
-and retries only the ``TransientError`` subclasses.
+retries only the ``TransientError`` subclasses (a test keeps the two in step).
+Bad input is not an error there at all: SerializeImage returns it as data.
 """
 
 from __future__ import annotations
+
+from scones_core.records import Rejection
 
 
 class SconesError(Exception):
@@ -22,6 +24,9 @@ class EventError(SconesError):
 
 
 # ---- bad input: recorded as REJECTED, never retried -------------------------
+# SerializeImage returns these as data ({"rejection": {"error_code", "reason"}}),
+# so a class name is the record's error_code and the message is its reason: one
+# sentence, never a stack trace. docs/reliability.md lists each with its test.
 
 
 class ImageRejected(SconesError):
@@ -31,9 +36,16 @@ class ImageRejected(SconesError):
     def code(self) -> str:
         return type(self).__name__
 
+    def to_rejection(self) -> Rejection:
+        return {"error_code": self.code, "reason": str(self)}
+
 
 class ObjectNotFound(ImageRejected):
     """The object (or this version of it) was deleted before it could be read."""
+
+
+class FolderPlaceholder(ImageRejected):
+    """A zero-byte ``.../`` object, as the S3 console creates for a folder."""
 
 
 class EmptyObject(ImageRejected):
@@ -41,27 +53,31 @@ class EmptyObject(ImageRejected):
 
 
 class ImageTooLarge(ImageRejected):
-    """The object is larger than the configured byte limit."""
-
-
-class ImageTooManyPixels(ImageRejected):
-    """The image's dimensions exceed the configured pixel limit."""
+    """The object is larger than ``MaxImageBytes``; refused from its size, unread."""
 
 
 class NotAnImage(ImageRejected):
-    """Pillow cannot identify the bytes as an image."""
+    """The bytes are not an image in any format this workflow recognises."""
+
+
+class NotARasterImage(ImageRejected):
+    """A vector image, a document or an archive: nothing with pixels to classify."""
 
 
 class UnsupportedImageFormat(ImageRejected):
-    """A real image, but in a format the workflow does not accept."""
+    """A raster image, but in a format that is not accepted (HEIC, or narrowed away)."""
 
 
 class CorruptImage(ImageRejected):
-    """The header is readable but the pixel data is truncated or broken."""
+    """The header is readable but the data is truncated or broken (CRC included)."""
 
 
-class UnsupportedFileType(ImageRejected):
-    """The object's name does not end in one of the accepted image suffixes."""
+class ImageTooManyPixels(ImageRejected):
+    """The header declares more pixels than ``MaxImagePixels``; refused before decoding."""
+
+
+class ImageTooSmall(ImageRejected):
+    """A side is shorter than ``MinImageSide``: too little to classify."""
 
 
 # ---- transient infrastructure errors: retried by the state machine ----------
@@ -95,7 +111,7 @@ class ModelResponseInvalid(SconesError):
 
 
 def rejection_error_names() -> list[str]:
-    """Every ``ImageRejected`` subclass name: the list the state machine catches."""
+    """Every ``ImageRejected`` subclass name: the error codes a REJECTED record can carry."""
     return sorted(cls.__name__ for cls in ImageRejected.__subclasses__())
 
 

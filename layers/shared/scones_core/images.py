@@ -1,76 +1,64 @@
-"""Read an uploaded object, check it is an image we accept, and normalise it.
+"""The Serialize step: read one uploaded object version and turn it into model input.
 
-Normalising to the model's input size before encoding keeps the state payload
-small and bounded (a 32x32 PNG is about 3 KB of base64) whatever was uploaded.
+Bad input is not an error here: it comes back as ``{"rejection": {"error_code",
+"reason"}}``, which the state machine tests with one Choice and records as
+REJECTED. Only infrastructure trouble raises (``StorageUnavailable``, retried).
+The normalised image is a PNG at the model's input size, so the state payload
+stays a few KB whatever was uploaded.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
-import struct
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from scones_core.errors import (
     CorruptImage,
     EmptyObject,
+    FolderPlaceholder,
+    ImageRejected,
     ImageTooLarge,
-    ImageTooManyPixels,
-    NotAnImage,
     ObjectNotFound,
     StorageUnavailable,
-    UnsupportedImageFormat,
 )
+from scones_core.image_rules import DECODE_ERRORS, decode_image
 from scones_core.objects import NULL_VERSION, ObjectRef
+from scones_core.preprocess import to_model_image
+from scones_core.records import ImageSource, RejectedImage, SerializedImage
 from scones_core.settings import ImageLimits
 
 NORMALISED_CONTENT_TYPE = "image/png"
-# What Pillow's parsers and decoders raise on malformed files (seen in fuzzing:
-# ValueError "Truncated IHDR chunk", struct.error, EOFError, SyntaxError ...).
-_DECODE_ERRORS = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    struct.error,
-    IndexError,
-    KeyError,
-    TypeError,
-    ZeroDivisionError,
-)
+NORMALISED_FORMAT = "PNG"
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 
 
 @dataclass(frozen=True)
 class NormalisedImage:
     png: bytes
-    source_format: str
-    source_width: int
-    source_height: int
-    source_bytes: int
-    source_sha256: str
+    source: ImageSource
 
-    def to_state(self, duration_ms: float) -> dict[str, Any]:
+    def to_state(self, duration_ms: float) -> SerializedImage:
         """The Serialize state's output: base64 PNG plus what was uploaded."""
         return {
             "image_b64": base64.b64encode(self.png).decode("ascii"),
             "content_type": NORMALISED_CONTENT_TYPE,
-            "source": {
-                "format": self.source_format,
-                "width": self.source_width,
-                "height": self.source_height,
-                "bytes": self.source_bytes,
-                "sha256": self.source_sha256,
-            },
+            "source": self.source,
             "duration_ms": round(duration_ms, 3),
         }
+
+
+def check_placeholder(ref: ObjectRef) -> None:
+    """A zero-byte key ending in ``/`` is a console "folder", not an upload."""
+    if ref.key.endswith("/") and ref.size == 0:
+        raise FolderPlaceholder(
+            f"{ref.key!r} is a zero-byte folder placeholder (as the S3 console creates); "
+            "there is no image to classify."
+        )
 
 
 def read_object(s3: Any, ref: ObjectRef, limits: ImageLimits) -> bytes:
@@ -78,100 +66,67 @@ def read_object(s3: Any, ref: ObjectRef, limits: ImageLimits) -> bytes:
     request: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
     if ref.version != NULL_VERSION:
         request["VersionId"] = ref.version
+    where = f"s3://{ref.bucket}/{ref.key}"
     try:
         response = s3.get_object(**request)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in _MISSING_CODES:
             raise ObjectNotFound(
-                f"s3://{ref.bucket}/{ref.key} (version {ref.version}) no longer exists: "
-                "it was deleted before it could be read"
+                f"{where} (version {ref.version}) no longer exists: "
+                "it was deleted before it could be read."
             ) from exc
-        raise StorageUnavailable(f"reading s3://{ref.bucket}/{ref.key} failed: {code}") from exc
+        raise StorageUnavailable(f"Reading {where} failed: {code}.") from exc
     except BotoCoreError as exc:
-        raise StorageUnavailable(f"reading s3://{ref.bucket}/{ref.key} failed: {exc}") from exc
+        raise StorageUnavailable(f"Reading {where} failed: {exc}.") from exc
     body = response["Body"]
     length = int(response.get("ContentLength") or 0)
     try:
         if length > limits.max_bytes:
             raise ImageTooLarge(
-                f"object is {length} bytes; the limit is {limits.max_bytes} bytes (MaxImageBytes)"
+                f"The object is {length} bytes; the limit is {limits.max_bytes} "
+                "(MaxImageBytes). It was not read."
             )
         # Read one byte past the limit so a wrong Content-Length cannot smuggle more in.
         data = bytes(body.read(limits.max_bytes + 1))
     finally:
         body.close()
     if len(data) > limits.max_bytes:
-        raise ImageTooLarge(f"object exceeds the limit of {limits.max_bytes} bytes (MaxImageBytes)")
+        raise ImageTooLarge(
+            f"The object exceeds the limit of {limits.max_bytes} bytes (MaxImageBytes)."
+        )
     if not data:
-        raise EmptyObject("object is empty (0 bytes)")
+        raise EmptyObject("The object is empty (0 bytes).")
     return data
 
 
 def normalise_image(data: bytes, limits: ImageLimits) -> NormalisedImage:
-    """Validate the bytes as an accepted image and re-encode them at the model's size."""
-    if not data:
-        raise EmptyObject("object is empty (0 bytes)")
-    if len(data) > limits.max_bytes:
-        raise ImageTooLarge(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError as exc:
-        raise NotAnImage("the object is not an image Pillow can identify") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooManyPixels(f"image dimensions are too large: {exc}") from exc
-    except _DECODE_ERRORS as exc:
-        raise CorruptImage(f"the image header is corrupt: {exc}") from exc
-    with image:
-        fmt = (image.format or "").upper()
-        if fmt not in limits.allowed_formats:
-            allowed = ", ".join(limits.allowed_formats)
-            raise UnsupportedImageFormat(f"{fmt or 'unknown'} images are not accepted ({allowed})")
-        width, height = image.size
-        if width * height > limits.max_pixels:
-            raise ImageTooManyPixels(
-                f"image is {width}x{height} = {width * height} pixels; "
-                f"the limit is {limits.max_pixels} (MaxImagePixels)"
-            )
-        try:
-            image.load()
-            oriented = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(oriented)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooManyPixels(f"image dimensions are too large: {exc}") from exc
-        except _DECODE_ERRORS as exc:
-            raise CorruptImage(f"the {fmt} data is truncated or corrupt: {exc}") from exc
+    """Apply the image rules and re-encode the model input as a lossless PNG."""
     size = limits.model_input_size
-    if rgb.size != size:
-        rgb = ImageOps.fit(rgb, size, method=Image.Resampling.BICUBIC)
+    decoded = decode_image(data, limits, draft_to=size)
+    with decoded.image:
+        try:
+            model_image = to_model_image(decoded.image, size)
+        except ImageRejected:
+            raise
+        except DECODE_ERRORS as exc:
+            raise CorruptImage(f"The {decoded.format} data could not be converted: {exc}") from None
     out = io.BytesIO()
-    rgb.save(out, format="PNG", compress_level=1)
-    return NormalisedImage(
-        png=out.getvalue(),
-        source_format=fmt,
-        source_width=width,
-        source_height=height,
-        source_bytes=len(data),
-        source_sha256=hashlib.sha256(data).hexdigest(),
-    )
+    model_image.save(out, format=NORMALISED_FORMAT, compress_level=1)
+    return NormalisedImage(png=out.getvalue(), source=decoded.source())
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB, compositing any transparency onto white rather than black."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
-def serialize_object(s3: Any, ref: ObjectRef, limits: ImageLimits) -> dict[str, Any]:
-    """The whole Serialize step: read, validate, normalise, encode."""
+def serialize_object(
+    s3: Any, ref: ObjectRef, limits: ImageLimits
+) -> SerializedImage | RejectedImage:
+    """The whole Serialize step: read, apply the image rules, normalise, encode."""
     started = time.perf_counter()
-    normalised = normalise_image(read_object(s3, ref, limits), limits)
+    try:
+        check_placeholder(ref)
+        normalised = normalise_image(read_object(s3, ref, limits), limits)
+    except ImageRejected as rejected:
+        return {
+            "rejection": rejected.to_rejection(),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
     return normalised.to_state((time.perf_counter() - started) * 1000)

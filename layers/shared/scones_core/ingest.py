@@ -14,7 +14,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from scones_core.objects import ObjectRef, has_accepted_suffix
+from scones_core.objects import ObjectRef
+from scones_core.records import WorkflowInput
 from scones_core.settings import StartSettings
 
 
@@ -27,19 +28,10 @@ class StartResult:
     started: bool
 
 
-def workflow_input(ref: ObjectRef, settings: StartSettings, event_time: str) -> dict[str, Any]:
-    """The execution input. Objects with other suffixes go through the workflow too,
-    straight to a REJECTED record, so no upload ever ends without one."""
-    document: dict[str, Any] = {"object": ref.to_json(), "event_time": event_time}
-    if not has_accepted_suffix(ref.key, settings.image_suffixes):
-        document["rejection"] = {
-            "error_code": "UnsupportedFileType",
-            "reason": (
-                f"{ref.key!r} does not end in an accepted image suffix "
-                f"({', '.join(settings.image_suffixes)})"
-            ),
-        }
-    return document
+def workflow_input(ref: ObjectRef, event_time: str) -> WorkflowInput:
+    """The execution input. Every object goes through the workflow, whatever its
+    name: the Serialize step judges it by its content, so none ends without a record."""
+    return {"object": ref.to_json(), "event_time": event_time}
 
 
 def start_workflow(
@@ -50,7 +42,7 @@ def start_workflow(
         sfn.start_execution(
             stateMachineArn=settings.state_machine_arn,
             name=name,
-            input=json.dumps(workflow_input(ref, settings, event_time), separators=(",", ":")),
+            input=json.dumps(workflow_input(ref, event_time), separators=(",", ":")),
         )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
 from scones_core.errors import EventError
+from scones_core.records import ObjectPayload
 
 # S3's own name for "this object has no version id" (unversioned bucket).
 NULL_VERSION = "null"
@@ -45,8 +46,16 @@ class ObjectRef:
         room = _EXECUTION_NAME_MAX - len(digest) - 1
         return f"{stem[:room]}-{digest}" if stem else digest
 
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "record_id": self.record_id}
+    def to_json(self) -> ObjectPayload:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "version": self.version,
+            "etag": self.etag,
+            "size": self.size,
+            "sequencer": self.sequencer,
+            "record_id": self.record_id,
+        }
 
 
 def object_from_s3_record(record: dict[str, Any]) -> ObjectRef:
@@ -86,7 +95,3 @@ def object_from_json(data: Any) -> ObjectRef:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EventError(f"object reference is missing or has a bad {exc}") from exc
-
-
-def has_accepted_suffix(key: str, suffixes: tuple[str, ...]) -> bool:
-    return key.lower().endswith(tuple(s.lower() for s in suffixes))

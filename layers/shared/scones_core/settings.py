@@ -8,6 +8,7 @@ or malformed variable fails the cold start with one message that names them all.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
@@ -99,23 +100,36 @@ def _size(raw: str) -> str:
 @dataclass(frozen=True)
 class StartSettings:
     state_machine_arn: str
-    image_suffixes: tuple[str, ...]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StartSettings:
         env = EnvReader(environ)
-        settings = cls(
-            state_machine_arn=env.string("STATE_MACHINE_ARN"),
-            image_suffixes=env.items("IMAGE_SUFFIXES", transform=str.lower),
-        )
+        settings = cls(state_machine_arn=env.string("STATE_MACHINE_ARN"))
         env.check("start_workflow settings")
         return settings
 
 
+def _formats(raw: str) -> tuple[str, ...]:
+    """A comma-separated subset of the supported formats, upper case."""
+    from scones_core.image_rules import SUPPORTED_IMAGE_FORMATS
+
+    values = tuple(dict.fromkeys(part.strip().upper() for part in raw.split(",") if part.strip()))
+    unknown = [value for value in values if value not in SUPPORTED_IMAGE_FORMATS]
+    if unknown or not values:
+        raise ValueError(
+            f"{', '.join(unknown) or 'nothing'} is not among the supported formats "
+            f"({', '.join(SUPPORTED_IMAGE_FORMATS)})"
+        )
+    return values
+
+
 @dataclass(frozen=True)
 class ImageLimits:
+    """The image rules' settings (template parameters ``MaxImageBytes`` and friends)."""
+
     max_bytes: int
     max_pixels: int
+    min_side: int
     allowed_formats: tuple[str, ...]
     model_input_size: tuple[int, int]  # (width, height)
 
@@ -127,11 +141,28 @@ class ImageLimits:
         settings = cls(
             max_bytes=env.integer("MAX_IMAGE_BYTES", minimum=1),
             max_pixels=env.integer("MAX_IMAGE_PIXELS", minimum=1),
-            allowed_formats=env.items("ALLOWED_IMAGE_FORMATS", transform=str.upper),
+            min_side=env.integer("MIN_IMAGE_SIDE", minimum=1),
+            allowed_formats=env.parsed("ALLOWED_IMAGE_FORMATS", _formats),
             model_input_size=(width, height),
         )
-        env.check("serialize_image settings")
+        env.check("image settings")
         return settings
+
+    @classmethod
+    def unrestricted(cls, model_input_size: tuple[int, int]) -> ImageLimits:
+        """No limits beyond Pillow's own decompression-bomb guard: for trusted local
+        files (training data), which still follow every other image rule."""
+        from PIL import Image
+
+        from scones_core.image_rules import SUPPORTED_IMAGE_FORMATS
+
+        return cls(
+            max_bytes=sys.maxsize,
+            max_pixels=int(Image.MAX_IMAGE_PIXELS or sys.maxsize),
+            min_side=1,
+            allowed_formats=SUPPORTED_IMAGE_FORMATS,
+            model_input_size=model_input_size,
+        )
 
 
 @dataclass(frozen=True)

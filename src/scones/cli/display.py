@@ -11,14 +11,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from scones_core.monitoring.timestamps import parse_timestamp
+from scones_core.records import TERMINAL_STATUSES, Status
 
-from scones.offline.client import TERMINAL_STATUSES
-
-STATUS_STYLES = {
-    "ACCEPTED": "green",
-    "NEEDS_REVIEW": "yellow",
-    "REJECTED": "magenta",
-    "FAILED": "red",
+STATUS_STYLES: dict[str, str] = {
+    Status.ACCEPTED: "green",
+    Status.NEEDS_REVIEW: "yellow",
+    Status.REJECTED: "magenta",
+    Status.FAILED: "red",
 }
 
 
@@ -65,9 +64,9 @@ def records_table(
 
 def _reason(row: dict[str, Any]) -> str:
     status = row.get("status")
-    if status == "NEEDS_REVIEW":
+    if status == Status.NEEDS_REVIEW:
         return f"confidence below threshold {row.get('threshold')}"
-    if status in ("REJECTED", "FAILED"):
+    if status in (Status.REJECTED, Status.FAILED):
         code = row.get("error_code", "")
         reason = str(row.get("reason", ""))
         return f"{code}: {reason}" if code else reason
@@ -98,10 +97,10 @@ class Summary:
 
 def summarise(rows: list[dict[str, Any]], wall_seconds: float | None = None) -> Summary:
     counts = Counter(str(r.get("status")) for r in rows)
-    by_status = {status: counts.get(status, 0) for status in TERMINAL_STATUSES}
+    by_status = {status.value: counts.get(status, 0) for status in TERMINAL_STATUSES}
     labelled = [r for r in rows if r.get("true_label") and r.get("label")]
     correct = [r for r in labelled if r["label"] == r["true_label"]]
-    accepted = [r for r in labelled if r.get("status") == "ACCEPTED"]
+    accepted = [r for r in labelled if r.get("status") == Status.ACCEPTED]
     accepted_correct = [r for r in accepted if r["label"] == r["true_label"]]
     stages: dict[str, list[float]] = {
         "queue and start": [],

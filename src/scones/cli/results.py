@@ -5,24 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 
+from scones_core.records import TERMINAL_STATUSES
+
 from scones.cli.display import make_console, print_summary, records_table, summarise
 from scones.cli.stack_state import client_from_state
-from scones.offline.client import TERMINAL_STATUSES
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("results", help="show the records of the running stack")
-    parser.add_argument("--status", choices=TERMINAL_STATUSES, help="only records with this status")
+    parser.add_argument(
+        "--status",
+        choices=[s.value for s in TERMINAL_STATUSES],
+        help="only records with this status",
+    )
     parser.add_argument("--json", action="store_true", help="print the records as JSON")
     parser.set_defaults(handler=results_command)
 
 
 def results_command(args: argparse.Namespace) -> int:
     api = client_from_state()
-    rows = sorted(
-        (r for r in api.records() if not str(r.get("pk", "")).startswith("monitor#")),
-        key=lambda r: str(r.get("recorded_at", "")),
-    )
+    rows = sorted(api.records(), key=lambda r: str(r.get("recorded_at", "")))
     if args.status:
         rows = [r for r in rows if r.get("status") == args.status]
     if args.json:

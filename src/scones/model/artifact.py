@@ -12,7 +12,6 @@ Graph contract:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from scones_core.image_rules import decode_image as rule_decode
+from scones_core.preprocess import to_model_image
+from scones_core.settings import ImageLimits
 
 MANIFEST_NAME = "model.json"
 ONNX_NAME = "model.onnx"
@@ -96,22 +98,31 @@ def sha256_file(path: Path) -> str:
 
 
 def images_to_tensor(images: list[Image.Image], input_size: tuple[int, int]) -> np.ndarray:
-    """RGB-convert, resize to ``input_size`` and stack as float32 NCHW in [0, 1]."""
+    """The model's input for decoded images: float32 NCHW RGB in [0, 1].
+
+    Every image goes through ``scones_core.preprocess.to_model_image``, the one
+    preprocessing the serialize step, the server and training share.
+    """
     height, width = input_size
     batch = np.empty((len(images), 3, height, width), dtype=np.float32)
     for index, image in enumerate(images):
-        rgb = image.convert("RGB")
-        if rgb.size != (width, height):
-            rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
+        rgb = to_model_image(image, (width, height))
         batch[index] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
     return batch
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Decode image bytes with Pillow, fully, so truncated files fail here."""
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+def decode_image(
+    data: bytes, input_size: tuple[int, int] | None = None, limits: ImageLimits | None = None
+) -> Image.Image:
+    """Decode image bytes through the image rules (``scones_core.image_rules``).
+
+    ``input_size`` (height, width) lets a JPEG decode at reduced scale, exactly as
+    the serialize step decodes it. ``limits`` defaults to no limits beyond
+    Pillow's own decompression-bomb guard, for trusted local files.
+    """
+    target = (input_size[1], input_size[0]) if input_size else None
+    rules = limits or ImageLimits.unrestricted(target or (1, 1))
+    return rule_decode(data, rules, draft_to=target).image
 
 
 class OnnxClassifier:
@@ -166,6 +177,12 @@ class OnnxClassifier:
     def predict_images(self, images: list[Image.Image]) -> np.ndarray:
         return self.predict_tensor(images_to_tensor(images, self.manifest.input_size))
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model's input."""
+        return self.manifest.input_size
+
     def predict_bytes(self, data: bytes) -> list[float]:
         """Probabilities for one encoded image, in label order."""
-        return [float(p) for p in self.predict_images([decode_image(data)])[0]]
+        image = decode_image(data, self.manifest.input_size)
+        return [float(p) for p in self.predict_images([image])[0]]

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from scones_core.errors import ImageRejected
 
-from scones.model.artifact import images_to_tensor
+from scones.model.artifact import decode_image, images_to_tensor
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# File names a class folder's images may have (the content is still what decides).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 class DataError(ValueError):
@@ -81,15 +83,14 @@ def list_images(data_dir: Path, labels: Sequence[str]) -> list[tuple[Path, int]]
 def load_images(
     data_dir: Path, labels: Sequence[str], input_size: tuple[int, int] = (32, 32)
 ) -> LabelledImages:
-    """Decode every image of every class folder, converted exactly as the server converts."""
+    """Decode every image of every class folder through the image rules, then the
+    model's preprocessing: exactly what the workflow and the server do."""
     items = list_images(data_dir, labels)
     decoded: list[Image.Image] = []
     for path, _ in items:
         try:
-            with Image.open(path) as image:
-                image.load()
-                decoded.append(image.copy())
-        except (OSError, UnidentifiedImageError) as exc:
+            decoded.append(decode_image(path.read_bytes(), input_size))
+        except (OSError, ImageRejected) as exc:
             raise DataError(f"cannot read image {path}: {exc}") from exc
     return LabelledImages(
         pixels=images_to_tensor(decoded, input_size),

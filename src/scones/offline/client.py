@@ -11,15 +11,13 @@ import mimetypes
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer
+from scones_core.records import is_terminal, record_from_item
 
 REGION = "us-east-1"
-TERMINAL_STATUSES = ("ACCEPTED", "NEEDS_REVIEW", "REJECTED", "FAILED")
 
 
 def offline_session(region: str = REGION) -> boto3.Session:
@@ -98,13 +96,12 @@ class StackClient:
     def records(self) -> list[dict[str, Any]]:
         """Every item of the results table, as plain Python values."""
         ddb = self.client("dynamodb")
-        deserializer = TypeDeserializer()
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"TableName": self.endpoints.table}
         while True:
             page = ddb.scan(**kwargs)
             for raw in page.get("Items", []):
-                items.append(plain({k: deserializer.deserialize(v) for k, v in raw.items()}))
+                items.append(record_from_item(raw))
             if "LastEvaluatedKey" not in page:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -123,7 +120,7 @@ class StackClient:
             by_object = {(r.get("key"), r.get("etag")): r for r in self.records()}
             for upload in uploads:
                 record = by_object.get((upload.key, upload.etag))
-                if record is not None and record.get("status") in TERMINAL_STATUSES:
+                if record is not None and is_terminal(record):
                     found[upload] = record
             if on_progress:
                 on_progress(len(found), len(uploads))
@@ -161,14 +158,3 @@ class StackClient:
             message = payload.get("errorMessage") if isinstance(payload, dict) else payload
             raise StackClientError(f"the monitor function failed: {message}")
         return dict(payload or {})
-
-
-def plain(value: Any) -> Any:
-    """DynamoDB's Decimals as ints or floats, sets as lists."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | set | tuple):
-        return [plain(v) for v in value]
-    return value

@@ -18,10 +18,8 @@ the event loop.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import uuid
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -30,6 +28,9 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
+from scones_core.errors import ImageRejected
+from scones_core.image_rules import SUPPORTED_IMAGE_FORMATS, decode_image
+from scones_core.settings import ImageLimits
 from starlette.concurrency import run_in_threadpool
 
 from scones.serving.capture import CaptureWriter
@@ -51,8 +52,6 @@ SUPPORTED_CONTENT_TYPES = ("image/png", "image/jpeg", "application/x-image")
 RESPONSE_CONTENT_TYPE = "application/json"
 # InvokeEndpoint's documented payload limit for real-time endpoints.
 RUNTIME_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
-# Image formats Pillow may decode here; others (EPS, PSD, ...) are refused.
-DECODABLE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 _ACCEPTABLE = {"*/*", "application/*", RESPONSE_CONTENT_TYPE}
 
 
@@ -61,6 +60,9 @@ class Classifier(Protocol):
 
     @property
     def labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def input_size(self) -> tuple[int, int]: ...
 
     def predict_images(self, images: list[Image.Image]) -> np.ndarray: ...
 
@@ -122,35 +124,29 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def decode_request_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode an image body, refusing non-images, truncated files and pixel bombs."""
+def decode_request_image(
+    data: bytes, max_pixels: int, input_size: tuple[int, int] | None = None
+) -> Image.Image:
+    """Decode a request body through the product's image rules (``scones_core``).
+
+    The same rules as the workflow's serialize step, and the same reduced-scale
+    JPEG decoding for the model's ``input_size`` (height, width); only the limits
+    are the server's own. A broken rule is a 400 whose message is the rule's reason.
+    """
     if not data:
         raise ContainerError(400, "request body is empty; send the image bytes")
+    target = (input_size[1], input_size[0]) if input_size else (1, 1)
+    limits = ImageLimits(
+        max_bytes=len(data),
+        max_pixels=max_pixels,
+        min_side=1,
+        allowed_formats=SUPPORTED_IMAGE_FORMATS,
+        model_input_size=target,
+    )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ContainerError(
-                    400,
-                    f"image is {width}x{height} = {width * height} pixels; "
-                    f"the limit is {max_pixels} pixels",
-                )
-            image.load()
-    except ContainerError:
-        raise
-    except Image.UnidentifiedImageError:
-        raise ContainerError(
-            400,
-            f"request body ({len(data)} bytes) is not an image in a supported format "
-            f"({', '.join(DECODABLE_FORMATS)})",
-        ) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Warning) as exc:
-        raise ContainerError(
-            400, f"request body ({len(data)} bytes) is a damaged or truncated image: {exc}"
-        ) from None
-    return image
+        return decode_image(data, limits, draft_to=target if input_size else None).image
+    except ImageRejected as rejected:
+        raise ContainerError(400, f"{rejected.code}: {rejected}") from None
 
 
 _CONTAINER_FAULTS: dict[Fault, tuple[int, str]] = {
@@ -188,7 +184,7 @@ class _Endpoint:
 
     def predict(self, body: bytes, content_type: str, inference_id: str | None) -> str:
         """Decode, predict, serialise and capture; runs in a worker thread."""
-        image = decode_request_image(body, self.max_image_pixels)
+        image = decode_request_image(body, self.max_image_pixels, self.classifier.input_size)
         try:
             probabilities = self.classifier.predict_images([image])[0]
         except Exception as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scones_core.monitoring.window_report import WindowReport
+from scones_core.records import Status
 
 COUNT = "Count"
 NO_UNIT = "None"
@@ -61,9 +62,9 @@ def window_metrics(report: WindowReport, *, alert_count: int) -> list[MetricPoin
                 MetricPoint("MeanConfidenceShift", NO_UNIT, report.drift.mean_confidence_shift)
             )
     for name, status in (
-        ("RejectedRate", "REJECTED"),
-        ("FailedRate", "FAILED"),
-        ("NeedsReviewRate", "NEEDS_REVIEW"),
+        ("RejectedRate", Status.REJECTED),
+        ("FailedRate", Status.FAILED),
+        ("NeedsReviewRate", Status.NEEDS_REVIEW),
     ):
         rate = report.results.rate(status)
         if rate is not None:

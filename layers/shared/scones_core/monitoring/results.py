@@ -13,8 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from scones_core.monitoring.timestamps import format_millis
+from scones_core.records import (
+    RECORDED_AT_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    STATUS_INDEX_NAME,
+    TERMINAL_STATUSES,
+)
 
-STATUSES = ("ACCEPTED", "NEEDS_REVIEW", "REJECTED", "FAILED")
 _ONE_MILLISECOND = timedelta(milliseconds=1)
 
 
@@ -35,27 +40,30 @@ class ResultCounts:
 
 
 def count_results(
-    dynamodb: Any, *, table_name: str, index_name: str, start: datetime, end: datetime
+    dynamodb: Any, *, table_name: str, start: datetime, end: datetime
 ) -> ResultCounts:
     """Count items per status with ``start <= recorded_at < end`` (a low-level client)."""
     low = format_millis(start)
     high = format_millis(end - _ONE_MILLISECOND)
     paginator = dynamodb.get_paginator("query")
     counts: dict[str, int] = {}
-    for status in STATUSES:
+    for status in TERMINAL_STATUSES:
         total = 0
         for page in paginator.paginate(
             TableName=table_name,
-            IndexName=index_name,
+            IndexName=STATUS_INDEX_NAME,
             Select="COUNT",
-            KeyConditionExpression="#status = :status AND recorded_at BETWEEN :low AND :high",
-            ExpressionAttributeNames={"#status": "status"},
+            KeyConditionExpression="#status = :status AND #recorded BETWEEN :low AND :high",
+            ExpressionAttributeNames={
+                "#status": STATUS_ATTRIBUTE,
+                "#recorded": RECORDED_AT_ATTRIBUTE,
+            },
             ExpressionAttributeValues={
-                ":status": {"S": status},
+                ":status": {"S": status.value},
                 ":low": {"S": low},
                 ":high": {"S": high},
             },
         ):
             total += int(page.get("Count", 0))
-        counts[status] = total
+        counts[status.value] = total
     return ResultCounts(counts=counts)

@@ -4,10 +4,11 @@ Two mechanisms make this safe when the monitor runs again, is retried, or runs
 twice at once:
 
 * A conditional DynamoDB put of a marker item, ``pk = "monitor#retraining#
-  <endpoint>#<window start>"``, in the results table. Only the run whose put
+  <endpoint>#<window start>"``, in the monitor's own state table (never the
+  results table, which holds one record per image). Only the run whose put
   succeeds starts anything; every later run in the same cooldown window sees the
-  marker and makes no further calls. The marker has no ``status`` attribute, so
-  it never appears in the status index the monitor and the CLI query.
+  marker and makes no further calls. The table's TTL on ``expires_at`` removes
+  markers two cooldowns after they were written.
 * Deterministic names derived from the cooldown window for the Step Functions
   execution and the SageMaker training job. Both services reject a duplicate
   name, and that answer is read as "already started", so even a run that lost

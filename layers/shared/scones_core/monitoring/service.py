@@ -60,7 +60,6 @@ def measure_window(
     results = count_results(
         clients.dynamodb,
         table_name=settings.results_table_name,
-        index_name=settings.results_status_index,
         start=start,
         end=window_end,
     )
@@ -101,7 +100,7 @@ def respond(
     launcher = RetrainingLauncher(
         RetrainingTargets(
             endpoint_name=settings.endpoint_name,
-            marker_table=settings.results_table_name,
+            marker_table=settings.state_table_name,
             cooldown=settings.retraining_cooldown,
             state_machine_arn=settings.retraining_state_machine_arn,
             job_config=settings.retraining_job_config,

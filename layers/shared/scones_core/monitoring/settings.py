@@ -27,7 +27,7 @@ _MAX_WINDOW_MINUTES = 7 * 24 * 60
 # Every variable from_env reads; template.yaml sets each one (a test checks).
 ENVIRONMENT_VARIABLES = (
     "RESULTS_TABLE_NAME",
-    "RESULTS_STATUS_INDEX",
+    "MONITOR_STATE_TABLE_NAME",
     "DATA_CAPTURE_S3_URI",
     "ENDPOINT_NAME",
     "ENDPOINT_VARIANT",
@@ -51,7 +51,7 @@ class MonitorSettings:
     """What one monitor run reads, compares against and may start."""
 
     results_table_name: str
-    results_status_index: str
+    state_table_name: str  # the monitor's own small table (retraining markers, TTL)
     data_capture: S3Location
     endpoint_name: str
     endpoint_variant: str
@@ -78,7 +78,7 @@ class MonitorSettings:
         reader = EnvReader(environ)
         settings = cls(
             results_table_name=reader.required("RESULTS_TABLE_NAME"),
-            results_status_index=reader.required("RESULTS_STATUS_INDEX"),
+            state_table_name=reader.required("MONITOR_STATE_TABLE_NAME"),
             data_capture=reader.parsed("DATA_CAPTURE_S3_URI", S3Location.parse),
             endpoint_name=reader.required("ENDPOINT_NAME"),
             endpoint_variant=reader.required("ENDPOINT_VARIANT"),

@@ -19,6 +19,7 @@ from scones_core.monitoring.results import ResultCounts
 from scones_core.monitoring.settings import MonitorSettings
 from scones_core.monitoring.statistics import ConfidenceSummary, label_counts, label_mix
 from scones_core.monitoring.timestamps import format_seconds
+from scones_core.records import Status
 
 LOW_CONFIDENCE = "LOW_CONFIDENCE"
 LABEL_DRIFT = "LABEL_DRIFT"
@@ -50,11 +51,11 @@ class WindowReport:
 
     @property
     def rejected_rate(self) -> float | None:
-        return self.results.rate("REJECTED")
+        return self.results.rate(Status.REJECTED)
 
     @property
     def failed_rate(self) -> float | None:
-        return self.results.rate("FAILED")
+        return self.results.rate(Status.FAILED)
 
     def to_json(self) -> dict[str, Any]:
         """A compact, JSON-safe summary for logs and the handler's response."""

@@ -1,0 +1,294 @@
+"""The image rules: which bytes are an image this product classifies, judged by content.
+
+One function, :func:`decode_image`, applies every rule in a fixed order and
+raises the ``ImageRejected`` subclass that names the first one broken. The
+serialize step, the model server and training all decode through it, so an
+upload is judged the same way wherever it goes. Key names and extensions play
+no part: the bytes decide.
+
+Order matters for safety: everything that can be decided from the size or the
+header (type, format, pixel count, side length, PNG checksums) is decided
+before a single pixel is decoded, so a decompression bomb costs a header read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from scones_core.errors import (
+    CorruptImage,
+    EmptyObject,
+    ImageTooLarge,
+    ImageTooManyPixels,
+    ImageTooSmall,
+    NotAnImage,
+    NotARasterImage,
+    UnsupportedImageFormat,
+)
+
+if TYPE_CHECKING:
+    from scones_core.records import ImageSource
+    from scones_core.settings import ImageLimits
+
+# Raster formats Pillow decodes safely and this product accepts (Pillow's names).
+# AllowedImageFormats narrows this set; it can never widen it.
+SUPPORTED_IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+# Pillow plugins to try for each accepted format. Only these parsers ever see the
+# bytes: EPS (which runs Ghostscript), PSD, ICO and the rest are never attempted.
+_PILLOW_PLUGINS: dict[str, tuple[str, ...]] = {
+    "PNG": ("PNG",),
+    "JPEG": ("JPEG",),  # camera JPEGs with a preview open as MPO through this plugin
+    "WEBP": ("WEBP",),
+    "BMP": ("BMP", "DIB"),
+    "TIFF": ("TIFF",),
+    "GIF": ("GIF",),
+}
+# Pillow's own name for a format -> ours (camera JPEGs with a preview are "MPO").
+_FORMAT_ALIASES = {"MPO": "JPEG", "DIB": "BMP"}
+
+# What Pillow's parsers and decoders raise on malformed files (seen in fuzzing:
+# ValueError "Truncated IHDR chunk", struct.error, EOFError, SyntaxError ...).
+DECODE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    MemoryError,
+)
+
+
+# ---- recognising content ------------------------------------------------------
+
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
+
+def _raster_format(head: bytes) -> str | None:
+    """A raster format name from the first bytes, or ``None``."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "TIFF"
+    if head.startswith(b"BM") and len(head) >= 18:
+        return "BMP"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _HEIF_BRANDS:
+            return "HEIC"
+        if brand in _AVIF_BRANDS:
+            return "AVIF"
+    if head.startswith(b"8BPS"):
+        return "PSD"
+    if head.startswith(b"\x00\x00\x01\x00"):
+        return "ICO"
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
+        return "JPEG XL"
+    if head.startswith((b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51")):
+        return "JPEG 2000"
+    if head.startswith(b"qoif"):
+        return "QOI"
+    return None
+
+
+def _non_raster_kind(head: bytes) -> str | None:
+    """What a known non-raster file is ("a PDF document"), or ``None``."""
+    if head.startswith(b"%PDF-"):
+        return "a PDF document"
+    if head.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
+        return "a PostScript or EPS document"
+    if head.startswith((b"\xd7\xcd\xc6\x9a", b"\x01\x00\x09\x00\x00\x03")):
+        return "a Windows metafile (vector image)"
+    if head.startswith(b"\x01\x00\x00\x00") and head[40:44] == b" EMF":
+        return "an enhanced Windows metafile (vector image)"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in text:
+        return "an SVG vector image"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "a ZIP archive (or an Office or EPUB document)"
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return "a legacy Office document"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip archive"
+    if head.startswith(b"BZh"):
+        return "a bzip2 archive"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "an xz archive"
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return "a 7-Zip archive"
+    if head.startswith(b"Rar!\x1a\x07"):
+        return "a RAR archive"
+    if head[257:262] == b"ustar":
+        return "a tar archive"
+    if head[4:8] == b"ftyp" and head[8:12] not in _HEIF_BRANDS | _AVIF_BRANDS:
+        return "an MP4 or QuickTime video"
+    return None
+
+
+_SNIFF_BYTES = 512
+
+
+# ---- decoding --------------------------------------------------------------------
+
+
+@dataclass
+class DecodedImage:
+    """A fully decoded first frame, plus what the header said about the upload."""
+
+    image: Image.Image
+    format: str
+    mode: str
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+
+    def source(self) -> ImageSource:
+        return {
+            "format": self.format,
+            "mode": self.mode,
+            "width": self.width,
+            "height": self.height,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
+
+
+def decode_image(
+    data: bytes, limits: ImageLimits, *, draft_to: tuple[int, int] | None = None
+) -> DecodedImage:
+    """Apply every image rule to ``data`` and decode its first frame.
+
+    ``draft_to`` (width, height) lets JPEG decode at a reduced scale that still
+    covers that size: a 12-megapixel photo bound for a 32x32 model decodes at an
+    eighth of its size. The pixel limits are still enforced on the full header size.
+    """
+    if not data:
+        raise EmptyObject("The object is empty (0 bytes).")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(
+            f"The object is {len(data)} bytes; the limit is {limits.max_bytes} (MaxImageBytes)."
+        )
+    head = data[:_SNIFF_BYTES]
+    kind = _non_raster_kind(head)
+    if kind is not None:
+        raise NotARasterImage(f"The object is {kind}, not a raster image.")
+    sniffed = _raster_format(head)
+    if sniffed is not None and sniffed not in limits.allowed_formats:
+        raise UnsupportedImageFormat(
+            f"{sniffed} images are not accepted; send one of "
+            f"{', '.join(limits.allowed_formats)} (AllowedImageFormats)."
+        )
+    image = _open(data, limits, sniffed)
+    try:
+        return _check_and_load(image, data, limits, draft_to)
+    except BaseException:
+        image.close()
+        raise
+
+
+def _open(data: bytes, limits: ImageLimits, sniffed: str | None) -> ImageFile.ImageFile:
+    plugins = [plugin for fmt in limits.allowed_formats for plugin in _PILLOW_PLUGINS[fmt]]
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse that band too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=plugins)
+    except UnidentifiedImageError:
+        if sniffed is not None:
+            raise CorruptImage(
+                f"The object starts like a {sniffed} image, but its header is truncated or corrupt."
+            ) from None
+        raise NotAnImage(
+            "The object is not an image: its content matches none of "
+            f"{', '.join(limits.allowed_formats)}."
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooManyPixels(f"The image header declares too many pixels: {exc}") from None
+    except DECODE_ERRORS as exc:
+        raise CorruptImage(f"The image header is truncated or corrupt: {_describe(exc)}") from None
+    if not isinstance(image, ImageFile.ImageFile):  # pragma: no cover - Pillow contract
+        raise NotAnImage("The object is not an image Pillow can read.")
+    return image
+
+
+def _check_and_load(
+    image: ImageFile.ImageFile,
+    data: bytes,
+    limits: ImageLimits,
+    draft_to: tuple[int, int] | None,
+) -> DecodedImage:
+    fmt = _FORMAT_ALIASES.get(image.format or "", image.format or "")
+    if fmt not in limits.allowed_formats:  # a sniffing gap; Pillow is the authority
+        raise UnsupportedImageFormat(
+            f"{fmt or 'This'} images are not accepted; send one of "
+            f"{', '.join(limits.allowed_formats)} (AllowedImageFormats)."
+        )
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise ImageTooManyPixels(
+            f"The image is {width}x{height} = {width * height} pixels; "
+            f"the limit is {limits.max_pixels} (MaxImagePixels)."
+        )
+    if min(width, height) < limits.min_side:
+        raise ImageTooSmall(
+            f"The image is {width}x{height} pixels; each side must be at least "
+            f"{limits.min_side} (MinImageSide)."
+        )
+    if fmt == "PNG":
+        _verify_png(data)
+    mode = image.mode
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if draft_to is not None and fmt == "JPEG":
+                side = max(draft_to)
+                image.draft(None, (side, side))
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooManyPixels(f"The image declares too many pixels: {exc}") from None
+    except DECODE_ERRORS as exc:
+        raise CorruptImage(f"The {fmt} data is truncated or corrupt: {_describe(exc)}") from None
+    return DecodedImage(
+        image=image,
+        format=fmt,
+        mode=mode,
+        width=width,
+        height=height,
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _verify_png(data: bytes) -> None:
+    """Check every chunk's CRC: decoding alone ignores a broken IDAT checksum."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as probe:
+            probe.verify()
+    except DECODE_ERRORS as exc:
+        raise CorruptImage(f"The PNG data is truncated or corrupt: {_describe(exc)}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    """One line about a decoder error, ending in a full stop."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if text.endswith(".") else text + "."

@@ -1,0 +1,334 @@
+"""The image rules and the one preprocessing, on files built here and real CIFAR-100 images.
+
+Every catalog entry goes through the Serialize step's domain code against real S3
+(moto) and real Pillow decoding; the same files go through the offline stack in
+``test_workflow_catalog_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+from conftest import SAMPLES, template_limits
+from image_catalog import (
+    SAME_INPUT,
+    Entry,
+    awkward_keys,
+    bad_inputs,
+    encode,
+    png_header_only,
+    unusual_images,
+)
+from moto import mock_aws
+from PIL import Image, ImageFile
+from scones_core import errors
+from scones_core.image_rules import SUPPORTED_IMAGE_FORMATS, decode_image
+from scones_core.images import read_object, serialize_object
+from scones_core.objects import ObjectRef
+from scones_core.preprocess import to_model_image
+from scones_core.settings import ImageLimits
+
+from scones.model.artifact import OnnxClassifier, images_to_tensor
+from scones.model.folders import load_images
+from scones.offline.stack import DEFAULT_MODEL_DIR
+from scones.serving.app import decode_request_image
+
+LIMITS = template_limits()
+SOURCE = sorted((SAMPLES / "motorcycle").glob("*.png"))[0]
+BAD = bad_inputs(SOURCE, LIMITS.max_bytes, LIMITS.max_pixels)
+UNUSUAL = unusual_images(SOURCE)
+KEYS = awkward_keys(SOURCE)
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="images")
+        client.put_bucket_versioning(Bucket="images", VersioningConfiguration={"Status": "Enabled"})
+        yield client
+
+
+def serialize(s3: Any, entry: Entry, limits: ImageLimits = LIMITS) -> dict[str, Any]:
+    response = s3.put_object(Bucket="images", Key=entry.key, Body=entry.data)
+    ref = ObjectRef(
+        "images", entry.key, response["VersionId"], response["ETag"].strip('"'), len(entry.data)
+    )
+    return dict(serialize_object(s3, ref, limits))
+
+
+def model_input(state: dict[str, Any]) -> bytes:
+    """The pixels the endpoint receives from the Serialize step."""
+    with Image.open(io.BytesIO(base64.b64decode(state["image_b64"]))) as image:
+        assert image.mode == "RGB" and image.size == LIMITS.model_input_size
+        return image.tobytes()
+
+
+@pytest.fixture(scope="module")
+def classifier() -> OnnxClassifier:
+    return OnnxClassifier(DEFAULT_MODEL_DIR)
+
+
+# ---- the catalog -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", BAD, ids=[e.name for e in BAD])
+def test_every_rule_gives_its_own_code_and_a_one_sentence_reason(s3: Any, entry: Entry) -> None:
+    state = serialize(s3, entry)
+
+    assert set(state) == {"rejection", "duration_ms"}
+    rejection = state["rejection"]
+    assert rejection["error_code"] == entry.error_code
+    assert entry.reason_words in rejection["reason"]
+    reason = rejection["reason"]
+    assert "\n" not in reason and "Traceback" not in reason and len(reason) < 300
+    assert reason.endswith(".")
+
+
+def test_the_catalog_covers_every_rejection_code() -> None:
+    covered = {entry.error_code for entry in BAD} | {"ObjectNotFound"}
+    assert covered == set(errors.rejection_error_names())
+
+
+@pytest.mark.parametrize("entry", UNUSUAL + KEYS, ids=[e.name for e in UNUSUAL + KEYS])
+def test_valid_unusual_files_give_the_same_prediction_as_their_png_source(
+    s3: Any, entry: Entry, classifier: OnnxClassifier
+) -> None:
+    state = serialize(s3, entry)
+    source_state = serialize(
+        s3, dataclasses.replace(entry, key=entry.key + ".source.png", data=entry.source)
+    )
+
+    assert "rejection" not in state, state.get("rejection")
+    got, expected = model_input(state), model_input(source_state)
+    if entry.compare == SAME_INPUT:
+        assert got == expected
+    size = LIMITS.model_input_size
+    shape = (size[1], size[0], 3)
+    pixels = [np.frombuffer(raw, np.uint8).reshape(shape) for raw in (got, expected)]
+    labels = [
+        classifier.labels[int(classifier.predict_images([Image.fromarray(p)])[0].argmax())]
+        for p in pixels
+    ]
+    assert labels[0] == labels[1] == SOURCE.parent.name
+
+
+def test_the_first_frame_of_an_animation_is_the_one_classified(s3: Any) -> None:
+    (gif,) = [e for e in UNUSUAL if e.name == "animated.gif"]
+    state = serialize(s3, gif)
+    pixels = np.frombuffer(model_input(state), np.uint8)
+    assert pixels.mean() > 20  # the second frame is black
+
+
+def test_source_facts_come_from_the_header(s3: Any) -> None:
+    (photo,) = [e for e in UNUSUAL if e.name == "photo-640.jpg"]
+    source = serialize(s3, photo)["source"]
+    assert (source["format"], source["width"], source["height"], source["mode"]) == (
+        "JPEG",
+        640,
+        640,
+        "RGB",
+    )
+    assert source["bytes"] == len(photo.data) and len(source["sha256"]) == 64
+
+
+# ---- one preprocessing for the workflow, the server and training ------------------
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        e
+        for e in UNUSUAL
+        if e.name
+        in {
+            "photo-640.jpg",
+            "cmyk.tiff",
+            "exif-rotated.png",
+            "palette.png",
+            "gray16.png",
+            "cmyk.jpg",
+            "animated.gif",
+        }
+    ],
+    ids=lambda e: e.name,
+)
+def test_one_file_gives_identical_model_input_through_all_three_paths(
+    s3: Any, entry: Entry, tmp_path: Path, classifier: OnnxClassifier
+) -> None:
+    input_size = classifier.manifest.input_size
+    # 1. the workflow: Serialize's PNG, decoded by the server as the endpoint receives it
+    png = base64.b64decode(serialize(s3, entry)["image_b64"])
+    workflow = images_to_tensor([decode_request_image(png, 10**8, input_size)], input_size)
+    # 2. the server, called directly with the original file
+    direct = images_to_tensor([decode_request_image(entry.data, 10**8, input_size)], input_size)
+    # 3. training: the file in a class folder
+    folder = tmp_path / "motorcycle"
+    folder.mkdir()
+    (tmp_path / "bicycle").mkdir()
+    (tmp_path / "bicycle" / "other.png").write_bytes(SOURCE.read_bytes())
+    (folder / f"file{Path(entry.name).suffix or '.png'}").write_bytes(entry.data)
+    training = load_images(tmp_path, ("bicycle", "motorcycle"), input_size)
+    (row,) = [i for i, p in enumerate(training.paths) if p.parent == folder]
+
+    assert workflow.dtype == direct.dtype == training.pixels.dtype == np.float32
+    assert np.array_equal(workflow, direct)
+    assert np.array_equal(workflow[0], training.pixels[row])
+
+
+# ---- refused from the header or the size, never decoded ---------------------------
+
+
+@pytest.fixture
+def decoder_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every pixel decode Pillow starts."""
+    calls: list[str] = []
+    original = ImageFile.ImageFile.load
+
+    def spy(self: ImageFile.ImageFile) -> Any:
+        calls.append(str(self.format))
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return calls
+
+
+def test_a_decompression_bomb_is_refused_without_decoding(decoder_spy: list[str]) -> None:
+    bomb = png_header_only(20_000, 20_000)  # 400 megapixels in about 60 KB
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.ImageTooManyPixels, match="400000000 pixels"):
+            decode_image(bomb, LIMITS, draft_to=LIMITS.model_input_size)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert decoder_spy == []
+    assert peak < 5_000_000  # decoding would need 50 MB for 1-bit pixels, 1.6 GB as RGB
+
+
+def test_the_band_where_pillow_only_warns_is_refused_too(decoder_spy: list[str]) -> None:
+    side = int((Image.MAX_IMAGE_PIXELS or 0) ** 0.5) + 100  # above Pillow's limit, below twice it
+    generous = dataclasses.replace(LIMITS, max_pixels=10 * side * side)
+    with pytest.raises(errors.ImageTooManyPixels, match="too many pixels"):
+        decode_image(png_header_only(side, side), generous)
+    assert decoder_spy == []
+
+
+def test_an_oversized_object_is_refused_from_its_size_unread() -> None:
+    s3 = boto3.client(
+        "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    reads: list[int] = []
+
+    class Body(StreamingBody):
+        def read(self, amt: int | None = None) -> bytes:
+            reads.append(amt or -1)
+            return super().read(amt)
+
+    size = LIMITS.max_bytes + 1
+    with Stubber(s3) as stub:
+        stub.add_response(
+            "get_object",
+            {"Body": Body(io.BytesIO(b"x"), 1), "ContentLength": size},
+            {"Bucket": "images", "Key": "incoming/huge.jpg", "VersionId": "v1"},
+        )
+        with pytest.raises(errors.ImageTooLarge, match=f"{size} bytes"):
+            read_object(s3, ObjectRef("images", "incoming/huge.jpg", "v1", "e", size), LIMITS)
+    assert reads == []
+
+
+# ---- normalisation of every mode ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "expected"),
+    [
+        ("1", 1, (255, 255, 255)),
+        ("L", 77, (77, 77, 77)),
+        ("LA", (77, 0), (255, 255, 255)),  # fully transparent: the white background
+        ("LA", (77, 255), (77, 77, 77)),
+        ("RGBA", (10, 20, 30, 0), (255, 255, 255)),
+        ("RGBA", (10, 20, 30, 255), (10, 20, 30)),
+        ("I;16", 60000, (233, 233, 233)),  # scaled, not clipped to white
+        ("I;16", 257 * 40, (40, 40, 40)),
+        ("I", 40000, (155, 155, 155)),
+        ("F", 0.5, (127, 127, 127)),
+        ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
+        ("YCbCr", (100, 128, 128), (100, 100, 100)),
+    ],
+)
+def test_every_mode_becomes_rgb_at_the_model_size(
+    mode: str, value: Any, expected: tuple[int, int, int]
+) -> None:
+    out = to_model_image(Image.new(mode, (48, 40), value), (32, 32))
+    assert out.mode == "RGB" and out.size == (32, 32)
+    assert out.getpixel((16, 16)) == expected
+
+
+def test_palette_transparency_is_composited_on_white() -> None:
+    image = Image.new("P", (16, 16), 3)
+    image.putpalette([0, 0, 0] * 256)
+    image.info["transparency"] = 3
+    assert to_model_image(image, (8, 8)).getpixel((4, 4)) == (255, 255, 255)
+
+
+def test_wide_images_are_centre_cropped_not_squashed() -> None:
+    wide = Image.new("RGB", (96, 32), (255, 0, 0))
+    wide.paste((0, 0, 255), (32, 0, 64, 32))  # the middle third is blue
+    out = to_model_image(wide, (32, 32))
+    assert out.getpixel((0, 16)) == out.getpixel((31, 16)) == (0, 0, 255)
+
+
+def test_preprocessing_is_idempotent_at_the_model_size() -> None:
+    with Image.open(SOURCE) as image:
+        once = to_model_image(image, (32, 32))
+    assert to_model_image(once, (32, 32)).tobytes() == once.tobytes()
+
+
+# ---- settings --------------------------------------------------------------------
+
+
+def test_allowed_formats_narrow_the_supported_set(s3: Any) -> None:
+    narrow = dataclasses.replace(LIMITS, allowed_formats=("PNG", "JPEG"))
+    (webp,) = [e for e in UNUSUAL if e.name == "lossless.webp"]
+    rejection = serialize(s3, webp, narrow)["rejection"]
+    assert rejection["error_code"] == "UnsupportedImageFormat"
+    assert "WEBP" in rejection["reason"] and "PNG, JPEG" in rejection["reason"]
+
+
+def test_the_template_accepts_every_supported_format_by_default() -> None:
+    assert LIMITS.allowed_formats == SUPPORTED_IMAGE_FORMATS
+    assert LIMITS.min_side == 8
+
+
+def test_an_unknown_format_in_the_settings_is_named() -> None:
+    env = {
+        "MAX_IMAGE_BYTES": "10",
+        "MAX_IMAGE_PIXELS": "10",
+        "MIN_IMAGE_SIDE": "0",
+        "ALLOWED_IMAGE_FORMATS": "PNG,HEIC",
+        "MODEL_INPUT_SIZE": "32x32",
+    }
+    with pytest.raises(errors.SettingsError) as raised:
+        ImageLimits.from_env(env)
+    assert "HEIC" in str(raised.value) and "MIN_IMAGE_SIDE" in str(raised.value)
+
+
+def test_an_eight_pixel_image_is_the_smallest_accepted() -> None:
+    smallest = encode(Image.new("RGB", (8, 8), (200, 30, 30)))
+    decoded = decode_image(smallest, LIMITS)
+    assert (decoded.width, decoded.height) == (8, 8)
