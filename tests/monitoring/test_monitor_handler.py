@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -52,6 +53,10 @@ def load_handler() -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    # Powertools reuses the first Logger's handler for the service, bound to the
+    # stdout of whichever test imported first (closed by now); point it at this
+    # test's stdout. Assigned, not ``setStream``, which would flush the closed one.
+    module.logger.registered_handler.stream = sys.stdout
     return module
 
 
@@ -174,8 +179,11 @@ def test_empty_window_publishes_counts_only(aws: Aws, capsys: pytest.CaptureFixt
         "window_end": "2026-11-25T13:00:00Z",
         "request_count": 0,
         "malformed_lines": 0,
+        "duplicate_records": 0,
         "alerts": [],
         "retraining": None,
+        "warnings": [],
+        "warnings_omitted": 0,
     }
     table = metric_table(emf(capsys.readouterr().out))
     dims = (ENDPOINT, "scones-classifier")

@@ -105,7 +105,11 @@ def test_completed_with_violations_is_an_alert_with_its_report(aws: Aws) -> None
     assert findings.violations_count == 2
     assert findings.violations[0].constraint_check_type == "baseline_drift_check"
     assert findings.statistics_item_count == 57
-    assert findings.report_uri == f"s3://{BUCKET}/{report_folder(12)}/constraint_violations.json"
+    assert findings.report_uris == (
+        f"s3://{BUCKET}/{report_folder(12)}/constraint_violations.json",
+    )
+    assert findings.failed_executions == ()
+    assert findings.unreadable_reports == ()
 
 
 def test_report_is_found_by_prefix_without_any_schedule(aws: Aws) -> None:

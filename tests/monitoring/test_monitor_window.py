@@ -137,8 +137,12 @@ def test_empty_window_without_baseline(aws: Aws, caplog) -> None:
         "CapturedRequests",
         "CaptureFilesRead",
         "MalformedCaptureLines",
+        "DuplicateCaptureRecords",
         "ResultsRecorded",
         "QualityAlerts",
+        # A reports location is configured, so the Model Monitor faults read 0.
+        "ModelMonitorFailedExecutions",
+        "ModelMonitorUnreadableReports",
     }
 
 
