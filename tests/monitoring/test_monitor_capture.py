@@ -187,7 +187,11 @@ def test_a_repeated_event_id_keeps_the_first_record_and_names_the_copy(caplog) -
     assert (batch.lines_read, batch.duplicate_records, batch.malformed_lines) == (3, 1, 0)
     (warning,) = batch.warnings
     # Line 4: blank lines count, so the number matches the file in an editor.
-    assert (warning.code, warning.source, warning.line) == ("DUPLICATE_CAPTURE_RECORD", "s3://b/k", 4)
+    assert (warning.code, warning.source, warning.line) == (
+        "DUPLICATE_CAPTURE_RECORD",
+        "s3://b/k",
+        4,
+    )
     assert warning.reason == "eventId 'e-1' was already read at s3://b/k line 1"
     (logged,) = [r for r in caplog.records if r.getMessage() == "skipping duplicate capture record"]
     assert (logged.source, logged.line, logged.reason) == ("s3://b/k", 4, warning.reason)
