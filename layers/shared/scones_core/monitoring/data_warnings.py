@@ -40,4 +40,5 @@ class DataWarning:
                 "line": self.line,
                 "reason": self.reason,
             },
+            stacklevel=2,  # the log's location is the code that found the problem
         )

@@ -31,8 +31,7 @@ from scones_core.monitoring.timestamps import format_seconds
 logger = logging.getLogger(__name__)
 
 ALERT_STATUS = "CompletedWithViolations"
-# Executions that ended without checking the traffic (``Stopped`` includes a
-# job that hit its runtime limit).
+# Executions that ended without a verdict on the traffic they were meant to check.
 FAULT_STATUSES = frozenset({"Failed", "Stopped"})
 VIOLATIONS_FILE = "constraint_violations.json"
 STATISTICS_FILE = "statistics.json"
@@ -160,8 +159,8 @@ def find_reports(s3: Any, reports: S3Location, start: datetime, end: datetime) -
 def parse_violations(body: bytes, report_uri: str | None = None) -> tuple[Violation, ...]:
     """The report's violations; ``ModelMonitorReportError`` when it is not Model Monitor's shape.
 
-    ``{"violations": [...]}`` is required (Model Monitor writes an empty list when
-    it finds nothing), so a truncated or foreign file is never read as "no violations".
+    The contract's ``{"violations": [...]}`` is required, so a truncated or
+    foreign file (``{}``, an error page) is never read as "no violations".
     """
     try:
         document = json.loads(body)
