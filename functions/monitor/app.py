@@ -111,6 +111,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "window_end": summary["window_end"],
         "request_count": report.request_count,
         "malformed_lines": report.malformed_lines,
+        "duplicate_records": report.duplicate_records,
         "alerts": [alert.code for alert in alerts],
         "retraining": None if outcome is None else outcome.to_json(),
+        # Each warning was also logged on its own where it was found.
+        "warnings": summary["warnings"],
+        "warnings_omitted": summary["warnings_omitted"],
     }

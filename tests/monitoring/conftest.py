@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -137,17 +138,21 @@ def capture_line(
     probabilities: tuple[float, ...] | list[float],
     at: datetime,
     *,
-    event_id: str = "evt",
+    event_id: str | None = None,
     output_encoding: str = "JSON",
 ) -> str:
-    """One capture line exactly as the model server writes it (optionally base64 output)."""
+    """One capture line exactly as the model server writes it (optionally base64 output).
+
+    Each line gets a fresh UUID eventId, as the server gives each request, unless
+    the test names one (to write duplicates on purpose).
+    """
     output = json.dumps(list(probabilities))
     record = build_capture_record(
         input_body=b"\x89PNG-not-read-by-the-monitor",
         input_content_type="image/png",
         output_body=output,
         output_content_type="application/json",
-        event_id=event_id,
+        event_id=str(uuid.uuid4()) if event_id is None else event_id,
         inference_time=at,
     )
     if output_encoding == "BASE64":

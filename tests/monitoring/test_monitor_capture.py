@@ -161,13 +161,85 @@ def test_window_reads_every_line_of_every_file_across_hours(
     assert sorted(r.confidence for r in batch.records) == pytest.approx(sorted(expected))
 
 
-def test_a_flood_of_bad_lines_is_counted_but_logged_briefly(caplog) -> None:
+def test_every_bad_line_of_a_flood_is_named_in_a_warning_and_a_log(caplog) -> None:
     text = "\n".join(["bad"] * 50 + [capture_line([0.9, 0.1], AT)])
-    batch = parse_capture_text(text, LABELS, source="flood")
+    batch = parse_capture_text(text, LABELS, source="s3://b/flood.jsonl")
     assert (batch.malformed_lines, len(batch.records)) == (50, 1)
-    messages = [r.getMessage() for r in caplog.records]
-    assert messages.count("skipping malformed capture line") == 5
-    assert "skipped more malformed capture lines than were logged" in messages
+    assert [(w.code, w.source, w.line) for w in batch.warnings] == [
+        ("MALFORMED_CAPTURE_LINE", "s3://b/flood.jsonl", n) for n in range(1, 51)
+    ]
+    assert all(w.reason.startswith("not JSON") for w in batch.warnings)
+    logged = [r for r in caplog.records if r.getMessage() == "skipping malformed capture line"]
+    assert [(r.source, r.line, r.reason) for r in logged] == [
+        (w.source, w.line, w.reason) for w in batch.warnings
+    ]
+
+
+def test_a_repeated_event_id_keeps_the_first_record_and_names_the_copy(caplog) -> None:
+    first = capture_line([0.9, 0.1], AT, event_id="e-1")
+    other = capture_line([0.3, 0.7], AT + timedelta(seconds=1), event_id="e-2")
+    copy = capture_line([0.2, 0.8], AT + timedelta(seconds=2), event_id="e-1")
+    batch = parse_capture_text("\n".join([first, other, "", copy]), LABELS, source="s3://b/k")
+    assert [(r.event_id, r.probabilities) for r in batch.records] == [
+        ("e-1", (0.9, 0.1)),
+        ("e-2", (0.3, 0.7)),
+    ]
+    assert (batch.lines_read, batch.duplicate_records, batch.malformed_lines) == (3, 1, 0)
+    (warning,) = batch.warnings
+    # Line 4: blank lines count, so the number matches the file in an editor.
+    assert (warning.code, warning.source, warning.line) == (
+        "DUPLICATE_CAPTURE_RECORD",
+        "s3://b/k",
+        4,
+    )
+    assert warning.reason == "eventId 'e-1' was already read at s3://b/k line 1"
+    (logged,) = [r for r in caplog.records if r.getMessage() == "skipping duplicate capture record"]
+    assert (logged.source, logged.line, logged.reason) == ("s3://b/k", 4, warning.reason)
+
+
+def test_records_without_an_event_id_cannot_be_matched_and_are_all_kept() -> None:
+    document = json.loads(capture_line([0.9, 0.1], AT))
+    del document["eventMetadata"]["eventId"]
+    line = json.dumps(document)
+    batch = parse_capture_text(f"{line}\n{line}\n", LABELS, source="memory")
+    assert (len(batch.records), batch.duplicate_records, batch.warnings) == (2, 0, [])
+
+
+def test_a_capture_file_copied_under_another_key_counts_once(
+    aws: Aws, captures: CaptureWriterHelper, predictions: dict[str, list[Prediction]]
+) -> None:
+    rows = predictions["bicycle"][:6]
+    lines = [
+        capture_line(row.probabilities, WINDOW_START + timedelta(minutes=i), event_id=f"b{i}")
+        for i, row in enumerate(rows)
+    ]
+    original = captures.put(WINDOW_START, "a-original", lines)
+    # A replay copied the whole file into the same hour, and half of it into the next.
+    copied = captures.put(WINDOW_START, "b-copy", lines)
+    late = captures.put(WINDOW_END, "late-copy", [*lines[3:], "{torn"])
+
+    batch = read_capture_window(
+        aws.s3,
+        S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}"),
+        endpoint=ENDPOINT,
+        variant=VARIANT,
+        labels=LABELS,
+        start=WINDOW_START,
+        end=WINDOW_END,
+    )
+    assert (batch.files_read, batch.lines_read) == (3, 16)
+    assert [r.event_id for r in batch.records] == [f"b{i}" for i in range(6)]
+    assert {r.source for r in batch.records} == {f"s3://{BUCKET}/{original}"}
+    assert [r.confidence for r in batch.records] == [max(r.probabilities) for r in rows]
+    assert (batch.duplicate_records, batch.malformed_lines) == (9, 1)
+    assert [(w.code, w.source, w.line) for w in batch.warnings] == [
+        *(("DUPLICATE_CAPTURE_RECORD", f"s3://{BUCKET}/{copied}", n) for n in range(1, 7)),
+        ("MALFORMED_CAPTURE_LINE", f"s3://{BUCKET}/{late}", 4),
+        *(("DUPLICATE_CAPTURE_RECORD", f"s3://{BUCKET}/{late}", n) for n in range(1, 4)),
+    ]
+    assert batch.warnings[-1].reason == (
+        f"eventId 'b5' was already read at s3://{BUCKET}/{original} line 6"
+    )
 
 
 def test_a_file_deleted_after_listing_is_skipped(aws: Aws, captures: CaptureWriterHelper) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +32,7 @@ from tests.monitoring.test_monitor_model_monitor import (
     execution,
     list_request,
     put_report,
+    report_folder,
 )
 
 HANDLER = PROJECT_ROOT / "functions" / "monitor" / "app.py"
@@ -52,6 +54,10 @@ def load_handler() -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    # Powertools reuses the first Logger's handler for the service, bound to the
+    # stdout of whichever test imported first (closed by now); point it at this
+    # test's stdout. Assigned, not ``setStream``, which would flush the closed one.
+    module.logger.registered_handler.stream = sys.stdout
     return module
 
 
@@ -174,8 +180,11 @@ def test_empty_window_publishes_counts_only(aws: Aws, capsys: pytest.CaptureFixt
         "window_end": "2026-11-25T13:00:00Z",
         "request_count": 0,
         "malformed_lines": 0,
+        "duplicate_records": 0,
         "alerts": [],
         "retraining": None,
+        "warnings": [],
+        "warnings_omitted": 0,
     }
     table = metric_table(emf(capsys.readouterr().out))
     dims = (ENDPOINT, "scones-classifier")
@@ -221,3 +230,83 @@ def test_import_needs_no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     app = load_handler()
     assert app.SETTINGS.data_capture.bucket == BUCKET
+
+
+def test_faults_reach_the_logs_the_response_and_the_metrics(
+    aws: Aws,
+    captures: CaptureWriterHelper,
+    predictions: dict[str, list[Prediction]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MONITORING_SCHEDULE_NAME", SCHEDULE)
+    monkeypatch.setenv("RETRAINING_STATE_MACHINE_ARN", STATE_MACHINE)
+    lines = [
+        capture_line(r.probabilities, WINDOW_START + timedelta(minutes=i), event_id=f"e{i}")
+        for i, r in enumerate(predictions["bicycle"][:4])
+    ]
+    original = captures.put(WINDOW_START, "a", lines)
+    copy = captures.put(WINDOW_START, "b", [lines[2], "not json"])
+    report_key = f"{report_folder(12)}/constraint_violations.json"
+    aws.s3.put_object(Bucket=BUCKET, Key=report_key, Body=b'{"violations": {}}')
+
+    app = load_handler()
+    clients = app.clients()
+    with Stubber(clients.sagemaker) as sagemaker, Stubber(clients.stepfunctions) as sfn:
+        sagemaker.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [execution("Stopped")]},
+            list_request(),
+        )
+        result = app.lambda_handler(EVENT, LambdaContext())
+        sagemaker.assert_no_pending_responses()
+        sfn.assert_no_pending_responses()  # faults alone never start retraining
+
+    expected = [
+        {
+            "code": "DUPLICATE_CAPTURE_RECORD",
+            "source": f"s3://{BUCKET}/{copy}",
+            "line": 1,
+            "reason": f"eventId 'e2' was already read at s3://{BUCKET}/{original} line 3",
+        },
+        {
+            "code": "MALFORMED_CAPTURE_LINE",
+            "source": f"s3://{BUCKET}/{copy}",
+            "line": 2,
+            "reason": "not JSON: Expecting value: line 1 column 1 (char 0)",
+        },
+        {
+            "code": "UNREADABLE_MODEL_MONITOR_REPORT",
+            "source": f"s3://{BUCKET}/{report_key}",
+            "line": None,
+            "reason": 'expected {"violations": [...]}',
+        },
+    ]
+    assert sorted(result["warnings"], key=lambda w: w["code"]) == expected
+    assert result["warnings_omitted"] == 0
+    assert (result["request_count"], result["duplicate_records"]) == (4, 1)
+    assert result["malformed_lines"] == 1
+    assert result["alerts"] == ["MODEL_MONITOR_EXECUTION_FAILED", "MODEL_MONITOR_REPORT_UNREADABLE"]
+    assert result["retraining"] is None
+
+    stdout = capsys.readouterr().out
+    logs = [json.loads(line) for line in stdout.splitlines() if line.startswith('{"level"')]
+    logged = sorted(
+        (
+            # Powertools leaves out None values: a whole-file problem has no line.
+            {k: entry.get(k) for k in ("code", "source", "line", "reason")}
+            for entry in logs
+            if entry["level"] == "WARNING" and "reason" in entry
+        ),
+        key=lambda w: w["code"],
+    )
+    assert logged == expected
+    alerts = [e["code"] for e in logs if e["message"] == "quality alert"]
+    assert alerts == result["alerts"]
+    table = metric_table(emf(stdout))
+    dims = (ENDPOINT, "scones-classifier")
+    assert table[("ModelMonitorFailedExecutions", dims)] == ("Count", 1.0)
+    assert table[("ModelMonitorUnreadableReports", dims)] == ("Count", 1.0)
+    assert table[("DuplicateCaptureRecords", dims)] == ("Count", 1.0)
+    assert table[("QualityAlerts", dims)] == ("Count", 2.0)
+    assert table[("RetrainingStarted", dims)] == ("Count", 0.0)

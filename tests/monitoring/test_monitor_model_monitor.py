@@ -105,7 +105,11 @@ def test_completed_with_violations_is_an_alert_with_its_report(aws: Aws) -> None
     assert findings.violations_count == 2
     assert findings.violations[0].constraint_check_type == "baseline_drift_check"
     assert findings.statistics_item_count == 57
-    assert findings.report_uri == f"s3://{BUCKET}/{report_folder(12)}/constraint_violations.json"
+    assert findings.report_uris == (
+        f"s3://{BUCKET}/{report_folder(12)}/constraint_violations.json",
+    )
+    assert findings.failed_executions == ()
+    assert findings.unreadable_reports == ()
 
 
 def test_report_is_found_by_prefix_without_any_schedule(aws: Aws) -> None:
@@ -191,12 +195,115 @@ def test_report_location_comes_from_the_schedule_when_not_configured(aws: Aws) -
     assert findings.alert  # the report lists violations even though the status is Completed
 
 
-@pytest.mark.parametrize("body", [b"not json", b'{"violations": 3}', b'{"violations": [1]}'])
-def test_unreadable_report_is_logged_and_ignored(aws: Aws, body: bytes, caplog) -> None:
-    aws.s3.put_object(
-        Bucket=BUCKET, Key=f"{report_folder(12)}/constraint_violations.json", Body=body
-    )
+@pytest.mark.parametrize(
+    ("body", "line", "reason"),
+    [
+        (b'{\n  "violations": [\n    {"feature_name": "x",\n', 4, "not JSON"),
+        (b'{"violations": "\xc3("}', None, "not UTF-8"),
+        (b'{"violations": 3}', None, 'expected {"violations": [...]}'),
+        (b"{}", None, 'expected {"violations": [...]}'),
+        (b'{"violations": [1]}', None, "violations[0] is not an object"),
+    ],
+)
+def test_unreadable_report_is_a_named_warning_not_a_missing_report(
+    aws: Aws, body: bytes, line: int | None, reason: str, caplog
+) -> None:
+    key = f"{report_folder(12)}/constraint_violations.json"
+    aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
     findings = collect(aws)
     assert findings is not None
     assert findings.violations is None
-    assert "Model Monitor report is unreadable" in caplog.text
+    assert findings.report_uris == ()
+    (warning,) = findings.unreadable_reports
+    assert (warning.code, warning.source, warning.line) == (
+        "UNREADABLE_MODEL_MONITOR_REPORT",
+        f"s3://{BUCKET}/{key}",
+        line,
+    )
+    assert warning.reason.startswith(reason)
+    (logged,) = [
+        r for r in caplog.records if r.getMessage() == "Model Monitor report is unreadable"
+    ]
+    assert (logged.source, logged.line, logged.reason) == (
+        warning.source,
+        warning.line,
+        warning.reason,
+    )
+
+
+def test_every_report_in_the_window_is_read_and_merged(aws: Aws) -> None:
+    second = {"violations": [VIOLATIONS["violations"][0]]}
+    put_report(aws, hour=8)  # before the window
+    put_report(aws, hour=9, violations={"violations": []})
+    put_report(aws, hour=10)
+    put_report(aws, hour=11, violations=second)
+    aws.s3.put_object(  # no statistics.json beside this one
+        Bucket=BUCKET,
+        Key=f"{report_folder(12)}/constraint_violations.json",
+        Body=json.dumps(second).encode(),
+    )
+    put_report(aws, hour=13)  # the next window
+    findings = collect_findings(
+        aws.s3,
+        None,
+        schedule_name=None,
+        reports=REPORTS,
+        start=WINDOW_START - timedelta(hours=3),
+        end=WINDOW_END,
+    )
+    assert findings is not None
+    uri = f"s3://{BUCKET}/{{}}/constraint_violations.json".format
+    assert findings.report_uris == tuple(uri(report_folder(h)) for h in (9, 10, 11, 12))
+    assert [(v.feature_name, v.report_uri) for v in findings.violations or ()] == [
+        ("probabilities_0", uri(report_folder(10))),
+        ("probabilities_1", uri(report_folder(10))),
+        ("probabilities_0", uri(report_folder(11))),
+        ("probabilities_0", uri(report_folder(12))),
+    ]
+    assert findings.statistics_item_count == 3 * 57
+    assert findings.alert
+    assert findings.unreadable_reports == ()
+
+
+def test_an_unreadable_report_does_not_hide_the_readable_ones(aws: Aws) -> None:
+    put_report(aws, hour=11)
+    broken = f"{report_folder(12)}/constraint_violations.json"
+    aws.s3.put_object(Bucket=BUCKET, Key=broken, Body=b'{"violations": [')
+    findings = collect_findings(
+        aws.s3,
+        None,
+        schedule_name=None,
+        reports=REPORTS,
+        start=WINDOW_START - timedelta(hours=1),
+        end=WINDOW_END,
+    )
+    assert findings is not None
+    assert findings.violations_count == 2
+    assert [w.source for w in findings.unreadable_reports] == [f"s3://{BUCKET}/{broken}"]
+
+
+def test_failed_and_stopped_executions_are_faults_not_missing_reports(aws: Aws, caplog) -> None:
+    failed = execution("Failed") | {"FailureReason": "ClientError: no capture data found"}
+    stopped = execution("Stopped") | {"ScheduledTime": WINDOW_START + timedelta(minutes=30)}
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [stopped, failed, execution("Completed")]},
+            list_request(),
+        )
+        findings = collect(aws, sagemaker, SCHEDULE)
+        stub.assert_no_pending_responses()
+    assert findings is not None
+    assert findings.violations is None  # no report: still not an error
+    assert not findings.alert
+    assert [(e.status, e.failure_reason) for e in findings.failed_executions] == [
+        ("Stopped", None),
+        ("Failed", "ClientError: no capture data found"),
+    ]
+    logged = [
+        (r.status, r.failure_reason)
+        for r in caplog.records
+        if r.getMessage() == "Model Monitor execution did not complete"
+    ]
+    assert logged == [("Stopped", None), ("Failed", "ClientError: no capture data found")]

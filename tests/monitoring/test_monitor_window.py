@@ -5,16 +5,26 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import boto3
 import numpy as np
 import pytest
+from botocore.stub import ANY, Stubber
 from scones_core.monitoring.metrics import label_metrics, window_metrics
 from scones_core.monitoring.service import MonitorClients, measure_window, respond
 from scones_core.monitoring.settings import MonitorSettings
-from scones_core.monitoring.window_report import LABEL_DRIFT, LOW_CONFIDENCE
+from scones_core.monitoring.window_report import (
+    LABEL_DRIFT,
+    LOW_CONFIDENCE,
+    MODEL_MONITOR_EXECUTION_FAILED,
+    MODEL_MONITOR_REPORT_UNREADABLE,
+    MODEL_MONITOR_VIOLATIONS,
+    SUMMARY_WARNING_LIMIT,
+)
 
 from tests.monitoring.conftest import (
     BUCKET,
     LABELS,
+    REGION,
     WINDOW_END,
     WINDOW_START,
     Aws,
@@ -22,6 +32,13 @@ from tests.monitoring.conftest import (
     Prediction,
     capture_line,
     monitor_env,
+)
+from tests.monitoring.test_monitor_model_monitor import (
+    SCHEDULE,
+    execution,
+    list_request,
+    put_report,
+    report_folder,
 )
 
 
@@ -136,8 +153,12 @@ def test_empty_window_without_baseline(aws: Aws, caplog) -> None:
         "CapturedRequests",
         "CaptureFilesRead",
         "MalformedCaptureLines",
+        "DuplicateCaptureRecords",
         "ResultsRecorded",
         "QualityAlerts",
+        # A reports location is configured, so the Model Monitor faults read 0.
+        "ModelMonitorFailedExecutions",
+        "ModelMonitorUnreadableReports",
     }
 
 
@@ -148,3 +169,119 @@ def test_unusable_baseline_is_logged_not_raised(aws: Aws, caplog) -> None:
     report, _ = measure_window(settings(), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END)
     assert report.drift is None
     assert "baseline is unusable" in caplog.text
+
+
+# ---- monitoring faults ----------------------------------------------------------
+
+STATE_MACHINE = f"arn:aws:states:{REGION}:123456789012:stateMachine:scones-retrain"
+
+
+def stubbed_clients(aws: Aws) -> MonitorClients:
+    return MonitorClients(
+        aws.s3,
+        aws.dynamodb,
+        sagemaker=boto3.client("sagemaker", region_name=REGION),
+        stepfunctions=boto3.client("stepfunctions", region_name=REGION),
+    )
+
+
+def test_model_monitor_faults_alert_and_publish_but_do_not_retrain(aws: Aws) -> None:
+    broken = f"{report_folder(12)}/constraint_violations.json"
+    aws.s3.put_object(Bucket=BUCKET, Key=broken, Body=b"<html>Access Denied</html>")
+    config = settings(MONITORING_SCHEDULE_NAME=SCHEDULE, RETRAINING_STATE_MACHINE_ARN=STATE_MACHINE)
+    clients = stubbed_clients(aws)
+    failed = execution("Failed") | {"FailureReason": "AlgorithmError: out of memory"}
+    with Stubber(clients.sagemaker) as sagemaker, Stubber(clients.stepfunctions) as sfn:
+        sagemaker.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [failed]},
+            list_request(),
+        )
+        report, alerts = measure_window(config, clients, WINDOW_END)
+        # No responses are queued for Step Functions: any call would raise here.
+        assert respond(config, clients, report, alerts) is None
+        sagemaker.assert_no_pending_responses()
+        sfn.assert_no_pending_responses()
+
+    assert [a.code for a in alerts] == [
+        MODEL_MONITOR_EXECUTION_FAILED,
+        MODEL_MONITOR_REPORT_UNREADABLE,
+    ]
+    assert not any(a.starts_retraining for a in alerts)
+    assert "Failed" in alerts[0].message and "AlgorithmError: out of memory" in alerts[0].message
+    assert f"s3://{BUCKET}/{broken} line 1: not JSON" in alerts[1].message
+    points = {p.name: p.value for p in window_metrics(report, alert_count=len(alerts))}
+    assert points["ModelMonitorFailedExecutions"] == 1
+    assert points["ModelMonitorUnreadableReports"] == 1
+    assert points["QualityAlerts"] == 2
+    assert "ModelMonitorViolations" not in points  # unreadable is not "0 violations"
+    summary = report.to_json()
+    assert summary["warnings"] == [
+        {
+            "code": "UNREADABLE_MODEL_MONITOR_REPORT",
+            "source": f"s3://{BUCKET}/{broken}",
+            "line": 1,
+            "reason": summary["warnings"][0]["reason"],
+        }
+    ]
+    assert summary["warnings"][0]["reason"].startswith("not JSON")
+    assert (summary["model_monitor_failed_executions"], summary["model_monitor_violations"]) == (
+        1,
+        None,
+    )
+
+
+def test_violations_still_retrain_when_an_execution_also_failed(aws: Aws) -> None:
+    put_report(aws, hour=12)
+    config = settings(MONITORING_SCHEDULE_NAME=SCHEDULE, RETRAINING_STATE_MACHINE_ARN=STATE_MACHINE)
+    clients = stubbed_clients(aws)
+    sent: list[dict] = []
+    clients.stepfunctions.meta.events.register(
+        "provide-client-params.states.StartExecution", lambda params, **_: sent.append(params)
+    )
+    with Stubber(clients.sagemaker) as sagemaker, Stubber(clients.stepfunctions) as sfn:
+        sagemaker.add_response(
+            "list_monitoring_executions",
+            {
+                "MonitoringExecutionSummaries": [
+                    execution("CompletedWithViolations"),
+                    execution("Stopped") | {"ScheduledTime": WINDOW_START + timedelta(minutes=30)},
+                ]
+            },
+            list_request(),
+        )
+        sfn.add_response(
+            "start_execution",
+            {"executionArn": f"{STATE_MACHINE}:run", "startDate": WINDOW_END},
+            {"stateMachineArn": STATE_MACHINE, "name": ANY, "input": ANY},
+        )
+        report, alerts = measure_window(config, clients, WINDOW_END)
+        outcome = respond(config, clients, report, alerts)
+        sfn.assert_no_pending_responses()
+
+    assert [a.code for a in alerts] == [MODEL_MONITOR_VIOLATIONS, MODEL_MONITOR_EXECUTION_FAILED]
+    assert outcome is not None and outcome.started
+    (request,) = sent
+    reasons = [reason["code"] for reason in json.loads(request["input"])["reasons"]]
+    assert reasons == [MODEL_MONITOR_VIOLATIONS]
+
+
+def test_the_summary_lists_the_first_warnings_and_counts_the_rest(
+    aws: Aws, captures: CaptureWriterHelper, predictions: dict[str, list[Prediction]]
+) -> None:
+    good = [
+        capture_line(p.probabilities, WINDOW_START + timedelta(minutes=i), event_id=f"g{i}")
+        for i, p in enumerate(predictions["bicycle"][:12])
+    ]
+    key = captures.put(WINDOW_START, "noisy", [*good, *["{"] * 40, *good])
+    report, _ = measure_window(settings(), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END)
+    assert (report.request_count, report.malformed_lines, report.duplicate_records) == (12, 40, 12)
+    assert len(report.warnings) == 52
+    assert [w.line for w in report.warnings] == list(range(13, 65))
+    assert {w.source for w in report.warnings} == {f"s3://{BUCKET}/{key}"}
+    summary = report.to_json()
+    assert summary["warnings"] == [w.to_json() for w in report.warnings[:SUMMARY_WARNING_LIMIT]]
+    assert summary["warnings_omitted"] == 52 - SUMMARY_WARNING_LIMIT
+    assert summary["duplicate_records"] == 12
+    points = {p.name: p.value for p in window_metrics(report, alert_count=0)}
+    assert (points["MalformedCaptureLines"], points["DuplicateCaptureRecords"]) == (40, 12)

@@ -46,6 +46,8 @@ def test_monitor_reads_captured_traffic_and_publishes_metrics(stack: OfflineStac
     classified = [r for r in records.values() if r["status"] in ("ACCEPTED", "NEEDS_REVIEW")]
     assert result["request_count"] == len(classified) == 10
     assert result["malformed_lines"] == 0
+    # The model server gives each request its own eventId: nothing is skipped.
+    assert (result["duplicate_records"], result["warnings"]) == (0, [])
     log = stack.work_dir / "logs" / f"{stack.function_name('MonitorFunction')}.log"
     metrics: dict[str, object] = {}
     for document in emf_documents(log):

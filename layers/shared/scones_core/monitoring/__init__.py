@@ -10,7 +10,8 @@ Modules:
     settings       the monitor's environment, validated once at cold start
     locations      ``s3://`` URIs and paginated S3 listings
     timestamps     parsing and formatting the ISO 8601 times the contracts use
-    capture        SageMaker data-capture JSON Lines -> ``CaptureRecord``
+    capture        SageMaker data-capture JSON Lines -> ``CaptureRecord`` (unique by eventId)
+    data_warnings  skipped capture lines and unreadable reports, named by file and line
     statistics     percentiles and confidence summaries, without numpy
     results        outcome counts from the results table's status index
     model_monitor  Model Monitor executions and ``constraint_violations.json``

@@ -14,7 +14,10 @@ SageMaker writes one JSON object per line, many lines per file, and files under
 ``eventMetadata`` sits beside ``captureData``; some writers nest it inside, and
 both are accepted. The output is the model's probabilities in label order, as
 JSON text or as base64 of that text. Every line of every file is read; a line
-that does not parse is counted and skipped, never fatal.
+that does not parse is counted and skipped, never fatal. Records are unique by
+``eventMetadata.eventId``: a capture file copied under a second key (a replay,
+a backfill, a manual copy) would otherwise count its requests twice, so the
+first record read is kept and every later copy is counted and reported.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from scones_core.monitoring.data_warnings import (
+    DUPLICATE_CAPTURE_RECORD,
+    MALFORMED_CAPTURE_LINE,
+    DataWarning,
+)
 from scones_core.monitoring.locations import S3Location, list_objects
 from scones_core.monitoring.timestamps import hours_between, parse_timestamp
 
@@ -42,8 +50,6 @@ _PROBABILITY_TOLERANCE = 1e-6
 # hour folder after the request's hour; the next hour's folder is read as well.
 _LATE_FILE_ALLOWANCE = timedelta(hours=1)
 _STREAM_CHUNK_BYTES = 1 << 20
-# A broken writer can produce thousands of bad lines; log a few, then a count.
-_LOGGED_MALFORMED_PER_FILE = 5
 
 
 class CaptureFormatError(ValueError):
@@ -59,30 +65,89 @@ class CaptureRecord:
     label: str
     confidence: float
     event_id: str | None = None
+    # Where the record was read, so a duplicate can name both copies.
+    source: str | None = field(default=None, compare=False)
+    line: int | None = field(default=None, compare=False)
+
+    @property
+    def location(self) -> str:
+        return f"{self.source or '<unknown>'} line {self.line if self.line is not None else '?'}"
 
 
 @dataclass
 class CaptureBatch:
-    """Records read from capture files, plus what could not be used and why."""
+    """Records read from capture files, plus what could not be used and why.
+
+    Records are added through ``add``/``extend``, which keep the first record of
+    each ``eventId`` and turn later copies into ``DUPLICATE_CAPTURE_RECORD``
+    warnings. Records without an ``eventId`` cannot be matched and are all kept.
+    """
 
     records: list[CaptureRecord] = field(default_factory=list)
     files_read: int = 0
     lines_read: int = 0
     malformed_lines: int = 0
+    duplicate_records: int = 0
     outside_window: int = 0
+    warnings: list[DataWarning] = field(default_factory=list)
+    _first_seen: dict[str, CaptureRecord] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # Records given to the constructor go through the same deduplication.
+        initial, self.records = self.records, []
+        for record in initial:
+            self.add(record)
+
+    def add(self, record: CaptureRecord) -> bool:
+        """Keep ``record`` unless its ``eventId`` was already kept; ``False`` for a duplicate."""
+        event_id = record.event_id
+        if event_id is not None:
+            first = self._first_seen.get(event_id)
+            if first is not None:
+                self.duplicate_records += 1
+                self.warn(
+                    DataWarning(
+                        DUPLICATE_CAPTURE_RECORD,
+                        record.source or "<unknown>",
+                        record.line,
+                        f"eventId {event_id!r} was already read at {first.location}",
+                    ),
+                    "skipping duplicate capture record",
+                )
+                return False
+            self._first_seen[event_id] = record
+        self.records.append(record)
+        return True
+
+    def warn(self, warning: DataWarning, message: str) -> None:
+        """Record ``warning`` and log it, once, where it was found."""
+        self.warnings.append(warning)
+        warning.log(logger, message)
 
     def extend(self, other: CaptureBatch) -> None:
-        self.records.extend(other.records)
+        """Merge ``other`` (already logged) into this batch, deduplicating across both."""
         self.files_read += other.files_read
         self.lines_read += other.lines_read
         self.malformed_lines += other.malformed_lines
+        self.duplicate_records += other.duplicate_records
         self.outside_window += other.outside_window
+        self.warnings.extend(other.warnings)
+        for record in other.records:
+            self.add(record)
 
     def sorted_records(self) -> list[CaptureRecord]:
         return sorted(self.records, key=lambda record: record.inference_time)
 
 
-def parse_capture_line(line: str | bytes, labels: Sequence[str]) -> CaptureRecord:
+def parse_capture_line(
+    line: str | bytes,
+    labels: Sequence[str],
+    *,
+    source: str | None = None,
+    line_number: int | None = None,
+) -> CaptureRecord:
     """Parse one JSON Lines record; raises ``CaptureFormatError`` saying what is wrong."""
     try:
         document = json.loads(line)
@@ -112,6 +177,8 @@ def parse_capture_line(line: str | bytes, labels: Sequence[str]) -> CaptureRecor
         label=labels[best],
         confidence=probabilities[best],
         event_id=event_id if isinstance(event_id, str) else None,
+        source=source,
+        line=line_number,
     )
 
 
@@ -178,33 +245,31 @@ def parse_capture_lines(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> CaptureBatch:
-    """Parse every line of one capture file; keep records with ``start <= time < end``."""
+    """Parse every line of one capture file; keep records with ``start <= time < end``.
+
+    Every malformed line and every repeated ``eventId`` becomes a warning naming
+    ``source`` and the 1-based line number (blank lines count, as in an editor).
+    """
     batch = CaptureBatch(files_read=1)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         batch.lines_read += 1
         try:
-            record = parse_capture_line(line, labels)
+            record = parse_capture_line(line, labels, source=source, line_number=number)
         except CaptureFormatError as exc:
             batch.malformed_lines += 1
-            if batch.malformed_lines <= _LOGGED_MALFORMED_PER_FILE:
-                logger.warning(
-                    "skipping malformed capture line",
-                    extra={"source": source, "line": number, "problem": str(exc)},
-                )
+            batch.warn(
+                DataWarning(MALFORMED_CAPTURE_LINE, source, number, str(exc)),
+                "skipping malformed capture line",
+            )
             continue
         if (start is not None and record.inference_time < start) or (
             end is not None and record.inference_time >= end
         ):
             batch.outside_window += 1
             continue
-        batch.records.append(record)
-    if batch.malformed_lines > _LOGGED_MALFORMED_PER_FILE:
-        logger.warning(
-            "skipped more malformed capture lines than were logged",
-            extra={"source": source, "malformed_lines": batch.malformed_lines},
-        )
+        batch.add(record)
     return batch
 
 

@@ -43,6 +43,7 @@ def window_metrics(report: WindowReport, *, alert_count: int) -> list[MetricPoin
         MetricPoint("CapturedRequests", COUNT, report.request_count),
         MetricPoint("CaptureFilesRead", COUNT, report.capture_files),
         MetricPoint("MalformedCaptureLines", COUNT, report.malformed_lines),
+        MetricPoint("DuplicateCaptureRecords", COUNT, report.duplicate_records),
         MetricPoint("ResultsRecorded", COUNT, report.results.total),
         MetricPoint("QualityAlerts", COUNT, alert_count),
     ]
@@ -70,8 +71,14 @@ def window_metrics(report: WindowReport, *, alert_count: int) -> list[MetricPoin
         if rate is not None:
             points.append(MetricPoint(name, NO_UNIT, rate))
     monitor = report.model_monitor
-    if monitor is not None and monitor.violations_count is not None:
-        points.append(MetricPoint("ModelMonitorViolations", COUNT, monitor.violations_count))
+    if monitor is not None:
+        # Zeros are published too, so the fault alarms see "fine" rather than no data.
+        points += [
+            MetricPoint("ModelMonitorFailedExecutions", COUNT, len(monitor.failed_executions)),
+            MetricPoint("ModelMonitorUnreadableReports", COUNT, len(monitor.unreadable_reports)),
+        ]
+        if monitor.violations_count is not None:
+            points.append(MetricPoint("ModelMonitorViolations", COUNT, monitor.violations_count))
     return points
 
 

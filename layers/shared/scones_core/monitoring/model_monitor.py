@@ -7,6 +7,12 @@ schedule name is configured: to list the window's executions, and to find the
 report location when no reports URI is given. A missing report is not an error;
 Model Monitor is closed to new AWS customers and the rest of the monitor works
 without it.
+
+Every report in the window is read (an hourly schedule writes several in a long
+window) and their violations are merged. Two faults are kept apart from "no
+report": an execution that ended ``Failed`` or ``Stopped``, and a report that
+exists but cannot be read. Either means Model Monitor said nothing about the
+traffic it was meant to check, so each is reported rather than read as health.
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from scones_core.monitoring.locations import S3Location, list_objects, read_object
+from scones_core.monitoring.data_warnings import UNREADABLE_REPORT, DataWarning
+from scones_core.monitoring.locations import S3Location, list_objects, read_optional_object
+from scones_core.monitoring.timestamps import format_seconds
 
 logger = logging.getLogger(__name__)
 
 ALERT_STATUS = "CompletedWithViolations"
+# Executions that ended without a verdict on the traffic they were meant to check.
+FAULT_STATUSES = frozenset({"Failed", "Stopped"})
 VIOLATIONS_FILE = "constraint_violations.json"
 STATISTICS_FILE = "statistics.json"
 _REPORT_HOUR = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/(\d{2})/" + re.escape(VIOLATIONS_FILE) + "$")
@@ -33,12 +41,17 @@ _REPORT_HOUR = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/(\d{2})/" + re.escape(VIOLA
 class ModelMonitorReportError(ValueError):
     """A report file exists but does not have Model Monitor's shape."""
 
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        super().__init__(reason)
+        self.line = line
+
 
 @dataclass(frozen=True)
 class Violation:
     feature_name: str
     constraint_check_type: str
     description: str
+    report_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,13 +67,19 @@ class ModelMonitorFindings:
     """What Model Monitor said about the window, as far as it said anything."""
 
     executions: tuple[MonitoringExecution, ...] = ()
-    violations: tuple[Violation, ...] | None = None  # None: no report in the window
-    report_uri: str | None = None
-    statistics_item_count: int | None = None
+    violations: tuple[Violation, ...] | None = None  # None: no readable report in the window
+    report_uris: tuple[str, ...] = ()  # the readable reports, oldest first
+    unreadable_reports: tuple[DataWarning, ...] = ()
+    statistics_item_count: int | None = None  # summed over the reports that have statistics
 
     @property
     def violations_count(self) -> int | None:
         return None if self.violations is None else len(self.violations)
+
+    @property
+    def failed_executions(self) -> tuple[MonitoringExecution, ...]:
+        """Executions in the window that ended ``Failed`` or ``Stopped``."""
+        return tuple(e for e in self.executions if e.status in FAULT_STATUSES)
 
     @property
     def alert(self) -> bool:
@@ -127,35 +146,40 @@ def report_time(key: str, last_modified: datetime) -> datetime:
         return last_modified
 
 
-def find_latest_report(s3: Any, reports: S3Location, start: datetime, end: datetime) -> str | None:
-    """The key of the newest ``constraint_violations.json`` whose time is in ``[start, end)``."""
+def find_reports(s3: Any, reports: S3Location, start: datetime, end: datetime) -> list[str]:
+    """Every ``constraint_violations.json`` key with its time in ``[start, end)``, oldest first."""
     candidates = [
         (report_time(obj.key, obj.last_modified), obj.key)
         for obj in list_objects(s3, reports.bucket, reports.as_prefix())
         if obj.key.rsplit("/", 1)[-1] == VIOLATIONS_FILE
     ]
-    in_window = [candidate for candidate in candidates if start <= candidate[0] < end]
-    if not in_window:
-        return None
-    return max(in_window)[1]
+    return [key for time, key in sorted(candidates) if start <= time < end]
 
 
-def parse_violations(body: bytes) -> tuple[Violation, ...]:
+def parse_violations(body: bytes, report_uri: str | None = None) -> tuple[Violation, ...]:
+    """The report's violations; ``ModelMonitorReportError`` when it is not Model Monitor's shape.
+
+    The contract's ``{"violations": [...]}`` is required, so a truncated or
+    foreign file (``{}``, an error page) is never read as "no violations".
+    """
     try:
         document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelMonitorReportError(f"not JSON: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("violations", []), list):
+    except json.JSONDecodeError as exc:
+        raise ModelMonitorReportError(f"not JSON: {exc}", line=exc.lineno) from exc
+    except UnicodeDecodeError as exc:
+        raise ModelMonitorReportError(f"not UTF-8 text: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("violations"), list):
         raise ModelMonitorReportError('expected {"violations": [...]}')
     violations = []
-    for item in document.get("violations", []):
+    for index, item in enumerate(document["violations"]):
         if not isinstance(item, dict):
-            raise ModelMonitorReportError(f"violation {item!r} is not an object")
+            raise ModelMonitorReportError(f"violations[{index}] is not an object: {item!r}")
         violations.append(
             Violation(
                 feature_name=str(item.get("feature_name", "")),
                 constraint_check_type=str(item.get("constraint_check_type", "")),
                 description=str(item.get("description", "")),
+                report_uri=report_uri,
             )
         )
     return tuple(violations)
@@ -179,12 +203,23 @@ def collect_findings(
     start: datetime,
     end: datetime,
 ) -> ModelMonitorFindings | None:
-    """Executions and the latest report for the window; ``None`` when nothing is configured."""
+    """Executions and every report for the window; ``None`` when nothing is configured."""
     if not schedule_name and reports is None:
         return None
     executions: tuple[MonitoringExecution, ...] = ()
     if schedule_name and sagemaker is not None:
         executions = list_executions(sagemaker, schedule_name, start, end)
+        for failed in (e for e in executions if e.status in FAULT_STATUSES):
+            logger.warning(
+                "Model Monitor execution did not complete",
+                extra={
+                    "schedule": schedule_name,
+                    "status": failed.status,
+                    "scheduled_time": format_seconds(failed.scheduled_time),
+                    "processing_job_arn": failed.processing_job_arn,
+                    "failure_reason": failed.failure_reason,
+                },
+            )
         if reports is None:
             reports = reports_location_from_schedule(sagemaker, schedule_name)
             if reports is None:
@@ -195,28 +230,40 @@ def collect_findings(
                 )
     if reports is None:
         return ModelMonitorFindings(executions=executions)
-    key = find_latest_report(s3, reports, start, end)
-    if key is None:
+    keys = find_reports(s3, reports, start, end)
+    if not keys:
         logger.info("no Model Monitor report in the window", extra={"reports": reports.uri})
         return ModelMonitorFindings(executions=executions)
-    report_uri = f"s3://{reports.bucket}/{key}"
-    try:
-        violations = parse_violations(read_object(s3, reports.bucket, key))
-    except ModelMonitorReportError as exc:
-        logger.error(
-            "Model Monitor report is unreadable", extra={"report": report_uri, "problem": str(exc)}
-        )
-        return ModelMonitorFindings(executions=executions)
-    statistics_key = key[: -len(VIOLATIONS_FILE)] + STATISTICS_FILE
-    try:
-        item_count = parse_statistics_item_count(read_object(s3, reports.bucket, statistics_key))
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404"}:
-            raise
-        item_count = None
+
+    violations: list[Violation] = []
+    readable: list[str] = []
+    unreadable: list[DataWarning] = []
+    item_counts: list[int] = []
+    for key in keys:
+        report_uri = f"s3://{reports.bucket}/{key}"
+        body = read_optional_object(s3, S3Location(reports.bucket, key))
+        if body is None:
+            # Deleted between listing and reading (a lifecycle rule): as if missing.
+            logger.info("Model Monitor report vanished before it was read", extra={"key": key})
+            continue
+        try:
+            found = parse_violations(body, report_uri)
+        except ModelMonitorReportError as exc:
+            warning = DataWarning(UNREADABLE_REPORT, report_uri, exc.line, str(exc))
+            warning.log(logger, "Model Monitor report is unreadable")
+            unreadable.append(warning)
+            continue
+        readable.append(report_uri)
+        violations.extend(found)
+        statistics_key = key[: -len(VIOLATIONS_FILE)] + STATISTICS_FILE
+        statistics = read_optional_object(s3, S3Location(reports.bucket, statistics_key))
+        count = None if statistics is None else parse_statistics_item_count(statistics)
+        if count is not None:
+            item_counts.append(count)
     return ModelMonitorFindings(
         executions=executions,
-        violations=violations,
-        report_uri=report_uri,
-        statistics_item_count=item_count,
+        violations=tuple(violations) if readable else None,
+        report_uris=tuple(readable),
+        unreadable_reports=tuple(unreadable),
+        statistics_item_count=sum(item_counts) if item_counts else None,
     )

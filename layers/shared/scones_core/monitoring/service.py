@@ -94,7 +94,12 @@ def respond(
     report: WindowReport,
     alerts: list[Alert],
 ) -> RetrainingOutcome | None:
-    """Start retraining when there are alerts; ``None`` when quality is fine."""
+    """Start retraining for the alerts that ask for it; ``None`` when none does.
+
+    Alerts about the monitoring itself (a failed Model Monitor execution, an
+    unreadable report) are left out: new weights would not fix them.
+    """
+    alerts = [alert for alert in alerts if alert.starts_retraining]
     if not alerts:
         return None
     launcher = RetrainingLauncher(

@@ -4,6 +4,11 @@ A report combines three sources that each stand alone: the endpoint's captured
 traffic, the results table, and (when it exists) Model Monitor. Alerts compare
 the numbers with the deployment's thresholds; low confidence and label drift
 only count once the window has enough requests to mean something.
+
+Two alerts say the monitoring itself is broken rather than the model: a Model
+Monitor execution that ended ``Failed``/``Stopped`` and a report that cannot be
+read. They count as alerts (a person must look) but do not start retraining,
+which would not fix either.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from scones_core.monitoring.capture import CaptureBatch
+from scones_core.monitoring.data_warnings import DataWarning
 from scones_core.monitoring.drift import Baseline, DriftResult, compare_with_baseline
 from scones_core.monitoring.model_monitor import ModelMonitorFindings
 from scones_core.monitoring.results import ResultCounts
@@ -24,12 +30,20 @@ from scones_core.records import Status
 LOW_CONFIDENCE = "LOW_CONFIDENCE"
 LABEL_DRIFT = "LABEL_DRIFT"
 MODEL_MONITOR_VIOLATIONS = "MODEL_MONITOR_VIOLATIONS"
+MODEL_MONITOR_EXECUTION_FAILED = "MODEL_MONITOR_EXECUTION_FAILED"
+MODEL_MONITOR_REPORT_UNREADABLE = "MODEL_MONITOR_REPORT_UNREADABLE"
+# How many warnings the JSON summary lists: it goes into one log event and the
+# handler's response, and a broken writer can produce a warning per line. Every
+# warning is still logged on its own and kept in ``WindowReport.warnings``.
+SUMMARY_WARNING_LIMIT = 50
 
 
 @dataclass(frozen=True)
 class Alert:
     code: str
     message: str
+    # False for alerts about the monitoring itself: retraining would not fix them.
+    starts_retraining: bool = True
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,9 @@ class WindowReport:
     drift: DriftResult | None
     results: ResultCounts
     model_monitor: ModelMonitorFindings | None
+    duplicate_records: int = 0
+    # Every skipped capture line and unreadable report, in the order found.
+    warnings: tuple[DataWarning, ...] = ()
 
     @property
     def rejected_rate(self) -> float | None:
@@ -68,6 +85,7 @@ class WindowReport:
             "request_count": self.request_count,
             "capture_files": self.capture_files,
             "malformed_lines": self.malformed_lines,
+            "duplicate_records": self.duplicate_records,
             "confidence": None
             if confidence is None
             else {
@@ -84,6 +102,15 @@ class WindowReport:
             "rejected_rate": self.rejected_rate,
             "failed_rate": self.failed_rate,
             "model_monitor_violations": None if monitor is None else monitor.violations_count,
+            "model_monitor_reports": None if monitor is None else list(monitor.report_uris),
+            "model_monitor_failed_executions": None
+            if monitor is None
+            else len(monitor.failed_executions),
+            "model_monitor_unreadable_reports": None
+            if monitor is None
+            else len(monitor.unreadable_reports),
+            "warnings": [w.to_json() for w in self.warnings[:SUMMARY_WARNING_LIMIT]],
+            "warnings_omitted": max(0, len(self.warnings) - SUMMARY_WARNING_LIMIT),
         }
 
 
@@ -119,6 +146,9 @@ def build_window_report(
         drift=drift,
         results=results,
         model_monitor=model_monitor,
+        duplicate_records=capture.duplicate_records,
+        warnings=tuple(capture.warnings)
+        + (() if model_monitor is None else model_monitor.unreadable_reports),
     )
 
 
@@ -152,13 +182,50 @@ def evaluate_alerts(report: WindowReport, settings: MonitorSettings) -> list[Ale
                 )
             )
     monitor = report.model_monitor
-    if monitor is not None and monitor.alert:
+    if monitor is not None:
+        alerts += _model_monitor_alerts(monitor)
+    return alerts
+
+
+def _model_monitor_alerts(monitor: ModelMonitorFindings) -> list[Alert]:
+    alerts: list[Alert] = []
+    if monitor.alert:
         count = monitor.violations_count
+        reports = ", ".join(monitor.report_uris)
         alerts.append(
             Alert(
                 MODEL_MONITOR_VIOLATIONS,
                 "Model Monitor reported constraint violations"
-                + ("" if count is None else f" ({count} in {monitor.report_uri})"),
+                + ("" if count is None else f" ({count} in {reports})"),
+            )
+        )
+    failed = monitor.failed_executions
+    if failed:
+        details = "; ".join(
+            f"{format_seconds(e.scheduled_time)} {e.status}"
+            + (f" ({e.processing_job_arn})" if e.processing_job_arn else "")
+            + (f": {e.failure_reason}" if e.failure_reason else "")
+            for e in failed
+        )
+        alerts.append(
+            Alert(
+                MODEL_MONITOR_EXECUTION_FAILED,
+                f"{len(failed)} Model Monitor execution(s) in the window did not complete: "
+                + details,
+                starts_retraining=False,
+            )
+        )
+    unreadable = monitor.unreadable_reports
+    if unreadable:
+        details = "; ".join(
+            f"{w.source}" + (f" line {w.line}" if w.line is not None else "") + f": {w.reason}"
+            for w in unreadable
+        )
+        alerts.append(
+            Alert(
+                MODEL_MONITOR_REPORT_UNREADABLE,
+                f"{len(unreadable)} Model Monitor report(s) could not be read: {details}",
+                starts_retraining=False,
             )
         )
     return alerts

@@ -1,0 +1,44 @@
+"""Inputs the monitor could not use, each named so a person can find and fix it.
+
+A malformed or duplicated capture line and an unreadable Model Monitor report
+never stop the monitor: each becomes a ``DataWarning`` naming the object, the
+line and the reason. Every warning is logged once, where it is found, and is
+carried in the window report, so a count on a dashboard can always be traced
+back to the lines behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+MALFORMED_CAPTURE_LINE = "MALFORMED_CAPTURE_LINE"
+DUPLICATE_CAPTURE_RECORD = "DUPLICATE_CAPTURE_RECORD"
+UNREADABLE_REPORT = "UNREADABLE_MODEL_MONITOR_REPORT"
+
+
+@dataclass(frozen=True)
+class DataWarning:
+    """One skipped input: what kind, which file, which line, and why."""
+
+    code: str
+    source: str  # s3://bucket/key (or a local path when the CLI reads a folder)
+    line: int | None  # 1-based line in the file; None when the whole file is the problem
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "source": self.source, "line": self.line, "reason": self.reason}
+
+    def log(self, logger: logging.Logger, message: str) -> None:
+        """One structured log record per warning, so log queries can count and locate them."""
+        logger.warning(
+            message,
+            extra={
+                "code": self.code,
+                "source": self.source,
+                "line": self.line,
+                "reason": self.reason,
+            },
+            stacklevel=2,  # the log's location is the code that found the problem
+        )

@@ -1,0 +1,70 @@
+"""Every alarm on the monitor's namespace watches a metric the monitor really publishes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from scones_core.monitoring.metrics import retraining_metric, window_metrics
+from scones_core.monitoring.service import MonitorClients, measure_window
+from scones_core.monitoring.settings import MonitorSettings
+
+from scones.template_params import load_template
+from tests.monitoring.conftest import (
+    WINDOW_END,
+    WINDOW_START,
+    Aws,
+    CaptureWriterHelper,
+    Prediction,
+    capture_line,
+    monitor_env,
+)
+from tests.monitoring.test_monitor_model_monitor import put_report
+
+
+def monitor_alarms() -> dict[str, dict]:
+    template = load_template()
+    namespace = template["Globals"]["Function"]["Environment"]["Variables"][
+        "POWERTOOLS_METRICS_NAMESPACE"
+    ]
+    return {
+        name: resource["Properties"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+        and resource["Properties"].get("Namespace") == namespace
+    }
+
+
+def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
+    aws: Aws, captures: CaptureWriterHelper, predictions: dict[str, list[Prediction]]
+) -> None:
+    # A window that publishes everything: traffic, a baseline and a Model Monitor report.
+    rows = predictions["bicycle"][:12]
+    captures.put(
+        WINDOW_START,
+        "a",
+        [
+            capture_line(r.probabilities, WINDOW_START + timedelta(minutes=i))
+            for i, r in enumerate(rows)
+        ],
+    )
+    aws.put_baseline()
+    put_report(aws, hour=12)
+    report, alerts = measure_window(
+        MonitorSettings.from_env(monitor_env()), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END
+    )
+    published = {p.name for p in window_metrics(report, alert_count=len(alerts))}
+    published.add(retraining_metric(False).name)
+
+    alarms = monitor_alarms()
+    watched = {props["MetricName"]: name for name, props in alarms.items()}
+    assert {"ModelMonitorFailedExecutions", "ModelMonitorUnreadableReports"} <= watched.keys()
+    assert watched.keys() <= published, (
+        f"alarms on metrics never published: {watched.keys() - published}"
+    )
+    service = load_template()["Globals"]["Function"]["Environment"]["Variables"][
+        "POWERTOOLS_SERVICE_NAME"
+    ]
+    for name, props in alarms.items():
+        dimensions = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+        assert dimensions == {"EndpointName": {"Ref": "EndpointName"}, "service": service}, name
+        assert props["AlarmActions"] == [{"Ref": "AlertTopic"}], name
