@@ -583,3 +583,52 @@ def test_classify_function_outlasts_the_endpoint_call_for_every_allowed_timeout(
         '"total_max_attempts": 1',
     ):
         assert needle in source
+
+
+def test_failed_monitor_runs_reach_the_alarmed_dead_letter_queue() -> None:
+    cfn = transformed()
+    resources = cfn["Resources"]
+    monitor = resources["MonitorFunction"]["Properties"]
+    assert monitor["DeadLetterConfig"]["TargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    statements = role_statements(resolver_for(cfn), "MonitorFunctionRole")
+    dead_letters = resolver_for(cfn)({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
+    assert decide(statements, Request("sqs:SendMessage", dead_letters)) == ALLOW
+    alarm = resources["DeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+    ]
+
+
+def test_functions_and_the_state_machine_reach_only_their_own_resources() -> None:
+    cfn = transformed()
+    resolve = resolver_for(cfn)
+    endpoint = parameter_defaults()["EndpointName"]
+    endpoint_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{endpoint}"
+    bucket = resolve({"Fn::GetAtt": ["ImageBucket", "Arn"]})
+    table = resolve({"Fn::GetAtt": ["ResultsTable", "Arn"]})
+    cases = [
+        ("ClassifyImageFunctionRole", "sagemaker:InvokeEndpoint", endpoint_arn, ALLOW),
+        ("ClassifyImageFunctionRole", "sagemaker:InvokeEndpoint", f"{endpoint_arn}-b", None),
+        ("SerializeImageFunctionRole", "s3:GetObject", f"{bucket}/incoming/a.png", ALLOW),
+        ("SerializeImageFunctionRole", "s3:GetObject", f"{bucket}/models/m.tar.gz", None),
+        ("SerializeImageFunctionRole", "s3:PutObject", f"{bucket}/incoming/a.png", None),
+        ("ClassificationStateMachineRole", "dynamodb:PutItem", table, ALLOW),
+        ("ClassificationStateMachineRole", "dynamodb:DeleteItem", table, None),
+        ("ClassificationStateMachineRole", "dynamodb:PutItem", f"{table}-other", None),
+    ]
+    for role, action, resource, expected in cases:
+        answer = decide(role_statements(resolve, role), Request(action, resource))
+        assert answer == (expected or IMPLICIT_DENY), (role, action, resource)
+
+    # Only this bucket, in this account, may send notifications to the ingest queue.
+    policy = resolve(resources_of(cfn, "IngestQueuePolicy")["PolicyDocument"])["Statement"]
+    queue = resolve({"Fn::GetAtt": ["IngestQueue", "Arn"]})
+    s3 = ("Service", "s3.amazonaws.com")
+    own = {"aws:SourceArn": bucket, "aws:SourceAccount": ACCOUNT, "aws:SecureTransport": "true"}
+    assert decide(policy, Request("sqs:SendMessage", queue, s3, own)) == ALLOW
+    other = {**own, "aws:SourceArn": "arn:aws:s3:::someone-elses-bucket"}
+    assert decide(policy, Request("sqs:SendMessage", queue, s3, other)) == IMPLICIT_DENY
+
+
+def resources_of(cfn: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    return dict(cfn["Resources"][logical_id]["Properties"])
