@@ -62,6 +62,25 @@ def test_moto_still_drops_what_the_deployment_fills(monkeypatch: pytest.MonkeyPa
             boto3.client("cloudwatch", region_name="us-east-1").describe_alarms()["MetricAlarms"]
             == []
         )
+        # The alert key is created and rotated, but its policy is stored as an object, so
+        # GetKeyPolicy returns no policy text (gaps fills it with PutKeyPolicy).
+        kms = boto3.client("kms", region_name="us-east-1")
+        key = resources["AlertTopicKey"]
+        assert kms.get_key_rotation_status(KeyId=key)["KeyRotationEnabled"] is True
+        assert not isinstance(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"], str)
+        # The topic keeps its key, but AWS::SNS::TopicPolicy is ignored: SNS's default policy.
+        sns = boto3.client("sns", region_name="us-east-1")
+        topic = sns.get_topic_attributes(TopicArn=resources["AlertTopic"])["Attributes"]
+        assert topic["KmsMasterKeyId"].endswith(key)
+        assert "cloudwatch.amazonaws.com" not in topic["Policy"]
+        assert "AlertTopicPolicy" not in resources and "DeadLetterQueuePolicy" not in resources
+        # The explicit event source mapping is kept as written (the offline poller reads it).
+        [mapping] = boto3.client("lambda", region_name="us-east-1").list_event_source_mappings()[
+            "EventSourceMappings"
+        ]
+        assert mapping["BatchSize"] == 10
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping["EventSourceArn"].endswith(resources["IngestQueue"].rsplit("/", 1)[-1])
 
 
 def _artifacts() -> list[tuple[str, bytes]]:

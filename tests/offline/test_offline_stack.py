@@ -19,7 +19,7 @@ from scones.offline.deploy import (
     effective_parameters,
 )
 from scones.offline.packaging import zip_folder
-from scones.offline.sqs_poller import failed_message_ids
+from scones.offline.sqs_poller import SqsPoller, failed_message_ids
 from scones.offline.stack import OfflineStack, StackOptions
 from scones.template_params import load_template
 
@@ -75,6 +75,44 @@ def test_deploy_fills_every_gap_moto_leaves(stack: OfflineStack) -> None:
     choice = definition["States"]["CheckConfidence"]["Choices"][0]
     assert choice["NumericGreaterThanEquals"] == float(stack.parameters["ConfidenceThreshold"])
     assert any("conditional Deny" in line for line in stack.stack.filled)
+
+
+def test_deploy_fills_the_alert_key_and_topic_policies(stack: OfflineStack) -> None:
+    client = stack.client
+    key_id = stack.stack.physical_id("AlertTopicKey")
+    policy = json.loads(client("kms").get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
+    cloudwatch = [
+        s for s in policy["Statement"] if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert cloudwatch[0]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert cloudwatch[0]["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
+    assert client("kms").get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
+
+    topic_arn = stack.stack.outputs["AlertTopicArn"]
+    topic = client("sns").get_topic_attributes(TopicArn=topic_arn)["Attributes"]
+    assert topic["KmsMasterKeyId"].endswith(key_id)
+    [statement] = json.loads(topic["Policy"])["Statement"]
+    assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert statement["Resource"] == topic_arn
+
+    dead_letters = client("sqs").get_queue_attributes(
+        QueueUrl=stack.stack.outputs["DeadLetterQueueUrl"], AttributeNames=["Policy"]
+    )["Attributes"]
+    assert json.loads(dead_letters["Policy"])["Statement"][0]["Sid"] == "DenyInsecureTransport"
+
+    classify = client("lambda").get_function_configuration(
+        FunctionName=stack.function_name("ClassifyImageFunction")
+    )
+    assert classify["Timeout"] == 30  # Mappings.EndpointTimeouts for the default 10 s
+
+
+def test_poller_finds_the_explicit_event_source_mapping(stack: OfflineStack) -> None:
+    poller = SqsPoller(stack.client("sqs"), stack.client("lambda"), stack.stack.region)
+    [mapping] = poller.mappings()
+    ingest = stack.stack.outputs["IngestQueueUrl"].rsplit("/", 1)[-1]
+    assert mapping.queue_arn.endswith(f":{ingest}") and mapping.queue_url.endswith(f"/{ingest}")
+    assert mapping.function_arn.endswith(stack.function_name("StartWorkflowFunction"))
+    assert (mapping.batch_size, mapping.report_item_failures) == (10, True)
 
 
 def test_functions_run_from_their_deployed_zip_and_layer(stack: OfflineStack) -> None:

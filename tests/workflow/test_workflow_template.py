@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -21,6 +22,20 @@ from scones_core.records import (
 
 from scones.asl_check import check_definition, substitute
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
+from tests.workflow.iam_policy import (
+    ACCOUNT,
+    ALLOW,
+    DENY,
+    IMPLICIT_DENY,
+    REGION,
+    STACK,
+    Request,
+    Resolver,
+    as_list,
+    check_rules,
+    decide,
+    role_statements,
+)
 
 TEMPLATE = PROJECT_ROOT / "template.yaml"
 VENV_SAM = PROJECT_ROOT / ".venv-sam" / "bin" / "sam"
@@ -232,14 +247,17 @@ def test_wildcard_resources_only_where_aws_allows_no_other() -> None:
         if isinstance(node, dict):
             if "Effect" in node and "Action" in node:
                 found.append(node)
-            for value in node.values():
-                found += statements(value)
+            for name, value in node.items():
+                if name != "KeyPolicy":  # in a key policy, Resource "*" is the key itself
+                    found += statements(value)
         elif isinstance(node, list):
             for value in node:
                 found += statements(value)
         return found
 
     for statement in statements(load_template()["Resources"]):
+        if "iam:PassRole" in as_list(statement["Action"]):
+            assert "*" not in json.dumps(statement["Resource"]), statement
         if statement.get("Resource") == "*" and statement["Effect"] == "Allow":
             actions = (
                 statement["Action"]
@@ -329,3 +347,376 @@ def test_optional_hosting_and_model_monitor_resources_follow_their_conditions() 
     capture = resources["SageMakerEndpointConfig"]["Properties"]["DataCaptureConfig"]
     assert capture["EnableCapture"] is True
     assert [o["CaptureMode"] for o in capture["CaptureOptions"]] == ["Input", "Output"]
+
+
+# ---------------------------------------------------------------- security controls
+# Proven on the TRANSFORMED template (what CloudFormation receives after the SAM transform),
+# with tests/workflow/iam_policy.py evaluating the policy statements.
+
+
+@functools.cache
+def _transformed_json() -> str:
+    from scones.offline.deploy import transform
+    from scones.offline.packaging import package_template
+
+    packaged, _ = package_template(load_template(), PROJECT_ROOT, "artifacts")
+    for resource in packaged["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::StateMachine":
+            resource["Properties"]["DefinitionUri"] = "s3://artifacts/definition.asl.json"
+    return json.dumps(transform(packaged, "us-east-1"))
+
+
+def transformed() -> dict[str, Any]:
+    """A fresh copy of the transformed template (tests may change it)."""
+    return dict(json.loads(_transformed_json()))
+
+
+def resolver_for(cfn: dict[str, Any], **overrides: str) -> Resolver:
+    from scones.offline.deploy import effective_parameters
+
+    return Resolver(cfn, effective_parameters(load_template(), overrides))
+
+
+def alarm_delivery_problems(cfn: dict[str, Any], account: str = ACCOUNT) -> dict[str, list[str]]:
+    """For each alarm, why CloudWatch could not deliver it to its actions ([] when it can).
+
+    An alarm in ``account`` publishes to an SNS topic: the topic must be encrypted with a
+    customer managed key (rotated) whose key policy lets cloudwatch.amazonaws.com call
+    kms:Decrypt and kms:GenerateDataKey for that alarm, and the topic policy must let
+    cloudwatch.amazonaws.com call sns:Publish for that alarm.
+    """
+    resolve = resolver_for(cfn)
+    resources = cfn["Resources"]
+    problems: dict[str, list[str]] = {}
+    for alarm_id, alarm in resources.items():
+        if alarm["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        found = problems.setdefault(alarm_id, [])
+        alarm_arn = f"arn:aws:cloudwatch:{REGION}:{account}:alarm:{STACK}-{alarm_id}-ABC123"
+        context = {"aws:SourceAccount": account, "aws:SourceArn": alarm_arn}
+        actions = alarm["Properties"].get("AlarmActions", [])
+        if not actions:
+            found.append("no AlarmActions")
+        for action in actions:
+            topic_id = action.get("Ref") if isinstance(action, dict) else None
+            if topic_id not in resources or resources[topic_id]["Type"] != "AWS::SNS::Topic":
+                found.append(f"action {action} is not a topic of this stack")
+                continue
+            topic_arn = resolve(action)
+            key_ref = resources[topic_id]["Properties"].get("KmsMasterKeyId")
+            key_id = None
+            if isinstance(key_ref, dict):
+                key_id = key_ref.get("Ref") or (key_ref.get("Fn::GetAtt") or [None])[0]
+            if key_id not in resources or resources[key_id]["Type"] != "AWS::KMS::Key":
+                found.append(f"{topic_id} is not encrypted with a key of this stack: {key_ref}")
+            else:
+                key = resolve(resources[key_id]["Properties"])
+                if key.get("EnableKeyRotation") is not True:
+                    found.append(f"{key_id} is not rotated")
+                key_arn = resolve({"Fn::GetAtt": [key_id, "Arn"]})
+                for kms_action in ("kms:Decrypt", "kms:GenerateDataKey"):
+                    request = Request(
+                        kms_action, key_arn, ("Service", "cloudwatch.amazonaws.com"), context
+                    )
+                    answer = decide(key["KeyPolicy"]["Statement"], request)
+                    if answer != ALLOW:
+                        found.append(f"{key_id} policy: {kms_action} is {answer}")
+            topic_statements = [
+                statement
+                for policy in resources.values()
+                if policy["Type"] == "AWS::SNS::TopicPolicy"
+                and action in policy["Properties"]["Topics"]
+                for statement in resolve(policy["Properties"]["PolicyDocument"])["Statement"]
+            ]
+            request = Request(
+                "sns:Publish", topic_arn, ("Service", "cloudwatch.amazonaws.com"), context
+            )
+            answer = decide(topic_statements, request)
+            if answer != ALLOW:
+                found.append(f"{topic_id} topic policy: sns:Publish is {answer}")
+    return problems
+
+
+def test_every_alarm_can_publish_to_its_cmk_encrypted_topic() -> None:
+    problems = alarm_delivery_problems(transformed())
+    assert len(problems) >= 5
+    assert all(found == [] for found in problems.values()), problems
+
+
+def test_the_alarm_delivery_check_fails_where_aws_would_drop_the_alarm() -> None:
+    # An alarm of another account is neither allowed to use the key nor to publish.
+    foreign = alarm_delivery_problems(transformed(), account="999999999999")
+    assert all(
+        any("kms:GenerateDataKey is ImplicitDeny" in p for p in found)
+        and any("sns:Publish is ImplicitDeny" in p for p in found)
+        for found in foreign.values()
+    ), foreign
+
+    # The AWS managed key: nobody can add CloudWatch to its policy.
+    managed = transformed()
+    managed["Resources"]["AlertTopic"]["Properties"]["KmsMasterKeyId"] = "alias/aws/sns"
+    assert all(
+        any("not encrypted with a key of this stack" in p for p in found)
+        for found in alarm_delivery_problems(managed).values()
+    )
+
+    # A key policy that names only kms:Decrypt, or a topic policy that is gone.
+    narrow = transformed()
+    key_statements = narrow["Resources"]["AlertTopicKey"]["Properties"]["KeyPolicy"]["Statement"]
+    for statement in key_statements:
+        if statement.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}:
+            statement["Action"] = ["kms:Decrypt"]
+    del narrow["Resources"]["AlertTopicPolicy"]
+    for found in alarm_delivery_problems(narrow).values():
+        assert "AlertTopicKey policy: kms:GenerateDataKey is ImplicitDeny" in found
+        assert "AlertTopic topic policy: sns:Publish is ImplicitDeny" in found
+
+    # An explicit Deny wins over the Allow.
+    denied = transformed()
+    key_statements = denied["Resources"]["AlertTopicKey"]["Properties"]["KeyPolicy"]["Statement"]
+    key_statements.append({"Effect": "Deny", "Principal": "*", "Action": "kms:*", "Resource": "*"})
+    for found in alarm_delivery_problems(denied).values():
+        assert "AlertTopicKey policy: kms:Decrypt is Deny" in found
+
+
+def test_policy_evaluator_understands_wildcards_and_conditions() -> None:
+    statements = [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": ["kms:GenerateDataKey*"],
+            "Resource": "arn:aws:kms:*:123456789012:key/*",
+            "Condition": {"ArnLike": {"aws:SourceArn": "arn:aws:cloudwatch:*:*:alarm:*"}},
+        }
+    ]
+    ok = {"aws:SourceArn": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:a"}
+    key = "arn:aws:kms:us-east-1:123456789012:key/k"
+    cloudwatch = ("Service", "cloudwatch.amazonaws.com")
+    assert decide(statements, Request("KMS:GenerateDataKeyPair", key, cloudwatch, ok)) == ALLOW
+    assert decide(statements, Request("kms:Decrypt", key, cloudwatch, ok)) == IMPLICIT_DENY
+    assert decide(statements, Request("kms:GenerateDataKey", key, cloudwatch, {})) == (
+        IMPLICIT_DENY
+    )
+    events = ("Service", "events.amazonaws.com")
+    assert decide(statements, Request("kms:GenerateDataKey", key, events, ok)) == IMPLICIT_DENY
+    other_key = "arn:aws:kms:us-east-1:999999999999:key/k"
+    assert decide(statements, Request("kms:GenerateDataKey", other_key, cloudwatch, ok)) == (
+        IMPLICIT_DENY
+    )
+    with pytest.raises(ValueError, match="NumericLessThan"):
+        decide(
+            [{**statements[0], "Condition": {"NumericLessThan": {"x": "1"}}}],
+            Request("kms:GenerateDataKey", key, cloudwatch, {"x": "0"}),
+        )
+
+
+def test_every_queue_and_the_bucket_refuse_requests_without_tls() -> None:
+    cfn = transformed()
+    resolve = resolver_for(cfn)
+    resources = cfn["Resources"]
+    someone = ("AWS", f"arn:aws:iam::{ACCOUNT}:role/reader")
+
+    def statements(policy_type: str, target_key: str, target: Any) -> list[dict[str, Any]]:
+        return [
+            statement
+            for policy in resources.values()
+            if policy["Type"] == policy_type and target in as_list(policy["Properties"][target_key])
+            for statement in resolve(policy["Properties"]["PolicyDocument"])["Statement"]
+        ]
+
+    queues = [name for name, r in resources.items() if r["Type"] == "AWS::SQS::Queue"]
+    assert set(queues) == {"IngestQueue", "DeadLetterQueue"}
+    for queue in queues:
+        policy = statements("AWS::SQS::QueuePolicy", "Queues", {"Ref": queue})
+        arn = resolve({"Fn::GetAtt": [queue, "Arn"]})
+        for action in ("sqs:ReceiveMessage", "sqs:SendMessage", "sqs:PurgeQueue"):
+            plain = Request(action, arn, someone, {"aws:SecureTransport": "false"})
+            tls = Request(action, arn, someone, {"aws:SecureTransport": "true"})
+            assert decide(policy, plain) == DENY, (queue, action)
+            assert decide(policy, tls) != DENY, (queue, action)
+
+    policy = statements("AWS::S3::BucketPolicy", "Bucket", {"Ref": "ImageBucket"})
+    bucket_arn = resolve({"Fn::GetAtt": ["ImageBucket", "Arn"]})
+    for action, resource in (
+        ("s3:GetObject", f"{bucket_arn}/incoming/a.png"),
+        ("s3:ListBucket", bucket_arn),
+    ):
+        assert (
+            decide(policy, Request(action, resource, someone, {"aws:SecureTransport": "false"}))
+            == DENY
+        )
+        assert (
+            decide(policy, Request(action, resource, someone, {"aws:SecureTransport": "true"}))
+            != DENY
+        )
+
+
+def test_bucket_blocks_public_access_and_everything_at_rest_is_encrypted() -> None:
+    resources = transformed()["Resources"]
+    bucket = resources["ImageBucket"]["Properties"]
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    [rule] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    for name, resource in resources.items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::SQS::Queue":
+            assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, name
+        if resource["Type"] == "AWS::SNS::Topic":
+            assert "KmsMasterKeyId" in props, name
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            assert props["SSESpecification"]["SSEEnabled"] is True, name
+
+
+def test_pass_role_is_limited_to_the_retraining_role_and_sagemaker() -> None:
+    cfn = transformed()
+    role = "arn:aws:iam::123456789012:role/scones-retraining"
+    sagemaker = {"iam:PassedToService": "sagemaker.amazonaws.com"}
+
+    def answer(resource: str, context: dict[str, str], **overrides: str) -> str:
+        statements = role_statements(resolver_for(cfn, **overrides), "MonitorFunctionRole")
+        return decide(statements, Request("iam:PassRole", resource, None, context))
+
+    job = {"RetrainingJobConfigS3Uri": "s3://bucket/retrain/job.json"}
+    assert answer(role, sagemaker, **job, RetrainingRoleArn=role) == ALLOW
+    other = "arn:aws:iam::123456789012:role/admin"
+    assert answer(other, sagemaker, **job, RetrainingRoleArn=role) == IMPLICIT_DENY
+    glue = {"iam:PassedToService": "glue.amazonaws.com"}
+    assert answer(role, glue, **job, RetrainingRoleArn=role) == IMPLICIT_DENY
+    # No job config, no PassRole at all, even with a role named.
+    assert answer(role, sagemaker, RetrainingRoleArn=role) == IMPLICIT_DENY
+    assert answer(role, sagemaker) == IMPLICIT_DENY
+
+    # A job config without the role is refused before anything is created.
+    assert check_rules(cfn, effective_values(**job)) == [
+        "RetrainingJobConfigS3Uri needs RetrainingRoleArn, the one role the monitor may pass "
+        "to SageMaker (the job config's RoleArn)."
+    ]
+    assert check_rules(cfn, effective_values(**job, RetrainingRoleArn=role)) == []
+    assert check_rules(cfn, effective_values()) == []
+
+
+def effective_values(**overrides: str) -> dict[str, str]:
+    from scones.offline.deploy import effective_parameters
+
+    return effective_parameters(load_template(), overrides)
+
+
+def test_start_function_reads_only_the_ingest_queue() -> None:
+    cfn = transformed()
+    resources = cfn["Resources"]
+    resolve = resolver_for(cfn)
+    [mapping] = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
+    assert mapping["FunctionName"] == {"Ref": "StartWorkflowFunction"}
+    assert (mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"]) == (10, 1)
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    function = resources["StartWorkflowFunction"]["Properties"]
+    assert (
+        mapping["ScalingConfig"]["MaximumConcurrency"] <= function["ReservedConcurrentExecutions"]
+    )
+
+    role = resources["StartWorkflowFunctionRole"]["Properties"]
+    assert not [arn for arn in role["ManagedPolicyArns"] if "SQS" in str(arn)]
+    statements = role_statements(resolve, "StartWorkflowFunctionRole")
+    ingest = resolve({"Fn::GetAtt": ["IngestQueue", "Arn"]})
+    dead_letters = resolve({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
+    elsewhere = f"arn:aws:sqs:{REGION}:{ACCOUNT}:someone-elses-queue"
+    for action in (
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
+    ):
+        assert decide(statements, Request(action, ingest)) == ALLOW, action
+        assert decide(statements, Request(action, dead_letters)) == IMPLICIT_DENY, action
+        assert decide(statements, Request(action, elsewhere)) == IMPLICIT_DENY, action
+    assert decide(statements, Request("sqs:SendMessage", ingest)) == IMPLICIT_DENY
+    for resource in load_template()["Resources"].values():
+        events = resource.get("Properties", {}).get("Events", {})
+        assert all(e["Type"] != "SQS" for e in events.values())
+
+
+def test_classify_function_outlasts_the_endpoint_call_for_every_allowed_timeout() -> None:
+    template = load_template()
+    parameter = template["Parameters"]["EndpointTimeoutSeconds"]
+    rows = template["Mappings"]["EndpointTimeouts"]
+    assert [str(v) for v in parameter["AllowedValues"]] == list(rows)
+    assert str(parameter["Default"]) in rows
+    task_timeout = int(parameter_defaults()["TaskTimeoutSeconds"])
+    for value, row in rows.items():
+        endpoint = int(value)
+        # connect timeout, then read timeout (one attempt), then a margin for the handler
+        assert row["FunctionTimeout"] >= 2 * endpoint + 10, value
+        # Step Functions must not give up on the task before Lambda would
+        assert row["FunctionTimeout"] < task_timeout, value
+        assert endpoint <= 60  # SageMaker ends an invocation after 60 s anyway
+    classify = transformed()["Resources"]["ClassifyImageFunction"]["Properties"]
+    assert classify["Timeout"] == {
+        "Fn::FindInMap": ["EndpointTimeouts", {"Ref": "EndpointTimeoutSeconds"}, "FunctionTimeout"]
+    }
+    assert classify["Environment"]["Variables"]["ENDPOINT_TIMEOUT_SECONDS"] == {
+        "Ref": "EndpointTimeoutSeconds"
+    }
+    assert resolver_for(transformed(), EndpointTimeoutSeconds="20")(classify["Timeout"]) == 50
+    # The handler's client makes exactly one attempt with these two timeouts.
+    source = (PROJECT_ROOT / "functions/classify_image/app.py").read_text()
+    for needle in (
+        "connect_timeout=settings.timeout_seconds",
+        "read_timeout=settings.timeout_seconds",
+        '"total_max_attempts": 1',
+    ):
+        assert needle in source
+
+
+def test_failed_monitor_runs_reach_the_alarmed_dead_letter_queue() -> None:
+    cfn = transformed()
+    resources = cfn["Resources"]
+    monitor = resources["MonitorFunction"]["Properties"]
+    assert monitor["DeadLetterConfig"]["TargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    statements = role_statements(resolver_for(cfn), "MonitorFunctionRole")
+    dead_letters = resolver_for(cfn)({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
+    assert decide(statements, Request("sqs:SendMessage", dead_letters)) == ALLOW
+    alarm = resources["DeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+    ]
+
+
+def test_functions_and_the_state_machine_reach_only_their_own_resources() -> None:
+    cfn = transformed()
+    resolve = resolver_for(cfn)
+    endpoint = parameter_defaults()["EndpointName"]
+    endpoint_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{endpoint}"
+    bucket = resolve({"Fn::GetAtt": ["ImageBucket", "Arn"]})
+    table = resolve({"Fn::GetAtt": ["ResultsTable", "Arn"]})
+    cases = [
+        ("ClassifyImageFunctionRole", "sagemaker:InvokeEndpoint", endpoint_arn, ALLOW),
+        ("ClassifyImageFunctionRole", "sagemaker:InvokeEndpoint", f"{endpoint_arn}-b", None),
+        ("SerializeImageFunctionRole", "s3:GetObject", f"{bucket}/incoming/a.png", ALLOW),
+        ("SerializeImageFunctionRole", "s3:GetObject", f"{bucket}/models/m.tar.gz", None),
+        ("SerializeImageFunctionRole", "s3:PutObject", f"{bucket}/incoming/a.png", None),
+        ("ClassificationStateMachineRole", "dynamodb:PutItem", table, ALLOW),
+        ("ClassificationStateMachineRole", "dynamodb:DeleteItem", table, None),
+        ("ClassificationStateMachineRole", "dynamodb:PutItem", f"{table}-other", None),
+    ]
+    for role, action, resource, expected in cases:
+        answer = decide(role_statements(resolve, role), Request(action, resource))
+        assert answer == (expected or IMPLICIT_DENY), (role, action, resource)
+
+    # Only this bucket, in this account, may send notifications to the ingest queue.
+    policy = resolve(resources_of(cfn, "IngestQueuePolicy")["PolicyDocument"])["Statement"]
+    queue = resolve({"Fn::GetAtt": ["IngestQueue", "Arn"]})
+    s3 = ("Service", "s3.amazonaws.com")
+    own = {"aws:SourceArn": bucket, "aws:SourceAccount": ACCOUNT, "aws:SecureTransport": "true"}
+    assert decide(policy, Request("sqs:SendMessage", queue, s3, own)) == ALLOW
+    other = {**own, "aws:SourceArn": "arn:aws:s3:::someone-elses-bucket"}
+    assert decide(policy, Request("sqs:SendMessage", queue, s3, other)) == IMPLICIT_DENY
+
+
+def resources_of(cfn: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    return dict(cfn["Resources"][logical_id]["Properties"])

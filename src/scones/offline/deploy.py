@@ -29,11 +29,13 @@ from scones.template_params import PROJECT_ROOT, load_template
 
 ARTIFACT_BUCKET = "scones-offline-artifacts"
 
-# Resource types that moto's CloudFormation creates as they are (checked by tests).
+# Resource types that moto's CloudFormation creates (checked by tests); gaps.py completes
+# the settings it drops (table settings, key policies, layers on functions).
 CREATED_BY_MOTO = frozenset(
     {
         "AWS::S3::Bucket",
         "AWS::DynamoDB::Table",
+        "AWS::KMS::Key",
         "AWS::SQS::Queue",
         "AWS::Lambda::Function",
         "AWS::Lambda::EventSourceMapping",
@@ -48,6 +50,7 @@ CREATED_BY_MOTO = frozenset(
 FILLED_AFTER_CREATE = frozenset(
     {
         "AWS::SQS::QueuePolicy",
+        "AWS::SNS::TopicPolicy",
         "AWS::S3::BucketPolicy",
         "AWS::StepFunctions::StateMachine",
         "AWS::CloudWatch::Alarm",

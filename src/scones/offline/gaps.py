@@ -56,6 +56,10 @@ GAPS: dict[str, str] = {
     "moto's policy check ignores Condition blocks, so a conditional Deny (the TLS-only "
     "statement) would deny every request: such statements are left out offline",
     "queue policies": "AWS::SQS::QueuePolicy is ignored; set with SetQueueAttributes(Policy)",
+    "topic policies": "AWS::SNS::TopicPolicy is ignored (the topic keeps SNS's default "
+    "policy); set with SetTopicAttributes(Policy)",
+    "key policies": "AWS::KMS::Key is created (with its rotation setting) but KeyPolicy is "
+    "stored as an object, so GetKeyPolicy returns no policy text; set with PutKeyPolicy",
     "state machines": "AWS::StepFunctions::StateMachine from CloudFormation ignores "
     "DefinitionSubstitutions, S3 definitions, type, logging and tracing, and the "
     "executing interpreter cannot see it; recreated with CreateStateMachine",
@@ -147,6 +151,10 @@ def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
             del resources[logical_id]
         elif kind == "AWS::StepFunctions::StateMachine":
             result.fills.append(("state_machine", logical_id, extract(props)))
+        elif kind == "AWS::KMS::Key":
+            result.fills.append(
+                ("key_policy", logical_id, extract({"KeyPolicy": props["KeyPolicy"]}))
+            )
         elif kind == "AWS::DynamoDB::Table":
             wanted = ("PointInTimeRecoverySpecification", "SSESpecification")
             result.fills.append(
@@ -179,6 +187,7 @@ def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
 
 _REMOVED_AND_FILLED = {
     "AWS::SQS::QueuePolicy": "queue_policy",
+    "AWS::SNS::TopicPolicy": "topic_policy",
     "AWS::S3::BucketPolicy": "bucket_policy",
     "AWS::CloudWatch::Alarm": "alarm",
     "AWS::Scheduler::Schedule": "schedule",
@@ -219,6 +228,20 @@ def fill(
                     QueueUrl=queue_url, Attributes={"Policy": policy}
                 )
             stack.filled.append(f"queue policy {logical_id}")
+        elif kind == "topic_policy":
+            policy = json.dumps(values["PolicyDocument"])
+            for topic_arn in values["Topics"]:
+                client("sns").set_topic_attributes(
+                    TopicArn=topic_arn, AttributeName="Policy", AttributeValue=policy
+                )
+            stack.filled.append(f"topic policy {logical_id}")
+        elif kind == "key_policy":
+            client("kms").put_key_policy(
+                KeyId=stack.physical_id(logical_id),
+                PolicyName="default",
+                Policy=json.dumps(values["KeyPolicy"]),
+            )
+            stack.filled.append(f"key policy {logical_id}")
         elif kind == "bucket_policy":
             stack.filled.append(_put_bucket_policy(client, logical_id, values))
         elif kind == "state_machine":
@@ -242,7 +265,9 @@ def fill(
 _ORDER = [
     "layer",
     "table",
+    "key_policy",
     "queue_policy",
+    "topic_policy",
     "bucket_policy",
     "bucket_notifications",
     "state_machine",
