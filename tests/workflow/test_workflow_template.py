@@ -107,6 +107,9 @@ def test_rejection_is_data_and_only_transient_errors_are_retried() -> None:
     for task in (serialize, classify):
         retried = {e for retry in task["Retry"] for e in retry["ErrorEquals"]}
         own_errors = {e for e in retried if not e.startswith("Lambda.")}
+        # A function or task that timed out (a hung endpoint) is transient too.
+        assert {"Sandbox.Timedout", "States.Timeout"} <= own_errors
+        own_errors -= {"Sandbox.Timedout", "States.Timeout"}
         assert own_errors <= set(transient_error_names()), own_errors
         assert all(retry["JitterStrategy"] == "FULL" for retry in task["Retry"])
         caught = {e for catch in task["Catch"] for e in catch["ErrorEquals"]}
