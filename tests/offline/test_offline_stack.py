@@ -122,14 +122,21 @@ def test_functions_run_from_their_deployed_zip_and_layer(stack: OfflineStack) ->
     assert code["Configuration"]["Handler"] == "app.lambda_handler"
     response = stack.client("lambda").invoke(
         FunctionName=stack.function_name("SerializeImageFunction"),
+        Payload=json.dumps({"object": ["not", "an", "object", "reference"]}).encode(),
+    )
+    error = json.loads(response["Payload"].read())
+    assert response["FunctionError"] == "Handled"
+    assert error["errorType"] == "EventError"
+    assert "layers" in " ".join(error["stackTrace"])  # scones_core came from the layer zip
+
+    missing = stack.client("lambda").invoke(
+        FunctionName=stack.function_name("SerializeImageFunction"),
         Payload=json.dumps(
             {"object": {"bucket": stack.bucket, "key": "incoming/none.png"}}
         ).encode(),
     )
-    error = json.loads(response["Payload"].read())
-    assert response["FunctionError"] == "Handled"
-    assert error["errorType"] == "ObjectNotFound"
-    assert "layers" in " ".join(error["stackTrace"])  # scones_core came from the layer zip
+    assert "FunctionError" not in missing  # bad input is data, not an error
+    assert json.loads(missing["Payload"].read())["rejection"]["error_code"] == "ObjectNotFound"
 
 
 def small_function(stack: OfflineStack, name: str, source: str, timeout: int = 3) -> str:
