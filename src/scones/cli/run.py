@@ -80,7 +80,9 @@ def run_command(args: argparse.Namespace) -> int:
             f"stack up in {stack.timings['start_s']:.1f} s: bucket [bold]{stack.bucket}[/], "
             f"endpoint {stack.model_url}; uploading {len(inputs)} file(s)"
         )
-        console.print(f"[yellow]{IN_MEMORY_NOTE}[/] Every record is saved to {args.out}/ as it stops.")
+        console.print(
+            f"[yellow]{IN_MEMORY_NOTE}[/] Every record is saved to {args.out}/ as it stops."
+        )
         rows, wall = _classify(stack.api(), inputs, args, console)
         summary = summarise(rows, wall)
         stack.flush_capture()

@@ -105,8 +105,7 @@ def up_command(args: argparse.Namespace) -> int:
             write_state(endpoints, os.getpid(), stack.work_dir)
             console.print(_instructions(stack, args.out))
             sys.stdout.flush()
-            while not signals:
-                time.sleep(_STOP_POLL_SECONDS)
+            wait_for_signal(signals)
             console.print("stopping the offline stack (saving its records first)...")
         finally:
             stack.stop()
@@ -123,6 +122,17 @@ def up_command(args: argparse.Namespace) -> int:
     # collection would walk them all (seconds after a few hundred images) for nothing.
     gc.freeze()
     return 0 if stack.saved_records is not None else 1
+
+
+def wait_for_signal(received: list[int], poll_seconds: float = _STOP_POLL_SECONDS) -> int:
+    """Block until a handler appended a signal number to ``received``; return it.
+
+    Never a blocking wait without a timeout: the kernel may deliver the signal to any
+    thread, and then only the main thread's next bytecode runs the Python handler.
+    """
+    while not received:
+        time.sleep(poll_seconds)
+    return received[0]
 
 
 def _instructions(stack: Any, out_dir: Path) -> str:
