@@ -56,6 +56,13 @@ def test_run_prints_every_record_and_stores_them(small_folder: Path, tmp_path: P
     assert "5 images:" in out
     assert "accuracy against true labels" in out and "of 4" in out
     assert "time per stage" in out and "inference" in out
+    assert "lives in memory" in out
+    [saved] = list((tmp_path / "out").glob("records-scones-*.json"))
+    assert f"records saved to {saved}" in out.replace("\n", "")
+    saved_records = json.loads(saved.read_text())["records"]
+    assert sorted(Path(r["key"]).name for r in saved_records) == sorted(
+        p.name for p in small_folder.rglob("*.png")
+    )
     [stored] = list((tmp_path / "out").glob("run-*.json"))
     document = json.loads(stored.read_text())
     records = {Path(r["key"]).name: r for r in document["records"]}
@@ -126,6 +133,94 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)
             up.wait(timeout=30)
+
+
+def start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """``scones up`` as a real process; returns it once its state file exists."""
+    env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "scones.cli.main", "up"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = tmp_path / ".scones" / "stack.json"
+    deadline = time.monotonic() + 120
+    while not state.exists():
+        if up.poll() is not None:
+            raise AssertionError(f"scones up exited: {up.stderr.read() if up.stderr else ''}")
+        assert time.monotonic() < deadline, "scones up did not come up"
+        time.sleep(0.2)
+    return up, state
+
+
+def test_up_saves_every_record_when_it_stops_and_stops_every_time(
+    small_folder: Path, tmp_path: Path
+) -> None:
+    """SIGTERM, `scones down` and Ctrl-C, one after the other: each stop is prompt and
+    leaves a records file with one record per uploaded object (version)."""
+    saved: list[Path] = []
+    for how in ("SIGTERM", "down", "SIGINT"):
+        up, state = start_up(tmp_path)
+        try:
+            classified = scones("classify", str(small_folder), "--json", cwd=tmp_path)
+            assert classified.returncode == 0, classified.stderr
+            rows = json.loads(classified.stdout)
+            assert len(rows) == 5
+
+            before = set((tmp_path / "out").glob("records-*.json"))
+            if how == "down":
+                down = scones("down", cwd=tmp_path, timeout=60)
+                assert down.returncode == 0, down.stderr
+            else:
+                up.send_signal(getattr(signal, how))
+            # Deterministic: the stop signal is seen within a poll, whichever thread gets it.
+            assert up.wait(timeout=30) == 0, f"{how}: {up.stderr.read() if up.stderr else ''}"
+            out = up.stdout.read() if up.stdout else ""
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
+
+        [path] = set((tmp_path / "out").glob("records-*.json")) - before
+        saved.append(path)
+        assert "lives in memory" in out
+        assert f"records saved to {path.relative_to(tmp_path)}" in out.replace("\n", "")
+        if how == "down":
+            assert f"records saved to {path.relative_to(tmp_path)}" in down.stdout
+        assert not state.exists(), how
+        document = json.loads(path.read_text())
+        records = document["records"]
+        # Every object, once; versioned keys (<bucket>/<key>#<versionId>) from earlier
+        # rounds are gone with the stack that held them.
+        assert sorted(r["pk"] for r in records) == sorted(r["pk"] for r in rows), how
+        assert document["count"] == len(records) == 5
+        for record in records:
+            assert record["version_id"] not in ("", "null")
+            assert record["pk"].endswith(f"#{record['version_id']}")
+    assert len(set(saved)) == 3
+
+
+def test_a_stop_signal_delivered_to_another_thread_is_seen() -> None:
+    """The hang of `scones up` after SIGTERM: a process-wide signal may land on any thread.
+    A main thread blocked in Event.wait() then never runs the handler; polling does."""
+    import threading
+
+    from scones.cli.up import wait_for_signal
+
+    received: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
+    other = threading.Thread(target=time.sleep, args=(3,), daemon=True)
+    other.start()
+    try:
+        threading.Timer(0.2, signal.pthread_kill, (other.ident, signal.SIGUSR1)).start()
+        started = time.monotonic()
+        assert wait_for_signal(received, poll_seconds=0.05) == signal.SIGUSR1
+        assert time.monotonic() - started < 2
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 @pytest.mark.parametrize(

@@ -29,28 +29,34 @@ def cfn_template() -> dict[str, Any]:
     return {"cfn": transform(packaged, "us-east-1"), "definitions": definitions}
 
 
+def _create_raw_stack(built: dict[str, Any]) -> dict[str, str]:
+    """Create the transformed template in moto as it is (inside ``mock_aws``); physical ids."""
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="artifacts")
+    for key, data in _artifacts():
+        s3.put_object(Bucket="artifacts", Key=key, Body=data)
+    template = dict(built["cfn"])
+    # moto cannot take the layer Ref at all; leave layers out to see the rest.
+    for resource in template["Resources"].values():
+        resource.get("Properties", {}).pop("Layers", None)
+    cfn.create_stack(
+        StackName="raw", TemplateBody=json.dumps(template), Capabilities=["CAPABILITY_IAM"]
+    )
+    return {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cfn.list_stack_resources(StackName="raw")["StackResourceSummaries"]
+    }
+
+
 def test_moto_still_drops_what_the_deployment_fills(monkeypatch: pytest.MonkeyPatch) -> None:
     """When this fails, a moto upgrade closed a gap: drop that part of scones.offline.gaps."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     built = cfn_template()
     with mock_aws():
-        cfn = boto3.client("cloudformation", region_name="us-east-1")
+        resources = _create_raw_stack(built)
         s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="artifacts")
-        for key, data in _artifacts():
-            s3.put_object(Bucket="artifacts", Key=key, Body=data)
-        template = dict(built["cfn"])
-        # moto cannot take the layer Ref at all; leave layers out to see the rest.
-        for resource in template["Resources"].values():
-            resource.get("Properties", {}).pop("Layers", None)
-        cfn.create_stack(
-            StackName="raw", TemplateBody=json.dumps(template), Capabilities=["CAPABILITY_IAM"]
-        )
-        resources = {
-            r["LogicalResourceId"]: r["PhysicalResourceId"]
-            for r in cfn.list_stack_resources(StackName="raw")["StackResourceSummaries"]
-        }
         bucket = resources["ImageBucket"]
         assert "QueueConfigurations" not in s3.get_bucket_notification_configuration(Bucket=bucket)
         table = resources["ResultsTable"]
@@ -81,6 +87,71 @@ def test_moto_still_drops_what_the_deployment_fills(monkeypatch: pytest.MonkeyPa
         assert mapping["BatchSize"] == 10
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert mapping["EventSourceArn"].endswith(resources["IngestQueue"].rsplit("/", 1)[-1])
+
+
+def test_moto_cloudformation_still_drops_bucket_versioning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When this fails, moto keeps VersioningConfiguration: drop the "bucket versioning" gap."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    built = cfn_template()
+    bucket_props = built["cfn"]["Resources"]["ImageBucket"]["Properties"]
+    assert bucket_props["VersioningConfiguration"] == {"Status": "Enabled"}
+    with mock_aws():
+        bucket = _create_raw_stack(built)["ImageBucket"]
+        s3 = boto3.client("s3", region_name="us-east-1")
+        assert "Status" not in s3.get_bucket_versioning(Bucket=bucket)
+        assert "VersionId" not in s3.put_object(Bucket=bucket, Key="incoming/a.png", Body=b"a")
+
+
+def _queued_s3_events(bucket: str, versioned: bool) -> list[dict[str, Any]]:
+    """Put one object into a new bucket that notifies a queue; the object parts of its events."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue = sqs.create_queue(QueueName=f"{bucket}-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    s3.create_bucket(Bucket=bucket)
+    if versioned:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    put = s3.put_object(Bucket=bucket, Key="incoming/a.png", Body=b"a")
+    objects = []
+    for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]:
+        for record in json.loads(message["Body"]).get("Records", []):  # not the s3:TestEvent
+            objects.append({**record["s3"]["object"], "put_version": put.get("VersionId")})
+    return objects
+
+
+def test_moto_s3_events_still_lack_the_version_id_and_the_fix_adds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto sends ``versionId`` itself: drop s3_event_fixes."""
+    from scones.offline import s3_event_fixes
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        [raw] = _queued_s3_events("raw-versioned", versioned=True)
+    assert raw["put_version"]  # PutObject answered with a version id...
+    assert "versionId" not in raw  # ...that the notification leaves out.
+
+    s3_event_fixes.install()
+    try:
+        with mock_aws():
+            [fixed] = _queued_s3_events("fixed-versioned", versioned=True)
+            [plain] = _queued_s3_events("fixed-plain", versioned=False)
+    finally:
+        s3_event_fixes.uninstall()
+    assert fixed["versionId"] == fixed["put_version"]
+    assert plain["put_version"] is None and "versionId" not in plain  # as AWS: none to send
 
 
 def _artifacts() -> list[tuple[str, bytes]]:

@@ -35,6 +35,9 @@ def stack() -> Iterator[OfflineStack]:
 def test_deploy_fills_every_gap_moto_leaves(stack: OfflineStack) -> None:
     client = stack.client
     outputs = stack.stack.outputs
+    assert client("s3").get_bucket_versioning(Bucket=stack.bucket)["Status"] == "Enabled"
+    put = client("s3").put_object(Bucket=stack.bucket, Key="elsewhere/v.txt", Body=b"v")
+    assert put["VersionId"] not in ("", "null")
     notification = client("s3").get_bucket_notification_configuration(Bucket=stack.bucket)
     [queue_config] = notification["QueueConfigurations"]
     assert queue_config["Filter"]["Key"]["FilterRules"] == [
@@ -234,6 +237,24 @@ def test_partial_batch_responses_follow_lambda_rules(
 ) -> None:
     messages = [{"MessageId": "a"}, {"MessageId": "b"}]
     assert failed_message_ids(payload, errored, messages, report) == expected
+
+
+def test_saved_records_are_sorted_and_never_overwrite_an_earlier_file(tmp_path: Any) -> None:
+    from datetime import UTC, datetime
+
+    from scones.offline.records_file import save_records
+
+    now = datetime(2026, 12, 1, 14, 30, 5, tzinfo=UTC)
+    records = [{"pk": "b/k#2", "status": "ACCEPTED"}, {"pk": "b/k#1", "status": "REJECTED"}]
+    first = save_records(records, out_dir=tmp_path / "out", stack_name="s", table="t", now=now)
+    second = save_records(records[:1], out_dir=tmp_path / "out", stack_name="s", table="t", now=now)
+
+    assert first.name == "records-s-20261201T143005Z.json"
+    assert second.name == "records-s-20261201T143005Z-2.json"
+    document = json.loads(first.read_text())
+    assert document["count"] == 2 and document["table"] == "t"
+    assert [r["pk"] for r in document["records"]] == ["b/k#1", "b/k#2"]
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {first.name, second.name}
 
 
 def test_a_second_stack_in_the_same_process_is_refused(stack: OfflineStack) -> None:

@@ -94,12 +94,36 @@ def test_object_deleted_before_it_is_read_is_rejected(stack: OfflineStack) -> No
     with stack.delivery_paused():
         image = next((SAMPLES / "bicycle").glob("*.png")).read_bytes()
         upload = api.upload_bytes("gone/deleted.png", image)
-        api.client("s3").delete_object(Bucket=upload.bucket, Key=upload.key)
+        # The bucket is versioned: only deleting the version itself removes the upload
+        # (a plain delete adds a delete marker and the version stays readable).
+        api.client("s3").delete_object(
+            Bucket=upload.bucket, Key=upload.key, VersionId=upload.version_id
+        )
     record = api.wait_for_records([upload], timeout=60)[upload]
 
     assert record["status"] == "REJECTED"
     assert record["error_code"] == "ObjectNotFound"
     assert "deleted before it could be read" in record["reason"]
+
+
+def test_overwriting_a_key_gives_one_record_per_version(stack: OfflineStack) -> None:
+    """Same key, same bytes, twice: two object versions, so two records (not a duplicate)."""
+    api = stack.api()
+    image = next((SAMPLES / "motorcycle").glob("*.png")).read_bytes()
+    first = api.upload_bytes("overwrite/photo.png", image)
+    second = api.upload_bytes("overwrite/photo.png", image)
+    records = api.wait_for_records([first, second], timeout=60)
+
+    assert first.etag == second.etag
+    assert first.version_id and second.version_id and first.version_id != second.version_id
+    for upload in (first, second):
+        record = records[upload]
+        assert record["version_id"] == upload.version_id
+        assert record["pk"] == f"{upload.bucket}/{upload.key}#{upload.version_id}"
+        assert record["status"] in ("ACCEPTED", "NEEDS_REVIEW")
+    items = items_for_key(stack, first.key)
+    assert sorted(r["version_id"] for r in items) == sorted([first.version_id, second.version_id])
+    assert records[first]["execution_arn"] != records[second]["execution_arn"]
 
 
 def test_duplicate_s3_event_gives_exactly_one_record(

@@ -8,7 +8,7 @@ import signal
 import time
 
 from scones.cli.errors import CommandError
-from scones.cli.stack_state import STATE_FILE, process_alive, read_state
+from scones.cli.stack_state import STATE_FILE, process_alive, read_state, read_stopped
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +27,19 @@ def down_command(args: argparse.Namespace) -> int:
         if not STATE_FILE.exists() or not process_alive(pid):
             print(f"offline stack (pid {pid}) stopped")
             STATE_FILE.unlink(missing_ok=True)
-            return 0
+            return _report_records(pid)
         time.sleep(0.1)
     raise CommandError(f"the offline stack (pid {pid}) did not stop within {args.timeout:.0f} s")
+
+
+def _report_records(pid: int) -> int:
+    stopped = read_stopped(pid)
+    if stopped is None:
+        raise CommandError(
+            f"the offline stack (pid {pid}) stopped without saying where its records went "
+            "(was it killed?); they lived in its memory and are lost"
+        )
+    if stopped["records_file"]:
+        print(f"records saved to {stopped['records_file']}")
+        return 0
+    raise CommandError(f"the offline stack could not save its records: {stopped['error']}")

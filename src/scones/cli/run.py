@@ -16,6 +16,7 @@ from scones.cli.display import make_console, print_summary, records_table, summa
 from scones.cli.errors import CommandError
 from scones.cli.inputs import SAMPLES_DIR, InputFile, collect_inputs
 from scones.cli.stack_state import add_stack_options, parse_params
+from scones.cli.up import IN_MEMORY_NOTE
 from scones.offline.client import StackClient, StackClientError, Upload
 
 
@@ -27,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Start the offline stack (template.yaml deployed into a local AWS emulator, the "
             "real state machine and handlers, the shipped model behind a SageMaker-compatible "
             "endpoint), upload images, wait for every record, print them, run the monitor "
-            "and write a report."
+            "and write a report. The stack lives in memory and stops at the end; every "
+            "record is saved to OUT/records-<stack>-<UTC time>.json first."
         ),
     )
     parser.add_argument(
@@ -38,7 +40,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "known labels; a folder named after a label gives its images that true label)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("out"), help="folder for the report (default: out/)"
+        "--out",
+        type=Path,
+        default=Path("out"),
+        help="folder for the report and the saved records (default: out/)",
     )
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for records")
     parser.add_argument("--json", action="store_true", help="print records and summary as JSON")
@@ -60,6 +65,7 @@ def run_command(args: argparse.Namespace) -> int:
         moto_port=args.port,
         model_port=args.model_port,
         overrides=overrides,
+        records_dir=args.out,
     )
     with console.status("starting the offline stack (deploying template.yaml)..."):
         stack = OfflineStack(options)
@@ -74,6 +80,9 @@ def run_command(args: argparse.Namespace) -> int:
             f"stack up in {stack.timings['start_s']:.1f} s: bucket [bold]{stack.bucket}[/], "
             f"endpoint {stack.model_url}; uploading {len(inputs)} file(s)"
         )
+        console.print(
+            f"[yellow]{IN_MEMORY_NOTE}[/] Every record is saved to {args.out}/ as it stops."
+        )
         rows, wall = _classify(stack.api(), inputs, args, console)
         summary = summarise(rows, wall)
         stack.flush_capture()
@@ -82,6 +91,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     finally:
         stack.stop()
+        _report_saved(console, stack.saved_records, stack.save_error)
     threshold = float(
         overrides.get("ConfidenceThreshold") or stack.parameters["ConfidenceThreshold"]
     )
@@ -147,3 +157,10 @@ def _print_monitor(console: Console, monitor: dict[str, Any]) -> None:
         "monitor: " + ", ".join(f"{k}={v}" for k, v in shown.items()),
         highlight=False,
     )
+
+
+def _report_saved(console: Console, path: Path | None, error: str | None) -> None:
+    if path is not None:
+        console.print(f"records saved to [bold]{path}[/]")
+    else:
+        console.print(f"[red]the records could not be saved:[/] {error}")

@@ -1,7 +1,9 @@
 """Shared pieces of the stack commands: options, parameters and the state file.
 
 ``scones up`` writes ``.scones/stack.json`` (endpoints, names, its pid) so that
-``classify``, ``results`` and ``down`` can find the running stack.
+``classify``, ``results`` and ``down`` can find the running stack. When it stops it
+writes ``.scones/stopped.json`` (its pid and where it saved the records) so that
+``down`` can say where they are.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from scones.template_params import parameter_defaults
 
 STATE_DIR = Path(os.environ.get("SCONES_STATE_DIR", ".scones"))
 STATE_FILE = STATE_DIR / "stack.json"
+STOPPED_FILE = STATE_DIR / "stopped.json"
 # Offline retries wait for real: keep them short unless the user asks otherwise.
 OFFLINE_DEFAULTS = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "2"}
 
@@ -105,3 +108,25 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def write_stopped(pid: int, records_file: Path | None, error: str | None) -> None:
+    """What a stopped ``scones up`` left behind, for ``scones down`` to report."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    document = {
+        "pid": pid,
+        "records_file": str(records_file) if records_file else None,
+        "error": error,
+    }
+    STOPPED_FILE.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def read_stopped(pid: int) -> dict[str, str | None] | None:
+    """The stop report of the ``scones up`` with this pid, if it wrote one."""
+    try:
+        document = json.loads(STOPPED_FILE.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if int(document.get("pid", 0)) != pid:
+        return None
+    return {"records_file": document.get("records_file"), "error": document.get("error")}

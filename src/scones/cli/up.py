@@ -1,11 +1,18 @@
-"""``scones up``: keep the offline stack running for other tools, until ``scones down``."""
+"""``scones up``: keep the offline stack running for other tools, until ``scones down``.
+
+The stack lives in this process's memory. When it stops (``scones down``, Ctrl-C,
+SIGTERM) every record of its results table is first saved to
+``<out>/records-<stack>-<UTC time>.json``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
-import threading
+import sys
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -19,7 +26,18 @@ from scones.cli.stack_state import (
     clear_state,
     parse_params,
     write_state,
+    write_stopped,
 )
+
+IN_MEMORY_NOTE = (
+    "The offline stack lives in memory: its bucket, queues and results table are gone "
+    "when it stops."
+)
+# How often the main thread looks at the stop flag. A signal handler only runs in the
+# main thread, and a process-wide signal may be delivered to any thread: a main thread
+# blocked without a timeout (an Event.wait(), a join) may never see it. Sleeping in
+# short steps bounds the delay instead.
+_STOP_POLL_SECONDS = 0.2
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_stack_options(parser)
     parser.add_argument(
         "--enable-faults", action="store_true", help="expose the endpoint's /_faults admin route"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out"),
+        help="folder where the records are saved when the stack stops (default: out/)",
     )
     parser.set_defaults(handler=up_command)
 
@@ -59,37 +83,66 @@ def up_command(args: argparse.Namespace) -> int:
         model_port=args.model_port,
         overrides=parse_params(args.param),
         enable_faults=args.enable_faults,
+        records_dir=args.out,
     )
-    stop = threading.Event()
+    # A plain list, not a threading.Event: Event.set() takes a lock, and a handler that
+    # runs while the main thread holds that same lock (inside Event.wait) deadlocks.
+    signals: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        signals.append(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     stack = OfflineStack(options)
     try:
-        with console.status("starting the offline stack (deploying template.yaml)..."):
-            stack.start()
-    except (StackError, DeployError) as exc:
-        raise CommandError(str(exc)) from exc
-    try:
-        endpoints = stack.endpoints
-        write_state(endpoints, os.getpid(), stack.work_dir)
-        console.print(_instructions(stack))
-        stop.wait()
-        console.print("stopping the offline stack...")
+        try:
+            with console.status("starting the offline stack (deploying template.yaml)..."):
+                stack.start()
+        except (StackError, DeployError) as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            endpoints = stack.endpoints
+            write_state(endpoints, os.getpid(), stack.work_dir)
+            console.print(_instructions(stack, args.out))
+            sys.stdout.flush()
+            wait_for_signal(signals)
+            console.print("stopping the offline stack (saving its records first)...")
+        finally:
+            stack.stop()
+            write_stopped(os.getpid(), stack.saved_records, stack.save_error)
+            clear_state(os.getpid())
     finally:
-        stack.stop()
-        clear_state(os.getpid())
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 0
+    if stack.saved_records is not None:
+        console.print(f"records saved to [bold]{stack.saved_records}[/]")
+    else:
+        console.print(f"[red]the records could not be saved:[/] {stack.save_error}")
+    # moto's state is hundreds of thousands of objects; the interpreter's final garbage
+    # collection would walk them all (seconds after a few hundred images) for nothing.
+    gc.freeze()
+    return 0 if stack.saved_records is not None else 1
 
 
-def _instructions(stack: Any) -> str:
+def wait_for_signal(received: list[int], poll_seconds: float = _STOP_POLL_SECONDS) -> int:
+    """Block until a handler appended a signal number to ``received``; return it.
+
+    Never a blocking wait without a timeout: the kernel may deliver the signal to any
+    thread, and then only the main thread's next bytecode runs the Python handler.
+    """
+    while not received:
+        time.sleep(poll_seconds)
+    return received[0]
+
+
+def _instructions(stack: Any, out_dir: Path) -> str:
     e = stack.endpoints
     logs = Path(stack.work_dir) / "logs"
+    saved = out_dir / f"records-{stack.options.stack_name}-<UTC time>.json"
     return f"""[bold green]offline stack is up[/] (Ctrl-C or `scones down` stops it)
+
+[bold yellow]{IN_MEMORY_NOTE}[/]
+When it stops, every record is saved to {saved}.
 
   AWS emulator  {e.endpoint_url}     (S3, SQS, Lambda, Step Functions, DynamoDB, ...)
   model endpoint {e.model_url}       (SageMaker runtime: POST /endpoints/<name>/invocations)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import mimetypes
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ class Upload:
     key: str
     etag: str
     source: str
+    # The S3 version id on a versioned bucket (as the stack's is), else "".
+    version_id: str = ""
 
 
 class StackClient:
@@ -81,13 +83,19 @@ class StackClient:
         response = self.client("s3").put_object(
             Bucket=self.endpoints.bucket, Key=key, Body=data, **extra
         )
-        return Upload(self.endpoints.bucket, key, response["ETag"].strip('"'), name)
+        return Upload(
+            self.endpoints.bucket,
+            key,
+            response["ETag"].strip('"'),
+            name,
+            version_id=str(response.get("VersionId") or ""),
+        )
 
     def upload_file(self, path: Path, name: str) -> Upload:
         """Upload a local file as ``name`` under the incoming prefix; ``OSError`` if unreadable."""
         content_type = mimetypes.guess_type(path.name)[0]
         upload = self.upload_bytes(name, path.read_bytes(), content_type)
-        return Upload(upload.bucket, upload.key, upload.etag, str(path))
+        return replace(upload, source=str(path))
 
     def upload_files(self, paths: Iterable[Path], key_prefix: str = "") -> list[Upload]:
         return [self.upload_file(path, f"{key_prefix}{path.name}") for path in paths]
@@ -113,13 +121,23 @@ class StackClient:
         on_progress: Callable[[int, int], None] | None = None,
         poll_seconds: float = 0.2,
     ) -> dict[Upload, dict[str, Any]]:
-        """Block until every upload has its terminal record; return them by upload."""
+        """Block until every upload has its terminal record; return them by upload.
+
+        An upload to a versioned bucket is matched by its version id (two uploads of the
+        same bytes to one key are two records), otherwise by its ETag.
+        """
         deadline = time.monotonic() + timeout
         found: dict[Upload, dict[str, Any]] = {}
         while True:
-            by_object = {(r.get("key"), r.get("etag")): r for r in self.records()}
+            records = self.records()
+            by_version = {(r.get("key"), r.get("version_id")): r for r in records}
+            by_etag = {(r.get("key"), r.get("etag")): r for r in records}
             for upload in uploads:
-                record = by_object.get((upload.key, upload.etag))
+                record = (
+                    by_version.get((upload.key, upload.version_id))
+                    if upload.version_id
+                    else by_etag.get((upload.key, upload.etag))
+                )
                 if record is not None and is_terminal(record):
                     found[upload] = record
             if on_progress:

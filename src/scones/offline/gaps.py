@@ -50,6 +50,8 @@ NOT_FILLED: dict[str, str] = {
 
 # What moto 5.2.5's CloudFormation drops, and how it is filled here.
 GAPS: dict[str, str] = {
+    "bucket versioning": "AWS::S3::Bucket VersioningConfiguration is dropped (GetBucketVersioning "
+    "has no Status, PutObject returns no VersionId); set with PutBucketVersioning",
     "bucket notifications": "AWS::S3::Bucket NotificationConfiguration is ignored; "
     "set with PutBucketNotificationConfiguration",
     "bucket policies": "AWS::S3::BucketPolicy is not supported; set with PutBucketPolicy. "
@@ -142,10 +144,19 @@ def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
         kind = resource["Type"]
         props = resource.get("Properties", {})
         first_output = len(outputs)
-        if kind == "AWS::S3::Bucket" and "NotificationConfiguration" in props:
-            result.fills.append(
-                ("bucket_notifications", logical_id, extract(props["NotificationConfiguration"]))
-            )
+        if kind == "AWS::S3::Bucket":
+            if "VersioningConfiguration" in props:
+                result.fills.append(
+                    ("bucket_versioning", logical_id, extract(props["VersioningConfiguration"]))
+                )
+            if "NotificationConfiguration" in props:
+                result.fills.append(
+                    (
+                        "bucket_notifications",
+                        logical_id,
+                        extract(props["NotificationConfiguration"]),
+                    )
+                )
         elif kind in _REMOVED_AND_FILLED:
             result.fills.append((_REMOVED_AND_FILLED[kind], logical_id, extract(props)))
             del resources[logical_id]
@@ -218,6 +229,12 @@ def fill(
                     FunctionName=stack.physical_id(user), Layers=[layer_arns[logical_id]]
                 )
             stack.filled.append(f"layer {logical_id}")
+        elif kind == "bucket_versioning":
+            client("s3").put_bucket_versioning(
+                Bucket=stack.physical_id(logical_id),
+                VersioningConfiguration={"Status": str(values["Status"])},
+            )
+            stack.filled.append(f"versioning {logical_id}")
         elif kind == "bucket_notifications":
             _put_notifications(client, stack.physical_id(logical_id), values)
             stack.filled.append(f"notifications {logical_id}")
@@ -269,6 +286,7 @@ _ORDER = [
     "queue_policy",
     "topic_policy",
     "bucket_policy",
+    "bucket_versioning",
     "bucket_notifications",
     "state_machine",
     "alarm",

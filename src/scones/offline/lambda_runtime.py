@@ -56,8 +56,15 @@ class _Worker:
         return self.process.poll() is None
 
     def stop(self) -> None:
+        self.close_requests()
+        self.wait_for_exit()
+
+    def close_requests(self) -> None:
+        """End of input: the worker finishes its loop and exits."""
         with contextlib.suppress(OSError):
             self.requests.close()
+
+    def wait_for_exit(self) -> None:
         try:
             self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -106,10 +113,13 @@ class _Pool:
             self._cond.notify()
 
     def close(self) -> None:
+        for worker in self.take_idle():
+            worker.stop()
+
+    def take_idle(self) -> list[_Worker]:
         with self._cond:
             idle, self._idle = self._idle, []
-        for worker in idle:
-            worker.stop()
+        return idle
 
 
 class LambdaRuntime:
@@ -150,8 +160,12 @@ class LambdaRuntime:
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            pool.close()
+        # Tell every worker first, then wait: they exit in parallel, not one by one.
+        workers = [worker for pool in pools for worker in pool.take_idle()]
+        for worker in workers:
+            worker.close_requests()
+        for worker in workers:
+            worker.wait_for_exit()
 
     # -- invocation ---------------------------------------------------------
     def invoke(self, function: Any, event: Any) -> tuple[str, bool, str]:

@@ -6,6 +6,11 @@ workers (``scones.offline.lambda_runtime``), executes the real ASL with moto's
 Step Functions interpreter, drains the ingest queue like Lambda's SQS poller
 (``scones.offline.sqs_poller``) and serves the shipped model behind a
 SageMaker-compatible endpoint that writes data capture into the stack's bucket.
+
+Everything lives in this process's memory: when the stack stops, its bucket,
+queues and table are gone. With ``StackOptions.records_dir`` set, ``stop()``
+first writes every item of the results table to a JSON file there
+(``scones.offline.records_file``).
 """
 
 from __future__ import annotations
@@ -22,14 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scones.offline import interpreter_fixes
+from scones.offline import interpreter_fixes, s3_event_fixes
 from scones.offline.client import REGION, StackClient, StackEndpoints, offline_session
 from scones.offline.deploy import DeployedStack, deploy
 from scones.offline.lambda_runtime import LambdaRuntime
+from scones.offline.records_file import save_records
 from scones.offline.sqs_poller import SqsPoller
 from scones.template_params import PROJECT_ROOT
 
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+
+logger = logging.getLogger(__name__)
 
 
 # One offline stack per process: moto's backends and the Lambda hook are global.
@@ -54,6 +62,8 @@ class StackOptions:
     capture_flush_seconds: float = 1.0
     workers_per_function: int = 4
     poller_threads: int = 2
+    # Where stop() saves every record of the results table (nothing is saved when None).
+    records_dir: Path | None = None
 
 
 class OfflineStack:
@@ -70,6 +80,9 @@ class OfflineStack:
         self.timings: dict[str, float] = {}
         self._api: StackClient | None = None
         self._holds_process_slot = False
+        # Set by stop() when records_dir is set: the file written, or why none was.
+        self.saved_records: Path | None = None
+        self.save_error: str | None = None
 
     # -- lifecycle --------------------------------------------------------------
     def __enter__(self) -> OfflineStack:
@@ -125,6 +138,7 @@ class OfflineStack:
         )
         self._runtime.install()
         interpreter_fixes.install()
+        s3_event_fixes.install()
         self.deployed = deploy(
             self.endpoint_url,
             stack_name=self.options.stack_name,
@@ -169,12 +183,29 @@ class OfflineStack:
             self._runtime.close()
             LambdaRuntime.uninstall()
             interpreter_fixes.uninstall()
+            s3_event_fixes.uninstall()
             self._runtime = None
         if self._moto:
+            # The last moment the table can be read: the emulator's memory goes with it.
+            self._save_records()
             self._moto.stop()
             self._moto = None
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _save_records(self) -> None:
+        if self.options.records_dir is None or self.deployed is None:
+            return
+        try:
+            self.saved_records = save_records(
+                self.api().records(),
+                out_dir=self.options.records_dir,
+                stack_name=self.options.stack_name,
+                table=self.table_name,
+            )
+        except Exception as exc:  # stopping must go on; the caller reports save_error
+            self.save_error = f"{type(exc).__name__}: {exc}"
+            logger.warning("could not save the records of the offline stack: %s", exc)
 
     def _check_port_free(self) -> None:
         from scones.serving.server import ServerStartError, bind_socket
