@@ -109,7 +109,8 @@ def test_defaults_come_from_the_template_parameters() -> None:
     settings = settings_from_args(args)
     assert settings.endpoint_name == parameter_default("EndpointName")
     assert settings.max_body_bytes == int(parameter_default("MaxImageBytes"))
-    assert settings.max_image_pixels == int(parameter_default("MaxImagePixels"))
+    # The pixel limit follows the model (derived when it loads), not MaxImagePixels.
+    assert settings.max_image_pixels is None
     assert settings.capture_percent == float(parameter_default("DataCaptureSamplingPercentage"))
     overridden = settings_from_args(
         build_parser().parse_args(["serve", "--endpoint-name", "mine", "--max-body-bytes", "9"])
