@@ -46,7 +46,9 @@ def refuse_oversized_image(data: bytes, max_pixels: int, formats: tuple[str, ...
             image = Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError as exc:
         # Above twice Pillow's limit it refuses to open the file at all; its text has the size.
-        raise ContainerError(400, f"{exc}; the limit is {max_pixels} pixels") from None
+        raise ContainerError(
+            400, f"image refused before decoding: {exc} (the limit is {max_pixels} pixels)"
+        ) from None
     except Exception:
         # Not an image, or a damaged one: decode_request_image says which.
         return
