@@ -159,6 +159,32 @@ def test_a_trickled_body_is_cut_off_with_408_while_others_are_served(
             assert b"x-amzn-errortype: requesttimeoutexception" in header_lines
 
 
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n", b"200 OK"),
+        (
+            b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
+            b"Content-Length: 5000\r\n\r\n",
+            b"415 Unsupported Media Type",
+        ),
+    ],
+)
+def test_a_trickled_body_the_app_never_reads_is_cut_off_after_the_answer(
+    guarded: ModelServer, classifier: OnnxClassifier, bicycle_png: bytes, head: bytes, status: bytes
+) -> None:
+    """uvicorn drains an unread body after the answer; the head deadline bounds that too."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        tricklers = [pool.submit(trickle, guarded.port, head, b"x") for _ in range(2)]
+        served_meanwhile(guarded, bicycle_png, classifier, tricklers)
+        results = [f.result() for f in tricklers]
+    for result in results:
+        # Answered at once, then the drain runs into the deadline.
+        assert HEAD_TIMEOUT_S - 0.2 <= result.seconds <= HEAD_TIMEOUT_S + SLACK_S, result
+        assert result.answer.startswith(b"HTTP/1.1 " + status + b"\r\n")
+        assert 0 < result.sent < 5000
+
+
 @pytest.mark.parametrize("path", ["/invocations", RUNTIME_PATH])
 def test_a_client_hanging_up_mid_body_leaves_no_traceback(
     live_server: LiveServer,

@@ -97,7 +97,6 @@ class InferenceSlots:
         self.limit = limit
         self.wait_s = wait_s
         self._semaphore = asyncio.Semaphore(limit)
-        self.in_use = 0
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
@@ -109,9 +108,7 @@ class InferenceSlots:
                 await self._semaphore.acquire()
         except TimeoutError:
             raise ServerBusy(self.limit, self.wait_s) from None
-        self.in_use += 1
         try:
             yield
         finally:
-            self.in_use -= 1
             self._semaphore.release()

@@ -6,7 +6,8 @@ a time holds its connection open forever; enough of them exhaust the server's
 sockets. Here the whole request line and headers must arrive within
 ``header_timeout_s``, counted from the connection (or, on a kept-alive
 connection, from the first byte of the next request). The body has its own
-deadline in the app (``create_app(body_timeout_s=...)``), where the body is read.
+deadline in the app (``create_app(body_timeout_s=...)``), where the body is read;
+a body the app never reads gets this deadline once the request is answered.
 
 The timer is one ``loop.call_later`` per request head, on the event loop: a
 trickling client costs no thread and never delays other connections.
@@ -33,49 +34,73 @@ _TIMEOUT_RESPONSE = (
 
 
 class HeaderTimeoutProtocol(H11Protocol):
-    """``H11Protocol`` that closes connections whose request head is too slow."""
+    """``H11Protocol`` that closes connections whose request head is too slow.
+
+    The same deadline covers a body the app answered without reading (``/ping``
+    with a body, a refused Content-Type): uvicorn drains such a body after the
+    response, and without a deadline a trickling client would hold it forever.
+    """
 
     header_timeout_s: float = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        # The client state the running timer guards: IDLE (a head) or SEND_BODY (a drain).
+        self._timer_state: type[h11.IDLE] | type[h11.SEND_BODY] | None = None
         self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # A connection that never sends a request is held to the same deadline.
-        self._start_head_timer()
+        self._start_timer(h11.IDLE)
 
     def data_received(self, data: bytes) -> None:
-        waiting_for_head = self.conn.their_state is h11.IDLE
-        if waiting_for_head:
+        if self.conn.their_state is h11.IDLE:
             self._head_bytes += len(data)
-            if self._head_timer is None:
-                self._start_head_timer()
+            if self._timer is None:
+                self._start_timer(h11.IDLE)
         super().data_received(data)
+        if self.conn.their_state is not self._timer_state:
+            # The head is complete (or refused: uvicorn has answered 400), or the drain is over.
+            self._cancel_timer()
         if self.conn.their_state is not h11.IDLE:
-            # h11 has parsed a whole request head (or failed: uvicorn has answered 400).
-            self._cancel_head_timer()
             self._head_bytes = 0
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.SEND_BODY:
+            # Answered before the body was read: uvicorn drains the rest, within the deadline.
+            self._start_timer(h11.SEND_BODY)
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._cancel_timer()
         super().connection_lost(exc)
 
-    def _start_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+    def _start_timer(self, state: type[h11.IDLE] | type[h11.SEND_BODY]) -> None:
+        self._cancel_timer()
+        self._timer_state = state
+        self._timer = self.loop.call_later(self.header_timeout_s, self._timed_out)
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_state = None
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+    def _timed_out(self) -> None:
+        state = self._timer_state
+        self._timer = None
+        self._timer_state = None
+        if self.transport.is_closing() or self.conn.their_state is not state:
             return
-        if self._head_bytes:
+        if state is h11.SEND_BODY:
+            LOGGER.info(
+                "closing %s: the unread rest of an answered request took over %g s",
+                _peer(self.client),
+                self.header_timeout_s,
+            )
+        elif self._head_bytes:
             # Part of a request arrived: say why before closing, as Apache's reqtimeout does.
             LOGGER.info(
                 "closing %s: request head incomplete after %g s (%d bytes received)",
