@@ -250,7 +250,8 @@ def test_inference_runs_concurrently_in_worker_threads(
             barrier.wait()
             return classifier.predict_images(images)
 
-    app = make_app(classifier=Rendezvous())
+    # Two slots whatever the machine's CPU count, or the barrier could never fill.
+    app = make_app(classifier=Rendezvous(), max_concurrency=2)
 
     @app.get("/_loop_thread")
     async def loop_thread() -> dict[str, int]:

@@ -15,6 +15,11 @@ import pytest
 
 from scones.cli.main import build_parser, main
 from scones.cli.serve import settings_from_args
+from scones.serving.defaults import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_QUEUE_WAIT_S,
+)
 from scones.serving.server import bind_socket
 from scones.template_params import parameter_default
 from tests.serving.conftest import MODEL_DIR, ServeProcess
@@ -95,6 +100,11 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
         (["--capture-percent", "150", "--capture-dest", "x"], "between 0 and 100"),
         (["--capture-dest", "ftp://x/y"], "neither s3://bucket/prefix nor a folder"),
         (["--max-body-bytes", "0"], "--max-body-bytes must be a positive integer"),
+        (["--max-image-pixels", "0"], "--max-image-pixels must be a positive integer"),
+        (["--max-concurrency", "0"], "--max-concurrency must be a positive integer"),
+        (["--queue-wait-seconds", "-1"], "--queue-wait-seconds must not be negative"),
+        (["--header-timeout-seconds", "0"], "--header-timeout-seconds must be positive"),
+        (["--body-timeout-seconds", "-2"], "--body-timeout-seconds must be positive"),
     ],
 )
 def test_bad_arguments_name_the_problem(
@@ -109,12 +119,31 @@ def test_defaults_come_from_the_template_parameters() -> None:
     settings = settings_from_args(args)
     assert settings.endpoint_name == parameter_default("EndpointName")
     assert settings.max_body_bytes == int(parameter_default("MaxImageBytes"))
-    assert settings.max_image_pixels == int(parameter_default("MaxImagePixels"))
+    # The pixel limit follows the model (derived when it loads), not MaxImagePixels.
+    assert settings.max_image_pixels is None
     assert settings.capture_percent == float(parameter_default("DataCaptureSamplingPercentage"))
     overridden = settings_from_args(
         build_parser().parse_args(["serve", "--endpoint-name", "mine", "--max-body-bytes", "9"])
     )
     assert (overridden.endpoint_name, overridden.max_body_bytes) == ("mine", 9)
+
+
+def test_request_limit_flags_reach_the_settings() -> None:
+    defaults = settings_from_args(build_parser().parse_args(["serve", "--endpoint-name", "e"]))
+    assert (defaults.max_concurrency, defaults.queue_wait_s) == (None, DEFAULT_QUEUE_WAIT_S)
+    assert defaults.header_timeout_s == DEFAULT_HEADER_TIMEOUT_S
+    assert defaults.body_timeout_s == DEFAULT_BODY_TIMEOUT_S
+    flags = ["--max-image-pixels", "5000", "--max-concurrency", "3", "--queue-wait-seconds", "0"]
+    flags += ["--header-timeout-seconds", "4.5", "--body-timeout-seconds", "7"]
+    settings = settings_from_args(
+        build_parser().parse_args(["serve", "--endpoint-name", "e", *flags])
+    )
+    assert (settings.max_image_pixels, settings.max_concurrency) == (5000, 3)
+    assert (settings.queue_wait_s, settings.header_timeout_s, settings.body_timeout_s) == (
+        0,
+        4.5,
+        7,
+    )
 
 
 def test_bench_is_a_group_and_server_benchmark_prints_the_table(

@@ -186,7 +186,8 @@ def decode_image(
         raise EmptyObject("The object is empty (0 bytes).")
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(
-            f"The object is {len(data)} bytes; the limit is {limits.max_bytes} (MaxImageBytes)."
+            f"The object is {len(data)} bytes; the limit is {limits.max_bytes}"
+            f"{limits.named('MaxImageBytes')}."
         )
     head = data[:_SNIFF_BYTES]
     kind = _non_raster_kind(head)
@@ -196,7 +197,7 @@ def decode_image(
     if sniffed is not None and sniffed not in limits.allowed_formats:
         raise UnsupportedImageFormat(
             f"{sniffed} images are not accepted; send one of "
-            f"{', '.join(limits.allowed_formats)} (AllowedImageFormats)."
+            f"{', '.join(limits.allowed_formats)}{limits.named('AllowedImageFormats')}."
         )
     image = _open(data, limits, sniffed)
     try:
@@ -223,7 +224,7 @@ def _open(data: bytes, limits: ImageLimits, sniffed: str | None) -> ImageFile.Im
             f"{', '.join(limits.allowed_formats)}."
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooManyPixels(f"The image header declares too many pixels: {exc}") from None
+        raise _too_many_pixels(exc, limits) from None
     except DECODE_ERRORS as exc:
         raise CorruptImage(f"The image header is truncated or corrupt: {_describe(exc)}") from None
     if not isinstance(image, ImageFile.ImageFile):  # pragma: no cover - Pillow contract
@@ -241,18 +242,18 @@ def _check_and_load(
     if fmt not in limits.allowed_formats:  # a sniffing gap; Pillow is the authority
         raise UnsupportedImageFormat(
             f"{fmt or 'This'} images are not accepted; send one of "
-            f"{', '.join(limits.allowed_formats)} (AllowedImageFormats)."
+            f"{', '.join(limits.allowed_formats)}{limits.named('AllowedImageFormats')}."
         )
     width, height = image.size
     if width * height > limits.max_pixels:
         raise ImageTooManyPixels(
             f"The image is {width}x{height} = {width * height} pixels; "
-            f"the limit is {limits.max_pixels} (MaxImagePixels)."
+            f"the limit is {limits.max_pixels} pixels{limits.named('MaxImagePixels')}."
         )
     if min(width, height) < limits.min_side:
         raise ImageTooSmall(
             f"The image is {width}x{height} pixels; each side must be at least "
-            f"{limits.min_side} (MinImageSide)."
+            f"{limits.min_side}{limits.named('MinImageSide')}."
         )
     if fmt == "PNG":
         _verify_png(data)
@@ -265,7 +266,7 @@ def _check_and_load(
                 image.draft(None, (side, side))
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooManyPixels(f"The image declares too many pixels: {exc}") from None
+        raise _too_many_pixels(exc, limits) from None
     except DECODE_ERRORS as exc:
         raise CorruptImage(f"The {fmt} data is truncated or corrupt: {_describe(exc)}") from None
     return DecodedImage(
@@ -286,6 +287,14 @@ def _verify_png(data: bytes) -> None:
             probe.verify()
     except DECODE_ERRORS as exc:
         raise CorruptImage(f"The PNG data is truncated or corrupt: {_describe(exc)}") from None
+
+
+def _too_many_pixels(exc: BaseException, limits: ImageLimits) -> ImageTooManyPixels:
+    """Pillow's own bomb guard fired (its message has the size); name our limit too."""
+    return ImageTooManyPixels(
+        f"The image header declares too many pixels ({_describe(exc).rstrip('.')}); "
+        f"the limit is {limits.max_pixels} pixels{limits.named('MaxImagePixels')}."
+    )
 
 
 def _describe(exc: BaseException) -> str:

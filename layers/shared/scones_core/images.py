@@ -84,8 +84,8 @@ def read_object(s3: Any, ref: ObjectRef, limits: ImageLimits) -> bytes:
     try:
         if length > limits.max_bytes:
             raise ImageTooLarge(
-                f"The object is {length} bytes; the limit is {limits.max_bytes} "
-                "(MaxImageBytes). It was not read."
+                f"The object is {length} bytes; the limit is {limits.max_bytes}"
+                f"{limits.named('MaxImageBytes')}. It was not read."
             )
         # Read one byte past the limit so a wrong Content-Length cannot smuggle more in.
         data = bytes(body.read(limits.max_bytes + 1))
@@ -93,7 +93,8 @@ def read_object(s3: Any, ref: ObjectRef, limits: ImageLimits) -> bytes:
         body.close()
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(
-            f"The object exceeds the limit of {limits.max_bytes} bytes (MaxImageBytes)."
+            f"The object exceeds the limit of {limits.max_bytes} bytes"
+            f"{limits.named('MaxImageBytes')}."
         )
     if not data:
         raise EmptyObject("The object is empty (0 bytes).")

@@ -132,6 +132,12 @@ class ImageLimits:
     min_side: int
     allowed_formats: tuple[str, ...]
     model_input_size: tuple[int, int]  # (width, height)
+    # Whether messages name the template parameter a limit comes from ("(MaxImageBytes)").
+    parameter_names: bool = True
+
+    def named(self, parameter: str) -> str:
+        """`` (Parameter)`` for a message, when the limits came from the template."""
+        return f" ({parameter})" if self.parameter_names else ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ImageLimits:
@@ -162,6 +168,7 @@ class ImageLimits:
             min_side=1,
             allowed_formats=SUPPORTED_IMAGE_FORMATS,
             model_input_size=model_input_size,
+            parameter_names=False,
         )
 
 

@@ -1,8 +1,11 @@
 """``scones serve``: run the model server in the foreground.
 
-Defaults for the endpoint name and the request limits come from
-``template.yaml``'s parameters (``EndpointName``, ``MaxImageBytes``,
-``MaxImagePixels``), read when the command runs; flags override them.
+Defaults for the endpoint name and the body size limit come from
+``template.yaml``'s parameters (``EndpointName``, ``MaxImageBytes``), read when
+the command runs; flags override them. The pixel limit follows the model's input
+size (``PIXELS_PER_INPUT_PIXEL`` times its area), not ``MaxImagePixels``: that
+parameter guards the original uploads, which the workflow shrinks to the model's
+input size before it calls the endpoint.
 Ctrl-C or SIGTERM shuts down gracefully, writes every buffered capture record
 and exits with status 0.
 """
@@ -21,10 +24,14 @@ from typing import Any
 
 from scones.cli.errors import CommandError
 from scones.serving.defaults import (
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_CAPTURE_PERCENT,
     DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
+    DEFAULT_QUEUE_WAIT_S,
     DEFAULT_VARIANT,
+    PIXELS_PER_INPUT_PIXEL,
     SAGEMAKER_PORT,
 )
 from scones.template_params import PROJECT_ROOT
@@ -76,7 +83,32 @@ def register(subparsers: Any) -> None:
         "--max-body-bytes", type=int, help="largest request body (default: MaxImageBytes)"
     )
     parser.add_argument(
-        "--max-image-pixels", type=int, help="largest image in pixels (default: MaxImagePixels)"
+        "--max-image-pixels",
+        type=int,
+        help=f"largest image in pixels (default: model input area x {PIXELS_PER_INPUT_PIXEL})",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        help="requests in inference at once (default: the CPUs this process may use)",
+    )
+    parser.add_argument(
+        "--queue-wait-seconds",
+        type=float,
+        default=DEFAULT_QUEUE_WAIT_S,
+        help="how long a request waits for an inference slot before it is refused as throttled",
+    )
+    parser.add_argument(
+        "--header-timeout-seconds",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        help="a client must send the request line and headers within this time",
+    )
+    parser.add_argument(
+        "--body-timeout-seconds",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT_S,
+        help="a client must send the whole request body within this time",
     )
     parser.add_argument(
         "--enable-faults",
@@ -149,18 +181,36 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     endpoint_name = args.endpoint_name or _template_default("EndpointName")
     if not endpoint_name:
         raise CommandError("--endpoint-name must not be empty")
+    for flag, value in (
+        ("--max-image-pixels", args.max_image_pixels),
+        ("--max-concurrency", args.max_concurrency),
+    ):
+        if value is not None and value < 1:
+            raise CommandError(f"{flag} must be a positive integer, got {value}")
+    if args.queue_wait_seconds < 0:
+        raise CommandError(
+            f"--queue-wait-seconds must not be negative, got {args.queue_wait_seconds}"
+        )
+    for flag, seconds in (
+        ("--header-timeout-seconds", args.header_timeout_seconds),
+        ("--body-timeout-seconds", args.body_timeout_seconds),
+    ):
+        if seconds <= 0:
+            raise CommandError(f"{flag} must be positive, got {seconds}")
     return ServerSettings(
         model_dir=args.model,
         endpoint_name=endpoint_name,
         variant_name=args.variant,
         max_body_bytes=_positive_int(args.max_body_bytes, "--max-body-bytes", "MaxImageBytes"),
-        max_image_pixels=_positive_int(
-            args.max_image_pixels, "--max-image-pixels", "MaxImagePixels"
-        ),
+        max_image_pixels=args.max_image_pixels,
         capture_destination=args.capture_dest,
         capture_percent=capture_percent,
         capture_flush_interval_s=args.capture_flush_seconds,
         enable_faults=args.enable_faults,
+        max_concurrency=args.max_concurrency,
+        queue_wait_s=args.queue_wait_seconds,
+        header_timeout_s=args.header_timeout_seconds,
+        body_timeout_s=args.body_timeout_seconds,
     )
 
 
@@ -200,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.log_level in {"info", "debug"},
         configure_logging=True,
+        header_timeout_s=settings.header_timeout_s,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
 

@@ -243,7 +243,7 @@ class OfflineStack:
             model_dir=self.options.model_dir,
             endpoint_name=params["EndpointName"],
             max_body_bytes=int(params["MaxImageBytes"]),
-            max_image_pixels=int(params["MaxImagePixels"]),
+            # The pixel limit follows the model's input size (MaxImagePixels guards uploads).
             capture_destination=capture,
             capture_percent=self.options.capture_percent,
             capture_flush_interval_s=self.options.capture_flush_seconds,

@@ -12,7 +12,11 @@ Routes:
 
 Inference (decode, model, capture) runs in a worker thread: onnxruntime and
 Pillow release the GIL, so concurrent requests overlap instead of queueing on
-the event loop.
+the event loop. At most ``max_concurrency`` requests are in inference at once
+(:class:`~scones.serving.limits.InferenceSlots`); the others wait up to
+``queue_wait_s`` and are then refused as throttled. The body must arrive within
+``body_timeout_s``; the request head's deadline is the protocol's
+(:mod:`scones.serving.protocol`).
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from scones_core.errors import ImageRejected
 from scones_core.image_rules import SUPPORTED_IMAGE_FORMATS, decode_image
 from scones_core.settings import ImageLimits
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from scones.serving.capture import CaptureWriter
-from scones.serving.defaults import DEFAULT_VARIANT
+from scones.serving.defaults import DEFAULT_BODY_TIMEOUT_S, DEFAULT_QUEUE_WAIT_S, DEFAULT_VARIANT
 from scones.serving.errors import (
     ContainerError,
     ServiceCode,
@@ -45,6 +50,13 @@ from scones.serving.errors import (
     runtime_error_response,
 )
 from scones.serving.faults import Fault, FaultPlan, FaultSpecError
+from scones.serving.limits import (
+    InferenceSlots,
+    ServerBusy,
+    available_cpus,
+    default_max_image_pixels,
+)
+from scones.serving.media import check_declared_format
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,6 +65,8 @@ RESPONSE_CONTENT_TYPE = "application/json"
 # InvokeEndpoint's documented payload limit for real-time endpoints.
 RUNTIME_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _ACCEPTABLE = {"*/*", "application/*", RESPONSE_CONTENT_TYPE}
+# nginx's code for "the client closed the request"; nothing is sent, it only names the case.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class Classifier(Protocol):
@@ -76,6 +90,13 @@ class _PayloadTooLarge(Exception):
     def describe(self, limit: int) -> str:
         amount = f"{self.size} bytes" if self.exact else f"more than {limit} bytes"
         return f"request body is {amount}; the limit is {limit} bytes"
+
+
+class _BodyTimeout(Exception):
+    def __init__(self, timeout_s: float, received: int) -> None:
+        super().__init__(
+            f"request body not received within {timeout_s:g} s ({received} bytes arrived)"
+        )
 
 
 def _media_type(header: str | None) -> str:
@@ -102,11 +123,12 @@ def _check_accept(header: str | None) -> None:
         )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, body: bytearray | None = None) -> bytes:
     """The request body, refusing more than ``limit`` bytes without buffering it all.
 
     uvicorn reads and discards whatever the app leaves unread, so the client
-    still finishes sending and then reads the error.
+    still finishes sending and then reads the error. ``body`` collects the bytes
+    as they arrive, for a caller that gives up early.
     """
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -116,7 +138,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ContainerError(400, f"Content-Length {declared!r} is not a number") from None
         if declared_size > limit:
             raise _PayloadTooLarge(declared_size, exact=True)
-    body = bytearray()
+    body = bytearray() if body is None else body
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
@@ -124,14 +146,25 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+async def _read_body_within(request: Request, limit: int, timeout_s: float) -> bytes:
+    """:func:`_read_body` with a deadline for the whole body, so a slow sender is cut off."""
+    received = bytearray()
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit, received)
+    except TimeoutError:
+        raise _BodyTimeout(timeout_s, len(received)) from None
+
+
 def decode_request_image(
     data: bytes, max_pixels: int, input_size: tuple[int, int] | None = None
 ) -> Image.Image:
     """Decode a request body through the product's image rules (``scones_core``).
 
-    The same rules as the workflow's serialize step, and the same reduced-scale
-    JPEG decoding for the model's ``input_size`` (height, width); only the limits
-    are the server's own. A broken rule is a 400 whose message is the rule's reason.
+    The same rules as the workflow's serialize step (the pixel limit is checked from
+    the header, before decoding), and the same reduced-scale JPEG decoding for the
+    model's ``input_size`` (height, width); only the limits are the server's own.
+    A broken rule is a 400 whose message is the rule's reason.
     """
     if not data:
         raise ContainerError(400, "request body is empty; send the image bytes")
@@ -142,6 +175,7 @@ def decode_request_image(
         min_side=1,
         allowed_formats=SUPPORTED_IMAGE_FORMATS,
         model_input_size=target,
+        parameter_names=False,  # the server's limits are its own flags, not template parameters
     )
     try:
         return decode_image(data, limits, draft_to=target if input_size else None).image
@@ -168,6 +202,8 @@ class _Endpoint:
         variant_name: str,
         max_body_bytes: int,
         max_image_pixels: int,
+        slots: InferenceSlots,
+        body_timeout_s: float,
         capture: CaptureWriter | None,
         faults: FaultPlan | None,
     ) -> None:
@@ -176,6 +212,8 @@ class _Endpoint:
         self.variant_name = variant_name
         self.max_body_bytes = max_body_bytes
         self.max_image_pixels = max_image_pixels
+        self.slots = slots
+        self.body_timeout_s = body_timeout_s
         self.capture = capture
         self.faults = faults
         self.runtime_limit = min(max_body_bytes, RUNTIME_MAX_PAYLOAD_BYTES)
@@ -185,6 +223,7 @@ class _Endpoint:
     def predict(self, body: bytes, content_type: str, inference_id: str | None) -> str:
         """Decode, predict, serialise and capture; runs in a worker thread."""
         image = decode_request_image(body, self.max_image_pixels, self.classifier.input_size)
+        check_declared_format(image.format, content_type)
         try:
             probabilities = self.classifier.predict_images([image])[0]
         except Exception as exc:
@@ -202,17 +241,25 @@ class _Endpoint:
         return text
 
     async def infer(self, request: Request, limit: int) -> str:
+        """Read the body, then predict in a worker thread once an inference slot is free.
+
+        The body is read before a slot is taken, so slow uploads never hold one.
+        Raises ``_BodyTimeout`` and ``ServerBusy`` for the routes to answer in their shape.
+        """
         # Capture records the header as sent, like SageMaker's observedContentType.
         content_type = request.headers.get("content-type", "")
         _check_content_type(content_type)
         _check_accept(request.headers.get("accept"))
         try:
-            body = await _read_body(request, limit)
+            body = await _read_body_within(request, limit, self.body_timeout_s)
         except _PayloadTooLarge as exc:
             source = "MaxImageBytes" if limit == self.max_body_bytes else "InvokeEndpoint limit"
             raise ContainerError(413, f"{exc.describe(limit)} ({source})") from None
         inference_id = request.headers.get("x-amzn-sagemaker-inference-id")
-        return await run_in_threadpool(self.predict, body, content_type, inference_id)
+        async with self.slots.hold():
+            # anyio does not abandon the thread on cancellation, so the slot is held
+            # until the model has really finished.
+            return await run_in_threadpool(self.predict, body, content_type, inference_id)
 
     async def inject(self) -> Fault | None:
         if self.faults is None:
@@ -246,6 +293,10 @@ class _Endpoint:
             text = await self.infer(request, self.max_body_bytes)
         except ContainerError as exc:
             return container_error_response(exc)
+        except ServerBusy as exc:
+            return container_error_response(ContainerError(429, str(exc)))
+        except _BodyTimeout as exc:
+            return _closing(container_error_response(ContainerError(408, str(exc))))
         return Response(text, media_type=RESPONSE_CONTENT_TYPE)
 
     async def invoke_endpoint(self, name: str, request: Request) -> Response:
@@ -253,7 +304,8 @@ class _Endpoint:
         try:
             text = await self._runtime_invoke(name, request)
         except ServiceError as exc:
-            return runtime_error_response(exc, request_id)
+            response = runtime_error_response(exc, request_id)
+            return _closing(response) if exc.kind is ServiceCode.REQUEST_TIMEOUT else response
         return Response(
             text,
             media_type=RESPONSE_CONTENT_TYPE,
@@ -292,6 +344,28 @@ class _Endpoint:
             return await self.infer(request, self.runtime_limit)
         except ContainerError as exc:
             raise model_error(exc, self.variant_name) from None
+        except ServerBusy as exc:
+            raise ServiceError(ServiceCode.THROTTLING, str(exc)) from None
+        except _BodyTimeout as exc:
+            raise ServiceError(ServiceCode.REQUEST_TIMEOUT, str(exc)) from None
+
+
+def _closing(response: Response) -> Response:
+    """Close the connection after ``response``: the rest of a slow body is not worth reading."""
+    response.headers["connection"] = "close"
+    return response
+
+
+async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    """A client that hangs up mid-body is routine, not a server error: no traceback."""
+    LOGGER.info(
+        "client %s disconnected before sending the whole body of %s %s",
+        f"{request.client.host}:{request.client.port}" if request.client else "?",
+        request.method,
+        request.url.path,
+    )
+    # uvicorn sends nothing to a disconnected client; the status only names the case.
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 def _declared_length(request: Request) -> int | None:
@@ -320,25 +394,38 @@ def create_app(
     *,
     endpoint_name: str,
     max_body_bytes: int,
-    max_image_pixels: int,
+    max_image_pixels: int | None = None,
     variant_name: str = DEFAULT_VARIANT,
     capture: CaptureWriter | None = None,
     faults: FaultPlan | None = None,
+    max_concurrency: int | None = None,
+    queue_wait_s: float = DEFAULT_QUEUE_WAIT_S,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
 ) -> FastAPI:
     """Build the server around a loaded model.
 
     The app owns ``capture``'s lifecycle: it starts the writer's flusher on
     startup and closes it (writing every buffered record) on shutdown.
     ``faults`` adds the ``/_faults`` admin route; without it the route does not exist.
+    ``max_image_pixels`` defaults to the model's input area times
+    ``PIXELS_PER_INPUT_PIXEL`` and ``max_concurrency`` to the CPUs available.
     """
+    if max_image_pixels is None:
+        max_image_pixels = _model_pixel_limit(classifier)
     if max_body_bytes < 1 or max_image_pixels < 1:
         raise ValueError("max_body_bytes and max_image_pixels must be positive")
+    if body_timeout_s <= 0:
+        raise ValueError(f"body_timeout_s must be positive, got {body_timeout_s}")
     endpoint = _Endpoint(
         classifier,
         endpoint_name=endpoint_name,
         variant_name=variant_name,
         max_body_bytes=max_body_bytes,
         max_image_pixels=max_image_pixels,
+        slots=InferenceSlots(
+            available_cpus() if max_concurrency is None else max_concurrency, queue_wait_s
+        ),
+        body_timeout_s=body_timeout_s,
         capture=capture,
         faults=faults,
     )
@@ -360,6 +447,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.state.endpoint = endpoint
     app.state.capture = capture
     app.state.faults = faults
@@ -369,6 +457,10 @@ def create_app(
     if faults is not None:
         _add_fault_routes(app, faults)
     return app
+
+
+def _model_pixel_limit(classifier: Classifier) -> int:
+    return default_max_image_pixels(classifier.input_size)
 
 
 def _add_fault_routes(app: FastAPI, faults: FaultPlan) -> None:

@@ -9,8 +9,9 @@
   error reaches a runtime caller wrapped as ``ModelError`` (HTTP 424) carrying
   ``OriginalStatusCode`` and ``OriginalMessage``, exactly as SageMaker wraps it.
 
-``ThrottlingException`` is not in the sagemaker-runtime model; botocore still
-raises it as a ``ClientError`` with that code and retries it as throttling.
+``ThrottlingException`` and ``RequestTimeoutException`` are not in the
+sagemaker-runtime model; botocore still raises them as a ``ClientError`` with
+that code and retries them (as throttling and as a transient error).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class ServiceCode(Enum):
     VALIDATION_ERROR = ("ValidationError", 400)
     MODEL_ERROR = ("ModelError", 424)
     THROTTLING = ("ThrottlingException", 400)
+    # A body that arrives too slowly; botocore retries this code as a transient error.
+    REQUEST_TIMEOUT = ("RequestTimeoutException", 408)
     SERVICE_UNAVAILABLE = ("ServiceUnavailable", 503)
     INTERNAL_FAILURE = ("InternalFailure", 500)
 

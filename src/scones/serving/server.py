@@ -28,12 +28,16 @@ from fastapi import FastAPI
 from scones.serving.app import create_app
 from scones.serving.capture import CaptureWriter, sink_for_destination
 from scones.serving.defaults import (
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_CAPTURE_PERCENT,
     DEFAULT_FLUSH_INTERVAL_S,
+    DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
+    DEFAULT_QUEUE_WAIT_S,
     DEFAULT_VARIANT,
 )
 from scones.serving.faults import FaultPlan
+from scones.serving.protocol import header_timeout_protocol
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,17 +48,25 @@ class ServerStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Everything needed to serve a model directory."""
+    """Everything needed to serve a model directory.
+
+    ``max_image_pixels=None`` derives the limit from the model's input size and
+    ``max_concurrency=None`` uses one inference slot per available CPU.
+    """
 
     model_dir: Path
     endpoint_name: str
     max_body_bytes: int
-    max_image_pixels: int
+    max_image_pixels: int | None = None
     variant_name: str = DEFAULT_VARIANT
     capture_destination: str | None = None
     capture_percent: float = DEFAULT_CAPTURE_PERCENT
     capture_flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
     enable_faults: bool = False
+    max_concurrency: int | None = None
+    queue_wait_s: float = DEFAULT_QUEUE_WAIT_S
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
 
 
 def build_app(settings: ServerSettings, *, s3_client: Any | None = None) -> FastAPI:
@@ -79,6 +91,9 @@ def build_app(settings: ServerSettings, *, s3_client: Any | None = None) -> Fast
         max_image_pixels=settings.max_image_pixels,
         capture=capture,
         faults=FaultPlan() if settings.enable_faults else None,
+        max_concurrency=settings.max_concurrency,
+        queue_wait_s=settings.queue_wait_s,
+        body_timeout_s=settings.body_timeout_s,
     )
 
 
@@ -104,7 +119,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 class ModelServer:
-    """uvicorn serving ``app`` on one socket; embeddable and stoppable, once."""
+    """uvicorn serving ``app`` on one socket; embeddable and stoppable, once.
+
+    ``header_timeout_s`` bounds how long a client may take to send a request head
+    (:mod:`scones.serving.protocol`); the app bounds the body.
+    """
 
     def __init__(
         self,
@@ -115,6 +134,7 @@ class ModelServer:
         log_level: str = "warning",
         access_log: bool = False,
         configure_logging: bool = False,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
     ) -> None:
         self.app = app
         self.host = host
@@ -125,6 +145,8 @@ class ModelServer:
         self._server = uvicorn.Server(
             uvicorn.Config(
                 app,
+                # h11 with a deadline for the request head (uvicorn has none).
+                http=header_timeout_protocol(header_timeout_s),
                 log_level=log_level,
                 access_log=access_log,
                 lifespan="on",
@@ -145,6 +167,7 @@ class ModelServer:
         **options: Any,
     ) -> ModelServer:
         """Load the model in ``settings`` and wrap it: ``ModelServer.for_model(s).start()``."""
+        options.setdefault("header_timeout_s", settings.header_timeout_s)
         return cls(build_app(settings, s3_client=s3_client), host=host, port=port, **options)
 
     @property

@@ -1,0 +1,79 @@
+"""Resource limits around inference: how many pixels, how many requests at once.
+
+Both guard the server's memory and CPU against requests that are cheap to send:
+a few kilobytes of PNG can declare a gigapixel image, and a burst of clients would
+otherwise each get a worker thread and queue inside onnxruntime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from scones.serving.defaults import PIXELS_PER_INPUT_PIXEL
+
+
+def default_max_image_pixels(input_size: tuple[int, int]) -> int:
+    """The pixel limit for a model whose input is ``input_size`` (height, width).
+
+    ``PIXELS_PER_INPUT_PIXEL`` times the input area: the model never sees more than
+    its input, so a larger limit only lets a small compressed body claim more memory.
+    """
+    height, width = input_size
+    if height < 1 or width < 1:
+        raise ValueError(f"model input size must be positive, got {height}x{width}")
+    return height * width * PIXELS_PER_INPUT_PIXEL
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity, which containers narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class ServerBusy(Exception):
+    """Every inference slot stayed taken for the whole wait: answer as throttled."""
+
+    def __init__(self, limit: int, wait_s: float) -> None:
+        super().__init__(
+            f"the model server is busy: {limit} requests are in inference and none "
+            f"finished within {wait_s:g} s; retry with backoff"
+        )
+
+
+class InferenceSlots:
+    """At most ``limit`` requests in inference at once; others wait up to ``wait_s``.
+
+    Inference runs in worker threads, and onnxruntime uses one thread per request,
+    so more requests than CPUs only queue inside the model while every caller's
+    latency grows. Waiting here costs no thread, and a request that cannot get a
+    slot in time is refused, so the client backs off instead of timing out.
+    """
+
+    def __init__(self, limit: int, wait_s: float) -> None:
+        if limit < 1:
+            raise ValueError(f"the inference limit must be at least 1, got {limit}")
+        if wait_s < 0:
+            raise ValueError(f"the queue wait must not be negative, got {wait_s}")
+        self.limit = limit
+        self.wait_s = wait_s
+        self._semaphore = asyncio.Semaphore(limit)
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """One slot for the body of the ``async with``; raises :class:`ServerBusy`."""
+        if self._semaphore.locked() and self.wait_s == 0:
+            raise ServerBusy(self.limit, self.wait_s)
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await self._semaphore.acquire()
+        except TimeoutError:
+            raise ServerBusy(self.limit, self.wait_s) from None
+        try:
+            yield
+        finally:
+            self._semaphore.release()

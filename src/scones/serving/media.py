@@ -1,0 +1,44 @@
+"""The declared media type against the decoded image format.
+
+A body sent as ``image/jpeg`` that turns out to be a PNG usually means the caller
+labels its uploads wrongly; serving it anyway would hide that bug and record a
+wrong ``observedContentType`` in the captured traffic. ``application/x-image``
+(SageMaker's generic image type) declares no format, so any supported one is fine.
+"""
+
+from __future__ import annotations
+
+from scones.serving.errors import ContainerError
+
+# Pillow format names each specific media type allows. Cameras write multi-picture
+# JPEGs (MPO): a JPEG stream with extra frames that Pillow names MPO.
+FORMATS_BY_MEDIA_TYPE: dict[str, frozenset[str]] = {
+    "image/png": frozenset({"PNG"}),
+    "image/jpeg": frozenset({"JPEG", "MPO"}),
+}
+GENERIC_MEDIA_TYPE = "application/x-image"
+
+
+def media_type_for(image_format: str | None) -> str:
+    """The Content-Type to send an image of ``image_format`` (Pillow's name) with."""
+    for media_type, formats in FORMATS_BY_MEDIA_TYPE.items():
+        if image_format in formats:
+            return media_type
+    return GENERIC_MEDIA_TYPE
+
+
+def check_declared_format(image_format: str | None, content_type: str) -> None:
+    """Refuse (415) a decoded image whose format is not the one its Content-Type declares."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    allowed = FORMATS_BY_MEDIA_TYPE.get(media_type)
+    if allowed is None or image_format in allowed:
+        return
+    suggestion = media_type_for(image_format)
+    alternatives = (
+        f"{suggestion} or {GENERIC_MEDIA_TYPE}" if suggestion != GENERIC_MEDIA_TYPE else suggestion
+    )
+    raise ContainerError(
+        415,
+        f"Content-Type {media_type} does not match the body, which is a "
+        f"{image_format or 'unknown'} image; send it as {alternatives}",
+    )
