@@ -64,6 +64,10 @@ def test_moto_still_drops_what_the_deployment_fills(monkeypatch: pytest.MonkeyPa
             TableName=table
         )["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
         assert pitr["PointInTimeRecoveryStatus"] == "DISABLED"
+        ttl = boto3.client("dynamodb", region_name="us-east-1").describe_time_to_live(
+            TableName=resources["MonitorStateTable"]
+        )["TimeToLiveDescription"]
+        assert ttl["TimeToLiveStatus"] == "DISABLED"
         assert (
             boto3.client("cloudwatch", region_name="us-east-1").describe_alarms()["MetricAlarms"]
             == []

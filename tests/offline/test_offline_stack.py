@@ -53,6 +53,12 @@ def test_deploy_fills_every_gap_moto_leaves(stack: OfflineStack) -> None:
     backups = client("dynamodb").describe_continuous_backups(TableName=stack.table_name)
     pitr = backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
     assert pitr["PointInTimeRecoveryStatus"] == "ENABLED"
+    state_table = stack.stack.physical_ids["MonitorStateTable"]
+    ttl = client("dynamodb").describe_time_to_live(TableName=state_table)
+    assert ttl["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED",
+        "AttributeName": "expires_at",
+    }
 
     alarms = {a["AlarmName"] for a in client("cloudwatch").describe_alarms()["MetricAlarms"]}
     assert {

@@ -69,8 +69,8 @@ GAPS: dict[str, str] = {
     "published with PublishLayerVersion and attached with UpdateFunctionConfiguration",
     "alarms": "AWS::CloudWatch::Alarm is ignored; created with PutMetricAlarm",
     "schedules": "AWS::Scheduler::Schedule is ignored; created with CreateSchedule",
-    "table settings": "AWS::DynamoDB::Table drops point-in-time recovery and SSE; set with "
-    "UpdateContinuousBackups and UpdateTable",
+    "table settings": "AWS::DynamoDB::Table drops point-in-time recovery, SSE and TTL; set "
+    "with UpdateContinuousBackups, UpdateTable and UpdateTimeToLive",
     "event source mappings": "SQS event source mappings run inside SendMessage and ignore "
     "batchItemFailures; disabled, and drained by scones.offline.sqs_poller instead",
 }
@@ -167,7 +167,11 @@ def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
                 ("key_policy", logical_id, extract({"KeyPolicy": props["KeyPolicy"]}))
             )
         elif kind == "AWS::DynamoDB::Table":
-            wanted = ("PointInTimeRecoverySpecification", "SSESpecification")
+            wanted = (
+                "PointInTimeRecoverySpecification",
+                "SSESpecification",
+                "TimeToLiveSpecification",
+            )
             result.fills.append(
                 ("table", logical_id, extract({k: props[k] for k in wanted if k in props}))
             )
@@ -402,6 +406,12 @@ def _complete_table(client: _Clients, table: str, props: dict[str, Any]) -> None
     sse = props.get("SSESpecification", {})
     if str(sse.get("SSEEnabled")).lower() == "true":
         ddb.update_table(TableName=table, SSESpecification={"Enabled": True})
+    ttl = props.get("TimeToLiveSpecification", {})
+    if str(ttl.get("Enabled")).lower() == "true":
+        ddb.update_time_to_live(
+            TableName=table,
+            TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+        )
 
 
 def _alarm_args(props: dict[str, Any]) -> dict[str, Any]:
