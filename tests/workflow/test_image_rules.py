@@ -331,4 +331,4 @@ def test_an_unknown_format_in_the_settings_is_named() -> None:
 def test_an_eight_pixel_image_is_the_smallest_accepted() -> None:
     smallest = encode(Image.new("RGB", (8, 8), (200, 30, 30)))
     decoded = decode_image(smallest, LIMITS)
-    assert (decoded.width, decoded.height) == (8, 8)
+    assert (decoded.source["width"], decoded.source["height"]) == (8, 8)

@@ -77,71 +77,62 @@ _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b
 _AVIF_BRANDS = {b"avif", b"avis"}
 
 
+# Signatures by their first bytes: (prefixes, what it is). Checked in order.
+_RASTER_SIGNATURES: tuple[tuple[tuple[bytes, ...], str], ...] = (
+    ((b"\x89PNG\r\n\x1a\n",), "PNG"),
+    ((b"\xff\xd8\xff",), "JPEG"),
+    ((b"GIF87a", b"GIF89a"), "GIF"),
+    ((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), "TIFF"),
+    ((b"8BPS",), "PSD"),
+    ((b"\x00\x00\x01\x00",), "ICO"),
+    ((b"\xff\x0a", b"\x00\x00\x00\x0cJXL "), "JPEG XL"),
+    ((b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51"), "JPEG 2000"),
+    ((b"qoif",), "QOI"),
+)
+_NON_RASTER_SIGNATURES: tuple[tuple[tuple[bytes, ...], str], ...] = (
+    ((b"%PDF-",), "a PDF document"),
+    ((b"%!PS", b"\xc5\xd0\xd3\xc6"), "a PostScript or EPS document"),
+    ((b"\xd7\xcd\xc6\x9a", b"\x01\x00\x09\x00\x00\x03"), "a Windows metafile (vector image)"),
+    ((b"PK\x03\x04", b"PK\x05\x06"), "a ZIP archive (or an Office or EPUB document)"),
+    ((b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",), "a legacy Office document"),
+    ((b"\x1f\x8b",), "a gzip archive"),
+    ((b"BZh",), "a bzip2 archive"),
+    ((b"\xfd7zXZ\x00",), "an xz archive"),
+    ((b"7z\xbc\xaf\x27\x1c",), "a 7-Zip archive"),
+    ((b"Rar!\x1a\x07",), "a RAR archive"),
+)
+
+
+def _match(head: bytes, signatures: tuple[tuple[tuple[bytes, ...], str], ...]) -> str | None:
+    return next((name for prefixes, name in signatures if head.startswith(prefixes)), None)
+
+
 def _raster_format(head: bytes) -> str | None:
     """A raster format name from the first bytes, or ``None``."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF"
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
         return "WEBP"
-    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
-        return "TIFF"
     if head.startswith(b"BM") and len(head) >= 18:
         return "BMP"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _HEIF_BRANDS:
-            return "HEIC"
-        if brand in _AVIF_BRANDS:
-            return "AVIF"
-    if head.startswith(b"8BPS"):
-        return "PSD"
-    if head.startswith(b"\x00\x00\x01\x00"):
-        return "ICO"
-    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
-        return "JPEG XL"
-    if head.startswith((b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51")):
-        return "JPEG 2000"
-    if head.startswith(b"qoif"):
-        return "QOI"
-    return None
+    brand = head[8:12] if head[4:8] == b"ftyp" else b""
+    if brand in _HEIF_BRANDS:
+        return "HEIC"
+    if brand in _AVIF_BRANDS:
+        return "AVIF"
+    return _match(head, _RASTER_SIGNATURES)
 
 
 def _non_raster_kind(head: bytes) -> str | None:
     """What a known non-raster file is ("a PDF document"), or ``None``."""
-    if head.startswith(b"%PDF-"):
-        return "a PDF document"
-    if head.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
-        return "a PostScript or EPS document"
-    if head.startswith((b"\xd7\xcd\xc6\x9a", b"\x01\x00\x09\x00\x00\x03")):
-        return "a Windows metafile (vector image)"
-    if head.startswith(b"\x01\x00\x00\x00") and head[40:44] == b" EMF":
-        return "an enhanced Windows metafile (vector image)"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in text:
         return "an SVG vector image"
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "a ZIP archive (or an Office or EPUB document)"
-    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
-        return "a legacy Office document"
-    if head.startswith(b"\x1f\x8b"):
-        return "a gzip archive"
-    if head.startswith(b"BZh"):
-        return "a bzip2 archive"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "an xz archive"
-    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
-        return "a 7-Zip archive"
-    if head.startswith(b"Rar!\x1a\x07"):
-        return "a RAR archive"
+    if head.startswith(b"\x01\x00\x00\x00") and head[40:44] == b" EMF":
+        return "an enhanced Windows metafile (vector image)"
     if head[257:262] == b"ustar":
         return "a tar archive"
     if head[4:8] == b"ftyp" and head[8:12] not in _HEIF_BRANDS | _AVIF_BRANDS:
         return "an MP4 or QuickTime video"
-    return None
+    return _match(head, _NON_RASTER_SIGNATURES)
 
 
 _SNIFF_BYTES = 512
@@ -155,22 +146,7 @@ class DecodedImage:
     """A fully decoded first frame, plus what the header said about the upload."""
 
     image: Image.Image
-    format: str
-    mode: str
-    width: int
-    height: int
-    bytes: int
-    sha256: str
-
-    def source(self) -> ImageSource:
-        return {
-            "format": self.format,
-            "mode": self.mode,
-            "width": self.width,
-            "height": self.height,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-        }
+    source: ImageSource
 
 
 def decode_image(
@@ -271,12 +247,14 @@ def _check_and_load(
         raise CorruptImage(f"The {fmt} data is truncated or corrupt: {_describe(exc)}") from None
     return DecodedImage(
         image=image,
-        format=fmt,
-        mode=mode,
-        width=width,
-        height=height,
-        bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        source={
+            "format": fmt,
+            "mode": mode,
+            "width": width,
+            "height": height,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
     )
 
 

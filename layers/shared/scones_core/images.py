@@ -111,10 +111,12 @@ def normalise_image(data: bytes, limits: ImageLimits) -> NormalisedImage:
         except ImageRejected:
             raise
         except DECODE_ERRORS as exc:
-            raise CorruptImage(f"The {decoded.format} data could not be converted: {exc}") from None
+            raise CorruptImage(
+                f"The {decoded.source['format']} data could not be converted: {exc}"
+            ) from None
     out = io.BytesIO()
     model_image.save(out, format=NORMALISED_FORMAT, compress_level=1)
-    return NormalisedImage(png=out.getvalue(), source=decoded.source())
+    return NormalisedImage(png=out.getvalue(), source=decoded.source)
 
 
 def serialize_object(
