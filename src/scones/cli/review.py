@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from scones.cli.display import make_console
@@ -69,56 +70,85 @@ def _share(value: str) -> float:
     return share
 
 
-def review_clients(args: argparse.Namespace) -> tuple[Any, Any, Any, str | None]:
-    """(s3, dynamodb, cloudformation, bucket hint) for AWS or the offline stack."""
+@dataclass(frozen=True)
+class ReviewClients:
+    s3: Any
+    dynamodb: Any
+    cloudformation: Any
+
+
+def clients_for(session: Any, endpoint_url: str | None = None) -> ReviewClients:
+    """The three clients a review needs; ``endpoint_url`` for the offline stack."""
+    from scones.review.target import S3_CONFIG
+
+    endpoints = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    return ReviewClients(
+        s3=session.client("s3", config=S3_CONFIG, **endpoints),
+        dynamodb=session.client("dynamodb", **endpoints),
+        cloudformation=session.client("cloudformation", **endpoints),
+    )
+
+
+def build_review(
+    clients: ReviewClients,
+    *,
+    stack_name: str | None,
+    bucket: str | None,
+    reviewer: str,
+    sample_share: float | None,
+    sample_days: float,
+    host: str = "127.0.0.1",
+) -> tuple[Any, Any]:
+    """(the stack found, the FastAPI app) for a review of that stack."""
+    from scones_core.review import ReviewError, ReviewService
+
+    from scones.review.app import LOOPBACK_HOSTS, ReviewAppSettings, build_app
+    from scones.review.target import TargetError, find_target
+
+    try:
+        target = find_target(clients.cloudformation, stack_name=stack_name, bucket=bucket)
+        settings = target.settings(sample_share=sample_share, sample_days=sample_days)
+    except (TargetError, ReviewError) as exc:
+        raise CommandError(str(exc)) from exc
+    service = ReviewService(settings, s3=clients.s3, dynamodb=clients.dynamodb)
+    app = build_app(
+        service,
+        ReviewAppSettings(
+            reviewer=reviewer,
+            table_label=f"{target.stack_name}: {target.table_name}",
+            allowed_hosts=LOOPBACK_HOSTS | {host},
+        ),
+    )
+    return target, app
+
+
+def review_command(args: argparse.Namespace) -> int:
     import boto3
 
-    from scones.review.target import S3_CONFIG
+    from scones.serving.server import ModelServer
 
     if args.aws:
         if not args.stack:
             raise CommandError("--aws needs --stack NAME")
-        session = boto3.Session(region_name=args.region)
-        endpoints: dict[str, Any] = {}
+        clients = clients_for(boto3.Session(region_name=args.region))
         bucket = None
     else:
         from scones.cli.stack_state import client_from_state
         from scones.offline.client import offline_session
 
-        stack = client_from_state()
-        session = offline_session(stack.endpoints.region)
-        endpoints = {"endpoint_url": stack.endpoints.endpoint_url}
-        bucket = stack.endpoints.bucket
-    return (
-        session.client("s3", config=S3_CONFIG, **endpoints),
-        session.client("dynamodb", **endpoints),
-        session.client("cloudformation", **endpoints),
-        bucket,
+        endpoints = client_from_state().endpoints
+        clients = clients_for(offline_session(endpoints.region), endpoints.endpoint_url)
+        bucket = endpoints.bucket
+    target, app = build_review(
+        clients,
+        stack_name=args.stack,
+        bucket=bucket,
+        reviewer=args.reviewer,
+        sample_share=args.sample_accepted,
+        sample_days=args.sample_days,
+        host=args.host,
     )
-
-
-def review_command(args: argparse.Namespace) -> int:
-    from scones_core.review import ReviewError, ReviewService
-
-    from scones.review.app import LOOPBACK_HOSTS, ReviewAppSettings, build_app
-    from scones.review.target import TargetError, find_target
-    from scones.serving.server import ModelServer
-
-    s3, dynamodb, cloudformation, bucket = review_clients(args)
-    try:
-        target = find_target(cloudformation, stack_name=args.stack, bucket=bucket)
-        settings = target.settings(sample_share=args.sample_accepted, sample_days=args.sample_days)
-    except (TargetError, ReviewError) as exc:
-        raise CommandError(str(exc)) from exc
-    service = ReviewService(settings, s3=s3, dynamodb=dynamodb)
-    app = build_app(
-        service,
-        ReviewAppSettings(
-            reviewer=args.reviewer,
-            table_label=f"{target.stack_name}: {target.table_name}",
-            allowed_hosts=LOOPBACK_HOSTS | {args.host},
-        ),
-    )
+    settings = target.settings(sample_share=args.sample_accepted, sample_days=args.sample_days)
     server = ModelServer(app, host=args.host, port=args.port)
     url = server.start()
     console = make_console()
