@@ -69,6 +69,7 @@ def monitor_env(**overrides: str) -> dict[str, str]:
         "RETRAINING_STATE_MACHINE_ARN": "",
         "RETRAINING_JOB_CONFIG_S3_URI": "",
         "RETRAINING_COOLDOWN_HOURS": "24",
+        "REVIEW_LOOKBACK_DAYS": parameter_default("ReviewLookbackDays"),
     }
     env.update(overrides)
     return env
@@ -185,8 +186,9 @@ class Aws:
     s3: Any
     dynamodb: Any
 
-    def put_result(self, status: str, recorded_at: datetime, index: int) -> None:
-        """An item shaped like the workflow's record (the monitor only reads the index)."""
+    def put_result(self, status: str, recorded_at: datetime, index: int, **extra: Any) -> None:
+        """An item shaped like the workflow's record (the monitor only reads the index);
+        ``extra`` adds attributes (a review's, say)."""
         table = boto3.resource("dynamodb", region_name=REGION).Table(TABLE)
         item: dict[str, Any] = {
             "pk": f"{BUCKET}/incoming/{index}.png#v{index}",
@@ -208,7 +210,29 @@ class Aws:
                 confidence=Decimal("0.95"),
                 probabilities={"bicycle": Decimal("0.95"), "motorcycle": Decimal("0.05")},
             )
+        item.update(extra)
         table.put_item(Item=item)
+
+    def put_review(
+        self,
+        index: int,
+        *,
+        recorded_at: datetime,
+        reviewed_at: datetime,
+        classified_status: str,
+        answer: str,
+    ) -> None:
+        """A record as ``scones review`` leaves it (the model said ``bicycle``)."""
+        self.put_result(
+            "REVIEWED",
+            recorded_at,
+            index,
+            classified_status=classified_status,
+            review_label=answer,
+            reviewed_at=reviewed_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            reviewer="tester",
+            **({"review_sampled": True} if classified_status == "ACCEPTED" else {}),
+        )
 
     def put_baseline(self, path: Path = MODEL_DIR / "baseline.json") -> dict[str, Any]:
         body = path.read_bytes()

@@ -49,6 +49,13 @@ def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
     )
     aws.put_baseline()
     put_report(aws, hour=12)
+    aws.put_review(
+        1,
+        recorded_at=WINDOW_START,
+        reviewed_at=WINDOW_START + timedelta(minutes=5),
+        classified_status="ACCEPTED",
+        answer="bicycle",
+    )
     report, alerts = measure_window(
         MonitorSettings.from_env(monitor_env()), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END
     )
@@ -57,7 +64,11 @@ def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
 
     alarms = monitor_alarms()
     watched = {props["MetricName"]: name for name, props in alarms.items()}
-    assert {"ModelMonitorFailedExecutions", "ModelMonitorUnreadableReports"} <= watched.keys()
+    assert {
+        "ModelMonitorFailedExecutions",
+        "ModelMonitorUnreadableReports",
+        "AcceptedAccuracy",
+    } <= watched.keys()
     assert watched.keys() <= published, (
         f"alarms on metrics never published: {watched.keys() - published}"
     )

@@ -94,7 +94,13 @@ def test_report_matches_an_independent_computation(
     assert report.drift.mean_confidence_shift == pytest.approx(
         confidence.mean() - baseline["mean_confidence"]
     )
-    assert report.results.counts == {"ACCEPTED": 6, "NEEDS_REVIEW": 3, "REJECTED": 2, "FAILED": 1}
+    assert report.results.counts == {
+        "ACCEPTED": 6,
+        "NEEDS_REVIEW": 3,
+        "REJECTED": 2,
+        "FAILED": 1,
+        "REVIEWED": 0,
+    }
     assert report.rejected_rate == pytest.approx(2 / 12)
     assert report.failed_rate == pytest.approx(1 / 12)
     assert report.model_monitor is not None and report.model_monitor.violations is None
@@ -156,6 +162,9 @@ def test_empty_window_without_baseline(aws: Aws, caplog) -> None:
         "DuplicateCaptureRecords",
         "ResultsRecorded",
         "QualityAlerts",
+        # Zero reviews were made: counted, but no accuracy is published.
+        "ReviewedCount",
+        "AcceptedReviewedCount",
         # A reports location is configured, so the Model Monitor faults read 0.
         "ModelMonitorFailedExecutions",
         "ModelMonitorUnreadableReports",

@@ -26,10 +26,16 @@ class Status(StrEnum):
     NEEDS_REVIEW = "NEEDS_REVIEW"  # classified below the threshold: a person should look
     REJECTED = "REJECTED"  # bad input (the image rules): error_code and reason say which
     FAILED = "FAILED"  # infrastructure failure after retries: replayable
+    # A person answered (``review_label``): set by ``scones review`` on a NEEDS_REVIEW
+    # record or a sampled ACCEPTED one; ``classified_status`` keeps which it was.
+    REVIEWED = "REVIEWED"
 
 
 TERMINAL_STATUSES: tuple[Status, ...] = tuple(Status)
+# What the workflow itself writes for a classified image; a review may follow.
 CLASSIFIED_STATUSES: tuple[Status, ...] = (Status.ACCEPTED, Status.NEEDS_REVIEW)
+# The statuses a review may replace (an ACCEPTED record only when ``review_sampled``).
+REVIEWABLE_STATUSES: tuple[Status, ...] = CLASSIFIED_STATUSES
 
 PARTITION_KEY = "pk"
 # The global secondary index the monitor counts statuses with (partition status,
@@ -37,6 +43,22 @@ PARTITION_KEY = "pk"
 STATUS_INDEX_NAME = "status-recorded_at-index"
 STATUS_ATTRIBUTE = "status"
 RECORDED_AT_ATTRIBUTE = "recorded_at"
+
+# Written by a review (``scones_core.review``), never by the workflow.
+REVIEW_LABEL_ATTRIBUTE = "review_label"  # one of the model's labels, or NEITHER
+REVIEWED_AT_ATTRIBUTE = "reviewed_at"
+REVIEWER_ATTRIBUTE = "reviewer"
+# The status the workflow gave the record before the review (ACCEPTED or NEEDS_REVIEW),
+# so counts of the workflow's outcomes stay right after a review.
+CLASSIFIED_STATUS_ATTRIBUTE = "classified_status"
+# True on the ACCEPTED records drawn for review (accuracy on accepted images is measured).
+REVIEW_SAMPLED_ATTRIBUTE = "review_sampled"
+REVIEW_SAMPLED_AT_ATTRIBUTE = "review_sampled_at"
+# Where the reviewed image was copied (``<LabelledDataPrefix><label>/<name>``); absent
+# for NEITHER.
+LABELLED_KEY_ATTRIBUTE = "labelled_key"
+# The answer for an image that shows neither class: recorded, never used for training.
+NEITHER = "neither"
 
 
 # ---- workflow payloads (the state machine's JSON, typed) ------------------------
@@ -212,3 +234,12 @@ def record_from_item(item: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 def is_terminal(record: Mapping[str, Any]) -> bool:
     return record.get(STATUS_ATTRIBUTE) in TERMINAL_STATUSES
+
+
+def classified_status(record: Mapping[str, Any]) -> str | None:
+    """The status the workflow wrote, also for a record a person has reviewed since."""
+    status = record.get(STATUS_ATTRIBUTE)
+    if status == Status.REVIEWED:
+        prior = record.get(CLASSIFIED_STATUS_ATTRIBUTE)
+        return None if prior is None else str(prior)
+    return None if status is None else str(status)

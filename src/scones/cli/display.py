@@ -11,13 +11,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from scones_core.monitoring.timestamps import parse_timestamp
-from scones_core.records import TERMINAL_STATUSES, Status
+from scones_core.records import TERMINAL_STATUSES, Status, classified_status
 
 STATUS_STYLES: dict[str, str] = {
     Status.ACCEPTED: "green",
     Status.NEEDS_REVIEW: "yellow",
     Status.REJECTED: "magenta",
     Status.FAILED: "red",
+    Status.REVIEWED: "cyan",
 }
 
 
@@ -66,6 +67,11 @@ def _reason(row: dict[str, Any]) -> str:
     status = row.get("status")
     if status == Status.NEEDS_REVIEW:
         return f"confidence below threshold {row.get('threshold')}"
+    if status == Status.REVIEWED:
+        return (
+            f"reviewed as {row.get('review_label')} by {row.get('reviewer')} "
+            f"(was {row.get('classified_status')})"
+        )
     if status in (Status.REJECTED, Status.FAILED):
         code = row.get("error_code", "")
         reason = str(row.get("reason", ""))
@@ -100,7 +106,8 @@ def summarise(rows: list[dict[str, Any]], wall_seconds: float | None = None) -> 
     by_status = {status.value: counts.get(status, 0) for status in TERMINAL_STATUSES}
     labelled = [r for r in rows if r.get("true_label") and r.get("label")]
     correct = [r for r in labelled if r["label"] == r["true_label"]]
-    accepted = [r for r in labelled if r.get("status") == Status.ACCEPTED]
+    # What the workflow accepted, also when a person has reviewed it since.
+    accepted = [r for r in labelled if classified_status(r) == Status.ACCEPTED]
     accepted_correct = [r for r in accepted if r["label"] == r["true_label"]]
     stages: dict[str, list[float]] = {
         "queue and start": [],

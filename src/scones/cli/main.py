@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "up",
     "classify",
     "results",
+    "review",
     "down",
     "serve",
     "prepare_data",

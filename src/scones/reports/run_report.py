@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-from scones_core.records import Status
+from scones_core.records import Status, classified_status
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -93,7 +93,7 @@ def write_run_report(
     histogram = confidence_histogram(classified, labels, threshold)
     labelled = [r for r in classified if r.get("true_label")]
     matrix_png = confusion_matrix(labelled, labels)[0] if labelled else None
-    review = [r for r in rows if r.get("status") != Status.ACCEPTED]
+    review = [r for r in rows if classified_status(r) != Status.ACCEPTED]
     cards = []
     for row in review:
         image = thumbnail(Path(row["source"])) if row.get("source") else None

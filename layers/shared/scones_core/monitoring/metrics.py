@@ -70,6 +70,7 @@ def window_metrics(report: WindowReport, *, alert_count: int) -> list[MetricPoin
         rate = report.results.rate(status)
         if rate is not None:
             points.append(MetricPoint(name, NO_UNIT, rate))
+    points += review_metrics(report)
     monitor = report.model_monitor
     if monitor is not None:
         # Zeros are published too, so the fault alarms see "fine" rather than no data.
@@ -79,6 +80,24 @@ def window_metrics(report: WindowReport, *, alert_count: int) -> list[MetricPoin
         ]
         if monitor.violations_count is not None:
             points.append(MetricPoint("ModelMonitorViolations", COUNT, monitor.violations_count))
+    return points
+
+
+def review_metrics(report: WindowReport) -> list[MetricPoint]:
+    """The reviews made in the window; accuracies only when something was reviewed.
+
+    ``AcceptedAccuracy`` is measured on the sampled ACCEPTED images (``review_sampled``):
+    what the workflow accepts without a person, checked by one.
+    """
+    reviews = report.reviews
+    points = [
+        MetricPoint("ReviewedCount", COUNT, reviews.reviewed),
+        MetricPoint("AcceptedReviewedCount", COUNT, reviews.accepted_reviewed),
+    ]
+    if reviews.accuracy is not None:
+        points.append(MetricPoint("ReviewedAccuracy", NO_UNIT, reviews.accuracy))
+    if reviews.accepted_accuracy is not None:
+        points.append(MetricPoint("AcceptedAccuracy", NO_UNIT, reviews.accepted_accuracy))
     return points
 
 

@@ -1,23 +1,41 @@
-"""Outcome counts for a window, from the results table's status index.
+"""Outcome counts and review accuracy for a window, from the results table's status index.
 
 The workflow writes one item per image version with ``status`` and
 ``recorded_at``; the GSI (partition ``status``, sort ``recorded_at``) lets the
 monitor count each status in a time range with ``Query`` and ``Select=COUNT``,
 so it never scans the table.
+
+A review (``scones_core.review``) moves a NEEDS_REVIEW record, or a sampled
+ACCEPTED one, to ``REVIEWED`` and keeps the workflow's status in
+``classified_status``. Two numbers come from the ``REVIEWED`` partition:
+
+- the window's outcome counts: a record recorded in the window and reviewed since
+  still counts as the workflow's outcome (``rate(NEEDS_REVIEW)`` does not drop as
+  people work through the queue), and as ``REVIEWED`` in ``counts``;
+- the review tally: the reviews *made* in the window (``reviewed_at``), so each
+  answer is counted once, whenever the image was classified. The index is sorted
+  by ``recorded_at``, so the query reads the reviewed records classified in the
+  last ``review_lookback`` and filters on ``reviewed_at``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from scones_core.monitoring.timestamps import format_millis
+from scones_core.monitoring.timestamps import format_millis, parse_timestamp
 from scones_core.records import (
+    CLASSIFIED_STATUS_ATTRIBUTE,
+    NEITHER,
     RECORDED_AT_ATTRIBUTE,
+    REVIEW_LABEL_ATTRIBUTE,
+    REVIEWED_AT_ATTRIBUTE,
     STATUS_ATTRIBUTE,
     STATUS_INDEX_NAME,
     TERMINAL_STATUSES,
+    Status,
+    record_from_item,
 )
 
 _ONE_MILLISECOND = timedelta(milliseconds=1)
@@ -25,45 +43,176 @@ _ONE_MILLISECOND = timedelta(milliseconds=1)
 
 @dataclass(frozen=True)
 class ResultCounts:
-    """How many images ended in each status during the window."""
+    """How many images ended in each status during the window (by ``recorded_at``).
+
+    ``counts`` holds each record's current status (``REVIEWED`` included);
+    ``reviewed_from`` splits the ``REVIEWED`` ones by the status the workflow gave them.
+    """
 
     counts: dict[str, int]
+    reviewed_from: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def outcome(self, status: str) -> int:
+        """How many the workflow recorded with ``status``, reviewed since or not."""
+        return self.counts.get(status, 0) + self.reviewed_from.get(status, 0)
+
     def rate(self, status: str) -> float | None:
-        """The share of results with ``status``; ``None`` when there were none at all."""
+        """The share of results the workflow gave ``status``; ``None`` when there were none."""
         total = self.total
-        return self.counts.get(status, 0) / total if total else None
+        return self.outcome(status) / total if total else None
+
+
+@dataclass(frozen=True)
+class ReviewTally:
+    """The answers people gave during the window (by ``reviewed_at``).
+
+    An answer is correct when it names the model's label; ``neither`` (the image
+    shows no bicycle and no motorcycle) is counted as a wrong prediction.
+    ``accepted_*`` are the reviews of sampled ACCEPTED records: the accuracy of what
+    the workflow accepts, measured rather than assumed.
+    """
+
+    reviewed: int = 0
+    correct: int = 0
+    accepted_reviewed: int = 0
+    accepted_correct: int = 0
+    neither: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.reviewed if self.reviewed else None
+
+    @property
+    def accepted_accuracy(self) -> float | None:
+        return self.accepted_correct / self.accepted_reviewed if self.accepted_reviewed else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reviewed": self.reviewed,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "accepted_reviewed": self.accepted_reviewed,
+            "accepted_correct": self.accepted_correct,
+            "accepted_accuracy": self.accepted_accuracy,
+            "neither": self.neither,
+        }
 
 
 def count_results(
-    dynamodb: Any, *, table_name: str, start: datetime, end: datetime
-) -> ResultCounts:
-    """Count items per status with ``start <= recorded_at < end`` (a low-level client)."""
+    dynamodb: Any,
+    *,
+    table_name: str,
+    start: datetime,
+    end: datetime,
+    review_lookback: timedelta = timedelta(0),
+) -> tuple[ResultCounts, ReviewTally]:
+    """Count items per status with ``start <= recorded_at < end`` (a low-level client),
+    and tally the reviews made in ``[start, end)`` of records recorded at most
+    ``review_lookback`` before ``start``."""
     low = format_millis(start)
     high = format_millis(end - _ONE_MILLISECOND)
-    paginator = dynamodb.get_paginator("query")
     counts: dict[str, int] = {}
     for status in TERMINAL_STATUSES:
+        if status is Status.REVIEWED:
+            continue
         total = 0
-        for page in paginator.paginate(
-            TableName=table_name,
-            IndexName=STATUS_INDEX_NAME,
-            Select="COUNT",
-            KeyConditionExpression="#status = :status AND #recorded BETWEEN :low AND :high",
-            ExpressionAttributeNames={
-                "#status": STATUS_ATTRIBUTE,
-                "#recorded": RECORDED_AT_ATTRIBUTE,
-            },
-            ExpressionAttributeValues={
-                ":status": {"S": status.value},
-                ":low": {"S": low},
-                ":high": {"S": high},
-            },
-        ):
+        for page in _query(dynamodb, table_name, status, low, high, Select="COUNT"):
             total += int(page.get("Count", 0))
         counts[status.value] = total
-    return ResultCounts(counts=counts)
+    reviewed_from: dict[str, int] = {}
+    in_window = 0
+    tally = _Tally()
+    pages = _query(
+        dynamodb,
+        table_name,
+        Status.REVIEWED,
+        format_millis(start - review_lookback),
+        high,
+        ProjectionExpression="#recorded, #prior, #reviewed, #answer, #label",
+        extra_names={
+            "#prior": CLASSIFIED_STATUS_ATTRIBUTE,
+            "#reviewed": REVIEWED_AT_ATTRIBUTE,
+            "#answer": REVIEW_LABEL_ATTRIBUTE,
+            "#label": "label",
+        },
+    )
+    for page in pages:
+        for raw in page.get("Items", []):
+            record = record_from_item(raw)
+            prior = str(record.get(CLASSIFIED_STATUS_ATTRIBUTE, ""))
+            if low <= str(record.get(RECORDED_AT_ATTRIBUTE, "")) <= high:
+                in_window += 1
+                reviewed_from[prior] = reviewed_from.get(prior, 0) + 1
+            if _within(record.get(REVIEWED_AT_ATTRIBUTE), start, end):
+                tally.add(record, prior)
+    counts[Status.REVIEWED.value] = in_window
+    return ResultCounts(counts=counts, reviewed_from=reviewed_from), tally.freeze()
+
+
+def _query(
+    dynamodb: Any,
+    table_name: str,
+    status: Status,
+    low: str,
+    high: str,
+    *,
+    extra_names: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    paginator = dynamodb.get_paginator("query")
+    return paginator.paginate(
+        TableName=table_name,
+        IndexName=STATUS_INDEX_NAME,
+        KeyConditionExpression="#status = :status AND #recorded BETWEEN :low AND :high",
+        ExpressionAttributeNames={
+            "#status": STATUS_ATTRIBUTE,
+            "#recorded": RECORDED_AT_ATTRIBUTE,
+            **(extra_names or {}),
+        },
+        ExpressionAttributeValues={
+            ":status": {"S": status.value},
+            ":low": {"S": low},
+            ":high": {"S": high},
+        },
+        **kwargs,
+    )
+
+
+def _within(value: Any, start: datetime, end: datetime) -> bool:
+    try:
+        moment = parse_timestamp(value)
+    except ValueError:
+        return False
+    return start <= moment < end
+
+
+@dataclass
+class _Tally:
+    reviewed: int = 0
+    correct: int = 0
+    accepted_reviewed: int = 0
+    accepted_correct: int = 0
+    neither: int = 0
+
+    def add(self, record: dict[str, Any], prior: str) -> None:
+        answer = record.get(REVIEW_LABEL_ATTRIBUTE)
+        right = answer is not None and answer == record.get("label")
+        self.reviewed += 1
+        self.correct += right
+        if prior == Status.ACCEPTED:
+            self.accepted_reviewed += 1
+            self.accepted_correct += right
+        self.neither += answer == NEITHER
+
+    def freeze(self) -> ReviewTally:
+        return ReviewTally(
+            reviewed=self.reviewed,
+            correct=self.correct,
+            accepted_reviewed=self.accepted_reviewed,
+            accepted_correct=self.accepted_correct,
+            neither=self.neither,
+        )

@@ -57,11 +57,12 @@ def measure_window(
         start=start,
         end=window_end,
     )
-    results = count_results(
+    results, reviews = count_results(
         clients.dynamodb,
         table_name=settings.results_table_name,
         start=start,
         end=window_end,
+        review_lookback=settings.review_lookback,
     )
     baseline = None
     if settings.baseline is None:
@@ -82,6 +83,7 @@ def measure_window(
         end=window_end,
         capture=capture,
         results=results,
+        reviews=reviews,
         baseline=baseline,
         model_monitor=findings,
     )

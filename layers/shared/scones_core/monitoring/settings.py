@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 _ARN = re.compile(r"^arn:aws[a-zA-Z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$")
 _MAX_WINDOW_MINUTES = 7 * 24 * 60
+_MAX_LOOKBACK_DAYS = 366
 
 # Every variable from_env reads; template.yaml sets each one (a test checks).
 ENVIRONMENT_VARIABLES = (
@@ -43,6 +44,7 @@ ENVIRONMENT_VARIABLES = (
     "RETRAINING_STATE_MACHINE_ARN",
     "RETRAINING_JOB_CONFIG_S3_URI",
     "RETRAINING_COOLDOWN_HOURS",
+    "REVIEW_LOOKBACK_DAYS",
 )
 
 
@@ -67,6 +69,9 @@ class MonitorSettings:
     retraining_state_machine_arn: str | None
     retraining_job_config: S3Location | None
     retraining_cooldown: timedelta
+    # A review made in the window counts when its image was classified at most this
+    # long before the window (the status index is sorted by classification time).
+    review_lookback: timedelta
 
     @property
     def retraining_configured(self) -> bool:
@@ -96,6 +101,7 @@ class MonitorSettings:
             ),
             retraining_job_config=reader.optional("RETRAINING_JOB_CONFIG_S3_URI", _object_uri),
             retraining_cooldown=reader.parsed("RETRAINING_COOLDOWN_HOURS", _cooldown_hours),
+            review_lookback=reader.parsed("REVIEW_LOOKBACK_DAYS", _lookback_days),
         )
         if reader.problems:
             raise SettingsError(
@@ -152,6 +158,13 @@ def _cooldown_hours(value: str) -> timedelta:
     if hours <= 0:
         raise ValueError("must be greater than 0")
     return timedelta(hours=hours)
+
+
+def _lookback_days(value: str) -> timedelta:
+    days = _positive_int(value)
+    if days > _MAX_LOOKBACK_DAYS:
+        raise ValueError(f"must be at most {_MAX_LOOKBACK_DAYS}")
+    return timedelta(days=days)
 
 
 def _state_machine_arn(value: str) -> str:

@@ -13,7 +13,7 @@ which would not fix either.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from scones_core.monitoring.capture import CaptureBatch
 from scones_core.monitoring.data_warnings import DataWarning
 from scones_core.monitoring.drift import Baseline, DriftResult, compare_with_baseline
 from scones_core.monitoring.model_monitor import ModelMonitorFindings
-from scones_core.monitoring.results import ResultCounts
+from scones_core.monitoring.results import ResultCounts, ReviewTally
 from scones_core.monitoring.settings import MonitorSettings
 from scones_core.monitoring.statistics import ConfidenceSummary, label_counts, label_mix
 from scones_core.monitoring.timestamps import format_seconds
@@ -65,6 +65,8 @@ class WindowReport:
     duplicate_records: int = 0
     # Every skipped capture line and unreadable report, in the order found.
     warnings: tuple[DataWarning, ...] = ()
+    # The answers people gave in the window (``scones review``).
+    reviews: ReviewTally = field(default_factory=ReviewTally)
 
     @property
     def rejected_rate(self) -> float | None:
@@ -99,6 +101,9 @@ class WindowReport:
             "label_mix": self.label_mix,
             "label_drift": None if self.drift is None else self.drift.label_distance,
             "results": self.results.counts,
+            "reviewed_from": self.results.reviewed_from,
+            "needs_review_rate": self.results.rate(Status.NEEDS_REVIEW),
+            "reviews": self.reviews.to_json(),
             "rejected_rate": self.rejected_rate,
             "failed_rate": self.failed_rate,
             "model_monitor_violations": None if monitor is None else monitor.violations_count,
@@ -122,6 +127,7 @@ def build_window_report(
     capture: CaptureBatch,
     results: ResultCounts,
     baseline: Baseline | None,
+    reviews: ReviewTally | None = None,
     model_monitor: ModelMonitorFindings | None,
 ) -> WindowReport:
     confidences = [record.confidence for record in capture.records]
@@ -147,6 +153,7 @@ def build_window_report(
         results=results,
         model_monitor=model_monitor,
         duplicate_records=capture.duplicate_records,
+        reviews=reviews or ReviewTally(),
         warnings=tuple(capture.warnings)
         + (() if model_monitor is None else model_monitor.unreadable_reports),
     )

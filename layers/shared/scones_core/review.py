@@ -1,0 +1,502 @@
+"""Human review of classified images: the queue, a sample of accepted images, answers.
+
+No events and no web here: ``scones review`` (``src/scones/review``) serves a page
+over these functions, with boto3 clients (low-level) injected, against AWS or the
+offline stack alike.
+
+- **Queue.** NEEDS_REVIEW records, and ACCEPTED records drawn for review
+  (``review_sampled``), read through the status index, never a scan.
+- **Sample.** Whether an ACCEPTED record is drawn depends only on its id and the
+  share (a hash, not a random draw), so two reviewers, or two runs, draw the same
+  records and never a second, different sample.
+- **Answer.** One conditional ``UpdateItem``: the record becomes ``REVIEWED`` only if
+  it still has the status the reviewer saw (NEEDS_REVIEW, or ACCEPTED with
+  ``review_sampled``), so two reviewers cannot overwrite each other. Then the
+  image version is copied to ``<labelled prefix><label>/<name>`` and a line is
+  appended to ``<labelled prefix>manifest.jsonl`` with an S3 conditional write
+  (``If-Match``/``If-None-Match``), retried when another reviewer wrote first.
+  ``neither`` is recorded and listed in the manifest, but not copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from scones_core.monitoring.timestamps import format_millis
+from scones_core.records import (
+    CLASSIFIED_STATUS_ATTRIBUTE,
+    LABELLED_KEY_ATTRIBUTE,
+    NEITHER,
+    PARTITION_KEY,
+    RECORDED_AT_ATTRIBUTE,
+    REVIEW_LABEL_ATTRIBUTE,
+    REVIEW_SAMPLED_AT_ATTRIBUTE,
+    REVIEW_SAMPLED_ATTRIBUTE,
+    REVIEWED_AT_ATTRIBUTE,
+    REVIEWER_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    STATUS_INDEX_NAME,
+    Status,
+    record_from_item,
+)
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.jsonl"
+# Extensions of the copies, by the ``source_format`` the image rules recorded.
+_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp"}
+_MANIFEST_ATTEMPTS = 8
+
+
+class ReviewError(ValueError):
+    """The request cannot be answered as asked (unknown record, bad answer)."""
+
+
+class ReviewConflict(RuntimeError):
+    """The record no longer has the status the reviewer saw: someone answered first."""
+
+    def __init__(self, message: str, record: dict[str, Any] | None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    bucket: str
+    table_name: str
+    labels: tuple[str, ...]
+    labelled_prefix: str  # "labelled/": ends with "/"
+    sample_share: float = 0.0  # share of ACCEPTED records drawn for review
+    sample_window: timedelta = timedelta(days=1)  # how far back the draw looks
+
+    def __post_init__(self) -> None:
+        if not self.labelled_prefix.endswith("/") or self.labelled_prefix.startswith("/"):
+            raise ReviewError(f"labelled prefix {self.labelled_prefix!r} must end with '/'")
+        if not 0.0 <= self.sample_share <= 1.0:
+            raise ReviewError(f"sample share {self.sample_share} is not between 0 and 1")
+        if NEITHER in self.labels:
+            raise ReviewError(f"{NEITHER!r} cannot be a model label")
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        return (*self.labels, NEITHER)
+
+    @property
+    def manifest_key(self) -> str:
+        return self.labelled_prefix + MANIFEST_NAME
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One image waiting for a person, as the page shows it."""
+
+    record_id: str
+    bucket: str
+    key: str
+    version_id: str
+    status: str  # NEEDS_REVIEW, or ACCEPTED when sampled
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    event_time: str  # when it was uploaded (the S3 event)
+    recorded_at: str
+    sampled: bool
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ReviewItem:
+        return cls(
+            record_id=str(record[PARTITION_KEY]),
+            bucket=str(record.get("bucket", "")),
+            key=str(record.get("key", "")),
+            version_id=str(record.get("version_id", "")),
+            status=str(record[STATUS_ATTRIBUTE]),
+            label=str(record.get("label", "")),
+            confidence=float(record.get("confidence", 0.0)),
+            probabilities={k: float(v) for k, v in dict(record.get("probabilities", {})).items()},
+            event_time=str(record.get("event_time", "")),
+            recorded_at=str(record.get(RECORDED_AT_ATTRIBUTE, "")),
+            sampled=bool(record.get(REVIEW_SAMPLED_ATTRIBUTE, False)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "record_id": self.record_id,
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "status": self.status,
+            "label": self.label,
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
+            "event_time": self.event_time,
+            "recorded_at": self.recorded_at,
+            "sampled": self.sampled,
+        }
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    record: dict[str, Any]  # the record as the update left it
+    labelled_key: str | None  # the copy, or None for NEITHER
+    manifest_key: str
+
+
+def drawn_for_review(record_id: str, share: float) -> bool:
+    """Whether the sample of ``share`` includes this record: a hash, so it is stable."""
+    if share <= 0.0:
+        return False
+    digest = hashlib.sha256(record_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def labelled_name(record_id: str, source_format: str | None, key: str) -> str:
+    """The copy's file name: unique per object version, the original's extension."""
+    extension = _EXTENSIONS.get(str(source_format or "").upper()) or PurePosixPath(key).suffix
+    digest = hashlib.sha256(record_id.encode("utf-8")).hexdigest()[:32]
+    return digest + (extension.lower() or ".img")
+
+
+class ReviewService:
+    def __init__(
+        self,
+        settings: ReviewSettings,
+        *,
+        s3: Any,
+        dynamodb: Any,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.s3 = s3
+        self.dynamodb = dynamodb
+        self.clock = clock
+
+    # -- the queue ---------------------------------------------------------------
+    def queue(self, limit: int = 200) -> list[ReviewItem]:
+        """NEEDS_REVIEW records and sampled ACCEPTED ones, oldest upload first."""
+        items = [ReviewItem.from_record(r) for r in self._index(Status.NEEDS_REVIEW, None)]
+        if self.settings.sample_share > 0:
+            since = format_millis(self.clock() - self.settings.sample_window)
+            items += [
+                ReviewItem.from_record(r)
+                for r in self._index(Status.ACCEPTED, since, sampled_only=True)
+            ]
+        items.sort(key=lambda item: (item.event_time or item.recorded_at, item.record_id))
+        return items[:limit]
+
+    def sample_accepted(self) -> int:
+        """Flag the drawn ACCEPTED records of the sample window; how many were new."""
+        share = self.settings.sample_share
+        if share <= 0:
+            return 0
+        now = self.clock()
+        since = format_millis(now - self.settings.sample_window)
+        flagged = 0
+        for record in self._index(Status.ACCEPTED, since, projection=True):
+            record_id = str(record[PARTITION_KEY])
+            if record.get(REVIEW_SAMPLED_ATTRIBUTE) or not drawn_for_review(record_id, share):
+                continue
+            try:
+                self.dynamodb.update_item(
+                    TableName=self.settings.table_name,
+                    Key={PARTITION_KEY: {"S": record_id}},
+                    UpdateExpression="SET #sampled = :true, #sampled_at = :now",
+                    ConditionExpression="#status = :accepted AND attribute_not_exists(#sampled)",
+                    ExpressionAttributeNames={
+                        "#sampled": REVIEW_SAMPLED_ATTRIBUTE,
+                        "#sampled_at": REVIEW_SAMPLED_AT_ATTRIBUTE,
+                        "#status": STATUS_ATTRIBUTE,
+                    },
+                    ExpressionAttributeValues={
+                        ":true": {"BOOL": True},
+                        ":now": {"S": format_millis(now)},
+                        ":accepted": {"S": Status.ACCEPTED.value},
+                    },
+                )
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                continue  # another reviewer drew it first, or it was reviewed meanwhile
+            flagged += 1
+        if flagged:
+            logger.info("sampled accepted records for review", extra={"flagged": flagged})
+        return flagged
+
+    def _index(
+        self,
+        status: Status,
+        since: str | None,
+        *,
+        sampled_only: bool = False,
+        projection: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Records with ``status`` (recorded at or after ``since``), through the index."""
+        names = {"#status": STATUS_ATTRIBUTE}
+        values: dict[str, Any] = {":status": {"S": status.value}}
+        condition = "#status = :status"
+        if since is not None:
+            names["#recorded"] = RECORDED_AT_ATTRIBUTE
+            values[":since"] = {"S": since}
+            condition += " AND #recorded >= :since"
+        kwargs: dict[str, Any] = {}
+        if sampled_only:
+            names["#sampled"] = REVIEW_SAMPLED_ATTRIBUTE
+            values[":true"] = {"BOOL": True}
+            kwargs["FilterExpression"] = "#sampled = :true"
+        if projection:
+            names |= {"#pk": PARTITION_KEY, "#sampled": REVIEW_SAMPLED_ATTRIBUTE}
+            kwargs["ProjectionExpression"] = "#pk, #sampled"
+        paginator = self.dynamodb.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.settings.table_name,
+            IndexName=STATUS_INDEX_NAME,
+            KeyConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            **kwargs,
+        ):
+            for raw in page.get("Items", []):
+                yield record_from_item(raw)
+
+    # -- images ------------------------------------------------------------------
+    def thumbnail_url(self, item: ReviewItem, expires_seconds: int = 900) -> str:
+        """A presigned GET of the exact object version the model saw."""
+        params: dict[str, str] = {"Bucket": item.bucket, "Key": item.key}
+        if item.version_id and not item.version_id.startswith("etag:"):
+            params["VersionId"] = item.version_id
+        return str(
+            self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
+        )
+
+    # -- answers -----------------------------------------------------------------
+    def answer(
+        self, record_id: str, *, expected_status: str, answer: str, reviewer: str
+    ) -> ReviewResult:
+        """Record ``answer`` for the record the reviewer saw with ``expected_status``.
+
+        Raises ``ReviewError`` for a bad request and ``ReviewConflict`` when the record
+        changed meanwhile. The same reviewer sending the same answer again (a retry
+        after a lost response, or after a failed copy) completes the copy and the
+        manifest without a second manifest line.
+        """
+        settings = self.settings
+        if answer not in settings.answers:
+            raise ReviewError(f"answer {answer!r} is not one of {', '.join(settings.answers)}")
+        if expected_status not in (Status.NEEDS_REVIEW, Status.ACCEPTED):
+            raise ReviewError(f"a {expected_status} record cannot be reviewed")
+        if not reviewer.strip():
+            raise ReviewError("the reviewer has no name")
+        current = self._get(record_id)
+        if current is None:
+            raise ReviewError(f"no record {record_id!r}")
+        if self._same_answer(current, answer, reviewer, expected_status):
+            return self._publish(current)
+        labelled_key = None
+        if answer != NEITHER:
+            name = labelled_name(record_id, current.get("source_format"), str(current["key"]))
+            labelled_key = f"{settings.labelled_prefix}{answer}/{name}"
+        now = format_millis(self.clock())
+        condition = "#status = :expected"
+        values: dict[str, Any] = {
+            ":expected": {"S": expected_status},
+            ":reviewed": {"S": Status.REVIEWED.value},
+            ":answer": {"S": answer},
+            ":now": {"S": now},
+            ":who": {"S": reviewer},
+        }
+        if expected_status == Status.ACCEPTED:
+            condition += " AND #sampled = :true"
+            values[":true"] = {"BOOL": True}
+        update = (
+            "SET #status = :reviewed, #answer = :answer, #at = :now, #who = :who,"
+            " #prior = :expected"
+        )
+        if labelled_key:
+            update += ", #copy = :copy"
+            values[":copy"] = {"S": labelled_key}
+        try:
+            response = self.dynamodb.update_item(
+                TableName=settings.table_name,
+                Key={PARTITION_KEY: {"S": record_id}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={
+                    "#status": STATUS_ATTRIBUTE,
+                    "#answer": REVIEW_LABEL_ATTRIBUTE,
+                    "#at": REVIEWED_AT_ATTRIBUTE,
+                    "#who": REVIEWER_ATTRIBUTE,
+                    "#prior": CLASSIFIED_STATUS_ATTRIBUTE,
+                    **({"#copy": LABELLED_KEY_ATTRIBUTE} if labelled_key else {}),
+                    **({"#sampled": REVIEW_SAMPLED_ATTRIBUTE} if ":true" in values else {}),
+                },
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            latest = self._get(record_id)
+            raise ReviewConflict(_conflict_message(record_id, latest), latest) from exc
+        record = record_from_item(response["Attributes"])
+        logger.info(
+            "review recorded",
+            extra={"record_id": record_id, "answer": answer, "reviewer": reviewer},
+        )
+        return self._publish(record)
+
+    def _same_answer(
+        self, record: dict[str, Any], answer: str, reviewer: str, expected: str
+    ) -> bool:
+        return (
+            record.get(STATUS_ATTRIBUTE) == Status.REVIEWED
+            and record.get(REVIEW_LABEL_ATTRIBUTE) == answer
+            and record.get(REVIEWER_ATTRIBUTE) == reviewer
+            and record.get(CLASSIFIED_STATUS_ATTRIBUTE) == expected
+        )
+
+    def _publish(self, record: dict[str, Any]) -> ReviewResult:
+        """Copy the image (not for NEITHER) and add the record's manifest line once."""
+        labelled_key = record.get(LABELLED_KEY_ATTRIBUTE)
+        if labelled_key:
+            self._copy(record, str(labelled_key))
+        self._append_manifest(record)
+        return ReviewResult(
+            record=record,
+            labelled_key=None if labelled_key is None else str(labelled_key),
+            manifest_key=self.settings.manifest_key,
+        )
+
+    def _copy(self, record: dict[str, Any], labelled_key: str) -> None:
+        source: dict[str, str] = {"Bucket": str(record["bucket"]), "Key": str(record["key"])}
+        version = str(record.get("version_id", ""))
+        if version and not version.startswith("etag:"):
+            source["VersionId"] = version
+        self.s3.copy_object(
+            Bucket=self.settings.bucket,
+            Key=labelled_key,
+            CopySource=source,
+            MetadataDirective="REPLACE",
+            Metadata={
+                "label": str(record[REVIEW_LABEL_ATTRIBUTE]),
+                "source-record-sha256": hashlib.sha256(
+                    str(record[PARTITION_KEY]).encode("utf-8")
+                ).hexdigest(),
+            },
+            **({"ContentType": ct} if (ct := _content_type(labelled_key)) else {}),
+        )
+
+    def manifest_line(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record's manifest entry; ``path`` is relative to the labelled prefix."""
+        answer = str(record[REVIEW_LABEL_ATTRIBUTE])
+        labelled_key = record.get(LABELLED_KEY_ATTRIBUTE)
+        labels = self.settings.labels
+        return {
+            "record_id": record[PARTITION_KEY],
+            "label": answer,
+            "class_index": labels.index(answer) if answer in labels else None,
+            "path": None
+            if not labelled_key
+            else str(labelled_key).removeprefix(self.settings.labelled_prefix),
+            "source": {
+                "bucket": record.get("bucket"),
+                "key": record.get("key"),
+                "version_id": record.get("version_id"),
+            },
+            "model_label": record.get("label"),
+            "confidence": record.get("confidence"),
+            "classified_status": record.get(CLASSIFIED_STATUS_ATTRIBUTE),
+            "reviewer": record.get(REVIEWER_ATTRIBUTE),
+            "reviewed_at": record.get(REVIEWED_AT_ATTRIBUTE),
+        }
+
+    def _append_manifest(self, record: dict[str, Any]) -> None:
+        key = self.settings.manifest_key
+        line = json.dumps(self.manifest_line(record), sort_keys=True, separators=(",", ":"))
+        for _ in range(_MANIFEST_ATTEMPTS):
+            body, etag = self._read(key)
+            if any(
+                json.loads(existing).get("record_id") == record[PARTITION_KEY]
+                for existing in body.splitlines()
+                if existing.strip()
+            ):
+                return  # a retry: the line is there already
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                self.s3.put_object(
+                    Bucket=self.settings.bucket,
+                    Key=key,
+                    Body=(body + line + "\n").encode("utf-8"),
+                    ContentType="application/x-ndjson",
+                    **condition,
+                )
+                return
+            except ClientError as exc:
+                # Another reviewer wrote the manifest since we read it: read it again.
+                if _code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                    raise
+        raise RuntimeError(
+            f"s3://{self.settings.bucket}/{key} kept changing; "
+            f"{_MANIFEST_ATTEMPTS} attempts to add {record[PARTITION_KEY]} failed"
+        )
+
+    def read_manifest(self) -> list[dict[str, Any]]:
+        body, _ = self._read(self.settings.manifest_key)
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+    def _read(self, key: str) -> tuple[str, str | None]:
+        try:
+            response = self.s3.get_object(Bucket=self.settings.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return "", None
+            raise
+        return response["Body"].read().decode("utf-8"), str(response["ETag"])
+
+    def _get(self, record_id: str) -> dict[str, Any] | None:
+        response = self.dynamodb.get_item(
+            TableName=self.settings.table_name,
+            Key={PARTITION_KEY: {"S": record_id}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return None if item is None else record_from_item(item)
+
+
+def lst_lines(manifest: list[dict[str, Any]]) -> list[str]:
+    """The manifest's labelled images as ``.lst`` lines (``index<TAB>class<TAB>path``),
+    the format ``scones prepare-data`` writes; NEITHER answers are left out."""
+    rows = [m for m in manifest if m.get("class_index") is not None and m.get("path")]
+    return [f"{i}\t{row['class_index']}\t{row['path']}\n" for i, row in enumerate(rows)]
+
+
+def _conflict_message(record_id: str, latest: dict[str, Any] | None) -> str:
+    if latest is None:
+        return f"{record_id} no longer exists"
+    if latest.get(STATUS_ATTRIBUTE) == Status.REVIEWED:
+        return (
+            f"{record_id} was already reviewed as {latest.get(REVIEW_LABEL_ATTRIBUTE)!r} "
+            f"by {latest.get(REVIEWER_ATTRIBUTE)} at {latest.get(REVIEWED_AT_ATTRIBUTE)}"
+        )
+    return f"{record_id} is {latest.get(STATUS_ATTRIBUTE)} now, not waiting for review"
+
+
+def _content_type(key: str) -> str | None:
+    return {
+        ".png": "image/png",
+        ".jpg": "image/jpeg",
+        ".gif": "image/gif",
+        ".webp": "image/webp",
+        ".bmp": "image/bmp",
+    }.get(PurePosixPath(key).suffix.lower())
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))

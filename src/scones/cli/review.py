@@ -1,0 +1,168 @@
+"""``scones review``: a local web page to answer the images waiting for a person.
+
+Against the running offline stack (the default) or a stack on AWS (``--aws --stack
+NAME``, with the usual AWS credentials): the same code, only the endpoints differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from scones.cli.display import make_console
+from scones.cli.errors import CommandError
+
+DEFAULT_PORT = 8765
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "review",
+        help="serve a local page to review low-confidence (and sampled accepted) images",
+        description=(
+            "Serve a local web page listing the images waiting for review. Answer each with "
+            "b (bicycle), m (motorcycle) or n (neither); arrows move. Answers are written "
+            "to the results table (status REVIEWED) and the images copied to the labelled "
+            "data prefix."
+        ),
+    )
+    parser.add_argument(
+        "--aws",
+        action="store_true",
+        help="review a stack on AWS (default: the offline stack of `scones up`)",
+    )
+    parser.add_argument("--stack", help="CloudFormation stack name (required with --aws)")
+    parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
+    parser.add_argument(
+        "--reviewer",
+        default=getpass.getuser(),
+        help="name recorded with each answer (default: your user name)",
+    )
+    parser.add_argument(
+        "--sample-accepted",
+        type=_share,
+        metavar="SHARE",
+        help="share of ACCEPTED images to review too (default: the stack's ReviewSampleShare)",
+    )
+    parser.add_argument(
+        "--sample-days",
+        type=float,
+        default=1.0,
+        help="how far back ACCEPTED images are sampled, in days (default: 1)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
+    )
+    parser.set_defaults(handler=review_command)
+
+
+def _share(value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return share
+
+
+@dataclass(frozen=True)
+class ReviewClients:
+    s3: Any
+    dynamodb: Any
+    cloudformation: Any
+
+
+def clients_for(session: Any, endpoint_url: str | None = None) -> ReviewClients:
+    """The three clients a review needs; ``endpoint_url`` for the offline stack."""
+    from scones.review.target import S3_CONFIG
+
+    endpoints = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    return ReviewClients(
+        s3=session.client("s3", config=S3_CONFIG, **endpoints),
+        dynamodb=session.client("dynamodb", **endpoints),
+        cloudformation=session.client("cloudformation", **endpoints),
+    )
+
+
+def build_review(
+    clients: ReviewClients,
+    *,
+    stack_name: str | None,
+    bucket: str | None,
+    reviewer: str,
+    sample_share: float | None,
+    sample_days: float,
+    host: str = "127.0.0.1",
+) -> tuple[Any, Any]:
+    """(the stack found, the FastAPI app) for a review of that stack."""
+    from scones_core.review import ReviewError, ReviewService
+
+    from scones.review.app import LOOPBACK_HOSTS, ReviewAppSettings, build_app
+    from scones.review.target import TargetError, find_target
+
+    try:
+        target = find_target(clients.cloudformation, stack_name=stack_name, bucket=bucket)
+        settings = target.settings(sample_share=sample_share, sample_days=sample_days)
+    except (TargetError, ReviewError) as exc:
+        raise CommandError(str(exc)) from exc
+    service = ReviewService(settings, s3=clients.s3, dynamodb=clients.dynamodb)
+    app = build_app(
+        service,
+        ReviewAppSettings(
+            reviewer=reviewer,
+            table_label=f"{target.stack_name}: {target.table_name}",
+            allowed_hosts=LOOPBACK_HOSTS | {host},
+        ),
+    )
+    return target, app
+
+
+def review_command(args: argparse.Namespace) -> int:
+    import boto3
+
+    from scones.serving.server import ModelServer
+
+    if args.aws:
+        if not args.stack:
+            raise CommandError("--aws needs --stack NAME")
+        clients = clients_for(boto3.Session(region_name=args.region))
+        bucket = None
+    else:
+        from scones.cli.stack_state import client_from_state
+        from scones.offline.client import offline_session
+
+        endpoints = client_from_state().endpoints
+        clients = clients_for(offline_session(endpoints.region), endpoints.endpoint_url)
+        bucket = endpoints.bucket
+    target, app = build_review(
+        clients,
+        stack_name=args.stack,
+        bucket=bucket,
+        reviewer=args.reviewer,
+        sample_share=args.sample_accepted,
+        sample_days=args.sample_days,
+        host=args.host,
+    )
+    settings = target.settings(sample_share=args.sample_accepted, sample_days=args.sample_days)
+    server = ModelServer(app, host=args.host, port=args.port)
+    url = server.start()
+    console = make_console()
+    console.print(
+        f"[bold green]review page[/] {url}/  (stack {target.stack_name}, table "
+        f"{target.table_name}; reviewer {args.reviewer}; sampling "
+        f"{settings.sample_share:.1%} of ACCEPTED images)\n"
+        f"answers go to s3://{settings.bucket}/{settings.labelled_prefix}  -  Ctrl-C stops"
+    )
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0

@@ -1,0 +1,104 @@
+"""The review web app: the page, ``GET /api/queue`` and ``POST /api/answers``.
+
+It is meant for one reviewer on their own machine (it listens on loopback by
+default). Requests must name an allowed host (no DNS rebinding), and an answer
+must be JSON from the page's own origin (no cross-site form posts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
+from scones_core.review import ReviewConflict, ReviewError, ReviewService
+
+from scones.review.page import PAGE
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+@dataclass(frozen=True)
+class ReviewAppSettings:
+    reviewer: str
+    table_label: str  # shown in the page's header
+    queue_limit: int = 200
+    allowed_hosts: frozenset[str] = LOOPBACK_HOSTS
+
+
+class Answer(BaseModel):
+    record_id: str
+    expected_status: str
+    answer: str
+
+
+def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
+    app = FastAPI(title="Scones Unlimited review", docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def same_origin_only(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        host = request.headers.get("host", "")
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if hostname not in settings.allowed_hosts:
+            return JSONResponse({"detail": f"host {host!r} is not served"}, status_code=400)
+        if request.method != "GET":
+            origin = request.headers.get("origin")
+            if origin is not None and origin.split("://", 1)[-1] != host:
+                return JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
+        return await call_next(request)
+
+    @app.get("/ping")
+    def ping() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/queue")
+    async def queue() -> dict[str, Any]:
+        return await asyncio.to_thread(_queue, service, settings)
+
+    @app.post("/api/answers")
+    async def answer(body: Answer) -> dict[str, Any]:
+        try:
+            result = await asyncio.to_thread(
+                service.answer,
+                body.record_id,
+                expected_status=body.expected_status,
+                answer=body.answer,
+                reviewer=settings.reviewer,
+            )
+        except ReviewConflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        except ReviewError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        return {
+            "record_id": body.record_id,
+            "status": result.record.get("status"),
+            "review_label": result.record.get("review_label"),
+            "labelled_key": result.labelled_key,
+            "manifest_key": result.manifest_key,
+        }
+
+    return app
+
+
+def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any]:
+    sampled = service.sample_accepted()
+    items = service.queue(limit=settings.queue_limit)
+    return {
+        "reviewer": settings.reviewer,
+        "table": settings.table_label,
+        "answers": list(service.settings.answers),
+        "newly_sampled": sampled,
+        "items": [
+            {**item.to_json(), "thumbnail_url": service.thumbnail_url(item)} for item in items
+        ],
+    }

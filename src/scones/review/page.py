@@ -1,0 +1,199 @@
+"""The review page: one self-contained HTML document (no external assets)."""
+
+from __future__ import annotations
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Scones Unlimited review</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body { font-family: system-ui, sans-serif; margin: 0; color: #222; background: #f6f6f4; }
+header { padding: .8rem 1.5rem; background: #2d3a4a; color: #fff; display: flex;
+         align-items: baseline; gap: 1.5rem; }
+header h1 { font-size: 1.2rem; margin: 0; }
+header small { opacity: .8; }
+main { display: grid; grid-template-columns: 340px 1fr; gap: 1.2rem; padding: 1.2rem 1.5rem; }
+#queue { list-style: none; margin: 0; padding: 0; max-height: 80vh; overflow-y: auto; }
+#queue li { display: flex; gap: .6rem; align-items: center; padding: .4rem;
+            margin-bottom: .3rem; background: #fff; border-radius: .4rem;
+            border: 2px solid transparent; cursor: pointer; }
+#queue li.current { border-color: #2d6cdf; }
+#queue li[data-state="done"] { opacity: .55; }
+#queue li[data-state="conflict"] { background: #fbe3e3; }
+#queue img { width: 48px; height: 48px; image-rendering: pixelated; border-radius: .2rem; }
+.meta { font-size: .8rem; line-height: 1.3; }
+.badge { display: inline-block; padding: 0 .35rem; border-radius: .3rem; font-size: .75rem; }
+.NEEDS_REVIEW { background: #fff1c2; } .ACCEPTED { background: #d9f2dd; }
+.REVIEWED { background: #dbe7fb; }
+#detail { background: #fff; border-radius: .6rem; padding: 1.2rem; }
+#detail img { width: 256px; height: 256px; image-rendering: pixelated; border-radius: .4rem;
+              background: #eee; }
+#detail .row { display: flex; gap: 1.5rem; }
+#detail dl { display: grid; grid-template-columns: auto 1fr; gap: .3rem .8rem; margin: 0; }
+#detail dt { color: #666; } #detail dd { margin: 0; }
+.answers { margin-top: 1.2rem; display: flex; gap: .6rem; }
+.answers button { font-size: 1rem; padding: .6rem 1rem; border-radius: .4rem;
+                  border: 1px solid #999; background: #fff; cursor: pointer; }
+.answers button:hover { background: #eef3fd; }
+kbd { border: 1px solid #aaa; border-bottom-width: 2px; border-radius: .25rem; padding: 0 .3rem;
+      font-size: .8rem; background: #fafafa; }
+#status { margin-top: 1rem; min-height: 1.4rem; }
+#status.error { color: #b00020; }
+.empty { padding: 2rem; color: #555; }
+</style></head>
+<body>
+<header><h1>Scones Unlimited &middot; review</h1>
+<small id="who"></small><small id="progress"></small></header>
+<main>
+  <ul id="queue" aria-label="images waiting for review"></ul>
+  <section id="detail" aria-live="polite"><p class="empty">Loading the queue&hellip;</p></section>
+</main>
+<script>
+"use strict";
+const state = { items: [], current: 0, answers: [], labels: [] };
+const queue = document.getElementById("queue");
+const detail = document.getElementById("detail");
+const KEYS = { b: "bicycle", m: "motorcycle", n: "neither" };
+
+function text(tag, value, cls) {
+  const el = document.createElement(tag);
+  el.textContent = value;
+  if (cls) el.className = cls;
+  return el;
+}
+function when(value) {
+  if (!value) return "-";
+  const d = new Date(value);
+  return isNaN(d) ? value : d.toLocaleString();
+}
+function name(item) { return item.key.split("/").pop(); }
+
+function renderQueue() {
+  queue.replaceChildren();
+  state.items.forEach((item, i) => {
+    const li = document.createElement("li");
+    li.dataset.recordId = item.record_id;
+    li.dataset.state = item.state || "open";
+    if (i === state.current) li.classList.add("current");
+    const img = document.createElement("img");
+    img.src = item.thumbnail_url; img.alt = name(item);
+    const meta = document.createElement("div"); meta.className = "meta";
+    meta.append(text("b", name(item)), document.createElement("br"),
+      text("span", item.review_label ? "reviewed: " + item.review_label
+                                      : item.label + " " + item.confidence.toFixed(3)),
+      document.createElement("br"),
+      text("span", item.review_label ? "REVIEWED" : item.status,
+           "badge " + (item.review_label ? "REVIEWED" : item.status)));
+    li.append(img, meta);
+    li.addEventListener("click", () => { state.current = i; render(); });
+    queue.append(li);
+  });
+  const done = state.items.filter(it => it.state === "done").length;
+  document.getElementById("progress").textContent =
+    done + " of " + state.items.length + " answered";
+}
+
+function renderDetail() {
+  const item = state.items[state.current];
+  detail.replaceChildren();
+  if (!item) {
+    detail.append(text("p", "Nothing waits for review.", "empty"));
+    return;
+  }
+  const row = document.createElement("div"); row.className = "row";
+  const img = document.createElement("img");
+  img.id = "current-image"; img.src = item.thumbnail_url; img.alt = item.key;
+  const dl = document.createElement("dl");
+  const probs = Object.entries(item.probabilities)
+    .map(([k, v]) => k + " " + v.toFixed(3)).join(", ");
+  for (const [k, v] of [["image", item.key], ["prediction", item.label],
+                        ["confidence", item.confidence.toFixed(3)], ["probabilities", probs],
+                        ["uploaded", when(item.event_time)],
+                        ["status", item.status + (item.sampled ? " (sampled)" : "")]]) {
+    dl.append(text("dt", k), text("dd", v));
+  }
+  row.append(img, dl);
+  const answers = document.createElement("div"); answers.className = "answers";
+  for (const [key, answer] of Object.entries(KEYS)) {
+    const button = document.createElement("button");
+    button.dataset.answer = answer;
+    button.append(text("span", answer + " "), text("kbd", key));
+    button.addEventListener("click", () => submit(answer));
+    answers.append(button);
+  }
+  const help = text("p", "Keys: b bicycle, m motorcycle, n neither; arrows move.", "meta");
+  const status = text("div", item.message || "", item.state === "conflict" ? "error" : "");
+  status.id = "status";
+  detail.append(row, answers, help, status);
+}
+
+function render() { renderQueue(); renderDetail(); }
+
+function setStatus(message, error) {
+  const el = document.getElementById("status");
+  if (el) { el.textContent = message; el.className = error ? "error" : ""; }
+}
+
+function move(step) {
+  if (!state.items.length) return;
+  state.current = Math.min(state.items.length - 1, Math.max(0, state.current + step));
+  render();
+}
+
+async function submit(answer) {
+  const item = state.items[state.current];
+  if (!item || item.state === "done" || item.busy) return;
+  item.busy = true;
+  setStatus("saving " + answer + "...");
+  try {
+    const response = await fetch("api/answers", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ record_id: item.record_id, expected_status: item.status, answer }),
+    });
+    const body = await response.json();
+    if (response.ok) {
+      item.state = "done"; item.review_label = answer;
+      item.message = "reviewed as " + answer;
+      const next = state.items.findIndex((it, i) => i > state.current && it.state !== "done");
+      if (next >= 0) state.current = next;
+      render();
+      setStatus("saved: " + name(item) + " is " + answer);
+    } else {
+      item.message = body.detail || response.statusText;
+      if (response.status === 409) item.state = "conflict";
+      render();
+      setStatus(item.message, true);
+    }
+  } catch (err) {
+    setStatus("could not save: " + err, true);
+  } finally {
+    item.busy = false;
+  }
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const key = event.key.toLowerCase();
+  const step = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 }[event.key];
+  if (KEYS[key]) { event.preventDefault(); submit(KEYS[key]); }
+  else if (step) { event.preventDefault(); move(step); }
+});
+
+async function load() {
+  const response = await fetch("api/queue");
+  const body = await response.json();
+  if (!response.ok) {
+    detail.replaceChildren(text("p", body.detail || response.statusText, "empty"));
+    return;
+  }
+  state.items = body.items; state.current = 0;
+  document.getElementById("who").textContent =
+    "reviewer " + body.reviewer + " \\u00b7 " + body.table;
+  document.body.dataset.loaded = "true";
+  render();
+}
+load();
+</script>
+</body></html>
+"""

@@ -1,0 +1,303 @@
+"""The review domain against moto: queue through the index, conditional answers, copies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import boto3
+import pytest
+from fastapi.testclient import TestClient
+from moto import mock_aws
+from scones_core.monitoring.timestamps import format_millis
+from scones_core.records import NEITHER, Status
+from scones_core.review import (
+    ReviewConflict,
+    ReviewError,
+    ReviewService,
+    ReviewSettings,
+    drawn_for_review,
+    lst_lines,
+)
+
+from scones.review.app import LOOPBACK_HOSTS, ReviewAppSettings, build_app
+from scones.template_params import PROJECT_ROOT, load_template, parameter_default
+
+REGION = "us-east-1"
+BUCKET = "scones-review-test"
+TABLE = "scones-review-results"
+NOW = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
+LABELS = ("bicycle", "motorcycle")
+BIKE = PROJECT_ROOT / "samples" / "bicycle" / "bike_s_001414.png"
+MOTO_IMG = next(iter(sorted((PROJECT_ROOT / "samples" / "motorcycle").glob("*.png"))))
+
+
+class NoScan:
+    """A DynamoDB client that refuses Scan: the review reads through the status index."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "scan":
+            raise AssertionError("the review must not scan the results table")
+        return getattr(self._client, name)
+
+
+class Env:
+    def __init__(self, s3: Any, dynamodb: Any) -> None:
+        self.s3 = s3
+        self.dynamodb = dynamodb
+        self.table = boto3.resource("dynamodb", region_name=REGION).Table(TABLE)
+        self.count = 0
+
+    def upload(self, path: Any, key: str) -> str:
+        response = self.s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+        return str(response["VersionId"])
+
+    def record(
+        self, status: str, *, path: Any = BIKE, label: str = "bicycle", age: timedelta, **extra: Any
+    ) -> str:
+        """A classified record of a real uploaded image, as the workflow writes it."""
+        self.count += 1
+        key = f"incoming/img-{self.count}.png"
+        version = self.upload(path, key)
+        record_id = f"{BUCKET}/{key}#{version}"
+        when = format_millis(NOW - age)
+        self.table.put_item(
+            Item={
+                "pk": record_id,
+                "bucket": BUCKET,
+                "key": key,
+                "version_id": version,
+                "status": status,
+                "label": label,
+                "confidence": Decimal("0.61") if status == "NEEDS_REVIEW" else Decimal("0.99"),
+                "probabilities": {"bicycle": Decimal("0.61"), "motorcycle": Decimal("0.39")},
+                "source_format": "PNG",
+                "event_time": when,
+                "recorded_at": when,
+                **extra,
+            }
+        )
+        return record_id
+
+    def get(self, record_id: str) -> dict[str, Any]:
+        return dict(self.table.get_item(Key={"pk": record_id})["Item"])
+
+
+def settings(share: float = 0.0) -> ReviewSettings:
+    return ReviewSettings(
+        bucket=BUCKET,
+        table_name=TABLE,
+        labels=LABELS,
+        labelled_prefix=parameter_default("LabelledDataPrefix"),
+        sample_share=share,
+        sample_window=timedelta(days=1),
+    )
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        spec = load_template()["Resources"]["ResultsTable"]["Properties"]
+        dynamodb.create_table(
+            TableName=TABLE,
+            BillingMode=spec["BillingMode"],
+            AttributeDefinitions=spec["AttributeDefinitions"],
+            KeySchema=spec["KeySchema"],
+            GlobalSecondaryIndexes=spec["GlobalSecondaryIndexes"],
+        )
+        yield Env(s3, dynamodb)
+
+
+def service(env: Env, share: float = 0.0) -> ReviewService:
+    return ReviewService(
+        settings(share), s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW
+    )
+
+
+def test_queue_lists_needs_review_and_sampled_accepted_only(env: Env) -> None:
+    waiting = env.record("NEEDS_REVIEW", age=timedelta(hours=3))
+    older = env.record("NEEDS_REVIEW", age=timedelta(days=30))
+    sampled = env.record("ACCEPTED", age=timedelta(hours=2), review_sampled=True)
+    env.record("ACCEPTED", age=timedelta(hours=1))
+    env.record("REJECTED", age=timedelta(hours=1))
+    env.record("REVIEWED", age=timedelta(hours=1), review_label="bicycle")
+    assert [i.record_id for i in service(env).queue()] == [older, waiting]
+    items = service(env, share=0.5).queue()
+    assert [i.record_id for i in items] == [older, waiting, sampled]
+    assert items[2].sampled and items[2].status == Status.ACCEPTED
+    assert items[0].label == "bicycle" and items[0].confidence == pytest.approx(0.61)
+
+
+def test_thumbnail_is_the_exact_version(env: Env) -> None:
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    item = service(env).queue()[0]
+    env.upload(MOTO_IMG, item.key)  # the key is overwritten later
+    url = service(env).thumbnail_url(item)
+    assert f"versionId={item.version_id}" in url
+    assert record_id.endswith(item.version_id)
+
+
+def test_answer_marks_the_record_copies_the_version_and_appends_the_manifest(env: Env) -> None:
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    key = env.get(record_id)["key"]
+    env.upload(MOTO_IMG, key)  # a newer version of the same key must not be the one copied
+    result = service(env).answer(
+        record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+    )
+    record = env.get(record_id)
+    assert record["status"] == Status.REVIEWED
+    assert record["review_label"] == "bicycle"
+    assert record["reviewer"] == "ana"
+    assert record["classified_status"] == "NEEDS_REVIEW"
+    assert record["reviewed_at"] == format_millis(NOW)
+    assert result.labelled_key is not None
+    assert result.labelled_key.startswith("labelled/bicycle/")
+    assert result.labelled_key.endswith(".png")
+    copy = env.s3.get_object(Bucket=BUCKET, Key=result.labelled_key)
+    assert copy["Body"].read() == BIKE.read_bytes()
+    assert copy["ContentType"] == "image/png"
+    manifest = service(env).read_manifest()
+    assert len(manifest) == 1
+    assert manifest[0]["record_id"] == record_id
+    assert manifest[0]["path"] == result.labelled_key.removeprefix("labelled/")
+    assert manifest[0]["class_index"] == 0
+    assert lst_lines(manifest) == [f"0\t0\t{manifest[0]['path']}\n"]
+
+
+def test_neither_is_recorded_but_not_copied(env: Env) -> None:
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    result = service(env).answer(
+        record_id, expected_status="NEEDS_REVIEW", answer=NEITHER, reviewer="ana"
+    )
+    assert result.labelled_key is None
+    assert env.get(record_id)["review_label"] == NEITHER
+    listed = env.s3.list_objects_v2(Bucket=BUCKET, Prefix="labelled/").get("Contents", [])
+    assert [o["Key"] for o in listed] == ["labelled/manifest.jsonl"]
+    (line,) = service(env).read_manifest()
+    assert line["label"] == NEITHER and line["path"] is None and line["class_index"] is None
+    assert lst_lines([line]) == []
+
+
+def test_two_reviewers_cannot_overwrite_each_other(env: Env) -> None:
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    service(env).answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+    with pytest.raises(ReviewConflict, match="already reviewed as 'bicycle' by a"):
+        service(env).answer(
+            record_id, expected_status="NEEDS_REVIEW", answer="motorcycle", reviewer="b"
+        )
+    assert env.get(record_id)["review_label"] == "bicycle"
+    # The first reviewer's retry completes without a second manifest line.
+    service(env).answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+    assert len(service(env).read_manifest()) == 1
+
+
+def test_an_accepted_record_is_reviewable_only_when_sampled(env: Env) -> None:
+    plain = env.record("ACCEPTED", age=timedelta(hours=1))
+    with pytest.raises(ReviewConflict):
+        service(env).answer(plain, expected_status="ACCEPTED", answer="bicycle", reviewer="a")
+    assert env.get(plain)["status"] == "ACCEPTED"
+    sampled = env.record("ACCEPTED", age=timedelta(hours=1), review_sampled=True)
+    service(env).answer(sampled, expected_status="ACCEPTED", answer="motorcycle", reviewer="a")
+    record = env.get(sampled)
+    assert record["status"] == "REVIEWED" and record["classified_status"] == "ACCEPTED"
+    # A stale page that still believes the record is waiting cannot answer it again.
+    with pytest.raises(ReviewConflict):
+        service(env).answer(sampled, expected_status="ACCEPTED", answer="bicycle", reviewer="b")
+
+
+def test_bad_answers_are_refused(env: Env) -> None:
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    for kwargs, message in [
+        ({"answer": "car", "expected_status": "NEEDS_REVIEW"}, "not one of"),
+        ({"answer": "bicycle", "expected_status": "REJECTED"}, "cannot be reviewed"),
+    ]:
+        with pytest.raises(ReviewError, match=message):
+            service(env).answer(record_id, reviewer="a", **kwargs)
+    with pytest.raises(ReviewError, match="no record"):
+        service(env).answer("nope", expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+
+
+def test_sampling_is_a_stable_share_of_recent_accepted_records(env: Env) -> None:
+    ids = [f"{BUCKET}/incoming/{i}.png#v" for i in range(4000)]
+    drawn = [i for i in ids if drawn_for_review(i, 0.05)]
+    assert 0.04 < len(drawn) / len(ids) < 0.06
+    assert drawn == [i for i in ids if drawn_for_review(i, 0.05)]
+    assert not any(drawn_for_review(i, 0.0) for i in ids[:100])
+    assert all(drawn_for_review(i, 1.0) for i in ids[:100])
+
+    recent = [env.record("ACCEPTED", age=timedelta(hours=1)) for _ in range(40)]
+    old = env.record("ACCEPTED", age=timedelta(days=3))
+    reviewer = service(env, share=0.25)
+    flagged = reviewer.sample_accepted()
+    expected = {r for r in recent if drawn_for_review(r, 0.25)}
+    assert flagged == len(expected) > 0
+    assert {r for r in recent if env.get(r).get("review_sampled")} == expected
+    assert "review_sampled" not in env.get(old)
+    assert reviewer.sample_accepted() == 0  # already drawn
+    assert {i.record_id for i in reviewer.queue()} == expected
+
+
+def test_manifest_appends_survive_a_concurrent_writer(env: Env) -> None:
+    first = env.record("NEEDS_REVIEW", age=timedelta(hours=2))
+    second = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    racing = service(env)
+    other = service(env)
+    real_read = racing._read
+    interleaved = []
+
+    def read_then_someone_writes(key: str) -> tuple[str, str | None]:
+        body_and_etag = real_read(key)
+        if not interleaved:
+            interleaved.append(True)
+            other.answer(second, expected_status="NEEDS_REVIEW", answer="motorcycle", reviewer="b")
+        return body_and_etag
+
+    racing._read = read_then_someone_writes  # type: ignore[method-assign]
+    racing.answer(first, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+    lines = service(env).read_manifest()
+    assert sorted(line["record_id"] for line in lines) == sorted([first, second])
+
+
+def test_web_api_answers_and_refuses_other_hosts_and_origins(env: Env) -> None:
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    app = build_app(
+        service(env),
+        ReviewAppSettings(
+            reviewer="ana", table_label=TABLE, allowed_hosts=LOOPBACK_HOSTS | {"testserver"}
+        ),
+    )
+    client = TestClient(app)
+    assert 'id="queue"' in client.get("/").text
+    queue = client.get("/api/queue").json()
+    assert [i["record_id"] for i in queue["items"]] == [record_id]
+    assert f"versionId={queue['items'][0]['version_id']}" in queue["items"][0]["thumbnail_url"]
+    body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "motorcycle"}
+    assert (
+        client.post("/api/answers", json=body, headers={"Origin": "http://evil"}).status_code == 403
+    )
+    assert client.get("/", headers={"Host": "evil.example"}).status_code == 400
+    response = client.post("/api/answers", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["review_label"] == "motorcycle"
+    again = client.post("/api/answers", json=body | {"answer": "bicycle"})
+    assert again.status_code == 409 and "already reviewed" in again.json()["detail"]
+    bad = client.post("/api/answers", json=body | {"answer": "car"})
+    assert bad.status_code == 400
+    assert client.get("/api/queue").json()["items"] == []
+    assert json.loads(json.dumps(queue))  # JSON-safe

@@ -1,0 +1,177 @@
+"""`scones review` in a real browser against the offline stack.
+
+Images go through the whole workflow and end NEEDS_REVIEW (one confident image is
+ACCEPTED and drawn for review with a sample share of 1). Headless Chromium (Debian's
+package, driven by Playwright) opens the page the CLI serves, checks that every
+thumbnail (a presigned URL of the moto server) really loads, and answers with the
+keyboard only. Then the records, the labelled copies and the manifest are checked.
+The browser is required: without it this test fails, it does not skip.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from workflow_helpers import confident_image
+
+from scones.cli.review import build_review, clients_for
+from scones.offline.client import offline_session
+from scones.offline.stack import OfflineStack
+from scones.serving.server import ModelServer
+from scones.template_params import PROJECT_ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow-stack")]
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "review-page.png"
+
+
+def chromium_binary() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail(
+        "Chromium is missing: `apt-get install -y chromium` (the review page is tested "
+        "in a real browser)"
+    )
+
+
+def uncertain_images(
+    predictions: dict[Path, tuple[str, float]], threshold: float, count: int
+) -> list[Path]:
+    below = sorted(
+        (p for p, (_, confidence) in predictions.items() if confidence < threshold),
+        key=lambda p: predictions[p][1],
+    )
+    assert len(below) >= count, "too few sample images are below the threshold"
+    return below[:count]
+
+
+def test_review_page_in_chromium_answers_with_the_keyboard(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_binary()
+    api = stack.api()
+    uncertain = uncertain_images(local_predictions, threshold, 3)
+    confident = confident_image(local_predictions, threshold)
+    uploads = [api.upload_file(path, f"review/{i}-{path.name}") for i, path in enumerate(uncertain)]
+    uploads.append(api.upload_file(confident, f"review/3-{confident.name}"))
+    records = api.wait_for_records(uploads, timeout=120)
+    assert [records[u]["status"] for u in uploads] == ["NEEDS_REVIEW"] * 3 + ["ACCEPTED"]
+
+    # What `scones review --sample-accepted 1` builds on the running offline stack.
+    endpoints = stack.endpoints
+    clients = clients_for(offline_session(endpoints.region), endpoints.endpoint_url)
+    target, app = build_review(
+        clients,
+        stack_name=None,
+        bucket=endpoints.bucket,
+        reviewer="browser-test",
+        sample_share=1.0,
+        sample_days=1.0,
+    )
+    assert target.table_name == endpoints.table
+    prefix = target.parameters["LabelledDataPrefix"]
+    server = ModelServer(app, host="127.0.0.1", port=0)
+    url = server.start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=executable, args=CHROMIUM_FLAGS[1:]
+            )
+            try:
+                order = review_in_browser(browser, url)
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+
+    by_id = {records[u]["pk"]: u for u in uploads}
+    assert sorted(order) == sorted(by_id), "the page listed other images than the uploads"
+    expected = dict(zip(order, ["bicycle", "motorcycle", "neither", "bicycle"], strict=True))
+    final = {r["pk"]: r for r in api.records() if r["pk"] in by_id}
+    for record_id, answer in expected.items():
+        record = final[record_id]
+        assert record["status"] == "REVIEWED", record
+        assert record["review_label"] == answer
+        assert record["reviewer"] == "browser-test"
+        assert record["classified_status"] == records[by_id[record_id]]["status"]
+    sampled = records[uploads[-1]]["pk"]
+    assert final[sampled]["review_sampled"] is True
+
+    s3 = clients.s3
+    listed = s3.list_objects_v2(Bucket=endpoints.bucket, Prefix=prefix).get("Contents", [])
+    keys = {o["Key"] for o in listed}
+    copies = {k for k in keys if not k.endswith("manifest.jsonl")}
+    assert copies == {final[r]["labelled_key"] for r, a in expected.items() if a != "neither"}
+    for record_id, answer in expected.items():
+        if answer == "neither":
+            assert "labelled_key" not in final[record_id]
+            continue
+        key = final[record_id]["labelled_key"]
+        assert key.startswith(f"{prefix}{answer}/")
+        original = by_id[record_id].source
+        body = s3.get_object(Bucket=endpoints.bucket, Key=key)["Body"].read()
+        assert body == Path(original).read_bytes()
+    manifest_body = s3.get_object(Bucket=endpoints.bucket, Key=f"{prefix}manifest.jsonl")["Body"]
+    manifest = [json.loads(line) for line in manifest_body.read().decode().splitlines()]
+    assert {m["record_id"]: m["label"] for m in manifest} == expected
+    for line in manifest:
+        answer = line["label"]
+        assert line["path"] == (
+            None if answer == "neither" else final[line["record_id"]]["labelled_key"][len(prefix) :]
+        )
+
+
+def review_in_browser(browser: Any, url: str) -> list[str]:
+    """Answer the queue with the keyboard; return the record ids in the page's order."""
+    page = browser.new_page(viewport={"width": 1100, "height": 640})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url + "/")
+    page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+    page.wait_for_function(
+        "document.images.length >= 5 && "
+        "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
+        timeout=30_000,
+    )
+    items = page.locator("#queue li")
+    order = [items.nth(i).get_attribute("data-record-id") or "" for i in range(items.count())]
+    assert len(order) == 4
+
+    def answered(index: int) -> None:
+        page.wait_for_selector(
+            f"#queue li[data-record-id='{order[index]}'][data-state='done']", timeout=30_000
+        )
+
+    # b answers the first; the page moves to the next open one.
+    page.keyboard.press("b")
+    answered(0)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    page.keyboard.press("ArrowDown")  # skip the second for now
+    page.keyboard.press("n")
+    answered(2)
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")  # back to the second
+    page.keyboard.press("m")
+    answered(1)
+    page.keyboard.press("b")  # the page moved on to the last open one
+    answered(3)
+    assert page.locator("#progress").inner_text() == "4 of 4 answered"
+    assert errors == []
+    return order
