@@ -2,7 +2,8 @@
 
 Bad input comes back as data, ``{"rejection": {"error_code", "reason"}}``, which
 the state machine records as REJECTED; S3 trouble raises ``StorageUnavailable``,
-which it retries.
+which it retries, or ``StorageRefused`` (a 4xx no retry can fix), which it records
+as FAILED at once.
 """
 
 from __future__ import annotations

@@ -43,6 +43,23 @@ def sfn_client() -> Any:
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     try:
+        start_workflows(record)
+    except Exception as exc:
+        # Reported in batchItemFailures: only this message returns to the queue, and after
+        # maxReceiveCount receives it moves to the dead-letter queue.
+        logger.warning(
+            "message not processed; SQS will deliver it again",
+            extra={
+                "message_id": record.message_id,
+                "receive_count": record.attributes.approximate_receive_count,
+                "error": f"{type(exc).__name__}: {exc}",
+            },
+        )
+        raise
+
+
+def start_workflows(record: SQSRecord) -> None:
+    try:
         body = json.loads(record.body)
     except json.JSONDecodeError as exc:
         raise EventError(f"SQS message {record.message_id} is not JSON") from exc

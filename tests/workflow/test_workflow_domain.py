@@ -7,9 +7,13 @@ import dataclasses
 import io
 import json
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from conftest import SAMPLES, template_limits
@@ -141,20 +145,169 @@ def test_an_oversized_object_is_refused_before_reading(bucket: object) -> None:
         read_object(bucket, ref, small)
 
 
-def test_s3_trouble_is_transient() -> None:
-    s3 = boto3.client(
-        "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+def s3_client(**config: object) -> Any:
+    return boto3.client(
+        "s3",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(**config),  # type: ignore[arg-type]
     )
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("SlowDown", 503),
+        ("ServiceUnavailable", 503),
+        ("InternalError", 500),
+        ("RequestTimeout", 400),
+        ("OperationAborted", 409),
+        ("TooManyRequestsException", 429),
+    ],
+)
+def test_s3_trouble_is_transient(code: str, status: int) -> None:
+    s3 = s3_client()
     with Stubber(s3) as stub:
         stub.add_client_error(
             "get_object",
-            service_error_code="SlowDown",
-            http_status_code=503,
+            service_error_code=code,
+            http_status_code=status,
             expected_params={"Bucket": "images", "Key": "incoming/c.png", "VersionId": "v1"},
         )
-        with pytest.raises(errors.StorageUnavailable, match="SlowDown"):
+        with pytest.raises(errors.StorageUnavailable, match=code):
             read_object(s3, ObjectRef("images", "incoming/c.png", "v1", "e", 1), LIMITS)
     assert issubclass(errors.StorageUnavailable, errors.TransientError)
+
+
+def test_a_lost_connection_to_s3_is_transient() -> None:
+    s3 = s3_client(retries={"total_max_attempts": 1})
+
+    def refuse(**_: object) -> None:
+        raise EndpointConnectionError(endpoint_url="https://s3.us-east-1.amazonaws.com")
+
+    s3.meta.events.register("before-send.s3.GetObject", refuse)
+    with pytest.raises(errors.StorageUnavailable, match="Could not connect"):
+        read_object(s3, ObjectRef("images", "incoming/c.png", "v1", "e", 1), LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "message"),
+    [
+        ("NoSuchBucket", 404, "The specified bucket does not exist"),
+        ("AccessDenied", 403, "Access Denied"),
+        ("InvalidObjectState", 403, "The operation is not valid for the object's storage class"),
+        ("AllAccessDisabled", 403, "All access to this object has been disabled"),
+        ("InvalidRequest", 400, "Requests specifying SSE-KMS require SigV4."),
+    ],
+)
+def test_s3_refusals_that_a_retry_cannot_fix_are_permanent(
+    code: str, status: int, message: str
+) -> None:
+    s3 = s3_client()
+    ref = ObjectRef("images", "incoming/c.png", "v1", "e", 1)
+    with Stubber(s3) as stub:
+        stub.add_client_error(
+            "get_object",
+            service_error_code=code,
+            service_message=message,
+            http_status_code=status,
+            expected_params={"Bucket": "images", "Key": "incoming/c.png", "VersionId": "v1"},
+        )
+        with pytest.raises(errors.StorageRefused) as raised:
+            serialize_object(s3, ref, LIMITS)
+    reason = str(raised.value)
+    assert reason.startswith("S3 refused to read s3://images/incoming/c.png (version v1)")
+    assert code in reason and message.rstrip(".") in reason
+    assert reason.endswith("a retry cannot fix that, so it was not retried.")
+    assert "\n" not in reason and reason.count(". ") == 0
+    refused = errors.StorageRefused
+    assert not issubclass(refused, (errors.TransientError, errors.ImageRejected))
+    assert "StorageRefused" not in errors.transient_error_names()
+
+
+# ---- an unversioned bucket: the read is pinned to the event's ETag ------------
+
+
+@pytest.fixture
+def plain_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="plain")
+        yield s3
+
+
+def unversioned_ref(s3: Any, key: str, data: bytes) -> ObjectRef:
+    """What the S3 event of an unversioned upload names: no versionId, the ETag."""
+    response = s3.put_object(Bucket="plain", Key=key, Body=data)
+    assert "VersionId" not in response
+    record = {
+        "s3": {
+            "bucket": {"name": "plain"},
+            "object": {"key": key, "eTag": response["ETag"].strip('"'), "size": len(data)},
+        }
+    }
+    return object_from_s3_record(record)
+
+
+def test_an_unversioned_read_is_pinned_to_the_events_etag(plain_bucket: Any) -> None:
+    ref = unversioned_ref(plain_bucket, "incoming/d.png", BICYCLE.read_bytes())
+    assert ref.version == NULL_VERSION
+    state = serialize_object(plain_bucket, ref, LIMITS)
+    assert state["source"]["bytes"] == BICYCLE.stat().st_size
+
+
+def test_an_unversioned_key_overwritten_before_the_read_is_rejected_as_changed(
+    plain_bucket: Any,
+) -> None:
+    ref = unversioned_ref(plain_bucket, "incoming/e.png", BICYCLE.read_bytes())
+    newer = sorted((SAMPLES / "motorcycle").glob("*.png"))[0].read_bytes()
+    plain_bucket.put_object(Bucket="plain", Key=ref.key, Body=newer)
+
+    state = serialize_object(plain_bucket, ref, LIMITS)
+
+    assert state["rejection"] == {
+        "error_code": "ObjectChanged",
+        "reason": f"s3://plain/incoming/e.png (ETag {ref.etag}) was overwritten before it "
+        "could be read; the newer version has its own event and record.",
+    }
+
+
+def test_an_unversioned_key_deleted_before_the_read_is_not_found(plain_bucket: Any) -> None:
+    ref = unversioned_ref(plain_bucket, "incoming/f.png", BICYCLE.read_bytes())
+    plain_bucket.delete_object(Bucket="plain", Key=ref.key)
+    state = serialize_object(plain_bucket, ref, LIMITS)
+    assert state["rejection"]["error_code"] == "ObjectNotFound"
+
+
+def test_the_if_match_request_has_s3s_shape_and_412_means_changed() -> None:
+    s3 = s3_client()
+    ref = ObjectRef("images", "incoming/g.png", NULL_VERSION, "0123abcd", 1)
+    with Stubber(s3) as stub:
+        stub.add_client_error(
+            "get_object",
+            service_error_code="PreconditionFailed",
+            service_message="At least one of the pre-conditions you specified did not hold",
+            http_status_code=412,
+            expected_params={"Bucket": "images", "Key": "incoming/g.png", "IfMatch": '"0123abcd"'},
+        )
+        with pytest.raises(errors.ObjectChanged, match="was overwritten before it could be read"):
+            read_object(s3, ref, LIMITS)
+
+
+def test_a_versioned_read_sends_the_version_and_no_etag_condition() -> None:
+    s3 = s3_client()
+    with Stubber(s3) as stub:
+        stub.add_client_error(
+            "get_object",
+            service_error_code="NoSuchVersion",
+            http_status_code=404,
+            expected_params={"Bucket": "images", "Key": "incoming/h.png", "VersionId": "v9"},
+        )
+        with pytest.raises(errors.ObjectNotFound):
+            read_object(s3, ObjectRef("images", "incoming/h.png", "v9", "0123abcd", 1), LIMITS)
 
 
 # ---- inference ---------------------------------------------------------------
@@ -327,6 +480,7 @@ def test_rejection_classes_are_the_ones_documented() -> None:
             "ImageTooSmall",
             "NotAnImage",
             "NotARasterImage",
+            "ObjectChanged",
             "ObjectNotFound",
             "UnsupportedImageFormat",
         ]

@@ -137,8 +137,13 @@ def test_serialize_image_event_normalises_the_uploaded_version(
     assert len(result["image_b64"]) < 8_000
 
     # Bad input is data, not an error: the state machine records it as REJECTED.
-    s3.put_object(Bucket=state["object"]["bucket"], Key="incoming/notes", Body=b"plain text")
-    state["object"].update(key="incoming/notes", version="null", size=10)
+    notes = s3.put_object(
+        Bucket=state["object"]["bucket"], Key="incoming/notes", Body=b"plain text"
+    )
+    # No version id: the read is pinned to the event's ETag (IfMatch), so name the real one.
+    state["object"].update(
+        key="incoming/notes", version="null", size=10, etag=notes["ETag"].strip('"')
+    )
     rejected = app.lambda_handler(state, context())
     assert rejected["rejection"]["error_code"] == "NotAnImage"
     assert set(rejected) == {"rejection", "duration_ms"}

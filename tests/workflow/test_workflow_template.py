@@ -126,6 +126,22 @@ def test_rejection_is_data_and_only_transient_errors_are_retried() -> None:
         }
 
 
+@pytest.mark.parametrize(
+    ("task", "permanent"),
+    [
+        ("SerializeImage", {"StorageRefused", "EventError"}),
+        ("ClassifyImage", {"EndpointRejectedRequest", "ModelResponseInvalid", "EventError"}),
+    ],
+)
+def test_permanent_errors_go_straight_to_a_failed_record(task: str, permanent: set[str]) -> None:
+    """A 4xx that no retry can fix (NoSuchBucket, AccessDenied, a model error) is not retried."""
+    state = definition(state_machines()["ClassificationStateMachine"])["States"][task]
+    retried = {e for retry in state["Retry"] for e in retry["ErrorEquals"]}
+    first = state["Catch"][0]
+    assert permanent <= set(first["ErrorEquals"]) and first["Next"] == "DescribeFailure"
+    assert not permanent & retried
+
+
 def error_class_names() -> list[str]:
     from scones_core import errors
 

@@ -44,6 +44,16 @@ class ObjectNotFound(ImageRejected):
     """The object (or this version of it) was deleted before it could be read."""
 
 
+class ObjectChanged(ImageRejected):
+    """Unversioned bucket: the key was overwritten between the event and the read.
+
+    The read is pinned to the event's ETag (``IfMatch``) and S3 answered 412. The
+    bytes this event announced are gone, and the newer upload has its own S3 event
+    and its own record, so re-reading would classify the newer bytes twice (once
+    under this event's ETag) instead of once.
+    """
+
+
 class FolderPlaceholder(ImageRejected):
     """A zero-byte ``.../`` object, as the S3 console creates for a folder."""
 
@@ -100,6 +110,11 @@ class EndpointUnavailable(TransientError):
 
 
 # ---- permanent infrastructure errors: recorded as FAILED at once -------------
+
+
+class StorageRefused(SconesError):
+    """S3 refused the read for a reason a retry cannot fix (no bucket, access denied,
+    an archived object, another 4xx); recorded as FAILED without a retry."""
 
 
 class EndpointRejectedRequest(SconesError):

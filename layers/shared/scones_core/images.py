@@ -2,7 +2,16 @@
 
 Bad input is not an error here: it comes back as ``{"rejection": {"error_code",
 "reason"}}``, which the state machine tests with one Choice and records as
-REJECTED. Only infrastructure trouble raises (``StorageUnavailable``, retried).
+REJECTED. Only infrastructure trouble raises: ``StorageUnavailable`` (throttling,
+5xx, a lost connection: retried) or ``StorageRefused`` (a 4xx that no retry can
+fix, such as ``NoSuchBucket`` or ``AccessDenied``: recorded as FAILED at once).
+
+The read is pinned to the bytes the S3 event announced: ``VersionId`` in a
+versioned bucket, otherwise ``IfMatch`` with the event's ETag. If an unversioned
+key was overwritten before the read, S3 answers 412 and the event is REJECTED as
+``ObjectChanged`` rather than re-read: the newer upload has its own event and its
+own record, so re-reading would classify the newer bytes twice, once under the
+older ETag.
 The normalised image is a PNG at the model's input size, so the state payload
 stays a few KB whatever was uploaded.
 """
@@ -23,7 +32,9 @@ from scones_core.errors import (
     FolderPlaceholder,
     ImageRejected,
     ImageTooLarge,
+    ObjectChanged,
     ObjectNotFound,
+    StorageRefused,
     StorageUnavailable,
 )
 from scones_core.image_rules import DECODE_ERRORS, decode_image
@@ -35,6 +46,27 @@ from scones_core.settings import ImageLimits
 NORMALISED_CONTENT_TYPE = "image/png"
 NORMALISED_FORMAT = "PNG"
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+# IfMatch did not hold: the key now holds other bytes (S3 answers 412).
+_CHANGED_CODES = {"PreconditionFailed", "412"}
+# 4xx codes a retry can fix (botocore's standard retry mode treats them the same way);
+# every other 4xx is permanent (StorageRefused), and every 5xx is transient.
+_RETRYABLE_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "RequestTimeTooSkewed",
+    "PriorRequestNotComplete",
+    "OperationAborted",
+}
+_RETRYABLE_STATUSES = {408, 429}
 
 
 @dataclass(frozen=True)
@@ -61,24 +93,29 @@ def check_placeholder(ref: ObjectRef) -> None:
         )
 
 
-def read_object(s3: Any, ref: ObjectRef, limits: ImageLimits) -> bytes:
-    """Fetch exactly the uploaded version, refusing oversized objects before reading them."""
+def get_object_request(ref: ObjectRef) -> dict[str, Any]:
+    """The GetObject parameters that read exactly the bytes the event announced."""
     request: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
     if ref.version != NULL_VERSION:
         request["VersionId"] = ref.version
+    elif ref.etag:
+        # No version id (unversioned bucket): the key can be overwritten in place, so
+        # pin the read to the event's ETag; S3 answers 412 if the bytes have changed.
+        etag = ref.etag.strip('"')
+        request["IfMatch"] = f'"{etag}"'
+    return request
+
+
+def read_object(s3: Any, ref: ObjectRef, limits: ImageLimits) -> bytes:
+    """Fetch exactly the uploaded version, refusing oversized objects before reading them."""
+    request = get_object_request(ref)
     where = f"s3://{ref.bucket}/{ref.key}"
     try:
         response = s3.get_object(**request)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in _MISSING_CODES:
-            raise ObjectNotFound(
-                f"{where} (version {ref.version}) no longer exists: "
-                "it was deleted before it could be read."
-            ) from exc
-        raise StorageUnavailable(f"Reading {where} failed: {code}.") from exc
+        raise _read_error(exc, ref, where, pinned_etag="IfMatch" in request) from exc
     except BotoCoreError as exc:
-        raise StorageUnavailable(f"Reading {where} failed: {exc}.") from exc
+        raise StorageUnavailable(f"Reading {where} failed: {_sentence(str(exc))}") from exc
     body = response["Body"]
     length = int(response.get("ContentLength") or 0)
     try:
@@ -99,6 +136,39 @@ def read_object(s3: Any, ref: ObjectRef, limits: ImageLimits) -> bytes:
     if not data:
         raise EmptyObject("The object is empty (0 bytes).")
     return data
+
+
+def _read_error(
+    exc: ClientError, ref: ObjectRef, where: str, *, pinned_etag: bool
+) -> ImageRejected | StorageUnavailable | StorageRefused:
+    """Sort a GetObject error: gone or changed (rejections), retryable, or permanent."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code in _MISSING_CODES:
+        return ObjectNotFound(
+            f"{where} (version {ref.version}) no longer exists: "
+            "it was deleted before it could be read."
+        )
+    if pinned_etag and (code in _CHANGED_CODES or status == 412):
+        return ObjectChanged(
+            f"{where} (ETag {ref.etag}) was overwritten before it could be read; "
+            "the newer version has its own event and record."
+        )
+    detail = code or f"HTTP {status}"
+    if code in _RETRYABLE_CODES or status >= 500 or status in _RETRYABLE_STATUSES or not status:
+        return StorageUnavailable(f"Reading {where} failed: {detail}.")
+    message = " ".join(str(error.get("Message") or "").split())[:160].rstrip(".")
+    return StorageRefused(
+        f"S3 refused to read {where} (version {ref.version}) with {detail}"
+        + (f" ({message})" if message else "")
+        + "; a retry cannot fix that, so it was not retried."
+    )
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text if text.endswith(".") else text + "."
 
 
 def normalise_image(data: bytes, limits: ImageLimits) -> NormalisedImage:

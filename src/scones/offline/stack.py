@@ -33,6 +33,7 @@ from scones.offline.deploy import DeployedStack, deploy
 from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.records_file import save_records
 from scones.offline.sqs_poller import SqsPoller
+from scones.offline.table_faults import TableWriteFaults
 from scones.template_params import PROJECT_ROOT
 
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "bicycle-motorcycle"
@@ -80,6 +81,7 @@ class OfflineStack:
         self.timings: dict[str, float] = {}
         self._api: StackClient | None = None
         self._holds_process_slot = False
+        self._table_faults: TableWriteFaults | None = None
         # Set by stop() when records_dir is set: the file written, or why none was.
         self.saved_records: Path | None = None
         self.save_error: str | None = None
@@ -139,6 +141,9 @@ class OfflineStack:
         self._runtime.install()
         interpreter_fixes.install()
         s3_event_fixes.install()
+        if self.options.enable_faults:
+            self._table_faults = TableWriteFaults()
+            self._table_faults.install()
         self.deployed = deploy(
             self.endpoint_url,
             stack_name=self.options.stack_name,
@@ -185,6 +190,9 @@ class OfflineStack:
             interpreter_fixes.uninstall()
             s3_event_fixes.uninstall()
             self._runtime = None
+        if self._table_faults:
+            TableWriteFaults.uninstall()
+            self._table_faults = None
         if self._moto:
             # The last moment the table can be read: the emulator's memory goes with it.
             self._save_records()
@@ -340,6 +348,14 @@ class OfflineStack:
         )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
             return dict(json.loads(response.read() or b"{}"))
+
+    def throttle_table_writes(self, times: int, record_prefix: str) -> TableWriteFaults:
+        """Answer the next ``times`` writes of records whose id starts with ``record_prefix``
+        (``<bucket>/<key>#``) with ``ProvisionedThroughputExceededException``; 0 clears."""
+        if self._table_faults is None:
+            raise StackError("fault injection is off; start the stack with enable_faults=True")
+        self._table_faults.throttle(times, record_prefix)
+        return self._table_faults
 
     def api(self) -> StackClient:
         """A boto3-based client for this stack (uploads, records, monitor)."""

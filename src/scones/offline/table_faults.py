@@ -1,0 +1,89 @@
+"""Injected DynamoDB write faults: make the results table throttle, on purpose.
+
+The state machine writes every record itself (a direct ``dynamodb:putItem``) and
+retries DynamoDB throttling (``DynamoDB.ProvisionedThroughputExceededException``).
+moto never throttles, so, to prove those retries offline, :class:`TableWriteFaults`
+wraps ``moto.dynamodb.models.DynamoDBBackend.put_item`` in this process (the offline
+stack's moto server runs in-process) and answers the next *n* matching ``PutItem``
+calls with the error DynamoDB sends: HTTP 400,
+``com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException``.
+Step Functions names it ``DynamoDB.ProvisionedThroughputExceededException``.
+
+Only items whose partition key starts with the armed prefix are throttled (a
+record id is ``<bucket>/<key>#<version>``), so other uploads in flight are not
+affected. Nothing is installed unless the stack runs with ``enable_faults``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from moto.dynamodb.exceptions import ERROR_TYPE_PREFIX, DynamodbException
+from moto.dynamodb.models import DynamoDBBackend
+
+_ORIGINAL_PUT_ITEM: Callable[..., Any] = DynamoDBBackend.put_item
+
+# DynamoDB's own message for this error.
+THROTTLED_MESSAGE = (
+    "The level of configured provisioned throughput for the table was exceeded. "
+    "Consider increasing your provisioning level with the UpdateTable API."
+)
+
+
+class ProvisionedThroughputExceeded(DynamodbException):
+    error_type = ERROR_TYPE_PREFIX + "ProvisionedThroughputExceededException"
+
+    def __init__(self) -> None:
+        super().__init__(ProvisionedThroughputExceeded.error_type, THROTTLED_MESSAGE)
+
+
+class TableWriteFaults:
+    """Thread-safe: throttle the next *n* ``PutItem`` calls whose ``pk`` has a prefix."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._remaining = 0
+        self._prefix = ""
+        self.throttled = 0  # PutItem calls answered with the error since install()
+
+    def throttle(self, times: int, pk_prefix: str) -> None:
+        """Throttle the next ``times`` writes of items whose ``pk`` starts with ``pk_prefix``."""
+        if times < 0:
+            raise ValueError(f"times must be >= 0, got {times}")
+        with self._lock:
+            self._remaining, self._prefix = times, pk_prefix
+
+    def clear(self) -> None:
+        with self._lock:
+            self._remaining, self._prefix = 0, ""
+
+    def remaining(self) -> int:
+        with self._lock:
+            return self._remaining
+
+    def _consume(self, item_attrs: Any) -> bool:
+        pk = item_attrs.get("pk", {}).get("S", "") if isinstance(item_attrs, dict) else ""
+        with self._lock:
+            if self._remaining <= 0 or not str(pk).startswith(self._prefix):
+                return False
+            self._remaining -= 1
+            self.throttled += 1
+            return True
+
+    def install(self) -> None:
+        faults = self
+
+        def put_item(
+            backend: DynamoDBBackend, table_name: str, item_attrs: Any, *args: Any, **kw: Any
+        ) -> Any:
+            if faults._consume(item_attrs):
+                raise ProvisionedThroughputExceeded()
+            return _ORIGINAL_PUT_ITEM(backend, table_name, item_attrs, *args, **kw)
+
+        DynamoDBBackend.put_item = put_item  # type: ignore[method-assign,assignment]
+
+    @staticmethod
+    def uninstall() -> None:
+        DynamoDBBackend.put_item = _ORIGINAL_PUT_ITEM  # type: ignore[method-assign]

@@ -1,0 +1,470 @@
+"""Faults on the offline stack: each ends in exactly one terminal record per object version.
+
+Every test counts what it may: the records of its key (exactly one per version),
+the endpoint calls (the execution history's ClassifyImage attempts and the model
+server's own invocation counter) and the dead-letter queue's messages. The table
+"Faults" in docs/reliability.md lists each fault with its test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FAST_RETRIES
+from workflow_helpers import confident_image, history_events, wait_for_execution
+
+from scones.offline.client import Upload
+from scones.offline.stack import OfflineStack, StackOptions
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow-stack")]
+
+# One endpoint attempt gives up after 1 s, so a hung endpoint costs seconds, not minutes.
+ENDPOINT_TIMEOUT_S = 1
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[OfflineStack]:
+    overrides = {**FAST_RETRIES, "EndpointTimeoutSeconds": str(ENDPOINT_TIMEOUT_S)}
+    with OfflineStack(StackOptions(enable_faults=True, overrides=overrides)) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def clean_slate(stack: OfflineStack) -> Iterator[None]:
+    """No fault and no dead letter is left over from another test."""
+    drain_dead_letters(stack)
+    yield
+    stack.set_faults(None)
+    stack.throttle_table_writes(0, "")
+
+
+# ---- helpers -------------------------------------------------------------------------
+
+
+def attempts(stack: OfflineStack) -> int:
+    """How many tries a transient error gets: the first one plus RetryMaxAttempts."""
+    return 1 + int(stack.parameters["RetryMaxAttempts"])
+
+
+def endpoint_invocations(stack: OfflineStack) -> int:
+    """The model server's own count of invocations (faulted or not)."""
+    with urllib.request.urlopen(f"{stack.model_url}/_faults", timeout=10) as response:
+        return int(json.loads(response.read())["invocations"])
+
+
+def records_of(stack: OfflineStack, key: str) -> list[dict[str, Any]]:
+    return [r for r in stack.api().records() if r.get("key") == key]
+
+
+def state_failures(events: list[dict[str, Any]], state: str) -> list[str]:
+    """The error of each failed attempt of a Task state (Lambda or service integration)."""
+    current, errors = "", []
+    for event in events:
+        entered = event.get("stateEnteredEventDetails")
+        if entered:
+            current = entered["name"]
+        elif current == state and event["type"] in ("LambdaFunctionFailed", "TaskFailed"):
+            details = event.get("lambdaFunctionFailedEventDetails") or event.get(
+                "taskFailedEventDetails", {}
+            )
+            errors.append(details.get("error", ""))
+    return errors
+
+
+def state_attempts(events: list[dict[str, Any]], state: str) -> int:
+    """How many times a Lambda Task state invoked its function."""
+    current, count = "", 0
+    for event in events:
+        entered = event.get("stateEnteredEventDetails")
+        if entered:
+            current = entered["name"]
+        elif current == state and event["type"] == "LambdaFunctionScheduled":
+            count += 1
+    return count
+
+
+def finished_history(stack: OfflineStack, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Wait for the execution behind a record to end (the DLQ send comes after the record)."""
+    sfn = stack.api().client("stepfunctions")
+    wait_for_execution(sfn, record["execution_arn"])
+    return history_events(sfn, record["execution_arn"])
+
+
+def drain_dead_letters(stack: OfflineStack) -> list[dict[str, Any]]:
+    """Receive and delete every message on the dead-letter queue."""
+    sqs = stack.api().client("sqs")
+    url = stack.endpoints.dead_letter_queue_url
+    drained: list[dict[str, Any]] = []
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"]
+        ).get("Messages", [])
+        if not messages:
+            return drained
+        drained.extend(messages)
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
+        )
+
+
+def workflow_letters(messages: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    bodies = [json.loads(m["Body"]) for m in messages]
+    return [b for b in bodies if b.get("object", {}).get("key") == key]
+
+
+def upload(stack: OfflineStack, name: str, data: bytes) -> Upload:
+    return stack.api().upload_bytes(name, data)
+
+
+def wait_one(stack: OfflineStack, item: Upload, timeout: float = 60) -> dict[str, Any]:
+    return stack.api().wait_for_records([item], timeout=timeout)[item]
+
+
+def s3_event(bucket: str, key: str, etag: str, size: int, version: str | None) -> str:
+    """An S3 event notification as S3 sends it to SQS (AWS omits versionId when unversioned)."""
+    obj: dict[str, Any] = {"key": key, "size": size, "eTag": etag, "sequencer": "00"}
+    if version:
+        obj["versionId"] = version
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-12-01T12:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket}, "object": obj},
+    }
+    return json.dumps({"Records": [record]})
+
+
+def start_function_log(stack: OfflineStack) -> list[dict[str, Any]]:
+    """The start function's structured (Powertools) log entries."""
+    name = stack.function_name("StartWorkflowFunction")
+    lines = (stack.work_dir / "logs" / f"{name}.log").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def start_function_handled(stack: OfflineStack) -> list[str]:
+    """The record id of every S3 record the start function handled (started or duplicate)."""
+    done = ("workflow started", "duplicate event: execution exists")
+    return [str(e["record_id"]) for e in start_function_log(stack) if e.get("message") in done]
+
+
+def send_to_ingest(stack: OfflineStack, body: str) -> None:
+    stack.api().client("sqs").send_message(
+        QueueUrl=stack.stack.outputs["IngestQueueUrl"], MessageBody=body
+    )
+
+
+# ---- the endpoint ----------------------------------------------------------------------
+
+CLASSIFIED = ("ACCEPTED", "NEEDS_REVIEW")
+
+
+@pytest.mark.parametrize(
+    ("plan", "status", "error", "tries"),
+    [
+        pytest.param({"throttle": 2}, CLASSIFIED, None, 3, id="throttled-twice"),
+        pytest.param({"internal_failure": 1}, CLASSIFIED, None, 2, id="internal-failure-once"),
+        pytest.param(
+            {"model_error": 1}, ("FAILED",), "EndpointRejectedRequest", 1, id="model-error"
+        ),
+        pytest.param(
+            {"throttle": -1}, ("FAILED",), "EndpointThrottled", None, id="throttled-throughout"
+        ),
+        pytest.param(
+            {"unavailable": -1}, ("FAILED",), "EndpointUnavailable", None, id="long-outage"
+        ),
+        pytest.param(
+            {"latency_ms": 2500 * ENDPOINT_TIMEOUT_S},
+            ("FAILED",),
+            "EndpointUnavailable",
+            None,
+            id="timeouts",
+        ),
+    ],
+)
+def test_endpoint_faults_are_retried_only_while_a_retry_can_help(
+    stack: OfflineStack,
+    local_predictions: dict[Path, tuple[str, float]],
+    threshold: float,
+    plan: dict[str, int],
+    status: tuple[str, ...],
+    error: str | None,
+    tries: int | None,
+    request: pytest.FixtureRequest,
+) -> None:
+    tries = tries or attempts(stack)  # None: every attempt fails, retries run out
+    path = confident_image(local_predictions, threshold)
+    before = endpoint_invocations(stack)
+    stack.set_faults(plan)
+
+    record = wait_one(
+        stack, upload(stack, f"endpoint/{request.node.callspec.id}.png", path.read_bytes())
+    )
+    events = finished_history(stack, record)
+
+    assert record["status"] in status
+    assert records_of(stack, record["key"]) == [record]
+    assert state_attempts(events, "ClassifyImage") == tries
+    assert endpoint_invocations(stack) - before == tries
+    letters = workflow_letters(drain_dead_letters(stack), record["key"])
+    if error is None:
+        assert record["label"] == local_predictions[path][0]
+        assert len(state_failures(events, "ClassifyImage")) == tries - 1
+        assert letters == []
+        return
+    assert record["error_code"] == error
+    assert state_failures(events, "ClassifyImage") == [error] * tries
+    assert "\n" not in record["reason"] and "Traceback" not in record["reason"]
+    if "latency_ms" in plan:
+        assert "Read timeout" in record["reason"]
+    (letter,) = letters
+    assert letter["kind"] == "workflow_failed"
+    assert letter["failure"]["error_code"] == error
+    assert letter["execution_arn"] == record["execution_arn"]
+
+
+# ---- the results table -------------------------------------------------------------------
+
+
+def test_table_throttling_is_retried_into_exactly_one_record(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    path = confident_image(local_predictions, threshold)
+    key = f"{stack.incoming_prefix}table/throttled.png"
+    faults = stack.throttle_table_writes(2, f"{stack.bucket}/{key}#")
+    before = endpoint_invocations(stack)
+
+    record = wait_one(stack, upload(stack, key, path.read_bytes()))
+    events = finished_history(stack, record)
+
+    assert record["status"] in CLASSIFIED
+    assert faults.remaining() == 0
+    assert (
+        state_failures(events, "RecordClassification")
+        == ["DynamoDB.ProvisionedThroughputExceededException"] * 2
+    )
+    assert records_of(stack, key) == [record]
+    assert endpoint_invocations(stack) - before == 1  # the write is retried, not the workflow
+    assert workflow_letters(drain_dead_letters(stack), key) == []
+
+
+def test_table_throttling_that_outlasts_its_retries_gives_one_failed_record(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    path = confident_image(local_predictions, threshold)
+    key = f"{stack.incoming_prefix}table/throttled-throughout.png"
+    stack.throttle_table_writes(attempts(stack), f"{stack.bucket}/{key}#")
+
+    record = wait_one(stack, upload(stack, key, path.read_bytes()))
+    events = finished_history(stack, record)
+
+    assert record["status"] == "FAILED"
+    assert record["error_code"] == "DynamoDB.ProvisionedThroughputExceededException"
+    assert len(state_failures(events, "RecordClassification")) == attempts(stack)
+    assert state_attempts(events, "ClassifyImage") == 1
+    assert records_of(stack, key) == [record]
+    (letter,) = workflow_letters(drain_dead_letters(stack), key)
+    assert letter["failure"]["error_code"] == "DynamoDB.ProvisionedThroughputExceededException"
+
+
+# ---- S3 events and objects -----------------------------------------------------------------
+
+
+def test_the_same_event_three_times_gives_one_execution_and_one_record(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    api = stack.api()
+    sqs = api.client("sqs")
+    queue_url = stack.stack.outputs["IngestQueueUrl"]
+    path = confident_image(local_predictions, threshold)
+    before = endpoint_invocations(stack)
+    with stack.delivery_paused():
+        item = upload(stack, "dup3/photo.png", path.read_bytes())
+        message = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        for _ in range(3):
+            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
+    record = wait_one(stack, item)
+    finished_history(stack, record)
+    time.sleep(1)  # room for a late duplicate to show itself
+
+    sfn = api.client("stepfunctions")
+    executions = sfn.list_executions(stateMachineArn=api.endpoints.state_machine_arn)["executions"]
+    name = record["execution_arn"].rsplit(":", 1)[-1]
+    assert [e["name"] for e in executions].count(name) == 1
+    assert records_of(stack, item.key) == [record]
+    assert endpoint_invocations(stack) - before == 1
+    assert start_function_handled(stack).count(record["pk"]) == 3  # all three were delivered
+
+
+def test_deleted_or_overwritten_before_the_read(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    """Versioned bucket: each event reads its own version, whatever happened to the key since."""
+    s3 = stack.api().client("s3")
+    bicycle, motorcycle = (
+        next(p for p, (lbl, c) in local_predictions.items() if lbl == label and c >= threshold)
+        for label in ("bicycle", "motorcycle")
+    )
+    with stack.delivery_paused():
+        gone = upload(stack, "race/deleted.png", bicycle.read_bytes())
+        s3.delete_object(Bucket=gone.bucket, Key=gone.key, VersionId=gone.version_id)
+        marked = upload(stack, "race/delete-marker.png", bicycle.read_bytes())
+        s3.delete_object(Bucket=marked.bucket, Key=marked.key)  # a delete marker only
+        first = upload(stack, "race/overwritten.png", bicycle.read_bytes())
+        second = upload(stack, "race/overwritten.png", motorcycle.read_bytes())
+    records = stack.api().wait_for_records([gone, marked, first, second], timeout=60)
+
+    assert records[gone]["status"] == "REJECTED"
+    assert records[gone]["error_code"] == "ObjectNotFound"
+    assert records[marked]["status"] in CLASSIFIED  # the version is still there to read
+    for item, path in ((first, bicycle), (second, motorcycle)):
+        record = records[item]
+        assert record["version_id"] == item.version_id
+        assert record["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert record["label"] == local_predictions[path][0]
+    assert len(records_of(stack, first.key)) == 2
+    assert len(records_of(stack, gone.key)) == 1 and len(records_of(stack, marked.key)) == 1
+
+
+def test_an_unversioned_event_for_an_overwritten_key_is_rejected_as_changed(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    """No version id in the event: the read is pinned to its ETag (IfMatch) and S3 says 412."""
+    path = confident_image(local_predictions, threshold)
+    with stack.delivery_paused():
+        older = upload(stack, "unversioned/photo.png", path.read_bytes())
+        upload(stack, "unversioned/photo.png", b"newer bytes under the same key")
+        sqs = stack.api().client("sqs")
+        queue_url = stack.stack.outputs["IngestQueueUrl"]
+        # The two real (versioned) events are not what this test is about.
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        send_to_ingest(stack, s3_event(older.bucket, older.key, older.etag, 10, version=None))
+    unversioned = Upload(older.bucket, older.key, older.etag, older.source)
+
+    record = wait_one(stack, unversioned)
+
+    assert record["pk"] == f"{older.bucket}/{older.key}#etag:{older.etag}"
+    assert record["status"] == "REJECTED"
+    assert record["error_code"] == "ObjectChanged"
+    assert record["reason"].endswith(
+        "was overwritten before it could be read; the newer version has its own event and record."
+    )
+
+
+@pytest.mark.parametrize("case", ["archived-object", "deleted-bucket"])
+def test_s3_refusals_fail_at_once_without_retries(
+    stack: OfflineStack,
+    local_predictions: dict[Path, tuple[str, float]],
+    threshold: float,
+    case: str,
+) -> None:
+    path = confident_image(local_predictions, threshold)
+    before = endpoint_invocations(stack)
+    if case == "archived-object":
+        # A GLACIER object cannot be read until it is restored: S3 answers 403.
+        key = f"{stack.incoming_prefix}refused/archived.png"
+        put = (
+            stack.api()
+            .client("s3")
+            .put_object(
+                Bucket=stack.bucket, Key=key, Body=path.read_bytes(), StorageClass="GLACIER"
+            )
+        )
+        item = Upload(stack.bucket, key, put["ETag"].strip('"'), key, put["VersionId"])
+        code = "InvalidObjectState"
+    else:
+        # The event names a bucket that no longer exists (deleted after the upload).
+        item = Upload(
+            "scones-deleted-bucket", f"{stack.incoming_prefix}refused/x.png", "0f", "x", "v1"
+        )
+        send_to_ingest(stack, s3_event(item.bucket, item.key, item.etag, 10, item.version_id))
+        code = "NoSuchBucket"
+
+    record = wait_one(stack, item)
+    events = finished_history(stack, record)
+
+    assert record["status"] == "FAILED"
+    assert record["error_code"] == "StorageRefused"
+    assert code in record["reason"] and "a retry cannot fix that" in record["reason"]
+    assert state_attempts(events, "SerializeImage") == 1
+    assert state_failures(events, "SerializeImage") == ["StorageRefused"]
+    assert endpoint_invocations(stack) - before == 0
+    assert [
+        r["pk"]
+        for r in stack.api().records()
+        if r.get("key") == item.key and r.get("bucket") == item.bucket
+    ] == [record["pk"]]
+    (letter,) = workflow_letters(drain_dead_letters(stack), item.key)
+    assert letter["failure"]["error_code"] == "StorageRefused"
+
+
+# ---- the start function ----------------------------------------------------------------------
+
+
+def test_a_crash_on_one_message_retries_only_that_message_into_the_dead_letter_queue(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    api = stack.api()
+    sqs = api.client("sqs")
+    queue_url = stack.stack.outputs["IngestQueueUrl"]
+    redrive = json.loads(
+        sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])[
+            "Attributes"
+        ]["RedrivePolicy"]
+    )
+    max_receives = int(redrive["maxReceiveCount"])
+    # An S3 notification whose record has no object: processing it raises (EventError).
+    crash = json.dumps(
+        {"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": stack.bucket}}}]}
+    )
+    images = [p for p, (lbl, c) in local_predictions.items() if c >= threshold][:3]
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "1"})
+    try:
+        with stack.delivery_paused():
+            uploads = [
+                upload(stack, f"batch-crash/{i}-{p.name}", p.read_bytes())
+                for i, p in enumerate(images)
+            ]
+            crash_id = sqs.send_message(QueueUrl=queue_url, MessageBody=crash)["MessageId"]
+        records = api.wait_for_records(uploads, timeout=60)
+        letters: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while not letters and time.monotonic() < deadline:
+            letters = [m for m in drain_dead_letters(stack) if m["Body"] == crash]
+            time.sleep(0.5)
+    finally:
+        sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "180"})
+
+    assert len(letters) == 1
+    # Delivered (and failed) exactly maxReceiveCount times, then moved to the DLQ.
+    failures = [
+        e
+        for e in start_function_log(stack)
+        if e.get("message_id") == crash_id and e.get("level") == "WARNING"
+    ]
+    assert [int(f["receive_count"]) for f in failures] == list(range(1, max_receives + 1))
+    assert all("EventError" in f["error"] for f in failures)
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    # The good messages of the crashing batch were handled once each (started, or found
+    # a duplicate); a whole-batch retry would have handled them again.
+    handled = start_function_handled(stack)
+    for item in uploads:
+        record = records[item]
+        assert record["status"] in CLASSIFIED
+        assert handled.count(record["pk"]) == 1
+        assert records_of(stack, item.key) == [record]
