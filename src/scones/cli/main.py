@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "up",
     "classify",
     "results",
+    "redrive",
     "down",
     "serve",
     "prepare_data",
