@@ -197,13 +197,15 @@ def asl_item(layout: tuple[Attribute, ...]) -> dict[str, dict[str, str]]:
 # ---- when a write may replace an item ------------------------------------------
 # A new object version always gets its item. An existing item is replaced only while
 # it is FAILED, and only by a later attempt: a replay (attempt N) replaces the FAILED
-# item of attempt N-1 (or an older item without an attempt, written before attempts
-# existed). A duplicate execution of the same or an earlier attempt (a re-delivered
-# event, an Express workflow that ran twice, a stale replay) finds the condition false
-# and ends in AlreadyRecorded; ACCEPTED, NEEDS_REVIEW and REJECTED items are final.
+# item of an earlier attempt. A duplicate execution of the same or an earlier attempt
+# (a re-delivered event, an Express workflow that ran twice, a stale replay) finds the
+# condition false and ends in AlreadyRecorded; ACCEPTED, NEEDS_REVIEW and REJECTED
+# items are final. A FAILED item written before items carried an attempt may be
+# replaced by any attempt: telling "no attempt" from attempt 0 would need DynamoDB to
+# compare two expression values, which this expression avoids.
 RECORD_CONDITION_EXPRESSION = (
-    f"attribute_not_exists({PARTITION_KEY}) OR (#status = :failed AND "
-    "(attribute_not_exists(#attempt) OR #attempt < :attempt))"
+    f"attribute_not_exists({PARTITION_KEY}) OR "
+    "(#status = :failed AND (attribute_not_exists(#attempt) OR #attempt < :attempt))"
 )
 RECORD_CONDITION_NAMES: dict[str, str] = {
     "#status": STATUS_ATTRIBUTE,
@@ -227,7 +229,8 @@ def asl_condition() -> dict[str, Any]:
 
 def condition_values(attempt: int) -> dict[str, dict[str, str]]:
     """``ExpressionAttributeValues`` as the state machine resolves them for ``attempt``."""
-    return {":failed": {"S": Status.FAILED.value}, ":attempt": {"N": str(attempt)}}
+    values = asl_condition()["ExpressionAttributeValues"]
+    return {**values, ":attempt": {"N": str(attempt)}}
 
 
 def may_replace(existing: Mapping[str, Any] | None, attempt: int) -> bool:
