@@ -20,12 +20,10 @@ from aws_lambda_powertools.utilities.batch import (
     process_partial_response,
 )
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.s3_event import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core.errors import EventError
-from scones_core.ingest import start_workflow
-from scones_core.objects import object_from_s3_record
+from scones_core.ingest import is_s3_test_event, start_notification
 from scones_core.settings import StartSettings
 
 logger = Logger()
@@ -63,21 +61,22 @@ def start_workflows(record: SQSRecord) -> None:
         body = json.loads(record.body)
     except json.JSONDecodeError as exc:
         raise EventError(f"SQS message {record.message_id} is not JSON") from exc
-    if isinstance(body, dict) and body.get("Event") == "s3:TestEvent":
+    if is_s3_test_event(body):
         # S3 sends this once when the notification is configured.
         logger.info("ignoring s3:TestEvent", extra={"bucket": body.get("Bucket")})
         return
-    if not isinstance(body, dict) or "Records" not in body:
-        raise EventError(f"SQS message {record.message_id} is not an S3 event notification")
-    for s3_record in S3Event(body).records:
-        ref = object_from_s3_record(s3_record.raw_event)
-        result = start_workflow(sfn_client(), ref, settings, event_time=s3_record.event_time)
+    # The same code path as a replay of a dead-lettered notification (scones redrive).
+    try:
+        starts = start_notification(sfn_client(), body, settings)
+    except EventError as exc:
+        raise EventError(f"SQS message {record.message_id}: {exc}") from exc
+    for start in starts:
         logger.info(
-            "workflow started" if result.started else "duplicate event: execution exists",
-            extra={"record_id": ref.record_id, "execution_name": result.execution_name},
+            "workflow started" if start.result.started else "duplicate event: execution exists",
+            extra={"record_id": start.ref.record_id, "execution_name": start.result.execution_name},
         )
         metrics.add_metric(
-            name="WorkflowsStarted" if result.started else "DuplicateEvents",
+            name="WorkflowsStarted" if start.result.started else "DuplicateEvents",
             unit=MetricUnit.Count,
             value=1,
         )

@@ -449,7 +449,11 @@ def test_malformed_s3_records_are_event_errors(record: object) -> None:
 def test_every_object_goes_to_the_workflow_whatever_its_name() -> None:
     for key in ("incoming/notes.txt", "incoming/PHOTO.JPG", "incoming/no-extension"):
         ref = ObjectRef("b", key, "v", "e", 1)
-        assert workflow_input(ref, "t") == {"object": ref.to_json(), "event_time": "t"}
+        assert workflow_input(ref, "t") == {
+            "object": ref.to_json(),
+            "event_time": "t",
+            "attempt": 0,
+        }
 
 
 # ---- settings ----------------------------------------------------------------

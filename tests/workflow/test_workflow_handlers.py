@@ -80,7 +80,8 @@ def test_start_workflow_event_starts_one_execution_per_object(
     )
     assert document["object"]["key"] == "incoming/camera-7/delivery photo 1.png"
     assert document["object"]["version"] == "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
-    assert set(document) == {"object", "event_time"}
+    assert set(document) == {"object", "event_time", "attempt"}
+    assert document["attempt"] == 0  # the first execution; a replay (scones redrive) sends N
     assert '"WorkflowsStarted"' in capsys.readouterr().out
 
 

@@ -17,6 +17,8 @@ from scones_core.records import (
     RECORDED_AT_ATTRIBUTE,
     STATUS_ATTRIBUTE,
     STATUS_INDEX_NAME,
+    Status,
+    asl_condition,
     asl_item,
 )
 
@@ -166,7 +168,16 @@ def test_every_record_state_writes_the_layout_records_py_defines() -> None:
         expected = json.loads(substitute(json.dumps(asl_item(layout)), substitutions))
         parameters = writers[name]["Parameters"]
         assert parameters["Item"] == expected, name
-        assert parameters["ConditionExpression"] == f"attribute_not_exists({PARTITION_KEY})"
+        condition = {k: v for k, v in parameters.items() if k not in ("TableName", "Item")}
+        assert condition == asl_condition(), name
+        # Every name and value the expression uses is defined, and nothing else is.
+        expression = condition["ConditionExpression"]
+        assert set(re.findall(r"#\w+", expression)) == set(condition["ExpressionAttributeNames"])
+        assert set(re.findall(r":\w+", expression)) == set(condition["ExpressionAttributeValues"])
+        assert f"attribute_not_exists({PARTITION_KEY})" in expression
+        assert condition["ExpressionAttributeValues"][":failed"] == {"S": Status.FAILED.value}
+        # The writer's own attempt, from the execution input (as the Item's attempt).
+        assert condition["ExpressionAttributeValues"][":attempt"] == parameters["Item"]["attempt"]
     failed = dict(RECORD_STATES["RecordFailure"][-1].asl())
     assert failed == {"S.$": "$.failure.cause.errorMessage"}  # never the raw Cause
 

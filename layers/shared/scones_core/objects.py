@@ -41,10 +41,23 @@ class ObjectRef:
     @property
     def execution_name(self) -> str:
         """A valid, deterministic Step Functions execution name (at most 80 chars)."""
+        return self.execution_name_for(0)
+
+    def execution_name_for(self, attempt: int) -> str:
+        """The execution name of ``attempt``: 0 is the first execution, N the N-th replay.
+
+        A replay's name is the first execution's name plus ``-r<N>``; when that would pass
+        80 characters the file-name stem is shortened instead (the digest, which carries
+        the identity, is always kept whole). Deterministic, so a second start of the same
+        attempt is refused by Step Functions (``ExecutionAlreadyExists``).
+        """
+        if attempt < 0:
+            raise ValueError(f"attempt must be >= 0, got {attempt}")
+        suffix = f"-r{attempt}" if attempt else ""
         digest = hashlib.sha256(self.record_id.encode("utf-8")).hexdigest()[:32]
         stem = _UNSAFE_NAME_CHARS.sub("-", self.key.rsplit("/", 1)[-1]).strip("-")
-        room = _EXECUTION_NAME_MAX - len(digest) - 1
-        return f"{stem[:room]}-{digest}" if stem else digest
+        room = _EXECUTION_NAME_MAX - len(digest) - 1 - len(suffix)
+        return (f"{stem[:room]}-{digest}" if stem else digest) + suffix
 
     def to_json(self) -> ObjectPayload:
         return {

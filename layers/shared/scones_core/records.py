@@ -43,6 +43,9 @@ PARTITION_KEY = "pk"
 STATUS_INDEX_NAME = "status-recorded_at-index"
 STATUS_ATTRIBUTE = "status"
 RECORDED_AT_ATTRIBUTE = "recorded_at"
+# Which execution of the object wrote the item: 0 for the first, N for the N-th replay
+# (``scones redrive``). Only a FAILED item may be replaced, and only by a later attempt.
+ATTEMPT_ATTRIBUTE = "attempt"
 
 # Written by a review (``scones_core.review``), never by the workflow.
 REVIEW_LABEL_ATTRIBUTE = "review_label"  # one of the model's labels, or NEITHER
@@ -123,10 +126,11 @@ class ClassificationState(TypedDict):
 
 
 class WorkflowInput(TypedDict):
-    """The execution input the start function sends."""
+    """The execution input: the start function sends attempt 0, a replay attempt N > 0."""
 
     object: ObjectPayload
     event_time: str
+    attempt: int
 
 
 # ---- the record layout -----------------------------------------------------------
@@ -167,6 +171,7 @@ def _common(status: Attribute) -> tuple[Attribute, ...]:
         Attribute("started_at", "S", "$$.Execution.StartTime"),
         Attribute(RECORDED_AT_ATTRIBUTE, "S", "$$.State.EnteredTime"),
         Attribute("execution_arn", "S", "$$.Execution.Id"),
+        Attribute(ATTEMPT_ATTRIBUTE, "N", "$.attempt"),
     )
 
 
@@ -209,6 +214,55 @@ RECORD_STATES: dict[str, tuple[Attribute, ...]] = {
 def asl_item(layout: tuple[Attribute, ...]) -> dict[str, dict[str, str]]:
     """The ``Item`` parameter of a ``dynamodb:putItem`` state for ``layout``."""
     return {attribute.name: attribute.asl() for attribute in layout}
+
+
+# ---- when a write may replace an item ------------------------------------------
+# A new object version always gets its item. An existing item is replaced only while
+# it is FAILED, and only by a later attempt: a replay (attempt N) replaces the FAILED
+# item of an earlier attempt. A duplicate execution of the same or an earlier attempt
+# (a re-delivered event, an Express workflow that ran twice, a stale replay) finds the
+# condition false and ends in AlreadyRecorded; ACCEPTED, NEEDS_REVIEW and REJECTED
+# items are final. A FAILED item written before items carried an attempt may be
+# replaced by any attempt: telling "no attempt" from attempt 0 would need DynamoDB to
+# compare two expression values, which this expression avoids.
+RECORD_CONDITION_EXPRESSION = (
+    f"attribute_not_exists({PARTITION_KEY}) OR "
+    "(#status = :failed AND (attribute_not_exists(#attempt) OR #attempt < :attempt))"
+)
+RECORD_CONDITION_NAMES: dict[str, str] = {
+    "#status": STATUS_ATTRIBUTE,
+    "#attempt": ATTEMPT_ATTRIBUTE,
+}
+# ``:attempt`` is the writing execution's own attempt (from its input).
+_ATTEMPT_VALUE = Attribute(":attempt", "N", "$.attempt")
+
+
+def asl_condition() -> dict[str, Any]:
+    """The condition parameters every ``Record*`` state sends with its ``putItem``."""
+    return {
+        "ConditionExpression": RECORD_CONDITION_EXPRESSION,
+        "ExpressionAttributeNames": dict(RECORD_CONDITION_NAMES),
+        "ExpressionAttributeValues": {
+            ":failed": {"S": Status.FAILED.value},
+            ":attempt": _ATTEMPT_VALUE.asl(),
+        },
+    }
+
+
+def condition_values(attempt: int) -> dict[str, dict[str, str]]:
+    """``ExpressionAttributeValues`` as the state machine resolves them for ``attempt``."""
+    values = asl_condition()["ExpressionAttributeValues"]
+    return {**values, ":attempt": {"N": str(attempt)}}
+
+
+def may_replace(existing: Mapping[str, Any] | None, attempt: int) -> bool:
+    """What the condition decides, in Python (tests check the two agree)."""
+    if existing is None:
+        return True
+    if existing.get(STATUS_ATTRIBUTE) != Status.FAILED:
+        return False
+    previous = existing.get(ATTEMPT_ATTRIBUTE)
+    return previous is None or int(previous) < attempt
 
 
 # ---- reading records back ---------------------------------------------------------

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "classify",
     "results",
     "review",
+    "redrive",
     "down",
     "serve",
     "prepare_data",

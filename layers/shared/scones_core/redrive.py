@@ -1,0 +1,490 @@
+"""Replay objects whose workflow failed: FAILED records and dead-lettered messages.
+
+This is what ``scones redrive`` does, with the clients injected, so it works the
+same against AWS and the offline stack.
+
+* **FAILED records** are found through the results table's status index
+  (``records.STATUS_INDEX_NAME``; never a scan), optionally limited to a
+  ``recorded_at`` range and a key prefix. Each gets a new execution of attempt
+  N = its record's ``attempt`` + 1, named ``<first execution's name>-r<N>``
+  (``ObjectRef.execution_name_for``). The name is deterministic, so a second
+  redrive finds the execution already there and starts nothing; the record's
+  conditional write (``records.RECORD_CONDITION_EXPRESSION``) lets attempt N
+  replace only the FAILED item of an earlier attempt.
+* **The dead-letter queue** holds two replayable shapes: S3 event notifications
+  the start function gave up on (after the ingest queue's ``maxReceiveCount``),
+  which get their first execution through the start function's own code
+  (``ingest.start_notification``), and the workflow's ``workflow_failed``
+  messages, which are replayed like a FAILED record of the message's attempt.
+  Anything else is left on the queue and reported. A message is deleted only
+  after every replay it asks for was started or found already started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from scones_core.errors import EventError
+from scones_core.ingest import is_s3_test_event, notification_records, start_notification
+from scones_core.ingest import start_workflow as start_attempt
+from scones_core.monitoring.timestamps import format_millis
+from scones_core.objects import (
+    NULL_VERSION,
+    ObjectRef,
+    object_from_json,
+    object_from_s3_record,
+)
+from scones_core.records import (
+    ATTEMPT_ATTRIBUTE,
+    PARTITION_KEY,
+    RECORDED_AT_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    STATUS_INDEX_NAME,
+    Status,
+    record_from_item,
+)
+from scones_core.settings import StartSettings
+
+# The ``kind`` of the message the workflow's NotifyDeadLetter state sends.
+WORKFLOW_FAILED_KIND = "workflow_failed"
+REPLAYABLE_STATUSES: tuple[Status, ...] = (Status.FAILED,)
+_ONE_MILLISECOND = timedelta(milliseconds=1)
+
+
+class RedriveError(ValueError):
+    """The redrive was asked for something it must not do; the message says why."""
+
+
+class Outcome(StrEnum):
+    STARTED = "started"  # a new execution was started
+    ALREADY_STARTED = "already_started"  # its execution exists: replayed before
+    WOULD_START = "would_start"  # dry run: would be started
+    LEFT = "left"  # a dead letter this redrive cannot replay: left on the queue
+    ERROR = "error"  # starting failed (the message, if any, stays on the queue)
+
+
+class Source(StrEnum):
+    RECORD = "record"  # a FAILED record of the results table
+    S3_EVENT = "s3_event"  # a dead-lettered S3 event notification
+    WORKFLOW_FAILED = "workflow_failed"  # the workflow's own dead letter
+    OTHER = "other"  # any other dead letter
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which records to replay: ``since <= recorded_at < until``, key prefix."""
+
+    status: str = Status.FAILED.value
+    since: datetime | None = None
+    until: datetime | None = None
+    prefix: str = ""
+
+    def check(self) -> None:
+        if self.status not in REPLAYABLE_STATUSES:
+            final = Status(self.status).value if self.status in set(Status) else self.status
+            raise RedriveError(
+                f"only FAILED records can be replayed; {final} records are final "
+                "(ACCEPTED, NEEDS_REVIEW and REJECTED never run again)"
+            )
+        for moment in (self.since, self.until):
+            if moment is not None and moment.tzinfo is None:
+                raise RedriveError("since and until must be timezone-aware")
+        if self.since and self.until and self.since >= self.until:
+            raise RedriveError(f"since ({self.since}) must be before until ({self.until})")
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What happened to one object (or one unreplayable dead letter)."""
+
+    source: Source
+    outcome: Outcome
+    record_id: str = ""
+    key: str = ""
+    attempt: int = 0  # the attempt the replay runs (0: a first execution)
+    execution_name: str = ""
+    detail: str = ""
+    message_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, StrEnum) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class RedriveReport:
+    replays: list[Replay] = field(default_factory=list)
+    messages_deleted: int = 0
+    messages_left: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(str(r.outcome) for r in self.replays))
+
+    @property
+    def started(self) -> list[Replay]:
+        return [r for r in self.replays if r.outcome is Outcome.STARTED]
+
+    @property
+    def clean(self) -> bool:
+        """Nothing failed and nothing was left for a person to look at."""
+        return self.messages_left == 0 and not any(
+            r.outcome in (Outcome.ERROR, Outcome.LEFT) for r in self.replays
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts(),
+            "messages_deleted": self.messages_deleted,
+            "messages_left": self.messages_left,
+            "replays": [r.to_json() for r in self.replays],
+        }
+
+
+# ---- finding FAILED records -------------------------------------------------------
+
+
+def query_records(dynamodb: Any, table_name: str, selection: Selection) -> Iterator[dict[str, Any]]:
+    """Records with ``selection.status`` through the status index (a low-level client)."""
+    selection.check()
+    names = {"#status": STATUS_ATTRIBUTE}
+    values: dict[str, dict[str, str]] = {":status": {"S": selection.status}}
+    key_condition = "#status = :status"
+    if selection.since or selection.until:
+        names["#recorded"] = RECORDED_AT_ATTRIBUTE
+        # recorded_at is compared as a string: format the bounds exactly like it.
+        if selection.since:
+            values[":since"] = {"S": format_millis(selection.since)}
+        if selection.until:
+            values[":until"] = {"S": format_millis(selection.until - _ONE_MILLISECOND)}
+        if selection.since and selection.until:
+            key_condition += " AND #recorded BETWEEN :since AND :until"
+        elif selection.since:
+            key_condition += " AND #recorded >= :since"
+        else:
+            key_condition += " AND #recorded <= :until"
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "IndexName": STATUS_INDEX_NAME,
+        "KeyConditionExpression": key_condition,
+    }
+    if selection.prefix:
+        names["#key"] = "key"
+        values[":prefix"] = {"S": selection.prefix}
+        request["FilterExpression"] = "begins_with(#key, :prefix)"
+    request["ExpressionAttributeNames"] = names
+    request["ExpressionAttributeValues"] = values
+    for page in dynamodb.get_paginator("query").paginate(**request):
+        for item in page.get("Items", []):
+            yield record_from_item(item)
+
+
+def object_from_record(record: Mapping[str, Any]) -> ObjectRef:
+    """The object version a record is about; ``EventError`` if its fields disagree with pk."""
+    try:
+        ref = ObjectRef(
+            bucket=str(record["bucket"]),
+            key=str(record["key"]),
+            version=str(record.get("version_id") or NULL_VERSION),
+            etag=str(record.get("etag") or ""),
+            size=0,
+        )
+    except KeyError as exc:
+        raise EventError(f"record {record.get(PARTITION_KEY)!r} lacks {exc}") from exc
+    if ref.record_id != record.get(PARTITION_KEY):
+        raise EventError(
+            f"record {record.get(PARTITION_KEY)!r} names another object ({ref.record_id})"
+        )
+    return ref
+
+
+def record_attempt(record: Mapping[str, Any]) -> int:
+    """The attempt that wrote a record (items written before attempts existed: 0)."""
+    return int(record.get(ATTEMPT_ATTRIBUTE) or 0)
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """``arn:...:stateMachine:<machine>`` -> ``arn:...:execution:<machine>:<name>``."""
+    parts = state_machine_arn.split(":")
+    if len(parts) < 7 or parts[5] != "stateMachine":
+        raise RedriveError(f"{state_machine_arn!r} is not a state machine ARN")
+    return ":".join([*parts[:5], "execution", parts[6], name])
+
+
+# ---- dead letters -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead-letter message, parsed: which source, and what to replay."""
+
+    source: Source
+    body: Any = None
+    ref: ObjectRef | None = None  # workflow_failed only
+    event_time: str = ""
+    attempt: int = 0  # the attempt that failed (workflow_failed only)
+    reason: str = ""  # why an OTHER message cannot be replayed
+
+
+def parse_dead_letter(text: str) -> DeadLetter:
+    try:
+        body = json.loads(text)
+    except (TypeError, ValueError):
+        return DeadLetter(Source.OTHER, reason="the message body is not JSON")
+    if isinstance(body, dict) and body.get("kind") == WORKFLOW_FAILED_KIND:
+        try:
+            ref = object_from_json(body.get("object"))
+            attempt = int(body.get("attempt") or 0)
+        except (EventError, TypeError, ValueError) as exc:
+            return DeadLetter(Source.OTHER, body, reason=f"a {WORKFLOW_FAILED_KIND} message: {exc}")
+        if attempt < 0:
+            return DeadLetter(Source.OTHER, body, reason=f"attempt {attempt} is negative")
+        return DeadLetter(
+            Source.WORKFLOW_FAILED,
+            body,
+            ref=ref,
+            event_time=str(body.get("event_time") or ""),
+            attempt=attempt,
+        )
+    if is_s3_test_event(body):
+        return DeadLetter(Source.OTHER, body, reason="an s3:TestEvent (nothing to replay)")
+    try:
+        records = notification_records(body)
+    except EventError:
+        return DeadLetter(
+            Source.OTHER,
+            body,
+            reason="neither an S3 event notification nor a workflow_failed message",
+        )
+    if not records:
+        return DeadLetter(Source.OTHER, body, reason="an S3 event notification without records")
+    return DeadLetter(Source.S3_EVENT, body)
+
+
+# ---- the redrive ----------------------------------------------------------------------
+
+
+class Redriver:
+    """Replays failures; every client is a low-level boto3 client (or a stub)."""
+
+    def __init__(
+        self,
+        *,
+        stepfunctions: Any,
+        state_machine_arn: str,
+        dynamodb: Any = None,
+        table_name: str = "",
+        sqs: Any = None,
+        dead_letter_queue_url: str = "",
+        s3: Any = None,
+        visibility_timeout: int = 300,
+        wait_seconds: int = 1,
+    ) -> None:
+        self.sfn = stepfunctions
+        self.settings = StartSettings(state_machine_arn=state_machine_arn)
+        self.dynamodb = dynamodb
+        self.table_name = table_name
+        self.sqs = sqs
+        self.queue_url = dead_letter_queue_url
+        self.s3 = s3
+        self.visibility_timeout = visibility_timeout
+        self.wait_seconds = wait_seconds
+
+    # -- one replay ------------------------------------------------------------
+    def replay(self, ref: ObjectRef, event_time: str, attempt: int, *, dry_run: bool) -> Outcome:
+        """Start ``attempt`` of ``ref`` unless its execution exists already."""
+        if self._execution_exists(ref.execution_name_for(attempt)):
+            return Outcome.ALREADY_STARTED
+        if dry_run:
+            return Outcome.WOULD_START
+        result = start_attempt(self.sfn, ref, self.settings, event_time, attempt)
+        return Outcome.STARTED if result.started else Outcome.ALREADY_STARTED
+
+    def _execution_exists(self, name: str) -> bool:
+        """Whether a (Standard) execution has this name; starting would then start nothing.
+
+        An Express workflow cannot be described: the start is tried, and the conditional
+        write keeps a second run of the same attempt from writing.
+        """
+        try:
+            self.sfn.describe_execution(
+                executionArn=execution_arn(self.settings.state_machine_arn, name)
+            )
+        except ClientError:
+            return False
+        return True
+
+    def _with_size(self, ref: ObjectRef) -> ObjectRef:
+        """A record does not keep the object's size; read it like the S3 event had it."""
+        if self.s3 is None:
+            return ref
+        request: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
+        if ref.version != NULL_VERSION:
+            request["VersionId"] = ref.version
+        try:
+            size = int(self.s3.head_object(**request).get("ContentLength") or 0)
+        except ClientError:
+            # Gone or unreadable: the workflow reads it again and records why.
+            return ref
+        return replace(ref, size=size)
+
+    # -- FAILED records -----------------------------------------------------------
+    def redrive_records(self, selection: Selection, *, dry_run: bool = False) -> RedriveReport:
+        if self.dynamodb is None or not self.table_name:
+            raise RedriveError("replaying records needs the results table")
+        # Read the whole selection first: a replay that fails again moves its record to a
+        # later recorded_at, where a still-running query would meet it a second time.
+        records = list(query_records(self.dynamodb, self.table_name, selection))
+        report = RedriveReport()
+        for record in records:
+            report.replays.append(self._replay_record(record, dry_run=dry_run))
+        return report
+
+    def _replay_record(self, record: Mapping[str, Any], *, dry_run: bool) -> Replay:
+        record_id = str(record.get(PARTITION_KEY, ""))
+        key = str(record.get("key", ""))
+        attempt = record_attempt(record) + 1
+        try:
+            ref = object_from_record(record)
+        except EventError as exc:
+            return Replay(Source.RECORD, Outcome.ERROR, record_id, key, attempt, detail=str(exc))
+        name = ref.execution_name_for(attempt)
+        try:
+            outcome = self.replay(
+                self._with_size(ref), str(record.get("event_time") or ""), attempt, dry_run=dry_run
+            )
+        except (ClientError, BotoCoreError) as exc:
+            return Replay(Source.RECORD, Outcome.ERROR, record_id, key, attempt, name, str(exc))
+        return Replay(Source.RECORD, outcome, record_id, key, attempt, name)
+
+    # -- the dead-letter queue ----------------------------------------------------------
+    def drain_dead_letters(
+        self, *, dry_run: bool = False, max_messages: int | None = None
+    ) -> RedriveReport:
+        """Replay every replayable message of the dead-letter queue; delete only those.
+
+        Messages that stay (unreplayable, failed to start, or a dry run) are made visible
+        again at the end, so the next reader sees them at once.
+        """
+        if self.sqs is None or not self.queue_url:
+            raise RedriveError("draining the dead-letter queue needs its URL")
+        report = RedriveReport()
+        seen: set[str] = set()
+        kept: dict[str, str] = {}  # message id -> latest receipt handle
+        try:
+            while max_messages is None or len(seen) < max_messages:
+                batch = 10 if max_messages is None else min(10, max_messages - len(seen))
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=batch,
+                    VisibilityTimeout=self.visibility_timeout,
+                    WaitTimeSeconds=self.wait_seconds,
+                ).get("Messages", [])
+                fresh = [m for m in messages if m["MessageId"] not in seen]
+                for message in messages:
+                    if message["MessageId"] in kept:
+                        kept[message["MessageId"]] = message["ReceiptHandle"]
+                if not fresh:
+                    break  # empty, or every message came round again
+                for message in fresh:
+                    seen.add(message["MessageId"])
+                    replays, delete = self._handle(message, dry_run=dry_run)
+                    report.replays.extend(replays)
+                    if delete:
+                        self.sqs.delete_message(
+                            QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                        )
+                        report.messages_deleted += 1
+                    else:
+                        kept[message["MessageId"]] = message["ReceiptHandle"]
+        finally:
+            for receipt in kept.values():
+                # If this fails, the message becomes visible again when its timeout ends.
+                with contextlib.suppress(ClientError):
+                    self.sqs.change_message_visibility(
+                        QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
+                    )
+        report.messages_left = len(kept)
+        return report
+
+    def _handle(self, message: Mapping[str, Any], *, dry_run: bool) -> tuple[list[Replay], bool]:
+        """The replays a message asks for, and whether it may be deleted."""
+        message_id = str(message["MessageId"])
+        letter = parse_dead_letter(str(message.get("Body", "")))
+        if letter.source is Source.WORKFLOW_FAILED:
+            assert letter.ref is not None
+            attempt = letter.attempt + 1
+            name = letter.ref.execution_name_for(attempt)
+            base = Replay(
+                Source.WORKFLOW_FAILED,
+                Outcome.ERROR,
+                letter.ref.record_id,
+                letter.ref.key,
+                attempt,
+                name,
+                message_id=message_id,
+            )
+            try:
+                outcome = self.replay(letter.ref, letter.event_time, attempt, dry_run=dry_run)
+            except (ClientError, BotoCoreError) as exc:
+                return [replace(base, detail=str(exc))], False
+            return [replace(base, outcome=outcome)], _done(outcome)
+        if letter.source is Source.S3_EVENT:
+            return self._replay_notification(letter.body, message_id, dry_run=dry_run)
+        left = Replay(Source.OTHER, Outcome.LEFT, detail=letter.reason, message_id=message_id)
+        return [left], False
+
+    def _replay_notification(
+        self, body: Any, message_id: str, *, dry_run: bool
+    ) -> tuple[list[Replay], bool]:
+        def failure(outcome: Outcome, exc: Exception) -> tuple[list[Replay], bool]:
+            return [Replay(Source.S3_EVENT, outcome, detail=str(exc), message_id=message_id)], False
+
+        if dry_run:
+            replays = []
+            try:
+                for record in notification_records(body):
+                    ref = object_from_s3_record(record)
+                    outcome = self.replay(ref, "", 0, dry_run=True)
+                    replays.append(self._notification_replay(ref, outcome, message_id))
+            except EventError as exc:
+                return failure(Outcome.LEFT, exc)
+            return replays, False
+        try:
+            starts = start_notification(self.sfn, body, self.settings)
+        except EventError as exc:
+            return failure(Outcome.LEFT, exc)
+        except (ClientError, BotoCoreError) as exc:
+            return failure(Outcome.ERROR, exc)
+        replays = [
+            self._notification_replay(
+                start.ref,
+                Outcome.STARTED if start.result.started else Outcome.ALREADY_STARTED,
+                message_id,
+            )
+            for start in starts
+        ]
+        return replays, True
+
+    @staticmethod
+    def _notification_replay(ref: ObjectRef, outcome: Outcome, message_id: str) -> Replay:
+        return Replay(
+            Source.S3_EVENT,
+            outcome,
+            ref.record_id,
+            ref.key,
+            0,
+            ref.execution_name_for(0),
+            message_id=message_id,
+        )
+
+
+def _done(outcome: Outcome) -> bool:
+    return outcome in (Outcome.STARTED, Outcome.ALREADY_STARTED)

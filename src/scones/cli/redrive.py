@@ -1,0 +1,217 @@
+"""``scones redrive``: replay FAILED objects and the dead-letter queue.
+
+The work is ``scones_core.redrive``; this module finds the stack and prints the
+outcome. Without ``--stack`` (or resource flags) it uses the offline stack that
+``scones up`` keeps running; with ``--stack NAME`` it reads the names from that
+CloudFormation stack's outputs (AWS, or any ``--endpoint-url``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from scones_core.monitoring.timestamps import parse_timestamp
+from scones_core.records import Status
+from scones_core.redrive import Outcome, RedriveError, Redriver, RedriveReport, Selection
+
+from scones.cli.errors import CommandError
+from scones.cli.stack_state import client_from_state
+
+# The stack outputs the redrive needs (template.yaml's Outputs).
+TABLE_OUTPUT = "ResultsTableName"
+STATE_MACHINE_OUTPUT = "ClassificationStateMachineArn"
+DEAD_LETTER_OUTPUT = "DeadLetterQueueUrl"
+_RELATIVE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "redrive",
+        help="replay FAILED objects (or the dead-letter queue) through the workflow",
+        description=(
+            "Start a new execution (attempt N+1, named <execution>-r<N+1>) for every FAILED "
+            "record that matches, or with --dead-letters drain the dead-letter queue. "
+            "Running it twice starts nothing twice."
+        ),
+    )
+    parser.add_argument(
+        "--status",
+        default=Status.FAILED.value,
+        choices=[s.value for s in Status],
+        help="records with this status (default FAILED; only FAILED can be replayed)",
+    )
+    parser.add_argument(
+        "--since", help="recorded at or after: ISO 8601 (UTC if no zone) or an age like 2h, 30m, 1d"
+    )
+    parser.add_argument("--until", help="recorded before: same forms as --since")
+    parser.add_argument("--prefix", default="", help="only object keys starting with this")
+    parser.add_argument(
+        "--dead-letters",
+        action="store_true",
+        help="drain the dead-letter queue instead: replay S3 events and workflow_failed "
+        "messages, leave (and report) anything else",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="show what would start; change nothing"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    aws = parser.add_argument_group("AWS (default: the offline stack of `scones up`)")
+    aws.add_argument("--stack", help="CloudFormation stack name: resource names from its outputs")
+    aws.add_argument("--table", help="results table name (overrides the stack output)")
+    aws.add_argument("--state-machine-arn", help="classification state machine ARN")
+    aws.add_argument("--dead-letter-queue-url", help="dead-letter queue URL")
+    aws.add_argument("--region", help="AWS region (default: your AWS configuration)")
+    aws.add_argument("--profile", help="AWS profile")
+    aws.add_argument("--endpoint-url", help="send every AWS request to this URL")
+    parser.set_defaults(handler=redrive_command)
+
+
+@dataclass(frozen=True)
+class Target:
+    client: Callable[[str], Any]
+    table: str
+    state_machine_arn: str
+    dead_letter_queue_url: str
+    where: str
+
+
+def parse_moment(text: str | None, now: datetime) -> datetime | None:
+    if not text:
+        return None
+    relative = _RELATIVE.match(text.strip())
+    if relative:
+        amount, unit = relative.groups()
+        return now - timedelta(**{_UNITS[unit]: int(amount)})
+    try:
+        return parse_timestamp(text)
+    except ValueError as exc:
+        raise CommandError(f"{exc}; or give an age such as 30m, 2h or 1d") from exc
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    explicit = (args.table, args.state_machine_arn, args.dead_letter_queue_url)
+    if not args.stack and not any(explicit) and not args.endpoint_url:
+        api = client_from_state()
+        endpoints = api.endpoints
+        return Target(
+            client=api.client,
+            table=endpoints.table,
+            state_machine_arn=endpoints.state_machine_arn,
+            dead_letter_queue_url=endpoints.dead_letter_queue_url,
+            where=f"offline stack at {endpoints.endpoint_url}",
+        )
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    session = boto3.Session(profile_name=args.profile, region_name=args.region)
+
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=args.endpoint_url)
+
+    outputs: dict[str, str] = {}
+    if args.stack:
+        try:
+            stacks = client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
+        except (ClientError, BotoCoreError) as exc:
+            raise CommandError(f"cannot read stack {args.stack!r}: {exc}") from exc
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    return Target(
+        client=client,
+        table=args.table or outputs.get(TABLE_OUTPUT, ""),
+        state_machine_arn=args.state_machine_arn or outputs.get(STATE_MACHINE_OUTPUT, ""),
+        dead_letter_queue_url=args.dead_letter_queue_url or outputs.get(DEAD_LETTER_OUTPUT, ""),
+        where=f"stack {args.stack}" if args.stack else "the given resources",
+    )
+
+
+def _require(value: str, what: str, flag: str, output: str) -> None:
+    if not value:
+        raise CommandError(f"no {what}: pass --stack (output {output}) or {flag}")
+
+
+def redrive_command(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    if args.dead_letters and (args.since or args.until or args.prefix):
+        raise CommandError(
+            "--dead-letters replays the whole queue; --since/--until/--prefix select records"
+        )
+    selection = Selection(
+        status=args.status,
+        since=parse_moment(args.since, now),
+        until=parse_moment(args.until, now),
+        prefix=args.prefix,
+    )
+    try:
+        selection.check()
+    except RedriveError as exc:
+        raise CommandError(str(exc)) from exc
+    target = resolve_target(args)
+    _require(target.state_machine_arn, "state machine", "--state-machine-arn", STATE_MACHINE_OUTPUT)
+    redriver = Redriver(
+        stepfunctions=target.client("stepfunctions"),
+        state_machine_arn=target.state_machine_arn,
+        dynamodb=target.client("dynamodb") if target.table else None,
+        table_name=target.table,
+        sqs=target.client("sqs") if target.dead_letter_queue_url else None,
+        dead_letter_queue_url=target.dead_letter_queue_url,
+        s3=target.client("s3"),
+    )
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        if args.dead_letters:
+            _require(
+                target.dead_letter_queue_url,
+                "dead-letter queue",
+                "--dead-letter-queue-url",
+                DEAD_LETTER_OUTPUT,
+            )
+            report = redriver.drain_dead_letters(dry_run=args.dry_run)
+        else:
+            _require(target.table, "results table", "--table", TABLE_OUTPUT)
+            report = redriver.redrive_records(selection, dry_run=args.dry_run)
+    except RedriveError as exc:
+        raise CommandError(str(exc)) from exc
+    except (ClientError, BotoCoreError) as exc:
+        raise CommandError(f"{target.where}: {exc}") from exc
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print_report(report, target.where, dead_letters=args.dead_letters, dry_run=args.dry_run)
+    return 0 if report.clean else 1
+
+
+_LABELS = {
+    Outcome.STARTED: "started",
+    Outcome.ALREADY_STARTED: "already replayed",
+    Outcome.WOULD_START: "would start",
+    Outcome.LEFT: "left on the queue",
+    Outcome.ERROR: "ERROR",
+}
+
+
+def print_report(report: RedriveReport, where: str, *, dead_letters: bool, dry_run: bool) -> None:
+    for replay in report.replays:
+        what = replay.key or f"message {replay.message_id}"
+        line = f"{_LABELS[replay.outcome]:<17} {replay.source:<15} {what}"
+        if replay.execution_name:
+            line += f"  attempt {replay.attempt}  {replay.execution_name}"
+        if replay.detail:
+            line += f"  ({replay.detail})"
+        print(line)
+    counts = report.counts()
+    summary = (
+        ", ".join(f"{n} {_LABELS[Outcome(k)]}" for k, n in sorted(counts.items())) or "nothing"
+    )
+    source = "dead-letter queue" if dead_letters else "FAILED records"
+    print(f"{source} of {where}: {summary}" + (" (dry run)" if dry_run else ""))
+    if dead_letters:
+        deleted, left = report.messages_deleted, report.messages_left
+        print(f"messages deleted: {deleted}, left on the queue: {left}")

@@ -1,0 +1,520 @@
+"""``scones_core.redrive`` and the record condition, on moto (no workflow runs here).
+
+The end-to-end behaviour (real executions, real conditional writes by the state
+machine) is in ``test_workflow_redrive_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from hypothesis import given
+from hypothesis import strategies as st
+from moto import mock_aws
+from scones_core.objects import ObjectRef
+from scones_core.records import (
+    RECORD_CONDITION_EXPRESSION,
+    RECORD_CONDITION_NAMES,
+    STATUS_INDEX_NAME,
+    Status,
+    condition_values,
+    may_replace,
+)
+from scones_core.redrive import (
+    Outcome,
+    RedriveError,
+    Redriver,
+    Selection,
+    Source,
+    execution_arn,
+    parse_dead_letter,
+    query_records,
+)
+
+from scones.cli.redrive import parse_moment
+
+REGION = "us-east-1"
+TABLE = "results"
+BUCKET = "images"
+T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class Aws:
+    def __init__(self) -> None:
+        self.ddb = boto3.client("dynamodb", region_name=REGION)
+        self.sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.s3 = boto3.client("s3", region_name=REGION)
+        self.ddb.create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": n, "AttributeType": "S"} for n in ("pk", "status", "recorded_at")
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": STATUS_INDEX_NAME,
+                    "KeySchema": [
+                        {"AttributeName": "status", "KeyType": "HASH"},
+                        {"AttributeName": "recorded_at", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        )
+        self.machine = self.sfn.create_state_machine(
+            name="classify",
+            definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+            roleArn="arn:aws:iam::123456789012:role/sfn",
+        )["stateMachineArn"]
+        self.queue = self.sqs.create_queue(QueueName="dead-letters")["QueueUrl"]
+        self.s3.create_bucket(Bucket=BUCKET)
+        self.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        self.operations: list[tuple[str, dict[str, Any]]] = []
+        self.ddb.meta.events.register("before-call.dynamodb.*", self._seen)
+
+    def _seen(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        self.operations.append((model.name, params.get("body", {})))
+
+    def upload(self, key: str, data: bytes = b"x" * 1234) -> ObjectRef:
+        response = self.s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+        return ObjectRef(BUCKET, key, response["VersionId"], response["ETag"].strip('"'), len(data))
+
+    def record(
+        self,
+        ref: ObjectRef,
+        status: Status = Status.FAILED,
+        recorded_at: datetime = T0,
+        attempt: int | None = 0,
+    ) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "pk": {"S": ref.record_id},
+            "bucket": {"S": ref.bucket},
+            "key": {"S": ref.key},
+            "version_id": {"S": ref.version},
+            "etag": {"S": ref.etag},
+            "status": {"S": status.value},
+            "event_time": {"S": "2026-12-01T09:59:59.000Z"},
+            "recorded_at": {"S": stamp(recorded_at)},
+        }
+        if attempt is not None:
+            item["attempt"] = {"N": str(attempt)}
+        self.ddb.put_item(TableName=TABLE, Item=item)
+        return item
+
+    def redriver(self, **overrides: Any) -> Redriver:
+        settings: dict[str, Any] = {
+            "stepfunctions": self.sfn,
+            "state_machine_arn": self.machine,
+            "dynamodb": self.ddb,
+            "table_name": TABLE,
+            "sqs": self.sqs,
+            "dead_letter_queue_url": self.queue,
+            "s3": self.s3,
+            "wait_seconds": 0,
+        }
+        return Redriver(**{**settings, **overrides})
+
+    def executions(self) -> dict[str, dict[str, Any]]:
+        listed = self.sfn.list_executions(stateMachineArn=self.machine)["executions"]
+        return {
+            e["name"]: json.loads(
+                self.sfn.describe_execution(executionArn=e["executionArn"])["input"]
+            )
+            for e in listed
+        }
+
+    def visible_bodies(self) -> list[str]:
+        messages = self.sqs.receive_message(
+            QueueUrl=self.queue, MaxNumberOfMessages=10, VisibilityTimeout=0
+        ).get("Messages", [])
+        return sorted(m["Body"] for m in messages)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():
+        yield Aws()
+
+
+# ---- selecting records ------------------------------------------------------------
+
+
+def test_failed_records_come_from_the_status_index_never_a_scan(aws: Aws) -> None:
+    refs = {name: aws.upload(f"incoming/{name}.png") for name in ("a", "b", "c", "d")}
+    aws.record(refs["a"], recorded_at=T0 - timedelta(hours=2))
+    aws.record(refs["b"], recorded_at=T0)
+    aws.record(refs["c"], recorded_at=T0 + timedelta(hours=1))
+    aws.record(refs["d"], status=Status.ACCEPTED, recorded_at=T0)
+    other = aws.upload("elsewhere/e.png")
+    aws.record(other, recorded_at=T0)
+    aws.operations.clear()
+
+    def keys(**selection: Any) -> list[str]:
+        return sorted(r["key"] for r in query_records(aws.ddb, TABLE, Selection(**selection)))
+
+    assert keys() == ["elsewhere/e.png", "incoming/a.png", "incoming/b.png", "incoming/c.png"]
+    assert keys(prefix="incoming/") == ["incoming/a.png", "incoming/b.png", "incoming/c.png"]
+    # since is inclusive, until exclusive (to the millisecond, as recorded_at is written).
+    assert keys(since=T0, prefix="incoming/") == ["incoming/b.png", "incoming/c.png"]
+    assert keys(until=T0) == ["incoming/a.png"]
+    assert keys(until=T0 + timedelta(milliseconds=1), prefix="incoming/") == [
+        "incoming/a.png",
+        "incoming/b.png",
+    ]
+    assert keys(since=T0 - timedelta(hours=1), until=T0 + timedelta(hours=1)) == [
+        "elsewhere/e.png",
+        "incoming/b.png",
+    ]
+    names = {name for name, _ in aws.operations}
+    assert names == {"Query"}, names
+    assert all(
+        json.loads(body or "{}").get("IndexName") == STATUS_INDEX_NAME for _, body in aws.operations
+    )
+
+
+@pytest.mark.parametrize("status", ["ACCEPTED", "NEEDS_REVIEW", "REJECTED", "PENDING"])
+def test_only_failed_records_may_be_replayed(aws: Aws, status: str) -> None:
+    aws.record(aws.upload("incoming/a.png"), status=Status.ACCEPTED)
+    with pytest.raises(RedriveError, match="only FAILED records can be replayed"):
+        aws.redriver().redrive_records(Selection(status=status))
+    assert aws.executions() == {}
+
+
+def test_a_time_range_must_be_a_range() -> None:
+    with pytest.raises(RedriveError, match="before"):
+        Selection(since=T0, until=T0).check()
+
+
+# ---- replaying records --------------------------------------------------------------
+
+
+def test_a_replay_is_the_next_attempt_under_a_deterministic_name_and_starts_once(
+    aws: Aws,
+) -> None:
+    first, legacy, third = (aws.upload(f"incoming/{n}.png") for n in ("first", "legacy", "third"))
+    aws.record(first, attempt=0)
+    aws.record(legacy, attempt=None)  # written before records carried an attempt
+    aws.record(third, attempt=2)
+
+    report = aws.redriver().redrive_records(Selection())
+
+    assert sorted((r.key, r.outcome, r.attempt) for r in report.replays) == [
+        ("incoming/first.png", Outcome.STARTED, 1),
+        ("incoming/legacy.png", Outcome.STARTED, 1),
+        ("incoming/third.png", Outcome.STARTED, 3),
+    ]
+    assert report.clean
+    executions = aws.executions()
+    assert set(executions) == {
+        f"{first.execution_name}-r1",
+        f"{legacy.execution_name}-r1",
+        f"{third.execution_name}-r3",
+    }
+    document = executions[f"{first.execution_name}-r1"]
+    assert document == {
+        "object": first.to_json() | {"sequencer": ""},
+        "event_time": "2026-12-01T09:59:59.000Z",
+        "attempt": 1,
+    }
+    assert document["object"]["size"] == 1234  # read back from S3: the record lacks it
+
+    # The records are still FAILED (nothing runs in this moto): a second redrive finds
+    # every execution there already and starts nothing.
+    again = aws.redriver().redrive_records(Selection())
+    assert {r.outcome for r in again.replays} == {Outcome.ALREADY_STARTED}
+    assert len(aws.executions()) == 3
+
+
+def test_a_dry_run_starts_nothing(aws: Aws) -> None:
+    ref = aws.upload("incoming/a.png")
+    aws.record(ref)
+    report = aws.redriver().redrive_records(Selection(), dry_run=True)
+    assert [(r.outcome, r.execution_name) for r in report.replays] == [
+        (Outcome.WOULD_START, f"{ref.execution_name}-r1")
+    ]
+    assert aws.executions() == {}
+
+
+def test_a_record_whose_fields_disagree_with_its_key_is_reported_not_replayed(aws: Aws) -> None:
+    ref = aws.upload("incoming/a.png")
+    item = aws.record(ref)
+    item["key"] = {"S": "incoming/other.png"}
+    aws.ddb.put_item(TableName=TABLE, Item=item)
+    report = aws.redriver().redrive_records(Selection())
+    (replay,) = report.replays
+    assert replay.outcome is Outcome.ERROR and "names another object" in replay.detail
+    assert not report.clean
+    assert aws.executions() == {}
+
+
+@given(st.text(min_size=1, max_size=300), st.integers(min_value=1, max_value=10_000))
+def test_replay_names_are_valid_distinct_and_extend_the_first_name(key: str, attempt: int) -> None:
+    ref = ObjectRef("images", key, "v", "e", 1)
+    original, name = ref.execution_name, ref.execution_name_for(attempt)
+    assert len(name) <= 80 and re.fullmatch(r"[A-Za-z0-9_-]+", name)
+    assert name.endswith(f"-r{attempt}") and name != ref.execution_name_for(attempt + 1)
+    assert name[-len(f"-r{attempt}") - 32 :].startswith(original[-32:])  # the identity digest
+    if len(original) + len(f"-r{attempt}") <= 80:
+        assert name == f"{original}-r{attempt}"
+    assert ref.execution_name_for(0) == original
+
+
+def test_execution_arns_follow_the_state_machine() -> None:
+    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:classify"
+    assert execution_arn(machine, "x-r1") == (
+        "arn:aws:states:us-east-1:123456789012:execution:classify:x-r1"
+    )
+    with pytest.raises(RedriveError):
+        execution_arn("arn:aws:sqs:us-east-1:123456789012:queue", "x")
+
+
+# ---- the record condition ---------------------------------------------------------------
+
+EXISTING: dict[str, dict[str, Any] | None] = {
+    "none": None,
+    "FAILED attempt 0": {"status": "FAILED", "attempt": 0},
+    "FAILED attempt 1": {"status": "FAILED", "attempt": 1},
+    "FAILED without attempt": {"status": "FAILED"},
+    "ACCEPTED attempt 0": {"status": "ACCEPTED", "attempt": 0},
+    "NEEDS_REVIEW attempt 1": {"status": "NEEDS_REVIEW", "attempt": 1},
+    "REJECTED attempt 0": {"status": "REJECTED", "attempt": 0},
+}
+# Which (existing item, writer's attempt) may write: written out by hand, not derived.
+ALLOWED = {
+    ("none", 0),
+    ("none", 1),
+    ("none", 2),
+    ("FAILED attempt 0", 1),
+    ("FAILED attempt 0", 2),
+    ("FAILED attempt 1", 2),
+    ("FAILED without attempt", 0),  # written before attempts: any attempt may replace it
+    ("FAILED without attempt", 1),
+    ("FAILED without attempt", 2),
+}
+
+
+@pytest.mark.parametrize("existing", sorted(EXISTING))
+@pytest.mark.parametrize("attempt", [0, 1, 2])
+def test_the_record_condition_replaces_only_a_failed_item_of_an_earlier_attempt(
+    aws: Aws, existing: str, attempt: int
+) -> None:
+    """The condition the Record* states send, evaluated by DynamoDB (moto)."""
+    before = EXISTING[existing]
+    item: dict[str, Any] | None = None
+    if before is not None:
+        item = {
+            "pk": {"S": "images/a.png#v"},
+            "status": {"S": before["status"]},
+            "label": {"S": "the item before"},
+        }
+        if "attempt" in before:
+            item["attempt"] = {"N": str(before["attempt"])}
+        aws.ddb.put_item(TableName=TABLE, Item=item)
+    allowed = (existing, attempt) in ALLOWED
+    assert may_replace(before, attempt) is allowed
+    write = {
+        "pk": {"S": "images/a.png#v"},
+        "status": {"S": "ACCEPTED"},
+        "attempt": {"N": str(attempt)},
+    }
+    try:
+        aws.ddb.put_item(
+            TableName=TABLE,
+            Item=write,
+            ConditionExpression=RECORD_CONDITION_EXPRESSION,
+            ExpressionAttributeNames=RECORD_CONDITION_NAMES,
+            ExpressionAttributeValues=condition_values(attempt),
+        )
+        written = True
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
+        written = False
+    assert written is allowed
+    stored = aws.ddb.get_item(TableName=TABLE, Key={"pk": {"S": "images/a.png#v"}})["Item"]
+    assert stored == (write if allowed else item)
+
+
+# ---- the dead-letter queue ----------------------------------------------------------------
+
+
+def s3_event(*refs: ObjectRef) -> str:
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventSource": "aws:s3",
+                    "eventTime": "2026-12-01T09:00:00.000Z",
+                    "s3": {
+                        "bucket": {"name": ref.bucket},
+                        "object": {
+                            "key": ref.key.replace(" ", "+"),
+                            "size": ref.size,
+                            "eTag": ref.etag,
+                            "versionId": ref.version,
+                            "sequencer": "01",
+                        },
+                    },
+                }
+                for ref in refs
+            ]
+        }
+    )
+
+
+def workflow_failed(ref: ObjectRef, attempt: int | None) -> str:
+    message: dict[str, Any] = {
+        "kind": "workflow_failed",
+        "object": ref.to_json(),
+        "event_time": "2026-12-01T09:00:00.000Z",
+        "failure": {"error_code": "EndpointUnavailable", "cause": {"errorMessage": "down"}},
+        "execution_arn": "arn:aws:states:us-east-1:123456789012:execution:classify:x",
+    }
+    if attempt is not None:
+        message["attempt"] = attempt
+    return json.dumps(message)
+
+
+STRANGERS = [
+    '{"hello": "not a replayable message"}',
+    "not json at all",
+    json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET}),
+    json.dumps({"Records": []}),
+    json.dumps({"kind": "workflow_failed", "object": "nope"}),
+]
+
+
+def test_draining_replays_s3_events_and_workflow_failures_and_leaves_the_rest(aws: Aws) -> None:
+    photo, other, failed, legacy = (
+        aws.upload(f"incoming/{n}.png") for n in ("my photo", "other", "failed", "legacy")
+    )
+    for body in [s3_event(photo, other), workflow_failed(failed, 1), workflow_failed(legacy, None)]:
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+    for body in STRANGERS:
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+
+    report = aws.redriver().drain_dead_letters()
+
+    replayed = sorted((r.source, r.key, r.outcome, r.attempt) for r in report.replays if r.key)
+    assert replayed == [
+        (Source.S3_EVENT, "incoming/my photo.png", Outcome.STARTED, 0),
+        (Source.S3_EVENT, "incoming/other.png", Outcome.STARTED, 0),
+        (Source.WORKFLOW_FAILED, "incoming/failed.png", Outcome.STARTED, 2),
+        (Source.WORKFLOW_FAILED, "incoming/legacy.png", Outcome.STARTED, 1),
+    ]
+    left = [r for r in report.replays if r.outcome is Outcome.LEFT]
+    assert len(left) == len(STRANGERS) and all(r.detail for r in left)
+    assert (report.messages_deleted, report.messages_left) == (3, len(STRANGERS))
+    assert not report.clean
+    executions = aws.executions()
+    assert set(executions) == {
+        photo.execution_name,
+        other.execution_name,
+        f"{failed.execution_name}-r2",
+        f"{legacy.execution_name}-r1",
+    }
+    # An S3 event starts the object's first execution, exactly as the start function does.
+    assert executions[photo.execution_name] == {
+        "object": photo.to_json() | {"sequencer": "01"},
+        "event_time": "2026-12-01T09:00:00.000Z",
+        "attempt": 0,
+    }
+    assert executions[f"{failed.execution_name}-r2"]["attempt"] == 2
+    # What stays is visible again at once, for the next reader.
+    assert aws.visible_bodies() == sorted(STRANGERS)
+
+    again = aws.redriver().drain_dead_letters()
+    assert {r.outcome for r in again.replays} == {Outcome.LEFT}
+    assert (again.messages_deleted, again.messages_left) == (0, len(STRANGERS))
+    assert len(aws.executions()) == 4
+
+
+def test_a_dead_letter_whose_execution_exists_is_deleted_without_a_second_start(aws: Aws) -> None:
+    ref = aws.upload("incoming/a.png")
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=workflow_failed(ref, 0))
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=s3_event(ref))
+    aws.record(ref)
+    aws.redriver().redrive_records(Selection())  # starts attempt 1
+    aws.sfn.start_execution(  # the first execution, as the start function ran it
+        stateMachineArn=aws.machine, name=ref.execution_name, input="{}"
+    )
+
+    report = aws.redriver().drain_dead_letters()
+
+    assert sorted((r.source, r.outcome) for r in report.replays) == [
+        (Source.S3_EVENT, Outcome.ALREADY_STARTED),
+        (Source.WORKFLOW_FAILED, Outcome.ALREADY_STARTED),
+    ]
+    assert (report.messages_deleted, report.messages_left) == (2, 0)
+    assert len(aws.executions()) == 2
+    assert aws.visible_bodies() == []
+
+
+def test_a_message_stays_when_its_replay_could_not_start(aws: Aws) -> None:
+    ref = aws.upload("incoming/a.png")
+    bodies = sorted([workflow_failed(ref, 0), s3_event(ref)])
+    for body in bodies:
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+    missing = aws.machine.replace(":classify", ":deleted-machine")
+
+    report = aws.redriver(state_machine_arn=missing).drain_dead_letters()
+
+    assert {r.outcome for r in report.replays} == {Outcome.ERROR}
+    assert all("StateMachineDoesNotExist" in r.detail for r in report.replays)
+    assert (report.messages_deleted, report.messages_left) == (0, 2)
+    assert aws.visible_bodies() == bodies
+
+
+def test_a_dry_run_drain_starts_and_deletes_nothing(aws: Aws) -> None:
+    ref = aws.upload("incoming/a.png")
+    bodies = sorted([workflow_failed(ref, 0), s3_event(ref), STRANGERS[0]])
+    for body in bodies:
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+    report = aws.redriver().drain_dead_letters(dry_run=True)
+    assert sorted(r.outcome for r in report.replays) == sorted(
+        [Outcome.WOULD_START, Outcome.WOULD_START, Outcome.LEFT]
+    )
+    assert report.messages_deleted == 0
+    assert aws.executions() == {}
+    assert aws.visible_bodies() == bodies
+
+
+def test_dead_letters_are_sorted_by_shape() -> None:
+    ref = ObjectRef("images", "incoming/a.png", "v", "e", 3)
+    assert parse_dead_letter(s3_event(ref)).source is Source.S3_EVENT
+    letter = parse_dead_letter(workflow_failed(ref, 4))
+    assert (letter.source, letter.ref, letter.attempt) == (Source.WORKFLOW_FAILED, ref, 4)
+    for body in STRANGERS:
+        assert parse_dead_letter(body).source is Source.OTHER, body
+    assert parse_dead_letter(workflow_failed(ref, -1)).source is Source.OTHER
+
+
+# ---- the command's time arguments -----------------------------------------------------------
+
+
+def test_since_and_until_take_timestamps_or_ages() -> None:
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    assert parse_moment("2h", now) == now - timedelta(hours=2)
+    assert parse_moment("30m", now) == now - timedelta(minutes=30)
+    assert parse_moment("1d", now) == now - timedelta(days=1)
+    assert parse_moment("2026-12-01T10:00:00Z", now) == T0
+    assert parse_moment("2026-12-01T10:00:00", now) == T0  # no zone: UTC
+    assert parse_moment(None, now) is None
+    from scones.cli.errors import CommandError
+
+    with pytest.raises(CommandError, match="age"):
+        parse_moment("yesterday", now)

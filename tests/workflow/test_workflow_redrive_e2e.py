@@ -1,0 +1,268 @@
+"""``scones redrive`` on the offline stack: outages replayed, dead letters drained.
+
+The CLI is called in-process (``scones.cli.main.main``) and finds this module's
+offline stack through the state file, as it finds the stack of ``scones up``; one
+test goes the AWS way instead (``--stack`` outputs from CloudFormation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from workflow_helpers import confident_image, history_events, wait_for_execution
+
+from scones.cli import stack_state
+from scones.cli.main import main
+from scones.offline.client import StackClient, Upload
+from scones.offline.stack import OfflineStack
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow-stack")]
+
+CLASSIFIED = ("ACCEPTED", "NEEDS_REVIEW")
+
+
+@pytest.fixture(autouse=True)
+def state_file(
+    stack: OfflineStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Point the CLI at this module's stack, as `scones up` would."""
+    monkeypatch.setattr(stack_state, "STATE_DIR", tmp_path / ".scones")
+    monkeypatch.setattr(stack_state, "STATE_FILE", tmp_path / ".scones" / "stack.json")
+    stack_state.write_state(stack.endpoints, os.getpid(), stack.work_dir)
+    yield
+    stack.set_faults(None)
+
+
+def redrive(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    code = main(["redrive", "--json", *args])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else {}
+
+
+def outcomes(report: dict[str, Any]) -> list[tuple[str, str, int]]:
+    return sorted((r["key"], r["outcome"], r["attempt"]) for r in report["replays"])
+
+
+def image(local_predictions: dict[Path, tuple[str, float]], threshold: float) -> bytes:
+    return confident_image(local_predictions, threshold).read_bytes()
+
+
+def wait_for_attempt(
+    api: StackClient,
+    uploads: list[Upload],
+    attempt: int,
+    statuses: tuple[str, ...],
+    timeout: float = 90,
+) -> dict[Upload, dict[str, Any]]:
+    """Each upload's record once it is the one ``attempt`` wrote, with one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        by_version = {(r["key"], r.get("version_id")): r for r in api.records()}
+        found = {u: by_version.get((u.key, u.version_id)) for u in uploads}
+        done = {
+            u: r
+            for u, r in found.items()
+            if r is not None and r.get("attempt") == attempt and r["status"] in statuses
+        }
+        if len(done) == len(uploads):
+            return done
+        if time.monotonic() > deadline:
+            raise AssertionError(f"records not at attempt {attempt} in {statuses}: {found}")
+        time.sleep(0.2)
+
+
+def records_for(api: StackClient, key: str) -> list[dict[str, Any]]:
+    return [r for r in api.records() if r.get("key") == key]
+
+
+def execution_names(api: StackClient) -> list[str]:
+    sfn = api.client("stepfunctions")
+    names: list[str] = []
+    kwargs: dict[str, Any] = {"stateMachineArn": api.endpoints.state_machine_arn}
+    while True:
+        page = sfn.list_executions(**kwargs)
+        names += [e["name"] for e in page["executions"]]
+        if not page.get("nextToken"):
+            return names
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def dead_letters(api: StackClient) -> list[dict[str, Any]]:
+    return [json.loads(m["Body"]) for m in api.dead_letters()]
+
+
+def run_again(api: StackClient, execution_arn: str, name: str, **changes: Any) -> str:
+    """Start another execution with ``execution_arn``'s input (changed): a duplicate run."""
+    sfn = api.client("stepfunctions")
+    document = json.loads(sfn.describe_execution(executionArn=execution_arn)["input"])
+    document.update(changes)
+    arn = str(
+        sfn.start_execution(
+            stateMachineArn=api.endpoints.state_machine_arn, name=name, input=json.dumps(document)
+        )["executionArn"]
+    )
+    assert wait_for_execution(sfn, arn) == "SUCCEEDED"
+    return arn
+
+
+def ended_in(api: StackClient, execution_arn: str) -> str:
+    events = history_events(api.client("stepfunctions"), execution_arn)
+    (succeeded,) = [e for e in events if e["type"] == "SucceedStateEntered"]
+    return str(succeeded["stateEnteredEventDetails"]["name"])
+
+
+def test_an_outage_is_replayed_and_every_object_is_classified_exactly_once(
+    stack: OfflineStack,
+    local_predictions: dict[Path, tuple[str, float]],
+    threshold: float,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    api = stack.api()
+    data = image(local_predictions, threshold)
+    stack.set_faults({"unavailable": -1})
+    uploads = [api.upload_bytes(f"outage/photo-{i}.png", data) for i in range(3)]
+    failed = wait_for_attempt(api, uploads, 0, ("FAILED",))
+    stack.set_faults(None)
+    keys = sorted(u.key for u in uploads)
+    assert {r["error_code"] for r in failed.values()} == {"EndpointUnavailable"}
+    letters = [m for m in dead_letters(api) if m.get("kind") == "workflow_failed"]
+    assert sorted(m["object"]["key"] for m in letters) == keys
+    assert {m["attempt"] for m in letters} == {0}
+
+    code, report = redrive(capsys)
+    assert code == 0
+    assert outcomes(report) == [(key, "started", 1) for key in keys]
+    # Running it again at once starts nothing: the replays' names are taken.
+    executions_before = len(execution_names(api))
+    code, again = redrive(capsys)
+    assert code == 0
+    assert all(r["outcome"] == "already_started" for r in again["replays"]), again
+
+    records = wait_for_attempt(api, uploads, 1, CLASSIFIED)
+    for upload, record in records.items():
+        assert record["execution_arn"].rsplit(":", 1)[-1] == (
+            failed[upload]["execution_arn"].rsplit(":", 1)[-1] + "-r1"
+        )
+        assert ended_in(api, record["execution_arn"]) == "Classified"
+        assert [r["pk"] for r in records_for(api, upload.key)] == [record["pk"]]
+
+    code, third = redrive(capsys)
+    assert (code, third["replays"]) == (0, [])  # nothing FAILED is left
+
+    # The outage's dead letters now ask for executions that exist: deleted, nothing new.
+    code, drained = redrive(capsys, "--dead-letters")
+    assert code == 0
+    assert outcomes(drained) == [(key, "already_started", 1) for key in keys]
+    assert drained["messages_deleted"] == 3 and drained["messages_left"] == 0
+    assert not [m for m in dead_letters(api) if m.get("object", {}).get("key") in keys]
+    assert len(execution_names(api)) == executions_before
+    assert wait_for_attempt(api, uploads, 1, CLASSIFIED) == records
+
+
+def test_a_dead_lettered_s3_event_is_replayed_and_other_messages_stay(
+    stack: OfflineStack,
+    local_predictions: dict[Path, tuple[str, float]],
+    threshold: float,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    api = stack.api()
+    sqs = api.client("sqs")
+    ingest_url = stack.stack.outputs["IngestQueueUrl"]
+    dlq_url = api.endpoints.dead_letter_queue_url
+    with stack.delivery_paused():
+        upload = api.upload_bytes("dlq-event/photo.png", image(local_predictions, threshold))
+        # As if the start function had failed maxReceiveCount times: SQS moves it over.
+        message = sqs.receive_message(QueueUrl=ingest_url, WaitTimeSeconds=2)["Messages"][0]
+        sqs.send_message(QueueUrl=dlq_url, MessageBody=message["Body"])
+        sqs.delete_message(QueueUrl=ingest_url, ReceiptHandle=message["ReceiptHandle"])
+    stranger = '{"hello": "not a replayable message"}'
+    sqs.send_message(QueueUrl=dlq_url, MessageBody=stranger)
+    assert records_for(api, upload.key) == []
+
+    code, report = redrive(capsys, "--dead-letters")
+
+    assert code == 1  # something was left for a person to look at
+    by_source = {r["source"]: r for r in report["replays"]}
+    assert set(by_source) == {"s3_event", "other"}
+    started = by_source["s3_event"]
+    assert (started["key"], started["outcome"], started["attempt"]) == (upload.key, "started", 0)
+    assert by_source["other"]["outcome"] == "left"
+    assert report["messages_deleted"] == 1 and report["messages_left"] == 1
+    record = api.wait_for_records([upload], timeout=60)[upload]
+    assert record["status"] in CLASSIFIED and record["attempt"] == 0
+    # The replay is the object's first execution, named as the start function names it.
+    assert record["execution_arn"].rsplit(":", 1)[-1] == started["execution_name"]
+    bodies = [m["Body"] for m in api.dead_letters()]
+    assert stranger in bodies and message["Body"] not in bodies
+
+    # The message that stayed is seen again at once, and again never deleted.
+    code, again = redrive(capsys, "--dead-letters")
+    assert code == 1
+    assert [(r["source"], r["outcome"]) for r in again["replays"]] == [("other", "left")]
+    assert stranger in [m["Body"] for m in api.dead_letters()]
+    assert len(records_for(api, upload.key)) == 1
+    for message in sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def test_a_failed_record_is_replaced_only_by_a_later_attempt(
+    stack: OfflineStack,
+    local_predictions: dict[Path, tuple[str, float]],
+    threshold: float,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = stack.api()
+    stack.set_faults({"unavailable": -1})
+    upload = api.upload_bytes("stale/photo.png", image(local_predictions, threshold))
+    first = wait_for_attempt(api, [upload], 0, ("FAILED",))[upload]
+    # The endpoint is still down: the replay fails too, and says so with attempt 1.
+    code, report = redrive(capsys, "--prefix", "incoming/stale/")
+    assert (code, outcomes(report)) == (0, [(upload.key, "started", 1)])
+    second = wait_for_attempt(api, [upload], 1, ("FAILED",))[upload]
+    stack.set_faults(None)
+    assert second["execution_arn"].endswith("-r1")
+
+    # A stale duplicate of the first execution (a late re-delivery, an Express workflow
+    # running twice) now succeeds, but must not replace the newer FAILED record.
+    stale = run_again(api, first["execution_arn"], "stale-duplicate-of-attempt-0")
+    assert ended_in(api, stale) == "AlreadyRecorded"
+    assert records_for(api, upload.key) == [second]
+    # Nor may a duplicate of attempt 1 (the same attempt) replace it.
+    same = run_again(api, second["execution_arn"], "duplicate-of-attempt-1")
+    assert ended_in(api, same) == "AlreadyRecorded"
+    assert records_for(api, upload.key) == [second]
+
+    # The AWS way: names from the stack's CloudFormation outputs.
+    for name, value in (("AWS_ACCESS_KEY_ID", "offline"), ("AWS_SECRET_ACCESS_KEY", "offline")):
+        monkeypatch.setenv(name, value)
+    aws = ["--stack", stack.stack.stack_name, "--endpoint-url", stack.endpoint_url]
+    code, report = redrive(capsys, *aws, "--region", "us-east-1", "--prefix", "incoming/stale/")
+    assert (code, outcomes(report)) == (0, [(upload.key, "started", 2)])
+    third = wait_for_attempt(api, [upload], 2, CLASSIFIED)[upload]
+    assert third["execution_arn"].endswith("-r2")
+
+    # A classified record is final: not even a later attempt replaces it.
+    later = run_again(api, third["execution_arn"], "later-attempt-on-accepted", attempt=3)
+    assert ended_in(api, later) == "AlreadyRecorded"
+    assert records_for(api, upload.key) == [third]
+    # The dead letters of attempts 0 and 1 ask for executions that exist: nothing starts.
+    code, drained = redrive(capsys, "--dead-letters")
+    assert code == 0
+    assert outcomes(drained) == [
+        (upload.key, "already_started", 1),
+        (upload.key, "already_started", 2),
+    ]
+    assert records_for(api, upload.key) == [third]
+    # Only FAILED records can be replayed.
+    assert main(["redrive", "--status", third["status"]]) == 2
+    assert "only FAILED records can be replayed" in capsys.readouterr().err
