@@ -53,7 +53,7 @@ def test_run_prints_every_record_and_stores_them(small_folder: Path, tmp_path: P
     for path in small_folder.rglob("*.png"):
         assert path.name in out
     assert "REJECTED" in out and "NotAnImage" in out
-    assert "5 images:" in out
+    assert "5 uploads:" in out
     assert "accuracy against true labels" in out and "of 4" in out
     assert "time per stage" in out and "inference" in out
     assert "lives in memory" in out
@@ -128,7 +128,10 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
         assert down.returncode == 0, down.stderr
         assert up.wait(timeout=30) == 0
         assert not state.exists()
-        assert "aws --endpoint-url" in (up.stdout.read() if up.stdout else "")
+        printed = up.stdout.read() if up.stdout else ""
+        assert f"export AWS_ENDPOINT_URL={endpoints['endpoint_url']}" in printed
+        assert f"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={endpoints['model_url']}" in printed
+        assert "Starting a new Thread" not in printed + (up.stderr.read() if up.stderr else "")
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)

@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "up",
     "classify",
     "results",
+    "env",
+    "invoke",
     "down",
     "serve",
     "prepare_data",
