@@ -111,6 +111,8 @@ def constraint_problems(value: str, spec: Mapping[str, Any]) -> list[str]:
     items = [value]
     if kind == "CommaDelimitedList" or kind.startswith("List<"):
         items = [item.strip() for item in value.split(",")] if value else []
+        if kind == "List<Number>":
+            problems += [f"item {i!r} is not a number" for i in items if _number(i) is None]
     elif kind != "String" and not kind.startswith("AWS::"):
         return [f"has a Type scones cannot check offline: {kind}"]
     if "MinLength" in spec and len(value) < int(spec["MinLength"]):

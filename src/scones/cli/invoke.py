@@ -95,8 +95,10 @@ def invoke_command(args: argparse.Namespace) -> int:
                 f"running (pid {running['pid']}); stop it with `scones down`, or drop --param"
             )
         api = client_from_state()
-        name = _physical_name(api.client("cloudformation"), str(running["stack_name"]), args)
-        return _invoke(api.client("lambda"), name, event)
+        name = (running.get("physical_ids") or {}).get(args.function) or _physical_name(
+            api.client("cloudformation"), str(running.get("stack_name") or "scones"), args
+        )
+        return _invoke(api.client("lambda"), str(name), event)
     return _invoke_on_new_stack(args, overrides, event)
 
 
@@ -111,12 +113,14 @@ def _running_stack() -> dict[str, Any] | None:
 
 def _physical_name(cloudformation: Any, stack_name: str, args: argparse.Namespace) -> str:
     try:
-        resource = cloudformation.describe_stack_resource(
-            StackName=stack_name or "scones", LogicalResourceId=args.function
-        )
+        pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack_name)
+        for page in pages:
+            for resource in page["StackResourceSummaries"]:
+                if resource["LogicalResourceId"] == args.function:
+                    return str(resource["PhysicalResourceId"])
     except Exception as exc:
-        raise CommandError(f"{args.function}: not found in the running stack: {exc}") from exc
-    return str(resource["StackResourceDetail"]["PhysicalResourceId"])
+        raise CommandError(f"{args.function}: cannot list the running stack: {exc}") from exc
+    raise CommandError(f"{args.function}: not found in the running stack {stack_name}")
 
 
 def _invoke_on_new_stack(args: argparse.Namespace, overrides: dict[str, str], event: Any) -> int:

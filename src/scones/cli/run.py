@@ -200,7 +200,7 @@ def _classify(
 
 def _print_monitor(console: Console, monitor: dict[str, Any]) -> None:
     if monitor:
-        console.print("monitor: " + monitor_line(monitor), highlight=False)
+        console.print("monitor: " + monitor_line(monitor), highlight=False, soft_wrap=True)
 
 
 def _report_saved(console: Console, path: Path | None, error: str | None) -> None:

@@ -109,6 +109,7 @@ def write_state(
     stack_name: str = "scones",
     labels: str = "",
     model: dict[str, Any] | None = None,
+    physical_ids: dict[str, str] | None = None,
 ) -> None:
     """What other commands need: endpoints and names, the labels (true labels from folder
     names, as ``scones run``), and the served model's identity (one model per stack)."""
@@ -120,6 +121,8 @@ def write_state(
         "stack_name": stack_name,
         "model_labels": labels,
         "model": model or {},
+        # logical id -> physical id of every resource (``scones invoke`` names functions).
+        "physical_ids": physical_ids or {},
     }
     STATE_FILE.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 

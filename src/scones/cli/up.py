@@ -112,6 +112,7 @@ def up_command(args: argparse.Namespace) -> int:
                 stack_name=options.stack_name,
                 labels=stack.parameters["ModelLabels"],
                 model=model_identity(options.model_dir),
+                physical_ids=stack.stack.physical_ids,
             )
             console.print(_instructions(stack, args.out))
             sys.stdout.flush()
