@@ -62,9 +62,16 @@ def parameter_default(name: str, path: Path = TEMPLATE_PATH) -> str:
 
 
 def resolve_parameters(
-    overrides: Mapping[str, str], template: dict[str, Any] | None = None
+    overrides: Mapping[str, str],
+    template: dict[str, Any] | None = None,
+    *,
+    check_rules: bool = True,
 ) -> dict[str, str]:
-    """Defaults plus ``overrides``, checked; raises :class:`ParameterError` naming every problem."""
+    """Defaults plus ``overrides``, checked; raises :class:`ParameterError` naming every problem.
+
+    ``check_rules=False`` leaves the template's ``Rules`` out (for tests that evaluate
+    them on values the rules refuse); deployments and commands always check them.
+    """
     template = load_template() if template is None else template
     declared: dict[str, dict[str, Any]] = template.get("Parameters", {}) or {}
     problems: list[str] = []
@@ -86,7 +93,8 @@ def resolve_parameters(
             + (f" ({spec['ConstraintDescription']})" if "ConstraintDescription" in spec else "")
             for problem in constraint_problems(values[name], spec)
         ]
-    problems += rule_problems(template, values)
+    if check_rules:
+        problems += rule_problems(template, values)
     if problems:
         raise ParameterError(problems)
     return values

@@ -214,6 +214,9 @@ def test_parameter_overrides_are_checked() -> None:
         effective_parameters(template, {"NoSuchParameter": "1"})
     with pytest.raises(DeployError, match="WorkflowType='FAST'"):
         effective_parameters(template, {"WorkflowType": "FAST"})
+    # The template's Rules too, as CloudFormation checks them before it creates anything.
+    with pytest.raises(DeployError, match="rule EndpointNeedsModel"):
+        effective_parameters(template, {"CreateEndpoint": "true"})
 
 
 def test_packaging_is_deterministic_and_leaves_caches_out(tmp_path: Any) -> None:

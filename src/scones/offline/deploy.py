@@ -122,10 +122,12 @@ def active_resources(cfn: dict[str, Any], parameters: dict[str, str]) -> set[str
     return active
 
 
-def effective_parameters(template: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
+def effective_parameters(
+    template: dict[str, Any], overrides: dict[str, str], *, check_rules: bool = True
+) -> dict[str, str]:
     """Defaults plus overrides, checked as ``sam deploy`` checks them (every problem at once)."""
     try:
-        return resolve_parameters(overrides, template)
+        return resolve_parameters(overrides, template, check_rules=check_rules)
     except ParameterError as exc:
         raise DeployError(str(exc)) from exc
 
