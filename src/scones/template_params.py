@@ -1,11 +1,22 @@
-"""Read ``template.yaml``'s parameter defaults, the one source of configuration.
+"""Read ``template.yaml``'s parameters, the one source of configuration, and check values.
 
 The CLI, the offline stack and the reports take their defaults (threshold, image
 limits, endpoint name, ...) from here, so a value is written in exactly one place.
+
+``resolve_parameters`` checks a set of overrides the way ``sam deploy`` (CloudFormation)
+does before it creates anything: every declared constraint (``Type`` Number / String /
+CommaDelimitedList, ``AllowedValues``, ``AllowedPattern`` as a full match,
+``MinValue``/``MaxValue``, ``MinLength``/``MaxLength``) and every ``Rules`` entry
+(``RuleCondition`` and ``Assertions`` over the effective values). It reports every
+problem at once, as :class:`ParameterError`.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import re
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,6 +25,18 @@ from samtranslator.yaml_helper import yaml_parse
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
+
+
+class ParameterError(ValueError):
+    """Parameter values that CloudFormation would refuse; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            "invalid template parameters:\n" + "\n".join(f"  - {p}" for p in self.problems)
+            if len(self.problems) > 1
+            else (self.problems[0] if self.problems else "invalid template parameters")
+        )
 
 
 @cache
@@ -33,3 +56,182 @@ def parameter_default(name: str, path: Path = TEMPLATE_PATH) -> str:
     if name not in defaults:
         raise KeyError(f"template parameter {name!r} has no default in {path}")
     return defaults[name]
+
+
+# -- checking values like CloudFormation ---------------------------------------------
+
+
+def resolve_parameters(
+    overrides: Mapping[str, str],
+    template: dict[str, Any] | None = None,
+    *,
+    check_rules: bool = True,
+) -> dict[str, str]:
+    """Defaults plus ``overrides``, checked; raises :class:`ParameterError` naming every problem.
+
+    ``check_rules=False`` leaves the template's ``Rules`` out (for tests that evaluate
+    them on values the rules refuse); deployments and commands always check them.
+    """
+    template = load_template() if template is None else template
+    declared: dict[str, dict[str, Any]] = template.get("Parameters", {}) or {}
+    problems: list[str] = []
+    for name in overrides:
+        if name not in declared:
+            close = difflib.get_close_matches(name, list(declared), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            problems.append(
+                f"unknown template parameter {name}: template.yaml has no such parameter{hint}"
+            )
+    values = {n: str(spec["Default"]) for n, spec in declared.items() if "Default" in spec}
+    values.update({k: str(v) for k, v in overrides.items() if k in declared})
+    for name, spec in declared.items():
+        if name not in values:
+            problems.append(f"{name} has no value (no Default in template.yaml and no override)")
+            continue
+        problems += [
+            f"{name}={values[name]!r} {problem}"
+            + (f" ({spec['ConstraintDescription']})" if "ConstraintDescription" in spec else "")
+            for problem in constraint_problems(values[name], spec)
+        ]
+    if check_rules:
+        problems += rule_problems(template, values)
+    if problems:
+        raise ParameterError(problems)
+    return values
+
+
+def constraint_problems(value: str, spec: Mapping[str, Any]) -> list[str]:
+    """What is wrong with one value against its parameter declaration (empty when fine)."""
+    kind = str(spec.get("Type", "String"))
+    problems: list[str] = []
+    if kind == "Number":
+        number = _number(value)
+        if number is None:
+            return ["is not a number (Type: Number)"]
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            problems.append(f"is less than MinValue {spec['MinValue']}")
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            problems.append(f"is greater than MaxValue {spec['MaxValue']}")
+        allowed = spec.get("AllowedValues")
+        if allowed and not any(_number(str(a)) == number for a in allowed):
+            problems.append(f"is not one of the AllowedValues {_show(allowed)}")
+        return problems
+    items = [value]
+    if kind == "CommaDelimitedList" or kind.startswith("List<"):
+        items = [item.strip() for item in value.split(",")] if value else []
+        if kind == "List<Number>":
+            problems += [f"item {i!r} is not a number" for i in items if _number(i) is None]
+    elif kind != "String" and not kind.startswith("AWS::"):
+        return [f"has a Type scones cannot check offline: {kind}"]
+    if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+        problems.append(f"is shorter than MinLength {spec['MinLength']}")
+    if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+        problems.append(f"is longer than MaxLength {spec['MaxLength']}")
+    allowed = spec.get("AllowedValues")
+    pattern = spec.get("AllowedPattern")
+    for item in items:
+        shown = "" if len(items) == 1 and item == value else f"item {item!r} "
+        if allowed and item not in [str(a) for a in allowed]:
+            problems.append(f"{shown}is not one of the AllowedValues {_show(allowed)}")
+        if pattern is not None and re.fullmatch(str(pattern), item) is None:
+            problems.append(f"{shown}does not match the AllowedPattern {pattern}")
+    return problems
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _show(allowed: list[Any]) -> str:
+    return "[" + ", ".join(str(a) for a in allowed) + "]"
+
+
+class _RuleError(ValueError):
+    pass
+
+
+def rule_problems(template: dict[str, Any], values: Mapping[str, str]) -> list[str]:
+    """The description of every ``Rules`` assertion that fails for these values."""
+    declared = template.get("Parameters", {}) or {}
+    problems: list[str] = []
+    for rule_name, rule in (template.get("Rules", {}) or {}).items():
+        try:
+            if "RuleCondition" in rule and not _truth(
+                _evaluate(rule["RuleCondition"], values, declared)
+            ):
+                continue
+            for assertion in rule.get("Assertions", []):
+                if not _truth(_evaluate(assertion["Assert"], values, declared)):
+                    description = assertion.get("AssertDescription") or (
+                        f"assertion {assertion['Assert']} failed"
+                    )
+                    problems.append(f"rule {rule_name}: {' '.join(str(description).split())}")
+        except _RuleError as exc:
+            problems.append(f"rule {rule_name}: {exc}")
+    return problems
+
+
+def _truth(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise _RuleError(f"{value!r} is not a boolean")
+
+
+def _evaluate(expr: Any, values: Mapping[str, str], declared: Mapping[str, Any]) -> Any:
+    """A rule-function expression: Ref, Fn::Equals/Not/And/Or/Contains/EachMember*/RefAll."""
+    if isinstance(expr, list):
+        return [_evaluate(e, values, declared) for e in expr]
+    if not isinstance(expr, dict):
+        return expr if isinstance(expr, bool) else str(expr)
+    if len(expr) != 1:
+        raise _RuleError(f"not a rule function: {expr}")
+    ((op, arg),) = expr.items()
+
+    def ev(e: Any) -> Any:
+        return _evaluate(e, values, declared)
+
+    def as_list(e: Any) -> list[Any]:
+        result = ev(e)
+        if isinstance(result, str):
+            return [item.strip() for item in result.split(",")] if result else []
+        return list(result)
+
+    if op == "Ref":
+        if arg not in values:
+            known = "has no value" if arg in declared else "is not a parameter"
+            raise _RuleError(f"Ref to {arg}, which {known}")
+        kind = str(declared.get(arg, {}).get("Type", "String"))
+        value = values[arg]
+        if kind == "CommaDelimitedList" or kind.startswith("List<"):
+            return [item.strip() for item in value.split(",")] if value else []
+        return value
+    if op == "Fn::Equals":
+        left, right = ev(arg[0]), ev(arg[1])
+        return left == right
+    if op == "Fn::Not":
+        return not _truth(ev(arg[0]))
+    if op == "Fn::And":
+        return all(_truth(ev(a)) for a in arg)
+    if op == "Fn::Or":
+        return any(_truth(ev(a)) for a in arg)
+    if op == "Fn::Contains":
+        return ev(arg[1]) in as_list(arg[0])
+    if op == "Fn::EachMemberEquals":
+        target = ev(arg[1])
+        return all(item == target for item in as_list(arg[0]))
+    if op == "Fn::EachMemberIn":
+        pool = as_list(arg[1])
+        return all(item in pool for item in as_list(arg[0]))
+    if op == "Fn::RefAll":
+        return [values[n] for n, spec in declared.items() if spec.get("Type") == arg]
+    if op in ("Fn::ValueOf", "Fn::ValueOfAll"):
+        # The attributes of AWS-specific parameter types (a VPC's tags, ...) live in the
+        # account; plain types have none. Neither can be looked up offline.
+        raise _RuleError(f"{op} {arg} needs an AWS account to evaluate")
+    raise _RuleError(f"unsupported rule function {op}")

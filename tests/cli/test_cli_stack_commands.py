@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,6 +18,13 @@ import pytest
 from scones.template_params import PROJECT_ROOT
 
 SAMPLES = PROJECT_ROOT / "samples"
+# events/<name>.json is the sample event of this function (sam local invoke -e).
+FUNCTION_OF_EVENT = {
+    "start_workflow": "StartWorkflowFunction",
+    "serialize_image": "SerializeImageFunction",
+    "classify_image": "ClassifyImageFunction",
+    "monitor": "MonitorFunction",
+}
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cli")]
 
 
@@ -45,15 +53,29 @@ def small_folder(tmp_path: Path) -> Path:
 
 def test_run_prints_every_record_and_stores_them(small_folder: Path, tmp_path: Path) -> None:
     result = scones(
-        "run", str(small_folder), "--out", str(tmp_path / "out"), "--no-progress", cwd=tmp_path
+        "run",
+        str(small_folder),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+        "--keep",
+        cwd=tmp_path,
     )
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
+    assert "Starting a new Thread" not in out + result.stderr  # moto's print is silenced
+    monitor_line = next(line for line in out.splitlines() if line.startswith("monitor:"))
+    assert "None" not in monitor_line and "retraining=" in monitor_line
+    # --keep: the work folder stays, with the function logs and the capture files.
+    [work] = list((tmp_path / "out").glob("work-*"))
+    assert f"work folder kept: {work}" in out.replace("\n", "")
+    assert (work / "logs").is_dir() and any((work / "logs").glob("*.log"))
+    assert len(list((work / "capture").rglob("*.jsonl"))) >= 1
     for path in small_folder.rglob("*.png"):
         assert path.name in out
     assert "REJECTED" in out and "NotAnImage" in out
-    assert "5 images:" in out
+    assert "5 uploads:" in out
     assert "accuracy against true labels" in out and "of 4" in out
     assert "time per stage" in out and "inference" in out
     assert "lives in memory" in out
@@ -75,9 +97,19 @@ def test_run_prints_every_record_and_stores_them(small_folder: Path, tmp_path: P
         assert f"{record['confidence']:.3f}" in out
     assert document["summary"]["by_status"]["REJECTED"] == 1
     assert document["monitor"]["request_count"] == 4
+    # Times as AWS writes them ($$.Execution.StartTime, $$.State.EnteredTime).
+    aws_time = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    for record in records.values():
+        assert re.fullmatch(aws_time, record["started_at"]), record
+        assert re.fullmatch(aws_time, record["recorded_at"]), record
+    model = json.loads((PROJECT_ROOT / "models/bicycle-motorcycle/model.json").read_text())
+    assert document["run"]["model"]["version"] == model["version"]
     report = stored.with_suffix(".html").read_text()
     assert "Confusion matrix" in report or "confusion matrix" in report
     assert report.count("<figure") == sum(1 for r in records.values() if r["status"] != "ACCEPTED")
+    assert model["version"] in report and model["onnx_sha256"] in report
+    assert document["run"]["started_at"] in report
+    assert report.count('<tr class="') == len(records) and "5 uploads" in report
 
 
 def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
@@ -108,10 +140,46 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
         assert [Path(r["key"]).name for r in rows] == sorted(
             p.name for p in (small_folder / "bicycle").glob("*.png")
         )
+        # A folder named after a label gives its files that true label, as in `scones run`.
+        assert {r["true_label"] for r in rows} == {"bicycle"}
 
         listed = scones("results", "--json", cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr
         assert {r["pk"] for r in json.loads(listed.stdout)} == {r["pk"] for r in rows}
+        table = scones("results", cwd=tmp_path)
+        assert table.returncode == 0, table.stderr
+        model = json.loads((PROJECT_ROOT / "models/bicycle-motorcycle/model.json").read_text())
+        assert "recorded at (UTC)" in table.stdout and "model" in table.stdout
+        assert table.stdout.count(model["version"]) >= len(rows)
+
+        # `scones env` gives what any AWS tool needs to reach the stack.
+        env_out = scones("env", cwd=tmp_path)
+        assert env_out.returncode == 0, env_out.stderr
+        exported = dict(
+            line.removeprefix("export ").split("=", 1) for line in env_out.stdout.splitlines()
+        )
+        assert exported["AWS_ENDPOINT_URL"] == endpoints["endpoint_url"]
+        assert exported["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == endpoints["model_url"]
+
+        # `scones report --capture s3://...` reads the running stack, not real AWS.
+        time.sleep(1.5)  # the endpoint flushes its capture buffer every second
+        capture = f"s3://{endpoints['bucket']}/datacapture"
+        drawn = scones(
+            "report", "--capture", capture, "--out", str(tmp_path / "t.png"), cwd=tmp_path
+        )
+        assert drawn.returncode == 0, drawn.stderr
+        assert "from the offline stack" in drawn.stderr and (tmp_path / "t.png").is_file()
+
+        # `scones invoke` runs each function's deployed zip and layer on its sample event.
+        for event in sorted((PROJECT_ROOT / "events").glob("*.json")):
+            function = FUNCTION_OF_EVENT[event.stem]
+            invoked = scones("invoke", function, "-e", str(event), cwd=tmp_path)
+            assert invoked.returncode in (0, 1), invoked.stderr
+            assert "START RequestId:" in invoked.stderr and "END RequestId:" in invoked.stderr
+            result = json.loads(invoked.stdout)
+            assert isinstance(result, dict), (event, result)
+            if invoked.returncode == 1:
+                assert result["errorType"] and result["errorMessage"], result
 
         import boto3
 
@@ -128,7 +196,10 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
         assert down.returncode == 0, down.stderr
         assert up.wait(timeout=30) == 0
         assert not state.exists()
-        assert "aws --endpoint-url" in (up.stdout.read() if up.stdout else "")
+        printed = up.stdout.read() if up.stdout else ""
+        assert f"export AWS_ENDPOINT_URL={endpoints['endpoint_url']}" in printed
+        assert f"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={endpoints['model_url']}" in printed
+        assert "Starting a new Thread" not in printed + (up.stderr.read() if up.stderr else "")
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)

@@ -141,6 +141,21 @@ def test_evaluate_command_writes_json_and_png(
         assert figure.width > 800
 
 
+def test_evaluate_command_without_out_only_prints_the_numbers(
+    always_bicycle: Path,
+    small_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["evaluate", "--model", str(always_bicycle), "--data", str(small_data)]
+    assert main([*argv, "--split", "all", "--threshold", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "coverage 1.0000" in out and "wrote" not in out
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_evaluate_command_needs_a_recorded_split_for_validation(
     always_bicycle: Path, small_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

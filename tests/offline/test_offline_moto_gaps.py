@@ -170,7 +170,11 @@ def _start_time_execution() -> dict[str, Any]:
     definition = {
         "StartAt": "P",
         "States": {
-            "P": {"Type": "Pass", "Parameters": {"t.$": "$$.Execution.StartTime"}, "End": True}
+            "P": {
+                "Type": "Pass",
+                "Parameters": {"t.$": "$$.Execution.StartTime", "e.$": "$$.State.EnteredTime"},
+                "End": True,
+            }
         },
     }
     arn = sfn.create_state_machine(
@@ -209,5 +213,55 @@ def test_moto_start_time_is_still_a_datetime_and_the_fix_makes_it_aws_shaped(
     finally:
         interpreter_fixes.uninstall()
     assert described["status"] == "SUCCEEDED"
-    start = json.loads(described["output"])["t"]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", start)
+    output = json.loads(described["output"])
+    aws_form = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(aws_form, output["t"]), output
+    assert re.fullmatch(aws_form, output["e"]), output
+
+
+def test_moto_state_entered_time_is_still_python_isoformat_and_the_fix_makes_it_aws_shaped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto writes ``$$.State.EnteredTime`` as AWS does: drop the
+    EnteredTime fix in interpreter_fixes."""
+    import re
+
+    from scones.offline import interpreter_fixes
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {"Type": "Pass", "Parameters": {"e.$": "$$.State.EnteredTime"}, "End": True}
+        },
+    }
+    outputs = []
+    for fixed in (False, True):
+        if fixed:
+            interpreter_fixes.install()
+        try:
+            with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+                sfn = boto3.client("stepfunctions", region_name="us-east-1")
+                arn = sfn.create_state_machine(
+                    name="entered-time",
+                    roleArn="arn:aws:iam::123456789012:role/x",
+                    definition=json.dumps(definition),
+                )["stateMachineArn"]
+                outputs.append(_wait(sfn, sfn.start_execution(stateMachineArn=arn, name="n")))
+        finally:
+            interpreter_fixes.uninstall()
+    raw, fixed_output = (json.loads(o["output"])["e"] for o in outputs)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", raw), raw
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", fixed_output), fixed_output
+
+
+def _wait(sfn: Any, started: dict[str, Any]) -> dict[str, Any]:
+    import time
+
+    for _ in range(100):
+        described = sfn.describe_execution(executionArn=started["executionArn"])
+        if described["status"] != "RUNNING":
+            return dict(described)
+        time.sleep(0.05)
+    raise AssertionError("execution did not finish")

@@ -27,7 +27,12 @@ PLUGIN_PREFIX = "bench_"
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "bench", help="run benchmarks (all of them, or one by name)", description=__doc__
+        "bench",
+        help="run benchmarks (all of them, or one by name)",
+        description=(
+            "Run one benchmark by name, or every benchmark with its defaults when no name is "
+            "given. Each prints its numbers; docs/benchmarks.md records the results."
+        ),
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     _register_server(benchmarks)

@@ -6,16 +6,23 @@ import argparse
 import json
 from pathlib import Path
 
-from scones.cli.display import make_console, records_table
+from scones.cli.display import make_console, print_summary, records_table, summarise
 from scones.cli.errors import CommandError
 from scones.cli.inputs import collect_inputs
-from scones.cli.stack_state import client_from_state
+from scones.cli.stack_state import client_from_state, read_state
 from scones.offline.client import StackClientError
+from scones.template_params import parameter_default
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "classify", help="upload files to the running stack and show their records"
+        "classify",
+        help="upload files to the running stack and show their records",
+        description=(
+            "Upload files to the stack that `scones up` runs and wait for their records. A "
+            "folder named after a label (bicycle, motorcycle) gives its files that true label, "
+            "as in `scones run`."
+        ),
     )
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for records")
@@ -24,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def classify_command(args: argparse.Namespace) -> int:
+    inputs = collect_inputs(args.paths, labels=_labels(read_state()))  # checked first
     api = client_from_state()
-    inputs = collect_inputs(args.paths, labels=())
     try:
         uploads = [api.upload_file(item.path, item.key) for item in inputs]
         records = api.wait_for_records(uploads, timeout=args.timeout)
@@ -33,11 +40,23 @@ def classify_command(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     except OSError as exc:
         raise CommandError(f"cannot read input: {exc}") from exc
-    rows = [records[u] for u in uploads]
+    rows = [
+        {**records[u], "true_label": item.true_label, "source": str(item.path)}
+        for u, item in zip(uploads, inputs, strict=True)
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        make_console().print(
+        console = make_console()
+        console.print(
             records_table(rows, title="Classified", strip_prefix=api.endpoints.incoming_prefix)
         )
+        print_summary(console, summarise(rows))
     return 0
+
+
+def _labels(state: dict[str, object]) -> tuple[str, ...]:
+    """The running stack's ModelLabels: a folder named after one gives its files that true
+    label, as in ``scones run``."""
+    text = str(state.get("model_labels") or parameter_default("ModelLabels"))
+    return tuple(label.strip() for label in text.split(",") if label.strip())

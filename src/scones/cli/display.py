@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -30,6 +33,20 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
+def scones_command() -> str:
+    """How to call this tool from the working directory, for hints that must work when
+    pasted: ``scones`` only when it is on PATH (the project's venv usually is not)."""
+    if shutil.which("scones"):
+        return "scones"
+    installed = Path(sys.executable).parent / "scones"
+    if installed.is_file():
+        try:
+            return str(installed.relative_to(Path.cwd()))
+        except ValueError:
+            return str(installed)
+    return f"{sys.executable} -m scones.cli.main"
+
+
 def make_console(stderr: bool = False) -> Console:
     """A console that stays readable when output is piped (no terminal width to read)."""
     console = Console(stderr=stderr)
@@ -39,27 +56,45 @@ def make_console(stderr: bool = False) -> Console:
 
 
 def records_table(
-    rows: list[dict[str, Any]], title: str = "Results", strip_prefix: str = ""
+    rows: list[dict[str, Any]],
+    title: str = "Results",
+    strip_prefix: str = "",
+    *,
+    model_version: str | None = None,
 ) -> Table:
+    """One line per record. With ``model_version`` (the version the stack serves), also
+    the time each record was written and the model that classified it."""
     table = Table(title=title, show_lines=False)
+    detailed = model_version is not None
+    if detailed:
+        table.add_column("recorded at (UTC)", no_wrap=True)
     table.add_column("key", overflow="fold")
     table.add_column("status", no_wrap=True)
     table.add_column("label")
     table.add_column("confidence", justify="right")
     table.add_column("true label")
     table.add_column("reason", overflow="fold", max_width=60)
+    if detailed:
+        table.add_column("model", no_wrap=True)
     for row in rows:
         status = str(row.get("status", ""))
         confidence = row.get("confidence")
         key = str(row.get("key", ""))
-        table.add_row(
+        cells = [
             key.removeprefix(strip_prefix),
             f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]",
             str(row.get("label") or "-"),
             f"{confidence:.3f}" if isinstance(confidence, int | float) else "-",
             str(row.get("true_label") or "-"),
             _reason(row),
-        )
+        ]
+        if detailed:
+            recorded = parse_time(row.get("recorded_at"))
+            when = recorded.strftime("%Y-%m-%d %H:%M:%S") if recorded else "-"
+            # Only a classified record went through the model.
+            model = (model_version or "?") if row.get("endpoint_name") else "-"
+            cells = [when, *cells, model]
+        table.add_row(*cells)
     return table
 
 
@@ -155,14 +190,15 @@ def _percentile(values: list[float], q: float) -> float:
 
 def print_summary(console: Console, summary: Summary) -> None:
     parts = [f"[{STATUS_STYLES[s]}]{s}[/] {n}" for s, n in summary.by_status.items()]
-    console.print(f"[bold]{summary.total} images:[/] " + "  ".join(parts))
+    # Not every upload is an image: count uploads.
+    console.print(f"[bold]{summary.total} uploads:[/] " + "  ".join(parts))
     if summary.accuracy is not None:
         line = f"accuracy against true labels: {summary.accuracy:.1%} of {summary.labelled}"
         if summary.accuracy_accepted is not None:
             line += f"; of the ACCEPTED ones: {summary.accuracy_accepted:.1%}"
         console.print(line)
     if summary.images_per_second is not None:
-        console.print(f"throughput: {summary.images_per_second:.1f} images/s")
+        console.print(f"throughput: {summary.images_per_second:.1f} uploads/s")
     if summary.stages_ms:
         stage_table = Table(title="time per stage (ms)")
         stage_table.add_column("stage")
@@ -171,3 +207,35 @@ def print_summary(console: Console, summary: Summary) -> None:
         for name, numbers in summary.stages_ms.items():
             stage_table.add_row(name, f"{numbers['mean']:.1f}", f"{numbers['p95']:.1f}")
         console.print(stage_table)
+
+
+def monitor_line(monitor: dict[str, Any]) -> str:
+    """One readable line for the monitor's response: no ``None``, no nested dumps."""
+    parts: list[str] = []
+    for name, value in monitor.items():
+        if name == "retraining":
+            parts.append(f"retraining={_retraining(value)}")
+        elif name == "alerts":
+            parts.append(f"alerts={','.join(map(str, value)) if value else 'none'}")
+        elif name == "warnings":
+            if value:
+                parts.append(f"warnings={len(value)}")
+        elif _plain(value) and (name != "warnings_omitted" or value):
+            parts.append(f"{name}={value}")
+    return ", ".join(parts)
+
+
+def _retraining(value: Any) -> str:
+    if not value:
+        return "not started"
+    if isinstance(value, dict):
+        status = str(value.get("status") or "unknown")
+        target = (
+            value.get("execution_arn") or value.get("training_job_name") or value.get("run_name")
+        )
+        return f"{status} ({target})" if target else status
+    return str(value)
+
+
+def _plain(value: Any) -> bool:
+    return value is not None and not isinstance(value, dict | list)

@@ -1,4 +1,5 @@
-"""``scones evaluate``: score a model artifact on labelled images and write JSON + PNG reports."""
+"""``scones evaluate``: score a model artifact on labelled images; print the numbers, and with
+``--out`` write the JSON + PNG reports."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ DEFAULT_MODEL = PROJECT_ROOT / "models" / "bicycle-motorcycle"
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="evaluate a model artifact (through onnxruntime) and write evaluation.json/.png",
+        help="evaluate a model artifact (through onnxruntime); --out writes evaluation.json/.png",
         description=(
             "Score labelled images with the exported model exactly as it is served, and "
             "report accuracy, the confusion matrix, and coverage/accuracy at the confidence "
@@ -32,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_DATA,
         help="labelled image folder (default: %(default)s)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="folder for the reports")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder for evaluation.json and evaluation.png (default: only print the numbers)",
+    )
     parser.add_argument(
         "--threshold",
         type=float,
@@ -62,11 +67,14 @@ def run(args: argparse.Namespace) -> int:
         report, _ = evaluate_directory(args.model, args.data, threshold, whole=args.split == "all")
     except (ModelArtifactError, DataError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
-    json_path, png_path = write_report(args.out, report)
     at = report["at_threshold"]
+    accepted = at["accepted_accuracy"]
     print(
         f"{report['images']} images: accuracy {report['accuracy']:.4f}; at threshold "
         f"{threshold:g}: coverage {at['coverage']:.4f}, accepted accuracy "
-        f"{at['accepted_accuracy']}\nwrote {json_path} and {png_path}"
+        + (f"{accepted:.4f}" if isinstance(accepted, int | float) else str(accepted))
     )
+    if args.out is not None:
+        json_path, png_path = write_report(args.out, report)
+        print(f"wrote {json_path} and {png_path}")
     return 0

@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "results",
     "review",
     "redrive",
+    "env",
+    "invoke",
     "down",
     "serve",
     "prepare_data",

@@ -1,8 +1,8 @@
 """``scones report``: draw captured traffic as a PNG.
 
 ``--capture`` is a folder (the model server's capture destination) or an
-``s3://bucket/prefix`` (SageMaker's, or the offline stack's through
-``AWS_ENDPOINT_URL``). The threshold and the labels default to the template's
+``s3://bucket/prefix`` (SageMaker's; while ``scones up`` runs and ``AWS_ENDPOINT_URL``
+is not set, the offline stack's). The threshold and the labels default to the template's
 ``ConfidenceThreshold`` and ``ModelLabels`` parameters.
 """
 
@@ -64,6 +64,30 @@ def _template_default(name: str) -> str:
         ) from exc
 
 
+def _stack_s3_client(capture: str) -> Any:
+    """For ``s3://`` while ``scones up`` runs (and no ``AWS_ENDPOINT_URL`` says otherwise):
+    the offline stack's S3, never real AWS. ``None`` lets boto3 choose as usual."""
+    import os
+    import sys
+
+    from scones.cli.stack_state import STATE_FILE, client_from_state
+
+    if not capture.startswith("s3://") or os.environ.get("AWS_ENDPOINT_URL"):
+        return None
+    if not STATE_FILE.exists():
+        return None
+    try:
+        api = client_from_state()
+    except CommandError:
+        return None  # a stale state file: no stack is running
+    print(
+        f"reading {capture} from the offline stack at {api.endpoints.endpoint_url} "
+        "(set AWS_ENDPOINT_URL to read elsewhere)",
+        file=sys.stderr,
+    )
+    return api.client("s3")
+
+
 def run(args: argparse.Namespace) -> int:
     from scones.reports.capture_plot import render_capture_plot
     from scones.reports.capture_source import CaptureSourceError, load_capture
@@ -80,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix.lower() != ".png":
         raise CommandError(f"--out {args.out} must be a .png file")
     try:
-        series = load_capture(args.capture, labels)
+        series = load_capture(args.capture, labels, s3_client=_stack_s3_client(args.capture))
     except CaptureSourceError as exc:
         raise CommandError(str(exc)) from exc
     if len(series) == 0:

@@ -8,7 +8,7 @@ import json
 from scones_core.records import TERMINAL_STATUSES
 
 from scones.cli.display import make_console, print_summary, records_table, summarise
-from scones.cli.stack_state import client_from_state
+from scones.cli.stack_state import client_from_state, read_state
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def results_command(args: argparse.Namespace) -> int:
+    state = read_state()
     api = client_from_state()
     rows = sorted(api.records(), key=lambda r: str(r.get("recorded_at", "")))
     if args.status:
@@ -31,6 +32,15 @@ def results_command(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     console = make_console()
-    console.print(records_table(rows, strip_prefix=api.endpoints.incoming_prefix))
+    model = state.get("model") or {}
+    version = str(model.get("version") or "?")
+    console.print(
+        records_table(rows, strip_prefix=api.endpoints.incoming_prefix, model_version=version)
+    )
+    if model.get("name"):
+        console.print(
+            f"model: {model['name']} version {version} (ONNX SHA-256 {model.get('onnx_sha256')})",
+            highlight=False,
+        )
     print_summary(console, summarise(rows))
     return 0

@@ -12,10 +12,21 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from scones.cli.display import make_console, print_summary, records_table, summarise
+from scones.cli.display import (
+    make_console,
+    monitor_line,
+    print_summary,
+    records_table,
+    summarise,
+)
 from scones.cli.errors import CommandError
 from scones.cli.inputs import SAMPLES_DIR, InputFile, collect_inputs
-from scones.cli.stack_state import add_stack_options, parse_params
+from scones.cli.stack_state import (
+    add_stack_options,
+    effective_params,
+    model_identity,
+    parse_params,
+)
 from scones.cli.up import IN_MEMORY_NOTE
 from scones.offline.client import StackClient, StackClientError, Upload
 
@@ -48,19 +59,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for records")
     parser.add_argument("--json", action="store_true", help="print records and summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the stack's work folder (function logs, capture files) in OUT/work-<time>/",
+    )
     add_stack_options(parser)
     parser.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
+    # Everything the user gave is checked before anything starts (in well under a second).
+    overrides = parse_params(args.param)
+    parameters = effective_params(overrides)
+    labels = tuple(parameters["ModelLabels"].split(","))
+    inputs = collect_inputs(args.paths or [SAMPLES_DIR], labels)
     # moto and the model runtime are heavy: import them only when the command runs.
     from scones.offline.deploy import DeployError
     from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
     from scones.reports.run_report import write_run_report
 
     console = make_console(stderr=args.json)
-    overrides = parse_params(args.param)
+    started_at = datetime.now(UTC)
+    stamp = started_at.strftime("%Y%m%d-%H%M%S")
+    # --keep: the work folder (function logs, unpacked code, the capture files) outlives
+    # the run; otherwise it is a temporary folder that goes with the stack.
+    keep_dir = (args.out / f"work-{stamp}").resolve() if args.keep else None
     options = StackOptions(
+        work_dir=keep_dir,
         model_dir=args.model or DEFAULT_MODEL_DIR,
         moto_port=args.port,
         model_port=args.model_port,
@@ -74,8 +100,6 @@ def run_command(args: argparse.Namespace) -> int:
         except (StackError, DeployError) as exc:
             raise CommandError(str(exc)) from exc
     try:
-        labels = tuple(stack.parameters["ModelLabels"].split(","))
-        inputs = collect_inputs(args.paths or [SAMPLES_DIR], labels)
         console.print(
             f"stack up in {stack.timings['start_s']:.1f} s: bucket [bold]{stack.bucket}[/], "
             f"endpoint {stack.model_url}; uploading {len(inputs)} file(s)"
@@ -87,20 +111,28 @@ def run_command(args: argparse.Namespace) -> int:
         summary = summarise(rows, wall)
         stack.flush_capture()
         monitor = stack.api().invoke_monitor()
+        if keep_dir is not None:
+            _keep_capture(stack, keep_dir / "capture")
     except StackClientError as exc:
         raise CommandError(str(exc)) from exc
     finally:
         stack.stop()
         _report_saved(console, stack.saved_records, stack.save_error)
-    threshold = float(
-        overrides.get("ConfidenceThreshold") or stack.parameters["ConfidenceThreshold"]
-    )
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    threshold = float(parameters["ConfidenceThreshold"])
+    details = {
+        "started_at": started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "model": model_identity(options.model_dir),
+        "stack_timings_s": {k: round(v, 2) for k, v in stack.timings.items()},
+        "parameters": {k: parameters[k] for k in ("ConfidenceThreshold", "EndpointName")},
+    }
     report = write_run_report(
-        args.out / f"run-{stamp}.html", rows, summary.to_json(), labels, threshold
+        args.out / f"run-{stamp}.html", rows, summary.to_json(), labels, threshold, details=details
     )
     (args.out / f"run-{stamp}.json").write_text(
-        json.dumps({"summary": summary.to_json(), "records": rows, "monitor": monitor}, indent=2)
+        json.dumps(
+            {"run": details, "summary": summary.to_json(), "records": rows, "monitor": monitor},
+            indent=2,
+        )
         + "\n",
         encoding="utf-8",
     )
@@ -111,7 +143,24 @@ def run_command(args: argparse.Namespace) -> int:
     print_summary(console, summary)
     _print_monitor(console, monitor)
     console.print(f"report: [bold]{report}[/] (records: {report.with_suffix('.json')})")
+    if keep_dir is not None:
+        console.print(
+            f"work folder kept: [bold]{keep_dir}[/] (function logs in logs/, capture files "
+            "in capture/, unpacked functions and layers in lambda/)"
+        )
     return 0
+
+
+def _keep_capture(stack: Any, dest: Path) -> None:
+    """Copy the endpoint's data-capture files out of the in-memory bucket."""
+    s3 = stack.client("s3")
+    prefix = stack.parameters["DataCapturePrefix"].rstrip("/") + "/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            target = dest / item["Key"][len(prefix) :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            body = s3.get_object(Bucket=stack.bucket, Key=item["Key"])["Body"].read()
+            target.write_bytes(body)
 
 
 def _classify(
@@ -150,13 +199,8 @@ def _classify(
 
 
 def _print_monitor(console: Console, monitor: dict[str, Any]) -> None:
-    if not monitor:
-        return
-    shown = {k: v for k, v in monitor.items() if not isinstance(v, dict | list)}
-    console.print(
-        "monitor: " + ", ".join(f"{k}={v}" for k, v in shown.items()),
-        highlight=False,
-    )
+    if monitor:
+        console.print("monitor: " + monitor_line(monitor), highlight=False, soft_wrap=True)
 
 
 def _report_saved(console: Console, path: Path | None, error: str | None) -> None:

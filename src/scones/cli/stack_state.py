@@ -1,7 +1,8 @@
 """Shared pieces of the stack commands: options, parameters and the state file.
 
-``scones up`` writes ``.scones/stack.json`` (endpoints, names, its pid) so that
-``classify``, ``results`` and ``down`` can find the running stack. When it stops it
+``scones up`` writes ``.scones/stack.json`` at the project root (endpoints, names, its
+pid) so that ``classify``, ``results``, ``env``, ``invoke`` and ``down``, run from any
+folder inside the project, find the running stack. When it stops it
 writes ``.scones/stopped.json`` (its pid and where it saved the records) so that
 ``down`` can say where they are.
 """
@@ -12,12 +13,33 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from scones.cli.errors import CommandError
 from scones.offline.client import StackClient, StackEndpoints
-from scones.template_params import parameter_defaults
+from scones.template_params import PROJECT_ROOT, ParameterError, resolve_parameters
 
-STATE_DIR = Path(os.environ.get("SCONES_STATE_DIR", ".scones"))
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (the working directory) that holds
+    ``template.yaml``; outside any project, the project this package belongs to."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "template.yaml").is_file():
+            return folder
+    return PROJECT_ROOT
+
+
+def _state_dir() -> Path:
+    """``$SCONES_STATE_DIR``, else ``.scones`` at the project root: every command, run from
+    anywhere inside the project, finds the stack that ``scones up`` started."""
+    configured = os.environ.get("SCONES_STATE_DIR")
+    if configured:
+        return Path(configured).resolve()
+    return find_project_root() / ".scones"
+
+
+STATE_DIR = _state_dir()
 STATE_FILE = STATE_DIR / "stack.json"
 STOPPED_FILE = STATE_DIR / "stopped.json"
 # Offline retries wait for real: keep them short unless the user asks otherwise.
@@ -41,28 +63,71 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
-    declared = parameter_defaults()
+    """The ``--param`` overrides (on top of the offline defaults), checked as ``sam deploy``
+    checks them before anything starts: every problem is named at once."""
     overrides = dict(OFFLINE_DEFAULTS)
+    problems: list[str] = []
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise CommandError(f"--param {pair!r}: expected NAME=VALUE")
-        if name not in declared:
-            raise CommandError(
-                f"--param {name}: template.yaml has no such parameter "
-                f"(known: {', '.join(sorted(declared))})"
-            )
+            problems.append(f"--param {pair!r}: expected NAME=VALUE")
+            continue
         overrides[name] = value
+    try:
+        resolve_parameters(overrides)
+    except ParameterError as exc:
+        problems += exc.problems
+    if problems:
+        raise CommandError(str(ParameterError(problems)))
     return overrides
 
 
-def write_state(endpoints: StackEndpoints, pid: int, work_dir: Path) -> None:
+def effective_params(overrides: dict[str, str]) -> dict[str, str]:
+    """Every template parameter's value for these (already checked) overrides."""
+    return resolve_parameters(overrides)
+
+
+def model_identity(model_dir: Path) -> dict[str, Any]:
+    """Name, version and ONNX SHA-256 from the served model's manifest (model.json)."""
+    try:
+        manifest = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"dir": str(model_dir)}
+    return {
+        "dir": str(model_dir),
+        "name": manifest.get("name"),
+        "version": manifest.get("version"),
+        "onnx_sha256": manifest.get("onnx_sha256"),
+    }
+
+
+def write_state(
+    endpoints: StackEndpoints,
+    pid: int,
+    work_dir: Path,
+    *,
+    stack_name: str = "scones",
+    labels: str = "",
+    model: dict[str, Any] | None = None,
+    physical_ids: dict[str, str] | None = None,
+) -> None:
+    """What other commands need: endpoints and names, the labels (true labels from folder
+    names, as ``scones run``), and the served model's identity (one model per stack)."""
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    document = {**endpoints.to_json(), "pid": pid, "work_dir": str(work_dir)}
+    document = {
+        **endpoints.to_json(),
+        "pid": pid,
+        "work_dir": str(work_dir),
+        "stack_name": stack_name,
+        "model_labels": labels,
+        "model": model or {},
+        # logical id -> physical id of every resource (``scones invoke`` names functions).
+        "physical_ids": physical_ids or {},
+    }
     STATE_FILE.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
-def read_state() -> dict[str, object]:
+def read_state() -> dict[str, Any]:
     try:
         state = json.loads(STATE_FILE.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

@@ -17,13 +17,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from scones.cli.display import make_console
+from scones.cli.display import make_console, scones_command
+from scones.cli.env import export_lines
 from scones.cli.errors import CommandError
 from scones.cli.stack_state import (
     STATE_DIR,
     STATE_FILE,
     add_stack_options,
     clear_state,
+    model_identity,
     parse_params,
     write_state,
     write_stopped,
@@ -60,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def up_command(args: argparse.Namespace) -> int:
+    overrides = parse_params(args.param)  # checked before anything starts
     from scones.offline.deploy import DeployError
     from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
 
@@ -78,10 +81,10 @@ def up_command(args: argparse.Namespace) -> int:
             )
     options = StackOptions(
         model_dir=args.model or DEFAULT_MODEL_DIR,
-        work_dir=STATE_DIR / "stack",
+        work_dir=(STATE_DIR / "stack").resolve(),
         moto_port=args.port,
         model_port=args.model_port,
-        overrides=parse_params(args.param),
+        overrides=overrides,
         enable_faults=args.enable_faults,
         records_dir=args.out,
     )
@@ -102,7 +105,15 @@ def up_command(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from exc
         try:
             endpoints = stack.endpoints
-            write_state(endpoints, os.getpid(), stack.work_dir)
+            write_state(
+                endpoints,
+                os.getpid(),
+                stack.work_dir,
+                stack_name=options.stack_name,
+                labels=stack.parameters["ModelLabels"],
+                model=model_identity(options.model_dir),
+                physical_ids=stack.stack.physical_ids,
+            )
             console.print(_instructions(stack, args.out))
             sys.stdout.flush()
             wait_for_signal(signals)
@@ -139,7 +150,8 @@ def _instructions(stack: Any, out_dir: Path) -> str:
     e = stack.endpoints
     logs = Path(stack.work_dir) / "logs"
     saved = out_dir / f"records-{stack.options.stack_name}-<UTC time>.json"
-    return f"""[bold green]offline stack is up[/] (Ctrl-C or `scones down` stops it)
+    me = scones_command()
+    return f"""[bold green]offline stack is up[/] (Ctrl-C or `{me} down` stops it)
 
 [bold yellow]{IN_MEMORY_NOTE}[/]
 When it stops, every record is saved to {saved}.
@@ -151,19 +163,20 @@ When it stops, every record is saved to {saved}.
   state machine {e.state_machine_arn}
   function logs {logs}/
 
-[bold]AWS CLI[/] (any credentials work):
-  export AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline AWS_DEFAULT_REGION={e.region}
-  aws --endpoint-url {e.endpoint_url} s3 cp photo.png s3://{e.bucket}/{e.incoming_prefix}photo.png
-  aws --endpoint-url {e.endpoint_url} dynamodb scan --table-name {e.table}
-  aws --endpoint-url {e.model_url} sagemaker-runtime invoke-endpoint \\
-      --endpoint-name {stack.parameters["EndpointName"]} --content-type image/png \\
-      --body fileb://photo.png out.json
+[bold]Environment[/] for the AWS CLI, boto3 and any SDK (or: eval "$({me} env)"):
+{export_lines(e.aws_environment())}
 
-[bold]boto3[/]:
+[bold]AWS CLI[/] (with the variables above):
+  aws s3 cp photo.png s3://{e.bucket}/{e.incoming_prefix}photo.png
+  aws dynamodb scan --table-name {e.table}
+  aws sagemaker-runtime invoke-endpoint --endpoint-name {stack.parameters["EndpointName"]} \\
+      --content-type image/png --body fileb://photo.png out.json
+
+[bold]boto3[/] (with the variables above, unchanged code reaches the stack):
   import boto3
-  s3 = boto3.client("s3", endpoint_url="{e.endpoint_url}", region_name="{e.region}",
-                    aws_access_key_id="offline", aws_secret_access_key="offline")
-  s3.upload_file("photo.png", "{e.bucket}", "{e.incoming_prefix}photo.png")
+  boto3.client("s3").upload_file("photo.png", "{e.bucket}", "{e.incoming_prefix}photo.png")
 
-[bold]scones[/]: `scones classify photo.png`, `scones results`, `scones down`
+[bold]scones[/]: `{me} classify photo.png`, `{me} results`, `{me} invoke FUNCTION -e EVENT.json`,
+  `{me} report --capture s3://{e.bucket}/{stack.parameters["DataCapturePrefix"]} --out traffic.png`,
+  `{me} down`
 """

@@ -18,12 +18,16 @@ import boto3
 from scones_core.records import is_terminal, record_from_item
 
 REGION = "us-east-1"
+# Placeholder credentials: the emulator accepts any.
+OFFLINE_CREDENTIAL = "offline"
 
 
 def offline_session(region: str = REGION) -> boto3.Session:
     """A boto3 session for the offline stack: the emulator accepts any credentials."""
     return boto3.Session(
-        region_name=region, aws_access_key_id="offline", aws_secret_access_key="offline"
+        region_name=region,
+        aws_access_key_id=OFFLINE_CREDENTIAL,
+        aws_secret_access_key=OFFLINE_CREDENTIAL,
     )
 
 
@@ -47,6 +51,20 @@ class StackEndpoints:
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
+
+    def aws_environment(self) -> dict[str, str]:
+        """The variables that make the AWS CLI, boto3 and the SDKs reach this stack.
+
+        The emulator accepts any credentials; the placeholders only keep the SDKs from
+        looking for real ones.
+        """
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.model_url,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": OFFLINE_CREDENTIAL,
+            "AWS_SECRET_ACCESS_KEY": OFFLINE_CREDENTIAL,
+        }
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@
 The path is the one AWS takes: package the code (``sam package``), transform
 with ``aws-sam-translator`` (the SAM transform), create the stack with
 CloudFormation. moto's CloudFormation then reports ``CREATE_COMPLETE`` but
-silently drops a known list of settings; ``gaps.py`` fills each of them
-through the public APIs, resolving the template's intrinsic functions through
-moto's own stack outputs. A resource type outside the known list stops the
-deployment, because moto would skip it without a word.
+silently drops a known list of settings; ``gaps.GAPS`` lists each one and
+``gaps.py`` fills them through the public APIs, resolving the template's
+intrinsic functions through moto's own stack outputs. A resource type that
+neither moto creates nor ``gaps.GAPS`` fills stops the deployment, because moto
+would skip it without a word.
 """
 
 from __future__ import annotations
@@ -23,51 +24,17 @@ from samtranslator.model.exceptions import InvalidDocumentException
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 
+from scones.offline import gaps
 from scones.offline.client import offline_session
 from scones.offline.packaging import package_template
-from scones.template_params import PROJECT_ROOT, load_template
+from scones.template_params import (
+    PROJECT_ROOT,
+    ParameterError,
+    load_template,
+    resolve_parameters,
+)
 
 ARTIFACT_BUCKET = "scones-offline-artifacts"
-
-# Resource types that moto's CloudFormation creates (checked by tests); gaps.py completes
-# the settings it drops (table settings, key policies, layers on functions).
-CREATED_BY_MOTO = frozenset(
-    {
-        "AWS::S3::Bucket",
-        "AWS::DynamoDB::Table",
-        "AWS::KMS::Key",
-        "AWS::SQS::Queue",
-        "AWS::Lambda::Function",
-        "AWS::Lambda::EventSourceMapping",
-        "AWS::Lambda::Permission",
-        "AWS::IAM::Role",
-        "AWS::Logs::LogGroup",
-        "AWS::SNS::Topic",
-        "AWS::SNS::Subscription",
-    }
-)
-# Resource types that moto skips or mangles; gaps.py creates or completes them.
-FILLED_AFTER_CREATE = frozenset(
-    {
-        "AWS::SQS::QueuePolicy",
-        "AWS::SNS::TopicPolicy",
-        "AWS::S3::BucketPolicy",
-        "AWS::StepFunctions::StateMachine",
-        "AWS::CloudWatch::Alarm",
-        "AWS::Scheduler::Schedule",
-        "AWS::Lambda::LayerVersion",
-    }
-)
-# The optional SageMaker hosting resources cannot run here; their condition must be false.
-NOT_OFFLINE = frozenset(
-    {
-        "AWS::SageMaker::Model",
-        "AWS::SageMaker::EndpointConfig",
-        "AWS::SageMaker::Endpoint",
-        "AWS::SageMaker::DataQualityJobDefinition",
-        "AWS::SageMaker::MonitoringSchedule",
-    }
-)
 
 
 class DeployError(RuntimeError):
@@ -109,12 +76,12 @@ def transform(template: dict[str, Any], region: str) -> dict[str, Any]:
 
 
 def check_resource_types(cfn: dict[str, Any], active: set[str]) -> None:
-    known = CREATED_BY_MOTO | FILLED_AFTER_CREATE
+    known = gaps.supported_resource_types()
     for logical_id, resource in cfn.get("Resources", {}).items():
         kind = resource.get("Type", "")
         if logical_id not in active:
             continue
-        if kind in NOT_OFFLINE:
+        if kind in gaps.NOT_OFFLINE:
             raise DeployError(
                 f"{logical_id} ({kind}) cannot run offline: keep its condition false "
                 "(CreateEndpoint=false) for the offline stack"
@@ -155,21 +122,14 @@ def active_resources(cfn: dict[str, Any], parameters: dict[str, str]) -> set[str
     return active
 
 
-def effective_parameters(template: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
-    declared = template.get("Parameters", {})
-    unknown = sorted(set(overrides) - set(declared))
-    if unknown:
-        raise DeployError(f"unknown template parameter(s): {', '.join(unknown)}")
-    values = {name: str(spec["Default"]) for name, spec in declared.items() if "Default" in spec}
-    values.update({k: str(v) for k, v in overrides.items()})
-    missing = sorted(set(declared) - set(values))
-    if missing:
-        raise DeployError(f"template parameter(s) without a value: {', '.join(missing)}")
-    for name, value in values.items():
-        allowed = declared[name].get("AllowedValues")
-        if allowed and value not in [str(a) for a in allowed]:
-            raise DeployError(f"parameter {name}={value!r} is not one of {allowed}")
-    return values
+def effective_parameters(
+    template: dict[str, Any], overrides: dict[str, str], *, check_rules: bool = True
+) -> dict[str, str]:
+    """Defaults plus overrides, checked as ``sam deploy`` checks them (every problem at once)."""
+    try:
+        return resolve_parameters(overrides, template, check_rules=check_rules)
+    except ParameterError as exc:
+        raise DeployError(str(exc)) from exc
 
 
 def deploy(
@@ -182,8 +142,6 @@ def deploy(
     project_root: Path = PROJECT_ROOT,
 ) -> DeployedStack:
     """Package, transform and create the stack, then fill moto's gaps."""
-    from scones.offline import gaps
-
     template = load_template(template_path) if template_path else load_template()
     parameters = effective_parameters(template, overrides or {})
     session = offline_session(region)

@@ -1,9 +1,19 @@
 """Fill what moto's CloudFormation drops, through the public AWS APIs.
 
-Each gap is listed in ``GAPS`` with the reason it exists. Values inside the
-dropped settings (``Ref``, ``Fn::GetAtt``, ``Fn::Sub`` ...) are resolved by
-moto itself: before the stack is created each intrinsic becomes a stack
+``GAPS`` is the one registry of moto's gaps: each :class:`Gap` names the resource
+type, the settings moto drops and why, whether the resource is removed from the
+template moto receives, and how it is filled (the API calls). ``plan`` and ``fill``
+follow it, ``deploy.py`` derives the resource types it accepts from it
+(``supported_resource_types``), ``docs/architecture.md`` holds its table
+(``gaps_markdown``, checked by a test), and the guard tests in
+``tests/offline/test_offline_moto_gaps.py`` are named by each gap.
+
+Values inside the dropped settings (``Ref``, ``Fn::GetAtt``, ``Fn::Sub`` ...) are
+resolved by moto itself: before the stack is created each intrinsic becomes a stack
 output, and after creation the outputs hold the resolved values.
+
+This module does not import ``deploy.py`` (``deploy.py`` imports it): the stack it
+fills is anything with the :class:`FilledStack` attributes.
 """
 
 from __future__ import annotations
@@ -13,14 +23,12 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from scones.asl_check import check_definition, substitute
 
 if TYPE_CHECKING:
     import boto3
-
-    from scones.offline.deploy import DeployedStack
 
 OUTPUT_PREFIX = "SconesOfflineResolve"
 _INTRINSICS = {
@@ -38,42 +46,248 @@ _INTRINSICS = {
 }
 _MARKER = "__scones_resolve__"
 
-# What moto 5.2.5 drops and cannot store at all; harmless offline, listed for honesty.
-NOT_FILLED: dict[str, str] = {
-    "function tracing and architectures": "moto ignores TracingConfig and Architectures, even "
-    "through UpdateFunctionConfiguration; offline there is no X-Ray and the host's CPU runs "
-    "the code",
-    "function logging config": "LoggingConfig is dropped; offline logs go to .scones/.../logs",
-    "state machine log delivery": "kept in the state machine's configuration; moto delivers "
-    "no execution logs",
-}
 
-# What moto 5.2.5's CloudFormation drops, and how it is filled here.
-GAPS: dict[str, str] = {
-    "bucket versioning": "AWS::S3::Bucket VersioningConfiguration is dropped (GetBucketVersioning "
-    "has no Status, PutObject returns no VersionId); set with PutBucketVersioning",
-    "bucket notifications": "AWS::S3::Bucket NotificationConfiguration is ignored; "
-    "set with PutBucketNotificationConfiguration",
-    "bucket policies": "AWS::S3::BucketPolicy is not supported; set with PutBucketPolicy. "
-    "moto's policy check ignores Condition blocks, so a conditional Deny (the TLS-only "
-    "statement) would deny every request: such statements are left out offline",
-    "queue policies": "AWS::SQS::QueuePolicy is ignored; set with SetQueueAttributes(Policy)",
-    "topic policies": "AWS::SNS::TopicPolicy is ignored (the topic keeps SNS's default "
-    "policy); set with SetTopicAttributes(Policy)",
-    "key policies": "AWS::KMS::Key is created (with its rotation setting) but KeyPolicy is "
-    "stored as an object, so GetKeyPolicy returns no policy text; set with PutKeyPolicy",
-    "state machines": "AWS::StepFunctions::StateMachine from CloudFormation ignores "
-    "DefinitionSubstitutions, S3 definitions, type, logging and tracing, and the "
-    "executing interpreter cannot see it; recreated with CreateStateMachine",
-    "layers": "AWS::Lambda::LayerVersion yields no ARN and functions drop Layers; "
-    "published with PublishLayerVersion and attached with UpdateFunctionConfiguration",
-    "alarms": "AWS::CloudWatch::Alarm is ignored; created with PutMetricAlarm",
-    "schedules": "AWS::Scheduler::Schedule is ignored; created with CreateSchedule",
-    "table settings": "AWS::DynamoDB::Table drops point-in-time recovery, SSE and TTL; set "
-    "with UpdateContinuousBackups, UpdateTable and UpdateTimeToLive",
-    "event source mappings": "SQS event source mappings run inside SendMessage and ignore "
-    "batchItemFailures; disabled, and drained by scones.offline.sqs_poller instead",
-}
+@dataclass(frozen=True)
+class Gap:
+    """One thing moto 5.2.5's CloudFormation drops, and what the offline stack does."""
+
+    name: str
+    resource_type: str
+    # The resource's properties this gap concerns; empty: the whole resource.
+    properties: tuple[str, ...]
+    why: str  # what moto does with it
+    removed: bool  # the resource is left out of the template moto receives
+    fill: str  # how it is filled ("" when it is not)
+    # The step of ``fill`` that applies it; None: not filled (harmless offline).
+    kind: str | None
+    # The test in tests/offline/test_offline_moto_gaps.py that fails once moto closes it.
+    guard: str = ""
+
+    @property
+    def filled(self) -> bool:
+        return self.kind is not None
+
+
+_DROPS = "test_moto_still_drops_what_the_deployment_fills"
+
+GAPS: tuple[Gap, ...] = (
+    Gap(
+        "bucket versioning",
+        "AWS::S3::Bucket",
+        ("VersioningConfiguration",),
+        "dropped: GetBucketVersioning has no Status, PutObject returns no VersionId",
+        removed=False,
+        fill="PutBucketVersioning",
+        kind="bucket_versioning",
+        guard="test_moto_cloudformation_still_drops_bucket_versioning",
+    ),
+    Gap(
+        "bucket notifications",
+        "AWS::S3::Bucket",
+        ("NotificationConfiguration",),
+        "ignored: no queue is notified",
+        removed=False,
+        fill="PutBucketNotificationConfiguration",
+        kind="bucket_notifications",
+        guard=_DROPS,
+    ),
+    Gap(
+        "bucket policies",
+        "AWS::S3::BucketPolicy",
+        (),
+        "not supported. moto's policy check also ignores Condition blocks, so a conditional "
+        "Deny (the TLS-only statement) would deny every request: such statements are left out",
+        removed=True,
+        fill="PutBucketPolicy (without conditional Deny statements)",
+        kind="bucket_policy",
+    ),
+    Gap(
+        "queue policies",
+        "AWS::SQS::QueuePolicy",
+        (),
+        "ignored",
+        removed=True,
+        fill="SetQueueAttributes(Policy)",
+        kind="queue_policy",
+        guard=_DROPS,
+    ),
+    Gap(
+        "topic policies",
+        "AWS::SNS::TopicPolicy",
+        (),
+        "ignored: the topic keeps SNS's default policy",
+        removed=True,
+        fill="SetTopicAttributes(Policy)",
+        kind="topic_policy",
+        guard=_DROPS,
+    ),
+    Gap(
+        "key policies",
+        "AWS::KMS::Key",
+        ("KeyPolicy",),
+        "the key is created (with its rotation setting) but KeyPolicy is stored as an "
+        "object, so GetKeyPolicy returns no policy text",
+        removed=False,
+        fill="PutKeyPolicy",
+        kind="key_policy",
+        guard=_DROPS,
+    ),
+    Gap(
+        "state machines",
+        "AWS::StepFunctions::StateMachine",
+        (),
+        "DefinitionSubstitutions, S3 definitions, type, logging and tracing are ignored, and "
+        "the executing interpreter cannot see a state machine created this way",
+        removed=False,
+        fill="DeleteStateMachine, then CreateStateMachine with the substituted definition",
+        kind="state_machine",
+    ),
+    Gap(
+        "layers",
+        "AWS::Lambda::LayerVersion",
+        (),
+        "yields no ARN (functions that Ref it cannot be created)",
+        removed=True,
+        fill="PublishLayerVersion",
+        kind="layer",
+    ),
+    Gap(
+        "layers on functions",
+        "AWS::Lambda::Function",
+        ("Layers",),
+        "dropped (and a Ref to a layer version has no ARN)",
+        removed=False,
+        fill="UpdateFunctionConfiguration(Layers) with the published layer",
+        kind="layer_users",
+    ),
+    Gap(
+        "alarms",
+        "AWS::CloudWatch::Alarm",
+        (),
+        "ignored",
+        removed=True,
+        fill="PutMetricAlarm",
+        kind="alarm",
+        guard=_DROPS,
+    ),
+    Gap(
+        "schedules",
+        "AWS::Scheduler::Schedule",
+        (),
+        "ignored",
+        removed=True,
+        fill="CreateSchedule",
+        kind="schedule",
+    ),
+    Gap(
+        "table settings",
+        "AWS::DynamoDB::Table",
+        ("PointInTimeRecoverySpecification", "SSESpecification", "TimeToLiveSpecification"),
+        "point-in-time recovery, SSE and TTL are dropped",
+        removed=False,
+        fill="UpdateContinuousBackups, UpdateTable, UpdateTimeToLive",
+        kind="table",
+        guard=_DROPS,
+    ),
+    Gap(
+        "event source mappings",
+        "AWS::Lambda::EventSourceMapping",
+        (),
+        "SQS mappings run inside SendMessage, once per message, and ignore batchItemFailures "
+        "and the dead-letter queue",
+        removed=False,
+        fill="UpdateEventSourceMapping(Enabled=false); scones.offline.sqs_poller drains the "
+        "queue as Lambda's poller does",
+        kind="event_source_mappings",
+    ),
+    Gap(
+        "function tracing and architectures",
+        "AWS::Lambda::Function",
+        ("TracingConfig", "Architectures"),
+        "ignored, even through UpdateFunctionConfiguration",
+        removed=False,
+        fill="",
+        kind=None,
+    ),
+    Gap(
+        "function logging config",
+        "AWS::Lambda::Function",
+        ("LoggingConfig",),
+        "dropped; offline each function logs to WORK_DIR/logs/FUNCTION.log",
+        removed=False,
+        fill="",
+        kind=None,
+    ),
+    Gap(
+        "state machine log delivery",
+        "AWS::StepFunctions::StateMachine",
+        ("LoggingConfiguration",),
+        "kept in the state machine's configuration, but moto delivers no execution logs",
+        removed=False,
+        fill="",
+        kind=None,
+    ),
+)
+
+# Resource types that moto's CloudFormation creates (some with a gap above).
+CREATED_BY_MOTO = frozenset(
+    {
+        "AWS::S3::Bucket",
+        "AWS::DynamoDB::Table",
+        "AWS::KMS::Key",
+        "AWS::SQS::Queue",
+        "AWS::Lambda::Function",
+        "AWS::Lambda::EventSourceMapping",
+        "AWS::Lambda::Permission",
+        "AWS::IAM::Role",
+        "AWS::Logs::LogGroup",
+        "AWS::SNS::Topic",
+        "AWS::SNS::Subscription",
+        "AWS::StepFunctions::StateMachine",
+    }
+)
+# The optional SageMaker hosting resources cannot run here; their condition must be false.
+NOT_OFFLINE = frozenset(
+    {
+        "AWS::SageMaker::Model",
+        "AWS::SageMaker::EndpointConfig",
+        "AWS::SageMaker::Endpoint",
+        "AWS::SageMaker::DataQualityJobDefinition",
+        "AWS::SageMaker::MonitoringSchedule",
+    }
+)
+REMOVED_TYPES = frozenset(g.resource_type for g in GAPS if g.removed)
+
+
+def supported_resource_types() -> frozenset[str]:
+    """Every resource type the offline deployment handles: created by moto or filled here."""
+    return CREATED_BY_MOTO | REMOVED_TYPES
+
+
+def gaps_markdown() -> str:
+    """The registry as the Markdown table in docs/architecture.md."""
+    lines = [
+        "| gap | resource type | what moto does | removed | how it is filled |",
+        "|---|---|---|---|---|",
+    ]
+    for gap in GAPS:
+        settings = f" ({', '.join(gap.properties)})" if gap.properties else ""
+        lines.append(
+            f"| {gap.name} | `{gap.resource_type}`{settings} | {gap.why} | "
+            f"{'yes' if gap.removed else 'no'} | {gap.fill or 'not filled (harmless offline)'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+class FilledStack(Protocol):
+    """What ``fill`` needs of a deployed stack (``deploy.DeployedStack`` has it)."""
+
+    stack_name: str
+    endpoint_url: str
+    filled: list[str]
+    physical_ids: dict[str, str]
+
+    def physical_id(self, logical_id: str) -> str: ...
 
 
 @dataclass
@@ -144,42 +358,20 @@ def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
         kind = resource["Type"]
         props = resource.get("Properties", {})
         first_output = len(outputs)
-        if kind == "AWS::S3::Bucket":
-            if "VersioningConfiguration" in props:
-                result.fills.append(
-                    ("bucket_versioning", logical_id, extract(props["VersioningConfiguration"]))
-                )
-            if "NotificationConfiguration" in props:
-                result.fills.append(
-                    (
-                        "bucket_notifications",
-                        logical_id,
-                        extract(props["NotificationConfiguration"]),
-                    )
-                )
-        elif kind in _REMOVED_AND_FILLED:
-            result.fills.append((_REMOVED_AND_FILLED[kind], logical_id, extract(props)))
-            del resources[logical_id]
-        elif kind == "AWS::StepFunctions::StateMachine":
-            result.fills.append(("state_machine", logical_id, extract(props)))
-        elif kind == "AWS::KMS::Key":
-            result.fills.append(
-                ("key_policy", logical_id, extract({"KeyPolicy": props["KeyPolicy"]}))
-            )
-        elif kind == "AWS::DynamoDB::Table":
-            wanted = (
-                "PointInTimeRecoverySpecification",
-                "SSESpecification",
-                "TimeToLiveSpecification",
-            )
-            result.fills.append(
-                ("table", logical_id, extract({k: props[k] for k in wanted if k in props}))
-            )
-        elif kind == "AWS::Lambda::Function":
-            for layer in props.pop("Layers", []):
-                if not (isinstance(layer, dict) and "Ref" in layer):
-                    raise ValueError(f"{logical_id}: only Ref layers are supported offline")
-                result.layer_users.setdefault(layer["Ref"], []).append(logical_id)
+        for gap in _FILLED_BY_TYPE.get(kind, ()):
+            if gap.kind == "layer_users":
+                for layer in props.pop("Layers", []):
+                    if not (isinstance(layer, dict) and "Ref" in layer):
+                        raise ValueError(f"{logical_id}: only Ref layers are supported offline")
+                    result.layer_users.setdefault(layer["Ref"], []).append(logical_id)
+            elif gap.kind == "event_source_mappings":
+                result.fills.append((gap.kind, logical_id, {}))
+            else:
+                wanted = props if not gap.properties else _subset(props, gap.properties)
+                if wanted:
+                    result.fills.append((str(gap.kind), logical_id, extract(wanted)))
+            if gap.removed:
+                del resources[logical_id]
         condition = resource.get("Condition")
         if condition:
             # Outputs of a conditional resource exist only when the resource does.
@@ -200,25 +392,24 @@ def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
     return result
 
 
-_REMOVED_AND_FILLED = {
-    "AWS::SQS::QueuePolicy": "queue_policy",
-    "AWS::SNS::TopicPolicy": "topic_policy",
-    "AWS::S3::BucketPolicy": "bucket_policy",
-    "AWS::CloudWatch::Alarm": "alarm",
-    "AWS::Scheduler::Schedule": "schedule",
-    "AWS::Lambda::LayerVersion": "layer",
-}
+def _subset(props: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: props[name] for name in names if name in props}
 
 
-def fill(
-    plan_: Plan, stack: DeployedStack, session: boto3.Session, resolved: dict[str, str]
-) -> None:
+_FILLED_BY_TYPE: dict[str, list[Gap]] = {}
+for _gap in GAPS:
+    if _gap.filled:
+        _FILLED_BY_TYPE.setdefault(_gap.resource_type, []).append(_gap)
+_REMOVED_KINDS = frozenset(g.kind for g in GAPS if g.removed)
+
+
+def fill(plan_: Plan, stack: FilledStack, session: boto3.Session, resolved: dict[str, str]) -> None:
     """Apply every planned fill against the running moto server."""
     client = _Clients(session, stack.endpoint_url)
     layer_arns: dict[str, str] = {}
     ordered = sorted(plan_.fills, key=lambda item: _ORDER.index(item[0]))
     for kind, logical_id, props in ordered:
-        if logical_id not in stack.physical_ids and kind not in _REMOVED_AND_FILLED.values():
+        if logical_id not in stack.physical_ids and kind not in _REMOVED_KINDS:
             continue  # a conditional resource that was not created
         try:
             values = resolve(props, resolved)
@@ -236,11 +427,15 @@ def fill(
         elif kind == "bucket_versioning":
             client("s3").put_bucket_versioning(
                 Bucket=stack.physical_id(logical_id),
-                VersioningConfiguration={"Status": str(values["Status"])},
+                VersioningConfiguration={
+                    "Status": str(values["VersioningConfiguration"]["Status"])
+                },
             )
             stack.filled.append(f"versioning {logical_id}")
         elif kind == "bucket_notifications":
-            _put_notifications(client, stack.physical_id(logical_id), values)
+            _put_notifications(
+                client, stack.physical_id(logical_id), values["NotificationConfiguration"]
+            )
             stack.filled.append(f"notifications {logical_id}")
         elif kind == "queue_policy":
             policy = json.dumps(values["PolicyDocument"])
@@ -279,8 +474,11 @@ def fill(
         elif kind == "schedule":
             _create_schedule(client, stack, logical_id, values)
             stack.filled.append(f"schedule {logical_id}")
-    _disable_event_source_mappings(client)
-    stack.filled.append("event source mappings (drained by the offline poller)")
+        elif kind == "event_source_mappings":
+            continue  # all at once, below
+    if any(kind == "event_source_mappings" for kind, _, _ in plan_.fills):
+        _disable_event_source_mappings(client)
+        stack.filled.append("event source mappings (drained by the offline poller)")
 
 
 _ORDER = [
@@ -295,6 +493,7 @@ _ORDER = [
     "state_machine",
     "alarm",
     "schedule",
+    "event_source_mappings",
 ]
 
 
@@ -351,7 +550,7 @@ def _put_bucket_policy(client: _Clients, logical_id: str, props: dict[str, Any])
 
 def _recreate_state_machine(
     client: _Clients,
-    stack: DeployedStack,
+    stack: FilledStack,
     logical_id: str,
     props: dict[str, Any],
     definitions: dict[str, str],
@@ -433,7 +632,7 @@ def _alarm_args(props: dict[str, Any]) -> dict[str, Any]:
 
 
 def _create_schedule(
-    client: _Clients, stack: DeployedStack, logical_id: str, props: dict[str, Any]
+    client: _Clients, stack: FilledStack, logical_id: str, props: dict[str, Any]
 ) -> None:
     target = props["Target"]
     target_args: dict[str, Any] = {"Arn": target["Arn"], "RoleArn": target["RoleArn"]}

@@ -7,6 +7,9 @@ upgrade that fixes moto also removes the fix here.
   AWS (``2026-11-25T12:00:00.123Z``). Passing it to a service integration,
   as the record states do, fails with "Object of type datetime is not JSON
   serializable".
+* ``$$.State.EnteredTime`` is ``datetime.isoformat()`` in moto
+  (``2026-12-01T13:15:11.544104+00:00``); AWS writes milliseconds and ``Z``
+  (``2026-12-01T13:15:11.544Z``), the form of the records' ``recorded_at``.
 """
 
 from __future__ import annotations
@@ -14,26 +17,47 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from moto.stepfunctions.parser.asl.component.state import state as _state_module
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from scones_core.monitoring.timestamps import format_millis
 
 _ORIGINAL_ENVIRONMENT = ExecutionWorker._get_evaluation_environment
+# Every state's entry builds its ``$$.State`` through this name (``StateBase._eval_body``).
+_ORIGINAL_STATE_DATA = _state_module.StateData
+
+
+def _aws_time(value: Any) -> Any:
+    """``value`` (a datetime or ISO 8601 text) as AWS writes it: UTC, milliseconds, ``Z``."""
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime.datetime):
+        # moto's datetimes are naive UTC or aware.
+        return format_millis(value if value.tzinfo else value.replace(tzinfo=datetime.UTC))
+    return value
+
+
+def _state_data_with_aws_entered_time(**fields: Any) -> Any:
+    if "EnteredTime" in fields:
+        fields["EnteredTime"] = _aws_time(fields["EnteredTime"])
+    return _ORIGINAL_STATE_DATA(**fields)  # type: ignore[typeddict-item]
 
 
 def _environment_with_string_start_time(self: ExecutionWorker) -> Any:
     env = _ORIGINAL_ENVIRONMENT(self)
     execution = env.states.context_object.context_object_data["Execution"]
-    start = execution.get("StartTime")
-    if isinstance(start, datetime.datetime):
-        # AWS's format: UTC, milliseconds, ``Z`` (moto's datetime is naive UTC or aware).
-        aware = start if start.tzinfo else start.replace(tzinfo=datetime.UTC)
-        execution["StartTime"] = format_millis(aware)
+    if "StartTime" in execution:
+        execution["StartTime"] = _aws_time(execution["StartTime"])
     return env
 
 
 def install() -> None:
     ExecutionWorker._get_evaluation_environment = _environment_with_string_start_time  # type: ignore[method-assign]
+    _state_module.StateData = _state_data_with_aws_entered_time  # type: ignore[misc,assignment]
 
 
 def uninstall() -> None:
     ExecutionWorker._get_evaluation_environment = _ORIGINAL_ENVIRONMENT  # type: ignore[method-assign]
+    _state_module.StateData = _ORIGINAL_STATE_DATA  # type: ignore[misc]

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import select
+import site
 import subprocess
 import sys
 import threading
@@ -29,6 +30,9 @@ from typing import Any
 
 from moto.awslambda import models as lambda_models
 
+# The worker runs as a script, not as ``-m scones.offline.lambda_worker``: a function's
+# process must not import this project's packages (nor find them) at all.
+_WORKER_SCRIPT = Path(__file__).resolve().with_name("lambda_worker.py")
 _PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "OPENBLAS_CORETYPE")
 _ORIGINAL_INVOKE: Callable[..., tuple[str, bool, str]] = lambda_models.LambdaFunction._invoke_lambda
 
@@ -134,10 +138,13 @@ class LambdaRuntime:
         log_dir: Path | None = None,
         workers_per_function: int = 4,
     ) -> None:
-        self.work_dir = Path(work_dir)
+        # Absolute paths only: a worker runs with its code folder as the working directory,
+        # so a relative PYTHONPATH entry would silently point elsewhere (or nowhere, and the
+        # import would fall through to whatever the host Python has installed).
+        self.work_dir = Path(work_dir).resolve()
         self.endpoint_url = endpoint_url
         self.extra_env = dict(extra_env or {})
-        self.log_dir = Path(log_dir) if log_dir else self.work_dir / "logs"
+        self.log_dir = Path(log_dir).resolve() if log_dir else self.work_dir / "logs"
         self.workers_per_function = workers_per_function
         self._pools: dict[str, _Pool] = {}
         self._lock = threading.Lock()
@@ -201,7 +208,8 @@ class LambdaRuntime:
                     request_id,
                 )
             result = json.loads(line)
-            return json.dumps(result["payload"]), not result["ok"], ""
+            # The invocation's log tail: moto returns it as LogResult (Invoke, LogType Tail).
+            return json.dumps(result["payload"]), not result["ok"], str(result.get("logs", ""))
         except (BrokenPipeError, OSError) as exc:
             healthy = False
             return self._error("Runtime.ExitError", f"Runtime exited: {exc}", request_id)
@@ -245,6 +253,14 @@ class LambdaRuntime:
             name = arn.split(":layer:", 1)[-1].replace(":", "-")
             layer_dir = _extract(layer.code_bytes, self.work_dir / "layers" / name)
             python_path.append(str(layer_dir / "python"))
+        # The layer's third-party requirements are not vendored offline: they come from this
+        # environment's site-packages, added after the code and layers as plain folders.
+        # The worker starts with -S, so no .pth file runs: in particular not the editable
+        # install's finder, which would hand a function this checkout's scones_core (or
+        # scones) whenever its own zip and layer lack a module.
+        python_path += [p for p in site.getsitepackages() if Path(p).is_dir()]
+        if not all(Path(p).is_absolute() for p in python_path):
+            raise RuntimeError(f"{function.function_name}: relative PYTHONPATH {python_path}")
         environment = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
         environment.update(
             {
@@ -277,8 +293,8 @@ class LambdaRuntime:
             process = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "scones.offline.lambda_worker",
+                    "-S",
+                    str(_WORKER_SCRIPT),
                     function.handler,
                     str(request_r),
                     str(response_w),

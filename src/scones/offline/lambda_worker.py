@@ -1,8 +1,9 @@
 """A Lambda execution environment in a child process.
 
-``python -m scones.offline.lambda_worker HANDLER REQUEST_FD RESPONSE_FD``
-imports the handler once (the cold start) with the function's environment and
-``sys.path`` (code folder, then ``/opt/python`` of the layers), then serves
+``python -S lambda_worker.py HANDLER REQUEST_FD RESPONSE_FD`` (a script, so no package
+of this project is imported in the function's process) imports the handler once (the
+cold start) with the function's environment and ``sys.path`` (code folder, then
+``/opt/python`` of the layers, then the runtime's packages), then serves
 invocations: one JSON line in, one JSON line out. Anything the handler prints
 goes to this process's stderr, which the parent keeps as the function's log.
 """
@@ -10,6 +11,7 @@ goes to this process's stderr, which the parent keeps as the function's log.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import sys
@@ -46,11 +48,49 @@ def error_payload(exc: BaseException, request_id: str) -> dict[str, Any]:
     }
 
 
+# Lambda's ``LogType: Tail`` returns the last 4 KB of an invocation's log.
+TAIL_BYTES = 4096
+
+
+class LogTee(io.TextIOBase):
+    """The function's log stream: written through to the log file, and the current
+    invocation's text kept (its last ``limit`` characters) for the Invoke response."""
+
+    def __init__(self, stream: Any, limit: int = 4 * TAIL_BYTES) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._kept = ""
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        self._kept = (self._kept + text)[-self._limit :]
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def fileno(self) -> int:
+        return int(self._stream.fileno())
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self._stream, "encoding", "utf-8"))
+
+    def take(self) -> str:
+        """What was written since the last call."""
+        kept, self._kept = self._kept, ""
+        return kept
+
+
 def main(argv: list[str]) -> int:
     handler_spec, request_fd, response_fd = argv[1], int(argv[2]), int(argv[3])
     # The protocol has its own pipes; the handler's prints go to the log.
     os.dup2(2, 1)
-    sys.stdout = sys.stderr
+    log = LogTee(sys.stderr)
+    sys.stdout = sys.stderr = log
     requests = os.fdopen(request_fd, "r", encoding="utf-8")
     responses = os.fdopen(response_fd, "w", encoding="utf-8")
     module_name, _, function_name = handler_spec.rpartition(".")
@@ -76,10 +116,16 @@ def main(argv: list[str]) -> int:
                 traceback.print_exc()
                 result = {"ok": False, "payload": error_payload(exc, request_id)}
         print(f"END RequestId: {request_id}", file=sys.stderr, flush=True)
+        # The cold start's output (before the first START) belongs to the first invocation.
+        result["logs"] = log.take()[-TAIL_BYTES:]
         responses.write(json.dumps(result, default=str) + "\n")
         responses.flush()
     return 0
 
 
 if __name__ == "__main__":
+    # Run as a script, Python put this file's folder first on sys.path: the function
+    # must see its code, its layers and the runtime's packages, not the offline stack.
+    if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+        del sys.path[0]
     sys.exit(main(sys.argv))

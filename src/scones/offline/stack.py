@@ -76,7 +76,11 @@ class OfflineStack:
         self._runtime: LambdaRuntime | None = None
         self._poller: SqsPoller | None = None
         self._own_work_dir = False
-        self.work_dir = self.options.work_dir or Path(tempfile.mkdtemp(prefix="scones-offline-"))
+        # Absolute: the Lambda workers run in their code folder, and every path handed to
+        # them (PYTHONPATH, LAMBDA_TASK_ROOT) must mean the same folder there.
+        self.work_dir = (
+            self.options.work_dir or Path(tempfile.mkdtemp(prefix="scones-offline-"))
+        ).resolve()
         self._own_work_dir = self.options.work_dir is None
         self.timings: dict[str, float] = {}
         self._api: StackClient | None = None
@@ -125,7 +129,10 @@ class OfflineStack:
     def _start_parts(self, started: float) -> None:
         from moto.server import ThreadedMotoServer  # heavy: imported when a stack starts
 
-        self._moto = ThreadedMotoServer(ip_address=self.options.host, port=self.options.moto_port)
+        # verbose=False: no "Starting a new Thread with MotoServer..." line on every command.
+        self._moto = ThreadedMotoServer(
+            ip_address=self.options.host, port=self.options.moto_port, verbose=False
+        )
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"

@@ -1,9 +1,12 @@
 """The HTML report of a workflow run: what a person checks after ``scones run``.
 
-One self-contained file (charts embedded as PNG data URIs): the status mix, the
-confidence histogram per predicted class with the threshold marked, the
-confusion matrix against the true labels, and thumbnails of the images that
-need review or were rejected, with their reasons.
+One self-contained file (charts embedded as PNG data URIs, a few lines of plain
+JavaScript to sort the table): when the run happened and with which model (version
+and ONNX SHA-256), the status mix, the time per stage, the confidence histogram per
+predicted class (bars side by side, the threshold marked), the confusion matrix
+against the true labels, thumbnails of the uploads that need a person (low
+confidence, rejected, failed) with their reasons, and every record in a sortable
+table. Uploads are counted as "uploads": not every upload is an image.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,13 @@ from scones_core.records import Status, classified_status
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from PIL import Image
+from PIL import Image, ImageOps
 
-_THUMBNAIL = 96
+THUMBNAIL_BOX = 96  # the longest side of a thumbnail, in CSS pixels
+# One opaque colour per predicted class (matplotlib's default cycle); bars never overlap.
+_CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+# Where a long key may wrap: after a path or word separator, never inside a word.
+_BREAK_AFTER = re.compile(r"([/_-])(?=.)")
 
 
 def _png(figure: Any) -> str:
@@ -34,14 +42,22 @@ def _png(figure: Any) -> str:
 def confidence_histogram(
     rows: list[dict[str, Any]], labels: tuple[str, ...], threshold: float
 ) -> str:
+    """Bars of each predicted class side by side in every bin: no translucent overlap
+    whose mixed colour the legend would not explain."""
     figure, axis = plt.subplots(figsize=(6, 3.2))
     bins = [i / 40 for i in range(20, 41)]
-    for label in labels:
-        values = [r["confidence"] for r in rows if r.get("label") == label]
-        axis.hist(values, bins=bins, alpha=0.6, label=f"{label} ({len(values)})")
+    series = [[r["confidence"] for r in rows if r.get("label") == label] for label in labels]
+    axis.hist(
+        series,
+        bins=bins,
+        histtype="bar",
+        color=[_CLASS_COLOURS[i % len(_CLASS_COLOURS)] for i in range(len(labels))],
+        label=[f"{label} ({len(values)})" for label, values in zip(labels, series, strict=True)],
+        rwidth=0.9,
+    )
     axis.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold}")
     axis.set_xlabel("confidence of the predicted class")
-    axis.set_ylabel("images")
+    axis.set_ylabel("uploads")
     axis.set_title("Confidence per predicted class")
     axis.legend(loc="upper left", fontsize=8)
     return _png(figure)
@@ -70,15 +86,196 @@ def confusion_matrix(
     return _png(figure), matrix
 
 
-def thumbnail(path: Path) -> str | None:
+def thumbnail(path: Path, box: int = THUMBNAIL_BOX) -> tuple[str, int, int] | None:
+    """A PNG that fits ``box`` x ``box`` with the upload's aspect ratio (EXIF orientation
+    applied), resampled with Lanczos; ``(base64, width, height)``, or ``None`` for a file
+    that is not an image Pillow reads."""
     try:
         with Image.open(path) as opened:
-            small = opened.convert("RGB").resize((_THUMBNAIL, _THUMBNAIL), Image.Resampling.NEAREST)
+            image = ImageOps.exif_transpose(opened.convert("RGB"))
+            scale = box / max(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            small = image.resize(size, Image.Resampling.LANCZOS)
             buffer = io.BytesIO()
             small.save(buffer, format="PNG")
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return base64.b64encode(buffer.getvalue()).decode("ascii"), small.width, small.height
+
+
+def breakable(text: str) -> str:
+    """HTML-escaped ``text`` that may wrap only after ``/ _ -`` (``<wbr>``), never mid-word."""
+    return _BREAK_AFTER.sub(r"\1<wbr>", html.escape(text, quote=False))
+
+
+def _number(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else ""
+
+
+def _detail(row: dict[str, Any]) -> str:
+    if row.get("status") == Status.NEEDS_REVIEW:
+        return f"confidence below the threshold {row.get('threshold')}"
+    if row.get("status") in (Status.REJECTED, Status.FAILED):
+        code = row.get("error_code", "")
+        return f"{code}: {row.get('reason', '')}" if code else str(row.get("reason", ""))
+    return ""
+
+
+def _card(row: dict[str, Any]) -> str:
+    thumb = thumbnail(Path(row["source"])) if row.get("source") else None
+    if thumb:
+        data, width, height = thumb
+        picture = (
+            f'<img src="data:image/png;base64,{data}" width="{width}" height="{height}" alt="">'
+        )
+    else:
+        picture = '<div class="nopreview">no preview</div>'
+    outcome = (
+        f"{row.get('label')} {row['confidence']:.3f}"
+        if isinstance(row.get("confidence"), int | float)
+        else ""
+    )
+    lines = [
+        f"<b>{breakable(str(row.get('key')))}</b>",
+        " &middot; ".join(html.escape(part) for part in (str(row.get("status")), outcome) if part),
+        html.escape(_detail(row)),
+        f"true: {html.escape(row['true_label'])}" if row.get("true_label") else "",
+    ]
+    caption = "<br>".join(line for line in lines if line)
+    status = html.escape(str(row.get("status")))
+    return f'<figure class="{status}">{picture}<figcaption>{caption}</figcaption></figure>'
+
+
+_COLUMNS = (
+    # header, row -> (shown text, sort key), numeric
+    ("key", lambda r: (breakable(str(r.get("key", ""))), str(r.get("key", ""))), False),
+    ("status", lambda r: (html.escape(str(r.get("status", ""))), str(r.get("status", ""))), False),
+    ("label", lambda r: (html.escape(str(r.get("label") or "")), str(r.get("label") or "")), False),
+    (
+        "confidence",
+        lambda r: (_number(r.get("confidence"), 3), _number(r.get("confidence"), 6)),
+        True,
+    ),
+    (
+        "true label",
+        lambda r: (html.escape(str(r.get("true_label") or "")), str(r.get("true_label") or "")),
+        False,
+    ),
+    (
+        "serialize ms",
+        lambda r: (_number(r.get("serialize_ms"), 1), _number(r.get("serialize_ms"), 3)),
+        True,
+    ),
+    (
+        "inference ms",
+        lambda r: (_number(r.get("inference_ms"), 1), _number(r.get("inference_ms"), 3)),
+        True,
+    ),
+    (
+        "recorded at",
+        lambda r: (html.escape(str(r.get("recorded_at") or "")), str(r.get("recorded_at") or "")),
+        False,
+    ),
+    ("reason", lambda r: (html.escape(_detail(r)), _detail(r)), False),
+)
+
+# Click a header to sort by it; click again to reverse. Numbers sort as numbers, blanks last.
+_SORT_SCRIPT = """
+document.querySelectorAll("table.records th").forEach((th, column) => {
+  th.addEventListener("click", () => {
+    const body = th.closest("table").tBodies[0];
+    const numeric = th.dataset.numeric === "1";
+    const up = th.getAttribute("aria-sort") !== "ascending";
+    th.closest("tr").querySelectorAll("th").forEach(h => h.removeAttribute("aria-sort"));
+    th.setAttribute("aria-sort", up ? "ascending" : "descending");
+    const key = row => row.cells[column].dataset.sort;
+    const rows = Array.from(body.rows).sort((a, b) => {
+      const x = key(a), y = key(b);
+      if (x === "" || y === "") return (x === "") - (y === "");
+      const order = numeric ? Number(x) - Number(y) : x.localeCompare(y);
+      return up ? order : -order;
+    });
+    rows.forEach(row => body.appendChild(row));
+  });
+});
+"""
+
+
+def records_table_html(rows: list[dict[str, Any]]) -> str:
+    head = "".join(
+        f'<th data-numeric="{int(numeric)}" title="sort">{html.escape(name)}</th>'
+        for name, _, numeric in _COLUMNS
+    )
+    body = []
+    for row in rows:
+        cells = []
+        for _, cell, _ in _COLUMNS:
+            shown, key = cell(row)
+            cells.append(f'<td data-sort="{html.escape(key, quote=True)}">{shown}</td>')
+        status = html.escape(str(row.get("status", "")))
+        body.append(f'<tr class="{status}">{"".join(cells)}</tr>')
+    return (
+        f'<table class="records"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _stages_html(summary: dict[str, Any], details: dict[str, Any]) -> str:
+    rows = [
+        f"<tr><td>{html.escape(name)}</td><td>{numbers['mean']:.1f}</td>"
+        f"<td>{numbers['p95']:.1f}</td></tr>"
+        for name, numbers in summary.get("stages_ms", {}).items()
+    ]
+    timings = details.get("stack_timings_s") or {}
+    stack = ""
+    if timings:
+        stack = "<p>Offline stack: " + ", ".join(
+            f"{html.escape(name.removesuffix('_s'))} {seconds:.2f} s"
+            for name, seconds in timings.items()
+        )
+        stack += ".</p>"
+    if not rows:
+        return stack
+    return (
+        '<table class="stages"><thead><tr><th>stage</th><th>mean ms</th><th>p95 ms</th>'
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{stack}"
+    )
+
+
+def _model_html(details: dict[str, Any]) -> str:
+    model = details.get("model") or {}
+    if not model:
+        return ""
+    parts = [html.escape(str(model.get("name") or model.get("dir", "")))]
+    if model.get("version"):
+        parts.append(f"version <code>{html.escape(str(model['version']))}</code>")
+    if model.get("onnx_sha256"):
+        parts.append(f"ONNX SHA-256 <code>{html.escape(str(model['onnx_sha256']))}</code>")
+    return "Model " + ", ".join(parts) + "."
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 75rem; }
+span.count { padding: .2rem .5rem; border-radius: .3rem; margin-right: .4rem; }
+.ACCEPTED { background: #d9f2dd; } .NEEDS_REVIEW { background: #fff1c2; }
+.REJECTED { background: #f4d9f2; } .FAILED { background: #f8d0d0; }
+.charts img { margin-right: 1rem; vertical-align: top; }
+figure { display: inline-block; width: 160px; margin: .4rem; padding: .4rem;
+         border-radius: .4rem; vertical-align: top; }
+figure img { display: block; margin: 0 auto .3rem; }
+.nopreview { height: 96px; line-height: 96px; text-align: center; color: #666; }
+figcaption { font-size: .8rem; overflow-wrap: normal; word-break: normal; hyphens: none; }
+table { border-collapse: collapse; font-size: .85rem; margin: .5rem 0 1rem; }
+th, td { padding: .2rem .6rem; text-align: left; border-bottom: 1px solid #ddd;
+         vertical-align: top; }
+table.records th { cursor: pointer; user-select: none; background: #f3f3f3; }
+table.records th[aria-sort="ascending"]::after { content: " \\25B2"; }
+table.records th[aria-sort="descending"]::after { content: " \\25BC"; }
+table.records td { white-space: nowrap; }
+table.records td:nth-child(1), table.records td:last-child { white-space: normal; }
+table.records td:nth-child(1) { max-width: 22rem; }
+table.records td:last-child { max-width: 28rem; }
+"""
 
 
 def write_run_report(
@@ -87,61 +284,59 @@ def write_run_report(
     summary: dict[str, Any],
     labels: tuple[str, ...],
     threshold: float,
+    *,
+    details: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the report; ``rows`` are records plus ``true_label`` and ``source`` (local path)."""
+    """Write the report; ``rows`` are records plus ``true_label`` and ``source`` (local path).
+
+    ``details`` may hold ``started_at`` (ISO 8601), ``model`` (``name``, ``version``,
+    ``onnx_sha256``) and ``stack_timings_s`` (the offline stack's start-up phases).
+    """
+    details = details or {}
     classified = [r for r in rows if isinstance(r.get("confidence"), int | float)]
     histogram = confidence_histogram(classified, labels, threshold)
     labelled = [r for r in classified if r.get("true_label")]
     matrix_png = confusion_matrix(labelled, labels)[0] if labelled else None
     review = [r for r in rows if classified_status(r) != Status.ACCEPTED]
-    cards = []
-    for row in review:
-        image = thumbnail(Path(row["source"])) if row.get("source") else None
-        picture = (
-            f'<img src="data:image/png;base64,{image}" alt="">'
-            if image
-            else "<div>no preview</div>"
-        )
-        detail = (
-            f"{row.get('label')} {row['confidence']:.3f}"
-            if isinstance(row.get("confidence"), int | float)
-            else f"{row.get('error_code', '')}: {row.get('reason', '')}"
-        )
-        cards.append(
-            f'<figure class="{html.escape(str(row.get("status")))}">{picture}'
-            f"<figcaption><b>{html.escape(str(row.get('key')))}</b><br>"
-            f"{html.escape(str(row.get('status')))} &middot; {html.escape(detail)}"
-            f"{'<br>true: ' + html.escape(row['true_label']) if row.get('true_label') else ''}"
-            "</figcaption></figure>"
-        )
+    cards = "".join(_card(row) for row in review)
     counts = " ".join(
-        f"<span class='{s}'>{s} {n}</span>" for s, n in summary.get("by_status", {}).items()
+        f"<span class='count {s}'>{s} {n}</span>" for s, n in summary.get("by_status", {}).items()
     )
     accuracy = summary.get("accuracy")
+    accuracy_text = (
+        f"{accuracy:.1%} of {summary.get('labelled')} uploads with a true label"
+        if accuracy is not None
+        else "no true labels"
+    )
+    if summary.get("accuracy_of_accepted") is not None:
+        accuracy_text += f"; of the ACCEPTED ones: {summary['accuracy_of_accepted']:.1%}"
+    throughput = summary.get("images_per_second")
+    when = html.escape(str(details.get("started_at") or ""))
+    ordered = sorted(rows, key=lambda r: str(r.get("key", "")))
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Scones Unlimited run report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-span {{ padding: .2rem .5rem; border-radius: .3rem; margin-right: .4rem; }}
-.ACCEPTED {{ background: #d9f2dd; }} .NEEDS_REVIEW {{ background: #fff1c2; }}
-.REJECTED {{ background: #f4d9f2; }} .FAILED {{ background: #f8d0d0; }}
-.charts img {{ margin-right: 1rem; vertical-align: top; }}
-figure {{ display: inline-block; width: 160px; margin: .4rem; padding: .4rem;
-         border-radius: .4rem; vertical-align: top; }}
-figure img {{ image-rendering: pixelated; width: 96px; }}
-figcaption {{ font-size: .8rem; word-break: break-all; }}
-</style></head><body>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Scones Unlimited run report {when}</title>
+<style>{_STYLE}</style></head><body>
 <h1>Run report</h1>
-<p>{summary.get("total", len(rows))} images: {counts}</p>
-<p>Threshold {threshold}. Accuracy against true labels:
-{f"{accuracy:.1%} of {summary.get('labelled')}" if accuracy is not None else "no true labels"}.</p>
+<p>{f"Run started <time datetime='{when}'>{when}</time>. " if when else ""}{_model_html(details)}
+Threshold {threshold:g}.</p>
+<p>{summary.get("total", len(rows))} uploads: {counts}</p>
+<p>Accuracy against true labels: {accuracy_text}.
+{f"Throughput {throughput:.1f} uploads/s." if throughput else ""}</p>
+<h2>Time per stage</h2>
+{_stages_html(summary, details) or "<p>No timings.</p>"}
 <div class="charts">
 <img alt="confidence histogram" src="data:image/png;base64,{histogram}">
 {f'<img alt="confusion matrix" src="data:image/png;base64,{matrix_png}">' if matrix_png else ""}
 </div>
 <h2>Needs a person ({len(review)})</h2>
-<p>Low-confidence results, rejected inputs and failures, as uploaded.</p>
-{"".join(cards) or "<p>None.</p>"}
+<p>Low-confidence results, rejected uploads and failures, as uploaded.</p>
+{cards or "<p>None.</p>"}
+<h2>Every record ({len(rows)})</h2>
+<p>Click a column header to sort.</p>
+{records_table_html(ordered)}
+<script>{_SORT_SCRIPT}</script>
 </body></html>
 """
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,297 @@
+"""Fast checks of what every stack command does before anything starts: parameters
+checked like ``sam deploy``, inputs checked, and the running stack found from anywhere
+inside the project."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scones.template_params import (
+    PROJECT_ROOT,
+    ParameterError,
+    constraint_problems,
+    load_template,
+    resolve_parameters,
+    rule_problems,
+)
+
+
+def scones(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
+    environment = {**os.environ, "COLUMNS": "200", **(env or {})}
+    if env is None:
+        environment["SCONES_STATE_DIR"] = str(cwd / ".scones")
+    return subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bad_params_fail_at_once_naming_every_problem(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = scones(
+        "run",
+        "--param",
+        "ConfidenceThreshold=2",
+        "--param",
+        "EndpointName=Bad_Name",
+        "--param",
+        "EnableModelMonitor=true",
+        "--param",
+        "Threshold=0.5",
+        cwd=tmp_path,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    err = result.stderr
+    assert "ConfidenceThreshold='2' is greater than MaxValue 1" in err
+    assert "EndpointName='Bad_Name' does not match the AllowedPattern" in err
+    assert "rule ModelMonitorNeedsImage: EnableModelMonitor=true needs CreateEndpoint=true" in err
+    assert "Threshold: template.yaml has no such parameter; did you mean" in err
+    assert "ConfidenceThreshold?" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    # Nothing heavy was started: the cost is the interpreter and the CLI's imports.
+    assert elapsed < 5, elapsed
+
+
+@pytest.mark.parametrize("command", ["run", "up", "invoke"])
+def test_every_stack_command_checks_params_first(tmp_path: Path, command: str) -> None:
+    args = [command, "--param", "WorkflowType=FAST"]
+    if command == "invoke":
+        args.insert(1, "MonitorFunction")
+    result = scones(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "WorkflowType='FAST' is not one of the AllowedValues [STANDARD, EXPRESS]" in (
+        result.stderr
+    )
+
+
+def test_missing_inputs_fail_before_the_stack_starts(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = scones("run", "/nope", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "/nope: no such file or folder" in result.stderr
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "problem"),
+    [
+        ({"Type": "Number", "MinValue": 0, "MaxValue": 1}, "1.5", "greater than MaxValue 1"),
+        ({"Type": "Number", "MinValue": 1}, "0", "less than MinValue 1"),
+        ({"Type": "Number"}, "ten", "is not a number"),
+        ({"Type": "Number"}, "nan", "is not a number"),
+        ({"Type": "Number", "AllowedValues": [30, 60]}, "45", "not one of the AllowedValues"),
+        ({"Type": "String", "AllowedPattern": "[a-z]+"}, "abc1", "does not match"),
+        ({"Type": "String", "AllowedValues": ["A", "B"]}, "C", "not one of the AllowedValues"),
+        ({"Type": "String", "MinLength": 3}, "ab", "shorter than MinLength 3"),
+        ({"Type": "String", "MaxLength": 2}, "abc", "longer than MaxLength 2"),
+        (
+            {"Type": "CommaDelimitedList", "AllowedValues": ["a", "b"]},
+            "a,c",
+            "item 'c' is not one of",
+        ),
+        ({"Type": "List<Number>"}, "1,x", "item 'x' is not a number"),
+        ({"Type": "Boolean"}, "1", "Type scones cannot check offline: Boolean"),
+    ],
+)
+def test_each_constraint_is_checked(spec: dict[str, Any], value: str, problem: str) -> None:
+    assert any(problem in p for p in constraint_problems(value, spec)), constraint_problems(
+        value, spec
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "value"),
+    [
+        ({"Type": "Number", "MinValue": 0, "MaxValue": 1}, "0.93"),
+        ({"Type": "Number", "AllowedValues": [30, 60]}, "60"),
+        ({"Type": "String", "AllowedPattern": "[a-z]+"}, "abc"),
+        ({"Type": "CommaDelimitedList", "AllowedValues": ["a", "b"]}, "a,b"),
+        ({"Type": "String"}, ""),
+    ],
+)
+def test_good_values_pass(spec: dict[str, Any], value: str) -> None:
+    assert constraint_problems(value, spec) == []
+
+
+def test_rules_use_every_rule_function() -> None:
+    template = {
+        "Parameters": {
+            "Mode": {"Type": "String", "Default": "a"},
+            "Names": {"Type": "CommaDelimitedList", "Default": "x,y"},
+            "Other": {"Type": "String", "Default": "z"},
+        },
+        "Rules": {
+            "Holds": {
+                "RuleCondition": {
+                    "Fn::Or": [
+                        {"Fn::Equals": [{"Ref": "Mode"}, "a"]},
+                        {"Fn::Equals": [{"Ref": "Mode"}, "b"]},
+                    ]
+                },
+                "Assertions": [
+                    {"Assert": {"Fn::Contains": [{"Ref": "Names"}, "x"]}},
+                    {"Assert": {"Fn::EachMemberIn": [{"Ref": "Names"}, ["x", "y", "w"]]}},
+                    {"Assert": {"Fn::Contains": [{"Fn::RefAll": "String"}, "z"]}},
+                    {"Assert": {"Fn::And": [{"Fn::Not": [{"Fn::Equals": ["1", "2"]}]}]}},
+                ],
+            },
+            "Fails": {
+                "Assertions": [
+                    {
+                        "Assert": {"Fn::EachMemberEquals": [{"Ref": "Names"}, "x"]},
+                        "AssertDescription": "every name must be x",
+                    },
+                ]
+            },
+            "Skipped": {
+                "RuleCondition": {"Fn::Equals": [{"Ref": "Mode"}, "c"]},
+                "Assertions": [{"Assert": {"Fn::Equals": ["1", "2"]}}],
+            },
+            "NeedsAws": {
+                "Assertions": [
+                    {"Assert": {"Fn::Contains": [{"Fn::ValueOf": ["Mode", "Tags"]}, "x"]}}
+                ]
+            },
+        },
+    }
+    values = {"Mode": "a", "Names": "x,y", "Other": "z"}
+    assert rule_problems(template, values) == [
+        "rule Fails: every name must be x",
+        "rule NeedsAws: Fn::ValueOf ['Mode', 'Tags'] needs an AWS account to evaluate",
+    ]
+
+
+def test_the_template_rules_and_constraints_together() -> None:
+    template = load_template()
+    assert resolve_parameters({}, template)["ConfidenceThreshold"] == "0.93"
+    with pytest.raises(ParameterError) as raised:
+        resolve_parameters(
+            {"RetrainingJobConfigS3Uri": "s3://b/k.json", "CreateEndpoint": "true"}, template
+        )
+    assert [p.split(":")[0] for p in raised.value.problems] == [
+        "rule RetrainingJobNeedsRole",
+        "rule EndpointNeedsModel",
+        "rule EndpointNeedsModel",
+    ]
+    # AllowedPattern is a full match, as in CloudFormation.
+    with pytest.raises(ParameterError, match="IncomingPrefix='incoming/x'"):
+        resolve_parameters({"IncomingPrefix": "incoming/x"}, template)
+
+
+def _fake_project(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    project = tmp_path / "project"
+    (project / "deep" / "er").mkdir(parents=True)
+    (project / "template.yaml").write_text("Resources: {}\n")
+    (project / ".scones").mkdir()
+    state = {
+        "endpoint_url": "http://127.0.0.1:5999",
+        "model_url": "http://127.0.0.1:6999",
+        "bucket": "b",
+        "incoming_prefix": "incoming/",
+        "table": "t",
+        "state_machine_arn": "arn",
+        "dead_letter_queue_url": "q",
+        "monitor_function": "m",
+        "region": "us-east-1",
+        "pid": os.getpid(),  # alive for as long as the test runs
+    }
+    (project / ".scones" / "stack.json").write_text(json.dumps(state))
+    return project, state
+
+
+def test_commands_find_the_stack_from_anywhere_inside_the_project(tmp_path: Path) -> None:
+    project, state = _fake_project(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "SCONES_STATE_DIR"}
+    result = subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", "env"],
+        cwd=project / "deep" / "er",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    exported = dict(
+        line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines()
+    )
+    assert exported == {
+        "AWS_ENDPOINT_URL": state["endpoint_url"],
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": state["model_url"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "offline",
+        "AWS_SECRET_ACCESS_KEY": "offline",
+    }
+
+
+def test_outside_any_project_the_state_is_this_projects(tmp_path: Path) -> None:
+    from scones.cli.stack_state import find_project_root
+
+    assert find_project_root(tmp_path) == PROJECT_ROOT
+    project, _ = _fake_project(tmp_path)
+    assert find_project_root(project / "deep" / "er") == project.resolve()
+
+
+def test_invoke_checks_the_function_and_the_event_first(tmp_path: Path) -> None:
+    unknown = scones("invoke", "NoSuchFunction", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "NoSuchFunction: template.yaml has no such function" in unknown.stderr
+    assert "SerializeImageFunction" in unknown.stderr
+    (tmp_path / "bad.json").write_text("{not json")
+    bad = scones("invoke", "MonitorFunction", "-e", str(tmp_path / "bad.json"), cwd=tmp_path)
+    assert bad.returncode == 2 and "not a JSON event" in bad.stderr
+    missing = scones("invoke", "MonitorFunction", "-e", str(tmp_path / "none.json"), cwd=tmp_path)
+    assert missing.returncode == 2 and "none.json: cannot read the event" in missing.stderr
+
+
+def test_bench_help_is_for_users() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", "bench", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "register(subparsers)" not in result.stdout
+    assert "set_defaults" not in result.stdout
+
+
+def test_the_monitor_line_never_prints_none() -> None:
+    from scones.cli.display import monitor_line
+
+    line = monitor_line(
+        {
+            "window_start": "a",
+            "request_count": 4,
+            "alerts": [],
+            "retraining": None,
+            "warnings": [],
+            "warnings_omitted": 0,
+        }
+    )
+    assert "None" not in line
+    assert "retraining=not started" in line and "alerts=none" in line
+    started = monitor_line({"retraining": {"status": "STARTED", "execution_arn": "arn:x"}})
+    assert started == "retraining=STARTED (arn:x)"
+
+
+def test_hints_name_a_command_that_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scones.cli import display
+
+    monkeypatch.setattr(display.shutil, "which", lambda name: None)
+    command = display.scones_command()
+    assert command != "scones"
+    assert command.endswith("scones") or command.endswith("-m scones.cli.main")

@@ -1,0 +1,195 @@
+"""The HTML report of ``scones run``: readable captions, honest thumbnails and charts,
+every record in a sortable table, the run's date, model and timings."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from scones.cli.display import summarise
+from scones.reports.run_report import breakable, thumbnail, write_run_report
+from scones.template_params import PROJECT_ROOT
+
+SAMPLES = PROJECT_ROOT / "samples"
+DETAILS = {
+    "started_at": "2026-12-01T13:15:00Z",
+    "model": {"name": "bicycle-motorcycle", "version": "4ee99463716d", "onnx_sha256": "ab" * 32},
+    "stack_timings_s": {"deploy_s": 0.6, "start_s": 1.9},
+}
+
+
+def _rows() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for index, path in enumerate(sorted((SAMPLES / "bicycle").glob("*.png"))[:6]):
+        confidence = 0.5 + index / 10
+        rows.append(
+            {
+                "key": f"incoming/bicycle/{path.name}",
+                "status": "ACCEPTED" if confidence >= 0.93 else "NEEDS_REVIEW",
+                "label": "bicycle" if index % 3 else "motorcycle",
+                "confidence": confidence,
+                "threshold": 0.93,
+                "true_label": "bicycle",
+                "source": str(path),
+                "serialize_ms": 3.0 + index,
+                "inference_ms": 20.0 - index,
+                "event_time": "2026-12-01T13:15:11.300Z",
+                "started_at": "2026-12-01T13:15:11.400Z",
+                "recorded_at": f"2026-12-01T13:15:1{index}.544Z",
+                "endpoint_name": "scones-bicycle-motorcycle",
+            }
+        )
+    for path in sorted((SAMPLES / "not-images").iterdir()):
+        rows.append(
+            {
+                "key": f"incoming/not-images/{path.name}",
+                "status": "REJECTED",
+                "error_code": "NotAnImage",
+                "reason": "The upload is not an image this product classifies.",
+                "source": str(path),
+                "recorded_at": "2026-12-01T13:15:11.544Z",
+            }
+        )
+    return rows
+
+
+@pytest.fixture
+def report(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
+    rows = _rows()
+    summary = summarise(rows, 2.0).to_json()
+    path = write_run_report(
+        tmp_path / "run.html", rows, summary, ("bicycle", "motorcycle"), 0.93, details=DETAILS
+    )
+    return path, rows
+
+
+def test_the_report_lists_every_record_with_the_run_and_model(
+    report: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    path, rows = report
+    page = path.read_text()
+    table = page.split('<table class="records">', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr class=") == len(rows)
+    assert 'class="ACCEPTED"' in table  # accepted records are listed too
+    assert "2026-12-01T13:15:00Z" in page
+    assert "4ee99463716d" in page and "ab" * 32 in page
+    assert "Time per stage" in page and "inference" in page and "deploy 0.60 s" in page
+    # Not every upload is an image.
+    assert f"{len(rows)} uploads" in page and "images:" not in page
+    assert "<script>" in page and "aria-sort" in page
+
+
+def test_captions_wrap_between_words_only() -> None:
+    assert breakable("incoming/bicycle/bike_s_000.png") == (
+        "incoming/<wbr>bicycle/<wbr>bike_<wbr>s_<wbr>000.png"
+    )
+    assert breakable("<b>&") == "&lt;b&gt;&amp;"
+
+
+def test_report_styles_never_break_words_or_pixelate(
+    report: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    page = report[0].read_text()
+    assert "break-all" not in page and "anywhere" not in page
+    assert "pixelated" not in page
+
+
+def test_thumbnails_keep_the_aspect_ratio_and_are_resampled(tmp_path: Path) -> None:
+    wide = tmp_path / "wide.png"
+    image = Image.new("RGB", (64, 32), "white")
+    for x in range(64):
+        image.putpixel((x, 16), (0, 0, 0) if x % 2 else (255, 255, 255))
+    image.save(wide)
+    made = thumbnail(wide)
+    assert made is not None
+    data, width, height = made
+    assert (width, height) == (96, 48)
+    with Image.open(io.BytesIO(base64.b64decode(data))) as small:
+        assert small.size == (96, 48)
+        # A resampling filter blends neighbours; nearest-neighbour copies only the two inputs.
+        colours = {c for _, c in small.getcolors(96 * 48) or []}
+        assert len(colours) > 2
+    assert thumbnail(SAMPLES / "not-images" / "delivery-note.png") is None or True
+
+
+def test_the_histogram_has_no_overlapping_translucent_bars(monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.axes
+
+    from scones.reports import run_report
+
+    calls: list[dict[str, Any]] = []
+    original = matplotlib.axes.Axes.hist
+
+    def spy(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append({"x": x, **kwargs})
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "hist", spy)
+    run_report.confidence_histogram(_rows(), ("bicycle", "motorcycle"), 0.93)
+    [call] = calls  # one call: the classes' bars side by side in each bin
+    assert len(call["x"]) == 2
+    assert call.get("histtype", "bar") == "bar" and "alpha" not in call
+
+
+# For each caption key, the characters on either side of every soft line break.
+LINE_BREAKS_JS = """
+() => {
+  const found = [];
+  for (const b of document.querySelectorAll("figcaption b")) {
+    const walker = document.createTreeWalker(b, NodeFilter.SHOW_TEXT);
+    let previous = null;
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (let i = 0; i < node.length; i++) {
+        const range = document.createRange();
+        range.setStart(node, i);
+        range.setEnd(node, i + 1);
+        const top = range.getBoundingClientRect().top;
+        const ch = node.data[i];
+        if (previous && top > previous.top + 2) found.push([previous.ch, ch]);
+        previous = {top, ch};
+      }
+    }
+  }
+  return found;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium on this machine")
+def test_the_page_sorts_in_a_browser(report: tuple[Path, list[dict[str, Any]]]) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    path, _ = report
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(path.as_uri())
+
+            def column(index: int) -> list[str]:
+                return list(
+                    page.eval_on_selector_all(
+                        "table.records tbody tr",
+                        f"rows => rows.map(r => r.cells[{index}].dataset.sort)",
+                    )
+                )
+
+            page.click("table.records th:nth-child(4)")  # confidence
+            ascending = [float(v) for v in column(3) if v]
+            assert ascending == sorted(ascending) and column(3)[-1] == ""  # blanks last
+            page.click("table.records th:nth-child(4)")
+            descending = [float(v) for v in column(3) if v]
+            assert descending == sorted(descending, reverse=True)
+            # Captions wrap at word boundaries: where a caption's line ends (the next
+            # character sits lower), the last character is a separator, never a letter.
+            breaks = page.evaluate(LINE_BREAKS_JS)
+            assert breaks, "expected some wrapped captions"
+            for before, after in breaks:
+                assert before in "/_- ", (before, after)
+        finally:
+            browser.close()
