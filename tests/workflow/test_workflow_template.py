@@ -99,7 +99,8 @@ def test_asl_check_catches_dangling_transitions_and_leftover_placeholders() -> N
 def test_rejection_is_data_and_only_transient_errors_are_retried() -> None:
     asl = definition(state_machines()["ClassificationStateMachine"])
     states = asl["States"]
-    assert asl["StartAt"] == "SerializeImage"
+    assert asl["StartAt"] == "CheckAttempt"
+    assert states["CheckAttempt"]["Default"] == states["DefaultAttempt"]["Next"] == "SerializeImage"
     assert states["SerializeImage"]["Next"] == "CheckImage"
     (choice,) = states["CheckImage"]["Choices"]
     assert choice == {"Variable": "$.image.rejection", "IsPresent": True, "Next": "RecordRejected"}
