@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "results",
     "review",
     "redrive",
+    "backfill",
     "down",
     "serve",
     "prepare_data",
@@ -29,6 +30,7 @@ COMMAND_MODULES = (
     "sagemaker",
     "report",
     "bench",
+    "cost",
 )
 
 

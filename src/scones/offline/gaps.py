@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scones.asl_check import check_definition, substitute
+from scones.offline import asl_emulation
 
 if TYPE_CHECKING:
     import boto3
@@ -65,6 +66,8 @@ GAPS: dict[str, str] = {
     "state machines": "AWS::StepFunctions::StateMachine from CloudFormation ignores "
     "DefinitionSubstitutions, S3 definitions, type, logging and tracing, and the "
     "executing interpreter cannot see it; recreated with CreateStateMachine",
+    "distributed map batching": "moto's ASL grammar has no ItemBatcher; offline each item is "
+    "its own batch (scones.offline.asl_emulation rewrites it into an ItemSelector)",
     "layers": "AWS::Lambda::LayerVersion yields no ARN and functions drop Layers; "
     "published with PublishLayerVersion and attached with UpdateFunctionConfiguration",
     "alarms": "AWS::CloudWatch::Alarm is ignored; created with PutMetricAlarm",
@@ -365,7 +368,8 @@ def _recreate_state_machine(
     problems = check_definition(definitions[logical_id], substitutions)
     if problems:
         raise RuntimeError(f"{logical_id} definition: " + "; ".join(problems))
-    definition = substitute(definitions[logical_id], substitutions)
+    # moto cannot parse a Distributed Map's ItemBatcher: see scones.offline.asl_emulation.
+    definition = asl_emulation.for_moto(substitute(definitions[logical_id], substitutions))
     kwargs: dict[str, Any] = {
         "name": name,
         "definition": definition,
