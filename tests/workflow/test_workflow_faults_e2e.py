@@ -31,7 +31,14 @@ ENDPOINT_TIMEOUT_S = 1
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[OfflineStack]:
-    overrides = {**FAST_RETRIES, **HISTORY, "EndpointTimeoutSeconds": str(ENDPOINT_TIMEOUT_S)}
+    overrides = {
+        **FAST_RETRIES,
+        **HISTORY,
+        "EndpointTimeoutSeconds": str(ENDPOINT_TIMEOUT_S),
+        # These tests read the start function's INFO lines ("workflow started"); the
+        # template's default is WARNING.
+        "LogLevel": "INFO",
+    }
     with OfflineStack(StackOptions(enable_faults=True, overrides=overrides)) as running:
         yield running
 
