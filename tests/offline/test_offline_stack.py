@@ -112,7 +112,7 @@ def test_deploy_fills_the_alert_key_and_topic_policies(stack: OfflineStack) -> N
     classify = client("lambda").get_function_configuration(
         FunctionName=stack.function_name("ClassifyImageFunction")
     )
-    assert classify["Timeout"] == 30  # Mappings.EndpointTimeouts for the default 10 s
+    assert classify["Timeout"] == 20  # Mappings.EndpointTimeouts for the default 5 s
 
 
 def test_poller_finds_the_explicit_event_source_mapping(stack: OfflineStack) -> None:

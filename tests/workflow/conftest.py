@@ -23,6 +23,11 @@ FUNCTIONS = PROJECT_ROOT / "functions"
 
 # Fast retries: every retry in the offline stack really sleeps.
 FAST_RETRIES = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "1", "RetryMaxAttempts": "3"}
+# Tests that read execution histories (which states ran, how often) need a Standard workflow:
+# an Express one keeps no history (DescribeExecution and GetExecutionHistory refuse it, on AWS
+# and in moto). The template's default is EXPRESS; test_workflow_express_e2e.py runs the
+# duplicate and replay cases on it.
+HISTORY = {"WorkflowType": "STANDARD"}
 
 
 def function_environment(logical_id: str) -> dict[str, str]:
@@ -83,7 +88,8 @@ def local_predictions(classifier: OnnxClassifier) -> dict[Path, tuple[str, float
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[OfflineStack]:
-    with OfflineStack(StackOptions(enable_faults=True, overrides=dict(FAST_RETRIES))) as running:
+    overrides = {**FAST_RETRIES, **HISTORY}
+    with OfflineStack(StackOptions(enable_faults=True, overrides=overrides)) as running:
         yield running
 
 

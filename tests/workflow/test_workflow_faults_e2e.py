@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST_RETRIES
+from conftest import FAST_RETRIES, HISTORY
 from workflow_helpers import confident_image, history_events, wait_for_execution
 
 from scones.offline.client import Upload
@@ -31,7 +31,14 @@ ENDPOINT_TIMEOUT_S = 1
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[OfflineStack]:
-    overrides = {**FAST_RETRIES, "EndpointTimeoutSeconds": str(ENDPOINT_TIMEOUT_S)}
+    overrides = {
+        **FAST_RETRIES,
+        **HISTORY,
+        "EndpointTimeoutSeconds": str(ENDPOINT_TIMEOUT_S),
+        # These tests read the start function's INFO lines ("workflow started"); the
+        # template's default is WARNING.
+        "LogLevel": "INFO",
+    }
     with OfflineStack(StackOptions(enable_faults=True, overrides=overrides)) as running:
         yield running
 
@@ -251,7 +258,7 @@ def test_table_throttling_is_retried_into_exactly_one_record(
     assert record["status"] in CLASSIFIED
     assert faults.remaining() == 0
     assert (
-        state_failures(events, "RecordClassification")
+        state_failures(events, "RecordAccepted")
         == ["DynamoDB.ProvisionedThroughputExceededException"] * 2
     )
     assert records_of(stack, key) == [record]
@@ -271,7 +278,7 @@ def test_table_throttling_that_outlasts_its_retries_gives_one_failed_record(
 
     assert record["status"] == "FAILED"
     assert record["error_code"] == "DynamoDB.ProvisionedThroughputExceededException"
-    assert len(state_failures(events, "RecordClassification")) == attempts(stack)
+    assert len(state_failures(events, "RecordAccepted")) == attempts(stack)
     assert state_attempts(events, "ClassifyImage") == 1
     assert records_of(stack, key) == [record]
     (letter,) = workflow_letters(drain_dead_letters(stack), key)

@@ -113,9 +113,10 @@ def run_again(api: StackClient, execution_arn: str, name: str, **changes: Any) -
 
 
 def ended_in(api: StackClient, execution_arn: str) -> str:
+    """The last state the execution entered (a Record* state ends the workflow itself)."""
     events = history_events(api.client("stepfunctions"), execution_arn)
-    (succeeded,) = [e for e in events if e["type"] == "SucceedStateEntered"]
-    return str(succeeded["stateEnteredEventDetails"]["name"])
+    entered = [e for e in events if e["type"].endswith("StateEntered")]
+    return str(entered[-1]["stateEnteredEventDetails"]["name"])
 
 
 def test_an_outage_is_replayed_and_every_object_is_classified_exactly_once(
@@ -150,7 +151,7 @@ def test_an_outage_is_replayed_and_every_object_is_classified_exactly_once(
         assert record["execution_arn"].rsplit(":", 1)[-1] == (
             failed[upload]["execution_arn"].rsplit(":", 1)[-1] + "-r1"
         )
-        assert ended_in(api, record["execution_arn"]) == "Classified"
+        assert ended_in(api, record["execution_arn"]) in ("RecordAccepted", "RecordNeedsReview")
         assert [r["pk"] for r in records_for(api, upload.key)] == [record["pk"]]
 
     code, third = redrive(capsys)

@@ -99,7 +99,8 @@ def test_asl_check_catches_dangling_transitions_and_leftover_placeholders() -> N
 def test_rejection_is_data_and_only_transient_errors_are_retried() -> None:
     asl = definition(state_machines()["ClassificationStateMachine"])
     states = asl["States"]
-    assert asl["StartAt"] == "SerializeImage"
+    assert asl["StartAt"] == "CheckAttempt"
+    assert states["CheckAttempt"]["Default"] == states["DefaultAttempt"]["Next"] == "SerializeImage"
     assert states["SerializeImage"]["Next"] == "CheckImage"
     (choice,) = states["CheckImage"]["Choices"]
     assert choice == {"Variable": "$.image.rejection", "IsPresent": True, "Next": "RecordRejected"}
@@ -755,3 +756,79 @@ def test_functions_and_the_state_machine_reach_only_their_own_resources() -> Non
 
 def resources_of(cfn: dict[str, Any], logical_id: str) -> dict[str, Any]:
     return dict(cfn["Resources"][logical_id]["Properties"])
+
+
+# ---------------------------------------------------------------- cost and Express limits
+
+
+def test_executions_without_attempt_default_to_attempt_zero() -> None:
+    """An older start function (during a deployment) sends no attempt: still one record."""
+    states = definition(state_machines()["ClassificationStateMachine"])["States"]
+    (rule,) = states["CheckAttempt"]["Choices"]
+    assert rule == {"Variable": "$.attempt", "IsPresent": False, "Next": "DefaultAttempt"}
+    assert states["DefaultAttempt"] == {
+        "Type": "Pass",
+        "Result": 0,
+        "ResultPath": "$.attempt",
+        "Next": "SerializeImage",
+    }
+
+
+def test_confidence_branches_straight_to_one_record_state_per_status() -> None:
+    from scones.costs.workflow import happy_path, load_workflow
+
+    states = definition(state_machines()["ClassificationStateMachine"])["States"]
+    choice = states["CheckConfidence"]
+    assert choice["Choices"][0]["Next"] == "RecordAccepted"
+    assert choice["Default"] == "RecordNeedsReview"
+    for name, status in (("RecordAccepted", "ACCEPTED"), ("RecordNeedsReview", "NEEDS_REVIEW")):
+        assert states[name]["Parameters"]["Item"]["status"] == {"S": status}
+        assert states[name].get("End") is True
+    # A good upload enters six states: what a Standard workflow bills, per image.
+    assert happy_path(load_workflow()) == [
+        "CheckAttempt",
+        "SerializeImage",
+        "CheckImage",
+        "ClassifyImage",
+        "CheckConfidence",
+        "RecordNeedsReview",
+    ]
+
+
+def test_the_slowest_path_fits_an_express_workflows_five_minutes() -> None:
+    """Every retry used, every attempt to its timeout, then the failure record and the DLQ
+    message: it must still end (with a record) before Express stops it at 300 s."""
+    from scones.costs.workflow import EXPRESS_LIMIT_SECONDS, load_workflow, worst_case_seconds
+
+    assert parameter_defaults()["WorkflowType"] == "EXPRESS"
+    seconds, path = worst_case_seconds(load_workflow())
+    assert seconds <= EXPRESS_LIMIT_SECONDS, (seconds, path)
+    assert path[-3:] == ["RecordFailure", "NotifyDeadLetter", "ClassificationFailed"]
+    # The old defaults (4 retries, a 10 s endpoint timeout, 30 s functions) did not fit.
+    old = load_workflow({"RetryMaxAttempts": "4", "EndpointTimeoutSeconds": "10"})
+    assert worst_case_seconds(old)[0] > EXPRESS_LIMIT_SECONDS
+
+
+def test_the_backfill_is_a_distributed_map_over_the_incoming_prefix() -> None:
+    properties = state_machines()["BackfillStateMachine"]
+    asl = definition(properties)
+    (map_state,) = asl["States"].values()
+    assert map_state["Type"] == "Map"
+    assert map_state["ItemReader"]["Resource"] == "arn:aws:states:::s3:listObjectsV2"
+    assert map_state["ItemReader"]["Parameters"]["Prefix.$"] == "$.prefix"
+    assert map_state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    defaults = parameter_defaults()
+    assert map_state["ItemBatcher"]["MaxItemsPerBatch"] == int(defaults["BackfillBatchSize"])
+    assert map_state["MaxConcurrency"] == int(defaults["BackfillMaxConcurrency"])
+    assert map_state["ToleratedFailurePercentage"] == int(
+        defaults["BackfillToleratedFailurePercentage"]
+    )
+    cfn = transformed()
+    resolve = resolver_for(cfn)
+    statements = role_statements(resolve, "BackfillFunctionRole")
+    table = resolve({"Fn::GetAtt": ["ResultsTable", "Arn"]})
+    machine = resolve({"Ref": "ClassificationStateMachine"})
+    assert decide(statements, Request("dynamodb:BatchGetItem", table)) == ALLOW
+    assert decide(statements, Request("dynamodb:PutItem", table)) == IMPLICIT_DENY
+    assert decide(statements, Request("dynamodb:Scan", table)) == IMPLICIT_DENY
+    assert decide(statements, Request("states:StartExecution", machine)) == ALLOW

@@ -175,21 +175,28 @@ def _common(status: Attribute) -> tuple[Attribute, ...]:
     )
 
 
-CLASSIFIED_LAYOUT: tuple[Attribute, ...] = (
-    *_common(Attribute(STATUS_ATTRIBUTE, "S", "$.status")),
-    Attribute("label", "S", "$.classification.label"),
-    Attribute("confidence", "N", "$.classification.confidence"),
-    Attribute("probabilities", "M", "$.classification.probabilities_attribute"),
-    Attribute("endpoint_name", "S", "$.classification.endpoint_name"),
-    Attribute("endpoint_variant", "S", "$.classification.variant"),
-    Attribute("source_format", "S", "$.image.source.format"),
-    Attribute("source_width", "N", "$.image.source.width"),
-    Attribute("source_height", "N", "$.image.source.height"),
-    Attribute("source_bytes", "N", "$.image.source.bytes"),
-    Attribute("source_sha256", "S", "$.image.source.sha256"),
-    Attribute("serialize_ms", "N", "$.image.duration_ms"),
-    Attribute("inference_ms", "N", "$.classification.duration_ms"),
-)
+def _classified(status: Status) -> tuple[Attribute, ...]:
+    """A classified image's item; the status is a constant of the state that writes it
+    (CheckConfidence branches straight to one writer per status: no Pass state sets it)."""
+    return (
+        *_common(Attribute(STATUS_ATTRIBUTE, "S", literal=status.value)),
+        Attribute("label", "S", "$.classification.label"),
+        Attribute("confidence", "N", "$.classification.confidence"),
+        Attribute("probabilities", "M", "$.classification.probabilities_attribute"),
+        Attribute("endpoint_name", "S", "$.classification.endpoint_name"),
+        Attribute("endpoint_variant", "S", "$.classification.variant"),
+        Attribute("source_format", "S", "$.image.source.format"),
+        Attribute("source_width", "N", "$.image.source.width"),
+        Attribute("source_height", "N", "$.image.source.height"),
+        Attribute("source_bytes", "N", "$.image.source.bytes"),
+        Attribute("source_sha256", "S", "$.image.source.sha256"),
+        Attribute("serialize_ms", "N", "$.image.duration_ms"),
+        Attribute("inference_ms", "N", "$.classification.duration_ms"),
+    )
+
+
+ACCEPTED_LAYOUT: tuple[Attribute, ...] = _classified(Status.ACCEPTED)
+NEEDS_REVIEW_LAYOUT: tuple[Attribute, ...] = _classified(Status.NEEDS_REVIEW)
 
 REJECTED_LAYOUT: tuple[Attribute, ...] = (
     *_common(Attribute(STATUS_ATTRIBUTE, "S", literal=Status.REJECTED.value)),
@@ -205,7 +212,8 @@ FAILED_LAYOUT: tuple[Attribute, ...] = (
 
 # Which ASL state writes which layout.
 RECORD_STATES: dict[str, tuple[Attribute, ...]] = {
-    "RecordClassification": CLASSIFIED_LAYOUT,
+    "RecordAccepted": ACCEPTED_LAYOUT,
+    "RecordNeedsReview": NEEDS_REVIEW_LAYOUT,
     "RecordRejected": REJECTED_LAYOUT,
     "RecordFailure": FAILED_LAYOUT,
 }

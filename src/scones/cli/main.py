@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "redrive",
     "env",
     "invoke",
+    "backfill",
     "down",
     "serve",
     "prepare_data",
@@ -31,6 +32,7 @@ COMMAND_MODULES = (
     "sagemaker",
     "report",
     "bench",
+    "cost",
 )
 
 

@@ -1,0 +1,135 @@
+"""Backfill: classify the objects that were already in the bucket before the workflow.
+
+The backfill state machine (``statemachine/backfill.asl.json``) lists a prefix with a
+Distributed Map (S3 ``ListObjectsV2`` item reader) and hands batches of listed objects to
+the backfill function, which calls :func:`backfill_batch`. For each object it reads the
+current version (``HeadObject``: the listing has no version id), skips the object when its
+record already exists (one ``BatchGetItem`` per 100 keys, never a scan), and starts the
+classification workflow for the rest through the start function's own code
+(``ingest.start_workflow``: attempt 0, the deterministic execution name). So a second run
+over the same prefix starts nothing for what is recorded or (Standard) already running:
+the backfill is resumable, and a rerun after a partial failure only does what is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from scones_core.ingest import start_workflow
+from scones_core.objects import NULL_VERSION, ObjectRef
+from scones_core.records import PARTITION_KEY
+from scones_core.settings import StartSettings
+
+BATCH_GET_LIMIT = 100
+
+
+@dataclass
+class BatchReport:
+    started: list[str] = field(default_factory=list)  # record ids
+    recorded: list[str] = field(default_factory=list)  # already had a record
+    already_running: list[str] = field(default_factory=list)  # execution name existed
+    outside_prefix: list[str] = field(default_factory=list)  # keys, not classified here
+    gone: list[str] = field(default_factory=list)  # keys deleted since the listing
+    placeholders: list[str] = field(default_factory=list)  # zero-byte "folder/" keys
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started": len(self.started),
+            "recorded": len(self.recorded),
+            "already_running": len(self.already_running),
+            "outside_prefix": self.outside_prefix,
+            "gone": self.gone,
+            "placeholders": len(self.placeholders),
+        }
+
+
+def listed_items(event: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The bucket and the listed objects of a Distributed Map batch
+    (``{"Items": [...], "BatchInput": {"bucket": ...}}``)."""
+    items = event.get("Items")
+    batch = event.get("BatchInput") or {}
+    bucket = batch.get("bucket") if isinstance(batch, Mapping) else None
+    if not isinstance(items, list) or not isinstance(bucket, str) or not bucket:
+        raise ValueError("expected {'Items': [...], 'BatchInput': {'bucket': ...}}")
+    return bucket, [i for i in items if isinstance(i, dict) and isinstance(i.get("Key"), str)]
+
+
+def _event_time(item: Mapping[str, Any]) -> str:
+    modified = item.get("LastModified")
+    if isinstance(modified, datetime):
+        return modified.isoformat()
+    return str(modified or "")
+
+
+def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> ObjectRef | None:
+    """The listed key's current version, as an S3 event would name it (None when gone)."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=item["Key"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return ObjectRef(
+        bucket=bucket,
+        key=str(item["Key"]),
+        version=str(head.get("VersionId") or NULL_VERSION),
+        etag=str(head.get("ETag") or item.get("ETag") or "").strip('"'),
+        size=int(head.get("ContentLength") or item.get("Size") or 0),
+    )
+
+
+def recorded_ids(dynamodb: Any, table: str, record_ids: Iterable[str]) -> set[str]:
+    """Which of ``record_ids`` have an item (of any status) in the results table."""
+    ids = list(dict.fromkeys(record_ids))
+    found: set[str] = set()
+    for start in range(0, len(ids), BATCH_GET_LIMIT):
+        request: dict[str, Any] = {
+            table: {
+                "Keys": [{PARTITION_KEY: {"S": i}} for i in ids[start : start + BATCH_GET_LIMIT]],
+                "ProjectionExpression": PARTITION_KEY,
+            }
+        }
+        while request:
+            response = dynamodb.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(table, []):
+                found.add(item[PARTITION_KEY]["S"])
+            request = response.get("UnprocessedKeys") or {}
+    return found
+
+
+def backfill_batch(
+    event: Mapping[str, Any],
+    *,
+    s3: Any,
+    dynamodb: Any,
+    sfn: Any,
+    table: str,
+    prefix: str,
+    settings: StartSettings,
+) -> BatchReport:
+    bucket, items = listed_items(event)
+    report = BatchReport()
+    refs: list[tuple[ObjectRef, str]] = []
+    for item in items:
+        key = str(item["Key"])
+        if not key.startswith(prefix):
+            report.outside_prefix.append(key)
+            continue
+        ref = current_version(s3, bucket, item)
+        if ref is None:
+            report.gone.append(key)
+            continue
+        refs.append((ref, _event_time(item)))
+    done = recorded_ids(dynamodb, table, (ref.record_id for ref, _ in refs))
+    for ref, event_time in refs:
+        if ref.record_id in done:
+            report.recorded.append(ref.record_id)
+            continue
+        result = start_workflow(sfn, ref, settings, event_time)
+        (report.started if result.started else report.already_running).append(ref.record_id)
+    return report

@@ -1,0 +1,94 @@
+"""``scones backfill PREFIX``: classify every object already under PREFIX.
+
+Starts the backfill state machine (``statemachine/backfill.asl.json``): a Distributed Map
+lists the prefix, skips objects that already have a record and starts the classification
+workflow for the rest. Run it again to resume: only what has no record is started. Without
+``--stack`` it acts on the offline stack of ``scones up``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from scones.cli.errors import CommandError
+from scones.cli.stack_state import client_from_state
+
+BACKFILL_OUTPUT = "BackfillStateMachineArn"
+BACKFILL_SUFFIX = "-backfill"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "backfill", help="classify every object already under a prefix", description=__doc__
+    )
+    parser.add_argument("prefix", help="key prefix, under the stack's IncomingPrefix")
+    parser.add_argument("--wait", action="store_true", help="wait until the backfill ends")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits")
+    aws = parser.add_argument_group("AWS (default: the offline stack of `scones up`)")
+    aws.add_argument("--stack", help="CloudFormation stack name (its BackfillStateMachineArn)")
+    aws.add_argument("--region", help="AWS region")
+    aws.add_argument("--profile", help="AWS profile")
+    parser.set_defaults(handler=backfill_command)
+
+
+def find_backfill_machine(sfn: Any) -> str:
+    """The offline stack's backfill state machine (named ``<stack>-backfill``)."""
+    paginator = sfn.get_paginator("list_state_machines")
+    for page in paginator.paginate():
+        for machine in page["stateMachines"]:
+            if machine["name"].endswith(BACKFILL_SUFFIX):
+                return str(machine["stateMachineArn"])
+    raise CommandError("the stack has no backfill state machine")
+
+
+def start_backfill(sfn: Any, machine_arn: str, prefix: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    return str(
+        sfn.start_execution(
+            stateMachineArn=machine_arn,
+            name=f"backfill-{stamp}",
+            input=json.dumps({"prefix": prefix}),
+        )["executionArn"]
+    )
+
+
+def wait_for(sfn: Any, execution_arn: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        described = dict(sfn.describe_execution(executionArn=execution_arn))
+        if described["status"] != "RUNNING" or time.monotonic() > deadline:
+            return described
+        time.sleep(1)
+
+
+def backfill_command(args: argparse.Namespace) -> int:
+    if args.stack:
+        import boto3
+
+        session = boto3.Session(profile_name=args.profile, region_name=args.region)
+        sfn = session.client("stepfunctions")
+        stacks = session.client("cloudformation").describe_stacks(StackName=args.stack)
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks["Stacks"][0]["Outputs"]}
+        if BACKFILL_OUTPUT not in outputs:
+            raise CommandError(f"stack {args.stack} has no output {BACKFILL_OUTPUT}")
+        machine, incoming = outputs[BACKFILL_OUTPUT], outputs.get("IncomingPrefix", "")
+    else:
+        api = client_from_state()
+        sfn = api.client("stepfunctions")
+        machine, incoming = find_backfill_machine(sfn), api.endpoints.incoming_prefix
+    if incoming and not args.prefix.startswith(incoming):
+        raise CommandError(
+            f"{args.prefix!r} is not under the stack's IncomingPrefix {incoming!r}: "
+            "only uploads there are classified"
+        )
+    execution = start_backfill(sfn, machine, args.prefix)
+    print(f"started {execution}")
+    if not args.wait:
+        return 0
+    described = wait_for(sfn, execution, args.timeout)
+    print(f"{described['status']}: {described.get('output') or described.get('cause') or ''}")
+    return 0 if described["status"] == "SUCCEEDED" else 1

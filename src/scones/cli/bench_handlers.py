@@ -1,0 +1,47 @@
+"""``scones bench handlers``: each function's duration, CPU, memory and log bytes per image
+on the offline stack; writes the JSON that ``scones cost`` reads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from scones.template_params import PROJECT_ROOT
+
+DEFAULT_OUT = PROJECT_ROOT / "docs" / "cost-measurements.json"
+
+
+def register(benchmarks: Any) -> None:
+    parser = benchmarks.add_parser(
+        "handlers",
+        help="per-function duration, CPU, memory and log bytes per image (for `scones cost`)",
+        description=__doc__,
+    )
+    parser.add_argument("--small", type=int, default=40, help="CIFAR PNGs (32x32) to send")
+    parser.add_argument("--photos", type=int, default=6, help="4000x3000 JPEGs to send")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--json", type=Path, default=DEFAULT_OUT, help="where to write")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from scones.costs.measure import run_measurement
+
+    overrides = dict(item.split("=", 1) for item in args.param)
+    result = run_measurement(args.small, args.photos, overrides)
+    for kind, data in result["kinds"].items():
+        print(f"{kind}: {data['images']} images, {data['upload_bytes_mean']} B each on average")
+        for name, fn in data["functions"].items():
+            wall = fn["wall_ms"]
+            print(
+                f"  {name:<24} n={fn['invocations']:<3} wall p50 {wall.get('p50', 0):8.1f} ms"
+                f"  mean {wall.get('mean', 0):8.1f} ms  cpu {fn['cpu_ms_mean']:7.1f} ms"
+                f"  peak RSS {fn['peak_rss_mb']:6.1f} MB  log {fn['log_bytes']} B"
+            )
+        print(f"  record item bytes: {data['record_item_bytes']}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,79 @@
+"""``scones bench payload``: the largest state a classification execution can carry.
+
+Builds the worst inputs the workflow accepts (a 1,024-byte key of bytes JSON escapes,
+an image whose model input does not compress: noise at ``ModelInputSize``) and adds up the
+execution state at its fullest (the input, SerializeImage's and ClassifyImage's results, and
+the failure description), in UTF-8 bytes as Step Functions counts them. Limit: 256 KiB;
+the project keeps it under 64 KiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from typing import Any
+
+
+def register(benchmarks: Any) -> None:
+    parser = benchmarks.add_parser("payload", help="largest workflow state for any input")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import io
+
+    from PIL import Image
+    from scones_core.images import normalise_image
+    from scones_core.objects import ObjectRef
+    from scones_core.settings import ImageLimits
+
+    from scones.template_params import parameter_defaults
+
+    p = parameter_defaults()
+    limits = ImageLimits.from_env(
+        {
+            "MAX_IMAGE_BYTES": p["MaxImageBytes"],
+            "MAX_IMAGE_PIXELS": p["MaxImagePixels"],
+            "MIN_IMAGE_SIDE": p["MinImageSide"],
+            "ALLOWED_IMAGE_FORMATS": p["AllowedImageFormats"],
+            "MODEL_INPUT_SIZE": p["ModelInputSize"],
+        }
+    )
+    width, height = limits.model_input_size
+    rng = random.Random(0)
+    noise = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    normalised = normalise_image(buffer.getvalue(), limits)
+    state_image = normalised.to_state(123.456)
+    key = "incoming/" + "\u0001" * (1024 - 9)  # 1,024 bytes; each control byte escapes to 6
+    ref = ObjectRef("b" * 63, key, "v" * 32, "e" * 34, 5_242_880, "0" * 18)
+    state: dict[str, Any] = {
+        "object": ref.to_json(),
+        "event_time": "2026-12-01T00:00:00.000Z",
+        "attempt": 99,
+        "image": state_image,
+        "classification": {
+            "label": "motorcycle",
+            "confidence": 0.123456789,
+            "probabilities": {"bicycle": 0.87654321, "motorcycle": 0.123456789},
+            "probabilities_attribute": {
+                "bicycle": {"N": "0.87654321"},
+                "motorcycle": {"N": "0.123456789"},
+            },
+            "endpoint_name": "e" * 63,
+            "variant": "AllTraffic",
+            "duration_ms": 12345.678,
+        },
+        "error": {"Error": "E" * 256, "Cause": "c" * 32768},
+        "failure": {"error_code": "E" * 256, "cause": {"errorMessage": "m" * 1024}},
+    }
+    size = len(json.dumps(state, ensure_ascii=False).encode())
+    print(
+        f"model input {width}x{height}: normalised PNG {len(normalised.png)} B, "
+        f"base64 {len(state_image['image_b64'])} B"
+    )
+    print(f"key {len(key.encode())} B, JSON-escaped {len(json.dumps(key).encode())} B")
+    print(f"largest state: {size} B = {size / 1024:.1f} KiB (target <= 64 KiB, AWS limit 256 KiB)")
+    return 0 if size <= 64 * 1024 else 1

@@ -1,0 +1,177 @@
+"""``scones cost``: what a million images cost on AWS, line by line.
+
+Reads the template's settings (WorkflowType, each function's MemorySize and architecture,
+TracingMode, LogLevel, UploadRetentionDays, DataCaptureSamplingPercentage), walks the real
+ASL for the states one image goes through, and takes each function's duration, log bytes and
+the record's size from ``scones bench handlers`` (its JSON; one measured run is shipped in
+docs/cost-measurements.json). Prices: ``scones.costs.prices`` (us-east-1, dated, with sources).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from scones.cli.errors import CommandError
+from scones.template_params import PROJECT_ROOT
+
+DEFAULT_MEASUREMENTS = PROJECT_ROOT / "docs" / "cost-measurements.json"
+MEMORY_SIZES = (128, 256, 512, 1024, 1769, 3008)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "cost", help="cost per million images on AWS, per line item", description=__doc__
+    )
+    parser.add_argument("--measurements", type=Path, default=DEFAULT_MEASUREMENTS)
+    parser.add_argument(
+        "--kind",
+        choices=("photo", "small"),
+        default="photo",
+        help="uploads: 4000x3000 camera JPEGs (default) or 32x32 PNGs",
+    )
+    parser.add_argument(
+        "--images-per-month",
+        type=int,
+        default=1_000_000,
+        help="spreads the real-time endpoint's monthly instance cost (default 1,000,000)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template parameter, or <Function>.MemorySize=MB",
+    )
+    parser.add_argument("--sweep-memory", action="store_true", help="Lambda memory sweep")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from scones.costs import prices
+    from scones.costs.model import estimate, original_project
+    from scones.costs.workflow import EXPRESS_LIMIT_SECONDS, load_workflow, worst_case_seconds
+
+    try:
+        measured = json.loads(args.measurements.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CommandError(f"{exc}; run `scones bench handlers` first") from exc
+    overrides = dict(item.split("=", 1) for item in args.param)
+    common: dict[str, Any] = {
+        "kind": args.kind,
+        "overrides": overrides,
+        "images_per_month": args.images_per_month,
+    }
+    columns = {
+        "original": original_project(measured, args.kind),
+        "standard": estimate(measured, workflow_type="STANDARD", **common),
+        "express": estimate(measured, workflow_type="EXPRESS", **common),
+    }
+    endpoints = {
+        (wf, ep): estimate(measured, workflow_type=wf, endpoint=ep, **common)
+        for wf in ("STANDARD", "EXPRESS")
+        for ep in ("realtime", "serverless")
+    }
+    worst, path = worst_case_seconds(load_workflow(overrides))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    name: {"lines": [vars(line) for line in est.lines], "total": est.total}
+                    for name, est in {
+                        **columns,
+                        **{f"{w}-{e}": v for (w, e), v in endpoints.items()},
+                    }.items()
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"Cost per million images, us-east-1 list prices read {prices.READ_ON} "
+        f"(scones.costs.prices); {args.kind} uploads;"
+    )
+    print(
+        f"measured {measured['measured_on']} with `scones bench handlers` "
+        f"({args.measurements.name})."
+    )
+    print()
+    _print_columns(columns)
+    print()
+    print("With an endpoint (not in the $3 target):")
+    header = f"{'':<34}{'Standard':>12}{'Express':>12}"
+    print(header)
+    for ep, label in (
+        ("realtime", "real-time ml.m5.large, 1 instance"),
+        ("serverless", "serverless 1 GB"),
+    ):
+        std, exp = endpoints[("STANDARD", ep)], endpoints[("EXPRESS", ep)]
+        print(f"{label:<34}{std.total:>12.2f}{exp.total:>12.2f}")
+    print()
+    print(
+        f"Slowest path that still records: {worst:.0f} s "
+        f"(Express limit {EXPRESS_LIMIT_SECONDS} s): " + " > ".join(path)
+    )
+    if args.sweep_memory:
+        print()
+        _print_sweep(measured, args.kind)
+    return 0
+
+
+def _print_columns(columns: dict[str, Any]) -> None:
+    items: list[str] = []
+    for est in columns.values():
+        for line in est.lines:
+            if line.item not in items:
+                items.append(line.item)
+    width = max(len(i) for i in items) + 2
+    names = {"original": "original", "standard": "Standard", "express": "Express"}
+    print(
+        f"{'line item':<{width}}"
+        + "".join(f"{names[n]:>11}" for n in columns)
+        + "   basis (Express)"
+    )
+    express = {line.item: line for line in columns["express"].lines}
+    for item in items:
+        row = f"{item:<{width}}"
+        for est in columns.values():
+            value = next((line.usd for line in est.lines if line.item == item), None)
+            row += f"{'-':>11}" if value is None else f"{value:>11.2f}"
+        line = express.get(item)
+        star = " *" if line and not line.counts_toward_target else ""
+        print(row + f"   {line.basis if line else ''}{star}")
+    print(f"{'total':<{width}}" + "".join(f"{est.total:>11.2f}" for est in columns.values()))
+    print(
+        f"{'total without * ($3 target)':<{width}}"
+        + "".join(f"{est.target_total:>11.2f}" for est in columns.values())
+    )
+    print(
+        "* not in the $3 target: the uploader's PUT, and storage, which is per month kept "
+        "(UploadRetentionDays, how long records are kept), not per image processed"
+    )
+
+
+def _print_sweep(measured: dict[str, Any], kind: str) -> None:
+    from scones.costs.model import aws_wait_ms, lambda_gb_second, modelled_duration_ms
+    from scones.costs.prices import price
+
+    print(
+        "Lambda memory sweep (modelled: CPU time scales with the CPU share, one vCPU at "
+        "1,769 MB; the rest does not). USD per million invocations, arm64:"
+    )
+    print(f"{'function':<24}{'peak RSS':>9}" + "".join(f"{m:>10}" for m in MEMORY_SIZES))
+    upload = float(measured["kinds"][kind]["upload_bytes_mean"])
+    for name, fn in measured["kinds"][kind]["functions"].items():
+        cells = ""
+        for memory in MEMORY_SIZES:
+            ms = modelled_duration_ms(fn, memory, aws_wait_ms(name, upload))
+            usd = 1e6 * (
+                price("lambda_request") + ms / 1000 * memory / 1024 * lambda_gb_second("arm64")
+            )
+            fits = memory >= fn["peak_rss_mb"] * 1.25
+            cells += f"{usd:>6.2f}/{ms:<3.0f}" if fits else f"{'(OOM)':>10}"
+        print(f"{name.removesuffix('Function'):<24}{fn['peak_rss_mb']:>8.0f}M{cells}")
+    print("each cell: $/M invocations / ms; (OOM): below 1.25 x the measured peak RSS")

@@ -1,0 +1,376 @@
+"""The cost per million images, line by line, from the template, the ASL and measurements.
+
+Inputs: the template's settings (``WorkflowType``, each function's ``MemorySize`` and
+architecture, ``TracingMode``, ``UploadRetentionDays``, ``DataCaptureSamplingPercentage``,
+the SQS batch size), the workflow's happy path (``scones.costs.workflow``), and what
+``scones bench handlers`` measured: each function's duration, log bytes and the record's
+item size. Prices come from ``scones.costs.prices`` (dated, with sources).
+
+Every figure is for one million images in one month (so a monthly fixed cost, the
+real-time endpoint's instance, is divided by the month's images).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from scones.costs.prices import price
+from scones.costs.workflow import happy_path, is_record_writer, load_workflow
+from scones.template_params import load_template, parameter_defaults
+
+MILLION = 1_000_000
+HOURS_PER_MONTH = 730
+# Lambda's own lines per invocation (START/END come from the offline worker too; REPORT
+# does not): "REPORT RequestId: <36> Duration: ... Billed Duration: ... Memory Size: ...
+# Max Memory Used: ..." is about 160 bytes.
+REPORT_LINE_BYTES = 160
+# The offline worker's own START and END lines ("START RequestId: <uuid>" and "END ...").
+WORKER_LINES_BYTES = 106
+# What a Step Functions task adds to the measured function time on AWS (invoke, the state's
+# own bookkeeping), and a direct service integration's round trip; Express duration only.
+TASK_OVERHEAD_MS = 25.0
+SERVICE_CALL_MS = 15.0
+# Lambda gives a function one full vCPU at 1,769 MB, proportionally less below.
+FULL_VCPU_MB = 1769
+# What a function waits for on AWS, per invocation (assumed, not measured: offline the waits
+# are the emulator's, inflated by the shared machine). S3 GET: first byte plus the body at
+# 80 MB/s; InvokeEndpoint: the model's own 18 ms (docs/benchmarks.md) plus 12 ms of network
+# and SageMaker; StartExecution: 25 ms per message.
+S3_FIRST_BYTE_MS = 20.0
+S3_MB_PER_S = 80.0
+ENDPOINT_MS = 30.0
+START_EXECUTION_MS = 25.0
+SECONDS_PER_MONTH = 30 * 86400
+# An S3 event notification is about 1.5 KB: one SQS request (64 KB chunks).
+EXPRESS_MEMORY_STEP_MB = 64
+
+
+@dataclass(frozen=True)
+class Settings:
+    workflow_type: str
+    tracing: str
+    memory_mb: dict[str, int]
+    architectures: dict[str, str]
+    platform_logs: dict[str, bool]  # False where SystemLogLevel drops START/END/REPORT
+    upload_retention_days: int
+    batch_size: int
+    batch_window_s: float
+    capture_percent: float
+    log_level: str
+
+    @classmethod
+    def from_template(cls, overrides: dict[str, str] | None = None) -> Settings:
+        params = {**parameter_defaults(), **(overrides or {})}
+        template = load_template()
+        globals_ = template["Globals"]["Function"]
+        memory: dict[str, int] = {}
+        arch: dict[str, str] = {}
+        platform_logs: dict[str, bool] = {}
+        for name, resource in template["Resources"].items():
+            if resource["Type"] != "AWS::Serverless::Function":
+                continue
+            props = resource["Properties"]
+            memory[name] = int(
+                overrides_get(overrides, f"{name}.MemorySize")
+                or props.get("MemorySize", globals_["MemorySize"])
+            )
+            arch[name] = next(iter(props.get("Architectures", globals_["Architectures"])))
+            system = props.get("LoggingConfig", {}).get("SystemLogLevel", "INFO")
+            platform_logs[name] = system in ("DEBUG", "INFO")
+        mapping = template["Resources"]["StartWorkflowUploadsMapping"]["Properties"]
+        return cls(
+            workflow_type=params["WorkflowType"],
+            tracing=params["TracingMode"],
+            memory_mb=memory,
+            architectures=arch,
+            platform_logs=platform_logs,
+            upload_retention_days=int(params["UploadRetentionDays"]),
+            batch_size=int(mapping["BatchSize"]),
+            batch_window_s=float(mapping.get("MaximumBatchingWindowInSeconds", 0)),
+            capture_percent=float(params["DataCaptureSamplingPercentage"]),
+            log_level=params["LogLevel"],
+        )
+
+
+def overrides_get(overrides: dict[str, str] | None, key: str) -> str | None:
+    return (overrides or {}).get(key)
+
+
+@dataclass
+class Line:
+    item: str
+    usd: float  # per million images
+    basis: str
+    counts_toward_target: bool = True
+
+
+@dataclass
+class Estimate:
+    title: str
+    lines: list[Line] = field(default_factory=list)
+
+    def add(self, item: str, usd: float, basis: str, target: bool = True) -> None:
+        self.lines.append(Line(item, usd, basis, target))
+
+    @property
+    def total(self) -> float:
+        return sum(line.usd for line in self.lines)
+
+    @property
+    def target_total(self) -> float:
+        return sum(line.usd for line in self.lines if line.counts_toward_target)
+
+
+def lambda_gb_second(architecture: str) -> float:
+    return price("lambda_arm_gb_second" if architecture == "arm64" else "lambda_x86_gb_second")
+
+
+def aws_wait_ms(logical_id: str, upload_bytes: float, per_batch: float = 1.0) -> float:
+    """What ``logical_id`` waits for on AWS per invocation (the assumptions above)."""
+    if logical_id == "SerializeImageFunction":
+        return S3_FIRST_BYTE_MS + upload_bytes / (S3_MB_PER_S * 1e6) * 1000
+    if logical_id == "ClassifyImageFunction":
+        return ENDPOINT_MS
+    if logical_id == "StartWorkflowFunction":
+        return START_EXECUTION_MS * per_batch
+    return 0.0
+
+
+def modelled_duration_ms(function: dict[str, Any], memory_mb: int, wait_ms: float) -> float:
+    """Duration at ``memory_mb``: the measured CPU time per invocation scaled by Lambda's CPU
+    share (one vCPU at 1,769 MB, taken as one core of the measuring machine), plus what the
+    function waits for on AWS (``aws_wait_ms``). A model, not a measurement on Lambda."""
+    share = min(1.0, memory_mb / FULL_VCPU_MB)
+    return float(function["cpu_ms_mean"]) / share + wait_ms
+
+
+def batch_fill(images_per_month: int, batch_size: int, window_s: float) -> float:
+    """Messages per start-function invocation: what arrives within the batching window."""
+    rate = images_per_month / SECONDS_PER_MONTH
+    return max(1.0, min(float(batch_size), rate * window_s))
+
+
+def estimate(  # noqa: PLR0915 (one line item after the other)
+    measured: dict[str, Any],
+    *,
+    kind: str = "photo",
+    workflow_type: str | None = None,
+    endpoint: str = "none",
+    images_per_month: int = MILLION,
+    overrides: dict[str, str] | None = None,
+    title: str | None = None,
+) -> Estimate:
+    """Per-million-image cost of the deployed template with ``measured`` numbers."""
+    settings = Settings.from_template(overrides)
+    wf_type = workflow_type or settings.workflow_type
+    workflow = load_workflow(overrides)
+    data = measured["kinds"][kind]
+    functions = data["functions"]
+    est = Estimate(title or f"{wf_type.title()}, {kind} uploads, endpoint: {endpoint}")
+    m = MILLION
+
+    # -- ingest: the uploader's PUT, S3 -> SQS -> start function ------------------------
+    est.add("S3 PUT (the uploader's)", m * price("s3_put"), "1 PUT per image", target=False)
+    per_batch = batch_fill(images_per_month, settings.batch_size, settings.batch_window_s)
+    upload_bytes = float(data["upload_bytes_mean"])
+    est.add(
+        "SQS (send, receive, delete)",
+        m * (1 + 2 / per_batch) * price("sqs_request"),
+        f"1 send per image + receive and delete per batch of {per_batch:g}",
+    )
+    # -- the workflow's Lambda functions (from the ASL's happy path) ---------------------
+    path = happy_path(workflow)
+    invoked = ["StartWorkflowFunction"] + [
+        workflow.lambda_functions[s] for s in path if s in workflow.lambda_functions
+    ]
+    for logical_id in dict.fromkeys(invoked):
+        memory = settings.memory_mb[logical_id]
+        fn = functions[logical_id]
+        per_image = 1 / per_batch if logical_id == "StartWorkflowFunction" else 1.0
+        cpu_fn = {
+            **fn,
+            "cpu_ms_mean": float(fn["cpu_ms_mean"]) * (per_batch if per_image < 1 else 1),
+        }
+        duration = modelled_duration_ms(
+            cpu_fn, memory, aws_wait_ms(logical_id, upload_bytes, per_batch)
+        )
+        gb_s = duration / 1000 * memory / 1024
+        arch = settings.architectures[logical_id]
+        usd = m * per_image * (price("lambda_request") + gb_s * lambda_gb_second(arch))
+        est.add(
+            f"Lambda {logical_id.removesuffix('Function')}",
+            usd,
+            f"{duration:.0f} ms x {memory} MB {arch}"
+            + (f", per batch of {per_batch:g}" if per_image < 1 else ""),
+        )
+    # -- Step Functions -------------------------------------------------------------------
+    if wf_type == "STANDARD":
+        est.add(
+            "Step Functions Standard",
+            m * len(path) * price("sfn_standard_transition"),
+            f"{len(path)} transitions ({' > '.join(path)})",
+        )
+    else:
+        lambda_ms = 0.0
+        for s in path:
+            if s in workflow.lambda_functions:
+                logical_id = workflow.lambda_functions[s]
+                lambda_ms += TASK_OVERHEAD_MS + modelled_duration_ms(
+                    functions[logical_id],
+                    settings.memory_mb[logical_id],
+                    aws_wait_ms(logical_id, upload_bytes),
+                )
+        service_ms = SERVICE_CALL_MS * sum(
+            1
+            for s in path
+            if workflow.definition["States"][s]["Type"] == "Task"
+            and s not in workflow.lambda_functions
+        )
+        billed_ms = math.ceil((lambda_ms + service_ms) / 100) * 100
+        gb_s = billed_ms / 1000 * EXPRESS_MEMORY_STEP_MB / 1024
+        est.add(
+            "Step Functions Express",
+            m * (price("sfn_express_request") + gb_s * price("sfn_express_gb_second")),
+            f"1 request + {billed_ms} ms x 64 MB ({len(path)} states)",
+        )
+    # -- records ----------------------------------------------------------------------------
+    writes = sum(1 for s in path if is_record_writer(workflow.definition["States"][s]))
+    item = float(data["record_item_bytes"].get("max") or 1024)
+    wru = math.ceil(item / 1024)
+    indexes = len(
+        load_template()["Resources"]["ResultsTable"]["Properties"].get("GlobalSecondaryIndexes", [])
+    )
+    est.add(
+        "DynamoDB writes",
+        m * writes * wru * (1 + indexes) * price("dynamodb_wru"),
+        f"{writes} putItem of {item:.0f} B = {wru} WRU, + {indexes} index write(s)",
+    )
+    gb = m * item * (1 + indexes) / 1e9
+    est.add(
+        "DynamoDB storage + PITR (per month kept)",
+        gb * (price("dynamodb_storage_gb_month") + price("dynamodb_pitr_gb_month")),
+        f"{gb:.2f} GB with the index; grows each month the records are kept",
+        target=False,
+    )
+    # -- S3 -----------------------------------------------------------------------------------
+    est.add("S3 GET (serialize)", m * price("s3_get"), "1 GET of the exact version")
+    upload_gb = m * float(data["upload_bytes_mean"]) / 1e9
+    if settings.upload_retention_days:
+        months = (settings.upload_retention_days + 1) / 30
+        basis = f"{upload_gb:.1f} GB kept {settings.upload_retention_days} d (+1 d noncurrent)"
+        months = min(months, 1.0) if settings.upload_retention_days >= 30 else months
+    else:
+        months = 1.0
+        basis = f"{upload_gb:.1f} GB per month, forever (UploadRetentionDays=0)"
+    est.add(
+        "S3 storage of uploads (per month kept)",
+        upload_gb * months * price("s3_gb_month"),
+        basis,
+        target=False,
+    )
+    # -- logs and traces --------------------------------------------------------------------
+    log_bytes = 0.0
+    for logical_id in dict.fromkeys(invoked):
+        fn = functions[logical_id]
+        per = fn["log_bytes"] / max(1, fn["invocations"])
+        if settings.platform_logs[logical_id]:
+            per += REPORT_LINE_BYTES
+        else:
+            per = max(0.0, per - WORKER_LINES_BYTES)
+        log_bytes += per / per_batch if logical_id == "StartWorkflowFunction" else per
+    est.add(
+        "CloudWatch Logs ingest",
+        m * log_bytes / 1e9 * price("logs_ingest_gb"),
+        f"{log_bytes:.0f} B per image at {measured.get('log_level', '?')} (measured; "
+        "Lambda's START/END/REPORT lines only where SystemLogLevel keeps them)",
+    )
+    traced = settings.tracing == "Active"
+    est.add(
+        "X-Ray",
+        m * price("xray_trace") if traced else 0.0,
+        "1 trace per image (Active)" if traced else "PassThrough: no traces of its own",
+    )
+    est.add(
+        "KMS (SSE-KMS with a bucket key)",
+        0.0,
+        "the bucket key caches the data key: ~0 requests per object (without it: 2 = $6/M)",
+    )
+    # -- endpoint ---------------------------------------------------------------------------
+    classify = functions["ClassifyImageFunction"]
+    if endpoint == "realtime":
+        monthly = HOURS_PER_MONTH * price("sagemaker_ml_m5_large_hour")
+        est.add(
+            "SageMaker real-time ml.m5.large",
+            monthly * m / images_per_month,
+            f"1 instance x {HOURS_PER_MONTH} h, {images_per_month:,} images a month",
+            target=False,
+        )
+    elif endpoint == "serverless":
+        inference_s = float(classify["wall_ms"]["mean"]) / 1000
+        est.add(
+            "SageMaker serverless 1 GB",
+            m * inference_s * price("sagemaker_serverless_gb_second"),
+            f"{inference_s * 1000:.0f} ms x 1 GB per image (cold starts not billed)",
+            target=False,
+        )
+    if endpoint != "none":
+        request_kb = float(classify["request_bytes_max"]) / 1024
+        est.add(
+            "SageMaker data processed",
+            m * request_kb / 1024 / 1024 * 2 * price("sagemaker_data_processed_gb"),
+            f"~{request_kb:.1f} KB in + out per image",
+            target=False,
+        )
+        capture_gb = m * request_kb * 1.4 / 1024 / 1024 * settings.capture_percent / 100
+        est.add(
+            "Data capture in S3 (per month kept)",
+            capture_gb * price("s3_gb_month"),
+            f"{settings.capture_percent:g}% sampled, {capture_gb:.1f} GB",
+            target=False,
+        )
+    return est
+
+
+def original_project(measured: dict[str, Any], kind: str = "photo") -> Estimate:
+    """The original Udacity flow: Standard, three x86 Lambdas at 128 MB (serialize, classify,
+    filter), no records, no queue, traces off; the same measured handler times."""
+    data = measured["kinds"][kind]["functions"]
+    est = Estimate("Original project: Standard, three Lambdas (x86, 128 MB), no records")
+    m = MILLION
+    est.add("S3 PUT (the uploader's)", m * price("s3_put"), "1 PUT per image", target=False)
+    est.add("S3 GET (serialize)", m * price("s3_get"), "1 GET")
+    upload = float(measured["kinds"][kind]["upload_bytes_mean"])
+    durations = {
+        "serialize": modelled_duration_ms(
+            data["SerializeImageFunction"], 128, aws_wait_ms("SerializeImageFunction", upload)
+        ),
+        "classify": modelled_duration_ms(
+            data["ClassifyImageFunction"], 128, aws_wait_ms("ClassifyImageFunction", upload)
+        ),
+        "filter": 1.0,
+    }
+    for name, ms in durations.items():
+        est.add(
+            f"Lambda {name}",
+            m * (price("lambda_request") + ms / 1000 * 0.125 * price("lambda_x86_gb_second")),
+            f"{ms:.0f} ms x 128 MB x86",
+        )
+    est.add(
+        "Step Functions Standard",
+        m * 3 * price("sfn_standard_transition"),
+        "3 transitions (serialize > classify > filter)",
+    )
+    return est
+
+
+def format_estimate(est: Estimate) -> str:
+    width = max(len(line.item) for line in est.lines)
+    rows = [est.title, "-" * len(est.title)]
+    for line in est.lines:
+        mark = "" if line.counts_toward_target else " *"
+        rows.append(f"{line.item:<{width}}  ${line.usd:>9.2f}{mark:2}  {line.basis}")
+    rows.append(f"{'total':<{width}}  ${est.total:>9.2f}")
+    rows.append(f"{'total without * (target <= $3)':<{width}}  ${est.target_total:>9.2f}")
+    return "\n".join(rows)

@@ -1,0 +1,144 @@
+"""The workflow's shape, read from the real template and ASL (never a literal).
+
+``happy_path`` walks the definition the way a good upload goes (every Choice takes its
+``Default``: the execution input has ``attempt``, the image is not rejected); the cost model
+counts its states as Standard transitions and its tasks as Lambda invocations and writes.
+``worst_case_seconds`` bounds the slowest path that still ends in a record (every task
+retried to the last attempt, each attempt running to its timeout, Catch edges followed), which
+must stay under an Express workflow's 5 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from scones.asl_check import substitute
+from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
+
+EXPRESS_LIMIT_SECONDS = 300
+# A direct service integration (DynamoDB putItem, SQS sendMessage) answers in milliseconds;
+# its attempts are bounded here at this many seconds for the worst case.
+SERVICE_ATTEMPT_SECONDS = 5.0
+LAMBDA_PREFIX = "arn:aws:lambda:"
+
+
+@dataclass(frozen=True)
+class Workflow:
+    machine: str  # the state machine's logical id
+    definition: dict[str, Any]
+    lambda_functions: dict[str, str]  # state name -> function logical id
+    function_timeouts: dict[str, float]  # function logical id -> seconds
+
+
+def _function_timeout(resource: dict[str, Any], params: dict[str, str]) -> float:
+    template = load_template()
+    value = resource["Properties"].get("Timeout", template["Globals"]["Function"]["Timeout"])
+    if isinstance(value, dict) and "Fn::FindInMap" in value:
+        mapping, key, attribute = value["Fn::FindInMap"]
+        key = params[key["Ref"]] if isinstance(key, dict) else key
+        value = template["Mappings"][mapping][str(key)][attribute]
+    return float(value)
+
+
+def load_workflow(
+    overrides: dict[str, str] | None = None, machine: str = "ClassificationStateMachine"
+) -> Workflow:
+    """The state machine ``machine`` as deployed with the template's parameters (+ overrides)."""
+    params = {**parameter_defaults(), **(overrides or {})}
+    resources = load_template()["Resources"]
+    properties = resources[machine]["Properties"]
+    substitutions: dict[str, str] = {}
+    functions: dict[str, str] = {}
+    for name, value in properties.get("DefinitionSubstitutions", {}).items():
+        if isinstance(value, dict) and "Ref" in value and value["Ref"] in params:
+            substitutions[name] = params[value["Ref"]]
+        elif isinstance(value, dict) and "Fn::GetAtt" in value:
+            logical_id = value["Fn::GetAtt"][0]
+            substitutions[name] = f"{LAMBDA_PREFIX}us-east-1:123456789012:function:{logical_id}"
+            functions[substitutions[name]] = logical_id
+        else:
+            substitutions[name] = f"arn:aws:example:us-east-1:123456789012:{name}"
+    text = (PROJECT_ROOT / properties["DefinitionUri"]).read_text(encoding="utf-8")
+    definition = json.loads(substitute(text, substitutions))
+    by_state = {
+        name: functions[state["Resource"]]
+        for name, state in definition["States"].items()
+        if state.get("Resource") in functions
+    }
+    timeouts = {
+        logical_id: _function_timeout(resources[logical_id], params)
+        for logical_id in set(by_state.values())
+    }
+    return Workflow(machine, definition, by_state, timeouts)
+
+
+def happy_path(workflow: Workflow, choose: dict[str, int] | None = None) -> list[str]:
+    """The states one execution enters when every Choice takes its Default (or, for the
+    Choices named in ``choose``, that choice rule); ends at a terminal state."""
+    states = workflow.definition["States"]
+    path: list[str] = []
+    name: str | None = workflow.definition["StartAt"]
+    while name is not None:
+        if name in path:
+            raise ValueError(f"the walk loops at {name}")
+        path.append(name)
+        state = states[name]
+        if state["Type"] == "Choice":
+            rule = (choose or {}).get(name)
+            name = state["Default"] if rule is None else state["Choices"][rule]["Next"]
+        elif state.get("End") or state["Type"] in ("Succeed", "Fail"):
+            name = None
+        else:
+            name = state["Next"]
+    return path
+
+
+def is_record_writer(state: dict[str, Any]) -> bool:
+    return str(state.get("Resource", "")) == "arn:aws:states:::dynamodb:putItem"
+
+
+def _backoff_seconds(retry: dict[str, Any]) -> float:
+    interval = float(retry.get("IntervalSeconds", 1))
+    rate = float(retry.get("BackoffRate", 2.0))
+    cap = float(retry.get("MaxDelaySeconds", 1e9))
+    return sum(min(cap, interval * rate**k) for k in range(int(retry.get("MaxAttempts", 3))))
+
+
+def state_worst_seconds(workflow: Workflow, name: str) -> float:
+    """Every attempt of ``name`` running to its timeout, with the longest backoffs."""
+    state = workflow.definition["States"][name]
+    if state["Type"] != "Task":
+        return 0.0
+    if name in workflow.lambda_functions:
+        attempt = workflow.function_timeouts[workflow.lambda_functions[name]]
+    else:
+        attempt = SERVICE_ATTEMPT_SECONDS
+    if "TimeoutSeconds" in state:
+        attempt = min(attempt, float(state["TimeoutSeconds"]))
+    retries = state.get("Retry", [])
+    attempts = 1 + sum(int(r.get("MaxAttempts", 3)) for r in retries)
+    return attempts * attempt + sum(_backoff_seconds(r) for r in retries)
+
+
+def worst_case_seconds(workflow: Workflow) -> tuple[float, list[str]]:
+    """The slowest path from StartAt to a terminal state (Catch edges included)."""
+    states = workflow.definition["States"]
+
+    @cache
+    def longest(name: str) -> tuple[float, tuple[str, ...]]:
+        state = states[name]
+        targets = [state.get("Next"), state.get("Default")]
+        targets += [c.get("Next") for c in state.get("Choices", [])]
+        targets += [c.get("Next") for c in state.get("Catch", [])]
+        best: tuple[float, tuple[str, ...]] = (0.0, ())
+        for target in {t for t in targets if t}:
+            candidate = longest(target)
+            if candidate[0] > best[0] or not best[1]:
+                best = candidate
+        return state_worst_seconds(workflow, name) + best[0], (name, *best[1])
+
+    seconds, path = longest(workflow.definition["StartAt"])
+    return seconds, list(path)

@@ -1,0 +1,76 @@
+"""The backfill function's domain on moto: current versions, records skipped, starts."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+from moto import mock_aws
+from scones_core.backfill import backfill_batch
+from scones_core.objects import ObjectRef
+from scones_core.settings import StartSettings
+
+from scones.template_params import PROJECT_ROOT
+
+BUCKET = "scones-123456789012-us-east-1-images"
+TABLE = "results"
+
+
+@mock_aws
+def test_a_batch_starts_only_objects_without_a_record_and_a_rerun_starts_nothing() -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    ddb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    machine = sfn.create_state_machine(
+        name="classify",
+        definition=json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}),
+        roleArn="arn:aws:iam::123456789012:role/r",
+    )["stateMachineArn"]
+    keys = ["incoming/a.png", "incoming/b.png", "incoming/c.png", "elsewhere/d.png"]
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    head = s3.head_object(Bucket=BUCKET, Key="incoming/a.png")
+    done = ObjectRef(BUCKET, "incoming/a.png", head["VersionId"], head["ETag"].strip('"'), 1)
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": done.record_id}, "status": {"S": "ACCEPTED"}})
+    listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"] + [
+        {"Key": "incoming/gone.png", "Size": 1}
+    ]
+    event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
+    settings = StartSettings(state_machine_arn=machine)
+    clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
+
+    report = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+
+    assert report.recorded == [done.record_id]
+    assert len(report.started) == 2
+    assert report.outside_prefix == ["elsewhere/d.png"]
+    assert report.gone == ["incoming/gone.png"]
+    executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+    started = {
+        json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["object"]["key"]
+        for e in executions
+    }
+    assert started == {"incoming/b.png", "incoming/c.png"}
+    # Resumable: the same batch again starts nothing new. A Standard workflow answers a
+    # running execution's name and input with that execution, and refuses a finished one's.
+    again = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+    assert len(again.started) + len(again.already_running) == 2
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 2
+
+
+def test_the_event_file_is_a_batch_the_function_reads() -> None:
+    from scones_core.backfill import listed_items
+
+    event = json.loads((PROJECT_ROOT / "events" / "backfill.json").read_text())
+    bucket, items = listed_items(event)
+    assert bucket == BUCKET and [i["Key"] for i in items] == [
+        "incoming/camera-7/delivery photo 1.png"
+    ]

@@ -1,0 +1,87 @@
+"""The backfill state machine on the offline stack: a Distributed Map over an S3 prefix.
+
+moto runs the real ``statemachine/backfill.asl.json`` (S3 ListObjectsV2 item reader,
+MaxConcurrency, ToleratedFailurePercentage, DISTRIBUTED processor); only ``ItemBatcher``
+is emulated (one item per batch, ``scones.offline.asl_emulation``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import SAMPLES
+from workflow_helpers import wait_for_execution
+
+from scones.cli.backfill import find_backfill_machine, start_backfill
+from scones.offline.stack import OfflineStack, StackOptions
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("backfill-stack")]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[OfflineStack]:
+    with OfflineStack(StackOptions()) as running:
+        yield running
+
+
+def put_without_events(stack: OfflineStack, objects: dict[str, bytes]) -> None:
+    """Objects that were there before the workflow: no notification reaches the queue."""
+    with stack.delivery_paused():
+        for key, data in objects.items():
+            stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=data)
+        stack.client("sqs").purge_queue(QueueUrl=stack.stack.outputs["IngestQueueUrl"])
+
+
+def records_under(stack: OfflineStack, prefix: str) -> list[dict[str, Any]]:
+    return [r for r in stack.api().records() if str(r.get("key", "")).startswith(prefix)]
+
+
+def run_backfill(stack: OfflineStack, prefix: str) -> dict[str, Any]:
+    sfn = stack.client("stepfunctions")
+    execution = start_backfill(sfn, find_backfill_machine(sfn), prefix)
+    assert wait_for_execution(sfn, execution, timeout=180) == "SUCCEEDED"
+    return dict(json.loads(sfn.describe_execution(executionArn=execution)["output"]))
+
+
+def test_backfill_classifies_what_has_no_record_and_a_rerun_starts_nothing(
+    stack: OfflineStack,
+) -> None:
+    prefix = f"{stack.incoming_prefix}old/"
+    images = sorted(SAMPLES.glob("*/*.png"))[:3]
+    put_without_events(
+        stack,
+        {f"{prefix}{path.name}": path.read_bytes() for path in images}
+        | {f"{prefix}notes.txt": b"not an image"},
+    )
+    # One object already has its record: the backfill must leave it alone.
+    recorded = stack.api().upload_file(images[0], f"old/{images[0].name}")
+    stack.api().wait_for_records([recorded], timeout=60)
+    before = {r["pk"]: r for r in records_under(stack, prefix)}
+    assert len(before) == 1
+
+    output = run_backfill(stack, prefix)
+    assert output == {"batches": 4}
+    sfn = stack.client("stepfunctions")
+    api = stack.api()
+    deadline = time.monotonic() + 120
+    while len(records_under(stack, prefix)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    records = {r["key"].rsplit("/", 1)[-1]: r for r in records_under(stack, prefix)}
+    assert set(records) == {p.name for p in images} | {"notes.txt"}
+    assert records["notes.txt"]["status"] == "REJECTED"
+    assert {records[p.name]["status"] for p in images} <= {"ACCEPTED", "NEEDS_REVIEW"}
+    # The record that existed was not replaced (same execution).
+    (old_pk,) = before
+    assert next(r for r in records_under(stack, prefix) if r["pk"] == old_pk) == before[old_pk]
+
+    # Resumable: a second run over the same prefix starts no classification.
+    executions = sfn.list_executions(stateMachineArn=api.endpoints.state_machine_arn)
+    count = len(executions["executions"])
+    run_backfill(stack, prefix)
+    again = sfn.list_executions(stateMachineArn=api.endpoints.state_machine_arn)
+    assert len(again["executions"]) == count
+    assert len(records_under(stack, prefix)) == 4
