@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scones.offline import interpreter_fixes, s3_event_fixes
+from scones.offline import interpreter_caches, interpreter_fixes, s3_event_fixes, sqs_fixes
 from scones.offline.client import REGION, StackClient, StackEndpoints, offline_session
 from scones.offline.deploy import DeployedStack, deploy
 from scones.offline.lambda_runtime import LambdaRuntime
@@ -64,6 +64,9 @@ class StackOptions:
     poller_threads: int = 2
     # Where stop() saves every record of the results table (nothing is saved when None).
     records_dir: Path | None = None
+    # moto's interpreter caches and SQS fixes (interpreter_caches, sqs_fixes): the same
+    # records, several times faster. Off only to compare with raw moto.
+    moto_speedups: bool = True
 
 
 class OfflineStack:
@@ -80,6 +83,7 @@ class OfflineStack:
         self.timings: dict[str, float] = {}
         self._api: StackClient | None = None
         self._holds_process_slot = False
+        self._speedups_installed = False
         # Set by stop() when records_dir is set: the file written, or why none was.
         self.saved_records: Path | None = None
         self.save_error: str | None = None
@@ -139,6 +143,10 @@ class OfflineStack:
         self._runtime.install()
         interpreter_fixes.install()
         s3_event_fixes.install()
+        if self.options.moto_speedups:
+            interpreter_caches.install()
+            sqs_fixes.install()
+            self._speedups_installed = True
         self.deployed = deploy(
             self.endpoint_url,
             stack_name=self.options.stack_name,
@@ -185,6 +193,10 @@ class OfflineStack:
             interpreter_fixes.uninstall()
             s3_event_fixes.uninstall()
             self._runtime = None
+        if self._speedups_installed:
+            self._speedups_installed = False
+            interpreter_caches.uninstall()
+            sqs_fixes.uninstall()
         if self._moto:
             # The last moment the table can be read: the emulator's memory goes with it.
             self._save_records()
@@ -235,7 +247,8 @@ class OfflineStack:
                 response.read()
 
     def _start_model_server(self) -> None:
-        from scones.serving.server import ModelServer, ServerSettings, build_app
+        from scones.offline.model_process import ModelProcess, ModelProcessError
+        from scones.serving.server import ServerSettings
 
         params = self.parameters
         capture = f"s3://{self.bucket}/{params['DataCapturePrefix']}"
@@ -249,9 +262,23 @@ class OfflineStack:
             capture_flush_interval_s=self.options.capture_flush_seconds,
             enable_faults=self.options.enable_faults,
         )
-        app = build_app(settings, s3_client=self.client("s3"))
-        self._model_server = ModelServer(app, host=self.options.host, port=self.options.model_port)
-        self.model_url = self._model_server.start()
+        # Its own process: inference must not wait for moto's GIL (issue #11).
+        self._model_server = ModelProcess(
+            settings,
+            host=self.options.host,
+            port=self.options.model_port,
+            s3_endpoint_url=self.endpoint_url,
+            log_path=self.work_dir / "logs" / "model-server.log",
+        )
+        try:
+            self.model_url = self._model_server.start()
+        except ModelProcessError as exc:
+            raise StackError(str(exc)) from exc
+
+    @property
+    def model_server_pid(self) -> int | None:
+        """The model server's process id while the stack runs."""
+        return self._model_server.pid if self._model_server else None
 
     def _publish_baseline(self) -> None:
         """Deploy the training baseline where the monitor reads it, as a release would."""
@@ -320,10 +347,7 @@ class OfflineStack:
 
     def flush_capture(self) -> int:
         """Write buffered data-capture records now (the endpoint flushes on a timer)."""
-        capture = (
-            getattr(self._model_server.app.state, "capture", None) if self._model_server else None
-        )
-        return int(capture.flush()) if capture is not None else 0
+        return self._model_server.flush() if self._model_server else 0
 
     def set_faults(self, plan: dict[str, int] | None) -> dict[str, Any]:
         """Arm (or with ``None`` clear) the model endpoint's injected faults."""
