@@ -282,6 +282,8 @@ class LambdaRuntime:
                     function.handler,
                     str(request_r),
                     str(response_w),
+                    # Not read by the worker: names the process in ps and profiles.
+                    function.function_name,
                 ],
                 cwd=code_dir,
                 env=environment,

@@ -1,6 +1,6 @@
 """A Lambda execution environment in a child process.
 
-``python -m scones.offline.lambda_worker HANDLER REQUEST_FD RESPONSE_FD``
+``python -m scones.offline.lambda_worker HANDLER REQUEST_FD RESPONSE_FD [FUNCTION_NAME]``
 imports the handler once (the cold start) with the function's environment and
 ``sys.path`` (code folder, then ``/opt/python`` of the layers), then serves
 invocations: one JSON line in, one JSON line out. Anything the handler prints

@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scones.offline import interpreter_caches, interpreter_fixes, s3_event_fixes, sqs_fixes
+from scones.offline import (
+    dispatch_cache,
+    interpreter_caches,
+    interpreter_fixes,
+    s3_event_fixes,
+    sqs_fixes,
+)
 from scones.offline.client import REGION, StackClient, StackEndpoints, offline_session
 from scones.offline.deploy import DeployedStack, deploy
 from scones.offline.lambda_runtime import LambdaRuntime
@@ -64,8 +70,8 @@ class StackOptions:
     poller_threads: int = 2
     # Where stop() saves every record of the results table (nothing is saved when None).
     records_dir: Path | None = None
-    # moto's interpreter caches and SQS fixes (interpreter_caches, sqs_fixes): the same
-    # records, several times faster. Off only to compare with raw moto.
+    # moto's interpreter caches, SQS fixes and request routing cache (interpreter_caches,
+    # sqs_fixes, dispatch_cache): the same records, faster. Off only to compare with raw moto.
     moto_speedups: bool = True
 
 
@@ -146,6 +152,7 @@ class OfflineStack:
         if self.options.moto_speedups:
             interpreter_caches.install()
             sqs_fixes.install()
+            dispatch_cache.install()
             self._speedups_installed = True
         self.deployed = deploy(
             self.endpoint_url,
@@ -197,6 +204,7 @@ class OfflineStack:
             self._speedups_installed = False
             interpreter_caches.uninstall()
             sqs_fixes.uninstall()
+            dispatch_cache.uninstall()
         if self._moto:
             # The last moment the table can be read: the emulator's memory goes with it.
             self._save_records()
