@@ -33,7 +33,7 @@ def test_bench_workflow_runs_twenty_uploads_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     report = result.stdout
     assert "bare onnxruntime (predict_bytes" in report
-    assert "| 20 |" in report and "images/s" in report
+    assert "| 20 | " in report and "images/s" in report
     assert "peak RSS MB (all processes)" in report
     assert "where the time went" in report and "model server" in report
     assert "profiler: " in report

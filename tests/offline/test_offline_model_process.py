@@ -91,7 +91,7 @@ def test_no_process_outlives_a_killed_stack() -> None:
         api = stack.api()
         png = sorted(Path(sys.argv[1]).glob("*/*.png"))[0].read_bytes()
         api.wait_for_records([api.upload_bytes("one.png", png, "image/png")], timeout=120)
-        print(stack.model_server_pid, flush=True)
+        print("MODEL", stack.model_server_pid, flush=True)
         time.sleep(600)
         """
     )
@@ -100,7 +100,11 @@ def test_no_process_outlives_a_killed_stack() -> None:
     )
     try:
         assert process.stdout is not None
-        model_pid = int(process.stdout.readline())
+        line = ""
+        while not line.startswith("MODEL "):
+            line = process.stdout.readline()
+            assert line, "the stack process ended early"
+        model_pid = int(line.split()[1])
         children = [p for p in process_tree(process.pid) if p != process.pid]
         assert model_pid in children and len(children) >= 4
     finally:

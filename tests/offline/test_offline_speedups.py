@@ -331,3 +331,53 @@ def test_moto_server_still_searches_every_backend_per_request_and_the_cache_does
         dispatch_cache.uninstall()
     assert cached == raw and raw[:3] == ["awslambda", "s3", "dynamodb"]
     assert len(listings) == len(hosts) + 1  # once per host, and every time for the unknown one
+
+
+# -- the execution gate ----------------------------------------------------------------------
+def _wait_machine(sfn: Any, name: str) -> str:
+    definition = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 1, "End": True}}}
+    return str(
+        sfn.create_state_machine(
+            name=name,
+            roleArn="arn:aws:iam::123456789012:role/x",
+            definition=json.dumps(definition),
+        )["stateMachineArn"]
+    )
+
+
+def test_moto_still_evaluates_every_execution_at_once_and_the_gate_queues_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto's execution start changed: review execution_gate."""
+    import time
+
+    from scones.offline import execution_gate
+
+    start_source = inspect.getsource(ExecutionWorker.start)
+    assert "Thread(target=self._execution_logic" in start_source
+    assert "program.eval(self.env)" in inspect.getsource(ExecutionWorker._execution_logic)
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    gate = execution_gate.install(limit=1)
+    try:
+        with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+            sfn = boto3.client("stepfunctions", region_name="us-east-1")
+            arn = _wait_machine(sfn, "gated")
+            runs = [
+                sfn.start_execution(stateMachineArn=arn, name=f"e{i}")["executionArn"]
+                for i in range(3)
+            ]
+            # Started means RUNNING at once, as on AWS, even while waiting for a slot.
+            assert {sfn.describe_execution(executionArn=r)["status"] for r in runs} == {"RUNNING"}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                statuses = {sfn.describe_execution(executionArn=r)["status"] for r in runs}
+                if statuses != {"RUNNING"} and "RUNNING" not in statuses:
+                    break
+                time.sleep(0.1)
+    finally:
+        execution_gate.uninstall()
+    assert statuses == {"SUCCEEDED"}
+    assert gate.peak == 1 and gate.waited >= 1 and gate.running == 0
+    assert ExecutionWorker._get_evaluation_entrypoint.__name__ == "_get_evaluation_entrypoint"

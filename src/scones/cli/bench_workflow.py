@@ -62,6 +62,13 @@ def register(benchmarks: Any) -> None:
         type=Path,
         help="keep py-spy's collapsed stacks here (py-spy-<N>.txt, for a flame graph)",
     )
+    parser.add_argument(
+        "--max-running-executions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="executions evaluating at once (default: the stack's; 0: all at once, raw moto)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.set_defaults(handler=run)
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             moto_speedups=not args.without_moto_speedups,
             log=lambda line: print(line, flush=True),
             profile_dir=args.profile_dir,
+            max_running_executions=args.max_running_executions,
         )
     except (ModelArtifactError, FileNotFoundError, StackError, DeployError, TimeoutError) as exc:
         raise CommandError(str(exc)) from exc

@@ -29,6 +29,7 @@ from typing import Any
 
 from scones.offline import (
     dispatch_cache,
+    execution_gate,
     interpreter_caches,
     interpreter_fixes,
     s3_event_fixes,
@@ -73,6 +74,10 @@ class StackOptions:
     # moto's interpreter caches, SQS fixes and request routing cache (interpreter_caches,
     # sqs_fixes, dispatch_cache): the same records, faster. Off only to compare with raw moto.
     moto_speedups: bool = True
+    # Executions evaluating at once; the others wait, RUNNING, before their first state
+    # (execution_gate: a burst must not time out Tasks queued for the local workers).
+    # None: every execution evaluates at once, as raw moto does.
+    max_running_executions: int | None = execution_gate.DEFAULT_LIMIT
 
 
 class OfflineStack:
@@ -90,6 +95,7 @@ class OfflineStack:
         self._api: StackClient | None = None
         self._holds_process_slot = False
         self._speedups_installed = False
+        self.execution_gate: execution_gate.ExecutionGate | None = None
         # Set by stop() when records_dir is set: the file written, or why none was.
         self.saved_records: Path | None = None
         self.save_error: str | None = None
@@ -154,6 +160,8 @@ class OfflineStack:
             sqs_fixes.install()
             dispatch_cache.install()
             self._speedups_installed = True
+        if self.options.max_running_executions is not None:
+            self.execution_gate = execution_gate.install(self.options.max_running_executions)
         self.deployed = deploy(
             self.endpoint_url,
             stack_name=self.options.stack_name,
@@ -200,6 +208,8 @@ class OfflineStack:
             interpreter_fixes.uninstall()
             s3_event_fixes.uninstall()
             self._runtime = None
+        if self.execution_gate is not None:
+            execution_gate.uninstall()  # before the caches: it wraps their entry point
         if self._speedups_installed:
             self._speedups_installed = False
             interpreter_caches.uninstall()
