@@ -136,8 +136,14 @@ def test_the_speedups_give_the_same_records_as_raw_moto() -> None:
     files = sorted(DATA.glob("*/*.png"))[::97][:10]
     images = [(f"{i}-{path.name}", path.read_bytes()) for i, path in enumerate(files)]
     images.append(("not-an-image.png", b"this is not a picture"))
+    from scones.offline.interpreter_caches import DirectLambdaClient
+
+    before = DirectLambdaClient.total_direct_calls
     raw = _run_batch(False, images)
+    assert DirectLambdaClient.total_direct_calls == before
     fast = _run_batch(True, images)
+    # Serialize and classify for each image (and the retries): the in-process Invoke was used.
+    assert DirectLambdaClient.total_direct_calls - before >= 2 * len(images)
     assert len(raw) == len(images) + 2
     assert {r["status"] for r in raw.values()} >= {"ACCEPTED", "REJECTED", "FAILED"}
     assert fast == raw

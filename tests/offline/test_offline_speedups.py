@@ -381,3 +381,42 @@ def test_moto_still_evaluates_every_execution_at_once_and_the_gate_queues_them(
     assert statuses == {"SUCCEEDED"}
     assert gate.peak == 1 and gate.waited >= 1 and gate.running == 0
     assert ExecutionWorker._get_evaluation_entrypoint.__name__ == "_get_evaluation_entrypoint"
+
+
+def test_moto_still_invokes_lambda_tasks_over_http_and_the_direct_client_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, the interpreter or moto's Invoke route changed: review
+    ``DirectLambdaClient`` (the records test proves the direct answers equal the route's)."""
+    from moto.awslambda import models as lambda_models
+    from moto.awslambda import responses as lambda_responses
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    utils_source = inspect.getsource(lambda_eval_utils)
+    assert utils_source.count("lambda_client.invoke(**parameters)") == 2
+    route = inspect.getsource(lambda_responses.LambdaResponse.invoke)
+    assert (
+        "self.backend.invoke(\n            function_name, qualifier, self.body, self.headers"
+        in route
+    )
+    assert "sys.getsizeof(payload) > 6000000" in route
+    backend_invoke = inspect.getsource(lambda_models.LambdaBackend.invoke)
+    assert "fn = self.get_function(function_name, qualifier)" in backend_invoke
+    assert "fn.invoke(body, headers, response_headers)" in backend_invoke
+
+    calls: list[dict[str, Any]] = []
+
+    class HttpClient:
+        def invoke(self, **parameters: Any) -> dict[str, Any]:
+            calls.append(parameters)
+            return {"StatusCode": 202}
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    direct = interpreter_caches.DirectLambdaClient(HttpClient(), "us-east-1")
+    with mock_aws():
+        unknown = {"FunctionName": "arn:aws:lambda:us-east-1:123456789012:function:nope"}
+        assert direct.invoke(**unknown, Payload=b"{}") == {"StatusCode": 202}
+        assert direct.invoke(**unknown, InvocationType="Event") == {"StatusCode": 202}
+        assert direct.invoke(**unknown, ClientContext="e30=") == {"StatusCode": 202}
+    assert len(calls) == 3 and direct.direct_calls == 0

@@ -20,6 +20,17 @@ with py-spy on the offline stack (issue #11), they were about 70 % of its CPU:
   a lock. Every module of the interpreter imports the function by name, so each
   module's reference is replaced (``BOTO_CLIENT_MODULES``; a test checks the list
   is complete).
+* Each Lambda Task then calls ``lambda_client.invoke(**parameters)``: botocore
+  serialises the call, sends it over HTTP to the moto server in this same
+  process, where werkzeug, Flask and moto's routing parse it again, only to call
+  ``LambdaFunction.invoke`` (which the offline runtime answers from a worker).
+  The interpreter's Lambda client is therefore wrapped (``DirectLambdaClient``):
+  a plain synchronous Invoke of a function that exists calls
+  ``LambdaFunction.invoke`` directly, as moto's route does, and answers in the
+  shape botocore gives (``StatusCode``, ``FunctionError``, ``Payload``, the
+  response-size rule of moto's route). Anything else (another invocation type,
+  an unknown function, an unexpected parameter) takes the HTTP route, so its
+  errors are shaped by moto as before.
 * ``asl.utils.json_path.extract_json`` (and ``ResultPath``) build a **JSONPath
   parser for every evaluation** (about 10 %). A parsed ``jsonpath_ng`` expression
   is immutable, so parses are kept in an LRU cache keyed by the path text.
@@ -33,7 +44,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
+import json
+import os
+import sys
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -120,6 +136,80 @@ def _fill_heap_keys(root: Any) -> None:
             pending.extend(node.values())
 
 
+class DirectLambdaClient:
+    """The interpreter's Lambda client: Invoke in-process, everything else through boto3."""
+
+    DIRECT_PARAMETERS = frozenset({"FunctionName", "Payload", "Qualifier", "InvocationType"})
+    # moto's Invoke route turns a bigger answer into this error (LambdaResponse.invoke).
+    MAX_PAYLOAD = 6_000_000
+    # Invocations answered in-process, by all instances (tests read it).
+    total_direct_calls = 0
+
+    def __init__(self, client: Any, region: str) -> None:
+        self._client = client
+        self._region = region
+        self.direct_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def invoke(self, **parameters: Any) -> dict[str, Any]:
+        function = self._function(parameters)
+        if function is None:
+            return dict(self._client.invoke(**parameters))
+        payload = parameters.get("Payload") or b""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        response_headers: dict[str, str] = {}
+        body = function.invoke(payload, {}, response_headers)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        if sys.getsizeof(body) > self.MAX_PAYLOAD:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            error = {
+                "errorMessage": "Response payload size exceeded maximum allowed payload size "
+                "(6291556 bytes).",
+                "errorType": "Function.ResponseSizeTooLarge",
+            }
+            body = json.dumps(error).encode("utf-8")
+        self.direct_calls += 1
+        DirectLambdaClient.total_direct_calls += 1
+        response: dict[str, Any] = {
+            "ResponseMetadata": {
+                "RequestId": str(uuid.uuid4()),
+                "HTTPStatusCode": 200,
+                "HTTPHeaders": {"content-type": "application/json"},
+                "RetryAttempts": 0,
+            },
+            "StatusCode": 200,
+            "Payload": io.BytesIO(body),
+        }
+        if "x-amz-function-error" in response_headers:
+            response["FunctionError"] = response_headers["x-amz-function-error"]
+        return response
+
+    def _function(self, parameters: dict[str, Any]) -> Any:
+        """The function a plain synchronous Invoke names, or None for the HTTP route."""
+        if set(parameters) - self.DIRECT_PARAMETERS:
+            return None
+        if parameters.get("InvocationType", "RequestResponse") != "RequestResponse":
+            return None
+        name = parameters.get("FunctionName")
+        if not isinstance(name, str):
+            return None
+        from moto.awslambda.models import lambda_backends
+        from moto.iam.models import get_account_id_from
+
+        # The account moto's route would pick for the interpreter's client (access key "ak").
+        account = os.environ.get("MOTO_ACCOUNT_ID") or get_account_id_from("ak")
+        try:
+            return lambda_backends[account][self._region].get_function(
+                name, parameters.get("Qualifier")
+            )
+        except Exception:  # unknown function, bad qualifier: moto's route shapes the error
+            return None
+
+
 class _ClientCache:
     def __init__(self) -> None:
         self._clients: dict[tuple[Any, ...], Any] = {}
@@ -138,6 +228,8 @@ class _ClientCache:
                 client = self._clients.get(key)
                 if client is None:
                     client = _ORIGINAL_BOTO_CLIENT_FOR(region, service, state_credentials)
+                    if service == "lambda":
+                        client = DirectLambdaClient(client, region)
                     self.created += 1
                     self._clients[key] = client
         return client
