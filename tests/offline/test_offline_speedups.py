@@ -420,3 +420,44 @@ def test_moto_still_invokes_lambda_tasks_over_http_and_the_direct_client_falls_b
         assert direct.invoke(**unknown, InvocationType="Event") == {"StatusCode": 202}
         assert direct.invoke(**unknown, ClientContext="e30=") == {"StatusCode": 202}
     assert len(calls) == 3 and direct.direct_calls == 0
+
+
+def test_moto_sqs_still_walks_the_queue_twice_per_delete_and_the_fix_deletes_alike(
+    queue: tuple[Any, str],
+) -> None:
+    """When the first half fails, moto's delete changed: review ``sqs_fixes._delete_message``."""
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid
+
+    source = inspect.getsource(Queue.delete_message)
+    assert "message.had_receipt_handle(receipt_handle) for message in self._messages" in source
+    assert "for message in self._messages:" in source
+    sqs, url = queue
+    backend = sqs_backends["123456789012"]["us-east-1"]
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    # A message received twice: its first handle still deletes it (moto keeps old handles).
+    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=0)
+    sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=again["Messages"][0]["ReceiptHandle"], VisibilityTimeout=0
+    )
+    twice = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    handles = [m["ReceiptHandle"] for m in received[:5]] + [again["Messages"][0]["ReceiptHandle"]]
+
+    def delete_all(delete: Any) -> tuple[list[str], set[str], int]:
+        queue_model = backend.get_queue("backlog")
+        saved = (list(queue_model._messages), set(queue_model.pending_messages))
+        deleted = set(queue_model.deleted_messages)
+        for handle in handles + handles[:2]:  # deleting twice is accepted
+            delete(queue_model, handle)
+        with pytest.raises(ReceiptHandleIsInvalid):
+            delete(queue_model, "not-a-handle")
+        result = (
+            [m.id for m in queue_model._messages],
+            set(queue_model.deleted_messages),
+            len(queue_model.pending_messages),
+        )
+        queue_model._messages, queue_model._pending_messages = saved[0], saved[1]
+        queue_model.deleted_messages = deleted
+        return result
+
+    assert twice
+    assert delete_all(sqs_fixes._ORIGINAL_DELETE) == delete_all(sqs_fixes._delete_message)

@@ -11,6 +11,9 @@ queue) where it needs a single setting:
   ``MessageRetentionPeriod``; that builds ``queue.attributes`` three times: nine
   walks over the queue per message received.
 
+* ``Queue.delete_message`` walks the queue twice per message deleted, building a
+  list of every message's receipt handles on the way (``had_receipt_handle``).
+
 With a backlog of N messages (a burst of uploads), draining it costs O(N²). The
 fixes here read the setting itself instead:
 
@@ -34,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from moto.core.utils import unix_time
+from moto.sqs.exceptions import ReceiptHandleIsInvalid
 from moto.sqs.models import Queue, SQSBackend
 
 COUNT_PROPERTIES = (
@@ -46,7 +50,30 @@ _ORIGINAL_RETENTION_CHECK = SQSBackend.is_message_valid_based_on_retention_perio
 _ORIGINAL_SEND = SQSBackend.send_message
 _ORIGINAL_COUNTS: dict[str, property] = {name: getattr(Queue, name) for name in COUNT_PROPERTIES}
 
+_ORIGINAL_DELETE = Queue.delete_message
+
 _sending = threading.local()
+
+
+def _index_of(messages: list[Any], receipt_handle: str) -> int:
+    for index, message in enumerate(messages):
+        if (
+            message.receipt_handle == receipt_handle
+            or receipt_handle in message._old_receipt_handles
+        ):
+            return index
+    raise ReceiptHandleIsInvalid()
+
+
+def _delete_message(self: Queue, receipt_handle: str) -> None:
+    if receipt_handle in self.deleted_messages:
+        return  # already deleted: moto (and SQS) accept it again
+    messages = self._messages
+    index = _index_of(messages, receipt_handle)
+    message = messages[index]
+    self.pending_messages.discard(message)
+    self.deleted_messages.update(message.all_receipt_handles)  # type: ignore[arg-type]
+    self._messages = messages[:index] + messages[index + 1 :]
 
 
 def _retention_check(self: SQSBackend, queue_name: str, message: Any) -> bool:
@@ -81,6 +108,7 @@ def install() -> None:
     SQSBackend.send_message = _send_without_counting  # type: ignore[method-assign]
     for name, original in _ORIGINAL_COUNTS.items():
         setattr(Queue, name, _count_unless_sending(original))
+    Queue.delete_message = _delete_message  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -88,3 +116,4 @@ def uninstall() -> None:
     SQSBackend.send_message = _ORIGINAL_SEND  # type: ignore[method-assign]
     for name, original in _ORIGINAL_COUNTS.items():
         setattr(Queue, name, original)
+    Queue.delete_message = _ORIGINAL_DELETE  # type: ignore[method-assign]

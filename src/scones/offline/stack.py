@@ -5,9 +5,13 @@ it (``scones.offline.deploy``), runs the deployed Lambda functions in local
 workers (``scones.offline.lambda_runtime``), executes the real ASL with moto's
 Step Functions interpreter, drains the ingest queue like Lambda's SQS poller
 (``scones.offline.sqs_poller``) and serves the shipped model behind a
-SageMaker-compatible endpoint that writes data capture into the stack's bucket.
+SageMaker-compatible endpoint, in a process of its own
+(``scones.offline.model_process``), that writes data capture into the stack's
+bucket. moto's costly repeated work is cached (``interpreter_caches``,
+``sqs_fixes``, ``dispatch_cache``) and a burst of executions is admitted a few
+at a time (``execution_gate``).
 
-Everything lives in this process's memory: when the stack stops, its bucket,
+The emulator's state lives in this process's memory: when the stack stops, its bucket,
 queues and table are gone. With ``StackOptions.records_dir`` set, ``stop()``
 first writes every item of the results table to a JSON file there
 (``scones.offline.records_file``).

@@ -7,7 +7,7 @@ notifications; then delivery resumes and the run ends when the results table
 holds N records. Throughput is N / (delivery resumed to last record): how fast
 the stack drains a backlog of N. Meanwhile:
 
-* a sampler reads ``/proc`` every 0.5 s: the resident memory (RSS) of the stack's
+* a sampler reads ``/proc`` every second: the resident memory (RSS) of the stack's
   process and of every process it started (Lambda workers, the model server),
   summed, and each process's CPU seconds by role;
 * a profiler records where the time went: ``py-spy`` (this process and its
@@ -192,7 +192,7 @@ def process_role(cmdline: str, own: bool = False) -> str:
 class TreeSampler:
     """Peak summed RSS of this process tree, and each process's CPU time, by role."""
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+    def __init__(self, interval_s: float = 1.0) -> None:
         self.interval_s = interval_s
         self.peak_rss_mb = 0.0
         self.by_pid: dict[int, ProcessStats] = {}
