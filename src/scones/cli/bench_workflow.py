@@ -69,6 +69,12 @@ def register(benchmarks: Any) -> None:
         metavar="N",
         help="executions evaluating at once (default: the stack's; 0: all at once, raw moto)",
     )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=16,
+        help="uploads before the measured burst, not counted (Lambda cold starts)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.set_defaults(handler=run)
@@ -82,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     if any(size < 1 for size in args.images):
         raise CommandError(f"--images must be positive, got {args.images}")
+    if args.warmup < 0:
+        raise CommandError(f"--warmup must not be negative, got {args.warmup}")
     if args.bare_images < 1:
         raise CommandError(f"--bare-images must be positive, got {args.bare_images}")
     if args.profiler == "py-spy" and not py_spy_path():
@@ -98,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             log=lambda line: print(line, flush=True),
             profile_dir=args.profile_dir,
             max_running_executions=args.max_running_executions,
+            warmup=args.warmup,
         )
     except (ModelArtifactError, FileNotFoundError, StackError, DeployError, TimeoutError) as exc:
         raise CommandError(str(exc)) from exc
