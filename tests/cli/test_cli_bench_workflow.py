@@ -41,7 +41,10 @@ def test_bench_workflow_runs_twenty_uploads_end_to_end(tmp_path: Path) -> None:
     [run] = data["runs"]
     assert sum(run["statuses"].values()) == 20
     assert set(run["statuses"]) <= {"ACCEPTED", "NEEDS_REVIEW"}
-    assert run["images_per_s"] > 0 and data["bare_images_per_s"] > 0
+    assert run["images_per_s"] > 0 and data["bare_images_per_s_around_run"][0] > 0
+    assert len(data["bare"]) == 2 and data["bare_cpu_ms_per_image"] > 0
+    assert run["cpu_ms_per_image"] > 0
+    assert "CPU ms per image (all processes)" in report
     assert run["peak_rss_mb"] > 100
     roles = set(run["cpu_s_by_role"])
     assert "model server" in roles and any(role.startswith("lambda ") for role in roles)

@@ -80,6 +80,7 @@ class WorkflowRun:
     peak_running_executions: int | None  # most executions evaluating at once (the gate)
     wall_s: float  # delivery resumed to the last record
     images_per_s: float
+    cpu_ms_per_image: float  # CPU of every process of the stack while it drained, per image
     statuses: dict[str, int]
     peak_rss_mb: float
     peak_rss_by_role_mb: dict[str, float]
@@ -93,23 +94,28 @@ class BareRun:
     threads: int
     wall_s: float
     images_per_s: float
+    cpu_ms_per_image: float  # CPU time of this process (all threads) per image
 
 
 @dataclass
 class WorkflowBenchResult:
     machine: dict[str, Any]
     profiler: str
-    bare_before: BareRun
-    bare_after: BareRun
+    # Bare onnxruntime before the first run, between runs and after the last: run i is
+    # compared with the mean of bare[i] and bare[i + 1], measured just around it.
+    bare: list[BareRun]
     runs: list[WorkflowRun]
 
-    @property
-    def bare_images_per_s(self) -> float:
-        return (self.bare_before.images_per_s + self.bare_after.images_per_s) / 2
+    def bare_around(self, index: int) -> float:
+        return (self.bare[index].images_per_s + self.bare[index + 1].images_per_s) / 2
+
+    def bare_cpu_ms(self) -> float:
+        return sum(b.cpu_ms_per_image for b in self.bare) / len(self.bare)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["bare_images_per_s"] = self.bare_images_per_s
+        data["bare_images_per_s_around_run"] = [self.bare_around(i) for i in range(len(self.runs))]
+        data["bare_cpu_ms_per_image"] = self.bare_cpu_ms()
         return data
 
 
@@ -132,11 +138,12 @@ def bare_throughput(model_dir: Path, payloads: list[bytes], threads: int) -> Bar
     classifier = OnnxClassifier(model_dir)
     for payload in payloads[:10]:  # warm-up, not counted
         classifier.predict_bytes(payload)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(classifier.predict_bytes, payloads))
     wall = time.perf_counter() - started
-    return BareRun(len(payloads), threads, wall, len(payloads) / wall)
+    cpu_ms = (time.process_time() - cpu_started) * 1000 / len(payloads)
+    return BareRun(len(payloads), threads, wall, len(payloads) / wall, cpu_ms)
 
 
 # -- /proc sampling ------------------------------------------------------------------
@@ -198,6 +205,7 @@ class TreeSampler:
         self.interval_s = interval_s
         self.peak_rss_mb = 0.0
         self.by_pid: dict[int, ProcessStats] = {}
+        self._baseline: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
 
@@ -231,12 +239,18 @@ class TreeSampler:
             stats.cpu_s = max(stats.cpu_s, cpu)
         self.peak_rss_mb = max(self.peak_rss_mb, total)
 
+    def mark(self) -> None:
+        """CPU time from now on: by_role() reports what each process used after this."""
+        self.sample()
+        self._baseline = {pid: stats.cpu_s for pid, stats in self.by_pid.items()}
+
     def by_role(self) -> tuple[dict[str, float], dict[str, float]]:
         rss: dict[str, float] = defaultdict(float)
         cpu: dict[str, float] = defaultdict(float)
         for stats in self.by_pid.values():
             rss[stats.role] += stats.peak_rss_mb
-            cpu[stats.role] += stats.cpu_s
+        for pid, stats in self.by_pid.items():
+            cpu[stats.role] += max(0.0, stats.cpu_s - self._baseline.get(pid, 0.0))
         return dict(rss), dict(cpu)
 
 
@@ -470,6 +484,7 @@ def run_workflow(
                 api.upload_bytes(name, data, "image/png")
             upload_s = time.perf_counter() - upload_started
             profiler.start()
+            sampler.mark()
             started = time.perf_counter()
         try:
             done = 0
@@ -499,6 +514,7 @@ def run_workflow(
         peak_running_executions=peak_running,
         wall_s=wall,
         images_per_s=len(images) / wall,
+        cpu_ms_per_image=sum(cpu.values()) * 1000 / len(images),
         statuses=dict(statuses),
         peak_rss_mb=sampler.peak_rss_mb,
         peak_rss_by_role_mb=rss,
@@ -539,8 +555,13 @@ def run_benchmark(
     machine = machine_info()
     bare_set = [data for _, data in load_images(data_dir, min(max(sizes), bare_images))]
     threads = machine["usable_cpus"] or machine["cpus"] or 1
-    bare_before = bare_throughput(model_dir, bare_set, threads)
-    log(f"bare onnxruntime: {bare_before.images_per_s:.1f} images/s ({threads} threads)")
+
+    def measure_bare() -> BareRun:
+        bare = bare_throughput(model_dir, bare_set, threads)
+        log(f"bare onnxruntime: {bare.images_per_s:.1f} images/s ({threads} threads)")
+        return bare
+
+    bares = [measure_bare()]
     runs = []
     with _work_dir() as work:
         for size in sizes:
@@ -558,9 +579,9 @@ def run_benchmark(
             )
             log(f"workflow: {size} uploads: {run.images_per_s:.2f} images/s")
             runs.append(run)
-    bare_after = bare_throughput(model_dir, bare_set, threads)
+            bares.append(measure_bare())
     machine["load_average_after"] = os.getloadavg()
-    return WorkflowBenchResult(machine, profiler, bare_before, bare_after, runs)
+    return WorkflowBenchResult(machine, profiler, bares, runs)
 
 
 @contextlib.contextmanager
@@ -574,34 +595,46 @@ def _work_dir() -> Iterator[Path]:
 
 def format_report(result: WorkflowBenchResult) -> str:
     m = result.machine
-    bare = result.bare_images_per_s
+    bare_rates = ", ".join(f"{b.images_per_s:.1f}" for b in result.bare)
     lines = [
         f"machine: {m['usable_cpus']} usable CPUs, load average "
         f"{m['load_average_before'][0]:.1f} before / {m['load_average_after'][0]:.1f} after, "
         f"Python {m['python']}, onnxruntime {m['onnxruntime']}",
         f"profiler: {result.runs[0].profile.get('profiler', 'none') if result.runs else 'none'}",
         "",
-        f"bare onnxruntime (predict_bytes, {result.bare_before.threads} threads, "
-        f"{result.bare_before.images} images): {result.bare_before.images_per_s:.1f} images/s "
-        f"before, {result.bare_after.images_per_s:.1f} after, mean {bare:.1f}",
+        f"bare onnxruntime (predict_bytes, {result.bare[0].threads} threads, "
+        f"{result.bare[0].images} images), before, between and after the runs: "
+        f"{bare_rates} images/s; {result.bare_cpu_ms():.1f} ms CPU per image",
         "",
-        "| uploads | upload s | drain s | images/s | x bare | peak running executions "
-        "| peak RSS MB (all processes) | records |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| uploads | upload s | drain s | images/s | bare images/s around it | x bare "
+        "| CPU ms per image (all processes) | bare CPU / workflow CPU "
+        "| peak running executions | peak RSS MB (all processes) | records |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for run in result.runs:
+    for index, run in enumerate(result.runs):
+        bare = result.bare_around(index)
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(run.statuses.items()))
         running = "all" if run.peak_running_executions is None else run.peak_running_executions
         lines.append(
-            f"| {run.images} | {run.upload_s:.1f} | {run.wall_s:.1f} | {run.images_per_s:.2f} | "
-            f"{run.images_per_s / bare:.2f} | {running} | {run.peak_rss_mb:.0f} | {statuses} |"
+            f"| {run.images} | {run.upload_s:.1f} | {run.wall_s:.1f} | {run.images_per_s:.2f} "
+            f"| {bare:.1f} | {run.images_per_s / bare:.2f} | {run.cpu_ms_per_image:.0f} "
+            f"| {result.bare_cpu_ms() / run.cpu_ms_per_image:.2f} | {running} "
+            f"| {run.peak_rss_mb:.0f} | {statuses} |"
         )
     if len(result.runs) > 1:
         first, last = result.runs[0], result.runs[-1]
+        first_x = first.images_per_s / result.bare_around(0)
+        last_x = last.images_per_s / result.bare_around(len(result.runs) - 1)
         lines.append(
-            f"\nthroughput at {last.images} / at {first.images}: "
-            f"{last.images_per_s / first.images_per_s:.2f}"
+            f"\nat {last.images} / at {first.images} uploads: throughput "
+            f"{last.images_per_s / first.images_per_s:.2f}, x bare {last_x / first_x:.2f}, "
+            f"CPU per image {first.cpu_ms_per_image / last.cpu_ms_per_image:.2f} (inverse ratio)"
         )
+    lines.append(
+        "(on a shared machine throughput follows the load; CPU per image does not. "
+        "bare CPU / workflow CPU is the throughput ratio to expect on an otherwise idle "
+        "machine with these cores.)"
+    )
     for run in result.runs:
         lines += ["", f"== {run.images} uploads: where the time went"]
         lines.append("CPU seconds and peak RSS by process:")
