@@ -272,6 +272,7 @@ class Profiler:
         self._process: subprocess.Popen[bytes] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._caller: int | None = None
         self._raw = out_dir / "py-spy.txt"
         # Where to keep py-spy's collapsed stacks (for a flame graph), if anywhere.
         self.keep_raw: Path | None = None
@@ -286,7 +287,8 @@ class Profiler:
         if self.kind == "sampler":
             return (
                 f"thread sampler ({self.rate_hz} Hz over sys._current_frames of the stack "
-                "process only; py-spy not installed; threads blocked in a wait not counted)"
+                "process only, not its polling thread; py-spy not installed; threads blocked "
+                "in a wait not counted)"
             )
         return "none"
 
@@ -315,6 +317,9 @@ class Profiler:
                 start_new_session=True,  # Ctrl-C is for the bench, which stops it
             )
         elif self.kind == "sampler":
+            # The caller only polls for records (mostly in time.sleep, which a sampler of
+            # Python frames cannot tell from work): it is not part of the stack.
+            self._caller = threading.get_ident()
             self._thread = threading.Thread(target=self._sample, name="bench-sampler", daemon=True)
             self._thread.start()
 
@@ -350,7 +355,7 @@ class Profiler:
         role = 'process {}:"{}"'.format(os.getpid(), " ".join(sys.argv))
         while not self._stop.wait(1 / self.rate_hz):
             for ident, frame in sys._current_frames().items():
-                if ident in (own, threading.get_ident()):
+                if ident in (own, self._caller):
                     continue
                 if frame.f_code.co_name in WAITING_FUNCTIONS:
                     continue
