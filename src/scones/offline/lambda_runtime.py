@@ -50,6 +50,12 @@ def _extract(data: bytes, target: Path) -> Path:
     return target
 
 
+def _wait_for_response(worker: _Worker, timeout: float) -> bool:
+    """Block until the worker answers or ``timeout`` passes (a profile counts this as idle)."""
+    ready, _, _ = select.select([worker.responses], [], [], timeout)
+    return bool(ready)
+
+
 @dataclass
 class _Worker:
     process: subprocess.Popen[bytes]
@@ -187,8 +193,7 @@ class LambdaRuntime:
             message = {"event": event, "request_id": request_id, "deadline_ms": deadline_ms}
             worker.requests.write(json.dumps(message) + "\n")
             worker.requests.flush()
-            ready, _, _ = select.select([worker.responses], [], [], timeout)
-            if not ready:
+            if not _wait_for_response(worker, timeout):
                 healthy = False
                 return self._error(
                     "Sandbox.Timedout",
@@ -298,6 +303,8 @@ class LambdaRuntime:
                     function.handler,
                     str(request_r),
                     str(response_w),
+                    # Not read by the worker: names the process in ps and profiles.
+                    function.function_name,
                 ],
                 cwd=code_dir,
                 env=environment,

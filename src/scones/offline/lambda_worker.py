@@ -1,8 +1,8 @@
 """A Lambda execution environment in a child process.
 
-``python -S lambda_worker.py HANDLER REQUEST_FD RESPONSE_FD`` (a script, so no package
-of this project is imported in the function's process) imports the handler once (the
-cold start) with the function's environment and ``sys.path`` (code folder, then
+``python -S lambda_worker.py HANDLER REQUEST_FD RESPONSE_FD [FUNCTION_NAME]`` (a script, so
+no package of this project is imported in the function's process) imports the handler once
+(the cold start) with the function's environment and ``sys.path`` (code folder, then
 ``/opt/python`` of the layers, then the runtime's packages), then serves
 invocations: one JSON line in, one JSON line out. Anything the handler prints
 goes to this process's stderr, which the parent keeps as the function's log.

@@ -5,9 +5,13 @@ it (``scones.offline.deploy``), runs the deployed Lambda functions in local
 workers (``scones.offline.lambda_runtime``), executes the real ASL with moto's
 Step Functions interpreter, drains the ingest queue like Lambda's SQS poller
 (``scones.offline.sqs_poller``) and serves the shipped model behind a
-SageMaker-compatible endpoint that writes data capture into the stack's bucket.
+SageMaker-compatible endpoint, in a process of its own
+(``scones.offline.model_process``), that writes data capture into the stack's
+bucket. moto's costly repeated work is cached (``interpreter_caches``,
+``sqs_fixes``, ``dispatch_cache``) and a burst of executions is admitted a few
+at a time (``execution_gate``).
 
-Everything lives in this process's memory: when the stack stops, its bucket,
+The emulator's state lives in this process's memory: when the stack stops, its bucket,
 queues and table are gone. With ``StackOptions.records_dir`` set, ``stop()``
 first writes every item of the results table to a JSON file there
 (``scones.offline.records_file``).
@@ -27,7 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scones.offline import interpreter_fixes, s3_event_fixes
+from scones.offline import (
+    dispatch_cache,
+    execution_gate,
+    interpreter_caches,
+    interpreter_fixes,
+    s3_event_fixes,
+    sqs_fixes,
+)
 from scones.offline.client import REGION, StackClient, StackEndpoints, offline_session
 from scones.offline.deploy import DeployedStack, deploy
 from scones.offline.lambda_runtime import LambdaRuntime
@@ -65,6 +76,13 @@ class StackOptions:
     poller_threads: int = 2
     # Where stop() saves every record of the results table (nothing is saved when None).
     records_dir: Path | None = None
+    # moto's interpreter caches, SQS fixes and request routing cache (interpreter_caches,
+    # sqs_fixes, dispatch_cache): the same records, faster. Off only to compare with raw moto.
+    moto_speedups: bool = True
+    # Executions evaluating at once; the others wait, RUNNING, before their first state
+    # (execution_gate: a burst must not time out Tasks queued for the local workers).
+    # None: every execution evaluates at once, as raw moto does.
+    max_running_executions: int | None = execution_gate.DEFAULT_LIMIT
 
 
 class OfflineStack:
@@ -86,6 +104,8 @@ class OfflineStack:
         self._api: StackClient | None = None
         self._holds_process_slot = False
         self._table_faults: TableWriteFaults | None = None
+        self._speedups_installed = False
+        self.execution_gate: execution_gate.ExecutionGate | None = None
         # Set by stop() when records_dir is set: the file written, or why none was.
         self.saved_records: Path | None = None
         self.save_error: str | None = None
@@ -151,6 +171,13 @@ class OfflineStack:
         if self.options.enable_faults:
             self._table_faults = TableWriteFaults()
             self._table_faults.install()
+        if self.options.moto_speedups:
+            interpreter_caches.install()
+            sqs_fixes.install()
+            dispatch_cache.install()
+            self._speedups_installed = True
+        if self.options.max_running_executions is not None:
+            self.execution_gate = execution_gate.install(self.options.max_running_executions)
         self.deployed = deploy(
             self.endpoint_url,
             stack_name=self.options.stack_name,
@@ -200,6 +227,13 @@ class OfflineStack:
         if self._table_faults:
             TableWriteFaults.uninstall()
             self._table_faults = None
+        if self.execution_gate is not None:
+            execution_gate.uninstall()  # before the caches: it wraps their entry point
+        if self._speedups_installed:
+            self._speedups_installed = False
+            interpreter_caches.uninstall()
+            sqs_fixes.uninstall()
+            dispatch_cache.uninstall()
         if self._moto:
             # The last moment the table can be read: the emulator's memory goes with it.
             self._save_records()
@@ -250,7 +284,8 @@ class OfflineStack:
                 response.read()
 
     def _start_model_server(self) -> None:
-        from scones.serving.server import ModelServer, ServerSettings, build_app
+        from scones.offline.model_process import ModelProcess, ModelProcessError
+        from scones.serving.server import ServerSettings
 
         params = self.parameters
         capture = f"s3://{self.bucket}/{params['DataCapturePrefix']}"
@@ -264,9 +299,23 @@ class OfflineStack:
             capture_flush_interval_s=self.options.capture_flush_seconds,
             enable_faults=self.options.enable_faults,
         )
-        app = build_app(settings, s3_client=self.client("s3"))
-        self._model_server = ModelServer(app, host=self.options.host, port=self.options.model_port)
-        self.model_url = self._model_server.start()
+        # Its own process: inference must not wait for moto's GIL (issue #11).
+        self._model_server = ModelProcess(
+            settings,
+            host=self.options.host,
+            port=self.options.model_port,
+            s3_endpoint_url=self.endpoint_url,
+            log_path=self.work_dir / "logs" / "model-server.log",
+        )
+        try:
+            self.model_url = self._model_server.start()
+        except ModelProcessError as exc:
+            raise StackError(str(exc)) from exc
+
+    @property
+    def model_server_pid(self) -> int | None:
+        """The model server's process id while the stack runs."""
+        return self._model_server.pid if self._model_server else None
 
     def _publish_baseline(self) -> None:
         """Deploy the training baseline where the monitor reads it, as a release would."""
@@ -335,10 +384,7 @@ class OfflineStack:
 
     def flush_capture(self) -> int:
         """Write buffered data-capture records now (the endpoint flushes on a timer)."""
-        capture = (
-            getattr(self._model_server.app.state, "capture", None) if self._model_server else None
-        )
-        return int(capture.flush()) if capture is not None else 0
+        return self._model_server.flush() if self._model_server else 0
 
     def set_faults(self, plan: dict[str, int] | None) -> dict[str, Any]:
         """Arm (or with ``None`` clear) the model endpoint's injected faults."""

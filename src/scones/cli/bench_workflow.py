@@ -1,0 +1,117 @@
+"""``scones bench workflow``: uploads through the whole offline stack, profiled.
+
+Runs N uploads through a fresh offline stack for each ``--images`` size, profiles
+it (py-spy when installed, else a sampler of the stack's threads; the report says
+which), and prints images/s, the peak memory of the stack (RSS of all its
+processes), where the time went, and bare onnxruntime throughput of the shipped
+model on the same images, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from scones.cli.errors import CommandError
+
+DEFAULT_SIZES = [200]
+
+
+def register(benchmarks: Any) -> None:
+    from scones.cli.bench import DEFAULT_IMAGES, DEFAULT_MODEL
+
+    parser = benchmarks.add_parser(
+        "workflow",
+        help="uploads through the whole offline stack against bare onnxruntime, profiled",
+        description=__doc__,
+    )
+    parser.add_argument(
+        "--images",
+        type=int,
+        nargs="+",
+        default=DEFAULT_SIZES,
+        metavar="N",
+        help="uploads per run; several sizes run one after another, each on a fresh stack "
+        f"(default: {' '.join(map(str, DEFAULT_SIZES))})",
+    )
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_IMAGES, help="folder of <label>/*.png images"
+    )
+    parser.add_argument(
+        "--profiler",
+        choices=["auto", "py-spy", "sampler", "none"],
+        default="auto",
+        help="auto: py-spy when installed, else a sampler of the stack's threads",
+    )
+    parser.add_argument(
+        "--bare-images",
+        type=int,
+        default=400,
+        help="images for the bare onnxruntime baseline (the first of the same sequence)",
+    )
+    parser.add_argument(
+        "--without-moto-speedups",
+        action="store_true",
+        help="run raw moto (no interpreter caches, no SQS fixes), to compare",
+    )
+    parser.add_argument(
+        "--profile-dir",
+        type=Path,
+        help="keep py-spy's collapsed stacks here (py-spy-<N>.txt, for a flame graph)",
+    )
+    parser.add_argument(
+        "--max-running-executions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="executions evaluating at once (default: the stack's; 0: all at once, raw moto)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=16,
+        help="uploads before the measured burst, not counted (Lambda cold starts)",
+    )
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scones.model.artifact import ModelArtifactError
+    from scones.offline.deploy import DeployError
+    from scones.offline.stack import StackError
+    from scones.offline.workflow_bench import format_report, py_spy_path, run_benchmark
+
+    if any(size < 1 for size in args.images):
+        raise CommandError(f"--images must be positive, got {args.images}")
+    if args.warmup < 0:
+        raise CommandError(f"--warmup must not be negative, got {args.warmup}")
+    if args.bare_images < 1:
+        raise CommandError(f"--bare-images must be positive, got {args.bare_images}")
+    if args.profiler == "py-spy" and not py_spy_path():
+        raise CommandError("py-spy is not installed; use --profiler auto or sampler")
+    try:
+        result = run_benchmark(
+            args.images,
+            model_dir=args.model,
+            data_dir=args.data,
+            profiler=args.profiler,
+            bare_images=args.bare_images,
+            timeout_s=args.timeout,
+            moto_speedups=not args.without_moto_speedups,
+            log=lambda line: print(line, flush=True),
+            profile_dir=args.profile_dir,
+            max_running_executions=args.max_running_executions,
+            warmup=args.warmup,
+        )
+    except (ModelArtifactError, FileNotFoundError, StackError, DeployError, TimeoutError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(format_report(result), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    return 0

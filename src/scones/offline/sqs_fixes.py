@@ -1,0 +1,119 @@
+"""Keep moto's SQS from counting the whole queue on every send and receive.
+
+moto 5.2.5 builds ``Queue.attributes`` (every attribute, including the three
+``ApproximateNumberOfMessages*`` counts, each a walk over every message in the
+queue) where it needs a single setting:
+
+* ``SQSBackend.send_message`` reads ``queue.attributes["ContentBasedDeduplication"]``:
+  three walks over the queue per message sent.
+* ``SQSBackend.receive_message`` calls ``is_message_valid_based_on_retention_period``
+  for every message it returns, which asks ``get_queue_attributes`` for
+  ``MessageRetentionPeriod``; that builds ``queue.attributes`` three times: nine
+  walks over the queue per message received.
+
+* ``Queue.delete_message`` walks the queue twice per message deleted, building a
+  list of every message's receipt handles on the way (``had_receipt_handle``).
+
+With a backlog of N messages (a burst of uploads), draining it costs O(N²). The
+fixes here read the setting itself instead:
+
+* the retention check reads ``queue.message_retention_period`` (the value that
+  ``get_queue_attributes`` returns), and
+* while ``send_message`` runs on a thread, the three counts are not computed (they
+  are 0 in the attributes it builds, which it never reads: it reads
+  ``ContentBasedDeduplication`` only). ``GetQueueAttributes`` and every other
+  caller still get the real counts.
+
+A test checks that moto still counts the queue in both places (and still has the
+signatures patched here), so an upgrade that fixes moto fails loudly and this
+module can go; another checks that the same records come out with and without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from moto.core.utils import unix_time
+from moto.sqs.exceptions import ReceiptHandleIsInvalid
+from moto.sqs.models import Queue, SQSBackend
+
+COUNT_PROPERTIES = (
+    "approximate_number_of_messages",
+    "approximate_number_of_messages_delayed",
+    "approximate_number_of_messages_not_visible",
+)
+
+_ORIGINAL_RETENTION_CHECK = SQSBackend.is_message_valid_based_on_retention_period
+_ORIGINAL_SEND = SQSBackend.send_message
+_ORIGINAL_COUNTS: dict[str, property] = {name: getattr(Queue, name) for name in COUNT_PROPERTIES}
+
+_ORIGINAL_DELETE = Queue.delete_message
+
+_sending = threading.local()
+
+
+def _index_of(messages: list[Any], receipt_handle: str) -> int:
+    for index, message in enumerate(messages):
+        if (
+            message.receipt_handle == receipt_handle
+            or receipt_handle in message._old_receipt_handles
+        ):
+            return index
+    raise ReceiptHandleIsInvalid()
+
+
+def _delete_message(self: Queue, receipt_handle: str) -> None:
+    if receipt_handle in self.deleted_messages:
+        return  # already deleted: moto (and SQS) accept it again
+    messages = self._messages
+    index = _index_of(messages, receipt_handle)
+    message = messages[index]
+    self.pending_messages.discard(message)
+    self.deleted_messages.update(message.all_receipt_handles)  # type: ignore[arg-type]
+    self._messages = messages[:index] + messages[index + 1 :]
+
+
+def _retention_check(self: SQSBackend, queue_name: str, message: Any) -> bool:
+    retention_period = self.get_queue(queue_name).message_retention_period  # type: ignore[attr-defined]
+    retain_until = retention_period + message.sent_timestamp / 1000
+    return bool(retain_until > unix_time())
+
+
+@functools.wraps(_ORIGINAL_SEND)
+def _send_without_counting(self: SQSBackend, *args: Any, **kwargs: Any) -> Any:
+    outer = getattr(_sending, "active", False)
+    _sending.active = True
+    try:
+        return _ORIGINAL_SEND(self, *args, **kwargs)
+    finally:
+        _sending.active = outer
+
+
+def _count_unless_sending(original: property) -> property:
+    getter: Callable[[Queue], int] = original.fget  # type: ignore[assignment]
+
+    def count(queue: Queue) -> int:
+        if getattr(_sending, "active", False):
+            return 0  # send_message builds the attributes for ContentBasedDeduplication only
+        return getter(queue)
+
+    return property(count)
+
+
+def install() -> None:
+    SQSBackend.is_message_valid_based_on_retention_period = _retention_check  # type: ignore[method-assign]
+    SQSBackend.send_message = _send_without_counting  # type: ignore[method-assign]
+    for name, original in _ORIGINAL_COUNTS.items():
+        setattr(Queue, name, _count_unless_sending(original))
+    Queue.delete_message = _delete_message  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    SQSBackend.is_message_valid_based_on_retention_period = _ORIGINAL_RETENTION_CHECK  # type: ignore[method-assign]
+    SQSBackend.send_message = _ORIGINAL_SEND  # type: ignore[method-assign]
+    for name, original in _ORIGINAL_COUNTS.items():
+        setattr(Queue, name, original)
+    Queue.delete_message = _ORIGINAL_DELETE  # type: ignore[method-assign]

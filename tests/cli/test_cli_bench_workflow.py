@@ -1,0 +1,79 @@
+"""``scones bench workflow`` end to end, at a size small enough for the test suite.
+
+The benchmark's real sizes (200, 2000 uploads) are run by hand; their numbers live
+in docs/benchmarks.md. This checks that the command runs the whole offline stack,
+profiles it and prints every figure it promises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cli")]
+
+
+def test_bench_workflow_runs_twenty_uploads_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", "bench", "workflow", "--images", "20",
+         "--json", str(out)],
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = result.stdout
+    assert "bare onnxruntime (predict_bytes" in report
+    assert "| 20 | " in report and "images/s" in report
+    assert "peak RSS MB (all processes)" in report
+    assert "where the time went" in report and "model server" in report
+    assert "profiler: " in report
+    data = json.loads(out.read_text())
+    [run] = data["runs"]
+    assert sum(run["statuses"].values()) == 20
+    assert set(run["statuses"]) <= {"ACCEPTED", "NEEDS_REVIEW"}
+    assert run["images_per_s"] > 0 and data["bare_images_per_s_around_run"][0] > 0
+    assert len(data["bare"]) == 2 and data["bare_cpu_ms_per_image"] > 0
+    assert run["cpu_ms_per_image"] > 0
+    assert "CPU ms per image (all processes)" in report
+    assert run["peak_rss_mb"] > 100
+    roles = set(run["cpu_s_by_role"])
+    assert "model server" in roles and any(role.startswith("lambda ") for role in roles)
+    assert data["profiler"] in {"py-spy", "sampler"}
+    assert run["profile"]["samples"] > 0
+
+
+def test_the_thread_sampler_sees_a_busy_thread(tmp_path: Path) -> None:
+    """The profiler used when py-spy is not installed."""
+    import threading
+    import time
+
+    from scones.offline.workflow_bench import Profiler
+
+    stop = threading.Event()
+
+    def busy_loop() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    worker = threading.Thread(target=busy_loop)
+    worker.start()
+    profiler = Profiler("sampler", tmp_path, rate_hz=200)
+    profiler.start()
+    time.sleep(0.5)
+    profiler.stop()
+    stop.set()
+    worker.join()
+    summary = profiler.summary()
+    assert summary["samples"] > 10
+    assert any("busy_loop" in row["name"] for row in summary["own_time"])
+    assert "sys._current_frames" in summary["profiler"]

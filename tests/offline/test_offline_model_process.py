@@ -1,0 +1,149 @@
+"""The model server in its own process, and the speedups keeping records identical.
+
+Each test starts its own stack (one per process at a time), so they are slower
+than the shared-stack tests in ``test_offline_stack.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scones.offline.stack import OfflineStack, StackOptions
+from scones.offline.workflow_bench import process_tree
+from scones.template_params import PROJECT_ROOT
+
+pytestmark = pytest.mark.xdist_group("offline-stack")
+
+DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
+FAST_RETRIES = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "1", "RetryMaxAttempts": "2"}
+# What differs between two runs of the same uploads: times, ids and measured durations.
+VOLATILE = {
+    "pk",
+    "version_id",
+    "event_time",
+    "started_at",
+    "recorded_at",
+    "execution_arn",
+    "serialize_ms",
+    "inference_ms",
+}
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie whose parent is gone counts as exited: it runs nothing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in {"Z", "X"}
+
+
+def _wait_gone(pids: list[int], timeout_s: float = 20) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if not _gone(pid)]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return alive
+
+
+def test_the_model_server_is_its_own_process_and_stops_with_the_stack() -> None:
+    stack = OfflineStack(StackOptions(enable_faults=True))
+    stack.start()
+    try:
+        pid = stack.model_server_pid
+        assert pid is not None and pid != os.getpid()
+        assert pid in process_tree(os.getpid())
+        # Faults are armed over HTTP, capture is flushed over the control pipe.
+        assert stack.set_faults({"throttle": 1})["plan"]["throttle"] == 1
+        assert stack.set_faults(None)["plan"]["throttle"] == 0
+        assert stack.flush_capture() == 0
+        api = stack.api()
+        png = sorted(DATA.glob("*/*.png"))[0].read_bytes()
+        upload = api.upload_bytes("one.png", png, "image/png")
+        api.wait_for_records([upload], timeout=120)
+        children = [p for p in process_tree(os.getpid()) if p != os.getpid()]
+        assert len(children) >= 3  # the model server and Lambda workers
+    finally:
+        stack.stop()
+    assert stack.model_server_pid is None
+    assert _wait_gone(children, timeout_s=1) == []  # stop() waited for every one
+
+
+def test_no_process_outlives_a_killed_stack() -> None:
+    """SIGKILL gives no chance to clean up: the children see their pipes close and exit."""
+    script = textwrap.dedent(
+        """
+        import os, sys, time
+        from pathlib import Path
+        from scones.offline.stack import OfflineStack, StackOptions
+        stack = OfflineStack(StackOptions()).start()
+        api = stack.api()
+        png = sorted(Path(sys.argv[1]).glob("*/*.png"))[0].read_bytes()
+        api.wait_for_records([api.upload_bytes("one.png", png, "image/png")], timeout=120)
+        print("MODEL", stack.model_server_pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(DATA)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = ""
+        while not line.startswith("MODEL "):
+            line = process.stdout.readline()
+            assert line, "the stack process ended early"
+        model_pid = int(line.split()[1])
+        children = [p for p in process_tree(process.pid) if p != process.pid]
+        assert model_pid in children and len(children) >= 4
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert _wait_gone(children) == []
+
+
+def _run_batch(speedups: bool, images: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
+    options = StackOptions(enable_faults=True, overrides=FAST_RETRIES, moto_speedups=speedups)
+    with OfflineStack(options) as stack:
+        api = stack.api()
+        # Two throttles: some images are retried and still classified.
+        stack.set_faults({"throttle": 2})
+        uploads = [api.upload_bytes(name, data, "image/png") for name, data in images]
+        records = api.wait_for_records(uploads, timeout=300)
+        # The endpoint down: retries run out, the records are FAILED.
+        stack.set_faults({"unavailable": -1})
+        failing = [api.upload_bytes(f"down-{i}.png", images[i][1], "image/png") for i in range(2)]
+        records.update(api.wait_for_records(failing, timeout=300))
+        stack.set_faults(None)
+    return {
+        str(record["key"]): {k: v for k, v in record.items() if k not in VOLATILE}
+        for record in records.values()
+    }
+
+
+def test_the_speedups_give_the_same_records_as_raw_moto() -> None:
+    files = sorted(DATA.glob("*/*.png"))[::97][:10]
+    images = [(f"{i}-{path.name}", path.read_bytes()) for i, path in enumerate(files)]
+    images.append(("not-an-image.png", b"this is not a picture"))
+    from scones.offline.interpreter_caches import DirectLambdaClient
+
+    before = DirectLambdaClient.total_direct_calls
+    raw = _run_batch(False, images)
+    assert DirectLambdaClient.total_direct_calls == before
+    fast = _run_batch(True, images)
+    # Serialize and classify for each image (and the retries): the in-process Invoke was used.
+    assert DirectLambdaClient.total_direct_calls - before >= 2 * len(images)
+    assert len(raw) == len(images) + 2
+    assert {r["status"] for r in raw.values()} >= {"ACCEPTED", "REJECTED", "FAILED"}
+    assert fast == raw
