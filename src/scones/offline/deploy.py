@@ -56,6 +56,7 @@ FILLED_AFTER_CREATE = frozenset(
         "AWS::CloudWatch::Alarm",
         "AWS::Scheduler::Schedule",
         "AWS::Lambda::LayerVersion",
+        "AWS::SageMaker::ModelPackageGroup",
     }
 )
 # The optional SageMaker hosting resources cannot run here; their condition must be false.

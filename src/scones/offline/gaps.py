@@ -68,6 +68,8 @@ GAPS: dict[str, str] = {
     "layers": "AWS::Lambda::LayerVersion yields no ARN and functions drop Layers; "
     "published with PublishLayerVersion and attached with UpdateFunctionConfiguration",
     "alarms": "AWS::CloudWatch::Alarm is ignored; created with PutMetricAlarm",
+    "model package groups": "AWS::SageMaker::ModelPackageGroup is skipped; created with "
+    "CreateModelPackageGroup (moto's SageMaker API keeps the registered versions)",
     "schedules": "AWS::Scheduler::Schedule is ignored; created with CreateSchedule",
     "table settings": "AWS::DynamoDB::Table drops point-in-time recovery and SSE; set with "
     "UpdateContinuousBackups and UpdateTable",
@@ -203,6 +205,7 @@ _REMOVED_AND_FILLED = {
     "AWS::CloudWatch::Alarm": "alarm",
     "AWS::Scheduler::Schedule": "schedule",
     "AWS::Lambda::LayerVersion": "layer",
+    "AWS::SageMaker::ModelPackageGroup": "model_package_group",
 }
 
 
@@ -269,12 +272,15 @@ def fill(
             stack.filled.append(f"table settings {logical_id}")
         elif kind == "alarm":
             client("cloudwatch").put_metric_alarm(
-                AlarmName=f"{stack.stack_name}-{logical_id}", **_alarm_args(values)
+                AlarmName=str(values.get("AlarmName") or f"{stack.stack_name}-{logical_id}"),
+                **_alarm_args(values),
             )
             stack.filled.append(f"alarm {logical_id}")
         elif kind == "schedule":
             _create_schedule(client, stack, logical_id, values)
             stack.filled.append(f"schedule {logical_id}")
+        elif kind == "model_package_group":
+            stack.filled.append(_create_model_package_group(client, logical_id, values))
     _disable_event_source_mappings(client)
     stack.filled.append("event source mappings (drained by the offline poller)")
 
@@ -291,6 +297,7 @@ _ORDER = [
     "state_machine",
     "alarm",
     "schedule",
+    "model_package_group",
 ]
 
 
@@ -440,6 +447,14 @@ def _create_schedule(
         State=props.get("State", "ENABLED"),
         Target=target_args,
     )
+
+
+def _create_model_package_group(client: _Clients, logical_id: str, props: dict[str, Any]) -> str:
+    group: dict[str, Any] = {"ModelPackageGroupName": props["ModelPackageGroupName"]}
+    if props.get("ModelPackageGroupDescription"):
+        group["ModelPackageGroupDescription"] = props["ModelPackageGroupDescription"]
+    client("sagemaker").create_model_package_group(**group)
+    return f"model package group {logical_id}"
 
 
 def _disable_event_source_mappings(client: _Clients) -> None:
