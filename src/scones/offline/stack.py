@@ -319,11 +319,18 @@ class OfflineStack:
             self._poller.start()
 
     def flush_capture(self) -> int:
-        """Write buffered data-capture records now (the endpoint flushes on a timer)."""
-        capture = (
-            getattr(self._model_server.app.state, "capture", None) if self._model_server else None
-        )
-        return int(capture.flush()) if capture is not None else 0
+        """Write buffered data-capture records of every variant now (the endpoint flushes
+        on a timer)."""
+        if self._model_server is None:
+            return 0
+        return int(self._model_server.app.state.endpoint.flush_captures())
+
+    @property
+    def model_endpoint(self) -> Any:
+        """The model server's endpoint (``scones.serving.app``): its production variants."""
+        if self._model_server is None:
+            raise StackError("the offline stack is not running")
+        return self._model_server.app.state.endpoint
 
     def set_faults(self, plan: dict[str, int] | None) -> dict[str, Any]:
         """Arm (or with ``None`` clear) the model endpoint's injected faults."""
