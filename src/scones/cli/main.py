@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "train",
     "evaluate",
     "sagemaker",
+    "retrain",
     "report",
     "bench",
 )
