@@ -257,8 +257,7 @@ def test_two_variants_share_traffic_by_weight_and_capture_apart(
         endpoint.set_weights({"AllTraffic": 0.75})
         endpoint.seed_routing(7)
         answered = [
-            invoke(client, image).headers["x-Amzn-Invoked-Production-Variant"]
-            for _ in range(200)
+            invoke(client, image).headers["x-Amzn-Invoked-Production-Variant"] for _ in range(200)
         ]
         assert 25 <= answered.count("model-canary") <= 75, answered.count("model-canary")
         assert set(answered) == {"AllTraffic", "model-canary"}
