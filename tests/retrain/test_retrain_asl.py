@@ -172,7 +172,7 @@ def test_every_sagemaker_request_of_the_retraining_asl_is_valid_for_botocore() -
     }
     client = boto3.client("sagemaker", region_name="us-east-1")
     with Stubber(client) as stubber:
-        for name, (operation, request) in states.items():
+        for operation, request in states.values():
             output = client.meta.service_model.operation_model(
                 client.meta.method_to_api_mapping[operation]
             ).output_shape

@@ -163,7 +163,7 @@ def test_gate(candidate: dict, passed: bool, reason: str | None) -> None:
 
 def test_gate_refuses_to_compare_unlike_reports() -> None:
     base = {"candidate": report("new", 1, 1), "production": report("old", 0.5, 1)}
-    with pytest.raises(EvaluationReportError, match="not the deployed 0.9"):
+    with pytest.raises(EvaluationReportError, match=r"not the deployed 0\.9"):
         judge({**base, "threshold": 0.8}, RULES)
     with pytest.raises(EvaluationReportError, match="different gate sets"):
         judge({**base, "threshold": 0.9, "production": report("old", 0.5, 1, images=39)}, RULES)
@@ -196,9 +196,8 @@ def test_outcome_items_have_the_layout_the_state_machine_writes() -> None:
 
 
 def _substituted() -> str:
-    from tests.workflow.test_workflow_template import sample_substitutions, state_machines
-
     from scones.asl_check import substitute
+    from tests.workflow.test_workflow_template import sample_substitutions, state_machines
 
     properties = state_machines()["RetrainingStateMachine"]
     text = (PROJECT_ROOT / properties["DefinitionUri"]).read_text()
