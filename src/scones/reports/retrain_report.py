@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+
+_CODE = re.compile(r"`([^`]*)`")
 
 
 def _fmt(value: Any) -> str:
@@ -109,9 +113,10 @@ def html_page(report: dict[str, Any]) -> str:
         if line.startswith("# "):
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+            body.append(f"<h2>{html.escape(line[3:]).replace('`', '')}</h2>")
         elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:]).replace('**', '')}</li>")
+            text = _CODE.sub(r"<code>\1</code>", html.escape(line[2:]).replace("**", ""))
+            body.append(f"<li>{text}</li>")
         elif line:
             body.append(f"<p>{html.escape(line)}</p>")
     close_table()
