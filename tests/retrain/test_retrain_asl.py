@@ -33,6 +33,9 @@ from scones.offline.stack import OfflineStack, StackOptions
 from scones.template_params import PROJECT_ROOT
 from tests.workflow.test_workflow_template import sample_substitutions, state_machines
 
+# The moto tests share one offline stack (one per process): keep the module on one worker.
+pytestmark = [pytest.mark.xdist_group("retrain-asl-stack")]
+
 ACCOUNT = "123456789012"
 STARTED = "2026-12-01T12:30:05Z"
 

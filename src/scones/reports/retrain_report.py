@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-
 _CODE = re.compile(r"`([^`]*)`")
 
 
