@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -61,7 +62,7 @@ def definition(substitutions: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcycle") -> dict:
-    base = RunNames.for_run(endpoint, __import__("datetime").datetime(2026, 12, 1, 12, 30, 5))
+    base = RunNames.for_run(endpoint, datetime(2026, 12, 1, 12, 30, 5, tzinfo=UTC))
     run_prefix = f"s3://{bucket}/retraining/{base.base}"
     return {
         "run": {
@@ -141,7 +142,7 @@ def minimal(shape: Any) -> Any:
     if shape.type_name == "boolean":
         return True
     if shape.type_name == "timestamp":
-        return __import__("datetime").datetime(2026, 12, 1)
+        return datetime(2026, 12, 1, tzinfo=UTC)
     if shape.enum:
         return shape.enum[0]
     return "x" * max(1, shape.metadata.get("min", 1))

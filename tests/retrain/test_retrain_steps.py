@@ -20,6 +20,7 @@ from scones_core.retraining.gate import EvaluationReportError, GateRules, judge
 from scones_core.retraining.settings import ENVIRONMENT_VARIABLES, RetrainingSettings
 
 from scones.model.artifact import OnnxClassifier
+from scones.offline.lambda_worker import LambdaContext
 from scones.offline.stack import DEFAULT_MODEL_DIR
 from scones.sagemaker.entry_point import merge_channels
 from scones.serving.app import ProductionVariant, create_app
@@ -290,3 +291,45 @@ def test_two_variants_share_traffic_by_weight_and_capture_apart(
         "AllTraffic": answered.count("AllTraffic"),
         "model-canary": answered.count("model-canary") + 2,  # the targeted one and "after"
     }
+
+
+# ------------------------------------------------------------------ handlers and events
+EVENT_BUCKET = "scones-123456789012-us-east-1-images"
+
+
+def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.workflow.conftest import load_handler
+
+    for name, value in {
+        **env(RETRAINING_BUCKET=EVENT_BUCKET, ENDPOINT_NAME="scones-bicycle-motorcycle"),
+        "CONFIDENCE_THRESHOLD": "0.93",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "scones-classifier",
+    }.items():
+        monkeypatch.setenv(name, value)
+    events = PROJECT_ROOT / "events"
+    assemble_event = json.loads((events / "retrain.json").read_text())
+    judge_event = json.loads((events / "retrain_judge.json").read_text())
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=EVENT_BUCKET)
+        for label in ("bicycle", "motorcycle"):
+            s3.put_object(Bucket=EVENT_BUCKET, Key=f"training/train/{label}/a.png", Body=b"x")
+        app = load_handler("retrain")
+        lambda_context = LambdaContext("request", 10**13)
+        dataset = app.assemble_handler(assemble_event, lambda_context)
+        assert dataset["evaluation_uri"] == judge_event["evaluation_uri"]
+        scored = {
+            "threshold": 0.93,
+            "candidate": report("new", 0.97, 1.0),
+            "production": report("old", 0.96, 1.0),
+        }
+        key = judge_event["evaluation_uri"].split("/", 3)[3]
+        s3.put_object(Bucket=EVENT_BUCKET, Key=key, Body=json.dumps(scored).encode())
+        decision = app.judge_handler(judge_event, lambda_context)
+        assert decision["passed"] is True
+        with pytest.raises(Exception, match="not under this stack's retraining prefix"):
+            app.judge_handler({"evaluation_uri": f"s3://{EVENT_BUCKET}/labelled/x"}, lambda_context)
