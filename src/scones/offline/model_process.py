@@ -223,8 +223,8 @@ def main(argv: list[str]) -> int:
         for line in sys.stdin:
             command = json.loads(line)
             if command.get("op") == "flush":
-                capture = app.state.capture
-                flushed = int(capture.flush()) if capture is not None else 0
+                # Every production variant's capture (the endpoint may host several).
+                flushed = int(app.state.endpoint.flush_captures())
                 reply({"ok": True, "flushed": flushed})
             else:
                 reply({"ok": False, "error": f"unknown command {command!r}"})

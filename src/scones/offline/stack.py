@@ -79,6 +79,10 @@ class StackOptions:
     # moto's interpreter caches, SQS fixes and request routing cache (interpreter_caches,
     # sqs_fixes, dispatch_cache): the same records, faster. Off only to compare with raw moto.
     moto_speedups: bool = True
+    # The model server in this process instead of its own: only for callers that change
+    # its production variants directly (``scones retrain``'s canary); slower, as inference
+    # then shares this process's GIL with moto.
+    model_in_process: bool = False
     # Executions evaluating at once; the others wait, RUNNING, before their first state
     # (execution_gate: a burst must not time out Tasks queued for the local workers).
     # None: every execution evaluates at once, as raw moto does.
@@ -91,6 +95,7 @@ class OfflineStack:
         self.deployed: DeployedStack | None = None
         self._moto: Any = None
         self._model_server: Any = None
+        self._in_process_server: Any = None
         self._runtime: LambdaRuntime | None = None
         self._poller: SqsPoller | None = None
         self._own_work_dir = False
@@ -218,6 +223,7 @@ class OfflineStack:
         if self._model_server:
             self._model_server.stop()
             self._model_server = None
+            self._in_process_server = None
         if self._runtime:
             self._runtime.close()
             LambdaRuntime.uninstall()
@@ -285,7 +291,7 @@ class OfflineStack:
 
     def _start_model_server(self) -> None:
         from scones.offline.model_process import ModelProcess, ModelProcessError
-        from scones.serving.server import ServerSettings
+        from scones.serving.server import ModelServer, ServerSettings, build_app
 
         params = self.parameters
         capture = f"s3://{self.bucket}/{params['DataCapturePrefix']}"
@@ -299,6 +305,14 @@ class OfflineStack:
             capture_flush_interval_s=self.options.capture_flush_seconds,
             enable_faults=self.options.enable_faults,
         )
+        if self.options.model_in_process:
+            app = build_app(settings, s3_client=self.client("s3"))
+            self._in_process_server = ModelServer(
+                app, host=self.options.host, port=self.options.model_port
+            )
+            self._model_server = self._in_process_server
+            self.model_url = self._in_process_server.start()
+            return
         # Its own process: inference must not wait for moto's GIL (issue #11).
         self._model_server = ModelProcess(
             settings,
@@ -383,8 +397,21 @@ class OfflineStack:
             self._poller.start()
 
     def flush_capture(self) -> int:
-        """Write buffered data-capture records now (the endpoint flushes on a timer)."""
+        """Write buffered data-capture records of every variant now (the endpoint flushes
+        on a timer)."""
+        if self._in_process_server is not None:
+            return int(self._in_process_server.app.state.endpoint.flush_captures())
         return self._model_server.flush() if self._model_server else 0
+
+    @property
+    def model_endpoint(self) -> Any:
+        """The model server's endpoint (``scones.serving.app``): its production variants."""
+        if self._in_process_server is None:
+            raise StackError(
+                "the model server's variants are reachable only with "
+                "StackOptions(model_in_process=True)"
+            )
+        return self._in_process_server.app.state.endpoint
 
     def set_faults(self, plan: dict[str, int] | None) -> dict[str, Any]:
         """Arm (or with ``None`` clear) the model endpoint's injected faults."""

@@ -3,7 +3,9 @@
 The SageMaker training toolkit runs ``scones_train.py`` from the source bundle,
 which calls :func:`main`. Hyperparameters arrive as ``--name value`` arguments
 (either ``--batch_size`` or ``--batch-size``); the images come from the ``train``
-channel (``SM_CHANNEL_TRAIN``, ``<class>/*.png``) and the artifact goes to
+channel (``SM_CHANNEL_TRAIN``, ``<class>/*.png``), plus the optional ``labelled``
+channel of a retraining run (``SM_CHANNEL_LABELLED``: images people labelled in
+review, same layout), and the artifact goes to
 ``SM_MODEL_DIR``, which SageMaker uploads as ``model.tar.gz`` when the job ends.
 The confidence threshold is passed in by the launcher, because ``template.yaml``
 is not part of the bundle.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainRecipe()
     parser = argparse.ArgumentParser(prog="scones_train.py", description=__doc__)
     _option(parser, "data", type=Path, default=os.environ.get("SM_CHANNEL_TRAIN"))
+    _option(parser, "labelled", type=Path, default=os.environ.get("SM_CHANNEL_LABELLED"))
     _option(parser, "model_dir", type=Path, default=os.environ.get("SM_MODEL_DIR"))
     _option(parser, "threshold", type=float, required=True)
     _option(parser, "name", default="bicycle-motorcycle")
@@ -47,8 +51,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def merge_channels(channels: Sequence[Path], labels: Sequence[str], into: Path) -> Path:
+    """One ``<label>/`` folder tree holding every channel's images, as symbolic links.
+
+    Each channel is ``<label>/<name>`` or ``train/<label>/<name>``; link names carry the
+    channel's position so equal file names in two channels never collide.
+    """
+    from scones.model.folders import IMAGE_SUFFIXES, class_root
+
+    for label in labels:
+        (into / label).mkdir(parents=True, exist_ok=True)
+    for index, channel in enumerate(channels):
+        root = class_root(channel, labels) if index == 0 else _optional_root(channel, labels)
+        if root is None:
+            continue
+        for label in labels:
+            folder = root / label
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                    (into / label / f"c{index}-{path.name}").symlink_to(path.resolve())
+    return into
+
+
+def _optional_root(channel: Path, labels: Sequence[str]) -> Path | None:
+    for candidate in (channel, channel / "train"):
+        if any((candidate / label).is_dir() for label in labels):
+            return candidate
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from scones.model.build import build_model
+    from scones.model.build import DEFAULT_LABELS, build_model
     from scones.model.evaluate import check_threshold
     from scones.model.recipe import TrainRecipe
 
@@ -65,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    report = build_model(args.data, args.model_dir, recipe, threshold, name=args.name, log=log)
+    with tempfile.TemporaryDirectory(prefix="scones-channels-") as tmp:
+        data = args.data
+        if args.labelled is not None and args.labelled.is_dir():
+            data = merge_channels([args.data, args.labelled], DEFAULT_LABELS, Path(tmp))
+            log(f"training on {args.data} plus the labelled images in {args.labelled}")
+        report = build_model(data, args.model_dir, recipe, threshold, name=args.name, log=log)
     print(f"validation accuracy {report['accuracy']:.4f} on {report['images']} images", flush=True)
     return 0
 

@@ -1,8 +1,11 @@
 """The source bundle a script-mode training job runs: ``sourcedir.tar.gz``.
 
-It holds the ``scones`` package, a top-level ``scones_train.py`` (the program the
-SageMaker training toolkit runs, from the bundle's root so ``import scones`` works)
-and a ``requirements.txt`` the toolkit installs before starting it. By default the
+It holds the ``scones`` package and the ``scones_core`` package it imports (the
+shared layer's domain code: image rules and preprocessing), a top-level
+``scones_train.py`` (the program the SageMaker training toolkit runs, from the
+bundle's root so ``import scones`` works), ``scones_evaluate.py`` (the retraining
+gate's processing job, :mod:`scones.sagemaker.evaluate_entry`) and a
+``requirements.txt`` the toolkit installs before starting it. By default the
 requirements pin the packages training needs beyond a PyTorch image to the versions
 installed here, so the job runs the versions the tests ran. The archive is
 byte-for-byte reproducible: sorted entries, zero timestamps and owners.
@@ -18,11 +21,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import scones_core
+
 import scones
 from scones.sagemaker.errors import LaunchError
 from scones.sagemaker.s3 import S3Uri
 
 PROGRAM = "scones_train.py"
+EVALUATE_PROGRAM = "scones_evaluate.py"
 BUNDLE_NAME = "sourcedir.tar.gz"
 CONTAINER_PACKAGES = ("onnx", "onnxscript", "onnxruntime", "matplotlib", "pillow", "numpy")
 """Imported by ``scones.model.build``; a PyTorch framework image brings torch itself."""
@@ -30,6 +36,14 @@ CONTAINER_PACKAGES = ("onnx", "onnxscript", "onnxruntime", "matplotlib", "pillow
 _LAUNCHER = '''"""Run by the SageMaker training toolkit; see scones.sagemaker.entry_point."""
 
 from scones.sagemaker.entry_point import main
+
+raise SystemExit(main())
+'''
+
+_EVALUATE_LAUNCHER = '''"""Run by the retraining gate's processing job; see
+scones.sagemaker.evaluate_entry."""
+
+from scones.sagemaker.evaluate_entry import main
 
 raise SystemExit(main())
 '''
@@ -53,23 +67,29 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_bundle(requirements: str | None = None, package_dir: Path | None = None) -> bytes:
-    """The gzipped tar as bytes; ``requirements`` defaults to :func:`pinned_requirements`."""
-    package_dir = package_dir or Path(scones.__file__).resolve().parent
-    files = sorted(
-        path
+def _package_files(package_dir: Path) -> list[tuple[str, Path]]:
+    return sorted(
+        (path.relative_to(package_dir.parent).as_posix(), path)
         for path in package_dir.rglob("*")
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
     )
+
+
+def build_bundle(requirements: str | None = None, package_dir: Path | None = None) -> bytes:
+    """The gzipped tar as bytes; ``requirements`` defaults to :func:`pinned_requirements`."""
+    package_dir = package_dir or Path(scones.__file__).resolve().parent
+    files = _package_files(package_dir)
+    files += _package_files(Path(scones_core.__file__).resolve().parent)
     buffer = io.BytesIO()
     with (
         gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         _add(tar, PROGRAM, _LAUNCHER.encode())
+        _add(tar, EVALUATE_PROGRAM, _EVALUATE_LAUNCHER.encode())
         _add(tar, "requirements.txt", (requirements or pinned_requirements()).encode())
-        for path in files:
-            _add(tar, path.relative_to(package_dir.parent).as_posix(), path.read_bytes())
+        for name, path in sorted(files):
+            _add(tar, name, path.read_bytes())
     return buffer.getvalue()
 
 

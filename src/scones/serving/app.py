@@ -10,6 +10,14 @@ Routes:
 * ``GET|POST|DELETE /_faults``: the fault-injection admin route, only when a
   :class:`~scones.serving.faults.FaultPlan` is given.
 
+Like a SageMaker endpoint, the server hosts one or more production variants
+(:class:`ProductionVariant`), each a model with a traffic weight and its own data
+capture (files under ``{endpoint}/{variant}/``). A request goes to the variant its
+``X-Amzn-SageMaker-Target-Variant`` header names, or else to one drawn by weight,
+and the answer names it in ``x-Amzn-Invoked-Production-Variant``. Variants are
+added, reweighted and removed while the server runs (``app.state.endpoint``), which
+is how ``scones retrain`` runs a canary offline.
+
 Inference (decode, model, capture) runs in a worker thread: onnxruntime and
 Pillow release the GIL, so concurrent requests overlap instead of queueing on
 the event loop. At most ``max_concurrency`` requests are in inference at once
@@ -23,9 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -79,6 +90,36 @@ class Classifier(Protocol):
     def input_size(self) -> tuple[int, int]: ...
 
     def predict_images(self, images: list[Image.Image]) -> np.ndarray: ...
+
+
+@dataclass
+class ProductionVariant:
+    """One model behind the endpoint: SageMaker's production variant, offline."""
+
+    name: str
+    classifier: Classifier
+    weight: float = 1.0
+    capture: CaptureWriter | None = None
+    # Faults of this variant only (a canary whose model fails); the endpoint's own
+    # FaultPlan, armed through /_faults, applies to every variant.
+    faults: FaultPlan | None = None
+    # What SageMaker publishes per variant (AWS/SageMaker Invocations, Invocation4XXErrors,
+    # Invocation5XXErrors), counted for InvokeEndpoint requests.
+    invocations: int = 0
+    errors_4xx: int = 0
+    errors_5xx: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        manifest = getattr(self.classifier, "manifest", None)
+        return {
+            "name": self.name,
+            "weight": self.weight,
+            "model": getattr(manifest, "name", None),
+            "model_version": getattr(manifest, "version", None),
+            "invocations": self.invocations,
+            "errors_4xx": self.errors_4xx,
+            "errors_5xx": self.errors_5xx,
+        }
 
 
 class _PayloadTooLarge(Exception):
@@ -207,31 +248,135 @@ class _Endpoint:
         capture: CaptureWriter | None,
         faults: FaultPlan | None,
     ) -> None:
-        self.classifier = classifier
         self.endpoint_name = endpoint_name
-        self.variant_name = variant_name
         self.max_body_bytes = max_body_bytes
         self.max_image_pixels = max_image_pixels
         self.slots = slots
         self.body_timeout_s = body_timeout_s
-        self.capture = capture
         self.faults = faults
         self.runtime_limit = min(max_body_bytes, RUNTIME_MAX_PAYLOAD_BYTES)
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+        self._variants = [ProductionVariant(variant_name, classifier, 1.0, capture)]
+
+    # -- production variants --------------------------------------------------------
+
+    @property
+    def primary(self) -> ProductionVariant:
+        """The first variant (the only one unless variants were added)."""
+        with self._lock:
+            return self._variants[0]
+
+    @property
+    def classifier(self) -> Classifier:
+        return self.primary.classifier
+
+    @property
+    def variant_name(self) -> str:
+        return self.primary.name
+
+    @property
+    def capture(self) -> CaptureWriter | None:
+        return self.primary.capture
+
+    def variants(self) -> list[ProductionVariant]:
+        with self._lock:
+            return list(self._variants)
+
+    def add_variant(self, variant: ProductionVariant) -> None:
+        """Serve another model beside the others (its capture writer is started here)."""
+        _check_weight(variant.weight)
+        if variant.classifier.input_size != self.classifier.input_size:
+            raise ValueError(
+                f"variant {variant.name} takes {variant.classifier.input_size} images; the "
+                f"endpoint's take {self.classifier.input_size}"
+            )
+        with self._lock:
+            if any(v.name == variant.name for v in self._variants):
+                raise ValueError(f"variant {variant.name} already exists")
+            self._variants.append(variant)
+        if variant.capture is not None:
+            variant.capture.start()
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """``UpdateEndpointWeightsAndCapacities``: new weights for named variants."""
+        with self._lock:
+            known = {v.name: v for v in self._variants}
+            unknown = sorted(set(weights) - set(known))
+            if unknown:
+                raise ValueError(f"no such variant: {', '.join(unknown)}")
+            for name, weight in weights.items():
+                known[name].weight = _check_weight(weight)
+
+    def remove_variant(self, name: str) -> ProductionVariant:
+        """Stop routing to ``name``; its capture is flushed and closed. One must remain."""
+        with self._lock:
+            matches = [v for v in self._variants if v.name == name]
+            if not matches:
+                raise ValueError(f"no such variant: {name}")
+            if len(self._variants) == 1:
+                raise ValueError("an endpoint keeps at least one variant")
+            self._variants.remove(matches[0])
+        if matches[0].capture is not None:
+            matches[0].capture.close()
+        return matches[0]
+
+    def seed_routing(self, seed: int) -> None:
+        """Make the weighted draw repeatable (tests, reproducible offline runs)."""
+        with self._lock:
+            self._rng.seed(seed)
+
+    def flush_captures(self) -> int:
+        return sum(v.capture.flush() for v in self.variants() if v.capture is not None)
+
+    def choose(self, target: str | None) -> ProductionVariant:
+        """The named variant, or one drawn by weight (as SageMaker routes traffic)."""
+        with self._lock:
+            if target:
+                for variant in self._variants:
+                    if variant.name == target:
+                        return variant
+                names = ", ".join(v.name for v in self._variants)
+                raise ServiceError(
+                    ServiceCode.VALIDATION_ERROR,
+                    f"Variant {target} not found for endpoint {self.endpoint_name}; "
+                    f"its variants are {names}.",
+                )
+            total = sum(v.weight for v in self._variants)
+            if total <= 0:
+                raise ServiceError(
+                    ServiceCode.VALIDATION_ERROR,
+                    f"Endpoint {self.endpoint_name} has no variant with a positive weight.",
+                )
+            point = self._rng.random() * total
+            for variant in self._variants:
+                point -= variant.weight
+                if point < 0 and variant.weight > 0:
+                    return variant
+            return next(v for v in reversed(self._variants) if v.weight > 0)
 
     # -- inference, shared by both routes -----------------------------------------
 
-    def predict(self, body: bytes, content_type: str, inference_id: str | None) -> str:
+    def predict(
+        self,
+        body: bytes,
+        content_type: str,
+        inference_id: str | None,
+        variant: ProductionVariant | None = None,
+    ) -> str:
         """Decode, predict, serialise and capture; runs in a worker thread."""
-        image = decode_request_image(body, self.max_image_pixels, self.classifier.input_size)
+        variant = variant or self.primary
+        classifier = variant.classifier
+        image = decode_request_image(body, self.max_image_pixels, classifier.input_size)
         check_declared_format(image.format, content_type)
         try:
-            probabilities = self.classifier.predict_images([image])[0]
+            probabilities = classifier.predict_images([image])[0]
         except Exception as exc:
             LOGGER.exception("the model failed on a %d-byte %s body", len(body), content_type)
             raise ContainerError(500, f"the model failed: {exc}") from exc
         text = json_text([float(p) for p in probabilities])
-        if self.capture is not None:
-            self.capture.capture(
+        if variant.capture is not None:
+            variant.capture.capture(
                 input_body=body,
                 input_content_type=content_type,
                 output_body=text,
@@ -240,7 +385,9 @@ class _Endpoint:
             )
         return text
 
-    async def infer(self, request: Request, limit: int) -> str:
+    async def infer(
+        self, request: Request, limit: int, variant: ProductionVariant | None = None
+    ) -> str:
         """Read the body, then predict in a worker thread once an inference slot is free.
 
         The body is read before a slot is taken, so slow uploads never hold one.
@@ -259,38 +406,47 @@ class _Endpoint:
         async with self.slots.hold():
             # anyio does not abandon the thread on cancellation, so the slot is held
             # until the model has really finished.
-            return await run_in_threadpool(self.predict, body, content_type, inference_id)
+            return await run_in_threadpool(self.predict, body, content_type, inference_id, variant)
 
-    async def inject(self) -> Fault | None:
-        if self.faults is None:
-            return None
-        injection = self.faults.next_injection()
-        if injection.latency_ms:
-            await asyncio.sleep(injection.latency_ms / 1000)
-        return injection.fault
+    async def inject(self, variant: ProductionVariant | None = None) -> Fault | None:
+        for plan in (self.faults, variant.faults if variant is not None else None):
+            if plan is None:
+                continue
+            injection = plan.next_injection()
+            if injection.latency_ms:
+                await asyncio.sleep(injection.latency_ms / 1000)
+            if injection.fault is not None:
+                return injection.fault
+        return None
 
     # -- routes -------------------------------------------------------------------
 
     async def ping(self) -> JSONResponse:
-        manifest = getattr(self.classifier, "manifest", None)
+        variants = self.variants()
+        primary = variants[0].describe()
         return JSONResponse(
             {
                 "status": "Healthy",
                 "endpoint": self.endpoint_name,
-                "variant": self.variant_name,
-                "model": getattr(manifest, "name", None),
-                "model_version": getattr(manifest, "version", None),
-                "labels": list(self.classifier.labels),
+                "variant": primary["name"],
+                "model": primary["model"],
+                "model_version": primary["model_version"],
+                "labels": list(variants[0].classifier.labels),
+                "variants": [v.describe() for v in variants],
             }
         )
 
     async def invocations(self, request: Request) -> Response:
-        fault = await self.inject()
+        try:
+            variant = self.choose(None)
+        except ServiceError as exc:
+            return container_error_response(ContainerError(503, exc.message))
+        fault = await self.inject(variant)
         if fault is not None:
             status, message = _CONTAINER_FAULTS[fault]
             return container_error_response(ContainerError(status, message))
         try:
-            text = await self.infer(request, self.max_body_bytes)
+            text = await self.infer(request, self.max_body_bytes, variant)
         except ContainerError as exc:
             return container_error_response(exc)
         except ServerBusy as exc:
@@ -302,7 +458,7 @@ class _Endpoint:
     async def invoke_endpoint(self, name: str, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         try:
-            text = await self._runtime_invoke(name, request)
+            variant, text = await self._runtime_invoke(name, request)
         except ServiceError as exc:
             response = runtime_error_response(exc, request_id)
             return _closing(response) if exc.kind is ServiceCode.REQUEST_TIMEOUT else response
@@ -310,27 +466,45 @@ class _Endpoint:
             text,
             media_type=RESPONSE_CONTENT_TYPE,
             headers={
-                "x-Amzn-Invoked-Production-Variant": self.variant_name,
+                "x-Amzn-Invoked-Production-Variant": variant.name,
                 "x-amzn-RequestId": request_id,
             },
         )
 
-    async def _runtime_invoke(self, name: str, request: Request) -> str:
+    async def _runtime_invoke(self, name: str, request: Request) -> tuple[ProductionVariant, str]:
         if name != self.endpoint_name:
             raise ServiceError(
                 ServiceCode.VALIDATION_ERROR,
                 f"Endpoint {name} not found. This server hosts endpoint {self.endpoint_name}.",
             )
-        target = request.headers.get("x-amzn-sagemaker-target-variant")
-        if target and target != self.variant_name:
-            raise ServiceError(
-                ServiceCode.VALIDATION_ERROR,
-                f"Variant {target} not found for endpoint {name}; "
-                f"its variant is {self.variant_name}.",
-            )
-        fault = await self.inject()
+        variant = self.choose(request.headers.get("x-amzn-sagemaker-target-variant"))
+        try:
+            text = await self._invoke_variant(variant, request)
+        except ServiceError as exc:
+            self._count(variant, exc)
+            raise
+        self._count(variant, None)
+        return variant, text
+
+    def _count(self, variant: ProductionVariant, error: ServiceError | None) -> None:
+        """SageMaker's per-variant invocation metrics: a model's 5xx answer, an
+        unavailable or failing endpoint count as 5XX; refused requests as 4XX."""
+        status = 0
+        if error is not None:
+            status = int(error.extra.get("OriginalStatusCode", error.kind.status))
+            if error.kind is ServiceCode.THROTTLING:
+                status = 429
+        with self._lock:
+            variant.invocations += 1
+            if status >= 500:
+                variant.errors_5xx += 1
+            elif status >= 400:
+                variant.errors_4xx += 1
+
+    async def _invoke_variant(self, variant: ProductionVariant, request: Request) -> str:
+        fault = await self.inject(variant)
         if fault is not None:
-            raise _runtime_fault(fault, self.variant_name)
+            raise _runtime_fault(fault, variant.name)
         if self.runtime_limit < self.max_body_bytes:
             # SageMaker itself refuses bodies over its payload limit, before the container.
             declared = _declared_length(request)
@@ -341,13 +515,19 @@ class _Endpoint:
                     f"{RUNTIME_MAX_PAYLOAD_BYTES} bytes",
                 )
         try:
-            return await self.infer(request, self.runtime_limit)
+            return await self.infer(request, self.runtime_limit, variant)
         except ContainerError as exc:
-            raise model_error(exc, self.variant_name) from None
+            raise model_error(exc, variant.name) from None
         except ServerBusy as exc:
             raise ServiceError(ServiceCode.THROTTLING, str(exc)) from None
         except _BodyTimeout as exc:
             raise ServiceError(ServiceCode.REQUEST_TIMEOUT, str(exc)) from None
+
+
+def _check_weight(weight: float) -> float:
+    if not weight >= 0:
+        raise ValueError(f"a variant weight must be >= 0, got {weight}")
+    return float(weight)
 
 
 def _closing(response: Response) -> Response:
@@ -437,8 +617,9 @@ def create_app(
         try:
             yield
         finally:
-            if capture is not None:
-                await run_in_threadpool(capture.close)
+            for variant in endpoint.variants():
+                if variant.capture is not None:
+                    await run_in_threadpool(variant.capture.close)
 
     app = FastAPI(
         title="scones model server",

@@ -1,0 +1,73 @@
+"""Retraining steps the state machine calls: assemble the dataset, judge the candidate.
+
+Two handlers in one package (two functions in ``template.yaml``, each with only the
+permissions its step needs):
+
+* ``assemble_handler``: the original training channel plus the labelled-data prefix,
+  pinned as manifest channels for the training job (``scones_core.retraining.dataset``);
+* ``judge_handler``: read the evaluation step's report and apply the promotion gate
+  (``scones_core.retraining.gate``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from scones_core.errors import EventError
+from scones_core.monitoring.locations import S3Location, read_object
+from scones_core.retraining.dataset import assemble_dataset, parse_started_at
+from scones_core.retraining.gate import GateRules, judge
+from scones_core.retraining.settings import RetrainingSettings
+
+logger = Logger()
+tracer = Tracer()
+
+SETTINGS = RetrainingSettings.from_env(os.environ)
+
+
+@cache
+def s3_client() -> Any:
+    return boto3.session.Session().client("s3")
+
+
+def _field(event: Any, name: str) -> Any:
+    if not isinstance(event, dict) or name not in event:
+        raise EventError(f"the event needs {name!r}")
+    return event[name]
+
+
+@logger.inject_lambda_context(log_event=True)
+@tracer.capture_lambda_handler
+def assemble_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    run_name = str(_field(event, "run_name"))
+    started_at = parse_started_at(_field(event, "started_at"))
+    result = assemble_dataset(s3_client(), SETTINGS, started_at, run_name)
+    logger.info("dataset assembled", extra={"dataset": result["dataset_uri"]})
+    return result
+
+
+@logger.inject_lambda_context(log_event=True)
+@tracer.capture_lambda_handler
+def judge_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        location = S3Location.parse(str(_field(event, "evaluation_uri")))
+    except ValueError as exc:
+        raise EventError(str(exc)) from exc
+    if location.bucket != SETTINGS.bucket or not location.key.startswith(
+        SETTINGS.retraining_prefix
+    ):
+        raise EventError(f"{location.uri} is not under this stack's retraining prefix")
+    evaluation = json.loads(read_object(s3_client(), location.bucket, location.key))
+    rules = GateRules(
+        threshold=SETTINGS.confidence_threshold,
+        min_accepted_accuracy=SETTINGS.gate_min_accepted_accuracy,
+    )
+    decision = judge(evaluation, rules)
+    logger.info("gate decision", extra={"passed": decision["passed"], "gate": decision["summary"]})
+    return decision

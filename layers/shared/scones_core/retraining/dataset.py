@@ -1,0 +1,216 @@
+"""Assemble a retraining run's training channels from S3, pinned as manifests.
+
+Two sources, both laid out ``<prefix><label>/<name>``:
+
+* the original training channel (``TRAINING_DATA_PREFIX``), what the production
+  model was trained on;
+* the labelled-data prefix (``LABELLED_DATA_PREFIX``), where the human review page
+  writes images a person has labelled. Only ``<label>/`` folders of the model's
+  labels are read; the review page's own manifest and any other key are ignored,
+  because the folder an image sits in is its label.
+
+Each source becomes a SageMaker ``ManifestFile`` channel: a JSON list that starts
+with ``{"prefix": "s3://bucket/<prefix>"}`` and names every object relative to it.
+The training job then sees ``<channel dir>/<label>/<name>``, the layout the
+training code reads, and the run is pinned to the objects that existed when it
+started (labelling may go on meanwhile). An image whose bytes equal an image of
+the fixed gate set (same ETag) is left out, so the gate never scores an image the
+candidate trained on. ``dataset.json`` beside the manifests says what went in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from scones_core.errors import SconesError
+from scones_core.retraining.settings import RetrainingSettings
+
+# Room left for the endpoint name in "<endpoint>-rt-YYYYMMDDHHMMSS-gate" (63 characters).
+NAME_SUFFIX_LENGTH = len("-rt-YYYYMMDDHHMMSS-gate")
+MAX_ENDPOINT_NAME = 63 - NAME_SUFFIX_LENGTH
+TRAIN_CHANNEL = "train"
+LABELLED_CHANNEL = "labelled"
+_IGNORED_NAMES = re.compile(r"^\.|\.(json|jsonl|csv|manifest|txt)$", re.IGNORECASE)
+
+
+class DatasetError(SconesError):
+    """The training data cannot make a dataset (a class has no images, a name is too long)."""
+
+
+@dataclass(frozen=True)
+class RunNames:
+    """SageMaker names for one retraining run, derived from the execution's start time."""
+
+    base: str  # training job, model and endpoint config
+    processing_job: str
+
+    @classmethod
+    def for_run(cls, endpoint_name: str, started_at: datetime) -> RunNames:
+        if len(endpoint_name) > MAX_ENDPOINT_NAME:
+            raise DatasetError(
+                f"endpoint name {endpoint_name!r} is longer than {MAX_ENDPOINT_NAME} characters, "
+                "so the retraining job names would pass SageMaker's 63"
+            )
+        base = f"{endpoint_name}-rt-{started_at.astimezone(UTC):%Y%m%d%H%M%S}"
+        return cls(base=base, processing_job=f"{base}-gate")
+
+
+@dataclass(frozen=True)
+class ChannelObjects:
+    prefix: str
+    keys: tuple[str, ...]  # relative to prefix: "<label>/<name>"
+    per_label: dict[str, int]
+    skipped: int  # keys outside a label folder, or manifests and hidden files
+
+
+def parse_started_at(value: Any) -> datetime:
+    """``$$.Execution.StartTime`` (ISO 8601, ``Z`` or an offset)."""
+    if not isinstance(value, str) or not value:
+        raise DatasetError("the event needs started_at, the execution's start time")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise DatasetError(f"started_at {value!r} is not an ISO 8601 time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _objects(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield item["Key"], str(item.get("ETag", "")).strip('"')
+
+
+def read_channel(
+    s3: Any, bucket: str, prefix: str, labels: tuple[str, ...], exclude_etags: frozenset[str]
+) -> tuple[ChannelObjects, int]:
+    """The ``<label>/<name>`` objects under ``prefix``; and how many were gate duplicates."""
+    keys: list[str] = []
+    per_label = dict.fromkeys(labels, 0)
+    skipped = excluded = 0
+    for key, etag in _objects(s3, bucket, prefix):
+        relative = key[len(prefix) :]
+        label, _, name = relative.partition("/")
+        if label not in per_label or not name or "/" in name or _IGNORED_NAMES.search(name):
+            skipped += 1
+            continue
+        if etag and etag in exclude_etags:
+            excluded += 1
+            continue
+        keys.append(relative)
+        per_label[label] += 1
+    keys.sort()
+    return ChannelObjects(prefix, tuple(keys), per_label, skipped), excluded
+
+
+def manifest_body(bucket: str, channel: ChannelObjects) -> bytes:
+    """SageMaker's ``ManifestFile`` format: the common prefix, then relative keys."""
+    entries: list[Any] = [{"prefix": f"s3://{bucket}/{channel.prefix}"}, *channel.keys]
+    return json.dumps(entries, indent=0).encode("utf-8")
+
+
+def manifest_channel(name: str, uri: str) -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "ManifestFile",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        "InputMode": "File",
+    }
+
+
+def _fingerprint(bucket: str, channels: list[ChannelObjects]) -> str:
+    digest = hashlib.sha256()
+    for channel in channels:
+        for key in channel.keys:
+            digest.update(f"s3://{bucket}/{channel.prefix}{key}\n".encode())
+    return digest.hexdigest()
+
+
+def assemble_dataset(
+    s3: Any, settings: RetrainingSettings, started_at: datetime, run_name: str
+) -> dict[str, Any]:
+    """Write the manifests and ``dataset.json``; return what the next states need."""
+    names = RunNames.for_run(settings.endpoint_name, started_at)
+    bucket, labels = settings.bucket, settings.labels
+    gate_etags = frozenset(etag for _, etag in _objects(s3, bucket, settings.gate_prefix) if etag)
+    original, original_excluded = read_channel(
+        s3, bucket, settings.training_prefix, labels, gate_etags
+    )
+    empty = [label for label, count in original.per_label.items() if count == 0]
+    if empty:
+        raise DatasetError(
+            f"the training channel s3://{bucket}/{settings.training_prefix} has no images of "
+            f"{', '.join(empty)}"
+        )
+    labelled, labelled_excluded = read_channel(
+        s3, bucket, settings.labelled_prefix, labels, gate_etags
+    )
+    run_prefix = f"{settings.retraining_prefix}{names.base}/"
+    channels = [(TRAIN_CHANNEL, original)]
+    if labelled.keys:
+        channels.append((LABELLED_CHANNEL, labelled))
+    input_data_config = []
+    for channel_name, channel in channels:
+        key = f"{run_prefix}dataset/{channel_name}.manifest"
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=manifest_body(bucket, channel),
+            ContentType="application/json",
+        )
+        input_data_config.append(manifest_channel(channel_name, f"s3://{bucket}/{key}"))
+    summary = {
+        "run_name": run_name,
+        "started_at": started_at.astimezone(UTC).isoformat(timespec="seconds"),
+        "labels": list(labels),
+        "training": {
+            "source": f"s3://{bucket}/{settings.training_prefix}",
+            "images": len(original.keys),
+            "per_label": original.per_label,
+            "skipped_keys": original.skipped,
+            "gate_duplicates_left_out": original_excluded,
+        },
+        "labelled": {
+            "source": f"s3://{bucket}/{settings.labelled_prefix}",
+            "images": len(labelled.keys),
+            "per_label": labelled.per_label,
+            "skipped_keys": labelled.skipped,
+            "gate_duplicates_left_out": labelled_excluded,
+        },
+        "gate_set": {"source": f"s3://{bucket}/{settings.gate_prefix}", "images": len(gate_etags)},
+        "fingerprint": _fingerprint(bucket, [c for _, c in channels]),
+        "channels": [c["ChannelName"] for c in input_data_config],
+    }
+    dataset_key = f"{run_prefix}dataset/dataset.json"
+    s3.put_object(
+        Bucket=bucket,
+        Key=dataset_key,
+        Body=json.dumps(summary, indent=2).encode("utf-8"),
+        ContentType="application/json",
+    )
+    evaluation_prefix = f"s3://{bucket}/{run_prefix}evaluation"
+    return {
+        "names": {"base": names.base, "processing_job": names.processing_job},
+        "input_data_config": input_data_config,
+        "dataset_uri": f"s3://{bucket}/{dataset_key}",
+        "training_output_uri": f"s3://{bucket}/{run_prefix}training",
+        "evaluation_output_uri": evaluation_prefix,
+        "evaluation_uri": f"{evaluation_prefix}/gate-evaluation.json",
+        "training_images": len(original.keys),
+        "labelled_images": len(labelled.keys),
+        "summary": (
+            f"{len(original.keys)} training images and {len(labelled.keys)} labelled images "
+            f"({', '.join(f'{k} {v}' for k, v in labelled.per_label.items())})"
+        ),
+    }

@@ -1,0 +1,94 @@
+"""The retraining functions' configuration, read from the environment at cold start."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from scones_core.errors import SettingsError
+from scones_core.settings import EnvReader
+
+# Every variable from_env reads; template.yaml sets each one (a test checks).
+ENVIRONMENT_VARIABLES = (
+    "RETRAINING_BUCKET",
+    "ENDPOINT_NAME",
+    "LABELS",
+    "TRAINING_DATA_PREFIX",
+    "LABELLED_DATA_PREFIX",
+    "GATE_DATA_PREFIX",
+    "RETRAINING_PREFIX",
+    "CONFIDENCE_THRESHOLD",
+    "GATE_MIN_ACCEPTED_ACCURACY",
+)
+
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]+/$")
+
+
+def _prefix(value: str) -> str:
+    if not _PREFIX.match(value) or value.startswith("/") or "//" in value:
+        raise ValueError("must be a key prefix ending in '/', such as 'labelled/'")
+    return value
+
+
+def _labels(value: str) -> tuple[str, ...]:
+    labels = tuple(part.strip() for part in value.split(","))
+    if len(labels) < 2 or any(not label for label in labels) or len(set(labels)) != len(labels):
+        raise ValueError("expected at least two unique, comma-separated labels")
+    return labels
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return number
+
+
+@dataclass(frozen=True)
+class RetrainingSettings:
+    bucket: str
+    endpoint_name: str
+    labels: tuple[str, ...]
+    training_prefix: str  # the original training channel: <prefix><label>/...
+    labelled_prefix: str  # what people labelled in review: <prefix><label>/...
+    gate_prefix: str  # the fixed gate set both models are judged on: <prefix><label>/...
+    retraining_prefix: str  # where runs write manifests, models and reports
+    confidence_threshold: float
+    gate_min_accepted_accuracy: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RetrainingSettings:
+        reader = EnvReader(environ)
+        settings = cls(
+            bucket=reader.required("RETRAINING_BUCKET"),
+            endpoint_name=reader.required("ENDPOINT_NAME"),
+            labels=reader.parsed("LABELS", _labels),
+            training_prefix=reader.parsed("TRAINING_DATA_PREFIX", _prefix),
+            labelled_prefix=reader.parsed("LABELLED_DATA_PREFIX", _prefix),
+            gate_prefix=reader.parsed("GATE_DATA_PREFIX", _prefix),
+            retraining_prefix=reader.parsed("RETRAINING_PREFIX", _prefix),
+            confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", _fraction),
+            gate_min_accepted_accuracy=reader.parsed("GATE_MIN_ACCEPTED_ACCURACY", _fraction),
+        )
+        if reader.problems:
+            raise SettingsError(
+                "the retraining function's environment is invalid: " + "; ".join(reader.problems)
+            )
+        prefixes = {
+            "TRAINING_DATA_PREFIX": settings.training_prefix,
+            "LABELLED_DATA_PREFIX": settings.labelled_prefix,
+            "GATE_DATA_PREFIX": settings.gate_prefix,
+            "RETRAINING_PREFIX": settings.retraining_prefix,
+        }
+        overlapping = [
+            f"{a} and {b}"
+            for a, pa in prefixes.items()
+            for b, pb in prefixes.items()
+            if a < b and (pa.startswith(pb) or pb.startswith(pa))
+        ]
+        if overlapping:
+            raise SettingsError(
+                "the retraining prefixes must not contain each other: " + ", ".join(overlapping)
+            )
+        return settings

@@ -1,0 +1,124 @@
+"""``scones retrain``: the retraining state machine's steps on the offline stack."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scones.cli.errors import CommandError
+from scones.cli.stack_state import parse_params
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from scones.offline.retrain import DEFAULT_DATA, SHORT_RECIPE
+
+    parser = subparsers.add_parser(
+        "retrain",
+        help="retrain offline: dataset, training, gate, registry, canary, promote or roll back",
+        description=(
+            "Run statemachine/retrain.asl.json's steps on a fresh offline stack whose endpoint "
+            "serves --model: assemble the dataset (training channel plus labelled images) with "
+            "the deployed dataset function, train with the training job's program and a short "
+            "recipe, score candidate and production on the fixed gate set with the evaluation "
+            "job's program, apply the gate (the deployed gate function), register a model "
+            "package, then run the candidate as a canary variant through the real workflow "
+            "and promote it or roll it back on the stack's alarms. Prints each step's "
+            "decision and writes OUT/retrain-<UTC time>.json, .md and .html."
+        ),
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled image folder")
+    parser.add_argument(
+        "--labelled",
+        type=Path,
+        help="folder of <label>/ images to publish under LabelledDataPrefix (what the review "
+        "page writes)",
+    )
+    parser.add_argument("--model", type=Path, help="production model (default: the shipped one)")
+    parser.add_argument("--out", type=Path, default=Path("out"), help="report folder")
+    recipe = ", ".join(f"{k}={v}" for k, v in SHORT_RECIPE.items())
+    parser.add_argument(
+        "--hyperparameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"override a training hyperparameter (the short recipe sets {recipe})",
+    )
+    parser.add_argument("--max-train-per-label", type=int, help="limit the training channel")
+    parser.add_argument("--max-gate-per-label", type=int, help="limit the gate set")
+    parser.add_argument(
+        "--canary-requests", type=int, default=40, help="images sent while the canary bakes"
+    )
+    parser.add_argument(
+        "--shuffle-labels",
+        action="store_true",
+        help="publish the training channel with its labels shuffled (the gate should refuse)",
+    )
+    parser.add_argument(
+        "--fail-canary",
+        action="store_true",
+        help="make the canary's model fail every request (the rollback alarm should fire)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a template.yaml parameter, e.g. --param GateMinAcceptedAccuracy=0.98",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(handler=run)
+
+
+def _hyperparameters(pairs: list[str]) -> dict[str, object]:
+    from scones.offline.retrain import SHORT_RECIPE
+
+    values: dict[str, object] = dict(SHORT_RECIPE)
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--hyperparameter wants NAME=VALUE, got {pair!r}")
+        try:
+            values[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[name] = raw
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from scones.offline.deploy import DeployError
+    from scones.offline.retrain import OfflineRetrain, RetrainError, RetrainOptions
+    from scones.offline.stack import DEFAULT_MODEL_DIR, StackError
+    from scones.reports.retrain_report import write_retrain_report
+
+    options = RetrainOptions(
+        data_dir=args.data,
+        production_model=args.model or DEFAULT_MODEL_DIR,
+        labelled_dir=args.labelled,
+        recipe=_hyperparameters(args.hyperparameter),
+        max_train_per_label=args.max_train_per_label,
+        max_gate_per_label=args.max_gate_per_label,
+        shuffle_training_labels=args.shuffle_labels,
+        canary_requests=args.canary_requests,
+        canary_faults={"model_error": -1} if args.fail_canary else None,
+        overrides=parse_params(args.param),
+    )
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    try:
+        result = OfflineRetrain(options, log=log).run()
+    except (RetrainError, StackError, DeployError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    report = result.to_json()
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    paths = write_retrain_report(report, args.out, stamp)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"outcome: {result.outcome}: {result.record['reason']}")
+        print(f"report: {paths['html']} ({paths['markdown'].name}, {paths['json'].name})")
+    return 0

@@ -1,0 +1,729 @@
+"""``scones retrain``: the retraining state machine's steps, offline, on the offline stack.
+
+moto's Step Functions interpreter cannot run the ``.sync`` SageMaker integrations the
+retraining state machine (``statemachine/retrain.asl.json``) uses, so this module runs
+its steps itself, against the deployed stack, with the same code wherever there is code:
+
+1. **dataset**: the deployed ``RetrainDatasetFunction`` (through the Lambda Invoke API)
+   pins the original training channel plus the labelled-data prefix as manifests;
+2. **train**: the channels are downloaded as SageMaker's File mode lays them out and the
+   training job's program (``scones.sagemaker.entry_point``) runs locally with the
+   hyperparameters of the deployed definition's ``TrainCandidate`` state, overridden by a
+   short recipe; ``model.tar.gz`` goes where the job would put it;
+3. **evaluate**: the processing job's program (``scones.sagemaker.evaluate_entry``) scores
+   the candidate and the production model on the fixed gate set, with the
+   ``ContainerArguments`` of the ``EvaluateCandidate`` state;
+4. **gate**: the deployed ``RetrainJudgeFunction`` decides;
+5. **register**: ``CreateModelPackage`` in the stack's model package group (moto);
+6. **deploy**: the model server gets the candidate as a second production variant with
+   ``CanaryCapacityPercent`` of the traffic; images go through the real workflow while it
+   bakes; the two rollback alarms (``EndpointErrorAlarm``, ``LowConfidenceAlarm``, read
+   from the stack) are evaluated on the canary's own numbers (its 5XX count from the
+   endpoint, its low-confidence share from its data capture); the canary is promoted (the
+   only variant, 100 % of traffic) or removed.
+
+Every outcome leaves the item the state machine writes (``scones_core.retraining.outcome``)
+in ``MonitorStateTable`` and a message on ``AlertTopic``. Offline the variants are named
+after their model version (``model-<version>``), so records (``endpoint_variant``) and the
+capture layout show which model answered; on AWS, blue/green keeps ``AllTraffic``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scones_core.retraining import outcome as outcomes
+
+from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
+from scones.template_params import PROJECT_ROOT
+
+DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
+TRAFFIC_DIR = PROJECT_ROOT / "samples"
+# The short recipe: the retraining job's own hyperparameters with these overrides. Two
+# fine-tuned members for a few epochs at a smaller input side: about a minute on 2 cores.
+SHORT_RECIPE: dict[str, Any] = {"epochs": 3, "members": 2, "resize": 96, "threads": 2}
+
+Log = Callable[[str], None]
+
+
+class RetrainError(RuntimeError):
+    """A retraining step could not run; the message says which and why."""
+
+
+@dataclass
+class RetrainOptions:
+    data_dir: Path = DEFAULT_DATA
+    production_model: Path = DEFAULT_MODEL_DIR
+    labelled_dir: Path | None = None
+    recipe: dict[str, Any] = field(default_factory=lambda: dict(SHORT_RECIPE))
+    # Limits for quick runs (tests): images per label of the training channel / gate set.
+    max_train_per_label: int | None = None
+    max_gate_per_label: int | None = None
+    # A deliberately broken training channel: labels shuffled across the images.
+    shuffle_training_labels: bool = False
+    canary_requests: int = 40
+    after_promotion_requests: int = 6
+    # Faults of the canary variant only, e.g. {"model_error": -1}: a model that fails.
+    canary_faults: dict[str, int] | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    work_dir: Path | None = None
+
+
+@dataclass
+class Step:
+    name: str
+    decision: str
+    detail: dict[str, Any]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.name,
+            "decision": self.decision,
+            "seconds": round(self.seconds, 2),
+            **self.detail,
+        }
+
+
+@dataclass
+class RetrainResult:
+    outcome: str
+    run_name: str
+    steps: list[Step]
+    record: dict[str, Any]
+    alert: dict[str, str] | None
+    parameters: dict[str, str]
+    started_at: str
+    seconds: float = 0.0
+
+    def step(self, name: str) -> Step:
+        return next(step for step in self.steps if step.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "run_name": self.run_name,
+            "started_at": self.started_at,
+            "seconds": round(self.seconds, 1),
+            "steps": [step.to_json() for step in self.steps],
+            "record": self.record,
+            "alert": self.alert,
+            "parameters": self.parameters,
+        }
+
+
+def _label_files(root: Path, labels: tuple[str, ...]) -> list[tuple[Path, int]]:
+    from scones.model.folders import list_images
+
+    return list_images(root, labels)
+
+
+def gate_split(
+    data_dir: Path, labels: tuple[str, ...], production_manifest: dict[str, Any]
+) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """(training channel, gate set): the production model's own validation split is the
+    gate set, so production never trained on it and neither will the candidate."""
+    import numpy as np
+
+    from scones.model.folders import stratified_split
+
+    items = _label_files(data_dir, labels)
+    recorded = production_manifest.get("split") or {}
+    seed = int(recorded.get("seed", 0))
+    fraction = float(recorded.get("validation_fraction", 0.2))
+    targets = np.array([index for _, index in items], dtype=np.int64)
+    kept, held = stratified_split(targets, fraction, seed)
+    return [items[int(i)] for i in kept], [items[int(i)] for i in held]
+
+
+def _limit(items: list[tuple[Path, int]], per_label: int | None) -> list[tuple[Path, int]]:
+    if per_label is None:
+        return items
+    counts: dict[int, int] = {}
+    kept = []
+    for path, index in items:
+        if counts.get(index, 0) < per_label:
+            counts[index] = counts.get(index, 0) + 1
+            kept.append((path, index))
+    return kept
+
+
+def model_tarball(model_dir: Path) -> bytes:
+    """``model.tar.gz`` as a training job writes it: the artifact's files at the root."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            if path.is_file():
+                tar.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def toolkit_arguments(hyperparameters: dict[str, str]) -> list[str]:
+    """What the SageMaker training toolkit passes to the program: ``--name value``."""
+    arguments: list[str] = []
+    for name, encoded in hyperparameters.items():
+        if not name.startswith("sagemaker_"):
+            arguments += [f"--{name}", str(json.loads(encoded))]
+    return arguments
+
+
+def _split_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+class OfflineRetrain:
+    """One retraining run on a fresh offline stack whose endpoint serves ``production_model``."""
+
+    def __init__(self, options: RetrainOptions, log: Log | None = None) -> None:
+        self.options = options
+        self.log = log or (lambda message: None)
+        self.steps: list[Step] = []
+        self._started = time.perf_counter()
+
+    # -- the run ------------------------------------------------------------------
+    def run(self) -> RetrainResult:
+        options = self.options
+        work = Path(options.work_dir or tempfile.mkdtemp(prefix="scones-retrain-"))
+        stack = OfflineStack(
+            StackOptions(
+                model_dir=options.production_model,
+                overrides={
+                    "RetryIntervalSeconds": "1",
+                    "RetryMaxDelaySeconds": "1",
+                    "RetryMaxAttempts": "1",
+                    **options.overrides,
+                },
+                work_dir=work / "stack",
+                # The canary is a second production variant of the running endpoint.
+                model_in_process=True,
+            )
+        )
+        stack.start()
+        try:
+            return self._run(stack, work)
+        finally:
+            stack.stop()
+            if options.work_dir is None:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def _run(self, stack: OfflineStack, work: Path) -> RetrainResult:
+        started_at = datetime.now(UTC).replace(microsecond=0)
+        self.stack, self.work = stack, work
+        self.params = stack.parameters
+        self.bucket = stack.bucket
+        self.s3 = stack.client("s3")
+        self.labels = tuple(self.params["ModelLabels"].split(","))
+        run_name = f"{self.params['EndpointName']}-retrain-{started_at:%Y%m%d-%H%M%S}"
+        self.run_name = run_name
+        definition = json.loads(
+            stack.client("stepfunctions").describe_state_machine(
+                stateMachineArn=stack.stack.outputs["RetrainStateMachineArn"]
+            )["definition"]
+        )
+        self.asl_states: dict[str, Any] = definition["States"]
+        production_url = self._publish()
+        dataset = self._dataset(run_name, started_at)
+        model_data_url, candidate_dir = self._train(dataset)
+        self._evaluate(dataset, model_data_url, production_url)
+        gate = self._judge(dataset)
+        if not gate["passed"]:
+            return self._finish(outcomes.REJECTED, gate["summary"], started_at)
+        package_arn = self._register(dataset, gate, model_data_url)
+        promoted, reason = self._deploy(candidate_dir, package_arn)
+        return self._finish(
+            outcomes.PROMOTED if promoted else outcomes.ROLLED_BACK, reason, started_at
+        )
+
+    def _step(self, name: str, decision: str, started: float, **detail: Any) -> None:
+        step = Step(name, decision, detail, time.perf_counter() - started)
+        self.steps.append(step)
+        self.log(f"[{name}] {decision}")
+
+    # -- 0: what a deployed stack would already hold --------------------------------
+    def _publish(self) -> str:
+        started = time.perf_counter()
+        options, params = self.options, self.params
+        manifest = json.loads((options.production_model / "model.json").read_text())
+        training, gate = gate_split(options.data_dir, self.labels, manifest)
+        training = _limit(training, options.max_train_per_label)
+        gate = _limit(gate, options.max_gate_per_label)
+        train_labels = [index for _, index in training]
+        if options.shuffle_training_labels:
+            random.Random(options.seed).shuffle(train_labels)
+        for (path, _), index in zip(training, train_labels, strict=True):
+            key = f"{params['TrainingDataPrefix']}{self.labels[index]}/{path.name}"
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
+        for path, index in gate:
+            key = f"{params['GateDataPrefix']}{self.labels[index]}/{path.name}"
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
+        labelled = 0
+        if options.labelled_dir is not None:
+            for path, index in _label_files(options.labelled_dir, self.labels):
+                key = f"{params['LabelledDataPrefix']}{self.labels[index]}/{path.name}"
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
+                labelled += 1
+        version = str(manifest["version"])
+        production_key = f"models/production/{version}/model.tar.gz"
+        self.s3.put_object(
+            Bucket=self.bucket, Key=production_key, Body=model_tarball(options.production_model)
+        )
+        self.production_version = version
+        self._step(
+            "publish",
+            f"bucket holds {len(training)} training images"
+            + (" (labels shuffled)" if options.shuffle_training_labels else "")
+            + f", {len(gate)} gate images, {labelled} labelled images; production model "
+            f"{version}",
+            started,
+            training_images=len(training),
+            gate_images=len(gate),
+            labelled_images=labelled,
+            shuffled_labels=options.shuffle_training_labels,
+            production_model=f"s3://{self.bucket}/{production_key}",
+        )
+        return f"s3://{self.bucket}/{production_key}"
+
+    # -- 1: dataset -----------------------------------------------------------------
+    def _invoke(self, logical_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        response = self.stack.client("lambda").invoke(
+            FunctionName=self.stack.function_name(logical_id),
+            Payload=json.dumps(payload).encode(),
+        )
+        body = json.loads(response["Payload"].read() or b"null")
+        if "FunctionError" in response:
+            message = body.get("errorMessage") if isinstance(body, dict) else body
+            raise RetrainError(f"{logical_id} failed: {message}")
+        return dict(body)
+
+    def _dataset(self, run_name: str, started_at: datetime) -> dict[str, Any]:
+        started = time.perf_counter()
+        dataset = self._invoke(
+            "RetrainDatasetFunction",
+            {"run_name": run_name, "started_at": started_at.isoformat().replace("+00:00", "Z")},
+        )
+        self._step(
+            "dataset",
+            dataset["summary"],
+            started,
+            dataset_uri=dataset["dataset_uri"],
+            channels=[c["ChannelName"] for c in dataset["input_data_config"]],
+            training_job=dataset["names"]["base"],
+        )
+        return dataset
+
+    # -- 2: training ----------------------------------------------------------------
+    def _download_channel(self, channel: dict[str, Any], into: Path) -> int:
+        source = channel["DataSource"]["S3DataSource"]
+        bucket, key = _split_uri(source["S3Uri"])
+        entries = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        prefix_bucket, prefix = _split_uri(entries[0]["prefix"])
+        for relative in entries[1:]:
+            target = into / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            body = self.s3.get_object(Bucket=prefix_bucket, Key=prefix + relative)["Body"]
+            target.write_bytes(body.read())
+        return len(entries) - 1
+
+    def _train(self, dataset: dict[str, Any]) -> tuple[str, Path]:
+        from scones.sagemaker import entry_point
+
+        started = time.perf_counter()
+        state = self.asl_states["TrainCandidate"]["Parameters"]
+        hyperparameters = dict(state["HyperParameters"])
+        hyperparameters.update({k: json.dumps(v) for k, v in self.options.recipe.items()})
+        data_root = self.work / "opt/ml/input/data"
+        channels = {}
+        for channel in dataset["input_data_config"]:
+            name = channel["ChannelName"]
+            channels[name] = self._download_channel(channel, data_root / name)
+        model_dir = self.work / "opt/ml/model"
+        argv = [*toolkit_arguments(hyperparameters), "--model-dir", str(model_dir)]
+        argv += ["--data", str(data_root / "train")]
+        if "labelled" in channels:
+            argv += ["--labelled", str(data_root / "labelled")]
+        status = entry_point.main(argv)
+        if status != 0:
+            raise RetrainError(f"the training program exited with {status}")
+        job = dataset["names"]["base"]
+        bucket, prefix = _split_uri(dataset["training_output_uri"])
+        key = f"{prefix}/{job}/output/model.tar.gz"
+        self.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(model_dir))
+        metrics = json.loads((model_dir / "model.json").read_text())["metrics"]
+        self.candidate_version = json.loads((model_dir / "model.json").read_text())["version"]
+        self._step(
+            "train",
+            f"candidate {self.candidate_version} trained on {sum(channels.values())} images "
+            f"({', '.join(f'{k} {v}' for k, v in channels.items())}); its own validation "
+            f"accuracy {metrics['accuracy']:.4f}",
+            started,
+            training_job=job,
+            hyperparameters={k: json.loads(v) for k, v in hyperparameters.items()},
+            model_data_url=f"s3://{bucket}/{key}",
+            channels=channels,
+        )
+        return f"s3://{bucket}/{key}", model_dir
+
+    # -- 3: evaluation ----------------------------------------------------------------
+    def _download_prefix(self, uri: str, into: Path) -> None:
+        bucket, prefix = _split_uri(uri)
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(prefix) :].lstrip("/") or Path(item["Key"]).name
+                target = into / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(
+                    self.s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                )
+
+    def _evaluate(self, dataset: dict[str, Any], candidate_url: str, production_url: str) -> None:
+        from scones.sagemaker import evaluate_entry
+
+        started = time.perf_counter()
+        state = self.asl_states["EvaluateCandidate"]["Parameters"]
+        inputs = {item["InputName"]: item["S3Input"] for item in state["ProcessingInputs"]}
+        sources = {
+            "candidate": candidate_url,
+            "production": production_url,
+            "gate": inputs["gate"]["S3Uri"],
+        }
+        root = self.work / "opt/ml/processing"
+        for name, uri in sources.items():
+            self._download_prefix(uri, root / "input" / name)
+        out = root / "output"
+        argv = [
+            *state["AppSpecification"]["ContainerArguments"],
+            *("--candidate", str(root / "input/candidate")),
+            *("--production", str(root / "input/production")),
+            *("--gate", str(root / "input/gate")),
+            *("--out", str(out)),
+        ]
+        evaluate_entry.main(argv)
+        bucket, prefix = _split_uri(dataset["evaluation_output_uri"])
+        for path in sorted(out.iterdir()):
+            self.s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.name}", Body=path.read_bytes())
+        result = json.loads((out / evaluate_entry.GATE_FILE).read_text())
+        self.evaluation = result
+        self._step(
+            "evaluate",
+            f"{result['gate_set']['images']} gate images: candidate accuracy "
+            f"{result['candidate']['accuracy']:.4f}, production "
+            f"{result['production']['accuracy']:.4f}",
+            started,
+            processing_job=dataset["names"]["processing_job"],
+            evaluation_uri=dataset["evaluation_uri"],
+            candidate=_scores(result["candidate"]),
+            production=_scores(result["production"]),
+        )
+
+    # -- 4: gate ----------------------------------------------------------------------
+    def _judge(self, dataset: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        gate = self._invoke("RetrainJudgeFunction", {"evaluation_uri": dataset["evaluation_uri"]})
+        self.gate = gate
+        self._step(
+            "gate",
+            ("PASSED: " if gate["passed"] else "REFUSED: ") + gate["summary"],
+            started,
+            passed=gate["passed"],
+            reasons=gate["reasons"],
+            rules=gate["rules"],
+        )
+        return gate
+
+    # -- 5: registry --------------------------------------------------------------------
+    def _register(self, dataset: dict[str, Any], gate: dict[str, Any], model_url: str) -> str:
+        started = time.perf_counter()
+        state = self.asl_states["RegisterCandidate"]["Parameters"]
+        spec = json.loads(json.dumps(state["InferenceSpecification"]))
+        spec["Containers"] = [
+            {
+                "Image": spec["Containers"][0]["Image"] or "scones-offline-model-server",
+                "ModelDataUrl": model_url,
+            }
+        ]
+        response = self.stack.client("sagemaker").create_model_package(
+            ModelPackageGroupName=state["ModelPackageGroupName"],
+            ModelPackageDescription=gate["summary"][:1024],
+            ModelApprovalStatus=state["ModelApprovalStatus"],
+            InferenceSpecification=spec,
+            ModelMetrics={
+                "ModelQuality": {
+                    "Statistics": {
+                        "ContentType": "application/json",
+                        "S3Uri": dataset["evaluation_uri"],
+                    }
+                }
+            },
+            CustomerMetadataProperties=gate["metadata"],
+        )
+        arn = str(response["ModelPackageArn"])
+        self._step(
+            "register",
+            f"model package {arn}",
+            started,
+            model_package_arn=arn,
+            group=state["ModelPackageGroupName"],
+            metadata=gate["metadata"],
+        )
+        return arn
+
+    # -- 6: canary ------------------------------------------------------------------------
+    def _deploy(self, candidate_dir: Path, package_arn: str) -> tuple[bool, str]:
+        from scones.model.artifact import OnnxClassifier
+        from scones.serving.app import ProductionVariant
+        from scones.serving.capture import CaptureWriter, S3CaptureSink
+        from scones.serving.faults import FaultPlan
+
+        started = time.perf_counter()
+        options, params = self.options, self.params
+        endpoint = self.stack.model_endpoint
+        production = endpoint.primary
+        classifier = OnnxClassifier(candidate_dir)
+        variant_name = f"model-{classifier.manifest.version}"
+        share = float(params["CanaryCapacityPercent"]) / 100.0
+        faults = None
+        if options.canary_faults:
+            faults = FaultPlan()
+            faults.arm(options.canary_faults)
+        canary = ProductionVariant(
+            variant_name,
+            classifier,
+            weight=share,
+            capture=CaptureWriter(
+                S3CaptureSink(self.bucket, params["DataCapturePrefix"], self.stack.client("s3")),
+                endpoint_name=params["EndpointName"],
+                variant_name=variant_name,
+                flush_interval_s=1.0,
+            ),
+            faults=faults,
+        )
+        endpoint.seed_routing(options.seed)
+        endpoint.add_variant(canary)
+        endpoint.set_weights({production.name: 1.0 - share})
+        self.log(
+            f"[deploy] canary {variant_name} takes {share:.0%} of the traffic beside "
+            f"{production.name}; baking with {options.canary_requests} images"
+        )
+        rows = self._traffic(options.canary_requests, "canary")
+        self.stack.flush_capture()
+        alarms = self._alarms(canary, rows)
+        breached = [alarm for alarm in alarms if alarm["state"] == "ALARM"]
+        by_variant = _records_by_variant(rows)
+        detail: dict[str, Any] = {
+            "canary_variant": variant_name,
+            "production_variant": production.name,
+            "canary_share": share,
+            "model_package_arn": package_arn,
+            "alarms": alarms,
+            "records_by_variant": by_variant,
+            "invocations": {v.name: v.describe() for v in endpoint.variants()},
+        }
+        if breached:
+            endpoint.remove_variant(variant_name)
+            endpoint.set_weights({production.name: 1.0})
+            names = ", ".join(alarm["name"] for alarm in breached)
+            reason = (
+                f"an alarm rolled the canary back ({names}): the endpoint serves "
+                f"{production.name} again, not the candidate {variant_name}"
+            )
+            self._step("deploy", "ROLLED BACK: " + reason, started, **detail)
+            return False, reason
+        endpoint.set_weights({variant_name: 1.0})
+        endpoint.remove_variant(production.name)
+        after = self._traffic(options.after_promotion_requests, "promoted")
+        self.stack.flush_capture()
+        detail["after_promotion"] = {
+            "records_by_variant": _records_by_variant(after),
+            "capture_files": self._capture_files(variant_name),
+        }
+        reason = (
+            f"candidate {classifier.manifest.version} (model package {package_arn}) serves all "
+            f"traffic as variant {variant_name}"
+        )
+        self._step("deploy", "PROMOTED: " + reason, started, **detail)
+        return True, reason
+
+    def _traffic(self, count: int, tag: str) -> list[dict[str, Any]]:
+        if count <= 0:
+            return []
+        from scones.model.folders import list_images
+
+        images = [path for path, _ in list_images(TRAFFIC_DIR, self.labels)]
+        api = self.stack.api()
+        uploads = [
+            api.upload_file(
+                images[i % len(images)], f"retrain-{tag}-{i:03d}-{images[i % len(images)].name}"
+            )
+            for i in range(count)
+        ]
+        records = api.wait_for_records(uploads, timeout=300)
+        return [records[upload] for upload in uploads]
+
+    def _capture_lines(self, variant_name: str) -> list[dict[str, Any]]:
+        prefix = f"{self.params['DataCapturePrefix']}/{self.params['EndpointName']}/{variant_name}/"
+        lines = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
+                lines += [json.loads(line) for line in body.splitlines() if line.strip()]
+        return lines
+
+    def _capture_files(self, variant_name: str) -> list[str]:
+        prefix = f"{self.params['DataCapturePrefix']}/{self.params['EndpointName']}/{variant_name}/"
+        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return [f"s3://{self.bucket}/{item['Key']}" for item in response.get("Contents", [])]
+
+    def _alarms(self, canary: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Both rollback alarms, as the stack defines them, on the canary's own numbers."""
+        stack_name = self.stack.stack.stack_name
+        names = [f"{stack_name}-EndpointErrorAlarm", f"{stack_name}-LowConfidenceAlarm"]
+        cloudwatch = self.stack.client("cloudwatch")
+        alarms = {
+            a["AlarmName"]: a for a in cloudwatch.describe_alarms(AlarmNames=names)["MetricAlarms"]
+        }
+        missing = sorted(set(names) - set(alarms))
+        if missing:
+            raise RetrainError(f"the stack has no alarm {', '.join(missing)}")
+        threshold = float(self.params["ConfidenceThreshold"])
+        confidences = [
+            max(json.loads(line["captureData"]["endpointOutput"]["data"]))
+            for line in self._capture_lines(canary.name)
+        ]
+        low_share = (
+            sum(1 for c in confidences if c < threshold) / len(confidences) if confidences else 0.0
+        )
+        values = {
+            names[0]: (
+                float(canary.errors_5xx),
+                f"{canary.errors_5xx} 5XX answers of {canary.invocations} canary invocations "
+                "(the endpoint's per-variant count)",
+            ),
+            names[1]: (
+                low_share,
+                f"{sum(1 for c in confidences if c < threshold)} of {len(confidences)} captured "
+                f"canary answers below {threshold:g}",
+            ),
+        }
+        evaluated = []
+        for name in names:
+            alarm = alarms[name]
+            value, source = values[name]
+            breached = _compare(value, alarm["ComparisonOperator"], float(alarm["Threshold"]))
+            state = "ALARM" if breached else "OK"
+            cloudwatch.set_alarm_state(
+                AlarmName=name,
+                StateValue=state,
+                StateReason=f"scones retrain: {alarm['MetricName']} of the canary = {value:g}",
+            )
+            evaluated.append(
+                {
+                    "name": name,
+                    "metric": f"{alarm['Namespace']}/{alarm['MetricName']}",
+                    "value": round(value, 6),
+                    "comparison": alarm["ComparisonOperator"],
+                    "threshold": float(alarm["Threshold"]),
+                    "state": state,
+                    "source": source,
+                }
+            )
+        return evaluated
+
+    # -- the outcome --------------------------------------------------------------------
+    def _finish(self, outcome: str, reason: str, started_at: datetime) -> RetrainResult:
+        started = time.perf_counter()
+        params = self.params
+        endpoint_name = params["EndpointName"]
+        execution_arn = f"offline:scones-retrain:{self.run_name}"
+        item = outcomes.outcome_item(
+            outcome=outcome,
+            endpoint_name=endpoint_name,
+            run_name=self.run_name,
+            execution_arn=execution_arn,
+            recorded_at=datetime.now(UTC).isoformat(),
+            reason=reason,
+        )
+        table = self.stack.stack.physical_id("MonitorStateTable")
+        self.stack.client("dynamodb").put_item(TableName=table, Item=item)
+        subject = {
+            outcomes.PROMOTED: "Scones retraining: candidate promoted",
+            outcomes.REJECTED: "Scones retraining: candidate rejected by the gate",
+            outcomes.ROLLED_BACK: "Scones retraining: canary rolled back",
+        }[outcome]
+        message = f"Retraining {self.run_name}: {reason}"
+        self.stack.client("sns").publish(
+            TopicArn=self.stack.stack.outputs["AlertTopicArn"], Subject=subject, Message=message
+        )
+        record = {name: value["S"] for name, value in item.items()}
+        self._step(
+            "record",
+            f"{outcome} recorded in {table} and sent to the alert topic",
+            started,
+            table=table,
+        )
+        return RetrainResult(
+            outcome=outcome,
+            run_name=self.run_name,
+            steps=list(self.steps),
+            record=record,
+            alert={"subject": subject, "message": message},
+            parameters={
+                name: params[name]
+                for name in (
+                    "ConfidenceThreshold",
+                    "GateMinAcceptedAccuracy",
+                    "CanaryCapacityPercent",
+                    "LowConfidenceAlertShare",
+                    "EndpointName",
+                )
+            },
+            started_at=started_at.isoformat(),
+            seconds=time.perf_counter() - self._started,
+        )
+
+
+def _scores(report: dict[str, Any]) -> dict[str, Any]:
+    at = report["at_threshold"]
+    return {
+        "version": report["model"]["version"],
+        "accuracy": report["accuracy"],
+        "coverage": at["coverage"],
+        "accepted_accuracy": at["accepted_accuracy"],
+        "accepted": at["accepted"],
+    }
+
+
+def _records_by_variant(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    summary: dict[str, dict[str, int]] = {}
+    for row in rows:
+        variant = str(row.get("endpoint_variant") or "(none)")
+        status = str(row.get("status"))
+        summary.setdefault(variant, {})
+        summary[variant][status] = summary[variant].get(status, 0) + 1
+    return summary
+
+
+def _compare(value: float, operator: str, threshold: float) -> bool:
+    if operator == "GreaterThanThreshold":
+        return value > threshold
+    if operator == "GreaterThanOrEqualToThreshold":
+        return value >= threshold
+    if operator == "LessThanThreshold":
+        return value < threshold
+    if operator == "LessThanOrEqualToThreshold":
+        return value <= threshold
+    raise RetrainError(f"alarm comparison {operator} is not supported offline")

@@ -1,0 +1,137 @@
+"""``scones retrain`` end to end on the offline stack, with tiny training runs.
+
+* a candidate that passes the gate goes to a canary variant beside production, is
+  promoted, and the endpoint then answers with it (its version is the variant name in
+  the records and in the capture layout);
+* a candidate trained on shuffled labels is refused by the gate;
+* a candidate that passes the gate but fails at serving is rolled back by the endpoint's
+  error alarm.
+
+The production model for the first and last is a "model" that guesses (tests/retrain/
+tiny_models.py), so that a few seconds of training can beat it; the shuffled-label
+candidate faces the shipped model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scones.cli.main import main as scones_main
+from scones.offline.retrain import OfflineRetrain, RetrainOptions, RetrainResult
+from tests.retrain.tiny_models import coin_flip_model
+
+# Each test trains for real and runs its own offline stack: one worker runs them in turn.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("retrain-offline")]
+
+# Two fine-tuned members, 4 epochs at 96x96 on 60 images per label: seconds of training,
+# and (seeded) good enough to beat a guessing production model with accepted accuracy 1.0.
+TINY_RECIPE = {"epochs": 4, "members": 2, "resize": 96, "batch_size": 16, "threads": 2}
+
+
+@pytest.fixture(scope="module")
+def guessing_production(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return coin_flip_model(tmp_path_factory.mktemp("coin-flip"))
+
+
+def retrain(production: Path, **options: object) -> RetrainResult:
+    settings = RetrainOptions(
+        production_model=production,
+        recipe=dict(TINY_RECIPE),
+        max_train_per_label=60,
+        max_gate_per_label=15,
+        canary_requests=12,
+        after_promotion_requests=4,
+    )
+    for name, value in options.items():
+        setattr(settings, name, value)
+    messages: list[str] = []
+    result = OfflineRetrain(settings, log=messages.append).run()
+    decisions = [m for m in messages if m.startswith("[")]
+    assert [s.name for s in result.steps] == [
+        d[1 : d.index("]")] for d in decisions if not d.startswith("[deploy] canary")
+    ]
+    return result
+
+
+def test_a_better_candidate_goes_to_canary_and_is_promoted(guessing_production: Path) -> None:
+    result = retrain(guessing_production)
+    assert result.outcome == "PROMOTED", result.to_json()
+    gate = result.step("gate").detail
+    assert gate["passed"] and gate["reasons"] == []
+    evaluation = result.step("evaluate").detail
+    version = evaluation["candidate"]["version"]
+    assert evaluation["candidate"]["accuracy"] >= evaluation["production"]["accuracy"]
+    assert evaluation["candidate"]["accepted_accuracy"] >= 0.99
+    register = result.step("register").detail
+    assert register["model_package_arn"].endswith("-models/1")
+    assert register["metadata"]["candidate_version"] == version
+
+    deploy = result.step("deploy").detail
+    canary = f"model-{version}"
+    assert deploy["canary_variant"] == canary and deploy["canary_share"] == 0.5
+    assert {a["state"] for a in deploy["alarms"]} == {"OK"}
+    # While baking, both variants answered, and the records say which one did.
+    assert set(deploy["records_by_variant"]) == {"AllTraffic", canary}
+    # After promotion the endpoint answers with the new version only: in the records
+    # (InvokedProductionVariant) and in the capture layout {endpoint}/{variant}/...
+    after = deploy["after_promotion"]
+    assert set(after["records_by_variant"]) == {canary}
+    assert sum(after["records_by_variant"][canary].values()) == 4
+    assert after["capture_files"] and all(f"/{canary}/" in f for f in after["capture_files"])
+    assert result.record["outcome"] == "PROMOTED" and version in result.record["reason"]
+    assert result.alert is not None and result.alert["subject"].endswith("promoted")
+
+
+def test_a_candidate_trained_on_shuffled_labels_is_refused_by_the_gate(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    status = scones_main(
+        [
+            "retrain",
+            "--shuffle-labels",
+            "--max-train-per-label",
+            "20",
+            "--max-gate-per-label",
+            "15",
+            "--hyperparameter",
+            "epochs=1",
+            "--hyperparameter",
+            "resize=64",
+            "--out",
+            str(out),
+        ]
+    )
+    assert status == 0
+    [report_file] = out.glob("retrain-*.json")
+    report = json.loads(report_file.read_text())
+    assert report["outcome"] == "REJECTED"
+    steps = {s["step"]: s for s in report["steps"]}
+    assert steps["publish"]["shuffled_labels"] is True
+    assert not steps["gate"]["passed"]
+    assert any("below production" in reason for reason in steps["gate"]["reasons"])
+    assert "register" not in steps and "deploy" not in steps
+    assert report["record"]["outcome"] == "REJECTED"
+    assert report["alert"]["subject"] == "Scones retraining: candidate rejected by the gate"
+    assert (out / report_file.name.replace(".json", ".html")).is_file()
+    markdown = (out / report_file.name.replace(".json", ".md")).read_text()
+    assert "REJECTED" in markdown and "| gate | REFUSED" in markdown
+
+
+def test_a_candidate_that_fails_at_serving_is_rolled_back(guessing_production: Path) -> None:
+    result = retrain(guessing_production, canary_faults={"model_error": -1})
+    assert result.outcome == "ROLLED_BACK", result.to_json()
+    assert result.step("gate").detail["passed"]
+    deploy = result.step("deploy").detail
+    alarms = {a["name"].split("-", 1)[1]: a for a in deploy["alarms"]}
+    assert alarms["EndpointErrorAlarm"]["state"] == "ALARM"
+    assert alarms["EndpointErrorAlarm"]["value"] > 0
+    canary = deploy["canary_variant"]
+    assert (
+        deploy["invocations"][canary]["errors_5xx"] == deploy["invocations"][canary]["invocations"]
+    )
+    assert "after_promotion" not in deploy
+    assert result.record["outcome"] == "ROLLED_BACK"
+    assert "EndpointErrorAlarm" in result.record["reason"]
+    assert result.alert is not None and result.alert["subject"].endswith("rolled back")

@@ -1,0 +1,335 @@
+"""The retraining steps' own code: dataset assembly, the gate, outcome items, channel merge,
+and the model server's production variants. All fast; no training."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from fastapi.testclient import TestClient
+from moto import mock_aws
+from scones_core.errors import SettingsError
+from scones_core.retraining import outcome
+from scones_core.retraining.dataset import DatasetError, assemble_dataset
+from scones_core.retraining.gate import EvaluationReportError, GateRules, judge
+from scones_core.retraining.settings import ENVIRONMENT_VARIABLES, RetrainingSettings
+
+from scones.model.artifact import OnnxClassifier
+from scones.offline.lambda_worker import LambdaContext
+from scones.offline.stack import DEFAULT_MODEL_DIR
+from scones.sagemaker.entry_point import merge_channels
+from scones.serving.app import ProductionVariant, create_app
+from scones.serving.capture import CaptureWriter, LocalCaptureSink
+from scones.serving.faults import FaultPlan
+from scones.template_params import PROJECT_ROOT, load_template
+
+BUCKET = "scones-test-images"
+SAMPLES = PROJECT_ROOT / "samples"
+STARTED = datetime(2026, 12, 1, 12, 30, 5, tzinfo=UTC)
+
+
+def env(**overrides: str) -> dict[str, str]:
+    values = {
+        "RETRAINING_BUCKET": BUCKET,
+        "ENDPOINT_NAME": "scones-test",
+        "LABELS": "bicycle,motorcycle",
+        "TRAINING_DATA_PREFIX": "training/train/",
+        "LABELLED_DATA_PREFIX": "labelled/",
+        "GATE_DATA_PREFIX": "training/gate/",
+        "RETRAINING_PREFIX": "retraining/",
+        "CONFIDENCE_THRESHOLD": "0.9",
+        "GATE_MIN_ACCEPTED_ACCURACY": "0.99",
+    }
+    return {**values, **overrides}
+
+
+def test_the_template_gives_both_functions_every_variable_they_read() -> None:
+    resources = load_template()["Resources"]
+    for logical_id in ("RetrainDatasetFunction", "RetrainJudgeFunction"):
+        variables = resources[logical_id]["Properties"]["Environment"]["Variables"]
+        assert set(ENVIRONMENT_VARIABLES) == set(variables), logical_id
+
+
+def test_settings_refuse_overlapping_prefixes_and_name_every_problem() -> None:
+    with pytest.raises(SettingsError, match="GATE_DATA_PREFIX and TRAINING_DATA_PREFIX"):
+        RetrainingSettings.from_env(env(GATE_DATA_PREFIX="training/train/gate/"))
+    with pytest.raises(SettingsError) as info:
+        RetrainingSettings.from_env(env(LABELS="bicycle", LABELLED_DATA_PREFIX="labelled"))
+    assert "LABELS" in str(info.value) and "LABELLED_DATA_PREFIX" in str(info.value)
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def put(s3: Any, key: str, body: bytes) -> None:
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+
+def read_json(s3: Any, uri: str) -> Any:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any) -> None:
+    settings = RetrainingSettings.from_env(env())
+    for i in range(3):
+        put(s3, f"training/train/bicycle/b{i}.png", f"bike {i}".encode())
+        put(s3, f"training/train/motorcycle/m{i}.png", f"moto {i}".encode())
+    put(s3, "training/gate/bicycle/g0.png", b"gate image")
+    put(s3, "training/train/bicycle/copy-of-gate.png", b"gate image")  # left out: a leak
+    put(s3, "labelled/motorcycle/reviewed-1.jpg", b"person said motorcycle")
+    put(s3, "labelled/manifest.jsonl", b"{}")  # the review page's manifest: not an image
+    put(s3, "labelled/scooter/x.png", b"not a label of this model")
+    put(s3, "labelled/bicycle/.hidden", b"")
+
+    result = assemble_dataset(s3, settings, STARTED, "run-1")
+
+    assert result["names"] == {
+        "base": "scones-test-rt-20261201123005",
+        "processing_job": "scones-test-rt-20261201123005-gate",
+    }
+    channels = {c["ChannelName"]: c for c in result["input_data_config"]}
+    assert set(channels) == {"train", "labelled"}
+    source = channels["labelled"]["DataSource"]["S3DataSource"]
+    assert source["S3DataType"] == "ManifestFile"
+    assert read_json(s3, source["S3Uri"]) == [
+        {"prefix": f"s3://{BUCKET}/labelled/"},
+        "motorcycle/reviewed-1.jpg",
+    ]
+    train = read_json(s3, channels["train"]["DataSource"]["S3DataSource"]["S3Uri"])
+    assert train[0] == {"prefix": f"s3://{BUCKET}/training/train/"}
+    assert "bicycle/copy-of-gate.png" not in train and len(train) == 7
+    summary = read_json(s3, result["dataset_uri"])
+    assert summary["training"]["gate_duplicates_left_out"] == 1
+    assert summary["labelled"]["per_label"] == {"bicycle": 0, "motorcycle": 1}
+    assert summary["labelled"]["skipped_keys"] == 3
+    assert result["evaluation_uri"] == (
+        f"s3://{BUCKET}/retraining/scones-test-rt-20261201123005/evaluation/gate-evaluation.json"
+    )
+
+
+def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(s3: Any) -> None:
+    settings = RetrainingSettings.from_env(env())
+    put(s3, "training/train/bicycle/b.png", b"b")
+    with pytest.raises(DatasetError, match="no images of motorcycle"):
+        assemble_dataset(s3, settings, STARTED, "run-1")
+    put(s3, "training/train/motorcycle/m.png", b"m")
+    result = assemble_dataset(s3, settings, STARTED, "run-1")
+    assert [c["ChannelName"] for c in result["input_data_config"]] == ["train"]
+    with pytest.raises(DatasetError, match="longer than 40"):
+        long_name = RetrainingSettings.from_env(env(ENDPOINT_NAME="e" * 41))
+        assemble_dataset(s3, long_name, STARTED, "run-1")
+
+
+def report(version: str, accuracy: float, accepted: float | None, images: int = 40) -> dict:
+    return {
+        "model": {"version": version},
+        "images": images,
+        "accuracy": accuracy,
+        "at_threshold": {"accepted_accuracy": accepted, "coverage": 0.5},
+    }
+
+
+RULES = GateRules(threshold=0.9, min_accepted_accuracy=0.99)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "passed", "reason"),
+    [
+        (report("new", 0.95, 1.0), True, None),
+        (report("new", 0.90, 1.0), True, None),  # equal accuracy is "not worse"
+        (report("new", 0.85, 1.0), False, "accuracy 0.8500 is below production's 0.9000"),
+        (report("new", 0.95, 0.98), False, "accepted accuracy 0.9800 at threshold 0.9"),
+        (report("new", 0.95, None), False, "accepts no gate image"),
+    ],
+)
+def test_gate(candidate: dict, passed: bool, reason: str | None) -> None:
+    evaluation = {"threshold": 0.9, "candidate": candidate, "production": report("old", 0.9, 1)}
+    decision = judge(evaluation, RULES)
+    assert decision["passed"] is passed
+    if reason:
+        assert any(reason in r for r in decision["reasons"]), decision["reasons"]
+    assert all(isinstance(v, str) for v in decision["metadata"].values())
+
+
+def test_gate_refuses_to_compare_unlike_reports() -> None:
+    base = {"candidate": report("new", 1, 1), "production": report("old", 0.5, 1)}
+    with pytest.raises(EvaluationReportError, match=r"not the deployed 0\.9"):
+        judge({**base, "threshold": 0.8}, RULES)
+    with pytest.raises(EvaluationReportError, match="different gate sets"):
+        judge({**base, "threshold": 0.9, "production": report("old", 0.5, 1, images=39)}, RULES)
+    with pytest.raises(EvaluationReportError, match="candidate report is incomplete"):
+        judge({**base, "threshold": 0.9, "candidate": {"model": {}}}, RULES)
+
+
+def test_outcome_items_have_the_layout_the_state_machine_writes() -> None:
+    definition = json.loads(_substituted())
+    writers = {
+        name: state
+        for name, state in definition["States"].items()
+        if state.get("Resource") == "arn:aws:states:::dynamodb:putItem"
+    }
+    assert set(writers) == {"RecordPromoted", "RecordRejected", "RecordRolledBack", "RecordFailed"}
+    item = outcome.outcome_item(
+        outcome=outcome.FAILED,
+        endpoint_name="e",
+        run_name="r",
+        execution_arn="arn",
+        recorded_at="t",
+        reason="why",
+    )
+    for name, state in writers.items():
+        written = state["Parameters"]["Item"]
+        assert set(written) == set(item) == set(outcome.ATTRIBUTES), name
+        assert written["record_type"] == {"S": outcome.RECORD_TYPE}
+        assert written["outcome"]["S"] in outcome.OUTCOMES
+    assert item["pk"] == {"S": "retraining#e#r"}
+
+
+def _substituted() -> str:
+    from scones.asl_check import substitute
+    from tests.workflow.test_workflow_template import sample_substitutions, state_machines
+
+    properties = state_machines()["RetrainingStateMachine"]
+    text = (PROJECT_ROOT / properties["DefinitionUri"]).read_text()
+    return substitute(text, sample_substitutions(properties))
+
+
+def test_channels_merge_into_one_class_tree_without_name_clashes(tmp_path: Path) -> None:
+    for channel, label in (("train", "bicycle"), ("train", "motorcycle"), ("labelled", "bicycle")):
+        folder = tmp_path / channel / label
+        folder.mkdir(parents=True)
+        (folder / "same-name.png").write_bytes(b"x")
+        (folder / "notes.txt").write_text("not an image")
+    merged = merge_channels(
+        [tmp_path / "train", tmp_path / "labelled", tmp_path / "missing"],
+        ("bicycle", "motorcycle"),
+        tmp_path / "merged",
+    )
+    assert sorted(p.name for p in (merged / "bicycle").iterdir()) == [
+        "c0-same-name.png",
+        "c1-same-name.png",
+    ]
+    assert [p.name for p in (merged / "motorcycle").iterdir()] == ["c0-same-name.png"]
+
+
+# ------------------------------------------------------------- production variants
+@pytest.fixture(scope="module")
+def shipped() -> OnnxClassifier:
+    return OnnxClassifier(DEFAULT_MODEL_DIR)
+
+
+def invoke(client: TestClient, body: bytes, target: str | None = None) -> Any:
+    headers = {"Content-Type": "image/png"}
+    if target:
+        headers["X-Amzn-SageMaker-Target-Variant"] = target
+    return client.post("/endpoints/ep/invocations", content=body, headers=headers)
+
+
+def test_two_variants_share_traffic_by_weight_and_capture_apart(
+    shipped: OnnxClassifier, tmp_path: Path
+) -> None:
+    image = next((SAMPLES / "bicycle").glob("*.png")).read_bytes()
+    sink = LocalCaptureSink(tmp_path)
+    primary_capture = CaptureWriter(sink, endpoint_name="ep", variant_name="AllTraffic")
+    app = create_app(shipped, endpoint_name="ep", max_body_bytes=10**6, capture=primary_capture)
+    endpoint = app.state.endpoint
+    canary_faults = FaultPlan()
+    canary = ProductionVariant(
+        "model-canary",
+        shipped,
+        weight=0.25,
+        capture=CaptureWriter(sink, endpoint_name="ep", variant_name="model-canary"),
+        faults=canary_faults,
+    )
+    with TestClient(app) as client:
+        endpoint.add_variant(canary)
+        endpoint.set_weights({"AllTraffic": 0.75})
+        endpoint.seed_routing(7)
+        answered = [
+            invoke(client, image).headers["x-Amzn-Invoked-Production-Variant"] for _ in range(200)
+        ]
+        assert 25 <= answered.count("model-canary") <= 75, answered.count("model-canary")
+        assert set(answered) == {"AllTraffic", "model-canary"}
+        targeted = invoke(client, image, "model-canary")
+        assert targeted.headers["x-Amzn-Invoked-Production-Variant"] == "model-canary"
+        assert invoke(client, image, "nope").status_code == 400
+        ping = client.get("/ping").json()
+        assert [v["name"] for v in ping["variants"]] == ["AllTraffic", "model-canary"]
+
+        canary_faults.arm({"model_error": 1})
+        failed = invoke(client, image, "model-canary")
+        assert failed.status_code == 424 and failed.headers["x-amzn-ErrorType"] == "ModelError"
+        assert canary.errors_5xx == 1 and endpoint.primary.errors_5xx == 0
+        assert canary.invocations == answered.count("model-canary") + 2
+
+        endpoint.set_weights({"model-canary": 1.0})
+        endpoint.remove_variant("AllTraffic")
+        after = invoke(client, image)
+        assert after.headers["x-Amzn-Invoked-Production-Variant"] == "model-canary"
+        with pytest.raises(ValueError, match="at least one variant"):
+            endpoint.remove_variant("model-canary")
+        endpoint.flush_captures()
+    captured = {
+        variant: sum(
+            len(path.read_text().splitlines())
+            for path in (tmp_path / "ep" / variant).rglob("*.jsonl")
+        )
+        for variant in ("AllTraffic", "model-canary")
+    }
+    assert captured == {
+        "AllTraffic": answered.count("AllTraffic"),
+        "model-canary": answered.count("model-canary") + 2,  # the targeted one and "after"
+    }
+
+
+# ------------------------------------------------------------------ handlers and events
+EVENT_BUCKET = "scones-123456789012-us-east-1-images"
+
+
+def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.workflow.conftest import load_handler
+
+    for name, value in {
+        **env(RETRAINING_BUCKET=EVENT_BUCKET, ENDPOINT_NAME="scones-bicycle-motorcycle"),
+        "CONFIDENCE_THRESHOLD": "0.93",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "scones-classifier",
+    }.items():
+        monkeypatch.setenv(name, value)
+    events = PROJECT_ROOT / "events"
+    assemble_event = json.loads((events / "retrain.json").read_text())
+    judge_event = json.loads((events / "retrain_judge.json").read_text())
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=EVENT_BUCKET)
+        for label in ("bicycle", "motorcycle"):
+            s3.put_object(Bucket=EVENT_BUCKET, Key=f"training/train/{label}/a.png", Body=b"x")
+        app = load_handler("retrain")
+        lambda_context = LambdaContext("request", 10**13)
+        dataset = app.assemble_handler(assemble_event, lambda_context)
+        assert dataset["evaluation_uri"] == judge_event["evaluation_uri"]
+        scored = {
+            "threshold": 0.93,
+            "candidate": report("new", 0.97, 1.0),
+            "production": report("old", 0.96, 1.0),
+        }
+        key = judge_event["evaluation_uri"].split("/", 3)[3]
+        s3.put_object(Bucket=EVENT_BUCKET, Key=key, Body=json.dumps(scored).encode())
+        decision = app.judge_handler(judge_event, lambda_context)
+        assert decision["passed"] is True
+        with pytest.raises(Exception, match="not under this stack's retraining prefix"):
+            app.judge_handler({"evaluation_uri": f"s3://{EVENT_BUCKET}/labelled/x"}, lambda_context)
