@@ -24,6 +24,9 @@ FUNCTION_OF_EVENT = {
     "serialize_image": "SerializeImageFunction",
     "classify_image": "ClassifyImageFunction",
     "monitor": "MonitorFunction",
+    "backfill": "BackfillFunction",
+    "retrain": "RetrainDatasetFunction",
+    "retrain_judge": "RetrainJudgeFunction",
 }
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cli")]
 

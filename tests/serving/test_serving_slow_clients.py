@@ -90,7 +90,6 @@ def served_meanwhile(
     """A normal request, sent while the tricklers hold their connections, is answered at once."""
     time.sleep(3 * DRIP_INTERVAL_S)
     assert not any(f.done() for f in tricklers), "a trickler finished before the normal request"
-    started = time.monotonic()
     response = httpx.post(
         f"{server.base_url}/invocations",
         content=png,
@@ -99,7 +98,8 @@ def served_meanwhile(
     )
     assert response.status_code == 200, response.text
     assert response.json() == classifier.predict_bytes(png)
-    assert time.monotonic() - started < HEAD_TIMEOUT_S / 2
+    # Answered while every trickler still held its connection: it did not wait behind them.
+    assert not any(f.done() for f in tricklers), "the normal request waited for the tricklers"
 
 
 @pytest.mark.parametrize("connection", ["fresh", "kept alive"])

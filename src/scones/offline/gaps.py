@@ -468,12 +468,7 @@ def fill(plan_: Plan, stack: FilledStack, session: boto3.Session, resolved: dict
                 )
             stack.filled.append(f"topic policy {logical_id}")
         elif kind == "key_policy":
-            client("kms").put_key_policy(
-                KeyId=stack.physical_id(logical_id),
-                PolicyName="default",
-                Policy=json.dumps(values["KeyPolicy"]),
-            )
-            stack.filled.append(f"key policy {logical_id}")
+            stack.filled.append(_put_key_policy(client, stack, logical_id, values))
         elif kind == "bucket_policy":
             stack.filled.append(_put_bucket_policy(client, logical_id, values))
         elif kind == "state_machine":
@@ -670,6 +665,17 @@ def _create_schedule(
         State=props.get("State", "ENABLED"),
         Target=target_args,
     )
+
+
+def _put_key_policy(
+    client: _Clients, stack: FilledStack, logical_id: str, values: dict[str, Any]
+) -> str:
+    client("kms").put_key_policy(
+        KeyId=stack.physical_id(logical_id),
+        PolicyName="default",
+        Policy=json.dumps(values["KeyPolicy"]),
+    )
+    return f"key policy {logical_id}"
 
 
 def _put_versioning(
