@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import torch
 from scones.cli.main import main
 from scones.model.artifact import OnnxClassifier, sha256_file
 from scones.model.build import build_model, resolve_teacher
-from scones.model.distill import make_transfer_set, train_student
+from scones.model.distill import _transfer_key as _key
+from scones.model.distill import make_transfer_set, teacher_rounds, train_student
 from scones.model.folders import load_images, stratified_folds
 from scones.model.recipe import DEFAULT_TEACHER, TrainRecipe
 from scones.model.train import build_network
@@ -49,28 +51,45 @@ def test_the_distil_recipe_defaults_to_the_reference_teacher_without_flips() -> 
 
 
 def test_the_teacher_labels_exactly_the_views_the_student_sees(
-    small_data: Path, tiny_distil: TrainRecipe
+    small_data: Path, tiny_distil: TrainRecipe, tmp_path: Path
 ) -> None:
+    recipe = dataclasses.replace(tiny_distil, epochs=3)
     data = load_images(small_data, LABELS)
-    folds = stratified_folds(data.targets, tiny_distil.members, tiny_distil.seed + 1)
+    folds = stratified_folds(data.targets, recipe.members, recipe.seed + 1)
     mean = torch.zeros(1, 3, 1, 1)
     std = torch.full((1, 3, 1, 1), 1 / 255)
-    teacher_dir = resolve_teacher(tiny_distil)
-    transfer = make_transfer_set(data, folds, tiny_distil, teacher_dir, mean=mean, std=std)
-    assert transfer.views.shape == (tiny_distil.epochs, len(data), 3, 32, 32)
-    assert transfer.soft.shape == (tiny_distil.epochs, len(data), 2)
+    teacher_dir = resolve_teacher(recipe)
+    transfer = make_transfer_set(
+        data, folds, recipe, teacher_dir, mean=mean, std=std, cache_dir=tmp_path
+    )
+    # Three epochs need two labelled rounds: each serves as drawn, then mirrored.
+    assert teacher_rounds(recipe) == 2
+    assert transfer.views.shape == (2, len(data), 3, 32, 32)
+    assert transfer.soft.shape == (2, len(data), 2)
     # Each round is a different augmentation, not the plain image.
     assert not torch.equal(transfer.views[0], transfer.views[1])
     assert not torch.allclose(transfer.views[0] * std + mean, torch.from_numpy(data.pixels))
-    # The soft targets are the teacher's probabilities on those very pixels.
+    # The soft targets are the teacher's probabilities on those very pixels, and on
+    # their mirror images too (the teacher averages over mirrors).
     teacher = OnnxClassifier(teacher_dir)
     some = slice(0, 5)
-    expected = teacher.predict_tensor((transfer.views[1, some] * std + mean).numpy())
+    view = transfer.views[1, some] * std + mean
+    expected = teacher.predict_tensor(view.numpy())
     np.testing.assert_allclose(transfer.soft[1, some].numpy(), expected, atol=1e-5)
+    mirrored = teacher.predict_tensor(torch.flip(view, dims=[3]).numpy())
+    np.testing.assert_allclose(mirrored, expected, atol=1e-5)
+    # A second run with the same inputs loads the saved set instead of asking the teacher.
+    (saved,) = tmp_path.glob("transfer-*.pt")
+    again = make_transfer_set(
+        data, folds, recipe, teacher_dir, mean=mean, std=std, cache_dir=tmp_path
+    )
+    assert torch.equal(again.views, transfer.views) and torch.equal(again.soft, transfer.soft)
+    other = dataclasses.replace(recipe, seed=4)
+    assert _key(data, folds, other, teacher) != saved.stem.removeprefix("transfer-")
     # A student trains on them: from the same start, its weights move.
     torch.manual_seed(0)
-    start = build_network(tiny_distil, 2).head.weight.detach().clone()
-    student = train_student(transfer, np.flatnonzero(folds == 0), 2, tiny_distil, seed=0)
+    start = build_network(recipe, 2).head.weight.detach().clone()
+    student = train_student(transfer, np.flatnonzero(folds == 0), 2, recipe, seed=0)
     assert not student.training
     assert not torch.equal(student.head.weight, start)
 

@@ -24,6 +24,7 @@ from scones.model.artifact import (
     OnnxClassifier,
     sha256_file,
 )
+from scones.model.quantize import PROBABILITY_TOLERANCE, QUANTISED_OPS, quantize_int8
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -111,8 +112,6 @@ def save_artifact(
     if int8_calibration is None:
         export_onnx(model, onnx_path, input_size)
     else:
-        from scones.model.quantize import PROBABILITY_TOLERANCE, quantize_int8
-
         float_path = directory / "float.onnx"
         export_onnx(model, float_path, input_size)
         try:
@@ -141,6 +140,7 @@ def save_artifact(
         manifest.extra["quantization"] = {
             "method": "onnxruntime static quantisation: QDQ, int8 weights per channel "
             "(symmetric), int8 activations (MinMax ranges)",
+            "ops": list(QUANTISED_OPS),
             "calibration_images": len(int8_calibration),
             "calibration_source": "training images only",
         }
