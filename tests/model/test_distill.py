@@ -97,6 +97,8 @@ def test_the_teacher_labels_exactly_the_views_the_student_sees(
 def test_build_model_distils_a_single_calibrated_student(
     small_data: Path, tiny_distil: TrainRecipe, tmp_path: Path
 ) -> None:
+    """With cross-fitting: a student per fold for out-of-fold numbers, then the shipped one."""
+    tiny_distil = dataclasses.replace(tiny_distil, cross_fit=True)
     out = tmp_path / "student"
     report = build_model(small_data, out, tiny_distil, threshold=0.93, name="tiny")
     manifest = json.loads((out / "model.json").read_text())
@@ -110,6 +112,7 @@ def test_build_model_distils_a_single_calibrated_student(
     assert manifest["architecture"].startswith("1 x FineTunedBackbone(mobilenetv3-coco, 64x64")
     cv = manifest["cross_validation"]
     assert cv["images"] == 48 and cv["temperature"] > 0 and cv["bias"][0] == 0
+    assert cv["what"].startswith("out-of-fold predictions of 2 cross-fitted students")
     assert 0.0 <= cv["ece"] <= 1.0
     assert "quantization" not in manifest
     assert report["images"] == 16
@@ -126,4 +129,10 @@ def test_train_command_takes_the_recipe(small_data: Path, tmp_path: Path) -> Non
     manifest = OnnxClassifier(out).manifest.extra
     assert manifest["recipe"]["method"] == "distil"
     assert manifest["recipe"]["resize"] == 48
+    assert manifest["recipe"]["cross_fit"] is False
     assert manifest["teacher"]["name"] == "bicycle-motorcycle"
+    # Without cross-fitting the student is calibrated and measured on the one fold
+    # it never trained on: half of the 48 training images here.
+    cv = manifest["cross_validation"]
+    assert cv["images"] == 24
+    assert cv["what"].startswith("the shipped student on the training fold it never saw")

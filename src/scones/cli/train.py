@@ -90,6 +90,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f"ensemble, {'on' if DISTIL_SETTINGS['flip_tta'] else 'off'} for distil)",
     )
     parser.add_argument(
+        "--cross-fit",
+        action="store_true",
+        default=None,
+        help="distil: also train a student per fold, for out-of-fold numbers on every "
+        "training image and one pooled calibration (members + 1 trainings instead of one)",
+    )
+    parser.add_argument(
         "--network",
         choices=NETWORKS,
         default=defaults.network,

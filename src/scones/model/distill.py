@@ -101,7 +101,6 @@ def _transfer_key(
     settings = {
         "teacher": teacher.manifest.onnx_sha256,
         "seed": recipe.seed,
-        "rounds": teacher_rounds(recipe),
         "batch_size": recipe.batch_size,
         "augment": asdict(recipe.augment),
         "network": recipe.network,
@@ -133,14 +132,18 @@ def make_transfer_set(
     cached = None
     if cache_dir is not None:
         cached = Path(cache_dir) / f"transfer-{_transfer_key(data, folds, recipe, teacher)}.pt"
-        if cached.is_file():
-            saved = torch.load(cached, weights_only=True)
+        rounds = teacher_rounds(recipe)
+        saved = torch.load(cached, weights_only=True) if cached.is_file() else None
+        # Rounds are drawn in order from one generator: a longer saved set starts with
+        # exactly the rounds a shorter run would draw.
+        if saved is not None and len(saved["views"]) >= rounds:
             if log:
-                log(f"transfer set: loaded {cached}")
+                log(f"transfer set: loaded {rounds} of {len(saved['views'])} rounds from {cached}")
+            share = rounds / len(saved["views"])
             return TransferSet(
-                views=saved["views"],
-                soft=saved["soft"],
-                teacher_seconds=float(saved["teacher_seconds"]),
+                views=saved["views"][:rounds],
+                soft=saved["soft"][:rounds],
+                teacher_seconds=float(saved["teacher_seconds"]) * share,
             )
     rounds = teacher_rounds(recipe)
     gen = torch.Generator().manual_seed(recipe.seed * 1000 + 999)
@@ -237,7 +240,13 @@ def distil(
     log: Log | None = None,
     cache_dir: Path | None = None,
 ) -> TrainedEnsemble:
-    """Cross-fitted students for calibration and CV, then the shipped student on everything."""
+    """The shipped student, calibrated on training images it never saw.
+
+    By default (``cross_fit`` off) it trains on every fold but the first and is
+    calibrated on the first, as each ensemble member was: one training run. With
+    ``cross_fit`` every fold gets a student for out-of-fold numbers and one pooled
+    calibration, and the shipped student trains on every fold (``members + 1`` runs).
+    """
     started = time.perf_counter()
     torch.set_num_threads(recipe.threads)
     num_classes = len(data.labels)
@@ -249,36 +258,65 @@ def distil(
         data, folds, recipe, teacher_dir, mean=mean, std=std, log=log, cache_dir=cache_dir
     )
     views = 2 if recipe.flip_tta else 1
-    oof_logits = np.zeros((views, len(data), num_classes))
-    for k in range(recipe.members):
-        fit_idx, held_idx = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+    if not recipe.cross_fit:
+        # As each ensemble member was: train on every fold but one, calibrate on that one.
+        fit_idx, held_idx = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
+        student = train_student(
+            transfer, fit_idx, num_classes, recipe, seed=recipe.seed * 1000, log=log, tag="student "
+        )
+        held_logits = view_logits(student, data.pixels[held_idx], mean, std, recipe.flip_tta)
+        calibration = fit_calibration(
+            held_logits, data.targets[held_idx], bias=recipe.calibrate_bias
+        )
+        cv = cross_validation_summary(
+            calibration.probabilities(held_logits),
+            data.targets[held_idx],
+            num_classes,
+            threshold,
+            what=(
+                f"the shipped student on the training fold it never saw (1 of {recipe.members}), "
+                "calibrated on that fold"
+            ),
+        )
+    else:
+        oof_logits = np.zeros((views, len(data), num_classes))
+        for k in range(recipe.members):
+            fit_idx, held_idx = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+            fold_student = train_student(
+                transfer,
+                fit_idx,
+                num_classes,
+                recipe,
+                seed=recipe.seed * 1000 + k,
+                log=log,
+                tag=f"fold student {k + 1}/{recipe.members} ",
+            )
+            oof_logits[:, held_idx] = view_logits(
+                fold_student, data.pixels[held_idx], mean, std, recipe.flip_tta
+            )
+            if log:
+                held = oof_logits[:, held_idx].mean(0).argmax(1) == data.targets[held_idx]
+                log(f"fold student {k + 1}/{recipe.members}: held-out accuracy {held.mean():.4f}")
+        calibration = fit_calibration(oof_logits, data.targets, bias=recipe.calibrate_bias)
         student = train_student(
             transfer,
-            fit_idx,
+            np.arange(len(data)),
             num_classes,
             recipe,
-            seed=recipe.seed * 1000 + k,
+            seed=recipe.seed * 1000 + recipe.members,
             log=log,
-            tag=f"fold student {k + 1}/{recipe.members} ",
+            tag="student ",
         )
-        oof_logits[:, held_idx] = view_logits(
-            student, data.pixels[held_idx], mean, std, recipe.flip_tta
+        cv = cross_validation_summary(
+            calibration.probabilities(oof_logits),
+            data.targets,
+            num_classes,
+            threshold,
+            what=(
+                f"out-of-fold predictions of {recipe.members} cross-fitted students on the "
+                "training part, one pooled calibration"
+            ),
         )
-        if log:
-            accuracy = (oof_logits[:, held_idx].mean(0).argmax(1) == data.targets[held_idx]).mean()
-            log(f"fold student {k + 1}/{recipe.members}: held-out accuracy {accuracy:.4f}")
-    calibration = fit_calibration(oof_logits, data.targets, bias=recipe.calibrate_bias)
-    oof = calibration.probabilities(oof_logits)
-    student = train_student(
-        transfer,
-        np.arange(len(data)),
-        num_classes,
-        recipe,
-        seed=recipe.seed * 1000 + recipe.members,
-        log=log,
-        tag="student ",
-    )
-    cv = cross_validation_summary(oof, data.targets, num_classes, recipe, threshold)
     cv["temperature"] = round(calibration.temperature, 4)
     cv["bias"] = list(calibration.bias)
     cv["teacher_seconds"] = round(transfer.teacher_seconds, 1)
@@ -302,23 +340,22 @@ def distil(
 
 
 def cross_validation_summary(
-    oof: np.ndarray,
+    probabilities: np.ndarray,
     targets: np.ndarray,
     num_classes: int,
-    recipe: TrainRecipe,
     threshold: float,
+    *,
+    what: str,
 ) -> dict[str, Any]:
-    """Out-of-fold numbers: the ones to compare recipes by (never the validation split)."""
-    at = selective(oof, targets, threshold)
+    """Held-out numbers on training images: the ones to compare recipes by (never the
+    validation split)."""
+    predicted = probabilities.argmax(1)
     return {
-        "what": (
-            f"out-of-fold predictions of {recipe.members} cross-fitted students on the "
-            "training part, one pooled calibration"
-        ),
+        "what": what,
         "images": len(targets),
-        "accuracy": round(float((oof.argmax(1) == targets).mean()), 4),
-        "confusion_matrix": confusion_matrix(oof.argmax(1), targets, num_classes).tolist(),
-        "nll": round(negative_log_likelihood(oof, targets), 4),
-        "ece": round(expected_calibration_error(oof, targets), 4),
-        "at_threshold": at,
+        "accuracy": round(float((predicted == targets).mean()), 4),
+        "confusion_matrix": confusion_matrix(predicted, targets, num_classes).tolist(),
+        "nll": round(negative_log_likelihood(probabilities, targets), 4),
+        "ece": round(expected_calibration_error(probabilities, targets), 4),
+        "at_threshold": selective(probabilities, targets, threshold),
     }

@@ -103,6 +103,7 @@ class TrainRecipe:
     dropout: float = 0.2
     flip_tta: bool = True
     calibrate_bias: bool = True  # fit a per-class bias with each member's temperature
+    cross_fit: bool = False  # distil: a student per fold for out-of-fold numbers (slow)
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -172,4 +173,5 @@ class TrainRecipe:
             validation_fraction=args.validation_fraction,
             threads=args.threads,
             flip_tta=getattr(args, "flip_tta", None),
+            cross_fit=getattr(args, "cross_fit", None),
         )

@@ -130,7 +130,7 @@ def _draw_reliability(ax: Any, bins: list[dict[str, Any]], ece: float | None) ->
     ax.set_xlabel("confidence (top probability)")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     title = "Reliability diagram"
     if ece is not None:
         title += f" (ECE {ece:.3f})"
