@@ -103,9 +103,14 @@ def describe_architecture(recipe: TrainRecipe) -> str:
         member = f"SmallResNet(width={recipe.width}, blocks_per_stage={recipe.blocks_per_stage})"
     calibration = "temperature and per-class bias" if recipe.calibrate_bias else "temperature"
     if recipe.method == "distil":
+        fitted_on = (
+            f"{recipe.members} cross-fitted students' out-of-fold logits"
+            if recipe.cross_fit
+            else f"the training fold it never saw (1 of {recipe.members})"
+        )
         return (
             f"1 x {member} distilled from the teacher ensemble, {calibration} fitted on "
-            f"{recipe.members} cross-fitted students' out-of-fold logits, "
+            f"{fitted_on}, "
             f"{'flip test-time averaging, ' if recipe.flip_tta else ''}softmax; "
             "normalisation inside the graph"
         )

@@ -59,7 +59,7 @@ DISTIL_SETTINGS: dict[str, Any] = {
     "method": "distil",
     "teacher": DEFAULT_TEACHER,
     "resize": 128,
-    "epochs": 12,
+    "epochs": 10,
     "flip_tta": False,
 }
 """Where the student's recipe differs from the ensemble's. ``epochs`` is also the number
