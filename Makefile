@@ -1,7 +1,7 @@
 # The two commands a new user needs:
 #   make run    the whole workflow offline on the bundled images
 #   make test   every test
-.PHONY: run test lint bench model clean
+.PHONY: run test lint bench model model-reference clean
 
 run:
 	@scripts/bootstrap.sh
@@ -22,6 +22,11 @@ bench:
 model:
 	@scripts/bootstrap.sh
 	.venv/bin/scones train --out models/bicycle-motorcycle
+
+# The distillation teacher and the benchmark's reference: today's ensemble.
+model-reference:
+	@scripts/bootstrap.sh
+	.venv/bin/scones train --recipe ensemble --out models/reference/ensemble-v1
 
 clean:
 	rm -rf .aws-sam .scones build

@@ -119,8 +119,9 @@ def test_same_seed_gives_identical_weights(
 
 def test_train_command_writes_the_artifact(small_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-model"
-    argv = ["train", "--data", str(small_data), "--out", str(out), "--epochs", "1"]
-    argv += ["--members", "2", "--resize", "64", "--threads", "1", "--threshold", "0.9"]
+    argv = ["train", "--recipe", "ensemble", "--data", str(small_data), "--out", str(out)]
+    argv += ["--epochs", "1", "--members", "2", "--resize", "64", "--threads", "1"]
+    argv += ["--threshold", "0.9"]
     argv += ["--validation-fraction", "0.25", "--quiet"]
     assert main(argv) == 0
     classifier = OnnxClassifier(out)
@@ -135,7 +136,8 @@ def test_train_command_writes_the_artifact(small_data: Path, tmp_path: Path) -> 
 
 def test_train_command_trains_the_resnet_from_scratch(small_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "resnet-model"
-    argv = ["train", "--network", "resnet", "--data", str(small_data), "--out", str(out)]
+    argv = ["train", "--recipe", "ensemble", "--network", "resnet"]
+    argv += ["--data", str(small_data), "--out", str(out)]
     argv += ["--epochs", "1", "--members", "2", "--width", "4", "--threads", "1"]
     argv += ["--threshold", "0.9", "--validation-fraction", "0.25", "--quiet"]
     assert main(argv) == 0

@@ -18,7 +18,16 @@ DEFAULT_OUT = PROJECT_ROOT / "models" / "bicycle-motorcycle"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from scones.model.recipe import NETWORKS, RESNET_SETTINGS, TrainRecipe
+    from scones.model.recipe import (
+        DEFAULT_METHOD,
+        DEFAULT_TEACHER,
+        DISTIL_SETTINGS,
+        METHODS,
+        NETWORKS,
+        QUANTISATIONS,
+        RESNET_SETTINGS,
+        TrainRecipe,
+    )
 
     defaults = TrainRecipe()
     parser = subparsers.add_parser(
@@ -26,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="train the bicycle/motorcycle classifier on CPU and write the model artifact",
         description=(
             "Fine-tune a cross-fitted ensemble of pretrained MobileNetV3 backbones (or, with "
-            "--network resnet, train small ResNets from scratch) on labelled image folders "
+            "--network resnet, train small ResNets from scratch), or (--recipe distil) distil "
+            "such an ensemble into one network, on labelled image folders "
             "(<data>/<label>/*.png or <data>/train/<label>/*.png), export it to ONNX with "
             "model.json, and write evaluation.json/.png and baseline.json for the held-out "
             "validation split. The defaults reproduce the shipped model."
@@ -53,6 +63,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--seed", type=int, default=defaults.seed, help="seed of everything" + default
     )
     parser.add_argument(
+        "--recipe",
+        choices=METHODS,
+        default=DEFAULT_METHOD,
+        help="'ensemble': cross-fitted members trained on the labels; 'distil': one student "
+        "trained on the teacher ensemble's calibrated predictions over augmented views" + default,
+    )
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        help="distil: teacher artifact folder, relative to the project "
+        f"(default: {DEFAULT_TEACHER})",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTISATIONS,
+        default=None,
+        help="store the graph as float32 ('none') or int8 (static, calibrated on training "
+        "images) (default: none)",
+    )
+    parser.add_argument(
+        "--flip-tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each image with its mirror image at inference (default: on for "
+        f"ensemble, {'on' if DISTIL_SETTINGS['flip_tta'] else 'off'} for distil)",
+    )
+    parser.add_argument(
+        "--cross-fit",
+        action="store_true",
+        default=None,
+        help="distil: also train a student per fold, for out-of-fold numbers on every "
+        "training image and one pooled calibration (members + 1 trainings instead of one)",
+    )
+    parser.add_argument(
         "--network",
         choices=NETWORKS,
         default=defaults.network,
@@ -63,22 +107,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     def network_default(help_text: str, recipe_field: str) -> str:
         value = getattr(defaults, recipe_field)
         resnet = RESNET_SETTINGS.get(recipe_field, value)
-        return help_text + per_network.format(value, defaults.network, resnet)
+        text = help_text + per_network.format(value, defaults.network, resnet)
+        if recipe_field in DISTIL_SETTINGS:
+            text = text[:-1] + f"; {DISTIL_SETTINGS[recipe_field]} for distil)"
+        return text
 
     parser.add_argument(
-        "--epochs", type=int, default=None, help=network_default("per member", "epochs")
+        "--epochs",
+        type=int,
+        default=None,
+        help=network_default(
+            "per member (distil: also teacher-labelled views per image)", "epochs"
+        ),
     )
     parser.add_argument(
         "--resize",
         type=int,
         default=None,
-        help=f"side the pretrained backbone sees (default: {defaults.resize})",
+        help=f"side the pretrained backbone sees (default: {defaults.resize}; "
+        f"{DISTIL_SETTINGS['resize']} for distil)",
     )
     parser.add_argument(
         "--members",
         type=int,
         default=defaults.members,
-        help="ensemble members, also the number of calibration folds" + default,
+        help="ensemble members, also the number of calibration folds (distil: the number of "
+        "cross-fitted students that calibrate the shipped one)" + default,
     )
     parser.add_argument(
         "--width",

@@ -102,6 +102,18 @@ def describe_architecture(recipe: TrainRecipe) -> str:
     else:
         member = f"SmallResNet(width={recipe.width}, blocks_per_stage={recipe.blocks_per_stage})"
     calibration = "temperature and per-class bias" if recipe.calibrate_bias else "temperature"
+    if recipe.method == "distil":
+        fitted_on = (
+            f"{recipe.members} cross-fitted students' out-of-fold logits"
+            if recipe.cross_fit
+            else f"the training fold it never saw (1 of {recipe.members})"
+        )
+        return (
+            f"1 x {member} distilled from the teacher ensemble, {calibration} fitted on "
+            f"{fitted_on}, "
+            f"{'flip test-time averaging, ' if recipe.flip_tta else ''}softmax; "
+            "normalisation inside the graph"
+        )
     return (
         f"{recipe.members} x {member}, per-member {calibration}, "
         f"{'flip test-time averaging, ' if recipe.flip_tta else ''}"
@@ -118,8 +130,12 @@ def build_model(
     name: str = "bicycle-motorcycle",
     labels: tuple[str, ...] = DEFAULT_LABELS,
     log: Log | None = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train, export, evaluate and write the artifact; returns the evaluation report."""
+    """Train, export, evaluate and write the artifact; returns the evaluation report.
+
+    ``cache_dir`` keeps a distil recipe's teacher-labelled views for the next run.
+    """
     started = time.perf_counter()
     data = load_images(data_dir, labels, INPUT_SIZE)
     split = split_data(data, data_dir, recipe.validation_fraction, recipe.seed)
@@ -128,7 +144,15 @@ def build_model(
             f"{len(data)} images from {data_dir}: {len(split.train)} for training, "
             f"{len(split.validation)} held out for validation (seed {recipe.seed})"
         )
-    trained = train_ensemble(split.train, recipe, log)
+    if recipe.method == "distil":
+        from scones.model.distill import describe_teacher, distil, teacher_rounds
+
+        teacher_dir = resolve_teacher(recipe)
+        teacher = describe_teacher(teacher_dir)
+        trained = distil(split.train, recipe, teacher_dir, threshold, log=log, cache_dir=cache_dir)
+    else:
+        teacher = None
+        trained = train_ensemble(split.train, recipe, log)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -148,6 +172,19 @@ def build_model(
         }
         if recipe.network in BACKBONES:
             extra["backbone"] = BACKBONES[recipe.network].describe()
+        if teacher is not None:
+            extra["teacher"] = teacher
+            extra["distillation"] = {
+                "targets": "the teacher's calibrated probabilities on every augmented view",
+                "views_per_image": recipe.epochs,
+                "teacher_rounds": teacher_rounds(recipe),
+                "mirrored_rounds": "each labelled round serves two epochs, as drawn and "
+                "mirrored (the teacher averages over mirror images, so its answer is the same)",
+                "augmentations": "as recipe.augment; CutMix pairs images of one fold",
+                "hard_label_weight": 0.0,
+                "folds": recipe.members,
+                "teacher_seconds": trained.cross_validation.get("teacher_seconds"),
+            }
         manifest = save_artifact(
             staging,
             trained.model,
@@ -156,6 +193,7 @@ def build_model(
             input_size=INPUT_SIZE,
             extra=extra,
             check_pixels=split.validation.pixels[:64],
+            int8_calibration=quantisation_images(split.train, recipe),
         )
         classifier = OnnxClassifier(staging)
         report, probabilities = evaluate_artifact(
@@ -180,6 +218,26 @@ def build_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+QUANTISATION_IMAGES = 128
+
+
+def quantisation_images(train: LabelledImages, recipe: TrainRecipe) -> np.ndarray | None:
+    """A seeded sample of training images for int8 calibration, or None for float32."""
+    if recipe.quantize != "int8":
+        return None
+    rng = np.random.default_rng(recipe.seed + 2)
+    chosen = np.sort(rng.choice(len(train), min(QUANTISATION_IMAGES, len(train)), replace=False))
+    return np.asarray(train.pixels[chosen])
+
+
+def resolve_teacher(recipe: TrainRecipe) -> Path:
+    """The teacher artifact folder of a distil recipe (relative paths are project paths)."""
+    if not recipe.teacher:
+        raise ValueError("the distil recipe needs a teacher artifact")
+    path = Path(recipe.teacher)
+    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def _display_path(path: Path) -> str:

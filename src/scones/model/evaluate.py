@@ -24,6 +24,7 @@ CURVE_THRESHOLDS: tuple[float, ...] = (
     0.995,
     0.999,
 )
+ECE_BINS = 10
 REPORT_JSON = "evaluation.json"
 REPORT_PNG = "evaluation.png"
 BASELINE_JSON = "baseline.json"
@@ -51,6 +52,62 @@ def selective(probabilities: np.ndarray, targets: np.ndarray, threshold: float) 
         "accepted_accuracy": (round(float(correct[accepted].mean()), 6) if n_accepted else None),
         "accepted_errors": int((~correct[accepted]).sum()),
     }
+
+
+def _confidence_bins(
+    probabilities: np.ndarray, targets: np.ndarray, bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Edges, bin index, top probability and correctness of every image.
+
+    Bins are equal-width over [1 / classes, 1] (the top probability is never lower);
+    bin i holds edges[i] <= confidence < edges[i + 1], and 1.0 goes in the last bin.
+    """
+    if len(targets) == 0:
+        raise ValueError("cannot measure calibration on zero images")
+    if bins < 1:
+        raise ValueError(f"need at least one bin, got {bins}")
+    edges = np.linspace(1.0 / probabilities.shape[1], 1.0, bins + 1)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    index = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    return edges, index, confidence, correct
+
+
+def reliability(
+    probabilities: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS
+) -> list[dict[str, Any]]:
+    """The calibration curve: per confidence bin, how many images fall in it, their mean
+    top probability and how many of them are right."""
+    edges, index, confidence, correct = _confidence_bins(probabilities, targets, bins)
+    curve = []
+    for i in range(bins):
+        inside = index == i
+        count = int(inside.sum())
+        curve.append(
+            {
+                "low": round(float(edges[i]), 6),
+                "high": round(float(edges[i + 1]), 6),
+                "images": count,
+                "mean_confidence": round(float(confidence[inside].mean()), 6) if count else None,
+                "accuracy": round(float(correct[inside].mean()), 6) if count else None,
+            }
+        )
+    return curve
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """ECE (Guo et al., 2017): sum over confidence bins of (share of images in the bin) x
+    |accuracy - mean top probability| in the bin."""
+    _, index, confidence, correct = _confidence_bins(probabilities, targets, bins)
+    error = 0.0
+    for i in range(bins):
+        inside = index == i
+        if inside.any():
+            gap = abs(float(correct[inside].mean()) - float(confidence[inside].mean()))
+            error += float(inside.mean()) * gap
+    return error
 
 
 def confusion_matrix(predicted: np.ndarray, targets: np.ndarray, classes: int) -> np.ndarray:
@@ -98,6 +155,8 @@ def evaluate_probabilities(
         },
         "per_class": per_class,
         "mean_confidence": round(float(confidence.mean()), 6),
+        "expected_calibration_error": round(expected_calibration_error(probabilities, targets), 6),
+        "reliability": reliability(probabilities, targets),
         "at_threshold": selective(probabilities, targets, threshold),
         "curve": [selective(probabilities, targets, float(t)) for t in curve_thresholds],
     }

@@ -24,6 +24,7 @@ from scones.model.artifact import (
     OnnxClassifier,
     sha256_file,
 )
+from scones.model.quantize import PROBABILITY_TOLERANCE, QUANTISED_OPS, quantize_int8
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -97,11 +98,27 @@ def save_artifact(
     input_size: tuple[int, int],
     extra: dict[str, Any],
     check_pixels: np.ndarray,
+    int8_calibration: np.ndarray | None = None,
 ) -> ModelManifest:
-    """Export, hash, write ``model.json`` and verify; returns the manifest written."""
+    """Export, hash, write ``model.json`` and verify; returns the manifest written.
+
+    With ``int8_calibration`` (RGB [0, 1] training images) the graph is quantised to
+    int8 with those images as the calibration set, and checked against torch with the
+    quantisation tolerance instead of the float one.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     onnx_path = directory / ONNX_NAME
-    export_onnx(model, onnx_path, input_size)
+    tolerance = TOLERANCE
+    if int8_calibration is None:
+        export_onnx(model, onnx_path, input_size)
+    else:
+        float_path = directory / "float.onnx"
+        export_onnx(model, float_path, input_size)
+        try:
+            quantize_int8(float_path, onnx_path, int8_calibration)
+        finally:
+            float_path.unlink(missing_ok=True)
+        tolerance = PROBABILITY_TOLERANCE
     digest = sha256_file(onnx_path)
     manifest = ModelManifest(
         name=name,
@@ -112,12 +129,20 @@ def save_artifact(
         extra=dict(extra),
     )
     write_manifest(directory, manifest)
-    worst = verify_against_torch(directory, model, check_pixels)
+    worst = verify_against_torch(directory, model, check_pixels, tolerance)
     manifest.extra["export_check"] = {
         "images": len(check_pixels),
         "max_abs_diff_vs_torch": float(f"{worst:.3g}"),
-        "tolerance": TOLERANCE,
+        "tolerance": tolerance,
         "opset": OPSET,
     }
+    if int8_calibration is not None:
+        manifest.extra["quantization"] = {
+            "method": "onnxruntime static quantisation: QDQ, int8 weights per channel "
+            "(symmetric), int8 activations (MinMax ranges)",
+            "ops": list(QUANTISED_OPS),
+            "calibration_images": len(int8_calibration),
+            "calibration_source": "training images only",
+        }
     write_manifest(directory, manifest)
     return manifest

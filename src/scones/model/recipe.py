@@ -39,6 +39,34 @@ RESNET_SETTINGS: dict[str, Any] = {
 }
 """Where the from-scratch ResNet's settings differ from the fine-tuning defaults."""
 
+METHODS = ("distil", "ensemble")
+"""``distil``: one student trained on a teacher ensemble's calibrated predictions over
+augmented views (the default and the shipped model). ``ensemble``: the cross-fitted
+ensemble of ``members`` networks trained on the labels (the teacher, and the model
+shipped before the student)."""
+
+QUANTISATIONS = ("none", "int8")
+"""How the exported graph's weights are stored: float32, or int8 (onnxruntime static
+quantisation, calibrated on training images)."""
+
+DEFAULT_METHOD = "ensemble"
+"""What ``scones train`` trains without ``--recipe``: the recipe of the shipped model."""
+
+DEFAULT_TEACHER = "models/reference/ensemble-v1"
+"""The teacher artifact, relative to the project root: the ensemble shipped before."""
+
+DISTIL_SETTINGS: dict[str, Any] = {
+    "method": "distil",
+    "teacher": DEFAULT_TEACHER,
+    "resize": 128,
+    "epochs": 10,
+    "flip_tta": False,
+}
+"""Where the student's recipe differs from the ensemble's. ``epochs`` is also the number
+of teacher-labelled augmented views of each image (one fresh view per epoch);
+``members`` is the number of cross-fitted students used for calibration and
+cross-validation."""
+
 _RESNET_ONLY = frozenset({"width", "blocks_per_stage"})
 _BACKBONE_ONLY = frozenset({"resize"})
 
@@ -54,6 +82,9 @@ class TrainRecipe:
     (SGD with Nesterov momentum, longer).
     """
 
+    method: str = "ensemble"
+    teacher: str | None = None  # distil: teacher artifact folder, relative to the project
+    quantize: str = "none"
     seed: int = 0
     validation_fraction: float = 0.2
     members: int = 4
@@ -72,12 +103,14 @@ class TrainRecipe:
     dropout: float = 0.2
     flip_tta: bool = True
     calibrate_bias: bool = True  # fit a per-class bias with each member's temperature
+    cross_fit: bool = False  # distil: a student per fold for out-of-fold numbers (slow)
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     @classmethod
-    def for_network(cls, network: str, **overrides: Any) -> TrainRecipe:
-        """The default recipe of ``network``, with ``overrides`` (None values ignored)."""
+    def for_network(cls, network: str, method: str = "ensemble", **overrides: Any) -> TrainRecipe:
+        """The default recipe of ``method`` and ``network``, with ``overrides`` (None values
+        ignored)."""
         given = {k: v for k, v in overrides.items() if v is not None}
         other = _RESNET_ONLY if network != "resnet" else _BACKBONE_ONLY
         wrong = sorted(other.intersection(given))
@@ -86,6 +119,11 @@ class TrainRecipe:
         settings: dict[str, Any] = {"network": network}
         if network == "resnet":
             settings.update(RESNET_SETTINGS)
+        if method == "distil":
+            settings.update(DISTIL_SETTINGS)
+            if network == "resnet":
+                settings.pop("resize")
+        settings["method"] = method
         settings.update(given)
         return cls(**settings)
 
@@ -98,6 +136,9 @@ class TrainRecipe:
             "learning_rate must be > 0": self.learning_rate > 0,
             "width must be >= 1": self.width >= 1,
             f"network must be one of {', '.join(NETWORKS)}": self.network in NETWORKS,
+            f"method must be one of {', '.join(METHODS)}": self.method in METHODS,
+            "the distil method needs a teacher": self.method != "distil" or bool(self.teacher),
+            f"quantize must be one of {', '.join(QUANTISATIONS)}": self.quantize in QUANTISATIONS,
             "resize must be >= 32": self.resize >= 32,
             "backbone_lr_scale must be in [0, 1]": 0 <= self.backbone_lr_scale <= 1,
             "threads must be >= 1": self.threads >= 1,
@@ -118,6 +159,9 @@ class TrainRecipe:
         default)."""
         return cls.for_network(
             args.network,
+            getattr(args, "recipe", None) or "ensemble",
+            teacher=getattr(args, "teacher", None),
+            quantize=getattr(args, "quantize", None),
             seed=args.seed,
             epochs=args.epochs,
             members=args.members,
@@ -128,4 +172,6 @@ class TrainRecipe:
             learning_rate=args.lr,
             validation_fraction=args.validation_fraction,
             threads=args.threads,
+            flip_tta=getattr(args, "flip_tta", None),
+            cross_fit=getattr(args, "cross_fit", None),
         )

@@ -1,4 +1,5 @@
-"""Draw an evaluation report: confusion matrix beside the coverage/accuracy-vs-threshold curve."""
+"""Draw an evaluation report: confusion matrix, coverage/accuracy-vs-threshold curve and, when
+the report has one, the reliability diagram (calibration curve)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,17 @@ def render_report(report: dict[str, Any], path: Path) -> Path:
     matrix = report["confusion_matrix"]["matrix"]
     at = report["at_threshold"]
     curve = report["curve"]
-    fig, (ax_cm, ax_curve) = plt.subplots(
-        1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1, 1.45]}
-    )
+    bins = report.get("reliability")
+    if bins:
+        fig, axes = plt.subplots(
+            1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 1.45, 1.1]}
+        )
+        ax_cm, ax_curve, ax_rel = axes
+        _draw_reliability(ax_rel, bins, report.get("expected_calibration_error"))
+    else:
+        fig, (ax_cm, ax_curve) = plt.subplots(
+            1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1, 1.45]}
+        )
 
     ax_cm.imshow(matrix, cmap="Blues")
     peak = max(max(row) for row in matrix) or 1
@@ -78,3 +87,51 @@ def render_report(report: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _draw_reliability(ax: Any, bins: list[dict[str, Any]], ece: float | None) -> None:
+    """Accuracy against mean confidence per confidence bin; the diagonal is perfect calibration.
+
+    Bars show each bin's accuracy at its range; the dots are (mean confidence, accuracy),
+    sized by how many images the bin holds, and labelled with that count.
+    """
+    low = bins[0]["low"]
+    ax.plot([low, 1.0], [low, 1.0], color="grey", linestyle="--", linewidth=1, label="perfect")
+    filled = [b for b in bins if b["images"]]
+    ax.bar(
+        [(b["low"] + b["high"]) / 2 for b in filled],
+        [b["accuracy"] for b in filled],
+        width=[b["high"] - b["low"] for b in filled],
+        color="tab:blue",
+        alpha=0.25,
+        edgecolor="tab:blue",
+        label="accuracy in bin",
+    )
+    total = sum(b["images"] for b in filled) or 1
+    ax.scatter(
+        [b["mean_confidence"] for b in filled],
+        [b["accuracy"] for b in filled],
+        s=[20 + 400 * b["images"] / total for b in filled],
+        color="tab:orange",
+        zorder=3,
+        label="mean confidence, accuracy",
+    )
+    for b in filled:
+        ax.annotate(
+            str(b["images"]),
+            (b["mean_confidence"], b["accuracy"]),
+            textcoords="offset points",
+            xytext=(0, -14),
+            ha="center",
+            fontsize=8,
+        )
+    ax.set_xlim(low, 1.0)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    title = "Reliability diagram"
+    if ece is not None:
+        title += f" (ECE {ece:.3f})"
+    ax.set_title(title)

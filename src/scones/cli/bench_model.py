@@ -1,0 +1,88 @@
+"""``scones bench model``: today's model and the reference side by side, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from scones.cli.errors import CommandError
+from scones.template_params import PROJECT_ROOT
+
+DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
+DEFAULT_MODELS = (
+    PROJECT_ROOT / "models" / "reference" / "ensemble-v1",
+    PROJECT_ROOT / "models" / "bicycle-motorcycle",
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "model",
+        help="model artifacts side by side: ms/image, size, accuracy, coverage, calibration",
+        description=(
+            "Load each model artifact with bare onnxruntime (batch 1, one thread), time it "
+            "on its validation images interleaved with the others, and score it on that "
+            "split at the confidence threshold: ms/image (p50, p95), images/s, file size, "
+            "accuracy, coverage, accepted accuracy and expected calibration error. The "
+            "first model is the reference for the time ratio."
+        ),
+    )
+    parser.add_argument(
+        "--model",
+        dest="models",
+        type=Path,
+        action="append",
+        help="artifact folder; repeat to compare several (default: "
+        "models/reference/ensemble-v1 and models/bicycle-motorcycle)",
+    )
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="labelled image folder (%(default)s)"
+    )
+    parser.add_argument("--images", type=int, default=200, help="timed images per model")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed images per model first")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="confidence threshold (default: ConfidenceThreshold in template.yaml)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.set_defaults(handler=run)
+
+
+def _label(path: Path) -> str:
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(PROJECT_ROOT / "models").as_posix()
+    except ValueError:
+        return resolved.name
+
+
+def run(args: argparse.Namespace) -> int:
+    from scones.model.artifact import ModelArtifactError
+    from scones.model.bench import format_model_bench, run_model_bench
+    from scones.model.evaluate import check_threshold, default_threshold
+    from scones.model.folders import DataError
+
+    models = list(args.models or DEFAULT_MODELS)
+    try:
+        threshold = (
+            default_threshold() if args.threshold is None else check_threshold(args.threshold)
+        )
+        rows = run_model_bench(
+            [(_label(path), path) for path in models],
+            args.data,
+            threshold,
+            timed_images=args.images,
+            warmup=args.warmup,
+        )
+    except (ModelArtifactError, DataError, ValueError, FileNotFoundError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(format_model_bench(rows, threshold), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"threshold": threshold, "models": [row.to_json() for row in rows]}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0

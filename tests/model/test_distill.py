@@ -1,0 +1,138 @@
+"""Distillation end to end on a tiny run: the teacher labels every view, the student ships."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scones.cli.main import main
+from scones.model.artifact import OnnxClassifier, sha256_file
+from scones.model.build import build_model, resolve_teacher
+from scones.model.distill import _transfer_key as _key
+from scones.model.distill import make_transfer_set, teacher_rounds, train_student
+from scones.model.folders import load_images, stratified_folds
+from scones.model.recipe import DEFAULT_TEACHER, TrainRecipe
+from scones.model.train import build_network
+
+LABELS = ("bicycle", "motorcycle")
+
+
+@pytest.fixture
+def tiny_distil() -> TrainRecipe:
+    return TrainRecipe.for_network(
+        "mobilenetv3-coco",
+        "distil",
+        seed=3,
+        validation_fraction=0.25,
+        members=2,
+        epochs=2,
+        batch_size=16,
+        threads=1,
+        resize=64,
+    )
+
+
+def test_the_distil_recipe_defaults_to_the_reference_teacher_without_flips() -> None:
+    recipe = TrainRecipe.for_network("mobilenetv3-coco", "distil")
+    assert recipe.method == "distil"
+    assert recipe.teacher == DEFAULT_TEACHER
+    assert recipe.flip_tta is False
+    assert recipe.resize < TrainRecipe().resize
+    assert resolve_teacher(recipe).joinpath("model.onnx").is_file()
+    with pytest.raises(ValueError, match="needs a teacher"):
+        TrainRecipe(method="distil")
+    with pytest.raises(ValueError, match="method must be one of"):
+        TrainRecipe(method="boosting")
+
+
+def test_the_teacher_labels_exactly_the_views_the_student_sees(
+    small_data: Path, tiny_distil: TrainRecipe, tmp_path: Path
+) -> None:
+    recipe = dataclasses.replace(tiny_distil, epochs=3)
+    data = load_images(small_data, LABELS)
+    folds = stratified_folds(data.targets, recipe.members, recipe.seed + 1)
+    mean = torch.zeros(1, 3, 1, 1)
+    std = torch.full((1, 3, 1, 1), 1 / 255)
+    teacher_dir = resolve_teacher(recipe)
+    transfer = make_transfer_set(
+        data, folds, recipe, teacher_dir, mean=mean, std=std, cache_dir=tmp_path
+    )
+    # Three epochs need two labelled rounds: each serves as drawn, then mirrored.
+    assert teacher_rounds(recipe) == 2
+    assert transfer.views.shape == (2, len(data), 3, 32, 32)
+    assert transfer.soft.shape == (2, len(data), 2)
+    # Each round is a different augmentation, not the plain image.
+    assert not torch.equal(transfer.views[0], transfer.views[1])
+    assert not torch.allclose(transfer.views[0] * std + mean, torch.from_numpy(data.pixels))
+    # The soft targets are the teacher's probabilities on those very pixels, and on
+    # their mirror images too (the teacher averages over mirrors).
+    teacher = OnnxClassifier(teacher_dir)
+    some = slice(0, 5)
+    view = transfer.views[1, some] * std + mean
+    expected = teacher.predict_tensor(view.numpy())
+    np.testing.assert_allclose(transfer.soft[1, some].numpy(), expected, atol=1e-5)
+    mirrored = teacher.predict_tensor(torch.flip(view, dims=[3]).numpy())
+    np.testing.assert_allclose(mirrored, expected, atol=1e-5)
+    # A second run with the same inputs loads the saved set instead of asking the teacher.
+    (saved,) = tmp_path.glob("transfer-*.pt")
+    again = make_transfer_set(
+        data, folds, recipe, teacher_dir, mean=mean, std=std, cache_dir=tmp_path
+    )
+    assert torch.equal(again.views, transfer.views) and torch.equal(again.soft, transfer.soft)
+    other = dataclasses.replace(recipe, seed=4)
+    assert _key(data, folds, other, teacher) != saved.stem.removeprefix("transfer-")
+    # A student trains on them: from the same start, its weights move.
+    torch.manual_seed(0)
+    start = build_network(recipe, 2).head.weight.detach().clone()
+    student = train_student(transfer, np.flatnonzero(folds == 0), 2, recipe, seed=0)
+    assert not student.training
+    assert not torch.equal(student.head.weight, start)
+
+
+def test_build_model_distils_a_single_calibrated_student(
+    small_data: Path, tiny_distil: TrainRecipe, tmp_path: Path
+) -> None:
+    """With cross-fitting: a student per fold for out-of-fold numbers, then the shipped one."""
+    tiny_distil = dataclasses.replace(tiny_distil, cross_fit=True)
+    out = tmp_path / "student"
+    report = build_model(small_data, out, tiny_distil, threshold=0.93, name="tiny")
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["onnx_sha256"] == sha256_file(out / "model.onnx")
+    assert manifest["recipe"]["method"] == "distil"
+    assert manifest["recipe"]["flip_tta"] is False
+    teacher = json.loads((resolve_teacher(tiny_distil) / "model.json").read_text())
+    assert manifest["teacher"]["onnx_sha256"] == teacher["onnx_sha256"]
+    assert manifest["distillation"]["views_per_image"] == tiny_distil.epochs
+    assert manifest["distillation"]["folds"] == tiny_distil.members
+    assert manifest["architecture"].startswith("1 x FineTunedBackbone(mobilenetv3-coco, 64x64")
+    cv = manifest["cross_validation"]
+    assert cv["images"] == 48 and cv["temperature"] > 0 and cv["bias"][0] == 0
+    assert cv["what"].startswith("out-of-fold predictions of 2 cross-fitted students")
+    assert 0.0 <= cv["ece"] <= 1.0
+    assert "quantization" not in manifest
+    assert report["images"] == 16
+    assert 0.0 <= report["expected_calibration_error"] <= 1.0
+    assert len(report["reliability"]) == 10
+
+
+def test_train_command_takes_the_recipe(small_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli-student"
+    argv = ["train", "--recipe", "distil", "--data", str(small_data), "--out", str(out)]
+    argv += ["--epochs", "1", "--members", "2", "--resize", "48", "--threads", "1"]
+    argv += ["--validation-fraction", "0.25", "--threshold", "0.9", "--quiet"]
+    assert main(argv) == 0
+    manifest = OnnxClassifier(out).manifest.extra
+    assert manifest["recipe"]["method"] == "distil"
+    assert manifest["recipe"]["resize"] == 48
+    assert manifest["recipe"]["cross_fit"] is False
+    assert manifest["teacher"]["name"] == "bicycle-motorcycle"
+    # Without cross-fitting the student is calibrated and measured on the one fold
+    # it never trained on: half of the 48 training images here.
+    cv = manifest["cross_validation"]
+    assert cv["images"] == 24
+    assert cv["what"].startswith("the shipped student on the training fold it never saw")

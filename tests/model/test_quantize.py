@@ -1,0 +1,72 @@
+"""Int8 export: the quantised graph keeps the contract and agrees with the float graph."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from scones.model.artifact import OnnxClassifier
+from scones.model.build import build_model, split_data
+from scones.model.folders import load_images
+from scones.model.quantize import PROBABILITY_TOLERANCE
+from scones.model.train import TrainRecipe
+
+LABELS = ("bicycle", "motorcycle")
+
+
+@pytest.fixture(scope="module")
+def float_and_int8(
+    small_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, TrainRecipe]:
+    recipe = TrainRecipe.for_network(
+        "resnet",
+        seed=3,
+        validation_fraction=0.25,
+        members=2,
+        epochs=3,
+        batch_size=16,
+        threads=1,
+        width=8,
+    )
+    root = tmp_path_factory.mktemp("quantised")
+    float_dir, int8_dir = root / "float", root / "int8"
+    build_model(small_data, float_dir, recipe, threshold=0.9, name="tiny")
+    build_model(
+        small_data, int8_dir, dataclasses.replace(recipe, quantize="int8"), 0.9, name="tiny"
+    )
+    return float_dir, int8_dir, recipe
+
+
+def test_the_int8_graph_matches_the_float_graph_on_held_out_images(
+    small_data: Path, float_and_int8: tuple[Path, Path, TrainRecipe]
+) -> None:
+    float_dir, int8_dir, recipe = float_and_int8
+    data = load_images(small_data, LABELS)
+    validation = split_data(data, small_data, recipe.validation_fraction, recipe.seed).validation
+    reference = OnnxClassifier(float_dir).predict_tensor(validation.pixels)
+    quantised = OnnxClassifier(int8_dir).predict_tensor(validation.pixels)
+    np.testing.assert_allclose(quantised.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(quantised - reference).max() <= PROBABILITY_TOLERANCE
+    assert (quantised.argmax(axis=1) == reference.argmax(axis=1)).mean() >= 15 / 16
+
+
+def test_the_int8_graph_is_int8_and_says_so(float_and_int8: tuple[Path, Path, TrainRecipe]) -> None:
+    float_dir, int8_dir, _ = float_and_int8
+    graph = onnx.load(str(int8_dir / "model.onnx"))
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8 = onnx.TensorProto.INT8
+    assert any(init.data_type == int8 for init in graph.graph.initializer)
+    manifest = json.loads((int8_dir / "model.json").read_text())
+    assert manifest["recipe"]["quantize"] == "int8"
+    assert manifest["quantization"]["calibration_source"] == "training images only"
+    assert manifest["export_check"]["tolerance"] == PROBABILITY_TOLERANCE
+    assert "quantization" not in json.loads((float_dir / "model.json").read_text())
+    assert not (int8_dir / "float.onnx").exists()
+    # The contract is unchanged: float RGB in, float probabilities out.
+    assert OnnxClassifier(int8_dir).labels == LABELS
