@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -45,6 +46,13 @@ def register(benchmarks: Any) -> None:
     parser.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="a template parameter"
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="another checkout (e.g. `git worktree add DIR main`): its handlers, with the same "
+        "environments, as extra rows of the same run",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -74,24 +82,41 @@ def _environment(logical_id: str, overrides: dict[str, str] | None = None) -> di
     return {name: resolve(value) for name, value in variables.items()}
 
 
-def _once(python: Path, code: str, cwd: Path, env: dict[str, str]) -> float:
+def _once(python: Path, code: str, cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one fresh interpreter, in ms."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([str(python), "-c", code], cwd=cwd, env=env, check=True)
-    return (time.perf_counter() - started) * 1000
+    wall = (time.perf_counter() - started) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
+    return wall, cpu
 
 
 def _rows(
-    root: Path, base_env: dict[str, str], overrides: dict[str, str]
+    root: Path, base_env: dict[str, str], overrides: dict[str, str], compare: Path | None
 ) -> list[tuple[str, str, Path, dict[str, str]]]:
     """(label, code, folder, environment) of every row, the baseline first."""
     layer = PROJECT_ROOT / "layers" / "shared"
     rows = [
         ("python -c pass", "pass", root, base_env),
         ("import boto3", "import boto3", root, base_env),
+        # What the serialize function cannot do without: it decodes every image.
+        ("import boto3, PIL.Image", "import boto3, PIL.Image", root, base_env),
     ]
     for name, logical_id in HANDLERS.items():
         env = {**base_env, **_environment(logical_id, overrides), "PYTHONPATH": str(layer)}
         rows.append((f"import {name}/app.py", "import app", PROJECT_ROOT / "functions" / name, env))
+    if compare is not None:
+        for name, logical_id in HANDLERS.items():
+            env = {
+                **base_env,
+                **_environment(logical_id, overrides),
+                "PYTHONPATH": str(compare / "layers" / "shared"),
+            }
+            folder = compare / "functions" / name
+            if folder.is_dir():
+                rows.append((f"{compare.name}: {name}/app.py", "import app", folder, env))
     # What tracing costs when it is on (TracingMode=Active: Powertools' Tracer, X-Ray SDK).
     active = {**overrides, "TracingMode": "Active"}
     env = {
@@ -141,32 +166,51 @@ def _run(args: argparse.Namespace) -> int:
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
-        rows = _rows(root, base_env, overrides)
+        rows = _rows(root, base_env, overrides, args.compare)
         # One round first writes the bytecode caches (Lambda ships .pyc files in a built
         # layer too); then the rows take turns, round after round, so a change in the
         # machine's load falls on every row alike.
         for _label, code, cwd, env in rows:
             _once(python, code, cwd, env)
-        times: dict[str, list[float]] = {label: [] for label, *_ in rows}
+        walls: dict[str, list[float]] = {label: [] for label, *_ in rows}
+        cpus: dict[str, list[float]] = {label: [] for label, *_ in rows}
         load_before = os.getloadavg()[0]
         for _ in range(args.repeat):
             for label, code, cwd, env in rows:
-                times[label].append(_once(python, code, cwd, env))
+                wall, cpu = _once(python, code, cwd, env)
+                walls[label].append(wall)
+                cpus[label].append(cpu)
         load_after = os.getloadavg()[0]
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    medians = {label: statistics.median(values) for label, values in times.items()}
-    start_up = medians["python -c pass"]
-    baseline = medians["import boto3"] - start_up
     print(
         f"Python {version}, layer requirements only; median of {args.repeat} fresh "
         f"interpreters per row, rows interleaved; 1-minute load average {load_before:.1f} "
         f"before, {load_after:.1f} after"
     )
-    print(f"{'what':<38}{'ms':>9}{'minus start-up':>16}{'vs boto3':>10}")
-    for label, ms in medians.items():
-        net = ms - start_up
-        ratio = f"{net / baseline:.2f}x" if label != "python -c pass" else ""
-        print(f"{label:<38}{ms:>9.1f}{net:>16.1f}{ratio:>10}")
+    print(
+        "CPU ms (user + system) is what a cold start spends importing; wall ms also holds "
+        "the waits of a loaded machine."
+    )
+    cpu_median = {label: statistics.median(values) for label, values in cpus.items()}
+    wall_median = {label: statistics.median(values) for label, values in walls.items()}
+    cpu_base = cpu_median["python -c pass"]
+    wall_base = wall_median["python -c pass"]
+    cpu_boto = cpu_median["import boto3"] - cpu_base
+    wall_boto = wall_median["import boto3"] - wall_base
+    print(
+        f"{'what':<38}{'CPU ms':>8}{'- start-up':>12}{'vs boto3':>10}"
+        f"{'wall ms':>10}{'- start-up':>12}{'vs boto3':>10}"
+    )
+    for label in cpus:
+        cpu_net = cpu_median[label] - cpu_base
+        wall_net = wall_median[label] - wall_base
+        first = label == "python -c pass"
+        print(
+            f"{label:<38}{cpu_median[label]:>8.1f}{cpu_net:>12.1f}"
+            f"{'' if first else f'{cpu_net / cpu_boto:.2f}x':>10}"
+            f"{wall_median[label]:>10.1f}{wall_net:>12.1f}"
+            f"{'' if first else f'{wall_net / wall_boto:.2f}x':>10}"
+        )
     return 0
