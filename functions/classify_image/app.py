@@ -2,6 +2,10 @@
 
 Retries are the state machine's job (with backoff and jitter), so the client
 makes a single attempt and the errors say whether a retry can help.
+
+No metric per image: the record carries the label, confidence and inference time, the
+monitor publishes the window's numbers, and CloudWatch Logs would bill each image's EMF
+document (docs/benchmarks.md, "Cost").
 """
 
 from __future__ import annotations
@@ -10,17 +14,16 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
+from scones_core import tracing
 from scones_core.errors import EventError
 from scones_core.inference import classify_image, decode_image_b64
 from scones_core.settings import EndpointSettings
 
 logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 settings = EndpointSettings.from_env()
 
 
@@ -38,7 +41,6 @@ def runtime_client() -> Any:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise EventError("expected {'image_b64': ..., 'content_type': ...} from the state machine")
@@ -49,9 +51,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "classified",
         extra={"label": classification.label, "confidence": classification.confidence},
     )
-    metrics.add_dimension(name="EndpointName", value=settings.endpoint_name)
-    metrics.add_metric(
-        name="InferenceLatency", unit=MetricUnit.Milliseconds, value=classification.duration_ms
-    )
-    metrics.add_metric(name="Confidence", unit=MetricUnit.NoUnit, value=classification.confidence)
     return classification.to_state()

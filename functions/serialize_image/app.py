@@ -4,17 +4,23 @@ Bad input comes back as data, ``{"rejection": {"error_code", "reason"}}``, which
 the state machine records as REJECTED; S3 trouble raises ``StorageUnavailable``,
 which it retries, or ``StorageRefused`` (a 4xx no retry can fix), which it records
 as FAILED at once.
+
+No metric per image: the record carries the duration and the outcome, and CloudWatch
+Logs would bill each image's EMF document (docs/benchmarks.md, "Cost"). Only a rejection,
+the exception, emits ``ImagesRejected``.
 """
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import Any, cast
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from scones_core import tracing
 from scones_core.errors import EventError
 from scones_core.images import serialize_object
 from scones_core.objects import object_from_json
@@ -22,9 +28,14 @@ from scones_core.records import RejectedImage, SerializedImage
 from scones_core.settings import ImageLimits
 
 logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 limits = ImageLimits.from_env()
+# The dimension Metrics() would add (single_metric adds none of its own).
+METRIC_DIMENSIONS = (
+    {"service": os.environ["POWERTOOLS_SERVICE_NAME"]}
+    if os.environ.get("POWERTOOLS_SERVICE_NAME")
+    else {}
+)
 
 
 @cache
@@ -34,7 +45,6 @@ def s3_client() -> Any:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def lambda_handler(
     event: dict[str, Any], context: LambdaContext
 ) -> SerializedImage | RejectedImage:
@@ -45,10 +55,11 @@ def lambda_handler(
     result = serialize_object(s3_client(), ref, limits)
     if "rejection" in result:
         logger.warning("image rejected", extra=dict(cast(RejectedImage, result)["rejection"]))
-        metrics.add_metric(name="ImagesRejected", unit=MetricUnit.Count, value=1)
-    else:
-        metrics.add_metric(name="ImagesSerialized", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(
-        name="SerializeDuration", unit=MetricUnit.Milliseconds, value=result["duration_ms"]
-    )
+        with single_metric(
+            name="ImagesRejected",
+            unit=MetricUnit.Count,
+            value=1,
+            default_dimensions=METRIC_DIMENSIONS,
+        ):
+            pass  # written when the block ends
     return result

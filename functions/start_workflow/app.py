@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -22,12 +22,13 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from scones_core import tracing
 from scones_core.errors import EventError
 from scones_core.ingest import is_s3_test_event, start_notification
 from scones_core.settings import StartSettings
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 settings = StartSettings.from_env()

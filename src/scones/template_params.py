@@ -175,6 +175,27 @@ def rule_problems(template: dict[str, Any], values: Mapping[str, str]) -> list[s
     return problems
 
 
+def condition_value(template: dict[str, Any], name: str, values: Mapping[str, str]) -> bool:
+    """The template's condition ``name`` for these parameter values (``Condition`` references
+    to other conditions followed); raises ``ValueError`` for a function it cannot evaluate."""
+    declared = template.get("Parameters", {}) or {}
+    conditions = template.get("Conditions", {}) or {}
+
+    def expand(expr: Any) -> Any:
+        if isinstance(expr, dict) and set(expr) == {"Condition"}:
+            return condition_value(template, expr["Condition"], values)
+        if isinstance(expr, dict):
+            return {k: expand(v) for k, v in expr.items()}
+        if isinstance(expr, list):
+            return [expand(e) for e in expr]
+        return expr
+
+    try:
+        return _truth(_evaluate(expand(conditions[name]), values, declared))
+    except _RuleError as exc:
+        raise ValueError(f"condition {name}: {exc}") from exc
+
+
 def _truth(value: Any) -> bool:
     if isinstance(value, bool):
         return value

@@ -649,7 +649,8 @@ def test_start_function_reads_only_the_ingest_queue() -> None:
     ]
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
     assert mapping["FunctionName"] == {"Ref": "StartWorkflowFunction"}
-    assert (mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"]) == (10, 1)
+    assert mapping["BatchSize"] == 10
+    assert mapping["MaximumBatchingWindowInSeconds"] == {"Ref": "IngestBatchingWindowSeconds"}
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     function = resources["StartWorkflowFunction"]["Properties"]
     assert (
@@ -707,6 +708,31 @@ def test_classify_function_outlasts_the_endpoint_call_for_every_allowed_timeout(
         '"total_max_attempts": 1',
     ):
         assert needle in source
+
+
+def test_ingest_messages_stay_invisible_through_the_window_and_the_function() -> None:
+    """Lambda's rule for an SQS source: visibility timeout >= 6 x the function's timeout +
+    MaximumBatchingWindowInSeconds, for every allowed window."""
+    template = load_template()
+    parameter = template["Parameters"]["IngestBatchingWindowSeconds"]
+    rows = template["Mappings"]["IngestBatching"]
+    assert [str(v) for v in parameter["AllowedValues"]] == list(rows)
+    assert str(parameter["Default"]) in rows
+    cfn = transformed()
+    start = cfn["Resources"]["StartWorkflowFunction"]["Properties"]
+    queue = cfn["Resources"]["IngestQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] == {
+        "Fn::FindInMap": [
+            "IngestBatching",
+            {"Ref": "IngestBatchingWindowSeconds"},
+            "VisibilityTimeout",
+        ]
+    }
+    for window, row in rows.items():
+        assert 0 <= int(window) <= 300, window  # Lambda's limit for the batching window
+        assert row["VisibilityTimeout"] >= 6 * int(start["Timeout"]) + int(window), window
+        resolve = resolver_for(cfn, IngestBatchingWindowSeconds=window)
+        assert resolve(queue["VisibilityTimeout"]) == row["VisibilityTimeout"]
 
 
 def test_failed_monitor_runs_reach_the_alarmed_dead_letter_queue() -> None:

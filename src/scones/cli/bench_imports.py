@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -19,7 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
+from scones.template_params import (
+    PROJECT_ROOT,
+    condition_value,
+    load_template,
+    parameter_defaults,
+)
 
 PYTHON313 = Path.home() / ".pyenv" / "versions" / "3.13.0" / "bin" / "python3.13"
 HANDLERS = {
@@ -37,41 +43,103 @@ def register(benchmarks: Any) -> None:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--python", type=Path, default=PYTHON313)
     parser.add_argument("--keep", type=Path, help="build (or reuse) the venv here instead")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="a template parameter"
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="another checkout (e.g. `git worktree add DIR main`): its handlers, with the same "
+        "environments, as extra rows of the same run",
+    )
     parser.set_defaults(handler=_run)
 
 
-def _environment(logical_id: str) -> dict[str, str]:
-    params = parameter_defaults()
+def _environment(logical_id: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The function's environment as deployed with the template's defaults (+ ``overrides``):
+    ``Ref`` to a parameter and ``Fn::If`` on a condition resolved, other references (ARNs of
+    the stack's resources) replaced by a placeholder."""
+    params = {**parameter_defaults(), **(overrides or {})}
     template = load_template()
-    env = {
-        k: params[v["Ref"]] if isinstance(v, dict) and "Ref" in v else str(v)
-        for k, v in template["Globals"]["Function"]["Environment"]["Variables"].items()
-        if not isinstance(v, dict) or v.get("Ref") in params
-    }
-    props = template["Resources"][logical_id]["Properties"]
-    for name, value in props.get("Environment", {}).get("Variables", {}).items():
+
+    def resolve(value: Any) -> str:
         if isinstance(value, dict) and value.get("Ref") in params:
-            env[name] = params[value["Ref"]]
-        elif isinstance(value, dict):
-            env[name] = "arn:aws:states:us-east-1:123456789012:stateMachine:x"
-        else:
-            env[name] = str(value)
-    return env
+            return params[value["Ref"]]
+        if isinstance(value, dict) and "Fn::If" in value:
+            name, if_true, if_false = value["Fn::If"]
+            return resolve(if_true if condition_value(template, name, params) else if_false)
+        if isinstance(value, dict):
+            return "arn:aws:states:us-east-1:123456789012:stateMachine:x"
+        return str(value)
+
+    variables = {
+        **template["Globals"]["Function"]["Environment"]["Variables"],
+        **template["Resources"][logical_id]["Properties"]
+        .get("Environment", {})
+        .get("Variables", {}),
+    }
+    return {name: resolve(value) for name, value in variables.items()}
 
 
-def _time(python: Path, code: str, cwd: Path, env: dict[str, str], repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run([str(python), "-c", code], cwd=cwd, env=env, check=True)
-        times.append((time.perf_counter() - started) * 1000)
-    return times
+def _once(python: Path, code: str, cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one fresh interpreter, in ms."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run([str(python), "-c", code], cwd=cwd, env=env, check=True)
+    wall = (time.perf_counter() - started) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
+    return wall, cpu
+
+
+def _rows(
+    root: Path, base_env: dict[str, str], overrides: dict[str, str], compare: Path | None
+) -> list[tuple[str, str, Path, dict[str, str]]]:
+    """(label, code, folder, environment) of every row, the baseline first."""
+    layer = PROJECT_ROOT / "layers" / "shared"
+    rows = [
+        ("python -c pass", "pass", root, base_env),
+        ("import boto3", "import boto3", root, base_env),
+        # What the serialize function cannot do without: it decodes every image.
+        ("import boto3, PIL.Image", "import boto3, PIL.Image", root, base_env),
+    ]
+    for name, logical_id in HANDLERS.items():
+        env = {**base_env, **_environment(logical_id, overrides), "PYTHONPATH": str(layer)}
+        rows.append((f"import {name}/app.py", "import app", PROJECT_ROOT / "functions" / name, env))
+    if compare is not None:
+        for name, logical_id in HANDLERS.items():
+            env = {
+                **base_env,
+                **_environment(logical_id, overrides),
+                "PYTHONPATH": str(compare / "layers" / "shared"),
+            }
+            folder = compare / "functions" / name
+            if folder.is_dir():
+                rows.append((f"{compare.name}: {name}/app.py", "import app", folder, env))
+    # What tracing costs when it is on (TracingMode=Active: Powertools' Tracer, X-Ray SDK).
+    active = {**overrides, "TracingMode": "Active"}
+    env = {
+        **base_env,
+        **_environment("ClassifyImageFunction", active),
+        "PYTHONPATH": str(layer),
+    }
+    rows.append(
+        (
+            "classify_image, TracingMode=Active",
+            "import app",
+            PROJECT_ROOT / "functions" / "classify_image",
+            env,
+        )
+    )
+    return rows
 
 
 def _run(args: argparse.Namespace) -> int:
     root = args.keep or Path(tempfile.mkdtemp(prefix="scones-imports-"))
     venv = root / "venv"
     python = venv / "bin" / "python"
+    overrides = dict(item.split("=", 1) for item in args.param)
     try:
         if not python.exists():
             subprocess.run([str(args.python), "-m", "venv", str(venv)], check=True)
@@ -98,28 +166,51 @@ def _run(args: argparse.Namespace) -> int:
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
-        layer = PROJECT_ROOT / "layers" / "shared"
-        # Warm the bytecode caches once (Lambda ships .pyc files in a built layer too).
-        rows = {}
-        empty = _time(python, "pass", root, base_env, args.repeat)
-        rows["python -c pass"] = statistics.median(empty)
-        boto = _time(python, "import boto3", root, base_env, args.repeat)
-        rows["import boto3"] = statistics.median(boto)
-        for name, logical_id in HANDLERS.items():
-            code_dir = PROJECT_ROOT / "functions" / name
-            env = {**base_env, **_environment(logical_id), "PYTHONPATH": str(layer)}
-            _time(python, "import app", code_dir, env, 1)
-            rows[f"import {name}/app.py"] = statistics.median(
-                _time(python, "import app", code_dir, env, args.repeat)
-            )
+        rows = _rows(root, base_env, overrides, args.compare)
+        # One round first writes the bytecode caches (Lambda ships .pyc files in a built
+        # layer too); then the rows take turns, round after round, so a change in the
+        # machine's load falls on every row alike.
+        for _label, code, cwd, env in rows:
+            _once(python, code, cwd, env)
+        walls: dict[str, list[float]] = {label: [] for label, *_ in rows}
+        cpus: dict[str, list[float]] = {label: [] for label, *_ in rows}
+        load_before = os.getloadavg()[0]
+        for _ in range(args.repeat):
+            for label, code, cwd, env in rows:
+                wall, cpu = _once(python, code, cwd, env)
+                walls[label].append(wall)
+                cpus[label].append(cpu)
+        load_after = os.getloadavg()[0]
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    baseline = rows["import boto3"] - rows["python -c pass"]
-    print(f"Python {version}, layer requirements only; median of {args.repeat} fresh interpreters")
-    print(f"{'what':<34}{'ms':>9}{'minus start-up':>16}{'vs boto3':>10}")
-    for what, ms in rows.items():
-        net = ms - rows["python -c pass"]
-        ratio = f"{net / baseline:.2f}x" if what != "python -c pass" else ""
-        print(f"{what:<34}{ms:>9.1f}{net:>16.1f}{ratio:>10}")
+    print(
+        f"Python {version}, layer requirements only; median of {args.repeat} fresh "
+        f"interpreters per row, rows interleaved; 1-minute load average {load_before:.1f} "
+        f"before, {load_after:.1f} after"
+    )
+    print(
+        "CPU ms (user + system) is what a cold start spends importing; wall ms also holds "
+        "the waits of a loaded machine."
+    )
+    cpu_median = {label: statistics.median(values) for label, values in cpus.items()}
+    wall_median = {label: statistics.median(values) for label, values in walls.items()}
+    cpu_base = cpu_median["python -c pass"]
+    wall_base = wall_median["python -c pass"]
+    cpu_boto = cpu_median["import boto3"] - cpu_base
+    wall_boto = wall_median["import boto3"] - wall_base
+    print(
+        f"{'what':<38}{'CPU ms':>8}{'- start-up':>12}{'vs boto3':>10}"
+        f"{'wall ms':>10}{'- start-up':>12}{'vs boto3':>10}"
+    )
+    for label in cpus:
+        cpu_net = cpu_median[label] - cpu_base
+        wall_net = wall_median[label] - wall_base
+        first = label == "python -c pass"
+        print(
+            f"{label:<38}{cpu_median[label]:>8.1f}{cpu_net:>12.1f}"
+            f"{'' if first else f'{cpu_net / cpu_boto:.2f}x':>10}"
+            f"{wall_median[label]:>10.1f}{wall_net:>12.1f}"
+            f"{'' if first else f'{wall_net / wall_boto:.2f}x':>10}"
+        )
     return 0

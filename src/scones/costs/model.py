@@ -80,6 +80,10 @@ class Settings:
             system = props.get("LoggingConfig", {}).get("SystemLogLevel", "INFO")
             platform_logs[name] = system in ("DEBUG", "INFO")
         mapping = template["Resources"]["StartWorkflowUploadsMapping"]["Properties"]
+
+        def value(setting: Any) -> str:
+            return params[setting["Ref"]] if isinstance(setting, dict) else str(setting)
+
         return cls(
             workflow_type=params["WorkflowType"],
             tracing=params["TracingMode"],
@@ -87,8 +91,8 @@ class Settings:
             architectures=arch,
             platform_logs=platform_logs,
             upload_retention_days=int(params["UploadRetentionDays"]),
-            batch_size=int(mapping["BatchSize"]),
-            batch_window_s=float(mapping.get("MaximumBatchingWindowInSeconds", 0)),
+            batch_size=int(value(mapping["BatchSize"])),
+            batch_window_s=float(value(mapping.get("MaximumBatchingWindowInSeconds", 0))),
             capture_percent=float(params["DataCaptureSamplingPercentage"]),
             log_level=params["LogLevel"],
         )
