@@ -1,7 +1,7 @@
 # The two commands a new user needs:
 #   make run    the whole workflow offline on the bundled images
 #   make test   every test
-.PHONY: run test lint bench model model-reference clean
+.PHONY: run test lint bench burst model model-reference clean
 
 run:
 	@scripts/bootstrap.sh
@@ -18,6 +18,12 @@ lint:
 bench:
 	@scripts/bootstrap.sh
 	.venv/bin/scones bench
+
+# 2000 uploads at once through the offline stack, then a count of lost and duplicated
+# records (slow: not part of `make test`; results in docs/reliability.md)
+burst:
+	@scripts/bootstrap.sh
+	.venv/bin/scones bench burst --images 2000
 
 model:
 	@scripts/bootstrap.sh

@@ -1,0 +1,96 @@
+"""``scones bench burst`` (``make burst``): thousands of uploads at once, then an audit.
+
+Uploads N images to a fresh offline stack while delivery is paused (a fleet of
+cameras syncing at once), lets the stack drain the backlog, then checks every
+upload against the results table and the dead-letter queue: lost (no record),
+duplicated (more than one record for one object version, or a record for no
+upload) and dead-lettered. Prints the wall time and images/s. Exit code 1 when
+anything was lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+DEFAULT_IMAGES = 2000
+
+
+def register(benchmarks: Any) -> None:
+    from scones.cli.bench import DEFAULT_IMAGES as DATA
+    from scones.cli.bench import DEFAULT_MODEL
+
+    parser = benchmarks.add_parser(
+        "burst",
+        help="N uploads at once, then count lost and duplicated records",
+        description=__doc__,
+    )
+    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="uploads (default 2000)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder of <label>/*.png images")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for records")
+    parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+    parser.set_defaults(handler=run_burst)
+
+
+def run_burst(args: argparse.Namespace) -> int:
+    from scones.cli.errors import CommandError
+    from scones.offline.stack import OfflineStack, StackOptions
+    from scones.offline.workflow_bench import load_images
+
+    if args.images < 1:
+        raise CommandError("--images must be at least 1")
+    images = load_images(args.data, args.images)
+    with OfflineStack(StackOptions(model_dir=args.model)) as stack:
+        api = stack.api()
+        started = time.perf_counter()
+        with stack.delivery_paused():
+            uploads = [api.upload_bytes(name, data, "image/png") for name, data in images]
+        uploaded_s = time.perf_counter() - started
+        drained = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            print(f"\r{done}/{total} records", end="", flush=True)
+
+        found = api.wait_for_records(
+            uploads, timeout=args.timeout, on_progress=progress, poll_seconds=2.0
+        )
+        print()
+        wall_s = time.perf_counter() - drained
+        # Let any late duplicate land before the audit.
+        time.sleep(2.0)
+        records = api.records()
+        dead_letters = _drain_count(api)
+    wanted = {(u.key, u.version_id) for u in uploads}
+    per_upload = Counter((r.get("key"), r.get("version_id")) for r in records)
+    result = {
+        "images": len(uploads),
+        "upload_s": round(uploaded_s, 1),
+        "drain_s": round(wall_s, 1),
+        "images_per_s": round(len(uploads) / wall_s, 2),
+        "records": len(records),
+        "lost": sum(1 for u in uploads if u not in found),
+        "duplicated": sum(n - 1 for n in per_upload.values() if n > 1)
+        + sum(1 for key in per_upload if key not in wanted),
+        "dead_letters": dead_letters,
+        "statuses": dict(Counter(str(r.get("status")) for r in records)),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
+
+
+def _drain_count(api: Any) -> int:
+    """Messages on the dead-letter queue (read without deleting)."""
+    attributes = api.client("sqs").get_queue_attributes(
+        QueueUrl=api.endpoints.dead_letter_queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
