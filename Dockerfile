@@ -15,6 +15,9 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/program
+# onnxruntime's usage telemetry: an endpoint has no business sending it (and its
+# device-ID file cannot be written by the model user, which logs a warning).
+ENV ORT_DISABLE_TELEMETRY=1
 
 # The server's packages only (no aws-sam-translator, torch or moto), pinned as in
 # requirements/dev.lock; --no-deps makes the file the whole environment.
@@ -34,7 +37,7 @@ RUN python3 -m compileall -q /opt/program
 
 COPY docker/serve /usr/local/bin/serve
 RUN chmod 0755 /usr/local/bin/serve \
-    && useradd --system --no-create-home --uid 10001 model
+    && useradd --no-create-home --shell /usr/sbin/nologin --uid 10001 model
 USER model
 
 EXPOSE 8080

@@ -121,15 +121,25 @@ done < <(
 )
 
 log "buildah bud -> $tag (pip config mounted: ${#mounts[@]} flags)"
+# (pip's notes about this machine's local package folders, absent in the build, dropped)
 buildah_ bud --isolation chroot --pull-never --layers=false --quiet \
   --build-arg BASE="$base_tag" "${mounts[@]}" \
-  --tag "$tag" --tag "$IMAGE:latest" . >/dev/null
+  --tag "$tag" --tag "$IMAGE:latest" . 2>&1 >/dev/null \
+  | { grep -v "^WARNING: Location .* is ignored" || true; } >&2
 finished=$(date +%s)
 
-size=$(buildah_ images --json "$tag" | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["size"])')
-log "built $tag in $((finished - started)) s (base $((base_done - started)) s), $((size / 1000000)) MB"
+# Drop what the build left untagged, and images of older inputs (this storage is ours alone).
+buildah_ images --format '{{.ID}} {{.Name}}:{{.Tag}}' | while read -r id name; do
+  case $name in
+    "$tag" | "$IMAGE:latest" | "$base_tag") ;;
+    *) buildah_ rmi --force "$id" >/dev/null 2>&1 || true ;;
+  esac
+done
+find "$STATE" -maxdepth 1 -name 'base-*.tar' -not -name "base-$base_id.tar" -delete
+size=$(buildah_ images --format '{{.Size}}' "$tag" | sed -n 1p)
+log "built $tag in $((finished - started)) s (base image $((base_done - started)) s), $size"
 cat >"$STATE/last-build.json" <<EOF
 {"image": "$tag", "built": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "seconds": $((finished - started)),
- "base_seconds": $((base_done - started)), "size_bytes": $size}
+ "base_seconds": $((base_done - started)), "size": "$size"}
 EOF
 echo "$tag"
