@@ -1,31 +1,43 @@
 # Model-serving image for SageMaker hosting (bring your own container).
-# SageMaker runs `docker run IMAGE serve`, mounts the model artifact at
+# SageMaker runs `docker run IMAGE serve`, unpacks the model artifact into
 # /opt/ml/model and talks to port 8080 (GET /ping, POST /invocations).
 #   docker build -t scones-model .
 #   docker run --rm -p 8080:8080 -v "$PWD/models/bicycle-motorcycle:/opt/ml/model:ro" scones-model serve
-FROM python:3.11-slim
+# Without Docker, `make image` builds it with buildah on a Debian base made by
+# mmdebstrap (scripts/build_image.sh passes BASE, since registry pulls fail there).
+# BASE is any Debian-like image with python3 (3.11, matching the pins), its venv
+# module and useradd.
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE}
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
+ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/program
+# onnxruntime's usage telemetry: an endpoint has no business sending it (and its
+# device-ID file cannot be written by the model user, which logs a warning).
+ENV ORT_DISABLE_TELEMETRY=1
 
-WORKDIR /opt/program
+# The server's packages only (no aws-sam-translator, torch or moto), pinned as in
+# requirements/dev.lock; --no-deps makes the file the whole environment.
+COPY requirements/serve.txt /opt/program/requirements.txt
+RUN python3 -m venv /opt/venv \
+    && pip install --no-deps --requirement /opt/program/requirements.txt \
+    && pip check \
+    && pip uninstall --yes pip setuptools
 
-# Runtime dependencies only, at the versions pinned for the rest of the project.
-COPY requirements/dev.lock requirements/dev.lock
-RUN pip install --constraint requirements/dev.lock \
-        onnxruntime numpy pillow fastapi uvicorn boto3 aws-sam-translator
-
-# The package, installed in place so template.yaml (the defaults) sits at its root.
-COPY pyproject.toml README.md template.yaml ./
-COPY src/ src/
-COPY layers/shared/scones_core/ layers/shared/scones_core/
-RUN pip install --no-deps --editable .
+# The server and what it imports: the model artifact loader and the shared image
+# rules. Not the CLI, the template or the training code.
+COPY layers/shared/scones_core/ /opt/program/scones_core/
+COPY src/scones/__init__.py /opt/program/scones/__init__.py
+COPY src/scones/model/__init__.py src/scones/model/artifact.py /opt/program/scones/model/
+COPY src/scones/serving/ /opt/program/scones/serving/
+RUN python3 -m compileall -q /opt/program
 
 COPY docker/serve /usr/local/bin/serve
 RUN chmod 0755 /usr/local/bin/serve \
-    && useradd --system --no-create-home --uid 10001 model
+    && useradd --no-create-home --shell /usr/sbin/nologin --uid 10001 model
 USER model
 
 EXPOSE 8080

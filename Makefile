@@ -1,7 +1,7 @@
 # The two commands a new user needs:
 #   make run    the whole workflow offline on the bundled images
 #   make test   every test
-.PHONY: run test lint bench burst model model-reference clean
+.PHONY: run test lint bench burst model model-reference image image-test clean
 
 run:
 	@scripts/bootstrap.sh
@@ -27,7 +27,17 @@ burst:
 
 model:
 	@scripts/bootstrap.sh
-	.venv/bin/scones train --out models/bicycle-motorcycle
+	.venv/bin/scones train
+
+# The SageMaker serving image, without Docker (buildah + mmdebstrap; see docs/architecture.md,
+# "The serving image"). Rebuilt only when its inputs change.
+image:
+	scripts/build_image.sh
+
+# Build (or reuse) the image and check it: /ping and /invocations from `serve` inside it.
+image-test:
+	@scripts/bootstrap.sh
+	.venv/bin/python -m pytest tests/serving/test_serving_container.py -n 0 -s
 
 # The distillation teacher and the benchmark's reference: today's ensemble.
 model-reference:

@@ -53,15 +53,20 @@ if [[ ${1:-} == "--tools" ]]; then
   # aws-sam-cli pins its own boto3 and checkov pins many libraries: each gets its own venv.
   make_venv .venv-sam "$PY311" requirements/sam.txt -- -r requirements/sam.txt
   make_venv .venv-checkov "$PY311" requirements/checkov.txt -- -r requirements/checkov.txt
-  # The review page's browser test drives Debian's chromium (Playwright's own browser
+  # The serving image is built without Docker (buildah + mmdebstrap, Debian's packages),
+  # and the review page's browser test drives Debian's chromium (Playwright's own browser
   # download cannot be used here).
-  if ! command -v chromium >/dev/null 2>&1; then
+  missing=()
+  for tool in chromium buildah mmdebstrap; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if (( ${#missing[@]} )); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-      echo "bootstrap: installing Debian's chromium for the browser test (one-time)" >&2
+      echo "bootstrap: installing Debian's ${missing[*]} for the browser and image tests (one-time)" >&2
       apt-get update -qq >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-      echo "bootstrap: chromium is missing: run 'apt-get install chromium' (the browser test needs it)" >&2
+      echo "bootstrap: missing ${missing[*]}: run 'apt-get install ${missing[*]}' (the browser and image tests need them)" >&2
     fi
   fi
 fi

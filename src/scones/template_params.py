@@ -23,7 +23,8 @@ from typing import Any
 
 from samtranslator.yaml_helper import yaml_parse
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from scones.paths import PROJECT_ROOT
+
 TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
 
 

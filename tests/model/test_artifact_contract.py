@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from scones.model.artifact import ModelArtifactError, OnnxClassifier
-from scones.template_params import PROJECT_ROOT
+from scones.paths import SHIPPED_MODEL_DIR
 
-SHIPPED = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+SHIPPED = SHIPPED_MODEL_DIR
 
 
 def copy_with(tmp_path: Path, **changes: object) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +10,10 @@ import pytest
 from scones.model.artifact import ModelManifest, OnnxClassifier, sha256_file
 from scones.model.build import evaluate_directory, validation_from_manifest
 from scones.model.folders import load_images
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
-SHIPPED_MODEL = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+SHIPPED_MODEL = SHIPPED_MODEL_DIR
 LABELS = ("bicycle", "motorcycle")
 
 

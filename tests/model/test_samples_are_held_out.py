@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from scones.model.folders import class_root, fingerprint, list_images, stratified_split
-from scones.template_params import PROJECT_ROOT
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
 DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
-MODEL = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+MODEL = SHIPPED_MODEL_DIR
 
 
 def digest(path: Path) -> str:

@@ -22,8 +22,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 from scones.serving.capture import build_capture_record
-from scones.template_params import PROJECT_ROOT, load_template, parameter_default
+from scones.template_params import load_template, parameter_default
 
 REGION = "us-east-1"
 BUCKET = "scones-monitor-test"
@@ -34,7 +35,7 @@ VARIANT = "AllTraffic"
 CAPTURE_PREFIX = "datacapture"
 REPORTS_PREFIX = "monitoring/reports"
 BASELINE_KEY = "models/bicycle-motorcycle/baseline.json"
-MODEL_DIR = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+MODEL_DIR = SHIPPED_MODEL_DIR
 IMAGES = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
 LABELS = ("bicycle", "motorcycle")
 # The window the tests monitor: [12:00, 13:00) on the day of the example event.

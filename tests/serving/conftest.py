@@ -19,13 +19,13 @@ from fastapi import FastAPI
 from PIL import Image
 
 from scones.model.artifact import OnnxClassifier
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 from scones.serving.app import create_app
 from scones.serving.capture import CaptureWriter
 from scones.serving.faults import FaultPlan
 from scones.serving.server import ModelServer
-from scones.template_params import PROJECT_ROOT
 
-MODEL_DIR = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+MODEL_DIR = SHIPPED_MODEL_DIR
 IMAGES_DIR = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
 ENDPOINT = "test-endpoint"
 VARIANT = "AllTraffic"

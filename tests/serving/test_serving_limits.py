@@ -365,7 +365,8 @@ def test_a_pixel_bomb_does_not_raise_the_server_processs_peak_memory(bicycle_png
         pytest.skip("needs Linux /proc to read and reset a process's peak memory")
 
     def serve(*flags: str) -> ServeProcess:
-        command = ["-m", "scones.serving", "--model", str(MODEL_DIR), "--port", "0"]
+        command = ["-m", "scones.serving", "--model", str(MODEL_DIR), "--host", "127.0.0.1"]
+        command += ["--port", "0"]
         return ServeProcess([sys.executable, *command, "--endpoint-name", ENDPOINT, *flags])
 
     guarded = serve("--log-level", "warning")

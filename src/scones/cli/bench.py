@@ -18,9 +18,8 @@ from typing import Any
 
 import scones.cli
 from scones.cli.errors import CommandError
-from scones.template_params import PROJECT_ROOT
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "bicycle-motorcycle"
 DEFAULT_IMAGES = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
 PLUGIN_PREFIX = "bench_"
 
@@ -70,7 +69,7 @@ def _register_server(benchmarks: Any) -> None:
     )
     parser.add_argument("--requests", type=int, default=400, help="requests per measured row")
     parser.add_argument("--concurrency", type=int, default=4, help="client threads")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL_DIR, help="artifact folder")
     parser.add_argument(
         "--images", type=Path, default=DEFAULT_IMAGES, help="folder of <label>/*.png images"
     )

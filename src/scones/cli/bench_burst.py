@@ -22,7 +22,7 @@ DEFAULT_IMAGES = 2000
 
 def register(benchmarks: Any) -> None:
     from scones.cli.bench import DEFAULT_IMAGES as DATA
-    from scones.cli.bench import DEFAULT_MODEL
+    from scones.paths import SHIPPED_MODEL_DIR as DEFAULT_MODEL
 
     parser = benchmarks.add_parser(
         "burst",

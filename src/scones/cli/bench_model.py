@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from scones.cli.errors import CommandError
-from scones.template_params import PROJECT_ROOT
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
 DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
-DEFAULT_MODELS = (
-    PROJECT_ROOT / "models" / "reference" / "ensemble-v1",
-    PROJECT_ROOT / "models" / "bicycle-motorcycle",
-)
+# The reference (today's ensemble, kept beside the shipped model) and the shipped model.
+DEFAULT_MODELS = (SHIPPED_MODEL_DIR.parent / "reference" / "ensemble-v1", SHIPPED_MODEL_DIR)
 
 
 def register(subparsers: Any) -> None:
@@ -55,7 +53,7 @@ def register(subparsers: Any) -> None:
 def _label(path: Path) -> str:
     resolved = path.resolve()
     try:
-        return resolved.relative_to(PROJECT_ROOT / "models").as_posix()
+        return resolved.relative_to(SHIPPED_MODEL_DIR.parent).as_posix()
     except ValueError:
         return resolved.name
 

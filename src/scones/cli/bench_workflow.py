@@ -20,7 +20,8 @@ DEFAULT_SIZES = [200]
 
 
 def register(benchmarks: Any) -> None:
-    from scones.cli.bench import DEFAULT_IMAGES, DEFAULT_MODEL
+    from scones.cli.bench import DEFAULT_IMAGES
+    from scones.paths import SHIPPED_MODEL_DIR as DEFAULT_MODEL
 
     parser = benchmarks.add_parser(
         "workflow",

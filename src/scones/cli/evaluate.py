@@ -7,10 +7,9 @@ import argparse
 from pathlib import Path
 
 from scones.cli.errors import CommandError
-from scones.template_params import PROJECT_ROOT
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
 DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "bicycle-motorcycle"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument(
-        "--model", type=Path, default=DEFAULT_MODEL, help="artifact folder (default: %(default)s)"
+        "--model",
+        type=Path,
+        default=SHIPPED_MODEL_DIR,
+        help="artifact folder (default: %(default)s)",
     )
     parser.add_argument(
         "--data",

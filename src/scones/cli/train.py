@@ -1,6 +1,6 @@
 """``scones train``: train, export and evaluate the classifier.
 
-The defaults rebuild the shipped model in ``models/bicycle-motorcycle``.
+The defaults rebuild the shipped model (``scones.paths.SHIPPED_MODEL_DIR``).
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 from scones.cli.errors import CommandError
-from scones.template_params import PROJECT_ROOT
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR, SHIPPED_MODEL_NAME
 
 DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
-DEFAULT_OUT = PROJECT_ROOT / "models" / "bicycle-motorcycle"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,10 +46,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--data", type=Path, default=DEFAULT_DATA, help="labelled image folder" + default
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="artifact folder to write" + default
+        "--out", type=Path, default=SHIPPED_MODEL_DIR, help="artifact folder to write" + default
     )
     parser.add_argument(
-        "--name", default="bicycle-motorcycle", help="model name in model.json" + default
+        "--name", default=SHIPPED_MODEL_NAME, help="model name in model.json" + default
     )
     parser.add_argument(
         "--threshold",

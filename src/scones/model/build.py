@@ -39,12 +39,12 @@ from scones.model.folders import (
     stratified_split,
 )
 from scones.model.train import Log, TrainRecipe, train_ensemble
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_NAME
 
+# PROJECT_ROOT is scones.paths', not scones.template_params': that module needs
+# samtranslator, which a SageMaker training container running this code does not have.
 DEFAULT_LABELS = ("bicycle", "motorcycle")
 INPUT_SIZE = (32, 32)
-# Not scones.template_params.PROJECT_ROOT: that module needs samtranslator, which a
-# SageMaker training container running this code does not have.
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_FILES = (ONNX_NAME, REPORT_JSON, REPORT_PNG, BASELINE_JSON, MANIFEST_NAME)
 
 
@@ -127,7 +127,7 @@ def build_model(
     recipe: TrainRecipe,
     threshold: float,
     *,
-    name: str = "bicycle-motorcycle",
+    name: str = SHIPPED_MODEL_NAME,
     labels: tuple[str, ...] = DEFAULT_LABELS,
     log: Log | None = None,
     cache_dir: Path | None = None,

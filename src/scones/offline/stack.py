@@ -45,9 +45,9 @@ from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.records_file import save_records
 from scones.offline.sqs_poller import SqsPoller
 from scones.offline.table_faults import TableWriteFaults
-from scones.template_params import PROJECT_ROOT
+from scones.paths import SHIPPED_MODEL_DIR
 
-DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 
 logger = logging.getLogger(__name__)
 

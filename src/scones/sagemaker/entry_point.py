@@ -20,6 +20,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from scones.paths import SHIPPED_MODEL_NAME
+
 
 def _option(parser: argparse.ArgumentParser, name: str, **kwargs: object) -> None:
     flags = {f"--{name}", f"--{name.replace('_', '-')}"}
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(parser, "labelled", type=Path, default=os.environ.get("SM_CHANNEL_LABELLED"))
     _option(parser, "model_dir", type=Path, default=os.environ.get("SM_MODEL_DIR"))
     _option(parser, "threshold", type=float, required=True)
-    _option(parser, "name", default="bicycle-motorcycle")
+    _option(parser, "name", default=SHIPPED_MODEL_NAME)
     _option(parser, "network", choices=NETWORKS, default=defaults.network)
     _option(parser, "seed", type=int, default=defaults.seed)
     # None: the network's own default (TrainRecipe.for_network)

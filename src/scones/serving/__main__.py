@@ -1,30 +1,49 @@
-"""``python -m scones.serving [FLAGS]``: ``scones serve`` on its own.
+"""``python -m scones.serving [FLAGS]``: the model server on its own, as the container runs it.
 
-The container runs this instead of the ``scones`` tool: it builds only the
-``serve`` command, so the image needs the serving dependencies alone, not the
-training or offline-stack packages other commands import.
+Its defaults are SageMaker's container contract, overridable from the environment
+(:func:`scones.serving.command.container_defaults`): the model in /opt/ml/model,
+every interface, port 8080 or ``SAGEMAKER_BIND_TO_PORT``, bodies up to
+InvokeEndpoint's 6 MB. It imports only the server, the model loader and
+``scones_core``: no CLI, no template, no training or offline-stack packages.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from scones.cli import serve
-from scones.cli.errors import CommandError
+from scones.serving.command import (
+    CONTAINER_HELP,
+    ServeError,
+    add_arguments,
+    container_defaults,
+    resolve,
+    serve,
+)
+
+PROG = "python -m scones.serving"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scones.serving", add_help=False)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve.register(commands)
-    commands.choices["serve"].prog = parser.prog
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Serve a model artifact the way SageMaker hosting calls a container: GET /ping "
+            "and POST /invocations, plus POST /endpoints/NAME/invocations for boto3's "
+            "sagemaker-runtime client."
+        ),
+    )
+    add_arguments(parser, CONTAINER_HELP)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
-    except CommandError as exc:
-        print(f"scones serve: error: {exc}", file=sys.stderr)
+        return serve(resolve(args, container_defaults(environ)))
+    except ServeError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -50,7 +50,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from scones.serving.capture import CaptureWriter
-from scones.serving.defaults import DEFAULT_BODY_TIMEOUT_S, DEFAULT_QUEUE_WAIT_S, DEFAULT_VARIANT
+from scones.serving.defaults import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_QUEUE_WAIT_S,
+    DEFAULT_VARIANT,
+    RUNTIME_MAX_PAYLOAD_BYTES,
+)
 from scones.serving.errors import (
     ContainerError,
     ServiceCode,
@@ -73,8 +78,6 @@ LOGGER = logging.getLogger(__name__)
 
 SUPPORTED_CONTENT_TYPES = ("image/png", "image/jpeg", "application/x-image")
 RESPONSE_CONTENT_TYPE = "application/json"
-# InvokeEndpoint's documented payload limit for real-time endpoints.
-RUNTIME_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _ACCEPTABLE = {"*/*", "application/*", RESPONSE_CONTENT_TYPE}
 # nginx's code for "the client closed the request"; nothing is sent, it only names the case.
 CLIENT_CLOSED_REQUEST = 499

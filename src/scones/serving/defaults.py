@@ -1,9 +1,37 @@
-"""Defaults shared by the server, its CLI and the container (cheap to import)."""
+"""The model server's own defaults (cheap to import: standard library only).
+
+The server owns its settings: the container (``python -m scones.serving``) takes
+them from here and from the environment SageMaker gives it; ``scones serve``
+replaces the endpoint name, the body limit and the capture percentage with
+``template.yaml``'s parameters and passes them in. Nothing here reads the template.
+"""
 
 from __future__ import annotations
 
-# SageMaker hosting sends requests to this port inside the container.
+from pathlib import PurePosixPath
+
+# -- the SageMaker container contract -------------------------------------------------
+# SageMaker hosting sends requests to this port inside the container ...
 SAGEMAKER_PORT = 8080
+# ... unless it sets this variable (inference pipelines give each container its own port).
+ENV_PORT = "SAGEMAKER_BIND_TO_PORT"
+# SageMaker unpacks the model artifact (ModelDataUrl's model.tar.gz) here.
+SAGEMAKER_MODEL_DIR = PurePosixPath("/opt/ml/model")
+# SageMaker reaches the container from outside it: listen on every interface.
+CONTAINER_HOST = "0.0.0.0"  # noqa: S104
+# InvokeEndpoint's documented payload limit for real-time endpoints: SageMaker never
+# forwards a larger body, so the container needs no other default.
+RUNTIME_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+# SageMaker does not tell a container its endpoint's name; the runtime route
+# (/endpoints/NAME/invocations, for local clients) answers to this one by default.
+CONTAINER_ENDPOINT_NAME = "scones-model"
+
+# The container's own variables (not SageMaker's), for running the image elsewhere.
+ENV_MODEL_DIR = "SCONES_MODEL_DIR"
+ENV_HOST = "SCONES_HOST"
+ENV_ENDPOINT_NAME = "SCONES_ENDPOINT_NAME"
+
+# -- outside the container (`scones serve`, embedded servers) ----------------------------
 DEFAULT_HOST = "127.0.0.1"
 # SageMaker's name for the only variant of a single-model endpoint created by the template.
 DEFAULT_VARIANT = "AllTraffic"

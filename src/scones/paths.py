@@ -1,0 +1,18 @@
+"""Where the project's own files are: the one home of the shipped model's path.
+
+Cheap to import (standard library only), so the CLI, the tests and the tools all
+take the path from here instead of spelling it out. The model server does not
+use it: in its container the model is wherever SageMaker unpacks it
+(:data:`scones.serving.defaults.SAGEMAKER_MODEL_DIR`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# The classifier the project ships (model.onnx, model.json, evaluation and baseline),
+# and its name in model.json.
+SHIPPED_MODEL_NAME = "bicycle-motorcycle"
+SHIPPED_MODEL_DIR = PROJECT_ROOT / "models" / SHIPPED_MODEL_NAME
