@@ -290,6 +290,7 @@ def test_every_filled_gap_in_the_template_is_filled(stack: OfflineStack) -> None
         "schedule": "schedule",
         "table": "table settings",
         "event_source_mappings": "event source mappings",
+        "model_package_group": "model package group",
     }
     for gap in gaps.GAPS:
         if not gap.filled:
