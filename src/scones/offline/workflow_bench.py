@@ -189,7 +189,7 @@ def process_role(cmdline: str, own: bool = False) -> str:
         return "stack (moto, interpreter, poller, bench client)"
     if "scones.offline.model_process" in cmdline:
         return "model server"
-    if "scones.offline.lambda_worker" in cmdline:
+    if "lambda_worker" in cmdline:  # run as a script: .../scones/offline/lambda_worker.py
         parts = cmdline.split()
         name = parts[-1] if len(parts) > 5 else "?"
         return f"lambda {name}"
