@@ -62,6 +62,19 @@ def parameter_default(name: str, path: Path = TEMPLATE_PATH) -> str:
 # -- checking values like CloudFormation ---------------------------------------------
 
 
+def function_environment(logical_id: str, path: Path = TEMPLATE_PATH) -> dict[str, str]:
+    """A function's environment variables as deployed with the defaults (``Ref`` of a
+    parameter resolved); variables naming other resources are left out."""
+    params = parameter_defaults(path)
+    function = load_template(path)["Resources"][logical_id]["Properties"]
+    variables = function.get("Environment", {}).get("Variables", {})
+    return {
+        name: params[value["Ref"]] if isinstance(value, dict) else str(value)
+        for name, value in variables.items()
+        if not isinstance(value, dict) or value.get("Ref") in params
+    }
+
+
 def resolve_parameters(
     overrides: Mapping[str, str],
     template: dict[str, Any] | None = None,

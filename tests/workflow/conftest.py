@@ -14,7 +14,7 @@ from scones_core.settings import ImageLimits
 
 from scones.model.artifact import OnnxClassifier
 from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
-from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
+from scones.template_params import PROJECT_ROOT, function_environment, parameter_defaults
 
 DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
 SAMPLES = PROJECT_ROOT / "samples"
@@ -28,17 +28,6 @@ FAST_RETRIES = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "1", "Retry
 # and in moto). The template's default is EXPRESS; test_workflow_express_e2e.py runs the
 # duplicate and replay cases on it.
 HISTORY = {"WorkflowType": "STANDARD"}
-
-
-def function_environment(logical_id: str) -> dict[str, str]:
-    """A function's environment as deployed with the template's defaults (``Ref`` resolved)."""
-    params = parameter_defaults()
-    variables = load_template()["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
-    return {
-        name: params[value["Ref"]] if isinstance(value, dict) and "Ref" in value else str(value)
-        for name, value in variables.items()
-        if not isinstance(value, dict) or value.get("Ref") in params
-    }
 
 
 def template_limits() -> ImageLimits:

@@ -10,14 +10,14 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import EVENTS, function_environment, load_handler, template_limits
+from conftest import EVENTS, load_handler, template_limits
 from moto import mock_aws
 from scones_core.errors import SettingsError
 
 from scones.model.artifact import OnnxClassifier
 from scones.offline.lambda_worker import LambdaContext
 from scones.offline.stack import DEFAULT_MODEL_DIR
-from scones.template_params import parameter_defaults
+from scones.template_params import function_environment, parameter_defaults
 
 REGION = "us-east-1"
 PARAMS = parameter_defaults()

@@ -28,18 +28,10 @@ def _run(args: argparse.Namespace) -> int:
     from scones_core.objects import ObjectRef
     from scones_core.settings import ImageLimits
 
-    from scones.template_params import parameter_defaults
+    from scones.template_params import function_environment
 
-    p = parameter_defaults()
-    limits = ImageLimits.from_env(
-        {
-            "MAX_IMAGE_BYTES": p["MaxImageBytes"],
-            "MAX_IMAGE_PIXELS": p["MaxImagePixels"],
-            "MIN_IMAGE_SIDE": p["MinImageSide"],
-            "ALLOWED_IMAGE_FORMATS": p["AllowedImageFormats"],
-            "MODEL_INPUT_SIZE": p["ModelInputSize"],
-        }
-    )
+    # The serialize function's limits as deployed with the template's defaults.
+    limits = ImageLimits.from_env(function_environment("SerializeImageFunction"))
     width, height = limits.model_input_size
     rng = random.Random(0)
     noise = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))

@@ -48,18 +48,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from scones.cli.bench import DEFAULT_IMAGES
     from scones.costs.measure import photo_jpeg
-    from scones.template_params import parameter_defaults
+    from scones.template_params import function_environment
 
-    p = parameter_defaults()
-    limits = ImageLimits.from_env(
-        {
-            "MAX_IMAGE_BYTES": p["MaxImageBytes"],
-            "MAX_IMAGE_PIXELS": p["MaxImagePixels"],
-            "MIN_IMAGE_SIDE": p["MinImageSide"],
-            "ALLOWED_IMAGE_FORMATS": p["AllowedImageFormats"],
-            "MODEL_INPUT_SIZE": p["ModelInputSize"],
-        }
-    )
+    # The serialize function's limits as deployed with the template's defaults.
+    limits = ImageLimits.from_env(function_environment("SerializeImageFunction"))
     size = limits.model_input_size
     files = {
         "small PNG (32x32, CIFAR)": sorted(DEFAULT_IMAGES.glob("*/*.png"))[0].read_bytes(),
