@@ -1,27 +1,44 @@
 # The two commands a new user needs:
 #   make run    the whole workflow offline on the bundled images
 #   make test   every test
-.PHONY: run test lint bench model clean
+# Each target sets up the environment it needs (scripts/bootstrap.sh):
+#   .venv        run: the product, offline stack, serving, CLI (no torch)
+#   .venv-train  .venv + torch (CPU), onnx, onnxscript: training and export
+#   .venv-test   .venv-train + pytest, ruff, mypy, playwright
+#   .venv-sam    aws-sam-cli (make build, make deploy)
+.PHONY: run test lint bench model build deploy clean
 
 run:
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh run
 	.venv/bin/scones run
 
 test:
-	@scripts/bootstrap.sh --tools
-	.venv/bin/python -m pytest -n 2 --dist loadgroup
+	@scripts/bootstrap.sh test
+	.venv-test/bin/python -m pytest -n 2 --dist loadgroup
 
 lint:
-	@scripts/bootstrap.sh
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy src layers/shared functions
+	@scripts/bootstrap.sh test
+	.venv-test/bin/ruff check . && .venv-test/bin/ruff format --check . && .venv-test/bin/mypy src layers/shared functions
 
 bench:
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh run
 	.venv/bin/scones bench
 
+# Retrain the shipped model (torch lives in .venv-train only).
 model:
-	@scripts/bootstrap.sh
-	.venv/bin/scones train --out models/bicycle-motorcycle
+	@scripts/bootstrap.sh train
+	.venv-train/bin/python -m scones.cli.main train --out models/bicycle-motorcycle
+
+# sam build: the Lambda artifacts (python3.13 on arm64, no Docker) in .aws-sam/build.
+build:
+	@scripts/bootstrap.sh sam
+	scripts/sam.sh build
+
+# sam deploy with samconfig.toml, then the monitor's baseline into the stack's bucket.
+# Fails at once when no AWS credentials are configured. ARGS=--guided asks for parameters.
+deploy:
+	@scripts/bootstrap.sh run sam
+	scripts/deploy.sh $(ARGS)
 
 clean:
 	rm -rf .aws-sam .scones build
