@@ -20,16 +20,7 @@ T0=$SECONDS
 
 say() { printf 'bootstrap: [%3ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
 
-find_python() {
-  local want=$1
-  for candidate in "python$want" "$HOME/.pyenv/versions/$want"*/bin/python "/usr/local/bin/python$want" "/usr/bin/python$want"; do
-    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$want'.split('.')))" 2>/dev/null; then
-      command -v "$candidate"; return 0
-    fi
-  done
-  echo "bootstrap: Python $want was not found (looked on PATH and under ~/.pyenv/versions)" >&2
-  return 1
-}
+source scripts/find_python.sh
 
 # pip_install DIR LABEL PIP_ARGS...: pip install with a progress line every few packages
 # (overwritten in place on a terminal), its full output in DIR/bootstrap.log.
