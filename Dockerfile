@@ -13,8 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/program
 
 # Runtime dependencies only, at the versions pinned for the rest of the project.
-COPY requirements/dev.lock requirements/dev.lock
-RUN pip install --constraint requirements/dev.lock \
+COPY requirements/run.lock requirements/run.lock
+RUN pip install --constraint requirements/run.lock \
         onnxruntime numpy pillow fastapi uvicorn boto3 aws-sam-translator
 
 # The package, installed in place so template.yaml (the defaults) sits at its root.

@@ -40,8 +40,8 @@ pip_install() {
             say "$label: $n packages fetched"
           fi ;;
         "Installing collected packages"*)
-          ((tty)) && printf '\n' >&2
-          say "$label: $n packages fetched, unpacking them" ;;
+          if ((tty)); then printf '\n' >&2; fi
+          if ((n > 0)); then say "$label: $n packages fetched, unpacking them"; fi ;;
       esac
     done
   local rc=${PIPESTATUS[0]}
@@ -58,9 +58,9 @@ stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 up_to_date() { [[ -f "$1/.stamp" && "$(cat "$1/.stamp")" == "$2" ]]; }
 
 new_venv() {
-  local dir=$1 python=$2
+  local dir=$1 python=$2; shift 2
   rm -rf "$dir"
-  "$python" -m venv "$dir"
+  "$python" -m venv "$@" "$dir"
   : > "$dir/bootstrap.log"
 }
 
@@ -81,14 +81,16 @@ make_venv() {
 }
 
 # A layer: its own lock's packages (--no-deps: the lock lists every addition), with BASE's
-# packages visible through a .pth file. make_layer DIR BASE PYTHON LOCK STAMP_INPUTS...
+# packages (pip and setuptools included) visible through a .pth file. make_layer DIR BASE PYTHON LOCK STAMP_INPUTS...
 make_layer() {
   local dir=$1 base=$2 python=$3 lock=$4; shift 4
   local stamp; stamp=$(stamp_of "$lock" "$@" <(echo "$ROOT/$base"))
   up_to_date "$dir" "$stamp" && return 0
   local started=$SECONDS
   say "building $dir from $lock, layered on $base (one-time; later runs reuse it)"
-  new_venv "$dir" "$python"
+  # No pip or setuptools of its own (they would hide the base's): the base's pip, seen through
+  # the .pth file, installs into this layer.
+  new_venv "$dir" "$python" --without-pip
   printf 'import site; site.addsitedir(%s)\n' "'$(purelib "$ROOT/$base")'" \
     > "$(purelib "$dir")/_scones_layer.pth"
   pip_install "$dir" "$dir" --no-deps -r "$lock"

@@ -24,10 +24,12 @@ purelib() { "$1/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['p
 # only what that layer added.
 lock() {
   local name=$1 base=${2:-} dir="$SCRATCH/$1"
-  "$PY" -m venv "$dir"
   if [[ -n $base ]]; then
+    "$PY" -m venv --without-pip "$dir"  # the base's pip (through the .pth) installs here
     printf 'import site; site.addsitedir(%s)\n' "'$(purelib "$SCRATCH/$base")'" \
       > "$(purelib "$dir")/_scones_layer.pth"
+  else
+    "$PY" -m venv "$dir"
   fi
   echo "lock: $name" >&2
   "$dir/bin/python" -m pip install --quiet --disable-pip-version-check \

@@ -76,7 +76,9 @@ def make_session(region: str | None, profile: str | None) -> Any:
     try:
         return boto3.Session(region_name=region, profile_name=profile)
     except botocore.exceptions.ProfileNotFound as exc:
-        raise DeployError(f"{exc}: name a profile that `aws configure list-profiles` shows") from exc
+        raise DeployError(
+            f"{exc}: name a profile that `aws configure list-profiles` shows"
+        ) from exc
 
 
 def preflight(session: Any) -> dict[str, str]:
@@ -187,9 +189,10 @@ def endpoint_advice(status: dict[str, str]) -> str | None:
     if status["status"] == "missing":
         return (
             f"endpoint {status['endpoint']} does not exist: until it does, every uploaded image "
-            "ends FAILED. Create it with `scones sagemaker deploy --model-data s3://.../model.tar.gz "
-            "--image-uri <inference image> --role-arn <role> --capture-bucket <ImageBucketName> "
-            f"--endpoint-name {status['endpoint']}`, or deploy with CreateEndpoint=true ModelImageUri=... ModelDataUrl=..., or point "
+            "ends FAILED. Create it with `scones sagemaker deploy --model-data "
+            "s3://.../model.tar.gz --image-uri <inference image> --role-arn <role> "
+            f"--capture-bucket <ImageBucketName> --endpoint-name {status['endpoint']}`, or "
+            "deploy with CreateEndpoint=true ModelImageUri=... ModelDataUrl=..., or point "
             "EndpointName at an endpoint you have (README, Deploy to AWS)"
         )
     return (

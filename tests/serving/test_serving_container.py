@@ -24,7 +24,7 @@ from tests.serving.conftest import MODEL_DIR, ServeProcess
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 SERVE_SCRIPT = PROJECT_ROOT / "docker" / "serve"
-LOCK = PROJECT_ROOT / "requirements" / "dev.lock"
+LOCK = PROJECT_ROOT / "requirements" / "run.lock"
 
 
 def instructions() -> list[tuple[str, str]]:
