@@ -80,19 +80,27 @@ make_venv() {
   say "$dir ready in $((SECONDS - started)) s"
 }
 
+# The .pth line that layers a venv on BASE: BASE's prefix joins site.PREFIXES first, so
+# site.getsitepackages() lists the layers below too (the offline stack's Lambda workers start
+# with -S and take their libraries from it), then BASE's site-packages joins sys.path with its
+# own .pth files (the layer below it, the editable install).
+layer_pth() {
+  printf "import site; site.PREFIXES.append('%s'); site.addsitedir('%s')" "$1" "$(purelib "$1")"
+}
+
 # A layer: its own lock's packages (--no-deps: the lock lists every addition), with BASE's
 # packages (pip and setuptools included) visible through a .pth file. make_layer DIR BASE PYTHON LOCK STAMP_INPUTS...
 make_layer() {
   local dir=$1 base=$2 python=$3 lock=$4; shift 4
-  local stamp; stamp=$(stamp_of "$lock" "$@" <(echo "$ROOT/$base"))
+  local pth; pth=$(layer_pth "$ROOT/$base")
+  local stamp; stamp=$(stamp_of "$lock" "$@" <(echo "$pth"))
   up_to_date "$dir" "$stamp" && return 0
   local started=$SECONDS
   say "building $dir from $lock, layered on $base (one-time; later runs reuse it)"
   # No pip or setuptools of its own (they would hide the base's): the base's pip, seen through
   # the .pth file, installs into this layer.
   new_venv "$dir" "$python" --without-pip
-  printf 'import site; site.addsitedir(%s)\n' "'$(purelib "$ROOT/$base")'" \
-    > "$(purelib "$dir")/_scones_layer.pth"
+  echo "$pth" > "$(purelib "$dir")/_scones_layer.pth"
   pip_install "$dir" "$dir" --no-deps -r "$lock"
   # The layers together must form one consistent set (pip sees all of them from here).
   if ! "$dir/bin/python" -m pip check --disable-pip-version-check >>"$dir/bootstrap.log" 2>&1; then

@@ -26,8 +26,8 @@ lock() {
   local name=$1 base=${2:-} dir="$SCRATCH/$1"
   if [[ -n $base ]]; then
     "$PY" -m venv --without-pip "$dir"  # the base's pip (through the .pth) installs here
-    printf 'import site; site.addsitedir(%s)\n' "'$(purelib "$SCRATCH/$base")'" \
-      > "$(purelib "$dir")/_scones_layer.pth"
+    printf "import site; site.PREFIXES.append('%s'); site.addsitedir('%s')\n" \
+      "$SCRATCH/$base" "$(purelib "$SCRATCH/$base")" > "$(purelib "$dir")/_scones_layer.pth"
   else
     "$PY" -m venv "$dir"
   fi

@@ -159,3 +159,23 @@ def test_scones_train_without_torch_points_at_the_training_environment() -> None
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "make model" in result.stderr and ".venv-train" in result.stderr
+
+
+@pytest.mark.parametrize("layer", [".venv-train", ".venv-test"])
+def test_a_layers_site_packages_include_the_layers_below(layer: str) -> None:
+    """The offline stack's Lambda workers start with -S and take their libraries from
+    site.getsitepackages(): in a layer that must list .venv's site-packages too."""
+    python = PROJECT_ROOT / layer / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"{layer} is not built here")
+    result = subprocess.run(
+        [str(python), "-c", "import site; print('\\n'.join(site.getsitepackages()))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dirs = [Path(line) for line in result.stdout.splitlines()]
+    assert dirs[0].is_relative_to(PROJECT_ROOT / layer)
+    assert any(d.is_relative_to(PROJECT_ROOT / ".venv") and d.name == "site-packages" for d in dirs)
+    if layer == ".venv-test":
+        assert any(d.is_relative_to(PROJECT_ROOT / ".venv-train") for d in dirs)
