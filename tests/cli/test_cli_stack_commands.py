@@ -24,6 +24,7 @@ FUNCTION_OF_EVENT = {
     "serialize_image": "SerializeImageFunction",
     "classify_image": "ClassifyImageFunction",
     "monitor": "MonitorFunction",
+    "backfill": "BackfillFunction",
 }
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cli")]
 
