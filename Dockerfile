@@ -20,7 +20,7 @@ ENV PYTHONUNBUFFERED=1 \
 ENV ORT_DISABLE_TELEMETRY=1
 
 # The server's packages only (no aws-sam-translator, torch or moto), pinned as in
-# requirements/dev.lock; --no-deps makes the file the whole environment.
+# requirements/run.lock; --no-deps makes the file the whole environment.
 COPY requirements/serve.txt /opt/program/requirements.txt
 RUN python3 -m venv /opt/venv \
     && pip install --no-deps --requirement /opt/program/requirements.txt \

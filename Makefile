@@ -1,33 +1,55 @@
 # The two commands a new user needs:
 #   make run    the whole workflow offline on the bundled images
 #   make test   every test
-.PHONY: run test lint bench burst model model-reference image image-test clean
+# Each target sets up the environment it needs (scripts/bootstrap.sh):
+#   .venv        run: the product, offline stack, serving, CLI (no torch)
+#   .venv-train  .venv + torch (CPU), onnx, onnxscript: training and export
+#   .venv-test   .venv-train + pytest, ruff, mypy, playwright
+#   .venv-sam    aws-sam-cli (make build, make deploy)
+.PHONY: run test lint bench burst model model-reference build deploy image image-test clean
 
 run:
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh run
 	.venv/bin/scones run
 
 test:
-	@scripts/bootstrap.sh --tools
-	.venv/bin/python -m pytest -n 2 --dist loadgroup
+	@scripts/bootstrap.sh test
+	.venv-test/bin/python -m pytest -n 2 --dist loadgroup
 
 lint:
-	@scripts/bootstrap.sh
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy src layers/shared functions
+	@scripts/bootstrap.sh test
+	.venv-test/bin/ruff check . && .venv-test/bin/ruff format --check . && .venv-test/bin/mypy src layers/shared functions
 
 bench:
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh run
 	.venv/bin/scones bench
 
 # 2000 uploads at once through the offline stack, then a count of lost and duplicated
 # records (slow: not part of `make test`; results in docs/reliability.md)
 burst:
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh run
 	.venv/bin/scones bench burst --images 2000
 
+# Retrain the shipped model (torch lives in .venv-train only).
 model:
-	@scripts/bootstrap.sh
-	.venv/bin/scones train
+	@scripts/bootstrap.sh train
+	.venv-train/bin/python -m scones.cli.main train --out models/bicycle-motorcycle
+
+# The distillation teacher and the benchmark's reference: today's ensemble.
+model-reference:
+	@scripts/bootstrap.sh train
+	.venv-train/bin/python -m scones.cli.main train --recipe ensemble --out models/reference/ensemble-v1
+
+# sam build: the Lambda artifacts (python3.13 on arm64, no Docker) in .aws-sam/build.
+build:
+	@scripts/bootstrap.sh sam
+	scripts/sam.sh build
+
+# sam deploy with samconfig.toml, then the monitor's baseline into the stack's bucket.
+# Fails at once when no AWS credentials are configured. ARGS=--guided asks for parameters.
+deploy:
+	@scripts/bootstrap.sh run sam
+	scripts/deploy.sh $(ARGS)
 
 # The SageMaker serving image, without Docker (buildah + mmdebstrap; see docs/architecture.md,
 # "The serving image"). Rebuilt only when its inputs change.
@@ -36,13 +58,8 @@ image:
 
 # Build (or reuse) the image and check it: /ping and /invocations from `serve` inside it.
 image-test:
-	@scripts/bootstrap.sh
-	.venv/bin/python -m pytest tests/serving/test_serving_container.py -n 0 -s
-
-# The distillation teacher and the benchmark's reference: today's ensemble.
-model-reference:
-	@scripts/bootstrap.sh
-	.venv/bin/scones train --recipe ensemble --out models/reference/ensemble-v1
+	@scripts/bootstrap.sh test
+	.venv-test/bin/python -m pytest tests/serving/test_serving_container.py -n 0 -s
 
 clean:
 	rm -rf .aws-sam .scones build

@@ -1,72 +1,169 @@
 #!/usr/bin/env bash
-# Create or refresh the project's virtual environments from pinned files.
-#   scripts/bootstrap.sh          .venv (the product, the offline stack, the tests)
-#   scripts/bootstrap.sh --tools  also .venv-sam (aws-sam-cli) and .venv-checkov
-# Each environment is rebuilt only when the files that pin it change.
+# Create or refresh the project's virtual environments from pinned files (requirements/).
+#
+#   scripts/bootstrap.sh run     .venv        the product: offline stack, serving, CLI (`make run`)
+#   scripts/bootstrap.sh train   .venv-train  + torch, onnx, onnxscript (`make model`)
+#   scripts/bootstrap.sh test    .venv-test   + pytest, ruff, mypy, playwright; and the tools
+#                                .venv-sam (aws-sam-cli), .venv-checkov, Debian's chromium
+#   scripts/bootstrap.sh sam     .venv-sam    aws-sam-cli alone (`make build`)
+#
+# Several may be named at once. .venv-train is layered on .venv and .venv-test on .venv-train:
+# a layer holds only its own additions (requirements/train.lock, test.lock, installed with
+# --no-deps) and a .pth file that puts the layer below it on sys.path, so the pinned set of
+# .venv is installed once and `make run` never installs torch.
+# Each environment is rebuilt only when the files that pin it change (a stamp in the folder).
+# Progress goes to stderr: one line per environment and step, with elapsed seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
+T0=$SECONDS
 
-find_python() {
-  local want=$1
-  for candidate in "python$want" "$HOME/.pyenv/versions/$want"*/bin/python "/usr/local/bin/python$want" "/usr/bin/python$want"; do
-    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$want'.split('.')))" 2>/dev/null; then
-      command -v "$candidate"; return 0
-    fi
-  done
-  echo "bootstrap: Python $want was not found (looked on PATH and under ~/.pyenv/versions)" >&2
-  return 1
-}
+say() { printf 'bootstrap: [%3ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
 
-# pip, without the notes this machine's pip configuration prints for every package.
-quiet_pip() {
-  local dir=$1; shift
-  "$dir/bin/python" -m pip --quiet --disable-pip-version-check "$@" 2>&1 \
-    | { grep -v "^WARNING: Location .* is ignored" || true; } >&2
-}
+source scripts/find_python.sh
 
-# make_venv DIR PYTHON STAMP_INPUTS... -- PIP_ARGS...
-make_venv() {
-  local dir=$1 python=$2; shift 2
-  local inputs=()
-  while [[ $1 != "--" ]]; do inputs+=("$1"); shift; done; shift
-  local stamp
-  stamp=$(cat "${inputs[@]}" | sha256sum | cut -c1-16)
-  if [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" ]]; then
-    return 0
+# pip_install DIR LABEL PIP_ARGS...: pip install with a progress line every few packages
+# (overwritten in place on a terminal), its full output in DIR/bootstrap.log.
+pip_install() {
+  local dir=$1 label=$2; shift 2
+  local log="$dir/bootstrap.log" tty=0 n=0 line
+  [[ -t 2 ]] && tty=1
+  set +o pipefail
+  PYTHONUNBUFFERED=1 "$dir/bin/python" -m pip install --disable-pip-version-check \
+    --progress-bar off "$@" 2>&1 | tee -a "$log" | while IFS= read -r line; do
+      case $line in
+        Collecting*|Processing*)
+          n=$((n + 1))
+          if ((tty)); then
+            printf '\rbootstrap: [%3ds] %s: %d packages fetched ' $((SECONDS - T0)) "$label" "$n" >&2
+          elif ((n % 15 == 0)); then
+            say "$label: $n packages fetched"
+          fi ;;
+        "Installing collected packages"*)
+          if ((tty)); then printf '\n' >&2; fi
+          if ((n > 0)); then say "$label: $n packages fetched, unpacking them"; fi ;;
+      esac
+    done
+  local rc=${PIPESTATUS[0]}
+  set -o pipefail
+  if ((rc != 0)); then
+    grep -v "^WARNING: Location .* is ignored" "$log" | tail -25 >&2
+    say "$label: pip failed (exit $rc); the full log is $log"
+    return "$rc"
   fi
-  echo "bootstrap: building $dir (one-time; later runs reuse it)" >&2
-  rm -rf "$dir"
-  "$python" -m venv "$dir"
-  quiet_pip "$dir" install "$@"
-  echo "$stamp" > "$dir/.stamp"
 }
 
-PY311=$(find_python 3.11)
-make_venv .venv "$PY311" requirements/dev.lock pyproject.toml -- \
-  -r requirements/dev.lock
-# The project itself, editable, without touching the pinned set.
-if ! .venv/bin/python -c "import scones, scones_core" 2>/dev/null; then
-  quiet_pip .venv install --no-deps --no-build-isolation -e .
-fi
+stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
-if [[ ${1:-} == "--tools" ]]; then
-  # aws-sam-cli pins its own boto3 and checkov pins many libraries: each gets its own venv.
-  make_venv .venv-sam "$PY311" requirements/sam.txt -- -r requirements/sam.txt
-  make_venv .venv-checkov "$PY311" requirements/checkov.txt -- -r requirements/checkov.txt
-  # The serving image is built without Docker (buildah + mmdebstrap, Debian's packages),
-  # and the review page's browser test drives Debian's chromium (Playwright's own browser
-  # download cannot be used here).
-  missing=()
+up_to_date() { [[ -f "$1/.stamp" && "$(cat "$1/.stamp")" == "$2" ]]; }
+
+new_venv() {
+  local dir=$1 python=$2; shift 2
+  rm -rf "$dir"
+  "$python" -m venv "$@" "$dir"
+  : > "$dir/bootstrap.log"
+}
+
+purelib() { "$1/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"; }
+
+# A full environment from a complete lock file.
+# make_venv DIR PYTHON LOCK STAMP_INPUTS...
+make_venv() {
+  local dir=$1 python=$2 lock=$3; shift 3
+  local stamp; stamp=$(stamp_of "$lock" "$@")
+  up_to_date "$dir" "$stamp" && return 0
+  local started=$SECONDS
+  say "building $dir from $lock (one-time; later runs reuse it)"
+  new_venv "$dir" "$python"
+  pip_install "$dir" "$dir" -r "$lock"
+  echo "$stamp" > "$dir/.stamp"
+  say "$dir ready in $((SECONDS - started)) s"
+}
+
+# The .pth line that layers a venv on BASE: BASE's prefix joins site.PREFIXES first, so
+# site.getsitepackages() lists the layers below too (the offline stack's Lambda workers start
+# with -S and take their libraries from it), then BASE's site-packages joins sys.path with its
+# own .pth files (the layer below it, the editable install).
+layer_pth() {
+  printf "import site; site.PREFIXES.append('%s'); site.addsitedir('%s')" "$1" "$(purelib "$1")"
+}
+
+# A layer: its own lock's packages (--no-deps: the lock lists every addition), with BASE's
+# packages (pip and setuptools included) visible through a .pth file. make_layer DIR BASE PYTHON LOCK STAMP_INPUTS...
+make_layer() {
+  local dir=$1 base=$2 python=$3 lock=$4; shift 4
+  local pth; pth=$(layer_pth "$ROOT/$base")
+  local stamp; stamp=$(stamp_of "$lock" "$@" <(echo "$pth"))
+  up_to_date "$dir" "$stamp" && return 0
+  local started=$SECONDS
+  say "building $dir from $lock, layered on $base (one-time; later runs reuse it)"
+  # No pip or setuptools of its own (they would hide the base's): the base's pip, seen through
+  # the .pth file, installs into this layer.
+  new_venv "$dir" "$python" --without-pip
+  echo "$pth" > "$(purelib "$dir")/_scones_layer.pth"
+  pip_install "$dir" "$dir" --no-deps -r "$lock"
+  # The layers together must form one consistent set (pip sees all of them from here).
+  if ! "$dir/bin/python" -m pip check --disable-pip-version-check >>"$dir/bootstrap.log" 2>&1; then
+    tail -5 "$dir/bootstrap.log" >&2
+    say "$dir: the pinned sets do not fit together (pip check); regenerate them with scripts/lock.sh"
+    return 1
+  fi
+  echo "$stamp" > "$dir/.stamp"
+  say "$dir ready in $((SECONDS - started)) s"
+}
+
+run_env() {
+  local py311; py311=$(find_python 3.11)
+  make_venv .venv "$py311" requirements/run.lock pyproject.toml
+  # The project itself, editable, without touching the pinned set (the layers see it too).
+  if ! .venv/bin/python -c "import scones, scones_core" 2>/dev/null; then
+    say "installing the project into .venv (editable)"
+    pip_install .venv .venv --no-deps --no-build-isolation -e .
+  fi
+}
+
+train_env() {
+  run_env
+  make_layer .venv-train .venv "$(find_python 3.11)" requirements/train.lock requirements/run.lock
+}
+
+test_env() {
+  train_env
+  make_layer .venv-test .venv-train "$(find_python 3.11)" requirements/test.lock \
+    requirements/train.lock requirements/run.lock
+  sam_env
+  # checkov pins many libraries: its own venv.
+  make_venv .venv-checkov "$(find_python 3.11)" requirements/checkov.txt
+  # The browser tests drive Debian's chromium (Playwright's own browser download cannot be
+  # used here), and the serving image is built without Docker (buildah + mmdebstrap).
+  local missing=() tool
   for tool in chromium buildah mmdebstrap; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   if (( ${#missing[@]} )); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-      echo "bootstrap: installing Debian's ${missing[*]} for the browser and image tests (one-time)" >&2
+      say "installing Debian's ${missing[*]} for the browser and image tests (one-time)"
       apt-get update -qq >/dev/null
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-      echo "bootstrap: missing ${missing[*]}: run 'apt-get install ${missing[*]}' (the browser and image tests need them)" >&2
+      say "missing ${missing[*]}: run 'apt-get install ${missing[*]}' (the browser and image tests need them)"
     fi
   fi
-fi
+}
+
+# aws-sam-cli pins an older boto3: its own venv.
+sam_env() {
+  make_venv .venv-sam "$(find_python 3.11)" requirements/sam.txt
+}
+
+[[ $# -gt 0 ]] || set -- run
+for target in "$@"; do
+  case $target in
+    run) run_env ;;
+    train) train_env ;;
+    test | --tools) test_env ;;
+    sam) sam_env ;;
+    *) echo "usage: scripts/bootstrap.sh [run|train|test|sam]..." >&2; exit 2 ;;
+  esac
+done
+if ((SECONDS - T0 > 1)); then say "done"; fi

@@ -1,6 +1,6 @@
 """The SageMaker container: the Dockerfile, its ``serve`` script and the server agree.
 
-Fast checks first: the Dockerfile as text, its pins against ``requirements/dev.lock``,
+Fast checks first: the Dockerfile as text, its pins against ``requirements/run.lock``,
 the container's defaults, and the ``serve`` script run here on exactly the files
 the Dockerfile copies, with every package the image does not install blocked.
 Then the real thing (``test_the_built_image_serves_the_shipped_model``): the image
@@ -40,7 +40,7 @@ from tests.serving.conftest import MODEL_DIR, ServeProcess
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 SERVE_SCRIPT = PROJECT_ROOT / "docker" / "serve"
-LOCK = PROJECT_ROOT / "requirements" / "dev.lock"
+LOCK = PROJECT_ROOT / "requirements" / "run.lock"
 SERVE_REQUIREMENTS = PROJECT_ROOT / "requirements" / "serve.txt"
 BUILD_SCRIPT = PROJECT_ROOT / "scripts" / "build_image.sh"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -110,7 +110,7 @@ def test_the_image_copies_no_template_cli_or_project_install() -> None:
     assert "--editable" not in DOCKERFILE.read_text(encoding="utf-8")
 
 
-def test_the_image_installs_exactly_its_pins_and_they_are_the_dev_locks() -> None:
+def test_the_image_installs_exactly_its_pins_and_they_are_the_run_locks() -> None:
     (install,) = [args for keyword, args in instructions() if "pip install" in args]
     assert "--no-deps --requirement /opt/program/requirements.txt" in install
     assert (["requirements/serve.txt"], "/opt/program/requirements.txt") in copies()

@@ -57,8 +57,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from scones.cli.torch_free import import_without_training
     from scones.model.artifact import ModelArtifactError
-    from scones.model.build import evaluate_directory
+
+    evaluate_directory = import_without_training("scones.model.build").evaluate_directory
     from scones.model.evaluate import check_threshold, default_threshold, write_report
     from scones.model.folders import DataError
 

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "evaluate",
     "sagemaker",
     "retrain",
+    "deploy",
     "report",
     "bench",
     "cost",

@@ -174,6 +174,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from scones.cli.torch_free import torch_installed
+
+    if not torch_installed():
+        raise CommandError(
+            "training needs torch, which only the training environment has: run `make model`, "
+            "or `.venv-train/bin/python -m scones.cli.main train ...` after "
+            "`scripts/bootstrap.sh train`"
+        )
     from scones.model.build import build_model
     from scones.model.evaluate import check_threshold, default_threshold
     from scones.model.folders import DataError

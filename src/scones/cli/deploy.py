@@ -1,0 +1,106 @@
+"""``scones deploy-preflight`` and ``scones deploy-baseline``: the steps around ``sam deploy``.
+
+``make deploy`` runs ``deploy-preflight`` (no AWS credentials: stop at once, saying how to
+configure them), ``sam build``, ``sam deploy`` and ``deploy-baseline`` (the monitor's baseline
+into the stack's bucket, then whether the endpoint exists). Stack name, region and profile
+default to ``samconfig.toml``'s, as for ``sam deploy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scones.cli.errors import CommandError
+
+if TYPE_CHECKING:
+    from scones.deploy import SamConfig
+
+
+def _aws_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", help="stack name (default: stack_name in samconfig.toml)")
+    parser.add_argument("--region", help="AWS region (default: samconfig.toml's, then AWS's)")
+    parser.add_argument("--profile", help="AWS profile (default: samconfig.toml's, then AWS's)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    preflight = subparsers.add_parser(
+        "deploy-preflight",
+        help="before sam deploy: AWS credentials, identity, region, endpoint",
+        description="Stop at once when no AWS credentials are configured; otherwise print the "
+        "account, region and stack that sam deploy will use, and whether the endpoint exists.",
+    )
+    _aws_arguments(preflight)
+    preflight.set_defaults(handler=run_preflight)
+
+    baseline = subparsers.add_parser(
+        "deploy-baseline",
+        help="after sam deploy: the monitor's baseline into the stack's bucket",
+        description="Upload MODEL/baseline.json to s3://<ImageBucketName>/<BaselineKey> of the "
+        "deployed stack (its output and parameter), then say whether the endpoint exists.",
+    )
+    _aws_arguments(baseline)
+    baseline.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model folder holding baseline.json (default: models/bicycle-motorcycle)",
+    )
+    baseline.set_defaults(handler=run_baseline)
+
+
+def _context(args: argparse.Namespace) -> tuple[Any, str, SamConfig]:
+    from scones.deploy import DeployError, make_session, read_samconfig
+
+    config = read_samconfig()
+    stack = args.stack or config.stack_name
+    if not stack:
+        raise CommandError("no stack name: pass --stack or set stack_name in samconfig.toml")
+    try:
+        session = make_session(args.region or config.region, args.profile or config.profile)
+    except DeployError as exc:
+        raise CommandError(str(exc)) from exc
+    return session, stack, config
+
+
+def _warn_about_endpoint(session: Any, stack: str | None, config: SamConfig) -> dict[str, str]:
+    from scones.deploy import endpoint_advice, endpoint_status
+
+    status = endpoint_status(session, stack, config)
+    advice = endpoint_advice(status)
+    if advice:
+        print(f"scones: warning: {advice}", file=sys.stderr)
+    return status
+
+
+def run_preflight(args: argparse.Namespace) -> int:
+    from scones.deploy import DeployError, preflight
+
+    session, stack, config = _context(args)
+    try:
+        who = preflight(session)
+    except DeployError as exc:
+        raise CommandError(str(exc)) from exc
+    print(
+        f"deploying stack {stack} to account {who['account']} in {who['region']} as "
+        f"{who['arn']} ({who['credentials']} credentials)"
+    )
+    _warn_about_endpoint(session, None, config)
+    return 0
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    from scones.deploy import DEFAULT_MODEL_DIR, DeployError, publish_baseline
+
+    session, stack, config = _context(args)
+    try:
+        result = publish_baseline(session, stack, args.model or DEFAULT_MODEL_DIR)
+    except DeployError as exc:
+        raise CommandError(str(exc)) from exc
+    result["stack"] = stack
+    result.update(_warn_about_endpoint(session, stack, config))
+    print(json.dumps(result))
+    return 0

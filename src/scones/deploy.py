@@ -1,0 +1,201 @@
+"""What `make deploy` does around ``sam deploy``: the checks before it and the step after it.
+
+- :func:`preflight`: AWS credentials must be configured (``sam deploy`` would otherwise fail
+  after a build, with a less helpful message); says which identity and region it will use.
+- :func:`publish_baseline`: the monitor compares the label mix with the training baseline at
+  ``s3://<ImageBucketName>/<BaselineKey>``, which ``sam deploy`` does not upload. It reads both
+  from the stack (its output and its parameter), as deployed.
+- :func:`endpoint_status`: the workflow calls the endpoint named by ``EndpointName``; when it
+  does not exist every image ends ``FAILED``.
+
+Defaults (stack name, region, profile, parameter overrides) come from ``samconfig.toml``, as
+``sam deploy`` reads them.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scones.template_params import PROJECT_ROOT, parameter_default
+
+SAMCONFIG = PROJECT_ROOT / "samconfig.toml"
+DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+BASELINE_FILE = "baseline.json"
+
+NO_CREDENTIALS = (
+    "no AWS credentials are configured, so sam deploy cannot create the stack. Configure them "
+    "first, then run make deploy again: `aws configure` (access keys) or `aws configure sso`, "
+    "or export AWS_PROFILE=<profile>, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Looked "
+    "in: the AWS_* environment variables, ~/.aws/credentials and ~/.aws/config{profile}, SSO, "
+    "web identity, and container and instance roles."
+)
+
+
+class DeployError(RuntimeError):
+    """A deployment step cannot go on; the message says what to do."""
+
+
+@dataclass
+class SamConfig:
+    """The ``default`` environment of ``samconfig.toml``, as ``sam deploy`` reads it."""
+
+    stack_name: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+
+
+def read_samconfig(path: Path = SAMCONFIG, env: str = "default") -> SamConfig:
+    if not path.is_file():
+        return SamConfig()
+    data = tomllib.loads(path.read_text())
+    sections = data.get(env, {})
+    merged: dict[str, Any] = {}
+    for command in ("global", "deploy"):  # deploy's values win, as in sam
+        merged.update(sections.get(command, {}).get("parameters", {}))
+    overrides = merged.get("parameter_overrides", "")
+    if isinstance(overrides, list):
+        overrides = " ".join(overrides)
+    pairs = dict(item.split("=", 1) for item in shlex.split(overrides) if "=" in item)
+    return SamConfig(
+        stack_name=merged.get("stack_name"),
+        region=merged.get("region"),
+        profile=merged.get("profile"),
+        parameter_overrides=pairs,
+    )
+
+
+def make_session(region: str | None, profile: str | None) -> Any:
+    import boto3
+    import botocore.exceptions
+
+    try:
+        return boto3.Session(region_name=region, profile_name=profile)
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise DeployError(
+            f"{exc}: name a profile that `aws configure list-profiles` shows"
+        ) from exc
+
+
+def preflight(session: Any) -> dict[str, str]:
+    """Fail at once without credentials; otherwise who and where ``sam deploy`` will act as."""
+    import botocore.exceptions
+
+    where = f" (profile {session.profile_name!r})" if session.profile_name != "default" else ""
+    try:
+        credentials = session.get_credentials()
+    except botocore.exceptions.BotoCoreError as exc:
+        raise DeployError(f"the AWS credentials cannot be loaded: {exc}") from exc
+    if credentials is None:
+        raise DeployError(NO_CREDENTIALS.format(profile=where))
+    if not session.region_name:
+        raise DeployError(
+            "no AWS region is set: set region in samconfig.toml, pass --region, or export "
+            "AWS_REGION"
+        )
+    try:
+        identity = session.client("sts").get_caller_identity()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise DeployError(f"the AWS credentials{where} were refused: {exc}") from exc
+    return {
+        "account": identity["Account"],
+        "arn": identity["Arn"],
+        "region": session.region_name,
+        "credentials": credentials.method,
+    }
+
+
+def stack_facts(cloudformation: Any, stack_name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The deployed stack's outputs and parameters."""
+    import botocore.exceptions
+
+    try:
+        stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
+    except botocore.exceptions.ClientError as exc:
+        raise DeployError(f"stack {stack_name} was not found: deploy it first ({exc})") from exc
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    parameters = {
+        p["ParameterKey"]: p.get("ResolvedValue", p.get("ParameterValue", ""))
+        for p in stack.get("Parameters", [])
+    }
+    return outputs, parameters
+
+
+def publish_baseline(
+    session: Any, stack_name: str, model_dir: Path = DEFAULT_MODEL_DIR
+) -> dict[str, str]:
+    """Upload the model's baseline to where the stack's monitor reads it."""
+    baseline = model_dir / BASELINE_FILE
+    if not baseline.is_file():
+        raise DeployError(f"{baseline} is missing: the model folder holds no baseline")
+    outputs, parameters = stack_facts(session.client("cloudformation"), stack_name)
+    if "ImageBucketName" not in outputs:
+        raise DeployError(f"stack {stack_name} has no ImageBucketName output: is it this project?")
+    bucket = outputs["ImageBucketName"]
+    key = parameters.get("BaselineKey") or parameter_default("BaselineKey")
+    body = baseline.read_bytes()
+    session.client("s3").put_object(
+        Bucket=bucket, Key=key, Body=body, ContentType="application/json"
+    )
+    return {"baseline": f"s3://{bucket}/{key}", "bytes": str(len(body))}
+
+
+def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> dict[str, str]:
+    """The endpoint the workflow calls and its status (``missing`` when it does not exist)."""
+    import botocore.exceptions
+
+    parameters: dict[str, str] = {}
+    if stack_name:
+        try:
+            parameters = stack_facts(session.client("cloudformation"), stack_name)[1]
+        except DeployError:
+            parameters = {}
+    name = (
+        parameters.get("EndpointName")
+        or config.parameter_overrides.get("EndpointName")
+        or parameter_default("EndpointName")
+    )
+    create = (
+        parameters.get("CreateEndpoint")
+        or config.parameter_overrides.get("CreateEndpoint")
+        or parameter_default("CreateEndpoint")
+    )
+    try:
+        described = session.client("sagemaker").describe_endpoint(EndpointName=name)
+        status = str(described["EndpointStatus"])
+    except botocore.exceptions.ClientError as exc:
+        if "Could not find endpoint" not in str(exc) and exc.response["Error"]["Code"] not in (
+            "ValidationException",
+            "ResourceNotFound",
+        ):
+            raise
+        status = "missing"
+    return {"endpoint": name, "status": status, "create_endpoint": str(create)}
+
+
+def endpoint_advice(status: dict[str, str]) -> str | None:
+    """A warning when images would end FAILED, with what to do; None when all is well."""
+    if status["status"] == "InService":
+        return None
+    if status["status"] == "missing" and status["create_endpoint"] == "true":
+        return (
+            f"endpoint {status['endpoint']} does not exist yet: this deploy creates it "
+            "(CreateEndpoint=true)"
+        )
+    if status["status"] == "missing":
+        return (
+            f"endpoint {status['endpoint']} does not exist: until it does, every uploaded image "
+            "ends FAILED. Create it with `scones sagemaker deploy --model-data "
+            "s3://.../model.tar.gz --image-uri <inference image> --role-arn <role> "
+            f"--capture-bucket <ImageBucketName> --endpoint-name {status['endpoint']}`, or "
+            "deploy with CreateEndpoint=true ModelImageUri=... ModelDataUrl=..., or point "
+            "EndpointName at an endpoint you have (README, Deploy to AWS)"
+        )
+    return (
+        f"endpoint {status['endpoint']} is {status['status']}: images are classified once it is "
+        "InService"
+    )

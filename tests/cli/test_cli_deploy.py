@@ -1,0 +1,185 @@
+"""`make deploy`'s steps around sam deploy: credentials first, then the monitor's baseline.
+
+The baseline step runs against the real template deployed into moto, so it reads the same
+output (ImageBucketName) and parameter (BaselineKey) that a stack on AWS has.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from scones.deploy import (
+    NO_CREDENTIALS,
+    SamConfig,
+    endpoint_advice,
+    endpoint_status,
+    preflight,
+    publish_baseline,
+    read_samconfig,
+)
+from scones.offline.deploy import deploy
+from scones.template_params import PROJECT_ROOT, load_template, resolve_parameters
+
+MODEL = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+REGION = "us-east-1"
+
+
+def no_aws_environment(tmp_path: Path) -> dict[str, str]:
+    """The machine's environment with no way to find AWS credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
+        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
+        AWS_EC2_METADATA_DISABLED="true",  # no instance-metadata request from a test
+    )
+    return env
+
+
+@pytest.mark.slow
+def test_make_deploy_without_credentials_fails_at_once_and_says_how_to_configure_them(
+    tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        ["make", "--no-print-directory", "deploy"],
+        cwd=PROJECT_ROOT,
+        env=no_aws_environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "no AWS credentials are configured" in output, output
+    assert "aws configure" in output and "AWS_PROFILE" in output
+    assert "Building codeuri" not in output and "Deploying with" not in output  # nothing ran
+    assert not (tmp_path / "no-credentials").exists()
+    # "At once": the check runs before sam build (the environments already exist here).
+    assert time.monotonic() - started < 120
+
+
+def test_preflight_without_credentials_names_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(Exception, match="no AWS credentials are configured") as raised:
+        preflight(boto3.Session(region_name=REGION))
+    assert str(raised.value) == NO_CREDENTIALS.format(profile="")
+
+
+def test_preflight_with_credentials_reports_the_account_and_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        who = preflight(boto3.Session(region_name=REGION))
+    assert who["account"] == "123456789012"
+    assert who["region"] == REGION
+    assert who["credentials"] == "env"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        yield boto3.Session(region_name=REGION)
+
+
+@pytest.mark.slow
+def test_deploy_baseline_puts_the_models_baseline_where_the_deployed_stacks_monitor_reads_it(
+    aws: boto3.Session,
+) -> None:
+    deploy(None, stack_name="scones-deploy", region=REGION)  # type: ignore[arg-type]
+    result = publish_baseline(aws, "scones-deploy", MODEL)
+
+    stack = aws.client("cloudformation").describe_stacks(StackName="scones-deploy")["Stacks"][0]
+    bucket = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}["ImageBucketName"]
+    key = load_template()["Parameters"]["BaselineKey"]["Default"]
+    assert result["baseline"] == f"s3://{bucket}/{key}"
+    body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert body == (MODEL / "baseline.json").read_bytes()
+
+    # The endpoint does not exist here: the step says every image would end FAILED.
+    status = endpoint_status(aws, "scones-deploy", read_samconfig())
+    assert status == {
+        "endpoint": "scones-bicycle-motorcycle",
+        "status": "missing",
+        "create_endpoint": "false",
+    }
+    advice = endpoint_advice(status)
+    assert advice and "ends FAILED" in advice and "scones sagemaker deploy" in advice
+
+
+@pytest.mark.slow
+def test_deploy_baseline_follows_a_baseline_key_given_at_deploy_time(aws: boto3.Session) -> None:
+    deploy(
+        None,  # type: ignore[arg-type]
+        stack_name="scones-other",
+        region=REGION,
+        overrides={"BaselineKey": "baselines/current.json"},
+    )
+    result = publish_baseline(aws, "scones-other", MODEL)
+    assert result["baseline"].endswith("/baselines/current.json")
+
+
+def test_deploy_baseline_names_a_missing_stack(aws: boto3.Session) -> None:
+    with pytest.raises(Exception, match="stack nowhere was not found: deploy it first"):
+        publish_baseline(aws, "nowhere", MODEL)
+
+
+def test_endpoint_advice() -> None:
+    assert (
+        endpoint_advice({"endpoint": "e", "status": "InService", "create_endpoint": "false"})
+        is None
+    )
+    creating = endpoint_advice({"endpoint": "e", "status": "missing", "create_endpoint": "true"})
+    assert creating and "this deploy creates it" in creating
+
+
+def test_samconfig_overrides_are_valid_template_parameters() -> None:
+    config = read_samconfig()
+    assert config.stack_name == "scones" and config.region == "us-east-1"
+    assert config.stack_name == config.stack_name.lower()  # it names the bucket
+    assert config.parameter_overrides["EndpointName"] == "scones-bicycle-motorcycle"
+    assert config.parameter_overrides["CreateEndpoint"] == "false"
+    # Checked as CloudFormation checks them (types, patterns, rules).
+    resolve_parameters(config.parameter_overrides, load_template())
+
+
+def test_read_samconfig_takes_deploys_values_over_the_global_ones(tmp_path: Path) -> None:
+    path = tmp_path / "samconfig.toml"
+    path.write_text(
+        'version = 0.1\n[default.global.parameters]\nstack_name = "a"\nregion = "eu-west-1"\n'
+        '[default.deploy.parameters]\nregion = "us-east-2"\n'
+        "parameter_overrides = " + '"X=\\"1 2\\" Y=3"\n'
+    )
+    assert read_samconfig(path) == SamConfig(
+        stack_name="a", region="us-east-2", profile=None, parameter_overrides={"X": "1 2", "Y": "3"}
+    )
+    assert read_samconfig(tmp_path / "missing.toml") == SamConfig()
+
+
+def test_the_deploy_script_checks_credentials_before_building() -> None:
+    script = (PROJECT_ROOT / "scripts" / "deploy.sh").read_text()
+    steps = [line for line in script.splitlines() if line and not line.startswith(("#", " "))]
+    order = [s for s in steps if "scones deploy-" in s or "sam.sh" in s]
+    assert [shlex.split(s)[0:2] for s in order] == [
+        [".venv/bin/scones", "deploy-preflight"],
+        ["scripts/sam.sh", "build"],
+        ["scripts/sam.sh", "deploy"],
+        [".venv/bin/scones", "deploy-baseline"],
+    ]

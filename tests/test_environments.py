@@ -1,0 +1,181 @@
+"""The pinned environments: `make run` never installs torch, and offline code never imports it.
+
+.venv (requirements/run.lock) holds what running needs; .venv-train adds torch, onnx and
+onnxscript (train.lock) and .venv-test the test tools (test.lock), each layered on the one
+below (scripts/bootstrap.sh). The tests run in .venv-test, where torch is importable, so the
+torch-free paths are checked in subprocesses that refuse to import the training packages.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from scones.template_params import PROJECT_ROOT
+
+REQUIREMENTS = PROJECT_ROOT / "requirements"
+TRAINING_ONLY = ("torch", "onnx", "onnxscript", "onnx_ir")
+
+
+def pins(name: str) -> dict[str, str]:
+    found = {}
+    for raw in (REQUIREMENTS / name).read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            package, version = line.split("==", 1)
+            found[re.sub(r"[-_.]+", "-", package).lower()] = version
+    return found
+
+
+def test_the_run_lock_holds_no_training_or_test_packages() -> None:
+    run = pins("run.lock")
+    for package in ("torch", "onnx", "onnxscript", "onnx-ir", "pytest", "ruff", "mypy"):
+        assert package not in run, f"{package} belongs in train.lock or test.lock, not run.lock"
+    for package in ("moto", "aws-sam-translator", "onnxruntime", "boto3", "pillow", "rich"):
+        assert package in run
+
+
+def test_each_layer_adds_only_new_packages_and_torch_is_the_local_cpu_build() -> None:
+    run, train, test = pins("run.lock"), pins("train.lock"), pins("test.lock")
+    assert not set(run) & set(train), set(run) & set(train)
+    assert not (set(run) | set(train)) & set(test)
+    # Installed with --no-deps, so an exact pin is all pip sees: never a CUDA build.
+    assert train["torch"].endswith("+cpu"), train["torch"]
+
+
+def test_every_in_file_pin_matches_its_lock() -> None:
+    locked = {**pins("run.lock"), **pins("train.lock"), **pins("test.lock")}
+    for name in ("run.in", "train.in", "test.in"):
+        for raw in (REQUIREMENTS / name).read_text().splitlines():
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            package, version = line.split("==", 1)
+            package = re.sub(r"\[.*\]", "", package)
+            key = re.sub(r"[-_.]+", "-", package).lower()
+            assert locked[key].split("+")[0] == version, (name, package)
+
+
+# A subprocess in which importing a training package fails, as it would in .venv.
+BLOCK_TRAINING = textwrap.dedent(
+    f"""
+    import importlib.abc, sys
+    BLOCKED = {TRAINING_ONLY!r}
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    import importlib.util
+    _find_spec = importlib.util.find_spec
+    importlib.util.find_spec = (
+        lambda name, *a, **k: None if name.split(".")[0] in BLOCKED else _find_spec(name, *a, **k)
+    )
+    """
+)
+
+
+def run_blocked(code: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_TRAINING + textwrap.dedent(code)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_the_offline_stack_serving_and_every_command_import_without_torch() -> None:
+    result = run_blocked(
+        """
+        from scones.cli.main import build_parser
+        build_parser()  # imports every command module
+        import scones.offline.stack, scones.serving.app, scones.model.artifact
+        import scones.model.evaluate, scones.deploy
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        assert not loaded, loaded
+        print("ok")
+        """
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_scones_evaluate_runs_the_shipped_model_without_torch(tmp_path: Path) -> None:
+    result = run_blocked(
+        f"""
+        from scones.cli.main import main
+        code = main(["evaluate", "--out", {str(tmp_path / "report")!r}])
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        assert not loaded, loaded
+        sys.exit(code)
+        """
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "accuracy" in result.stdout
+    assert (tmp_path / "report" / "evaluation.json").is_file()
+
+
+def test_training_without_torch_says_which_environment_it_needs() -> None:
+    result = run_blocked(
+        """
+        from scones.cli.torch_free import import_without_training
+        build = import_without_training("scones.model.build")
+        try:
+            build.build_model
+            build.train_ensemble()
+        except ModuleNotFoundError as exc:
+            print(exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ".venv-train" in result.stdout
+
+
+def test_the_makefile_runs_training_in_the_training_environment_only() -> None:
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    targets = dict(re.findall(r"^([a-z]+):\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE))
+    assert "bootstrap.sh run" in targets["run"] and ".venv/bin/scones run" in targets["run"]
+    assert "train" not in targets["run"]
+    assert "bootstrap.sh train" in targets["model"] and ".venv-train/" in targets["model"]
+    assert ".venv-test/bin/python -m pytest" in targets["test"]
+    assert (PROJECT_ROOT / ".ci" / "run").read_text().strip().endswith("exec make test")
+
+
+def test_scones_train_without_torch_points_at_the_training_environment() -> None:
+    result = run_blocked(
+        """
+        from scones.cli.main import main
+        sys.exit(main(["train", "--out", "/nonexistent/never-written"]))
+        """
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "make model" in result.stderr and ".venv-train" in result.stderr
+
+
+@pytest.mark.parametrize("layer", [".venv-train", ".venv-test"])
+def test_a_layers_site_packages_include_the_layers_below(layer: str) -> None:
+    """The offline stack's Lambda workers start with -S and take their libraries from
+    site.getsitepackages(): in a layer that must list .venv's site-packages too."""
+    python = PROJECT_ROOT / layer / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"{layer} is not built here")
+    result = subprocess.run(
+        [str(python), "-c", "import site; print('\\n'.join(site.getsitepackages()))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dirs = [Path(line) for line in result.stdout.splitlines()]
+    assert dirs[0].is_relative_to(PROJECT_ROOT / layer)
+    assert any(d.is_relative_to(PROJECT_ROOT / ".venv") and d.name == "site-packages" for d in dirs)
+    if layer == ".venv-test":
+        assert any(d.is_relative_to(PROJECT_ROOT / ".venv-train") for d in dirs)
