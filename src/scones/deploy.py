@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import PROJECT_ROOT, parameter_default
 
 SAMCONFIG = PROJECT_ROOT / "samconfig.toml"
-DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "bicycle-motorcycle"
+DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 BASELINE_FILE = "baseline.json"
 
 NO_CREDENTIALS = (
