@@ -87,12 +87,12 @@ class MonitorSettings:
             data_capture=reader.parsed("DATA_CAPTURE_S3_URI", S3Location.parse),
             endpoint_name=reader.required("ENDPOINT_NAME"),
             endpoint_variant=reader.required("ENDPOINT_VARIANT"),
-            labels=reader.parsed("LABELS", _parse_labels),
-            confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", _fraction),
+            labels=reader.parsed("LABELS", parse_labels),
+            confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", parse_fraction),
             window=reader.parsed("MONITOR_WINDOW_MINUTES", _window_minutes),
             min_requests=reader.parsed("MONITOR_MIN_REQUESTS", _positive_int),
-            low_confidence_alert_share=reader.parsed("LOW_CONFIDENCE_ALERT_SHARE", _fraction),
-            drift_alert_threshold=reader.parsed("DRIFT_ALERT_THRESHOLD", _fraction),
+            low_confidence_alert_share=reader.parsed("LOW_CONFIDENCE_ALERT_SHARE", parse_fraction),
+            drift_alert_threshold=reader.parsed("DRIFT_ALERT_THRESHOLD", parse_fraction),
             baseline=reader.optional("BASELINE_S3_URI", S3Location.parse),
             monitoring_schedule_name=reader.optional("MONITORING_SCHEDULE_NAME", str),
             monitoring_reports=reader.optional("MONITORING_REPORTS_S3_URI", S3Location.parse),
@@ -110,7 +110,7 @@ class MonitorSettings:
         return settings
 
 
-def _parse_labels(value: str) -> tuple[str, ...]:
+def parse_labels(value: str) -> tuple[str, ...]:
     labels = tuple(label.strip() for label in value.split(","))
     if len(labels) < 2 or any(not label for label in labels):
         raise ValueError("expected at least two comma-separated, non-empty labels")
@@ -129,7 +129,7 @@ def _number(value: str) -> float:
     return number
 
 
-def _fraction(value: str) -> float:
+def parse_fraction(value: str) -> float:
     number = _number(value)
     if not 0.0 <= number <= 1.0:
         raise ValueError("must be between 0 and 1")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scones_core.errors import SettingsError
+from scones_core.monitoring.settings import parse_fraction, parse_labels
 from scones_core.settings import EnvReader
 
 # Every variable from_env reads; template.yaml sets each one (a test checks).
@@ -31,20 +32,6 @@ def _prefix(value: str) -> str:
     return value
 
 
-def _labels(value: str) -> tuple[str, ...]:
-    labels = tuple(part.strip() for part in value.split(","))
-    if len(labels) < 2 or any(not label for label in labels) or len(set(labels)) != len(labels):
-        raise ValueError("expected at least two unique, comma-separated labels")
-    return labels
-
-
-def _fraction(value: str) -> float:
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise ValueError("must be between 0 and 1")
-    return number
-
-
 @dataclass(frozen=True)
 class RetrainingSettings:
     bucket: str
@@ -63,13 +50,13 @@ class RetrainingSettings:
         settings = cls(
             bucket=reader.required("RETRAINING_BUCKET"),
             endpoint_name=reader.required("ENDPOINT_NAME"),
-            labels=reader.parsed("LABELS", _labels),
+            labels=reader.parsed("LABELS", parse_labels),
             training_prefix=reader.parsed("TRAINING_DATA_PREFIX", _prefix),
             labelled_prefix=reader.parsed("LABELLED_DATA_PREFIX", _prefix),
             gate_prefix=reader.parsed("GATE_DATA_PREFIX", _prefix),
             retraining_prefix=reader.parsed("RETRAINING_PREFIX", _prefix),
-            confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", _fraction),
-            gate_min_accepted_accuracy=reader.parsed("GATE_MIN_ACCEPTED_ACCURACY", _fraction),
+            confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", parse_fraction),
+            gate_min_accepted_accuracy=reader.parsed("GATE_MIN_ACCEPTED_ACCURACY", parse_fraction),
         )
         if reader.problems:
             raise SettingsError(
