@@ -43,6 +43,7 @@ def _rows() -> list[dict[str, Any]]:
                 "started_at": "2026-12-01T13:15:11.400Z",
                 "recorded_at": f"2026-12-01T13:15:1{index}.544Z",
                 "endpoint_name": "scones-bicycle-motorcycle",
+                "model_version": "4ee99463716d" if index % 2 else "c0ffee123456",
             }
         )
     for path in sorted((SAMPLES / "not-images").iterdir()):
@@ -83,6 +84,11 @@ def test_the_report_lists_every_record_with_the_run_and_model(
     # Not every upload is an image.
     assert f"{len(rows)} uploads" in page and "images:" not in page
     assert "<script>" in page and "aria-sort" in page
+    # Each record's own model version (two models: a canary's records say which judged them).
+    assert ">model</th>" in table
+    assert table.count(">c0ffee123456</td>") == sum(
+        r.get("model_version") == "c0ffee123456" for r in rows
+    )
 
 
 def test_captions_wrap_between_words_only() -> None:

@@ -153,6 +153,8 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
         assert table.returncode == 0, table.stderr
         model = json.loads((PROJECT_ROOT / "models/bicycle-motorcycle/model.json").read_text())
         assert "recorded at (UTC)" in table.stdout and "model" in table.stdout
+        # Each record names the model that judged it (the endpoint's CustomAttributes).
+        assert {r["model_version"] for r in json.loads(listed.stdout)} == {model["version"]}
         assert table.stdout.count(model["version"]) >= len(rows)
 
         # `scones env` gives what any AWS tool needs to reach the stack.

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from botocore.exceptions import ClientError
+from scones_core.endpoint_response import model_version
 
 from scones.model.artifact import OnnxClassifier
 from scones.serving.server import ModelServer, ServerSettings, ServerStartError, bind_socket
@@ -53,6 +54,8 @@ def test_invoke_endpoint_through_the_environment_variable(
     assert json.loads(response["Body"].read()) == classifier.predict_bytes(bicycle_png)
     assert response["ContentType"] == "application/json"
     assert response["InvokedProductionVariant"] == VARIANT
+    # The model's version travels in CustomAttributes, so each record names its model.
+    assert model_version(response["CustomAttributes"]) == classifier.manifest.version
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 from PIL import Image
 from scones_core import errors
+from scones_core.endpoint_response import UNREPORTED, custom_attributes, model_version
 from scones_core.images import normalise_image, read_object, serialize_object
 from scones_core.inference import classify_image, decode_image_b64, parse_probabilities
 from scones_core.ingest import workflow_input
@@ -370,6 +371,8 @@ def test_a_good_answer_becomes_a_classification() -> None:
         )
         result = classify_image(client, b"png-bytes", ENDPOINT)
     assert (result.label, result.confidence, result.variant) == ("motorcycle", 0.98, "AllTraffic")
+    # A container that sets no CustomAttributes (SageMaker's built-in algorithm) is recorded so.
+    assert result.model_version == UNREPORTED
     assert result.to_state()["probabilities_attribute"] == {
         "bicycle": {"N": "0.02"},
         "motorcycle": {"N": "0.98"},
@@ -489,3 +492,43 @@ def test_rejection_classes_are_the_ones_documented() -> None:
             "UnsupportedImageFormat",
         ]
     )
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        (custom_attributes("4ee99463716d"), "4ee99463716d"),
+        ("trace=abc, model_version=v7 ;other=1", "v7"),
+        ("model_version=", UNREPORTED),
+        ("modelversion=v7", UNREPORTED),
+        ("", UNREPORTED),
+        (None, UNREPORTED),
+        (42, UNREPORTED),
+    ],
+)
+def test_model_version_is_read_from_custom_attributes(attributes: object, expected: str) -> None:
+    assert model_version(attributes) == expected
+
+
+@pytest.mark.parametrize("version", ["", "caf\u00e9", "a\nb", "v" * 1100])
+def test_a_version_that_cannot_travel_in_custom_attributes_is_refused(version: str) -> None:
+    with pytest.raises(ValueError, match="cannot travel in CustomAttributes"):
+        custom_attributes(version)
+
+
+def test_classification_keeps_the_version_the_endpoint_reports() -> None:
+    client = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    body = StreamingBody(io.BytesIO(b"[0.1, 0.9]"), len(b"[0.1, 0.9]"))
+    with Stubber(client) as stub:
+        stub.add_response(
+            "invoke_endpoint",
+            {
+                "Body": body,
+                "ContentType": "application/json",
+                "InvokedProductionVariant": "canary",
+                "CustomAttributes": custom_attributes("c0ffee123456"),
+            },
+        )
+        result = classify_image(client, b"png-bytes", ENDPOINT)
+    assert (result.variant, result.model_version) == ("canary", "c0ffee123456")
+    assert result.to_state()["model_version"] == "c0ffee123456"

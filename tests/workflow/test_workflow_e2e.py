@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from workflow_helpers import confident_image, history_events, uncertain_image, wait_for_execution
 
+from scones.model.artifact import OnnxClassifier
 from scones.offline.stack import OfflineStack
 from scones.template_params import PROJECT_ROOT
 
@@ -34,7 +35,10 @@ def items_for_key(stack: OfflineStack, key: str) -> list[dict[str, Any]]:
 
 
 def test_confident_image_is_accepted_with_the_models_own_probabilities(
-    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+    stack: OfflineStack,
+    local_predictions: dict[Path, tuple[str, float]],
+    threshold: float,
+    classifier: OnnxClassifier,
 ) -> None:
     path = confident_image(local_predictions, threshold)
     label, confidence = local_predictions[path]
@@ -48,6 +52,7 @@ def test_confident_image_is_accepted_with_the_models_own_probabilities(
     assert set(record["probabilities"]) == {"bicycle", "motorcycle"}
     assert math.isclose(sum(record["probabilities"].values()), 1.0, abs_tol=1e-4)
     assert record["endpoint_name"] == stack.parameters["EndpointName"]
+    assert record["model_version"] == classifier.manifest.version
     assert record["source_format"] == "PNG"
     assert record["serialize_ms"] > 0 and record["inference_ms"] > 0
     assert record["execution_arn"].startswith("arn:aws:states:")

@@ -25,6 +25,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from scones_core.endpoint_response import UNREPORTED, model_version
 from scones_core.errors import (
     EndpointRejectedRequest,
     EndpointThrottled,
@@ -54,6 +55,7 @@ class Classification:
     endpoint_name: str
     variant: str
     duration_ms: float
+    model_version: str = UNREPORTED
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class Classification:
             },
             "endpoint_name": self.endpoint_name,
             "variant": self.variant,
+            "model_version": self.model_version,
             "duration_ms": round(self.duration_ms, 3),
         }
 
@@ -144,4 +147,5 @@ def classify_image(
         endpoint_name=settings.endpoint_name,
         variant=str(response.get("InvokedProductionVariant") or ""),
         duration_ms=duration_ms,
+        model_version=model_version(response.get("CustomAttributes")),
     )

@@ -46,6 +46,7 @@ RECORDED_AT_ATTRIBUTE = "recorded_at"
 # Which execution of the object wrote the item: 0 for the first, N for the N-th replay
 # (``scones redrive``). Only a FAILED item may be replaced, and only by a later attempt.
 ATTEMPT_ATTRIBUTE = "attempt"
+MODEL_VERSION_ATTRIBUTE = "model_version"
 
 # Written by a review (``scones_core.review``), never by the workflow.
 REVIEW_LABEL_ATTRIBUTE = "review_label"  # one of the model's labels, or NEITHER
@@ -122,6 +123,7 @@ class ClassificationState(TypedDict):
     probabilities_attribute: dict[str, dict[str, str]]
     endpoint_name: str
     variant: str
+    model_version: str
     duration_ms: float
 
 
@@ -185,6 +187,9 @@ def _classified(status: Status) -> tuple[Attribute, ...]:
         Attribute("probabilities", "M", "$.classification.probabilities_attribute"),
         Attribute("endpoint_name", "S", "$.classification.endpoint_name"),
         Attribute("endpoint_variant", "S", "$.classification.variant"),
+        # Which model judged the image (the endpoint's CustomAttributes; see
+        # scones_core.endpoint_response), so a canary's records say which variant's model.
+        Attribute(MODEL_VERSION_ATTRIBUTE, "S", "$.classification.model_version"),
         Attribute("source_format", "S", "$.image.source.format"),
         Attribute("source_width", "N", "$.image.source.width"),
         Attribute("source_height", "N", "$.image.source.height"),

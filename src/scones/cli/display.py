@@ -14,7 +14,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from scones_core.monitoring.timestamps import parse_timestamp
-from scones_core.records import TERMINAL_STATUSES, Status, classified_status
+from scones_core.records import (
+    MODEL_VERSION_ATTRIBUTE,
+    TERMINAL_STATUSES,
+    Status,
+    classified_status,
+)
 
 STATUS_STYLES: dict[str, str] = {
     Status.ACCEPTED: "green",
@@ -60,12 +65,11 @@ def records_table(
     title: str = "Results",
     strip_prefix: str = "",
     *,
-    model_version: str | None = None,
+    detailed: bool = False,
 ) -> Table:
-    """One line per record. With ``model_version`` (the version the stack serves), also
-    the time each record was written and the model that classified it."""
+    """One line per record. ``detailed`` adds the time each record was written and the
+    version of the model that classified it (the record's own ``model_version``)."""
     table = Table(title=title, show_lines=False)
-    detailed = model_version is not None
     if detailed:
         table.add_column("recorded at (UTC)", no_wrap=True)
     table.add_column("key", overflow="fold")
@@ -92,7 +96,7 @@ def records_table(
             recorded = parse_time(row.get("recorded_at"))
             when = recorded.strftime("%Y-%m-%d %H:%M:%S") if recorded else "-"
             # Only a classified record went through the model.
-            model = (model_version or "?") if row.get("endpoint_name") else "-"
+            model = str(row.get(MODEL_VERSION_ATTRIBUTE) or "-")
             cells = [when, *cells, model]
         table.add_row(*cells)
     return table

@@ -34,12 +34,10 @@ def results_command(args: argparse.Namespace) -> int:
     console = make_console()
     model = state.get("model") or {}
     version = str(model.get("version") or "?")
-    console.print(
-        records_table(rows, strip_prefix=api.endpoints.incoming_prefix, model_version=version)
-    )
+    console.print(records_table(rows, strip_prefix=api.endpoints.incoming_prefix, detailed=True))
     if model.get("name"):
         console.print(
-            f"model: {model['name']} version {version} (ONNX SHA-256 {model.get('onnx_sha256')})",
+            f"serving: {model['name']} version {version} (ONNX SHA-256 {model.get('onnx_sha256')})",
             highlight=False,
         )
     print_summary(console, summarise(rows))

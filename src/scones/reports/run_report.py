@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-from scones_core.records import Status, classified_status
+from scones_core.records import MODEL_VERSION_ATTRIBUTE, Status, classified_status
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -174,6 +174,14 @@ _COLUMNS = (
     (
         "recorded at",
         lambda r: (html.escape(str(r.get("recorded_at") or "")), str(r.get("recorded_at") or "")),
+        False,
+    ),
+    (
+        "model",
+        lambda r: (
+            html.escape(str(r.get(MODEL_VERSION_ATTRIBUTE) or "")),
+            str(r.get(MODEL_VERSION_ATTRIBUTE) or ""),
+        ),
         False,
     ),
     ("reason", lambda r: (html.escape(_detail(r)), _detail(r)), False),

@@ -43,6 +43,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
+from scones_core.endpoint_response import CUSTOM_ATTRIBUTES_HEADER, custom_attributes
 from scones_core.errors import ImageRejected
 from scones_core.image_rules import SUPPORTED_IMAGE_FORMATS, decode_image
 from scones_core.settings import ImageLimits
@@ -112,13 +113,22 @@ class ProductionVariant:
     errors_4xx: int = 0
     errors_5xx: int = 0
 
+    @property
+    def model_version(self) -> str | None:
+        return getattr(getattr(self.classifier, "manifest", None), "version", None)
+
+    def response_headers(self) -> dict[str, str]:
+        """The model's version in ``CustomAttributes``, so each record names its model."""
+        version = self.model_version
+        return {CUSTOM_ATTRIBUTES_HEADER: custom_attributes(version)} if version else {}
+
     def describe(self) -> dict[str, Any]:
         manifest = getattr(self.classifier, "manifest", None)
         return {
             "name": self.name,
             "weight": self.weight,
             "model": getattr(manifest, "name", None),
-            "model_version": getattr(manifest, "version", None),
+            "model_version": self.model_version,
             "invocations": self.invocations,
             "errors_4xx": self.errors_4xx,
             "errors_5xx": self.errors_5xx,
@@ -456,7 +466,7 @@ class _Endpoint:
             return container_error_response(ContainerError(429, str(exc)))
         except _BodyTimeout as exc:
             return _closing(container_error_response(ContainerError(408, str(exc))))
-        return Response(text, media_type=RESPONSE_CONTENT_TYPE)
+        return Response(text, media_type=RESPONSE_CONTENT_TYPE, headers=variant.response_headers())
 
     async def invoke_endpoint(self, name: str, request: Request) -> Response:
         request_id = str(uuid.uuid4())
@@ -471,6 +481,7 @@ class _Endpoint:
             headers={
                 "x-Amzn-Invoked-Production-Variant": variant.name,
                 "x-amzn-RequestId": request_id,
+                **variant.response_headers(),
             },
         )
 
