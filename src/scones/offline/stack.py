@@ -243,6 +243,7 @@ class OfflineStack:
         if self._moto:
             # The last moment the table can be read: the emulator's memory goes with it.
             self._save_records()
+            self._release_moto_state()
             self._moto.stop()
             self._moto = None
         if self._own_work_dir:
@@ -273,21 +274,33 @@ class OfflineStack:
                     f"{exc} (is `scones up` already running? `scones down` stops it)"
                 ) from exc
 
-    def _configure_moto(self) -> None:
-        import json
+    def _moto_api(self, path: str, body: bytes = b"") -> None:
         import urllib.request
 
+        request = urllib.request.Request(  # noqa: S310 (a loopback http URL)
+            f"{self.endpoint_url}/moto-api/{path}",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            response.read()
+
+    def _configure_moto(self) -> None:
+        import json
+
         # moto keeps its state in this process: start from nothing, whatever ran before.
-        config = {"stepfunctions": {"execute_state_machine": True}}
-        for path, body in (("reset", b""), ("config", json.dumps(config).encode())):
-            request = urllib.request.Request(  # noqa: S310 (a loopback http URL)
-                f"{self.endpoint_url}/moto-api/{path}",
-                data=body,
-                headers={"Content-Type": "application/json"},
-                method="POST",
-            )
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                response.read()
+        self._moto_api("reset")
+        self._moto_api("config", json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode())
+
+    def _release_moto_state(self) -> None:
+        """Empty moto's backends: they are module globals and outlive the server thread, so
+        a stopped stack would otherwise keep every object, item and execution history in
+        this process's memory (and in every garbage collection after it)."""
+        try:
+            self._moto_api("reset")
+        except OSError as exc:  # stopping must go on
+            logger.warning("could not empty the offline stack's emulator state: %s", exc)
 
     def _start_model_server(self) -> None:
         from scones.offline.model_process import ModelProcess, ModelProcessError
