@@ -291,7 +291,8 @@ class OfflineStack:
 
         # moto keeps its state in this process: start from nothing, whatever ran before.
         self._moto_api("reset")
-        self._moto_api("config", json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode())
+        config = {"stepfunctions": {"execute_state_machine": True}}
+        self._moto_api("config", json.dumps(config).encode())
 
     def _release_moto_state(self) -> None:
         """Empty moto's backends: they are module globals and outlive the server thread, so
