@@ -69,6 +69,14 @@ def test_the_teacher_labels_exactly_the_views_the_student_sees(
     # Each round is a different augmentation, not the plain image.
     assert not torch.equal(transfer.views[0], transfer.views[1])
     assert not torch.allclose(transfer.views[0] * std + mean, torch.from_numpy(data.pixels))
+    # The true labels travel with each view, mixed as CutMix mixed the view: each row is
+    # a distribution, and an unmixed view keeps its own image's label.
+    assert transfer.hard.shape == (2, len(data), 2)
+    torch.testing.assert_close(transfer.hard.sum(-1), torch.ones(2, len(data)))
+    pure = transfer.hard.max(-1).values == 1
+    assert pure.any()
+    labels = torch.from_numpy(data.targets).long().expand(2, -1)
+    assert torch.equal(transfer.hard.argmax(-1)[pure], labels[pure])
     # The soft targets are the teacher's probabilities on those very pixels, and on
     # their mirror images too (the teacher averages over mirrors).
     teacher = OnnxClassifier(teacher_dir)
@@ -84,6 +92,7 @@ def test_the_teacher_labels_exactly_the_views_the_student_sees(
         data, folds, recipe, teacher_dir, mean=mean, std=std, cache_dir=tmp_path
     )
     assert torch.equal(again.views, transfer.views) and torch.equal(again.soft, transfer.soft)
+    assert torch.equal(again.hard, transfer.hard)
     other = dataclasses.replace(recipe, seed=4)
     assert _key(data, folds, other, teacher) != saved.stem.removeprefix("transfer-")
     # A student trains on them: from the same start, its weights move.
@@ -92,6 +101,12 @@ def test_the_teacher_labels_exactly_the_views_the_student_sees(
     student = train_student(transfer, np.flatnonzero(folds == 0), 2, recipe, seed=0)
     assert not student.training
     assert not torch.equal(student.head.weight, start)
+    # With part of each target from the true label, the same start learns differently.
+    blended = dataclasses.replace(recipe, hard_label_weight=0.5)
+    other_student = train_student(transfer, np.flatnonzero(folds == 0), 2, blended, seed=0)
+    assert not torch.equal(other_student.head.weight, student.head.weight)
+    with pytest.raises(ValueError, match="hard_label_weight must be in"):
+        dataclasses.replace(recipe, hard_label_weight=1.5)
 
 
 def test_build_model_distils_a_single_calibrated_student(
@@ -125,8 +140,13 @@ def test_train_command_takes_the_recipe(small_data: Path, tmp_path: Path) -> Non
     argv = ["train", "--recipe", "distil", "--data", str(small_data), "--out", str(out)]
     argv += ["--epochs", "1", "--members", "2", "--resize", "48", "--threads", "1"]
     argv += ["--validation-fraction", "0.25", "--threshold", "0.9", "--quiet"]
+    argv += ["--hard-label-weight", "0.25", "--cache-dir", str(tmp_path / "cache")]
     assert main(argv) == 0
     manifest = OnnxClassifier(out).manifest.extra
+    assert manifest["recipe"]["hard_label_weight"] == 0.25
+    assert manifest["distillation"]["hard_label_weight"] == 0.25
+    # The teacher-labelled views were kept for the next run.
+    assert len(list((tmp_path / "cache").glob("transfer-*.pt"))) == 1
     assert manifest["recipe"]["method"] == "distil"
     assert manifest["recipe"]["resize"] == 48
     assert manifest["recipe"]["cross_fit"] is False

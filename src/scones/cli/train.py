@@ -96,6 +96,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "training image and one pooled calibration (members + 1 trainings instead of one)",
     )
     parser.add_argument(
+        "--hard-label-weight",
+        type=float,
+        default=None,
+        help="distil: share of each target taken from the true label, the rest from the "
+        f"teacher (default: {defaults.hard_label_weight})",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="distil: keep the teacher-labelled views here and reuse them when every input "
+        "is the same (the teacher is the costly part) (default: none)",
+    )
+    parser.add_argument(
         "--network",
         choices=NETWORKS,
         default=defaults.network,
@@ -201,7 +215,15 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        report = build_model(args.data, args.out, recipe, threshold, name=args.name, log=log)
+        report = build_model(
+            args.data,
+            args.out,
+            recipe,
+            threshold,
+            name=args.name,
+            log=log,
+            cache_dir=args.cache_dir,
+        )
     except (DataError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     at = report["at_threshold"]

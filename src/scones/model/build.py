@@ -181,7 +181,7 @@ def build_model(
                 "mirrored_rounds": "each labelled round serves two epochs, as drawn and "
                 "mirrored (the teacher averages over mirror images, so its answer is the same)",
                 "augmentations": "as recipe.augment; CutMix pairs images of one fold",
-                "hard_label_weight": 0.0,
+                "hard_label_weight": recipe.hard_label_weight,
                 "folds": recipe.members,
                 "teacher_seconds": trained.cross_validation.get("teacher_seconds"),
             }

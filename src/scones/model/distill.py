@@ -64,11 +64,12 @@ _TEACHER_BATCH = 256
 
 @dataclass(frozen=True)
 class TransferSet:
-    """Augmented views [rounds, N, 3, H, W] (normalised) and teacher probabilities
-    [rounds, N, classes]."""
+    """Augmented views [rounds, N, 3, H, W] (normalised), the teacher's probabilities and
+    the true labels mixed as each view was ([rounds, N, classes] both)."""
 
     views: torch.Tensor
     soft: torch.Tensor
+    hard: torch.Tensor
     teacher_seconds: float
 
 
@@ -105,6 +106,7 @@ def _transfer_key(
         "augment": asdict(recipe.augment),
         "network": recipe.network,
         "torch": torch.__version__,
+        "format": 2,  # views, soft and hard targets
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:20]
@@ -143,6 +145,7 @@ def make_transfer_set(
             return TransferSet(
                 views=saved["views"][:rounds],
                 soft=saved["soft"][:rounds],
+                hard=saved["hard"][:rounds],
                 teacher_seconds=float(saved["teacher_seconds"]) * share,
             )
     rounds = teacher_rounds(recipe)
@@ -151,7 +154,8 @@ def make_transfer_set(
     n, classes = len(data), len(data.labels)
     views = torch.empty((rounds, *pixels.shape), dtype=torch.float32)
     soft = torch.empty((rounds, n, classes), dtype=torch.float32)
-    dummy = torch.zeros((n, classes))
+    hard = torch.empty((rounds, n, classes), dtype=torch.float32)
+    one_hot = F.one_hot(torch.from_numpy(data.targets).long(), classes).float()
     started = time.perf_counter()
     teacher_seconds = 0.0
     for round_ in range(rounds):
@@ -160,10 +164,11 @@ def make_transfer_set(
             members = members[torch.randperm(len(members), generator=gen)]
             for start in range(0, len(members), recipe.batch_size):
                 idx = members[start : start + recipe.batch_size]
-                x, _ = augment_batch(
-                    pixels[idx], dummy[idx], cfg=recipe.augment, mean=mean, std=std, gen=gen
+                x, y = augment_batch(
+                    pixels[idx], one_hot[idx], cfg=recipe.augment, mean=mean, std=std, gen=gen
                 )
                 views[round_, idx] = x
+                hard[round_, idx] = y
         tick = time.perf_counter()
         rgb = (views[round_] * std + mean).numpy()
         for start in range(0, n, _TEACHER_BATCH):
@@ -180,9 +185,10 @@ def make_transfer_set(
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".partial")
-        torch.save({"views": views, "soft": soft, "teacher_seconds": teacher_seconds}, partial)
+        saved_set = {"views": views, "soft": soft, "hard": hard, "teacher_seconds": teacher_seconds}
+        torch.save(saved_set, partial)
         partial.replace(cached)
-    return TransferSet(views=views, soft=soft, teacher_seconds=teacher_seconds)
+    return TransferSet(views=views, soft=soft, hard=hard, teacher_seconds=teacher_seconds)
 
 
 def train_student(
@@ -197,7 +203,8 @@ def train_student(
 ) -> torch.nn.Module:
     """One student on the views of ``indices``: a fresh view of each image every epoch
     (round ``epoch // 2``, mirrored on odd epochs), soft cross-entropy against the
-    teacher's probabilities."""
+    teacher's probabilities, blended with the view's true label by
+    ``recipe.hard_label_weight``."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build_network(recipe, num_classes)
@@ -216,6 +223,9 @@ def train_student(
         for b in range(steps_per_epoch):
             idx = order[b * batch_size : (b + 1) * batch_size]
             x, y = transfer.views[epoch // 2, idx], transfer.soft[epoch // 2, idx]
+            if recipe.hard_label_weight:
+                w = recipe.hard_label_weight
+                y = (1 - w) * y + w * transfer.hard[epoch // 2, idx]
             if epoch % 2:
                 x = torch.flip(x, dims=[3])
             set_learning_rates(optimiser, step, total, warmup)

@@ -104,6 +104,10 @@ class TrainRecipe:
     flip_tta: bool = True
     calibrate_bias: bool = True  # fit a per-class bias with each member's temperature
     cross_fit: bool = False  # distil: a student per fold for out-of-fold numbers (slow)
+    # distil: the share of the target that is the true label (mixed as the view was), the
+    # rest the teacher's probabilities. The teacher saw every training image, so where it
+    # is unsure of one the label still knows.
+    hard_label_weight: float = 0.0
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -144,6 +148,7 @@ class TrainRecipe:
             "threads must be >= 1": self.threads >= 1,
             "validation_fraction must be in (0, 1)": 0 < self.validation_fraction < 1,
             "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
+            "hard_label_weight must be in [0, 1]": 0 <= self.hard_label_weight <= 1,
         }
         problems = [message for message, ok in checks.items() if not ok]
         if problems:
@@ -174,4 +179,5 @@ class TrainRecipe:
             threads=args.threads,
             flip_tta=getattr(args, "flip_tta", None),
             cross_fit=getattr(args, "cross_fit", None),
+            hard_label_weight=getattr(args, "hard_label_weight", None),
         )
