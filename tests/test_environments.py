@@ -124,6 +124,21 @@ def test_scones_evaluate_runs_the_shipped_model_without_torch(tmp_path: Path) ->
     assert (tmp_path / "report" / "evaluation.json").is_file()
 
 
+@pytest.mark.slow
+def test_scones_bench_model_runs_without_torch() -> None:
+    result = run_blocked(
+        """
+        from scones.cli.main import main
+        code = main(["bench", "model", "--images", "4", "--warmup", "1"])
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        assert not loaded, loaded
+        sys.exit(code)
+        """
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "ms/image" in result.stdout and "ensemble-v1" in result.stdout
+
+
 def test_training_without_torch_says_which_environment_it_needs() -> None:
     result = run_blocked(
         """

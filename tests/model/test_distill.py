@@ -16,7 +16,7 @@ from scones.model.build import build_model, resolve_teacher
 from scones.model.distill import _transfer_key as _key
 from scones.model.distill import make_transfer_set, teacher_rounds, train_student
 from scones.model.folders import load_images, stratified_folds
-from scones.model.recipe import DEFAULT_TEACHER, TrainRecipe
+from scones.model.recipe import DEFAULT_TEACHER, FRESH_TEACHER, TrainRecipe
 from scones.model.train import build_network
 
 LABELS = ("bicycle", "motorcycle")
@@ -133,6 +133,30 @@ def test_build_model_distils_a_single_calibrated_student(
     assert report["images"] == 16
     assert 0.0 <= report["expected_calibration_error"] <= 1.0
     assert len(report["reliability"]) == 10
+
+
+def test_a_fresh_teacher_is_trained_on_the_same_images_first(
+    small_data: Path, tiny_distil: TrainRecipe, tmp_path: Path
+) -> None:
+    """What retraining does: no teacher artifact, so the ensemble recipe trains one."""
+    recipe = dataclasses.replace(tiny_distil, teacher=FRESH_TEACHER, epochs=1)
+    assert recipe.teacher_recipe().method == "ensemble"
+    assert recipe.teacher_recipe().flip_tta is True
+    out = tmp_path / "student"
+    build_model(small_data, out, recipe, threshold=0.93, name="tiny")
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["recipe"]["teacher"] == FRESH_TEACHER
+    teacher = manifest["teacher"]
+    assert teacher["architecture"].startswith("2 x FineTunedBackbone(mobilenetv3-coco, 64x64")
+    reference = json.loads((resolve_teacher(tiny_distil) / "model.json").read_text())
+    assert teacher["onnx_sha256"] != reference["onnx_sha256"]
+    # The teacher's own numbers are on the same validation split the student reports on.
+    assert teacher["metrics"]["images"] == manifest["metrics"]["images"] == 16
+    assert manifest["architecture"].startswith("1 x FineTunedBackbone(mobilenetv3-coco, 64x64")
+    # The teacher was only needed while distilling: nothing of it is left beside the student.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
+    with pytest.raises(ValueError, match="needs a teacher artifact"):
+        resolve_teacher(recipe)
 
 
 def test_train_command_takes_the_recipe(small_data: Path, tmp_path: Path) -> None:

@@ -94,6 +94,12 @@ def test_bundle_trains_a_servable_model_like_a_training_job(tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stderr
     assert "32 images" in result.stderr and "validation accuracy" in result.stdout
+    # The shipped recipe, with a teacher trained first on the job's own images (the
+    # bundle carries no teacher, and newly labelled images must reach the student).
+    assert "training the teacher" in result.stderr
+    manifest = json.loads((model / "model.json").read_text())
+    assert (manifest["recipe"]["method"], manifest["recipe"]["teacher"]) == ("distil", "fresh")
+    assert manifest["teacher"]["architecture"].startswith("2 x FineTunedBackbone")
 
     classifier = OnnxClassifier(model)
     image = next((BUNDLED / "train" / "motorcycle").glob("*.png")).read_bytes()
@@ -112,6 +118,14 @@ def test_bundle_trains_a_servable_model_like_a_training_job(tmp_path: Path) -> N
             "members must",
         ),
         (["--threshold", "1.5", "--data", ".", "--model-dir", "."], "threshold"),
+        (
+            ["--threshold", "0.9", "--data", ".", "--model-dir", ".", "--cross_fit", "maybe"],
+            "expected true or false, got 'maybe'",
+        ),
+        (
+            ["--threshold", "0.9", "--data", ".", "--model-dir", ".", "--recipe", "boosting"],
+            "invalid choice: 'boosting'",
+        ),
     ],
 )
 def test_entry_point_reports_bad_arguments(

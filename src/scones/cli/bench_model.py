@@ -59,8 +59,12 @@ def _label(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scones.cli.torch_free import import_without_training
     from scones.model.artifact import ModelArtifactError
-    from scones.model.bench import format_model_bench, run_model_bench
+
+    # Runs in .venv: the benchmark needs onnxruntime only, not torch or onnx.
+    bench = import_without_training("scones.model.bench")
+    format_model_bench, run_model_bench = bench.format_model_bench, bench.run_model_bench
     from scones.model.evaluate import check_threshold, default_threshold
     from scones.model.folders import DataError
 

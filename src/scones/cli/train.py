@@ -90,10 +90,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--cross-fit",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="distil: also train a student per fold, for out-of-fold numbers on every "
-        "training image and one pooled calibration (members + 1 trainings instead of one)",
+        help="distil: train a student per fold for out-of-fold numbers on every training "
+        "image and one pooled calibration, then the shipped student on every fold (members "
+        "+ 1 trainings); without it, one student on all folds but one, calibrated on that "
+        f"one (default: {'on' if DISTIL_SETTINGS['cross_fit'] else 'off'})",
     )
     parser.add_argument(
         "--hard-label-weight",

@@ -8,10 +8,12 @@ half-written model where the server looks for one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +40,7 @@ from scones.model.folders import (
     load_images,
     stratified_split,
 )
+from scones.model.recipe import FRESH_TEACHER
 from scones.model.train import Log, TrainRecipe, train_ensemble
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_NAME
 
@@ -144,17 +147,27 @@ def build_model(
             f"{len(data)} images from {data_dir}: {len(split.train)} for training, "
             f"{len(split.validation)} held out for validation (seed {recipe.seed})"
         )
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     if recipe.method == "distil":
         from scones.model.distill import describe_teacher, distil, teacher_rounds
 
-        teacher_dir = resolve_teacher(recipe)
-        teacher = describe_teacher(teacher_dir)
-        trained = distil(split.train, recipe, teacher_dir, threshold, log=log, cache_dir=cache_dir)
+        with _teacher_for(
+            recipe,
+            data_dir,
+            out_dir=out_dir,
+            threshold=threshold,
+            name=name,
+            labels=labels,
+            log=log,
+        ) as teacher_dir:
+            teacher = describe_teacher(teacher_dir)
+            trained = distil(
+                split.train, recipe, teacher_dir, threshold, log=log, cache_dir=cache_dir
+            )
     else:
         teacher = None
         trained = train_ensemble(split.train, recipe, log)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         extra: dict[str, Any] = {
@@ -234,10 +247,48 @@ def quantisation_images(train: LabelledImages, recipe: TrainRecipe) -> np.ndarra
 
 def resolve_teacher(recipe: TrainRecipe) -> Path:
     """The teacher artifact folder of a distil recipe (relative paths are project paths)."""
-    if not recipe.teacher:
+    if not recipe.teacher or recipe.teacher == FRESH_TEACHER:
         raise ValueError("the distil recipe needs a teacher artifact")
     path = Path(recipe.teacher)
     return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+@contextlib.contextmanager
+def _teacher_for(
+    recipe: TrainRecipe,
+    data_dir: Path,
+    *,
+    out_dir: Path,
+    threshold: float,
+    name: str,
+    labels: tuple[str, ...],
+    log: Log | None,
+) -> Iterator[Path]:
+    """The teacher's artifact folder: the recipe's, or with ``teacher="fresh"`` an ensemble
+    trained first on the same images (and the same split), kept only while distilling.
+
+    A fresh teacher is what retraining uses: the newly labelled images reach the student
+    through a teacher that learned them from their labels.
+    """
+    if recipe.teacher != FRESH_TEACHER:
+        yield resolve_teacher(recipe)
+        return
+    folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-teacher-", dir=out_dir.parent))
+    try:
+        if log:
+            log("training the teacher: the ensemble recipe on the same images")
+        build_model(
+            data_dir,
+            folder / "model",
+            recipe.teacher_recipe(),
+            threshold,
+            name=name,
+            labels=labels,
+            log=log,
+        )
+        yield folder / "model"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _display_path(path: Path) -> str:

@@ -5,7 +5,7 @@ Kept free of torch so the CLI can show the defaults without importing it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -49,18 +49,24 @@ QUANTISATIONS = ("none", "int8")
 """How the exported graph's weights are stored: float32, or int8 (onnxruntime static
 quantisation, calibrated on training images)."""
 
-DEFAULT_METHOD = "ensemble"
+DEFAULT_METHOD = "distil"
 """What ``scones train`` trains without ``--recipe``: the recipe of the shipped model."""
 
 DEFAULT_TEACHER = "models/reference/ensemble-v1"
 """The teacher artifact, relative to the project root: the ensemble shipped before."""
 
+FRESH_TEACHER = "fresh"
+"""``teacher`` value: train the teacher (the ensemble recipe, same epochs, resize, members
+and seed) on the same images first, then distil from it. Retraining uses it, so images
+labelled since the last model reach the student."""
+
 DISTIL_SETTINGS: dict[str, Any] = {
     "method": "distil",
     "teacher": DEFAULT_TEACHER,
-    "resize": 128,
-    "epochs": 10,
+    "resize": 160,
+    "epochs": 20,
     "flip_tta": False,
+    "cross_fit": True,
 }
 """Where the student's recipe differs from the ensemble's. ``epochs`` is also the number
 of teacher-labelled augmented views of each image (one fresh view per epoch);
@@ -154,6 +160,18 @@ class TrainRecipe:
         if problems:
             raise ValueError("; ".join(problems))
 
+    def teacher_recipe(self) -> TrainRecipe:
+        """The ensemble a fresh teacher is trained with: this recipe's shared settings."""
+        return replace(
+            self,
+            method="ensemble",
+            teacher=None,
+            flip_tta=True,
+            cross_fit=False,
+            hard_label_weight=0.0,
+            quantize="none",
+        )
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -164,7 +182,7 @@ class TrainRecipe:
         default)."""
         return cls.for_network(
             args.network,
-            getattr(args, "recipe", None) or "ensemble",
+            getattr(args, "recipe", None) or DEFAULT_METHOD,
             teacher=getattr(args, "teacher", None),
             quantize=getattr(args, "quantize", None),
             seed=args.seed,

@@ -28,8 +28,22 @@ def _option(parser: argparse.ArgumentParser, name: str, **kwargs: object) -> Non
     parser.add_argument(*sorted(flags), dest=name, **kwargs)  # type: ignore[arg-type]
 
 
+def _boolean(text: str) -> bool:
+    """A hyperparameter the toolkit passes as ``True``/``False`` (JSON ``true``/``false``)."""
+    lowered = text.strip().lower()
+    if lowered not in {"true", "false"}:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return lowered == "true"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from scones.model.recipe import NETWORKS, TrainRecipe
+    from scones.model.recipe import (
+        DEFAULT_METHOD,
+        FRESH_TEACHER,
+        METHODS,
+        NETWORKS,
+        TrainRecipe,
+    )
 
     defaults = TrainRecipe()
     parser = argparse.ArgumentParser(prog="scones_train.py", description=__doc__)
@@ -39,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     _option(parser, "threshold", type=float, required=True)
     _option(parser, "name", default=SHIPPED_MODEL_NAME)
     _option(parser, "network", choices=NETWORKS, default=defaults.network)
+    # The shipped recipe. The job has no teacher artifact to read, and the newly labelled
+    # images must reach the student, so by default it trains its teacher first.
+    _option(parser, "recipe", choices=METHODS, default=DEFAULT_METHOD)
+    _option(parser, "teacher", default=FRESH_TEACHER)
+    _option(parser, "cross_fit", type=_boolean, default=None)
+    _option(parser, "flip_tta", type=_boolean, default=None)
+    _option(parser, "hard_label_weight", type=float, default=None)
     _option(parser, "seed", type=int, default=defaults.seed)
     # None: the network's own default (TrainRecipe.for_network)
     _option(parser, "epochs", type=int, default=None)
