@@ -28,7 +28,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("retrain-offline")]
 
 # Two fine-tuned members, 4 epochs at 96x96 on 60 images per label: seconds of training,
 # and (seeded) good enough to beat a guessing production model with accepted accuracy 1.0.
-TINY_RECIPE = {"epochs": 4, "members": 2, "resize": 96, "batch_size": 16, "threads": 2}
+# The ensemble recipe, as in SHORT_RECIPE (a student of so short a teacher is too unsure).
+TINY_RECIPE = {
+    "recipe": "ensemble",
+    "epochs": 4,
+    "members": 2,
+    "resize": 96,
+    "batch_size": 16,
+    "threads": 2,
+}
 
 
 @pytest.fixture(scope="module")

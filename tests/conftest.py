@@ -1,0 +1,24 @@
+"""Suite-wide hooks."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Collect the session's garbage once, then let the collector skip what is left.
+
+    After this hook pytest collects garbage five more times to surface exceptions raised
+    in finalizers. With torch, moto and the ASL interpreter's grammar loaded, each full
+    collection walks over a million objects; five of them can outlast the 5 s that
+    execnet gives an xdist worker to end, after which it interrupts the worker
+    (``KeyboardInterrupt`` inside whatever gc callback was running). Garbage that
+    exists now is collected here, while pytest still reports what its finalizers
+    raise; the survivors are moved out of the collector's way (``gc.freeze``), so the
+    later collections only look at objects created after this point.
+    """
+    gc.collect()
+    gc.freeze()
