@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         DEFAULT_METHOD,
         DEFAULT_TEACHER,
         DISTIL_SETTINGS,
+        FRESH_TEACHER,
         METHODS,
         NETWORKS,
         QUANTISATIONS,
@@ -71,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--teacher",
         default=None,
-        help="distil: teacher artifact folder, relative to the project "
+        help="distil: teacher artifact folder, relative to the project, or "
+        f"'{FRESH_TEACHER}' to train the teacher ensemble on the same images first "
         f"(default: {DEFAULT_TEACHER})",
     )
     parser.add_argument(
