@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from scones_core.images import normalise_image
@@ -45,6 +47,22 @@ def load_handler(name: str, module_name: str | None = None) -> ModuleType:
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def start_function(
+    monkeypatch: pytest.MonkeyPatch, module_name: str | None = None, region: str = "us-east-1"
+) -> tuple[Any, str, ModuleType]:
+    """A state machine in (an active) moto and the start handler configured for it."""
+    import boto3
+
+    sfn = boto3.client("stepfunctions", region_name=region)
+    arn = sfn.create_state_machine(
+        name="classify",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]
+    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    return sfn, arn, load_handler("start_workflow", module_name)
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from conftest import EVENTS, FUNCTIONS, load_handler
+from conftest import EVENTS, FUNCTIONS, start_function
 from moto import mock_aws
 from scones_core import tracing
 
@@ -137,14 +136,7 @@ def test_the_start_handler_works_with_tracing_on_and_off(
     from aws_lambda_powertools import Tracer
 
     monkeypatch.setenv(tracing.TRACE_DISABLED_ENV, disabled)
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = sfn.create_state_machine(
-        name="classify",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-        roleArn="arn:aws:iam::123456789012:role/sfn",
-    )["stateMachineArn"]
-    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
-    app = load_handler("start_workflow", f"start_tracing_{disabled}")
+    sfn, arn, app = start_function(monkeypatch, f"start_tracing_{disabled}", REGION)
     assert isinstance(app.tracer, tracing.NoOpTracer if disabled == "true" else Tracer)
     event = json.loads((EVENTS / "start_workflow.json").read_text())
     bad = dict(event["Records"][0], messageId="bad-1", body="not json")

@@ -10,7 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import EVENTS, load_handler, template_limits
+from conftest import EVENTS, load_handler, start_function, template_limits
 from moto import mock_aws
 from scones_core.errors import SettingsError
 
@@ -51,22 +51,10 @@ def aws(lambda_env: None) -> Iterator[None]:
         yield
 
 
-def start_function(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str, Any]:
-    """A state machine in moto and the start handler configured for it."""
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = sfn.create_state_machine(
-        name="classify",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-        roleArn="arn:aws:iam::123456789012:role/sfn",
-    )["stateMachineArn"]
-    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
-    return sfn, arn, load_handler("start_workflow")
-
-
 def test_start_workflow_event_starts_one_execution_per_object(
     aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sfn, arn, app = start_function(monkeypatch)
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
     sqs_event = event("start_workflow")
 
     assert app.lambda_handler(sqs_event, context()) == {"batchItemFailures": []}
@@ -88,7 +76,7 @@ def test_start_workflow_event_starts_one_execution_per_object(
 def test_start_workflow_reports_only_the_bad_message_as_failed(
     aws: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sfn, arn, app = start_function(monkeypatch)
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
     sqs_event = event("start_workflow")
     bad = dict(sqs_event["Records"][0], messageId="bad-1", body="not json")
     test_event = dict(

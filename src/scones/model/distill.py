@@ -56,6 +56,7 @@ from scones.model.train import (
     build_optimiser,
     normalisation,
     set_learning_rates,
+    soft_target_step,
     view_logits,
 )
 
@@ -229,11 +230,7 @@ def train_student(
             if epoch % 2:
                 x = torch.flip(x, dims=[3])
             set_learning_rates(optimiser, step, total, warmup)
-            loss = -(y * F.log_softmax(model(x), dim=1)).sum(dim=1).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            running += float(loss.item())
+            running += soft_target_step(model, optimiser, x, y)
             step += 1
         if log and (epoch + 1) % max(1, recipe.epochs // 4) == 0:
             log(f"{tag}epoch {epoch + 1}/{recipe.epochs} loss {running / steps_per_epoch:.4f}")

@@ -123,6 +123,20 @@ def set_learning_rates(
         group["lr"] = _lr_at(step, total, warmup, group["base_lr"])
 
 
+def soft_target_step(
+    model: torch.nn.Module, optimiser: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> float:
+    """One optimiser step on cross-entropy against target distributions ``y``; the loss.
+
+    Members learn from (smoothed, mixed) labels and students from a teacher's
+    probabilities: both are distributions, so both take this step."""
+    loss = -(y * F.log_softmax(model(x), dim=1)).sum(dim=1).mean()
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    return float(loss.item())
+
+
 def train_member(
     pixels: np.ndarray,
     targets: np.ndarray,
@@ -162,11 +176,7 @@ def train_member(
                 x_all[idx], y_all[idx], cfg=recipe.augment, mean=mean, std=std, gen=gen
             )
             set_learning_rates(optimiser, step, total, warmup)
-            loss = -(y * F.log_softmax(model(x), dim=1)).sum(dim=1).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            running += float(loss.item())
+            running += soft_target_step(model, optimiser, x, y)
             step += 1
         if log and (epoch + 1) % max(1, recipe.epochs // 6) == 0:
             log(f"{tag}epoch {epoch + 1}/{recipe.epochs} loss {running / steps_per_epoch:.4f}")
