@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from scones_core.endpoint_response import CUSTOM_ATTRIBUTES_HEADER, model_version
 
-from scones.model.artifact import OnnxClassifier
-from scones.serving.app import RUNTIME_MAX_PAYLOAD_BYTES
+from scones.model.artifact import ModelArtifactError, OnnxClassifier
+from scones.serving.app import RUNTIME_MAX_PAYLOAD_BYTES, ProductionVariant
 from tests.serving.conftest import ENDPOINT, MAX_BODY, VARIANT, AppFactory, to_jpeg
 
 PNG = {"Content-Type": "image/png"}
@@ -41,6 +44,24 @@ def test_ping_reports_the_loaded_model(client: TestClient, classifier: OnnxClass
     assert body["labels"] == ["bicycle", "motorcycle"] == list(classifier.labels)
     assert body["model_version"] == classifier.manifest.version
     assert (body["endpoint"], body["variant"]) == (ENDPOINT, VARIANT)
+
+
+def test_invocations_name_the_model_in_custom_attributes(
+    client: TestClient, classifier: OnnxClassifier, bicycle_png: bytes
+) -> None:
+    response = client.post("/invocations", content=bicycle_png, headers=PNG)
+    probabilities(response)
+    attributes = response.headers[CUSTOM_ATTRIBUTES_HEADER]
+    assert model_version(attributes) == classifier.manifest.version
+
+
+def test_a_version_that_cannot_travel_stops_the_variant_not_each_request(
+    classifier: OnnxClassifier,
+) -> None:
+    manifest = dataclasses.replace(classifier.manifest, version="caf\u00e9")
+    renamed = SimpleNamespace(manifest=manifest)
+    with pytest.raises(ModelArtifactError, match=r"variant canary: .*cannot travel"):
+        ProductionVariant("canary", renamed)  # type: ignore[arg-type]
 
 
 def test_invocations_returns_the_bare_models_probabilities_in_label_order(

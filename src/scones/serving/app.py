@@ -36,7 +36,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -50,6 +50,7 @@ from scones_core.settings import ImageLimits
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from scones.model.artifact import ModelArtifactError
 from scones.serving.capture import CaptureWriter
 from scones.serving.defaults import (
     DEFAULT_BODY_TIMEOUT_S,
@@ -112,15 +113,23 @@ class ProductionVariant:
     invocations: int = 0
     errors_4xx: int = 0
     errors_5xx: int = 0
+    # The model's version in CustomAttributes, so each record names its model: built once,
+    # so a version that cannot travel in the header stops the variant from being created
+    # instead of failing every request.
+    response_headers: dict[str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        version = self.model_version
+        try:
+            self.response_headers = (
+                {CUSTOM_ATTRIBUTES_HEADER: custom_attributes(version)} if version else {}
+            )
+        except ValueError as exc:
+            raise ModelArtifactError(f"variant {self.name}: {exc}") from exc
 
     @property
     def model_version(self) -> str | None:
         return getattr(getattr(self.classifier, "manifest", None), "version", None)
-
-    def response_headers(self) -> dict[str, str]:
-        """The model's version in ``CustomAttributes``, so each record names its model."""
-        version = self.model_version
-        return {CUSTOM_ATTRIBUTES_HEADER: custom_attributes(version)} if version else {}
 
     def describe(self) -> dict[str, Any]:
         manifest = getattr(self.classifier, "manifest", None)
@@ -466,7 +475,7 @@ class _Endpoint:
             return container_error_response(ContainerError(429, str(exc)))
         except _BodyTimeout as exc:
             return _closing(container_error_response(ContainerError(408, str(exc))))
-        return Response(text, media_type=RESPONSE_CONTENT_TYPE, headers=variant.response_headers())
+        return Response(text, media_type=RESPONSE_CONTENT_TYPE, headers=variant.response_headers)
 
     async def invoke_endpoint(self, name: str, request: Request) -> Response:
         request_id = str(uuid.uuid4())
@@ -481,7 +490,7 @@ class _Endpoint:
             headers={
                 "x-Amzn-Invoked-Production-Variant": variant.name,
                 "x-amzn-RequestId": request_id,
-                **variant.response_headers(),
+                **variant.response_headers,
             },
         )
 
