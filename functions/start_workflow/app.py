@@ -1,8 +1,11 @@
-"""Start one classification workflow per S3 object named in the ingest queue.
+"""Start one classification workflow per SQS batch of S3 event notifications.
 
-SQS delivers S3 event notifications in batches; Powertools' batch processor
-reports the records that failed, so only those are retried (and after the
-queue's maxReceiveCount they move to the dead-letter queue).
+SQS delivers S3 event notifications in batches; Powertools' batch processor reads
+each message (a message that is not an S3 notification is reported as failed) and
+every object named by the good ones goes into one execution, whose Map classifies
+them side by side (``scones_core.ingest.start_batch``). If that start fails, every
+message of it is reported failed. Only reported messages are retried, and after the
+queue's maxReceiveCount they move to the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.batch.types import (
+    PartialItemFailureResponse,
+    PartialItemFailures,
+)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core import tracing
 from scones_core.errors import EventError
-from scones_core.ingest import is_s3_test_event, start_notification
+from scones_core.ingest import PendingImage, is_s3_test_event, notification_images, start_batch
 from scones_core.settings import StartSettings
 
 logger = Logger()
@@ -39,25 +45,9 @@ def sfn_client() -> Any:
     return boto3.client("stepfunctions")
 
 
-@tracer.capture_method
-def record_handler(record: SQSRecord) -> None:
-    try:
-        start_workflows(record)
-    except Exception as exc:
-        # Reported in batchItemFailures: only this message returns to the queue, and after
-        # maxReceiveCount receives it moves to the dead-letter queue.
-        logger.warning(
-            "message not processed; SQS will deliver it again",
-            extra={
-                "message_id": record.message_id,
-                "receive_count": record.attributes.approximate_receive_count,
-                "error": f"{type(exc).__name__}: {exc}",
-            },
-        )
-        raise
-
-
-def start_workflows(record: SQSRecord) -> None:
+def images_of(record: SQSRecord) -> list[PendingImage]:
+    """The objects one message names; ``EventError`` names the message if it is not an
+    S3 event notification."""
     try:
         body = json.loads(record.body)
     except json.JSONDecodeError as exc:
@@ -65,28 +55,74 @@ def start_workflows(record: SQSRecord) -> None:
     if is_s3_test_event(body):
         # S3 sends this once when the notification is configured.
         logger.info("ignoring s3:TestEvent", extra={"bucket": body.get("Bucket")})
-        return
-    # The same code path as a replay of a dead-lettered notification (scones redrive).
+        return []
     try:
-        starts = start_notification(sfn_client(), body, settings)
+        return notification_images(body)
     except EventError as exc:
         raise EventError(f"SQS message {record.message_id}: {exc}") from exc
-    for start in starts:
-        logger.info(
-            "workflow started" if start.result.started else "duplicate event: execution exists",
-            extra={"record_id": start.ref.record_id, "execution_name": start.result.execution_name},
-        )
-        metrics.add_metric(
-            name="WorkflowsStarted" if start.result.started else "DuplicateEvents",
-            unit=MetricUnit.Count,
-            value=1,
-        )
+
+
+def not_processed(message_id: str, receive_count: Any, exc: Exception) -> None:
+    # Reported in batchItemFailures: only this message returns to the queue, and after
+    # maxReceiveCount receives it moves to the dead-letter queue.
+    logger.warning(
+        "message not processed; SQS will deliver it again",
+        extra={
+            "message_id": message_id,
+            "receive_count": receive_count,
+            "error": f"{type(exc).__name__}: {exc}",
+        },
+    )
+
+
+@tracer.capture_method
+def start_images(batch: dict[str, list[PendingImage]]) -> list[str]:
+    """Start one execution for every image of ``batch`` (message id -> images); return
+    the ids of the messages to report as failed (all of them if the start failed)."""
+    images = [image for message_images in batch.values() for image in message_images]
+    if not images:
+        return []
+    try:
+        result = start_batch(sfn_client(), images, settings)
+    except Exception as exc:
+        for message_id in batch:
+            not_processed(message_id, None, exc)
+        metrics.add_metric(name="WorkflowStartsFailed", unit=MetricUnit.Count, value=1)
+        return list(batch)
+    logger.info(
+        "workflow started" if result.started else "duplicate batch: execution exists",
+        extra={
+            "execution_name": result.execution_name,
+            "record_ids": [image.ref.record_id for image in images],
+        },
+    )
+    metrics.add_metric(
+        name="WorkflowsStarted" if result.started else "DuplicateEvents",
+        unit=MetricUnit.Count,
+        value=1,
+    )
+    metrics.add_metric(name="ImagesStarted", unit=MetricUnit.Count, value=len(images))
+    return []
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(
+    batch: dict[str, list[PendingImage]] = {}
+
+    def record_handler(record: SQSRecord) -> None:
+        try:
+            batch[record.message_id] = images_of(record)
+        except Exception as exc:
+            not_processed(record.message_id, record.attributes.approximate_receive_count, exc)
+            raise
+
+    response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
+    failures = list(response["batchItemFailures"])
+    failures += [
+        PartialItemFailures(itemIdentifier=message_id) for message_id in start_images(batch)
+    ]
+    return {"batchItemFailures": failures}

@@ -75,3 +75,15 @@ def _check_scope(scope: dict[str, Any], where: str) -> list[str]:
     for name in sorted(set(states) - reachable):
         problems.append(f"{where}: state {name!r} is unreachable")
     return problems
+
+
+def per_image_scope(definition: dict[str, Any]) -> dict[str, Any]:
+    """The scope (``StartAt`` and ``States``) that handles one image.
+
+    The classification workflow runs a batch: its top level leads to a Map whose item
+    processor is the per-image flow. A definition without a Map is per image as it is.
+    """
+    for state in definition["States"].values():
+        if state.get("Type") == "Map":
+            return dict(state.get("ItemProcessor") or state["Iterator"])
+    return definition

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
+from scones.asl_check import per_image_scope
 from scones.offline import gaps
 from scones.offline.deploy import (
     DeployError,
@@ -81,7 +82,7 @@ def test_deploy_fills_every_gap_moto_leaves(stack: OfflineStack) -> None:
             stateMachineArn=outputs["ClassificationStateMachineArn"]
         )["definition"]
     )
-    choice = definition["States"]["CheckConfidence"]["Choices"][0]
+    choice = per_image_scope(definition)["States"]["CheckConfidence"]["Choices"][0]
     assert choice["NumericGreaterThanEquals"] == float(stack.parameters["ConfidenceThreshold"])
     assert any("conditional Deny" in line for line in stack.stack.filled)
 

@@ -268,3 +268,59 @@ def test_a_message_that_is_not_an_s3_event_reaches_the_dead_letter_queue(
         assert '{"hello": "not an S3 event"}' in bodies
     finally:
         sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "180"})
+
+
+def test_one_execution_classifies_a_whole_sqs_batch(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]]
+) -> None:
+    """The start function starts one execution per SQS batch; each image gets its record."""
+    api = stack.api()
+    paths = list(local_predictions)[:3]
+    with stack.delivery_paused():
+        uploads = [api.upload_bytes(f"batch-of-3/{p.name}", p.read_bytes()) for p in paths]
+    records = api.wait_for_records(uploads, timeout=90)
+
+    arns = {records[u]["execution_arn"] for u in uploads}
+    assert len(arns) == 1, "the three uploads of one SQS batch share one execution"
+    (arn,) = arns
+    sfn = api.client("stepfunctions")
+    assert wait_for_execution(sfn, arn) == "SUCCEEDED"
+    document = json.loads(sfn.describe_execution(executionArn=arn)["input"])
+    assert sorted(item["object"]["key"] for item in document["objects"]) == sorted(
+        u.key for u in uploads
+    )
+    for upload, path in zip(uploads, paths, strict=True):
+        assert records[upload]["label"] == local_predictions[path][0]
+        assert len(items_for_key(stack, upload.key)) == 1
+    output = json.loads(sfn.describe_execution(executionArn=arn)["output"])
+    assert output["outcome"] == {"images": 3, "any_failed": False}
+
+
+def test_one_failed_image_does_not_stop_the_rest_of_its_batch(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]]
+) -> None:
+    """Inside the Map an image's failure is data: the others still get their records,
+    and only then does the execution fail (for the ExecutionsFailed alarm)."""
+    api = stack.api()
+    paths = list(local_predictions)[:3]
+    with stack.delivery_paused():
+        uploads = [api.upload_bytes(f"batch-fault/{p.name}", p.read_bytes()) for p in paths]
+        stack.set_faults({"model_error": 1})  # the batch's first endpoint call fails
+    try:
+        records = api.wait_for_records(uploads, timeout=90)
+    finally:
+        stack.set_faults(None)
+
+    statuses = sorted(records[u]["status"] for u in uploads)
+    assert statuses.count("FAILED") == 1
+    assert all(s in ("ACCEPTED", "NEEDS_REVIEW") for s in statuses if s != "FAILED")
+    (arn,) = {records[u]["execution_arn"] for u in uploads}
+    sfn = api.client("stepfunctions")
+    assert wait_for_execution(sfn, arn) == "FAILED"
+    described = sfn.describe_execution(executionArn=arn)
+    assert described.get("error") == "ClassificationFailed"
+    (failed,) = [records[u] for u in uploads if records[u]["status"] == "FAILED"]
+    letters = [json.loads(m["Body"]) for m in api.dead_letters()]
+    assert [m["object"]["record_id"] for m in letters if m.get("kind") == "workflow_failed"].count(
+        failed["pk"]
+    ) == 1

@@ -92,6 +92,60 @@ def test_start_workflow_reports_only_the_bad_message_as_failed(
     assert len(sfn.list_executions(stateMachineArn=arn)["executions"]) == 1
 
 
+def _message_for(record: dict[str, Any], message_id: str, key: str, version: str) -> dict[str, Any]:
+    body = json.loads(record["body"])
+    body["Records"][0]["s3"]["object"].update(key=key, versionId=version)
+    return dict(record, messageId=message_id, body=json.dumps(body))
+
+
+def test_start_workflow_starts_one_execution_for_a_whole_sqs_batch(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    sqs_event = event("start_workflow")
+    (template,) = sqs_event["Records"]
+    sqs_event["Records"] = [
+        _message_for(template, f"m-{n}", f"incoming/camera-{n}/photo.jpg", f"v{n}")
+        for n in range(3)
+    ]
+
+    assert app.lambda_handler(sqs_event, context()) == {"batchItemFailures": []}
+    # The same batch delivered again: the same name, so Standard starts nothing new.
+    assert app.lambda_handler(sqs_event, context()) == {"batchItemFailures": []}
+
+    (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
+    assert execution["name"].startswith("batch-3-") and len(execution["name"]) <= 80
+    document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    assert set(document) == {"objects"}
+    assert [item["object"]["key"] for item in document["objects"]] == [
+        f"incoming/camera-{n}/photo.jpg" for n in range(3)
+    ]
+    assert all(item["attempt"] == 0 for item in document["objects"])
+    assert all(item["event_time"] == "2026-11-25T12:00:00.000Z" for item in document["objects"])
+
+
+def test_start_workflow_reports_every_message_of_a_batch_that_could_not_start(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """StartExecution refused (here: the state machine is gone): each message of the batch
+    goes back to the queue, the bad one included, and nothing is lost."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    sfn.delete_state_machine(stateMachineArn=arn)
+    sqs_event = event("start_workflow")
+    (template,) = sqs_event["Records"]
+    good = [_message_for(template, f"m-{n}", f"incoming/{n}.png", f"v{n}") for n in range(2)]
+    bad = dict(template, messageId="bad-1", body="not json")
+    sqs_event["Records"] = [good[0], bad, good[1]]
+
+    response = app.lambda_handler(sqs_event, context())
+
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == [
+        "bad-1",
+        "m-0",
+        "m-1",
+    ]
+
+
 def test_serialize_image_event_normalises_the_uploaded_version(
     aws: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

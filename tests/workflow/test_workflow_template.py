@@ -22,7 +22,7 @@ from scones_core.records import (
     asl_item,
 )
 
-from scones.asl_check import check_definition, substitute
+from scones.asl_check import check_definition, per_image_scope, substitute
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
 from tests.workflow.iam_policy import (
     ACCOUNT,
@@ -71,6 +71,11 @@ def definition(properties: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(substitute(text, sample_substitutions(properties))))
 
 
+def image_flow() -> dict[str, Any]:
+    """The classification workflow's per-image scope (the item processor of its Map)."""
+    return per_image_scope(definition(state_machines()["ClassificationStateMachine"]))
+
+
 @pytest.mark.parametrize("name", sorted(state_machines()))
 def test_asl_parses_and_every_transition_resolves(name: str) -> None:
     properties = state_machines()[name]
@@ -97,7 +102,7 @@ def test_asl_check_catches_dangling_transitions_and_leftover_placeholders() -> N
 
 
 def test_rejection_is_data_and_only_transient_errors_are_retried() -> None:
-    asl = definition(state_machines()["ClassificationStateMachine"])
+    asl = image_flow()
     states = asl["States"]
     assert asl["StartAt"] == "CheckAttempt"
     assert states["CheckAttempt"]["Default"] == states["DefaultAttempt"]["Next"] == "SerializeImage"
@@ -138,7 +143,7 @@ def test_rejection_is_data_and_only_transient_errors_are_retried() -> None:
 )
 def test_permanent_errors_go_straight_to_a_failed_record(task: str, permanent: set[str]) -> None:
     """A 4xx that no retry can fix (NoSuchBucket, AccessDenied, a model error) is not retried."""
-    state = definition(state_machines()["ClassificationStateMachine"])["States"][task]
+    state = image_flow()["States"][task]
     retried = {e for retry in state["Retry"] for e in retry["ErrorEquals"]}
     first = state["Catch"][0]
     assert permanent <= set(first["ErrorEquals"]) and first["Next"] == "DescribeFailure"
@@ -157,7 +162,7 @@ def error_class_names() -> list[str]:
 
 def test_every_record_state_writes_the_layout_records_py_defines() -> None:
     properties = state_machines()["ClassificationStateMachine"]
-    asl = definition(properties)
+    asl = image_flow()
     substitutions = sample_substitutions(properties)
     writers = {
         name: state
@@ -184,7 +189,7 @@ def test_every_record_state_writes_the_layout_records_py_defines() -> None:
 
 
 def test_failure_reasons_never_carry_the_raw_cause() -> None:
-    asl = definition(state_machines()["ClassificationStateMachine"])
+    asl = image_flow()
     text = json.dumps({k: v for k, v in asl["States"].items() if k != "NotifyDeadLetter"})
     assert '"$.error.Cause"' not in text
     describe = asl["States"]["DescribeUnexpectedFailure"]["Parameters"]
@@ -224,8 +229,7 @@ def test_threshold_and_retry_settings_come_from_parameters() -> None:
     assert properties["DefinitionSubstitutions"]["ConfidenceThreshold"] == {
         "Ref": "ConfidenceThreshold"
     }
-    asl = definition(properties)
-    choice = asl["States"]["CheckConfidence"]["Choices"][0]
+    choice = image_flow()["States"]["CheckConfidence"]["Choices"][0]
     assert choice["NumericGreaterThanEquals"] == float(parameter_defaults()["ConfidenceThreshold"])
 
 
@@ -789,7 +793,7 @@ def resources_of(cfn: dict[str, Any], logical_id: str) -> dict[str, Any]:
 
 def test_executions_without_attempt_default_to_attempt_zero() -> None:
     """An older start function (during a deployment) sends no attempt: still one record."""
-    states = definition(state_machines()["ClassificationStateMachine"])["States"]
+    states = image_flow()["States"]
     (rule,) = states["CheckAttempt"]["Choices"]
     assert rule == {"Variable": "$.attempt", "IsPresent": False, "Next": "DefaultAttempt"}
     assert states["DefaultAttempt"] == {
@@ -803,7 +807,7 @@ def test_executions_without_attempt_default_to_attempt_zero() -> None:
 def test_confidence_branches_straight_to_one_record_state_per_status() -> None:
     from scones.costs.workflow import happy_path, load_workflow
 
-    states = definition(state_machines()["ClassificationStateMachine"])["States"]
+    states = image_flow()["States"]
     choice = states["CheckConfidence"]
     assert choice["Choices"][0]["Next"] == "RecordAccepted"
     assert choice["Default"] == "RecordNeedsReview"
@@ -829,10 +833,59 @@ def test_the_slowest_path_fits_an_express_workflows_five_minutes() -> None:
     assert parameter_defaults()["WorkflowType"] == "EXPRESS"
     seconds, path = worst_case_seconds(load_workflow())
     assert seconds <= EXPRESS_LIMIT_SECONDS, (seconds, path)
-    assert path[-3:] == ["RecordFailure", "NotifyDeadLetter", "ClassificationFailed"]
+    assert path[-5:] == [
+        "RecordFailure",
+        "NotifyDeadLetter",
+        "ImageFailed",
+        "FailIfAnyImageFailed",
+        "ClassificationFailed",
+    ]
     # The old defaults (4 retries, a 10 s endpoint timeout, 30 s functions) did not fit.
     old = load_workflow({"RetryMaxAttempts": "4", "EndpointTimeoutSeconds": "10"})
     assert worst_case_seconds(old)[0] > EXPRESS_LIMIT_SECONDS
+
+
+def test_one_execution_runs_a_batch_and_no_image_can_stop_another() -> None:
+    """The top level wraps a lone image into a batch of one and maps the per-image flow
+    over the batch. Inside the Map nothing may be a Fail state (it would stop the batch's
+    other images before their records); the execution fails only after the Map."""
+    from scones.costs.workflow import batch_path, load_workflow
+
+    asl = definition(state_machines()["ClassificationStateMachine"])
+    top = asl["States"]
+    assert batch_path(load_workflow()) == [
+        "CheckBatch",
+        "ClassifyEachImage",
+        "FailIfAnyImageFailed",
+        "EveryImageRecorded",
+    ]
+    assert top["CheckBatch"]["Choices"] == [
+        {"Variable": "$.objects", "IsPresent": True, "Next": "ClassifyEachImage"}
+    ]
+    assert top["WrapOneImage"]["Parameters"] == {"objects.$": "States.Array($)"}
+    mapped = top["ClassifyEachImage"]
+    assert mapped["ItemsPath"] == "$.objects"
+    assert mapped["ItemProcessor"]["ProcessorConfig"] == {"Mode": "INLINE"}
+    assert "MaxConcurrency" not in mapped  # every image of a batch side by side
+    inner = image_flow()["States"]
+    assert not [name for name, state in inner.items() if state["Type"] == "Fail"]
+    # Each image's result is its record id, or FAILED after its FAILED record + DLQ message.
+    ends = {
+        name: state
+        for name, state in inner.items()
+        if state.get("End") or state["Type"] == "Succeed"
+    }
+    assert {
+        name: state.get("OutputPath") for name, state in ends.items() if name != "ImageFailed"
+    } == {
+        name: "$.object.record_id"
+        for name in ("RecordAccepted", "RecordNeedsReview", "RecordRejected", "AlreadyRecorded")
+    }
+    assert inner["NotifyDeadLetter"]["Next"] == "ImageFailed"
+    assert inner["ImageFailed"]["Result"] == "FAILED"
+    assert mapped["ResultSelector"]["any_failed.$"] == "States.ArrayContains($, 'FAILED')"
+    (rule,) = top["FailIfAnyImageFailed"]["Choices"]
+    assert rule["Next"] == "ClassificationFailed" and top["ClassificationFailed"]["Type"] == "Fail"
 
 
 def test_the_backfill_is_a_distributed_map_over_the_incoming_prefix() -> None:

@@ -1,15 +1,24 @@
-"""Start one workflow execution per uploaded object version.
+"""Start the classification workflow for uploaded object versions.
 
-The execution name is derived from the object version, so Step Functions
-(Standard) refuses a second execution for a duplicate S3 delivery; the
-conditional write at the end of the workflow covers Express workflows, which
-do not deduplicate names. A replay (``scones_core.redrive``) goes through the
-same code with ``attempt`` N > 0, which names the execution ``<name>-r<N>``.
+The start function starts **one execution per SQS batch** (``start_batch``): the
+state machine's Map runs every image of the batch side by side, each ending in its
+own record. An Express workflow is billed per execution, so a batch of ten costs a
+tenth of ten executions.
+
+A single object gets an execution named after its version (``start_workflow``), so
+Step Functions (Standard) refuses a second execution for it; a batch's name is
+derived from its object versions, so a redelivered batch is refused the same way.
+A duplicate that arrives in another batch, and every duplicate under Express (which
+does not deduplicate names), is stopped by the record's conditional write. A replay
+(``scones_core.redrive``) goes through ``start_workflow`` with ``attempt`` N > 0,
+which names the execution ``<name>-r<N>``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +26,7 @@ from botocore.exceptions import ClientError
 
 from scones_core.errors import EventError
 from scones_core.objects import ObjectRef, object_from_s3_record
-from scones_core.records import WorkflowInput
+from scones_core.records import BatchInput, WorkflowInput
 from scones_core.settings import StartSettings
 
 
@@ -39,12 +48,57 @@ def workflow_input(ref: ObjectRef, event_time: str, attempt: int = 0) -> Workflo
 def start_workflow(
     sfn: Any, ref: ObjectRef, settings: StartSettings, event_time: str = "", attempt: int = 0
 ) -> StartResult:
+    """Start ``attempt`` of one object: an execution of one image, named after it."""
     name = ref.execution_name_for(attempt)
+    return _start(sfn, settings, name, workflow_input(ref, event_time, attempt))
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    """An object version to classify, and the S3 event time it was announced with."""
+
+    ref: ObjectRef
+    event_time: str = ""
+
+
+def batch_execution_name(images: Sequence[PendingImage]) -> str:
+    """A deterministic name for the execution of a batch of first attempts.
+
+    Derived from the sorted record ids, so a redelivered batch gets the same name
+    (Standard refuses it); at most 80 characters, as Step Functions requires.
+    """
+    ids = sorted(image.ref.record_id for image in images)
+    digest = hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()[:40]
+    return f"batch-{len(ids)}-{digest}"
+
+
+def start_batch(sfn: Any, images: Sequence[PendingImage], settings: StartSettings) -> StartResult:
+    """Start one execution that classifies every image of ``images`` (attempt 0).
+
+    A batch of one is started exactly as ``start_workflow`` starts it (same name, same
+    input), so a lone upload's execution is named after its object version.
+    """
+    if not images:
+        raise ValueError("a batch needs at least one image")
+    # S3 delivers at least once: a duplicate notification in the same batch names the
+    # same object version again; it is classified once.
+    images = list({image.ref.record_id: image for image in reversed(images)}.values())[::-1]
+    if len(images) == 1:
+        return start_workflow(sfn, images[0].ref, settings, images[0].event_time)
+    document: BatchInput = {
+        "objects": [workflow_input(image.ref, image.event_time) for image in images]
+    }
+    return _start(sfn, settings, batch_execution_name(images), document)
+
+
+def _start(
+    sfn: Any, settings: StartSettings, name: str, document: WorkflowInput | BatchInput
+) -> StartResult:
     try:
         sfn.start_execution(
             stateMachineArn=settings.state_machine_arn,
             name=name,
-            input=json.dumps(workflow_input(ref, event_time, attempt), separators=(",", ":")),
+            input=json.dumps(document, separators=(",", ":")),
         )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
@@ -71,6 +125,15 @@ def notification_records(body: Any) -> list[dict[str, Any]]:
     return records
 
 
+def notification_images(body: Any) -> list[PendingImage]:
+    """Every object an S3 event notification names (``EventError`` if it names none
+    properly)."""
+    return [
+        PendingImage(object_from_s3_record(record), str(record.get("eventTime") or ""))
+        for record in notification_records(body)
+    ]
+
+
 @dataclass(frozen=True)
 class NotificationStart:
     ref: ObjectRef
@@ -78,14 +141,11 @@ class NotificationStart:
 
 
 def start_notification(sfn: Any, body: Any, settings: StartSettings) -> list[NotificationStart]:
-    """Start the first execution for every object an S3 event notification names.
-
-    The start function runs this for each message of the ingest queue, and
-    ``scones redrive --dead-letters`` for each S3 event that reached the dead-letter queue.
+    """Start the first execution for every object an S3 event notification names, one
+    execution each: ``scones redrive --dead-letters`` replays a dead-lettered S3 event
+    this way (the start function gathers a whole SQS batch into one execution instead).
     """
-    starts = []
-    for record in notification_records(body):
-        ref = object_from_s3_record(record)
-        event_time = str(record.get("eventTime") or "")
-        starts.append(NotificationStart(ref, start_workflow(sfn, ref, settings, event_time)))
-    return starts
+    return [
+        NotificationStart(image.ref, start_workflow(sfn, image.ref, settings, image.event_time))
+        for image in notification_images(body)
+    ]

@@ -128,11 +128,21 @@ class ClassificationState(TypedDict):
 
 
 class WorkflowInput(TypedDict):
-    """The execution input: the start function sends attempt 0, a replay attempt N > 0."""
+    """One image's input: the start function sends attempt 0, a replay attempt N > 0."""
 
     object: ObjectPayload
     event_time: str
     attempt: int
+
+
+class BatchInput(TypedDict):
+    """The input of an execution that classifies several images (one SQS batch).
+
+    The state machine's Map runs each item as a ``WorkflowInput``; an execution
+    started with a single ``WorkflowInput`` is a batch of one.
+    """
+
+    objects: list[WorkflowInput]
 
 
 # ---- the record layout -----------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scones.costs.prices import price
-from scones.costs.workflow import happy_path, is_record_writer, load_workflow
+from scones.costs.workflow import batch_path, happy_path, is_record_writer, load_workflow
 from scones.template_params import load_template, parameter_defaults
 
 MILLION = 1_000_000
@@ -36,11 +36,11 @@ SERVICE_CALL_MS = 15.0
 FULL_VCPU_MB = 1769
 # What a function waits for on AWS, per invocation (assumed, not measured: offline the waits
 # are the emulator's, inflated by the shared machine). S3 GET: first byte plus the body at
-# 80 MB/s; InvokeEndpoint: the model's own 18 ms (docs/benchmarks.md) plus 12 ms of network
-# and SageMaker; StartExecution: 25 ms per message.
+# 80 MB/s; InvokeEndpoint: the shipped model's own 3 ms (`scones bench model`) plus 12 ms of
+# network and SageMaker; StartExecution: 25 ms, one per SQS batch.
 S3_FIRST_BYTE_MS = 20.0
 S3_MB_PER_S = 80.0
-ENDPOINT_MS = 30.0
+ENDPOINT_MS = 15.0
 START_EXECUTION_MS = 25.0
 SECONDS_PER_MONTH = 30 * 86400
 # An S3 event notification is about 1.5 KB: one SQS request (64 KB chunks).
@@ -131,14 +131,14 @@ def lambda_gb_second(architecture: str) -> float:
     return price("lambda_arm_gb_second" if architecture == "arm64" else "lambda_x86_gb_second")
 
 
-def aws_wait_ms(logical_id: str, upload_bytes: float, per_batch: float = 1.0) -> float:
+def aws_wait_ms(logical_id: str, upload_bytes: float) -> float:
     """What ``logical_id`` waits for on AWS per invocation (the assumptions above)."""
     if logical_id == "SerializeImageFunction":
         return S3_FIRST_BYTE_MS + upload_bytes / (S3_MB_PER_S * 1e6) * 1000
     if logical_id == "ClassifyImageFunction":
         return ENDPOINT_MS
     if logical_id == "StartWorkflowFunction":
-        return START_EXECUTION_MS * per_batch
+        return START_EXECUTION_MS  # one execution per batch
     return 0.0
 
 
@@ -197,9 +197,7 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
             **fn,
             "cpu_ms_mean": float(fn["cpu_ms_mean"]) * (per_batch if per_image < 1 else 1),
         }
-        duration = modelled_duration_ms(
-            cpu_fn, memory, aws_wait_ms(logical_id, upload_bytes, per_batch)
-        )
+        duration = modelled_duration_ms(cpu_fn, memory, aws_wait_ms(logical_id, upload_bytes))
         gb_s = duration / 1000 * memory / 1024
         arch = settings.architectures[logical_id]
         usd = m * per_image * (price("lambda_request") + gb_s * lambda_gb_second(arch))
@@ -209,12 +207,17 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
             f"{duration:.0f} ms x {memory} MB {arch}"
             + (f", per batch of {per_batch:g}" if per_image < 1 else ""),
         )
-    # -- Step Functions -------------------------------------------------------------------
+    # -- Step Functions: one execution per batch; its Map runs the images side by side --
+    per_execution = batch_path(workflow)
+    executions = 1 / per_batch if per_execution else 1.0
     if wf_type == "STANDARD":
+        transitions = len(path) + len(per_execution) * executions
         est.add(
             "Step Functions Standard",
-            m * len(path) * price("sfn_standard_transition"),
-            f"{len(path)} transitions ({' > '.join(path)})",
+            m * transitions * price("sfn_standard_transition"),
+            f"{transitions:g} transitions per image ({' > '.join(path)}"
+            + (f"; + {len(per_execution)} per batch of {per_batch:g}" if per_execution else "")
+            + ")",
         )
     else:
         lambda_ms = 0.0
@@ -226,21 +229,21 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
                     settings.memory_mb[logical_id],
                     aws_wait_ms(logical_id, upload_bytes),
                 )
+        states = workflow.states
         service_ms = SERVICE_CALL_MS * sum(
-            1
-            for s in path
-            if workflow.definition["States"][s]["Type"] == "Task"
-            and s not in workflow.lambda_functions
+            1 for s in path if states[s]["Type"] == "Task" and s not in workflow.lambda_functions
         )
+        # The batch's images run side by side: the execution lasts about one image's time.
         billed_ms = math.ceil((lambda_ms + service_ms) / 100) * 100
         gb_s = billed_ms / 1000 * EXPRESS_MEMORY_STEP_MB / 1024
         est.add(
             "Step Functions Express",
-            m * (price("sfn_express_request") + gb_s * price("sfn_express_gb_second")),
-            f"1 request + {billed_ms} ms x 64 MB ({len(path)} states)",
+            m * executions * (price("sfn_express_request") + gb_s * price("sfn_express_gb_second")),
+            f"1 request + {billed_ms} ms x 64 MB ({len(path)} states)"
+            + (f" per batch of {per_batch:g}" if per_execution else ""),
         )
     # -- records ----------------------------------------------------------------------------
-    writes = sum(1 for s in path if is_record_writer(workflow.definition["States"][s]))
+    writes = sum(1 for s in path if is_record_writer(workflow.states[s]))
     item = float(data["record_item_bytes"].get("max") or 1024)
     wru = math.ceil(item / 1024)
     indexes = len(

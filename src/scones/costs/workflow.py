@@ -1,10 +1,13 @@
 """The workflow's shape, read from the real template and ASL (never a literal).
 
-``happy_path`` walks the definition the way a good upload goes (every Choice takes its
-``Default``: the execution input has ``attempt``, the image is not rejected); the cost model
-counts its states as Standard transitions and its tasks as Lambda invocations and writes.
-``worst_case_seconds`` bounds the slowest path that still ends in a record (every task
-retried to the last attempt, each attempt running to its timeout, Catch edges followed), which
+An execution classifies a batch: its top level (``batch_path``) leads to a Map whose
+item processor is the per-image flow (``image_states``). ``happy_path`` walks the
+per-image flow the way a good upload goes (every Choice takes its ``Default``: the input
+has ``attempt``, the image is not rejected); the cost model counts its states as Standard
+transitions per image, the top level's once per batch, and its tasks as Lambda invocations
+and writes. ``worst_case_seconds`` bounds the slowest path that still ends in a record
+(every task retried to the last attempt, each attempt running to its timeout, Catch edges
+followed; a Map's images run side by side, so it lasts as long as its slowest image), which
 must stay under an Express workflow's 5 minutes.
 """
 
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from scones.asl_check import substitute
+from scones.asl_check import per_image_scope, substitute
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
 
 EXPRESS_LIMIT_SECONDS = 300
@@ -31,6 +34,28 @@ class Workflow:
     definition: dict[str, Any]
     lambda_functions: dict[str, str]  # state name -> function logical id
     function_timeouts: dict[str, float]  # function logical id -> seconds
+
+    @property
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Every state of every scope by name (``load_workflow`` checks names are unique)."""
+        return dict(_all_states(self.definition))
+
+    @property
+    def image_states(self) -> dict[str, Any]:
+        """The per-image flow (``asl_check.per_image_scope``)."""
+        return per_image_scope(self.definition)
+
+
+def _all_states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, state in scope["States"].items():
+        found.append((name, state))
+        inner = state.get("ItemProcessor") or state.get("Iterator")
+        if inner:
+            found.extend(_all_states(inner))
+        for branch in state.get("Branches", []):
+            found.extend(_all_states(branch))
+    return found
 
 
 def _function_timeout(resource: dict[str, Any], params: dict[str, str]) -> float:
@@ -63,9 +88,14 @@ def load_workflow(
             substitutions[name] = f"arn:aws:example:us-east-1:123456789012:{name}"
     text = (PROJECT_ROOT / properties["DefinitionUri"]).read_text(encoding="utf-8")
     definition = json.loads(substitute(text, substitutions))
+    every = _all_states(definition)
+    names = [name for name, _ in every]
+    if len(names) != len(set(names)):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{machine}: state names repeat across scopes: {repeated}")
     by_state = {
         name: functions[state["Resource"]]
-        for name, state in definition["States"].items()
+        for name, state in every
         if state.get("Resource") in functions
     }
     timeouts = {
@@ -76,18 +106,39 @@ def load_workflow(
 
 
 def happy_path(workflow: Workflow, choose: dict[str, int] | None = None) -> list[str]:
-    """The states one execution enters when every Choice takes its Default (or, for the
+    """The states one image enters when every Choice takes its Default (or, for the
     Choices named in ``choose``, that choice rule); ends at a terminal state."""
+    return _walk(workflow.image_states, choose or {})
+
+
+def batch_path(workflow: Workflow) -> list[str]:
+    """The top-level states an execution of a batch enters once, whatever its size: a
+    Choice goes straight to the Map where a rule leads there, else takes its Default.
+    Empty when the definition has no Map (every state is per image)."""
+    if workflow.image_states is workflow.definition:
+        return []
     states = workflow.definition["States"]
+    choose = {
+        name: index
+        for name, state in states.items()
+        if state["Type"] == "Choice"
+        for index, rule in enumerate(state["Choices"])
+        if states[rule["Next"]]["Type"] == "Map"
+    }
+    return _walk(workflow.definition, choose)
+
+
+def _walk(scope: dict[str, Any], choose: dict[str, int]) -> list[str]:
+    states = scope["States"]
     path: list[str] = []
-    name: str | None = workflow.definition["StartAt"]
+    name: str | None = scope["StartAt"]
     while name is not None:
         if name in path:
             raise ValueError(f"the walk loops at {name}")
         path.append(name)
         state = states[name]
         if state["Type"] == "Choice":
-            rule = (choose or {}).get(name)
+            rule = choose.get(name)
             name = state["Default"] if rule is None else state["Choices"][rule]["Next"]
         elif state.get("End") or state["Type"] in ("Succeed", "Fail"):
             name = None
@@ -109,7 +160,9 @@ def _backoff_seconds(retry: dict[str, Any]) -> float:
 
 def state_worst_seconds(workflow: Workflow, name: str) -> float:
     """Every attempt of ``name`` running to its timeout, with the longest backoffs."""
-    state = workflow.definition["States"][name]
+    state = workflow.states[name]
+    if state["Type"] == "Map":
+        return _longest(workflow, state.get("ItemProcessor") or state["Iterator"])[0]
     if state["Type"] != "Task":
         return 0.0
     if name in workflow.lambda_functions:
@@ -124,8 +177,20 @@ def state_worst_seconds(workflow: Workflow, name: str) -> float:
 
 
 def worst_case_seconds(workflow: Workflow) -> tuple[float, list[str]]:
-    """The slowest path from StartAt to a terminal state (Catch edges included)."""
-    states = workflow.definition["States"]
+    """The slowest path from StartAt to a terminal state (Catch edges included); a Map on
+    it is expanded into its slowest image's path."""
+    seconds, path = _longest(workflow, workflow.definition)
+    expanded: list[str] = []
+    for name in path:
+        expanded.append(name)
+        state = workflow.states[name]
+        if state["Type"] == "Map":
+            expanded.extend(_longest(workflow, state.get("ItemProcessor") or state["Iterator"])[1])
+    return seconds, expanded
+
+
+def _longest(workflow: Workflow, scope: dict[str, Any]) -> tuple[float, list[str]]:
+    states = scope["States"]
 
     @cache
     def longest(name: str) -> tuple[float, tuple[str, ...]]:
@@ -134,11 +199,11 @@ def worst_case_seconds(workflow: Workflow) -> tuple[float, list[str]]:
         targets += [c.get("Next") for c in state.get("Choices", [])]
         targets += [c.get("Next") for c in state.get("Catch", [])]
         best: tuple[float, tuple[str, ...]] = (0.0, ())
-        for target in {t for t in targets if t}:
+        for target in sorted({t for t in targets if t}):
             candidate = longest(target)
             if candidate[0] > best[0] or not best[1]:
                 best = candidate
         return state_worst_seconds(workflow, name) + best[0], (name, *best[1])
 
-    seconds, path = longest(workflow.definition["StartAt"])
+    seconds, path = longest(scope["StartAt"])
     return seconds, list(path)
