@@ -91,6 +91,7 @@ def start_images(batch: dict[str, list[PendingImage]]) -> list[str]:
         return list(batch)
     logger.info(
         "workflow started" if result.started else "duplicate batch: execution exists",
+        # Every delivered record id, duplicates included (a batch classifies each once).
         extra={
             "execution_name": result.execution_name,
             "record_ids": [image.ref.record_id for image in images],

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import SAMPLES, template_limits
 from image_catalog import SAME_INPUT, Entry, awkward_keys, bad_inputs, unusual_images
-from workflow_helpers import history_events
+from workflow_helpers import image_events
 
 from scones.offline.client import Upload
 from scones.offline.stack import OfflineStack
@@ -38,10 +38,11 @@ def outcome(stack: OfflineStack) -> dict[str, tuple[Entry, Upload, dict[str, Any
 
 
 def states_entered(stack: OfflineStack, record: dict[str, Any]) -> set[str]:
+    """The states this image's iteration entered (its batch's other images aside)."""
     sfn = stack.api().client("stepfunctions")
     return {
         event["stateEnteredEventDetails"]["name"]
-        for event in history_events(sfn, record["execution_arn"])
+        for event in image_events(sfn, record["execution_arn"], record["pk"])
         if "stateEnteredEventDetails" in event
     }
 

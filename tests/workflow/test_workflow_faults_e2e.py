@@ -161,9 +161,15 @@ def start_function_log(stack: OfflineStack) -> list[dict[str, Any]]:
 
 
 def start_function_handled(stack: OfflineStack) -> list[str]:
-    """The record id of every S3 record the start function handled (started or duplicate)."""
-    done = ("workflow started", "duplicate event: execution exists")
-    return [str(e["record_id"]) for e in start_function_log(stack) if e.get("message") in done]
+    """The record id of every S3 record the start function handled (started or duplicate),
+    once per delivery."""
+    done = ("workflow started", "duplicate batch: execution exists")
+    return [
+        str(record_id)
+        for e in start_function_log(stack)
+        if e.get("message") in done
+        for record_id in e["record_ids"]
+    ]
 
 
 def send_to_ingest(stack: OfflineStack, body: str) -> None:

@@ -19,6 +19,7 @@ from workflow_helpers import confident_image, history_events, wait_for_execution
 
 from scones.cli import stack_state
 from scones.cli.main import main
+from scones.costs.workflow import load_workflow
 from scones.offline.client import StackClient, Upload
 from scones.offline.stack import OfflineStack
 
@@ -113,10 +114,17 @@ def run_again(api: StackClient, execution_arn: str, name: str, **changes: Any) -
 
 
 def ended_in(api: StackClient, execution_arn: str) -> str:
-    """The last state the execution entered (a Record* state ends the workflow itself)."""
+    """The last per-image state an execution of one image entered (a Record* state or
+    AlreadyRecorded ends the image's flow; the batch level's states are left out)."""
+    batch_level = set(load_workflow().definition["States"])
     events = history_events(api.client("stepfunctions"), execution_arn)
-    entered = [e for e in events if e["type"].endswith("StateEntered")]
-    return str(entered[-1]["stateEnteredEventDetails"]["name"])
+    entered = [
+        str(e["stateEnteredEventDetails"]["name"])
+        for e in events
+        if e["type"].endswith("StateEntered")
+        and e["stateEnteredEventDetails"]["name"] not in batch_level
+    ]
+    return entered[-1]
 
 
 def test_an_outage_is_replayed_and_every_object_is_classified_exactly_once(

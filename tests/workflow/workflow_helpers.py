@@ -31,6 +31,35 @@ def history_events(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
         kwargs["nextToken"] = page["nextToken"]
 
 
+def image_events(sfn: Any, execution_arn: str, record_id: str) -> list[dict[str, Any]]:
+    """The history events of one image's Map iteration in an execution of a batch.
+
+    The images of a batch run side by side, so their events interleave; each event's
+    ``previousEventId`` leads back to its own iteration's ``MapIterationStarted``.
+    """
+    import json
+
+    document = json.loads(sfn.describe_execution(executionArn=execution_arn)["input"])
+    items = document.get("objects", [document])
+    (index,) = [i for i, item in enumerate(items) if item["object"]["record_id"] == record_id]
+    events = history_events(sfn, execution_arn)
+    by_id = {e["id"]: e for e in events}
+    starts = {
+        e["id"]: e["mapIterationStartedEventDetails"]["index"]
+        for e in events
+        if e["type"] == "MapIterationStarted"
+    }
+
+    def iteration(event: dict[str, Any]) -> int | None:
+        while event["id"] not in starts:
+            if event["previousEventId"] not in by_id:
+                return None
+            event = by_id[event["previousEventId"]]
+        return int(starts[event["id"]])
+
+    return [e for e in events if iteration(e) == index]
+
+
 def confident_image(predictions: dict[Path, tuple[str, float]], threshold: float) -> Path:
     for path, (label, confidence) in predictions.items():
         if path.parent.name == label and confidence >= threshold:
