@@ -3,8 +3,9 @@
 SQS delivers S3 event notifications in batches; Powertools' batch processor reads
 each message (a message that is not an S3 notification is reported as failed) and
 every object named by the good ones goes into one execution, whose Map classifies
-them side by side (``scones_core.ingest.start_batch``). If that start fails, every
-message of it is reported failed. Only reported messages are retried, and after the
+them side by side (``scones_core.ingest.start_batches``; several only if the keys are
+so long that one input would pass ``MAX_BATCH_INPUT_BYTES``). If a start fails, every
+message with an image in it is reported failed. Only reported messages are retried, and after the
 queue's maxReceiveCount they move to the dead-letter queue.
 """
 
@@ -30,7 +31,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core import tracing
 from scones_core.errors import EventError
-from scones_core.ingest import PendingImage, is_s3_test_event, notification_images, start_batch
+from scones_core.ingest import (
+    PendingImage,
+    is_s3_test_event,
+    notification_images,
+    start_batches,
+)
 from scones_core.settings import StartSettings
 
 logger = Logger()
@@ -57,7 +63,7 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
         logger.info("ignoring s3:TestEvent", extra={"bucket": body.get("Bucket")})
         return []
     try:
-        return notification_images(body)
+        return notification_images(body, record.message_id)
     except EventError as exc:
         raise EventError(f"SQS message {record.message_id}: {exc}") from exc
 
@@ -76,45 +82,44 @@ def not_processed(message_id: str, receive_count: Any, exc: Exception) -> None:
 
 
 @tracer.capture_method
-def start_images(batch: dict[str, list[PendingImage]]) -> list[str]:
-    """Start one execution for every image of ``batch`` (message id -> images); return
-    the ids of the messages to report as failed (all of them if the start failed)."""
-    images = [image for message_images in batch.values() for image in message_images]
+def start_images(images: list[PendingImage]) -> set[str]:
+    """Start the executions that classify ``images`` (one SQS batch); return the ids of
+    the messages to report as failed: those with an image whose execution did not start."""
+    failed: set[str] = set()
     if not images:
-        return []
-    try:
-        result = start_batch(sfn_client(), images, settings)
-    except Exception as exc:
-        for message_id in batch:
-            not_processed(message_id, None, exc)
-        metrics.add_metric(name="WorkflowStartsFailed", unit=MetricUnit.Count, value=1)
-        return list(batch)
-    logger.info(
-        "workflow started" if result.started else "duplicate batch: execution exists",
-        # Every delivered record id, duplicates included (a batch classifies each once).
-        extra={
-            "execution_name": result.execution_name,
-            "record_ids": [image.ref.record_id for image in images],
-        },
-    )
-    metrics.add_metric(
-        name="WorkflowsStarted" if result.started else "DuplicateEvents",
-        unit=MetricUnit.Count,
-        value=1,
-    )
-    metrics.add_metric(name="ImagesStarted", unit=MetricUnit.Count, value=len(images))
-    return []
+        return failed
+    # Every object version delivered, duplicates included (each is classified once).
+    logger.info("notifications received", extra={"record_ids": [i.ref.record_id for i in images]})
+    for start in start_batches(sfn_client(), images, settings):
+        record_ids = [image.ref.record_id for image in start.images]
+        if start.result is None:
+            for message_id in dict.fromkeys(image.message_id for image in start.images):
+                not_processed(message_id, None, start.error or RuntimeError("not started"))
+                failed.add(message_id)
+            metrics.add_metric(name="WorkflowStartsFailed", unit=MetricUnit.Count, value=1)
+            continue
+        logger.info(
+            "workflow started" if start.result.started else "duplicate batch: execution exists",
+            extra={"execution_name": start.result.execution_name, "record_ids": record_ids},
+        )
+        metrics.add_metric(
+            name="WorkflowsStarted" if start.result.started else "DuplicateEvents",
+            unit=MetricUnit.Count,
+            value=1,
+        )
+        metrics.add_metric(name="ImagesStarted", unit=MetricUnit.Count, value=len(record_ids))
+    return failed
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    batch: dict[str, list[PendingImage]] = {}
+    images: list[PendingImage] = []
 
     def record_handler(record: SQSRecord) -> None:
         try:
-            batch[record.message_id] = images_of(record)
+            images.extend(images_of(record))
         except Exception as exc:
             not_processed(record.message_id, record.attributes.approximate_receive_count, exc)
             raise
@@ -124,6 +129,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     )
     failures = list(response["batchItemFailures"])
     failures += [
-        PartialItemFailures(itemIdentifier=message_id) for message_id in start_images(batch)
+        PartialItemFailures(itemIdentifier=message_id)
+        for message_id in sorted(start_images(images))
     ]
     return {"batchItemFailures": failures}

@@ -33,3 +33,27 @@ def test_fuller_batches_cost_less_per_image(window: str, per_batch: str, sqs: fl
     start_short, _ = line("1", "Lambda StartWorkflow")
     start, _ = line(window, "Lambda StartWorkflow")
     assert start <= start_short
+
+
+def test_express_is_billed_once_per_batch_and_standard_per_batch_level_state() -> None:
+    """One execution per SQS batch: a full batch pays a tenth of a request per image; a
+    window that holds one message pays a whole request, and Standard pays the batch
+    level's four states per execution on top of the six per image."""
+    full, basis = line("30", "Step Functions Express")
+    single, _ = line("1", "Step Functions Express")
+    assert basis.endswith("per batch of 10")
+    assert single == pytest.approx(10 * full, rel=0.01)
+    est = estimate(MEASURED, workflow_type="STANDARD")
+    [standard] = [e for e in est.lines if e.item == "Step Functions Standard"]
+    assert standard.usd == pytest.approx(1_000_000 * (6 + 4 / 10) * 0.025 / 1000)
+
+
+def test_the_largest_state_stays_under_64_kib_at_the_batch_level_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from scones.cli.main import main
+
+    assert main(["bench", "payload"]) == 0
+    out = capsys.readouterr().out
+    [batch] = [ln for ln in out.splitlines() if ln.startswith("largest batch-level state:")]
+    assert 0 < int(batch.split()[3]) <= 64 * 1024

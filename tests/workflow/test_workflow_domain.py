@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -25,9 +26,17 @@ from scones_core import errors
 from scones_core.endpoint_response import UNREPORTED, custom_attributes, model_version
 from scones_core.images import normalise_image, read_object, serialize_object
 from scones_core.inference import classify_image, decode_image_b64, parse_probabilities
-from scones_core.ingest import workflow_input
+from scones_core.ingest import (
+    MAX_BATCH_INPUT_BYTES,
+    PendingImage,
+    batch_execution_name,
+    distinct_images,
+    split_batch,
+    start_batches,
+    workflow_input,
+)
 from scones_core.objects import NULL_VERSION, ObjectRef, object_from_s3_record
-from scones_core.settings import EndpointSettings, ImageLimits
+from scones_core.settings import EndpointSettings, ImageLimits, StartSettings
 
 LIMITS = template_limits()
 BICYCLE = sorted((SAMPLES / "bicycle").glob("*.png"))[0]
@@ -457,6 +466,71 @@ def test_every_object_goes_to_the_workflow_whatever_its_name() -> None:
             "event_time": "t",
             "attempt": 0,
         }
+
+
+def _pending(n: int, key: str = "incoming/photo-{}.jpg", message: str = "m-{}") -> PendingImage:
+    ref = ObjectRef("scones-images", key.format(n), f"v{n}", "e" * 32, 1000 + n)
+    return PendingImage(ref, "2026-12-01T00:00:00.000Z", message.format(n))
+
+
+def _batch_document(group: list[PendingImage]) -> bytes:
+    document = {"objects": [workflow_input(i.ref, i.event_time) for i in group]}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def test_duplicates_in_a_batch_are_classified_once_in_delivery_order() -> None:
+    first, second, third = _pending(1), _pending(2), _pending(3)
+    again = dataclasses.replace(first, message_id="m-again")
+    assert distinct_images([first, second, again, third, second]) == [first, second, third]
+
+
+def test_an_ordinary_batch_is_one_execution_and_long_keys_split_under_the_byte_budget() -> None:
+    ten = [_pending(n) for n in range(10)]
+    assert split_batch(ten) == [ten]
+    # S3's worst key: 1,024 bytes of a character JSON escapes to six.
+    worst = [_pending(n, key="incoming/{}" + "\u0001" * 1010) for n in range(10)]
+    groups = split_batch(worst)
+    assert len(groups) > 1 and [i for g in groups for i in g] == worst
+    assert all(len(_batch_document(g)) <= MAX_BATCH_INPUT_BYTES for g in groups)
+    # Each group is as full as the budget allows.
+    for group, following in itertools.pairwise(groups):
+        assert len(_batch_document([*group, following[0]])) > MAX_BATCH_INPUT_BYTES
+
+
+def test_a_batch_whose_start_fails_names_its_images_and_the_others_still_start() -> None:
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:classify"
+    worst = [_pending(n, key="incoming/{}" + "\u0001" * 1010) for n in range(6)]
+    groups = split_batch(worst)
+    assert len(groups) >= 2
+    with Stubber(sfn) as stub:
+        stub.add_client_error(
+            "start_execution", service_error_code="ThrottlingException", http_status_code=400
+        )
+        for group in groups[1:]:
+            stub.add_response(
+                "start_execution",
+                {"executionArn": f"{arn}:x", "startDate": "2026-12-01T00:00:00Z"},
+                {
+                    "stateMachineArn": arn,
+                    "name": batch_execution_name(group)
+                    if len(group) > 1
+                    else group[0].ref.execution_name,
+                    "input": (
+                        _batch_document(group).decode()
+                        if len(group) > 1
+                        else json.dumps(
+                            workflow_input(group[0].ref, group[0].event_time), separators=(",", ":")
+                        )
+                    ),
+                },
+            )
+        starts = start_batches(sfn, worst, StartSettings(state_machine_arn=arn))
+        stub.assert_no_pending_responses()
+
+    assert [list(s.images) for s in starts] == groups
+    assert starts[0].result is None and "ThrottlingException" in str(starts[0].error)
+    assert all(s.result is not None and s.result.started for s in starts[1:])
 
 
 # ---- settings ----------------------------------------------------------------

@@ -161,13 +161,12 @@ def start_function_log(stack: OfflineStack) -> list[dict[str, Any]]:
 
 
 def start_function_handled(stack: OfflineStack) -> list[str]:
-    """The record id of every S3 record the start function handled (started or duplicate),
-    once per delivery."""
-    done = ("workflow started", "duplicate batch: execution exists")
+    """The record id of every S3 record the start function handled, once per delivery
+    (before duplicates within a batch are dropped)."""
     return [
         str(record_id)
         for e in start_function_log(stack)
-        if e.get("message") in done
+        if e.get("message") == "notifications received"
         for record_id in e["record_ids"]
     ]
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from scones_core.errors import EventError
 from scones_core.objects import ObjectRef, object_from_s3_record
@@ -53,12 +53,30 @@ def start_workflow(
     return _start(sfn, settings, name, workflow_input(ref, event_time, attempt))
 
 
+# An execution's input stays under this many bytes (UTF-8 JSON, as Step Functions counts
+# them): a batch of worst-case keys (1,024 bytes of characters that JSON escapes six-fold)
+# is split into several executions, so the batch level's state stays far below the 64 KiB
+# the project allows a state (`scones bench payload`) and AWS's 256 KiB.
+MAX_BATCH_INPUT_BYTES = 32 * 1024
+
+
 @dataclass(frozen=True)
 class PendingImage:
-    """An object version to classify, and the S3 event time it was announced with."""
+    """An object version to classify, the S3 event time it was announced with, and the
+    SQS message that named it (so a failed start returns exactly that message)."""
 
     ref: ObjectRef
     event_time: str = ""
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class BatchStart:
+    """One execution of a batch: started (``result``) or not (``error``)."""
+
+    images: tuple[PendingImage, ...]
+    result: StartResult | None = None
+    error: Exception | None = None
 
 
 def batch_execution_name(images: Sequence[PendingImage]) -> str:
@@ -72,23 +90,70 @@ def batch_execution_name(images: Sequence[PendingImage]) -> str:
     return f"batch-{len(ids)}-{digest}"
 
 
+def distinct_images(images: Sequence[PendingImage]) -> list[PendingImage]:
+    """The first notification of each object version, in order: S3 delivers at least
+    once, and a duplicate in the same batch is classified once."""
+    seen: set[str] = set()
+    distinct = []
+    for image in images:
+        if image.ref.record_id not in seen:
+            seen.add(image.ref.record_id)
+            distinct.append(image)
+    return distinct
+
+
+def _input_bytes(image: PendingImage) -> int:
+    return len(json.dumps(workflow_input(image.ref, image.event_time), separators=(",", ":")))
+
+
+def split_batch(
+    images: Sequence[PendingImage], max_bytes: int = MAX_BATCH_INPUT_BYTES
+) -> list[list[PendingImage]]:
+    """Consecutive groups whose execution input stays within ``max_bytes`` (a group of
+    one may not: one image's input is bounded by S3's 1,024-byte key)."""
+    groups: list[list[PendingImage]] = []
+    size = 0
+    overhead = len('{"objects":[]}')
+    for image in images:
+        item = _input_bytes(image) + 1  # and its comma
+        if groups and size + item <= max_bytes:
+            groups[-1].append(image)
+            size += item
+        else:
+            groups.append([image])
+            size = overhead + item
+    return groups
+
+
 def start_batch(sfn: Any, images: Sequence[PendingImage], settings: StartSettings) -> StartResult:
     """Start one execution that classifies every image of ``images`` (attempt 0).
 
     A batch of one is started exactly as ``start_workflow`` starts it (same name, same
-    input), so a lone upload's execution is named after its object version.
+    input), so a lone upload's execution is named after its object version. The caller
+    keeps the input small (``split_batch``).
     """
     if not images:
         raise ValueError("a batch needs at least one image")
-    # S3 delivers at least once: a duplicate notification in the same batch names the
-    # same object version again; it is classified once.
-    images = list({image.ref.record_id: image for image in reversed(images)}.values())[::-1]
     if len(images) == 1:
         return start_workflow(sfn, images[0].ref, settings, images[0].event_time)
     document: BatchInput = {
         "objects": [workflow_input(image.ref, image.event_time) for image in images]
     }
     return _start(sfn, settings, batch_execution_name(images), document)
+
+
+def start_batches(
+    sfn: Any, images: Sequence[PendingImage], settings: StartSettings
+) -> list[BatchStart]:
+    """Classify ``images`` (one SQS batch): duplicates dropped, as few executions as the
+    input size allows. One execution failing to start does not stop the others."""
+    starts = []
+    for group in split_batch(distinct_images(images)):
+        try:
+            starts.append(BatchStart(tuple(group), result=start_batch(sfn, group, settings)))
+        except (ClientError, BotoCoreError) as exc:
+            starts.append(BatchStart(tuple(group), error=exc))
+    return starts
 
 
 def _start(
@@ -125,11 +190,11 @@ def notification_records(body: Any) -> list[dict[str, Any]]:
     return records
 
 
-def notification_images(body: Any) -> list[PendingImage]:
+def notification_images(body: Any, message_id: str = "") -> list[PendingImage]:
     """Every object an S3 event notification names (``EventError`` if it names none
     properly)."""
     return [
-        PendingImage(object_from_s3_record(record), str(record.get("eventTime") or ""))
+        PendingImage(object_from_s3_record(record), str(record.get("eventTime") or ""), message_id)
         for record in notification_records(body)
     ]
 
