@@ -1,12 +1,12 @@
-"""Start one classification workflow per SQS batch of S3 event notifications.
+"""Start the classification workflow for a batch of S3 event notifications from SQS.
 
-SQS delivers S3 event notifications in batches; Powertools' batch processor reads
-each message (a message that is not an S3 notification is reported as failed) and
-every object named by the good ones goes into one execution, whose Map classifies
-them side by side (``scones_core.ingest.start_batches``; several only if the keys are
-so long that one input would pass ``MAX_BATCH_INPUT_BYTES``). If a start fails, every
-message with an image in it is reported failed. Only reported messages are retried, and after the
-queue's maxReceiveCount they move to the dead-letter queue.
+Powertools' batch processor reads each message (one that is not an S3 notification is
+reported as failed); every object the good ones name goes into one execution, whose Map
+classifies them side by side (``scones_core.ingest.start_batches``; more than one
+execution only if the keys are so long that one input would pass
+``MAX_BATCH_INPUT_BYTES``). If a start fails, every message with an image in it is
+reported failed. Only reported messages are retried, and after the queue's
+maxReceiveCount they move to the dead-letter queue.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Int8 export: the quantised graph keeps the contract and agrees with the float graph."""
+"""Int8 and float16 export: the smaller graph keeps the contract and agrees with the float
+graph."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from scones.model.artifact import OnnxClassifier
 from scones.model.build import build_model, split_data
 from scones.model.folders import load_images
-from scones.model.quantize import PROBABILITY_TOLERANCE
+from scones.model.quantize import FP16_TOLERANCE, PROBABILITY_TOLERANCE
 from scones.model.train import TrainRecipe
 
 LABELS = ("bicycle", "motorcycle")
@@ -34,10 +35,13 @@ def float_and_int8(
         width=8,
     )
     root = tmp_path_factory.mktemp("quantised")
-    float_dir, int8_dir = root / "float", root / "int8"
+    float_dir, int8_dir, fp16_dir = root / "float", root / "int8", root / "fp16"
     build_model(small_data, float_dir, recipe, threshold=0.9, name="tiny")
     build_model(
         small_data, int8_dir, dataclasses.replace(recipe, quantize="int8"), 0.9, name="tiny"
+    )
+    build_model(
+        small_data, fp16_dir, dataclasses.replace(recipe, quantize="fp16"), 0.9, name="tiny"
     )
     return float_dir, int8_dir, recipe
 
@@ -70,3 +74,32 @@ def test_the_int8_graph_is_int8_and_says_so(float_and_int8: tuple[Path, Path, Tr
     assert not (int8_dir / "float.onnx").exists()
     # The contract is unchanged: float RGB in, float probabilities out.
     assert OnnxClassifier(int8_dir).labels == LABELS
+
+
+def test_the_fp16_graph_is_half_the_size_and_matches_the_float_graph(
+    small_data: Path, float_and_int8: tuple[Path, Path, TrainRecipe]
+) -> None:
+    float_dir, _, recipe = float_and_int8
+    fp16_dir = float_dir.parent / "fp16"
+    graph = onnx.load(str(fp16_dir / "model.onnx"))
+    float16 = onnx.TensorProto.FLOAT16
+    weights = [init for init in graph.graph.initializer if init.dims]
+    assert weights and all(init.data_type == float16 for init in weights)
+    # The contract is unchanged: float32 RGB in, float32 probabilities out.
+    for value in (*graph.graph.input, *graph.graph.output):
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    size = (fp16_dir / "model.onnx").stat().st_size
+    assert size < 0.6 * (float_dir / "model.onnx").stat().st_size
+    manifest = json.loads((fp16_dir / "model.json").read_text())
+    assert manifest["recipe"]["quantize"] == "fp16"
+    assert "float16" in manifest["quantization"]["method"]
+    assert manifest["export_check"]["tolerance"] == FP16_TOLERANCE
+    assert manifest["export_check"]["max_abs_diff_vs_torch"] <= FP16_TOLERANCE
+    assert not (fp16_dir / "float.onnx").exists()
+    data = load_images(small_data, LABELS)
+    validation = split_data(data, small_data, recipe.validation_fraction, recipe.seed).validation
+    reference = OnnxClassifier(float_dir).predict_tensor(validation.pixels)
+    halved = OnnxClassifier(fp16_dir).predict_tensor(validation.pixels)
+    np.testing.assert_allclose(halved.sum(axis=1), 1.0, atol=1e-3)
+    assert np.abs(halved - reference).max() <= FP16_TOLERANCE
+    assert (halved.argmax(axis=1) == reference.argmax(axis=1)).all()

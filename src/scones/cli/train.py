@@ -80,8 +80,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--quantize",
         choices=QUANTISATIONS,
         default=None,
-        help="store the graph as float32 ('none') or int8 (static, calibrated on training "
-        "images) (default: none)",
+        help="store the graph as float32 ('none'), int8 (static, calibrated on training "
+        "images) or float16 ('fp16') (default: none)",
     )
     parser.add_argument(
         "--flip-tta",

@@ -193,9 +193,13 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
         memory = settings.memory_mb[logical_id]
         fn = functions[logical_id]
         per_image = 1 / per_batch if logical_id == "StartWorkflowFunction" else 1.0
+        # The start function was measured at ``messages_per_invocation``; its CPU is taken
+        # to grow with the messages of a batch (all of it: an upper bound).
+        per_message = float(fn.get("messages_per_invocation") or 1.0)
         cpu_fn = {
             **fn,
-            "cpu_ms_mean": float(fn["cpu_ms_mean"]) * (per_batch if per_image < 1 else 1),
+            "cpu_ms_mean": float(fn["cpu_ms_mean"])
+            * (per_batch / per_message if per_image < 1 else 1),
         }
         duration = modelled_duration_ms(cpu_fn, memory, aws_wait_ms(logical_id, upload_bytes))
         gb_s = duration / 1000 * memory / 1024

@@ -207,6 +207,7 @@ def build_model(
             extra=extra,
             check_pixels=split.validation.pixels[:64],
             int8_calibration=quantisation_images(split.train, recipe),
+            fp16=recipe.quantize == "fp16",
         )
         classifier = OnnxClassifier(staging)
         report, probabilities = evaluate_artifact(

@@ -24,7 +24,13 @@ from scones.model.artifact import (
     OnnxClassifier,
     sha256_file,
 )
-from scones.model.quantize import PROBABILITY_TOLERANCE, QUANTISED_OPS, quantize_int8
+from scones.model.quantize import (
+    FP16_TOLERANCE,
+    PROBABILITY_TOLERANCE,
+    QUANTISED_OPS,
+    convert_fp16,
+    quantize_int8,
+)
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -99,26 +105,34 @@ def save_artifact(
     extra: dict[str, Any],
     check_pixels: np.ndarray,
     int8_calibration: np.ndarray | None = None,
+    fp16: bool = False,
 ) -> ModelManifest:
     """Export, hash, write ``model.json`` and verify; returns the manifest written.
 
     With ``int8_calibration`` (RGB [0, 1] training images) the graph is quantised to
-    int8 with those images as the calibration set, and checked against torch with the
-    quantisation tolerance instead of the float one.
+    int8 with those images as the calibration set; with ``fp16`` its weights and
+    activations become float16. Either is checked against torch with its own tolerance
+    instead of the float one.
     """
+    if fp16 and int8_calibration is not None:
+        raise ValueError("choose int8 or fp16, not both")
     directory.mkdir(parents=True, exist_ok=True)
     onnx_path = directory / ONNX_NAME
     tolerance = TOLERANCE
-    if int8_calibration is None:
+    if int8_calibration is None and not fp16:
         export_onnx(model, onnx_path, input_size)
     else:
         float_path = directory / "float.onnx"
         export_onnx(model, float_path, input_size)
         try:
-            quantize_int8(float_path, onnx_path, int8_calibration)
+            if fp16:
+                convert_fp16(float_path, onnx_path)
+            else:
+                assert int8_calibration is not None
+                quantize_int8(float_path, onnx_path, int8_calibration)
         finally:
             float_path.unlink(missing_ok=True)
-        tolerance = PROBABILITY_TOLERANCE
+        tolerance = FP16_TOLERANCE if fp16 else PROBABILITY_TOLERANCE
     digest = sha256_file(onnx_path)
     manifest = ModelManifest(
         name=name,
@@ -143,6 +157,11 @@ def save_artifact(
             "ops": list(QUANTISED_OPS),
             "calibration_images": len(int8_calibration),
             "calibration_source": "training images only",
+        }
+    if fp16:
+        manifest.extra["quantization"] = {
+            "method": "float16 weights and activations (onnxruntime's float16 converter); "
+            "float32 input and output",
         }
     write_manifest(directory, manifest)
     return manifest
