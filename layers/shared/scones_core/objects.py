@@ -1,9 +1,9 @@
 """Which object an event is about, and the names derived from it.
 
-One uploaded object version gets one record and one workflow execution. The
-record id and the execution name are both derived from (bucket, key, version
-or ETag), so a duplicate S3 delivery maps onto the same record and the same
-execution name.
+One uploaded object version gets one record. The record id and the name of an
+execution that classifies this object alone (a replay, the backfill, a batch of one)
+are both derived from (bucket, key, version or ETag), so a duplicate S3 delivery maps
+onto the same record and, alone, onto the same execution name.
 """
 
 from __future__ import annotations
