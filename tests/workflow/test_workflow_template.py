@@ -882,6 +882,12 @@ def test_one_execution_runs_a_batch_and_no_image_can_stop_another() -> None:
         for name in ("RecordAccepted", "RecordNeedsReview", "RecordRejected", "AlreadyRecorded")
     }
     assert inner["NotifyDeadLetter"]["Next"] == "ImageFailed"
+    # No task error may escape an image's flow (it would stop the whole Map, and with it
+    # the batch's other images): every task catches everything.
+    for name, state in inner.items():
+        if state["Type"] == "Task":
+            assert state["Catch"][-1]["ErrorEquals"] == ["States.ALL"], name
+    assert inner["NotifyDeadLetter"]["Catch"][-1]["Next"] == "ImageFailed"
     assert inner["ImageFailed"]["Result"] == "FAILED"
     assert mapped["ResultSelector"]["any_failed.$"] == "States.ArrayContains($, 'FAILED')"
     (rule,) = top["FailIfAnyImageFailed"]["Choices"]
