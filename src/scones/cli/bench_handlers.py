@@ -20,7 +20,7 @@ def register(benchmarks: Any) -> None:
         description=__doc__,
     )
     parser.add_argument("--small", type=int, default=40, help="CIFAR PNGs (32x32) to send")
-    parser.add_argument("--photos", type=int, default=6, help="4000x3000 JPEGs to send")
+    parser.add_argument("--photos", type=int, default=24, help="4000x3000 JPEGs to send")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--json", type=Path, default=DEFAULT_OUT, help="where to write")
     parser.set_defaults(handler=_run)

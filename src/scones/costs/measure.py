@@ -122,7 +122,7 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def run_measurement(  # noqa: PLR0915 (one pass per kind of upload)
-    small: int = 40, photos: int = 6, overrides: dict[str, str] | None = None
+    small: int = 40, photos: int = 24, overrides: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Run ``small`` CIFAR PNGs and ``photos`` 4000x3000 JPEGs, one kind after the other."""
     from scones.offline import lambda_runtime
