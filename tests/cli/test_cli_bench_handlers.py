@@ -1,0 +1,34 @@
+"""`scones bench handlers` measures every function on a real offline stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from scones.costs.measure import FUNCTIONS, run_measurement
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench-handlers")]
+
+
+def test_a_small_measurement_has_every_function_for_both_kinds() -> None:
+    result = run_measurement(small=3, photos=1)
+
+    for kind, images in (("small", 3), ("photo", 1)):
+        data = result["kinds"][kind]
+        assert data["images"] == images
+        assert data["record_item_bytes"]["count"] == images
+        assert 0 < data["record_item_bytes"]["max"] <= 1024  # one WRU per record
+        functions = data["functions"]
+        assert set(functions) == set(FUNCTIONS)
+        serialize = functions["SerializeImageFunction"]
+        assert serialize["invocations"] == images
+        assert serialize["cpu_ms_mean"] >= 0 and serialize["peak_rss_mb"] > 0
+        assert functions["ClassifyImageFunction"]["invocations"] == images
+        start = functions["StartWorkflowFunction"]
+        # One start per SQS batch: never more invocations than messages.
+        assert 1 <= start["invocations"] <= images
+        assert start["messages_per_invocation"] >= 1
+    photo = result["kinds"]["photo"]
+    assert photo["upload_bytes_mean"] > 1_000_000
+    # A 4000x3000 JPEG costs the serialize worker well over one 10 ms clock tick of CPU
+    # (small PNGs can fall under one, so only the photo is checked).
+    assert photo["functions"]["SerializeImageFunction"]["cpu_ms_mean"] >= 10
