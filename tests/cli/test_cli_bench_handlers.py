@@ -10,9 +10,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench-handlers")]
 
 
 def test_a_small_measurement_has_every_function_for_both_kinds() -> None:
-    result = run_measurement(small=3, photos=1)
+    result = run_measurement(small=3, photos=2)
 
-    for kind, images in (("small", 3), ("photo", 1)):
+    for kind, images in (("small", 3), ("photo", 2)):
         data = result["kinds"][kind]
         assert data["images"] == images
         assert data["record_item_bytes"]["count"] == images
