@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -20,10 +21,17 @@ from scones.model.train import TrainRecipe
 LABELS = ("bicycle", "motorcycle")
 
 
+class Exports(NamedTuple):
+    """One tiny model exported three ways, and its recipe."""
+
+    float_dir: Path
+    int8_dir: Path
+    fp16_dir: Path
+    recipe: TrainRecipe
+
+
 @pytest.fixture(scope="module")
-def float_and_int8(
-    small_data: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, Path, TrainRecipe]:
+def exports(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Exports:
     recipe = TrainRecipe.for_network(
         "resnet",
         seed=3,
@@ -43,24 +51,29 @@ def float_and_int8(
     build_model(
         small_data, fp16_dir, dataclasses.replace(recipe, quantize="fp16"), 0.9, name="tiny"
     )
-    return float_dir, int8_dir, recipe
+    return Exports(float_dir, int8_dir, fp16_dir, recipe)
+
+
+def held_out_probabilities(small_data: Path, recipe: TrainRecipe, *dirs: Path) -> list[np.ndarray]:
+    """What each model says of the recipe's held-out images."""
+    data = load_images(small_data, LABELS)
+    validation = split_data(data, small_data, recipe.validation_fraction, recipe.seed).validation
+    return [OnnxClassifier(d).predict_tensor(validation.pixels) for d in dirs]
 
 
 def test_the_int8_graph_matches_the_float_graph_on_held_out_images(
-    small_data: Path, float_and_int8: tuple[Path, Path, TrainRecipe]
+    small_data: Path, exports: Exports
 ) -> None:
-    float_dir, int8_dir, recipe = float_and_int8
-    data = load_images(small_data, LABELS)
-    validation = split_data(data, small_data, recipe.validation_fraction, recipe.seed).validation
-    reference = OnnxClassifier(float_dir).predict_tensor(validation.pixels)
-    quantised = OnnxClassifier(int8_dir).predict_tensor(validation.pixels)
+    reference, quantised = held_out_probabilities(
+        small_data, exports.recipe, exports.float_dir, exports.int8_dir
+    )
     np.testing.assert_allclose(quantised.sum(axis=1), 1.0, atol=1e-5)
     assert np.abs(quantised - reference).max() <= PROBABILITY_TOLERANCE
     assert (quantised.argmax(axis=1) == reference.argmax(axis=1)).mean() >= 15 / 16
 
 
-def test_the_int8_graph_is_int8_and_says_so(float_and_int8: tuple[Path, Path, TrainRecipe]) -> None:
-    float_dir, int8_dir, _ = float_and_int8
+def test_the_int8_graph_is_int8_and_says_so(exports: Exports) -> None:
+    float_dir, int8_dir = exports.float_dir, exports.int8_dir
     graph = onnx.load(str(int8_dir / "model.onnx"))
     ops = {node.op_type for node in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -77,10 +90,9 @@ def test_the_int8_graph_is_int8_and_says_so(float_and_int8: tuple[Path, Path, Tr
 
 
 def test_the_fp16_graph_is_half_the_size_and_matches_the_float_graph(
-    small_data: Path, float_and_int8: tuple[Path, Path, TrainRecipe]
+    small_data: Path, exports: Exports
 ) -> None:
-    float_dir, _, recipe = float_and_int8
-    fp16_dir = float_dir.parent / "fp16"
+    float_dir, fp16_dir = exports.float_dir, exports.fp16_dir
     graph = onnx.load(str(fp16_dir / "model.onnx"))
     float16 = onnx.TensorProto.FLOAT16
     weights = [init for init in graph.graph.initializer if init.dims]
@@ -96,10 +108,7 @@ def test_the_fp16_graph_is_half_the_size_and_matches_the_float_graph(
     assert manifest["export_check"]["tolerance"] == FP16_TOLERANCE
     assert manifest["export_check"]["max_abs_diff_vs_torch"] <= FP16_TOLERANCE
     assert not (fp16_dir / "float.onnx").exists()
-    data = load_images(small_data, LABELS)
-    validation = split_data(data, small_data, recipe.validation_fraction, recipe.seed).validation
-    reference = OnnxClassifier(float_dir).predict_tensor(validation.pixels)
-    halved = OnnxClassifier(fp16_dir).predict_tensor(validation.pixels)
+    reference, halved = held_out_probabilities(small_data, exports.recipe, float_dir, fp16_dir)
     np.testing.assert_allclose(halved.sum(axis=1), 1.0, atol=1e-3)
     assert np.abs(halved - reference).max() <= FP16_TOLERANCE
     assert (halved.argmax(axis=1) == reference.argmax(axis=1)).all()
