@@ -77,6 +77,11 @@ def _check_scope(scope: dict[str, Any], where: str) -> list[str]:
     return problems
 
 
+def item_scope(map_state: dict[str, Any]) -> dict[str, Any]:
+    """A Map state's per-item scope: ``ItemProcessor``, or the older ``Iterator``."""
+    return dict(map_state.get("ItemProcessor") or map_state["Iterator"])
+
+
 def per_image_scope(definition: dict[str, Any]) -> dict[str, Any]:
     """The scope (``StartAt`` and ``States``) that handles one image.
 
@@ -85,5 +90,5 @@ def per_image_scope(definition: dict[str, Any]) -> dict[str, Any]:
     """
     for state in definition["States"].values():
         if state.get("Type") == "Map":
-            return dict(state.get("ItemProcessor") or state["Iterator"])
+            return item_scope(state)
     return definition

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
-from scones.asl_check import per_image_scope, substitute
+from scones.asl_check import item_scope, per_image_scope, substitute
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
 
 EXPRESS_LIMIT_SECONDS = 300
@@ -35,12 +35,12 @@ class Workflow:
     lambda_functions: dict[str, str]  # state name -> function logical id
     function_timeouts: dict[str, float]  # function logical id -> seconds
 
-    @property
+    @cached_property
     def states(self) -> dict[str, dict[str, Any]]:
         """Every state of every scope by name (``load_workflow`` checks names are unique)."""
         return dict(_all_states(self.definition))
 
-    @property
+    @cached_property
     def image_states(self) -> dict[str, Any]:
         """The per-image flow (``asl_check.per_image_scope``)."""
         return per_image_scope(self.definition)
@@ -50,9 +50,8 @@ def _all_states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     found: list[tuple[str, dict[str, Any]]] = []
     for name, state in scope["States"].items():
         found.append((name, state))
-        inner = state.get("ItemProcessor") or state.get("Iterator")
-        if inner:
-            found.extend(_all_states(inner))
+        if state["Type"] == "Map":
+            found.extend(_all_states(item_scope(state)))
         for branch in state.get("Branches", []):
             found.extend(_all_states(branch))
     return found
@@ -162,7 +161,7 @@ def state_worst_seconds(workflow: Workflow, name: str) -> float:
     """Every attempt of ``name`` running to its timeout, with the longest backoffs."""
     state = workflow.states[name]
     if state["Type"] == "Map":
-        return _longest(workflow, state.get("ItemProcessor") or state["Iterator"])[0]
+        return _longest(workflow, item_scope(state))[0]
     if state["Type"] != "Task":
         return 0.0
     if name in workflow.lambda_functions:
@@ -185,7 +184,7 @@ def worst_case_seconds(workflow: Workflow) -> tuple[float, list[str]]:
         expanded.append(name)
         state = workflow.states[name]
         if state["Type"] == "Map":
-            expanded.extend(_longest(workflow, state.get("ItemProcessor") or state["Iterator"])[1])
+            expanded.extend(_longest(workflow, item_scope(state))[1])
     return seconds, expanded
 
 
