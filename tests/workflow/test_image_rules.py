@@ -31,18 +31,32 @@ from image_catalog import (
     unusual_images,
 )
 from moto import mock_aws
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 from scones_core import errors
-from scones_core.image_rules import SUPPORTED_IMAGE_FORMATS, decode_image
+from scones_core.image_rules import (
+    FUNCTION_RESERVE_MB,
+    SUPPORTED_IMAGE_FORMATS,
+    decode_bytes,
+    decode_image,
+)
 from scones_core.images import read_object, serialize_object
 from scones_core.objects import ObjectRef
-from scones_core.preprocess import to_model_image
+from scones_core.preprocess import (
+    REDUCING_GAP,
+    RESAMPLE,
+    STRIP_REDUCTION_PIXELS,
+    centre_crop,
+    to_model_image,
+    to_rgb,
+)
 from scones_core.settings import ImageLimits
 
+from scones.costs.model import Settings
 from scones.model.artifact import OnnxClassifier, images_to_tensor
 from scones.model.folders import load_images
 from scones.offline.stack import DEFAULT_MODEL_DIR
 from scones.serving.app import decode_request_image
+from scones.template_params import function_environment, parameter_defaults
 
 LIMITS = template_limits()
 SOURCE = sorted((SAMPLES / "motorcycle").glob("*.png"))[0]
@@ -298,6 +312,107 @@ def test_preprocessing_is_idempotent_at_the_model_size() -> None:
     with Image.open(SOURCE) as image:
         once = to_model_image(image, (32, 32))
     assert to_model_image(once, (32, 32)).tobytes() == once.tobytes()
+
+
+# ---- memory: large images ----------------------------------------------------------
+
+
+def _whole_image_reference(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The preprocessing done on full-size copies: orient, convert, then Pillow's reducing
+    resize of the centre crop (what the strip path must reproduce)."""
+    rgb = to_rgb(ImageOps.exif_transpose(image) or image)
+    return rgb.resize(size, RESAMPLE, box=centre_crop(rgb.size, size), reducing_gap=REDUCING_GAP)
+
+
+def _blocky(mode: str, size: tuple[int, int], orientation: int) -> Image.Image:
+    """Random 40-pixel blocks (sharp edges show any misplaced box grid), in ``mode``, with
+    an EXIF orientation."""
+    rng = np.random.default_rng(orientation)
+    cells = rng.integers(0, 256, (size[1] // 40 + 1, size[0] // 40 + 1, 4), dtype=np.uint8)
+    rgba = Image.fromarray(cells).resize(size, Image.Resampling.NEAREST)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(rgba.convert("L"), dtype=np.uint16) * 200)
+    elif mode == "P":
+        image = rgba.convert("RGB").quantize(32)
+        image.info["transparency"] = 0
+    elif mode == "F":
+        image = rgba.convert("L").convert("F").point(lambda v: v / 300)
+    else:
+        image = rgba.convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.info["exif"] = exif.tobytes()
+    return image
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 6, 8])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "I;16", "P", "F", "CMYK"])
+def test_large_images_are_reduced_in_strips_to_the_same_model_input(
+    mode: str, orientation: int
+) -> None:
+    # Over STRIP_REDUCTION_PIXELS, and a side that leaves a partial box at the far edge.
+    image = _blocky(mode, (2501, 1999), orientation)
+    assert image.width * image.height > STRIP_REDUCTION_PIXELS
+    for size in [(32, 32), (64, 48)]:
+        ours = np.asarray(to_model_image(image, size), dtype=int)
+        whole = np.asarray(_whole_image_reference(image, size), dtype=int)
+        difference = np.abs(ours - whole)
+        # Pillow aligns its box grid to the crop, the strips to the upright image's corner:
+        # a few grey levels at block edges, never a shifted or mis-oriented image.
+        assert difference.mean() < 1.0 and difference.max() <= 12, (size, difference.max())
+
+
+def test_a_square_upload_gives_the_whole_image_path_bit_for_bit() -> None:
+    image = _blocky("RGBA", (2400, 2400), 3)
+    reference = _whole_image_reference(image, (32, 32))
+    assert to_model_image(image, (32, 32)).tobytes() == reference.tobytes()
+
+
+def test_an_image_whose_decode_would_not_fit_the_function_is_refused_before_decoding(
+    decoder_spy: list[str],
+) -> None:
+    webp = encode(Image.new("RGBA", (2000, 2000), (10, 20, 30, 40)), "WEBP", lossless=True)
+    needed_mb = decode_bytes("WEBP", "RGBA", (2000, 2000)) / 2**20  # 4 MP x 17 bytes
+    small = dataclasses.replace(LIMITS, memory_mb=FUNCTION_RESERVE_MB + int(needed_mb) - 1)
+    with pytest.raises(errors.ImageTooManyPixels, match=r"2000x2000 WEBP.*\(its MemorySize\)"):
+        decode_image(webp, small)
+    assert decoder_spy == []
+    enough = dataclasses.replace(small, memory_mb=FUNCTION_RESERVE_MB + int(needed_mb) + 1)
+    assert decode_image(webp, enough).image.size == (2000, 2000)
+
+
+def test_a_progressive_jpeg_counts_its_full_size_coefficients(decoder_spy: list[str]) -> None:
+    photo = Image.new("RGB", (3000, 2000), (120, 130, 140))
+    limits = dataclasses.replace(LIMITS, memory_mb=FUNCTION_RESERVE_MB + 16)
+    # Baseline: the draft decodes an eighth of each side, well inside 16 MB.
+    assert decode_image(encode(photo, "JPEG"), limits, draft_to=(32, 32)).image.size == (375, 250)
+    # Progressive: libjpeg holds 3000 x 2000 x 3 coefficients of 2 bytes (34 MB) meanwhile.
+    with pytest.raises(errors.ImageTooManyPixels, match="3000x2000 JPEG"):
+        decode_image(encode(photo, "JPEG", progressive=True), limits, draft_to=(32, 32))
+
+
+def test_every_format_at_the_pixel_limit_fits_the_serialize_functions_memory() -> None:
+    """With the template's defaults nothing within MaxImagePixels is refused for memory."""
+    pixels = int(parameter_defaults()["MaxImagePixels"])
+    memory_mb = Settings.from_template().memory_mb["SerializeImageFunction"]
+    side = (int(pixels**0.5), int(pixels**0.5))
+    for fmt in SUPPORTED_IMAGE_FORMATS:
+        for mode in ["RGBA", "CMYK", "F", "I;16", "P"]:
+            needed = decode_bytes(fmt, mode, side) / 2**20
+            assert needed + FUNCTION_RESERVE_MB <= memory_mb, (fmt, mode, needed)
+
+
+def test_the_function_memory_comes_from_lambdas_environment() -> None:
+    env = {
+        **function_environment("SerializeImageFunction"),
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+    }
+    assert ImageLimits.from_env(env).memory_mb == 512
+    assert ImageLimits.from_env(function_environment("SerializeImageFunction")).memory_mb is None
+    with pytest.raises(
+        errors.SettingsError, match=r"AWS_LAMBDA_FUNCTION_MEMORY_SIZE='lots' is invalid"
+    ):
+        ImageLimits.from_env({**env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "lots"})
 
 
 # ---- settings --------------------------------------------------------------------

@@ -140,6 +140,35 @@ _SNIFF_BYTES = 512
 
 # ---- decoding --------------------------------------------------------------------
 
+# Memory a decode takes per pixel of the decoded size, measured (`scones bench memory`):
+# Pillow keeps 3- and 4-band images at 4 bytes a pixel, and its WebP decoder holds
+# several RGBA buffers at once. The preprocessing adds only strips (``preprocess``).
+DECODE_BYTES_PER_PIXEL = {"WEBP": 17}
+_MODE_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "LA": 4, "PA": 4}
+_DEFAULT_BYTES_PER_PIXEL = 4
+# What the function holds besides the decode: the interpreter, boto3, Pillow, the
+# upload's bytes and the preprocessing's strips (SerializeImage peaks at about 60 MB
+# on a 32x32 PNG).
+FUNCTION_RESERVE_MB = 96
+
+
+def decode_bytes(
+    fmt: str, mode: str, size: tuple[int, int], progressive_size: tuple[int, int] | None = None
+) -> int:
+    """An upper estimate of the memory decoding an image of ``size`` takes.
+
+    ``progressive_size``: a progressive JPEG's full size. libjpeg keeps every DCT
+    coefficient of the whole image (2 bytes each) even when it decodes at a reduced
+    scale, so a draft saves a progressive JPEG's output but not those buffers.
+    """
+    per_pixel = DECODE_BYTES_PER_PIXEL.get(
+        fmt, _MODE_BYTES_PER_PIXEL.get(mode, _DEFAULT_BYTES_PER_PIXEL)
+    )
+    coefficients = 0
+    if progressive_size is not None:
+        coefficients = progressive_size[0] * progressive_size[1] * 2 * Image.getmodebands(mode)
+    return size[0] * size[1] * per_pixel + coefficients
+
 
 @dataclass
 class DecodedImage:
@@ -240,6 +269,7 @@ def _check_and_load(
             if draft_to is not None and fmt == "JPEG":
                 side = max(draft_to)
                 image.draft(None, (side, side))
+            _check_memory(fmt, image, (width, height), limits)
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_many_pixels(exc, limits) from None
@@ -256,6 +286,25 @@ def _check_and_load(
             "sha256": hashlib.sha256(data).hexdigest(),
         },
     )
+
+
+def _check_memory(
+    fmt: str, image: ImageFile.ImageFile, header_size: tuple[int, int], limits: ImageLimits
+) -> None:
+    """Refuse, before decoding, an image whose decode would not fit in the function's
+    memory: the function would be killed instead of recording why."""
+    if limits.memory_mb is None:
+        return
+    progressive = fmt == "JPEG" and bool(image.info.get("progressive"))
+    needed = decode_bytes(fmt, image.mode, image.size, header_size if progressive else None)
+    available = (limits.memory_mb - FUNCTION_RESERVE_MB) * 2**20
+    if needed > available:
+        width, height = header_size
+        raise ImageTooManyPixels(
+            f"Decoding this {width}x{height} {fmt} image takes about {needed // 2**20} MB; "
+            f"the function has {limits.memory_mb} MB (its MemorySize), "
+            f"{FUNCTION_RESERVE_MB} MB of it for itself."
+        )
 
 
 def _verify_png(data: bytes) -> None:

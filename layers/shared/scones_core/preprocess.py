@@ -6,11 +6,18 @@ so the model is served images made exactly like the ones it learned from (a test
 feeds one file through all three paths and compares the model input bit for bit).
 It is idempotent: an RGB image already at the model's size comes back unchanged,
 which is why the server can apply it again to the serialize step's PNG.
+
+Memory: the decoded upload is the only full-size image it holds. A large image is
+box-reduced a strip of rows at a time, each strip converted to RGB first, before
+it is oriented, cropped and resized; a whole-image conversion, composite or
+``exif_transpose`` would each copy a 25-megapixel upload (100 MB or more).
 """
 
 from __future__ import annotations
 
-from PIL import Image, ImageOps
+import math
+
+from PIL import ExifTags, Image
 
 from scones_core.errors import UnsupportedImageFormat
 
@@ -24,6 +31,33 @@ REDUCING_GAP = 3.0
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "PA"}
 _HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # and "F"
 _DIRECT_MODES = {"1", "L", "P", "CMYK", "YCbCr", "RGBX"}
+# Images of more pixels than this are reduced strip by strip; below it a full-size copy
+# costs at most 4 MB and the image takes the direct path (a camera JPEG, drafted to an
+# eighth of each side, is one).
+STRIP_REDUCTION_PIXELS = 1_000_000
+_STRIP_ROWS = 256  # source rows converted at a time (a multiple of the reduction)
+# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = {Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE}
+_SWAPS_SIDES |= {Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270}
+# Whether the upright image runs the source's x and y axes backwards.
+_REVERSED_AXES = {
+    Image.Transpose.FLIP_LEFT_RIGHT: (True, False),
+    Image.Transpose.ROTATE_180: (True, True),
+    Image.Transpose.FLIP_TOP_BOTTOM: (False, True),
+    Image.Transpose.TRANSPOSE: (False, False),
+    Image.Transpose.ROTATE_270: (False, True),
+    Image.Transpose.TRANSVERSE: (True, True),
+    Image.Transpose.ROTATE_90: (True, False),
+}
 
 
 def to_model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -34,11 +68,64 @@ def to_model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     centre-cropped to the target's aspect ratio and resized, so nothing is
     squashed (a wheel stays round).
     """
-    oriented = ImageOps.exif_transpose(image) or image
-    rgb = to_rgb(oriented)
+    transpose = _ORIENTATIONS.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+    upright = image.size[::-1] if transpose in _SWAPS_SIDES else image.size
+    factor = reduction_factor(upright, size)
+    rgb = _reduced_rgb(image, factor, transpose) if factor > 1 else to_rgb(image)
+    if transpose is not None:
+        rgb = rgb.transpose(transpose)
     if rgb.size != size:
-        rgb = rgb.resize(size, RESAMPLE, box=centre_crop(rgb.size, size), reducing_gap=REDUCING_GAP)
+        # The crop is placed on the upright source, so a reduced image's partial last
+        # block stays outside it, as in Pillow's own reducing resize.
+        left, top, right, bottom = centre_crop(upright, size)
+        box = (left / factor, top / factor, right / factor, bottom / factor)
+        rgb = rgb.resize(size, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
     return rgb
+
+
+def reduction_factor(upright: tuple[int, int], target: tuple[int, int]) -> int:
+    """The box reduction a large image gets before anything else: the one Pillow's
+    ``resize(reducing_gap=REDUCING_GAP)`` would apply to the centre crop of the
+    upright image; 1 for an image of at most ``STRIP_REDUCTION_PIXELS``."""
+    if upright[0] * upright[1] <= STRIP_REDUCTION_PIXELS:
+        return 1
+    left, top, right, bottom = centre_crop(upright, target)
+    return max(
+        1,
+        min(
+            int((right - left) / target[0] / REDUCING_GAP),
+            int((bottom - top) / target[1] / REDUCING_GAP),
+        ),
+    )
+
+
+def _reduced_rgb(image: Image.Image, factor: int, transpose: Image.Transpose | None) -> Image.Image:
+    """``to_rgb(image).reduce(factor)``, a strip of rows at a time and without a
+    full-size copy. The box grid starts at the corner that becomes the upright
+    image's origin, so the partial blocks fall at its far edges, as they do in
+    Pillow's reducing resize of the upright image."""
+    width, height = image.size
+    scale = _full_scale(image) if image.mode in _HIGH_BIT_DEPTH_MODES | {"F"} else None
+    reverse_x, reverse_y = _REVERSED_AXES[transpose] if transpose else (False, False)
+    rows = max(1, _STRIP_ROWS // factor) * factor
+    columns = _spans(width, factor, reverse_x, width)
+    reduced = Image.new("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
+    for top, bottom in _spans(height, factor, reverse_y, rows):
+        strip = to_rgb(image.crop((0, top, width, bottom)), scale)
+        for left, right in columns:
+            piece = (
+                strip if (left, right) == (0, width) else strip.crop((left, 0, right, strip.height))
+            )
+            reduced.paste(piece.reduce(factor), (math.ceil(left / factor), math.ceil(top / factor)))
+    return reduced
+
+
+def _spans(length: int, factor: int, reverse: bool, step: int) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges covering ``length``, each a whole number of ``factor``
+    blocks except one partial block: the first if ``reverse``, else the last."""
+    first = length % factor if reverse else 0
+    starts = ([0] if first else []) + list(range(first, length, step))
+    return list(zip(starts, [*starts[1:], length], strict=True))
 
 
 def centre_crop(
@@ -54,8 +141,12 @@ def centre_crop(
     return (0.0, (height - kept) / 2, float(width), (height + kept) / 2)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB for every mode Pillow decodes the accepted formats into."""
+def to_rgb(image: Image.Image, full_scale: float | None = None) -> Image.Image:
+    """8-bit RGB for every mode Pillow decodes the accepted formats into.
+
+    ``full_scale`` is the sample value that becomes 255 in a high-bit-depth or float
+    image (default: from the image itself, see :func:`_full_scale`); a strip of a
+    larger image passes its whole image's."""
     mode = image.mode
     if mode == "RGB":
         return image
@@ -65,22 +156,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     if mode in _HIGH_BIT_DEPTH_MODES or mode == "F":
-        return _scaled_to_8_bit(image).convert("RGB")
+        return _scaled_to_8_bit(image, full_scale).convert("RGB")
     if mode in _DIRECT_MODES:
         return image.convert("RGB")
     raise UnsupportedImageFormat(f"Images in colour mode {mode} are not supported.")
 
 
-def _scaled_to_8_bit(image: Image.Image) -> Image.Image:
-    """Scale high-bit-depth or float samples onto 0-255 instead of clipping them.
-
-    The nominal range is kept where the data fits it, so relative brightness
-    survives: 16-bit modes use 0-65535, float 0-1; a 32-bit integer image uses the
-    smallest of 0-255 and 0-65535 that holds its data, or its own maximum.
-    """
+def _scaled_to_8_bit(image: Image.Image, full_scale: float | None) -> Image.Image:
+    """Scale high-bit-depth or float samples onto 0-255 instead of clipping them."""
+    scale = _full_scale(image) if full_scale is None else full_scale
     if image.mode.startswith("I;16"):
         image = image.convert("I")
+    return image.point(lambda value: value * (255.0 / scale)).convert("L")
+
+
+def _full_scale(image: Image.Image) -> float:
+    """The value shown as white. The nominal range is kept where the data fits it, so
+    relative brightness survives: 16-bit modes use 0-65535, float 0-1; a 32-bit
+    integer image uses the smallest of 0-255 and 0-65535 that holds its data, or its
+    own maximum."""
     high = float(image.getextrema()[1])  # type: ignore[arg-type]
     nominal = (1.0, 255.0) if image.mode == "F" else (255.0, 65535.0)
-    full_scale = next((top for top in nominal if high <= top), high)
-    return image.point(lambda value: value * (255.0 / full_scale)).convert("L")
+    return next((top for top in nominal if high <= top), high)

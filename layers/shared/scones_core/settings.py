@@ -109,6 +109,13 @@ class StartSettings:
         return settings
 
 
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"{value} is not a positive whole number")
+    return value
+
+
 def _formats(raw: str) -> tuple[str, ...]:
     """A comma-separated subset of the supported formats, upper case."""
     from scones_core.image_rules import SUPPORTED_IMAGE_FORMATS
@@ -134,6 +141,9 @@ class ImageLimits:
     model_input_size: tuple[int, int]  # (width, height)
     # Whether messages name the template parameter a limit comes from ("(MaxImageBytes)").
     parameter_names: bool = True
+    # The function's memory (Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE, from its MemorySize):
+    # an image whose decode would not fit is refused before decoding. None: no such bound.
+    memory_mb: int | None = None
 
     def named(self, parameter: str) -> str:
         """`` (Parameter)`` for a message, when the limits came from the template."""
@@ -150,6 +160,7 @@ class ImageLimits:
             min_side=env.integer("MIN_IMAGE_SIDE", minimum=1),
             allowed_formats=env.parsed("ALLOWED_IMAGE_FORMATS", _formats),
             model_input_size=(width, height),
+            memory_mb=env.optional("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", _positive),
         )
         env.check("image settings")
         return settings

@@ -1,0 +1,201 @@
+"""``scones bench memory``: the serialize step's peak memory on the largest images it accepts.
+
+Each supported format and colour mode is generated at the template's ``MaxImagePixels``
+(smooth content, so the file stays under ``MaxImageBytes`` as a hostile upload would) and
+decoded in a fresh interpreter twice: by ``normalise_image`` with SerializeImage's deployed
+settings and memory, and by the bare Pillow a naive handler would write (open, load,
+convert to RGB, resize). Each row prints the rise in peak RSS over the interpreter's own
+and the image rules' estimate (``image_rules.decode_bytes``) that decides, before
+decoding, whether an image fits the function's memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scones.cli.errors import CommandError
+
+_CHILD = """
+import io, json, sys
+from PIL import Image
+from scones_core.errors import ImageRejected
+from scones_core.images import normalise_image
+from scones_core.settings import ImageLimits
+def peak_mb():  # this process's own high-water mark (ru_maxrss survives exec from the parent)
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith("VmHWM")) / 1024
+path, how = sys.argv[1], sys.argv[2]
+data = open(path, "rb").read()
+limits = ImageLimits.from_env()
+Image.MAX_IMAGE_PIXELS = None
+before = peak_mb()
+outcome = "decoded"
+try:
+    if how == "serialize":
+        normalise_image(data, limits)
+    else:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            image.convert("RGB").resize(limits.model_input_size, Image.Resampling.BICUBIC)
+except ImageRejected as exc:
+    outcome = f"refused: {exc.code}"
+print(json.dumps({"base_mb": before, "rise_mb": peak_mb() - before, "outcome": outcome}))
+"""
+
+
+def register(benchmarks: Any) -> None:
+    parser = benchmarks.add_parser(
+        "memory",
+        help="serialize step's peak memory on the largest accepted image of every format",
+    )
+    parser.add_argument(
+        "--pixels", type=int, help="image size in pixels (default: the template's MaxImagePixels)"
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        help="SerializeImage's memory (default: its MemorySize in the template)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.set_defaults(handler=_run)
+
+
+def _cases() -> dict[str, tuple[str, str, Callable[[Any], Any], dict[str, Any]]]:
+    """name -> (format, mode, make(rgba gradient) -> image, save options)."""
+    return {
+        "PNG RGB": ("PNG", "RGB", lambda im: im.convert("RGB"), {}),
+        "PNG RGBA": ("PNG", "RGBA", lambda im: im, {}),
+        "PNG 16-bit grey": ("PNG", "I;16", _sixteen_bit, {}),
+        "PNG palette + transparency": ("PNG", "P", _palette, {"transparency": 0}),
+        "TIFF RGBA (deflate)": ("TIFF", "RGBA", lambda im: im, {"compression": "tiff_deflate"}),
+        "TIFF CMYK (deflate)": (
+            "TIFF",
+            "CMYK",
+            lambda im: im.convert("CMYK"),
+            {"compression": "tiff_deflate"},
+        ),
+        "TIFF float (deflate)": (
+            "TIFF",
+            "F",
+            lambda im: im.getchannel(0).convert("F"),
+            {"compression": "tiff_deflate"},
+        ),
+        "WEBP RGBA (lossless)": ("WEBP", "RGBA", lambda im: im, {"lossless": True}),
+        "GIF palette": ("GIF", "P", _palette, {}),
+        "JPEG RGB": ("JPEG", "RGB", lambda im: im.convert("RGB"), {"quality": 90}),
+        "JPEG RGB progressive": (
+            "JPEG",
+            "RGB",
+            lambda im: im.convert("RGB"),
+            {"quality": 90, "progressive": True},
+        ),
+    }
+
+
+def _sixteen_bit(image: Any) -> Any:
+    return image.getchannel(0).convert("I").point(lambda v: v * 200).convert("I;16")
+
+
+def _palette(image: Any) -> Any:
+    return image.convert("RGB").quantize(64)
+
+
+def _gradient(side: tuple[int, int]) -> Any:
+    """Smooth RGBA content of ``side``: compresses like a hostile flat upload."""
+    from PIL import Image
+
+    ramp = Image.linear_gradient("L")
+    bands = [
+        ramp.resize(side),
+        ramp.rotate(90).resize(side),
+        ramp.transpose(Image.Transpose.FLIP_TOP_BOTTOM).resize(side),
+        ramp.rotate(45).resize(side),
+    ]
+    return Image.merge("RGBA", bands)
+
+
+def _measure(path: Path, how: str, env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), how],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        return {"rise_mb": math.nan, "outcome": f"crashed ({done.stderr.strip()[-200:]})"}
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from scones_core.image_rules import decode_bytes
+
+    from scones.costs.model import Settings
+    from scones.paths import PROJECT_ROOT
+    from scones.template_params import function_environment
+
+    function_env = function_environment("SerializeImageFunction")
+    pixels = args.pixels or int(function_env["MAX_IMAGE_PIXELS"])
+    memory = args.memory_mb or Settings.from_template().memory_mb["SerializeImageFunction"]
+    if pixels < 64 or memory < 128:
+        raise CommandError("--pixels must be at least 64 and --memory-mb at least 128")
+    side = (math.isqrt(pixels), math.isqrt(pixels))
+    env = {
+        **os.environ,
+        **function_env,
+        "MAX_IMAGE_PIXELS": str(max(pixels, int(function_env["MAX_IMAGE_PIXELS"]))),
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
+        "PYTHONPATH": str(PROJECT_ROOT / "layers" / "shared"),
+    }
+    gradient = _gradient(side)
+    rows: list[dict[str, Any]] = []
+    print(
+        f"{side[0]}x{side[1]} images ({side[0] * side[1]:,} pixels); SerializeImage at {memory} MB."
+        " Rise of peak RSS over the interpreter's own, in MB; estimate: image_rules.decode_bytes."
+    )
+    print(
+        f"{'image':<28}{'file KB':>9}{'bare Pillow':>13}{'serialize':>11}{'estimate':>10}  outcome"
+    )
+    with tempfile.TemporaryDirectory(prefix="scones-bench-memory-") as tmp:
+        for name, (fmt, mode, make, options) in _cases().items():
+            out = io.BytesIO()
+            make(gradient).save(out, format=fmt, **options)
+            path = Path(tmp) / f"{len(rows)}.{fmt.lower()}"
+            path.write_bytes(out.getvalue())
+            bare = _measure(path, "bare", env)
+            ours = _measure(path, "serialize", env)
+            # JPEG decodes at an eighth (its draft); progressive keeps full-size coefficients.
+            decoded = (side[0] // 8, side[1] // 8) if fmt == "JPEG" else side
+            progressive = side if options.get("progressive") else None
+            estimate = decode_bytes(fmt, mode, decoded, progressive) / 2**20
+            rows.append(
+                {
+                    "image": name,
+                    "file_bytes": path.stat().st_size,
+                    "bare_pillow_rise_mb": round(bare["rise_mb"], 1),
+                    "serialize_rise_mb": round(ours["rise_mb"], 1),
+                    "estimate_mb": round(estimate, 1),
+                    "outcome": ours["outcome"],
+                }
+            )
+            print(
+                f"{name:<28}{path.stat().st_size / 1024:>9.0f}{bare['rise_mb']:>13.1f}"
+                f"{ours['rise_mb']:>11.1f}{estimate:>10.1f}  {ours['outcome']}",
+                flush=True,
+            )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"pixels": pixels, "memory_mb": memory, "rows": rows}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
