@@ -255,7 +255,8 @@ def test_every_environment_variable_a_function_reads_is_set_by_the_template() ->
         for p in PROJECT_ROOT.joinpath("layers/shared/scones_core").rglob("settings.py")
     )
     read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', settings_source))
-    provided = set(globals_env)
+    # Lambda sets this one from the function's MemorySize (the offline runtime does too).
+    provided = set(globals_env) | {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE"}
     for resource in resources.values():
         if resource["Type"] == "AWS::Serverless::Function":
             provided |= set(resource["Properties"].get("Environment", {}).get("Variables", {}))

@@ -35,7 +35,7 @@ _DIRECT_MODES = {"1", "L", "P", "CMYK", "YCbCr", "RGBX"}
 # costs at most 4 MB and the image takes the direct path (a camera JPEG, drafted to an
 # eighth of each side, is one).
 STRIP_REDUCTION_PIXELS = 1_000_000
-_STRIP_ROWS = 256  # source rows converted at a time (a multiple of the reduction)
+_STRIP_PIXELS = 1_000_000  # source pixels converted at a time (whole rows of boxes)
 # EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
 _ORIENTATIONS = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -106,8 +106,8 @@ def _reduced_rgb(image: Image.Image, factor: int, transpose: Image.Transpose | N
     Pillow's reducing resize of the upright image."""
     width, height = image.size
     scale = _full_scale(image) if image.mode in _HIGH_BIT_DEPTH_MODES | {"F"} else None
-    reverse_x, reverse_y = _REVERSED_AXES[transpose] if transpose else (False, False)
-    rows = max(1, _STRIP_ROWS // factor) * factor
+    reverse_x, reverse_y = (False, False) if transpose is None else _REVERSED_AXES[transpose]
+    rows = max(1, _STRIP_PIXELS // width // factor) * factor
     columns = _spans(width, factor, reverse_x, width)
     reduced = Image.new("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
     for top, bottom in _spans(height, factor, reverse_y, rows):
