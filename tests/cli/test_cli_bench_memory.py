@@ -27,7 +27,7 @@ def test_each_format_is_measured_and_a_webp_too_large_for_the_memory_is_refused(
     decoded = [row for row in rows.values() if row["outcome"] == "decoded"]
     assert len(decoded) == len(rows) - 2
     for row in decoded:
-        assert row["bare_pillow_rise_mb"] > 0 and row["serialize_rise_mb"] >= 0
+        assert row["bare_rise_mb"] > 0 and row["serialize_rise_mb"] >= 0
         assert 0 < row["file_bytes"] <= 5 * 2**20  # under MaxImageBytes, as an upload must be
     assert "WEBP RGBA (lossless)" in capsys.readouterr().out
 
@@ -35,3 +35,10 @@ def test_each_format_is_measured_and_a_webp_too_large_for_the_memory_is_refused(
 def test_bad_arguments_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "memory", "--pixels", "10"]) != 0
     assert "--pixels must be at least 64" in capsys.readouterr().err
+
+
+def test_a_compare_folder_without_layers_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "memory", "--pixels", "4096", "--compare", str(tmp_path)]) != 0
+    assert "no layers/shared there" in capsys.readouterr().err

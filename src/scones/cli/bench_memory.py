@@ -4,9 +4,10 @@ Each supported format and colour mode is generated at the template's ``MaxImageP
 (smooth content, so the file stays under ``MaxImageBytes`` as a hostile upload would) and
 decoded in a fresh interpreter twice: by ``normalise_image`` with SerializeImage's deployed
 settings and memory, and by the bare Pillow a naive handler would write (open, load,
-convert to RGB, resize). Each row prints the rise in peak RSS over the interpreter's own
-and the image rules' estimate (``image_rules.decode_bytes``) that decides, before
-decoding, whether an image fits the function's memory.
+convert to RGB, resize). Each row prints the rise in peak RSS over the interpreter's own,
+the CPU time of the decode, and the image rules' estimate (``image_rules.decode_bytes``)
+that decides, before decoding, whether an image fits the function's memory. ``--compare``
+runs another checkout's ``layers/shared`` on the same files too.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from scones.cli.errors import CommandError
 
 _CHILD = """
-import io, json, sys
+import io, json, sys, time
 from PIL import Image
 from scones_core.errors import ImageRejected
 from scones_core.images import normalise_image
@@ -38,6 +39,7 @@ data = open(path, "rb").read()
 limits = ImageLimits.from_env()
 Image.MAX_IMAGE_PIXELS = None
 before = peak_mb()
+started = time.process_time()
 outcome = "decoded"
 try:
     if how == "serialize":
@@ -48,7 +50,8 @@ try:
             image.convert("RGB").resize(limits.model_input_size, Image.Resampling.BICUBIC)
 except ImageRejected as exc:
     outcome = f"refused: {exc.code}"
-print(json.dumps({"base_mb": before, "rise_mb": peak_mb() - before, "outcome": outcome}))
+cpu_ms = (time.process_time() - started) * 1000
+print(json.dumps({"rise_mb": peak_mb() - before, "cpu_ms": cpu_ms, "outcome": outcome}))
 """
 
 
@@ -64,6 +67,12 @@ def register(benchmarks: Any) -> None:
         "--memory-mb",
         type=int,
         help="SerializeImage's memory (default: its MemorySize in the template)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="also run another checkout's layers/shared (DIR/layers/shared) on the same files",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.set_defaults(handler=_run)
@@ -132,7 +141,8 @@ def _measure(path: Path, how: str, env: dict[str, str]) -> dict[str, Any]:
         check=False,
     )
     if done.returncode != 0:
-        return {"rise_mb": math.nan, "outcome": f"crashed ({done.stderr.strip()[-200:]})"}
+        crashed = f"crashed ({done.stderr.strip()[-200:]})"
+        return {"rise_mb": math.nan, "cpu_ms": math.nan, "outcome": crashed}
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -150,50 +160,59 @@ def _run(args: argparse.Namespace) -> int:
     memory = args.memory_mb or Settings.from_template().memory_mb["SerializeImageFunction"]
     if pixels < 64 or memory < 128:
         raise CommandError("--pixels must be at least 64 and --memory-mb at least 128")
+    if args.compare is not None and not (args.compare / "layers" / "shared").is_dir():
+        raise CommandError(f"--compare {args.compare}: no layers/shared there")
     side = (math.isqrt(pixels), math.isqrt(pixels))
     env = {
         **os.environ,
         **function_env,
         "MAX_IMAGE_PIXELS": str(max(pixels, int(function_env["MAX_IMAGE_PIXELS"]))),
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
-        "PYTHONPATH": str(PROJECT_ROOT / "layers" / "shared"),
     }
+    paths = {"serialize": PROJECT_ROOT}
+    if args.compare is not None:
+        paths = {"compared": args.compare, **paths}
+    columns = ["bare", *paths]
     gradient = _gradient(side)
     rows: list[dict[str, Any]] = []
     print(
         f"{side[0]}x{side[1]} images ({side[0] * side[1]:,} pixels); SerializeImage at {memory} MB."
-        " Rise of peak RSS over the interpreter's own, in MB; estimate: image_rules.decode_bytes."
+        " Rise of peak RSS over the interpreter's own (MB), CPU of the decode (ms); bare is"
+        " bare Pillow, estimate is image_rules.decode_bytes."
     )
-    print(
-        f"{'image':<28}{'file KB':>9}{'bare Pillow':>13}{'serialize':>11}{'estimate':>10}  outcome"
-    )
+    header = "".join(f"{c + ' MB':>13}" for c in columns) + f"{'estimate':>10}"
+    header += "".join(f"{c + ' ms':>14}" for c in columns)
+    print(f"{'image':<28}{'file KB':>8}{header}  outcome")
     with tempfile.TemporaryDirectory(prefix="scones-bench-memory-") as tmp:
         for name, (fmt, mode, make, options) in _cases().items():
             out = io.BytesIO()
             make(gradient).save(out, format=fmt, **options)
             path = Path(tmp) / f"{len(rows)}.{fmt.lower()}"
             path.write_bytes(out.getvalue())
-            bare = _measure(path, "bare", env)
-            ours = _measure(path, "serialize", env)
+            measured = {
+                column: _measure(
+                    path,
+                    "bare" if column == "bare" else "serialize",
+                    {**env, "PYTHONPATH": str(paths.get(column, PROJECT_ROOT) / "layers/shared")},
+                )
+                for column in columns
+            }
             # JPEG decodes at an eighth (its draft); progressive keeps full-size coefficients.
             decoded = (side[0] // 8, side[1] // 8) if fmt == "JPEG" else side
             progressive = side if options.get("progressive") else None
             estimate = decode_bytes(fmt, mode, decoded, progressive) / 2**20
-            rows.append(
-                {
-                    "image": name,
-                    "file_bytes": path.stat().st_size,
-                    "bare_pillow_rise_mb": round(bare["rise_mb"], 1),
-                    "serialize_rise_mb": round(ours["rise_mb"], 1),
-                    "estimate_mb": round(estimate, 1),
-                    "outcome": ours["outcome"],
-                }
+            row: dict[str, Any] = {"image": name, "file_bytes": path.stat().st_size}
+            for column, result in measured.items():
+                row[f"{column}_rise_mb"] = round(result["rise_mb"], 1)
+                row[f"{column}_cpu_ms"] = round(result["cpu_ms"], 1)
+            row["estimate_mb"] = round(estimate, 1)
+            row["outcome"] = measured["serialize"]["outcome"]
+            rows.append(row)
+            line = "".join(f"{measured[c]['rise_mb']:>13.1f}" for c in columns)
+            line += f"{estimate:>10.1f}" + "".join(
+                f"{measured[c]['cpu_ms']:>14.0f}" for c in columns
             )
-            print(
-                f"{name:<28}{path.stat().st_size / 1024:>9.0f}{bare['rise_mb']:>13.1f}"
-                f"{ours['rise_mb']:>11.1f}{estimate:>10.1f}  {ours['outcome']}",
-                flush=True,
-            )
+            print(f"{name:<28}{row['file_bytes'] / 1024:>8.0f}{line}  {row['outcome']}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"pixels": pixels, "memory_mb": memory, "rows": rows}
