@@ -345,21 +345,24 @@ def _blocky(mode: str, size: tuple[int, int], orientation: int) -> Image.Image:
     return image
 
 
+@pytest.mark.parametrize("shape", [(2501, 1999), (12, 400_001)], ids=["photo", "long"])
 @pytest.mark.parametrize("orientation", [1, 2, 3, 6, 8])
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "I;16", "P", "F", "CMYK"])
 def test_large_images_are_reduced_in_strips_to_the_same_model_input(
-    mode: str, orientation: int
+    mode: str, orientation: int, shape: tuple[int, int]
 ) -> None:
-    # Over STRIP_REDUCTION_PIXELS, and a side that leaves a partial box at the far edge.
-    image = _blocky(mode, (2501, 1999), orientation)
+    # Over STRIP_REDUCTION_PIXELS; an odd side leaves a partial box at the far edge; the
+    # long image is read only around its centre crop.
+    image = _blocky(mode, shape, orientation)
     assert image.width * image.height > STRIP_REDUCTION_PIXELS
     for size in [(32, 32), (64, 48)]:
         ours = np.asarray(to_model_image(image, size), dtype=int)
         whole = np.asarray(_whole_image_reference(image, size), dtype=int)
         difference = np.abs(ours - whole)
-        # Pillow aligns its box grid to the crop, the strips to the upright image's corner:
-        # a few grey levels at block edges, never a shifted or mis-oriented image.
-        assert difference.mean() < 1.0 and difference.max() <= 12, (size, difference.max())
+        # Pillow aligns its box grid to the crop, the strips to the upright image's corner,
+        # and it orders its two resize passes by the image's size: a few grey levels where
+        # sharp blocks meet, never a shifted or mis-oriented image.
+        assert difference.mean() < 1.0 and difference.max() <= 16, (size, difference.max())
 
 
 def test_a_square_upload_gives_the_whole_image_path_bit_for_bit() -> None:

@@ -70,25 +70,29 @@ def to_model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """
     transpose = _ORIENTATIONS.get(image.getexif().get(ExifTags.Base.Orientation, 1))
     upright = image.size[::-1] if transpose in _SWAPS_SIDES else image.size
-    factor = reduction_factor(upright, size)
-    rgb = _reduced_rgb(image, factor, transpose) if factor > 1 else to_rgb(image)
+    crop = centre_crop(upright, size)
+    if upright[0] * upright[1] <= STRIP_REDUCTION_PIXELS:
+        rgb, factor, origin = to_rgb(image), 1, (0, 0)
+    else:
+        factor = reduction_factor(upright, size)
+        region = _read_region(crop, upright, size, factor)
+        source = _source_box(region, image.size, transpose)
+        rgb, origin = _reduced_rgb(image, factor, transpose, source), region[:2]
     if transpose is not None:
         rgb = rgb.transpose(transpose)
     if rgb.size != size:
         # The crop is placed on the upright source, so a reduced image's partial last
         # block stays outside it, as in Pillow's own reducing resize.
-        left, top, right, bottom = centre_crop(upright, size)
-        box = (left / factor, top / factor, right / factor, bottom / factor)
+        left, top, right, bottom = crop
+        x, y = origin
+        box = ((left - x) / factor, (top - y) / factor, (right - x) / factor, (bottom - y) / factor)
         rgb = rgb.resize(size, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
     return rgb
 
 
 def reduction_factor(upright: tuple[int, int], target: tuple[int, int]) -> int:
-    """The box reduction a large image gets before anything else: the one Pillow's
-    ``resize(reducing_gap=REDUCING_GAP)`` would apply to the centre crop of the
-    upright image; 1 for an image of at most ``STRIP_REDUCTION_PIXELS``."""
-    if upright[0] * upright[1] <= STRIP_REDUCTION_PIXELS:
-        return 1
+    """The box reduction Pillow's ``resize(reducing_gap=REDUCING_GAP)`` applies to the
+    centre crop of the upright image (1: none)."""
     left, top, right, bottom = centre_crop(upright, target)
     return max(
         1,
@@ -99,24 +103,72 @@ def reduction_factor(upright: tuple[int, int], target: tuple[int, int]) -> int:
     )
 
 
-def _reduced_rgb(image: Image.Image, factor: int, transpose: Image.Transpose | None) -> Image.Image:
-    """``to_rgb(image).reduce(factor)``, a strip of rows at a time and without a
-    full-size copy. The box grid starts at the corner that becomes the upright
-    image's origin, so the partial blocks fall at its far edges, as they do in
+def _read_region(
+    crop: tuple[float, float, float, float],
+    upright: tuple[int, int],
+    target: tuple[int, int],
+    factor: int,
+) -> tuple[int, int, int, int]:
+    """The part of the upright image the resize reads: the crop, the bicubic filter's
+    reach around it, and whole boxes from the image's corner (so the box grid is the
+    whole image's). A very long image is read only around its centre."""
+    left, top, right, bottom = crop
+    # Bicubic reads two source pixels (at the reduced scale) each side of each output
+    # pixel's footprint; Pillow's resize was seen to read up to 20 beyond the box when
+    # enlarging, so the margin is generous: a few rows, where only the crop is needed.
+    reach_x = factor * (math.ceil(4 * max(1.0, (right - left) / target[0] / factor)) + 32)
+    reach_y = factor * (math.ceil(4 * max(1.0, (bottom - top) / target[1] / factor)) + 32)
+    return (
+        max(0, math.floor((left - reach_x) / factor) * factor),
+        max(0, math.floor((top - reach_y) / factor) * factor),
+        min(upright[0], math.ceil((right + reach_x) / factor) * factor),
+        min(upright[1], math.ceil((bottom + reach_y) / factor) * factor),
+    )
+
+
+def _source_box(
+    region: tuple[int, int, int, int], size: tuple[int, int], transpose: Image.Transpose | None
+) -> tuple[int, int, int, int]:
+    """``region`` of the upright image, in the coordinates of the stored image of ``size``."""
+    left, top, right, bottom = region
+    along_x, along_y = (
+        ((top, bottom), (left, right))
+        if transpose in _SWAPS_SIDES
+        else (
+            (left, right),
+            (top, bottom),
+        )
+    )
+    reverse_x, reverse_y = (False, False) if transpose is None else _REVERSED_AXES[transpose]
+    if reverse_x:
+        along_x = (size[0] - along_x[1], size[0] - along_x[0])
+    if reverse_y:
+        along_y = (size[1] - along_y[1], size[1] - along_y[0])
+    return (along_x[0], along_y[0], along_x[1], along_y[1])
+
+
+def _reduced_rgb(
+    image: Image.Image,
+    factor: int,
+    transpose: Image.Transpose | None,
+    box: tuple[int, int, int, int],
+) -> Image.Image:
+    """``to_rgb(image.crop(box)).reduce(factor)``, a strip of rows at a time and without
+    a full-size copy. The box grid starts at the corner of ``box`` that becomes the
+    upright image's origin, so a partial block falls at its far edge, as it does in
     Pillow's reducing resize of the upright image."""
-    width, height = image.size
+    left, top, right, bottom = box
+    width, height = right - left, bottom - top
     scale = _full_scale(image) if image.mode in _HIGH_BIT_DEPTH_MODES | {"F"} else None
     reverse_x, reverse_y = (False, False) if transpose is None else _REVERSED_AXES[transpose]
     rows = max(1, _STRIP_PIXELS // width // factor) * factor
     columns = _spans(width, factor, reverse_x, width)
     reduced = Image.new("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
-    for top, bottom in _spans(height, factor, reverse_y, rows):
-        strip = to_rgb(image.crop((0, top, width, bottom)), scale)
-        for left, right in columns:
-            piece = (
-                strip if (left, right) == (0, width) else strip.crop((left, 0, right, strip.height))
-            )
-            reduced.paste(piece.reduce(factor), (math.ceil(left / factor), math.ceil(top / factor)))
+    for y0, y1 in _spans(height, factor, reverse_y, rows):
+        strip = to_rgb(image.crop((left, top + y0, right, top + y1)), scale)
+        for x0, x1 in columns:
+            piece = strip if (x0, x1) == (0, width) else strip.crop((x0, 0, x1, strip.height))
+            reduced.paste(piece.reduce(factor), (math.ceil(x0 / factor), math.ceil(y0 / factor)))
     return reduced
 
 

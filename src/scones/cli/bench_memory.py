@@ -83,6 +83,7 @@ def _cases() -> dict[str, tuple[str, str, Callable[[Any], Any], dict[str, Any]]]
     return {
         "PNG RGB": ("PNG", "RGB", lambda im: im.convert("RGB"), {}),
         "PNG RGBA": ("PNG", "RGBA", lambda im: im, {}),
+        "PNG RGBA, 8 pixels wide": ("PNG", "RGBA", _long, {}),
         "PNG 16-bit grey": ("PNG", "I;16", _sixteen_bit, {}),
         "PNG palette + transparency": ("PNG", "P", _palette, {"transparency": 0}),
         "TIFF RGBA (deflate)": ("TIFF", "RGBA", lambda im: im, {"compression": "tiff_deflate"}),
@@ -112,6 +113,11 @@ def _cases() -> dict[str, tuple[str, str, Callable[[Any], Any], dict[str, Any]]]
 
 def _sixteen_bit(image: Any) -> Any:
     return image.getchannel(0).convert("I").point(lambda v: v * 200).convert("I;16")
+
+
+def _long(image: Any) -> Any:
+    """The same pixels as one column 8 wide: only its centre is cropped for the model."""
+    return image.resize((8, image.width * image.height // 8))
 
 
 def _palette(image: Any) -> Any:
