@@ -149,7 +149,9 @@ def test_functions_run_from_their_deployed_zip_and_layer(stack: OfflineStack) ->
     assert json.loads(missing["Payload"].read())["rejection"]["error_code"] == "ObjectNotFound"
 
 
-def small_function(stack: OfflineStack, name: str, source: str, timeout: int = 3) -> str:
+def small_function(
+    stack: OfflineStack, name: str, source: str, timeout: int = 3, memory_mb: int = 128
+) -> str:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("app.py", source)
@@ -163,6 +165,7 @@ def small_function(stack: OfflineStack, name: str, source: str, timeout: int = 3
         Handler="app.handler",
         Code={"ZipFile": buffer.getvalue()},
         Timeout=timeout,
+        MemorySize=memory_mb,
     )
     return name
 
@@ -185,6 +188,18 @@ def test_runtime_reports_timeouts_crashes_and_init_errors_like_lambda(stack: Off
     broken = small_function(stack, "broken", "raise RuntimeError('bad cold start')\n")
     payload, errored = invoke(stack, broken)
     assert errored and payload["errorMessage"] == "bad cold start"
+
+    # 200 MB in a 128 MB function: killed, as Lambda kills it; the next call gets a fresh
+    # worker, and 200 MB fits a 512 MB function.
+    source = "def handler(e, c):\n    return len(bytearray(200 * 2**20))\n"
+    payload, errored = invoke(stack, small_function(stack, "greedy", source))
+    assert errored and payload["errorType"] == "Runtime.OutOfMemory"
+    assert (
+        "signal: killed" in payload["errorMessage"]
+        and "MemorySize 128 MB" in payload["errorMessage"]
+    )
+    payload, errored = invoke(stack, small_function(stack, "roomy", source, memory_mb=512))
+    assert not errored and payload == 200 * 2**20
 
     echo = small_function(
         stack, "echo", "import os\ndef handler(e, c):\n    return {'e': e, 'fn': c.function_name}\n"

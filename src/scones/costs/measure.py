@@ -81,13 +81,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def item_bytes(item: dict[str, Any]) -> int:
     """DynamoDB's item size: attribute names plus values (strings in UTF-8, numbers about
     one byte per two digits plus one, maps 3 bytes plus their elements)."""
@@ -177,11 +170,12 @@ def run_measurement(  # noqa: PLR0915 (one pass per kind of upload)
                     pids = workers.get(name, [])
                     spent = sum(_cpu_seconds(p) for p in pids) - cpu.get(name, 0.0)
                     invocations = max(1, len(record.wall_ms))
+                    peak = max((lambda_runtime.peak_rss_mb(p) for p in pids), default=0)
                     functions[logical_id] = {
                         "invocations": len(record.wall_ms),
                         "wall_ms": _summary(record.wall_ms),
                         "cpu_ms_mean": round(spent * 1000 / invocations, 3),
-                        "peak_rss_mb": round(max((_peak_rss_mb(p) for p in pids), default=0), 1),
+                        "peak_rss_mb": round(peak, 1),
                         "log_bytes": _log_size(stack.work_dir, name) - logs[name],
                         "request_bytes_max": max(record.request_bytes, default=0),
                         "response_bytes_max": max(record.response_bytes, default=0),

@@ -56,6 +56,18 @@ def _wait_for_response(worker: _Worker, timeout: float) -> bool:
     return bool(ready)
 
 
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (``VmHWM``), as Lambda's "Max Memory Used" counts it."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # not Linux, or the worker is gone: no bound to apply
+        pass
+    return 0.0
+
+
 @dataclass
 class _Worker:
     process: subprocess.Popen[bytes]
@@ -210,6 +222,17 @@ class LambdaRuntime:
                 return self._error(
                     "Runtime.ExitError",
                     f"Runtime exited with error: exit status {code}",
+                    request_id,
+                )
+            peak_mb = peak_rss_mb(worker.process.pid)
+            if peak_mb > int(function.memory_size):
+                # Lambda kills a function that outgrows its MemorySize mid-invocation; the
+                # worker's high-water mark, read after the fact, decides the same way.
+                healthy = False
+                return self._error(
+                    "Runtime.OutOfMemory",
+                    f"RequestId: {request_id} Error: Runtime exited with error: signal: killed "
+                    f"(peak {peak_mb:.0f} MB, MemorySize {function.memory_size} MB)",
                     request_id,
                 )
             result = json.loads(line)
