@@ -7,8 +7,9 @@ upload is judged the same way wherever it goes. Key names and extensions play
 no part: the bytes decide.
 
 Order matters for safety: everything that can be decided from the size or the
-header (type, format, pixel count, side length, PNG checksums) is decided
-before a single pixel is decoded, so a decompression bomb costs a header read.
+header (type, format, pixel count, side length, PNG checksums, whether the
+decode fits the function's memory) is decided before a single pixel is decoded,
+so a decompression bomb costs a header read.
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ _SNIFF_BYTES = 512
 # Pillow keeps 3- and 4-band images at 4 bytes a pixel, and its WebP decoder holds
 # several RGBA buffers at once. The preprocessing adds only strips (``preprocess``).
 DECODE_BYTES_PER_PIXEL = {"WEBP": 17}
-_MODE_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "LA": 4, "PA": 4}
+_MODE_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1} | dict.fromkeys(
+    ("I;16", "I;16B", "I;16L", "I;16N"), 2
+)
 _DEFAULT_BYTES_PER_PIXEL = 4
 # What the function holds besides the decode: the interpreter, boto3, Pillow, the
 # upload's bytes and the preprocessing's strips (SerializeImage peaks at about 60 MB

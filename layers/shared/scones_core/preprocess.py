@@ -7,10 +7,11 @@ feeds one file through all three paths and compares the model input bit for bit)
 It is idempotent: an RGB image already at the model's size comes back unchanged,
 which is why the server can apply it again to the serialize step's PNG.
 
-Memory: the decoded upload is the only full-size image it holds. A large image is
-box-reduced a strip of rows at a time, each strip converted to RGB first, before
-it is oriented, cropped and resized; a whole-image conversion, composite or
-``exif_transpose`` would each copy a 25-megapixel upload (100 MB or more).
+Memory: the decoded upload is the only full-size image it holds. Of a large image
+only the part the resize reads (the centre crop and the filter's reach) is
+converted to RGB and box-reduced, a strip of rows at a time, before it is oriented
+and resized; a whole-image conversion, composite or ``exif_transpose`` would each
+copy a 25-megapixel upload (100 MB or more).
 """
 
 from __future__ import annotations
@@ -131,14 +132,10 @@ def _source_box(
 ) -> tuple[int, int, int, int]:
     """``region`` of the upright image, in the coordinates of the stored image of ``size``."""
     left, top, right, bottom = region
-    along_x, along_y = (
-        ((top, bottom), (left, right))
-        if transpose in _SWAPS_SIDES
-        else (
-            (left, right),
-            (top, bottom),
-        )
-    )
+    if transpose in _SWAPS_SIDES:
+        along_x, along_y = (top, bottom), (left, right)
+    else:
+        along_x, along_y = (left, right), (top, bottom)
     reverse_x, reverse_y = (False, False) if transpose is None else _REVERSED_AXES[transpose]
     if reverse_x:
         along_x = (size[0] - along_x[1], size[0] - along_x[0])
