@@ -57,3 +57,17 @@ def test_the_largest_state_stays_under_64_kib_at_the_batch_level_too(
     out = capsys.readouterr().out
     [batch] = [ln for ln in out.splitlines() if ln.startswith("largest batch-level state:")]
     assert 0 < int(batch.split()[3]) <= 64 * 1024
+
+
+def test_the_memory_sweep_shows_the_largest_upload_serialize_decodes_at_each_size(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from scones.cli.main import main
+
+    assert main(["cost", "--sweep-memory"]) == 0
+    out = capsys.readouterr().out
+    [webp] = [line.split() for line in out.splitlines() if line.startswith("WebP ")]
+    # 128, 256, 512 MB...: (MB - 96) / 17 bytes a pixel, "all" from MaxImagePixels (25 MP) up.
+    assert webp[1:4] == ["2.0", "9.9", "all"]
+    [other] = [line for line in out.splitlines() if line.startswith("PNG, TIFF, BMP")]
+    assert other.split()[4:6] == ["8.4", "all"]

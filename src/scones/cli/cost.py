@@ -175,3 +175,25 @@ def _print_sweep(measured: dict[str, Any], kind: str) -> None:
             cells += f"{usd:>6.2f}/{ms:<3.0f}" if fits else f"{'(OOM)':>10}"
         print(f"{name.removesuffix('Function'):<24}{fn['peak_rss_mb']:>8.0f}M{cells}")
     print("each cell: $/M invocations / ms; (OOM): below 1.25 x the measured peak RSS")
+    _print_decode_limits()
+
+
+def _print_decode_limits() -> None:
+    """What SerializeImage's memory decides besides its price: the largest upload it
+    decodes (larger ones are REJECTED before decoding, ``image_rules.decode_bytes``)."""
+    from scones_core.image_rules import FUNCTION_RESERVE_MB, decode_bytes
+
+    from scones.template_params import parameter_defaults
+
+    limit = int(parameter_defaults()["MaxImagePixels"])
+    print(
+        "SerializeImage: the largest image each size decodes, in megapixels (larger ones are "
+        f"REJECTED before decoding; MaxImagePixels is {limit / 1e6:g} MP):"
+    )
+    print(f"{'image':<24}{'':>9}" + "".join(f"{m:>10}" for m in MEMORY_SIZES))
+    for label, fmt, mode in (("WebP", "WEBP", "RGBA"), ("PNG, TIFF, BMP (RGBA)", "PNG", "RGBA")):
+        cells = ""
+        for memory in MEMORY_SIZES:
+            largest = (memory - FUNCTION_RESERVE_MB) * 2**20 // decode_bytes(fmt, mode, (1, 1))
+            cells += f"{'all':>10}" if largest >= limit else f"{largest / 1e6:>10.1f}"
+        print(f"{label:<24}{'':>9}{cells}")
