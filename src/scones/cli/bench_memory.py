@@ -37,7 +37,6 @@ def peak_mb():  # this process's own high-water mark (ru_maxrss survives exec fr
 path, how = sys.argv[1], sys.argv[2]
 data = open(path, "rb").read()
 limits = ImageLimits.from_env()
-Image.MAX_IMAGE_PIXELS = None
 before = peak_mb()
 started = time.process_time()
 outcome = "decoded"
@@ -45,6 +44,7 @@ try:
     if how == "serialize":
         normalise_image(data, limits)
     else:
+        Image.MAX_IMAGE_PIXELS = None  # the naive handler has no pixel limit
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             image.convert("RGB").resize(limits.model_input_size, Image.Resampling.BICUBIC)
