@@ -109,11 +109,15 @@ class StartSettings:
         return settings
 
 
-def _positive(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError(f"{value} is not a positive whole number")
-    return value
+def positive_int(value: str) -> int:
+    """A whole number of at least 1 (``ValueError`` says which it is not)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
 
 
 def _formats(raw: str) -> tuple[str, ...]:
@@ -160,7 +164,7 @@ class ImageLimits:
             min_side=env.integer("MIN_IMAGE_SIDE", minimum=1),
             allowed_formats=env.parsed("ALLOWED_IMAGE_FORMATS", _formats),
             model_input_size=(width, height),
-            memory_mb=env.optional("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", _positive),
+            memory_mb=env.optional("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", positive_int),
         )
         env.check("image settings")
         return settings

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from scones_core.errors import SettingsError
 from scones_core.monitoring.locations import S3Location
-from scones_core.settings import EnvReader
+from scones_core.settings import EnvReader, positive_int
 
 T = TypeVar("T")
 
@@ -90,7 +90,7 @@ class MonitorSettings:
             labels=reader.parsed("LABELS", parse_labels),
             confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", parse_fraction),
             window=reader.parsed("MONITOR_WINDOW_MINUTES", _window_minutes),
-            min_requests=reader.parsed("MONITOR_MIN_REQUESTS", _positive_int),
+            min_requests=reader.parsed("MONITOR_MIN_REQUESTS", positive_int),
             low_confidence_alert_share=reader.parsed("LOW_CONFIDENCE_ALERT_SHARE", parse_fraction),
             drift_alert_threshold=reader.parsed("DRIFT_ALERT_THRESHOLD", parse_fraction),
             baseline=reader.optional("BASELINE_S3_URI", S3Location.parse),
@@ -136,18 +136,8 @@ def parse_fraction(value: str) -> float:
     return number
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError("not a whole number") from None
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
-
-
 def _window_minutes(value: str) -> timedelta:
-    minutes = _positive_int(value)
+    minutes = positive_int(value)
     if minutes > _MAX_WINDOW_MINUTES:
         raise ValueError(f"must be at most {_MAX_WINDOW_MINUTES} (one week)")
     return timedelta(minutes=minutes)
@@ -161,7 +151,7 @@ def _cooldown_hours(value: str) -> timedelta:
 
 
 def _lookback_days(value: str) -> timedelta:
-    days = _positive_int(value)
+    days = positive_int(value)
     if days > _MAX_LOOKBACK_DAYS:
         raise ValueError(f"must be at most {_MAX_LOOKBACK_DAYS}")
     return timedelta(days=days)
