@@ -33,6 +33,7 @@ from scones_core import tracing
 from scones_core.errors import EventError
 from scones_core.ingest import (
     PendingImage,
+    ignored_events,
     is_s3_test_event,
     notification_images,
     start_batches,
@@ -63,9 +64,13 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
         logger.info("ignoring s3:TestEvent", extra={"bucket": body.get("Bucket")})
         return []
     try:
-        return notification_images(body, record.message_id)
+        images = notification_images(body, record.message_id)
+        if ignored := ignored_events(body):
+            # Restore, lifecycle, tagging or removal events: no new object version.
+            logger.info("ignoring S3 events that announce no upload", extra={"events": ignored})
     except EventError as exc:
         raise EventError(f"SQS message {record.message_id}: {exc}") from exc
+    return images
 
 
 def not_processed(message_id: str, receive_count: Any, exc: Exception) -> None:

@@ -74,3 +74,43 @@ def test_the_event_file_is_a_batch_the_function_reads() -> None:
     assert bucket == BUCKET and [i["Key"] for i in items] == [
         "incoming/camera-7/delivery photo 1.png"
     ]
+
+
+@mock_aws
+def test_an_item_as_the_s3_item_reader_lists_it_keeps_its_upload_time() -> None:
+    """Step Functions' S3 item reader lists ``Etag`` and ``LastModified`` in epoch
+    seconds (not boto3's ``ETag`` and datetime): the event time is still ISO 8601."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    ddb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    machine = sfn.create_state_machine(
+        name="classify",
+        definition=json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}),
+        roleArn="arn:aws:iam::123456789012:role/r",
+    )["stateMachineArn"]
+    event = json.loads((PROJECT_ROOT / "events" / "backfill.json").read_text())
+    (item,) = event["Items"]
+    s3.put_object(Bucket=BUCKET, Key=item["Key"], Body=b"x")
+    assert "ETag" not in item and isinstance(item["LastModified"], int)
+
+    report = backfill_batch(
+        event,
+        s3=s3,
+        dynamodb=ddb,
+        sfn=sfn,
+        table=TABLE,
+        prefix="incoming/",
+        settings=StartSettings(state_machine_arn=machine),
+    )
+
+    assert len(report.started) == 1
+    (execution,) = sfn.list_executions(stateMachineArn=machine)["executions"]
+    document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    assert document["event_time"] == "2026-11-30T08:15:00+00:00"

@@ -31,6 +31,9 @@ from scones_core.ingest import (
     PendingImage,
     batch_execution_name,
     distinct_images,
+    ignored_events,
+    is_upload,
+    notification_images,
     split_batch,
     start_batches,
     workflow_input,
@@ -456,6 +459,48 @@ def test_execution_names_are_always_valid(key: str) -> None:
 def test_malformed_s3_records_are_event_errors(record: object) -> None:
     with pytest.raises(errors.EventError):
         object_from_s3_record(record)  # type: ignore[arg-type]
+
+
+def test_a_size_that_is_not_a_number_is_an_event_error_naming_it() -> None:
+    record = s3_record("incoming/a.png")
+    record["s3"]["object"]["size"] = "big"  # type: ignore[index]
+    with pytest.raises(errors.EventError, match="bad object size 'big'"):
+        object_from_s3_record(record)
+
+
+@pytest.mark.parametrize(
+    ("event_name", "upload"),
+    [
+        ("ObjectCreated:Put", True),
+        ("ObjectCreated:Post", True),
+        ("ObjectCreated:Copy", True),
+        ("ObjectCreated:CompleteMultipartUpload", True),
+        ("s3:ObjectCreated:Put", True),
+        (None, True),  # the subscription is to uploads only
+        ("ObjectRestore:Completed", False),
+        ("LifecycleTransition", False),
+        ("ObjectTagging:Put", False),
+        ("ObjectRemoved:Delete", False),
+        ("ObjectRemoved:DeleteMarkerCreated", False),
+    ],
+)
+def test_only_object_created_events_are_uploads(event_name: str | None, upload: bool) -> None:
+    record = s3_record("incoming/a.png") | {"eventSource": "aws:s3"}
+    if event_name is not None:
+        record["eventName"] = event_name
+    body = {"Records": [record]}
+    assert is_upload(record) is upload
+    assert len(notification_images(body)) == int(upload)
+    assert ignored_events(body) == ([] if upload else [event_name])
+
+
+def test_records_from_other_services_or_none_at_all_are_event_errors() -> None:
+    record = s3_record("incoming/a.png") | {"eventSource": "aws:sns"}
+    with pytest.raises(errors.EventError, match="comes from 'aws:sns', not from S3"):
+        notification_images({"Records": [record]})
+    with pytest.raises(errors.EventError, match="has no records"):
+        notification_images({"Records": []})
+    assert notification_images({"Service": "Amazon S3", "Event": "s3:TestEvent"}) == []
 
 
 def test_every_object_goes_to_the_workflow_whatever_its_name() -> None:

@@ -92,6 +92,48 @@ def test_start_workflow_reports_only_the_bad_message_as_failed(
     assert len(sfn.list_executions(stateMachineArn=arn)["executions"]) == 1
 
 
+def _with_s3_record(record: dict[str, Any], message_id: str, **fields: Any) -> dict[str, Any]:
+    body = json.loads(record["body"])
+    body["Records"][0].update(fields)
+    return dict(record, messageId=message_id, body=json.dumps(body))
+
+
+def test_start_workflow_ignores_s3_events_that_announce_no_upload(
+    aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Restore, lifecycle, tagging and removal events name an object version but create
+    none (a delete marker has no content to read): they start nothing and are not errors.
+    A record from another service, or a notification without records, is an error."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    sqs_event = event("start_workflow")
+    (upload,) = sqs_event["Records"]
+    ignored = ["ObjectRestore:Completed", "LifecycleTransition", "ObjectRemoved:DeleteMarkerCreated"]
+    sqs_event["Records"] = [
+        upload,
+        *(_with_s3_record(upload, f"ignored-{n}", eventName=name) for n, name in enumerate(ignored)),
+        _with_s3_record(upload, "not-s3", eventSource="aws:sns"),
+        dict(upload, messageId="no-records", body=json.dumps({"Records": []})),
+    ]
+
+    response = app.lambda_handler(sqs_event, context())
+
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": "not-s3"}, {"itemIdentifier": "no-records"}]
+    }
+    executions = sfn.list_executions(stateMachineArn=arn)["executions"]
+    assert len(executions) == 1
+    document = json.loads(
+        sfn.describe_execution(executionArn=executions[0]["executionArn"])["input"]
+    )
+    assert document["object"]["version"] == "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
+    events = [
+        r.__dict__["events"] for r in caplog.records if r.getMessage().startswith("ignoring S3")
+    ]
+    assert events == [[name] for name in ignored]
+    errors = " ".join(str(r.__dict__.get("error")) for r in caplog.records)
+    assert "comes from 'aws:sns', not from S3" in errors and "has no records" in errors
+
+
 def _message_for(record: dict[str, Any], message_id: str, key: str, version: str) -> dict[str, Any]:
     body = json.loads(record["body"])
     body["Records"][0]["s3"]["object"].update(key=key, versionId=version)

@@ -395,6 +395,18 @@ STRANGERS = [
     json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET}),
     json.dumps({"Records": []}),
     json.dumps({"kind": "workflow_failed", "object": "nope"}),
+    # A restore announces no upload: nothing to replay (the start function ignores it).
+    json.dumps(
+        {
+            "Records": [
+                {
+                    "eventSource": "aws:s3",
+                    "eventName": "ObjectRestore:Completed",
+                    "s3": {"bucket": {"name": BUCKET}, "object": {"key": "incoming/cold.png"}},
+                }
+            ]
+        }
+    ),
 ]
 
 
@@ -500,6 +512,9 @@ def test_dead_letters_are_sorted_by_shape() -> None:
     assert (letter.source, letter.ref, letter.attempt) == (Source.WORKFLOW_FAILED, ref, 4)
     for body in STRANGERS:
         assert parse_dead_letter(body).source is Source.OTHER, body
+    reasons = [parse_dead_letter(body).reason for body in STRANGERS]
+    assert "has no records" in reasons[3]
+    assert reasons[-1] == "S3 events that announce no upload: ObjectRestore:Completed"
     assert parse_dead_letter(workflow_failed(ref, -1)).source is Source.OTHER
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -35,7 +35,6 @@ class BatchReport:
     already_running: list[str] = field(default_factory=list)  # execution name existed
     outside_prefix: list[str] = field(default_factory=list)  # keys, not classified here
     gone: list[str] = field(default_factory=list)  # keys deleted since the listing
-    placeholders: list[str] = field(default_factory=list)  # zero-byte "folder/" keys
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,7 +43,6 @@ class BatchReport:
             "already_running": len(self.already_running),
             "outside_prefix": self.outside_prefix,
             "gone": self.gone,
-            "placeholders": len(self.placeholders),
         }
 
 
@@ -60,7 +58,16 @@ def listed_items(event: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _event_time(item: Mapping[str, Any]) -> str:
+    """The listed object's ``LastModified`` as an ISO 8601 time, as an S3 event's
+    ``eventTime`` is: Step Functions' S3 item reader lists it in epoch seconds."""
     modified = item.get("LastModified")
+    if isinstance(modified, bool):
+        return ""
+    if isinstance(modified, int | float):
+        try:
+            modified = datetime.fromtimestamp(modified, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return ""
     if isinstance(modified, datetime):
         return modified.isoformat()
     return str(modified or "")
@@ -78,7 +85,8 @@ def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> ObjectRef 
         bucket=bucket,
         key=str(item["Key"]),
         version=str(head.get("VersionId") or NULL_VERSION),
-        etag=str(head.get("ETag") or item.get("ETag") or "").strip('"'),
+        # The item reader spells it ``Etag``; boto3's listing ``ETag``.
+        etag=str(head.get("ETag") or item.get("Etag") or item.get("ETag") or "").strip('"'),
         size=int(head.get("ContentLength") or item.get("Size") or 0),
     )
 

@@ -180,22 +180,50 @@ def is_s3_test_event(body: Any) -> bool:
 def notification_records(body: Any) -> list[dict[str, Any]]:
     """The ``Records`` of an S3 event notification (an SQS message body, parsed).
 
-    ``EventError`` when the body is not one (``s3:TestEvent`` has no records: ``[]``).
+    ``EventError`` when the body is not one, or has no records (S3 never sends that);
+    ``s3:TestEvent`` has no records: ``[]``.
     """
     if is_s3_test_event(body):
         return []
     records = body.get("Records") if isinstance(body, dict) else None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise EventError("the message is not an S3 event notification")
+    if not records:
+        raise EventError("the S3 event notification has no records")
     return records
 
 
+# S3 names an upload ``ObjectCreated:Put`` (also ``:Post``, ``:Copy``,
+# ``:CompleteMultipartUpload``) in notifications to SQS; the ``s3:`` form is how the
+# bucket's notification configuration writes it. Every other S3 event (restore,
+# lifecycle, tagging, ACL, removal) announces no new object version.
+_UPLOAD_EVENT_PREFIXES = ("ObjectCreated:", "s3:ObjectCreated:")
+
+
+def is_upload(record: dict[str, Any]) -> bool:
+    """Whether one S3 event record announces a new object version (``EventError`` if it
+    comes from another service). A record without ``eventName`` counts as an upload:
+    the bucket's notification subscribes to uploads only."""
+    source = record.get("eventSource", "aws:s3")
+    if source != "aws:s3":
+        raise EventError(f"the event record comes from {source!r}, not from S3 (aws:s3)")
+    name = record.get("eventName")
+    return name is None or str(name).startswith(_UPLOAD_EVENT_PREFIXES)
+
+
+def ignored_events(body: Any) -> list[str]:
+    """The ``eventName`` of every record of ``body`` that announces no upload."""
+    return [str(r.get("eventName")) for r in notification_records(body) if not is_upload(r)]
+
+
 def notification_images(body: Any, message_id: str = "") -> list[PendingImage]:
-    """Every object an S3 event notification names (``EventError`` if it names none
-    properly)."""
+    """Every object version an S3 event notification announces as uploaded (``EventError``
+    if it is not a notification or names an object improperly); other S3 events (see
+    ``ignored_events``) name none."""
     return [
         PendingImage(object_from_s3_record(record), str(record.get("eventTime") or ""), message_id)
         for record in notification_records(body)
+        if is_upload(record)
     ]
 
 

@@ -83,12 +83,16 @@ def object_from_s3_record(record: dict[str, Any]) -> ObjectRef:
         raise EventError(f"S3 event record lacks {exc}: not an S3 object notification") from exc
     if not isinstance(bucket, str) or not bucket or not key:
         raise EventError("S3 event record has an empty bucket name or object key")
+    try:
+        size = int(obj.get("size") or 0)
+    except (TypeError, ValueError) as exc:
+        raise EventError(f"S3 event record has a bad object size {obj.get('size')!r}") from exc
     return ObjectRef(
         bucket=bucket,
         key=key,
         version=str(obj.get("versionId") or NULL_VERSION),
         etag=str(obj.get("eTag") or obj.get("etag") or ""),
-        size=int(obj.get("size") or 0),
+        size=size,
         sequencer=str(obj.get("sequencer") or ""),
     )
 

@@ -34,14 +34,19 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scones_core.errors import EventError
-from scones_core.ingest import is_s3_test_event, notification_records, start_notification
+from scones_core.ingest import (
+    ignored_events,
+    is_s3_test_event,
+    notification_images,
+    notification_records,
+    start_notification,
+)
 from scones_core.ingest import start_workflow as start_attempt
 from scones_core.monitoring.timestamps import format_millis
 from scones_core.objects import (
     NULL_VERSION,
     ObjectRef,
     object_from_json,
-    object_from_s3_record,
 )
 from scones_core.records import (
     ATTEMPT_ATTRIBUTE,
@@ -257,14 +262,16 @@ def parse_dead_letter(text: str) -> DeadLetter:
         return DeadLetter(Source.OTHER, body, reason="an s3:TestEvent (nothing to replay)")
     try:
         records = notification_records(body)
-    except EventError:
+        ignored = ignored_events(body)
+    except EventError as exc:
         return DeadLetter(
             Source.OTHER,
             body,
-            reason="neither an S3 event notification nor a workflow_failed message",
+            reason=f"neither an S3 event notification nor a workflow_failed message ({exc})",
         )
-    if not records:
-        return DeadLetter(Source.OTHER, body, reason="an S3 event notification without records")
+    if len(ignored) == len(records):
+        events = ", ".join(ignored)
+        return DeadLetter(Source.OTHER, body, reason=f"S3 events that announce no upload: {events}")
     return DeadLetter(Source.S3_EVENT, body)
 
 
@@ -450,10 +457,9 @@ class Redriver:
         if dry_run:
             replays = []
             try:
-                for record in notification_records(body):
-                    ref = object_from_s3_record(record)
-                    outcome = self.replay(ref, "", 0, dry_run=True)
-                    replays.append(self._notification_replay(ref, outcome, message_id))
+                for image in notification_images(body):
+                    outcome = self.replay(image.ref, "", 0, dry_run=True)
+                    replays.append(self._notification_replay(image.ref, outcome, message_id))
             except EventError as exc:
                 return failure(Outcome.LEFT, exc)
             return replays, False
