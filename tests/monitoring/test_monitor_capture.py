@@ -246,3 +246,40 @@ def test_a_file_deleted_after_listing_is_skipped(aws: Aws, captures: CaptureWrit
     kept = captures.put(WINDOW_START, "kept", [capture_line([0.9, 0.1], WINDOW_START)])
     batch = read_capture_objects(aws.s3, BUCKET, [capture_key(WINDOW_START, "gone"), kept], LABELS)
     assert (batch.files_read, len(batch.records)) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("answer", "accepted"),
+    [
+        ([0.25, 0.75], True),
+        ({"predictions": [0.25, 0.75]}, True),
+        ([[0.25, 0.75]], True),
+        ([0.5], False),
+        ([0.5, 0.6], False),
+        ([True, False], False),
+        (["0.5", "0.5"], False),
+        ({"scores": [0.25, 0.75]}, False),
+        ([1.5, -0.5], False),
+    ],
+)
+def test_the_monitor_reads_back_exactly_the_answers_the_classify_step_accepts(
+    answer: object, accepted: bool
+) -> None:
+    """One contract for the endpoint's body (``endpoint_response.probabilities``): an
+    answer that classified an image is never a malformed capture line, and the reverse."""
+    from scones_core.errors import ModelResponseInvalid
+    from scones_core.inference import parse_probabilities
+
+    body = json.dumps(answer)
+    try:
+        classified = tuple(parse_probabilities(body.encode(), LABELS).values())
+    except ModelResponseInvalid:
+        classified = None
+    line = json.loads(capture_line([0.5, 0.5], AT))
+    line["captureData"]["endpointOutput"]["data"] = body
+    try:
+        captured = parse_capture_line(json.dumps(line), LABELS).probabilities
+    except CaptureFormatError:
+        captured = None
+    assert classified == captured
+    assert (classified == (0.25, 0.75)) is accepted

@@ -1,4 +1,9 @@
-"""Which model answered: the endpoint's ``CustomAttributes``, one home for both sides.
+"""What the endpoint answers: its probabilities and, in ``CustomAttributes``, which model
+answered. One home for every side: the server, the classify step and the monitor's
+reading of captured traffic.
+
+:func:`probabilities` is the body's contract, so an answer the classify step accepts is
+the same answer the monitor reads back from the endpoint's data capture.
 
 The response body stays the built-in algorithm's contract (a JSON list of
 probabilities), so the model version travels beside it, the way SageMaker lets a
@@ -11,6 +16,9 @@ while two variants (a canary) serve side by side.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 MODEL_VERSION_KEY = "model_version"
@@ -40,3 +48,40 @@ def model_version(attributes: object) -> str:
         if sep and key.strip() == MODEL_VERSION_KEY and value and value.isprintable():
             return value[:128]
     return UNREPORTED
+
+
+# A probability may stray this far outside [0, 1] (a float32 softmax) and is clamped;
+# the probabilities must sum to 1 within SUM_TOLERANCE.
+_RANGE_TOLERANCE = 1e-6
+SUM_TOLERANCE = 1e-3
+
+
+def probabilities(answer: object, labels: Sequence[str]) -> tuple[float, ...]:
+    """The endpoint's answer (parsed JSON) as one probability per label, in label order.
+
+    Accepted: a list (this project's server, SageMaker's built-in image classifier), a
+    batch of one (``[[...]]``) and ``{"predictions": [...]}`` (TensorFlow Serving's
+    shape). ``ValueError`` says what is wrong.
+    """
+    if isinstance(answer, dict) and "predictions" in answer:
+        answer = answer["predictions"]
+    if isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], list):
+        answer = answer[0]
+    names = ", ".join(labels)
+    if not isinstance(answer, list):
+        raise ValueError(f"the answer is not a list of probabilities ({names}): {answer!r:.80}")
+    if len(answer) != len(labels):
+        raise ValueError(
+            f"the answer has {len(answer)} probabilities, expected {len(labels)} ({names})"
+        )
+    values: list[float] = []
+    for item in answer:
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            raise ValueError(f"probability {item!r:.40} is not a number")
+        number = float(item)
+        if not math.isfinite(number) or not -_RANGE_TOLERANCE <= number <= 1 + _RANGE_TOLERANCE:
+            raise ValueError(f"probability {item!r} is outside [0, 1]")
+        values.append(min(max(number, 0.0), 1.0))
+    if abs(sum(values) - 1.0) > SUM_TOLERANCE:
+        raise ValueError(f"the probabilities sum to {sum(values):.6f}, not 1")
+    return tuple(values)

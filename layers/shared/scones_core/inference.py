@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from scones_core.endpoint_response import UNREPORTED, model_version
+from scones_core.endpoint_response import UNREPORTED, model_version, probabilities
 from scones_core.errors import (
     EndpointRejectedRequest,
     EndpointThrottled,
@@ -43,8 +42,6 @@ _UNAVAILABLE_CODES = {
     "InternalServerError",
     "ModelNotReadyException",
 }
-# Probabilities must sum to 1 within this tolerance (float32 softmax rounding).
-_SUM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -84,28 +81,16 @@ def decode_image_b64(image_b64: Any) -> bytes:
 
 
 def parse_probabilities(body: bytes, labels: tuple[str, ...]) -> dict[str, float]:
-    """Validate the endpoint's JSON list and pair it with the labels."""
+    """Validate the endpoint's answer (``endpoint_response.probabilities``) and pair it
+    with the labels."""
     try:
-        values = json.loads(body)
+        answer = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelResponseInvalid(f"endpoint response is not JSON: {body[:80]!r}") from exc
-    if isinstance(values, dict) and "predictions" in values:
-        values = values["predictions"]
-    if (
-        not isinstance(values, list)
-        or len(values) != len(labels)
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-    ):
-        raise ModelResponseInvalid(
-            f"expected a JSON list of {len(labels)} probabilities ({', '.join(labels)}), "
-            f"got {str(values)[:80]}"
-        )
-    floats = [float(v) for v in values]
-    if any(not math.isfinite(v) or v < 0 or v > 1 for v in floats):
-        raise ModelResponseInvalid(f"probabilities must lie in [0, 1], got {floats}")
-    if abs(sum(floats) - 1.0) > _SUM_TOLERANCE:
-        raise ModelResponseInvalid(f"probabilities must sum to 1, got {sum(floats):.6f}")
-    return dict(zip(labels, floats, strict=True))
+    try:
+        return dict(zip(labels, probabilities(answer, labels), strict=True))
+    except ValueError as exc:
+        raise ModelResponseInvalid(f"endpoint response: {exc}") from exc
 
 
 def classify_image(

@@ -26,7 +26,6 @@ import base64
 import binascii
 import json
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +33,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from scones_core.endpoint_response import probabilities as endpoint_probabilities
 from scones_core.monitoring.data_warnings import (
     DUPLICATE_CAPTURE_RECORD,
     MALFORMED_CAPTURE_LINE,
@@ -45,7 +45,6 @@ from scones_core.monitoring.timestamps import hours_between, parse_timestamp
 logger = logging.getLogger(__name__)
 
 CAPTURE_SUFFIX = ".jsonl"
-_PROBABILITY_TOLERANCE = 1e-6
 # SageMaker buffers records before writing a file, so a file can land in the
 # hour folder after the request's hour; the next hour's folder is read as well.
 _LATE_FILE_ALLOWANCE = timedelta(hours=1)
@@ -168,7 +167,11 @@ def parse_capture_line(
         inference_time = parse_timestamp(metadata.get("inferenceTime"))
     except ValueError as exc:
         raise CaptureFormatError(f"eventMetadata.inferenceTime: {exc}") from exc
-    probabilities = _probabilities(decode_output(output), len(labels))
+    answer = decode_output(output)
+    try:
+        probabilities = endpoint_probabilities(answer, labels)
+    except ValueError as exc:
+        raise CaptureFormatError(f"endpointOutput: {exc}") from exc
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
     event_id = metadata.get("eventId")
     return CaptureRecord(
@@ -212,29 +215,6 @@ def _csv_numbers(text: str) -> list[float]:
         return [float(cell) for cell in text.strip().split(",")]
     except ValueError as exc:
         raise CaptureFormatError(f"endpointOutput.data is not CSV numbers: {exc}") from exc
-
-
-def _probabilities(value: Any, label_count: int) -> tuple[float, ...]:
-    # A batch of one ([[p0, p1]]) is the same answer as [p0, p1].
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
-        value = value[0]
-    if not isinstance(value, list):
-        raise CaptureFormatError("the endpoint output is not a list of probabilities")
-    if len(value) != label_count:
-        raise CaptureFormatError(
-            f"the endpoint output has {len(value)} probabilities, expected {label_count}"
-        )
-    probabilities: list[float] = []
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int | float):
-            raise CaptureFormatError(f"probability {item!r} is not a number")
-        number = float(item)
-        if not math.isfinite(number) or not (
-            -_PROBABILITY_TOLERANCE <= number <= 1 + _PROBABILITY_TOLERANCE
-        ):
-            raise CaptureFormatError(f"probability {item!r} is outside [0, 1]")
-        probabilities.append(min(max(number, 0.0), 1.0))
-    return tuple(probabilities)
 
 
 def parse_capture_lines(
