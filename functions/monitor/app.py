@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -49,8 +49,10 @@ _LABEL_DIMENSIONS = {"EndpointName": SETTINGS.endpoint_name} | (
 _TIME_FIELDS = ("scheduledTime", "time")
 
 
-def window_end_from_event(event: Any, now: datetime) -> datetime:
-    """The window ends at the scheduled time, so a retried invocation reads the same window."""
+def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datetime:
+    """A scheduled run measures the window that ended ``settle`` before its scheduled
+    time: the same window when retried, and late capture files have arrived by then.
+    A run without a time (an invocation by hand) measures up to ``now``."""
     if event is None:
         return now
     if not isinstance(event, dict):
@@ -58,7 +60,7 @@ def window_end_from_event(event: Any, now: datetime) -> datetime:
     for field in _TIME_FIELDS:
         if field in event:
             try:
-                return parse_timestamp(event[field])
+                return parse_timestamp(event[field]) - settle
             except ValueError as exc:
                 raise EventError(f"event field {field!r}: {exc}") from exc
     return now
@@ -84,7 +86,7 @@ def clients() -> MonitorClients:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    window_end = window_end_from_event(event, datetime.now(UTC))
+    window_end = window_end_from_event(event, datetime.now(UTC), SETTINGS.settle)
     report, alerts = measure_window(SETTINGS, clients(), window_end)
     logger.info("window measured", extra={"report": report.to_json()})
 

@@ -61,6 +61,8 @@ def monitor_env(**overrides: str) -> dict[str, str]:
         "LABELS": parameter_default("ModelLabels"),
         "CONFIDENCE_THRESHOLD": parameter_default("ConfidenceThreshold"),
         "MONITOR_WINDOW_MINUTES": "60",
+        "MONITOR_SETTLE_MINUTES": "0",
+        "MODEL_MONITOR_LAG_MINUTES": "0",
         "MONITOR_MIN_REQUESTS": "10",
         "LOW_CONFIDENCE_ALERT_SHARE": "0.9",
         "DRIFT_ALERT_THRESHOLD": "0.3",

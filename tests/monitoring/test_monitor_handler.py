@@ -310,3 +310,30 @@ def test_faults_reach_the_logs_the_response_and_the_metrics(
     assert table[("DuplicateCaptureRecords", dims)] == ("Count", 1.0)
     assert table[("QualityAlerts", dims)] == ("Count", 2.0)
     assert table[("RetrainingStarted", dims)] == ("Count", 0.0)
+
+
+def test_a_scheduled_run_measures_the_window_that_ended_a_settle_before_it(
+    aws: Aws, captures: CaptureWriterHelper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SageMaker delivers capture files minutes late: requests of 12:57-12:59 are in the
+    12 o'clock folder only after 13:00. With MonitorSettleMinutes=10 the run scheduled
+    for 13:10 measures [12:00, 13:00) and counts them; the run of 14:10 starts at 13:00."""
+    monkeypatch.setenv("MONITOR_SETTLE_MINUTES", "10")
+    app = load_handler()
+    late = [
+        capture_line([0.9, 0.1], WINDOW_END - timedelta(minutes=3 - i), event_id=f"late-{i}")
+        for i in range(3)
+    ]
+    captures.put(WINDOW_START, "delivered-after-the-hour", late)
+
+    first = app.lambda_handler({"scheduledTime": "2026-11-25T13:10:00Z"}, LambdaContext())
+    second = app.lambda_handler({"scheduledTime": "2026-11-25T14:10:00Z"}, LambdaContext())
+
+    assert (first["window_start"], first["window_end"]) == (
+        "2026-11-25T12:00:00Z",
+        "2026-11-25T13:00:00Z",
+    )
+    assert first["request_count"] == 3
+    assert (second["window_start"], second["request_count"]) == ("2026-11-25T13:00:00Z", 0)
+    # A run by hand (no scheduled time) measures up to now, whatever the settle.
+    assert app.window_end_from_event({}, WINDOW_END, timedelta(minutes=10)) == WINDOW_END

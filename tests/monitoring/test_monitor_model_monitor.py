@@ -307,3 +307,24 @@ def test_failed_and_stopped_executions_are_faults_not_missing_reports(aws: Aws, 
         if r.getMessage() == "Model Monitor execution did not complete"
     ]
     assert logged == [("Stopped", None), ("Failed", "ClientError: no capture data found")]
+
+
+def test_a_model_quality_violation_is_named_by_its_metric() -> None:
+    from scones_core.monitoring.model_monitor import parse_violations
+
+    body = json.dumps(
+        {
+            "violations": [
+                {
+                    "constraint_check_type": "LessThanThreshold",
+                    "description": "Metric accuracy with 0.81 was LessThanThreshold 0.9",
+                    "metric_name": "accuracy",
+                }
+            ]
+        }
+    ).encode()
+    (violation,) = parse_violations(body)
+    assert (violation.feature_name, violation.constraint_check_type) == (
+        "accuracy",
+        "LessThanThreshold",
+    )

@@ -34,6 +34,8 @@ def test_every_problem_is_reported_by_name() -> None:
         RETRAINING_STATE_MACHINE_ARN="my-state-machine",
         RETRAINING_JOB_CONFIG_S3_URI=f"s3://{BUCKET}/configs/",
         RETRAINING_COOLDOWN_HOURS="nan",
+        MONITOR_SETTLE_MINUTES="-5",
+        MODEL_MONITOR_LAG_MINUTES="an hour",
     )
     del env["RESULTS_TABLE_NAME"]
     with pytest.raises(SettingsError) as caught:
@@ -49,6 +51,8 @@ def test_every_problem_is_reported_by_name() -> None:
         "RETRAINING_STATE_MACHINE_ARN='my-state-machine'",
         "RETRAINING_JOB_CONFIG_S3_URI=",
         "RETRAINING_COOLDOWN_HOURS='nan'",
+        "MONITOR_SETTLE_MINUTES='-5'",
+        "MODEL_MONITOR_LAG_MINUTES='an hour'",
     ):
         assert name in message
 
@@ -92,3 +96,15 @@ def test_template_sets_every_variable_the_monitor_reads() -> None:
     missing = sorted(set(ENVIRONMENT_VARIABLES) - variables)
     assert not missing, f"template.yaml's MonitorFunction does not set {missing}"
     assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"} <= variables
+
+
+def test_model_monitor_is_read_only_after_its_executions_can_have_ended() -> None:
+    """The default lag covers Model Monitor's start buffer (up to 20 minutes after the
+    hour) and the template's own job's MaxRuntimeInSeconds."""
+    template = load_template()
+    job = template["Resources"]["DataQualityJobDefinition"]["Properties"]
+    runtime_minutes = int(job["StoppingCondition"]["MaxRuntimeInSeconds"]) / 60
+    lag = int(template["Parameters"]["ModelMonitorLagMinutes"]["Default"])
+    assert lag >= 20 + runtime_minutes
+    settle = int(template["Parameters"]["MonitorSettleMinutes"]["Default"])
+    assert settle >= 5  # SageMaker's capture delivery "can require a couple of minutes"

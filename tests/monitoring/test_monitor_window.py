@@ -294,3 +294,35 @@ def test_the_summary_lists_the_first_warnings_and_counts_the_rest(
     assert summary["duplicate_records"] == 12
     points = {p.name: p.value for p in window_metrics(report, alert_count=0)}
     assert (points["MalformedCaptureLines"], points["DuplicateCaptureRecords"]) == (40, 12)
+
+
+def test_model_monitor_is_read_for_executions_that_have_ended(aws: Aws) -> None:
+    """An hourly execution starts up to 20 minutes after the hour and runs up to an hour:
+    with ModelMonitorLagMinutes=80 the window [12:00, 13:00) reads the executions
+    scheduled in [10:40, 11:40), which have ended, and leaves the 12:00 one to the next
+    run. Each execution is read by exactly one run."""
+    put_report(aws, hour=11)
+    put_report(aws, hour=12, violations={"violations": []})
+    lag = timedelta(minutes=80)
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    finished = execution("CompletedWithViolations") | {"ScheduledTime": WINDOW_START - lag}
+    config = settings(MONITORING_SCHEDULE_NAME=SCHEDULE, MODEL_MONITOR_LAG_MINUTES="80")
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [finished]},
+            list_request()
+            | {"ScheduledTimeAfter": WINDOW_START - lag, "ScheduledTimeBefore": WINDOW_END - lag},
+        )
+        report, alerts = measure_window(
+            config, MonitorClients(aws.s3, aws.dynamodb, sagemaker=sagemaker), WINDOW_END
+        )
+        stub.assert_no_pending_responses()
+    summary = report.to_json()
+    assert summary["window_start"] == "2026-11-25T12:00:00Z"
+    assert summary["model_monitor_scheduled"] == ["2026-11-25T10:40:00Z", "2026-11-25T11:40:00Z"]
+    assert summary["model_monitor_reports"] == [
+        f"s3://{BUCKET}/{report_folder(11)}/constraint_violations.json"
+    ]
+    assert summary["model_monitor_violations"] == 2
+    assert MODEL_MONITOR_VIOLATIONS in [alert.code for alert in alerts]

@@ -107,10 +107,17 @@ def test_start_workflow_ignores_s3_events_that_announce_no_upload(
     sfn, arn, app = start_function(monkeypatch, region=REGION)
     sqs_event = event("start_workflow")
     (upload,) = sqs_event["Records"]
-    ignored = ["ObjectRestore:Completed", "LifecycleTransition", "ObjectRemoved:DeleteMarkerCreated"]
+    ignored = [
+        "ObjectRestore:Completed",
+        "LifecycleTransition",
+        "ObjectRemoved:DeleteMarkerCreated",
+    ]
     sqs_event["Records"] = [
         upload,
-        *(_with_s3_record(upload, f"ignored-{n}", eventName=name) for n, name in enumerate(ignored)),
+        *(
+            _with_s3_record(upload, f"ignored-{n}", eventName=name)
+            for n, name in enumerate(ignored)
+        ),
         _with_s3_record(upload, "not-s3", eventSource="aws:sns"),
         dict(upload, messageId="no-records", body=json.dumps({"Records": []})),
     ]

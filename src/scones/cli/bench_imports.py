@@ -94,9 +94,7 @@ def _once(python: Path, code: str, cwd: Path, env: dict[str, str]) -> tuple[floa
     """Wall time and CPU time (user + system) of one fresh interpreter, in ms."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(
-        [str(python), "-c", _INIT_ONLY.format(code=code)], cwd=cwd, env=env, check=True
-    )
+    subprocess.run([str(python), "-c", _INIT_ONLY.format(code=code)], cwd=cwd, env=env, check=True)
     wall = (time.perf_counter() - started) * 1000
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000

@@ -176,7 +176,8 @@ def parse_violations(body: bytes, report_uri: str | None = None) -> tuple[Violat
             raise ModelMonitorReportError(f"violations[{index}] is not an object: {item!r}")
         violations.append(
             Violation(
-                feature_name=str(item.get("feature_name", "")),
+                # Data quality names a feature; model quality names a metric.
+                feature_name=str(item.get("feature_name") or item.get("metric_name") or ""),
                 constraint_check_type=str(item.get("constraint_check_type", "")),
                 description=str(item.get("description", "")),
                 report_uri=report_uri,

@@ -46,7 +46,8 @@ class MonitorClients:
 def measure_window(
     settings: MonitorSettings, clients: MonitorClients, window_end: datetime
 ) -> tuple[WindowReport, list[Alert]]:
-    """The report for ``[window_end - window, window_end)`` and the alerts it raises."""
+    """The report for ``[window_end - window, window_end)`` and the alerts it raises
+    (Model Monitor's findings for that window moved back by ``model_monitor_lag``)."""
     start = window_end - settings.window
     capture = read_capture_window(
         clients.s3,
@@ -69,13 +70,15 @@ def measure_window(
         logger.warning("BASELINE_S3_URI is not set; label drift is not computed")
     else:
         baseline = load_baseline(clients.s3, settings.baseline)
+    # Model Monitor's verdicts on this traffic are not final yet: read the executions
+    # that are, the same window's length earlier (each is read by exactly one run).
     findings = collect_findings(
         clients.s3,
         clients.sagemaker,
         schedule_name=settings.monitoring_schedule_name,
         reports=settings.monitoring_reports,
-        start=start,
-        end=window_end,
+        start=start - settings.model_monitor_lag,
+        end=window_end - settings.model_monitor_lag,
     )
     report = build_window_report(
         settings,

@@ -24,6 +24,7 @@ T = TypeVar("T")
 _ARN = re.compile(r"^arn:aws[a-zA-Z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$")
 _MAX_WINDOW_MINUTES = 7 * 24 * 60
 _MAX_LOOKBACK_DAYS = 366
+_MAX_DELAY_MINUTES = 24 * 60
 
 # Every variable from_env reads; template.yaml sets each one (a test checks).
 ENVIRONMENT_VARIABLES = (
@@ -35,6 +36,8 @@ ENVIRONMENT_VARIABLES = (
     "LABELS",
     "CONFIDENCE_THRESHOLD",
     "MONITOR_WINDOW_MINUTES",
+    "MONITOR_SETTLE_MINUTES",
+    "MODEL_MONITOR_LAG_MINUTES",
     "MONITOR_MIN_REQUESTS",
     "LOW_CONFIDENCE_ALERT_SHARE",
     "DRIFT_ALERT_THRESHOLD",
@@ -60,6 +63,12 @@ class MonitorSettings:
     labels: tuple[str, ...]
     confidence_threshold: float
     window: timedelta
+    # A scheduled run measures the window that ended this long before its scheduled time:
+    # SageMaker delivers capture files minutes after the requests.
+    settle: timedelta
+    # Model Monitor's executions are read for the window moved back by this much: only
+    # then has an hourly execution ended, with its status and report.
+    model_monitor_lag: timedelta
     min_requests: int
     low_confidence_alert_share: float
     drift_alert_threshold: float
@@ -90,6 +99,8 @@ class MonitorSettings:
             labels=reader.parsed("LABELS", parse_labels),
             confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", parse_fraction),
             window=reader.parsed("MONITOR_WINDOW_MINUTES", _window_minutes),
+            settle=reader.parsed("MONITOR_SETTLE_MINUTES", _delay_minutes),
+            model_monitor_lag=reader.parsed("MODEL_MONITOR_LAG_MINUTES", _delay_minutes),
             min_requests=reader.parsed("MONITOR_MIN_REQUESTS", positive_int),
             low_confidence_alert_share=reader.parsed("LOW_CONFIDENCE_ALERT_SHARE", parse_fraction),
             drift_alert_threshold=reader.parsed("DRIFT_ALERT_THRESHOLD", parse_fraction),
@@ -140,6 +151,17 @@ def _window_minutes(value: str) -> timedelta:
     minutes = positive_int(value)
     if minutes > _MAX_WINDOW_MINUTES:
         raise ValueError(f"must be at most {_MAX_WINDOW_MINUTES} (one week)")
+    return timedelta(minutes=minutes)
+
+
+def _delay_minutes(value: str) -> timedelta:
+    """A whole number of minutes from 0 to one day."""
+    try:
+        minutes = int(value)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+    if not 0 <= minutes <= _MAX_DELAY_MINUTES:
+        raise ValueError(f"must be between 0 and {_MAX_DELAY_MINUTES} (one day)")
     return timedelta(minutes=minutes)
 
 

@@ -14,7 +14,7 @@ which would not fix either.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from scones_core.monitoring.capture import CaptureBatch
@@ -67,6 +67,8 @@ class WindowReport:
     warnings: tuple[DataWarning, ...] = ()
     # The answers people gave in the window (``scones review``).
     reviews: ReviewTally = field(default_factory=ReviewTally)
+    # ``model_monitor`` covers the executions scheduled in the window moved back by this.
+    model_monitor_lag: timedelta = timedelta(0)
 
     @property
     def rejected_rate(self) -> float | None:
@@ -106,6 +108,12 @@ class WindowReport:
             "reviews": self.reviews.to_json(),
             "rejected_rate": self.rejected_rate,
             "failed_rate": self.failed_rate,
+            "model_monitor_scheduled": None
+            if monitor is None
+            else [
+                format_seconds(self.window_start - self.model_monitor_lag),
+                format_seconds(self.window_end - self.model_monitor_lag),
+            ],
             "model_monitor_violations": None if monitor is None else monitor.violations_count,
             "model_monitor_reports": None if monitor is None else list(monitor.report_uris),
             "model_monitor_failed_executions": None
@@ -154,6 +162,7 @@ def build_window_report(
         model_monitor=model_monitor,
         duplicate_records=capture.duplicate_records,
         reviews=reviews or ReviewTally(),
+        model_monitor_lag=settings.model_monitor_lag,
         warnings=tuple(capture.warnings)
         + (() if model_monitor is None else model_monitor.unreadable_reports),
     )
