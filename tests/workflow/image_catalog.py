@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -48,20 +49,108 @@ def png_with_bad_crc(data: bytes) -> bytes:
     return bytes(broken)
 
 
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload).to_bytes(4, "big")
+    return len(payload).to_bytes(4, "big") + kind + payload + crc
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG of ``width`` x ``height`` black 1-bit pixels: tiny on disk, huge decoded."""
     row = b"\x00" + b"\x00" * ((width + 7) // 8)
     compressor = zlib.compressobj(9)
     body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload).to_bytes(4, "big")
-        return len(payload).to_bytes(4, "big") + kind + payload + crc
-
     header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
     return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", body)
+        + png_chunk(b"IEND", b"")
     )
+
+
+def png_with_profiles(data: bytes, count: int) -> bytes:
+    """``data`` with ``count`` iCCP chunks after its IHDR (PNG allows one; Pillow inflates
+    each as it opens the file, so thousands of them were a CPU bomb)."""
+    profile = png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(bytes(1024)))
+    return data[:33] + profile * count + data[33:]
+
+
+def jpeg_with_scans(image: Image.Image, scans: int) -> bytes:
+    """A progressive JPEG of ``image`` whose last refinement scan is repeated until the
+    file has ``scans`` scans (each one makes libjpeg re-read the whole image)."""
+    data = encode(image, "JPEG", progressive=True)
+    last = data.rindex(b"\xff\xda")
+    have = data.count(b"\xff\xda")  # FF is always followed by 00 inside entropy data
+    return data[:-2] + data[last:-2] * (scans - have) + data[-2:]
+
+
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def jpeg_scan_per_component(width: int, height: int) -> bytes:
+    """A uniform grey baseline (not progressive) YCbCr JPEG whose three components are
+    coded in three scans: libjpeg then keeps every DCT coefficient, as for a progressive
+    file. One-code Huffman tables make each block two zero bits."""
+    blocks = ((width + 7) // 8) * ((height + 7) // 8)
+    assert blocks % 4 == 0, "whole bytes of two-bit blocks"
+    components = b"".join(bytes([c, 0x11, 0]) for c in (1, 2, 3))
+    one_code = bytes([1] + [0] * 15)  # one code of length 1: "0"
+    data = (
+        b"\xff\xd8"
+        + _jpeg_segment(0xDB, b"\x00" + bytes([1] * 64))
+        + _jpeg_segment(0xC0, struct.pack(">BHHB", 8, height, width, 3) + components)
+        + _jpeg_segment(0xC4, b"\x00" + one_code + b"\x00" + b"\x10" + one_code + b"\x00")
+    )
+    for component in (1, 2, 3):
+        data += _jpeg_segment(0xDA, bytes([1, component, 0x00, 0, 63, 0])) + bytes(blocks // 4)
+    return data + b"\xff\xd9"
+
+
+def lossless_jpeg(width: int, height: int) -> bytes:
+    """A uniform grey lossless JPEG (SOF3, predictor 1): every difference is the one
+    one-bit code "0" (category 0)."""
+    assert (width * height) % 8 == 0
+    one_code = bytes([1] + [0] * 15)
+    return (
+        b"\xff\xd8"
+        + _jpeg_segment(0xC3, struct.pack(">BHHB", 8, height, width, 1) + bytes([1, 0x11, 0]))
+        + _jpeg_segment(0xC4, b"\x00" + one_code + b"\x00")
+        + _jpeg_segment(0xDA, bytes([1, 1, 0x00, 1, 0, 0]))
+        + bytes(width * height // 8)
+        + b"\xff\xd9"
+    )
+
+
+def tiff_with_tiles(width: int, height: int, tile: int) -> bytes:
+    """A deflate RGB TIFF of ``width`` x ``height`` that declares one ``tile`` x ``tile``
+    tile: libtiff would allocate the whole tile, whatever the image's size."""
+    data = zlib.compress(bytes(64))
+    entries = [  # (tag, type, count, value); type 3 SHORT, 4 LONG
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 3, 0),  # bits per sample: at bits_at, filled below
+        (259, 3, 1, 8),  # deflate
+        (262, 3, 1, 2),  # RGB
+        (277, 3, 1, 3),
+        (284, 3, 1, 1),
+        (322, 4, 1, tile),
+        (323, 4, 1, tile),
+        (324, 4, 1, 0),  # tile offset: at data_at
+        (325, 4, 1, len(data)),
+    ]
+    ifd_at = 8
+    bits_at = ifd_at + 2 + 12 * len(entries) + 4
+    data_at = bits_at + 6
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, declared in entries:
+        value = {258: bits_at, 324: data_at}.get(tag, declared)
+        if kind == 3 and count == 1:
+            ifd += struct.pack("<HHIHH", tag, kind, count, value, 0)
+        else:
+            ifd += struct.pack("<HHII", tag, kind, count, value)
+    ifd += struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", ifd_at) + ifd + struct.pack("<HHH", 8, 8, 8) + data
 
 
 def rejected(name: str, data: bytes, code: str, words: str, key: str | None = None) -> Entry:
@@ -86,6 +175,14 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
         rejected("truncated.jpg", jpeg[: len(jpeg) // 2], "CorruptImage", "truncated"),
         rejected("header-junk.png", png[:16] + b"\xff" * 64, "CorruptImage", "corrupt"),
         rejected("bomb.png", png_header_only(side, side), "ImageTooManyPixels", "pixels"),
+        rejected("tile-bomb.tif", tiff_with_tiles(64, 64, side), "ImageTooManyPixels", "tiles"),
+        rejected("profiles.png", png_with_profiles(png, 2), "CorruptImage", "iCCP"),
+        rejected(
+            "scans.jpg",
+            jpeg_with_scans(Image.open(source).convert("RGB"), 101),
+            "ImageTooComplex",
+            "101 scans",
+        ),
         rejected("dot.png", encode(Image.new("RGB", (1, 1), (9, 9, 9))), "ImageTooSmall", "1x1"),
         rejected("sliver.png", encode(Image.new("RGB", (7, 400))), "ImageTooSmall", "7x400"),
         rejected("scan.pdf", b"%PDF-1.7\n1 0 obj <<>> endobj\n", "NotARasterImage", "PDF"),
@@ -150,6 +247,13 @@ def unusual_images(source: Path) -> list[Entry]:
         valid("scan.tiff", encode(rgb, "TIFF", compression="tiff_lzw"), SAME_INPUT),
         valid("cmyk.tiff", encode(cmyk, "TIFF"), SAME_INPUT),
         valid("exif-rotated.png", encode(rotated, exif=exif.tobytes()), SAME_INPUT),
+        # Unreadable EXIF (not a TIFF structure) says nothing about the pixels.
+        valid("junk-exif.png", encode(rgb, exif=b"\x00\x01garbage" * 5), SAME_INPUT),
+        valid(
+            "junk-exif.webp",
+            encode(rgb, "WEBP", lossless=True, exif=b"\x00\x01garbage" * 5),
+            SAME_INPUT,
+        ),
         valid("gray16.png", encode(sixteen), SAME_INPUT, src=encode(gray)),
         valid("palette.png", encode(palette), SAME_LABEL),
         valid("progressive.jpg", encode(rgb, "JPEG", quality=95, progressive=True), SAME_LABEL),

@@ -601,6 +601,7 @@ def test_rejection_classes_are_the_ones_documented() -> None:
             "CorruptImage",
             "EmptyObject",
             "FolderPlaceholder",
+            "ImageTooComplex",
             "ImageTooLarge",
             "ImageTooManyPixels",
             "ImageTooSmall",

@@ -86,6 +86,11 @@ class ImageTooManyPixels(ImageRejected):
     """The header declares more pixels than ``MaxImagePixels``; refused before decoding."""
 
 
+class ImageTooComplex(ImageRejected):
+    """Decoding would cost far more than the image's pixels: a JPEG with more scans
+    than ``image_rules.MAX_JPEG_SCANS``; refused from its structure, before decoding."""
+
+
 class ImageTooSmall(ImageRejected):
     """A side is shorter than ``MinImageSide``: too little to classify."""
 

@@ -6,10 +6,11 @@ serialize step, the model server and training all decode through it, so an
 upload is judged the same way wherever it goes. Key names and extensions play
 no part: the bytes decide.
 
-Order matters for safety: everything that can be decided from the size or the
-header (type, format, pixel count, side length, PNG checksums, whether the
-decode fits the function's memory) is decided before a single pixel is decoded,
-so a decompression bomb costs a header read.
+Order matters for safety: everything that can be decided from the size, the
+header or the file's structure (type, format, PNG chunks and checksums, pixel
+count, side length, JPEG scans, TIFF tiles, whether the decode fits the
+function's memory) is decided before a single pixel is decoded, so a
+decompression bomb costs a header read (``image_structure`` walks the bytes).
 """
 
 from __future__ import annotations
@@ -27,12 +28,19 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from scones_core.errors import (
     CorruptImage,
     EmptyObject,
+    ImageTooComplex,
     ImageTooLarge,
     ImageTooManyPixels,
     ImageTooSmall,
     NotAnImage,
     NotARasterImage,
     UnsupportedImageFormat,
+)
+from scones_core.image_structure import (
+    PNG_SIGNATURE,
+    check_png_chunks,
+    jpeg_layout,
+    tiff_tile_size,
 )
 
 if TYPE_CHECKING:
@@ -149,6 +157,10 @@ _MODE_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1} | dict.fromkeys(
     ("I;16", "I;16B", "I;16L", "I;16N"), 2
 )
 _DEFAULT_BYTES_PER_PIXEL = 4
+# libjpeg walks every block of the image once per scan. Encoders write up to a few
+# dozen (a progressive JPEG from libjpeg has 10); thousands in a small file are a CPU
+# bomb that would outlast the function's timeout.
+MAX_JPEG_SCANS = 100
 # What the function holds besides the decode: the interpreter, boto3, Pillow, the
 # upload's bytes and the preprocessing's strips (SerializeImage peaks at about 60 MB
 # on a 32x32 PNG).
@@ -156,21 +168,33 @@ FUNCTION_RESERVE_MB = 96
 
 
 def decode_bytes(
-    fmt: str, mode: str, size: tuple[int, int], progressive_size: tuple[int, int] | None = None
+    fmt: str,
+    mode: str,
+    size: tuple[int, int],
+    coefficient_size: tuple[int, int] | None = None,
+    *,
+    tile: tuple[int, int] | None = None,
+    copies: int = 1,
 ) -> int:
     """An upper estimate of the memory decoding an image of ``size`` takes.
 
-    ``progressive_size``: a progressive JPEG's full size. libjpeg keeps every DCT
-    coefficient of the whole image (2 bytes each) even when it decodes at a reduced
-    scale, so a draft saves a progressive JPEG's output but not those buffers.
+    ``coefficient_size``: the full size of a JPEG with more than one scan (progressive,
+    or one scan per component). libjpeg then keeps every DCT coefficient of the whole
+    image (2 bytes each) even when it decodes at a reduced scale, so a draft saves its
+    output but not those buffers. ``tile``: a tiled TIFF's tile, which libtiff
+    allocates whole. ``copies``: full-size images the loader holds at once (Pillow turns
+    a TIFF with an Orientation tag upright into a second one as it loads).
     """
     per_pixel = DECODE_BYTES_PER_PIXEL.get(
         fmt, _MODE_BYTES_PER_PIXEL.get(mode, _DEFAULT_BYTES_PER_PIXEL)
     )
-    coefficients = 0
-    if progressive_size is not None:
-        coefficients = progressive_size[0] * progressive_size[1] * 2 * Image.getmodebands(mode)
-    return size[0] * size[1] * per_pixel + coefficients
+    bands = Image.getmodebands(mode)
+    extra = 0
+    if coefficient_size is not None:
+        extra += coefficient_size[0] * coefficient_size[1] * 2 * bands
+    if tile is not None:
+        extra += tile[0] * tile[1] * max(per_pixel, bands)
+    return size[0] * size[1] * per_pixel * copies + extra
 
 
 @dataclass
@@ -207,6 +231,9 @@ def decode_image(
             f"{sniffed} images are not accepted; send one of "
             f"{', '.join(limits.allowed_formats)}{limits.named('AllowedImageFormats')}."
         )
+    if sniffed == "PNG" and data.startswith(PNG_SIGNATURE):
+        # Before Pillow parses it: Pillow inflates every iCCP chunk as it opens a PNG.
+        check_png_chunks(data)
     image = _open(data, limits, sniffed)
     try:
         return _check_and_load(image, data, limits, draft_to)
@@ -263,16 +290,16 @@ def _check_and_load(
             f"The image is {width}x{height} pixels; each side must be at least "
             f"{limits.min_side}{limits.named('MinImageSide')}."
         )
-    if fmt == "PNG":
-        _verify_png(data)
+    structure = _structure(fmt, image, data, limits)
     mode = image.mode
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if draft_to is not None and fmt == "JPEG":
+            if draft_to is not None and fmt == "JPEG" and not structure.lossless:
+                # A lossless JPEG has no reduced-scale decode: it decodes at full size.
                 side = max(draft_to)
                 image.draft(None, (side, side))
-            _check_memory(fmt, image, (width, height), limits)
+            _check_memory(fmt, image, (width, height), limits, structure)
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_many_pixels(exc, limits) from None
@@ -291,15 +318,66 @@ def _check_and_load(
     )
 
 
+@dataclass(frozen=True)
+class _Structure:
+    """What the file's structure adds to its decode (``image_structure``)."""
+
+    lossless: bool = False
+    jpeg_scans: int = 0
+    tile: tuple[int, int] | None = None
+    upright_copy: bool = False
+
+
+def _structure(
+    fmt: str, image: ImageFile.ImageFile, data: bytes, limits: ImageLimits
+) -> _Structure:
+    """Refuse a structure that would cost far more than the pixels (thousands of JPEG
+    scans, a TIFF tile larger than the pixel limit); describe the rest."""
+    if fmt == "JPEG":
+        layout = jpeg_layout(data)
+        if layout.scans > MAX_JPEG_SCANS:
+            raise ImageTooComplex(
+                f"The JPEG has {layout.scans} scans, and each one re-reads the whole image; "
+                f"at most {MAX_JPEG_SCANS} are decoded."
+            )
+        return _Structure(lossless=layout.lossless, jpeg_scans=layout.scans)
+    if fmt == "TIFF":
+        tags = getattr(image, "tag_v2", None)
+        tile = tiff_tile_size(tags)
+        if tile is not None and tile[0] * tile[1] > limits.max_pixels:
+            raise ImageTooManyPixels(
+                f"The TIFF's tiles are {tile[0]}x{tile[1]} = {tile[0] * tile[1]} pixels each, "
+                f"and each is decoded whole; the limit is {limits.max_pixels} pixels"
+                f"{limits.named('MaxImagePixels')}."
+            )
+        orientation = tags.get(_ORIENTATION_TAG) if tags is not None else None
+        return _Structure(tile=tile, upright_copy=orientation not in (None, 1))
+    return _Structure()
+
+
+_ORIENTATION_TAG = 274
+
+
 def _check_memory(
-    fmt: str, image: ImageFile.ImageFile, header_size: tuple[int, int], limits: ImageLimits
+    fmt: str,
+    image: ImageFile.ImageFile,
+    header_size: tuple[int, int],
+    limits: ImageLimits,
+    structure: _Structure,
 ) -> None:
     """Refuse, before decoding, an image whose decode would not fit in the function's
     memory: the function would be killed instead of recording why."""
     if limits.memory_mb is None:
         return
-    progressive = fmt == "JPEG" and bool(image.info.get("progressive"))
-    needed = decode_bytes(fmt, image.mode, image.size, header_size if progressive else None)
+    buffered = fmt == "JPEG" and (bool(image.info.get("progressive")) or structure.jpeg_scans > 1)
+    needed = decode_bytes(
+        fmt,
+        image.mode,
+        image.size,
+        header_size if buffered else None,
+        tile=structure.tile,
+        copies=2 if structure.upright_copy else 1,
+    )
     available = (limits.memory_mb - FUNCTION_RESERVE_MB) * 2**20
     if needed > available:
         width, height = header_size
@@ -308,15 +386,6 @@ def _check_memory(
             f"the function has {limits.memory_mb} MB (its MemorySize), "
             f"{FUNCTION_RESERVE_MB} MB of it for itself."
         )
-
-
-def _verify_png(data: bytes) -> None:
-    """Check every chunk's CRC: decoding alone ignores a broken IDAT checksum."""
-    try:
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as probe:
-            probe.verify()
-    except DECODE_ERRORS as exc:
-        raise CorruptImage(f"The PNG data is truncated or corrupt: {_describe(exc)}") from None
 
 
 def _too_many_pixels(exc: BaseException, limits: ImageLimits) -> ImageTooManyPixels:

@@ -21,6 +21,7 @@ import math
 from PIL import ExifTags, Image
 
 from scones_core.errors import UnsupportedImageFormat
+from scones_core.image_rules import DECODE_ERRORS
 
 # Transparent pixels are shown on white, as a viewer would show them.
 BACKGROUND = (255, 255, 255)
@@ -61,6 +62,17 @@ _REVERSED_AXES = {
 }
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF Orientation tag, or 1 (upright) when it is missing, not a whole number,
+    or the EXIF block cannot be read: broken metadata says nothing about the pixels,
+    which decoded fine."""
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except DECODE_ERRORS:
+        return 1
+    return value if isinstance(value, int) else 1
+
+
 def to_model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """An RGB image of ``size`` (width, height) from any decoded first frame.
 
@@ -69,7 +81,7 @@ def to_model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     centre-cropped to the target's aspect ratio and resized, so nothing is
     squashed (a wheel stays round).
     """
-    transpose = _ORIENTATIONS.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+    transpose = _ORIENTATIONS.get(exif_orientation(image))
     upright = image.size[::-1] if transpose in _SWAPS_SIDES else image.size
     crop = centre_crop(upright, size)
     if upright[0] * upright[1] <= STRIP_REDUCTION_PIXELS:
