@@ -192,7 +192,19 @@ def test_the_template_rules_and_constraints_together() -> None:
         resolve_parameters({"IncomingPrefix": "incoming/x"}, template)
 
 
-def _fake_project(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+@pytest.fixture
+def stack_process() -> Any:
+    """A live process whose command line names scones, as ``scones up``'s does: the
+    state file's pid must be one (a pid reused by another program is never a stack)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "scones", "up"]
+    )
+    yield process
+    process.kill()
+    process.wait()
+
+
+def _fake_project(tmp_path: Path, pid: int) -> tuple[Path, dict[str, Any]]:
     project = tmp_path / "project"
     (project / "deep" / "er").mkdir(parents=True)
     (project / "template.yaml").write_text("Resources: {}\n")
@@ -207,14 +219,16 @@ def _fake_project(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
         "dead_letter_queue_url": "q",
         "monitor_function": "m",
         "region": "us-east-1",
-        "pid": os.getpid(),  # alive for as long as the test runs
+        "pid": pid,
     }
     (project / ".scones" / "stack.json").write_text(json.dumps(state))
     return project, state
 
 
-def test_commands_find_the_stack_from_anywhere_inside_the_project(tmp_path: Path) -> None:
-    project, state = _fake_project(tmp_path)
+def test_commands_find_the_stack_from_anywhere_inside_the_project(
+    tmp_path: Path, stack_process: subprocess.Popen[bytes]
+) -> None:
+    project, state = _fake_project(tmp_path, stack_process.pid)
     env = {k: v for k, v in os.environ.items() if k != "SCONES_STATE_DIR"}
     result = subprocess.run(
         [sys.executable, "-m", "scones.cli.main", "env"],
@@ -241,7 +255,7 @@ def test_outside_any_project_the_state_is_this_projects(tmp_path: Path) -> None:
     from scones.cli.stack_state import find_project_root
 
     assert find_project_root(tmp_path) == PROJECT_ROOT
-    project, _ = _fake_project(tmp_path)
+    project, _ = _fake_project(tmp_path, os.getpid())
     assert find_project_root(project / "deep" / "er") == project.resolve()
 
 
@@ -295,3 +309,98 @@ def test_hints_name_a_command_that_works(monkeypatch: pytest.MonkeyPatch) -> Non
     command = display.scones_command()
     assert command != "scones"
     assert command.endswith("scones") or command.endswith("-m scones.cli.main")
+
+
+def test_a_state_file_is_checked_before_its_pid_is_trusted(
+    tmp_path: Path, stack_process: subprocess.Popen[bytes]
+) -> None:
+    """A corrupt state file, or one whose pid now belongs to another program, is a clear
+    error; ``scones down`` never signals a process that is not a stack."""
+    project, state = _fake_project(tmp_path, stack_process.pid)
+    env = {k: v for k, v in os.environ.items() if k != "SCONES_STATE_DIR"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "scones.cli.main", *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    state_file = project / ".scones" / "stack.json"
+    for body, words in [
+        (b"\xff\xfe\x00", "is corrupt"),
+        (b"[1, 2]", "names no process id"),
+        (b'{"pid": "abc"}', "names no process id"),
+    ]:
+        state_file.write_bytes(body)
+        result = run("results")
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        state_file.write_text(json.dumps(state | {"pid": other.pid}))
+        result = run("down")
+        assert result.returncode == 2 and "is not running" in result.stderr
+        assert other.poll() is None  # not signalled
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_cost_checks_every_param_as_sam_deploy_would(capsys: pytest.CaptureFixture[str]) -> None:
+    from scones.cli.main import main
+
+    code = main(
+        [
+            "cost",
+            "--param",
+            "Foo",
+            "--param",
+            "ConfidenceThreshold=2",
+            "--param",
+            "SerializeImageFunction.MemorySize=-5",
+            "--param",
+            "Nope.MemorySize=256",
+        ]
+    )
+    error = capsys.readouterr().err
+    assert code == 2
+    for words in (
+        "--param 'Foo': expected NAME=VALUE",
+        "ConfidenceThreshold='2' is greater than MaxValue 1",
+        "SerializeImageFunction.MemorySize='-5': Lambda's MemorySize is 128 to 10240 MB",
+        "'Nope' is not a function of the template",
+    ):
+        assert words in error
+
+
+def test_the_environment_errors_of_a_command_are_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """An unknown AWS profile, a path that is a file, a bad number: named, exit non-zero."""
+    env = {**os.environ, "AWS_PROFILE": "no-such-profile"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "scones.cli.main", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert run("--help").returncode == 0  # no command imports moto (which reads the profile)
+    profile = run("redrive", "--stack", "x", "--region", "us-east-1")
+    assert profile.returncode == 1
+    assert "config profile (no-such-profile) could not be found" in profile.stderr
+    (tmp_path / "afile").write_text("x")
+    model = run("evaluate", "--model", str(tmp_path / "afile"))
+    assert model.returncode == 2 and "Not a directory" in model.stderr
+    port = run("up", "--port", "70000")
+    assert port.returncode == 2 and "70000 is not a port" in port.stderr
+    for result in (profile, model, port):
+        assert "Traceback" not in result.stderr

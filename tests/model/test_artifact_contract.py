@@ -47,3 +47,40 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "model.json").write_text((SHIPPED / "model.json").read_text())
     with pytest.raises(ModelArtifactError, match="model graph not found"):
         OnnxClassifier(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"input_size": [0, 0]}, r"input_size \[0, 0\] must be two sides from 1 to 4096"),
+        ({"input_size": [100000, 100000]}, "must be two sides from 1 to 4096"),
+        ({"input_size": [64, 48]}, r"takes 32x32 images but model.json says input_size \[64, 48\]"),
+    ],
+)
+def test_an_input_size_the_graph_cannot_take_is_refused(
+    tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ModelArtifactError, match=message):
+        OnnxClassifier(copy_with(tmp_path, **changes))
+
+
+def test_a_graph_onnxruntime_cannot_load_and_a_manifest_that_is_no_file_are_named(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    model = copy_with(tmp_path)
+    garbage = b"not a protobuf" * 64
+    (model / "model.onnx").write_bytes(garbage)
+    manifest = json.loads((model / "model.json").read_text())
+    manifest["onnx_sha256"] = hashlib.sha256(garbage).hexdigest()
+    (model / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelArtifactError, match="not a graph onnxruntime can load"):
+        OnnxClassifier(model)
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(ModelArtifactError, match=r"cannot be read: .*Not a directory"):
+        OnnxClassifier(not_a_folder)
+    (model / "model.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ModelArtifactError, match="is not valid JSON"):
+        OnnxClassifier(model)

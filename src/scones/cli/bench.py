@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import scones.cli
+from scones.cli.arguments import positive_int
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
@@ -67,8 +68,10 @@ def _register_server(benchmarks: Any) -> None:
             "classify the same images with onnxruntime in-process as the baseline."
         ),
     )
-    parser.add_argument("--requests", type=int, default=400, help="requests per measured row")
-    parser.add_argument("--concurrency", type=int, default=4, help="client threads")
+    parser.add_argument(
+        "--requests", type=positive_int, default=400, help="requests per measured row"
+    )
+    parser.add_argument("--concurrency", type=positive_int, default=4, help="client threads")
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL_DIR, help="artifact folder")
     parser.add_argument(
         "--images", type=Path, default=DEFAULT_IMAGES, help="folder of <label>/*.png images"

@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from scones.cli.arguments import positive_int
+
 DEFAULT_IMAGES = 2000
 
 
@@ -29,7 +31,9 @@ def register(benchmarks: Any) -> None:
         help="N uploads at once, then count lost and duplicated records",
         description=__doc__,
     )
-    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="uploads (default 2000)")
+    parser.add_argument(
+        "--images", type=positive_int, default=DEFAULT_IMAGES, help="uploads (default 2000)"
+    )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
     parser.add_argument("--data", type=Path, default=DATA, help="folder of <label>/*.png images")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for records")

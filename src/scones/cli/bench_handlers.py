@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scones.cli.arguments import non_negative_int
 from scones.template_params import PROJECT_ROOT
 
 DEFAULT_OUT = PROJECT_ROOT / "docs" / "cost-measurements.json"
@@ -19,8 +20,12 @@ def register(benchmarks: Any) -> None:
         help="per-function duration, CPU, memory and log bytes per image (for `scones cost`)",
         description=__doc__,
     )
-    parser.add_argument("--small", type=int, default=40, help="CIFAR PNGs (32x32) to send")
-    parser.add_argument("--photos", type=int, default=24, help="4000x3000 JPEGs to send")
+    parser.add_argument(
+        "--small", type=non_negative_int, default=40, help="CIFAR PNGs (32x32) to send"
+    )
+    parser.add_argument(
+        "--photos", type=non_negative_int, default=24, help="4000x3000 JPEGs to send"
+    )
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--json", type=Path, default=DEFAULT_OUT, help="where to write")
     parser.set_defaults(handler=_run)

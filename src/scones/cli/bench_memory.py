@@ -162,8 +162,12 @@ def _run(args: argparse.Namespace) -> int:
     from scones.template_params import function_environment
 
     function_env = function_environment("SerializeImageFunction")
-    pixels = args.pixels or int(function_env["MAX_IMAGE_PIXELS"])
-    memory = args.memory_mb or Settings.from_template().memory_mb["SerializeImageFunction"]
+    pixels = int(function_env["MAX_IMAGE_PIXELS"]) if args.pixels is None else args.pixels
+    memory = (
+        Settings.from_template().memory_mb["SerializeImageFunction"]
+        if args.memory_mb is None
+        else args.memory_mb
+    )
     if pixels < 64 or memory < 128:
         raise CommandError("--pixels must be at least 64 and --memory-mb at least 128")
     if args.compare is not None and not (args.compare / "layers" / "shared").is_dir():

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scones.cli.arguments import non_negative_int, positive_int
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
@@ -38,8 +39,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--data", type=Path, default=DEFAULT_DATA, help="labelled image folder (%(default)s)"
     )
-    parser.add_argument("--images", type=int, default=200, help="timed images per model")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed images per model first")
+    parser.add_argument("--images", type=positive_int, default=200, help="timed images per model")
+    parser.add_argument(
+        "--warmup", type=non_negative_int, default=10, help="untimed images per model first"
+    )
     parser.add_argument(
         "--threshold",
         type=float,

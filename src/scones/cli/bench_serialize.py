@@ -13,12 +13,16 @@ import statistics
 import time
 from typing import Any
 
+from scones.cli.arguments import positive_int
+
 
 def register(benchmarks: Any) -> None:
     parser = benchmarks.add_parser(
         "serialize", help="serialize step vs bare Pillow on a small PNG and a 4000x3000 JPEG"
     )
-    parser.add_argument("--repeat", type=int, default=30, help="timed runs per file and path")
+    parser.add_argument(
+        "--repeat", type=positive_int, default=30, help="timed runs per file and path"
+    )
     parser.set_defaults(handler=_run)
 
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scones.cli.arguments import positive_int
 from scones.cli.errors import CommandError
 from scones.template_params import PROJECT_ROOT
 
@@ -34,7 +35,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--images-per-month",
-        type=int,
+        type=positive_int,
         default=1_000_000,
         help="spreads the real-time endpoint's monthly instance cost (default 1,000,000)",
     )
@@ -50,16 +51,71 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_run)
 
 
+# Lambda's own bounds for MemorySize.
+LAMBDA_MEMORY_MB = (128, 10240)
+
+
+def _measurements(path: Path, kind: str) -> dict[str, Any]:
+    """``scones bench handlers``' file, with the numbers for ``kind`` uploads."""
+    try:
+        measured = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CommandError(f"{exc}; run `scones bench handlers` first") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CommandError(f"{path} is not JSON: {exc}") from exc
+    kinds = measured.get("kinds") if isinstance(measured, dict) else None
+    if not isinstance(kinds, dict) or not isinstance(kinds.get(kind), dict):
+        raise CommandError(
+            f"{path} has no measurements of {kind} uploads; run `scones bench handlers` to "
+            "write them"
+        )
+    return dict(measured)
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    """``--param`` values: template parameters checked as ``sam deploy`` checks them, and
+    ``<Function>.MemorySize=MB`` for a function of the template, within Lambda's bounds."""
+    from scones.template_params import ParameterError, load_template, resolve_parameters
+
+    functions = {
+        name
+        for name, resource in load_template()["Resources"].items()
+        if resource.get("Type") == "AWS::Serverless::Function"
+    }
+    parameters: dict[str, str] = {}
+    memory: dict[str, str] = {}
+    problems: list[str] = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            problems.append(f"--param {pair!r}: expected NAME=VALUE")
+        elif name.endswith(".MemorySize"):
+            function = name.removesuffix(".MemorySize")
+            low, high = LAMBDA_MEMORY_MB
+            if function not in functions:
+                problems.append(f"{name}: {function!r} is not a function of the template")
+            elif not value.isdigit() or not low <= int(value) <= high:
+                problems.append(f"{name}={value!r}: Lambda's MemorySize is {low} to {high} MB")
+            else:
+                memory[name] = value
+        else:
+            parameters[name] = value
+    try:
+        resolve_parameters(parameters)
+    except ParameterError as exc:
+        problems += exc.problems
+    if problems:
+        raise CommandError(str(ParameterError(problems)))
+    return parameters | memory
+
+
 def _run(args: argparse.Namespace) -> int:
     from scones.costs import prices
     from scones.costs.model import estimate, original_project
     from scones.costs.workflow import EXPRESS_LIMIT_SECONDS, load_workflow, worst_case_seconds
 
-    try:
-        measured = json.loads(args.measurements.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CommandError(f"{exc}; run `scones bench handlers` first") from exc
-    overrides = dict(item.split("=", 1) for item in args.param)
+    measured = _measurements(args.measurements, args.kind)
+    overrides = _overrides(args.param)
     common: dict[str, Any] = {
         "kind": args.kind,
         "overrides": overrides,

@@ -19,6 +19,14 @@ class InputFile:
     true_label: str | None  # from the parent folder's name, when it is a label
 
 
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of the file name (surrogate escapes)
+        return False
+    return True
+
+
 def collect_inputs(paths: list[Path], labels: tuple[str, ...]) -> list[InputFile]:
     """Every regular, non-hidden file under ``paths``; each must be readable."""
     found: list[InputFile] = []
@@ -40,6 +48,12 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...]) -> list[InputFile
             if not os.access(path, os.R_OK):
                 raise CommandError(f"{path}: file is not readable")
             relative = path.relative_to(base).as_posix()
+            if not _is_text(relative):
+                # An S3 key is UTF-8: a name that is not cannot be uploaded as itself.
+                raise CommandError(
+                    f"{os.fsdecode(path)!a}: the file name is not UTF-8, so it cannot be an "
+                    "S3 key; rename it"
+                )
             parent = path.parent.name
             found.append(
                 InputFile(path=path, key=relative, true_label=parent if parent in labels else None)

@@ -71,6 +71,8 @@ def read_event(source: str | None) -> Any:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise CommandError(f"{source}: cannot read the event: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{source}: not a JSON event: it is not UTF-8 text ({exc})") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -63,6 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"scones: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A path that is missing, a directory or not one, a port in use, a full disk:
+        # the operating system's sentence names the file or the address.
+        print(f"scones: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # AWS configuration and reachability (an unknown profile, no credentials, an
+        # endpoint that does not answer): botocore's sentence says which.
+        if type(exc).__module__ != "botocore.exceptions":
+            raise
+        print(f"scones: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("scones: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ is not set, the offline stack's). The threshold and the labels default to the te
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,10 @@ def _stack_s3_client(capture: str) -> Any:
     return api.client("s3")
 
 
+# Skipped capture lines listed by name before the summary line.
+_SHOWN_WARNINGS = 5
+
+
 def run(args: argparse.Namespace) -> int:
     from scones.reports.capture_plot import render_capture_plot
     from scones.reports.capture_source import CaptureSourceError, load_capture
@@ -107,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
         series = load_capture(args.capture, labels, s3_client=_stack_s3_client(args.capture))
     except CaptureSourceError as exc:
         raise CommandError(str(exc)) from exc
+    for warning in series.warnings[:_SHOWN_WARNINGS]:
+        where = warning.source + (f":{warning.line}" if warning.line is not None else "")
+        print(f"skipped {where}: {warning.reason}", file=sys.stderr)
+    if len(series.warnings) > _SHOWN_WARNINGS:
+        print(f"... and {len(series.warnings) - _SHOWN_WARNINGS} more", file=sys.stderr)
     if len(series) == 0:
         raise CommandError(
             f"no usable capture records under {args.capture} "
@@ -116,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         data = render_capture_plot(series, args.out, threshold)
     except OSError as exc:
         raise CommandError(f"cannot write {args.out}: {exc}") from exc
+    except ValueError as exc:  # matplotlib: times it cannot place on an axis (year 9999)
+        span = f"{series.times[0]:%Y-%m-%d} to {series.times[-1]:%Y-%m-%d}"
+        raise CommandError(f"cannot draw requests from {span}: {exc}") from exc
     print(
         f"wrote {args.out}: {len(series)} requests from {series.files} file(s), "
         f"{data.below_threshold_share:.1%} below the threshold {threshold:g}"

@@ -13,7 +13,7 @@ from scones.cli.stack_state import parse_params
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from scones.offline.retrain import DEFAULT_DATA, SHORT_RECIPE
+    from scones.offline.retrain_recipe import DEFAULT_DATA, SHORT_RECIPE
 
     parser = subparsers.add_parser(
         "retrain",
@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _hyperparameters(pairs: list[str]) -> dict[str, object]:
-    from scones.offline.retrain import SHORT_RECIPE
+    from scones.offline.retrain_recipe import SHORT_RECIPE
 
     values: dict[str, object] = dict(SHORT_RECIPE)
     for pair in pairs:

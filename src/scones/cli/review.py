@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from scones.cli.arguments import port
 from scones.cli.display import make_console
 from scones.cli.errors import CommandError
 
@@ -55,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
+        "--port", type=port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
     )
     parser.set_defaults(handler=review_command)
 

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from scones.cli.arguments import port
 from scones.cli.errors import CommandError
 from scones.offline.client import StackClient, StackEndpoints
 from scones.template_params import PROJECT_ROOT, ParameterError, resolve_parameters
@@ -56,9 +57,9 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="override a template.yaml parameter, e.g. --param ConfidenceThreshold=0.9",
     )
-    group.add_argument("--port", type=int, default=0, help="AWS emulator port (default: any free)")
+    group.add_argument("--port", type=port, default=0, help="AWS emulator port (default: any free)")
     group.add_argument(
-        "--model-port", type=int, default=0, help="model endpoint port (default: any free)"
+        "--model-port", type=port, default=0, help="model endpoint port (default: any free)"
     )
 
 
@@ -134,12 +135,18 @@ def read_state() -> dict[str, Any]:
         raise CommandError(
             f"no offline stack is running (no {STATE_FILE}); start one with `scones up`"
         ) from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CommandError(
             f"{STATE_FILE} is corrupt: {exc}; remove it and run `scones up`"
         ) from exc
-    pid = int(str(state.get("pid", 0)))
-    if not process_alive(pid):
+    except OSError as exc:
+        raise CommandError(f"{STATE_FILE} cannot be read: {exc}") from exc
+    pid = state.get("pid") if isinstance(state, dict) else None
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        raise CommandError(
+            f"{STATE_FILE} is corrupt: it names no process id; remove it and run `scones up`"
+        )
+    if not process_alive(pid) or not is_stack_process(pid):
         raise CommandError(
             f"the offline stack recorded in {STATE_FILE} (pid {pid}) is not running; "
             "start one with `scones up`"
@@ -173,6 +180,18 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def is_stack_process(pid: int) -> bool:
+    """Whether ``pid`` runs ``scones`` (a pid reused by another program after the stack
+    died must never be signalled). Where /proc is missing, any live process counts."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+    except OSError:
+        return False
+    return b"scones" in command
 
 
 def write_stopped(pid: int, records_file: Path | None, error: str | None) -> None:

@@ -51,8 +51,10 @@ class ModelManifest:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ModelArtifactError(f"model manifest not found: {path}") from exc
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelArtifactError(f"model manifest {path} is not valid JSON: {exc}") from exc
+        except OSError as exc:
+            raise ModelArtifactError(f"model manifest {path} cannot be read: {exc}") from exc
         if not isinstance(raw, dict):
             raise ModelArtifactError(f"model manifest {path} must be a JSON object")
         labels = raw.get("labels")
@@ -64,6 +66,11 @@ class ModelManifest:
             raise ModelArtifactError(f"model manifest {path}: labels must be a list of 2+ names")
         try:
             height, width = (int(v) for v in raw["input_size"])
+            if not (1 <= height <= _MAX_INPUT_SIDE and 1 <= width <= _MAX_INPUT_SIDE):
+                raise ModelArtifactError(
+                    f"model manifest {path}: input_size {[height, width]} must be two sides "
+                    f"from 1 to {_MAX_INPUT_SIDE}"
+                )
             return cls(
                 name=str(raw["name"]),
                 version=str(raw["version"]),
@@ -72,6 +79,8 @@ class ModelManifest:
                 onnx_sha256=str(raw["onnx_sha256"]),
                 extra={k: v for k, v in raw.items() if k not in _MANIFEST_KEYS},
             )
+        except ModelArtifactError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelArtifactError(f"model manifest {path} is incomplete: {exc!r}") from exc
 
@@ -87,6 +96,8 @@ class ModelManifest:
 
 
 _MANIFEST_KEYS = {"name", "version", "labels", "input_size", "onnx_sha256"}
+# The largest model input side a manifest may name (the shipped model's is 32).
+_MAX_INPUT_SIDE = 4096
 
 
 def sha256_file(path: Path) -> str:
@@ -145,9 +156,14 @@ class OnnxClassifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        try:
+            self._session = ort.InferenceSession(
+                str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail...)
+            raise ModelArtifactError(
+                f"{onnx_path} is not a graph onnxruntime can load: {' '.join(str(exc).split())}"
+            ) from exc
         self._check_graph(onnx_path)
 
     def _check_graph(self, onnx_path: Path) -> None:
@@ -158,6 +174,13 @@ class OnnxClassifier:
             raise ModelArtifactError(
                 f"{onnx_path} must take {INPUT_NAME!r} and give {OUTPUT_NAME!r}; "
                 f"it takes {sorted(inputs)} and gives {sorted(outputs)}"
+            )
+        height, width = self.manifest.input_size
+        side_dims = list(inputs[INPUT_NAME][-2:])
+        if all(isinstance(d, int) for d in side_dims) and side_dims != [height, width]:
+            raise ModelArtifactError(
+                f"{onnx_path} takes {side_dims[0]}x{side_dims[1]} images but {MANIFEST_NAME} "
+                f"says input_size {[height, width]}"
             )
         classes = outputs[OUTPUT_NAME][-1]
         if isinstance(classes, int) and classes != len(self.manifest.labels):

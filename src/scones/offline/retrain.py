@@ -45,23 +45,11 @@ from typing import Any
 
 from scones_core.retraining import outcome as outcomes
 
+from scones.offline.retrain_recipe import DEFAULT_DATA, SHORT_RECIPE
 from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
 from scones.template_params import PROJECT_ROOT
 
-DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
 TRAFFIC_DIR = PROJECT_ROOT / "samples"
-# The short recipe: the retraining job's own hyperparameters with these overrides. Two
-# fine-tuned members for a few epochs at a smaller input side: about a minute on 2 cores.
-# It trains the ensemble on the labels, not the shipped distilled student: a teacher this
-# short is unsure of much, and a student learns its teacher's doubt (its canary would
-# raise the low-confidence alarm). The job's own default is the shipped recipe.
-SHORT_RECIPE: dict[str, Any] = {
-    "recipe": "ensemble",
-    "epochs": 3,
-    "members": 2,
-    "resize": 96,
-    "threads": 2,
-}
 
 Log = Callable[[str], None]
 

@@ -20,6 +20,7 @@ from scones_core.monitoring.capture import (
     parse_capture_text,
     read_capture_objects,
 )
+from scones_core.monitoring.data_warnings import DataWarning
 from scones_core.monitoring.locations import S3Location, list_objects
 
 
@@ -38,6 +39,8 @@ class CaptureSeries:
     predicted: tuple[str, ...]
     files: int
     malformed_lines: int
+    # Each skipped line: which file, which line, and why.
+    warnings: tuple[DataWarning, ...] = ()
 
     def __len__(self) -> int:
         return len(self.times)
@@ -53,6 +56,7 @@ class CaptureSeries:
             predicted=tuple(record.label for record in records),
             files=batch.files_read,
             malformed_lines=batch.malformed_lines,
+            warnings=tuple(batch.warnings),
         )
 
 

@@ -204,6 +204,11 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
         raise ServeError(
             f"--capture-flush-seconds must be positive, got {args.capture_flush_seconds}"
         )
+    destination = args.capture_dest
+    if destination is not None and not destination.startswith("s3://"):
+        folder = Path(destination)
+        if folder.exists() and not folder.is_dir():
+            raise ServeError(f"--capture-dest {destination}: a file is there, not a folder")
     endpoint_name = args.endpoint_name if args.endpoint_name is not None else defaults.endpoint_name
     if not endpoint_name:
         raise ServeError("--endpoint-name must not be empty")
