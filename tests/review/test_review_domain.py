@@ -301,3 +301,93 @@ def test_web_api_answers_and_refuses_other_hosts_and_origins(env: Env) -> None:
     assert bad.status_code == 400
     assert client.get("/api/queue").json()["items"] == []
     assert json.loads(json.dumps(queue))  # JSON-safe
+
+
+def test_an_answer_is_not_kept_when_its_image_is_gone(env: Env) -> None:
+    """A record must never be REVIEWED with a label whose image cannot become training
+    data: the source version (expired by a lifecycle rule) is checked first."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    record = env.get(record_id)
+    env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
+    reviews = service(env)
+    with pytest.raises(ReviewError, match="no longer in the bucket"):
+        reviews.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    assert env.get(record_id)["status"] == "NEEDS_REVIEW"
+    listed = env.s3.list_objects_v2(Bucket=BUCKET, Prefix=settings().labelled_prefix)
+    assert listed.get("KeyCount", 0) == 0
+    # "neither" copies nothing, so it is still kept.
+    reviews.answer(record_id, expected_status="NEEDS_REVIEW", answer="neither", reviewer="ana")
+    assert env.get(record_id)["status"] == "REVIEWED"
+
+
+def test_copy_names_take_only_a_plain_suffix_from_the_key() -> None:
+    from scones_core.review import labelled_name
+
+    assert labelled_name("r", "TIFF", "scan.png").endswith(".tiff")
+    assert labelled_name("r", None, "photo.JPEG").endswith(".jpeg")
+    assert labelled_name("r", None, "x.\n7\t1\tevil").endswith(".img")
+    assert labelled_name("r", None, "no-suffix").endswith(".img")
+
+
+def test_the_queue_reads_no_further_than_its_limit(env: Env) -> None:
+    for hours in range(12):
+        env.record("NEEDS_REVIEW", age=timedelta(hours=12 - hours))
+    read: list[int] = []
+    client = env.dynamodb
+    original = client.query
+
+    def counting(**kwargs: Any) -> Any:
+        response = original(**kwargs)
+        read.append(len(response.get("Items", [])))
+        return response
+
+    client.query = counting  # type: ignore[method-assign]
+    items = service(env).queue(limit=3)
+    assert sum(read) == 3  # one page of three, not all twelve
+    assert items[0].event_time == format_millis(NOW - timedelta(hours=12))  # oldest first
+    assert [item.event_time for item in items] == sorted(item.event_time for item in items)
+
+
+class FailingCopies:
+    """An S3 client whose CopyObject fails as S3 does under load; the rest is real."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def copy_object(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        raise ClientError(
+            {"Error": {"Code": "InternalError", "Message": "We encountered an internal error"}},
+            "CopyObject",
+        )
+
+
+def test_web_api_limits_requests_refuses_framing_and_names_aws_failures(env: Env) -> None:
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    hosts = LOOPBACK_HOSTS | {"testserver"}
+
+    def client_for(s3: Any) -> TestClient:
+        reviews = ReviewService(settings(), s3=s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW)
+        app = build_app(reviews, ReviewAppSettings("ana", TABLE, allowed_hosts=hosts))
+        return TestClient(app, raise_server_exceptions=False)
+
+    client = client_for(env.s3)
+    page = client.get("/")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "motorcycle"}
+    assert client.post("/api/answers", json=body | {"record_id": ""}).status_code == 422
+    huge = json.dumps(body | {"record_id": "x" * 100_000})
+    headers = {"Content-Type": "application/json"}
+    assert client.post("/api/answers", content=huge, headers=headers).status_code == 413
+    # S3 failing under the answer is a JSON error the page shows; the retry completes it.
+    failed = client_for(FailingCopies(env.s3)).post("/api/answers", json=body)
+    assert failed.status_code == 502
+    assert "could not be saved" in failed.json()["detail"] and "InternalError" in failed.text
+    retried = client.post("/api/answers", json=body)
+    assert retried.status_code == 200, retried.text
+    assert env.s3.head_object(Bucket=BUCKET, Key=retried.json()["labelled_key"])

@@ -21,8 +21,10 @@ offline stack alike.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,7 +55,16 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 # Extensions of the copies, by the ``source_format`` the image rules recorded.
-_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp"}
+_EXTENSIONS = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "GIF": ".gif",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "TIFF": ".tiff",
+}
+# A suffix taken from the uploader's key only when it is this plain.
+_PLAIN_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
 _MANIFEST_ATTEMPTS = 8
 
 
@@ -160,9 +171,12 @@ def drawn_for_review(record_id: str, share: float) -> bool:
 
 def labelled_name(record_id: str, source_format: str | None, key: str) -> str:
     """The copy's file name: unique per object version, the original's extension."""
-    extension = _EXTENSIONS.get(str(source_format or "").upper()) or PurePosixPath(key).suffix
+    extension = _EXTENSIONS.get(str(source_format or "").upper())
+    if extension is None:
+        suffix = PurePosixPath(key).suffix.lower()
+        extension = suffix if _PLAIN_SUFFIX.fullmatch(suffix) else ".img"
     digest = hashlib.sha256(record_id.encode("utf-8")).hexdigest()[:32]
-    return digest + (extension.lower() or ".img")
+    return digest + extension
 
 
 class ReviewService:
@@ -182,13 +196,13 @@ class ReviewService:
     # -- the queue ---------------------------------------------------------------
     def queue(self, limit: int = 200) -> list[ReviewItem]:
         """NEEDS_REVIEW records and sampled ACCEPTED ones, oldest upload first."""
-        items = [ReviewItem.from_record(r) for r in self._index(Status.NEEDS_REVIEW, None)]
+        # The index is read oldest first, and no further than ``limit`` of each kind.
+        waiting = itertools.islice(self._index(Status.NEEDS_REVIEW, None, page_size=limit), limit)
+        items = [ReviewItem.from_record(r) for r in waiting]
         if self.settings.sample_share > 0:
             since = format_millis(self.clock() - self.settings.sample_window)
-            items += [
-                ReviewItem.from_record(r)
-                for r in self._index(Status.ACCEPTED, since, sampled_only=True)
-            ]
+            sampled = self._index(Status.ACCEPTED, since, sampled_only=True, page_size=limit)
+            items += [ReviewItem.from_record(r) for r in itertools.islice(sampled, limit)]
         items.sort(key=lambda item: (item.event_time or item.recorded_at, item.record_id))
         return items[:limit]
 
@@ -237,6 +251,7 @@ class ReviewService:
         *,
         sampled_only: bool = False,
         projection: bool = False,
+        page_size: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Records with ``status`` (recorded at or after ``since``), through the index."""
         names = {"#status": STATUS_ATTRIBUTE}
@@ -262,6 +277,7 @@ class ReviewService:
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
             **kwargs,
+            **({"PaginationConfig": {"PageSize": page_size}} if page_size else {}),
         ):
             for raw in page.get("Items", []):
                 yield record_from_item(raw)
@@ -303,6 +319,9 @@ class ReviewService:
         if answer != NEITHER:
             name = labelled_name(record_id, current.get("source_format"), str(current["key"]))
             labelled_key = f"{settings.labelled_prefix}{answer}/{name}"
+            # Before the answer is kept: a record must never be REVIEWED with a label
+            # whose image cannot be copied for training.
+            self._check_source(current)
         now = format_millis(self.clock())
         condition = "#status = :expected"
         values: dict[str, Any] = {
@@ -374,11 +393,32 @@ class ReviewService:
             manifest_key=self.settings.manifest_key,
         )
 
-    def _copy(self, record: dict[str, Any], labelled_key: str) -> None:
-        source: dict[str, str] = {"Bucket": str(record["bucket"]), "Key": str(record["key"])}
+    @staticmethod
+    def _source(record: dict[str, Any]) -> dict[str, str]:
+        """The exact object version the model saw (the key alone when unversioned)."""
+        source = {"Bucket": str(record["bucket"]), "Key": str(record["key"])}
         version = str(record.get("version_id", ""))
         if version and not version.startswith("etag:"):
             source["VersionId"] = version
+        return source
+
+    def _check_source(self, record: dict[str, Any]) -> None:
+        """``ReviewError`` when the image the model saw is no longer in the bucket (a
+        lifecycle rule expired it, or it was deleted)."""
+        source = self._source(record)
+        try:
+            self.s3.head_object(**source)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"):
+                raise ReviewError(
+                    f"the image s3://{source['Bucket']}/{source['Key']} is no longer in the "
+                    "bucket, so it cannot be copied for training; the answer was not kept"
+                ) from exc
+            raise
+
+    def _copy(self, record: dict[str, Any], labelled_key: str) -> None:
+        source = self._source(record)
         self.s3.copy_object(
             Bucket=self.settings.bucket,
             Key=labelled_key,

@@ -117,10 +117,14 @@ def build_review(
         ReviewAppSettings(
             reviewer=reviewer,
             table_label=f"{target.stack_name}: {target.table_name}",
-            allowed_hosts=LOOPBACK_HOSTS | {host},
+            # An IPv6 address arrives in the Host header in brackets.
+            allowed_hosts=LOOPBACK_HOSTS | {host, f"[{host}]"},
         ),
     )
     return target, app
+
+
+LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def review_command(args: argparse.Namespace) -> int:
@@ -153,6 +157,11 @@ def review_command(args: argparse.Namespace) -> int:
     server = ModelServer(app, host=args.host, port=args.port)
     url = server.start()
     console = make_console()
+    if args.host not in LOOPBACK_ADDRESSES:
+        console.print(
+            f"[yellow]warning:[/] listening on {args.host}: anyone who can reach it can review "
+            "and see the images; the page has no login (keep it on 127.0.0.1)"
+        )
     console.print(
         f"[bold green]review page[/] {url}/  (stack {target.stack_name}, table "
         f"{target.table_name}; reviewer {args.reviewer}; sampling "

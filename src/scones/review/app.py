@@ -14,12 +14,20 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from scones_core.review import ReviewConflict, ReviewError, ReviewService
 
 from scones.review.page import PAGE
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+# An answer is a few hundred bytes of JSON; nothing larger is read.
+MAX_BODY_BYTES = 64 * 1024
+# The page may not be framed by another site (a hidden frame could take its clicks).
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+}
 
 
 @dataclass(frozen=True)
@@ -31,9 +39,9 @@ class ReviewAppSettings:
 
 
 class Answer(BaseModel):
-    record_id: str
-    expected_status: str
-    answer: str
+    record_id: str = Field(min_length=1, max_length=2048)  # DynamoDB's key limit
+    expected_status: str = Field(max_length=32)
+    answer: str = Field(max_length=256)
 
 
 def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
@@ -51,6 +59,13 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
             origin = request.headers.get("origin")
             if origin is not None and origin.split("://", 1)[-1] != host:
                 return JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return JSONResponse({"detail": "a Content-Length is required"}, status_code=411)
+            if int(length) > MAX_BODY_BYTES:
+                return JSONResponse(
+                    {"detail": f"the body is over {MAX_BODY_BYTES} bytes"}, status_code=413
+                )
         return await call_next(request)
 
     @app.get("/ping")
@@ -59,7 +74,7 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
-        return HTMLResponse(PAGE, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(PAGE, headers=_PAGE_HEADERS)
 
     @app.get("/api/queue")
     async def queue() -> dict[str, Any]:
@@ -79,6 +94,10 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
         except ReviewError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
+        except Exception as exc:  # AWS refused or failed: the page shows why; a retry completes
+            raise HTTPException(
+                status_code=502, detail=f"the answer could not be saved: {exc}"
+            ) from exc
         return {
             "record_id": body.record_id,
             "status": result.record.get("status"),

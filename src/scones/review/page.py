@@ -50,10 +50,24 @@ kbd { border: 1px solid #aaa; border-bottom-width: 2px; border-radius: .25rem; p
 </main>
 <script>
 "use strict";
-const state = { items: [], current: 0, answers: [], labels: [] };
+const state = { items: [], current: 0, keys: {} };
 const queue = document.getElementById("queue");
 const detail = document.getElementById("detail");
-const KEYS = { b: "bicycle", m: "motorcycle", n: "neither" };
+
+// A key per answer the stack accepts: its first letter, or its position if taken.
+function keysFor(answers) {
+  const keys = {};
+  answers.forEach((answer, i) => {
+    const first = answer.charAt(0).toLowerCase();
+    keys[/[a-z]/.test(first) && !(first in keys) ? first : String(i + 1)] = answer;
+  });
+  return keys;
+}
+// The server's JSON, or its status line when it sent none (a proxy's error page).
+async function readJson(response) {
+  try { return await response.json(); }
+  catch (err) { return { detail: response.status + " " + response.statusText }; }
+}
 
 function text(tag, value, cls) {
   const el = document.createElement(tag);
@@ -114,14 +128,15 @@ function renderDetail() {
   }
   row.append(img, dl);
   const answers = document.createElement("div"); answers.className = "answers";
-  for (const [key, answer] of Object.entries(KEYS)) {
+  for (const [key, answer] of Object.entries(state.keys)) {
     const button = document.createElement("button");
     button.dataset.answer = answer;
     button.append(text("span", answer + " "), text("kbd", key));
     button.addEventListener("click", () => submit(answer));
     answers.append(button);
   }
-  const help = text("p", "Keys: b bicycle, m motorcycle, n neither; arrows move.", "meta");
+  const help = text("p", "Keys: " + Object.entries(state.keys)
+    .map(([key, answer]) => key + " " + answer).join(", ") + "; arrows move.", "meta");
   const status = text("div", item.message || "", item.state === "conflict" ? "error" : "");
   status.id = "status";
   detail.append(row, answers, help, status);
@@ -151,7 +166,7 @@ async function submit(answer) {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ record_id: item.record_id, expected_status: item.status, answer }),
     });
-    const body = await response.json();
+    const body = await readJson(response);
     if (response.ok) {
       item.state = "done"; item.review_label = answer;
       item.message = "reviewed as " + answer;
@@ -176,18 +191,18 @@ document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   const key = event.key.toLowerCase();
   const step = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 }[event.key];
-  if (KEYS[key]) { event.preventDefault(); submit(KEYS[key]); }
+  if (state.keys[key]) { event.preventDefault(); submit(state.keys[key]); }
   else if (step) { event.preventDefault(); move(step); }
 });
 
 async function load() {
   const response = await fetch("api/queue");
-  const body = await response.json();
+  const body = await readJson(response);
   if (!response.ok) {
     detail.replaceChildren(text("p", body.detail || response.statusText, "empty"));
     return;
   }
-  state.items = body.items; state.current = 0;
+  state.items = body.items; state.current = 0; state.keys = keysFor(body.answers);
   document.getElementById("who").textContent =
     "reviewer " + body.reviewer + " \\u00b7 " + body.table;
   document.body.dataset.loaded = "true";
