@@ -194,11 +194,8 @@ def test_the_template_rules_and_constraints_together() -> None:
 
 @pytest.fixture
 def stack_process() -> Any:
-    """A live process whose command line names scones, as ``scones up``'s does: the
-    state file's pid must be one (a pid reused by another program is never a stack)."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(120)", "scones", "up"]
-    )
+    """A live process standing in for ``scones up``."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     yield process
     process.kill()
     process.wait()
@@ -314,8 +311,10 @@ def test_hints_name_a_command_that_works(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_a_state_file_is_checked_before_its_pid_is_trusted(
     tmp_path: Path, stack_process: subprocess.Popen[bytes]
 ) -> None:
-    """A corrupt state file, or one whose pid now belongs to another program, is a clear
-    error; ``scones down`` never signals a process that is not a stack."""
+    """A corrupt state file, or one whose pid now belongs to another program (another
+    start time), is a clear error; ``scones down`` never signals that program."""
+    from scones.cli.stack_state import process_started
+
     project, state = _fake_project(tmp_path, stack_process.pid)
     env = {k: v for k, v in os.environ.items() if k != "SCONES_STATE_DIR"}
 
@@ -341,7 +340,8 @@ def test_a_state_file_is_checked_before_its_pid_is_trusted(
         assert "Traceback" not in result.stderr
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        state_file.write_text(json.dumps(state | {"pid": other.pid}))
+        reused = {"pid": other.pid, "pid_started": process_started(stack_process.pid)}
+        state_file.write_text(json.dumps(state | reused))
         result = run("down")
         assert result.returncode == 2 and "is not running" in result.stderr
         assert other.poll() is None  # not signalled

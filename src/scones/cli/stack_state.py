@@ -118,6 +118,9 @@ def write_state(
     document = {
         **endpoints.to_json(),
         "pid": pid,
+        # The process's start time: a pid reused by another program after the stack died
+        # has another one, so it is never taken for the stack (nor signalled).
+        "pid_started": process_started(pid),
         "work_dir": str(work_dir),
         "stack_name": stack_name,
         "model_labels": labels,
@@ -146,7 +149,8 @@ def read_state() -> dict[str, Any]:
         raise CommandError(
             f"{STATE_FILE} is corrupt: it names no process id; remove it and run `scones up`"
         )
-    if not process_alive(pid) or not is_stack_process(pid):
+    started = state.get("pid_started")
+    if not process_alive(pid) or (started is not None and process_started(pid) != started):
         raise CommandError(
             f"the offline stack recorded in {STATE_FILE} (pid {pid}) is not running; "
             "start one with `scones up`"
@@ -182,16 +186,15 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def is_stack_process(pid: int) -> bool:
-    """Whether ``pid`` runs ``scones`` (a pid reused by another program after the stack
-    died must never be signalled). Where /proc is missing, any live process counts."""
+def process_started(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, from /proc), or ``None`` where
+    there is no /proc or no such process."""
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except OSError:
-        return False
-    return b"scones" in command
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None  # field 22 of stat(5)
 
 
 def write_stopped(pid: int, records_file: Path | None, error: str | None) -> None:
