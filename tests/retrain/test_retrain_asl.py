@@ -212,12 +212,34 @@ def test_the_training_job_runs_the_projects_script_with_the_assembled_channels()
     assert "scones_evaluate.py" in " ".join(evaluation["AppSpecification"]["ContainerEntrypoint"])
     _, deploy = sagemaker_states()["DeployCanary"]
     alarms = deploy["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]
+    # Only the canary's own failures: LowConfidenceShare is the whole endpoint's, still high
+    # from the production model whose low confidence started the retraining.
     assert [a["AlarmName"] for a in alarms] == [
         "arn:aws:example:us-east-1:123456789012:EndpointErrorAlarmName",
-        "arn:aws:example:us-east-1:123456789012:LowConfidenceAlarmName",
     ]
     policy = deploy["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
     assert policy["Type"] == "CANARY" and policy["CanarySize"]["Type"] == "CAPACITY_PERCENT"
+
+
+def test_outcomes_survive_a_throttle_and_rollback_watches_only_the_canarys_errors() -> None:
+    """Every outcome write and alert retries throttling (the put is keyed by the run, so a
+    retry rewrites the same item), and the canary is rolled back by its errors only."""
+    states = definition()["States"]
+    throttles = {
+        "dynamodb:putItem": "DynamoDB.ProvisionedThroughputExceededException",
+        "sns:publish": "SNS.ThrottledException",
+    }
+    outcomes = [name for name in states if name.startswith(("Record", "Notify", "Alert"))]
+    assert len(outcomes) == 8
+    for name in outcomes:
+        state = states[name]
+        throttle = throttles[state["Resource"].rsplit(":::", 1)[1]]
+        retried = {e for retry in state["Retry"] for e in retry["ErrorEquals"]}
+        assert throttle in retried, name
+        assert "States.ALL" not in retried, name
+    deploy = states["DeployCanary"]["Parameters"]["DeploymentConfig"]
+    (alarm,) = deploy["AutoRollbackConfiguration"]["Alarms"]
+    assert "EndpointError" in alarm["AlarmName"]
 
 
 # ------------------------------------------------------------------ moto's interpreter

@@ -17,10 +17,12 @@ its steps itself, against the deployed stack, with the same code wherever there 
 5. **register**: ``CreateModelPackage`` in the stack's model package group (moto);
 6. **deploy**: the model server gets the candidate as a second production variant with
    ``CanaryCapacityPercent`` of the traffic; images go through the real workflow while it
-   bakes; the two rollback alarms (``EndpointErrorAlarm``, ``LowConfidenceAlarm``, read
-   from the stack) are evaluated on the canary's own numbers (its 5XX count from the
-   endpoint, its low-confidence share from its data capture); the canary is promoted (the
-   only variant, 100 % of traffic) or removed.
+   bakes; the rollback alarms the deployed definition's ``DeployCanary`` names
+   (``EndpointErrorAlarm``) are evaluated on the canary's own numbers (its 5XX count from
+   the endpoint); the canary is promoted (the only variant, 100 % of traffic) or removed.
+   Its low-confidence share (from its data capture) is reported beside them: on AWS
+   ``LowConfidenceShare`` is the whole endpoint's, still high from the production model
+   that started the retraining, so it cannot judge a canary and rolls nothing back.
 
 Every outcome leaves the item the state machine writes (``scones_core.retraining.outcome``)
 in ``MonitorStateTable`` and a message on ``AlertTopic``. Offline the variants are named
@@ -526,6 +528,7 @@ class OfflineRetrain:
             "canary_share": share,
             "model_package_arn": package_arn,
             "alarms": alarms,
+            "canary_low_confidence": self._low_confidence(canary),
             "records_by_variant": by_variant,
             "invocations": {v.name: v.describe() for v in endpoint.variants()},
         }
@@ -585,10 +588,25 @@ class OfflineRetrain:
         response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         return [f"s3://{self.bucket}/{item['Key']}" for item in response.get("Contents", [])]
 
+    def _low_confidence(self, canary: Any) -> dict[str, Any]:
+        """The canary's share of answers below the threshold, from its own data capture:
+        reported beside the alarms, never a rollback (see the module's note)."""
+        threshold = float(self.params["ConfidenceThreshold"])
+        confidences = [
+            max(json.loads(line["captureData"]["endpointOutput"]["data"]))
+            for line in self._capture_lines(canary.name)
+        ]
+        low = sum(1 for c in confidences if c < threshold)
+        return {
+            "share": round(low / len(confidences), 6) if confidences else None,
+            "source": f"{low} of {len(confidences)} captured canary answers below {threshold:g}",
+        }
+
     def _alarms(self, canary: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Both rollback alarms, as the stack defines them, on the canary's own numbers."""
-        stack_name = self.stack.stack.stack_name
-        names = [f"{stack_name}-EndpointErrorAlarm", f"{stack_name}-LowConfidenceAlarm"]
+        """The rollback alarms of the deployed ``DeployCanary`` state, as the stack defines
+        them, evaluated on the canary's own numbers."""
+        deploy = self.asl_states["DeployCanary"]["Parameters"]["DeploymentConfig"]
+        names = [a["AlarmName"] for a in deploy["AutoRollbackConfiguration"]["Alarms"]]
         cloudwatch = self.stack.client("cloudwatch")
         alarms = {
             a["AlarmName"]: a for a in cloudwatch.describe_alarms(AlarmNames=names)["MetricAlarms"]
@@ -596,30 +614,21 @@ class OfflineRetrain:
         missing = sorted(set(names) - set(alarms))
         if missing:
             raise RetrainError(f"the stack has no alarm {', '.join(missing)}")
-        threshold = float(self.params["ConfidenceThreshold"])
-        confidences = [
-            max(json.loads(line["captureData"]["endpointOutput"]["data"]))
-            for line in self._capture_lines(canary.name)
-        ]
-        low_share = (
-            sum(1 for c in confidences if c < threshold) / len(confidences) if confidences else 0.0
-        )
-        values = {
-            names[0]: (
+        by_metric = {
+            "Invocation5XXErrors": (
                 float(canary.errors_5xx),
                 f"{canary.errors_5xx} 5XX answers of {canary.invocations} canary invocations "
                 "(the endpoint's per-variant count)",
-            ),
-            names[1]: (
-                low_share,
-                f"{sum(1 for c in confidences if c < threshold)} of {len(confidences)} captured "
-                f"canary answers below {threshold:g}",
             ),
         }
         evaluated = []
         for name in names:
             alarm = alarms[name]
-            value, source = values[name]
+            if alarm["MetricName"] not in by_metric:
+                raise RetrainError(
+                    f"the rehearsal cannot evaluate {name} ({alarm['MetricName']}) offline"
+                )
+            value, source = by_metric[alarm["MetricName"]]
             breached = _compare(value, alarm["ComparisonOperator"], float(alarm["Threshold"]))
             state = "ALARM" if breached else "OK"
             cloudwatch.set_alarm_state(

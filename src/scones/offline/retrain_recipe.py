@@ -11,8 +11,8 @@ DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
 # The short recipe: the retraining job's own hyperparameters with these overrides. Two
 # fine-tuned members for a few epochs at a smaller input side: about a minute on 2 cores.
 # It trains the ensemble on the labels, not the shipped distilled student: a teacher this
-# short is unsure of much, and a student learns its teacher's doubt (its canary would
-# raise the low-confidence alarm). The job's own default is the shipped recipe.
+# short is unsure of much, and a student learns its teacher's doubt (its canary's answers
+# fall below the threshold). The job's own default is the shipped recipe.
 SHORT_RECIPE: dict[str, Any] = {
     "recipe": "ensemble",
     "epochs": 3,
