@@ -74,6 +74,13 @@ def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcy
         "production": {"endpoint_config_name": "scones-config-1"},
         "production_config": {"variant": {"ModelName": "scones-model-1"}},
         "production_model": {"model_data_url": f"s3://{bucket}/models/production/model.tar.gz"},
+        # A promoted candidate's model names its package, not an artifact.
+        "production_model_description": {
+            "PrimaryContainer": {
+                "ModelPackageName": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package/"
+                "scones-models/1"
+            }
+        },
         "dataset": {
             "names": {"base": base.base, "processing_job": base.processing_job},
             "input_data_config": [
@@ -166,6 +173,7 @@ def test_every_sagemaker_request_of_the_retraining_asl_is_valid_for_botocore() -
         "FindProductionEndpoint",
         "FindProductionConfig",
         "FindProductionModel",
+        "FindProductionPackage",
         "TrainCandidate",
         "EvaluateCandidate",
         "RegisterCandidate",
@@ -356,6 +364,8 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
         "FindProductionEndpoint",
         "FindProductionConfig",
         "FindProductionModel",
+        "ProductionModelSource",
+        "UseProductionModelData",
         "AssembleDataset",
     ]  # TrainCandidate fails before moto records it as entered
     # Everything before it ran for real: the production lookups against moto's SageMaker
@@ -366,6 +376,57 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
     [manifest] = [k for k in keys if k.endswith("dataset/train.manifest")]
     body = json.loads(s3.get_object(Bucket=stack.bucket, Key=manifest)["Body"].read())
     assert body[1:] == ["bicycle/a.png", "motorcycle/a.png"]
+
+
+def test_a_promoted_candidates_package_is_found_as_the_production_model(
+    stack: OfflineStack,
+) -> None:
+    """After a promotion the endpoint serves a model made from a model package, whose
+    description names no ModelDataUrl (moto's, as SageMaker's): the artifact is read from
+    the package, so the next retraining still scores the right production model."""
+    sagemaker = stack.client("sagemaker")
+    group = "promoted-earlier"  # not the stack's group, whose packages another test counts
+    sagemaker.create_model_package_group(ModelPackageGroupName=group)
+    artifact = f"s3://{stack.bucket}/retraining/promoted/model.tar.gz"
+    package = sagemaker.create_model_package(
+        ModelPackageGroupName=group,
+        InferenceSpecification={
+            "Containers": [
+                {
+                    "Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/scones-serve:1",
+                    "ModelDataUrl": artifact,
+                }
+            ],
+            "SupportedContentTypes": ["image/png"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        ModelApprovalStatus="Approved",
+    )["ModelPackageArn"]
+    sagemaker.create_model(
+        ModelName="promoted-model",
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sagemaker",
+        PrimaryContainer={"ModelPackageName": package},
+    )
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["production_config"] = {"variant": {"ModelName": "promoted-model"}}
+    del state["production_model"], state["production_model_description"]
+    result = execute(stack, "FindProductionModel", state, "promoted-production")
+    entered = entered_states(stack, result["executionArn"])
+    assert entered[:5] == [
+        "FindProductionModel",
+        "ProductionModelSource",
+        "FindProductionPackage",
+        "UseProductionPackageData",
+        "AssembleDataset",
+    ]
+    inputs = [
+        json.loads(e["stateEnteredEventDetails"]["input"])
+        for e in stack.client("stepfunctions").get_execution_history(
+            executionArn=result["executionArn"]
+        )["events"]
+        if e.get("stateEnteredEventDetails", {}).get("name") == "AssembleDataset"
+    ]
+    assert inputs[0]["production_model"] == {"model_data_url": artifact}
 
 
 def test_a_failing_step_leaves_a_failed_record_and_an_alert(
