@@ -3,9 +3,11 @@
 Uploads N images to a fresh offline stack while delivery is paused (a fleet of
 cameras syncing at once), lets the stack drain the backlog, then checks every
 upload against the results table and the dead-letter queue: lost (no record),
-duplicated (more than one record for one object version, or a record for no
-upload) and dead-lettered. Prints the wall time and images/s. Exit code 1 when
-anything was lost or duplicated.
+duplicated and dead-lettered. The table keeps one item per object version, so a
+duplicate shows elsewhere: a record for no upload, or an image classified twice (more
+model invocations than classified records: an upload received twice runs twice). The
+ingest queue must be empty. Prints the wall time and images/s. Exit code 1 when
+anything was lost, duplicated or left on the ingest queue.
 """
 
 from __future__ import annotations
@@ -68,9 +70,12 @@ def run_burst(args: argparse.Namespace) -> int:
         # Let any late duplicate land before the audit.
         time.sleep(2.0)
         records = api.records()
-        dead_letters = _drain_count(api)
+        dead_letters = _queue_count(api, api.endpoints.dead_letter_queue_url)
+        ingest_left = _queue_count(api, stack.stack.outputs["IngestQueueUrl"])
+        invocations = _model_invocations(api.endpoints.model_url)
     wanted = {(u.key, u.version_id) for u in uploads}
     per_upload = Counter((r.get("key"), r.get("version_id")) for r in records)
+    classified = sum(1 for r in records if r.get("status") in ("ACCEPTED", "NEEDS_REVIEW"))
     result = {
         "images": len(uploads),
         "upload_s": round(uploaded_s, 1),
@@ -78,21 +83,33 @@ def run_burst(args: argparse.Namespace) -> int:
         "images_per_s": round(len(uploads) / wall_s, 2),
         "records": len(records),
         "lost": sum(1 for u in uploads if u not in found),
-        "duplicated": sum(n - 1 for n in per_upload.values() if n > 1)
-        + sum(1 for key in per_upload if key not in wanted),
+        "duplicated": sum(1 for key in per_upload if key not in wanted)
+        + max(0, invocations - classified),
+        "model_invocations": invocations,
         "dead_letters": dead_letters,
+        "ingest_queue_left": ingest_left,
         "statuses": dict(Counter(str(r.get("status")) for r in records)),
     }
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
+    clean = result["lost"] == 0 and result["duplicated"] == 0 and ingest_left == 0
+    return 0 if clean else 1
 
 
-def _drain_count(api: Any) -> int:
-    """Messages on the dead-letter queue (read without deleting)."""
+def _model_invocations(model_url: str) -> int:
+    """Every invocation the model server answered (its ``/ping`` counts them per variant)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{model_url}/ping", timeout=10) as response:  # noqa: S310
+        ping = json.loads(response.read())
+    return sum(int(variant["invocations"]) for variant in ping["variants"])
+
+
+def _queue_count(api: Any, queue_url: str) -> int:
+    """Messages on a queue, visible or in flight (read without deleting)."""
     attributes = api.client("sqs").get_queue_attributes(
-        QueueUrl=api.endpoints.dead_letter_queue_url,
+        QueueUrl=queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"]) + int(

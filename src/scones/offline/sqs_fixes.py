@@ -24,6 +24,11 @@ fixes here read the setting itself instead:
   ``ContentBasedDeduplication`` only). ``GetQueueAttributes`` and every other
   caller still get the real counts.
 
+The faster ``delete_message`` swaps the message list under the queue's own
+``_messages_lock`` (the Condition moto's ``add_message`` takes): Lambda's poller
+deletes on two threads, and two unlocked swaps could undo each other (a deleted batch
+back after its visibility timeout). ``concurrency_fixes`` locks moto's receive.
+
 A test checks that moto still counts the queue in both places (and still has the
 signatures patched here), so an upgrade that fixes moto fails loudly and this
 module can go; another checks that the same records come out with and without it.
@@ -66,14 +71,15 @@ def _index_of(messages: list[Any], receipt_handle: str) -> int:
 
 
 def _delete_message(self: Queue, receipt_handle: str) -> None:
-    if receipt_handle in self.deleted_messages:
-        return  # already deleted: moto (and SQS) accept it again
-    messages = self._messages
-    index = _index_of(messages, receipt_handle)
-    message = messages[index]
-    self.pending_messages.discard(message)
-    self.deleted_messages.update(message.all_receipt_handles)  # type: ignore[arg-type]
-    self._messages = messages[:index] + messages[index + 1 :]
+    with self._messages_lock:
+        if receipt_handle in self.deleted_messages:
+            return  # already deleted: moto (and SQS) accept it again
+        messages = self._messages
+        index = _index_of(messages, receipt_handle)
+        message = messages[index]
+        self.pending_messages.discard(message)
+        self.deleted_messages.update(message.all_receipt_handles)  # type: ignore[arg-type]
+        self._messages = messages[:index] + messages[index + 1 :]
 
 
 def _retention_check(self: SQSBackend, queue_name: str, message: Any) -> bool:

@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from scones.offline import (
+    concurrency_fixes,
     dispatch_cache,
     execution_gate,
     interpreter_caches,
     interpreter_fixes,
+    model_tracking,
     s3_event_fixes,
     sqs_fixes,
 )
@@ -176,6 +178,8 @@ class OfflineStack:
         if self.options.enable_faults:
             self._table_faults = TableWriteFaults()
             self._table_faults.install()
+        concurrency_fixes.install()  # after the fault injector: it locks what is installed
+        model_tracking.install()
         if self.options.moto_speedups:
             interpreter_caches.install()
             sqs_fixes.install()
@@ -229,6 +233,8 @@ class OfflineStack:
             LambdaRuntime.uninstall()
             interpreter_fixes.uninstall()
             s3_event_fixes.uninstall()
+            concurrency_fixes.uninstall()
+            model_tracking.uninstall()
             self._runtime = None
         if self._table_faults:
             TableWriteFaults.uninstall()
