@@ -136,7 +136,11 @@ def report(version: str, accuracy: float, accepted: float | None, images: int = 
         "model": {"version": version},
         "images": images,
         "accuracy": accuracy,
-        "at_threshold": {"accepted_accuracy": accepted, "coverage": 0.5},
+        # Nothing accepted is a coverage of 0, and the reverse.
+        "at_threshold": {
+            "accepted_accuracy": accepted,
+            "coverage": 0.0 if accepted is None else 0.5,
+        },
     }
 
 
@@ -170,6 +174,15 @@ def test_gate_refuses_to_compare_unlike_reports() -> None:
         judge({**base, "threshold": 0.9, "production": report("old", 0.5, 1, images=39)}, RULES)
     with pytest.raises(EvaluationReportError, match="candidate report is incomplete"):
         judge({**base, "threshold": 0.9, "candidate": {"model": {}}}, RULES)
+    with pytest.raises(EvaluationReportError, match="not the deployed"):
+        judge({**base, "threshold": float("nan")}, RULES)
+    for bad in (report("new", 7.0, 1), report("new", 1, 1, images=-40)):
+        with pytest.raises(EvaluationReportError, match="candidate report"):
+            judge({**base, "threshold": 0.9, "candidate": bad}, RULES)
+    accepts_half_yet_none = report("new", 1, None)
+    accepts_half_yet_none["at_threshold"]["coverage"] = 0.5
+    with pytest.raises(EvaluationReportError, match="does not add up"):
+        judge({**base, "threshold": 0.9, "candidate": accepts_half_yet_none}, RULES)
 
 
 def test_outcome_items_have_the_layout_the_state_machine_writes() -> None:

@@ -49,15 +49,23 @@ class ModelScore:
         try:
             at = report["at_threshold"]
             accepted = at["accepted_accuracy"]
-            return cls(
+            score = cls(
                 version=str(report["model"]["version"]),
-                accuracy=_finite(report["accuracy"]),
-                accepted_accuracy=None if accepted is None else _finite(accepted),
-                coverage=_finite(at["coverage"]),
+                accuracy=_fraction(report["accuracy"]),
+                accepted_accuracy=None if accepted is None else _fraction(accepted),
+                coverage=_fraction(at["coverage"]),
                 images=int(report["images"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EvaluationReportError(f"the {role} report is incomplete: {exc!r}") from exc
+        # Nothing accepted is a coverage of exactly 0 (a coverage rounds to 0 only on a
+        # gate set of millions, so the reverse is not checked).
+        if score.images < 1 or (score.accepted_accuracy is None and score.coverage != 0):
+            raise EvaluationReportError(
+                f"the {role} report does not add up: {score.images} images, coverage "
+                f"{score.coverage}, accepted accuracy {score.accepted_accuracy}"
+            )
+        return score
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,10 +77,10 @@ class ModelScore:
         }
 
 
-def _finite(value: Any) -> float:
+def _fraction(value: Any) -> float:
     number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not a finite number")
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{value!r} is not a fraction from 0 to 1")
     return number
 
 
@@ -81,7 +89,8 @@ def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
     candidate = ModelScore.from_report(evaluation.get("candidate"), "candidate")
     production = ModelScore.from_report(evaluation.get("production"), "production")
     threshold = evaluation.get("threshold")
-    if not isinstance(threshold, int | float) or abs(float(threshold) - rules.threshold) > 1e-9:
+    # Written so that NaN fails too (every comparison with NaN is False).
+    if not isinstance(threshold, int | float) or not abs(threshold - rules.threshold) <= 1e-9:
         raise EvaluationReportError(
             f"the report was scored at threshold {threshold!r}, not the deployed {rules.threshold}"
         )
