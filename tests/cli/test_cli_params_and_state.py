@@ -316,33 +316,21 @@ def test_a_state_file_is_checked_before_its_pid_is_trusted(
     from scones.cli.stack_state import process_started
 
     project, state = _fake_project(tmp_path, stack_process.pid)
-    env = {k: v for k, v in os.environ.items() if k != "SCONES_STATE_DIR"}
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "scones.cli.main", *args],
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    state_file = project / ".scones" / "stack.json"
+    state_file = project / ".scones" / "stack.json"  # scones() points the CLI at it
     for body, words in [
         (b"\xff\xfe\x00", "is corrupt"),
         (b"[1, 2]", "names no process id"),
         (b'{"pid": "abc"}', "names no process id"),
     ]:
         state_file.write_bytes(body)
-        result = run("results")
+        result = scones("results", cwd=project)
         assert result.returncode == 2 and words in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         reused = {"pid": other.pid, "pid_started": process_started(stack_process.pid)}
         state_file.write_text(json.dumps(state | reused))
-        result = run("down")
+        result = scones("down", cwd=project)
         assert result.returncode == 2 and "is not running" in result.stderr
         assert other.poll() is None  # not signalled
     finally:
@@ -381,17 +369,9 @@ def test_the_environment_errors_of_a_command_are_one_line_not_a_traceback(
     tmp_path: Path,
 ) -> None:
     """An unknown AWS profile, a path that is a file, a bad number: named, exit non-zero."""
-    env = {**os.environ, "AWS_PROFILE": "no-such-profile"}
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "scones.cli.main", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    def run(*args: str) -> Any:
+        return scones(*args, cwd=tmp_path, env={"AWS_PROFILE": "no-such-profile"})
 
     assert run("--help").returncode == 0  # no command imports moto (which reads the profile)
     profile = run("redrive", "--stack", "x", "--region", "us-east-1")

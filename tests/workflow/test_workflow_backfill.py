@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import boto3
 from moto import mock_aws
@@ -16,13 +17,15 @@ BUCKET = "scones-123456789012-us-east-1-images"
 TABLE = "results"
 
 
-@mock_aws
-def test_a_batch_starts_only_objects_without_a_record_and_a_rerun_starts_nothing() -> None:
+def backfill_world(*, versioned: bool) -> tuple[Any, Any, Any, str]:
+    """The bucket, the results table and a stand-in classification state machine, in moto:
+    (s3, dynamodb, stepfunctions clients, the state machine's ARN)."""
     s3 = boto3.client("s3", region_name="us-east-1")
     ddb = boto3.client("dynamodb", region_name="us-east-1")
     sfn = boto3.client("stepfunctions", region_name="us-east-1")
     s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    if versioned:
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     ddb.create_table(
         TableName=TABLE,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -34,6 +37,12 @@ def test_a_batch_starts_only_objects_without_a_record_and_a_rerun_starts_nothing
         definition=json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}),
         roleArn="arn:aws:iam::123456789012:role/r",
     )["stateMachineArn"]
+    return s3, ddb, sfn, machine
+
+
+@mock_aws
+def test_a_batch_starts_only_objects_without_a_record_and_a_rerun_starts_nothing() -> None:
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
     keys = ["incoming/a.png", "incoming/b.png", "incoming/c.png", "elsewhere/d.png"]
     for key in keys:
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
@@ -80,21 +89,7 @@ def test_the_event_file_is_a_batch_the_function_reads() -> None:
 def test_an_item_as_the_s3_item_reader_lists_it_keeps_its_upload_time() -> None:
     """Step Functions' S3 item reader lists ``Etag`` and ``LastModified`` in epoch
     seconds (not boto3's ``ETag`` and datetime): the event time is still ISO 8601."""
-    s3 = boto3.client("s3", region_name="us-east-1")
-    ddb = boto3.client("dynamodb", region_name="us-east-1")
-    sfn = boto3.client("stepfunctions", region_name="us-east-1")
-    s3.create_bucket(Bucket=BUCKET)
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    machine = sfn.create_state_machine(
-        name="classify",
-        definition=json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}),
-        roleArn="arn:aws:iam::123456789012:role/r",
-    )["stateMachineArn"]
+    s3, ddb, sfn, machine = backfill_world(versioned=False)
     event = json.loads((PROJECT_ROOT / "events" / "backfill.json").read_text())
     (item,) = event["Items"]
     s3.put_object(Bucket=BUCKET, Key=item["Key"], Body=b"x")

@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from scones_core.errors import (
     CorruptImage,
@@ -350,12 +350,9 @@ def _structure(
                 f"and each is decoded whole; the limit is {limits.max_pixels} pixels"
                 f"{limits.named('MaxImagePixels')}."
             )
-        orientation = tags.get(_ORIENTATION_TAG) if tags is not None else None
+        orientation = tags.get(ExifTags.Base.Orientation) if tags is not None else None
         return _Structure(tile=tile, upright_copy=orientation not in (None, 1))
     return _Structure()
-
-
-_ORIENTATION_TAG = 274
 
 
 def _check_memory(

@@ -73,40 +73,34 @@ def _measurements(path: Path, kind: str) -> dict[str, Any]:
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
-    """``--param`` values: template parameters checked as ``sam deploy`` checks them, and
-    ``<Function>.MemorySize=MB`` for a function of the template, within Lambda's bounds."""
-    from scones.template_params import ParameterError, load_template, resolve_parameters
+    """``--param`` values: template parameters (on top of the template's defaults) checked
+    by ``stack_state.parse_params``, and ``<Function>.MemorySize=MB`` for a function of the
+    template, within Lambda's bounds."""
+    from scones.cli.stack_state import parse_params
+    from scones.template_params import load_template
 
     functions = {
         name
         for name, resource in load_template()["Resources"].items()
         if resource.get("Type") == "AWS::Serverless::Function"
     }
-    parameters: dict[str, str] = {}
     memory: dict[str, str] = {}
     problems: list[str] = []
+    parameters: list[str] = []
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or not name:
-            problems.append(f"--param {pair!r}: expected NAME=VALUE")
-        elif name.endswith(".MemorySize"):
-            function = name.removesuffix(".MemorySize")
-            low, high = LAMBDA_MEMORY_MB
-            if function not in functions:
-                problems.append(f"{name}: {function!r} is not a function of the template")
-            elif not value.isdigit() or not low <= int(value) <= high:
-                problems.append(f"{name}={value!r}: Lambda's MemorySize is {low} to {high} MB")
-            else:
-                memory[name] = value
+        if not (sep and name.endswith(".MemorySize")):
+            parameters.append(pair)
+            continue
+        function = name.removesuffix(".MemorySize")
+        low, high = LAMBDA_MEMORY_MB
+        if function not in functions:
+            problems.append(f"{name}: {function!r} is not a function of the template")
+        elif not value.isdigit() or not low <= int(value) <= high:
+            problems.append(f"{name}={value!r}: Lambda's MemorySize is {low} to {high} MB")
         else:
-            parameters[name] = value
-    try:
-        resolve_parameters(parameters)
-    except ParameterError as exc:
-        problems += exc.problems
-    if problems:
-        raise CommandError(str(ParameterError(problems)))
-    return parameters | memory
+            memory[name] = value
+    return parse_params(parameters, defaults={}, problems=problems) | memory
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,17 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_params(pairs: list[str]) -> dict[str, str]:
-    """The ``--param`` overrides (on top of the offline defaults), checked as ``sam deploy``
-    checks them before anything starts: every problem is named at once."""
-    overrides = dict(OFFLINE_DEFAULTS)
-    problems: list[str] = []
+def parse_params(
+    pairs: list[str],
+    *,
+    defaults: Mapping[str, str] = OFFLINE_DEFAULTS,
+    problems: Sequence[str] = (),
+) -> dict[str, str]:
+    """The ``--param`` overrides (on top of ``defaults``, the offline ones unless given),
+    checked as ``sam deploy`` checks them before anything starts: every problem is named
+    at once, after ``problems`` the caller found in other options."""
+    overrides = dict(defaults)
+    problems = list(problems)
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
