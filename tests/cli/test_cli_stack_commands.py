@@ -21,6 +21,8 @@ SAMPLES = PROJECT_ROOT / "samples"
 # events/<name>.json is the sample event of this function (sam local invoke -e).
 FUNCTION_OF_EVENT = {
     "start_workflow": "StartWorkflowFunction",
+    "start_workflow_sns": "StartWorkflowFunction",
+    "start_workflow_eventbridge": "StartWorkflowFunction",
     "serialize_image": "SerializeImageFunction",
     "classify_image": "ClassifyImageFunction",
     "monitor": "MonitorFunction",

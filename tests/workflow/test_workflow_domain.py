@@ -32,6 +32,7 @@ from scones_core.ingest import (
     batch_execution_name,
     distinct_images,
     ignored_events,
+    is_s3_test_event,
     is_upload,
     notification_images,
     split_batch,
@@ -501,6 +502,87 @@ def test_records_from_other_services_or_none_at_all_are_event_errors() -> None:
     with pytest.raises(errors.EventError, match="has no records"):
         notification_images({"Records": []})
     assert notification_images({"Service": "Amazon S3", "Event": "s3:TestEvent"}) == []
+
+
+def _sns(message: str) -> dict[str, Any]:
+    """An SNS envelope as SNS delivers it to SQS without raw message delivery."""
+    return {
+        "Type": "Notification",
+        "MessageId": "7c7a3f1d-5f3e-5d3b-9a3c-2b8f0e1c9a11",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:uploads",
+        "Subject": "Amazon S3 Notification",
+        "Message": message,
+        "Timestamp": "2026-11-25T12:00:00.120Z",
+        "SignatureVersion": "1",
+    }
+
+
+def _eventbridge(detail_type: str, reason: str | None, source: str = "aws.s3") -> dict[str, Any]:
+    """An S3 event as EventBridge delivers it to a rule's target."""
+    detail: dict[str, Any] = {
+        "version": "0",
+        "bucket": {"name": "images"},
+        "object": {
+            "key": "incoming/my+photo%281%29.png",
+            "size": 2442,
+            "etag": "0123456789abcdef0123456789abcdef",
+            "version-id": "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd",
+            "sequencer": "0055AED6DCD90281E5",
+        },
+        "request-id": "N4N7GDK58NMKJ12R",
+        "requester": "123456789012",
+    }
+    if reason:
+        detail["reason"] = reason
+    return {
+        "version": "0",
+        "id": "17793124-05d4-b198-2fde-7ededc63b103",
+        "detail-type": detail_type,
+        "source": source,
+        "account": "123456789012",
+        "time": "2026-11-25T12:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:s3:::images"],
+        "detail": detail,
+    }
+
+
+def test_an_s3_notification_inside_an_sns_envelope_is_read_as_s3_sent_it() -> None:
+    body = {"Records": [s3_record("incoming/my+photo.png") | {"eventName": "ObjectCreated:Put"}]}
+    assert notification_images(_sns(json.dumps(body))) == notification_images(body)
+    (image,) = notification_images(_sns(json.dumps(body)))
+    assert image.ref.key == "incoming/my photo.png"
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "images"}
+    assert is_s3_test_event(_sns(json.dumps(test_event)))
+    assert notification_images(_sns(json.dumps(test_event))) == []
+    with pytest.raises(errors.EventError, match=r"SNS notification from .*uploads has a Message"):
+        notification_images(_sns("not json"))
+    assert not is_s3_test_event(_sns("not json"))
+
+
+def test_an_s3_eventbridge_event_is_read_as_the_notification_it_stands_for() -> None:
+    for reason in ("PutObject", "CompleteMultipartUpload", "CopyObject", None):
+        (image,) = notification_images(_eventbridge("Object Created", reason))
+        assert image.ref == ObjectRef(
+            "images",
+            "incoming/my photo(1).png",
+            "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd",
+            "0123456789abcdef0123456789abcdef",
+            2442,
+            "0055AED6DCD90281E5",
+        )
+        assert image.event_time == "2026-11-25T12:00:00Z"
+    # Through an SNS topic too.
+    assert notification_images(_sns(json.dumps(_eventbridge("Object Created", "PutObject"))))
+    for other in ("Object Deleted", "Object Restore Completed", "Object Tags Added"):
+        assert notification_images(_eventbridge(other, None)) == []
+        assert ignored_events(_eventbridge(other, None)) == [other]
+    with pytest.raises(errors.EventError, match=r"comes from 'aws\.ec2', not from S3"):
+        notification_images(_eventbridge("EC2 Instance State-change Notification", None, "aws.ec2"))
+    broken = _eventbridge("Object Created", "PutObject")
+    del broken["detail"]["object"]
+    with pytest.raises(errors.EventError, match="'Object Created' names no bucket and key"):
+        notification_images(broken)
 
 
 def test_every_object_goes_to_the_workflow_whatever_its_name() -> None:

@@ -141,6 +141,26 @@ def test_start_workflow_ignores_s3_events_that_announce_no_upload(
     assert "comes from 'aws:sns', not from S3" in errors and "has no records" in errors
 
 
+@pytest.mark.parametrize("carrier", ["sns", "eventbridge"])
+def test_start_workflow_reads_s3_events_delivered_through_sns_or_eventbridge(
+    aws: None, monkeypatch: pytest.MonkeyPatch, carrier: str
+) -> None:
+    """A bucket that already feeds an SNS topic or EventBridge can feed the ingest queue
+    from there: the same upload starts the same execution."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+
+    assert app.lambda_handler(event(f"start_workflow_{carrier}"), context()) == {
+        "batchItemFailures": []
+    }
+
+    (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
+    document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    assert document["object"]["key"] == "incoming/camera-7/delivery photo 1.png"
+    assert document["object"]["version"] == "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
+    assert document["object"]["size"] == 2442
+    assert document["event_time"].startswith("2026-11-25T12:00:00")
+
+
 def _message_for(record: dict[str, Any], message_id: str, key: str, version: str) -> dict[str, Any]:
     body = json.loads(record["body"])
     body["Records"][0]["s3"]["object"].update(key=key, versionId=version)

@@ -411,10 +411,22 @@ STRANGERS = [
 
 
 def test_draining_replays_s3_events_and_workflow_failures_and_leaves_the_rest(aws: Aws) -> None:
-    photo, other, failed, legacy = (
-        aws.upload(f"incoming/{n}.png") for n in ("my photo", "other", "failed", "legacy")
+    photo, other, failed, legacy, fanned = (
+        aws.upload(f"incoming/{n}.png")
+        for n in ("my photo", "other", "failed", "legacy", "fanned out")
     )
-    for body in [s3_event(photo, other), workflow_failed(failed, 1), workflow_failed(legacy, None)]:
+    # Through an SNS topic without raw message delivery: S3's notification in an envelope.
+    sns = {
+        "Type": "Notification",
+        "TopicArn": "arn:aws:sns:us-east-1:1:t",
+        "Message": s3_event(fanned),
+    }
+    for body in [
+        s3_event(photo, other),
+        workflow_failed(failed, 1),
+        workflow_failed(legacy, None),
+        json.dumps(sns),
+    ]:
         aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
     for body in STRANGERS:
         aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
@@ -423,6 +435,7 @@ def test_draining_replays_s3_events_and_workflow_failures_and_leaves_the_rest(aw
 
     replayed = sorted((r.source, r.key, r.outcome, r.attempt) for r in report.replays if r.key)
     assert replayed == [
+        (Source.S3_EVENT, "incoming/fanned out.png", Outcome.STARTED, 0),
         (Source.S3_EVENT, "incoming/my photo.png", Outcome.STARTED, 0),
         (Source.S3_EVENT, "incoming/other.png", Outcome.STARTED, 0),
         (Source.WORKFLOW_FAILED, "incoming/failed.png", Outcome.STARTED, 2),
@@ -430,12 +443,13 @@ def test_draining_replays_s3_events_and_workflow_failures_and_leaves_the_rest(aw
     ]
     left = [r for r in report.replays if r.outcome is Outcome.LEFT]
     assert len(left) == len(STRANGERS) and all(r.detail for r in left)
-    assert (report.messages_deleted, report.messages_left) == (3, len(STRANGERS))
+    assert (report.messages_deleted, report.messages_left) == (4, len(STRANGERS))
     assert not report.clean
     executions = aws.executions()
     assert set(executions) == {
         photo.execution_name,
         other.execution_name,
+        fanned.execution_name,
         f"{failed.execution_name}-r2",
         f"{legacy.execution_name}-r1",
     }
@@ -452,7 +466,7 @@ def test_draining_replays_s3_events_and_workflow_failures_and_leaves_the_rest(aw
     again = aws.redriver().drain_dead_letters()
     assert {r.outcome for r in again.replays} == {Outcome.LEFT}
     assert (again.messages_deleted, again.messages_left) == (0, len(STRANGERS))
-    assert len(aws.executions()) == 4
+    assert len(aws.executions()) == 5
 
 
 def test_a_dead_letter_whose_execution_exists_is_deleted_without_a_second_start(aws: Aws) -> None:
@@ -508,6 +522,12 @@ def test_a_dry_run_drain_starts_and_deletes_nothing(aws: Aws) -> None:
 def test_dead_letters_are_sorted_by_shape() -> None:
     ref = ObjectRef("images", "incoming/a.png", "v", "e", 3)
     assert parse_dead_letter(s3_event(ref)).source is Source.S3_EVENT
+    sns = {
+        "Type": "Notification",
+        "TopicArn": "arn:aws:sns:us-east-1:1:t",
+        "Message": s3_event(ref),
+    }
+    assert parse_dead_letter(json.dumps(sns)).source is Source.S3_EVENT
     letter = parse_dead_letter(workflow_failed(ref, 4))
     assert (letter.source, letter.ref, letter.attempt) == (Source.WORKFLOW_FAILED, ref, 4)
     for body in STRANGERS:

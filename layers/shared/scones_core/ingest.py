@@ -25,6 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scones_core.errors import EventError
+from scones_core.notifications import s3_notification
 from scones_core.objects import ObjectRef, object_from_s3_record
 from scones_core.records import BatchInput, WorkflowInput
 from scones_core.settings import StartSettings
@@ -174,17 +175,23 @@ def _start(
 
 def is_s3_test_event(body: Any) -> bool:
     """S3 sends ``s3:TestEvent`` once when a notification is configured: nothing to do."""
+    try:
+        body = s3_notification(body)
+    except EventError:
+        return False
     return isinstance(body, dict) and body.get("Event") == "s3:TestEvent"
 
 
 def notification_records(body: Any) -> list[dict[str, Any]]:
-    """The ``Records`` of an S3 event notification (an SQS message body, parsed).
+    """The ``Records`` of an S3 event notification (an SQS message body, parsed; also
+    inside an SNS envelope or as an S3 EventBridge event, ``notifications``).
 
     ``EventError`` when the body is not one, or has no records (S3 never sends that);
     ``s3:TestEvent`` has no records: ``[]``.
     """
     if is_s3_test_event(body):
         return []
+    body = s3_notification(body)
     records = body.get("Records") if isinstance(body, dict) else None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise EventError("the message is not an S3 event notification")

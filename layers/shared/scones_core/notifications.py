@@ -1,0 +1,87 @@
+"""The S3 event notification inside whatever carried it to the ingest queue.
+
+The template sends S3's notifications straight to SQS, so a message body is one. Two other
+deliveries are common where a bucket already feeds other consumers, and both carry the
+same facts: an SNS topic fanning out to the queue without raw message delivery (the body
+is SNS's envelope, the notification a JSON string in ``Message``), and S3's EventBridge
+events routed to the queue by a rule (one object per event, in ``detail``). Each is turned
+into S3's own ``{"Records": [...]}`` form here, so the rest of the code reads one shape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from scones_core.errors import EventError
+
+# EventBridge names an upload "Object Created" and says how in ``detail.reason``
+# (PutObject, POST Object, CopyObject, CompleteMultipartUpload); S3's notifications
+# name it ``ObjectCreated:<how>``. Other detail types keep their own name, which
+# ``ingest.is_upload`` counts as no upload.
+_EVENTBRIDGE_UPLOAD = "Object Created"
+
+
+def is_sns_envelope(body: Any) -> bool:
+    return (
+        isinstance(body, dict)
+        and body.get("Type") == "Notification"
+        and "TopicArn" in body
+        and "Message" in body
+    )
+
+
+def is_eventbridge_event(body: Any) -> bool:
+    return isinstance(body, dict) and "detail-type" in body and "detail" in body
+
+
+def s3_notification(body: Any) -> Any:
+    """``body`` as S3 sends a notification to SQS; other bodies unchanged.
+
+    ``EventError`` names what is wrong with an envelope that cannot hold one: an SNS
+    message that is not JSON, or an EventBridge event from another service or without
+    a bucket and key.
+    """
+    if is_sns_envelope(body):
+        try:
+            body = json.loads(body["Message"])
+        except (TypeError, ValueError) as exc:
+            topic = body.get("TopicArn")
+            raise EventError(
+                f"the SNS notification from {topic} has a Message that is not JSON"
+            ) from exc
+    if is_eventbridge_event(body):
+        return {"Records": [_record_from_eventbridge(body)]}
+    return body
+
+
+def _record_from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
+    source = event.get("source")
+    if source != "aws.s3":
+        raise EventError(f"the EventBridge event comes from {source!r}, not from S3 (aws.s3)")
+    detail = event.get("detail")
+    try:
+        bucket = detail["bucket"]["name"]  # type: ignore[index]
+        obj = detail["object"]  # type: ignore[index]
+        key = obj["key"]
+    except (KeyError, TypeError) as exc:
+        kind = event.get("detail-type")
+        raise EventError(f"the S3 EventBridge event {kind!r} names no bucket and key") from exc
+    kind = str(event.get("detail-type"))
+    name = f"ObjectCreated:{detail.get('reason') or 'Put'}" if kind == _EVENTBRIDGE_UPLOAD else kind
+    return {
+        "eventSource": "aws:s3",
+        "eventName": name,
+        "eventTime": event.get("time"),
+        "s3": {
+            "bucket": {"name": bucket},
+            "object": {
+                # URL-encoded as in S3's notifications (Powertools decodes both alike).
+                "key": key,
+                "size": obj.get("size"),
+                "eTag": obj.get("etag"),
+                "versionId": obj.get("version-id"),
+                "sequencer": obj.get("sequencer"),
+            },
+        },
+    }
