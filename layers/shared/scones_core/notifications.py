@@ -59,25 +59,23 @@ def _record_from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
     source = event.get("source")
     if source != "aws.s3":
         raise EventError(f"the EventBridge event comes from {source!r}, not from S3 (aws.s3)")
-    detail = event.get("detail")
-    try:
-        bucket = detail["bucket"]["name"]  # type: ignore[index]
-        obj = detail["object"]  # type: ignore[index]
-        key = obj["key"]
-    except (KeyError, TypeError) as exc:
-        kind = event.get("detail-type")
-        raise EventError(f"the S3 EventBridge event {kind!r} names no bucket and key") from exc
     kind = str(event.get("detail-type"))
-    name = f"ObjectCreated:{detail.get('reason') or 'Put'}" if kind == _EVENTBRIDGE_UPLOAD else kind
+    detail = event.get("detail")
+    bucket = detail.get("bucket") if isinstance(detail, dict) else None
+    obj = detail.get("object") if isinstance(detail, dict) else None
+    if not isinstance(bucket, dict) or not isinstance(obj, dict) or "key" not in obj:
+        raise EventError(f"the S3 EventBridge event {kind!r} names no bucket and key")
+    reason = detail.get("reason") if isinstance(detail, dict) else None
+    name = f"ObjectCreated:{reason or 'Put'}" if kind == _EVENTBRIDGE_UPLOAD else kind
     return {
         "eventSource": "aws:s3",
         "eventName": name,
         "eventTime": event.get("time"),
         "s3": {
-            "bucket": {"name": bucket},
+            "bucket": {"name": bucket.get("name")},
             "object": {
                 # URL-encoded as in S3's notifications (Powertools decodes both alike).
-                "key": key,
+                "key": obj["key"],
                 "size": obj.get("size"),
                 "eTag": obj.get("etag"),
                 "versionId": obj.get("version-id"),
