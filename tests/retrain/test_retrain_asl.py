@@ -82,7 +82,11 @@ def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcy
             }
         },
         "dataset": {
-            "names": {"base": base.base, "processing_job": base.processing_job},
+            "names": {
+                "base": base.base,
+                "processing_job": base.processing_job,
+                "client_token": base.client_token,
+            },
             "input_data_config": [
                 {
                     "ChannelName": "train",

@@ -3,6 +3,7 @@ and the model server's production variants. All fast; no training."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -97,6 +98,8 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any)
     assert result["names"] == {
         "base": "scones-test-rt-20261201123005",
         "processing_job": "scones-test-rt-20261201123005-gate",
+        # CreateModelPackage's ClientToken: the same for the run's retries, at most 36.
+        "client_token": hashlib.sha256(b"scones-test-rt-20261201123005").hexdigest()[:32],
     }
     channels = {c["ChannelName"]: c for c in result["input_data_config"]}
     assert set(channels) == {"train", "labelled"}

@@ -50,6 +50,12 @@ class RunNames:
     base: str  # training job, model and endpoint config
     processing_job: str
 
+    @property
+    def client_token(self) -> str:
+        """CreateModelPackage's idempotency token (at most 36 of ``[a-zA-Z0-9-]``): a retry
+        after a lost answer gets the package already made instead of a second version."""
+        return hashlib.sha256(self.base.encode("utf-8")).hexdigest()[:32]
+
     @classmethod
     def for_run(cls, endpoint_name: str, started_at: datetime) -> RunNames:
         if len(endpoint_name) > MAX_ENDPOINT_NAME:
@@ -201,7 +207,11 @@ def assemble_dataset(
     )
     evaluation_prefix = f"s3://{bucket}/{run_prefix}evaluation"
     return {
-        "names": {"base": names.base, "processing_job": names.processing_job},
+        "names": {
+            "base": names.base,
+            "processing_job": names.processing_job,
+            "client_token": names.client_token,
+        },
         "input_data_config": input_data_config,
         "dataset_uri": f"s3://{bucket}/{dataset_key}",
         "training_output_uri": f"s3://{bucket}/{run_prefix}training",
