@@ -190,6 +190,13 @@ def test_the_template_rules_and_constraints_together() -> None:
     # AllowedPattern is a full match, as in CloudFormation.
     with pytest.raises(ParameterError, match="IncomingPrefix='incoming/x'"):
         resolve_parameters({"IncomingPrefix": "incoming/x"}, template)
+    # A candidate that passes the gate is registered and served with ModelImageUri.
+    with pytest.raises(ParameterError) as raised:
+        resolve_parameters({"TrainingImageUri": "1.dkr.ecr.us-east-1.amazonaws.com/t:1"}, template)
+    assert [p.split(":")[0] for p in raised.value.problems] == ["rule RetrainingNeedsModelImage"]
+    # Retraining's job names add 23 characters to the endpoint's (SageMaker allows 63).
+    with pytest.raises(ParameterError, match="longer than MaxLength 40"):
+        resolve_parameters({"EndpointName": "e" * 41}, template)
 
 
 @pytest.fixture

@@ -263,6 +263,43 @@ def test_every_environment_variable_a_function_reads_is_set_by_the_template() ->
     assert read - provided == set()
 
 
+def test_functions_that_read_objects_which_may_be_gone_may_list_the_bucket() -> None:
+    """S3 answers a read of a missing key or version with 404 only to a caller that may list
+    the bucket, otherwise with 403: a deleted upload would end FAILED instead of REJECTED
+    ObjectNotFound, a key deleted during a backfill would fail its batch, and the monitor
+    would fail every run until the baseline exists. A read carries no s3:prefix, so the
+    grant must hold without one."""
+    cfn = transformed()
+    resolve = resolver_for(cfn)
+    bucket = f"arn:aws:s3:::{STACK}-{ACCOUNT}-{REGION}-images"
+    for role in ("SerializeImageFunctionRole", "BackfillFunctionRole", "MonitorFunctionRole"):
+        statements = role_statements(resolve, role)
+        assert decide(statements, Request("s3:ListBucket", bucket, None, {})) == ALLOW, role
+    for role in ("SerializeImageFunctionRole", "BackfillFunctionRole"):
+        statements = role_statements(resolve, role)
+        listing = Request("s3:ListBucketVersions", bucket, None, {})
+        assert decide(statements, listing) == ALLOW, role
+
+
+def test_each_stack_names_its_own_monitor_schedule() -> None:
+    """SAM's default name for a ScheduleV2 event is the same in every stack, and schedule
+    names are unique per account, region and group."""
+    schedule = transformed()["Resources"]["MonitorFunctionSchedule"]["Properties"]
+    assert schedule["Name"] == {"Fn::Sub": "${AWS::StackName}-monitor"}
+
+
+def test_state_machines_that_trace_may_write_to_x_ray() -> None:
+    """SAM grants X-Ray only for a literal ``Enabled: true``; the classification and
+    backfill machines trace when TracingMode=Active."""
+    cfn = transformed()
+    segment = Request("xray:PutTraceSegments", "*", None, {})
+    for role in ("ClassificationStateMachineRole", "BackfillStateMachineRole"):
+        active = role_statements(resolver_for(cfn, TracingMode="Active"), role)
+        assert decide(active, segment) == ALLOW, role
+        passive = role_statements(resolver_for(cfn, TracingMode="PassThrough"), role)
+        assert decide(passive, segment) == IMPLICIT_DENY, role
+
+
 def test_wildcard_resources_only_where_aws_allows_no_other() -> None:
     allowed_actions = {
         "logs:CreateLogDelivery",
@@ -276,6 +313,10 @@ def test_wildcard_resources_only_where_aws_allows_no_other() -> None:
         "ecr:GetAuthorizationToken",
         "sagemaker:ListMonitoringExecutions",
         "cloudwatch:PutMetricData",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
     }
 
     def statements(node: Any) -> list[dict[str, Any]]:
@@ -844,6 +885,21 @@ def test_the_slowest_path_fits_an_express_workflows_five_minutes() -> None:
     # The old defaults (4 retries, a 10 s endpoint timeout, 30 s functions) did not fit.
     old = load_workflow({"RetryMaxAttempts": "4", "EndpointTimeoutSeconds": "10"})
     assert worst_case_seconds(old)[0] > EXPRESS_LIMIT_SECONDS
+
+
+def test_a_backfill_batch_fits_its_express_child_executions_five_minutes() -> None:
+    """The Distributed Map runs each batch as an Express child: every retry of the backfill
+    function to its timeout, with the longest backoffs, must end before Express stops it."""
+    from scones.costs.workflow import EXPRESS_LIMIT_SECONDS, load_workflow, state_worst_seconds
+
+    backfill = load_workflow(machine="BackfillStateMachine")
+    (distributed,) = [
+        name
+        for name, state in backfill.definition["States"].items()
+        if state["Type"] == "Map"
+        and state["ItemProcessor"]["ProcessorConfig"].get("ExecutionType") == "EXPRESS"
+    ]
+    assert 0 < state_worst_seconds(backfill, distributed) <= EXPRESS_LIMIT_SECONDS
 
 
 def test_one_execution_runs_a_batch_and_no_image_can_stop_another() -> None:
