@@ -14,18 +14,30 @@ Defaults (stack name, region, profile, parameter overrides) come from ``samconfi
 
 from __future__ import annotations
 
+import re
 import shlex
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scones.paths import SHIPPED_MODEL_DIR
-from scones.template_params import PROJECT_ROOT, parameter_default
+from scones.template_params import (
+    PROJECT_ROOT,
+    condition_value,
+    load_template,
+    parameter_default,
+    parameter_defaults,
+)
 
 SAMCONFIG = PROJECT_ROOT / "samconfig.toml"
 DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 BASELINE_FILE = "baseline.json"
+# Lambda keeps this much of an account's concurrency quota unreserved.
+MIN_UNRESERVED_CONCURRENCY = 100
+# S3's bucket names: 3-63 lower-case letters, digits, dots and hyphens.
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 NO_CREDENTIALS = (
     "no AWS credentials are configured, so sam deploy cannot create the stack. Configure them "
@@ -108,6 +120,61 @@ def preflight(session: Any) -> dict[str, str]:
         "region": session.region_name,
         "credentials": credentials.method,
     }
+
+
+def bucket_name_problem(stack_name: str, account: str, region: str) -> str | None:
+    """Why the stack's image bucket (``<stack>-<account>-<region>-images``) could not be
+    created, or None. CloudFormation takes stack names S3 refuses in a bucket name, and
+    would fail only after creating the queues."""
+    bucket = f"{stack_name}-{account}-{region}-images"
+    if _BUCKET_NAME.match(bucket):
+        return None
+    room = 63 - len(bucket) + len(stack_name)
+    return (
+        f"stack name {stack_name!r} makes the image bucket's name {bucket!r}, which S3 "
+        f"refuses: bucket names are at most 63 lower-case letters, digits and hyphens, so "
+        f"in {region} the stack name can have at most {room} of them"
+    )
+
+
+def reserved_concurrency(overrides: Mapping[str, str]) -> int:
+    """The concurrency the template's functions reserve with these parameter values."""
+    template = load_template()
+    values = {**parameter_defaults(), **overrides}
+    total = 0
+    for resource in template["Resources"].values():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        value = resource["Properties"].get("ReservedConcurrentExecutions")
+        if isinstance(value, dict) and "Fn::If" in value:
+            name, if_true, if_false = value["Fn::If"]
+            value = if_true if condition_value(template, name, values) else if_false
+        if isinstance(value, int):
+            total += value
+    return total
+
+
+def concurrency_problem(session: Any, overrides: Mapping[str, str]) -> str | None:
+    """Why ``sam deploy`` would fail on the functions' reserved concurrency, or None.
+
+    Lambda refuses a reservation that leaves less than 100 of the account's quota
+    unreserved; new accounts start with less than the stack's total plus 100.
+    """
+    needed = reserved_concurrency(overrides)
+    if not needed:
+        return None
+    settings = session.client("lambda").get_account_settings()
+    quota = int(settings["AccountLimit"]["ConcurrentExecutions"])
+    if quota >= needed + MIN_UNRESERVED_CONCURRENCY:
+        return None
+    return (
+        f"this account's Lambda concurrency quota in {session.region_name} is {quota}: the "
+        f"stack's functions reserve {needed} and Lambda keeps {MIN_UNRESERVED_CONCURRENCY} "
+        "unreserved, so sam deploy would fail and roll back. Set ReserveFunctionConcurrency="
+        "false in samconfig.toml's parameter_overrides (the functions then share the "
+        f"account's pool), or ask for a quota of at least {needed + MIN_UNRESERVED_CONCURRENCY}"
+        " (Service Quotas: AWS Lambda, Concurrent executions)"
+    )
 
 
 def stack_facts(cloudformation: Any, stack_name: str) -> tuple[dict[str, str], dict[str, str]]:

@@ -11,19 +11,24 @@ import shlex
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from scones.deploy import (
     NO_CREDENTIALS,
     SamConfig,
+    bucket_name_problem,
+    concurrency_problem,
     endpoint_advice,
     endpoint_status,
     preflight,
     publish_baseline,
     read_samconfig,
+    reserved_concurrency,
 )
 from scones.offline.deploy import deploy
 from scones.template_params import PROJECT_ROOT, load_template, resolve_parameters
@@ -183,3 +188,50 @@ def test_the_deploy_script_checks_credentials_before_building() -> None:
         ["scripts/sam.sh", "deploy"],
         [".venv/bin/scones", "deploy-baseline"],
     ]
+
+
+def test_preflight_refuses_a_stack_name_s3_would_refuse_in_the_bucket_name() -> None:
+    assert bucket_name_problem("scones", "123456789012", "us-east-1") is None
+    longest = "s" * 33  # 63 - len("-123456789012-us-east-1-images")
+    assert bucket_name_problem(longest, "123456789012", "us-east-1") is None
+    problem = bucket_name_problem(longest + "s", "123456789012", "us-east-1")
+    assert problem and "at most 33" in problem and "63" in problem
+    shorter = bucket_name_problem("s" * 29, "123456789012", "ap-southeast-2")
+    assert shorter and "at most 28" in shorter
+    assert bucket_name_problem("Scones", "123456789012", "us-east-1")
+
+
+class _Session:
+    """What the check needs of a boto3 session: its region and one stubbed client."""
+
+    def __init__(self, client: Any) -> None:
+        self.region_name = REGION
+        self._client = client
+
+    def client(self, name: str) -> Any:
+        assert name == "lambda"
+        return self._client
+
+
+@pytest.mark.parametrize(("quota", "refused"), [(10, True), (234, True), (235, False)])
+def test_preflight_checks_the_concurrency_quota_against_the_stacks_reservations(
+    quota: int, refused: bool
+) -> None:
+    """A new account's quota can be under the 100 Lambda keeps unreserved plus the stack's
+    reservations; sam deploy would then roll back at the first function."""
+    assert reserved_concurrency({}) == 135
+    client = boto3.client("lambda", region_name=REGION)
+    settings = {"AccountLimit": {"ConcurrentExecutions": quota}, "AccountUsage": {}}
+    with Stubber(client) as stubber:
+        stubber.add_response("get_account_settings", settings, {})
+        problem = concurrency_problem(_Session(client), {})
+        stubber.assert_no_pending_responses()
+    assert (problem is not None) is refused
+    if problem:
+        assert f"quota in {REGION} is {quota}" in problem
+        assert "ReserveFunctionConcurrency=false" in problem and "at least 235" in problem
+    # Without reservations nothing is asked (the stub has no answer left to give).
+    with Stubber(client):
+        assert (
+            concurrency_problem(_Session(client), {"ReserveFunctionConcurrency": "false"}) is None
+        )

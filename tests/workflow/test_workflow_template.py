@@ -281,6 +281,31 @@ def test_functions_that_read_objects_which_may_be_gone_may_list_the_bucket() -> 
         assert decide(statements, listing) == ALLOW, role
 
 
+def test_reserved_concurrency_is_one_switch_and_preflight_knows_its_total() -> None:
+    """Lambda keeps 100 of an account's concurrency unreserved, so the reservations need a
+    quota of 100 + their total; ReserveFunctionConcurrency=false drops every one of them,
+    for accounts with less. `make deploy` checks the quota against the same total."""
+    from scones.deploy import reserved_concurrency
+
+    cfn = transformed()
+
+    def reservations(**overrides: str) -> dict[str, int]:
+        resolve = resolver_for(cfn, **overrides)
+        return {
+            name: int(properties["ReservedConcurrentExecutions"])
+            for name, resource in cfn["Resources"].items()
+            if resource["Type"] == "AWS::Lambda::Function"
+            and "ReservedConcurrentExecutions" in (properties := resolve(resource["Properties"]))
+        }
+
+    reserved = reservations()
+    assert len(reserved) == 7 and all(n > 0 for n in reserved.values())
+    assert reserved["ClassifyImageFunction"] == 50
+    assert reservations(ReserveFunctionConcurrency="false") == {}
+    assert reserved_concurrency({}) == sum(reserved.values())
+    assert reserved_concurrency({"ReserveFunctionConcurrency": "false"}) == 0
+
+
 def test_each_stack_names_its_own_monitor_schedule() -> None:
     """SAM's default name for a ScheduleV2 event is the same in every stack, and schedule
     names are unique per account, region and group."""
@@ -698,7 +723,7 @@ def test_start_function_reads_only_the_ingest_queue() -> None:
     assert mapping["BatchSize"] == 10
     assert mapping["MaximumBatchingWindowInSeconds"] == {"Ref": "IngestBatchingWindowSeconds"}
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    function = resources["StartWorkflowFunction"]["Properties"]
+    function = resolve(resources["StartWorkflowFunction"]["Properties"])
     assert (
         mapping["ScalingConfig"]["MaximumConcurrency"] <= function["ReservedConcurrentExecutions"]
     )

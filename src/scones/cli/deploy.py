@@ -29,9 +29,11 @@ def _aws_arguments(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     preflight = subparsers.add_parser(
         "deploy-preflight",
-        help="before sam deploy: AWS credentials, identity, region, endpoint",
-        description="Stop at once when no AWS credentials are configured; otherwise print the "
-        "account, region and stack that sam deploy will use, and whether the endpoint exists.",
+        help="before sam deploy: AWS credentials, identity, region, names, quota, endpoint",
+        description="Stop at once when no AWS credentials are configured, when the stack name "
+        "would make a bucket name S3 refuses, or when the account's Lambda concurrency quota "
+        "cannot hold the functions' reservations; otherwise print the account, region and "
+        "stack that sam deploy will use, and whether the endpoint exists.",
     )
     _aws_arguments(preflight)
     preflight.set_defaults(handler=run_preflight)
@@ -77,13 +79,24 @@ def _warn_about_endpoint(session: Any, stack: str | None, config: SamConfig) -> 
 
 
 def run_preflight(args: argparse.Namespace) -> int:
-    from scones.deploy import DeployError, preflight
+    import botocore.exceptions
+
+    from scones.deploy import DeployError, bucket_name_problem, concurrency_problem, preflight
 
     session, stack, config = _context(args)
     try:
         who = preflight(session)
     except DeployError as exc:
         raise CommandError(str(exc)) from exc
+    if problem := bucket_name_problem(stack, who["account"], who["region"]):
+        raise CommandError(problem)
+    try:
+        problem = concurrency_problem(session, config.parameter_overrides)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        print(f"scones: warning: the Lambda concurrency quota was not read: {exc}", file=sys.stderr)
+    else:
+        if problem:
+            raise CommandError(problem)
     print(
         f"deploying stack {stack} to account {who['account']} in {who['region']} as "
         f"{who['arn']} ({who['credentials']} credentials)"
