@@ -925,6 +925,14 @@ def test_a_backfill_batch_fits_its_express_child_executions_five_minutes() -> No
         and state["ItemProcessor"]["ProcessorConfig"].get("ExecutionType") == "EXPRESS"
     ]
     assert 0 < state_worst_seconds(backfill, distributed) <= EXPRESS_LIMIT_SECONDS
+    # Without a ResultWriter the Map gathers every child's output into its own (256 KiB at
+    # most): a child's output is {}, so a backfill's size is not bounded by it.
+    processor = backfill.definition["States"][distributed]["ItemProcessor"]
+    assert "ResultWriter" not in backfill.definition["States"][distributed]
+    for state in processor["States"].values():
+        assert state.get("End") is not True or (
+            "OutputPath" in state and state["OutputPath"] is None
+        )
 
 
 def test_one_execution_runs_a_batch_and_no_image_can_stop_another() -> None:
