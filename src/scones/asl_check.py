@@ -2,8 +2,12 @@
 
 Neither ``sam validate`` nor cfn-lint opens an ASL file referenced by
 ``DefinitionUri``, so this does: the text must parse once substituted, no
-``${...}`` may be left, and every ``StartAt``, ``Next`` and ``Default`` must
-name a state in its scope (including inside Map and Parallel branches).
+``${...}`` may be left, every ``StartAt``, ``Next`` and ``Default`` must
+name a state in its scope (including inside Map and Parallel branches), and
+every intrinsic function (``"X.$": "States.Format('...', $.a)"``) must parse
+by the ASL grammar. An intrinsic that does not parse (an apostrophe left
+unescaped in a string) fails only when a state reaches it, with an error no
+Catch can take.
 """
 
 from __future__ import annotations
@@ -35,7 +39,63 @@ def check_definition(definition: str, substitutions: dict[str, str]) -> list[str
     except json.JSONDecodeError as exc:
         return [*problems, f"not valid JSON after substitution: {exc}"]
     problems += _check_scope(document, "top level")
+    problems += [
+        f"{where}: {problem}"
+        for where, text in _intrinsics(document, "")
+        if (problem := intrinsic_problem(text))
+    ]
     return problems
+
+
+def _intrinsics(node: Any, where: str) -> list[tuple[str, str]]:
+    """Every ``"<key>.$": "States.<fn>(...)"`` of the document, with where it is."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}.{key}" if where else str(key)
+            if key.endswith(".$") and isinstance(value, str) and value.startswith("States."):
+                found.append((here, value))
+            else:
+                found += _intrinsics(value, here)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _intrinsics(value, f"{where}[{index}]")
+    return found
+
+
+def intrinsic_problem(text: str) -> str | None:
+    """Why ``text`` is not an intrinsic function call by the ASL grammar, or None.
+
+    Uses the grammar of moto's Step Functions interpreter (the one the offline stack runs),
+    whose ANTLR parser otherwise only prints its syntax errors and carries on.
+    """
+    from antlr4 import CommonTokenStream, InputStream
+    from antlr4.error.ErrorListener import ErrorListener
+    from moto.stepfunctions.parser.asl.antlr.runtime.ASLIntrinsicLexer import (
+        ASLIntrinsicLexer,
+    )
+    from moto.stepfunctions.parser.asl.antlr.runtime.ASLIntrinsicParser import (
+        ASLIntrinsicParser,
+    )
+
+    errors: list[str] = []
+
+    class Collect(ErrorListener):
+        # ANTLR's callback: its name and positional signature are fixed.
+        def syntaxError(  # noqa: PLR0917
+            self, recognizer: Any, symbol: Any, line: int, column: int, msg: str, e: Any
+        ) -> None:
+            errors.append(f"column {column}: {msg}")
+
+    lexer = ASLIntrinsicLexer(InputStream(text))
+    parser = ASLIntrinsicParser(CommonTokenStream(lexer))
+    for recognizer in (lexer, parser):
+        recognizer.removeErrorListeners()
+        recognizer.addErrorListener(Collect())
+    parser.func_decl()
+    if not errors and parser.getCurrentToken().type != ASLIntrinsicParser.EOF:
+        errors.append("text after the function call")
+    return f"intrinsic {text!r} does not parse: {errors[0]}" if errors else None
 
 
 def _check_scope(scope: dict[str, Any], where: str) -> list[str]:

@@ -101,6 +101,38 @@ def test_asl_check_catches_dangling_transitions_and_leftover_placeholders() -> N
     assert any("'B' is unreachable" in p for p in problems)
 
 
+def test_asl_check_catches_an_intrinsic_that_does_not_parse() -> None:
+    """An apostrophe left unescaped in a States.Format string: the definition deploys, and
+    the state fails with States.Runtime (no Catch takes it) when an image reaches it."""
+    message = "States.Format('the machine{}s log', $.a)"
+    document: dict[str, Any] = {
+        "StartAt": "A",
+        "States": {
+            "A": {
+                "Type": "Map",
+                "ItemProcessor": {
+                    "StartAt": "Describe",
+                    "States": {
+                        "Describe": {
+                            "Type": "Pass",
+                            "Parameters": {"good.$": message.format(""), "bad.$": "{bad}"},
+                            "End": True,
+                        }
+                    },
+                },
+                "End": True,
+            }
+        },
+    }
+    describe = document["States"]["A"]["ItemProcessor"]["States"]["Describe"]
+    describe["Parameters"]["bad.$"] = message.format("\\'")  # escaped, as ASL allows
+    assert check_definition(json.dumps(document), {}) == []
+    describe["Parameters"]["bad.$"] = message.format("'")
+    [problem] = check_definition(json.dumps(document), {})
+    assert problem.startswith("States.A.ItemProcessor.States.Describe.Parameters.bad.$: intrinsic")
+    assert "does not parse" in problem
+
+
 def test_rejection_is_data_and_only_transient_errors_are_retried() -> None:
     asl = image_flow()
     states = asl["States"]
