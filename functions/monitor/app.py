@@ -52,9 +52,11 @@ _TIME_FIELDS = ("scheduledTime", "time")
 def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datetime:
     """A scheduled run measures the window that ended ``settle`` before its scheduled
     time: the same window when retried, and late capture files have arrived by then.
-    A run without a time (an invocation by hand) measures up to ``now``."""
+    A run without a time (an invocation by hand) measures the window that ended
+    ``settle`` before ``now``, for the same reason; a hand run reads nothing else from
+    its event, so its keys (a misspelt time field, say) are logged, not silently dropped."""
     if event is None:
-        return now
+        return now - settle
     if not isinstance(event, dict):
         raise EventError(f"expected a JSON object event, got {type(event).__name__}")
     for field in _TIME_FIELDS:
@@ -63,7 +65,14 @@ def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datet
                 return parse_timestamp(event[field]) - settle
             except ValueError as exc:
                 raise EventError(f"event field {field!r}: {exc}") from exc
-    return now
+    if event:
+        unknown = sorted(map(str, event))
+        logger.warning(
+            f"ignoring unknown keys in a manual event: {', '.join(unknown)} "
+            f"(a time is read only from {' or '.join(_TIME_FIELDS)})",
+            extra={"unknown_keys": unknown},
+        )
+    return now - settle
 
 
 @cache

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from scones_core.monitoring.capture import (
+    EARLY_FILE_ALLOWANCE,
+    OUTPUT_NOT_CAPTURED,
     CaptureFormatError,
-    capture_hour_prefixes,
+    capture_folders,
+    file_opened_at,
     parse_capture_line,
     parse_capture_text,
     read_capture_objects,
     read_capture_window,
 )
 from scones_core.monitoring.locations import S3Location
+from scones_core.monitoring.timestamps import floor_hour
 
+from scones.serving.capture import capture_file_key
 from tests.monitoring.conftest import (
     BUCKET,
     CAPTURE_PREFIX,
@@ -88,6 +94,17 @@ def _set(document: dict, path: list[str], value: object) -> str:
     return json.dumps(document)
 
 
+def test_an_input_only_record_is_named_for_what_it_is() -> None:
+    """``CaptureMode: Input`` writes valid records with no ``endpointOutput``."""
+    document = json.loads(capture_line([0.9, 0.1], AT))
+    del document["captureData"]["endpointOutput"]
+    with pytest.raises(CaptureFormatError) as caught:
+        parse_capture_line(json.dumps(document), LABELS)
+    assert (
+        str(caught.value) == OUTPUT_NOT_CAPTURED == "output not captured (CaptureMode Input only)"
+    )
+
+
 def test_a_file_is_read_to_its_last_line_and_bad_lines_are_counted(caplog) -> None:
     good = [capture_line([0.9, 0.1], AT + timedelta(seconds=i)) for i in range(5)]
     text = "\n".join([good[0], "garbage", good[1], "", good[2], '{"captureData": 1}', *good[3:]])
@@ -103,11 +120,92 @@ def test_a_file_is_read_to_its_last_line_and_bad_lines_are_counted(caplog) -> No
 
 def test_hour_folders_cover_the_window_and_the_hour_after() -> None:
     capture = S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}/")
-    prefixes = capture_hour_prefixes(
+    folders = capture_folders(
         capture, ENDPOINT, VARIANT, WINDOW_START - timedelta(minutes=30), WINDOW_END
     )
     base = f"{CAPTURE_PREFIX}/{ENDPOINT}/{VARIANT}/2026/11/25"
-    assert prefixes == [f"{base}/11/", f"{base}/12/", f"{base}/13/"]
+    # 11:30 is more than EARLY_FILE_ALLOWANCE after 11:00: no earlier folder is needed.
+    assert [(f.prefix, f.opened_from) for f in folders] == [
+        (f"{base}/11/", None),
+        (f"{base}/12/", None),
+        (f"{base}/13/", None),
+    ]
+
+
+def test_a_window_on_the_hour_also_reads_the_previous_folders_last_minutes() -> None:
+    capture = S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}")
+    tail, *rest = capture_folders(capture, ENDPOINT, VARIANT, WINDOW_START, WINDOW_END)
+    base = f"{CAPTURE_PREFIX}/{ENDPOINT}/{VARIANT}/2026/11/25"
+    assert (tail.prefix, tail.opened_from) == (f"{base}/11/", WINDOW_START - EARLY_FILE_ALLOWANCE)
+    assert tail.start_after == f"{base}/11/{(WINDOW_START - EARLY_FILE_ALLOWANCE).minute:02d}"
+    assert [f.prefix for f in rest] == [f"{base}/12/", f"{base}/13/"]
+
+
+def test_file_names_are_read_as_the_model_server_and_sagemaker_write_them() -> None:
+    opened = datetime(2026, 11, 25, 11, 59, 58, 123000, tzinfo=UTC)
+    key = capture_file_key(ENDPOINT, VARIANT, opened)  # the offline server's writer
+    assert file_opened_at(key, floor_hour(opened)) == opened
+    hour = floor_hour(opened)
+    sagemaker_key = f"{ENDPOINT}/{VARIANT}/2026/11/25/11/07-31-009-9c4b5ab8-4b4c-4e53-8c1e.jsonl"
+    assert file_opened_at(sagemaker_key, hour) == hour + timedelta(minutes=7, seconds=31.009)
+    for name in ("big.jsonl", "59-58-000-x.json", "61-00-000-x.jsonl", "5-58-000-x.jsonl"):
+        assert file_opened_at(f"{ENDPOINT}/{VARIANT}/2026/11/25/11/{name}", hour) is None
+
+
+def opened_name(at: datetime) -> str:
+    """SageMaker's capture file name (without ``.jsonl``) for a buffer opened ``at``."""
+    return f"{at:%M-%S}-{at.microsecond // 1000:03d}-{uuid.uuid4()}"
+
+
+def test_records_of_the_window_in_the_previous_hours_last_file_are_read_once(
+    aws: Aws, captures: CaptureWriterHelper
+) -> None:
+    """A buffer opened at 11:59:58 is filed and named in the 11 o'clock folder but holds
+    a request of 12:00:05; a window starting at 12:00 must count it (once)."""
+    last = WINDOW_START - timedelta(seconds=2)
+    straddling = captures.put(
+        last,
+        opened_name(last),
+        [
+            capture_line([0.9, 0.1], last, event_id="before"),
+            capture_line([0.8, 0.2], WINDOW_START + timedelta(seconds=5), event_id="after"),
+        ],
+    )
+    tail = WINDOW_START - EARLY_FILE_ALLOWANCE + timedelta(seconds=1)
+    captures.put(tail, opened_name(tail), [capture_line([0.7, 0.3], tail, event_id="tail")])
+    # Older files of that hour cannot hold the window's records: never listed or read.
+    early = WINDOW_START - EARLY_FILE_ALLOWANCE - timedelta(minutes=1)
+    captures.put(early, opened_name(early), [capture_line([0.6, 0.4], early, event_id="x")])
+    captures.put(last, "not-in-sagemakers-layout", ["{never read"])
+    # The same request again in the window's own folder (a copied file) counts once.
+    copy = captures.put(
+        WINDOW_START,
+        opened_name(WINDOW_START + timedelta(seconds=6)),
+        [capture_line([0.8, 0.2], WINDOW_START + timedelta(seconds=5), event_id="after")],
+    )
+    listings: list[dict] = []
+    aws.s3.meta.events.register(
+        "provide-client-params.s3.ListObjectsV2", lambda params, **_: listings.append(params)
+    )
+
+    batch = read_capture_window(
+        aws.s3,
+        S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}"),
+        endpoint=ENDPOINT,
+        variant=VARIANT,
+        labels=LABELS,
+        start=WINDOW_START,
+        end=WINDOW_END,
+    )
+    assert [(r.event_id, r.source) for r in batch.records] == [
+        ("after", f"s3://{BUCKET}/{straddling}")
+    ]
+    assert (batch.files_read, batch.outside_window, batch.malformed_lines) == (3, 2, 0)
+    assert batch.duplicate_records == 1
+    assert batch.warnings[0].source == f"s3://{BUCKET}/{copy}"
+    previous = f"{CAPTURE_PREFIX}/{ENDPOINT}/{VARIANT}/2026/11/25/11/"
+    assert listings[0]["Prefix"] == previous
+    assert listings[0]["StartAfter"] == f"{previous}{tail.minute:02d}"
 
 
 def test_window_reads_every_line_of_every_file_across_hours(
@@ -149,7 +247,7 @@ def test_window_reads_every_line_of_every_file_across_hours(
         start=WINDOW_START,
         end=WINDOW_END,
     )
-    # The 11:00 folder is not read: its hour ends before the window starts.
+    # The 11:00 folder's files are not named as opened in that hour's last minutes: not read.
     assert batch.files_read == 4
     assert batch.malformed_lines == 2
     assert batch.outside_window == 1

@@ -335,5 +335,41 @@ def test_a_scheduled_run_measures_the_window_that_ended_a_settle_before_it(
     )
     assert first["request_count"] == 3
     assert (second["window_start"], second["request_count"]) == ("2026-11-25T13:00:00Z", 0)
-    # A run by hand (no scheduled time) measures up to now, whatever the settle.
-    assert app.window_end_from_event({}, WINDOW_END, timedelta(minutes=10)) == WINDOW_END
+
+
+def test_a_run_by_hand_waits_the_same_settle_and_names_the_keys_it_ignores(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hand run's last minutes would have results-table items but not yet their
+    capture files, and its metrics share the scheduled runs' series."""
+    app = load_handler()
+    settle = timedelta(minutes=10)
+    now = WINDOW_END + settle
+    scheduler = {"scheduledTime": "2026-11-25T13:10:00Z", "scheduleArn": EVENT["scheduleArn"]}
+    rule = {
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-25T13:10:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:123456789012:rule/monitor"],
+        "detail": {},
+    }
+    for scheduled in (scheduler, rule):
+        assert app.window_end_from_event(scheduled, now, settle) == WINDOW_END
+    assert "unknown keys" not in capsys.readouterr().out  # their keys are AWS's own
+
+    for manual in (None, {}):
+        assert app.window_end_from_event(manual, now, settle) == WINDOW_END
+    misspelt = {"window_end": "2026-11-20T10:00:00Z", "key1": "value1"}  # and the console's
+    assert app.window_end_from_event(misspelt, now, settle) == WINDOW_END
+    (warning,) = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith('{"level"') and "unknown keys" in line
+    ]
+    assert warning["level"] == "WARNING"
+    assert warning["unknown_keys"] == ["key1", "window_end"]
+    assert "key1, window_end" in warning["message"]

@@ -80,6 +80,7 @@ def collect(aws: Aws, sagemaker=None, schedule=None, reports=REPORTS):
     return collect_findings(
         aws.s3,
         sagemaker,
+        endpoint=ENDPOINT,
         schedule_name=schedule,
         reports=reports,
         start=WINDOW_START,
@@ -246,6 +247,7 @@ def test_every_report_in_the_window_is_read_and_merged(aws: Aws) -> None:
     findings = collect_findings(
         aws.s3,
         None,
+        endpoint=ENDPOINT,
         schedule_name=None,
         reports=REPORTS,
         start=WINDOW_START - timedelta(hours=3),
@@ -272,6 +274,7 @@ def test_an_unreadable_report_does_not_hide_the_readable_ones(aws: Aws) -> None:
     findings = collect_findings(
         aws.s3,
         None,
+        endpoint=ENDPOINT,
         schedule_name=None,
         reports=REPORTS,
         start=WINDOW_START - timedelta(hours=1),
@@ -282,14 +285,23 @@ def test_an_unreadable_report_does_not_hide_the_readable_ones(aws: Aws) -> None:
     assert [w.source for w in findings.unreadable_reports] == [f"s3://{BUCKET}/{broken}"]
 
 
-def test_failed_and_stopped_executions_are_faults_not_missing_reports(aws: Aws, caplog) -> None:
-    failed = execution("Failed") | {"FailureReason": "ClientError: no capture data found"}
+# SageMaker's FailureReason for an hour without captured requests, and a real fault's.
+NO_DATA = "Job inputs had no data"
+ALGORITHM_ERROR = "AlgorithmError: See job logs for more information"
+
+
+def test_failed_and_stopped_executions_are_faults_but_an_idle_hour_is_not(aws: Aws, caplog) -> None:
+    failed = execution("Failed") | {"FailureReason": ALGORITHM_ERROR}
     stopped = execution("Stopped") | {"ScheduledTime": WINDOW_START + timedelta(minutes=30)}
+    idle = execution("Failed") | {
+        "ScheduledTime": WINDOW_START + timedelta(minutes=15),
+        "FailureReason": NO_DATA,
+    }
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     with Stubber(sagemaker) as stub:
         stub.add_response(
             "list_monitoring_executions",
-            {"MonitoringExecutionSummaries": [stopped, failed, execution("Completed")]},
+            {"MonitoringExecutionSummaries": [stopped, idle, failed, execution("Completed")]},
             list_request(),
         )
         findings = collect(aws, sagemaker, SCHEDULE)
@@ -299,14 +311,75 @@ def test_failed_and_stopped_executions_are_faults_not_missing_reports(aws: Aws, 
     assert not findings.alert
     assert [(e.status, e.failure_reason) for e in findings.failed_executions] == [
         ("Stopped", None),
-        ("Failed", "ClientError: no capture data found"),
+        ("Failed", ALGORITHM_ERROR),
+    ]
+    assert [(e.scheduled_time, e.failure_reason) for e in findings.no_data_executions] == [
+        (WINDOW_START + timedelta(minutes=15), NO_DATA)
     ]
     logged = [
-        (r.status, r.failure_reason)
+        (r.levelname, r.status, r.failure_reason)
         for r in caplog.records
-        if r.getMessage() == "Model Monitor execution did not complete"
+        if r.getMessage()
+        in {
+            "Model Monitor execution did not complete",
+            "Model Monitor execution had no data to check",
+        }
     ]
-    assert logged == [("Stopped", None), ("Failed", "ClientError: no capture data found")]
+    assert logged == [
+        ("WARNING", "Stopped", None),
+        ("INFO", "Failed", NO_DATA),
+        ("WARNING", "Failed", ALGORITHM_ERROR),
+    ]
+
+
+def _listed_prefixes(s3) -> list[str]:
+    """The ``Prefix`` of every ``ListObjectsV2`` call ``s3`` makes from now on."""
+    prefixes: list[str] = []
+    s3.meta.events.register(
+        "provide-client-params.s3.ListObjectsV2",
+        lambda params, **_: prefixes.append(params["Prefix"]),
+    )
+    return prefixes
+
+
+def test_only_this_schedules_hour_folders_in_the_window_are_listed(aws: Aws) -> None:
+    """Another endpoint's schedule, or another schedule of this endpoint, writing under
+    the same reports prefix must not start this endpoint's retraining; and a run lists
+    its window's hours, not the whole history."""
+    put_report(aws, hour=12, violations={"violations": []})
+    for hour in range(12):  # the day's history
+        put_report(aws, hour=hour, violations={"violations": []})
+    for other in ("scones-old-endpoint/scones-old-endpoint-data-quality", f"{ENDPOINT}/mq"):
+        aws.s3.put_object(
+            Bucket=BUCKET,
+            Key=f"{REPORTS_PREFIX}/{other}/2026/11/25/12/constraint_violations.json",
+            Body=json.dumps(VIOLATIONS).encode(),
+        )
+    listed = _listed_prefixes(aws.s3)
+    findings = collect(aws, schedule=SCHEDULE)  # no SageMaker client: reports only
+    assert findings is not None
+    assert findings.report_uris == (
+        f"s3://{BUCKET}/{report_folder(12)}/constraint_violations.json",
+    )
+    assert findings.violations_count == 0
+    assert not findings.alert
+    assert listed == [f"{report_folder(12)}/"]
+
+
+def test_without_a_schedule_name_reports_are_scoped_to_the_endpoint(aws: Aws) -> None:
+    put_report(aws, hour=12, violations={"violations": []})
+    aws.s3.put_object(
+        Bucket=BUCKET,
+        Key=f"{REPORTS_PREFIX}/other-endpoint/other-endpoint-data-quality/2026/11/25/12/"
+        "constraint_violations.json",
+        Body=json.dumps(VIOLATIONS).encode(),
+    )
+    listed = _listed_prefixes(aws.s3)
+    findings = collect(aws)
+    assert findings is not None
+    assert findings.violations_count == 0
+    assert not findings.alert
+    assert listed == [f"{REPORTS_PREFIX}/{ENDPOINT}/"]
 
 
 def test_a_model_quality_violation_is_named_by_its_metric() -> None:

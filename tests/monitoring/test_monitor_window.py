@@ -13,6 +13,7 @@ from scones_core.monitoring.metrics import label_metrics, window_metrics
 from scones_core.monitoring.service import MonitorClients, measure_window, respond
 from scones_core.monitoring.settings import MonitorSettings
 from scones_core.monitoring.window_report import (
+    CAPTURE_UNUSABLE,
     LABEL_DRIFT,
     LOW_CONFIDENCE,
     MODEL_MONITOR_EXECUTION_FAILED,
@@ -34,6 +35,8 @@ from tests.monitoring.conftest import (
     monitor_env,
 )
 from tests.monitoring.test_monitor_model_monitor import (
+    ALGORITHM_ERROR,
+    NO_DATA,
     SCHEDULE,
     execution,
     list_request,
@@ -167,6 +170,7 @@ def test_empty_window_without_baseline(aws: Aws, caplog) -> None:
         "AcceptedReviewedCount",
         # A reports location is configured, so the Model Monitor faults read 0.
         "ModelMonitorFailedExecutions",
+        "ModelMonitorNoDataExecutions",
         "ModelMonitorUnreadableReports",
     }
 
@@ -238,6 +242,80 @@ def test_model_monitor_faults_alert_and_publish_but_do_not_retrain(aws: Aws) -> 
         1,
         None,
     )
+
+
+def test_an_idle_hours_no_data_execution_is_counted_apart_and_raises_nothing(aws: Aws) -> None:
+    """An hour without traffic ends its execution Failed / "Job inputs had no data":
+    no report, which is not an error, so neither an alert nor the fault metric."""
+    config = settings(MONITORING_SCHEDULE_NAME=SCHEDULE, RETRAINING_STATE_MACHINE_ARN=STATE_MACHINE)
+    clients = stubbed_clients(aws)
+    idle = execution("Failed") | {"FailureReason": NO_DATA}
+    fault = execution("Failed") | {
+        "ScheduledTime": WINDOW_START + timedelta(minutes=30),
+        "FailureReason": ALGORITHM_ERROR,
+    }
+    with Stubber(clients.sagemaker) as sagemaker:
+        sagemaker.add_response(
+            "list_monitoring_executions", {"MonitoringExecutionSummaries": [idle]}, list_request()
+        )
+        report, alerts = measure_window(config, clients, WINDOW_END)
+        sagemaker.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [fault, idle]},
+            list_request(),
+        )
+        _, both = measure_window(config, clients, WINDOW_END)
+        sagemaker.assert_no_pending_responses()
+
+    assert alerts == []
+    points = {p.name: p.value for p in window_metrics(report, alert_count=len(alerts))}
+    assert points["ModelMonitorNoDataExecutions"] == 1
+    assert points["ModelMonitorFailedExecutions"] == 0
+    assert points["QualityAlerts"] == 0
+    summary = report.to_json()
+    assert summary["model_monitor_no_data_executions"] == 1
+    assert summary["model_monitor_failed_executions"] == 0
+    # A real fault in the same window still alerts, naming only itself.
+    (alert,) = both
+    assert alert.code == MODEL_MONITOR_EXECUTION_FAILED
+    assert ALGORITHM_ERROR in alert.message and NO_DATA not in alert.message
+
+
+def _input_only_line(at) -> str:
+    """A record as SageMaker writes it with ``CaptureOptions: [{CaptureMode: Input}]``."""
+    document = json.loads(capture_line([0.9, 0.1], at))
+    del document["captureData"]["endpointOutput"]
+    return json.dumps(document)
+
+
+def test_a_window_whose_capture_lines_are_all_unusable_raises_an_alert_naming_why(
+    aws: Aws, captures: CaptureWriterHelper, predictions: dict[str, list[Prediction]]
+) -> None:
+    lines = [_input_only_line(WINDOW_START + timedelta(minutes=i)) for i in range(30)]
+    captures.put(WINDOW_START, "input-only", [*lines, "{truncated"])
+    config = settings(RETRAINING_STATE_MACHINE_ARN=STATE_MACHINE)
+    clients = stubbed_clients(aws)
+    with Stubber(clients.stepfunctions) as sfn:
+        report, alerts = measure_window(config, clients, WINDOW_END)
+        assert respond(config, clients, report, alerts) is None  # retraining fixes nothing here
+        sfn.assert_no_pending_responses()
+
+    assert (report.request_count, report.malformed_lines) == (0, 31)
+    (alert,) = alerts
+    assert alert.code == CAPTURE_UNUSABLE
+    assert not alert.starts_retraining
+    assert alert.message.startswith("none of the window's 31 captured line(s) could be used: ")
+    assert "output not captured (CaptureMode Input only) (30 line(s))" in alert.message
+    assert "not JSON" in alert.message
+    points = {p.name: p.value for p in window_metrics(report, alert_count=len(alerts))}
+    assert points["QualityAlerts"] == 1
+
+    # One usable record makes it a (small) window of traffic again, not a broken one.
+    good = predictions["bicycle"][0].probabilities
+    captures.put(WINDOW_START, "usable", [capture_line(good, WINDOW_START)])
+    report, alerts = measure_window(config, clients, WINDOW_END)
+    assert report.request_count == 1
+    assert CAPTURE_UNUSABLE not in [a.code for a in alerts]
 
 
 def test_violations_still_retrain_when_an_execution_also_failed(aws: Aws) -> None:

@@ -1,7 +1,7 @@
 """SageMaker data capture: JSON Lines files in, one ``CaptureRecord`` per request out.
 
 SageMaker writes one JSON object per line, many lines per file, and files under
-``{prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/``::
+``{prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/MM-SS-mmm-<uuid>.jsonl``::
 
     {"captureData": {"endpointInput":  {"observedContentType": "image/png", "mode": "INPUT",
                                         "data": "<base64>", "encoding": "BASE64"},
@@ -13,8 +13,10 @@ SageMaker writes one JSON object per line, many lines per file, and files under
 
 ``eventMetadata`` sits beside ``captureData``; some writers nest it inside, and
 both are accepted. The output is the model's probabilities in label order, as
-JSON text or as base64 of that text. Every line of every file is read; a line
-that does not parse is counted and skipped, never fatal. Records are unique by
+JSON text or as base64 of that text; a record without ``endpointOutput`` (capture
+set to Input only) has nothing to measure and is named as such. Every line of
+every file is read; a line that does not parse is counted and skipped, never
+fatal. Records are unique by
 ``eventMetadata.eventId``: a capture file copied under a second key (a replay,
 a backfill, a manual copy) would otherwise count its requests twice, so the
 first record read is kept and every later copy is counted and reported.
@@ -26,6 +28,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,7 +43,7 @@ from scones_core.monitoring.data_warnings import (
     DataWarning,
 )
 from scones_core.monitoring.locations import S3Location, list_objects
-from scones_core.monitoring.timestamps import hours_between, parse_timestamp
+from scones_core.monitoring.timestamps import floor_hour, hours_between, parse_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,20 @@ CAPTURE_SUFFIX = ".jsonl"
 # SageMaker buffers records before writing a file, so a file can land in the
 # hour folder after the request's hour; the next hour's folder is read as well.
 _LATE_FILE_ALLOWANCE = timedelta(hours=1)
+# A file can also sit in the folder *before* its records' hour: it is filed and named
+# by when its buffer was opened, which can be just before the hour. So the previous
+# folder's files named as opened this long before the window are read too. AWS does
+# not document how long a buffer stays open; delivery takes minutes (what
+# MonitorSettleMinutes, default 10, waits for), so ten minutes covers it while
+# listing only that folder's tail.
+EARLY_FILE_ALLOWANCE = timedelta(minutes=10)
+# SageMaker's (and the offline server's) file name: when the buffer was opened, within
+# its hour folder, then a UUID.
+_FILE_NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{3})-[^/]+" + re.escape(CAPTURE_SUFFIX) + "$")
 _STREAM_CHUNK_BYTES = 1 << 20
+# A valid SageMaker record without the model's answer: the endpoint's DataCaptureConfig
+# captures requests only, so the monitor has nothing to measure.
+OUTPUT_NOT_CAPTURED = "output not captured (CaptureMode Input only)"
 
 
 class CaptureFormatError(ValueError):
@@ -158,6 +174,8 @@ def parse_capture_line(
     if not isinstance(capture, dict):
         raise CaptureFormatError("no captureData object")
     output = capture.get("endpointOutput")
+    if "endpointOutput" not in capture and isinstance(capture.get("endpointInput"), dict):
+        raise CaptureFormatError(OUTPUT_NOT_CAPTURED)
     if not isinstance(output, dict):
         raise CaptureFormatError("no captureData.endpointOutput object")
     metadata = document.get("eventMetadata", capture.get("eventMetadata"))
@@ -265,13 +283,58 @@ def parse_capture_text(
     return parse_capture_lines(text.splitlines(), labels, source=source, start=start, end=end)
 
 
-def capture_hour_prefixes(
+def file_opened_at(key: str, folder_hour: datetime) -> datetime | None:
+    """When a capture file's buffer was opened, from its ``MM-SS-mmm-<uuid>.jsonl`` name
+    in ``folder_hour``'s folder; ``None`` for a name outside that layout."""
+    match = _FILE_NAME.match(key.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    minute, second, millis = (int(part) for part in match.groups())
+    if minute > 59 or second > 59:
+        return None
+    return folder_hour + timedelta(minutes=minute, seconds=second, milliseconds=millis)
+
+
+@dataclass(frozen=True)
+class CaptureFolder:
+    """One ``.../yyyy/mm/dd/hh/`` folder to read: all of it, or (``opened_from`` set) only
+    the files named as opened at or after that time."""
+
+    hour: datetime
+    prefix: str
+    opened_from: datetime | None = None
+
+    @property
+    def start_after(self) -> str | None:
+        """A listing start that skips the names of earlier minutes (names sort by time)."""
+        if self.opened_from is None or self.opened_from < self.hour:
+            return None
+        return f"{self.prefix}{self.opened_from.minute:02d}"
+
+    def holds(self, key: str) -> bool:
+        """Whether ``key``, listed under this folder, is to be read."""
+        if self.opened_from is None:
+            return True
+        opened = file_opened_at(key, self.hour)
+        return opened is not None and opened >= self.opened_from
+
+
+def capture_folders(
     capture: S3Location, endpoint: str, variant: str, start: datetime, end: datetime
-) -> list[str]:
-    """The ``.../yyyy/mm/dd/hh/`` folders that can hold records from ``[start, end)``."""
-    hours = hours_between(start, end + _LATE_FILE_ALLOWANCE)
+) -> list[CaptureFolder]:
+    """The folders that can hold records from ``[start, end)``, oldest first: the last
+    ``EARLY_FILE_ALLOWANCE`` of the hour before, then every hour to one after ``end``."""
     base = capture.child(endpoint, variant)
-    return [base.child(hour.strftime("%Y/%m/%d/%H")).as_prefix() for hour in hours]
+
+    def folder(hour: datetime, opened_from: datetime | None = None) -> CaptureFolder:
+        return CaptureFolder(
+            hour, base.child(hour.strftime("%Y/%m/%d/%H")).as_prefix(), opened_from
+        )
+
+    early = start - EARLY_FILE_ALLOWANCE
+    return [folder(hour, early) for hour in hours_between(early, floor_hour(start))] + [
+        folder(hour) for hour in hours_between(start, end + _LATE_FILE_ALLOWANCE)
+    ]
 
 
 def read_capture_window(
@@ -284,10 +347,17 @@ def read_capture_window(
     start: datetime,
     end: datetime,
 ) -> CaptureBatch:
-    """Every capture record with ``start <= inferenceTime < end``, from every file and line."""
+    """Every capture record with ``start <= inferenceTime < end``, from every file and line
+    of ``capture_folders``."""
     batch = CaptureBatch()
-    for prefix in capture_hour_prefixes(capture, endpoint, variant, start, end):
-        keys = [obj.key for obj in list_objects(s3, capture.bucket, prefix)]
+    for folder in capture_folders(capture, endpoint, variant, start, end):
+        keys = [
+            obj.key
+            for obj in list_objects(
+                s3, capture.bucket, folder.prefix, start_after=folder.start_after
+            )
+            if folder.holds(obj.key)
+        ]
         batch.extend(read_capture_objects(s3, capture.bucket, keys, labels, start=start, end=end))
     return batch
 

@@ -56,10 +56,16 @@ class S3Object:
     size: int
 
 
-def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[S3Object]:
-    """Every object under ``prefix``, across all pages of ``ListObjectsV2``."""
+def list_objects(
+    s3: Any, bucket: str, prefix: str, *, start_after: str | None = None
+) -> Iterator[S3Object]:
+    """Every object under ``prefix`` (keys after ``start_after``, when given), across all
+    pages of ``ListObjectsV2``."""
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+    request = {"Bucket": bucket, "Prefix": prefix}
+    if start_after is not None:
+        request["StartAfter"] = start_after
+    for page in paginator.paginate(**request):
         for item in page.get("Contents", []):
             yield S3Object(
                 key=item["Key"], last_modified=item["LastModified"], size=int(item["Size"])

@@ -76,6 +76,8 @@ def window_metrics(report: WindowReport, *, alert_count: int) -> list[MetricPoin
         # Zeros are published too, so the fault alarms see "fine" rather than no data.
         points += [
             MetricPoint("ModelMonitorFailedExecutions", COUNT, len(monitor.failed_executions)),
+            # Idle hours: not a fault, so counted apart (and unalarmed).
+            MetricPoint("ModelMonitorNoDataExecutions", COUNT, len(monitor.no_data_executions)),
             MetricPoint("ModelMonitorUnreadableReports", COUNT, len(monitor.unreadable_reports)),
         ]
         if monitor.violations_count is not None:

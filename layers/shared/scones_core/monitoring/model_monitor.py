@@ -2,17 +2,22 @@
 
 Reports are found by S3 prefix (Model Monitor writes them under
 ``{output}/{endpoint}/{schedule}/yyyy/mm/dd/hh/``), so they are read whether or
-not a schedule is configured here. The SageMaker API is used only when a
-schedule name is configured: to list the window's executions, and to find the
-report location when no reports URI is given. A missing report is not an error;
-Model Monitor is closed to new AWS customers and the rest of the monitor works
-without it.
+not a schedule is configured here. Only this endpoint's reports are listed: the
+window's hour folders of its schedule, or its whole endpoint folder when no
+schedule is named; another endpoint's or schedule's violations under the same
+prefix would otherwise start this endpoint's retraining. The SageMaker API is
+used only when a schedule name is configured: to list the window's executions,
+and to find the report location when no reports URI is given. A missing report
+is not an error; Model Monitor is closed to new AWS customers and the rest of the
+monitor works without it.
 
 Every report in the window is read (an hourly schedule writes several in a long
 window) and their violations are merged. Two faults are kept apart from "no
 report": an execution that ended ``Failed`` or ``Stopped``, and a report that
 exists but cannot be read. Either means Model Monitor said nothing about the
 traffic it was meant to check, so each is reported rather than read as health.
+An execution that failed only because its hour captured no traffic is neither:
+it is "no report", counted on its own.
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ from typing import Any
 
 from scones_core.monitoring.data_warnings import UNREADABLE_REPORT, DataWarning
 from scones_core.monitoring.locations import S3Location, list_objects, read_optional_object
-from scones_core.monitoring.timestamps import format_seconds
+from scones_core.monitoring.timestamps import format_seconds, hours_between
 
 logger = logging.getLogger(__name__)
 
 ALERT_STATUS = "CompletedWithViolations"
+FAILED_STATUS = "Failed"
 # Executions that ended without a verdict on the traffic they were meant to check.
-FAULT_STATUSES = frozenset({"Failed", "Stopped"})
+FAULT_STATUSES = frozenset({FAILED_STATUS, "Stopped"})
+# SageMaker's FailureReason for an execution whose hour captured no requests (an idle
+# hour): nothing was there to check, so it is not a fault of the monitoring.
+NO_DATA_FAILURE_REASON = "Job inputs had no data"
 VIOLATIONS_FILE = "constraint_violations.json"
 STATISTICS_FILE = "statistics.json"
 _REPORT_HOUR = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/(\d{2})/" + re.escape(VIOLATIONS_FILE) + "$")
@@ -61,6 +70,19 @@ class MonitoringExecution:
     processing_job_arn: str | None = None
     failure_reason: str | None = None
 
+    @property
+    def had_no_data(self) -> bool:
+        """Failed only because its hour held no captured requests."""
+        return (
+            self.status == FAILED_STATUS
+            and (self.failure_reason or "").strip() == NO_DATA_FAILURE_REASON
+        )
+
+    @property
+    def is_fault(self) -> bool:
+        """Ended without a verdict for a reason other than an idle hour."""
+        return self.status in FAULT_STATUSES and not self.had_no_data
+
 
 @dataclass(frozen=True)
 class ModelMonitorFindings:
@@ -78,8 +100,13 @@ class ModelMonitorFindings:
 
     @property
     def failed_executions(self) -> tuple[MonitoringExecution, ...]:
-        """Executions in the window that ended ``Failed`` or ``Stopped``."""
-        return tuple(e for e in self.executions if e.status in FAULT_STATUSES)
+        """Executions in the window that ended ``Failed`` or ``Stopped``, idle hours aside."""
+        return tuple(e for e in self.executions if e.is_fault)
+
+    @property
+    def no_data_executions(self) -> tuple[MonitoringExecution, ...]:
+        """Executions in the window that failed only because their hour had no traffic."""
+        return tuple(e for e in self.executions if e.had_no_data)
 
     @property
     def alert(self) -> bool:
@@ -146,11 +173,45 @@ def report_time(key: str, last_modified: datetime) -> datetime:
         return last_modified
 
 
-def find_reports(s3: Any, reports: S3Location, start: datetime, end: datetime) -> list[str]:
-    """Every ``constraint_violations.json`` key with its time in ``[start, end)``, oldest first."""
+def report_prefixes(
+    reports: S3Location,
+    *,
+    endpoint: str,
+    schedule_name: str | None,
+    start: datetime,
+    end: datetime,
+) -> list[str]:
+    """The folders that can hold this endpoint's reports for ``[start, end)``.
+
+    With a schedule name, only its ``yyyy/mm/dd/hh`` folders in the window (one
+    listing per hour, however long the history); without one, the endpoint's folder.
+    """
+    if not schedule_name:
+        return [reports.child(endpoint).as_prefix()]
+    base = reports.child(endpoint, schedule_name)
+    return [
+        base.child(hour.strftime("%Y/%m/%d/%H")).as_prefix() for hour in hours_between(start, end)
+    ]
+
+
+def find_reports(
+    s3: Any,
+    reports: S3Location,
+    start: datetime,
+    end: datetime,
+    *,
+    endpoint: str,
+    schedule_name: str | None,
+) -> list[str]:
+    """This endpoint's ``constraint_violations.json`` keys timed in ``[start, end)``, oldest
+    first."""
+    prefixes = report_prefixes(
+        reports, endpoint=endpoint, schedule_name=schedule_name, start=start, end=end
+    )
     candidates = [
         (report_time(obj.key, obj.last_modified), obj.key)
-        for obj in list_objects(s3, reports.bucket, reports.as_prefix())
+        for prefix in prefixes
+        for obj in list_objects(s3, reports.bucket, prefix)
         if obj.key.rsplit("/", 1)[-1] == VIOLATIONS_FILE
     ]
     return [key for time, key in sorted(candidates) if start <= time < end]
@@ -199,26 +260,34 @@ def collect_findings(
     s3: Any,
     sagemaker: Any | None,
     *,
+    endpoint: str,
     schedule_name: str | None,
     reports: S3Location | None,
     start: datetime,
     end: datetime,
 ) -> ModelMonitorFindings | None:
-    """Executions and every report for the window; ``None`` when nothing is configured."""
+    """Executions and every report of ``endpoint`` for the window; ``None`` when nothing
+    is configured."""
     if not schedule_name and reports is None:
         return None
     executions: tuple[MonitoringExecution, ...] = ()
     if schedule_name and sagemaker is not None:
         executions = list_executions(sagemaker, schedule_name, start, end)
-        for failed in (e for e in executions if e.status in FAULT_STATUSES):
-            logger.warning(
-                "Model Monitor execution did not complete",
+        for ended in executions:
+            if ended.had_no_data:
+                log, message = logger.info, "Model Monitor execution had no data to check"
+            elif ended.is_fault:
+                log, message = logger.warning, "Model Monitor execution did not complete"
+            else:
+                continue
+            log(
+                message,
                 extra={
                     "schedule": schedule_name,
-                    "status": failed.status,
-                    "scheduled_time": format_seconds(failed.scheduled_time),
-                    "processing_job_arn": failed.processing_job_arn,
-                    "failure_reason": failed.failure_reason,
+                    "status": ended.status,
+                    "scheduled_time": format_seconds(ended.scheduled_time),
+                    "processing_job_arn": ended.processing_job_arn,
+                    "failure_reason": ended.failure_reason,
                 },
             )
         if reports is None:
@@ -231,7 +300,7 @@ def collect_findings(
                 )
     if reports is None:
         return ModelMonitorFindings(executions=executions)
-    keys = find_reports(s3, reports, start, end)
+    keys = find_reports(s3, reports, start, end, endpoint=endpoint, schedule_name=schedule_name)
     if not keys:
         logger.info("no Model Monitor report in the window", extra={"reports": reports.uri})
         return ModelMonitorFindings(executions=executions)

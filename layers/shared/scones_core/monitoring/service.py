@@ -75,6 +75,7 @@ def measure_window(
     findings = collect_findings(
         clients.s3,
         clients.sagemaker,
+        endpoint=settings.endpoint_name,
         schedule_name=settings.monitoring_schedule_name,
         reports=settings.monitoring_reports,
         start=start - settings.model_monitor_lag,
@@ -101,8 +102,8 @@ def respond(
 ) -> RetrainingOutcome | None:
     """Start retraining for the alerts that ask for it; ``None`` when none does.
 
-    Alerts about the monitoring itself (a failed Model Monitor execution, an
-    unreadable report) are left out: new weights would not fix them.
+    Alerts about the monitoring itself (unusable capture, a failed Model Monitor
+    execution, an unreadable report) are left out: new weights would not fix them.
     """
     alerts = [alert for alert in alerts if alert.starts_retraining]
     if not alerts:

@@ -5,20 +5,22 @@ traffic, the results table, and (when it exists) Model Monitor. Alerts compare
 the numbers with the deployment's thresholds; low confidence and label drift
 only count once the window has enough requests to mean something.
 
-Two alerts say the monitoring itself is broken rather than the model: a Model
-Monitor execution that ended ``Failed``/``Stopped`` and a report that cannot be
-read. They count as alerts (a person must look) but do not start retraining,
-which would not fix either.
+Three alerts say the monitoring itself is broken rather than the model: a window
+whose captured lines exist but none can be used (say, capture set to Input only),
+a Model Monitor execution that ended ``Failed``/``Stopped`` for a reason other
+than an idle hour, and a report that cannot be read. They count as alerts (a
+person must look) but do not start retraining, which would fix none of them.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from scones_core.monitoring.capture import CaptureBatch
-from scones_core.monitoring.data_warnings import DataWarning
+from scones_core.monitoring.data_warnings import MALFORMED_CAPTURE_LINE, DataWarning
 from scones_core.monitoring.drift import Baseline, DriftResult, compare_with_baseline
 from scones_core.monitoring.model_monitor import ModelMonitorFindings
 from scones_core.monitoring.results import ResultCounts, ReviewTally
@@ -32,6 +34,10 @@ LABEL_DRIFT = "LABEL_DRIFT"
 MODEL_MONITOR_VIOLATIONS = "MODEL_MONITOR_VIOLATIONS"
 MODEL_MONITOR_EXECUTION_FAILED = "MODEL_MONITOR_EXECUTION_FAILED"
 MODEL_MONITOR_REPORT_UNREADABLE = "MODEL_MONITOR_REPORT_UNREADABLE"
+CAPTURE_UNUSABLE = "CAPTURE_UNUSABLE"
+# How many distinct reasons the CAPTURE_UNUSABLE alert names, most frequent first:
+# one cause usually explains every line, and the alert goes into one SNS message.
+UNUSABLE_REASONS_NAMED = 3
 # How many warnings the JSON summary lists: it goes into one log event and the
 # handler's response, and a broken writer can produce a warning per line. Every
 # warning is still logged on its own and kept in ``WindowReport.warnings``.
@@ -119,6 +125,9 @@ class WindowReport:
             "model_monitor_failed_executions": None
             if monitor is None
             else len(monitor.failed_executions),
+            "model_monitor_no_data_executions": None
+            if monitor is None
+            else len(monitor.no_data_executions),
             "model_monitor_unreadable_reports": None
             if monitor is None
             else len(monitor.unreadable_reports),
@@ -197,10 +206,31 @@ def evaluate_alerts(report: WindowReport, settings: MonitorSettings) -> list[Ale
                     f"(alert at {settings.drift_alert_threshold})",
                 )
             )
+    alerts += _capture_alerts(report)
     monitor = report.model_monitor
     if monitor is not None:
         alerts += _model_monitor_alerts(monitor)
     return alerts
+
+
+def _capture_alerts(report: WindowReport) -> list[Alert]:
+    """Captured lines exist but none is usable: 0 requests here is a fault, not a quiet
+    window, and is below ``min_requests``, so no threshold alert would say so."""
+    if report.request_count or not report.malformed_lines:
+        return []
+    reasons = Counter(w.reason for w in report.warnings if w.code == MALFORMED_CAPTURE_LINE)
+    named = "; ".join(
+        f"{reason} ({count} line(s))"
+        for reason, count in reasons.most_common(UNUSABLE_REASONS_NAMED)
+    )
+    return [
+        Alert(
+            CAPTURE_UNUSABLE,
+            f"none of the window's {report.malformed_lines} captured line(s) could be used: "
+            + named,
+            starts_retraining=False,
+        )
+    ]
 
 
 def _model_monitor_alerts(monitor: ModelMonitorFindings) -> list[Alert]:
