@@ -127,7 +127,7 @@ def _tiff(png: bytes) -> bytes:
         ("wrong content type", 415, "unsupported Content-Type 'text/csv'"),
         ("missing content type", 415, "unsupported Content-Type missing"),
         ("unacceptable accept", 406, "Accept 'text/csv'"),
-        ("too large", 413, f"the limit is {MAX_BODY} bytes (MaxImageBytes)"),
+        ("too large", 413, f"the limit is {MAX_BODY} bytes (the server's --max-body-bytes)"),
     ],
 )
 def test_container_errors_name_the_problem_and_the_server_keeps_serving(
@@ -252,6 +252,31 @@ def test_the_model_failing_is_a_500_with_the_reason(
         assert wrapped.status_code == 424
         assert wrapped.json()["OriginalStatusCode"] == 500
         assert wrapped.json()["message"].startswith("Received server error (500)")
+
+
+def test_a_model_answering_nan_is_a_500_not_a_200_that_is_not_json(
+    make_app: AppFactory, classifier: OnnxClassifier, bicycle_png: bytes
+) -> None:
+    """JSON has no NaN: a 200 with one would fail every image downstream while the
+    endpoint's 5XX count, which the canary's rollback alarm watches, stayed at zero."""
+
+    class Broken:
+        labels = classifier.labels
+        input_size = classifier.input_size
+
+        def predict_images(self, images: list[Image.Image]) -> np.ndarray:
+            return np.array([[np.nan, np.inf]], dtype=np.float32)
+
+    with TestClient(make_app(classifier=Broken())) as client:
+        response = client.post("/invocations", content=bicycle_png, headers=PNG)
+        assert response.status_code == 500
+        assert response.json()["message"] == (
+            "the model answered probabilities that are not numbers"
+        )
+        wrapped = client.post(
+            f"/endpoints/{ENDPOINT}/invocations", content=bicycle_png, headers=PNG
+        )
+        assert (wrapped.status_code, wrapped.json()["OriginalStatusCode"]) == (424, 500)
 
 
 def test_inference_runs_concurrently_in_worker_threads(

@@ -162,9 +162,11 @@ def test_at_most_n_requests_are_in_inference_and_the_rest_wait_or_are_throttled(
                 runtime_client(base_url).invoke_endpoint(
                     EndpointName=ENDPOINT, ContentType="image/png", Body=sample_pngs[3]
                 )
+            # SageMaker returns the container's 429 as ModelError (424), the status inside.
             error = raised.value.response
-            assert error["Error"]["Code"] == "ThrottlingException"
-            assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+            assert error["Error"]["Code"] == "ModelError"
+            assert error["ResponseMetadata"]["HTTPStatusCode"] == 424
+            assert error["OriginalStatusCode"] == 429
             assert model.entered == 2  # refused requests never reached a worker thread
 
             # A request that finds the slots taken is served once one frees within its wait.

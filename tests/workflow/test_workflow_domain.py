@@ -370,6 +370,66 @@ def test_endpoint_errors_are_sorted_into_retryable_and_permanent(
             classify_image(client, b"png-bytes", ENDPOINT)
 
 
+@pytest.mark.parametrize(
+    ("original", "error"),
+    [
+        (429, errors.EndpointThrottled),  # the container is busy
+        (503, errors.EndpointUnavailable),
+        (502, errors.EndpointUnavailable),
+        (504, errors.EndpointUnavailable),
+        (500, errors.EndpointRejectedRequest),  # the model failed on this request
+        (400, errors.EndpointRejectedRequest),
+        (None, errors.EndpointRejectedRequest),
+    ],
+)
+def test_a_model_error_is_sorted_by_the_status_the_container_answered(
+    original: int | None, error: type[Exception]
+) -> None:
+    """SageMaker returns every non-2xx answer of the container as ModelError (424) and puts
+    the container's status in OriginalStatusCode (botocore validates these fields)."""
+    client = runtime_client()
+    logs = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/scones-test"
+    fields: dict[str, Any] = {"LogStreamArn": logs, "OriginalMessage": "busy"}
+    if original is not None:
+        fields["OriginalStatusCode"] = original
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "invoke_endpoint",
+            service_error_code="ModelError",
+            service_message=f"Received client error ({original}) from primary",
+            http_status_code=424,
+            modeled_fields=fields,
+        )
+        with pytest.raises(error) as raised:
+            classify_image(client, b"png-bytes", ENDPOINT)
+    assert f"answered {original or 'an unknown status'}" in str(raised.value)
+    assert logs in str(raised.value)
+
+
+def test_a_slow_request_body_is_retried() -> None:
+    client = runtime_client()
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "invoke_endpoint", service_error_code="RequestTimeoutException", http_status_code=408
+        )
+        with pytest.raises(errors.EndpointUnavailable, match="RequestTimeoutException"):
+            classify_image(client, b"png-bytes", ENDPOINT)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" + b"9" * 401 + b", 0]",  # past a float: OverflowError in float()
+        b"[" + b"9" * 5000 + b", 0]",  # past Python's digit limit: ValueError in json
+        b"[" * 100_000 + b"]" * 100_000,  # past the parser's nesting: RecursionError
+    ],
+    ids=["huge-integer", "too-many-digits", "deep-nesting"],
+)
+def test_a_malformed_answer_is_always_model_response_invalid(body: bytes) -> None:
+    with pytest.raises(errors.ModelResponseInvalid):
+        parse_probabilities(body, LABELS)
+
+
 def test_a_good_answer_becomes_a_classification() -> None:
     client = runtime_client()
     body = StreamingBody(io.BytesIO(b"[0.02, 0.98]"), 12)

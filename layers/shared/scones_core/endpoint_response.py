@@ -78,7 +78,10 @@ def probabilities(answer: object, labels: Sequence[str]) -> tuple[float, ...]:
     for item in answer:
         if isinstance(item, bool) or not isinstance(item, int | float):
             raise ValueError(f"probability {item!r:.40} is not a number")
-        number = float(item)
+        try:
+            number = float(item)
+        except OverflowError:
+            raise ValueError("a probability is an integer too large for a float") from None
         if not math.isfinite(number) or not -_RANGE_TOLERANCE <= number <= 1 + _RANGE_TOLERANCE:
             raise ValueError(f"probability {item!r} is outside [0, 1]")
         values.append(min(max(number, 0.0), 1.0))

@@ -35,13 +35,22 @@ from scones_core.errors import (
 from scones_core.settings import EndpointSettings
 
 _THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
+# SageMaker returns every non-2xx answer of the model's container as ModelError (424),
+# with the container's own status in OriginalStatusCode: a busy container's 429 and a
+# gateway's 502-504 are worth a retry, as the same answers from SageMaker itself are.
+_MODEL_ERROR = "ModelError"
+_CONTAINER_BUSY = 429
+_CONTAINER_UNAVAILABLE = {502, 503, 504}
 _UNAVAILABLE_CODES = {
     "ServiceUnavailable",
     "InternalFailure",
     "InternalDependencyException",
     "InternalServerError",
     "ModelNotReadyException",
+    # The request's body arrived too slowly (a 408): a retry sends it again.
+    "RequestTimeoutException",
 }
+_REQUEST_TIMEOUT = 408
 
 
 @dataclass(frozen=True)
@@ -85,12 +94,47 @@ def parse_probabilities(body: bytes, labels: tuple[str, ...]) -> dict[str, float
     with the labels."""
     try:
         answer = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError: not JSON, or an integer past Python's digit limit; RecursionError:
+    # nesting deeper than the parser goes.
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ModelResponseInvalid(f"endpoint response is not JSON: {body[:80]!r}") from exc
     try:
         return dict(zip(labels, probabilities(answer, labels), strict=True))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ModelResponseInvalid(f"endpoint response: {exc}") from exc
+
+
+def endpoint_error(endpoint_name: str, exc: ClientError) -> Exception:
+    """The workflow's error for an InvokeEndpoint failure: ``EndpointThrottled`` and
+    ``EndpointUnavailable`` are retried, ``EndpointRejectedRequest`` is FAILED at once.
+    A ``ModelError`` is sorted by the status the container answered, and its message keeps
+    that status and the container's log stream."""
+    error = exc.response.get("Error", {})
+    code = error.get("Code", "")
+    message = f"endpoint {endpoint_name}: {code}: {error.get('Message', '')}"
+    if code == _MODEL_ERROR:
+        original = _status(exc.response.get("OriginalStatusCode"))
+        logs = exc.response.get("LogStreamArn")
+        message += f" (the model's container answered {original or 'an unknown status'}"
+        message += f"; its log: {logs})" if logs else ")"
+        if original == _CONTAINER_BUSY:
+            return EndpointThrottled(message)
+        if original in _CONTAINER_UNAVAILABLE:
+            return EndpointUnavailable(message)
+        return EndpointRejectedRequest(message)
+    if code in _THROTTLING_CODES:
+        return EndpointThrottled(message)
+    status = _status(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+    if code in _UNAVAILABLE_CODES or status >= 500 or status == _REQUEST_TIMEOUT:
+        return EndpointUnavailable(message)
+    return EndpointRejectedRequest(message)
+
+
+def _status(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def classify_image(
@@ -107,15 +151,7 @@ def classify_image(
         )
         body = response["Body"].read()
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "")
-        message = f"endpoint {settings.endpoint_name}: {code}: {error.get('Message', '')}"
-        if code in _THROTTLING_CODES:
-            raise EndpointThrottled(message) from exc
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        if code in _UNAVAILABLE_CODES or status >= 500:
-            raise EndpointUnavailable(message) from exc
-        raise EndpointRejectedRequest(message) from exc
+        raise endpoint_error(settings.endpoint_name, exc) from exc
     except (BotoConnectionError, ReadTimeoutError) as exc:
         raise EndpointUnavailable(
             f"endpoint {settings.endpoint_name} is unreachable: {exc}"

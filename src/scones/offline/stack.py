@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from scones.offline import (
 )
 from scones.offline.client import REGION, StackClient, StackEndpoints, offline_session
 from scones.offline.deploy import DeployedStack, deploy
+from scones.offline.express_retention import DEFAULT_RETENTION, ExpressRetention
 from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.records_file import save_records
 from scones.offline.sqs_poller import SqsPoller
@@ -95,6 +97,9 @@ class StackOptions:
     # (execution_gate: a burst must not time out Tasks queued for the local workers).
     # None: every execution evaluates at once, as raw moto does.
     max_running_executions: int | None = execution_gate.DEFAULT_LIMIT
+    # Finished Express executions are dropped this long after they end, as AWS keeps none
+    # (express_retention). None keeps every one, as raw moto does.
+    express_retention_seconds: float | None = DEFAULT_RETENTION.total_seconds()
 
 
 class OfflineStack:
@@ -106,6 +111,7 @@ class OfflineStack:
         self._in_process_server: Any = None
         self._runtime: LambdaRuntime | None = None
         self._poller: SqsPoller | None = None
+        self._express_retention: ExpressRetention | None = None
         self._own_work_dir = False
         # Absolute: the Lambda workers run in their code folder, and every path handed to
         # them (PYTHONPATH, LAMBDA_TASK_ROOT) must mean the same folder there.
@@ -217,6 +223,9 @@ class OfflineStack:
             threads_per_mapping=self.options.poller_threads,
         )
         self._poller.start()
+        if self.options.express_retention_seconds is not None:
+            retention = timedelta(seconds=self.options.express_retention_seconds)
+            self._express_retention = ExpressRetention(retention).start()
 
     def stop(self) -> None:
         try:
@@ -227,6 +236,9 @@ class OfflineStack:
                 _ACTIVE.release()
 
     def _stop_parts(self) -> None:
+        if self._express_retention:
+            self._express_retention.stop()
+            self._express_retention = None
         if self._poller:
             self._poller.stop()
             self._poller = None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import threading
 import uuid
@@ -396,6 +397,11 @@ class _Endpoint:
         except Exception as exc:
             LOGGER.exception("the model failed on a %d-byte %s body", len(body), content_type)
             raise ContainerError(500, f"the model failed: {exc}") from exc
+        if not all(math.isfinite(float(p)) for p in probabilities):
+            # A 200 with NaN is not JSON, and would hide a broken model from the 5XX
+            # alarm (and the canary's rollback) while every image fails downstream.
+            LOGGER.error("the model answered non-finite probabilities: %s", list(probabilities))
+            raise ContainerError(500, "the model answered probabilities that are not numbers")
         text = json_text([float(p) for p in probabilities])
         if variant.capture is not None:
             variant.capture.capture(
@@ -422,7 +428,11 @@ class _Endpoint:
         try:
             body = await _read_body_within(request, limit, self.body_timeout_s)
         except _PayloadTooLarge as exc:
-            source = "MaxImageBytes" if limit == self.max_body_bytes else "InvokeEndpoint limit"
+            source = (
+                "the server's --max-body-bytes"
+                if limit == self.max_body_bytes
+                else "InvokeEndpoint's payload limit"
+            )
             raise ContainerError(413, f"{exc.describe(limit)} ({source})") from None
         inference_id = request.headers.get("x-amzn-sagemaker-inference-id")
         async with self.slots.hold():
@@ -528,21 +538,22 @@ class _Endpoint:
         fault = await self.inject(variant)
         if fault is not None:
             raise _runtime_fault(fault, variant.name)
-        if self.runtime_limit < self.max_body_bytes:
-            # SageMaker itself refuses bodies over its payload limit, before the container.
-            declared = _declared_length(request)
-            if declared is not None and declared > self.runtime_limit:
-                raise ServiceError(
-                    ServiceCode.VALIDATION_ERROR,
-                    f"request body is {declared} bytes; InvokeEndpoint accepts at most "
-                    f"{RUNTIME_MAX_PAYLOAD_BYTES} bytes",
-                )
+        # SageMaker itself refuses bodies over its payload limit, before the container.
+        declared = _declared_length(request)
+        if declared is not None and declared > RUNTIME_MAX_PAYLOAD_BYTES:
+            raise ServiceError(
+                ServiceCode.VALIDATION_ERROR,
+                f"request body is {declared} bytes; InvokeEndpoint accepts at most "
+                f"{RUNTIME_MAX_PAYLOAD_BYTES} bytes",
+            )
         try:
             return await self.infer(request, self.runtime_limit, variant)
         except ContainerError as exc:
             raise model_error(exc, variant.name) from None
         except ServerBusy as exc:
-            raise ServiceError(ServiceCode.THROTTLING, str(exc)) from None
+            # The container's 429, which SageMaker returns as every container error: a
+            # ModelError with OriginalStatusCode 429 (its own throttling is another error).
+            raise model_error(ContainerError(429, str(exc)), variant.name) from None
         except _BodyTimeout as exc:
             raise ServiceError(ServiceCode.REQUEST_TIMEOUT, str(exc)) from None
 

@@ -88,4 +88,4 @@ def runtime_error_response(error: ServiceError, request_id: str) -> JSONResponse
 
 def json_text(value: Any) -> str:
     """Compact JSON, the exact text the server returns and captures."""
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)

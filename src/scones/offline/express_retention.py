@@ -1,0 +1,96 @@
+"""Finished Express executions are forgotten after a while offline, as AWS never keeps them.
+
+AWS keeps no record of an Express execution that a caller can read back: ListExecutions,
+DescribeExecution and GetExecutionHistory do not serve Express state machines (their
+history goes to the log group). moto keeps every execution for as long as the stack
+runs, each with its full event history and a deep copy of its state machine: about
+150 KB per upload, so a ``scones up`` that runs for days grows without bound, and every
+DescribeExecution scans the whole list.
+
+A sweeper drops finished executions of Express state machines once they have been over
+for ``retention`` (ten minutes by default: the offline tools and tests read a run's
+executions right after it, never later). Standard executions are kept: on AWS their
+history is readable for 90 days, and their names must stay unique.
+
+A test checks that moto still keeps finished Express executions, so this goes when moto
+stops doing that.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+DEFAULT_RETENTION = timedelta(minutes=10)
+_SWEEP_EVERY_SECONDS = 30.0
+_EXPRESS = "EXPRESS"
+
+
+def _backends() -> list[Any]:
+    """moto's Step Functions backends: the interpreter's (``execute_state_machine``, what
+    the offline stack runs) and the plain one."""
+    from moto.stepfunctions.models import stepfunctions_backends
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    every: tuple[Any, ...] = (stepfunctions_parser_backends, stepfunctions_backends)
+    return [
+        backend
+        for backends in every
+        for account in list(backends.values())
+        for backend in list(account.values())
+    ]
+
+
+def _finished_at(execution: Any) -> datetime | None:
+    """When an execution ended, or None while it runs."""
+    status = getattr(execution, "exec_status", None) or getattr(execution, "status", None)
+    if str(getattr(status, "value", status)) == "RUNNING":
+        return None
+    stopped = getattr(execution, "stop_date", None)
+    if isinstance(stopped, datetime):
+        return stopped if stopped.tzinfo else stopped.replace(tzinfo=UTC)
+    return None
+
+
+def prune_finished_express(now: datetime, retention: timedelta = DEFAULT_RETENTION) -> int:
+    """Forget the Express executions that ended before ``now - retention``; how many.
+
+    ``list.remove`` leaves executions started meanwhile (appended to the same list by
+    another thread) in place.
+    """
+    cutoff = now - retention
+    dropped = 0
+    for backend in _backends():
+        for machine in list(getattr(backend, "state_machines", [])):
+            if str(getattr(machine, "type", "")).upper() != _EXPRESS:
+                continue
+            for execution in list(machine.executions):
+                ended = _finished_at(execution)
+                if ended is not None and ended < cutoff:
+                    machine.executions.remove(execution)
+                    dropped += 1
+    return dropped
+
+
+class ExpressRetention:
+    """A daemon thread that prunes every ``_SWEEP_EVERY_SECONDS`` until stopped."""
+
+    def __init__(self, retention: timedelta = DEFAULT_RETENTION) -> None:
+        self.retention = retention
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="express-retention", daemon=True)
+
+    def start(self) -> ExpressRetention:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        interval = min(_SWEEP_EVERY_SECONDS, max(1.0, self.retention.total_seconds() / 2))
+        while not self._stop.wait(interval):
+            self.dropped += prune_finished_express(datetime.now(UTC), self.retention)
