@@ -428,8 +428,11 @@ def test_checkov_is_clean_and_every_skip_has_a_reason() -> None:
             str(VENV_CHECKOV),
             "--file",
             str(TEMPLATE),
+            "--file",
+            str(PROJECT_ROOT / "Dockerfile"),
             "--framework",
             "cloudformation",
+            "dockerfile",
             "--output",
             "json",
         ]
@@ -443,6 +446,10 @@ def test_checkov_is_clean_and_every_skip_has_a_reason() -> None:
     for resource in load_template()["Resources"].values():
         for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert len(skip.get("comment", "")) > 20, skip
+    dockerfile_skips = re.findall(
+        r"checkov:skip=(\S+): (.*)", (PROJECT_ROOT / "Dockerfile").read_text()
+    )
+    assert dockerfile_skips and all(len(reason) > 20 for _, reason in dockerfile_skips)
 
 
 def test_optional_hosting_and_model_monitor_resources_follow_their_conditions() -> None:
