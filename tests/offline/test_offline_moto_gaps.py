@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from scones.offline.deploy import transform
@@ -254,6 +255,45 @@ def test_moto_state_entered_time_is_still_python_isoformat_and_the_fix_makes_it_
     raw, fixed_output = (json.loads(o["output"])["e"] for o in outputs)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", raw), raw
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", fixed_output), fixed_output
+
+
+def test_moto_still_names_an_unnamed_execution_none_and_the_fix_gives_it_a_uuid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto names executions started without a name as AWS
+    does: drop the naming fix in interpreter_fixes."""
+    import re
+
+    from scones.offline import interpreter_fixes
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    definition = json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}})
+    names = []
+    for fixed in (False, True):
+        if fixed:
+            interpreter_fixes.install()
+        try:
+            with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+                sfn = boto3.client("stepfunctions", region_name="us-east-1")
+                arn = sfn.create_state_machine(
+                    name="unnamed",
+                    roleArn="arn:aws:iam::123456789012:role/x",
+                    definition=definition,
+                )["stateMachineArn"]
+                started = [
+                    sfn.start_execution(stateMachineArn=arn, input=json.dumps({"n": n}))
+                    for n in range(2)
+                ]
+                names.append([a["executionArn"].rsplit(":", 1)[-1] for a in started])
+        except ClientError as exc:
+            names.append([str(exc)])
+        finally:
+            interpreter_fixes.uninstall()
+    raw, named = names
+    assert "ExecutionAlreadyExists" in raw[-1] and "execution:unnamed:None" in raw[-1], raw
+    assert len(set(named)) == 2
+    assert all(re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", n) for n in named)
 
 
 def _wait(sfn: Any, started: dict[str, Any]) -> dict[str, Any]:

@@ -85,3 +85,23 @@ def test_backfill_classifies_what_has_no_record_and_a_rerun_starts_nothing(
     again = sfn.list_executions(stateMachineArn=api.endpoints.state_machine_arn)
     assert len(again["executions"]) == count
     assert len(records_under(stack, prefix)) == 4
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"prefix": "incoming"}, {"prefix": "elsewhere/"}, {"prefix": 7}, {}],
+    ids=["no-slash", "elsewhere", "not-a-string", "no-prefix"],
+)
+def test_a_prefix_outside_the_incoming_one_fails_at_once_and_says_why(
+    stack: OfflineStack, document: dict[str, Any]
+) -> None:
+    """The role may list only the incoming prefix; on AWS the item reader would fail with
+    an AccessDenied that names nothing."""
+    sfn = stack.client("stepfunctions")
+    execution = sfn.start_execution(
+        stateMachineArn=find_backfill_machine(sfn), input=json.dumps(document)
+    )["executionArn"]
+    assert wait_for_execution(sfn, execution, timeout=60) == "FAILED"
+    described = sfn.describe_execution(executionArn=execution)
+    assert described["error"] == "PrefixOutsideIncoming"
+    assert f'"prefix": "{stack.incoming_prefix}...' in described["cause"]

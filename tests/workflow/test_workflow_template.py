@@ -1026,8 +1026,13 @@ def test_one_execution_runs_a_batch_and_no_image_can_stop_another() -> None:
 def test_the_backfill_is_a_distributed_map_over_the_incoming_prefix() -> None:
     properties = state_machines()["BackfillStateMachine"]
     asl = definition(properties)
-    (map_state,) = asl["States"].values()
-    assert map_state["Type"] == "Map"
+    (map_state,) = [s for s in asl["States"].values() if s["Type"] == "Map"]
+    # The role may list only the incoming prefix: anything else fails first, by name.
+    check = asl["States"][asl["StartAt"]]
+    (rule,) = check["Choices"]
+    assert rule["Next"] == "ClassifyEveryObject" and check["Default"] == "PrefixOutsideIncoming"
+    incoming = parameter_defaults()["IncomingPrefix"]
+    assert {"Variable": "$.prefix", "StringMatches": f"{incoming}*"} in rule["And"]
     assert map_state["ItemReader"]["Resource"] == "arn:aws:states:::s3:listObjectsV2"
     assert map_state["ItemReader"]["Parameters"]["Prefix.$"] == "$.prefix"
     assert map_state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"

@@ -10,20 +10,26 @@ upgrade that fixes moto also removes the fix here.
 * ``$$.State.EnteredTime`` is ``datetime.isoformat()`` in moto
   (``2026-12-01T13:15:11.544104+00:00``); AWS writes milliseconds and ``Z``
   (``2026-12-01T13:15:11.544Z``), the form of the records' ``recorded_at``.
+* ``StartExecution`` without a ``name`` names the execution ``None`` in moto, so a
+  second unnamed start of the same state machine is ``ExecutionAlreadyExists`` (or,
+  with the same input, the first execution again); AWS names each one with a UUID.
 """
 
 from __future__ import annotations
 
 import datetime
+import uuid
 from typing import Any
 
 from moto.stepfunctions.parser.asl.component.state import state as _state_module
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from scones_core.monitoring.timestamps import format_millis
 
 _ORIGINAL_ENVIRONMENT = ExecutionWorker._get_evaluation_environment
 # Every state's entry builds its ``$$.State`` through this name (``StateBase._eval_body``).
 _ORIGINAL_STATE_DATA = _state_module.StateData
+_ORIGINAL_START_EXECUTION = StepFunctionsParserBackend.start_execution
 
 
 def _aws_time(value: Any) -> Any:
@@ -53,11 +59,25 @@ def _environment_with_string_start_time(self: ExecutionWorker) -> Any:
     return env
 
 
+def _start_execution_named_like_aws(
+    self: StepFunctionsParserBackend,
+    state_machine_arn: str,
+    name: Any = None,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    return _ORIGINAL_START_EXECUTION(
+        self, state_machine_arn, name or str(uuid.uuid4()), *args, **kwargs
+    )
+
+
 def install() -> None:
     ExecutionWorker._get_evaluation_environment = _environment_with_string_start_time  # type: ignore[method-assign]
     _state_module.StateData = _state_data_with_aws_entered_time  # type: ignore[misc,assignment]
+    StepFunctionsParserBackend.start_execution = _start_execution_named_like_aws  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
     ExecutionWorker._get_evaluation_environment = _ORIGINAL_ENVIRONMENT  # type: ignore[method-assign]
     _state_module.StateData = _ORIGINAL_STATE_DATA  # type: ignore[misc]
+    StepFunctionsParserBackend.start_execution = _ORIGINAL_START_EXECUTION  # type: ignore[method-assign]
