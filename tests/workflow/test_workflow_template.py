@@ -697,6 +697,15 @@ def test_every_queue_and_the_bucket_refuse_requests_without_tls() -> None:
         )
 
 
+def test_the_records_outlive_the_stack() -> None:
+    """Deleting the stack, or an update that replaces the table, must not delete every
+    upload's record; the bucket's own name keeps a non-empty bucket from being deleted."""
+    resources = load_template()["Resources"]
+    table = resources["ResultsTable"]
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert "TableName" not in table["Properties"]  # a redeploy makes its own, no clash
+
+
 def test_bucket_blocks_public_access_and_everything_at_rest_is_encrypted() -> None:
     resources = transformed()["Resources"]
     bucket = resources["ImageBucket"]["Properties"]
