@@ -235,3 +235,20 @@ def test_preflight_checks_the_concurrency_quota_against_the_stacks_reservations(
         assert (
             concurrency_problem(_Session(client), {"ReserveFunctionConcurrency": "false"}) is None
         )
+
+
+def test_deploy_preflight_stops_on_a_stack_name_the_bucket_cannot_take(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command runs the name and quota checks after the credentials (moto answers
+    the account settings with a quota that holds the reservations)."""
+    from scones.cli.main import main
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        assert main(["deploy-preflight", "--stack", "s" * 34, "--region", REGION]) != 0
+        refused = capsys.readouterr().err
+        assert "S3 refuses" in refused and "at most 33" in refused
+        assert main(["deploy-preflight", "--stack", "scones", "--region", REGION]) == 0
+        assert "deploying stack scones to account 123456789012" in capsys.readouterr().out

@@ -304,7 +304,9 @@ def test_a_window_whose_capture_lines_are_all_unusable_raises_an_alert_naming_wh
     (alert,) = alerts
     assert alert.code == CAPTURE_UNUSABLE
     assert not alert.starts_retraining
-    assert alert.message.startswith("none of the window's 31 captured line(s) could be used: ")
+    assert alert.message.startswith(
+        "none of the 31 captured line(s) read for the window could be used: "
+    )
     assert "output not captured (CaptureMode Input only) (30 line(s))" in alert.message
     assert "not JSON" in alert.message
     points = {p.name: p.value for p in window_metrics(report, alert_count=len(alerts))}
@@ -315,6 +317,19 @@ def test_a_window_whose_capture_lines_are_all_unusable_raises_an_alert_naming_wh
     captures.put(WINDOW_START, "usable", [capture_line(good, WINDOW_START)])
     report, alerts = measure_window(config, clients, WINDOW_END)
     assert report.request_count == 1
+    assert CAPTURE_UNUSABLE not in [a.code for a in alerts]
+
+
+def test_a_quiet_window_is_not_broken_capture_because_of_a_bad_line_next_door(
+    aws: Aws, captures: CaptureWriterHelper
+) -> None:
+    """The hour after is read for late files; its bad line cannot be timed, and the next
+    window's good records there show the capture works."""
+    good = [capture_line([0.9, 0.1], WINDOW_END + timedelta(minutes=i)) for i in range(20)]
+    captures.put(WINDOW_END, "next-hour", [*good, "{truncated"])
+    config = settings()
+    report, alerts = measure_window(config, stubbed_clients(aws), WINDOW_END)
+    assert (report.request_count, report.outside_window, report.malformed_lines) == (0, 20, 1)
     assert CAPTURE_UNUSABLE not in [a.code for a in alerts]
 
 

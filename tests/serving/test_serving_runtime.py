@@ -159,6 +159,12 @@ def test_injected_faults_raise_the_services_exceptions(
         invoke(client, bicycle_png)
     assert model_failed.value.response["OriginalStatusCode"] == 500
 
+    # The container's own 429 reaches the caller as SageMaker sends it: a ModelError.
+    arm(live_server, busy=1)
+    with pytest.raises(client.exceptions.ModelError) as busy:
+        invoke(client, bicycle_png)
+    assert busy.value.response["OriginalStatusCode"] == 429
+
     assert invoke(client, bicycle_png)["ResponseMetadata"]["HTTPStatusCode"] == 200
     snapshot = httpx.get(f"{live_server.base_url}/_faults").json()
     assert snapshot["injected"] == {
@@ -166,9 +172,10 @@ def test_injected_faults_raise_the_services_exceptions(
         "throttle": 1,
         "internal_failure": 1,
         "model_error": 1,
+        "busy": 1,
         "delayed": 0,
     }
-    assert snapshot["invocations"] == 5
+    assert snapshot["invocations"] == 6
     assert all(v == 0 for v in snapshot["plan"].values())
 
 

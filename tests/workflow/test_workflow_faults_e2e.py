@@ -186,6 +186,8 @@ CLASSIFIED = ("ACCEPTED", "NEEDS_REVIEW")
     ("plan", "status", "error", "tries"),
     [
         pytest.param({"throttle": 2}, CLASSIFIED, None, 3, id="throttled-twice"),
+        # The container's own 429, which SageMaker returns as ModelError (OriginalStatusCode).
+        pytest.param({"busy": 2}, CLASSIFIED, None, 3, id="container-busy-twice"),
         pytest.param({"internal_failure": 1}, CLASSIFIED, None, 2, id="internal-failure-once"),
         pytest.param(
             {"model_error": 1}, ("FAILED",), "EndpointRejectedRequest", 1, id="model-error"

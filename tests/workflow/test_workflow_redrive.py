@@ -528,6 +528,15 @@ def test_dead_letters_are_sorted_by_shape() -> None:
         "Message": s3_event(ref),
     }
     assert parse_dead_letter(json.dumps(sns)).source is Source.S3_EVENT
+    eventbridge = {
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "time": "2026-12-01T09:00:00Z",
+        "detail": {"bucket": {"name": ref.bucket}, "object": {"key": ref.key, "size": 3}},
+    }
+    assert parse_dead_letter(json.dumps(eventbridge)).source is Source.S3_EVENT
+    stranger = parse_dead_letter(json.dumps(eventbridge | {"source": "aws.ec2"}))
+    assert stranger.source is Source.OTHER and "comes from 'aws.ec2'" in stranger.reason
     letter = parse_dead_letter(workflow_failed(ref, 4))
     assert (letter.source, letter.ref, letter.attempt) == (Source.WORKFLOW_FAILED, ref, 4)
     for body in STRANGERS:

@@ -252,6 +252,7 @@ _CONTAINER_FAULTS: dict[Fault, tuple[int, str]] = {
     Fault.THROTTLE: (429, "injected fault: too many requests"),
     Fault.INTERNAL_FAILURE: (500, "injected fault: internal failure"),
     Fault.MODEL_ERROR: (500, "injected fault: the model failed"),
+    Fault.BUSY: (429, "injected fault: the model server is busy"),
 }
 
 
@@ -600,7 +601,8 @@ def _runtime_fault(fault: Fault, variant_name: str) -> ServiceError:
         return ServiceError(
             ServiceCode.INTERNAL_FAILURE, "An internal failure occurred (injected fault)"
         )
-    return model_error(ContainerError(500, "injected fault: the model failed"), variant_name)
+    status, message = _CONTAINER_FAULTS[fault]  # the container's own answers
+    return model_error(ContainerError(status, message), variant_name)
 
 
 def create_app(

@@ -23,6 +23,8 @@ class Fault(StrEnum):
     THROTTLE = "throttle"
     INTERNAL_FAILURE = "internal_failure"
     MODEL_ERROR = "model_error"
+    # The container itself answers 429 (too busy): SageMaker returns it as a ModelError.
+    BUSY = "busy"
 
 
 FAULT_ORDER: tuple[Fault, ...] = (
@@ -30,6 +32,7 @@ FAULT_ORDER: tuple[Fault, ...] = (
     Fault.THROTTLE,
     Fault.INTERNAL_FAILURE,
     Fault.MODEL_ERROR,
+    Fault.BUSY,
 )
 LATENCY_KEY = "latency_ms"
 UNTIL_CLEARED = -1

@@ -75,6 +75,8 @@ class WindowReport:
     reviews: ReviewTally = field(default_factory=ReviewTally)
     # ``model_monitor`` covers the executions scheduled in the window moved back by this.
     model_monitor_lag: timedelta = timedelta(0)
+    # Usable records read from the neighbouring hours' files (they belong to other windows).
+    outside_window: int = 0
 
     @property
     def rejected_rate(self) -> float | None:
@@ -163,6 +165,7 @@ def build_window_report(
         request_count=len(capture.records),
         capture_files=capture.files_read,
         malformed_lines=capture.malformed_lines,
+        outside_window=capture.outside_window,
         confidence=summary,
         label_counts=counts,
         label_mix=mix,
@@ -214,9 +217,13 @@ def evaluate_alerts(report: WindowReport, settings: MonitorSettings) -> list[Ale
 
 
 def _capture_alerts(report: WindowReport) -> list[Alert]:
-    """Captured lines exist but none is usable: 0 requests here is a fault, not a quiet
-    window, and is below ``min_requests``, so no threshold alert would say so."""
-    if report.request_count or not report.malformed_lines:
+    """Captured lines were read but not one is usable: 0 requests here is a fault, not a
+    quiet window, and is below ``min_requests``, so no threshold alert would say so.
+
+    A line that cannot be read has no time, so it cannot be told to belong to this window
+    or to a neighbouring hour's file; one usable record anywhere (in the window or not)
+    shows the capture works, and then nothing is raised."""
+    if report.request_count or report.outside_window or not report.malformed_lines:
         return []
     reasons = Counter(w.reason for w in report.warnings if w.code == MALFORMED_CAPTURE_LINE)
     named = "; ".join(
@@ -226,8 +233,8 @@ def _capture_alerts(report: WindowReport) -> list[Alert]:
     return [
         Alert(
             CAPTURE_UNUSABLE,
-            f"none of the window's {report.malformed_lines} captured line(s) could be used: "
-            + named,
+            f"none of the {report.malformed_lines} captured line(s) read for the window could "
+            "be used: " + named,
             starts_retraining=False,
         )
     ]
