@@ -10,6 +10,7 @@ import pytest
 from scones_core.monitoring.capture import (
     EARLY_FILE_ALLOWANCE,
     OUTPUT_NOT_CAPTURED,
+    CaptureBatch,
     CaptureFormatError,
     capture_folders,
     file_opened_at,
@@ -38,6 +39,19 @@ from tests.monitoring.conftest import (
 )
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _read_window(aws: Aws) -> CaptureBatch:
+    """Every capture record of [WINDOW_START, WINDOW_END) under the test's capture prefix."""
+    return read_capture_window(
+        aws.s3,
+        S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}"),
+        endpoint=ENDPOINT,
+        variant=VARIANT,
+        labels=LABELS,
+        start=WINDOW_START,
+        end=WINDOW_END,
+    )
 
 
 def test_parses_the_model_servers_line() -> None:
@@ -188,15 +202,7 @@ def test_records_of_the_window_in_the_previous_hours_last_file_are_read_once(
         "provide-client-params.s3.ListObjectsV2", lambda params, **_: listings.append(params)
     )
 
-    batch = read_capture_window(
-        aws.s3,
-        S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}"),
-        endpoint=ENDPOINT,
-        variant=VARIANT,
-        labels=LABELS,
-        start=WINDOW_START,
-        end=WINDOW_END,
-    )
+    batch = _read_window(aws)
     assert [(r.event_id, r.source) for r in batch.records] == [
         ("after", f"s3://{BUCKET}/{straddling}")
     ]
@@ -238,15 +244,7 @@ def test_window_reads_every_line_of_every_file_across_hours(
         Bucket=BUCKET, Key=f"{CAPTURE_PREFIX}/{ENDPOINT}/{VARIANT}/notes.txt", Body=b"x"
     )
 
-    batch = read_capture_window(
-        aws.s3,
-        S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}"),
-        endpoint=ENDPOINT,
-        variant=VARIANT,
-        labels=LABELS,
-        start=WINDOW_START,
-        end=WINDOW_END,
-    )
+    batch = _read_window(aws)
     # The 11:00 folder's files are not named as opened in that hour's last minutes: not read.
     assert batch.files_read == 4
     assert batch.malformed_lines == 2
@@ -316,15 +314,7 @@ def test_a_capture_file_copied_under_another_key_counts_once(
     copied = captures.put(WINDOW_START, "b-copy", lines)
     late = captures.put(WINDOW_END, "late-copy", [*lines[3:], "{torn"])
 
-    batch = read_capture_window(
-        aws.s3,
-        S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}"),
-        endpoint=ENDPOINT,
-        variant=VARIANT,
-        labels=LABELS,
-        start=WINDOW_START,
-        end=WINDOW_END,
-    )
+    batch = _read_window(aws)
     assert (batch.files_read, batch.lines_read) == (3, 16)
     assert [r.event_id for r in batch.records] == [f"b{i}" for i in range(6)]
     assert {r.source for r in batch.records} == {f"s3://{BUCKET}/{original}"}

@@ -36,6 +36,14 @@ def _start(sfn: Any, machine: str, name: str) -> str:
     return str(sfn.start_execution(stateMachineArn=machine, name=name)["executionArn"])
 
 
+def _machine(sfn: Any, name: str, definition: str = PASS, kind: str = "EXPRESS") -> str:
+    return str(
+        sfn.create_state_machine(name=name, definition=definition, roleArn=ROLE, type=kind)[
+            "stateMachineArn"
+        ]
+    )
+
+
 def _count(sfn: Any, machine: str) -> int:
     return len(sfn.list_executions(stateMachineArn=machine)["executions"])
 
@@ -43,15 +51,9 @@ def _count(sfn: Any, machine: str) -> int:
 @mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
 def test_finished_express_executions_are_forgotten_after_the_retention() -> None:
     sfn = boto3.client("stepfunctions", region_name="us-east-1")
-    express = sfn.create_state_machine(
-        name="express", definition=PASS, roleArn=ROLE, type="EXPRESS"
-    )["stateMachineArn"]
-    standard = sfn.create_state_machine(name="standard", definition=PASS, roleArn=ROLE)[
-        "stateMachineArn"
-    ]
-    waiting = sfn.create_state_machine(
-        name="waiting", definition=WAIT, roleArn=ROLE, type="EXPRESS"
-    )["stateMachineArn"]
+    express = _machine(sfn, "express")
+    standard = _machine(sfn, "standard", kind="STANDARD")
+    waiting = _machine(sfn, "waiting", WAIT)
     done = [_start(sfn, express, f"done-{n}") for n in range(3)]
     kept = [_start(sfn, standard, f"kept-{n}") for n in range(2)]
     running = _start(sfn, waiting, "running")
@@ -74,9 +76,7 @@ def test_finished_express_executions_are_forgotten_after_the_retention() -> None
 @mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
 def test_the_sweeper_prunes_in_the_background_until_stopped() -> None:
     sfn = boto3.client("stepfunctions", region_name="us-east-1")
-    express = sfn.create_state_machine(
-        name="express", definition=PASS, roleArn=ROLE, type="EXPRESS"
-    )["stateMachineArn"]
+    express = _machine(sfn, "express")
     sweeper = ExpressRetention(timedelta(seconds=1)).start()
     try:
         arns = [_start(sfn, express, f"e-{n}") for n in range(5)]

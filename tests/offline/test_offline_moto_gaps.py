@@ -7,6 +7,7 @@ state when it exits, which would wipe a stack running in the same process.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -220,14 +221,37 @@ def test_moto_start_time_is_still_a_datetime_and_the_fix_makes_it_aws_shaped(
     assert re.fullmatch(aws_form, output["e"]), output
 
 
+def _raw_then_fixed(
+    name: str, definition: dict[str, Any], run: Callable[[Any, str], Any]
+) -> list[Any]:
+    """``run(sfn, state_machine_arn)`` in a fresh moto, first as moto is, then with
+    ``interpreter_fixes`` installed."""
+    from scones.offline import interpreter_fixes
+
+    results = []
+    for fixed in (False, True):
+        if fixed:
+            interpreter_fixes.install()
+        try:
+            with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+                sfn = boto3.client("stepfunctions", region_name="us-east-1")
+                arn = sfn.create_state_machine(
+                    name=name,
+                    roleArn="arn:aws:iam::123456789012:role/x",
+                    definition=json.dumps(definition),
+                )["stateMachineArn"]
+                results.append(run(sfn, arn))
+        finally:
+            interpreter_fixes.uninstall()
+    return results
+
+
 def test_moto_state_entered_time_is_still_python_isoformat_and_the_fix_makes_it_aws_shaped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """When the first half fails, moto writes ``$$.State.EnteredTime`` as AWS does: drop the
     EnteredTime fix in interpreter_fixes."""
     import re
-
-    from scones.offline import interpreter_fixes
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -237,21 +261,11 @@ def test_moto_state_entered_time_is_still_python_isoformat_and_the_fix_makes_it_
             "P": {"Type": "Pass", "Parameters": {"e.$": "$$.State.EnteredTime"}, "End": True}
         },
     }
-    outputs = []
-    for fixed in (False, True):
-        if fixed:
-            interpreter_fixes.install()
-        try:
-            with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-                sfn = boto3.client("stepfunctions", region_name="us-east-1")
-                arn = sfn.create_state_machine(
-                    name="entered-time",
-                    roleArn="arn:aws:iam::123456789012:role/x",
-                    definition=json.dumps(definition),
-                )["stateMachineArn"]
-                outputs.append(_wait(sfn, sfn.start_execution(stateMachineArn=arn, name="n")))
-        finally:
-            interpreter_fixes.uninstall()
+    outputs = _raw_then_fixed(
+        "entered-time",
+        definition,
+        lambda sfn, arn: _wait(sfn, sfn.start_execution(stateMachineArn=arn, name="n")),
+    )
     raw, fixed_output = (json.loads(o["output"])["e"] for o in outputs)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", raw), raw
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", fixed_output), fixed_output
@@ -264,33 +278,21 @@ def test_moto_still_names_an_unnamed_execution_none_and_the_fix_gives_it_a_uuid(
     does: drop the naming fix in interpreter_fixes."""
     import re
 
-    from scones.offline import interpreter_fixes
-
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    definition = json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}})
-    names = []
-    for fixed in (False, True):
-        if fixed:
-            interpreter_fixes.install()
+
+    def start_two(sfn: Any, arn: str) -> list[str]:
         try:
-            with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-                sfn = boto3.client("stepfunctions", region_name="us-east-1")
-                arn = sfn.create_state_machine(
-                    name="unnamed",
-                    roleArn="arn:aws:iam::123456789012:role/x",
-                    definition=definition,
-                )["stateMachineArn"]
-                started = [
-                    sfn.start_execution(stateMachineArn=arn, input=json.dumps({"n": n}))
-                    for n in range(2)
-                ]
-                names.append([a["executionArn"].rsplit(":", 1)[-1] for a in started])
+            started = [
+                sfn.start_execution(stateMachineArn=arn, input=json.dumps({"n": n}))
+                for n in range(2)
+            ]
         except ClientError as exc:
-            names.append([str(exc)])
-        finally:
-            interpreter_fixes.uninstall()
-    raw, named = names
+            return [str(exc)]
+        return [a["executionArn"].rsplit(":", 1)[-1] for a in started]
+
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    raw, named = _raw_then_fixed("unnamed", definition, start_two)
     assert "ExecutionAlreadyExists" in raw[-1] and "execution:unnamed:None" in raw[-1], raw
     assert len(set(named)) == 2
     assert all(re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", n) for n in named)
