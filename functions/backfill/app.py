@@ -17,7 +17,6 @@ from scones_core.settings import StartSettings
 logger = Logger()
 settings = StartSettings.from_env()
 TABLE = os.environ["RESULTS_TABLE_NAME"]
-PREFIX = os.environ["INCOMING_PREFIX"]
 
 
 @cache
@@ -35,7 +34,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             dynamodb=dynamodb,
             sfn=sfn,
             table=TABLE,
-            prefix=PREFIX,
+            prefix=settings.incoming_prefix,
             settings=settings,
         )
     except ValueError as exc:

@@ -11,7 +11,6 @@ maxReceiveCount they move to the dead-letter queue.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import Any
 
@@ -38,12 +37,15 @@ from scones_core.ingest import (
     notification_images,
     start_batches,
 )
+from scones_core.json_text import NotJSON, load_json
 from scones_core.settings import StartSettings
 
 logger = Logger()
 tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch of nothing but bad messages is reported message by message like any other,
+# not raised: a function error would make Lambda slow the queue's polling for all.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 settings = StartSettings.from_env()
 
 
@@ -56,9 +58,9 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
     """The objects one message names; ``EventError`` names the message if it is not an
     S3 event notification."""
     try:
-        body = json.loads(record.body)
-    except json.JSONDecodeError as exc:
-        raise EventError(f"SQS message {record.message_id} is not JSON") from exc
+        body = load_json(record.body)
+    except NotJSON as exc:
+        raise EventError(f"SQS message {record.message_id} is {exc}") from exc
     if is_s3_test_event(body):
         # S3 sends this once when the notification is configured.
         logger.info("ignoring s3:TestEvent", extra={"bucket": body.get("Bucket")})
@@ -70,7 +72,14 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
             logger.info("ignoring S3 events that announce no upload", extra={"events": ignored})
     except EventError as exc:
         raise EventError(f"SQS message {record.message_id}: {exc}") from exc
-    return images
+    elsewhere = [i.ref for i in images if not settings.is_upload_here(i.ref.bucket, i.ref.key)]
+    if elsewhere:
+        # An SNS topic or EventBridge rule shared with other buckets or prefixes.
+        logger.info(
+            "ignoring objects outside this stack's bucket and incoming prefix",
+            extra={"objects": [f"s3://{ref.bucket}/{ref.key}" for ref in elsewhere]},
+        )
+    return [i for i in images if settings.is_upload_here(i.ref.bucket, i.ref.key)]
 
 
 def not_processed(message_id: str, receive_count: Any, exc: Exception) -> None:

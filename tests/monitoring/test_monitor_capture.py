@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -92,6 +93,17 @@ def test_sagemaker_fractional_times_csv_and_batch_of_one_are_accepted() -> None:
         (lambda d: _set(d, ["captureData", "endpointOutput", "data"], "{}"), "not a list"),
         (lambda d: _set(d, ["captureData", "endpointOutput", "encoding"], "BASE64"), "base64"),
         (lambda d: _set(d, ["captureData", "endpointOutput", "encoding"], "XML"), "unknown"),
+        # Not SageMaker's, but a line a reader must survive (the parser's own limits):
+        (lambda d: '{"n": ' + "9" * 5000 + "}", "an integer longer than"),
+        (lambda d: "[" * 50_000 + "]" * 50_000, "nested deeper"),
+        (
+            lambda d: _set(d, ["captureData", "endpointOutput", "data"], "[" + "1" * 5000 + "]"),
+            "an integer",
+        ),
+        (
+            lambda d: _set(d, ["captureData", "endpointOutput", "data"], "[" * 50_000),
+            "nested deeper",
+        ),
     ],
 )
 def test_malformed_lines_say_what_is_wrong(mutate, problem: str) -> None:
@@ -334,6 +346,24 @@ def test_a_file_deleted_after_listing_is_skipped(aws: Aws, captures: CaptureWrit
     kept = captures.put(WINDOW_START, "kept", [capture_line([0.9, 0.1], WINDOW_START)])
     batch = read_capture_objects(aws.s3, BUCKET, [capture_key(WINDOW_START, "gone"), kept], LABELS)
     assert (batch.files_read, len(batch.records)) == (1, 1)
+
+
+def test_a_gzip_compressed_file_is_one_warning_not_a_line_per_chunk(
+    aws: Aws, captures: CaptureWriterHelper
+) -> None:
+    good = captures.put(WINDOW_START, "good", [capture_line([0.9, 0.1], WINDOW_START)])
+    lines = [capture_line([0.9, 0.1], WINDOW_START + timedelta(seconds=i)) for i in range(50)]
+    packed = capture_key(WINDOW_START, "packed")
+    aws.s3.put_object(Bucket=BUCKET, Key=packed, Body=gzip.compress("\n".join(lines).encode()))
+    batch = read_capture_objects(aws.s3, BUCKET, [good, packed], LABELS)
+    assert (batch.files_read, len(batch.records), batch.malformed_lines) == (2, 1, 1)
+    (warning,) = batch.warnings
+    assert (warning.code, warning.source, warning.line) == (
+        "MALFORMED_CAPTURE_LINE",
+        f"s3://{BUCKET}/{packed}",
+        None,
+    )
+    assert "gzip-compressed" in warning.reason
 
 
 @pytest.mark.parametrize(

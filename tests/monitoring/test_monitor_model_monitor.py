@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 from scones_core.monitoring.locations import S3Location
-from scones_core.monitoring.model_monitor import collect_findings
+from scones_core.monitoring.model_monitor import LISTING_MARGIN, collect_findings
 
 from tests.monitoring.conftest import (
     BUCKET,
@@ -54,11 +54,12 @@ def put_report(aws: Aws, hour: int = 12, violations: dict | None = None) -> None
     )
 
 
-def list_request() -> dict:
+def list_request(start=WINDOW_START, end=WINDOW_END) -> dict:
+    """The request for the window [start, end), widened by the margin the code applies."""
     return {
         "MonitoringScheduleName": SCHEDULE,
-        "ScheduledTimeAfter": WINDOW_START,
-        "ScheduledTimeBefore": WINDOW_END,
+        "ScheduledTimeAfter": start - LISTING_MARGIN,
+        "ScheduledTimeBefore": end + LISTING_MARGIN,
         "SortBy": "ScheduledTime",
         "SortOrder": "Descending",
         "MaxResults": 100,
@@ -204,6 +205,10 @@ def test_report_location_comes_from_the_schedule_when_not_configured(aws: Aws) -
         (b'{"violations": 3}', None, 'expected {"violations": [...]}'),
         (b"{}", None, 'expected {"violations": [...]}'),
         (b'{"violations": [1]}', None, "violations[0] is not an object"),
+        # Not Model Monitor's, but JSON a reader must survive: an integer past the
+        # interpreter's digit limit, nesting past its recursion limit.
+        (b'{"violations": [], "n": ' + b"9" * 5000 + b"}", None, "not readable JSON: an integer"),
+        (b"[" * 50_000 + b"]" * 50_000, None, "not readable JSON: nested deeper"),
     ],
 )
 def test_unreadable_report_is_a_named_warning_not_a_missing_report(
@@ -401,3 +406,68 @@ def test_a_model_quality_violation_is_named_by_its_metric() -> None:
         "accuracy",
         "LessThanThreshold",
     )
+
+
+def test_executions_are_kept_to_the_window_whatever_the_listing_includes(aws: Aws) -> None:
+    """Executions are scheduled on the hour, often a window's bound, and the API does not
+    say whether its filters include their bounds: the window is applied here, so the
+    execution at the end belongs to the next window only."""
+    at_start = execution("Failed") | {"FailureReason": ALGORITHM_ERROR}
+    at_end = execution("Failed") | {"ScheduledTime": WINDOW_END, "FailureReason": "later"}
+    before = execution("Stopped") | {"ScheduledTime": WINDOW_START - timedelta(seconds=30)}
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [at_end, at_start, before]},
+            list_request(),
+        )
+        findings = collect(aws, sagemaker, SCHEDULE)
+        stub.assert_no_pending_responses()
+    assert findings is not None
+    assert [(e.scheduled_time, e.failure_reason) for e in findings.failed_executions] == [
+        (WINDOW_START, ALGORITHM_ERROR)
+    ]
+
+
+@pytest.mark.parametrize("status", ["Pending", "InProgress", "Stopping"])
+def test_an_execution_still_running_when_read_is_a_fault_not_silence(
+    aws: Aws, status: str, caplog
+) -> None:
+    """Each window is read once: a verdict that comes later is never seen."""
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [execution(status)]},
+            list_request(),
+        )
+        findings = collect(aws, sagemaker, SCHEDULE)
+    assert findings is not None
+    assert [e.status for e in findings.failed_executions] == [status]
+    (logged,) = [r for r in caplog.records if "had not ended" in r.getMessage()]
+    assert (logged.levelname, logged.status) == ("WARNING", status)
+    assert "ModelMonitorLagMinutes" in logged.getMessage()
+
+
+def test_a_completed_execution_without_its_report_is_warned_of(aws: Aws, caplog) -> None:
+    """A completed execution always writes a report: not finding it means the monitor
+    looks in the wrong place, which must not pass as "no report"."""
+    put_report(aws, hour=12)
+    elsewhere = S3Location(BUCKET, "somewhere-else")
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sagemaker) as stub:
+        for _ in range(2):
+            stub.add_response(
+                "list_monitoring_executions",
+                {"MonitoringExecutionSummaries": [execution("Completed")]},
+                list_request(),
+            )
+        found = collect(aws, sagemaker, SCHEDULE)
+        assert not [r for r in caplog.records if "report is not where" in r.getMessage()]
+        missed = collect(aws, sagemaker, SCHEDULE, reports=elsewhere)
+    assert found is not None and found.report_uris
+    assert missed is not None and missed.violations is None
+    (logged,) = [r for r in caplog.records if "report is not where" in r.getMessage()]
+    assert logged.levelname == "WARNING"
+    assert logged.looked_in == f"s3://{BUCKET}/somewhere-else/{ENDPOINT}/{SCHEDULE}/2026/11/25/12/"

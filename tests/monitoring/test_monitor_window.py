@@ -281,6 +281,23 @@ def test_an_idle_hours_no_data_execution_is_counted_apart_and_raises_nothing(aws
     assert ALGORITHM_ERROR in alert.message and NO_DATA not in alert.message
 
 
+def test_an_execution_still_running_alerts_with_the_setting_to_change(aws: Aws) -> None:
+    config = settings(MONITORING_SCHEDULE_NAME=SCHEDULE, RETRAINING_STATE_MACHINE_ARN=STATE_MACHINE)
+    clients = stubbed_clients(aws)
+    with Stubber(clients.sagemaker) as sagemaker:
+        sagemaker.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [execution("InProgress")]},
+            list_request(),
+        )
+        report, alerts = measure_window(config, clients, WINDOW_END)
+    (alert,) = alerts
+    assert alert.code == MODEL_MONITOR_EXECUTION_FAILED and not alert.starts_retraining
+    assert "InProgress" in alert.message and "raise ModelMonitorLagMinutes" in alert.message
+    points = {p.name: p.value for p in window_metrics(report, alert_count=len(alerts))}
+    assert points["ModelMonitorFailedExecutions"] == 1
+
+
 def _input_only_line(at) -> str:
     """A record as SageMaker writes it with ``CaptureOptions: [{CaptureMode: Input}]``."""
     document = json.loads(capture_line([0.9, 0.1], at))
@@ -404,8 +421,7 @@ def test_model_monitor_is_read_for_executions_that_have_ended(aws: Aws) -> None:
         stub.add_response(
             "list_monitoring_executions",
             {"MonitoringExecutionSummaries": [finished]},
-            list_request()
-            | {"ScheduledTimeAfter": WINDOW_START - lag, "ScheduledTimeBefore": WINDOW_END - lag},
+            list_request(WINDOW_START - lag, WINDOW_END - lag),
         )
         report, alerts = measure_window(
             config, MonitorClients(aws.s3, aws.dynamodb, sagemaker=sagemaker), WINDOW_END

@@ -37,6 +37,9 @@ def template_limits() -> ImageLimits:
     return ImageLimits.from_env(function_environment("SerializeImageFunction"))
 
 
+SAMPLE_BUCKET = "scones-123456789012-us-east-1-images"
+
+
 def load_handler(name: str, module_name: str | None = None) -> ModuleType:
     """Import ``functions/<name>/app.py`` fresh (its settings are read at import)."""
     module_name = module_name or f"handler_{name}"
@@ -62,6 +65,9 @@ def start_function(
         roleArn="arn:aws:iam::123456789012:role/sfn",
     )["stateMachineArn"]
     monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    # The bucket and prefix the sample events (events/start_workflow*.json) name.
+    monkeypatch.setenv("IMAGE_BUCKET", SAMPLE_BUCKET)
+    monkeypatch.setenv("INCOMING_PREFIX", "incoming/")
     return sfn, arn, load_handler("start_workflow", module_name)
 
 

@@ -79,17 +79,81 @@ def test_start_workflow_reports_only_the_bad_message_as_failed(
     sfn, arn, app = start_function(monkeypatch, region=REGION)
     sqs_event = event("start_workflow")
     bad = dict(sqs_event["Records"][0], messageId="bad-1", body="not json")
+    # JSON past the parser's own limits: nesting deeper than its recursion goes.
+    deep = dict(sqs_event["Records"][0], messageId="bad-2", body="[" * 50_000 + "]" * 50_000)
     test_event = dict(
         sqs_event["Records"][0],
         messageId="test-1",
         body=json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}),
     )
-    sqs_event["Records"] = [bad, sqs_event["Records"][0], test_event]
+    sqs_event["Records"] = [bad, sqs_event["Records"][0], deep, test_event]
 
     response = app.lambda_handler(sqs_event, context())
 
-    assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": "bad-1"}, {"itemIdentifier": "bad-2"}]
+    }
     assert len(sfn.list_executions(stateMachineArn=arn)["executions"]) == 1
+
+
+def test_start_workflow_reports_a_batch_of_only_bad_messages_without_raising(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A function error would make Lambda slow the queue's polling for every upload."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    (template,) = event("start_workflow")["Records"]
+    subscription = {
+        "Type": "SubscriptionConfirmation",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:uploads",
+        "SubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription",
+    }
+    bodies = {"bad-1": "not json", "bad-2": "[]", "bad-3": json.dumps(subscription)}
+    sqs_event = {
+        "Records": [dict(template, messageId=mid, body=body) for mid, body in bodies.items()]
+    }
+
+    response = app.lambda_handler(sqs_event, context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": mid} for mid in bodies]}
+    assert sfn.list_executions(stateMachineArn=arn)["executions"] == []
+
+
+def test_start_workflow_ignores_objects_outside_its_bucket_and_prefix(
+    aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SNS topic or an EventBridge rule carries S3 events of every bucket and key; the
+    bucket's own notification is filtered to the incoming prefix."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    (template,) = event("start_workflow")["Records"]
+    sqs_event = {
+        "Records": [
+            _naming(template, "labelled", key="labelled/bicycle/a.png"),
+            _naming(template, "other-bucket", bucket="someone-elses"),
+            template,
+        ]
+    }
+
+    response = app.lambda_handler(sqs_event, context())
+
+    assert response == {"batchItemFailures": []}
+    (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
+    document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    assert document["object"]["key"] == "incoming/camera-7/delivery photo 1.png"  # one image
+    ignored = [r for r in caplog.records if "outside this stack's bucket" in r.getMessage()]
+    assert sorted(o for r in ignored for o in r.objects) == [
+        "s3://scones-123456789012-us-east-1-images/labelled/bicycle/a.png",
+        "s3://someone-elses/incoming/camera-7/delivery photo 1.png",
+    ]
+
+
+def _naming(
+    record: dict[str, Any], message_id: str, *, bucket: str = "", key: str = ""
+) -> dict[str, Any]:
+    body = json.loads(record["body"])
+    s3 = body["Records"][0]["s3"]
+    s3["bucket"]["name"] = bucket or s3["bucket"]["name"]
+    s3["object"]["key"] = key or s3["object"]["key"]
+    return dict(record, messageId=message_id, body=json.dumps(body))
 
 
 def _with_s3_record(record: dict[str, Any], message_id: str, **fields: Any) -> dict[str, Any]:

@@ -410,6 +410,10 @@ STRANGERS = [
 ]
 
 
+# JSON the parser itself cannot read: past the interpreter's digit and recursion limits.
+UNREADABLE = ['{"Records": ' + "9" * 5000 + "}", "[" * 50_000 + "]" * 50_000]
+
+
 def test_draining_replays_s3_events_and_workflow_failures_and_leaves_the_rest(aws: Aws) -> None:
     photo, other, failed, legacy, fanned = (
         aws.upload(f"incoming/{n}.png")
@@ -428,7 +432,7 @@ def test_draining_replays_s3_events_and_workflow_failures_and_leaves_the_rest(aw
         json.dumps(sns),
     ]:
         aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
-    for body in STRANGERS:
+    for body in STRANGERS + UNREADABLE:
         aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
 
     report = aws.redriver().drain_dead_letters()
@@ -442,8 +446,8 @@ def test_draining_replays_s3_events_and_workflow_failures_and_leaves_the_rest(aw
         (Source.WORKFLOW_FAILED, "incoming/legacy.png", Outcome.STARTED, 1),
     ]
     left = [r for r in report.replays if r.outcome is Outcome.LEFT]
-    assert len(left) == len(STRANGERS) and all(r.detail for r in left)
-    assert (report.messages_deleted, report.messages_left) == (4, len(STRANGERS))
+    assert len(left) == len(STRANGERS + UNREADABLE) and all(r.detail for r in left)
+    assert (report.messages_deleted, report.messages_left) == (4, len(STRANGERS + UNREADABLE))
     assert not report.clean
     executions = aws.executions()
     assert set(executions) == {
@@ -461,11 +465,11 @@ def test_draining_replays_s3_events_and_workflow_failures_and_leaves_the_rest(aw
     }
     assert executions[f"{failed.execution_name}-r2"]["attempt"] == 2
     # What stays is visible again at once, for the next reader.
-    assert aws.visible_bodies() == sorted(STRANGERS)
+    assert aws.visible_bodies() == sorted(STRANGERS + UNREADABLE)
 
     again = aws.redriver().drain_dead_letters()
     assert {r.outcome for r in again.replays} == {Outcome.LEFT}
-    assert (again.messages_deleted, again.messages_left) == (0, len(STRANGERS))
+    assert (again.messages_deleted, again.messages_left) == (0, len(STRANGERS + UNREADABLE))
     assert len(aws.executions()) == 5
 
 
@@ -503,6 +507,61 @@ def test_a_message_stays_when_its_replay_could_not_start(aws: Aws) -> None:
     assert all("StateMachineDoesNotExist" in r.detail for r in report.replays)
     assert (report.messages_deleted, report.messages_left) == (0, 2)
     assert aws.visible_bodies() == bodies
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("key", 5, "object key is 5, not an object key"),
+        ("key", None, "object key is None"),
+        ("bucket", None, "s3.bucket or s3.object is not an object"),
+    ],
+)
+def test_an_s3_event_naming_its_object_wrongly_is_left_and_the_rest_replayed(
+    aws: Aws, field: str, value: object, reason: str
+) -> None:
+    ref = aws.upload("incoming/a.png")
+    bad = json.loads(s3_event(ref))
+    s3 = bad["Records"][0]["s3"]
+    if field == "key":
+        s3["object"]["key"] = value
+    else:
+        s3["bucket"] = value
+    for body in (json.dumps(bad), s3_event(ref)):
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+
+    report = aws.redriver().drain_dead_letters()
+
+    (left,) = [r for r in report.replays if r.outcome is Outcome.LEFT]
+    assert reason in left.detail
+    assert [r.outcome for r in report.replays if r is not left] == [Outcome.STARTED]
+    assert (report.messages_deleted, report.messages_left) == (1, 1)
+
+
+def test_a_message_the_code_fails_on_is_left_and_the_drain_goes_on(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever one message does to the code, the others are still replayed."""
+    ref = aws.upload("incoming/a.png")
+    handle = Redriver._handle
+
+    def failing_on_one(self: Redriver, message: dict, *, dry_run: bool):
+        if message["Body"] == "the message that breaks the code":
+            raise RuntimeError("unforeseen")
+        return handle(self, message, dry_run=dry_run)
+
+    monkeypatch.setattr(Redriver, "_handle", failing_on_one)
+    for body in ("the message that breaks the code", s3_event(ref)):
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+
+    report = aws.redriver().drain_dead_letters()
+
+    assert sorted((r.outcome, r.detail) for r in report.replays) == [
+        (Outcome.ERROR, "not handled (RuntimeError: unforeseen)"),
+        (Outcome.STARTED, ""),
+    ]
+    assert (report.messages_deleted, report.messages_left) == (1, 1)
+    assert aws.visible_bodies() == ["the message that breaks the code"]
 
 
 def test_a_dry_run_drain_starts_and_deletes_nothing(aws: Aws) -> None:
@@ -545,6 +604,9 @@ def test_dead_letters_are_sorted_by_shape() -> None:
     assert "has no records" in reasons[3]
     assert reasons[-1] == "S3 events that announce no upload: ObjectRestore:Completed"
     assert parse_dead_letter(workflow_failed(ref, -1)).source is Source.OTHER
+    digits, nested = (parse_dead_letter(body) for body in UNREADABLE)
+    assert (digits.source, nested.source) == (Source.OTHER, Source.OTHER)
+    assert "an integer longer than" in digits.reason and "nested deeper" in nested.reason
 
 
 # ---- the command's time arguments -----------------------------------------------------------

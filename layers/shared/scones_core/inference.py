@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ from scones_core.errors import (
     EventError,
     ModelResponseInvalid,
 )
+from scones_core.json_text import NotJSON, load_json
 from scones_core.settings import EndpointSettings
 
 _THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
@@ -93,11 +93,9 @@ def parse_probabilities(body: bytes, labels: tuple[str, ...]) -> dict[str, float
     """Validate the endpoint's answer (``endpoint_response.probabilities``) and pair it
     with the labels."""
     try:
-        answer = json.loads(body)
-    # ValueError: not JSON, or an integer past Python's digit limit; RecursionError:
-    # nesting deeper than the parser goes.
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ModelResponseInvalid(f"endpoint response is not JSON: {body[:80]!r}") from exc
+        answer = load_json(body)
+    except NotJSON as exc:
+        raise ModelResponseInvalid(f"endpoint response is {exc}: {body[:80]!r}") from exc
     try:
         return dict(zip(labels, probabilities(answer, labels), strict=True))
     except (ValueError, RecursionError) as exc:

@@ -10,10 +10,10 @@ into S3's own ``{"Records": [...]}`` form here, so the rest of the code reads on
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from scones_core.errors import EventError
+from scones_core.json_text import NotJSON, load_json
 
 # EventBridge names an upload "Object Created" and says how in ``detail.reason``
 # (PutObject, POST Object, CopyObject, CompleteMultipartUpload); S3's notifications
@@ -42,10 +42,15 @@ def s3_notification(body: Any) -> Any:
     message that is not JSON, or an EventBridge event from another service or without
     a bucket and key.
     """
+    if isinstance(body, dict) and body.get("Type") == "SubscriptionConfirmation":
+        raise EventError(
+            f"an SNS SubscriptionConfirmation from {body.get('TopicArn')}, not an S3 event: "
+            "confirm the queue's subscription to the topic (its SubscribeURL)"
+        )
     if is_sns_envelope(body):
         try:
-            body = json.loads(body["Message"])
-        except (TypeError, ValueError) as exc:
+            body = load_json(body["Message"])
+        except NotJSON as exc:
             topic = body.get("TopicArn")
             raise EventError(
                 f"the SNS notification from {topic} has a Message that is not JSON"

@@ -77,12 +77,22 @@ def object_from_s3_record(record: dict[str, Any]) -> ObjectRef:
         s3 = record["s3"]
         bucket = s3["bucket"]["name"]
         obj = s3["object"]
-        # S3 URL-encodes keys in notifications ("my photo.png" arrives as "my+photo.png").
-        key = unquote_plus(obj["key"])
-    except (KeyError, TypeError) as exc:
+        raw_key = obj["key"]
+    except KeyError as exc:
         raise EventError(f"S3 event record lacks {exc}: not an S3 object notification") from exc
-    if not isinstance(bucket, str) or not bucket or not key:
-        raise EventError("S3 event record has an empty bucket name or object key")
+    except TypeError as exc:
+        raise EventError(
+            "S3 event record's s3, s3.bucket or s3.object is not an object: "
+            "not an S3 object notification"
+        ) from exc
+    if not isinstance(bucket, str) or not bucket:
+        raise EventError(f"S3 event record's bucket name is {bucket!r}, not a bucket name")
+    if not isinstance(raw_key, str) or not raw_key:
+        raise EventError(f"S3 event record's object key is {raw_key!r}, not an object key")
+    # S3 URL-encodes keys in notifications ("my photo.png" arrives as "my+photo.png").
+    key = unquote_plus(raw_key)
+    if not key:
+        raise EventError("S3 event record has an empty object key")
     try:
         size = int(obj.get("size") or 0)
     except (TypeError, ValueError) as exc:

@@ -23,7 +23,6 @@ same against AWS and the offline stack.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -42,6 +41,7 @@ from scones_core.ingest import (
     start_notification,
 )
 from scones_core.ingest import start_workflow as start_attempt
+from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.timestamps import format_millis
 from scones_core.objects import (
     NULL_VERSION,
@@ -240,9 +240,9 @@ class DeadLetter:
 
 def parse_dead_letter(text: str) -> DeadLetter:
     try:
-        body = json.loads(text)
-    except (TypeError, ValueError):
-        return DeadLetter(Source.OTHER, reason="the message body is not JSON")
+        body = load_json(text)
+    except NotJSON as exc:
+        return DeadLetter(Source.OTHER, reason=f"the message body is {exc}")
     if isinstance(body, dict) and body.get("kind") == WORKFLOW_FAILED_KIND:
         try:
             ref = object_from_json(body.get("object"))
@@ -402,7 +402,10 @@ class Redriver:
                     break  # empty, or every message came round again
                 for message in fresh:
                     seen.add(message["MessageId"])
-                    replays, delete = self._handle(message, dry_run=dry_run)
+                    try:
+                        replays, delete = self._handle(message, dry_run=dry_run)
+                    except Exception as exc:  # one message must not stop the drain
+                        replays, delete = [self._unexpected(message, exc)], False
                     report.replays.extend(replays)
                     if delete:
                         self.sqs.delete_message(
@@ -420,6 +423,16 @@ class Redriver:
                     )
         report.messages_left = len(kept)
         return report
+
+    @staticmethod
+    def _unexpected(message: Mapping[str, Any], exc: Exception) -> Replay:
+        """A message this code failed on: left in the queue, the failure in its row."""
+        return Replay(
+            Source.OTHER,
+            Outcome.ERROR,
+            detail=f"not handled ({type(exc).__name__}: {exc})",
+            message_id=str(message["MessageId"]),
+        )
 
     def _handle(self, message: Mapping[str, Any], *, dry_run: bool) -> tuple[list[Replay], bool]:
         """The replays a message asks for, and whether it may be deleted."""

@@ -100,13 +100,28 @@ def _size(raw: str) -> str:
 @dataclass(frozen=True)
 class StartSettings:
     state_machine_arn: str
+    # The uploads this stack classifies. The bucket's own notification is filtered to the
+    # prefix, but S3 events through an SNS topic or EventBridge name every bucket and key.
+    # Empty: not checked (a replay names objects that were checked when they came in).
+    image_bucket: str = ""
+    incoming_prefix: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StartSettings:
         env = EnvReader(environ)
-        settings = cls(state_machine_arn=env.string("STATE_MACHINE_ARN"))
+        settings = cls(
+            state_machine_arn=env.string("STATE_MACHINE_ARN"),
+            image_bucket=env.string("IMAGE_BUCKET"),
+            incoming_prefix=env.string("INCOMING_PREFIX"),
+        )
         env.check("start_workflow settings")
         return settings
+
+    def is_upload_here(self, bucket: str, key: str) -> bool:
+        """Whether ``bucket``/``key`` is an upload this stack classifies."""
+        return (not self.image_bucket or bucket == self.image_bucket) and key.startswith(
+            self.incoming_prefix
+        )
 
 
 def positive_int(value: str) -> int:

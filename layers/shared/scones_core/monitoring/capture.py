@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -37,6 +36,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from scones_core.endpoint_response import probabilities as endpoint_probabilities
+from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.data_warnings import (
     DUPLICATE_CAPTURE_RECORD,
     MALFORMED_CAPTURE_LINE,
@@ -47,6 +47,7 @@ from scones_core.monitoring.timestamps import floor_hour, hours_between, parse_t
 
 logger = logging.getLogger(__name__)
 
+_GZIP_MAGIC = b"\x1f\x8b"
 CAPTURE_SUFFIX = ".jsonl"
 # SageMaker buffers records before writing a file, so a file can land in the
 # hour folder after the request's hour; the next hour's folder is read as well.
@@ -165,9 +166,9 @@ def parse_capture_line(
 ) -> CaptureRecord:
     """Parse one JSON Lines record; raises ``CaptureFormatError`` saying what is wrong."""
     try:
-        document = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CaptureFormatError(f"not JSON: {exc}") from exc
+        document = load_json(line)
+    except NotJSON as exc:
+        raise CaptureFormatError(str(exc)) from exc
     if not isinstance(document, dict):
         raise CaptureFormatError("not a JSON object")
     capture = document.get("captureData")
@@ -223,9 +224,9 @@ def decode_output(output: dict[str, Any]) -> Any:
     else:
         raise CaptureFormatError(f"unknown endpointOutput.encoding {encoding!r}")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CaptureFormatError(f"endpointOutput.data is not JSON: {exc}") from exc
+        return load_json(text)
+    except NotJSON as exc:
+        raise CaptureFormatError(f"endpointOutput.data is {exc}") from exc
 
 
 def _csv_numbers(text: str) -> list[float]:
@@ -253,6 +254,19 @@ def parse_capture_lines(
         if not line.strip():
             continue
         batch.lines_read += 1
+        if number == 1 and isinstance(line, bytes) and line.startswith(_GZIP_MAGIC):
+            # Its "lines" would be compressed bytes, each a meaningless warning.
+            batch.malformed_lines += 1
+            batch.warn(
+                DataWarning(
+                    MALFORMED_CAPTURE_LINE,
+                    source,
+                    None,
+                    "the file is gzip-compressed; data capture writes JSON Lines text",
+                ),
+                "skipping gzip-compressed capture file",
+            )
+            break
         try:
             record = parse_capture_line(line, labels, source=source, line_number=number)
         except CaptureFormatError as exc:

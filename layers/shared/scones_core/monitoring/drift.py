@@ -11,13 +11,13 @@ an arbitrary smoothing constant is added, and its scale has no direct reading.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.locations import S3Location, read_optional_object
 
 logger = logging.getLogger(__name__)
@@ -83,8 +83,8 @@ def load_baseline(s3: Any, location: S3Location) -> Baseline | None:
         )
         return None
     try:
-        return Baseline.from_json(json.loads(body))
-    except (json.JSONDecodeError, UnicodeDecodeError, BaselineError) as exc:
+        return Baseline.from_json(load_json(body))
+    except (NotJSON, BaselineError) as exc:
         logger.error(
             "baseline is unusable; label drift is not computed",
             extra={"baseline": location.uri, "problem": str(exc)},

@@ -22,13 +22,13 @@ it is "no report", counted on its own.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.data_warnings import UNREADABLE_REPORT, DataWarning
 from scones_core.monitoring.locations import S3Location, list_objects, read_optional_object
 from scones_core.monitoring.timestamps import format_seconds, hours_between
@@ -39,6 +39,14 @@ ALERT_STATUS = "CompletedWithViolations"
 FAILED_STATUS = "Failed"
 # Executions that ended without a verdict on the traffic they were meant to check.
 FAULT_STATUSES = frozenset({FAILED_STATUS, "Stopped"})
+# Executions that had not ended when the window was read: each window is read once, so
+# their verdict is never seen (ModelMonitorLagMinutes is shorter than they take).
+UNFINISHED_STATUSES = frozenset({"Pending", "InProgress", "Stopping"})
+COMPLETED_STATUSES = frozenset({"Completed", ALERT_STATUS})
+# ListMonitoringExecutions does not say whether its time filters include their bounds,
+# and executions are scheduled on the hour, often a window's bound: the request is
+# widened by this much and the window applied here, as [start, end).
+LISTING_MARGIN = timedelta(minutes=1)
 # SageMaker's FailureReason for an execution whose hour captured no requests (an idle
 # hour): nothing was there to check, so it is not a fault of the monitoring.
 NO_DATA_FAILURE_REASON = "Job inputs had no data"
@@ -79,9 +87,14 @@ class MonitoringExecution:
         )
 
     @property
+    def unfinished(self) -> bool:
+        return self.status in UNFINISHED_STATUSES
+
+    @property
     def is_fault(self) -> bool:
-        """Ended without a verdict for a reason other than an idle hour."""
-        return self.status in FAULT_STATUSES and not self.had_no_data
+        """Gave no verdict the monitor will read, for a reason other than an idle hour:
+        it ended ``Failed`` or ``Stopped``, or had not ended when the window was read."""
+        return (self.status in FAULT_STATUSES and not self.had_no_data) or self.unfinished
 
 
 @dataclass(frozen=True)
@@ -100,7 +113,7 @@ class ModelMonitorFindings:
 
     @property
     def failed_executions(self) -> tuple[MonitoringExecution, ...]:
-        """Executions in the window that ended ``Failed`` or ``Stopped``, idle hours aside."""
+        """Executions in the window without a verdict (``is_fault``), idle hours aside."""
         return tuple(e for e in self.executions if e.is_fault)
 
     @property
@@ -121,8 +134,8 @@ def list_executions(
     executions: list[MonitoringExecution] = []
     request: dict[str, Any] = {
         "MonitoringScheduleName": schedule_name,
-        "ScheduledTimeAfter": start,
-        "ScheduledTimeBefore": end,
+        "ScheduledTimeAfter": start - LISTING_MARGIN,
+        "ScheduledTimeBefore": end + LISTING_MARGIN,
         "SortBy": "ScheduledTime",
         "SortOrder": "Descending",
         "MaxResults": 100,
@@ -130,6 +143,8 @@ def list_executions(
     while True:
         response = sagemaker.list_monitoring_executions(**request)
         for summary in response.get("MonitoringExecutionSummaries", []):
+            if not start <= summary["ScheduledTime"] < end:
+                continue
             executions.append(
                 MonitoringExecution(
                     scheduled_time=summary["ScheduledTime"],
@@ -224,11 +239,9 @@ def parse_violations(body: bytes, report_uri: str | None = None) -> tuple[Violat
     foreign file (``{}``, an error page) is never read as "no violations".
     """
     try:
-        document = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise ModelMonitorReportError(f"not JSON: {exc}", line=exc.lineno) from exc
-    except UnicodeDecodeError as exc:
-        raise ModelMonitorReportError(f"not UTF-8 text: {exc}") from exc
+        document = load_json(body)
+    except NotJSON as exc:
+        raise ModelMonitorReportError(str(exc), line=exc.line) from exc
     if not isinstance(document, dict) or not isinstance(document.get("violations"), list):
         raise ModelMonitorReportError('expected {"violations": [...]}')
     violations = []
@@ -250,10 +263,35 @@ def parse_violations(body: bytes, report_uri: str | None = None) -> tuple[Violat
 def parse_statistics_item_count(body: bytes) -> int | None:
     """``dataset.item_count`` from ``statistics.json``, when present."""
     try:
-        document = json.loads(body)
-        return int(document["dataset"]["item_count"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        return int(load_json(body)["dataset"]["item_count"])
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
+
+
+def _warn_of_missing_reports(
+    executions: tuple[MonitoringExecution, ...],
+    keys: list[str],
+    reports: S3Location,
+    endpoint: str,
+    schedule_name: str,
+) -> None:
+    """A completed execution always writes its report: none in its hour folder means
+    the reports are looked for in the wrong place (``MONITORING_REPORTS_S3_URI``)."""
+    for execution in executions:
+        if execution.status not in COMPLETED_STATUSES:
+            continue
+        hour = execution.scheduled_time.astimezone(UTC).strftime("%Y/%m/%d/%H")
+        folder = reports.child(endpoint, schedule_name, hour).as_prefix()
+        if not any(key.startswith(folder) for key in keys):
+            logger.warning(
+                "Model Monitor execution completed, but its report is not where the "
+                "monitor looks; check MONITORING_REPORTS_S3_URI",
+                extra={
+                    "status": execution.status,
+                    "scheduled_time": format_seconds(execution.scheduled_time),
+                    "looked_in": f"s3://{reports.bucket}/{folder}",
+                },
+            )
 
 
 def collect_findings(
@@ -276,6 +314,12 @@ def collect_findings(
         for ended in executions:
             if ended.had_no_data:
                 log, message = logger.info, "Model Monitor execution had no data to check"
+            elif ended.unfinished:
+                log, message = (
+                    logger.warning,
+                    "Model Monitor execution had not ended when its window was read; "
+                    "its verdict will not be read (ModelMonitorLagMinutes is too short)",
+                )
             elif ended.is_fault:
                 log, message = logger.warning, "Model Monitor execution did not complete"
             else:
@@ -301,6 +345,8 @@ def collect_findings(
     if reports is None:
         return ModelMonitorFindings(executions=executions)
     keys = find_reports(s3, reports, start, end, endpoint=endpoint, schedule_name=schedule_name)
+    if schedule_name:
+        _warn_of_missing_reports(executions, keys, reports, endpoint, schedule_name)
     if not keys:
         logger.info("no Model Monitor report in the window", extra={"reports": reports.uri})
         return ModelMonitorFindings(executions=executions)

@@ -37,6 +37,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, ParamValidationError
 
+from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.locations import S3Location, read_optional_object
 from scones_core.monitoring.timestamps import format_millis, format_seconds
 from scones_core.monitoring.window_report import Alert
@@ -279,9 +280,9 @@ class RetrainingLauncher:
                 f"the retraining job template {location.uri} does not exist"
             )
         try:
-            template = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RetrainingConfigError(f"{location.uri} is not JSON: {exc}") from exc
+            template = load_json(body)
+        except NotJSON as exc:
+            raise RetrainingConfigError(f"{location.uri} is {exc}") from exc
         if not isinstance(template, dict) or not isinstance(template.get("TrainingJobName"), str):
             raise RetrainingConfigError(
                 f"{location.uri} must be a CreateTrainingJob request with a TrainingJobName"

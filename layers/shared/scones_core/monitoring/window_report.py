@@ -258,6 +258,12 @@ def _model_monitor_alerts(monitor: ModelMonitorFindings) -> list[Alert]:
             f"{format_seconds(e.scheduled_time)} {e.status}"
             + (f" ({e.processing_job_arn})" if e.processing_job_arn else "")
             + (f": {e.failure_reason}" if e.failure_reason else "")
+            + (
+                ": not ended when the window was read, so its verdict is never read "
+                "(raise ModelMonitorLagMinutes)"
+                if e.unfinished
+                else ""
+            )
             for e in failed
         )
         alerts.append(
