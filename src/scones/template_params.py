@@ -62,10 +62,12 @@ def parameter_default(name: str, path: Path = TEMPLATE_PATH) -> str:
 # -- checking values like CloudFormation ---------------------------------------------
 
 
-def function_environment(logical_id: str, path: Path = TEMPLATE_PATH) -> dict[str, str]:
-    """A function's environment variables as deployed with the defaults (``Ref`` of a
-    parameter resolved); variables naming other resources are left out."""
-    params = parameter_defaults(path)
+def function_environment(
+    logical_id: str, path: Path = TEMPLATE_PATH, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A function's environment variables as deployed with the defaults (+ ``overrides``;
+    ``Ref`` of a parameter resolved); variables naming other resources are left out."""
+    params = {**parameter_defaults(path), **(overrides or {})}
     function = load_template(path)["Resources"][logical_id]["Properties"]
     variables = function.get("Environment", {}).get("Variables", {})
     return {

@@ -87,6 +87,27 @@ def test_missing_inputs_fail_before_the_stack_starts(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["run", "--timeout", "nan"], "argument --timeout: nan is not a number of seconds above 0"),
+        (["run", "--timeout", "-1"], "argument --timeout: -1 is not a number of seconds above 0"),
+        (["classify", "x.png", "--timeout", "0"], "argument --timeout: 0 is not"),
+        (["down", "--timeout", "inf"], "argument --timeout: inf is not"),
+        (["run", "--out", "a-file"], "argument --out: a-file exists and is not a folder"),
+        (["evaluate", "--out", "a-file"], "argument --out: a-file exists and is not a folder"),
+    ],
+)
+def test_bad_times_and_output_folders_fail_before_any_work(
+    tmp_path: Path, args: list[str], problem: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    result = scones(*args, cwd=tmp_path)
+    # Nothing printed to stdout: no stack was started, no evaluation run.
+    assert (result.returncode, result.stdout) == (2, "")
+    assert problem in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
     ("spec", "value", "problem"),
     [
         ({"Type": "Number", "MinValue": 0, "MaxValue": 1}, "1.5", "greater than MaxValue 1"),

@@ -7,7 +7,11 @@ from datetime import timedelta
 import pytest
 from scones_core.errors import SettingsError
 from scones_core.monitoring.locations import S3Location
-from scones_core.monitoring.settings import ENVIRONMENT_VARIABLES, MonitorSettings
+from scones_core.monitoring.settings import (
+    ENVIRONMENT_VARIABLES,
+    MAX_COOLDOWN_HOURS,
+    MonitorSettings,
+)
 
 from scones.template_params import load_template
 from tests.monitoring.conftest import BUCKET, LABELS, monitor_env
@@ -55,6 +59,15 @@ def test_every_problem_is_reported_by_name() -> None:
         "MODEL_MONITOR_LAG_MINUTES='an hour'",
     ):
         assert name in message
+
+
+@pytest.mark.parametrize("hours", ["1e12", "8761"])
+def test_a_cooldown_past_a_year_is_named_not_an_overflow(hours: str) -> None:
+    """timedelta overflows past about 2.7e9 years; the bound comes first, as in the template."""
+    with pytest.raises(SettingsError, match=f"RETRAINING_COOLDOWN_HOURS='{hours}' is invalid"):
+        MonitorSettings.from_env(monitor_env(RETRAINING_COOLDOWN_HOURS=hours))
+    parameter = load_template()["Parameters"]["RetrainingCooldownHours"]
+    assert parameter["MaxValue"] == MAX_COOLDOWN_HOURS
 
 
 def test_optional_targets_are_parsed() -> None:

@@ -124,6 +124,8 @@ def _tiff(png: bytes) -> bytes:
         ("empty", 400, "empty"),
         ("heic", 400, "UnsupportedImageFormat: HEIC images are not accepted"),
         ("too many pixels", 400, "pixels"),
+        # Decodes, but the preprocessing has no rule for its colours: the request's fault.
+        ("lab colours", 400, "UnsupportedImageFormat: Images in colour mode LAB"),
         ("wrong content type", 415, "unsupported Content-Type 'text/csv'"),
         ("missing content type", 415, "unsupported Content-Type missing"),
         ("unacceptable accept", 406, "Accept 'text/csv'"),
@@ -144,6 +146,10 @@ def test_container_errors_name_the_problem_and_the_server_keeps_serving(
         body = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64)
     elif case == "too many pixels":
         body = _png_of_size(300, 300)
+    elif case == "lab colours":
+        out = io.BytesIO()
+        Image.new("LAB", (16, 16), (50, 10, 10)).save(out, format="TIFF")
+        body, headers = out.getvalue(), {"Content-Type": "application/x-image"}
     elif case == "wrong content type":
         headers = {"Content-Type": "text/csv"}
     elif case == "missing content type":

@@ -102,9 +102,13 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
         (["--max-body-bytes", "0"], "--max-body-bytes must be a positive integer"),
         (["--max-image-pixels", "0"], "--max-image-pixels must be a positive integer"),
         (["--max-concurrency", "0"], "--max-concurrency must be a positive integer"),
-        (["--queue-wait-seconds", "-1"], "--queue-wait-seconds must not be negative"),
-        (["--header-timeout-seconds", "0"], "--header-timeout-seconds must be positive"),
-        (["--body-timeout-seconds", "-2"], "--body-timeout-seconds must be positive"),
+        (["--queue-wait-seconds", "-1"], "--queue-wait-seconds must be a number of seconds"),
+        (["--queue-wait-seconds", "nan"], "--queue-wait-seconds must be a number of seconds"),
+        (["--header-timeout-seconds", "0"], "--header-timeout-seconds must be a positive"),
+        (["--header-timeout-seconds", "inf"], "--header-timeout-seconds must be a positive"),
+        (["--body-timeout-seconds", "-2"], "--body-timeout-seconds must be a positive"),
+        (["--body-timeout-seconds", "nan"], "--body-timeout-seconds must be a positive"),
+        (["--capture-flush-seconds", "nan"], "--capture-flush-seconds must be positive"),
     ],
 )
 def test_bad_arguments_name_the_problem(

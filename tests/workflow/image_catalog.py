@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
 import struct
 import zipfile
 import zlib
@@ -73,6 +74,13 @@ def png_with_profiles(data: bytes, count: int) -> bytes:
     each as it opens the file, so thousands of them were a CPU bomb)."""
     profile = png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(bytes(1024)))
     return data[:33] + profile * count + data[33:]
+
+
+def png_with_comment(data: bytes, inflated: int) -> bytes:
+    """``data`` with a compressed comment (zTXt) after its IHDR that inflates to
+    ``inflated`` bytes: a few KB on disk."""
+    comment = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * inflated, 9))
+    return data[:33] + comment + data[33:]
 
 
 def jpeg_with_scans(image: Image.Image, scans: int) -> bytes:
@@ -153,6 +161,42 @@ def tiff_with_tiles(width: int, height: int, tile: int) -> bytes:
     return b"II*\x00" + struct.pack("<I", ifd_at) + ifd + struct.pack("<HHH", 8, 8, 8) + data
 
 
+def tiff_in_strips(
+    width: int, height: int, rows_per_strip: int, *, samples: int = 1, bits: int = 8
+) -> bytes:
+    """A little-endian TIFF stored in strips of ``rows_per_strip`` rows, every strip the
+    same deflated zeros (16-bit RGBA when ``samples`` is 4 and ``bits`` 16)."""
+    strips = -(-height // rows_per_strip)
+    data = zlib.compress(bytes(width * samples * bits // 8 * rows_per_strip))
+    entries: list[tuple[int, int, list[int]]] = [  # (tag, type, values); 3 SHORT, 4 LONG
+        (256, 4, [width]),
+        (257, 4, [height]),
+        (258, 3, [bits] * samples),
+        (259, 3, [8]),  # deflate
+        (262, 3, [1 if samples == 1 else 2]),
+        (273, 4, [0] * strips),  # offsets: filled below
+        (277, 3, [samples]),
+        (278, 4, [rows_per_strip]),
+        (279, 4, [len(data)] * strips),
+    ]
+    if samples == 4:
+        entries.append((338, 3, [2]))  # unassociated alpha
+    data_at = 8
+    ifd_at = data_at + len(data) + len(data) % 2
+    extra_at = ifd_at + 2 + 12 * len(entries) + 4
+    ifd, extra = struct.pack("<H", len(entries)), b""
+    for tag, kind, declared in entries:
+        values = [data_at] * strips if tag == 273 else declared
+        packed = b"".join(struct.pack("<H" if kind == 3 else "<I", v) for v in values)
+        if len(packed) <= 4:
+            ifd += struct.pack("<HHI", tag, kind, len(values)) + packed.ljust(4, b"\0")
+        else:
+            ifd += struct.pack("<HHII", tag, kind, len(values), extra_at + len(extra))
+            extra += packed
+    ifd += struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", ifd_at) + data + b"\0" * (len(data) % 2) + ifd + extra
+
+
 def rejected(name: str, data: bytes, code: str, words: str, key: str | None = None) -> Entry:
     return Entry(name, key or f"catalog/{name}", data, "REJECTED", code, words)
 
@@ -176,7 +220,14 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
         rejected("header-junk.png", png[:16] + b"\xff" * 64, "CorruptImage", "corrupt"),
         rejected("bomb.png", png_header_only(side, side), "ImageTooManyPixels", "pixels"),
         rejected("tile-bomb.tif", tiff_with_tiles(64, 64, side), "ImageTooManyPixels", "tiles"),
+        rejected("strips.tif", tiff_in_strips(8, 70_000, 1), "ImageTooComplex", "70000 strips"),
         rejected("profiles.png", png_with_profiles(png, 2), "CorruptImage", "iCCP"),
+        rejected(
+            "long-comment.png",
+            png_with_comment(png, 2_000_000),
+            "ImageTooComplex",
+            "text or colour-profile chunks",
+        ),
         rejected(
             "scans.jpg",
             jpeg_with_scans(Image.open(source).convert("RGB"), 101),
@@ -230,6 +281,11 @@ def unusual_images(source: Path) -> list[Entry]:
     cmyk = rgb.convert("CMYK")
     palette = rgb.quantize(255)  # index 255 unused: make it the transparent one
     palette.info["transparency"] = 255
+    key_colour = rgb.getpixel((0, 0))  # an RGB PNG's tRNS: this colour is transparent
+    keyed = rgb.copy()
+    keyed.putdata([(255, 255, 255) if px == key_colour else px for px in rgb.get_flattened_data()])
+    # A print profile (megabytes in real files) that must not travel with the model input.
+    profile = random.Random(7).randbytes(300_000)
 
     plain = source.read_bytes()
 
@@ -265,6 +321,14 @@ def unusual_images(source: Path) -> list[Entry]:
             SAME_LABEL,
         ),
         valid("photo-640.jpg", encode(big, "JPEG", quality=92), SAME_LABEL),
+        # The key colour is composited on white like any transparency.
+        valid("rgb-trns.png", encode(rgb, transparency=key_colour), SAME_INPUT, encode(keyed)),
+        valid(
+            "print-profile.jpg",
+            encode(cmyk, "JPEG", quality=95, icc_profile=profile),
+            SAME_INPUT,
+            encode(cmyk, "JPEG", quality=95),
+        ),
     ]
 
 

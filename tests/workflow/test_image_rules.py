@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import re
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from image_catalog import (
     bad_inputs,
     encode,
     png_header_only,
+    tiff_in_strips,
     unusual_images,
 )
 from moto import mock_aws
@@ -56,7 +58,7 @@ from scones.model.artifact import OnnxClassifier, images_to_tensor
 from scones.model.folders import load_images
 from scones.offline.stack import DEFAULT_MODEL_DIR
 from scones.serving.app import decode_request_image
-from scones.template_params import function_environment, parameter_defaults
+from scones.template_params import function_environment, load_template, parameter_defaults
 
 LIMITS = template_limits()
 SOURCE = sorted((SAMPLES / "motorcycle").glob("*.png"))[0]
@@ -284,6 +286,7 @@ def test_an_oversized_object_is_refused_from_its_size_unread() -> None:
         ("F", 0.5, (127, 127, 127)),
         ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
         ("YCbCr", (100, 128, 128), (100, 100, 100)),
+        ("La", (100, 255), (100, 100, 100)),  # premultiplied alpha (a TIFF's associated)
     ],
 )
 def test_every_mode_becomes_rgb_at_the_model_size(
@@ -451,3 +454,63 @@ def test_an_eight_pixel_image_is_the_smallest_accepted() -> None:
     smallest = encode(Image.new("RGB", (8, 8), (200, 30, 30)))
     decoded = decode_image(smallest, LIMITS)
     assert (decoded.source["width"], decoded.source["height"]) == (8, 8)
+
+
+def test_the_model_input_carries_none_of_the_uploads_metadata(s3: Any) -> None:
+    """A colour profile or transparency key in the normalised PNG would put the upload's
+    metadata (megabytes in a print profile) into the workflow's state."""
+    one_bit = Image.open(SOURCE).convert("1")
+    keyed_one_bit = Entry("gray1-trns.png", "catalog/gray1-trns.png", b"", "CLASSIFIED")
+    keyed_one_bit = dataclasses.replace(keyed_one_bit, data=encode(one_bit, transparency=1))
+    plain_one_bit = dataclasses.replace(
+        keyed_one_bit, key="catalog/gray1.png", data=encode(one_bit)
+    )
+    by_name = {entry.name: entry for entry in UNUSUAL} | {keyed_one_bit.name: keyed_one_bit}
+    for name in ("print-profile.jpg", "gray1-trns.png", "rgb-trns.png"):
+        png = base64.b64decode(serialize(s3, by_name[name])["image_b64"])
+        assert len(png) < 10_000, name
+        assert b"iCCP" not in png and b"tRNS" not in png, name
+    # A 1-bit image's tRNS is not applied (there is no grey to put it on); it decodes.
+    assert model_input(serialize(s3, keyed_one_bit)) == model_input(serialize(s3, plain_one_bit))
+    image = Image.new("RGB", (32, 32))
+    image.info.update(icc_profile=b"profile", transparency=(0, 0, 0), exif=b"Exif")
+    assert to_model_image(image, (32, 32)).info == {}
+    assert image.info["icc_profile"] == b"profile"  # the caller's image is left alone
+
+
+def test_a_tiffs_strip_buffer_counts_toward_the_functions_memory(decoder_spy: list[str]) -> None:
+    """libtiff decodes a strip's raw samples into a buffer of their own: a single 16-bit
+    RGBA strip is twice the unpacked image."""
+    tiff = tiff_in_strips(1000, 1000, 1000, samples=4, bits=16)
+    unpacked_mb = decode_bytes("TIFF", "RGBA", (1000, 1000)) / 2**20
+    strip_mb = 1000 * 1000 * 8 / 2**20
+    tight = dataclasses.replace(LIMITS, memory_mb=FUNCTION_RESERVE_MB + int(unpacked_mb) + 2)
+    with pytest.raises(errors.ImageTooManyPixels, match="1000x1000 TIFF"):
+        decode_image(tiff, tight)
+    assert decoder_spy == []
+    enough = dataclasses.replace(tight, memory_mb=tight.memory_mb + int(strip_mb) + 1)
+    assert decode_image(tiff, enough).image.size == (1000, 1000)
+
+
+def test_a_tiff_of_too_many_strips_is_refused_before_pillow_reads_its_offsets() -> None:
+    with pytest.raises(errors.ImageTooComplex, match="70000 strips"):
+        decode_image(tiff_in_strips(8, 70_000, 1), LIMITS)
+    assert decode_image(tiff_in_strips(8, 60_000, 1), LIMITS).image.size == (8, 60_000)
+
+
+@pytest.mark.parametrize(
+    "size", ["1x1", "32x32", "224x224", "9x224", "225x224", "32x225", "0x32", "1000x1", "32", "x"]
+)
+def test_the_model_input_size_bound_is_the_templates(size: str) -> None:
+    """The normalised image travels in the workflow's state (256 KiB): the settings and
+    the template's AllowedPattern refuse the same sizes."""
+    pattern = load_template()["Parameters"]["ModelInputSize"]["AllowedPattern"]
+    env = {**function_environment("SerializeImageFunction"), "MODEL_INPUT_SIZE": size}
+    try:
+        ImageLimits.from_env(env)
+        accepted = True
+    except errors.SettingsError as exc:
+        assert "MODEL_INPUT_SIZE" in str(exc)
+        accepted = False
+    assert accepted == (re.fullmatch(pattern, size) is not None)
+    assert accepted == (size in {"1x1", "32x32", "224x224", "9x224"})

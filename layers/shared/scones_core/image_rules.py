@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 from scones_core.errors import (
     CorruptImage,
@@ -40,6 +40,8 @@ from scones_core.image_structure import (
     PNG_SIGNATURE,
     check_png_chunks,
     jpeg_layout,
+    tiff_block_count,
+    tiff_strip_bytes,
     tiff_tile_size,
 )
 
@@ -161,6 +163,10 @@ _DEFAULT_BYTES_PER_PIXEL = 4
 # dozen (a progressive JPEG from libjpeg has 10); thousands in a small file are a CPU
 # bomb that would outlast the function's timeout.
 MAX_JPEG_SCANS = 100
+# A 5000x5000 TIFF stored a row per strip has 5,000 strips, in 256x256 tiles 400. Pillow
+# turns every strip's offset into Python objects as it opens the file: 65,536 take
+# about 0.4 s of CPU and 50 MB, a million 3 s and 400 MB (and 10 s to load).
+MAX_TIFF_BLOCKS = 65_536
 # What the function holds besides the decode: the interpreter, boto3, Pillow, the
 # upload's bytes and the preprocessing's strips (SerializeImage peaks at about 60 MB
 # on a 32x32 PNG).
@@ -174,6 +180,7 @@ def decode_bytes(
     coefficient_size: tuple[int, int] | None = None,
     *,
     tile: tuple[int, int] | None = None,
+    strip_bytes: int = 0,
     copies: int = 1,
 ) -> int:
     """An upper estimate of the memory decoding an image of ``size`` takes.
@@ -182,7 +189,9 @@ def decode_bytes(
     or one scan per component). libjpeg then keeps every DCT coefficient of the whole
     image (2 bytes each) even when it decodes at a reduced scale, so a draft saves its
     output but not those buffers. ``tile``: a tiled TIFF's tile, which libtiff
-    allocates whole. ``copies``: full-size images the loader holds at once (Pillow turns
+    allocates whole. ``strip_bytes``: a strip-stored TIFF's raw strip, which libtiff
+    decodes into a buffer of its own (16-bit samples make it twice the unpacked image's
+    row). ``copies``: full-size images the loader holds at once (Pillow turns
     a TIFF with an Orientation tag upright into a second one as it loads).
     """
     per_pixel = DECODE_BYTES_PER_PIXEL.get(
@@ -194,7 +203,7 @@ def decode_bytes(
         extra += coefficient_size[0] * coefficient_size[1] * 2 * bands
     if tile is not None:
         extra += tile[0] * tile[1] * max(per_pixel, bands)
-    return size[0] * size[1] * per_pixel * copies + extra
+    return size[0] * size[1] * per_pixel * copies + extra + strip_bytes
 
 
 @dataclass
@@ -234,6 +243,12 @@ def decode_image(
     if sniffed == "PNG" and data.startswith(PNG_SIGNATURE):
         # Before Pillow parses it: Pillow inflates every iCCP chunk as it opens a PNG.
         check_png_chunks(data)
+    if sniffed == "TIFF" and (blocks := tiff_block_count(data)) > MAX_TIFF_BLOCKS:
+        # Before Pillow parses it: Pillow reads every strip's offset as it opens a TIFF.
+        raise ImageTooComplex(
+            f"The TIFF is stored in {blocks} strips or tiles; at most {MAX_TIFF_BLOCKS} "
+            "are read (save it with larger strips or tiles)."
+        )
     image = _open(data, limits, sniffed)
     try:
         return _check_and_load(image, data, limits, draft_to)
@@ -261,7 +276,9 @@ def _open(data: bytes, limits: ImageLimits, sniffed: str | None) -> ImageFile.Im
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_many_pixels(exc, limits) from None
     except DECODE_ERRORS as exc:
-        raise CorruptImage(f"The image header is truncated or corrupt: {_describe(exc)}") from None
+        raise _oversized_metadata(exc) or CorruptImage(
+            f"The image header is truncated or corrupt: {_describe(exc)}"
+        ) from None
     if not isinstance(image, ImageFile.ImageFile):  # pragma: no cover - Pillow contract
         raise NotAnImage("The object is not an image Pillow can read.")
     return image
@@ -304,7 +321,9 @@ def _check_and_load(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_many_pixels(exc, limits) from None
     except DECODE_ERRORS as exc:
-        raise CorruptImage(f"The {fmt} data is truncated or corrupt: {_describe(exc)}") from None
+        raise _oversized_metadata(exc) or CorruptImage(
+            f"The {fmt} data is truncated or corrupt: {_describe(exc)}"
+        ) from None
     return DecodedImage(
         image=image,
         source={
@@ -325,6 +344,7 @@ class _Structure:
     lossless: bool = False
     jpeg_scans: int = 0
     tile: tuple[int, int] | None = None
+    strip_bytes: int = 0
     upright_copy: bool = False
 
 
@@ -351,7 +371,11 @@ def _structure(
                 f"{limits.named('MaxImagePixels')}."
             )
         orientation = tags.get(ExifTags.Base.Orientation) if tags is not None else None
-        return _Structure(tile=tile, upright_copy=orientation not in (None, 1))
+        return _Structure(
+            tile=tile,
+            strip_bytes=tiff_strip_bytes(tags, image.size),
+            upright_copy=orientation not in (None, 1),
+        )
     return _Structure()
 
 
@@ -373,6 +397,7 @@ def _check_memory(
         image.size,
         header_size if buffered else None,
         tile=structure.tile,
+        strip_bytes=structure.strip_bytes,
         copies=2 if structure.upright_copy else 1,
     )
     available = (limits.memory_mb - FUNCTION_RESERVE_MB) * 2**20
@@ -390,6 +415,19 @@ def _too_many_pixels(exc: BaseException, limits: ImageLimits) -> ImageTooManyPix
     return ImageTooManyPixels(
         f"The image header declares too many pixels ({_describe(exc).rstrip('.')}); "
         f"the limit is {limits.max_pixels} pixels{limits.named('MaxImagePixels')}."
+    )
+
+
+def _oversized_metadata(exc: BaseException) -> ImageTooComplex | None:
+    """Pillow's guard against a PNG whose compressed text or colour profile inflates to
+    more than it reads (a metadata bomb, or a very large comment): not corruption."""
+    text = str(exc)
+    if "MAX_TEXT_CHUNK" not in text and "MAX_TEXT_MEMORY" not in text:
+        return None
+    return ImageTooComplex(
+        "The PNG's text or colour-profile chunks inflate to more than is read "
+        f"({PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB each, "
+        f"{PngImagePlugin.MAX_TEXT_MEMORY // 2**20} MB in all); save it without that metadata."
     )
 
 

@@ -9,7 +9,11 @@ a few of them while it parses the header, before any image rule could look:
 - JPEG: libjpeg walks the whole image once per scan (thousands of refinement scans in
   a small file take minutes), keeps every DCT coefficient of the image when there is
   more than one scan, and has no reduced-scale decode for a lossless frame.
-- TIFF: libtiff allocates and fills a whole tile, whatever the image's own size.
+- TIFF: libtiff allocates and fills a whole tile, or decodes a strip's raw samples
+  into a buffer of their own, whatever the image's own size; and Pillow reads every
+  strip's offset and length into Python objects as it opens the file (a million
+  one-row strips took seconds and 400 MB before any rule ran). The first directory's
+  block count is read before Pillow sees the file.
 
 ``image_rules`` turns these facts into rejections; this module only reads them.
 """
@@ -17,6 +21,7 @@ a few of them while it parses the header, before any image rule could look:
 from __future__ import annotations
 
 import re
+import struct
 import zlib
 from dataclasses import dataclass
 
@@ -133,3 +138,51 @@ def tiff_tile_size(tags: object) -> tuple[int, int] | None:
     if not isinstance(width, int) or not isinstance(length, int):
         return None
     return width, length
+
+
+_STRIP_OFFSETS, _TILE_OFFSETS = 273, 324
+_ROWS_PER_STRIP, _BITS_PER_SAMPLE, _SAMPLES_PER_PIXEL, _PLANAR = 278, 258, 277, 284
+
+
+def tiff_block_count(data: bytes) -> int:
+    """How many strips or tiles the first image of a TIFF is stored in, read from its
+    first directory (0 when the header cannot be read: Pillow then says what is wrong)."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (version,) = struct.unpack_from(order + "H", data, 2)
+        if version == 42:
+            (directory,) = struct.unpack_from(order + "I", data, 4)
+            (entries,) = struct.unpack_from(order + "H", data, directory)
+            entry, count_format, first = 12, "I", directory + 2
+        elif version == 43:  # BigTIFF
+            (directory,) = struct.unpack_from(order + "Q", data, 8)
+            (entries,) = struct.unpack_from(order + "Q", data, directory)
+            entry, count_format, first = 20, "Q", directory + 8
+        else:
+            return 0
+        for at in range(first, first + min(entries, 4096) * entry, entry):
+            (tag,) = struct.unpack_from(order + "H", data, at)
+            if tag in (_STRIP_OFFSETS, _TILE_OFFSETS):
+                return int(struct.unpack_from(order + count_format, data, at + 4)[0])
+    except struct.error:
+        return 0
+    return 0
+
+
+def tiff_strip_bytes(tags: object, size: tuple[int, int]) -> int:
+    """The raw bytes of one strip of a strip-stored TIFF of ``size`` (Pillow's ``tag_v2``):
+    what libtiff decodes a strip into before Pillow unpacks it. 0 for a tiled TIFF."""
+    get = getattr(tags, "get", None)
+    if get is None or tiff_tile_size(tags) is not None:
+        return 0
+    width, height = size
+    rows = get(_ROWS_PER_STRIP)
+    rows = min(rows, height) if isinstance(rows, int) and rows > 0 else height
+    bits = get(_BITS_PER_SAMPLE) or (1,)
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    samples = get(_SAMPLES_PER_PIXEL) or len(bits)
+    per_sample = [b if isinstance(b, int) else 8 for b in bits] or [8]
+    per_sample += [per_sample[-1]] * (samples - len(per_sample))
+    # Separate planes: a strip holds one sample of each pixel.
+    row_bits = width * (per_sample[0] if get(_PLANAR) == 2 else sum(per_sample[:samples]))
+    return rows * -(-row_bits // 8)

@@ -79,7 +79,9 @@ def to_model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     EXIF orientation is applied first; transparency is composited on white;
     16-bit and float pixels are scaled, not clipped; the image is then
     centre-cropped to the target's aspect ratio and resized, so nothing is
-    squashed (a wheel stays round).
+    squashed (a wheel stays round). The result carries no metadata: the upload's
+    colour profile, EXIF or transparency key would otherwise travel with the model
+    input (a print profile alone can be megabytes).
     """
     transpose = _ORIENTATIONS.get(exif_orientation(image))
     upright = image.size[::-1] if transpose in _SWAPS_SIDES else image.size
@@ -100,6 +102,9 @@ def to_model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
         x, y = origin
         box = ((left - x) / factor, (top - y) / factor, (right - x) / factor, (bottom - y) / factor)
         rgb = rgb.resize(size, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
+    if rgb.info:
+        rgb = rgb.copy() if rgb is image else rgb
+        rgb.info = {}
     return rgb
 
 
@@ -209,7 +214,9 @@ def to_rgb(image: Image.Image, full_scale: float | None = None) -> Image.Image:
     image (default: from the image itself, see :func:`_full_scale`); a strip of a
     larger image passes its whole image's."""
     mode = image.mode
-    if mode == "RGB":
+    if mode == "La":  # grey with premultiplied alpha (a TIFF's associated alpha)
+        image, mode = image.convert("LA"), "LA"
+    if mode == "RGB" and "transparency" not in image.info:
         return image
     if mode in _ALPHA_MODES or (mode in ("P", "L", "RGB") and "transparency" in image.info):
         rgba = image.convert("RGBA")

@@ -46,7 +46,7 @@ class EnvReader:
     def _parse(self, name: str, value: str, parse: Callable[[str], T]) -> T:
         try:
             return parse(value)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             self.problems.append(f"{name}={value!r} is invalid: {exc}")
             return _placeholder(parse)
 
@@ -90,11 +90,24 @@ def _placeholder(parse: Callable[[str], T]) -> T:
     return cast(T, None)
 
 
+# The normalised PNG travels in the workflow's state, base64-encoded: at 224x224 one that
+# does not compress (noise) plus the largest rest of a state stays under Step Functions'
+# 256 KiB (`scones bench payload --param ModelInputSize=224x224`). The template's
+# AllowedPattern for ModelInputSize holds the same bound.
+MAX_MODEL_INPUT_SIDE = 224
+
+
 def _size(raw: str) -> str:
     parts = raw.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):
         raise ValueError("expected WIDTHxHEIGHT, e.g. 32x32")
-    return raw.lower()
+    width, height = (int(p) for p in parts)
+    if max(width, height) > MAX_MODEL_INPUT_SIDE:
+        raise ValueError(
+            f"each side must be at most {MAX_MODEL_INPUT_SIDE}: the model input travels "
+            "in the workflow's state, which Step Functions limits to 256 KiB"
+        )
+    return f"{width}x{height}"
 
 
 @dataclass(frozen=True)

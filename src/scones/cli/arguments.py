@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 
 
 def _whole(text: str) -> int:
@@ -35,3 +37,22 @@ def port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0: any free one)")
     return value
+
+
+def seconds(text: str) -> float:
+    """A finite number of seconds greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return value
+
+
+def output_folder(text: str) -> Path:
+    """A folder to write into: it may not exist yet, but must not be a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return path

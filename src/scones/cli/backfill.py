@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from scones.cli.arguments import seconds
 from scones.cli.errors import CommandError
 from scones.cli.stack_state import client_from_state
 
@@ -27,7 +28,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("prefix", help="key prefix, under the stack's IncomingPrefix")
     parser.add_argument("--wait", action="store_true", help="wait until the backfill ends")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits")
+    parser.add_argument("--timeout", type=seconds, default=3600, help="seconds --wait waits")
     aws = parser.add_argument_group("AWS (default: the offline stack of `scones up`)")
     aws.add_argument("--stack", help="CloudFormation stack name (its BackfillStateMachineArn)")
     aws.add_argument("--region", help="AWS region")

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import positive_int
+from scones.cli.arguments import positive_int, seconds
 
 DEFAULT_IMAGES = 2000
 
@@ -38,7 +38,7 @@ def register(benchmarks: Any) -> None:
     )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
     parser.add_argument("--data", type=Path, default=DATA, help="folder of <label>/*.png images")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for records")
+    parser.add_argument("--timeout", type=seconds, default=3600, help="seconds to wait for records")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     parser.set_defaults(handler=run_burst)
 

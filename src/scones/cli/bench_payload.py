@@ -19,6 +19,13 @@ from typing import Any
 
 def register(benchmarks: Any) -> None:
     parser = benchmarks.add_parser("payload", help="largest workflow state for any input")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template parameter, e.g. --param ModelInputSize=224x224",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -30,10 +37,14 @@ def _run(args: argparse.Namespace) -> int:
     from scones_core.objects import ObjectRef
     from scones_core.settings import ImageLimits
 
+    from scones.cli.stack_state import parse_params
     from scones.template_params import function_environment
 
-    # The serialize function's limits as deployed with the template's defaults.
-    limits = ImageLimits.from_env(function_environment("SerializeImageFunction"))
+    # The serialize function's limits as deployed (the template's defaults + --param).
+    overrides = parse_params(args.param, defaults={})
+    limits = ImageLimits.from_env(
+        function_environment("SerializeImageFunction", overrides=overrides)
+    )
     width, height = limits.model_input_size
     rng = random.Random(0)
     noise = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scones.cli.arguments import seconds
 from scones.cli.errors import CommandError
 
 DEFAULT_SIZES = [200]
@@ -76,7 +77,7 @@ def register(benchmarks: Any) -> None:
         default=16,
         help="uploads before the measured burst, not counted (Lambda cold starts)",
     )
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    parser.add_argument("--timeout", type=seconds, default=1800, help="seconds per run")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.set_defaults(handler=run)
 

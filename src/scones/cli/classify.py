@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from scones.cli.arguments import seconds
 from scones.cli.display import make_console, print_summary, records_table, summarise
 from scones.cli.errors import CommandError
 from scones.cli.inputs import collect_inputs
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders")
-    parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for records")
+    parser.add_argument("--timeout", type=seconds, default=120, help="seconds to wait for records")
     parser.add_argument("--json", action="store_true", help="print the records as JSON")
     parser.set_defaults(handler=classify_command)
 

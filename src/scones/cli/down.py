@@ -7,13 +7,16 @@ import os
 import signal
 import time
 
+from scones.cli.arguments import seconds
 from scones.cli.errors import CommandError
 from scones.cli.stack_state import STATE_FILE, process_alive, read_state, read_stopped
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("down", help="stop the stack started by `scones up`")
-    parser.add_argument("--timeout", type=float, default=30, help="seconds to wait for it to stop")
+    parser.add_argument(
+        "--timeout", type=seconds, default=30, help="seconds to wait for it to stop"
+    )
     parser.set_defaults(handler=down_command)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scones.cli.arguments import output_folder
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_folder,
         help="folder for evaluation.json and evaluation.png (default: only print the numbers)",
     )
     parser.add_argument(

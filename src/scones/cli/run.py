@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from scones.cli.arguments import output_folder, seconds
 from scones.cli.display import (
     make_console,
     monitor_line,
@@ -52,11 +53,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_folder,
         default=Path("out"),
         help="folder for the report and the saved records (default: out/)",
     )
-    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for records")
+    parser.add_argument("--timeout", type=seconds, default=300, help="seconds to wait for records")
     parser.add_argument("--json", action="store_true", help="print records and summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(

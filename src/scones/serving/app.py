@@ -395,6 +395,10 @@ class _Endpoint:
         check_declared_format(image.format, content_type)
         try:
             probabilities = classifier.predict_images([image])[0]
+        except ImageRejected as rejected:
+            # The preprocessing refused what decoded (a colour mode it has no rule for):
+            # the request's fault, not the model's.
+            raise ContainerError(400, f"{rejected.code}: {rejected}") from None
         except Exception as exc:
             LOGGER.exception("the model failed on a %d-byte %s body", len(body), content_type)
             raise ContainerError(500, f"the model failed: {exc}") from exc

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -200,7 +201,7 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
     )
     if not 0 <= capture_percent <= 100:
         raise ServeError(f"--capture-percent must be between 0 and 100, got {capture_percent}")
-    if args.capture_flush_seconds <= 0:
+    if not math.isfinite(args.capture_flush_seconds) or args.capture_flush_seconds <= 0:
         raise ServeError(
             f"--capture-flush-seconds must be positive, got {args.capture_flush_seconds}"
         )
@@ -222,16 +223,17 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
     ):
         if value is not None and value < 1:
             raise ServeError(f"{flag} must be a positive integer, got {value}")
-    if args.queue_wait_seconds < 0:
+    if not math.isfinite(args.queue_wait_seconds) or args.queue_wait_seconds < 0:
         raise ServeError(
-            f"--queue-wait-seconds must not be negative, got {args.queue_wait_seconds}"
+            f"--queue-wait-seconds must be a number of seconds, not negative, "
+            f"got {args.queue_wait_seconds}"
         )
     for flag, seconds in (
         ("--header-timeout-seconds", args.header_timeout_seconds),
         ("--body-timeout-seconds", args.body_timeout_seconds),
     ):
-        if seconds <= 0:
-            raise ServeError(f"{flag} must be positive, got {seconds}")
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ServeError(f"{flag} must be a positive number of seconds, got {seconds}")
     settings = ServerSettings(
         model_dir=args.model if args.model is not None else defaults.model_dir,
         endpoint_name=endpoint_name,

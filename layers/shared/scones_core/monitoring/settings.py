@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 _ARN = re.compile(r"^arn:aws[a-zA-Z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$")
 _MAX_WINDOW_MINUTES = 7 * 24 * 60
+MAX_COOLDOWN_HOURS = 8760
 _MAX_LOOKBACK_DAYS = 366
 _MAX_DELAY_MINUTES = 24 * 60
 
@@ -169,6 +170,8 @@ def _cooldown_hours(value: str) -> timedelta:
     hours = _number(value)
     if hours <= 0:
         raise ValueError("must be greater than 0")
+    if hours > MAX_COOLDOWN_HOURS:
+        raise ValueError(f"must be at most {MAX_COOLDOWN_HOURS} (a year)")
     return timedelta(hours=hours)
 
 
