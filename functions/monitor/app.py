@@ -49,6 +49,9 @@ _LABEL_DIMENSIONS = {"EndpointName": SETTINGS.endpoint_name} | (
 _TIME_FIELDS = ("scheduledTime", "time")
 
 
+EARLIEST_SCHEDULE = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datetime:
     """A scheduled run measures the window that ended ``settle`` before its scheduled
     time: the same window when retried, and late capture files have arrived by then.
@@ -62,9 +65,12 @@ def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datet
     for field in _TIME_FIELDS:
         if field in event:
             try:
-                return parse_timestamp(event[field]) - settle
+                scheduled = parse_timestamp(event[field])
             except ValueError as exc:
                 raise EventError(f"event field {field!r}: {exc}") from exc
+            if scheduled < EARLIEST_SCHEDULE:  # a window before it could not be computed
+                raise EventError(f"event field {field!r}: {event[field]!r} is before 1970")
+            return scheduled - settle
     if event:
         unknown = sorted(map(str, event))
         logger.warning(

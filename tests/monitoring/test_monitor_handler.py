@@ -210,6 +210,9 @@ def test_bad_event_is_a_clear_error(aws: Aws) -> None:
     app = load_handler()
     with pytest.raises(EventError, match="scheduledTime"):
         app.lambda_handler({"scheduledTime": "soon"}, LambdaContext())
+    # The earliest time there is: the settle before it is no time at all.
+    with pytest.raises(EventError, match="scheduledTime"):
+        app.lambda_handler({"scheduledTime": "0001-01-01T00:00:00Z"}, LambdaContext())
 
 
 def test_bad_environment_fails_the_cold_start_naming_the_variables(

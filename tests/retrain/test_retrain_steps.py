@@ -186,6 +186,9 @@ def test_gate_refuses_to_compare_unlike_reports() -> None:
     accepts_half_yet_none["at_threshold"]["coverage"] = 0.5
     with pytest.raises(EvaluationReportError, match="does not add up"):
         judge({**base, "threshold": 0.9, "candidate": accepts_half_yet_none}, RULES)
+    for not_a_report, kind in (([base], "list"), ("passed", "str"), (None, "NoneType")):
+        with pytest.raises(EvaluationReportError, match=f"a JSON {kind}, not an object"):
+            judge(not_a_report, RULES)  # type: ignore[arg-type]
 
 
 def test_outcome_items_have_the_layout_the_state_machine_writes() -> None:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import boto3
+import pytest
 from moto import mock_aws
 from scones_core.backfill import backfill_batch
 from scones_core.objects import ObjectRef
@@ -73,6 +74,27 @@ def test_a_batch_starts_only_objects_without_a_record_and_a_rerun_starts_nothing
     again = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
     assert len(again.started) + len(again.already_running) == 2
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 2
+
+
+@mock_aws
+def test_items_that_name_no_object_are_counted_and_a_batch_that_is_not_one_is_named() -> None:
+    s3, ddb, sfn, machine = backfill_world(versioned=False)
+    event = json.loads((PROJECT_ROOT / "events" / "backfill.json").read_text())
+    (item,) = event["Items"]
+    s3.put_object(Bucket=BUCKET, Key=item["Key"], Body=b"x")
+    event["Items"] += ["incoming/a.png", {"Key": 7}, {"Key": ""}, {"Size": 3}]
+    clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
+    settings = StartSettings(state_machine_arn=machine)
+
+    report = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+
+    assert (len(report.started), report.malformed) == (1, 4)
+    assert report.to_json()["malformed"] == 4
+    for not_a_batch in ([], "incoming/", None):
+        with pytest.raises(ValueError, match=r"expected \{'Items'"):
+            backfill_batch(
+                not_a_batch, **clients, table=TABLE, prefix="incoming/", settings=settings
+            )
 
 
 def test_the_event_file_is_a_batch_the_function_reads() -> None:

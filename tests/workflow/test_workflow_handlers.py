@@ -364,6 +364,16 @@ def test_a_missing_setting_fails_the_cold_start_by_name(
         load_handler(handler)
 
 
+@pytest.mark.parametrize("labels", ["bicycle", "bicycle,bicycle", "bicycle,,motorcycle"])
+def test_the_classify_step_refuses_labels_the_model_cannot_have(
+    lambda_env: None, monkeypatch: pytest.MonkeyPatch, labels: str
+) -> None:
+    """The same rule as the monitor's and retraining's: two or more, each named once."""
+    monkeypatch.setenv("LABELS", labels)
+    with pytest.raises(SettingsError, match=f"LABELS={labels!r} is invalid"):
+        load_handler("classify_image")
+
+
 def test_event_files_are_valid_json_for_every_function() -> None:
     functions = {p.name for p in (EVENTS.parent / "functions").iterdir() if p.is_dir()}
     events = {p.stem for p in EVENTS.glob("*.json")}

@@ -35,6 +35,7 @@ class BatchReport:
     already_running: list[str] = field(default_factory=list)  # execution name existed
     outside_prefix: list[str] = field(default_factory=list)  # keys, not classified here
     gone: list[str] = field(default_factory=list)  # keys deleted since the listing
+    malformed: int = 0  # items that are not an object with a string Key (never a listing's)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,18 +44,28 @@ class BatchReport:
             "already_running": len(self.already_running),
             "outside_prefix": self.outside_prefix,
             "gone": self.gone,
+            "malformed": self.malformed,
         }
 
 
-def listed_items(event: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def listed_items(event: Any) -> tuple[str, list[Any]]:
     """The bucket and the listed objects of a Distributed Map batch
     (``{"Items": [...], "BatchInput": {"bucket": ...}}``)."""
+    if not isinstance(event, Mapping):
+        raise ValueError(
+            f"expected {{'Items': [...], 'BatchInput': {{'bucket': ...}}}}, "
+            f"got a JSON {type(event).__name__}"
+        )
     items = event.get("Items")
     batch = event.get("BatchInput") or {}
     bucket = batch.get("bucket") if isinstance(batch, Mapping) else None
     if not isinstance(items, list) or not isinstance(bucket, str) or not bucket:
         raise ValueError("expected {'Items': [...], 'BatchInput': {'bucket': ...}}")
-    return bucket, [i for i in items if isinstance(i, dict) and isinstance(i.get("Key"), str)]
+    return bucket, items
+
+
+def _is_listed_object(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("Key"), str) and bool(item["Key"])
 
 
 def _event_time(item: Mapping[str, Any]) -> str:
@@ -124,6 +135,9 @@ def backfill_batch(
     report = BatchReport()
     refs: list[tuple[ObjectRef, str]] = []
     for item in items:
+        if not _is_listed_object(item):
+            report.malformed += 1
+            continue
         key = str(item["Key"])
         if not key.startswith(prefix):
             report.outside_prefix.append(key)

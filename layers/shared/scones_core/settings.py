@@ -137,6 +137,16 @@ class StartSettings:
         )
 
 
+def parse_labels(value: str) -> tuple[str, ...]:
+    """The model's labels in its output order: at least two, each named once."""
+    labels = tuple(label.strip() for label in value.split(","))
+    if len(labels) < 2 or any(not label for label in labels):
+        raise ValueError("expected at least two comma-separated, non-empty labels")
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be unique")
+    return labels
+
+
 def positive_int(value: str) -> int:
     """A whole number of at least 1 (``ValueError`` says which it is not)."""
     try:
@@ -226,7 +236,7 @@ class EndpointSettings:
         env = EnvReader(environ)
         settings = cls(
             endpoint_name=env.string("ENDPOINT_NAME"),
-            labels=env.items("LABELS"),
+            labels=env.parsed("LABELS", parse_labels),
             timeout_seconds=env.integer("ENDPOINT_TIMEOUT_SECONDS", minimum=1),
         )
         env.check("classify_image settings")

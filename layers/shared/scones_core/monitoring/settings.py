@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from scones_core.errors import SettingsError
 from scones_core.monitoring.locations import S3Location
-from scones_core.settings import EnvReader, positive_int
+from scones_core.settings import EnvReader, parse_labels, positive_int
 
 T = TypeVar("T")
 
@@ -120,15 +120,6 @@ class MonitorSettings:
                 "the monitor's environment is invalid: " + "; ".join(reader.problems)
             )
         return settings
-
-
-def parse_labels(value: str) -> tuple[str, ...]:
-    labels = tuple(label.strip() for label in value.split(","))
-    if len(labels) < 2 or any(not label for label in labels):
-        raise ValueError("expected at least two comma-separated, non-empty labels")
-    if len(set(labels)) != len(labels):
-        raise ValueError("labels must be unique")
-    return labels
 
 
 def _number(value: str) -> float:

@@ -86,6 +86,10 @@ def _fraction(value: Any) -> float:
 
 def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
     """The decision as JSON: ``passed``, the reasons, both scores, registry metadata."""
+    if not isinstance(evaluation, dict):
+        raise EvaluationReportError(
+            f"the evaluation report is a JSON {type(evaluation).__name__}, not an object"
+        )
     candidate = ModelScore.from_report(evaluation.get("candidate"), "candidate")
     production = ModelScore.from_report(evaluation.get("production"), "production")
     threshold = evaluation.get("threshold")

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scones_core.errors import SettingsError
-from scones_core.monitoring.settings import parse_fraction, parse_labels
-from scones_core.settings import EnvReader
+from scones_core.monitoring.settings import parse_fraction
+from scones_core.settings import EnvReader, parse_labels
 
 # Every variable from_env reads; template.yaml sets each one (a test checks).
 ENVIRONMENT_VARIABLES = (
