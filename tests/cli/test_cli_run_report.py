@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from scones.cli.display import summarise
+from scones.cli.display import exit_status, summarise
 from scones.reports.run_report import breakable, thumbnail, write_run_report
 from scones.template_params import PROJECT_ROOT
 
@@ -199,3 +199,15 @@ def test_the_page_sorts_in_a_browser(report: tuple[Path, list[dict[str, Any]]]) 
                 assert before in "/_- ", (before, after)
         finally:
             browser.close()
+
+
+def test_a_run_with_a_failed_upload_exits_1_and_says_it_is_a_fault() -> None:
+    """Bad input is REJECTED and the run still succeeds; FAILED is the stack's fault."""
+    from rich.console import Console
+
+    rejected = [{"status": "REJECTED"}, {"status": "ACCEPTED"}]
+    assert exit_status(Console(record=True), summarise(rejected)) == 0
+    console = Console(record=True, width=200)
+    assert exit_status(console, summarise([*rejected, {"status": "FAILED"}])) == 1
+    assert "1 of 3 upload(s) FAILED: a fault, not bad input" in console.export_text()
+    assert exit_status(None, summarise([{"status": "FAILED"}])) == 1

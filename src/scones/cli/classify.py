@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 
 from scones.cli.arguments import seconds
-from scones.cli.display import make_console, print_summary, records_table, summarise
+from scones.cli.display import (
+    exit_status,
+    make_console,
+    print_summary,
+    records_table,
+    summarise,
+)
 from scones.cli.errors import CommandError
 from scones.cli.inputs import collect_inputs
 from scones.cli.stack_state import client_from_state, read_state
@@ -45,15 +51,16 @@ def classify_command(args: argparse.Namespace) -> int:
         {**records[u], "true_label": item.true_label, "source": str(item.path)}
         for u, item in zip(uploads, inputs, strict=True)
     ]
+    summary = summarise(rows)
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        console = make_console()
-        console.print(
-            records_table(rows, title="Classified", strip_prefix=api.endpoints.incoming_prefix)
-        )
-        print_summary(console, summarise(rows))
-    return 0
+        return exit_status(None, summary)
+    console = make_console()
+    console.print(
+        records_table(rows, title="Classified", strip_prefix=api.endpoints.incoming_prefix)
+    )
+    print_summary(console, summary)
+    return exit_status(console, summary)
 
 
 def _labels(state: dict[str, object]) -> tuple[str, ...]:

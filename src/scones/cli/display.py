@@ -186,6 +186,18 @@ def summarise(rows: list[dict[str, Any]], wall_seconds: float | None = None) -> 
     )
 
 
+def exit_status(console: Console | None, summary: Summary) -> int:
+    """1 when any upload ended FAILED (a fault of the stack, never of the input: bad
+    input is REJECTED), so scripts and CI notice; 0 otherwise."""
+    failed = summary.by_status.get(Status.FAILED.value, 0)
+    if failed and console is not None:
+        console.print(
+            f"[red]{failed} of {summary.total} upload(s) FAILED[/]: a fault, not bad input; "
+            "each record says why (`scones redrive` replays them once it is fixed)."
+        )
+    return 1 if failed else 0
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from scones.cli.arguments import output_folder, seconds
 from scones.cli.display import (
+    exit_status,
     make_console,
     monitor_line,
     print_summary,
@@ -139,7 +140,7 @@ def run_command(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps({"summary": summary.to_json(), "records": rows, "monitor": monitor}))
-        return 0
+        return exit_status(None, summary)
     console.print(records_table(rows, strip_prefix=stack.incoming_prefix))
     print_summary(console, summary)
     _print_monitor(console, monitor)
@@ -149,7 +150,7 @@ def run_command(args: argparse.Namespace) -> int:
             f"work folder kept: [bold]{keep_dir}[/] (function logs in logs/, capture files "
             "in capture/, unpacked functions and layers in lambda/)"
         )
-    return 0
+    return exit_status(console, summary)
 
 
 def _keep_capture(stack: Any, dest: Path) -> None:
