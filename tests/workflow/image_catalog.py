@@ -253,6 +253,19 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
             "HEIC",
         ),
         rejected("layers.psd", b"8BPS\0\x01" + b"\0" * 64, "UnsupportedImageFormat", "PSD"),
+        # The generic image-file brand first; AVIF among the compatible brands.
+        rejected(
+            "camera.avif",
+            b"\0\0\0\x1cftypmif1\0\0\0\0mif1avifmiaf" + b"\0" * 64,
+            "UnsupportedImageFormat",
+            "AVIF",
+        ),
+        rejected(
+            "commented.svg",
+            b'<!-- exported by an editor -->\n<svg xmlns="http://www.w3.org/2000/svg"/>',
+            "NotARasterImage",
+            "SVG",
+        ),
         rejected(
             "folder-marker",
             b"",

@@ -125,17 +125,23 @@ def _raster_format(head: bytes) -> str | None:
     if head.startswith(b"BM") and len(head) >= 18:
         return "BMP"
     brand = head[8:12] if head[4:8] == b"ftyp" else b""
+    # The box's compatible brands (after the major brand and minor version) say AVIF
+    # when the major brand is the generic image-file one ("mif1").
+    compatible = head[16 : int.from_bytes(head[:4], "big")] if brand else b""
+    if brand in _AVIF_BRANDS or (
+        brand in _HEIF_BRANDS
+        and any(compatible[i : i + 4] in _AVIF_BRANDS for i in range(0, len(compatible), 4))
+    ):
+        return "AVIF"
     if brand in _HEIF_BRANDS:
         return "HEIC"
-    if brand in _AVIF_BRANDS:
-        return "AVIF"
     return _match(head, _RASTER_SIGNATURES)
 
 
 def _non_raster_kind(head: bytes) -> str | None:
     """What a known non-raster file is ("a PDF document"), or ``None``."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in text:
+    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg", b"<!--")) and b"<svg" in text:
         return "an SVG vector image"
     if head.startswith(b"\x01\x00\x00\x00") and head[40:44] == b" EMF":
         return "an enhanced Windows metafile (vector image)"
