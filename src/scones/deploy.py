@@ -177,6 +177,27 @@ def concurrency_problem(session: Any, overrides: Mapping[str, str]) -> str | Non
     )
 
 
+def express_time_problem(overrides: Mapping[str, str]) -> str | None:
+    """Why these parameters would let an Express execution time out before its images have
+    their records, or None. Express stops an execution at 5 minutes: a timed-out one writes
+    no FAILED record and sends no dead letter, so its batch's uploads would go unrecorded."""
+    from scones.costs.workflow import EXPRESS_LIMIT_SECONDS, load_workflow, worst_case_seconds
+
+    values = {**parameter_defaults(), **overrides}
+    if values["WorkflowType"] != "EXPRESS":
+        return None
+    seconds, _ = worst_case_seconds(load_workflow(dict(overrides)))
+    if seconds <= EXPRESS_LIMIT_SECONDS:
+        return None
+    return (
+        f"with these parameters the slowest path to a record (every retry, every attempt to "
+        f"its timeout) takes {seconds:.0f} s, past an Express execution's "
+        f"{EXPRESS_LIMIT_SECONDS} s: a timed-out execution records nothing for its batch. "
+        "Lower RetryMaxAttempts, RetryMaxDelaySeconds or EndpointTimeoutSeconds, or set "
+        "WorkflowType=STANDARD (`scones cost --param ...` prints the slowest path)"
+    )
+
+
 def stack_facts(cloudformation: Any, stack_name: str) -> tuple[dict[str, str], dict[str, str]]:
     """The deployed stack's outputs and parameters."""
     import botocore.exceptions

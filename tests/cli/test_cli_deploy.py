@@ -25,6 +25,7 @@ from scones.deploy import (
     concurrency_problem,
     endpoint_advice,
     endpoint_status,
+    express_time_problem,
     preflight,
     publish_baseline,
     read_samconfig,
@@ -163,6 +164,18 @@ def test_samconfig_overrides_are_valid_template_parameters() -> None:
     assert config.parameter_overrides["CreateEndpoint"] == "false"
     # Checked as CloudFormation checks them (types, patterns, rules).
     resolve_parameters(config.parameter_overrides, load_template())
+    assert express_time_problem(config.parameter_overrides) is None
+
+
+def test_preflight_refuses_retries_that_would_outlast_an_express_execution() -> None:
+    """A timed-out Express execution writes no record and sends no dead letter."""
+    slow = {"RetryMaxAttempts": "4", "EndpointTimeoutSeconds": "10"}
+    problem = express_time_problem(slow)
+    assert problem is not None
+    assert "takes 470 s, past an Express execution's 300 s" in problem
+    assert "RetryMaxAttempts" in problem and "WorkflowType=STANDARD" in problem
+    assert express_time_problem({**slow, "WorkflowType": "STANDARD"}) is None
+    assert express_time_problem({}) is None
 
 
 def test_read_samconfig_takes_deploys_values_over_the_global_ones(tmp_path: Path) -> None:

@@ -529,3 +529,19 @@ def test_the_deployment_check_tells_promotion_from_rollback(
     record = outcome_of(stack, run)
     assert record["outcome"] == outcome, record
     assert subject in alerts()
+
+
+def test_every_outcome_write_retries_dynamodb_and_still_alerts_when_it_fails() -> None:
+    """An outcome item that cannot be written (past its retries) must not end the run
+    silently: the Catch goes on to the run's alert or notice."""
+    states = definition()["States"]
+    writes = {
+        n: s for n, s in states.items() if s.get("Resource") == "arn:aws:states:::dynamodb:putItem"
+    }
+    assert set(writes) == {"RecordPromoted", "RecordRejected", "RecordRolledBack", "RecordFailed"}
+    for name, state in writes.items():
+        (retry,) = state["Retry"]
+        assert "DynamoDB.AmazonDynamoDBException" in retry["ErrorEquals"], name
+        (catch,) = state["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == state["Next"], name
+        assert states[state["Next"]]["Resource"] == "arn:aws:states:::sns:publish", name

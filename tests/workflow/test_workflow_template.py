@@ -56,13 +56,13 @@ def state_machines() -> dict[str, dict[str, Any]]:
 
 def sample_substitutions(properties: dict[str, Any]) -> dict[str, str]:
     """Stand-ins of the right kind for each substitution (numbers from parameter defaults)."""
+    from scones.costs.workflow import setting_value
+
     defaults = parameter_defaults()
     values = {}
     for name, value in properties["DefinitionSubstitutions"].items():
-        if isinstance(value, dict) and "Ref" in value and value["Ref"] in defaults:
-            values[name] = defaults[value["Ref"]]
-        else:
-            values[name] = f"arn:aws:example:us-east-1:123456789012:{name}"
+        setting = setting_value(value, defaults)
+        values[name] = setting or f"arn:aws:example:us-east-1:123456789012:{name}"
     return values
 
 
@@ -803,13 +803,13 @@ def test_classify_function_outlasts_the_endpoint_call_for_every_allowed_timeout(
     rows = template["Mappings"]["EndpointTimeouts"]
     assert [str(v) for v in parameter["AllowedValues"]] == list(rows)
     assert str(parameter["Default"]) in rows
-    task_timeout = int(parameter_defaults()["TaskTimeoutSeconds"])
     for value, row in rows.items():
         endpoint = int(value)
         # connect timeout, then read timeout (one attempt), then a margin for the handler
         assert row["FunctionTimeout"] >= 2 * endpoint + 10, value
-        # Step Functions must not give up on the task before Lambda would
-        assert row["FunctionTimeout"] < task_timeout, value
+        # Step Functions gives up 2 s after Lambda would: never before, and a cold start's
+        # init (outside the function's timeout) cannot stretch an attempt further.
+        assert row["TaskTimeout"] == row["FunctionTimeout"] + 2, value
         assert endpoint <= 60  # SageMaker ends an invocation after 60 s anyway
     classify = transformed()["Resources"]["ClassifyImageFunction"]["Properties"]
     assert classify["Timeout"] == {
@@ -938,6 +938,22 @@ def test_confidence_branches_straight_to_one_record_state_per_status() -> None:
         "CheckConfidence",
         "RecordNeedsReview",
     ]
+
+
+def test_each_lambda_task_gives_up_two_seconds_after_its_function() -> None:
+    """Lambda's init (up to 10 s on a cold start) runs outside the function's Timeout; the
+    task's TimeoutSeconds bounds the whole attempt, and States.Timeout is retried."""
+    from scones.costs.workflow import load_workflow
+
+    for endpoint_timeout in ("5", "20"):
+        workflow = load_workflow({"EndpointTimeoutSeconds": endpoint_timeout})
+        for state, function in workflow.lambda_functions.items():
+            task = workflow.states[state]
+            assert task["TimeoutSeconds"] == workflow.function_timeouts[function] + 2, state
+            (retry,) = task["Retry"]
+            assert {"States.Timeout", "Lambda.Unknown", "Sandbox.Timedout"} <= set(
+                retry["ErrorEquals"]
+            ), state
 
 
 def test_the_slowest_path_fits_an_express_workflows_five_minutes() -> None:

@@ -81,7 +81,13 @@ def _warn_about_endpoint(session: Any, stack: str | None, config: SamConfig) -> 
 def run_preflight(args: argparse.Namespace) -> int:
     import botocore.exceptions
 
-    from scones.deploy import DeployError, bucket_name_problem, concurrency_problem, preflight
+    from scones.deploy import (
+        DeployError,
+        bucket_name_problem,
+        concurrency_problem,
+        express_time_problem,
+        preflight,
+    )
 
     session, stack, config = _context(args)
     try:
@@ -89,6 +95,8 @@ def run_preflight(args: argparse.Namespace) -> int:
     except DeployError as exc:
         raise CommandError(str(exc)) from exc
     if problem := bucket_name_problem(stack, who["account"], who["region"]):
+        raise CommandError(problem)
+    if problem := express_time_problem(config.parameter_overrides):
         raise CommandError(problem)
     try:
         problem = concurrency_problem(session, config.parameter_overrides)

@@ -25,6 +25,9 @@ EXPRESS_LIMIT_SECONDS = 300
 # A direct service integration (DynamoDB putItem, SQS sendMessage) answers in milliseconds;
 # its attempts are bounded here at this many seconds for the worst case.
 SERVICE_ATTEMPT_SECONDS = 5.0
+# A cold Lambda environment's init runs before, and outside, the function's Timeout; Lambda
+# allows it up to 10 s. Only a task's TimeoutSeconds bounds an attempt including it.
+LAMBDA_INIT_SECONDS = 10.0
 LAMBDA_PREFIX = "arn:aws:lambda:"
 
 
@@ -57,14 +60,30 @@ def _all_states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def _function_timeout(resource: dict[str, Any], params: dict[str, str]) -> float:
-    template = load_template()
-    value = resource["Properties"].get("Timeout", template["Globals"]["Function"]["Timeout"])
+def _from_map(value: Any, params: dict[str, str]) -> Any:
+    """A ``Fn::FindInMap`` resolved with ``params``; any other value unchanged."""
     if isinstance(value, dict) and "Fn::FindInMap" in value:
         mapping, key, attribute = value["Fn::FindInMap"]
         key = params[key["Ref"]] if isinstance(key, dict) else key
-        value = template["Mappings"][mapping][str(key)][attribute]
-    return float(value)
+        return load_template()["Mappings"][mapping][str(key)][attribute]
+    return value
+
+
+def setting_value(value: Any, params: dict[str, str]) -> str | None:
+    """A ``DefinitionSubstitutions`` value that is a setting (a literal, a parameter or a
+    mapping of one) as deployed with ``params``; None for one that names a resource."""
+    value = _from_map(value, params)
+    if isinstance(value, int | float | str):
+        return str(value)
+    if isinstance(value, dict) and value.get("Ref") in params:
+        return params[value["Ref"]]
+    return None
+
+
+def _function_timeout(resource: dict[str, Any], params: dict[str, str]) -> float:
+    template = load_template()
+    value = resource["Properties"].get("Timeout", template["Globals"]["Function"]["Timeout"])
+    return float(_from_map(value, params))
 
 
 def load_workflow(
@@ -77,8 +96,9 @@ def load_workflow(
     substitutions: dict[str, str] = {}
     functions: dict[str, str] = {}
     for name, value in properties.get("DefinitionSubstitutions", {}).items():
-        if isinstance(value, dict) and "Ref" in value and value["Ref"] in params:
-            substitutions[name] = params[value["Ref"]]
+        setting = setting_value(value, params)
+        if setting is not None:
+            substitutions[name] = setting
         elif isinstance(value, dict) and "Fn::GetAtt" in value:
             logical_id = value["Fn::GetAtt"][0]
             substitutions[name] = f"{LAMBDA_PREFIX}us-east-1:123456789012:function:{logical_id}"
@@ -165,7 +185,7 @@ def state_worst_seconds(workflow: Workflow, name: str) -> float:
     if state["Type"] != "Task":
         return 0.0
     if name in workflow.lambda_functions:
-        attempt = workflow.function_timeouts[workflow.lambda_functions[name]]
+        attempt = workflow.function_timeouts[workflow.lambda_functions[name]] + LAMBDA_INIT_SECONDS
     else:
         attempt = SERVICE_ATTEMPT_SECONDS
     if "TimeoutSeconds" in state:

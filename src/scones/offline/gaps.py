@@ -632,19 +632,33 @@ def _complete_table(client: _Clients, table: str, props: dict[str, Any]) -> None
 def _alarm_args(props: dict[str, Any]) -> dict[str, Any]:
     args: dict[str, Any] = {
         "AlarmDescription": props.get("AlarmDescription", ""),
-        "Namespace": props["Namespace"],
-        "MetricName": props["MetricName"],
-        "Dimensions": props.get("Dimensions", []),
-        "Statistic": props["Statistic"],
-        "Period": int(props["Period"]),
         "EvaluationPeriods": int(props["EvaluationPeriods"]),
         "Threshold": float(props["Threshold"]),
         "ComparisonOperator": props["ComparisonOperator"],
         "AlarmActions": props.get("AlarmActions", []),
     }
+    if "Metrics" in props:  # metric math: CloudFormation's shape is the API's
+        args["Metrics"] = [_metric_query(query) for query in props["Metrics"]]
+    else:
+        args |= {
+            "Namespace": props["Namespace"],
+            "MetricName": props["MetricName"],
+            "Dimensions": props.get("Dimensions", []),
+            "Statistic": props["Statistic"],
+            "Period": int(props["Period"]),
+        }
     if "TreatMissingData" in props:
         args["TreatMissingData"] = props["TreatMissingData"]
     return args
+
+
+def _metric_query(query: dict[str, Any]) -> dict[str, Any]:
+    out = dict(query)
+    if "ReturnData" in out:
+        out["ReturnData"] = str(out["ReturnData"]).lower() == "true"
+    if "MetricStat" in out:
+        out["MetricStat"] = {**out["MetricStat"], "Period": int(out["MetricStat"]["Period"])}
+    return out
 
 
 def _create_schedule(
