@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -391,3 +392,88 @@ def test_web_api_limits_requests_refuses_framing_and_names_aws_failures(env: Env
     retried = client.post("/api/answers", json=body)
     assert retried.status_code == 200, retried.text
     assert env.s3.head_object(Bucket=BUCKET, Key=retried.json()["labelled_key"])
+
+
+def test_an_image_link_is_served_as_the_image_type_whatever_the_upload_said(env: Env) -> None:
+    """An uploader can store a PNG (with an HTML tail) as text/html: opened in a tab from
+    the page, it would run as a web page in the bucket's origin."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1), source_format="JPEG")
+    key = env.get(record_id)["key"]
+    env.s3.copy_object(
+        Bucket=BUCKET,
+        Key=key,
+        CopySource={"Bucket": BUCKET, "Key": key},
+        ContentType="text/html",
+        MetadataDirective="REPLACE",
+    )
+    item = service(env).queue()[0]
+    url = service(env).thumbnail_url(item)
+    assert "response-content-type=image%2Fjpeg" in url
+    assert "response-content-disposition=inline" in url
+    served = env.s3.get_object(
+        Bucket=BUCKET,
+        Key=key,
+        ResponseContentType="image/jpeg",
+        ResponseContentDisposition="inline",
+    )
+    assert served["ContentType"] == "image/jpeg"
+
+
+def test_web_api_refuses_cross_site_reads_and_bodies_it_cannot_echo(env: Env) -> None:
+    env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    hosts = LOOPBACK_HOSTS | {"testserver"}
+    app = build_app(service(env), ReviewAppSettings("ana", TABLE, allowed_hosts=hosts))
+    client = TestClient(app, raise_server_exceptions=False)
+    # Another site's <img src=".../api/queue">: the browser marks it cross-site.
+    assert client.get("/api/queue", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    same = client.get("/api/queue", headers={"Sec-Fetch-Site": "same-origin"})
+    assert same.status_code == 200
+    assert same.headers["X-Content-Type-Options"] == "nosniff"
+    assert same.headers["Cache-Control"] == "no-store"
+    # JSON allows a lone surrogate; UTF-8 does not, and FastAPI's own handler echoed it.
+    body = '{"record_id": "\\ud800x", "expected_status": 1, "answer": "bicycle"}'
+    bad = client.post("/api/answers", content=body, headers={"Content-Type": "application/json"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"] == (
+        "the request is not an answer: record_id: Input should be a valid string, unable to "
+        "parse raw data as a unicode string; expected_status: Input should be a valid string"
+    )
+
+
+def test_web_api_names_a_queue_aws_cannot_read(env: Env) -> None:
+    hosts = LOOPBACK_HOSTS | {"testserver"}
+    gone = dataclasses.replace(settings(), table_name="no-such-table")
+    reviews = ReviewService(gone, s3=env.s3, dynamodb=env.dynamodb, clock=lambda: NOW)
+    app = build_app(reviews, ReviewAppSettings("ana", TABLE, allowed_hosts=hosts))
+    response = TestClient(app, raise_server_exceptions=False).get("/api/queue")
+    assert response.status_code == 502
+    assert response.json()["detail"].startswith("the queue could not be read")
+    assert "ResourceNotFoundException" in response.json()["detail"]
+
+
+def test_served_beyond_loopback_the_api_wants_the_printed_token(env: Env) -> None:
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    hosts = LOOPBACK_HOSTS | {"testserver"}
+    app = build_app(
+        service(env), ReviewAppSettings("ana", TABLE, allowed_hosts=hosts, token="s3cret")
+    )
+    client = TestClient(app)
+    assert client.get("/").status_code == 200  # the page holds no data
+    refused = client.get("/api/queue")
+    assert refused.status_code == 401 and "printed" in refused.json()["detail"]
+    assert client.get("/api/queue", headers={"X-Review-Token": "guess"}).status_code == 401
+    token = {"X-Review-Token": "s3cret"}
+    assert client.get("/api/queue", headers=token).json()["items"][0]["record_id"] == record_id
+    body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "bicycle"}
+    assert client.post("/api/answers", json=body).status_code == 401
+    assert client.post("/api/answers", json=body, headers=token).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_review_refuses_to_listen_on_every_address(
+    host: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scones.cli.main import main
+
+    assert main(["review", "--host", host]) == 2
+    assert "listens on every address" in capsys.readouterr().err

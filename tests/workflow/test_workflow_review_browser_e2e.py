@@ -86,6 +86,8 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
         reviewer="browser-test",
         sample_share=1.0,
         sample_days=1.0,
+        # As served beyond loopback: the page takes the API's token from its URL.
+        token="a-review-token",
     )
     assert target.table_name == endpoints.table
     prefix = target.parameters["LabelledDataPrefix"]
@@ -97,7 +99,7 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
                 executable_path=executable, args=CHROMIUM_FLAGS[1:]
             )
             try:
-                order = review_in_browser(browser, url)
+                order = review_in_browser(browser, url, "a-review-token")
             finally:
                 browser.close()
     finally:
@@ -140,18 +142,23 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
         )
 
 
-def review_in_browser(browser: Any, url: str) -> list[str]:
+def review_in_browser(browser: Any, url: str, token: str) -> list[str]:
     """Answer the queue with the keyboard; return the record ids in the page's order."""
     page = browser.new_page(viewport={"width": 1100, "height": 640})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(url + "/")
+    page.goto(url + "/")  # without the token: the page says where to open it from
+    page.wait_for_selector("#detail p.empty:has-text('the URL')", timeout=30_000)
+    page.goto(f"{url}/?token={token}")
     page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
     page.wait_for_function(
         "document.images.length >= 5 && "
         "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
         timeout=30_000,
     )
+    # Each image link is served as an image, whatever the uploader stored as its type.
+    thumbnail = page.evaluate("document.querySelector('#detail img').src")
+    assert "response-content-type=image%2Fpng" in thumbnail
     items = page.locator("#queue li")
     order = [items.nth(i).get_attribute("data-record-id") or "" for i in range(items.count())]
     assert len(order) == 4
@@ -161,6 +168,13 @@ def review_in_browser(browser: Any, url: str) -> list[str]:
             f"#queue li[data-record-id='{order[index]}'][data-state='done']", timeout=30_000
         )
 
+    # A held key's repeats answer nothing: one press is one answer.
+    page.evaluate(
+        "for (let i = 0; i < 5; i++) document.dispatchEvent("
+        "new KeyboardEvent('keydown', {key: 'b', repeat: true, bubbles: true}))"
+    )
+    assert page.locator("#status").inner_text() == ""
+    assert page.locator("#progress").inner_text() == "0 of 4 answered"
     # b answers the first; the page moves to the next open one.
     page.keyboard.press("b")
     answered(0)

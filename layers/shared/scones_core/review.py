@@ -121,6 +121,7 @@ class ReviewItem:
     event_time: str  # when it was uploaded (the S3 event)
     recorded_at: str
     sampled: bool
+    source_format: str = ""  # as the image rules read it (PNG, JPEG, ...)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ReviewItem:
@@ -136,6 +137,7 @@ class ReviewItem:
             event_time=str(record.get("event_time", "")),
             recorded_at=str(record.get(RECORDED_AT_ATTRIBUTE, "")),
             sampled=bool(record.get(REVIEW_SAMPLED_ATTRIBUTE, False)),
+            source_format=str(record.get("source_format", "")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -284,8 +286,15 @@ class ReviewService:
 
     # -- images ------------------------------------------------------------------
     def thumbnail_url(self, item: ReviewItem, expires_seconds: int = 900) -> str:
-        """A presigned GET of the exact object version the model saw."""
-        params: dict[str, str] = {"Bucket": item.bucket, "Key": item.key}
+        """A presigned GET of the exact object version the model saw, served as the image
+        type the image rules found: whatever Content-Type the uploader stored (text/html,
+        say), a browser opening the link shows an image and never runs a page."""
+        params: dict[str, str] = {
+            "Bucket": item.bucket,
+            "Key": item.key,
+            "ResponseContentType": IMAGE_MEDIA_TYPES.get(item.source_format, "image/png"),
+            "ResponseContentDisposition": "inline",
+        }
         if item.version_id and not item.version_id.startswith("etag:"):
             params["VersionId"] = item.version_id
         return str(
@@ -528,14 +537,20 @@ def _conflict_message(record_id: str, latest: dict[str, Any] | None) -> str:
     return f"{record_id} is {latest.get(STATUS_ATTRIBUTE)} now, not waiting for review"
 
 
+# The media type of each format the image rules accept (a record's source_format).
+IMAGE_MEDIA_TYPES = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
+
+
 def _content_type(key: str) -> str | None:
-    return {
-        ".png": "image/png",
-        ".jpg": "image/jpeg",
-        ".gif": "image/gif",
-        ".webp": "image/webp",
-        ".bmp": "image/bmp",
-    }.get(PurePosixPath(key).suffix.lower())
+    suffix = PurePosixPath(key).suffix.lower().lstrip(".")
+    return IMAGE_MEDIA_TYPES.get({"jpg": "JPEG"}.get(suffix, suffix.upper()))
 
 
 def _code(exc: ClientError) -> str:

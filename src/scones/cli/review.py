@@ -99,6 +99,7 @@ def build_review(
     sample_share: float | None,
     sample_days: float,
     host: str = "127.0.0.1",
+    token: str | None = None,
 ) -> tuple[Any, Any]:
     """(the stack found, the FastAPI app) for a review of that stack."""
     from scones_core.review import ReviewError, ReviewService
@@ -119,18 +120,32 @@ def build_review(
             table_label=f"{target.stack_name}: {target.table_name}",
             # An IPv6 address arrives in the Host header in brackets.
             allowed_hosts=LOOPBACK_HOSTS | {host, f"[{host}]"},
+            token=token,
         ),
     )
     return target, app
 
 
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1"})
+WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 (to refuse them)
 
 
 def review_command(args: argparse.Namespace) -> int:
+    import secrets
+
     import boto3
 
     from scones.serving.server import ModelServer
+
+    if args.host in WILDCARD_ADDRESSES:
+        raise CommandError(
+            f"--host {args.host!r} listens on every address, but the page answers only the "
+            "address it is asked for (no DNS rebinding): give the one reviewers will open, "
+            "e.g. --host 192.168.1.5"
+        )
+    # Beyond loopback the API wants a secret from the printed URL: the Host check keeps
+    # other sites' pages out of a browser, not other clients on the network.
+    token = None if args.host in LOOPBACK_ADDRESSES else secrets.token_urlsafe(18)
 
     if args.aws:
         if not args.stack:
@@ -152,18 +167,20 @@ def review_command(args: argparse.Namespace) -> int:
         sample_share=args.sample_accepted,
         sample_days=args.sample_days,
         host=args.host,
+        token=token,
     )
     settings = target.settings(sample_share=args.sample_accepted, sample_days=args.sample_days)
     server = ModelServer(app, host=args.host, port=args.port)
     url = server.start()
     console = make_console()
-    if args.host not in LOOPBACK_ADDRESSES:
+    page = f"{url}/" + (f"?token={token}" if token else "")
+    if token:
         console.print(
-            f"[yellow]warning:[/] listening on {args.host}: anyone who can reach it can review "
-            "and see the images; the page has no login (keep it on 127.0.0.1)"
+            f"[yellow]warning:[/] listening on {args.host}: whoever has the page's URL (it "
+            "holds the API's token) can review and see the images; send it only to reviewers"
         )
     console.print(
-        f"[bold green]review page[/] {url}/  (stack {target.stack_name}, table "
+        f"[bold green]review page[/] {page}  (stack {target.stack_name}, table "
         f"{target.table_name}; reviewer {args.reviewer}; sampling "
         f"{settings.sample_share:.1%} of ACCEPTED images)\n"
         f"answers go to s3://{settings.bucket}/{settings.labelled_prefix}  -  Ctrl-C stops"

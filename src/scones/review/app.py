@@ -1,18 +1,22 @@
 """The review web app: the page, ``GET /api/queue`` and ``POST /api/answers``.
 
 It is meant for one reviewer on their own machine (it listens on loopback by
-default). Requests must name an allowed host (no DNS rebinding), and an answer
-must be JSON from the page's own origin (no cross-site form posts).
+default). Requests must name an allowed host (no DNS rebinding), an answer must be
+JSON from the page's own origin (no cross-site form posts), and the API refuses what
+a browser marks as a cross-site request (another site's ``<img src>`` cannot make the
+queue sample records).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from scones_core.review import ReviewConflict, ReviewError, ReviewService
@@ -20,6 +24,7 @@ from scones_core.review import ReviewConflict, ReviewError, ReviewService
 from scones.review.page import PAGE
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+TOKEN_HEADER = "X-Review-Token"  # noqa: S105 (a header name)
 # An answer is a few hundred bytes of JSON; nothing larger is read.
 MAX_BODY_BYTES = 64 * 1024
 # The page may not be framed by another site (a hidden frame could take its clicks).
@@ -28,6 +33,8 @@ _PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "frame-ancestors 'none'",
 }
+# The API's answers hold presigned URLs: never cached, never sniffed into another type.
+_API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,10 @@ class ReviewAppSettings:
     table_label: str  # shown in the page's header
     queue_limit: int = 200
     allowed_hosts: frozenset[str] = LOOPBACK_HOSTS
+    # Served beyond loopback, the API wants this secret (from the printed URL) in every
+    # request's X-Review-Token header: the Host check stops DNS rebinding in browsers,
+    # not another client on the network.
+    token: str | None = None
 
 
 class Answer(BaseModel):
@@ -66,7 +77,31 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
                 return JSONResponse(
                     {"detail": f"the body is over {MAX_BODY_BYTES} bytes"}, status_code=413
                 )
-        return await call_next(request)
+        api = request.url.path.startswith("/api/")
+        if api and request.headers.get("sec-fetch-site") == "cross-site":
+            return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
+        if api and settings.token is not None:
+            given = request.headers.get(TOKEN_HEADER, "")
+            if not hmac.compare_digest(given.encode(), settings.token.encode()):
+                return JSONResponse(
+                    {"detail": "open the page from the URL `scones review` printed (its token)"},
+                    status_code=401,
+                )
+        response = await call_next(request)
+        if api:
+            response.headers.update(_API_HEADERS)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input back, which fails on text JSON allows
+        # but UTF-8 does not (a lone surrogate): name the fields, not their values.
+        problems = "; ".join(
+            ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            + f": {error.get('msg', 'invalid')}"
+            for error in exc.errors()
+        )
+        return JSONResponse({"detail": f"the request is not an answer: {problems}"}, 422)
 
     @app.get("/ping")
     def ping() -> dict[str, str]:
@@ -78,7 +113,12 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
 
     @app.get("/api/queue")
     async def queue() -> dict[str, Any]:
-        return await asyncio.to_thread(_queue, service, settings)
+        try:
+            return await asyncio.to_thread(_queue, service, settings)
+        except Exception as exc:  # AWS refused or failed: the page shows why
+            raise HTTPException(
+                status_code=502, detail=f"the queue could not be read: {exc}"
+            ) from exc
 
     @app.post("/api/answers")
     async def answer(body: Answer) -> dict[str, Any]:

@@ -144,6 +144,12 @@ function renderDetail() {
 
 function render() { renderQueue(); renderDetail(); }
 
+// Served beyond loopback, the printed URL carries the API's token (?token=...).
+function tokenHeaders() {
+  const token = new URLSearchParams(location.search).get("token");
+  return token ? { "X-Review-Token": token } : {};
+}
+
 function setStatus(message, error) {
   const el = document.getElementById("status");
   if (el) { el.textContent = message; el.className = error ? "error" : ""; }
@@ -163,7 +169,7 @@ async function submit(answer) {
   try {
     const response = await fetch("api/answers", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...tokenHeaders() },
       body: JSON.stringify({ record_id: item.record_id, expected_status: item.status, answer }),
     });
     const body = await readJson(response);
@@ -191,12 +197,13 @@ document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   const key = event.key.toLowerCase();
   const step = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 }[event.key];
-  if (state.keys[key]) { event.preventDefault(); submit(state.keys[key]); }
+  // A held key repeats: one press is one answer, never a run through the queue.
+  if (state.keys[key]) { event.preventDefault(); if (!event.repeat) submit(state.keys[key]); }
   else if (step) { event.preventDefault(); move(step); }
 });
 
 async function load() {
-  const response = await fetch("api/queue");
+  const response = await fetch("api/queue", { headers: tokenHeaders() });
   const body = await readJson(response);
   if (!response.ok) {
     detail.replaceChildren(text("p", body.detail || response.statusText, "empty"));
