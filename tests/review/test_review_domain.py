@@ -388,7 +388,9 @@ def test_web_api_limits_requests_refuses_framing_and_names_aws_failures(env: Env
     # S3 failing under the answer is a JSON error the page shows; the retry completes it.
     failed = client_for(FailingCopies(env.s3)).post("/api/answers", json=body)
     assert failed.status_code == 502
-    assert "could not be saved" in failed.json()["detail"] and "InternalError" in failed.text
+    # The answer itself is kept: the message says so, and how to finish it.
+    assert failed.json()["detail"].startswith("the answer 'motorcycle' is saved, but its")
+    assert "InternalError" in failed.text and "send the same answer again" in failed.text
     retried = client.post("/api/answers", json=body)
     assert retried.status_code == 200, retried.text
     assert env.s3.head_object(Bucket=BUCKET, Key=retried.json()["labelled_key"])
@@ -477,3 +479,33 @@ def test_review_refuses_to_listen_on_every_address(
 
     assert main(["review", "--host", host]) == 2
     assert "listens on every address" in capsys.readouterr().err
+
+
+def test_a_retry_that_races_its_own_answer_finishes_it_instead_of_conflicting(env: Env) -> None:
+    """The page resent an answer whose first request was still in flight: the record is
+    already REVIEWED by this reviewer with this answer when the retry's write is checked."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    first = service(env).answer(
+        record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+    )
+    racing = service(env)
+    stale = {**first.record, "status": "NEEDS_REVIEW"}  # what the retry read, before the write
+    reads = iter([stale])
+    real_get = racing._get
+    racing._get = lambda rid: next(reads, None) or real_get(rid)  # type: ignore[method-assign]
+    again = racing.answer(
+        record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+    )
+    assert again.record["review_label"] == "bicycle"
+    assert [line["record_id"] for line in service(env).read_manifest()] == [record_id]
+    # Another reviewer in the same race is told who answered first.
+    reads = iter([stale])
+    racing._get = lambda rid: next(reads, None) or real_get(rid)  # type: ignore[method-assign]
+    with pytest.raises(ReviewConflict, match="already reviewed as 'bicycle' by ana"):
+        racing.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="bo")
+
+
+def test_a_status_other_than_the_page_showed_says_to_reload(env: Env) -> None:
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    with pytest.raises(ReviewConflict, match="is NEEDS_REVIEW, not ACCEPTED as the page showed"):
+        service(env).answer(record_id, expected_status="ACCEPTED", answer="bicycle", reviewer="ana")

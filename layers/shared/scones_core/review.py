@@ -72,6 +72,11 @@ class ReviewError(ValueError):
     """The request cannot be answered as asked (unknown record, bad answer)."""
 
 
+class ReviewIncomplete(RuntimeError):
+    """The answer is kept, but its labelled copy or manifest line is not written yet: the
+    same answer again finishes it (``answer`` is idempotent for its reviewer)."""
+
+
 class ReviewConflict(RuntimeError):
     """The record no longer has the status the reviewer saw: someone answered first."""
 
@@ -323,7 +328,7 @@ class ReviewService:
         if current is None:
             raise ReviewError(f"no record {record_id!r}")
         if self._same_answer(current, answer, reviewer, expected_status):
-            return self._publish(current)
+            return self._finish(current)
         labelled_key = None
         if answer != NEITHER:
             name = labelled_name(record_id, current.get("source_format"), str(current["key"]))
@@ -372,13 +377,16 @@ class ReviewService:
             if _code(exc) != "ConditionalCheckFailedException":
                 raise
             latest = self._get(record_id)
-            raise ReviewConflict(_conflict_message(record_id, latest), latest) from exc
+            if latest is not None and self._same_answer(latest, answer, reviewer, expected_status):
+                return self._finish(latest)  # this reviewer's own retry won the race
+            message = _conflict_message(record_id, latest, expected_status)
+            raise ReviewConflict(message, latest) from exc
         record = record_from_item(response["Attributes"])
         logger.info(
             "review recorded",
             extra={"record_id": record_id, "answer": answer, "reviewer": reviewer},
         )
-        return self._publish(record)
+        return self._finish(record)
 
     def _same_answer(
         self, record: dict[str, Any], answer: str, reviewer: str, expected: str
@@ -389,6 +397,17 @@ class ReviewService:
             and record.get(REVIEWER_ATTRIBUTE) == reviewer
             and record.get(CLASSIFIED_STATUS_ATTRIBUTE) == expected
         )
+
+    def _finish(self, record: dict[str, Any]) -> ReviewResult:
+        """``_publish``, saying that the answer itself is kept when publishing fails."""
+        try:
+            return self._publish(record)
+        except Exception as exc:
+            raise ReviewIncomplete(
+                f"the answer {record.get(REVIEW_LABEL_ATTRIBUTE)!r} is saved, but its labelled "
+                f"copy or manifest line could not be written ({exc}); send the same answer "
+                "again to finish it"
+            ) from exc
 
     def _publish(self, record: dict[str, Any]) -> ReviewResult:
         """Copy the image (not for NEITHER) and add the record's manifest line once."""
@@ -526,15 +545,20 @@ def lst_lines(manifest: list[dict[str, Any]]) -> list[str]:
     return [f"{i}\t{row['class_index']}\t{row['path']}\n" for i, row in enumerate(rows)]
 
 
-def _conflict_message(record_id: str, latest: dict[str, Any] | None) -> str:
+def _conflict_message(
+    record_id: str, latest: dict[str, Any] | None, expected: str | None = None
+) -> str:
     if latest is None:
         return f"{record_id} no longer exists"
-    if latest.get(STATUS_ATTRIBUTE) == Status.REVIEWED:
+    status = latest.get(STATUS_ATTRIBUTE)
+    if status == Status.REVIEWED:
         return (
             f"{record_id} was already reviewed as {latest.get(REVIEW_LABEL_ATTRIBUTE)!r} "
             f"by {latest.get(REVIEWER_ATTRIBUTE)} at {latest.get(REVIEWED_AT_ATTRIBUTE)}"
         )
-    return f"{record_id} is {latest.get(STATUS_ATTRIBUTE)} now, not waiting for review"
+    if status == Status.NEEDS_REVIEW and expected not in (None, status):
+        return f"{record_id} is {status}, not {expected} as the page showed it: reload the queue"
+    return f"{record_id} is {status} now, not waiting for review"
 
 
 # The media type of each format the image rules accept (a record's source_format).

@@ -19,7 +19,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
-from scones_core.review import ReviewConflict, ReviewError, ReviewService
+from scones_core.review import ReviewConflict, ReviewError, ReviewIncomplete, ReviewService
 
 from scones.review.page import PAGE
 
@@ -134,6 +134,8 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
         except ReviewError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
+        except ReviewIncomplete as exc:
+            raise HTTPException(status_code=502, detail=str(exc)) from exc
         except Exception as exc:  # AWS refused or failed: the page shows why; a retry completes
             raise HTTPException(
                 status_code=502, detail=f"the answer could not be saved: {exc}"
