@@ -509,3 +509,24 @@ def test_a_status_other_than_the_page_showed_says_to_reload(env: Env) -> None:
     record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
     with pytest.raises(ReviewConflict, match="is NEEDS_REVIEW, not ACCEPTED as the page showed"):
         service(env).answer(record_id, expected_status="ACCEPTED", answer="bicycle", reviewer="ana")
+
+
+def test_an_unversioned_image_overwritten_since_is_not_copied_in_its_place(env: Env) -> None:
+    """Unversioned, a record names its bytes by ETag: a key overwritten since then holds
+    another image, which must not become a labelled copy under this answer."""
+    kept = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    changed = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    for record_id in (kept, changed):
+        key = env.get(record_id)["key"]
+        etag = env.s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+        env.table.update_item(
+            Key={"pk": record_id},
+            UpdateExpression="SET version_id = :v",
+            ExpressionAttributeValues={":v": f"etag:{etag}"},
+        )
+    env.upload(MOTO_IMG, env.get(changed)["key"])  # overwritten after it was classified
+    ok = service(env).answer(kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+    assert env.s3.head_object(Bucket=BUCKET, Key=ok.labelled_key)
+    with pytest.raises(ReviewError, match="was overwritten since it was classified"):
+        service(env).answer(changed, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+    assert env.get(changed)["status"] == "NEEDS_REVIEW"  # the answer was not kept

@@ -430,14 +430,28 @@ class ReviewService:
             source["VersionId"] = version
         return source
 
+    @staticmethod
+    def _pinned_etag(record: dict[str, Any]) -> str | None:
+        """An unversioned bucket's record names its bytes by ETag (``etag:<etag>``)."""
+        version = str(record.get("version_id", ""))
+        # Quoted, as S3 sends and compares an ETag (as the Serialize step's read does).
+        return f'"{version.removeprefix("etag:")}"' if version.startswith("etag:") else None
+
     def _check_source(self, record: dict[str, Any]) -> None:
         """``ReviewError`` when the image the model saw is no longer in the bucket (a
-        lifecycle rule expired it, or it was deleted)."""
+        lifecycle rule expired it, it was deleted, or, unversioned, overwritten)."""
         source = self._source(record)
+        etag = self._pinned_etag(record)
         try:
-            self.s3.head_object(**source)
+            self.s3.head_object(**source, **({"IfMatch": etag} if etag else {}))
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
+            if etag and code in ("412", "PreconditionFailed"):
+                raise ReviewError(
+                    f"s3://{source['Bucket']}/{source['Key']} was overwritten since it was "
+                    "classified, so the image the model saw cannot be copied; the answer was "
+                    "not kept"
+                ) from exc
             if code in ("404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"):
                 raise ReviewError(
                     f"the image s3://{source['Bucket']}/{source['Key']} is no longer in the "
@@ -451,6 +465,7 @@ class ReviewService:
             Bucket=self.settings.bucket,
             Key=labelled_key,
             CopySource=source,
+            **({"CopySourceIfMatch": etag} if (etag := self._pinned_etag(record)) else {}),
             MetadataDirective="REPLACE",
             Metadata={
                 "label": str(record[REVIEW_LABEL_ATTRIBUTE]),
