@@ -307,3 +307,29 @@ def _wait(sfn: Any, started: dict[str, Any]) -> dict[str, Any]:
             return dict(described)
         time.sleep(0.05)
     raise AssertionError("execution did not finish")
+
+
+def test_moto_still_copies_whatever_copy_source_if_match_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When this fails, moto honours CopySourceIfMatch: the review's HeadObject(IfMatch)
+    before its copy (``scones_core.review.ReviewService._copy``) can go; AWS refuses the
+    copy itself with 412 PreconditionFailed."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="uploads")
+        s3.put_object(Bucket="uploads", Key="incoming/a.png", Body=b"newer bytes")
+        s3.copy_object(
+            Bucket="uploads",
+            Key="labelled/a.png",
+            CopySource={"Bucket": "uploads", "Key": "incoming/a.png"},
+            CopySourceIfMatch='"an-etag-the-object-does-not-have"',
+        )
+        assert (
+            s3.get_object(Bucket="uploads", Key="labelled/a.png")["Body"].read() == b"newer bytes"
+        )
+        # HeadObject's IfMatch is honoured, which is what the review checks first.
+        with pytest.raises(ClientError, match="412"):
+            s3.head_object(Bucket="uploads", Key="incoming/a.png", IfMatch='"other"')

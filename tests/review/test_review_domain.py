@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from moto import mock_aws
 from scones_core.monitoring.timestamps import format_millis
+from scones_core.objects import NULL_VERSION
 from scones_core.records import NEITHER, Status
 from scones_core.review import (
     ReviewConflict,
@@ -512,21 +513,30 @@ def test_a_status_other_than_the_page_showed_says_to_reload(env: Env) -> None:
 
 
 def test_an_unversioned_image_overwritten_since_is_not_copied_in_its_place(env: Env) -> None:
-    """Unversioned, a record names its bytes by ETag: a key overwritten since then holds
-    another image, which must not become a labelled copy under this answer."""
-    kept = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
-    changed = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    """In a bucket without versioning the workflow records version ``null`` and the
+    upload's ETag: a key overwritten since then holds another image, which must not
+    become a labelled copy under this answer."""
+    plain = "uploads-without-versioning"
+    env.s3.create_bucket(Bucket=plain)
+    kept, changed = (env.record("NEEDS_REVIEW", age=timedelta(hours=1)) for _ in range(2))
     for record_id in (kept, changed):
-        key = env.get(record_id)["key"]
-        etag = env.s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
-        env.table.update_item(
-            Key={"pk": record_id},
-            UpdateExpression="SET version_id = :v",
-            ExpressionAttributeValues={":v": f"etag:{etag}"},
+        record = env.get(record_id)
+        put = env.s3.put_object(Bucket=plain, Key=record["key"], Body=BIKE.read_bytes())
+        etag = put["ETag"].strip('"')
+        # As records.py lays out an unversioned upload (ObjectRef version "null").
+        env.table.put_item(
+            Item={**record, "bucket": plain, "version_id": NULL_VERSION, "etag": etag}
         )
-    env.upload(MOTO_IMG, env.get(changed)["key"])  # overwritten after it was classified
+    env.s3.put_object(Bucket=plain, Key=env.get(changed)["key"], Body=MOTO_IMG.read_bytes())
+    item = next(i for i in service(env).queue() if i.record_id == kept)
+    assert "versionId" not in service(env).thumbnail_url(item)
     ok = service(env).answer(kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
-    assert env.s3.head_object(Bucket=BUCKET, Key=ok.labelled_key)
+    copied = env.s3.get_object(Bucket=BUCKET, Key=ok.labelled_key)["Body"].read()
+    assert copied == BIKE.read_bytes()
     with pytest.raises(ReviewError, match="was overwritten since it was classified"):
         service(env).answer(changed, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
     assert env.get(changed)["status"] == "NEEDS_REVIEW"  # the answer was not kept
+    # Overwritten after its answer was saved: a retry cannot copy it, and says so.
+    env.s3.put_object(Bucket=plain, Key=env.get(kept)["key"], Body=MOTO_IMG.read_bytes())
+    with pytest.raises(ReviewError, match=r"the answer is saved, but .* was overwritten since"):
+        service(env).answer(kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")

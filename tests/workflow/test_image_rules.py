@@ -514,3 +514,11 @@ def test_the_model_input_size_bound_is_the_templates(size: str) -> None:
         accepted = False
     assert accepted == (re.fullmatch(pattern, size) is not None)
     assert accepted == (size in {"1x1", "32x32", "224x224", "9x224"})
+
+
+def test_a_bigtiff_pointing_past_any_file_is_corrupt_not_a_crash() -> None:
+    """Its first directory's offset does not fit a signed 64-bit number: the pre-open
+    count gives up and Pillow names the file corrupt."""
+    data = b"II+\x00\x08\x00\x00\x00" + (2**63 + 5).to_bytes(8, "little") + bytes(24)
+    with pytest.raises(errors.CorruptImage):
+        decode_image(data, LIMITS)

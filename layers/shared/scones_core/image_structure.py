@@ -164,7 +164,7 @@ def tiff_block_count(data: bytes) -> int:
             (tag,) = struct.unpack_from(order + "H", data, at)
             if tag in (_STRIP_OFFSETS, _TILE_OFFSETS):
                 return int(struct.unpack_from(order + count_format, data, at + 4)[0])
-    except struct.error:
+    except (struct.error, OverflowError):  # OverflowError: an offset past 2**63 (BigTIFF)
         return 0
     return 0
 

@@ -34,6 +34,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from scones_core.monitoring.timestamps import format_millis
+from scones_core.objects import NULL_VERSION
 from scones_core.records import (
     CLASSIFIED_STATUS_ATTRIBUTE,
     LABELLED_KEY_ATTRIBUTE,
@@ -300,8 +301,8 @@ class ReviewService:
             "ResponseContentType": IMAGE_MEDIA_TYPES.get(item.source_format, "image/png"),
             "ResponseContentDisposition": "inline",
         }
-        if item.version_id and not item.version_id.startswith("etag:"):
-            params["VersionId"] = item.version_id
+        if version := _version_id(item.version_id):
+            params["VersionId"] = version
         return str(
             self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
         )
@@ -402,6 +403,8 @@ class ReviewService:
         """``_publish``, saying that the answer itself is kept when publishing fails."""
         try:
             return self._publish(record)
+        except ReviewError:
+            raise
         except Exception as exc:
             raise ReviewIncomplete(
                 f"the answer {record.get(REVIEW_LABEL_ATTRIBUTE)!r} is saved, but its labelled "
@@ -425,17 +428,17 @@ class ReviewService:
     def _source(record: dict[str, Any]) -> dict[str, str]:
         """The exact object version the model saw (the key alone when unversioned)."""
         source = {"Bucket": str(record["bucket"]), "Key": str(record["key"])}
-        version = str(record.get("version_id", ""))
-        if version and not version.startswith("etag:"):
+        if version := _version_id(str(record.get("version_id", ""))):
             source["VersionId"] = version
         return source
 
     @staticmethod
     def _pinned_etag(record: dict[str, Any]) -> str | None:
-        """An unversioned bucket's record names its bytes by ETag (``etag:<etag>``)."""
-        version = str(record.get("version_id", ""))
-        # Quoted, as S3 sends and compares an ETag (as the Serialize step's read does).
-        return f'"{version.removeprefix("etag:")}"' if version.startswith("etag:") else None
+        """An unversioned upload's record names its bytes by their ETag (its version is
+        ``null``): quoted, as S3 sends and compares one (as the Serialize step reads)."""
+        if _version_id(str(record.get("version_id", ""))) or not record.get("etag"):
+            return None
+        return f'"{record["etag"]}"'
 
     def _check_source(self, record: dict[str, Any]) -> None:
         """``ReviewError`` when the image the model saw is no longer in the bucket (a
@@ -461,11 +464,28 @@ class ReviewService:
 
     def _copy(self, record: dict[str, Any], labelled_key: str) -> None:
         source = self._source(record)
+        etag = self._pinned_etag(record)
+        try:
+            if etag:  # CopySourceIfMatch is the guard on AWS; moto ignores it
+                self.s3.head_object(**source, IfMatch=etag)
+            self._copy_object(record, labelled_key, source, etag)
+        except ClientError as exc:
+            if etag and _code(exc) in ("412", "PreconditionFailed"):
+                raise ReviewError(
+                    f"the answer is saved, but s3://{source['Bucket']}/{source['Key']} was "
+                    "overwritten since, so the image the model saw cannot be copied for "
+                    "training"
+                ) from exc
+            raise
+
+    def _copy_object(
+        self, record: dict[str, Any], labelled_key: str, source: dict[str, str], etag: str | None
+    ) -> None:
         self.s3.copy_object(
             Bucket=self.settings.bucket,
             Key=labelled_key,
             CopySource=source,
-            **({"CopySourceIfMatch": etag} if (etag := self._pinned_etag(record)) else {}),
+            **({"CopySourceIfMatch": etag} if etag else {}),
             MetadataDirective="REPLACE",
             Metadata={
                 "label": str(record[REVIEW_LABEL_ATTRIBUTE]),
@@ -558,6 +578,12 @@ def lst_lines(manifest: list[dict[str, Any]]) -> list[str]:
     the format ``scones prepare-data`` writes; NEITHER answers are left out."""
     rows = [m for m in manifest if m.get("class_index") is not None and m.get("path")]
     return [f"{i}\t{row['class_index']}\t{row['path']}\n" for i, row in enumerate(rows)]
+
+
+def _version_id(version: str) -> str | None:
+    """The S3 version id to read, or None for an upload to an unversioned bucket (whose
+    record says ``null``)."""
+    return None if not version or version == NULL_VERSION else version
 
 
 def _conflict_message(
