@@ -178,9 +178,11 @@ def concurrency_problem(session: Any, overrides: Mapping[str, str]) -> str | Non
 
 
 def express_time_problem(overrides: Mapping[str, str]) -> str | None:
-    """Why these parameters would let an Express execution time out before its images have
-    their records, or None. Express stops an execution at 5 minutes: a timed-out one writes
-    no FAILED record and sends no dead letter, so its batch's uploads would go unrecorded."""
+    """Why these (already checked) parameters would let an Express execution time out
+    before its images have their records, or None. Express stops an execution at 5
+    minutes: a timed-out one writes no FAILED record and sends no dead letter, so its
+    batch's uploads would go unrecorded. Reads samconfig.toml's overrides; values given
+    to `sam deploy --parameter-overrides` by hand are not seen."""
     from scones.costs.workflow import EXPRESS_LIMIT_SECONDS, load_workflow, worst_case_seconds
 
     values = {**parameter_defaults(), **overrides}

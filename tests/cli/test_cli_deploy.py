@@ -6,6 +6,7 @@ output (ImageBucketName) and parameter (BaselineKey) that a stack on AWS has.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -265,3 +266,32 @@ def test_deploy_preflight_stops_on_a_stack_name_the_bucket_cannot_take(
         assert "S3 refuses" in refused and "at most 33" in refused
         assert main(["deploy-preflight", "--stack", "scones", "--region", REGION]) == 0
         assert "deploying stack scones to account 123456789012" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"EndpointTimeoutSeconds": "7"}, "EndpointTimeoutSeconds='7' is not one of"),
+        ({"RetryMaxAttempts": "three"}, "RetryMaxAttempts='three'"),
+        ({"RetryMaxAttempts": "4", "EndpointTimeoutSeconds": "10"}, "past an Express execution"),
+    ],
+)
+def test_deploy_preflight_names_overrides_cloudformation_or_express_would_refuse(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    overrides: dict[str, str],
+    problem: str,
+) -> None:
+    """samconfig.toml's parameter_overrides are checked before they are used: a bad value
+    is named, not a traceback."""
+    import scones.deploy
+    from scones.cli.main import main
+
+    config = dataclasses.replace(read_samconfig(), parameter_overrides=overrides)
+    monkeypatch.setattr(scones.deploy, "read_samconfig", lambda *a, **k: config)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        assert main(["deploy-preflight", "--stack", "scones", "--region", REGION]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and "Traceback" not in err

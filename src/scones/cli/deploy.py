@@ -88,6 +88,7 @@ def run_preflight(args: argparse.Namespace) -> int:
         express_time_problem,
         preflight,
     )
+    from scones.template_params import ParameterError, resolve_parameters
 
     session, stack, config = _context(args)
     try:
@@ -96,6 +97,10 @@ def run_preflight(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     if problem := bucket_name_problem(stack, who["account"], who["region"]):
         raise CommandError(problem)
+    try:  # as CloudFormation will check them, before they are used below
+        resolve_parameters(config.parameter_overrides)
+    except ParameterError as exc:
+        raise CommandError(f"samconfig.toml's parameter_overrides: {exc}") from exc
     if problem := express_time_problem(config.parameter_overrides):
         raise CommandError(problem)
     try:
