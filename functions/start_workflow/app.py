@@ -35,6 +35,7 @@ from scones_core.ingest import (
     ignored_events,
     is_s3_test_event,
     notification_images,
+    split_by_scope,
     start_batches,
 )
 from scones_core.json_text import NotJSON, load_json
@@ -72,14 +73,14 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
             logger.info("ignoring S3 events that announce no upload", extra={"events": ignored})
     except EventError as exc:
         raise EventError(f"SQS message {record.message_id}: {exc}") from exc
-    elsewhere = [i.ref for i in images if not settings.is_upload_here(i.ref.bucket, i.ref.key)]
+    here, elsewhere = split_by_scope(images, settings)
     if elsewhere:
         # An SNS topic or EventBridge rule shared with other buckets or prefixes.
         logger.info(
             "ignoring objects outside this stack's bucket and incoming prefix",
-            extra={"objects": [f"s3://{ref.bucket}/{ref.key}" for ref in elsewhere]},
+            extra={"objects": [f"s3://{i.ref.bucket}/{i.ref.key}" for i in elsewhere]},
         )
-    return [i for i in images if settings.is_upload_here(i.ref.bucket, i.ref.key)]
+    return here
 
 
 def not_processed(message_id: str, receive_count: Any, exc: Exception) -> None:

@@ -564,6 +564,25 @@ def test_a_message_the_code_fails_on_is_left_and_the_drain_goes_on(
     assert aws.visible_bodies() == ["the message that breaks the code"]
 
 
+def test_a_dead_letter_is_replayed_only_for_the_stacks_uploads(aws: Aws) -> None:
+    """As the start function scopes a notification (an SNS topic or EventBridge rule can
+    carry other buckets' and prefixes' events), so does its replay."""
+    upload = aws.upload("incoming/a.png")
+    labelled = ObjectRef(BUCKET, "labelled/bicycle/a.png", "v1", "e1", 3)
+    foreign = ObjectRef("someone-elses", "incoming/a.png", "v1", "e1", 3)
+    body = s3_event(upload, labelled, foreign)
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+
+    scoped = aws.redriver(image_bucket=BUCKET, incoming_prefix="incoming/")
+    dry = scoped.drain_dead_letters(dry_run=True)
+    report = scoped.drain_dead_letters()
+
+    assert [(r.key, r.outcome) for r in dry.replays] == [("incoming/a.png", Outcome.WOULD_START)]
+    assert [(r.key, r.outcome) for r in report.replays] == [("incoming/a.png", Outcome.STARTED)]
+    assert [e["object"]["key"] for e in aws.executions().values()] == ["incoming/a.png"]
+    assert (report.messages_deleted, report.messages_left) == (1, 0)
+
+
 def test_a_dry_run_drain_starts_and_deletes_nothing(aws: Aws) -> None:
     ref = aws.upload("incoming/a.png")
     bodies = sorted([workflow_failed(ref, 0), s3_event(ref), STRANGERS[0]])

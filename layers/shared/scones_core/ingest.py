@@ -234,6 +234,17 @@ def notification_images(body: Any, message_id: str = "") -> list[PendingImage]:
     ]
 
 
+def split_by_scope(
+    images: Sequence[PendingImage], settings: StartSettings
+) -> tuple[list[PendingImage], list[PendingImage]]:
+    """(this stack's uploads, the objects outside its bucket and incoming prefix). An SNS
+    topic or EventBridge rule carries S3 events of every bucket and key; the bucket's own
+    notification is filtered to the prefix. Both the start function and a replay of a
+    dead-lettered notification start only the first."""
+    here = [i for i in images if settings.is_upload_here(i.ref.bucket, i.ref.key)]
+    return here, [i for i in images if not settings.is_upload_here(i.ref.bucket, i.ref.key)]
+
+
 @dataclass(frozen=True)
 class NotificationStart:
     ref: ObjectRef
@@ -245,7 +256,8 @@ def start_notification(sfn: Any, body: Any, settings: StartSettings) -> list[Not
     execution each: ``scones redrive --dead-letters`` replays a dead-lettered S3 event
     this way (the start function gathers a whole SQS batch into one execution instead).
     """
+    here, _ = split_by_scope(notification_images(body), settings)
     return [
         NotificationStart(image.ref, start_workflow(sfn, image.ref, settings, image.event_time))
-        for image in notification_images(body)
+        for image in here
     ]

@@ -38,6 +38,7 @@ from scones_core.ingest import (
     is_s3_test_event,
     notification_images,
     notification_records,
+    split_by_scope,
     start_notification,
 )
 from scones_core.ingest import start_workflow as start_attempt
@@ -293,9 +294,17 @@ class Redriver:
         s3: Any = None,
         visibility_timeout: int = 300,
         wait_seconds: int = 1,
+        image_bucket: str = "",
+        incoming_prefix: str = "",
     ) -> None:
         self.sfn = stepfunctions
-        self.settings = StartSettings(state_machine_arn=state_machine_arn)
+        # The bucket and prefix scope a dead-lettered notification as the start function
+        # scoped it (``ingest.split_by_scope``).
+        self.settings = StartSettings(
+            state_machine_arn=state_machine_arn,
+            image_bucket=image_bucket,
+            incoming_prefix=incoming_prefix,
+        )
         self.dynamodb = dynamodb
         self.table_name = table_name
         self.sqs = sqs
@@ -470,7 +479,7 @@ class Redriver:
         if dry_run:
             replays = []
             try:
-                for image in notification_images(body):
+                for image in split_by_scope(notification_images(body), self.settings)[0]:
                     outcome = self.replay(image.ref, "", 0, dry_run=True)
                     replays.append(self._notification_replay(image.ref, outcome, message_id))
             except EventError as exc:

@@ -115,7 +115,7 @@ class StartSettings:
     state_machine_arn: str
     # The uploads this stack classifies. The bucket's own notification is filtered to the
     # prefix, but S3 events through an SNS topic or EventBridge name every bucket and key.
-    # Empty: not checked (a replay names objects that were checked when they came in).
+    # Empty: not checked (scones redrive without the stack's outputs to read them from).
     image_bucket: str = ""
     incoming_prefix: str = ""
 

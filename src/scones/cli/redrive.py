@@ -80,6 +80,9 @@ class Target:
     state_machine_arn: str
     dead_letter_queue_url: str
     where: str
+    # The stack's uploads: a dead-lettered notification is replayed for these only.
+    image_bucket: str = ""
+    incoming_prefix: str = ""
 
 
 def parse_moment(text: str | None, now: datetime) -> datetime | None:
@@ -106,6 +109,8 @@ def resolve_target(args: argparse.Namespace) -> Target:
             state_machine_arn=endpoints.state_machine_arn,
             dead_letter_queue_url=endpoints.dead_letter_queue_url,
             where=f"offline stack at {endpoints.endpoint_url}",
+            image_bucket=endpoints.bucket,
+            incoming_prefix=endpoints.incoming_prefix,
         )
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
@@ -128,6 +133,8 @@ def resolve_target(args: argparse.Namespace) -> Target:
         state_machine_arn=args.state_machine_arn or outputs.get(STATE_MACHINE_OUTPUT, ""),
         dead_letter_queue_url=args.dead_letter_queue_url or outputs.get(DEAD_LETTER_OUTPUT, ""),
         where=f"stack {args.stack}" if args.stack else "the given resources",
+        image_bucket=outputs.get("ImageBucketName", ""),
+        incoming_prefix=outputs.get("IncomingPrefix", ""),
     )
 
 
@@ -162,6 +169,8 @@ def redrive_command(args: argparse.Namespace) -> int:
         sqs=target.client("sqs") if target.dead_letter_queue_url else None,
         dead_letter_queue_url=target.dead_letter_queue_url,
         s3=target.client("s3"),
+        image_bucket=target.image_bucket,
+        incoming_prefix=target.incoming_prefix,
     )
     from botocore.exceptions import BotoCoreError, ClientError
 
