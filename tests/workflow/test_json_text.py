@@ -16,6 +16,9 @@ from scones_core.json_text import NotJSON, load_json
         ("[" + "7" * (sys.get_int_max_str_digits() + 1) + "]", "an integer longer than", None),
         ("[" * 100_000 + "]" * 100_000, "nested deeper than the parser goes", None),
         (None, "not JSON text but NoneType", None),
+        ('{"size": NaN}', "NaN is not a finite number", None),
+        ('{"attempt": -Infinity}', "-Infinity is not a finite number", None),
+        ('{"size": 1e400}', "1e400 is not a finite number", None),
     ],
 )
 def test_every_failure_is_not_json_with_its_reason(text, reason: str, line: int | None) -> None:

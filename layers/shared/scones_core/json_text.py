@@ -11,6 +11,7 @@ whose message names the problem.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any
 
@@ -23,10 +24,28 @@ class NotJSON(ValueError):
         self.line = line
 
 
+class _NotFinite(ValueError):
+    """``NaN``, ``Infinity`` or a number too large for a float: not JSON (RFC 8259), but
+    Python's parser takes them, and they break every ``int()`` and comparison after."""
+
+
+def _constant(name: str) -> Any:
+    raise _NotFinite(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
 def load_json(text: str | bytes | bytearray) -> Any:
     """``json.loads(text)``, raising only ``NotJSON`` for text it cannot read."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_constant, parse_float=_finite)
+    except _NotFinite as exc:
+        raise NotJSON(f"not JSON: {exc} is not a finite number") from exc
     except json.JSONDecodeError as exc:
         raise NotJSON(f"not JSON: {exc}", exc.lineno) from exc
     except UnicodeDecodeError as exc:
