@@ -62,7 +62,9 @@ def sample_substitutions(properties: dict[str, Any]) -> dict[str, str]:
     values = {}
     for name, value in properties["DefinitionSubstitutions"].items():
         setting = setting_value(value, defaults)
-        values[name] = setting or f"arn:aws:example:us-east-1:123456789012:{name}"
+        values[name] = (
+            setting if setting is not None else f"arn:aws:example:us-east-1:123456789012:{name}"
+        )
     return values
 
 

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scones_core.settings import parse_labels
+
 from scones.cli.errors import CommandError
 
 
@@ -103,9 +105,10 @@ def run(args: argparse.Namespace) -> int:
         else float(_template_default("ConfidenceThreshold"))
     )
     labels_text = args.labels if args.labels is not None else _template_default("ModelLabels")
-    labels = [label.strip() for label in labels_text.split(",")]
-    if len(labels) < 2 or any(not label for label in labels):
-        raise CommandError(f"--labels {labels_text!r} must name at least two labels")
+    try:
+        labels = list(parse_labels(labels_text))
+    except ValueError as exc:
+        raise CommandError(f"--labels {labels_text!r}: {exc}") from None
     if args.out.suffix.lower() != ".png":
         raise CommandError(f"--out {args.out} must be a .png file")
     try:

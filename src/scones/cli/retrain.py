@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scones.cli.arguments import output_folder
 from scones.cli.errors import CommandError
 from scones.cli.stack_state import parse_params
 
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "page writes)",
     )
     parser.add_argument("--model", type=Path, help="production model (default: the shipped one)")
-    parser.add_argument("--out", type=Path, default=Path("out"), help="report folder")
+    parser.add_argument("--out", type=output_folder, default=Path("out"), help="report folder")
     recipe = ", ".join(f"{k}={v}" for k, v in SHORT_RECIPE.items())
     parser.add_argument(
         "--hyperparameter",

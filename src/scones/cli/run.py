@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from scones_core.settings import parse_labels
 
 from scones.cli.arguments import output_folder, seconds
 from scones.cli.display import (
@@ -74,7 +75,7 @@ def run_command(args: argparse.Namespace) -> int:
     # Everything the user gave is checked before anything starts (in well under a second).
     overrides = parse_params(args.param)
     parameters = effective_params(overrides)
-    labels = tuple(parameters["ModelLabels"].split(","))
+    labels = parse_labels(parameters["ModelLabels"])
     inputs = collect_inputs(args.paths or [SAMPLES_DIR], labels)
     # moto and the model runtime are heavy: import them only when the command runs.
     from scones.offline.deploy import DeployError

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from scones.cli.arguments import output_folder
 from scones.cli.display import make_console, scones_command
 from scones.cli.env import export_lines
 from scones.cli.errors import CommandError
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_folder,
         default=Path("out"),
         help="folder where the records are saved when the stack stops (default: out/)",
     )

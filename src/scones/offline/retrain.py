@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from scones_core.retraining import outcome as outcomes
+from scones_core.settings import parse_labels
 
 from scones.offline.retrain_recipe import DEFAULT_DATA, SHORT_RECIPE
 from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
@@ -224,7 +225,7 @@ class OfflineRetrain:
         self.params = stack.parameters
         self.bucket = stack.bucket
         self.s3 = stack.client("s3")
-        self.labels = tuple(self.params["ModelLabels"].split(","))
+        self.labels = parse_labels(self.params["ModelLabels"])
         run_name = f"{self.params['EndpointName']}-retrain-{started_at:%Y%m%d-%H%M%S}"
         self.run_name = run_name
         definition = json.loads(

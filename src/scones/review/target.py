@@ -12,6 +12,7 @@ from typing import Any
 
 from botocore.config import Config
 from scones_core.review import ReviewSettings
+from scones_core.settings import parse_labels
 
 from scones.template_params import parameter_defaults
 
@@ -35,7 +36,7 @@ class ReviewTarget:
     def settings(self, *, sample_share: float | None, sample_days: float) -> ReviewSettings:
         from datetime import timedelta
 
-        labels = tuple(label.strip() for label in self.parameters["ModelLabels"].split(","))
+        labels = parse_labels(self.parameters["ModelLabels"])
         prefix = self.parameters["LabelledDataPrefix"]
         if prefix.startswith(self.incoming_prefix) or self.incoming_prefix.startswith(prefix):
             raise TargetError(
