@@ -83,6 +83,19 @@ def png_with_comment(data: bytes, inflated: int) -> bytes:
     return data[:33] + comment + data[33:]
 
 
+def jpeg_with_frame(data: bytes, marker: int, precision: int = 8) -> bytes:
+    """A baseline JPEG whose frame header says another coding process or sample
+    precision (the entropy-coded data stays baseline: the header alone decides)."""
+    at = data.index(b"\xff\xc0")
+    return (
+        data[: at + 1]
+        + bytes([marker])
+        + data[at + 2 : at + 4]
+        + bytes([precision])
+        + data[at + 5 :]
+    )
+
+
 def jpeg_with_scans(image: Image.Image, scans: int) -> bytes:
     """A progressive JPEG of ``image`` whose last refinement scan is repeated until the
     file has ``scans`` scans (each one makes libjpeg re-read the whole image)."""
@@ -253,6 +266,14 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
             "HEIC",
         ),
         rejected("layers.psd", b"8BPS\0\x01" + b"\0" * 64, "UnsupportedImageFormat", "PSD"),
+        rejected("12-bit.jpg", jpeg_with_frame(jpeg, 0xC1, 12), "UnsupportedImageFormat", "12-bit"),
+        rejected("jpeg-ls.jpg", jpeg_with_frame(jpeg, 0xF7), "UnsupportedImageFormat", "JPEG-LS"),
+        rejected(
+            "hierarchical.jpg",
+            jpeg_with_frame(jpeg, 0xC5),
+            "UnsupportedImageFormat",
+            "Hierarchical",
+        ),
         # The generic image-file brand first; AVIF among the compatible brands.
         rejected(
             "camera.avif",

@@ -37,7 +37,10 @@ from scones_core.errors import (
     UnsupportedImageFormat,
 )
 from scones_core.image_structure import (
+    HIERARCHICAL_SOF_MARKERS,
+    JPEG_LS_SOF_MARKER,
     PNG_SIGNATURE,
+    JpegLayout,
     check_png_chunks,
     jpeg_layout,
     tiff_block_count,
@@ -249,6 +252,9 @@ def decode_image(
     if sniffed == "PNG" and data.startswith(PNG_SIGNATURE):
         # Before Pillow parses it: Pillow inflates every iCCP chunk as it opens a PNG.
         check_png_chunks(data)
+    jpeg = jpeg_layout(data) if sniffed == "JPEG" else None
+    if jpeg is not None:
+        _check_jpeg_frame(jpeg)
     if sniffed == "TIFF" and (blocks := tiff_block_count(data)) > MAX_TIFF_BLOCKS:
         # Before Pillow parses it: Pillow reads every strip's offset as it opens a TIFF.
         raise ImageTooComplex(
@@ -257,7 +263,7 @@ def decode_image(
         )
     image = _open(data, limits, sniffed)
     try:
-        return _check_and_load(image, data, limits, draft_to)
+        return _check_and_load(image, data, limits, draft_to, jpeg)
     except BaseException:
         image.close()
         raise
@@ -295,6 +301,7 @@ def _check_and_load(
     data: bytes,
     limits: ImageLimits,
     draft_to: tuple[int, int] | None,
+    jpeg: JpegLayout | None = None,
 ) -> DecodedImage:
     fmt = _FORMAT_ALIASES.get(image.format or "", image.format or "")
     if fmt not in limits.allowed_formats:  # a sniffing gap; Pillow is the authority
@@ -313,7 +320,7 @@ def _check_and_load(
             f"The image is {width}x{height} pixels; each side must be at least "
             f"{limits.min_side}{limits.named('MinImageSide')}."
         )
-    structure = _structure(fmt, image, data, limits)
+    structure = _structure(fmt, image, data, limits, jpeg)
     mode = image.mode
     try:
         with warnings.catch_warnings():
@@ -355,12 +362,17 @@ class _Structure:
 
 
 def _structure(
-    fmt: str, image: ImageFile.ImageFile, data: bytes, limits: ImageLimits
+    fmt: str,
+    image: ImageFile.ImageFile,
+    data: bytes,
+    limits: ImageLimits,
+    jpeg: JpegLayout | None = None,
 ) -> _Structure:
     """Refuse a structure that would cost far more than the pixels (thousands of JPEG
-    scans, a TIFF tile larger than the pixel limit); describe the rest."""
+    scans, a TIFF tile larger than the pixel limit); describe the rest. ``jpeg``: the
+    layout already read from the bytes, if they were sniffed as JPEG."""
     if fmt == "JPEG":
-        layout = jpeg_layout(data)
+        layout = jpeg or jpeg_layout(data)
         if layout.scans > MAX_JPEG_SCANS:
             raise ImageTooComplex(
                 f"The JPEG has {layout.scans} scans, and each one re-reads the whole image; "
@@ -422,6 +434,23 @@ def _too_many_pixels(exc: BaseException, limits: ImageLimits) -> ImageTooManyPix
         f"The image header declares too many pixels ({_describe(exc).rstrip('.')}); "
         f"the limit is {limits.max_pixels} pixels{limits.named('MaxImagePixels')}."
     )
+
+
+def _check_jpeg_frame(layout: JpegLayout) -> None:
+    """Name the JPEG processes the decoder does not have, instead of calling them corrupt:
+    hierarchical frames, and more than 8 bits a sample outside lossless coding."""
+    if layout.frame_marker == JPEG_LS_SOF_MARKER:
+        raise UnsupportedImageFormat(
+            "JPEG-LS images are not supported; send PNG or a baseline JPEG."
+        )
+    if layout.frame_marker in HIERARCHICAL_SOF_MARKERS:
+        raise UnsupportedImageFormat(
+            "Hierarchical JPEGs are not supported; save it as a baseline or progressive JPEG."
+        )
+    if layout.precision not in (None, 8) and not layout.lossless:
+        raise UnsupportedImageFormat(
+            f"{layout.precision}-bit JPEGs are not supported; save it with 8 bits a sample."
+        )
 
 
 def _oversized_metadata(exc: BaseException) -> ImageTooComplex | None:

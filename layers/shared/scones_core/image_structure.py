@@ -69,6 +69,10 @@ def _name(kind: bytes) -> str:
 # Start-of-frame markers (every one but DHT C4, JPG C8 and DAC CC) and the lossless ones.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 LOSSLESS_SOF_MARKERS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+# Hierarchical (differential) frames: a process libjpeg never implemented.
+HIERARCHICAL_SOF_MARKERS = frozenset({0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF})
+# JPEG-LS (ITU T.87) starts its frame with SOF55: a different codec in a JPEG wrapper.
+JPEG_LS_SOF_MARKER = 0xF7
 _SOS, _EOI = 0xDA, 0xD9
 # Markers without a length: SOI, RST0-7 and TEM.
 _STANDALONE = frozenset({0xD8, 0x01, *range(0xD0, 0xD8)})
@@ -82,6 +86,7 @@ class JpegLayout:
 
     frame_marker: int | None
     scans: int
+    precision: int | None = None  # bits per sample, from the frame header
 
     @property
     def lossless(self) -> bool:
@@ -92,7 +97,7 @@ def jpeg_layout(data: bytes) -> JpegLayout:
     """Walk the marker segments of the first image (a camera JPEG's preview images come
     after its EOI, inside or after it). Never raises: what cannot be walked is left to
     the decoder, which names the damage."""
-    pos, frame, scans = 2, None, 0
+    pos, frame, scans, precision = 2, None, 0, None
     size = len(data)
     while pos + 2 <= size:
         if data[pos] != 0xFF:
@@ -113,15 +118,16 @@ def jpeg_layout(data: bytes) -> JpegLayout:
         if pos + 4 > size:
             break
         end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker in _SOF_MARKERS and frame is None:
+        if (marker in _SOF_MARKERS or marker == JPEG_LS_SOF_MARKER) and frame is None:
             frame = marker
+            precision = data[pos + 4] if pos + 4 < size else None
         if marker != _SOS:
             pos = end
             continue
         scans += 1
         found = _NEXT_MARKER.search(data, end)
         pos = size if found is None else found.start()
-    return JpegLayout(frame_marker=frame, scans=scans)
+    return JpegLayout(frame_marker=frame, scans=scans, precision=precision)
 
 
 # ---- TIFF -------------------------------------------------------------------------
