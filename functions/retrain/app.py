@@ -67,6 +67,7 @@ def judge_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
     rules = GateRules(
         threshold=SETTINGS.confidence_threshold,
         min_accepted_accuracy=SETTINGS.gate_min_accepted_accuracy,
+        max_coverage_drop=SETTINGS.gate_max_coverage_drop,
     )
     decision = judge(evaluation, rules)
     logger.info("gate decision", extra={"passed": decision["passed"], "gate": decision["summary"]})

@@ -45,6 +45,7 @@ def env(**overrides: str) -> dict[str, str]:
         "RETRAINING_PREFIX": "retraining/",
         "CONFIDENCE_THRESHOLD": "0.9",
         "GATE_MIN_ACCEPTED_ACCURACY": "0.99",
+        "GATE_MAX_COVERAGE_DROP": "0.02",
     }
     return {**values, **overrides}
 
@@ -134,7 +135,9 @@ def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(s
         assemble_dataset(s3, long_name, STARTED, "run-1")
 
 
-def report(version: str, accuracy: float, accepted: float | None, images: int = 40) -> dict:
+def report(
+    version: str, accuracy: float, accepted: float | None, images: int = 40, coverage: float = 0.5
+) -> dict:
     return {
         "model": {"version": version},
         "images": images,
@@ -142,12 +145,12 @@ def report(version: str, accuracy: float, accepted: float | None, images: int = 
         # Nothing accepted is a coverage of 0, and the reverse.
         "at_threshold": {
             "accepted_accuracy": accepted,
-            "coverage": 0.0 if accepted is None else 0.5,
+            "coverage": 0.0 if accepted is None else coverage,
         },
     }
 
 
-RULES = GateRules(threshold=0.9, min_accepted_accuracy=0.99)
+RULES = GateRules(threshold=0.9, min_accepted_accuracy=0.99, max_coverage_drop=0.02)
 
 
 @pytest.mark.parametrize(
@@ -158,6 +161,13 @@ RULES = GateRules(threshold=0.9, min_accepted_accuracy=0.99)
         (report("new", 0.85, 1.0), False, "accuracy 0.8500 is below production's 0.9000"),
         (report("new", 0.95, 0.98), False, "accepted accuracy 0.9800 at threshold 0.9"),
         (report("new", 0.95, None), False, "accepts no gate image"),
+        # As accurate, but unsure of far more: most traffic would wait for review.
+        (report("new", 0.95, 1.0, coverage=0.48), True, None),  # exactly the allowance
+        (
+            report("new", 0.95, 1.0, coverage=0.01),
+            False,
+            "coverage 0.0100 at threshold 0.9 is more than 0.02 below production's 0.5000",
+        ),
     ],
 )
 def test_gate(candidate: dict, passed: bool, reason: str | None) -> None:

@@ -693,6 +693,7 @@ class OfflineRetrain:
                 for name in (
                     "ConfidenceThreshold",
                     "GateMinAcceptedAccuracy",
+                    "GateMaxCoverageDrop",
                     "CanaryCapacityPercent",
                     "LowConfidenceAlertShare",
                     "EndpointName",

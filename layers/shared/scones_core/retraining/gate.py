@@ -7,7 +7,10 @@ passes when
 1. it is not worse on accuracy than the production model, and
 2. the images it would accept at the confidence threshold are still at least
    ``GATE_MIN_ACCEPTED_ACCURACY`` correct (a candidate that accepts nothing fails:
-   everything would go to review).
+   everything would go to review), and
+3. it accepts at most ``GATE_MAX_COVERAGE_DROP`` less of the gate set than production
+   (an equally accurate model that is unsure of everything would send most traffic to
+   review).
 
 The threshold must be the deployed ``ConfidenceThreshold``; a report scored at
 another threshold, or whose two models saw different images, is not judged.
@@ -32,6 +35,7 @@ class EvaluationReportError(SconesError):
 class GateRules:
     threshold: float
     min_accepted_accuracy: float
+    max_coverage_drop: float
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,12 @@ def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
             f"accepted accuracy {candidate.accepted_accuracy:.4f} at threshold "
             f"{rules.threshold:g} is below {rules.min_accepted_accuracy:g}"
         )
+    # Rounded so that a drop of exactly the allowance, in binary fractions, is allowed.
+    if round(production.coverage - candidate.coverage, 9) > rules.max_coverage_drop:
+        reasons.append(
+            f"coverage {candidate.coverage:.4f} at threshold {rules.threshold:g} is more than "
+            f"{rules.max_coverage_drop:g} below production's {production.coverage:.4f}"
+        )
     passed = not reasons
     accepted_text = (
         "none" if candidate.accepted_accuracy is None else f"{candidate.accepted_accuracy:.6f}"
@@ -137,6 +147,7 @@ def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
         "rules": {
             "threshold": rules.threshold,
             "min_accepted_accuracy": rules.min_accepted_accuracy,
+            "max_coverage_drop": rules.max_coverage_drop,
             "candidate_accuracy_at_least": "production accuracy",
         },
         "candidate": candidate.to_json(),

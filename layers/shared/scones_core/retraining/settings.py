@@ -21,6 +21,7 @@ ENVIRONMENT_VARIABLES = (
     "RETRAINING_PREFIX",
     "CONFIDENCE_THRESHOLD",
     "GATE_MIN_ACCEPTED_ACCURACY",
+    "GATE_MAX_COVERAGE_DROP",
 )
 
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]+/$")
@@ -43,6 +44,7 @@ class RetrainingSettings:
     retraining_prefix: str  # where runs write manifests, models and reports
     confidence_threshold: float
     gate_min_accepted_accuracy: float
+    gate_max_coverage_drop: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RetrainingSettings:
@@ -57,6 +59,7 @@ class RetrainingSettings:
             retraining_prefix=reader.parsed("RETRAINING_PREFIX", _prefix),
             confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", parse_fraction),
             gate_min_accepted_accuracy=reader.parsed("GATE_MIN_ACCEPTED_ACCURACY", parse_fraction),
+            gate_max_coverage_drop=reader.parsed("GATE_MAX_COVERAGE_DROP", parse_fraction),
         )
         if reader.problems:
             raise SettingsError(
