@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -429,11 +430,22 @@ def _check_memory(
 
 
 def _too_many_pixels(exc: BaseException, limits: ImageLimits) -> ImageTooManyPixels:
-    """Pillow's own bomb guard fired (its message has the size); name our limit too."""
+    """Pillow's own bomb guard fired: the size from its message, and our limit (not its
+    internal one)."""
+    found = _DECLARED_PIXELS.search(str(exc))
+    declared = f"{int(found.group(1))} pixels" if found else "too many pixels"
+    if found and int(found.group(1)) <= limits.max_pixels:  # MaxImagePixels raised past it
+        return ImageTooManyPixels(
+            f"The image header declares {declared}, more than the decoder takes "
+            f"({Image.MAX_IMAGE_PIXELS} pixels, below MaxImagePixels {limits.max_pixels})."
+        )
     return ImageTooManyPixels(
-        f"The image header declares too many pixels ({_describe(exc).rstrip('.')}); "
+        f"The image header declares {declared}; "
         f"the limit is {limits.max_pixels} pixels{limits.named('MaxImagePixels')}."
     )
+
+
+_DECLARED_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
 
 
 def _check_jpeg_frame(layout: JpegLayout) -> None:
