@@ -522,3 +522,23 @@ def test_a_bigtiff_pointing_past_any_file_is_corrupt_not_a_crash() -> None:
     data = b"II+\x00\x08\x00\x00\x00" + (2**63 + 5).to_bytes(8, "little") + bytes(24)
     with pytest.raises(errors.CorruptImage):
         decode_image(data, LIMITS)
+
+
+def test_every_accepted_format_has_one_media_type_that_the_server_and_review_share() -> None:
+    """The image rules' table is the only one: the server's Content-Type check and the
+    review page's presigned URLs derive from it, and a camera JPEG (MPO) is image/jpeg."""
+    from scones_core import image_rules, review
+
+    from scones.serving import media
+
+    assert set(image_rules.MEDIA_TYPES) == set(image_rules.SUPPORTED_IMAGE_FORMATS)
+    assert media.FORMATS_BY_MEDIA_TYPE["image/jpeg"] == {"JPEG", "MPO"}
+    assert media.FORMATS_BY_MEDIA_TYPE["image/bmp"] == {"BMP", "DIB"}
+    assert media.media_type_for("MPO") == "image/jpeg"
+    assert media.media_type_for("EPS") == media.GENERIC_MEDIA_TYPE
+    for fmt, media_type in image_rules.MEDIA_TYPES.items():
+        encoded = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(encoded, format=fmt)
+        with Image.open(io.BytesIO(encoded.getvalue())) as decoded:
+            assert decoded.format in media.FORMATS_BY_MEDIA_TYPE[media_type]
+    assert review.MEDIA_TYPES is image_rules.MEDIA_TYPES

@@ -324,6 +324,22 @@ def test_a_versioned_read_sends_the_version_and_no_etag_condition() -> None:
             read_object(s3, ObjectRef("images", "incoming/h.png", "v9", "0123abcd", 1), LIMITS)
 
 
+def test_a_version_that_is_now_a_delete_marker_is_not_found_not_a_storage_fault() -> None:
+    """GetObject on a version id that names a delete marker answers 405 MethodNotAllowed:
+    the upload is gone (REJECTED ObjectNotFound), not a permanent storage fault."""
+    s3 = s3_client()
+    with Stubber(s3) as stub:
+        stub.add_client_error(
+            "get_object",
+            service_error_code="MethodNotAllowed",
+            service_message="The specified method is not allowed against this resource.",
+            http_status_code=405,
+            expected_params={"Bucket": "images", "Key": "incoming/m.png", "VersionId": "dm1"},
+        )
+        with pytest.raises(errors.ObjectNotFound, match="deleted before it could be read"):
+            read_object(s3, ObjectRef("images", "incoming/m.png", "dm1", "0123abcd", 1), LIMITS)
+
+
 # ---- inference ---------------------------------------------------------------
 
 

@@ -68,6 +68,28 @@ _PILLOW_PLUGINS: dict[str, tuple[str, ...]] = {
 }
 # Pillow's own name for a format -> ours (camera JPEGs with a preview are "MPO").
 _FORMAT_ALIASES = {"MPO": "JPEG", "DIB": "BMP"}
+# The media type of each accepted format: what a record's ``source_format`` is served
+# as (the review page) and what the model server's Content-Type check allows.
+MEDIA_TYPES: dict[str, str] = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "GIF": "image/gif",
+}
+
+
+def format_name(pillow_format: str | None) -> str:
+    """Our name for the format Pillow reports (``MPO`` is a ``JPEG``, ``DIB`` a ``BMP``)."""
+    return _FORMAT_ALIASES.get(pillow_format or "", pillow_format or "")
+
+
+def pillow_formats(media_type: str) -> frozenset[str]:
+    """Every name Pillow may give a decoded image of ``media_type`` (empty if unknown)."""
+    ours = {fmt for fmt, declared in MEDIA_TYPES.items() if declared == media_type}
+    return frozenset(ours | {alias for alias, fmt in _FORMAT_ALIASES.items() if fmt in ours})
+
 
 # What Pillow's parsers and decoders raise on malformed files (seen in fuzzing:
 # ValueError "Truncated IHDR chunk", struct.error, EOFError, SyntaxError ...).
@@ -304,7 +326,7 @@ def _check_and_load(
     draft_to: tuple[int, int] | None,
     jpeg: JpegLayout | None = None,
 ) -> DecodedImage:
-    fmt = _FORMAT_ALIASES.get(image.format or "", image.format or "")
+    fmt = format_name(image.format)
     if fmt not in limits.allowed_formats:  # a sniffing gap; Pillow is the authority
         raise UnsupportedImageFormat(
             f"{fmt or 'This'} images are not accepted; send one of "

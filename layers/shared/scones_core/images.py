@@ -38,16 +38,13 @@ from scones_core.errors import (
     StorageUnavailable,
 )
 from scones_core.image_rules import DECODE_ERRORS, decode_image
-from scones_core.objects import NULL_VERSION, ObjectRef
+from scones_core.objects import NULL_VERSION, ObjectRef, object_changed, object_missing
 from scones_core.preprocess import to_model_image
 from scones_core.records import ImageSource, RejectedImage, SerializedImage
 from scones_core.settings import ImageLimits
 
 NORMALISED_CONTENT_TYPE = "image/png"
 NORMALISED_FORMAT = "PNG"
-_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
-# IfMatch did not hold: the key now holds other bytes (S3 answers 412).
-_CHANGED_CODES = {"PreconditionFailed", "412"}
 # 4xx codes a retry can fix (botocore's standard retry mode treats them the same way);
 # every other 4xx is permanent (StorageRefused), and every 5xx is transient.
 _RETRYABLE_CODES = {
@@ -145,12 +142,12 @@ def _read_error(
     error = exc.response.get("Error", {})
     code = str(error.get("Code") or "")
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    if code in _MISSING_CODES:
+    if object_missing(exc):
         return ObjectNotFound(
             f"{where} (version {ref.version}) no longer exists: "
             "it was deleted before it could be read."
         )
-    if pinned_etag and (code in _CHANGED_CODES or status == 412):
+    if pinned_etag and object_changed(exc):
         return ObjectChanged(
             f"{where} (ETag {ref.etag}) was overwritten before it could be read; "
             "the newer version has its own event and record."

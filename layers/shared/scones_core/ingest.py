@@ -241,8 +241,13 @@ def split_by_scope(
     topic or EventBridge rule carries S3 events of every bucket and key; the bucket's own
     notification is filtered to the prefix. Both the start function and a replay of a
     dead-lettered notification start only the first."""
-    here = [i for i in images if settings.is_upload_here(i.ref.bucket, i.ref.key)]
-    return here, [i for i in images if not settings.is_upload_here(i.ref.bucket, i.ref.key)]
+    here: list[PendingImage] = []
+    elsewhere: list[PendingImage] = []
+    for image in images:
+        (here if settings.is_upload_here(image.ref.bucket, image.ref.key) else elsewhere).append(
+            image
+        )
+    return here, elsewhere
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,37 @@ from scones_core.records import ObjectPayload
 
 # S3's own name for "this object has no version id" (unversioned bucket).
 NULL_VERSION = "null"
+# S3's answers for an object version that is not there to read (a HEAD gives only the
+# status; a delete marker as the version asked for gives 405).
+_MISSING_CODES = frozenset(
+    {"NoSuchKey", "NoSuchVersion", "NotFound", "404", "MethodNotAllowed", "405"}
+)
+# An If-Match (or CopySourceIfMatch) that did not hold: the key holds other bytes now.
+# ConditionalRequestConflict: a concurrent conditional write to the same key.
+_CHANGED_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 _EXECUTION_NAME_MAX = 80
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def s3_error_code(exc: Exception) -> str:
+    """The ``Error.Code`` of a botocore ``ClientError`` ("" for anything else)."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code") or "")
+
+
+def _status(exc: Exception) -> int:
+    response = getattr(exc, "response", None) or {}
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def object_missing(exc: Exception) -> bool:
+    """Whether S3 refused a read because the object (version) is not there."""
+    return s3_error_code(exc) in _MISSING_CODES
+
+
+def object_changed(exc: Exception) -> bool:
+    """Whether S3 refused a conditional request because the object is not the one pinned."""
+    return s3_error_code(exc) in _CHANGED_CODES or _status(exc) == 412
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from scones_core.image_rules import MEDIA_TYPES
 from scones_core.monitoring.timestamps import format_millis
-from scones_core.objects import NULL_VERSION
+from scones_core.objects import NULL_VERSION, object_changed, object_missing, s3_error_code
 from scones_core.records import (
     CLASSIFIED_STATUS_ATTRIBUTE,
     LABELLED_KEY_ATTRIBUTE,
@@ -244,7 +245,7 @@ class ReviewService:
                     },
                 )
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
+                if s3_error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 continue  # another reviewer drew it first, or it was reviewed meanwhile
             flagged += 1
@@ -298,7 +299,7 @@ class ReviewService:
         params: dict[str, str] = {
             "Bucket": item.bucket,
             "Key": item.key,
-            "ResponseContentType": IMAGE_MEDIA_TYPES.get(item.source_format, "image/png"),
+            "ResponseContentType": MEDIA_TYPES.get(item.source_format, "image/png"),
             "ResponseContentDisposition": "inline",
         }
         if version := _version_id(item.version_id):
@@ -375,7 +376,7 @@ class ReviewService:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
+            if s3_error_code(exc) != "ConditionalCheckFailedException":
                 raise
             latest = self._get(record_id)
             if latest is not None and self._same_answer(latest, answer, reviewer, expected_status):
@@ -448,14 +449,13 @@ class ReviewService:
         try:
             self.s3.head_object(**source, **({"IfMatch": etag} if etag else {}))
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if etag and code in ("412", "PreconditionFailed"):
+            if etag and object_changed(exc):
                 raise ReviewError(
                     f"s3://{source['Bucket']}/{source['Key']} was overwritten since it was "
                     "classified, so the image the model saw cannot be copied; the answer was "
                     "not kept"
                 ) from exc
-            if code in ("404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"):
+            if object_missing(exc):
                 raise ReviewError(
                     f"the image s3://{source['Bucket']}/{source['Key']} is no longer in the "
                     "bucket, so it cannot be copied for training; the answer was not kept"
@@ -470,7 +470,7 @@ class ReviewService:
                 self.s3.head_object(**source, IfMatch=etag)
             self._copy_object(record, labelled_key, source, etag)
         except ClientError as exc:
-            if etag and _code(exc) in ("412", "PreconditionFailed"):
+            if etag and object_changed(exc):
                 raise ReviewError(
                     f"the answer is saved, but s3://{source['Bucket']}/{source['Key']} was "
                     "overwritten since, so the image the model saw cannot be copied for "
@@ -543,7 +543,7 @@ class ReviewService:
                 return
             except ClientError as exc:
                 # Another reviewer wrote the manifest since we read it: read it again.
-                if _code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                if not object_changed(exc):
                     raise
         raise RuntimeError(
             f"s3://{self.settings.bucket}/{key} kept changing; "
@@ -558,7 +558,7 @@ class ReviewService:
         try:
             response = self.s3.get_object(Bucket=self.settings.bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
+            if object_missing(exc):
                 return "", None
             raise
         return response["Body"].read().decode("utf-8"), str(response["ETag"])
@@ -602,21 +602,6 @@ def _conflict_message(
     return f"{record_id} is {status} now, not waiting for review"
 
 
-# The media type of each format the image rules accept (a record's source_format).
-IMAGE_MEDIA_TYPES = {
-    "PNG": "image/png",
-    "JPEG": "image/jpeg",
-    "GIF": "image/gif",
-    "WEBP": "image/webp",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-}
-
-
 def _content_type(key: str) -> str | None:
     suffix = PurePosixPath(key).suffix.lower().lstrip(".")
-    return IMAGE_MEDIA_TYPES.get({"jpg": "JPEG"}.get(suffix, suffix.upper()))
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+    return MEDIA_TYPES.get({"jpg": "JPEG"}.get(suffix, suffix.upper()))

@@ -8,23 +8,21 @@ wrong ``observedContentType`` in the captured traffic. ``application/x-image``
 
 from __future__ import annotations
 
+from scones_core.image_rules import MEDIA_TYPES, format_name, pillow_formats
+
 from scones.serving.errors import ContainerError
 
-# Pillow format names each specific media type allows. Cameras write multi-picture
-# JPEGs (MPO): a JPEG stream with extra frames that Pillow names MPO.
+# Pillow format names each specific media type allows, from the image rules' one table
+# (cameras write multi-picture JPEGs, which Pillow names MPO: still image/jpeg).
 FORMATS_BY_MEDIA_TYPE: dict[str, frozenset[str]] = {
-    "image/png": frozenset({"PNG"}),
-    "image/jpeg": frozenset({"JPEG", "MPO"}),
+    media_type: pillow_formats(media_type) for media_type in dict.fromkeys(MEDIA_TYPES.values())
 }
 GENERIC_MEDIA_TYPE = "application/x-image"
 
 
 def media_type_for(image_format: str | None) -> str:
     """The Content-Type to send an image of ``image_format`` (Pillow's name) with."""
-    for media_type, formats in FORMATS_BY_MEDIA_TYPE.items():
-        if image_format in formats:
-            return media_type
-    return GENERIC_MEDIA_TYPE
+    return MEDIA_TYPES.get(format_name(image_format), GENERIC_MEDIA_TYPE)
 
 
 def check_declared_format(image_format: str | None, content_type: str) -> None:
