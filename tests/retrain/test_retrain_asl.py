@@ -185,6 +185,7 @@ def test_every_sagemaker_request_of_the_retraining_asl_is_valid_for_botocore() -
         "CreateCandidateEndpointConfig",
         "DeployCanary",
         "CheckDeployment",
+        "RejectRolledBackCandidate",
     }
     client = boto3.client("sagemaker", region_name="us-east-1")
     with Stubber(client) as stubber:
@@ -529,6 +530,55 @@ def test_the_deployment_check_tells_promotion_from_rollback(
     record = outcome_of(stack, run)
     assert record["outcome"] == outcome, record
     assert subject in alerts()
+
+
+def test_a_rolled_back_candidates_package_is_marked_rejected(stack: OfflineStack) -> None:
+    """A rollback must not leave the candidate Approved in the registry, where the next
+    deployment of the latest approved version would ship it again. (The parametrized test
+    above rolls back a package moto does not know: the update fails, and the outcome is
+    still recorded and alerted.)"""
+    sagemaker = stack.client("sagemaker")
+    group = "rolled-back-candidates"  # not the stack's group, whose packages another test counts
+    sagemaker.create_model_package_group(ModelPackageGroupName=group)
+    package = sagemaker.create_model_package(
+        ModelPackageGroupName=group,
+        InferenceSpecification={
+            "Containers": [
+                {
+                    "Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/scones-serve:1",
+                    "ModelDataUrl": f"s3://{stack.bucket}/retraining/rb/model.tar.gz",
+                }
+            ],
+            "SupportedContentTypes": ["image/png"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        ModelApprovalStatus="Approved",
+    )["ModelPackageArn"]
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run = "rolled-back-package"
+    state["model_package"] = {"arn": package}
+    moto_endpoint(stack, f"{state['dataset']['names']['base']}-before")
+    result = execute(stack, "CheckDeployment", state, run)
+    assert result["status"] == "SUCCEEDED"
+    assert outcome_of(stack, run)["outcome"] == "ROLLED_BACK"
+    assert "RejectRolledBackCandidate" in entered_states(stack, result["executionArn"])
+    described = sagemaker.describe_model_package(ModelPackageName=package)
+    assert described["ModelApprovalStatus"] == "Rejected"
+    assert "rolled this candidate's canary back" in described["ApprovalDescription"]
+
+
+def test_the_retraining_role_may_reject_only_its_own_groups_packages() -> None:
+    from tests.workflow.iam_policy import ALLOW, IMPLICIT_DENY, Request, decide, role_statements
+    from tests.workflow.test_workflow_template import resolver_for, transformed
+
+    resolver = resolver_for(transformed())
+    statements = role_statements(resolver, "RetrainingStateMachineRole")
+    me = ("AWS", f"arn:aws:iam::{ACCOUNT}:role/retraining")
+    own = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package/scones-models/3"
+    other = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package/someone-elses/3"
+    update = "sagemaker:UpdateModelPackage"
+    assert decide(statements, Request(update, own, me, {})) == ALLOW
+    assert decide(statements, Request(update, other, me, {})) == IMPLICIT_DENY
 
 
 def test_every_outcome_write_retries_dynamodb_and_still_alerts_when_it_fails() -> None:

@@ -140,6 +140,7 @@ def test_a_candidate_that_fails_at_serving_is_rolled_back(guessing_production: P
         deploy["invocations"][canary]["errors_5xx"] == deploy["invocations"][canary]["invocations"]
     )
     assert "after_promotion" not in deploy
+    assert deploy["model_package_status"] == "Rejected"
     assert result.record["outcome"] == "ROLLED_BACK"
     assert "EndpointErrorAlarm" in result.record["reason"]
     assert result.alert is not None and result.alert["subject"].endswith("rolled back")

@@ -536,6 +536,7 @@ class OfflineRetrain:
         if breached:
             endpoint.remove_variant(variant_name)
             endpoint.set_weights({production.name: 1.0})
+            detail["model_package_status"] = self._reject_package(package_arn)
             names = ", ".join(alarm["name"] for alarm in breached)
             reason = (
                 f"an alarm rolled the canary back ({names}): the endpoint serves "
@@ -557,6 +558,19 @@ class OfflineRetrain:
         )
         self._step("deploy", "PROMOTED: " + reason, started, **detail)
         return True, reason
+
+    def _reject_package(self, package_arn: str) -> str:
+        """What the definition's ``RejectRolledBackCandidate`` does: the registry keeps the
+        rolled-back candidate, Rejected with the state's description."""
+        state = self.asl_states["RejectRolledBackCandidate"]["Parameters"]
+        sagemaker = self.stack.client("sagemaker")
+        sagemaker.update_model_package(
+            ModelPackageArn=package_arn,
+            ModelApprovalStatus=state["ModelApprovalStatus"],
+            ApprovalDescription=state["ApprovalDescription"],
+        )
+        described = sagemaker.describe_model_package(ModelPackageName=package_arn)
+        return str(described["ModelApprovalStatus"])
 
     def _traffic(self, count: int, tag: str) -> list[dict[str, Any]]:
         if count <= 0:
