@@ -26,7 +26,12 @@ from scones_core.review import (
 )
 
 from scones.review.app import LOOPBACK_HOSTS, ReviewAppSettings, build_app
-from scones.template_params import PROJECT_ROOT, load_template, parameter_default
+from scones.template_params import (
+    PROJECT_ROOT,
+    load_template,
+    parameter_default,
+    parameter_defaults,
+)
 
 REGION = "us-east-1"
 BUCKET = "scones-review-test"
@@ -144,6 +149,41 @@ def test_queue_lists_needs_review_and_sampled_accepted_only(env: Env) -> None:
     assert [i.record_id for i in items] == [older, waiting, sampled]
     assert items[2].sampled and items[2].status == Status.ACCEPTED
     assert items[0].label == "bicycle" and items[0].confidence == pytest.approx(0.61)
+
+
+def test_records_whose_uploads_have_expired_leave_the_queue_and_are_counted(env: Env) -> None:
+    """With UploadRetentionDays the lifecycle rule deletes uploads: a record older than that
+    has no image to show or copy, so it is counted, not listed first in the queue."""
+    recent = env.record("NEEDS_REVIEW", age=timedelta(days=2))
+    env.record("NEEDS_REVIEW", age=timedelta(days=9))
+    env.record("NEEDS_REVIEW", age=timedelta(days=30))
+    # Recorded recently (a replay) but uploaded before the cutoff: its image is gone too.
+    replayed = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    env.table.update_item(
+        Key={"pk": replayed},
+        UpdateExpression="SET event_time = :t",
+        ExpressionAttributeValues={":t": format_millis(NOW - timedelta(days=8))},
+    )
+    kept = dataclasses.replace(settings(), upload_retention=timedelta(days=7))
+    reviews = ReviewService(kept, s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW)
+    assert [i.record_id for i in reviews.queue()] == [recent]
+    assert reviews.expired_waiting() == 2
+    assert service(env).expired_waiting() == 0 and len(service(env).queue()) == 4
+    with pytest.raises(ReviewError, match="not positive"):
+        dataclasses.replace(settings(), upload_retention=timedelta(0))
+
+    from scones.review.target import ReviewTarget, TargetError
+
+    older_stack = {k: v for k, v in parameter_defaults().items() if k != "UploadRetentionDays"}
+
+    def retention(**value: str) -> timedelta | None:
+        target = ReviewTarget("s", BUCKET, TABLE, "incoming/", {**older_stack, **value})
+        return target.settings(sample_share=0.0, sample_days=1).upload_retention
+
+    assert retention(UploadRetentionDays="7") == timedelta(days=7)
+    assert retention(UploadRetentionDays="0") is None and retention() is None
+    with pytest.raises(TargetError, match="UploadRetentionDays 'x'"):
+        retention(UploadRetentionDays="x")
 
 
 def test_thumbnail_is_the_exact_version(env: Env) -> None:
@@ -288,6 +328,7 @@ def test_web_api_answers_and_refuses_other_hosts_and_origins(env: Env) -> None:
     assert 'id="queue"' in client.get("/").text
     queue = client.get("/api/queue").json()
     assert [i["record_id"] for i in queue["items"]] == [record_id]
+    assert queue["expired"] == 0  # uploads are kept forever: nothing has expired
     assert f"versionId={queue['items'][0]['version_id']}" in queue["items"][0]["thumbnail_url"]
     body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "motorcycle"}
     assert (

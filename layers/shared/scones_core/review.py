@@ -34,7 +34,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from scones_core.image_rules import MEDIA_TYPES
-from scones_core.monitoring.timestamps import format_millis
+from scones_core.monitoring.timestamps import format_millis, parse_timestamp
 from scones_core.objects import NULL_VERSION, object_changed, object_missing, s3_error_code
 from scones_core.records import (
     CLASSIFIED_STATUS_ATTRIBUTE,
@@ -95,6 +95,9 @@ class ReviewSettings:
     labelled_prefix: str  # "labelled/": ends with "/"
     sample_share: float = 0.0  # share of ACCEPTED records drawn for review
     sample_window: timedelta = timedelta(days=1)  # how far back the draw looks
+    # UploadRetentionDays: the bucket's lifecycle deletes uploads this long after they
+    # were created, so an older record has no image to show or copy. None: kept forever.
+    upload_retention: timedelta | None = None
 
     def __post_init__(self) -> None:
         if not self.labelled_prefix.endswith("/") or self.labelled_prefix.startswith("/"):
@@ -103,6 +106,8 @@ class ReviewSettings:
             raise ReviewError(f"sample share {self.sample_share} is not between 0 and 1")
         if NEITHER in self.labels:
             raise ReviewError(f"{NEITHER!r} cannot be a model label")
+        if self.upload_retention is not None and self.upload_retention <= timedelta(0):
+            raise ReviewError(f"upload retention {self.upload_retention} is not positive")
 
     @property
     def answers(self) -> tuple[str, ...]:
@@ -170,6 +175,13 @@ class ReviewResult:
     manifest_key: str
 
 
+def _uploaded_before(item: ReviewItem, cutoff: datetime) -> bool:
+    try:
+        return parse_timestamp(item.event_time or item.recorded_at) < cutoff
+    except ValueError:
+        return False
+
+
 def drawn_for_review(record_id: str, share: float) -> bool:
     """Whether the sample of ``share`` includes this record: a hash, so it is stable."""
     if share <= 0.0:
@@ -204,16 +216,52 @@ class ReviewService:
 
     # -- the queue ---------------------------------------------------------------
     def queue(self, limit: int = 200) -> list[ReviewItem]:
-        """NEEDS_REVIEW records and sampled ACCEPTED ones, oldest upload first."""
+        """NEEDS_REVIEW records and sampled ACCEPTED ones, oldest upload first; without the
+        records whose upload the lifecycle rule has deleted (see :meth:`expired_waiting`)."""
+        cutoff = self._retention_cutoff()
+        since = format_millis(cutoff) if cutoff else None
         # The index is read oldest first, and no further than ``limit`` of each kind.
-        waiting = itertools.islice(self._index(Status.NEEDS_REVIEW, None, page_size=limit), limit)
-        items = [ReviewItem.from_record(r) for r in waiting]
+        waiting = self._index(Status.NEEDS_REVIEW, since, page_size=limit)
+        items = [ReviewItem.from_record(r) for r in itertools.islice(waiting, limit)]
         if self.settings.sample_share > 0:
-            since = format_millis(self.clock() - self.settings.sample_window)
+            drawn_since = format_millis(self.clock() - self.settings.sample_window)
+            since = max(drawn_since, since or drawn_since)
             sampled = self._index(Status.ACCEPTED, since, sampled_only=True, page_size=limit)
             items += [ReviewItem.from_record(r) for r in itertools.islice(sampled, limit)]
+        if cutoff:
+            # Recorded after the cutoff but uploaded before it (a replayed FAILED record).
+            items = [item for item in items if not _uploaded_before(item, cutoff)]
         items.sort(key=lambda item: (item.event_time or item.recorded_at, item.record_id))
         return items[:limit]
+
+    def expired_waiting(self) -> int:
+        """How many NEEDS_REVIEW records were recorded before the retention cutoff: their
+        uploads are deleted (or about to be), so nobody can review them any more."""
+        cutoff = self._retention_cutoff()
+        if cutoff is None:
+            return 0
+        paginator = self.dynamodb.get_paginator("query")
+        total = 0
+        for page in paginator.paginate(
+            TableName=self.settings.table_name,
+            IndexName=STATUS_INDEX_NAME,
+            KeyConditionExpression="#status = :status AND #recorded < :cutoff",
+            ExpressionAttributeNames={
+                "#status": STATUS_ATTRIBUTE,
+                "#recorded": RECORDED_AT_ATTRIBUTE,
+            },
+            ExpressionAttributeValues={
+                ":status": {"S": Status.NEEDS_REVIEW.value},
+                ":cutoff": {"S": format_millis(cutoff)},
+            },
+            Select="COUNT",
+        ):
+            total += int(page.get("Count", 0))
+        return total
+
+    def _retention_cutoff(self) -> datetime | None:
+        retention = self.settings.upload_retention
+        return None if retention is None else self.clock() - retention
 
     def sample_accepted(self) -> int:
         """Flag the drawn ACCEPTED records of the sample window; how many were new."""

@@ -159,6 +159,8 @@ def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any
         "table": settings.table_label,
         "answers": list(service.settings.answers),
         "newly_sampled": sampled,
+        # Waiting for review, but recorded before UploadRetentionDays: no image any more.
+        "expired": service.expired_waiting(),
         "items": [
             {**item.to_json(), "thumbnail_url": service.thumbnail_url(item)} for item in items
         ],

@@ -50,7 +50,7 @@ kbd { border: 1px solid #aaa; border-bottom-width: 2px; border-radius: .25rem; p
 </main>
 <script>
 "use strict";
-const state = { items: [], current: 0, keys: {} };
+const state = { items: [], current: 0, keys: {}, expired: 0 };
 const queue = document.getElementById("queue");
 const detail = document.getElementById("detail");
 
@@ -90,6 +90,8 @@ function renderQueue() {
     li.dataset.state = item.state || "open";
     if (i === state.current) li.classList.add("current");
     const img = document.createElement("img");
+    // A queue of camera photos: only the rows in view are fetched.
+    img.loading = "lazy"; img.decoding = "async";
     img.src = item.thumbnail_url; img.alt = name(item);
     const meta = document.createElement("div"); meta.className = "meta";
     meta.append(text("b", name(item)), document.createElement("br"),
@@ -104,7 +106,9 @@ function renderQueue() {
   });
   const done = state.items.filter(it => it.state === "done").length;
   document.getElementById("progress").textContent =
-    done + " of " + state.items.length + " answered";
+    done + " of " + state.items.length + " answered" +
+    (state.expired ? " \u00b7 " + state.expired +
+     " older ones cannot be shown: their uploads have expired (UploadRetentionDays)" : "");
 }
 
 function renderDetail() {
@@ -210,6 +214,7 @@ async function load() {
     return;
   }
   state.items = body.items; state.current = 0; state.keys = keysFor(body.answers);
+  state.expired = body.expired || 0;
   document.getElementById("who").textContent =
     "reviewer " + body.reviewer + " \\u00b7 " + body.table;
   document.body.dataset.loaded = "true";

@@ -8,6 +8,7 @@ data prefix and the accepted-sample share (as deployed, not as template.yaml say
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from botocore.config import Config
@@ -34,8 +35,6 @@ class ReviewTarget:
     parameters: dict[str, str]
 
     def settings(self, *, sample_share: float | None, sample_days: float) -> ReviewSettings:
-        from datetime import timedelta
-
         labels = parse_labels(self.parameters["ModelLabels"])
         prefix = self.parameters["LabelledDataPrefix"]
         if prefix.startswith(self.incoming_prefix) or self.incoming_prefix.startswith(prefix):
@@ -53,7 +52,18 @@ class ReviewTarget:
             labelled_prefix=prefix,
             sample_share=share,
             sample_window=timedelta(days=sample_days),
+            upload_retention=upload_retention(self.parameters),
         )
+
+
+def upload_retention(parameters: dict[str, str]) -> timedelta | None:
+    """The deployed ``UploadRetentionDays`` (0, or absent in an older stack: kept forever)."""
+    value = parameters.get("UploadRetentionDays", "0")
+    try:
+        days = int(value)
+    except ValueError:
+        raise TargetError(f"UploadRetentionDays {value!r} is not a whole number of days") from None
+    return timedelta(days=days) if days > 0 else None
 
 
 def find_target(cloudformation: Any, *, stack_name: str | None, bucket: str | None) -> ReviewTarget:
