@@ -20,6 +20,7 @@ from scones_core.monitoring.capture import (
     read_capture_objects,
     read_capture_window,
 )
+from scones_core.monitoring.data_warnings import UNKNOWN_CAPTURE_VERSION
 from scones_core.monitoring.locations import S3Location
 from scones_core.monitoring.timestamps import floor_hour
 
@@ -142,6 +143,20 @@ def test_a_file_is_read_to_its_last_line_and_bad_lines_are_counted(caplog) -> No
     ]
     warnings = [r for r in caplog.records if r.getMessage() == "skipping malformed capture line"]
     assert [(w.source, w.line) for w in warnings] == [("memory", 2), ("memory", 6)]
+
+
+def test_a_capture_format_version_it_does_not_know_is_read_and_named_once_per_file() -> None:
+    lines = [json.loads(capture_line([0.9, 0.1], AT + timedelta(seconds=i))) for i in range(3)]
+    assert {line["eventVersion"] for line in lines} == {"0"}  # what SageMaker writes today
+    quiet = parse_capture_text("\n".join(json.dumps(x) for x in lines), LABELS, source="m")
+    assert (len(quiet.records), quiet.warnings) == (3, [])
+    for line in lines[1:]:
+        line["eventVersion"] = "1"
+    batch = parse_capture_text("\n".join(json.dumps(x) for x in lines), LABELS, source="m")
+    assert len(batch.records) == 3 and batch.malformed_lines == 0
+    [warning] = batch.warnings
+    assert (warning.code, warning.source, warning.line) == (UNKNOWN_CAPTURE_VERSION, "m", 2)
+    assert "eventVersion '1'" in warning.reason
 
 
 def test_hour_folders_cover_the_window_and_the_hour_after() -> None:

@@ -40,6 +40,7 @@ from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.data_warnings import (
     DUPLICATE_CAPTURE_RECORD,
     MALFORMED_CAPTURE_LINE,
+    UNKNOWN_CAPTURE_VERSION,
     DataWarning,
 )
 from scones_core.monitoring.locations import S3Location, list_objects
@@ -66,6 +67,8 @@ _STREAM_CHUNK_BYTES = 1 << 20
 # A valid SageMaker record without the model's answer: the endpoint's DataCaptureConfig
 # captures requests only, so the monitor has nothing to measure.
 OUTPUT_NOT_CAPTURED = "output not captured (CaptureMode Input only)"
+# The capture record format SageMaker writes (``eventVersion``) that this module reads.
+KNOWN_CAPTURE_VERSIONS = frozenset({"0"})
 
 
 class CaptureFormatError(ValueError):
@@ -81,6 +84,7 @@ class CaptureRecord:
     label: str
     confidence: float
     event_id: str | None = None
+    event_version: str | None = field(default=None, compare=False)
     # Where the record was read, so a duplicate can name both copies.
     source: str | None = field(default=None, compare=False)
     line: int | None = field(default=None, compare=False)
@@ -193,12 +197,14 @@ def parse_capture_line(
         raise CaptureFormatError(f"endpointOutput: {exc}") from exc
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
     event_id = metadata.get("eventId")
+    version = document.get("eventVersion")
     return CaptureRecord(
         inference_time=inference_time,
         probabilities=probabilities,
         label=labels[best],
         confidence=probabilities[best],
         event_id=event_id if isinstance(event_id, str) else None,
+        event_version=None if version is None else str(version),
         source=source,
         line=line_number,
     )
@@ -250,6 +256,7 @@ def parse_capture_lines(
     ``source`` and the 1-based line number (blank lines count, as in an editor).
     """
     batch = CaptureBatch(files_read=1)
+    versions_seen: set[str] = set()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -276,6 +283,20 @@ def parse_capture_lines(
                 "skipping malformed capture line",
             )
             continue
+        if record.event_version is not None and record.event_version not in versions_seen:
+            versions_seen.add(record.event_version)
+            if record.event_version not in KNOWN_CAPTURE_VERSIONS:
+                batch.warn(
+                    DataWarning(
+                        UNKNOWN_CAPTURE_VERSION,
+                        source,
+                        number,
+                        f"eventVersion {record.event_version!r} is not one this monitor reads "
+                        f"({', '.join(sorted(KNOWN_CAPTURE_VERSIONS))}); its records were "
+                        "read as that format",
+                    ),
+                    "capture file of an unknown eventVersion",
+                )
         if (start is not None and record.inference_time < start) or (
             end is not None and record.inference_time >= end
         ):

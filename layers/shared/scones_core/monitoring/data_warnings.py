@@ -15,6 +15,9 @@ from typing import Any
 
 MALFORMED_CAPTURE_LINE = "MALFORMED_CAPTURE_LINE"
 DUPLICATE_CAPTURE_RECORD = "DUPLICATE_CAPTURE_RECORD"
+# A capture file of an eventVersion this monitor was not written for: read anyway
+# (its records parsed), and said once per file, so a format change is noticed.
+UNKNOWN_CAPTURE_VERSION = "UNKNOWN_CAPTURE_VERSION"
 UNREADABLE_REPORT = "UNREADABLE_MODEL_MONITOR_REPORT"
 
 
