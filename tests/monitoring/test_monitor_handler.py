@@ -121,6 +121,11 @@ def test_monitor_run_publishes_metrics_and_starts_retraining_once(
             list_request(),
         )
         sfn.add_response(
+            "list_executions",
+            {"executions": []},
+            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 1},
+        )
+        sfn.add_response(
             "start_execution",
             {
                 "executionArn": f"arn:aws:states:{REGION}:123456789012:execution:r:{run_name}",

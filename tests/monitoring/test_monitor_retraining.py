@@ -10,6 +10,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 from scones_core.monitoring.locations import S3Location
 from scones_core.monitoring.retraining import (
+    ALREADY_RUNNING,
     COOLDOWN,
     NOT_CONFIGURED,
     STARTED,
@@ -55,6 +56,15 @@ def launcher(aws: Aws, sfn=None, sagemaker=None, *, state_machine=True, job=Fals
     )
 
 
+def nothing_running(stub: Stubber) -> None:
+    """Queue the check for a retraining run in progress: none."""
+    stub.add_response(
+        "list_executions",
+        {"executions": []},
+        {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 1},
+    )
+
+
 def marker(aws: Aws, at: datetime = WINDOW_END) -> dict | None:
     key = marker_key(ENDPOINT, cooldown_window_start(at, DAY))
     return aws.dynamodb.get_item(TableName=STATE_TABLE, Key={"pk": {"S": key}}).get("Item")
@@ -75,6 +85,7 @@ def test_state_machine_started_once_per_cooldown_window(aws: Aws) -> None:
     sfn = boto3.client("stepfunctions", region_name=REGION)
     name = f"{ENDPOINT}-retrain-20261125-0000"
     with Stubber(sfn) as stub:
+        nothing_running(stub)
         stub.add_response(
             "start_execution",
             {
@@ -108,6 +119,7 @@ def test_execution_input_names_the_reasons(aws: Aws) -> None:
 
     sfn.meta.events.register("provide-client-params.states.StartExecution", remember)
     with Stubber(sfn) as stub:
+        nothing_running(stub)
         stub.add_response(
             "start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END}, None
         )
@@ -122,6 +134,7 @@ def test_next_cooldown_window_starts_again(aws: Aws) -> None:
     sfn = boto3.client("stepfunctions", region_name=REGION)
     with Stubber(sfn) as stub:
         for _ in range(2):
+            nothing_running(stub)
             stub.add_response(
                 "start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END}, None
             )
@@ -133,6 +146,7 @@ def test_next_cooldown_window_starts_again(aws: Aws) -> None:
 def test_existing_execution_counts_as_started(aws: Aws) -> None:
     sfn = boto3.client("stepfunctions", region_name=REGION)
     with Stubber(sfn) as stub:
+        nothing_running(stub)
         stub.add_client_error("start_execution", "ExecutionAlreadyExists", "exists")
         outcome = launcher(aws, sfn).start(ALERTS, WINDOW_END, {})
     assert outcome.started
@@ -144,12 +158,48 @@ def test_existing_execution_counts_as_started(aws: Aws) -> None:
 def test_a_failed_start_releases_the_marker_so_the_next_run_retries(aws: Aws) -> None:
     sfn = boto3.client("stepfunctions", region_name=REGION)
     with Stubber(sfn) as stub:
+        nothing_running(stub)
         stub.add_client_error("start_execution", "ExecutionLimitExceeded", "too many")
         with pytest.raises(Exception, match="ExecutionLimitExceeded"):
             launcher(aws, sfn).start(ALERTS, WINDOW_END, {})
         assert marker(aws) is None
+        nothing_running(stub)
         stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
         assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
+
+
+def test_no_second_run_starts_while_one_is_in_progress(aws: Aws) -> None:
+    """A cooldown shorter than a run (training, gate, canary bake) must not start a second
+    run gated against the production model the first may be replacing; the window stays
+    open, so the next monitor run after it ends can start one if quality is still low."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    running = f"{ENDPOINT}-retrain-20261124-0000"
+    with Stubber(sfn) as stub:
+        stub.add_response(
+            "list_executions",
+            {
+                "executions": [
+                    {
+                        "executionArn": f"{STATE_MACHINE}:{running}".replace(
+                            ":stateMachine:", ":execution:"
+                        ),
+                        "stateMachineArn": STATE_MACHINE,
+                        "name": running,
+                        "status": "RUNNING",
+                        "startDate": WINDOW_END - DAY,
+                    }
+                ]
+            },
+            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 1},
+        )
+        outcome = launcher(aws, sfn).start(ALERTS, WINDOW_END, {})
+        assert (outcome.status, outcome.run_name) == (ALREADY_RUNNING, running)
+        assert marker(aws) is None
+        # The check itself failing (an older stack's role) leaves the cooldown as the guard.
+        stub.add_client_error("list_executions", "AccessDeniedException", "not allowed")
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
+        stub.assert_no_pending_responses()
 
 
 def test_training_job_from_the_template(aws: Aws) -> None:

@@ -370,6 +370,11 @@ def test_violations_still_retrain_when_an_execution_also_failed(aws: Aws) -> Non
             list_request(),
         )
         sfn.add_response(
+            "list_executions",
+            {"executions": []},
+            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 1},
+        )
+        sfn.add_response(
             "start_execution",
             {"executionArn": f"{STATE_MACHINE}:run", "startDate": WINDOW_END},
             {"stateMachineArn": STATE_MACHINE, "name": ANY, "input": ANY},

@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 STARTED = "STARTED"
 COOLDOWN = "COOLDOWN"
 NOT_CONFIGURED = "NOT_CONFIGURED"
+# A retraining execution is still running (a short cooldown, a long canary): a second
+# run would gate its candidate against the production model the first may replace.
+ALREADY_RUNNING = "ALREADY_RUNNING"
 
 MARKER_TYPE = "MONITOR_RETRAINING"
 _MAX_EXECUTION_NAME = 80
@@ -75,7 +78,7 @@ class RetrainingTargets:
 
 @dataclass(frozen=True)
 class RetrainingOutcome:
-    status: str  # STARTED, COOLDOWN or NOT_CONFIGURED
+    status: str  # STARTED, COOLDOWN, ALREADY_RUNNING or NOT_CONFIGURED
     run_name: str | None = None
     cooldown_window_start: datetime | None = None
     execution_arn: str | None = None
@@ -172,6 +175,14 @@ class RetrainingLauncher:
                 extra={"run_name": name, "cooldown_window_start": format_seconds(window)},
             )
             return RetrainingOutcome(COOLDOWN, run_name=name, cooldown_window_start=window)
+        if running := self._running_execution():
+            self._release(key)
+            logger.warning(
+                "retraining is needed but a retraining run is still in progress; not starting "
+                "another, and this cooldown window stays open",
+                extra={"running": running, "alerts": [alert.code for alert in alerts]},
+            )
+            return RetrainingOutcome(ALREADY_RUNNING, run_name=running)
         try:
             execution_arn = self._start_execution(name, alerts, window, context)
             job_name = self._create_training_job(job_request)
@@ -190,6 +201,27 @@ class RetrainingLauncher:
             execution_arn=execution_arn,
             training_job_name=job_name,
         )
+
+    def _running_execution(self) -> str | None:
+        """The name of a running execution of the retraining state machine, if any. If the
+        question cannot be asked (an older stack's role), the cooldown alone guards."""
+        arn = self._targets.state_machine_arn
+        if not arn or self._stepfunctions is None:
+            return None
+        try:
+            response = self._stepfunctions.list_executions(
+                stateMachineArn=arn, statusFilter="RUNNING", maxResults=1
+            )
+        except ClientError as exc:
+            logger.warning(
+                "could not list running retraining executions",
+                extra={"state_machine_arn": arn, "error": _error_code(exc)},
+            )
+            return None
+        executions = response.get("executions") or []
+        if not executions:
+            return None
+        return str(executions[0].get("name") or executions[0]["executionArn"])
 
     # ---- cooldown marker ------------------------------------------------------
 
