@@ -715,12 +715,18 @@ def test_bucket_blocks_public_access_and_everything_at_rest_is_encrypted() -> No
     assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     [rule] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    # Without the bucket key every PUT and GET would call KMS ($6 per million images).
+    assert rule["BucketKeyEnabled"] is True
     for name, resource in resources.items():
         props = resource.get("Properties", {})
         if resource["Type"] == "AWS::SQS::Queue":
             assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, name
         if resource["Type"] == "AWS::SNS::Topic":
-            assert "KmsMasterKeyId" in props, name
+            # A customer managed key of this stack (CloudWatch cannot use alias/aws/sns).
+            key = props["KmsMasterKeyId"]
+            logical_id = key.get("Ref") or key.get("Fn::GetAtt", [None])[0]
+            assert resources[logical_id]["Type"] == "AWS::KMS::Key", (name, key)
+            assert resources[logical_id]["Properties"]["EnableKeyRotation"] is True, name
         if resource["Type"] == "AWS::DynamoDB::Table":
             assert props["SSESpecification"]["SSEEnabled"] is True, name
 

@@ -8,9 +8,10 @@ same against AWS and the offline stack.
   ``recorded_at`` range and a key prefix. Each gets a new execution of attempt
   N = its record's ``attempt`` + 1, named ``<first execution's name>-r<N>``
   (``ObjectRef.execution_name_for``). The name is deterministic, so a second
-  redrive finds the execution already there and starts nothing; the record's
+  redrive finds a Standard execution already there and starts nothing (an Express
+  one cannot be described, so it is started again); either way the record's
   conditional write (``records.RECORD_CONDITION_EXPRESSION``) lets attempt N
-  replace only the FAILED item of an earlier attempt.
+  replace only the FAILED item of an earlier attempt, once.
 * **The dead-letter queue** holds two replayable shapes: S3 event notifications
   the start function gave up on (after the ingest queue's ``maxReceiveCount``),
   which get their first execution through the start function's own code

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Start a new execution (attempt N+1, named <execution>-r<N+1>) for every FAILED "
             "record that matches, or with --dead-letters drain the dead-letter queue. "
-            "Running it twice starts nothing twice."
+            "Running it twice never records an object twice."
         ),
     )
     parser.add_argument(
