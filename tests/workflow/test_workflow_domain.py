@@ -311,33 +311,28 @@ def test_the_if_match_request_has_s3s_shape_and_412_means_changed() -> None:
             read_object(s3, ref, LIMITS)
 
 
-def test_a_versioned_read_sends_the_version_and_no_etag_condition() -> None:
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("NoSuchVersion", 404),
+        # GetObject on a version id that names a delete marker: the upload is gone, not a
+        # permanent storage fault.
+        ("MethodNotAllowed", 405),
+    ],
+)
+def test_a_versioned_read_sends_the_version_and_a_gone_version_is_not_found(
+    code: str, status: int
+) -> None:
     s3 = s3_client()
     with Stubber(s3) as stub:
         stub.add_client_error(
             "get_object",
-            service_error_code="NoSuchVersion",
-            http_status_code=404,
+            service_error_code=code,
+            http_status_code=status,
             expected_params={"Bucket": "images", "Key": "incoming/h.png", "VersionId": "v9"},
         )
-        with pytest.raises(errors.ObjectNotFound):
-            read_object(s3, ObjectRef("images", "incoming/h.png", "v9", "0123abcd", 1), LIMITS)
-
-
-def test_a_version_that_is_now_a_delete_marker_is_not_found_not_a_storage_fault() -> None:
-    """GetObject on a version id that names a delete marker answers 405 MethodNotAllowed:
-    the upload is gone (REJECTED ObjectNotFound), not a permanent storage fault."""
-    s3 = s3_client()
-    with Stubber(s3) as stub:
-        stub.add_client_error(
-            "get_object",
-            service_error_code="MethodNotAllowed",
-            service_message="The specified method is not allowed against this resource.",
-            http_status_code=405,
-            expected_params={"Bucket": "images", "Key": "incoming/m.png", "VersionId": "dm1"},
-        )
         with pytest.raises(errors.ObjectNotFound, match="deleted before it could be read"):
-            read_object(s3, ObjectRef("images", "incoming/m.png", "dm1", "0123abcd", 1), LIMITS)
+            read_object(s3, ObjectRef("images", "incoming/h.png", "v9", "0123abcd", 1), LIMITS)
 
 
 # ---- inference ---------------------------------------------------------------
