@@ -77,3 +77,28 @@ def test_the_thread_sampler_sees_a_busy_thread(tmp_path: Path) -> None:
     assert summary["samples"] > 10
     assert any("busy_loop" in row["name"] for row in summary["own_time"])
     assert "sys._current_frames" in summary["profiler"]
+
+
+def test_bench_burst_audits_a_burst_with_camera_photos_in_it(tmp_path: Path) -> None:
+    """``scones bench burst --photos``: 12-megapixel JPEGs among the thumbnails, all at
+    once through the real stack; every upload has its one record, none is lost."""
+    out = tmp_path / "burst.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", "bench", "burst", "--images", "16",
+         "--photos", "4", "--timeout", "300", "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+    data = json.loads(out.read_text())
+    assert (data["images"], data["photos"], data["records"]) == (16, 4, 16)
+    assert data["lost"] == data["duplicated"] == data["dead_letters"] == 0
+    assert set(data["statuses"]) <= {"ACCEPTED", "NEEDS_REVIEW"}
+    assert data["model_invocations"] == 16
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", "bench", "burst", "--images", "2",
+         "--photos", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "--photos 3 is more than --images 2" in refused.stderr

@@ -19,9 +19,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import positive_int, seconds
+from scones.cli.arguments import non_negative_int, positive_int, seconds
 
 DEFAULT_IMAGES = 2000
+# Generating a 12-megapixel JPEG takes about half a second: a few distinct ones serve.
+PHOTO_VARIANTS = 8
 
 
 def register(benchmarks: Any) -> None:
@@ -38,6 +40,13 @@ def register(benchmarks: Any) -> None:
     )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
     parser.add_argument("--data", type=Path, default=DATA, help="folder of <label>/*.png images")
+    parser.add_argument(
+        "--photos",
+        type=non_negative_int,
+        default=0,
+        help="of the uploads, this many are camera-sized JPEGs (4000x3000, about 1.8 MB; "
+        f"{PHOTO_VARIANTS} distinct pictures, each under its own key), spread through the burst",
+    )
     parser.add_argument("--timeout", type=seconds, default=3600, help="seconds to wait for records")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     parser.set_defaults(handler=run_burst)
@@ -50,12 +59,14 @@ def run_burst(args: argparse.Namespace) -> int:
 
     if args.images < 1:
         raise CommandError("--images must be at least 1")
-    images = load_images(args.data, args.images)
+    if args.photos > args.images:
+        raise CommandError(f"--photos {args.photos} is more than --images {args.images}")
+    images = mix_photos(load_images(args.data, args.images), args.photos)
     with OfflineStack(StackOptions(model_dir=args.model)) as stack:
         api = stack.api()
         started = time.perf_counter()
         with stack.delivery_paused():
-            uploads = [api.upload_bytes(name, data, "image/png") for name, data in images]
+            uploads = [api.upload_bytes(name, data, media) for name, data, media in images]
         uploaded_s = time.perf_counter() - started
         drained = time.perf_counter()
 
@@ -78,6 +89,7 @@ def run_burst(args: argparse.Namespace) -> int:
     classified = sum(1 for r in records if r.get("status") in ("ACCEPTED", "NEEDS_REVIEW"))
     result = {
         "images": len(uploads),
+        "photos": args.photos,
         "upload_s": round(uploaded_s, 1),
         "drain_s": round(wall_s, 1),
         "images_per_s": round(len(uploads) / wall_s, 2),
@@ -95,6 +107,25 @@ def run_burst(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     clean = result["lost"] == 0 and result["duplicated"] == 0 and ingest_left == 0
     return 0 if clean else 1
+
+
+def mix_photos(images: list[tuple[str, bytes]], photos: int) -> list[tuple[str, bytes, str]]:
+    """``images`` as (key, bytes, Content-Type), every k-th replaced by a camera JPEG so
+    that ``photos`` of them are photos, spread evenly through the upload order."""
+    from scones_core.image_rules import MEDIA_TYPES
+
+    from scones.costs.measure import photo_jpeg
+
+    mixed = [(name, data, MEDIA_TYPES["PNG"]) for name, data in images]
+    if photos == 0:
+        return mixed
+    pictures = [photo_jpeg(seed) for seed in range(min(photos, PHOTO_VARIANTS))]
+    step = len(images) / photos
+    for n in range(photos):
+        i = int(n * step)
+        name = mixed[i][0].rsplit("/", 1)[0] + f"/{i:06d}-camera-{n % len(pictures)}.jpg"
+        mixed[i] = (name, pictures[n % len(pictures)], MEDIA_TYPES["JPEG"])
+    return mixed
 
 
 def _model_invocations(model_url: str) -> int:
