@@ -360,7 +360,11 @@ def test_a_state_file_is_checked_before_its_pid_is_trusted(
         state_file.write_text(json.dumps(state | reused))
         result = scones("down", cwd=project)
         assert result.returncode == 2 and "is not running" in result.stderr
+        assert "the stale record is removed" in result.stderr
         assert other.poll() is None  # not signalled
+        assert not state_file.exists()  # the next command is told plainly: nothing runs
+        result = scones("results", cwd=project)
+        assert result.returncode == 2 and "no offline stack is running" in result.stderr
     finally:
         other.kill()
         other.wait()

@@ -237,16 +237,21 @@ def start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
 def test_up_saves_every_record_when_it_stops_and_stops_every_time(
     small_folder: Path, tmp_path: Path
 ) -> None:
-    """SIGTERM, `scones down` and Ctrl-C, one after the other: each stop is prompt and
-    leaves a records file with one record per uploaded object (version)."""
+    """SIGTERM, `scones down`, Ctrl-C and SIGHUP (the terminal closed), one after the
+    other: each stop is prompt and leaves a records file with one record per uploaded
+    object (version). A second `scones up` meanwhile is refused, not started beside it."""
     saved: list[Path] = []
-    for how in ("SIGTERM", "down", "SIGINT"):
+    for how in ("SIGTERM", "down", "SIGINT", "SIGHUP"):
         up, state = start_up(tmp_path)
         try:
             classified = scones("classify", str(small_folder), "--json", cwd=tmp_path)
             assert classified.returncode == 0, classified.stderr
             rows = json.loads(classified.stdout)
             assert len(rows) == 5
+            if how == "down":
+                second = scones("up", cwd=tmp_path, timeout=60)
+                assert second.returncode == 2, second.stderr
+                assert "already running (or starting)" in second.stderr
 
             before = set((tmp_path / "out").glob("records-*.json"))
             if how == "down":
@@ -278,7 +283,7 @@ def test_up_saves_every_record_when_it_stops_and_stops_every_time(
         for record in records:
             assert record["version_id"] not in ("", "null")
             assert record["pk"].endswith(f"#{record['version_id']}")
-    assert len(set(saved)) == 3
+    assert len(set(saved)) == 4
 
 
 def test_a_stop_signal_delivered_to_another_thread_is_seen() -> None:
@@ -319,14 +324,67 @@ def test_clear_errors_and_exit_code(tmp_path: Path, args: list[str], message: st
     assert "Traceback" not in result.stderr
 
 
-def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", ["--port", "--model-port"])
+def test_a_port_in_use_is_named(tmp_path: Path, option: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = scones("run", "--port", str(port), cwd=tmp_path)
+        result = scones("run", option, str(port), cwd=tmp_path)
     assert result.returncode == 2
-    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+    assert f"{option} {port}" in result.stderr and "already in use" in result.stderr
+    assert "has no attribute" not in result.stderr
+
+
+def test_run_stopped_by_sigterm_saves_its_records_like_ctrl_c(
+    small_folder: Path, tmp_path: Path
+) -> None:
+    """A service manager's SIGTERM (or a closed terminal's SIGHUP) mid-run stops the stack
+    and saves what was recorded, as Ctrl-C does; no empty report file is left behind."""
+    env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "scones.cli.main", "run", str(small_folder), "--no-progress"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:
+            if "stack up in" in line:
+                break
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, err
+    assert "records saved to out/records-" in out.replace("\n", "") and "interrupted" in err
+    assert list((tmp_path / "out").glob("records-*.json"))
+    assert not list((tmp_path / "out").glob("run-*.json"))  # the reserved name is released
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_stack_starts(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a-file").write_text("x")
+    started = time.monotonic()
+    result = scones("run", "--out", str(tmp_path / "a-file" / "out"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "cannot write there" in result.stderr and "Traceback" not in result.stderr
+    assert time.monotonic() - started < 60  # refused up front, not after a whole run
+
+
+def test_runs_started_in_the_same_second_get_their_own_report_names(tmp_path: Path) -> None:
+    from scones.cli.run import _drop_if_empty, _reserve_stamp
+
+    first = _reserve_stamp(tmp_path, "20261202-072622")
+    second = _reserve_stamp(tmp_path, "20261202-072622")
+    (tmp_path / "work-20261202-072622-3").mkdir()  # a kept work folder of a third run
+    third = _reserve_stamp(tmp_path, "20261202-072622")
+    assert (first, second, third) == ("20261202-072622", "20261202-072622-2", "20261202-072622-4")
+    _drop_if_empty(tmp_path / f"run-{second}.json")
+    assert not (tmp_path / f"run-{second}.json").exists()
+    assert (tmp_path / f"run-{first}.json").exists()
 
 
 def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:

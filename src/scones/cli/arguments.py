@@ -50,6 +50,25 @@ def seconds(text: str) -> float:
     return value
 
 
+def check_writable_folder(path: Path, option: str = "--out") -> None:
+    """Create ``path`` if needed and write a file into it, so a run fails before it starts,
+    not after its work, when its results could not be kept there."""
+    import tempfile
+
+    from scones.cli.errors import CommandError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path) as probe:
+            probe.write(b"\0")
+            probe.flush()
+    except OSError as exc:
+        raise CommandError(
+            f"{option} {path}: cannot write there ({exc.strerror or exc}); "
+            "give a folder this user can write to"
+        ) from exc
+
+
 def output_folder(text: str) -> Path:
     """A folder to write into: it may not exist yet, but must not be a file."""
     path = Path(text)

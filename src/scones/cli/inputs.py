@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,22 +28,48 @@ def _is_text(name: str) -> bool:
     return True
 
 
+def _files_under(root: Path) -> list[Path]:
+    """Every non-hidden file under ``root``, through symlinked folders (each folder once, so
+    a link loop ends); an unreadable folder or a link to nothing is an error, not a skip."""
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+
+    def refuse(error: OSError) -> None:
+        raise CommandError(f"{error.filename}: cannot read the folder: {error.strerror}")
+
+    for folder, subfolders, names in os.walk(root, onerror=refuse, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            subfolders[:] = []  # a link back to a folder already walked
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            if path.is_symlink() and not path.exists():
+                raise CommandError(f"{path}: a symbolic link to nothing")
+            if path.is_file():
+                found.append(path)
+    return sorted(found)
+
+
 def collect_inputs(paths: list[Path], labels: tuple[str, ...]) -> list[InputFile]:
     """Every regular, non-hidden file under ``paths``; each must be readable."""
     found: list[InputFile] = []
     for root in paths:
         if not root.exists():
-            raise CommandError(f"{root}: no such file or folder")
+            raise CommandError(
+                f"{root}: a symbolic link to nothing, or a loop of links"
+                if root.is_symlink()
+                else f"{root}: no such file or folder"
+            )
         if root.is_file():
             files = [root]
             base = root.parent
         else:
-            files = sorted(
-                p
-                for p in root.rglob("*")
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            )
+            files = _files_under(root)
             base = root
         for path in files:
             if not os.access(path, os.R_OK):
@@ -61,8 +88,8 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...]) -> list[InputFile
     if not found:
         where = ", ".join(str(p) for p in paths)
         raise CommandError(f"no files found in {where}")
-    keys = [item.key for item in found]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    counts = Counter(item.key for item in found)
+    duplicates = sorted(key for key, count in counts.items() if count > 1)
     if duplicates:
         raise CommandError(f"two inputs would be uploaded under the same name: {duplicates[0]}")
     return found

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
+import os
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scones_core.settings import parse_labels
 
-from scones.cli.arguments import output_folder, seconds
+from scones.cli.arguments import check_writable_folder, output_folder, seconds
 from scones.cli.display import (
     exit_status,
     make_console,
@@ -24,6 +28,7 @@ from scones.cli.display import (
 )
 from scones.cli.errors import CommandError
 from scones.cli.inputs import SAMPLES_DIR, InputFile, collect_inputs
+from scones.cli.signals import shielded, stop_signals_interrupt
 from scones.cli.stack_state import (
     add_stack_options,
     effective_params,
@@ -77,14 +82,36 @@ def run_command(args: argparse.Namespace) -> int:
     parameters = effective_params(overrides)
     labels = parse_labels(parameters["ModelLabels"])
     inputs = collect_inputs(args.paths or [SAMPLES_DIR], labels)
+    check_writable_folder(args.out)
+    started_at = datetime.now(UTC)
+    stamp = _reserve_stamp(args.out, started_at.strftime("%Y%m%d-%H%M%S"))
+    plan = _Plan(args, overrides, parameters, labels, inputs, started_at, stamp)
+    try:
+        return _run(plan)
+    finally:
+        _drop_if_empty(args.out / f"run-{stamp}.json")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the user asked for, checked before the stack starts."""
+
+    args: argparse.Namespace
+    overrides: dict[str, str]
+    parameters: dict[str, str]
+    labels: tuple[str, ...]
+    inputs: list[InputFile]
+    started_at: datetime
+    stamp: str
+
+
+def _run(plan: _Plan) -> int:
+    args, stamp = plan.args, plan.stamp
     # moto and the model runtime are heavy: import them only when the command runs.
     from scones.offline.deploy import DeployError
     from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
-    from scones.reports.run_report import write_run_report
 
     console = make_console(stderr=args.json)
-    started_at = datetime.now(UTC)
-    stamp = started_at.strftime("%Y%m%d-%H%M%S")
     # --keep: the work folder (function logs, unpacked code, the capture files) outlives
     # the run; otherwise it is a temporary folder that goes with the stack.
     keep_dir = (args.out / f"work-{stamp}").resolve() if args.keep else None
@@ -93,15 +120,24 @@ def run_command(args: argparse.Namespace) -> int:
         model_dir=args.model or DEFAULT_MODEL_DIR,
         moto_port=args.port,
         model_port=args.model_port,
-        overrides=overrides,
+        overrides=plan.overrides,
         records_dir=args.out,
     )
-    with console.status("starting the offline stack (deploying template.yaml)..."):
-        stack = OfflineStack(options)
-        try:
-            stack.start()
-        except (StackError, DeployError) as exc:
-            raise CommandError(str(exc)) from exc
+    stack = OfflineStack(options)
+    with stop_signals_interrupt():
+        with console.status("starting the offline stack (deploying template.yaml)..."):
+            try:
+                stack.start()
+            except (StackError, DeployError) as exc:
+                raise CommandError(str(exc)) from exc
+        return _use(plan, stack, options, console)
+
+
+def _use(plan: _Plan, stack: Any, options: Any, console: Console) -> int:
+    from scones.reports.run_report import write_run_report
+
+    args, inputs, parameters, stamp = plan.args, plan.inputs, plan.parameters, plan.stamp
+    keep_dir = options.work_dir
     try:
         console.print(
             f"stack up in {stack.timings['start_s']:.1f} s: bucket [bold]{stack.bucket}[/], "
@@ -119,32 +155,45 @@ def run_command(args: argparse.Namespace) -> int:
     except StackClientError as exc:
         raise CommandError(str(exc)) from exc
     finally:
-        stack.stop()
-        _report_saved(console, stack.saved_records, stack.save_error)
+        with shielded():
+            stack.stop()
+            _report_saved(console, stack.saved_records, stack.save_error)
     threshold = float(parameters["ConfidenceThreshold"])
     details = {
-        "started_at": started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "started_at": plan.started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "model": model_identity(options.model_dir),
         "stack_timings_s": {k: round(v, 2) for k, v in stack.timings.items()},
         "parameters": {k: parameters[k] for k in ("ConfidenceThreshold", "EndpointName")},
     }
-    report = write_run_report(
-        args.out / f"run-{stamp}.html", rows, summary.to_json(), labels, threshold, details=details
-    )
-    (args.out / f"run-{stamp}.json").write_text(
-        json.dumps(
-            {"run": details, "summary": summary.to_json(), "records": rows, "monitor": monitor},
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    # The results first: a full disk must not take them with the report files.
     if args.json:
         print(json.dumps({"summary": summary.to_json(), "records": rows, "monitor": monitor}))
+    else:
+        console.print(records_table(rows, strip_prefix=stack.incoming_prefix))
+        print_summary(console, summary)
+        _print_monitor(console, monitor)
+    try:
+        report = write_run_report(
+            args.out / f"run-{stamp}.html",
+            rows,
+            summary.to_json(),
+            plan.labels,
+            threshold,
+            details=details,
+        )
+        (args.out / f"run-{stamp}.json").write_text(
+            json.dumps(
+                {"run": details, "summary": summary.to_json(), "records": rows, "monitor": monitor},
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        console.print(f"[red]the report could not be written to {args.out}/:[/] {exc}")
+        return 1
+    if args.json:
         return exit_status(None, summary)
-    console.print(records_table(rows, strip_prefix=stack.incoming_prefix))
-    print_summary(console, summary)
-    _print_monitor(console, monitor)
     console.print(f"report: [bold]{report}[/] (records: {report.with_suffix('.json')})")
     if keep_dir is not None:
         console.print(
@@ -152,6 +201,29 @@ def run_command(args: argparse.Namespace) -> int:
             "in capture/, unpacked functions and layers in lambda/)"
         )
     return exit_status(console, summary)
+
+
+def _reserve_stamp(out: Path, stamp: str) -> str:
+    """``stamp``, or ``stamp-2``, ``-3``...: the first whose ``run-<stamp>.json`` this
+    process creates, so two runs started in the same second never share report files or
+    a kept work folder."""
+    for n in itertools.count(1):
+        candidate = stamp if n == 1 else f"{stamp}-{n}"
+        if (out / f"work-{candidate}").exists():
+            continue
+        try:
+            os.close(os.open(out / f"run-{candidate}.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")
+
+
+def _drop_if_empty(path: Path) -> None:
+    """Remove the reserved report file of a run that ended before writing it."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            path.unlink()
 
 
 def _keep_capture(stack: Any, dest: Path) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ def _state_dir() -> Path:
 STATE_DIR = _state_dir()
 STATE_FILE = STATE_DIR / "stack.json"
 STOPPED_FILE = STATE_DIR / "stopped.json"
+# Held (flock) by the `scones up` process from its check for a running stack until it
+# exits: two started at once cannot both come up. The kernel drops it if the process dies.
+UP_LOCK_FILE = STATE_DIR / "up.lock"
 # Offline retries wait for real: keep them short unless the user asks otherwise.
 OFFLINE_DEFAULTS = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "2"}
 
@@ -158,11 +162,29 @@ def read_state() -> dict[str, Any]:
         )
     started = state.get("pid_started")
     if not process_alive(pid) or (started is not None and process_started(pid) != started):
+        clear_state(pid)  # the process is gone: its record would only mislead the next command
         raise CommandError(
-            f"the offline stack recorded in {STATE_FILE} (pid {pid}) is not running; "
-            "start one with `scones up`"
+            f"the offline stack recorded in {STATE_FILE} (pid {pid}) is not running (it was "
+            "killed; the stale record is removed); start one with `scones up`"
         )
     return dict(state)
+
+
+@contextmanager
+def up_lock() -> Iterator[None]:
+    """Hold the project's `scones up` lock for the duration, or refuse at once."""
+    import fcntl
+
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with UP_LOCK_FILE.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CommandError(
+                "an offline stack is already running (or starting) in this project: another "
+                "`scones up` holds it; use it, or stop it with `scones down`"
+            ) from None
+        yield
 
 
 def client_from_state() -> StackClient:

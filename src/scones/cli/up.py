@@ -17,10 +17,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from scones.cli.arguments import output_folder
+from scones.cli.arguments import check_writable_folder, output_folder
 from scones.cli.display import make_console, scones_command
 from scones.cli.env import export_lines
 from scones.cli.errors import CommandError
+from scones.cli.signals import STOP_SIGNALS, shielded
 from scones.cli.stack_state import (
     STATE_DIR,
     STATE_FILE,
@@ -28,6 +29,7 @@ from scones.cli.stack_state import (
     clear_state,
     model_identity,
     parse_params,
+    up_lock,
     write_state,
     write_stopped,
 )
@@ -64,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def up_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)  # checked before anything starts
+    check_writable_folder(args.out)  # where the records go when it stops
+    with up_lock():
+        return _up(args, overrides)
+
+
+def _up(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from scones.offline.deploy import DeployError
     from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
 
@@ -96,7 +104,8 @@ def up_command(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         signals.append(signum)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP too: closing the terminal (or a dropped ssh session) stops it as Ctrl-C does.
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     stack = OfflineStack(options)
     try:
         try:
@@ -104,6 +113,10 @@ def up_command(args: argparse.Namespace) -> int:
                 stack.start()
         except (StackError, DeployError) as exc:
             raise CommandError(str(exc)) from exc
+        if signals:  # stopped while it was starting: no banner, nothing was recorded yet
+            with shielded():
+                stack.stop()
+            return 128 + signals[0]
         try:
             endpoints = stack.endpoints
             write_state(
@@ -120,9 +133,10 @@ def up_command(args: argparse.Namespace) -> int:
             wait_for_signal(signals)
             console.print("stopping the offline stack (saving its records first)...")
         finally:
-            stack.stop()
-            write_stopped(os.getpid(), stack.saved_records, stack.save_error)
-            clear_state(os.getpid())
+            with shielded():
+                stack.stop()
+                write_stopped(os.getpid(), stack.saved_records, stack.save_error)
+                clear_state(os.getpid())
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

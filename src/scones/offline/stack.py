@@ -106,6 +106,7 @@ class OfflineStack:
     def __init__(self, options: StackOptions | None = None) -> None:
         self.options = options or StackOptions()
         self.deployed: DeployedStack | None = None
+        self.model_url = ""  # set once the model server listens
         self._moto: Any = None
         self._model_server: Any = None
         self._in_process_server: Any = None
@@ -143,24 +144,24 @@ class OfflineStack:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         # The interpreter logs every handled Catch/Choice miss as an exception.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
-        model_manifest = self.options.model_dir / "model.json"
-        if not model_manifest.is_file():
-            raise StackError(
-                f"no model at {self.options.model_dir} (model.json missing); "
-                "train one with `scones train` or pass --model"
-            )
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._check_port_free()
-        if not _ACTIVE.acquire(blocking=False):
-            raise StackError(
-                "another offline stack is already running in this process (moto's state and "
-                "its Lambda hook are per process); stop it first"
-            )
-        self._holds_process_slot = True
         try:
+            model_manifest = self.options.model_dir / "model.json"
+            if not model_manifest.is_file():
+                raise StackError(
+                    f"no model at {self.options.model_dir} (model.json missing); "
+                    "train one with `scones train` or pass --model"
+                )
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self._check_port_free()
+            if not _ACTIVE.acquire(blocking=False):
+                raise StackError(
+                    "another offline stack is already running in this process (moto's state "
+                    "and its Lambda hook are per process); stop it first"
+                )
+            self._holds_process_slot = True
             self._start_parts(started)
         except BaseException:
-            self.stop()
+            self.stop()  # also removes a temporary work folder: a failed start leaves nothing
             raise
         self.timings["start_s"] = time.perf_counter() - started
         return self
@@ -274,7 +275,8 @@ class OfflineStack:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def _save_records(self) -> None:
-        if self.options.records_dir is None or self.deployed is None:
+        # Before the model server listens no upload can have been classified: nothing to save.
+        if self.options.records_dir is None or self.deployed is None or not self.model_url:
             return
         try:
             self.saved_records = save_records(
@@ -290,12 +292,18 @@ class OfflineStack:
     def _check_port_free(self) -> None:
         from scones.serving.server import ServerStartError, bind_socket
 
-        if self.options.moto_port:
+        for option, port in (
+            ("--port", self.options.moto_port),
+            ("--model-port", self.options.model_port),
+        ):
+            if not port:
+                continue
             try:
-                bind_socket(self.options.host, self.options.moto_port).close()
+                bind_socket(self.options.host, port).close()
             except ServerStartError as exc:
                 raise StackError(
-                    f"{exc} (is `scones up` already running? `scones down` stops it)"
+                    f"{option} {port}: {exc} (is `scones up` already running? "
+                    "`scones down` stops it)"
                 ) from exc
 
     def _moto_api(self, path: str, body: bytes = b"") -> None:
