@@ -30,6 +30,14 @@ def test_symlinked_folders_are_followed_once_and_hidden_files_left_out(tmp_path:
     (photos / "loop").symlink_to(photos, target_is_directory=True)  # a link back up
     found = collect_inputs([inputs], LABELS)
     assert [(f.key, f.true_label) for f in found] == [("linked/bicycle/a.png", "bicycle")]
+    # A link to a folder that is also reached directly is not a loop: both are sent, each
+    # under its own name, and the real folder keeps its label.
+    (photos / "all").symlink_to(photos / "bicycle", target_is_directory=True)
+    found = collect_inputs([photos], LABELS)
+    assert [(f.key, f.true_label) for f in found] == [
+        ("all/a.png", None),
+        ("bicycle/a.png", "bicycle"),
+    ]
 
 
 def test_a_link_to_nothing_and_an_unreadable_folder_are_named(

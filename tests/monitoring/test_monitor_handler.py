@@ -123,7 +123,7 @@ def test_monitor_run_publishes_metrics_and_starts_retraining_once(
         sfn.add_response(
             "list_executions",
             {"executions": []},
-            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 1},
+            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 2},
         )
         sfn.add_response(
             "start_execution",

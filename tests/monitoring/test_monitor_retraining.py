@@ -61,7 +61,7 @@ def nothing_running(stub: Stubber) -> None:
     stub.add_response(
         "list_executions",
         {"executions": []},
-        {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 1},
+        {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 2},
     )
 
 
@@ -190,7 +190,7 @@ def test_no_second_run_starts_while_one_is_in_progress(aws: Aws) -> None:
                     }
                 ]
             },
-            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 1},
+            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 2},
         )
         outcome = launcher(aws, sfn).start(ALERTS, WINDOW_END, {})
         assert (outcome.status, outcome.run_name) == (ALREADY_RUNNING, running)
@@ -200,6 +200,35 @@ def test_no_second_run_starts_while_one_is_in_progress(aws: Aws) -> None:
         stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
         assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
         stub.assert_no_pending_responses()
+
+
+def test_a_retried_run_that_finds_its_own_execution_running_goes_on(aws: Aws) -> None:
+    """The window's own execution (started before a retried monitor run released the
+    marker) is not "another run": the start goes on and finds it by name."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    own = f"{ENDPOINT}-retrain-20261125-0000"
+    arn = f"{STATE_MACHINE.replace(':stateMachine:', ':execution:')}:{own}"
+    with Stubber(sfn) as stub:
+        stub.add_response(
+            "list_executions",
+            {
+                "executions": [
+                    {
+                        "executionArn": arn,
+                        "stateMachineArn": STATE_MACHINE,
+                        "name": own,
+                        "status": "RUNNING",
+                        "startDate": WINDOW_END,
+                    }
+                ]
+            },
+            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 2},
+        )
+        stub.add_client_error("start_execution", "ExecutionAlreadyExists", "exists")
+        outcome = launcher(aws, sfn).start(ALERTS, WINDOW_END, {})
+        stub.assert_no_pending_responses()
+    assert outcome.started and outcome.execution_arn == arn
+    assert marker(aws) is not None
 
 
 def test_training_job_from_the_template(aws: Aws) -> None:

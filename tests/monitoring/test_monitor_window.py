@@ -372,7 +372,7 @@ def test_violations_still_retrain_when_an_execution_also_failed(aws: Aws) -> Non
         sfn.add_response(
             "list_executions",
             {"executions": []},
-            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 1},
+            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 2},
         )
         sfn.add_response(
             "start_execution",

@@ -731,6 +731,34 @@ def test_bucket_blocks_public_access_and_everything_at_rest_is_encrypted() -> No
             assert props["SSESpecification"]["SSEEnabled"] is True, name
 
 
+def test_upload_retention_deletes_the_data_not_only_the_current_version() -> None:
+    """The bucket is versioned: an Expiration alone adds a delete marker and the bytes stay
+    for the bucket-wide 90 noncurrent days. With UploadRetentionDays the uploads' own rule
+    removes the noncurrent version a day later, so storage is paid for N + 1 days."""
+    cfn = transformed()
+    for days, status in (("7", "Enabled"), ("0", "Disabled")):
+        resolve = resolver_for(cfn, UploadRetentionDays=days)
+        rules = resolve(cfn["Resources"]["ImageBucket"]["Properties"])["LifecycleConfiguration"][
+            "Rules"
+        ]
+        [uploads] = [rule for rule in rules if rule["Id"] == "expire-processed-uploads"]
+        assert uploads["Status"] == status
+        assert uploads["Prefix"] == resolve({"Ref": "IncomingPrefix"})
+        assert uploads["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+        if days != "0":
+            assert int(uploads["ExpirationInDays"]) == 7
+    assert "(+1 d noncurrent)" in estimate_basis(UploadRetentionDays="7")
+
+
+def estimate_basis(**params: str) -> str:
+    """The cost model's storage line for these parameters (it states the noncurrent day)."""
+    from scones.costs.model import estimate
+
+    measured = json.loads((PROJECT_ROOT / "docs" / "cost-measurements.json").read_text())
+    lines = estimate(measured, overrides=params).lines
+    return next(line.basis for line in lines if line.item.startswith("S3 storage"))
+
+
 def test_pass_role_is_limited_to_the_retraining_role_and_sagemaker() -> None:
     cfn = transformed()
     role = "arn:aws:iam::123456789012:role/scones-retraining"

@@ -32,9 +32,11 @@ def register(benchmarks: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from scones.cli.stack_state import parse_params
     from scones.costs.measure import run_measurement
 
-    overrides = dict(item.split("=", 1) for item in args.param)
+    # Checked as `sam deploy` would check them; the measured stack's own defaults apply.
+    overrides = parse_params(args.param, defaults={})
     result = run_measurement(args.small, args.photos, overrides)
     for kind, data in result["kinds"].items():
         print(f"{kind}: {data['images']} images, {data['upload_bytes_mean']} B each on average")

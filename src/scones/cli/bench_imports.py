@@ -147,7 +147,10 @@ def _run(args: argparse.Namespace) -> int:
     root = args.keep or Path(tempfile.mkdtemp(prefix="scones-imports-"))
     venv = root / "venv"
     python = venv / "bin" / "python"
-    overrides = dict(item.split("=", 1) for item in args.param)
+    from scones.cli.stack_state import parse_params
+
+    # Checked as `sam deploy` would check them; the measured stack's own defaults apply.
+    overrides = parse_params(args.param, defaults={})
     try:
         if not python.exists():
             subprocess.run([str(args.python), "-m", "venv", str(venv)], check=True)

@@ -29,20 +29,25 @@ def _is_text(name: str) -> bool:
 
 
 def _files_under(root: Path) -> list[Path]:
-    """Every non-hidden file under ``root``, through symlinked folders (each folder once, so
-    a link loop ends); an unreadable folder or a link to nothing is an error, not a skip."""
+    """Every non-hidden file under ``root``, through symlinked folders; a link back to a
+    folder it sits in is not followed (the loop ends there); an unreadable folder or a link
+    to nothing is an error, not a skip."""
     found: list[Path] = []
-    seen: set[tuple[int, int]] = set()
+    # Each folder's own identity and its ancestors': a link is a loop only when it leads
+    # back up its own path, not when it names a folder that is also reached another way.
+    lineage: dict[str, frozenset[tuple[int, int]]] = {}
 
     def refuse(error: OSError) -> None:
         raise CommandError(f"{error.filename}: cannot read the folder: {error.strerror}")
 
     for folder, subfolders, names in os.walk(root, onerror=refuse, followlinks=True):
         info = os.stat(folder)
-        if (info.st_dev, info.st_ino) in seen:
-            subfolders[:] = []  # a link back to a folder already walked
+        identity = (info.st_dev, info.st_ino)
+        above = lineage.get(os.path.dirname(folder), frozenset())
+        if identity in above:
+            subfolders[:] = []
             continue
-        seen.add((info.st_dev, info.st_ino))
+        lineage[folder] = above | {identity}
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in names:
             if name.startswith("."):

@@ -28,7 +28,7 @@ from scones.cli.display import (
 )
 from scones.cli.errors import CommandError
 from scones.cli.inputs import SAMPLES_DIR, InputFile, collect_inputs
-from scones.cli.signals import shielded, stop_signals_interrupt
+from scones.cli.signals import stop_signals_interrupt
 from scones.cli.stack_state import (
     add_stack_options,
     effective_params,
@@ -155,9 +155,9 @@ def _use(plan: _Plan, stack: Any, options: Any, console: Console) -> int:
     except StackClientError as exc:
         raise CommandError(str(exc)) from exc
     finally:
-        with shielded():
-            stack.stop()
-            _report_saved(console, stack.saved_records, stack.save_error)
+        # A second Ctrl-C or SIGTERM here is only recorded (stop_signals_interrupt).
+        stack.stop()
+        _report_saved(console, stack.saved_records, stack.save_error)
     threshold = float(parameters["ConfidenceThreshold"])
     details = {
         "started_at": plan.started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),

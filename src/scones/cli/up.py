@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from scones.cli.arguments import check_writable_folder, output_folder
 from scones.cli.display import make_console, scones_command
 from scones.cli.env import export_lines
 from scones.cli.errors import CommandError
-from scones.cli.signals import STOP_SIGNALS, shielded
+from scones.cli.signals import handling_stop_signals
 from scones.cli.stack_state import (
     STATE_DIR,
     STATE_FILE,
@@ -72,8 +71,7 @@ def up_command(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from scones.offline.deploy import DeployError
-    from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
+    from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
 
     console = make_console()
     if STATE_FILE.exists():
@@ -104,50 +102,59 @@ def _up(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         signals.append(signum)
 
-    # SIGHUP too: closing the terminal (or a dropped ssh session) stops it as Ctrl-C does.
-    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    # SIGHUP too: closing the terminal (or a dropped ssh session) stops it as Ctrl-C does,
+    # unless it was started ignoring SIGHUP (nohup). The handler only records: nothing
+    # can interrupt the stop and the saving of the records.
     stack = OfflineStack(options)
+    with handling_stop_signals(on_signal):
+        return _serve(stack, options, signals, console, args)
+
+
+def _serve(
+    stack: Any, options: Any, signals: list[int], console: Any, args: argparse.Namespace
+) -> int:
+    from scones.offline.deploy import DeployError
+    from scones.offline.stack import StackError
+
     try:
-        try:
-            with console.status("starting the offline stack (deploying template.yaml)..."):
-                stack.start()
-        except (StackError, DeployError) as exc:
-            raise CommandError(str(exc)) from exc
-        if signals:  # stopped while it was starting: no banner, nothing was recorded yet
-            with shielded():
-                stack.stop()
-            return 128 + signals[0]
-        try:
-            endpoints = stack.endpoints
-            write_state(
-                endpoints,
-                os.getpid(),
-                stack.work_dir,
-                stack_name=options.stack_name,
-                labels=stack.parameters["ModelLabels"],
-                model=model_identity(options.model_dir),
-                physical_ids=stack.stack.physical_ids,
-            )
-            console.print(_instructions(stack, args.out))
-            sys.stdout.flush()
-            wait_for_signal(signals)
-            console.print("stopping the offline stack (saving its records first)...")
-        finally:
-            with shielded():
-                stack.stop()
-                write_stopped(os.getpid(), stack.saved_records, stack.save_error)
-                clear_state(os.getpid())
+        with console.status("starting the offline stack (deploying template.yaml)..."):
+            stack.start()
+    except (StackError, DeployError) as exc:
+        raise CommandError(str(exc)) from exc
+    if signals:  # stopped while it was starting: no banner, no state file
+        stack.stop()
+        _print_saved(console, stack)
+        return 128 + signals[0]
+    try:
+        write_state(
+            stack.endpoints,
+            os.getpid(),
+            stack.work_dir,
+            stack_name=options.stack_name,
+            labels=stack.parameters["ModelLabels"],
+            model=model_identity(options.model_dir),
+            physical_ids=stack.stack.physical_ids,
+        )
+        console.print(_instructions(stack, args.out))
+        sys.stdout.flush()
+        wait_for_signal(signals)
+        console.print("stopping the offline stack (saving its records first)...")
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if stack.saved_records is not None:
-        console.print(f"records saved to [bold]{stack.saved_records}[/]")
-    else:
-        console.print(f"[red]the records could not be saved:[/] {stack.save_error}")
+        stack.stop()
+        write_stopped(os.getpid(), stack.saved_records, stack.save_error)
+        clear_state(os.getpid())
+    _print_saved(console, stack)
     # moto's state is hundreds of thousands of objects; the interpreter's final garbage
     # collection would walk them all (seconds after a few hundred images) for nothing.
     gc.freeze()
     return 0 if stack.saved_records is not None else 1
+
+
+def _print_saved(console: Any, stack: Any) -> None:
+    if stack.saved_records is not None:
+        console.print(f"records saved to [bold]{stack.saved_records}[/]")
+    elif stack.save_error is not None:
+        console.print(f"[red]the records could not be saved:[/] {stack.save_error}")
 
 
 def wait_for_signal(received: list[int], poll_seconds: float = _STOP_POLL_SECONDS) -> int:

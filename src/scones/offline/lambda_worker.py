@@ -14,6 +14,7 @@ import importlib
 import io
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -87,6 +88,11 @@ class LogTee(io.TextIOBase):
 
 def main(argv: list[str]) -> int:
     handler_spec, request_fd, response_fd = argv[1], int(argv[2]), int(argv[3])
+    # Ctrl-C or a closed terminal reaches the whole process group: the stack stops its
+    # workers itself (by closing the request pipe, which also happens if it dies), so an
+    # invocation in flight still answers while the records are saved.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # The protocol has its own pipes; the handler's prints go to the log.
     os.dup2(2, 1)
     log = LogTee(sys.stderr)

@@ -187,8 +187,10 @@ class ModelProcess:
 
 def main(argv: list[str]) -> int:
     config = json.loads(argv[1])
-    # Ctrl-C in a terminal reaches the whole process group: the stack decides when to stop.
+    # Ctrl-C, or the terminal closing (SIGHUP), reaches the whole process group: the stack
+    # decides when to stop (it flushes the capture first). If the stack dies, stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # The protocol owns stdout; anything else printed goes to the log (stderr).
     replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)

@@ -7,6 +7,7 @@ writes them here first: ``<out>/records-<stack>-<UTC time>.json``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from datetime import UTC, datetime
@@ -15,14 +16,18 @@ from typing import Any
 
 
 def records_path(out_dir: Path, stack_name: str, now: datetime | None = None) -> Path:
-    """A new file name in ``out_dir``: the UTC time, with a counter if that name is taken."""
+    """A new file in ``out_dir``, created empty by this call (so two stacks stopping in the
+    same second never pick the same name): the UTC time, with a counter if it is taken."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    candidate = out_dir / f"records-{stack_name}-{stamp}.json"
-    counter = 1
-    while candidate.exists():
-        counter += 1
-        candidate = out_dir / f"records-{stack_name}-{stamp}-{counter}.json"
-    return candidate
+    for counter in itertools.count(1):
+        suffix = "" if counter == 1 else f"-{counter}"
+        candidate = out_dir / f"records-{stack_name}-{stamp}{suffix}.json"
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")
 
 
 def save_records(
@@ -44,7 +49,13 @@ def save_records(
         "count": len(records),
         "records": sorted(records, key=lambda r: str(r.get("pk", ""))),
     }
+    # The name is this call's own, so is its partial file; the file appears whole or not.
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    try:
+        partial.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        raise
     return path

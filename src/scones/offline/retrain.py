@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from scones_core.retraining import outcome as outcomes
 from scones_core.settings import parse_labels
 
@@ -564,12 +565,17 @@ class OfflineRetrain:
         rolled-back candidate, Rejected with the state's description."""
         state = self.asl_states["RejectRolledBackCandidate"]["Parameters"]
         sagemaker = self.stack.client("sagemaker")
-        sagemaker.update_model_package(
-            ModelPackageArn=package_arn,
-            ModelApprovalStatus=state["ModelApprovalStatus"],
-            ApprovalDescription=state["ApprovalDescription"],
-        )
-        described = sagemaker.describe_model_package(ModelPackageName=package_arn)
+        try:
+            sagemaker.update_model_package(
+                ModelPackageArn=package_arn,
+                ModelApprovalStatus=state["ModelApprovalStatus"],
+                ApprovalDescription=state["ApprovalDescription"],
+            )
+            described = sagemaker.describe_model_package(ModelPackageName=package_arn)
+        except (ClientError, BotoCoreError) as exc:
+            # As the state's Catch: the rollback is still recorded and alerted.
+            self.log(f"[deploy] the model package could not be marked Rejected: {exc}")
+            return f"not updated: {type(exc).__name__}: {exc}"
         return str(described["ModelApprovalStatus"])
 
     def _traffic(self, count: int, tag: str) -> list[dict[str, Any]]:

@@ -75,11 +75,10 @@ from scones.serving.limits import (
     available_cpus,
     default_max_image_pixels,
 )
-from scones.serving.media import check_declared_format
+from scones.serving.media import SUPPORTED_CONTENT_TYPES, check_declared_format
 
 LOGGER = logging.getLogger(__name__)
 
-SUPPORTED_CONTENT_TYPES = ("image/png", "image/jpeg", "application/x-image")
 RESPONSE_CONTENT_TYPE = "application/json"
 _ACCEPTABLE = {"*/*", "application/*", RESPONSE_CONTENT_TYPE}
 # nginx's code for "the client closed the request"; nothing is sent, it only names the case.

@@ -12,17 +12,24 @@ from scones_core.image_rules import MEDIA_TYPES, format_name, pillow_formats
 
 from scones.serving.errors import ContainerError
 
+GENERIC_MEDIA_TYPE = "application/x-image"
+# What the container accepts: PNG (the workflow's normalised input), JPEG (cameras) and
+# SageMaker's generic image type, whose body may be any format the image rules accept.
+SUPPORTED_CONTENT_TYPES = (MEDIA_TYPES["PNG"], MEDIA_TYPES["JPEG"], GENERIC_MEDIA_TYPE)
 # Pillow format names each specific media type allows, from the image rules' one table
 # (cameras write multi-picture JPEGs, which Pillow names MPO: still image/jpeg).
 FORMATS_BY_MEDIA_TYPE: dict[str, frozenset[str]] = {
-    media_type: pillow_formats(media_type) for media_type in dict.fromkeys(MEDIA_TYPES.values())
+    media_type: pillow_formats(media_type)
+    for media_type in SUPPORTED_CONTENT_TYPES
+    if media_type != GENERIC_MEDIA_TYPE
 }
-GENERIC_MEDIA_TYPE = "application/x-image"
 
 
 def media_type_for(image_format: str | None) -> str:
-    """The Content-Type to send an image of ``image_format`` (Pillow's name) with."""
-    return MEDIA_TYPES.get(format_name(image_format), GENERIC_MEDIA_TYPE)
+    """The Content-Type to send an image of ``image_format`` (Pillow's name) with: its own
+    where the container accepts it, the generic image type otherwise."""
+    media_type = MEDIA_TYPES.get(format_name(image_format), GENERIC_MEDIA_TYPE)
+    return media_type if media_type in FORMATS_BY_MEDIA_TYPE else GENERIC_MEDIA_TYPE
 
 
 def check_declared_format(image_format: str | None, content_type: str) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError, ParamValidationError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.locations import S3Location, read_optional_object
@@ -52,6 +52,8 @@ NOT_CONFIGURED = "NOT_CONFIGURED"
 ALREADY_RUNNING = "ALREADY_RUNNING"
 
 MARKER_TYPE = "MONITOR_RETRAINING"
+# Running executions asked for: this window's own may be among them, and one other is enough.
+_RUNNING_PAGE = 2
 _MAX_EXECUTION_NAME = 80
 _MAX_TRAINING_JOB_NAME = 63
 _TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -175,15 +177,15 @@ class RetrainingLauncher:
                 extra={"run_name": name, "cooldown_window_start": format_seconds(window)},
             )
             return RetrainingOutcome(COOLDOWN, run_name=name, cooldown_window_start=window)
-        if running := self._running_execution():
-            self._release(key)
-            logger.warning(
-                "retraining is needed but a retraining run is still in progress; not starting "
-                "another, and this cooldown window stays open",
-                extra={"running": running, "alerts": [alert.code for alert in alerts]},
-            )
-            return RetrainingOutcome(ALREADY_RUNNING, run_name=running)
         try:
+            if running := self._running_execution(other_than=name):
+                self._release(key)
+                logger.warning(
+                    "retraining is needed but a retraining run is still in progress; not "
+                    "starting another, and this cooldown window stays open",
+                    extra={"running": running, "alerts": [alert.code for alert in alerts]},
+                )
+                return RetrainingOutcome(ALREADY_RUNNING, run_name=running)
             execution_arn = self._start_execution(name, alerts, window, context)
             job_name = self._create_training_job(job_request)
         except Exception:
@@ -202,26 +204,28 @@ class RetrainingLauncher:
             training_job_name=job_name,
         )
 
-    def _running_execution(self) -> str | None:
-        """The name of a running execution of the retraining state machine, if any. If the
-        question cannot be asked (an older stack's role), the cooldown alone guards."""
+    def _running_execution(self, *, other_than: str) -> str | None:
+        """The name of a running execution of the retraining state machine other than this
+        window's own (a retried monitor run goes on to find it by name), if any. If the
+        question cannot be asked (an older stack's role, a network error), the cooldown
+        alone guards."""
         arn = self._targets.state_machine_arn
         if not arn or self._stepfunctions is None:
             return None
         try:
             response = self._stepfunctions.list_executions(
-                stateMachineArn=arn, statusFilter="RUNNING", maxResults=1
+                stateMachineArn=arn, statusFilter="RUNNING", maxResults=_RUNNING_PAGE
             )
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             logger.warning(
                 "could not list running retraining executions",
-                extra={"state_machine_arn": arn, "error": _error_code(exc)},
+                extra={"state_machine_arn": arn, "error": f"{type(exc).__name__}: {exc}"},
             )
             return None
-        executions = response.get("executions") or []
-        if not executions:
-            return None
-        return str(executions[0].get("name") or executions[0]["executionArn"])
+        names = [
+            str(e.get("name") or e.get("executionArn")) for e in response.get("executions", [])
+        ]
+        return next((n for n in names if n != other_than), None)
 
     # ---- cooldown marker ------------------------------------------------------
 
