@@ -168,6 +168,7 @@ def test_records_whose_uploads_have_expired_leave_the_queue_and_are_counted(env:
     reviews = ReviewService(kept, s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW)
     assert [i.record_id for i in reviews.queue()] == [recent]
     assert reviews.expired_waiting() == 2
+    assert reviews.expired_waiting(cap=1) == 1  # a backlog that never shrinks is not read whole
     assert service(env).expired_waiting() == 0 and len(service(env).queue()) == 4
     with pytest.raises(ReviewError, match="not positive"):
         dataclasses.replace(settings(), upload_retention=timedelta(0))
@@ -329,6 +330,7 @@ def test_web_api_answers_and_refuses_other_hosts_and_origins(env: Env) -> None:
     queue = client.get("/api/queue").json()
     assert [i["record_id"] for i in queue["items"]] == [record_id]
     assert queue["expired"] == 0  # uploads are kept forever: nothing has expired
+    assert queue["expired_cap"] == 10_000
     assert f"versionId={queue['items'][0]['version_id']}" in queue["items"][0]["thumbnail_url"]
     body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "motorcycle"}
     assert (

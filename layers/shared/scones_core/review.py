@@ -68,6 +68,8 @@ _EXTENSIONS = {
 # A suffix taken from the uploader's key only when it is this plain.
 _PLAIN_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
 _MANIFEST_ATTEMPTS = 8
+# The page says "N older ones cannot be shown", N counted up to this ("10000+" beyond).
+EXPIRED_COUNT_CAP = 10_000
 
 
 class ReviewError(ValueError):
@@ -234,9 +236,10 @@ class ReviewService:
         items.sort(key=lambda item: (item.event_time or item.recorded_at, item.record_id))
         return items[:limit]
 
-    def expired_waiting(self) -> int:
-        """How many NEEDS_REVIEW records were recorded before the retention cutoff: their
-        uploads are deleted (or about to be), so nobody can review them any more."""
+    def expired_waiting(self, cap: int = EXPIRED_COUNT_CAP) -> int:
+        """How many NEEDS_REVIEW records were recorded before the retention cutoff (at most
+        ``cap``: that backlog never shrinks, and the page is loaded often): their uploads
+        are deleted (or about to be), so nobody can review them any more."""
         cutoff = self._retention_cutoff()
         if cutoff is None:
             return 0
@@ -257,6 +260,8 @@ class ReviewService:
             Select="COUNT",
         ):
             total += int(page.get("Count", 0))
+            if total >= cap:
+                return cap
         return total
 
     def _retention_cutoff(self) -> datetime | None:

@@ -19,7 +19,13 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
-from scones_core.review import ReviewConflict, ReviewError, ReviewIncomplete, ReviewService
+from scones_core.review import (
+    EXPIRED_COUNT_CAP,
+    ReviewConflict,
+    ReviewError,
+    ReviewIncomplete,
+    ReviewService,
+)
 
 from scones.review.page import PAGE
 
@@ -159,8 +165,10 @@ def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any
         "table": settings.table_label,
         "answers": list(service.settings.answers),
         "newly_sampled": sampled,
-        # Waiting for review, but recorded before UploadRetentionDays: no image any more.
+        # Waiting for review, but recorded before UploadRetentionDays: no image any more
+        # (counted up to expired_cap).
         "expired": service.expired_waiting(),
+        "expired_cap": EXPIRED_COUNT_CAP,
         "items": [
             {**item.to_json(), "thumbnail_url": service.thumbnail_url(item)} for item in items
         ],

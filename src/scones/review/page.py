@@ -107,7 +107,7 @@ function renderQueue() {
   const done = state.items.filter(it => it.state === "done").length;
   document.getElementById("progress").textContent =
     done + " of " + state.items.length + " answered" +
-    (state.expired ? " \u00b7 " + state.expired +
+    (state.expired ? " \u00b7 " + state.expired + (state.expired >= state.expiredCap ? "+" : "") +
      " older ones cannot be shown: their uploads have expired (UploadRetentionDays)" : "");
 }
 
@@ -214,7 +214,7 @@ async function load() {
     return;
   }
   state.items = body.items; state.current = 0; state.keys = keysFor(body.answers);
-  state.expired = body.expired || 0;
+  state.expired = body.expired || 0; state.expiredCap = body.expired_cap || Infinity;
   document.getElementById("who").textContent =
     "reviewer " + body.reviewer + " \\u00b7 " + body.table;
   document.body.dataset.loaded = "true";
