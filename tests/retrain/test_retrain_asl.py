@@ -185,6 +185,7 @@ def test_every_sagemaker_request_of_the_retraining_asl_is_valid_for_botocore() -
         "CreateCandidateEndpointConfig",
         "DeployCanary",
         "CheckDeployment",
+        "FindLostDeployment",
         "RejectRolledBackCandidate",
     }
     client = boto3.client("sagemaker", region_name="us-east-1")
@@ -258,7 +259,8 @@ def test_outcomes_survive_a_throttle_and_rollback_watches_only_the_canarys_error
 # ------------------------------------------------------------------ moto's interpreter
 @pytest.fixture(scope="module")
 def stack() -> Iterator[OfflineStack]:
-    with OfflineStack(StackOptions()) as running:
+    # The shortest poll the template allows: the runs that watch a deployment wait it once.
+    with OfflineStack(StackOptions(overrides={"DeploymentPollSeconds": "5"})) as running:
         yield running
 
 
@@ -530,6 +532,54 @@ def test_the_deployment_check_tells_promotion_from_rollback(
     record = outcome_of(stack, run)
     assert record["outcome"] == outcome, record
     assert subject in alerts()
+
+
+LOST = {
+    "Error": "SageMaker.AmazonSageMakerException",
+    "Cause": "Cannot update in-progress endpoint",
+}
+
+
+@pytest.mark.parametrize(
+    ("serving", "start_at", "outcome"),
+    [
+        # The first UpdateEndpoint went through; its answer was lost and the retry refused.
+        ("candidate", "FindLostDeployment", "PROMOTED"),
+        # Refused for real: the endpoint serves the production config and is not updating.
+        ("production", "FindLostDeployment", "FAILED"),
+        # Still updating when asked: watched; it settles on the candidate's config.
+        ("candidate", "IsTheCandidateDeploying", "PROMOTED"),
+        # Still updating when asked, then settles elsewhere: whose update that was cannot
+        # be told, so the UpdateEndpoint failure stands (not a canary rollback).
+        ("production", "IsTheCandidateDeploying", "FAILED"),
+    ],
+)
+def test_a_deploy_error_is_watched_when_the_candidate_may_be_deploying_anyway(
+    stack: OfflineStack, serving: str, start_at: str, outcome: str
+) -> None:
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    run = f"lost-{serving}-{start_at}"
+    state["run"]["run_name"] = run
+    base = f"{state['dataset']['names']['base']}-{start_at[:4].lower()}-{serving}"
+    state["dataset"]["names"]["base"] = base
+    state["error"] = LOST
+    moto_endpoint(stack, base if serving == "candidate" else f"{base}-production")
+    if start_at == "IsTheCandidateDeploying":  # moto's endpoints are never Updating
+        state["lost_deployment"] = {"status": "Updating", "config": "production-config"}
+    result = execute(stack, start_at, state, run)
+    # A failed run ends in its Fail state after the record and the alert.
+    assert result["status"] == ("FAILED" if outcome == "FAILED" else "SUCCEEDED"), result
+    entered = entered_states(stack, result["executionArn"])
+    record = outcome_of(stack, run)
+    assert record["outcome"] == outcome, record
+    assert "RejectRolledBackCandidate" not in entered
+    if outcome == "FAILED":
+        assert "DescribeFailure" in entered
+        assert "Cannot update in-progress endpoint" in record["reason"]
+    else:
+        assert "WaitForDeployment" in entered and "DescribeFailure" not in entered
+    watched = start_at == "IsTheCandidateDeploying" or serving == "candidate"
+    assert ("CheckDeployment" in entered) == watched, entered
 
 
 def test_a_rolled_back_candidates_package_is_marked_rejected(stack: OfflineStack) -> None:
