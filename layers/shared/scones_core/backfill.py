@@ -21,7 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from scones_core.ingest import start_workflow
-from scones_core.objects import NULL_VERSION, ObjectRef
+from scones_core.objects import NULL_VERSION, ObjectRef, object_missing
 from scones_core.records import PARTITION_KEY
 from scones_core.settings import StartSettings
 
@@ -89,7 +89,7 @@ def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> ObjectRef 
     try:
         head = s3.head_object(Bucket=bucket, Key=item["Key"])
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if object_missing(exc):
             return None
         raise
     return ObjectRef(

@@ -11,6 +11,12 @@ from __future__ import annotations
 from scones_core.records import Rejection
 
 
+def aws_error_code(exc: BaseException) -> str:
+    """The ``Error.Code`` of a botocore ``ClientError`` ("" for anything else)."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code") or "")
+
+
 class SconesError(Exception):
     """Base class for every error this package raises on purpose."""
 

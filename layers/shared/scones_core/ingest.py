@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scones_core.errors import EventError
+from scones_core.errors import EventError, aws_error_code
 from scones_core.notifications import s3_notification
 from scones_core.objects import ObjectRef, object_from_s3_record
 from scones_core.records import BatchInput, WorkflowInput
@@ -167,7 +167,7 @@ def _start(
             input=json.dumps(document, separators=(",", ":")),
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
+        if aws_error_code(exc) == "ExecutionAlreadyExists":
             return StartResult(execution_name=name, started=False)
         raise
     return StartResult(execution_name=name, started=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from scones_core.errors import EventError
+from scones_core.errors import EventError, aws_error_code
 from scones_core.records import ObjectPayload
 
 # S3's own name for "this object has no version id" (unversioned bucket).
@@ -31,12 +31,6 @@ _EXECUTION_NAME_MAX = 80
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-def s3_error_code(exc: Exception) -> str:
-    """The ``Error.Code`` of a botocore ``ClientError`` ("" for anything else)."""
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code") or "")
-
-
 def _status(exc: Exception) -> int:
     response = getattr(exc, "response", None) or {}
     return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
@@ -44,12 +38,12 @@ def _status(exc: Exception) -> int:
 
 def object_missing(exc: Exception) -> bool:
     """Whether S3 refused a read because the object (version) is not there."""
-    return s3_error_code(exc) in _MISSING_CODES
+    return aws_error_code(exc) in _MISSING_CODES
 
 
 def object_changed(exc: Exception) -> bool:
     """Whether S3 refused a conditional request because the object is not the one pinned."""
-    return s3_error_code(exc) in _CHANGED_CODES or _status(exc) == 412
+    return aws_error_code(exc) in _CHANGED_CODES or _status(exc) == 412
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from scones_core.errors import aws_error_code
 from scones_core.image_rules import MEDIA_TYPES
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
-from scones_core.objects import NULL_VERSION, object_changed, object_missing, s3_error_code
+from scones_core.objects import NULL_VERSION, object_changed, object_missing
 from scones_core.records import (
     CLASSIFIED_STATUS_ATTRIBUTE,
     LABELLED_KEY_ATTRIBUTE,
@@ -298,7 +299,7 @@ class ReviewService:
                     },
                 )
             except ClientError as exc:
-                if s3_error_code(exc) != "ConditionalCheckFailedException":
+                if aws_error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 continue  # another reviewer drew it first, or it was reviewed meanwhile
             flagged += 1
@@ -429,7 +430,7 @@ class ReviewService:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if s3_error_code(exc) != "ConditionalCheckFailedException":
+            if aws_error_code(exc) != "ConditionalCheckFailedException":
                 raise
             latest = self._get(record_id)
             if latest is not None and self._same_answer(latest, answer, reviewer, expected_status):

@@ -45,6 +45,7 @@ from scones_core.monitoring.data_warnings import (
 )
 from scones_core.monitoring.locations import S3Location, list_objects
 from scones_core.monitoring.timestamps import floor_hour, hours_between, parse_timestamp
+from scones_core.objects import object_missing
 
 logger = logging.getLogger(__name__)
 
@@ -418,7 +419,7 @@ def read_capture_objects(
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "NoSuchKey":
+            if not object_missing(exc):
                 raise
             # Deleted between listing and reading (an S3 lifecycle rule, say).
             logger.warning("capture file vanished before it was read", extra={"key": key})

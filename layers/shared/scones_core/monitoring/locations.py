@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-_MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+from scones_core.objects import object_missing
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,6 @@ def read_optional_object(s3: Any, location: S3Location) -> bytes | None:
     try:
         return read_object(s3, location.bucket, location.key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in _MISSING_OBJECT_CODES:
+        if object_missing(exc):
             return None
         raise

@@ -37,6 +37,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from scones_core.errors import aws_error_code
 from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.locations import S3Location, read_optional_object
 from scones_core.monitoring.timestamps import format_millis, format_seconds
@@ -247,7 +248,7 @@ class RetrainingLauncher:
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+            if aws_error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
@@ -300,7 +301,7 @@ class RetrainingLauncher:
                 stateMachineArn=arn, name=name, input=json.dumps(execution_input, sort_keys=True)
             )
         except ClientError as exc:
-            if _error_code(exc) != "ExecutionAlreadyExists":
+            if aws_error_code(exc) != "ExecutionAlreadyExists":
                 raise
             logger.info("retraining execution already exists", extra={"execution_name": name})
             return arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
@@ -344,12 +345,8 @@ class RetrainingLauncher:
         return name
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _already_exists(exc: ClientError) -> bool:
-    code = _error_code(exc)
+    code = aws_error_code(exc)
     message = str(exc.response.get("Error", {}).get("Message", "")).lower()
     return code == "ResourceInUse" or (
         code == "ValidationException" and "already exists" in message
