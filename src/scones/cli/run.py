@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -207,16 +205,14 @@ def _reserve_stamp(out: Path, stamp: str) -> str:
     """``stamp``, or ``stamp-2``, ``-3``...: the first whose ``run-<stamp>.json`` this
     process creates, so two runs started in the same second never share report files or
     a kept work folder."""
-    for n in itertools.count(1):
-        candidate = stamp if n == 1 else f"{stamp}-{n}"
-        if (out / f"work-{candidate}").exists():
-            continue
-        try:
-            os.close(os.open(out / f"run-{candidate}.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            continue
-        return candidate
-    raise AssertionError("unreachable")
+    from scones.offline.records_file import create_first_free
+
+    suffix = create_first_free(
+        out,
+        lambda suffix: f"run-{stamp}{suffix}.json",
+        taken=lambda suffix: (out / f"work-{stamp}{suffix}").exists(),
+    )
+    return stamp + suffix
 
 
 def _drop_if_empty(path: Path) -> None:

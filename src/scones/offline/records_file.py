@@ -10,24 +10,39 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+
+def create_first_free(
+    folder: Path, name: Callable[[str], str], taken: Callable[[str], bool]
+) -> str:
+    """The first suffix ("", then "-2", "-3"...) for which this call creates the empty file
+    ``folder/name(suffix)`` (``O_EXCL``, so two processes never get the same one) and
+    ``taken(suffix)`` is false."""
+    for counter in itertools.count(1):
+        suffix = "" if counter == 1 else f"-{counter}"
+        if taken(suffix):
+            continue
+        try:
+            os.close(os.open(folder / name(suffix), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        return suffix
+    raise AssertionError("unreachable")
 
 
 def records_path(out_dir: Path, stack_name: str, now: datetime | None = None) -> Path:
     """A new file in ``out_dir``, created empty by this call (so two stacks stopping in the
     same second never pick the same name): the UTC time, with a counter if it is taken."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    for counter in itertools.count(1):
-        suffix = "" if counter == 1 else f"-{counter}"
-        candidate = out_dir / f"records-{stack_name}-{stamp}{suffix}.json"
-        try:
-            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            continue
-        return candidate
-    raise AssertionError("unreachable")
+
+    def name(suffix: str) -> str:
+        return f"records-{stack_name}-{stamp}{suffix}.json"
+
+    return out_dir / name(create_first_free(out_dir, name, taken=lambda suffix: False))
 
 
 def save_records(
@@ -49,7 +64,7 @@ def save_records(
         "count": len(records),
         "records": sorted(records, key=lambda r: str(r.get("pk", ""))),
     }
-    # The name is this call's own, so is its partial file; the file appears whole or not.
+    # The name is this call's own, so is its partial file; the content arrives in one rename.
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
