@@ -55,3 +55,35 @@ def test_sam_build_packages_functions_and_an_arm64_layer(tmp_path: Path) -> None
     ):
         assert (build_dir / function / "app.py").is_file()
         assert not (build_dir / function / "PIL").exists()  # dependencies live in the layer
+    _assert_compiled_for_the_runtime(layer)
+    # Build inputs stay out of the layer; pip's console scripts too.
+    assert not (layer / "requirements.txt").exists()
+    assert not (layer / "bin").exists()
+    assert not (build_dir / "SharedLayer" / "Makefile").exists()
+
+
+def _assert_compiled_for_the_runtime(layer: Path) -> None:
+    """Every module has CPython 3.13 bytecode that Lambda can use from a read-only mount.
+
+    An unchecked-hash .pyc (PEP 552 flags 0b01) is used without looking at the source's
+    timestamp, which the deployment zip does not keep.
+    """
+    sources = sorted(layer.rglob("*.py"))
+    assert len(sources) > 500  # boto3, botocore, Powertools, Pillow, scones_core
+    missing = []
+    for source in sources:
+        compiled = source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc"
+        if not compiled.is_file():
+            missing.append(str(source.relative_to(layer)))
+            continue
+        header = compiled.read_bytes()[:8]
+        assert _is_313_magic(header[:4]), compiled
+        assert int.from_bytes(header[4:8], "little") == 0b01, f"{compiled}: not unchecked-hash"
+    assert not missing, missing[:10]
+    assert not list(layer.rglob("*.cpython-31[0-2]*.pyc"))  # no other interpreter's caches
+
+
+def _is_313_magic(magic: bytes) -> bool:
+    # CPython 3.13's bytecode magic numbers are 3550-3599 (Lib/importlib/_bootstrap_external.py).
+    number = int.from_bytes(magic[:2], "little")
+    return 3550 <= number <= 3599 and magic[2:] == b"\r\n"

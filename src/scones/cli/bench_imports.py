@@ -4,7 +4,9 @@ Builds a throwaway virtual environment in a temporary folder with Python 3.13 (t
 runtime) and only the layer's requirements (``layers/shared/requirements.txt``), then times
 fresh interpreters importing each ``functions/<name>/app.py`` (with the function's
 environment from the template) and, as the baseline, ``import boto3``. The interpreter's
-own start-up (``python -c pass``) is subtracted from both.
+own start-up (``python -c pass``) is subtracted from both. The ``no .pyc`` rows import
+the same packages from a copy without bytecode, as a cold start runs them from a layer
+built without it (Lambda mounts layers read-only, so nothing compiled is kept).
 
 Each interpreter ends with ``os._exit`` right after its imports. Lambda's init phase ends
 there too: it never runs the interpreter's shutdown, which on these modules costs 30-50 ms
@@ -115,6 +117,19 @@ def _rows(
     for name, logical_id in HANDLERS.items():
         env = {**base_env, **_environment(logical_id, overrides), "PYTHONPATH": str(layer)}
         rows.append((f"import {name}/app.py", "import app", PROJECT_ROOT / "functions" / name, env))
+    # The same imports from sources only, as a layer built without bytecode runs them:
+    # Lambda mounts layers read-only, so each cold start compiles every module again
+    # (layers/shared/Makefile ships the .pyc files; `sam build`'s python builder did not).
+    sources = _sources_only(root, layer)
+    for name, logical_id in HANDLERS.items():
+        folder = PROJECT_ROOT / "functions" / name
+        env = {
+            **base_env,
+            **_environment(logical_id, overrides),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        code = f"import sys\nsys.path[:0] = [{str(folder)!r}, {str(sources)!r}]\nimport app"
+        rows.append((f"{name}/app.py, no .pyc", code, folder, env))
     if compare is not None:
         for name, logical_id in HANDLERS.items():
             env = {
@@ -141,6 +156,17 @@ def _rows(
         )
     )
     return rows
+
+
+def _sources_only(root: Path, layer: Path) -> Path:
+    """The venv's packages and the layer's code, without any bytecode cache."""
+    sources = root / "sources-only"
+    if not sources.is_dir():
+        site_packages = next((root / "venv" / "lib").glob("python3.*/site-packages"))
+        no_cache = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(site_packages, sources, ignore=no_cache)
+        shutil.copytree(layer / "scones_core", sources / "scones_core", ignore=no_cache)
+    return sources
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -178,9 +204,9 @@ def _run(args: argparse.Namespace) -> int:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
         rows = _rows(root, base_env, overrides, args.compare)
-        # One round first writes the bytecode caches (Lambda ships .pyc files in a built
-        # layer too); then the rows take turns, round after round, so a change in the
-        # machine's load falls on every row alike.
+        # One round first writes the bytecode caches (the built layer ships them too:
+        # layers/shared/Makefile); then the rows take turns, round after round, so a
+        # change in the machine's load falls on every row alike.
         for _label, code, cwd, env in rows:
             _once(python, code, cwd, env)
         walls: dict[str, list[float]] = {label: [] for label, *_ in rows}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
-_SKIP_FILES = {"requirements.txt"}
+_SKIP_FILES = {"requirements.txt", "Makefile"}  # build inputs, not layer content
 # A fixed timestamp keeps zips byte-identical for identical sources.
 _ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)
 
