@@ -32,6 +32,7 @@ from scones_core import tracing
 from scones_core.errors import EventError
 from scones_core.ingest import (
     PendingImage,
+    check_sqs_batch,
     ignored_events,
     is_s3_test_event,
     notification_images,
@@ -130,6 +131,7 @@ def start_images(images: list[PendingImage]) -> set[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    check_sqs_batch(event)  # anything else fails the invocation with what it was
     images: list[PendingImage] = []
 
     def record_handler(record: SQSRecord) -> None:

@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 import boto3
+import botocore.awsrequest
 import pytest
 from moto import mock_aws
 from scones_core.backfill import backfill_batch
+from scones_core.errors import ObjectsUnreadable
 from scones_core.objects import ObjectRef
 from scones_core.settings import StartSettings
 
@@ -95,6 +97,47 @@ def test_items_that_name_no_object_are_counted_and_a_batch_that_is_not_one_is_na
             backfill_batch(
                 not_a_batch, **clients, table=TABLE, prefix="incoming/", settings=settings
             )
+
+
+@mock_aws
+def test_an_object_s3_will_not_head_is_named_after_the_others_are_started() -> None:
+    """HeadObject refused for one key (as for an SSE-C object read without its key: 400
+    with code "400"): the batch's other objects still start, then the batch fails with
+    every unreadable key and its S3 error named, so the Map retries and counts it."""
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    keys = ["incoming/a.png", "incoming/locked.png", "incoming/c.png"]
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+
+    def refuse_locked(params: dict[str, Any], **_: Any) -> Any:
+        if str(params.get("url_path", "")).endswith("/incoming/locked.png"):  # the request
+            error = {"Error": {"Code": "400", "Message": "Bad Request"}}
+            error["ResponseMetadata"] = {"HTTPStatusCode": 400}
+            return (botocore.awsrequest.AWSResponse("", 400, {}, None), error)
+        return None
+
+    s3.meta.events.register("before-call.s3.HeadObject", refuse_locked)
+    listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
+    clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
+    settings = StartSettings(state_machine_arn=machine)
+
+    with pytest.raises(ObjectsUnreadable) as raised:
+        backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+
+    message = str(raised.value)
+    assert f"s3://{BUCKET}/incoming/locked.png: 400 (Bad Request)" in message
+    assert "1 of 3 listed objects" in message and "started 2" in message
+    executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+    started = {
+        json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["object"]["key"]
+        for e in executions
+    }
+    assert started == {"incoming/a.png", "incoming/c.png"}
+    # The Map's retry starts nothing twice and names the key again.
+    with pytest.raises(ObjectsUnreadable, match=r"incoming/locked\.png"):
+        backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 2
 
 
 def test_the_event_file_is_a_batch_the_function_reads() -> None:

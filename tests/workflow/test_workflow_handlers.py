@@ -12,7 +12,7 @@ import boto3
 import pytest
 from conftest import EVENTS, load_handler, start_function, template_limits
 from moto import mock_aws
-from scones_core.errors import SettingsError
+from scones_core.errors import EventError, SettingsError
 
 from scones.model.artifact import OnnxClassifier
 from scones.offline.lambda_worker import LambdaContext
@@ -94,6 +94,56 @@ def test_start_workflow_reports_only_the_bad_message_as_failed(
         "batchItemFailures": [{"itemIdentifier": "bad-1"}, {"itemIdentifier": "bad-2"}]
     }
     assert len(sfn.list_executions(stateMachineArn=arn)["executions"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "named"),
+    [
+        ("s3-notification", r"an S3 event notification \(Records\[\]\.s3\): S3 must notify"),
+        ("eventbridge", "an EventBridge event from S3"),
+        ("console-default", r"an object with keys \['key1', 'key2', 'key3'\]"),
+        ("list", "a JSON list"),
+    ],
+)
+def test_start_workflow_names_an_event_that_is_not_an_sqs_batch(
+    aws: None, monkeypatch: pytest.MonkeyPatch, kind: str, named: str
+) -> None:
+    """S3 wired straight to the function (or the console's test event) is refused with
+    what it is, not a KeyError from inside the batch processor; nothing is started."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    (message,) = event("start_workflow")["Records"]
+    not_a_batch: Any = {
+        "s3-notification": json.loads(message["body"]),
+        "eventbridge": json.loads(event("start_workflow_eventbridge")["Records"][0]["body"]),
+        "console-default": {"key1": "value1", "key2": "value2", "key3": "value3"},
+        "list": [message],
+    }[kind]
+
+    with pytest.raises(EventError, match="reads SQS batches from the ingest queue") as raised:
+        app.lambda_handler(not_a_batch, context())
+
+    assert raised.match(named)
+    assert sfn.list_executions(stateMachineArn=arn)["executions"] == []
+
+
+def test_start_workflow_names_the_workflows_own_dead_letter_sent_back_to_its_queue(
+    aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQS's "start DLQ redrive" can move a workflow_failed message to the ingest queue:
+    it is reported (and ends in the DLQ again) with a pointer to `scones redrive`."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    (message,) = event("start_workflow")["Records"]
+    letter = {"kind": "workflow_failed", "object": {"bucket": "b", "key": "incoming/x.png"}}
+    sqs_event = {"Records": [dict(message, messageId="dead-1", body=json.dumps(letter))]}
+
+    response = app.lambda_handler(sqs_event, context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "dead-1"}]}
+    (warning,) = [r for r in caplog.records if getattr(r, "message_id", None) == "dead-1"]
+    error = str(getattr(warning, "error", ""))
+    assert "workflow's own dead letter (workflow_failed)" in error
+    assert "replay it with `scones redrive --dead-letters`" in error
+    assert sfn.list_executions(stateMachineArn=arn)["executions"] == []
 
 
 def test_start_workflow_reports_a_batch_of_only_bad_messages_without_raising(

@@ -9,6 +9,11 @@ classification workflow for the rest through the start function's own code
 (``ingest.start_workflow``: attempt 0, the deterministic execution name). So a second run
 over the same prefix starts nothing for what is recorded or (Standard) already running:
 the backfill is resumable, and a rerun after a partial failure only does what is left.
+
+An object whose ``HeadObject`` fails for another reason than "not found" (access denied,
+an SSE-C object without its key, throttling) does not stop the batch: the others are
+started first, then the batch fails with ``ObjectsUnreadable`` naming each such key and
+its S3 error, so the Map retries it and, if it keeps failing, counts it as failed.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from scones_core.errors import ObjectsUnreadable, aws_error_code
 from scones_core.ingest import start_workflow
 from scones_core.objects import NULL_VERSION, ObjectRef, object_missing
 from scones_core.records import PARTITION_KEY
@@ -35,6 +41,7 @@ class BatchReport:
     already_running: list[str] = field(default_factory=list)  # execution name existed
     outside_prefix: list[str] = field(default_factory=list)  # keys, not classified here
     gone: list[str] = field(default_factory=list)  # keys deleted since the listing
+    unreadable: dict[str, str] = field(default_factory=dict)  # key -> HeadObject's error
     malformed: int = 0  # items that are not an object with a string Key (never a listing's)
 
     def to_json(self) -> dict[str, Any]:
@@ -44,6 +51,7 @@ class BatchReport:
             "already_running": len(self.already_running),
             "outside_prefix": self.outside_prefix,
             "gone": self.gone,
+            "unreadable": self.unreadable,
             "malformed": self.malformed,
         }
 
@@ -142,7 +150,11 @@ def backfill_batch(
         if not key.startswith(prefix):
             report.outside_prefix.append(key)
             continue
-        ref = current_version(s3, bucket, item)
+        try:
+            ref = current_version(s3, bucket, item)
+        except (ClientError, BotoCoreError) as exc:
+            report.unreadable[key] = _head_error(exc)
+            continue
         if ref is None:
             report.gone.append(key)
             continue
@@ -154,4 +166,22 @@ def backfill_batch(
             continue
         result = start_workflow(sfn, ref, settings, event_time)
         (report.started if result.started else report.already_running).append(ref.record_id)
+    if report.unreadable:
+        named = "; ".join(f"s3://{bucket}/{k}: {e}" for k, e in report.unreadable.items())
+        raise ObjectsUnreadable(
+            f"{len(report.unreadable)} of {len(items)} listed objects could not be read "
+            f"(HeadObject), so they were not started: {named}. The batch's other objects "
+            f"were handled (started {len(report.started)}, already recorded "
+            f"{len(report.recorded)})."
+        )
     return report
+
+
+def _head_error(exc: Exception) -> str:
+    """One line: the S3 error code (or status) and message of a failed HeadObject."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = aws_error_code(exc) or f"HTTP {status}"
+        message = " ".join(str(exc.response.get("Error", {}).get("Message") or "").split())
+        return f"{code} ({message[:160]})" if message and message != code else code
+    return " ".join(str(exc).split())[:200]

@@ -128,6 +128,11 @@ class StorageRefused(SconesError):
     an archived object, another 4xx); recorded as FAILED without a retry."""
 
 
+class ObjectsUnreadable(SconesError):
+    """The backfill could not read the current version of some listed objects (HeadObject
+    refused or failed); the batch's other objects were started, and these are named."""
+
+
 class EndpointRejectedRequest(SconesError):
     """The endpoint refused the request (unknown endpoint, validation, model error)."""
 

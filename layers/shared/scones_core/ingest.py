@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from scones_core.errors import EventError, aws_error_code
 from scones_core.notifications import s3_notification
 from scones_core.objects import ObjectRef, object_from_s3_record
-from scones_core.records import BatchInput, WorkflowInput
+from scones_core.records import WORKFLOW_FAILED_KIND, BatchInput, WorkflowInput
 from scones_core.settings import StartSettings
 
 
@@ -173,6 +173,33 @@ def _start(
     return StartResult(execution_name=name, started=True)
 
 
+def check_sqs_batch(event: Any) -> None:
+    """``EventError`` unless ``event`` is an SQS batch (``Records[].messageId`` and
+    ``body``), naming what it is instead: the start function reads the ingest queue."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    if isinstance(records, list) and all(
+        isinstance(r, dict) and isinstance(r.get("messageId"), str) and "body" in r
+        for r in records
+    ):
+        return
+    first = records[0] if isinstance(records, list) and records else None
+    if isinstance(first, dict) and "s3" in first:
+        seen = "an S3 event notification (Records[].s3): S3 must notify the ingest queue, "
+        seen += "not the function"
+    elif isinstance(event, dict) and event.get("source") == "aws.s3":
+        seen = "an EventBridge event from S3: the rule must target the ingest queue"
+    elif isinstance(first, dict) and "Sns" in first:
+        seen = "an SNS notification: subscribe the ingest queue to the topic"
+    elif isinstance(event, dict):
+        seen = f"an object with keys {sorted(event)[:8]}"
+    else:
+        seen = f"a JSON {type(event).__name__}"
+    raise EventError(
+        "the start function reads SQS batches from the ingest queue "
+        f"(Records[].messageId and body); this event is {seen}"
+    )
+
+
 def is_s3_test_event(body: Any) -> bool:
     """S3 sends ``s3:TestEvent`` once when a notification is configured: nothing to do."""
     try:
@@ -191,6 +218,12 @@ def notification_records(body: Any) -> list[dict[str, Any]]:
     """
     if is_s3_test_event(body):
         return []
+    if isinstance(body, dict) and body.get("kind") == WORKFLOW_FAILED_KIND:
+        # SQS's "start DLQ redrive" moved the workflow's dead letter back to the ingest queue.
+        raise EventError(
+            f"the message is the workflow's own dead letter ({WORKFLOW_FAILED_KIND}), not an "
+            "S3 event notification; replay it with `scones redrive --dead-letters`"
+        )
     body = s3_notification(body)
     records = body.get("Records") if isinstance(body, dict) else None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):

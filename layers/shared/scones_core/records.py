@@ -41,6 +41,8 @@ PARTITION_KEY = "pk"
 # The global secondary index the monitor counts statuses with (partition status,
 # sort recorded_at); template.yaml declares it under this name (a test checks).
 STATUS_INDEX_NAME = "status-recorded_at-index"
+# The ``kind`` of the dead-letter message the workflow's NotifyDeadLetter state sends.
+WORKFLOW_FAILED_KIND = "workflow_failed"
 STATUS_ATTRIBUTE = "status"
 RECORDED_AT_ATTRIBUTE = "recorded_at"
 # Which execution of the object wrote the item: 0 for the first, N for the N-th replay

@@ -56,13 +56,12 @@ from scones_core.records import (
     RECORDED_AT_ATTRIBUTE,
     STATUS_ATTRIBUTE,
     STATUS_INDEX_NAME,
+    WORKFLOW_FAILED_KIND,
     Status,
     record_from_item,
 )
 from scones_core.settings import StartSettings
 
-# The ``kind`` of the message the workflow's NotifyDeadLetter state sends.
-WORKFLOW_FAILED_KIND = "workflow_failed"
 REPLAYABLE_STATUSES: tuple[Status, ...] = (Status.FAILED,)
 _ONE_MILLISECOND = timedelta(milliseconds=1)
 
