@@ -11,6 +11,7 @@ from scones.cli.errors import CommandError
 from scones.cli.inputs import collect_inputs
 
 LABELS = ("bicycle", "motorcycle")
+PREFIX = "incoming/"
 
 
 def _touch(path: Path) -> Path:
@@ -28,12 +29,12 @@ def test_symlinked_folders_are_followed_once_and_hidden_files_left_out(tmp_path:
     inputs.mkdir()
     (inputs / "linked").symlink_to(photos, target_is_directory=True)
     (photos / "loop").symlink_to(photos, target_is_directory=True)  # a link back up
-    found = collect_inputs([inputs], LABELS)
+    found = collect_inputs([inputs], LABELS, prefix=PREFIX)
     assert [(f.key, f.true_label) for f in found] == [("linked/bicycle/a.png", "bicycle")]
     # A link to a folder that is also reached directly is not a loop: both are sent, each
     # under its own name, and the real folder keeps its label.
     (photos / "all").symlink_to(photos / "bicycle", target_is_directory=True)
-    found = collect_inputs([photos], LABELS)
+    found = collect_inputs([photos], LABELS, prefix=PREFIX)
     assert [(f.key, f.true_label) for f in found] == [
         ("all/a.png", None),
         ("bicycle/a.png", "bicycle"),
@@ -46,10 +47,10 @@ def test_a_link_to_nothing_and_an_unreadable_folder_are_named(
     _touch(tmp_path / "ok" / "a.png")
     (tmp_path / "ok" / "gone.png").symlink_to(tmp_path / "deleted.png")
     with pytest.raises(CommandError, match=r"gone\.png: a symbolic link to nothing"):
-        collect_inputs([tmp_path / "ok"], LABELS)
+        collect_inputs([tmp_path / "ok"], LABELS, prefix=PREFIX)
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     with pytest.raises(CommandError, match="dangling: a symbolic link to nothing"):
-        collect_inputs([tmp_path / "dangling"], LABELS)
+        collect_inputs([tmp_path / "dangling"], LABELS, prefix=PREFIX)
 
     locked = tmp_path / "locked"
     _touch(locked / "inner" / "c.png")
@@ -62,13 +63,41 @@ def test_a_link_to_nothing_and_an_unreadable_folder_are_named(
 
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(CommandError, match=r"inner: cannot read the folder: Permission denied"):
-        collect_inputs([locked], LABELS)
+        collect_inputs([locked], LABELS, prefix=PREFIX)
 
 
 def test_many_inputs_with_one_name_twice_are_refused(tmp_path: Path) -> None:
     for i in range(3000):
         _touch(tmp_path / "a" / f"{i}.png")
     _touch(tmp_path / "b" / "7.png")
-    assert len(collect_inputs([tmp_path / "a"], LABELS)) == 3000
+    assert len(collect_inputs([tmp_path / "a"], LABELS, prefix=PREFIX)) == 3000
     with pytest.raises(CommandError, match=r"under the same name: 7\.png"):
-        collect_inputs([tmp_path / "a", tmp_path / "b"], LABELS)
+        collect_inputs([tmp_path / "a", tmp_path / "b"], LABELS, prefix=PREFIX)
+
+
+LONG = "/".join(["é" * 100] * 5) + "/" + "x" * 17 + ".png"  # folders under 255 bytes each
+
+
+@pytest.mark.parametrize(
+    ("name", "named"),
+    [
+        ("a\nb.png", r"control character \('\\n'\)"),
+        ("tab\there\x7f.png", r"control character \('\\t', '\\x7f'\)"),
+        (LONG, r"would be 1035 bytes \(the incoming prefix included\); S3 allows 1024"),
+    ],
+)
+def test_a_name_that_cannot_be_an_s3_key_as_it_is_is_refused_before_anything_starts(
+    tmp_path: Path, name: str, named: str
+) -> None:
+    _touch(tmp_path / "ok.png")
+    _touch(tmp_path / name)
+    with pytest.raises(CommandError, match=named):
+        collect_inputs([tmp_path], LABELS, prefix=PREFIX)
+
+
+def test_a_key_of_exactly_1024_bytes_with_the_prefix_is_accepted(tmp_path: Path) -> None:
+    folders = ["f" * 200] * 4  # 804 bytes with their slashes
+    name = "e" * (1024 - len(PREFIX) - 804 - len(".png")) + ".png"
+    _touch(tmp_path.joinpath(*folders, name))
+    (found,) = collect_inputs([tmp_path], LABELS, prefix=PREFIX)
+    assert len((PREFIX + found.key).encode()) == 1024

@@ -109,6 +109,11 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
         (["--body-timeout-seconds", "-2"], "--body-timeout-seconds must be a positive"),
         (["--body-timeout-seconds", "nan"], "--body-timeout-seconds must be a positive"),
         (["--capture-flush-seconds", "nan"], "--capture-flush-seconds must be positive"),
+        # Both are folders of the capture files: nothing may lead outside --capture-dest.
+        (["--variant", "../../escaped"], "--variant '../../escaped' is not a SageMaker name"),
+        (["--variant", ""], "--variant '' is not a SageMaker name"),
+        (["--endpoint-name", "a/b"], "--endpoint-name 'a/b' is not a SageMaker name"),
+        (["--endpoint-name", "e" * 64], "is not a SageMaker name: use 1-63 letters"),
     ],
 )
 def test_bad_arguments_name_the_problem(

@@ -38,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def classify_command(args: argparse.Namespace) -> int:
-    inputs = collect_inputs(args.paths, labels=_labels(read_state()))  # checked first
+    state = read_state()
+    prefix = str(state.get("incoming_prefix") or parameter_default("IncomingPrefix"))
+    inputs = collect_inputs(args.paths, labels=_labels(state), prefix=prefix)  # checked first
     api = client_from_state()
     try:
         uploads = [api.upload_file(item.path, item.key) for item in inputs]

@@ -28,6 +28,26 @@ def _is_text(name: str) -> bool:
     return True
 
 
+# S3 keys are at most 1,024 bytes of UTF-8, and S3 lists control characters among those
+# that "might require special handling" (they cannot appear in XML 1.0 listings).
+MAX_KEY_BYTES = 1024
+
+
+def _key_problem(key: str) -> str | None:
+    """Why ``key`` (prefix included) cannot be uploaded as itself, or None."""
+    control = sorted({c for c in key if ord(c) < 0x20 or ord(c) == 0x7F})
+    if control:
+        shown = ", ".join(repr(c) for c in control)
+        return f"the file name contains a control character ({shown}); rename it"
+    size = len(key.encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        return (
+            f"its S3 key would be {size} bytes (the incoming prefix included); S3 allows "
+            f"{MAX_KEY_BYTES}; shorten the name or its folders"
+        )
+    return None
+
+
 def _files_under(root: Path) -> list[Path]:
     """Every non-hidden file under ``root``, through symlinked folders; a link back to a
     folder it sits in is not followed (the loop ends there); an unreadable folder or a link
@@ -60,8 +80,9 @@ def _files_under(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def collect_inputs(paths: list[Path], labels: tuple[str, ...]) -> list[InputFile]:
-    """Every regular, non-hidden file under ``paths``; each must be readable."""
+def collect_inputs(paths: list[Path], labels: tuple[str, ...], *, prefix: str) -> list[InputFile]:
+    """Every regular, non-hidden file under ``paths``; each must be readable, and its name
+    an S3 key under ``prefix`` (the incoming prefix) as it is."""
     found: list[InputFile] = []
     for root in paths:
         if not root.exists():
@@ -86,6 +107,8 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...]) -> list[InputFile
                     f"{os.fsdecode(path)!a}: the file name is not UTF-8, so it cannot be an "
                     "S3 key; rename it"
                 )
+            if problem := _key_problem(prefix + relative):
+                raise CommandError(f"{os.fsdecode(path)!a}: {problem}")
             parent = path.parent.name
             found.append(
                 InputFile(path=path, key=relative, true_label=parent if parent in labels else None)

@@ -79,7 +79,9 @@ def run_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)
     parameters = effective_params(overrides)
     labels = parse_labels(parameters["ModelLabels"])
-    inputs = collect_inputs(args.paths or [SAMPLES_DIR], labels)
+    inputs = collect_inputs(
+        args.paths or [SAMPLES_DIR], labels, prefix=parameters["IncomingPrefix"]
+    )
     check_writable_folder(args.out)
     started_at = datetime.now(UTC)
     stamp = _reserve_stamp(args.out, started_at.strftime("%Y%m%d-%H%M%S"))

@@ -7,16 +7,14 @@ keeps the names, and so the requests, reproducible in tests.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+
+from scones_core.sagemaker_names import MAX_NAME_LENGTH, NAME_RULE, is_sagemaker_name
 
 from scones.sagemaker.errors import LaunchError
 
 Clock = Callable[[], datetime]
-
-MAX_NAME_LENGTH = 63
-_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
 def utc_now() -> datetime:
@@ -29,11 +27,8 @@ def timestamp_suffix(clock: Clock = utc_now) -> str:
 
 def check_name(name: str) -> str:
     """``name`` if SageMaker accepts it; otherwise a :class:`LaunchError` saying why."""
-    if not _NAME.match(name):
-        raise LaunchError(
-            f"invalid SageMaker name {name!r}: use 1-63 letters, digits and hyphens, "
-            "starting and ending with a letter or digit"
-        )
+    if not is_sagemaker_name(name):
+        raise LaunchError(f"invalid SageMaker name {name!r}: use {NAME_RULE}")
     return name
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from scones_core.sagemaker_names import NAME_RULE, is_sagemaker_name
+
 from scones.serving.defaults import (
     CONTAINER_ENDPOINT_NAME,
     CONTAINER_HOST,
@@ -211,8 +213,10 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
         if folder.exists() and not folder.is_dir():
             raise ServeError(f"--capture-dest {destination}: a file is there, not a folder")
     endpoint_name = args.endpoint_name if args.endpoint_name is not None else defaults.endpoint_name
-    if not endpoint_name:
-        raise ServeError("--endpoint-name must not be empty")
+    # Both name the capture files' folders too (<endpoint>/<variant>/...), as on SageMaker.
+    for flag, name in (("--endpoint-name", endpoint_name), ("--variant", args.variant)):
+        if not is_sagemaker_name(name):
+            raise ServeError(f"{flag} {name!r} is not a SageMaker name: use {NAME_RULE}")
     max_body_bytes = (
         args.max_body_bytes if args.max_body_bytes is not None else defaults.max_body_bytes
     )

@@ -42,6 +42,7 @@ from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.locations import S3Location, read_optional_object
 from scones_core.monitoring.timestamps import format_millis, format_seconds
 from scones_core.monitoring.window_report import Alert
+from scones_core.sagemaker_names import MAX_NAME_LENGTH, is_sagemaker_name
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ MARKER_TYPE = "MONITOR_RETRAINING"
 # Running executions asked for: this window's own may be among them, and one other is enough.
 _RUNNING_PAGE = 2
 _MAX_EXECUTION_NAME = 80
-_MAX_TRAINING_JOB_NAME = 63
-_TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
 class RetrainingConfigError(ValueError):
@@ -124,9 +123,9 @@ def training_job_name(base: str, window_start: datetime) -> str:
     """The template's job name plus the window, trimmed to SageMaker's 63 characters."""
     suffix = f"{window_start.astimezone(UTC):%Y%m%d-%H%M}"
     stem = re.sub(r"[^A-Za-z0-9-]+", "-", base).strip("-")
-    stem = stem[: _MAX_TRAINING_JOB_NAME - len(suffix) - 1].rstrip("-")
+    stem = stem[: MAX_NAME_LENGTH - len(suffix) - 1].rstrip("-")
     name = f"{stem}-{suffix}" if stem else f"retrain-{suffix}"
-    if not _TRAINING_JOB_NAME.match(name):
+    if not is_sagemaker_name(name):
         raise RetrainingConfigError(f"cannot make a valid training job name from {base!r}")
     return name
 
