@@ -50,6 +50,9 @@ _TIME_FIELDS = ("scheduledTime", "time")
 
 
 EARLIEST_SCHEDULE = datetime(1970, 1, 1, tzinfo=UTC)
+# A schedule fires at its time; a time further ahead than this is not a schedule's (and
+# near year 9999 the window's arithmetic would overflow).
+LATEST_SCHEDULE_AHEAD = timedelta(days=1)
 
 
 def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datetime:
@@ -70,6 +73,12 @@ def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datet
                 raise EventError(f"event field {field!r}: {exc}") from exc
             if scheduled < EARLIEST_SCHEDULE:  # a window before it could not be computed
                 raise EventError(f"event field {field!r}: {event[field]!r} is before 1970")
+            if scheduled > now + LATEST_SCHEDULE_AHEAD:
+                raise EventError(
+                    f"event field {field!r}: {event[field]!r} is more than "
+                    f"{LATEST_SCHEDULE_AHEAD.days} day after now ({now.isoformat()}); "
+                    "a scheduled run measures a window that has ended"
+                )
             return scheduled - settle
     if event:
         unknown = sorted(map(str, event))

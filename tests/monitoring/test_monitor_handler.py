@@ -218,6 +218,10 @@ def test_bad_event_is_a_clear_error(aws: Aws) -> None:
     # The earliest time there is: the settle before it is no time at all.
     with pytest.raises(EventError, match="scheduledTime"):
         app.lambda_handler({"scheduledTime": "0001-01-01T00:00:00Z"}, LambdaContext())
+    # The latest: not a window's arithmetic overflowing near year 9999.
+    for far in ("9999-12-31T23:59:59Z", "2999-01-01T00:00:00Z"):
+        with pytest.raises(EventError, match=r"is more than 1 day after now"):
+            app.lambda_handler({"scheduledTime": far}, LambdaContext())
 
 
 def test_bad_environment_fails_the_cold_start_naming_the_variables(
