@@ -64,6 +64,7 @@ def monitor_env(**overrides: str) -> dict[str, str]:
         "MONITOR_SETTLE_MINUTES": "0",
         "MODEL_MONITOR_LAG_MINUTES": "0",
         "MONITOR_MIN_REQUESTS": "10",
+        "DATA_CAPTURE_SAMPLING_PERCENTAGE": "100",
         "LOW_CONFIDENCE_ALERT_SHARE": "0.9",
         "DRIFT_ALERT_THRESHOLD": "0.3",
         "BASELINE_S3_URI": f"s3://{BUCKET}/{BASELINE_KEY}",

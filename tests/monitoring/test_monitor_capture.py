@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import uuid
@@ -70,12 +71,15 @@ def test_base64_output_and_metadata_inside_capture_data_are_accepted() -> None:
     assert (record.label, record.confidence, record.inference_time) == ("motorcycle", 0.8, AT)
 
 
-def test_sagemaker_fractional_times_csv_and_batch_of_one_are_accepted() -> None:
+def test_sagemaker_fractional_times_csv_encoding_and_batch_of_one_are_accepted() -> None:
+    """``CSV`` encoding keeps the body verbatim: the endpoint's JSON answer under a content
+    type listed in ``CsvContentTypes`` is still that answer."""
     document = json.loads(capture_line([0.6, 0.4], AT))
     document["eventMetadata"]["inferenceTime"] = "2026-11-25T12:00:00.250+00:00"
-    document["captureData"]["endpointOutput"].update(data="0.6,0.4", encoding="CSV")
+    document["captureData"]["endpointOutput"].update(data="[0.6, 0.4]\n", encoding="CSV")
     record = parse_capture_line(json.dumps(document), LABELS)
     assert record.inference_time == AT + timedelta(milliseconds=250)
+    assert record.probabilities == (0.6, 0.4)
     document["captureData"]["endpointOutput"].update(data="[[0.6, 0.4]]", encoding="JSON")
     assert parse_capture_line(json.dumps(document), LABELS).probabilities == (0.6, 0.4)
 
@@ -111,6 +115,17 @@ def test_malformed_lines_say_what_is_wrong(mutate, problem: str) -> None:
     line = mutate(json.loads(capture_line([0.9, 0.1], AT)))
     with pytest.raises(CaptureFormatError, match=problem):
         parse_capture_line(line, LABELS)
+
+
+_ACCEPTED_ANSWERS: list[object] = [[0.25, 0.75], {"predictions": [0.25, 0.75]}, [[0.25, 0.75]]]
+_REJECTED_ANSWERS: list[object] = [
+    [0.5],
+    [0.5, 0.6],
+    [True, False],
+    ["0.5", "0.5"],
+    {"scores": [0.25, 0.75]},
+    [1.5, -0.5],
+]
 
 
 def _set(document: dict, path: list[str], value: object) -> str:
@@ -338,8 +353,8 @@ def test_a_capture_file_copied_under_another_key_counts_once(
     ]
     original = captures.put(WINDOW_START, "a-original", lines)
     # A replay copied the whole file into the same hour, and half of it into the next.
-    copied = captures.put(WINDOW_START, "b-copy", lines)
-    late = captures.put(WINDOW_END, "late-copy", [*lines[3:], "{torn"])
+    copied = captures.put(WINDOW_START, "b-copy", [*lines, "{torn"])
+    late = captures.put(WINDOW_END, "late-copy", lines[3:])
 
     batch = _read_window(aws)
     assert (batch.files_read, batch.lines_read) == (3, 16)
@@ -348,8 +363,9 @@ def test_a_capture_file_copied_under_another_key_counts_once(
     assert [r.confidence for r in batch.records] == [max(r.probabilities) for r in rows]
     assert (batch.duplicate_records, batch.malformed_lines) == (9, 1)
     assert [(w.code, w.source, w.line) for w in batch.warnings] == [
+        # A file's own warnings come first; its duplicates are found when it joins the window.
+        ("MALFORMED_CAPTURE_LINE", f"s3://{BUCKET}/{copied}", 7),
         *(("DUPLICATE_CAPTURE_RECORD", f"s3://{BUCKET}/{copied}", n) for n in range(1, 7)),
-        ("MALFORMED_CAPTURE_LINE", f"s3://{BUCKET}/{late}", 4),
         *(("DUPLICATE_CAPTURE_RECORD", f"s3://{BUCKET}/{late}", n) for n in range(1, 4)),
     ]
     assert batch.warnings[-1].reason == (
@@ -381,35 +397,37 @@ def test_a_gzip_compressed_file_is_one_warning_not_a_line_per_chunk(
     assert "gzip-compressed" in warning.reason
 
 
+@pytest.mark.parametrize("encoding", ["JSON", "CSV", "BASE64"])
 @pytest.mark.parametrize(
-    ("answer", "accepted"),
+    ("body", "accepted"),
     [
-        ([0.25, 0.75], True),
-        ({"predictions": [0.25, 0.75]}, True),
-        ([[0.25, 0.75]], True),
-        ([0.5], False),
-        ([0.5, 0.6], False),
-        ([True, False], False),
-        (["0.5", "0.5"], False),
-        ({"scores": [0.25, 0.75]}, False),
-        ([1.5, -0.5], False),
+        *((json.dumps(answer), True) for answer in _ACCEPTED_ANSWERS),
+        *((json.dumps(answer), False) for answer in _REJECTED_ANSWERS),
+        ("[0.25, 0.75]\n", True),
+        # A text/csv answer: not the endpoint's contract, so it classified nothing.
+        ("0.25,0.75", False),
+        ("0.25,0.75\n", False),
     ],
 )
 def test_the_monitor_reads_back_exactly_the_answers_the_classify_step_accepts(
-    answer: object, accepted: bool
+    body: str, accepted: bool, encoding: str
 ) -> None:
-    """One contract for the endpoint's body (``endpoint_response.probabilities``): an
-    answer that classified an image is never a malformed capture line, and the reverse."""
+    """One contract for the endpoint's body (``inference.parse_probabilities``): an
+    answer that classified an image is never a malformed capture line, and the reverse,
+    however SageMaker encoded it in the capture (verbatim for JSON and CSV content
+    types, base64 otherwise)."""
     from scones_core.errors import ModelResponseInvalid
     from scones_core.inference import parse_probabilities
 
-    body = json.dumps(answer)
     try:
         classified = tuple(parse_probabilities(body.encode(), LABELS).values())
     except ModelResponseInvalid:
         classified = None
     line = json.loads(capture_line([0.5, 0.5], AT))
-    line["captureData"]["endpointOutput"]["data"] = body
+    line["captureData"]["endpointOutput"].update(
+        data=base64.b64encode(body.encode()).decode() if encoding == "BASE64" else body,
+        encoding=encoding,
+    )
     try:
         captured = parse_capture_line(json.dumps(line), LABELS).probabilities
     except CaptureFormatError:

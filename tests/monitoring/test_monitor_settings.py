@@ -40,6 +40,7 @@ def test_every_problem_is_reported_by_name() -> None:
         RETRAINING_COOLDOWN_HOURS="nan",
         MONITOR_SETTLE_MINUTES="-5",
         MODEL_MONITOR_LAG_MINUTES="an hour",
+        DATA_CAPTURE_SAMPLING_PERCENTAGE="150",
     )
     del env["RESULTS_TABLE_NAME"]
     with pytest.raises(SettingsError) as caught:
@@ -57,6 +58,7 @@ def test_every_problem_is_reported_by_name() -> None:
         "RETRAINING_COOLDOWN_HOURS='nan'",
         "MONITOR_SETTLE_MINUTES='-5'",
         "MODEL_MONITOR_LAG_MINUTES='an hour'",
+        "DATA_CAPTURE_SAMPLING_PERCENTAGE='150'",
     ):
         assert name in message
 

@@ -178,8 +178,7 @@ def check_sqs_batch(event: Any) -> None:
     ``body``), naming what it is instead: the start function reads the ingest queue."""
     records = event.get("Records") if isinstance(event, dict) else None
     if isinstance(records, list) and all(
-        isinstance(r, dict) and isinstance(r.get("messageId"), str) and "body" in r
-        for r in records
+        isinstance(r, dict) and isinstance(r.get("messageId"), str) and "body" in r for r in records
     ):
         return
     first = records[0] if isinstance(records, list) and records else None

@@ -21,7 +21,7 @@ from scones_core.monitoring.capture import (
     read_capture_objects,
 )
 from scones_core.monitoring.data_warnings import DataWarning
-from scones_core.monitoring.locations import S3Location, list_objects
+from scones_core.monitoring.locations import S3Location, S3ReadError, list_objects
 
 
 class CaptureSourceError(Exception):
@@ -61,7 +61,7 @@ class CaptureSeries:
 
 
 def load_capture(source: str, labels: Sequence[str], *, s3_client: Any = None) -> CaptureSeries:
-    """Every capture record under ``source`` (a folder, a file or ``s3://bucket/prefix``)."""
+    """Every capture record under ``source`` (a folder, a file or an ``s3://`` folder)."""
     if source.startswith("s3://"):
         batch = _load_s3(source, labels, s3_client)
     elif "://" in source:
@@ -90,14 +90,13 @@ def _load_local(path: Path, labels: Sequence[str]) -> CaptureBatch:
 
 
 def _load_s3(uri: str, labels: Sequence[str], s3_client: Any) -> CaptureBatch:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
         location = S3Location.parse(uri)
     except ValueError as exc:
         raise CaptureSourceError(str(exc)) from exc
     client = s3_client if s3_client is not None else _default_s3_client()
-    prefix = location.key
+    # A folder: without the '/', ``.../endpoint`` would also list ``.../endpoint-staging``.
+    prefix = location.as_prefix()
     try:
         keys = [
             obj.key
@@ -107,13 +106,8 @@ def _load_s3(uri: str, labels: Sequence[str], s3_client: Any) -> CaptureBatch:
         if not keys:
             raise CaptureSourceError(f"no capture files (*{CAPTURE_SUFFIX}) under {uri}")
         return read_capture_objects(client, location.bucket, keys, labels)
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise CaptureSourceError(
-            f"cannot read {uri}: {error.get('Code', 'error')}: {error.get('Message', exc)}"
-        ) from exc
-    except BotoCoreError as exc:
-        raise CaptureSourceError(f"cannot read {uri}: {exc}") from exc
+    except S3ReadError as exc:  # it names the listing or the object that failed
+        raise CaptureSourceError(str(exc)) from exc
 
 
 def _default_s3_client() -> Any:

@@ -12,13 +12,15 @@ SageMaker writes one JSON object per line, many lines per file, and files under
      "eventVersion": "0"}
 
 ``eventMetadata`` sits beside ``captureData``; some writers nest it inside, and
-both are accepted. The output is the model's probabilities in label order, as
-JSON text or as base64 of that text; a record without ``endpointOutput`` (capture
-set to Input only) has nothing to measure and is named as such. Every line of
-every file is read; a line that does not parse is counted and skipped, never
-fatal. Records are unique by
-``eventMetadata.eventId``: a capture file copied under a second key (a replay,
-a backfill, a manual copy) would otherwise count its requests twice, so the
+both are accepted. ``endpointOutput.data`` is the endpoint's response body, verbatim
+(``JSON``/``CSV`` encoding) or as base64, and is read by the classify step's own rule
+(``inference.parse_probabilities``), so a captured answer is usable exactly when the
+answer classified an image. A record without ``endpointOutput`` (capture set to
+Input only) has nothing to measure and is named as such. Every line of every file
+is read; a line that does not parse is skipped, never fatal, and counted (and
+warned about) by one window only: the one that owns its file's hour folder. Records
+are unique by ``eventMetadata.eventId``: a capture file copied under a second key (a
+replay, a backfill, a manual copy) would otherwise count its requests twice, so the
 first record read is kept and every later copy is counted and reported.
 """
 
@@ -28,23 +30,34 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
+from http.client import HTTPException
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as URLLib3Error
 
-from scones_core.endpoint_response import probabilities as endpoint_probabilities
+from scones_core.errors import ModelResponseInvalid
+from scones_core.inference import parse_probabilities
 from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.data_warnings import (
     DUPLICATE_CAPTURE_RECORD,
     MALFORMED_CAPTURE_LINE,
+    MISFILED_CAPTURE_RECORDS,
     UNKNOWN_CAPTURE_VERSION,
+    UNREADABLE_CAPTURE_FILE,
     DataWarning,
 )
-from scones_core.monitoring.locations import S3Location, list_objects
-from scones_core.monitoring.timestamps import floor_hour, hours_between, parse_timestamp
+from scones_core.monitoring.locations import S3Location, S3ReadError, list_objects
+from scones_core.monitoring.timestamps import (
+    floor_hour,
+    format_seconds,
+    hours_between,
+    parse_timestamp,
+)
 from scones_core.objects import object_missing
 
 logger = logging.getLogger(__name__)
@@ -70,6 +83,9 @@ _STREAM_CHUNK_BYTES = 1 << 20
 OUTPUT_NOT_CAPTURED = "output not captured (CaptureMode Input only)"
 # The capture record format SageMaker writes (``eventVersion``) that this module reads.
 KNOWN_CAPTURE_VERSIONS = frozenset({"0"})
+# A response stream that broke off mid-read (botocore's ResponseStreamingError,
+# IncompleteReadError and ReadTimeoutError, urllib3's ProtocolError, a reset connection).
+_BROKEN_STREAM = (BotoCoreError, URLLib3Error, HTTPException, OSError)
 
 
 class CaptureFormatError(ValueError):
@@ -191,10 +207,9 @@ def parse_capture_line(
         inference_time = parse_timestamp(metadata.get("inferenceTime"))
     except ValueError as exc:
         raise CaptureFormatError(f"eventMetadata.inferenceTime: {exc}") from exc
-    answer = decode_output(output)
     try:
-        probabilities = endpoint_probabilities(answer, labels)
-    except ValueError as exc:
+        probabilities = tuple(parse_probabilities(response_body(output), tuple(labels)).values())
+    except ModelResponseInvalid as exc:
         raise CaptureFormatError(f"endpointOutput: {exc}") from exc
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
     event_id = metadata.get("eventId")
@@ -211,36 +226,26 @@ def parse_capture_line(
     )
 
 
-def decode_output(output: dict[str, Any]) -> Any:
-    """The endpoint's answer as a Python value, whatever the capture encoding."""
+def response_body(output: dict[str, Any]) -> bytes:
+    """The endpoint's response body as the classify step received it.
+
+    SageMaker keeps a body verbatim when its content type is listed as JSON or CSV
+    (``encoding`` ``JSON``/``CSV``) and as base64 otherwise; either way the bytes are the
+    endpoint's answer, so a CSV body is read by the same rule as any other (and fails it).
+    """
     data = output.get("data")
     encoding = str(output.get("encoding", "")).upper()
     if not isinstance(data, str):
-        if isinstance(data, list) and encoding in {"", "JSON"}:
-            return data
         raise CaptureFormatError("endpointOutput.data is not a string")
     if encoding == "BASE64":
         try:
-            text = base64.b64decode(data, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise CaptureFormatError(f"endpointOutput.data is not base64 text: {exc}") from exc
-    elif encoding in {"JSON", ""}:
-        text = data
-    elif encoding == "CSV":
-        return _csv_numbers(data)
-    else:
-        raise CaptureFormatError(f"unknown endpointOutput.encoding {encoding!r}")
-    try:
-        return load_json(text)
-    except NotJSON as exc:
-        raise CaptureFormatError(f"endpointOutput.data is {exc}") from exc
-
-
-def _csv_numbers(text: str) -> list[float]:
-    try:
-        return [float(cell) for cell in text.strip().split(",")]
-    except ValueError as exc:
-        raise CaptureFormatError(f"endpointOutput.data is not CSV numbers: {exc}") from exc
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise CaptureFormatError(f"endpointOutput.data is not base64: {exc}") from exc
+    if encoding in {"JSON", "CSV", ""}:
+        # A lone surrogate survives as bytes that are not UTF-8, as it would on the wire.
+        return data.encode("utf-8", "surrogatepass")
+    raise CaptureFormatError(f"unknown endpointOutput.encoding {encoding!r}")
 
 
 def parse_capture_lines(
@@ -250,49 +255,60 @@ def parse_capture_lines(
     source: str,
     start: datetime | None = None,
     end: datetime | None = None,
+    owner: bool = True,
+    read_elsewhere: Callable[[datetime], bool] | None = None,
 ) -> CaptureBatch:
     """Parse every line of one capture file; keep records with ``start <= time < end``.
 
-    Every malformed line and every repeated ``eventId`` becomes a warning naming
-    ``source`` and the 1-based line number (blank lines count, as in an editor).
+    Every repeated ``eventId`` becomes a warning naming ``source`` and the 1-based line
+    number (blank lines count, as in an editor). What belongs to the file rather than to
+    a time (a malformed line, which has none; a gzip file; an unknown format version)
+    is counted and warned about only by its ``owner``, so each is said once however many
+    windows read the file. The owner also asks ``read_elsewhere`` of each record outside
+    its window whether the window measuring that time reads this file, and names in one
+    warning the records no window will count.
     """
     batch = CaptureBatch(files_read=1)
     versions_seen: set[str] = set()
+    misfiled: list[CaptureRecord] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         batch.lines_read += 1
         if number == 1 and isinstance(line, bytes) and line.startswith(_GZIP_MAGIC):
             # Its "lines" would be compressed bytes, each a meaningless warning.
-            batch.malformed_lines += 1
-            batch.warn(
-                DataWarning(
-                    MALFORMED_CAPTURE_LINE,
-                    source,
-                    None,
-                    "the file is gzip-compressed; data capture writes JSON Lines text",
-                ),
-                "skipping gzip-compressed capture file",
-            )
+            if owner:
+                batch.malformed_lines += 1
+                batch.warn(
+                    DataWarning(
+                        MALFORMED_CAPTURE_LINE,
+                        source,
+                        None,
+                        "the file is gzip-compressed; data capture writes JSON Lines text",
+                    ),
+                    "skipping gzip-compressed capture file",
+                )
             break
         try:
             record = parse_capture_line(line, labels, source=source, line_number=number)
         except CaptureFormatError as exc:
-            batch.malformed_lines += 1
-            batch.warn(
-                DataWarning(MALFORMED_CAPTURE_LINE, source, number, str(exc)),
-                "skipping malformed capture line",
-            )
+            if owner:
+                batch.malformed_lines += 1
+                batch.warn(
+                    DataWarning(MALFORMED_CAPTURE_LINE, source, number, str(exc)),
+                    "skipping malformed capture line",
+                )
             continue
-        if record.event_version is not None and record.event_version not in versions_seen:
-            versions_seen.add(record.event_version)
-            if record.event_version not in KNOWN_CAPTURE_VERSIONS:
+        version = record.event_version
+        if owner and version is not None and version not in versions_seen:
+            versions_seen.add(version)
+            if version not in KNOWN_CAPTURE_VERSIONS:
                 batch.warn(
                     DataWarning(
                         UNKNOWN_CAPTURE_VERSION,
                         source,
                         number,
-                        f"eventVersion {record.event_version!r} is not one this monitor reads "
+                        f"eventVersion {version!r} is not one this monitor reads "
                         f"({', '.join(sorted(KNOWN_CAPTURE_VERSIONS))}); its records were "
                         "read as that format",
                     ),
@@ -302,8 +318,27 @@ def parse_capture_lines(
             end is not None and record.inference_time >= end
         ):
             batch.outside_window += 1
+            if owner and read_elsewhere is not None and not read_elsewhere(record.inference_time):
+                misfiled.append(record)
             continue
         batch.add(record)
+    if misfiled:
+        times = sorted(record.inference_time for record in misfiled)
+        first, last = times[0], times[-1]
+        span = format_seconds(first) + ("" if first == last else f" to {format_seconds(last)}")
+        batch.warn(
+            DataWarning(
+                MISFILED_CAPTURE_RECORDS,
+                source,
+                misfiled[0].line,
+                f"{len(misfiled)} record(s) timed {span}: the window measuring that time does "
+                "not read this file, so no window counts them (a clock far off the file's hour "
+                f"folder, a buffer opened more than {_minutes(EARLY_FILE_ALLOWANCE)} before its "
+                "records' window, or a file name not in SageMaker's "
+                f"MM-SS-mmm-<uuid>{CAPTURE_SUFFIX} layout)",
+            ),
+            "capture records no window counts",
+        )
     return batch
 
 
@@ -355,12 +390,17 @@ class CaptureFolder:
         return opened is not None and opened >= self.opened_from
 
 
+def capture_prefix(capture: S3Location, endpoint: str, variant: str) -> S3Location:
+    """Where the endpoint's DataCaptureConfig writes ``variant``'s files under ``capture``."""
+    return capture.child(endpoint, variant)
+
+
 def capture_folders(
     capture: S3Location, endpoint: str, variant: str, start: datetime, end: datetime
 ) -> list[CaptureFolder]:
     """The folders that can hold records from ``[start, end)``, oldest first: the last
     ``EARLY_FILE_ALLOWANCE`` of the hour before, then every hour to one after ``end``."""
-    base = capture.child(endpoint, variant)
+    base = capture_prefix(capture, endpoint, variant)
 
     def folder(hour: datetime, opened_from: datetime | None = None) -> CaptureFolder:
         return CaptureFolder(
@@ -384,8 +424,15 @@ def read_capture_window(
     end: datetime,
 ) -> CaptureBatch:
     """Every capture record with ``start <= inferenceTime < end``, from every file and line
-    of ``capture_folders``."""
+    of ``capture_folders``.
+
+    Windows follow one another (each run measures the window after the last), so every
+    hour folder has one owner: the window its hour starts in, which reads all of it.
+    Only the owner counts and names what belongs to the file rather than to a time, and
+    checks that each of its records is read by the window measuring it.
+    """
     batch = CaptureBatch()
+    read_elsewhere = _ReadByItsWindow(capture, endpoint, variant, start, end - start)
     for folder in capture_folders(capture, endpoint, variant, start, end):
         keys = [
             obj.key
@@ -394,8 +441,43 @@ def read_capture_window(
             )
             if folder.holds(obj.key)
         ]
-        batch.extend(read_capture_objects(s3, capture.bucket, keys, labels, start=start, end=end))
+        owner = start <= folder.hour < end
+        batch.extend(
+            read_capture_objects(
+                s3,
+                capture.bucket,
+                keys,
+                labels,
+                start=start,
+                end=end,
+                owner=owner,
+                read_elsewhere=read_elsewhere if owner else None,
+            )
+        )
     return batch
+
+
+@dataclass
+class _ReadByItsWindow:
+    """Whether the window (of the run's length, in step with ``start``) that measures a
+    time reads a given capture file: ``False`` means no window counts the record."""
+
+    capture: S3Location
+    endpoint: str
+    variant: str
+    start: datetime
+    length: timedelta
+    _folders: dict[datetime, list[CaptureFolder]] = field(default_factory=dict, repr=False)
+
+    def __call__(self, key: str, moment: datetime) -> bool:
+        window = self.start + (moment - self.start) // self.length * self.length
+        folders = self._folders.get(window)
+        if folders is None:
+            folders = capture_folders(
+                self.capture, self.endpoint, self.variant, window, window + self.length
+            )
+            self._folders[window] = folders
+        return any(key.startswith(folder.prefix) and folder.holds(key) for folder in folders)
 
 
 def read_capture_objects(
@@ -406,34 +488,77 @@ def read_capture_objects(
     *,
     start: datetime | None = None,
     end: datetime | None = None,
+    owner: bool = True,
+    read_elsewhere: Callable[[str, datetime], bool] | None = None,
 ) -> CaptureBatch:
     """Parse the ``.jsonl`` objects among ``keys``; other keys are ignored.
 
     Objects are streamed line by line, so memory holds one line (one captured
-    request, image included) at a time rather than a whole file.
+    request, image included) at a time rather than a whole file. S3 refusing an object
+    is a configuration problem and raises ``S3ReadError`` naming it; a stream that breaks
+    off mid-file keeps the lines read before it and becomes an ``UNREADABLE_CAPTURE_FILE``
+    warning, so one bad connection does not lose the window.
     """
     batch = CaptureBatch()
     for key in keys:
         if not key.endswith(CAPTURE_SUFFIX):
             continue
+        source = f"s3://{bucket}/{key}"
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"]
         except ClientError as exc:
             if not object_missing(exc):
-                raise
+                raise S3ReadError.of(source, exc) from exc
             # Deleted between listing and reading (an S3 lifecycle rule, say).
             logger.warning("capture file vanished before it was read", extra={"key": key})
             continue
+        except BotoCoreError as exc:
+            raise S3ReadError.of(source, exc) from exc
+        stream = _LineStream(body)
         try:
             batch.extend(
                 parse_capture_lines(
-                    body.iter_lines(chunk_size=_STREAM_CHUNK_BYTES),
+                    stream,
                     labels,
-                    source=f"s3://{bucket}/{key}",
+                    source=source,
                     start=start,
                     end=end,
+                    owner=owner,
+                    read_elsewhere=None if read_elsewhere is None else partial(read_elsewhere, key),
                 )
             )
         finally:
             body.close()
+        if stream.error is not None:
+            batch.warn(
+                DataWarning(
+                    UNREADABLE_CAPTURE_FILE,
+                    source,
+                    None,
+                    f"the read broke off after {stream.lines} line(s): {stream.error}; those "
+                    "were counted, the rest of the file was not",
+                ),
+                "capture file could not be read to its end",
+            )
     return batch
+
+
+@dataclass
+class _LineStream:
+    """An S3 body's lines, ending (with ``error`` set) where the stream broke off."""
+
+    body: Any
+    lines: int = 0
+    error: Exception | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for line in self.body.iter_lines(chunk_size=_STREAM_CHUNK_BYTES):
+                self.lines += 1
+                yield line
+        except _BROKEN_STREAM as exc:
+            self.error = exc
+
+
+def _minutes(span: timedelta) -> str:
+    return f"{span.total_seconds() / 60:g} minutes"

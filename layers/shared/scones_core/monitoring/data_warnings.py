@@ -1,10 +1,10 @@
 """Inputs the monitor could not use, each named so a person can find and fix it.
 
-A malformed or duplicated capture line and an unreadable Model Monitor report
-never stop the monitor: each becomes a ``DataWarning`` naming the object, the
-line and the reason. Every warning is logged once, where it is found, and is
-carried in the window report, so a count on a dashboard can always be traced
-back to the lines behind it.
+A malformed or duplicated capture line, a capture file that broke off mid-read and
+an unreadable Model Monitor report never stop the monitor: each becomes a
+``DataWarning`` naming the object, the line and the reason. Every warning is logged
+once, where it is found, and is carried in the window report, so a count on a
+dashboard can always be traced back to the lines behind it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ DUPLICATE_CAPTURE_RECORD = "DUPLICATE_CAPTURE_RECORD"
 # (its records parsed), and said once per file, so a format change is noticed.
 UNKNOWN_CAPTURE_VERSION = "UNKNOWN_CAPTURE_VERSION"
 UNREADABLE_REPORT = "UNREADABLE_MODEL_MONITOR_REPORT"
+# A capture file whose download broke off mid-stream: the lines before were read.
+UNREADABLE_CAPTURE_FILE = "UNREADABLE_CAPTURE_FILE"
+# Records in a file that the window measuring their time does not read (their clock is
+# far from the file's hour folder): no window counts them, so they are named once.
+MISFILED_CAPTURE_RECORDS = "MISFILED_CAPTURE_RECORDS"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """``s3://bucket/prefix`` URIs and the S3 reads the monitor needs.
 
 The clients are injected (a boto3 S3 client or anything with the same methods),
-so tests run these functions against moto.
+so tests run these functions against moto. A read or listing that fails raises
+``S3ReadError`` naming the ``s3://`` location: botocore's own message names only the
+operation, which leaves a person with one bucket of many objects to search.
 """
 
 from __future__ import annotations
@@ -11,9 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from scones_core.errors import SconesError
 from scones_core.objects import object_missing
+
+
+class S3ReadError(SconesError):
+    """An S3 read or listing failed; the message names the ``s3://`` location."""
+
+    @classmethod
+    def of(cls, uri: str, exc: Exception, action: str = "read") -> S3ReadError:
+        return cls(f"cannot {action} {uri}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -65,15 +76,18 @@ def list_objects(
     request = {"Bucket": bucket, "Prefix": prefix}
     if start_after is not None:
         request["StartAfter"] = start_after
-    for page in paginator.paginate(**request):
-        for item in page.get("Contents", []):
-            yield S3Object(
-                key=item["Key"], last_modified=item["LastModified"], size=int(item["Size"])
-            )
+    try:
+        for page in paginator.paginate(**request):
+            for item in page.get("Contents", []):
+                yield S3Object(
+                    key=item["Key"], last_modified=item["LastModified"], size=int(item["Size"])
+                )
+    except (ClientError, BotoCoreError) as exc:
+        raise S3ReadError.of(f"s3://{bucket}/{prefix}", exc, "list") from exc
 
 
 def read_object(s3: Any, bucket: str, key: str) -> bytes:
-    """The object's bytes. Errors propagate; see ``read_optional_object``."""
+    """The object's bytes. botocore's errors propagate; see ``read_optional_object``."""
     response = s3.get_object(Bucket=bucket, Key=key)
     body: bytes = response["Body"].read()
     return body
@@ -83,11 +97,14 @@ def read_optional_object(s3: Any, location: S3Location) -> bytes | None:
     """The object's bytes, or ``None`` when the key does not exist.
 
     A missing bucket or a permission error is a configuration problem and is
-    raised, so a misconfigured stack fails loudly instead of looking healthy.
+    raised (``S3ReadError`` naming the object), so a misconfigured stack fails loudly
+    instead of looking healthy.
     """
     try:
         return read_object(s3, location.bucket, location.key)
     except ClientError as exc:
         if object_missing(exc):
             return None
-        raise
+        raise S3ReadError.of(location.uri, exc) from exc
+    except BotoCoreError as exc:
+        raise S3ReadError.of(location.uri, exc) from exc

@@ -102,8 +102,8 @@ def respond(
 ) -> RetrainingOutcome | None:
     """Start retraining for the alerts that ask for it; ``None`` when none does.
 
-    Alerts about the monitoring itself (unusable capture, a failed Model Monitor
-    execution, an unreadable report) are left out: new weights would not fix them.
+    Alerts about the monitoring itself (unusable or missing capture, a failed Model
+    Monitor execution, an unreadable report) are left out: new weights would not fix them.
     """
     alerts = [alert for alert in alerts if alert.starts_retraining]
     if not alerts:

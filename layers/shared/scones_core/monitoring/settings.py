@@ -32,6 +32,7 @@ ENVIRONMENT_VARIABLES = (
     "RESULTS_TABLE_NAME",
     "MONITOR_STATE_TABLE_NAME",
     "DATA_CAPTURE_S3_URI",
+    "DATA_CAPTURE_SAMPLING_PERCENTAGE",
     "ENDPOINT_NAME",
     "ENDPOINT_VARIANT",
     "LABELS",
@@ -59,6 +60,9 @@ class MonitorSettings:
     results_table_name: str
     state_table_name: str  # the monitor's own small table (retraining markers, TTL)
     data_capture: S3Location
+    # The endpoint's InitialSamplingPercentage: how many capture records the window's
+    # classified images should have left (CAPTURE_MISSING).
+    capture_sampling_percent: float
     endpoint_name: str
     endpoint_variant: str
     labels: tuple[str, ...]
@@ -95,6 +99,7 @@ class MonitorSettings:
             results_table_name=reader.required("RESULTS_TABLE_NAME"),
             state_table_name=reader.required("MONITOR_STATE_TABLE_NAME"),
             data_capture=reader.parsed("DATA_CAPTURE_S3_URI", S3Location.parse),
+            capture_sampling_percent=reader.parsed("DATA_CAPTURE_SAMPLING_PERCENTAGE", _percentage),
             endpoint_name=reader.required("ENDPOINT_NAME"),
             endpoint_variant=reader.required("ENDPOINT_VARIANT"),
             labels=reader.parsed("LABELS", parse_labels),
@@ -120,6 +125,13 @@ class MonitorSettings:
                 "the monitor's environment is invalid: " + "; ".join(reader.problems)
             )
         return settings
+
+
+def _percentage(value: str) -> float:
+    number = _number(value)
+    if not 0 <= number <= 100:
+        raise ValueError("must be between 0 and 100")
+    return number
 
 
 def _number(value: str) -> float:

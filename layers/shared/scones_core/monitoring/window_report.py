@@ -5,11 +5,13 @@ traffic, the results table, and (when it exists) Model Monitor. Alerts compare
 the numbers with the deployment's thresholds; low confidence and label drift
 only count once the window has enough requests to mean something.
 
-Three alerts say the monitoring itself is broken rather than the model: a window
+Four alerts say the monitoring itself is broken rather than the model: a window
 whose captured lines exist but none can be used (say, capture set to Input only),
-a Model Monitor execution that ended ``Failed``/``Stopped`` for a reason other
-than an idle hour, and a report that cannot be read. They count as alerts (a
-person must look) but do not start retraining, which would fix none of them.
+a window whose classified images reached the endpoint but left no capture record
+(capture written elsewhere, under another variant, or turned off), a Model Monitor
+execution that ended ``Failed``/``Stopped`` for a reason other than an idle hour,
+and a report that cannot be read. They count as alerts (a person must look) but do
+not start retraining, which would fix none of them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from scones_core.monitoring.capture import CaptureBatch
+from scones_core.monitoring.capture import CaptureBatch, capture_prefix
 from scones_core.monitoring.data_warnings import MALFORMED_CAPTURE_LINE, DataWarning
 from scones_core.monitoring.drift import Baseline, DriftResult, compare_with_baseline
 from scones_core.monitoring.model_monitor import ModelMonitorFindings
@@ -35,6 +37,7 @@ MODEL_MONITOR_VIOLATIONS = "MODEL_MONITOR_VIOLATIONS"
 MODEL_MONITOR_EXECUTION_FAILED = "MODEL_MONITOR_EXECUTION_FAILED"
 MODEL_MONITOR_REPORT_UNREADABLE = "MODEL_MONITOR_REPORT_UNREADABLE"
 CAPTURE_UNUSABLE = "CAPTURE_UNUSABLE"
+CAPTURE_MISSING = "CAPTURE_MISSING"
 # How many distinct reasons the CAPTURE_UNUSABLE alert names, most frequent first:
 # one cause usually explains every line, and the alert goes into one SNS message.
 UNUSABLE_REASONS_NAMED = 3
@@ -98,6 +101,7 @@ class WindowReport:
             "capture_files": self.capture_files,
             "malformed_lines": self.malformed_lines,
             "duplicate_records": self.duplicate_records,
+            "outside_window": self.outside_window,
             "confidence": None
             if confidence is None
             else {
@@ -209,7 +213,7 @@ def evaluate_alerts(report: WindowReport, settings: MonitorSettings) -> list[Ale
                     f"(alert at {settings.drift_alert_threshold})",
                 )
             )
-    alerts += _capture_alerts(report)
+    alerts += _capture_alerts(report) or _missing_capture_alerts(report, settings)
     monitor = report.model_monitor
     if monitor is not None:
         alerts += _model_monitor_alerts(monitor)
@@ -220,9 +224,9 @@ def _capture_alerts(report: WindowReport) -> list[Alert]:
     """Captured lines were read but not one is usable: 0 requests here is a fault, not a
     quiet window, and is below ``min_requests``, so no threshold alert would say so.
 
-    A line that cannot be read has no time, so it cannot be told to belong to this window
-    or to a neighbouring hour's file; one usable record anywhere (in the window or not)
-    shows the capture works, and then nothing is raised."""
+    A line that cannot be read has no time; it is counted by the window that owns its
+    file's hour folder. One usable record anywhere (in the window or not) shows the
+    capture works, and then nothing is raised."""
     if report.request_count or report.outside_window or not report.malformed_lines:
         return []
     reasons = Counter(w.reason for w in report.warnings if w.code == MALFORMED_CAPTURE_LINE)
@@ -235,6 +239,35 @@ def _capture_alerts(report: WindowReport) -> list[Alert]:
             CAPTURE_UNUSABLE,
             f"none of the {report.malformed_lines} captured line(s) read for the window could "
             "be used: " + named,
+            starts_retraining=False,
+        )
+    ]
+
+
+def _missing_capture_alerts(report: WindowReport, settings: MonitorSettings) -> list[Alert]:
+    """The results table says at least ``min_requests`` images reached the endpoint in the
+    window, yet not one capture record of the window was read: capture goes elsewhere or
+    nowhere, and a window of 0 requests would otherwise look like a quiet hour.
+
+    Reviewed records count by the workflow's outcome. With sampling, the alert needs
+    ``min_requests`` *expected* capture records (at 20, none by chance is e**-20)."""
+    reached = report.results.outcome(Status.ACCEPTED) + report.results.outcome(Status.NEEDS_REVIEW)
+    expected = reached * settings.capture_sampling_percent / 100
+    if report.request_count or expected < settings.min_requests:
+        return []
+    listed = capture_prefix(
+        settings.data_capture, settings.endpoint_name, settings.endpoint_variant
+    ).as_prefix()
+    return [
+        Alert(
+            CAPTURE_MISSING,
+            f"{reached} image(s) reached the endpoint in the window (ACCEPTED or NEEDS_REVIEW "
+            f"in the results table; at {settings.capture_sampling_percent:g} % sampling "
+            f"{expected:g} capture records) but no capture record of the window was found under "
+            f"s3://{settings.data_capture.bucket}/{listed} (variant "
+            f"{settings.endpoint_variant}; {report.capture_files} file(s) read): check the "
+            f"endpoint's DataCaptureConfig (EnableCapture, DestinationS3Uri, the variant "
+            "name, InitialSamplingPercentage)",
             starts_retraining=False,
         )
     ]
