@@ -210,6 +210,123 @@ def tiff_in_strips(
     return b"II*\x00" + struct.pack("<I", ifd_at) + data + b"\0" * (len(data) % 2) + ifd + extra
 
 
+def bmp_rle(size: tuple[int, int], palette: list[int], body: bytes, *, rle4: bool = False) -> bytes:
+    """A BMP (BITMAPINFOHEADER) whose pixel data is ``body``, coded RLE4 or RLE8 with
+    ``palette`` (flat RGB). Pillow cannot write run-length BMPs."""
+    colours = len(palette) // 3
+    red, green, blue = palette[0::3], palette[1::3], palette[2::3]
+    table = b"".join(bytes(bgr) + b"\0" for bgr in zip(blue, green, red, strict=True))
+    info = struct.pack(
+        "<IiiHHIIiiII",
+        40,
+        *size,
+        1,
+        4 if rle4 else 8,
+        2 if rle4 else 1,
+        len(body),
+        2835,
+        2835,
+        colours,
+        0,
+    )
+    offset = 14 + len(info) + len(table)
+    return b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset) + info + table + body
+
+
+def bmp_run_length(image: Image.Image, *, rle4: bool = False, tail: bytes = b"") -> bytes:
+    """``image`` (mode P, at most 16 colours for RLE4) as a run-length BMP: runs of equal
+    pixels, an end of line per row and an end of bitmap, then ``tail`` (bytes a decoder
+    never reads)."""
+    width, height = image.size
+    pixels = image.tobytes()
+    body = bytearray()
+    for y in reversed(range(height)):  # BMP rows run bottom-up
+        row = pixels[y * width : (y + 1) * width]
+        x = 0
+        while x < width:
+            run = 1
+            while x + run < width and run < 255 and row[x + run] == row[x]:
+                run += 1
+            body += bytes([run, row[x] * 0x11 if rle4 else row[x]])
+            x += run
+        body += b"\0\0"
+    entries = (16 if rle4 else 256) * 3
+    palette = ((image.getpalette() or []) + [0] * entries)[:entries]
+    return bmp_rle(image.size, palette, bytes(body) + b"\0\1" + tail, rle4=rle4)
+
+
+def bmp_rle_bomb(width: int, height: int, *, rle4: bool = False) -> bytes:
+    """A few KB of RLE that Pillow's Python decoder takes seconds over: each row one pixel
+    and an end of line, which it pads with zeros a byte at a time."""
+    body = b"\1\7\0\0" * height + b"\0\1"
+    return bmp_rle((width, height), [0, 0, 0] * (16 if rle4 else 256), body, rle4=rle4)
+
+
+def png_keyed(
+    rows: list[list[int]] | list[list[tuple[int, ...]]], depth: int, key: int | tuple[int, ...]
+) -> bytes:
+    """A grey (int samples) or RGB (tuples) PNG of ``depth`` bits a sample whose tRNS
+    chunk makes the colour ``key`` transparent. Pillow writes neither 2- and 4-bit grey
+    nor 16-bit RGB."""
+    rgb = isinstance(rows[0][0], tuple)
+    width, height = len(rows[0]), len(rows)
+    packed = b""
+    for row in rows:
+        samples = [s for pixel in row for s in (pixel if isinstance(pixel, tuple) else (pixel,))]
+        if depth == 16:
+            data = struct.pack(f">{len(samples)}H", *samples)
+        else:
+            bits = "".join(format(s, f"0{depth}b") for s in samples)
+            bits += "0" * (-len(bits) % 8)
+            data = int(bits, 2).to_bytes(len(bits) // 8, "big")
+        packed += b"\0" + data
+    keys = key if isinstance(key, tuple) else (key,)
+    header = struct.pack(">IIBBBBB", width, height, depth, 2 if rgb else 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"tRNS", struct.pack(f">{len(keys)}H", *keys))
+        + png_chunk(b"IDAT", zlib.compress(packed))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def tiff_grey_16(
+    size: tuple[int, int],
+    samples: list[int],
+    *,
+    big_endian: bool,
+    signed: bool = False,
+    deflate: bool = False,
+) -> bytes:
+    """A 16-bit grey TIFF in either byte order, unsigned or signed, raw or deflated
+    (Pillow writes a big-endian one only uncompressed, and no signed one)."""
+    order = ">" if big_endian else "<"
+    raw = struct.pack(f"{order}{len(samples)}{'h' if signed else 'H'}", *samples)
+    data = zlib.compress(raw) if deflate else raw
+    entries = [  # (tag, type, value); type 3 SHORT, 4 LONG
+        (256, 4, size[0]),
+        (257, 4, size[1]),
+        (258, 3, 16),
+        (259, 3, 8 if deflate else 1),
+        (262, 3, 1),  # black is zero
+        (273, 4, 8),  # the strip follows the header
+        (277, 3, 1),
+        (278, 4, size[1]),
+        (279, 4, len(data)),
+        (339, 3, 2 if signed else 1),  # sample format
+    ]
+    ifd = struct.pack(order + "H", len(entries))
+    for tag, kind, value in entries:
+        packed = struct.pack(order + ("H" if kind == 3 else "I"), value).ljust(4, b"\0")
+        ifd += struct.pack(order + "HHI", tag, kind, 1) + packed
+    ifd += struct.pack(order + "I", 0)
+    head = (b"MM\x00*" if big_endian else b"II*\x00") + struct.pack(
+        order + "I", 8 + len(data) + len(data) % 2
+    )
+    return head + data + b"\0" * (len(data) % 2) + ifd
+
+
 def rejected(name: str, data: bytes, code: str, words: str, key: str | None = None) -> Entry:
     return Entry(name, key or f"catalog/{name}", data, "REJECTED", code, words)
 
@@ -234,6 +351,7 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
         rejected("bomb.png", png_header_only(side, side), "ImageTooManyPixels", "pixels"),
         rejected("tile-bomb.tif", tiff_with_tiles(64, 64, side), "ImageTooManyPixels", "tiles"),
         rejected("strips.tif", tiff_in_strips(8, 70_000, 1), "ImageTooComplex", "70000 strips"),
+        rejected("rle-bomb.bmp", bmp_rle_bomb(5000, 5000), "ImageTooComplex", "RLE8"),
         rejected("profiles.png", png_with_profiles(png, 2), "CorruptImage", "iCCP"),
         rejected(
             "long-comment.png",
@@ -318,6 +436,14 @@ def unusual_images(source: Path) -> list[Entry]:
     key_colour = rgb.getpixel((0, 0))  # an RGB PNG's tRNS: this colour is transparent
     keyed = rgb.copy()
     keyed.putdata([(255, 255, 255) if px == key_colour else px for px in rgb.get_flattened_data()])
+    # 16 bits a sample, the low byte unlike the high one (which is all Pillow keeps).
+    samples_16 = [v << 8 | 0x5A for v in rgb.tobytes()]
+    row_16 = 3 * rgb.width
+    rgb_16 = [
+        [tuple(samples_16[at : at + 3]) for at in range(top, top + row_16, 3)]
+        for top in range(0, len(samples_16), row_16)
+    ]
+    colours = rgb.quantize(256)
     # A print profile (megabytes in real files) that must not travel with the model input.
     profile = random.Random(7).randbytes(300_000)
 
@@ -345,6 +471,13 @@ def unusual_images(source: Path) -> list[Entry]:
             SAME_INPUT,
         ),
         valid("gray16.png", encode(sixteen), SAME_INPUT, src=encode(gray)),
+        valid(
+            "gray16-big-endian.tif",
+            tiff_grey_16(gray.size, [v * 257 for v in gray.tobytes()], big_endian=True),
+            SAME_INPUT,
+            src=encode(gray),
+        ),
+        valid("rle8.bmp", bmp_run_length(colours), SAME_INPUT, src=encode(colours)),
         valid("palette.png", encode(palette), SAME_LABEL),
         valid("progressive.jpg", encode(rgb, "JPEG", quality=95, progressive=True), SAME_LABEL),
         valid("cmyk.jpg", encode(cmyk, "JPEG", quality=95), SAME_LABEL),
@@ -357,6 +490,12 @@ def unusual_images(source: Path) -> list[Entry]:
         valid("photo-640.jpg", encode(big, "JPEG", quality=92), SAME_LABEL),
         # The key colour is composited on white like any transparency.
         valid("rgb-trns.png", encode(rgb, transparency=key_colour), SAME_INPUT, encode(keyed)),
+        valid(
+            "rgb16-trns.png",
+            png_keyed(rgb_16, 16, rgb_16[0][0]),  # the key is pixel (0, 0)'s colour
+            SAME_INPUT,
+            encode(keyed),
+        ),
         valid(
             "print-profile.jpg",
             encode(cmyk, "JPEG", quality=95, icc_profile=profile),

@@ -29,6 +29,8 @@ from image_catalog import (
     bad_inputs,
     encode,
     png_header_only,
+    png_keyed,
+    tiff_grey_16,
     tiff_in_strips,
     unusual_images,
 )
@@ -41,7 +43,7 @@ from scones_core.image_rules import (
     decode_bytes,
     decode_image,
 )
-from scones_core.images import read_object, serialize_object
+from scones_core.images import normalise_image, read_object, serialize_object
 from scones_core.objects import ObjectRef
 from scones_core.preprocess import (
     REDUCING_GAP,
@@ -177,6 +179,9 @@ def test_source_facts_come_from_the_header(s3: Any) -> None:
             "exif-rotated.png",
             "palette.png",
             "gray16.png",
+            "gray16-big-endian.tif",
+            "rgb16-trns.png",
+            "rle8.bmp",
             "cmyk.jpg",
             "animated.gif",
         }
@@ -302,6 +307,115 @@ def test_palette_transparency_is_composited_on_white() -> None:
     image.putpalette([0, 0, 0] * 256)
     image.info["transparency"] = 3
     assert to_model_image(image, (8, 8)).getpixel((4, 4)) == (255, 255, 255)
+
+
+def _model_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(normalise_image(data, LIMITS).png)) as image:
+        return np.asarray(image.convert("RGB"), dtype=int)
+
+
+def _grey_pattern(levels: int) -> list[list[int]]:
+    """Every sample value of ``levels`` in stripes, at the model's size."""
+    width, height = LIMITS.model_input_size
+    return [[(x + y // 4) % levels for x in range(width)] for y in range(height)]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4, 16])
+def test_a_grey_colour_key_is_transparent_at_every_bit_depth(depth: int) -> None:
+    """Pillow spreads 1-, 2- and 4-bit samples over 0-255 (and keeps 16-bit ones) but
+    left the tRNS key as stored: it never matched, and the keyed pixels showed grey."""
+    levels = 2**depth if depth < 16 else 4
+    eight_bit = [[round(v * 255 / (levels - 1)) for v in row] for row in _grey_pattern(levels)]
+    if depth == 16:
+        stored, key = [[v * 257 for v in row] for row in eight_bit], 85 * 257
+    else:  # black is the 1-bit key: a white one is white on white
+        stored, key = _grey_pattern(levels), min(1, levels - 2)
+    key_8 = 85 if depth == 16 else round(key * 255 / (levels - 1))
+    equivalent = _model_pixels(png_keyed(eight_bit, 8, key_8))
+    got = _model_pixels(png_keyed(stored, depth, key))
+    keyed = np.asarray(eight_bit) == key_8
+    assert keyed.any() and (equivalent[keyed] == 255).all()
+    assert np.array_equal(got, equivalent)
+
+
+def test_a_16_bit_rgb_colour_key_is_transparent_like_the_8_bit_one() -> None:
+    width, height = LIMITS.model_input_size
+    eight_bit = [[(x * 8, y * 8, (x + y) % 3 * 100) for x in range(width)] for y in range(height)]
+    key = eight_bit[5][9]  # the only pixel of its colour
+    # Pillow keeps a 16-bit sample's high byte; the low bytes differ from the high ones.
+    stored = [
+        [(r << 8 | 0x5A, g << 8 | 0x5A, b << 8 | 0x5A) for r, g, b in row] for row in eight_bit
+    ]
+    equivalent = _model_pixels(png_keyed(eight_bit, 8, key))
+    got = _model_pixels(png_keyed(stored, 16, tuple(v << 8 | 0x5A for v in key)))
+    assert (equivalent[5, 9] == 255).all() and not (equivalent == 255).all()
+    assert np.array_equal(got, equivalent)
+
+
+@pytest.mark.parametrize("deflate", [False, True], ids=["raw", "deflate"])
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_a_16_bit_grey_tiff_gives_the_same_model_input_in_either_byte_order(
+    signed: bool, deflate: bool
+) -> None:
+    """A big-endian unsigned TIFF decodes as I;16B, whose extrema Pillow lacks (it was
+    refused as corrupt); a compressed big-endian signed one came out byte-swapped."""
+    grey = Image.open(SOURCE).convert("L")
+    samples = [v * 257 - (32768 if signed else 0) for v in grey.tobytes()]
+    little, big = (
+        normalise_image(
+            tiff_grey_16(grey.size, samples, big_endian=order, signed=signed, deflate=deflate),
+            LIMITS,
+        )
+        for order in (False, True)
+    )
+    assert big.png == little.png
+    assert (big.source["mode"], little.source["mode"]) == (
+        ("I", "I") if signed else ("I;16B", "I;16")
+    )
+
+
+@pytest.mark.parametrize("size", [(48, 40), (1201, 1000)], ids=["direct", "strips"])
+def test_every_16_bit_mode_preprocesses_like_the_little_endian_image(
+    size: tuple[int, int],
+) -> None:
+    samples = np.random.default_rng(16).integers(0, 65536, (size[1], size[0]), dtype=np.uint16)
+    little = Image.frombytes("I;16", size, samples.astype("<u2").tobytes())
+    expected = to_model_image(little, (32, 32)).tobytes()
+    for mode, dtype in [("I;16L", "<u2"), ("I;16B", ">u2"), ("I;16N", "=u2")]:
+        image = Image.frombytes(mode, size, samples.astype(dtype).tobytes())
+        assert to_model_image(image, (32, 32)).tobytes() == expected, mode
+
+
+def _float_tiff(pixels: np.ndarray) -> bytes:
+    return encode(Image.fromarray(pixels.astype(np.float32)), "TIFF")
+
+
+@pytest.mark.parametrize("top", [0.8, 300.0], ids=["nominal range", "own range"])
+def test_non_finite_float_pixels_take_the_bounds_and_leave_the_rest_alone(top: float) -> None:
+    """One NaN or infinity made the whole image black; now +inf is white, -inf black and
+    NaN (no data) the background, and every finite pixel is the clean file's."""
+    width, height = LIMITS.model_input_size
+    # The brightest pixel (the last) stays finite, so the clean file's scale is kept.
+    clean = np.linspace(0, top, width * height, dtype=np.float32).reshape(height, width)
+    dirty = clean.copy()
+    dirty[0, 0], dirty[5, 9], dirty[9, 3] = np.nan, np.inf, -np.inf
+    expected = _model_pixels(_float_tiff(clean))
+    expected[0, 0], expected[5, 9], expected[9, 3] = 255, 255, 0
+    assert np.array_equal(_model_pixels(_float_tiff(dirty)), expected)
+
+
+@pytest.mark.parametrize("top", [1.0, 300.0], ids=["nominal range", "own range"])
+@pytest.mark.parametrize("size", [(48, 40), (1201, 1000)], ids=["direct", "strips"])
+def test_a_float_image_with_non_finite_pixels_is_the_image_with_them_at_the_bounds(
+    size: tuple[int, int], top: float
+) -> None:
+    values = np.random.default_rng(4).random((size[1], size[0]), dtype=np.float32) * top
+    values[::7, ::5], values[3::11, ::3], values[1::13, 2::9] = np.nan, np.inf, -np.inf
+    values[0, 0] = np.nan  # Pillow's extrema of a float image start from the first pixel
+    white = 1.0 if top <= 1 else float(values[np.isfinite(values)].max())
+    bounded = np.nan_to_num(values, nan=white, posinf=white, neginf=0.0)
+    got = to_model_image(Image.fromarray(values), (32, 32))
+    assert got.tobytes() == to_model_image(Image.fromarray(bounded), (32, 32)).tobytes()
 
 
 def test_wide_images_are_centre_cropped_not_squashed() -> None:
@@ -470,7 +584,7 @@ def test_the_model_input_carries_none_of_the_uploads_metadata(s3: Any) -> None:
         png = base64.b64decode(serialize(s3, by_name[name])["image_b64"])
         assert len(png) < 10_000, name
         assert b"iCCP" not in png and b"tRNS" not in png, name
-    # A 1-bit image's tRNS is not applied (there is no grey to put it on); it decodes.
+    # A 1-bit image's key (white, here) is composited on white: the plain image's input.
     assert model_input(serialize(s3, keyed_one_bit)) == model_input(serialize(s3, plain_one_bit))
     image = Image.new("RGB", (32, 32))
     image.info.update(icc_profile=b"profile", transparency=(0, 0, 0), exif=b"Exif")

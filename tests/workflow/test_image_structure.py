@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from typing import Any
 
 import pytest
-from conftest import template_limits
+from conftest import SAMPLES, template_limits
 from image_catalog import (
+    bmp_rle,
+    bmp_rle_bomb,
+    bmp_run_length,
     encode,
     jpeg_scan_per_component,
     jpeg_with_scans,
@@ -16,14 +20,34 @@ from image_catalog import (
     png_with_profiles,
     tiff_with_tiles,
 )
-from PIL import Image
+from PIL import Image, ImageFile
 from scones_core import errors
-from scones_core.image_rules import FUNCTION_RESERVE_MB, MAX_JPEG_SCANS, decode_image
+from scones_core.image_rules import (
+    FUNCTION_RESERVE_MB,
+    MAX_BMP_RLE_BYTES,
+    MAX_BMP_RLE_PIXELS,
+    MAX_JPEG_SCANS,
+    decode_image,
+)
 from scones_core.image_structure import check_png_chunks, jpeg_layout
 from scones_core.images import normalise_image
 
 LIMITS = template_limits()
 PHOTO = Image.linear_gradient("L").resize((96, 64)).convert("RGB")
+
+
+@pytest.fixture
+def decoder_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every pixel decode Pillow starts."""
+    calls: list[str] = []
+    original = ImageFile.ImageFile.load
+
+    def spy(self: ImageFile.ImageFile) -> Any:
+        calls.append(str(self.format))
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return calls
 
 
 def test_scans_are_counted_as_encoders_write_them() -> None:
@@ -129,3 +153,66 @@ def test_a_tiff_turned_upright_while_loading_counts_two_copies() -> None:
     assert decode_image(upright_in_header, limits).image.size == (2000, 1000)
     with pytest.raises(errors.ImageTooManyPixels, match="takes about 15 MB"):
         decode_image(turned, limits)
+
+
+# ---- BMP run-length coding ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("rle4", "colours"), [(False, 256), (True, 16)], ids=["RLE8", "RLE4"])
+def test_a_run_length_bmp_gives_the_same_model_input_as_the_uncompressed_one(
+    rle4: bool, colours: int
+) -> None:
+    source = sorted((SAMPLES / "motorcycle").glob("*.png"))[0]
+    image = Image.open(source).convert("RGB").quantize(colours)
+    coded = normalise_image(bmp_run_length(image, rle4=rle4), LIMITS)
+    plain = normalise_image(encode(image, "BMP"), LIMITS)
+    assert coded.source["format"] == "BMP"
+    assert coded.png == plain.png
+
+
+@pytest.mark.parametrize("rle4", [False, True], ids=["RLE8", "RLE4"])
+def test_a_run_length_bmp_over_the_pixel_budget_is_refused_from_its_header(
+    rle4: bool, decoder_spy: list[str]
+) -> None:
+    """21 KB that Pillow's Python decoder took 7.6 s over (each row one pixel and an end
+    of line): refused before a pixel is decoded."""
+    bomb = bmp_rle_bomb(5000, 5000, rle4=rle4)
+    assert len(bomb) < 25_000
+    coding = "RLE4" if rle4 else "RLE8"
+    words = rf"{coding}.*5000x5000 = 25000000 pixels.*at most {MAX_BMP_RLE_PIXELS}"
+    with pytest.raises(errors.ImageTooComplex, match=words):
+        decode_image(bomb, LIMITS)
+    assert decoder_spy == []
+
+
+def test_the_run_length_pixel_budget_is_inclusive() -> None:
+    width = 2000
+    height = MAX_BMP_RLE_PIXELS // width
+    assert width * height == MAX_BMP_RLE_PIXELS
+    row = b"\xff\x03" * 7 + bytes([width - 7 * 255, 3]) + b"\0\0"  # colour 3, then end of line
+
+    def uniform(rows: int) -> bytes:
+        return bmp_rle((width, rows), [0, 0, 0] * 256, row * rows + b"\0\1")
+
+    assert decode_image(uniform(height), LIMITS).image.getextrema() == (3, 3)
+    with pytest.raises(errors.ImageTooComplex, match=f"2000x{height + 1}"):
+        decode_image(uniform(height + 1), LIMITS)
+
+
+def test_run_length_data_over_the_byte_budget_is_refused_whatever_the_pixel_count(
+    decoder_spy: list[str],
+) -> None:
+    """A command that writes no pixel (a run past the end of its row) still costs the
+    decoder a loop: megabytes of them in an 8x8 image took seconds."""
+    small = Image.new("P", (8, 8), 1)
+    coded = bmp_run_length(small)
+    data_bytes = len(coded) - int.from_bytes(coded[10:14], "little")
+    at_budget = bmp_run_length(small, tail=bytes(MAX_BMP_RLE_BYTES - data_bytes))
+    assert decode_image(at_budget, LIMITS).image.getextrema() == (1, 1)
+    decoder_spy.clear()
+    empty_runs = b"\x08\x01" + b"\xff\x00" * (MAX_BMP_RLE_BYTES // 2)
+    with pytest.raises(
+        errors.ImageTooComplex, match=f"RLE8 data is {MAX_BMP_RLE_BYTES + 2} bytes.*at most"
+    ):
+        decode_image(bmp_rle((8, 8), [0, 0, 0] * 256, empty_runs), LIMITS)
+    assert decoder_spy == []

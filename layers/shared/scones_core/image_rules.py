@@ -8,9 +8,9 @@ no part: the bytes decide.
 
 Order matters for safety: everything that can be decided from the size, the
 header or the file's structure (type, format, PNG chunks and checksums, pixel
-count, side length, JPEG scans, TIFF tiles, whether the decode fits the
-function's memory) is decided before a single pixel is decoded, so a
-decompression bomb costs a header read (``image_structure`` walks the bytes).
+count, side length, JPEG scans, TIFF tiles, BMP run-length coding, whether the
+decode fits the function's memory) is decided before a single pixel is decoded,
+so a decompression bomb costs a header read (``image_structure`` walks the bytes).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import re
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,7 @@ from scones_core.image_structure import (
     JPEG_LS_SOF_MARKER,
     PNG_SIGNATURE,
     JpegLayout,
+    bmp_run_length,
     check_png_chunks,
     jpeg_layout,
     tiff_block_count,
@@ -199,6 +201,17 @@ MAX_JPEG_SCANS = 100
 # turns every strip's offset into Python objects as it opens the file: 65,536 take
 # about 0.4 s of CPU and 50 MB, a million 3 s and 400 MB (and 10 s to load).
 MAX_TIFF_BLOCKS = 65_536
+# Pillow decodes a run-length BMP in Python: its pixels and its commands cost CPU, however
+# few bytes it has. Measured on one x86 core of the dev machine (Pillow 13, CPython 3.11,
+# best of 3, runs repeated): the slowest content, a row of one pixel and an end of line
+# (padded a byte at a time), took 0.46-1.06 s at 4 MP (up to 265 ns a pixel) and 3.3-5.1 s
+# at 25 MP; 1 MiB of runs that write no pixel took 0.38-0.53 s (up to 500 ns a byte)
+# whatever the pixel count. Lambda at 512 MB runs about 3.5 times slower: at most about
+# 3.7 s for the pixels and 1.9 s for the data, inside SerializeImage's 15 s timeout with
+# room for the read and the rest (the 25 MP file took 7.6 s here through Serialize).
+# 4 MP holds 2000x2000 (1920x1080 is 2 MP); more pixels, or more data, are refused.
+MAX_BMP_RLE_PIXELS = 4_000_000
+MAX_BMP_RLE_BYTES = 2**20
 # What the function holds besides the decode: the interpreter, boto3, Pillow, the
 # upload's bytes and the preprocessing's strips (SerializeImage peaks at about 60 MB
 # on a 32x32 PNG).
@@ -353,7 +366,7 @@ def _check_and_load(
                 side = max(draft_to)
                 image.draft(None, (side, side))
             _check_memory(fmt, image, (width, height), limits, structure)
-            image.load()
+            _load(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_many_pixels(exc, limits) from None
     except DECODE_ERRORS as exc:
@@ -371,6 +384,43 @@ def _check_and_load(
             "sha256": hashlib.sha256(data).hexdigest(),
         },
     )
+
+
+# A PNG's samples on the decoded image's scale, by Pillow's raw mode: it spreads 2- and
+# 4-bit grey over 0-255 and keeps a 16-bit RGB sample's high byte (it maps a 1-bit key
+# itself, and keeps 16-bit grey whole).
+_PNG_KEY_SCALES: dict[str, Callable[[int], int]] = {
+    "L;2": lambda sample: sample * 85,
+    "L;4": lambda sample: sample * 17,
+    "RGB;16B": lambda sample: sample >> 8,
+}
+
+
+def _load(image: ImageFile.ImageFile) -> None:
+    """Decode the pixels, righting two things Pillow 13 gets wrong about them.
+
+    libtiff hands Pillow native-order samples, and Pillow says so for every 16-bit raw
+    mode but the signed big-endian one: a compressed big-endian signed TIFF came out
+    byte-swapped. And Pillow leaves a PNG's tRNS colour key as stored while it rescales
+    the samples (``_PNG_KEY_SCALES``): the key never matched, and the transparent pixels
+    showed in their own colour.
+    """
+    tile = image.tile[0] if image.tile else None
+    args = tile.args if tile is not None else None
+    if (
+        tile is not None
+        and tile.codec_name == "libtiff"  # Pillow's own decoder reads the file's order
+        and isinstance(args, tuple)
+        and args[:1] == ("I;16BS",)
+    ):
+        image.tile = [tile._replace(args=("I;16NS", *args[1:])), *image.tile[1:]]
+    image.load()
+    scale = _PNG_KEY_SCALES.get(args) if image.format == "PNG" and isinstance(args, str) else None
+    key = image.info.get("transparency")
+    if scale is not None and isinstance(key, tuple):
+        image.info["transparency"] = tuple(scale(sample) for sample in key)
+    elif scale is not None and isinstance(key, int):
+        image.info["transparency"] = scale(key)
 
 
 @dataclass(frozen=True)
@@ -417,7 +467,30 @@ def _structure(
             strip_bytes=tiff_strip_bytes(tags, image.size),
             upright_copy=orientation not in (None, 1),
         )
+    if fmt == "BMP" and (coding := bmp_run_length(image.info)) is not None:
+        _check_bmp_run_length(coding, image, data)
     return _Structure()
+
+
+def _check_bmp_run_length(coding: str, image: ImageFile.ImageFile, data: bytes) -> None:
+    """Refuse a run-length BMP whose pixels or run-length data would keep Pillow's Python
+    decoder busy for seconds (``MAX_BMP_RLE_PIXELS``, ``MAX_BMP_RLE_BYTES``)."""
+    width, height = image.size
+    if width * height > MAX_BMP_RLE_PIXELS:
+        raise ImageTooComplex(
+            f"The BMP is {coding}-compressed and {width}x{height} = {width * height} pixels; "
+            f"{coding} is decoded in Python, so at most {MAX_BMP_RLE_PIXELS} pixels are "
+            "(save it uncompressed or as PNG)."
+        )
+    # The decoder reads commands from the pixel data's offset until the image is full or
+    # the bitmap ends; a command that writes nothing costs as much as one that does.
+    coded = len(data) - (image.tile[0].offset if image.tile else 0)
+    if coded > MAX_BMP_RLE_BYTES:
+        raise ImageTooComplex(
+            f"The BMP's {coding} data is {coded} bytes; {coding} is decoded in Python, "
+            f"a command at a time, so at most {MAX_BMP_RLE_BYTES} bytes are "
+            "(save it uncompressed or as PNG)."
+        )
 
 
 def _check_memory(

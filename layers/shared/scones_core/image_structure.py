@@ -14,6 +14,9 @@ a few of them while it parses the header, before any image rule could look:
   strip's offset and length into Python objects as it opens the file (a million
   one-row strips took seconds and 400 MB before any rule ran). The first directory's
   block count is read before Pillow sees the file.
+- BMP: Pillow decodes RLE8 and RLE4 in Python, a command and often a byte at a time
+  (a row of one pixel and an end of line is padded with zeros byte by byte), so a few
+  KB of run-length data take seconds; its header says which coding the pixels use.
 
 ``image_rules`` turns these facts into rejections; this module only reads them.
 """
@@ -23,7 +26,9 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from scones_core.errors import CorruptImage
 
@@ -192,3 +197,16 @@ def tiff_strip_bytes(tags: object, size: tuple[int, int]) -> int:
     # Separate planes: a strip holds one sample of each pixel.
     row_bits = width * (per_sample[0] if get(_PLANAR) == 2 else sum(per_sample[:samples]))
     return rows * -(-row_bits // 8)
+
+
+# ---- BMP --------------------------------------------------------------------------
+
+# BITMAPINFOHEADER's compression field: the run-length codings, which Pillow decodes in Python.
+_BMP_RUN_LENGTH = {1: "RLE8", 2: "RLE4"}
+
+
+def bmp_run_length(info: Mapping[Any, object]) -> str | None:
+    """The run-length coding ("RLE8" or "RLE4") a BMP's header gives its pixels, from
+    Pillow's ``info`` (read as it opens the file); ``None`` for any other coding."""
+    compression = info.get("compression")
+    return _BMP_RUN_LENGTH.get(compression) if isinstance(compression, int) else None

@@ -12,15 +12,20 @@ only the part the resize reads (the centre crop and the filter's reach) is
 converted to RGB and box-reduced, a strip of rows at a time, before it is oriented
 and resized; a whole-image conversion, composite or ``exif_transpose`` would each
 copy a 25-megapixel upload (100 MB or more).
+
+Pillow failing on pixels that decoded (an operation it lacks for their mode) is the
+upload's problem, not the caller's: ``CorruptImage``, which the server answers with a
+400 and the workflow records as ``REJECTED``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageMath
 
-from scones_core.errors import UnsupportedImageFormat
+from scones_core.errors import CorruptImage, UnsupportedImageFormat
 from scones_core.image_rules import DECODE_ERRORS
 
 # Transparent pixels are shown on white, as a viewer would show them.
@@ -31,7 +36,16 @@ RESAMPLE = Image.Resampling.BICUBIC
 REDUCING_GAP = 3.0
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "PA"}
+# Modes whose tRNS colour key Pillow's RGBA conversion applies (a 16-bit one is matched
+# here); ``image_rules`` puts a PNG's key on the decoded samples' scale.
+_KEYED_MODES = {"P", "1", "L", "RGB"}
 _HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # and "F"
+# The modes whose extrema Pillow reads in place (it has none for big-endian or native 16-bit).
+_EXTREMA_MODES = {"I;16", "I", "F"}
+# The largest finite float32: a sample beyond it is infinite.
+_FLOAT_MAX = 3.4028234663852886e38
+# What Pillow raises converting pixels it decoded. MemoryError is the host's, not the upload's.
+_CONVERSION_ERRORS = tuple(error for error in DECODE_ERRORS if error is not MemoryError)
 _DIRECT_MODES = {"1", "L", "P", "CMYK", "YCbCr", "RGBX"}
 # Images of more pixels than this are reduced strip by strip; below it a full-size copy
 # costs at most 4 MB and the image takes the direct path (a camera JPEG, drafted to an
@@ -77,12 +91,23 @@ def to_model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """An RGB image of ``size`` (width, height) from any decoded first frame.
 
     EXIF orientation is applied first; transparency is composited on white;
-    16-bit and float pixels are scaled, not clipped; the image is then
-    centre-cropped to the target's aspect ratio and resized, so nothing is
-    squashed (a wheel stays round). The result carries no metadata: the upload's
-    colour profile, EXIF or transparency key would otherwise travel with the model
-    input (a print profile alone can be megabytes).
+    16-bit and float pixels are scaled, not clipped (a non-finite float takes a
+    bound, see :func:`_finite`); the image is then centre-cropped to the target's
+    aspect ratio and resized, so nothing is squashed (a wheel stays round). The
+    result carries no metadata: the upload's colour profile, EXIF or transparency
+    key would otherwise travel with the model input (a print profile alone can be
+    megabytes).
     """
+    try:
+        return _model_image(image, size)
+    except _CONVERSION_ERRORS as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise CorruptImage(
+            f"The image's {image.mode} pixels could not be converted: {detail.rstrip('.')}."
+        ) from None
+
+
+def _model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     transpose = _ORIENTATIONS.get(exif_orientation(image))
     upright = image.size[::-1] if transpose in _SWAPS_SIDES else image.size
     crop = centre_crop(upright, size)
@@ -216,24 +241,42 @@ def to_rgb(image: Image.Image, full_scale: float | None = None) -> Image.Image:
     mode = image.mode
     if mode == "La":  # grey with premultiplied alpha (a TIFF's associated alpha)
         image, mode = image.convert("LA"), "LA"
-    if mode == "RGB" and "transparency" not in image.info:
+    key = image.info.get("transparency")
+    if mode == "RGB" and key is None:
         return image
-    if mode in _ALPHA_MODES or (mode in ("P", "L", "RGB") and "transparency" in image.info):
+    if mode in _ALPHA_MODES or (mode in _KEYED_MODES and key is not None):
         rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, BACKGROUND)
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
+        return _on_background(rgba, rgba.getchannel("A"))
     if mode in _HIGH_BIT_DEPTH_MODES or mode == "F":
-        return _scaled_to_8_bit(image, full_scale).convert("RGB")
+        rgb = _scaled_to_8_bit(image, full_scale).convert("RGB")
+        if isinstance(key, int) and mode != "F":  # a 16-bit grey PNG's key, to the bit
+            return _on_background(rgb, _key_alpha(image, key))
+        return rgb
     if mode in _DIRECT_MODES:
         return image.convert("RGB")
     raise UnsupportedImageFormat(f"Images in colour mode {mode} are not supported.")
 
 
+def _on_background(image: Image.Image, alpha: Image.Image) -> Image.Image:
+    """``image`` composited on ``BACKGROUND`` through ``alpha`` (mode L)."""
+    background = Image.new("RGB", image.size, BACKGROUND)
+    background.paste(image, mask=alpha)
+    return background
+
+
+def _key_alpha(image: Image.Image, key: int) -> Image.Image:
+    """Alpha for a high-bit-depth image's colour key: 0 where a sample equals it."""
+    samples = image if image.mode == "I" else image.convert("I")
+    alpha = ImageMath.lambda_eval(lambda args: (args["samples"] != key) * 255, samples=samples)
+    return alpha.convert("L")
+
+
 def _scaled_to_8_bit(image: Image.Image, full_scale: float | None) -> Image.Image:
     """Scale high-bit-depth or float samples onto 0-255 instead of clipping them."""
     scale = _full_scale(image) if full_scale is None else full_scale
-    if image.mode.startswith("I;16"):
+    if image.mode == "F":
+        image = _finite(image, scale)
+    elif image.mode.startswith("I;16"):
         image = image.convert("I")
     return image.point(lambda value: value * (255.0 / scale)).convert("L")
 
@@ -242,7 +285,55 @@ def _full_scale(image: Image.Image) -> float:
     """The value shown as white. The nominal range is kept where the data fits it, so
     relative brightness survives: 16-bit modes use 0-65535, float 0-1; a 32-bit
     integer image uses the smallest of 0-255 and 0-65535 that holds its data, or its
-    own maximum."""
-    high = float(image.getextrema()[1])  # type: ignore[arg-type]
+    own maximum. Only finite samples count (see :func:`_finite`)."""
+    high = _largest(image)
     nominal = (1.0, 255.0) if image.mode == "F" else (255.0, 65535.0)
     return next((top for top in nominal if high <= top), high)
+
+
+def _largest(image: Image.Image) -> float:
+    """The largest finite sample. Pillow's extrema of a float image skip NaN, unless the
+    first pixel is one (then they are NaN), and count infinity: a non-finite answer is
+    read again in strips of rows with the non-finite samples at 0 (which leaves every
+    full scale as it was). Big-endian and native 16-bit images are read in strips as
+    32-bit integers."""
+    if image.mode in _EXTREMA_MODES:
+        high = _high(image)
+        if math.isfinite(high):
+            return high
+    return max(_high(strip) for strip in _comparable_strips(image))
+
+
+def _high(image: Image.Image) -> float:
+    return float(image.getextrema()[1])  # type: ignore[arg-type]
+
+
+def _comparable_strips(image: Image.Image) -> Iterator[Image.Image]:
+    """``image`` in strips of rows whose extrema Pillow reads right."""
+    rows = max(1, _STRIP_PIXELS // image.width)
+    for top in range(0, image.height, rows):
+        strip = image.crop((0, top, image.width, min(image.height, top + rows)))
+        yield _finite(strip, 0.0) if strip.mode == "F" else strip.convert("I")
+
+
+def _finite(image: Image.Image, white: float) -> Image.Image:
+    """A float image with its non-finite samples on the scale's bounds: +inf at ``white``,
+    -inf at 0 (black), and NaN, which marks no data, at ``white``, as a transparent pixel
+    shows the background. Scaling through them turned the whole image black (an infinite
+    maximum) and left NaN to the platform's cast to 8 bits."""
+    # x - x is 0 for a finite sample and NaN for the rest, and NaN is the one value
+    # unequal to itself: one pass finds whether there is anything to replace.
+    if not ImageMath.lambda_eval(
+        lambda a: (a["x"] - a["x"]) != (a["x"] - a["x"]), x=image
+    ).getbbox():
+        return image
+    finite = image.copy()
+    for value, found in (
+        (white, ImageMath.lambda_eval(lambda a: a["x"] > _FLOAT_MAX, x=image)),
+        (0.0, ImageMath.lambda_eval(lambda a: a["x"] < -_FLOAT_MAX, x=image)),
+        (white, ImageMath.lambda_eval(lambda a: a["x"] != a["x"], x=image)),  # NaN
+    ):
+        mask = found.point(lambda flag: flag * 255).convert("L")
+        if mask.getbbox() is not None:
+            finite.paste(value, mask=mask)
+    return finite
