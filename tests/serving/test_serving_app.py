@@ -93,6 +93,16 @@ def test_jpeg_is_accepted(
     assert probabilities(response) == classifier.predict_bytes(jpeg)
 
 
+@pytest.mark.parametrize(
+    "accept", ["application/json;q=0.5, text/html;q=1", "*/*;q=0.1", "text/html, application/*"]
+)
+def test_an_accept_that_allows_json_at_any_weight_gets_the_answer(
+    client: TestClient, bicycle_png: bytes, accept: str
+) -> None:
+    response = client.post("/invocations", content=bicycle_png, headers={**PNG, "Accept": accept})
+    assert response.status_code == 200 and len(probabilities(response)) == 2
+
+
 def test_runtime_route_answers_like_sagemaker(
     client: TestClient, classifier: OnnxClassifier, motorcycle_png: bytes
 ) -> None:
@@ -129,6 +139,8 @@ def _tiff(png: bytes) -> bytes:
         ("wrong content type", 415, "unsupported Content-Type 'text/csv'"),
         ("missing content type", 415, "unsupported Content-Type missing"),
         ("unacceptable accept", 406, "Accept 'text/csv'"),
+        # q=0 means "not this": JSON refused, HTML wanted (RFC 9110 12.4.2).
+        ("json refused by q=0", 406, "Accept 'application/json;q=0, text/html'"),
         ("too large", 413, f"the limit is {MAX_BODY} bytes (the server's --max-body-bytes)"),
     ],
 )
@@ -156,6 +168,8 @@ def test_container_errors_name_the_problem_and_the_server_keeps_serving(
         headers = {}
     elif case == "unacceptable accept":
         headers["Accept"] = "text/csv"
+    elif case == "json refused by q=0":
+        headers["Accept"] = "application/json;q=0, text/html"
     elif case == "too large":
         body = b"\x89PNG" + bytes(MAX_BODY)
     with TestClient(make_app(max_image_pixels=300 * 299)) as client:

@@ -176,10 +176,22 @@ def _check_content_type(header: str | None) -> None:
         )
 
 
+def _accepted(part: str) -> bool:
+    """Whether one ``Accept`` entry is acceptable at all: ``q=0`` says "not this" (RFC 9110)."""
+    for parameter in part.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value.strip()) > 0
+            except ValueError:
+                return True  # a malformed weight is ignored, as if it were absent
+    return True
+
+
 def _check_accept(header: str | None) -> None:
     if not header:
         return
-    offered = {_media_type(part) for part in header.split(",")}
+    offered = {_media_type(part) for part in header.split(",") if _accepted(part)}
     if not offered & _ACCEPTABLE:
         raise ContainerError(
             406, f"cannot answer with Accept {header!r}; this model returns {RESPONSE_CONTENT_TYPE}"
