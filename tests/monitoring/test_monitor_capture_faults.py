@@ -140,54 +140,89 @@ def test_the_summary_publishes_records_read_for_other_windows(
 # ---- a file's own faults are counted once -----------------------------------------
 
 
+# When each file lands: SageMaker delivers a buffer minutes after it was opened, and a
+# run measures its window MonitorSettleMinutes (10) after the window ends.
+DELIVERY = timedelta(minutes=3)
+SETTLE = timedelta(minutes=10)
+
+
 @pytest.mark.parametrize(
     ("length", "offset"),
-    [(60, 0), (60, 50), (30, 0), (120, 10)],
-    ids=["hourly", "hourly-at-50", "half-hourly", "two-hourly"],
+    [(60, 0), (60, 10), (60, 50), (30, 0), (15, 5), (120, 10)],
+    ids=["hourly", "hourly-at-10", "hourly-at-50", "half-hourly", "quarter-hourly", "two-hourly"],
 )
 def test_a_files_own_faults_are_counted_by_one_window_of_consecutive_runs(
-    aws: Aws, captures: CaptureWriterHelper, length: int, offset: int
+    aws: Aws, length: int, offset: int
 ) -> None:
     """A malformed line has no time, and a gzip file or an unknown format is the file's:
-    each is counted and warned about by the one window that owns the hour folder,
-    however many windows read the file (the hour before, for late files; the hour after,
-    for its last minutes)."""
-    opened_1155 = WINDOW_START - timedelta(minutes=5)
-    captures.put(opened_1155, "55-00-000-aaaa", ["{torn", capture_line([0.9, 0.1], AT)])
-    captures.put(WINDOW_START, "20-00-000-bbbb", [capture_line([0.9, 0.1], AT)[:-5]])
-    packed = capture_key(WINDOW_START, "30-00-000-cccc")
-    aws.s3.put_object(Bucket=BUCKET, Key=packed, Body=gzip.compress(b"{}\n"))
+    each is counted and warned about by the one window that owns the hour folder, however
+    many windows read the file (the hour before, for late files; the hour after, for its
+    last minutes). Files land as the runs go on, so an owner that runs before its folder
+    is complete (a window at :10 owning the hour it ends in the middle of) would miss the
+    later files' faults."""
     document = json.loads(capture_line([0.9, 0.1], AT))
     document["eventVersion"] = "1"
-    captures.put(WINDOW_START, "40-00-000-dddd", [json.dumps(document)])
-
+    files = [  # (opened, name, body)
+        (WINDOW_START - timedelta(minutes=5), "55-00-000-aaaa", b"{torn\n"),
+        (WINDOW_START + timedelta(minutes=20), "20-00-000-bbbb", b"{torn\n"),
+        (WINDOW_START + timedelta(minutes=30), "30-00-000-cccc", gzip.compress(b"{}\n")),
+        (WINDOW_START + timedelta(minutes=40), "40-00-000-dddd", json.dumps(document).encode()),
+        (WINDOW_START + timedelta(minutes=58), "58-00-000-eeee", b"{torn\n"),
+    ]
+    waiting = sorted(files)
     said: Counter[tuple[str, str, int | None]] = Counter()
     malformed = 0
     first = datetime(2026, 11, 25, 8, offset, tzinfo=UTC)
     step = timedelta(minutes=length)
     for start in _windows(first, step, datetime(2026, 11, 25, 17, tzinfo=UTC)):
+        runs_at = start + step + SETTLE
+        while waiting and waiting[0][0] + DELIVERY <= runs_at:
+            opened, name, body = waiting.pop(0)
+            aws.s3.put_object(Bucket=BUCKET, Key=capture_key(opened, name), Body=body)
         batch = _window(aws, start, start + step)
         malformed += batch.malformed_lines
         said.update((w.code, w.source.rsplit("/", 1)[-1], w.line) for w in batch.warnings)
-    assert malformed == 3
+    assert not waiting
+    assert malformed == 4
     assert said == {
         (MALFORMED_CAPTURE_LINE, "55-00-000-aaaa.jsonl", 1): 1,
         (MALFORMED_CAPTURE_LINE, "20-00-000-bbbb.jsonl", 1): 1,
         (MALFORMED_CAPTURE_LINE, "30-00-000-cccc.jsonl", None): 1,
         (UNKNOWN_CAPTURE_VERSION, "40-00-000-dddd.jsonl", 1): 1,
+        (MALFORMED_CAPTURE_LINE, "58-00-000-eeee.jsonl", 1): 1,
     }
 
 
-def test_the_window_an_hour_folder_starts_in_counts_its_malformed_lines(
+def test_the_window_an_hour_folder_ends_in_counts_its_malformed_lines(
     aws: Aws, captures: CaptureWriterHelper
 ) -> None:
     captures.put(WINDOW_START - timedelta(minutes=5), "55-00-000-aaaa", ["{torn"])
     captures.put(WINDOW_START, "20-00-000-bbbb", ["{torn"])
+    half = timedelta(minutes=30)
     counted = {
-        f"{start:%H}": _window(aws, start, start + timedelta(hours=1)).malformed_lines
-        for start in _windows(WINDOW_START - timedelta(hours=2), timedelta(hours=1), WINDOW_END)
+        f"{start:%H:%M}": _window(aws, start, start + timedelta(hours=1)).malformed_lines
+        for start in _windows(
+            WINDOW_START - timedelta(hours=2) + half, timedelta(hours=1), WINDOW_END + half
+        )
     }
-    assert counted == {"10": 0, "11": 1, "12": 1}
+    # Folder 11 ends at 12:00, in [11:30, 12:30); folder 12 at 13:00, in [12:30, 13:30).
+    assert counted == {"10:30": 0, "11:30": 1, "12:30": 1}
+
+
+def test_a_record_timed_near_year_one_or_9999_is_named_not_a_crash(
+    aws: Aws, captures: CaptureWriterHelper
+) -> None:
+    far = []
+    for stamp in ("0001-01-01T00:05:00Z", "9999-12-31T23:30:00Z"):
+        record = json.loads(capture_line([0.9, 0.1], AT))
+        record["eventMetadata"]["inferenceTime"] = stamp
+        far.append(json.dumps(record))
+    far.append(capture_line([0.9, 0.1], AT))
+    captures.put(WINDOW_START, "20-00-000-ffff", far)
+    batch = _window(aws, WINDOW_START, WINDOW_END)
+    assert len(batch.records) == 1
+    (misfiled,) = [w for w in batch.warnings if w.code == MISFILED_CAPTURE_RECORDS]
+    assert misfiled.reason.startswith("2 record(s) timed 0001-01-01")
 
 
 # ---- records no window reads ------------------------------------------------------

@@ -94,7 +94,14 @@ def test_jpeg_is_accepted(
 
 
 @pytest.mark.parametrize(
-    "accept", ["application/json;q=0.5, text/html;q=1", "*/*;q=0.1", "text/html, application/*"]
+    "accept",
+    [
+        "application/json;q=0.5, text/html;q=1",
+        "*/*;q=0.1",
+        "text/html, application/*",
+        "application/*;q=0, application/json",  # the specific range overrules the wider one
+        "application/json;q=high",  # a malformed weight is ignored
+    ],
 )
 def test_an_accept_that_allows_json_at_any_weight_gets_the_answer(
     client: TestClient, bicycle_png: bytes, accept: str
@@ -141,6 +148,8 @@ def _tiff(png: bytes) -> bytes:
         ("unacceptable accept", 406, "Accept 'text/csv'"),
         # q=0 means "not this": JSON refused, HTML wanted (RFC 9110 12.4.2).
         ("json refused by q=0", 406, "Accept 'application/json;q=0, text/html'"),
+        # The most specific range decides: */* does not overrule application/json;q=0.
+        ("json refused, anything else welcome", 406, "Accept 'application/json;q=0, */*'"),
         ("too large", 413, f"the limit is {MAX_BODY} bytes (the server's --max-body-bytes)"),
     ],
 )
@@ -170,6 +179,8 @@ def test_container_errors_name_the_problem_and_the_server_keeps_serving(
         headers["Accept"] = "text/csv"
     elif case == "json refused by q=0":
         headers["Accept"] = "application/json;q=0, text/html"
+    elif case == "json refused, anything else welcome":
+        headers["Accept"] = "application/json;q=0, */*"
     elif case == "too large":
         body = b"\x89PNG" + bytes(MAX_BODY)
     with TestClient(make_app(max_image_pixels=300 * 299)) as client:

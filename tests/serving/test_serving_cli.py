@@ -112,6 +112,7 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
         # Both are folders of the capture files: nothing may lead outside --capture-dest.
         (["--variant", "../../escaped"], "--variant '../../escaped' is not a SageMaker name"),
         (["--variant", ""], "--variant '' is not a SageMaker name"),
+        (["--variant", "AllTraffic\n"], "--variant 'AllTraffic\\n' is not a SageMaker name"),
         (["--endpoint-name", "a/b"], "--endpoint-name 'a/b' is not a SageMaker name"),
         (["--endpoint-name", "e" * 64], "is not a SageMaker name: use 1-63 letters"),
     ],

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 
 MAX_NAME_LENGTH = 63
-SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+SAGEMAKER_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 NAME_RULE = "1-63 letters, digits and hyphens, starting and ending with a letter or digit"
 
 
 def is_sagemaker_name(name: str) -> bool:
-    return bool(SAGEMAKER_NAME.match(name))
+    return SAGEMAKER_NAME.fullmatch(name) is not None  # `$` would let a final newline in

@@ -80,7 +80,6 @@ from scones.serving.media import SUPPORTED_CONTENT_TYPES, check_declared_format
 LOGGER = logging.getLogger(__name__)
 
 RESPONSE_CONTENT_TYPE = "application/json"
-_ACCEPTABLE = {"*/*", "application/*", RESPONSE_CONTENT_TYPE}
 # nginx's code for "the client closed the request"; nothing is sent, it only names the case.
 CLIENT_CLOSED_REQUEST = 499
 
@@ -176,23 +175,33 @@ def _check_content_type(header: str | None) -> None:
         )
 
 
-def _accepted(part: str) -> bool:
-    """Whether one ``Accept`` entry is acceptable at all: ``q=0`` says "not this" (RFC 9110)."""
-    for parameter in part.split(";")[1:]:
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "q":
-            try:
-                return float(value.strip()) > 0
-            except ValueError:
-                return True  # a malformed weight is ignored, as if it were absent
-    return True
+def _json_quality(header: str) -> float:
+    """The weight ``header`` gives the JSON answer: that of its most specific range that
+    matches (``application/json`` over ``application/*`` over ``*/*``, RFC 9110 12.5.1),
+    0 when none does. ``q=0`` means "not this"; a malformed weight counts as 1."""
+    best: tuple[int, float] = (-1, 0.0)
+    major = RESPONSE_CONTENT_TYPE.split("/", 1)[0]
+    for part in header.split(","):
+        media_type = _media_type(part)
+        specificity = {RESPONSE_CONTENT_TYPE: 2, f"{major}/*": 1, "*/*": 0}.get(media_type)
+        if specificity is None or specificity < best[0]:
+            continue
+        weight = 1.0
+        for parameter in part.split(";")[1:]:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value.strip())
+                except ValueError:
+                    weight = 1.0
+        best = (specificity, weight)
+    return best[1]
 
 
 def _check_accept(header: str | None) -> None:
     if not header:
         return
-    offered = {_media_type(part) for part in header.split(",") if _accepted(part)}
-    if not offered & _ACCEPTABLE:
+    if _json_quality(header) <= 0:
         raise ContainerError(
             406, f"cannot answer with Accept {header!r}; this model returns {RESPONSE_CONTENT_TYPE}"
         )

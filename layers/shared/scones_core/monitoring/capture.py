@@ -67,6 +67,7 @@ CAPTURE_SUFFIX = ".jsonl"
 # SageMaker buffers records before writing a file, so a file can land in the
 # hour folder after the request's hour; the next hour's folder is read as well.
 _LATE_FILE_ALLOWANCE = timedelta(hours=1)
+_ONE_HOUR = timedelta(hours=1)
 # A file can also sit in the folder *before* its records' hour: it is filed and named
 # by when its buffer was opened, which can be just before the hour. So the previous
 # folder's files named as opened this long before the window are read too. AWS does
@@ -427,7 +428,9 @@ def read_capture_window(
     of ``capture_folders``.
 
     Windows follow one another (each run measures the window after the last), so every
-    hour folder has one owner: the window its hour starts in, which reads all of it.
+    hour folder has one owner: the window its hour ends in, which reads it and runs
+    after every file of that hour was opened (a window at :10 does not own the hour it
+    ends in the middle of; files landing after it ran would go uncounted).
     Only the owner counts and names what belongs to the file rather than to a time, and
     checks that each of its records is read by the window measuring it.
     """
@@ -441,7 +444,10 @@ def read_capture_window(
             )
             if folder.holds(obj.key)
         ]
-        owner = start <= folder.hour < end
+        # The window in which the folder's hour ends owns it: it runs after every file of
+        # that hour has been opened, so a late file's faults are not left to a window
+        # that has already run. Windows tile time, so exactly one window owns each folder.
+        owner = start < folder.hour + _ONE_HOUR <= end
         batch.extend(
             read_capture_objects(
                 s3,
@@ -470,13 +476,16 @@ class _ReadByItsWindow:
     _folders: dict[datetime, list[CaptureFolder]] = field(default_factory=dict, repr=False)
 
     def __call__(self, key: str, moment: datetime) -> bool:
-        window = self.start + (moment - self.start) // self.length * self.length
-        folders = self._folders.get(window)
-        if folders is None:
-            folders = capture_folders(
-                self.capture, self.endpoint, self.variant, window, window + self.length
-            )
-            self._folders[window] = folders
+        try:
+            window = self.start + (moment - self.start) // self.length * self.length
+            folders = self._folders.get(window)
+            if folders is None:
+                folders = capture_folders(
+                    self.capture, self.endpoint, self.variant, window, window + self.length
+                )
+                self._folders[window] = folders
+        except OverflowError:  # a time near year 1 or 9999: no window measures it
+            return False
         return any(key.startswith(folder.prefix) and folder.holds(key) for folder in folders)
 
 

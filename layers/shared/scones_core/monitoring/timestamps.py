@@ -32,12 +32,13 @@ def parse_timestamp(value: object) -> datetime:
 def format_millis(moment: datetime) -> str:
     """``2026-11-25T12:00:00.123Z``: the results table's ``recorded_at`` format."""
     utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat, not strftime: glibc's %Y does not pad a year before 1000 to four digits.
+    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def format_seconds(moment: datetime) -> str:
     """``2026-11-25T12:00:00Z``: the format of data capture and EventBridge times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def floor_hour(moment: datetime) -> datetime:
