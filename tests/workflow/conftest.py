@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from PIL import ImageFile
 from scones_core.images import normalise_image
 from scones_core.settings import ImageLimits
 
@@ -122,3 +123,17 @@ def model_server_url() -> Iterator[str]:
     url = server.start()
     yield url
     server.stop()
+
+
+@pytest.fixture
+def decoder_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every pixel decode Pillow starts."""
+    calls: list[str] = []
+    original = ImageFile.ImageFile.load
+
+    def spy(self: ImageFile.ImageFile) -> Any:
+        calls.append(str(self.format))
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return calls

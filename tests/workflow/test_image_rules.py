@@ -35,7 +35,7 @@ from image_catalog import (
     unusual_images,
 )
 from moto import mock_aws
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 from scones_core import errors
 from scones_core.image_rules import (
     FUNCTION_RESERVE_MB,
@@ -212,20 +212,6 @@ def test_one_file_gives_identical_model_input_through_all_three_paths(
 
 
 # ---- refused from the header or the size, never decoded ---------------------------
-
-
-@pytest.fixture
-def decoder_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records every pixel decode Pillow starts."""
-    calls: list[str] = []
-    original = ImageFile.ImageFile.load
-
-    def spy(self: ImageFile.ImageFile) -> Any:
-        calls.append(str(self.format))
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
-    return calls
 
 
 def test_a_decompression_bomb_is_refused_without_decoding(decoder_spy: list[str]) -> None:

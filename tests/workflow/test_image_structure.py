@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from typing import Any
 
 import pytest
 from conftest import SAMPLES, template_limits
@@ -20,7 +19,7 @@ from image_catalog import (
     png_with_profiles,
     tiff_with_tiles,
 )
-from PIL import Image, ImageFile
+from PIL import Image
 from scones_core import errors
 from scones_core.image_rules import (
     FUNCTION_RESERVE_MB,
@@ -34,20 +33,6 @@ from scones_core.images import normalise_image
 
 LIMITS = template_limits()
 PHOTO = Image.linear_gradient("L").resize((96, 64)).convert("RGB")
-
-
-@pytest.fixture
-def decoder_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records every pixel decode Pillow starts."""
-    calls: list[str] = []
-    original = ImageFile.ImageFile.load
-
-    def spy(self: ImageFile.ImageFile) -> Any:
-        calls.append(str(self.format))
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
-    return calls
 
 
 def test_scans_are_counted_as_encoders_write_them() -> None:
