@@ -37,7 +37,7 @@ from functools import partial
 from http.client import HTTPException
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError
 from urllib3.exceptions import HTTPError as URLLib3Error
 
 from scones_core.errors import ModelResponseInvalid
@@ -51,14 +51,13 @@ from scones_core.monitoring.data_warnings import (
     UNREADABLE_CAPTURE_FILE,
     DataWarning,
 )
-from scones_core.monitoring.locations import S3Location, S3ReadError, list_objects
+from scones_core.monitoring.locations import S3Location, list_objects, open_optional_object
 from scones_core.monitoring.timestamps import (
     floor_hour,
     format_seconds,
     hours_between,
     parse_timestamp,
 )
-from scones_core.objects import object_missing
 
 logger = logging.getLogger(__name__)
 
@@ -513,16 +512,11 @@ def read_capture_objects(
         if not key.endswith(CAPTURE_SUFFIX):
             continue
         source = f"s3://{bucket}/{key}"
-        try:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-        except ClientError as exc:
-            if not object_missing(exc):
-                raise S3ReadError.of(source, exc) from exc
+        body = open_optional_object(s3, bucket, key)
+        if body is None:
             # Deleted between listing and reading (an S3 lifecycle rule, say).
             logger.warning("capture file vanished before it was read", extra={"key": key})
             continue
-        except BotoCoreError as exc:
-            raise S3ReadError.of(source, exc) from exc
         stream = _LineStream(body)
         try:
             batch.extend(

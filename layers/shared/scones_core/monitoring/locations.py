@@ -93,18 +93,33 @@ def read_object(s3: Any, bucket: str, key: str) -> bytes:
     return body
 
 
-def read_optional_object(s3: Any, location: S3Location) -> bytes | None:
-    """The object's bytes, or ``None`` when the key does not exist.
+def open_optional_object(s3: Any, bucket: str, key: str) -> Any | None:
+    """The object's streaming body, or ``None`` when the key does not exist.
 
     A missing bucket or a permission error is a configuration problem and is
     raised (``S3ReadError`` naming the object), so a misconfigured stack fails loudly
     instead of looking healthy.
     """
     try:
-        return read_object(s3, location.bucket, location.key)
+        return s3.get_object(Bucket=bucket, Key=key)["Body"]
     except ClientError as exc:
         if object_missing(exc):
             return None
-        raise S3ReadError.of(location.uri, exc) from exc
+        raise S3ReadError.of(f"s3://{bucket}/{key}", exc) from exc
+    except BotoCoreError as exc:
+        raise S3ReadError.of(f"s3://{bucket}/{key}", exc) from exc
+
+
+def read_optional_object(s3: Any, location: S3Location) -> bytes | None:
+    """The object's bytes, or ``None`` when the key does not exist; errors as
+    ``open_optional_object``, and a read that breaks off is an ``S3ReadError`` too."""
+    body = open_optional_object(s3, location.bucket, location.key)
+    if body is None:
+        return None
+    try:
+        data: bytes = body.read()
     except BotoCoreError as exc:
         raise S3ReadError.of(location.uri, exc) from exc
+    finally:
+        body.close()
+    return data
