@@ -51,8 +51,8 @@ deploy:
 	@scripts/bootstrap.sh run sam
 	scripts/deploy.sh $(ARGS)
 
-# The SageMaker serving image, without Docker (buildah + mmdebstrap; see docs/architecture.md,
-# "The serving image"). Rebuilt only when its inputs change.
+# The SageMaker serving image, without Docker (buildah + mmdebstrap; see docs/serving.md).
+# Rebuilt only when its inputs change.
 image:
 	scripts/build_image.sh
 

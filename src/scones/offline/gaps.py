@@ -4,7 +4,7 @@
 type, the settings moto drops and why, whether the resource is removed from the
 template moto receives, and how it is filled (the API calls). ``plan`` and ``fill``
 follow it, ``deploy.py`` derives the resource types it accepts from it
-(``supported_resource_types``), ``docs/architecture.md`` holds its table
+(``supported_resource_types``), ``docs/offline.md`` holds its table
 (``gaps_markdown``, checked by a test), and the guard tests in
 ``tests/offline/test_offline_moto_gaps.py`` are named by each gap.
 
@@ -287,7 +287,7 @@ def supported_resource_types() -> frozenset[str]:
 
 
 def gaps_markdown() -> str:
-    """The registry as the Markdown table in docs/architecture.md."""
+    """The registry as the Markdown table in docs/offline.md."""
     lines = [
         "| gap | resource type | what moto does | removed | how it is filled |",
         "|---|---|---|---|---|",
