@@ -154,7 +154,10 @@ def test_at_most_n_requests_are_in_inference_and_the_rest_wait_or_are_throttled(
             refused = post(sample_pngs[2])
             waited = time.monotonic() - started
             assert refused.status_code == 429
-            assert "busy: 2 requests are in inference" in refused.json()["message"]
+            assert refused.json()["message"] == (
+                "the model server is busy: the request waited 0.5 s for one of its 2 "
+                "inference slots, behind 0 other waiting requests; retry with backoff"
+            )
             # It waited its bounded time first (refused while the gate stays shut, so the
             # wait did not last forever); no upper bound in seconds: machines are noisy.
             assert waited >= wait_s - 0.05

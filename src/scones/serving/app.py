@@ -49,7 +49,9 @@ from scones_core.errors import ImageRejected
 from scones_core.image_rules import SUPPORTED_IMAGE_FORMATS, decode_image
 from scones_core.settings import ImageLimits
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scones.model.artifact import ModelArtifactError
 from scones.serving.capture import CaptureWriter
@@ -69,6 +71,7 @@ from scones.serving.errors import (
     runtime_error_response,
 )
 from scones.serving.faults import Fault, FaultPlan, FaultSpecError
+from scones.serving.invoke_headers import invoke_header_problem
 from scones.serving.limits import (
     InferenceSlots,
     ServerBusy,
@@ -165,13 +168,21 @@ def _media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
 
-def _check_content_type(header: str | None) -> None:
+def _check_content_type(header: str | None, encoding: str | None) -> None:
     media_type = _media_type(header)
     if media_type not in SUPPORTED_CONTENT_TYPES:
         shown = f"{header!r}" if header else "missing"
         raise ContainerError(
             415,
             f"unsupported Content-Type {shown}; send one of {', '.join(SUPPORTED_CONTENT_TYPES)}",
+            close=True,
+        )
+    if (encoding or "identity").strip().lower() != "identity":
+        raise ContainerError(
+            415,
+            f"unsupported Content-Encoding {encoding!r}; send the image bytes as they are "
+            "(images are compressed already)",
+            close=True,
         )
 
 
@@ -203,7 +214,9 @@ def _check_accept(header: str | None) -> None:
         return
     if _json_quality(header) <= 0:
         raise ContainerError(
-            406, f"cannot answer with Accept {header!r}; this model returns {RESPONSE_CONTENT_TYPE}"
+            406,
+            f"cannot answer with Accept {header!r}; this model returns {RESPONSE_CONTENT_TYPE}",
+            close=True,
         )
 
 
@@ -215,11 +228,19 @@ async def _read_body(request: Request, limit: int, body: bytearray | None = None
     as they arrive, for a caller that gives up early.
     """
     declared = request.headers.get("content-length")
+    if declared is None and "transfer-encoding" not in request.headers:
+        # Without either, HTTP/1.1 reads the body as empty and whatever was sent as the
+        # next request (RFC 9112 6.3).
+        raise ContainerError(
+            411, "the request has no Content-Length (and is not chunked); send one", close=True
+        )
     if declared is not None:
         try:
             declared_size = int(declared)
         except ValueError:
-            raise ContainerError(400, f"Content-Length {declared!r} is not a number") from None
+            raise ContainerError(
+                400, f"Content-Length {declared!r} is not a number", close=True
+            ) from None
         if declared_size > limit:
             raise _PayloadTooLarge(declared_size, exact=True)
     body = bytearray() if body is None else body
@@ -231,13 +252,27 @@ async def _read_body(request: Request, limit: int, body: bytearray | None = None
 
 
 async def _read_body_within(request: Request, limit: int, timeout_s: float) -> bytes:
-    """:func:`_read_body` with a deadline for the whole body, so a slow sender is cut off."""
+    """:func:`_read_body` with a deadline for the whole body, so a slow sender is cut off.
+
+    A body still arriving when the server stops (uvicorn cancels what is left after its
+    graceful shutdown) is answered 503, retryable, rather than by uvicorn's bare 500.
+    """
     received = bytearray()
     try:
         async with asyncio.timeout(timeout_s):
             return await _read_body(request, limit, received)
     except TimeoutError:
         raise _BodyTimeout(timeout_s, len(received)) from None
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # answered here: the request ends, nothing else is cancelled
+        raise ContainerError(
+            503,
+            f"the model server is shutting down ({len(received)} bytes of the body had "
+            "arrived); send the request again",
+            close=True,
+        ) from None
 
 
 def decode_request_image(
@@ -448,7 +483,7 @@ class _Endpoint:
         """
         # Capture records the header as sent, like SageMaker's observedContentType.
         content_type = request.headers.get("content-type", "")
-        _check_content_type(content_type)
+        _check_content_type(content_type, request.headers.get("content-encoding"))
         _check_accept(request.headers.get("accept"))
         try:
             body = await _read_body_within(request, limit, self.body_timeout_s)
@@ -458,7 +493,7 @@ class _Endpoint:
                 if limit == self.max_body_bytes
                 else "InvokeEndpoint's payload limit"
             )
-            raise ContainerError(413, f"{exc.describe(limit)} ({source})") from None
+            raise ContainerError(413, f"{exc.describe(limit)} ({source})", close=True) from None
         inference_id = request.headers.get("x-amzn-sagemaker-inference-id")
         async with self.slots.hold():
             # anyio does not abandon the thread on cancellation, so the slot is held
@@ -509,7 +544,7 @@ class _Endpoint:
         except ServerBusy as exc:
             return container_error_response(ContainerError(429, str(exc)))
         except _BodyTimeout as exc:
-            return _closing(container_error_response(ContainerError(408, str(exc))))
+            return container_error_response(ContainerError(408, str(exc), close=True))
         return Response(text, media_type=RESPONSE_CONTENT_TYPE, headers=variant.response_headers)
 
     async def invoke_endpoint(self, name: str, request: Request) -> Response:
@@ -517,8 +552,7 @@ class _Endpoint:
         try:
             variant, text = await self._runtime_invoke(name, request)
         except ServiceError as exc:
-            response = runtime_error_response(exc, request_id)
-            return _closing(response) if exc.kind is ServiceCode.REQUEST_TIMEOUT else response
+            return runtime_error_response(exc, request_id)
         return Response(
             text,
             media_type=RESPONSE_CONTENT_TYPE,
@@ -535,6 +569,8 @@ class _Endpoint:
                 ServiceCode.VALIDATION_ERROR,
                 f"Endpoint {name} not found. This server hosts endpoint {self.endpoint_name}.",
             )
+        if problem := invoke_header_problem(request.headers):
+            raise ServiceError(ServiceCode.VALIDATION_ERROR, problem, close=True)
         variant = self.choose(request.headers.get("x-amzn-sagemaker-target-variant"))
         try:
             text = await self._invoke_variant(variant, request)
@@ -570,6 +606,7 @@ class _Endpoint:
                 ServiceCode.VALIDATION_ERROR,
                 f"request body is {declared} bytes; InvokeEndpoint accepts at most "
                 f"{RUNTIME_MAX_PAYLOAD_BYTES} bytes",
+                close=True,
             )
         try:
             return await self.infer(request, self.runtime_limit, variant)
@@ -589,12 +626,6 @@ def _check_weight(weight: float) -> float:
     return float(weight)
 
 
-def _closing(response: Response) -> Response:
-    """Close the connection after ``response``: the rest of a slow body is not worth reading."""
-    response.headers["connection"] = "close"
-    return response
-
-
 async def _client_disconnected(request: Request, exc: Exception) -> Response:
     """A client that hangs up mid-body is routine, not a server error: no traceback."""
     LOGGER.info(
@@ -605,6 +636,46 @@ async def _client_disconnected(request: Request, exc: Exception) -> Response:
     )
     # uvicorn sends nothing to a disconnected client; the status only names the case.
     return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """An unknown route or method, in the server's own error shape ``{"message": ...}``."""
+    assert isinstance(exc, StarletteHTTPException)
+    message = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+    return JSONResponse(
+        {"message": f"{request.method} {request.url.path}: {message}"},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+class AmbiguousFramingGuard:
+    """Refuse a request that carries both ``Transfer-Encoding`` and ``Content-Length``.
+
+    The two can disagree about where the body ends, and a proxy in front may read it the
+    other way (request smuggling): RFC 9112 6.1 lets the server refuse such a request
+    and requires it to close the connection afterwards. A pure ASGI middleware, so it
+    runs before any route reads a byte.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = {name.lower() for name, _ in scope["headers"]}
+            if b"transfer-encoding" in names and b"content-length" in names:
+                response = container_error_response(
+                    ContainerError(
+                        400,
+                        "the request has both Transfer-Encoding and Content-Length; "
+                        "send one of them",
+                        close=True,
+                    )
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _declared_length(request: Request) -> int | None:
@@ -688,11 +759,14 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
+    app.router.redirect_slashes = False  # /invocations/ is not found, never a 307
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
+    app.add_exception_handler(StarletteHTTPException, _routing_error)
+    app.add_middleware(AmbiguousFramingGuard)
     app.state.endpoint = endpoint
     app.state.capture = capture
     app.state.faults = faults
-    app.add_api_route("/ping", endpoint.ping, methods=["GET"])
+    app.add_api_route("/ping", endpoint.ping, methods=["GET", "HEAD"])
     app.add_api_route("/invocations", endpoint.invocations, methods=["POST"])
     app.add_api_route("/endpoints/{name}/invocations", endpoint.invoke_endpoint, methods=["POST"])
     if faults is not None:

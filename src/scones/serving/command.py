@@ -40,6 +40,7 @@ from scones.serving.defaults import (
     ENV_HOST,
     ENV_MODEL_DIR,
     ENV_PORT,
+    ENV_WORKERS,
     PIXELS_PER_INPUT_PIXEL,
     RUNTIME_MAX_PAYLOAD_BYTES,
     SAGEMAKER_MODEL_DIR,
@@ -67,14 +68,16 @@ class ServeDefaults:
     endpoint_name: str
     max_body_bytes: int
     capture_percent: float = DEFAULT_CAPTURE_PERCENT
+    max_concurrency: int | None = None  # None: the CPUs this process may use
 
 
 def container_defaults(environ: Mapping[str, str] | None = None) -> ServeDefaults:
     """The container's defaults: SageMaker's contract, then the environment's overrides.
 
-    ``SAGEMAKER_BIND_TO_PORT`` is SageMaker's own variable (inference pipelines);
-    ``SCONES_MODEL_DIR``, ``SCONES_HOST`` and ``SCONES_ENDPOINT_NAME`` are for running
-    the image elsewhere. An empty variable counts as unset.
+    ``SAGEMAKER_BIND_TO_PORT`` (inference pipelines) and ``SAGEMAKER_MODEL_SERVER_WORKERS``
+    (requests in inference at once) are SageMaker's own variables; ``SCONES_MODEL_DIR``,
+    ``SCONES_HOST`` and ``SCONES_ENDPOINT_NAME`` are for running the image elsewhere. An
+    empty variable counts as unset.
     """
     environ = os.environ if environ is None else environ
     port = SAGEMAKER_PORT
@@ -83,12 +86,21 @@ def container_defaults(environ: Mapping[str, str] | None = None) -> ServeDefault
             port = int(raw_port)
         except ValueError:
             raise ServeError(f"{ENV_PORT}={raw_port!r} is not a port number") from None
+    workers = None
+    if raw_workers := environ.get(ENV_WORKERS, "").strip():
+        try:
+            workers = int(raw_workers)
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise ServeError(f"{ENV_WORKERS}={raw_workers!r} is not a positive whole number")
     return ServeDefaults(
         model_dir=Path(environ.get(ENV_MODEL_DIR) or SAGEMAKER_MODEL_DIR),
         host=environ.get(ENV_HOST) or CONTAINER_HOST,
         port=port,
         endpoint_name=environ.get(ENV_ENDPOINT_NAME) or CONTAINER_ENDPOINT_NAME,
         max_body_bytes=RUNTIME_MAX_PAYLOAD_BYTES,
+        max_concurrency=workers,
     )
 
 
@@ -148,7 +160,10 @@ def add_arguments(parser: argparse.ArgumentParser, defaults_help: Mapping[str, s
     parser.add_argument(
         "--max-concurrency",
         type=int,
-        help="requests in inference at once (default: the CPUs this process may use)",
+        help=(
+            f"requests in inference at once (default: ${ENV_WORKERS} in the container, "
+            "else the CPUs this process may use)"
+        ),
     )
     parser.add_argument(
         "--queue-wait-seconds",
@@ -220,10 +235,13 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
     max_body_bytes = (
         args.max_body_bytes if args.max_body_bytes is not None else defaults.max_body_bytes
     )
+    max_concurrency = (
+        args.max_concurrency if args.max_concurrency is not None else defaults.max_concurrency
+    )
     for flag, value in (
         ("--max-body-bytes", max_body_bytes),
         ("--max-image-pixels", args.max_image_pixels),
-        ("--max-concurrency", args.max_concurrency),
+        ("--max-concurrency", max_concurrency),
     ):
         if value is not None and value < 1:
             raise ServeError(f"{flag} must be a positive integer, got {value}")
@@ -248,7 +266,7 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
         capture_percent=capture_percent,
         capture_flush_interval_s=args.capture_flush_seconds,
         enable_faults=args.enable_faults,
-        max_concurrency=args.max_concurrency,
+        max_concurrency=max_concurrency,
         queue_wait_s=args.queue_wait_seconds,
         header_timeout_s=args.header_timeout_seconds,
         body_timeout_s=args.body_timeout_seconds,

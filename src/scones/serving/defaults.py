@@ -30,6 +30,9 @@ CONTAINER_ENDPOINT_NAME = "scones-model"
 ENV_MODEL_DIR = "SCONES_MODEL_DIR"
 ENV_HOST = "SCONES_HOST"
 ENV_ENDPOINT_NAME = "SCONES_ENDPOINT_NAME"
+# SageMaker's variable for how many requests a model server handles at once (its
+# frameworks' worker count); here, the inference slots.
+ENV_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
 
 # -- outside the container (`scones serve`, embedded servers) ----------------------------
 DEFAULT_HOST = "127.0.0.1"

@@ -24,12 +24,19 @@ from fastapi.responses import JSONResponse
 
 
 class ContainerError(Exception):
-    """The model container refuses or fails a request (HTTP ``status``)."""
+    """The model container refuses or fails a request (HTTP ``status``).
 
-    def __init__(self, status: int, message: str) -> None:
+    ``close``: the answer comes before the body was read (a refused Content-Type, a
+    declared size over the limit), so the connection is closed after it rather than
+    drained: a client that sent ``Expect: 100-continue`` knows not to send the body
+    on it, and nothing it sends next is read as the next request.
+    """
+
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close
 
 
 class ServiceCode(Enum):
@@ -55,11 +62,20 @@ class ServiceCode(Enum):
 class ServiceError(Exception):
     """A sagemaker-runtime error answer: its code, message and modeled extra fields."""
 
-    def __init__(self, kind: ServiceCode, message: str, extra: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        kind: ServiceCode,
+        message: str,
+        extra: dict[str, Any] | None = None,
+        *,
+        close: bool = False,
+    ):
         super().__init__(f"{kind.code}: {message}")
         self.kind = kind
         self.message = message
         self.extra = extra or {}
+        # As ContainerError.close; a body that arrived too slowly is not worth reading on.
+        self.close = close or kind is ServiceCode.REQUEST_TIMEOUT
 
 
 def model_error(error: ContainerError, variant_name: str) -> ServiceError:
@@ -70,19 +86,24 @@ def model_error(error: ContainerError, variant_name: str) -> ServiceError:
         f"Received {side} error ({error.status}) from {variant_name} with message "
         f'"{error.message}".',
         {"OriginalStatusCode": error.status, "OriginalMessage": error.message},
+        close=error.close,
     )
 
 
+CLOSE = {"connection": "close"}
+
+
 def container_error_response(error: ContainerError) -> JSONResponse:
-    return JSONResponse({"message": error.message}, status_code=error.status)
+    return JSONResponse(
+        {"message": error.message}, status_code=error.status, headers=CLOSE if error.close else None
+    )
 
 
 def runtime_error_response(error: ServiceError, request_id: str) -> JSONResponse:
     body = {"message": error.message, **error.extra}
+    headers = {"x-amzn-ErrorType": error.kind.code, "x-amzn-RequestId": request_id}
     return JSONResponse(
-        body,
-        status_code=error.kind.status,
-        headers={"x-amzn-ErrorType": error.kind.code, "x-amzn-RequestId": request_id},
+        body, status_code=error.kind.status, headers=headers | CLOSE if error.close else headers
     )
 
 

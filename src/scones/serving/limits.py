@@ -38,10 +38,11 @@ def available_cpus() -> int:
 class ServerBusy(Exception):
     """Every inference slot stayed taken for the whole wait: answer as throttled."""
 
-    def __init__(self, limit: int, wait_s: float) -> None:
+    def __init__(self, limit: int, wait_s: float, ahead: int) -> None:
         super().__init__(
-            f"the model server is busy: {limit} requests are in inference and none "
-            f"finished within {wait_s:g} s; retry with backoff"
+            f"the model server is busy: the request waited {wait_s:g} s for one of its "
+            f"{limit} inference slots, behind {ahead} other waiting requests; "
+            "retry with backoff"
         )
 
 
@@ -62,17 +63,22 @@ class InferenceSlots:
         self.limit = limit
         self.wait_s = wait_s
         self._semaphore = asyncio.Semaphore(limit)
+        self._waiting = 0  # requests waiting for a slot (one event loop: no lock needed)
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         """One slot for the body of the ``async with``; raises :class:`ServerBusy`."""
+        ahead = self._waiting
         if self._semaphore.locked() and self.wait_s == 0:
-            raise ServerBusy(self.limit, self.wait_s)
+            raise ServerBusy(self.limit, self.wait_s, ahead)
+        self._waiting += 1
         try:
             async with asyncio.timeout(self.wait_s):
                 await self._semaphore.acquire()
         except TimeoutError:
-            raise ServerBusy(self.limit, self.wait_s) from None
+            raise ServerBusy(self.limit, self.wait_s, ahead) from None
+        finally:
+            self._waiting -= 1
         try:
             yield
         finally:

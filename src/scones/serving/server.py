@@ -135,6 +135,7 @@ class ModelServer:
         access_log: bool = False,
         configure_logging: bool = False,
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        graceful_shutdown_s: float = 10.0,
     ) -> None:
         self.app = app
         self.host = host
@@ -150,7 +151,9 @@ class ModelServer:
                 log_level=log_level,
                 access_log=access_log,
                 lifespan="on",
-                timeout_graceful_shutdown=10,
+                # How long a stop waits for requests in flight; a body still arriving
+                # then is answered 503 (scones.serving.app).
+                timeout_graceful_shutdown=graceful_shutdown_s,
                 # Embedded servers leave the host program's logging alone.
                 log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
             )

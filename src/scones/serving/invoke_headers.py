@@ -1,0 +1,91 @@
+"""InvokeEndpoint's header parameters, checked as SageMaker checks them.
+
+The limits come from botocore's sagemaker-runtime model (each header member's
+``min``, ``max`` and ``pattern``), not from a copy here, so a client that passes
+offline (a 200-character ``InferenceId``, say) is refused offline as on AWS,
+and a capture file never holds an id that AWS would not have accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+import botocore.session
+
+# The Java character classes the model's patterns use, as Python character ranges (ASCII,
+# as Java's POSIX classes are without UNICODE_CHARACTER_CLASS).
+_JAVA_CLASSES = {"ASCII": r"\x00-\x7f", "Print": r"\x20-\x7e"}
+
+
+@dataclass(frozen=True)
+class HeaderRule:
+    member: str
+    header: str
+    min_length: int
+    max_length: int | None
+    pattern: re.Pattern[str] | None
+
+    def problem(self, value: str) -> str | None:
+        if len(value) < self.min_length:
+            return f"{self.member} (header {self.header}) must not be empty"
+        if self.max_length is not None and len(value) > self.max_length:
+            return (
+                f"{self.member} (header {self.header}) is {len(value)} characters; "
+                f"at most {self.max_length} are allowed"
+            )
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            return (
+                f"{self.member} (header {self.header}) {value[:80]!r} does not match "
+                f"the pattern {self.pattern.pattern}"
+            )
+        return None
+
+
+def _python_pattern(java: str) -> re.Pattern[str] | None:
+    """The model's (Java) pattern in Python's syntax; None for one this cannot translate,
+    which leaves that header to the length limits."""
+    for name, chars in _JAVA_CLASSES.items():
+        java = java.replace(f"[\\p{{{name}}}]", f"[{chars}]")
+        java = java.replace(f"\\p{{{name}}}", f"[{chars}]")
+    try:
+        return re.compile(java.replace(r"\z", r"\Z"))
+    except re.error:
+        return None
+
+
+@cache
+def header_rules() -> tuple[HeaderRule, ...]:
+    """InvokeEndpoint's header members other than the content negotiation ones (the
+    container answers those itself: 415 and 406)."""
+    model = botocore.session.get_session().get_service_model("sagemaker-runtime")
+    shape = model.operation_model("InvokeEndpoint").input_shape
+    rules = []
+    for member, member_shape in shape.members.items():
+        location = member_shape.serialization
+        if location.get("location") != "header" or member in ("ContentType", "Accept"):
+            continue
+        metadata = member_shape.metadata
+        pattern = metadata.get("pattern")
+        rules.append(
+            HeaderRule(
+                member=member,
+                header=location["name"],
+                min_length=int(metadata.get("min", 0)),
+                max_length=int(metadata["max"]) if "max" in metadata else None,
+                pattern=_python_pattern(pattern) if pattern else None,
+            )
+        )
+    return tuple(rules)
+
+
+def invoke_header_problem(headers: Mapping[str, str]) -> str | None:
+    """The first header that SageMaker's own validation would refuse, named; else None."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    for rule in header_rules():
+        value = lowered.get(rule.header.lower())
+        if value is not None and (problem := rule.problem(value)):
+            return problem
+    return None
