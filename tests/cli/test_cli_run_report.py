@@ -211,3 +211,31 @@ def test_a_run_with_a_failed_upload_exits_1_and_says_it_is_a_fault() -> None:
     assert exit_status(console, summarise([*rejected, {"status": "FAILED"}])) == 1
     assert "1 of 3 upload(s) FAILED: a fault, not bad input" in console.export_text()
     assert exit_status(None, summarise([{"status": "FAILED"}])) == 1
+
+
+def test_the_records_table_shows_hostile_keys_as_text_and_never_as_terminal_codes() -> None:
+    """Keys, reasons and names come from uploaders: a key holding Rich markup (``[/]``
+    used to end the whole command with a MarkupError) or terminal escape sequences is
+    printed as literal, escaped text."""
+    from rich.console import Console
+
+    from scones.cli.display import records_table
+
+    rows = [
+        {
+            "key": "incoming/a[/]b[bold]x\x1b[31mRED\x1b]0;title\x07\u202egnp.png",
+            "status": "REJECTED",
+            "error_code": "NotAnImage",
+            "reason": "the key incoming/\x1b[2J says [red]nothing[/red]",
+        },
+        {"key": "incoming/ok.png", "status": "ACCEPTED", "label": "bicycle", "confidence": 0.99},
+    ]
+    console = Console(width=400, force_terminal=True, color_system="standard")
+    with console.capture() as captured:
+        console.print(records_table(rows, strip_prefix="incoming/"))
+    out = captured.get()
+    assert "a[/]b[bold]x\\x1b[31mRED\\x1b]0;title\\x07\\u202egnp.png" in out
+    assert "the key incoming/\\x1b[2J says [red]nothing[/red]" in out
+    # The only escape sequences are the table's own colours (SGR: ESC [ ... m).
+    assert "\x07" not in out and "\u202e" not in out and "\x1b]" not in out
+    assert "\x1b[2J" not in out and "\x1b[31mRED" not in out

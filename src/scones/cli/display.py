@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import statistics
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.records import (
     MODEL_VERSION_ATTRIBUTE,
@@ -60,6 +62,23 @@ def make_console(stderr: bool = False) -> Console:
     return console
 
 
+# Characters an uploader's key (or a reason quoting it) must not send to a terminal: C0 and
+# C1 controls (ESC starts colour, cursor and window-title sequences) and the format
+# characters among them that reorder or hide text (bidirectional overrides, zero widths).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def plain(value: object) -> Text:
+    """``value`` as literal text for a Rich table: no markup (a key may hold ``[/]``) and
+    every unprintable character shown as its escape (``\\x1b``, ``\\u202e``)."""
+    return Text(_UNPRINTABLE.sub(_escape, str(value)))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def records_table(
     rows: list[dict[str, Any]],
     title: str = "Results",
@@ -84,19 +103,21 @@ def records_table(
         status = str(row.get("status", ""))
         confidence = row.get("confidence")
         key = str(row.get("key", ""))
-        cells = [
-            key.removeprefix(strip_prefix),
-            f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]",
-            str(row.get("label") or "-"),
+        # Every value from a record is shown as plain text: keys, reasons, labels and the
+        # reviewer's name come from uploaders and people, not from this program.
+        cells: list[Text | str] = [
+            plain(key.removeprefix(strip_prefix)),
+            Text(status, style=STATUS_STYLES.get(status, "white")),
+            plain(row.get("label") or "-"),
             f"{confidence:.3f}" if isinstance(confidence, int | float) else "-",
-            str(row.get("true_label") or "-"),
-            _reason(row),
+            plain(row.get("true_label") or "-"),
+            plain(_reason(row)),
         ]
         if detailed:
             recorded = parse_time(row.get("recorded_at"))
             when = recorded.strftime("%Y-%m-%d %H:%M:%S") if recorded else "-"
             # Only a classified record went through the model.
-            model = str(row.get(MODEL_VERSION_ATTRIBUTE) or "-")
+            model = plain(row.get(MODEL_VERSION_ATTRIBUTE) or "-")
             cells = [when, *cells, model]
         table.add_row(*cells)
     return table
