@@ -39,8 +39,11 @@ from scones_core.errors import (
     UnsupportedImageFormat,
 )
 from scones_core.image_structure import (
+    ARITHMETIC_SOF_MARKERS,
     HIERARCHICAL_SOF_MARKERS,
     JPEG_LS_SOF_MARKER,
+    MAX_JPEG_PADDING_BYTES,
+    MAX_JPEG_SEGMENTS,
     PNG_SIGNATURE,
     JpegLayout,
     bmp_run_length,
@@ -291,6 +294,7 @@ def decode_image(
     jpeg = jpeg_layout(data) if sniffed == "JPEG" else None
     if jpeg is not None:
         _check_jpeg_frame(jpeg)
+        _check_jpeg_markers(jpeg)
     if sniffed == "TIFF" and (blocks := tiff_block_count(data)) > MAX_TIFF_BLOCKS:
         # Before Pillow parses it: Pillow reads every strip's offset as it opens a TIFF.
         raise ImageTooComplex(
@@ -543,6 +547,29 @@ def _too_many_pixels(exc: BaseException, limits: ImageLimits) -> ImageTooManyPix
 _DECLARED_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
 
 
+def _check_jpeg_markers(layout: JpegLayout) -> None:
+    """Refuse, before Pillow parses the header a byte at a time in Python, a JPEG whose
+    markers cost far more than its pixels: a flood of empty segments or padding (5 MiB of
+    them took 4-6 s of CPU), or more restart markers than the image has blocks (libjpeg
+    resynchronises at each)."""
+    if layout.segments > MAX_JPEG_SEGMENTS:
+        raise ImageTooComplex(
+            f"The JPEG has more than {MAX_JPEG_SEGMENTS} marker segments; encoders write "
+            "a few dozen."
+        )
+    if layout.padding > MAX_JPEG_PADDING_BYTES:
+        raise ImageTooComplex(
+            f"The JPEG has more than {MAX_JPEG_PADDING_BYTES} bytes of padding or data "
+            "outside its segments, which a decoder reads and discards a byte at a time."
+        )
+    blocks = layout.blocks
+    if blocks is not None and layout.restarts > max(1, layout.scans) * blocks:
+        raise ImageTooComplex(
+            f"The JPEG has {layout.restarts} restart markers, more than its "
+            f"{max(1, layout.scans)} scan(s) of {blocks} blocks can hold."
+        )
+
+
 def _check_jpeg_frame(layout: JpegLayout) -> None:
     """Name the JPEG processes the decoder does not have, instead of calling them corrupt:
     hierarchical frames, and more than 8 bits a sample outside lossless coding."""
@@ -553,6 +580,11 @@ def _check_jpeg_frame(layout: JpegLayout) -> None:
     if layout.frame_marker in HIERARCHICAL_SOF_MARKERS:
         raise UnsupportedImageFormat(
             "Hierarchical JPEGs are not supported; save it as a baseline or progressive JPEG."
+        )
+    if layout.frame_marker in ARITHMETIC_SOF_MARKERS:
+        raise UnsupportedImageFormat(
+            "Arithmetic-coded JPEGs are not supported; save it with Huffman coding "
+            "(a baseline or progressive JPEG)."
         )
     if layout.precision not in (None, 8) and not layout.lossless:
         raise UnsupportedImageFormat(

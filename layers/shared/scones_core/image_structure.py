@@ -30,19 +30,34 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scones_core.errors import CorruptImage
+from scones_core.errors import CorruptImage, ImageTooComplex, UnsupportedImageFormat
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Chunks the PNG specification allows once (the ones a decoder inflates or parses).
 _PNG_ONCE = frozenset({b"IHDR", b"PLTE", b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"eXIf", b"acTL"})
+# The critical chunks (upper-case first letter) a PNG decoder knows; any other one changes
+# how the image must be read, and the specification says not to show it (Apple's CgBI).
+_PNG_CRITICAL = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
+# Encoders split IDAT into chunks of 8-64 KB, so a 5 MiB PNG has a few hundred. Each chunk
+# costs a step in Python here and in Pillow: 437,000 empty ones took 4 s of CPU.
+MAX_PNG_CHUNKS = 20_000
 
 
 def check_png_chunks(data: bytes) -> None:
     """Walk every chunk up to IEND: ``CorruptImage`` names a truncated chunk, a chunk
-    whose CRC does not match, or a chunk the specification allows once given twice."""
+    whose CRC does not match, or a chunk the specification allows once given twice;
+    ``UnsupportedImageFormat`` an unknown critical chunk; ``ImageTooComplex`` more than
+    ``MAX_PNG_CHUNKS`` chunks."""
     pos = len(PNG_SIGNATURE)
     seen: set[bytes] = set()
+    chunks = 0
     while True:
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            raise ImageTooComplex(
+                f"The PNG has more than {MAX_PNG_CHUNKS} chunks; each is read one at a time "
+                "(save it again: encoders write a few hundred)."
+            )
         if pos + 12 > len(data):
             raise CorruptImage("The PNG data is truncated: it ends before its IEND chunk.")
         length = int.from_bytes(data[pos : pos + 4], "big")
@@ -53,6 +68,11 @@ def check_png_chunks(data: bytes) -> None:
         crc = int.from_bytes(data[end - 4 : end], "big")
         if zlib.crc32(data[pos + 4 : end - 4]) != crc:
             raise CorruptImage(f"The PNG data is corrupt: its {_name(kind)} chunk fails its CRC.")
+        if kind[:1].isupper() and kind not in _PNG_CRITICAL:
+            raise UnsupportedImageFormat(
+                f"The PNG has a critical chunk {_name(kind)} that standard PNG decoders do not "
+                "know (Apple's CgBI, say); save it as a standard PNG."
+            )
         if kind in _PNG_ONCE:
             if kind in seen:
                 raise CorruptImage(
@@ -76,6 +96,9 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 LOSSLESS_SOF_MARKERS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 # Hierarchical (differential) frames: a process libjpeg never implemented.
 HIERARCHICAL_SOF_MARKERS = frozenset({0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF})
+# Arithmetic coding: libjpeg decodes it only from one buffer, and Pillow feeds it in parts,
+# so whether one decoded depended on its size (45 KB did, 78 KB did not).
+ARITHMETIC_SOF_MARKERS = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 # JPEG-LS (ITU T.87) starts its frame with SOF55: a different codec in a JPEG wrapper.
 JPEG_LS_SOF_MARKER = 0xF7
 _SOS, _EOI = 0xDA, 0xD9
@@ -83,41 +106,71 @@ _SOS, _EOI = 0xDA, 0xD9
 _STANDALONE = frozenset({0xD8, 0x01, *range(0xD0, 0xD8)})
 # The next marker after entropy-coded data: 0xFF not followed by a stuffed 0x00 or RSTn.
 _NEXT_MARKER = re.compile(rb"\xff(?![\x00\xd0-\xd7])")
+_FILL = re.compile(rb"\xff+")
+_RESTART_MARKERS = tuple(bytes((0xFF, marker)) for marker in range(0xD0, 0xD8))
+# Where a walk stops counting: past these, image_rules refuses the file whatever the rest
+# holds, so a flood of empty segments or padding costs the walk no more than this.
+MAX_JPEG_SEGMENTS = 2_000
+MAX_JPEG_PADDING_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
 class JpegLayout:
-    """The first image's frame type and how many scans it has (up to its EOI)."""
+    """The first image's frame type and size, and how many scans, marker segments, restart
+    markers and bytes of padding (fill bytes, and bytes a decoder discards between
+    segments) it has, up to its EOI."""
 
     frame_marker: int | None
     scans: int
     precision: int | None = None  # bits per sample, from the frame header
+    size: tuple[int, int] | None = None  # (width, height) from the frame header
+    segments: int = 0  # markers outside the scans, SOS excepted
+    restarts: int = 0
+    padding: int = 0
 
     @property
     def lossless(self) -> bool:
         return self.frame_marker in LOSSLESS_SOF_MARKERS
 
+    @property
+    def blocks(self) -> int | None:
+        """8x8 blocks in one component of the frame: a restart interval holds at least one."""
+        if self.size is None:
+            return None
+        width, height = self.size
+        return -(-width // 8) * -(-height // 8)
+
 
 def jpeg_layout(data: bytes) -> JpegLayout:
     """Walk the marker segments of the first image (a camera JPEG's preview images come
-    after its EOI, inside or after it). Never raises: what cannot be walked is left to
-    the decoder, which names the damage."""
-    pos, frame, scans, precision = 2, None, 0, None
+    after its EOI, inside or after it) as libjpeg and Pillow read them: a byte that is
+    not a marker, and 0xFF 0x00 between segments, are discarded, not read as a segment.
+    Never raises: what cannot be walked is left to the decoder, which names the damage.
+    Stops counting past ``MAX_JPEG_SEGMENTS`` segments or ``MAX_JPEG_PADDING_BYTES``."""
+    pos, frame, scans, precision, dimensions = 2, None, 0, None, None
+    segments = restarts = padding = 0
     size = len(data)
-    while pos + 2 <= size:
+    while pos + 2 <= size and segments <= MAX_JPEG_SEGMENTS and padding <= MAX_JPEG_PADDING_BYTES:
         if data[pos] != 0xFF:
             found = _NEXT_MARKER.search(data, pos)
-            if found is None:
-                break
-            pos = found.start()
+            stop = size if found is None else found.start()
+            padding += stop - pos
+            pos = stop
+            continue
+        fill = _FILL.match(data, pos)
+        if fill is not None and fill.end() - pos > 1:  # fill bytes before a marker
+            padding += fill.end() - pos - 1
+            pos = fill.end() - 1
             continue
         marker = data[pos + 1]
-        if marker == 0xFF:  # a fill byte before a marker
-            pos += 1
+        if marker == 0x00:  # a stuffed zero outside a scan: discarded
+            padding += 2
+            pos += 2
             continue
         if marker == _EOI:
             break
-        if marker in _STANDALONE:
+        if marker in _STANDALONE:  # outside a scan, each one is a step of Pillow's parser
+            segments += 1
             pos += 2
             continue
         if pos + 4 > size:
@@ -126,13 +179,27 @@ def jpeg_layout(data: bytes) -> JpegLayout:
         if (marker in _SOF_MARKERS or marker == JPEG_LS_SOF_MARKER) and frame is None:
             frame = marker
             precision = data[pos + 4] if pos + 4 < size else None
+            if pos + 9 <= size:
+                height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+                dimensions = (width, height)
         if marker != _SOS:
+            segments += 1
             pos = end
             continue
         scans += 1
         found = _NEXT_MARKER.search(data, end)
-        pos = size if found is None else found.start()
-    return JpegLayout(frame_marker=frame, scans=scans, precision=precision)
+        stop = size if found is None else found.start()
+        restarts += sum(data.count(rst, end, stop) for rst in _RESTART_MARKERS)
+        pos = stop
+    return JpegLayout(
+        frame_marker=frame,
+        scans=scans,
+        precision=precision,
+        size=dimensions,
+        segments=segments,
+        restarts=restarts,
+        padding=padding,
+    )
 
 
 # ---- TIFF -------------------------------------------------------------------------

@@ -1,0 +1,152 @@
+"""Small files whose markers or chunks would cost a decoder far more than their pixels.
+
+Each is refused by the image rules from the structure walk, in milliseconds, before
+Pillow's own header parser (Python, a byte or a segment at a time) or libjpeg sees
+it; the ordinary files next to them still decode.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import time
+import zlib
+
+import pytest
+from conftest import template_limits
+from PIL import Image
+from scones_core import errors
+from scones_core.image_rules import MAX_JPEG_SCANS, decode_image
+from scones_core.image_structure import (
+    MAX_JPEG_PADDING_BYTES,
+    MAX_JPEG_SEGMENTS,
+    MAX_PNG_CHUNKS,
+    jpeg_layout,
+)
+
+LIMITS = template_limits()
+
+
+def jpeg(size: tuple[int, int] = (64, 64), **options: object) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 90, 40)).save(out, "JPEG", **options)
+    return out.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes = b"") -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_with(extra: bytes) -> bytes:
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 0, 0, 0, 0))
+    pixels = png_chunk(b"IDAT", zlib.compress(bytes(17 * 16)))
+    return b"\x89PNG\r\n\x1a\n" + header + extra + pixels + png_chunk(b"IEND")
+
+
+def rejected(data: bytes) -> errors.ImageRejected:
+    started = time.process_time()
+    with pytest.raises(errors.ImageRejected) as raised:
+        decode_image(data, LIMITS)
+    # Refused from the walk: no decoder ran (generous bound for a loaded machine).
+    assert time.process_time() - started < 1.0
+    return raised.value
+
+
+def hide_scans_behind_stuffed_zeros(data: bytes) -> bytes:
+    """Each scan inside a "segment" that starts FF 00: a walk that reads FF 00 as a
+    marker with a length jumps over the scans; libjpeg and Pillow discard FF 00."""
+    first = data.index(b"\xff\xda")
+    body, hidden = data[first:-2], bytearray(data[:first])
+    for start in range(0, len(body), 60_000):
+        part = body[start : start + 60_000]
+        hidden += b"\xff\xfe\x00\x02" + b"\xff\x00" + struct.pack(">H", len(part) + 2) + part
+    return bytes(hidden + b"\xff\xfe\x00\x02\xff\xd9")
+
+
+def many_scans(count: int) -> bytes:
+    """A progressive JPEG whose last scan is repeated up to ``count`` scans."""
+    base = jpeg((256, 256), progressive=True, quality=90)
+    starts = [m.start() for m in re.finditer(b"\xff\xda", base)]
+    last = base[starts[-1] : -2]
+    return base[:-2] + last * (count - len(starts)) + b"\xff\xd9"
+
+
+def test_scans_hidden_behind_stuffed_zeros_are_still_counted() -> None:
+    plain = many_scans(MAX_JPEG_SCANS + 50)
+    hidden = hide_scans_behind_stuffed_zeros(plain)
+    assert jpeg_layout(hidden).scans == jpeg_layout(plain).scans == MAX_JPEG_SCANS + 50
+    assert isinstance(rejected(hidden), errors.ImageTooComplex)
+    # Hiding fewer scans than the limit changes nothing a decoder sees: it still decodes.
+    assert decode_image(hide_scans_behind_stuffed_zeros(many_scans(20)), LIMITS).image.size == (
+        256,
+        256,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        (
+            "fill bytes",
+            jpeg()[:2] + b"\xff" * (MAX_JPEG_PADDING_BYTES + 2) + jpeg()[2:],
+            f"more than {MAX_JPEG_PADDING_BYTES} bytes of padding",
+        ),
+        (
+            "empty comment segments",
+            jpeg()[:2] + b"\xff\xfe\x00\x02" * (MAX_JPEG_SEGMENTS + 1) + jpeg()[2:],
+            f"more than {MAX_JPEG_SEGMENTS} marker segments",
+        ),
+        (
+            "restart markers outside a scan",
+            jpeg()[:2] + b"\xff\xd0" * (MAX_JPEG_SEGMENTS + 1) + jpeg()[2:],
+            f"more than {MAX_JPEG_SEGMENTS} marker segments",
+        ),
+        (
+            "empty ancillary PNG chunks",
+            png_with(png_chunk(b"prVt") * MAX_PNG_CHUNKS),
+            f"more than {MAX_PNG_CHUNKS} chunks",
+        ),
+    ],
+)
+def test_floods_of_empty_markers_are_refused_from_the_walk(
+    name: str, data: bytes, message: str
+) -> None:
+    error = rejected(data)
+    assert isinstance(error, errors.ImageTooComplex), name
+    assert message in str(error)
+
+
+def test_more_restart_markers_than_blocks_are_refused() -> None:
+    data = jpeg((16, 16))  # 4 blocks of 8x8 a component
+    scan = data.index(b"\xff\xda")
+    scan_end = scan + 2 + int.from_bytes(data[scan + 2 : scan + 4], "big")
+    flooded = data[:scan_end] + b"\xff\xd0" * 5 + data[scan_end:]
+    error = rejected(flooded)
+    assert isinstance(error, errors.ImageTooComplex)
+    assert "5 restart markers, more than its 1 scan(s) of 4 blocks" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("options", "restarts"),
+    [
+        ({"restart_marker_rows": 1}, 480 // 16 - 1),  # 4:2:0: 16x16 pixels an MCU
+        ({"restart_marker_blocks": 1}, 40 * 30 - 1),  # after every MCU, the most there are
+    ],
+)
+def test_ordinary_restart_intervals_still_decode(options: dict[str, int], restarts: int) -> None:
+    data = jpeg((640, 480), **options)
+    assert jpeg_layout(data).restarts == restarts
+    assert decode_image(data, LIMITS).image.size == (640, 480)
+
+
+def test_unknown_critical_png_chunks_and_arithmetic_jpegs_are_named() -> None:
+    critical = rejected(png_with(png_chunk(b"CgBI", b"\x50\x00\x20\x06")))
+    assert isinstance(critical, errors.UnsupportedImageFormat)
+    assert "critical chunk CgBI" in str(critical)
+    baseline = jpeg()
+    sof0 = baseline.index(b"\xff\xc0")
+    arithmetic = baseline[: sof0 + 1] + b"\xc9" + baseline[sof0 + 2 :]  # SOF9
+    error = rejected(arithmetic)
+    assert isinstance(error, errors.UnsupportedImageFormat)
+    assert str(error).startswith("Arithmetic-coded JPEGs are not supported")
