@@ -99,6 +99,7 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
                 executable_path=executable, args=CHROMIUM_FLAGS[1:]
             )
             try:
+                unseen_answer_is_refused(browser, url, "a-review-token")
                 order = review_in_browser(browser, url, "a-review-token")
             finally:
                 browser.close()
@@ -140,6 +141,25 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
         assert line["path"] == (
             None if answer == "neither" else final[line["record_id"]]["labelled_key"][len(prefix) :]
         )
+
+
+def unseen_answer_is_refused(browser: Any, url: str, token: str) -> None:
+    """An image that does not load (deleted, expired, a key a browser rewrites) cannot be
+    answered: the buttons are disabled, the key press is refused, nothing is saved. Here
+    every image request (to the emulator's S3, not the review server) fails."""
+    page = browser.new_page(viewport={"width": 1100, "height": 640})
+    try:
+        page.route(lambda address: not address.startswith(url), lambda r: r.abort())
+        page.goto(f"{url}/?token={token}")
+        page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+        page.wait_for_selector("#status.error:has-text('could not be loaded')", timeout=30_000)
+        assert page.locator(".answers button:disabled").count() == 3
+        page.keyboard.press("b")
+        page.wait_for_timeout(300)
+        assert "could not be loaded" in page.locator("#status").inner_text()
+        assert page.locator("#progress").inner_text() == "0 of 4 answered"
+    finally:
+        page.close()
 
 
 def review_in_browser(browser: Any, url: str, token: str) -> list[str]:

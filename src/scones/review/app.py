@@ -62,7 +62,7 @@ class Answer(BaseModel):
 
 
 def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
-    app = FastAPI(title="Scones Unlimited review", docs_url=None, redoc_url=None)
+    app = FastAPI(title="Scones Unlimited review", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.middleware("http")
     async def same_origin_only(
@@ -72,10 +72,11 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
         hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if hostname not in settings.allowed_hosts:
             return JSONResponse({"detail": f"host {host!r} is not served"}, status_code=400)
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):
             origin = request.headers.get("origin")
             if origin is not None and origin.split("://", 1)[-1] != host:
                 return JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
+        if request.method == "POST":  # the one method with a body; others are 405 below
             length = request.headers.get("content-length")
             if length is None or not length.isdigit():
                 return JSONResponse({"detail": "a Content-Length is required"}, status_code=411)

@@ -12,7 +12,8 @@ header { padding: .8rem 1.5rem; background: #2d3a4a; color: #fff; display: flex;
          align-items: baseline; gap: 1.5rem; }
 header h1 { font-size: 1.2rem; margin: 0; }
 header small { opacity: .8; }
-main { display: grid; grid-template-columns: 340px 1fr; gap: 1.2rem; padding: 1.2rem 1.5rem; }
+main { display: grid; grid-template-columns: 340px minmax(0, 1fr); gap: 1.2rem;
+       padding: 1.2rem 1.5rem; }
 #queue { list-style: none; margin: 0; padding: 0; max-height: 80vh; overflow-y: auto; }
 #queue li { display: flex; gap: .6rem; align-items: center; padding: .4rem;
             margin-bottom: .3rem; background: #fff; border-radius: .4rem;
@@ -21,7 +22,7 @@ main { display: grid; grid-template-columns: 340px 1fr; gap: 1.2rem; padding: 1.
 #queue li[data-state="done"] { opacity: .55; }
 #queue li[data-state="conflict"] { background: #fbe3e3; }
 #queue img { width: 48px; height: 48px; image-rendering: pixelated; border-radius: .2rem; }
-.meta { font-size: .8rem; line-height: 1.3; }
+.meta { font-size: .8rem; line-height: 1.3; min-width: 0; overflow-wrap: anywhere; }
 .badge { display: inline-block; padding: 0 .35rem; border-radius: .3rem; font-size: .75rem; }
 .NEEDS_REVIEW { background: #fff1c2; } .ACCEPTED { background: #d9f2dd; }
 .REVIEWED { background: #dbe7fb; }
@@ -30,11 +31,12 @@ main { display: grid; grid-template-columns: 340px 1fr; gap: 1.2rem; padding: 1.
               background: #eee; }
 #detail .row { display: flex; gap: 1.5rem; }
 #detail dl { display: grid; grid-template-columns: auto 1fr; gap: .3rem .8rem; margin: 0; }
-#detail dt { color: #666; } #detail dd { margin: 0; }
+#detail dt { color: #666; } #detail dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }
 .answers { margin-top: 1.2rem; display: flex; gap: .6rem; }
 .answers button { font-size: 1rem; padding: .6rem 1rem; border-radius: .4rem;
                   border: 1px solid #999; background: #fff; cursor: pointer; }
 .answers button:hover { background: #eef3fd; }
+.answers button:disabled { opacity: .45; cursor: not-allowed; }
 kbd { border: 1px solid #aaa; border-bottom-width: 2px; border-radius: .25rem; padding: 0 .3rem;
       font-size: .8rem; background: #fafafa; }
 #status { margin-top: 1rem; min-height: 1.4rem; }
@@ -82,6 +84,24 @@ function when(value) {
 }
 function name(item) { return item.key.split("/").pop(); }
 
+// An answer is taken only for an image the reviewer can see: one of the item's images
+// loaded. A deleted or expired upload, or a key a browser rewrites (".." or "." in its
+// path), never loads, and answering it would label an image nobody looked at.
+const UNSEEN = "the image could not be loaded (the upload was deleted or has expired, or " +
+  "its key holds a path a browser rewrites), so it cannot be answered here";
+function watch(img, item) {
+  img.addEventListener("load", () => {
+    if (item.image === "shown") return;
+    item.image = "shown";
+    if (item === state.items[state.current]) renderDetail();
+  });
+  img.addEventListener("error", () => {
+    if (item.image) return;
+    item.image = "failed";
+    if (item === state.items[state.current]) renderDetail();
+  });
+}
+
 function renderQueue() {
   queue.replaceChildren();
   state.items.forEach((item, i) => {
@@ -92,6 +112,7 @@ function renderQueue() {
     const img = document.createElement("img");
     // A queue of camera photos: only the rows in view are fetched.
     img.loading = "lazy"; img.decoding = "async";
+    watch(img, item);
     img.src = item.thumbnail_url; img.alt = name(item);
     const meta = document.createElement("div"); meta.className = "meta";
     meta.append(text("b", name(item)), document.createElement("br"),
@@ -120,7 +141,8 @@ function renderDetail() {
   }
   const row = document.createElement("div"); row.className = "row";
   const img = document.createElement("img");
-  img.id = "current-image"; img.src = item.thumbnail_url; img.alt = item.key;
+  img.id = "current-image"; watch(img, item);
+  img.src = item.thumbnail_url; img.alt = item.key;
   const dl = document.createElement("dl");
   const probs = Object.entries(item.probabilities)
     .map(([k, v]) => k + " " + v.toFixed(3)).join(", ");
@@ -137,16 +159,24 @@ function renderDetail() {
     button.dataset.answer = answer;
     button.append(text("span", answer + " "), text("kbd", key));
     button.addEventListener("click", () => submit(answer));
+    button.disabled = item.image !== "shown" || item.state === "done";
     answers.append(button);
   }
   const help = text("p", "Keys: " + Object.entries(state.keys)
     .map(([key, answer]) => key + " " + answer).join(", ") + "; arrows move.", "meta");
-  const status = text("div", item.message || "", item.state === "conflict" ? "error" : "");
+  const unseen = item.image === "failed" && item.state !== "done";
+  const status = text("div", unseen ? UNSEEN : item.message || "",
+                      item.state === "conflict" || unseen ? "error" : "");
   status.id = "status";
   detail.append(row, answers, help, status);
 }
 
-function render() { renderQueue(); renderDetail(); }
+function render() {
+  renderQueue(); renderDetail();
+  // Keyboard moves keep the current row in view.
+  const current = queue.querySelector("li.current");
+  if (current) current.scrollIntoView({ block: "nearest" });
+}
 
 // Served beyond loopback, the printed URL carries the API's token (?token=...).
 function tokenHeaders() {
@@ -168,6 +198,11 @@ function move(step) {
 async function submit(answer) {
   const item = state.items[state.current];
   if (!item || item.state === "done" || item.busy) return;
+  if (item.image !== "shown") {
+    setStatus(item.image === "failed" ? UNSEEN : "the image is still loading; answer once it shows",
+              true);
+    return;
+  }
   item.busy = true;
   setStatus("saving " + answer + "...");
   try {
