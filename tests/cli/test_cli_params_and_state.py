@@ -416,3 +416,26 @@ def test_the_environment_errors_of_a_command_are_one_line_not_a_traceback(
     assert port.returncode == 2 and "70000 is not a port" in port.stderr
     for result in (profile, model, port):
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--sample-days", "nan"], "argument --sample-days: must be more than 0 and at most 366"),
+        (["--sample-days", "inf"], "argument --sample-days: must be more than 0 and at most 366"),
+        (["--sample-days", "-5"], "argument --sample-days: must be more than 0 and at most 366"),
+        (["--sample-days", "1e12"], "argument --sample-days: must be more than 0 and at most 366"),
+        (["--reviewer", "   "], "argument --reviewer: the reviewer needs a name"),
+        (["--reviewer", "a\x1b[31mb"], "argument --reviewer: 'a\\x1b[31mb' has characters"),
+    ],
+)
+def test_review_arguments_are_checked_before_anything_starts(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scones.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["review", *arguments])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error

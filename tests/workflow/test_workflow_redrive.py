@@ -643,3 +643,20 @@ def test_since_and_until_take_timestamps_or_ages() -> None:
 
     with pytest.raises(CommandError, match="age"):
         parse_moment("yesterday", now)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("99999999d", "'99999999d' reaches back before the year 1"),
+        ("1000000000000000000000d", "reaches back before the year 1"),
+        ("9999-12-31T23:59:59-14:00", "is outside the years 1 to 9999 in UTC"),
+        ("0001-01-01T00:00:00+14:00", "is outside the years 1 to 9999 in UTC"),
+    ],
+)
+def test_moments_beyond_the_calendar_are_named_not_a_traceback(text: str, message: str) -> None:
+    from scones.cli.errors import CommandError
+
+    with pytest.raises(CommandError) as raised:
+        parse_moment(text, datetime(2026, 12, 2, tzinfo=UTC))
+    assert message in str(raised.value)

@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
     parser.add_argument(
         "--reviewer",
+        type=_reviewer,
         default=getpass.getuser(),
         help="name recorded with each answer (default: your user name)",
     )
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--sample-days",
-        type=float,
+        type=_days,
         default=1.0,
         help="how far back ACCEPTED images are sampled, in days (default: 1)",
     )
@@ -69,6 +70,32 @@ def _share(value: str) -> float:
     if not 0.0 <= share <= 1.0:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
     return share
+
+
+# How far back ACCEPTED records may be sampled: a year (and a finite span; 1e12 days
+# overflowed the clock arithmetic).
+MAX_SAMPLE_DAYS = 366.0
+
+
+def _days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days") from None
+    if not 0 < days <= MAX_SAMPLE_DAYS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_SAMPLE_DAYS:g} days, got {value!r}"
+        )
+    return days
+
+
+def _reviewer(value: str) -> str:
+    name = value.strip()
+    if not name:
+        raise argparse.ArgumentTypeError("the reviewer needs a name (it is recorded with answers)")
+    if not name.isprintable():
+        raise argparse.ArgumentTypeError(f"{value!r} has characters that cannot be shown")
+    return name
 
 
 @dataclass(frozen=True)
@@ -135,7 +162,7 @@ def review_command(args: argparse.Namespace) -> int:
 
     import boto3
 
-    from scones.serving.server import ModelServer
+    from scones.serving.server import ModelServer, ServerStartError
 
     if args.host in WILDCARD_ADDRESSES:
         raise CommandError(
@@ -171,7 +198,10 @@ def review_command(args: argparse.Namespace) -> int:
     )
     settings = target.settings(sample_share=args.sample_accepted, sample_days=args.sample_days)
     server = ModelServer(app, host=args.host, port=args.port)
-    url = server.start()
+    try:
+        url = server.start()
+    except ServerStartError as exc:
+        raise CommandError(f"the review page cannot listen on {args.host}: {exc}") from None
     console = make_console()
     page = f"{url}/" + (f"?token={token}" if token else "")
     if token:

@@ -135,7 +135,7 @@ class ModelServer:
         access_log: bool = False,
         configure_logging: bool = False,
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
-        graceful_shutdown_s: float = 10.0,
+        graceful_shutdown_s: int = 10,
     ) -> None:
         self.app = app
         self.host = host
