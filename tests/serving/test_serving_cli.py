@@ -99,6 +99,8 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
         (["--port", "70000"], "--port must be between 0 and 65535"),
         (["--capture-percent", "150", "--capture-dest", "x"], "between 0 and 100"),
         (["--capture-dest", "ftp://x/y"], "neither s3://bucket/prefix nor a folder"),
+        (["--capture-dest", "/proc/no/such"], "--capture-dest /proc/no/such: cannot write there"),
+        (["--capture-dest", "/dev/null/capture"], "/dev/null/capture: cannot write there"),
         (["--max-body-bytes", "0"], "--max-body-bytes must be a positive integer"),
         (["--max-image-pixels", "0"], "--max-image-pixels must be a positive integer"),
         (["--max-concurrency", "0"], "--max-concurrency must be a positive integer"),
@@ -124,8 +126,8 @@ def test_bad_arguments_name_the_problem(
     assert words in capsys.readouterr().err
 
 
-def test_defaults_come_from_the_template_parameters() -> None:
-    args = build_parser().parse_args(["serve", "--capture-dest", "somewhere"])
+def test_defaults_come_from_the_template_parameters(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["serve", "--capture-dest", str(tmp_path / "capture")])
     settings = settings_from_args(args)
     assert settings.endpoint_name == parameter_default("EndpointName")
     assert settings.max_body_bytes == int(parameter_default("MaxImageBytes"))

@@ -16,7 +16,7 @@ import pytest
 from conftest import SAMPLES
 from workflow_helpers import wait_for_execution
 
-from scones.cli.backfill import find_backfill_machine, start_backfill
+from scones.cli.backfill import find_backfill_machine, has_objects, start_backfill
 from scones.offline.stack import OfflineStack, StackOptions
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("backfill-stack")]
@@ -105,3 +105,24 @@ def test_a_prefix_outside_the_incoming_one_fails_at_once_and_says_why(
     described = sfn.describe_execution(executionArn=execution)
     assert described["error"] == "PrefixOutsideIncoming"
     assert f'"prefix": "{stack.incoming_prefix}...' in described["cause"]
+
+
+def test_an_empty_prefix_starts_no_backfill(stack: OfflineStack) -> None:
+    s3 = stack.client("s3")
+    empty = f"{stack.incoming_prefix}nothing-here/"
+    assert not has_objects(s3, stack.bucket, empty)
+    s3.put_object(Bucket=stack.bucket, Key=f"{stack.incoming_prefix}something/a.png", Body=b"x")
+    assert has_objects(s3, stack.bucket, f"{stack.incoming_prefix}something/")
+
+
+def test_moto_gap_a_distributed_map_over_an_empty_listing_fails(stack: OfflineStack) -> None:
+    """Guard: moto's S3 item reader reads ``Contents`` from an empty ListObjectsV2 answer,
+    which has none, and fails the execution; AWS's map runs zero items and succeeds.
+    ``scones backfill`` starts nothing for an empty prefix (``has_objects``). This test
+    fails once moto lists an empty prefix as zero items."""
+    sfn = stack.client("stepfunctions")
+    execution = start_backfill(
+        sfn, find_backfill_machine(sfn), f"{stack.incoming_prefix}never-uploaded/"
+    )
+    assert wait_for_execution(sfn, execution, timeout=180) == "FAILED"
+    assert "Contents" in sfn.describe_execution(executionArn=execution).get("cause", "")

@@ -46,6 +46,12 @@ def find_backfill_machine(sfn: Any) -> str:
     raise CommandError("the stack has no backfill state machine")
 
 
+def has_objects(s3: Any, bucket: str, prefix: str) -> bool:
+    """Whether anything is under ``prefix``: an empty one needs no execution (and moto's
+    Distributed Map fails on an empty listing, where AWS's succeeds with no items)."""
+    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
+
+
 def start_backfill(sfn: Any, machine_arn: str, prefix: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     return str(
@@ -71,21 +77,26 @@ def backfill_command(args: argparse.Namespace) -> int:
         import boto3
 
         session = boto3.Session(profile_name=args.profile, region_name=args.region)
-        sfn = session.client("stepfunctions")
+        sfn, s3 = session.client("stepfunctions"), session.client("s3")
         stacks = session.client("cloudformation").describe_stacks(StackName=args.stack)
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks["Stacks"][0]["Outputs"]}
         if BACKFILL_OUTPUT not in outputs:
             raise CommandError(f"stack {args.stack} has no output {BACKFILL_OUTPUT}")
         machine, incoming = outputs[BACKFILL_OUTPUT], outputs.get("IncomingPrefix", "")
+        bucket = outputs.get("ImageBucketName")
     else:
         api = client_from_state()
-        sfn = api.client("stepfunctions")
+        sfn, s3 = api.client("stepfunctions"), api.client("s3")
         machine, incoming = find_backfill_machine(sfn), api.endpoints.incoming_prefix
+        bucket = api.endpoints.bucket
     if incoming and not args.prefix.startswith(incoming):
         raise CommandError(
             f"{args.prefix!r} is not under the stack's IncomingPrefix {incoming!r}: "
             "only uploads there are classified"
         )
+    if bucket and not has_objects(s3, bucket, args.prefix):
+        print(f"nothing under s3://{bucket}/{args.prefix}: no backfill started")
+        return 0
     execution = start_backfill(sfn, machine, args.prefix)
     print(f"started {execution}")
     if not args.wait:

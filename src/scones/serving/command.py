@@ -227,6 +227,10 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
         folder = Path(destination)
         if folder.exists() and not folder.is_dir():
             raise ServeError(f"--capture-dest {destination}: a file is there, not a folder")
+        if "://" not in destination and (problem := _unwritable(folder)):
+            # Checked now, not at the first flush: a capture that cannot be written would
+            # be lost, record by record, while the server answers as if all were well.
+            raise ServeError(f"--capture-dest {destination}: {problem}")
     endpoint_name = args.endpoint_name if args.endpoint_name is not None else defaults.endpoint_name
     # Both name the capture files' folders too (<endpoint>/<variant>/...), as on SageMaker.
     for flag, name in (("--endpoint-name", endpoint_name), ("--variant", args.variant)):
@@ -273,6 +277,21 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
     )
     host = args.host if args.host is not None else defaults.host
     return ServeCommand(settings=settings, host=host, port=port, log_level=args.log_level)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder``; None if they can. The folder is made (as
+    the first flush would make it) and a file tried: permissions alone say nothing to
+    root, and /proc or a read-only mount refuse what the modes allow."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot write there ({exc.strerror or exc})"
+    return None
 
 
 class _Terminated(Exception):
