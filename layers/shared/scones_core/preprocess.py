@@ -20,13 +20,19 @@ upload's problem, not the caller's: ``CorruptImage``, which the server answers w
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from PIL import ExifTags, Image, ImageMath
 
 from scones_core.errors import CorruptImage, UnsupportedImageFormat
 from scones_core.image_rules import DECODE_ERRORS
+
+if TYPE_CHECKING:
+    from PIL.ImageCms import ImageCmsTransform
 
 # Transparent pixels are shown on white, as a viewer would show them.
 BACKGROUND = (255, 255, 255)
@@ -62,6 +68,11 @@ _ORIENTATIONS = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# Colour profiles: an RGB image tagged with one (a phone's Display P3 photo, an Adobe RGB
+# export) is converted to sRGB, the space the model learned from and a browser shows it in.
+# Untagged images are sRGB already; a profile that cannot be read is ignored, as browsers
+# ignore it. Grey and CMYK profiles are left alone: their images' RGB is Pillow's.
+_PROFILED_MODES = {"RGB", "RGBA", "RGBX", "RGBa", "P"}
 _SWAPS_SIDES = {Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE}
 _SWAPS_SIDES |= {Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270}
 # Whether the upright image runs the source's x and y axes backwards.
@@ -90,7 +101,8 @@ def exif_orientation(image: Image.Image) -> int:
 def to_model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """An RGB image of ``size`` (width, height) from any decoded first frame.
 
-    EXIF orientation is applied first; transparency is composited on white;
+    EXIF orientation is applied first; an RGB colour profile is converted to sRGB
+    (:func:`srgb_transform`); transparency is composited on white;
     16-bit and float pixels are scaled, not clipped (a non-finite float takes a
     bound, see :func:`_finite`); the image is then centre-cropped to the target's
     aspect ratio and resized, so nothing is squashed (a wheel stays round). The
@@ -127,10 +139,34 @@ def _model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
         x, y = origin
         box = ((left - x) / factor, (top - y) / factor, (right - x) / factor, (bottom - y) / factor)
         rgb = rgb.resize(size, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
+    profile = image.info.get("icc_profile")
+    if profile and image.mode in _PROFILED_MODES and (to_srgb := srgb_transform(profile)):
+        # On the model-sized image: the colour conversion costs nothing next to the decode.
+        rgb = to_srgb.apply(rgb)
     if rgb.info:
         rgb = rgb.copy() if rgb is image else rgb
         rgb.info = {}
     return rgb
+
+
+@functools.lru_cache(maxsize=8)
+def srgb_transform(profile: bytes) -> ImageCmsTransform | None:
+    """The RGB-to-sRGB transform for an embedded profile (a camera writes the same one
+    into every photo, so a few are cached); None for a profile that cannot be read or
+    is not an RGB one. LittleCMS is imported here, by the first tagged image: a cold
+    start without one does not pay for it."""
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if source.profile.xcolor_space.strip() != "RGB":
+            return None
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        return ImageCms.buildTransform(
+            source, srgb, "RGB", "RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
 
 
 def reduction_factor(upright: tuple[int, int], target: tuple[int, int]) -> int:

@@ -1,0 +1,141 @@
+"""Colour profiles: what a phone's Display P3 photo shows is what the model gets.
+
+A photo tagged with an RGB profile stores its colours in that profile's space; a viewer
+converts them to the screen's. The model learned from untagged (sRGB) images, so the
+preprocessing converts a tagged image to sRGB: the same scene gives the same model
+input whether it was saved as sRGB or as Display P3, in every accepted format.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+from conftest import template_limits
+from PIL import Image, ImageCms
+from scones_core.images import normalise_image
+
+LIMITS = template_limits()
+COLOUR = (200, 60, 40)  # an sRGB colour, inside the P3 gamut
+FORMATS = [
+    ("JPEG", {"quality": 98, "subsampling": 0}),
+    ("PNG", {}),
+    ("WEBP", {"lossless": True}),
+    ("TIFF", {}),
+]
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def matrix_profile(
+    name: str, red: tuple[float, ...], green: tuple[float, ...], blue: tuple[float, ...]
+) -> bytes:
+    """An ICC v2 display profile: D50 colorants and a 2.2 gamma curve per channel."""
+
+    def xyz(values: tuple[float, ...]) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(_s15(v) for v in values)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(2.2 * 256))
+    text = name.encode() + b"\0"
+    description = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(12 + 67)
+    tags = [
+        (b"desc", description),
+        (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
+        (b"rXYZ", xyz(red)),
+        (b"gXYZ", xyz(green)),
+        (b"bXYZ", xyz(blue)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+        (b"cprt", b"text" + bytes(4) + b"none\0"),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, data in tags:
+        body += bytes(-(offset + len(body)) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    header = (
+        struct.pack(">I", offset + len(body))
+        + b"none"
+        + bytes([2, 0x10, 0, 0])
+        + b"mntrRGB XYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)
+        + _s15(0.9642)
+        + _s15(1.0)
+        + _s15(0.8249)
+        + bytes(48)
+    )
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+DISPLAY_P3 = matrix_profile(
+    "Display P3 (test)",
+    red=(0.5151, 0.2412, -0.0011),
+    green=(0.2920, 0.6922, 0.0419),
+    blue=(0.1571, 0.0666, 0.7841),
+)
+
+
+def model_pixel(data: bytes) -> tuple[int, ...]:
+    png = normalise_image(data, LIMITS).png
+    pixel = Image.open(io.BytesIO(png)).getpixel((8, 8))
+    assert isinstance(pixel, tuple)
+    return pixel
+
+
+def saved(image: Image.Image, fmt: str, options: dict[str, object], **extra: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options, **extra)
+    return out.getvalue()
+
+
+def close(a: tuple[int, ...], b: tuple[int, ...], tolerance: int) -> bool:
+    return all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def p3_samples() -> Image.Image:
+    """The sRGB colour as a Display P3 photo stores it."""
+    to_p3 = ImageCms.buildTransform(
+        ImageCms.createProfile("sRGB"),
+        ImageCms.ImageCmsProfile(io.BytesIO(DISPLAY_P3)),
+        "RGB",
+        "RGB",
+    )
+    converted = to_p3.apply(Image.new("RGB", (256, 256), COLOUR))
+    converted.info.pop("icc_profile", None)  # tagged only where a test says so
+    assert not close(converted.getpixel((0, 0)), COLOUR, 10)  # P3 stores other numbers
+    return converted
+
+
+@pytest.mark.parametrize(("fmt", "options"), FORMATS, ids=[f for f, _ in FORMATS])
+def test_a_display_p3_photo_reaches_the_model_as_the_colour_it_shows(
+    p3_samples: Image.Image, fmt: str, options: dict[str, object]
+) -> None:
+    tagged = model_pixel(saved(p3_samples, fmt, options, icc_profile=DISPLAY_P3))
+    plain = model_pixel(saved(Image.new("RGB", (256, 256), COLOUR), fmt, options))
+    assert close(plain, COLOUR, 1)
+    assert close(tagged, COLOUR, 2), tagged
+    # The same samples without their profile are another colour: the profile was applied.
+    untagged = model_pixel(saved(p3_samples, fmt, options))
+    assert not close(untagged, COLOUR, 10)
+
+
+def test_an_srgb_or_unreadable_profile_leaves_the_pixels_as_they_are(
+    p3_samples: Image.Image,
+) -> None:
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image = Image.new("RGB", (256, 256), COLOUR)
+    assert close(model_pixel(saved(image, "PNG", {}, icc_profile=srgb)), COLOUR, 1)
+    # A profile no colour engine can read is ignored, as a browser ignores it: the image
+    # is still classified, as the untagged samples.
+    junk = b"\x00\x00\x01\x00" + b"not a profile" * 30
+    untagged = model_pixel(saved(p3_samples, "PNG", {}))
+    assert model_pixel(saved(p3_samples, "PNG", {}, icc_profile=junk)) == untagged
