@@ -21,7 +21,7 @@ import re
 import struct
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -115,7 +115,15 @@ DECODE_ERRORS: tuple[type[Exception], ...] = (
 
 # ---- recognising content ------------------------------------------------------
 
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_HEIF_BRANDS = {
+    *(b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"),
+    *(b"mif1", b"mif2", b"msf1"),
+}
+# Camera raw files in the same box format (Canon's CR3).
+_RAW_BRANDS = {b"crx "}
+# A BMP's info header size, right after its 14-byte file header: one of the known
+# versions (OS/2 1.x and 2.x, Windows 3 to 5, the Adobe variants); "BM" alone is text.
+_BMP_INFO_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 _AVIF_BRANDS = {b"avif", b"avis"}
 
 
@@ -153,7 +161,11 @@ def _raster_format(head: bytes) -> str | None:
     """A raster format name from the first bytes, or ``None``."""
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
         return "WEBP"
-    if head.startswith(b"BM") and len(head) >= 18:
+    if (
+        head.startswith(b"BM")
+        and len(head) >= 18
+        and int.from_bytes(head[14:18], "little") in _BMP_INFO_SIZES
+    ):
         return "BMP"
     brand = head[8:12] if head[4:8] == b"ftyp" else b""
     # The box's compatible brands (after the major brand and minor version) say AVIF
@@ -166,6 +178,8 @@ def _raster_format(head: bytes) -> str | None:
         return "AVIF"
     if brand in _HEIF_BRANDS:
         return "HEIC"
+    if brand in _RAW_BRANDS:
+        return "camera raw (CR3)"
     return _match(head, _RASTER_SIGNATURES)
 
 
@@ -178,7 +192,7 @@ def _non_raster_kind(head: bytes) -> str | None:
         return "an enhanced Windows metafile (vector image)"
     if head[257:262] == b"ustar":
         return "a tar archive"
-    if head[4:8] == b"ftyp" and head[8:12] not in _HEIF_BRANDS | _AVIF_BRANDS:
+    if head[4:8] == b"ftyp" and head[8:12] not in _HEIF_BRANDS | _AVIF_BRANDS | _RAW_BRANDS:
         return "an MP4 or QuickTime video"
     return _match(head, _NON_RASTER_SIGNATURES)
 
@@ -328,6 +342,11 @@ def _open(data: bytes, limits: ImageLimits, sniffed: str | None) -> ImageFile.Im
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_many_pixels(exc, limits) from None
     except DECODE_ERRORS as exc:
+        if sniffed is None:  # a plugin's lax test took it ("BM" starts a text), then failed
+            raise NotAnImage(
+                "The object is not an image: its content matches none of "
+                f"{', '.join(limits.allowed_formats)}."
+            ) from None
         raise _oversized_metadata(exc) or CorruptImage(
             f"The image header is truncated or corrupt: {_describe(exc)}"
         ) from None
@@ -458,6 +477,7 @@ def _structure(
         return _Structure(lossless=layout.lossless, jpeg_scans=layout.scans)
     if fmt == "TIFF":
         tags = getattr(image, "tag_v2", None)
+        _check_tiff_samples(tags)
         tile = tiff_tile_size(tags)
         if tile is not None and tile[0] * tile[1] > limits.max_pixels:
             raise ImageTooManyPixels(
@@ -474,6 +494,32 @@ def _structure(
     if fmt == "BMP" and (coding := bmp_run_length(image.info)) is not None:
         _check_bmp_run_length(coding, image, data)
     return _Structure()
+
+
+_TIFF_SAMPLE_FORMAT, _TIFF_BITS_PER_SAMPLE = 339, 258
+# (SampleFormat, bits) that Pillow decodes into the wrong numbers: unsigned 32-bit samples
+# as signed (the brightest half turned black), signed 8-bit ones as unsigned.
+_TIFF_MISREAD_SAMPLES = {(1, 32): "unsigned 32-bit integer", (2, 8): "signed 8-bit integer"}
+
+
+def _check_tiff_samples(tags: Mapping[int, object] | None) -> None:
+    if tags is None:
+        return
+    sample = (
+        _first(tags.get(_TIFF_SAMPLE_FORMAT, 1)),
+        _first(tags.get(_TIFF_BITS_PER_SAMPLE, 1)),
+    )
+    kind = _TIFF_MISREAD_SAMPLES.get(sample)  # type: ignore[arg-type]
+    if kind is not None:
+        raise UnsupportedImageFormat(
+            f"TIFFs of {kind} samples are not supported; save it with 8 or 16 bits a "
+            "sample (unsigned) or as floating point."
+        )
+
+
+def _first(value: object) -> object:
+    """A TIFF tag's first value (per-sample tags are tuples)."""
+    return value[0] if isinstance(value, tuple) and value else value
 
 
 def _check_bmp_run_length(coding: str, image: ImageFile.ImageFile, data: bytes) -> None:
@@ -586,9 +632,10 @@ def _check_jpeg_frame(layout: JpegLayout) -> None:
             "Arithmetic-coded JPEGs are not supported; save it with Huffman coding "
             "(a baseline or progressive JPEG)."
         )
-    if layout.precision not in (None, 8) and not layout.lossless:
+    if layout.precision not in (None, 8):
+        kind = "lossless JPEGs" if layout.lossless else "JPEGs"
         raise UnsupportedImageFormat(
-            f"{layout.precision}-bit JPEGs are not supported; save it with 8 bits a sample."
+            f"{layout.precision}-bit {kind} are not supported; save it with 8 bits a sample."
         )
 
 
