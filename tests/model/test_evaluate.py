@@ -217,3 +217,12 @@ def test_default_threshold_comes_from_the_template(
     assert main([*argv, "--out", str(tmp_path), "--split", "all"]) == 0
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["at_threshold"]["threshold"] == float(parameter_default("ConfidenceThreshold"))
+
+
+def test_an_unwritable_out_is_refused_before_the_evaluation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["evaluate", "--out", "/proc/no-such-folder"]) == 2
+    printed = capsys.readouterr()
+    assert "--out /proc/no-such-folder: cannot write there" in printed.err
+    assert "images: accuracy" not in printed.out  # refused before it evaluated

@@ -51,22 +51,13 @@ def seconds(text: str) -> float:
 
 
 def check_writable_folder(path: Path, option: str = "--out") -> None:
-    """Create ``path`` if needed and write a file into it, so a run fails before it starts,
-    not after its work, when its results could not be kept there."""
-    import tempfile
-
+    """Create ``path`` if needed and write a file into it, so a command fails before it
+    starts, not after its work, when its results could not be kept there."""
     from scones.cli.errors import CommandError
+    from scones.serving.command import unwritable_folder
 
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path) as probe:
-            probe.write(b"\0")
-            probe.flush()
-    except OSError as exc:
-        raise CommandError(
-            f"{option} {path}: cannot write there ({exc.strerror or exc}); "
-            "give a folder this user can write to"
-        ) from exc
+    if problem := unwritable_folder(path):
+        raise CommandError(f"{option} {path}: {problem}; give a folder this user can write to")
 
 
 def output_folder(text: str) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scones.cli.arguments import output_folder
+from scones.cli.arguments import check_writable_folder, output_folder
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from scones.model.evaluate import check_threshold, default_threshold, write_report
     from scones.model.folders import DataError
 
+    if args.out is not None:
+        check_writable_folder(args.out)  # before the evaluation, not after it
     try:
         threshold = (
             default_threshold() if args.threshold is None else check_threshold(args.threshold)

@@ -227,7 +227,7 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
         folder = Path(destination)
         if folder.exists() and not folder.is_dir():
             raise ServeError(f"--capture-dest {destination}: a file is there, not a folder")
-        if "://" not in destination and (problem := _unwritable(folder)):
+        if "://" not in destination and (problem := unwritable_folder(folder)):
             # Checked now, not at the first flush: a capture that cannot be written would
             # be lost, record by record, while the server answers as if all were well.
             raise ServeError(f"--capture-dest {destination}: {problem}")
@@ -279,16 +279,18 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
     return ServeCommand(settings=settings, host=host, port=port, log_level=args.log_level)
 
 
-def _unwritable(folder: Path) -> str | None:
-    """Why files cannot be written in ``folder``; None if they can. The folder is made (as
-    the first flush would make it) and a file tried: permissions alone say nothing to
-    root, and /proc or a read-only mount refuse what the modes allow."""
+def unwritable_folder(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder``, or None if they can. The folder is made
+    (as a first write would make it) and a file tried: permissions alone say nothing to
+    root, and /proc or a read-only mount refuse what the modes allow. ``scones run``,
+    ``up`` and ``evaluate`` check their ``--out`` with it too."""
     import tempfile
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0")
+            probe.flush()
     except OSError as exc:
         return f"cannot write there ({exc.strerror or exc})"
     return None
