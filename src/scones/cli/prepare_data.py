@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scones.cli.arguments import output_folder
 from scones.cli.errors import CommandError
 from scones.template_params import PROJECT_ROOT
 
@@ -34,7 +35,10 @@ def register(subparsers: Any) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="folder to write (default: %(default)s)"
+        "--out",
+        type=output_folder,
+        default=DEFAULT_OUT,
+        help="folder to write (default: %(default)s)",
     )
     parser.add_argument(
         "--validation-fraction",

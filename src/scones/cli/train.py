@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from scones.cli.arguments import output_folder
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR, SHIPPED_MODEL_NAME
 
@@ -47,7 +48,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--data", type=Path, default=DEFAULT_DATA, help="labelled image folder" + default
     )
     parser.add_argument(
-        "--out", type=Path, default=SHIPPED_MODEL_DIR, help="artifact folder to write" + default
+        "--out",
+        type=output_folder,
+        default=SHIPPED_MODEL_DIR,
+        help="artifact folder to write" + default,
     )
     parser.add_argument(
         "--name", default=SHIPPED_MODEL_NAME, help="model name in model.json" + default
