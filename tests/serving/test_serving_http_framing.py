@@ -234,3 +234,27 @@ def test_the_container_takes_its_concurrency_from_sagemaker_model_server_workers
         assert str(raised.value) == (
             f"SAGEMAKER_MODEL_SERVER_WORKERS={bad!r} is not a positive whole number"
         )
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "error"),
+    [
+        ("/endpoints/elsewhere/invocations", "", "Endpoint elsewhere not found"),
+        (
+            f"/endpoints/{ENDPOINT}/invocations",
+            "X-Amzn-SageMaker-Target-Variant: nope\r\n",
+            "nope",
+        ),
+    ],
+    ids=["unknown-endpoint", "unknown-variant"],
+)
+def test_a_runtime_refusal_before_the_body_closes_the_connection(
+    server: ModelServer, path: str, headers: str, error: str
+) -> None:
+    head = post_head(
+        path, f"Content-Type: image/png\r\nContent-Length: 100\r\nExpect: 100-continue\r\n{headers}"
+    )
+    ((code, response_headers, body),) = responses(exchange(server.port, head + PING))
+    assert code == 400 and response_headers["connection"] == "close"
+    assert response_headers["x-amzn-errortype"] == "ValidationError"
+    assert error in json.loads(body)["message"]

@@ -9,12 +9,14 @@ input whether it was saved as sRGB or as Display P3, in every accepted format.
 from __future__ import annotations
 
 import io
+import random
 import struct
 
 import pytest
 from conftest import template_limits
-from PIL import Image, ImageCms
+from PIL import Image, ImageChops, ImageCms
 from scones_core.images import normalise_image
+from scones_core.preprocess import srgb_transform
 
 LIMITS = template_limits()
 COLOUR = (200, 60, 40)  # an sRGB colour, inside the P3 gamut
@@ -30,20 +32,35 @@ def _s15(value: float) -> bytes:
     return struct.pack(">i", round(value * 65536))
 
 
+def srgb_curve(points: int = 1024) -> bytes:
+    """IEC 61966-2-1's transfer function as a sampled curve, as camera profiles carry it."""
+
+    def linear(v: float) -> float:
+        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+    samples = [round(linear(i / (points - 1)) * 65535) for i in range(points)]
+    return b"curv" + bytes(4) + struct.pack(f">I{points}H", points, *samples)
+
+
 def matrix_profile(
-    name: str, red: tuple[float, ...], green: tuple[float, ...], blue: tuple[float, ...]
+    name: str,
+    red: tuple[float, ...],
+    green: tuple[float, ...],
+    blue: tuple[float, ...],
+    curve: bytes = b"curv" + bytes(4) + struct.pack(">IH", 1, round(2.2 * 256)),
+    white: tuple[float, ...] = (0.9642, 1.0, 0.8249),
 ) -> bytes:
-    """An ICC v2 display profile: D50 colorants and a 2.2 gamma curve per channel."""
+    """An ICC v2 display profile: D50 colorants and one tone curve (gamma 2.2 by default)
+    for every channel."""
 
     def xyz(values: tuple[float, ...]) -> bytes:
         return b"XYZ " + bytes(4) + b"".join(_s15(v) for v in values)
 
-    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(2.2 * 256))
     text = name.encode() + b"\0"
     description = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(12 + 67)
     tags = [
         (b"desc", description),
-        (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
+        (b"wtpt", xyz(white)),
         (b"rXYZ", xyz(red)),
         (b"gXYZ", xyz(green)),
         (b"bXYZ", xyz(blue)),
@@ -139,3 +156,34 @@ def test_an_srgb_or_unreadable_profile_leaves_the_pixels_as_they_are(
     junk = b"\x00\x00\x01\x00" + b"not a profile" * 30
     untagged = model_pixel(saved(p3_samples, "PNG", {}))
     assert model_pixel(saved(p3_samples, "PNG", {}, icc_profile=junk)) == untagged
+
+
+def test_a_camera_srgb_profile_leaves_the_model_input_bit_identical() -> None:
+    """Shaped like the version 2 "sRGB IEC61966-2.1" profile cameras embed (sampled
+    curves, a D65 media white point): converting with it would move some samples by 1,
+    so it is not applied at all."""
+    camera_srgb = matrix_profile(
+        "sRGB IEC61966-2.1 (test)",
+        red=(0.43607, 0.22249, 0.01392),
+        green=(0.38515, 0.71687, 0.09708),
+        blue=(0.14307, 0.06061, 0.71410),
+        curve=srgb_curve(),
+        white=(0.95045, 1.0, 1.08905),
+    )
+    # Every colour at random: converted, about 1 sample in 250 would move by 1.
+    photo = Image.frombytes("RGB", (256, 256), random.Random(0).randbytes(256 * 256 * 3))
+    # Converted, it would move samples by 1: that is why it is not applied.
+    converting = ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(camera_srgb)),
+        ImageCms.createProfile("sRGB"),
+        "RGB",
+        "RGB",
+        renderingIntent=ImageCms.Intent.PERCEPTUAL,
+    )
+    moved = ImageChops.difference(converting.apply(photo), photo).getextrema()
+    assert max(high for _, high in moved) == 1
+    assert srgb_transform(camera_srgb) is None
+    for fmt, options in FORMATS:
+        tagged = normalise_image(saved(photo, fmt, options, icc_profile=camera_srgb), LIMITS)
+        plain = normalise_image(saved(photo, fmt, options), LIMITS)
+        assert tagged.png == plain.png, fmt

@@ -17,9 +17,10 @@ import pytest
 from conftest import template_limits
 from PIL import Image
 from scones_core import errors
-from scones_core.image_rules import MAX_JPEG_SCANS, decode_image
+from scones_core.image_rules import decode_image
 from scones_core.image_structure import (
     MAX_JPEG_PADDING_BYTES,
+    MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS,
     MAX_PNG_CHUNKS,
     jpeg_layout,
@@ -75,7 +76,7 @@ def many_scans(count: int) -> bytes:
 def test_scans_hidden_behind_stuffed_zeros_are_still_counted() -> None:
     plain = many_scans(MAX_JPEG_SCANS + 50)
     hidden = hide_scans_behind_stuffed_zeros(plain)
-    assert jpeg_layout(hidden).scans == jpeg_layout(plain).scans == MAX_JPEG_SCANS + 50
+    assert jpeg_layout(hidden).scans == jpeg_layout(plain).scans == MAX_JPEG_SCANS + 1
     assert isinstance(rejected(hidden), errors.ImageTooComplex)
     # Hiding fewer scans than the limit changes nothing a decoder sees: it still decodes.
     assert decode_image(hide_scans_behind_stuffed_zeros(many_scans(20)), LIMITS).image.size == (
@@ -150,3 +151,22 @@ def test_unknown_critical_png_chunks_and_arithmetic_jpegs_are_named() -> None:
     error = rejected(arithmetic)
     assert isinstance(error, errors.UnsupportedImageFormat)
     assert str(error).startswith("Arithmetic-coded JPEGs are not supported")
+
+
+def test_a_flood_of_empty_scans_is_refused_from_the_walk() -> None:
+    data = jpeg()
+    scan = data.index(b"\xff\xda")
+    flooded = data[:scan] + b"\xff\xda\x00\x00" * 200_000 + data[scan:]
+    error = rejected(flooded)  # the walk stops one scan past the limit
+    assert isinstance(error, errors.ImageTooComplex)
+    assert f"more than {MAX_JPEG_SCANS} scans" in str(error)
+
+
+def test_fill_bytes_before_a_restart_marker_are_part_of_the_scan() -> None:
+    """The specification allows 0xFF fill bytes before any marker, RSTn too."""
+    data = jpeg((320, 240), restart_marker_blocks=1)
+    first = data.index(b"\xff\xd0")
+    filled = data[:first] + b"\xff\xff" + data[first:]
+    layout = jpeg_layout(filled)
+    assert layout.padding == 0 and layout.restarts == jpeg_layout(data).restarts
+    assert decode_image(filled, LIMITS).image.size == (320, 240)

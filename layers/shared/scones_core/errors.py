@@ -94,7 +94,7 @@ class ImageTooManyPixels(ImageRejected):
 
 class ImageTooComplex(ImageRejected):
     """Decoding would cost far more than the image's pixels: a JPEG with more scans
-    than ``image_rules.MAX_JPEG_SCANS``; refused from its structure, before decoding."""
+    than ``image_structure.MAX_JPEG_SCANS``; refused from its structure, before decoding."""
 
 
 class ImageTooSmall(ImageRejected):

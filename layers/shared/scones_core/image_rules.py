@@ -43,6 +43,7 @@ from scones_core.image_structure import (
     HIERARCHICAL_SOF_MARKERS,
     JPEG_LS_SOF_MARKER,
     MAX_JPEG_PADDING_BYTES,
+    MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS,
     PNG_SIGNATURE,
     JpegLayout,
@@ -210,10 +211,6 @@ _MODE_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1} | dict.fromkeys(
     ("I;16", "I;16B", "I;16L", "I;16N"), 2
 )
 _DEFAULT_BYTES_PER_PIXEL = 4
-# libjpeg walks every block of the image once per scan. Encoders write up to a few
-# dozen (a progressive JPEG from libjpeg has 10); thousands in a small file are a CPU
-# bomb that would outlast the function's timeout.
-MAX_JPEG_SCANS = 100
 # A 5000x5000 TIFF stored a row per strip has 5,000 strips, in 256x256 tiles 400. Pillow
 # turns every strip's offset into Python objects as it opens the file: 65,536 take
 # about 0.4 s of CPU and 50 MB, a million 3 s and 400 MB (and 10 s to load).
@@ -471,8 +468,8 @@ def _structure(
         layout = jpeg or jpeg_layout(data)
         if layout.scans > MAX_JPEG_SCANS:
             raise ImageTooComplex(
-                f"The JPEG has {layout.scans} scans, and each one re-reads the whole image; "
-                f"at most {MAX_JPEG_SCANS} are decoded."
+                f"The JPEG has more than {MAX_JPEG_SCANS} scans, and each one re-reads the "
+                f"whole image; at most {MAX_JPEG_SCANS} are decoded."
             )
         return _Structure(lossless=layout.lossless, jpeg_scans=layout.scans)
     if fmt == "TIFF":

@@ -20,13 +20,14 @@ upload's problem, not the caller's: ``CorruptImage``, which the server answers w
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import io
 import math
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from PIL import ExifTags, Image, ImageMath
+from PIL import ExifTags, Image, ImageChops, ImageMath
 
 from scones_core.errors import CorruptImage, UnsupportedImageFormat
 from scones_core.image_rules import DECODE_ERRORS
@@ -70,9 +71,18 @@ _ORIENTATIONS = {
 }
 # Colour profiles: an RGB image tagged with one (a phone's Display P3 photo, an Adobe RGB
 # export) is converted to sRGB, the space the model learned from and a browser shows it in.
-# Untagged images are sRGB already; a profile that cannot be read is ignored, as browsers
-# ignore it. Grey and CMYK profiles are left alone: their images' RGB is Pillow's.
+# Untagged images are sRGB already, and so are images tagged with an sRGB profile: one
+# whose conversion moves no sample by more than 1 is not applied, so a camera's sRGB photo
+# reaches the model exactly as before. A profile that cannot be read, or one over
+# _MAX_PROFILE_BYTES (RGB display profiles are a few KB), is ignored, as browsers ignore
+# a broken one. Grey and CMYK profiles are left alone: their images' RGB is Pillow's.
 _PROFILED_MODES = {"RGB", "RGBA", "RGBX", "RGBa", "P"}
+_MAX_PROFILE_BYTES = 1 << 20
+_SRGB_TOLERANCE = 1
+# A camera writes the same profile into every photo: a few transforms are kept, by digest.
+_TRANSFORMS: dict[bytes, ImageCmsTransform | None] = {}
+_TRANSFORMS_KEPT = 8
+_TRANSFORMS_LOCK = threading.Lock()
 _SWAPS_SIDES = {Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE}
 _SWAPS_SIDES |= {Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270}
 # Whether the upright image runs the source's x and y axes backwards.
@@ -149,12 +159,22 @@ def _model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return rgb
 
 
-@functools.lru_cache(maxsize=8)
 def srgb_transform(profile: bytes) -> ImageCmsTransform | None:
-    """The RGB-to-sRGB transform for an embedded profile (a camera writes the same one
-    into every photo, so a few are cached); None for a profile that cannot be read or
-    is not an RGB one. LittleCMS is imported here, by the first tagged image: a cold
-    start without one does not pay for it."""
+    """The RGB-to-sRGB transform for an embedded profile; None where nothing is to be
+    converted (see ``_PROFILED_MODES``'s note). LittleCMS is imported by the first
+    tagged image: a cold start without one does not pay for it."""
+    if len(profile) > _MAX_PROFILE_BYTES:
+        return None
+    digest = hashlib.sha256(profile).digest()
+    with _TRANSFORMS_LOCK:  # the model server decodes in several threads
+        if digest not in _TRANSFORMS:
+            if len(_TRANSFORMS) >= _TRANSFORMS_KEPT:
+                del _TRANSFORMS[next(iter(_TRANSFORMS))]
+            _TRANSFORMS[digest] = _build_srgb_transform(profile)
+        return _TRANSFORMS[digest]
+
+
+def _build_srgb_transform(profile: bytes) -> ImageCmsTransform | None:
     from PIL import ImageCms
 
     try:
@@ -162,11 +182,20 @@ def srgb_transform(profile: bytes) -> ImageCmsTransform | None:
         if source.profile.xcolor_space.strip() != "RGB":
             return None
         srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-        return ImageCms.buildTransform(
+        transform = ImageCms.buildTransform(
             source, srgb, "RGB", "RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL
         )
+        # 18 levels of each channel, 0 to 255 (5,832 colours): an sRGB profile moves none.
+        levels = Image.frombytes("RGB", (len(_LEVELS) ** 2, len(_LEVELS)), _LEVEL_GRID)
+        moved = ImageChops.difference(transform.apply(levels), levels).getextrema()
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return None
+    largest = max(int(band[1]) for band in moved)  # type: ignore[index]
+    return None if largest <= _SRGB_TOLERANCE else transform
+
+
+_LEVELS = range(0, 256, 15)
+_LEVEL_GRID = bytes(value for r in _LEVELS for g in _LEVELS for b in _LEVELS for value in (r, g, b))
 
 
 def reduction_factor(upright: tuple[int, int], target: tuple[int, int]) -> int:

@@ -65,7 +65,9 @@ def make_console(stderr: bool = False) -> Console:
 # Characters an uploader's key (or a reason quoting it) must not send to a terminal: C0 and
 # C1 controls (ESC starts colour, cursor and window-title sequences) and the format
 # characters among them that reorder or hide text (bidirectional overrides, zero widths).
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
+)
 
 
 def plain(value: object) -> Text:

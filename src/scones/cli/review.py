@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rich.markup import escape
+
 from scones.cli.arguments import port
 from scones.cli.display import make_console
 from scones.cli.errors import CommandError
@@ -210,8 +212,8 @@ def review_command(args: argparse.Namespace) -> int:
             "holds the API's token) can review and see the images; send it only to reviewers"
         )
     console.print(
-        f"[bold green]review page[/] {page}  (stack {target.stack_name}, table "
-        f"{target.table_name}; reviewer {args.reviewer}; sampling "
+        f"[bold green]review page[/] {escape(page)}  (stack {target.stack_name}, table "
+        f"{target.table_name}; reviewer {escape(args.reviewer)}; sampling "
         f"{settings.sample_share:.1%} of ACCEPTED images)\n"
         f"answers go to s3://{settings.bucket}/{settings.labelled_prefix}  -  Ctrl-C stops"
     )

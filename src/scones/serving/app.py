@@ -529,14 +529,15 @@ class _Endpoint:
         )
 
     async def invocations(self, request: Request) -> Response:
+        # Each answer here comes before the body is read: the connection closes after it.
         try:
             variant = self.choose(None)
         except ServiceError as exc:
-            return container_error_response(ContainerError(503, exc.message))
+            return container_error_response(ContainerError(503, exc.message, close=True))
         fault = await self.inject(variant)
         if fault is not None:
             status, message = _CONTAINER_FAULTS[fault]
-            return container_error_response(ContainerError(status, message))
+            return container_error_response(ContainerError(status, message, close=True))
         try:
             text = await self.infer(request, self.max_body_bytes, variant)
         except ContainerError as exc:
@@ -568,10 +569,15 @@ class _Endpoint:
             raise ServiceError(
                 ServiceCode.VALIDATION_ERROR,
                 f"Endpoint {name} not found. This server hosts endpoint {self.endpoint_name}.",
+                close=True,
             )
         if problem := invoke_header_problem(request.headers):
             raise ServiceError(ServiceCode.VALIDATION_ERROR, problem, close=True)
-        variant = self.choose(request.headers.get("x-amzn-sagemaker-target-variant"))
+        try:
+            variant = self.choose(request.headers.get("x-amzn-sagemaker-target-variant"))
+        except ServiceError as exc:
+            exc.close = True  # answered before the body is read
+            raise
         try:
             text = await self._invoke_variant(variant, request)
         except ServiceError as exc:
@@ -598,7 +604,9 @@ class _Endpoint:
     async def _invoke_variant(self, variant: ProductionVariant, request: Request) -> str:
         fault = await self.inject(variant)
         if fault is not None:
-            raise _runtime_fault(fault, variant.name)
+            error = _runtime_fault(fault, variant.name)
+            error.close = True  # answered before the body is read
+            raise error
         # SageMaker itself refuses bodies over its payload limit, before the container.
         declared = _declared_length(request)
         if declared is not None and declared > RUNTIME_MAX_PAYLOAD_BYTES:
