@@ -101,3 +101,17 @@ def test_a_key_of_exactly_1024_bytes_with_the_prefix_is_accepted(tmp_path: Path)
     _touch(tmp_path.joinpath(*folders, name))
     (found,) = collect_inputs([tmp_path], LABELS, prefix=PREFIX)
     assert len((PREFIX + found.key).encode()) == 1024
+
+
+@pytest.mark.parametrize("special", ["/dev/null", "fifo"])
+def test_a_device_or_a_pipe_is_named_not_read_as_a_folder(tmp_path: Path, special: str) -> None:
+    path = Path(special)
+    if special == "fifo":
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    with pytest.raises(CommandError) as raised:
+        collect_inputs([path], labels=(), prefix="incoming/")
+    assert str(raised.value) == (
+        f"{path}: not a file or a folder (a device, a pipe or a socket); "
+        "give image files or folders of them"
+    )

@@ -94,6 +94,11 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...], *, prefix: str) -
         if root.is_file():
             files = [root]
             base = root.parent
+        elif not root.is_dir():
+            raise CommandError(
+                f"{root}: not a file or a folder (a device, a pipe or a socket); "
+                "give image files or folders of them"
+            )
         else:
             files = _files_under(root)
             base = root
