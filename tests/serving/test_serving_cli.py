@@ -100,7 +100,7 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
         (["--capture-percent", "150", "--capture-dest", "x"], "between 0 and 100"),
         (["--capture-dest", "ftp://x/y"], "neither s3://bucket/prefix nor a folder"),
         (["--capture-dest", "/proc/no/such"], "--capture-dest /proc/no/such: cannot write there"),
-        (["--capture-dest", "/dev/null/capture"], "/dev/null/capture: cannot write there"),
+        (["--capture-dest", "/dev/null/capture"], "/dev/null/capture: /dev/null is not a folder"),
         (["--max-body-bytes", "0"], "--max-body-bytes must be a positive integer"),
         (["--max-image-pixels", "0"], "--max-image-pixels must be a positive integer"),
         (["--max-concurrency", "0"], "--max-concurrency must be a positive integer"),

@@ -363,7 +363,7 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
             "scans.jpg",
             jpeg_with_scans(Image.open(source).convert("RGB"), 101),
             "ImageTooComplex",
-            "101 scans",
+            "more than 100 scans",
         ),
         rejected("dot.png", encode(Image.new("RGB", (1, 1), (9, 9, 9))), "ImageTooSmall", "1x1"),
         rejected("sliver.png", encode(Image.new("RGB", (7, 400))), "ImageTooSmall", "7x400"),

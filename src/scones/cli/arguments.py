@@ -50,13 +50,14 @@ def seconds(text: str) -> float:
     return value
 
 
-def check_writable_folder(path: Path, option: str = "--out") -> None:
-    """Create ``path`` if needed and write a file into it, so a command fails before it
-    starts, not after its work, when its results could not be kept there."""
+def check_writable_folder(path: Path, option: str = "--out", *, create: bool = True) -> None:
+    """Check that files can be written in ``path`` (made first, unless ``create`` is
+    false), so a command fails before it starts, not after its work, when its results
+    could not be kept there."""
     from scones.cli.errors import CommandError
     from scones.serving.command import unwritable_folder
 
-    if problem := unwritable_folder(path):
+    if problem := unwritable_folder(path, create=create):
         raise CommandError(f"{option} {path}: {problem}; give a folder this user can write to")
 
 

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from scones.model.folders import DataError
 
     if args.out is not None:
-        check_writable_folder(args.out)  # before the evaluation, not after it
+        # Before the evaluation, not after it; made only once there is a report to write.
+        check_writable_folder(args.out, create=False)
     try:
         threshold = (
             default_threshold() if args.threshold is None else check_threshold(args.threshold)

@@ -279,16 +279,24 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
     return ServeCommand(settings=settings, host=host, port=port, log_level=args.log_level)
 
 
-def unwritable_folder(folder: Path) -> str | None:
-    """Why files cannot be written in ``folder``, or None if they can. The folder is made
-    (as a first write would make it) and a file tried: permissions alone say nothing to
-    root, and /proc or a read-only mount refuse what the modes allow. ``scones run``,
-    ``up`` and ``evaluate`` check their ``--out`` with it too."""
+def unwritable_folder(folder: Path, *, create: bool = False) -> str | None:
+    """Why files cannot be written in ``folder``, or None if they can. A file is tried in
+    it: permissions alone say nothing to root, and /proc or a read-only mount refuse what
+    the modes allow. ``create`` makes the folder first (``scones run`` and ``up`` write
+    into it next); otherwise a folder still to be made is judged by its nearest existing
+    parent and nothing is created, so a command that then fails for another reason leaves
+    no folder behind (``scones evaluate``, ``scones serve --capture-dest``)."""
     import tempfile
 
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder) as probe:
+        existing = folder
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{existing} is not a folder"
+        with tempfile.TemporaryFile(dir=existing) as probe:
             probe.write(b"\0")
             probe.flush()
     except OSError as exc:
