@@ -332,24 +332,25 @@ def _open(data: bytes, limits: ImageLimits, sniffed: str | None) -> ImageFile.Im
             raise CorruptImage(
                 f"The object starts like a {sniffed} image, but its header is truncated or corrupt."
             ) from None
-        raise NotAnImage(
-            "The object is not an image: its content matches none of "
-            f"{', '.join(limits.allowed_formats)}."
-        ) from None
+        raise _not_an_image(limits) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_many_pixels(exc, limits) from None
     except DECODE_ERRORS as exc:
         if sniffed is None:  # a plugin's lax test took it ("BM" starts a text), then failed
-            raise NotAnImage(
-                "The object is not an image: its content matches none of "
-                f"{', '.join(limits.allowed_formats)}."
-            ) from None
+            raise _not_an_image(limits) from None
         raise _oversized_metadata(exc) or CorruptImage(
             f"The image header is truncated or corrupt: {_describe(exc)}"
         ) from None
     if not isinstance(image, ImageFile.ImageFile):  # pragma: no cover - Pillow contract
         raise NotAnImage("The object is not an image Pillow can read.")
     return image
+
+
+def _not_an_image(limits: ImageLimits) -> NotAnImage:
+    return NotAnImage(
+        "The object is not an image: its content matches none of "
+        f"{', '.join(limits.allowed_formats)}."
+    )
 
 
 def _check_and_load(
@@ -615,7 +616,7 @@ def _check_jpeg_markers(layout: JpegLayout) -> None:
 
 def _check_jpeg_frame(layout: JpegLayout) -> None:
     """Name the JPEG processes the decoder does not have, instead of calling them corrupt:
-    hierarchical frames, and more than 8 bits a sample outside lossless coding."""
+    JPEG-LS, hierarchical frames, arithmetic coding, and more than 8 bits a sample."""
     if layout.frame_marker == JPEG_LS_SOF_MARKER:
         raise UnsupportedImageFormat(
             "JPEG-LS images are not supported; send PNG or a baseline JPEG."

@@ -185,8 +185,7 @@ def _build_srgb_transform(profile: bytes) -> ImageCmsTransform | None:
         transform = ImageCms.buildTransform(
             source, srgb, "RGB", "RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL
         )
-        # 18 levels of each channel, 0 to 255 (5,832 colours): an sRGB profile moves none.
-        levels = Image.frombytes("RGB", (len(_LEVELS) ** 2, len(_LEVELS)), _LEVEL_GRID)
+        levels = _level_grid()
         moved = ImageChops.difference(transform.apply(levels), levels).getextrema()
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return None
@@ -194,8 +193,12 @@ def _build_srgb_transform(profile: bytes) -> ImageCmsTransform | None:
     return None if largest <= _SRGB_TOLERANCE else transform
 
 
-_LEVELS = range(0, 256, 15)
-_LEVEL_GRID = bytes(value for r in _LEVELS for g in _LEVELS for b in _LEVELS for value in (r, g, b))
+def _level_grid() -> Image.Image:
+    """18 levels of each channel, 0 to 255 (5,832 colours): an sRGB profile moves none.
+    Made only when a profile is first seen, not at import (every cold start)."""
+    levels = range(0, 256, 15)
+    grid = bytes(value for r in levels for g in levels for b in levels for value in (r, g, b))
+    return Image.frombytes("RGB", (len(levels) ** 2, len(levels)), grid)
 
 
 def reduction_factor(upright: tuple[int, int], target: tuple[int, int]) -> int:
