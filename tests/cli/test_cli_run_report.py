@@ -121,7 +121,10 @@ def test_thumbnails_keep_the_aspect_ratio_and_are_resampled(tmp_path: Path) -> N
         # A resampling filter blends neighbours; nearest-neighbour copies only the two inputs.
         colours = {c for _, c in small.getcolors(96 * 48) or []}
         assert len(colours) > 2
-    assert thumbnail(SAMPLES / "not-images" / "delivery-note.png") is None or True
+    # What the image rules refuse gets no thumbnail (a text file named .png, a cut-off file).
+    assert thumbnail(SAMPLES / "not-images" / "delivery-note.png") is None
+    assert thumbnail(SAMPLES / "not-images" / "truncated-photo.png") is None
+    assert thumbnail(tmp_path / "missing.png") is None
 
 
 def test_the_histogram_has_no_overlapping_translucent_bars(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import pytest
 from fastapi.testclient import TestClient
 from moto import mock_aws
+from PIL import Image
+from scones_core.errors import ObjectChanged
 from scones_core.monitoring.timestamps import format_millis
 from scones_core.objects import NULL_VERSION
 from scones_core.records import NEITHER, Status
@@ -26,6 +30,7 @@ from scones_core.review import (
 )
 
 from scones.review.app import LOOPBACK_HOSTS, ReviewAppSettings, build_app
+from scones.review.target import image_limits
 from scones.template_params import (
     PROJECT_ROOT,
     load_template,
@@ -61,17 +66,28 @@ class Env:
         self.table = boto3.resource("dynamodb", region_name=REGION).Table(TABLE)
         self.count = 0
 
-    def upload(self, path: Any, key: str) -> str:
-        response = self.s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+    def upload(self, path: Any, key: str, data: bytes | None = None, **put: Any) -> str:
+        body = path.read_bytes() if data is None else data
+        response = self.s3.put_object(Bucket=BUCKET, Key=key, Body=body, **put)
         return str(response["VersionId"])
 
     def record(
-        self, status: str, *, path: Any = BIKE, label: str = "bicycle", age: timedelta, **extra: Any
+        self,
+        status: str,
+        *,
+        path: Any = BIKE,
+        label: str = "bicycle",
+        age: timedelta,
+        data: bytes | None = None,
+        suffix: str = ".png",
+        put: dict[str, Any] | None = None,
+        **extra: Any,
     ) -> str:
-        """A classified record of a real uploaded image, as the workflow writes it."""
+        """A classified record of a real uploaded image (``path``, or the bytes ``data``),
+        as the workflow writes it."""
         self.count += 1
-        key = f"incoming/img-{self.count}.png"
-        version = self.upload(path, key)
+        key = f"incoming/img-{self.count}{suffix}"
+        version = self.upload(path, key, data, **(put or {}))
         record_id = f"{BUCKET}/{key}#{version}"
         when = format_millis(NOW - age)
         self.table.put_item(
@@ -104,7 +120,16 @@ def settings(share: float = 0.0) -> ReviewSettings:
         labelled_prefix=parameter_default("LabelledDataPrefix"),
         sample_share=share,
         sample_window=timedelta(days=1),
+        image_limits=image_limits(parameter_defaults()),
     )
+
+
+def shown(png: bytes) -> Image.Image:
+    """A PNG the review server sent, decoded (it must be one)."""
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+        return image.copy()
 
 
 @pytest.fixture
@@ -187,13 +212,62 @@ def test_records_whose_uploads_have_expired_leave_the_queue_and_are_counted(env:
         retention(UploadRetentionDays="x")
 
 
-def test_thumbnail_is_the_exact_version(env: Env) -> None:
+def test_the_image_shown_is_the_exact_version_the_model_saw(env: Env) -> None:
     record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
-    item = service(env).queue()[0]
-    env.upload(MOTO_IMG, item.key)  # the key is overwritten later
-    url = service(env).thumbnail_url(item)
-    assert f"versionId={item.version_id}" in url
-    assert record_id.endswith(item.version_id)
+    env.upload(MOTO_IMG, env.get(record_id)["key"])  # the key is overwritten later
+    image = shown(service(env).display_image(record_id))
+    with Image.open(BIKE) as bike:
+        assert image.size == bike.size == (32, 32)  # a thumbnail-sized upload is not enlarged
+        assert image.tobytes() == bike.convert("RGB").tobytes()
+
+
+def test_a_camera_photo_is_shown_upright_and_small_and_a_tiff_as_a_png(env: Env) -> None:
+    """A 4000x3000 JPEG stored sideways (EXIF orientation 6) comes back as a 192x256 PNG
+    upright, not as 5 MB of JPEG; a TIFF, which browsers do not show, comes back as PNG."""
+    photo = Image.new("RGB", (4000, 3000), (30, 90, 200))
+    photo.paste((250, 20, 20), (0, 0, 400, 3000))  # red band on the stored image's left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view: the left band goes to the top
+    stored = io.BytesIO()
+    photo.save(stored, format="JPEG", quality=90, exif=exif)
+    record_id = env.record(
+        "NEEDS_REVIEW", age=timedelta(hours=1), data=stored.getvalue(), suffix=".jpg"
+    )
+    image = shown(service(env).display_image(record_id))
+    assert image.size == (192, 256)
+    red, blue = image.getpixel((96, 5)), image.getpixel((96, 250))
+    assert red[0] > 200 and red[2] < 60, red
+    assert blue[2] > 150 and blue[0] < 80, blue
+
+    tiff = io.BytesIO()
+    with Image.open(MOTO_IMG) as moto:
+        moto.save(tiff, format="TIFF")
+        expected = moto.convert("RGB").tobytes()
+    tiff_record = env.record(
+        "NEEDS_REVIEW", age=timedelta(hours=1), data=tiff.getvalue(), suffix=".tiff"
+    )
+    assert shown(service(env).display_image(tiff_record)).tobytes() == expected
+
+
+def test_only_images_waiting_for_review_are_shown(env: Env) -> None:
+    from scones_core.review import ImageNotShown
+
+    waiting = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    sampled = env.record("ACCEPTED", age=timedelta(hours=1), review_sampled=True)
+    answered = env.record("REVIEWED", age=timedelta(hours=1), review_label="bicycle")
+    for record_id in (waiting, sampled, answered):
+        assert shown(service(env).display_image(record_id)).size == (32, 32)
+    for status in ("ACCEPTED", "REJECTED", "FAILED"):
+        other = env.record(status, age=timedelta(hours=1))
+        with pytest.raises(ImageNotShown, match=f"is {status}, not an image waiting for review"):
+            service(env).display_image(other)
+    with pytest.raises(ImageNotShown, match="has no record"):
+        service(env).display_image(f"{BUCKET}/incoming/none.png#v1")
+    unset = ReviewService(
+        dataclasses.replace(settings(), image_limits=None), s3=env.s3, dynamodb=env.dynamodb
+    )
+    with pytest.raises(ImageNotShown, match="without the stack's image rules"):
+        unset.display_image(waiting)
 
 
 def test_answer_marks_the_record_copies_the_version_and_appends_the_manifest(env: Env) -> None:
@@ -331,7 +405,13 @@ def test_web_api_answers_and_refuses_other_hosts_and_origins(env: Env) -> None:
     assert [i["record_id"] for i in queue["items"]] == [record_id]
     assert queue["expired"] == 0  # uploads are kept forever: nothing has expired
     assert queue["expired_cap"] == 10_000
-    assert f"versionId={queue['items'][0]['version_id']}" in queue["items"][0]["thumbnail_url"]
+    assert queue["items"][0]["image_url"] == "api/image?record_id=" + quote(record_id, safe="")
+    image = client.get("/" + queue["items"][0]["image_url"])
+    assert image.status_code == 200, image.text
+    assert image.headers["content-type"] == "image/png"
+    assert image.headers["x-content-type-options"] == "nosniff"
+    assert image.headers["cache-control"] == "private, max-age=3600, immutable"
+    assert shown(image.content).size == (32, 32)
     body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "motorcycle"}
     assert (
         client.post("/api/answers", json=body, headers={"Origin": "http://evil"}).status_code == 403
@@ -440,29 +520,65 @@ def test_web_api_limits_requests_refuses_framing_and_names_aws_failures(env: Env
     assert env.s3.head_object(Bucket=BUCKET, Key=retried.json()["labelled_key"])
 
 
-def test_an_image_link_is_served_as_the_image_type_whatever_the_upload_said(env: Env) -> None:
-    """An uploader can store a PNG (with an HTML tail) as text/html: opened in a tab from
-    the page, it would run as a web page in the bucket's origin."""
-    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1), source_format="JPEG")
-    key = env.get(record_id)["key"]
-    env.s3.copy_object(
-        Bucket=BUCKET,
-        Key=key,
-        CopySource={"Bucket": BUCKET, "Key": key},
-        ContentType="text/html",
-        MetadataDirective="REPLACE",
+def test_the_browser_gets_a_png_the_server_made_never_the_uploaded_bytes(env: Env) -> None:
+    """An uploader can store bytes as text/html, or append a page to a valid image: the
+    page is only ever sent a PNG that Pillow wrote from the decoded pixels, as image/png."""
+    tail = b"<html><script>alert(document.domain)</script></html>"
+    record_id = env.record(
+        "NEEDS_REVIEW",
+        age=timedelta(hours=1),
+        data=BIKE.read_bytes() + tail,
+        put={"ContentType": "text/html"},
     )
-    item = service(env).queue()[0]
-    url = service(env).thumbnail_url(item)
-    assert "response-content-type=image%2Fjpeg" in url
-    assert "response-content-disposition=inline" in url
-    served = env.s3.get_object(
-        Bucket=BUCKET,
-        Key=key,
-        ResponseContentType="image/jpeg",
-        ResponseContentDisposition="inline",
+    app = build_app(
+        service(env),
+        ReviewAppSettings(
+            reviewer="ana", table_label=TABLE, allowed_hosts=LOOPBACK_HOSTS | {"testserver"}
+        ),
     )
-    assert served["ContentType"] == "image/jpeg"
+    response = TestClient(app).get("/api/image", params={"record_id": record_id})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert b"<html" not in response.content and b"script" not in response.content
+    with Image.open(BIKE) as bike:
+        assert shown(response.content).tobytes() == bike.convert("RGB").tobytes()
+
+
+def test_web_api_image_errors_name_the_problem(env: Env) -> None:
+    """Gone (deleted or expired): 410. Not waiting for review: 404. Bytes the image rules
+    refuse: 422 with the rule. The page shows no image for them, so takes no answer."""
+    gone = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    record = env.get(gone)
+    env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
+    broken = env.record("NEEDS_REVIEW", age=timedelta(hours=1), data=BIKE.read_bytes()[:200])
+    # A record whose fields name another object than its key is not followed.
+    forged = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    env.table.update_item(
+        Key={"pk": forged},
+        UpdateExpression="SET #k = :k",
+        ExpressionAttributeNames={"#k": "key"},
+        ExpressionAttributeValues={":k": "private/secret.png"},
+    )
+    rejected = env.record("REJECTED", age=timedelta(hours=1))
+    app = build_app(
+        service(env),
+        ReviewAppSettings(
+            reviewer="ana", table_label=TABLE, allowed_hosts=LOOPBACK_HOSTS | {"testserver"}
+        ),
+    )
+    client = TestClient(app)
+
+    def get(record_id: str) -> Any:
+        return client.get("/api/image", params={"record_id": record_id})
+
+    assert get(gone).status_code == 410 and "no longer exists" in get(gone).json()["detail"]
+    assert get(rejected).status_code == 404 and "is REJECTED" in get(rejected).json()["detail"]
+    assert get(forged).status_code == 404 and "names another object" in get(forged).json()["detail"]
+    refused = get(broken)
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith("the image cannot be shown: CorruptImage: ")
+    assert client.get("/api/image").status_code == 422  # no record_id
+    assert client.get("/api/image", params={"record_id": "x" * 2049}).status_code == 422
 
 
 def test_web_api_refuses_cross_site_reads_and_bodies_it_cannot_echo(env: Env) -> None:
@@ -510,6 +626,13 @@ def test_served_beyond_loopback_the_api_wants_the_printed_token(env: Env) -> Non
     assert client.get("/api/queue", headers={"X-Review-Token": "guess"}).status_code == 401
     token = {"X-Review-Token": "s3cret"}
     assert client.get("/api/queue", headers=token).json()["items"][0]["record_id"] == record_id
+    # An <img> sends no headers: the image, and only the image, takes the token in its URL.
+    image = {"record_id": record_id}
+    assert client.get("/api/image", params=image).status_code == 401
+    assert client.get("/api/image", params=image | {"token": "guess"}).status_code == 401
+    assert client.get("/api/image", params=image | {"token": "s3cret"}).status_code == 200
+    assert client.get("/api/image", params=image, headers=token).status_code == 200
+    assert client.get("/api/queue", params={"token": "s3cret"}).status_code == 401
     body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "bicycle"}
     assert client.post("/api/answers", json=body).status_code == 401
     assert client.post("/api/answers", json=body, headers=token).status_code == 200
@@ -561,18 +684,24 @@ def test_an_unversioned_image_overwritten_since_is_not_copied_in_its_place(env: 
     become a labelled copy under this answer."""
     plain = "uploads-without-versioning"
     env.s3.create_bucket(Bucket=plain)
-    kept, changed = (env.record("NEEDS_REVIEW", age=timedelta(hours=1)) for _ in range(2))
-    for record_id in (kept, changed):
-        record = env.get(record_id)
+    unversioned = []
+    for _ in range(2):
+        record = env.get(env.record("NEEDS_REVIEW", age=timedelta(hours=1)))
+        env.table.delete_item(Key={"pk": record["pk"]})
         put = env.s3.put_object(Bucket=plain, Key=record["key"], Body=BIKE.read_bytes())
         etag = put["ETag"].strip('"')
         # As records.py lays out an unversioned upload (ObjectRef version "null").
+        pk = f"{plain}/{record['key']}#etag:{etag}"
         env.table.put_item(
-            Item={**record, "bucket": plain, "version_id": NULL_VERSION, "etag": etag}
+            Item={**record, "pk": pk, "bucket": plain, "version_id": NULL_VERSION, "etag": etag}
         )
+        unversioned.append(pk)
+    kept, changed = unversioned
     env.s3.put_object(Bucket=plain, Key=env.get(changed)["key"], Body=MOTO_IMG.read_bytes())
-    item = next(i for i in service(env).queue() if i.record_id == kept)
-    assert "versionId" not in service(env).thumbnail_url(item)
+    with Image.open(BIKE) as bike:
+        assert shown(service(env).display_image(kept)).tobytes() == bike.convert("RGB").tobytes()
+    with pytest.raises(ObjectChanged, match="was overwritten before it could be read"):
+        service(env).display_image(changed)
     ok = service(env).answer(kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
     copied = env.s3.get_object(Bucket=BUCKET, Key=ok.labelled_key)["Body"].read()
     assert copied == BIKE.read_bytes()

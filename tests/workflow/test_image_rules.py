@@ -626,7 +626,7 @@ def test_a_bigtiff_pointing_past_any_file_is_corrupt_not_a_crash() -> None:
 
 def test_every_accepted_format_has_one_media_type_that_the_server_and_review_share() -> None:
     """The image rules' table is the only one: the server's Content-Type check and the
-    review page's presigned URLs derive from it, and a camera JPEG (MPO) is image/jpeg."""
+    labelled copies of the review derive from it, and a camera JPEG (MPO) is image/jpeg."""
     from scones_core import image_rules, review
 
     from scones.serving import media

@@ -3,8 +3,9 @@
 Images go through the whole workflow and end NEEDS_REVIEW (one confident image is
 ACCEPTED and drawn for review with a sample share of 1). Headless Chromium (Debian's
 package, driven by Playwright) opens the page the CLI serves, checks that every
-thumbnail (a presigned URL of the moto server) really loads, and answers with the
-keyboard only. Then the records, the labelled copies and the manifest are checked.
+image (a PNG the review server reads from the stack's bucket and draws) really loads,
+and answers with the keyboard only. Then the records, the labelled copies and the
+manifest are checked.
 The browser is required: without it this test fails, it does not skip.
 """
 
@@ -146,10 +147,10 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
 def unseen_answer_is_refused(browser: Any, url: str, token: str) -> None:
     """An image that does not load (deleted, expired, a key a browser rewrites) cannot be
     answered: the buttons are disabled, the key press is refused, nothing is saved. Here
-    every image request (to the emulator's S3, not the review server) fails."""
+    every image request fails."""
     page = browser.new_page(viewport={"width": 1100, "height": 640})
     try:
-        page.route(lambda address: not address.startswith(url), lambda r: r.abort())
+        page.route(lambda address: "/api/image?" in address, lambda r: r.abort())
         page.goto(f"{url}/?token={token}")
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
         page.wait_for_selector("#status.error:has-text('could not be loaded')", timeout=30_000)
@@ -176,9 +177,13 @@ def review_in_browser(browser: Any, url: str, token: str) -> list[str]:
         "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
         timeout=30_000,
     )
-    # Each image link is served as an image, whatever the uploader stored as its type.
-    thumbnail = page.evaluate("document.querySelector('#detail img').src")
-    assert "response-content-type=image%2Fpng" in thumbnail
+    # Each image comes from the review server (its token in the URL), as a PNG.
+    source = page.evaluate("document.querySelector('#detail img').src")
+    assert source.startswith(f"{url}/api/image?record_id=") and f"&token={token}" in source
+    served = page.request.get(source)
+    assert served.ok and served.headers["content-type"] == "image/png"
+    assert served.body().startswith(b"\x89PNG")
+    assert page.evaluate("document.querySelector('#detail img').naturalWidth") == 32
     items = page.locator("#queue li")
     order = [items.nth(i).get_attribute("data-record-id") or "" for i in range(items.count())]
     assert len(order) == 4

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
 from scones_core.errors import EventError, aws_error_code
-from scones_core.records import ObjectPayload
+from scones_core.records import PARTITION_KEY, ObjectPayload
 
 # S3's own name for "this object has no version id" (unversioned bucket).
 NULL_VERSION = "null"
@@ -145,3 +146,22 @@ def object_from_json(data: Any) -> ObjectRef:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EventError(f"object reference is missing or has a bad {exc}") from exc
+
+
+def object_from_record(record: Mapping[str, Any]) -> ObjectRef:
+    """The object version a record is about; ``EventError`` if its fields disagree with pk."""
+    try:
+        ref = ObjectRef(
+            bucket=str(record["bucket"]),
+            key=str(record["key"]),
+            version=str(record.get("version_id") or NULL_VERSION),
+            etag=str(record.get("etag") or ""),
+            size=0,
+        )
+    except KeyError as exc:
+        raise EventError(f"record {record.get(PARTITION_KEY)!r} lacks {exc}") from exc
+    if ref.record_id != record.get(PARTITION_KEY):
+        raise EventError(
+            f"record {record.get(PARTITION_KEY)!r} names another object ({ref.record_id})"
+        )
+    return ref

@@ -129,6 +129,24 @@ def to_model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
         ) from None
 
 
+def display_size(image: Image.Image, max_side: int) -> tuple[int, int]:
+    """The upright image's size fitted within ``max_side`` on each side, never enlarged."""
+    transpose = _ORIENTATIONS.get(exif_orientation(image))
+    width, height = image.size[::-1] if transpose in _SWAPS_SIDES else image.size
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def to_display_image(image: Image.Image, max_side: int) -> Image.Image:
+    """The whole upload as a person should see it, at most ``max_side`` on each side.
+
+    The same orientation, colour and transparency handling as the model's input (it
+    is :func:`to_model_image` at the upright image's own aspect ratio), so a reviewer
+    sees what the model was given, uncropped.
+    """
+    return to_model_image(image, display_size(image, max_side))
+
+
 def _model_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     transpose = _ORIENTATIONS.get(exif_orientation(image))
     upright = image.size[::-1] if transpose in _SWAPS_SIDES else image.size

@@ -49,6 +49,7 @@ from scones_core.objects import (
     NULL_VERSION,
     ObjectRef,
     object_from_json,
+    object_from_record,
 )
 from scones_core.records import (
     ATTEMPT_ATTRIBUTE,
@@ -190,25 +191,6 @@ def query_records(dynamodb: Any, table_name: str, selection: Selection) -> Itera
     for page in dynamodb.get_paginator("query").paginate(**request):
         for item in page.get("Items", []):
             yield record_from_item(item)
-
-
-def object_from_record(record: Mapping[str, Any]) -> ObjectRef:
-    """The object version a record is about; ``EventError`` if its fields disagree with pk."""
-    try:
-        ref = ObjectRef(
-            bucket=str(record["bucket"]),
-            key=str(record["key"]),
-            version=str(record.get("version_id") or NULL_VERSION),
-            etag=str(record.get("etag") or ""),
-            size=0,
-        )
-    except KeyError as exc:
-        raise EventError(f"record {record.get(PARTITION_KEY)!r} lacks {exc}") from exc
-    if ref.record_id != record.get(PARTITION_KEY):
-        raise EventError(
-            f"record {record.get(PARTITION_KEY)!r} names another object ({ref.record_id})"
-        )
-    return ref
 
 
 def record_attempt(record: Mapping[str, Any]) -> int:

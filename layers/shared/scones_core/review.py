@@ -21,6 +21,7 @@ offline stack alike.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -33,10 +34,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from scones_core.errors import aws_error_code
-from scones_core.image_rules import MEDIA_TYPES
+from scones_core.errors import EventError, aws_error_code
+from scones_core.image_rules import MEDIA_TYPES, decode_image
+from scones_core.images import read_object
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
-from scones_core.objects import NULL_VERSION, object_changed, object_missing
+from scones_core.objects import (
+    NULL_VERSION,
+    object_changed,
+    object_from_record,
+    object_missing,
+)
+from scones_core.preprocess import to_display_image
 from scones_core.records import (
     CLASSIFIED_STATUS_ATTRIBUTE,
     LABELLED_KEY_ATTRIBUTE,
@@ -53,6 +61,7 @@ from scones_core.records import (
     Status,
     record_from_item,
 )
+from scones_core.settings import ImageLimits
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +80,9 @@ _PLAIN_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
 _MANIFEST_ATTEMPTS = 8
 # The page says "N older ones cannot be shown", N counted up to this ("10000+" beyond).
 EXPIRED_COUNT_CAP = 10_000
+# The review page shows each image at most this many pixels a side (its detail view is
+# 256 CSS pixels wide; a 32x32 upload is sent as it is and enlarged by the page).
+DISPLAY_MAX_SIDE = 256
 
 
 class ReviewError(ValueError):
@@ -80,6 +92,10 @@ class ReviewError(ValueError):
 class ReviewIncomplete(RuntimeError):
     """The answer is kept, but its labelled copy or manifest line is not written yet: the
     same answer again finishes it (``answer`` is idempotent for its reviewer)."""
+
+
+class ImageNotShown(LookupError):
+    """The record is not one a reviewer is shown (or there is no such record)."""
 
 
 class ReviewConflict(RuntimeError):
@@ -101,6 +117,9 @@ class ReviewSettings:
     # UploadRetentionDays: the bucket's lifecycle deletes uploads this long after they
     # were created, so an older record has no image to show or copy. None: kept forever.
     upload_retention: timedelta | None = None
+    # The deployed image rules (MaxImageBytes and friends), which the page's images are
+    # read and decoded under; None: images are not served.
+    image_limits: ImageLimits | None = None
 
     def __post_init__(self) -> None:
         if not self.labelled_prefix.endswith("/") or self.labelled_prefix.startswith("/"):
@@ -346,21 +365,46 @@ class ReviewService:
                 yield record_from_item(raw)
 
     # -- images ------------------------------------------------------------------
-    def thumbnail_url(self, item: ReviewItem, expires_seconds: int = 900) -> str:
-        """A presigned GET of the exact object version the model saw, served as the image
-        type the image rules found: whatever Content-Type the uploader stored (text/html,
-        say), a browser opening the link shows an image and never runs a page."""
-        params: dict[str, str] = {
-            "Bucket": item.bucket,
-            "Key": item.key,
-            "ResponseContentType": MEDIA_TYPES.get(item.source_format, "image/png"),
-            "ResponseContentDisposition": "inline",
-        }
-        if version := _version_id(item.version_id):
-            params["VersionId"] = version
-        return str(
-            self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
+    def display_image(self, record_id: str) -> bytes:
+        """The image of a record waiting for review, as a PNG of at most
+        ``DISPLAY_MAX_SIDE`` pixels a side (``preprocess.to_display_image``).
+
+        The exact object version the model saw is read and decoded under the deployed
+        image rules (``settings.image_limits``) by this process, so a browser is only
+        ever given a PNG that Pillow wrote: never the uploaded bytes, whatever they are,
+        and never a camera's 5 MB original where a 256-pixel thumbnail will do. Any format the
+        workflow accepts can be shown (browsers show no TIFF), and the page needs no
+        access to the bucket of its own.
+
+        Only records a reviewer is shown are served: NEEDS_REVIEW, sampled ACCEPTED, and
+        REVIEWED (answered since the page loaded). Raises ``ImageNotShown`` for any
+        other record, ``ImageRejected`` (``ObjectNotFound`` once the upload is gone)
+        when the image cannot be read or decoded, and ``StorageUnavailable`` or
+        ``StorageRefused`` when S3 fails.
+        """
+        limits = self.settings.image_limits
+        if limits is None:
+            raise ImageNotShown("this review was set up without the stack's image rules")
+        record = self._get(record_id)
+        if record is None:
+            raise ImageNotShown(f"{record_id} has no record")
+        status = record.get(STATUS_ATTRIBUTE)
+        shown = status in (Status.NEEDS_REVIEW, Status.REVIEWED) or (
+            status == Status.ACCEPTED and record.get(REVIEW_SAMPLED_ATTRIBUTE) is True
         )
+        if not shown:
+            raise ImageNotShown(f"{record_id} is {status}, not an image waiting for review")
+        try:
+            ref = object_from_record(record)
+        except EventError as exc:
+            raise ImageNotShown(str(exc)) from None
+        data = read_object(self.s3, ref, limits)
+        decoded = decode_image(data, limits, draft_to=(DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE))
+        with decoded.image:
+            shown_image = to_display_image(decoded.image, DISPLAY_MAX_SIDE)
+        out = io.BytesIO()
+        shown_image.save(out, format="PNG", compress_level=1)
+        return out.getvalue()
 
     # -- answers -----------------------------------------------------------------
     def answer(

@@ -211,12 +211,6 @@ def review_command(args: argparse.Namespace) -> int:
             f"[yellow]warning:[/] listening on {args.host}: whoever has the page's URL (it "
             "holds the API's token) can review and see the images; send it only to reviewers"
         )
-        if not args.aws:
-            console.print(
-                "[yellow]warning:[/] the offline stack serves the images from "
-                f"{escape(endpoints.endpoint_url)}, which only this machine can reach: a "
-                "reviewer elsewhere sees no image, and the page takes no answer without one"
-            )
     console.print(
         f"[bold green]review page[/] {escape(page)}  (stack {target.stack_name}, table "
         f"{target.table_name}; reviewer {escape(args.reviewer)}; sampling "

@@ -15,15 +15,22 @@ import base64
 import html
 import io
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+from scones_core.errors import ImageRejected
+from scones_core.image_rules import decode_image
+from scones_core.preprocess import to_display_image
 from scones_core.records import MODEL_VERSION_ATTRIBUTE, Status, classified_status
+from scones_core.settings import ImageLimits
+
+from scones.template_params import function_environment
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from PIL import Image, ImageOps
+from PIL import Image
 
 THUMBNAIL_BOX = 96  # the longest side of a thumbnail, in CSS pixels
 # One opaque colour per predicted class (matplotlib's default cycle); bars never overlap.
@@ -87,20 +94,34 @@ def confusion_matrix(
 
 
 def thumbnail(path: Path, box: int = THUMBNAIL_BOX) -> tuple[str, int, int] | None:
-    """A PNG that fits ``box`` x ``box`` with the upload's aspect ratio (EXIF orientation
-    applied), resampled with Lanczos; ``(base64, width, height)``, or ``None`` for a file
-    that is not an image Pillow reads."""
+    """A PNG that fits ``box`` x ``box`` with the upload's aspect ratio; ``(base64, width,
+    height)``, or ``None`` for a file the image rules refuse (the workflow's own rules,
+    so a hostile file in the folder is never decoded beyond them).
+
+    Orientation, colour and transparency as the model saw them
+    (``preprocess.to_display_image``); an image smaller than the box, such as a 32x32
+    CIFAR picture, is then enlarged with Lanczos to fill it.
+    """
     try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened.convert("RGB"))
-            scale = box / max(image.size)
-            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            small = image.resize(size, Image.Resampling.LANCZOS)
-            buffer = io.BytesIO()
-            small.save(buffer, format="PNG")
-    except (OSError, ValueError, Image.DecompressionBombError):
+        data = path.read_bytes()
+        decoded = decode_image(data, _limits(), draft_to=(box, box))
+        with decoded.image:
+            small = to_display_image(decoded.image, box)
+    except (OSError, ImageRejected):
         return None
+    if max(small.size) < box:
+        scale = box / max(small.size)
+        size = (max(1, round(small.width * scale)), max(1, round(small.height * scale)))
+        small = small.resize(size, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    small.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii"), small.width, small.height
+
+
+@cache
+def _limits() -> ImageLimits:
+    """The template's image rules, as the Serialize step applies them by default."""
+    return ImageLimits.from_env(function_environment("SerializeImageFunction"))
 
 
 def breakable(text: str) -> str:

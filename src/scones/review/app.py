@@ -1,4 +1,4 @@
-"""The review web app: the page, ``GET /api/queue`` and ``POST /api/answers``.
+"""The review web app: the page, ``GET /api/queue``, ``GET /api/image`` and ``POST /api/answers``.
 
 It is meant for one reviewer on their own machine (it listens on loopback by
 default). Requests must name an allowed host (no DNS rebinding), an answer must be
@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
+from scones_core.errors import (
+    ImageRejected,
+    ObjectChanged,
+    ObjectNotFound,
+    StorageRefused,
+    StorageUnavailable,
+)
 from scones_core.review import (
     EXPIRED_COUNT_CAP,
+    ImageNotShown,
     ReviewConflict,
     ReviewError,
     ReviewIncomplete,
@@ -39,8 +49,15 @@ _PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "frame-ancestors 'none'",
 }
-# The API's answers hold presigned URLs: never cached, never sniffed into another type.
+# The API's answers: never cached, never sniffed into another type.
 _API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+IMAGE_PATH = "/api/image"
+# An image is one exact object version, so the reviewer's browser may keep it; no one
+# else may (it is served to a token holder).
+_IMAGE_HEADERS = {"Cache-Control": "private, max-age=3600, immutable"}
+# Images decoded at once: each can take a few hundred MB for a 25-megapixel upload, and
+# a browser asks for six at a time.
+DECODE_SLOTS = 2
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,9 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
             return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
         if api and settings.token is not None:
             given = request.headers.get(TOKEN_HEADER, "")
+            if not given and request.url.path == IMAGE_PATH:
+                # An <img> sends no headers of its own: the page puts the token in its URL.
+                given = request.query_params.get("token", "")
             if not hmac.compare_digest(given.encode(), settings.token.encode()):
                 return JSONResponse(
                     {"detail": "open the page from the URL `scones review` printed (its token)"},
@@ -96,7 +116,8 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
                 )
         response = await call_next(request)
         if api:
-            response.headers.update(_API_HEADERS)
+            for name, value in _API_HEADERS.items():
+                response.headers.setdefault(name, value)
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -126,6 +147,8 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
             raise HTTPException(
                 status_code=502, detail=f"the queue could not be read: {exc}"
             ) from exc
+
+    add_image_route(app, service)
 
     @app.post("/api/answers")
     async def answer(body: Answer) -> dict[str, Any]:
@@ -158,6 +181,30 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
     return app
 
 
+def add_image_route(app: FastAPI, service: ReviewService) -> None:
+    """``GET /api/image?record_id=``: the record's image as a PNG the server drew."""
+    decoding = threading.BoundedSemaphore(DECODE_SLOTS)
+
+    def draw(record_id: str) -> bytes:
+        with decoding:
+            return service.display_image(record_id)
+
+    @app.get(IMAGE_PATH)
+    async def image(record_id: str = Query(min_length=1, max_length=2048)) -> Response:
+        try:
+            png = await asyncio.to_thread(draw, record_id)
+        except ImageNotShown as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from exc
+        except (ObjectNotFound, ObjectChanged) as exc:  # deleted, expired, overwritten
+            raise HTTPException(status_code=410, detail=str(exc)) from exc
+        except ImageRejected as exc:
+            detail = f"the image cannot be shown: {exc.code}: {exc}"
+            raise HTTPException(status_code=422, detail=detail) from exc
+        except (StorageUnavailable, StorageRefused) as exc:
+            raise HTTPException(status_code=502, detail=str(exc)) from exc
+        return Response(png, media_type="image/png", headers=_IMAGE_HEADERS)
+
+
 def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any]:
     sampled = service.sample_accepted()
     items = service.queue(limit=settings.queue_limit)
@@ -170,7 +217,10 @@ def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any
         # (counted up to expired_cap).
         "expired": service.expired_waiting(),
         "expired_cap": EXPIRED_COUNT_CAP,
-        "items": [
-            {**item.to_json(), "thumbnail_url": service.thumbnail_url(item)} for item in items
-        ],
+        "items": [{**item.to_json(), "image_url": image_url(item.record_id)} for item in items],
     }
+
+
+def image_url(record_id: str) -> str:
+    """The page's address of a record's image (relative, as the page's own requests)."""
+    return IMAGE_PATH.lstrip("/") + "?record_id=" + quote(record_id, safe="")

@@ -21,14 +21,15 @@ main { display: grid; grid-template-columns: 340px minmax(0, 1fr); gap: 1.2rem;
 #queue li.current { border-color: #2d6cdf; }
 #queue li[data-state="done"] { opacity: .55; }
 #queue li[data-state="conflict"] { background: #fbe3e3; }
-#queue img { width: 48px; height: 48px; image-rendering: pixelated; border-radius: .2rem; }
+#queue img { width: 48px; height: 48px; object-fit: contain; border-radius: .2rem; }
+img.small { image-rendering: pixelated; }
 .meta { font-size: .8rem; line-height: 1.3; min-width: 0; overflow-wrap: anywhere; }
 .badge { display: inline-block; padding: 0 .35rem; border-radius: .3rem; font-size: .75rem; }
 .NEEDS_REVIEW { background: #fff1c2; } .ACCEPTED { background: #d9f2dd; }
 .REVIEWED { background: #dbe7fb; }
 #detail { background: #fff; border-radius: .6rem; padding: 1.2rem; }
-#detail img { width: 256px; height: 256px; image-rendering: pixelated; border-radius: .4rem;
-              background: #eee; }
+#detail img { width: 256px; height: 256px; object-fit: contain; border-radius: .4rem;
+              background: #eee; flex: none; }
 #detail .row { display: flex; gap: 1.5rem; }
 #detail dl { display: grid; grid-template-columns: auto 1fr; gap: .3rem .8rem; margin: 0; }
 #detail dt { color: #666; } #detail dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }
@@ -85,12 +86,20 @@ function when(value) {
 function name(item) { return item.key.split("/").pop(); }
 
 // An answer is taken only for an image the reviewer can see: one of the item's images
-// loaded. A deleted or expired upload, or a key a browser rewrites (".." or "." in its
-// path), never loads, and answering it would label an image nobody looked at.
-const UNSEEN = "the image could not be loaded (the upload was deleted or has expired, or " +
-  "its key holds a path a browser rewrites), so it cannot be answered here";
+// loaded. A deleted or expired upload never loads, and answering it would label an
+// image nobody looked at.
+const UNSEEN = "the image could not be loaded (the upload was deleted, has expired or " +
+  "could not be read), so it cannot be answered here";
+// The review server reads each image and sends a PNG of at most 256 pixels a side; the
+// token (served beyond loopback) travels in its URL, since an <img> sends no headers.
+function imageSource(item) {
+  const token = new URLSearchParams(location.search).get("token");
+  return item.image_url + (token ? "&token=" + encodeURIComponent(token) : "");
+}
 function watch(img, item) {
   img.addEventListener("load", () => {
+    // A thumbnail-sized upload (CIFAR's 32x32) is enlarged as pixels, not blurred.
+    img.classList.toggle("small", img.naturalWidth < 128 && img.naturalHeight < 128);
     if (item.image === "shown") return;
     item.image = "shown";
     if (item === state.items[state.current]) renderDetail();
@@ -113,7 +122,7 @@ function renderQueue() {
     // A queue of camera photos: only the rows in view are fetched.
     img.loading = "lazy"; img.decoding = "async";
     watch(img, item);
-    img.src = item.thumbnail_url; img.alt = name(item);
+    img.src = imageSource(item); img.alt = name(item);
     const meta = document.createElement("div"); meta.className = "meta";
     meta.append(text("b", name(item)), document.createElement("br"),
       text("span", item.review_label ? "reviewed: " + item.review_label
@@ -142,7 +151,7 @@ function renderDetail() {
   const row = document.createElement("div"); row.className = "row";
   const img = document.createElement("img");
   img.id = "current-image"; watch(img, item);
-  img.src = item.thumbnail_url; img.alt = item.key;
+  img.src = imageSource(item); img.alt = item.key;
   const dl = document.createElement("dl");
   const probs = Object.entries(item.probabilities)
     .map(([k, v]) => k + " " + v.toFixed(3)).join(", ");

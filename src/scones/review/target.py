@@ -12,13 +12,14 @@ from datetime import timedelta
 from typing import Any
 
 from botocore.config import Config
+from scones_core.errors import SettingsError
 from scones_core.review import ReviewSettings
-from scones_core.settings import parse_labels
+from scones_core.settings import ImageLimits, parse_labels
 
-from scones.template_params import parameter_defaults
+from scones.template_params import function_environment, parameter_defaults
 
-# SigV4 (the bucket is encrypted with KMS) and path-style URLs, which a browser can
-# open on the offline stack's loopback endpoint as well as on AWS.
+# SigV4 (the bucket is encrypted with KMS) and path-style addressing, which the offline
+# stack's loopback endpoint needs as well as AWS accepts.
 S3_CONFIG = Config(signature_version="s3v4", s3={"addressing_style": "path"})
 
 
@@ -53,7 +54,18 @@ class ReviewTarget:
             sample_share=share,
             sample_window=timedelta(days=sample_days),
             upload_retention=upload_retention(self.parameters),
+            image_limits=image_limits(self.parameters),
         )
+
+
+def image_limits(parameters: dict[str, str]) -> ImageLimits:
+    """The deployed image rules, as the Serialize step reads them (its environment)."""
+    try:
+        return ImageLimits.from_env(
+            function_environment("SerializeImageFunction", overrides=parameters)
+        )
+    except SettingsError as exc:
+        raise TargetError(f"the stack's image rules: {exc}") from None
 
 
 def upload_retention(parameters: dict[str, str]) -> timedelta | None:
