@@ -411,6 +411,25 @@ def test_wide_images_are_centre_cropped_not_squashed() -> None:
     assert out.getpixel((0, 16)) == out.getpixel((31, 16)) == (0, 0, 255)
 
 
+def test_a_phones_full_resolution_photo_is_classified_by_default(s3: Any) -> None:
+    """A 24-megapixel JPEG (5712x4284, a phone's full resolution) with its video clip
+    appended after the image, as a motion photo is stored: over the 5 MiB the limit used
+    to be, within the template's MaxImageBytes, and the model sees the photo itself."""
+    from scones.costs.measure import photo_jpeg
+
+    photo = photo_jpeg(7, size=(5712, 4284), quality=85)
+    clip = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + np.random.default_rng(7).bytes(
+        6 * 2**20 - len(photo)
+    )
+    motion = photo + clip
+    assert 5 * 2**20 < len(motion) <= LIMITS.max_bytes
+    state = serialize(s3, Entry("motion.jpg", "incoming/motion.jpg", motion, "CLASSIFIED"))
+    assert "rejection" not in state, state
+    assert state["source"]["width"] == 5712 and state["source"]["bytes"] == len(motion)
+    plain = serialize(s3, Entry("photo.jpg", "incoming/photo.jpg", photo, "CLASSIFIED"))
+    assert model_input(state) == model_input(plain)
+
+
 def test_preprocessing_is_idempotent_at_the_model_size() -> None:
     with Image.open(SOURCE) as image:
         once = to_model_image(image, (32, 32))

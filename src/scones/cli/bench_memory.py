@@ -78,7 +78,7 @@ def register(benchmarks: Any) -> None:
     parser.set_defaults(handler=_run)
 
 
-def _cases() -> dict[str, tuple[str, str, Callable[[Any], Any], dict[str, Any]]]:
+def _cases(max_bytes: int) -> dict[str, tuple[str, str, Callable[[Any], Any], dict[str, Any]]]:
     """name -> (format, mode, make(rgba gradient) -> image, save options)."""
     return {
         "PNG RGB": ("PNG", "RGB", lambda im: im.convert("RGB"), {}),
@@ -100,6 +100,14 @@ def _cases() -> dict[str, tuple[str, str, Callable[[Any], Any], dict[str, Any]]]
             {"compression": "tiff_deflate"},
         ),
         "WEBP RGBA (lossless)": ("WEBP", "RGBA", lambda im: im, {"lossless": True}),
+        # The same pixels with scattered noise, so the file nears MaxImageBytes: the
+        # function then holds the upload's bytes beside the largest decode.
+        "WEBP lossless, ~MaxImageBytes": (
+            "WEBP",
+            "RGBA",
+            lambda im: _noisy(im, int(max_bytes * 0.95)),
+            {"lossless": True, "method": 0},
+        ),
         "GIF palette": ("GIF", "P", _palette, {}),
         "JPEG RGB": ("JPEG", "RGB", lambda im: im.convert("RGB"), {"quality": 90}),
         "JPEG RGB progressive": (
@@ -109,6 +117,29 @@ def _cases() -> dict[str, tuple[str, str, Callable[[Any], Any], dict[str, Any]]]
             {"quality": 90, "progressive": True},
         ),
     }
+
+
+def _noisy(image: Any, target_bytes: int) -> Any:
+    """``image`` with random pixels scattered over it, as many as make a lossless WebP of
+    about ``target_bytes`` (its size grows about in proportion to the noise)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(image).copy()
+    rng = np.random.default_rng(0)
+
+    def scattered(share: float) -> Any:
+        noisy = pixels.copy()
+        hit = rng.random(pixels.shape[:2]) < share
+        noisy[hit, :3] = rng.integers(0, 256, (int(hit.sum()), 3), dtype=np.uint8)
+        return Image.fromarray(noisy, "RGBA")
+
+    share = 0.01
+    for _ in range(3):  # the size is not quite proportional: more trials correct it
+        trial = io.BytesIO()
+        scattered(share).save(trial, format="WEBP", lossless=True, method=0)
+        share = min(1.0, share * target_bytes / len(trial.getvalue()))
+    return scattered(share)
 
 
 def _sixteen_bit(image: Any) -> Any:
@@ -194,7 +225,9 @@ def _run(args: argparse.Namespace) -> int:
     header += "".join(f"{c + ' ms':>14}" for c in columns)
     print(f"{'image':<28}{'file KB':>8}{header}  outcome")
     with tempfile.TemporaryDirectory(prefix="scones-bench-memory-") as tmp:
-        for name, (fmt, mode, make, options) in _cases().items():
+        for name, (fmt, mode, make, options) in _cases(
+            int(function_env["MAX_IMAGE_BYTES"])
+        ).items():
             out = io.BytesIO()
             make(gradient).save(out, format=fmt, **options)
             path = Path(tmp) / f"{len(rows)}.{fmt.lower()}"

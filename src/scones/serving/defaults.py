@@ -48,7 +48,7 @@ DEFAULT_FLUSH_INTERVAL_S = 2.0
 DEFAULT_QUEUE_WAIT_S = 2.0
 # Seconds a client has to send a whole request head (line and headers). Slowloris guard.
 DEFAULT_HEADER_TIMEOUT_S = 10.0
-# Seconds a client has to send the whole body: a 5 MiB body (MaxImageBytes) needs 175 KB/s.
+# Seconds a client has to send the whole body: a 16 MiB body (MaxImageBytes) needs 560 KB/s.
 DEFAULT_BODY_TIMEOUT_S = 30.0
 # The pixel limit is this many times the model's input area (64x per side: 2048x2048 for a
 # 32x32 model, a 4-megapixel photo). The model sees input_size pixels, so more only costs
