@@ -21,6 +21,7 @@ from scones_core.monitoring.timestamps import format_millis
 from scones_core.objects import NULL_VERSION
 from scones_core.records import NEITHER, Status
 from scones_core.review import (
+    ImageNotShown,
     ReviewConflict,
     ReviewError,
     ReviewService,
@@ -250,8 +251,6 @@ def test_a_camera_photo_is_shown_upright_and_small_and_a_tiff_as_a_png(env: Env)
 
 
 def test_only_images_waiting_for_review_are_shown(env: Env) -> None:
-    from scones_core.review import ImageNotShown
-
     waiting = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
     sampled = env.record("ACCEPTED", age=timedelta(hours=1), review_sampled=True)
     answered = env.record("REVIEWED", age=timedelta(hours=1), review_label="bicycle")
@@ -544,6 +543,107 @@ def test_the_browser_gets_a_png_the_server_made_never_the_uploaded_bytes(env: En
         assert shown(response.content).tobytes() == bike.convert("RGB").tobytes()
 
 
+def test_web_api_image_failures_of_aws_are_502_and_not_echoed(env: Env) -> None:
+    """DynamoDB or S3 failing gives a 502 that names no AWS detail (an AccessDenied
+    message carries the caller's ARN); an id over DynamoDB's 2048 bytes is no record."""
+    from botocore.stub import Stubber
+
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    table = boto3.client("dynamodb", region_name=REGION)
+    bucket = boto3.client("s3", region_name=REGION)
+    reviews = ReviewService(settings(), s3=bucket, dynamodb=table, clock=lambda: NOW)
+    app = build_app(
+        reviews,
+        ReviewAppSettings(
+            reviewer="ana", table_label=TABLE, allowed_hosts=LOOPBACK_HOSTS | {"testserver"}
+        ),
+    )
+    client = TestClient(app)
+    secret = "User: arn:aws:sts::123456789012:assumed-role/reviewer/ana is not authorized"
+    with Stubber(table) as dynamo:
+        dynamo.add_client_error(
+            "get_item", "ProvisionedThroughputExceededException", "slow down", 400
+        )
+        throttled = client.get("/api/image", params={"record_id": record_id})
+    assert throttled.status_code == 502
+    assert throttled.json()["detail"].startswith("the image could not be read (StorageUnavailable)")
+    item = env.table.get_item(Key={"pk": record_id})["Item"]
+    with Stubber(table) as dynamo, Stubber(bucket) as s3:
+        dynamo.add_response(
+            "get_item",
+            {"Item": env.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": record_id}})["Item"]},
+        )
+        s3.add_client_error("get_object", "AccessDenied", secret, 403)
+        denied = client.get("/api/image", params={"record_id": record_id})
+    assert item["status"] == "NEEDS_REVIEW"
+    assert denied.status_code == 502 and "arn:" not in denied.text, denied.text
+    assert denied.headers["cache-control"] == "no-store"
+    long_id = "\u20ac" * 700  # 700 characters, 2100 UTF-8 bytes
+    too_long = client.get("/api/image", params={"record_id": long_id})
+    assert too_long.status_code == 404 and "over DynamoDB's 2048 bytes" in too_long.text
+    missing = client.get("/api/image")
+    assert missing.status_code == 422 and "names no image" in missing.json()["detail"]
+
+
+def test_images_are_drawn_in_slots_of_their_own_and_dropped_when_the_browser_left(
+    env: Env,
+) -> None:
+    """Drawing takes one of DECODE_SLOTS threads of its own: while both are busy the queue
+    and answers still go through, and a request whose browser gave up is never drawn."""
+    import threading
+
+    import httpx
+
+    from scones.review.app import DECODE_SLOTS
+    from scones.serving.server import ModelServer
+
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    release = threading.Event()
+    drawn: list[str] = []
+
+    class SlowDrawing(ReviewService):
+        def draw_for_display(self, data: bytes) -> bytes:
+            drawn.append(threading.current_thread().name)
+            release.wait(20)
+            return super().draw_for_display(data)
+
+    reviews = SlowDrawing(settings(), s3=env.s3, dynamodb=env.dynamodb, clock=lambda: NOW)
+    server = ModelServer(
+        build_app(reviews, ReviewAppSettings(reviewer="ana", table_label=TABLE)),
+        host="127.0.0.1",
+        port=0,
+    )
+    url = server.start()
+    image = f"{url}/api/image?record_id={quote(record_id, safe='')}"
+    try:
+        busy = [
+            threading.Thread(target=httpx.get, args=(image,), kwargs={"timeout": 30})
+            for _ in range(DECODE_SLOTS)
+        ]
+        for thread in busy:
+            thread.start()
+        for _ in range(100):
+            if len(drawn) == DECODE_SLOTS:
+                break
+            threading.Event().wait(0.05)
+        assert len(drawn) == DECODE_SLOTS
+        assert all(name.startswith("review-image") for name in drawn)
+        # Both slots taken: the queue still answers at once.
+        assert httpx.get(f"{url}/api/queue", timeout=5).status_code == 200
+        # A third image whose browser gives up while it waits for a slot...
+        with pytest.raises(httpx.TimeoutException):
+            httpx.get(image, timeout=0.5)
+        threading.Event().wait(0.6)  # ...is noticed gone within a poll
+        release.set()
+        for thread in busy:
+            thread.join(20)
+        threading.Event().wait(0.5)
+        assert len(drawn) == DECODE_SLOTS  # it was never drawn
+    finally:
+        release.set()
+        server.stop()
+
+
 def test_web_api_image_errors_name_the_problem(env: Env) -> None:
     """Gone (deleted or expired): 410. Not waiting for review: 404. Bytes the image rules
     refuse: 422 with the rule. The page shows no image for them, so takes no answer."""
@@ -698,10 +798,16 @@ def test_an_unversioned_image_overwritten_since_is_not_copied_in_its_place(env: 
         unversioned.append(pk)
     kept, changed = unversioned
     env.s3.put_object(Bucket=plain, Key=env.get(changed)["key"], Body=MOTO_IMG.read_bytes())
+    # The page's image is read from the stack's bucket, here the unversioned one.
+    shows = ReviewService(
+        dataclasses.replace(settings(), bucket=plain), s3=env.s3, dynamodb=env.dynamodb
+    )
     with Image.open(BIKE) as bike:
-        assert shown(service(env).display_image(kept)).tobytes() == bike.convert("RGB").tobytes()
+        assert shown(shows.display_image(kept)).tobytes() == bike.convert("RGB").tobytes()
     with pytest.raises(ObjectChanged, match="was overwritten before it could be read"):
-        service(env).display_image(changed)
+        shows.display_image(changed)
+    with pytest.raises(ImageNotShown, match=f"names bucket '{plain}', not the stack's"):
+        service(env).display_image(kept)
     ok = service(env).answer(kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
     copied = env.s3.get_object(Bucket=BUCKET, Key=ok.labelled_key)["Body"].read()
     assert copied == BIKE.read_bytes()

@@ -168,6 +168,18 @@ def review_in_browser(browser: Any, url: str, token: str) -> list[str]:
     page = browser.new_page(viewport={"width": 1100, "height": 640})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Images are asked for two at a time, so connections stay free for the answers.
+    flight = {"now": 0, "most": 0, "asked": 0}
+
+    def image_request(request: Any, step: int) -> None:
+        if "/api/image?" in request.url:
+            flight["now"] += step
+            flight["most"] = max(flight["most"], flight["now"])
+            flight["asked"] += step > 0
+
+    page.on("request", lambda r: image_request(r, 1))
+    page.on("requestfinished", lambda r: image_request(r, -1))
+    page.on("requestfailed", lambda r: image_request(r, -1))
     page.goto(url + "/")  # without the token: the page says where to open it from
     page.wait_for_selector("#detail p.empty:has-text('the URL')", timeout=30_000)
     page.goto(f"{url}/?token={token}")
@@ -187,6 +199,7 @@ def review_in_browser(browser: Any, url: str, token: str) -> list[str]:
     items = page.locator("#queue li")
     order = [items.nth(i).get_attribute("data-record-id") or "" for i in range(items.count())]
     assert len(order) == 4
+    assert flight["asked"] >= 4 and flight["most"] <= 2, flight
 
     def answered(index: int) -> None:
         page.wait_for_selector(

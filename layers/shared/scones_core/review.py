@@ -32,9 +32,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from scones_core.errors import EventError, aws_error_code
+from scones_core.errors import EventError, StorageUnavailable, aws_error_code
 from scones_core.image_rules import MEDIA_TYPES, decode_image
 from scones_core.images import read_object
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
@@ -83,6 +83,8 @@ EXPIRED_COUNT_CAP = 10_000
 # The review page shows each image at most this many pixels a side (its detail view is
 # 256 CSS pixels wide; a 32x32 upload is sent as it is and enlarged by the page).
 DISPLAY_MAX_SIDE = 256
+# DynamoDB's limit on a partition key, in UTF-8 bytes.
+MAX_RECORD_ID_BYTES = 2048
 
 
 class ReviewError(ValueError):
@@ -367,25 +369,38 @@ class ReviewService:
     # -- images ------------------------------------------------------------------
     def display_image(self, record_id: str) -> bytes:
         """The image of a record waiting for review, as a PNG of at most
-        ``DISPLAY_MAX_SIDE`` pixels a side (``preprocess.to_display_image``).
+        ``DISPLAY_MAX_SIDE`` pixels a side: :meth:`read_for_display` then
+        :meth:`draw_for_display`.
 
         The exact object version the model saw is read and decoded under the deployed
         image rules (``settings.image_limits``) by this process, so a browser is only
         ever given a PNG that Pillow wrote: never the uploaded bytes, whatever they are,
-        and never a camera's 5 MB original where a 256-pixel thumbnail will do. Any format the
-        workflow accepts can be shown (browsers show no TIFF), and the page needs no
-        access to the bucket of its own.
+        and never a camera's 5 MB original where a 256-pixel thumbnail will do. Any
+        format the workflow accepts can be shown (browsers show no TIFF), and the page
+        needs no access to the bucket of its own.
+        """
+        return self.draw_for_display(self.read_for_display(record_id))
 
-        Only records a reviewer is shown are served: NEEDS_REVIEW, sampled ACCEPTED, and
-        REVIEWED (answered since the page loaded). Raises ``ImageNotShown`` for any
-        other record, ``ImageRejected`` (``ObjectNotFound`` once the upload is gone)
-        when the image cannot be read or decoded, and ``StorageUnavailable`` or
-        ``StorageRefused`` when S3 fails.
+    def read_for_display(self, record_id: str) -> bytes:
+        """The uploaded bytes of a record a reviewer is shown: NEEDS_REVIEW, sampled
+        ACCEPTED, or REVIEWED (answered since the page loaded), in the stack's bucket.
+
+        Raises ``ImageNotShown`` for any other record, ``ImageRejected``
+        (``ObjectNotFound`` once the upload is gone) when the object cannot be read, and
+        ``StorageUnavailable`` or ``StorageRefused`` when DynamoDB or S3 fail.
         """
         limits = self.settings.image_limits
         if limits is None:
             raise ImageNotShown("this review was set up without the stack's image rules")
-        record = self._get(record_id)
+        if len(record_id.encode("utf-8", "surrogatepass")) > MAX_RECORD_ID_BYTES:
+            raise ImageNotShown(
+                f"the record id is over DynamoDB's {MAX_RECORD_ID_BYTES} bytes: no record has it"
+            )
+        try:
+            record = self._get(record_id)
+        except (ClientError, BotoCoreError) as exc:
+            code = aws_error_code(exc) or type(exc).__name__
+            raise StorageUnavailable(f"reading the record failed: {code}") from exc
         if record is None:
             raise ImageNotShown(f"{record_id} has no record")
         status = record.get(STATUS_ATTRIBUTE)
@@ -398,12 +413,23 @@ class ReviewService:
             ref = object_from_record(record)
         except EventError as exc:
             raise ImageNotShown(str(exc)) from None
-        data = read_object(self.s3, ref, limits)
+        if ref.bucket != self.settings.bucket:
+            # Only the stack's uploads are read with the reviewer's credentials.
+            raise ImageNotShown(f"{record_id} names bucket {ref.bucket!r}, not the stack's")
+        return read_object(self.s3, ref, limits)
+
+    def draw_for_display(self, data: bytes) -> bytes:
+        """``data`` decoded under the image rules and drawn for a person
+        (``preprocess.to_display_image``) as a PNG; ``ImageRejected`` if the rules refuse it."""
+        limits = self.settings.image_limits
+        if limits is None:
+            raise ImageNotShown("this review was set up without the stack's image rules")
         decoded = decode_image(data, limits, draft_to=(DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE))
-        with decoded.image:
-            shown_image = to_display_image(decoded.image, DISPLAY_MAX_SIDE)
         out = io.BytesIO()
-        shown_image.save(out, format="PNG", compress_level=1)
+        with decoded.image:  # saved before it closes: the drawing may be the image itself
+            to_display_image(decoded.image, DISPLAY_MAX_SIDE).save(
+                out, format="PNG", compress_level=1
+            )
         return out.getvalue()
 
     # -- answers -----------------------------------------------------------------

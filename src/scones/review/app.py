@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import threading
-from collections.abc import Awaitable, Callable
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -21,13 +21,7 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
-from scones_core.errors import (
-    ImageRejected,
-    ObjectChanged,
-    ObjectNotFound,
-    StorageRefused,
-    StorageUnavailable,
-)
+from scones_core.errors import ImageRejected, ObjectChanged, ObjectNotFound
 from scones_core.review import (
     EXPIRED_COUNT_CAP,
     ImageNotShown,
@@ -36,6 +30,8 @@ from scones_core.review import (
     ReviewIncomplete,
     ReviewService,
 )
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scones.review.page import PAGE
 
@@ -58,6 +54,10 @@ _IMAGE_HEADERS = {"Cache-Control": "private, max-age=3600, immutable"}
 # Images decoded at once: each can take a few hundred MB for a 25-megapixel upload, and
 # a browser asks for six at a time.
 DECODE_SLOTS = 2
+# How often a request waiting to be drawn checks that its browser is still there.
+_DISCONNECT_POLL_S = 0.25
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,13 +78,43 @@ class Answer(BaseModel):
     answer: str = Field(max_length=256)
 
 
-def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
-    app = FastAPI(title="Scones Unlimited review", docs_url=None, redoc_url=None, openapi_url=None)
+class SameOriginOnly:
+    """Refuses what the page would never send (another host, origin or site, a body
+    without a length or too large, an API call without the token) and marks every API
+    answer ``no-store`` and ``nosniff``.
 
-    @app.middleware("http")
-    async def same_origin_only(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    Plain ASGI, not ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` hides
+    a client's disconnect from the routes, and the image route must see it.
+    """
+
+    def __init__(self, app: ASGIApp, settings: ReviewAppSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)  # its headers and query only: the body is the route's
+        refusal = self.refusal(request)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if not request.url.path.startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in _API_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_marked)
+
+    def refusal(self, request: Request) -> JSONResponse | None:
+        settings = self.settings
         host = request.headers.get("host", "")
         hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if hostname not in settings.allowed_hosts:
@@ -114,11 +144,13 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
                     {"detail": "open the page from the URL `scones review` printed (its token)"},
                     status_code=401,
                 )
-        response = await call_next(request)
-        if api:
-            for name, value in _API_HEADERS.items():
-                response.headers.setdefault(name, value)
-        return response
+        return None
+
+
+def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
+    app = FastAPI(title="Scones Unlimited review", docs_url=None, redoc_url=None, openapi_url=None)
+
+    app.add_middleware(SameOriginOnly, settings=settings)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -129,7 +161,8 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
             + f": {error.get('msg', 'invalid')}"
             for error in exc.errors()
         )
-        return JSONResponse({"detail": f"the request is not an answer: {problems}"}, 422)
+        what = "names no image" if request.url.path == IMAGE_PATH else "is not an answer"
+        return JSONResponse({"detail": f"the request {what}: {problems}"}, 422)
 
     @app.get("/ping")
     def ping() -> dict[str, str]:
@@ -182,17 +215,29 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
 
 
 def add_image_route(app: FastAPI, service: ReviewService) -> None:
-    """``GET /api/image?record_id=``: the record's image as a PNG the server drew."""
-    decoding = threading.BoundedSemaphore(DECODE_SLOTS)
+    """``GET /api/image?record_id=``: the record's image as a PNG the server drew.
 
-    def draw(record_id: str) -> bytes:
-        with decoding:
-            return service.display_image(record_id)
+    The read (DynamoDB, S3) runs in the default thread pool; the decode and drawing in
+    a pool of ``DECODE_SLOTS`` threads of its own, so images waiting to be drawn never
+    hold up the queue or an answer. A request whose browser has gone (the reviewer moved
+    on) is dropped while it waits for a slot.
+    """
+    drawing = ThreadPoolExecutor(max_workers=DECODE_SLOTS, thread_name_prefix="review-image")
 
     @app.get(IMAGE_PATH)
-    async def image(record_id: str = Query(min_length=1, max_length=2048)) -> Response:
+    async def image(
+        request: Request, record_id: str = Query(min_length=1, max_length=2048)
+    ) -> Response:
         try:
-            png = await asyncio.to_thread(draw, record_id)
+            data = await asyncio.to_thread(service.read_for_display, record_id)
+            drawn = asyncio.get_running_loop().run_in_executor(
+                drawing, service.draw_for_display, data
+            )
+            while not (await asyncio.wait({drawn}, timeout=_DISCONNECT_POLL_S))[0]:
+                if await request.is_disconnected():
+                    drawn.cancel()  # not started yet: skipped; started: runs out, unread
+                    return Response(status_code=503, headers={"Connection": "close"})
+            png = drawn.result()
         except ImageNotShown as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
         except (ObjectNotFound, ObjectChanged) as exc:  # deleted, expired, overwritten
@@ -200,8 +245,17 @@ def add_image_route(app: FastAPI, service: ReviewService) -> None:
         except ImageRejected as exc:
             detail = f"the image cannot be shown: {exc.code}: {exc}"
             raise HTTPException(status_code=422, detail=detail) from exc
-        except (StorageUnavailable, StorageRefused) as exc:
-            raise HTTPException(status_code=502, detail=str(exc)) from exc
+        except MemoryError as exc:
+            raise HTTPException(
+                status_code=503, detail="not enough memory to draw the image now; try again"
+            ) from exc
+        except Exception as exc:  # S3 or DynamoDB refused or failed: logged, not echoed
+            logger.warning("image of %r not served: %s", record_id, exc)
+            raise HTTPException(
+                status_code=502,
+                detail=f"the image could not be read ({type(exc).__name__}); "
+                "the review server's log says why",
+            ) from exc
         return Response(png, media_type="image/png", headers=_IMAGE_HEADERS)
 
 

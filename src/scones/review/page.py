@@ -22,7 +22,7 @@ main { display: grid; grid-template-columns: 340px minmax(0, 1fr); gap: 1.2rem;
 #queue li[data-state="done"] { opacity: .55; }
 #queue li[data-state="conflict"] { background: #fbe3e3; }
 #queue img { width: 48px; height: 48px; object-fit: contain; border-radius: .2rem; }
-img.small { image-rendering: pixelated; }
+#detail img.small { image-rendering: pixelated; }
 .meta { font-size: .8rem; line-height: 1.3; min-width: 0; overflow-wrap: anywhere; }
 .badge { display: inline-block; padding: 0 .35rem; border-radius: .3rem; font-size: .75rem; }
 .NEEDS_REVIEW { background: #fff1c2; } .ACCEPTED { background: #d9f2dd; }
@@ -96,6 +96,34 @@ function imageSource(item) {
   const token = new URLSearchParams(location.search).get("token");
   return item.image_url + (token ? "&token=" + encodeURIComponent(token) : "");
 }
+// At most two images are fetched at once, the one being looked at first: a browser keeps
+// six connections to a host, and images drawn from 25-megapixel uploads take a while, so
+// the rest stay free for the queue and the answers. Queue rows ask only once in view.
+const loader = { active: 0, waiting: [] };
+const IMAGES_AT_ONCE = 2;
+function fetchImage(img, item, first) {
+  img.dataset.src = imageSource(item);
+  if (first) loader.waiting.unshift(img); else loader.waiting.push(img);
+  pump();
+}
+function pump() {
+  while (loader.active < IMAGES_AT_ONCE && loader.waiting.length) {
+    const img = loader.waiting.shift();
+    if (!img.isConnected) continue;  // re-rendered since: its successor asks instead
+    loader.active++;
+    const done = () => { loader.active--; pump(); };
+    img.addEventListener("load", done, { once: true });
+    img.addEventListener("error", done, { once: true });
+    img.src = img.dataset.src;
+  }
+}
+const inView = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    if (!entry.isIntersecting) continue;
+    inView.unobserve(entry.target);
+    fetchImage(entry.target, state.items[Number(entry.target.dataset.index)], false);
+  }
+}, { root: queue });
 function watch(img, item) {
   img.addEventListener("load", () => {
     // A thumbnail-sized upload (CIFAR's 32x32) is enlarged as pixels, not blurred.
@@ -104,14 +132,20 @@ function watch(img, item) {
     item.image = "shown";
     if (item === state.items[state.current]) renderDetail();
   });
-  img.addEventListener("error", () => {
+  img.addEventListener("error", async () => {
     if (item.image) return;
     item.image = "failed";
+    // An <img> hides the server's reason: ask for it once.
+    try {
+      const response = await fetch(img.dataset.src);
+      if (!response.ok) item.imageError = (await readJson(response)).detail;
+    } catch (err) { item.imageError = String(err); }
     if (item === state.items[state.current]) renderDetail();
   });
 }
 
 function renderQueue() {
+  inView.disconnect();
   queue.replaceChildren();
   state.items.forEach((item, i) => {
     const li = document.createElement("li");
@@ -119,10 +153,10 @@ function renderQueue() {
     li.dataset.state = item.state || "open";
     if (i === state.current) li.classList.add("current");
     const img = document.createElement("img");
-    // A queue of camera photos: only the rows in view are fetched.
-    img.loading = "lazy"; img.decoding = "async";
+    img.decoding = "async"; img.dataset.index = String(i);
     watch(img, item);
-    img.src = imageSource(item); img.alt = name(item);
+    img.alt = name(item);
+    inView.observe(img);
     const meta = document.createElement("div"); meta.className = "meta";
     meta.append(text("b", name(item)), document.createElement("br"),
       text("span", item.review_label ? "reviewed: " + item.review_label
@@ -151,7 +185,8 @@ function renderDetail() {
   const row = document.createElement("div"); row.className = "row";
   const img = document.createElement("img");
   img.id = "current-image"; watch(img, item);
-  img.src = imageSource(item); img.alt = item.key;
+  img.alt = item.key;
+  fetchImage(img, item, true);
   const dl = document.createElement("dl");
   const probs = Object.entries(item.probabilities)
     .map(([k, v]) => k + " " + v.toFixed(3)).join(", ");
@@ -174,7 +209,8 @@ function renderDetail() {
   const help = text("p", "Keys: " + Object.entries(state.keys)
     .map(([key, answer]) => key + " " + answer).join(", ") + "; arrows move.", "meta");
   const unseen = item.image === "failed" && item.state !== "done";
-  const status = text("div", unseen ? UNSEEN : item.message || "",
+  const status = text("div", unseen ? UNSEEN + (item.imageError ? " (" + item.imageError + ")" : "")
+                                    : item.message || "",
                       item.state === "conflict" || unseen ? "error" : "");
   status.id = "status";
   detail.append(row, answers, help, status);
