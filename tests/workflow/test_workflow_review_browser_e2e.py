@@ -205,6 +205,10 @@ def review_in_browser(browser: Any, url: str, token: str) -> list[str]:
         page.wait_for_selector(
             f"#queue li[data-record-id='{order[index]}'][data-state='done']", timeout=30_000
         )
+        # The page moved on: the image in view is drawn, not an empty frame.
+        page.wait_for_function(
+            "document.querySelector('#current-image').naturalWidth > 0", timeout=30_000
+        )
 
     # A held key's repeats answer nothing: one press is one answer.
     page.evaluate(

@@ -186,7 +186,6 @@ function renderDetail() {
   const img = document.createElement("img");
   img.id = "current-image"; watch(img, item);
   img.alt = item.key;
-  fetchImage(img, item, true);
   const dl = document.createElement("dl");
   const probs = Object.entries(item.probabilities)
     .map(([k, v]) => k + " " + v.toFixed(3)).join(", ");
@@ -214,6 +213,7 @@ function renderDetail() {
                       item.state === "conflict" || unseen ? "error" : "");
   status.id = "status";
   detail.append(row, answers, help, status);
+  fetchImage(img, item, true);  // once in the page: a detached image is one re-rendered away
 }
 
 function render() {
