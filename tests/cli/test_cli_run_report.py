@@ -14,7 +14,7 @@ from PIL import Image
 
 from scones.cli.display import exit_status, summarise
 from scones.reports.run_report import breakable, thumbnail, write_run_report
-from scones.template_params import PROJECT_ROOT
+from scones.template_params import PROJECT_ROOT, parameter_default
 
 SAMPLES = PROJECT_ROOT / "samples"
 DETAILS = {
@@ -125,6 +125,11 @@ def test_thumbnails_keep_the_aspect_ratio_and_are_resampled(tmp_path: Path) -> N
     assert thumbnail(SAMPLES / "not-images" / "delivery-note.png") is None
     assert thumbnail(SAMPLES / "not-images" / "truncated-photo.png") is None
     assert thumbnail(tmp_path / "missing.png") is None
+    assert thumbnail(tmp_path) is None  # a folder
+    huge = tmp_path / "huge.png"
+    with huge.open("wb") as sparse:  # over MaxImageBytes: refused from its size, unread
+        sparse.truncate(int(parameter_default("MaxImageBytes")) + 1)
+    assert thumbnail(huge) is None
 
 
 def test_the_histogram_has_no_overlapping_translucent_bars(monkeypatch: pytest.MonkeyPatch) -> None:

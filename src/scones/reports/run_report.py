@@ -102,9 +102,13 @@ def thumbnail(path: Path, box: int = THUMBNAIL_BOX) -> tuple[str, int, int] | No
     (``preprocess.to_display_image``); an image smaller than the box, such as a 32x32
     CIFAR picture, is then enlarged with Lanczos to fill it.
     """
+    limits = _limits()
     try:
+        # A folder, device or pipe, or a file over MaxImageBytes, is never read.
+        if not path.is_file() or path.stat().st_size > limits.max_bytes:
+            return None
         data = path.read_bytes()
-        decoded = decode_image(data, _limits(), draft_to=(box, box))
+        decoded = decode_image(data, limits, draft_to=(box, box))
         with decoded.image:
             small = to_display_image(decoded.image, box)
     except (OSError, ImageRejected):
