@@ -163,6 +163,14 @@ def service(env: Env, share: float = 0.0) -> ReviewService:
     )
 
 
+def web(reviews: ReviewService) -> TestClient:
+    """The review app on loopback, as a test client (whose requests name "testserver")."""
+    settings = ReviewAppSettings(
+        reviewer="ana", table_label=TABLE, allowed_hosts=LOOPBACK_HOSTS | {"testserver"}
+    )
+    return TestClient(build_app(reviews, settings))
+
+
 def test_queue_lists_needs_review_and_sampled_accepted_only(env: Env) -> None:
     waiting = env.record("NEEDS_REVIEW", age=timedelta(hours=3))
     older = env.record("NEEDS_REVIEW", age=timedelta(days=30))
@@ -392,13 +400,7 @@ def test_manifest_appends_survive_a_concurrent_writer(env: Env) -> None:
 
 def test_web_api_answers_and_refuses_other_hosts_and_origins(env: Env) -> None:
     record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
-    app = build_app(
-        service(env),
-        ReviewAppSettings(
-            reviewer="ana", table_label=TABLE, allowed_hosts=LOOPBACK_HOSTS | {"testserver"}
-        ),
-    )
-    client = TestClient(app)
+    client = web(service(env))
     assert 'id="queue"' in client.get("/").text
     queue = client.get("/api/queue").json()
     assert [i["record_id"] for i in queue["items"]] == [record_id]
@@ -529,13 +531,7 @@ def test_the_browser_gets_a_png_the_server_made_never_the_uploaded_bytes(env: En
         data=BIKE.read_bytes() + tail,
         put={"ContentType": "text/html"},
     )
-    app = build_app(
-        service(env),
-        ReviewAppSettings(
-            reviewer="ana", table_label=TABLE, allowed_hosts=LOOPBACK_HOSTS | {"testserver"}
-        ),
-    )
-    response = TestClient(app).get("/api/image", params={"record_id": record_id})
+    response = web(service(env)).get("/api/image", params={"record_id": record_id})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
     assert b"<html" not in response.content and b"script" not in response.content
@@ -552,13 +548,7 @@ def test_web_api_image_failures_of_aws_are_502_and_not_echoed(env: Env) -> None:
     table = boto3.client("dynamodb", region_name=REGION)
     bucket = boto3.client("s3", region_name=REGION)
     reviews = ReviewService(settings(), s3=bucket, dynamodb=table, clock=lambda: NOW)
-    app = build_app(
-        reviews,
-        ReviewAppSettings(
-            reviewer="ana", table_label=TABLE, allowed_hosts=LOOPBACK_HOSTS | {"testserver"}
-        ),
-    )
-    client = TestClient(app)
+    client = web(reviews)
     secret = "User: arn:aws:sts::123456789012:assumed-role/reviewer/ana is not authorized"
     with Stubber(table) as dynamo:
         dynamo.add_client_error(
@@ -660,13 +650,7 @@ def test_web_api_image_errors_name_the_problem(env: Env) -> None:
         ExpressionAttributeValues={":k": "private/secret.png"},
     )
     rejected = env.record("REJECTED", age=timedelta(hours=1))
-    app = build_app(
-        service(env),
-        ReviewAppSettings(
-            reviewer="ana", table_label=TABLE, allowed_hosts=LOOPBACK_HOSTS | {"testserver"}
-        ),
-    )
-    client = TestClient(app)
+    client = web(service(env))
 
     def get(record_id: str) -> Any:
         return client.get("/api/image", params={"record_id": record_id})
