@@ -578,8 +578,9 @@ def test_web_api_image_failures_of_aws_are_502_and_not_echoed(env: Env) -> None:
 def test_images_are_drawn_in_slots_of_their_own_and_dropped_when_the_browser_left(
     env: Env,
 ) -> None:
-    """Drawing takes one of DECODE_SLOTS threads of its own: while both are busy the queue
-    and answers still go through, and a request whose browser gave up is never drawn."""
+    """Reading and drawing take one of DECODE_SLOTS slots (drawing in threads of its own):
+    while both are busy the queue still answers, and a request whose browser gave up while
+    it waited is never read nor drawn."""
     import threading
 
     import httpx
@@ -591,7 +592,13 @@ def test_images_are_drawn_in_slots_of_their_own_and_dropped_when_the_browser_lef
     release = threading.Event()
     drawn: list[str] = []
 
+    read: list[str] = []
+
     class SlowDrawing(ReviewService):
+        def read_for_display(self, record_id: str) -> bytes:
+            read.append(record_id)
+            return super().read_for_display(record_id)
+
         def draw_for_display(self, data: bytes) -> bytes:
             drawn.append(threading.current_thread().name)
             release.wait(20)
@@ -628,7 +635,8 @@ def test_images_are_drawn_in_slots_of_their_own_and_dropped_when_the_browser_lef
         for thread in busy:
             thread.join(20)
         threading.Event().wait(0.5)
-        assert len(drawn) == DECODE_SLOTS  # it was never drawn
+        assert len(drawn) == DECODE_SLOTS  # it was never drawn...
+        assert len(read) == DECODE_SLOTS  # ...nor read: no more uploads in memory than slots
     finally:
         release.set()
         server.stop()

@@ -145,20 +145,35 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
 
 
 def unseen_answer_is_refused(browser: Any, url: str, token: str) -> None:
-    """An image that does not load (deleted, expired, a key a browser rewrites) cannot be
-    answered: the buttons are disabled, the key press is refused, nothing is saved. Here
-    every image request fails."""
+    """An image that does not load (deleted, expired, refused) cannot be answered: the
+    buttons are disabled, the key press is refused, nothing is saved, and the page shows
+    the server's reason. Here every image is answered 410. Each is asked for once, and its
+    reason once: moving through the queue asks again for none."""
     page = browser.new_page(viewport={"width": 1100, "height": 640})
+    asked: list[str] = []
+
+    def gone(route: Any) -> None:
+        asked.append(route.request.url)
+        body = '{"detail": "the upload was deleted (a test)"}'
+        route.fulfill(status=410, content_type="application/json", body=body)
+
     try:
-        page.route(lambda address: "/api/image?" in address, lambda r: r.abort())
+        page.route(lambda address: "/api/image?" in address, gone)
         page.goto(f"{url}/?token={token}")
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
         page.wait_for_selector("#status.error:has-text('could not be loaded')", timeout=30_000)
+        page.wait_for_selector("#status:has-text('the upload was deleted (a test)')")
         assert page.locator(".answers button:disabled").count() == 3
         page.keyboard.press("b")
         page.wait_for_timeout(300)
         assert "could not be loaded" in page.locator("#status").inner_text()
         assert page.locator("#progress").inner_text() == "0 of 4 answered"
+        page.wait_for_timeout(1000)  # every row has failed and been asked its reason
+        before = len(asked)
+        for key in ["ArrowDown", "ArrowDown", "ArrowUp", "ArrowDown"]:
+            page.keyboard.press(key)
+        page.wait_for_timeout(500)
+        assert len(asked) == before <= 2 * 4, asked
     finally:
         page.close()
 

@@ -107,7 +107,10 @@ def thumbnail(path: Path, box: int = THUMBNAIL_BOX) -> tuple[str, int, int] | No
         # A folder, device or pipe, or a file over MaxImageBytes, is never read.
         if not path.is_file() or path.stat().st_size > limits.max_bytes:
             return None
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(limits.max_bytes + 1)  # a file growing since is not read whole
+        if len(data) > limits.max_bytes:
+            return None
         decoded = decode_image(data, limits, draft_to=(box, box))
         with decoded.image:
             small = to_display_image(decoded.image, box)

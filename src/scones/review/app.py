@@ -10,12 +10,14 @@ queue sample records).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+from weakref import WeakKeyDictionary
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -217,27 +219,40 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
 def add_image_route(app: FastAPI, service: ReviewService) -> None:
     """``GET /api/image?record_id=``: the record's image as a PNG the server drew.
 
-    The read (DynamoDB, S3) runs in the default thread pool; the decode and drawing in
-    a pool of ``DECODE_SLOTS`` threads of its own, so images waiting to be drawn never
-    hold up the queue or an answer. A request whose browser has gone (the reviewer moved
-    on) is dropped while it waits for a slot.
+    At most ``DECODE_SLOTS`` images are read and drawn at once (each holds its upload,
+    up to MaxImageBytes, and a decode of up to MaxImagePixels); the drawing runs in
+    threads of its own, so images never hold up the queue or an answer. A request whose
+    browser has gone (the reviewer moved on) is dropped while it waits for a slot.
     """
     drawing = ThreadPoolExecutor(max_workers=DECODE_SLOTS, thread_name_prefix="review-image")
+    # One gate per event loop (a test client may run the app on several in turn).
+    gates: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKeyDictionary()
+
+    async def slot(request: Request) -> asyncio.Semaphore | None:
+        """The gate, acquired; None once the browser has gone while it waited."""
+        gate = gates.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(DECODE_SLOTS))
+        acquiring = asyncio.ensure_future(gate.acquire())
+        while not (await asyncio.wait({acquiring}, timeout=_DISCONNECT_POLL_S))[0]:
+            if await request.is_disconnected():
+                acquiring.cancel()  # a waiter woken at the same moment hands its slot on
+                with contextlib.suppress(asyncio.CancelledError):
+                    if await acquiring:  # acquired before the cancel took effect
+                        gate.release()
+                return None
+        return gate
 
     @app.get(IMAGE_PATH)
     async def image(
         request: Request, record_id: str = Query(min_length=1, max_length=2048)
     ) -> Response:
+        gate = await slot(request)
+        if gate is None:
+            return Response(status_code=503, headers={"Connection": "close"})
         try:
             data = await asyncio.to_thread(service.read_for_display, record_id)
-            drawn = asyncio.get_running_loop().run_in_executor(
+            png = await asyncio.get_running_loop().run_in_executor(
                 drawing, service.draw_for_display, data
             )
-            while not (await asyncio.wait({drawn}, timeout=_DISCONNECT_POLL_S))[0]:
-                if await request.is_disconnected():
-                    drawn.cancel()  # not started yet: skipped; started: runs out, unread
-                    return Response(status_code=503, headers={"Connection": "close"})
-            png = drawn.result()
         except ImageNotShown as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
         except (ObjectNotFound, ObjectChanged) as exc:  # deleted, expired, overwritten
@@ -250,12 +265,14 @@ def add_image_route(app: FastAPI, service: ReviewService) -> None:
                 status_code=503, detail="not enough memory to draw the image now; try again"
             ) from exc
         except Exception as exc:  # S3 or DynamoDB refused or failed: logged, not echoed
-            logger.warning("image of %r not served: %s", record_id, exc)
+            logger.warning("image of %r not served: %s", record_id, exc, exc_info=True)
             raise HTTPException(
                 status_code=502,
                 detail=f"the image could not be read ({type(exc).__name__}); "
                 "the review server's log says why",
             ) from exc
+        finally:
+            gate.release()
         return Response(png, media_type="image/png", headers=_IMAGE_HEADERS)
 
 

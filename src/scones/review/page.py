@@ -101,21 +101,43 @@ function imageSource(item) {
 // the rest stay free for the queue and the answers. Queue rows ask only once in view.
 const loader = { active: 0, waiting: [] };
 const IMAGES_AT_ONCE = 2;
-function fetchImage(img, item, first) {
-  img.dataset.src = imageSource(item);
-  if (first) loader.waiting.unshift(img); else loader.waiting.push(img);
+function enqueue(job, first) {
+  if (first) loader.waiting.unshift(job); else loader.waiting.push(job);
   pump();
 }
 function pump() {
   while (loader.active < IMAGES_AT_ONCE && loader.waiting.length) {
-    const img = loader.waiting.shift();
-    if (!img.isConnected) continue;  // re-rendered since: its successor asks instead
+    const job = loader.waiting.shift();
+    if (job.img && !job.img.isConnected) continue;  // re-rendered since: its successor asks
     loader.active++;
-    const done = () => { loader.active--; pump(); };
+    let finished = false;
+    job.start(() => { if (!finished) { finished = true; loader.active--; pump(); } });
+  }
+}
+function fetchImage(img, item, first) {
+  // A failed image is asked for once; reloading the page tries again.
+  if (item.image === "failed") return;
+  const src = imageSource(item);
+  img.dataset.src = src;
+  enqueue({ img, start(done) {
     img.addEventListener("load", done, { once: true });
     img.addEventListener("error", done, { once: true });
-    img.src = img.dataset.src;
-  }
+    img.src = src;
+  } }, first);
+}
+// An <img> hides the server's reason: it is asked for once, within the same two slots.
+function askReason(item, src) {
+  enqueue({ start(done) {
+    fetch(src)
+      .then(async (response) => {
+        if (!response.ok) item.imageError = (await readJson(response)).detail;
+      })
+      .catch((err) => { item.imageError = String(err); })
+      .finally(() => {
+        done();
+        if (item === state.items[state.current]) renderDetail();
+      });
+  } }, false);
 }
 const inView = new IntersectionObserver((entries) => {
   for (const entry of entries) {
@@ -132,15 +154,11 @@ function watch(img, item) {
     item.image = "shown";
     if (item === state.items[state.current]) renderDetail();
   });
-  img.addEventListener("error", async () => {
+  img.addEventListener("error", () => {
     if (item.image) return;
     item.image = "failed";
-    // An <img> hides the server's reason: ask for it once.
-    try {
-      const response = await fetch(img.dataset.src);
-      if (!response.ok) item.imageError = (await readJson(response)).detail;
-    } catch (err) { item.imageError = String(err); }
     if (item === state.items[state.current]) renderDetail();
+    askReason(item, img.dataset.src);
   });
 }
 
