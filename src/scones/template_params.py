@@ -59,6 +59,14 @@ def parameter_default(name: str, path: Path = TEMPLATE_PATH) -> str:
     return defaults[name]
 
 
+def table_definition(logical_id: str, path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """``CreateTable`` keyword arguments (``TableName`` aside) for a table of the template:
+    its billing mode, attributes, key and indexes, as deployed."""
+    spec = load_template(path)["Resources"][logical_id]["Properties"]
+    keys = ("BillingMode", "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
+    return {key: spec[key] for key in keys if key in spec}
+
+
 # -- checking values like CloudFormation ---------------------------------------------
 
 

@@ -34,9 +34,9 @@ from scones.review.app import LOOPBACK_HOSTS, ReviewAppSettings, build_app
 from scones.review.target import image_limits
 from scones.template_params import (
     PROJECT_ROOT,
-    load_template,
     parameter_default,
     parameter_defaults,
+    table_definition,
 )
 
 REGION = "us-east-1"
@@ -146,14 +146,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         s3.create_bucket(Bucket=BUCKET)
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        spec = load_template()["Resources"]["ResultsTable"]["Properties"]
-        dynamodb.create_table(
-            TableName=TABLE,
-            BillingMode=spec["BillingMode"],
-            AttributeDefinitions=spec["AttributeDefinitions"],
-            KeySchema=spec["KeySchema"],
-            GlobalSecondaryIndexes=spec["GlobalSecondaryIndexes"],
-        )
+        dynamodb.create_table(TableName=TABLE, **table_definition("ResultsTable"))
         yield Env(s3, dynamodb)
 
 

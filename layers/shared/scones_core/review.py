@@ -389,9 +389,7 @@ class ReviewService:
         (``ObjectNotFound`` once the upload is gone) when the object cannot be read, and
         ``StorageUnavailable`` or ``StorageRefused`` when DynamoDB or S3 fail.
         """
-        limits = self.settings.image_limits
-        if limits is None:
-            raise ImageNotShown("this review was set up without the stack's image rules")
+        limits = self._image_limits()
         if len(record_id.encode("utf-8", "surrogatepass")) > MAX_RECORD_ID_BYTES:
             raise ImageNotShown(
                 f"the record id is over DynamoDB's {MAX_RECORD_ID_BYTES} bytes: no record has it"
@@ -418,13 +416,17 @@ class ReviewService:
             raise ImageNotShown(f"{record_id} names bucket {ref.bucket!r}, not the stack's")
         return read_object(self.s3, ref, limits)
 
+    def _image_limits(self) -> ImageLimits:
+        if self.settings.image_limits is None:
+            raise ImageNotShown("this review was set up without the stack's image rules")
+        return self.settings.image_limits
+
     def draw_for_display(self, data: bytes) -> bytes:
         """``data`` decoded under the image rules and drawn for a person
         (``preprocess.to_display_image``) as a PNG; ``ImageRejected`` if the rules refuse it."""
-        limits = self.settings.image_limits
-        if limits is None:
-            raise ImageNotShown("this review was set up without the stack's image rules")
-        decoded = decode_image(data, limits, draft_to=(DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE))
+        decoded = decode_image(
+            data, self._image_limits(), draft_to=(DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE)
+        )
         out = io.BytesIO()
         with decoded.image:  # saved before it closes: the drawing may be the image itself
             to_display_image(decoded.image, DISPLAY_MAX_SIDE).save(

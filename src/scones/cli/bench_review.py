@@ -112,21 +112,14 @@ def _review_server() -> Iterator[tuple[str, Callable[[bytes], str]]]:
     from scones.review.app import ReviewAppSettings, build_app
     from scones.review.target import image_limits
     from scones.serving.server import ModelServer
-    from scones.template_params import load_template, parameter_default, parameter_defaults
+    from scones.template_params import parameter_default, parameter_defaults, table_definition
 
     with _fake_credentials(), mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         s3.create_bucket(Bucket=BUCKET)
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        spec = load_template()["Resources"]["ResultsTable"]["Properties"]
-        dynamodb.create_table(
-            TableName=TABLE,
-            BillingMode=spec["BillingMode"],
-            AttributeDefinitions=spec["AttributeDefinitions"],
-            KeySchema=spec["KeySchema"],
-            GlobalSecondaryIndexes=spec["GlobalSecondaryIndexes"],
-        )
+        dynamodb.create_table(TableName=TABLE, **table_definition("ResultsTable"))
         table = boto3.resource("dynamodb", region_name=REGION).Table(TABLE)
         count = iter(range(1_000_000))
 
