@@ -114,7 +114,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     report, alerts = measure_window(SETTINGS, clients(), window_end)
     logger.info("window measured", extra={"report": report.to_json()})
 
-    for point in window_metrics(report, alert_count=len(alerts)):
+    for point in window_metrics(
+        report, alert_count=len(alerts), min_requests=SETTINGS.min_requests
+    ):
         metrics.add_metric(name=point.name, unit=point.unit, value=point.value)
     for label_point in label_metrics(report):
         with single_metric(

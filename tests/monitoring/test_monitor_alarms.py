@@ -26,12 +26,18 @@ def monitor_alarms() -> dict[str, dict]:
     namespace = template["Globals"]["Function"]["Environment"]["Variables"][
         "POWERTOOLS_METRICS_NAMESPACE"
     ]
-    return {
-        name: resource["Properties"]
-        for name, resource in template["Resources"].items()
-        if resource["Type"] == "AWS::CloudWatch::Alarm"
-        and resource["Properties"].get("Namespace") == namespace
-    }
+    alarms: dict[str, dict] = {}
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        props = resource["Properties"]
+        if props.get("Namespace") == namespace:
+            alarms[name] = props
+        for query in props.get("Metrics", []):
+            metric = query.get("MetricStat", {}).get("Metric", {})
+            if metric.get("Namespace") == namespace:
+                alarms[f"{name}.{query['Id']}"] = metric | {"AlarmActions": props["AlarmActions"]}
+    return alarms
 
 
 def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
@@ -59,7 +65,11 @@ def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
     report, alerts = measure_window(
         MonitorSettings.from_env(monitor_env()), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END
     )
-    published = {p.name for p in window_metrics(report, alert_count=len(alerts))}
+    settings = MonitorSettings.from_env(monitor_env())
+    published = {
+        p.name
+        for p in window_metrics(report, alert_count=len(alerts), min_requests=settings.min_requests)
+    }
     published.add(retraining_metric(False).name)
 
     alarms = monitor_alarms()
@@ -67,7 +77,8 @@ def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
     assert {
         "ModelMonitorFailedExecutions",
         "ModelMonitorUnreadableReports",
-        "AcceptedAccuracy",
+        "AcceptedCorrectCount",
+        "AcceptedReviewedCount",
     } <= watched.keys()
     assert watched.keys() <= published, (
         f"alarms on metrics never published: {watched.keys() - published}"

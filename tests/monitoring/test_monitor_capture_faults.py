@@ -225,6 +225,23 @@ def test_a_record_timed_near_year_one_or_9999_is_named_not_a_crash(
     assert misfiled.reason.startswith("2 record(s) timed 0001-01-01")
 
 
+def test_a_record_timed_past_datetimes_range_in_utc_is_skipped_not_fatal(
+    aws: Aws, captures: CaptureWriterHelper
+) -> None:
+    """Valid ISO 8601 with an offset that carries it past year 9999 (or before year 1) in
+    UTC: that one line is malformed; the file's other records still count."""
+    lines = [capture_line([0.9, 0.1], AT) for _ in range(3)]
+    for stamp in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+        record = json.loads(capture_line([0.9, 0.1], AT))
+        record["eventMetadata"]["inferenceTime"] = stamp
+        lines.insert(1, json.dumps(record))
+    captures.put(WINDOW_START, "20-00-000-eeee", lines)
+    batch = _window(aws, WINDOW_START, WINDOW_END)
+    assert len(batch.records) == 3
+    assert batch.malformed_lines == 2
+    assert any("outside the years 1 to 9999 in UTC" in w.reason for w in batch.warnings)
+
+
 # ---- records no window reads ------------------------------------------------------
 
 

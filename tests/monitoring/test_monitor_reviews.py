@@ -12,6 +12,9 @@ from scones_core.records import TERMINAL_STATUSES, Status
 
 from tests.monitoring.conftest import WINDOW_END, WINDOW_START, Aws, monitor_env
 
+# The deployed setting: threshold metrics need this many requests in a window.
+MIN_REQUESTS = MonitorSettings.from_env(monitor_env()).min_requests
+
 
 def measure(aws: Aws, **overrides: str):  # type: ignore[no-untyped-def]
     settings = MonitorSettings.from_env(monitor_env(**overrides))
@@ -31,7 +34,9 @@ def test_reviewing_changes_no_outcome_rate_of_the_window(aws: Aws) -> None:
         aws.put_result("NEEDS_REVIEW", WINDOW_START + i * minute, i)
     aws.put_result("REJECTED", WINDOW_START + 10 * minute, 10)
     before = measure(aws)
-    before_points = {p.name: p.value for p in window_metrics(before, alert_count=0)}
+    before_points = {
+        p.name: p.value for p in window_metrics(before, alert_count=0, min_requests=MIN_REQUESTS)
+    }
 
     # People review two of the NEEDS_REVIEW records and one sampled ACCEPTED one,
     # during the window and after it: the records change status, the outcomes do not.
@@ -49,7 +54,9 @@ def test_reviewing_changes_no_outcome_rate_of_the_window(aws: Aws) -> None:
             answer=answer,
         )
     after = measure(aws)
-    after_points = {p.name: p.value for p in window_metrics(after, alert_count=0)}
+    after_points = {
+        p.name: p.value for p in window_metrics(after, alert_count=0, min_requests=MIN_REQUESTS)
+    }
 
     assert after.results.counts == {
         "ACCEPTED": 5,
@@ -99,7 +106,10 @@ def test_accuracy_counts_each_answer_once_in_the_window_it_was_given(aws: Aws) -
     reviews = report.reviews
     assert (reviews.reviewed, reviews.correct, reviews.neither) == (7, 4, 1)
     assert (reviews.accepted_reviewed, reviews.accepted_correct) == (4, 3)
-    points = {p.name: (p.unit, p.value) for p in window_metrics(report, alert_count=0)}
+    points = {
+        p.name: (p.unit, p.value)
+        for p in window_metrics(report, alert_count=0, min_requests=MIN_REQUESTS)
+    }
     assert points["ReviewedCount"] == ("Count", 7)
     assert points["AcceptedReviewedCount"] == ("Count", 4)
     assert points["ReviewedAccuracy"] == ("None", pytest.approx(4 / 7))
@@ -115,7 +125,7 @@ def test_accuracy_counts_each_answer_once_in_the_window_it_was_given(aws: Aws) -
 
 def test_no_accuracy_without_answers(aws: Aws) -> None:
     aws.put_result("NEEDS_REVIEW", WINDOW_START, 1)
-    names = {p.name for p in window_metrics(measure(aws), alert_count=0)}
+    names = {p.name for p in window_metrics(measure(aws), alert_count=0, min_requests=MIN_REQUESTS)}
     assert {"ReviewedCount", "AcceptedReviewedCount"} <= names
     assert not names & {"ReviewedAccuracy", "AcceptedAccuracy"}
 

@@ -44,6 +44,9 @@ from tests.monitoring.test_monitor_model_monitor import (
     report_folder,
 )
 
+# The deployed setting: threshold metrics need this many requests in a window.
+MIN_REQUESTS = MonitorSettings.from_env(monitor_env()).min_requests
+
 
 def settings(**overrides: str) -> MonitorSettings:
     return MonitorSettings.from_env(monitor_env(**overrides))
@@ -109,7 +112,10 @@ def test_report_matches_an_independent_computation(
     assert report.model_monitor is not None and report.model_monitor.violations is None
     assert alerts == []
 
-    points = {p.name: (p.unit, p.value) for p in window_metrics(report, alert_count=0)}
+    points = {
+        p.name: (p.unit, p.value)
+        for p in window_metrics(report, alert_count=0, min_requests=MIN_REQUESTS)
+    }
     assert points["CapturedRequests"] == ("Count", 40)
     assert points["LowConfidenceShare"] == ("None", report.confidence.low_confidence_share)
     assert points["RejectedRate"] == ("None", pytest.approx(2 / 12))
@@ -142,6 +148,13 @@ def test_thresholds_raise_alerts_only_with_enough_requests(
         settings(LOW_CONFIDENCE_ALERT_SHARE="0", MONITOR_MIN_REQUESTS="13"), clients, WINDOW_END
     )
     assert quiet == []
+    # Nor does it publish the two metrics that LowConfidenceAlarm and LabelDriftAlarm compare
+    # with the same thresholds: a quiet hour pages nobody through them either.
+    alarmed = {"LowConfidenceShare", "LabelDrift"}
+    enough = {p.name for p in window_metrics(report, alert_count=len(alerts), min_requests=12)}
+    too_few = {p.name for p in window_metrics(report, alert_count=0, min_requests=13)}
+    assert alarmed <= enough and not alarmed & too_few
+    assert {"CapturedRequests", "MeanConfidence"} <= too_few  # the rest still published
     # No retraining target is configured, so responding only reports.
     outcome = respond(strict, clients, report, alerts)
     assert outcome is not None and outcome.status == "NOT_CONFIGURED"
@@ -157,13 +170,14 @@ def test_empty_window_without_baseline(aws: Aws, caplog) -> None:
     assert report.rejected_rate is None
     assert alerts == []
     assert "baseline not found; label drift is not computed" in caplog.text
-    names = {p.name for p in window_metrics(report, alert_count=0)}
+    names = {p.name for p in window_metrics(report, alert_count=0, min_requests=MIN_REQUESTS)}
     assert names == {
         "CapturedRequests",
         "CaptureFilesRead",
         "MalformedCaptureLines",
         "DuplicateCaptureRecords",
         "ResultsRecorded",
+        "AcceptedCorrectCount",
         "QualityAlerts",
         # Zero reviews were made: counted, but no accuracy is published.
         "ReviewedCount",
@@ -223,7 +237,10 @@ def test_model_monitor_faults_alert_and_publish_but_do_not_retrain(aws: Aws) -> 
     assert not any(a.starts_retraining for a in alerts)
     assert "Failed" in alerts[0].message and "AlgorithmError: out of memory" in alerts[0].message
     assert f"s3://{BUCKET}/{broken} line 1: not JSON" in alerts[1].message
-    points = {p.name: p.value for p in window_metrics(report, alert_count=len(alerts))}
+    points = {
+        p.name: p.value
+        for p in window_metrics(report, alert_count=len(alerts), min_requests=MIN_REQUESTS)
+    }
     assert points["ModelMonitorFailedExecutions"] == 1
     assert points["ModelMonitorUnreadableReports"] == 1
     assert points["QualityAlerts"] == 2
@@ -268,7 +285,10 @@ def test_an_idle_hours_no_data_execution_is_counted_apart_and_raises_nothing(aws
         sagemaker.assert_no_pending_responses()
 
     assert alerts == []
-    points = {p.name: p.value for p in window_metrics(report, alert_count=len(alerts))}
+    points = {
+        p.name: p.value
+        for p in window_metrics(report, alert_count=len(alerts), min_requests=MIN_REQUESTS)
+    }
     assert points["ModelMonitorNoDataExecutions"] == 1
     assert points["ModelMonitorFailedExecutions"] == 0
     assert points["QualityAlerts"] == 0
@@ -294,7 +314,10 @@ def test_an_execution_still_running_alerts_with_the_setting_to_change(aws: Aws) 
     (alert,) = alerts
     assert alert.code == MODEL_MONITOR_EXECUTION_FAILED and not alert.starts_retraining
     assert "InProgress" in alert.message and "raise ModelMonitorLagMinutes" in alert.message
-    points = {p.name: p.value for p in window_metrics(report, alert_count=len(alerts))}
+    points = {
+        p.name: p.value
+        for p in window_metrics(report, alert_count=len(alerts), min_requests=MIN_REQUESTS)
+    }
     assert points["ModelMonitorFailedExecutions"] == 1
 
 
@@ -326,7 +349,10 @@ def test_a_window_whose_capture_lines_are_all_unusable_raises_an_alert_naming_wh
     )
     assert "output not captured (CaptureMode Input only) (30 line(s))" in alert.message
     assert "not JSON" in alert.message
-    points = {p.name: p.value for p in window_metrics(report, alert_count=len(alerts))}
+    points = {
+        p.name: p.value
+        for p in window_metrics(report, alert_count=len(alerts), min_requests=MIN_REQUESTS)
+    }
     assert points["QualityAlerts"] == 1
 
     # One usable record makes it a (small) window of traffic again, not a broken one.
@@ -412,7 +438,9 @@ def test_the_summary_lists_the_first_warnings_and_counts_the_rest(
     assert summary["warnings"] == [w.to_json() for w in report.warnings[:SUMMARY_WARNING_LIMIT]]
     assert summary["warnings_omitted"] == 52 - SUMMARY_WARNING_LIMIT
     assert summary["duplicate_records"] == 12
-    points = {p.name: p.value for p in window_metrics(report, alert_count=0)}
+    points = {
+        p.name: p.value for p in window_metrics(report, alert_count=0, min_requests=MIN_REQUESTS)
+    }
     assert (points["MalformedCaptureLines"], points["DuplicateCaptureRecords"]) == (40, 12)
 
 

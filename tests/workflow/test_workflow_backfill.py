@@ -10,7 +10,7 @@ import botocore.awsrequest
 import pytest
 from moto import mock_aws
 from scones_core.backfill import backfill_batch
-from scones_core.errors import ObjectsUnreadable
+from scones_core.errors import ObjectsUnreadable, WorkflowsNotStarted
 from scones_core.objects import ObjectRef
 from scones_core.settings import StartSettings
 
@@ -138,6 +138,53 @@ def test_an_object_s3_will_not_head_is_named_after_the_others_are_started() -> N
     with pytest.raises(ObjectsUnreadable, match=r"incoming/locked\.png"):
         backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 2
+
+
+@mock_aws
+def test_a_start_that_fails_is_named_and_the_rest_of_the_batch_still_starts() -> None:
+    """StartExecution throttled past the SDK's retries for one object: the objects after it
+    are still started, and the batch fails naming it and any object S3 would not head."""
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    keys = ["incoming/a.png", "incoming/locked.png", "incoming/busy.png", "incoming/d.png"]
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+
+    def refuse(status: int, code: str, message: str) -> Any:
+        error = {"Error": {"Code": code, "Message": message}}
+        error["ResponseMetadata"] = {"HTTPStatusCode": status}
+        return (botocore.awsrequest.AWSResponse("", status, {}, None), error)
+
+    def refuse_locked(params: dict[str, Any], **_: Any) -> Any:
+        if str(params.get("url_path", "")).endswith("/incoming/locked.png"):
+            return refuse(403, "403", "Forbidden")
+        return None
+
+    def throttle_busy(params: dict[str, Any], **_: Any) -> Any:
+        if b"incoming/busy.png" in params["body"]:
+            return refuse(400, "ThrottlingException", "Rate exceeded")
+        return None
+
+    s3.meta.events.register("before-call.s3.HeadObject", refuse_locked)
+    sfn.meta.events.register("before-call.states.StartExecution", throttle_busy)
+    listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
+    settings = StartSettings(state_machine_arn=machine)
+
+    with pytest.raises(WorkflowsNotStarted) as raised:
+        backfill_batch(
+            event, s3=s3, dynamodb=ddb, sfn=sfn, table=TABLE, prefix="incoming/", settings=settings
+        )
+
+    message = str(raised.value)
+    assert f"s3://{BUCKET}/incoming/busy.png: ThrottlingException (Rate exceeded)" in message
+    assert "for 1 of 4 listed objects" in message
+    assert f"s3://{BUCKET}/incoming/locked.png: 403 (Forbidden)" in message
+    assert "started 2" in message
+    started = {
+        json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["object"]["key"]
+        for e in sfn.list_executions(stateMachineArn=machine)["executions"]
+    }
+    assert started == {"incoming/a.png", "incoming/d.png"}
 
 
 def test_the_event_file_is_a_batch_the_function_reads() -> None:

@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote_plus
 
 import boto3
 import pytest
@@ -654,6 +655,42 @@ def test_an_s3_eventbridge_event_is_read_as_the_notification_it_stands_for() -> 
     del broken["detail"]["object"]
     with pytest.raises(errors.EventError, match="'Object Created' names no bucket and key"):
         notification_images(broken)
+
+    # A rule that matches only ``source: aws.s3`` also routes CloudTrail's API-call events
+    # and detail types without an object: no upload, not a failure to retry five times.
+    cloudtrail = _eventbridge("AWS API Call via CloudTrail", None)
+    cloudtrail["detail"] = {"eventSource": "s3.amazonaws.com", "eventName": "PutBucketPolicy"}
+    assert notification_images(cloudtrail) == []
+    assert ignored_events(cloudtrail) == ["AWS API Call via CloudTrail"]
+    bare = _eventbridge("Object Restore Initiated", None)
+    bare["detail"] = None
+    assert notification_images(bare) == []
+
+
+def test_a_name_no_s3_object_can_have_is_refused_with_its_message() -> None:
+    # JSON can spell a lone surrogate ("\\ud800"); no S3 name holds one, and it cannot be
+    # encoded for a record id or a request.
+    for field, value, name in (
+        ("key", "incoming/\ud800.png", "object key"),
+        ("versionId", "v\udfff", "version id"),
+        ("eTag", "\ud83d", "ETag"),
+    ):
+        record = s3_record("incoming/a.png")
+        record["s3"]["object"][field] = value  # type: ignore[index]
+        body = json.loads(json.dumps({"Records": [record]}))
+        with pytest.raises(errors.EventError, match=f"{name} .* is not valid Unicode"):
+            notification_images(body)
+    record = s3_record("incoming/a.png")
+    record["s3"]["bucket"]["name"] = "images\udc80"  # type: ignore[index]
+    with pytest.raises(errors.EventError, match=r"bucket name .* is not valid Unicode"):
+        notification_images({"Records": [record]})
+    # S3 keys have at most 1,024 UTF-8 bytes; 1,024 is allowed.
+    fits = "incoming/" + "\u20ac" * 338 + "a"
+    assert len(fits.encode()) == 1024
+    (image,) = notification_images({"Records": [s3_record(quote_plus(fits))]})
+    assert image.ref.key == fits
+    with pytest.raises(errors.EventError, match="1025 UTF-8 bytes; S3 keys have at most 1024"):
+        notification_images({"Records": [s3_record(quote_plus(fits + "b"))]})
 
 
 def test_every_object_goes_to_the_workflow_whatever_its_name() -> None:

@@ -307,6 +307,32 @@ def test_start_workflow_starts_one_execution_for_a_whole_sqs_batch(
     assert all(item["event_time"] == "2026-11-25T12:00:00.000Z" for item in document["objects"])
 
 
+def test_a_message_naming_an_impossible_object_fails_alone(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone surrogate (which JSON can spell and no S3 key holds) or a key over S3's 1,024
+    bytes is refused with its own message, not when the batch's execution starts, where it
+    would send the good messages back to the queue with it."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    sqs_event = event("start_workflow")
+    (template,) = sqs_event["Records"]
+    good = [_message_for(template, f"m-{n}", f"incoming/{n}.png", f"v{n}") for n in range(3)]
+    surrogate = _message_for(template, "bad-surrogate", "incoming/\ud800.png", "v9")
+    too_long = _message_for(template, "bad-long", "incoming/" + "k" * 1020, "v8")
+    sqs_event["Records"] = [good[0], surrogate, good[1], too_long, good[2]]
+
+    response = app.lambda_handler(sqs_event, context())
+
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": "bad-surrogate"}, {"itemIdentifier": "bad-long"}]
+    }
+    (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
+    document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    assert [item["object"]["key"] for item in document["objects"]] == [
+        f"incoming/{n}.png" for n in range(3)
+    ]
+
+
 def test_start_workflow_reports_every_message_of_a_batch_that_could_not_start(
     aws: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -583,6 +583,28 @@ def test_a_dead_letter_is_replayed_only_for_the_stacks_uploads(aws: Aws) -> None
     assert (report.messages_deleted, report.messages_left) == (1, 0)
 
 
+def test_a_dead_letter_with_nothing_this_stack_classifies_is_named_and_kept(aws: Aws) -> None:
+    """A dead letter whose objects are all outside the bucket and prefix (the prefix changed
+    while it waited on the queue) is neither replayed nor deleted unseen: a LEFT row names
+    its objects, in a dry run too."""
+    labelled = ObjectRef(BUCKET, "labelled/bicycle/a.png", "v1", "e1", 3)
+    foreign = ObjectRef("someone-elses", "incoming/a.png", "v1", "e1", 3)
+    body = s3_event(labelled, foreign)
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+
+    scoped = aws.redriver(image_bucket=BUCKET, incoming_prefix="incoming/")
+    for report in (scoped.drain_dead_letters(dry_run=True), scoped.drain_dead_letters()):
+        (left,) = report.replays
+        assert left.outcome is Outcome.LEFT
+        assert left.detail == (
+            "names only objects outside this stack's bucket and prefix: "
+            f"s3://{BUCKET}/labelled/bicycle/a.png, s3://someone-elses/incoming/a.png"
+        )
+        assert (report.messages_deleted, report.messages_left) == (0, 1)
+    assert aws.executions() == {}
+    assert aws.visible_bodies() == [body]
+
+
 def test_a_dry_run_drain_starts_and_deletes_nothing(aws: Aws) -> None:
     ref = aws.upload("incoming/a.png")
     bodies = sorted([workflow_failed(ref, 0), s3_event(ref), STRANGERS[0]])

@@ -13,7 +13,9 @@ the backfill is resumable, and a rerun after a partial failure only does what is
 An object whose ``HeadObject`` fails for another reason than "not found" (access denied,
 an SSE-C object without its key, throttling) does not stop the batch: the others are
 started first, then the batch fails with ``ObjectsUnreadable`` naming each such key and
-its S3 error, so the Map retries it and, if it keeps failing, counts it as failed.
+its S3 error, so the Map retries it and, if it keeps failing, counts it as failed. A
+``StartExecution`` that fails (throttled past the SDK's retries) is handled the same way,
+as ``WorkflowsNotStarted``, which also names any unreadable objects.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scones_core.errors import ObjectsUnreadable, aws_error_code
+from scones_core.errors import ObjectsUnreadable, WorkflowsNotStarted, aws_error_code
 from scones_core.ingest import start_workflow
 from scones_core.objects import NULL_VERSION, ObjectRef, object_missing
 from scones_core.records import PARTITION_KEY
@@ -42,6 +44,7 @@ class BatchReport:
     outside_prefix: list[str] = field(default_factory=list)  # keys, not classified here
     gone: list[str] = field(default_factory=list)  # keys deleted since the listing
     unreadable: dict[str, str] = field(default_factory=dict)  # key -> HeadObject's error
+    not_started: dict[str, str] = field(default_factory=dict)  # key -> StartExecution's error
     malformed: int = 0  # items that are not an object with a string Key (never a listing's)
 
     def to_json(self) -> dict[str, Any]:
@@ -52,6 +55,7 @@ class BatchReport:
             "outside_prefix": self.outside_prefix,
             "gone": self.gone,
             "unreadable": self.unreadable,
+            "not_started": self.not_started,
             "malformed": self.malformed,
         }
 
@@ -153,7 +157,7 @@ def backfill_batch(
         try:
             ref = current_version(s3, bucket, item)
         except (ClientError, BotoCoreError) as exc:
-            report.unreadable[key] = _head_error(exc)
+            report.unreadable[key] = _aws_error(exc)
             continue
         if ref is None:
             report.gone.append(key)
@@ -164,21 +168,39 @@ def backfill_batch(
         if ref.record_id in done:
             report.recorded.append(ref.record_id)
             continue
-        result = start_workflow(sfn, ref, settings, event_time)
+        try:
+            result = start_workflow(sfn, ref, settings, event_time)
+        except (ClientError, BotoCoreError) as exc:
+            # Throttled past the SDK's retries, or refused: the rest are still tried.
+            report.not_started[ref.key] = _aws_error(exc)
+            continue
         (report.started if result.started else report.already_running).append(ref.record_id)
+    handled = (
+        f"The batch's other objects were handled (started {len(report.started)}, "
+        f"already recorded {len(report.recorded)})."
+    )
+    unreadable = "; ".join(f"s3://{bucket}/{k}: {e}" for k, e in report.unreadable.items())
+    if report.not_started:
+        named = "; ".join(f"s3://{bucket}/{k}: {e}" for k, e in report.not_started.items())
+        also = (
+            f" {len(report.unreadable)} could not be read (HeadObject): {unreadable}."
+            if report.unreadable
+            else ""
+        )
+        raise WorkflowsNotStarted(
+            f"the workflow could not be started (StartExecution) for {len(report.not_started)} "
+            f"of {len(items)} listed objects: {named}.{also} {handled}"
+        )
     if report.unreadable:
-        named = "; ".join(f"s3://{bucket}/{k}: {e}" for k, e in report.unreadable.items())
         raise ObjectsUnreadable(
             f"{len(report.unreadable)} of {len(items)} listed objects could not be read "
-            f"(HeadObject), so they were not started: {named}. The batch's other objects "
-            f"were handled (started {len(report.started)}, already recorded "
-            f"{len(report.recorded)})."
+            f"(HeadObject), so they were not started: {unreadable}. {handled}"
         )
     return report
 
 
-def _head_error(exc: Exception) -> str:
-    """One line: the S3 error code (or status) and message of a failed HeadObject."""
+def _aws_error(exc: Exception) -> str:
+    """One line: the error code (or HTTP status) and message of a failed AWS call."""
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = aws_error_code(exc) or f"HTTP {status}"

@@ -133,6 +133,12 @@ class ObjectsUnreadable(SconesError):
     refused or failed); the batch's other objects were started, and these are named."""
 
 
+class WorkflowsNotStarted(SconesError):
+    """The backfill could not start the workflow for some objects (StartExecution refused
+    or failed after the SDK's retries); the batch's other objects were started, and these
+    are named, with any objects it could not read."""
+
+
 class EndpointRejectedRequest(SconesError):
     """The endpoint refused the request (unknown endpoint, validation, model error)."""
 

@@ -65,16 +65,20 @@ def _record_from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
     if source != "aws.s3":
         raise EventError(f"the EventBridge event comes from {source!r}, not from S3 (aws.s3)")
     kind = str(event.get("detail-type"))
+    if kind != _EVENTBRIDGE_UPLOAD:
+        # Deleted, Restore, Tags, or a CloudTrail "AWS API Call via CloudTrail" event that
+        # a rule matching only ``source: aws.s3`` also routes here: no upload, whatever
+        # its detail holds. ``ingest.ignored_events`` logs it by this name.
+        return {"eventSource": "aws:s3", "eventName": kind, "eventTime": event.get("time")}
     detail = event.get("detail")
     bucket = detail.get("bucket") if isinstance(detail, dict) else None
     obj = detail.get("object") if isinstance(detail, dict) else None
     if not isinstance(bucket, dict) or not isinstance(obj, dict) or "key" not in obj:
         raise EventError(f"the S3 EventBridge event {kind!r} names no bucket and key")
     reason = detail.get("reason") if isinstance(detail, dict) else None
-    name = f"ObjectCreated:{reason or 'Put'}" if kind == _EVENTBRIDGE_UPLOAD else kind
     return {
         "eventSource": "aws:s3",
-        "eventName": name,
+        "eventName": f"ObjectCreated:{reason or 'Put'}",
         "eventTime": event.get("time"),
         "s3": {
             "bucket": {"name": bucket.get("name")},

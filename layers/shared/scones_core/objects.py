@@ -29,6 +29,8 @@ _MISSING_CODES = frozenset(
 # ConditionalRequestConflict: a concurrent conditional write to the same key.
 _CHANGED_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 _EXECUTION_NAME_MAX = 80
+# S3's limit on a key, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -121,7 +123,7 @@ def object_from_s3_record(record: dict[str, Any]) -> ObjectRef:
         size = int(obj.get("size") or 0)
     except (TypeError, ValueError) as exc:
         raise EventError(f"S3 event record has a bad object size {obj.get('size')!r}") from exc
-    return ObjectRef(
+    ref = ObjectRef(
         bucket=bucket,
         key=key,
         version=str(obj.get("versionId") or NULL_VERSION),
@@ -129,6 +131,36 @@ def object_from_s3_record(record: dict[str, Any]) -> ObjectRef:
         size=size,
         sequencer=str(obj.get("sequencer") or ""),
     )
+    _check_text(ref)
+    return ref
+
+
+def _check_text(ref: ObjectRef) -> None:
+    """``EventError`` for names S3 cannot have, caught here with the message that carried
+    them rather than later, where the batch's other objects would share the failure.
+
+    JSON can spell a lone surrogate (``"\\ud800"``), which no S3 name contains and which
+    cannot be encoded for a record id or a request.
+    """
+    for name, value in (
+        ("bucket name", ref.bucket),
+        ("object key", ref.key),
+        ("version id", ref.version),
+        ("ETag", ref.etag),
+        ("sequencer", ref.sequencer),
+    ):
+        try:
+            encoded = value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EventError(
+                f"S3 event record's {name} {value!r} is not valid Unicode "
+                f"(a lone surrogate at {exc.start}): no S3 name holds one"
+            ) from None
+        if name == "object key" and len(encoded) > MAX_KEY_BYTES:
+            raise EventError(
+                f"S3 event record's object key is {len(encoded)} UTF-8 bytes; "
+                f"S3 keys have at most {MAX_KEY_BYTES}"
+            )
 
 
 def object_from_json(data: Any) -> ObjectRef:

@@ -458,14 +458,27 @@ class Redriver:
         def failure(outcome: Outcome, exc: Exception) -> tuple[list[Replay], bool]:
             return [Replay(Source.S3_EVENT, outcome, detail=str(exc), message_id=message_id)], False
 
+        try:
+            here, elsewhere = split_by_scope(notification_images(body), self.settings)
+            ignored = ignored_events(body)
+        except EventError as exc:
+            return failure(Outcome.LEFT, exc)
+        if not here:
+            # Nothing this stack classifies (the bucket or prefix changed since, or only
+            # non-upload events): named and left on the queue, never deleted unseen.
+            named = ", ".join(f"s3://{i.ref.bucket}/{i.ref.key}" for i in elsewhere)
+            reason = (
+                f"names only objects outside this stack's bucket and prefix: {named}"
+                if elsewhere
+                else f"announces no upload (events: {', '.join(ignored) or 'none'})"
+            )
+            left = Replay(Source.S3_EVENT, Outcome.LEFT, detail=reason, message_id=message_id)
+            return [left], False
         if dry_run:
             replays = []
-            try:
-                for image in split_by_scope(notification_images(body), self.settings)[0]:
-                    outcome = self.replay(image.ref, "", 0, dry_run=True)
-                    replays.append(self._notification_replay(image.ref, outcome, message_id))
-            except EventError as exc:
-                return failure(Outcome.LEFT, exc)
+            for image in here:
+                outcome = self.replay(image.ref, "", 0, dry_run=True)
+                replays.append(self._notification_replay(image.ref, outcome, message_id))
             return replays, False
         try:
             starts = start_notification(self.sfn, body, self.settings)

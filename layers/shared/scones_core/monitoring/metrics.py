@@ -6,7 +6,10 @@ fractions in ``[0, 1]`` (unit ``None``), the same scale as the template's
 ``LowConfidenceAlertShare`` and ``DriftAlertThreshold``, so an alarm uses the
 parameter itself as its threshold. Metrics that need requests (confidence,
 mix) are left out of empty windows rather than published as zeros that would
-look like perfect or terrible health.
+look like perfect or terrible health; the two that alarms compare with a
+threshold (``LowConfidenceShare``, ``LabelDrift``) are left out of windows with
+fewer than ``MonitorMinRequests`` requests too, as the monitor's own alerts are,
+so two requests in a quiet hour cannot page anyone.
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ class LabelMetricPoint:
     value: float
 
 
-def window_metrics(report: WindowReport, *, alert_count: int) -> list[MetricPoint]:
+def window_metrics(
+    report: WindowReport, *, alert_count: int, min_requests: int
+) -> list[MetricPoint]:
     """The window's numbers; ``RetrainingStarted`` follows once retraining was tried."""
+    enough = report.request_count >= min_requests
     points = [
         MetricPoint("CapturedRequests", COUNT, report.request_count),
         MetricPoint("CaptureFilesRead", COUNT, report.capture_files),
@@ -54,9 +60,12 @@ def window_metrics(report: WindowReport, *, alert_count: int) -> list[MetricPoin
             MetricPoint("ConfidenceP10", NO_UNIT, confidence.p10),
             MetricPoint("ConfidenceP50", NO_UNIT, confidence.p50),
             MetricPoint("ConfidenceP90", NO_UNIT, confidence.p90),
-            MetricPoint("LowConfidenceShare", NO_UNIT, confidence.low_confidence_share),
         ]
-    if report.drift is not None:
+        if enough:
+            points.append(
+                MetricPoint("LowConfidenceShare", NO_UNIT, confidence.low_confidence_share)
+            )
+    if report.drift is not None and enough:
         points.append(MetricPoint("LabelDrift", NO_UNIT, report.drift.label_distance))
         if report.drift.mean_confidence_shift is not None:
             points.append(
@@ -89,12 +98,15 @@ def review_metrics(report: WindowReport) -> list[MetricPoint]:
     """The reviews made in the window; accuracies only when something was reviewed.
 
     ``AcceptedAccuracy`` is measured on the sampled ACCEPTED images (``review_sampled``):
-    what the workflow accepts without a person, checked by one.
+    what the workflow accepts without a person, checked by one. Its alarm divides the
+    day's sums of ``AcceptedCorrectCount`` and ``AcceptedReviewedCount``: an average of
+    the windows' ratios would let one window's single wrong answer outweigh hundreds.
     """
     reviews = report.reviews
     points = [
         MetricPoint("ReviewedCount", COUNT, reviews.reviewed),
         MetricPoint("AcceptedReviewedCount", COUNT, reviews.accepted_reviewed),
+        MetricPoint("AcceptedCorrectCount", COUNT, reviews.accepted_correct),
     ]
     if reviews.accuracy is not None:
         points.append(MetricPoint("ReviewedAccuracy", NO_UNIT, reviews.accuracy))

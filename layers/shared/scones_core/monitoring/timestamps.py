@@ -26,7 +26,11 @@ def parse_timestamp(value: object) -> datetime:
         raise ValueError(f"{value!r} is not an ISO 8601 timestamp") from exc
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-01:00 is a valid ISO 8601 time past datetime's range in UTC.
+        raise ValueError(f"timestamp {value!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def format_millis(moment: datetime) -> str:
