@@ -38,6 +38,8 @@ VIOLATIONS = {
     ]
 }
 
+MISSING_REPORT = "no constraint_violations.json is where the monitor looks"
+
 
 def report_folder(hour: int = 12) -> str:
     return f"{REPORTS_PREFIX}/{ENDPOINT}/{SCHEDULE}/2026/11/25/{hour:02d}"
@@ -464,10 +466,10 @@ def test_a_completed_execution_without_its_report_is_warned_of(aws: Aws, caplog)
                 list_request(),
             )
         found = collect(aws, sagemaker, SCHEDULE)
-        assert not [r for r in caplog.records if "report is not where" in r.getMessage()]
+        assert not [r for r in caplog.records if MISSING_REPORT in r.getMessage()]
         missed = collect(aws, sagemaker, SCHEDULE, reports=elsewhere)
     assert found is not None and found.report_uris
     assert missed is not None and missed.violations is None
-    (logged,) = [r for r in caplog.records if "report is not where" in r.getMessage()]
+    (logged,) = [r for r in caplog.records if MISSING_REPORT in r.getMessage()]
     assert logged.levelname == "WARNING"
     assert logged.looked_in == f"s3://{BUCKET}/somewhere-else/{ENDPOINT}/{SCHEDULE}/2026/11/25/12/"

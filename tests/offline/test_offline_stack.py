@@ -69,7 +69,9 @@ def test_deploy_fills_every_gap_moto_leaves(stack: OfflineStack) -> None:
     schedules = client("scheduler").list_schedules()["Schedules"]
     assert len(schedules) == 1
     detail = client("scheduler").get_schedule(Name=schedules[0]["Name"])
-    assert detail["ScheduleExpression"] == stack.parameters["MonitorSchedule"]
+    # One run per window, so consecutive windows meet.
+    window = stack.parameters["MonitorWindowMinutes"]
+    assert detail["ScheduleExpression"] == f"rate({window} minutes)"
     assert detail["Target"]["Arn"].endswith(stack.function_name("MonitorFunction"))
 
     for function in client("lambda").list_functions()["Functions"]:

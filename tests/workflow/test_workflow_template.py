@@ -1112,3 +1112,28 @@ def test_the_backfill_is_a_distributed_map_over_the_incoming_prefix() -> None:
     assert decide(statements, Request("dynamodb:PutItem", table)) == IMPLICIT_DENY
     assert decide(statements, Request("dynamodb:Scan", table)) == IMPLICIT_DENY
     assert decide(statements, Request("states:StartExecution", machine)) == ALLOW
+
+
+@pytest.mark.parametrize(
+    ("minutes", "expression"), [("60", "rate(60 minutes)"), ("1", "rate(1 minute)")]
+)
+def test_the_monitor_runs_once_per_window(minutes: str, expression: str) -> None:
+    """The schedule comes from ``MonitorWindowMinutes``: a schedule set apart from the
+    window would skip traffic (runs further apart) or count it twice (closer together).
+    Scheduler wants ``minute`` for 1 and ``minutes`` otherwise."""
+    from scones.template_params import condition_value
+
+    template = load_template()
+    schedule = template["Resources"]["MonitorFunction"]["Properties"]["Events"]["Schedule"]
+    condition, single, plural = schedule["Properties"]["ScheduleExpression"]["Fn::If"]
+    values = {**parameter_defaults(), "MonitorWindowMinutes": minutes}
+    chosen = single if condition_value(template, condition, values) else plural
+    if isinstance(chosen, dict):
+        chosen = chosen["Fn::Sub"].replace("${MonitorWindowMinutes}", minutes)
+    assert chosen == expression
+    assert "MonitorSchedule" not in template["Parameters"]
+    # The monitor refuses a window the template would accept, and the reverse.
+    from scones_core.monitoring.settings import _MAX_WINDOW_MINUTES
+
+    spec = template["Parameters"]["MonitorWindowMinutes"]
+    assert (spec["MinValue"], spec["MaxValue"]) == (1, _MAX_WINDOW_MINUTES)

@@ -275,8 +275,9 @@ def _warn_of_missing_reports(
     endpoint: str,
     schedule_name: str,
 ) -> None:
-    """A completed execution always writes its report: none in its hour folder means
-    the reports are looked for in the wrong place (``MONITORING_REPORTS_S3_URI``)."""
+    """A completed execution with baseline constraints writes ``constraint_violations.json``:
+    none in its hour folder means the reports are looked for in the wrong place
+    (``MONITORING_REPORTS_S3_URI``), or the schedule has no constraints to check."""
     for execution in executions:
         if execution.status not in COMPLETED_STATUSES:
             continue
@@ -284,8 +285,10 @@ def _warn_of_missing_reports(
         folder = reports.child(endpoint, schedule_name, hour).as_prefix()
         if not any(key.startswith(folder) for key in keys):
             logger.warning(
-                "Model Monitor execution completed, but its report is not where the "
-                "monitor looks; check MONITORING_REPORTS_S3_URI",
+                "Model Monitor execution completed, but no constraint_violations.json is "
+                "where the monitor looks: check MONITORING_REPORTS_S3_URI, or give the "
+                "schedule baseline constraints (ModelMonitorBaselineUri); without them it "
+                "compares nothing and writes only statistics.json",
                 extra={
                     "status": execution.status,
                     "scheduled_time": format_seconds(execution.scheduled_time),
