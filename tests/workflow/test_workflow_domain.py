@@ -595,7 +595,7 @@ def _eventbridge(detail_type: str, reason: str | None, source: str = "aws.s3") -
         "version": "0",
         "bucket": {"name": "images"},
         "object": {
-            "key": "incoming/my+photo%281%29.png",
+            "key": "incoming/my photo(1).png",  # as stored: EventBridge does not encode it
             "size": 2442,
             "etag": "0123456789abcdef0123456789abcdef",
             "version-id": "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd",

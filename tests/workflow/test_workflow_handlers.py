@@ -10,11 +10,12 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import EVENTS, load_handler, start_function, template_limits
+from conftest import EVENTS, SAMPLE_BUCKET, load_handler, start_function, template_limits
 from moto import mock_aws
 from scones_core.errors import EventError, SettingsError
 
 from scones.model.artifact import OnnxClassifier
+from scones.offline import s3_event_fixes
 from scones.offline.lambda_worker import LambdaContext
 from scones.offline.stack import DEFAULT_MODEL_DIR
 from scones.template_params import function_environment, parameter_defaults
@@ -273,6 +274,61 @@ def test_start_workflow_reads_s3_events_delivered_through_sns_or_eventbridge(
     assert document["object"]["version"] == "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
     assert document["object"]["size"] == 2442
     assert document["event_time"].startswith("2026-11-25T12:00:00")
+
+
+def test_an_upload_reaches_the_workflow_by_its_stored_key_through_either_delivery(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto's S3 sends a real upload both ways: URL-encoded in its notification to SQS,
+    as stored in its EventBridge event (routed to SQS by a rule). Either message starts
+    the execution of the object's stored key, ``+`` and ``%`` kept."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    events = boto3.client("events", region_name=REGION)
+    s3.create_bucket(Bucket=SAMPLE_BUCKET)
+    s3.put_bucket_versioning(Bucket=SAMPLE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    queues = {}
+    for name in ("notifications", "eventbridge"):
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn_of = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        queues[name] = (url, arn_of["Attributes"]["QueueArn"])
+    s3.put_bucket_notification_configuration(
+        Bucket=SAMPLE_BUCKET,
+        NotificationConfiguration={
+            "EventBridgeConfiguration": {},
+            "QueueConfigurations": [
+                {"QueueArn": queues["notifications"][1], "Events": ["s3:ObjectCreated:*"]}
+            ],
+        },
+    )
+    pattern = {"source": ["aws.s3"], "detail-type": ["Object Created"]}
+    events.put_rule(Name="uploads", EventPattern=json.dumps(pattern))
+    events.put_targets(Rule="uploads", Targets=[{"Id": "q", "Arn": queues["eventbridge"][1]}])
+    key = "incoming/c++/my photo+1 %25 100%.png"
+    # With the offline stack's correction of moto's notification (it leaves out the
+    # versionId that S3's carries: tests/offline/test_offline_moto_gaps.py).
+    s3_event_fixes.install()
+    try:
+        version = s3.put_object(Bucket=SAMPLE_BUCKET, Key=key, Body=b"x")["VersionId"]
+    finally:
+        s3_event_fixes.uninstall()
+
+    for name in ("eventbridge", "notifications"):
+        url = queues[name][0]
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+        batch = {
+            "Records": [
+                {"messageId": m["MessageId"], "body": m["Body"], "eventSource": "aws:sqs"}
+                for m in messages
+            ]
+        }
+        assert app.lambda_handler(batch, context()) == {"batchItemFailures": []}, name
+    # One execution: both messages name the same object version, so the same deterministic
+    # execution name, which Step Functions does not start twice.
+    (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
+    document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    assert (document["object"]["key"], document["object"]["version"]) == (key, version)
 
 
 def _message_for(record: dict[str, Any], message_id: str, key: str, version: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ into S3's own ``{"Records": [...]}`` form here, so the rest of the code reads on
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote_plus
 
 from scones_core.errors import EventError
 from scones_core.json_text import NotJSON, load_json
@@ -83,12 +84,31 @@ def _record_from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
         "s3": {
             "bucket": {"name": bucket.get("name")},
             "object": {
-                # URL-encoded as in S3's notifications (Powertools decodes both alike).
-                "key": obj["key"],
+                "key": _notification_key(obj["key"]),
                 "size": obj.get("size"),
-                "eTag": obj.get("etag"),
+                "eTag": obj.get("etag") or obj.get("eTag"),
                 "versionId": obj.get("version-id"),
                 "sequencer": obj.get("sequencer"),
             },
         },
     }
+
+
+def _notification_key(key: Any) -> Any:
+    """The key as S3's notifications spell it.
+
+    EventBridge events carry the key as stored (``my photo+1.png``), where S3's
+    notifications URL-encode it (``my+photo%2B1.png``); it is encoded here so that the one
+    decoding in ``objects.object_from_s3_record`` gives the stored key for both. Decoding
+    an EventBridge key instead would turn a literal ``+`` into a space and ``%25`` into
+    ``%``, and read an object that does not exist.
+    """
+    if not isinstance(key, str):
+        return key  # object_from_s3_record names the bad value
+    try:
+        return quote_plus(key, safe="/")
+    except UnicodeEncodeError:
+        raise EventError(
+            f"the S3 EventBridge event's object key {key!r} is not valid Unicode "
+            "(a lone surrogate): no S3 name holds one"
+        ) from None
