@@ -119,6 +119,14 @@ def resolve_parameters(
         ]
     if check_rules:
         problems += rule_problems(template, values)
+    if "ModelLabels" in values:
+        # What the classify function checks at its cold start (no pattern can: uniqueness).
+        from scones_core.settings import parse_labels
+
+        try:
+            parse_labels(values["ModelLabels"])
+        except ValueError as exc:
+            problems.append(f"ModelLabels={values['ModelLabels']!r}: {exc}")
     if problems:
         raise ParameterError(problems)
     return values
@@ -132,6 +140,11 @@ def constraint_problems(value: str, spec: Mapping[str, Any]) -> list[str]:
         number = _number(value)
         if number is None:
             return ["is not a number (Type: Number)"]
+        default = _number(str(spec.get("Default", "")))
+        if default is not None and default.is_integer() and _WHOLE.fullmatch(value) is None:
+            # This template's convention: a Number with a whole Default is a count, size or
+            # duration that the functions, the ASL and SageMaker read as an integer.
+            problems.append(f"is not a whole number, as its Default {spec['Default']} is")
         if "MinValue" in spec and number < float(spec["MinValue"]):
             problems.append(f"is less than MinValue {spec['MinValue']}")
         if "MaxValue" in spec and number > float(spec["MaxValue"]):
@@ -162,11 +175,16 @@ def constraint_problems(value: str, spec: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+# A number as CloudFormation and JSON write one (the value is pasted into the ASL and the
+# environment): not Python's wider float() syntax, which also takes "1_0", " 5" and "٣".
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_WHOLE = re.compile(r"-?(?:0|[1-9][0-9]*)")
+
+
 def _number(text: str) -> float | None:
-    try:
-        number = float(text.strip())
-    except ValueError:
+    if _NUMBER.fullmatch(text) is None:
         return None
+    number = float(text)
     return number if math.isfinite(number) else None
 
 

@@ -354,6 +354,14 @@ def test_a_state_file_is_checked_before_its_pid_is_trusted(
         result = scones("results", cwd=project)
         assert result.returncode == 2 and words in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+    # A live pid, but not the endpoints a command needs.
+    alive = {"pid": stack_process.pid, "pid_started": state.get("pid_started")}
+    state_file.write_text(json.dumps(alive | {"bucket": 7}))
+    for command in ("results", "env"):
+        result = scones(command, cwd=project)
+        assert result.returncode == 2, result.stderr
+        assert "is corrupt: it lacks bucket, dead_letter_queue_url, endpoint_url" in result.stderr
+        assert "Traceback" not in result.stderr
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         reused = {"pid": other.pid, "pid_started": process_started(stack_process.pid)}
@@ -397,6 +405,35 @@ def test_cost_checks_every_param_as_sam_deploy_would(capsys: pytest.CaptureFixtu
         assert words in error
 
 
+def test_cost_refuses_measurements_it_cannot_price(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A measurements file without the fields the model reads, or with numbers no
+    measurement has, is named, not a KeyError or a negative cost."""
+    from scones.cli.main import main
+    from scones.template_params import PROJECT_ROOT
+
+    measured = json.loads((PROJECT_ROOT / "docs" / "cost-measurements.json").read_text())
+    serialize = measured["kinds"]["photo"]["functions"]["SerializeImageFunction"]
+    serialize["cpu_ms_mean"] = -5
+    serialize["peak_rss_mb"] = float("nan")
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(measured))
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"kinds": {"photo": {}}}))
+
+    assert main(["cost", "--measurements", str(broken)]) == 2
+    error = capsys.readouterr().err
+    assert "functions.SerializeImageFunction.cpu_ms_mean is -5; a measurement is a finite" in error
+    assert "functions.SerializeImageFunction.peak_rss_mb is nan" in error
+    assert main(["cost", "--measurements", str(empty)]) == 2
+    error = capsys.readouterr().err
+    assert "upload_bytes_mean is None, not a number" in error and "functions is missing" in error
+    assert "Traceback" not in error
+    assert main(["cost", "--param", "SerializeImageFunction.MemorySize=\u00b2"]) == 2
+    assert "MemorySize='\u00b2': Lambda's MemorySize is 128" in capsys.readouterr().err
+
+
 def test_the_environment_errors_of_a_command_are_one_line_not_a_traceback(
     tmp_path: Path,
 ) -> None:
@@ -414,7 +451,15 @@ def test_the_environment_errors_of_a_command_are_one_line_not_a_traceback(
     assert model.returncode == 2 and "Not a directory" in model.stderr
     port = run("up", "--port", "70000")
     assert port.returncode == 2 and "70000 is not a port" in port.stderr
-    for result in (profile, model, port):
+    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:x"
+    url = scones(
+        "redrive", "--endpoint-url", "not a url", "--table", "t", "--state-machine-arn", arn,
+        "--region", "us-east-1", cwd=tmp_path,
+        env={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+    )  # fmt: skip
+    assert url.returncode == 1
+    assert "AWS configuration (an endpoint URL" in url.stderr and "not a url" in url.stderr
+    for result in (profile, model, port, url):
         assert "Traceback" not in result.stderr
 
 
@@ -439,3 +484,43 @@ def test_review_arguments_are_checked_before_anything_starts(
     assert exited.value.code == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error
+
+
+def test_numbers_are_read_as_cloudformation_writes_them_and_counts_as_whole() -> None:
+    """Python's float() takes "0.9_3", " 5" and "٣", which would be pasted into the ASL and
+    the functions' environment; a Number whose Default is whole is a count, size or
+    duration that the functions, the ASL and SageMaker read as an integer; ModelLabels is
+    checked as the classify function checks it at its cold start."""
+    from scones.template_params import ParameterError, resolve_parameters
+
+    refused = {
+        "ConfidenceThreshold": ("0.9_3", "is not a number (Type: Number)"),
+        "RetryIntervalSeconds": ("1_0", "is not a number (Type: Number)"),
+        "MaxImageBytes": ("\u0663", "is not a number (Type: Number)"),
+        "MinImageSide": ("2.5", "is not a whole number, as its Default 8 is"),
+        "BackfillBatchSize": ("1e1", "is not a whole number, as its Default 50 is"),
+        "RetryMaxAttempts": ("1000000", "is greater than MaxValue 20"),
+        "ModelLabels": ("bicycle,bicycle", "labels must be unique"),
+    }
+    for name, (value, problem) in refused.items():
+        with pytest.raises(ParameterError) as raised:
+            resolve_parameters({name: value})
+        assert f"{name}={value!r}" in str(raised.value) and problem in str(raised.value), name
+    accepted = {"ConfidenceThreshold": "0.9", "MinImageSide": "16", "DriftAlertThreshold": "1e-1"}
+    resolved = resolve_parameters(accepted)
+    assert {k: resolved[k] for k in accepted} == accepted
+
+
+def test_a_stop_report_that_is_not_one_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``scones down`` reads what a stopped ``scones up`` left; anything else is no report."""
+    from scones.cli import stack_state
+
+    report = tmp_path / "stopped.json"
+    monkeypatch.setattr(stack_state, "STOPPED_FILE", report)
+    for body in (b"[1]", b'{"pid": "abc"}', b'{"pid": 41}', b"\xff", b'{"pid": true}'):
+        report.write_bytes(body)
+        assert stack_state.read_stopped(41 if body != b'{"pid": 41}' else 42) is None, body
+    report.write_text(json.dumps({"pid": 41, "records_file": 5, "error": "it broke"}))
+    assert stack_state.read_stopped(41) == {"records_file": None, "error": "it broke"}

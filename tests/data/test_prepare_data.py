@@ -363,6 +363,28 @@ def test_command_prepares_and_uploads(
     assert not (out / "train" / "bicycle" / "stale.png").exists()
 
 
+def test_overwrite_never_deletes_the_source_or_a_dataset_it_cannot_replace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--overwrite deletes an earlier output only once the source is read and split, and
+    refuses an output folder that is, holds or lies inside the source."""
+    source = tmp_path / "source"
+    prepare_dataset(BUNDLED, source, validation_fraction=0.2, seed=0)
+    before = sorted(p.relative_to(source) for p in source.rglob("*"))
+    for out in (source, source / "train", tmp_path):
+        argv = ["prepare-data", "--source", str(source), "--out", str(out), "--overwrite"]
+        assert main(argv) == 2
+        assert "writing there would delete or mix with the images" in capsys.readouterr().err
+        assert sorted(p.relative_to(source) for p in source.rglob("*")) == before
+    # A bad fraction leaves an earlier dataset in the output folder as it was.
+    out = tmp_path / "out"
+    prepare_dataset(BUNDLED, out, validation_fraction=0.2, seed=0)
+    argv = ["prepare-data", "--source", str(BUNDLED), "--out", str(out), "--overwrite"]
+    assert main([*argv, "--validation-fraction", "2"]) == 2
+    assert "validation fraction must be between 0 and 1" in capsys.readouterr().err
+    assert same_tree(out, source)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

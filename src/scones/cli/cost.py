@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,48 @@ def _measurements(path: Path, kind: str) -> dict[str, Any]:
             f"{path} has no measurements of {kind} uploads; run `scones bench handlers` to "
             "write them"
         )
+    problems = _measurement_problems(kinds[kind])
+    if problems:
+        raise CommandError(
+            f"{path}'s {kind} measurements are not what `scones bench handlers` writes: "
+            + "; ".join(problems)
+        )
     return dict(measured)
+
+
+# What the cost model reads of each function's measurements.
+_FUNCTION_FIELDS = ("invocations", "cpu_ms_mean", "peak_rss_mb", "log_bytes")
+
+
+def _measurement_problems(data: dict[str, Any]) -> list[str]:
+    """Missing fields, and numbers a measurement cannot be (negative, NaN, infinite)."""
+    problems: list[str] = []
+
+    def number(where: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{where} is {value!r}, not a number")
+        elif not math.isfinite(value) or value < 0:
+            problems.append(f"{where} is {value!r}; a measurement is a finite number >= 0")
+
+    number("upload_bytes_mean", data.get("upload_bytes_mean"))
+    item = data.get("record_item_bytes")
+    if not isinstance(item, dict):
+        problems.append("record_item_bytes is missing")
+    elif "max" in item:
+        number("record_item_bytes.max", item["max"])
+    functions = data.get("functions")
+    if not isinstance(functions, dict):
+        return [*problems, "functions is missing"]
+    for name in ("StartWorkflowFunction", "SerializeImageFunction", "ClassifyImageFunction"):
+        fn = functions.get(name)
+        if not isinstance(fn, dict):
+            problems.append(f"functions.{name} is missing")
+            continue
+        for field in _FUNCTION_FIELDS:
+            number(f"functions.{name}.{field}", fn.get(field))
+        if fn.get("messages_per_invocation") is not None:  # None: one message each
+            number(f"functions.{name}.messages_per_invocation", fn["messages_per_invocation"])
+    return problems
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -96,7 +138,7 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
         low, high = LAMBDA_MEMORY_MB
         if function not in functions:
             problems.append(f"{name}: {function!r} is not a function of the template")
-        elif not value.isdigit() or not low <= int(value) <= high:
+        elif not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
             problems.append(f"{name}={value!r}: Lambda's MemorySize is {low} to {high} MB")
         else:
             memory[name] = value

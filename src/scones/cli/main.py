@@ -71,13 +71,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # AWS configuration and reachability (an unknown profile, no credentials, an
         # endpoint that does not answer): botocore's sentence says which.
-        if type(exc).__module__ != "botocore.exceptions":
+        # botocore also raises a plain ValueError for configuration it cannot use (an
+        # --endpoint-url or AWS_ENDPOINT_URL that is not a URL, AWS_MAX_ATTEMPTS=abc).
+        if type(exc).__module__ == "botocore.exceptions":
+            print(f"scones: error: {exc}", file=sys.stderr)
+            return 1
+        if not _botocore_config_error(exc):
             raise
-        print(f"scones: error: {exc}", file=sys.stderr)
+        print(
+            f"scones: error: the AWS configuration (an endpoint URL, AWS_* variables or "
+            f"~/.aws/config) is not usable: {exc}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("scones: interrupted", file=sys.stderr)
         return 130
+
+
+def _botocore_config_error(exc: BaseException) -> bool:
+    """A ``ValueError`` raised inside botocore itself, not in code that called it."""
+    if not isinstance(exc, ValueError) or exc.__traceback__ is None:
+        return False
+    last = exc.__traceback__
+    while last.tb_next is not None:
+        last = last.tb_next
+    return str(last.tb_frame.f_globals.get("__name__", "")).startswith("botocore.")
 
 
 if __name__ == "__main__":

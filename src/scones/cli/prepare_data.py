@@ -69,7 +69,7 @@ def make_s3_client(region: str | None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scones.model.dataset import DatasetError, existing_outputs, prepare_dataset, remove_outputs
+    from scones.model.dataset import DatasetError, existing_outputs, prepare_dataset
     from scones.sagemaker.channels import upload_prepared
     from scones.sagemaker.errors import LaunchError
     from scones.sagemaker.s3 import S3Uri
@@ -87,9 +87,12 @@ def run(args: argparse.Namespace) -> int:
             "pass --overwrite to replace it"
         )
     try:
-        remove_outputs(args.out)
         prepared = prepare_dataset(
-            args.source, args.out, validation_fraction=args.validation_fraction, seed=args.seed
+            args.source,
+            args.out,
+            validation_fraction=args.validation_fraction,
+            seed=args.seed,
+            replace_existing=args.overwrite,
         )
     except DatasetError as exc:
         raise CommandError(str(exc)) from exc

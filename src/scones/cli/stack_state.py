@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
 
@@ -190,15 +191,24 @@ def up_lock() -> Iterator[None]:
 def client_from_state() -> StackClient:
     state = read_state()
     fields = StackEndpoints.__dataclass_fields__
-    return StackClient(StackEndpoints(**{k: str(v) for k, v in state.items() if k in fields}))
+    given = {k: v for k, v in state.items() if k in fields and isinstance(v, str)}
+    missing = sorted(
+        name for name, field in fields.items() if name not in given and field.default is MISSING
+    )
+    if missing:
+        raise CommandError(
+            f"{STATE_FILE} is corrupt: it lacks {', '.join(missing)}; stop the stack with "
+            "`scones down` (or remove the file) and run `scones up`"
+        )
+    return StackClient(StackEndpoints(**given))
 
 
 def clear_state(pid: int) -> None:
     try:
         state = json.loads(STATE_FILE.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return
-    if int(state.get("pid", 0)) == pid:
+    if isinstance(state, dict) and state.get("pid") == pid:
         STATE_FILE.unlink(missing_ok=True)
 
 
@@ -241,8 +251,12 @@ def read_stopped(pid: int) -> dict[str, str | None] | None:
     """The stop report of the ``scones up`` with this pid, if it wrote one."""
     try:
         document = json.loads(STOPPED_FILE.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    if int(document.get("pid", 0)) != pid:
+    # A report that is not what write_stopped wrote is no report of this pid.
+    if not isinstance(document, dict) or document.get("pid") != pid:
         return None
-    return {"records_file": document.get("records_file"), "error": document.get("error")}
+    return {
+        name: value if isinstance(value := document.get(name), str) else None
+        for name in ("records_file", "error")
+    }

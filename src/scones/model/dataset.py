@@ -419,15 +419,36 @@ def _encode_png(pixels: np.ndarray) -> bytes:
 
 
 def prepare_dataset(
-    source: Path, out: Path, *, validation_fraction: float, seed: int
+    source: Path,
+    out: Path,
+    *,
+    validation_fraction: float,
+    seed: int,
+    replace_existing: bool = False,
 ) -> PreparedDataset:
-    """Load ``source``, hold out a stratified validation split and write everything to ``out``."""
+    """Load ``source``, hold out a stratified validation split and write everything to ``out``.
+
+    With ``replace_existing`` an earlier dataset in ``out`` is deleted, but only once the
+    source has been read and split: a bad source or fraction leaves it as it was.
+    """
+    if _overlaps(source, out):
+        raise DatasetError(
+            f"the output folder {out} is the source {source}, or inside it, or holds it: "
+            "writing there would delete or mix with the images being read"
+        )
     samples = load_source(source)
     train, validation = stratified_split(
         (s for s in samples if s.source_split == "train"), validation_fraction, seed
     )
     test = [s for s in samples if s.source_split == "test"]
+    if replace_existing:
+        remove_outputs(out)
     return write_dataset({"train": train, "validation": validation, "test": test}, out)
+
+
+def _overlaps(source: Path, out: Path) -> bool:
+    a, b = source.resolve(), out.resolve()
+    return a == b or a in b.parents or b in a.parents
 
 
 def read_lst(path: Path) -> Iterator[tuple[int, int, str]]:
