@@ -112,6 +112,11 @@ def preflight(session: Any) -> dict[str, str]:
         )
     try:
         identity = session.client("sts").get_caller_identity()
+    except botocore.exceptions.EndpointConnectionError as exc:
+        # No network, a proxy, or a region without that endpoint: not the credentials.
+        raise DeployError(
+            f"AWS STS cannot be reached to check the credentials{where}: {exc}"
+        ) from exc
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise DeployError(f"the AWS credentials{where} were refused: {exc}") from exc
     return {

@@ -97,6 +97,19 @@ def test_preflight_with_credentials_reports_the_account_and_region(
     assert who["credentials"] == "env"
 
 
+def test_preflight_that_cannot_reach_sts_says_so_rather_than_blaming_the_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    # Nothing listens on port 9 of the loopback: the connection is refused at once.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(Exception, match="AWS STS cannot be reached") as raised:
+        preflight(boto3.Session(region_name=REGION))
+    assert "were refused" not in str(raised.value)
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

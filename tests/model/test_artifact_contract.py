@@ -31,7 +31,12 @@ def copy_with(tmp_path: Path, **changes: object) -> Path:
         ({"labels": "bicycle,motorcycle"}, "labels must be a list"),
         ({"labels": ["bicycle", "motorcycle", "scooter"]}, "gives 2 probabilities"),
         ({"onnx_sha256": "0" * 64}, "has sha256"),
-        ({"input_size": "big"}, "incomplete"),
+        ({"input_size": "big"}, "must be two whole numbers"),
+        ({"input_size": [32.9, 32.2]}, "must be two whole numbers"),
+        ({"input_size": [32, 32, 3]}, "incomplete"),
+        ({"labels": ["bicycle", "bicycle"]}, "repeat a name"),
+        ({"name": None}, "name is None, not a non-empty string"),
+        ({"version": ""}, "version is '', not a non-empty string"),
     ],
 )
 def test_mismatched_artifacts_are_refused(

@@ -64,8 +64,22 @@ class ModelManifest:
             or not all(isinstance(label, str) and label for label in labels)
         ):
             raise ModelArtifactError(f"model manifest {path}: labels must be a list of 2+ names")
+        if len(set(labels)) != len(labels):
+            raise ModelArtifactError(f"model manifest {path}: labels {labels} repeat a name")
+        for key in ("name", "version", "onnx_sha256"):
+            if key in raw and not (isinstance(raw[key], str) and raw[key].strip()):
+                raise ModelArtifactError(
+                    f"model manifest {path}: {key} is {raw[key]!r}, not a non-empty string"
+                )
         try:
-            height, width = (int(v) for v in raw["input_size"])
+            sides = raw["input_size"]
+            if not isinstance(sides, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in sides
+            ):
+                raise ModelArtifactError(
+                    f"model manifest {path}: input_size {sides!r} must be two whole numbers"
+                )
+            height, width = sides
             if not (1 <= height <= _MAX_INPUT_SIDE and 1 <= width <= _MAX_INPUT_SIDE):
                 raise ModelArtifactError(
                     f"model manifest {path}: input_size {[height, width]} must be two sides "
