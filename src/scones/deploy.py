@@ -14,13 +14,14 @@ Defaults (stack name, region, profile, parameter overrides) come from ``samconfi
 
 from __future__ import annotations
 
-import re
 import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from scones_core.objects import is_bucket_name
 
 from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import (
@@ -36,8 +37,6 @@ DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 BASELINE_FILE = "baseline.json"
 # Lambda keeps this much of an account's concurrency quota unreserved.
 MIN_UNRESERVED_CONCURRENCY = 100
-# S3's bucket names: 3-63 lower-case letters, digits, dots and hyphens.
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 NO_CREDENTIALS = (
     "no AWS credentials are configured, so sam deploy cannot create the stack. Configure them "
@@ -132,7 +131,7 @@ def bucket_name_problem(stack_name: str, account: str, region: str) -> str | Non
     created, or None. CloudFormation takes stack names S3 refuses in a bucket name, and
     would fail only after creating the queues."""
     bucket = f"{stack_name}-{account}-{region}-images"
-    if _BUCKET_NAME.match(bucket):
+    if is_bucket_name(bucket):
         return None
     room = 63 - len(bucket) + len(stack_name)
     return (

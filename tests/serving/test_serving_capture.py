@@ -253,7 +253,14 @@ def test_server_with_s3_capture_flushes_on_stop(
 
 @pytest.mark.parametrize(
     ("destination", "words"),
-    [("s3://", "names no bucket"), ("ftp://host/x", "neither"), ("", "empty")],
+    [
+        ("s3://", "names no bucket"),
+        ("ftp://host/x", "neither"),
+        ("", "empty"),
+        ("s3://Bad Bucket/x", "'Bad Bucket' is not an S3 bucket name"),
+        ("s3://my..bucket/x", "'my..bucket' is not an S3 bucket name"),
+        ("s3://ab/x", "'ab' is not an S3 bucket name"),
+    ],
 )
 def test_bad_destinations_are_refused(destination: str, words: str) -> None:
     with pytest.raises(CaptureConfigError, match=words):

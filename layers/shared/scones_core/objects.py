@@ -31,6 +31,16 @@ _CHANGED_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConf
 _EXECUTION_NAME_MAX = 80
 # S3's limit on a key, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024
+# S3's bucket names: 3-63 lower-case letters, digits, dots and hyphens, a letter or digit at
+# each end, no ".." (is_bucket_name).
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def is_bucket_name(name: str) -> bool:
+    """Whether S3 would take ``name`` as a bucket's name (the syntax, not whether it exists)."""
+    return _BUCKET_NAME.fullmatch(name) is not None and ".." not in name
+
+
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 

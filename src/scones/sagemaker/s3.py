@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scones.sagemaker.errors import LaunchError
+from scones_core.objects import is_bucket_name
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+from scones.sagemaker.errors import LaunchError
 
 CONTENT_TYPES = {".png": "image/png", ".lst": "text/plain", ".gz": "application/gzip"}
 
@@ -31,7 +30,7 @@ class S3Uri:
         if not uri.startswith("s3://"):
             raise S3UriError(f"not an S3 URI (expected s3://bucket/prefix): {uri!r}")
         bucket, _, key = uri[len("s3://") :].partition("/")
-        if not _BUCKET.match(bucket) or ".." in bucket:
+        if not is_bucket_name(bucket):
             raise S3UriError(f"invalid S3 bucket name {bucket!r} in {uri!r}")
         key = key.strip("/")
         if "//" in key or any(part in {".", ".."} for part in key.split("/")):

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scones_core.monitoring.timestamps import format_seconds
+from scones_core.objects import is_bucket_name
 
 from scones.serving.defaults import DEFAULT_FLUSH_INTERVAL_S
 
@@ -157,6 +158,11 @@ def sink_for_destination(destination: str, *, s3_client: Any | None = None) -> C
         if not bucket:
             raise CaptureConfigError(
                 f"capture destination {destination!r} names no bucket; use s3://bucket/prefix"
+            )
+        if not is_bucket_name(bucket):
+            raise CaptureConfigError(
+                f"capture destination {destination!r}: {bucket!r} is not an S3 bucket name "
+                "(3-63 lower-case letters, digits, dots and hyphens)"
             )
         if s3_client is None:
             import boto3
