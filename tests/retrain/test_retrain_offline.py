@@ -144,3 +144,26 @@ def test_a_candidate_that_fails_at_serving_is_rolled_back(guessing_production: P
     assert result.record["outcome"] == "ROLLED_BACK"
     assert "EndpointErrorAlarm" in result.record["reason"]
     assert result.alert is not None and result.alert["subject"].endswith("rolled back")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--hyperparameter", "epochs=abc"], "argument --epochs: invalid int value: 'abc'"),
+        (["--hyperparameter", "bogus=1"], "unrecognized arguments: --bogus 1"),
+        (["--hyperparameter", "lr=-1"], "learning_rate must be > 0"),
+        (["--data", "/nonexistent/labelled"], "--data /nonexistent/labelled: no such folder"),
+        (["--out", "/proc/retrain"], "--out /proc/retrain: cannot write there"),
+    ],
+)
+def test_what_the_run_would_refuse_is_refused_before_the_stack_starts(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The training program's own argument checks and the folders are applied first: a
+    typo costs no stack start and a training job, and leaves no temp folder."""
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("scones-retrain-*"))
+    assert scones_main(["retrain", *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert set(Path(tempfile.gettempdir()).glob("scones-retrain-*")) == before

@@ -8,9 +8,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scones.cli.arguments import output_folder
+from scones.cli.arguments import check_writable_folder, output_folder, positive_int
 from scones.cli.errors import CommandError
-from scones.cli.stack_state import parse_params
+from scones.cli.stack_state import effective_params, parse_params
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,10 +47,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME=VALUE",
         help=f"override a training hyperparameter (the short recipe sets {recipe})",
     )
-    parser.add_argument("--max-train-per-label", type=int, help="limit the training channel")
-    parser.add_argument("--max-gate-per-label", type=int, help="limit the gate set")
     parser.add_argument(
-        "--canary-requests", type=int, default=40, help="images sent while the canary bakes"
+        "--max-train-per-label", type=positive_int, help="limit the training channel"
+    )
+    parser.add_argument("--max-gate-per-label", type=positive_int, help="limit the gate set")
+    parser.add_argument(
+        "--canary-requests",
+        type=positive_int,
+        default=40,
+        help="images sent while the canary bakes",
     )
     parser.add_argument(
         "--shuffle-labels",
@@ -88,23 +93,43 @@ def _hyperparameters(pairs: list[str]) -> dict[str, object]:
     return values
 
 
+def _check_recipe(hyperparameters: dict[str, object], threshold: str) -> None:
+    """What the training job's own program would refuse, refused now."""
+    from scones.offline.retrain import toolkit_arguments
+    from scones.sagemaker.entry_point import check_arguments
+
+    encoded = {name: json.dumps(value) for name, value in hyperparameters.items()}
+    try:
+        check_arguments([*toolkit_arguments(encoded), "--threshold", threshold])
+    except ValueError as exc:
+        raise CommandError(f"--hyperparameter: the training program refuses it: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from scones.offline.deploy import DeployError
     from scones.offline.retrain import OfflineRetrain, RetrainError, RetrainOptions
     from scones.offline.stack import DEFAULT_MODEL_DIR, StackError
     from scones.reports.retrain_report import write_retrain_report
 
+    # Everything the user gave is checked before the stack starts (minutes of work).
+    overrides = parse_params(args.param)
+    hyperparameters = _hyperparameters(args.hyperparameter)
+    _check_recipe(hyperparameters, effective_params(overrides)["ConfidenceThreshold"])
+    for option, folder in (("--data", args.data), ("--labelled", args.labelled)):
+        if folder is not None and not folder.is_dir():
+            raise CommandError(f"{option} {folder}: no such folder")
+    check_writable_folder(args.out)
     options = RetrainOptions(
         data_dir=args.data,
         production_model=args.model or DEFAULT_MODEL_DIR,
         labelled_dir=args.labelled,
-        recipe=_hyperparameters(args.hyperparameter),
+        recipe=hyperparameters,
         max_train_per_label=args.max_train_per_label,
         max_gate_per_label=args.max_gate_per_label,
         shuffle_training_labels=args.shuffle_labels,
         canary_requests=args.canary_requests,
         canary_faults={"model_error": -1} if args.fail_canary else None,
-        overrides=parse_params(args.param),
+        overrides=overrides,
     )
 
     def log(message: str) -> None:

@@ -198,26 +198,28 @@ class OfflineRetrain:
     def run(self) -> RetrainResult:
         options = self.options
         work = Path(options.work_dir or tempfile.mkdtemp(prefix="scones-retrain-"))
-        stack = OfflineStack(
-            StackOptions(
-                model_dir=options.production_model,
-                overrides={
-                    "RetryIntervalSeconds": "1",
-                    "RetryMaxDelaySeconds": "1",
-                    "RetryMaxAttempts": "1",
-                    **options.overrides,
-                },
-                work_dir=work / "stack",
-                # The canary is a second production variant of the running endpoint.
-                model_in_process=True,
-            )
-        )
-        stack.start()
+        stack: OfflineStack | None = None
         try:
+            stack = OfflineStack(
+                StackOptions(
+                    model_dir=options.production_model,
+                    overrides={
+                        "RetryIntervalSeconds": "1",
+                        "RetryMaxDelaySeconds": "1",
+                        "RetryMaxAttempts": "1",
+                        **options.overrides,
+                    },
+                    work_dir=work / "stack",
+                    # The canary is a second production variant of the running endpoint.
+                    model_in_process=True,
+                )
+            )
+            stack.start()
             return self._run(stack, work)
         finally:
-            stack.stop()
-            if options.work_dir is None:
+            if stack is not None:
+                stack.stop()
+            if options.work_dir is None:  # also when the stack did not start
                 shutil.rmtree(work, ignore_errors=True)
 
     def _run(self, stack: OfflineStack, work: Path) -> RetrainResult:

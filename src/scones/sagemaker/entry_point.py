@@ -19,6 +19,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from scones.paths import SHIPPED_MODEL_NAME
 
@@ -36,7 +37,28 @@ def _boolean(text: str) -> bool:
     return lowered == "true"
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _RefusingParser(argparse.ArgumentParser):
+    """Raises ``ValueError`` with argparse's sentence instead of printing it and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def check_arguments(argv: Sequence[str]) -> None:
+    """``ValueError`` naming what this program would refuse in ``argv`` (the toolkit's
+    ``--name value`` pairs), so a launcher can refuse it before a job or a stack starts."""
+    from scones.model.evaluate import check_threshold
+    from scones.model.recipe import TrainRecipe
+
+    parser = build_parser(_RefusingParser)
+    args = parser.parse_args([*argv, "--data", ".", "--model-dir", "."])
+    TrainRecipe.from_arguments(args)
+    check_threshold(args.threshold)
+
+
+def build_parser(
+    parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
     from scones.model.recipe import (
         DEFAULT_METHOD,
         FRESH_TEACHER,
@@ -46,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     defaults = TrainRecipe()
-    parser = argparse.ArgumentParser(prog="scones_train.py", description=__doc__)
+    parser = parser_class(prog="scones_train.py", description=__doc__)
     _option(parser, "data", type=Path, default=os.environ.get("SM_CHANNEL_TRAIN"))
     _option(parser, "labelled", type=Path, default=os.environ.get("SM_CHANNEL_LABELLED"))
     _option(parser, "model_dir", type=Path, default=os.environ.get("SM_MODEL_DIR"))
