@@ -151,7 +151,7 @@ def test_a_candidate_that_fails_at_serving_is_rolled_back(guessing_production: P
     [
         (["--hyperparameter", "epochs=abc"], "argument --epochs: invalid int value: 'abc'"),
         (["--hyperparameter", "bogus=1"], "unrecognized arguments: --bogus 1"),
-        (["--hyperparameter", "lr=-1"], "learning_rate must be > 0"),
+        (["--hyperparameter", "lr=-1"], "learning_rate must be a finite number > 0"),
         (["--data", "/nonexistent/labelled"], "--data /nonexistent/labelled: no such folder"),
         (["--out", "/proc/retrain"], "--out /proc/retrain: cannot write there"),
     ],

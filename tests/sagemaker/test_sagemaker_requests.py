@@ -182,9 +182,11 @@ def test_builtin_defaults_are_the_algorithms() -> None:
     [
         ({"num_training_samples": 0}, "num_training_samples must be a positive integer"),
         ({"epochs": -1}, "epochs must be a positive integer"),
-        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"learning_rate": 0.0}, "learning_rate must be a finite number > 0"),
+        ({"learning_rate": float("inf")}, "learning_rate must be a finite number > 0"),
         ({"augmentation_type": "rotate"}, "augmentation_type must be one of"),
-        ({"num_layers": 0}, "num_layers must be a positive integer"),
+        ({"num_layers": 0}, "num_layers must be one of 18, 20, 32"),
+        ({"num_layers": 7}, "num_layers must be one of 18, 20, 32"),
     ],
 )
 def test_bad_builtin_hyperparameters(fields: dict[str, Any], message: str) -> None:

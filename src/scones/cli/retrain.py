@@ -95,12 +95,10 @@ def _hyperparameters(pairs: list[str]) -> dict[str, object]:
 
 def _check_recipe(hyperparameters: dict[str, object], threshold: str) -> None:
     """What the training job's own program would refuse, refused now."""
-    from scones.offline.retrain import toolkit_arguments
-    from scones.sagemaker.entry_point import check_arguments
+    from scones.sagemaker.entry_point import check_hyperparameters
 
-    encoded = {name: json.dumps(value) for name, value in hyperparameters.items()}
     try:
-        check_arguments([*toolkit_arguments(encoded), "--threshold", threshold])
+        check_hyperparameters({**hyperparameters, "threshold": threshold})
     except ValueError as exc:
         raise CommandError(f"--hyperparameter: the training program refuses it: {exc}") from exc
 

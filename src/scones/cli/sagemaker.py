@@ -367,11 +367,17 @@ def train_script(args: argparse.Namespace) -> dict[str, Any]:
         values["threshold"] = float(
             _require(threshold, "-p threshold=VALUE", f"no ConfidenceThreshold in {TEMPLATE_PATH}")
         )
+    from scones.sagemaker.entry_point import check_hyperparameters
+
+    try:
+        check_hyperparameters(values)  # what the job's program would refuse, before it is paid
+    except ValueError as exc:
+        raise CommandError(f"--hyperparameter: the training program refuses it: {exc}") from exc
     requirements = None
     if args.requirements is not None:
         try:
             requirements = args.requirements.read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"--requirements: cannot read {args.requirements}: {exc}") from exc
     bundle = source_bundle.build_bundle(requirements)
     job_name = _job_name(args.job_name_prefix)

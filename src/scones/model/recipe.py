@@ -5,6 +5,7 @@ Kept free of torch so the CLI can show the defaults without importing it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -144,7 +145,8 @@ class TrainRecipe:
             >= 2,
             "epochs must be >= 1": self.epochs >= 1,
             "batch_size must be >= 2": self.batch_size >= 2,
-            "learning_rate must be > 0": self.learning_rate > 0,
+            "learning_rate must be a finite number > 0": math.isfinite(self.learning_rate)
+            and self.learning_rate > 0,
             "width must be >= 1": self.width >= 1,
             f"network must be one of {', '.join(NETWORKS)}": self.network in NETWORKS,
             f"method must be one of {', '.join(METHODS)}": self.method in METHODS,

@@ -172,12 +172,11 @@ def model_tarball(model_dir: Path) -> bytes:
 
 
 def toolkit_arguments(hyperparameters: dict[str, str]) -> list[str]:
-    """What the SageMaker training toolkit passes to the program: ``--name value``."""
-    arguments: list[str] = []
-    for name, encoded in hyperparameters.items():
-        if not name.startswith("sagemaker_"):
-            arguments += [f"--{name}", str(json.loads(encoded))]
-    return arguments
+    """What the SageMaker training toolkit passes to the program for a job's JSON-encoded
+    hyperparameters: ``--name value``."""
+    from scones.sagemaker.entry_point import toolkit_argv
+
+    return toolkit_argv({name: json.loads(encoded) for name, encoded in hyperparameters.items()})
 
 
 def _split_uri(uri: str) -> tuple[str, str]:

@@ -17,9 +17,9 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from scones.paths import SHIPPED_MODEL_NAME
 
@@ -44,13 +44,24 @@ class _RefusingParser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
-def check_arguments(argv: Sequence[str]) -> None:
-    """``ValueError`` naming what this program would refuse in ``argv`` (the toolkit's
-    ``--name value`` pairs), so a launcher can refuse it before a job or a stack starts."""
+def toolkit_argv(hyperparameters: Mapping[str, Any]) -> list[str]:
+    """What the SageMaker training toolkit passes this program for a job's hyperparameters:
+    ``--name value``, leaving out the toolkit's own ``sagemaker_*`` entries."""
+    argv: list[str] = []
+    for name, value in hyperparameters.items():
+        if not name.startswith("sagemaker_"):
+            argv += [f"--{name}", str(value)]
+    return argv
+
+
+def check_hyperparameters(hyperparameters: Mapping[str, Any]) -> None:
+    """``ValueError`` naming what this program would refuse in a job's hyperparameters, so
+    a launcher can refuse them before a job or a stack starts."""
     from scones.model.evaluate import check_threshold
     from scones.model.recipe import TrainRecipe
 
     parser = build_parser(_RefusingParser)
+    argv = toolkit_argv(hyperparameters)
     args = parser.parse_args([*argv, "--data", ".", "--model-dir", "."])
     TrainRecipe.from_arguments(args)
     check_threshold(args.threshold)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from scones.sagemaker.s3 import S3Uri
 IMAGE_SHAPE = "3,32,32"
 NUM_CLASSES = 2
 AUGMENTATION_TYPES = ("crop", "crop_color", "crop_color_transform")
+# The depths the built-in image-classification algorithm offers (ImageNet-style and CIFAR-style).
+BUILTIN_NUM_LAYERS = (18, 20, 32, 34, 44, 50, 56, 101, 110, 152, 200)
 IMAGE_CONTENT_TYPE = "application/x-image"
 
 BUILTIN_REGISTRIES: Mapping[str, str] = {
@@ -127,15 +130,20 @@ class BuiltinHyperparameters:
         for name in ("num_training_samples", "epochs", "mini_batch_size"):
             if getattr(self, name) < 1:
                 raise LaunchError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise LaunchError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise LaunchError(
+                f"learning_rate must be a finite number > 0, got {self.learning_rate}"
+            )
         if self.augmentation_type is not None and self.augmentation_type not in AUGMENTATION_TYPES:
             raise LaunchError(
                 f"augmentation_type must be one of {', '.join(AUGMENTATION_TYPES)}, "
                 f"got {self.augmentation_type!r}"
             )
-        if self.num_layers is not None and self.num_layers < 1:
-            raise LaunchError(f"num_layers must be a positive integer, got {self.num_layers}")
+        if self.num_layers is not None and self.num_layers not in BUILTIN_NUM_LAYERS:
+            raise LaunchError(
+                f"num_layers must be one of {', '.join(map(str, BUILTIN_NUM_LAYERS))} "
+                f"(the built-in algorithm's ResNets), got {self.num_layers}"
+            )
 
     def as_strings(self) -> dict[str, str]:
         """The ``HyperParameters`` map: SageMaker takes every value as a string."""
