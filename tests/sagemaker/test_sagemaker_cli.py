@@ -381,6 +381,17 @@ def test_deploy_dry_run_shows_the_capture_config(
 
 
 DEPLOY = ("deploy", "--image-uri", SERVING_IMAGE, "--model-data", "s3://b-1/m.tar.gz")
+TRAIN_SCRIPT = (
+    "train-script",
+    "--role-arn",
+    ROLE_ARN,
+    "--image-uri",
+    TORCH_IMAGE,
+    "--data-uri",
+    "s3://b-1/d",
+    "--output-uri",
+    "s3://b-1/o",
+)
 
 
 @pytest.mark.parametrize(
@@ -431,67 +442,19 @@ DEPLOY = ("deploy", "--image-uri", SERVING_IMAGE, "--model-data", "s3://b-1/m.ta
             "--image-uri is required",
         ),
         (
-            (
-                "train-script",
-                "--role-arn",
-                ROLE_ARN,
-                "--image-uri",
-                TORCH_IMAGE,
-                "--data-uri",
-                "s3://b-1/d",
-                "--output-uri",
-                "s3://b-1/o",
-                "-p",
-                "epochs",
-            ),
+            (*TRAIN_SCRIPT, "-p", "epochs"),
             "--hyperparameter expects NAME=VALUE",
         ),
         (
-            (
-                "train-script",
-                "--role-arn",
-                ROLE_ARN,
-                "--image-uri",
-                TORCH_IMAGE,
-                "--data-uri",
-                "s3://b-1/d",
-                "--output-uri",
-                "s3://b-1/o",
-                "-p",
-                "epochs=abc",
-            ),
+            (*TRAIN_SCRIPT, "-p", "epochs=abc"),
             "the training program refuses it: argument --epochs: invalid int value: 'abc'",
         ),
         (
-            (
-                "train-script",
-                "--role-arn",
-                ROLE_ARN,
-                "--image-uri",
-                TORCH_IMAGE,
-                "--data-uri",
-                "s3://b-1/d",
-                "--output-uri",
-                "s3://b-1/o",
-                "-p",
-                "bogus=1",
-            ),
+            (*TRAIN_SCRIPT, "-p", "bogus=1"),
             "unrecognized arguments: --bogus 1",
         ),
         (
-            (
-                "train-script",
-                "--role-arn",
-                ROLE_ARN,
-                "--image-uri",
-                TORCH_IMAGE,
-                "--data-uri",
-                "s3://b-1/d",
-                "--output-uri",
-                "s3://b-1/o",
-                "-p",
-                "lr=inf",
-            ),
+            (*TRAIN_SCRIPT, "-p", "lr=inf"),
             "learning_rate must be a finite number > 0",
         ),
         ((*DEPLOY, "--capture-uri", "s3://b-1/c"), "--role-arn is required"),
