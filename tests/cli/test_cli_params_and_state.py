@@ -524,3 +524,27 @@ def test_a_stop_report_that_is_not_one_is_ignored(
         assert stack_state.read_stopped(41 if body != b'{"pid": 41}' else 42) is None, body
     report.write_text(json.dumps({"pid": 41, "records_file": 5, "error": "it broke"}))
     assert stack_state.read_stopped(41) == {"records_file": None, "error": "it broke"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["backfill", "incoming/", "--timeout", "5"], "--timeout is how long --wait waits"),
+        (["backfill", "incoming/", "--region", "eu-west-1"], "--region is for a deployed stack"),
+        (
+            ["backfill", "incoming/", "--profile", "p", "--region", "r"],
+            "--region and --profile are for a deployed stack: add --stack NAME",
+        ),
+        (["review", "--region", "eu-west-1"], "--region is for a deployed stack: add --aws"),
+        (["review", "--stack", "s"], "--stack is for a deployed stack: add --aws"),
+    ],
+)
+def test_options_that_would_be_ignored_are_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An option that does not apply is a usage error, not silently dropped: the user
+    who wrote --region meant an AWS stack, not the offline one."""
+    from scones.cli.main import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -21,6 +21,9 @@ from scones.cli.stack_state import client_from_state
 BACKFILL_OUTPUT = "BackfillStateMachineArn"
 BACKFILL_SUFFIX = "-backfill"
 
+# How long --wait waits by default, in seconds.
+DEFAULT_WAIT_SECONDS = 3600.0
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -28,7 +31,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("prefix", help="key prefix, under the stack's IncomingPrefix")
     parser.add_argument("--wait", action="store_true", help="wait until the backfill ends")
-    parser.add_argument("--timeout", type=seconds, default=3600, help="seconds --wait waits")
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        help=f"seconds --wait waits (default {DEFAULT_WAIT_SECONDS:.0f})",
+    )
     aws = parser.add_argument_group("AWS (default: the offline stack of `scones up`)")
     aws.add_argument("--stack", help="CloudFormation stack name (its BackfillStateMachineArn)")
     aws.add_argument("--region", help="AWS region")
@@ -73,6 +80,15 @@ def wait_for(sfn: Any, execution_arn: str, timeout: float) -> dict[str, Any]:
 
 
 def backfill_command(args: argparse.Namespace) -> int:
+    if args.timeout is not None and not args.wait:
+        raise CommandError("--timeout is how long --wait waits: add --wait, or leave it out")
+    if not args.stack and (args.region or args.profile):
+        given = [o for o, v in (("--region", args.region), ("--profile", args.profile)) if v]
+        verb = "are" if len(given) > 1 else "is"
+        raise CommandError(
+            f"{' and '.join(given)} {verb} for a deployed stack: add --stack NAME, or leave "
+            f"{'them' if len(given) > 1 else 'it'} out for the offline stack of `scones up`"
+        )
     if args.stack:
         import boto3
 
@@ -101,6 +117,7 @@ def backfill_command(args: argparse.Namespace) -> int:
     print(f"started {execution}")
     if not args.wait:
         return 0
-    described = wait_for(sfn, execution, args.timeout)
+    timeout = DEFAULT_WAIT_SECONDS if args.timeout is None else args.timeout
+    described = wait_for(sfn, execution, timeout)
     print(f"{described['status']}: {described.get('output') or described.get('cause') or ''}")
     return 0 if described["status"] == "SUCCEEDED" else 1

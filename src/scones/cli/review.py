@@ -176,6 +176,12 @@ def review_command(args: argparse.Namespace) -> int:
     # other sites' pages out of a browser, not other clients on the network.
     token = None if args.host in LOOPBACK_ADDRESSES else secrets.token_urlsafe(18)
 
+    if not args.aws and (args.stack or args.region):
+        given = [o for o, v in (("--stack", args.stack), ("--region", args.region)) if v]
+        verb, them = ("are", "them") if len(given) > 1 else ("is", "it")
+        raise CommandError(
+            f"{' and '.join(given)} {verb} for a deployed stack: add --aws, or leave {them} out"
+        )
     if args.aws:
         if not args.stack:
             raise CommandError("--aws needs --stack NAME")
