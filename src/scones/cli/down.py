@@ -32,7 +32,7 @@ def down_command(args: argparse.Namespace) -> int:
             STATE_FILE.unlink(missing_ok=True)
             return _report_records(pid)
         time.sleep(0.1)
-    raise CommandError(f"the offline stack (pid {pid}) did not stop within {args.timeout:.0f} s")
+    raise CommandError(f"the offline stack (pid {pid}) did not stop within {args.timeout:g} s")
 
 
 def _report_records(pid: int) -> int:
