@@ -187,6 +187,14 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
             assert isinstance(result, dict), (event, result)
             if invoked.returncode == 1:
                 assert result["errorType"] and result["errorMessage"], result
+        # Options for a stack `scones invoke` would start are refused, not ignored.
+        event = PROJECT_ROOT / "events" / "classify_image.json"
+        ignored = scones(
+            "invoke", "ClassifyImageFunction", "-e", str(event), "--model", "/x", "--port", "5",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert ignored.returncode == 2
+        assert "--model and --port apply to a stack that `scones invoke` starts" in ignored.stderr
 
         import boto3
 

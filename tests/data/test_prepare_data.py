@@ -363,6 +363,21 @@ def test_command_prepares_and_uploads(
     assert not (out / "train" / "bicycle" / "stale.png").exists()
 
 
+def test_upload_without_credentials_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    out = tmp_path / "out"
+    argv = ["prepare-data", "--source", str(BUNDLED), "--out", str(out)]
+    assert main([*argv, "--upload", "s3://bucket/p", "--region", "us-east-1"]) == 2
+    assert "no AWS credentials are configured" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_overwrite_never_deletes_the_source_or_a_dataset_it_cannot_replace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -480,6 +480,10 @@ TRAIN_SCRIPT = (
             "--no-capture contradicts",
         ),
         (
+            (*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--sampling-percentage", "50"),
+            "--no-capture contradicts --sampling-percentage",
+        ),
+        (
             (*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--endpoint-name", "Bad_Name"),
             "invalid SageMaker name",
         ),

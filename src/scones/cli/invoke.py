@@ -91,10 +91,21 @@ def invoke_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)
     running = _running_stack()
     if running is not None:
-        if args.param:
+        given = [
+            option
+            for option, value in (
+                ("--param", args.param),
+                ("--model", args.model),
+                ("--port", args.port),
+                ("--model-port", args.model_port),
+            )
+            if value
+        ]
+        if given:
+            options = " and ".join(given)
             raise CommandError(
-                "--param applies to a stack that `scones invoke` starts, and one is already "
-                f"running (pid {running['pid']}); stop it with `scones down`, or drop --param"
+                f"{options} apply to a stack that `scones invoke` starts, and one is already "
+                f"running (pid {running['pid']}); stop it with `scones down`, or drop {options}"
             )
         api = client_from_state()
         name = (running.get("physical_ids") or {}).get(args.function) or _physical_name(

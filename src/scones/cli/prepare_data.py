@@ -68,6 +68,13 @@ def make_s3_client(region: str | None) -> Any:
     return boto3.client("s3", region_name=region)
 
 
+def has_credentials(region: str | None) -> bool:
+    """Whether boto3 finds AWS credentials (environment, profile, SSO, instance role)."""
+    import boto3
+
+    return boto3.Session(region_name=region).get_credentials() is not None
+
+
 def run(args: argparse.Namespace) -> int:
     from scones.model.dataset import DatasetError, existing_outputs, prepare_dataset
     from scones.sagemaker.channels import upload_prepared
@@ -80,6 +87,13 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--upload: {exc}") from exc
     if not args.source.exists():
         raise CommandError(f"--source not found: {args.source}")
+    # The AWS side of --upload is checked before minutes of preparing, not after.
+    s3 = make_s3_client(args.region) if target is not None else None
+    if s3 is not None and not has_credentials(args.region):
+        raise CommandError(
+            f"--upload {target}: no AWS credentials are configured (aws configure, "
+            "AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        )
     stale = existing_outputs(args.out)
     if stale and not args.overwrite:
         raise CommandError(
@@ -102,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            channels = upload_prepared(make_s3_client(args.region), prepared.root, target)
+            channels = upload_prepared(s3, prepared.root, target)
         except (Boto3Error, BotoCoreError, ClientError) as exc:
             raise CommandError(f"upload to {target} failed: {exc}") from exc
         summary["channels"] = channels.as_dict()

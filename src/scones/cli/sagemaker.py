@@ -411,6 +411,8 @@ def _capture(args: argparse.Namespace) -> Any:
     if args.no_capture:
         if args.capture_uri or args.capture_bucket:
             raise CommandError("--no-capture contradicts --capture-uri/--capture-bucket")
+        if args.sampling_percentage is not None:
+            raise CommandError("--no-capture contradicts --sampling-percentage")
         return None
     if args.capture_uri and args.capture_bucket:
         raise CommandError("give --capture-uri or --capture-bucket, not both")
