@@ -352,14 +352,14 @@ def test_a_state_file_is_checked_before_its_pid_is_trusted(
     ]:
         state_file.write_bytes(body)
         result = scones("results", cwd=project)
-        assert result.returncode == 2 and words in result.stderr, result.stderr
+        assert result.returncode == 1 and words in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     # A live pid, but not the endpoints a command needs.
     alive = {"pid": stack_process.pid, "pid_started": state.get("pid_started")}
     state_file.write_text(json.dumps(alive | {"bucket": 7}))
     for command in ("results", "env"):
         result = scones(command, cwd=project)
-        assert result.returncode == 2, result.stderr
+        assert result.returncode == 1, result.stderr
         assert "is corrupt: it lacks bucket, dead_letter_queue_url, endpoint_url" in result.stderr
         assert "Traceback" not in result.stderr
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
@@ -367,12 +367,12 @@ def test_a_state_file_is_checked_before_its_pid_is_trusted(
         reused = {"pid": other.pid, "pid_started": process_started(stack_process.pid)}
         state_file.write_text(json.dumps(state | reused))
         result = scones("down", cwd=project)
-        assert result.returncode == 2 and "is not running" in result.stderr
+        assert result.returncode == 1 and "is not running" in result.stderr
         assert "the stale record is removed" in result.stderr
         assert other.poll() is None  # not signalled
         assert not state_file.exists()  # the next command is told plainly: nothing runs
         result = scones("results", cwd=project)
-        assert result.returncode == 2 and "no offline stack is running" in result.stderr
+        assert result.returncode == 1 and "no offline stack is running" in result.stderr
     finally:
         other.kill()
         other.wait()

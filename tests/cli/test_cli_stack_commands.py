@@ -137,7 +137,7 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
         endpoints = json.loads(state.read_text())
 
         again = scones("up", cwd=tmp_path)
-        assert again.returncode == 2 and "already running" in again.stderr
+        assert again.returncode == 1 and "already running" in again.stderr
 
         classified = scones("classify", str(small_folder / "bicycle"), "--json", cwd=tmp_path)
         assert classified.returncode == 0, classified.stderr
@@ -258,7 +258,7 @@ def test_up_saves_every_record_when_it_stops_and_stops_every_time(
             assert len(rows) == 5
             if how == "down":
                 second = scones("up", cwd=tmp_path, timeout=60)
-                assert second.returncode == 2, second.stderr
+                assert second.returncode == 1, second.stderr
                 assert "already running (or starting)" in second.stderr
 
             before = set((tmp_path / "out").glob("records-*.json"))
@@ -315,19 +315,22 @@ def test_a_stop_signal_delivered_to_another_thread_is_seen() -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["run", "no/such/folder"], "no/such/folder: no such file or folder"),
-        (["run", "--param", "Threshold=0.5"], "template.yaml has no such parameter"),
-        (["run", "--param", "oops"], "expected NAME=VALUE"),
-        (["classify", "x.png"], "no offline stack is running"),
-        (["results"], "no offline stack is running"),
-        (["down"], "no offline stack is running"),
+        (["run", "no/such/folder"], "no/such/folder: no such file or folder", 2),
+        (["run", "--param", "Threshold=0.5"], "template.yaml has no such parameter", 2),
+        (["run", "--param", "oops"], "expected NAME=VALUE", 2),
+        # asked correctly, but there is nothing to do it with: a failure, not a usage error
+        (["classify", "x.png"], "no offline stack is running", 1),
+        (["results"], "no offline stack is running", 1),
+        (["down"], "no offline stack is running", 1),
     ],
 )
-def test_clear_errors_and_exit_code(tmp_path: Path, args: list[str], message: str) -> None:
+def test_clear_errors_and_exit_code(
+    tmp_path: Path, args: list[str], message: str, code: int
+) -> None:
     result = scones(*args, cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == code
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -339,7 +342,7 @@ def test_a_port_in_use_is_named(tmp_path: Path, option: str) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = scones("run", option, str(port), cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert f"{option} {port}" in result.stderr and "already in use" in result.stderr
     assert "has no attribute" not in result.stderr
 

@@ -423,5 +423,5 @@ def test_command_reports_a_missing_bucket(
 ) -> None:
     argv = ["prepare-data", "--source", str(cifar_archive.path), "--out", str(tmp_path / "o")]
     with mock_aws():
-        assert main([*argv, "--validation-fraction", "0.25", "--upload", "s3://no-bucket/p"]) == 2
+        assert main([*argv, "--validation-fraction", "0.25", "--upload", "s3://no-bucket/p"]) == 1
     assert "upload to s3://no-bucket/p failed" in capsys.readouterr().err

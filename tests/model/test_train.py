@@ -159,6 +159,19 @@ def test_train_command_trains_the_resnet_from_scratch(small_data: Path, tmp_path
         (["--threshold", "0.9", "--resize", "16"], "resize must be >= 32"),
         (["--threshold", "0.9", "--width", "4"], "width: not used by network mobilenetv3-coco"),
         (["--threshold", "0.9", "--network", "resnet", "--resize", "64"], "resize: not used"),
+        (["--threshold", "0.9", "--name", " "], "--name is ' ', not a non-empty string"),
+        (
+            ["--threshold", "0.9", "--recipe", "ensemble", "--teacher", "fresh"],
+            "teacher: only used by the distil method",
+        ),
+        (
+            ["--threshold", "0.9", "--recipe", "ensemble", "--cross-fit"],
+            "cross_fit: only used by the distil method",
+        ),
+        (
+            ["--threshold", "0.9", "--recipe", "ensemble", "--cache-dir", "views"],
+            "--cache-dir keeps the teacher's views: only used by --recipe distil",
+        ),
     ],
 )
 def test_train_command_rejects_bad_settings(
@@ -172,6 +185,29 @@ def test_train_command_rejects_bad_settings(
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "message"),
+    [
+        (["--epochs", "-5"], "epochs must be >= 1"),
+        (["--recipe", "ensemble", "--hard-label-weight", "0.5"], "hard_label_weight: only used"),
+        ([], "training needs torch"),
+    ],
+)
+def test_without_torch_the_settings_are_judged_before_torch_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra_args: list[str],
+    message: str,
+) -> None:
+    """The run environment has no torch: a mistake in the settings is still named."""
+    monkeypatch.setattr("scones.cli.torch_free.torch_installed", lambda: False)
+    assert main(["train", "--out", str(tmp_path / "m"), *extra_args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert ("training needs torch" in err) == (message == "training needs torch")
 
 
 def test_train_command_names_a_missing_data_folder(

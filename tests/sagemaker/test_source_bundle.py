@@ -126,6 +126,17 @@ def test_bundle_trains_a_servable_model_like_a_training_job(tmp_path: Path) -> N
             ["--threshold", "0.9", "--data", ".", "--model-dir", ".", "--recipe", "boosting"],
             "invalid choice: 'boosting'",
         ),
+        (
+            ["--threshold", "0.9", "--data", ".", "--model-dir", ".", "--name", ""],
+            "--name is '', not a non-empty string",
+        ),
+        (
+            [
+                *("--threshold", "0.9", "--data", ".", "--model-dir", "."),
+                *("--recipe", "ensemble", "--hard_label_weight", "0.3"),
+            ],
+            "hard_label_weight: only used by the distil method",
+        ),
     ],
 )
 def test_entry_point_reports_bad_arguments(

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scones.cli.arguments import seconds
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state
 
 BACKFILL_OUTPUT = "BackfillStateMachineArn"
@@ -50,7 +50,7 @@ def find_backfill_machine(sfn: Any) -> str:
         for machine in page["stateMachines"]:
             if machine["name"].endswith(BACKFILL_SUFFIX):
                 return str(machine["stateMachineArn"])
-    raise CommandError("the stack has no backfill state machine")
+    raise CommandFailed("the stack has no backfill state machine")
 
 
 def has_objects(s3: Any, bucket: str, prefix: str) -> bool:
@@ -97,7 +97,7 @@ def backfill_command(args: argparse.Namespace) -> int:
         stacks = session.client("cloudformation").describe_stacks(StackName=args.stack)
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks["Stacks"][0]["Outputs"]}
         if BACKFILL_OUTPUT not in outputs:
-            raise CommandError(f"stack {args.stack} has no output {BACKFILL_OUTPUT}")
+            raise CommandFailed(f"stack {args.stack} has no output {BACKFILL_OUTPUT}")
         machine, incoming = outputs[BACKFILL_OUTPUT], outputs.get("IncomingPrefix", "")
         bucket = outputs.get("ImageBucketName")
     else:

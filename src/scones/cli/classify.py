@@ -14,7 +14,7 @@ from scones.cli.display import (
     records_table,
     summarise,
 )
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandFailed
 from scones.cli.inputs import collect_inputs
 from scones.cli.stack_state import client_from_state, read_state
 from scones.offline.client import StackClientError
@@ -46,9 +46,9 @@ def classify_command(args: argparse.Namespace) -> int:
         uploads = [api.upload_file(item.path, item.key) for item in inputs]
         records = api.wait_for_records(uploads, timeout=args.timeout)
     except StackClientError as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandFailed(str(exc)) from exc
     except OSError as exc:
-        raise CommandError(f"cannot read input: {exc}") from exc
+        raise CommandFailed(f"cannot read input: {exc}") from exc
     rows = [
         {**records[u], "true_label": item.true_label, "source": str(item.path)}
         for u, item in zip(uploads, inputs, strict=True)

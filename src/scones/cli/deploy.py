@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 
 if TYPE_CHECKING:
     from scones.deploy import SamConfig
@@ -94,7 +94,7 @@ def run_preflight(args: argparse.Namespace) -> int:
     try:
         who = preflight(session)
     except DeployError as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandFailed(str(exc)) from exc
     if problem := bucket_name_problem(stack, who["account"], who["region"]):
         raise CommandError(problem)
     try:  # as CloudFormation will check them, before they are used below
@@ -125,7 +125,7 @@ def run_baseline(args: argparse.Namespace) -> int:
     try:
         result = publish_baseline(session, stack, args.model or DEFAULT_MODEL_DIR)
     except DeployError as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandFailed(str(exc)) from exc
     result["stack"] = stack
     result.update(_warn_about_endpoint(session, stack, config))
     print(json.dumps(result))

@@ -8,7 +8,7 @@ import signal
 import time
 
 from scones.cli.arguments import seconds
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandFailed
 from scones.cli.stack_state import STATE_FILE, process_alive, read_state, read_stopped
 
 
@@ -32,17 +32,17 @@ def down_command(args: argparse.Namespace) -> int:
             STATE_FILE.unlink(missing_ok=True)
             return _report_records(pid)
         time.sleep(0.1)
-    raise CommandError(f"the offline stack (pid {pid}) did not stop within {args.timeout:g} s")
+    raise CommandFailed(f"the offline stack (pid {pid}) did not stop within {args.timeout:g} s")
 
 
 def _report_records(pid: int) -> int:
     stopped = read_stopped(pid)
     if stopped is None:
-        raise CommandError(
+        raise CommandFailed(
             f"the offline stack (pid {pid}) stopped without saying where its records went "
             "(was it killed?); they lived in its memory and are lost"
         )
     if stopped["records_file"]:
         print(f"records saved to {stopped['records_file']}")
         return 0
-    raise CommandError(f"the offline stack could not save its records: {stopped['error']}")
+    raise CommandFailed(f"the offline stack could not save its records: {stopped['error']}")

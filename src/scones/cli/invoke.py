@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import (
     STATE_FILE,
     add_stack_options,
@@ -132,8 +132,8 @@ def _physical_name(cloudformation: Any, stack_name: str, args: argparse.Namespac
                 if resource["LogicalResourceId"] == args.function:
                     return str(resource["PhysicalResourceId"])
     except Exception as exc:
-        raise CommandError(f"{args.function}: cannot list the running stack: {exc}") from exc
-    raise CommandError(f"{args.function}: not found in the running stack {stack_name}")
+        raise CommandFailed(f"{args.function}: cannot list the running stack: {exc}") from exc
+    raise CommandFailed(f"{args.function}: not found in the running stack {stack_name}")
 
 
 def _invoke_on_new_stack(args: argparse.Namespace, overrides: dict[str, str], event: Any) -> int:
@@ -152,7 +152,7 @@ def _invoke_on_new_stack(args: argparse.Namespace, overrides: dict[str, str], ev
         try:
             stack.start()
         except (StackError, DeployError) as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandFailed(str(exc)) from exc
         return _invoke(stack.client("lambda"), stack.function_name(args.function), event)
     finally:
         stack.stop()

@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except CommandError as exc:
         print(f"scones: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except OSError as exc:
         # A path that is missing, a directory or not one, a port in use, a full disk:
         # the operating system's sentence names the file or the address.

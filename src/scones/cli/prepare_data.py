@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from scones.cli.arguments import output_folder
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import PROJECT_ROOT
 
 DEFAULT_SOURCE = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             channels = upload_prepared(s3, prepared.root, target)
         except (Boto3Error, BotoCoreError, ClientError) as exc:
-            raise CommandError(f"upload to {target} failed: {exc}") from exc
+            raise CommandFailed(f"upload to {target} failed: {exc}") from exc
         summary["channels"] = channels.as_dict()
     print(json.dumps(summary, indent=2))
     return 0

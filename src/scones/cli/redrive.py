@@ -20,7 +20,7 @@ from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.records import Status
 from scones_core.redrive import Outcome, RedriveError, Redriver, RedriveReport, Selection
 
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state
 
 # The stack outputs the redrive needs (template.yaml's Outputs).
@@ -128,7 +128,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
         try:
             stacks = client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
         except (ClientError, BotoCoreError) as exc:
-            raise CommandError(f"cannot read stack {args.stack!r}: {exc}") from exc
+            raise CommandFailed(f"cannot read stack {args.stack!r}: {exc}") from exc
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
     return Target(
         client=client,
@@ -192,7 +192,7 @@ def redrive_command(args: argparse.Namespace) -> int:
     except RedriveError as exc:
         raise CommandError(str(exc)) from exc
     except (ClientError, BotoCoreError) as exc:
-        raise CommandError(f"{target.where}: {exc}") from exc
+        raise CommandFailed(f"{target.where}: {exc}") from exc
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

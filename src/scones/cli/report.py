@@ -15,7 +15,7 @@ from typing import Any
 
 from scones_core.settings import parse_labels
 
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 
 
 def register(subparsers: Any) -> None:
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = render_capture_plot(series, args.out, threshold)
     except OSError as exc:
-        raise CommandError(f"cannot write {args.out}: {exc}") from exc
+        raise CommandFailed(f"cannot write {args.out}: {exc}") from exc
     except ValueError as exc:  # matplotlib: times it cannot place on an axis (year 9999)
         span = f"{series.times[0]:%Y-%m-%d} to {series.times[-1]:%Y-%m-%d}"
         raise CommandError(f"cannot draw requests from {span}: {exc}") from exc

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from scones.cli.arguments import port
 from scones.cli.display import make_console
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 
 DEFAULT_PORT = 8765
 
@@ -209,7 +209,7 @@ def review_command(args: argparse.Namespace) -> int:
     try:
         url = server.start()
     except ServerStartError as exc:
-        raise CommandError(f"the review page cannot listen on {args.host}: {exc}") from None
+        raise CommandFailed(f"the review page cannot listen on {args.host}: {exc}") from None
     console = make_console()
     page = f"{url}/" + (f"?token={token}" if token else "")
     if token:

@@ -24,7 +24,7 @@ from scones.cli.display import (
     records_table,
     summarise,
 )
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.inputs import SAMPLES_DIR, InputFile, collect_inputs
 from scones.cli.signals import stop_signals_interrupt
 from scones.cli.stack_state import (
@@ -129,7 +129,7 @@ def _run(plan: _Plan) -> int:
             try:
                 stack.start()
             except (StackError, DeployError) as exc:
-                raise CommandError(str(exc)) from exc
+                raise CommandFailed(str(exc)) from exc
         return _use(plan, stack, options, console)
 
 
@@ -153,7 +153,7 @@ def _use(plan: _Plan, stack: Any, options: Any, console: Console) -> int:
         if keep_dir is not None:
             _keep_capture(stack, keep_dir / "capture")
     except StackClientError as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandFailed(str(exc)) from exc
     finally:
         # A second Ctrl-C or SIGTERM here is only recorded (stop_signals_interrupt).
         stack.stop()

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import TEMPLATE_PATH, parameter_default
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
@@ -232,15 +232,17 @@ def _handle(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
         try:
             result = handler(args)
-        except (LaunchError, ResourceFailedError) as exc:
+        except LaunchError as exc:
             raise CommandError(str(exc)) from exc
+        except ResourceFailedError as exc:
+            raise CommandFailed(str(exc)) from exc
         except ClientError as exc:
             error = exc.response.get("Error", {})
-            raise CommandError(
+            raise CommandFailed(
                 f"{exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}"
             ) from exc
         except (BotoCoreError, Boto3Error) as exc:
-            raise CommandError(f"AWS call failed: {exc}") from exc
+            raise CommandFailed(f"AWS call failed: {exc}") from exc
         print(json.dumps(result, indent=2, default=str))
         return 0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from scones.cli.arguments import port
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 from scones.offline.client import StackClient, StackEndpoints
 from scones.template_params import PROJECT_ROOT, ParameterError, resolve_parameters
 
@@ -147,24 +147,24 @@ def read_state() -> dict[str, Any]:
     try:
         state = json.loads(STATE_FILE.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise CommandError(
+        raise CommandFailed(
             f"no offline stack is running (no {STATE_FILE}); start one with `scones up`"
         ) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CommandError(
+        raise CommandFailed(
             f"{STATE_FILE} is corrupt: {exc}; remove it and run `scones up`"
         ) from exc
     except OSError as exc:
-        raise CommandError(f"{STATE_FILE} cannot be read: {exc}") from exc
+        raise CommandFailed(f"{STATE_FILE} cannot be read: {exc}") from exc
     pid = state.get("pid") if isinstance(state, dict) else None
     if not isinstance(pid, int) or isinstance(pid, bool):
-        raise CommandError(
+        raise CommandFailed(
             f"{STATE_FILE} is corrupt: it names no process id; remove it and run `scones up`"
         )
     started = state.get("pid_started")
     if not process_alive(pid) or (started is not None and process_started(pid) != started):
         clear_state(pid)  # the process is gone: its record would only mislead the next command
-        raise CommandError(
+        raise CommandFailed(
             f"the offline stack recorded in {STATE_FILE} (pid {pid}) is not running (it was "
             "killed; the stale record is removed); start one with `scones up`"
         )
@@ -181,7 +181,7 @@ def up_lock() -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise CommandError(
+            raise CommandFailed(
                 "an offline stack is already running (or starting) in this project: another "
                 "`scones up` holds it; use it, or stop it with `scones down`"
             ) from None
@@ -196,7 +196,7 @@ def client_from_state() -> StackClient:
         name for name, field in fields.items() if name not in given and field.default is MISSING
     )
     if missing:
-        raise CommandError(
+        raise CommandFailed(
             f"{STATE_FILE} is corrupt: it lacks {', '.join(missing)}; stop the stack with "
             "`scones down` (or remove the file) and run `scones up`"
         )

@@ -197,7 +197,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from scones.cli.torch_free import torch_installed
+    from scones.model.artifact import text_field_problem
+    from scones.model.evaluate import check_threshold, default_threshold
+    from scones.model.recipe import TrainRecipe
 
+    # The arguments are judged first, so a mistake is named in any environment.
+    try:
+        if (problem := text_field_problem(args.name)) is not None:
+            raise ValueError(f"--name is {problem}")
+        threshold = (
+            default_threshold() if args.threshold is None else check_threshold(args.threshold)
+        )
+        recipe = TrainRecipe.from_arguments(args)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.cache_dir is not None and recipe.method != "distil":
+        raise CommandError("--cache-dir keeps the teacher's views: only used by --recipe distil")
     if not torch_installed():
         raise CommandError(
             "training needs torch, which only the training environment has: run `make model`, "
@@ -205,17 +220,7 @@ def run(args: argparse.Namespace) -> int:
             "`scripts/bootstrap.sh train`"
         )
     from scones.model.build import build_model
-    from scones.model.evaluate import check_threshold, default_threshold
     from scones.model.folders import DataError
-    from scones.model.recipe import TrainRecipe
-
-    try:
-        threshold = (
-            default_threshold() if args.threshold is None else check_threshold(args.threshold)
-        )
-        recipe = TrainRecipe.from_arguments(args)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc
 
     def log(message: str) -> None:
         if not args.quiet:

@@ -19,7 +19,7 @@ from typing import Any
 from scones.cli.arguments import check_writable_folder, output_folder
 from scones.cli.display import make_console, scones_command
 from scones.cli.env import export_lines
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.signals import handling_stop_signals
 from scones.cli.stack_state import (
     STATE_DIR,
@@ -82,7 +82,7 @@ def _up(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         except CommandError:
             state = None  # a stale file from a stack that is gone
         if state is not None:
-            raise CommandError(
+            raise CommandFailed(
                 f"an offline stack is already running (pid {state['pid']}); "
                 "use it, or stop it with `scones down`"
             )
@@ -120,7 +120,7 @@ def _serve(
         with console.status("starting the offline stack (deploying template.yaml)..."):
             stack.start()
     except (StackError, DeployError) as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandFailed(str(exc)) from exc
     if signals:  # stopped while it was starting: no banner, no state file
         stack.stop()
         _print_saved(console, stack)

@@ -33,6 +33,14 @@ class ModelArtifactError(ValueError):
     """The artifact on disk is missing, incomplete or does not match its manifest."""
 
 
+def text_field_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a manifest's ``name``, ``version`` or ``onnx_sha256``:
+    records, reports and the server show them, so each is a non-empty string."""
+    if isinstance(value, str) and value.strip():
+        return None
+    return f"{value!r}, not a non-empty string"
+
+
 @dataclass(frozen=True)
 class ModelManifest:
     """What ``model.json`` says about the graph beside it."""
@@ -67,10 +75,8 @@ class ModelManifest:
         if len(set(labels)) != len(labels):
             raise ModelArtifactError(f"model manifest {path}: labels {labels} repeat a name")
         for key in ("name", "version", "onnx_sha256"):
-            if key in raw and not (isinstance(raw[key], str) and raw[key].strip()):
-                raise ModelArtifactError(
-                    f"model manifest {path}: {key} is {raw[key]!r}, not a non-empty string"
-                )
+            if key in raw and (problem := text_field_problem(raw[key])):
+                raise ModelArtifactError(f"model manifest {path}: {key} is {problem}")
         try:
             sides = raw["input_size"]
             if not isinstance(sides, list) or not all(

@@ -77,6 +77,7 @@ cross-validation."""
 
 _RESNET_ONLY = frozenset({"width", "blocks_per_stage"})
 _BACKBONE_ONLY = frozenset({"resize"})
+_DISTIL_ONLY = frozenset({"teacher", "cross_fit", "hard_label_weight"})
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ class TrainRecipe:
         wrong = sorted(other.intersection(given))
         if wrong:
             raise ValueError(f"{' and '.join(wrong)}: not used by network {network}")
+        if method != "distil" and (unused := sorted(_DISTIL_ONLY.intersection(given))):
+            raise ValueError(f"{' and '.join(unused)}: only used by the distil method")
         settings: dict[str, Any] = {"network": network}
         if network == "resnet":
             settings.update(RESNET_SETTINGS)

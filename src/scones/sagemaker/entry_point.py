@@ -19,9 +19,12 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from scones.paths import SHIPPED_MODEL_NAME
+
+if TYPE_CHECKING:
+    from scones.model.recipe import TrainRecipe
 
 
 def _option(parser: argparse.ArgumentParser, name: str, **kwargs: object) -> None:
@@ -57,14 +60,23 @@ def toolkit_argv(hyperparameters: Mapping[str, Any]) -> list[str]:
 def check_hyperparameters(hyperparameters: Mapping[str, Any]) -> None:
     """``ValueError`` naming what this program would refuse in a job's hyperparameters, so
     a launcher can refuse them before a job or a stack starts."""
-    from scones.model.evaluate import check_threshold
-    from scones.model.recipe import TrainRecipe
-
     parser = build_parser(_RefusingParser)
     argv = toolkit_argv(hyperparameters)
-    args = parser.parse_args([*argv, "--data", ".", "--model-dir", "."])
-    TrainRecipe.from_arguments(args)
-    check_threshold(args.threshold)
+    recipe_and_threshold(parser.parse_args([*argv, "--data", ".", "--model-dir", "."]))
+
+
+def recipe_and_threshold(args: argparse.Namespace) -> tuple[TrainRecipe, float]:
+    """The run's recipe and threshold from parsed options, or ``ValueError`` naming what
+    is wrong. The teacher is trained fresh unless one is named (distil only)."""
+    from scones.model.artifact import text_field_problem
+    from scones.model.evaluate import check_threshold
+    from scones.model.recipe import FRESH_TEACHER, TrainRecipe
+
+    if (problem := text_field_problem(args.name)) is not None:
+        raise ValueError(f"--name is {problem}")
+    if args.recipe == "distil" and args.teacher is None:
+        args.teacher = FRESH_TEACHER
+    return TrainRecipe.from_arguments(args), check_threshold(args.threshold)
 
 
 def build_parser(
@@ -72,7 +84,6 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     from scones.model.recipe import (
         DEFAULT_METHOD,
-        FRESH_TEACHER,
         METHODS,
         NETWORKS,
         TrainRecipe,
@@ -87,9 +98,10 @@ def build_parser(
     _option(parser, "name", default=SHIPPED_MODEL_NAME)
     _option(parser, "network", choices=NETWORKS, default=defaults.network)
     # The shipped recipe. The job has no teacher artifact to read, and the newly labelled
-    # images must reach the student, so by default it trains its teacher first.
+    # images must reach the student, so by default it trains its teacher first
+    # (recipe_and_threshold: "fresh" unless a teacher is named).
     _option(parser, "recipe", choices=METHODS, default=DEFAULT_METHOD)
-    _option(parser, "teacher", default=FRESH_TEACHER)
+    _option(parser, "teacher", default=None)
     _option(parser, "cross_fit", type=_boolean, default=None)
     _option(parser, "flip_tta", type=_boolean, default=None)
     _option(parser, "hard_label_weight", type=float, default=None)
@@ -140,16 +152,13 @@ def _optional_root(channel: Path, labels: Sequence[str]) -> Path | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from scones.model.build import DEFAULT_LABELS, build_model
-    from scones.model.evaluate import check_threshold
-    from scones.model.recipe import TrainRecipe
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.data is None or args.model_dir is None:
         parser.error("SM_CHANNEL_TRAIN and SM_MODEL_DIR are unset; pass --data and --model-dir")
     try:
-        recipe = TrainRecipe.from_arguments(args)
-        threshold = check_threshold(args.threshold)
+        recipe, threshold = recipe_and_threshold(args)
     except ValueError as exc:
         parser.error(str(exc))
 
