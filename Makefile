@@ -6,7 +6,7 @@
 #   .venv-train  .venv + torch (CPU), onnx, onnxscript: training and export
 #   .venv-test   .venv-train + pytest, ruff, mypy, playwright
 #   .venv-sam    aws-sam-cli (make build, make deploy)
-.PHONY: run test lint bench burst model model-reference build deploy image image-test clean
+.PHONY: run test lint bench burst model model-reference retrain build deploy image image-test clean
 
 run:
 	@scripts/bootstrap.sh run
@@ -39,6 +39,12 @@ model:
 model-reference:
 	@scripts/bootstrap.sh train
 	.venv-train/bin/python -m scones.cli.main train --recipe ensemble --out models/reference/ensemble-v1
+
+# The retraining state machine's steps offline (trains a candidate, so it needs torch).
+# ARGS passes options: make retrain ARGS="--labelled reviewed/"
+retrain:
+	@scripts/bootstrap.sh train
+	.venv-train/bin/python -m scones.cli.main retrain $(ARGS)
 
 # sam build: the Lambda artifacts (python3.13 on arm64, no Docker) in .aws-sam/build.
 build:

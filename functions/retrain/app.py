@@ -5,13 +5,12 @@ permissions its step needs):
 
 * ``assemble_handler``: the original training channel plus the labelled-data prefix,
   pinned as manifest channels for the training job (``scones_core.retraining.dataset``);
-* ``judge_handler``: read the evaluation step's report and apply the promotion gate
-  (``scones_core.retraining.gate``).
+* ``judge_handler``: read the evaluation step's report (``scones_core.retraining.evaluation``)
+  and apply the promotion gate (``scones_core.retraining.gate``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from functools import cache
 from typing import Any
@@ -20,8 +19,9 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core.errors import EventError
-from scones_core.monitoring.locations import S3Location, read_object
+from scones_core.monitoring.locations import S3Location
 from scones_core.retraining.dataset import assemble_dataset, parse_started_at
+from scones_core.retraining.evaluation import read_evaluation
 from scones_core.retraining.gate import GateRules, judge
 from scones_core.retraining.settings import RetrainingSettings
 
@@ -63,11 +63,14 @@ def judge_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
         SETTINGS.retraining_prefix
     ):
         raise EventError(f"{location.uri} is not under this stack's retraining prefix")
-    evaluation = json.loads(read_object(s3_client(), location.bucket, location.key))
+    evaluation = read_evaluation(s3_client(), location)
     rules = GateRules(
         threshold=SETTINGS.confidence_threshold,
+        labels=SETTINGS.labels,
         min_accepted_accuracy=SETTINGS.gate_min_accepted_accuracy,
         max_coverage_drop=SETTINGS.gate_max_coverage_drop,
+        max_recall_drop=SETTINGS.gate_max_recall_drop,
+        min_images_per_class=SETTINGS.gate_min_images_per_class,
     )
     decision = judge(evaluation, rules)
     logger.info("gate decision", extra={"passed": decision["passed"], "gate": decision["summary"]})

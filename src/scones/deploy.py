@@ -35,6 +35,8 @@ from scones.template_params import (
 SAMCONFIG = PROJECT_ROOT / "samconfig.toml"
 DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 BASELINE_FILE = "baseline.json"
+ENDPOINT_CONFIG_RESOURCE = "SageMakerEndpointConfig"
+"""template.yaml's endpoint config (CreateEndpoint=true): what CloudFormation serves."""
 # Lambda keeps this much of an account's concurrency quota unreserved.
 MIN_UNRESERVED_CONCURRENCY = 100
 
@@ -259,8 +261,9 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
         or config.parameter_overrides.get("CreateEndpoint")
         or parameter_default("CreateEndpoint")
     )
+    sagemaker = session.client("sagemaker")
     try:
-        described = session.client("sagemaker").describe_endpoint(EndpointName=name)
+        described = sagemaker.describe_endpoint(EndpointName=name)
         status = str(described["EndpointStatus"])
     except botocore.exceptions.ClientError as exc:
         if "Could not find endpoint" not in str(exc) and exc.response["Error"]["Code"] not in (
@@ -268,12 +271,53 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
             "ResourceNotFound",
         ):
             raise
-        status = "missing"
-    return {"endpoint": name, "status": status, "create_endpoint": str(create)}
+        return {"endpoint": name, "status": "missing", "create_endpoint": str(create)}
+    result = {"endpoint": name, "status": status, "create_endpoint": str(create)}
+    if stack_name and str(create) == "true":
+        result.update(_promoted_config(session, sagemaker, stack_name, described))
+    return result
+
+
+def _promoted_config(
+    session: Any, sagemaker: Any, stack_name: str, endpoint: dict[str, Any]
+) -> dict[str, str]:
+    """With CreateEndpoint=true, the endpoint config the stack created, when the endpoint
+    now serves another one (retraining promoted a model), and that model's artifact."""
+    import botocore.exceptions
+
+    serving = str(endpoint.get("EndpointConfigName", ""))
+    try:
+        resource = session.client("cloudformation").describe_stack_resource(
+            StackName=stack_name, LogicalResourceId=ENDPOINT_CONFIG_RESOURCE
+        )["StackResourceDetail"]
+        stack_config = str(resource.get("PhysicalResourceId", ""))
+    except botocore.exceptions.ClientError:
+        return {}
+    if not stack_config or not serving or stack_config == serving:
+        return {}
+    found = {"serving_config": serving, "stack_config": stack_config}
+    try:
+        config = sagemaker.describe_endpoint_config(EndpointConfigName=serving)
+        model_name = config["ProductionVariants"][0]["ModelName"]
+        model = sagemaker.describe_model(ModelName=model_name)
+        found["serving_model_data"] = str(model["PrimaryContainer"]["ModelDataUrl"])
+    except (botocore.exceptions.ClientError, KeyError, IndexError):
+        pass  # the warning still stands without the artifact's address
+    return found
 
 
 def endpoint_advice(status: dict[str, str]) -> str | None:
-    """A warning when images would end FAILED, with what to do; None when all is well."""
+    """A warning when images would end FAILED, or a deploy would undo a promotion, with
+    what to do; None when all is well."""
+    if "serving_config" in status:
+        artifact = status.get("serving_model_data", "the promoted model's model.tar.gz")
+        return (
+            f"endpoint {status['endpoint']} serves {status['serving_config']} (retraining "
+            f"promoted a model), not the stack's {status['stack_config']}. A deploy that "
+            "changes the endpoint's settings (ModelDataUrl, ModelImageUri, "
+            "EndpointInstanceType, capture) makes CloudFormation serve the stack's model "
+            f"again: to keep the promoted one, deploy with ModelDataUrl={artifact}"
+        )
     if status["status"] == "InService":
         return None
     if status["status"] == "missing" and status["create_endpoint"] == "true":

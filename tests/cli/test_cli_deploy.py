@@ -308,3 +308,103 @@ def test_deploy_preflight_names_overrides_cloudformation_or_express_would_refuse
         assert main(["deploy-preflight", "--stack", "scones", "--region", REGION]) == 2
     err = capsys.readouterr().err
     assert problem in err and "Traceback" not in err
+
+
+class _StubbedSession:
+    """A session whose clients are stubbed (botocore Stubber checks each request's shape
+    against the real API)."""
+
+    def __init__(self) -> None:
+        session = boto3.Session(
+            region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test"
+        )
+        self.clients = {name: session.client(name) for name in ("cloudformation", "sagemaker")}
+        self.stubs = {name: Stubber(client) for name, client in self.clients.items()}
+
+    def client(self, name: str) -> Any:
+        return self.clients[name]
+
+
+def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
+    """With CreateEndpoint=true, CloudFormation names the stack's endpoint config; after a
+    promotion the endpoint serves another one, and a deploy that changes the endpoint's
+    settings would put the stack's model back. The warning names the promoted artifact."""
+    assert load_template()["Resources"]["SageMakerEndpointConfig"]["Type"] == (
+        "AWS::SageMaker::EndpointConfig"
+    )
+    session = _StubbedSession()
+    cfn, sm = session.stubs["cloudformation"], session.stubs["sagemaker"]
+    cfn.add_response(
+        "describe_stacks",
+        {
+            "Stacks": [
+                {
+                    "StackName": "scones",
+                    "CreationTime": "2026-12-01T00:00:00Z",
+                    "StackStatus": "UPDATE_COMPLETE",
+                    "Parameters": [
+                        {"ParameterKey": "EndpointName", "ParameterValue": "ep"},
+                        {"ParameterKey": "CreateEndpoint", "ParameterValue": "true"},
+                    ],
+                }
+            ]
+        },
+        {"StackName": "scones"},
+    )
+    sm.add_response(
+        "describe_endpoint",
+        {
+            "EndpointName": "ep",
+            "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep",
+            "EndpointConfigName": "ep-rt-20261202120000-config",
+            "EndpointStatus": "InService",
+            "CreationTime": "2026-12-01T00:00:00Z",
+            "LastModifiedTime": "2026-12-02T12:30:00Z",
+        },
+        {"EndpointName": "ep"},
+    )
+    cfn.add_response(
+        "describe_stack_resource",
+        {
+            "StackResourceDetail": {
+                "LogicalResourceId": "SageMakerEndpointConfig",
+                "PhysicalResourceId": "SageMakerEndpointConfig-AbC123",
+                "ResourceType": "AWS::SageMaker::EndpointConfig",
+                "LastUpdatedTimestamp": "2026-12-01T00:00:00Z",
+                "ResourceStatus": "CREATE_COMPLETE",
+            }
+        },
+        {"StackName": "scones", "LogicalResourceId": "SageMakerEndpointConfig"},
+    )
+    sm.add_response(
+        "describe_endpoint_config",
+        {
+            "EndpointConfigName": "ep-rt-20261202120000-config",
+            "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/x",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "ep-rt-model"}],
+            "CreationTime": "2026-12-02T12:00:00Z",
+        },
+        {"EndpointConfigName": "ep-rt-20261202120000-config"},
+    )
+    artifact = "s3://bucket/retraining/runs/x/output/model.tar.gz"
+    sm.add_response(
+        "describe_model",
+        {
+            "ModelName": "ep-rt-model",
+            "PrimaryContainer": {"Image": "img", "ModelDataUrl": artifact},
+            "CreationTime": "2026-12-02T12:00:00Z",
+            "ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/ep-rt-model",
+        },
+        {"ModelName": "ep-rt-model"},
+    )
+    config = SamConfig(stack_name="scones", region=REGION, profile=None, parameter_overrides={})
+    with cfn, sm:
+        status = endpoint_status(session, "scones", config)
+    assert status["serving_config"] == "ep-rt-20261202120000-config"
+    assert status["stack_config"] == "SageMakerEndpointConfig-AbC123"
+    advice = endpoint_advice(status)
+    assert advice and "retraining promoted a model" in advice
+    assert f"deploy with ModelDataUrl={artifact}" in advice
+    # The stack's own config served: nothing to say.
+    same = {k: v for k, v in status.items() if k not in ("serving_config", "stack_config")}
+    assert endpoint_advice(same) is None

@@ -31,7 +31,8 @@ JOB_CONFIG = S3Location(BUCKET, "retraining/training-job.json")
 ALERTS = [Alert(LOW_CONFIDENCE, "95.0% of 40 requests were below the confidence threshold")]
 DAY = timedelta(hours=24)
 JOB_TEMPLATE = {
-    "TrainingJobName": f"{ENDPOINT}-retrain",
+    # as `scones sagemaker train-builtin --save-request` names it; the monitor renames it
+    "TrainingJobName": "scones-image-classification-20261203-041002",
     "AlgorithmSpecification": {"TrainingImage": "example/train:1", "TrainingInputMode": "File"},
     "RoleArn": "arn:aws:iam::123456789012:role/training",
     "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/models/"},
@@ -75,9 +76,12 @@ def test_names_are_deterministic_and_valid() -> None:
     assert window == datetime(2026, 11, 25, tzinfo=UTC)
     assert cooldown_window_start(window + DAY - timedelta(seconds=1), DAY) == window
     assert run_name(ENDPOINT, window) == f"{ENDPOINT}-retrain-20261125-0000"
-    assert training_job_name(f"{ENDPOINT}-retrain", window) == f"{ENDPOINT}-retrain-20261125-0000"
-    long = training_job_name("x" * 80 + "_job", window)
-    assert len(long) == 63 and long.endswith("-20261125-0000")
+    # the training job is named like the run: the monitor's IAM grant is <endpoint>-retrain-*
+    assert training_job_name(ENDPOINT, window) == f"{ENDPOINT}-retrain-20261125-0000"
+    longest = training_job_name("e" * 40, window)  # EndpointName's MaxLength
+    assert len(longest) == 62 and longest == "e" * 40 + "-retrain-20261125-0000"
+    with pytest.raises(RetrainingConfigError, match="gives no valid training job name"):
+        training_job_name("e" * 60, window)
     assert len(run_name("e" * 100, window)) <= 80
 
 
@@ -275,7 +279,8 @@ def test_duplicate_training_job_name_counts_as_started(aws: Aws) -> None:
     [
         (None, "does not exist"),
         (b"{not json", "is not JSON"),
-        (json.dumps({"RoleArn": "x"}).encode(), "TrainingJobName"),
+        (json.dumps(["not", "a", "request"]).encode(), "must be a CreateTrainingJob request"),
+        (json.dumps({"RoleArn": "x"}).encode(), "template is invalid"),
         (json.dumps({"TrainingJobName": "x", "Bogus": 1}).encode(), "template is invalid"),
     ],
 )

@@ -7,7 +7,8 @@ What moto's interpreter cannot do, and so what these tests do not execute:
   moto lists ``sagemaker`` among its unsupported optimized integrations, so the
   execution from the start fails at TrainCandidate (tested: a FAILED item and an alert);
 * ``aws-sdk:sagemaker:updateEndpoint``: moto has no UpdateEndpoint (tested: the run from
-  the gate registers, creates model and endpoint config in moto, then fails there).
+  the gate registers, creates model and endpoint config in moto, checks production again,
+  then fails there).
 
 The states after those are run as sub-machines: the same deployed definition with
 ``StartAt`` moved to JudgeCandidate or CheckDeployment and the state those steps would
@@ -62,7 +63,7 @@ def definition(substitutions: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcycle") -> dict:
-    base = RunNames.for_run(endpoint, datetime(2026, 12, 1, 12, 30, 5, tzinfo=UTC))
+    base = RunNames.for_run(endpoint, datetime(2026, 12, 1, 12, 30, 5, tzinfo=UTC), "sample-run")
     run_prefix = f"s3://{bucket}/retraining/{base.base}"
     return {
         "run": {
@@ -186,7 +187,10 @@ def test_every_sagemaker_request_of_the_retraining_asl_is_valid_for_botocore() -
         "DeployCanary",
         "CheckDeployment",
         "FindLostDeployment",
+        "RecheckProduction",
+        "ApproveCandidate",
         "RejectRolledBackCandidate",
+        "RejectFailedCandidate",
     }
     client = boto3.client("sagemaker", region_name="us-east-1")
     with Stubber(client) as stubber:
@@ -369,6 +373,7 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
     assert entered_states(stack, result["executionArn"]) == [
         "Prepare",
         "FindProductionEndpoint",
+        "ProductionInService",
         "FindProductionConfig",
         "FindProductionModel",
         "ProductionModelSource",
@@ -419,10 +424,11 @@ def test_a_promoted_candidates_package_is_found_as_the_production_model(
     del state["production_model"], state["production_model_description"]
     result = execute(stack, "FindProductionModel", state, "promoted-production")
     entered = entered_states(stack, result["executionArn"])
-    assert entered[:5] == [
+    assert entered[:6] == [
         "FindProductionModel",
         "ProductionModelSource",
         "FindProductionPackage",
+        "ProductionPackageSource",
         "UseProductionPackageData",
         "AssembleDataset",
     ]
@@ -456,7 +462,11 @@ def put_evaluation(stack: OfflineStack, state: dict[str, Any], candidate_accurac
         return {
             "model": {"version": version},
             "images": 40,
+            "labels": ["bicycle", "motorcycle"],
             "accuracy": accuracy,
+            "per_class": {
+                label: {"support": 20, "recall": accuracy} for label in ("bicycle", "motorcycle")
+            },
             "at_threshold": {"accepted_accuracy": 1.0, "coverage": 0.6},
         }
 
@@ -483,29 +493,28 @@ def test_a_refused_candidate_leaves_a_rejected_record_and_an_alert(
     assert "Scones retraining: candidate rejected by the gate" in alerts()
 
 
-def test_a_passing_candidate_is_registered_and_deployed_until_moto_lacks_update_endpoint(
+def test_a_passing_candidate_is_registered_pending_and_deployed_until_moto_lacks_update_endpoint(
     stack: OfflineStack,
 ) -> None:
-    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
-    state["run"]["run_name"] = "passing"
-    put_evaluation(stack, state, candidate_accuracy=0.95)
+    """Registered, but not yet served: PendingManualApproval, so no deployment of the
+    latest approved version picks it before it is promoted."""
+    state = passing_run(stack, "passing")
+    moto_endpoint(stack, state["production"]["endpoint_config_name"])  # unchanged since
     result = execute(stack, "JudgeCandidate", state, "passing")
-    sagemaker = stack.client("sagemaker")
-    group = f"{stack.stack.stack_name}-models"
-    [package] = sagemaker.list_model_packages(ModelPackageGroupName=group)[
-        "ModelPackageSummaryList"
-    ]
-    described = sagemaker.describe_model_package(ModelPackageName=package["ModelPackageArn"])
-    assert described["ModelApprovalStatus"] == "Approved"
+    described = stack_package(stack, state["training"]["model_data_url"])
+    assert described["ModelApprovalStatus"] == "PendingManualApproval"
     assert described["CustomerMetadataProperties"]["candidate_version"] == "cand"
     base = state["dataset"]["names"]["base"]
+    sagemaker = stack.client("sagemaker")
     assert sagemaker.describe_endpoint_config(EndpointConfigName=base)["ProductionVariants"]
     # moto has no UpdateEndpoint: its server answers 500 and the interpreter ends the run
     # with a runtime error, so neither a record nor an alert is written here.
     assert (result["status"], result["error"]) == ("FAILED", "States.Runtime")
-    assert entered_states(stack, result["executionArn"])[-3:] == [
+    assert entered_states(stack, result["executionArn"])[-5:] == [
         "CreateCandidateModel",
         "CreateCandidateEndpointConfig",
+        "RecheckProduction",
+        "ProductionUnchanged",
         "DeployCanary",
     ]
 
@@ -563,6 +572,10 @@ def test_a_deploy_error_is_watched_when_the_candidate_may_be_deploying_anyway(
     base = f"{state['dataset']['names']['base']}-{start_at[:4].lower()}-{serving}"
     state["dataset"]["names"]["base"] = base
     state["error"] = LOST
+    # A package moto does not know: approving or rejecting it fails, and the outcome stands.
+    state["model_package"] = {
+        "arn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package/never-registered/1"
+    }
     moto_endpoint(stack, base if serving == "candidate" else f"{base}-production")
     if start_at == "IsTheCandidateDeploying":  # moto's endpoints are never Updating
         state["lost_deployment"] = {"status": "Updating", "config": "production-config"}
@@ -576,8 +589,10 @@ def test_a_deploy_error_is_watched_when_the_candidate_may_be_deploying_anyway(
     if outcome == "FAILED":
         assert "DescribeFailure" in entered
         assert "Cannot update in-progress endpoint" in record["reason"]
+        assert "RejectFailedCandidate" in entered
     else:
         assert "WaitForDeployment" in entered and "DescribeFailure" not in entered
+        assert "still PendingManualApproval" in record["reason"], record
     watched = start_at == "IsTheCandidateDeploying" or serving == "candidate"
     assert ("CheckDeployment" in entered) == watched, entered
 
@@ -645,3 +660,225 @@ def test_every_outcome_write_retries_dynamodb_and_still_alerts_when_it_fails() -
         (catch,) = state["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == state["Next"], name
         assert states[state["Next"]]["Resource"] == "arn:aws:states:::sns:publish", name
+
+
+# ------------------------------------------------- the registry, production re-check, reasons
+def set_endpoint_status(stack: OfflineStack, status: str) -> None:
+    """moto's endpoints are always InService: set another status in its backend (the
+    offline stack's moto server runs in this process)."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    backend = sagemaker_backends[ACCOUNT]["us-east-1"]
+    backend.endpoints[stack.parameters["EndpointName"]].endpoint_status = status
+
+
+def stack_package(stack: OfflineStack, model_data_url: str) -> dict[str, Any]:
+    """The version a run registered in the stack's group, found by its artifact (other
+    tests register versions there too)."""
+    sagemaker = stack.client("sagemaker")
+    group = f"{stack.stack.stack_name}-models"
+    summaries = sagemaker.list_model_packages(ModelPackageGroupName=group)[
+        "ModelPackageSummaryList"
+    ]
+    found = [
+        described
+        for summary in summaries
+        for described in [
+            sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+        ]
+        if described["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == model_data_url
+    ]
+    assert len(found) == 1, found
+    return dict(found[0])
+
+
+def own_package(stack: OfflineStack, group: str, status: str) -> str:
+    """A version in a group of the test's own, as a run would have registered it."""
+    sagemaker = stack.client("sagemaker")
+    groups = sagemaker.list_model_package_groups(NameContains=group)["ModelPackageGroupSummaryList"]
+    if group not in [g["ModelPackageGroupName"] for g in groups]:
+        sagemaker.create_model_package_group(ModelPackageGroupName=group)
+    return str(
+        sagemaker.create_model_package(
+            ModelPackageGroupName=group,
+            InferenceSpecification={
+                "Containers": [
+                    {
+                        "Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/scones-serve:1",
+                        "ModelDataUrl": f"s3://{stack.bucket}/retraining/{group}/model.tar.gz",
+                    }
+                ],
+                "SupportedContentTypes": ["image/png"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            ModelApprovalStatus=status,
+        )["ModelPackageArn"]
+    )
+
+
+def passing_run(stack: OfflineStack, run: str) -> dict[str, Any]:
+    """A run about to be judged, with a passing report and names of its own."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run
+    names = state["dataset"]["names"]
+    names["base"] = f"{names['base']}-{run}"
+    names["client_token"] = f"{names['client_token'][:40]}-{run}"[:64]
+    state["training"]["model_data_url"] = f"s3://{stack.bucket}/retraining/{run}/model.tar.gz"
+    state["production"] = {"endpoint_config_name": f"{run}-production"}
+    del state["model_package"]
+    put_evaluation(stack, state, candidate_accuracy=0.95)
+    return state
+
+
+def test_a_promoted_candidate_is_approved_before_its_record(
+    stack: OfflineStack, alerts: Any
+) -> None:
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run = "approved-on-promotion"
+    state["dataset"]["names"]["base"] = config = f"{state['dataset']['names']['base']}-approve"
+    state["model_package"] = {"arn": own_package(stack, "promoted-now", "PendingManualApproval")}
+    moto_endpoint(stack, config)  # the candidate serves all traffic
+    result = execute(stack, "CheckDeployment", state, run)
+    assert result["status"] == "SUCCEEDED"
+    entered = entered_states(stack, result["executionArn"])
+    assert entered[entered.index("ApproveCandidate") + 1] == "RecordPromoted"
+    described = stack.client("sagemaker").describe_model_package(
+        ModelPackageName=state["model_package"]["arn"]
+    )
+    assert described["ModelApprovalStatus"] == "Approved"
+    record = outcome_of(stack, run)
+    assert record["outcome"] == "PROMOTED" and "Approved" in record["reason"], record
+    assert "Scones retraining: candidate promoted" in alerts()
+
+
+@pytest.mark.parametrize("failure", ["update-refused", "deployment-failed"])
+def test_a_failure_after_registration_marks_the_package_rejected(
+    stack: OfflineStack, alerts: Any, failure: str
+) -> None:
+    """A candidate that was registered but never promoted must not stay in the registry
+    as a version a deployment could pick."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run = f"rejected-after-{failure}"
+    base = f"{state['dataset']['names']['base']}-{failure}"
+    state["dataset"]["names"]["base"] = base
+    state["model_package"] = {"arn": own_package(stack, "failed-runs", "PendingManualApproval")}
+    if failure == "update-refused":  # UpdateEndpoint refused; production still serves
+        state["error"] = {"Error": "SageMaker.ValidationException", "Cause": "Could not find alarm"}
+        moto_endpoint(stack, f"{base}-production")
+        start_at = "FindLostDeployment"
+    else:  # SageMaker ended the deployment as Failed
+        moto_endpoint(stack, base)
+        set_endpoint_status(stack, "Failed")
+        start_at = "CheckDeployment"
+    result = execute(stack, start_at, state, run)
+    assert (result["status"], result["error"]) == ("FAILED", "RetrainingFailed"), result
+    assert "RejectFailedCandidate" in entered_states(stack, result["executionArn"])
+    described = stack.client("sagemaker").describe_model_package(
+        ModelPackageName=state["model_package"]["arn"]
+    )
+    assert described["ModelApprovalStatus"] == "Rejected"
+    assert outcome_of(stack, run)["outcome"] == "FAILED"
+    assert "Scones retraining failed" in alerts()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("promoted-meanwhile", "production changed during the run"),
+        ("updating", "the endpoint is Updating"),
+    ],
+)
+def test_production_is_checked_again_before_the_canary(
+    stack: OfflineStack, alerts: Any, change: str, reason: str
+) -> None:
+    """The candidate was gated against the config production served when the run began:
+    if another run promoted meanwhile, or the endpoint is updating, it is not deployed."""
+    state = passing_run(stack, f"recheck-{change}")
+    if change == "promoted-meanwhile":
+        moto_endpoint(stack, f"recheck-{change}-promoted-by-another-run")
+    else:
+        moto_endpoint(stack, state["production"]["endpoint_config_name"])
+        set_endpoint_status(stack, "Updating")
+    result = execute(stack, "JudgeCandidate", state, f"recheck-{change}")
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    entered = entered_states(stack, result["executionArn"])
+    assert "DeployCanary" not in entered
+    record = outcome_of(stack, f"recheck-{change}")
+    assert record["outcome"] == "FAILED" and reason in record["reason"], record
+    assert "Scones retraining failed" in alerts()
+    described = stack_package(stack, state["training"]["model_data_url"])
+    assert described["ModelApprovalStatus"] == "Rejected"
+
+
+def test_retraining_does_not_start_on_an_endpoint_that_is_not_in_service(
+    stack: OfflineStack, alerts: Any
+) -> None:
+    moto_endpoint(stack, "not-in-service-config")
+    set_endpoint_status(stack, "Updating")
+    result = execute(stack, None, {"source": "test"}, "not-in-service")
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    assert "FindProductionConfig" not in entered_states(stack, result["executionArn"])
+    record = outcome_of(stack, "not-in-service")
+    assert record["outcome"] == "FAILED" and "the endpoint is Updating" in record["reason"]
+    assert "Scones retraining failed" in alerts()
+
+
+def test_a_production_package_without_a_model_data_url_is_an_unknown_production_model(
+    stack: OfflineStack, alerts: Any
+) -> None:
+    """ModelDataUrl is optional in a package's container (ModelDataSource, or the model in
+    the image): reading it anyway was States.Runtime, which no Catch sees (no record)."""
+    sagemaker = stack.client("sagemaker")
+    sagemaker.create_model_package_group(ModelPackageGroupName="no-model-data-url")
+    package = sagemaker.create_model_package(
+        ModelPackageGroupName="no-model-data-url",
+        InferenceSpecification={
+            "Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/scones:1"}],
+            "SupportedContentTypes": ["image/png"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        ModelApprovalStatus="Approved",
+    )["ModelPackageArn"]
+    sagemaker.create_model(
+        ModelName="no-model-data-url",
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sagemaker",
+        PrimaryContainer={"ModelPackageName": package},
+    )
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run = "package-without-data"
+    state["production_config"] = {"variant": {"ModelName": "no-model-data-url"}}
+    del state["production_model"], state["production_model_description"], state["model_package"]
+    result = execute(stack, "FindProductionModel", state, run)
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    assert "DescribeUnknownProductionModel" in entered_states(stack, result["executionArn"])
+    assert outcome_of(stack, run)["reason"].startswith("ProductionModelUnknown: ")
+    assert "Scones retraining failed" in alerts()
+
+
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        (None, "no evaluation report at s3://"),
+        (b"{not json", "is not a JSON evaluation report"),
+        (b'{"threshold": 0.9, "candidate": {}}', "the candidate report is incomplete"),
+    ],
+)
+def test_a_functions_error_is_recorded_as_its_message_naming_the_report(
+    stack: OfflineStack, report: bytes | None, message: str
+) -> None:
+    """A FAILED reason is the error's own message, never the Lambda error payload with its
+    stack trace; a missing or unreadable report names its S3 URI."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    run = f"report-{'missing' if report is None else len(report)}"
+    state["run"]["run_name"] = run
+    uri = state["dataset"]["evaluation_uri"].replace("/evaluation/", f"/evaluation-{run}/")
+    state["dataset"]["evaluation_uri"] = uri
+    if report is not None:
+        stack.client("s3").put_object(Bucket=stack.bucket, Key=uri.split("/", 3)[3], Body=report)
+    result = execute(stack, "JudgeCandidate", state, run)
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    reason = outcome_of(stack, run)["reason"]
+    assert reason.startswith("EvaluationReportError: ") and message in reason, reason
+    assert "stackTrace" not in reason and "errorMessage" not in reason, reason
+    if report is None or report.startswith(b"{not"):
+        assert uri in reason, reason

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from moto import mock_aws
 from scones_core.errors import SettingsError
 from scones_core.retraining import outcome
-from scones_core.retraining.dataset import DatasetError, assemble_dataset
+from scones_core.retraining.dataset import DatasetError, RunNames, assemble_dataset
 from scones_core.retraining.gate import EvaluationReportError, GateRules, judge
 from scones_core.retraining.settings import ENVIRONMENT_VARIABLES, RetrainingSettings
 
@@ -27,7 +27,7 @@ from scones.sagemaker.entry_point import merge_channels
 from scones.serving.app import ProductionVariant, create_app
 from scones.serving.capture import CaptureWriter, LocalCaptureSink
 from scones.serving.faults import FaultPlan
-from scones.template_params import PROJECT_ROOT, load_template
+from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
 
 BUCKET = "scones-test-images"
 SAMPLES = PROJECT_ROOT / "samples"
@@ -46,6 +46,8 @@ def env(**overrides: str) -> dict[str, str]:
         "CONFIDENCE_THRESHOLD": "0.9",
         "GATE_MIN_ACCEPTED_ACCURACY": "0.99",
         "GATE_MAX_COVERAGE_DROP": "0.02",
+        "GATE_MAX_RECALL_DROP": "0.05",
+        "GATE_MIN_IMAGES_PER_CLASS": "10",
     }
     return {**values, **overrides}
 
@@ -96,11 +98,13 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any)
 
     result = assemble_dataset(s3, settings, STARTED, "run-1")
 
+    run_hash = hashlib.sha256(b"run-1\n2026-12-01T12:30:05.000000+00:00").hexdigest()[:7]
+    base = f"scones-test-rt-261201-{run_hash}"
     assert result["names"] == {
-        "base": "scones-test-rt-20261201123005",
-        "processing_job": "scones-test-rt-20261201123005-gate",
+        "base": base,
+        "processing_job": f"{base}-gate",
         # CreateModelPackage's ClientToken: the same for the run's retries, at most 36.
-        "client_token": hashlib.sha256(b"scones-test-rt-20261201123005").hexdigest()[:32],
+        "client_token": hashlib.sha256(base.encode()).hexdigest()[:32],
     }
     channels = {c["ChannelName"]: c for c in result["input_data_config"]}
     assert set(channels) == {"train", "labelled"}
@@ -118,7 +122,7 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any)
     assert summary["labelled"]["per_label"] == {"bicycle": 0, "motorcycle": 1}
     assert summary["labelled"]["skipped_keys"] == 3
     assert result["evaluation_uri"] == (
-        f"s3://{BUCKET}/retraining/scones-test-rt-20261201123005/evaluation/gate-evaluation.json"
+        f"s3://{BUCKET}/retraining/{base}/evaluation/gate-evaluation.json"
     )
 
 
@@ -135,13 +139,154 @@ def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(s
         assemble_dataset(s3, long_name, STARTED, "run-1")
 
 
+class ReadCountingS3:
+    """moto's client, noting each object the dataset step reads."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.read = inner, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get_object(self, **kwargs: Any) -> Any:
+        self.read.append(kwargs["Key"])
+        return self.inner.get_object(**kwargs)
+
+
+def test_dataset_leaves_out_copies_of_gate_images_by_content_whatever_their_etag(s3: Any) -> None:
+    """An ETag is the MD5 of the bytes only for a single-part upload without SSE-KMS: the
+    stack's bucket uses SSE-KMS, and SDK transfer managers upload in parts. So copies are
+    recognised by a SHA-256 of their bytes, read only for objects of a gate image's size."""
+    settings = RetrainingSettings.from_env(env())
+    gate_image = next((SAMPLES / "bicycle").glob("*.png")).read_bytes()
+    for label in ("bicycle", "motorcycle"):
+        put(s3, f"training/train/{label}/own.png", f"{label} image".encode())
+    put(s3, "training/gate/bicycle/g0.png", gate_image)
+    put(s3, "training/gate/motorcycle/g1.png", b"another gate image")
+    in_parts = "training/train/bicycle/uploaded-in-parts.png"
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key=in_parts)["UploadId"]
+    part = s3.upload_part(
+        Bucket=BUCKET, Key=in_parts, UploadId=upload, PartNumber=1, Body=gate_image
+    )
+    s3.complete_multipart_upload(
+        Bucket=BUCKET,
+        Key=in_parts,
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )
+    gate_etag = s3.head_object(Bucket=BUCKET, Key="training/gate/bicycle/g0.png")["ETag"]
+    assert s3.head_object(Bucket=BUCKET, Key=in_parts)["ETag"] != gate_etag
+    put(s3, "labelled/bicycle/plain-copy.png", gate_image)
+    put(s3, "labelled/bicycle/same-size-other-image.png", gate_image[::-1])  # kept
+
+    reads = ReadCountingS3(s3)
+    result = assemble_dataset(reads, settings, STARTED, "run-1")
+
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+        for c in result["input_data_config"]
+    }
+    assert read_json(s3, channels["train"])[1:] == ["bicycle/own.png", "motorcycle/own.png"]
+    assert read_json(s3, channels["labelled"])[1:] == ["bicycle/same-size-other-image.png"]
+    summary = read_json(s3, result["dataset_uri"])
+    assert summary["training"]["gate_duplicates_left_out"] == 1
+    assert summary["labelled"]["gate_duplicates_left_out"] == 1
+    assert summary["gate_set"]["images"] == 2
+    # Each gate image of a size some image has is read once; no other image is read.
+    assert sorted(reads.read) == sorted(
+        [
+            "training/gate/bicycle/g0.png",
+            in_parts,
+            "labelled/bicycle/plain-copy.png",
+            "labelled/bicycle/same-size-other-image.png",
+        ]
+    )
+
+
+def test_runs_started_in_one_second_get_names_and_folders_of_their_own(s3: Any) -> None:
+    """The monitor's run and one started by hand in the same second: neither may reuse the
+    other's jobs, model, endpoint config or run folder. A retry of one execution's dataset
+    step gets its names again (idempotent SageMaker calls)."""
+    settings = RetrainingSettings.from_env(env())
+    for label in ("bicycle", "motorcycle"):
+        put(s3, f"training/train/{label}/a.png", label.encode())
+    first = assemble_dataset(s3, settings, STARTED, "scones-test-retrain-20261201-1200")
+    second = assemble_dataset(s3, settings, STARTED, "manual-console-run")
+    for name in ("base", "processing_job", "client_token"):
+        assert first["names"][name] != second["names"][name], name
+    assert first["dataset_uri"] != second["dataset_uri"]
+    assert read_json(s3, first["dataset_uri"])["run_name"] == "scones-test-retrain-20261201-1200"
+    assert read_json(s3, second["dataset_uri"])["run_name"] == "manual-console-run"
+    retried = assemble_dataset(s3, settings, STARTED, "scones-test-retrain-20261201-1200")
+    assert retried["names"] == first["names"]
+
+
+def test_run_names_fit_sagemaker_and_the_state_machines_grants_for_the_longest_endpoint() -> None:
+    from scones_core.retraining.dataset import MAX_ENDPOINT_NAME
+    from scones_core.sagemaker_names import MAX_NAME_LENGTH, is_sagemaker_name
+
+    from tests.workflow.iam_policy import (
+        ACCOUNT,
+        ALLOW,
+        IMPLICIT_DENY,
+        REGION,
+        Request,
+        decide,
+        role_statements,
+    )
+    from tests.workflow.test_workflow_template import resolver_for, transformed
+
+    assert load_template()["Parameters"]["EndpointName"]["MaxLength"] == MAX_ENDPOINT_NAME
+    endpoint = "a" * (MAX_ENDPOINT_NAME - 4) + "-b-c"
+    names = RunNames.for_run(endpoint, STARTED, "x" * 80)  # Step Functions allows 80
+    for name in (names.base, names.processing_job):
+        assert len(name) <= MAX_NAME_LENGTH and is_sagemaker_name(name), name
+    statements = role_statements(
+        resolver_for(transformed(), EndpointName=endpoint), "RetrainingStateMachineRole"
+    )
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
+    for action, resource in (
+        ("sagemaker:CreateTrainingJob", f"training-job/{names.base}"),
+        ("sagemaker:CreateProcessingJob", f"processing-job/{names.processing_job}"),
+        ("sagemaker:CreateModel", f"model/{names.base}"),
+        ("sagemaker:CreateEndpointConfig", f"endpoint-config/{names.base}"),
+    ):
+        assert decide(statements, Request(action, f"{arn}:{resource}")) == ALLOW, action
+    other = f"{arn}:training-job/someone-elses-rt-job"
+    assert decide(statements, Request("sagemaker:CreateTrainingJob", other)) == IMPLICIT_DENY
+    with pytest.raises(DatasetError, match="needs its execution name"):
+        RunNames.for_run(endpoint, STARTED, "")
+
+
+LABELS = ("bicycle", "motorcycle")
+
+
 def report(
-    version: str, accuracy: float, accepted: float | None, images: int = 40, coverage: float = 0.5
+    version: str,
+    accuracy: float,
+    accepted: float | None,
+    images: int = 40,
+    coverage: float = 0.5,
+    support: dict[str, int] | None = None,
+    recall: dict[str, float] | None = None,
+    labels: tuple[str, ...] = LABELS,
 ) -> dict:
+    """One model's part of ``gate-evaluation.json``, as ``evaluate_artifact`` writes it
+    (by default the images shared evenly by the classes, each with the overall accuracy)."""
+    share = images // len(labels)
+    support = support or {label: share for label in labels[:-1]} | {
+        labels[-1]: images - share * (len(labels) - 1)
+    }
+    recall = recall or dict.fromkeys(labels, accuracy)
     return {
         "model": {"version": version},
         "images": images,
+        "labels": list(labels),
         "accuracy": accuracy,
+        "per_class": {
+            label: {"support": support[label], "recall": recall[label], "precision": None}
+            for label in labels
+        },
         # Nothing accepted is a coverage of 0, and the reverse.
         "at_threshold": {
             "accepted_accuracy": accepted,
@@ -150,7 +295,14 @@ def report(
     }
 
 
-RULES = GateRules(threshold=0.9, min_accepted_accuracy=0.99, max_coverage_drop=0.02)
+RULES = GateRules(
+    threshold=0.9,
+    labels=LABELS,
+    min_accepted_accuracy=0.99,
+    max_coverage_drop=0.02,
+    max_recall_drop=0.05,
+    min_images_per_class=10,
+)
 
 
 @pytest.mark.parametrize(
@@ -201,6 +353,165 @@ def test_gate_refuses_to_compare_unlike_reports() -> None:
             judge(not_a_report, RULES)  # type: ignore[arg-type]
 
 
+def scored(
+    version: str,
+    right: dict[str, int],
+    support: dict[str, int],
+    accepted: float | None = 0.995,
+    coverage: float = 0.9,
+) -> dict:
+    """A model's report from its right answers per class on a gate set of ``support``."""
+    images = sum(support.values())
+    return report(
+        version,
+        round(sum(right.values()) / images, 6),
+        accepted,
+        images=images,
+        coverage=coverage,
+        support=support,
+        recall={label: round(right[label] / support[label], 6) for label in support},
+    )
+
+
+MOSTLY_MOTORCYCLES = {"bicycle": 10, "motorcycle": 990}
+MORE_MOTORCYCLES = {"bicycle": 20, "motorcycle": 180}
+
+
+@pytest.mark.parametrize(
+    ("candidate", "production", "reasons"),
+    [
+        # Always "motorcycle": more accurate than production overall on a gate set of mostly
+        # motorcycles, 0.99 of what it accepts is right, and it never says "bicycle".
+        (
+            scored(
+                "always-motorcycle", {"bicycle": 0, "motorcycle": 990}, MOSTLY_MOTORCYCLES, 0.99, 1
+            ),
+            scored("old", {"bicycle": 10, "motorcycle": 970}, MOSTLY_MOTORCYCLES, 0.995, 0.95),
+            ["recall on bicycle 0.0000 is more than 0.05 below production's 1.0000"],
+        ),
+        # As accurate as production, by trading half the bicycles for motorcycles.
+        (
+            scored("new", {"bicycle": 10, "motorcycle": 180}, MORE_MOTORCYCLES),
+            scored("old", {"bicycle": 20, "motorcycle": 170}, MORE_MOTORCYCLES),
+            ["recall on bicycle 0.5000 is more than 0.05 below production's 1.0000"],
+        ),
+        # One bicycle of twenty (exactly the allowance) for more motorcycles: passes.
+        (
+            scored("new", {"bicycle": 19, "motorcycle": 175}, MORE_MOTORCYCLES),
+            scored("old", {"bicycle": 20, "motorcycle": 170}, MORE_MOTORCYCLES),
+            [],
+        ),
+    ],
+)
+def test_gate_refuses_a_candidate_that_gives_up_a_class(
+    candidate: dict, production: dict, reasons: list[str]
+) -> None:
+    decision = judge({"threshold": 0.9, "candidate": candidate, "production": production}, RULES)
+    assert (decision["passed"], decision["reasons"]) == (not reasons, reasons)
+    assert (
+        decision["candidate"]["per_class"]["bicycle"]["recall"]
+        == candidate["per_class"]["bicycle"]["recall"]
+    )
+    assert decision["rules"]["max_recall_drop"] == 0.05
+
+
+def test_gate_refuses_to_judge_on_a_gate_set_too_small_to_say() -> None:
+    """Two images where both models are right is a tie that passed; so is any recall on a
+    class of one image. Too few images of a class is the gate set's fault, not the
+    candidate's: the run fails (and alerts) instead of rejecting or promoting."""
+    two = {"bicycle": 1, "motorcycle": 1}
+    tie = {
+        "threshold": 0.9,
+        "candidate": scored("new", two, two, 1.0, 1.0),
+        "production": scored("old", two, two, 1.0, 1.0),
+    }
+    with pytest.raises(
+        EvaluationReportError, match="too small to judge by: bicycle 1, motorcycle 1"
+    ):
+        judge(tie, RULES)
+    short = {"bicycle": 9, "motorcycle": 100}
+    with pytest.raises(EvaluationReportError, match=r"bicycle 9 images, fewer than the 10 per"):
+        judge(
+            {
+                "threshold": 0.9,
+                "candidate": scored("new", short, short, 1.0, 1.0),
+                "production": scored("old", short, short, 1.0, 1.0),
+            },
+            RULES,
+        )
+    enough = {"bicycle": 10, "motorcycle": 100}
+    passing = {
+        "threshold": 0.9,
+        "candidate": scored("new", enough, enough, 1.0, 1.0),
+        "production": scored("old", enough, enough, 1.0, 1.0),
+    }
+    assert judge(passing, RULES)["passed"] is True
+    with pytest.raises(SettingsError, match="GATE_MIN_IMAGES_PER_CLASS"):
+        RetrainingSettings.from_env(env(GATE_MIN_IMAGES_PER_CLASS="0"))
+
+
+@pytest.mark.parametrize(
+    ("candidate_labels", "production_labels", "role", "named"),
+    [
+        (("cat", "dog"), ("cat", "dog"), "candidate", "['cat', 'dog']"),
+        (LABELS, ("motorcycle", "bicycle"), "production", "['motorcycle', 'bicycle']"),
+        (("bicycle", "motorcycle", "scooter"), LABELS, "candidate", "'scooter'"),
+    ],
+)
+def test_gate_refuses_a_report_whose_models_name_other_labels(
+    candidate_labels: tuple[str, ...], production_labels: tuple[str, ...], role: str, named: str
+) -> None:
+    """The models' labels, in order, must be the stack's: another order swaps every answer."""
+    evaluation = {
+        "threshold": 0.9,
+        "candidate": report("new", 0.95, 1.0, images=60, labels=candidate_labels),
+        "production": report("old", 0.9, 1.0, images=60, labels=production_labels),
+    }
+    with pytest.raises(EvaluationReportError, match=f"the {role} model's labels .*{named}"):
+        judge(evaluation, RULES)
+
+
+def test_gate_reads_the_report_the_evaluation_program_writes(tmp_path: Path) -> None:
+    """The real program (scones_evaluate.py): the shipped model passes against a production
+    model that guesses; a candidate that always answers "motorcycle" is refused against the
+    shipped model, among other reasons for its recall on bicycles."""
+    from scones.sagemaker.evaluate_entry import evaluate_pair
+    from tests.retrain.tiny_models import always_motorcycle_model, coin_flip_model
+
+    guesser = coin_flip_model(tmp_path / "guesser")
+    motorcycles_only = always_motorcycle_model(tmp_path / "motorcycles-only")
+    gate = tmp_path / "gate"
+    for label in LABELS:
+        (gate / label).mkdir(parents=True)
+        source = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train" / label
+        for path in sorted(source.glob("*.png"))[:10]:
+            (gate / label / path.name).write_bytes(path.read_bytes())
+    shipped_first = json.loads(json.dumps(evaluate_pair(DEFAULT_MODEL_DIR, guesser, gate, 0.9)))
+    assert judge(shipped_first, RULES)["passed"] is True
+    degenerate = evaluate_pair(motorcycles_only, DEFAULT_MODEL_DIR, gate, 0.9)
+    decision = judge(json.loads(json.dumps(degenerate)), RULES)
+    assert decision["passed"] is False
+    assert any(r.startswith("recall on bicycle 0.0000") for r in decision["reasons"])
+
+
+def test_the_gate_limits_are_template_parameters_the_functions_read() -> None:
+    template = load_template()
+    defaults = parameter_defaults()
+    variables = template["Resources"]["RetrainJudgeFunction"]["Properties"]["Environment"][
+        "Variables"
+    ]
+    flows = {
+        "GATE_MIN_ACCEPTED_ACCURACY": "GateMinAcceptedAccuracy",
+        "GATE_MAX_COVERAGE_DROP": "GateMaxCoverageDrop",
+        "GATE_MAX_RECALL_DROP": "GateMaxRecallDrop",
+        "GATE_MIN_IMAGES_PER_CLASS": "GateMinImagesPerClass",
+    }
+    for variable, parameter in flows.items():
+        assert variables[variable] == {"Ref": parameter}, variable
+    settings = RetrainingSettings.from_env(env(**{v: defaults[p] for v, p in flows.items()}))
+    assert (settings.gate_max_recall_drop, settings.gate_min_images_per_class) == (0.05, 10)
+
+
 def test_outcome_items_have_the_layout_the_state_machine_writes() -> None:
     definition = json.loads(_substituted())
     writers = {
@@ -235,16 +546,19 @@ def _substituted() -> str:
 
 
 def test_channels_merge_into_one_class_tree_without_name_clashes(tmp_path: Path) -> None:
+    image = next(
+        (PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train" / "bicycle").glob("*.png")
+    ).read_bytes()
     for channel, label in (("train", "bicycle"), ("train", "motorcycle"), ("labelled", "bicycle")):
         folder = tmp_path / channel / label
         folder.mkdir(parents=True)
-        (folder / "same-name.png").write_bytes(b"x")
+        (folder / "same-name.png").write_bytes(image)
         (folder / "notes.txt").write_text("not an image")
     merged = merge_channels(
         [tmp_path / "train", tmp_path / "labelled", tmp_path / "missing"],
         ("bicycle", "motorcycle"),
         tmp_path / "merged",
-    )
+    ).root
     assert sorted(p.name for p in (merged / "bicycle").iterdir()) == [
         "c0-same-name.png",
         "c1-same-name.png",

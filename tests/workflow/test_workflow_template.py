@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -352,7 +353,11 @@ def test_state_machines_that_trace_may_write_to_x_ray() -> None:
     backfill machines trace when TracingMode=Active."""
     cfn = transformed()
     segment = Request("xray:PutTraceSegments", "*", None, {})
-    for role in ("ClassificationStateMachineRole", "BackfillStateMachineRole"):
+    for role in (
+        "ClassificationStateMachineRole",
+        "BackfillStateMachineRole",
+        "RetrainingStateMachineRole",
+    ):
         active = role_statements(resolver_for(cfn, TracingMode="Active"), role)
         assert decide(active, segment) == ALLOW, role
         passive = role_statements(resolver_for(cfn, TracingMode="PassThrough"), role)
@@ -785,6 +790,70 @@ def test_pass_role_is_limited_to_the_retraining_role_and_sagemaker() -> None:
     ]
     assert check_rules(cfn, effective_values(**job, RetrainingRoleArn=role)) == []
     assert check_rules(cfn, effective_values()) == []
+
+
+def test_the_monitor_may_create_the_training_job_it_names() -> None:
+    """The job is named after the run, whatever name the configured request carries, so
+    the monitor's grant matches it even for the longest endpoint name; a request with
+    Tags needs AddTags on the job as well."""
+    from scones_core.monitoring.retraining import training_job_name
+
+    cfn = transformed()
+    endpoint = "e" * 40  # EndpointName's MaxLength
+    job = {"RetrainingJobConfigS3Uri": "s3://bucket/retrain/job.json", "EndpointName": endpoint}
+    statements = role_statements(
+        resolver_for(cfn, **job, RetrainingRoleArn="arn:aws:iam::123456789012:role/r"),
+        "MonitorFunctionRole",
+    )
+    name = training_job_name(endpoint, datetime(2026, 12, 31, 23, 59, tzinfo=UTC))
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}"
+    for action in ("sagemaker:CreateTrainingJob", "sagemaker:AddTags"):
+        assert decide(statements, Request(action, arn)) == ALLOW, (action, name)
+    other = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/someone-elses-job"
+    assert decide(statements, Request("sagemaker:CreateTrainingJob", other)) == IMPLICIT_DENY
+
+
+@pytest.mark.parametrize("create_endpoint", ["true", "false"])
+def test_the_gate_may_read_the_production_model_where_model_data_url_points(
+    create_endpoint: str,
+) -> None:
+    """The gate's evaluation job reads the production model as an S3 prefix (list, then
+    get) with the retraining role. Until the first promotion that model is wherever it
+    was trained, outside the stack's bucket."""
+    cfn = transformed()
+    url = "s3://my-model-artifacts/scones/model.tar.gz"
+    statements = role_statements(
+        resolver_for(cfn, CreateEndpoint=create_endpoint, ModelDataUrl=url),
+        "RetrainingSageMakerRole",
+    )
+    obj = "arn:aws:s3:::my-model-artifacts/scones/model.tar.gz"
+    bucket = "arn:aws:s3:::my-model-artifacts"
+    assert decide(statements, Request("s3:GetObject", obj)) == ALLOW
+    listing = {"s3:prefix": "scones/model.tar.gz"}
+    assert decide(statements, Request("s3:ListBucket", bucket, None, listing)) == ALLOW
+    elsewhere = "arn:aws:s3:::my-model-artifacts/secrets/keys.json"
+    assert decide(statements, Request("s3:GetObject", elsewhere)) == IMPLICIT_DENY
+    other_bucket = "arn:aws:s3:::someone-elses-bucket"
+    assert decide(statements, Request("s3:ListBucket", other_bucket, None, {})) == IMPLICIT_DENY
+    # Without ModelDataUrl only the stack's own bucket is readable.
+    plain = role_statements(resolver_for(cfn), "RetrainingSageMakerRole")
+    assert decide(plain, Request("s3:GetObject", obj)) == IMPLICIT_DENY
+
+
+def test_model_monitor_may_read_its_baseline_where_the_parameter_points() -> None:
+    cfn = transformed()
+    overrides = {
+        "CreateEndpoint": "true",
+        "ModelDataUrl": "s3://artifacts/model.tar.gz",
+        "ModelImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
+        "ModelMonitorBaselineUri": "s3://team-baselines/scones/data-quality",
+    }
+    statements = role_statements(resolver_for(cfn, **overrides), "SageMakerExecutionRole")
+    for name in ("constraints.json", "statistics.json"):
+        baseline = f"arn:aws:s3:::team-baselines/scones/data-quality/{name}"
+        assert decide(statements, Request("s3:GetObject", baseline)) == ALLOW, name
+    other = "arn:aws:s3:::team-baselines/other/constraints.json"
+    assert decide(statements, Request("s3:GetObject", other)) == IMPLICIT_DENY
 
 
 def effective_values(**overrides: str) -> dict[str, str]:

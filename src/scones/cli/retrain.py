@@ -103,6 +103,22 @@ def _check_recipe(hyperparameters: dict[str, object], threshold: str) -> None:
         raise CommandError(f"--hyperparameter: the training program refuses it: {exc}") from exc
 
 
+def _check_folders(args: argparse.Namespace) -> None:
+    """The training images and the labelled ones, read as the run will read them."""
+    from scones_core.settings import parse_labels
+
+    from scones.model.folders import DataError, class_root, list_labelled
+    from scones.offline.retrain_recipe import DEFAULT_DATA
+
+    labels = parse_labels(effective_params(parse_params(args.param))["ModelLabels"])
+    try:
+        class_root(args.data or DEFAULT_DATA, labels)
+        if args.labelled is not None:
+            list_labelled(args.labelled, labels)
+    except DataError as exc:
+        raise CommandError(str(exc)) from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from scones.offline.deploy import DeployError
     from scones.offline.retrain import OfflineRetrain, RetrainError, RetrainOptions
@@ -116,7 +132,16 @@ def run(args: argparse.Namespace) -> int:
     for option, folder in (("--data", args.data), ("--labelled", args.labelled)):
         if folder is not None and not folder.is_dir():
             raise CommandError(f"{option} {folder}: no such folder")
+    _check_folders(args)
     check_writable_folder(args.out)
+    from scones.cli.torch_free import torch_installed
+
+    if not torch_installed():  # the training job's program runs here, on this machine
+        raise CommandError(
+            "retraining trains a model, which needs torch, and only the training environment "
+            "has it: run `.venv-train/bin/python -m scones.cli.main retrain ...` after "
+            "`scripts/bootstrap.sh train`"
+        )
     options = RetrainOptions(
         data_dir=args.data,
         production_model=args.model or DEFAULT_MODEL_DIR,

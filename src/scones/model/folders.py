@@ -61,6 +61,13 @@ def class_root(data_dir: Path, labels: Sequence[str]) -> Path:
         if all((candidate / label).is_dir() for label in labels):
             return candidate
     wanted = ", ".join(f"{label}/" for label in labels)
+    for candidate in (data_dir, data_dir / "train"):
+        missing = [f"{label}/" for label in labels if not (candidate / label).is_dir()]
+        if len(missing) < len(labels):  # some label folders are there: name the others
+            raise DataError(
+                f"{candidate} has no {', '.join(missing)} folder: it needs one folder per "
+                f"label ({wanted})"
+            )
     raise DataError(f"{data_dir} has no class folders ({wanted}), neither directly nor in train/")
 
 
@@ -78,6 +85,29 @@ def list_images(data_dir: Path, labels: Sequence[str]) -> list[tuple[Path, int]]
             raise DataError(f"class folder {root / label} holds no images ({IMAGE_SUFFIXES})")
         items.extend((path, index) for path in files)
     return items
+
+
+def list_labelled(folder: Path, labels: Sequence[str]) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Images people labelled: ``(path, label index)`` under each ``<label>/`` that exists
+    (a reviewer may have labelled one class only), and the other folders, left out as the
+    retraining dataset step leaves them out. ``DataError`` when no image is there at all."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"labelled folder not found: {root}")
+    items: list[tuple[Path, int]] = []
+    for index, label in enumerate(labels):
+        if (root / label).is_dir():
+            items.extend(
+                (path, index)
+                for path in sorted((root / label).iterdir())
+                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            )
+    others = sorted(f"{p.name}/" for p in root.iterdir() if p.is_dir() and p.name not in labels)
+    if not items:
+        wanted = " or ".join(f"{label}/" for label in labels)
+        found = f" (it has {', '.join(others)})" if others else ""
+        raise DataError(f"{root} holds no images in {wanted}{found}")
+    return items, others
 
 
 def load_images(

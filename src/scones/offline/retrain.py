@@ -273,7 +273,15 @@ class OfflineRetrain:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
         labelled = 0
         if options.labelled_dir is not None:
-            for path, index in _label_files(options.labelled_dir, self.labels):
+            from scones.model.folders import list_labelled
+
+            files, others = list_labelled(options.labelled_dir, self.labels)
+            if others:
+                self.log(
+                    f"left out folders of {options.labelled_dir} that name no label: "
+                    + ", ".join(others)
+                )
+            for path, index in files:
                 key = f"{params['LabelledDataPrefix']}{self.labels[index]}/{path.name}"
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
                 labelled += 1
@@ -715,6 +723,8 @@ class OfflineRetrain:
                     "ConfidenceThreshold",
                     "GateMinAcceptedAccuracy",
                     "GateMaxCoverageDrop",
+                    "GateMaxRecallDrop",
+                    "GateMinImagesPerClass",
                     "CanaryCapacityPercent",
                     "LowConfidenceAlertShare",
                     "EndpointName",

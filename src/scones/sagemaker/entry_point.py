@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -119,14 +120,28 @@ def build_parser(
     return parser
 
 
-def merge_channels(channels: Sequence[Path], labels: Sequence[str], into: Path) -> Path:
+@dataclass(frozen=True)
+class MergedChannels:
+    root: Path
+    # Labelled images the image rules refuse, and why: one bad object a reviewer's tool
+    # wrote must not fail every later retraining, so it is named and left out.
+    left_out: tuple[tuple[Path, str], ...]
+
+
+def merge_channels(channels: Sequence[Path], labels: Sequence[str], into: Path) -> MergedChannels:
     """One ``<label>/`` folder tree holding every channel's images, as symbolic links.
 
     Each channel is ``<label>/<name>`` or ``train/<label>/<name>``; link names carry the
-    channel's position so equal file names in two channels never collide.
+    channel's position so equal file names in two channels never collide. The first
+    channel is the curated training set (a bad image there is an error, as in ``scones
+    train``); each later one is checked image by image.
     """
+    from scones_core.errors import ImageRejected
+
+    from scones.model.artifact import decode_image
     from scones.model.folders import IMAGE_SUFFIXES, class_root
 
+    left_out: list[tuple[Path, str]] = []
     for label in labels:
         (into / label).mkdir(parents=True, exist_ok=True)
     for index, channel in enumerate(channels):
@@ -138,9 +153,16 @@ def merge_channels(channels: Sequence[Path], labels: Sequence[str], into: Path) 
             if not folder.is_dir():
                 continue
             for path in sorted(folder.iterdir()):
-                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                    (into / label / f"c{index}-{path.name}").symlink_to(path.resolve())
-    return into
+                if not (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
+                    continue
+                if index > 0:
+                    try:
+                        decode_image(path.read_bytes())
+                    except (OSError, ImageRejected) as exc:
+                        left_out.append((path, str(exc)))
+                        continue
+                (into / label / f"c{index}-{path.name}").symlink_to(path.resolve())
+    return MergedChannels(into, tuple(left_out))
 
 
 def _optional_root(channel: Path, labels: Sequence[str]) -> Path | None:
@@ -168,8 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="scones-channels-") as tmp:
         data = args.data
         if args.labelled is not None and args.labelled.is_dir():
-            data = merge_channels([args.data, args.labelled], DEFAULT_LABELS, Path(tmp))
-            log(f"training on {args.data} plus the labelled images in {args.labelled}")
+            merged = merge_channels([args.data, args.labelled], DEFAULT_LABELS, Path(tmp))
+            data = merged.root
+            for path, reason in merged.left_out:
+                log(f"left out labelled image {path}: {reason}")
+            log(
+                f"training on {args.data} plus the labelled images in {args.labelled}"
+                + (f" ({len(merged.left_out)} left out)" if merged.left_out else "")
+            )
         report = build_model(data, args.model_dir, recipe, threshold, name=args.name, log=log)
     print(f"validation accuracy {report['accuracy']:.4f} on {report['images']} images", flush=True)
     return 0

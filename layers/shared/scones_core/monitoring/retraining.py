@@ -119,14 +119,16 @@ def run_name(endpoint_name: str, window_start: datetime) -> str:
     return f"{prefix}-{suffix}" if prefix else suffix
 
 
-def training_job_name(base: str, window_start: datetime) -> str:
-    """The template's job name plus the window, trimmed to SageMaker's 63 characters."""
-    suffix = f"{window_start.astimezone(UTC):%Y%m%d-%H%M}"
-    stem = re.sub(r"[^A-Za-z0-9-]+", "-", base).strip("-")
-    stem = stem[: MAX_NAME_LENGTH - len(suffix) - 1].rstrip("-")
-    name = f"{stem}-{suffix}" if stem else f"retrain-{suffix}"
-    if not is_sagemaker_name(name):
-        raise RetrainingConfigError(f"cannot make a valid training job name from {base!r}")
+def training_job_name(endpoint_name: str, window_start: datetime) -> str:
+    """``<endpoint>-retrain-YYYYMMDD-HHMM``, the run's own name: the monitor's role may
+    create training jobs named ``<EndpointName>-retrain-*`` and no others, whatever name
+    the configured request carries."""
+    name = run_name(endpoint_name, window_start)
+    if len(name) > MAX_NAME_LENGTH or not is_sagemaker_name(name):
+        raise RetrainingConfigError(
+            f"endpoint {endpoint_name!r} gives no valid training job name ({name!r}): "
+            f"SageMaker allows {MAX_NAME_LENGTH} characters, letters, digits and hyphens"
+        )
     return name
 
 
@@ -319,12 +321,10 @@ class RetrainingLauncher:
             template = load_json(body)
         except NotJSON as exc:
             raise RetrainingConfigError(f"{location.uri} is {exc}") from exc
-        if not isinstance(template, dict) or not isinstance(template.get("TrainingJobName"), str):
-            raise RetrainingConfigError(
-                f"{location.uri} must be a CreateTrainingJob request with a TrainingJobName"
-            )
+        if not isinstance(template, dict):
+            raise RetrainingConfigError(f"{location.uri} must be a CreateTrainingJob request")
         request = copy.deepcopy(template)
-        request["TrainingJobName"] = training_job_name(template["TrainingJobName"], window)
+        request["TrainingJobName"] = training_job_name(self._targets.endpoint_name, window)
         return request
 
     def _create_training_job(self, request: dict[str, Any] | None) -> str | None:

@@ -4,5 +4,6 @@
   the labelled-data prefix the review page writes) as pinned SageMaker manifests.
 * :mod:`.gate`: decide from the evaluation report whether a candidate may replace
   the production model.
+* :mod:`.evaluation`: read that report, naming its S3 URI when it is missing or not JSON.
 * :mod:`.outcome`: the small item a retraining run leaves in the monitor's state table.
 """

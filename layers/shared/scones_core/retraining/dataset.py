@@ -14,8 +14,11 @@ with ``{"prefix": "s3://bucket/<prefix>"}`` and names every object relative to i
 The training job then sees ``<channel dir>/<label>/<name>``, the layout the
 training code reads, and the run is pinned to the objects that existed when it
 started (labelling may go on meanwhile). An image whose bytes equal an image of
-the fixed gate set (same ETag) is left out, so the gate never scores an image the
-candidate trained on. ``dataset.json`` beside the manifests says what went in.
+the fixed gate set is left out, so the gate never scores an image the candidate
+trained on. Equal bytes are found by content, not ETag: the ETag of an SSE-KMS object
+(this stack's bucket) or of a multipart upload is not the MD5 of its bytes. Only
+objects whose size equals a gate image's are read and hashed (SHA-256).
+``dataset.json`` beside the manifests says what went in.
 """
 
 from __future__ import annotations
@@ -30,12 +33,16 @@ from typing import Any
 
 from scones_core.errors import SconesError
 from scones_core.retraining.settings import RetrainingSettings
+from scones_core.sagemaker_names import MAX_NAME_LENGTH
 
-# Room left for the endpoint name in "<endpoint>-rt-YYYYMMDDHHMMSS-gate" (63 characters).
-NAME_SUFFIX_LENGTH = len("-rt-YYYYMMDDHHMMSS-gate")
-MAX_ENDPOINT_NAME = 63 - NAME_SUFFIX_LENGTH
+# Room left for the endpoint name in "<endpoint>-rt-YYMMDD-<run hash>-gate" (63 characters;
+# the template's EndpointName MaxLength and IAM patterns "<EndpointName>-rt-*" follow it).
+RUN_HASH_LENGTH = 7
+NAME_SUFFIX_LENGTH = len("-rt-YYMMDD-") + RUN_HASH_LENGTH + len("-gate")
+MAX_ENDPOINT_NAME = MAX_NAME_LENGTH - NAME_SUFFIX_LENGTH
 TRAIN_CHANNEL = "train"
 LABELLED_CHANNEL = "labelled"
+_READ_CHUNK = 1024 * 1024
 _IGNORED_NAMES = re.compile(r"^\.|\.(json|jsonl|csv|manifest|txt)$", re.IGNORECASE)
 
 
@@ -45,7 +52,9 @@ class DatasetError(SconesError):
 
 @dataclass(frozen=True)
 class RunNames:
-    """SageMaker names for one retraining run, derived from the execution's start time."""
+    """SageMaker names for one retraining run: its start date, for people, and a hash of
+    the execution's name and start time, so two runs (even in one second) never share a
+    job, model or run folder while a retry of the same execution gets the same names."""
 
     base: str  # training job, model and endpoint config
     processing_job: str
@@ -57,13 +66,18 @@ class RunNames:
         return hashlib.sha256(self.base.encode("utf-8")).hexdigest()[:32]
 
     @classmethod
-    def for_run(cls, endpoint_name: str, started_at: datetime) -> RunNames:
+    def for_run(cls, endpoint_name: str, started_at: datetime, run_name: str) -> RunNames:
         if len(endpoint_name) > MAX_ENDPOINT_NAME:
             raise DatasetError(
                 f"endpoint name {endpoint_name!r} is longer than {MAX_ENDPOINT_NAME} characters, "
-                "so the retraining job names would pass SageMaker's 63"
+                f"so the retraining job names would pass SageMaker's {MAX_NAME_LENGTH}"
             )
-        base = f"{endpoint_name}-rt-{started_at.astimezone(UTC):%Y%m%d%H%M%S}"
+        if not run_name:
+            raise DatasetError("the run needs its execution name to name its jobs")
+        moment = started_at.astimezone(UTC)
+        identity = f"{run_name}\n{moment.isoformat(timespec='microseconds')}"
+        run_hash = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:RUN_HASH_LENGTH]
+        base = f"{endpoint_name}-rt-{moment:%y%m%d}-{run_hash}"
         return cls(base=base, processing_job=f"{base}-gate")
 
 
@@ -86,27 +100,64 @@ def parse_started_at(value: Any) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _objects(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
+def _objects(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
+    """Each key under ``prefix`` with its size in bytes."""
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            yield item["Key"], str(item.get("ETag", "")).strip('"')
+            yield item["Key"], int(item["Size"])
+
+
+def _sha256(s3: Any, bucket: str, key: str) -> str:
+    digest = hashlib.sha256()
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    for chunk in body.iter_chunks(_READ_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class GateContent:
+    """The gate set's objects, to recognise a byte-identical copy under another key.
+
+    A listing gives each object's size; bytes are read only for an object whose size a
+    gate object has, and a gate object only once some object has its size."""
+
+    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
+        self._s3, self._bucket = s3, bucket
+        self._keys_by_size: dict[int, list[str]] = {}
+        for key, size in _objects(s3, bucket, prefix):
+            self._keys_by_size.setdefault(size, []).append(key)
+        self._digests_by_size: dict[int, frozenset[str]] = {}
+
+    @property
+    def images(self) -> int:
+        return sum(len(keys) for keys in self._keys_by_size.values())
+
+    def holds_copy_of(self, key: str, size: int) -> bool:
+        gate_keys = self._keys_by_size.get(size)
+        if not gate_keys:
+            return False
+        digests = self._digests_by_size.get(size)
+        if digests is None:
+            digests = frozenset(_sha256(self._s3, self._bucket, k) for k in gate_keys)
+            self._digests_by_size[size] = digests
+        return _sha256(self._s3, self._bucket, key) in digests
 
 
 def read_channel(
-    s3: Any, bucket: str, prefix: str, labels: tuple[str, ...], exclude_etags: frozenset[str]
+    s3: Any, bucket: str, prefix: str, labels: tuple[str, ...], gate: GateContent
 ) -> tuple[ChannelObjects, int]:
     """The ``<label>/<name>`` objects under ``prefix``; and how many were gate duplicates."""
     keys: list[str] = []
     per_label = dict.fromkeys(labels, 0)
     skipped = excluded = 0
-    for key, etag in _objects(s3, bucket, prefix):
+    for key, size in _objects(s3, bucket, prefix):
         relative = key[len(prefix) :]
         label, _, name = relative.partition("/")
         if label not in per_label or not name or "/" in name or _IGNORED_NAMES.search(name):
             skipped += 1
             continue
-        if etag and etag in exclude_etags:
+        if gate.holds_copy_of(key, size):
             excluded += 1
             continue
         keys.append(relative)
@@ -147,21 +198,17 @@ def assemble_dataset(
     s3: Any, settings: RetrainingSettings, started_at: datetime, run_name: str
 ) -> dict[str, Any]:
     """Write the manifests and ``dataset.json``; return what the next states need."""
-    names = RunNames.for_run(settings.endpoint_name, started_at)
+    names = RunNames.for_run(settings.endpoint_name, started_at, run_name)
     bucket, labels = settings.bucket, settings.labels
-    gate_etags = frozenset(etag for _, etag in _objects(s3, bucket, settings.gate_prefix) if etag)
-    original, original_excluded = read_channel(
-        s3, bucket, settings.training_prefix, labels, gate_etags
-    )
+    gate = GateContent(s3, bucket, settings.gate_prefix)
+    original, original_excluded = read_channel(s3, bucket, settings.training_prefix, labels, gate)
     empty = [label for label, count in original.per_label.items() if count == 0]
     if empty:
         raise DatasetError(
             f"the training channel s3://{bucket}/{settings.training_prefix} has no images of "
             f"{', '.join(empty)}"
         )
-    labelled, labelled_excluded = read_channel(
-        s3, bucket, settings.labelled_prefix, labels, gate_etags
-    )
+    labelled, labelled_excluded = read_channel(s3, bucket, settings.labelled_prefix, labels, gate)
     run_prefix = f"{settings.retraining_prefix}{names.base}/"
     channels = [(TRAIN_CHANNEL, original)]
     if labelled.keys:
@@ -194,7 +241,7 @@ def assemble_dataset(
             "skipped_keys": labelled.skipped,
             "gate_duplicates_left_out": labelled_excluded,
         },
-        "gate_set": {"source": f"s3://{bucket}/{settings.gate_prefix}", "images": len(gate_etags)},
+        "gate_set": {"source": f"s3://{bucket}/{settings.gate_prefix}", "images": gate.images},
         "fingerprint": _fingerprint(bucket, [c for _, c in channels]),
         "channels": [c["ChannelName"] for c in input_data_config],
     }

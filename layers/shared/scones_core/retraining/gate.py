@@ -10,10 +10,16 @@ passes when
    everything would go to review), and
 3. it accepts at most ``GATE_MAX_COVERAGE_DROP`` less of the gate set than production
    (an equally accurate model that is unsure of everything would send most traffic to
-   review).
+   review), and
+4. its recall on every class is at most ``GATE_MAX_RECALL_DROP`` below production's
+   recall on that class (overall accuracy hides a model that gives up a class: on a
+   gate set of mostly motorcycles, one that always answers "motorcycle" looks good).
 
-The threshold must be the deployed ``ConfidenceThreshold``; a report scored at
-another threshold, or whose two models saw different images, is not judged.
+The report is not judged at all when it does not describe this stack's decision: it
+was scored at another threshold than the deployed ``ConfidenceThreshold``, its models
+name other labels than the stack's ``LABELS`` (in the same order), the two models saw
+different images, or the gate set has fewer than ``GATE_MIN_IMAGES_PER_CLASS`` images
+of a class (a tie on two images, or a recall from one, says nothing about a model).
 """
 
 from __future__ import annotations
@@ -34,17 +40,28 @@ class EvaluationReportError(SconesError):
 @dataclass(frozen=True)
 class GateRules:
     threshold: float
+    labels: tuple[str, ...]  # the stack's labels, in the order of the model's output
     min_accepted_accuracy: float
     max_coverage_drop: float
+    max_recall_drop: float
+    min_images_per_class: int
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    support: int  # gate images of this class
+    recall: float
 
 
 @dataclass(frozen=True)
 class ModelScore:
     version: str
+    labels: tuple[str, ...]
     accuracy: float
     accepted_accuracy: float | None
     coverage: float
     images: int
+    per_class: dict[str, ClassScore]
 
     @classmethod
     def from_report(cls, report: Any, role: str) -> ModelScore:
@@ -53,21 +70,33 @@ class ModelScore:
         try:
             at = report["at_threshold"]
             accepted = at["accepted_accuracy"]
+            labels = report["labels"]
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise TypeError(f"labels {labels!r} is not a list of names")
+            per_class = _per_class(report["per_class"], labels)
             score = cls(
                 version=str(report["model"]["version"]),
+                labels=tuple(labels),
                 accuracy=_fraction(report["accuracy"]),
                 accepted_accuracy=None if accepted is None else _fraction(accepted),
                 coverage=_fraction(at["coverage"]),
-                images=int(report["images"]),
+                images=_count(report["images"]),
+                per_class=per_class,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EvaluationReportError(f"the {role} report is incomplete: {exc!r}") from exc
         # Nothing accepted is a coverage of exactly 0 (a coverage rounds to 0 only on a
         # gate set of millions, so the reverse is not checked).
-        if score.images < 1 or (score.accepted_accuracy is None and score.coverage != 0):
+        supports = sum(c.support for c in score.per_class.values())
+        if (
+            score.images < 1
+            or supports != score.images
+            or (score.accepted_accuracy is None and score.coverage != 0)
+        ):
             raise EvaluationReportError(
-                f"the {role} report does not add up: {score.images} images, coverage "
-                f"{score.coverage}, accepted accuracy {score.accepted_accuracy}"
+                f"the {role} report does not add up: {score.images} images ({supports} "
+                f"in its classes), coverage {score.coverage}, accepted accuracy "
+                f"{score.accepted_accuracy}"
             )
         return score
 
@@ -78,7 +107,33 @@ class ModelScore:
             "accepted_accuracy": self.accepted_accuracy,
             "coverage": self.coverage,
             "images": self.images,
+            "per_class": {
+                label: {"support": c.support, "recall": c.recall}
+                for label, c in self.per_class.items()
+            },
         }
+
+
+def _per_class(value: Any, labels: list[str]) -> dict[str, ClassScore]:
+    """``per_class`` of the evaluation report: support and recall of each label."""
+    if not isinstance(value, dict) or set(value) != set(labels):
+        raise ValueError(f"per_class does not name exactly the labels {labels}")
+    scores = {}
+    for label in labels:
+        support = _count(value[label]["support"])
+        recall = value[label]["recall"]
+        if support == 0:
+            # A class without gate images has no recall to protect; the minimum refuses it.
+            scores[label] = ClassScore(0, 0.0)
+        else:
+            scores[label] = ClassScore(support, _fraction(recall))
+    return scores
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return value
 
 
 def _fraction(value: Any) -> float:
@@ -86,6 +141,30 @@ def _fraction(value: Any) -> float:
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
         raise ValueError(f"{value!r} is not a fraction from 0 to 1")
     return number
+
+
+def _check_comparable(candidate: ModelScore, production: ModelScore, rules: GateRules) -> None:
+    """Refuse to judge a report that is not about this stack's models on a usable gate set."""
+    for role, score in (("candidate", candidate), ("production", production)):
+        if score.labels != rules.labels:
+            raise EvaluationReportError(
+                f"the {role} model's labels {list(score.labels)} are not the stack's "
+                f"labels {list(rules.labels)}"
+            )
+    supports = {label: c.support for label, c in candidate.per_class.items()}
+    if candidate.images != production.images or supports != {
+        label: c.support for label, c in production.per_class.items()
+    }:
+        raise EvaluationReportError(
+            f"the models were scored on different gate sets ({candidate.images} and "
+            f"{production.images} images)"
+        )
+    few = [f"{label} {n}" for label, n in supports.items() if n < rules.min_images_per_class]
+    if few:
+        raise EvaluationReportError(
+            f"the gate set is too small to judge by: {', '.join(few)} images, fewer than "
+            f"the {rules.min_images_per_class} per class the gate needs"
+        )
 
 
 def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
@@ -102,11 +181,7 @@ def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
         raise EvaluationReportError(
             f"the report was scored at threshold {threshold!r}, not the deployed {rules.threshold}"
         )
-    if candidate.images != production.images or candidate.images == 0:
-        raise EvaluationReportError(
-            f"the models were scored on different gate sets ({candidate.images} and "
-            f"{production.images} images)"
-        )
+    _check_comparable(candidate, production, rules)
     reasons: list[str] = []
     if candidate.accuracy < production.accuracy:
         reasons.append(
@@ -125,6 +200,13 @@ def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
             f"coverage {candidate.coverage:.4f} at threshold {rules.threshold:g} is more than "
             f"{rules.max_coverage_drop:g} below production's {production.coverage:.4f}"
         )
+    for label in rules.labels:
+        mine, theirs = candidate.per_class[label].recall, production.per_class[label].recall
+        if round(theirs - mine, 9) > rules.max_recall_drop:
+            reasons.append(
+                f"recall on {label} {mine:.4f} is more than {rules.max_recall_drop:g} below "
+                f"production's {theirs:.4f}"
+            )
     passed = not reasons
     accepted_text = (
         "none" if candidate.accepted_accuracy is None else f"{candidate.accepted_accuracy:.6f}"
@@ -134,10 +216,11 @@ def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
         if candidate.accepted_accuracy is None
         else f"accepted accuracy {candidate.accepted_accuracy:.4f}"
     )
+    recalls = ", ".join(f"{k} {c.recall:.4f}" for k, c in candidate.per_class.items())
     summary = (
         f"candidate {candidate.version}: accuracy {candidate.accuracy:.4f} vs production "
         f"{production.version} {production.accuracy:.4f}, {accepted}, coverage "
-        f"{candidate.coverage:.4f} on {candidate.images} gate images; "
+        f"{candidate.coverage:.4f}, recall {recalls} on {candidate.images} gate images; "
         + ("passed" if passed else "refused: " + "; ".join(reasons))
     )
     return {
@@ -146,8 +229,11 @@ def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
         "summary": summary,
         "rules": {
             "threshold": rules.threshold,
+            "labels": list(rules.labels),
             "min_accepted_accuracy": rules.min_accepted_accuracy,
             "max_coverage_drop": rules.max_coverage_drop,
+            "max_recall_drop": rules.max_recall_drop,
+            "min_images_per_class": rules.min_images_per_class,
             "candidate_accuracy_at_least": "production accuracy",
         },
         "candidate": candidate.to_json(),

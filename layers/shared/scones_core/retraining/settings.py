@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from scones_core.errors import SettingsError
 from scones_core.monitoring.settings import parse_fraction
-from scones_core.settings import EnvReader, parse_labels
+from scones_core.settings import EnvReader, parse_labels, positive_int
 
 # Every variable from_env reads; template.yaml sets each one (a test checks).
 ENVIRONMENT_VARIABLES = (
@@ -22,6 +22,8 @@ ENVIRONMENT_VARIABLES = (
     "CONFIDENCE_THRESHOLD",
     "GATE_MIN_ACCEPTED_ACCURACY",
     "GATE_MAX_COVERAGE_DROP",
+    "GATE_MAX_RECALL_DROP",
+    "GATE_MIN_IMAGES_PER_CLASS",
 )
 
 _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]+/$")
@@ -45,6 +47,8 @@ class RetrainingSettings:
     confidence_threshold: float
     gate_min_accepted_accuracy: float
     gate_max_coverage_drop: float
+    gate_max_recall_drop: float
+    gate_min_images_per_class: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RetrainingSettings:
@@ -60,6 +64,8 @@ class RetrainingSettings:
             confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", parse_fraction),
             gate_min_accepted_accuracy=reader.parsed("GATE_MIN_ACCEPTED_ACCURACY", parse_fraction),
             gate_max_coverage_drop=reader.parsed("GATE_MAX_COVERAGE_DROP", parse_fraction),
+            gate_max_recall_drop=reader.parsed("GATE_MAX_RECALL_DROP", parse_fraction),
+            gate_min_images_per_class=reader.parsed("GATE_MIN_IMAGES_PER_CLASS", positive_int),
         )
         if reader.problems:
             raise SettingsError(

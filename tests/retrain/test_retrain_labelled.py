@@ -1,0 +1,102 @@
+"""Images people labelled in review, as retraining reads them: offline and in the job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scones.cli.main import main
+from scones.model.folders import DataError, class_root, list_labelled
+from scones.sagemaker.entry_point import merge_channels
+from scones.template_params import PROJECT_ROOT
+
+LABELS = ("bicycle", "motorcycle")
+BUNDLED = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
+
+
+def _image(label: str) -> bytes:
+    return next((BUNDLED / "train" / label).glob("*.png")).read_bytes()
+
+
+def test_a_refused_labelled_image_is_named_and_left_out_not_fatal(tmp_path: Path) -> None:
+    """One bad object under LabelledDataPrefix must not fail every later retraining."""
+    for label in LABELS:
+        (tmp_path / "train" / label).mkdir(parents=True)
+        (tmp_path / "train" / label / "a.png").write_bytes(_image(label))
+    labelled = tmp_path / "labelled" / "bicycle"
+    labelled.mkdir(parents=True)
+    (labelled / "good.png").write_bytes(_image("bicycle"))
+    (labelled / "truncated.png").write_bytes(_image("bicycle")[:60])
+    merged = merge_channels([tmp_path / "train", tmp_path / "labelled"], LABELS, tmp_path / "m")
+    assert sorted(p.name for p in (merged.root / "bicycle").iterdir()) == [
+        "c0-a.png",
+        "c1-good.png",
+    ]
+    [(path, reason)] = merged.left_out
+    assert path == labelled / "truncated.png"  # the labelled object, not a temporary link
+    assert reason
+
+
+def test_labelled_images_of_one_label_are_enough_and_other_folders_are_named(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "motorcycle").mkdir()
+    (tmp_path / "motorcycle" / "m.png").write_bytes(_image("motorcycle"))
+    (tmp_path / "scooter").mkdir()
+    (tmp_path / "scooter" / "s.png").write_bytes(_image("motorcycle"))
+    files, others = list_labelled(tmp_path, LABELS)
+    assert files == [(tmp_path / "motorcycle" / "m.png", 1)]
+    assert others == ["scooter/"]
+
+    (tmp_path / "motorcycle" / "m.png").unlink()
+    with pytest.raises(DataError, match=r"holds no images in bicycle/ or motorcycle/ \(it has "):
+        list_labelled(tmp_path, LABELS)
+
+
+def test_a_training_folder_missing_one_label_says_which(tmp_path: Path) -> None:
+    (tmp_path / "bicycle").mkdir()
+    with pytest.raises(DataError, match=r"has no motorcycle/ folder: it needs one folder per"):
+        class_root(tmp_path, LABELS)
+    with pytest.raises(DataError, match="has no class folders"):
+        class_root(tmp_path / "bicycle", LABELS)
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [
+        ("empty", "holds no images in bicycle/ or motorcycle/"),
+        ("unknown", "holds no images in bicycle/ or motorcycle/ (it has scooter/)"),
+    ],
+)
+def test_retrain_refuses_labelled_folders_it_cannot_use_before_the_stack_starts(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    folder: str,
+    message: str,
+) -> None:
+    _never_run(monkeypatch)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "unknown" / "scooter").mkdir(parents=True)
+    (tmp_path / "unknown" / "scooter" / "s.png").write_bytes(_image("bicycle"))
+    argv = ["retrain", "--labelled", str(tmp_path / folder), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def _never_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: object) -> None:
+        raise AssertionError("the rehearsal started")
+
+    monkeypatch.setattr("scones.offline.retrain.OfflineRetrain.run", refuse)
+
+
+def test_retrain_without_torch_says_where_it_runs_before_the_stack_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _never_run(monkeypatch)
+    monkeypatch.setattr("scones.cli.torch_free.torch_installed", lambda: False)
+    assert main(["retrain", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "needs torch" in err and ".venv-train/bin/python -m scones.cli.main retrain" in err
