@@ -293,14 +293,22 @@ def _promoted_config(
         stack_config = str(resource.get("PhysicalResourceId", ""))
     except botocore.exceptions.ClientError:
         return {}
-    if not stack_config or not serving or stack_config == serving:
+    # CloudFormation's physical id of an endpoint config is its ARN, whose name part
+    # SageMaker writes in lower case.
+    stack_name_part = stack_config.rsplit("/", 1)[-1]
+    if not stack_config or not serving or stack_name_part.lower() == serving.lower():
         return {}
-    found = {"serving_config": serving, "stack_config": stack_config}
+    found = {"serving_config": serving, "stack_config": stack_name_part}
     try:
         config = sagemaker.describe_endpoint_config(EndpointConfigName=serving)
         model_name = config["ProductionVariants"][0]["ModelName"]
-        model = sagemaker.describe_model(ModelName=model_name)
-        found["serving_model_data"] = str(model["PrimaryContainer"]["ModelDataUrl"])
+        container = sagemaker.describe_model(ModelName=model_name)["PrimaryContainer"]
+        if "ModelPackageName" in container:  # how retraining creates a promoted model
+            package = sagemaker.describe_model_package(
+                ModelPackageName=container["ModelPackageName"]
+            )
+            container = package["InferenceSpecification"]["Containers"][0]
+        found["serving_model_data"] = str(container["ModelDataUrl"])
     except (botocore.exceptions.ClientError, KeyError, IndexError):
         pass  # the warning still stands without the artifact's address
     return found

@@ -368,7 +368,12 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
         {
             "StackResourceDetail": {
                 "LogicalResourceId": "SageMakerEndpointConfig",
-                "PhysicalResourceId": "SageMakerEndpointConfig-AbC123",
+                # CloudFormation's physical id of an endpoint config is its ARN, the
+                # name in lower case
+                "PhysicalResourceId": (
+                    "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/"
+                    "sagemakerendpointconfig-abc123"
+                ),
                 "ResourceType": "AWS::SageMaker::EndpointConfig",
                 "LastUpdatedTimestamp": "2026-12-01T00:00:00Z",
                 "ResourceStatus": "CREATE_COMPLETE",
@@ -387,24 +392,77 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
         {"EndpointConfigName": "ep-rt-20261202120000-config"},
     )
     artifact = "s3://bucket/retraining/runs/x/output/model.tar.gz"
-    sm.add_response(
+    package = "arn:aws:sagemaker:us-east-1:123456789012:model-package/scones-models/3"
+    sm.add_response(  # retraining creates the promoted model from its package
         "describe_model",
         {
             "ModelName": "ep-rt-model",
-            "PrimaryContainer": {"Image": "img", "ModelDataUrl": artifact},
+            "PrimaryContainer": {"ModelPackageName": package},
             "CreationTime": "2026-12-02T12:00:00Z",
             "ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/ep-rt-model",
         },
         {"ModelName": "ep-rt-model"},
     )
+    sm.add_response(
+        "describe_model_package",
+        {
+            "ModelPackageName": "scones-models",
+            "ModelPackageArn": package,
+            "CreationTime": "2026-12-02T12:00:00Z",
+            "ModelPackageStatus": "Completed",
+            "ModelPackageStatusDetails": {"ValidationStatuses": []},
+            "InferenceSpecification": {
+                "Containers": [{"Image": "img", "ModelDataUrl": artifact}],
+                "SupportedContentTypes": ["image/png"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+        },
+        {"ModelPackageName": package},
+    )
     config = SamConfig(stack_name="scones", region=REGION, profile=None, parameter_overrides={})
     with cfn, sm:
         status = endpoint_status(session, "scones", config)
     assert status["serving_config"] == "ep-rt-20261202120000-config"
-    assert status["stack_config"] == "SageMakerEndpointConfig-AbC123"
+    assert status["stack_config"] == "sagemakerendpointconfig-abc123"
     advice = endpoint_advice(status)
     assert advice and "retraining promoted a model" in advice
     assert f"deploy with ModelDataUrl={artifact}" in advice
-    # The stack's own config served: nothing to say.
-    same = {k: v for k, v in status.items() if k not in ("serving_config", "stack_config")}
-    assert endpoint_advice(same) is None
+    # The stack's own config served (CloudFormation's ARN, SageMaker's name): nothing to say.
+    own = _StubbedSession()
+    own.stubs["sagemaker"].add_response(
+        "describe_endpoint",
+        {
+            "EndpointName": "ep",
+            "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep",
+            "EndpointConfigName": "SageMakerEndpointConfig-AbC123",
+            "EndpointStatus": "InService",
+            "CreationTime": "2026-12-01T00:00:00Z",
+            "LastModifiedTime": "2026-12-01T00:00:00Z",
+        },
+        {"EndpointName": "ep"},
+    )
+    config = SamConfig(
+        stack_name="scones",
+        region=REGION,
+        parameter_overrides={"EndpointName": "ep", "CreateEndpoint": "true"},
+    )
+    own.stubs["cloudformation"].add_client_error("describe_stacks", "ValidationError")
+    own.stubs["cloudformation"].add_response(
+        "describe_stack_resource",
+        {
+            "StackResourceDetail": {
+                "LogicalResourceId": "SageMakerEndpointConfig",
+                "PhysicalResourceId": (
+                    "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/"
+                    "sagemakerendpointconfig-abc123"
+                ),
+                "ResourceType": "AWS::SageMaker::EndpointConfig",
+                "LastUpdatedTimestamp": "2026-12-01T00:00:00Z",
+                "ResourceStatus": "CREATE_COMPLETE",
+            }
+        },
+        {"StackName": "scones", "LogicalResourceId": "SageMakerEndpointConfig"},
+    )
+    with own.stubs["cloudformation"], own.stubs["sagemaker"]:
+        unchanged = endpoint_status(own, "scones", config)
+    assert "serving_config" not in unchanged and endpoint_advice(unchanged) is None

@@ -882,3 +882,15 @@ def test_a_functions_error_is_recorded_as_its_message_naming_the_report(
     assert "stackTrace" not in reason and "errorMessage" not in reason, reason
     if report is None or report.startswith(b"{not"):
         assert uri in reason, reason
+
+
+def test_an_error_without_a_cause_is_still_recorded_and_alerted(stack: OfflineStack) -> None:
+    """A Catch's error output may carry no Cause; formatting one would be States.Runtime,
+    which no Catch sees, and the run would end with no record."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    run = "error-without-cause"
+    state["run"]["run_name"] = run
+    state["error"] = {"Error": "States.Timeout"}
+    result = execute(stack, "DescribeFailure", state, run)
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    assert outcome_of(stack, run)["reason"] == "States.Timeout"

@@ -307,7 +307,12 @@ def test_functions_that_read_objects_which_may_be_gone_may_list_the_bucket() -> 
     cfn = transformed()
     resolve = resolver_for(cfn)
     bucket = f"arn:aws:s3:::{STACK}-{ACCOUNT}-{REGION}-images"
-    for role in ("SerializeImageFunctionRole", "BackfillFunctionRole", "MonitorFunctionRole"):
+    for role in (
+        "SerializeImageFunctionRole",
+        "BackfillFunctionRole",
+        "MonitorFunctionRole",
+        "RetrainJudgeFunctionRole",  # a missing evaluation report, named as missing
+    ):
         statements = role_statements(resolve, role)
         assert decide(statements, Request("s3:ListBucket", bucket, None, {})) == ALLOW, role
     for role in ("SerializeImageFunctionRole", "BackfillFunctionRole"):
@@ -362,6 +367,23 @@ def test_state_machines_that_trace_may_write_to_x_ray() -> None:
         assert decide(active, segment) == ALLOW, role
         passive = role_statements(resolver_for(cfn, TracingMode="PassThrough"), role)
         assert decide(passive, segment) == IMPLICIT_DENY, role
+
+
+@pytest.mark.parametrize("tracing", ["Active", "PassThrough"])
+def test_no_inline_policy_is_left_without_statements(tracing: str) -> None:
+    """IAM refuses a policy with no statement (MalformedPolicyDocument), so a statement
+    list holding only a condition's !If would fail the deploy when the condition is off."""
+    cfn = transformed()
+    resolve = resolver_for(cfn, TracingMode=tracing)
+    for logical_id, resource in cfn["Resources"].items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        if "Condition" in resource and not resolve.condition(resource["Condition"]):
+            continue
+        role = resolve(resource["Properties"])
+        for policy in role.get("Policies", []):
+            statements = as_list(policy["PolicyDocument"]["Statement"])
+            assert statements, (logical_id, policy["PolicyName"])
 
 
 def test_wildcard_resources_only_where_aws_allows_no_other() -> None:

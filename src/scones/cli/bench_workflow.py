@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scones.cli.arguments import seconds
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 
 DEFAULT_SIZES = [200]
 
@@ -110,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
             max_running_executions=args.max_running_executions,
             warmup=args.warmup,
         )
-    except (ModelArtifactError, FileNotFoundError, StackError, DeployError, TimeoutError) as exc:
+    except (ModelArtifactError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from exc
+    except (StackError, DeployError, TimeoutError) as exc:
+        raise CommandFailed(str(exc)) from exc
     print(format_report(result), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

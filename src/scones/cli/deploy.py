@@ -114,7 +114,7 @@ def run_preflight(args: argparse.Namespace) -> int:
         f"deploying stack {stack} to account {who['account']} in {who['region']} as "
         f"{who['arn']} ({who['credentials']} credentials)"
     )
-    _warn_about_endpoint(session, None, config)
+    _warn_about_endpoint(session, stack, config)
     return 0
 
 

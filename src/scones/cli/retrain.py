@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from scones.cli.arguments import check_writable_folder, output_folder, positive_int
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import effective_params, parse_params
 
 
@@ -160,7 +160,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = OfflineRetrain(options, log=log).run()
-    except (RetrainError, StackError, DeployError, ValueError) as exc:
+    except (RetrainError, StackError, DeployError) as exc:
+        raise CommandFailed(str(exc)) from exc
+    except ValueError as exc:
         raise CommandError(str(exc)) from exc
     report = result.to_json()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
