@@ -119,9 +119,22 @@ function fetchImage(img, item, first) {
   if (item.image === "failed") return;
   const src = imageSource(item);
   img.dataset.src = src;
-  enqueue({ img, start(done) {
-    img.addEventListener("load", done, { once: true });
-    img.addEventListener("error", done, { once: true });
+  enqueue({ img, first, start(done) {
+    // The row and the detail may both want one image: one request at a time per image.
+    // The others wait for it, then take the cached copy, or nothing if it failed.
+    if (item.image === "failed") { done(); return; }
+    if (item.loading) { item.loading.push(this); done(); return; }
+    item.loading = [];
+    let settled = false;
+    const settle = () => {
+      if (settled) return;
+      settled = true;
+      const waiting = item.loading; item.loading = null;
+      done();
+      for (const job of waiting) enqueue(job, job.first);
+    };
+    img.addEventListener("load", settle, { once: true });
+    img.addEventListener("error", settle, { once: true });
     img.src = src;
   } }, first);
 }
