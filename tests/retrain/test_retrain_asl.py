@@ -32,7 +32,7 @@ from scones_core.retraining.dataset import RunNames
 
 from scones.asl_check import substitute
 from scones.offline.stack import OfflineStack, StackOptions
-from scones.template_params import PROJECT_ROOT
+from scones.template_params import PROJECT_ROOT, parameter_defaults
 from tests.workflow.test_workflow_template import sample_substitutions, state_machines
 
 # The moto tests share one offline stack (one per process): keep the module on one worker.
@@ -160,10 +160,12 @@ def minimal(shape: Any) -> Any:
     return "x" * max(1, shape.metadata.get("min", 1))
 
 
-def sagemaker_states() -> dict[str, tuple[str, dict[str, Any]]]:
+def sagemaker_states(
+    substitutions: dict[str, str] | None = None,
+) -> dict[str, tuple[str, dict[str, Any]]]:
     """Every state that calls SageMaker: (operation, resolved request)."""
     found = {}
-    for name, state in definition()["States"].items():
+    for name, state in definition(substitutions)["States"].items():
         resource = state.get("Resource", "")
         for prefix in ("arn:aws:states:::sagemaker:", "arn:aws:states:::aws-sdk:sagemaker:"):
             if resource.startswith(prefix):
@@ -237,6 +239,20 @@ def test_the_training_job_runs_the_projects_script_with_the_assembled_channels()
     ]
     policy = deploy["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
     assert policy["Type"] == "CANARY" and policy["CanarySize"]["Type"] == "CAPACITY_PERCENT"
+
+
+@pytest.mark.parametrize("labels", [None, "cat,dog,bird"])
+def test_the_training_job_trains_the_stacks_labels(labels: str | None) -> None:
+    """The candidate answers the stack's ModelLabels in their order, or the gate (which
+    compares labels) could never pass it: the program reads them as the toolkit passes them."""
+    from scones.sagemaker.entry_point import build_parser, toolkit_argv
+
+    _, request = sagemaker_states({"ModelLabels": labels} if labels else None)["TrainCandidate"]
+    hyperparameters = {k: json.loads(v) for k, v in request["HyperParameters"].items()}
+    argv = toolkit_argv(hyperparameters)
+    args = build_parser().parse_args([*argv, "--data", ".", "--model-dir", "."])
+    expected = labels or parameter_defaults()["ModelLabels"]
+    assert args.labels == tuple(expected.split(","))
 
 
 def test_outcomes_survive_a_throttle_and_rollback_watches_only_the_canarys_errors() -> None:

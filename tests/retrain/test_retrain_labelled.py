@@ -100,3 +100,50 @@ def test_retrain_without_torch_says_where_it_runs_before_the_stack_starts(
     assert main(["retrain", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "needs torch" in err and ".venv-train/bin/python -m scones.cli.main retrain" in err
+
+
+def test_training_defaults_to_the_templates_labels() -> None:
+    """A model trained without ``--labels`` answers what a stack with default parameters
+    expects, so the gate's label check passes for it."""
+    from scones.model.recipe import DEFAULT_LABELS
+    from scones.sagemaker.entry_point import build_parser
+    from scones.template_params import parameter_defaults
+
+    assert ",".join(DEFAULT_LABELS) == parameter_defaults()["ModelLabels"]
+    args = build_parser().parse_args(["--threshold", "0.9", "--data", ".", "--model-dir", "."])
+    assert args.labels == DEFAULT_LABELS
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("bicycle", "expected at least two comma-separated, non-empty labels"),
+        ("bicycle,,motorcycle", "expected at least two comma-separated, non-empty labels"),
+        ("bicycle,bicycle", "labels must be unique"),
+    ],
+)
+def test_train_and_the_job_refuse_labels_they_could_not_train(
+    labels: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scones.sagemaker.entry_point import check_hyperparameters
+
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--labels", labels])
+    assert exited.value.code == 2
+    assert f"argument --labels: '{labels}': {message}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=message):
+        check_hyperparameters({"threshold": 0.9, "labels": labels})
+
+
+def test_labelled_images_merge_under_the_labels_given(tmp_path: Path) -> None:
+    """A stack with other ModelLabels retrains on its own folders, in its own order."""
+    labels = ("scooter", "bicycle")
+    for label in labels:
+        (tmp_path / "train" / label).mkdir(parents=True)
+        (tmp_path / "train" / label / "a.png").write_bytes(_image("bicycle"))
+    (tmp_path / "train" / "motorcycle").mkdir()
+    (tmp_path / "labelled" / "scooter").mkdir(parents=True)
+    (tmp_path / "labelled" / "scooter" / "b.png").write_bytes(_image("motorcycle"))
+    merged = merge_channels([tmp_path / "train", tmp_path / "labelled"], labels, tmp_path / "m")
+    assert sorted(p.name for p in merged.root.iterdir()) == ["bicycle", "scooter"]
+    assert sorted(p.name for p in (merged.root / "scooter").iterdir()) == ["c0-a.png", "c1-b.png"]

@@ -31,6 +31,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def labels(text: str) -> tuple[str, ...]:
+    """A model's labels in its output order, comma-separated (``ModelLabels``' form)."""
+    from scones_core.settings import parse_labels
+
+    try:
+        return parse_labels(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def port(text: str) -> int:
     """A TCP port, or 0 for any free one."""
     value = _whole(text)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from scones.cli.arguments import output_folder
+from scones.cli.arguments import labels, output_folder
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR, SHIPPED_MODEL_NAME
 
@@ -19,6 +19,7 @@ DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from scones.model.recipe import (
+        DEFAULT_LABELS,
         DEFAULT_METHOD,
         DEFAULT_TEACHER,
         DISTIL_SETTINGS,
@@ -55,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--name", default=SHIPPED_MODEL_NAME, help="model name in model.json" + default
+    )
+    parser.add_argument(
+        "--labels",
+        type=labels,
+        default=DEFAULT_LABELS,
+        help="the class folders, in the model's output order, comma-separated (the stack's "
+        f"ModelLabels; default: {','.join(DEFAULT_LABELS)})",
     )
     parser.add_argument(
         "--threshold",
@@ -234,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
             recipe,
             threshold,
             name=args.name,
+            labels=args.labels,
             log=log,
             cache_dir=args.cache_dir,
         )

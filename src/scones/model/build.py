@@ -40,13 +40,12 @@ from scones.model.folders import (
     load_images,
     stratified_split,
 )
-from scones.model.recipe import FRESH_TEACHER
+from scones.model.recipe import DEFAULT_LABELS, FRESH_TEACHER
 from scones.model.train import Log, TrainRecipe, train_ensemble
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_NAME
 
 # PROJECT_ROOT is scones.paths', not scones.template_params': that module needs
 # samtranslator, which a SageMaker training container running this code does not have.
-DEFAULT_LABELS = ("bicycle", "motorcycle")
 INPUT_SIZE = (32, 32)
 SHIPPED_FILES = (ONNX_NAME, REPORT_JSON, REPORT_PNG, BASELINE_JSON, MANIFEST_NAME)
 

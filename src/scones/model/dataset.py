@@ -35,7 +35,9 @@ from typing import IO, Any, ClassVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-CLASSES: tuple[str, ...] = ("bicycle", "motorcycle")
+from scones.model.recipe import DEFAULT_LABELS
+
+CLASSES = DEFAULT_LABELS
 """Class names in label order: the ``.lst`` label of a class is its index here."""
 
 FINE_LABELS: Mapping[int, str] = {8: "bicycle", 48: "motorcycle"}

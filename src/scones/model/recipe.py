@@ -26,6 +26,10 @@ class AugmentConfig:
     mix_probability: float = 0.5  # share of batches that are mixed (cutmix or mixup)
 
 
+DEFAULT_LABELS: tuple[str, ...] = ("bicycle", "motorcycle")
+"""The classes the prepared data holds and the shipped model answers, in its output order
+(the template's ``ModelLabels`` default)."""
+
 NETWORKS = ("mobilenetv3-coco", "resnet")
 """``mobilenetv3-coco``: fine-tune the pretrained backbone (the default and the shipped
 model). ``resnet``: a small ResNet from scratch, with no pretrained weights at all."""

@@ -83,7 +83,9 @@ def recipe_and_threshold(args: argparse.Namespace) -> tuple[TrainRecipe, float]:
 def build_parser(
     parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
 ) -> argparse.ArgumentParser:
+    from scones.cli.arguments import labels
     from scones.model.recipe import (
+        DEFAULT_LABELS,
         DEFAULT_METHOD,
         METHODS,
         NETWORKS,
@@ -97,6 +99,8 @@ def build_parser(
     _option(parser, "model_dir", type=Path, default=os.environ.get("SM_MODEL_DIR"))
     _option(parser, "threshold", type=float, required=True)
     _option(parser, "name", default=SHIPPED_MODEL_NAME)
+    # The stack's ModelLabels, in the model's output order: the images' folder names.
+    _option(parser, "labels", type=labels, default=",".join(DEFAULT_LABELS))
     _option(parser, "network", choices=NETWORKS, default=defaults.network)
     # The shipped recipe. The job has no teacher artifact to read, and the newly labelled
     # images must reach the student, so by default it trains its teacher first
@@ -173,7 +177,7 @@ def _optional_root(channel: Path, labels: Sequence[str]) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from scones.model.build import DEFAULT_LABELS, build_model
+    from scones.model.build import build_model
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -190,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="scones-channels-") as tmp:
         data = args.data
         if args.labelled is not None and args.labelled.is_dir():
-            merged = merge_channels([args.data, args.labelled], DEFAULT_LABELS, Path(tmp))
+            merged = merge_channels([args.data, args.labelled], args.labels, Path(tmp))
             data = merged.root
             for path, reason in merged.left_out:
                 log(f"left out labelled image {path}: {reason}")
@@ -198,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"training on {args.data} plus the labelled images in {args.labelled}"
                 + (f" ({len(merged.left_out)} left out)" if merged.left_out else "")
             )
-        report = build_model(data, args.model_dir, recipe, threshold, name=args.name, log=log)
+        report = build_model(
+            data, args.model_dir, recipe, threshold, name=args.name, labels=args.labels, log=log
+        )
     print(f"validation accuracy {report['accuracy']:.4f} on {report['images']} images", flush=True)
     return 0
 
