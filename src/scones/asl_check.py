@@ -8,6 +8,11 @@ every intrinsic function (``"X.$": "States.Format('...', $.a)"``) must parse
 by the ASL grammar. An intrinsic that does not parse (an apostrophe left
 unescaped in a string) fails only when a state reaches it, with an error no
 Catch can take.
+
+A task's ``ResultSelector`` may select only what the API always answers: a path to a
+member that botocore's model marks optional fails with ``States.Runtime`` whenever the
+member is absent, and ``States.Runtime`` is the one error no ``Catch`` takes (no record,
+no alert). Such a result is kept whole and asked about with a Choice's ``IsPresent``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,19 @@ import re
 from typing import Any
 
 _PLACEHOLDER = re.compile(r"\$\{[^}]*\}")
+_TASK_RESOURCE = re.compile(
+    r"^arn:aws:states:::(?P<sdk>aws-sdk:)?(?P<service>[a-z0-9]+):(?P<api>[A-Za-z0-9]+)"
+    r"(?P<suffix>\.[A-Za-z]+)?$"
+)
+_STATE_PATH = re.compile(r"(?<!\$)\$((?:\.[A-Za-z0-9_]+|\[\d+\])+)")
+
+OPTIONAL_BUT_ALWAYS_PRESENT = {
+    ("sagemaker", "DescribeEndpoint", "EndpointConfigName"): (
+        "CreateEndpoint and UpdateEndpoint both require an EndpointConfigName, so every "
+        "endpoint's description names one"
+    ),
+}
+"""Members botocore marks optional that an API does answer in every case, and why."""
 
 
 def substitute(definition: str, substitutions: dict[str, str]) -> str:
@@ -39,28 +57,13 @@ def check_definition(definition: str, substitutions: dict[str, str]) -> list[str
     except json.JSONDecodeError as exc:
         return [*problems, f"not valid JSON after substitution: {exc}"]
     problems += _check_scope(document, "top level")
+    problems += _result_selector_problems(document)
     problems += [
         f"{where}: {problem}"
-        for where, text in _intrinsics(document, "")
-        if (problem := intrinsic_problem(text))
+        for where, text in _paths(document, "")
+        if text.startswith("States.") and (problem := intrinsic_problem(text))
     ]
     return problems
-
-
-def _intrinsics(node: Any, where: str) -> list[tuple[str, str]]:
-    """Every ``"<key>.$": "States.<fn>(...)"`` of the document, with where it is."""
-    found: list[tuple[str, str]] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            here = f"{where}.{key}" if where else str(key)
-            if key.endswith(".$") and isinstance(value, str) and value.startswith("States."):
-                found.append((here, value))
-            else:
-                found += _intrinsics(value, here)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found += _intrinsics(value, f"{where}[{index}]")
-    return found
 
 
 def intrinsic_problem(text: str) -> str | None:
@@ -135,6 +138,96 @@ def _check_scope(scope: dict[str, Any], where: str) -> list[str]:
     for name in sorted(set(states) - reachable):
         problems.append(f"{where}: state {name!r} is unreachable")
     return problems
+
+
+def _states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every state of the scope and of its Map and Parallel scopes, by name."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, state in (scope.get("States") or {}).items():
+        found.append((name, state))
+        for key in ("Iterator", "ItemProcessor"):
+            if key in state:
+                found += _states(state[key])
+        for branch in state.get("Branches", []):
+            found += _states(branch)
+    return found
+
+
+def _output_shape(resource: str) -> tuple[str, Any] | None:
+    """(service, output shape) of a task's AWS API, as Step Functions returns it: a
+    SageMaker ``create*.sync`` job answers with its ``Describe*``. None when unknown."""
+    import botocore.session
+    from botocore.exceptions import UnknownServiceError
+
+    match = _TASK_RESOURCE.match(resource)
+    if match is None:
+        return None
+    service, suffix = match["service"], match["suffix"]
+    operation = match["api"][:1].upper() + match["api"][1:]
+    if suffix == ".sync" and service == "sagemaker" and operation.startswith("Create"):
+        operation = "Describe" + operation.removeprefix("Create")
+    elif suffix is not None:
+        return None
+    try:
+        model = botocore.session.get_session().get_service_model(service)
+    except UnknownServiceError:
+        return None
+    if operation not in model.operation_names:
+        return None
+    return service, model.operation_model(operation)
+
+
+def _result_selector_problems(document: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for name, state in _states(document):
+        selector = state.get("ResultSelector")
+        found = _output_shape(str(state.get("Resource", ""))) if selector else None
+        if found is None:
+            continue
+        service, operation = found
+        for _, text in _paths(selector, ""):
+            for path in _STATE_PATH.findall(text):
+                shape = operation.output_shape
+                for member in re.findall(r"[A-Za-z0-9_]+", path):
+                    if shape is None or shape.type_name != "structure":
+                        break
+                    if member not in shape.members:
+                        problems.append(
+                            f"state {name!r}: ResultSelector selects ${path}, but "
+                            f"{operation.name} has no {member}"
+                        )
+                        break
+                    key = (service, operation.name, member)
+                    if (
+                        member not in shape.required_members
+                        and key not in OPTIONAL_BUT_ALWAYS_PRESENT
+                    ):
+                        problems.append(
+                            f"state {name!r}: ResultSelector selects ${path}, but {member} "
+                            f"is optional in {operation.name}'s answer: when it is absent "
+                            "the state fails with States.Runtime, which no Catch takes"
+                        )
+                        break
+                    shape = shape.members[member]
+                    if shape.type_name == "list":
+                        shape = shape.member
+    return problems
+
+
+def _paths(node: Any, where: str) -> list[tuple[str, str]]:
+    """Every ``"<key>.$": "<path or intrinsic>"`` of the document, with where it is."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}.{key}" if where else str(key)
+            if key.endswith(".$") and isinstance(value, str):
+                found.append((here, value))
+            else:
+                found += _paths(value, here)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _paths(value, f"{where}[{index}]")
+    return found
 
 
 def item_scope(map_state: dict[str, Any]) -> dict[str, Any]:

@@ -333,3 +333,27 @@ def test_moto_still_copies_whatever_copy_source_if_match_says(
         # HeadObject's IfMatch is honoured, which is what the review checks first.
         with pytest.raises(ClientError, match="412"):
             s3.head_object(Bucket="uploads", Key="incoming/a.png", IfMatch='"other"')
+
+
+def test_moto_still_answers_an_empty_primary_container_for_a_multi_container_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When this fails, moto leaves PrimaryContainer out as AWS does. Until then an executed
+    retraining run cannot show what its absence does, so ``scones.asl_check`` refuses any
+    ResultSelector that selects an optional member (States.Runtime, which no Catch takes)
+    and the retraining ASL keeps DescribeModel's answer whole."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+        sagemaker.create_model(
+            ModelName="pipeline",
+            ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
+            Containers=[
+                {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/pre:1"},
+                {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/model:1"},
+            ],
+        )
+        described = sagemaker.describe_model(ModelName="pipeline")
+        assert described["PrimaryContainer"] == {}
+        assert len(described["Containers"]) == 2

@@ -440,11 +440,12 @@ def test_a_promoted_candidates_package_is_found_as_the_production_model(
     del state["production_model"], state["production_model_description"]
     result = execute(stack, "FindProductionModel", state, "promoted-production")
     entered = entered_states(stack, result["executionArn"])
-    assert entered[:6] == [
+    assert entered[:7] == [
         "FindProductionModel",
         "ProductionModelSource",
         "FindProductionPackage",
         "ProductionPackageSource",
+        "PickProductionPackageContainer",
         "UseProductionPackageData",
         "AssembleDataset",
     ]
@@ -868,6 +869,36 @@ def test_a_production_package_without_a_model_data_url_is_an_unknown_production_
     assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
     assert "DescribeUnknownProductionModel" in entered_states(stack, result["executionArn"])
     assert outcome_of(stack, run)["reason"].startswith("ProductionModelUnknown: ")
+    assert "Scones retraining failed" in alerts()
+
+
+def test_a_multi_container_production_model_is_an_unknown_production_model(
+    stack: OfflineStack, alerts: Any
+) -> None:
+    """A pipeline model (Containers, no PrimaryContainer) is not one the gate can score:
+    the run ends FAILED with a record and an alert. (moto answers an empty PrimaryContainer
+    where AWS leaves it out; test_offline_moto_gaps guards that, and asl_check the rest.)"""
+    sagemaker = stack.client("sagemaker")
+    sagemaker.create_model(
+        ModelName="pipeline-model",
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sagemaker",
+        Containers=[
+            {"Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/pre:1"},
+            {
+                "Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/scones:1",
+                "ModelDataUrl": f"s3://{stack.bucket}/models/production/model.tar.gz",
+            },
+        ],
+    )
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run = "multi-container"
+    state["production_config"] = {"variant": {"ModelName": "pipeline-model"}}
+    del state["production_model"], state["production_model_description"], state["model_package"]
+    result = execute(stack, "FindProductionModel", state, run)
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    assert "DescribeUnknownProductionModel" in entered_states(stack, result["executionArn"])
+    reason = outcome_of(stack, run)["reason"]
+    assert reason.startswith("ProductionModelUnknown: ") and "multi-container" in reason
     assert "Scones retraining failed" in alerts()
 
 

@@ -136,6 +136,52 @@ def test_asl_check_catches_an_intrinsic_that_does_not_parse() -> None:
     assert "does not parse" in problem
 
 
+@pytest.mark.parametrize(
+    ("resource", "selector", "problem"),
+    [
+        # A multi-container model has Containers and no PrimaryContainer.
+        ("aws-sdk:sagemaker:describeModel", {"c.$": "$.PrimaryContainer"}, "optional"),
+        # Inside an intrinsic, and a level down: InferenceSpecification is optional.
+        (
+            "aws-sdk:sagemaker:describeModelPackage",
+            {"c.$": "States.ArrayGetItem($.InferenceSpecification.Containers, 0)"},
+            "optional",
+        ),
+        ("aws-sdk:sagemaker:describeModel", {"c.$": "$.PrimaryContainers"}, "has no"),
+        # A .sync job answers with its Describe*: FailureReason is there only on failure.
+        ("sagemaker:createTrainingJob.sync", {"c.$": "$.FailureReason"}, "optional"),
+        ("sagemaker:createTrainingJob.sync", {"c.$": "$.ModelArtifacts.S3ModelArtifacts"}, None),
+        ("aws-sdk:sagemaker:describeModel", {"c.$": "$.ModelArn", "d.$": "$$.State.Name"}, None),
+        # Optional in the model, named in every answer (OPTIONAL_BUT_ALWAYS_PRESENT).
+        ("aws-sdk:sagemaker:describeEndpoint", {"c.$": "$.EndpointConfigName"}, None),
+        ("aws-sdk:dynamodb:getItem", {"c.$": "$.Item"}, "optional"),
+    ],
+)
+def test_asl_check_catches_a_result_selector_that_needs_an_optional_member(
+    resource: str, selector: dict[str, str], problem: str | None
+) -> None:
+    """Selecting a member the API may leave out fails with States.Runtime when it is
+    absent, which no Catch takes: the run ends with no record and no alert."""
+    document = {
+        "StartAt": "Find",
+        "States": {
+            "Find": {
+                "Type": "Task",
+                "Resource": f"arn:aws:states:::{resource}",
+                "Parameters": {},
+                "ResultSelector": selector,
+                "End": True,
+            }
+        },
+    }
+    problems = check_definition(json.dumps(document), {})
+    if problem is None:
+        assert problems == []
+    else:
+        [found] = problems
+        assert found.startswith("state 'Find': ResultSelector selects $.") and problem in found
+
+
 def test_rejection_is_data_and_only_transient_errors_are_retried() -> None:
     asl = image_flow()
     states = asl["States"]
