@@ -798,6 +798,38 @@ def test_a_failure_after_registration_marks_the_package_rejected(
     assert "Scones retraining failed" in alerts()
 
 
+@pytest.mark.parametrize("start_at", ["CheckDeployment", "FindLostDeployment"])
+def test_a_deployment_that_cannot_be_watched_leaves_its_candidate_pending(
+    stack: OfflineStack, alerts: Any, start_at: str
+) -> None:
+    """The endpoint cannot be described while the canary may be deploying: SageMaker
+    carries on and may promote the candidate, so the run must not mark it Rejected (the
+    registry would disown the model the endpoint serves). FAILED, alerted, and the reason
+    says what a person has to settle."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run = f"unwatched-{start_at}"
+    state["model_package"] = {"arn": own_package(stack, "unwatched", "PendingManualApproval")}
+    if start_at == "FindLostDeployment":
+        state["error"] = {"Error": "SageMaker.SageMakerException", "Cause": "connection reset"}
+    sagemaker = stack.client("sagemaker")
+    name = stack.parameters["EndpointName"]
+    if name in [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]]:
+        sagemaker.delete_endpoint(EndpointName=name)  # describeEndpoint now fails
+    result = execute(stack, start_at, state, run)
+    assert (result["status"], result["error"]) == ("FAILED", "RetrainingFailed"), result
+    entered = entered_states(stack, result["executionArn"])
+    assert "KeepCandidatePending" in entered and "RejectFailedCandidate" not in entered
+    described = sagemaker.describe_model_package(ModelPackageName=state["model_package"]["arn"])
+    assert described["ModelApprovalStatus"] == "PendingManualApproval"
+    reason = outcome_of(stack, run)["reason"]
+    assert reason.startswith("DeploymentUnknown: "), reason
+    assert "stays PendingManualApproval; check the endpoint" in reason
+    assert "Could not find endpoint" in reason  # the describe error, kept
+    if start_at == "FindLostDeployment":
+        assert "connection reset" in reason  # and UpdateEndpoint's
+    assert "Scones retraining failed" in alerts()
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
