@@ -893,15 +893,23 @@ def test_a_production_package_without_a_model_data_url_is_an_unknown_production_
         ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sagemaker",
         PrimaryContainer={"ModelPackageName": package},
     )
+    assert unknown_production_model(stack, "no-model-data-url", alerts)
+
+
+def unknown_production_model(stack: OfflineStack, model: str, alerts: Any) -> str:
+    """Run from FindProductionModel with ``model`` in production: the run must end FAILED
+    as ProductionModelUnknown, recorded and alerted. Returns the recorded reason."""
     state = sample_state(stack.bucket, stack.parameters["EndpointName"])
-    state["run"]["run_name"] = run = "package-without-data"
-    state["production_config"] = {"variant": {"ModelName": "no-model-data-url"}}
+    state["run"]["run_name"] = run = f"unknown-{model}"
+    state["production_config"] = {"variant": {"ModelName": model}}
     del state["production_model"], state["production_model_description"], state["model_package"]
     result = execute(stack, "FindProductionModel", state, run)
     assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
     assert "DescribeUnknownProductionModel" in entered_states(stack, result["executionArn"])
-    assert outcome_of(stack, run)["reason"].startswith("ProductionModelUnknown: ")
+    reason = str(outcome_of(stack, run)["reason"])
+    assert reason.startswith("ProductionModelUnknown: ")
     assert "Scones retraining failed" in alerts()
+    return reason
 
 
 def test_a_multi_container_production_model_is_an_unknown_production_model(
@@ -922,16 +930,7 @@ def test_a_multi_container_production_model_is_an_unknown_production_model(
             },
         ],
     )
-    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
-    state["run"]["run_name"] = run = "multi-container"
-    state["production_config"] = {"variant": {"ModelName": "pipeline-model"}}
-    del state["production_model"], state["production_model_description"], state["model_package"]
-    result = execute(stack, "FindProductionModel", state, run)
-    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
-    assert "DescribeUnknownProductionModel" in entered_states(stack, result["executionArn"])
-    reason = outcome_of(stack, run)["reason"]
-    assert reason.startswith("ProductionModelUnknown: ") and "multi-container" in reason
-    assert "Scones retraining failed" in alerts()
+    assert "multi-container" in unknown_production_model(stack, "pipeline-model", alerts)
 
 
 @pytest.mark.parametrize(
