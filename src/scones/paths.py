@@ -16,3 +16,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # and its name in model.json.
 SHIPPED_MODEL_NAME = "bicycle-motorcycle"
 SHIPPED_MODEL_DIR = PROJECT_ROOT / "models" / SHIPPED_MODEL_NAME
+
+
+def display_path(path: Path) -> str:
+    """Relative to the project when inside it, so a report does not leak a home directory."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return str(resolved)

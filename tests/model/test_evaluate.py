@@ -127,6 +127,47 @@ def test_real_images_through_onnx_with_a_known_confusion_matrix(
     assert curve[0.97]["coverage"] == 0.0
 
 
+def test_the_report_names_every_mistake_and_whether_a_person_sees_it(
+    always_bicycle: Path, small_data: Path
+) -> None:
+    report, _ = evaluate_directory(always_bicycle, small_data, 0.93, whole=True)
+    mistakes = report["mistakes"]
+    assert len(mistakes) == 32  # every motorcycle
+    motorcycles = sorted(p.relative_to(small_data) for p in (small_data / "motorcycle").iterdir())
+    assert sorted(Path(m["image"]).relative_to(small_data) for m in mistakes) == motorcycles
+    for mistake in mistakes:
+        assert (mistake["label"], mistake["predicted"]) == ("motorcycle", "bicycle")
+        assert mistake["confidence"] == pytest.approx(0.96, abs=1e-6)
+        assert mistake["accepted"] is True
+    report, _ = evaluate_directory(always_bicycle, small_data, 0.97, whole=True)
+    assert not any(m["accepted"] for m in report["mistakes"])
+
+
+@pytest.mark.parametrize(
+    ("threshold", "summary", "listed"),
+    [
+        ("0.93", "32 wrong: 32 accepted at the threshold, 0 sent to review", 20),
+        ("0.97", "32 wrong: 0 accepted at the threshold, 32 sent to review", 0),
+    ],
+)
+def test_evaluate_command_names_the_accepted_mistakes(
+    always_bicycle: Path,
+    small_data: Path,
+    capsys: pytest.CaptureFixture[str],
+    threshold: str,
+    summary: str,
+    listed: int,
+) -> None:
+    argv = ["evaluate", "--model", str(always_bicycle), "--data", str(small_data)]
+    assert main([*argv, "--split", "all", "--threshold", threshold]) == 0
+    out = capsys.readouterr().out
+    assert summary in out
+    lines = [line for line in out.splitlines() if "accepted and wrong: " in line]
+    assert len(lines) == listed
+    assert all("is motorcycle, answered bicycle at 0.960" in line for line in lines)
+    assert ("... and 12 more (evaluation.json lists all)" in out) == bool(listed)
+
+
 def test_evaluate_command_writes_json_and_png(
     always_bicycle: Path, small_data: Path, tmp_path: Path
 ) -> None:

@@ -48,7 +48,8 @@ def test_reports_name_the_shipped_graph(shipped: OnnxClassifier, shipped_report:
 def test_evaluation_json_is_reproduced_from_the_validation_split(shipped_report: dict) -> None:
     threshold = shipped_report["at_threshold"]["threshold"]
     report, probabilities = evaluate_directory(SHIPPED_MODEL, BUNDLED_DATA, threshold)
-    for key in ("images", "accuracy", "confusion_matrix", "per_class", "at_threshold", "curve"):
+    keys = ("images", "accuracy", "confusion_matrix", "per_class", "at_threshold", "curve")
+    for key in (*keys, "mistakes"):
         assert report[key] == shipped_report[key], key
     baseline = json.loads((SHIPPED_MODEL / "baseline.json").read_text())
     predicted = probabilities.argmax(axis=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from scones.cli.arguments import check_writable_folder, output_folder
 from scones.cli.errors import CommandError
@@ -82,7 +83,27 @@ def run(args: argparse.Namespace) -> int:
         f"{threshold:g}: coverage {at['coverage']:.4f}, accepted accuracy "
         + (f"{accepted:.4f}" if isinstance(accepted, int | float) else str(accepted))
     )
+    print_mistakes(report["mistakes"])
     if args.out is not None:
         json_path, png_path = write_report(args.out, report)
         print(f"wrote {json_path} and {png_path}")
     return 0
+
+
+SHOWN_MISTAKES = 20
+
+
+def print_mistakes(mistakes: list[dict[str, Any]]) -> None:
+    """The accepted mistakes by name (no person sees them), the rest as a count."""
+    accepted = [m for m in mistakes if m["accepted"]]
+    print(
+        f"{len(mistakes)} wrong: {len(accepted)} accepted at the threshold, "
+        f"{len(mistakes) - len(accepted)} sent to review"
+    )
+    for mistake in accepted[:SHOWN_MISTAKES]:
+        print(
+            f"  accepted and wrong: {mistake['image']} is {mistake['label']}, "
+            f"answered {mistake['predicted']} at {mistake['confidence']:.3f}"
+        )
+    if len(accepted) > SHOWN_MISTAKES:
+        print(f"  ... and {len(accepted) - SHOWN_MISTAKES} more (evaluation.json lists all)")

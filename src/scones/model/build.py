@@ -42,7 +42,7 @@ from scones.model.folders import (
 )
 from scones.model.recipe import DEFAULT_LABELS, FRESH_TEACHER
 from scones.model.train import Log, TrainRecipe, train_ensemble
-from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_NAME
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_NAME, display_path
 
 # PROJECT_ROOT is scones.paths', not scones.template_params': that module needs
 # samtranslator, which a SageMaker training container running this code does not have.
@@ -178,7 +178,7 @@ def build_model(
             "split": split.description,
             "cross_validation": trained.cross_validation,
             "training_seconds": round(trained.seconds, 1),
-            "training_data": _display_path(data_dir),
+            "training_data": display_path(data_dir),
             "threshold": threshold,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -289,15 +289,6 @@ def _teacher_for(
         yield folder / "model"
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _display_path(path: Path) -> str:
-    """Relative to the project when inside it, so a manifest does not leak a home directory."""
-    resolved = Path(path).resolve()
-    try:
-        return resolved.relative_to(PROJECT_ROOT).as_posix()
-    except ValueError:
-        return str(resolved)
 
 
 def _move_into(staging: Path, out_dir: Path) -> None:

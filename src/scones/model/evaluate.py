@@ -18,6 +18,7 @@ import numpy as np
 
 from scones.model.artifact import OnnxClassifier
 from scones.model.folders import LabelledImages
+from scones.paths import display_path
 
 CURVE_THRESHOLDS: tuple[float, ...] = (
     *(round(0.5 + 0.01 * i, 2) for i in range(50)),
@@ -202,6 +203,7 @@ def evaluate_artifact(
         raise ValueError(f"model labels {classifier.labels} differ from data labels {data.labels}")
     probabilities = classifier.predict_tensor(data.pixels)
     report = evaluate_probabilities(probabilities, data.targets, data.labels, threshold)
+    report["mistakes"] = mistakes(probabilities, data, threshold)
     report = {
         "model": {
             "name": classifier.manifest.name,
@@ -214,6 +216,28 @@ def evaluate_artifact(
         **report,
     }
     return report, probabilities
+
+
+def mistakes(
+    probabilities: np.ndarray, data: LabelledImages, threshold: float
+) -> list[dict[str, Any]]:
+    """Every image the model gets wrong, the most confident first. The ``accepted`` ones
+    are the errors no person sees: the ones to look at (a wrong label, an ambiguous image,
+    or a real failure)."""
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    wrong = np.flatnonzero(predicted != data.targets)
+    ordered = wrong[np.argsort(-confidence[wrong], kind="stable")]
+    return [
+        {
+            "image": display_path(data.paths[i]),
+            "label": data.labels[int(data.targets[i])],
+            "predicted": data.labels[int(predicted[i])],
+            "confidence": round(float(confidence[i]), 6),
+            "accepted": bool(confidence[i] >= threshold),
+        }
+        for i in ordered
+    ]
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
