@@ -79,6 +79,56 @@ def execution(status: str) -> dict:
     }
 
 
+def schedule_description(
+    status: str = "Scheduled", created=WINDOW_START, expression: str | None = None, **extra
+) -> dict:
+    """DescribeMonitoringSchedule's answer for the endpoint's data-quality schedule."""
+    config: dict = {
+        "MonitoringJobDefinition": {
+            "MonitoringInputs": [
+                {
+                    "EndpointInput": {
+                        "EndpointName": ENDPOINT,
+                        "LocalPath": "/opt/ml/processing/input",
+                    }
+                }
+            ],
+            "MonitoringOutputConfig": {
+                "MonitoringOutputs": [
+                    {
+                        "S3Output": {
+                            "S3Uri": f"s3://{BUCKET}/{REPORTS_PREFIX}",
+                            "LocalPath": "/opt/ml/processing/output",
+                        }
+                    }
+                ]
+            },
+            "MonitoringResources": {
+                "ClusterConfig": {
+                    "InstanceCount": 1,
+                    "InstanceType": "ml.m5.large",
+                    "VolumeSizeInGB": 20,
+                }
+            },
+            "MonitoringAppSpecification": {"ImageUri": "example/image:1"},
+            "RoleArn": "arn:aws:iam::123456789012:role/monitor",
+        }
+    }
+    if expression is not None:
+        config["ScheduleConfig"] = {"ScheduleExpression": expression}
+    return {
+        "MonitoringScheduleArn": (
+            f"arn:aws:sagemaker:{REGION}:123456789012:monitoring-schedule/{SCHEDULE}"
+        ),
+        "MonitoringScheduleName": SCHEDULE,
+        "MonitoringScheduleStatus": status,
+        "CreationTime": created,
+        "LastModifiedTime": created,
+        "MonitoringScheduleConfig": config,
+        **extra,
+    }
+
+
 def collect(aws: Aws, sagemaker=None, schedule=None, reports=REPORTS):
     return collect_findings(
         aws.s3,
@@ -150,46 +200,7 @@ def test_report_location_comes_from_the_schedule_when_not_configured(aws: Aws) -
         )
         stub.add_response(
             "describe_monitoring_schedule",
-            {
-                "MonitoringScheduleArn": (
-                    f"arn:aws:sagemaker:{REGION}:123456789012:monitoring-schedule/{SCHEDULE}"
-                ),
-                "MonitoringScheduleName": SCHEDULE,
-                "MonitoringScheduleStatus": "Scheduled",
-                "CreationTime": WINDOW_START,
-                "LastModifiedTime": WINDOW_START,
-                "MonitoringScheduleConfig": {
-                    "MonitoringJobDefinition": {
-                        "MonitoringInputs": [
-                            {
-                                "EndpointInput": {
-                                    "EndpointName": ENDPOINT,
-                                    "LocalPath": "/opt/ml/processing/input",
-                                }
-                            }
-                        ],
-                        "MonitoringOutputConfig": {
-                            "MonitoringOutputs": [
-                                {
-                                    "S3Output": {
-                                        "S3Uri": f"s3://{BUCKET}/{REPORTS_PREFIX}",
-                                        "LocalPath": "/opt/ml/processing/output",
-                                    }
-                                }
-                            ]
-                        },
-                        "MonitoringResources": {
-                            "ClusterConfig": {
-                                "InstanceCount": 1,
-                                "InstanceType": "ml.m5.large",
-                                "VolumeSizeInGB": 20,
-                            }
-                        },
-                        "MonitoringAppSpecification": {"ImageUri": "example/image:1"},
-                        "RoleArn": "arn:aws:iam::123456789012:role/monitor",
-                    }
-                },
-            },
+            schedule_description(),
             {"MonitoringScheduleName": SCHEDULE},
         )
         findings = collect(aws, sagemaker, SCHEDULE, reports=None)
@@ -473,3 +484,90 @@ def test_a_completed_execution_without_its_report_is_warned_of(aws: Aws, caplog)
     (logged,) = [r for r in caplog.records if MISSING_REPORT in r.getMessage()]
     assert logged.levelname == "WARNING"
     assert logged.looked_in == f"s3://{BUCKET}/somewhere-else/{ENDPOINT}/{SCHEDULE}/2026/11/25/12/"
+
+
+HOURLY = "cron(0 * ? * * *)"
+
+
+@pytest.mark.parametrize(
+    ("status", "created", "expression", "missing"),
+    [
+        # The template's hourly schedule, stopped: 12:00 passed with no execution.
+        ("Stopped", WINDOW_START - timedelta(days=3), HOURLY, True),
+        ("Failed", WINDOW_START - timedelta(days=3), HOURLY, True),
+        ("Scheduled", WINDOW_START - timedelta(days=3), "cron(0 */6 ? * * *)", True),
+        # Created after the window's hour: its first execution is still to come.
+        ("Scheduled", WINDOW_START + timedelta(minutes=5), HOURLY, False),
+        # Runs at other hours than the window's.
+        ("Scheduled", WINDOW_START - timedelta(days=3), "cron(0 5 ? * * *)", False),
+        # An expression this does not read is not second-guessed.
+        ("Scheduled", WINDOW_START - timedelta(days=3), "NOW", False),
+    ],
+)
+def test_a_scheduled_hour_without_an_execution_is_a_fault_not_silence(
+    aws: Aws, status: str, created, expression: str, missing: bool
+) -> None:
+    """A schedule that stopped (or failed, or lost its executions) writes no report and
+    no failed execution: without this, Model Monitor checks nothing and reads as fine."""
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    extra = {"FailureReason": "role cannot be assumed"} if status == "Failed" else {}
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "list_monitoring_executions", {"MonitoringExecutionSummaries": []}, list_request()
+        )
+        stub.add_response(
+            "describe_monitoring_schedule",
+            schedule_description(status, created, expression, **extra),
+            {"MonitoringScheduleName": SCHEDULE},
+        )
+        findings = collect(aws, sagemaker, SCHEDULE)
+        stub.assert_no_pending_responses()
+    assert findings is not None
+    if not missing:
+        assert findings.failed_executions == ()
+        return
+    [gap] = findings.failed_executions
+    assert (gap.scheduled_time, gap.status) == (WINDOW_START, "Missing")
+    assert f"no execution was scheduled; the schedule is {status}" in (gap.failure_reason or "")
+    if extra:
+        assert "role cannot be assumed" in (gap.failure_reason or "")
+
+
+def test_the_schedule_is_described_only_when_an_hour_lacks_its_execution(aws: Aws) -> None:
+    """One execution for the window's one hour: no DescribeMonitoringSchedule call (the
+    Stubber raises on any call it was not given)."""
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [execution("Completed")]},
+            list_request(),
+        )
+        findings = collect(aws, sagemaker, SCHEDULE)
+        stub.assert_no_pending_responses()
+    assert findings is not None and findings.failed_executions == ()
+
+
+@pytest.mark.parametrize(
+    ("expression", "hours"),
+    [
+        ("cron(0 * ? * * *)", list(range(24))),
+        ("cron(0 */6 ? * * *)", [0, 6, 12, 18]),
+        ("cron(0 3/8 ? * * *)", [3, 11, 19]),
+        ("cron(0 0,12 ? * * *)", [0, 12]),
+        ("cron(0 7 ? * * *)", [7]),
+        ("cron(30 * ? * * *)", None),  # not on the hour
+        ("cron(0 25 ? * * *)", None),
+        ("cron(0 */0 ? * * *)", None),
+        ("rate(1 hour)", None),
+        ("NOW", None),
+    ],
+)
+def test_scheduled_hours_reads_on_the_hour_cron_expressions(
+    expression: str, hours: list[int] | None
+) -> None:
+    from scones_core.monitoring.model_monitor import scheduled_hours
+
+    day = WINDOW_START.replace(hour=0)
+    found = scheduled_hours(expression, day, day + timedelta(days=1))
+    assert (None if found is None else [h.hour for h in found]) == hours

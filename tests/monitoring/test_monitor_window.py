@@ -42,6 +42,7 @@ from tests.monitoring.test_monitor_model_monitor import (
     list_request,
     put_report,
     report_folder,
+    schedule_description,
 )
 
 # The deployed setting: threshold metrics need this many requests in a window.
@@ -259,6 +260,33 @@ def test_model_monitor_faults_alert_and_publish_but_do_not_retrain(aws: Aws) -> 
         1,
         None,
     )
+
+
+def test_a_stopped_schedule_alerts_and_counts_as_a_failed_execution(aws: Aws) -> None:
+    """Model Monitor stopped: no execution, no report. The window says so, the alarm on
+    ModelMonitorFailedExecutions sees it, and nothing retrains on it."""
+    config = settings(MONITORING_SCHEDULE_NAME=SCHEDULE, RETRAINING_STATE_MACHINE_ARN=STATE_MACHINE)
+    clients = stubbed_clients(aws)
+    stopped = schedule_description("Stopped", WINDOW_START - timedelta(days=2), "cron(0 * ? * * *)")
+    with Stubber(clients.sagemaker) as sagemaker, Stubber(clients.stepfunctions) as sfn:
+        sagemaker.add_response(
+            "list_monitoring_executions", {"MonitoringExecutionSummaries": []}, list_request()
+        )
+        sagemaker.add_response(
+            "describe_monitoring_schedule", stopped, {"MonitoringScheduleName": SCHEDULE}
+        )
+        report, alerts = measure_window(config, clients, WINDOW_END)
+        assert respond(config, clients, report, alerts) is None  # no retraining call
+        sagemaker.assert_no_pending_responses()
+        sfn.assert_no_pending_responses()
+    [alert] = alerts
+    assert alert.code == MODEL_MONITOR_EXECUTION_FAILED and not alert.starts_retraining
+    assert "Missing: no execution was scheduled; the schedule is Stopped" in alert.message
+    points = {
+        p.name: p.value
+        for p in window_metrics(report, alert_count=len(alerts), min_requests=MIN_REQUESTS)
+    }
+    assert points["ModelMonitorFailedExecutions"] == 1
 
 
 def test_an_idle_hours_no_data_execution_is_counted_apart_and_raises_nothing(aws: Aws) -> None:

@@ -12,9 +12,11 @@ is not an error; Model Monitor is closed to new AWS customers and the rest of th
 monitor works without it.
 
 Every report in the window is read (an hourly schedule writes several in a long
-window) and their violations are merged. Two faults are kept apart from "no
-report": an execution that ended ``Failed`` or ``Stopped``, and a report that
-exists but cannot be read. Either means Model Monitor said nothing about the
+window) and their violations are merged. Three faults are kept apart from "no
+report": an execution that ended ``Failed`` or ``Stopped``, a scheduled hour with no
+execution at all (the schedule stopped or failed: ``Missing``, found by reading the
+schedule's cron expression when an hour of the window lacks its execution), and a
+report that exists but cannot be read. Either means Model Monitor said nothing about the
 traffic it was meant to check, so each is reported rather than read as health.
 An execution that failed only because its hour captured no traffic is neither:
 it is "no report", counted on its own.
@@ -31,7 +33,7 @@ from typing import Any
 from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.data_warnings import UNREADABLE_REPORT, DataWarning
 from scones_core.monitoring.locations import S3Location, list_objects, read_optional_object
-from scones_core.monitoring.timestamps import format_seconds, hours_between
+from scones_core.monitoring.timestamps import floor_hour, format_seconds, hours_between
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,13 @@ LISTING_MARGIN = timedelta(minutes=1)
 # SageMaker's FailureReason for an execution whose hour captured no requests (an idle
 # hour): nothing was there to check, so it is not a fault of the monitoring.
 NO_DATA_FAILURE_REASON = "Job inputs had no data"
+# A schedule's hours with no execution at all: the schedule is stopped, failed, or was
+# removed, and Model Monitor checks nothing while every other number looks healthy.
+MISSING_STATUS = "Missing"
+# Model Monitor's schedules run on the hour: "cron(0 <hours> ? * * *)", where <hours> is
+# "*", "*/N", "A/N" or a list of hours. Other expressions are not second-guessed.
+_HOURLY_CRON = re.compile(r"^cron\(0 ([0-9*/,]+) \? \* \* \*\)$")
+
 VIOLATIONS_FILE = "constraint_violations.json"
 STATISTICS_FILE = "statistics.json"
 _REPORT_HOUR = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/(\d{2})/" + re.escape(VIOLATIONS_FILE) + "$")
@@ -94,7 +103,11 @@ class MonitoringExecution:
     def is_fault(self) -> bool:
         """Gave no verdict the monitor will read, for a reason other than an idle hour:
         it ended ``Failed`` or ``Stopped``, or had not ended when the window was read."""
-        return (self.status in FAULT_STATUSES and not self.had_no_data) or self.unfinished
+        return (
+            (self.status in FAULT_STATUSES and not self.had_no_data)
+            or self.unfinished
+            or self.status == MISSING_STATUS
+        )
 
 
 @dataclass(frozen=True)
@@ -159,10 +172,11 @@ def list_executions(
         request["NextToken"] = token
 
 
-def reports_location_from_schedule(sagemaker: Any, schedule_name: str) -> S3Location | None:
-    """Where the schedule writes its reports, when its job definition is inline."""
-    response = sagemaker.describe_monitoring_schedule(MonitoringScheduleName=schedule_name)
-    definition = response.get("MonitoringScheduleConfig", {}).get("MonitoringJobDefinition", {})
+def reports_location_from_schedule(description: dict[str, Any]) -> S3Location | None:
+    """Where the schedule writes its reports, when its job definition is inline
+    (``description``: DescribeMonitoringSchedule's answer)."""
+    config = description.get("MonitoringScheduleConfig", {})
+    definition = config.get("MonitoringJobDefinition", {})
     outputs = definition.get("MonitoringOutputConfig", {}).get("MonitoringOutputs", [])
     for output in outputs:
         uri = output.get("S3Output", {}).get("S3Uri")
@@ -297,6 +311,84 @@ def _warn_of_missing_reports(
             )
 
 
+def _newest_first(execution: MonitoringExecution) -> float:
+    return -execution.scheduled_time.timestamp()
+
+
+def scheduled_hours(expression: str, start: datetime, end: datetime) -> list[datetime] | None:
+    """The hours in ``[start, end)`` an on-the-hour cron expression runs at; None for an
+    expression this does not read (then no execution is expected of it)."""
+    match = _HOURLY_CRON.match(expression.strip())
+    if match is None:
+        return None
+    hours: set[int] = set()
+    for part in match.group(1).split(","):
+        first, _, step = part.partition("/")
+        try:
+            begin = 0 if first == "*" else int(first)
+            every = int(step) if step else (1 if first == "*" else 24)
+        except ValueError:
+            return None
+        if not 0 <= begin <= 23 or every < 1:
+            return None
+        hours.update(range(begin, 24, every))
+    return [h for h in hours_between(start, end) if h >= start and h.hour in hours]
+
+
+def missing_executions(
+    description: dict[str, Any],
+    executions: tuple[MonitoringExecution, ...],
+    start: datetime,
+    end: datetime,
+) -> tuple[MonitoringExecution, ...]:
+    """The window's scheduled hours, after the schedule was created, that have no
+    execution: each a ``Missing`` one naming the schedule's status."""
+    config = description.get("MonitoringScheduleConfig", {})
+    expression = str(config.get("ScheduleConfig", {}).get("ScheduleExpression", ""))
+    hours = scheduled_hours(expression, start, end)
+    created = description.get("CreationTime")
+    if hours is None or not isinstance(created, datetime):
+        return ()
+    seen = {floor_hour(e.scheduled_time.astimezone(UTC)) for e in executions}
+    status = description.get("MonitoringScheduleStatus", "unknown")
+    reason = f"no execution was scheduled; the schedule is {status}"
+    if description.get("FailureReason"):
+        reason += f" ({description['FailureReason']})"
+    return tuple(
+        MonitoringExecution(scheduled_time=hour, status=MISSING_STATUS, failure_reason=reason)
+        for hour in sorted(hours, reverse=True)
+        if hour > created and hour not in seen
+    )
+
+
+def _log_faults(executions: tuple[MonitoringExecution, ...], schedule_name: str) -> None:
+    for ended in executions:
+        if ended.had_no_data:
+            log, message = logger.info, "Model Monitor execution had no data to check"
+        elif ended.unfinished:
+            log, message = (
+                logger.warning,
+                "Model Monitor execution had not ended when its window was read; "
+                "its verdict will not be read (ModelMonitorLagMinutes is too short)",
+            )
+        elif ended.status == MISSING_STATUS:
+            log, message = logger.warning, "Model Monitor has no execution for a scheduled hour"
+        elif ended.is_fault:
+            log, message = logger.warning, "Model Monitor execution did not complete"
+        else:
+            continue
+        log(
+            message,
+            extra={
+                "schedule": schedule_name,
+                "status": ended.status,
+                "scheduled_time": format_seconds(ended.scheduled_time),
+                "processing_job_arn": ended.processing_job_arn,
+                "failure_reason": ended.failure_reason,
+            },
+        )
+
+
 def collect_findings(
     s3: Any,
     sagemaker: Any | None,
@@ -314,31 +406,18 @@ def collect_findings(
     executions: tuple[MonitoringExecution, ...] = ()
     if schedule_name and sagemaker is not None:
         executions = list_executions(sagemaker, schedule_name, start, end)
-        for ended in executions:
-            if ended.had_no_data:
-                log, message = logger.info, "Model Monitor execution had no data to check"
-            elif ended.unfinished:
-                log, message = (
-                    logger.warning,
-                    "Model Monitor execution had not ended when its window was read; "
-                    "its verdict will not be read (ModelMonitorLagMinutes is too short)",
-                )
-            elif ended.is_fault:
-                log, message = logger.warning, "Model Monitor execution did not complete"
-            else:
-                continue
-            log(
-                message,
-                extra={
-                    "schedule": schedule_name,
-                    "status": ended.status,
-                    "scheduled_time": format_seconds(ended.scheduled_time),
-                    "processing_job_arn": ended.processing_job_arn,
-                    "failure_reason": ended.failure_reason,
-                },
+        _log_faults(executions, schedule_name)
+        description: dict[str, Any] | None = None
+        on_the_hour = [h for h in hours_between(start, end) if h >= start]
+        if len(executions) < len(on_the_hour) or reports is None:
+            description = sagemaker.describe_monitoring_schedule(
+                MonitoringScheduleName=schedule_name
             )
-        if reports is None:
-            reports = reports_location_from_schedule(sagemaker, schedule_name)
+            missing = missing_executions(description, executions, start, end)
+            _log_faults(missing, schedule_name)
+            executions = tuple(sorted(executions + missing, key=_newest_first))
+        if reports is None and description is not None:
+            reports = reports_location_from_schedule(description)
             if reports is None:
                 logger.warning(
                     "the monitoring schedule names no report location; "
