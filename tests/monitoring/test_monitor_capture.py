@@ -335,9 +335,16 @@ def test_a_repeated_event_id_keeps_the_first_record_and_names_the_copy(caplog) -
     assert (logged.source, logged.line, logged.reason) == ("s3://b/k", 4, warning.reason)
 
 
-def test_records_without_an_event_id_cannot_be_matched_and_are_all_kept() -> None:
+@pytest.mark.parametrize("event_id", [None, "", "  "])
+def test_records_without_an_event_id_cannot_be_matched_and_are_all_kept(
+    event_id: str | None,
+) -> None:
+    """No eventId, or an empty one (a replay tool's): no identity to match on."""
     document = json.loads(capture_line([0.9, 0.1], AT))
-    del document["eventMetadata"]["eventId"]
+    if event_id is None:
+        del document["eventMetadata"]["eventId"]
+    else:
+        document["eventMetadata"]["eventId"] = event_id
     line = json.dumps(document)
     batch = parse_capture_text(f"{line}\n{line}\n", LABELS, source="memory")
     assert (len(batch.records), batch.duplicate_records, batch.warnings) == (2, 0, [])

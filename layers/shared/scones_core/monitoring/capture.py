@@ -219,7 +219,7 @@ def parse_capture_line(
         probabilities=probabilities,
         label=labels[best],
         confidence=probabilities[best],
-        event_id=event_id if isinstance(event_id, str) else None,
+        event_id=event_id.strip() or None if isinstance(event_id, str) else None,
         event_version=None if version is None else str(version),
         source=source,
         line=line_number,
