@@ -175,10 +175,17 @@ def tiff_with_tiles(width: int, height: int, tile: int) -> bytes:
 
 
 def tiff_in_strips(
-    width: int, height: int, rows_per_strip: int, *, samples: int = 1, bits: int = 8
+    width: int,
+    height: int,
+    rows_per_strip: int,
+    *,
+    samples: int = 1,
+    bits: int = 8,
+    extra_tags: tuple[tuple[int, int, list[int]], ...] = (),
 ) -> bytes:
     """A little-endian TIFF stored in strips of ``rows_per_strip`` rows, every strip the
-    same deflated zeros (16-bit RGBA when ``samples`` is 4 and ``bits`` 16)."""
+    same deflated zeros (16-bit RGBA when ``samples`` is 4 and ``bits`` 16), with
+    ``extra_tags`` (SHORT or LONG) in its directory too."""
     strips = -(-height // rows_per_strip)
     data = zlib.compress(bytes(width * samples * bits // 8 * rows_per_strip))
     entries: list[tuple[int, int, list[int]]] = [  # (tag, type, values); 3 SHORT, 4 LONG
@@ -194,6 +201,7 @@ def tiff_in_strips(
     ]
     if samples == 4:
         entries.append((338, 3, [2]))  # unassociated alpha
+    entries = sorted(entries + list(extra_tags))
     data_at = 8
     ifd_at = data_at + len(data) + len(data) % 2
     extra_at = ifd_at + 2 + 12 * len(entries) + 4
@@ -327,6 +335,145 @@ def tiff_grey_16(
     return head + data + b"\0" * (len(data) % 2) + ifd
 
 
+# TIFF field types: struct format and bytes a value (a rational is two numbers).
+_TIFF_FORMATS = {1: ("B", 1), 2: ("B", 1), 3: ("H", 2), 4: ("I", 4), 5: ("I", 8), 7: ("B", 1)}
+_TIFF_FORMATS |= {9: ("i", 4), 10: ("i", 8), 12: ("d", 8)}
+_TIFF_CHILDREN = {
+    "first": ((34665, "EXIF"), (34853, "GPS")),
+    "EXIF": ((40965, "Interoperability"),),
+}
+TiffTag = tuple[int, int, "bytes | list[int] | list[float]"]
+
+# What a camera writes besides the image: make, model, resolution; exposure, a 100 KB
+# maker note, lens, subject area; a GPS position; the Interoperability index.
+CAMERA_EXIF: dict[str, list[TiffTag]] = {
+    "first": [
+        (271, 2, b"Canon\0"),
+        (272, 2, b"Canon EOS R5\0"),
+        (282, 5, [72, 1]),
+        (283, 5, [72, 1]),
+        (296, 3, [2]),
+        (305, 2, b"Firmware Version 1.8.1\0"),
+        (306, 2, b"2024:05:01 10:00:00\0"),
+    ],
+    "EXIF": [
+        (33434, 5, [1, 125]),
+        (33437, 5, [28, 10]),
+        (34855, 3, [100]),
+        (36867, 2, b"2024:05:01 10:00:00\0"),
+        (37396, 3, [2000, 1500, 400, 300]),
+        (37500, 7, random.Random(5).randbytes(100_000)),
+        (37510, 7, b"ASCII\0\0\0" + b" " * 256),
+        (42034, 5, [24, 1, 105, 1, 4, 1, 4, 1]),
+    ],
+    "GPS": [
+        (0, 1, b"\x02\x03\x00\x00"),
+        (1, 2, b"N\0"),
+        (2, 5, [51, 1, 30, 1, 1234, 100]),
+        (3, 2, b"W\0"),
+        (4, 5, [0, 1, 7, 1, 3, 1]),
+        (7, 5, [10, 1, 0, 1, 0, 1]),
+    ],
+    "Interoperability": [(1, 2, b"R98\0"), (2, 7, b"0100")],
+}
+
+
+def tiff_with_directories(
+    image: Image.Image,
+    tags: dict[str, list[TiffTag]],
+    *,
+    big_endian: bool = False,
+    bigtiff: bool = False,
+    pointers: dict[str, str] | None = None,
+) -> bytes:
+    """An uncompressed TIFF of ``image`` (L or RGB) in one strip, whose first directory
+    points to an EXIF and a GPS directory and the EXIF one to an Interoperability one, each
+    one ``tags`` names: (tag, type, values) with the values packed as the type says (a
+    rational as two numbers) or bytes as they are. ``pointers`` sends a directory's pointer
+    elsewhere ({"GPS": "EXIF"}: the GPS pointer leads to the EXIF directory)."""
+    order = ">" if big_endian else "<"
+    offset_format, inline = ("Q", 8) if bigtiff else ("I", 4)
+    head = 16 if bigtiff else 8
+    pixels = image.tobytes()
+    bands = len(image.getbands())
+    image_tags: list[TiffTag] = [
+        (256, 4, [image.width]),
+        (257, 4, [image.height]),
+        (258, 3, [8] * bands),
+        (259, 3, [1]),
+        (262, 3, [2 if bands == 3 else 1]),
+        (273, 4, [head]),
+        (277, 3, [bands]),
+        (278, 4, [image.height]),
+        (279, 4, [len(pixels)]),
+    ]
+    names = ["first", *(name for name in ("EXIF", "GPS", "Interoperability") if name in tags)]
+    leads = {name: (pointers or {}).get(name, name) for name in names}
+
+    def directory(name: str, at: int, where: dict[str, int]) -> bytes:
+        listed = (image_tags if name == "first" else []) + list(tags.get(name, []))
+        children = _TIFF_CHILDREN.get(name, ())
+        listed += [(tag, 4, [where[leads[child]]]) for tag, child in children if child in where]
+        listed.sort(key=lambda entry: entry[0])
+        table = struct.pack(order + ("Q" if bigtiff else "H"), len(listed))
+        extra_at = at + len(table) + len(listed) * (4 + 2 * inline) + inline
+        extra = b""
+        for tag, kind, values in listed:
+            code, size = _TIFF_FORMATS[kind]
+            packed = (
+                values
+                if isinstance(values, bytes)
+                else struct.pack(f"{order}{len(values)}{code}", *values)
+            )
+            table += struct.pack(order + "HH" + offset_format, tag, kind, len(packed) // size)
+            if len(packed) <= inline:
+                table += packed.ljust(inline, b"\0")
+            else:
+                table += struct.pack(order + offset_format, extra_at + len(extra))
+                extra += packed + b"\0" * (len(packed) % 2)
+        return table + bytes(inline) + extra
+
+    where = dict.fromkeys(names, 0)
+    at = head + len(pixels) + len(pixels) % 2
+    for name in names:
+        where[name] = at
+        at += len(directory(name, 0, where))
+    body = b"".join(directory(name, where[name], where) for name in names)
+    if bigtiff:
+        header = struct.pack(order + "HHHQ", 43, 8, 0, where["first"])
+    else:
+        header = struct.pack(order + "HI", 42, where["first"])
+    return (b"MM" if big_endian else b"II") + header + pixels + b"\0" * (len(pixels) % 2) + body
+
+
+def gif_with_blocks(data: bytes, blocks: bytes) -> bytes:
+    """``data`` (a GIF) with ``blocks`` (extensions, or stray bytes) right after its header
+    and global colour table, before its first block."""
+    flags = data[10]
+    at = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    return data[:at] + blocks + data[at:]
+
+
+def gif_extension(label: int, payload: bytes, sub_block: int = 255) -> bytes:
+    """An extension (0xFE a comment) of ``payload`` in sub-blocks of ``sub_block`` bytes."""
+    parts = [payload[at : at + sub_block] for at in range(0, len(payload), sub_block)]
+    return b"!" + bytes([label]) + b"".join(bytes([len(part)]) + part for part in parts) + b"\0"
+
+
+def gif_xmp(xmp: bytes) -> bytes:
+    """XMP as Adobe stores it in a GIF: an application extension holding the raw packet
+    (which a reader walks as if it were sub-blocks) and a 258-byte trailer that ends
+    such a walk wherever it lands."""
+    return b"!\xff\x0bXMP DataXMP" + xmp + bytes([1, *range(255, -1, -1), 0])
+
+
+def jpeg_cut_short(data: bytes, keep: float = 0.6) -> bytes:
+    """``data`` cut inside its last scan and given its EOI again, as a broken copy or
+    upload may leave it: libjpeg fills the rest of the scan with grey, and says nothing."""
+    scan = data.rindex(b"\xff\xda")
+    return data[: scan + int((len(data) - scan) * keep)] + b"\xff\xd9"
+
+
 def rejected(name: str, data: bytes, code: str, words: str, key: str | None = None) -> Entry:
     return Entry(name, key or f"catalog/{name}", data, "REJECTED", code, words)
 
@@ -334,7 +481,11 @@ def rejected(name: str, data: bytes, code: str, words: str, key: str | None = No
 def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
     """One upload per image rule (and per kind of non-raster file)."""
     png = source.read_bytes()
-    jpeg = encode(Image.open(source).convert("RGB"), "JPEG", quality=90)
+    rgb = Image.open(source).convert("RGB")
+    jpeg = encode(rgb, "JPEG", quality=90)
+    gif = encode(rgb, "GIF")
+    small = rgb.convert("L")
+    loop = {"GPS": "EXIF", "Interoperability": "EXIF"}  # three pointers, one directory
     side = int(max_pixels**0.5) + 1
     zipped = io.BytesIO()
     with zipfile.ZipFile(zipped, "w") as archive:
@@ -352,6 +503,32 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
         rejected("tile-bomb.tif", tiff_with_tiles(64, 64, side), "ImageTooManyPixels", "tiles"),
         rejected("strips.tif", tiff_in_strips(8, 70_000, 1), "ImageTooComplex", "70000 strips"),
         rejected("rle-bomb.bmp", bmp_rle_bomb(5000, 5000), "ImageTooComplex", "RLE8"),
+        rejected(
+            "exif-bomb.tif",  # 10,000 rationals in 80 KB: 73 ms for Pillow, a 16 MB one 14 s
+            tiff_with_directories(small, {"EXIF": [(42240, 5, [22, 10] * 10_000)]}),
+            "ImageTooComplex",
+            "EXIF directory",
+        ),
+        rejected(
+            "exif-loop.tif",  # each pointer to one directory made Pillow read it again
+            tiff_with_directories(
+                small, {"EXIF": [], "GPS": [], "Interoperability": []}, pointers=loop
+            ),
+            "CorruptImage",
+            "read again",
+        ),
+        rejected(
+            "comment-flood.gif",  # 8 million sub-blocks in 16 MB took 3.3 s and 900 MB
+            gif_with_blocks(gif, gif_extension(0xFE, b"x" * 70_000, sub_block=1)),
+            "ImageTooComplex",
+            "extension blocks",
+        ),
+        rejected(
+            "cut-restarts.jpg",
+            jpeg_cut_short(encode(rgb, "JPEG", quality=90, restart_marker_blocks=1)),
+            "CorruptImage",
+            "truncated",
+        ),
         rejected("profiles.png", png_with_profiles(png, 2), "CorruptImage", "iCCP"),
         rejected(
             "long-comment.png",
@@ -488,6 +665,26 @@ def unusual_images(source: Path) -> list[Entry]:
             SAME_LABEL,
         ),
         valid("photo-640.jpg", encode(big, "JPEG", quality=92), SAME_LABEL),
+        # A camera's EXIF, GPS and Interoperability directories, in either byte order.
+        valid("camera-exif.tif", tiff_with_directories(rgb, CAMERA_EXIF), SAME_INPUT),
+        valid(
+            "camera-exif-mm.tif",
+            tiff_with_directories(rgb, CAMERA_EXIF, big_endian=True),
+            SAME_INPUT,
+        ),
+        valid(
+            "restarts.jpg",
+            encode(rgb, "JPEG", quality=95, progressive=True, restart_marker_blocks=1),
+            SAME_LABEL,
+        ),
+        valid(
+            "commented.gif",
+            gif_with_blocks(
+                encode(rgb, "GIF", comment=b"taken on the quay " * 100),
+                gif_xmp(b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>' * 200),
+            ),
+            SAME_LABEL,
+        ),
         # The key colour is composited on white like any transparency.
         valid("rgb-trns.png", encode(rgb, transparency=key_colour), SAME_INPUT, encode(keyed)),
         valid(

@@ -12,13 +12,17 @@ import re
 import struct
 import time
 import zlib
+from collections.abc import Callable
 
 import pytest
 from conftest import template_limits
+from image_catalog import gif_extension, gif_with_blocks, gif_xmp
 from PIL import Image
 from scones_core import errors
 from scones_core.image_rules import decode_image
 from scones_core.image_structure import (
+    MAX_GIF_PADDING_BYTES,
+    MAX_GIF_SUB_BLOCKS,
     MAX_JPEG_PADDING_BYTES,
     MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS,
@@ -170,3 +174,72 @@ def test_fill_bytes_before_a_restart_marker_are_part_of_the_scan() -> None:
     layout = jpeg_layout(filled)
     assert layout.padding == 0 and layout.restarts == jpeg_layout(data).restarts
     assert decode_image(filled, LIMITS).image.size == (320, 240)
+
+
+# ---- GIF ----------------------------------------------------------------------------
+
+
+def gif(**options: object) -> bytes:
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(out, "GIF", **options)
+    return out.getvalue()
+
+
+COMMENT = 0xFE
+
+
+def one_byte_sub_blocks(count: int) -> bytes:
+    """A comment extension of ``count`` one-byte sub-blocks."""
+    return b"!\xfe" + b"\x01C" * count + b"\x00"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        # 8 million of them in 16 MB took 3.3 s and 900 MB
+        (lambda: one_byte_sub_blocks(8_000_000), "extension blocks"),
+        (lambda: gif_extension(COMMENT, b"") * (MAX_GIF_SUB_BLOCKS + 1), "extension blocks"),
+        (lambda: bytes(16_000_000), "bytes between its blocks"),  # 16 MB took 3.1 s
+    ],
+    ids=["one-byte comment sub-blocks", "empty extensions", "stray bytes between blocks"],
+)
+def test_gif_floods_before_the_first_image_are_refused_from_the_walk(
+    make: Callable[[], bytes], message: str
+) -> None:
+    data = gif_with_blocks(gif(), make())
+    started = time.process_time()
+    error = rejected(data)
+    assert time.process_time() - started < 0.5  # a 16 MB file, well within the timeout
+    assert isinstance(error, errors.ImageTooComplex)
+    assert message in str(error)
+
+
+def test_the_gif_budgets_are_inclusive() -> None:
+    plain = gif()
+    # A comment of n sub-blocks is n + 1 blocks with its terminator.
+    at_budget = gif_with_blocks(plain, one_byte_sub_blocks(MAX_GIF_SUB_BLOCKS - 1))
+    padded = gif_with_blocks(plain, bytes(MAX_GIF_PADDING_BYTES))
+    for data in (at_budget, padded):
+        assert decode_image(data, LIMITS).image.size == (64, 48)
+    for data in (
+        gif_with_blocks(plain, one_byte_sub_blocks(MAX_GIF_SUB_BLOCKS)),
+        gif_with_blocks(plain, bytes(MAX_GIF_PADDING_BYTES + 1)),
+    ):
+        assert isinstance(rejected(data), errors.ImageTooComplex)
+
+
+def test_ordinary_gifs_still_decode() -> None:
+    """Animations, comments, XMP (read as if it were sub-blocks), and a whole 16 MB of
+    comment in full sub-blocks."""
+    frames = [Image.new("RGB", (64, 48), (i, 255 - i, 0)) for i in range(0, 250, 5)]
+    animated = gif(save_all=True, append_images=frames, duration=40, loop=0, comment=b"hi")
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">' + b"<rdf:RDF/>" * 20_000 + b"</x:xmpmeta>"
+    for data in (
+        animated,
+        gif(comment=b"a comment " * 1000),
+        gif_with_blocks(gif(), gif_xmp(xmp)),
+        gif_with_blocks(gif(), gif_extension(COMMENT, b"C" * 16_000_000)),
+    ):
+        started = time.process_time()
+        assert decode_image(data, LIMITS).image.size == (64, 48)
+        assert time.process_time() - started < 1.0

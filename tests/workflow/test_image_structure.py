@@ -9,17 +9,22 @@ import io
 import pytest
 from conftest import SAMPLES, template_limits
 from image_catalog import (
+    CAMERA_EXIF,
     bmp_rle,
     bmp_rle_bomb,
     bmp_run_length,
     encode,
+    jpeg_cut_short,
     jpeg_scan_per_component,
     jpeg_with_scans,
     lossless_jpeg,
     png_with_profiles,
+    tiff_in_strips,
+    tiff_with_directories,
     tiff_with_tiles,
 )
-from PIL import Image
+from PIL import ExifTags, Image, PngImagePlugin
+from PIL.TiffImagePlugin import IFDRational
 from scones_core import errors
 from scones_core.image_rules import (
     FUNCTION_RESERVE_MB,
@@ -28,7 +33,15 @@ from scones_core.image_rules import (
     MAX_JPEG_SCANS,
     decode_image,
 )
-from scones_core.image_structure import check_png_chunks, jpeg_layout
+from scones_core.image_structure import (
+    MAX_TIFF_BLOCKS,
+    MAX_TIFF_DIRECTORY_VALUES,
+    TIFF_RATIONAL_COST,
+    check_png_chunks,
+    check_tiff_directories,
+    jpeg_layout,
+    tiff_block_count,
+)
 from scones_core.images import normalise_image
 
 LIMITS = template_limits()
@@ -62,23 +75,31 @@ def test_thousands_of_scans_are_refused_before_decoding() -> None:
         decode_image(jpeg_with_scans(PHOTO, 3000), LIMITS)
 
 
-def test_one_profile_is_read_and_a_second_is_refused_before_pillow_opens_the_file() -> None:
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every file the image rules ask Pillow to open."""
+    calls: list[str] = []
+    original = Image.open
+
+    def spy(*args: object, **kwargs: object) -> Image.Image:
+        calls.append("open")
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image, "open", spy)
+    return calls
+
+
+def test_one_profile_is_read_and_a_second_is_refused_before_pillow_opens_the_file(
+    opened: list[str],
+) -> None:
     png = encode(PHOTO)
     normalise_image(png_with_profiles(png, 1), LIMITS)
     flood = png_with_profiles(png, 500)
     with pytest.raises(errors.CorruptImage, match="more than one iCCP chunk"):
         check_png_chunks(flood)
-    opened: list[str] = []
-    original = Image.open
-
-    def spy(*args: object, **kwargs: object) -> Image.Image:
-        opened.append("open")
-        return original(*args, **kwargs)  # type: ignore[arg-type]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Image, "open", spy)
-        with pytest.raises(errors.CorruptImage, match="iCCP"):
-            decode_image(flood, LIMITS)
+    opened.clear()
+    with pytest.raises(errors.CorruptImage, match="iCCP"):
+        decode_image(flood, LIMITS)
     assert opened == []
 
 
@@ -202,3 +223,222 @@ def test_run_length_data_over_the_byte_budget_is_refused_whatever_the_pixel_coun
     ):
         decode_image(bmp_rle((8, 8), [0, 0, 0] * 256, empty_runs), LIMITS)
     assert decoder_spy == []
+
+
+# ---- TIFF directories and EXIF blocks ------------------------------------------------
+
+# Numbers that fill a directory's budget exactly, in SHORTs and in rationals (two numbers
+# each in the builder's notation).
+SHORTS_AT_BUDGET = [1] * MAX_TIFF_DIRECTORY_VALUES
+RATIONALS_AT_BUDGET = [1, 3] * (MAX_TIFF_DIRECTORY_VALUES // TIFF_RATIONAL_COST)
+LAYOUTS = [(False, False), (True, False), (False, True)]  # (big-endian, BigTIFF)
+LAYOUT_IDS = ["II", "MM", "BigTIFF"]
+
+
+@pytest.mark.parametrize(("big_endian", "bigtiff"), LAYOUTS, ids=LAYOUT_IDS)
+def test_a_cameras_exif_gps_and_interoperability_directories_are_read(
+    big_endian: bool, bigtiff: bool
+) -> None:
+    tiff = tiff_with_directories(PHOTO, CAMERA_EXIF, big_endian=big_endian, bigtiff=bigtiff)
+    decoded = decode_image(tiff, LIMITS)
+    assert decoded.image.tobytes() == PHOTO.tobytes()
+    exif = decoded.image.getexif()
+    assert exif.get_ifd(ExifTags.IFD.GPSInfo)[2] == (51, 30, 12.34)
+    assert exif.get_ifd(ExifTags.IFD.Interop)[1] == "R98"
+
+
+@pytest.mark.parametrize(
+    ("directory", "tag", "kind", "values"),
+    [
+        ("EXIF", 42240, 5, RATIONALS_AT_BUDGET),  # Gamma: the probe's 2 million rationals
+        ("GPS", 2, 3, SHORTS_AT_BUDGET),
+        ("Interoperability", 4097, 4, SHORTS_AT_BUDGET),
+        ("first", 282, 5, RATIONALS_AT_BUDGET),  # XResolution, which Pillow reads to open it
+    ],
+)
+@pytest.mark.parametrize(("big_endian", "bigtiff"), LAYOUTS, ids=LAYOUT_IDS)
+def test_a_directory_over_its_value_budget_is_refused_before_pillow_opens_the_tiff(
+    directory: str,
+    tag: int,
+    kind: int,
+    values: list[int],
+    big_endian: bool,
+    bigtiff: bool,
+    opened: list[str],
+) -> None:
+    """Pillow made a Python object of each number: a 16 MB EXIF directory of 2 million
+    rationals took 14 s and 600 MB. The first directory has the image's tags besides."""
+    tags: dict[str, list] = {"EXIF": [], "GPS": [], "Interoperability": []}
+    one_more = [*values, 1, 3] if kind == 5 else [*values, 1]
+    tags[directory] = [(tag, kind, one_more)]
+    tiff = tiff_with_directories(PHOTO, tags, big_endian=big_endian, bigtiff=bigtiff)
+    with pytest.raises(errors.ImageTooComplex, match=f"TIFF's {directory} directory holds"):
+        decode_image(tiff, LIMITS)
+    assert opened == []
+
+
+@pytest.mark.parametrize("kind", [3, 5], ids=["SHORT", "RATIONAL"])
+def test_a_directory_at_its_value_budget_is_read(kind: int) -> None:
+    values = SHORTS_AT_BUDGET if kind == 3 else RATIONALS_AT_BUDGET
+    tiff = tiff_with_directories(PHOTO, {"EXIF": [(42240, kind, values)]})
+    check_tiff_directories(tiff)
+    assert decode_image(tiff, LIMITS).image.size == PHOTO.size
+
+
+@pytest.mark.parametrize(
+    "pointers",
+    [
+        {"GPS": "EXIF", "Interoperability": "EXIF"},  # the probe: one directory, read 3 times
+        {"Interoperability": "EXIF"},  # the EXIF directory names itself
+        {"EXIF": "first"},
+        {"GPS": "first"},
+    ],
+    ids=["one for all", "itself", "exif to first", "gps to first"],
+)
+@pytest.mark.parametrize(("big_endian", "bigtiff"), LAYOUTS, ids=LAYOUT_IDS)
+def test_a_directory_two_pointers_lead_to_is_refused(
+    pointers: dict[str, str], big_endian: bool, bigtiff: bool, opened: list[str]
+) -> None:
+    tags: dict[str, list] = {"EXIF": [], "GPS": [], "Interoperability": []}
+    tiff = tiff_with_directories(
+        PHOTO, tags, big_endian=big_endian, bigtiff=bigtiff, pointers=pointers
+    )
+    with pytest.raises(errors.CorruptImage, match="directory, which would be read again"):
+        decode_image(tiff, LIMITS)
+    assert opened == []
+
+
+def test_long_image_arrays_pass_and_strip_offsets_are_counted_by_the_block_limit() -> None:
+    """A 16-bit transfer function (3 x 65,536 numbers) in a TIFF of the most strips read:
+    with the strips' offsets and byte counts it would be over the budget."""
+    transfer_function = (301, 3, [0] * 3 * 65_536)
+    tiff = tiff_in_strips(8, MAX_TIFF_BLOCKS, 1, extra_tags=(transfer_function,))
+    assert tiff_block_count(tiff) == MAX_TIFF_BLOCKS
+    assert 2 * MAX_TIFF_BLOCKS + len(transfer_function[2]) > MAX_TIFF_DIRECTORY_VALUES
+    check_tiff_directories(tiff)
+
+
+def test_a_header_pillow_reads_another_way_is_walked_that_way(opened: list[str]) -> None:
+    """Pillow opens "MM*\\0" and "II\\0*" headers as TIFFs, and reads a big-endian BigTIFF's
+    header as a classic one (bytes 4-7 its first directory's offset)."""
+    bomb = {"EXIF": [(42240, 5, [*RATIONALS_AT_BUDGET, 1, 3])]}
+    big_endian = tiff_with_directories(PHOTO, bomb, big_endian=True)
+    little_endian = tiff_with_directories(PHOTO, bomb)
+    for variant in (
+        b"MM*\x00" + big_endian[4:],
+        b"II\x00*" + little_endian[4:],
+        b"MM\x00+" + big_endian[4:],
+    ):
+        with pytest.raises(errors.ImageTooComplex, match="EXIF directory holds"):
+            decode_image(variant, LIMITS)
+    assert opened == []
+    plain = tiff_with_directories(PHOTO, CAMERA_EXIF, big_endian=True)
+    assert decode_image(b"MM*\x00" + plain[4:], LIMITS).image.tobytes() == PHOTO.tobytes()
+
+
+def _exif_block(tags: dict[str, list]) -> bytes:
+    """An EXIF block (a TIFF structure) of a 1x1 image with these directories."""
+    return tiff_with_directories(Image.new("L", (1, 1)), tags)
+
+
+def _png_text(key: str, value: bytes | str, *, compressed: bool = False) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, value, zip=compressed)
+    return encode(PHOTO, pnginfo=info)
+
+
+def _raw_profile(block: bytes) -> str:
+    """ImageMagick's PNG text: three header lines, then the EXIF block in hex."""
+    return f"\nexif\n{len(block):8d}\n{block.hex()}\n"
+
+
+BOMB_BLOCK = _exif_block({"first": [(274, 5, [*RATIONALS_AT_BUDGET, 1, 3])]})
+
+
+@pytest.mark.parametrize(
+    "upload",
+    [
+        encode(PHOTO, exif=BOMB_BLOCK),
+        encode(PHOTO, "WEBP", lossless=True, exif=BOMB_BLOCK),
+        _png_text("exif", BOMB_BLOCK),
+        _png_text("Raw profile type exif", _raw_profile(BOMB_BLOCK), compressed=True),
+        _png_text("Raw profile type exif", _raw_profile(BOMB_BLOCK)),
+    ],
+    ids=["PNG eXIf", "WebP EXIF", "PNG tEXt exif", "PNG zTXt raw profile", "tEXt raw profile"],
+)
+def test_an_exif_block_over_the_budget_is_refused_in_png_and_webp(
+    upload: bytes, opened: list[str]
+) -> None:
+    """The preprocessing asks Pillow for the block's Orientation tag, and a million
+    rationals in that one tag took 4 s for an 8 MB PNG or WebP. A JPEG's EXIF fits in one
+    64 KB segment, so at most 8,000 rationals: milliseconds."""
+    with pytest.raises(errors.ImageTooComplex, match="EXIF block's first directory holds"):
+        decode_image(upload, LIMITS)
+    assert opened == []
+
+
+def _camera_exif(orientation: int) -> Image.Exif:
+    """A phone's EXIF as Pillow writes it: the EXIF directory with a 30 KB maker note, a
+    GPS position, the Interoperability directory."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Canon"
+    exif[ExifTags.Base.Orientation] = orientation
+    exif[ExifTags.Base.XResolution] = IFDRational(72, 1)
+    details = exif.get_ifd(ExifTags.IFD.Exif)
+    details[ExifTags.Base.ExposureTime] = IFDRational(1, 125)
+    details[ExifTags.Base.MakerNote] = bytes(range(256)) * 120
+    details[ExifTags.Base.LensSpecification] = tuple(IFDRational(v, 1) for v in (24, 105, 4, 4))
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps[ExifTags.GPS.GPSLatitude] = (IFDRational(51, 1), IFDRational(30, 1), IFDRational(12))
+    exif.get_ifd(ExifTags.IFD.Interop)[1] = "R98"
+    return exif
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"), [("JPEG", {}), ("PNG", {}), ("WEBP", {"lossless": True}), ("TIFF", {})]
+)
+def test_a_phones_exif_block_passes_and_still_turns_the_photo_upright(
+    fmt: str, options: dict[str, object]
+) -> None:
+    upright = normalise_image(encode(PHOTO, fmt, exif=_camera_exif(1), **options), LIMITS)
+    sideways = encode(PHOTO.rotate(90, expand=True), fmt, exif=_camera_exif(6), **options)
+    assert normalise_image(sideways, LIMITS).png == upright.png
+
+
+# ---- JPEG cut short -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+@pytest.mark.parametrize("subsampling", [0, 2], ids=["4:4:4", "4:2:0"])
+@pytest.mark.parametrize(
+    "restart", [{"restart_marker_blocks": 1}, {"restart_marker_rows": 1}], ids=["blocks", "rows"]
+)
+def test_a_jpeg_cut_short_is_truncated_when_its_restart_markers_say_so(
+    progressive: bool, subsampling: int, restart: dict[str, int], decoder_spy: list[str]
+) -> None:
+    """libjpeg fills the rest of a scan cut short with grey and reports nothing Pillow
+    shows, so a JPEG cut and given its EOI again was classified; restart markers count
+    the coded intervals."""
+    photo = Image.open(sorted((SAMPLES / "bicycle").glob("*.png"))[0]).convert("RGB")
+    photo = photo.resize((333, 250))
+    data = encode(photo, "JPEG", progressive=progressive, subsampling=subsampling, **restart)
+    assert jpeg_layout(data).short_scan is None
+    assert decode_image(data, LIMITS).image.size == (333, 250)
+    decoder_spy.clear()
+    with pytest.raises(errors.CorruptImage, match="JPEG data is truncated: its scan"):
+        decode_image(jpeg_cut_short(data), LIMITS)
+    assert decoder_spy == []
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+@pytest.mark.parametrize("size", [(8, 8), (17, 9), (641, 479), (1000, 23)], ids=str)
+def test_restart_markers_of_whole_jpegs_are_all_there(mode: str, size: tuple[int, int]) -> None:
+    image = Image.linear_gradient("L").resize(size).convert(mode)
+    for options in [
+        {"restart_marker_blocks": 1},
+        {"restart_marker_blocks": 7, "progressive": True},
+        {"restart_marker_rows": 3, "subsampling": 1, "progressive": True},
+    ]:
+        data = encode(image, "JPEG", **options)
+        assert jpeg_layout(data).short_scan is None, options
+        assert decode_image(data, LIMITS).image.size == size

@@ -8,9 +8,10 @@ no part: the bytes decide.
 
 Order matters for safety: everything that can be decided from the size, the
 header or the file's structure (type, format, PNG chunks and checksums, pixel
-count, side length, JPEG scans, TIFF tiles, BMP run-length coding, whether the
-decode fits the function's memory) is decided before a single pixel is decoded,
-so a decompression bomb costs a header read (``image_structure`` walks the bytes).
+count, side length, JPEG scans and restart markers, TIFF tiles and directories,
+EXIF blocks, GIF blocks, BMP run-length coding, whether the decode fits the
+function's memory) is decided before a single pixel is decoded, so a decompression
+bomb costs a header read (``image_structure`` walks the bytes).
 """
 
 from __future__ import annotations
@@ -45,10 +46,15 @@ from scones_core.image_structure import (
     MAX_JPEG_PADDING_BYTES,
     MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS,
+    MAX_TIFF_BLOCKS,
     PNG_SIGNATURE,
+    TIFF_SIGNATURES,
     JpegLayout,
     bmp_run_length,
+    check_gif_blocks,
     check_png_chunks,
+    check_tiff_directories,
+    check_webp_exif,
     jpeg_layout,
     tiff_block_count,
     tiff_strip_bytes,
@@ -133,7 +139,7 @@ _RASTER_SIGNATURES: tuple[tuple[tuple[bytes, ...], str], ...] = (
     ((b"\x89PNG\r\n\x1a\n",), "PNG"),
     ((b"\xff\xd8\xff",), "JPEG"),
     ((b"GIF87a", b"GIF89a"), "GIF"),
-    ((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), "TIFF"),
+    (TIFF_SIGNATURES, "TIFF"),
     ((b"8BPS",), "PSD"),
     ((b"\x00\x00\x01\x00",), "ICO"),
     ((b"\xff\x0a", b"\x00\x00\x00\x0cJXL "), "JPEG XL"),
@@ -211,10 +217,6 @@ _MODE_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1} | dict.fromkeys(
     ("I;16", "I;16B", "I;16L", "I;16N"), 2
 )
 _DEFAULT_BYTES_PER_PIXEL = 4
-# A 5000x5000 TIFF stored a row per strip has 5,000 strips, in 256x256 tiles 400. Pillow
-# turns every strip's offset into Python objects as it opens the file: 65,536 take
-# about 0.4 s of CPU and 50 MB, a million 3 s and 400 MB (and 10 s to load).
-MAX_TIFF_BLOCKS = 65_536
 # Pillow decodes a run-length BMP in Python: its pixels and its commands cost CPU, however
 # few bytes it has. Measured on one x86 core of the dev machine (Pillow 13, CPython 3.11,
 # best of 3, runs repeated): the slowest content, a row of one pixel and an end of line
@@ -312,6 +314,14 @@ def decode_image(
             f"The TIFF is stored in {blocks} strips or tiles; at most {MAX_TIFF_BLOCKS} "
             "are read (save it with larger strips or tiles)."
         )
+    if sniffed == "TIFF":
+        # Pillow reads every tag of the EXIF, GPS and Interoperability directories as it
+        # loads a TIFF, and the tags it needs of the first one as it opens it.
+        check_tiff_directories(data)
+    if sniffed == "WEBP":
+        check_webp_exif(data)  # read whenever the preprocessing asks for the orientation
+    if sniffed == "GIF":
+        check_gif_blocks(data)  # Pillow reads them a block or a byte at a time as it opens it
     image = _open(data, limits, sniffed)
     try:
         return _check_and_load(image, data, limits, draft_to, jpeg)
@@ -595,7 +605,7 @@ def _check_jpeg_markers(layout: JpegLayout) -> None:
     """Refuse, before Pillow parses the header a byte at a time in Python, a JPEG whose
     markers cost far more than its pixels: a flood of empty segments or padding (5 MiB of
     them took 4-6 s of CPU), or more restart markers than the image has blocks (libjpeg
-    resynchronises at each)."""
+    resynchronises at each); and one whose restart markers show a scan cut short."""
     if layout.segments > MAX_JPEG_SEGMENTS:
         raise ImageTooComplex(
             f"The JPEG has more than {MAX_JPEG_SEGMENTS} marker segments; encoders write "
@@ -605,6 +615,14 @@ def _check_jpeg_markers(layout: JpegLayout) -> None:
         raise ImageTooComplex(
             f"The JPEG has more than {MAX_JPEG_PADDING_BYTES} bytes of padding or data "
             "outside its segments, which a decoder reads and discards a byte at a time."
+        )
+    if layout.short_scan is not None:
+        # libjpeg fills a scan cut short with grey and says nothing, so a JPEG cut and
+        # given its EOI again decodes; the restart markers say how much was coded.
+        scan, found, needed = layout.short_scan
+        raise CorruptImage(
+            f"The JPEG data is truncated: its scan {scan} has {found} of the {needed} restart "
+            "markers its image needs, so the rest of the scan is missing."
         )
     blocks = layout.blocks
     if blocks is not None and layout.restarts > max(1, layout.scans) * blocks:

@@ -8,17 +8,25 @@ a few of them while it parses the header, before any image rule could look:
   thousands of them took half a minute. The chunks are walked before Pillow sees them.
 - JPEG: libjpeg walks the whole image once per scan (thousands of refinement scans in
   a small file take minutes), keeps every DCT coefficient of the image when there is
-  more than one scan, and has no reduced-scale decode for a lossless frame.
+  more than one scan, and has no reduced-scale decode for a lossless frame. It also
+  fills a scan cut short with grey without a word Pillow passes on; restart markers,
+  where a file has them, count how much of each scan is there.
 - TIFF: libtiff allocates and fills a whole tile, or decodes a strip's raw samples
   into a buffer of their own, whatever the image's own size; and Pillow reads every
   strip's offset and length into Python objects as it opens the file (a million
-  one-row strips took seconds and 400 MB before any rule ran). The first directory's
-  block count is read before Pillow sees the file.
+  one-row strips took seconds and 400 MB before any rule ran), and every number in the
+  EXIF, GPS and Interoperability directories as it loads it (2 million rationals took
+  14 s). The first directory's block count, and the numbers in each directory Pillow
+  reads, are counted before Pillow sees the file. An EXIF block (a PNG's or a WebP's)
+  is a TIFF structure too, whose first directory Pillow reads for the orientation.
+- GIF: Pillow reads the blocks before the first image in Python, a sub-block or a
+  stray byte at a time; they are walked before Pillow sees them.
 - BMP: Pillow decodes RLE8 and RLE4 in Python, a command and often a byte at a time
   (a row of one pixel and an end of line is padded with zeros byte by byte), so a few
   KB of run-length data take seconds; its header says which coding the pixels use.
 
-``image_rules`` turns these facts into rejections; this module only reads them.
+``image_rules`` turns these facts into rejections; the walks that refuse a structure
+outright (``check_*``) raise the rejection themselves, the others only read.
 """
 
 from __future__ import annotations
@@ -80,6 +88,8 @@ def check_png_chunks(data: bytes) -> None:
                     "which PNG allows once."
                 )
             seen.add(kind)
+        if kind in _PNG_EXIF_CARRIERS and (exif := _png_exif(kind, data[pos + 8 : end - 4])):
+            check_exif_block(exif, "PNG's EXIF block")
         if kind == b"IEND":
             return
         pos = end
@@ -87,6 +97,48 @@ def check_png_chunks(data: bytes) -> None:
 
 def _name(kind: bytes) -> str:
     return kind.decode("latin-1") if kind.isalpha() else repr(kind)
+
+
+# Chunks that may give Pillow's getexif() its EXIF block: eXIf, a tEXt chunk keyed "exif"
+# (Pillow keeps its text as bytes), and ImageMagick's hex "Raw profile type exif" text.
+_PNG_EXIF_CARRIERS = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt"})
+_PNG_RAW_EXIF = b"Raw profile type exif"
+# Pillow's MAX_TEXT_CHUNK: it refuses a compressed text that inflates to more.
+_PNG_TEXT_LIMIT = 2**20
+
+
+def _png_exif(kind: bytes, payload: bytes) -> bytes | None:
+    """The EXIF block this chunk would give Pillow, or None."""
+    if kind == b"eXIf":
+        return payload
+    keyword, _, text = payload.partition(b"\0")
+    if kind == b"tEXt" and keyword == b"exif":
+        return text
+    if keyword != _PNG_RAW_EXIF:
+        return None
+    hex_text: bytes | None = text
+    if kind == b"zTXt":
+        hex_text = _inflate_text(text[1:])
+    elif kind == b"iTXt":  # flag, method, language, translated keyword, text
+        parts = text[2:].split(b"\0", 2)
+        hex_text = None if len(parts) < 3 else parts[2]
+        if hex_text is not None and text[:1] == b"\x01":
+            hex_text = _inflate_text(hex_text)
+    if hex_text is None:
+        return None
+    try:  # as Pillow reads it: three header lines, then hex digits
+        return bytes.fromhex("".join(hex_text.decode("latin-1").split("\n")[3:]))
+    except ValueError:
+        return None
+
+
+def _inflate_text(compressed: bytes) -> bytes | None:
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(compressed, _PNG_TEXT_LIMIT)
+    except zlib.error:
+        return None
+    return None if inflater.unconsumed_tail else text
 
 
 # ---- JPEG -------------------------------------------------------------------------
@@ -101,7 +153,7 @@ HIERARCHICAL_SOF_MARKERS = frozenset({0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF})
 ARITHMETIC_SOF_MARKERS = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 # JPEG-LS (ITU T.87) starts its frame with SOF55: a different codec in a JPEG wrapper.
 JPEG_LS_SOF_MARKER = 0xF7
-_SOS, _EOI = 0xDA, 0xD9
+_SOS, _EOI, _DRI = 0xDA, 0xD9, 0xDD
 # Markers without a length: SOI, RST0-7 and TEM.
 _STANDALONE = frozenset({0xD8, 0x01, *range(0xD0, 0xD8)})
 # The next marker after entropy-coded data: the last 0xFF of a run (fill bytes may precede
@@ -134,6 +186,9 @@ class JpegLayout:
     segments: int = 0  # markers outside the scans, SOS excepted
     restarts: int = 0
     padding: int = 0
+    # (scan, restart markers found, restart markers its MCUs need) for the first scan
+    # that ends short of its restart intervals: the rest of the scan was cut off.
+    short_scan: tuple[int, int, int] | None = None
 
     @property
     def lossless(self) -> bool:
@@ -156,7 +211,9 @@ def jpeg_layout(data: bytes) -> JpegLayout:
     Stops counting past ``MAX_JPEG_SCANS`` scans, ``MAX_JPEG_SEGMENTS`` segments or
     ``MAX_JPEG_PADDING_BYTES``."""
     pos, frame, scans, precision, dimensions = 2, None, 0, None, None
-    segments = restarts = padding = 0
+    segments = restarts = padding = interval = 0
+    components: dict[int, tuple[int, int]] = {}
+    short_scan = None
     size = len(data)
     while (
         pos + 2 <= size
@@ -191,10 +248,9 @@ def jpeg_layout(data: bytes) -> JpegLayout:
         end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
         if (marker in _SOF_MARKERS or marker == JPEG_LS_SOF_MARKER) and frame is None:
             frame = marker
-            precision = data[pos + 4] if pos + 4 < size else None
-            if pos + 9 <= size:
-                height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-                dimensions = (width, height)
+            precision, dimensions, components = _frame_header(data[pos + 4 : end])
+        if marker == _DRI and pos + 6 <= size:
+            interval = int.from_bytes(data[pos + 4 : pos + 6], "big")
         if marker != _SOS:
             segments += 1
             pos = end
@@ -202,7 +258,11 @@ def jpeg_layout(data: bytes) -> JpegLayout:
         scans += 1
         found = _NEXT_MARKER.search(data, end)
         stop = size if found is None else found.start()
-        restarts += sum(1 for _ in _RESTART.finditer(data, end, stop))
+        in_scan = sum(1 for _ in _RESTART.finditer(data, end, stop))
+        restarts += in_scan
+        needed = _restarts_needed(dimensions, components, data[pos + 4 : end], interval)
+        if short_scan is None and frame not in LOSSLESS_SOF_MARKERS and in_scan < needed:
+            short_scan = (scans, in_scan, needed)
         pos = stop
     return JpegLayout(
         frame_marker=frame,
@@ -212,7 +272,62 @@ def jpeg_layout(data: bytes) -> JpegLayout:
         segments=segments,
         restarts=restarts,
         padding=padding,
+        short_scan=short_scan,
     )
+
+
+def _frame_header(
+    header: bytes,
+) -> tuple[int | None, tuple[int, int] | None, dict[int, tuple[int, int]]]:
+    """A frame header's sample precision, (width, height), and each component's sampling
+    factors (H, V) by its id."""
+    precision = header[0] if header else None
+    size = None
+    if len(header) >= 5:
+        height, width = struct.unpack(">HH", header[1:5])
+        size = (width, height)
+    components = {
+        header[at]: (header[at + 1] >> 4, header[at + 1] & 15)
+        for at in range(6, len(header) - 2, 3)
+    }
+    return precision, size, components
+
+
+def _restarts_needed(
+    size: tuple[int, int] | None,
+    components: dict[int, tuple[int, int]],
+    scan_header: bytes,
+    interval: int,
+) -> int:
+    """The restart markers a whole scan holds: one between each two of its restart intervals
+    of ``interval`` MCUs (0 without restart intervals, or when its MCUs are not known)."""
+    if not interval or not scan_header:
+        return 0
+    scan = scan_header[1 : 1 + 2 * scan_header[0] : 2]
+    return max(0, _up(_scan_mcus(size, components, scan), interval) - 1)
+
+
+def _scan_mcus(
+    size: tuple[int, int] | None, components: dict[int, tuple[int, int]], scan: bytes
+) -> int:
+    """The MCUs a scan of these components codes (ITU T.81 A.2): in a scan of several, an
+    MCU holds each one's H x V blocks; a scan of one codes each block of that component,
+    whose size is the frame's scaled by its sampling factors. 0 when not known."""
+    if size is None or not scan or any(c not in components for c in scan):
+        return 0
+    width, height = size
+    h_max = max(h for h, _ in components.values())
+    v_max = max(v for _, v in components.values())
+    if h_max == 0 or v_max == 0:
+        return 0
+    if len(scan) > 1:
+        return _up(width, 8 * h_max) * _up(height, 8 * v_max)
+    h, v = components[scan[0]]
+    return _up(_up(width * h, h_max), 8) * _up(_up(height * v, v_max), 8)
+
+
+def _up(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
 
 
 # ---- TIFF -------------------------------------------------------------------------
@@ -232,32 +347,195 @@ def tiff_tile_size(tags: object) -> tuple[int, int] | None:
 
 
 _STRIP_OFFSETS, _TILE_OFFSETS = 273, 324
+_STRIP_BYTE_COUNTS, _TILE_BYTE_COUNTS = 279, 325
+# A 5000x5000 TIFF stored a row per strip has 5,000 strips, in 256x256 tiles 400. Pillow
+# turns every strip's offset into Python objects as it opens the file: 65,536 take
+# about 0.4 s of CPU and 50 MB, a million 3 s and 400 MB (and 10 s to load).
+MAX_TIFF_BLOCKS = 65_536
 _ROWS_PER_STRIP, _BITS_PER_SAMPLE, _SAMPLES_PER_PIXEL, _PLANAR = 278, 258, 277, 284
+
+
+# The headers Pillow takes for a TIFF (its PREFIXES): the two standard ones, the two
+# with a byte order the magic number contradicts (read as classic TIFFs), and BigTIFF's.
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"MM*\x00", b"II\x00*", b"II+\x00", b"MM\x00+")
+
+
+def tiff_headers(data: bytes) -> list[tuple[str, bool, int]]:
+    """Each way the header may be read: (byte order, BigTIFF, first directory's offset).
+    Pillow 13 takes a big-endian BigTIFF for a classic TIFF whose first directory's offset
+    is in bytes 4-7 (it looks for 43 in the third byte), so that header is read both ways."""
+    if not data.startswith(TIFF_SIGNATURES) or len(data) < 8:
+        return []
+    order = "<" if data[:2] == b"II" else ">"
+    classic = (order, False, int(struct.unpack_from(order + "I", data, 4)[0]))
+    if data[2:4] not in (b"+\x00", b"\x00+"):
+        return [classic]
+    readings = [classic] if order == ">" else []
+    if len(data) >= 16:
+        readings.append((order, True, int(struct.unpack_from(order + "Q", data, 8)[0])))
+    return readings
 
 
 def tiff_block_count(data: bytes) -> int:
     """How many strips or tiles the first image of a TIFF is stored in, read from its
     first directory (0 when the header cannot be read: Pillow then says what is wrong)."""
-    order = "<" if data[:2] == b"II" else ">"
-    try:
-        (version,) = struct.unpack_from(order + "H", data, 2)
-        if version == 42:
-            (directory,) = struct.unpack_from(order + "I", data, 4)
-            (entries,) = struct.unpack_from(order + "H", data, directory)
-            entry, count_format, first = 12, "I", directory + 2
-        elif version == 43:  # BigTIFF
-            (directory,) = struct.unpack_from(order + "Q", data, 8)
-            (entries,) = struct.unpack_from(order + "Q", data, directory)
-            entry, count_format, first = 20, "Q", directory + 8
-        else:
-            return 0
-        for at in range(first, first + min(entries, 4096) * entry, entry):
-            (tag,) = struct.unpack_from(order + "H", data, at)
+    counts = [0]
+    for order, big, first in tiff_headers(data):
+        for tag, _kind, count, _field in _tiff_entries(data, order, big, first):
             if tag in (_STRIP_OFFSETS, _TILE_OFFSETS):
-                return int(struct.unpack_from(order + count_format, data, at + 4)[0])
-    except (struct.error, OverflowError):  # OverflowError: an offset past 2**63 (BigTIFF)
-        return 0
-    return 0
+                counts.append(count)
+                break
+    return max(counts)
+
+
+# ---- TIFF directories, and EXIF blocks (a TIFF structure of their own) ----------
+
+# Bytes a value of each field type takes: the types Pillow reads (it skips the others).
+_TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+_TIFF_TYPE_BYTES |= {13: 4, 16: 8}
+# BYTE, ASCII and UNDEFINED: Pillow keeps such a tag as one bytes or str object, however
+# long it is (a maker note, an ICC profile, XMP), so its length costs a copy, not a step.
+_TIFF_BYTE_TYPES = frozenset({1, 2, 7})
+_TIFF_RATIONAL_TYPES = frozenset({5, 10})
+# Integer types, by struct format: what a directory pointer or a block array may be.
+_TIFF_INTEGER_FORMATS = {3: "H", 4: "I", 8: "h", 9: "i", 13: "I", 16: "Q"}
+# The directories Pillow reads whole as it loads a TIFF (``load_end`` reads every tag of
+# the EXIF, GPS and Interoperability ones into Python objects), and where it finds them:
+# the first directory points to the EXIF and GPS ones, the EXIF one to Interoperability.
+_TIFF_SUB_DIRECTORIES = {
+    "first": ((34665, "EXIF"), (34853, "GPS")),
+    "EXIF": ((40965, "Interoperability"),),
+}
+_TIFF_BLOCK_ARRAYS = frozenset(
+    {_STRIP_OFFSETS, _STRIP_BYTE_COUNTS, _TILE_OFFSETS, _TILE_BYTE_COUNTS}
+)
+_TIFF_ENTRY = {False: (12, "HHI4s"), True: (20, "HHQ8s")}  # bytes, struct format
+_EXIF_PREFIX = b"Exif\x00\x00"
+# Entries in one directory. A camera's first directory has a few dozen and its EXIF one
+# about fifty (TIFF, EXIF and DNG define a few hundred tags in all). Pillow reads each
+# entry in Python, and BigTIFF's 64-bit count lets a 16 MB file declare 800,000 of them;
+# ``tiff_block_count`` looks no further than this for the strip offsets either.
+MAX_TIFF_DIRECTORY_ENTRIES = 4096
+# Numbers in one directory's tags (BYTE, ASCII and UNDEFINED tags aside, see above).
+# Pillow makes a Python object of each number it reads: 0.1-0.25 us each, and 3.4 us for
+# a rational, which becomes a Fraction (measured, Pillow 13). A 16 MB EXIF directory of
+# 2 million rationals took 14 s and 600 MB; one directory pointed to three times, three
+# times that. Real directories hold a few hundred numbers (a camera's EXIF block is a few
+# KB to a few hundred KB, most of it the maker note, which is bytes); the longest arrays a
+# TIFF may carry are a 16-bit image's transfer function (3 x 65,536 numbers) and a
+# GeoTIFF's tie points (6 a point). A rational counts as TIFF_RATIONAL_COST numbers (its
+# measured cost, rounded up), so at most 8,192 of them: at the budget a directory costs
+# Pillow about 0.06 s, and a TIFF has at most four such directories. The main image's
+# strip or tile offsets and byte counts are not counted up to MAX_TIFF_BLOCKS each: the
+# block count bounds them.
+MAX_TIFF_DIRECTORY_VALUES = 262_144
+TIFF_RATIONAL_COST = 32
+
+
+def check_tiff_directories(data: bytes, what: str = "TIFF", *, bigtiff: bool = True) -> None:
+    """Walk a TIFF structure's first directory and the EXIF, GPS and Interoperability
+    directories it leads to, as Pillow finds them, before Pillow reads them.
+
+    ``ImageTooComplex`` names a directory of more than ``MAX_TIFF_DIRECTORY_ENTRIES``
+    entries or ``MAX_TIFF_DIRECTORY_VALUES`` numbers; ``CorruptImage`` a directory two
+    pointers lead to (Pillow reads it again for each: a pointer back to the first
+    directory, or EXIF, GPS and Interoperability all naming one, multiply its cost).
+    ``what`` names the structure in the reason ("TIFF", "PNG's EXIF block"); ``bigtiff``
+    False leaves a BigTIFF reading alone (Pillow cannot read one in an EXIF block). What
+    cannot be read is left to Pillow, which names it, or ignores it in an EXIF block.
+    Every reading of the header ``tiff_headers`` gives is walked."""
+    for order, big, first in tiff_headers(data):
+        if bigtiff or not big:
+            _walk_tiff_directories(data, order, big, first, what)
+
+
+def _walk_tiff_directories(data: bytes, order: str, big: bool, first: int, what: str) -> None:
+    seen = {first: "first"}
+    pending = [(first, "first")]
+    while pending:
+        offset, name = pending.pop()
+        entries = _tiff_entries(data, order, big, offset)
+        if len(entries) > MAX_TIFF_DIRECTORY_ENTRIES:
+            raise ImageTooComplex(
+                f"The {what}'s {name} directory has more than {MAX_TIFF_DIRECTORY_ENTRIES} "
+                "entries, each read one at a time (real ones have a few dozen)."
+            )
+        numbers, rationals, pointers = _tiff_directory_values(data, order, big, entries, name)
+        if numbers + rationals * TIFF_RATIONAL_COST > MAX_TIFF_DIRECTORY_VALUES:
+            raise ImageTooComplex(
+                f"The {what}'s {name} directory holds {numbers} numbers and {rationals} "
+                f"fractions, each read into an object; at most {MAX_TIFF_DIRECTORY_VALUES} "
+                f"numbers are, a fraction counting {TIFF_RATIONAL_COST} (save it without "
+                "that metadata)."
+            )
+        for tag, child in _TIFF_SUB_DIRECTORIES.get(name, ()):
+            at = pointers.get(tag)
+            if at is None:
+                continue
+            if at in seen:
+                raise CorruptImage(
+                    f"The {what} is corrupt: its {child} directory pointer leads back to its "
+                    f"{seen[at]} directory, which would be read again."
+                )
+            seen[at] = child
+            pending.append((at, child))
+
+
+def check_exif_block(block: bytes, what: str) -> None:
+    """``check_tiff_directories`` on an EXIF block (a PNG's eXIf chunk, a WebP's EXIF
+    chunk), after the "Exif" prefixes Pillow strips. Pillow reads such a block's first
+    directory when the image rules ask for its Orientation tag, however large the tag."""
+    for _ in range(2):
+        if block.startswith(_EXIF_PREFIX):
+            block = block[len(_EXIF_PREFIX) :]
+    check_tiff_directories(block, what, bigtiff=False)
+
+
+def _tiff_entries(
+    data: bytes, order: str, big: bool, offset: int
+) -> list[tuple[int, int, int, bytes]]:
+    """The entries of the directory at ``offset`` that lie in the file (Pillow reads them
+    until the file ends), at most one past ``MAX_TIFF_DIRECTORY_ENTRIES``."""
+    size, entry = _TIFF_ENTRY[big]
+    count_size = 8 if big else 2
+    if offset + count_size > len(data):
+        return []
+    (declared,) = struct.unpack_from(order + ("Q" if big else "H"), data, offset)
+    first = offset + count_size
+    present = min(declared, (len(data) - first) // size, MAX_TIFF_DIRECTORY_ENTRIES + 1)
+    return list(struct.iter_unpack(order + entry, data[first : first + present * size]))
+
+
+def _tiff_directory_values(
+    data: bytes, order: str, big: bool, entries: list[tuple[int, int, int, bytes]], name: str
+) -> tuple[int, int, dict[int, int]]:
+    """How many numbers and rationals a directory's tags hold (as
+    ``MAX_TIFF_DIRECTORY_VALUES`` counts them), and the single-integer tags' values
+    (where sub-directory pointers are)."""
+    numbers, rationals, pointers = 0, 0, dict[int, int]()
+    for tag, kind, count, field in entries:
+        unit = _TIFF_TYPE_BYTES.get(kind)
+        if unit is None or count == 0:
+            continue
+        stored = field
+        if count * unit > len(field):  # stored elsewhere: Pillow skips it past the file's end
+            (at,) = struct.unpack(order + ("Q" if big else "I"), field)
+            if at + count * unit > len(data):
+                continue
+            stored = data[at : at + unit]
+        integer = _TIFF_INTEGER_FORMATS.get(kind)
+        if count == 1 and integer is not None:
+            pointers.setdefault(tag, struct.unpack_from(order + integer, stored)[0])
+        if kind in _TIFF_BYTE_TYPES:
+            continue
+        counted = count
+        if name == "first" and tag in _TIFF_BLOCK_ARRAYS and integer is not None:
+            counted = max(0, count - MAX_TIFF_BLOCKS)
+        if kind in _TIFF_RATIONAL_TYPES:
+            rationals += counted
+        else:
+            numbers += counted
+    return numbers, rationals, {tag: at for tag, at in pointers.items() if at >= 0}
 
 
 def tiff_strip_bytes(tags: object, size: tuple[int, int]) -> int:
@@ -277,6 +555,90 @@ def tiff_strip_bytes(tags: object, size: tuple[int, int]) -> int:
     # Separate planes: a strip holds one sample of each pixel.
     row_bits = width * (per_sample[0] if get(_PLANAR) == 2 else sum(per_sample[:samples]))
     return rows * -(-row_bits // 8)
+
+
+# ---- WebP -------------------------------------------------------------------------
+
+# Top-level chunks of an extended (VP8X) WebP: a header, a profile, EXIF, XMP, and one
+# ANMF chunk a frame; walking them is a step each in Python, so a flood of empty chunks
+# in front of an EXIF chunk would cost the walk what the EXIF check saves.
+MAX_WEBP_CHUNKS = 65_536
+
+
+def check_webp_exif(data: bytes) -> None:
+    """``check_exif_block`` on an extended WebP's first EXIF chunk, the one Pillow reads
+    (a simple WebP, one VP8 or VP8L chunk, carries none); ``ImageTooComplex`` past
+    ``MAX_WEBP_CHUNKS`` chunks before it."""
+    if data[12:16] != b"VP8X":
+        return
+    end = min(len(data), 8 + int.from_bytes(data[4:8], "little"))
+    pos, chunks = 12, 0
+    while pos + 8 <= end:
+        chunks += 1
+        if chunks > MAX_WEBP_CHUNKS:
+            raise ImageTooComplex(
+                f"The WebP has more than {MAX_WEBP_CHUNKS} chunks; encoders write a few, "
+                "and one a frame."
+            )
+        length = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if data[pos : pos + 4] == b"EXIF":
+            check_exif_block(data[pos + 8 : pos + 8 + length], "WebP's EXIF block")
+            return
+        pos += 8 + length + (length & 1)
+
+
+# ---- GIF --------------------------------------------------------------------------
+
+# Pillow reads a GIF's blocks up to its first image in Python as it opens the file: each
+# extension sub-block (keeping a comment's), and each stray byte between blocks, one at a
+# time. 8 million one-byte comment sub-blocks took 3.3 s and 900 MB; 16 MB of stray
+# zeros 3.1 s. Ordinary extensions take a sub-block or two (graphic control, the NETSCAPE
+# loop), and encoders fill sub-blocks to 255 bytes, so even 16 MB of comment or ICC
+# profile is 65,536 of them (XMP, read as if it were sub-blocks, a few a hundred bytes):
+# at the budget Pillow takes about 30 ms. Stray bytes: none in an encoder's output.
+MAX_GIF_SUB_BLOCKS = 65_536
+MAX_GIF_PADDING_BYTES = 64 * 1024
+_GIF_EXTENSION, _GIF_IMAGE, _GIF_TRAILER = 0x21, 0x2C, 0x3B
+_GIF_BLOCK = re.compile(rb"[!,;]")
+
+
+def check_gif_blocks(data: bytes) -> None:
+    """Walk a GIF's blocks as Pillow does as it opens the file, from the header up to the
+    first image descriptor (Pillow decodes the image's data in C): ``ImageTooComplex``
+    past ``MAX_GIF_SUB_BLOCKS`` extension sub-blocks or ``MAX_GIF_PADDING_BYTES`` stray
+    bytes. What cannot be walked (a truncated block, no image) is left to Pillow."""
+    if len(data) < 13:
+        return
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    size, blocks, padding = len(data), 0, 0
+    while pos < size:
+        introducer = data[pos]
+        if introducer in (_GIF_IMAGE, _GIF_TRAILER):
+            return
+        if introducer != _GIF_EXTENSION:  # stray bytes, which Pillow skips one at a time
+            found = _GIF_BLOCK.search(data, pos)
+            stop = size if found is None else found.start()
+            padding += stop - pos
+            if padding > MAX_GIF_PADDING_BYTES:
+                raise ImageTooComplex(
+                    f"The GIF has more than {MAX_GIF_PADDING_BYTES} bytes between its blocks, "
+                    "which a decoder reads and discards a byte at a time."
+                )
+            pos = stop
+            continue
+        pos += 2  # the introducer and the label; then sub-blocks up to an empty one
+        while pos < size:
+            blocks += 1
+            if blocks > MAX_GIF_SUB_BLOCKS:
+                raise ImageTooComplex(
+                    f"The GIF has more than {MAX_GIF_SUB_BLOCKS} extension blocks before its "
+                    "image, each read one at a time (encoders write a few)."
+                )
+            length = data[pos]
+            pos += 1 + length
+            if length == 0:
+                break
 
 
 # ---- BMP --------------------------------------------------------------------------
