@@ -380,6 +380,58 @@ def test_a_capture_file_copied_under_another_key_counts_once(
     )
 
 
+def test_files_are_read_at_once_but_merged_in_key_order(
+    aws: Aws, captures: CaptureWriterHelper
+) -> None:
+    """Several GETs wait on S3 together; the first file in key order still keeps a record
+    both files hold, though its read is the slowest to answer."""
+    import threading
+    import time
+
+    from scones_core.monitoring.capture import CAPTURE_READ_THREADS
+
+    shared = capture_line([0.9, 0.1], WINDOW_START, event_id="same")
+    keys = [
+        captures.put(WINDOW_START, f"f{i:02d}", [shared, capture_line([0.2, 0.8], WINDOW_START)])
+        for i in range(12)
+    ]
+    flight = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def before(params: dict, **_: object) -> None:
+        with lock:
+            flight["now"] += 1
+            flight["most"] = max(flight["most"], flight["now"])
+        time.sleep(0.3 if params["Key"] == keys[0] else 0.05)  # the first answers last
+
+    def after(**_: object) -> None:
+        with lock:
+            flight["now"] -= 1
+
+    aws.s3.meta.events.register("provide-client-params.s3.GetObject", before)
+    aws.s3.meta.events.register("after-call.s3.GetObject", after)
+    try:
+        batch = read_capture_objects(aws.s3, BUCKET, keys, LABELS)
+    finally:
+        aws.s3.meta.events.unregister("provide-client-params.s3.GetObject", before)
+        aws.s3.meta.events.unregister("after-call.s3.GetObject", after)
+    assert 1 < flight["most"] <= CAPTURE_READ_THREADS
+    assert (batch.files_read, len(batch.records), batch.duplicate_records) == (12, 13, 11)
+    kept = next(r for r in batch.records if r.event_id == "same")
+    assert kept.source == f"s3://{BUCKET}/{keys[0]}"
+    assert [w.source for w in batch.warnings] == [f"s3://{BUCKET}/{k}" for k in keys[1:]]
+
+
+def test_the_capture_benchmark_reads_the_same_records_both_ways(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from scones.cli.main import main
+
+    assert main(["bench", "capture", "--files", "24", "--latency-ms", "1", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "same records in the same order both ways: True" in out
+
+
 def test_a_file_deleted_after_listing_is_skipped(aws: Aws, captures: CaptureWriterHelper) -> None:
     kept = captures.put(WINDOW_START, "kept", [capture_line([0.9, 0.1], WINDOW_START)])
     batch = read_capture_objects(aws.s3, BUCKET, [capture_key(WINDOW_START, "gone"), kept], LABELS)
