@@ -130,14 +130,20 @@ def _check_scope(scope: dict[str, Any], where: str) -> list[str]:
         ends = state.get("End") is True or state.get("Type") in ("Succeed", "Fail", "Choice")
         if not ends and state.get("Next") is None:
             problems.append(f"{where}: state {name!r} has neither Next nor End")
-        for key in ("Iterator", "ItemProcessor"):
-            if key in state:
-                problems += _check_scope(state[key], f"{name}.{key}")
-        for index, branch in enumerate(state.get("Branches", [])):
-            problems += _check_scope(branch, f"{name}.Branches[{index}]")
+        for inner, child in _child_scopes(state):
+            problems += _check_scope(child, f"{name}.{inner}")
     for name in sorted(set(states) - reachable):
         problems.append(f"{where}: state {name!r} is unreachable")
     return problems
+
+
+def _child_scopes(state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A Map's item scope and a Parallel's branches, each with where it is in the state."""
+    children: list[tuple[str, dict[str, Any]]] = [
+        (key, state[key]) for key in ("Iterator", "ItemProcessor") if key in state
+    ]
+    children += [(f"Branches[{i}]", b) for i, b in enumerate(state.get("Branches", []))]
+    return children
 
 
 def _states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -145,11 +151,8 @@ def _states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     found: list[tuple[str, dict[str, Any]]] = []
     for name, state in (scope.get("States") or {}).items():
         found.append((name, state))
-        for key in ("Iterator", "ItemProcessor"):
-            if key in state:
-                found += _states(state[key])
-        for branch in state.get("Branches", []):
-            found += _states(branch)
+        for _, child in _child_scopes(state):
+            found += _states(child)
     return found
 
 
@@ -184,34 +187,34 @@ def _result_selector_problems(document: dict[str, Any]) -> list[str]:
         found = _output_shape(str(state.get("Resource", ""))) if selector else None
         if found is None:
             continue
-        service, operation = found
         for _, text in _paths(selector, ""):
             for path in _STATE_PATH.findall(text):
-                shape = operation.output_shape
-                for member in re.findall(r"[A-Za-z0-9_]+", path):
-                    if shape is None or shape.type_name != "structure":
-                        break
-                    if member not in shape.members:
-                        problems.append(
-                            f"state {name!r}: ResultSelector selects ${path}, but "
-                            f"{operation.name} has no {member}"
-                        )
-                        break
-                    key = (service, operation.name, member)
-                    if (
-                        member not in shape.required_members
-                        and key not in OPTIONAL_BUT_ALWAYS_PRESENT
-                    ):
-                        problems.append(
-                            f"state {name!r}: ResultSelector selects ${path}, but {member} "
-                            f"is optional in {operation.name}'s answer: when it is absent "
-                            "the state fails with States.Runtime, which no Catch takes"
-                        )
-                        break
-                    shape = shape.members[member]
-                    if shape.type_name == "list":
-                        shape = shape.member
+                problem = _selected_path_problem(*found, path)
+                if problem is not None:
+                    selects = f"state {name!r}: ResultSelector selects ${path}"
+                    problems.append(f"{selects}, but {problem}")
     return problems
+
+
+def _selected_path_problem(service: str, operation: Any, path: str) -> str | None:
+    """Why ``$<path>`` may be missing from ``operation``'s answer, or None when it is
+    always there (as far as the model's structures go: list items are not checked)."""
+    shape = operation.output_shape
+    for member in re.findall(r"[A-Za-z0-9_]+", path):
+        if shape is None or shape.type_name != "structure":
+            return None
+        if member not in shape.members:
+            return f"{operation.name} has no {member}"
+        always = (service, operation.name, member) in OPTIONAL_BUT_ALWAYS_PRESENT
+        if member not in shape.required_members and not always:
+            return (
+                f"{member} is optional in {operation.name}'s answer: when it is absent "
+                "the state fails with States.Runtime, which no Catch takes"
+            )
+        shape = shape.members[member]
+        if shape.type_name == "list":
+            shape = shape.member
+    return None
 
 
 def _paths(node: Any, where: str) -> list[tuple[str, str]]:

@@ -71,16 +71,18 @@ def class_root(data_dir: Path, labels: Sequence[str]) -> Path:
     raise DataError(f"{data_dir} has no class folders ({wanted}), neither directly nor in train/")
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files of one class folder (by suffix), sorted so the order never depends
+    on the OS."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def list_images(data_dir: Path, labels: Sequence[str]) -> list[tuple[Path, int]]:
     """``(path, label index)`` for every image, sorted so the order never depends on the OS."""
     root = class_root(data_dir, labels)
     items: list[tuple[Path, int]] = []
     for index, label in enumerate(labels):
-        files = sorted(
-            p
-            for p in (root / label).iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = images_in(root / label)
         if not files:
             raise DataError(f"class folder {root / label} holds no images ({IMAGE_SUFFIXES})")
         items.extend((path, index) for path in files)
@@ -97,11 +99,7 @@ def list_labelled(folder: Path, labels: Sequence[str]) -> tuple[list[tuple[Path,
     items: list[tuple[Path, int]] = []
     for index, label in enumerate(labels):
         if (root / label).is_dir():
-            items.extend(
-                (path, index)
-                for path in sorted((root / label).iterdir())
-                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-            )
+            items.extend((path, index) for path in images_in(root / label))
     others = sorted(f"{p.name}/" for p in root.iterdir() if p.is_dir() and p.name not in labels)
     if not items:
         wanted = " or ".join(f"{label}/" for label in labels)

@@ -125,12 +125,6 @@ class RetrainResult:
         }
 
 
-def _label_files(root: Path, labels: tuple[str, ...]) -> list[tuple[Path, int]]:
-    from scones.model.folders import list_images
-
-    return list_images(root, labels)
-
-
 def gate_split(
     data_dir: Path, labels: tuple[str, ...], production_manifest: dict[str, Any]
 ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
@@ -138,9 +132,9 @@ def gate_split(
     gate set, so production never trained on it and neither will the candidate."""
     import numpy as np
 
-    from scones.model.folders import stratified_split
+    from scones.model.folders import list_images, stratified_split
 
-    items = _label_files(data_dir, labels)
+    items = list_images(data_dir, labels)
     recorded = production_manifest.get("split") or {}
     seed = int(recorded.get("seed", 0))
     fraction = float(recorded.get("validation_fraction", 0.2))

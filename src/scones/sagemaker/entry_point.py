@@ -143,7 +143,7 @@ def merge_channels(channels: Sequence[Path], labels: Sequence[str], into: Path) 
     from scones_core.errors import ImageRejected
 
     from scones.model.artifact import decode_image
-    from scones.model.folders import IMAGE_SUFFIXES, class_root
+    from scones.model.folders import class_root, images_in
 
     left_out: list[tuple[Path, str]] = []
     for label in labels:
@@ -156,9 +156,7 @@ def merge_channels(channels: Sequence[Path], labels: Sequence[str], into: Path) 
             folder = root / label
             if not folder.is_dir():
                 continue
-            for path in sorted(folder.iterdir()):
-                if not (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
-                    continue
+            for path in images_in(folder):
                 if index > 0:
                     try:
                         decode_image(path.read_bytes())

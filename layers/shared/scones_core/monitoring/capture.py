@@ -525,9 +525,7 @@ def read_capture_objects(
     )
     batch = CaptureBatch()
     captures = [key for key in keys if key.endswith(CAPTURE_SUFFIX)]
-    if len(captures) <= 1:
-        for key in captures:
-            batch.extend(read_one(key))
+    if not captures:
         return batch
     # Files are fetched a few at a time (a run of an hour reads every file of its hours,
     # thousands at high traffic, and each GET waits on S3) and merged in key order, so

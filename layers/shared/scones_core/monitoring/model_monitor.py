@@ -16,7 +16,7 @@ window) and their violations are merged. Three faults are kept apart from "no
 report": an execution that ended ``Failed`` or ``Stopped``, a scheduled hour with no
 execution at all (the schedule stopped or failed: ``Missing``, found by reading the
 schedule's cron expression when an hour of the window lacks its execution), and a
-report that exists but cannot be read. Either means Model Monitor said nothing about the
+report that exists but cannot be read. Each means Model Monitor said nothing about the
 traffic it was meant to check, so each is reported rather than read as health.
 An execution that failed only because its hour captured no traffic is neither:
 it is "no report", counted on its own.
@@ -332,7 +332,12 @@ def scheduled_hours(expression: str, start: datetime, end: datetime) -> list[dat
         if not 0 <= begin <= 23 or every < 1:
             return None
         hours.update(range(begin, 24, every))
-    return [h for h in hours_between(start, end) if h >= start and h.hour in hours]
+    return [h for h in _hours_starting_in(start, end) if h.hour in hours]
+
+
+def _hours_starting_in(start: datetime, end: datetime) -> list[datetime]:
+    """The whole hours in ``[start, end)``: when an hourly schedule's executions fall."""
+    return [hour for hour in hours_between(start, end) if hour >= start]
 
 
 def missing_executions(
@@ -408,8 +413,7 @@ def collect_findings(
         executions = list_executions(sagemaker, schedule_name, start, end)
         _log_faults(executions, schedule_name)
         description: dict[str, Any] | None = None
-        on_the_hour = [h for h in hours_between(start, end) if h >= start]
-        if len(executions) < len(on_the_hour) or reports is None:
+        if len(executions) < len(_hours_starting_in(start, end)) or reports is None:
             description = sagemaker.describe_monitoring_schedule(
                 MonitoringScheduleName=schedule_name
             )
