@@ -325,6 +325,27 @@ class _StubbedSession:
         return self.clients[name]
 
 
+def stack_endpoint_config(cfn: Stubber) -> None:
+    """DescribeStackResource's answer for the stack's endpoint config. CloudFormation's
+    physical id of an endpoint config is its ARN, the name in lower case."""
+    cfn.add_response(
+        "describe_stack_resource",
+        {
+            "StackResourceDetail": {
+                "LogicalResourceId": "SageMakerEndpointConfig",
+                "PhysicalResourceId": (
+                    "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/"
+                    "sagemakerendpointconfig-abc123"
+                ),
+                "ResourceType": "AWS::SageMaker::EndpointConfig",
+                "LastUpdatedTimestamp": "2026-12-01T00:00:00Z",
+                "ResourceStatus": "CREATE_COMPLETE",
+            }
+        },
+        {"StackName": "scones", "LogicalResourceId": "SageMakerEndpointConfig"},
+    )
+
+
 def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
     """With CreateEndpoint=true, CloudFormation names the stack's endpoint config; after a
     promotion the endpoint serves another one, and a deploy that changes the endpoint's
@@ -363,24 +384,7 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
         },
         {"EndpointName": "ep"},
     )
-    cfn.add_response(
-        "describe_stack_resource",
-        {
-            "StackResourceDetail": {
-                "LogicalResourceId": "SageMakerEndpointConfig",
-                # CloudFormation's physical id of an endpoint config is its ARN, the
-                # name in lower case
-                "PhysicalResourceId": (
-                    "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/"
-                    "sagemakerendpointconfig-abc123"
-                ),
-                "ResourceType": "AWS::SageMaker::EndpointConfig",
-                "LastUpdatedTimestamp": "2026-12-01T00:00:00Z",
-                "ResourceStatus": "CREATE_COMPLETE",
-            }
-        },
-        {"StackName": "scones", "LogicalResourceId": "SageMakerEndpointConfig"},
-    )
+    stack_endpoint_config(cfn)
     sm.add_response(
         "describe_endpoint_config",
         {
@@ -447,22 +451,7 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
         parameter_overrides={"EndpointName": "ep", "CreateEndpoint": "true"},
     )
     own.stubs["cloudformation"].add_client_error("describe_stacks", "ValidationError")
-    own.stubs["cloudformation"].add_response(
-        "describe_stack_resource",
-        {
-            "StackResourceDetail": {
-                "LogicalResourceId": "SageMakerEndpointConfig",
-                "PhysicalResourceId": (
-                    "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/"
-                    "sagemakerendpointconfig-abc123"
-                ),
-                "ResourceType": "AWS::SageMaker::EndpointConfig",
-                "LastUpdatedTimestamp": "2026-12-01T00:00:00Z",
-                "ResourceStatus": "CREATE_COMPLETE",
-            }
-        },
-        {"StackName": "scones", "LogicalResourceId": "SageMakerEndpointConfig"},
-    )
+    stack_endpoint_config(own.stubs["cloudformation"])
     with own.stubs["cloudformation"], own.stubs["sagemaker"]:
         unchanged = endpoint_status(own, "scones", config)
     assert "serving_config" not in unchanged and endpoint_advice(unchanged) is None

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from scones_core.monitoring.locations import S3Location, S3ReadError
 from scones_core.retraining.evaluation import read_evaluation
 from scones_core.retraining.gate import EvaluationReportError
 
-BUCKET = "scones-test-images"
+from tests.retrain.conftest import BUCKET
+
 URI = f"s3://{BUCKET}/retraining/run/evaluation/gate-evaluation.json"
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
 
 
 def test_the_report_is_read_as_json(s3: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,8 @@ from scones.serving.app import ProductionVariant, create_app
 from scones.serving.capture import CaptureWriter, LocalCaptureSink
 from scones.serving.faults import FaultPlan
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
+from tests.retrain.conftest import BUCKET
 
-BUCKET = "scones-test-images"
 SAMPLES = PROJECT_ROOT / "samples"
 STARTED = datetime(2026, 12, 1, 12, 30, 5, tzinfo=UTC)
 
@@ -65,14 +64,6 @@ def test_settings_refuse_overlapping_prefixes_and_name_every_problem() -> None:
     with pytest.raises(SettingsError) as info:
         RetrainingSettings.from_env(env(LABELS="bicycle", LABELLED_DATA_PREFIX="labelled"))
     assert "LABELS" in str(info.value) and "LABELLED_DATA_PREFIX" in str(info.value)
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
 
 
 def put(s3: Any, key: str, body: bytes) -> None:
