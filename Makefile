@@ -6,7 +6,7 @@
 #   .venv-train  .venv + torch (CPU), onnx, onnxscript: training and export
 #   .venv-test   .venv-train + pytest, ruff, mypy, playwright
 #   .venv-sam    aws-sam-cli (make build, make deploy)
-.PHONY: run test lint bench burst model model-reference retrain build deploy image image-test clean
+.PHONY: run test lint bench burst model model-reference model-reference-lite2 retrain build deploy image image-test clean
 
 run:
 	@scripts/bootstrap.sh run
@@ -39,6 +39,12 @@ model:
 model-reference:
 	@scripts/bootstrap.sh train
 	.venv-train/bin/python -m scones.cli.main train --recipe ensemble --out models/reference/ensemble-v1
+
+# The second teacher: the same ensemble recipe on the EfficientNet-Lite2 backbone, without
+# flip averaging (its members take about 2.5x the MobileNetV3 members' time).
+model-reference-lite2:
+	@scripts/bootstrap.sh train
+	.venv-train/bin/python -m scones.cli.main train --recipe ensemble --network efficientnet-lite2 --no-flip-tta --out models/reference/ensemble-lite2-v1
 
 # The retraining state machine's steps offline (trains a candidate, so it needs torch).
 # ARGS passes options: make retrain ARGS="--labelled reviewed/"

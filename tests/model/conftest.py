@@ -57,6 +57,14 @@ def tiny_recipe() -> TrainRecipe:
 
 
 @pytest.fixture
+def tiny_lite2_recipe() -> TrainRecipe:
+    """The second teacher's backbone, at a small input size, without flip averaging."""
+    return TrainRecipe.for_network(
+        "efficientnet-lite2", "ensemble", **TINY_RUN, resize=64, flip_tta=False
+    )
+
+
+@pytest.fixture
 def tiny_resnet_recipe() -> TrainRecipe:
     """The from-scratch network, as small as it goes."""
     return TrainRecipe.for_network("resnet", **TINY_RUN, width=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,15 @@ import torch
 
 from scones.cli.main import main
 from scones.model.artifact import OnnxClassifier, sha256_file
-from scones.model.build import build_model, resolve_teacher
+from scones.model.build import build_model, resolve_teachers
+from scones.model.distill import (
+    Teachers,
+    describe_teacher,
+    make_transfer_set,
+    teacher_rounds,
+    train_student,
+)
 from scones.model.distill import _transfer_key as _key
-from scones.model.distill import make_transfer_set, teacher_rounds, train_student
 from scones.model.folders import load_images, stratified_folds
 from scones.model.recipe import DEFAULT_TEACHER, FRESH_TEACHER, TrainRecipe
 from scones.model.train import build_network
@@ -44,7 +51,7 @@ def test_the_distil_recipe_defaults_to_the_reference_teacher_without_flips() -> 
     assert recipe.flip_tta is False and recipe.cross_fit is True
     # One backbone pass per image where the ensemble makes eight.
     assert recipe.resize == TrainRecipe().resize
-    assert resolve_teacher(recipe).joinpath("model.onnx").is_file()
+    assert resolve_teachers(recipe)[0].joinpath("model.onnx").is_file()
     with pytest.raises(ValueError, match="needs a teacher"):
         TrainRecipe(method="distil")
     with pytest.raises(ValueError, match="method must be one of"):
@@ -59,9 +66,9 @@ def test_the_teacher_labels_exactly_the_views_the_student_sees(
     folds = stratified_folds(data.targets, recipe.members, recipe.seed + 1)
     mean = torch.zeros(1, 3, 1, 1)
     std = torch.full((1, 3, 1, 1), 1 / 255)
-    teacher_dir = resolve_teacher(recipe)
+    teacher_dirs = resolve_teachers(recipe)
     transfer = make_transfer_set(
-        data, folds, recipe, teacher_dir, mean=mean, std=std, cache_dir=tmp_path
+        data, folds, recipe, teacher_dirs, mean=mean, std=std, cache_dir=tmp_path
     )
     # Three epochs need two labelled rounds: each serves as drawn, then mirrored.
     assert teacher_rounds(recipe) == 2
@@ -80,6 +87,7 @@ def test_the_teacher_labels_exactly_the_views_the_student_sees(
     assert torch.equal(transfer.hard.argmax(-1)[pure], labels[pure])
     # The soft targets are the teacher's probabilities on those very pixels, and on
     # their mirror images too (the teacher averages over mirrors).
+    (teacher_dir,) = teacher_dirs
     teacher = OnnxClassifier(teacher_dir)
     some = slice(0, 5)
     view = transfer.views[1, some] * std + mean
@@ -90,12 +98,12 @@ def test_the_teacher_labels_exactly_the_views_the_student_sees(
     # A second run with the same inputs loads the saved set instead of asking the teacher.
     (saved,) = tmp_path.glob("transfer-*.pt")
     again = make_transfer_set(
-        data, folds, recipe, teacher_dir, mean=mean, std=std, cache_dir=tmp_path
+        data, folds, recipe, teacher_dirs, mean=mean, std=std, cache_dir=tmp_path
     )
     assert torch.equal(again.views, transfer.views) and torch.equal(again.soft, transfer.soft)
     assert torch.equal(again.hard, transfer.hard)
     other = dataclasses.replace(recipe, seed=4)
-    assert _key(data, folds, other, teacher) != saved.stem.removeprefix("transfer-")
+    assert _key(data, folds, other, Teachers(teacher_dirs)) != saved.stem.removeprefix("transfer-")
     # A student trains on them: from the same start, its weights move.
     torch.manual_seed(0)
     start = build_network(recipe, 2).head.weight.detach().clone()
@@ -110,6 +118,89 @@ def test_the_teacher_labels_exactly_the_views_the_student_sees(
         dataclasses.replace(recipe, hard_label_weight=1.5)
 
 
+def test_several_teachers_answer_as_one_ensemble_of_their_calibrated_logits(
+    small_data: Path, tiny_distil: TrainRecipe, tmp_path: Path
+) -> None:
+    """Two teachers: the softmax of the mean log-probability, which for softmax outputs is
+    the softmax of the mean calibrated logit, as an ensemble averages its members."""
+    second = tmp_path / "second-teacher"
+    build_model(
+        small_data,
+        second,
+        TrainRecipe.for_network(
+            "mobilenetv3-coco",
+            "ensemble",
+            seed=5,
+            members=2,
+            epochs=1,
+            batch_size=16,
+            threads=1,
+            resize=64,
+            validation_fraction=0.25,
+            flip_tta=False,
+        ),
+        threshold=0.93,
+        name="second",
+    )
+    first = resolve_teachers(tiny_distil)[0]
+    both = Teachers([first, second])
+    pixels = load_images(small_data, LABELS).pixels[:12]
+    p1 = OnnxClassifier(first).predict_tensor(pixels).astype(np.float64)
+    p2 = OnnxClassifier(second).predict_tensor(pixels).astype(np.float64)
+    combined = both.predict(pixels)
+    # log p = z - logsumexp(z): the mean of the logits, up to a constant per image.
+    logits = (np.log(p1) + np.log(p2)) / 2
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(combined, expected, rtol=1e-6)
+    np.testing.assert_allclose(combined.sum(axis=1), 1.0, rtol=1e-6)
+    # Where the two agree the pair is at least as sure as the less sure one.
+    agree = p1.argmax(1) == p2.argmax(1)
+    assert agree.any()
+    assert (combined.max(1)[agree] >= np.minimum(p1.max(1), p2.max(1))[agree] - 1e-9).all()
+    assert not np.allclose(combined, p1) and not np.allclose(combined, p2)
+    assert both.digest == f"{OnnxClassifier(first).manifest.onnx_sha256}+" + (
+        OnnxClassifier(second).manifest.onnx_sha256
+    )
+    described = describe_teacher([first, second])
+    assert [t["onnx_sha256"] for t in described["teachers"]] == both.digest.split("+")
+    assert describe_teacher([first]) == described["teachers"][0]
+    # The recipe names them comma-separated, project-relative or absolute, in order.
+    recipe = dataclasses.replace(tiny_distil, teacher=f"{DEFAULT_TEACHER}, {second}")
+    assert resolve_teachers(recipe) == [first, second]
+    # A distillation from both records both, and its transfer set is keyed on both.
+    data = load_images(small_data, LABELS)
+    folds = stratified_folds(data.targets, recipe.members, recipe.seed + 1)
+    assert _key(data, folds, recipe, both) != _key(data, folds, recipe, Teachers([first]))
+    out = tmp_path / "student"
+    build_model(small_data, out, dataclasses.replace(recipe, epochs=1), 0.93, name="tiny")
+    manifest = json.loads((out / "model.json").read_text())
+    assert [t["onnx_sha256"] for t in manifest["teacher"]["teachers"]] == both.digest.split("+")
+    assert manifest["recipe"]["teacher"] == f"{DEFAULT_TEACHER}, {second}"
+
+
+@pytest.mark.parametrize(
+    "teacher, problem",
+    [
+        ("models/reference/ensemble-v1,", "each comma-separated folder must be named once"),
+        ("a,a", "each comma-separated folder must be named once"),
+        (f"{FRESH_TEACHER},models/reference/ensemble-v1", "stands alone"),
+    ],
+)
+def test_a_teacher_list_must_name_each_folder_once(teacher: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        TrainRecipe.for_network("mobilenetv3-coco", "distil", teacher=teacher)
+
+
+def test_teachers_of_different_labels_are_refused(tmp_path: Path) -> None:
+    (reference,) = resolve_teachers(TrainRecipe.for_network("mobilenetv3-coco", "distil"))
+    other = tmp_path / "cat-dog"
+    shutil.copytree(reference, other)
+    manifest = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps({**manifest, "labels": ["cat", "dog"]}))
+    with pytest.raises(ValueError, match="the teachers answer different labels"):
+        Teachers([reference, other])
+
+
 def test_build_model_distils_a_single_calibrated_student(
     small_data: Path, tiny_distil: TrainRecipe, tmp_path: Path
 ) -> None:
@@ -121,7 +212,7 @@ def test_build_model_distils_a_single_calibrated_student(
     assert manifest["onnx_sha256"] == sha256_file(out / "model.onnx")
     assert manifest["recipe"]["method"] == "distil"
     assert manifest["recipe"]["flip_tta"] is False
-    teacher = json.loads((resolve_teacher(tiny_distil) / "model.json").read_text())
+    teacher = json.loads((resolve_teachers(tiny_distil)[0] / "model.json").read_text())
     assert manifest["teacher"]["onnx_sha256"] == teacher["onnx_sha256"]
     assert manifest["distillation"]["views_per_image"] == tiny_distil.epochs
     assert manifest["distillation"]["folds"] == tiny_distil.members
@@ -149,7 +240,7 @@ def test_a_fresh_teacher_is_trained_on_the_same_images_first(
     assert manifest["recipe"]["teacher"] == FRESH_TEACHER
     teacher = manifest["teacher"]
     assert teacher["architecture"].startswith("2 x FineTunedBackbone(mobilenetv3-coco, 64x64")
-    reference = json.loads((resolve_teacher(tiny_distil) / "model.json").read_text())
+    reference = json.loads((resolve_teachers(tiny_distil)[0] / "model.json").read_text())
     assert teacher["onnx_sha256"] != reference["onnx_sha256"]
     # The teacher's own numbers are on the same validation split the student reports on.
     assert teacher["metrics"]["images"] == manifest["metrics"]["images"] == 16
@@ -157,7 +248,7 @@ def test_a_fresh_teacher_is_trained_on_the_same_images_first(
     # The teacher was only needed while distilling: nothing of it is left beside the student.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
     with pytest.raises(ValueError, match="needs a teacher artifact"):
-        resolve_teacher(recipe)
+        resolve_teachers(recipe)
 
 
 def test_train_command_takes_the_recipe(small_data: Path, tmp_path: Path) -> None:

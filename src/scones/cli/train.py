@@ -84,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--teacher",
         default=None,
-        help="distil: teacher artifact folder, relative to the project, or "
+        help="distil: teacher artifact folder, relative to the project (several, "
+        "comma-separated, answer as one ensemble), or "
         f"'{FRESH_TEACHER}' to train the teacher ensemble on the same images first "
         f"(default: {DEFAULT_TEACHER})",
     )

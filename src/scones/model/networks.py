@@ -12,6 +12,7 @@ was trained.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -108,6 +109,34 @@ class FineTunedBackbone(nn.Module):
         """Logits for normalised input."""
         pooled = self.features(x).mean(dim=(2, 3))
         return self.head(self.dropout(pooled))
+
+
+class EfficientNetLiteFeatures(nn.Module):
+    """An ImageNet EfficientNet-Lite up to its head convolution (NCHW 0..255 in).
+
+    The padding stays the one the weights were trained with, at the network's own input
+    size (260 for Lite2), whatever size it is fed: at 160 px that is about 0.82 zero-shot
+    bicycle-or-motorcycle accuracy on 128 training images, against 0.70 with the padding
+    recomputed for 160 px. The classifier layer is dropped, and the weights must match the
+    network exactly (every key, every shape).
+    """
+
+    in_mean: torch.Tensor
+    in_std: torch.Tensor
+
+    def __init__(self, name: str, weights: Path) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_name(name)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        self.net.load_state_dict(state, strict=True)
+        self.net._fc = nn.Identity()
+        self.register_buffer("in_mean", torch.full((1, 3, 1, 1), 127.0))
+        self.register_buffer("in_std", torch.full((1, 3, 1, 1), 128.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features((x - self.in_mean) / self.in_std)
 
 
 class ServingEnsemble(nn.Module):

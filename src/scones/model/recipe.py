@@ -30,9 +30,11 @@ DEFAULT_LABELS: tuple[str, ...] = ("bicycle", "motorcycle")
 """The classes the prepared data holds and the shipped model answers, in its output order
 (the template's ``ModelLabels`` default)."""
 
-NETWORKS = ("mobilenetv3-coco", "resnet")
-"""``mobilenetv3-coco``: fine-tune the pretrained backbone (the default and the shipped
-model). ``resnet``: a small ResNet from scratch, with no pretrained weights at all."""
+NETWORKS = ("mobilenetv3-coco", "efficientnet-lite2", "resnet")
+"""``mobilenetv3-coco``: fine-tune the COCO-pretrained backbone (the default and the
+shipped model). ``efficientnet-lite2``: fine-tune the ImageNet-pretrained EfficientNet-Lite2
+(about 2.5x the time; the second teacher's members). ``resnet``: a small ResNet from
+scratch, with no pretrained weights at all."""
 
 RESNET_SETTINGS: dict[str, Any] = {
     "epochs": 100,
@@ -96,7 +98,9 @@ class TrainRecipe:
     """
 
     method: str = "ensemble"
-    teacher: str | None = None  # distil: teacher artifact folder, relative to the project
+    # distil: teacher artifact folder(s), relative to the project; several, comma-separated,
+    # answer as one ensemble (see scones.model.distill.Teachers)
+    teacher: str | None = None
     quantize: str = "none"
     seed: int = 0
     validation_fraction: float = 0.2
@@ -158,6 +162,8 @@ class TrainRecipe:
             f"network must be one of {', '.join(NETWORKS)}": self.network in NETWORKS,
             f"method must be one of {', '.join(METHODS)}": self.method in METHODS,
             "the distil method needs a teacher": self.method != "distil" or bool(self.teacher),
+            "teacher: each comma-separated folder must be named once, and "
+            f"'{FRESH_TEACHER}' stands alone": self._teachers_well_formed(),
             f"quantize must be one of {', '.join(QUANTISATIONS)}": self.quantize in QUANTISATIONS,
             "resize must be >= 32": self.resize >= 32,
             "backbone_lr_scale must be in [0, 1]": 0 <= self.backbone_lr_scale <= 1,
@@ -169,6 +175,23 @@ class TrainRecipe:
         problems = [message for message, ok in checks.items() if not ok]
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _teachers_well_formed(self) -> bool:
+        if not self.teacher:
+            return True
+        folders = self.teacher_folders
+        return (
+            all(folders)
+            and len(set(folders)) == len(folders)
+            and (FRESH_TEACHER not in folders or len(folders) == 1)
+        )
+
+    @property
+    def teacher_folders(self) -> tuple[str, ...]:
+        """The teacher artifact folders ``teacher`` names, in order (empty for none)."""
+        if not self.teacher:
+            return ()
+        return tuple(part.strip() for part in self.teacher.split(","))
 
     def teacher_recipe(self) -> TrainRecipe:
         """The ensemble a fresh teacher is trained with: this recipe's shared settings."""

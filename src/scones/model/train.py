@@ -84,7 +84,11 @@ def build_network(recipe: TrainRecipe, num_classes: int) -> torch.nn.Module:
     backbone = BACKBONES.get(recipe.network)
     if backbone is not None:
         return FineTunedBackbone(
-            backbone.load(), backbone.features, num_classes, recipe.resize, recipe.dropout
+            backbone.load(),
+            backbone.features,
+            num_classes,
+            recipe.resize,
+            recipe.dropout,
         )
     return SmallResNet(num_classes, recipe.width, recipe.blocks_per_stage, recipe.dropout)
 
