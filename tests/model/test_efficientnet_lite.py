@@ -39,8 +39,11 @@ def test_the_weights_are_the_recorded_ones() -> None:
     with pytest.raises(DataError, match=r"efficientnet-lite2-9656183e\.pth has sha256 9656183e"):
         wrong.verify()
     missing = dataclasses.replace(EFFICIENTNET_LITE2, package="no_such_weights_package")
-    with pytest.raises(DataError, match="no_such_weights_package is not installed"):
+    with pytest.raises(DataError, match="no_such_weights_package not installed"):
         missing.verify()
+    no_code = dataclasses.replace(EFFICIENTNET_LITE2, code_package="no_such_network_code")
+    with pytest.raises(DataError, match="no_such_network_code not installed"):
+        no_code.verify()
     described = EFFICIENTNET_LITE2.describe()
     assert described["sha256"] == dict(EFFICIENTNET_LITE2.sha256)
     assert "Apache-2.0" in described["source"]

