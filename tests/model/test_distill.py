@@ -119,29 +119,13 @@ def test_the_teacher_labels_exactly_the_views_the_student_sees(
 
 
 def test_several_teachers_answer_as_one_ensemble_of_their_calibrated_logits(
-    small_data: Path, tiny_distil: TrainRecipe, tmp_path: Path
+    small_data: Path, tiny_distil: TrainRecipe, tiny_recipe: TrainRecipe, tmp_path: Path
 ) -> None:
     """Two teachers: the softmax of the mean log-probability, which for softmax outputs is
     the softmax of the mean calibrated logit, as an ensemble averages its members."""
     second = tmp_path / "second-teacher"
-    build_model(
-        small_data,
-        second,
-        TrainRecipe.for_network(
-            "mobilenetv3-coco",
-            "ensemble",
-            seed=5,
-            members=2,
-            epochs=1,
-            batch_size=16,
-            threads=1,
-            resize=64,
-            validation_fraction=0.25,
-            flip_tta=False,
-        ),
-        threshold=0.93,
-        name="second",
-    )
+    second_recipe = dataclasses.replace(tiny_recipe, seed=5, flip_tta=False)
+    build_model(small_data, second, second_recipe, threshold=0.93, name="second")
     first = resolve_teachers(tiny_distil)[0]
     both = Teachers([first, second])
     pixels = load_images(small_data, LABELS).pixels[:12]

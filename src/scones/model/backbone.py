@@ -27,6 +27,16 @@ from scones.model.folders import DataError
 BACKBONES_DIR = Path(__file__).resolve().parent / "backbones"
 
 
+def _check_file(backbone: str, path: Path, expected: str) -> None:
+    """Raise :class:`DataError` unless ``path`` is readable and has SHA-256 ``expected``."""
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        raise DataError(f"backbone {backbone}: cannot read {path}: {exc}") from exc
+    if actual != expected:
+        raise DataError(f"backbone {backbone}: {path} has sha256 {actual}, expected {expected}")
+
+
 @dataclass(frozen=True)
 class Backbone:
     """A TF.js graph model cut at ``feature_node``, with what it expects as input."""
@@ -47,15 +57,7 @@ class Backbone:
     def verify(self) -> None:
         """Raise :class:`DataError` unless every file is present and unchanged."""
         for name, expected in self.sha256.items():
-            path = self.directory / name
-            try:
-                actual = sha256_file(path)
-            except OSError as exc:
-                raise DataError(f"backbone {self.name}: cannot read {path}: {exc}") from exc
-            if actual != expected:
-                raise DataError(
-                    f"backbone {self.name}: {path} has sha256 {actual}, expected {expected}"
-                )
+            _check_file(self.name, self.directory / name, expected)
 
     def load(self) -> Any:
         """The backbone as a trainable ``torch`` module (NCHW in, feature map out)."""
@@ -112,15 +114,7 @@ class PackagedBackbone:
     def verify(self) -> None:
         """Raise :class:`DataError` unless the weights file is present and unchanged."""
         path = self.weights_path
-        expected = self.sha256[path.name]
-        try:
-            actual = sha256_file(path)
-        except OSError as exc:
-            raise DataError(f"backbone {self.name}: cannot read {path}: {exc}") from exc
-        if actual != expected:
-            raise DataError(
-                f"backbone {self.name}: {path} has sha256 {actual}, expected {expected}"
-            )
+        _check_file(self.name, path, self.sha256[path.name])
 
     def load(self) -> Any:
         """The backbone as a trainable ``torch`` module (any input size; see
