@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -30,7 +31,7 @@ from scones_core.review import (
     lst_lines,
 )
 
-from scones.review.app import LOOPBACK_HOSTS, ReviewAppSettings, build_app
+from scones.review.app import LOOPBACK_HOSTS, MAX_BODY_BYTES, ReviewAppSettings, build_app
 from scones.review.target import image_limits
 from scones.template_params import (
     PROJECT_ROOT,
@@ -512,6 +513,66 @@ def test_web_api_limits_requests_refuses_framing_and_names_aws_failures(env: Env
     retried = client.post("/api/answers", json=body)
     assert retried.status_code == 200, retried.text
     assert env.s3.head_object(Bucket=BUCKET, Key=retried.json()["labelled_key"])
+
+
+@pytest.mark.parametrize(
+    ("framing", "status", "named"),
+    [
+        # Both headers: the chunks, not the small Content-Length, would end the body.
+        ("Content-Length: 10\r\nTransfer-Encoding: chunked", 400, "Transfer-Encoding"),
+        ("Transfer-Encoding: chunked", 400, "Transfer-Encoding"),
+        ("", 411, "Content-Length is required"),
+        (f"Content-Length: {MAX_BODY_BYTES + 1}", 413, f"over {MAX_BODY_BYTES} bytes"),
+    ],
+)
+def test_a_body_the_limit_cannot_bound_is_refused_unread_and_the_connection_closed(
+    env: Env, framing: str, status: int, named: str
+) -> None:
+    """Over a real socket: a chunked body of 3 MB behind ``Content-Length: 10`` is refused
+    before it is read, the answer is never recorded, and the connection closes, so the
+    rest of the body (here a whole second request) is never read as a request."""
+    import socket
+
+    from scones.serving.server import ModelServer
+
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    reviews = ReviewService(settings(), s3=env.s3, dynamodb=env.dynamodb, clock=lambda: NOW)
+    server = ModelServer(
+        build_app(reviews, ReviewAppSettings(reviewer="ana", table_label=TABLE)),
+        host="127.0.0.1",
+        port=0,
+    )
+    server.start()
+    answer = json.dumps(
+        {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "motorcycle"}
+    )
+    body = answer[:-1].encode() + b', "pad": "' + b"A" * 3_000_000 + b'"}'
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 65536]), body[i : i + 65536])
+        for i in range(0, len(body), 65536)
+    )
+    smuggled = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    head = (
+        "POST /api/answers HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\n{framing + chr(13) + chr(10) if framing else ''}\r\n"
+    ).encode()
+    received = bytearray()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.settimeout(10)
+            with contextlib.suppress(OSError):  # the server may close before it has all
+                sock.sendall(head + chunks + b"0\r\n\r\n" + smuggled)
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    received += chunk
+    finally:
+        server.stop()
+    status_line, _, rest = bytes(received).partition(b"\r\n")
+    assert status_line.split()[1] == str(status).encode(), bytes(received[:400])
+    assert named.encode() in rest and b"connection: close" in rest.lower()
+    assert received.count(b"HTTP/1.1 ") == 1  # /ping, inside the body, was never answered
+    item = env.table.get_item(Key={"pk": record_id})["Item"]
+    assert item["status"] == "NEEDS_REVIEW" and "review_label" not in item
 
 
 def test_the_browser_gets_a_png_the_server_made_never_the_uploaded_bytes(env: Env) -> None:

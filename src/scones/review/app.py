@@ -126,13 +126,17 @@ class SameOriginOnly:
             if origin is not None and origin.split("://", 1)[-1] != host:
                 return JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
         if request.method == "POST":  # the one method with a body; others are 405 below
+            # Refused before a byte of the body is read, so the connection closes after
+            # the answer: what is left of the body must not be read as the next request.
+            if "transfer-encoding" in request.headers:
+                # With both headers the chunks decide where the body ends (RFC 9112 6.1),
+                # so the Content-Length checked below would bound nothing.
+                return _closing(400, "a Transfer-Encoding is not accepted; send a Content-Length")
             length = request.headers.get("content-length")
             if length is None or not length.isdigit():
-                return JSONResponse({"detail": "a Content-Length is required"}, status_code=411)
+                return _closing(411, "a Content-Length is required")
             if int(length) > MAX_BODY_BYTES:
-                return JSONResponse(
-                    {"detail": f"the body is over {MAX_BODY_BYTES} bytes"}, status_code=413
-                )
+                return _closing(413, f"the body is over {MAX_BODY_BYTES} bytes")
         api = request.url.path.startswith("/api/")
         if api and request.headers.get("sec-fetch-site") == "cross-site":
             return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
@@ -147,6 +151,11 @@ class SameOriginOnly:
                     status_code=401,
                 )
         return None
+
+
+def _closing(status: int, detail: str) -> JSONResponse:
+    """A refusal of a request whose body was not read: the connection ends with it."""
+    return JSONResponse({"detail": detail}, status_code=status, headers={"Connection": "close"})
 
 
 def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
