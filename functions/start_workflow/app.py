@@ -40,6 +40,7 @@ from scones_core.ingest import (
     start_batches,
 )
 from scones_core.json_text import NotJSON, load_json
+from scones_core.notifications import s3_notification
 from scones_core.settings import StartSettings
 
 logger = Logger()
@@ -65,7 +66,8 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
         raise EventError(f"SQS message {record.message_id} is {exc}") from exc
     if is_s3_test_event(body):
         # S3 sends this once when the notification is configured.
-        logger.info("ignoring s3:TestEvent", extra={"bucket": body.get("Bucket")})
+        # (also inside an SNS envelope, whose own fields name no bucket)
+        logger.info("ignoring s3:TestEvent", extra={"bucket": s3_notification(body).get("Bucket")})
         return []
     try:
         images = notification_images(body, record.message_id)

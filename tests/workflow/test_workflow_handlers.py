@@ -75,7 +75,7 @@ def test_start_workflow_event_starts_one_execution_per_object(
 
 
 def test_start_workflow_reports_only_the_bad_message_as_failed(
-    aws: None, monkeypatch: pytest.MonkeyPatch
+    aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     sfn, arn, app = start_function(monkeypatch, region=REGION)
     sqs_event = event("start_workflow")
@@ -87,7 +87,19 @@ def test_start_workflow_reports_only_the_bad_message_as_failed(
         messageId="test-1",
         body=json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}),
     )
-    sqs_event["Records"] = [bad, sqs_event["Records"][0], deep, test_event]
+    # The same, from a topic the bucket notifies (SNS to SQS, without raw delivery).
+    sns_test_event = dict(
+        test_event,
+        messageId="test-2",
+        body=json.dumps(
+            {
+                "Type": "Notification",
+                "TopicArn": "arn:aws:sns:eu-west-1:1:t",
+                "Message": test_event["body"],
+            }
+        ),
+    )
+    sqs_event["Records"] = [bad, sqs_event["Records"][0], deep, test_event, sns_test_event]
 
     response = app.lambda_handler(sqs_event, context())
 
@@ -95,6 +107,8 @@ def test_start_workflow_reports_only_the_bad_message_as_failed(
         "batchItemFailures": [{"itemIdentifier": "bad-1"}, {"itemIdentifier": "bad-2"}]
     }
     assert len(sfn.list_executions(stateMachineArn=arn)["executions"]) == 1
+    ignored = [r for r in caplog.records if r.getMessage() == "ignoring s3:TestEvent"]
+    assert [r.__dict__["bucket"] for r in ignored] == ["b", "b"]
 
 
 @pytest.mark.parametrize(
