@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scones.cli.errors import CommandError, CommandFailed
+from scones.cli.model_check import check_model_option
 from scones.cli.stack_state import (
     STATE_FILE,
     add_stack_options,
@@ -112,6 +113,7 @@ def invoke_command(args: argparse.Namespace) -> int:
             api.client("cloudformation"), str(running.get("stack_name") or "scones"), args
         )
         return _invoke(api.client("lambda"), str(name), event)
+    check_model_option(args.model, overrides)
     return _invoke_on_new_stack(args, overrides, event)
 
 

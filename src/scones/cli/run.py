@@ -26,6 +26,7 @@ from scones.cli.display import (
 )
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.inputs import SAMPLES_DIR, InputFile, collect_inputs
+from scones.cli.model_check import check_model_option
 from scones.cli.signals import stop_signals_interrupt
 from scones.cli.stack_state import (
     add_stack_options,
@@ -77,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_command(args: argparse.Namespace) -> int:
     # Everything the user gave is checked before anything starts (in well under a second).
     overrides = parse_params(args.param)
+    check_model_option(args.model, overrides)
     parameters = effective_params(overrides)
     labels = parse_labels(parameters["ModelLabels"])
     inputs = collect_inputs(

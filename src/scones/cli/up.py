@@ -20,6 +20,7 @@ from scones.cli.arguments import check_writable_folder, output_folder
 from scones.cli.display import make_console, scones_command
 from scones.cli.env import export_lines
 from scones.cli.errors import CommandError, CommandFailed
+from scones.cli.model_check import check_model_option
 from scones.cli.signals import handling_stop_signals
 from scones.cli.stack_state import (
     STATE_DIR,
@@ -65,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def up_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)  # checked before anything starts
+    check_model_option(args.model, overrides)
     check_writable_folder(args.out)  # where the records go when it stops
     with up_lock():
         return _up(args, overrides)

@@ -156,6 +156,19 @@ def decode_image(
     return rule_decode(data, rules, draft_to=target).image
 
 
+def checked_graph(directory: Path, manifest: ModelManifest) -> Path:
+    """The artifact's graph file, present and the one its manifest names (by SHA-256)."""
+    onnx_path = directory / ONNX_NAME
+    if not onnx_path.is_file():
+        raise ModelArtifactError(f"model graph not found: {onnx_path}")
+    actual = sha256_file(onnx_path)
+    if actual != manifest.onnx_sha256:
+        raise ModelArtifactError(
+            f"{onnx_path} has sha256 {actual}, but {MANIFEST_NAME} says {manifest.onnx_sha256}"
+        )
+    return onnx_path
+
+
 class OnnxClassifier:
     """An ONNX Runtime session plus its manifest: bytes or images in, probabilities out."""
 
@@ -164,15 +177,7 @@ class OnnxClassifier:
 
         self.directory = Path(directory)
         self.manifest = ModelManifest.load(self.directory)
-        onnx_path = self.directory / ONNX_NAME
-        if not onnx_path.is_file():
-            raise ModelArtifactError(f"model graph not found: {onnx_path}")
-        actual = sha256_file(onnx_path)
-        if actual != self.manifest.onnx_sha256:
-            raise ModelArtifactError(
-                f"{onnx_path} has sha256 {actual}, but {MANIFEST_NAME} says "
-                f"{self.manifest.onnx_sha256}"
-            )
+        onnx_path = checked_graph(self.directory, self.manifest)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -102,6 +102,39 @@ class StackOptions:
     express_retention_seconds: float | None = DEFAULT_RETENTION.total_seconds()
 
 
+def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
+    """Refuse, before anything starts, a model folder the server could not load or one
+    whose classes are not the stack's ``ModelLabels`` in order: the workflow names a
+    class by its position in the answer, so another order would record every image
+    as the wrong class without an error."""
+    from scones_core.settings import parse_labels
+
+    from scones.model.artifact import ModelArtifactError, ModelManifest, checked_graph
+    from scones.template_params import ParameterError, resolve_parameters
+
+    if not (directory / "model.json").is_file():
+        raise StackError(
+            f"no model at {directory} (model.json missing); "
+            "train one with `scones train` or pass --model"
+        )
+    try:
+        labels = parse_labels(resolve_parameters(overrides)["ModelLabels"])
+    except ParameterError as exc:
+        raise StackError(str(exc)) from None
+    try:
+        manifest = ModelManifest.load(directory)
+        checked_graph(directory, manifest)
+    except ModelArtifactError as exc:
+        raise StackError(f"the model at {directory} cannot be served: {exc}") from None
+    if manifest.labels != labels:
+        raise StackError(
+            f"the model at {directory} answers {','.join(manifest.labels)}, in that order, "
+            f"but the stack's ModelLabels is {','.join(labels)}: every record would name "
+            "its class by position; pass --param ModelLabels="
+            f"{','.join(manifest.labels)} or a model trained on {','.join(labels)}"
+        )
+
+
 class OfflineStack:
     def __init__(self, options: StackOptions | None = None) -> None:
         self.options = options or StackOptions()
@@ -145,12 +178,7 @@ class OfflineStack:
         # The interpreter logs every handled Catch/Choice miss as an exception.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         try:
-            model_manifest = self.options.model_dir / "model.json"
-            if not model_manifest.is_file():
-                raise StackError(
-                    f"no model at {self.options.model_dir} (model.json missing); "
-                    "train one with `scones train` or pass --model"
-                )
+            check_model(self.options.model_dir, self.options.overrides)
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self._check_port_free()
             if not _ACTIVE.acquire(blocking=False):

@@ -1,0 +1,90 @@
+"""``--model`` is checked before the offline stack starts: a folder the model server could
+not load, or a model whose classes are not the stack's ``ModelLabels`` in order (every
+record would name the other class), is a usage error, not a stack that fails after
+starting or, worse, runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scones.paths import SHIPPED_MODEL_DIR
+from scones.template_params import PROJECT_ROOT
+
+COMMANDS = {
+    "run": ["run", "--out", "{out}"],
+    "up": ["up", "--out", "{out}"],
+    "invoke": [
+        "invoke",
+        "SerializeImageFunction",
+        "-e",
+        str(PROJECT_ROOT / "events/serialize_image.json"),
+    ],
+}
+
+
+def spoil(model: Path, how: str) -> str:
+    """Make the copied model in ``model`` unservable ``how``; the message that names it."""
+    manifest = json.loads((model / "model.json").read_text())
+    if how == "swapped labels":
+        manifest["labels"] = list(reversed(manifest["labels"]))
+        (model / "model.json").write_text(json.dumps(manifest))
+        return (
+            "answers motorcycle,bicycle, in that order, "
+            "but the stack's ModelLabels is bicycle,motorcycle"
+        )
+    if how == "other graph":
+        (model / "model.onnx").write_bytes(b"not the graph model.json names")
+        return "model.onnx has sha256"
+    if how == "no graph":
+        (model / "model.onnx").unlink()
+        return "model graph not found"
+    (model / "model.json").write_text(json.dumps({**manifest, "labels": "bicycle"}))
+    return "labels must be a list of 2+ names"
+
+
+@pytest.mark.parametrize(
+    ("command", "how"),
+    [(command, "swapped labels") for command in sorted(COMMANDS)]
+    + [("run", how) for how in ("other graph", "no graph", "bad manifest")],
+)
+def test_an_unservable_model_is_refused_before_the_stack_starts(
+    tmp_path: Path, command: str, how: str
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL_DIR, model)
+    named = spoil(model, how)
+    out = tmp_path / "out"
+    args = [a.format(out=out) for a in COMMANDS[command]]
+    result = subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", *args, "--model", str(model)],
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("scones: error: --model: "), result.stderr
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+    # Nothing started: no stack recorded, no run written.
+    assert not (tmp_path / ".scones" / "stack.json").exists()
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_same_model_runs_when_modellabels_names_its_order(tmp_path: Path) -> None:
+    """The check compares with the stack's ModelLabels, overrides included."""
+    from scones.offline.stack import check_model
+
+    model = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL_DIR, model)
+    spoil(model, "swapped labels")
+    check_model(model, {"ModelLabels": "motorcycle,bicycle"})
+    check_model(SHIPPED_MODEL_DIR, {})
