@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -29,6 +31,19 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
     return value
+
+
+def whole_between(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from ``low`` to ``high``: the upper bound refuses a value that would
+    otherwise fail deep inside the work (``time.sleep``, Pillow), after it started."""
+
+    def parse(text: str) -> int:
+        value = _whole(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high}")
+        return value
+
+    return parse
 
 
 def labels(text: str) -> tuple[str, ...]:
@@ -69,6 +84,23 @@ def check_writable_folder(path: Path, option: str = "--out", *, create: bool = T
 
     if problem := unwritable_folder(path, create=create):
         raise CommandError(f"{option} {path}: {problem}; give a folder this user can write to")
+
+
+def check_writable_file(path: Path, option: str = "--json") -> None:
+    """Check that ``path`` can be written, its folder made if need be (as the benchmarks
+    do when they write), so a long run does not fail at its last step. Nothing is made
+    here: a run that fails for another reason leaves no folder behind."""
+    from scones.cli.errors import CommandError
+    from scones.serving.command import unwritable_folder
+
+    if path.is_dir():
+        problem: str | None = "it is a folder"
+    elif path.exists() and not os.access(path, os.W_OK):
+        problem = "the file cannot be written"
+    else:
+        problem = unwritable_folder(path.parent, create=False)
+    if problem:
+        raise CommandError(f"{option} {path}: {problem}; give a file this user can write")
 
 
 def output_folder(text: str) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import scones.cli
-from scones.cli.arguments import positive_int
+from scones.cli.arguments import check_writable_file, positive_int
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
@@ -81,6 +81,8 @@ def _register_server(benchmarks: Any) -> None:
 
 
 def _run_server(args: argparse.Namespace) -> int:
+    from scones_core.errors import ImageRejected
+
     from scones.model.artifact import ModelArtifactError
     from scones.serving.bench import format_report, run_benchmark
 
@@ -88,12 +90,31 @@ def _run_server(args: argparse.Namespace) -> int:
         raise CommandError(f"--requests must be at least 1, got {args.requests}")
     if not 1 <= args.concurrency <= 256:
         raise CommandError(f"--concurrency must be between 1 and 256, got {args.concurrency}")
+    if args.json:
+        check_writable_file(args.json)
     try:
         result = run_benchmark(args.model, args.images, args.requests, args.concurrency)
     except (ModelArtifactError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from exc
+    except ImageRejected as exc:
+        raise CommandError(f"--images {args.images}: {_unreadable(args.images, exc)}") from exc
     print(format_report(result), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def _unreadable(images: Path, error: Exception) -> str:
+    """Which of the benchmark's images the model could not read (``error`` does not say:
+    the benchmark holds their bytes only), found by decoding them again one by one."""
+    from scones_core.errors import ImageRejected
+
+    from scones.model.artifact import decode_image
+
+    for path in sorted(images.glob("*/*.png")):
+        try:
+            decode_image(path.read_bytes())
+        except ImageRejected as exc:
+            return f"{path} is not an image the model can read ({exc.code}: {exc})"
+    return f"an image there is not one the model can read ({error})"

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import non_negative_int, positive_int, seconds
+from scones.cli.arguments import check_writable_file, non_negative_int, positive_int, seconds
 
 DEFAULT_IMAGES = 2000
 # Generating a 12-megapixel JPEG takes about half a second: a few distinct ones serve.
@@ -53,14 +53,33 @@ def register(benchmarks: Any) -> None:
 
 
 def run_burst(args: argparse.Namespace) -> int:
-    from scones.cli.errors import CommandError
-    from scones.offline.stack import OfflineStack, StackOptions
-    from scones.offline.workflow_bench import load_images
+    from scones.cli.errors import CommandError, CommandFailed
 
     if args.images < 1:
         raise CommandError("--images must be at least 1")
     if args.photos > args.images:
         raise CommandError(f"--photos {args.photos} is more than --images {args.images}")
+    if not (args.model / "model.json").is_file():
+        raise CommandError(
+            f"--model {args.model}: no model there (model.json missing); "
+            "train one with `scones train` or pass another folder"
+        )
+    if args.json:
+        check_writable_file(args.json)
+    from scones.offline.deploy import DeployError
+    from scones.offline.stack import StackError
+
+    try:
+        return _burst(args)
+    except (StackError, DeployError) as exc:
+        raise CommandFailed(str(exc)) from exc
+
+
+def _burst(args: argparse.Namespace) -> int:
+    """Upload with delivery paused, let the stack drain the backlog, then audit it."""
+    from scones.offline.stack import OfflineStack, StackOptions
+    from scones.offline.workflow_bench import load_images
+
     images = mix_photos(load_images(args.data, args.images), args.photos)
     with OfflineStack(StackOptions(model_dir=args.model)) as stack:
         api = stack.api()
@@ -104,7 +123,8 @@ def run_burst(args: argparse.Namespace) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     clean = result["lost"] == 0 and result["duplicated"] == 0 and ingest_left == 0
     return 0 if clean else 1
 

@@ -15,11 +15,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from scones.cli.arguments import positive_int
+from scones.cli.arguments import positive_int, whole_between
 
 _BUCKET = "scones-bench-capture"
 _PREFIX = "datacapture/scones-endpoint/AllTraffic/2026/12/01/11"
 _HOUR = datetime(2026, 12, 1, 11, tzinfo=UTC)
+# botocore's default read timeout: an S3 that took longer to answer would time out.
+MAX_LATENCY_MS = 60_000
 
 
 def register(benchmarks: Any) -> None:
@@ -32,9 +34,9 @@ def register(benchmarks: Any) -> None:
     )
     parser.add_argument(
         "--latency-ms",
-        type=positive_int,
+        type=whole_between(1, MAX_LATENCY_MS),
         default=20,
-        help="time S3 takes to answer each GetObject (default 20)",
+        help=f"time S3 takes to answer each GetObject, 1 to {MAX_LATENCY_MS} (default 20)",
     )
     parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs of each way")
     parser.set_defaults(handler=_run)

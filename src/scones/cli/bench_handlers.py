@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import non_negative_int
+from scones.cli.arguments import check_writable_file, positive_int
+from scones.cli.errors import CommandFailed
 from scones.template_params import PROJECT_ROOT
 
 DEFAULT_OUT = PROJECT_ROOT / "docs" / "cost-measurements.json"
@@ -20,12 +21,8 @@ def register(benchmarks: Any) -> None:
         help="per-function duration, CPU, memory and log bytes per image (for `scones cost`)",
         description=__doc__,
     )
-    parser.add_argument(
-        "--small", type=non_negative_int, default=40, help="CIFAR PNGs (32x32) to send"
-    )
-    parser.add_argument(
-        "--photos", type=non_negative_int, default=24, help="4000x3000 JPEGs to send"
-    )
+    parser.add_argument("--small", type=positive_int, default=40, help="CIFAR PNGs (32x32) to send")
+    parser.add_argument("--photos", type=positive_int, default=24, help="4000x3000 JPEGs to send")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--json", type=Path, default=DEFAULT_OUT, help="where to write")
     parser.set_defaults(handler=_run)
@@ -33,11 +30,18 @@ def register(benchmarks: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from scones.cli.stack_state import parse_params
-    from scones.costs.measure import run_measurement
 
     # Checked as `sam deploy` would check them; the measured stack's own defaults apply.
     overrides = parse_params(args.param, defaults={})
-    result = run_measurement(args.small, args.photos, overrides)
+    check_writable_file(args.json)
+    from scones.costs.measure import run_measurement
+    from scones.offline.deploy import DeployError
+    from scones.offline.stack import StackError
+
+    try:
+        result = run_measurement(args.small, args.photos, overrides)
+    except (StackError, DeployError) as exc:
+        raise CommandFailed(str(exc)) from exc
     for kind, data in result["kinds"].items():
         print(f"{kind}: {data['images']} images, {data['upload_bytes_mean']} B each on average")
         for name, fn in data["functions"].items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -26,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scones.cli.arguments import check_writable_folder, positive_int
+from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import (
     PROJECT_ROOT,
     condition_value,
@@ -46,8 +49,12 @@ def register(benchmarks: Any) -> None:
     parser = benchmarks.add_parser(
         "imports", help="cold import of each handler vs `import boto3` (Python 3.13, layer deps)"
     )
-    parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--python", type=Path, default=PYTHON313)
+    parser.add_argument(
+        "--repeat", type=positive_int, default=15, help="fresh interpreters per row"
+    )
+    parser.add_argument(
+        "--python", type=Path, default=PYTHON313, help="the interpreter to build the venv with"
+    )
     parser.add_argument("--keep", type=Path, help="build (or reuse) the venv here instead")
     parser.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="a template parameter"
@@ -96,8 +103,11 @@ def _once(python: Path, code: str, cwd: Path, env: dict[str, str]) -> tuple[floa
     """Wall time and CPU time (user + system) of one fresh interpreter, in ms."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run([str(python), "-c", _INIT_ONLY.format(code=code)], cwd=cwd, env=env, check=True)
+    command = [str(python), "-c", _INIT_ONLY.format(code=code)]
+    done = subprocess.run(command, cwd=cwd, env=env, check=False)
     wall = (time.perf_counter() - started) * 1000
+    if done.returncode != 0:
+        raise CommandFailed(f"{python} -c {code!r} in {cwd} exited with status {done.returncode}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
     return wall, cpu
@@ -169,14 +179,33 @@ def _sources_only(root: Path, layer: Path) -> Path:
     return sources
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Refuse what would fail only once the venv is built. The rows run in other folders,
+    so the paths given are made absolute first."""
+    if args.compare is not None:
+        args.compare = args.compare.resolve()
+        if not (args.compare / "layers" / "shared").is_dir():
+            raise CommandError(f"--compare {args.compare}: no layers/shared there")
+    if args.keep is not None:
+        args.keep = args.keep.resolve()
+        check_writable_folder(args.keep, "--keep", create=False)
+        if (args.keep / "venv" / "bin" / "python").exists():
+            return  # the kept venv is reused: --python is not run
+    found = shutil.which(str(args.python))
+    if found is None:
+        raise CommandError(f"--python {args.python}: no such program; give a Python 3.13")
+    args.python = Path(found)
+
+
 def _run(args: argparse.Namespace) -> int:
-    root = args.keep or Path(tempfile.mkdtemp(prefix="scones-imports-"))
-    venv = root / "venv"
-    python = venv / "bin" / "python"
     from scones.cli.stack_state import parse_params
 
     # Checked as `sam deploy` would check them; the measured stack's own defaults apply.
     overrides = parse_params(args.param, defaults={})
+    _check(args)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="scones-imports-"))
+    venv = root / "venv"
+    python = venv / "bin" / "python"
     try:
         if not python.exists():
             subprocess.run([str(args.python), "-m", "venv", str(venv)], check=True)
@@ -218,6 +247,10 @@ def _run(args: argparse.Namespace) -> int:
                 walls[label].append(wall)
                 cpus[label].append(cpu)
         load_after = os.getloadavg()[0]
+    except subprocess.CalledProcessError as exc:
+        raise CommandFailed(
+            f"{shlex.join(map(str, exc.cmd))} exited with status {exc.returncode}"
+        ) from exc
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -23,7 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scones.cli.arguments import check_writable_file
+from scones.cli.cost import LAMBDA_MEMORY_MB
 from scones.cli.errors import CommandError
+
+# WebP's largest side (libwebp's WEBP_MAX_DIMENSION): the largest square image the
+# benchmark can make in every one of its formats.
+WEBP_MAX_SIDE = 16383
+MAX_PIXELS = WEBP_MAX_SIDE**2
 
 _CHILD = """
 import io, json, sys, time
@@ -183,26 +190,42 @@ def _measure(path: Path, how: str, env: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _run(args: argparse.Namespace) -> int:
-    import os
-
-    from scones_core.image_rules import decode_bytes
-
+def _checked(args: argparse.Namespace, function_env: dict[str, str]) -> tuple[int, int]:
+    """The pixels and memory to measure (the template's unless given), and every option
+    checked before the first image is made."""
     from scones.costs.model import Settings
-    from scones.paths import PROJECT_ROOT
-    from scones.template_params import function_environment
 
-    function_env = function_environment("SerializeImageFunction")
     pixels = int(function_env["MAX_IMAGE_PIXELS"]) if args.pixels is None else args.pixels
     memory = (
         Settings.from_template().memory_mb["SerializeImageFunction"]
         if args.memory_mb is None
         else args.memory_mb
     )
-    if pixels < 64 or memory < 128:
-        raise CommandError("--pixels must be at least 64 and --memory-mb at least 128")
+    if not 64 <= pixels <= MAX_PIXELS:
+        raise CommandError(
+            f"--pixels must be at least 64 and at most {MAX_PIXELS} "
+            f"({WEBP_MAX_SIDE}x{WEBP_MAX_SIDE}, the largest WebP image), got {pixels}"
+        )
+    low, high = LAMBDA_MEMORY_MB
+    if not low <= memory <= high:
+        raise CommandError(f"--memory-mb must be {low} to {high} (Lambda's bounds), got {memory}")
     if args.compare is not None and not (args.compare / "layers" / "shared").is_dir():
         raise CommandError(f"--compare {args.compare}: no layers/shared there")
+    if args.json:
+        check_writable_file(args.json)
+    return pixels, memory
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from scones_core.image_rules import decode_bytes
+
+    from scones.paths import PROJECT_ROOT
+    from scones.template_params import function_environment
+
+    function_env = function_environment("SerializeImageFunction")
+    pixels, memory = _checked(args, function_env)
     side = (math.isqrt(pixels), math.isqrt(pixels))
     env = {
         **os.environ,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import non_negative_int, positive_int
+from scones.cli.arguments import check_writable_file, non_negative_int, positive_int
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
@@ -62,6 +62,8 @@ def _label(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json:
+        check_writable_file(args.json)
     from scones.cli.torch_free import import_without_training
     from scones.model.artifact import ModelArtifactError
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from scones.cli.arguments import positive_int
+from scones.cli.arguments import check_writable_file, positive_int
 from scones.cli.errors import CommandError
 
 TABLE = "scones-bench-review-results"
@@ -173,6 +173,15 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
 def _run(args: argparse.Namespace) -> int:
     import httpx
 
+    from scones.cli.bench_memory import MAX_PIXELS, WEBP_MAX_SIDE
+
+    if args.pixels > MAX_PIXELS:
+        raise CommandError(
+            f"--pixels must be at most {MAX_PIXELS} ({WEBP_MAX_SIDE}x{WEBP_MAX_SIDE}, "
+            f"the largest WebP image), got {args.pixels}"
+        )
+    if args.json:
+        check_writable_file(args.json)
     uploads = _uploads(args.pixels)
     rows: list[dict[str, Any]] = []
     with _review_server() as (url, record), httpx.Client(base_url=url, timeout=120) as http:

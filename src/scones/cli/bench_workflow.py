@@ -14,7 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import seconds
+from scones.cli.arguments import (
+    check_writable_file,
+    check_writable_folder,
+    non_negative_int,
+    positive_int,
+    seconds,
+)
 from scones.cli.errors import CommandError, CommandFailed
 
 DEFAULT_SIZES = [200]
@@ -31,7 +37,7 @@ def register(benchmarks: Any) -> None:
     )
     parser.add_argument(
         "--images",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=DEFAULT_SIZES,
         metavar="N",
@@ -50,7 +56,7 @@ def register(benchmarks: Any) -> None:
     )
     parser.add_argument(
         "--bare-images",
-        type=int,
+        type=positive_int,
         default=400,
         help="images for the bare onnxruntime baseline (the first of the same sequence)",
     )
@@ -66,14 +72,14 @@ def register(benchmarks: Any) -> None:
     )
     parser.add_argument(
         "--max-running-executions",
-        type=int,
+        type=non_negative_int,
         default=None,
         metavar="N",
         help="executions evaluating at once (default: the stack's; 0: all at once, raw moto)",
     )
     parser.add_argument(
         "--warmup",
-        type=int,
+        type=non_negative_int,
         default=16,
         help="uploads before the measured burst, not counted (Lambda cold starts)",
     )
@@ -83,19 +89,18 @@ def register(benchmarks: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scones.offline.workflow_bench import format_report, py_spy_path, run_benchmark
+
+    if args.profiler == "py-spy" and not py_spy_path():
+        raise CommandError("py-spy is not installed; use --profiler auto or sampler")
+    if args.json:
+        check_writable_file(args.json)
+    if args.profile_dir:
+        check_writable_folder(args.profile_dir, "--profile-dir", create=False)
     from scones.model.artifact import ModelArtifactError
     from scones.offline.deploy import DeployError
     from scones.offline.stack import StackError
-    from scones.offline.workflow_bench import format_report, py_spy_path, run_benchmark
 
-    if any(size < 1 for size in args.images):
-        raise CommandError(f"--images must be positive, got {args.images}")
-    if args.warmup < 0:
-        raise CommandError(f"--warmup must not be negative, got {args.warmup}")
-    if args.bare_images < 1:
-        raise CommandError(f"--bare-images must be positive, got {args.bare_images}")
-    if args.profiler == "py-spy" and not py_spy_path():
-        raise CommandError("py-spy is not installed; use --profiler auto or sampler")
     try:
         result = run_benchmark(
             args.images,

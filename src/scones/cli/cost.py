@@ -71,6 +71,9 @@ def _measurements(path: Path, kind: str) -> dict[str, Any]:
             "write them"
         )
     problems = _measurement_problems(kinds[kind])
+    measured_on = measured.get("measured_on")
+    if not isinstance(measured_on, str) or not measured_on.strip():
+        problems.insert(0, f"measured_on is {measured_on!r}, not the date it was measured")
     if problems:
         raise CommandError(
             f"{path}'s {kind} measurements are not what `scones bench handlers` writes: "
@@ -81,6 +84,9 @@ def _measurements(path: Path, kind: str) -> dict[str, Any]:
 
 # What the cost model reads of each function's measurements.
 _FUNCTION_FIELDS = ("invocations", "cpu_ms_mean", "peak_rss_mb", "log_bytes")
+# The functions every estimate needs; any other one in the file is checked too (the
+# memory sweep prints every function measured).
+_FUNCTIONS = ("StartWorkflowFunction", "SerializeImageFunction", "ClassifyImageFunction")
 
 
 def _measurement_problems(data: dict[str, Any]) -> list[str]:
@@ -102,10 +108,14 @@ def _measurement_problems(data: dict[str, Any]) -> list[str]:
     functions = data.get("functions")
     if not isinstance(functions, dict):
         return [*problems, "functions is missing"]
-    for name in ("StartWorkflowFunction", "SerializeImageFunction", "ClassifyImageFunction"):
+    for name in dict.fromkeys([*_FUNCTIONS, *functions]):
         fn = functions.get(name)
         if not isinstance(fn, dict):
-            problems.append(f"functions.{name} is missing")
+            problems.append(
+                f"functions.{name} is missing"
+                if fn is None
+                else f"functions.{name} is {fn!r}, not a function's measurements"
+            )
             continue
         for field in _FUNCTION_FIELDS:
             number(f"functions.{name}.{field}", fn.get(field))
