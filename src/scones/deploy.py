@@ -23,6 +23,7 @@ from typing import Any
 
 from scones_core.objects import is_bucket_name
 
+from scones.cli.errors import CommandError
 from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import (
     PROJECT_ROOT,
@@ -53,6 +54,11 @@ class DeployError(RuntimeError):
     """A deployment step cannot go on; the message says what to do."""
 
 
+class SamConfigError(DeployError, CommandError):
+    """``samconfig.toml`` cannot be read as ``sam deploy`` reads it. A :class:`CommandError`
+    too: the deploy commands read it before anything else, where a bad file is bad input."""
+
+
 @dataclass
 class SamConfig:
     """The ``default`` environment of ``samconfig.toml``, as ``sam deploy`` reads it."""
@@ -64,23 +70,56 @@ class SamConfig:
 
 
 def read_samconfig(path: Path = SAMCONFIG, env: str = "default") -> SamConfig:
+    """``env``'s deploy settings; :class:`SamConfigError` names what ``sam`` would not read."""
     if not path.is_file():
         return SamConfig()
-    data = tomllib.loads(path.read_text())
-    sections = data.get(env, {})
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SamConfigError(f"{path.name} is not UTF-8 text: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SamConfigError(f"{path.name} is not valid TOML: {exc}") from exc
+    sections = _table(data, env, f"[{env}]", path)
     merged: dict[str, Any] = {}
     for command in ("global", "deploy"):  # deploy's values win, as in sam
-        merged.update(sections.get(command, {}).get("parameters", {}))
-    overrides = merged.get("parameter_overrides", "")
-    if isinstance(overrides, list):
-        overrides = " ".join(overrides)
-    pairs = dict(item.split("=", 1) for item in shlex.split(overrides) if "=" in item)
+        table = _table(sections, command, f"[{env}.{command}]", path)
+        merged.update(_table(table, "parameters", f"[{env}.{command}.parameters]", path))
+    for key in ("stack_name", "region", "profile"):
+        if key in merged and not isinstance(merged[key], str):
+            raise SamConfigError(f"{path.name}: {key} is {merged[key]!r}, expected a string")
     return SamConfig(
         stack_name=merged.get("stack_name"),
         region=merged.get("region"),
         profile=merged.get("profile"),
-        parameter_overrides=pairs,
+        parameter_overrides=_parameter_overrides(merged.get("parameter_overrides", ""), path),
     )
+
+
+def _table(parent: dict[str, Any], key: str, name: str, path: Path) -> dict[str, Any]:
+    """``parent[key]`` as a TOML table (empty when absent)."""
+    value = parent.get(key, {})
+    if not isinstance(value, dict):
+        raise SamConfigError(f"{path.name}: {name} is {value!r}, expected a table")
+    return value
+
+
+def _parameter_overrides(value: Any, path: Path) -> dict[str, str]:
+    """``Key=Value`` pairs from a string (quoted as in a shell) or a list of strings."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        value = " ".join(value)
+    if not isinstance(value, str):
+        raise SamConfigError(
+            f"{path.name}: parameter_overrides is {value!r}, expected a string of "
+            'Key="Value" pairs or a list of them'
+        )
+    try:
+        items = shlex.split(value)
+    except ValueError as exc:  # an unclosed quote
+        raise SamConfigError(
+            f"{path.name}: parameter_overrides {value!r} cannot be split into "
+            f"Key=Value pairs: {exc}"
+        ) from exc
+    return dict(item.split("=", 1) for item in items if "=" in item)
 
 
 def make_session(region: str | None, profile: str | None) -> Any:

@@ -21,8 +21,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import yaml
 from samtranslator.yaml_helper import yaml_parse
 
+from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT
 
 TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
@@ -40,10 +42,48 @@ class ParameterError(ValueError):
         )
 
 
+class TemplateError(CommandError):
+    """The template cannot be read: not YAML, or not shaped like a template. Every command
+    reads it, so this is the CLI's own error type and needs no handling of its own."""
+
+
 @cache
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     """The template as a dict; CloudFormation short forms (``!Ref``) become long forms."""
-    return dict(yaml_parse(path.read_text(encoding="utf-8")))
+    try:
+        template = yaml_parse(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"{path} is not UTF-8 text: {exc}") from exc
+    except yaml.MarkedYAMLError as exc:
+        raise TemplateError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from exc
+    except yaml.YAMLError as exc:
+        raise TemplateError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    except RecursionError as exc:
+        raise TemplateError(f"{path} is not valid YAML: nested too deeply") from exc
+    if not isinstance(template, dict):
+        raise TemplateError(
+            f"{path}: expected a mapping of template sections, not {template!r:.60}"
+        )
+    for section in ("Parameters", "Resources"):
+        entries = template.get(section, {})
+        if not isinstance(entries, dict):
+            raise TemplateError(f"{path}: {section} is {entries!r:.60}, expected a mapping")
+        for name, spec in entries.items():
+            if not isinstance(spec, dict):
+                raise TemplateError(f"{path}: {section}.{name} is {spec!r:.60}, expected a mapping")
+    return template
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """PyYAML's several-line message as one line: where, what, and where it started."""
+    where = ""
+    if exc.problem_mark is not None:
+        where = f"line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}: "
+    problem = exc.problem or exc.context or "cannot be parsed"
+    started = ""
+    if exc.context and exc.problem and exc.context_mark is not None:
+        started = f" ({exc.context} at line {exc.context_mark.line + 1})"
+    return where + problem + started
 
 
 def parameter_defaults(path: Path = TEMPLATE_PATH) -> dict[str, str]:

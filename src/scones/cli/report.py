@@ -67,6 +67,33 @@ def _template_default(name: str) -> str:
         ) from exc
 
 
+def _template_threshold() -> float:
+    """``ConfidenceThreshold``'s default, checked as ``--threshold`` is."""
+    raw = _template_default("ConfidenceThreshold")
+    try:
+        return _fraction(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(
+            f"ConfidenceThreshold default in template.yaml: {exc}; pass --threshold"
+        ) from None
+
+
+def _labels(text: str, origin: str) -> list[str]:
+    """The labels ``origin`` gives, each text the figure can draw: a name with undecodable
+    bytes or control characters would otherwise fail inside matplotlib."""
+    try:
+        labels = list(parse_labels(text))
+    except ValueError as exc:
+        raise CommandError(f"{origin} {text!r}: {exc}") from None
+    for label in labels:
+        if not label.isprintable():
+            raise CommandError(
+                f"{origin} {text!r}: label {label!r} is not printable text "
+                "(undecodable bytes or control characters)"
+            )
+    return labels
+
+
 def _stack_s3_client(capture: str) -> Any:
     """For ``s3://`` while ``scones up`` runs (and no ``AWS_ENDPOINT_URL`` says otherwise):
     the offline stack's S3, never real AWS. ``None`` lets boto3 choose as usual."""
@@ -99,16 +126,11 @@ def run(args: argparse.Namespace) -> int:
     from scones.reports.capture_plot import render_capture_plot
     from scones.reports.capture_source import CaptureSourceError, load_capture
 
-    threshold = (
-        args.threshold
-        if args.threshold is not None
-        else float(_template_default("ConfidenceThreshold"))
-    )
-    labels_text = args.labels if args.labels is not None else _template_default("ModelLabels")
-    try:
-        labels = list(parse_labels(labels_text))
-    except ValueError as exc:
-        raise CommandError(f"--labels {labels_text!r}: {exc}") from None
+    threshold = args.threshold if args.threshold is not None else _template_threshold()
+    if args.labels is not None:
+        labels = _labels(args.labels, "--labels")
+    else:
+        labels = _labels(_template_default("ModelLabels"), "ModelLabels in template.yaml")
     if args.out.suffix.lower() != ".png":
         raise CommandError(f"--out {args.out} must be a .png file")
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from scones.model.artifact import ONNX_NAME, OnnxClassifier
+from scones.model.artifact import MANIFEST_NAME, ONNX_NAME, OnnxClassifier
 from scones.model.build import validation_from_manifest
 from scones.model.evaluate import evaluate_probabilities, expected_calibration_error
 from scones.model.folders import load_images
@@ -70,7 +70,9 @@ def run_model_bench(
     splits = []
     for classifier in classifiers:
         data = load_images(data_dir, classifier.labels, classifier.manifest.input_size)
-        splits.append(validation_from_manifest(data, data_dir, classifier.manifest).validation)
+        manifest_path = classifier.directory / MANIFEST_NAME
+        split = validation_from_manifest(data, data_dir, classifier.manifest, source=manifest_path)
+        splits.append(split.validation)
     latencies: list[list[float]] = [[] for _ in classifiers]
     for step in range(warmup + timed_images):
         for index, (classifier, validation) in enumerate(zip(classifiers, splits, strict=True)):

@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from scones.model.artifact import MANIFEST_NAME, ONNX_NAME, ModelManifest, OnnxClassifier
+from scones.model.artifact import (
+    MANIFEST_NAME,
+    ONNX_NAME,
+    ModelArtifactError,
+    ModelManifest,
+    OnnxClassifier,
+)
 from scones.model.backbone import BACKBONES
 from scones.model.evaluate import (
     BASELINE_JSON,
@@ -76,15 +82,19 @@ def split_data(data: LabelledImages, data_dir: Path, fraction: float, seed: int)
 
 
 def validation_from_manifest(
-    data: LabelledImages, data_dir: Path, manifest: ModelManifest
+    data: LabelledImages,
+    data_dir: Path,
+    manifest: ModelManifest,
+    *,
+    source: Path | str = MANIFEST_NAME,
 ) -> Split:
-    """Recreate the split a model was trained with from the seed in its ``model.json``."""
+    """Recreate the split a model was trained with from the seed in its ``model.json``
+    (``source``, the file an error names)."""
     recorded = manifest.extra.get("split")
     if not isinstance(recorded, dict) or "seed" not in recorded:
-        raise ValueError(f"{MANIFEST_NAME} records no split seed; evaluate with --split all")
-    split = split_data(
-        data, data_dir, float(recorded["validation_fraction"]), int(recorded["seed"])
-    )
+        raise ValueError(f"{source} records no split seed; evaluate with --split all")
+    seed, fraction = recorded_split(recorded, source)
+    split = split_data(data, data_dir, fraction, seed)
     expected = recorded.get("validation_fingerprint")
     if expected and expected != split.description["validation_fingerprint"]:
         raise ValueError(
@@ -92,6 +102,27 @@ def validation_from_manifest(
             "differs); evaluate a different data set with --split all"
         )
     return split
+
+
+def recorded_split(recorded: dict[str, Any], source: Path | str) -> tuple[int, float]:
+    """The seed and validation fraction of a recorded split, checked as the recipe checks
+    them: an edited ``model.json`` would otherwise fail in numpy without naming the field."""
+
+    def shown(key: str) -> str:
+        return f"is {recorded[key]!r}" if key in recorded else "is missing"
+
+    seed = recorded.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ModelArtifactError(
+            f"{source}: split.seed {shown('seed')}, expected a whole number >= 0"
+        )
+    fraction = recorded.get("validation_fraction")
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+        raise ModelArtifactError(
+            f"{source}: split.validation_fraction {shown('validation_fraction')}, expected a "
+            "number between 0 and 1 (exclusive)"
+        )
+    return seed, float(fraction)
 
 
 def describe_architecture(recipe: TrainRecipe) -> str:
@@ -310,6 +341,8 @@ def evaluate_directory(
         description: dict[str, Any] = {"method": "every image in the folder", "images": len(data)}
         subset = data
     else:
-        split = validation_from_manifest(data, data_dir, classifier.manifest)
+        split = validation_from_manifest(
+            data, data_dir, classifier.manifest, source=Path(model_dir) / MANIFEST_NAME
+        )
         description, subset = split.description, split.validation
     return evaluate_artifact(classifier, subset, threshold, description)

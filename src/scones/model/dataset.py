@@ -262,6 +262,12 @@ def load_png_folder(directory: Path) -> list[Sample]:
             rows = list(csv.DictReader(handle))
     except FileNotFoundError as exc:
         raise DatasetError(f"no {MANIFEST_NAME} in {directory}") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{manifest} is not UTF-8 text: {exc}") from exc
+    except csv.Error as exc:
+        raise DatasetError(f"{manifest} is not a readable CSV file: {exc}") from exc
+    except OSError as exc:
+        raise DatasetError(f"{manifest} cannot be read: {exc}") from exc
     samples = []
     for number, row in enumerate(rows, start=2):
         where = f"{manifest}, line {number}"

@@ -81,6 +81,15 @@ of teacher-labelled augmented views of each image (one fresh view per epoch);
 ``members`` is the number of cross-fitted students used for calibration and
 cross-validation."""
 
+# Upper bounds of the recipe's sizes and counts: far above any useful value, and low
+# enough that torch and numpy take them (a larger --seed, --threads or --resize fails
+# deep inside them, the last only after the data is loaded).
+MAX_SEED = 2**32 - 1
+MAX_THREADS = 1024
+MAX_RESIZE = 1024
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 4096
+
 _RESNET_ONLY = frozenset({"width", "blocks_per_stage"})
 _BACKBONE_ONLY = frozenset({"resize"})
 _DISTIL_ONLY = frozenset({"teacher", "cross_fit", "hard_label_weight"})
@@ -154,8 +163,10 @@ class TrainRecipe:
         checks = {
             "members must be >= 2 (each member is calibrated on the others' folds)": self.members
             >= 2,
-            "epochs must be >= 1": self.epochs >= 1,
-            "batch_size must be >= 2": self.batch_size >= 2,
+            f"epochs must be >= 1 and <= {MAX_EPOCHS}": 1 <= self.epochs <= MAX_EPOCHS,
+            f"batch_size must be >= 2 and <= {MAX_BATCH_SIZE}": (
+                2 <= self.batch_size <= MAX_BATCH_SIZE
+            ),
             "learning_rate must be a finite number > 0": math.isfinite(self.learning_rate)
             and self.learning_rate > 0,
             "width must be >= 1": self.width >= 1,
@@ -165,9 +176,10 @@ class TrainRecipe:
             "teacher: each comma-separated folder must be named once, and "
             f"'{FRESH_TEACHER}' stands alone": self._teachers_well_formed(),
             f"quantize must be one of {', '.join(QUANTISATIONS)}": self.quantize in QUANTISATIONS,
-            "resize must be >= 32": self.resize >= 32,
+            f"resize must be >= 32 and <= {MAX_RESIZE}": 32 <= self.resize <= MAX_RESIZE,
             "backbone_lr_scale must be in [0, 1]": 0 <= self.backbone_lr_scale <= 1,
-            "threads must be >= 1": self.threads >= 1,
+            f"threads must be >= 1 and <= {MAX_THREADS}": 1 <= self.threads <= MAX_THREADS,
+            f"seed must be >= 0 and <= {MAX_SEED}": 0 <= self.seed <= MAX_SEED,
             "validation_fraction must be in (0, 1)": 0 < self.validation_fraction < 1,
             "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
             "hard_label_weight must be in [0, 1]": 0 <= self.hard_label_weight <= 1,

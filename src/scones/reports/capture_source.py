@@ -76,7 +76,7 @@ def load_capture(source: str, labels: Sequence[str], *, s3_client: Any = None) -
 def _load_local(path: Path, labels: Sequence[str]) -> CaptureBatch:
     if not path.exists():
         raise CaptureSourceError(f"capture path {path} does not exist")
-    files = [path] if path.is_file() else sorted(path.rglob(f"*{CAPTURE_SUFFIX}"))
+    files = [path] if path.is_file() else _capture_files(path)
     if not files:
         raise CaptureSourceError(f"no capture files (*{CAPTURE_SUFFIX}) under {path}")
     batch = CaptureBatch()
@@ -87,6 +87,23 @@ def _load_local(path: Path, labels: Sequence[str]) -> CaptureBatch:
             raise CaptureSourceError(f"cannot read capture file {file}: {exc}") from exc
         batch.extend(parse_capture_text(text, labels, source=str(file)))
     return batch
+
+
+def _capture_files(folder: Path) -> list[Path]:
+    """Every capture file under ``folder``. A folder that cannot be listed is named as a
+    :class:`CaptureSourceError`: skipped, its requests would be missing from the report
+    without a word (and for ``folder`` itself, the report would say there are none)."""
+
+    def unreadable(error: OSError) -> None:
+        where = error.filename if error.filename is not None else folder
+        raise CaptureSourceError(f"cannot list capture folder {where}: {error.strerror or error}")
+
+    return sorted(
+        Path(root, name)
+        for root, _, names in os.walk(folder, onerror=unreadable)
+        for name in names
+        if name.endswith(CAPTURE_SUFFIX)
+    )
 
 
 def _load_s3(uri: str, labels: Sequence[str], s3_client: Any) -> CaptureBatch:
