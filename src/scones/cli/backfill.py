@@ -94,10 +94,14 @@ def backfill_command(args: argparse.Namespace) -> int:
 
         session = boto3.Session(profile_name=args.profile, region_name=args.region)
         sfn, s3 = session.client("stepfunctions"), session.client("s3")
-        stacks = session.client("cloudformation").describe_stacks(StackName=args.stack)
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks["Stacks"][0]["Outputs"]}
+        stack = session.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"][0]
+        # CloudFormation leaves Outputs out while a stack has none (one still being created).
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         if BACKFILL_OUTPUT not in outputs:
-            raise CommandFailed(f"stack {args.stack} has no output {BACKFILL_OUTPUT}")
+            raise CommandFailed(
+                f"stack {args.stack} has no output {BACKFILL_OUTPUT} (stack status "
+                f"{stack.get('StackStatus', 'unknown')})"
+            )
         machine, incoming = outputs[BACKFILL_OUTPUT], outputs.get("IncomingPrefix", "")
         bucket = outputs.get("ImageBucketName")
     else:

@@ -21,6 +21,7 @@ from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.model_check import check_model_option
 from scones.cli.stack_state import (
     STATE_FILE,
+    StackNotRunning,
     add_stack_options,
     client_from_state,
     parse_params,
@@ -122,7 +123,7 @@ def _running_stack() -> dict[str, Any] | None:
         return None
     try:
         return read_state()
-    except CommandError:
+    except StackNotRunning:
         return None  # a stale state file: no stack is running
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--reviewer",
         type=_reviewer,
-        default=getpass.getuser(),
         help="name recorded with each answer (default: your user name)",
     )
     parser.add_argument(
@@ -98,6 +98,31 @@ def _reviewer(value: str) -> str:
     if not name.isprintable():
         raise argparse.ArgumentTypeError(f"{value!r} has characters that cannot be shown")
     return name
+
+
+# Where getpass.getuser() looks for the user name, in its order, before the passwd file.
+USER_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")
+
+
+def default_reviewer() -> str:
+    """The user name that ``--reviewer`` defaults to, found as ``getpass.getuser`` finds
+    it. Looked up only by a review: a container run as a user id with no passwd entry and
+    no $USER has none, and that must stop no other command."""
+    source = next((f"${name}" for name in USER_VARIABLES if os.environ.get(name)), None)
+    try:
+        found = getpass.getuser()
+    except (KeyError, OSError, ImportError):
+        raise CommandError(
+            f"no reviewer name: $LOGNAME and $USER are not set and user id {os.getuid()} has "
+            "no user name; pass --reviewer NAME"
+        ) from None
+    try:
+        return _reviewer(found)
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(
+            f"the reviewer name from {source or 'the password database'} is unusable: {exc}; "
+            "pass --reviewer NAME"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -182,9 +207,10 @@ def review_command(args: argparse.Namespace) -> int:
         raise CommandError(
             f"{' and '.join(given)} {verb} for a deployed stack: add --aws, or leave {them} out"
         )
+    if args.aws and not args.stack:
+        raise CommandError("--aws needs --stack NAME")
+    reviewer = default_reviewer() if args.reviewer is None else args.reviewer
     if args.aws:
-        if not args.stack:
-            raise CommandError("--aws needs --stack NAME")
         clients = clients_for(boto3.Session(region_name=args.region))
         bucket = None
     else:
@@ -198,7 +224,7 @@ def review_command(args: argparse.Namespace) -> int:
         clients,
         stack_name=args.stack,
         bucket=bucket,
-        reviewer=args.reviewer,
+        reviewer=reviewer,
         sample_share=args.sample_accepted,
         sample_days=args.sample_days,
         host=args.host,
@@ -209,7 +235,7 @@ def review_command(args: argparse.Namespace) -> int:
     try:
         url = server.start()
     except ServerStartError as exc:
-        raise CommandFailed(f"the review page cannot listen on {args.host}: {exc}") from None
+        raise CommandFailed(f"the review page cannot start: {exc}") from None
     console = make_console()
     page = f"{url}/" + (f"?token={token}" if token else "")
     if token:
@@ -219,7 +245,7 @@ def review_command(args: argparse.Namespace) -> int:
         )
     console.print(
         f"[bold green]review page[/] {escape(page)}  (stack {target.stack_name}, table "
-        f"{target.table_name}; reviewer {escape(args.reviewer)}; sampling "
+        f"{target.table_name}; reviewer {escape(reviewer)}; sampling "
         f"{settings.sample_share:.1%} of ACCEPTED images)\n"
         f"answers go to s3://{settings.bucket}/{settings.labelled_prefix}  -  Ctrl-C stops"
     )

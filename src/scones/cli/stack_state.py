@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import reprlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import MISSING
@@ -49,6 +50,9 @@ STOPPED_FILE = STATE_DIR / "stopped.json"
 # Held (flock) by the `scones up` process from its check for a running stack until it
 # exits: two started at once cannot both come up. The kernel drops it if the process dies.
 UP_LOCK_FILE = STATE_DIR / "up.lock"
+# The largest process id (pid_t is a C int): a larger one in a state file is no process,
+# and os.kill refuses it with OverflowError.
+MAX_PID = 2**31 - 1
 # Offline retries wait for real: keep them short unless the user asks otherwise.
 OFFLINE_DEFAULTS = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "2"}
 
@@ -143,14 +147,21 @@ def write_state(
     STATE_FILE.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
+class StackNotRunning(CommandFailed):
+    """No stack is recorded, or the recorded one is gone: a command may start its own.
+    A corrupt record of a live stack is not this: its process still holds the ports."""
+
+
 def read_state() -> dict[str, Any]:
+    """The running stack's state file, checked for what the commands read from it: a file
+    that is not what ``write_state`` wrote is reported, never trusted."""
     try:
         state = json.loads(STATE_FILE.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise CommandFailed(
+        raise StackNotRunning(
             f"no offline stack is running (no {STATE_FILE}); start one with `scones up`"
         ) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
         raise CommandFailed(
             f"{STATE_FILE} is corrupt: {exc}; remove it and run `scones up`"
         ) from exc
@@ -161,14 +172,51 @@ def read_state() -> dict[str, Any]:
         raise CommandFailed(
             f"{STATE_FILE} is corrupt: it names no process id; remove it and run `scones up`"
         )
+    if not 0 < pid <= MAX_PID:
+        raise CommandFailed(
+            f"{STATE_FILE} is corrupt: {reprlib.repr(pid)} is not a process id; remove it and run "
+            "`scones up`"
+        )
     started = state.get("pid_started")
+    if started is not None and not isinstance(started, str):
+        raise CommandFailed(
+            f"{STATE_FILE} is corrupt: its pid_started {reprlib.repr(started)} is not a start "
+            "time; remove it and run `scones up`"
+        )
     if not process_alive(pid) or (started is not None and process_started(pid) != started):
         clear_state(pid)  # the process is gone: its record would only mislead the next command
-        raise CommandFailed(
+        raise StackNotRunning(
             f"the offline stack recorded in {STATE_FILE} (pid {pid}) is not running (it was "
             "killed; the stale record is removed); start one with `scones up`"
         )
+    problem = _field_problem(state)
+    if problem:
+        # Its process runs, and `scones down` reads this file too: say which one to stop.
+        raise CommandFailed(
+            f"{STATE_FILE} is corrupt: {problem}; stop the `scones up` that wrote it (pid "
+            f"{pid}, Ctrl-C where it runs) and run `scones up` again"
+        )
     return dict(state)
+
+
+def _field_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with the fields commands look into, as ``write_state`` writes them:
+    ``model`` an object, ``physical_ids`` an object of names (logical id -> physical id)."""
+    model = state.get("model")
+    if model is not None and not isinstance(model, dict):
+        return f"its model {reprlib.repr(model)} is not an object"
+    physical_ids = state.get("physical_ids")
+    if physical_ids is None:
+        return None
+    if not isinstance(physical_ids, dict):
+        return f"its physical_ids {reprlib.repr(physical_ids)} is not an object"
+    for logical_id, physical_id in physical_ids.items():
+        if not isinstance(physical_id, str):
+            return (
+                f"its physical_ids gives {reprlib.repr(logical_id)} "
+                f"{reprlib.repr(physical_id)}, not a resource name"
+            )
+    return None
 
 
 @contextmanager
@@ -206,7 +254,7 @@ def client_from_state() -> StackClient:
 def clear_state(pid: int) -> None:
     try:
         state = json.loads(STATE_FILE.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):
         return
     if isinstance(state, dict) and state.get("pid") == pid:
         STATE_FILE.unlink(missing_ok=True)
@@ -214,7 +262,7 @@ def clear_state(pid: int) -> None:
 
 def process_alive(pid: int) -> bool:
     """Whether a process with this pid exists (owned by anyone)."""
-    if pid <= 0:
+    if not 0 < pid <= MAX_PID:
         return False
     try:
         os.kill(pid, 0)
@@ -251,7 +299,7 @@ def read_stopped(pid: int) -> dict[str, str | None] | None:
     """The stop report of the ``scones up`` with this pid, if it wrote one."""
     try:
         document = json.loads(STOPPED_FILE.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):
         return None
     # A report that is not what write_stopped wrote is no report of this pid.
     if not isinstance(document, dict) or document.get("pid") != pid:

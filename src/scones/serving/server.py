@@ -43,7 +43,7 @@ LOGGER = logging.getLogger(__name__)
 
 
 class ServerStartError(RuntimeError):
-    """The server could not start (port taken, model missing, startup failure)."""
+    """The server could not start (port taken, host no name, model missing, startup failure)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,9 @@ def build_app(settings: ServerSettings, *, s3_client: Any | None = None) -> Fast
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket; port 0 picks a free one. Raises a clear error if taken."""
+    """A listening TCP socket; port 0 picks a free one. Raises a clear error if taken,
+    or if ``host`` is no name at all (the socket module raises ``TypeError`` for a name
+    it cannot encode, such as undecodable bytes from the command line)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio enables TCP_NODELAY only on sockets that say so,
     # and without it every response waits ~40 ms for a delayed ACK.
@@ -107,6 +109,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         sock.bind((host, port))
         sock.listen(128)
+    except (TypeError, ValueError) as exc:
+        sock.close()
+        raise ServerStartError(f"cannot listen on {host!r}: not a host name ({exc})") from exc
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:

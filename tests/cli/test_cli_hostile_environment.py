@@ -1,0 +1,197 @@
+"""The CLI in a hostile environment: no user name, a state file that is not what ``scones
+up`` wrote, a stack without outputs, a host that is no name. Each is a one-line
+``scones: error:`` naming the problem, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import pwd
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+from test_cli_params_and_state import _fake_project
+
+from scones.cli import down, invoke, stack_state
+from scones.cli.main import main
+
+USER_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")
+
+
+def scones(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """The exit code and stderr of ``scones ARGS`` run in this process."""
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's own exits (--help, a bad option)
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def no_user_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a container started with ``--user 12345``: no passwd entry and no $USER."""
+    for name in USER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+    def getpwuid(uid: int) -> Any:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", getpwuid)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["cost"], ["review", "--help"]])
+def test_commands_run_without_a_user_name(
+    no_user_name: None, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    code, err = scones(capsys, *args)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("environment", "words"),
+    [
+        ({}, "no reviewer name: $LOGNAME and $USER are not set and user id"),
+        ({"USER": "a\x1bb"}, "the reviewer name from $USER is unusable: 'a\\x1bb' has characters"),
+        ({"LOGNAME": "   "}, "the reviewer name from $LOGNAME is unusable: the reviewer needs"),
+    ],
+)
+def test_review_says_where_a_bad_reviewer_name_came_from(
+    no_user_name: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    environment: dict[str, str],
+    words: str,
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    code, err = scones(capsys, "review")
+    assert code == 2, err
+    assert words in err and "pass --reviewer NAME" in err
+    assert "argument --reviewer" not in err  # the user never gave it
+
+
+@pytest.fixture
+def state_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Where every command of this process looks for the running stack's state."""
+    path = tmp_path / "stack.json"
+    for module in (stack_state, down, invoke):
+        monkeypatch.setattr(module, "STATE_FILE", path)
+    return path
+
+
+@pytest.mark.parametrize("pid", [2**31, 10**30])
+@pytest.mark.parametrize("command", ["results", "env", "down"])
+def test_a_pid_no_process_can_have_is_a_corrupt_state_file(
+    state_file: Path, capsys: pytest.CaptureFixture[str], command: str, pid: int
+) -> None:
+    state_file.write_text(json.dumps({"pid": pid}))
+    code, err = scones(capsys, command)
+    assert code == 1, err
+    assert f"{state_file} is corrupt: {pid} is not a process id" in err
+
+
+@pytest.fixture
+def live_process() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process standing in for ``scones up`` (a `scones down` may signal it)."""
+    process = subprocess.Popen(["sleep", "120"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"physical_ids": 5}, "its physical_ids 5 is not an object"),
+        ({"physical_ids": {"MonitorFunction": 7}}, "its physical_ids gives 'MonitorFunction' 7"),
+        ({"model": 5}, "its model 5 is not an object"),
+        ({"pid_started": 5}, "its pid_started 5 is not a start time"),
+    ],
+)
+@pytest.mark.parametrize("command", ["env", "down"])
+def test_a_state_file_of_a_live_stack_with_bad_fields_is_corrupt(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    live_process: subprocess.Popen[bytes],
+    command: str,
+    fields: dict[str, Any],
+    words: str,
+) -> None:
+    project, state = _fake_project(tmp_path, live_process.pid)
+    path = project / ".scones" / "stack.json"
+    for module in (stack_state, down, invoke):
+        monkeypatch.setattr(module, "STATE_FILE", path)
+    started = stack_state.process_started(live_process.pid)
+    path.write_text(json.dumps({**state, "pid_started": started, **fields}))
+    code, err = scones(capsys, command)
+    assert code == 1, err
+    assert f"{path} is corrupt: {words}" in err
+    assert live_process.poll() is None  # `scones down` signalled nothing
+
+
+def test_invoke_does_not_trust_physical_ids_that_are_not_an_object(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    live_process: subprocess.Popen[bytes],
+) -> None:
+    """The corrupt record is of a live stack (its process still holds the ports): invoke
+    says so and starts no stack of its own, as it would for a stale record."""
+    project, state = _fake_project(tmp_path, live_process.pid)
+    path = project / ".scones" / "stack.json"
+    for module in (stack_state, down, invoke):
+        monkeypatch.setattr(module, "STATE_FILE", path)
+    started = stack_state.process_started(live_process.pid)
+    path.write_text(json.dumps({**state, "pid_started": started, "physical_ids": 5}))
+
+    def new_stack(*args: Any) -> int:
+        raise AssertionError("invoke started a stack of its own beside a live one")
+
+    monkeypatch.setattr(invoke, "_invoke_on_new_stack", new_stack)
+    code, err = scones(capsys, "invoke", "MonitorFunction")
+    assert code == 1
+    assert "is corrupt: its physical_ids 5 is not an object" in err
+    assert f"pid {live_process.pid}" in err
+
+
+def test_backfill_of_a_stack_without_outputs_names_the_missing_output(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CloudFormation leaves ``Outputs`` out of a stack that has none yet."""
+    import boto3
+
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+        template = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}
+        cloudformation.create_stack(StackName="bare", TemplateBody=json.dumps(template))
+        stack = cloudformation.describe_stacks(StackName="bare")["Stacks"][0]
+        assert "Outputs" not in stack
+        code, err = scones(
+            capsys, "backfill", "incoming/", "--stack", "bare", "--region", "us-east-1"
+        )
+    assert code == 1, err
+    assert "stack bare has no output BackfillStateMachineArn (stack status" in err
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "\udcff",  # the byte 0xff on the command line (`--host $'\xff'`)
+        "\u00e9" * 70 + ".com",  # a label too long to encode
+        "a\x00b",
+    ],
+)
+def test_serve_on_a_host_that_is_no_name_says_so(
+    capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    code, err = scones(capsys, "serve", "--host", host, "--port", "0")
+    assert code == 2, err
+    assert f"scones: error: cannot listen on {host!r}: not a host name" in err
