@@ -87,7 +87,7 @@ def test_bench_burst_names_a_missing_model_and_a_stack_that_fails(
     missing = tmp_path / "nonexistent"
     code, error = _scones(["bench", "burst", "--images", "1", "--model", str(missing)], capsys)
     assert code == 2
-    assert f"--model {missing}: no model there (model.json missing)" in error
+    assert f"--model: no model at {missing} (model.json missing)" in error
 
     def refuse(_: Any) -> NoReturn:
         raise StackError("port 5000 is in use")

@@ -54,16 +54,13 @@ def register(benchmarks: Any) -> None:
 
 def run_burst(args: argparse.Namespace) -> int:
     from scones.cli.errors import CommandError, CommandFailed
+    from scones.cli.model_check import check_model_option
 
     if args.images < 1:
         raise CommandError("--images must be at least 1")
     if args.photos > args.images:
         raise CommandError(f"--photos {args.photos} is more than --images {args.images}")
-    if not (args.model / "model.json").is_file():
-        raise CommandError(
-            f"--model {args.model}: no model there (model.json missing); "
-            "train one with `scones train` or pass another folder"
-        )
+    check_model_option(args.model, {})
     if args.json:
         check_writable_file(args.json)
     from scones.offline.deploy import DeployError

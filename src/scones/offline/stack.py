@@ -109,10 +109,15 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
     as the wrong class without an error."""
     from scones_core.settings import parse_labels
 
-    from scones.model.artifact import ModelArtifactError, ModelManifest, checked_graph
+    from scones.model.artifact import (
+        MANIFEST_NAME,
+        ModelArtifactError,
+        ModelManifest,
+        checked_graph,
+    )
     from scones.template_params import ParameterError, resolve_parameters
 
-    if not (directory / "model.json").is_file():
+    if not (directory / MANIFEST_NAME).is_file():
         raise StackError(
             f"no model at {directory} (model.json missing); "
             "train one with `scones train` or pass --model"
