@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,7 @@ def test_training_defaults_to_the_templates_labels() -> None:
         ("bicycle", "expected at least two comma-separated, non-empty labels"),
         ("bicycle,,motorcycle", "expected at least two comma-separated, non-empty labels"),
         ("bicycle,bicycle", "labels must be unique"),
+        ("bicycle,motor\x1bcycle", "label 'motor\\x1bcycle' is not printable text"),
     ],
 )
 def test_train_and_the_job_refuse_labels_they_could_not_train(
@@ -130,8 +132,8 @@ def test_train_and_the_job_refuse_labels_they_could_not_train(
     with pytest.raises(SystemExit) as exited:
         main(["train", "--labels", labels])
     assert exited.value.code == 2
-    assert f"argument --labels: '{labels}': {message}" in capsys.readouterr().err
-    with pytest.raises(ValueError, match=message):
+    assert f"argument --labels: {labels!r}: {message}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=re.escape(message)):
         check_hyperparameters({"threshold": 0.9, "labels": labels})
 
 

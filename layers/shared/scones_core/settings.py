@@ -138,10 +138,16 @@ class StartSettings:
 
 
 def parse_labels(value: str) -> tuple[str, ...]:
-    """The model's labels in its output order: at least two, each named once."""
+    """The model's labels in its output order: at least two, each named once, each text
+    that records, logs and figures can show (no control characters or undecodable bytes)."""
     labels = tuple(label.strip() for label in value.split(","))
     if len(labels) < 2 or any(not label for label in labels):
         raise ValueError("expected at least two comma-separated, non-empty labels")
+    for label in labels:
+        if not label.isprintable():
+            raise ValueError(
+                f"label {label!r} is not printable text (undecodable bytes or control characters)"
+            )
     if len(set(labels)) != len(labels):
         raise ValueError("labels must be unique")
     return labels

@@ -79,19 +79,11 @@ def _template_threshold() -> float:
 
 
 def _labels(text: str, origin: str) -> list[str]:
-    """The labels ``origin`` gives, each text the figure can draw: a name with undecodable
-    bytes or control characters would otherwise fail inside matplotlib."""
+    """The labels ``origin`` gives (``parse_labels`` refuses text the figure cannot draw)."""
     try:
-        labels = list(parse_labels(text))
+        return list(parse_labels(text))
     except ValueError as exc:
         raise CommandError(f"{origin} {text!r}: {exc}") from None
-    for label in labels:
-        if not label.isprintable():
-            raise CommandError(
-                f"{origin} {text!r}: label {label!r} is not printable text "
-                "(undecodable bytes or control characters)"
-            )
-    return labels
 
 
 def _stack_s3_client(capture: str) -> Any:
