@@ -187,6 +187,24 @@ def test_failed_records_come_from_the_status_index_never_a_scan(aws: Aws) -> Non
     )
 
 
+def test_a_record_stamped_on_a_whole_second_is_selected_by_the_range_it_falls_in(
+    aws: Aws,
+) -> None:
+    # Step Functions leaves ".000" out of EnteredTime: "09:59:59Z" sorts after every
+    # "09:59:59.xxxZ", so a bound of until minus a millisecond would never select it.
+    for name, recorded_at in (("before", "2026-12-01T09:59:59Z"), ("at", "2026-12-01T10:00:00Z")):
+        item = aws.record(aws.upload(f"incoming/{name}.png"))
+        aws.ddb.put_item(TableName=TABLE, Item={**item, "recorded_at": {"S": recorded_at}})
+
+    def keys(**selection: Any) -> list[str]:
+        return sorted(r["key"] for r in query_records(aws.ddb, TABLE, Selection(**selection)))
+
+    assert keys(until=T0) == ["incoming/before.png"]
+    assert keys(since=T0) == ["incoming/at.png"]
+    assert keys(since=T0 - timedelta(hours=1), until=T0) == ["incoming/before.png"]
+    assert keys(since=T0, until=T0 + timedelta(hours=1)) == ["incoming/at.png"]
+
+
 @pytest.mark.parametrize("status", ["ACCEPTED", "NEEDS_REVIEW", "REJECTED", "PENDING"])
 def test_only_failed_records_may_be_replayed(aws: Aws, status: str) -> None:
     aws.record(aws.upload("incoming/a.png"), status=Status.ACCEPTED)

@@ -27,7 +27,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -44,7 +44,7 @@ from scones_core.ingest import (
 )
 from scones_core.ingest import start_workflow as start_attempt
 from scones_core.json_text import NotJSON, load_json
-from scones_core.monitoring.timestamps import format_millis
+from scones_core.monitoring.timestamps import recorded_at_before, recorded_at_from
 from scones_core.objects import (
     NULL_VERSION,
     ObjectRef,
@@ -64,7 +64,6 @@ from scones_core.records import (
 from scones_core.settings import StartSettings
 
 REPLAYABLE_STATUSES: tuple[Status, ...] = (Status.FAILED,)
-_ONE_MILLISECOND = timedelta(milliseconds=1)
 
 
 class RedriveError(ValueError):
@@ -166,11 +165,11 @@ def query_records(dynamodb: Any, table_name: str, selection: Selection) -> Itera
     key_condition = "#status = :status"
     if selection.since or selection.until:
         names["#recorded"] = RECORDED_AT_ATTRIBUTE
-        # recorded_at is compared as a string: format the bounds exactly like it.
+        # recorded_at is compared as a string: bounds that hold both of its forms.
         if selection.since:
-            values[":since"] = {"S": format_millis(selection.since)}
+            values[":since"] = {"S": recorded_at_from(selection.since)}
         if selection.until:
-            values[":until"] = {"S": format_millis(selection.until - _ONE_MILLISECOND)}
+            values[":until"] = {"S": recorded_at_before(selection.until)}
         if selection.since and selection.until:
             key_condition += " AND #recorded BETWEEN :since AND :until"
         elif selection.since:

@@ -9,7 +9,8 @@ upgrade that fixes moto also removes the fix here.
   serializable".
 * ``$$.State.EnteredTime`` is ``datetime.isoformat()`` in moto
   (``2026-12-01T13:15:11.544104+00:00``); AWS writes milliseconds and ``Z``
-  (``2026-12-01T13:15:11.544Z``), the form of the records' ``recorded_at``.
+  (``2026-12-01T13:15:11.544Z``), and no fraction when the milliseconds are zero
+  (``2026-12-01T13:15:11Z``), the forms of the records' ``recorded_at``.
 * ``StartExecution`` without a ``name`` names the execution ``None`` in moto, so a
   second unnamed start of the same state machine is ``ExecutionAlreadyExists`` (or,
   with the same input, the first execution again); AWS names each one with a UUID.
@@ -24,7 +25,7 @@ from typing import Any
 from moto.stepfunctions.parser.asl.component.state import state as _state_module
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
-from scones_core.monitoring.timestamps import format_millis
+from scones_core.monitoring.timestamps import format_step_functions
 
 _ORIGINAL_ENVIRONMENT = ExecutionWorker._get_evaluation_environment
 # Every state's entry builds its ``$$.State`` through this name (``StateBase._eval_body``).
@@ -33,7 +34,8 @@ _ORIGINAL_START_EXECUTION = StepFunctionsParserBackend.start_execution
 
 
 def _aws_time(value: Any) -> Any:
-    """``value`` (a datetime or ISO 8601 text) as AWS writes it: UTC, milliseconds, ``Z``."""
+    """``value`` (a datetime or ISO 8601 text) as AWS writes it: UTC, milliseconds (none
+    on a whole second), ``Z``."""
     if isinstance(value, str):
         try:
             value = datetime.datetime.fromisoformat(value)
@@ -41,7 +43,7 @@ def _aws_time(value: Any) -> Any:
             return value
     if isinstance(value, datetime.datetime):
         # moto's datetimes are naive UTC or aware.
-        return format_millis(value if value.tzinfo else value.replace(tzinfo=datetime.UTC))
+        return format_step_functions(value if value.tzinfo else value.replace(tzinfo=datetime.UTC))
     return value
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from scones_core.monitoring.timestamps import format_millis, parse_timestamp
+from scones_core.monitoring.timestamps import format_millis, parse_timestamp, recorded_at_bounds
 from scones_core.records import (
     CLASSIFIED_STATUS_ATTRIBUTE,
     NEITHER,
@@ -37,8 +37,6 @@ from scones_core.records import (
     Status,
     record_from_item,
 )
-
-_ONE_MILLISECOND = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)
@@ -113,8 +111,7 @@ def count_results(
     """Count items per status with ``start <= recorded_at < end`` (a low-level client),
     and tally the reviews made in ``[start, end)`` of records recorded at most
     ``review_lookback`` before ``start``."""
-    low = format_millis(start)
-    high = format_millis(end - _ONE_MILLISECOND)
+    low, high = recorded_at_bounds(start, end)
     counts: dict[str, int] = {}
     for status in TERMINAL_STATUSES:
         if status is Status.REVIEWED:

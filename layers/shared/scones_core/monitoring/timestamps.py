@@ -1,13 +1,16 @@
 """ISO 8601 times as the contracts write them, always in UTC.
 
 Data capture writes ``2026-11-25T12:00:00Z``; the results table writes
-``2026-11-25T12:00:00.123Z``. The table's sort key is compared as a string, so
-window bounds must be formatted exactly like the items' ``recorded_at``.
+``2026-11-25T12:00:00.123Z`` (Step Functions' time, which leaves out ``.000``). The
+table's sort key is compared as a string, so window bounds must be formatted exactly
+like the items' ``recorded_at``, in both forms (``recorded_at_before``).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+
+_ONE_MILLISECOND = timedelta(milliseconds=1)
 
 
 def parse_timestamp(value: object) -> datetime:
@@ -40,6 +43,13 @@ def format_millis(moment: datetime) -> str:
     return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
+def format_step_functions(moment: datetime) -> str:
+    """``$$.State.EnteredTime`` as Step Functions writes it: ``format_millis``, without
+    the fraction when the milliseconds are zero (``2026-11-25T12:00:00Z``)."""
+    text = format_millis(moment)
+    return text[: -len(".000Z")] + "Z" if text.endswith(".000Z") else text
+
+
 def format_seconds(moment: datetime) -> str:
     """``2026-11-25T12:00:00Z``: the format of data capture and EventBridge times."""
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
@@ -57,3 +67,34 @@ def hours_between(start: datetime, end: datetime) -> list[datetime]:
         hours.append(current)
         current += timedelta(hours=1)
     return hours
+
+
+def _ceil_millis(moment: datetime) -> datetime:
+    floor = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    return floor if floor == moment else floor + _ONE_MILLISECOND
+
+
+def recorded_at_from(start: datetime) -> str:
+    """The least ``recorded_at`` string of a time at or after ``start``."""
+    return format_millis(_ceil_millis(start))
+
+
+def recorded_at_before(end: datetime) -> str:
+    """The greatest ``recorded_at`` string of a time before ``end``, for ``<=``/``BETWEEN``.
+
+    Step Functions writes ``$$.State.EnteredTime`` with milliseconds unless they are
+    zero: ``2026-11-25T12:59:59Z``, which sorts after every ``12:59:59.xxxZ``. So before
+    an ``end`` on a whole second (every scheduled window) the bound is the last second's
+    whole-second form; ``end`` minus a millisecond would leave that record out of this
+    window and the next. Before an ``end`` within a second (a run by hand) that form
+    cannot be taken in without the second's later milliseconds, so it is left to the
+    window from ``end``, whose ``recorded_at_from`` sorts below it."""
+    if end.microsecond == 0:
+        return format_seconds(end - timedelta(seconds=1))
+    return format_millis(_ceil_millis(end) - _ONE_MILLISECOND)
+
+
+def recorded_at_bounds(start: datetime, end: datetime) -> tuple[str, str]:
+    """``BETWEEN`` bounds on ``recorded_at`` for ``[start, end)``: consecutive windows
+    count each record exactly once."""
+    return recorded_at_from(start), recorded_at_before(end)
