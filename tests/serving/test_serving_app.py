@@ -226,8 +226,13 @@ def test_runtime_route_errors_carry_the_service_error_shape(
     assert bad.headers["x-amzn-errortype"] == "ModelError"
     body = bad.json()
     assert body["OriginalStatusCode"] == 400
-    assert "not an image" in body["OriginalMessage"]
-    assert body["message"].startswith(f"Received client error (400) from {VARIANT}")
+    # The container's body verbatim, named by SageMaker's name for a PrimaryContainer.
+    container = client.post("/invocations", content=b"junk", headers=PNG)
+    assert body["OriginalMessage"] == container.text
+    assert "not an image" in json.loads(body["OriginalMessage"])["message"]
+    assert body["message"] == (
+        f'Received client error (400) from primary with message "{container.text}".'
+    )
 
 
 def test_runtime_route_refuses_an_unknown_target_variant(

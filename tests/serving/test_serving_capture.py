@@ -226,6 +226,55 @@ def test_failed_writes_are_counted_and_retried_never_raised(s3: Any) -> None:
     assert s3.list_objects_v2(Bucket="missing-bucket")["KeyCount"] == 1
 
 
+class OutageSink:
+    """A destination that refuses every write until it is repaired (an S3 outage,
+    expired credentials), then writes to a local folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.local = LocalCaptureSink(root)
+        self.down = True
+
+    def write(self, key: str, payload: bytes) -> str:
+        if self.down:
+            raise ConnectionError("could not connect to the S3 endpoint")
+        return self.local.write(key, payload)
+
+    def describe(self) -> str:
+        return "s3://capture-bucket/dc"
+
+
+def test_records_kept_through_failed_writes_are_bounded_in_bytes_oldest_dropped_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Requests keep coming while every write fails: what waits for a retry must stay
+    within its byte limit (a 6 MB body is an 8 MB line), not grow until the server dies."""
+    body = bytes(range(256)) * 400  # 100 KiB, a 137 KB line
+    limit = 1024 * 1024
+    sink = OutageSink(tmp_path)
+    capture = writer(sink, max_pending_bytes=limit)
+    sent = 40
+    for index in range(sent):
+        assert capture.capture(
+            input_body=body, input_content_type="image/png", output_body=f"[{index}]"
+        )
+        if index % 5 == 4:
+            assert capture.flush() == 0
+    stats = capture.stats()
+    line_bytes = len(base64.b64encode(body))
+    assert 0 < stats.buffered <= limit // line_bytes
+    assert stats.dropped == sent - stats.buffered
+    assert "dropped" in caplog.text
+    sink.down = False
+    capture.close()
+    # The newest records survive, in order, and still read as SageMaker's records.
+    records = read_records(tmp_path)
+    outputs = [record["captureData"]["endpointOutput"]["data"] for record in records]
+    assert outputs == [f"[{index}]" for index in range(sent - stats.buffered, sent)]
+    for record, output in zip(records, outputs, strict=True):
+        check_record(record, body, "image/png", output)
+    assert capture.stats().records_written == stats.buffered
+
+
 def test_a_capture_that_cannot_be_built_does_not_raise(tmp_path: Path) -> None:
     capture = writer(LocalCaptureSink(tmp_path))
     assert not capture.capture(input_body=None, input_content_type="image/png", output_body="[1]")  # type: ignore[arg-type]
@@ -274,6 +323,7 @@ def test_bad_destinations_are_refused(destination: str, words: str) -> None:
         ({"sampling_percentage": -1}, "between 0 and 100"),
         ({"flush_interval_s": 0}, "positive"),
         ({"max_buffered_records": 0}, "positive"),
+        ({"max_pending_bytes": 0}, "positive"),
     ],
 )
 def test_bad_settings_are_refused(tmp_path: Path, options: dict[str, Any], words: str) -> None:

@@ -9,6 +9,7 @@ Pillow allocates pixels with C ``malloc``, which it does not trace.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import sys
 import threading
@@ -235,7 +236,7 @@ def test_a_body_in_another_format_than_declared_is_refused_naming_both(
         wrapped = client.post(RUNTIME_PATH, content=body, headers=headers)
         assert wrapped.status_code == 424
         assert wrapped.json()["OriginalStatusCode"] == 415
-        assert wrapped.json()["OriginalMessage"] == expected
+        assert wrapped.json()["OriginalMessage"] == response.text
 
 
 @pytest.mark.parametrize("image_format", ["PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP"])
@@ -340,7 +341,9 @@ def test_pixel_bombs_are_refused_from_the_header_without_allocating(
         for path in ("/invocations", RUNTIME_PATH):
             response = client.post(path, content=body, headers=PNG)
             answer = response.json()
-            message = answer["message"] if path == "/invocations" else answer["OriginalMessage"]
+            if path == RUNTIME_PATH:
+                answer = json.loads(answer["OriginalMessage"])
+            message = answer["message"]
             assert words in message
             assert f"the limit is {DEFAULT_LIMIT} pixels" in message
         assert allocations == []

@@ -80,6 +80,28 @@ def test_unknown_endpoint_is_a_validation_error(
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
+def test_a_target_model_is_refused_as_on_a_single_model_endpoint(
+    live_server: LiveServer, bicycle_png: bytes
+) -> None:
+    """SageMaker answers TargetModel on an endpoint that is not multi-model with a
+    ValidationError (its words), before any variant sees the request; served offline, a
+    client naming a model would work here and fail on AWS."""
+    client = runtime_client(live_server.base_url)
+    with pytest.raises(client.exceptions.ValidationError) as raised:
+        invoke(client, bicycle_png, TargetModel="model-a.tar.gz")
+    response = raised.value.response
+    assert response["Error"] == {
+        "Code": "ValidationError",
+        "Message": f"Endpoint {ENDPOINT} is not a multi-model endpoint and does not support "
+        "target model header.",
+    }
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    (variant,) = live_server.server.app.state.endpoint.variants()
+    assert variant.invocations == 0
+    assert live_server.capture.stats().buffered == 0
+    assert invoke(client, bicycle_png)["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
 def test_a_body_past_invoke_endpoints_limit_never_reaches_the_container(
     live_server: LiveServer,
 ) -> None:
@@ -123,8 +145,16 @@ def test_container_refusals_arrive_as_model_errors(
     response = raised.value.response
     assert response["Error"]["Code"] == "ModelError"
     assert response["OriginalStatusCode"] == status
-    assert words in response["OriginalMessage"]
-    assert words in response["Error"]["Message"]
+    # SageMaker passes the container's body on verbatim: what /invocations answers.
+    container = httpx.post(
+        f"{live_server.base_url}/invocations", content=body, headers={"Content-Type": content_type}
+    )
+    assert container.status_code == status
+    assert response["OriginalMessage"] == container.text
+    assert words in json.loads(response["OriginalMessage"])["message"]
+    assert response["Error"]["Message"] == (
+        f'Received client error ({status}) from primary with message "{container.text}".'
+    )
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
     # The server is still serving.
     assert invoke(client, bicycle_png)["ResponseMetadata"]["HTTPStatusCode"] == 200

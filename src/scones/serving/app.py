@@ -71,7 +71,11 @@ from scones.serving.errors import (
     runtime_error_response,
 )
 from scones.serving.faults import Fault, FaultPlan, FaultSpecError
-from scones.serving.invoke_headers import invoke_header_problem
+from scones.serving.invoke_headers import (
+    TARGET_MODEL_NOT_SUPPORTED,
+    invoke_header_problem,
+    target_model_problem,
+)
 from scones.serving.limits import (
     InferenceSlots,
     ServerBusy,
@@ -573,6 +577,13 @@ class _Endpoint:
             )
         if problem := invoke_header_problem(request.headers):
             raise ServiceError(ServiceCode.VALIDATION_ERROR, problem, close=True)
+        if problem := target_model_problem(request.headers, name):
+            raise ServiceError(
+                ServiceCode.VALIDATION_ERROR,
+                problem,
+                {"ErrorCode": TARGET_MODEL_NOT_SUPPORTED},
+                close=True,
+            )
         try:
             variant = self.choose(request.headers.get("x-amzn-sagemaker-target-variant"))
         except ServiceError as exc:
@@ -604,7 +615,7 @@ class _Endpoint:
     async def _invoke_variant(self, variant: ProductionVariant, request: Request) -> str:
         fault = await self.inject(variant)
         if fault is not None:
-            error = _runtime_fault(fault, variant.name)
+            error = _runtime_fault(fault)
             error.close = True  # answered before the body is read
             raise error
         # SageMaker itself refuses bodies over its payload limit, before the container.
@@ -619,11 +630,11 @@ class _Endpoint:
         try:
             return await self.infer(request, self.runtime_limit, variant)
         except ContainerError as exc:
-            raise model_error(exc, variant.name) from None
+            raise model_error(exc) from None
         except ServerBusy as exc:
             # The container's 429, which SageMaker returns as every container error: a
             # ModelError with OriginalStatusCode 429 (its own throttling is another error).
-            raise model_error(ContainerError(429, str(exc)), variant.name) from None
+            raise model_error(ContainerError(429, str(exc))) from None
         except _BodyTimeout as exc:
             raise ServiceError(ServiceCode.REQUEST_TIMEOUT, str(exc)) from None
 
@@ -693,7 +704,7 @@ def _declared_length(request: Request) -> int | None:
         return None
 
 
-def _runtime_fault(fault: Fault, variant_name: str) -> ServiceError:
+def _runtime_fault(fault: Fault) -> ServiceError:
     if fault is Fault.THROTTLE:
         return ServiceError(ServiceCode.THROTTLING, "Rate exceeded (injected fault)")
     if fault is Fault.UNAVAILABLE:
@@ -705,7 +716,7 @@ def _runtime_fault(fault: Fault, variant_name: str) -> ServiceError:
             ServiceCode.INTERNAL_FAILURE, "An internal failure occurred (injected fault)"
         )
     status, message = _CONTAINER_FAULTS[fault]  # the container's own answers
-    return model_error(ContainerError(status, message), variant_name)
+    return model_error(ContainerError(status, message))
 
 
 def create_app(

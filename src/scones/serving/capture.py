@@ -39,8 +39,11 @@ LOGGER = logging.getLogger(__name__)
 EVENT_VERSION = "0"
 DEFAULT_MAX_BUFFERED_RECORDS = 500
 DEFAULT_MAX_BUFFERED_BYTES = 5 * 1024 * 1024
-# Records kept for a retry after failed writes; beyond this the oldest are dropped.
+# Records kept for a retry while writes fail; beyond either limit the oldest are dropped.
+# The bytes bound memory: a request may be 6 MB (8 MB as a base64 line), so a count alone
+# would let an S3 outage (expired credentials) grow the buffer by gigabytes.
 MAX_PENDING_RECORDS = 100_000
+DEFAULT_MAX_PENDING_BYTES = 256 * 1024 * 1024
 JSONL_CONTENT_TYPE = "application/jsonl"
 
 
@@ -196,7 +199,9 @@ class CaptureWriter:
     Thread-safe: request threads call :meth:`capture`; a background thread
     (started by :meth:`start`) writes files every ``flush_interval_s`` or when the
     buffer passes its limits; :meth:`close` stops it and writes what is left.
-    A failed write keeps its records for the next flush.
+    A failed write keeps its records for the next flush, up to ``max_pending_bytes``
+    (and ``MAX_PENDING_RECORDS``): past that the oldest are dropped and counted, so
+    capture that cannot be written never costs the server its memory.
     """
 
     def __init__(
@@ -209,6 +214,7 @@ class CaptureWriter:
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         max_buffered_records: int = DEFAULT_MAX_BUFFERED_RECORDS,
         max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -218,7 +224,7 @@ class CaptureWriter:
             )
         if flush_interval_s <= 0:
             raise CaptureConfigError(f"flush interval must be positive, got {flush_interval_s}")
-        if max_buffered_records < 1 or max_buffered_bytes < 1:
+        if max_buffered_records < 1 or max_buffered_bytes < 1 or max_pending_bytes < 1:
             raise CaptureConfigError("capture buffer limits must be positive")
         self.sink = sink
         self.endpoint_name = endpoint_name
@@ -227,6 +233,7 @@ class CaptureWriter:
         self.flush_interval_s = flush_interval_s
         self.max_buffered_records = max_buffered_records
         self.max_buffered_bytes = max_buffered_bytes
+        self.max_pending_bytes = max_pending_bytes
         self._rng = rng or random.Random()
         self._clock = clock
         self._lock = threading.Lock()  # guards the buffer, the RNG and the counters
@@ -238,6 +245,7 @@ class CaptureWriter:
         self._files_written = 0
         self._errors = 0
         self._dropped = 0
+        self._unreported_drops = 0  # dropped since the last log line that named them
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -277,6 +285,8 @@ class CaptureWriter:
             with self._lock:
                 self._buffer.append((moment, line))
                 self._buffered_bytes += len(line)
+                # Writes are failing (or one is slow) while requests keep coming.
+                self._unreported_drops += self._drop_oldest_locked()
                 full = (
                     len(self._buffer) >= self.max_buffered_records
                     or self._buffered_bytes >= self.max_buffered_bytes
@@ -322,17 +332,42 @@ class CaptureWriter:
                     self._files_written += 1
             if failed:
                 self._requeue(failed)
+            self._report_drops()
             return written
 
     def _requeue(self, failed: list[tuple[datetime, bytes]]) -> None:
         with self._lock:
             self._buffer[:0] = failed
-            overflow = len(self._buffer) - MAX_PENDING_RECORDS
-            if overflow > 0:
-                del self._buffer[:overflow]
-                self._dropped += overflow
-                LOGGER.error("dropped %d capture records after repeated write failures", overflow)
-            self._buffered_bytes = sum(len(line) for _, line in self._buffer)
+            self._buffered_bytes += sum(len(line) for _, line in failed)
+            self._unreported_drops += self._drop_oldest_locked()
+
+    def _drop_oldest_locked(self) -> int:
+        """Drop the oldest records past the pending limits (the newest always stays);
+        return how many. The caller holds ``_lock``."""
+        count = 0
+        kept = len(self._buffer)
+        while kept > 1 and (
+            kept > MAX_PENDING_RECORDS or self._buffered_bytes > self.max_pending_bytes
+        ):
+            self._buffered_bytes -= len(self._buffer[count][1])
+            count += 1
+            kept -= 1
+        if count:
+            del self._buffer[:count]
+            self._dropped += count
+        return count
+
+    def _report_drops(self) -> None:
+        with self._lock:
+            dropped, self._unreported_drops = self._unreported_drops, 0
+        if dropped:
+            LOGGER.error(
+                "dropped %d capture records while writes failed (at most %d records or %d "
+                "bytes wait for a retry)",
+                dropped,
+                MAX_PENDING_RECORDS,
+                self.max_pending_bytes,
+            )
 
     # -- lifecycle ----------------------------------------------------------------
 

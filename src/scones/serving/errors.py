@@ -7,7 +7,8 @@
   the code goes in the ``x-amzn-ErrorType`` header, the text in ``message``, and
   the HTTP status is the one botocore's service model gives the code. A container
   error reaches a runtime caller wrapped as ``ModelError`` (HTTP 424) carrying
-  ``OriginalStatusCode`` and ``OriginalMessage``, exactly as SageMaker wraps it.
+  ``OriginalStatusCode`` and ``OriginalMessage`` (the container's body), as SageMaker
+  wraps it.
 
 ``ThrottlingException`` and ``RequestTimeoutException`` are not in the
 sagemaker-runtime model; botocore still raises them as a ``ClientError`` with
@@ -78,14 +79,22 @@ class ServiceError(Exception):
         self.close = close or kind is ServiceCode.REQUEST_TIMEOUT
 
 
-def model_error(error: ContainerError, variant_name: str) -> ServiceError:
-    """Wrap a container's error answer the way SageMaker does for ``InvokeEndpoint``."""
+# What SageMaker calls the container of a model defined by its PrimaryContainer (every
+# model here: template.yaml, scones.sagemaker.hosting) in the errors it wraps.
+CONTAINER_NAME = "primary"
+
+
+def model_error(error: ContainerError) -> ServiceError:
+    """Wrap a container's error answer the way SageMaker does for ``InvokeEndpoint``: the
+    container's status, and its response body verbatim (``{"message": ...}`` here) as
+    ``OriginalMessage`` and inside the message, so a client that reads the body from
+    ``OriginalMessage`` reads it offline as on AWS."""
+    body = bytes(container_error_response(error).body).decode("utf-8")
     side = "client" if 400 <= error.status < 500 else "server"
     return ServiceError(
         ServiceCode.MODEL_ERROR,
-        f"Received {side} error ({error.status}) from {variant_name} with message "
-        f'"{error.message}".',
-        {"OriginalStatusCode": error.status, "OriginalMessage": error.message},
+        f'Received {side} error ({error.status}) from {CONTAINER_NAME} with message "{body}".',
+        {"OriginalStatusCode": error.status, "OriginalMessage": body},
         close=error.close,
     )
 

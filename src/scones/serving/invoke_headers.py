@@ -83,9 +83,30 @@ def header_rules() -> tuple[HeaderRule, ...]:
 
 def invoke_header_problem(headers: Mapping[str, str]) -> str | None:
     """The first header that SageMaker's own validation would refuse, named; else None."""
-    lowered = {name.lower(): value for name, value in headers.items()}
+    lowered = _lowered(headers)
     for rule in header_rules():
         value = lowered.get(rule.header.lower())
         if value is not None and (problem := rule.problem(value)):
             return problem
     return None
+
+
+# SageMaker's ErrorCode (beside the message) for a TargetModel sent to a single-model endpoint.
+TARGET_MODEL_NOT_SUPPORTED = "TARGET_MODEL_HEADER_NOT_SUPPORTED"
+
+
+def target_model_problem(headers: Mapping[str, str], endpoint_name: str) -> str | None:
+    """SageMaker's refusal of ``TargetModel`` on an endpoint that is not multi-model, as
+    every endpoint here is (one model per variant); None without the header. Served
+    instead, a client naming a model would pass offline and fail on AWS."""
+    header = next(rule.header for rule in header_rules() if rule.member == "TargetModel")
+    if _lowered(headers).get(header.lower()) is None:
+        return None
+    return (
+        f"Endpoint {endpoint_name} is not a multi-model endpoint and does not support "
+        "target model header."
+    )
+
+
+def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
