@@ -380,6 +380,9 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
     s3 = stack.client("s3")
     for label in ("bicycle", "motorcycle"):
         s3.put_object(Bucket=stack.bucket, Key=f"training/train/{label}/a.png", Body=label.encode())
+        for i in range(int(stack.parameters["GateMinImagesPerClass"])):
+            key = f"{stack.parameters['GateDataPrefix']}{label}/g{i}.png"
+            s3.put_object(Bucket=stack.bucket, Key=key, Body=f"gate {label} {i}".encode())
     moto_endpoint(stack, "scones-config-1")
     result = execute(stack, None, {"source": "test"}, "from-the-start")
     # moto stops at the first .sync SageMaker integration with a runtime error (which no

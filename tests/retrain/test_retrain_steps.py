@@ -46,7 +46,7 @@ def env(**overrides: str) -> dict[str, str]:
         "GATE_MIN_ACCEPTED_ACCURACY": "0.99",
         "GATE_MAX_COVERAGE_DROP": "0.02",
         "GATE_MAX_RECALL_DROP": "0.05",
-        "GATE_MIN_IMAGES_PER_CLASS": "10",
+        "GATE_MIN_IMAGES_PER_CLASS": "1",
     }
     return {**values, **overrides}
 
@@ -70,6 +70,13 @@ def put(s3: Any, key: str, body: bytes) -> None:
     s3.put_object(Bucket=BUCKET, Key=key, Body=body)
 
 
+def put_gate_set(s3: Any, per_label: int = 1, bucket: str = BUCKET) -> None:
+    for label in ("bicycle", "motorcycle"):
+        for i in range(per_label):
+            body = f"gate {label} image {i}".encode()
+            s3.put_object(Bucket=bucket, Key=f"training/gate/{label}/g{i}.png", Body=body)
+
+
 def read_json(s3: Any, uri: str) -> Any:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -81,6 +88,7 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any)
         put(s3, f"training/train/bicycle/b{i}.png", f"bike {i}".encode())
         put(s3, f"training/train/motorcycle/m{i}.png", f"moto {i}".encode())
     put(s3, "training/gate/bicycle/g0.png", b"gate image")
+    put(s3, "training/gate/motorcycle/g1.png", b"gate motorcycle image")
     put(s3, "training/train/bicycle/copy-of-gate.png", b"gate image")  # left out: a leak
     put(s3, "labelled/motorcycle/reviewed-1.jpg", b"person said motorcycle")
     put(s3, "labelled/manifest.jsonl", b"{}")  # the review page's manifest: not an image
@@ -119,6 +127,7 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any)
 
 def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(s3: Any) -> None:
     settings = RetrainingSettings.from_env(env())
+    put_gate_set(s3)
     put(s3, "training/train/bicycle/b.png", b"b")
     with pytest.raises(DatasetError, match="no images of motorcycle"):
         assemble_dataset(s3, settings, STARTED, "run-1")
@@ -128,6 +137,32 @@ def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(s
     with pytest.raises(DatasetError, match="longer than 40"):
         long_name = RetrainingSettings.from_env(env(ENDPOINT_NAME="e" * 41))
         assemble_dataset(s3, long_name, STARTED, "run-1")
+
+
+def test_a_gate_set_too_small_to_judge_by_fails_the_run_before_training(s3: Any) -> None:
+    """The gate refuses to judge on fewer than GATE_MIN_IMAGES_PER_CLASS images of a class
+    (an empty gate prefix on a new stack, say): found out here, not after a training job."""
+    settings = RetrainingSettings.from_env(env(GATE_MIN_IMAGES_PER_CLASS="3"))
+    for label in ("bicycle", "motorcycle"):
+        put(s3, f"training/train/{label}/a.png", label.encode())
+    with pytest.raises(DatasetError) as empty:
+        assemble_dataset(s3, settings, STARTED, "run-1")
+    assert str(empty.value) == (
+        f"the gate set s3://{BUCKET}/training/gate/ is too small to judge a candidate by: "
+        "bicycle 0, motorcycle 0 images, fewer than the 3 per class the gate needs; "
+        "nothing was trained"
+    )
+    put_gate_set(s3, per_label=3)
+    s3.delete_object(Bucket=BUCKET, Key="training/gate/motorcycle/g2.png")
+    put(s3, "training/gate/motorcycle/notes.txt", b"not an image")  # not counted
+    put(s3, "training/gate/motorcycle/nested/g9.png", b"not in the label folder")
+    with pytest.raises(DatasetError, match="too small to judge a candidate by: motorcycle 2 "):
+        assemble_dataset(s3, settings, STARTED, "run-1")
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="retraining/")
+    put(s3, "training/gate/motorcycle/g2.png", b"the third motorcycle")
+    result = assemble_dataset(s3, settings, STARTED, "run-1")
+    summary = read_json(s3, result["dataset_uri"])
+    assert summary["gate_set"]["per_label"] == {"bicycle": 3, "motorcycle": 3}
 
 
 class ReadCountingS3:
@@ -199,6 +234,7 @@ def test_runs_started_in_one_second_get_names_and_folders_of_their_own(s3: Any) 
     other's jobs, model, endpoint config or run folder. A retry of one execution's dataset
     step gets its names again (idempotent SageMaker calls)."""
     settings = RetrainingSettings.from_env(env())
+    put_gate_set(s3)
     for label in ("bicycle", "motorcycle"):
         put(s3, f"training/train/{label}/a.png", label.encode())
     first = assemble_dataset(s3, settings, STARTED, "scones-test-retrain-20261201-1200")
@@ -652,6 +688,7 @@ def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPat
         s3.create_bucket(Bucket=EVENT_BUCKET)
         for label in ("bicycle", "motorcycle"):
             s3.put_object(Bucket=EVENT_BUCKET, Key=f"training/train/{label}/a.png", Body=b"x")
+        put_gate_set(s3, bucket=EVENT_BUCKET)
         app = load_handler("retrain")
         lambda_context = LambdaContext("request", 10**13)
         dataset = app.assemble_handler(assemble_event, lambda_context)

@@ -303,7 +303,6 @@ def test_deploy_from_a_training_job_with_capture_and_wait(
         "LastModifiedTime": datetime(2026, 11, 25, tzinfo=UTC),
     }
     stubber.add_response("describe_endpoint", in_service, {"EndpointName": endpoint})
-    stubber.add_response("describe_endpoint", in_service, {"EndpointName": endpoint})
     code, result, err = run(
         capsys,
         "deploy",
@@ -347,6 +346,43 @@ def test_deploy_update_without_capture(
     )
     assert code == 0, err
     assert result["endpoint_config_name"] == names["config"]
+
+
+def test_deploy_update_and_wait_fails_when_sagemaker_rolled_the_update_back(
+    clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed update leaves the endpoint InService on its previous config, with the
+    reason in FailureReason: the command must not report that as a deploy."""
+    names = deploy_responses(stubber, update=True)
+    reason = "The primary container for production variant AllTraffic did not pass the ping"
+    stubber.add_response(
+        "describe_endpoint",
+        {
+            "EndpointName": names["endpoint"],
+            "EndpointArn": f"{ACCOUNT_ARN}:endpoint/{names['endpoint']}",
+            "EndpointConfigName": f"{names['endpoint']}-config-previous",
+            "EndpointStatus": "InService",
+            "FailureReason": reason,
+            "CreationTime": datetime(2026, 11, 25, tzinfo=UTC),
+            "LastModifiedTime": datetime(2026, 11, 25, tzinfo=UTC),
+        },
+        {"EndpointName": names["endpoint"]},
+    )
+    code, _, err = run(
+        capsys,
+        "deploy",
+        "--role-arn",
+        ROLE_ARN,
+        "--image-uri",
+        SERVING_IMAGE,
+        "--model-data",
+        "s3://scones-data/models/m/model.tar.gz",
+        "--no-capture",
+        "--update",
+        "--wait",
+    )
+    assert code != 0
+    assert f"not {names['config']}" in err and "rolled it back" in err and reason in err, err
 
 
 def test_deploy_dry_run_shows_the_capture_config(

@@ -316,6 +316,48 @@ def test_wait_for_a_failed_training_job(sagemaker: Any, stubber: Stubber) -> Non
         training.wait_for_training_job(sagemaker, name, delay=1, max_attempts=1)
 
 
+def test_a_training_job_stopped_at_its_runtime_limit_says_so(
+    sagemaker: Any, stubber: Stubber
+) -> None:
+    """A job SageMaker stops at MaxRuntimeInSeconds has no FailureReason: its secondary
+    status and the last transition's message are the reason."""
+    name = "scones-image-classification-20261125-101500"
+    message = "Training job runtime exceeded MaxRuntimeInSeconds provided"
+    stopped = describe_training_job(
+        name,
+        "Stopped",
+        SecondaryStatus="MaxRuntimeExceeded",
+        SecondaryStatusTransitions=[
+            {"Status": "Training", "StartTime": datetime(2026, 11, 25, tzinfo=UTC)},
+            {
+                "Status": "MaxRuntimeExceeded",
+                "StartTime": datetime(2026, 11, 25, 3, tzinfo=UTC),
+                "StatusMessage": message,
+            },
+        ],
+    )
+    stubber.add_response("describe_training_job", stopped, {"TrainingJobName": name})
+    stubber.add_response("describe_training_job", stopped, {"TrainingJobName": name})
+    with pytest.raises(ResourceFailedError) as failure:
+        training.wait_for_training_job(sagemaker, name, delay=1, max_attempts=1)
+    expected = f"training job {name} ended Stopped (MaxRuntimeExceeded): {message}"
+    assert str(failure.value) == expected
+
+
+def test_a_training_job_still_running_when_the_wait_ends_is_not_called_ended(
+    sagemaker: Any, stubber: Stubber
+) -> None:
+    name = "scones-image-classification-20261125-101500"
+    running = describe_training_job(name, "InProgress", SecondaryStatus="Training")
+    stubber.add_response("describe_training_job", running, {"TrainingJobName": name})
+    stubber.add_response("describe_training_job", running, {"TrainingJobName": name})
+    with pytest.raises(ResourceFailedError) as failure:
+        training.wait_for_training_job(sagemaker, name, delay=1, max_attempts=1)
+    message = str(failure.value)
+    assert "ended" not in message
+    assert f"training job {name} is still InProgress (Training) after 1 checks" in message
+
+
 def describe_training_job(name: str, status: str, **extra: Any) -> dict[str, Any]:
     return {
         "TrainingJobName": name,
@@ -458,20 +500,92 @@ def describe_endpoint(status: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+ENDPOINT = "scones-bicycle-motorcycle"
+OLD_CONFIG = "scones-bicycle-motorcycle-config-20261101-080000"
+NEW_CONFIG = "scones-bicycle-motorcycle-config-20261125-101500"
+
+
+class Sleeps:
+    """The wait's injected sleep: records the delays instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def queue_endpoint(stubber: Stubber, *answers: dict[str, Any]) -> None:
+    for answer in answers:
+        stubber.add_response("describe_endpoint", answer, {"EndpointName": ENDPOINT})
+
+
 def test_wait_for_endpoint(sagemaker: Any, stubber: Stubber) -> None:
-    expected = {"EndpointName": "scones-bicycle-motorcycle"}
-    stubber.add_response("describe_endpoint", describe_endpoint("InService"), expected)
-    stubber.add_response("describe_endpoint", describe_endpoint("InService"), expected)
-    status = hosting.wait_for_endpoint(sagemaker, "scones-bicycle-motorcycle", delay=1)
+    queue_endpoint(stubber, describe_endpoint("Creating"), describe_endpoint("InService"))
+    sleeps = Sleeps()
+    status = hosting.wait_for_endpoint(sagemaker, ENDPOINT, delay=7, sleep=sleeps)
     assert status == "InService"
+    assert sleeps.delays == [7]
 
 
 def test_wait_for_a_failed_endpoint(sagemaker: Any, stubber: Stubber) -> None:
-    failed = describe_endpoint("Failed", FailureReason="image not found in ECR")
-    stubber.add_response("describe_endpoint", failed)
-    stubber.add_response("describe_endpoint", failed)
+    queue_endpoint(stubber, describe_endpoint("Failed", FailureReason="image not found in ECR"))
     with pytest.raises(ResourceFailedError, match="is Failed: image not found in ECR"):
-        hosting.wait_for_endpoint(sagemaker, "scones-bicycle-motorcycle", delay=1)
+        hosting.wait_for_endpoint(sagemaker, ENDPOINT, delay=1, sleep=Sleeps())
+
+
+def test_an_update_is_done_only_when_its_config_serves(sagemaker: Any, stubber: Stubber) -> None:
+    queue_endpoint(
+        stubber,
+        describe_endpoint("Updating", EndpointConfigName=OLD_CONFIG),
+        describe_endpoint("InService", EndpointConfigName=NEW_CONFIG),
+    )
+    status = hosting.wait_for_endpoint(
+        sagemaker, ENDPOINT, config_name=NEW_CONFIG, delay=1, sleep=Sleeps()
+    )
+    assert status == "InService"
+
+
+def test_an_update_that_sagemaker_rolled_back_is_a_failure(
+    sagemaker: Any, stubber: Stubber
+) -> None:
+    """A failed UpdateEndpoint ends InService on the previous config, with FailureReason
+    (DescribeEndpoint's documentation): the old model serves, the update did not happen."""
+    reason = "The primary container for production variant AllTraffic did not pass the ping"
+    queue_endpoint(
+        stubber,
+        describe_endpoint("Updating", EndpointConfigName=OLD_CONFIG),
+        describe_endpoint("InService", EndpointConfigName=OLD_CONFIG, FailureReason=reason),
+    )
+    with pytest.raises(ResourceFailedError) as failure:
+        hosting.wait_for_endpoint(
+            sagemaker, ENDPOINT, config_name=NEW_CONFIG, delay=1, sleep=Sleeps()
+        )
+    message = str(failure.value)
+    assert f"InService on endpoint config {OLD_CONFIG}, not {NEW_CONFIG}" in message
+    assert "rolled it back" in message and reason in message
+
+
+def test_a_failed_rollback_is_reported_without_waiting_out_the_limit(
+    sagemaker: Any, stubber: Stubber
+) -> None:
+    """UpdateRollbackFailed is settled: the waiter of botocore would poll it for an hour."""
+    reason = "Both the deployment and the rollback failed"
+    queue_endpoint(stubber, describe_endpoint("UpdateRollbackFailed", FailureReason=reason))
+    sleeps = Sleeps()
+    with pytest.raises(ResourceFailedError, match=f"is UpdateRollbackFailed: {reason}"):
+        hosting.wait_for_endpoint(sagemaker, ENDPOINT, config_name=NEW_CONFIG, sleep=sleeps)
+    assert sleeps.delays == []
+
+
+def test_an_endpoint_that_does_not_settle_is_not_called_failed(
+    sagemaker: Any, stubber: Stubber
+) -> None:
+    queue_endpoint(stubber, *[describe_endpoint("Updating")] * 3)
+    sleeps = Sleeps()
+    with pytest.raises(ResourceFailedError, match="is still Updating after 3 checks 5 s apart"):
+        hosting.wait_for_endpoint(sagemaker, ENDPOINT, delay=5, max_attempts=3, sleep=sleeps)
+    assert sleeps.delays == [5, 5]
 
 
 def test_requests_are_json_serialisable() -> None:

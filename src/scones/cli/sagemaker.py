@@ -492,5 +492,7 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
     sagemaker = sagemaker or make_client("sagemaker", args.region)
     result: dict[str, Any] = hosting.deploy(sagemaker, plan, update=args.update).as_dict()
     if args.wait:
-        result["endpoint_status"] = hosting.wait_for_endpoint(sagemaker, endpoint)
+        result["endpoint_status"] = hosting.wait_for_endpoint(
+            sagemaker, endpoint, config_name=config_name
+        )
     return result

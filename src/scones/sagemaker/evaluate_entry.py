@@ -13,6 +13,11 @@ Both models are scored through onnxruntime on the same images by
 ``gate-evaluation.json`` (plus each model's own ``evaluation.json``) goes to
 ``/opt/ml/processing/output``. ``scones retrain`` calls :func:`main` with the same
 arguments on local folders.
+
+A processing job whose program fails gets a generic ``FailureReason`` that points at the
+logs; so in a processing job (``/opt/ml/config/processingjobconfig.json`` exists) the error
+also goes to ``/opt/ml/output/message``, which SageMaker returns as the job's
+``ExitMessage`` in the job's description, the cause the retraining run records.
 """
 
 from __future__ import annotations
@@ -22,12 +27,17 @@ import json
 import sys
 import tarfile
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 GATE_FILE = "gate-evaluation.json"
 PROCESSING_ROOT = Path("/opt/ml/processing")
+PROCESSING_JOB_CONFIG = Path("/opt/ml/config/processingjobconfig.json")
+EXIT_MESSAGE = Path("/opt/ml/output/message")
+EXIT_MESSAGE_BYTES = 1024  # SageMaker keeps the first 1 KB; it must stay valid UTF-8
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gate", type=Path, default=PROCESSING_ROOT / "input/gate")
     parser.add_argument("--out", type=Path, default=PROCESSING_ROOT / "output")
     parser.add_argument("--threshold", type=float, required=True)
+    parser.add_argument(
+        "--exit-message",
+        type=Path,
+        default=EXIT_MESSAGE if PROCESSING_JOB_CONFIG.is_file() else None,
+        help="where a failure's reason is written (in a processing job: its ExitMessage)",
+    )
     return parser
+
+
+def write_exit_message(path: Path, text: str) -> None:
+    """``text`` cut to SageMaker's 1 KB on a character boundary (bytes that are not UTF-8
+    would fail the job with a ClientError instead of naming the error)."""
+    data = text.encode("utf-8")[:EXIT_MESSAGE_BYTES].decode("utf-8", errors="ignore")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data, encoding="utf-8")
 
 
 def unpack_model(source: Path, into: Path) -> Path:
@@ -63,8 +87,8 @@ def evaluate_pair(
     from scones.model.folders import class_root, fingerprint, load_images
 
     threshold = check_threshold(threshold)
-    candidate = OnnxClassifier(candidate_dir)
-    production = OnnxClassifier(production_dir)
+    candidate = _named(OnnxClassifier, candidate_dir, "candidate")
+    production = _named(OnnxClassifier, production_dir, "production")
     if candidate.labels != production.labels:
         raise ValueError(
             f"candidate labels {candidate.labels} differ from production {production.labels}"
@@ -88,10 +112,12 @@ def evaluate_pair(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="scones-gate-") as tmp:
-        candidate = unpack_model(args.candidate, Path(tmp) / "candidate")
-        production = unpack_model(args.production, Path(tmp) / "production")
-        result = evaluate_pair(candidate, production, args.gate, args.threshold)
+    try:
+        result = _evaluate_models(args)
+    except Exception as exc:
+        if args.exit_message is not None:
+            write_exit_message(args.exit_message, f"{type(exc).__name__}: {exc}")
+        raise
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / GATE_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for role in ("candidate", "production"):
@@ -104,6 +130,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     return 0
+
+
+def _evaluate_models(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="scones-gate-") as tmp:
+        candidate = _named(unpack_model, args.candidate, "candidate", Path(tmp) / "candidate")
+        production = _named(unpack_model, args.production, "production", Path(tmp) / "production")
+        return evaluate_pair(candidate, production, args.gate, args.threshold)
+
+
+class ModelUnusable(ValueError):
+    """A model the gate's evaluation cannot load (not this project's ONNX artifact)."""
+
+
+def _named(load: Callable[..., T], source: Path, role: str, *rest: Path) -> T:
+    """``load(source, *rest)``; an error says which model it is about."""
+    try:
+        return load(source, *rest)
+    except (OSError, ValueError, tarfile.TarError) as exc:
+        raise ModelUnusable(f"the {role} model cannot be loaded: {exc}") from exc
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Serve a trained model: CreateModel, CreateEndpointConfig (with data capture), CreateEndpoint.
 
 :func:`deploy` sends the three requests and returns the ARNs without waiting;
-:func:`wait_for_endpoint` is the optional wait. The endpoint name stays stable
-(the workflow's Lambdas invoke it by name) while each deploy creates a new model
-and endpoint config named with a timestamp suffix; ``update=True`` moves an existing
-endpoint onto the new config instead of creating it.
+:func:`wait_for_endpoint` is the optional wait (for an update: until its config serves).
+The endpoint name stays stable (the workflow's Lambdas invoke it by name) while each
+deploy creates a new model and endpoint config named with a timestamp suffix;
+``update=True`` moves an existing endpoint onto the new config instead of creating it.
 
 Data capture writes what the monitor Lambda reads: request bodies (images, stored
 base64) and the JSON responses, under ``<destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/``.
@@ -12,11 +12,10 @@ base64) and the JSON responses, under ``<destination>/<endpoint>/<variant>/yyyy/
 
 from __future__ import annotations
 
-import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from botocore.exceptions import WaiterError
 
 from scones.sagemaker.errors import LaunchError, ResourceFailedError
 from scones.sagemaker.s3 import S3Uri
@@ -134,18 +133,48 @@ def deploy(sagemaker_client: Any, plan: DeployPlan, *, update: bool = False) -> 
     )
 
 
+# DescribeEndpoint's statuses on the way to a settled endpoint: poll again.
+SETTLING_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
+
+
 def wait_for_endpoint(
-    sagemaker_client: Any, endpoint_name: str, *, delay: int = 30, max_attempts: int = 120
+    sagemaker_client: Any,
+    endpoint_name: str,
+    *,
+    config_name: str | None = None,
+    delay: int = 30,
+    max_attempts: int = 120,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> str:
-    """Block until the endpoint is ``InService``; raise with SageMaker's reason otherwise."""
-    waiter = sagemaker_client.get_waiter("endpoint_in_service")
-    with contextlib.suppress(WaiterError):  # a failed endpoint ends the wait; the status says why
-        waiter.wait(
-            EndpointName=endpoint_name, WaiterConfig={"Delay": delay, "MaxAttempts": max_attempts}
+    """Block until the endpoint settles; ``InService``, or ``ResourceFailedError`` with
+    SageMaker's reason.
+
+    A failed UpdateEndpoint does not leave a ``Failed`` endpoint: SageMaker rolls it back,
+    and it is ``InService`` again on the previous config with ``FailureReason`` saying why.
+    So an update is waited for with its ``config_name``, and only that config serving is
+    success. ``UpdateRollbackFailed`` (the rollback failed too) is settled, not polled.
+    """
+    if max_attempts < 1:
+        raise LaunchError(f"max_attempts must be >= 1, got {max_attempts}")
+    for attempt in range(1, max_attempts + 1):
+        endpoint = sagemaker_client.describe_endpoint(EndpointName=endpoint_name)
+        status = str(endpoint["EndpointStatus"])
+        if status not in SETTLING_STATUSES:
+            break
+        if attempt < max_attempts:
+            sleep(delay)
+    else:
+        raise ResourceFailedError(
+            f"endpoint {endpoint_name} is still {status} after {attempt} checks "
+            f"{delay} s apart: it goes on, so check it later with DescribeEndpoint"
         )
-    endpoint = sagemaker_client.describe_endpoint(EndpointName=endpoint_name)
-    status = str(endpoint["EndpointStatus"])
+    reason = endpoint.get("FailureReason") or "no reason given"
     if status != "InService":
-        reason = endpoint.get("FailureReason", "no reason given")
         raise ResourceFailedError(f"endpoint {endpoint_name} is {status}: {reason}")
+    serving = endpoint.get("EndpointConfigName")
+    if config_name is not None and serving != config_name:
+        raise ResourceFailedError(
+            f"endpoint {endpoint_name} is InService on endpoint config {serving}, not "
+            f"{config_name}: the update failed and SageMaker rolled it back: {reason}"
+        )
     return status

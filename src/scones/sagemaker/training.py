@@ -297,9 +297,31 @@ def wait_for_training_job(
             TrainingJobName=job_name, WaiterConfig={"Delay": delay, "MaxAttempts": max_attempts}
         )
     job = sagemaker_client.describe_training_job(TrainingJobName=job_name)
-    if job["TrainingJobStatus"] != "Completed":
-        reason = job.get("FailureReason", "no reason given")
+    status = str(job["TrainingJobStatus"])
+    if status == "Completed":
+        return str(job["ModelArtifacts"]["S3ModelArtifacts"])
+    secondary = job.get("SecondaryStatus")
+    state = f"{status} ({secondary})" if secondary and secondary != status else status
+    if status in RUNNING_JOB_STATUSES:
         raise ResourceFailedError(
-            f"training job {job_name} ended {job['TrainingJobStatus']}: {reason}"
+            f"training job {job_name} is still {state} after {max_attempts} checks {delay} s "
+            "apart: it goes on, so check it later with DescribeTrainingJob"
         )
-    return str(job["ModelArtifacts"]["S3ModelArtifacts"])
+    raise ResourceFailedError(f"training job {job_name} ended {state}: {_stop_reason(job)}")
+
+
+# DescribeTrainingJob's statuses of a job that has not stopped yet.
+RUNNING_JOB_STATUSES = frozenset({"InProgress", "Stopping"})
+
+
+def _stop_reason(job: Mapping[str, Any]) -> str:
+    """``FailureReason``, or else the last status transition's message: a job SageMaker
+    stopped (its runtime limit, spot capacity) may carry no ``FailureReason``."""
+    if job.get("FailureReason"):
+        return str(job["FailureReason"])
+    messages = [
+        str(t["StatusMessage"])
+        for t in job.get("SecondaryStatusTransitions") or []
+        if t.get("StatusMessage")
+    ]
+    return messages[-1] if messages else "no reason given"

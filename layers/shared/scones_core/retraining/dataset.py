@@ -15,7 +15,9 @@ The training job then sees ``<channel dir>/<label>/<name>``, the layout the
 training code reads, and the run is pinned to the objects that existed when it
 started (labelling may go on meanwhile). An image whose bytes equal an image of
 the fixed gate set is left out, so the gate never scores an image the candidate
-trained on. Equal bytes are found by content, not ETag: the ETag of an SSE-KMS object
+trained on; and a gate set with fewer than ``GATE_MIN_IMAGES_PER_CLASS`` images of a class,
+which the gate would refuse to judge by, fails the run here, before a training job is paid
+for. Equal bytes are found by content, not ETag: the ETag of an SSE-KMS object
 (this stack's bucket) or of a multipart upload is not the MD5 of its bytes. Only
 objects whose size equals a gate image's are read and hashed (SHA-256).
 ``dataset.json`` beside the manifests says what went in.
@@ -32,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scones_core.errors import SconesError
+from scones_core.retraining.gate import too_few_images
 from scones_core.retraining.settings import RetrainingSettings
 from scones_core.sagemaker_names import MAX_NAME_LENGTH
 
@@ -108,6 +111,15 @@ def _objects(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
             yield item["Key"], int(item["Size"])
 
 
+def _label_of(relative: str, labels: tuple[str, ...]) -> str | None:
+    """The label of a ``<label>/<name>`` key (relative to its prefix); ``None`` for keys
+    outside a label folder, manifests and hidden files."""
+    label, _, name = relative.partition("/")
+    if label not in labels or not name or "/" in name or _IGNORED_NAMES.search(name):
+        return None
+    return label
+
+
 def _sha256(s3: Any, bucket: str, key: str) -> str:
     digest = hashlib.sha256()
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
@@ -122,11 +134,15 @@ class GateContent:
     A listing gives each object's size; bytes are read only for an object whose size a
     gate object has, and a gate object only once some object has its size."""
 
-    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
+    def __init__(self, s3: Any, bucket: str, prefix: str, labels: tuple[str, ...]) -> None:
         self._s3, self._bucket = s3, bucket
         self._keys_by_size: dict[int, list[str]] = {}
+        self.per_label = dict.fromkeys(labels, 0)  # <label>/<name> images, as channels count
         for key, size in _objects(s3, bucket, prefix):
             self._keys_by_size.setdefault(size, []).append(key)
+            label = _label_of(key[len(prefix) :], labels)
+            if label is not None:
+                self.per_label[label] += 1
         self._digests_by_size: dict[int, frozenset[str]] = {}
 
     @property
@@ -153,8 +169,8 @@ def read_channel(
     skipped = excluded = 0
     for key, size in _objects(s3, bucket, prefix):
         relative = key[len(prefix) :]
-        label, _, name = relative.partition("/")
-        if label not in per_label or not name or "/" in name or _IGNORED_NAMES.search(name):
+        label = _label_of(relative, labels)
+        if label is None:
             skipped += 1
             continue
         if gate.holds_copy_of(key, size):
@@ -200,7 +216,14 @@ def assemble_dataset(
     """Write the manifests and ``dataset.json``; return what the next states need."""
     names = RunNames.for_run(settings.endpoint_name, started_at, run_name)
     bucket, labels = settings.bucket, settings.labels
-    gate = GateContent(s3, bucket, settings.gate_prefix)
+    gate = GateContent(s3, bucket, settings.gate_prefix, labels)
+    few = too_few_images(gate.per_label, settings.gate_min_images_per_class)
+    if few:
+        raise DatasetError(
+            f"the gate set s3://{bucket}/{settings.gate_prefix} is too small to judge a "
+            f"candidate by: {', '.join(few)} images, fewer than the "
+            f"{settings.gate_min_images_per_class} per class the gate needs; nothing was trained"
+        )
     original, original_excluded = read_channel(s3, bucket, settings.training_prefix, labels, gate)
     empty = [label for label, count in original.per_label.items() if count == 0]
     if empty:
@@ -241,7 +264,11 @@ def assemble_dataset(
             "skipped_keys": labelled.skipped,
             "gate_duplicates_left_out": labelled_excluded,
         },
-        "gate_set": {"source": f"s3://{bucket}/{settings.gate_prefix}", "images": gate.images},
+        "gate_set": {
+            "source": f"s3://{bucket}/{settings.gate_prefix}",
+            "images": gate.images,
+            "per_label": gate.per_label,
+        },
         "fingerprint": _fingerprint(bucket, [c for _, c in channels]),
         "channels": [c["ChannelName"] for c in input_data_config],
     }

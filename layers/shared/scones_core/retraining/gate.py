@@ -143,6 +143,12 @@ def _fraction(value: Any) -> float:
     return number
 
 
+def too_few_images(per_label: dict[str, int], minimum: int) -> list[str]:
+    """``"<label> <n>"`` for each class with fewer than ``minimum`` gate images: a gate set
+    the gate does not judge by (the dataset step refuses it before anything is trained)."""
+    return [f"{label} {n}" for label, n in per_label.items() if n < minimum]
+
+
 def _check_comparable(candidate: ModelScore, production: ModelScore, rules: GateRules) -> None:
     """Refuse to judge a report that is not about this stack's models on a usable gate set."""
     for role, score in (("candidate", candidate), ("production", production)):
@@ -159,7 +165,7 @@ def _check_comparable(candidate: ModelScore, production: ModelScore, rules: Gate
             f"the models were scored on different gate sets ({candidate.images} and "
             f"{production.images} images)"
         )
-    few = [f"{label} {n}" for label, n in supports.items() if n < rules.min_images_per_class]
+    few = too_few_images(supports, rules.min_images_per_class)
     if few:
         raise EvaluationReportError(
             f"the gate set is too small to judge by: {', '.join(few)} images, fewer than "

@@ -1,0 +1,81 @@
+"""The gate's evaluation program (``scones_evaluate.py``) when it cannot score a model.
+
+In a SageMaker processing job a failure's ``FailureReason`` is only "AlgorithmError: See
+job logs"; what the program writes to ``/opt/ml/output/message`` comes back as the job's
+``ExitMessage``, in the job description the retraining run records as its reason.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from scones.paths import SHIPPED_MODEL_DIR
+from scones.sagemaker import evaluate_entry
+from scones.template_params import PROJECT_ROOT
+
+GATE_SOURCE = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
+
+
+def builtin_algorithm_archive(folder: Path) -> Path:
+    """A ``model.tar.gz`` as the built-in image-classification algorithm writes it (MXNet
+    symbol and parameters, no ``model.json``): the model an endpoint of the original
+    project serves."""
+    folder.mkdir(parents=True)
+    with tarfile.open(folder / "model.tar.gz", "w:gz") as tar:
+        for name, data in {
+            "image-classification-symbol.json": b'{"nodes": []}',
+            "image-classification-0030.params": bytes(range(256)),
+            "model-shapes.json": b'[{"shape": [32, 3, 32, 32], "name": "data"}]',
+        }.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+def arguments(production: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        *("--candidate", str(SHIPPED_MODEL_DIR)),
+        *("--production", str(production)),
+        *("--gate", str(GATE_SOURCE)),
+        *("--out", str(tmp_path / "output")),
+        *("--threshold", "0.93"),
+        *extra,
+    ]
+
+
+def test_a_production_model_it_cannot_load_is_named_in_the_exit_message(tmp_path: Path) -> None:
+    production = builtin_algorithm_archive(tmp_path / "production")
+    message = tmp_path / "ml" / "output" / "message"
+    argv = arguments(production, tmp_path, "--exit-message", str(message))
+    with pytest.raises(evaluate_entry.ModelUnusable) as failure:
+        evaluate_entry.main(argv)
+    text = message.read_text(encoding="utf-8")
+    assert text == f"ModelUnusable: {failure.value}"
+    assert text.startswith("ModelUnusable: the production model cannot be loaded")
+    assert "model manifest not found" in text
+    assert not (tmp_path / "output").exists()
+
+
+def test_the_exit_message_is_at_most_one_kilobyte_of_utf8(tmp_path: Path) -> None:
+    message = tmp_path / "message"
+    evaluate_entry.write_exit_message(message, "é" * 2000)
+    data = message.read_bytes()
+    assert len(data) == evaluate_entry.EXIT_MESSAGE_BYTES
+    assert data.decode("utf-8") == "é" * 512
+
+
+def test_the_exit_message_is_written_by_default_only_in_a_processing_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline (``scones retrain``) nothing is written under /opt/ml."""
+    config = tmp_path / "processingjobconfig.json"
+    monkeypatch.setattr(evaluate_entry, "PROCESSING_JOB_CONFIG", config)
+    assert evaluate_entry.build_parser().parse_args(["--threshold", "0.9"]).exit_message is None
+    config.write_text("{}", encoding="utf-8")
+    parsed = evaluate_entry.build_parser().parse_args(["--threshold", "0.9"])
+    assert parsed.exit_message == evaluate_entry.EXIT_MESSAGE == Path("/opt/ml/output/message")
