@@ -823,6 +823,32 @@ def test_upload_retention_deletes_the_data_not_only_the_current_version() -> Non
     assert "(+1 d noncurrent)" in estimate_basis(UploadRetentionDays="7")
 
 
+@pytest.mark.parametrize("retention", ["0", "7"])
+def test_abandoned_multipart_uploads_are_aborted_anywhere_in_the_bucket(retention: str) -> None:
+    """An upload that never completes leaves parts that no expiration rule reaches (they are
+    no object) and S3 bills them as storage until they are aborted. SDKs upload a photo over
+    8 MiB in parts, and MaxImageBytes admits 16 MiB."""
+    cfn = transformed()
+    resolve = resolver_for(cfn, UploadRetentionDays=retention)
+    rules = resolve(cfn["Resources"]["ImageBucket"]["Properties"])["LifecycleConfiguration"][
+        "Rules"
+    ]
+    aborting = [
+        rule
+        for rule in rules
+        if rule["Status"] == "Enabled"
+        and "AbortIncompleteMultipartUpload" in rule
+        # The whole bucket: uploads, training data and SageMaker's own outputs alike.
+        and not rule.get("Prefix")
+        and not rule.get("Filter")
+        and not rule.get("TagFilters")
+    ]
+    assert len(aborting) == 1, rules
+    days = int(aborting[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+    # Long enough for an app that resumes an upload after a weekend offline, no longer.
+    assert 1 <= days <= 7
+
+
 def estimate_basis(**params: str) -> str:
     """The cost model's storage line for these parameters (it states the noncurrent day)."""
     from scones.costs.model import estimate
@@ -922,6 +948,35 @@ def test_model_monitor_may_read_its_baseline_where_the_parameter_points() -> Non
         assert decide(statements, Request("s3:GetObject", baseline)) == ALLOW, name
     other = "arn:aws:s3:::team-baselines/other/constraints.json"
     assert decide(statements, Request("s3:GetObject", other)) == IMPLICIT_DENY
+
+
+def test_model_monitor_may_publish_its_metrics_and_nothing_else() -> None:
+    """The data-quality job runs with the endpoint's role and publishes a metric per feature
+    (with a baseline whose constraints enable them) under /aws/sagemaker/Endpoints/data-metrics,
+    which AWS's pages also spell Endpoint/; the endpoint's own namespace stays allowed."""
+    overrides = {
+        "CreateEndpoint": "true",
+        "EnableModelMonitor": "true",
+        "ModelDataUrl": "s3://artifacts/model.tar.gz",
+        "ModelImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
+        "ModelMonitorImageUri": "156813124566.dkr.ecr.us-east-1.amazonaws.com/analyzer",
+    }
+    cfn = transformed()
+    assert check_rules(cfn, effective_values(**overrides)) == []
+    statements = role_statements(resolver_for(cfn, **overrides), "SageMakerExecutionRole")
+
+    def publish(namespace: str) -> str:
+        context = {"cloudwatch:namespace": namespace}
+        return decide(statements, Request("cloudwatch:PutMetricData", "*", None, context))
+
+    for namespace in (
+        "/aws/sagemaker/Endpoints",
+        "/aws/sagemaker/Endpoints/data-metrics",
+        "/aws/sagemaker/Endpoint/data-metrics",
+    ):
+        assert publish(namespace) == ALLOW, namespace
+    for namespace in ("SconesUnlimited", "AWS/SageMaker", "/aws/sagemaker/TrainingJobs"):
+        assert publish(namespace) == IMPLICIT_DENY, namespace
 
 
 def effective_values(**overrides: str) -> dict[str, str]:

@@ -1,0 +1,72 @@
+"""Parameters that name something outside the stack: a value the template accepts deploys,
+and the function it reaches runs with it. A value that only fails at run time would pass
+``sam deploy`` and then fail every scheduled monitor run."""
+
+from __future__ import annotations
+
+import pytest
+from scones_core.errors import SettingsError
+from scones_core.monitoring.settings import MonitorSettings
+
+from scones.offline.deploy import DeployError, effective_parameters
+from scones.template_params import load_template
+from tests.workflow.iam_policy import ALLOW, Request, Resolver, decide, role_statements
+from tests.workflow.test_workflow_template import transformed
+
+ROLE = "arn:aws:iam::123456789012:role/scones-retraining"
+ARN = "arn:aws:states:us-east-1:123456789012"
+STATE_MACHINE = f"{ARN}:stateMachine:retrain"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("RetrainingJobConfigS3Uri", "", True),
+        ("RetrainingJobConfigS3Uri", "s3://my-bucket/configs/train.json", True),
+        # A folder or a bucket: the monitor needs the request object itself.
+        ("RetrainingJobConfigS3Uri", "s3://my-bucket/configs/", False),
+        ("RetrainingJobConfigS3Uri", "s3://my-bucket/", False),
+        ("RetrainingJobConfigS3Uri", "s3://my-bucket", False),
+        # Without s3:// the monitor's GetObject grant cannot be built (Fn::Select).
+        ("RetrainingJobConfigS3Uri", "my-bucket/configs/train.json", False),
+        ("RetrainingStateMachineArn", "", True),
+        ("RetrainingStateMachineArn", STATE_MACHINE, True),
+        (
+            "RetrainingStateMachineArn",
+            "arn:aws-cn:states:cn-north-1:123456789012:stateMachine:Re_2",
+            True,
+        ),
+        ("RetrainingStateMachineArn", "retrain", False),
+        ("RetrainingStateMachineArn", f"{STATE_MACHINE}:live", False),
+        ("RetrainingStateMachineArn", f"{ARN}:execution:retrain:r1", False),
+    ],
+)
+def test_a_retraining_target_the_template_accepts_is_one_the_monitor_runs_with(
+    name: str, value: str, accepted: bool
+) -> None:
+    template = load_template()
+    overrides = {name: value}
+    if name == "RetrainingJobConfigS3Uri" and value:
+        overrides["RetrainingRoleArn"] = ROLE  # the template's Rule asks for it
+    try:
+        values = effective_parameters(template, overrides)
+    except DeployError as exc:
+        assert not accepted, exc
+        assert f"{name}={value!r} does not match the AllowedPattern" in str(exc)
+        return
+    assert accepted, f"{name}={value!r} deploys, and the monitor refuses it"
+    cfn = transformed()
+    resolve = Resolver(cfn, values)
+    env = resolve(cfn["Resources"]["MonitorFunction"]["Properties"]["Environment"]["Variables"])
+    try:
+        settings = MonitorSettings.from_env(env)
+    except SettingsError as exc:
+        pytest.fail(f"{name}={value!r}: {exc}")
+    statements = role_statements(resolve, "MonitorFunctionRole")
+    if name == "RetrainingJobConfigS3Uri" and value:
+        assert settings.retraining_job_config is not None
+        job_config = f"arn:aws:s3:::{value.removeprefix('s3://')}"
+        assert decide(statements, Request("s3:GetObject", job_config)) == ALLOW
+    if name == "RetrainingStateMachineArn" and value:
+        assert settings.retraining_state_machine_arn == value
+        assert decide(statements, Request("states:StartExecution", value)) == ALLOW
