@@ -18,6 +18,7 @@ import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,22 @@ def express_time_problem(overrides: Mapping[str, str]) -> str | None:
         f"{EXPRESS_LIMIT_SECONDS} s: a timed-out execution records nothing for its batch. "
         "Lower RetryMaxAttempts, RetryMaxDelaySeconds or EndpointTimeoutSeconds, or set "
         "WorkflowType=STANDARD (`scones cost --param ...` prints the slowest path)"
+    )
+
+
+def capture_retention_problem(overrides: Mapping[str, str]) -> str | None:
+    """Why ``CaptureRetentionDays`` would expire captured traffic the monitor still reads
+    (its window, ``MonitorWindowMinutes``, plus a day for a late or retried run), or None.
+    Reads samconfig.toml's overrides, as ``express_time_problem`` does."""
+    values = {**parameter_defaults(), **overrides}
+    days = int(values["CaptureRetentionDays"])
+    window = timedelta(minutes=int(values["MonitorWindowMinutes"]))
+    if days == 0 or timedelta(days=days) >= window + timedelta(days=1):
+        return None
+    return (
+        f"CaptureRetentionDays={days} expires captured traffic the monitor still reads: its "
+        f"window is MonitorWindowMinutes={values['MonitorWindowMinutes']}, so keep the capture at "
+        "least that window plus a day (or 0, forever)"
     )
 
 

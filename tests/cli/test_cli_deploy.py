@@ -23,6 +23,7 @@ from scones.deploy import (
     NO_CREDENTIALS,
     SamConfig,
     bucket_name_problem,
+    capture_retention_problem,
     concurrency_problem,
     endpoint_advice,
     endpoint_status,
@@ -190,6 +191,18 @@ def test_preflight_refuses_retries_that_would_outlast_an_express_execution() -> 
     assert "RetryMaxAttempts" in problem and "WorkflowType=STANDARD" in problem
     assert express_time_problem({**slow, "WorkflowType": "STANDARD"}) is None
     assert express_time_problem({}) is None
+
+
+def test_preflight_refuses_a_capture_retention_shorter_than_the_monitor_reads() -> None:
+    """Capture expired inside the monitor's window would read as missing traffic."""
+    assert capture_retention_problem({}) is None  # 0: kept forever
+    assert capture_retention_problem({"CaptureRetentionDays": "2"}) is None  # 60-minute window
+    week = {"MonitorWindowMinutes": "10080"}
+    problem = capture_retention_problem({**week, "CaptureRetentionDays": "7"})
+    assert problem is not None
+    assert "CaptureRetentionDays=7" in problem and "MonitorWindowMinutes=10080" in problem
+    assert capture_retention_problem({**week, "CaptureRetentionDays": "8"}) is None
+    assert capture_retention_problem({"CaptureRetentionDays": "1"}) is not None
 
 
 def test_read_samconfig_takes_deploys_values_over_the_global_ones(tmp_path: Path) -> None:

@@ -849,6 +849,45 @@ def test_abandoned_multipart_uploads_are_aborted_anywhere_in_the_bucket(retentio
     assert 1 <= days <= 7
 
 
+def test_capture_retention_deletes_captured_traffic_only_under_the_capture_prefix() -> None:
+    """Captured requests are the uploads' images again (base64): CaptureRetentionDays expires
+    them (and, the bucket being versioned, their data a day later) under the capture
+    prefix's own folder only, so a sibling such as ``datacapture-old/`` is not touched."""
+    from scones.costs.model import estimate
+
+    cfn = transformed()
+    for days, status in (("9", "Enabled"), ("0", "Disabled")):
+        resolve = resolver_for(cfn, CaptureRetentionDays=days)
+        rules = resolve(cfn["Resources"]["ImageBucket"]["Properties"])["LifecycleConfiguration"][
+            "Rules"
+        ]
+        [capture] = [rule for rule in rules if rule["Id"] == "expire-captured-traffic"]
+        assert capture["Status"] == status
+        assert capture["Prefix"] == resolve({"Ref": "DataCapturePrefix"}) + "/"
+        assert capture["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+        if days != "0":
+            assert int(capture["ExpirationInDays"]) == 9
+    measured = json.loads((PROJECT_ROOT / "docs" / "cost-measurements.json").read_text())
+
+    def capture_line(**params: str) -> Any:
+        lines = estimate(measured, endpoint="realtime", overrides=params).lines
+        return next(line for line in lines if line.item.startswith("Data capture"))
+
+    forever, nine_days = capture_line(), capture_line(CaptureRetentionDays="9")
+    assert "forever (CaptureRetentionDays=0)" in forever.basis
+    assert "kept 9 d (+1 d noncurrent)" in nine_days.basis
+    assert nine_days.usd == pytest.approx(forever.usd * 10 / 30)
+
+
+@pytest.mark.parametrize("prefix", ["datacapture/", "/datacapture", "data//capture", ""])
+def test_a_capture_prefix_the_grants_and_rules_would_double_slash_is_refused(prefix: str) -> None:
+    from scones.template_params import ParameterError, resolve_parameters
+
+    for name in ("DataCapturePrefix", "MonitoringReportsPrefix"):
+        with pytest.raises(ParameterError, match=name):
+            resolve_parameters({name: prefix})
+
+
 def estimate_basis(**params: str) -> str:
     """The cost model's storage line for these parameters (it states the noncurrent day)."""
     from scones.costs.model import estimate

@@ -84,6 +84,7 @@ def run_preflight(args: argparse.Namespace) -> int:
     from scones.deploy import (
         DeployError,
         bucket_name_problem,
+        capture_retention_problem,
         concurrency_problem,
         express_time_problem,
         preflight,
@@ -102,6 +103,8 @@ def run_preflight(args: argparse.Namespace) -> int:
     except ParameterError as exc:
         raise CommandError(f"samconfig.toml's parameter_overrides: {exc}") from exc
     if problem := express_time_problem(config.parameter_overrides):
+        raise CommandError(problem)
+    if problem := capture_retention_problem(config.parameter_overrides):
         raise CommandError(problem)
     try:
         problem = concurrency_problem(session, config.parameter_overrides)

@@ -1,10 +1,11 @@
 """The cost per million images, line by line, from the template, the ASL and measurements.
 
 Inputs: the template's settings (``WorkflowType``, each function's ``MemorySize`` and
-architecture, ``TracingMode``, ``UploadRetentionDays``, ``DataCaptureSamplingPercentage``,
-the SQS batch size), the workflow's happy path (``scones.costs.workflow``), and what
-``scones bench handlers`` measured: each function's duration, log bytes and the record's
-item size. Prices come from ``scones.costs.prices`` (dated, with sources).
+architecture, ``TracingMode``, ``UploadRetentionDays``, ``CaptureRetentionDays``,
+``DataCaptureSamplingPercentage``, the SQS batch size), the workflow's happy path
+(``scones.costs.workflow``), and what ``scones bench handlers`` measured: each function's
+duration, log bytes and the record's item size. Prices come from ``scones.costs.prices``
+(dated, with sources).
 
 Every figure is for one million images in one month (so a monthly fixed cost, the
 real-time endpoint's instance, is divided by the month's images).
@@ -55,6 +56,7 @@ class Settings:
     architectures: dict[str, str]
     platform_logs: dict[str, bool]  # False where SystemLogLevel drops START/END/REPORT
     upload_retention_days: int
+    capture_retention_days: int
     batch_size: int
     batch_window_s: float
     capture_percent: float
@@ -91,6 +93,7 @@ class Settings:
             architectures=arch,
             platform_logs=platform_logs,
             upload_retention_days=int(params["UploadRetentionDays"]),
+            capture_retention_days=int(params["CaptureRetentionDays"]),
             batch_size=int(value(mapping["BatchSize"])),
             batch_window_s=float(value(mapping.get("MaximumBatchingWindowInSeconds", 0))),
             capture_percent=float(params["DataCaptureSamplingPercentage"]),
@@ -268,13 +271,7 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
     # -- S3 -----------------------------------------------------------------------------------
     est.add("S3 GET (serialize)", m * price("s3_get"), "1 GET of the exact version")
     upload_gb = m * float(data["upload_bytes_mean"]) / 1e9
-    if settings.upload_retention_days:
-        months = (settings.upload_retention_days + 1) / 30
-        basis = f"{upload_gb:.1f} GB kept {settings.upload_retention_days} d (+1 d noncurrent)"
-        months = min(months, 1.0) if settings.upload_retention_days >= 30 else months
-    else:
-        months = 1.0
-        basis = f"{upload_gb:.1f} GB per month, forever (UploadRetentionDays=0)"
+    months, basis = _kept(upload_gb, settings.upload_retention_days, "UploadRetentionDays")
     est.add(
         "S3 storage of uploads (per month kept)",
         upload_gb * months * price("s3_gb_month"),
@@ -335,13 +332,24 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
             target=False,
         )
         capture_gb = m * request_kb * 1.4 / 1024 / 1024 * settings.capture_percent / 100
+        months, basis = _kept(capture_gb, settings.capture_retention_days, "CaptureRetentionDays")
         est.add(
             "Data capture in S3 (per month kept)",
-            capture_gb * price("s3_gb_month"),
-            f"{settings.capture_percent:g}% sampled, {capture_gb:.1f} GB",
+            capture_gb * months * price("s3_gb_month"),
+            f"{settings.capture_percent:g}% sampled, {basis}",
             target=False,
         )
     return est
+
+
+def _kept(gb: float, days: int, parameter: str) -> tuple[float, str]:
+    """How many months of a month's ``gb`` a lifecycle rule of ``days`` keeps (0: forever),
+    and the line's basis. The bucket is versioned: the data goes a day after it expires."""
+    if not days:
+        return 1.0, f"{gb:.1f} GB per month, forever ({parameter}=0)"
+    months = (days + 1) / 30
+    months = min(months, 1.0) if days >= 30 else months
+    return months, f"{gb:.1f} GB kept {days} d (+1 d noncurrent)"
 
 
 def original_project(measured: dict[str, Any], kind: str = "photo") -> Estimate:
