@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 SAME_INPUT = "same model input"
 SAME_LABEL = "same label"
@@ -474,6 +474,35 @@ def jpeg_cut_short(data: bytes, keep: float = 0.6) -> bytes:
     return data[: scan + int((len(data) - scan) * keep)] + b"\xff\xd9"
 
 
+def jpeg_with_size(data: bytes, width: int, height: int) -> bytes:
+    """A baseline JPEG whose frame header declares ``width`` x ``height`` over its own
+    (much smaller) data: libjpeg fills the rest with grey, and says nothing."""
+    at = data.index(b"\xff\xc0") + 5  # marker, length, precision
+    return data[:at] + struct.pack(">HH", height, width) + data[at + 4 :]
+
+
+def png_short_data(width: int, height: int, rows: int) -> bytes:
+    """An 8-bit RGB PNG of ``width`` x ``height`` whose deflate stream (complete, every
+    CRC right) holds only ``rows`` rows: Pillow leaves the others black, and says nothing."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = zlib.compress(bytes(rows * (1 + 3 * width)))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", body)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def tiff_dng(image: Image.Image) -> bytes:
+    """``image`` as a TIFF with a DNG's DNGVersion tag (1.4) in its first directory: a
+    phone's RAW photo, whose first image is a preview or the sensor's raw samples."""
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[50706] = bytes([1, 4, 0, 0])
+    tags.tagtype[50706] = 1  # BYTE
+    return encode(image, "TIFF", tiffinfo=tags)
+
+
 def rejected(name: str, data: bytes, code: str, words: str, key: str | None = None) -> Entry:
     return Entry(name, key or f"catalog/{name}", data, "REJECTED", code, words)
 
@@ -561,6 +590,19 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
             "HEIC",
         ),
         rejected("layers.psd", b"8BPS\0\x01" + b"\0" * 64, "UnsupportedImageFormat", "PSD"),
+        rejected("phone-raw.dng", tiff_dng(rgb), "UnsupportedImageFormat", "camera raw (DNG)"),
+        rejected(
+            "frame-bomb.jpg",  # 5000x4999 pixels declared over a 32x32 image's data
+            jpeg_with_size(jpeg, 5000, 4999),
+            "CorruptImage",
+            "blocks of pixels",
+        ),
+        rejected(
+            "short-data.png",  # 4999x4999 pixels declared, three rows of data
+            png_short_data(4999, 4999, 3),
+            "CorruptImage",
+            "image inflates to",
+        ),
         rejected("12-bit.jpg", jpeg_with_frame(jpeg, 0xC1, 12), "UnsupportedImageFormat", "12-bit"),
         rejected("jpeg-ls.jpg", jpeg_with_frame(jpeg, 0xF7), "UnsupportedImageFormat", "JPEG-LS"),
         rejected(

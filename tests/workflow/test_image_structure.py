@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import struct
+import zlib
 
 import pytest
 from conftest import SAMPLES, template_limits
@@ -18,6 +20,8 @@ from image_catalog import (
     jpeg_scan_per_component,
     jpeg_with_scans,
     lossless_jpeg,
+    png_chunk,
+    png_header_only,
     png_with_profiles,
     tiff_in_strips,
     tiff_with_directories,
@@ -34,12 +38,15 @@ from scones_core.image_rules import (
     decode_image,
 )
 from scones_core.image_structure import (
+    DEFLATE_MAX_RATIO,
     MAX_TIFF_BLOCKS,
     MAX_TIFF_DIRECTORY_VALUES,
+    PNG_SIGNATURE,
     TIFF_RATIONAL_COST,
     check_png_chunks,
     check_tiff_directories,
     jpeg_layout,
+    png_image_data,
     tiff_block_count,
 )
 from scones_core.images import normalise_image
@@ -114,6 +121,39 @@ def test_one_profile_is_read_and_a_second_is_refused_before_pillow_opens_the_fil
 def test_png_chunk_damage_is_named(damage, words: str) -> None:
     with pytest.raises(errors.CorruptImage, match=words):
         check_png_chunks(damage(encode(PHOTO)))
+
+
+def test_a_png_whose_image_data_is_too_short_for_its_header_is_truncated(
+    decoder_spy: list[str],
+) -> None:
+    """A deflate stream that ends before the image is full leaves Pillow's other rows
+    black, and it says nothing: 120 bytes declaring 4999x4999 pixels decoded (75 MB) and
+    were classified as a black image."""
+    header = struct.pack(">IIBBBBB", 4999, 4999, 8, 2, 0, 0, 0)  # 8-bit RGB
+    three_rows = zlib.compress(bytes(3 * (1 + 3 * 4999)))
+    short = (
+        PNG_SIGNATURE
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", three_rows)
+        + png_chunk(b"IEND", b"")
+    )
+    assert len(short) < 200
+    with pytest.raises(errors.CorruptImage, match=r"4999x4999 image inflates to 74975002 bytes"):
+        normalise_image(short, LIMITS)
+    assert decoder_spy == []
+
+
+def test_the_most_compressible_pngs_stay_under_deflates_ratio() -> None:
+    """All-zero images at zlib's best compression come within 0.2% of deflate's ratio,
+    and still decode."""
+    for data in (
+        png_header_only(4999, 4999),
+        encode(Image.new("RGBA", (4000, 3000)), compress_level=9),
+        encode(Image.new("I;16", (2000, 2000)), compress_level=9),
+    ):
+        stored, needed = png_image_data(data)
+        assert 900 * stored < needed < DEFLATE_MAX_RATIO * stored
+        decode_image(data, LIMITS)
 
 
 def test_a_tile_larger_than_the_pixel_limit_is_refused_from_the_header() -> None:

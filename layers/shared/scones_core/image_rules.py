@@ -41,6 +41,7 @@ from scones_core.errors import (
 )
 from scones_core.image_structure import (
     ARITHMETIC_SOF_MARKERS,
+    DEFLATE_MAX_RATIO,
     HIERARCHICAL_SOF_MARKERS,
     JPEG_LS_SOF_MARKER,
     MAX_JPEG_PADDING_BYTES,
@@ -56,7 +57,9 @@ from scones_core.image_structure import (
     check_tiff_directories,
     check_webp_exif,
     jpeg_layout,
+    png_image_data,
     tiff_block_count,
+    tiff_camera_raw,
     tiff_strip_bytes,
     tiff_tile_size,
 )
@@ -296,6 +299,8 @@ def decode_image(
     if kind is not None:
         raise NotARasterImage(f"The object is {kind}, not a raster image.")
     sniffed = _raster_format(head)
+    if sniffed == "TIFF" and (raw := tiff_camera_raw(data)) is not None:
+        sniffed = f"camera raw ({raw})"
     if sniffed is not None and sniffed not in limits.allowed_formats:
         raise UnsupportedImageFormat(
             f"{sniffed} images are not accepted; send one of "
@@ -482,6 +487,7 @@ def _structure(
                 f"The JPEG has more than {MAX_JPEG_SCANS} scans, and each one re-reads the "
                 f"whole image; at most {MAX_JPEG_SCANS} are decoded."
             )
+        _check_jpeg_data(layout, image.size)
         return _Structure(lossless=layout.lossless, jpeg_scans=layout.scans)
     if fmt == "TIFF":
         tags = getattr(image, "tag_v2", None)
@@ -499,6 +505,8 @@ def _structure(
             strip_bytes=tiff_strip_bytes(tags, image.size),
             upright_copy=orientation not in (None, 1),
         )
+    if fmt == "PNG" and data.startswith(PNG_SIGNATURE):
+        _check_png_data(data, image.size)
     if fmt == "BMP" and (coding := bmp_run_length(image.info)) is not None:
         _check_bmp_run_length(coding, image, data)
     return _Structure()
@@ -629,6 +637,35 @@ def _check_jpeg_markers(layout: JpegLayout) -> None:
         raise ImageTooComplex(
             f"The JPEG has {layout.restarts} restart markers, more than its "
             f"{max(1, layout.scans)} scan(s) of {blocks} blocks can hold."
+        )
+
+
+def _check_jpeg_data(layout: JpegLayout, size: tuple[int, int]) -> None:
+    """Refuse a JPEG whose scans are too short for its frame: every block takes at least
+    a bit (``JpegLayout.frame_blocks``), and libjpeg fills what is missing with grey
+    without a word, so a 700-byte file declaring 5000x5000 pixels decoded as a grey
+    image. Checked after the pixel limit, which names a bomb past it."""
+    if layout.coded_bytes * 8 < layout.frame_blocks:
+        width, height = size
+        raise CorruptImage(
+            f"The JPEG data is truncated: its {width}x{height} image has {layout.frame_blocks} "
+            f"blocks of pixels, each coded in at least one bit, but its scans hold only "
+            f"{layout.coded_bytes} bytes."
+        )
+
+
+def _check_png_data(data: bytes, size: tuple[int, int]) -> None:
+    """Refuse a PNG whose image data is too short for its header: deflate shrinks data at
+    most ``DEFLATE_MAX_RATIO`` times, and Pillow leaves the rows a stream that ends early
+    does not reach black, so a 120-byte file declaring 5000x5000 pixels decoded as a
+    black image."""
+    stored, needed = png_image_data(data)
+    if stored * DEFLATE_MAX_RATIO < needed:
+        width, height = size
+        raise CorruptImage(
+            f"The PNG data is truncated: its {width}x{height} image inflates to {needed} bytes, "
+            f"but its IDAT data is {stored} bytes, and deflate shrinks data at most "
+            f"{DEFLATE_MAX_RATIO} times."
         )
 
 

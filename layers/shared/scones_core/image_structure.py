@@ -6,11 +6,15 @@ a few of them while it parses the header, before any image rule could look:
 - PNG: every chunk carries a CRC (decoding ignores a broken IDAT checksum), and the
   spec allows one iCCP profile; Pillow inflates each one as it opens the file, so
   thousands of them took half a minute. The chunks are walked before Pillow sees them.
+  Pillow also stops without a word where the image data's deflate stream ends, so the
+  data must at least be able to hold the image (deflate shrinks at most 1032 times).
 - JPEG: libjpeg walks the whole image once per scan (thousands of refinement scans in
   a small file take minutes), keeps every DCT coefficient of the image when there is
   more than one scan, and has no reduced-scale decode for a lossless frame. It also
   fills a scan cut short with grey without a word Pillow passes on; restart markers,
-  where a file has them, count how much of each scan is there.
+  where a file has them, count how much of each scan is there, and every block takes
+  at least a bit, which bounds how little data a whole image can have.
+- Camera raw files (DNG, CR2) are TIFF structures that are not images to classify.
 - TIFF: libtiff allocates and fills a whole tile, or decodes a strip's raw samples
   into a buffer of their own, whatever the image's own size; and Pillow reads every
   strip's offset and length into Python objects as it opens the file (a million
@@ -93,6 +97,30 @@ def check_png_chunks(data: bytes) -> None:
         if kind == b"IEND":
             return
         pos = end
+
+
+# Deflate's largest ratio: a 258-byte match in two bits (one-bit length and distance codes).
+DEFLATE_MAX_RATIO = 1032
+# Channels of each PNG colour type (grey, RGB, palette, grey + alpha, RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def png_image_data(data: bytes) -> tuple[int, int]:
+    """(bytes of IDAT data, bytes the image inflates to at least, 0 when its header cannot
+    say) of a PNG whose chunks ``check_png_chunks`` passed. Pillow stops, and says nothing,
+    when the deflate stream ends before the image is full (the rest stays black)."""
+    pos, stored = len(PNG_SIGNATURE), 0
+    header = data[pos + 8 : pos + 21] if data[pos + 4 : pos + 8] == b"IHDR" else b""
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            stored += length
+        pos += 12 + length
+    if len(header) < 13 or header[9] not in _PNG_CHANNELS:
+        return stored, 0
+    width, height = struct.unpack(">II", header[:8])
+    row = -(-width * header[8] * _PNG_CHANNELS[header[9]] // 8)
+    return stored, height * (1 + row)  # each row: a filter byte, then its samples
 
 
 def _name(kind: bytes) -> str:
@@ -189,6 +217,12 @@ class JpegLayout:
     # (scan, restart markers found, restart markers its MCUs need) for the first scan
     # that ends short of its restart intervals: the rest of the scan was cut off.
     short_scan: tuple[int, int, int] | None = None
+    coded_bytes: int = 0  # entropy-coded data after the scan headers, markers within included
+    # 8x8 blocks in all the frame's components (0 when not known). Huffman coding gives
+    # each block's DC coefficient a code of at least one bit, in a sequential scan or in a
+    # progressive file's first DC scan, so fewer than one bit a block means the data is
+    # missing: libjpeg fills what it does not find with grey, and says nothing.
+    frame_blocks: int = 0
 
     @property
     def lossless(self) -> bool:
@@ -211,7 +245,7 @@ def jpeg_layout(data: bytes) -> JpegLayout:
     Stops counting past ``MAX_JPEG_SCANS`` scans, ``MAX_JPEG_SEGMENTS`` segments or
     ``MAX_JPEG_PADDING_BYTES``."""
     pos, frame, scans, precision, dimensions = 2, None, 0, None, None
-    segments = restarts = padding = interval = 0
+    segments = restarts = padding = interval = coded = 0
     components: dict[int, tuple[int, int]] = {}
     short_scan = None
     size = len(data)
@@ -259,7 +293,7 @@ def jpeg_layout(data: bytes) -> JpegLayout:
         found = _NEXT_MARKER.search(data, end)
         stop = size if found is None else found.start()
         in_scan = sum(1 for _ in _RESTART.finditer(data, end, stop))
-        restarts += in_scan
+        restarts, coded = restarts + in_scan, coded + max(0, stop - end)
         needed = _restarts_needed(dimensions, components, data[pos + 4 : end], interval)
         if short_scan is None and frame not in LOSSLESS_SOF_MARKERS and in_scan < needed:
             short_scan = (scans, in_scan, needed)
@@ -273,6 +307,8 @@ def jpeg_layout(data: bytes) -> JpegLayout:
         restarts=restarts,
         padding=padding,
         short_scan=short_scan,
+        coded_bytes=coded,
+        frame_blocks=sum(_scan_mcus(dimensions, components, bytes([c])) for c in components),
     )
 
 
@@ -386,6 +422,24 @@ def tiff_block_count(data: bytes) -> int:
                 counts.append(count)
                 break
     return max(counts)
+
+
+# Camera raw files in a TIFF structure. A DNG (a phone's RAW or ProRAW photo) has the
+# DNGVersion tag in its first directory, whose image is either the sensor's raw samples
+# (which Pillow cannot read) or a small preview (which would be classified in the photo's
+# place); a Canon CR2 says "CR", version 2, after its TIFF header.
+_DNG_VERSION = 50706
+_CR2_MARK = b"CR\x02"
+
+
+def tiff_camera_raw(data: bytes) -> str | None:
+    """The camera raw format ("DNG", "CR2") of a file with a TIFF header, or ``None``."""
+    if data.startswith(b"II*\x00") and data[8:11] == _CR2_MARK:
+        return "CR2"
+    for order, big, first in tiff_headers(data):
+        if any(tag == _DNG_VERSION for tag, *_ in _tiff_entries(data, order, big, first)):
+            return "DNG"
+    return None
 
 
 # ---- TIFF directories, and EXIF blocks (a TIFF structure of their own) ----------
