@@ -9,7 +9,12 @@ import boto3
 import botocore.awsrequest
 import pytest
 from moto import mock_aws
-from scones_core.backfill import backfill_batch
+from scones_core.backfill import (
+    MAX_ATTEMPT,
+    UNPROCESSED_BACKOFF_SECONDS,
+    backfill_batch,
+    recorded_ids,
+)
 from scones_core.errors import ObjectsUnreadable, WorkflowsNotStarted
 from scones_core.objects import ObjectRef
 from scones_core.settings import StartSettings
@@ -74,7 +79,7 @@ def test_a_batch_starts_only_objects_without_a_record_and_a_rerun_starts_nothing
     # Resumable: the same batch again starts nothing new. A Standard workflow answers a
     # running execution's name and input with that execution, and refuses a finished one's.
     again = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
-    assert len(again.started) + len(again.already_running) == 2
+    assert len(again.started) == 2 and again.later_attempt == {}
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 2
 
 
@@ -220,4 +225,108 @@ def test_an_item_as_the_s3_item_reader_lists_it_keeps_its_upload_time() -> None:
     assert len(report.started) == 1
     (execution,) = sfn.list_executions(stateMachineArn=machine)["executions"]
     document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
-    assert document["event_time"] == "2026-11-30T08:15:00+00:00"
+    assert document["event_time"] == "2026-11-30T08:15:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("modified", "event_time"),
+    [
+        (1.789180622e9, "2026-09-12T02:37:02.000Z"),  # as AWS's item reader writes it
+        (1796026500.25, "2026-11-30T08:15:00.250Z"),
+        ("2026-11-30 08:15:00+00:00", "2026-11-30T08:15:00.000Z"),  # moto's reader
+        ("yesterday", ""),
+        (True, ""),
+        (1e300, ""),
+    ],
+)
+def test_the_listed_time_is_written_as_s3_writes_an_event_time(
+    modified: Any, event_time: str
+) -> None:
+    """Records started by an S3 event and by the backfill carry one ``event_time`` format
+    (``eventTime``'s), which the review queue sorts as text."""
+    from scones_core.backfill import _event_time
+
+    assert _event_time({"Key": "incoming/a.png", "LastModified": modified}) == event_time
+
+
+@mock_aws
+def test_an_object_whose_execution_closed_without_a_record_is_started_as_the_next_attempt() -> None:
+    """Standard refuses a closed execution's name, whatever the input. An upload whose first
+    execution was stopped before its record is started as attempt 1 (``-r1``); one whose
+    backfill execution is still running is not started twice; one whose every attempt
+    closed without a record is named, and the batch fails."""
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    for key in ("incoming/stopped.png", "incoming/running.png", "incoming/stuck.png"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
+    settings = StartSettings(state_machine_arn=machine)
+    clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
+
+    def ref_of(key: str) -> ObjectRef:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        return ObjectRef(BUCKET, key, head["VersionId"], head["ETag"].strip('"'), 1)
+
+    def stop(name: str, document: dict[str, Any]) -> None:
+        arn = sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(document))
+        sfn.stop_execution(executionArn=arn["executionArn"])
+
+    stopped, stuck = ref_of("incoming/stopped.png"), ref_of("incoming/stuck.png")
+    # The start function's execution (the S3 event's time), stopped before its record.
+    stop(stopped.execution_name, {"object": stopped.to_json(), "event_time": "t", "attempt": 0})
+    for attempt in range(MAX_ATTEMPT + 1):
+        stop(stuck.execution_name_for(attempt), {"attempt": attempt})
+
+    with pytest.raises(WorkflowsNotStarted) as raised:
+        backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+
+    assert f"s3://{BUCKET}/incoming/stuck.png: ExecutionAlreadyExists" in str(raised.value)
+    assert "for 1 of 3 listed objects" in str(raised.value)
+    running = {
+        e["name"]: json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])
+        for e in sfn.list_executions(stateMachineArn=machine, statusFilter="RUNNING")["executions"]
+    }
+    replay = running[stopped.execution_name_for(1)]
+    assert (replay["attempt"], replay["object"]["record_id"]) == (1, stopped.record_id)
+    assert {d["object"]["key"] for d in running.values()} == {
+        "incoming/stopped.png",
+        "incoming/running.png",
+    }
+
+    # The Map's retry of the batch: both still running, nothing new started.
+    with pytest.raises(WorkflowsNotStarted, match=r"incoming/stuck\.png"):
+        backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+    again = sfn.list_executions(stateMachineArn=machine, statusFilter="RUNNING")["executions"]
+    assert {e["name"] for e in again} == set(running)
+
+
+@mock_aws
+def test_keys_a_throttled_table_leaves_unprocessed_are_asked_again_after_a_backoff() -> None:
+    """BatchGetItem answers a throttled table's keys as ``UnprocessedKeys`` (200, so the SDK
+    does not retry): they are asked for again after a growing, jittered pause, not at once,
+    and a record found on a later round still counts."""
+    _, ddb, _, _ = backfill_world(versioned=False)
+    ids = [f"{BUCKET}/incoming/{n}.png#etag:{n}" for n in range(3)]
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": ids[2]}, "status": {"S": "ACCEPTED"}})
+    answers = iter([ids[1:], ids[2:]])  # two throttled rounds, then all read
+
+    def throttle(params: dict[str, Any], **_: Any) -> Any:
+        unprocessed = next(answers, None)
+        if unprocessed is None:
+            return None
+        keys = [{"pk": {"S": i}} for i in unprocessed]
+        body = {
+            "Responses": {TABLE: []},
+            "UnprocessedKeys": {TABLE: {"Keys": keys, "ProjectionExpression": "pk"}},
+        }
+        return (botocore.awsrequest.AWSResponse("", 200, {}, None), body)
+
+    ddb.meta.events.register("before-call.dynamodb.BatchGetItem", throttle)
+    pauses: list[float] = []
+
+    found = recorded_ids(ddb, TABLE, ids, sleep=pauses.append)
+
+    assert found == {ids[2]}
+    assert len(pauses) == 2
+    assert 0 <= pauses[0] <= UNPROCESSED_BACKOFF_SECONDS
+    assert 0 <= pauses[1] <= 2 * UNPROCESSED_BACKOFF_SECONDS

@@ -10,6 +10,14 @@ classification workflow for the rest through the start function's own code
 over the same prefix starts nothing for what is recorded or (Standard) already running:
 the backfill is resumable, and a rerun after a partial failure only does what is left.
 
+A Standard workflow refuses a *closed* execution's name for 90 days, whatever its input. An
+object with no record whose first execution closed without writing one (stopped by hand, or
+its record write failed) would so never be classified again; the backfill starts the next
+attempt instead (``<name>-r<N>``, as a replay is named), up to :data:`MAX_ATTEMPT`. A running
+execution the backfill itself started answers the same name and input with itself, so a
+rerun starts nothing twice; one the start function started (another input) gets a second
+run, whose record write is conditional like every other.
+
 An object whose ``HeadObject`` fails for another reason than "not found" (access denied,
 an SSE-C object without its key, throttling) does not stop the batch: the others are
 started first, then the batch fails with ``ObjectsUnreadable`` naming each such key and
@@ -20,7 +28,9 @@ as ``WorkflowsNotStarted``, which also names any unreadable objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,18 +39,28 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from scones_core.errors import ObjectsUnreadable, WorkflowsNotStarted, aws_error_code
 from scones_core.ingest import start_workflow
+from scones_core.monitoring.timestamps import format_millis, parse_timestamp
 from scones_core.objects import NULL_VERSION, ObjectRef, object_missing
 from scones_core.records import PARTITION_KEY
 from scones_core.settings import StartSettings
 
 BATCH_GET_LIMIT = 100
+# The last attempt the backfill starts for an object with no record whose earlier execution
+# names are all taken (closed without a record); past it the object is named as not started.
+MAX_ATTEMPT = 3
+# The backoff before asking again for keys BatchGetItem left unprocessed: full jitter under
+# this many seconds, doubled each round, at most the cap.
+UNPROCESSED_BACKOFF_SECONDS = 0.05
+UNPROCESSED_BACKOFF_CAP_SECONDS = 2.0
 
 
 @dataclass
 class BatchReport:
     started: list[str] = field(default_factory=list)  # record ids
     recorded: list[str] = field(default_factory=list)  # already had a record
-    already_running: list[str] = field(default_factory=list)  # execution name existed
+    # record id -> attempt, for objects started as a later attempt: every earlier execution
+    # name was taken by one that wrote no record (or, still running, was started elsewhere).
+    later_attempt: dict[str, int] = field(default_factory=dict)
     outside_prefix: list[str] = field(default_factory=list)  # keys, not classified here
     gone: list[str] = field(default_factory=list)  # keys deleted since the listing
     unreadable: dict[str, str] = field(default_factory=dict)  # key -> HeadObject's error
@@ -51,7 +71,7 @@ class BatchReport:
         return {
             "started": len(self.started),
             "recorded": len(self.recorded),
-            "already_running": len(self.already_running),
+            "later_attempt": self.later_attempt,
             "outside_prefix": self.outside_prefix,
             "gone": self.gone,
             "unreadable": self.unreadable,
@@ -81,19 +101,23 @@ def _is_listed_object(item: Any) -> bool:
 
 
 def _event_time(item: Mapping[str, Any]) -> str:
-    """The listed object's ``LastModified`` as an ISO 8601 time, as an S3 event's
-    ``eventTime`` is: Step Functions' S3 item reader lists it in epoch seconds."""
+    """The listed object's ``LastModified`` written as an S3 event's ``eventTime`` is
+    (``2026-11-30T08:15:00.000Z``), so records sort and compare alike whichever path
+    started them. Step Functions' S3 item reader lists it in epoch seconds (a JSON number,
+    ``1.789180622E9``), boto3 as a datetime and moto's reader as text; "" when unreadable."""
     modified = item.get("LastModified")
-    if isinstance(modified, bool):
-        return ""
-    if isinstance(modified, int | float):
-        try:
-            modified = datetime.fromtimestamp(modified, tz=UTC)
-        except (OverflowError, OSError, ValueError):
+    try:
+        if isinstance(modified, bool):
             return ""
-    if isinstance(modified, datetime):
-        return modified.isoformat()
-    return str(modified or "")
+        if isinstance(modified, int | float):
+            return format_millis(datetime.fromtimestamp(modified, tz=UTC))
+        if isinstance(modified, datetime):
+            return format_millis(modified)
+        if isinstance(modified, str):
+            return format_millis(parse_timestamp(modified))
+    except (OverflowError, OSError, ValueError):
+        pass
+    return ""
 
 
 def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> ObjectRef | None:
@@ -114,8 +138,19 @@ def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> ObjectRef 
     )
 
 
-def recorded_ids(dynamodb: Any, table: str, record_ids: Iterable[str]) -> set[str]:
-    """Which of ``record_ids`` have an item (of any status) in the results table."""
+def recorded_ids(
+    dynamodb: Any,
+    table: str,
+    record_ids: Iterable[str],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> set[str]:
+    """Which of ``record_ids`` have an item (of any status) in the results table.
+
+    Keys DynamoDB could not read in time (``UnprocessedKeys``, a throttled table: the SDK
+    does not retry them) are asked for again after an exponential backoff with full jitter,
+    as DynamoDB asks; asked again at once they would only be throttled again.
+    """
     ids = list(dict.fromkeys(record_ids))
     found: set[str] = set()
     for start in range(0, len(ids), BATCH_GET_LIMIT):
@@ -125,12 +160,31 @@ def recorded_ids(dynamodb: Any, table: str, record_ids: Iterable[str]) -> set[st
                 "ProjectionExpression": PARTITION_KEY,
             }
         }
+        rounds = 0
         while request:
             response = dynamodb.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(table, []):
                 found.add(item[PARTITION_KEY]["S"])
             request = response.get("UnprocessedKeys") or {}
+            if request:
+                ceiling = min(
+                    UNPROCESSED_BACKOFF_CAP_SECONDS, UNPROCESSED_BACKOFF_SECONDS * 2**rounds
+                )
+                sleep(random.uniform(0, ceiling))
+                rounds += 1
     return found
+
+
+def start_first_free_attempt(
+    sfn: Any, ref: ObjectRef, settings: StartSettings, event_time: str
+) -> int | None:
+    """Start the first attempt of ``ref`` (an object with no record) whose execution name
+    Step Functions does not refuse; the attempt, or None when none up to ``MAX_ATTEMPT`` is
+    free. A running execution with the same name and input counts as started."""
+    for attempt in range(MAX_ATTEMPT + 1):
+        if start_workflow(sfn, ref, settings, event_time, attempt).started:
+            return attempt
+    return None
 
 
 def backfill_batch(
@@ -169,12 +223,20 @@ def backfill_batch(
             report.recorded.append(ref.record_id)
             continue
         try:
-            result = start_workflow(sfn, ref, settings, event_time)
+            attempt = start_first_free_attempt(sfn, ref, settings, event_time)
         except (ClientError, BotoCoreError) as exc:
             # Throttled past the SDK's retries, or refused: the rest are still tried.
             report.not_started[ref.key] = _aws_error(exc)
             continue
-        (report.started if result.started else report.already_running).append(ref.record_id)
+        if attempt is None:
+            report.not_started[ref.key] = (
+                f"ExecutionAlreadyExists (attempts 0 to {MAX_ATTEMPT} were all started "
+                "before and none wrote a record)"
+            )
+            continue
+        report.started.append(ref.record_id)
+        if attempt:
+            report.later_attempt[ref.record_id] = attempt
     handled = (
         f"The batch's other objects were handled (started {len(report.started)}, "
         f"already recorded {len(report.recorded)})."
