@@ -357,3 +357,59 @@ def test_moto_still_answers_an_empty_primary_container_for_a_multi_container_mod
         described = sagemaker.describe_model(ModelName="pipeline")
         assert described["PrimaryContainer"] == {}
         assert len(described["Containers"]) == 2
+
+
+def test_moto_item_reader_still_reads_one_page_and_fails_on_none_and_the_fix_lists_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto's Distributed Map lists a prefix as AWS does: drop
+    the item reader fix in interpreter_fixes. Without it a backfill of more than 1,000
+    objects classified the first 1,000 and succeeded, and one of an empty prefix failed."""
+    import time
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bucket, listed = "listing", 1001
+    definition = {
+        "StartAt": "EachObject",
+        "States": {
+            "EachObject": {
+                "Type": "Map",
+                "ItemReader": {
+                    "Resource": "arn:aws:states:::s3:listObjectsV2",
+                    "Parameters": {"Bucket": bucket, "Prefix.$": "$.prefix"},
+                },
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                    "StartAt": "Key",
+                    "States": {"Key": {"Type": "Pass", "OutputPath": "$.Key", "End": True}},
+                },
+                "End": True,
+            }
+        },
+    }
+
+    def run(sfn: Any, arn: str) -> list[dict[str, Any]]:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=bucket)
+        for index in range(listed):
+            s3.put_object(Bucket=bucket, Key=f"in/{index:04d}.png", Body=b"")
+        results = []
+        for prefix in ("in/", "none/"):
+            started = sfn.start_execution(
+                stateMachineArn=arn, name=prefix.strip("/"), input=json.dumps({"prefix": prefix})
+            )
+            deadline = time.monotonic() + 300
+            while (described := sfn.describe_execution(executionArn=started["executionArn"]))[
+                "status"
+            ] == "RUNNING" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            results.append(dict(described))
+        return results
+
+    (raw_all, raw_none), (fixed_all, fixed_none) = _raw_then_fixed("listing", definition, run)
+    assert raw_all["status"] == "SUCCEEDED" and len(json.loads(raw_all["output"])) == 1000
+    assert raw_none["status"] == "FAILED" and "Contents" in raw_none.get("cause", "")
+    assert fixed_all["status"] == "SUCCEEDED"
+    assert json.loads(fixed_all["output"]) == [f"in/{index:04d}.png" for index in range(listed)]
+    assert fixed_none["status"] == "SUCCEEDED" and json.loads(fixed_none["output"]) == []

@@ -54,8 +54,7 @@ def find_backfill_machine(sfn: Any) -> str:
 
 
 def has_objects(s3: Any, bucket: str, prefix: str) -> bool:
-    """Whether anything is under ``prefix``: an empty one needs no execution (and moto's
-    Distributed Map fails on an empty listing, where AWS's succeeds with no items)."""
+    """Whether anything is under ``prefix``: an empty one needs no execution."""
     return bool(s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
 
 

@@ -9,7 +9,8 @@ moto 5.2's grammar refuses three things a Distributed Map may say, so offline:
   only STANDARD);
 - an integer ``ToleratedFailurePercentage`` is written as a decimal (``5`` as ``5.0``).
 
-Everything else (the S3 ``ListObjectsV2`` item reader, ``MaxConcurrency``, the tolerated
+Everything else (the S3 ``ListObjectsV2`` item reader, which ``interpreter_fixes`` makes
+list every page, ``MaxConcurrency``, the tolerated
 failure percentage itself, the DISTRIBUTED processor and its child executions) is moto's
 own. ``tests/offline/test_offline_asl_emulation.py`` fails once moto parses the original, so
 this can go.

@@ -14,6 +14,10 @@ upgrade that fixes moto also removes the fix here.
 * ``StartExecution`` without a ``name`` names the execution ``None`` in moto, so a
   second unnamed start of the same state machine is ``ExecutionAlreadyExists`` (or,
   with the same input, the first execution again); AWS names each one with a UUID.
+* A Distributed Map's S3 item reader (``s3:listObjectsV2``) reads one ``ListObjectsV2``
+  page in moto, so a backfill of a prefix with more than 1,000 objects left the rest
+  unclassified and succeeded; and it reads ``Contents`` unconditionally, so an empty
+  prefix failed the execution. AWS lists every page, and an empty prefix as no items.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import uuid
 from typing import Any
 
 from moto.stepfunctions.parser.asl.component.state import state as _state_module
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval import (
+    resource_eval_s3 as _item_reader_s3,
+)
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from scones_core.monitoring.timestamps import format_step_functions
@@ -31,6 +38,8 @@ _ORIGINAL_ENVIRONMENT = ExecutionWorker._get_evaluation_environment
 # Every state's entry builds its ``$$.State`` through this name (``StateBase._eval_body``).
 _ORIGINAL_STATE_DATA = _state_module.StateData
 _ORIGINAL_START_EXECUTION = StepFunctionsParserBackend.start_execution
+_READER = _item_reader_s3.ResourceEvalS3
+_ORIGINAL_LIST_OBJECTS = _READER.__dict__["_handle_list_objects_v2"]
 
 
 def _aws_time(value: Any) -> Any:
@@ -73,13 +82,27 @@ def _start_execution_named_like_aws(
     )
 
 
+def _list_every_page(env: Any, resource_runtime_part: Any, state_credentials: Any) -> None:
+    """The item reader's listing as AWS reads it: every page, and no items for none."""
+    s3 = _READER._get_s3_client(
+        resource_runtime_part=resource_runtime_part, state_credentials=state_credentials
+    )
+    parameters = env.stack.pop()
+    items: list[Any] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(**parameters):
+        items.extend(page.get("Contents", []))
+    env.stack.append(items)
+
+
 def install() -> None:
     ExecutionWorker._get_evaluation_environment = _environment_with_string_start_time  # type: ignore[method-assign]
     _state_module.StateData = _state_data_with_aws_entered_time  # type: ignore[misc,assignment]
     StepFunctionsParserBackend.start_execution = _start_execution_named_like_aws  # type: ignore[method-assign]
+    _READER._handle_list_objects_v2 = staticmethod(_list_every_page)  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
     ExecutionWorker._get_evaluation_environment = _ORIGINAL_ENVIRONMENT  # type: ignore[method-assign]
     _state_module.StateData = _ORIGINAL_STATE_DATA  # type: ignore[misc]
     StepFunctionsParserBackend.start_execution = _ORIGINAL_START_EXECUTION  # type: ignore[method-assign]
+    _READER._handle_list_objects_v2 = _ORIGINAL_LIST_OBJECTS  # type: ignore[method-assign]
