@@ -9,10 +9,12 @@ server's own invocation counter) and the dead-letter queue's messages. The table
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -493,3 +495,204 @@ def test_a_crash_on_one_message_retries_only_that_message_into_the_dead_letter_q
         assert record["status"] in CLASSIFIED
         assert handled.count(record["pk"]) == 1
         assert records_of(stack, item.key) == [record]
+
+
+# ---- the record writes and the dead-letter send --------------------------------------------
+# moto's DynamoDB and SQS run in this process (as `table_faults` uses), so a test can make
+# them refuse a call with the error the real service sends.
+
+
+@contextmanager
+def refusing(
+    owner: type, method: str, refuse: Callable[[dict[str, Any]], Exception | None]
+) -> Iterator[None]:
+    """Make ``owner.method`` raise what ``refuse(arguments by name)`` returns, if anything."""
+    original = getattr(owner, method)
+    signature = inspect.signature(original)
+
+    def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        error = refuse(signature.bind(self, *args, **kwargs).arguments)
+        if error is not None:
+            raise error
+        return original(self, *args, **kwargs)
+
+    setattr(owner, method, patched)
+    try:
+        yield
+    finally:
+        setattr(owner, method, original)
+
+
+def execution_of(stack: OfflineStack, key: str, timeout: float = 60) -> dict[str, Any]:
+    """The finished execution whose input names ``key`` (when no record names it)."""
+    sfn = stack.api().client("stepfunctions")
+    arn = stack.api().endpoints.state_machine_arn
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for execution in sfn.list_executions(stateMachineArn=arn)["executions"]:
+            described = sfn.describe_execution(executionArn=execution["executionArn"])
+            if key in described["input"] and described["status"] != "RUNNING":
+                return dict(described)
+        time.sleep(0.2)
+    raise AssertionError(f"no finished execution names {key}")
+
+
+def test_a_batch_image_the_table_refuses_throughout_is_dead_lettered_and_replayed_once(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]]
+) -> None:
+    """Its classified write and its FAILED write both outlast their retries: the image has
+    no record, only its dead letter, while the batch's other images keep theirs; replaying
+    the dead letter gives that image its one record and touches no other image's."""
+    from scones_core.redrive import Redriver
+
+    api = stack.api()
+    paths = list(local_predictions)[:3]
+    keys = [f"{stack.incoming_prefix}refused-batch/{i}-{p.name}" for i, p in enumerate(paths)]
+    stack.throttle_table_writes(2 * attempts(stack), f"{stack.bucket}/{keys[0]}#")
+    with stack.delivery_paused():
+        uploads = [upload(stack, key, p.read_bytes()) for key, p in zip(keys, paths, strict=True)]
+    kept = api.wait_for_records(uploads[1:], timeout=90)
+    execution = execution_of(stack, keys[0])
+
+    assert {r["execution_arn"] for r in kept.values()} == {execution["executionArn"]}
+    assert (execution["status"], execution.get("error")) == ("FAILED", "ClassificationFailed")
+    assert "scones redrive --dead-letters" in execution["cause"]  # no FAILED record to find
+    assert records_of(stack, keys[0]) == []
+    sqs = api.client("sqs")
+    url = stack.endpoints.dead_letter_queue_url
+    peeked = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=0
+    ).get("Messages", [])
+    (letter,) = [json.loads(m["Body"]) for m in peeked]
+    assert letter["object"]["key"] == keys[0] and letter["attempt"] == 0
+    assert letter["object"]["version"] == uploads[0].version_id
+    assert letter["failure"]["error_code"] == "DynamoDB.ProvisionedThroughputExceededException"
+    for item in uploads[1:]:
+        assert records_of(stack, item.key) == [kept[item]]
+
+    # The dead letter is all that names the image: drain it as `scones redrive
+    # --dead-letters` does.
+    redriver = Redriver(
+        stepfunctions=api.client("stepfunctions"),
+        state_machine_arn=api.endpoints.state_machine_arn,
+        sqs=sqs,
+        dead_letter_queue_url=url,
+        wait_seconds=0,
+    )
+    report = redriver.drain_dead_letters()
+    assert [(r.key, r.attempt, r.outcome.value) for r in report.replays] == [
+        (keys[0], 1, "started")
+    ]
+    replayed = wait_one(stack, uploads[0])
+    assert replayed["status"] in CLASSIFIED and replayed["attempt"] == 1
+    assert records_of(stack, keys[0]) == [replayed]
+    for item in uploads[1:]:
+        assert records_of(stack, item.key) == [kept[item]]
+
+
+def test_a_dead_letter_queue_that_refuses_the_message_leaves_the_failed_record(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    """The dead-letter send is retried, then caught: the image still ends in ImageFailed
+    with its one FAILED record (which `scones redrive` replays) and the execution fails."""
+    from moto.sqs.exceptions import QueueDoesNotExist
+    from moto.sqs.models import SQSBackend
+
+    queue_name = stack.endpoints.dead_letter_queue_url.rsplit("/", 1)[-1]
+    path = confident_image(local_predictions, threshold)
+    stack.set_faults({"model_error": 1})
+    with refusing(
+        SQSBackend,
+        "send_message",
+        lambda call: QueueDoesNotExist() if call["queue_name"] == queue_name else None,
+    ):
+        record = wait_one(stack, upload(stack, "refused-letter/photo.png", path.read_bytes()))
+        events = finished_history(stack, record)
+
+    assert (record["status"], record["error_code"]) == ("FAILED", "EndpointRejectedRequest")
+    assert records_of(stack, record["key"]) == [record]
+    assert len(state_failures(events, "NotifyDeadLetter")) == attempts(stack)
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+    ]
+    assert entered[-3:] == ["ImageFailed", "FailIfAnyImageFailed", "ClassificationFailed"]
+    described = (
+        stack.api().client("stepfunctions").describe_execution(executionArn=record["execution_arn"])
+    )
+    assert (described["status"], described.get("error")) == ("FAILED", "ClassificationFailed")
+    assert workflow_letters(drain_dead_letters(stack), record["key"]) == []
+
+
+def test_a_record_write_the_table_refuses_outright_ends_in_one_failed_record(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    """A write DynamoDB refuses for what it holds (here its own message for a number below
+    1E-130) is no throttling: the image still ends in one FAILED record and one dead letter,
+    and the endpoint is not called again."""
+    from moto.dynamodb.exceptions import MockValidationException
+    from moto.dynamodb.models import DynamoDBBackend
+
+    path = confident_image(local_predictions, threshold)
+    key = f"{stack.incoming_prefix}refused-write/photo.png"
+    before = endpoint_invocations(stack)
+
+    def refuse(call: dict[str, Any]) -> Exception | None:
+        item = call["item_attrs"]
+        classified = item.get("status", {}).get("S") in CLASSIFIED
+        if classified and item["pk"]["S"].startswith(f"{stack.bucket}/{key}#"):
+            return MockValidationException(
+                "Number underflow. Attempting to store a number with magnitude smaller "
+                "than supported range"
+            )
+        return None
+
+    with refusing(DynamoDBBackend, "put_item", refuse):
+        record = wait_one(stack, upload(stack, key, path.read_bytes()))
+        events = finished_history(stack, record)
+
+    (refused,) = set(state_failures(events, "RecordAccepted"))
+    assert record["status"] == "FAILED" and record["error_code"] == refused
+    assert refused.startswith("DynamoDB.")
+    assert records_of(stack, key) == [record]
+    assert endpoint_invocations(stack) - before == 1
+    (letter,) = workflow_letters(drain_dead_letters(stack), key)
+    assert letter["failure"]["error_code"] == refused
+
+
+def test_the_same_failure_run_twice_writes_one_failed_record_and_one_dead_letter(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    """At-least-once delivery can run one object version's attempt twice at the same time
+    (an Express workflow, or a duplicate in another batch). When both fail, one FAILED
+    write wins; the other ends in AlreadyRecorded, so there is one dead letter, not two."""
+    from scones_core.ingest import workflow_input
+    from scones_core.objects import ObjectRef
+
+    path = confident_image(local_predictions, threshold)
+    key = "direct/failed-twice.png"  # outside the incoming prefix: no notification
+    put = stack.api().client("s3").put_object(Bucket=stack.bucket, Key=key, Body=path.read_bytes())
+    ref = ObjectRef(stack.bucket, key, put["VersionId"], put["ETag"].strip('"'), 10)
+    document = json.dumps(workflow_input(ref, "2026-12-01T12:00:00.000Z"))
+    sfn = stack.api().client("stepfunctions")
+    stack.set_faults({"model_error": -1})
+    arns = [
+        sfn.start_execution(
+            stateMachineArn=stack.api().endpoints.state_machine_arn, name=name, input=document
+        )["executionArn"]
+        for name in ("failed-twice-a", "failed-twice-b")
+    ]
+    statuses = sorted(wait_for_execution(sfn, arn) for arn in arns)
+
+    (record,) = records_of(stack, key)
+    assert (record["status"], record["error_code"]) == ("FAILED", "EndpointRejectedRequest")
+    assert record["execution_arn"] in arns
+    ended = {arn: history_events(sfn, arn) for arn in arns}
+    duplicate = next(arn for arn in arns if arn != record["execution_arn"])
+    assert "AlreadyRecorded" in [
+        e["stateEnteredEventDetails"]["name"]
+        for e in ended[duplicate]
+        if "stateEnteredEventDetails" in e
+    ]
+    assert statuses == ["FAILED", "SUCCEEDED"]
+    (letter,) = workflow_letters(drain_dead_letters(stack), key)
+    assert letter["execution_arn"] == record["execution_arn"]
