@@ -191,9 +191,12 @@ def test_a_json_path_that_cannot_be_written_is_refused_before_the_benchmark(
     assert f"--json {tmp_path}: it is a folder" in error
 
 
-@pytest.mark.parametrize("name", ["RetryIntervalSeconds", "RetryMaxDelaySeconds"])
+@pytest.mark.parametrize(
+    ("name", "limit"), [("RetryIntervalSeconds", 99999999), ("RetryMaxDelaySeconds", 31622400)]
+)
 def test_a_retry_delay_step_functions_refuses_is_refused_before_the_stack_starts(
     name: str,
+    limit: int,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -202,10 +205,11 @@ def test_a_retry_delay_step_functions_refuses_is_refused_before_the_stack_starts
     from scones.cli import run
 
     monkeypatch.setattr(run, "_run", _never("the offline run"))
-    argv = ["run", "--out", str(tmp_path / "out"), "--param", f"{name}={HUGE}"]
-    code, error = _scones(argv, capsys)
-    assert code == 2
-    assert f"{name}='{HUGE}' is greater than MaxValue 99999999" in error
+    for value in (HUGE, str(limit + 1)):
+        argv = ["run", "--out", str(tmp_path / "out"), "--param", f"{name}={value}"]
+        code, error = _scones(argv, capsys)
+        assert code == 2
+        assert f"{name}='{value}' is greater than MaxValue {limit}" in error
 
 
 def _measurements(change: Any) -> dict[str, Any]:

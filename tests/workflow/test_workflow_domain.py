@@ -464,6 +464,36 @@ def test_a_good_answer_becomes_a_classification() -> None:
     }
 
 
+def test_a_probability_too_small_for_dynamodb_is_stored_as_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DynamoDB refuses a magnitude under 1e-130 ("Number underflow"): a foreign endpoint
+    answering ``1e-200`` would turn every attempt's classification into a FAILED record."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    client = runtime_client()
+    with Stubber(client) as stub:
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": StreamingBody(io.BytesIO(b"[1.0, 1e-200]"), 13), "ContentType": "json"},
+        )
+        result = classify_image(client, b"png-bytes", ENDPOINT)
+    stored = result.to_state()["probabilities_attribute"]
+    assert stored == {"bicycle": {"N": "1.0"}, "motorcycle": {"N": "0.0"}}
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(
+            TableName="records",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        raw = {"pk": {"S": "a"}, "probabilities": {"M": {"motorcycle": {"N": "1e-200"}}}}
+        with pytest.raises(ddb.exceptions.ClientError, match="underflow"):
+            ddb.put_item(TableName="records", Item=raw)
+        ddb.put_item(TableName="records", Item={"pk": {"S": "a"}, "probabilities": {"M": stored}})
+
+
 @pytest.mark.parametrize(
     "body",
     [

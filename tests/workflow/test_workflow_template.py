@@ -86,6 +86,34 @@ def test_asl_parses_and_every_transition_resolves(name: str) -> None:
     assert check_definition(text, sample_substitutions(properties)) == []
 
 
+def test_the_largest_retry_delays_the_template_allows_are_ones_step_functions_takes() -> None:
+    """A delay past Step Functions' limit passes CloudFormation's parameter check and then
+    fails the state machine's creation, partway through a deploy. Each parameter's MaxValue
+    must parse in the retrier field the definitions substitute it into (moto's copy of
+    Step Functions' grammar), and the values above it must not: IntervalSeconds goes to
+    99999999; MaxDelaySeconds must be less than 31622401 (AWS's Retry documentation),
+    where moto's grammar still takes 31622401 itself."""
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    declared = load_template()["Parameters"]
+    limits = {
+        "RetryIntervalSeconds": ("IntervalSeconds", 99999999),
+        "RetryMaxDelaySeconds": ("MaxDelaySeconds", 31622400),
+    }
+
+    def parse(field: str, seconds: int) -> None:
+        retrier = {"ErrorEquals": ["States.ALL"], "BackoffRate": 2.0, field: seconds}
+        task = {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "End": True}
+        document = {"StartAt": "T", "States": {"T": {**task, "Retry": [retrier]}}}
+        AmazonStateLanguageParser.parse(json.dumps(document))
+
+    for parameter, (field, limit) in limits.items():
+        assert int(declared[parameter]["MaxValue"]) == limit, parameter
+        parse(field, limit)
+        with pytest.raises(Exception, match=field):
+            parse(field, 31622402 if field == "MaxDelaySeconds" else limit + 1)
+
+
 def test_asl_check_catches_dangling_transitions_and_leftover_placeholders() -> None:
     broken = json.dumps(
         {

@@ -32,6 +32,7 @@ from scones_core.errors import (
     ModelResponseInvalid,
 )
 from scones_core.json_text import NotJSON, load_json
+from scones_core.records import number_attribute
 from scones_core.settings import EndpointSettings
 
 _THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
@@ -71,7 +72,7 @@ class Classification:
             # The same map as DynamoDB attribute values, so the state machine can
             # write it with a direct putItem whatever the labels are.
             "probabilities_attribute": {
-                label: {"N": repr(p)} for label, p in self.probabilities.items()
+                label: number_attribute(p) for label, p in self.probabilities.items()
             },
             "endpoint_name": self.endpoint_name,
             "variant": self.variant,

@@ -147,6 +147,19 @@ class BatchInput(TypedDict):
     objects: list[WorkflowInput]
 
 
+# DynamoDB's smallest non-zero magnitude: a number below it is refused ("Number underflow"),
+# which would turn a classification into a FAILED record on every attempt.
+DYNAMODB_SMALLEST_NUMBER = 1e-130
+
+
+def number_attribute(value: float) -> dict[str, str]:
+    """``value`` as a DynamoDB number attribute; a magnitude DynamoDB cannot hold (an
+    endpoint answering ``1e-200`` for a label) is stored as 0."""
+    if abs(value) < DYNAMODB_SMALLEST_NUMBER:
+        value = 0.0
+    return {"N": repr(value)}
+
+
 # ---- the record layout -----------------------------------------------------------
 
 
