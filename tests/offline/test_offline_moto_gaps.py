@@ -413,3 +413,41 @@ def test_moto_item_reader_still_reads_one_page_and_fails_on_none_and_the_fix_lis
     assert fixed_all["status"] == "SUCCEEDED"
     assert json.loads(fixed_all["output"]) == [f"in/{index:04d}.png" for index in range(listed)]
     assert fixed_none["status"] == "SUCCEEDED" and json.loads(fixed_none["output"]) == []
+
+
+def test_moto_still_lets_states_all_catch_states_runtime_and_the_fix_fails_as_aws_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto's ``States.ALL`` no longer catches ``States.Runtime``
+    (a path that finds nothing), as AWS's never does: drop the ErrorEquals fix in
+    interpreter_fixes. With the fix the execution fails, as it does on AWS."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    caught = {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}
+    definition = {
+        "StartAt": "Send",
+        "States": {
+            "Send": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage",
+                "Parameters": {"QueueUrl.$": "$.queue", "MessageBody.$": "$.missing"},
+                "Retry": [{"ErrorEquals": ["States.ALL"], "MaxAttempts": 2, "IntervalSeconds": 1}],
+                "Catch": [caught],
+                "End": True,
+            },
+            "Caught": {"Type": "Pass", "End": True},
+        },
+    }
+
+    def run(sfn: Any, arn: str) -> dict[str, Any]:
+        queue = boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="q")
+        started = sfn.start_execution(
+            stateMachineArn=arn, name="runtime", input=json.dumps({"queue": queue["QueueUrl"]})
+        )
+        return _wait(sfn, started)
+
+    raw, fixed = _raw_then_fixed("runtime", definition, run)
+    assert raw["status"] == "SUCCEEDED"
+    assert json.loads(raw["output"])["error"]["Error"] == "States.Runtime"
+    assert fixed["status"] == "FAILED"
+    assert fixed["error"] == "States.Runtime"

@@ -3,21 +3,19 @@
 On AWS a JSONPath that finds nothing (``"S.$": "$.image.source.format"`` when no
 ``$.image`` exists) fails the state with ``States.Runtime``, which ``States.ALL`` does not
 catch: the Map fails, and every image of the batch still in flight ends with no record
-and no dead letter. moto's interpreter lets ``States.ALL`` catch it, so an executed run
-offline would show a FAILED record instead. So each state's paths are checked here,
-statically: every top-level member a per-image state reads must be set on every way in.
+and no dead letter. moto's interpreter lets ``States.ALL`` catch it (the offline stack
+corrects that, ``scones.offline.interpreter_fixes``, guarded in
+``tests/offline/test_offline_moto_gaps.py``), but an executed run only finds the paths it
+takes. So each state's paths are checked here, statically: every top-level member a
+per-image state reads must be set on every way in.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
-import boto3
-import pytest
-from moto import mock_aws
 from scones_core.ingest import workflow_input
 from scones_core.objects import ObjectRef
 
@@ -146,46 +144,3 @@ def test_the_check_names_a_read_that_one_way_in_leaves_unset() -> None:
     flow = json.loads(json.dumps(template_tests.image_flow()))
     flow["StartAt"] = "SerializeImage"
     assert "RecordAccepted: $.attempt" in unset_reads(flow, start_members())
-
-
-def test_moto_still_lets_states_all_catch_states_runtime(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """When this fails, moto's interpreter no longer catches ``States.Runtime`` with
-    ``States.ALL`` (AWS never does): an executed offline run then shows what AWS does, and
-    the static check above may go."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    machine = {
-        "StartAt": "Send",
-        "States": {
-            "Send": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::sqs:sendMessage",
-                "Parameters": {"QueueUrl.$": "$.queue", "MessageBody.$": "$.missing"},
-                "Catch": [
-                    {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}
-                ],
-                "End": True,
-            },
-            "Caught": {"Type": "Pass", "End": True},
-        },
-    }
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        queue = boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="q")["QueueUrl"]
-        sfn = boto3.client("stepfunctions", region_name="us-east-1")
-        arn = sfn.create_state_machine(
-            name="runtime",
-            definition=json.dumps(machine),
-            roleArn="arn:aws:iam::123456789012:role/r",
-        )["stateMachineArn"]
-        execution = sfn.start_execution(
-            stateMachineArn=arn, name="runtime", input=json.dumps({"queue": queue})
-        )["executionArn"]
-        for _ in range(200):
-            described = sfn.describe_execution(executionArn=execution)
-            if described["status"] != "RUNNING":
-                break
-            time.sleep(0.05)
-    assert described["status"] == "SUCCEEDED"
-    assert json.loads(described["output"])["error"]["Error"] == "States.Runtime"

@@ -18,6 +18,10 @@ upgrade that fixes moto also removes the fix here.
   page in moto, so a backfill of a prefix with more than 1,000 objects left the rest
   unclassified and succeeded; and it reads ``Contents`` unconditionally, so an empty
   prefix failed the execution. AWS lists every page, and an empty prefix as no items.
+* ``States.ALL`` catches and retries ``States.Runtime`` (a path that finds nothing) and
+  ``States.DataLimitExceeded`` in moto; on AWS it matches neither, and the execution
+  fails. Offline a definition that reads a missing path would so have shown a caught
+  error where AWS loses the execution.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import datetime
 import uuid
 from typing import Any
 
+from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import (
+    ErrorEqualsDecl,
+)
 from moto.stepfunctions.parser.asl.component.state import state as _state_module
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval import (
     resource_eval_s3 as _item_reader_s3,
@@ -39,6 +46,9 @@ _ORIGINAL_ENVIRONMENT = ExecutionWorker._get_evaluation_environment
 _ORIGINAL_STATE_DATA = _state_module.StateData
 _ORIGINAL_START_EXECUTION = StepFunctionsParserBackend.start_execution
 _READER = _item_reader_s3.ResourceEvalS3
+_ORIGINAL_ERROR_EQUALS = ErrorEqualsDecl._eval_body
+# The errors AWS's States.ALL does not match (Step Functions' "Error names" page).
+_NOT_MATCHED_BY_STATES_ALL = frozenset({"States.Runtime", "States.DataLimitExceeded"})
 _ORIGINAL_LIST_OBJECTS = _READER.__dict__["_handle_list_objects_v2"]
 
 
@@ -94,11 +104,24 @@ def _list_every_page(env: Any, resource_runtime_part: Any, state_credentials: An
     env.stack.append(items)
 
 
+def _error_equals_like_aws(self: ErrorEqualsDecl, env: Any) -> None:
+    error = env.stack[-1]
+    if (
+        ErrorEqualsDecl._STATE_ALL_ERROR in self.error_names
+        and getattr(error, "error_name", None) in _NOT_MATCHED_BY_STATES_ALL
+    ):
+        env.stack.pop()
+        env.stack.append(False)  # the retrier or catcher does not apply
+        return
+    _ORIGINAL_ERROR_EQUALS(self, env)
+
+
 def install() -> None:
     ExecutionWorker._get_evaluation_environment = _environment_with_string_start_time  # type: ignore[method-assign]
     _state_module.StateData = _state_data_with_aws_entered_time  # type: ignore[misc,assignment]
     StepFunctionsParserBackend.start_execution = _start_execution_named_like_aws  # type: ignore[method-assign]
     _READER._handle_list_objects_v2 = staticmethod(_list_every_page)  # type: ignore[method-assign]
+    ErrorEqualsDecl._eval_body = _error_equals_like_aws  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -106,3 +129,4 @@ def uninstall() -> None:
     _state_module.StateData = _ORIGINAL_STATE_DATA  # type: ignore[misc]
     StepFunctionsParserBackend.start_execution = _ORIGINAL_START_EXECUTION  # type: ignore[method-assign]
     _READER._handle_list_objects_v2 = _ORIGINAL_LIST_OBJECTS  # type: ignore[method-assign]
+    ErrorEqualsDecl._eval_body = _ORIGINAL_ERROR_EQUALS  # type: ignore[method-assign]
