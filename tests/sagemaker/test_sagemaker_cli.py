@@ -328,22 +328,24 @@ def test_deploy_from_a_training_job_with_capture_and_wait(
     }
 
 
+UPDATE_WITHOUT_CAPTURE = (
+    "deploy",
+    "--role-arn",
+    ROLE_ARN,
+    "--image-uri",
+    SERVING_IMAGE,
+    "--model-data",
+    "s3://scones-data/models/m/model.tar.gz",
+    "--no-capture",
+    "--update",
+)
+
+
 def test_deploy_update_without_capture(
     clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
 ) -> None:
     names = deploy_responses(stubber, update=True)
-    code, result, err = run(
-        capsys,
-        "deploy",
-        "--role-arn",
-        ROLE_ARN,
-        "--image-uri",
-        SERVING_IMAGE,
-        "--model-data",
-        "s3://scones-data/models/m/model.tar.gz",
-        "--no-capture",
-        "--update",
-    )
+    code, result, err = run(capsys, *UPDATE_WITHOUT_CAPTURE)
     assert code == 0, err
     assert result["endpoint_config_name"] == names["config"]
 
@@ -368,19 +370,7 @@ def test_deploy_update_and_wait_fails_when_sagemaker_rolled_the_update_back(
         },
         {"EndpointName": names["endpoint"]},
     )
-    code, _, err = run(
-        capsys,
-        "deploy",
-        "--role-arn",
-        ROLE_ARN,
-        "--image-uri",
-        SERVING_IMAGE,
-        "--model-data",
-        "s3://scones-data/models/m/model.tar.gz",
-        "--no-capture",
-        "--update",
-        "--wait",
-    )
+    code, _, err = run(capsys, *UPDATE_WITHOUT_CAPTURE, "--wait")
     assert code != 0
     assert f"not {names['config']}" in err and "rolled it back" in err and reason in err, err
 
