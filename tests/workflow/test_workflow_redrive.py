@@ -28,6 +28,7 @@ from scones_core.records import (
     may_replace,
 )
 from scones_core.redrive import (
+    MAX_CLOSED_ATTEMPTS,
     Outcome,
     RedriveError,
     Redriver,
@@ -256,6 +257,42 @@ def test_a_replay_is_the_next_attempt_under_a_deterministic_name_and_starts_once
     again = aws.redriver().redrive_records(Selection())
     assert {r.outcome for r in again.replays} == {Outcome.ALREADY_STARTED}
     assert len(aws.executions()) == 3
+
+
+def test_a_replay_whose_execution_closed_without_a_record_is_followed_by_the_next_attempt(
+    aws: Aws,
+) -> None:
+    """A Standard replay stopped by hand wrote no record, and its name is refused for 90
+    days: the next redrive starts the attempt after it, not "already started" forever."""
+    ref = aws.upload("incoming/a.png")
+    aws.record(ref, attempt=0)
+    first = aws.redriver().redrive_records(Selection())
+    assert [(r.outcome, r.attempt) for r in first.replays] == [(Outcome.STARTED, 1)]
+    # Still running: a second redrive starts nothing.
+    running = aws.redriver().redrive_records(Selection())
+    assert [(r.outcome, r.attempt) for r in running.replays] == [(Outcome.ALREADY_STARTED, 1)]
+
+    def stop(attempt: int) -> None:
+        arn = execution_arn(aws.machine, ref.execution_name_for(attempt))
+        aws.sfn.stop_execution(executionArn=arn)
+
+    stop(1)
+    dry = aws.redriver().redrive_records(Selection(), dry_run=True)
+    assert [(r.outcome, r.attempt) for r in dry.replays] == [(Outcome.WOULD_START, 2)]
+    second = aws.redriver().redrive_records(Selection())
+    assert [(r.outcome, r.attempt, r.execution_name) for r in second.replays] == [
+        (Outcome.STARTED, 2, ref.execution_name_for(2))
+    ]
+    assert aws.executions()[ref.execution_name_for(2)]["attempt"] == 2
+
+    for attempt in range(2, 2 + MAX_CLOSED_ATTEMPTS):
+        if attempt > 2:
+            aws.redriver().redrive_records(Selection())
+        stop(attempt)
+    exhausted = aws.redriver().redrive_records(Selection())
+    [replay] = exhausted.replays
+    assert replay.outcome is Outcome.ERROR
+    assert "all closed without writing a record" in replay.detail
 
 
 def test_a_dry_run_starts_nothing(aws: Aws) -> None:

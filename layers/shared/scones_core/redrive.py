@@ -8,8 +8,11 @@ same against AWS and the offline stack.
   ``recorded_at`` range and a key prefix. Each gets a new execution of attempt
   N = its record's ``attempt`` + 1, named ``<first execution's name>-r<N>``
   (``ObjectRef.execution_name_for``). The name is deterministic, so a second
-  redrive finds a Standard execution already there and starts nothing (an Express
-  one cannot be described, so it is started again); either way the record's
+  redrive finds a Standard execution already running and starts nothing (an Express
+  one cannot be described, so it is started again). One that has closed while the
+  record is still FAILED at an earlier attempt wrote no record (stopped by hand), and
+  Step Functions refuses its name for 90 days: the next attempt is started instead, up
+  to ``MAX_CLOSED_ATTEMPTS`` of them. Either way the record's
   conditional write (``records.RECORD_CONDITION_EXPRESSION``) lets attempt N
   replace only the FAILED item of an earlier attempt, once.
 * **The dead-letter queue** holds two replayable shapes: S3 event notifications
@@ -64,6 +67,8 @@ from scones_core.records import (
 from scones_core.settings import StartSettings
 
 REPLAYABLE_STATUSES: tuple[Status, ...] = (Status.FAILED,)
+# How many closed executions that wrote no record a record's replay steps past.
+MAX_CLOSED_ATTEMPTS = 3
 
 
 class RedriveError(ValueError):
@@ -310,13 +315,27 @@ class Redriver:
         An Express workflow cannot be described: the start is tried, and the conditional
         write keeps a second run of the same attempt from writing.
         """
+        return self._execution_status(name) is not None
+
+    def _execution_status(self, name: str) -> str | None:
+        """The status of the (Standard) execution of this name; None when there is none."""
         try:
-            self.sfn.describe_execution(
+            described = self.sfn.describe_execution(
                 executionArn=execution_arn(self.settings.state_machine_arn, name)
             )
         except ClientError:
-            return False
-        return True
+            return None
+        return str(described.get("status", ""))
+
+    def _first_attempt_not_closed(self, ref: ObjectRef, attempt: int) -> int | None:
+        """``attempt``, or the first later one whose execution has not closed: a closed
+        execution of a record still FAILED at an earlier attempt wrote no record, and its
+        name cannot be used again. None when ``MAX_CLOSED_ATTEMPTS`` of them have closed."""
+        for candidate in range(attempt, attempt + MAX_CLOSED_ATTEMPTS + 1):
+            status = self._execution_status(ref.execution_name_for(candidate))
+            if status is None or status == "RUNNING":
+                return candidate
+        return None
 
     def _with_size(self, ref: ObjectRef) -> ObjectRef:
         """A record does not keep the object's size; read it like the S3 event had it."""
@@ -354,6 +373,14 @@ class Redriver:
             return Replay(Source.RECORD, Outcome.ERROR, record_id, key, attempt, detail=str(exc))
         name = ref.execution_name_for(attempt)
         try:
+            free = self._first_attempt_not_closed(ref, attempt)
+            if free is None:
+                detail = (
+                    f"the executions of attempts {attempt} to {attempt + MAX_CLOSED_ATTEMPTS} "
+                    "all closed without writing a record; look at their histories"
+                )
+                return Replay(Source.RECORD, Outcome.ERROR, record_id, key, attempt, name, detail)
+            attempt, name = free, ref.execution_name_for(free)
             outcome = self.replay(
                 self._with_size(ref), str(record.get("event_time") or ""), attempt, dry_run=dry_run
             )
