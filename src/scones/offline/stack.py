@@ -54,6 +54,9 @@ from scones.paths import SHIPPED_MODEL_DIR
 DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 
 logger = logging.getLogger(__name__)
+# moto's own configuration, process-wide: the stack runs state machines while it is up.
+_EXECUTING = {"stepfunctions": {"execute_state_machine": True}}
+_NOT_EXECUTING = {"stepfunctions": {"execute_state_machine": False}}
 
 
 # One offline stack per process: moto's backends and the Lambda hook are global.
@@ -356,15 +359,19 @@ class OfflineStack:
 
         # moto keeps its state in this process: start from nothing, whatever ran before.
         self._moto_api("reset")
-        config = {"stepfunctions": {"execute_state_machine": True}}
-        self._moto_api("config", json.dumps(config).encode())
+        self._moto_api("config", json.dumps(_EXECUTING).encode())
 
     def _release_moto_state(self) -> None:
-        """Empty moto's backends: they are module globals and outlive the server thread, so
-        a stopped stack would otherwise keep every object, item and execution history in
-        this process's memory (and in every garbage collection after it)."""
+        """Empty moto's backends and put its configuration back: they are module globals
+        and outlive the server thread, so a stopped stack would otherwise keep every object,
+        item and execution history in this process's memory (and in every garbage
+        collection after it), and leave any later moto in this process executing state
+        machines."""
+        import json
+
         try:
             self._moto_api("reset")
+            self._moto_api("config", json.dumps(_NOT_EXECUTING).encode())
         except OSError as exc:  # stopping must go on
             logger.warning("could not empty the offline stack's emulator state: %s", exc)
 
