@@ -302,20 +302,24 @@ class Redriver:
     # -- one replay ------------------------------------------------------------
     def replay(self, ref: ObjectRef, event_time: str, attempt: int, *, dry_run: bool) -> Outcome:
         """Start ``attempt`` of ``ref`` unless its execution exists already."""
-        if self._execution_exists(ref.execution_name_for(attempt)):
+        status = self._execution_status(ref.execution_name_for(attempt))
+        return self._start_unless_described(status, ref, event_time, attempt, dry_run=dry_run)
+
+    def _start_unless_described(
+        self, status: str | None, ref: ObjectRef, event_time: str, attempt: int, *, dry_run: bool
+    ) -> Outcome:
+        """Start ``attempt`` of ``ref`` unless its (Standard) execution was described
+        (``status``); starting would then start nothing.
+
+        An Express workflow cannot be described: the start is tried, and the conditional
+        write keeps a second run of the same attempt from writing.
+        """
+        if status is not None:
             return Outcome.ALREADY_STARTED
         if dry_run:
             return Outcome.WOULD_START
         result = start_attempt(self.sfn, ref, self.settings, event_time, attempt)
         return Outcome.STARTED if result.started else Outcome.ALREADY_STARTED
-
-    def _execution_exists(self, name: str) -> bool:
-        """Whether a (Standard) execution has this name; starting would then start nothing.
-
-        An Express workflow cannot be described: the start is tried, and the conditional
-        write keeps a second run of the same attempt from writing.
-        """
-        return self._execution_status(name) is not None
 
     def _execution_status(self, name: str) -> str | None:
         """The status of the (Standard) execution of this name; None when there is none."""
@@ -327,14 +331,17 @@ class Redriver:
             return None
         return str(described.get("status", ""))
 
-    def _first_attempt_not_closed(self, ref: ObjectRef, attempt: int) -> int | None:
-        """``attempt``, or the first later one whose execution has not closed: a closed
-        execution of a record still FAILED at an earlier attempt wrote no record, and its
-        name cannot be used again. None when ``MAX_CLOSED_ATTEMPTS`` of them have closed."""
+    def _first_attempt_not_closed(
+        self, ref: ObjectRef, attempt: int
+    ) -> tuple[int, str | None] | None:
+        """``attempt``, or the first later one whose execution has not closed, with that
+        execution's status (None: there is none): a closed execution of a record still
+        FAILED at an earlier attempt wrote no record, and its name cannot be used again.
+        None when ``MAX_CLOSED_ATTEMPTS`` of them have closed."""
         for candidate in range(attempt, attempt + MAX_CLOSED_ATTEMPTS + 1):
             status = self._execution_status(ref.execution_name_for(candidate))
             if status is None or status == "RUNNING":
-                return candidate
+                return candidate, status
         return None
 
     def _with_size(self, ref: ObjectRef) -> ObjectRef:
@@ -373,16 +380,21 @@ class Redriver:
             return Replay(Source.RECORD, Outcome.ERROR, record_id, key, attempt, detail=str(exc))
         name = ref.execution_name_for(attempt)
         try:
-            free = self._first_attempt_not_closed(ref, attempt)
-            if free is None:
+            found = self._first_attempt_not_closed(ref, attempt)
+            if found is None:
                 detail = (
                     f"the executions of attempts {attempt} to {attempt + MAX_CLOSED_ATTEMPTS} "
                     "all closed without writing a record; look at their histories"
                 )
                 return Replay(Source.RECORD, Outcome.ERROR, record_id, key, attempt, name, detail)
-            attempt, name = free, ref.execution_name_for(free)
-            outcome = self.replay(
-                self._with_size(ref), str(record.get("event_time") or ""), attempt, dry_run=dry_run
+            attempt, status = found
+            name = ref.execution_name_for(attempt)
+            outcome = self._start_unless_described(
+                status,
+                self._with_size(ref),
+                str(record.get("event_time") or ""),
+                attempt,
+                dry_run=dry_run,
             )
         except (ClientError, BotoCoreError) as exc:
             return Replay(Source.RECORD, Outcome.ERROR, record_id, key, attempt, name, str(exc))
