@@ -2,7 +2,8 @@
 
 EventBridge Scheduler invokes this function on a rate. The handler only turns
 the event into the window's end time, calls ``scones_core.monitoring`` and
-publishes the numbers as CloudWatch metrics (embedded metric format).
+publishes the numbers as CloudWatch metrics (embedded metric format), once per
+window however often the run is retried.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core.errors import EventError
 from scones_core.monitoring.metrics import label_metrics, retraining_metric, window_metrics
+from scones_core.monitoring.published import claim_window_metrics
 from scones_core.monitoring.service import MonitorClients, measure_window, respond
 from scones_core.monitoring.settings import MonitorSettings
 from scones_core.monitoring.timestamps import parse_timestamp
+from scones_core.monitoring.window_report import WindowReport
 
 logger = Logger()
 tracer = Tracer()
@@ -90,6 +93,22 @@ def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datet
     return now - settle
 
 
+def publish_window(report: WindowReport, *, alert_count: int) -> None:
+    for point in window_metrics(
+        report, alert_count=alert_count, min_requests=SETTINGS.min_requests
+    ):
+        metrics.add_metric(name=point.name, unit=point.unit, value=point.value)
+    metrics.flush_metrics()
+    for label_point in label_metrics(report):
+        with single_metric(
+            name=label_point.name,
+            unit=MetricUnit(label_point.unit),
+            value=label_point.value,
+            default_dimensions=_LABEL_DIMENSIONS,
+        ) as metric:
+            metric.add_dimension(name="Label", value=label_point.label)
+
+
 @cache
 def clients() -> MonitorClients:
     """Created on first use, so importing this module needs no AWS access."""
@@ -114,18 +133,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     report, alerts = measure_window(SETTINGS, clients(), window_end)
     logger.info("window measured", extra={"report": report.to_json()})
 
-    for point in window_metrics(
-        report, alert_count=len(alerts), min_requests=SETTINGS.min_requests
+    # Published now, once per window: a retry of this run (starting retraining can fail
+    # below) measures the same window and must not count it twice.
+    if claim_window_metrics(
+        clients().dynamodb,
+        SETTINGS.state_table_name,
+        SETTINGS.endpoint_name,
+        report.window_end,
+        datetime.now(UTC),
     ):
-        metrics.add_metric(name=point.name, unit=point.unit, value=point.value)
-    for label_point in label_metrics(report):
-        with single_metric(
-            name=label_point.name,
-            unit=MetricUnit(label_point.unit),
-            value=label_point.value,
-            default_dimensions=_LABEL_DIMENSIONS,
-        ) as metric:
-            metric.add_dimension(name="Label", value=label_point.label)
+        publish_window(report, alert_count=len(alerts))
 
     for alert in alerts:
         logger.warning("quality alert", extra={"code": alert.code, "detail": alert.message})

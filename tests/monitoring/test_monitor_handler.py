@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 from scones_core.errors import EventError, SettingsError
 
@@ -20,6 +21,7 @@ from tests.monitoring.conftest import (
     BUCKET,
     ENDPOINT,
     REGION,
+    STATE_TABLE,
     WINDOW_END,
     WINDOW_START,
     Aws,
@@ -157,7 +159,12 @@ def test_monitor_run_publishes_metrics_and_starts_retraining_once(
 
     stdout = capsys.readouterr().out
     documents = emf(stdout)
-    first_run = metric_table(documents[: len(documents) // 2])
+    # The second run publishes only its own outcome: the window was published once.
+    *first_documents, second_run = documents
+    assert metric_table([second_run]) == {
+        ("RetrainingStarted", (ENDPOINT, "scones-classifier")): ("Count", 0.0)
+    }
+    first_run = metric_table(first_documents)
     dims = (ENDPOINT, "scones-classifier")
     assert first_run[("CapturedRequests", dims)] == ("Count", 40.0)
     assert first_run[("MalformedCaptureLines", dims)] == ("Count", 1.0)
@@ -173,8 +180,90 @@ def test_monitor_run_publishes_metrics_and_starts_retraining_once(
         "None",
         pytest.approx(predicted_bikes / 40),
     )
-    assert metric_table(documents)[("RetrainingStarted", dims)] == ("Count", 0.0)
     assert '"quality alert"' in stdout
+
+
+def published(documents: list[dict[str, Any]], name: str) -> int:
+    """How many data points of ``name`` (any dimensions) the documents carry."""
+    return sum(
+        1
+        for document in documents
+        for directive in document["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+        if metric["Name"] == name
+    )
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics")
+def test_a_retried_run_publishes_its_window_once(
+    aws: Aws,
+    captures: CaptureWriterHelper,
+    predictions: dict[str, list[Prediction]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Starting retraining fails after the window was measured and published; the
+    scheduler's retry measures the same window, starts retraining, and publishes no
+    second copy of the window's counts (CloudWatch would add both to the day's sums)."""
+    monkeypatch.setenv("RETRAINING_STATE_MACHINE_ARN", STATE_MACHINE)
+    rows = predictions["bicycle"][:30]  # all one label: LABEL_DRIFT asks for retraining
+    lines = [
+        capture_line(r.probabilities, WINDOW_START + timedelta(seconds=90 * i))
+        for i, r in enumerate(rows)
+    ]
+    captures.put(WINDOW_START, "a", lines)
+    aws.put_baseline()
+    for i in range(5):
+        aws.put_result("ACCEPTED", WINDOW_START + timedelta(minutes=i), i)
+
+    app = load_handler()
+    run_name = f"{ENDPOINT}-retrain-20261125-0000"
+    running = {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 2}
+    with Stubber(app.clients().stepfunctions) as sfn:
+        sfn.add_response("list_executions", {"executions": []}, running)
+        sfn.add_client_error("start_execution", "ServiceUnavailable", http_status_code=503)
+        with pytest.raises(ClientError, match="ServiceUnavailable"):
+            app.lambda_handler(EVENT, LambdaContext())
+        failed_attempt = emf(capsys.readouterr().out)
+
+        sfn.add_response("list_executions", {"executions": []}, running)
+        sfn.add_response(
+            "start_execution",
+            {
+                "executionArn": f"arn:aws:states:{REGION}:123456789012:execution:r:{run_name}",
+                "startDate": WINDOW_END,
+            },
+            {"stateMachineArn": STATE_MACHINE, "name": run_name, "input": ANY},
+        )
+        retried = app.lambda_handler(EVENT, LambdaContext())
+        sfn.assert_no_pending_responses()
+        retry = emf(capsys.readouterr().out)
+
+    assert "LABEL_DRIFT" in retried["alerts"]
+    assert retried["retraining"]["status"] == "STARTED"
+    dims = (ENDPOINT, "scones-classifier")
+    assert metric_table(failed_attempt)[("CapturedRequests", dims)] == ("Count", 30.0)
+    assert metric_table(failed_attempt)[("ResultsRecorded", dims)] == ("Count", 5.0)
+    for name in ("CapturedRequests", "ResultsRecorded", "QualityAlerts", "LabelShare"):
+        assert published(failed_attempt, name) >= 1
+        assert published(retry, name) == 0, name
+    assert metric_table(retry) == {("RetrainingStarted", dims): ("Count", 1.0)}
+    # Another window is published as usual.
+    later = app.lambda_handler({"scheduledTime": "2026-11-25T14:00:00Z"}, LambdaContext())
+    assert later["window_end"] == "2026-11-25T14:00:00Z"
+    assert published(emf(capsys.readouterr().out), "CapturedRequests") == 1
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics")
+def test_a_run_that_cannot_mark_its_window_publishes_nothing(
+    aws: Aws, captures: CaptureWriterHelper, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The state table unreachable: the run fails before publishing, so its retry can."""
+    aws.dynamodb.delete_table(TableName=STATE_TABLE)
+    app = load_handler()
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        app.lambda_handler(EVENT, LambdaContext())
+    assert published(emf(capsys.readouterr().out), "CapturedRequests") == 0
 
 
 def test_empty_window_publishes_counts_only(aws: Aws, capsys: pytest.CaptureFixture[str]) -> None:
