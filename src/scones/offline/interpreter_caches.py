@@ -2,7 +2,7 @@
 
 moto 5.2.5's ASL interpreter (``moto.stepfunctions.parser``) repeats three costly
 steps that depend only on text that never changes while the stack runs. Measured
-with py-spy on the offline stack (issue #11), they were about 70 % of its CPU:
+with py-spy on the offline stack, they were about 70 % of its CPU:
 
 * ``ExecutionWorker._get_evaluation_entrypoint`` parses the state machine's
   definition with ANTLR for **every execution** (about half of the CPU). The parse

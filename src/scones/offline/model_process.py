@@ -2,7 +2,7 @@
 
 Embedded in the stack's process, the model server shared one GIL with moto, the
 Step Functions interpreter and the SQS poller: an invocation inside the workflow
-took 4.4x as long as the same request to a standalone server (issue #11). Here
+took 4.4x as long as the same request to a standalone server. Here
 the stack starts it like ``scones serve`` runs in production, as a separate
 process:
 

@@ -399,7 +399,7 @@ class OfflineStack:
             self._model_server = self._in_process_server
             self.model_url = self._in_process_server.start()
             return
-        # Its own process: inference must not wait for moto's GIL (issue #11).
+        # Its own process: inference must not wait for moto's GIL.
         self._model_server = ModelProcess(
             settings,
             host=self.options.host,

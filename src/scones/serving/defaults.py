@@ -42,9 +42,10 @@ DEFAULT_CAPTURE_PERCENT = 100.0
 # Seconds between capture file writes (SageMaker writes every few minutes; offline wants seconds).
 DEFAULT_FLUSH_INTERVAL_S = 2.0
 
-# The request hardening defaults (issue #10); `scones serve --help` names the flags.
+# The request hardening defaults; `scones serve --help` names the flags.
 # Seconds a request may wait for an inference slot before it is refused as throttled:
-# well inside the workflow's 10 s endpoint timeout, so its retry-with-backoff takes over.
+# inside the workflow's endpoint timeout (EndpointTimeoutSeconds, default 5 s), so its
+# retry-with-backoff takes over.
 DEFAULT_QUEUE_WAIT_S = 2.0
 # Seconds a client has to send a whole request head (line and headers). Slowloris guard.
 DEFAULT_HEADER_TIMEOUT_S = 10.0
