@@ -1,0 +1,165 @@
+"""The documentation names only commands, options and files that exist.
+
+A reader copies ``scones redrive --since 2h`` from the README, or opens the file the
+architecture map points to; a renamed option or a moved module must fail here, not there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scones.cli.main import build_parser
+from scones.template_params import PROJECT_ROOT
+
+DOCS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
+
+# Paths the docs name that commands create (they are not in a checkout).
+CREATED = (
+    ".aws-sam",
+    ".scones",
+    ".venv",
+    "build/",
+    "out/",
+    "models/reference/ensemble-lite2-v1",  # make model-reference-lite2
+)
+
+
+def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> dict[str, set[str]]:
+    """Every command line (``"bench model"``) with the long options it takes."""
+    found: dict[str, set[str]] = {" ".join(prefix): set()}
+    for action in parser._actions:
+        found[" ".join(prefix)].update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= commands(sub, (*prefix, name))
+    return found
+
+
+COMMANDS = commands(build_parser())
+# Longest first, so "bench model" wins over "bench".
+NAMES = sorted((name for name in COMMANDS if name), key=len, reverse=True)
+
+
+def spans(text: str) -> list[tuple[int, str]]:
+    """(line, text) of each inline code span and each line of a fenced block, with a
+    shell comment cut off."""
+    found: list[tuple[int, str]] = []
+    fenced = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            found.append((number, line.split(" #", 1)[0]))
+        else:
+            found.extend((number, span) for span in re.findall(r"`([^`\n]+)`", line))
+    return found
+
+
+def scones_calls(text: str) -> list[tuple[int, str, str]]:
+    """(line, command, the rest) of each ``scones ...`` in code."""
+    calls = []
+    for number, span in spans(text):
+        for match in re.finditer(r"(?:^|[\s/(])scones ([a-z][a-z-]*(?: [a-z][a-z-]*)?)(.*)", span):
+            words, rest = match.group(1), match.group(2)
+            command = next(
+                (n for n in NAMES if words == n or words.startswith(n + " ")), words.split()[0]
+            )
+            calls.append((number, command, words[len(command) :] + rest))
+    return calls
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_scones_command_and_option_in_the_docs_exists(doc: Path) -> None:
+    wrong = []
+    for number, command, rest in scones_calls(doc.read_text()):
+        if command not in COMMANDS:
+            wrong.append(f"{doc.name}:{number}: no command 'scones {command}'")
+            continue
+        # Options until a pipe or the next command in the same line.
+        own = re.split(r"\|\||&&|\||;|\bscones ", rest)[0]
+        for option in re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", own):
+            if option not in COMMANDS[command]:
+                wrong.append(f"{doc.name}:{number}: 'scones {command}' has no {option}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_command_reader_finds_commands_and_options() -> None:
+    """The reader above is what the test trusts: it must see these."""
+    text = "`scones redrive --since 2h`\n```bash\nscones bench model --runs 3  # a --comment\n```"
+    assert scones_calls(text) == [(1, "redrive", " --since 2h"), (3, "bench model", " --runs 3 ")]
+
+
+def tracked_paths() -> set[str]:
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    paths = set(files)
+    for name in files:
+        parts = name.split("/")
+        paths.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    return paths
+
+
+def named_paths(text: str, top_level: set[str]) -> list[tuple[int, str]]:
+    """(line, path) of each project path in inline code: a path or file name that starts
+    with one of the project's top-level files or folders (so ``dataset.json`` in S3, a
+    media type or the word ``build`` is not one); a test's node id
+    (``tests/x.py::test_y``) keeps its test name."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for span in re.findall(r"`([^`\n]+)`", line):
+            for word in re.split(r"[\s,;=]+", span):
+                token = word.strip("()[]'\"").rstrip(":.,")
+                if (
+                    ("/" in token or "." in token)
+                    and token.split("/")[0] in top_level
+                    and not re.search(r"[*{}<>…|]|\.\.\.", token)
+                ):
+                    found.append((number, token))
+    return found
+
+
+def missing_paths(text: str, tracked: set[str]) -> list[tuple[int, str]]:
+    top_level = {path.split("/")[0] for path in tracked} | {c.strip("/") for c in CREATED}
+    missing = []
+    for number, token in named_paths(text, top_level):
+        path, _, test = token.partition("::")
+        path = path.rstrip("/")
+        if token.startswith(CREATED):
+            continue
+        if path not in tracked or (
+            test
+            and not re.search(
+                rf"^(?:async )?def {re.escape(test.split('[')[0])}\(",
+                (PROJECT_ROOT / path).read_text(),
+                re.M,
+            )
+        ):
+            missing.append((number, token))
+    return missing
+
+
+def test_the_path_reader_checks_project_paths_and_test_names() -> None:
+    tracked = {"src/scones/paths.py", "src/scones", "src", "tests/test_docs.py", "tests"}
+    text = (
+        "`src/scones/paths.py`, `src/scones/gone.py`, `dataset.json`, `out/run-1.html`\n"
+        "`tests/test_docs.py::test_the_path_reader_checks_project_paths_and_test_names`\n"
+        "`tests/test_docs.py::test_no_such_test`, `src/scones/*.py`"
+    )
+    assert missing_paths(text, tracked) == [
+        (1, "src/scones/gone.py"),
+        (3, "tests/test_docs.py::test_no_such_test"),
+    ]
+
+
+@pytest.mark.skipif(not (PROJECT_ROOT / ".git").exists(), reason="needs the git checkout")
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_project_path_in_the_docs_exists(doc: Path) -> None:
+    missing = missing_paths(doc.read_text(), tracked_paths())
+    assert not missing, "\n".join(f"{doc.name}:{n}: {path}" for n, path in missing)
