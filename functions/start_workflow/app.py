@@ -134,6 +134,9 @@ def start_images(images: list[PendingImage]) -> set[str]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     check_sqs_batch(event)  # anything else fails the invocation with what it was
+    if not event["Records"]:
+        # Nothing to start or to fail (Powertools would raise on it as "not a batch").
+        return {"batchItemFailures": []}
     images: list[PendingImage] = []
 
     def record_handler(record: SQSRecord) -> None:

@@ -38,8 +38,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scones_core.errors import ObjectsUnreadable, WorkflowsNotStarted, aws_error_code
-from scones_core.ingest import start_workflow
-from scones_core.monitoring.timestamps import format_millis, parse_timestamp
+from scones_core.ingest import event_time_text, start_workflow
+from scones_core.monitoring.timestamps import format_millis
 from scones_core.objects import NULL_VERSION, ObjectRef, object_missing
 from scones_core.records import PARTITION_KEY
 from scones_core.settings import StartSettings
@@ -114,7 +114,7 @@ def _event_time(item: Mapping[str, Any]) -> str:
         if isinstance(modified, datetime):
             return format_millis(modified)
         if isinstance(modified, str):
-            return format_millis(parse_timestamp(modified))
+            return event_time_text(modified)
     except (OverflowError, OSError, ValueError):
         pass
     return ""

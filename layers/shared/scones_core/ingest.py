@@ -25,6 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scones_core.errors import EventError, aws_error_code
+from scones_core.monitoring.timestamps import format_millis, parse_timestamp
 from scones_core.notifications import s3_notification
 from scones_core.objects import ObjectRef, object_from_s3_record
 from scones_core.records import WORKFLOW_FAILED_KIND, BatchInput, WorkflowInput
@@ -255,12 +256,25 @@ def ignored_events(body: Any) -> list[str]:
     return [str(r.get("eventName")) for r in notification_records(body) if not is_upload(r)]
 
 
+def event_time_text(value: Any) -> str:
+    """An upload's time as S3's notifications write it (``2026-11-25T12:00:00.123Z``), so
+    records sort and compare alike whichever delivery or backfill started them: an
+    EventBridge event's ``time`` has no fraction (``2026-11-25T12:00:00Z``), which sorts
+    after every later millisecond of its second. "" when ``value`` is not a time."""
+    try:
+        return format_millis(parse_timestamp(value))
+    except ValueError:
+        return ""
+
+
 def notification_images(body: Any, message_id: str = "") -> list[PendingImage]:
     """Every object version an S3 event notification announces as uploaded (``EventError``
     if it is not a notification or names an object improperly); other S3 events (see
     ``ignored_events``) name none."""
     return [
-        PendingImage(object_from_s3_record(record), str(record.get("eventTime") or ""), message_id)
+        PendingImage(
+            object_from_s3_record(record), event_time_text(record.get("eventTime")), message_id
+        )
         for record in notification_records(body)
         if is_upload(record)
     ]
