@@ -3,20 +3,23 @@ have no record yet (the backfill state machine's Distributed Map calls this per 
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from scones_core import tracing
 from scones_core.backfill import backfill_batch
 from scones_core.errors import EventError
-from scones_core.settings import StartSettings
+from scones_core.settings import BackfillSettings
 
 logger = Logger()
-settings = StartSettings.from_env()
-TABLE = os.environ["RESULTS_TABLE_NAME"]
+tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
+metrics = Metrics()
+# Validated at cold start: a bad deployment fails naming every missing variable.
+settings = BackfillSettings.from_env()
 
 
 @cache
@@ -25,6 +28,8 @@ def clients() -> tuple[Any, Any, Any]:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     s3, dynamodb, sfn = clients()
     try:
@@ -33,12 +38,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             s3=s3,
             dynamodb=dynamodb,
             sfn=sfn,
-            table=TABLE,
-            prefix=settings.incoming_prefix,
-            settings=settings,
+            table=settings.results_table,
+            prefix=settings.start.incoming_prefix,
+            settings=settings.start,
         )
     except ValueError as exc:
         raise EventError(str(exc)) from exc
     summary = report.to_json()
     logger.info("backfill batch", extra=summary)
+    # One document per batch of up to a thousand objects, not per image.
+    metrics.add_metric(name="BackfillStarted", unit=MetricUnit.Count, value=summary["started"])
+    metrics.add_metric(name="BackfillRecorded", unit=MetricUnit.Count, value=summary["recorded"])
     return summary

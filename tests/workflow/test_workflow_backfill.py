@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import boto3
@@ -15,10 +16,11 @@ from scones_core.backfill import (
     backfill_batch,
     recorded_ids,
 )
-from scones_core.errors import ObjectsUnreadable, WorkflowsNotStarted
+from scones_core.errors import ObjectsUnreadable, SettingsError, WorkflowsNotStarted
 from scones_core.objects import ObjectRef
 from scones_core.settings import StartSettings
 
+from scones.offline.lambda_worker import LambdaContext
 from scones.template_params import PROJECT_ROOT
 
 BUCKET = "scones-123456789012-us-east-1-images"
@@ -330,3 +332,57 @@ def test_keys_a_throttled_table_leaves_unprocessed_are_asked_again_after_a_backo
     assert len(pauses) == 2
     assert 0 <= pauses[0] <= UNPROCESSED_BACKOFF_SECONDS
     assert 0 <= pauses[1] <= 2 * UNPROCESSED_BACKOFF_SECONDS
+
+
+@mock_aws
+def test_the_backfill_handler_starts_a_batch_and_counts_it_in_its_metrics(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deployed handler, configured as the template configures it."""
+    from conftest import load_handler
+
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    for key in ("incoming/a.png", "incoming/b.png"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    head = s3.head_object(Bucket=BUCKET, Key="incoming/a.png")
+    done = ObjectRef(BUCKET, "incoming/a.png", head["VersionId"], head["ETag"].strip('"'), 1)
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": done.record_id}, "status": {"S": "ACCEPTED"}})
+    for name, value in {
+        "STATE_MACHINE_ARN": machine,
+        "IMAGE_BUCKET": BUCKET,
+        "INCOMING_PREFIX": "incoming/",
+        "RESULTS_TABLE_NAME": TABLE,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_METRICS_NAMESPACE": "SconesUnlimited",
+        "POWERTOOLS_SERVICE_NAME": "scones-classifier",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    app = load_handler("backfill")
+    event = {
+        "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
+        "BatchInput": {"bucket": BUCKET},
+    }
+
+    context = LambdaContext("backfill-request", time.time() * 1000 + 30_000)
+    summary = app.lambda_handler(json.loads(json.dumps(event, default=str)), context)
+
+    assert (summary["started"], summary["recorded"]) == (1, 1)
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
+    (document,) = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line
+    ]
+    assert (document["BackfillStarted"], document["BackfillRecorded"]) == ([1.0], [1.0])
+
+
+@pytest.mark.parametrize("variable", ["RESULTS_TABLE_NAME", "STATE_MACHINE_ARN"])
+def test_the_backfill_handler_names_a_missing_setting_at_cold_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    from conftest import load_handler
+
+    for name in ("STATE_MACHINE_ARN", "IMAGE_BUCKET", "INCOMING_PREFIX", "RESULTS_TABLE_NAME"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.delenv(variable)
+    with pytest.raises(SettingsError, match=f"backfill settings: {variable} is missing"):
+        load_handler("backfill")

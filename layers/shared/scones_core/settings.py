@@ -137,6 +137,29 @@ class StartSettings:
         )
 
 
+@dataclass(frozen=True)
+class BackfillSettings:
+    """The backfill step starts workflows as the start function does, and skips the
+    objects the results table already holds."""
+
+    start: StartSettings
+    results_table: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BackfillSettings:
+        env = EnvReader(environ)
+        settings = cls(
+            start=StartSettings(
+                state_machine_arn=env.string("STATE_MACHINE_ARN"),
+                image_bucket=env.string("IMAGE_BUCKET"),
+                incoming_prefix=env.string("INCOMING_PREFIX"),
+            ),
+            results_table=env.string("RESULTS_TABLE_NAME"),
+        )
+        env.check("backfill settings")
+        return settings
+
+
 def parse_labels(value: str) -> tuple[str, ...]:
     """The model's labels in its output order: at least two, each named once, each text
     that records, logs and figures can show (no control characters or undecodable bytes)."""
