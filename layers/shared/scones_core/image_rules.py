@@ -107,7 +107,8 @@ def pillow_formats(media_type: str) -> frozenset[str]:
 
 
 # What Pillow's parsers and decoders raise on malformed files (seen in fuzzing:
-# ValueError "Truncated IHDR chunk", struct.error, EOFError, SyntaxError ...).
+# ValueError "Truncated IHDR chunk", struct.error, EOFError, SyntaxError ...; OverflowError
+# when a TIFF's 64-bit strip offset is past what a file position can hold).
 DECODE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     ValueError,
@@ -119,6 +120,7 @@ DECODE_ERRORS: tuple[type[Exception], ...] = (
     KeyError,
     TypeError,
     ZeroDivisionError,
+    OverflowError,
     MemoryError,
 )
 
@@ -707,5 +709,7 @@ def _oversized_metadata(exc: BaseException) -> ImageTooComplex | None:
 
 def _describe(exc: BaseException) -> str:
     """One line about a decoder error, ending in a full stop."""
+    if isinstance(exc, OverflowError):  # Python's words name no part of the file
+        return "an offset or size in it is larger than any file."
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if text.endswith(".") else text + "."

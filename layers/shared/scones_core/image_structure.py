@@ -190,7 +190,9 @@ _STANDALONE = frozenset({0xD8, 0x01, *range(0xD0, 0xD8)})
 # \xff+ made the walk of a noisy 2.7 MB photo 30 times slower).
 _NEXT_MARKER = re.compile(rb"\xff(?![\x00\xd0-\xd7\xff])")
 _FILL = re.compile(rb"\xff+")
-_RESTART = re.compile(rb"\xff[\xd0-\xd7]")
+# RST0-7. Counted with bytes.count, at C speed: a scan of nothing but restart markers
+# (8 million in 16 MB) took the walk 1.8 s a match at a time.
+_RESTARTS = tuple(bytes((0xFF, marker)) for marker in range(0xD0, 0xD8))
 # libjpeg walks every block of the image once per scan. Encoders write up to a few
 # dozen (a progressive JPEG from libjpeg has 10); thousands in a small file are a CPU
 # bomb that would outlast the function's timeout.
@@ -292,7 +294,7 @@ def jpeg_layout(data: bytes) -> JpegLayout:
         scans += 1
         found = _NEXT_MARKER.search(data, end)
         stop = size if found is None else found.start()
-        in_scan = sum(1 for _ in _RESTART.finditer(data, end, stop))
+        in_scan = sum(data.count(marker, end, stop) for marker in _RESTARTS)
         restarts, coded = restarts + in_scan, coded + max(0, stop - end)
         needed = _restarts_needed(dimensions, components, data[pos + 4 : end], interval)
         if short_scan is None and frame not in LOSSLESS_SOF_MARKERS and in_scan < needed:
