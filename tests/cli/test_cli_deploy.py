@@ -10,7 +10,6 @@ import dataclasses
 import os
 import shlex
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,6 @@ def no_aws_environment(tmp_path: Path) -> dict[str, str]:
 def test_make_deploy_without_credentials_fails_at_once_and_says_how_to_configure_them(
     tmp_path: Path,
 ) -> None:
-    started = time.monotonic()
     result = subprocess.run(
         ["make", "--no-print-directory", "deploy"],
         cwd=PROJECT_ROOT,
@@ -70,8 +68,6 @@ def test_make_deploy_without_credentials_fails_at_once_and_says_how_to_configure
     assert "aws configure" in output and "AWS_PROFILE" in output
     assert "Building codeuri" not in output and "Deploying with" not in output  # nothing ran
     assert not (tmp_path / "no-credentials").exists()
-    # "At once": the check runs before sam build (the environments already exist here).
-    assert time.monotonic() - started < 120
 
 
 def test_preflight_without_credentials_names_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:

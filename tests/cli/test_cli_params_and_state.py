@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ def scones(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
 
 
 def test_bad_params_fail_at_once_naming_every_problem(tmp_path: Path) -> None:
-    started = time.monotonic()
     result = scones(
         "run",
         "--param",
@@ -52,7 +50,6 @@ def test_bad_params_fail_at_once_naming_every_problem(tmp_path: Path) -> None:
         "Threshold=0.5",
         cwd=tmp_path,
     )
-    elapsed = time.monotonic() - started
     assert result.returncode == 2, result.stderr
     err = result.stderr
     assert "ConfidenceThreshold='2' is greater than MaxValue 1" in err
@@ -61,8 +58,7 @@ def test_bad_params_fail_at_once_naming_every_problem(tmp_path: Path) -> None:
     assert "Threshold: template.yaml has no such parameter; did you mean" in err
     assert "ConfidenceThreshold?" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
-    # Nothing heavy was started: the cost is the interpreter and the CLI's imports.
-    assert elapsed < 5, elapsed
+    assert "stack up in" not in result.stdout  # nothing was started
 
 
 @pytest.mark.parametrize("command", ["run", "up", "invoke"])
@@ -78,11 +74,10 @@ def test_every_stack_command_checks_params_first(tmp_path: Path, command: str) -
 
 
 def test_missing_inputs_fail_before_the_stack_starts(tmp_path: Path) -> None:
-    started = time.monotonic()
     result = scones("run", "/nope", cwd=tmp_path)
     assert result.returncode == 2
     assert "/nope: no such file or folder" in result.stderr
-    assert time.monotonic() - started < 5
+    assert "stack up in" not in result.stdout
     assert not (tmp_path / "out").exists()
 
 
