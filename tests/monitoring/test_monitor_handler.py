@@ -87,6 +87,22 @@ def metric_table(documents: list[dict[str, Any]]) -> dict[tuple[str, tuple[str, 
     return table
 
 
+RUNNING_REQUEST = {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 2}
+
+
+def expect_retraining_start(sfn: Stubber, run_name: str) -> None:
+    """The launcher's two calls: no retraining is running, then the start."""
+    sfn.add_response("list_executions", {"executions": []}, RUNNING_REQUEST)
+    sfn.add_response(
+        "start_execution",
+        {
+            "executionArn": f"arn:aws:states:{REGION}:123456789012:execution:r:{run_name}",
+            "startDate": WINDOW_END,
+        },
+        {"stateMachineArn": STATE_MACHINE, "name": run_name, "input": ANY},
+    )
+
+
 def test_event_file_is_what_the_scheduler_sends() -> None:
     assert EVENT["scheduledTime"] == "2026-11-25T13:00:00Z"
     assert EVENT["scheduleArn"].startswith("arn:aws:scheduler:")
@@ -122,19 +138,7 @@ def test_monitor_run_publishes_metrics_and_starts_retraining_once(
             {"MonitoringExecutionSummaries": [execution("CompletedWithViolations")]},
             list_request(),
         )
-        sfn.add_response(
-            "list_executions",
-            {"executions": []},
-            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 2},
-        )
-        sfn.add_response(
-            "start_execution",
-            {
-                "executionArn": f"arn:aws:states:{REGION}:123456789012:execution:r:{run_name}",
-                "startDate": WINDOW_END,
-            },
-            {"stateMachineArn": STATE_MACHINE, "name": run_name, "input": ANY},
-        )
+        expect_retraining_start(sfn, run_name)
         result = app.lambda_handler(EVENT, LambdaContext())
         sagemaker.assert_no_pending_responses()
         sfn.assert_no_pending_responses()
@@ -218,23 +222,14 @@ def test_a_retried_run_publishes_its_window_once(
 
     app = load_handler()
     run_name = f"{ENDPOINT}-retrain-20261125-0000"
-    running = {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING", "maxResults": 2}
     with Stubber(app.clients().stepfunctions) as sfn:
-        sfn.add_response("list_executions", {"executions": []}, running)
+        sfn.add_response("list_executions", {"executions": []}, RUNNING_REQUEST)
         sfn.add_client_error("start_execution", "ServiceUnavailable", http_status_code=503)
         with pytest.raises(ClientError, match="ServiceUnavailable"):
             app.lambda_handler(EVENT, LambdaContext())
         failed_attempt = emf(capsys.readouterr().out)
 
-        sfn.add_response("list_executions", {"executions": []}, running)
-        sfn.add_response(
-            "start_execution",
-            {
-                "executionArn": f"arn:aws:states:{REGION}:123456789012:execution:r:{run_name}",
-                "startDate": WINDOW_END,
-            },
-            {"stateMachineArn": STATE_MACHINE, "name": run_name, "input": ANY},
-        )
+        expect_retraining_start(sfn, run_name)
         retried = app.lambda_handler(EVENT, LambdaContext())
         sfn.assert_no_pending_responses()
         retry = emf(capsys.readouterr().out)
