@@ -70,3 +70,21 @@ def test_a_retraining_target_the_template_accepts_is_one_the_monitor_runs_with(
     if name == "RetrainingStateMachineArn" and value:
         assert settings.retraining_state_machine_arn == value
         assert decide(statements, Request("states:StartExecution", value)) == ALLOW
+
+
+PREFIXES = [
+    name
+    for name, declared in load_template()["Parameters"].items()
+    if name.endswith("Prefix") or name == "BaselineKey"
+]
+
+
+@pytest.mark.parametrize("name", PREFIXES)
+def test_a_prefix_cannot_widen_the_iam_grants_built_from_it(name: str) -> None:
+    """Each prefix ends up in IAM resource ARNs (``bucket/${Prefix}*``), where "*" is a
+    wildcard: ``*/`` would grant the whole bucket."""
+    default = load_template()["Parameters"][name]["Default"]
+    effective_parameters(load_template(), {name: default})  # the default deploys
+    wide = "*/" if default.endswith("/") else "*"
+    with pytest.raises(DeployError, match=f"{name}='\\{wide}' does not match the AllowedPattern"):
+        effective_parameters(load_template(), {name: wide})

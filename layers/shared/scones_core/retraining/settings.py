@@ -26,7 +26,8 @@ ENVIRONMENT_VARIABLES = (
     "GATE_MIN_IMAGES_PER_CLASS",
 )
 
-_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]+/$")
+# The template's AllowedPattern for prefixes: no "*", a wildcard in the IAM grants.
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.'()/-]+/$")
 
 
 def _prefix(value: str) -> str:
