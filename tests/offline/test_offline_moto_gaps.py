@@ -451,3 +451,36 @@ def test_moto_still_lets_states_all_catch_states_runtime_and_the_fix_fails_as_aw
     assert json.loads(raw["output"])["error"]["Error"] == "States.Runtime"
     assert fixed["status"] == "FAILED"
     assert fixed["error"] == "States.Runtime"
+
+
+def test_moto_still_misnames_a_sagemaker_error_and_the_fix_names_it_as_aws_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto names an ``aws-sdk:sagemaker`` task's error as AWS
+    does: drop the SageMaker binding in interpreter_fixes. With it, the retraining
+    definition's ``SageMaker.SageMakerException`` retries match, as on AWS."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    definition = {
+        "StartAt": "Describe",
+        "States": {
+            "Describe": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeModel",
+                "Parameters": {"ModelName": "no-such-model"},
+                "Catch": [
+                    {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}
+                ],
+                "End": True,
+            },
+            "Caught": {"Type": "Pass", "End": True},
+        },
+    }
+
+    def run(sfn: Any, arn: str) -> str:
+        started = sfn.start_execution(stateMachineArn=arn, name="describe", input="{}")
+        return str(json.loads(_wait(sfn, started)["output"])["error"]["Error"])
+
+    raw, fixed = _raw_then_fixed("sagemaker-error", definition, run)
+    assert raw == "sagemaker.sagemakerException"
+    assert fixed == "SageMaker.SageMakerException"

@@ -185,7 +185,9 @@ def test_every_sagemaker_request_of_the_retraining_asl_is_valid_for_botocore() -
         "EvaluateCandidate",
         "RegisterCandidate",
         "CreateCandidateModel",
+        "FindCandidateModel",
         "CreateCandidateEndpointConfig",
+        "FindCandidateEndpointConfig",
         "DeployCanary",
         "CheckDeployment",
         "FindLostDeployment",
@@ -309,13 +311,29 @@ def deployed_definition(stack: OfflineStack) -> tuple[dict[str, Any], str]:
     return json.loads(described["definition"]), described["roleArn"]
 
 
+def quick_retries(node: Any) -> None:
+    """Every Retry of the definition waits a second at most (moto really sleeps, and the
+    waits are not under test)."""
+    if isinstance(node, dict):
+        for retry in node.get("Retry", []):
+            retry["IntervalSeconds"] = 1
+        for value in node.values():
+            quick_retries(value)
+    elif isinstance(node, list):
+        for value in node:
+            quick_retries(value)
+
+
 def execute(stack: OfflineStack, start_at: str | None, state: dict[str, Any], name: str) -> dict:
+    """Run the deployed state machine, or its definition from ``start_at`` with quick
+    retries, to its end."""
     sfn = stack.client("stepfunctions")
     if start_at is None:
         arn = stack.stack.outputs["RetrainStateMachineArn"]
     else:
         document, role = deployed_definition(stack)
         document["StartAt"] = start_at
+        quick_retries(document)
         arn = sfn.create_state_machine(
             name=f"retrain-from-{start_at}-{name}", definition=json.dumps(document), roleArn=role
         )["stateMachineArn"]

@@ -22,6 +22,10 @@ upgrade that fixes moto also removes the fix here.
   ``States.DataLimitExceeded`` in moto; on AWS it matches neither, and the execution
   fails. Offline a definition that reads a missing path would so have shown a caught
   error where AWS loses the execution.
+* An ``aws-sdk:sagemaker:*`` task's error is ``sagemaker.sagemakerException`` in moto (it
+  binds only DynamoDB's and Step Functions' service names); AWS names it
+  ``SageMaker.SageMakerException``, so offline no SageMaker ``Retry`` of the retraining
+  definition ever ran, and a lost create's answer was never retried into a refusal.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from moto.stepfunctions.parser.asl.component.state import state as _state_module
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval import (
     resource_eval_s3 as _item_reader_s3,
 )
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+    state_task_service_aws_sdk as _aws_sdk_task,
+)
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from scones_core.monitoring.timestamps import format_step_functions
@@ -50,6 +57,8 @@ _ORIGINAL_ERROR_EQUALS = ErrorEqualsDecl._eval_body
 # The errors AWS's States.ALL does not match (Step Functions' "Error names" page).
 _NOT_MATCHED_BY_STATES_ALL = frozenset({"States.Runtime", "States.DataLimitExceeded"})
 _ORIGINAL_LIST_OBJECTS = _READER.__dict__["_handle_list_objects_v2"]
+# moto's lower-case service name -> the prefix of AWS's error names for it.
+SERVICE_ERROR_NAMES = {"sagemaker": "SageMaker"}
 
 
 def _aws_time(value: Any) -> Any:
@@ -122,6 +131,7 @@ def install() -> None:
     StepFunctionsParserBackend.start_execution = _start_execution_named_like_aws  # type: ignore[method-assign]
     _READER._handle_list_objects_v2 = staticmethod(_list_every_page)  # type: ignore[method-assign]
     ErrorEqualsDecl._eval_body = _error_equals_like_aws  # type: ignore[method-assign]
+    _aws_sdk_task._SERVICE_ERROR_NAMES.update(SERVICE_ERROR_NAMES)
 
 
 def uninstall() -> None:
@@ -130,3 +140,5 @@ def uninstall() -> None:
     StepFunctionsParserBackend.start_execution = _ORIGINAL_START_EXECUTION  # type: ignore[method-assign]
     _READER._handle_list_objects_v2 = _ORIGINAL_LIST_OBJECTS  # type: ignore[method-assign]
     ErrorEqualsDecl._eval_body = _ORIGINAL_ERROR_EQUALS  # type: ignore[method-assign]
+    for service in SERVICE_ERROR_NAMES:
+        _aws_sdk_task._SERVICE_ERROR_NAMES.pop(service, None)
