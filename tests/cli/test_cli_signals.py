@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
 
 from scones.cli.signals import handling_stop_signals, stop_signals_interrupt
 
 
+@pytest.fixture
+def stop_signals_at_their_default() -> Iterator[None]:
+    """The stop signals as a terminal leaves them: under ``nohup``, or in the background of
+    a script, SIGHUP or SIGINT starts ignored, and the handlers then keep it ignored, as
+    nohup asks (the test below)."""
+    defaults = {
+        signal.SIGHUP: signal.SIG_DFL,
+        signal.SIGTERM: signal.SIG_DFL,
+        signal.SIGINT: signal.default_int_handler,
+    }
+    previous = {signum: signal.signal(signum, handler) for signum, handler in defaults.items()}
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.usefixtures("stop_signals_at_their_default")
 def test_the_first_stop_signal_interrupts_and_later_ones_cannot_cut_the_stop_short() -> None:
     stopped = False
     with stop_signals_interrupt() as received:

@@ -221,11 +221,24 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
             up.wait(timeout=30)
 
 
+# ``scones up`` with its stop signals as a terminal leaves them. A suite started under
+# ``nohup`` or in the background of a script passes SIGHUP or SIGINT ignored to its
+# children (an ignored signal stays ignored across exec), and ``scones up`` then keeps
+# it ignored, as nohup asks.
+SCONES_WITH_STOP_SIGNALS_AT_DEFAULT = (
+    "import runpy, signal, sys; "
+    "signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'scones'; runpy.run_module('scones.cli.main', run_name='__main__')"
+)
+
+
 def start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
     """``scones up`` as a real process; returns it once its state file exists."""
     env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
     up = subprocess.Popen(
-        [sys.executable, "-m", "scones.cli.main", "up"],
+        [sys.executable, "-c", SCONES_WITH_STOP_SIGNALS_AT_DEFAULT, "up"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
