@@ -66,6 +66,14 @@ def test_settings_refuse_overlapping_prefixes_and_name_every_problem() -> None:
     assert "LABELS" in str(info.value) and "LABELLED_DATA_PREFIX" in str(info.value)
 
 
+@pytest.mark.parametrize("variable", ["TRAINING_DATA_PREFIX", "GATE_DATA_PREFIX"])
+def test_settings_refuse_a_wildcard_prefix_as_the_template_does(variable: str) -> None:
+    """The template's prefix patterns leave out "*" (a wildcard in the IAM grants built
+    from them); the steps' own reading of the prefixes holds to the same rule."""
+    with pytest.raises(SettingsError, match=variable):
+        RetrainingSettings.from_env(env(**{variable: "training/*/"}))
+
+
 def put(s3: Any, key: str, body: bytes) -> None:
     s3.put_object(Bucket=BUCKET, Key=key, Body=body)
 

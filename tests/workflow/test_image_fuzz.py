@@ -15,13 +15,12 @@ import sys
 import zlib
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
 
 import pytest
 from conftest import template_limits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from image_catalog import bmp_run_length
+from image_catalog import bmp_run_length, encode
 from PIL import Image, TiffImagePlugin
 from scones_core import errors, image_structure
 from scones_core.image_structure import jpeg_layout
@@ -30,12 +29,6 @@ from scones_core.images import normalise_image
 LIMITS = template_limits()
 PHOTO = Image.linear_gradient("L").resize((24, 20)).convert("RGB")
 PHOTO.paste((200, 40, 10), (4, 4, 12, 12))
-
-
-def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
 
 
 def normalised_or_rejected(data: bytes) -> None:
@@ -161,10 +154,8 @@ def _jpeg_segments(data: bytes) -> list[tuple[int, int]]:
 def _tiff_fields(data: bytes) -> list[Field]:
     """The first directory's entry count, each entry's type, count and value or offset,
     and the next directory's offset."""
-    order = "<" if data[:2] == b"II" else ">"
-    big = data[2:4] in (b"+\x00", b"\x00+")
+    order, big, first = image_structure.tiff_headers(data)[-1]
     word, entry = (8, 20) if big else (4, 12)
-    first = struct.unpack_from(order + ("Q" if big else "I"), data, 8 if big else 4)[0]
     count_size = 8 if big else 2
     declared = struct.unpack_from(order + ("Q" if big else "H"), data, first)[0]
     count = min(declared, (len(data) - first - count_size) // entry)

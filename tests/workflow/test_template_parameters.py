@@ -72,19 +72,17 @@ def test_a_retraining_target_the_template_accepts_is_one_the_monitor_runs_with(
         assert decide(statements, Request("states:StartExecution", value)) == ALLOW
 
 
-PREFIXES = [
-    name
-    for name, declared in load_template()["Parameters"].items()
-    if name.endswith("Prefix") or name == "BaselineKey"
-]
+PARAMETERS = load_template()["Parameters"]
+PREFIXES = [name for name in PARAMETERS if name.endswith("Prefix") or name == "BaselineKey"]
 
 
 @pytest.mark.parametrize("name", PREFIXES)
 def test_a_prefix_cannot_widen_the_iam_grants_built_from_it(name: str) -> None:
     """Each prefix ends up in IAM resource ARNs (``bucket/${Prefix}*``), where "*" is a
     wildcard: ``*/`` would grant the whole bucket."""
-    default = load_template()["Parameters"][name]["Default"]
-    effective_parameters(load_template(), {name: default})  # the default deploys
+    template = load_template()
+    default = PARAMETERS[name]["Default"]
+    effective_parameters(template, {name: default})  # the default deploys
     wide = "*/" if default.endswith("/") else "*"
     with pytest.raises(DeployError, match=f"{name}='\\{wide}' does not match the AllowedPattern"):
-        effective_parameters(load_template(), {name: wide})
+        effective_parameters(template, {name: wide})
