@@ -763,6 +763,32 @@ def test_an_ordinary_batch_is_one_execution_and_long_keys_split_under_the_byte_b
         assert len(_batch_document([*group, following[0]])) > MAX_BATCH_INPUT_BYTES
 
 
+def test_two_different_batches_never_share_an_execution_name() -> None:
+    """A key may hold a newline and ``#``: ids joined by a newline made these two batches
+    (the same text once joined) one name, and Standard refused the second batch's start
+    as a duplicate, so its uploads were never classified."""
+
+    def unversioned(key: str, etag: str) -> PendingImage:
+        return PendingImage(ObjectRef("images", key, NULL_VERSION, etag, 1))
+
+    first = [
+        unversioned("incoming/a", "E1"),
+        unversioned("incoming/b#etag:E2\nimages/incoming/c", "E3"),
+    ]
+    second = [
+        unversioned("incoming/a#etag:E1\nimages/incoming/b", "E2"),
+        unversioned("incoming/c", "E3"),
+    ]
+    assert "\n".join(sorted(i.ref.record_id for i in first)) == "\n".join(
+        sorted(i.ref.record_id for i in second)
+    )
+
+    assert batch_execution_name(first) != batch_execution_name(second)
+    # Still one name per set of versions, whatever order the batch came in.
+    assert batch_execution_name(first) == batch_execution_name(first[::-1])
+    assert len(batch_execution_name(first)) <= 80
+
+
 def test_a_batch_whose_start_fails_names_its_images_and_the_others_still_start() -> None:
     sfn = boto3.client("stepfunctions", region_name="us-east-1")
     arn = "arn:aws:states:us-east-1:123456789012:stateMachine:classify"
