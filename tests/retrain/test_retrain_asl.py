@@ -227,6 +227,8 @@ def test_the_training_job_runs_the_projects_script_with_the_assembled_channels()
     assert json.loads(hyperparameters["sagemaker_program"]) == "scones_train.py"
     assert json.loads(hyperparameters["network"]) == "mobilenetv3-coco"
     assert request["InputDataConfig"] == sample_state()["dataset"]["input_data_config"]
+    # A job failed by SageMaker's own InternalServerError is run again by SageMaker.
+    assert request["RetryStrategy"] == {"MaximumRetryAttempts": 2}
     _, evaluation = sagemaker_states()["EvaluateCandidate"]
     inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in evaluation["ProcessingInputs"]}
     assert inputs["candidate"].endswith("/output/model.tar.gz")
