@@ -241,6 +241,20 @@ def bmp_rle(size: tuple[int, int], palette: list[int], body: bytes, *, rle4: boo
     return b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset) + info + table + body
 
 
+def bmp_with_alpha_mask(image: Image.Image, alpha: int) -> bytes:
+    """``image`` (RGB) as a 32-bit BMP with a BITMAPV5HEADER whose masks are A8R8G8B8,
+    every pixel's alpha byte ``alpha``. Pillow writes no alpha mask itself."""
+    width, height = image.size
+    rgba = Image.merge("RGBA", (*image.convert("RGB").split(), Image.new("L", image.size, alpha)))
+    # Each pixel a little-endian word A<<24 | R<<16 | G<<8 | B; BMP rows run bottom-up.
+    body = rgba.transpose(Image.Transpose.FLIP_TOP_BOTTOM).tobytes("raw", "BGRA")
+    info = struct.pack("<IiiHHIIiiII", 124, width, height, 1, 32, 3, len(body), 2835, 2835, 0, 0)
+    info += struct.pack("<IIII", 0xFF0000, 0xFF00, 0xFF, 0xFF000000)
+    info += b"BGRs" + bytes(48) + struct.pack("<IIII", 4, 0, 0, 0)  # sRGB, perceptual
+    offset = 14 + len(info)
+    return b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset) + info + body
+
+
 def bmp_run_length(image: Image.Image, *, rle4: bool = False, tail: bytes = b"") -> bytes:
     """``image`` (mode P, at most 16 colours for RLE4) as a run-length BMP: runs of equal
     pixels, an end of line per row and an end of bitmap, then ``tail`` (bytes a decoder
@@ -297,6 +311,48 @@ def png_keyed(
         + png_chunk(b"IDAT", zlib.compress(packed))
         + png_chunk(b"IEND", b"")
     )
+
+
+def tiff_planar_16(image: Image.Image, *, big_endian: bool) -> bytes:
+    """``image`` (RGB or CMYK) as an uncompressed TIFF of 16-bit samples stored a channel
+    at a time (PlanarConfiguration 2, Photoshop's "Pixel Order: Per Channel"), each
+    sample its 8-bit value times 257; one strip a channel. Pillow writes no such file."""
+    order = ">" if big_endian else "<"
+    width, height = image.size
+    bands = image.split()
+    planes = [
+        struct.pack(f"{order}{width * height}H", *(v * 257 for v in band.tobytes()))
+        for band in bands
+    ]
+    count = len(planes)
+    entries = [  # (tag, type, values); type 3 SHORT, 4 LONG
+        (256, 4, [width]),
+        (257, 4, [height]),
+        (258, 3, [16] * count),
+        (259, 3, [1]),
+        (262, 3, [5 if image.mode == "CMYK" else 2]),
+        (273, 4, [0] * count),  # offsets: filled below
+        (277, 3, [count]),
+        (278, 4, [height]),
+        (279, 4, [len(plane) for plane in planes]),
+        (284, 3, [2]),
+    ]
+    ifd_at = 8
+    extra_at = ifd_at + 2 + 12 * len(entries) + 4
+    pixels_at = extra_at + 4 * 3 * count + 16  # room for the arrays stored apart
+    offsets = [pixels_at + sum(len(p) for p in planes[:n]) for n in range(count)]
+    ifd, extra = struct.pack(order + "H", len(entries)), b""
+    for tag, kind, declared in entries:
+        values = offsets if tag == 273 else declared
+        packed = b"".join(struct.pack(order + ("H" if kind == 3 else "I"), v) for v in values)
+        if len(packed) <= 4:
+            ifd += struct.pack(order + "HHI", tag, kind, len(values)) + packed.ljust(4, b"\0")
+        else:
+            ifd += struct.pack(order + "HHII", tag, kind, len(values), extra_at + len(extra))
+            extra += packed
+    ifd += struct.pack(order + "I", 0)
+    head = (b"MM\x00*" if big_endian else b"II*\x00") + struct.pack(order + "I", ifd_at)
+    return (head + ifd + extra).ljust(pixels_at, b"\0") + b"".join(planes)
 
 
 def tiff_grey_16(
@@ -592,6 +648,12 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
         rejected("layers.psd", b"8BPS\0\x01" + b"\0" * 64, "UnsupportedImageFormat", "PSD"),
         rejected("phone-raw.dng", tiff_dng(rgb), "UnsupportedImageFormat", "camera raw (DNG)"),
         rejected(
+            "planar16-cmyk.tif",
+            tiff_planar_16(rgb.convert("CMYK"), big_endian=False),
+            "UnsupportedImageFormat",
+            "stored a channel at a time",
+        ),
+        rejected(
             "frame-bomb.jpg",  # 5000x4999 pixels declared over a 32x32 image's data
             jpeg_with_size(jpeg, 5000, 4999),
             "CorruptImage",
@@ -679,8 +741,14 @@ def unusual_images(source: Path) -> list[Entry]:
         valid("rgba.png", encode(opaque), SAME_INPUT),
         valid("lossless.webp", encode(rgb, "WEBP", lossless=True), SAME_INPUT),
         valid("bitmap.bmp", encode(rgb, "BMP"), SAME_INPUT),
+        # Photoshop's 32-bit BMP: an alpha mask, and alpha 0 everywhere; shown opaque.
+        valid("unused-alpha.bmp", bmp_with_alpha_mask(rgb, 0), SAME_INPUT),
+        valid("opaque-alpha.bmp", bmp_with_alpha_mask(rgb, 255), SAME_INPUT),
         valid("scan.tiff", encode(rgb, "TIFF", compression="tiff_lzw"), SAME_INPUT),
         valid("cmyk.tiff", encode(cmyk, "TIFF"), SAME_INPUT),
+        # Channel after channel, 16 bits a sample: Pillow read them as 8-bit, so noise.
+        valid("planar16-le.tif", tiff_planar_16(rgb, big_endian=False), SAME_INPUT),
+        valid("planar16-be.tif", tiff_planar_16(rgb, big_endian=True), SAME_INPUT),
         valid("exif-rotated.png", encode(rotated, exif=exif.tobytes()), SAME_INPUT),
         # Unreadable EXIF (not a TIFF structure) says nothing about the pixels.
         valid("junk-exif.png", encode(rgb, exif=b"\x00\x01garbage" * 5), SAME_INPUT),

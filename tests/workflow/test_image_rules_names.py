@@ -8,6 +8,7 @@ import struct
 
 import pytest
 from conftest import template_limits
+from image_catalog import tiff_in_strips
 from PIL import Image
 from scones_core import errors
 from scones_core.image_rules import decode_image
@@ -36,6 +37,18 @@ def tiff(mode: str, sample_format: int) -> bytes:
     return data[:at] + struct.pack("<H", sample_format) + data[at + 2 :]
 
 
+def bmp_a4r4g4b4(width: int, height: int) -> bytes:
+    """A 16-bit BMP whose masks are A4R4G4B4: valid, and a layout Pillow does not read."""
+    body = bytes(-(-width * 2 // 4) * 4 * height)
+    info = struct.pack("<IiiHHIIiiII", 56, width, height, 1, 16, 3, len(body), 2835, 2835, 0, 0)
+    info += struct.pack("<IIII", 0xF00, 0xF0, 0xF, 0xF000)
+    offset = 14 + len(info)
+    return b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset) + info + body
+
+
+FLOAT = ((339, 3, [3, 3, 3]),)  # SampleFormat: IEEE floating point
+
+
 @pytest.mark.parametrize(
     ("data", "error", "words"),
     [
@@ -44,8 +57,35 @@ def tiff(mode: str, sample_format: int) -> bytes:
         (ftyp(b"crx ", b"crx ", b"isom"), errors.UnsupportedImageFormat, "camera raw (CR3)"),
         (tiff("I", 1), errors.UnsupportedImageFormat, "unsigned 32-bit integer samples"),
         (tiff("L", 2), errors.UnsupportedImageFormat, "signed 8-bit integer samples"),
+        # Valid TIFFs Pillow does not read ("unknown pixel mode"): they were "corrupt".
+        (
+            tiff_in_strips(8, 8, 8, samples=3, bits=32, extra_tags=FLOAT),
+            errors.UnsupportedImageFormat,
+            "TIFFs of RGB in 32-bit floating-point samples are not supported",
+        ),
+        (
+            tiff_in_strips(8, 8, 8, samples=3, bits=16, extra_tags=FLOAT),
+            errors.UnsupportedImageFormat,
+            "TIFFs of RGB in 16-bit floating-point samples are not supported",
+        ),
+        (
+            tiff_in_strips(8, 8, 8, samples=3, bits=32),
+            errors.UnsupportedImageFormat,
+            "TIFFs of RGB in 32-bit unsigned integer samples are not supported",
+        ),
+        (bmp_a4r4g4b4(8, 8), errors.UnsupportedImageFormat, "Unsupported BMP bitfields layout;"),
     ],
-    ids=["text-starting-BM", "heif-mif2", "canon-cr3", "uint32-tiff", "int8-tiff"],
+    ids=[
+        "text-starting-BM",
+        "heif-mif2",
+        "canon-cr3",
+        "uint32-tiff",
+        "int8-tiff",
+        "float32-rgb-tiff",
+        "float16-rgb-tiff",
+        "uint32-rgb-tiff",
+        "a4r4g4b4-bmp",
+    ],
 )
 def test_each_is_named(data: bytes, error: type[errors.ImageRejected], words: str) -> None:
     rejected = rejection(data)

@@ -69,7 +69,7 @@ def _directory(entries: list[TiffEntry], at: int) -> bytes:
     return table + struct.pack("<I", 0) + values
 
 
-def _cfa(width: int, height: int, offset: int, length: int, *, preview: bool) -> list[TiffEntry]:
+def _cfa(width: int, height: int, offset: int, length: int) -> list[TiffEntry]:
     """A raw image's tags: 16-bit samples behind a 2x2 colour filter (Photometric CFA)."""
     return [
         (254, 4, [0]),
@@ -84,13 +84,22 @@ def _cfa(width: int, height: int, offset: int, length: int, *, preview: bool) ->
         (279, 4, [length]),
         (33421, 3, [2, 2]),
         (33422, 1, [0, 1, 1, 2]),
-    ] + ([] if preview else [(50706, 1, [1, 4, 0, 0]), (271, 2, b"Google\0")])
+    ]
 
 
-def dng(width: int, height: int, *, preview: tuple[int, int] | None = None) -> bytes:
+def dng(
+    width: int,
+    height: int,
+    *,
+    preview: tuple[int, int] | None = None,
+    make: bytes = b"Google\0",
+    dng_version: bool = True,
+) -> bytes:
     """A DNG as phones write one: DNGVersion in the first directory, whose image is the
-    raw sensor data, or (``preview``) an 8-bit RGB preview with the raw image in a
-    SubIFD."""
+    raw sensor data, or (``preview``) an 8-bit RGB preview marked reduced-resolution with
+    the raw image in a SubIFD. Without ``dng_version`` it is laid out as a Nikon NEF or a
+    Sony ARW is (the maker in ``make``)."""
+    mark: list[TiffEntry] = [(50706, 1, [1, 4, 0, 0])] if dng_version else []
     raw = np.random.default_rng(0).integers(0, 1024, (height, width)).astype("<u2").tobytes()
     if preview is None:
         first = 8 + len(raw)
@@ -98,7 +107,7 @@ def dng(width: int, height: int, *, preview: tuple[int, int] | None = None) -> b
             b"II*\0"
             + struct.pack("<I", first)
             + raw
-            + _directory(_cfa(width, height, 8, len(raw), preview=False), first)
+            + _directory([*_cfa(width, height, 8, len(raw)), *mark, (271, 2, make)], first)
         )
     pw, ph = preview
     small = encode(quadrants(preview), "PPM").split(b"255\n", 1)[1]
@@ -117,7 +126,8 @@ def dng(width: int, height: int, *, preview: tuple[int, int] | None = None) -> b
             (278, 4, [ph]),
             (279, 4, [len(small)]),
             (330, 4, [sub]),
-            (50706, 1, [1, 4, 0, 0]),
+            (271, 2, make),
+            *mark,
         ]
 
     sub = first + len(_directory(ifd0(0), first))
@@ -127,7 +137,7 @@ def dng(width: int, height: int, *, preview: tuple[int, int] | None = None) -> b
         + small
         + raw
         + _directory(ifd0(sub), first)
-        + _directory(_cfa(width, height, raw_at, len(raw), preview=True), sub)
+        + _directory(_cfa(width, height, raw_at, len(raw)), sub)
     )
 
 
@@ -142,6 +152,49 @@ def test_a_phones_raw_dng_is_named_camera_raw(data: bytes) -> None:
     assert data.startswith(b"II*\0") and len(data) < LIMITS.max_bytes
     with pytest.raises(errors.UnsupportedImageFormat, match=r"^camera raw \(DNG\) images"):
         normalise_image(data, LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "preview"),
+    [
+        (b"NIKON CORPORATION\0", "NEF", (160, 120)),
+        (b"SONY\0", "ARW", (160, 120)),
+        (b"PENTAX Corporation\0", "PEF", None),
+        (b"Acme Imaging\0", "TIFF-based", (160, 120)),
+    ],
+    ids=["nef-thumbnail-first", "arw-thumbnail-first", "pef-raw-first", "unknown-maker"],
+)
+def test_a_tiff_based_raw_without_dng_version_is_named_camera_raw(
+    make: bytes, name: str, preview: tuple[int, int] | None
+) -> None:
+    """A NEF or an ARW begins with a 160x120 thumbnail marked reduced-resolution, the photo
+    in a SubIFD: it was classified as a 160x120 TIFF upload. A PEF begins with the sensor's
+    samples, which Pillow cannot read."""
+    data = dng(600, 400, preview=preview, make=make, dng_version=False)
+    with pytest.raises(errors.UnsupportedImageFormat, match=rf"^camera raw \({name}\) images"):
+        normalise_image(data, LIMITS)
+
+
+def test_a_tiff_whose_first_image_is_not_reduced_is_not_raw_for_its_subifds() -> None:
+    """A pyramid TIFF keeps its reduced levels in SubIFDs after the full image: a photo."""
+    pixels = quadrants((64, 48)).tobytes()
+    first = 8 + len(pixels)
+    tags: list[TiffEntry] = [
+        (254, 4, [0]),
+        (256, 4, [64]),
+        (257, 4, [48]),
+        (258, 3, [8, 8, 8]),
+        (259, 3, [1]),
+        (262, 3, [2]),
+        (271, 2, b"NIKON CORPORATION\0"),
+        (273, 4, [8]),
+        (277, 3, [3]),
+        (278, 4, [48]),
+        (279, 4, [len(pixels)]),
+        (330, 4, [0]),
+    ]
+    data = b"II*\0" + struct.pack("<I", first) + pixels + _directory(tags, first)
+    assert decode_image(data, LIMITS).image.size == (64, 48)
 
 
 def _rgb_tiff(mark: bytes) -> bytes:

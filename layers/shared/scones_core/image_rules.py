@@ -26,7 +26,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from PIL import ExifTags, Image, ImageFile, PngImagePlugin, UnidentifiedImageError
+from PIL import (
+    ExifTags,
+    Image,
+    ImageFile,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+)
 
 from scones_core.errors import (
     CorruptImage,
@@ -60,6 +67,7 @@ from scones_core.image_structure import (
     png_image_data,
     tiff_block_count,
     tiff_camera_raw,
+    tiff_sample_layout,
     tiff_strip_bytes,
     tiff_tile_size,
 )
@@ -345,6 +353,11 @@ def _open(data: bytes, limits: ImageLimits, sniffed: str | None) -> ImageFile.Im
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=plugins)
     except UnidentifiedImageError:
+        if sniffed == "TIFF" and (layout := _unsupported_tiff_layout(data)) is not None:
+            raise UnsupportedImageFormat(
+                f"TIFFs of {layout} are not supported; save it as RGB, grey or CMYK with "
+                "8 or 16 bits a sample."
+            ) from None
         if sniffed is not None:
             raise CorruptImage(
                 f"The object starts like a {sniffed} image, but its header is truncated or corrupt."
@@ -355,6 +368,10 @@ def _open(data: bytes, limits: ImageLimits, sniffed: str | None) -> ImageFile.Im
     except DECODE_ERRORS as exc:
         if sniffed is None:  # a plugin's lax test took it ("BM" starts a text), then failed
             raise _not_an_image(limits) from None
+        if sniffed == "BMP" and str(exc).startswith("Unsupported BMP"):
+            # Pillow's words for a valid layout it does not read (A4R4G4B4, a depth).
+            words = _describe(exc).removesuffix(".")
+            raise UnsupportedImageFormat(f"{words}; save it as a 24-bit BMP or as PNG.") from None
         raise _oversized_metadata(exc) or CorruptImage(
             f"The image header is truncated or corrupt: {_describe(exc)}"
         ) from None
@@ -435,13 +452,15 @@ _PNG_KEY_SCALES: dict[str, Callable[[int], int]] = {
 
 
 def _load(image: ImageFile.ImageFile) -> None:
-    """Decode the pixels, righting two things Pillow 13 gets wrong about them.
+    """Decode the pixels, righting three things Pillow 13 gets wrong about them.
 
     libtiff hands Pillow native-order samples, and Pillow says so for every 16-bit raw
     mode but the signed big-endian one: a compressed big-endian signed TIFF came out
-    byte-swapped. And Pillow leaves a PNG's tRNS colour key as stored while it rescales
+    byte-swapped. Pillow leaves a PNG's tRNS colour key as stored while it rescales
     the samples (``_PNG_KEY_SCALES``): the key never matched, and the transparent pixels
-    showed in their own colour.
+    showed in their own colour. And a 32-bit BMP whose alpha mask is set but whose alpha
+    is 0 everywhere (Photoshop writes them) is opaque to Windows, Photoshop and browsers:
+    as given, it was all transparent, so the model saw a blank background.
     """
     tile = image.tile[0] if image.tile else None
     args = tile.args if tile is not None else None
@@ -459,6 +478,8 @@ def _load(image: ImageFile.ImageFile) -> None:
         image.info["transparency"] = tuple(scale(sample) for sample in key)
     elif scale is not None and isinstance(key, int):
         image.info["transparency"] = scale(key)
+    if image.format == "BMP" and image.mode == "RGBA" and image.getchannel("A").getbbox() is None:
+        image.putalpha(255)
 
 
 @dataclass(frozen=True)
@@ -494,6 +515,7 @@ def _structure(
     if fmt == "TIFF":
         tags = getattr(image, "tag_v2", None)
         _check_tiff_samples(tags)
+        _read_planar_16_bit_samples(image, tags, data)
         tile = tiff_tile_size(tags)
         if tile is not None and tile[0] * tile[1] > limits.max_pixels:
             raise ImageTooManyPixels(
@@ -531,8 +553,44 @@ def _check_tiff_samples(tags: Mapping[int, object] | None) -> None:
     if kind is not None:
         raise UnsupportedImageFormat(
             f"TIFFs of {kind} samples are not supported; save it with 8 or 16 bits a "
-            "sample (unsigned) or as floating point."
+            "sample (unsigned), or, if grey, as floating point."
         )
+
+
+_TIFF_PLANAR_CONFIGURATION = 284
+# The colour channels whose 16-bit samples Pillow 13 can unpack one channel at a time.
+_PLANAR_16_BIT_BANDS = frozenset("RGBA")
+
+
+def _read_planar_16_bit_samples(
+    image: ImageFile.ImageFile, tags: Mapping[int, object] | None, data: bytes
+) -> None:
+    """Have Pillow read an uncompressed TIFF stored a channel at a time (PlanarConfiguration
+    2, Photoshop's "Pixel Order: Per Channel") with 16-bit samples as 16-bit samples.
+
+    Pillow 13 reads each such channel through its 8-bit raw mode ("R", "G", ...), so the
+    picture came out as noise. The channel's 16-bit raw mode keeps each sample's high
+    byte, as Pillow reads interleaved 16-bit RGB; a channel with no such mode is refused.
+    """
+    if tags is None or tags.get(_TIFF_PLANAR_CONFIGURATION) != 2:
+        return
+    if _first(tags.get(_TIFF_BITS_PER_SAMPLE, 1)) != 16 or not image.tile:
+        return
+    if any(tile.codec_name != "raw" for tile in image.tile):
+        return  # libtiff reads the compressed ones right
+    order = "L" if data.startswith(b"II") else "B"
+    tiles = []
+    for tile in image.tile:
+        args = tile.args if isinstance(tile.args, tuple) else ()
+        band = args[0] if args else None
+        if band not in _PLANAR_16_BIT_BANDS:
+            raise UnsupportedImageFormat(
+                f"TIFFs of 16-bit {image.mode} samples stored a channel at a time "
+                "(PlanarConfiguration 2) are not supported; save it with the channels "
+                "interleaved, or compressed."
+            )
+        tiles.append(tile._replace(args=(f"{band};16{order}", *args[1:])))
+    image.tile = tiles
 
 
 def _first(value: object) -> object:
@@ -692,6 +750,19 @@ def _check_jpeg_frame(layout: JpegLayout) -> None:
         raise UnsupportedImageFormat(
             f"{layout.precision}-bit {kind} are not supported; save it with 8 bits a sample."
         )
+
+
+def _unsupported_tiff_layout(data: bytes) -> str | None:
+    """The pixel layout of a TIFF that Pillow refused for it ("unknown pixel mode": float
+    or 32-bit RGB, 16-bit Lab, 16-bit grey with alpha), in words; ``None`` when Pillow
+    refused it for anything else, so it is corrupt. Only runs after Pillow refused it."""
+    try:
+        TiffImagePlugin.TiffImageFile(io.BytesIO(data)).close()
+    except SyntaxError as exc:
+        return tiff_sample_layout(data) if "unknown pixel mode" in str(exc) else None
+    except DECODE_ERRORS:
+        return None
+    return None
 
 
 def _oversized_metadata(exc: BaseException) -> ImageTooComplex | None:

@@ -429,19 +429,101 @@ def tiff_block_count(data: bytes) -> int:
 # Camera raw files in a TIFF structure. A DNG (a phone's RAW or ProRAW photo) has the
 # DNGVersion tag in its first directory, whose image is either the sensor's raw samples
 # (which Pillow cannot read) or a small preview (which would be classified in the photo's
-# place); a Canon CR2 says "CR", version 2, after its TIFF header.
+# place); a Canon CR2 says "CR", version 2, after its TIFF header. The other TIFF-based
+# raws (Nikon NEF and NRW, Sony ARW, Pentax PEF, Samsung SRW) say nothing of the kind:
+# their first directory holds the sensor's samples (Photometric CFA or LinearRaw), or a
+# thumbnail marked reduced-resolution (NewSubfileType bit 0) with the photo in a SubIFD.
 _DNG_VERSION = 50706
 _CR2_MARK = b"CR\x02"
+_NEW_SUBFILE_TYPE, _MAKE, _PHOTOMETRIC, _SUB_IFDS = 254, 271, 262, 330
+_RAW_PHOTOMETRIC = frozenset({32803, 34892})  # CFA, LinearRaw
+# A camera maker's raw format, by the first word of the Make tag.
+_RAW_BY_MAKE = {"NIKON": "NEF", "SONY": "ARW", "PENTAX": "PEF", "RICOH": "PEF", "SAMSUNG": "SRW"}
 
 
 def tiff_camera_raw(data: bytes) -> str | None:
-    """The camera raw format ("DNG", "CR2") of a file with a TIFF header, or ``None``."""
+    """The camera raw format of a file with a TIFF header ("DNG", "CR2", "NEF", ...;
+    "TIFF-based" for a maker not named here), or ``None``."""
     if data.startswith(b"II*\x00") and data[8:11] == _CR2_MARK:
         return "CR2"
     for order, big, first in tiff_headers(data):
-        if any(tag == _DNG_VERSION for tag, *_ in _tiff_entries(data, order, big, first)):
+        entries = {
+            tag: (kind, count, field)
+            for tag, kind, count, field in _tiff_entries(data, order, big, first)
+        }
+        if _DNG_VERSION in entries:
             return "DNG"
+        photometric = _tiff_integer(order, entries.get(_PHOTOMETRIC))
+        subfile = _tiff_integer(order, entries.get(_NEW_SUBFILE_TYPE)) or 0
+        if photometric in _RAW_PHOTOMETRIC or (subfile & 1 and _SUB_IFDS in entries):
+            make = _tiff_ascii(data, order, big, entries.get(_MAKE)).upper().split()
+            return _RAW_BY_MAKE.get(make[0] if make else "", "TIFF-based")
     return None
+
+
+def _tiff_integer(order: str, entry: tuple[int, int, bytes] | None) -> int | None:
+    """The value of a one-integer tag stored in its entry, or ``None``."""
+    if entry is None or entry[1] != 1 or entry[0] not in (3, 4, 16):
+        return None
+    kind, _count, field = entry
+    return int(struct.unpack_from(order + _TIFF_INTEGER_FORMATS[kind], field)[0])
+
+
+def _tiff_integers(
+    data: bytes, order: str, big: bool, entry: tuple[int, int, bytes] | None, limit: int = 16
+) -> list[int]:
+    """The first ``limit`` values of a SHORT or LONG tag, in its entry or where it points
+    (``[]`` when absent or outside the file)."""
+    if entry is None or entry[0] not in (3, 4):
+        return []
+    kind, count, field = entry
+    unit, count = _TIFF_TYPE_BYTES[kind], min(count, limit)
+    stored = field
+    if count * unit > len(field):
+        (at,) = struct.unpack(order + ("Q" if big else "I"), field)
+        stored = data[at : at + count * unit]
+    count = min(count, len(stored) // unit)
+    return list(struct.unpack_from(f"{order}{count}{_TIFF_INTEGER_FORMATS[kind]}", stored))
+
+
+_BITS_PER_SAMPLE, _SAMPLE_FORMAT = 258, 339
+_PHOTOMETRIC_NAMES = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 5: "CMYK", 6: "YCbCr"}
+_PHOTOMETRIC_NAMES |= {8: "CIELab", 9: "ICCLab", 10: "ITULab"}
+_SAMPLE_FORMAT_NAMES = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+
+
+def tiff_sample_layout(data: bytes) -> str | None:
+    """How the first image of a TIFF stores its pixels, in words ("RGB in 32-bit
+    floating-point samples"), or ``None`` when its directory does not say."""
+    for order, big, first in tiff_headers(data):
+        entries = {
+            tag: (kind, count, field)
+            for tag, kind, count, field in _tiff_entries(data, order, big, first)
+        }
+        photometric = _tiff_integer(order, entries.get(_PHOTOMETRIC))
+        bits = sorted(set(_tiff_integers(data, order, big, entries.get(_BITS_PER_SAMPLE)))) or [1]
+        formats = set(_tiff_integers(data, order, big, entries.get(_SAMPLE_FORMAT))) or {1}
+        if photometric is None:
+            continue
+        colour = _PHOTOMETRIC_NAMES.get(photometric, f"photometric {photometric}")
+        extra = " with extra channels" if 338 in entries else ""
+        size = " and ".join(str(b) for b in bits)
+        kind = " and ".join(_SAMPLE_FORMAT_NAMES.get(f, f"format {f}") for f in sorted(formats))
+        return f"{colour}{extra} in {size}-bit {kind} samples"
+    return None
+
+
+def _tiff_ascii(data: bytes, order: str, big: bool, entry: tuple[int, int, bytes] | None) -> str:
+    """An ASCII tag's text up to its first NUL ("" when absent or outside the file)."""
+    if entry is None or entry[0] != 2:
+        return ""
+    _kind, count, field = entry
+    if count <= len(field):
+        raw = field[:count]
+    else:
+        (at,) = struct.unpack(order + ("Q" if big else "I"), field)
+        raw = data[at : at + min(count, 256)]
+    return raw.split(b"\0", 1)[0].decode("latin-1")
 
 
 # ---- TIFF directories, and EXIF blocks (a TIFF structure of their own) ----------
