@@ -180,6 +180,23 @@ def test_the_background_flusher_writes_on_its_interval_and_when_full(tmp_path: P
     assert by_size.stats().files_written == 1
 
 
+def test_a_request_answered_after_its_writer_closed_is_still_captured(tmp_path: Path) -> None:
+    """A canary removed (rolled back) while one of its requests is in inference: the
+    answered request was buffered in the closed writer, and nothing ever wrote it."""
+    capture = writer(LocalCaptureSink(tmp_path), flush_interval_s=3600)
+    capture.start()
+    capture.capture(input_body=b"before", input_content_type="image/png", output_body="[1]")
+    capture.close()
+    capture.capture(input_body=b"after", input_content_type="image/png", output_body="[2]")
+
+    records = read_records(tmp_path)
+    assert [base64.b64decode(r["captureData"]["endpointInput"]["data"]) for r in records] == [
+        b"before",
+        b"after",
+    ]
+    assert capture.stats().buffered == 0 and capture.stats().records_written == 2
+
+
 def wait_for(condition: Any, timeout_s: float = 10) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ from botocore.exceptions import ClientError
 from scones_core.endpoint_response import model_version
 
 from scones.model.artifact import OnnxClassifier
+from scones.serving.defaults import RUNTIME_MAX_PAYLOAD_BYTES
 from scones.serving.server import ModelServer, ServerSettings, ServerStartError, bind_socket
 from tests.serving.conftest import (
     ENDPOINT,
     MAX_BODY,
     MODEL_DIR,
     VARIANT,
+    AppFactory,
     LiveServer,
     runtime_client,
     to_jpeg,
@@ -114,6 +117,38 @@ def test_a_body_past_invoke_endpoints_limit_never_reaches_the_container(
     assert response["Error"]["Code"] == "ValidationError"
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert f"is {8 << 20} bytes; InvokeEndpoint accepts at most" in response["Error"]["Message"]
+
+
+def test_a_chunked_body_past_invoke_endpoints_limit_gets_the_same_answer(
+    make_app: AppFactory, bicycle_png: bytes
+) -> None:
+    """Sent in chunks (no Content-Length), a body over 6 MB passed the declared-length
+    check and was refused by the container's read as a ModelError (424, "from primary"):
+    the same body had two answers. SageMaker's limit is its own, however the body comes."""
+    from fastapi.testclient import TestClient
+
+    app = make_app(max_body_bytes=4 * RUNTIME_MAX_PAYLOAD_BYTES)
+    body = bicycle_png + bytes(RUNTIME_MAX_PAYLOAD_BYTES)
+
+    def chunks() -> Iterator[bytes]:
+        for at in range(0, len(body), 1 << 16):
+            yield body[at : at + (1 << 16)]
+
+    with TestClient(app) as client:
+        answer = client.post(
+            f"/endpoints/{ENDPOINT}/invocations",
+            content=chunks(),
+            headers={"Content-Type": "image/png"},
+        )
+        served = client.post(
+            f"/endpoints/{ENDPOINT}/invocations",
+            content=bicycle_png,
+            headers={"Content-Type": "image/png"},
+        )
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["x-amzn-errortype"].startswith("ValidationError")
+    assert f"more than {RUNTIME_MAX_PAYLOAD_BYTES} bytes; InvokeEndpoint accepts" in answer.text
+    assert served.status_code == 200
 
 
 @pytest.mark.parametrize(

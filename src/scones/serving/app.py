@@ -492,12 +492,11 @@ class _Endpoint:
         try:
             body = await _read_body_within(request, limit, self.body_timeout_s)
         except _PayloadTooLarge as exc:
-            source = (
-                "the server's --max-body-bytes"
-                if limit == self.max_body_bytes
-                else "InvokeEndpoint's payload limit"
-            )
-            raise ContainerError(413, f"{exc.describe(limit)} ({source})", close=True) from None
+            if limit != self.max_body_bytes:
+                raise  # InvokeEndpoint's own limit: the runtime route answers for the service
+            raise ContainerError(
+                413, f"{exc.describe(limit)} (the server's --max-body-bytes)", close=True
+            ) from None
         inference_id = request.headers.get("x-amzn-sagemaker-inference-id")
         async with self.slots.hold():
             # anyio does not abandon the thread on cancellation, so the slot is held
@@ -618,17 +617,17 @@ class _Endpoint:
             error = _runtime_fault(fault)
             error.close = True  # answered before the body is read
             raise error
-        # SageMaker itself refuses bodies over its payload limit, before the container.
+        # SageMaker itself refuses bodies over its payload limit, before the container:
+        # by the declared length, or, for a body sent in chunks, once it passes the limit.
         declared = _declared_length(request)
         if declared is not None and declared > RUNTIME_MAX_PAYLOAD_BYTES:
-            raise ServiceError(
-                ServiceCode.VALIDATION_ERROR,
-                f"request body is {declared} bytes; InvokeEndpoint accepts at most "
-                f"{RUNTIME_MAX_PAYLOAD_BYTES} bytes",
-                close=True,
-            )
+            raise _over_invoke_endpoints_limit(f"{declared} bytes")
         try:
             return await self.infer(request, self.runtime_limit, variant)
+        except _PayloadTooLarge:
+            raise _over_invoke_endpoints_limit(
+                f"more than {RUNTIME_MAX_PAYLOAD_BYTES} bytes"
+            ) from None
         except ContainerError as exc:
             raise model_error(exc) from None
         except ServerBusy as exc:
@@ -637,6 +636,15 @@ class _Endpoint:
             raise model_error(ContainerError(429, str(exc))) from None
         except _BodyTimeout as exc:
             raise ServiceError(ServiceCode.REQUEST_TIMEOUT, str(exc)) from None
+
+
+def _over_invoke_endpoints_limit(amount: str) -> ServiceError:
+    return ServiceError(
+        ServiceCode.VALIDATION_ERROR,
+        f"request body is {amount}; InvokeEndpoint accepts at most "
+        f"{RUNTIME_MAX_PAYLOAD_BYTES} bytes",
+        close=True,
+    )
 
 
 def _check_weight(weight: float) -> float:

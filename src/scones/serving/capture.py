@@ -291,7 +291,13 @@ class CaptureWriter:
                     len(self._buffer) >= self.max_buffered_records
                     or self._buffered_bytes >= self.max_buffered_bytes
                 )
-            if full:
+            if self._stopping.is_set():
+                # Closed (its variant removed, the server stopping) while this request was
+                # in inference: no flusher will run again, so the answered request is
+                # written now. ``close`` sets the flag before its last flush, so a record
+                # is written by one or the other.
+                self.flush()
+            elif full:
                 self._wake.set()
             return True
         except Exception:
