@@ -172,9 +172,10 @@ def test_queue_lists_needs_review_and_sampled_accepted_only(env: Env) -> None:
     env.record("ACCEPTED", age=timedelta(hours=1))
     env.record("REJECTED", age=timedelta(hours=1))
     env.record("REVIEWED", age=timedelta(hours=1), review_label="bicycle")
-    assert [i.record_id for i in service(env).queue()] == [older, waiting]
-    items = service(env, share=0.5).queue()
-    assert [i.record_id for i in items] == [older, waiting, sampled]
+    # Drawn by some page: every page shows it, whatever its own share (0 draws no more).
+    for share in (0.0, 0.5):
+        items = service(env, share=share).queue()
+        assert [i.record_id for i in items] == [older, waiting, sampled]
     assert items[2].sampled and items[2].status == Status.ACCEPTED
     assert items[0].label == "bicycle" and items[0].confidence == pytest.approx(0.61)
 
@@ -198,6 +199,15 @@ def test_records_whose_uploads_have_expired_leave_the_queue_and_are_counted(env:
     assert reviews.expired_waiting() == 2
     assert reviews.expired_waiting(cap=1) == 1  # a backlog that never shrinks is not read whole
     assert service(env).expired_waiting() == 0 and len(service(env).queue()) == 4
+    # A page's worth of such replays recorded before the kept record must not hide it:
+    # they are left out as the index is read, not after the first ``limit`` are taken.
+    backfilled = env.record("NEEDS_REVIEW", age=timedelta(days=3))
+    env.table.update_item(
+        Key={"pk": backfilled},
+        UpdateExpression="SET event_time = :t",
+        ExpressionAttributeValues={":t": format_millis(NOW - timedelta(days=8))},
+    )
+    assert [i.record_id for i in reviews.queue(limit=1)] == [recent]
     with pytest.raises(ReviewError, match="not positive"):
         dataclasses.replace(settings(), upload_retention=timedelta(0))
 
@@ -296,6 +306,22 @@ def test_answer_marks_the_record_copies_the_version_and_appends_the_manifest(env
     assert manifest[0]["path"] == result.labelled_key.removeprefix("labelled/")
     assert manifest[0]["class_index"] == 0
     assert lst_lines(manifest) == [f"0\t0\t{manifest[0]['path']}\n"]
+
+
+def test_a_label_beyond_ascii_is_copied_for_training(env: Env) -> None:
+    """S3 keeps user metadata as US-ASCII: botocore refused the copy of an answer 'vélo'
+    every time, after the answer was saved, so the image never reached training."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    french = dataclasses.replace(settings(), labels=("vélo", "moto"))
+    reviews = ReviewService(french, s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW)
+    result = reviews.answer(
+        record_id, expected_status="NEEDS_REVIEW", answer="vélo", reviewer="ana"
+    )
+    assert result.labelled_key is not None and result.labelled_key.startswith("labelled/vélo/")
+    copy = env.s3.head_object(Bucket=BUCKET, Key=result.labelled_key)
+    assert copy["Metadata"]["label"] == "v%C3%A9lo"
+    (line,) = reviews.read_manifest()
+    assert line["label"] == "vélo" and line["class_index"] == 0
 
 
 def test_neither_is_recorded_but_not_copied(env: Env) -> None:

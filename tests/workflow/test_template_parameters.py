@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from scones_core.errors import SettingsError
 from scones_core.monitoring.settings import MonitorSettings
+from scones_core.settings import parse_labels
 
 from scones.offline.deploy import DeployError, effective_parameters
 from scones.template_params import load_template
@@ -86,3 +87,41 @@ def test_a_prefix_cannot_widen_the_iam_grants_built_from_it(name: str) -> None:
     wide = "*/" if default.endswith("/") else "*"
     with pytest.raises(DeployError, match=f"{name}='\\{wide}' does not match the AllowedPattern"):
         effective_parameters(template, {name: wide})
+
+
+@pytest.mark.parametrize(
+    ("labels", "accepted"),
+    [
+        ("bicycle,motorcycle", True),
+        ("vélo,moto", True),
+        ("cat,dog,bird", True),
+        # A label names a folder of images and is a JSON string in the retraining ASL.
+        ("e-bike/pedelec,motorcycle", False),
+        ("back\\slash,motorcycle", False),
+        ('say "bike",motorcycle', False),
+        ("bicycle", False),
+        ("bicycle,,motorcycle", False),
+    ],
+)
+def test_labels_the_template_accepts_are_labels_every_function_accepts(
+    labels: str, accepted: bool
+) -> None:
+    """A label with '/' deployed, was recorded and copied to labelled/e-bike/pedelec/, and
+    retraining, which reads one folder level, never saw those images."""
+    template = load_template()
+    try:
+        effective_parameters(template, {"ModelLabels": labels})
+    except DeployError as exc:
+        assert not accepted, exc
+        assert "does not match the AllowedPattern" in str(exc)
+        with pytest.raises(ValueError, match="label"):
+            parse_labels(labels)
+        return
+    assert accepted, f"ModelLabels={labels!r} deploys"
+    assert parse_labels(labels) == tuple(labels.split(","))
+
+
+@pytest.mark.parametrize("labels", [".,motorcycle", "bicycle,..", "bicycle,bicycle"])
+def test_labels_no_pattern_can_refuse_are_refused_by_every_function(labels: str) -> None:
+    with pytest.raises(ValueError, match="label"):
+        parse_labels(labels)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -240,21 +241,28 @@ class ReviewService:
 
     # -- the queue ---------------------------------------------------------------
     def queue(self, limit: int = 200) -> list[ReviewItem]:
-        """NEEDS_REVIEW records and sampled ACCEPTED ones, oldest upload first; without the
-        records whose upload the lifecycle rule has deleted (see :meth:`expired_waiting`)."""
+        """NEEDS_REVIEW records and sampled ACCEPTED ones: the ``limit`` recorded first of
+        each, shown oldest upload first; without the records whose upload the lifecycle
+        rule has deleted (see :meth:`expired_waiting`)."""
         cutoff = self._retention_cutoff()
         since = format_millis(cutoff) if cutoff else None
-        # The index is read oldest first, and no further than ``limit`` of each kind.
-        waiting = self._index(Status.NEEDS_REVIEW, since, page_size=limit)
-        items = [ReviewItem.from_record(r) for r in itertools.islice(waiting, limit)]
-        if self.settings.sample_share > 0:
-            drawn_since = format_millis(self.clock() - self.settings.sample_window)
-            since = max(drawn_since, since or drawn_since)
-            sampled = self._index(Status.ACCEPTED, since, sampled_only=True, page_size=limit)
-            items += [ReviewItem.from_record(r) for r in itertools.islice(sampled, limit)]
-        if cutoff:
-            # Recorded after the cutoff but uploaded before it (a replayed FAILED record).
-            items = [item for item in items if not _uploaded_before(item, cutoff)]
+
+        def shown(records: Iterator[dict[str, Any]]) -> list[ReviewItem]:
+            """The first ``limit`` whose upload is still kept: recorded after the cutoff
+            but uploaded before it is a replayed or backfilled upload the lifecycle rule
+            has deleted. Left out as the index is read, so they never fill the page."""
+            items = (ReviewItem.from_record(r) for r in records)
+            if cutoff:
+                items = (item for item in items if not _uploaded_before(item, cutoff))
+            return list(itertools.islice(items, limit))
+
+        # The index is read oldest record first, and no further than ``limit`` of each
+        # kind. Sampled records are shown whatever this page's own share (another page
+        # may have drawn them), for the sample window after they were recorded.
+        items = shown(self._index(Status.NEEDS_REVIEW, since, page_size=limit))
+        drawn_since = format_millis(self.clock() - self.settings.sample_window)
+        since = max(drawn_since, since or drawn_since)
+        items += shown(self._index(Status.ACCEPTED, since, sampled_only=True, page_size=limit))
         items.sort(key=lambda item: (item.event_time or item.recorded_at, item.record_id))
         return items[:limit]
 
@@ -614,7 +622,9 @@ class ReviewService:
             **({"CopySourceIfMatch": etag} if etag else {}),
             MetadataDirective="REPLACE",
             Metadata={
-                "label": str(record[REVIEW_LABEL_ATTRIBUTE]),
+                # S3 keeps user metadata as US-ASCII (botocore refuses "vélo"): the label
+                # percent-encoded as UTF-8, which leaves an ASCII label as it is.
+                "label": quote(str(record[REVIEW_LABEL_ATTRIBUTE]), safe=""),
                 "source-record-sha256": hashlib.sha256(
                     str(record[PARTITION_KEY]).encode("utf-8")
                 ).hexdigest(),

@@ -160,9 +160,15 @@ class BackfillSettings:
         return settings
 
 
+# A label names a folder of images (``<LabelledDataPrefix><label>/``, a training
+# channel's ``<label>/``) and is a JSON string in the retraining definition.
+_LABEL_FORBIDDEN = frozenset('/\\"')
+
+
 def parse_labels(value: str) -> tuple[str, ...]:
     """The model's labels in its output order: at least two, each named once, each text
-    that records, logs and figures can show (no control characters or undecodable bytes)."""
+    that records, logs and figures can show (no control characters or undecodable bytes)
+    and that can name a folder (no ``/``, ``\\`` or ``"``; not ``.`` or ``..``)."""
     labels = tuple(label.strip() for label in value.split(","))
     if len(labels) < 2 or any(not label for label in labels):
         raise ValueError("expected at least two comma-separated, non-empty labels")
@@ -170,6 +176,11 @@ def parse_labels(value: str) -> tuple[str, ...]:
         if not label.isprintable():
             raise ValueError(
                 f"label {label!r} is not printable text (undecodable bytes or control characters)"
+            )
+        if _LABEL_FORBIDDEN & set(label) or label in (".", ".."):
+            raise ValueError(
+                f"label {label!r} cannot name a folder of images: a label holds no '/', "
+                "'\\' or '\"' and is not '.' or '..'"
             )
     if len(set(labels)) != len(labels):
         raise ValueError("labels must be unique")

@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--sample-days",
         type=_days,
         default=1.0,
-        help="how far back ACCEPTED images are sampled, in days (default: 1)",
+        help="how far back ACCEPTED images are sampled, and drawn ones shown, in days (default: 1)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
