@@ -7,6 +7,7 @@ state when it exits, which would wipe a stack running in the same process.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -484,3 +485,40 @@ def test_moto_still_misnames_a_sagemaker_error_and_the_fix_names_it_as_aws_does(
     raw, fixed = _raw_then_fixed("sagemaker-error", definition, run)
     assert raw == "sagemaker.sagemakerException"
     assert fixed == "SageMaker.SageMakerException"
+
+
+def test_moto_still_hands_an_sdk_result_its_datetimes_and_the_fix_writes_them_as_aws(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto's ``aws-sdk`` results carry times as text, as AWS's
+    do: drop the result-time fix in interpreter_fixes. With it, a state that keeps a whole
+    description (the retraining definition's ``CheckDeployment``) runs offline."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    definition = {
+        "StartAt": "Describe",
+        "States": {
+            "Describe": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeModelPackageGroup",
+                "Parameters": {"ModelPackageGroupName": "models"},
+                "ResultSelector": {"whole.$": "$"},
+                "End": True,
+            },
+        },
+    }
+
+    def run(sfn: Any, arn: str) -> str:
+        boto3.client("sagemaker", region_name="us-east-1").create_model_package_group(
+            ModelPackageGroupName="models"
+        )
+        started = sfn.start_execution(stateMachineArn=arn, name="describe", input="{}")
+        try:
+            finished = _wait(sfn, started)
+        except TypeError as exc:  # moto cannot even encode the execution's output
+            return str(exc)
+        return str(json.loads(finished["output"])["whole"]["CreationTime"])
+
+    raw, fixed = _raw_then_fixed("sdk-times", definition, run)
+    assert raw == "Object of type datetime is not JSON serializable"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", fixed), fixed

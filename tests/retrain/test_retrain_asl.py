@@ -583,6 +583,36 @@ def test_the_deployment_check_tells_promotion_from_rollback(
     assert subject in alerts()
 
 
+def test_a_rollback_sagemaker_explains_is_recorded_in_its_words(
+    stack: OfflineStack, alerts: Any
+) -> None:
+    """An update SageMaker could not complete (the candidate failed its ping health check)
+    also leaves the endpoint InService on the previous config, with FailureReason saying
+    why: it was recorded as "an alarm rolled the canary back", and the reason was lost.
+    moto's endpoints are never updated, so the description is set in its backend."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run = "update-failed-health-check"
+    moto_endpoint(stack, f"{state['dataset']['names']['base']}-previous")
+    why = "The primary container for production variant AllTraffic did not pass the ping check."
+    endpoints = sagemaker_backends[ACCOUNT]["us-east-1"].endpoints
+    endpoints[stack.parameters["EndpointName"]].failure_reason = why
+    described = stack.client("sagemaker").describe_endpoint(
+        EndpointName=stack.parameters["EndpointName"]
+    )
+    assert (described["EndpointStatus"], described["FailureReason"]) == ("InService", why)
+
+    result = execute(stack, "CheckDeployment", state, run)
+
+    assert result["status"] == "SUCCEEDED"
+    record = outcome_of(stack, run)
+    assert record["outcome"] == "ROLLED_BACK"
+    assert record["reason"].startswith(f"SageMaker rolled the canary back ({why}): ")
+    assert "alarm" not in record["reason"]
+    assert "Scones retraining: canary rolled back" in alerts()
+
+
 LOST = {
     "Error": "SageMaker.AmazonSageMakerException",
     "Cause": "Cannot update in-progress endpoint",
@@ -669,7 +699,7 @@ def test_a_rolled_back_candidates_package_is_marked_rejected(stack: OfflineStack
     assert "RejectRolledBackCandidate" in entered_states(stack, result["executionArn"])
     described = sagemaker.describe_model_package(ModelPackageName=package)
     assert described["ModelApprovalStatus"] == "Rejected"
-    assert "rolled this candidate's canary back" in described["ApprovalDescription"]
+    assert "canary was rolled back" in described["ApprovalDescription"]
 
 
 def test_the_retraining_role_may_reject_only_its_own_groups_packages() -> None:

@@ -26,6 +26,11 @@ upgrade that fixes moto also removes the fix here.
   binds only DynamoDB's and Step Functions' service names); AWS names it
   ``SageMaker.SageMakerException``, so offline no SageMaker ``Retry`` of the retraining
   definition ever ran, and a lost create's answer was never retried into a refusal.
+* An ``aws-sdk:*`` task's result keeps boto3's ``datetime`` objects in moto (a
+  ``DescribeEndpoint``'s ``CreationTime``); AWS hands the state ISO 8601 text
+  (``2013-08-23T01:02:15.422Z``). A state that keeps a whole description, as the
+  retraining definition's ``CheckDeployment`` does to read an optional ``FailureReason``,
+  could not even be described offline ("Object of type datetime is not JSON serializable").
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ _ORIGINAL_ERROR_EQUALS = ErrorEqualsDecl._eval_body
 # The errors AWS's States.ALL does not match (Step Functions' "Error names" page).
 _NOT_MATCHED_BY_STATES_ALL = frozenset({"States.Runtime", "States.DataLimitExceeded"})
 _ORIGINAL_LIST_OBJECTS = _READER.__dict__["_handle_list_objects_v2"]
+_AWS_SDK_TASK = _aws_sdk_task.StateTaskServiceAwsSdk
+_ORIGINAL_SDK_CALL = _AWS_SDK_TASK._eval_service_task
 # moto's lower-case service name -> the prefix of AWS's error names for it.
 SERVICE_ERROR_NAMES = {"sagemaker": "SageMaker"}
 
@@ -113,6 +120,22 @@ def _list_every_page(env: Any, resource_runtime_part: Any, state_credentials: An
     env.stack.append(items)
 
 
+def _with_aws_times(value: Any) -> Any:
+    """``value`` with every ``datetime`` in it as AWS writes one (``_aws_time``)."""
+    if isinstance(value, datetime.datetime):
+        return _aws_time(value)
+    if isinstance(value, dict):
+        return {key: _with_aws_times(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_aws_times(item) for item in value]
+    return value
+
+
+def _sdk_call_with_aws_times(self: Any, env: Any, *args: Any, **kwargs: Any) -> None:
+    _ORIGINAL_SDK_CALL(self, env, *args, **kwargs)
+    env.stack.append(_with_aws_times(env.stack.pop()))
+
+
 def _error_equals_like_aws(self: ErrorEqualsDecl, env: Any) -> None:
     error = env.stack[-1]
     if (
@@ -132,6 +155,7 @@ def install() -> None:
     _READER._handle_list_objects_v2 = staticmethod(_list_every_page)  # type: ignore[method-assign]
     ErrorEqualsDecl._eval_body = _error_equals_like_aws  # type: ignore[method-assign]
     _aws_sdk_task._SERVICE_ERROR_NAMES.update(SERVICE_ERROR_NAMES)
+    _AWS_SDK_TASK._eval_service_task = _sdk_call_with_aws_times  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -142,3 +166,4 @@ def uninstall() -> None:
     ErrorEqualsDecl._eval_body = _ORIGINAL_ERROR_EQUALS  # type: ignore[method-assign]
     for service in SERVICE_ERROR_NAMES:
         _aws_sdk_task._SERVICE_ERROR_NAMES.pop(service, None)
+    _AWS_SDK_TASK._eval_service_task = _ORIGINAL_SDK_CALL  # type: ignore[method-assign]
