@@ -164,6 +164,11 @@ def test_a_gate_set_too_small_to_judge_by_fails_the_run_before_training(s3: Any)
     s3.delete_object(Bucket=BUCKET, Key="training/gate/motorcycle/g2.png")
     put(s3, "training/gate/motorcycle/notes.txt", b"not an image")  # not counted
     put(s3, "training/gate/motorcycle/nested/g9.png", b"not in the label folder")
+    # Not images to the evaluation, which reads the folder by name: a Windows folder's
+    # Thumbs.db, a README, a macOS resource fork. Counted, they let a gate set of 2 pass
+    # here and fail the run after its training job.
+    for name in ("Thumbs.db", "README.md", "._g0.png", "desktop.ini"):
+        put(s3, f"training/gate/motorcycle/{name}", b"not an image")
     with pytest.raises(DatasetError, match="too small to judge a candidate by: motorcycle 2 "):
         assemble_dataset(s3, settings, STARTED, "run-1")
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="retraining/")
@@ -712,3 +717,31 @@ def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPat
         assert decision["passed"] is True
         with pytest.raises(Exception, match="not under this stack's retraining prefix"):
             app.judge_handler({"evaluation_uri": f"s3://{EVENT_BUCKET}/labelled/x"}, lambda_context)
+
+
+def test_the_dataset_step_and_the_training_code_count_the_same_files(tmp_path: Path) -> None:
+    """One rule for which files of a class folder are images (``scones_core.image_files``):
+    the dataset step counts keys in S3 by it, training and evaluation read folders by it."""
+    from scones_core.image_files import FILE_SUFFIXES
+    from scones_core.image_rules import SUPPORTED_IMAGE_FORMATS
+    from scones_core.retraining.dataset import _label_of
+
+    from scones.model.folders import images_in
+
+    assert set(FILE_SUFFIXES) == set(SUPPORTED_IMAGE_FORMATS)
+    names = [
+        "a.png", "b.JPG", "c.jpeg", "d.webp", "e.bmp", "f.tif", "g.TIFF", "h.gif",
+        "Thumbs.db", "desktop.ini", "README.md", "notes.txt", "x.heic", "._a.png", ".hidden",
+        "no-suffix", "manifest.jsonl",
+    ]  # fmt: skip
+    folder = tmp_path / "bicycle"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    read = {path.name for path in images_in(folder)}
+    counted = {name for name in names if _label_of(f"bicycle/{name}", ("bicycle",))}
+    assert (
+        read
+        == counted
+        == {"a.png", "b.JPG", "c.jpeg", "d.webp", "e.bmp", "f.tif", "g.TIFF", "h.gif"}
+    )

@@ -36,6 +36,7 @@ from urllib.parse import quote
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scones_core.errors import EventError, StorageUnavailable, aws_error_code
+from scones_core.image_files import FILE_SUFFIXES
 from scones_core.image_rules import MEDIA_TYPES, decode_image
 from scones_core.images import read_object
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
@@ -68,14 +69,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 # Extensions of the copies, by the ``source_format`` the image rules recorded.
-_EXTENSIONS = {
-    "PNG": ".png",
-    "JPEG": ".jpg",
-    "GIF": ".gif",
-    "WEBP": ".webp",
-    "BMP": ".bmp",
-    "TIFF": ".tiff",
-}
+_EXTENSIONS = {fmt: names[0] for fmt, names in FILE_SUFFIXES.items()}
 # A suffix taken from the uploader's key only when it is this plain.
 _PLAIN_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
 _MANIFEST_ATTEMPTS = 8

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 from scones_core.errors import ImageRejected
+from scones_core.image_files import FILE_SUFFIXES, is_image_file_name
 
 from scones.model.artifact import decode_image, images_to_tensor
 
 # File names a class folder's images may have (the content is still what decides).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_SUFFIXES = tuple(suffix for names in FILE_SUFFIXES.values() for suffix in names)
 
 
 class DataError(ValueError):
@@ -71,9 +72,9 @@ def class_root(data_dir: Path, labels: Sequence[str]) -> Path:
 
 
 def images_in(folder: Path) -> list[Path]:
-    """The image files of one class folder (by suffix), sorted so the order never depends
-    on the OS."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of one class folder (by name, as the retraining dataset step counts
+    them: ``image_files.is_image_file_name``), sorted so the order never depends on the OS."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file_name(p.name))
 
 
 def list_images(data_dir: Path, labels: Sequence[str]) -> list[tuple[Path, int]]:

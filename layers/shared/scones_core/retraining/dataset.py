@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from scones_core.errors import SconesError
+from scones_core.image_files import is_image_file_name
 from scones_core.retraining.gate import too_few_images
 from scones_core.retraining.settings import RetrainingSettings
 from scones_core.sagemaker_names import MAX_NAME_LENGTH
@@ -46,7 +46,6 @@ MAX_ENDPOINT_NAME = MAX_NAME_LENGTH - NAME_SUFFIX_LENGTH
 TRAIN_CHANNEL = "train"
 LABELLED_CHANNEL = "labelled"
 _READ_CHUNK = 1024 * 1024
-_IGNORED_NAMES = re.compile(r"^\.|\.(json|jsonl|csv|manifest|txt)$", re.IGNORECASE)
 
 
 class DatasetError(SconesError):
@@ -113,9 +112,12 @@ def _objects(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
 
 def _label_of(relative: str, labels: tuple[str, ...]) -> str | None:
     """The label of a ``<label>/<name>`` key (relative to its prefix); ``None`` for keys
-    outside a label folder, manifests and hidden files."""
+    outside a label folder and for files that are not images by name (manifests,
+    ``Thumbs.db``, hidden files), counted as the training and evaluation code reads a
+    folder (``image_files.is_image_file_name``), or the gate set's minimum could pass
+    here and fail after a paid training job."""
     label, _, name = relative.partition("/")
-    if label not in labels or not name or "/" in name or _IGNORED_NAMES.search(name):
+    if label not in labels or not name or "/" in name or not is_image_file_name(name):
         return None
     return label
 
