@@ -112,6 +112,7 @@ def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcy
         "gate": {
             "passed": True,
             "summary": "candidate abc: accuracy 0.97 vs production 0.96; passed",
+            "description": "candidate abc: accuracy 0.97 vs production 0.96; passed",
             "metadata": {"candidate_version": "abc", "gate_accuracy": "0.970000"},
         },
         "model_package": {

@@ -3,6 +3,7 @@ and the model server's production variants. All fast; no training."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -16,7 +17,12 @@ from moto import mock_aws
 from scones_core.errors import SettingsError
 from scones_core.retraining import outcome
 from scones_core.retraining.dataset import DatasetError, RunNames, assemble_dataset
-from scones_core.retraining.gate import EvaluationReportError, GateRules, judge
+from scones_core.retraining.gate import (
+    MODEL_PACKAGE_DESCRIPTION_MAX,
+    EvaluationReportError,
+    GateRules,
+    judge,
+)
 from scones_core.retraining.settings import ENVIRONMENT_VARIABLES, RetrainingSettings
 
 from scones.model.artifact import OnnxClassifier
@@ -369,6 +375,27 @@ def test_gate(candidate: dict, passed: bool, reason: str | None) -> None:
     if reason:
         assert any(reason in r for r in decision["reasons"]), decision["reasons"]
     assert all(isinstance(v, str) for v in decision["metadata"].values())
+
+
+def test_a_passing_gate_describes_the_version_within_what_sagemaker_takes() -> None:
+    """The summary names each class's recall: at 60 labels it passed ModelPackageDescription's
+    1,024 characters, which botocore does not check and SageMaker refuses, so a candidate
+    that passed the gate would have failed at RegisterCandidate."""
+    labels = tuple(f"label-{n:05d}" for n in range(60))
+    rules = dataclasses.replace(RULES, labels=labels, min_images_per_class=1)
+    evaluation = {
+        "threshold": 0.9,
+        "candidate": report("new", 0.95, 1.0, images=600, labels=labels),
+        "production": report("old", 0.90, 1.0, images=600, labels=labels),
+    }
+    decision = judge(evaluation, rules)
+    assert decision["passed"] and len(decision["summary"]) > MODEL_PACKAGE_DESCRIPTION_MAX
+    assert len(decision["description"]) == MODEL_PACKAGE_DESCRIPTION_MAX
+    assert decision["description"].endswith("…")
+    assert decision["summary"].startswith(decision["description"][:-1])
+    two_labels = {"candidate": report("new", 0.95, 1.0), "production": report("old", 0.9, 1.0)}
+    short = judge({**evaluation, **two_labels}, RULES)
+    assert short["description"] == short["summary"]
 
 
 def test_gate_refuses_to_compare_unlike_reports() -> None:

@@ -461,7 +461,7 @@ class OfflineRetrain:
         ]
         response = self.stack.client("sagemaker").create_model_package(
             ModelPackageGroupName=state["ModelPackageGroupName"],
-            ModelPackageDescription=gate["summary"][:1024],
+            ModelPackageDescription=gate["description"],
             ModelApprovalStatus=state["ModelApprovalStatus"],
             InferenceSpecification=spec,
             ModelMetrics={

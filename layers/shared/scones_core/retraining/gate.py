@@ -31,6 +31,9 @@ from typing import Any
 from scones_core.errors import SconesError
 
 EVALUATION_FILE = "gate-evaluation.json"
+# CreateModelPackage's ModelPackageDescription (EntityDescription) holds at most this many
+# characters; a summary with a recall for each of many labels is longer.
+MODEL_PACKAGE_DESCRIPTION_MAX = 1024
 
 
 class EvaluationReportError(SconesError):
@@ -233,6 +236,10 @@ def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
         "passed": passed,
         "reasons": reasons,
         "summary": summary,
+        # The registered version's description: the summary, cut to what SageMaker takes.
+        "description": summary
+        if len(summary) <= MODEL_PACKAGE_DESCRIPTION_MAX
+        else summary[: MODEL_PACKAGE_DESCRIPTION_MAX - 1] + "…",
         "rules": {
             "threshold": rules.threshold,
             "labels": list(rules.labels),
