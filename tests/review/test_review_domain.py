@@ -533,12 +533,23 @@ def test_web_api_limits_requests_refuses_framing_and_names_aws_failures(env: Env
     # S3 failing under the answer is a JSON error the page shows; the retry completes it.
     failed = client_for(FailingCopies(env.s3)).post("/api/answers", json=body)
     assert failed.status_code == 502
-    # The answer itself is kept: the message says so, and how to finish it.
-    assert failed.json()["detail"].startswith("the answer 'motorcycle' is saved, but its")
-    assert "InternalError" in failed.text and "send the same answer again" in failed.text
+    # The answer itself is held: the message says so, and how to finish it.
+    assert failed.json()["detail"].startswith("the answer 'motorcycle' is held, but its")
+    assert "InternalError" in failed.text and "until the same answer is sent again" in failed.text
+    # Not REVIEWED before its copy is written: it stays in every page's queue (it used to
+    # leave the queue at once, so a reload lost the one way to finish it), and nobody
+    # else can answer it meanwhile.
+    assert env.get(record_id)["status"] == "NEEDS_REVIEW"
+    assert record_id in [i["record_id"] for i in client.get("/api/queue").json()["items"]]
+    with pytest.raises(ReviewConflict, match="is being answered as 'motorcycle' by ana"):
+        service(env).answer(
+            record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="bo"
+        )
     retried = client.post("/api/answers", json=body)
     assert retried.status_code == 200, retried.text
     assert env.s3.head_object(Bucket=BUCKET, Key=retried.json()["labelled_key"])
+    assert env.get(record_id)["status"] == "REVIEWED"
+    assert [line["record_id"] for line in service(env).read_manifest()] == [record_id]
 
 
 @pytest.mark.parametrize(
@@ -842,6 +853,41 @@ def test_a_retry_that_races_its_own_answer_finishes_it_instead_of_conflicting(en
     racing._get = lambda rid: next(reads, None) or real_get(rid)  # type: ignore[method-assign]
     with pytest.raises(ReviewConflict, match="already reviewed as 'bicycle' by ana"):
         racing.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="bo")
+
+
+def test_an_image_overwritten_after_its_answer_was_held_takes_the_answer_back(
+    env: Env,
+) -> None:
+    """Overwritten (unversioned) between the check and the copy: the held answer is taken
+    back, so the record is as the workflow left it, and says so."""
+    plain = "held-then-overwritten"
+    env.s3.create_bucket(Bucket=plain)
+    record = env.get(env.record("NEEDS_REVIEW", age=timedelta(hours=1)))
+    env.table.delete_item(Key={"pk": record["pk"]})
+    etag = env.s3.put_object(Bucket=plain, Key=record["key"], Body=BIKE.read_bytes())["ETag"]
+    pk = f"{plain}/{record['key']}#etag:{etag.strip(chr(34))}"
+    env.table.put_item(
+        Item={
+            **record,
+            "pk": pk,
+            "bucket": plain,
+            "version_id": NULL_VERSION,
+            "etag": etag.strip('"'),
+        }
+    )
+    racing = service(env)
+    real_check = racing._check_source
+
+    def checked_then_overwritten(current: dict[str, Any]) -> None:
+        real_check(current)
+        env.s3.put_object(Bucket=plain, Key=record["key"], Body=MOTO_IMG.read_bytes())
+
+    racing._check_source = checked_then_overwritten  # type: ignore[method-assign]
+    with pytest.raises(ReviewError, match=r"was overwritten since.*; the answer was not kept$"):
+        racing.answer(pk, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    left = env.get(pk)
+    assert left["status"] == "NEEDS_REVIEW"
+    assert not {"review_label", "reviewer", "reviewed_at", "labelled_key"} & set(left)
 
 
 def test_a_status_other_than_the_page_showed_says_to_reload(env: Env) -> None:

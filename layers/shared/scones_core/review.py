@@ -219,6 +219,18 @@ def labelled_name(record_id: str, source_format: str | None, key: str) -> str:
     return digest + extension
 
 
+# The record's attributes an answer writes, by the names its expressions use.
+_ANSWER_NAMES = {
+    "#status": STATUS_ATTRIBUTE,
+    "#answer": REVIEW_LABEL_ATTRIBUTE,
+    "#at": REVIEWED_AT_ATTRIBUTE,
+    "#who": REVIEWER_ATTRIBUTE,
+    "#prior": CLASSIFIED_STATUS_ATTRIBUTE,
+    "#copy": LABELLED_KEY_ATTRIBUTE,
+    "#sampled": REVIEW_SAMPLED_ATTRIBUTE,
+}
+
+
 class ReviewService:
     def __init__(
         self,
@@ -458,7 +470,10 @@ class ReviewService:
         if current is None:
             raise ReviewError(f"no record {record_id!r}")
         if self._same_answer(current, answer, reviewer, expected_status):
-            return self._finish(current)
+            try:
+                return self._finish(current)
+            except ReviewError as exc:
+                raise ReviewError(f"the answer is saved, but {exc}") from exc
         labelled_key = None
         if answer != NEITHER:
             name = labelled_name(record_id, current.get("source_format"), str(current["key"]))
@@ -466,57 +481,134 @@ class ReviewService:
             # Before the answer is kept: a record must never be REVIEWED with a label
             # whose image cannot be copied for training.
             self._check_source(current)
-        now = format_millis(self.clock())
-        condition = "#status = :expected"
+        # Three steps, so that an answer whose copy or manifest line fails stays in the
+        # queue until it is finished: (1) the answer is held on the record, which keeps
+        # its status; (2) the image is copied and the manifest line added; (3) only then
+        # does the record become REVIEWED. Each step is conditional on the one before.
+        held = self._hold(record_id, expected_status, answer, reviewer, labelled_key)
+        try:
+            self._finish(held)
+        except ReviewError as exc:
+            self._release(record_id, expected_status, answer, reviewer)
+            raise ReviewError(f"{exc}; the answer was not kept") from exc
+        record = self._mark_reviewed(record_id, expected_status, answer, reviewer)
+        logger.info(
+            "review recorded",
+            extra={"record_id": record_id, "answer": answer, "reviewer": reviewer},
+        )
+        return ReviewResult(
+            record=record,
+            labelled_key=labelled_key,
+            manifest_key=self.settings.manifest_key,
+        )
+
+    def _hold(
+        self,
+        record_id: str,
+        expected_status: str,
+        answer: str,
+        reviewer: str,
+        labelled_key: str | None,
+    ) -> dict[str, Any]:
+        """Step 1: the answer on the record, its status unchanged: only while the record
+        has the status the page showed, and no other answer (or reviewer) holds it."""
+        condition = (
+            "#status = :expected AND (attribute_not_exists(#answer)"
+            " OR (#answer = :answer AND #who = :who))"
+        )
         values: dict[str, Any] = {
             ":expected": {"S": expected_status},
-            ":reviewed": {"S": Status.REVIEWED.value},
             ":answer": {"S": answer},
-            ":now": {"S": now},
+            ":now": {"S": format_millis(self.clock())},
             ":who": {"S": reviewer},
         }
         if expected_status == Status.ACCEPTED:
             condition += " AND #sampled = :true"
             values[":true"] = {"BOOL": True}
         update = (
-            "SET #status = :reviewed, #answer = :answer, #at = :now, #who = :who,"
-            " #prior = :expected"
+            "SET #answer = :answer, #who = :who, #at = if_not_exists(#at, :now), #prior = :expected"
         )
         if labelled_key:
             update += ", #copy = :copy"
             values[":copy"] = {"S": labelled_key}
         try:
-            response = self.dynamodb.update_item(
-                TableName=settings.table_name,
-                Key={PARTITION_KEY: {"S": record_id}},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={
-                    "#status": STATUS_ATTRIBUTE,
-                    "#answer": REVIEW_LABEL_ATTRIBUTE,
-                    "#at": REVIEWED_AT_ATTRIBUTE,
-                    "#who": REVIEWER_ATTRIBUTE,
-                    "#prior": CLASSIFIED_STATUS_ATTRIBUTE,
-                    **({"#copy": LABELLED_KEY_ATTRIBUTE} if labelled_key else {}),
-                    **({"#sampled": REVIEW_SAMPLED_ATTRIBUTE} if ":true" in values else {}),
-                },
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
+            response = self._update(record_id, update, condition, values)
         except ClientError as exc:
             if aws_error_code(exc) != "ConditionalCheckFailedException":
                 raise
             latest = self._get(record_id)
             if latest is not None and self._same_answer(latest, answer, reviewer, expected_status):
-                return self._finish(latest)  # this reviewer's own retry won the race
+                return latest  # this reviewer's own retry won the race: finished below
             message = _conflict_message(record_id, latest, expected_status)
             raise ReviewConflict(message, latest) from exc
-        record = record_from_item(response["Attributes"])
-        logger.info(
-            "review recorded",
-            extra={"record_id": record_id, "answer": answer, "reviewer": reviewer},
+        return record_from_item(response["Attributes"])
+
+    def _mark_reviewed(
+        self, record_id: str, expected_status: str, answer: str, reviewer: str
+    ) -> dict[str, Any]:
+        """Step 3: REVIEWED, once the copy and the manifest line are written."""
+        values = {
+            ":expected": {"S": expected_status},
+            ":reviewed": {"S": Status.REVIEWED.value},
+            ":answer": {"S": answer},
+            ":who": {"S": reviewer},
+        }
+        try:
+            response = self._update(
+                record_id,
+                "SET #status = :reviewed",
+                "#status = :expected AND #answer = :answer AND #who = :who",
+                values,
+            )
+        except ClientError as exc:
+            if aws_error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            latest = self._get(record_id)  # a retry of this answer finished it first
+            if latest is not None and self._same_answer(latest, answer, reviewer, expected_status):
+                return latest
+            raise ReviewConflict(
+                _conflict_message(record_id, latest, expected_status), latest
+            ) from exc
+        return record_from_item(response["Attributes"])
+
+    def _release(self, record_id: str, expected_status: str, answer: str, reviewer: str) -> None:
+        """Take back a held answer whose image can no longer be copied (deleted, or
+        overwritten in an unversioned bucket): the record stays as the workflow left it."""
+        values = {
+            ":expected": {"S": expected_status},
+            ":answer": {"S": answer},
+            ":who": {"S": reviewer},
+        }
+        try:
+            self._update(
+                record_id,
+                "REMOVE #answer, #who, #at, #prior, #copy",
+                "#status = :expected AND #answer = :answer AND #who = :who",
+                values,
+            )
+        except ClientError as exc:
+            if aws_error_code(exc) != "ConditionalCheckFailedException":
+                raise
+
+    def _update(
+        self, record_id: str, update: str, condition: str, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        names = {
+            name: attribute
+            for name, attribute in _ANSWER_NAMES.items()
+            if name in update or name in condition
+        }
+        return dict(
+            self.dynamodb.update_item(
+                TableName=self.settings.table_name,
+                Key={PARTITION_KEY: {"S": record_id}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
         )
-        return self._finish(record)
 
     def _same_answer(
         self, record: dict[str, Any], answer: str, reviewer: str, expected: str
@@ -529,16 +621,16 @@ class ReviewService:
         )
 
     def _finish(self, record: dict[str, Any]) -> ReviewResult:
-        """``_publish``, saying that the answer itself is kept when publishing fails."""
+        """``_publish``, saying that the answer itself is held when publishing fails."""
         try:
             return self._publish(record)
         except ReviewError:
             raise
         except Exception as exc:
             raise ReviewIncomplete(
-                f"the answer {record.get(REVIEW_LABEL_ATTRIBUTE)!r} is saved, but its labelled "
-                f"copy or manifest line could not be written ({exc}); send the same answer "
-                "again to finish it"
+                f"the answer {record.get(REVIEW_LABEL_ATTRIBUTE)!r} is held, but its labelled "
+                f"copy or manifest line could not be written ({exc}); the image stays in the "
+                "queue until the same answer is sent again"
             ) from exc
 
     def _publish(self, record: dict[str, Any]) -> ReviewResult:
@@ -600,9 +692,8 @@ class ReviewService:
         except ClientError as exc:
             if etag and object_changed(exc):
                 raise ReviewError(
-                    f"the answer is saved, but s3://{source['Bucket']}/{source['Key']} was "
-                    "overwritten since, so the image the model saw cannot be copied for "
-                    "training"
+                    f"s3://{source['Bucket']}/{source['Key']} was overwritten since, so the "
+                    "image the model saw cannot be copied for training"
                 ) from exc
             raise
 
@@ -726,6 +817,13 @@ def _conflict_message(
         return (
             f"{record_id} was already reviewed as {latest.get(REVIEW_LABEL_ATTRIBUTE)!r} "
             f"by {latest.get(REVIEWER_ATTRIBUTE)} at {latest.get(REVIEWED_AT_ATTRIBUTE)}"
+        )
+    if status == expected and latest.get(REVIEW_LABEL_ATTRIBUTE) is not None:
+        return (
+            f"{record_id} is being answered as {latest.get(REVIEW_LABEL_ATTRIBUTE)!r} by "
+            f"{latest.get(REVIEWER_ATTRIBUTE)} since {latest.get(REVIEWED_AT_ATTRIBUTE)}: "
+            "their answer is held while its copy is written, and they finish it by sending it "
+            "again"
         )
     if status == Status.NEEDS_REVIEW and expected not in (None, status):
         return f"{record_id} is {status}, not {expected} as the page showed it: reload the queue"
