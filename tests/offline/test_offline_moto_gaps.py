@@ -454,6 +454,22 @@ def test_moto_still_lets_states_all_catch_states_runtime_and_the_fix_fails_as_aw
     assert fixed["error"] == "States.Runtime"
 
 
+def _one_sagemaker_task(api: str, parameters: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A definition of one ``aws-sdk:sagemaker`` task (``fields`` added to it), and a
+    ``Caught`` state for its ``Catch``."""
+    task = {
+        "Type": "Task",
+        "Resource": f"arn:aws:states:::aws-sdk:sagemaker:{api}",
+        "Parameters": parameters,
+        **fields,
+        "End": True,
+    }
+    return {
+        "StartAt": "Describe",
+        "States": {"Describe": task, "Caught": {"Type": "Pass", "End": True}},
+    }
+
+
 def test_moto_still_misnames_a_sagemaker_error_and_the_fix_names_it_as_aws_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -462,21 +478,11 @@ def test_moto_still_misnames_a_sagemaker_error_and_the_fix_names_it_as_aws_does(
     definition's ``SageMaker.SageMakerException`` retries match, as on AWS."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    definition = {
-        "StartAt": "Describe",
-        "States": {
-            "Describe": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeModel",
-                "Parameters": {"ModelName": "no-such-model"},
-                "Catch": [
-                    {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}
-                ],
-                "End": True,
-            },
-            "Caught": {"Type": "Pass", "End": True},
-        },
-    }
+    definition = _one_sagemaker_task(
+        "describeModel",
+        {"ModelName": "no-such-model"},
+        Catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}],
+    )
 
     def run(sfn: Any, arn: str) -> str:
         started = sfn.start_execution(stateMachineArn=arn, name="describe", input="{}")
@@ -495,18 +501,11 @@ def test_moto_still_hands_an_sdk_result_its_datetimes_and_the_fix_writes_them_as
     description (the retraining definition's ``CheckDeployment``) runs offline."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    definition = {
-        "StartAt": "Describe",
-        "States": {
-            "Describe": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeModelPackageGroup",
-                "Parameters": {"ModelPackageGroupName": "models"},
-                "ResultSelector": {"whole.$": "$"},
-                "End": True,
-            },
-        },
-    }
+    definition = _one_sagemaker_task(
+        "describeModelPackageGroup",
+        {"ModelPackageGroupName": "models"},
+        ResultSelector={"whole.$": "$"},
+    )
 
     def run(sfn: Any, arn: str) -> str:
         boto3.client("sagemaker", region_name="us-east-1").create_model_package_group(
