@@ -25,6 +25,7 @@ from scones_core.review import (
     ImageNotShown,
     ReviewConflict,
     ReviewError,
+    ReviewIncomplete,
     ReviewService,
     ReviewSettings,
     drawn_for_review,
@@ -890,6 +891,80 @@ def test_an_image_overwritten_after_its_answer_was_held_takes_the_answer_back(
     assert not {"review_label", "reviewer", "reviewed_at", "labelled_key"} & set(left)
 
 
+class FailingManifest:
+    """An S3 client whose PutObject (the manifest line) fails; the rest is real."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce"}}, "PutObject")
+
+
+def test_a_held_answer_whose_image_is_gone_is_finished_if_copied_else_taken_back(
+    env: Env,
+) -> None:
+    """The copy (or the manifest line) failed, then the version the model saw was deleted.
+    Not copied yet: the hold is taken back, so the record can be answered again (it used
+    to stay held, refusing everyone, its holder included). Copied: the copy is what
+    training reads, so the retry finishes."""
+    held = {}
+    for name, failing in (("not-copied", FailingCopies), ("copied", FailingManifest)):
+        record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+        reviews = ReviewService(
+            settings(), s3=failing(env.s3), dynamodb=NoScan(env.dynamodb), clock=lambda: NOW
+        )
+        with pytest.raises(ReviewIncomplete):
+            reviews.answer(
+                record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+            )
+        record = env.get(record_id)
+        env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
+        held[name] = record_id
+
+    with pytest.raises(ReviewError, match=r"no longer in the bucket.*the answer was not kept$"):
+        service(env).answer(
+            held["not-copied"], expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+        )
+    left = env.get(held["not-copied"])
+    assert left["status"] == "NEEDS_REVIEW" and "review_label" not in left
+    service(env).answer(
+        held["not-copied"], expected_status="NEEDS_REVIEW", answer=NEITHER, reviewer="bo"
+    )
+    assert env.get(held["not-copied"])["reviewer"] == "bo"
+
+    finished = service(env).answer(
+        held["copied"], expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+    )
+    assert finished.record["status"] == "REVIEWED"
+    assert env.s3.head_object(Bucket=BUCKET, Key=finished.labelled_key)
+    lines = [line["record_id"] for line in service(env).read_manifest()]
+    assert sorted(lines) == sorted(held.values())  # each once
+
+
+def test_an_answer_counts_from_when_it_became_reviewed(env: Env) -> None:
+    """The monitor tallies REVIEWED records by reviewed_at: an answer held at one time and
+    finished two hours later counts in the finishing window, not in one measured while it
+    was only held."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    failing = ReviewService(
+        settings(), s3=FailingCopies(env.s3), dynamodb=NoScan(env.dynamodb), clock=lambda: NOW
+    )
+    with pytest.raises(ReviewIncomplete):
+        failing.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+    later = NOW + timedelta(hours=2)
+    finishing = ReviewService(
+        settings(), s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: later
+    )
+    finishing.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+    assert env.get(record_id)["reviewed_at"] == format_millis(later)
+
+
 def test_a_status_other_than_the_page_showed_says_to_reload(env: Env) -> None:
     record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
     with pytest.raises(ReviewConflict, match="is NEEDS_REVIEW, not ACCEPTED as the page showed"):
@@ -932,7 +1007,12 @@ def test_an_unversioned_image_overwritten_since_is_not_copied_in_its_place(env: 
     with pytest.raises(ReviewError, match="was overwritten since it was classified"):
         service(env).answer(changed, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
     assert env.get(changed)["status"] == "NEEDS_REVIEW"  # the answer was not kept
-    # Overwritten after its answer was saved: a retry cannot copy it, and says so.
+    # Overwritten after its answer was copied: a retry keeps the copy of the image the
+    # model saw (it never copies the key's new bytes over it) and finishes.
     env.s3.put_object(Bucket=plain, Key=env.get(kept)["key"], Body=MOTO_IMG.read_bytes())
-    with pytest.raises(ReviewError, match=r"the answer is saved, but .* was overwritten since"):
-        service(env).answer(kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+    again = service(env).answer(
+        kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a"
+    )
+    assert again.labelled_key == ok.labelled_key
+    copied = env.s3.get_object(Bucket=BUCKET, Key=ok.labelled_key)["Body"].read()
+    assert copied == BIKE.read_bytes()

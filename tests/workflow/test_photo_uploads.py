@@ -197,6 +197,34 @@ def test_a_tiff_whose_first_image_is_not_reduced_is_not_raw_for_its_subifds() ->
     assert decode_image(data, LIMITS).image.size == (64, 48)
 
 
+def test_a_long8_where_the_raw_check_reads_one_integer_is_rejected_not_a_crash() -> None:
+    """A classic TIFF's Photometric entry typed LONG8 (16) cannot hold its value: reading
+    8 bytes from its 4 raised struct.error, which no rule caught, so the upload ended
+    FAILED instead of REJECTED."""
+    data = bytearray(encode(quadrants((8, 8)), "TIFF"))
+    (first,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, first)
+    entries = range(first + 2, first + 2 + 12 * count, 12)
+    [at] = [at for at in entries if struct.unpack_from("<H", data, at)[0] == 262]
+    struct.pack_into("<HHI", data, at, 262, 16, 1)
+    with pytest.raises(errors.ImageRejected):
+        normalise_image(bytes(data), LIMITS)
+
+
+def test_a_16_bit_grey_tiff_marked_a_channel_at_a_time_is_read_as_it_is() -> None:
+    """One sample a pixel is stored alike either way; Pillow took "I" for the raw mode of
+    one marked PlanarConfiguration 2, and the upload was refused."""
+    from PIL import TiffImagePlugin
+
+    grey = Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    results = []
+    for planar in (1, 2):
+        info = TiffImagePlugin.ImageFileDirectory_v2()
+        info[284] = planar
+        results.append(decode_image(encode(grey, "TIFF", tiffinfo=info), LIMITS).image)
+    assert results[1].mode == results[0].mode and results[1].tobytes() == results[0].tobytes()
+
+
 def _rgb_tiff(mark: bytes) -> bytes:
     """A 64x48 RGB TIFF whose first directory is at offset 16, after 8 bytes of ``mark``
     (where a CR2 says what it is)."""

@@ -579,6 +579,15 @@ def _read_planar_16_bit_samples(
     if any(tile.codec_name != "raw" for tile in image.tile):
         return  # libtiff reads the compressed ones right
     order = "L" if data.startswith(b"II") else "B"
+    if image.mode in ("I;16", "I;16B"):
+        # One sample a pixel is stored alike either way; Pillow took "I" for its raw mode.
+        image.tile = [
+            tile._replace(
+                args=(image.mode, *(tile.args[1:] if isinstance(tile.args, tuple) else ()))
+            )
+            for tile in image.tile
+        ]
+        return
     tiles = []
     for tile in image.tile:
         args = tile.args if isinstance(tile.args, tuple) else ()

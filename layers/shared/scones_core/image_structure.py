@@ -466,7 +466,10 @@ def _tiff_integer(order: str, entry: tuple[int, int, bytes] | None) -> int | Non
     if entry is None or entry[1] != 1 or entry[0] not in (3, 4, 16):
         return None
     kind, _count, field = entry
-    return int(struct.unpack_from(order + _TIFF_INTEGER_FORMATS[kind], field)[0])
+    fmt = order + _TIFF_INTEGER_FORMATS[kind]
+    if struct.calcsize(fmt) > len(field):  # a LONG8 in a classic entry: not stored in it
+        return None
+    return int(struct.unpack_from(fmt, field)[0])
 
 
 def _tiff_integers(

@@ -480,7 +480,17 @@ class ReviewService:
             labelled_key = f"{settings.labelled_prefix}{answer}/{name}"
             # Before the answer is kept: a record must never be REVIEWED with a label
             # whose image cannot be copied for training.
-            self._check_source(current)
+            try:
+                self._check_source(current)
+            except ReviewError:
+                # Held by this very answer, and the image gone since: finished if its copy
+                # was made (the copy is what training reads), else taken back, not left
+                # holding a record nobody could answer.
+                holding = self._held_by(current, answer, reviewer, expected_status)
+                if not holding or not self._copied(labelled_key):
+                    if holding:
+                        self._release(record_id, expected_status, answer, reviewer)
+                    raise
         # Three steps, so that an answer whose copy or manifest line fails stays in the
         # queue until it is finished: (1) the answer is held on the record, which keeps
         # its status; (2) the image is copied and the manifest line added; (3) only then
@@ -552,11 +562,15 @@ class ReviewService:
             ":reviewed": {"S": Status.REVIEWED.value},
             ":answer": {"S": answer},
             ":who": {"S": reviewer},
+            ":now": {"S": format_millis(self.clock())},
         }
         try:
+            # reviewed_at becomes the moment the answer counts: the monitor tallies
+            # REVIEWED records by it, and a window measured while the answer was only
+            # held must not be the one it falls in.
             response = self._update(
                 record_id,
-                "SET #status = :reviewed",
+                "SET #status = :reviewed, #at = :now",
                 "#status = :expected AND #answer = :answer AND #who = :who",
                 values,
             )
@@ -608,6 +622,15 @@ class ReviewService:
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
+        )
+
+    @staticmethod
+    def _held_by(record: dict[str, Any], answer: str, reviewer: str, expected: str) -> bool:
+        """Whether ``answer`` by ``reviewer`` holds the record (step 1 done, not step 3)."""
+        return (
+            record.get(STATUS_ATTRIBUTE) == expected
+            and record.get(REVIEW_LABEL_ATTRIBUTE) == answer
+            and record.get(REVIEWER_ATTRIBUTE) == reviewer
         )
 
     def _same_answer(
@@ -682,7 +705,19 @@ class ReviewService:
                 ) from exc
             raise
 
+    def _copied(self, labelled_key: str) -> bool:
+        """Whether the labelled copy exists (its name is this record version's own)."""
+        try:
+            self.s3.head_object(Bucket=self.settings.bucket, Key=labelled_key)
+        except ClientError as exc:
+            if object_missing(exc):
+                return False
+            raise
+        return True
+
     def _copy(self, record: dict[str, Any], labelled_key: str) -> None:
+        if self._copied(labelled_key):
+            return  # a retry after the copy was made: the image may be gone since
         source = self._source(record)
         etag = self._pinned_etag(record)
         try:
