@@ -947,6 +947,28 @@ def test_a_held_answer_whose_image_is_gone_is_finished_if_copied_else_taken_back
     assert sorted(lines) == sorted(held.values())  # each once
 
 
+def test_an_image_deleted_between_the_check_and_the_copy_takes_the_answer_back(
+    env: Env,
+) -> None:
+    """A versioned upload deleted (a lifecycle rule) after the check passed: the copy's
+    NoSuchVersion was an "incomplete" answer held for good, though no resend could copy."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    record = env.get(record_id)
+    racing = service(env)
+    real_check = racing._check_source
+
+    def checked_then_deleted(current: dict[str, Any]) -> None:
+        real_check(current)
+        env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
+
+    racing._check_source = checked_then_deleted  # type: ignore[method-assign]
+    with pytest.raises(ReviewError, match=r"no longer in the bucket.*; the answer was not kept$"):
+        racing.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    left = env.get(record_id)
+    assert left["status"] == "NEEDS_REVIEW" and "review_label" not in left
+    service(env).answer(record_id, expected_status="NEEDS_REVIEW", answer=NEITHER, reviewer="bo")
+
+
 def test_an_answer_counts_from_when_it_became_reviewed(env: Env) -> None:
     """The monitor tallies REVIEWED records by reviewed_at: an answer held at one time and
     finished two hours later counts in the finishing window, not in one measured while it

@@ -730,6 +730,11 @@ class ReviewService:
                     f"s3://{source['Bucket']}/{source['Key']} was overwritten since, so the "
                     "image the model saw cannot be copied for training"
                 ) from exc
+            if object_missing(exc):  # deleted between the check and the copy
+                raise ReviewError(
+                    f"the image s3://{source['Bucket']}/{source['Key']} is no longer in the "
+                    "bucket, so it cannot be copied for training"
+                ) from exc
             raise
 
     def _copy_object(
