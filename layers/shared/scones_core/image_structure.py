@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -446,11 +446,7 @@ def tiff_camera_raw(data: bytes) -> str | None:
     "TIFF-based" for a maker not named here), or ``None``."""
     if data.startswith(b"II*\x00") and data[8:11] == _CR2_MARK:
         return "CR2"
-    for order, big, first in tiff_headers(data):
-        entries = {
-            tag: (kind, count, field)
-            for tag, kind, count, field in _tiff_entries(data, order, big, first)
-        }
+    for order, big, entries in _first_directories(data):
         if _DNG_VERSION in entries:
             return "DNG"
         photometric = _tiff_integer(order, entries.get(_PHOTOMETRIC))
@@ -461,7 +457,18 @@ def tiff_camera_raw(data: bytes) -> str | None:
     return None
 
 
-def _tiff_integer(order: str, entry: tuple[int, int, bytes] | None) -> int | None:
+_Entry = tuple[int, int, bytes]  # field type, count, the entry's value field
+
+
+def _first_directories(data: bytes) -> Iterator[tuple[str, bool, dict[int, _Entry]]]:
+    """For each way the header may be read: (byte order, BigTIFF, the first directory's
+    entries by tag)."""
+    for order, big, first in tiff_headers(data):
+        entries = _tiff_entries(data, order, big, first)
+        yield order, big, {tag: (kind, count, field) for tag, kind, count, field in entries}
+
+
+def _tiff_integer(order: str, entry: _Entry | None) -> int | None:
     """The value of a one-integer tag stored in its entry, or ``None``."""
     if entry is None or entry[1] != 1 or entry[0] not in (3, 4, 16):
         return None
@@ -473,7 +480,7 @@ def _tiff_integer(order: str, entry: tuple[int, int, bytes] | None) -> int | Non
 
 
 def _tiff_integers(
-    data: bytes, order: str, big: bool, entry: tuple[int, int, bytes] | None, limit: int = 16
+    data: bytes, order: str, big: bool, entry: _Entry | None, limit: int = 16
 ) -> list[int]:
     """The first ``limit`` values of a SHORT or LONG tag, in its entry or where it points
     (``[]`` when absent or outside the file)."""
@@ -498,11 +505,7 @@ _SAMPLE_FORMAT_NAMES = {1: "unsigned integer", 2: "signed integer", 3: "floating
 def tiff_sample_layout(data: bytes) -> str | None:
     """How the first image of a TIFF stores its pixels, in words ("RGB in 32-bit
     floating-point samples"), or ``None`` when its directory does not say."""
-    for order, big, first in tiff_headers(data):
-        entries = {
-            tag: (kind, count, field)
-            for tag, kind, count, field in _tiff_entries(data, order, big, first)
-        }
+    for order, big, entries in _first_directories(data):
         photometric = _tiff_integer(order, entries.get(_PHOTOMETRIC))
         bits = sorted(set(_tiff_integers(data, order, big, entries.get(_BITS_PER_SAMPLE)))) or [1]
         formats = set(_tiff_integers(data, order, big, entries.get(_SAMPLE_FORMAT))) or {1}
@@ -516,7 +519,7 @@ def tiff_sample_layout(data: bytes) -> str | None:
     return None
 
 
-def _tiff_ascii(data: bytes, order: str, big: bool, entry: tuple[int, int, bytes] | None) -> str:
+def _tiff_ascii(data: bytes, order: str, big: bool, entry: _Entry | None) -> str:
     """An ASCII tag's text up to its first NUL ("" when absent or outside the file)."""
     if entry is None or entry[0] != 2:
         return ""
