@@ -541,17 +541,7 @@ class ReviewService:
         if labelled_key:
             update += ", #copy = :copy"
             values[":copy"] = {"S": labelled_key}
-        try:
-            response = self._update(record_id, update, condition, values)
-        except ClientError as exc:
-            if aws_error_code(exc) != "ConditionalCheckFailedException":
-                raise
-            latest = self._get(record_id)
-            if latest is not None and self._same_answer(latest, answer, reviewer, expected_status):
-                return latest  # this reviewer's own retry won the race: finished below
-            message = _conflict_message(record_id, latest, expected_status)
-            raise ReviewConflict(message, latest) from exc
-        return record_from_item(response["Attributes"])
+        return self._answer_step(record_id, update, condition, values)
 
     def _mark_reviewed(
         self, record_id: str, expected_status: str, answer: str, reviewer: str
@@ -564,25 +554,35 @@ class ReviewService:
             ":who": {"S": reviewer},
             ":now": {"S": format_millis(self.clock())},
         }
+        # reviewed_at becomes the moment the answer counts: the monitor tallies REVIEWED
+        # records by it, and a window measured while the answer was only held must not
+        # be the one it falls in.
+        return self._answer_step(
+            record_id,
+            "SET #status = :reviewed, #at = :now",
+            "#status = :expected AND #answer = :answer AND #who = :who",
+            values,
+        )
+
+    def _answer_step(
+        self, record_id: str, update: str, condition: str, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One conditional step of the answer ``values`` names (``:answer`` by ``:who``,
+        on a record the page showed as ``:expected``); the record as it left it. When the
+        condition fails because this reviewer's own retry already finished the answer,
+        that record; otherwise ``ReviewConflict`` saying who or what changed it."""
+        answer, reviewer = values[":answer"]["S"], values[":who"]["S"]
+        expected_status = values[":expected"]["S"]
         try:
-            # reviewed_at becomes the moment the answer counts: the monitor tallies
-            # REVIEWED records by it, and a window measured while the answer was only
-            # held must not be the one it falls in.
-            response = self._update(
-                record_id,
-                "SET #status = :reviewed, #at = :now",
-                "#status = :expected AND #answer = :answer AND #who = :who",
-                values,
-            )
+            response = self._update(record_id, update, condition, values)
         except ClientError as exc:
             if aws_error_code(exc) != "ConditionalCheckFailedException":
                 raise
-            latest = self._get(record_id)  # a retry of this answer finished it first
+            latest = self._get(record_id)
             if latest is not None and self._same_answer(latest, answer, reviewer, expected_status):
                 return latest
-            raise ReviewConflict(
-                _conflict_message(record_id, latest, expected_status), latest
-            ) from exc
+            message = _conflict_message(record_id, latest, expected_status)
+            raise ReviewConflict(message, latest) from exc
         return record_from_item(response["Attributes"])
 
     def _release(self, record_id: str, expected_status: str, answer: str, reviewer: str) -> None:
