@@ -495,22 +495,23 @@ def test_the_queue_reads_no_further_than_its_limit(env: Env) -> None:
     assert [item.event_time for item in items] == sorted(item.event_time for item in items)
 
 
-class FailingCopies:
-    """An S3 client whose CopyObject fails as S3 does under load; the rest is real."""
+class FailingS3:
+    """An S3 client whose ``operation`` fails as S3 does under load; the rest is real."""
 
-    def __init__(self, s3: Any) -> None:
-        self._s3 = s3
+    def __init__(self, s3: Any, operation: str = "copy_object") -> None:
+        self._s3, self._operation = s3, operation
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._s3, name)
+        if name != self._operation:
+            return getattr(self._s3, name)
 
-    def copy_object(self, **kwargs: Any) -> Any:
-        from botocore.exceptions import ClientError
+        def fail(**kwargs: Any) -> Any:
+            from botocore.exceptions import ClientError
 
-        raise ClientError(
-            {"Error": {"Code": "InternalError", "Message": "We encountered an internal error"}},
-            "CopyObject",
-        )
+            error = {"Code": "InternalError", "Message": "We encountered an internal error"}
+            raise ClientError({"Error": error}, self._s3.meta.method_to_api_mapping[name])
+
+        return fail
 
 
 def test_web_api_limits_requests_refuses_framing_and_names_aws_failures(env: Env) -> None:
@@ -532,7 +533,7 @@ def test_web_api_limits_requests_refuses_framing_and_names_aws_failures(env: Env
     headers = {"Content-Type": "application/json"}
     assert client.post("/api/answers", content=huge, headers=headers).status_code == 413
     # S3 failing under the answer is a JSON error the page shows; the retry completes it.
-    failed = client_for(FailingCopies(env.s3)).post("/api/answers", json=body)
+    failed = client_for(FailingS3(env.s3)).post("/api/answers", json=body)
     assert failed.status_code == 502
     # The answer itself is held: the message says so, and how to finish it.
     assert failed.json()["detail"].startswith("the answer 'motorcycle' is held, but its")
@@ -891,21 +892,6 @@ def test_an_image_overwritten_after_its_answer_was_held_takes_the_answer_back(
     assert not {"review_label", "reviewer", "reviewed_at", "labelled_key"} & set(left)
 
 
-class FailingManifest:
-    """An S3 client whose PutObject (the manifest line) fails; the rest is real."""
-
-    def __init__(self, s3: Any) -> None:
-        self._s3 = s3
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._s3, name)
-
-    def put_object(self, **kwargs: Any) -> Any:
-        from botocore.exceptions import ClientError
-
-        raise ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce"}}, "PutObject")
-
-
 def test_a_held_answer_whose_image_is_gone_is_finished_if_copied_else_taken_back(
     env: Env,
 ) -> None:
@@ -914,10 +900,13 @@ def test_a_held_answer_whose_image_is_gone_is_finished_if_copied_else_taken_back
     to stay held, refusing everyone, its holder included). Copied: the copy is what
     training reads, so the retry finishes."""
     held = {}
-    for name, failing in (("not-copied", FailingCopies), ("copied", FailingManifest)):
+    for name, failing in (("not-copied", "copy_object"), ("copied", "put_object")):
         record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
         reviews = ReviewService(
-            settings(), s3=failing(env.s3), dynamodb=NoScan(env.dynamodb), clock=lambda: NOW
+            settings(),
+            s3=FailingS3(env.s3, failing),
+            dynamodb=NoScan(env.dynamodb),
+            clock=lambda: NOW,
         )
         with pytest.raises(ReviewIncomplete):
             reviews.answer(
@@ -975,7 +964,7 @@ def test_an_answer_counts_from_when_it_became_reviewed(env: Env) -> None:
     was only held."""
     record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
     failing = ReviewService(
-        settings(), s3=FailingCopies(env.s3), dynamodb=NoScan(env.dynamodb), clock=lambda: NOW
+        settings(), s3=FailingS3(env.s3), dynamodb=NoScan(env.dynamodb), clock=lambda: NOW
     )
     with pytest.raises(ReviewIncomplete):
         failing.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
