@@ -167,6 +167,10 @@ def resolve_parameters(
             parse_labels(values["ModelLabels"])
         except ValueError as exc:
             problems.append(f"ModelLabels={values['ModelLabels']!r}: {exc}")
+    # What no pattern can say: which areas of the bucket may not lie inside another.
+    from scones_core.bucket_layout import layout_problems
+
+    problems += layout_problems(values)
     if problems:
         raise ParameterError(problems)
     return values

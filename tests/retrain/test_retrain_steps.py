@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,8 @@ def test_the_template_gives_both_functions_every_variable_they_read() -> None:
 
 
 def test_settings_refuse_overlapping_prefixes_and_name_every_problem() -> None:
-    with pytest.raises(SettingsError, match="GATE_DATA_PREFIX and TRAINING_DATA_PREFIX"):
+    overlap = "TRAINING_DATA_PREFIX='training/train/' and GATE_DATA_PREFIX"
+    with pytest.raises(SettingsError, match=re.escape(overlap)):
         RetrainingSettings.from_env(env(GATE_DATA_PREFIX="training/train/gate/"))
     with pytest.raises(SettingsError) as info:
         RetrainingSettings.from_env(env(LABELS="bicycle", LABELLED_DATA_PREFIX="labelled"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from scones_core.errors import SettingsError
 from scones_core.monitoring.settings import MonitorSettings
+from scones_core.retraining.settings import RetrainingSettings
 from scones_core.settings import parse_labels
 
 from scones.offline.deploy import DeployError, effective_parameters
@@ -125,3 +126,63 @@ def test_labels_the_template_accepts_are_labels_every_function_accepts(
 def test_labels_no_pattern_can_refuse_are_refused_by_every_function(labels: str) -> None:
     with pytest.raises(ValueError, match="label"):
         parse_labels(labels)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        ({}, None),
+        ({"DataCapturePrefix": "incoming2"}, None),
+        ({"IncomingPrefix": "uploads/", "TrainingDataPrefix": "uploads-old/"}, None),
+        # Folder prefixes that the retraining functions would refuse at their first run.
+        ({"TrainingDataPrefix": "/training/"}, "TrainingDataPrefix='/training/' does not match"),
+        ({"GateDataPrefix": "training//gate/"}, "GateDataPrefix='training//gate/' does not match"),
+        ({"IncomingPrefix": "/incoming/"}, "IncomingPrefix='/incoming/' does not match"),
+        # Retraining reads its areas as separate data sets.
+        (
+            {"TrainingDataPrefix": "training/", "GateDataPrefix": "training/gate/"},
+            "TrainingDataPrefix='training/' and GateDataPrefix='training/gate/'",
+        ),
+        (
+            {"RetrainingPrefix": "labelled/runs/"},
+            "LabelledDataPrefix='labelled/' and RetrainingPrefix='labelled/runs/'",
+        ),
+        # Whatever lies under IncomingPrefix is classified as an upload.
+        (
+            {"DataCapturePrefix": "incoming/datacapture"},
+            "IncomingPrefix='incoming/' and DataCapturePrefix='incoming/datacapture'",
+        ),
+        (
+            {"IncomingPrefix": "monitoring/"},
+            "IncomingPrefix='monitoring/' and MonitoringReportsPrefix='monitoring/reports'",
+        ),
+        (
+            {"BaselineKey": "incoming/baseline.json"},
+            "IncomingPrefix='incoming/' and BaselineKey='incoming/baseline.json'",
+        ),
+        (
+            {"IncomingPrefix": "training/"},
+            "IncomingPrefix='training/' and TrainingDataPrefix='training/train/'",
+        ),
+    ],
+)
+def test_a_bucket_layout_the_template_accepts_is_one_every_function_runs_with(
+    overrides: dict[str, str], refused: str | None
+) -> None:
+    """``DataCapturePrefix=incoming/datacapture`` deployed, and every capture file the
+    endpoint wrote was classified as an upload and recorded REJECTED; a retraining prefix
+    the template took failed the retraining function at its first run."""
+    template = load_template()
+    try:
+        values = effective_parameters(template, overrides)
+    except DeployError as exc:
+        assert refused is not None, exc
+        assert refused in str(exc)
+        return
+    assert refused is None, f"{overrides} deploys"
+    cfn = transformed()
+    env = Resolver(cfn, values)(
+        cfn["Resources"]["RetrainDatasetFunction"]["Properties"]["Environment"]["Variables"]
+    )
+    settings = RetrainingSettings.from_env(env)
+    assert settings.training_prefix == values["TrainingDataPrefix"]

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from botocore.config import Config
+from scones_core.bucket_layout import INCOMING, nested_pairs
 from scones_core.errors import SettingsError
 from scones_core.review import ReviewSettings
 from scones_core.settings import ImageLimits, parse_labels
@@ -38,7 +39,10 @@ class ReviewTarget:
     def settings(self, *, sample_share: float | None, sample_days: float) -> ReviewSettings:
         labels = parse_labels(self.parameters["ModelLabels"])
         prefix = self.parameters["LabelledDataPrefix"]
-        if prefix.startswith(self.incoming_prefix) or self.incoming_prefix.startswith(prefix):
+        if nested_pairs(
+            {INCOMING: self.incoming_prefix, "LabelledDataPrefix": prefix},
+            [(INCOMING, "LabelledDataPrefix")],
+        ):
             raise TargetError(
                 f"LabelledDataPrefix {prefix!r} overlaps IncomingPrefix {self.incoming_prefix!r}: "
                 "copies would be classified again"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from scones_core.bucket_layout import nested_pairs, parse_folder_prefix, retraining_pairs
 from scones_core.errors import SettingsError
 from scones_core.monitoring.settings import parse_fraction
 from scones_core.settings import EnvReader, parse_labels, positive_int
@@ -25,15 +25,6 @@ ENVIRONMENT_VARIABLES = (
     "GATE_MAX_RECALL_DROP",
     "GATE_MIN_IMAGES_PER_CLASS",
 )
-
-# The template's AllowedPattern for prefixes: no "*", a wildcard in the IAM grants.
-_PREFIX = re.compile(r"^[A-Za-z0-9!_.'()/-]+/$")
-
-
-def _prefix(value: str) -> str:
-    if not _PREFIX.match(value) or value.startswith("/") or "//" in value:
-        raise ValueError("must be a key prefix ending in '/', such as 'labelled/'")
-    return value
 
 
 @dataclass(frozen=True)
@@ -58,10 +49,10 @@ class RetrainingSettings:
             bucket=reader.required("RETRAINING_BUCKET"),
             endpoint_name=reader.required("ENDPOINT_NAME"),
             labels=reader.parsed("LABELS", parse_labels),
-            training_prefix=reader.parsed("TRAINING_DATA_PREFIX", _prefix),
-            labelled_prefix=reader.parsed("LABELLED_DATA_PREFIX", _prefix),
-            gate_prefix=reader.parsed("GATE_DATA_PREFIX", _prefix),
-            retraining_prefix=reader.parsed("RETRAINING_PREFIX", _prefix),
+            training_prefix=reader.parsed("TRAINING_DATA_PREFIX", parse_folder_prefix),
+            labelled_prefix=reader.parsed("LABELLED_DATA_PREFIX", parse_folder_prefix),
+            gate_prefix=reader.parsed("GATE_DATA_PREFIX", parse_folder_prefix),
+            retraining_prefix=reader.parsed("RETRAINING_PREFIX", parse_folder_prefix),
             confidence_threshold=reader.parsed("CONFIDENCE_THRESHOLD", parse_fraction),
             gate_min_accepted_accuracy=reader.parsed("GATE_MIN_ACCEPTED_ACCURACY", parse_fraction),
             gate_max_coverage_drop=reader.parsed("GATE_MAX_COVERAGE_DROP", parse_fraction),
@@ -78,12 +69,8 @@ class RetrainingSettings:
             "GATE_DATA_PREFIX": settings.gate_prefix,
             "RETRAINING_PREFIX": settings.retraining_prefix,
         }
-        overlapping = [
-            f"{a} and {b}"
-            for a, pa in prefixes.items()
-            for b, pb in prefixes.items()
-            if a < b and (pa.startswith(pb) or pb.startswith(pa))
-        ]
+        # The deployment check's rule, under the variables' names.
+        overlapping = nested_pairs(prefixes, retraining_pairs(prefixes))
         if overlapping:
             raise SettingsError(
                 "the retraining prefixes must not contain each other: " + ", ".join(overlapping)
