@@ -411,16 +411,20 @@ def test_cost_refuses_measurements_it_cannot_price(
     measured = json.loads((PROJECT_ROOT / "docs" / "cost-measurements.json").read_text())
     serialize = measured["kinds"]["photo"]["functions"]["SerializeImageFunction"]
     serialize["cpu_ms_mean"] = -5
-    serialize["peak_rss_mb"] = float("nan")
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(measured))
+    serialize["cpu_ms_mean"] = 1
+    serialize["peak_rss_mb"] = float("nan")
+    not_a_number = tmp_path / "nan.json"
+    not_a_number.write_text(json.dumps(measured))  # Python writes NaN, which JSON has not
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"kinds": {"photo": {}}}))
 
     assert main(["cost", "--measurements", str(broken)]) == 2
     error = capsys.readouterr().err
     assert "functions.SerializeImageFunction.cpu_ms_mean is -5; a measurement is a finite" in error
-    assert "functions.SerializeImageFunction.peak_rss_mb is nan" in error
+    assert main(["cost", "--measurements", str(not_a_number)]) == 2
+    assert "nan.json is not JSON: NaN is not a finite number" in capsys.readouterr().err
     assert main(["cost", "--measurements", str(empty)]) == 2
     error = capsys.readouterr().err
     assert "upload_bytes_mean is None, not a number" in error and "functions is missing" in error
@@ -543,3 +547,30 @@ def test_options_that_would_be_ignored_are_refused(
 
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+LONG_INTEGER = "9" * 5000
+
+
+@pytest.mark.parametrize("text", [DEEP_JSON, LONG_INTEGER], ids=["deep", "long-integer"])
+def test_json_the_parser_cannot_take_is_named_by_every_reader(tmp_path: Path, text: str) -> None:
+    """JSON nested past the parser's recursion, or an integer past its digit limit, raised
+    RecursionError or ValueError past the readers that caught only JSONDecodeError: a
+    traceback at the model server's start, in ``scones invoke``, ``cost`` and ``retrain``."""
+    from scones.cli.arguments import hyperparameters
+    from scones.cli.cost import _measurements
+    from scones.cli.errors import CommandError
+    from scones.cli.invoke import read_event
+    from scones.model.artifact import ModelArtifactError, ModelManifest
+
+    path = tmp_path / "model.json"
+    path.write_text(text)
+    with pytest.raises(ModelArtifactError, match=r"model\.json is not valid JSON"):
+        ModelManifest.load(tmp_path)
+    with pytest.raises(CommandError, match="not a JSON event: not readable JSON"):
+        read_event(str(path))
+    with pytest.raises(CommandError, match=r"model\.json is not readable JSON"):
+        _measurements(path, "png")
+    # Not JSON, so the value is the text itself, which the recipe's own check then names.
+    assert hyperparameters([f"epochs={text}"]) == {"epochs": text}

@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _whole(text: str) -> int:
@@ -109,3 +110,22 @@ def output_folder(text: str) -> Path:
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
     return path
+
+
+def hyperparameters(pairs: list[str], option: str = "--hyperparameter") -> dict[str, Any]:
+    """``NAME=VALUE`` pairs, each value read as JSON where it is JSON (``20``, ``0.5``,
+    ``[1, 2]``) and kept as text where it is not, so ``recipe=distil`` needs no quotes."""
+    from scones_core.json_text import NotJSON, load_json
+
+    from scones.cli.errors import CommandError
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise CommandError(f"{option} expects NAME=VALUE, got {pair!r}")
+        try:
+            values[name.strip()] = load_json(raw)
+        except NotJSON:
+            values[name.strip()] = raw
+    return values

@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from scones_core.json_text import NotJSON, load_json
+
 from scones.cli.arguments import positive_int
 from scones.cli.errors import CommandError
 from scones.template_params import PROJECT_ROOT
@@ -59,11 +61,11 @@ LAMBDA_MEMORY_MB = (128, 10240)
 def _measurements(path: Path, kind: str) -> dict[str, Any]:
     """``scones bench handlers``' file, with the numbers for ``kind`` uploads."""
     try:
-        measured = json.loads(path.read_text(encoding="utf-8"))
+        measured = load_json(path.read_bytes())
     except OSError as exc:
         raise CommandError(f"{exc}; run `scones bench handlers` first") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CommandError(f"{path} is not JSON: {exc}") from exc
+    except NotJSON as exc:
+        raise CommandError(f"{path} is {exc}") from exc
     kinds = measured.get("kinds") if isinstance(measured, dict) else None
     if not isinstance(kinds, dict) or not isinstance(kinds.get(kind), dict):
         raise CommandError(

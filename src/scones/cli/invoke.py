@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scones_core.json_text import NotJSON, load_json
+
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.model_check import check_model_option
 from scones.cli.stack_state import (
@@ -76,8 +78,8 @@ def read_event(source: str | None) -> Any:
     except UnicodeDecodeError as exc:
         raise CommandError(f"{source}: not a JSON event: it is not UTF-8 text ({exc})") from exc
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return load_json(text)
+    except NotJSON as exc:
         raise CommandError(f"{source}: not a JSON event: {exc}") from exc
 
 
@@ -168,8 +170,8 @@ def _invoke(lam: Any, name: str, event: Any) -> int:
         print(logs.rstrip("\n"), file=sys.stderr)
     raw = response["Payload"].read()
     try:
-        print(json.dumps(json.loads(raw), indent=2))
-    except ValueError:
+        print(json.dumps(load_json(raw), indent=2))
+    except NotJSON:
         print(raw.decode("utf-8", "replace"))
     sys.stdout.flush()
     return 1 if response.get("FunctionError") else 0

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scones.cli.arguments import check_writable_folder, output_folder, positive_int
+from scones.cli.arguments import check_writable_folder, hyperparameters, output_folder, positive_int
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import effective_params, parse_params
 
@@ -82,14 +82,7 @@ def _hyperparameters(pairs: list[str]) -> dict[str, object]:
     from scones.offline.retrain_recipe import SHORT_RECIPE
 
     values: dict[str, object] = dict(SHORT_RECIPE)
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name:
-            raise CommandError(f"--hyperparameter wants NAME=VALUE, got {pair!r}")
-        try:
-            values[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[name] = raw
+    values.update(hyperparameters(pairs))
     return values
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scones.cli.arguments import hyperparameters
 from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import TEMPLATE_PATH, parameter_default
 
@@ -344,26 +345,13 @@ def _start(sagemaker: Any, request: dict[str, Any], wait: bool) -> dict[str, Any
     return result
 
 
-def _parse_hyperparameters(pairs: list[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name.strip():
-            raise CommandError(f"--hyperparameter expects NAME=VALUE, got {pair!r}")
-        try:
-            values[name.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[name.strip()] = raw
-    return values
-
-
 def train_script(args: argparse.Namespace) -> dict[str, Any]:
     from scones.sagemaker import source_bundle, training
 
     role = _role(args)
     image = _require(args.image_uri, "--image-uri", "the PyTorch framework training image")
     data, output = _s3(args.data_uri, "--data-uri"), _s3(args.output_uri, "--output-uri")
-    values = _parse_hyperparameters(args.hyperparameter)
+    values = hyperparameters(args.hyperparameter)
     if "threshold" not in values:
         threshold = _template_default("ConfidenceThreshold")
         values["threshold"] = float(

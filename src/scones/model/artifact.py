@@ -12,7 +12,6 @@ Graph contract:
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from scones_core.image_rules import decode_image as rule_decode
+from scones_core.json_text import NotJSON, load_json
 from scones_core.preprocess import to_model_image
 from scones_core.settings import ImageLimits
 
@@ -56,10 +56,10 @@ class ModelManifest:
     def load(cls, directory: Path) -> ModelManifest:
         path = directory / MANIFEST_NAME
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = load_json(path.read_bytes())
         except FileNotFoundError as exc:
             raise ModelArtifactError(f"model manifest not found: {path}") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except NotJSON as exc:
             raise ModelArtifactError(f"model manifest {path} is not valid JSON: {exc}") from exc
         except OSError as exc:
             raise ModelArtifactError(f"model manifest {path} cannot be read: {exc}") from exc
