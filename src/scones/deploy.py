@@ -14,6 +14,7 @@ Defaults (stack name, region, profile, parameter overrides) come from ``samconfi
 
 from __future__ import annotations
 
+import re
 import shlex
 import tomllib
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from scones_core.objects import is_bucket_name
 
 from scones.cli.errors import CommandError
@@ -78,7 +80,7 @@ def read_samconfig(path: Path = SAMCONFIG, env: str = "default") -> SamConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise SamConfigError(f"{path.name} is not UTF-8 text: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise SamConfigError(f"{path.name} is not valid TOML: {exc}") from exc
     sections = _table(data, env, f"[{env}]", path)
     merged: dict[str, Any] = {}
@@ -104,23 +106,87 @@ def _table(parent: dict[str, Any], key: str, name: str, path: Path) -> dict[str,
     return value
 
 
-def _parameter_overrides(value: Any, path: Path) -> dict[str, str]:
-    """``Key=Value`` pairs from a string (quoted as in a shell) or a list of strings."""
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        value = " ".join(value)
-    if not isinstance(value, str):
-        raise SamConfigError(
-            f"{path.name}: parameter_overrides is {value!r}, expected a string of "
-            'Key="Value" pairs or a list of them'
-        )
+def _parameter_overrides(
+    value: Any, path: Path, seen: frozenset[Path] = frozenset()
+) -> dict[str, str]:
+    """The overrides as ``sam deploy`` reads them: ``Key=Value`` pairs (quoted as in a
+    shell), ``ParameterKey=Key,ParameterValue=Value`` pairs, a table, a list of any of
+    these, and ``file://`` references to a ``.toml``/``.yaml``/``.yml`` file of them.
+    Anything else is refused rather than skipped: the checks would pass on the defaults."""
+    parameters: dict[str, str] = {}
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict):
+            for key, entry in item.items():
+                if key == "$include":
+                    parameters.update(_parameter_overrides(entry, path, seen))
+                elif isinstance(entry, list):
+                    parameters[str(key)] = ",".join(
+                        str(x).strip() for x in entry if x not in ("", None)
+                    )
+                else:  # as sam has it: a YAML true becomes "True", which CloudFormation refuses
+                    parameters[str(key)] = "" if entry is None else str(entry)
+        elif isinstance(item, str) and item.strip().startswith("file://"):
+            parameters.update(_overrides_file(item.strip(), path, seen))
+        elif isinstance(item, str):
+            parameters.update(_override_pairs(item, path))
+        elif item is not None:
+            raise SamConfigError(
+                f"{path.name}: parameter_overrides holds {item!r}, expected Key=Value text, a "
+                "table, or file://"
+            )
+    return parameters
+
+
+_LONG_FORM = re.compile(r"ParameterKey=([^,]+),ParameterValue=(.*)", re.DOTALL)
+
+
+def _override_pairs(text: str, path: Path) -> dict[str, str]:
     try:
-        items = shlex.split(value)
+        items = shlex.split(text)
     except ValueError as exc:  # an unclosed quote
         raise SamConfigError(
-            f"{path.name}: parameter_overrides {value!r} cannot be split into "
-            f"Key=Value pairs: {exc}"
+            f"{path.name}: parameter_overrides {text!r} cannot be split into Key=Value pairs: {exc}"
         ) from exc
-    return dict(item.split("=", 1) for item in items if "=" in item)
+    pairs: dict[str, str] = {}
+    for item in items:
+        long_form = _LONG_FORM.fullmatch(item)
+        key, sep, entry = item.partition("=")
+        if long_form:
+            key, entry = long_form.group(1), long_form.group(2)
+        elif not sep or not key:
+            raise SamConfigError(
+                f"{path.name}: parameter_overrides item {item!r} is not Key=Value (nor "
+                "ParameterKey=Key,ParameterValue=Value)"
+            )
+        pairs[key] = entry
+    return pairs
+
+
+def _overrides_file(reference: str, path: Path, seen: frozenset[Path]) -> dict[str, str]:
+    """A ``file://`` reference: relative to the file that names it, as in sam."""
+    target = Path(reference.removeprefix("file://"))
+    if not target.is_absolute():
+        target = (path.parent / target) if seen else (PROJECT_ROOT / target)
+    target = target.resolve()
+    if target in seen:
+        raise SamConfigError(f"{path.name}: {reference} includes itself")
+    try:
+        text = target.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SamConfigError(f"{path.name}: parameter_overrides {reference}: {exc}") from exc
+    try:
+        if target.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif target.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            raise SamConfigError(
+                f"{path.name}: parameter_overrides {reference}: sam reads only .toml, .yaml "
+                "and .yml files"
+            )
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, RecursionError) as exc:
+        raise SamConfigError(f"{path.name}: parameter_overrides {reference}: {exc}") from exc
+    return _parameter_overrides(data, target, seen | {target})
 
 
 def make_session(region: str | None, profile: str | None) -> Any:

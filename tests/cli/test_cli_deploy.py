@@ -7,7 +7,9 @@ output (ImageBucketName) and parameter (BaselineKey) that a stack on AWS has.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -21,6 +23,7 @@ from moto import mock_aws
 from scones.deploy import (
     NO_CREDENTIALS,
     SamConfig,
+    SamConfigError,
     bucket_name_problem,
     capture_retention_problem,
     concurrency_problem,
@@ -212,6 +215,86 @@ def test_read_samconfig_takes_deploys_values_over_the_global_ones(tmp_path: Path
         stack_name="a", region="us-east-2", profile=None, parameter_overrides={"X": "1 2", "Y": "3"}
     )
     assert read_samconfig(tmp_path / "missing.toml") == SamConfig()
+
+
+SAM_PYTHON = PROJECT_ROOT / ".venv-sam" / "bin" / "python"
+
+
+def sam_reads(samconfig: Path) -> dict[str, str]:
+    """The overrides as the pinned SAM CLI's own parameter type reads them."""
+    program = (
+        "import json, sys, tomllib\n"
+        "from samcli.cli.types import CfnParameterOverridesType\n"
+        "with open(sys.argv[1], 'rb') as f:\n"
+        "    v = tomllib.load(f)['default']['deploy']['parameters']['parameter_overrides']\n"
+        "print(json.dumps(CfnParameterOverridesType().convert(v, None, None)))\n"
+    )
+    done = subprocess.run(
+        [str(SAM_PYTHON), "-c", program, str(samconfig)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=samconfig.parent,  # sam reads a top-level file:// from where it runs
+    )
+    return dict(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        '"EndpointName=ep WorkflowType=STANDARD"',
+        '"ParameterKey=EndpointName,ParameterValue=ep '
+        'ParameterKey=ConfidenceThreshold,ParameterValue=0.9"',
+        '["EndpointName=ep", "ConfidenceThreshold=0.9"]',
+        '{ EndpointName = "ep", ConfidenceThreshold = 0.9, ModelLabels = ["a", "b"] }',
+        '"file://params.yaml"',
+        '["file://params.toml", "WorkflowType=STANDARD"]',
+    ],
+)
+def test_preflight_reads_parameter_overrides_as_sam_deploy_does(
+    tmp_path: Path, overrides: str
+) -> None:
+    """The long form, a table and a file:// reference were misread or read as no overrides
+    at all, so the checks before ``sam deploy`` passed on the defaults."""
+    (tmp_path / "params.yaml").write_text("ConfidenceThreshold: '1.5'\nCreateEndpoint: true\n")
+    (tmp_path / "params.toml").write_text('EndpointName = "from-toml"\n')
+    path = tmp_path / "samconfig.toml"
+    path.write_text(
+        f"version = 0.1\n[default.deploy.parameters]\nparameter_overrides = {overrides}\n"
+    )
+    expected = sam_reads(path)
+    assert expected
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("scones.deploy.PROJECT_ROOT", tmp_path)  # where `make deploy` runs sam
+        assert read_samconfig(path).parameter_overrides == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ('"EndpointName=ep oops"', "item 'oops' is not Key=Value"),
+        ('"file://missing.yaml"', "file://missing.yaml"),
+        ('"file://params.json"', "sam reads only .toml, .yaml and .yml files"),
+        ("[1, 2]", "parameter_overrides holds 1"),
+    ],
+)
+def test_preflight_refuses_overrides_it_cannot_read_instead_of_skipping_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: str, problem: str
+) -> None:
+    monkeypatch.setattr("scones.deploy.PROJECT_ROOT", tmp_path)
+    (tmp_path / "params.json").write_text("{}")
+    path = tmp_path / "samconfig.toml"
+    path.write_text(f"[default.deploy.parameters]\nparameter_overrides = {overrides}\n")
+    with pytest.raises(SamConfigError, match=re.escape(problem)):
+        read_samconfig(path)
+
+
+def test_a_samconfig_nested_past_the_parsers_depth_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "samconfig.toml"
+    path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(SamConfigError, match=re.escape("samconfig.toml is not valid TOML")):
+        read_samconfig(path)
 
 
 def test_the_deploy_script_checks_credentials_before_building() -> None:
