@@ -64,10 +64,12 @@ def test_serve_runs_answers_and_flushes_capture_on_ctrl_c(
     assert httpx.get(f"{base_url}/_faults").status_code == 200
     assert not list(tmp_path.rglob("*.jsonl"))  # buffered until shutdown
     assert server.stop(signal.SIGINT) == 0
+    # One file per hour the two requests fell in: two when the clock crossed an hour.
     files = list(tmp_path.rglob("*.jsonl"))
-    assert len(files) == 1
-    assert len(files[0].read_text().splitlines()) == 2
-    assert "stopped; 2 capture records in 1 files (0 errors)" in "".join(server.stderr)
+    assert len(files) in (1, 2)
+    assert sum(len(f.read_text().splitlines()) for f in files) == 2
+    stopped = f"stopped; 2 capture records in {len(files)} files (0 errors)"
+    assert stopped in "".join(server.stderr)
 
 
 def test_serve_stops_cleanly_on_sigterm(processes: list[ServeProcess]) -> None:
