@@ -172,6 +172,12 @@ def test_train_command_trains_the_resnet_from_scratch(small_data: Path, tmp_path
             ["--threshold", "0.9", "--recipe", "ensemble", "--cache-dir", "views"],
             "--cache-dir keeps the teacher's views: only used by --recipe distil",
         ),
+        # Where the results go is judged before the training, not after it.
+        (
+            ["--threshold", "0.9", "--out", "/proc/scones-model"],
+            "--out's parent folder /proc: cannot write there",
+        ),
+        (["--threshold", "0.9", "--cache-dir", "/proc/views"], "--cache-dir /proc/views: cannot"),
     ],
 )
 def test_train_command_rejects_bad_settings(

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from scones.cli.arguments import labels, output_folder
+from scones.cli.arguments import check_writable_folder, labels, output_folder
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR, SHIPPED_MODEL_NAME
 
@@ -121,7 +121,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--cache-dir",
-        type=Path,
+        type=output_folder,
         default=None,
         help="distil: keep the teacher-labelled views here and reuse them when every input "
         "is the same (the teacher is the costly part) (default: none)",
@@ -222,6 +222,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     if args.cache_dir is not None and recipe.method != "distil":
         raise CommandError("--cache-dir keeps the teacher's views: only used by --recipe distil")
+    # Where the results go is checked before minutes of training, not after: the artifact
+    # is staged beside --out and moved into it, and the views are kept in --cache-dir.
+    check_writable_folder(args.out.parent, "--out's parent folder", create=False)
+    check_writable_folder(args.out, create=False)
+    if args.cache_dir is not None:
+        check_writable_folder(args.cache_dir, "--cache-dir", create=False)
     if not torch_installed():
         raise CommandError(
             "training needs torch, which only the training environment has: run `make model`, "
