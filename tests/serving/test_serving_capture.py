@@ -346,7 +346,9 @@ def test_bad_destinations_are_refused(destination: str, words: str) -> None:
     [
         ({"sampling_percentage": 101}, "between 0 and 100"),
         ({"sampling_percentage": -1}, "between 0 and 100"),
-        ({"flush_interval_s": 0}, "positive"),
+        ({"flush_interval_s": 0}, "above 0 and at most 86400 s"),
+        ({"flush_interval_s": 1e10}, "above 0 and at most 86400 s"),
+        ({"flush_interval_s": float("nan")}, "above 0 and at most 86400 s"),
         ({"max_buffered_records": 0}, "positive"),
         ({"max_pending_bytes": 0}, "positive"),
     ],

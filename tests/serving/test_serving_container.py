@@ -138,8 +138,12 @@ def test_container_defaults_follow_sagemakers_contract() -> None:
     )
     assert (moved.port, moved.model_dir, moved.host) == (9090, Path("/models/x"), "127.0.0.1")
     assert moved.endpoint_name == "mine"
-    with pytest.raises(ServeError, match="SAGEMAKER_BIND_TO_PORT='http' is not a port number"):
-        container_defaults({"SAGEMAKER_BIND_TO_PORT": "http"})
+    # A bad variable is named as the variable, not as a flag nobody gave.
+    for port in ("http", "99999", "-1"):
+        with pytest.raises(ServeError, match=f"SAGEMAKER_BIND_TO_PORT='{port}' is not a port"):
+            container_defaults({"SAGEMAKER_BIND_TO_PORT": port})
+    with pytest.raises(ServeError, match="SCONES_ENDPOINT_NAME='my endpoint' is not a SageMaker"):
+        container_defaults({"SCONES_ENDPOINT_NAME": "my endpoint"})
 
 
 def test_the_container_entry_point_reads_neither_template_nor_cli() -> None:

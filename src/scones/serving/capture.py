@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from scones_core.monitoring.timestamps import format_seconds
 from scones_core.objects import is_bucket_name
 
-from scones.serving.defaults import DEFAULT_FLUSH_INTERVAL_S
+from scones.serving.defaults import DEFAULT_FLUSH_INTERVAL_S, MAX_FLUSH_INTERVAL_S
 
 LOGGER = logging.getLogger(__name__)
 
@@ -222,8 +222,11 @@ class CaptureWriter:
             raise CaptureConfigError(
                 f"capture sampling percentage must be between 0 and 100, got {sampling_percentage}"
             )
-        if flush_interval_s <= 0:
-            raise CaptureConfigError(f"flush interval must be positive, got {flush_interval_s}")
+        if not 0 < flush_interval_s <= MAX_FLUSH_INTERVAL_S:
+            raise CaptureConfigError(
+                f"flush interval must be above 0 and at most {MAX_FLUSH_INTERVAL_S:g} s, "
+                f"got {flush_interval_s}"
+            )
         if max_buffered_records < 1 or max_buffered_bytes < 1 or max_pending_bytes < 1:
             raise CaptureConfigError("capture buffer limits must be positive")
         self.sink = sink

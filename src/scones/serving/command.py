@@ -41,6 +41,7 @@ from scones.serving.defaults import (
     ENV_MODEL_DIR,
     ENV_PORT,
     ENV_WORKERS,
+    MAX_FLUSH_INTERVAL_S,
     PIXELS_PER_INPUT_PIXEL,
     RUNTIME_MAX_PAYLOAD_BYTES,
     SAGEMAKER_MODEL_DIR,
@@ -85,7 +86,9 @@ def container_defaults(environ: Mapping[str, str] | None = None) -> ServeDefault
         try:
             port = int(raw_port)
         except ValueError:
-            raise ServeError(f"{ENV_PORT}={raw_port!r} is not a port number") from None
+            port = -1
+        if not 0 <= port <= 65535:
+            raise ServeError(f"{ENV_PORT}={raw_port!r} is not a port number (0-65535)")
     workers = None
     if raw_workers := environ.get(ENV_WORKERS, "").strip():
         try:
@@ -94,11 +97,16 @@ def container_defaults(environ: Mapping[str, str] | None = None) -> ServeDefault
             workers = 0
         if workers < 1:
             raise ServeError(f"{ENV_WORKERS}={raw_workers!r} is not a positive whole number")
+    endpoint_name = environ.get(ENV_ENDPOINT_NAME) or CONTAINER_ENDPOINT_NAME
+    if not is_sagemaker_name(endpoint_name):
+        raise ServeError(
+            f"{ENV_ENDPOINT_NAME}={endpoint_name!r} is not a SageMaker name: use {NAME_RULE}"
+        )
     return ServeDefaults(
         model_dir=Path(environ.get(ENV_MODEL_DIR) or SAGEMAKER_MODEL_DIR),
         host=environ.get(ENV_HOST) or CONTAINER_HOST,
         port=port,
-        endpoint_name=environ.get(ENV_ENDPOINT_NAME) or CONTAINER_ENDPOINT_NAME,
+        endpoint_name=endpoint_name,
         max_body_bytes=RUNTIME_MAX_PAYLOAD_BYTES,
         max_concurrency=workers,
     )
@@ -218,9 +226,10 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
     )
     if not 0 <= capture_percent <= 100:
         raise ServeError(f"--capture-percent must be between 0 and 100, got {capture_percent}")
-    if not math.isfinite(args.capture_flush_seconds) or args.capture_flush_seconds <= 0:
+    if not 0 < args.capture_flush_seconds <= MAX_FLUSH_INTERVAL_S:  # also refuses NaN
         raise ServeError(
-            f"--capture-flush-seconds must be positive, got {args.capture_flush_seconds}"
+            f"--capture-flush-seconds must be above 0 and at most {MAX_FLUSH_INTERVAL_S:g} "
+            f"(a day), got {args.capture_flush_seconds}"
         )
     destination = args.capture_dest
     if destination is not None and not destination.startswith("s3://"):

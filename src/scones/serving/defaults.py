@@ -41,6 +41,9 @@ DEFAULT_VARIANT = "AllTraffic"
 DEFAULT_CAPTURE_PERCENT = 100.0
 # Seconds between capture file writes (SageMaker writes every few minutes; offline wants seconds).
 DEFAULT_FLUSH_INTERVAL_S = 2.0
+# The longest interval taken: a day (the monitor reads hourly folders; a longer wait only
+# holds records in memory, and past threading's own limit the flusher thread dies).
+MAX_FLUSH_INTERVAL_S = 86_400.0
 
 # The request hardening defaults; `scones serve --help` names the flags.
 # Seconds a request may wait for an inference slot before it is refused as throttled:
