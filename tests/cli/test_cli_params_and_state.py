@@ -431,6 +431,10 @@ def test_cost_refuses_measurements_it_cannot_price(
     assert "Traceback" not in error
     assert main(["cost", "--param", "SerializeImageFunction.MemorySize=\u00b2"]) == 2
     assert "MemorySize='\u00b2': Lambda's MemorySize is 128" in capsys.readouterr().err
+    # An instance type without a price was priced as ml.m5.large, labelled ml.m5.large.
+    assert main(["cost", "--param", "EndpointInstanceType=ml.g5.12xlarge"]) == 2
+    error = capsys.readouterr().err
+    assert "EndpointInstanceType=ml.g5.12xlarge: no price for it in scones.costs.prices" in error
 
 
 def test_the_environment_errors_of_a_command_are_one_line_not_a_traceback(

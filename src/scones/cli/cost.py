@@ -19,7 +19,8 @@ from scones_core.json_text import NotJSON, load_json
 
 from scones.cli.arguments import positive_int
 from scones.cli.errors import CommandError
-from scones.template_params import PROJECT_ROOT
+from scones.costs.prices import REALTIME_INSTANCE_PRICES
+from scones.template_params import PROJECT_ROOT, parameter_default
 
 DEFAULT_MEASUREMENTS = PROJECT_ROOT / "docs" / "cost-measurements.json"
 MEMORY_SIZES = (128, 256, 512, 1024, 1769, 3008)
@@ -154,7 +155,14 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
             problems.append(f"{name}={value!r}: Lambda's MemorySize is {low} to {high} MB")
         else:
             memory[name] = value
-    return parse_params(parameters, defaults={}, problems=problems) | memory
+    overrides = parse_params(parameters, defaults={}, problems=problems) | memory
+    instance = overrides.get("EndpointInstanceType")
+    if instance is not None and instance not in REALTIME_INSTANCE_PRICES:
+        raise CommandError(
+            f"--param EndpointInstanceType={instance}: no price for it in scones.costs.prices "
+            f"(priced: {', '.join(REALTIME_INSTANCE_PRICES)}); add its list price there"
+        )
+    return overrides
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -180,6 +188,9 @@ def _run(args: argparse.Namespace) -> int:
         for ep in ("realtime", "serverless")
     }
     worst, path = worst_case_seconds(load_workflow(overrides))
+    instance_type = overrides.get("EndpointInstanceType") or parameter_default(
+        "EndpointInstanceType"
+    )
     if args.json:
         print(
             json.dumps(
@@ -209,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
     header = f"{'':<34}{'Standard':>12}{'Express':>12}"
     print(header)
     for ep, label in (
-        ("realtime", "real-time ml.m5.large, 1 instance"),
+        ("realtime", f"real-time {instance_type}, 1 instance"),
         ("serverless", "serverless 1 GB"),
     ):
         std, exp = endpoints[("STANDARD", ep)], endpoints[("EXPRESS", ep)]

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from scones.costs.prices import price
+from scones.costs.prices import REALTIME_INSTANCE_PRICES, price
 from scones.costs.workflow import batch_path, happy_path, is_record_writer, load_workflow
 from scones.template_params import load_template, parameter_defaults
 
@@ -61,6 +61,7 @@ class Settings:
     batch_window_s: float
     capture_percent: float
     log_level: str
+    instance_type: str
 
     @classmethod
     def from_template(cls, overrides: dict[str, str] | None = None) -> Settings:
@@ -98,6 +99,7 @@ class Settings:
             batch_window_s=float(value(mapping.get("MaximumBatchingWindowInSeconds", 0))),
             capture_percent=float(params["DataCaptureSamplingPercentage"]),
             log_level=params["LogLevel"],
+            instance_type=params["EndpointInstanceType"],
         )
 
 
@@ -308,9 +310,9 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
     # -- endpoint ---------------------------------------------------------------------------
     classify = functions["ClassifyImageFunction"]
     if endpoint == "realtime":
-        monthly = HOURS_PER_MONTH * price("sagemaker_ml_m5_large_hour")
+        monthly = HOURS_PER_MONTH * price(REALTIME_INSTANCE_PRICES[settings.instance_type])
         est.add(
-            "SageMaker real-time ml.m5.large",
+            f"SageMaker real-time {settings.instance_type}",
             monthly * m / images_per_month,
             f"1 instance x {HOURS_PER_MONTH} h, {images_per_month:,} images a month",
             target=False,

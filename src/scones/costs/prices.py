@@ -77,5 +77,9 @@ PRICES: dict[str, Price] = {
 }
 
 
+# The real-time instance types priced here (EndpointInstanceType), each with its price's name.
+REALTIME_INSTANCE_PRICES = {"ml.m5.large": "sagemaker_ml_m5_large_hour"}
+
+
 def price(name: str) -> float:
     return PRICES[name].usd
