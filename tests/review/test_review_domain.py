@@ -723,7 +723,7 @@ def test_images_are_drawn_in_slots_of_their_own_and_dropped_when_the_browser_lef
         # A third image whose browser gives up while it waits for a slot...
         with pytest.raises(httpx.TimeoutException):
             httpx.get(image, timeout=0.5)
-        threading.Event().wait(0.6)  # ...is noticed gone within a poll
+        threading.Event().wait(1.5)  # ...is noticed gone within a poll (every 0.25 s)
         release.set()
         for thread in busy:
             thread.join(20)
