@@ -79,8 +79,10 @@ class ModelManifest:
                 raise ModelArtifactError(f"model manifest {path}: {key} is {problem}")
         try:
             sides = raw["input_size"]
-            if not isinstance(sides, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in sides
+            if (
+                not isinstance(sides, list)
+                or len(sides) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in sides)
             ):
                 raise ModelArtifactError(
                     f"model manifest {path}: input_size {sides!r} must be two whole numbers"
