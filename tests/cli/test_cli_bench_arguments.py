@@ -88,6 +88,10 @@ def test_bench_burst_names_a_missing_model_and_a_stack_that_fails(
     code, error = _scones(["bench", "burst", "--images", "1", "--model", str(missing)], capsys)
     assert code == 2
     assert f"--model: no model at {missing} (model.json missing)" in error
+    a_file = tmp_path / "model.json"
+    a_file.write_text("{}")
+    code, error = _scones(["bench", "burst", "--images", "1", "--model", str(a_file)], capsys)
+    assert code == 2 and f"no model at {a_file}: it is a file" in error
 
     def refuse(_: Any) -> NoReturn:
         raise StackError("port 5000 is in use")

@@ -210,6 +210,7 @@ def test_evaluate_command_needs_a_recorded_split_for_validation(
     [
         ("missing-model", "model manifest not found"),
         ("missing-data", "data folder not found"),
+        ("file-as-data", "is a file, not a data folder"),
         ("bad-threshold", "between 0 and 1"),
         ("tampered-graph", "has sha256"),
     ],
@@ -227,6 +228,8 @@ def test_evaluate_command_reports_bad_input_clearly(
         model = tmp_path / "no-model"
     elif problem == "missing-data":
         data = tmp_path / "no-data"
+    elif problem == "file-as-data":
+        data = always_bicycle / "model.json"
     elif problem == "bad-threshold":
         threshold = "1.5"
     else:

@@ -56,6 +56,8 @@ def class_root(data_dir: Path, labels: Sequence[str]) -> Path:
     """The folder that holds one sub-folder per label: ``data_dir`` or ``data_dir/train``."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
+        if data_dir.exists():
+            raise DataError(f"{data_dir} is a file, not a data folder")
         raise DataError(f"data folder not found: {data_dir}")
     for candidate in (data_dir, data_dir / "train"):
         if all((candidate / label).is_dir() for label in labels):

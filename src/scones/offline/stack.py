@@ -120,6 +120,8 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
     )
     from scones.template_params import ParameterError, resolve_parameters
 
+    if directory.exists() and not directory.is_dir():
+        raise StackError(f"no model at {directory}: it is a file; --model names a model's folder")
     if not (directory / MANIFEST_NAME).is_file():
         raise StackError(
             f"no model at {directory} (model.json missing); "
