@@ -14,8 +14,9 @@ Defaults (stack name, region, profile, parameter overrides) come from ``samconfi
 
 from __future__ import annotations
 
-import re
-import shlex
+import json
+import os
+import subprocess
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from scones_core.objects import is_bucket_name
 
 from scones.cli.errors import CommandError
@@ -106,87 +106,48 @@ def _table(parent: dict[str, Any], key: str, name: str, path: Path) -> dict[str,
     return value
 
 
-def _parameter_overrides(
-    value: Any, path: Path, seen: frozenset[Path] = frozenset()
-) -> dict[str, str]:
-    """The overrides as ``sam deploy`` reads them: ``Key=Value`` pairs (quoted as in a
-    shell), ``ParameterKey=Key,ParameterValue=Value`` pairs, a table, a list of any of
-    these, and ``file://`` references to a ``.toml``/``.yaml``/``.yml`` file of them.
-    Anything else is refused rather than skipped: the checks would pass on the defaults."""
-    parameters: dict[str, str] = {}
-    for item in value if isinstance(value, list) else [value]:
-        if isinstance(item, dict):
-            for key, entry in item.items():
-                if key == "$include":
-                    parameters.update(_parameter_overrides(entry, path, seen))
-                elif isinstance(entry, list):
-                    parameters[str(key)] = ",".join(
-                        str(x).strip() for x in entry if x not in ("", None)
-                    )
-                else:  # as sam has it: a YAML true becomes "True", which CloudFormation refuses
-                    parameters[str(key)] = "" if entry is None else str(entry)
-        elif isinstance(item, str) and item.strip().startswith("file://"):
-            parameters.update(_overrides_file(item.strip(), path, seen))
-        elif isinstance(item, str):
-            parameters.update(_override_pairs(item, path))
-        elif item is not None:
-            raise SamConfigError(
-                f"{path.name}: parameter_overrides holds {item!r}, expected Key=Value text, a "
-                "table, or file://"
-            )
-    return parameters
+# The pinned SAM CLI's environment (`make deploy` builds it before the preflight).
+SAM_PYTHON = PROJECT_ROOT / ".venv-sam" / "bin" / "python"
+_SAM_READS = """
+import json, sys
+import click
+from samcli.cli.types import CfnParameterOverridesType
+try:
+    read = CfnParameterOverridesType().convert(json.load(sys.stdin), None, None)
+except click.BadParameter as exc:
+    sys.exit(exc.format_message())
+print(json.dumps(read))
+"""
 
 
-_LONG_FORM = re.compile(r"ParameterKey=([^,]+),ParameterValue=(.*)", re.DOTALL)
-
-
-def _override_pairs(text: str, path: Path) -> dict[str, str]:
-    try:
-        items = shlex.split(text)
-    except ValueError as exc:  # an unclosed quote
+def _parameter_overrides(value: Any, path: Path) -> dict[str, str]:
+    """The overrides exactly as ``sam deploy`` reads them, by the pinned SAM CLI's own
+    parser, run where ``make deploy`` runs sam: ``Key=Value`` pairs, the long form, tables,
+    lists and ``file://`` references each have rules of their own (quoting, which pairs
+    count, YAML 1.2 scalars), and a second reading of them would check values other than
+    the ones deployed. What sam refuses is refused here, before anything is built."""
+    if value in ("", None, [], {}):
+        return {}
+    if not SAM_PYTHON.exists():
         raise SamConfigError(
-            f"{path.name}: parameter_overrides {text!r} cannot be split into Key=Value pairs: {exc}"
-        ) from exc
-    pairs: dict[str, str] = {}
-    for item in items:
-        long_form = _LONG_FORM.fullmatch(item)
-        key, sep, entry = item.partition("=")
-        if long_form:
-            key, entry = long_form.group(1), long_form.group(2)
-        elif not sep or not key:
-            raise SamConfigError(
-                f"{path.name}: parameter_overrides item {item!r} is not Key=Value (nor "
-                "ParameterKey=Key,ParameterValue=Value)"
-            )
-        pairs[key] = entry
-    return pairs
-
-
-def _overrides_file(reference: str, path: Path, seen: frozenset[Path]) -> dict[str, str]:
-    """A ``file://`` reference: relative to the file that names it, as in sam."""
-    target = Path(reference.removeprefix("file://"))
-    if not target.is_absolute():
-        target = (path.parent / target) if seen else (PROJECT_ROOT / target)
-    target = target.resolve()
-    if target in seen:
-        raise SamConfigError(f"{path.name}: {reference} includes itself")
-    try:
-        text = target.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SamConfigError(f"{path.name}: parameter_overrides {reference}: {exc}") from exc
-    try:
-        if target.suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif target.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            raise SamConfigError(
-                f"{path.name}: parameter_overrides {reference}: sam reads only .toml, .yaml "
-                "and .yml files"
-            )
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, RecursionError) as exc:
-        raise SamConfigError(f"{path.name}: parameter_overrides {reference}: {exc}") from exc
-    return _parameter_overrides(data, target, seen | {target})
+            f"{path.name}: reading parameter_overrides needs the SAM CLI's environment: "
+            "run scripts/bootstrap.sh sam (make deploy does)"
+        )
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(SAM_PYTHON), "-c", _SAM_READS],
+        input=json.dumps(value, default=str),
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,  # where sam reads a relative file:// from
+        env={**environment, "SAM_CLI_TELEMETRY": "0"},
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        reason = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+        raise SamConfigError(f"{path.name}: sam deploy would refuse parameter_overrides: {reason}")
+    return {str(k): str(v) for k, v in json.loads(done.stdout).items()}
 
 
 def make_session(region: str | None, profile: str | None) -> Any:

@@ -117,12 +117,13 @@ def test_a_model_json_split_that_cannot_be_recreated_names_the_file_and_field(
         (b"\xff\xfe\x00binary", "samconfig.toml is not UTF-8 text"),
         (
             b'[default.deploy.parameters]\nparameter_overrides = "EndpointName=\\"x"\n',
-            "samconfig.toml: parameter_overrides 'EndpointName=\"x' cannot be split into "
-            "Key=Value pairs: No closing quotation",
+            "samconfig.toml: sam deploy would refuse parameter_overrides: Invalid value: "
+            'EndpointName="x is not a valid format',
         ),
         (
             b"[default.deploy.parameters]\nparameter_overrides = 5\n",
-            "samconfig.toml: parameter_overrides is 5, expected a string",
+            "samconfig.toml: sam deploy would refuse parameter_overrides: Invalid value: 5 is "
+            "invalid",
         ),
         (b"default = 3\n", "samconfig.toml: [default] is 3, expected a table"),
         (

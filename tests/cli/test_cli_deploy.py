@@ -7,7 +7,6 @@ output (ImageBucketName) and parameter (BaselineKey) that a stack on AWS has.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import shlex
@@ -217,69 +216,72 @@ def test_read_samconfig_takes_deploys_values_over_the_global_ones(tmp_path: Path
     assert read_samconfig(tmp_path / "missing.toml") == SamConfig()
 
 
-SAM_PYTHON = PROJECT_ROOT / ".venv-sam" / "bin" / "python"
-
-
-def sam_reads(samconfig: Path) -> dict[str, str]:
-    """The overrides as the pinned SAM CLI's own parameter type reads them."""
-    program = (
-        "import json, sys, tomllib\n"
-        "from samcli.cli.types import CfnParameterOverridesType\n"
-        "with open(sys.argv[1], 'rb') as f:\n"
-        "    v = tomllib.load(f)['default']['deploy']['parameters']['parameter_overrides']\n"
-        "print(json.dumps(CfnParameterOverridesType().convert(v, None, None)))\n"
-    )
-    done = subprocess.run(
-        [str(SAM_PYTHON), "-c", program, str(samconfig)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-        cwd=samconfig.parent,  # sam reads a top-level file:// from where it runs
-    )
-    return dict(json.loads(done.stdout))
-
-
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "expected"),
     [
-        '"EndpointName=ep WorkflowType=STANDARD"',
-        '"ParameterKey=EndpointName,ParameterValue=ep '
-        'ParameterKey=ConfidenceThreshold,ParameterValue=0.9"',
-        '["EndpointName=ep", "ConfidenceThreshold=0.9"]',
-        '{ EndpointName = "ep", ConfidenceThreshold = 0.9, ModelLabels = ["a", "b"] }',
-        '"file://params.yaml"',
-        '["file://params.toml", "WorkflowType=STANDARD"]',
+        (
+            '"EndpointName=ep WorkflowType=STANDARD"',
+            {"EndpointName": "ep", "WorkflowType": "STANDARD"},
+        ),
+        (
+            '"ParameterKey=EndpointName,ParameterValue=ep '
+            'ParameterKey=ConfidenceThreshold,ParameterValue=0.9"',
+            {"EndpointName": "ep", "ConfidenceThreshold": "0.9"},
+        ),
+        (
+            '["EndpointName=ep", "ConfidenceThreshold=0.9"]',
+            {"EndpointName": "ep", "ConfidenceThreshold": "0.9"},
+        ),
+        (
+            '{ EndpointName = "ep", ConfidenceThreshold = 0.9, ModelLabels = ["a", "b"] }',
+            {"EndpointName": "ep", "ConfidenceThreshold": "0.9", "ModelLabels": "a,b"},
+        ),
+        # A file of YAML 1.2 scalars (0400 is 400, not octal 256) and quotes taken off.
+        ('"file://params.yaml"', {"ReviewLookbackDays": "400", "EndpointName": "my-endpoint"}),
+        (
+            '["file://params.toml", "WorkflowType=STANDARD"]',
+            {"EndpointName": "from-toml", "WorkflowType": "STANDARD"},
+        ),
+        # sam takes one pair per line only from the first line, and once it finds a long-form
+        # pair it ignores the short ones: the preflight checks what is deployed, no more.
+        (
+            '"""\nDataCapturePrefix="capture"\nIncomingPrefix="uploads/"\n"""',
+            {"DataCapturePrefix": "capture"},
+        ),
+        (
+            '"ParameterKey=DataCapturePrefix,ParameterValue=capture IncomingPrefix=uploads/"',
+            {"DataCapturePrefix": "capture"},
+        ),
     ],
 )
 def test_preflight_reads_parameter_overrides_as_sam_deploy_does(
-    tmp_path: Path, overrides: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: str, expected: dict[str, str]
 ) -> None:
     """The long form, a table and a file:// reference were misread or read as no overrides
-    at all, so the checks before ``sam deploy`` passed on the defaults."""
-    (tmp_path / "params.yaml").write_text("ConfidenceThreshold: '1.5'\nCreateEndpoint: true\n")
+    at all, so the checks before ``sam deploy`` passed on the defaults; the pinned SAM CLI's
+    own parser now reads them, from where ``make deploy`` runs sam."""
+    monkeypatch.setattr("scones.deploy.PROJECT_ROOT", tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        "ReviewLookbackDays: 0400\nEndpointName: '\"my-endpoint\"'\n"
+    )
     (tmp_path / "params.toml").write_text('EndpointName = "from-toml"\n')
     path = tmp_path / "samconfig.toml"
     path.write_text(
         f"version = 0.1\n[default.deploy.parameters]\nparameter_overrides = {overrides}\n"
     )
-    expected = sam_reads(path)
-    assert expected
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("scones.deploy.PROJECT_ROOT", tmp_path)  # where `make deploy` runs sam
-        assert read_samconfig(path).parameter_overrides == expected
+    assert read_samconfig(path).parameter_overrides == expected
 
 
 @pytest.mark.parametrize(
     ("overrides", "problem"),
     [
-        ('"EndpointName=ep oops"', "item 'oops' is not Key=Value"),
-        ('"file://missing.yaml"', "file://missing.yaml"),
-        ('"file://params.json"', "sam reads only .toml, .yaml and .yml files"),
-        ("[1, 2]", "parameter_overrides holds 1"),
+        ('"oops"', "Invalid value: oops is not a valid format"),
+        ('"file://missing.yaml"', "file://missing.yaml was not found or is a directory"),
+        ('"file://params.json"', "file://params.json uses an unsupported extension"),
+        ("[1, 2]", "1 is invalid in a way the code doesn't expect"),
     ],
 )
-def test_preflight_refuses_overrides_it_cannot_read_instead_of_skipping_them(
+def test_preflight_refuses_overrides_sam_deploy_would_refuse(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: str, problem: str
 ) -> None:
     monkeypatch.setattr("scones.deploy.PROJECT_ROOT", tmp_path)
