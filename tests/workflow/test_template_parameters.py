@@ -134,6 +134,8 @@ def test_labels_no_pattern_can_refuse_are_refused_by_every_function(labels: str)
         ({}, None),
         ({"DataCapturePrefix": "incoming2"}, None),
         ({"IncomingPrefix": "uploads/", "TrainingDataPrefix": "uploads-old/"}, None),
+        # A key is an object, not a folder: nothing lies inside it.
+        ({"IncomingPrefix": "baseline-uploads/", "BaselineKey": "baseline"}, None),
         # Folder prefixes that the retraining functions would refuse at their first run.
         ({"TrainingDataPrefix": "/training/"}, "TrainingDataPrefix='/training/' does not match"),
         ({"GateDataPrefix": "training//gate/"}, "GateDataPrefix='training//gate/' does not match"),

@@ -28,6 +28,7 @@ RETRAINING_AREAS = (
 )
 OTHER_AREAS = ("DataCapturePrefix", "MonitoringReportsPrefix", "BaselineKey")
 _WITHOUT_SLASH = frozenset({"DataCapturePrefix", "MonitoringReportsPrefix"})
+_KEYS = frozenset({"BaselineKey"})
 
 
 def parse_folder_prefix(value: str) -> str:
@@ -46,7 +47,11 @@ def nested_pairs(areas: Mapping[str, str], pairs: Iterable[tuple[str, str]]) -> 
     for a, b in pairs:
         if a in areas and b in areas:
             pa, pb = _area(a, areas[a]), _area(b, areas[b])
-            if pa.startswith(pb) or pb.startswith(pa):
+            # A single object's key can lie inside a folder, never a folder inside it.
+            inside = (a not in _KEYS and pb.startswith(pa)) or (
+                b not in _KEYS and pa.startswith(pb)
+            )
+            if inside:
                 found.append(f"{a}={areas[a]!r} and {b}={areas[b]!r}")
     return found
 
