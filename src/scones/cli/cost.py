@@ -20,7 +20,7 @@ from scones_core.json_text import NotJSON, load_json
 from scones.cli.arguments import positive_int
 from scones.cli.errors import CommandError
 from scones.costs.prices import REALTIME_INSTANCE_PRICES
-from scones.template_params import PROJECT_ROOT, parameter_default
+from scones.template_params import PROJECT_ROOT
 
 DEFAULT_MEASUREMENTS = PROJECT_ROOT / "docs" / "cost-measurements.json"
 MEMORY_SIZES = (128, 256, 512, 1024, 1769, 3008)
@@ -167,7 +167,7 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 def _run(args: argparse.Namespace) -> int:
     from scones.costs import prices
-    from scones.costs.model import estimate, original_project
+    from scones.costs.model import Settings, estimate, original_project
     from scones.costs.workflow import EXPRESS_LIMIT_SECONDS, load_workflow, worst_case_seconds
 
     measured = _measurements(args.measurements, args.kind)
@@ -188,9 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         for ep in ("realtime", "serverless")
     }
     worst, path = worst_case_seconds(load_workflow(overrides))
-    instance_type = overrides.get("EndpointInstanceType") or parameter_default(
-        "EndpointInstanceType"
-    )
+    instance_type = Settings.from_template(overrides).instance_type
     if args.json:
         print(
             json.dumps(
