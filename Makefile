@@ -6,7 +6,7 @@
 #   .venv-train  .venv + torch (CPU), onnx, onnxscript: training and export
 #   .venv-test   .venv-train + pytest, ruff, mypy, playwright
 #   .venv-sam    aws-sam-cli (make build, make deploy)
-.PHONY: run test lint bench burst model model-reference model-reference-lite2 retrain build deploy image image-test clean
+.PHONY: run test lint bench burst model model-reference model-reference-lite2 retrain build deploy deploy-baseline image image-test clean
 
 run:
 	@scripts/bootstrap.sh run
@@ -62,6 +62,12 @@ build:
 deploy:
 	@scripts/bootstrap.sh run sam
 	scripts/deploy.sh $(ARGS)
+
+# The monitor's baseline into a deployed stack's bucket (after a plain sam deploy, or a new
+# model). ARGS: --stack NAME, --model DIR, and after -- the options sam deploy was given.
+deploy-baseline:
+	@scripts/bootstrap.sh run sam
+	.venv/bin/scones deploy-baseline $(ARGS)
 
 # The SageMaker serving image, without Docker (buildah + mmdebstrap; see docs/serving.md).
 # Rebuilt only when its inputs change.

@@ -8,8 +8,8 @@
 - :func:`endpoint_status`: the workflow calls the endpoint named by ``EndpointName``; when it
   does not exist every image ends ``FAILED``.
 
-Defaults (stack name, region, profile, parameter overrides) come from ``samconfig.toml``, as
-``sam deploy`` reads them.
+The settings (stack name, region, profile, parameter overrides) are the ones ``sam deploy``
+resolves from its options and config file, read by the pinned SAM CLI (:func:`read_samconfig`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +35,6 @@ from scones.template_params import (
     parameter_defaults,
 )
 
-SAMCONFIG = PROJECT_ROOT / "samconfig.toml"
 DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 BASELINE_FILE = "baseline.json"
 ENDPOINT_CONFIG_RESOURCE = "SageMakerEndpointConfig"
@@ -64,7 +62,7 @@ class SamConfigError(DeployError, CommandError):
 
 @dataclass
 class SamConfig:
-    """The ``default`` environment of ``samconfig.toml``, as ``sam deploy`` reads it."""
+    """The settings ``sam deploy`` resolves from its options and its config file."""
 
     stack_name: str | None = None
     region: str | None = None
@@ -72,82 +70,103 @@ class SamConfig:
     parameter_overrides: dict[str, str] = field(default_factory=dict)
 
 
-def read_samconfig(path: Path = SAMCONFIG, env: str = "default") -> SamConfig:
-    """``env``'s deploy settings; :class:`SamConfigError` names what ``sam`` would not read."""
-    if not path.is_file():
-        return SamConfig()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SamConfigError(f"{path.name} is not UTF-8 text: {exc}") from exc
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise SamConfigError(f"{path.name} is not valid TOML: {exc}") from exc
-    sections = _table(data, env, f"[{env}]", path)
-    merged: dict[str, Any] = {}
-    for command in ("global", "deploy"):  # deploy's values win, as in sam
-        table = _table(sections, command, f"[{env}.{command}]", path)
-        merged.update(_table(table, "parameters", f"[{env}.{command}.parameters]", path))
-    for key in ("stack_name", "region", "profile"):
-        if key in merged and not isinstance(merged[key], str):
-            raise SamConfigError(f"{path.name}: {key} is {merged[key]!r}, expected a string")
-    return SamConfig(
-        stack_name=merged.get("stack_name"),
-        region=merged.get("region"),
-        profile=merged.get("profile"),
-        parameter_overrides=_parameter_overrides(merged.get("parameter_overrides", ""), path),
-    )
-
-
-def _table(parent: dict[str, Any], key: str, name: str, path: Path) -> dict[str, Any]:
-    """``parent[key]`` as a TOML table (empty when absent)."""
-    value = parent.get(key, {})
-    if not isinstance(value, dict):
-        raise SamConfigError(f"{path.name}: {name} is {value!r}, expected a table")
-    return value
-
-
 # The pinned SAM CLI's environment (`make deploy` builds it before the preflight).
 SAM_PYTHON = PROJECT_ROOT / ".venv-sam" / "bin" / "python"
+SAM_READ_TIMEOUT_S = 120
+_SAM_BROKEN = 3
+# Runs `sam deploy ARGS` up to the point where sam has resolved every option (config file
+# found and version-checked, --config-env and --config-file, command line over file, deploy
+# over global, parameter_overrides parsed) and prints those values instead of deploying.
 _SAM_READS = """
-import json, sys
-import click
-from samcli.cli.types import CfnParameterOverridesType
+import inspect, json, sys
 try:
-    read = CfnParameterOverridesType().convert(json.load(sys.stdin), None, None)
-except click.BadParameter as exc:
-    sys.exit(exc.format_message())
-print(json.dumps(read))
-"""
+    import click
+    import samcli.commands.deploy.command as deploy
+    import samcli.lib.utils.version_checker as version_checker
+    from samcli.cli.main import cli
+except Exception as exc:
+    sys.stderr.write(f"{type(exc).__name__}: {exc}")
+    sys.exit(BROKEN)
+version_checker._inform_newer_version = lambda *args, **kwargs: None  # no PyPI request
+resolved = {}
+signature = inspect.signature(deploy.do_cli)
+def capture(*args, **kwargs):
+    resolved.update(signature.bind(*args, **kwargs).arguments)
+deploy.do_cli = capture
+def describe(exc):  # some of sam's exceptions cannot print their message; their cause can
+    try:
+        text = str(exc.format_message() if isinstance(exc, click.ClickException) else exc)
+    except Exception:
+        return describe(exc.__cause__) if exc.__cause__ else type(exc).__name__
+    return text if isinstance(exc, click.ClickException) else f"{type(exc).__name__}: {text}"
+try:
+    cli.main(["deploy", *sys.argv[1:]], prog_name="sam deploy", standalone_mode=False)
+except click.exceptions.Exit as exc:
+    sys.exit(exc.exit_code or 1)
+except Exception as exc:  # what sam deploy stops on before deploying anything
+    print(json.dumps({"refused": describe(exc)}))  # sam may have logged a traceback too
+    sys.exit(1)
+keys = ("stack_name", "region", "profile", "parameter_overrides")
+print(json.dumps({"settings": {key: resolved.get(key) for key in keys}}, default=str))
+""".replace("BROKEN", str(_SAM_BROKEN))
 
 
-def _parameter_overrides(value: Any, path: Path) -> dict[str, str]:
-    """The overrides exactly as ``sam deploy`` reads them, by the pinned SAM CLI's own
-    parser, run where ``make deploy`` runs sam: ``Key=Value`` pairs, the long form, tables,
-    lists and ``file://`` references each have rules of their own (quoting, which pairs
-    count, YAML 1.2 scalars), and a second reading of them would check values other than
-    the ones deployed. What sam refuses is refused here, before anything is built."""
-    if value in ("", None, [], {}):
-        return {}
+def read_samconfig(path: Path | None = None, sam_args: Sequence[str] = ()) -> SamConfig:
+    """What ``sam deploy SAM_ARGS`` would deploy with (``--config-file PATH`` when given),
+    resolved by the pinned SAM CLI itself, run where ``make deploy`` runs sam.
+
+    A second reading of sam's settings checked values other than the ones deployed: the
+    config file's name (``samconfig.toml``, ``.yaml`` or ``.yml``), ``--config-env``,
+    options given on the command line, and ``parameter_overrides`` in each of its forms
+    (``Key=Value`` pairs, the long form, tables, lists, ``file://`` references) all have
+    rules of their own. What sam refuses is refused here, before anything is built; a
+    :class:`SamConfigError` says which."""
+    args = [*(["--config-file", str(path.resolve())] if path else []), *sam_args]
     if not SAM_PYTHON.exists():
         raise SamConfigError(
-            f"{path.name}: reading parameter_overrides needs the SAM CLI's environment: "
-            "run scripts/bootstrap.sh sam (make deploy does)"
+            "reading sam deploy's settings needs the SAM CLI's environment (.venv-sam): run "
+            "scripts/bootstrap.sh sam (make deploy does)"
         )
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(
-        [str(SAM_PYTHON), "-c", _SAM_READS],
-        input=json.dumps(value, default=str),
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,  # where sam reads a relative file:// from
-        env={**environment, "SAM_CLI_TELEMETRY": "0"},
-        timeout=120,
-        check=False,
+    broken = "the SAM CLI in .venv-sam cannot read sam deploy's settings"
+    try:
+        done = subprocess.run(
+            [str(SAM_PYTHON), "-c", _SAM_READS, *args],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,  # sam would prompt for what it lacks
+            text=True,
+            cwd=PROJECT_ROOT,  # where sam finds samconfig.toml and relative file:// paths
+            env={**environment, "SAM_CLI_TELEMETRY": "0"},
+            timeout=SAM_READ_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise SamConfigError(
+            f"{broken}: it did not answer within {exc.timeout:g} s; run scripts/bootstrap.sh sam"
+        ) from exc
+    except OSError as exc:
+        raise SamConfigError(f"{broken}: {exc}; run scripts/bootstrap.sh sam") from exc
+    if done.returncode == _SAM_BROKEN:
+        reason = " ".join(done.stderr.split())
+        raise SamConfigError(f"{broken}: {reason}; run scripts/bootstrap.sh sam")
+    try:
+        answer = json.loads(done.stdout.splitlines()[-1])
+        refused = None if done.returncode == 0 else str(answer["refused"])
+        read: dict[str, Any] = dict(answer["settings"]) if refused is None else {}
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        said = " ".join((done.stdout + done.stderr).split())[-300:]
+        raise SamConfigError(
+            f"{broken}: exit status {done.returncode}: {said}; run scripts/bootstrap.sh sam"
+        ) from exc
+    if refused is not None:
+        raise SamConfigError(f"sam deploy would refuse its config file or options: {refused}")
+    overrides = read["parameter_overrides"] or {}
+    return SamConfig(
+        stack_name=read["stack_name"],
+        region=read["region"],
+        profile=read["profile"],
+        parameter_overrides={str(k): str(v) for k, v in overrides.items()},
     )
-    if done.returncode != 0:
-        reason = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
-        raise SamConfigError(f"{path.name}: sam deploy would refuse parameter_overrides: {reason}")
-    return {str(k): str(v) for k, v in json.loads(done.stdout).items()}
 
 
 def make_session(region: str | None, profile: str | None) -> Any:
@@ -254,8 +273,8 @@ def express_time_problem(overrides: Mapping[str, str]) -> str | None:
     """Why these (already checked) parameters would let an Express execution time out
     before its images have their records, or None. Express stops an execution at 5
     minutes: a timed-out one writes no FAILED record and sends no dead letter, so its
-    batch's uploads would go unrecorded. Reads samconfig.toml's overrides; values given
-    to `sam deploy --parameter-overrides` by hand are not seen."""
+    batch's uploads would go unrecorded. Reads the overrides ``sam deploy`` would deploy
+    (its config file and options, :func:`read_samconfig`)."""
     from scones.costs.workflow import EXPRESS_LIMIT_SECONDS, load_workflow, worst_case_seconds
 
     values = {**parameter_defaults(), **overrides}
@@ -276,7 +295,7 @@ def express_time_problem(overrides: Mapping[str, str]) -> str | None:
 def capture_retention_problem(overrides: Mapping[str, str]) -> str | None:
     """Why ``CaptureRetentionDays`` would expire captured traffic the monitor still reads
     (its window, ``MonitorWindowMinutes``, plus a day for a late or retried run), or None.
-    Reads samconfig.toml's overrides, as ``express_time_problem`` does."""
+    Reads the overrides ``sam deploy`` would deploy, as ``express_time_problem`` does."""
     values = {**parameter_defaults(), **overrides}
     days = int(values["CaptureRetentionDays"])
     window = timedelta(minutes=int(values["MonitorWindowMinutes"]))

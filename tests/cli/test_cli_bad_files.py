@@ -113,22 +113,26 @@ def test_a_model_json_split_that_cannot_be_recreated_names_the_file_and_field(
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        (b"[default\nregion = 1\n", "samconfig.toml is not valid TOML: "),
-        (b"\xff\xfe\x00binary", "samconfig.toml is not UTF-8 text"),
+        (b"version = 0.1\n[default\nregion = 1\n", "Unexpected character: '\\n' at line 2 col 8"),
+        (b"\xff\xfe\x00binary", "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff"),
+        (b"x = " + b"[" * 5000 + b"]" * 5000, "TOML value nested more than 100 levels deep"),
         (
-            b'[default.deploy.parameters]\nparameter_overrides = "EndpointName=\\"x"\n',
-            "samconfig.toml: sam deploy would refuse parameter_overrides: Invalid value: "
-            'EndpointName="x is not a valid format',
+            b"version = 0.1\n[default.deploy.parameters]\n"
+            b'parameter_overrides = "EndpointName=\\"x"\n',
+            "Invalid value for '--parameter-overrides': EndpointName=\"x is not a valid format",
         ),
         (
-            b"[default.deploy.parameters]\nparameter_overrides = 5\n",
-            "samconfig.toml: sam deploy would refuse parameter_overrides: Invalid value: 5 is "
-            "invalid",
+            b"version = 0.1\n[default.deploy.parameters]\nparameter_overrides = 5\n",
+            "Invalid value for '--parameter-overrides': 5 is invalid",
         ),
-        (b"default = 3\n", "samconfig.toml: [default] is 3, expected a table"),
+        (b"version = 0.1\ndefault = 3\n", "Error reading configuration: "),
         (
-            b"[default.deploy.parameters]\nregion = 3\n",
-            "samconfig.toml: region is 3, expected a string",
+            b"version = 0.1\n[default.deploy.parameters]\nregion = 3\n",
+            "Provided region: 3 doesn't match a supported format",
+        ),
+        (
+            b"[default.deploy.parameters]\nregion = 'us-east-1'\n",
+            "'version' key is not present or is in unrecognized format",
         ),
     ],
 )
@@ -143,10 +147,15 @@ def test_a_malformed_samconfig_is_named_before_any_aws_call(
     samconfig = tmp_path / "samconfig.toml"
     samconfig.write_bytes(text)
     read = scones.deploy.read_samconfig
-    monkeypatch.setattr(scones.deploy, "read_samconfig", lambda *a, **k: read(samconfig))
-    code, err = run_cli([command, "--stack", "scones", "--region", "us-east-1"], capsys)
+    monkeypatch.setattr(
+        scones.deploy, "read_samconfig", lambda sam_args=(): read(samconfig, sam_args)
+    )
+    code, err = run_cli([command, "--stack", "scones"], capsys)
     assert code == 2
-    assert err.startswith("scones: error: ") and err.count("\n") == 1, err
+    assert (
+        err.startswith("scones: error: sam deploy would refuse its config file or options: ")
+        and err.count("\n") == 1
+    ), err
     assert problem in err
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,28 @@ def test_make_deploy_without_credentials_fails_at_once_and_says_how_to_configure
     assert "aws configure" in output and "AWS_PROFILE" in output
     assert "Building codeuri" not in output and "Deploying with" not in output  # nothing ran
     assert not (tmp_path / "no-credentials").exists()
+
+
+@pytest.mark.slow
+def test_make_deploy_checks_the_options_it_gives_sam_deploy_before_building(
+    tmp_path: Path,
+) -> None:
+    """ARGS go to sam deploy; the preflight reads them too, so it refuses what sam would."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", "deploy", "ARGS=--parameter-overrides oops"],
+        cwd=PROJECT_ROOT,
+        env=no_aws_environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert (
+        "scones: error: sam deploy would refuse its config file or options: Invalid value for "
+        "'--parameter-overrides': oops is not a valid format"
+    ) in output, output
+    assert "Building codeuri" not in output and "Deploying with" not in output  # nothing ran
 
 
 def test_preflight_without_credentials_names_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,6 +226,12 @@ def test_preflight_refuses_a_capture_retention_shorter_than_the_monitor_reads() 
     assert capture_retention_problem({"CaptureRetentionDays": "1"}) is not None
 
 
+def project_copy(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``folder`` the project sam deploy runs in: its template.yaml, no samconfig."""
+    (folder / "template.yaml").write_bytes((PROJECT_ROOT / "template.yaml").read_bytes())
+    monkeypatch.setattr("scones.deploy.PROJECT_ROOT", folder)
+
+
 def test_read_samconfig_takes_deploys_values_over_the_global_ones(tmp_path: Path) -> None:
     path = tmp_path / "samconfig.toml"
     path.write_text(
@@ -213,7 +242,9 @@ def test_read_samconfig_takes_deploys_values_over_the_global_ones(tmp_path: Path
     assert read_samconfig(path) == SamConfig(
         stack_name="a", region="us-east-2", profile=None, parameter_overrides={"X": "1 2", "Y": "3"}
     )
-    assert read_samconfig(tmp_path / "missing.toml") == SamConfig()
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(SamConfigError, match=re.escape(f"Config file {missing} does not exist")):
+        read_samconfig(missing)
 
 
 @pytest.mark.parametrize(
@@ -260,14 +291,15 @@ def test_preflight_reads_parameter_overrides_as_sam_deploy_does(
     """The long form, a table and a file:// reference were misread or read as no overrides
     at all, so the checks before ``sam deploy`` passed on the defaults; the pinned SAM CLI's
     own parser now reads them, from where ``make deploy`` runs sam."""
-    monkeypatch.setattr("scones.deploy.PROJECT_ROOT", tmp_path)
+    project_copy(tmp_path, monkeypatch)
     (tmp_path / "params.yaml").write_text(
         "ReviewLookbackDays: 0400\nEndpointName: '\"my-endpoint\"'\n"
     )
     (tmp_path / "params.toml").write_text('EndpointName = "from-toml"\n')
     path = tmp_path / "samconfig.toml"
     path.write_text(
-        f"version = 0.1\n[default.deploy.parameters]\nparameter_overrides = {overrides}\n"
+        'version = 0.1\n[default.deploy.parameters]\nstack_name = "s"\n'
+        f"parameter_overrides = {overrides}\n"
     )
     assert read_samconfig(path).parameter_overrides == expected
 
@@ -275,7 +307,7 @@ def test_preflight_reads_parameter_overrides_as_sam_deploy_does(
 @pytest.mark.parametrize(
     ("overrides", "problem"),
     [
-        ('"oops"', "Invalid value: oops is not a valid format"),
+        ('"oops"', "Invalid value for '--parameter-overrides': oops is not a valid format"),
         ('"file://missing.yaml"', "file://missing.yaml was not found or is a directory"),
         ('"file://params.json"', "file://params.json uses an unsupported extension"),
         ("[1, 2]", "1 is invalid in a way the code doesn't expect"),
@@ -284,10 +316,13 @@ def test_preflight_reads_parameter_overrides_as_sam_deploy_does(
 def test_preflight_refuses_overrides_sam_deploy_would_refuse(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: str, problem: str
 ) -> None:
-    monkeypatch.setattr("scones.deploy.PROJECT_ROOT", tmp_path)
+    project_copy(tmp_path, monkeypatch)
     (tmp_path / "params.json").write_text("{}")
     path = tmp_path / "samconfig.toml"
-    path.write_text(f"[default.deploy.parameters]\nparameter_overrides = {overrides}\n")
+    path.write_text(
+        'version = 0.1\n[default.deploy.parameters]\nstack_name = "s"\n'
+        f"parameter_overrides = {overrides}\n"
+    )
     with pytest.raises(SamConfigError, match=re.escape(problem)):
         read_samconfig(path)
 
@@ -295,8 +330,99 @@ def test_preflight_refuses_overrides_sam_deploy_would_refuse(
 def test_a_samconfig_nested_past_the_parsers_depth_is_named(tmp_path: Path) -> None:
     path = tmp_path / "samconfig.toml"
     path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
-    with pytest.raises(SamConfigError, match=re.escape("samconfig.toml is not valid TOML")):
+    with pytest.raises(SamConfigError, match="TOML value nested more than 100 levels deep"):
         read_samconfig(path)
+
+
+def test_the_checks_read_the_settings_sam_deploy_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A samconfig.yaml, --config-env, --config-file and options on sam deploy's command
+    line were not seen, so the checks passed on settings other than the ones deployed."""
+    project_copy(tmp_path, monkeypatch)
+    (tmp_path / "samconfig.yaml").write_text(
+        "version: 0.1\ndefault:\n  deploy:\n    parameters:\n      stack_name: from-yaml\n"
+        "      region: eu-west-1\n      parameter_overrides: EndpointName=yaml-endpoint\n"
+    )
+    assert read_samconfig() == SamConfig(
+        stack_name="from-yaml",
+        region="eu-west-1",
+        parameter_overrides={"EndpointName": "yaml-endpoint"},
+    )
+    (tmp_path / "other.toml").write_text(
+        'version = 0.1\n[prod.global.parameters]\nstack_name = "prod-stack"\n'
+        '[prod.deploy.parameters]\nprofile = "prod"\n'
+        'parameter_overrides = "WorkflowType=STANDARD"\n'
+    )
+    aws_config = tmp_path / "aws-config"
+    aws_config.write_text("[profile prod]\nregion = us-west-2\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(aws_config))  # sam checks that a profile exists
+    prod = ["--config-file", "other.toml", "--config-env", "prod"]
+    assert read_samconfig(sam_args=prod) == SamConfig(
+        stack_name="prod-stack", profile="prod", parameter_overrides={"WorkflowType": "STANDARD"}
+    )
+    # The command line wins over the file, and its overrides replace the file's, as in sam.
+    given = [*prod, "--stack-name", "cli-stack", "--parameter-overrides", "EndpointName=ep"]
+    assert read_samconfig(sam_args=given) == SamConfig(
+        stack_name="cli-stack", profile="prod", parameter_overrides={"EndpointName": "ep"}
+    )
+    with pytest.raises(SamConfigError, match="No such option: --bogus"):
+        read_samconfig(sam_args=["--bogus"])
+
+
+def test_deploy_preflight_checks_the_stack_sam_deploy_options_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Options after -- reach sam's reading; --stack still wins, as sam deploy's would."""
+    from scones.cli.main import main
+
+    config = tmp_path / "other.toml"
+    config.write_text('version = 0.1\n[prod.deploy.parameters]\nstack_name = "prod-stack"\n')
+    sam_options = ["--", "--config-file", str(config), "--config-env", "prod"]
+    environment = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    with mock_aws(), pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        assert main(["deploy-preflight", "--region", REGION, *sam_options]) == 0
+        assert "deploying stack prod-stack to account" in capsys.readouterr().out
+        assert main(["deploy-preflight", "--stack", "mine", "--region", REGION, *sam_options]) == 0
+        assert "deploying stack mine to account" in capsys.readouterr().out
+
+
+def _fake_sam_python(folder: Path, body: str, mode: int = 0o755) -> Path:
+    script = folder / "python"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(mode)
+    return script
+
+
+@pytest.mark.parametrize(
+    ("body", "mode", "problem"),
+    [
+        (None, 0, "needs the SAM CLI's environment (.venv-sam): run scripts/bootstrap.sh sam"),
+        ("exit 0", 0o644, "[Errno 13] Permission denied"),
+        ("exec sleep 30", 0o755, "it did not answer within 0.5 s"),
+        (
+            f'exec "{sys.executable}" -I "$@"',
+            0o755,
+            "ModuleNotFoundError: No module named 'samcli'",
+        ),
+        ("echo half an answer; exit 1", 0o755, "exit status 1: half an answer"),
+    ],
+)
+def test_a_broken_sam_cli_environment_is_named_with_its_remedy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str | None, mode: int, problem: str
+) -> None:
+    """A missing, unrunnable, hung or incomplete .venv-sam said "sam deploy would refuse"
+    with a flattened traceback, or raised one after two minutes."""
+    python = tmp_path / "missing" if body is None else _fake_sam_python(tmp_path, body, mode)
+    monkeypatch.setattr("scones.deploy.SAM_PYTHON", python)
+    monkeypatch.setattr("scones.deploy.SAM_READ_TIMEOUT_S", 0.5)
+    with pytest.raises(SamConfigError) as raised:
+        read_samconfig()
+    message = str(raised.value)
+    assert problem in message and "scripts/bootstrap.sh sam" in message, message
+    assert "would refuse" not in message and "Traceback" not in message
 
 
 def test_the_deploy_script_checks_credentials_before_building() -> None:

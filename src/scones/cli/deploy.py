@@ -3,7 +3,8 @@
 ``make deploy`` runs ``deploy-preflight`` (no AWS credentials: stop at once, saying how to
 configure them), ``sam build``, ``sam deploy`` and ``deploy-baseline`` (the monitor's baseline
 into the stack's bucket, then whether the endpoint exists). Stack name, region and profile
-default to ``samconfig.toml``'s, as for ``sam deploy``.
+and every other setting are resolved by ``sam deploy``'s own options
+and config file reading, from the options ``sam deploy`` is given.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ def _aws_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", help="stack name (default: stack_name in samconfig.toml)")
     parser.add_argument("--region", help="AWS region (default: samconfig.toml's, then AWS's)")
     parser.add_argument("--profile", help="AWS profile (default: samconfig.toml's, then AWS's)")
+    parser.add_argument(
+        "sam_deploy_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- SAM_DEPLOY_OPTION",
+        help="after --, the options given to sam deploy (--config-env, --config-file, "
+        "--parameter-overrides, ...): the settings are read as sam deploy reads them",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,15 +62,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     baseline.set_defaults(handler=run_baseline)
 
 
+def _sam_deploy_args(args: argparse.Namespace) -> list[str]:
+    """sam deploy's options for these arguments: --stack, --region and --profile win."""
+    given = list(args.sam_deploy_args)
+    if given[:1] == ["--"]:
+        given = given[1:]
+    for option, value in (
+        ("--stack-name", args.stack),
+        ("--region", args.region),
+        ("--profile", args.profile),
+    ):
+        if value is not None:
+            given += [option, value]
+    return given
+
+
 def _context(args: argparse.Namespace) -> tuple[Any, str, SamConfig]:
     from scones.deploy import DeployError, make_session, read_samconfig
 
-    config = read_samconfig()
-    stack = args.stack or config.stack_name
+    config = read_samconfig(sam_args=_sam_deploy_args(args))
+    stack = config.stack_name
     if not stack:
         raise CommandError("no stack name: pass --stack or set stack_name in samconfig.toml")
     try:
-        session = make_session(args.region or config.region, args.profile or config.profile)
+        session = make_session(config.region, config.profile)
     except DeployError as exc:
         raise CommandError(str(exc)) from exc
     return session, stack, config
@@ -101,7 +124,7 @@ def run_preflight(args: argparse.Namespace) -> int:
     try:  # as CloudFormation will check them, before they are used below
         resolve_parameters(config.parameter_overrides)
     except ParameterError as exc:
-        raise CommandError(f"samconfig.toml's parameter_overrides: {exc}") from exc
+        raise CommandError(f"sam deploy's parameter_overrides: {exc}") from exc
     if problem := express_time_problem(config.parameter_overrides):
         raise CommandError(problem)
     if problem := capture_retention_problem(config.parameter_overrides):
