@@ -106,6 +106,9 @@ except click.exceptions.Exit as exc:
 except Exception as exc:  # what sam deploy stops on before deploying anything
     print(json.dumps({"refused": describe(exc)}))  # sam may have logged a traceback too
     sys.exit(1)
+if not resolved:  # --help and the like: sam deploy would print and stop
+    print(json.dumps({"refused": "they stop it before it deploys anything"}))
+    sys.exit(1)
 keys = ("stack_name", "region", "profile", "parameter_overrides")
 print(json.dumps({"settings": {key: resolved.get(key) for key in keys}}, default=str))
 """.replace("BROKEN", str(_SAM_BROKEN))
