@@ -333,7 +333,10 @@ def test_neither_is_recorded_but_not_copied(env: Env) -> None:
     assert result.labelled_key is None
     assert env.get(record_id)["review_label"] == NEITHER
     listed = env.s3.list_objects_v2(Bucket=BUCKET, Prefix="labelled/").get("Contents", [])
-    assert [o["Key"] for o in listed] == ["labelled/manifest.jsonl"]
+    # The manifest of the day the upload was recorded (an hour before NOW).
+    assert [o["Key"] for o in listed] == [
+        f"labelled/manifest-{(NOW - timedelta(hours=1)):%Y-%m-%d}.jsonl"
+    ]
     (line,) = service(env).read_manifest()
     assert line["label"] == NEITHER and line["path"] is None and line["class_index"] is None
     assert lst_lines([line]) == []
@@ -350,6 +353,41 @@ def test_two_reviewers_cannot_overwrite_each_other(env: Env) -> None:
     # The first reviewer's retry completes without a second manifest line.
     service(env).answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
     assert len(service(env).read_manifest()) == 1
+
+
+class ManifestWrites:
+    """An S3 client that notes the manifest objects each answer writes."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.written: list[tuple[str, int]] = []  # (key, lines)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        if "/manifest" in kwargs["Key"]:
+            self.written.append((kwargs["Key"], kwargs["Body"].count(b"\n")))
+        return self._client.put_object(**kwargs)
+
+
+def test_an_answer_rewrites_only_the_manifest_of_its_uploads_day(env: Env) -> None:
+    """The manifest was one object that every answer read and rewrote whole, so after a
+    year of answers each one moved every line ever written. Now each day's uploads have
+    their own manifest, and a resent answer still finds its line there."""
+    days_ago = env.record("NEEDS_REVIEW", age=timedelta(days=2))
+    today = env.record("NEEDS_REVIEW", age=timedelta(minutes=5))
+    s3 = ManifestWrites(env.s3)
+    reviews = ReviewService(settings(), s3=s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW)
+    for record_id in (days_ago, today, today):  # the last one resent
+        result = reviews.answer(
+            record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+        )
+    older = f"labelled/manifest-{NOW - timedelta(days=2):%Y-%m-%d}.jsonl"
+    newer = f"labelled/manifest-{NOW - timedelta(minutes=5):%Y-%m-%d}.jsonl"
+    assert older != newer and result.manifest_key == newer
+    assert s3.written == [(older, 1), (newer, 1)]
+    assert [line["record_id"] for line in reviews.read_manifest()] == [days_ago, today]
 
 
 def test_an_accepted_record_is_reviewable_only_when_sampled(env: Env) -> None:

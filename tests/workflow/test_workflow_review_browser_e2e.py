@@ -124,7 +124,11 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
     s3 = clients.s3
     listed = s3.list_objects_v2(Bucket=endpoints.bucket, Prefix=prefix).get("Contents", [])
     keys = {o["Key"] for o in listed}
-    copies = {k for k in keys if not k.endswith("manifest.jsonl")}
+    manifests = {k for k in keys if k.startswith(f"{prefix}manifest-")}
+    copies = keys - manifests
+    # One manifest per day the uploads were recorded on.
+    days = {final[r]["recorded_at"][:10] for r in expected}
+    assert manifests == {f"{prefix}manifest-{day}.jsonl" for day in days}
     assert copies == {final[r]["labelled_key"] for r, a in expected.items() if a != "neither"}
     for record_id, answer in expected.items():
         if answer == "neither":
@@ -135,8 +139,11 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
         original = by_id[record_id].source
         body = s3.get_object(Bucket=endpoints.bucket, Key=key)["Body"].read()
         assert body == Path(original).read_bytes()
-    manifest_body = s3.get_object(Bucket=endpoints.bucket, Key=f"{prefix}manifest.jsonl")["Body"]
-    manifest = [json.loads(line) for line in manifest_body.read().decode().splitlines()]
+    manifest = [
+        json.loads(line)
+        for key in sorted(manifests)
+        for line in s3.get_object(Bucket=endpoints.bucket, Key=key)["Body"].read().splitlines()
+    ]
     assert {m["record_id"]: m["label"] for m in manifest} == expected
     for line in manifest:
         answer = line["label"]

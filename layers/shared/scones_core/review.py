@@ -13,8 +13,11 @@ offline stack alike.
   it still has the status the reviewer saw (NEEDS_REVIEW, or ACCEPTED with
   ``review_sampled``), so two reviewers cannot overwrite each other. Then the
   image version is copied to ``<labelled prefix><label>/<name>`` and a line is
-  appended to ``<labelled prefix>manifest.jsonl`` with an S3 conditional write
-  (``If-Match``/``If-None-Match``), retried when another reviewer wrote first.
+  appended to ``<labelled prefix>manifest-<YYYY-MM-DD>.jsonl``, the manifest of the day
+  the upload was recorded (a day that never changes, so a resent answer finds its line),
+  with an S3 conditional write (``If-Match``/``If-None-Match``), retried when another
+  reviewer wrote first. One object per day: an answer rewrites that day's lines, not
+  every answer ever given.
   ``neither`` is recorded and listed in the manifest, but not copied.
 """
 
@@ -67,7 +70,8 @@ from scones_core.settings import ImageLimits
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.jsonl"
+MANIFEST_STEM = "manifest-"
+MANIFEST_SUFFIX = ".jsonl"
 # Extensions of the copies, by the ``source_format`` the image rules recorded.
 _EXTENSIONS = {fmt: names[0] for fmt, names in FILE_SUFFIXES.items()}
 # A suffix taken from the uploader's key only when it is this plain.
@@ -132,9 +136,13 @@ class ReviewSettings:
     def answers(self) -> tuple[str, ...]:
         return (*self.labels, NEITHER)
 
-    @property
-    def manifest_key(self) -> str:
-        return self.labelled_prefix + MANIFEST_NAME
+    def manifest_key(self, recorded_at: object) -> str:
+        """The manifest of the answers to uploads recorded on ``recorded_at``'s UTC day."""
+        try:
+            day = parse_timestamp(recorded_at).date().isoformat()
+        except ValueError:
+            day = "undated"
+        return f"{self.labelled_prefix}{MANIFEST_STEM}{day}{MANIFEST_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -509,7 +517,7 @@ class ReviewService:
         return ReviewResult(
             record=record,
             labelled_key=labelled_key,
-            manifest_key=self.settings.manifest_key,
+            manifest_key=self.settings.manifest_key(record.get(RECORDED_AT_ATTRIBUTE)),
         )
 
     def _hold(
@@ -665,7 +673,7 @@ class ReviewService:
         return ReviewResult(
             record=record,
             labelled_key=None if labelled_key is None else str(labelled_key),
-            manifest_key=self.settings.manifest_key,
+            manifest_key=self.settings.manifest_key(record.get(RECORDED_AT_ATTRIBUTE)),
         )
 
     @staticmethod
@@ -782,7 +790,7 @@ class ReviewService:
         }
 
     def _append_manifest(self, record: dict[str, Any]) -> None:
-        key = self.settings.manifest_key
+        key = self.settings.manifest_key(record.get(RECORDED_AT_ATTRIBUTE))
         line = json.dumps(self.manifest_line(record), sort_keys=True, separators=(",", ":"))
         for _ in range(_MANIFEST_ATTEMPTS):
             body, etag = self._read(key)
@@ -812,8 +820,22 @@ class ReviewService:
         )
 
     def read_manifest(self) -> list[dict[str, Any]]:
-        body, _ = self._read(self.settings.manifest_key)
-        return [json.loads(line) for line in body.splitlines() if line.strip()]
+        """Every manifest line, day by day."""
+        first = self.settings.labelled_prefix + MANIFEST_STEM
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.settings.bucket, Prefix=first
+        )
+        keys = sorted(
+            str(item["Key"])
+            for page in pages
+            for item in page.get("Contents", [])
+            if str(item["Key"]).endswith(MANIFEST_SUFFIX) and "/" not in item["Key"][len(first) :]
+        )
+        lines: list[dict[str, Any]] = []
+        for key in keys:
+            body, _ = self._read(key)
+            lines += [json.loads(line) for line in body.splitlines() if line.strip()]
+        return lines
 
     def _read(self, key: str) -> tuple[str, str | None]:
         try:
