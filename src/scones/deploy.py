@@ -68,8 +68,12 @@ class SamConfig:
     region: str | None = None
     profile: str | None = None
     parameter_overrides: dict[str, str] = field(default_factory=dict)
+    guided: bool = False
+    """``--guided``: sam deploy asks for the stack, region and parameters after the checks."""
 
 
+# Where the credentials are checked when sam deploy --guided will ask for the region.
+GUIDED_STS_REGION = "us-east-1"
 # The pinned SAM CLI's environment (`make deploy` builds it before the preflight).
 SAM_PYTHON = PROJECT_ROOT / ".venv-sam" / "bin" / "python"
 SAM_READ_TIMEOUT_S = 120
@@ -92,6 +96,15 @@ resolved = {}
 signature = inspect.signature(deploy.do_cli)
 def capture(*args, **kwargs):
     resolved.update(signature.bind(*args, **kwargs).arguments)
+    # What sam's do_cli refuses before it builds or uploads anything.
+    from samcli.commands.deploy.exceptions import DeployResolveS3AndS3SetError
+    as_json = str(resolved.get("output", "text")).lower() == "json"
+    if resolved["guided"] and as_json:
+        raise click.UsageError("--guided is not compatible with --output json")
+    if resolved["confirm_changeset"] and as_json:
+        raise click.UsageError("--confirm-changeset is not compatible with --output json")
+    if not resolved["guided"] and resolved["resolve_s3"] and resolved["s3_bucket"]:
+        raise DeployResolveS3AndS3SetError()
 deploy.do_cli = capture
 def describe(exc):  # some of sam's exceptions cannot print their message; their cause can
     try:
@@ -104,12 +117,21 @@ try:
 except click.exceptions.Exit as exc:
     sys.exit(exc.exit_code or 1)
 except Exception as exc:  # what sam deploy stops on before deploying anything
-    print(json.dumps({"refused": describe(exc)}))  # sam may have logged a traceback too
+    given = sys.argv[1:]
+    named = given[given.index("--config-file") + 1 :][:1] if "--config-file" in given else []
+    try:
+        from samcli.lib.config.samconfig import SamConfig
+        where = named[0] if named else SamConfig.get_default_file(".")
+    except Exception:
+        where = "its config file"
+    refused = f"{describe(exc)} (config file: {where})"
+    print(json.dumps({"refused": refused}))  # sam may have logged a traceback too
     sys.exit(1)
 if not resolved:  # --help and the like: sam deploy would print and stop
-    print(json.dumps({"refused": "they stop it before it deploys anything"}))
+    refused = "they only print (--help: run scripts/sam.sh deploy --help for sam's own)"
+    print(json.dumps({"refused": refused}))
     sys.exit(1)
-keys = ("stack_name", "region", "profile", "parameter_overrides")
+keys = ("stack_name", "region", "profile", "parameter_overrides", "guided")
 print(json.dumps({"settings": {key: resolved.get(key) for key in keys}}, default=str))
 """.replace("BROKEN", str(_SAM_BROKEN))
 
@@ -162,6 +184,7 @@ def read_samconfig(path: Path | None = None, sam_args: Sequence[str] = ()) -> Sa
             f"{broken}: exit status {done.returncode}: {said}; run scripts/bootstrap.sh sam"
         ) from exc
     if refused is not None:
+        refused = " ".join(refused.split())
         raise SamConfigError(f"sam deploy would refuse its config file or options: {refused}")
     overrides = read["parameter_overrides"] or {}
     return SamConfig(
@@ -169,6 +192,7 @@ def read_samconfig(path: Path | None = None, sam_args: Sequence[str] = ()) -> Sa
         region=read["region"],
         profile=read["profile"],
         parameter_overrides={str(k): str(v) for k, v in overrides.items()},
+        guided=bool(read.get("guided")),
     )
 
 
@@ -184,8 +208,9 @@ def make_session(region: str | None, profile: str | None) -> Any:
         ) from exc
 
 
-def preflight(session: Any) -> dict[str, str]:
-    """Fail at once without credentials; otherwise who and where ``sam deploy`` will act as."""
+def preflight(session: Any, *, guided: bool = False) -> dict[str, str]:
+    """Fail at once without credentials; otherwise who and where ``sam deploy`` will act as.
+    ``guided``: sam deploy asks for the region afterwards, so none is needed yet."""
     import botocore.exceptions
 
     where = f" (profile {session.profile_name!r})" if session.profile_name != "default" else ""
@@ -195,13 +220,14 @@ def preflight(session: Any) -> dict[str, str]:
         raise DeployError(f"the AWS credentials cannot be loaded: {exc}") from exc
     if credentials is None:
         raise DeployError(NO_CREDENTIALS.format(profile=where))
-    if not session.region_name:
+    region = session.region_name or (GUIDED_STS_REGION if guided else None)
+    if not region:
         raise DeployError(
             "no AWS region is set: set region in samconfig.toml, pass --region, or export "
-            "AWS_REGION"
+            "AWS_DEFAULT_REGION"
         )
     try:
-        identity = session.client("sts").get_caller_identity()
+        identity = session.client("sts", region_name=region).get_caller_identity()
     except botocore.exceptions.EndpointConnectionError as exc:
         # No network, a proxy, or a region without that endpoint: not the credentials.
         raise DeployError(
@@ -212,7 +238,7 @@ def preflight(session: Any) -> dict[str, str]:
     return {
         "account": identity["Account"],
         "arn": identity["Arn"],
-        "region": session.region_name,
+        "region": session.region_name or "(asked by sam deploy --guided)",
         "credentials": credentials.method,
     }
 
@@ -319,6 +345,11 @@ def stack_facts(cloudformation: Any, stack_name: str) -> tuple[dict[str, str], d
         stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
     except botocore.exceptions.ClientError as exc:
         raise DeployError(f"stack {stack_name} was not found: deploy it first ({exc})") from exc
+    if stack.get("StackStatus") == "REVIEW_IN_PROGRESS":
+        raise DeployError(
+            f"stack {stack_name} is not deployed yet (REVIEW_IN_PROGRESS): its change set was "
+            "not executed; deploy it, then run make deploy-baseline"
+        )
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     parameters = {
         p["ParameterKey"]: p.get("ResolvedValue", p.get("ParameterValue", ""))
@@ -336,7 +367,10 @@ def publish_baseline(
         raise DeployError(f"{baseline} is missing: the model folder holds no baseline")
     outputs, parameters = stack_facts(session.client("cloudformation"), stack_name)
     if "ImageBucketName" not in outputs:
-        raise DeployError(f"stack {stack_name} has no ImageBucketName output: is it this project?")
+        raise DeployError(
+            f"stack {stack_name} has no ImageBucketName output: is it this project, and did "
+            "its last deployment complete?"
+        )
     bucket = outputs["ImageBucketName"]
     key = parameters.get("BaselineKey") or parameter_default("BaselineKey")
     body = baseline.read_bytes()

@@ -156,7 +156,7 @@ def test_a_malformed_samconfig_is_named_before_any_aws_call(
         err.startswith("scones: error: sam deploy would refuse its config file or options: ")
         and err.count("\n") == 1
     ), err
-    assert problem in err
+    assert problem in err and f"(config file: {samconfig})" in err
 
 
 def _unclosed_flow_sequence(text: str) -> str:

@@ -389,6 +389,62 @@ def test_deploy_preflight_checks_the_stack_sam_deploy_options_name(
         assert "deploying stack mine to account" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        # samconfig.toml sets resolve_s3 and confirm_changeset: sam's do_cli refuses these
+        # before it builds or uploads anything, so the checks before the build must too.
+        (["--s3-bucket", "my-bucket"], "Cannot use both --resolve-s3 and --s3-bucket"),
+        (["--output", "json"], "--confirm-changeset is not compatible with --output json"),
+        (["--guided", "--output", "json"], "--guided is not compatible with --output json"),
+        (["--help"], "run scripts/sam.sh deploy --help"),
+    ],
+)
+def test_options_sam_deploy_refuses_before_building_are_refused_by_the_checks(
+    options: list[str], problem: str
+) -> None:
+    with pytest.raises(SamConfigError, match=re.escape(problem)) as raised:
+        read_samconfig(sam_args=options)
+    if options != ["--help"]:
+        assert str(raised.value).endswith("(config file: samconfig.toml)")
+
+
+def test_with_guided_only_the_credentials_are_checked(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sam deploy --guided asks for the stack name, region and parameters after the
+    preflight: a config env that does not exist yet (none of them known) is how a new
+    environment is set up, and was refused for its missing region."""
+    from scones.cli.main import main
+
+    assert read_samconfig(sam_args=["--guided"]).guided
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        code = main(["deploy-preflight", "--", "--guided", "--config-env", "staging"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "only the AWS credentials are checked here" in err
+    assert "in account 123456789012" in out
+
+
+def test_deploy_baseline_says_when_the_stacks_change_set_was_never_executed(
+    aws: boto3.Session,
+) -> None:
+    """A declined change set leaves a new stack in REVIEW_IN_PROGRESS, and make deploy
+    still runs the baseline step after sam deploy."""
+    aws.client("cloudformation").create_change_set(
+        StackName="declined",
+        ChangeSetName="first",
+        ChangeSetType="CREATE",
+        TemplateBody='{"Resources": {"T": {"Type": "AWS::SNS::Topic"}}}',
+    )
+    with pytest.raises(Exception, match=r"not deployed yet \(REVIEW_IN_PROGRESS\)"):
+        publish_baseline(aws, "declined", MODEL)
+
+
 def _fake_sam_python(folder: Path, body: str, mode: int = 0o755) -> Path:
     script = folder / "python"
     script.write_text(f"#!/bin/sh\n{body}\n")

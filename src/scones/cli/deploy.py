@@ -116,9 +116,20 @@ def run_preflight(args: argparse.Namespace) -> int:
 
     session, stack, config = _context(args)
     try:
-        who = preflight(session)
+        who = preflight(session, guided=config.guided)
     except DeployError as exc:
         raise CommandFailed(str(exc)) from exc
+    if config.guided:
+        print(
+            "scones: warning: with --guided, sam deploy asks for the stack name, region and "
+            "parameters after this check: only the AWS credentials are checked here",
+            file=sys.stderr,
+        )
+        print(
+            f"deploying as {who['arn']} ({who['credentials']} credentials) in account "
+            f"{who['account']}"
+        )
+        return 0
     if problem := bucket_name_problem(stack, who["account"], who["region"]):
         raise CommandError(problem)
     try:  # as CloudFormation will check them, before they are used below
@@ -148,6 +159,13 @@ def run_baseline(args: argparse.Namespace) -> int:
     from scones.deploy import DEFAULT_MODEL_DIR, DeployError, publish_baseline
 
     session, stack, config = _context(args)
+    if config.guided:
+        print(
+            f"scones: warning: after --guided, the baseline goes to the stack the config file "
+            f"names now ({stack}); if the answers were not saved, run make deploy-baseline "
+            'ARGS="--stack NAME --region REGION"',
+            file=sys.stderr,
+        )
     try:
         result = publish_baseline(session, stack, args.model or DEFAULT_MODEL_DIR)
     except DeployError as exc:
