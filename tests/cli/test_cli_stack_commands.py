@@ -360,6 +360,12 @@ def test_a_port_in_use_is_named(tmp_path: Path, option: str) -> None:
     assert "has no attribute" not in result.stderr
 
 
+def test_one_port_for_both_servers_is_named(tmp_path: Path) -> None:
+    result = scones("run", "--port", "45123", "--model-port", "45123", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "--port and --model-port are both 45123" in result.stderr, result.stderr
+
+
 def test_run_stopped_by_sigterm_saves_its_records_like_ctrl_c(
     small_folder: Path, tmp_path: Path
 ) -> None:

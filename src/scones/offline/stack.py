@@ -330,6 +330,11 @@ class OfflineStack:
     def _check_port_free(self) -> None:
         from scones.serving.server import ServerStartError, bind_socket
 
+        if self.options.moto_port and self.options.moto_port == self.options.model_port:
+            raise StackError(
+                f"--port and --model-port are both {self.options.moto_port}: the AWS emulator "
+                "and the model server need a port each (0 picks a free one)"
+            )
         for option, port in (
             ("--port", self.options.moto_port),
             ("--model-port", self.options.model_port),
