@@ -107,7 +107,8 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any)
     put(s3, "training/gate/motorcycle/g1.png", b"gate motorcycle image")
     put(s3, "training/train/bicycle/copy-of-gate.png", b"gate image")  # left out: a leak
     put(s3, "labelled/motorcycle/reviewed-1.jpg", b"person said motorcycle")
-    put(s3, "labelled/manifest.jsonl", b"{}")  # the review page's manifest: not an image
+    put(s3, "labelled/manifest-2026-12-01.jsonl", b"{}")  # the review page's manifests:
+    put(s3, "labelled/manifest.jsonl", b"{}")  # today's and an earlier version's, not images
     put(s3, "labelled/scooter/x.png", b"not a label of this model")
     put(s3, "labelled/bicycle/.hidden", b"")
 
@@ -135,7 +136,7 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any)
     summary = read_json(s3, result["dataset_uri"])
     assert summary["training"]["gate_duplicates_left_out"] == 1
     assert summary["labelled"]["per_label"] == {"bicycle": 0, "motorcycle": 1}
-    assert summary["labelled"]["skipped_keys"] == 3
+    assert summary["labelled"]["skipped_keys"] == 4
     assert result["evaluation_uri"] == (
         f"s3://{BUCKET}/retraining/{base}/evaluation/gate-evaluation.json"
     )

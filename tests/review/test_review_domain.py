@@ -390,6 +390,21 @@ def test_an_answer_rewrites_only_the_manifest_of_its_uploads_day(env: Env) -> No
     assert [line["record_id"] for line in reviews.read_manifest()] == [days_ago, today]
 
 
+def test_the_earlier_single_manifest_is_still_read_and_never_duplicated(env: Env) -> None:
+    """Stacks reviewed before one manifest per day have labelled/manifest.jsonl: its
+    answers stay listed, and an answer held then and resent now gets no second line."""
+    earlier = env.record("NEEDS_REVIEW", age=timedelta(days=3))
+    resent = env.record("NEEDS_REVIEW", age=timedelta(hours=2))
+    lines = [{"record_id": earlier, "label": "motorcycle"}, {"record_id": resent}]
+    body = "".join(json.dumps(line) + "\n" for line in lines)
+    env.s3.put_object(Bucket=BUCKET, Key="labelled/manifest.jsonl", Body=body.encode())
+    s3 = ManifestWrites(env.s3)
+    reviews = ReviewService(settings(), s3=s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW)
+    reviews.answer(resent, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    assert s3.written == []
+    assert [line["record_id"] for line in reviews.read_manifest()] == [earlier, resent]
+
+
 def test_an_accepted_record_is_reviewable_only_when_sampled(env: Env) -> None:
     plain = env.record("ACCEPTED", age=timedelta(hours=1))
     with pytest.raises(ReviewConflict):

@@ -72,6 +72,9 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_STEM = "manifest-"
 MANIFEST_SUFFIX = ".jsonl"
+# The one manifest of earlier versions: still read (its answers stay listed, and an answer
+# held before an upgrade finds its line there when it is resent), never written.
+EARLIER_MANIFEST_NAME = "manifest.jsonl"
 # Extensions of the copies, by the ``source_format`` the image rules recorded.
 _EXTENSIONS = {fmt: names[0] for fmt, names in FILE_SUFFIXES.items()}
 # A suffix taken from the uploader's key only when it is this plain.
@@ -252,6 +255,7 @@ class ReviewService:
         self.s3 = s3
         self.dynamodb = dynamodb
         self.clock = clock
+        self._earlier_ids: frozenset[str] | None = None  # read once: it no longer changes
 
     # -- the queue ---------------------------------------------------------------
     def queue(self, limit: int = 200) -> list[ReviewItem]:
@@ -790,6 +794,8 @@ class ReviewService:
         }
 
     def _append_manifest(self, record: dict[str, Any]) -> None:
+        if record[PARTITION_KEY] in self._earlier_manifest_ids():
+            return  # answered before one manifest per day; resent since
         key = self.settings.manifest_key(record.get(RECORDED_AT_ATTRIBUTE))
         line = json.dumps(self.manifest_line(record), sort_keys=True, separators=(",", ":"))
         for _ in range(_MANIFEST_ATTEMPTS):
@@ -819,8 +825,15 @@ class ReviewService:
             f"{_MANIFEST_ATTEMPTS} attempts to add {record[PARTITION_KEY]} failed"
         )
 
+    def _earlier_manifest_ids(self) -> frozenset[str]:
+        if self._earlier_ids is None:
+            body, _ = self._read(self.settings.labelled_prefix + EARLIER_MANIFEST_NAME)
+            lines = (json.loads(line) for line in body.splitlines() if line.strip())
+            self._earlier_ids = frozenset(str(line.get("record_id")) for line in lines)
+        return self._earlier_ids
+
     def read_manifest(self) -> list[dict[str, Any]]:
-        """Every manifest line, day by day."""
+        """Every manifest line: the earlier single manifest's, then day by day."""
         first = self.settings.labelled_prefix + MANIFEST_STEM
         pages = self.s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.settings.bucket, Prefix=first
@@ -832,7 +845,7 @@ class ReviewService:
             if str(item["Key"]).endswith(MANIFEST_SUFFIX) and "/" not in item["Key"][len(first) :]
         )
         lines: list[dict[str, Any]] = []
-        for key in keys:
+        for key in [self.settings.labelled_prefix + EARLIER_MANIFEST_NAME, *keys]:
             body, _ = self._read(key)
             lines += [json.loads(line) for line in body.splitlines() if line.strip()]
         return lines
