@@ -53,12 +53,10 @@ def no_aws_environment(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.slow
-def test_make_deploy_without_credentials_fails_at_once_and_says_how_to_configure_them(
-    tmp_path: Path,
-) -> None:
+def failed_make_deploy(tmp_path: Path, *arguments: str) -> str:
+    """What `make deploy` printed with no AWS credentials; it must have failed."""
     result = subprocess.run(
-        ["make", "--no-print-directory", "deploy"],
+        ["make", "--no-print-directory", "deploy", *arguments],
         cwd=PROJECT_ROOT,
         env=no_aws_environment(tmp_path),
         capture_output=True,
@@ -67,6 +65,14 @@ def test_make_deploy_without_credentials_fails_at_once_and_says_how_to_configure
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
+    return output
+
+
+@pytest.mark.slow
+def test_make_deploy_without_credentials_fails_at_once_and_says_how_to_configure_them(
+    tmp_path: Path,
+) -> None:
+    output = failed_make_deploy(tmp_path)
     assert "no AWS credentials are configured" in output, output
     assert "aws configure" in output and "AWS_PROFILE" in output
     assert "Building codeuri" not in output and "Deploying with" not in output  # nothing ran
@@ -78,16 +84,7 @@ def test_make_deploy_checks_the_options_it_gives_sam_deploy_before_building(
     tmp_path: Path,
 ) -> None:
     """ARGS go to sam deploy; the preflight reads them too, so it refuses what sam would."""
-    result = subprocess.run(
-        ["make", "--no-print-directory", "deploy", "ARGS=--parameter-overrides oops"],
-        cwd=PROJECT_ROOT,
-        env=no_aws_environment(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    output = failed_make_deploy(tmp_path, "ARGS=--parameter-overrides oops")
     assert (
         "scones: error: sam deploy would refuse its config file or options: Invalid value for "
         "'--parameter-overrides': oops is not a valid format"
