@@ -15,6 +15,7 @@ from scones_core.monitoring.capture import CaptureBatch, read_capture_window
 from scones_core.monitoring.data_warnings import (
     MALFORMED_CAPTURE_LINE,
     MISFILED_CAPTURE_RECORDS,
+    NOT_A_CAPTURE_FILE,
     UNKNOWN_CAPTURE_VERSION,
     UNREADABLE_CAPTURE_FILE,
 )
@@ -371,6 +372,25 @@ def test_a_stream_that_breaks_off_is_a_warning_and_the_window_is_still_counted(
     )
     assert warning.reason.startswith("the read broke off after 2 line(s): ")
     assert "Connection broken" in warning.reason
+
+
+def test_an_object_among_the_capture_files_that_is_not_one_is_named_once(
+    aws: Aws, captures: CaptureWriterHelper
+) -> None:
+    """A compressed or renamed copy of a capture file left its records out silently."""
+    captures.put(WINDOW_START, "good", [capture_line([0.9, 0.1], AT)])
+    folder = capture_key(WINDOW_START, "x").rsplit("/", 1)[0]
+    others = [f"{folder}/old.jsonl.gz", f"{folder}/notes.txt"]
+    for key in [*others, f"{folder}/marker/"]:
+        aws.s3.put_object(Bucket=BUCKET, Key=key, Body=gzip.compress(b"{}\n"))
+    owner = _window(aws, WINDOW_START, WINDOW_END)
+    assert (owner.files_read, len(owner.records)) == (1, 1)
+    assert sorted((w.code, w.source, w.line) for w in owner.warnings) == sorted(
+        (NOT_A_CAPTURE_FILE, f"s3://{BUCKET}/{key}", None) for key in others
+    )
+    assert all("end in .jsonl" in w.reason for w in owner.warnings)
+    # A window the hour does not end in reads the folder too, but says nothing of it.
+    assert _window(aws, WINDOW_START, WINDOW_START + timedelta(minutes=30)).warnings == []
 
 
 # ---- scones report --capture s3://... -------------------------------------------------

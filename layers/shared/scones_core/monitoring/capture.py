@@ -48,6 +48,7 @@ from scones_core.monitoring.data_warnings import (
     DUPLICATE_CAPTURE_RECORD,
     MALFORMED_CAPTURE_LINE,
     MISFILED_CAPTURE_RECORDS,
+    NOT_A_CAPTURE_FILE,
     UNKNOWN_CAPTURE_VERSION,
     UNREADABLE_CAPTURE_FILE,
     DataWarning,
@@ -505,7 +506,8 @@ def read_capture_objects(
     owner: bool = True,
     read_elsewhere: Callable[[str, datetime], bool] | None = None,
 ) -> CaptureBatch:
-    """Parse the ``.jsonl`` objects among ``keys``; other keys are ignored.
+    """Parse the ``.jsonl`` objects among ``keys``; the ``owner`` names each other object
+    (a ``NOT_A_CAPTURE_FILE`` warning; folder markers ending in ``/`` aside), unread.
 
     Objects are streamed line by line, ``CAPTURE_READ_THREADS`` at once, so memory holds
     a few lines (each one captured request, image included) rather than whole files. S3
@@ -524,7 +526,20 @@ def read_capture_objects(
         read_elsewhere=read_elsewhere,
     )
     batch = CaptureBatch()
+    keys = list(keys)
     captures = [key for key in keys if key.endswith(CAPTURE_SUFFIX)]
+    for key in keys:
+        if owner and not key.endswith((CAPTURE_SUFFIX, "/")):
+            batch.warn(
+                DataWarning(
+                    NOT_A_CAPTURE_FILE,
+                    f"s3://{bucket}/{key}",
+                    None,
+                    f"not read: SageMaker's capture files end in {CAPTURE_SUFFIX} (a compressed "
+                    "or renamed copy must be restored as .jsonl to be counted)",
+                ),
+                "object among the capture files is not a capture file",
+            )
     if not captures:
         return batch
     # Files are fetched a few at a time (a run of an hour reads every file of its hours,

@@ -21,6 +21,9 @@ UNKNOWN_CAPTURE_VERSION = "UNKNOWN_CAPTURE_VERSION"
 UNREADABLE_REPORT = "UNREADABLE_MODEL_MONITOR_REPORT"
 # A capture file whose download broke off mid-stream: the lines before were read.
 UNREADABLE_CAPTURE_FILE = "UNREADABLE_CAPTURE_FILE"
+# An object among the capture files that is not one (SageMaker writes only ``.jsonl``): a
+# compressed or renamed copy would otherwise leave its records out without a word.
+NOT_A_CAPTURE_FILE = "NOT_A_CAPTURE_FILE"
 # Records in a file that the window measuring their time does not read (their clock is
 # far from the file's hour folder): no window counts them, so they are named once.
 MISFILED_CAPTURE_RECORDS = "MISFILED_CAPTURE_RECORDS"
