@@ -117,11 +117,16 @@ try:
 except click.exceptions.Exit as exc:
     sys.exit(exc.exit_code or 1)
 except Exception as exc:  # what sam deploy stops on before deploying anything
-    given = sys.argv[1:]
-    named = given[given.index("--config-file") + 1 :][:1] if "--config-file" in given else []
+    given, named = sys.argv[1:], None
+    for at, option in enumerate(given):  # the last one given, as click takes it
+        if option == "--config-file" and at + 1 < len(given):
+            named = given[at + 1]
+        elif option.startswith("--config-file="):
+            named = option.partition("=")[2]
+    named = resolved.get("config_file") or named  # as sam resolved it, if it got that far
     try:
         from samcli.lib.config.samconfig import SamConfig
-        where = named[0] if named else SamConfig.get_default_file(".")
+        where = named or SamConfig.get_default_file(".")
     except Exception:
         where = "its config file"
     refused = f"{describe(exc)} (config file: {where})"

@@ -406,6 +406,19 @@ def test_options_sam_deploy_refuses_before_building_are_refused_by_the_checks(
         assert str(raised.value).endswith("(config file: samconfig.toml)")
 
 
+@pytest.mark.parametrize("form", ["separate", "joined"])
+def test_a_refusal_names_the_config_file_sam_read(tmp_path: Path, form: str) -> None:
+    config = tmp_path / "other.toml"
+    config.write_text(
+        'version = 0.1\n[default.deploy.parameters]\nstack_name = "s"\nresolve_s3 = true\n'
+        's3_bucket = "b"\n'
+    )
+    given = ["--config-file", str(config)] if form == "separate" else [f"--config-file={config}"]
+    with pytest.raises(SamConfigError, match="Cannot use both --resolve-s3") as raised:
+        read_samconfig(sam_args=["--config-file", "samconfig.toml", *given])  # the last wins
+    assert str(raised.value).endswith(f"(config file: {config})")
+
+
 def test_with_guided_only_the_credentials_are_checked(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
