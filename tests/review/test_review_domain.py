@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 from moto import mock_aws
 from PIL import Image
@@ -987,6 +988,73 @@ def test_a_held_answer_whose_image_is_gone_is_finished_if_copied_else_taken_back
     assert env.s3.head_object(Bucket=BUCKET, Key=finished.labelled_key)
     lines = [line["record_id"] for line in service(env).read_manifest()]
     assert sorted(lines) == sorted(held.values())  # each once
+
+
+class FailingUpdates:
+    """A DynamoDB client whose ``update_item`` fails from its ``fail_from``-th call on."""
+
+    def __init__(self, client: Any, fail_from: int) -> None:
+        self._client, self._calls, self._fail_from = client, 0, fail_from
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **kwargs: Any) -> Any:
+        self._calls += 1
+        if self._calls >= self._fail_from:
+            error = {"Code": "InternalServerError", "Message": "internal error"}
+            raise ClientError({"Error": error}, "UpdateItem")
+        return self._client.update_item(**kwargs)
+
+
+@pytest.mark.parametrize("left", ["copy only", "copy and manifest line"])
+def test_an_abandoned_held_answer_can_be_answered_afresh_after_the_expiry(
+    env: Env, left: str
+) -> None:
+    """A held answer whose reviewer never came back refused everyone else for good. After
+    the expiry another reviewer's answer undoes it (its copy and manifest line) and counts."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    abandoned = ReviewService(
+        settings(),
+        s3=FailingS3(env.s3, "put_object") if left == "copy only" else env.s3,
+        dynamodb=FailingUpdates(env.dynamodb, 2) if left != "copy only" else env.dynamodb,
+        clock=lambda: NOW,
+    )
+    with pytest.raises((ReviewIncomplete, ClientError)):
+        abandoned.answer(
+            record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+        )
+    held = env.get(record_id)
+    assert held["status"] == "NEEDS_REVIEW" and held["reviewer"] == "ana"
+    old_copy = held["labelled_key"]
+    assert env.s3.head_object(Bucket=BUCKET, Key=old_copy)
+    expiry = settings().hold_expiry
+
+    def reviewer_at(when: datetime) -> ReviewService:
+        return ReviewService(
+            settings(), s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: when
+        )
+
+    early = reviewer_at(NOW + expiry - timedelta(seconds=1))
+    with pytest.raises(ReviewConflict, match="held over 30 minutes, it may be answered afresh"):
+        early.answer(record_id, expected_status="NEEDS_REVIEW", answer="motorcycle", reviewer="bo")
+    later = reviewer_at(NOW + expiry)
+    result = later.answer(
+        record_id, expected_status="NEEDS_REVIEW", answer="motorcycle", reviewer="bo"
+    )
+    record = env.get(record_id)
+    assert (record["status"], record["review_label"], record["reviewer"]) == (
+        "REVIEWED",
+        "motorcycle",
+        "bo",
+    )
+    assert result.labelled_key is not None and result.labelled_key.startswith(
+        "labelled/motorcycle/"
+    )
+    with pytest.raises(ClientError):
+        env.s3.head_object(Bucket=BUCKET, Key=old_copy)  # the abandoned answer's copy is gone
+    (line,) = later.read_manifest()
+    assert (line["record_id"], line["label"], line["reviewer"]) == (record_id, "motorcycle", "bo")
 
 
 def test_an_image_deleted_between_the_check_and_the_copy_takes_the_answer_back(

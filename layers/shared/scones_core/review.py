@@ -18,7 +18,9 @@ offline stack alike.
   with an S3 conditional write (``If-Match``/``If-None-Match``), retried when another
   reviewer wrote first. One object per day: an answer rewrites that day's lines, not
   every answer ever given.
-  ``neither`` is recorded and listed in the manifest, but not copied.
+  ``neither`` is recorded and listed in the manifest, but not copied. An answer held
+  unfinished past ``hold_expiry`` (its reviewer gone) is undone, copy and line, when
+  another reviewer answers the record.
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ class ReviewSettings:
     # The deployed image rules (MaxImageBytes and friends), which the page's images are
     # read and decoded under; None: images are not served.
     image_limits: ImageLimits | None = None
+    # A held answer (step 1 done, its copy or line not) older than this may be taken over
+    # by another reviewer: its own reviewer may never come back to finish it.
+    hold_expiry: timedelta = timedelta(minutes=30)
 
     def __post_init__(self) -> None:
         if not self.labelled_prefix.endswith("/") or self.labelled_prefix.startswith("/"):
@@ -481,6 +486,8 @@ class ReviewService:
         current = self._get(record_id)
         if current is None:
             raise ReviewError(f"no record {record_id!r}")
+        if self._hold_expired(current, answer, reviewer, expected_status):
+            current = self._take_over(current, expected_status)
         if self._same_answer(current, answer, reviewer, expected_status):
             try:
                 return self._finish(current)
@@ -593,9 +600,65 @@ class ReviewService:
             latest = self._get(record_id)
             if latest is not None and self._same_answer(latest, answer, reviewer, expected_status):
                 return latest
-            message = _conflict_message(record_id, latest, expected_status)
+            message = _conflict_message(
+                record_id, latest, expected_status, self.settings.hold_expiry
+            )
             raise ReviewConflict(message, latest) from exc
         return record_from_item(response["Attributes"])
+
+    def _hold_expired(
+        self, record: dict[str, Any], answer: str, reviewer: str, expected: str
+    ) -> bool:
+        """Whether another answer holds the record, unfinished for longer than the expiry."""
+        held = record.get(REVIEW_LABEL_ATTRIBUTE)
+        if record.get(STATUS_ATTRIBUTE) != expected or held is None:
+            return False
+        if self._held_by(record, answer, reviewer, expected):
+            return False
+        try:
+            since = parse_timestamp(record.get(REVIEWED_AT_ATTRIBUTE))
+        except ValueError:
+            return False
+        return since <= self.clock() - self.settings.hold_expiry
+
+    def _take_over(self, record: dict[str, Any], expected: str) -> dict[str, Any]:
+        """Undo an expired hold (its copy and manifest line, then the hold itself), so the
+        record can be answered afresh; the record as it is now. Undone before the hold is
+        removed, so nothing of the abandoned answer is left for training."""
+        record_id = str(record[PARTITION_KEY])
+        old_copy = record.get(LABELLED_KEY_ATTRIBUTE)
+        if old_copy:
+            self.s3.delete_object(Bucket=self.settings.bucket, Key=str(old_copy))
+        self._remove_manifest_line(record)
+        values = {
+            ":expected": {"S": expected},
+            ":answer": {"S": str(record[REVIEW_LABEL_ATTRIBUTE])},
+            ":who": {"S": str(record[REVIEWER_ATTRIBUTE])},
+            ":since": {"S": str(record[REVIEWED_AT_ATTRIBUTE])},
+        }
+        try:
+            self._update(
+                record_id,
+                "REMOVE #answer, #who, #at, #prior, #copy",
+                "#status = :expected AND #answer = :answer AND #who = :who AND #at = :since",
+                values,
+            )
+        except ClientError as exc:
+            if aws_error_code(exc) != "ConditionalCheckFailedException":
+                raise
+        logger.warning(
+            "expired held answer taken back",
+            extra={
+                "record_id": record_id,
+                "answer": values[":answer"]["S"],
+                "reviewer": values[":who"]["S"],
+                "held_since": values[":since"]["S"],
+            },
+        )
+        latest = self._get(record_id)
+        if latest is None:
+            raise ReviewError(f"no record {record_id!r}")
+        return latest
 
     def _release(self, record_id: str, expected_status: str, answer: str, reviewer: str) -> None:
         """Take back a held answer whose image can no longer be copied (deleted, or
@@ -796,33 +859,54 @@ class ReviewService:
     def _append_manifest(self, record: dict[str, Any]) -> None:
         if record[PARTITION_KEY] in self._earlier_manifest_ids():
             return  # answered before one manifest per day; resent since
-        key = self.settings.manifest_key(record.get(RECORDED_AT_ATTRIBUTE))
         line = json.dumps(self.manifest_line(record), sort_keys=True, separators=(",", ":"))
+
+        def append(lines: list[str]) -> list[str] | None:
+            if any(_line_of(existing, record) for existing in lines):
+                return None  # a retry: the line is there already
+            return [*lines, line]
+
+        self._edit_manifest(record, append, "add")
+
+    def _remove_manifest_line(self, record: dict[str, Any]) -> None:
+        """Take the record's line out of its day's manifest (an abandoned answer's)."""
+
+        def remove(lines: list[str]) -> list[str] | None:
+            kept = [existing for existing in lines if not _line_of(existing, record)]
+            return None if len(kept) == len(lines) else kept
+
+        self._edit_manifest(record, remove, "remove")
+
+    def _edit_manifest(
+        self,
+        record: dict[str, Any],
+        edit: Callable[[list[str]], list[str] | None],
+        verb: str,
+    ) -> None:
+        """Rewrite the record's day manifest as ``edit`` says (None: leave it), with a
+        conditional write retried when another reviewer wrote it since it was read."""
+        key = self.settings.manifest_key(record.get(RECORDED_AT_ATTRIBUTE))
         for _ in range(_MANIFEST_ATTEMPTS):
             body, etag = self._read(key)
-            if any(
-                json.loads(existing).get("record_id") == record[PARTITION_KEY]
-                for existing in body.splitlines()
-                if existing.strip()
-            ):
-                return  # a retry: the line is there already
+            lines = edit([line for line in body.splitlines() if line.strip()])
+            if lines is None:
+                return
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
             try:
                 self.s3.put_object(
                     Bucket=self.settings.bucket,
                     Key=key,
-                    Body=(body + line + "\n").encode("utf-8"),
+                    Body="".join(line + "\n" for line in lines).encode("utf-8"),
                     ContentType="application/x-ndjson",
                     **condition,
                 )
                 return
             except ClientError as exc:
-                # Another reviewer wrote the manifest since we read it: read it again.
                 if not object_changed(exc):
                     raise
         raise RuntimeError(
             f"s3://{self.settings.bucket}/{key} kept changing; "
-            f"{_MANIFEST_ATTEMPTS} attempts to add {record[PARTITION_KEY]} failed"
+            f"{_MANIFEST_ATTEMPTS} attempts to {verb} {record[PARTITION_KEY]} failed"
         )
 
     def _earlier_manifest_ids(self) -> frozenset[str]:
@@ -876,6 +960,11 @@ def lst_lines(manifest: list[dict[str, Any]]) -> list[str]:
     return [f"{i}\t{row['class_index']}\t{row['path']}\n" for i, row in enumerate(rows)]
 
 
+def _line_of(line: str, record: dict[str, Any]) -> bool:
+    """Whether a manifest line is the record's."""
+    return bool(json.loads(line).get("record_id") == record[PARTITION_KEY])
+
+
 def _version_id(version: str) -> str | None:
     """The S3 version id to read, or None for an upload to an unversioned bucket (whose
     record says ``null``)."""
@@ -883,7 +972,10 @@ def _version_id(version: str) -> str | None:
 
 
 def _conflict_message(
-    record_id: str, latest: dict[str, Any] | None, expected: str | None = None
+    record_id: str,
+    latest: dict[str, Any] | None,
+    expected: str | None = None,
+    hold_expiry: timedelta | None = None,
 ) -> str:
     if latest is None:
         return f"{record_id} no longer exists"
@@ -899,6 +991,12 @@ def _conflict_message(
             f"{latest.get(REVIEWER_ATTRIBUTE)} since {latest.get(REVIEWED_AT_ATTRIBUTE)}: "
             "their answer is held while its copy is written, and they finish it by sending it "
             "again"
+            + (
+                ""
+                if hold_expiry is None
+                else f" (held over {hold_expiry.total_seconds() / 60:g} minutes, it may be "
+                "answered afresh)"
+            )
         )
     if status == Status.NEEDS_REVIEW and expected not in (None, status):
         return f"{record_id} is {status}, not {expected} as the page showed it: reload the queue"
