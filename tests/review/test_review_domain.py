@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -1055,6 +1055,134 @@ def test_an_abandoned_held_answer_can_be_answered_afresh_after_the_expiry(
         env.s3.head_object(Bucket=BUCKET, Key=old_copy)  # the abandoned answer's copy is gone
     (line,) = later.read_manifest()
     assert (line["record_id"], line["label"], line["reviewer"]) == (record_id, "motorcycle", "bo")
+
+
+class Hooked:
+    """A client that runs ``hook(n, kwargs)`` around its ``n``-th call of ``name``:
+    before the call, or after it with ``after``."""
+
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        hook: Callable[[int, dict[str, Any]], None],
+        *,
+        after: bool = False,
+    ) -> None:
+        self._client, self._name, self._hook, self._after = client, name, hook, after
+        self._calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._client, name)
+        if name != self._name:
+            return real
+
+        def call(**kwargs: Any) -> Any:
+            self._calls += 1
+            if not self._after:
+                self._hook(self._calls, kwargs)
+            result = real(**kwargs)
+            if self._after:
+                self._hook(self._calls, kwargs)
+            return result
+
+        return call
+
+
+def _abandoned_hold(env: Env) -> str:
+    """ana's 'bicycle' held with its copy and manifest line written, step 3 failed."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    ana = ReviewService(
+        settings(), s3=env.s3, dynamodb=FailingUpdates(env.dynamodb, 2), clock=lambda: NOW
+    )
+    with pytest.raises(ClientError):
+        ana.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    return record_id
+
+
+def _labelled(env: Env) -> list[str]:
+    listed = env.s3.list_objects_v2(Bucket=BUCKET, Prefix="labelled/").get("Contents", [])
+    return sorted(o["Key"] for o in listed if "/manifest" not in o["Key"])
+
+
+LATER = NOW + timedelta(minutes=31)
+
+
+def _at(env: Env, when: datetime, *, s3: Any = None, dynamodb: Any = None) -> ReviewService:
+    tables = dynamodb or NoScan(env.dynamodb)
+    return ReviewService(settings(), s3=s3 or env.s3, dynamodb=tables, clock=lambda: when)
+
+
+@pytest.mark.parametrize("racer", ["ana resends", "cleo takes over"])
+def test_a_takeover_that_loses_the_race_undoes_nothing(env: Env, racer: str) -> None:
+    """bo saw the hold expired, but the record was finished before bo's claim: bo's
+    answer is refused and the finished answer keeps its copy and its line."""
+    record_id = _abandoned_hold(env)
+    who, label = ("ana", "bicycle") if racer == "ana resends" else ("cleo", "motorcycle")
+
+    def finish_first(call: int, _: dict[str, Any]) -> None:
+        if call == 1:
+            _at(env, LATER).answer(
+                record_id, expected_status="NEEDS_REVIEW", answer=label, reviewer=who
+            )
+
+    # Right after bo read the record (and found its hold expired).
+    reads = Hooked(NoScan(env.dynamodb), "get_item", finish_first, after=True)
+    bo = _at(env, LATER, dynamodb=reads)
+    with pytest.raises(ReviewConflict):
+        bo.answer(record_id, expected_status="NEEDS_REVIEW", answer="motorcycle", reviewer="bo")
+    record = env.get(record_id)
+    assert (record["status"], record["reviewer"], record["review_label"]) == (
+        "REVIEWED",
+        who,
+        label,
+    )
+    assert _labelled(env) == [record["labelled_key"]]
+    lines = [(line["reviewer"], line["label"]) for line in bo.read_manifest()]
+    assert lines == [(who, label)]
+
+
+def test_an_answer_resent_while_its_hold_is_taken_over_leaves_nothing_for_training(
+    env: Env,
+) -> None:
+    """ana resends just as bo takes the expired hold over: ana's copy is made again
+    after bo undid the abandoned answer; ana, refused at step 3, removes it herself."""
+    record_id = _abandoned_hold(env)
+
+    def bo_takes_over(_: int, call: dict[str, Any]) -> None:
+        if call["Key"].startswith("labelled/"):  # ana is about to look for her copy
+            _at(env, LATER).answer(
+                record_id, expected_status="NEEDS_REVIEW", answer="motorcycle", reviewer="bo"
+            )
+
+    ana = _at(env, LATER, s3=Hooked(env.s3, "head_object", bo_takes_over))
+    with pytest.raises(ReviewConflict):
+        ana.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    record = env.get(record_id)
+    assert (record["status"], record["reviewer"]) == ("REVIEWED", "bo")
+    assert _labelled(env) == [record["labelled_key"]]
+    assert record["labelled_key"].startswith("labelled/motorcycle/")
+    lines = [(line["reviewer"], line["label"]) for line in ana.read_manifest()]
+    assert lines == [("bo", "motorcycle")]
+
+
+def test_a_takeover_refused_for_a_vanished_image_leaves_the_hold_to_finish(env: Env) -> None:
+    """The upload expired after ana's copy was made: bo cannot answer it (no image to
+    copy), so ana's hold and copy stay and her resend finishes it."""
+    record_id = _abandoned_hold(env)
+    record = env.get(record_id)
+    versions = env.s3.list_object_versions(Bucket=BUCKET, Prefix=record["key"])["Versions"]
+    for version in versions:
+        env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=version["VersionId"])
+    with pytest.raises(ReviewError, match="no longer in the bucket"):
+        _at(env, LATER).answer(
+            record_id, expected_status="NEEDS_REVIEW", answer="motorcycle", reviewer="bo"
+        )
+    assert env.get(record_id)["reviewer"] == "ana" and _labelled(env) == [record["labelled_key"]]
+    _at(env, LATER).answer(
+        record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+    )
+    assert env.get(record_id)["status"] == "REVIEWED"
 
 
 def test_an_image_deleted_between_the_check_and_the_copy_takes_the_answer_back(

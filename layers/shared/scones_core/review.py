@@ -486,8 +486,6 @@ class ReviewService:
         current = self._get(record_id)
         if current is None:
             raise ReviewError(f"no record {record_id!r}")
-        if self._hold_expired(current, answer, reviewer, expected_status):
-            current = self._take_over(current, expected_status)
         if self._same_answer(current, answer, reviewer, expected_status):
             try:
                 return self._finish(current)
@@ -514,13 +512,25 @@ class ReviewService:
         # queue until it is finished: (1) the answer is held on the record, which keeps
         # its status; (2) the image is copied and the manifest line added; (3) only then
         # does the record become REVIEWED. Each step is conditional on the one before.
-        held = self._hold(record_id, expected_status, answer, reviewer, labelled_key)
+        # A hold its reviewer left unfinished past the expiry is replaced by this one in
+        # one conditional step; only the reviewer who wins it undoes the abandoned answer.
+        if self._hold_expired(current, answer, reviewer, expected_status):
+            held = self._claim(current, expected_status, answer, reviewer, labelled_key)
+            self._undo(current, keep=labelled_key)
+        else:
+            held = self._hold(record_id, expected_status, answer, reviewer, labelled_key)
         try:
             self._finish(held)
         except ReviewError as exc:
             self._release(record_id, expected_status, answer, reviewer)
             raise ReviewError(f"{exc}; the answer was not kept") from exc
-        record = self._mark_reviewed(record_id, expected_status, answer, reviewer)
+        try:
+            record = self._mark_reviewed(record_id, expected_status, answer, reviewer)
+        except ReviewConflict as exc:
+            # Another reviewer claimed the hold while this answer was being published:
+            # what this answer wrote must not reach training beside theirs.
+            self._undo({**held, **{PARTITION_KEY: record_id}}, keep=_copy_of(exc.record))
+            raise
         logger.info(
             "review recorded",
             extra={"record_id": record_id, "answer": answer, "reviewer": reviewer},
@@ -621,44 +631,57 @@ class ReviewService:
             return False
         return since <= self.clock() - self.settings.hold_expiry
 
-    def _take_over(self, record: dict[str, Any], expected: str) -> dict[str, Any]:
-        """Undo an expired hold (its copy and manifest line, then the hold itself), so the
-        record can be answered afresh; the record as it is now. Undone before the hold is
-        removed, so nothing of the abandoned answer is left for training."""
-        record_id = str(record[PARTITION_KEY])
-        old_copy = record.get(LABELLED_KEY_ATTRIBUTE)
-        if old_copy:
-            self.s3.delete_object(Bucket=self.settings.bucket, Key=str(old_copy))
-        self._remove_manifest_line(record)
-        values = {
+    def _claim(
+        self,
+        stale: dict[str, Any],
+        expected: str,
+        answer: str,
+        reviewer: str,
+        labelled_key: str | None,
+    ) -> dict[str, Any]:
+        """Step 1 over an expired hold: this answer replaces it only while it is still
+        exactly the hold that expired (same answer, reviewer and time)."""
+        values: dict[str, Any] = {
             ":expected": {"S": expected},
-            ":answer": {"S": str(record[REVIEW_LABEL_ATTRIBUTE])},
-            ":who": {"S": str(record[REVIEWER_ATTRIBUTE])},
-            ":since": {"S": str(record[REVIEWED_AT_ATTRIBUTE])},
+            ":answer": {"S": answer},
+            ":who": {"S": reviewer},
+            ":now": {"S": format_millis(self.clock())},
+            ":old": {"S": str(stale[REVIEW_LABEL_ATTRIBUTE])},
+            ":old_who": {"S": str(stale[REVIEWER_ATTRIBUTE])},
+            ":since": {"S": str(stale[REVIEWED_AT_ATTRIBUTE])},
         }
-        try:
-            self._update(
-                record_id,
-                "REMOVE #answer, #who, #at, #prior, #copy",
-                "#status = :expected AND #answer = :answer AND #who = :who AND #at = :since",
-                values,
-            )
-        except ClientError as exc:
-            if aws_error_code(exc) != "ConditionalCheckFailedException":
-                raise
+        update = "SET #answer = :answer, #who = :who, #at = :now, #prior = :expected"
+        if labelled_key:
+            update += ", #copy = :copy"
+            values[":copy"] = {"S": labelled_key}
+        else:
+            update += " REMOVE #copy"
+        held = self._answer_step(
+            str(stale[PARTITION_KEY]),
+            update,
+            "#status = :expected AND #answer = :old AND #who = :old_who AND #at = :since",
+            values,
+        )
         logger.warning(
-            "expired held answer taken back",
+            "expired held answer taken over",
             extra={
-                "record_id": record_id,
-                "answer": values[":answer"]["S"],
-                "reviewer": values[":who"]["S"],
+                "record_id": stale[PARTITION_KEY],
+                "abandoned_answer": values[":old"]["S"],
+                "abandoned_by": values[":old_who"]["S"],
                 "held_since": values[":since"]["S"],
+                "reviewer": reviewer,
             },
         )
-        latest = self._get(record_id)
-        if latest is None:
-            raise ReviewError(f"no record {record_id!r}")
-        return latest
+        return held
+
+    def _undo(self, abandoned: dict[str, Any], *, keep: str | None) -> None:
+        """Remove what an answer that no longer holds the record wrote for training: its
+        labelled copy (unless it is ``keep``, the copy the record's answer now uses) and
+        its own manifest line."""
+        copy = abandoned.get(LABELLED_KEY_ATTRIBUTE)
+        if copy and copy != keep:
+            self.s3.delete_object(Bucket=self.settings.bucket, Key=str(copy))
+        self._remove_manifest_line(abandoned)
 
     def _release(self, record_id: str, expected_status: str, answer: str, reviewer: str) -> None:
         """Take back a held answer whose image can no longer be copied (deleted, or
@@ -869,10 +892,19 @@ class ReviewService:
         self._edit_manifest(record, append, "add")
 
     def _remove_manifest_line(self, record: dict[str, Any]) -> None:
-        """Take the record's line out of its day's manifest (an abandoned answer's)."""
+        """Take the line of the answer ``record`` holds (by its reviewer, with its label)
+        out of its day's manifest; another answer's line of the record stays."""
+
+        def theirs(line: str) -> bool:
+            entry = json.loads(line)
+            return bool(
+                entry.get("record_id") == record[PARTITION_KEY]
+                and entry.get("reviewer") == record.get(REVIEWER_ATTRIBUTE)
+                and entry.get("label") == record.get(REVIEW_LABEL_ATTRIBUTE)
+            )
 
         def remove(lines: list[str]) -> list[str] | None:
-            kept = [existing for existing in lines if not _line_of(existing, record)]
+            kept = [existing for existing in lines if not theirs(existing)]
             return None if len(kept) == len(lines) else kept
 
         self._edit_manifest(record, remove, "remove")
@@ -958,6 +990,12 @@ def lst_lines(manifest: list[dict[str, Any]]) -> list[str]:
     the format ``scones prepare-data`` writes; NEITHER answers are left out."""
     rows = [m for m in manifest if m.get("class_index") is not None and m.get("path")]
     return [f"{i}\t{row['class_index']}\t{row['path']}\n" for i, row in enumerate(rows)]
+
+
+def _copy_of(record: dict[str, Any] | None) -> str | None:
+    """The labelled copy a record's answer uses, if any."""
+    copy = None if record is None else record.get(LABELLED_KEY_ATTRIBUTE)
+    return None if copy is None else str(copy)
 
 
 def _line_of(line: str, record: dict[str, Any]) -> bool:
