@@ -368,7 +368,7 @@ def test_the_checks_read_the_settings_sam_deploy_is_given(
 
 
 def test_deploy_preflight_checks_the_stack_sam_deploy_options_name(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    aws: boto3.Session, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Options after -- reach sam's reading; --stack still wins, as sam deploy's would."""
     from scones.cli.main import main
@@ -376,14 +376,10 @@ def test_deploy_preflight_checks_the_stack_sam_deploy_options_name(
     config = tmp_path / "other.toml"
     config.write_text('version = 0.1\n[prod.deploy.parameters]\nstack_name = "prod-stack"\n')
     sam_options = ["--", "--config-file", str(config), "--config-env", "prod"]
-    environment = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    with mock_aws(), pytest.MonkeyPatch.context() as patch:
-        for name, value in environment.items():
-            patch.setenv(name, value)
-        assert main(["deploy-preflight", "--region", REGION, *sam_options]) == 0
-        assert "deploying stack prod-stack to account" in capsys.readouterr().out
-        assert main(["deploy-preflight", "--stack", "mine", "--region", REGION, *sam_options]) == 0
-        assert "deploying stack mine to account" in capsys.readouterr().out
+    assert main(["deploy-preflight", "--region", REGION, *sam_options]) == 0
+    assert "deploying stack prod-stack to account" in capsys.readouterr().out
+    assert main(["deploy-preflight", "--stack", "mine", "--region", REGION, *sam_options]) == 0
+    assert "deploying stack mine to account" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -529,7 +529,8 @@ class ReviewService:
         except ReviewConflict as exc:
             # Another reviewer claimed the hold while this answer was being published:
             # what this answer wrote must not reach training beside theirs.
-            self._undo({**held, **{PARTITION_KEY: record_id}}, keep=_copy_of(exc.record))
+            keep = None if exc.record is None else exc.record.get(LABELLED_KEY_ATTRIBUTE)
+            self._undo(held, keep=keep)
             raise
         logger.info(
             "review recorded",
@@ -943,8 +944,7 @@ class ReviewService:
 
     def _earlier_manifest_ids(self) -> frozenset[str]:
         if self._earlier_ids is None:
-            body, _ = self._read(self.settings.labelled_prefix + EARLIER_MANIFEST_NAME)
-            lines = (json.loads(line) for line in body.splitlines() if line.strip())
+            lines = self._manifest_entries(self.settings.labelled_prefix + EARLIER_MANIFEST_NAME)
             self._earlier_ids = frozenset(str(line.get("record_id")) for line in lines)
         return self._earlier_ids
 
@@ -960,11 +960,13 @@ class ReviewService:
             for item in page.get("Contents", [])
             if str(item["Key"]).endswith(MANIFEST_SUFFIX) and "/" not in item["Key"][len(first) :]
         )
-        lines: list[dict[str, Any]] = []
-        for key in [self.settings.labelled_prefix + EARLIER_MANIFEST_NAME, *keys]:
-            body, _ = self._read(key)
-            lines += [json.loads(line) for line in body.splitlines() if line.strip()]
-        return lines
+        earlier = self.settings.labelled_prefix + EARLIER_MANIFEST_NAME
+        return [line for key in [earlier, *keys] for line in self._manifest_entries(key)]
+
+    def _manifest_entries(self, key: str) -> list[dict[str, Any]]:
+        """One manifest's lines, parsed (none when it does not exist)."""
+        body, _ = self._read(key)
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
 
     def _read(self, key: str) -> tuple[str, str | None]:
         try:
@@ -990,12 +992,6 @@ def lst_lines(manifest: list[dict[str, Any]]) -> list[str]:
     the format ``scones prepare-data`` writes; NEITHER answers are left out."""
     rows = [m for m in manifest if m.get("class_index") is not None and m.get("path")]
     return [f"{i}\t{row['class_index']}\t{row['path']}\n" for i, row in enumerate(rows)]
-
-
-def _copy_of(record: dict[str, Any] | None) -> str | None:
-    """The labelled copy a record's answer uses, if any."""
-    copy = None if record is None else record.get(LABELLED_KEY_ATTRIBUTE)
-    return None if copy is None else str(copy)
 
 
 def _line_of(line: str, record: dict[str, Any]) -> bool:
