@@ -687,6 +687,25 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
             "SVG",
         ),
         rejected(
+            "illustrator.svg",  # an editor's prolog puts <svg past the first 512 bytes
+            b'<?xml version="1.0" encoding="utf-8"?>\n'
+            b"<!-- Generator: a vector editor, SVG Export Plug-In -->\n"
+            b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" [\n'
+            + b"".join(
+                b'  <!ENTITY ns_%d "http://ns.example.com/Extensibility/1.0/">\n' % n
+                for n in range(8)
+            )
+            + b']>\n<svg xmlns="http://www.w3.org/2000/svg"/>',
+            "NotARasterImage",
+            "SVG",
+        ),
+        rejected(
+            "interrupted.tif",  # its directory, written last, cut short by the upload
+            encode(rgb.resize((640, 480)), "TIFF", compression="tiff_lzw")[:-2],
+            "CorruptImage",
+            "truncated or corrupt",
+        ),
+        rejected(
             "folder-marker",
             b"",
             "FolderPlaceholder",

@@ -203,10 +203,15 @@ def _raster_format(head: bytes) -> str | None:
     return _match(head, _RASTER_SIGNATURES)
 
 
-def _non_raster_kind(head: bytes) -> str | None:
+def _non_raster_kind(data: bytes) -> str | None:
     """What a known non-raster file is ("a PDF document"), or ``None``."""
+    head = data[:_SNIFF_BYTES]
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg", b"<!--")) and b"<svg" in text:
+    # An editor's prolog (XML declaration, comments, a DOCTYPE declaring entities) can put
+    # the <svg> tag past the first sniffed bytes: look further into text that starts so.
+    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg", b"<!--")) and b"<svg" in (
+        data[:_SVG_PROLOG_BYTES].lower()
+    ):
         return "an SVG vector image"
     if head.startswith(b"\x01\x00\x00\x00") and head[40:44] == b" EMF":
         return "an enhanced Windows metafile (vector image)"
@@ -218,6 +223,8 @@ def _non_raster_kind(head: bytes) -> str | None:
 
 
 _SNIFF_BYTES = 512
+# How far into a file that starts like XML its <svg> tag is looked for.
+_SVG_PROLOG_BYTES = 65_536
 
 
 # ---- decoding --------------------------------------------------------------------
@@ -304,11 +311,10 @@ def decode_image(
             f"The object is {len(data)} bytes; the limit is {limits.max_bytes}"
             f"{limits.named('MaxImageBytes')}."
         )
-    head = data[:_SNIFF_BYTES]
-    kind = _non_raster_kind(head)
+    kind = _non_raster_kind(data)
     if kind is not None:
         raise NotARasterImage(f"The object is {kind}, not a raster image.")
-    sniffed = _raster_format(head)
+    sniffed = _raster_format(data[:_SNIFF_BYTES])
     if sniffed == "TIFF" and (raw := tiff_camera_raw(data)) is not None:
         sniffed = f"camera raw ({raw})"
     if sniffed is not None and sniffed not in limits.allowed_formats:

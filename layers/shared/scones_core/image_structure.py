@@ -504,8 +504,16 @@ _SAMPLE_FORMAT_NAMES = {1: "unsigned integer", 2: "signed integer", 3: "floating
 
 def tiff_sample_layout(data: bytes) -> str | None:
     """How the first image of a TIFF stores its pixels, in words ("RGB in 32-bit
-    floating-point samples"), or ``None`` when its directory does not say."""
-    for order, big, entries in _first_directories(data):
+    floating-point samples"), or ``None`` when its directory does not say, or is cut off
+    (an interrupted upload: Pillow drops a tag whose values lie past the end of the file,
+    and a layout read from what is left would be wrong)."""
+    for order, big, first in tiff_headers(data):
+        if not _tiff_directory_whole(data, order, big, first):
+            continue
+        entries = {
+            tag: (kind, count, field)
+            for tag, kind, count, field in _tiff_entries(data, order, big, first)
+        }
         photometric = _tiff_integer(order, entries.get(_PHOTOMETRIC))
         bits = sorted(set(_tiff_integers(data, order, big, entries.get(_BITS_PER_SAMPLE)))) or [1]
         formats = set(_tiff_integers(data, order, big, entries.get(_SAMPLE_FORMAT))) or {1}
@@ -648,6 +656,25 @@ def _tiff_entries(
     first = offset + count_size
     present = min(declared, (len(data) - first) // size, MAX_TIFF_DIRECTORY_ENTRIES + 1)
     return list(struct.iter_unpack(order + entry, data[first : first + present * size]))
+
+
+def _tiff_directory_whole(data: bytes, order: str, big: bool, offset: int) -> bool:
+    """Whether every entry the directory at ``offset`` declares, and every value stored
+    outside an entry, lies in the file."""
+    count_size = 8 if big else 2
+    if offset + count_size > len(data):
+        return False
+    (declared,) = struct.unpack_from(order + ("Q" if big else "H"), data, offset)
+    entries = _tiff_entries(data, order, big, offset)
+    if len(entries) < min(declared, MAX_TIFF_DIRECTORY_ENTRIES + 1):
+        return False
+    for _tag, kind, count, field in entries:
+        unit = _TIFF_TYPE_BYTES.get(kind, 0)
+        if count * unit > len(field):
+            (at,) = struct.unpack(order + ("Q" if big else "I"), field)
+            if at + count * unit > len(data):
+                return False
+    return True
 
 
 def _tiff_directory_values(
