@@ -21,7 +21,7 @@ from PIL import Image
 from scones_core.errors import ObjectChanged
 from scones_core.monitoring.timestamps import format_millis
 from scones_core.objects import NULL_VERSION
-from scones_core.records import NEITHER, Status
+from scones_core.records import NEITHER, REVIEW_LABEL_ATTRIBUTE, Status
 from scones_core.review import (
     ImageNotShown,
     ReviewConflict,
@@ -877,7 +877,20 @@ def test_served_beyond_loopback_the_api_wants_the_printed_token(env: Env) -> Non
     assert client.post("/api/answers", json=body, headers=token).status_code == 200
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "0.0.0.0",
+        "::",
+        "0",
+        "0.0",
+        "000.000.000.000",
+        "::0",
+        "0:0:0:0:0:0:0:0",
+        "::ffff:0.0.0.0",
+        "",
+    ],
+)
 def test_review_refuses_to_listen_on_every_address(
     host: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -931,7 +944,12 @@ def test_an_image_overwritten_after_its_answer_was_held_takes_the_answer_back(
             "etag": etag.strip('"'),
         }
     )
-    racing = service(env)
+    racing = ReviewService(  # the unversioned bucket is this review's stack bucket
+        dataclasses.replace(settings(), bucket=plain),
+        s3=env.s3,
+        dynamodb=NoScan(env.dynamodb),
+        clock=lambda: NOW,
+    )
     real_check = racing._check_source
 
     def checked_then_overwritten(current: dict[str, Any]) -> None:
@@ -1259,20 +1277,23 @@ def test_an_unversioned_image_overwritten_since_is_not_copied_in_its_place(env: 
         assert shown(shows.display_image(kept)).tobytes() == bike.convert("RGB").tobytes()
     with pytest.raises(ObjectChanged, match="was overwritten before it could be read"):
         shows.display_image(changed)
+    # Another stack's review neither shows nor copies it with the reviewer's credentials.
     with pytest.raises(ImageNotShown, match=f"names bucket '{plain}', not the stack's"):
         service(env).display_image(kept)
-    ok = service(env).answer(kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
-    copied = env.s3.get_object(Bucket=BUCKET, Key=ok.labelled_key)["Body"].read()
+    with pytest.raises(ReviewError, match=f"names bucket '{plain}', not the stack's; the answer"):
+        service(env).answer(kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+    assert REVIEW_LABEL_ATTRIBUTE not in env.get(kept)
+    assert env.s3.list_objects_v2(Bucket=BUCKET, Prefix="labelled/")["KeyCount"] == 0
+    ok = shows.answer(kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+    copied = env.s3.get_object(Bucket=plain, Key=ok.labelled_key)["Body"].read()
     assert copied == BIKE.read_bytes()
     with pytest.raises(ReviewError, match="was overwritten since it was classified"):
-        service(env).answer(changed, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
+        shows.answer(changed, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
     assert env.get(changed)["status"] == "NEEDS_REVIEW"  # the answer was not kept
     # Overwritten after its answer was copied: a retry keeps the copy of the image the
     # model saw (it never copies the key's new bytes over it) and finishes.
     env.s3.put_object(Bucket=plain, Key=env.get(kept)["key"], Body=MOTO_IMG.read_bytes())
-    again = service(env).answer(
-        kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a"
-    )
+    again = shows.answer(kept, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
     assert again.labelled_key == ok.labelled_key
-    copied = env.s3.get_object(Bucket=BUCKET, Key=ok.labelled_key)["Body"].read()
+    copied = env.s3.get_object(Bucket=plain, Key=ok.labelled_key)["Body"].read()
     assert copied == BIKE.read_bytes()

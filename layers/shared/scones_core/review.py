@@ -47,6 +47,7 @@ from scones_core.images import read_object
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
 from scones_core.objects import (
     NULL_VERSION,
+    ObjectRef,
     object_changed,
     object_from_record,
     object_missing,
@@ -438,14 +439,22 @@ class ReviewService:
         )
         if not shown:
             raise ImageNotShown(f"{record_id} is {status}, not an image waiting for review")
+        refused = self._stack_upload(record_id, record)
+        if isinstance(refused, str):
+            raise ImageNotShown(refused)
+        return read_object(self.s3, refused, limits)
+
+    def _stack_upload(self, record_id: str, record: dict[str, Any]) -> ObjectRef | str:
+        """The upload a record is about, or why it is not one of the stack's: only the
+        stack's uploads are read, or copied into its training data, with the reviewer's
+        credentials."""
         try:
             ref = object_from_record(record)
         except EventError as exc:
-            raise ImageNotShown(str(exc)) from None
+            return str(exc)
         if ref.bucket != self.settings.bucket:
-            # Only the stack's uploads are read with the reviewer's credentials.
-            raise ImageNotShown(f"{record_id} names bucket {ref.bucket!r}, not the stack's")
-        return read_object(self.s3, ref, limits)
+            return f"{record_id} names bucket {ref.bucket!r}, not the stack's"
+        return ref
 
     def _image_limits(self) -> ImageLimits:
         if self.settings.image_limits is None:
@@ -486,6 +495,8 @@ class ReviewService:
         current = self._get(record_id)
         if current is None:
             raise ReviewError(f"no record {record_id!r}")
+        if isinstance(refused := self._stack_upload(record_id, current), str):
+            raise ReviewError(f"{refused}; the answer was not kept")
         if self._same_answer(current, answer, reviewer, expected_status):
             try:
                 return self._finish(current)

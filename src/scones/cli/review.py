@@ -181,7 +181,26 @@ def build_review(
 
 
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1"})
-WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 (to refuse them)
+
+
+def listens_everywhere(host: str) -> bool:
+    """Whether binding ``host`` listens on every address: ``0.0.0.0`` and ``::`` in any
+    spelling the resolver takes ("0", "::0", "::ffff:0.0.0.0"), or a name resolving to one."""
+    import ipaddress
+    import socket
+
+    if not host.strip():
+        return True
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):  # unresolvable: the server's start names it
+        return False
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        if address.is_unspecified or (mapped is not None and mapped.is_unspecified):
+            return True
+    return False
 
 
 def review_command(args: argparse.Namespace) -> int:
@@ -191,7 +210,7 @@ def review_command(args: argparse.Namespace) -> int:
 
     from scones.serving.server import ModelServer, ServerStartError
 
-    if args.host in WILDCARD_ADDRESSES:
+    if listens_everywhere(args.host):
         raise CommandError(
             f"--host {args.host!r} listens on every address, but the page answers only the "
             "address it is asked for (no DNS rebinding): give the one reviewers will open, "
