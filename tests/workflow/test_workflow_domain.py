@@ -722,6 +722,11 @@ def test_a_name_no_s3_object_can_have_is_refused_with_its_message() -> None:
     assert image.ref.key == fits
     with pytest.raises(errors.EventError, match="1025 UTF-8 bytes; S3 keys have at most 1024"):
         notification_images({"Records": [s3_record(quote_plus(fits + "b"))]})
+    # A %-sequence that is not UTF-8 names no S3 key: it was turned into U+FFFD, so two
+    # such keys became one record of a key nobody uploaded, and one message vanished.
+    for raw in ("incoming/photo%E9.png", "incoming/photo%E8.png"):
+        with pytest.raises(errors.EventError, match=r"photo%E[89]\.png' is not URL-encoded UTF"):
+            notification_images({"Records": [s3_record(raw)]})
 
 
 def test_every_object_goes_to_the_workflow_whatever_its_name() -> None:

@@ -126,7 +126,12 @@ def object_from_s3_record(record: dict[str, Any]) -> ObjectRef:
     if not isinstance(raw_key, str) or not raw_key:
         raise EventError(f"S3 event record's object key is {raw_key!r}, not an object key")
     # S3 URL-encodes keys in notifications ("my photo.png" arrives as "my+photo.png").
-    key = unquote_plus(raw_key)
+    try:  # S3 keys are UTF-8: a %-sequence that is not names no object anyone uploaded
+        key = unquote_plus(raw_key, errors="strict")
+    except UnicodeDecodeError:
+        raise EventError(
+            f"S3 event record's object key {raw_key!r} is not URL-encoded UTF-8"
+        ) from None
     if not key:
         raise EventError("S3 event record has an empty object key")
     try:
