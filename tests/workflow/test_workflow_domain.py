@@ -549,6 +549,23 @@ def test_record_id_and_execution_name_identify_the_version() -> None:
     assert unversioned.version == NULL_VERSION and unversioned.record_id.endswith("#etag:abc")
 
 
+def test_the_same_bytes_uploaded_again_unversioned_get_a_new_execution_for_their_record() -> None:
+    """Unversioned, A then B then A again: the third upload has the first one's ETag, so its
+    record id, but S3 gives its event a new sequencer. Its execution must not be refused as
+    a repeat of the first (whose record may say "overwritten before it was read")."""
+    first = object_from_s3_record(s3_record("incoming/a.png", None))
+    redelivered = object_from_s3_record(s3_record("incoming/a.png", None))
+    third = dataclasses.replace(first, sequencer="0062E99A88DC407460")
+    assert first.record_id == third.record_id
+    assert first.execution_name == redelivered.execution_name != third.execution_name
+    pair = [PendingImage(first), PendingImage(object_from_s3_record(s3_record("incoming/b.png")))]
+    again = [PendingImage(third), pair[1]]
+    assert batch_execution_name(pair) != batch_execution_name(again)
+    # A version id already names each upload: its sequencer plays no part.
+    versioned = object_from_s3_record(s3_record("incoming/a.png", "v1"))
+    assert versioned.execution_name == dataclasses.replace(versioned, sequencer="ff").execution_name
+
+
 @given(st.text(min_size=1, max_size=1024).filter(lambda k: k.strip("/")))
 def test_execution_names_are_always_valid(key: str) -> None:
     name = ObjectRef("images", key, "v", "e", 1).execution_name

@@ -138,13 +138,19 @@ def upload(stack: OfflineStack, name: str, data: bytes) -> Upload:
     return stack.api().upload_bytes(name, data)
 
 
+def by_id(stack: OfflineStack) -> dict[str, dict[str, Any]]:
+    return {record["pk"]: record for record in stack.api().records()}
+
+
 def wait_one(stack: OfflineStack, item: Upload, timeout: float = 60) -> dict[str, Any]:
     return stack.api().wait_for_records([item], timeout=timeout)[item]
 
 
-def s3_event(bucket: str, key: str, etag: str, size: int, version: str | None) -> str:
+def s3_event(
+    bucket: str, key: str, etag: str, size: int, version: str | None, sequencer: str = "00"
+) -> str:
     """An S3 event notification as S3 sends it to SQS (AWS omits versionId when unversioned)."""
-    obj: dict[str, Any] = {"key": key, "size": size, "eTag": etag, "sequencer": "00"}
+    obj: dict[str, Any] = {"key": key, "size": size, "eTag": etag, "sequencer": sequencer}
     if version:
         obj["versionId"] = version
     record = {
@@ -381,6 +387,23 @@ def test_an_unversioned_event_for_an_overwritten_key_is_rejected_as_changed(
     assert record["reason"].endswith(
         "was overwritten before it could be read; the newer version has its own event and record."
     )
+
+    # The first bytes uploaded to the key again: the same ETag, so the same record, which
+    # their execution replaces with their classification (it stayed "changed" for good).
+    with stack.delivery_paused():
+        again = upload(stack, "unversioned/photo.png", path.read_bytes())
+        assert again.etag == older.etag
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        # S3's sequencer grows with each event of a key.
+        again_event = s3_event(older.bucket, older.key, older.etag, 10, None, "0062E99A88DC407460")
+        send_to_ingest(stack, again_event)
+    deadline = time.monotonic() + 60
+    while (now := by_id(stack)[record["pk"]])["status"] == "REJECTED":
+        assert time.monotonic() < deadline, now
+        time.sleep(0.2)
+    assert now["status"] == "ACCEPTED" and now["label"] == local_predictions[path][0]
+    assert "error_code" not in now
 
 
 @pytest.mark.parametrize("case", ["archived-object", "deleted-bucket"])

@@ -84,12 +84,13 @@ class BatchStart:
 def batch_execution_name(images: Sequence[PendingImage]) -> str:
     """A deterministic name for the execution of a batch of first attempts.
 
-    Derived from the sorted record ids, so a redelivered batch gets the same name
+    Derived from the sorted delivery ids (``ObjectRef.delivery_id``: the record ids, with
+    an unversioned upload's sequencer), so a redelivered batch gets the same name
     (Standard refuses it); at most 80 characters, as Step Functions requires. The ids
     are hashed as a JSON list: a key may hold any character, so ids joined by one
     could make two different batches one text, one name, and one "duplicate" start.
     """
-    ids = sorted(image.ref.record_id for image in images)
+    ids = sorted(image.ref.delivery_id for image in images)
     digest = hashlib.sha256(json.dumps(ids).encode("ascii")).hexdigest()[:40]
     return f"batch-{len(ids)}-{digest}"
 

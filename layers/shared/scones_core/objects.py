@@ -75,6 +75,17 @@ class ObjectRef:
         return f"{self.bucket}/{self.key}#{identity}"
 
     @property
+    def delivery_id(self) -> str:
+        """What names this upload's execution: its record id, plus, for an unversioned
+        upload, its S3 sequencer. The same bytes uploaded to a key again have the same ETag,
+        so the same record (which may say their first upload was overwritten before it was
+        read), but a new sequencer: their execution is a new one, not a refused repeat. A
+        redelivered event carries the same sequencer, so it is still the same execution."""
+        if self.version == NULL_VERSION and self.sequencer:
+            return f"{self.record_id}@{self.sequencer}"
+        return self.record_id
+
+    @property
     def execution_name(self) -> str:
         """A valid, deterministic Step Functions execution name (at most 80 chars)."""
         return self.execution_name_for(0)
@@ -90,7 +101,7 @@ class ObjectRef:
         if attempt < 0:
             raise ValueError(f"attempt must be >= 0, got {attempt}")
         suffix = f"-r{attempt}" if attempt else ""
-        digest = hashlib.sha256(self.record_id.encode("utf-8")).hexdigest()[:32]
+        digest = hashlib.sha256(self.delivery_id.encode("utf-8")).hexdigest()[:32]
         stem = _UNSAFE_NAME_CHARS.sub("-", self.key.rsplit("/", 1)[-1]).strip("-")
         room = _EXECUTION_NAME_MAX - len(digest) - 1 - len(suffix)
         return (f"{stem[:room]}-{digest}" if stem else digest) + suffix

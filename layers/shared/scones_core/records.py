@@ -263,13 +263,20 @@ def asl_item(layout: tuple[Attribute, ...]) -> dict[str, dict[str, str]]:
 # items are final. A FAILED item written before items carried an attempt may be
 # replaced by any attempt: telling "no attempt" from attempt 0 would need DynamoDB to
 # compare two expression values, which this expression avoids.
+# One REJECTED item is not final: an unversioned upload's ObjectChanged (its bytes were
+# overwritten before they were read). The same bytes uploaded to the key again have the
+# same ETag, so the same record id: their execution reads and judges them and replaces
+# the item, which would otherwise say "changed" while the key holds those very bytes.
+OBJECT_CHANGED_CODE = "ObjectChanged"  # the error_code of ``errors.ObjectChanged``
 RECORD_CONDITION_EXPRESSION = (
     f"attribute_not_exists({PARTITION_KEY}) OR "
-    "(#status = :failed AND (attribute_not_exists(#attempt) OR #attempt < :attempt))"
+    "(#status = :failed AND (attribute_not_exists(#attempt) OR #attempt < :attempt)) OR "
+    "(#status = :rejected AND #error = :changed)"
 )
 RECORD_CONDITION_NAMES: dict[str, str] = {
     "#status": STATUS_ATTRIBUTE,
     "#attempt": ATTEMPT_ATTRIBUTE,
+    "#error": "error_code",
 }
 # ``:attempt`` is the writing execution's own attempt (from its input).
 _ATTEMPT_VALUE = Attribute(":attempt", "N", "$.attempt")
@@ -283,6 +290,8 @@ def asl_condition() -> dict[str, Any]:
         "ExpressionAttributeValues": {
             ":failed": {"S": Status.FAILED.value},
             ":attempt": _ATTEMPT_VALUE.asl(),
+            ":rejected": {"S": Status.REJECTED.value},
+            ":changed": {"S": OBJECT_CHANGED_CODE},
         },
     }
 
