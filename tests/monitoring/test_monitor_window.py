@@ -13,6 +13,7 @@ from scones_core.monitoring.metrics import label_metrics, window_metrics
 from scones_core.monitoring.service import MonitorClients, measure_window, respond
 from scones_core.monitoring.settings import MonitorSettings
 from scones_core.monitoring.window_report import (
+    CAPTURE_MISSING,
     CAPTURE_UNUSABLE,
     LABEL_DRIFT,
     LOW_CONFIDENCE,
@@ -31,6 +32,7 @@ from tests.monitoring.conftest import (
     Aws,
     CaptureWriterHelper,
     Prediction,
+    capture_key,
     capture_line,
     monitor_env,
 )
@@ -389,6 +391,37 @@ def test_a_window_whose_capture_lines_are_all_unusable_raises_an_alert_naming_wh
     report, alerts = measure_window(config, clients, WINDOW_END)
     assert report.request_count == 1
     assert CAPTURE_UNUSABLE not in [a.code for a in alerts]
+
+
+def test_windows_that_read_unusable_lines_they_do_not_own_name_why_not_missing_capture(
+    aws: Aws, captures: CaptureWriterHelper
+) -> None:
+    """Quarter-hour windows, capture of Input only: only the last quarter owns the hour's
+    folder and counts its lines, so the first three read 0 requests and 0 malformed
+    lines. They said capture was missing and pointed at DataCaptureConfig's destination
+    and variant, though the lines were found; they name why the lines are unusable."""
+    for i in range(40):
+        at = WINDOW_START + timedelta(minutes=1 + i * 1.5)
+        aws.put_result("ACCEPTED", at, i)
+    lines = [_input_only_line(WINDOW_START + timedelta(minutes=1 + i * 1.5)) for i in range(40)]
+    captures.put(WINDOW_START, "input-only", lines)
+    config = settings(MONITOR_WINDOW_MINUTES="15")
+    for quarter in range(1, 5):
+        end = WINDOW_START + timedelta(minutes=15 * quarter)
+        report, alerts = measure_window(config, stubbed_clients(aws), end)
+        assert report.request_count == 0
+        assert report.malformed_lines == (40 if quarter == 4 else 0)  # counted once
+        (alert,) = alerts
+        assert alert.code == CAPTURE_UNUSABLE, alert
+        assert "output not captured (CaptureMode Input only) (40 line(s))" in alert.message
+        assert "DataCaptureConfig" not in alert.message
+    # No line read at all: capture is missing, and the advice is where it should go.
+    aws.s3.delete_object(Bucket=BUCKET, Key=capture_key(WINDOW_START, "input-only"))
+    report, alerts = measure_window(
+        config, stubbed_clients(aws), WINDOW_START + timedelta(minutes=15)
+    )
+    (alert,) = alerts
+    assert alert.code == CAPTURE_MISSING and "DataCaptureConfig" in alert.message
 
 
 def test_a_quiet_window_is_not_broken_capture_because_of_a_bad_line_next_door(

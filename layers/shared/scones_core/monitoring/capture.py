@@ -30,6 +30,7 @@ import base64
 import binascii
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -134,6 +135,9 @@ class CaptureBatch:
     duplicate_records: int = 0
     outside_window: int = 0
     warnings: list[DataWarning] = field(default_factory=list)
+    # Why lines of files another window owns could not be used, by reason: not counted or
+    # named here (their owner does), only so a window of 0 requests can say why.
+    unusable_elsewhere: Counter[str] = field(default_factory=Counter)
     _first_seen: dict[str, CaptureRecord] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -178,6 +182,7 @@ class CaptureBatch:
         self.duplicate_records += other.duplicate_records
         self.outside_window += other.outside_window
         self.warnings.extend(other.warnings)
+        self.unusable_elsewhere.update(other.unusable_elsewhere)
         for record in other.records:
             self.add(record)
 
@@ -284,17 +289,15 @@ def parse_capture_lines(
         batch.lines_read += 1
         if number == 1 and isinstance(line, bytes) and line.startswith(_GZIP_MAGIC):
             # Its "lines" would be compressed bytes, each a meaningless warning.
+            reason = "the file is gzip-compressed; data capture writes JSON Lines text"
             if owner:
                 batch.malformed_lines += 1
                 batch.warn(
-                    DataWarning(
-                        MALFORMED_CAPTURE_LINE,
-                        source,
-                        None,
-                        "the file is gzip-compressed; data capture writes JSON Lines text",
-                    ),
+                    DataWarning(MALFORMED_CAPTURE_LINE, source, None, reason),
                     "skipping gzip-compressed capture file",
                 )
+            else:
+                batch.unusable_elsewhere[reason] += 1
             break
         try:
             record = parse_capture_line(line, labels, source=source, line_number=number)
@@ -305,6 +308,8 @@ def parse_capture_lines(
                     DataWarning(MALFORMED_CAPTURE_LINE, source, number, str(exc)),
                     "skipping malformed capture line",
                 )
+            else:
+                batch.unusable_elsewhere[str(exc)] += 1
             continue
         version = record.event_version
         if owner and version is not None and version not in versions_seen:

@@ -80,6 +80,8 @@ class WindowReport:
     model_monitor_lag: timedelta = timedelta(0)
     # Usable records read from the neighbouring hours' files (they belong to other windows).
     outside_window: int = 0
+    # Unusable lines read from files another window owns (and counts), by reason.
+    unusable_elsewhere: dict[str, int] = field(default_factory=dict)
 
     @property
     def rejected_rate(self) -> float | None:
@@ -170,6 +172,7 @@ def build_window_report(
         capture_files=capture.files_read,
         malformed_lines=capture.malformed_lines,
         outside_window=capture.outside_window,
+        unusable_elsewhere=dict(capture.unusable_elsewhere),
         confidence=summary,
         label_counts=counts,
         label_mix=mix,
@@ -230,18 +233,21 @@ def _capture_alerts(report: WindowReport) -> list[Alert]:
     if report.request_count or report.outside_window or not report.malformed_lines:
         return []
     reasons = Counter(w.reason for w in report.warnings if w.code == MALFORMED_CAPTURE_LINE)
-    named = "; ".join(
-        f"{reason} ({count} line(s))"
-        for reason, count in reasons.most_common(UNUSABLE_REASONS_NAMED)
-    )
     return [
         Alert(
             CAPTURE_UNUSABLE,
             f"none of the {report.malformed_lines} captured line(s) read for the window could "
-            "be used: " + named,
+            "be used: " + _named_reasons(reasons),
             starts_retraining=False,
         )
     ]
+
+
+def _named_reasons(reasons: Counter[str]) -> str:
+    return "; ".join(
+        f"{reason} ({count} line(s))"
+        for reason, count in reasons.most_common(UNUSABLE_REASONS_NAMED)
+    )
 
 
 def _missing_capture_alerts(report: WindowReport, settings: MonitorSettings) -> list[Alert]:
@@ -255,15 +261,31 @@ def _missing_capture_alerts(report: WindowReport, settings: MonitorSettings) -> 
     expected = reached * settings.capture_sampling_percent / 100
     if report.request_count or expected < settings.min_requests:
         return []
+    reached_text = (
+        f"{reached} image(s) reached the endpoint in the window (ACCEPTED or NEEDS_REVIEW "
+        f"in the results table; at {settings.capture_sampling_percent:g} % sampling "
+        f"{expected:g} capture records)"
+    )
+    if report.outside_window == 0 and report.unusable_elsewhere:
+        # The capture is there, in a file another window owns (and names line by line):
+        # the fix is what makes its lines unusable, not where capture goes.
+        unusable = Counter(report.unusable_elsewhere)
+        return [
+            Alert(
+                CAPTURE_UNUSABLE,
+                f"{reached_text} but none of the {unusable.total()} captured line(s) read for "
+                "the window could be used: " + _named_reasons(unusable) + " (the window that "
+                "owns their files' hour folder counts and names each line)",
+                starts_retraining=False,
+            )
+        ]
     listed = capture_prefix(
         settings.data_capture, settings.endpoint_name, settings.endpoint_variant
     ).as_prefix()
     return [
         Alert(
             CAPTURE_MISSING,
-            f"{reached} image(s) reached the endpoint in the window (ACCEPTED or NEEDS_REVIEW "
-            f"in the results table; at {settings.capture_sampling_percent:g} % sampling "
-            f"{expected:g} capture records) but no capture record of the window was found under "
+            f"{reached_text} but no capture record of the window was found under "
             f"s3://{settings.data_capture.bucket}/{listed} (variant "
             f"{settings.endpoint_variant}; {report.capture_files} file(s) read): check the "
             f"endpoint's DataCaptureConfig (EnableCapture, DestinationS3Uri, the variant "
