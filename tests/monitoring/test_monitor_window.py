@@ -32,7 +32,6 @@ from tests.monitoring.conftest import (
     Aws,
     CaptureWriterHelper,
     Prediction,
-    capture_key,
     capture_line,
     monitor_env,
 )
@@ -396,32 +395,36 @@ def test_a_window_whose_capture_lines_are_all_unusable_raises_an_alert_naming_wh
 def test_windows_that_read_unusable_lines_they_do_not_own_name_why_not_missing_capture(
     aws: Aws, captures: CaptureWriterHelper
 ) -> None:
-    """Quarter-hour windows, capture of Input only: only the last quarter owns the hour's
-    folder and counts its lines, so the first three read 0 requests and 0 malformed
-    lines. They said capture was missing and pointed at DataCaptureConfig's destination
-    and variant, though the lines were found; they name why the lines are unusable."""
-    for i in range(40):
-        at = WINDOW_START + timedelta(minutes=1 + i * 1.5)
-        aws.put_result("ACCEPTED", at, i)
-    lines = [_input_only_line(WINDOW_START + timedelta(minutes=1 + i * 1.5)) for i in range(40)]
-    captures.put(WINDOW_START, "input-only", lines)
+    """Quarter-hour windows, capture of Input only for the first 25 minutes, then none:
+    only the last quarter owns the hour's folder and counts its lines, so the others read
+    0 requests and 0 malformed lines. A quarter whose time those lines state names why
+    they are unusable (it said capture was missing, and pointed at DataCaptureConfig's
+    destination and variant, though the lines were found); a quarter they do not cover
+    has no capture at all, and says so."""
+    for i in range(60):  # the endpoint answers all hour
+        aws.put_result("ACCEPTED", WINDOW_START + timedelta(minutes=i, seconds=30), i)
+    times = [WINDOW_START + timedelta(minutes=1 + i) for i in range(25)]  # :01 to :25
+    captures.put(WINDOW_START, "input-only", [_input_only_line(at) for at in times])
     config = settings(MONITOR_WINDOW_MINUTES="15")
-    for quarter in range(1, 5):
+    expected = {1: (CAPTURE_UNUSABLE, 14), 2: (CAPTURE_UNUSABLE, 11), 3: (CAPTURE_MISSING, 0)}
+    for quarter, (code, lines) in expected.items():
         end = WINDOW_START + timedelta(minutes=15 * quarter)
         report, alerts = measure_window(config, stubbed_clients(aws), end)
-        assert report.request_count == 0
-        assert report.malformed_lines == (40 if quarter == 4 else 0)  # counted once
+        assert (report.request_count, report.malformed_lines) == (0, 0)
         (alert,) = alerts
-        assert alert.code == CAPTURE_UNUSABLE, alert
-        assert "output not captured (CaptureMode Input only) (40 line(s))" in alert.message
-        assert "DataCaptureConfig" not in alert.message
-    # No line read at all: capture is missing, and the advice is where it should go.
-    aws.s3.delete_object(Bucket=BUCKET, Key=capture_key(WINDOW_START, "input-only"))
-    report, alerts = measure_window(
-        config, stubbed_clients(aws), WINDOW_START + timedelta(minutes=15)
-    )
+        assert alert.code == code, alert
+        if code == CAPTURE_UNUSABLE:
+            assert f"output not captured (CaptureMode Input only) ({lines} line(s))" in (
+                alert.message
+            )
+            assert "DataCaptureConfig" not in alert.message
+        else:
+            assert "DataCaptureConfig" in alert.message
+    # The owner counts and names every line of its folder, once.
+    report, alerts = measure_window(config, stubbed_clients(aws), WINDOW_END)
+    assert (report.request_count, report.malformed_lines) == (0, 25)
     (alert,) = alerts
-    assert alert.code == CAPTURE_MISSING and "DataCaptureConfig" in alert.message
+    assert alert.code == CAPTURE_UNUSABLE and "(25 line(s))" in alert.message
 
 
 def test_a_quiet_window_is_not_broken_capture_because_of_a_bad_line_next_door(

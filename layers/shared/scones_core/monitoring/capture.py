@@ -97,7 +97,10 @@ _BROKEN_STREAM = (BotoCoreError, URLLib3Error, HTTPException, OSError)
 
 
 class CaptureFormatError(ValueError):
-    """A capture line that is not a record this project's endpoint writes."""
+    """A capture line that is not a record this project's endpoint writes; its
+    ``inference_time`` when the line says one (a record captured without its output)."""
+
+    inference_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,9 @@ class CaptureBatch:
     duplicate_records: int = 0
     outside_window: int = 0
     warnings: list[DataWarning] = field(default_factory=list)
-    # Why lines of files another window owns could not be used, by reason: not counted or
-    # named here (their owner does), only so a window of 0 requests can say why.
+    # Why lines of files another window owns, stating a time in this window, could not be
+    # used, by reason: not counted or named here (their owner does), only so a window of
+    # 0 requests can say why.
     unusable_elsewhere: Counter[str] = field(default_factory=Counter)
     _first_seen: dict[str, CaptureRecord] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -204,6 +208,30 @@ def parse_capture_line(
         raise CaptureFormatError(str(exc)) from exc
     if not isinstance(document, dict):
         raise CaptureFormatError("not a JSON object")
+    try:
+        return _capture_record(document, labels, source, line_number)
+    except CaptureFormatError as exc:
+        exc.inference_time = _stated_time(document)
+        raise
+
+
+def _stated_time(document: dict[str, Any]) -> datetime | None:
+    """The inference time an unusable record states, if it states one that parses."""
+    capture = document.get("captureData")
+    metadata = document.get(
+        "eventMetadata", capture.get("eventMetadata") if isinstance(capture, dict) else None
+    )
+    if not isinstance(metadata, dict):
+        return None
+    try:
+        return parse_timestamp(metadata.get("inferenceTime"))
+    except ValueError:
+        return None
+
+
+def _capture_record(
+    document: dict[str, Any], labels: Sequence[str], source: str | None, line_number: int | None
+) -> CaptureRecord:
     capture = document.get("captureData")
     if not isinstance(capture, dict):
         raise CaptureFormatError("no captureData object")
@@ -236,6 +264,10 @@ def parse_capture_line(
         source=source,
         line=line_number,
     )
+
+
+def _within(at: datetime, start: datetime | None, end: datetime | None) -> bool:
+    return (start is None or start <= at) and (end is None or at < end)
 
 
 def response_body(output: dict[str, Any]) -> bytes:
@@ -296,8 +328,6 @@ def parse_capture_lines(
                     DataWarning(MALFORMED_CAPTURE_LINE, source, None, reason),
                     "skipping gzip-compressed capture file",
                 )
-            else:
-                batch.unusable_elsewhere[reason] += 1
             break
         try:
             record = parse_capture_line(line, labels, source=source, line_number=number)
@@ -308,7 +338,8 @@ def parse_capture_lines(
                     DataWarning(MALFORMED_CAPTURE_LINE, source, number, str(exc)),
                     "skipping malformed capture line",
                 )
-            else:
+            elif exc.inference_time is not None and _within(exc.inference_time, start, end):
+                # Its owner counts it; a window whose time it states may say why it has none.
                 batch.unusable_elsewhere[str(exc)] += 1
             continue
         version = record.event_version
@@ -326,9 +357,7 @@ def parse_capture_lines(
                     ),
                     "capture file of an unknown eventVersion",
                 )
-        if (start is not None and record.inference_time < start) or (
-            end is not None and record.inference_time >= end
-        ):
+        if not _within(record.inference_time, start, end):
             batch.outside_window += 1
             if owner and read_elsewhere is not None and not read_elsewhere(record.inference_time):
                 misfiled.append(record)
