@@ -74,6 +74,25 @@ FLOAT = ((339, 3, [3, 3, 3]),)  # SampleFormat: IEEE floating point
             "TIFFs of RGB in 32-bit unsigned integer samples are not supported",
         ),
         (bmp_a4r4g4b4(8, 8), errors.UnsupportedImageFormat, "Unsupported BMP bitfields layout;"),
+        # Text holding an <svg> element is no SVG document unless <svg> is its root.
+        (
+            b'<?xml version="1.0"?>\n<html xmlns="http://www.w3.org/1999/xhtml"><body>'
+            + b"<p>text</p>" * 100
+            + b'<svg width="16" height="16"/></body></html>',
+            errors.NotAnImage,
+            "is not an image",
+        ),
+        (
+            b"<!-- saved page -->\n<!DOCTYPE html><html><svg></svg></html>",
+            errors.NotAnImage,
+            "is not",
+        ),
+        (b'<?xml version="1.0"?><feed><svg-icon/></feed>', errors.NotAnImage, "is not an image"),
+        (
+            b'<?xml version="1.0"?><!-- editor --><!DOCTYPE svg [<!ENTITY a "]">]>\n<svg/>',
+            errors.NotARasterImage,
+            "an SVG vector image",
+        ),
     ],
     ids=[
         "text-starting-BM",
@@ -85,6 +104,10 @@ FLOAT = ((339, 3, [3, 3, 3]),)  # SampleFormat: IEEE floating point
         "float16-rgb-tiff",
         "uint32-rgb-tiff",
         "a4r4g4b4-bmp",
+        "xhtml-with-inline-svg",
+        "html-with-svg",
+        "feed-with-svg-icon",
+        "svg-with-entities",
     ],
 )
 def test_each_is_named(data: bytes, error: type[errors.ImageRejected], words: str) -> None:

@@ -206,12 +206,7 @@ def _raster_format(head: bytes) -> str | None:
 def _non_raster_kind(data: bytes) -> str | None:
     """What a known non-raster file is ("a PDF document"), or ``None``."""
     head = data[:_SNIFF_BYTES]
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    # An editor's prolog (XML declaration, comments, a DOCTYPE declaring entities) can put
-    # the <svg> tag past the first sniffed bytes: look further into text that starts so.
-    if text.startswith((b"<?xml", b"<svg", b"<!doctype svg", b"<!--")) and b"<svg" in (
-        data[:_SVG_PROLOG_BYTES].lower()
-    ):
+    if _SVG_DOCUMENT.match(data[:_SVG_PROLOG_BYTES].removeprefix(b"\xef\xbb\xbf")):
         return "an SVG vector image"
     if head.startswith(b"\x01\x00\x00\x00") and head[40:44] == b" EMF":
         return "an enhanced Windows metafile (vector image)"
@@ -223,8 +218,16 @@ def _non_raster_kind(data: bytes) -> str | None:
 
 
 _SNIFF_BYTES = 512
-# How far into a file that starts like XML its <svg> tag is looked for.
+# An SVG document: a prolog (XML declaration, processing instructions, comments, a
+# DOCTYPE with its internal subset, which an editor may fill with entities) and then the
+# <svg> root element, within the first _SVG_PROLOG_BYTES. An XHTML page or a feed holding
+# an <svg> further in is not one. Possessive, so a hostile prolog costs one pass.
 _SVG_PROLOG_BYTES = 65_536
+_SVG_DOCUMENT = re.compile(
+    rb"(?:\s|<\?.*?\?>|<!--.*?-->|<!doctype(?:[^\[>\"']|\"[^\"]*\"|'[^']*'"
+    rb"|\[(?:[^\]\"']|\"[^\"]*\"|'[^']*')*+\])*+>)*+<svg[\s/>]",
+    re.DOTALL | re.IGNORECASE,
+)
 
 
 # ---- decoding --------------------------------------------------------------------
