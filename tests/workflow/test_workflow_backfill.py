@@ -86,6 +86,36 @@ def test_a_batch_starts_only_objects_without_a_record_and_a_rerun_starts_nothing
 
 
 @mock_aws
+def test_an_unversioned_key_holding_bytes_recorded_as_overwritten_is_started_again() -> None:
+    """Unversioned, A then B then A: A's record says its bytes were overwritten before they
+    were read (ObjectChanged), and the key holds them again. A record of any other status
+    is done; that one may be replaced by another delivery, so the backfill starts it."""
+    s3, ddb, sfn, machine = backfill_world(versioned=False)
+    for key in ("incoming/changed.png", "incoming/rejected.png"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"the same bytes again")
+    refs = {}
+    for key, code in (
+        ("incoming/changed.png", "ObjectChanged"),
+        ("incoming/rejected.png", "NotAnImage"),
+    ):
+        etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+        refs[code] = ObjectRef(BUCKET, key, "null", etag, 1)
+        item = {"status": {"S": "REJECTED"}, "error_code": {"S": code}}
+        ddb.put_item(TableName=TABLE, Item={"pk": {"S": refs[code].record_id}, **item})
+    event = {
+        "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
+        "BatchInput": {"bucket": BUCKET},
+    }
+    settings = StartSettings(state_machine_arn=machine)
+    clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
+
+    report = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+
+    assert report.started == [refs["ObjectChanged"].record_id]
+    assert report.recorded == [refs["NotAnImage"].record_id]
+
+
+@mock_aws
 def test_items_that_name_no_object_are_counted_and_a_batch_that_is_not_one_is_named() -> None:
     s3, ddb, sfn, machine = backfill_world(versioned=False)
     event = json.loads((PROJECT_ROOT / "events" / "backfill.json").read_text())

@@ -561,6 +561,11 @@ def test_the_same_bytes_uploaded_again_unversioned_get_a_new_execution_for_their
     pair = [PendingImage(first), PendingImage(object_from_s3_record(s3_record("incoming/b.png")))]
     again = [PendingImage(third), pair[1]]
     assert batch_execution_name(pair) != batch_execution_name(again)
+    # A replay is of the record: the same name whether redrive reads the record (which
+    # keeps no sequencer) or the dead letter (which carries the delivery).
+    from_record = dataclasses.replace(first, sequencer="")
+    assert first.execution_name_for(1) == third.execution_name_for(1)
+    assert first.execution_name_for(1) == from_record.execution_name_for(1)
     # A version id already names each upload: its sequencer plays no part.
     versioned = object_from_s3_record(s3_record("incoming/a.png", "v1"))
     assert versioned.execution_name == dataclasses.replace(versioned, sequencer="ff").execution_name

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from conftest import FAST_RETRIES, HISTORY
+from scones_core.ingest import workflow_input
+from scones_core.objects import object_from_s3_record
 from workflow_helpers import confident_image, history_events, wait_for_execution
 
 from scones.offline.client import Upload
@@ -388,6 +390,20 @@ def test_an_unversioned_event_for_an_overwritten_key_is_rejected_as_changed(
         "was overwritten before it could be read; the newer version has its own event and record."
     )
 
+    # The same event run again (AWS does not deduplicate an Express execution's name; moto
+    # does, so the duplicate is started under a name of its own) leaves the record as it is.
+    event = json.loads(s3_event(older.bucket, older.key, older.etag, 10, None))
+    duplicate = (
+        stack.api()
+        .client("stepfunctions")
+        .start_execution(
+            stateMachineArn=stack.api().endpoints.state_machine_arn,
+            name="duplicate-delivery",
+            input=json.dumps(workflow_input(object_from_s3_record(event["Records"][0]), "")),
+        )
+    )
+    wait_for_execution(stack.api().client("stepfunctions"), duplicate["executionArn"])
+    assert by_id(stack)[record["pk"]] == record
     # The first bytes uploaded to the key again: the same ETag, so the same record, which
     # their execution replaces with their classification (it stayed "changed" for good).
     with stack.delivery_paused():

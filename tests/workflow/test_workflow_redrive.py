@@ -341,6 +341,8 @@ def test_execution_arns_follow_the_state_machine() -> None:
 
 # ---- the record condition ---------------------------------------------------------------
 
+WRITER = "images/a.png#etag:e@0062E99A88DC407460"  # the writing execution's delivery id
+
 EXISTING: dict[str, dict[str, Any] | None] = {
     "none": None,
     "FAILED attempt 0": {"status": "FAILED", "attempt": 0},
@@ -348,7 +350,26 @@ EXISTING: dict[str, dict[str, Any] | None] = {
     "FAILED without attempt": {"status": "FAILED"},
     "ACCEPTED attempt 0": {"status": "ACCEPTED", "attempt": 0},
     "NEEDS_REVIEW attempt 1": {"status": "NEEDS_REVIEW", "attempt": 1},
-    "REJECTED attempt 0": {"status": "REJECTED", "attempt": 0},
+    "REJECTED attempt 0": {"status": "REJECTED", "attempt": 0, "error_code": "NotAnImage"},
+    # An unversioned upload overwritten before it was read: the same bytes uploaded again
+    # (another S3 event) may replace it; a duplicate of its own event may not.
+    "ObjectChanged, this delivery": {
+        "status": "REJECTED",
+        "attempt": 0,
+        "error_code": "ObjectChanged",
+        "delivery_id": WRITER,
+    },
+    "ObjectChanged, another delivery": {
+        "status": "REJECTED",
+        "attempt": 0,
+        "error_code": "ObjectChanged",
+        "delivery_id": WRITER + "0",
+    },
+    "ObjectChanged, before deliveries were kept": {
+        "status": "REJECTED",
+        "attempt": 0,
+        "error_code": "ObjectChanged",
+    },
 }
 # Which (existing item, writer's attempt) may write: written out by hand, not derived.
 ALLOWED = {
@@ -361,6 +382,11 @@ ALLOWED = {
     ("FAILED without attempt", 0),  # written before attempts: any attempt may replace it
     ("FAILED without attempt", 1),
     ("FAILED without attempt", 2),
+    *(
+        (f"ObjectChanged, {which}", n)
+        for n in (0, 1, 2)
+        for which in ("another delivery", "before deliveries were kept")
+    ),
 }
 
 
@@ -369,7 +395,8 @@ ALLOWED = {
 def test_the_record_condition_replaces_only_a_failed_item_of_an_earlier_attempt(
     aws: Aws, existing: str, attempt: int
 ) -> None:
-    """The condition the Record* states send, evaluated by DynamoDB (moto)."""
+    """The condition the Record* states send, evaluated by DynamoDB (moto): a FAILED item
+    of an earlier attempt, or an ObjectChanged rejection of another delivery."""
     before = EXISTING[existing]
     item: dict[str, Any] | None = None
     if before is not None:
@@ -380,13 +407,17 @@ def test_the_record_condition_replaces_only_a_failed_item_of_an_earlier_attempt(
         }
         if "attempt" in before:
             item["attempt"] = {"N": str(before["attempt"])}
+        for text in ("error_code", "delivery_id"):
+            if text in before:
+                item[text] = {"S": before[text]}
         aws.ddb.put_item(TableName=TABLE, Item=item)
     allowed = (existing, attempt) in ALLOWED
-    assert may_replace(before, attempt) is allowed
+    assert may_replace(before, attempt, WRITER) is allowed
     write = {
         "pk": {"S": "images/a.png#v"},
         "status": {"S": "ACCEPTED"},
         "attempt": {"N": str(attempt)},
+        "delivery_id": {"S": WRITER},
     }
     try:
         aws.ddb.put_item(
@@ -394,7 +425,7 @@ def test_the_record_condition_replaces_only_a_failed_item_of_an_earlier_attempt(
             Item=write,
             ConditionExpression=RECORD_CONDITION_EXPRESSION,
             ExpressionAttributeNames=RECORD_CONDITION_NAMES,
-            ExpressionAttributeValues=condition_values(attempt),
+            ExpressionAttributeValues=condition_values(attempt, WRITER),
         )
         written = True
     except ClientError as exc:

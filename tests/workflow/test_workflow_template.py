@@ -214,7 +214,9 @@ def test_rejection_is_data_and_only_transient_errors_are_retried() -> None:
     asl = image_flow()
     states = asl["States"]
     assert asl["StartAt"] == "CheckAttempt"
-    assert states["CheckAttempt"]["Default"] == states["DefaultAttempt"]["Next"] == "SerializeImage"
+    assert (
+        states["CheckAttempt"]["Default"] == states["DefaultDelivery"]["Next"] == "SerializeImage"
+    )
     assert states["SerializeImage"]["Next"] == "CheckImage"
     (choice,) = states["CheckImage"]["Choices"]
     assert choice == {"Variable": "$.image.rejection", "IsPresent": True, "Next": "RecordRejected"}
@@ -1202,14 +1204,26 @@ def resources_of(cfn: dict[str, Any], logical_id: str) -> dict[str, Any]:
 
 
 def test_executions_without_attempt_default_to_attempt_zero() -> None:
-    """An older start function (during a deployment) sends no attempt: still one record."""
+    """An older start function (during a deployment) sends no attempt, or no delivery id:
+    still one record. The happy path's only check is the one Choice."""
     states = image_flow()["States"]
-    (rule,) = states["CheckAttempt"]["Choices"]
-    assert rule == {"Variable": "$.attempt", "IsPresent": False, "Next": "DefaultAttempt"}
+    attempt, delivery = states["CheckAttempt"]["Choices"]
+    assert attempt == {"Variable": "$.attempt", "IsPresent": False, "Next": "DefaultAttempt"}
     assert states["DefaultAttempt"] == {
         "Type": "Pass",
         "Result": 0,
         "ResultPath": "$.attempt",
+        "Next": "DefaultDelivery",  # a start function without attempts had no deliveries
+    }
+    assert delivery == {
+        "Variable": "$.object.delivery_id",
+        "IsPresent": False,
+        "Next": "DefaultDelivery",
+    }
+    assert states["DefaultDelivery"] == {
+        "Type": "Pass",
+        "InputPath": "$.object.record_id",
+        "ResultPath": "$.object.delivery_id",
         "Next": "SerializeImage",
     }
 

@@ -41,7 +41,12 @@ from scones_core.errors import ObjectsUnreadable, WorkflowsNotStarted, aws_error
 from scones_core.ingest import event_time_text, start_workflow
 from scones_core.monitoring.timestamps import format_millis
 from scones_core.objects import NULL_VERSION, ObjectRef, object_missing
-from scones_core.records import PARTITION_KEY
+from scones_core.records import (
+    ERROR_CODE_ATTRIBUTE,
+    PARTITION_KEY,
+    STATUS_ATTRIBUTE,
+    awaits_another_upload,
+)
 from scones_core.settings import StartSettings
 
 BATCH_GET_LIMIT = 100
@@ -145,7 +150,9 @@ def recorded_ids(
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> set[str]:
-    """Which of ``record_ids`` have an item (of any status) in the results table.
+    """Which of ``record_ids`` have an item in the results table, of any status but an
+    ObjectChanged rejection: an unversioned upload whose key was overwritten before it was
+    read, and that may hold those bytes again now (``records.awaits_another_upload``).
 
     Keys DynamoDB could not read in time (``UnprocessedKeys``, a throttled table: the SDK
     does not retry them) are asked for again after an exponential backoff with full jitter,
@@ -157,14 +164,20 @@ def recorded_ids(
         request: dict[str, Any] = {
             table: {
                 "Keys": [{PARTITION_KEY: {"S": i}} for i in ids[start : start + BATCH_GET_LIMIT]],
-                "ProjectionExpression": PARTITION_KEY,
+                "ProjectionExpression": "#pk, #status, #error",
+                "ExpressionAttributeNames": {
+                    "#pk": PARTITION_KEY,
+                    "#status": STATUS_ATTRIBUTE,
+                    "#error": ERROR_CODE_ATTRIBUTE,
+                },
             }
         }
         rounds = 0
         while request:
             response = dynamodb.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(table, []):
-                found.add(item[PARTITION_KEY]["S"])
+                if not awaits_another_upload({k: v.get("S") for k, v in item.items()}):
+                    found.add(item[PARTITION_KEY]["S"])
             request = response.get("UnprocessedKeys") or {}
             if request:
                 ceiling = min(

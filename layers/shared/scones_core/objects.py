@@ -93,15 +93,20 @@ class ObjectRef:
     def execution_name_for(self, attempt: int) -> str:
         """The execution name of ``attempt``: 0 is the first execution, N the N-th replay.
 
-        A replay's name is the first execution's name plus ``-r<N>``; when that would pass
-        80 characters the file-name stem is shortened instead (the digest, which carries
-        the identity, is always kept whole). Deterministic, so a second start of the same
+        The first execution is named by its delivery (``delivery_id``), a replay by its
+        record: the first execution's name plus ``-r<N>`` (for an unversioned upload, with
+        the record id's digest in place of the delivery's); when that would pass 80
+        characters the file-name stem is shortened instead (the digest, which carries the
+        identity, is always kept whole). Deterministic, so a second start of the same
         attempt is refused by Step Functions (``ExecutionAlreadyExists``).
         """
         if attempt < 0:
             raise ValueError(f"attempt must be >= 0, got {attempt}")
         suffix = f"-r{attempt}" if attempt else ""
-        digest = hashlib.sha256(self.delivery_id.encode("utf-8")).hexdigest()[:32]
+        # A replay is of a record (redrive reads it, or its dead letter, which carries the
+        # delivery): named by the record id, both ways give it one name.
+        identity = self.record_id if attempt else self.delivery_id
+        digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
         stem = _UNSAFE_NAME_CHARS.sub("-", self.key.rsplit("/", 1)[-1]).strip("-")
         room = _EXECUTION_NAME_MAX - len(digest) - 1 - len(suffix)
         return (f"{stem[:room]}-{digest}" if stem else digest) + suffix
@@ -115,6 +120,7 @@ class ObjectRef:
             "size": self.size,
             "sequencer": self.sequencer,
             "record_id": self.record_id,
+            "delivery_id": self.delivery_id,
         }
 
 

@@ -51,6 +51,9 @@ ATTEMPT_ATTRIBUTE = "attempt"
 MODEL_VERSION_ATTRIBUTE = "model_version"
 
 # Written by a review (``scones_core.review``), never by the workflow.
+ERROR_CODE_ATTRIBUTE = "error_code"  # REJECTED: the image rule; FAILED: the error
+# The S3 event an item's execution was started for (``ObjectRef.delivery_id``).
+DELIVERY_ATTRIBUTE = "delivery_id"
 REVIEW_LABEL_ATTRIBUTE = "review_label"  # one of the model's labels, or NEITHER
 REVIEWED_AT_ATTRIBUTE = "reviewed_at"
 REVIEWER_ATTRIBUTE = "reviewer"
@@ -80,6 +83,7 @@ class ObjectPayload(TypedDict):
     size: int
     sequencer: str
     record_id: str
+    delivery_id: str
 
 
 class Rejection(TypedDict):
@@ -192,6 +196,7 @@ def _common(status: Attribute) -> tuple[Attribute, ...]:
         Attribute("key", "S", "$.object.key"),
         Attribute("version_id", "S", "$.object.version"),
         Attribute("etag", "S", "$.object.etag"),
+        Attribute(DELIVERY_ATTRIBUTE, "S", "$.object.delivery_id"),
         status,
         Attribute("threshold", "N", literal="${ConfidenceThreshold}"),
         Attribute("event_time", "S", "$.event_time"),
@@ -230,13 +235,13 @@ NEEDS_REVIEW_LAYOUT: tuple[Attribute, ...] = _classified(Status.NEEDS_REVIEW)
 
 REJECTED_LAYOUT: tuple[Attribute, ...] = (
     *_common(Attribute(STATUS_ATTRIBUTE, "S", literal=Status.REJECTED.value)),
-    Attribute("error_code", "S", "$.image.rejection.error_code"),
+    Attribute(ERROR_CODE_ATTRIBUTE, "S", "$.image.rejection.error_code"),
     Attribute("reason", "S", "$.image.rejection.reason"),
 )
 
 FAILED_LAYOUT: tuple[Attribute, ...] = (
     *_common(Attribute(STATUS_ATTRIBUTE, "S", literal=Status.FAILED.value)),
-    Attribute("error_code", "S", "$.failure.error_code"),
+    Attribute(ERROR_CODE_ATTRIBUTE, "S", "$.failure.error_code"),
     Attribute("reason", "S", "$.failure.cause.errorMessage"),
 )
 
@@ -265,21 +270,27 @@ def asl_item(layout: tuple[Attribute, ...]) -> dict[str, dict[str, str]]:
 # compare two expression values, which this expression avoids.
 # One REJECTED item is not final: an unversioned upload's ObjectChanged (its bytes were
 # overwritten before they were read). The same bytes uploaded to the key again have the
-# same ETag, so the same record id: their execution reads and judges them and replaces
-# the item, which would otherwise say "changed" while the key holds those very bytes.
+# same ETag, so the same record id, but their S3 event is another delivery (its own
+# sequencer, ``ObjectRef.delivery_id``): their execution reads and judges them and
+# replaces the item, which would otherwise say "changed" while the key holds those very
+# bytes. A second run of the same delivery (a duplicate event) still finds it final.
 OBJECT_CHANGED_CODE = "ObjectChanged"  # the error_code of ``errors.ObjectChanged``
 RECORD_CONDITION_EXPRESSION = (
     f"attribute_not_exists({PARTITION_KEY}) OR "
     "(#status = :failed AND (attribute_not_exists(#attempt) OR #attempt < :attempt)) OR "
-    "(#status = :rejected AND #error = :changed)"
+    "(#status = :rejected AND #error = :changed AND "
+    "(attribute_not_exists(#delivery) OR #delivery <> :delivery))"
 )
 RECORD_CONDITION_NAMES: dict[str, str] = {
     "#status": STATUS_ATTRIBUTE,
     "#attempt": ATTEMPT_ATTRIBUTE,
-    "#error": "error_code",
+    "#error": ERROR_CODE_ATTRIBUTE,
+    "#delivery": DELIVERY_ATTRIBUTE,
 }
-# ``:attempt`` is the writing execution's own attempt (from its input).
+# ``:attempt`` is the writing execution's own attempt, ``:delivery`` its S3 event's
+# delivery id (both from its input).
 _ATTEMPT_VALUE = Attribute(":attempt", "N", "$.attempt")
+_DELIVERY_VALUE = Attribute(":delivery", "S", "$.object.delivery_id")
 
 
 def asl_condition() -> dict[str, Any]:
@@ -292,20 +303,32 @@ def asl_condition() -> dict[str, Any]:
             ":attempt": _ATTEMPT_VALUE.asl(),
             ":rejected": {"S": Status.REJECTED.value},
             ":changed": {"S": OBJECT_CHANGED_CODE},
+            ":delivery": _DELIVERY_VALUE.asl(),
         },
     }
 
 
-def condition_values(attempt: int) -> dict[str, dict[str, str]]:
-    """``ExpressionAttributeValues`` as the state machine resolves them for ``attempt``."""
+def condition_values(attempt: int, delivery_id: str) -> dict[str, dict[str, str]]:
+    """``ExpressionAttributeValues`` as the state machine resolves them for ``attempt``
+    of the delivery ``delivery_id``."""
     values = asl_condition()["ExpressionAttributeValues"]
-    return {**values, ":attempt": {"N": str(attempt)}}
+    return {**values, ":attempt": {"N": str(attempt)}, ":delivery": {"S": delivery_id}}
 
 
-def may_replace(existing: Mapping[str, Any] | None, attempt: int) -> bool:
+def awaits_another_upload(existing: Mapping[str, Any]) -> bool:
+    """Whether an item is an ObjectChanged rejection, which another delivery may replace."""
+    return (
+        existing.get(STATUS_ATTRIBUTE) == Status.REJECTED
+        and existing.get(ERROR_CODE_ATTRIBUTE) == OBJECT_CHANGED_CODE
+    )
+
+
+def may_replace(existing: Mapping[str, Any] | None, attempt: int, delivery_id: str) -> bool:
     """What the condition decides, in Python (tests check the two agree)."""
     if existing is None:
         return True
+    if awaits_another_upload(existing):
+        return existing.get(DELIVERY_ATTRIBUTE) != delivery_id
     if existing.get(STATUS_ATTRIBUTE) != Status.FAILED:
         return False
     previous = existing.get(ATTEMPT_ATTRIBUTE)
