@@ -134,6 +134,21 @@ def test_overwriting_a_key_gives_one_record_per_version(stack: OfflineStack) -> 
     assert records[first]["execution_arn"] != records[second]["execution_arn"]
 
 
+def test_waiting_for_uploads_reads_only_their_records(stack: OfflineStack) -> None:
+    """The wait asks for the awaited records by key: it scanned the whole table on every
+    poll, so at thousands of records the wait slowed the very stack it waited on."""
+    api = stack.api()
+    calls: list[str] = []
+    api.client("dynamodb").meta.events.register(
+        "before-call.dynamodb", lambda model, **_: calls.append(model.name)
+    )
+    image = next((SAMPLES / "bicycle").glob("*.png")).read_bytes()
+    uploads = [api.upload_bytes(f"wait/{n}.png", image) for n in range(3)]
+    records = api.wait_for_records(uploads, timeout=60)
+    assert {record["key"] for record in records.values()} == {u.key for u in uploads}
+    assert set(calls) == {"BatchGetItem"}
+
+
 def test_duplicate_s3_event_gives_exactly_one_record(
     stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]]
 ) -> None:

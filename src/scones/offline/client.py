@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from scones_core.records import is_terminal, record_from_item
+from scones_core.objects import NULL_VERSION, ObjectRef
+from scones_core.records import PARTITION_KEY, is_terminal, record_from_item
 
 REGION = "us-east-1"
 # Placeholder credentials: the emulator accepts any.
@@ -75,6 +76,15 @@ class Upload:
     source: str
     # The S3 version id on a versioned bucket (as the stack's is), else "".
     version_id: str = ""
+
+
+_BATCH_GET_KEYS = 100  # DynamoDB's BatchGetItem limit
+
+
+def record_id(upload: Upload) -> str:
+    """The results table's key for an upload's record (``ObjectRef.record_id``)."""
+    version = upload.version_id or NULL_VERSION
+    return ObjectRef(upload.bucket, upload.key, version, upload.etag, 0).record_id
 
 
 class StackClient:
@@ -141,21 +151,18 @@ class StackClient:
     ) -> dict[Upload, dict[str, Any]]:
         """Block until every upload has its terminal record; return them by upload.
 
-        An upload to a versioned bucket is matched by its version id (two uploads of the
-        same bytes to one key are two records), otherwise by its ETag.
+        An upload to a versioned bucket is its version's record (two uploads of the same
+        bytes to one key are two records), otherwise its ETag's. Each poll reads only the
+        records still awaited, by key: the time to wait for N uploads does not grow with
+        the records already in the table, and the wait does not load the stack it waits on.
         """
         deadline = time.monotonic() + timeout
         found: dict[Upload, dict[str, Any]] = {}
         while True:
-            records = self.records()
-            by_version = {(r.get("key"), r.get("version_id")): r for r in records}
-            by_etag = {(r.get("key"), r.get("etag")): r for r in records}
-            for upload in uploads:
-                record = (
-                    by_version.get((upload.key, upload.version_id))
-                    if upload.version_id
-                    else by_etag.get((upload.key, upload.etag))
-                )
+            pending = [u for u in uploads if u not in found]
+            records = self._records_by_id({record_id(u) for u in pending})
+            for upload in pending:
+                record = records.get(record_id(upload))
                 if record is not None and is_terminal(record):
                     found[upload] = record
             if on_progress:
@@ -170,6 +177,30 @@ class StackClient:
                     + (" ..." if len(missing) > 5 else "")
                 )
             time.sleep(poll_seconds)
+
+    def _records_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The items of ``ids`` that exist, by record id (BatchGetItem, 100 keys a call)."""
+        ddb = self.client("dynamodb")
+        table = self.endpoints.table
+        wanted = sorted(ids)
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), _BATCH_GET_KEYS):
+            request: dict[str, Any] = {
+                table: {
+                    "Keys": [
+                        {PARTITION_KEY: {"S": i}} for i in wanted[start : start + _BATCH_GET_KEYS]
+                    ]
+                }
+            }
+            while request:
+                response = ddb.batch_get_item(RequestItems=request)
+                for raw in response.get("Responses", {}).get(table, []):
+                    record = record_from_item(raw)
+                    found[str(record[PARTITION_KEY])] = record
+                request = response.get("UnprocessedKeys") or {}
+                if request:
+                    time.sleep(0.05)
+        return found
 
     def dead_letters(self, max_messages: int = 10) -> list[dict[str, Any]]:
         """Peek at the dead-letter queue (messages become visible again later)."""
