@@ -225,6 +225,8 @@ def stack_process() -> Any:
 
 
 def _fake_project(tmp_path: Path, pid: int) -> tuple[Path, dict[str, Any]]:
+    from scones.cli.stack_state import process_started
+
     project = tmp_path / "project"
     (project / "deep" / "er").mkdir(parents=True)
     (project / "template.yaml").write_text("Resources: {}\n")
@@ -240,6 +242,7 @@ def _fake_project(tmp_path: Path, pid: int) -> tuple[Path, dict[str, Any]]:
         "monitor_function": "m",
         "region": "us-east-1",
         "pid": pid,
+        "pid_started": process_started(pid),
     }
     (project / ".scones" / "stack.json").write_text(json.dumps(state))
     return project, state
@@ -349,14 +352,21 @@ def test_a_state_file_is_checked_before_its_pid_is_trusted(
         result = scones("results", cwd=project)
         assert result.returncode == 1 and words in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
-    # A live pid, but not the endpoints a command needs.
+    # A live pid, but not the endpoints a command needs, or no start time to tell it from
+    # another process: `down` refuses too, and signals nothing.
     alive = {"pid": stack_process.pid, "pid_started": state.get("pid_started")}
-    state_file.write_text(json.dumps(alive | {"bucket": 7}))
-    for command in ("results", "env"):
-        result = scones(command, cwd=project)
-        assert result.returncode == 1, result.stderr
-        assert "is corrupt: it lacks bucket, dead_letter_queue_url, endpoint_url" in result.stderr
-        assert "Traceback" not in result.stderr
+    for body, words in [
+        (alive | {"bucket": 7}, "is corrupt: it lacks bucket, dead_letter_queue_url, endpoint_url"),
+        ({"pid": stack_process.pid}, "without its start time, so it cannot be told from another"),
+        (state | {"pid_started": None}, "without its start time"),
+    ]:
+        state_file.write_text(json.dumps(body))
+        for command in ("results", "env", "down"):
+            result = scones(command, cwd=project)
+            assert result.returncode == 1, result.stderr
+            assert words in result.stderr
+            assert "Traceback" not in result.stderr
+        assert stack_process.poll() is None  # not signalled
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         reused = {"pid": other.pid, "pid_started": process_started(stack_process.pid)}

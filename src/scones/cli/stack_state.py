@@ -183,6 +183,13 @@ def read_state() -> dict[str, Any]:
             f"{STATE_FILE} is corrupt: its pid_started {reprlib.repr(started)} is not a start "
             "time; remove it and run `scones up`"
         )
+    if started is None and process_started(os.getpid()) is not None:
+        # `scones up` records when its process started wherever that can be read: without
+        # it, pid could be any process (and `scones down` would signal it).
+        raise CommandFailed(
+            f"{STATE_FILE} is corrupt: it names pid {pid} without its start time, so it cannot "
+            "be told from another process; remove it and run `scones up`"
+        )
     if not process_alive(pid) or (started is not None and process_started(pid) != started):
         clear_state(pid)  # the process is gone: its record would only mislead the next command
         raise StackNotRunning(
@@ -194,7 +201,8 @@ def read_state() -> dict[str, Any]:
         # Its process runs, and `scones down` reads this file too: say which one to stop.
         raise CommandFailed(
             f"{STATE_FILE} is corrupt: {problem}; stop the `scones up` that wrote it (pid "
-            f"{pid}, Ctrl-C where it runs) and run `scones up` again"
+            f"{pid}, Ctrl-C where it runs; if that is no `scones up`, remove the file) and run "
+            "`scones up` again"
         )
     return dict(state)
 
@@ -202,6 +210,14 @@ def read_state() -> dict[str, Any]:
 def _field_problem(state: dict[str, Any]) -> str | None:
     """What is wrong with the fields commands look into, as ``write_state`` writes them:
     ``model`` an object, ``physical_ids`` an object of names (logical id -> physical id)."""
+    fields = StackEndpoints.__dataclass_fields__
+    missing = sorted(
+        name
+        for name, field in fields.items()
+        if field.default is MISSING and not isinstance(state.get(name), str)
+    )
+    if missing:
+        return f"it lacks {', '.join(missing)}"
     model = state.get("model")
     if model is not None and not isinstance(model, dict):
         return f"its model {reprlib.repr(model)} is not an object"
@@ -237,18 +253,11 @@ def up_lock() -> Iterator[None]:
 
 
 def client_from_state() -> StackClient:
-    state = read_state()
+    state = read_state()  # which has every field StackEndpoints needs
     fields = StackEndpoints.__dataclass_fields__
-    given = {k: v for k, v in state.items() if k in fields and isinstance(v, str)}
-    missing = sorted(
-        name for name, field in fields.items() if name not in given and field.default is MISSING
+    return StackClient(
+        StackEndpoints(**{k: v for k, v in state.items() if k in fields and isinstance(v, str)})
     )
-    if missing:
-        raise CommandFailed(
-            f"{STATE_FILE} is corrupt: it lacks {', '.join(missing)}; stop the stack with "
-            "`scones down` (or remove the file) and run `scones up`"
-        )
-    return StackClient(StackEndpoints(**given))
 
 
 def clear_state(pid: int) -> None:
