@@ -115,3 +115,35 @@ def test_a_device_or_a_pipe_is_named_not_read_as_a_folder(tmp_path: Path, specia
         f"{path}: not a file or a folder (a device, a pipe or a socket); "
         "give image files or folders of them"
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--out", ""],
+        ["prepare-data", "--out", " "],
+        ["run", "--out", ""],
+        ["classify", ""],
+        ["report", "--capture", "", "--out", "traffic.png"],
+        ["report", "--capture", "captures", "--out", ""],
+        ["cost", "--measurements", ""],
+        ["bench", "burst", "--data", ""],
+        ["retrain", "--model", ""],
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(
+    argv: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unset shell variable gives an empty argument. As a path it was the current
+    folder: written into (reports, a prepared dataset), or uploaded whole."""
+    from scones.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "the path is empty (an unset variable?)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

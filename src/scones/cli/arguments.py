@@ -104,12 +104,22 @@ def check_writable_file(path: Path, option: str = "--json") -> None:
         raise CommandError(f"{option} {path}: {problem}; give a file this user can write")
 
 
+def file_or_folder(text: str) -> Path:
+    """A file or folder argument. An empty one (an unset shell variable) is refused: as a
+    Path it is the current folder, which would be written into, or uploaded whole."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the path is empty (an unset variable?); give a file or folder"
+        )
+    return Path(text)
+
+
 def output_folder(text: str) -> Path:
     """A folder to write into: it may not exist yet, but must not be a file."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
+    folder = file_or_folder(text)
+    if folder.exists() and not folder.is_dir():
         raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
-    return path
+    return folder
 
 
 def hyperparameters(pairs: list[str], option: str = "--hyperparameter") -> dict[str, Any]:

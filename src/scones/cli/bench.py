@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import scones.cli
-from scones.cli.arguments import check_writable_file, positive_int
+from scones.cli.arguments import check_writable_file, file_or_folder, positive_int
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
@@ -72,11 +72,16 @@ def _register_server(benchmarks: Any) -> None:
         "--requests", type=positive_int, default=400, help="requests per measured row"
     )
     parser.add_argument("--concurrency", type=positive_int, default=4, help="client threads")
-    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL_DIR, help="artifact folder")
     parser.add_argument(
-        "--images", type=Path, default=DEFAULT_IMAGES, help="folder of <label>/*.png images"
+        "--model", type=file_or_folder, default=SHIPPED_MODEL_DIR, help="artifact folder"
     )
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--images",
+        type=file_or_folder,
+        default=DEFAULT_IMAGES,
+        help="folder of <label>/*.png images",
+    )
+    parser.add_argument("--json", type=file_or_folder, help="also write the results as JSON here")
     parser.set_defaults(handler=_run_server)
 
 

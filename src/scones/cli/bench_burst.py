@@ -16,10 +16,15 @@ import argparse
 import json
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import check_writable_file, non_negative_int, positive_int, seconds
+from scones.cli.arguments import (
+    check_writable_file,
+    file_or_folder,
+    non_negative_int,
+    positive_int,
+    seconds,
+)
 
 DEFAULT_IMAGES = 2000
 # Generating a 12-megapixel JPEG takes about half a second: a few distinct ones serve.
@@ -38,8 +43,12 @@ def register(benchmarks: Any) -> None:
     parser.add_argument(
         "--images", type=positive_int, default=DEFAULT_IMAGES, help="uploads (default 2000)"
     )
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
-    parser.add_argument("--data", type=Path, default=DATA, help="folder of <label>/*.png images")
+    parser.add_argument(
+        "--model", type=file_or_folder, default=DEFAULT_MODEL, help="artifact folder"
+    )
+    parser.add_argument(
+        "--data", type=file_or_folder, default=DATA, help="folder of <label>/*.png images"
+    )
     parser.add_argument(
         "--photos",
         type=non_negative_int,
@@ -48,7 +57,7 @@ def register(benchmarks: Any) -> None:
         f"{PHOTO_VARIANTS} distinct pictures, each under its own key), spread through the burst",
     )
     parser.add_argument("--timeout", type=seconds, default=3600, help="seconds to wait for records")
-    parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+    parser.add_argument("--json", type=file_or_folder, help="also write the result as JSON here")
     parser.set_defaults(handler=run_burst)
 
 

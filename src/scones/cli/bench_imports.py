@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import check_writable_folder, positive_int
+from scones.cli.arguments import check_writable_folder, file_or_folder, positive_int
 from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import (
     PROJECT_ROOT,
@@ -53,15 +53,20 @@ def register(benchmarks: Any) -> None:
         "--repeat", type=positive_int, default=15, help="fresh interpreters per row"
     )
     parser.add_argument(
-        "--python", type=Path, default=PYTHON313, help="the interpreter to build the venv with"
+        "--python",
+        type=file_or_folder,
+        default=PYTHON313,
+        help="the interpreter to build the venv with",
     )
-    parser.add_argument("--keep", type=Path, help="build (or reuse) the venv here instead")
+    parser.add_argument(
+        "--keep", type=file_or_folder, help="build (or reuse) the venv here instead"
+    )
     parser.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="a template parameter"
     )
     parser.add_argument(
         "--compare",
-        type=Path,
+        type=file_or_folder,
         metavar="DIR",
         help="another checkout (e.g. `git worktree add DIR main`): its handlers, with the same "
         "environments, as extra rows of the same run",

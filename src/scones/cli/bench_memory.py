@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import check_writable_file
+from scones.cli.arguments import check_writable_file, file_or_folder
 from scones.cli.cost import LAMBDA_MEMORY_MB
 from scones.cli.errors import CommandError
 
@@ -77,11 +77,11 @@ def register(benchmarks: Any) -> None:
     )
     parser.add_argument(
         "--compare",
-        type=Path,
+        type=file_or_folder,
         metavar="DIR",
         help="also run another checkout's layers/shared (DIR/layers/shared) on the same files",
     )
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--json", type=file_or_folder, help="also write the results as JSON here")
     parser.set_defaults(handler=_run)
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import check_writable_file, non_negative_int, positive_int
+from scones.cli.arguments import check_writable_file, file_or_folder, non_negative_int, positive_int
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
@@ -31,13 +31,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--model",
         dest="models",
-        type=Path,
+        type=file_or_folder,
         action="append",
         help="artifact folder; repeat to compare several (default: "
         "models/reference/ensemble-v1 and models/bicycle-motorcycle)",
     )
     parser.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, help="labelled image folder (%(default)s)"
+        "--data",
+        type=file_or_folder,
+        default=DEFAULT_DATA,
+        help="labelled image folder (%(default)s)",
     )
     parser.add_argument("--images", type=positive_int, default=200, help="timed images per model")
     parser.add_argument(
@@ -49,7 +52,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="confidence threshold (default: ConfidenceThreshold in template.yaml)",
     )
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--json", type=file_or_folder, help="also write the results as JSON here")
     parser.set_defaults(handler=run)
 
 

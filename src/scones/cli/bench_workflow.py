@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from scones.cli.arguments import (
     check_writable_file,
     check_writable_folder,
+    file_or_folder,
     non_negative_int,
     positive_int,
     seconds,
@@ -44,9 +44,11 @@ def register(benchmarks: Any) -> None:
         help="uploads per run; several sizes run one after another, each on a fresh stack "
         f"(default: {' '.join(map(str, DEFAULT_SIZES))})",
     )
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="artifact folder")
     parser.add_argument(
-        "--data", type=Path, default=DEFAULT_IMAGES, help="folder of <label>/*.png images"
+        "--model", type=file_or_folder, default=DEFAULT_MODEL, help="artifact folder"
+    )
+    parser.add_argument(
+        "--data", type=file_or_folder, default=DEFAULT_IMAGES, help="folder of <label>/*.png images"
     )
     parser.add_argument(
         "--profiler",
@@ -67,7 +69,7 @@ def register(benchmarks: Any) -> None:
     )
     parser.add_argument(
         "--profile-dir",
-        type=Path,
+        type=file_or_folder,
         help="keep py-spy's collapsed stacks here (py-spy-<N>.txt, for a flame graph)",
     )
     parser.add_argument(
@@ -84,7 +86,7 @@ def register(benchmarks: Any) -> None:
         help="uploads before the measured burst, not counted (Lambda cold starts)",
     )
     parser.add_argument("--timeout", type=seconds, default=1800, help="seconds per run")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--json", type=file_or_folder, help="also write the results as JSON here")
     parser.set_defaults(handler=run)
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from scones.cli.arguments import seconds
+from scones.cli.arguments import file_or_folder, seconds
 from scones.cli.display import (
     exit_status,
     make_console,
@@ -31,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "as in `scones run`."
         ),
     )
-    parser.add_argument("paths", nargs="+", type=Path, help="image files or folders")
+    parser.add_argument("paths", nargs="+", type=file_or_folder, help="image files or folders")
     parser.add_argument("--timeout", type=seconds, default=120, help="seconds to wait for records")
     parser.add_argument("--json", action="store_true", help="print the records as JSON")
     parser.set_defaults(handler=classify_command)

@@ -17,7 +17,7 @@ from typing import Any
 
 from scones_core.json_text import NotJSON, load_json
 
-from scones.cli.arguments import positive_int
+from scones.cli.arguments import file_or_folder, positive_int
 from scones.cli.errors import CommandError
 from scones.costs.prices import REALTIME_INSTANCE_PRICES
 from scones.template_params import PROJECT_ROOT
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "cost", help="cost per million images on AWS, per line item", description=__doc__
     )
-    parser.add_argument("--measurements", type=Path, default=DEFAULT_MEASUREMENTS)
+    parser.add_argument("--measurements", type=file_or_folder, default=DEFAULT_MEASUREMENTS)
     parser.add_argument(
         "--kind",
         choices=("photo", "small"),

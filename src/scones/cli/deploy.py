@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scones.cli.arguments import file_or_folder
 from scones.cli.errors import CommandError, CommandFailed
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _aws_arguments(baseline)
     baseline.add_argument(
         "--model",
-        type=Path,
+        type=file_or_folder,
         default=None,
         help="model folder holding baseline.json (default: models/bicycle-motorcycle)",
     )

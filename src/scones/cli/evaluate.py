@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import check_writable_folder, output_folder
+from scones.cli.arguments import check_writable_folder, file_or_folder, output_folder
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
@@ -27,13 +26,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--model",
-        type=Path,
+        type=file_or_folder,
         default=SHIPPED_MODEL_DIR,
         help="artifact folder (default: %(default)s)",
     )
     parser.add_argument(
         "--data",
-        type=Path,
+        type=file_or_folder,
         default=DEFAULT_DATA,
         help="labelled image folder (default: %(default)s)",
     )

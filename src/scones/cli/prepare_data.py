@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import output_folder
+from scones.cli.arguments import file_or_folder, output_folder
 from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import PROJECT_ROOT
 
@@ -29,7 +28,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--source",
-        type=Path,
+        type=file_or_folder,
         default=DEFAULT_SOURCE,
         help="cifar-100-python.tar.gz, its extracted folder, or a PNG folder with manifest.csv "
         "(default: %(default)s)",

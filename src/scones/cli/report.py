@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from scones_core.settings import parse_labels
 
+from scones.cli.arguments import file_or_folder
 from scones.cli.errors import CommandError, CommandFailed
+
+
+def _capture_source(text: str) -> str:
+    """A folder or s3:// prefix; an empty one would read the current folder."""
+    return text if text.startswith("s3://") else str(file_or_folder(text))
 
 
 def register(subparsers: Any) -> None:
@@ -31,9 +36,10 @@ def register(subparsers: Any) -> None:
         "--capture",
         required=True,
         metavar="DIR|s3://BUCKET/PREFIX",
+        type=_capture_source,
         help="folder or s3:// prefix holding capture files (*.jsonl), searched recursively",
     )
-    parser.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    parser.add_argument("--out", required=True, type=file_or_folder, help="PNG file to write")
     parser.add_argument(
         "--threshold",
         type=_fraction,

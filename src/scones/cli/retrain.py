@@ -8,7 +8,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scones.cli.arguments import check_writable_folder, hyperparameters, output_folder, positive_int
+from scones.cli.arguments import (
+    check_writable_folder,
+    file_or_folder,
+    hyperparameters,
+    output_folder,
+    positive_int,
+)
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import effective_params, parse_params
 
@@ -30,14 +36,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "decision and writes OUT/retrain-<UTC time>.json, .md and .html."
         ),
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled image folder")
+    parser.add_argument(
+        "--data", type=file_or_folder, default=DEFAULT_DATA, help="labelled image folder"
+    )
     parser.add_argument(
         "--labelled",
-        type=Path,
+        type=file_or_folder,
         help="folder of <label>/ images to publish under LabelledDataPrefix (what the review "
         "page writes)",
     )
-    parser.add_argument("--model", type=Path, help="production model (default: the shipped one)")
+    parser.add_argument(
+        "--model", type=file_or_folder, help="production model (default: the shipped one)"
+    )
     parser.add_argument("--out", type=output_folder, default=Path("out"), help="report folder")
     recipe = ", ".join(f"{k}={v}" for k, v in SHORT_RECIPE.items())
     parser.add_argument(

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scones_core.settings import parse_labels
 
-from scones.cli.arguments import check_writable_folder, output_folder, seconds
+from scones.cli.arguments import check_writable_folder, file_or_folder, output_folder, seconds
 from scones.cli.display import (
     exit_status,
     make_console,
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "paths",
         nargs="*",
-        type=Path,
+        type=file_or_folder,
         help=f"image files or folders (default: {SAMPLES_DIR.name}/, held-out images with "
         "known labels; a folder named after a label gives its images that true label)",
     )

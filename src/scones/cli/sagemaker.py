@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import hyperparameters
+from scones.cli.arguments import file_or_folder, hyperparameters
 from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import TEMPLATE_PATH, parameter_default
 
@@ -102,7 +102,7 @@ def _job(parser: argparse.ArgumentParser, instance_type: str, prefix: str) -> No
     parser.add_argument("--job-name-prefix", default=prefix, help="job name = <prefix>-<UTC time>")
     parser.add_argument(
         "--save-request",
-        type=Path,
+        type=file_or_folder,
         metavar="FILE",
         help="also write the CreateTrainingJob request as JSON (the file that the template's "
         "RetrainingJobConfigS3Uri points at)",
@@ -138,7 +138,7 @@ def register(subparsers: Any) -> None:
     samples.add_argument("--num-training-samples", type=int)
     samples.add_argument(
         "--prepared-dir",
-        type=Path,
+        type=file_or_folder,
         help="count num_training_samples from <dir>/train.lst (default: build/data)",
     )
     builtin.add_argument("--epochs", type=int, default=30)
@@ -180,7 +180,7 @@ def register(subparsers: Any) -> None:
     )
     script.add_argument(
         "--requirements",
-        type=Path,
+        type=file_or_folder,
         help="requirements.txt for the container (default: pins of the packages installed here)",
     )
     script.set_defaults(handler=_handle(train_script))

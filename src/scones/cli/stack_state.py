@@ -19,7 +19,7 @@ from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import port
+from scones.cli.arguments import file_or_folder, port
 from scones.cli.errors import CommandError, CommandFailed
 from scones.offline.client import StackClient, StackEndpoints
 from scones.template_params import PROJECT_ROOT, ParameterError, resolve_parameters
@@ -59,7 +59,9 @@ OFFLINE_DEFAULTS = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "2"}
 
 def add_stack_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("offline stack")
-    group.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    group.add_argument(
+        "--model", type=file_or_folder, help="model folder (default: the shipped model)"
+    )
     group.add_argument(
         "--param",
         action="append",

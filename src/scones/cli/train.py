@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from scones.cli.arguments import check_writable_folder, labels, output_folder
+from scones.cli.arguments import check_writable_folder, file_or_folder, labels, output_folder
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR, SHIPPED_MODEL_NAME
 
@@ -46,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     default = " (default: %(default)s)"
     parser.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, help="labelled image folder" + default
+        "--data", type=file_or_folder, default=DEFAULT_DATA, help="labelled image folder" + default
     )
     parser.add_argument(
         "--out",
