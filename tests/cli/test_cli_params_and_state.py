@@ -550,6 +550,11 @@ def test_a_stop_report_that_is_not_one_is_ignored(
         ),
         (["review", "--region", "eu-west-1"], "--region is for a deployed stack: add --aws"),
         (["review", "--stack", "s"], "--stack is for a deployed stack: add --aws"),
+        (["redrive", "--dry-run", "--region", "r"], "--region is for a deployed stack"),
+        (
+            ["redrive", "--dead-letters", "--profile", "p"],
+            "--profile is for a deployed stack: add --stack NAME (or --table",
+        ),
     ],
 )
 def test_options_that_would_be_ignored_are_refused(

@@ -139,3 +139,18 @@ def hyperparameters(pairs: list[str], option: str = "--hyperparameter") -> dict[
         except NotJSON:
             values[name.strip()] = raw
     return values
+
+
+def refuse_deployed_options(given: dict[str, object], remedy: str) -> None:
+    """``CommandError`` naming the options in ``given`` that were set: they are for a
+    deployed stack, and the command is about to use the offline one (``remedy`` says how
+    to name a deployed one)."""
+    from scones.cli.errors import CommandError
+
+    named = [option for option, value in given.items() if value]
+    if named:
+        verb, them = ("are", "them") if len(named) > 1 else ("is", "it")
+        raise CommandError(
+            f"{' and '.join(named)} {verb} for a deployed stack: {remedy}, or leave {them} out "
+            "for the offline stack of `scones up`"
+        )

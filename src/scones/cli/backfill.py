@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from scones.cli.arguments import seconds
+from scones.cli.arguments import refuse_deployed_options, seconds
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state
 
@@ -81,12 +81,9 @@ def wait_for(sfn: Any, execution_arn: str, timeout: float) -> dict[str, Any]:
 def backfill_command(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.wait:
         raise CommandError("--timeout is how long --wait waits: add --wait, or leave it out")
-    if not args.stack and (args.region or args.profile):
-        given = [o for o, v in (("--region", args.region), ("--profile", args.profile)) if v]
-        verb = "are" if len(given) > 1 else "is"
-        raise CommandError(
-            f"{' and '.join(given)} {verb} for a deployed stack: add --stack NAME, or leave "
-            f"{'them' if len(given) > 1 else 'it'} out for the offline stack of `scones up`"
+    if not args.stack:
+        refuse_deployed_options(
+            {"--region": args.region, "--profile": args.profile}, "add --stack NAME"
         )
     if args.stack:
         import boto3

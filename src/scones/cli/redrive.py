@@ -20,6 +20,7 @@ from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.records import Status
 from scones_core.redrive import Outcome, RedriveError, Redriver, RedriveReport, Selection
 
+from scones.cli.arguments import refuse_deployed_options
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state
 
@@ -104,6 +105,10 @@ def parse_moment(text: str | None, now: datetime) -> datetime | None:
 def resolve_target(args: argparse.Namespace) -> Target:
     explicit = (args.table, args.state_machine_arn, args.dead_letter_queue_url)
     if not args.stack and not any(explicit) and not args.endpoint_url:
+        refuse_deployed_options(
+            {"--region": args.region, "--profile": args.profile},
+            "add --stack NAME (or --table, --state-machine-arn and --dead-letter-queue-url)",
+        )
         api = client_from_state()
         endpoints = api.endpoints
         return Target(

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from scones.cli.arguments import port
+from scones.cli.arguments import port, refuse_deployed_options
 from scones.cli.display import make_console
 from scones.cli.errors import CommandError, CommandFailed
 
@@ -220,12 +220,8 @@ def review_command(args: argparse.Namespace) -> int:
     # other sites' pages out of a browser, not other clients on the network.
     token = None if args.host in LOOPBACK_ADDRESSES else secrets.token_urlsafe(18)
 
-    if not args.aws and (args.stack or args.region):
-        given = [o for o, v in (("--stack", args.stack), ("--region", args.region)) if v]
-        verb, them = ("are", "them") if len(given) > 1 else ("is", "it")
-        raise CommandError(
-            f"{' and '.join(given)} {verb} for a deployed stack: add --aws, or leave {them} out"
-        )
+    if not args.aws:
+        refuse_deployed_options({"--stack": args.stack, "--region": args.region}, "add --aws")
     if args.aws and not args.stack:
         raise CommandError("--aws needs --stack NAME")
     reviewer = default_reviewer() if args.reviewer is None else args.reviewer
