@@ -117,6 +117,9 @@ try:
 except click.exceptions.Exit as exc:
     sys.exit(exc.exit_code or 1)
 except Exception as exc:  # what sam deploy stops on before deploying anything
+    if type(exc).__name__ == "ConfigParseError":  # botocore's: not sam's config file
+        print(json.dumps({"aws_config": describe(exc)}))
+        sys.exit(1)
     given, named = sys.argv[1:], None
     for at, option in enumerate(given):  # the last one given, as click takes it
         if option == "--config-file" and at + 1 < len(given):
@@ -181,6 +184,9 @@ def read_samconfig(path: Path | None = None, sam_args: Sequence[str] = ()) -> Sa
         raise SamConfigError(f"{broken}: {reason}; run scripts/bootstrap.sh sam")
     try:
         answer = json.loads(done.stdout.splitlines()[-1])
+        if done.returncode != 0 and "aws_config" in answer:
+            said = " ".join(str(answer["aws_config"]).split())
+            raise SamConfigError(f"an AWS config or credentials file cannot be read: {said}")
         refused = None if done.returncode == 0 else str(answer["refused"])
         read: dict[str, Any] = dict(answer["settings"]) if refused is None else {}
     except (IndexError, KeyError, TypeError, ValueError) as exc:
@@ -232,7 +238,13 @@ def preflight(session: Any, *, guided: bool = False) -> dict[str, str]:
             "AWS_DEFAULT_REGION"
         )
     try:
-        identity = session.client("sts", region_name=region).get_caller_identity()
+        sts = session.client("sts", region_name=region)
+    except botocore.exceptions.BotoCoreError as exc:
+        # A setting the SDK cannot use (AWS_RETRY_MODE, AWS_MAX_ATTEMPTS, the config file's
+        # values): not the credentials.
+        raise DeployError(f"the AWS configuration cannot be used: {exc}") from exc
+    try:
+        identity = sts.get_caller_identity()
     except botocore.exceptions.EndpointConnectionError as exc:
         # No network, a proxy, or a region without that endpoint: not the credentials.
         raise DeployError(

@@ -593,3 +593,47 @@ def test_json_the_parser_cannot_take_is_named_by_every_reader(tmp_path: Path, te
         _measurements(path, "png")
     # Not JSON, so the value is the text itself, which the recipe's own check then names.
     assert hyperparameters([f"epochs={text}"]) == {"epochs": text}
+
+
+def test_each_bad_setting_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """A state folder that is a file, an archive that is no tar, a measurements path that
+    is a folder, an SDK setting and an unreadable AWS credentials file: each named as what
+    it is, in one line (they were an errno, tarfile's list of every compression it tried,
+    "run bench handlers first", "credentials refused", and samconfig.toml's fault)."""
+    not_a_tar = tmp_path / "cifar.tar.gz"
+    not_a_tar.write_bytes(bytes(range(256)))
+    (tmp_path / "measurements").mkdir()
+    aws = {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_CONFIG_FILE": "/nonexistent",
+    }
+    cases = [
+        (["up"], {"SCONES_STATE_DIR": str(not_a_tar)}, "is, or lies under, a file: name a folder"),
+        (
+            ["prepare-data", "--source", str(not_a_tar), "--out", str(tmp_path / "data")],
+            None,
+            "is not a tar archive (plain, gzip, bz2 or xz) that can be read",
+        ),
+        (
+            ["cost", "--measurements", str(tmp_path / "measurements")],
+            None,
+            "--measurements " + str(tmp_path / "measurements") + ": cannot be read: [Errno 21]",
+        ),
+        (
+            ["deploy-preflight", "--region", "eu-west-1"],
+            aws | {"AWS_RETRY_MODE": "bogus"},
+            'the AWS configuration cannot be used: Invalid value provided to "mode"',
+        ),
+        (
+            ["deploy-preflight", "--region", "eu-west-1"],
+            aws | {"AWS_SHARED_CREDENTIALS_FILE": str(not_a_tar)},
+            "an AWS config or credentials file cannot be read: ConfigParseError",
+        ),
+    ]
+    for argv, env, words in cases:
+        environment = None if env is None else {"SCONES_STATE_DIR": str(tmp_path / "s"), **env}
+        result = scones(*argv, cwd=PROJECT_ROOT, env=environment)
+        assert result.returncode in (1, 2), (argv, result.stderr)
+        assert words in result.stderr, (argv, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -63,8 +63,10 @@ def _measurements(path: Path, kind: str) -> dict[str, Any]:
     """``scones bench handlers``' file, with the numbers for ``kind`` uploads."""
     try:
         measured = load_json(path.read_bytes())
-    except OSError as exc:
+    except FileNotFoundError as exc:
         raise CommandError(f"{exc}; run `scones bench handlers` first") from exc
+    except OSError as exc:
+        raise CommandError(f"--measurements {path}: cannot be read: {exc}") from exc
     except NotJSON as exc:
         raise CommandError(f"{path} is {exc}") from exc
     kinds = measured.get("kinds") if isinstance(measured, dict) else None

@@ -132,7 +132,7 @@ def write_state(
 ) -> None:
     """What other commands need: endpoints and names, the labels (true labels from folder
     names, as ``scones run``), and the served model's identity (one model per stack)."""
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    _make_state_dir()
     document = {
         **endpoints.to_json(),
         "pid": pid,
@@ -237,12 +237,24 @@ def _field_problem(state: dict[str, Any]) -> str | None:
     return None
 
 
+def _make_state_dir() -> None:
+    try:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CommandFailed(
+            f"the state folder {STATE_DIR} (SCONES_STATE_DIR, else .scones in the project) "
+            "is, or lies under, a file: name a folder"
+        ) from None
+    except OSError as exc:
+        raise CommandFailed(f"the state folder {STATE_DIR} cannot be created: {exc}") from None
+
+
 @contextmanager
 def up_lock() -> Iterator[None]:
     """Hold the project's `scones up` lock for the duration, or refuse at once."""
     import fcntl
 
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    _make_state_dir()
     with UP_LOCK_FILE.open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -297,7 +309,7 @@ def process_started(pid: int) -> str | None:
 
 def write_stopped(pid: int, records_file: Path | None, error: str | None) -> None:
     """What a stopped ``scones up`` left behind, for ``scones down`` to report."""
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    _make_state_dir()
     document = {
         "pid": pid,
         "records_file": str(records_file) if records_file else None,

@@ -218,8 +218,13 @@ def load_cifar_archive(archive: Path) -> list[Sample]:
                 batch = _read_member(tar, members[name], archive)
                 samples += _samples_from_batch(batch, split, f"{archive}:{name}")
             return samples
+    except tarfile.ReadError as exc:  # its message lists every compression it tried
+        raise DatasetError(
+            f"{archive} is not a tar archive (plain, gzip, bz2 or xz) that can be read"
+        ) from exc
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise DatasetError(f"{archive} is not a readable tar archive: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        raise DatasetError(f"{archive} is not a readable tar archive: {reason}") from exc
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> dict[bytes, Any]:
