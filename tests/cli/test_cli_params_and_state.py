@@ -613,7 +613,7 @@ def test_each_bad_setting_is_named_for_what_it_is(tmp_path: Path) -> None:
         (
             ["prepare-data", "--source", str(not_a_tar), "--out", str(tmp_path / "data")],
             None,
-            "is not a tar archive (plain, gzip, bz2 or xz) that can be read",
+            "is not a readable tar archive (plain, gzip, bz2 or xz)",
         ),
         (
             ["cost", "--measurements", str(tmp_path / "measurements")],

@@ -220,7 +220,7 @@ def load_cifar_archive(archive: Path) -> list[Sample]:
             return samples
     except tarfile.ReadError as exc:  # its message lists every compression it tried
         raise DatasetError(
-            f"{archive} is not a tar archive (plain, gzip, bz2 or xz) that can be read"
+            f"{archive} is not a readable tar archive (plain, gzip, bz2 or xz)"
         ) from exc
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         reason = " ".join(str(exc).split())
