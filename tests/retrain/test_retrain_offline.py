@@ -146,6 +146,24 @@ def test_a_candidate_that_fails_at_serving_is_rolled_back(guessing_production: P
     assert result.alert is not None and result.alert["subject"].endswith("rolled back")
 
 
+def test_a_canary_that_served_nothing_is_rolled_back_not_promoted(
+    guessing_production: Path,
+) -> None:
+    """At 1 % of a short bake the canary got no request, so its alarm could not fire, and a
+    candidate failing every request was promoted and then failed all traffic."""
+    result = retrain(
+        guessing_production,
+        canary_faults={"model_error": -1},
+        overrides={"CanaryCapacityPercent": "1"},
+    )
+    assert result.outcome == "ROLLED_BACK", result.to_json()
+    deploy = result.step("deploy").detail
+    assert deploy["invocations"][deploy["canary_variant"]]["invocations"] == 0
+    assert "after_promotion" not in deploy
+    assert deploy["model_package_status"] == "Rejected"
+    assert "the canary served none of the 12 requests of its bake at 1%" in result.record["reason"]
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

@@ -537,14 +537,25 @@ class OfflineRetrain:
             "records_by_variant": by_variant,
             "invocations": {v.name: v.describe() for v in endpoint.variants()},
         }
-        if breached:
+        unproven = canary.invocations == 0
+        if breached or unproven:
+            # An alarm on a canary that served nothing cannot fire: a model failing every
+            # request would be promoted (a small CanaryCapacityPercent over a short bake).
             endpoint.remove_variant(variant_name)
             endpoint.set_weights({production.name: 1.0})
             detail["model_package_status"] = self._reject_package(package_arn)
-            names = ", ".join(alarm["name"] for alarm in breached)
+            if breached:
+                names = ", ".join(alarm["name"] for alarm in breached)
+                why = f"an alarm rolled the canary back ({names})"
+            else:
+                why = (
+                    f"the canary served none of the {len(rows)} requests of its bake at "
+                    f"{share:.0%} (CanaryCapacityPercent), so nothing shows it serves; bake "
+                    "with more requests (--canary-requests) or a larger share"
+                )
             reason = (
-                f"an alarm rolled the canary back ({names}): the endpoint serves "
-                f"{production.name} again, not the candidate {variant_name}"
+                f"{why}: the endpoint serves {production.name} again, not the candidate "
+                f"{variant_name}"
             )
             self._step("deploy", "ROLLED BACK: " + reason, started, **detail)
             return False, reason
