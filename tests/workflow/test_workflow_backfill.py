@@ -18,6 +18,7 @@ from scones_core.backfill import (
 )
 from scones_core.errors import ObjectsUnreadable, SettingsError, WorkflowsNotStarted
 from scones_core.objects import ObjectRef
+from scones_core.records import may_replace
 from scones_core.settings import StartSettings
 
 from scones.offline.lambda_worker import LambdaContext
@@ -101,6 +102,8 @@ def test_an_unversioned_key_holding_bytes_recorded_as_overwritten_is_started_aga
         etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
         refs[code] = ObjectRef(BUCKET, key, "null", etag, 1)
         item = {"status": {"S": "REJECTED"}, "error_code": {"S": code}}
+        # Written by an earlier backfill, whose delivery was the record id alone.
+        item["delivery_id"] = {"S": refs[code].record_id}
         ddb.put_item(TableName=TABLE, Item={"pk": {"S": refs[code].record_id}, **item})
     event = {
         "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
@@ -113,6 +116,14 @@ def test_an_unversioned_key_holding_bytes_recorded_as_overwritten_is_started_aga
 
     assert report.started == [refs["ObjectChanged"].record_id]
     assert report.recorded == [refs["NotAnImage"].record_id]
+    # Its execution is a delivery of its own (the upload's LastModified), so its record
+    # write may replace the one an earlier delivery of those bytes left.
+    (execution,) = sfn.list_executions(stateMachineArn=machine)["executions"]
+    started = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    delivery = started["object"]["delivery_id"]
+    assert delivery.startswith(refs["ObjectChanged"].record_id + "@modified:")
+    existing = {"status": "REJECTED", "error_code": "ObjectChanged"}
+    assert may_replace(existing | {"delivery_id": refs["ObjectChanged"].record_id}, 0, delivery)
 
 
 @mock_aws

@@ -140,7 +140,19 @@ def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> ObjectRef 
         # The item reader spells it ``Etag``; boto3's listing ``ETag``.
         etag=str(head.get("ETag") or item.get("Etag") or item.get("ETag") or "").strip('"'),
         size=int(head.get("ContentLength") or item.get("Size") or 0),
+        sequencer=_upload_mark(head),
     )
+
+
+def _upload_mark(head: Mapping[str, Any]) -> str:
+    """What tells this upload of an unversioned key from another upload of the same bytes
+    (a listing has no S3 sequencer): its LastModified, so the backfill's execution is a
+    delivery of its own (``ObjectRef.delivery_id``) and may replace an ObjectChanged
+    record an earlier delivery of those bytes left. A version id already tells them apart."""
+    modified = head.get("LastModified")
+    if head.get("VersionId") or not isinstance(modified, datetime):
+        return ""
+    return f"modified:{format_millis(modified)}"
 
 
 def recorded_ids(
