@@ -367,6 +367,14 @@ def test_a_state_file_is_checked_before_its_pid_is_trusted(
             assert words in result.stderr
             assert "Traceback" not in result.stderr
         assert stack_process.poll() is None  # not signalled
+    # Without its start time but its process gone (an older version's file): stale, so it
+    # is removed as before, not called corrupt.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    state_file.write_text(json.dumps(state | {"pid": gone.pid, "pid_started": None}))
+    result = scones("results", cwd=project)
+    assert result.returncode == 1 and "is not running" in result.stderr, result.stderr
+    assert not state_file.exists()
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         reused = {"pid": other.pid, "pid_started": process_started(stack_process.pid)}
@@ -613,7 +621,7 @@ def test_each_bad_setting_is_named_for_what_it_is(tmp_path: Path) -> None:
         (
             ["prepare-data", "--source", str(not_a_tar), "--out", str(tmp_path / "data")],
             None,
-            "is not a readable tar archive (plain, gzip, bz2 or xz)",
+            "is not a readable tar archive: no compression it may have (plain, gzip, bz2 or xz)",
         ),
         (
             ["cost", "--measurements", str(tmp_path / "measurements")],

@@ -24,6 +24,7 @@ from cifar_format import (
     meta,
     official_members,
     py2_pickle,
+    write_tar,
 )
 from moto import mock_aws
 from PIL import Image
@@ -229,6 +230,22 @@ def test_truncated_archive(cifar_archive: FakeCifar, tmp_path: Path) -> None:
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetError, match="not a readable tar archive: Compressed file ended"):
         load_cifar_archive(truncated)
+
+
+def test_a_truncated_plain_tar_names_its_cut_not_the_compressions_tried(
+    cifar_rows: Rows, tmp_path: Path
+) -> None:
+    """Cut off, an uncompressed tar opens and then ends early: that is what is said, not
+    that it is no tar (tarfile's list of every compression it tried stays out)."""
+    plain = write_tar(tmp_path / "cifar.tar", official_members(cifar_rows), mode="w")
+    data = plain.read_bytes()
+    plain.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="not a readable tar archive: unexpected end of data"):
+        load_cifar_archive(plain)
+    plain.write_bytes(bytes(range(256)))
+    with pytest.raises(DatasetError, match="no compression it may have") as raised:
+        load_cifar_archive(plain)
+    assert "\n" not in str(raised.value)
 
 
 def test_pickle_without_expected_keys(tar_factory: TarFactory, cifar_rows: Rows) -> None:

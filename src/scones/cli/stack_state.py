@@ -185,7 +185,7 @@ def read_state() -> dict[str, Any]:
             f"{STATE_FILE} is corrupt: its pid_started {reprlib.repr(started)} is not a start "
             "time; remove it and run `scones up`"
         )
-    if started is None and process_started(os.getpid()) is not None:
+    if started is None and process_alive(pid) and process_started(os.getpid()) is not None:
         # `scones up` records when its process started wherever that can be read: without
         # it, pid could be any process (and `scones down` would signal it).
         raise CommandFailed(

@@ -201,8 +201,10 @@ def load_cifar_archive(archive: Path) -> list[Sample]:
     """The kept images of ``cifar-100-python.tar.gz``, read from the archive in memory."""
     if not archive.is_file():
         raise DatasetError(f"CIFAR-100 archive not found: {archive}")
+    opened = False
     try:
         with tarfile.open(archive, mode="r:*") as tar:
+            opened = True
             members = {}
             for member in tar.getmembers():
                 _check_member_name(member, archive)
@@ -218,12 +220,11 @@ def load_cifar_archive(archive: Path) -> list[Sample]:
                 batch = _read_member(tar, members[name], archive)
                 samples += _samples_from_batch(batch, split, f"{archive}:{name}")
             return samples
-    except tarfile.ReadError as exc:  # its message lists every compression it tried
-        raise DatasetError(
-            f"{archive} is not a readable tar archive (plain, gzip, bz2 or xz)"
-        ) from exc
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        reason = " ".join(str(exc).split())
+        if not opened and isinstance(exc, tarfile.ReadError):
+            reason = "no compression it may have (plain, gzip, bz2 or xz) opens it"  # not the list
+        else:
+            reason = " ".join(str(exc).split())
         raise DatasetError(f"{archive} is not a readable tar archive: {reason}") from exc
 
 
