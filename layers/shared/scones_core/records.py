@@ -49,11 +49,11 @@ RECORDED_AT_ATTRIBUTE = "recorded_at"
 # (``scones redrive``). Only a FAILED item may be replaced, and only by a later attempt.
 ATTEMPT_ATTRIBUTE = "attempt"
 MODEL_VERSION_ATTRIBUTE = "model_version"
-
-# Written by a review (``scones_core.review``), never by the workflow.
 ERROR_CODE_ATTRIBUTE = "error_code"  # REJECTED: the image rule; FAILED: the error
 # The S3 event an item's execution was started for (``ObjectRef.delivery_id``).
 DELIVERY_ATTRIBUTE = "delivery_id"
+
+# Written by a review (``scones_core.review``), never by the workflow.
 REVIEW_LABEL_ATTRIBUTE = "review_label"  # one of the model's labels, or NEITHER
 REVIEWED_AT_ATTRIBUTE = "reviewed_at"
 REVIEWER_ATTRIBUTE = "reviewer"
