@@ -230,8 +230,14 @@ def test_runtime_route_errors_carry_the_service_error_shape(
     container = client.post("/invocations", content=b"junk", headers=PNG)
     assert body["OriginalMessage"] == container.text
     assert "not an image" in json.loads(body["OriginalMessage"])["message"]
+    # And the endpoint's log group, as SageMaker names where the container logged.
+    log_group = body["LogStreamArn"]
+    assert log_group.startswith("arn:aws:logs:") and log_group.endswith(
+        f":log-group:/aws/sagemaker/Endpoints/{ENDPOINT}"
+    )
     assert body["message"] == (
-        f'Received client error (400) from primary with message "{container.text}".'
+        f'Received client error (400) from primary with message "{container.text}". '
+        f"See {log_group} for more information."
     )
 
 

@@ -119,15 +119,19 @@ def test_a_body_past_invoke_endpoints_limit_never_reaches_the_container(
     assert f"is {8 << 20} bytes; InvokeEndpoint accepts at most" in response["Error"]["Message"]
 
 
+@pytest.mark.parametrize(
+    "container_limit", [RUNTIME_MAX_PAYLOAD_BYTES, 4 * RUNTIME_MAX_PAYLOAD_BYTES]
+)
 def test_a_chunked_body_past_invoke_endpoints_limit_gets_the_same_answer(
-    make_app: AppFactory, bicycle_png: bytes
+    make_app: AppFactory, bicycle_png: bytes, container_limit: int
 ) -> None:
     """Sent in chunks (no Content-Length), a body over 6 MB passed the declared-length
     check and was refused by the container's read as a ModelError (424, "from primary"):
-    the same body had two answers. SageMaker's limit is its own, however the body comes."""
+    the same body had two answers. SageMaker's limit is its own, however the body comes,
+    and also when the container's limit is the same (its default)."""
     from fastapi.testclient import TestClient
 
-    app = make_app(max_body_bytes=4 * RUNTIME_MAX_PAYLOAD_BYTES)
+    app = make_app(max_body_bytes=container_limit)
     body = bicycle_png + bytes(RUNTIME_MAX_PAYLOAD_BYTES)
 
     def chunks() -> Iterator[bytes]:
@@ -187,8 +191,11 @@ def test_container_refusals_arrive_as_model_errors(
     assert container.status_code == status
     assert response["OriginalMessage"] == container.text
     assert words in json.loads(response["OriginalMessage"])["message"]
+    # botocore reads every member of the modelled ModelError, the log group included.
+    assert response["LogStreamArn"].endswith(f":log-group:/aws/sagemaker/Endpoints/{ENDPOINT}")
     assert response["Error"]["Message"] == (
-        f'Received client error ({status}) from primary with message "{container.text}".'
+        f'Received client error ({status}) from primary with message "{container.text}". '
+        f"See {response['LogStreamArn']} for more information."
     )
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
     # The server is still serving.

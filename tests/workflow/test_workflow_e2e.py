@@ -254,6 +254,9 @@ def test_a_model_error_is_not_retried(
 
     assert record["status"] == "FAILED"
     assert record["error_code"] == "EndpointRejectedRequest"
+    # The reason points where the container logged, as a ModelError on AWS does.
+    assert "; its log: arn:aws:logs:" in record["reason"]
+    assert ":log-group:/aws/sagemaker/Endpoints/" in record["reason"]
     failures = [
         e
         for e in history_events(stack.api().client("stepfunctions"), record["execution_arn"])

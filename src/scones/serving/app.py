@@ -478,7 +478,12 @@ class _Endpoint:
         return text
 
     async def infer(
-        self, request: Request, limit: int, variant: ProductionVariant | None = None
+        self,
+        request: Request,
+        limit: int,
+        variant: ProductionVariant | None = None,
+        *,
+        services_limit: bool = False,
     ) -> str:
         """Read the body, then predict in a worker thread once an inference slot is free.
 
@@ -492,7 +497,7 @@ class _Endpoint:
         try:
             body = await _read_body_within(request, limit, self.body_timeout_s)
         except _PayloadTooLarge as exc:
-            if limit != self.max_body_bytes:
+            if services_limit:
                 raise  # InvokeEndpoint's own limit: the runtime route answers for the service
             raise ContainerError(
                 413, f"{exc.describe(limit)} (the server's --max-body-bytes)", close=True
@@ -614,7 +619,7 @@ class _Endpoint:
     async def _invoke_variant(self, variant: ProductionVariant, request: Request) -> str:
         fault = await self.inject(variant)
         if fault is not None:
-            error = _runtime_fault(fault)
+            error = _runtime_fault(fault, self.endpoint_name)
             error.close = True  # answered before the body is read
             raise error
         # SageMaker itself refuses bodies over its payload limit, before the container:
@@ -623,17 +628,20 @@ class _Endpoint:
         if declared is not None and declared > RUNTIME_MAX_PAYLOAD_BYTES:
             raise _over_invoke_endpoints_limit(f"{declared} bytes")
         try:
-            return await self.infer(request, self.runtime_limit, variant)
+            # The service refuses first unless the container's own limit is smaller (at
+            # the container's default the two are equal, and the service's is the answer).
+            services = self.runtime_limit == RUNTIME_MAX_PAYLOAD_BYTES
+            return await self.infer(request, self.runtime_limit, variant, services_limit=services)
         except _PayloadTooLarge:
             raise _over_invoke_endpoints_limit(
                 f"more than {RUNTIME_MAX_PAYLOAD_BYTES} bytes"
             ) from None
         except ContainerError as exc:
-            raise model_error(exc) from None
+            raise model_error(exc, self.endpoint_name) from None
         except ServerBusy as exc:
             # The container's 429, which SageMaker returns as every container error: a
             # ModelError with OriginalStatusCode 429 (its own throttling is another error).
-            raise model_error(ContainerError(429, str(exc))) from None
+            raise model_error(ContainerError(429, str(exc)), self.endpoint_name) from None
         except _BodyTimeout as exc:
             raise ServiceError(ServiceCode.REQUEST_TIMEOUT, str(exc)) from None
 
@@ -712,7 +720,7 @@ def _declared_length(request: Request) -> int | None:
         return None
 
 
-def _runtime_fault(fault: Fault) -> ServiceError:
+def _runtime_fault(fault: Fault, endpoint_name: str) -> ServiceError:
     if fault is Fault.THROTTLE:
         return ServiceError(ServiceCode.THROTTLING, "Rate exceeded (injected fault)")
     if fault is Fault.UNAVAILABLE:
@@ -724,7 +732,7 @@ def _runtime_fault(fault: Fault) -> ServiceError:
             ServiceCode.INTERNAL_FAILURE, "An internal failure occurred (injected fault)"
         )
     status, message = _CONTAINER_FAULTS[fault]  # the container's own answers
-    return model_error(ContainerError(status, message))
+    return model_error(ContainerError(status, message), endpoint_name)
 
 
 def create_app(

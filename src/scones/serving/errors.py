@@ -18,6 +18,7 @@ that code and retries them (as throttling and as a transient error).
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from typing import Any
 
@@ -84,17 +85,34 @@ class ServiceError(Exception):
 CONTAINER_NAME = "primary"
 
 
-def model_error(error: ContainerError) -> ServiceError:
+# No AWS account serves offline: the log group ARN a ModelError names carries this one.
+OFFLINE_ACCOUNT = "000000000000"
+
+
+def endpoint_log_group_arn(endpoint_name: str) -> str:
+    """The ARN of the log group SageMaker gives an endpoint's containers, which a
+    ``ModelError`` names (``LogStreamArn``), in the region the offline clients use."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return (
+        f"arn:aws:logs:{region}:{OFFLINE_ACCOUNT}:log-group:/aws/sagemaker/Endpoints/"
+        f"{endpoint_name}"
+    )
+
+
+def model_error(error: ContainerError, endpoint_name: str) -> ServiceError:
     """Wrap a container's error answer the way SageMaker does for ``InvokeEndpoint``: the
     container's status, and its response body verbatim (``{"message": ...}`` here) as
     ``OriginalMessage`` and inside the message, so a client that reads the body from
-    ``OriginalMessage`` reads it offline as on AWS."""
+    ``OriginalMessage`` reads it offline as on AWS; and the endpoint's log group, where
+    the container's own log would be (``LogStreamArn``)."""
     body = bytes(container_error_response(error).body).decode("utf-8")
     side = "client" if 400 <= error.status < 500 else "server"
+    log_group = endpoint_log_group_arn(endpoint_name)
     return ServiceError(
         ServiceCode.MODEL_ERROR,
-        f'Received {side} error ({error.status}) from {CONTAINER_NAME} with message "{body}".',
-        {"OriginalStatusCode": error.status, "OriginalMessage": body},
+        f'Received {side} error ({error.status}) from {CONTAINER_NAME} with message "{body}". '
+        f"See {log_group} for more information.",
+        {"OriginalStatusCode": error.status, "OriginalMessage": body, "LogStreamArn": log_group},
         close=error.close,
     )
 
