@@ -185,6 +185,7 @@ def test_a_gate_set_too_small_to_judge_by_fails_the_run_before_training(s3: Any)
     result = assemble_dataset(s3, settings, STARTED, "run-1")
     summary = read_json(s3, result["dataset_uri"])
     assert summary["gate_set"]["per_label"] == {"bicycle": 3, "motorcycle": 3}
+    assert summary["gate_set"]["images"] == 6  # the notes and thumbnails beside are not
 
 
 class ReadCountingS3:

@@ -149,7 +149,8 @@ class GateContent:
 
     @property
     def images(self) -> int:
-        return sum(len(keys) for keys in self._keys_by_size.values())
+        """The gate images, as the evaluation reads them (not notes or thumbnails beside)."""
+        return sum(self.per_label.values())
 
     def holds_copy_of(self, key: str, size: int) -> bool:
         gate_keys = self._keys_by_size.get(size)
