@@ -127,6 +127,24 @@ def test_a_candidate_trained_on_shuffled_labels_is_refused_by_the_gate(tmp_path:
     assert "REJECTED" in markdown and "| gate | REFUSED" in markdown
 
 
+def test_a_run_that_fails_leaves_its_record_alert_and_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gate set too small fails the dataset step, as on AWS: the run ends FAILED with a
+    record and an alert (RecordFailed, AlertFailed) and its report; it left none."""
+    out = tmp_path / "out"
+    status = scones_main(["retrain", "--max-gate-per-label", "1", "--out", str(out)])
+    assert status == 1
+    assert "the retraining run failed: RetrainDatasetFunction failed" in capsys.readouterr().err
+    [report_file] = out.glob("retrain-*.json")
+    report = json.loads(report_file.read_text())
+    assert report["outcome"] == "FAILED"
+    assert report["record"]["outcome"] == "FAILED"
+    assert "too small to judge a candidate by" in report["record"]["reason"]
+    assert report["alert"]["subject"] == "Scones retraining failed"
+    assert [s["step"] for s in report["steps"]] == ["publish", "record"]
+
+
 def test_a_candidate_that_fails_at_serving_is_rolled_back(guessing_production: Path) -> None:
     result = retrain(guessing_production, canary_faults={"model_error": -1})
     assert result.outcome == "ROLLED_BACK", result.to_json()

@@ -123,6 +123,8 @@ def _check_folders(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scones_core.retraining.outcome import FAILED
+
     from scones.offline.deploy import DeployError
     from scones.offline.retrain import OfflineRetrain, RetrainError, RetrainOptions
     from scones.offline.stack import DEFAULT_MODEL_DIR, StackError
@@ -175,4 +177,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"outcome: {result.outcome}: {result.record['reason']}")
         print(f"report: {paths['html']} ({paths['markdown'].name}, {paths['json'].name})")
+    if result.outcome == FAILED:
+        raise CommandFailed(f"the retraining run failed: {result.record['reason']}")
     return 0

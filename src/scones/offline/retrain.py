@@ -230,15 +230,19 @@ class OfflineRetrain:
             )["definition"]
         )
         self.asl_states: dict[str, Any] = definition["States"]
-        production_url = self._publish()
-        dataset = self._dataset(run_name, started_at)
-        model_data_url, candidate_dir = self._train(dataset)
-        self._evaluate(dataset, model_data_url, production_url)
-        gate = self._judge(dataset)
-        if not gate["passed"]:
-            return self._finish(outcomes.REJECTED, gate["summary"], started_at)
-        package_arn = self._register(dataset, gate, model_data_url)
-        promoted, reason = self._deploy(candidate_dir, package_arn)
+        try:
+            production_url = self._publish()
+            dataset = self._dataset(run_name, started_at)
+            model_data_url, candidate_dir = self._train(dataset)
+            self._evaluate(dataset, model_data_url, production_url)
+            gate = self._judge(dataset)
+            if not gate["passed"]:
+                return self._finish(outcomes.REJECTED, gate["summary"], started_at)
+            package_arn = self._register(dataset, gate, model_data_url)
+            promoted, reason = self._deploy(candidate_dir, package_arn)
+        except RetrainError as exc:
+            # As the state machine's RecordFailed and AlertFailed: a FAILED item and an alert.
+            return self._finish(outcomes.FAILED, str(exc), started_at)
         return self._finish(
             outcomes.PROMOTED if promoted else outcomes.ROLLED_BACK, reason, started_at
         )
@@ -704,6 +708,7 @@ class OfflineRetrain:
             outcomes.PROMOTED: "Scones retraining: candidate promoted",
             outcomes.REJECTED: "Scones retraining: candidate rejected by the gate",
             outcomes.ROLLED_BACK: "Scones retraining: canary rolled back",
+            outcomes.FAILED: "Scones retraining failed",
         }[outcome]
         message = f"Retraining {self.run_name}: {reason}"
         self.stack.client("sns").publish(
