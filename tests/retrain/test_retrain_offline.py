@@ -143,6 +143,8 @@ def test_a_run_that_fails_leaves_its_record_alert_and_report(
     assert "too small to judge a candidate by" in report["record"]["reason"]
     assert report["alert"]["subject"] == "Scones retraining failed"
     assert [s["step"] for s in report["steps"]] == ["publish", "record"]
+    page = (out / report_file.name.replace(".json", ".html")).read_text()
+    assert "h1{color:#b3261e}" in page  # a failure reads as one, not in neutral grey
 
 
 def test_a_candidate_that_fails_at_serving_is_rolled_back(guessing_production: Path) -> None:

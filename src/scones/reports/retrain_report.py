@@ -119,9 +119,12 @@ def html_page(report: dict[str, Any]) -> str:
         elif line:
             body.append(f"<p>{html.escape(line)}</p>")
     close_table()
-    colour = {"PROMOTED": "#1b7f3b", "REJECTED": "#b26b00", "ROLLED_BACK": "#b3261e"}.get(
-        report["outcome"], "#333"
-    )
+    colour = {
+        "PROMOTED": "#1b7f3b",
+        "REJECTED": "#b26b00",
+        "ROLLED_BACK": "#b3261e",
+        "FAILED": "#b3261e",
+    }.get(report["outcome"], "#333")
     style = (
         "body{font-family:sans-serif;max-width:70em;margin:2em auto;color:#222}"
         f"h1{{color:{colour}}}table{{border-collapse:collapse;margin:1em 0}}"
