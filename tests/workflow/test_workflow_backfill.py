@@ -103,7 +103,7 @@ def test_an_unversioned_key_holding_bytes_recorded_as_overwritten_is_started_aga
         refs[code] = ObjectRef(BUCKET, key, "null", etag, 1)
         item = {"status": {"S": "REJECTED"}, "error_code": {"S": code}}
         # Written by an earlier backfill, whose delivery was the record id alone.
-        item["delivery_id"] = {"S": refs[code].record_id}
+        item["delivery"] = {"S": refs[code].delivery}
         ddb.put_item(TableName=TABLE, Item={"pk": {"S": refs[code].record_id}, **item})
     event = {
         "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
@@ -120,10 +120,10 @@ def test_an_unversioned_key_holding_bytes_recorded_as_overwritten_is_started_aga
     # write may replace the one an earlier delivery of those bytes left.
     (execution,) = sfn.list_executions(stateMachineArn=machine)["executions"]
     started = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
-    delivery = started["object"]["delivery_id"]
-    assert delivery.startswith(refs["ObjectChanged"].record_id + "@modified:")
+    delivery = started["object"]["delivery"]
+    assert delivery != refs["ObjectChanged"].delivery
     existing = {"status": "REJECTED", "error_code": "ObjectChanged"}
-    assert may_replace(existing | {"delivery_id": refs["ObjectChanged"].record_id}, 0, delivery)
+    assert may_replace(existing | {"delivery": refs["ObjectChanged"].delivery}, 0, delivery)
 
 
 @mock_aws

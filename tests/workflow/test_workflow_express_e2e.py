@@ -92,7 +92,7 @@ def test_express_runs_twice_and_still_writes_one_record(stack: OfflineStack) -> 
 
 
 def test_an_execution_without_attempt_still_records_attempt_zero(stack: OfflineStack) -> None:
-    """A start function older than `attempt` and `delivery_id` (during a deployment)
+    """A start function older than `attempt` and `delivery` (during a deployment)
     sends neither."""
     import hashlib
 
@@ -118,4 +118,4 @@ def test_an_execution_without_attempt_still_records_attempt_zero(stack: OfflineS
     record = api.wait_for_records([upload], timeout=90)[upload]
     assert record["status"] in ("ACCEPTED", "NEEDS_REVIEW")
     assert record["attempt"] == 0
-    assert record["delivery_id"] == record_id
+    assert record["delivery"] == record_id

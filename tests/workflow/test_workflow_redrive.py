@@ -357,13 +357,13 @@ EXISTING: dict[str, dict[str, Any] | None] = {
         "status": "REJECTED",
         "attempt": 0,
         "error_code": "ObjectChanged",
-        "delivery_id": WRITER,
+        "delivery": WRITER,
     },
     "ObjectChanged, another delivery": {
         "status": "REJECTED",
         "attempt": 0,
         "error_code": "ObjectChanged",
-        "delivery_id": WRITER + "0",
+        "delivery": WRITER + "0",
     },
     "ObjectChanged, before deliveries were kept": {
         "status": "REJECTED",
@@ -407,7 +407,7 @@ def test_the_record_condition_replaces_only_a_failed_item_of_an_earlier_attempt(
         }
         if "attempt" in before:
             item["attempt"] = {"N": str(before["attempt"])}
-        for text in ("error_code", "delivery_id"):
+        for text in ("error_code", "delivery"):
             if text in before:
                 item[text] = {"S": before[text]}
         aws.ddb.put_item(TableName=TABLE, Item=item)
@@ -417,7 +417,7 @@ def test_the_record_condition_replaces_only_a_failed_item_of_an_earlier_attempt(
         "pk": {"S": "images/a.png#v"},
         "status": {"S": "ACCEPTED"},
         "attempt": {"N": str(attempt)},
-        "delivery_id": {"S": WRITER},
+        "delivery": {"S": WRITER},
     }
     try:
         aws.ddb.put_item(

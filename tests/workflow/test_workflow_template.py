@@ -1216,14 +1216,14 @@ def test_executions_without_attempt_default_to_attempt_zero() -> None:
         "Next": "DefaultDelivery",  # a start function without attempts had no deliveries
     }
     assert delivery == {
-        "Variable": "$.object.delivery_id",
+        "Variable": "$.object.delivery",
         "IsPresent": False,
         "Next": "DefaultDelivery",
     }
     assert states["DefaultDelivery"] == {
         "Type": "Pass",
         "InputPath": "$.object.record_id",
-        "ResultPath": "$.object.delivery_id",
+        "ResultPath": "$.object.delivery",
         "Next": "SerializeImage",
     }
 

@@ -50,8 +50,9 @@ RECORDED_AT_ATTRIBUTE = "recorded_at"
 ATTEMPT_ATTRIBUTE = "attempt"
 MODEL_VERSION_ATTRIBUTE = "model_version"
 ERROR_CODE_ATTRIBUTE = "error_code"  # REJECTED: the image rule; FAILED: the error
-# The S3 event an item's execution was started for (``ObjectRef.delivery_id``).
-DELIVERY_ATTRIBUTE = "delivery_id"
+# The S3 event an item's execution was started for, as a short digest (``ObjectRef.delivery``:
+# the whole delivery id would double a record's write units).
+DELIVERY_ATTRIBUTE = "delivery"
 
 # Written by a review (``scones_core.review``), never by the workflow.
 REVIEW_LABEL_ATTRIBUTE = "review_label"  # one of the model's labels, or NEITHER
@@ -83,7 +84,7 @@ class ObjectPayload(TypedDict):
     size: int
     sequencer: str
     record_id: str
-    delivery_id: str
+    delivery: str
 
 
 class Rejection(TypedDict):
@@ -196,7 +197,7 @@ def _common(status: Attribute) -> tuple[Attribute, ...]:
         Attribute("key", "S", "$.object.key"),
         Attribute("version_id", "S", "$.object.version"),
         Attribute("etag", "S", "$.object.etag"),
-        Attribute(DELIVERY_ATTRIBUTE, "S", "$.object.delivery_id"),
+        Attribute(DELIVERY_ATTRIBUTE, "S", "$.object.delivery"),
         status,
         Attribute("threshold", "N", literal="${ConfidenceThreshold}"),
         Attribute("event_time", "S", "$.event_time"),
@@ -290,7 +291,7 @@ RECORD_CONDITION_NAMES: dict[str, str] = {
 # ``:attempt`` is the writing execution's own attempt, ``:delivery`` its S3 event's
 # delivery id (both from its input).
 _ATTEMPT_VALUE = Attribute(":attempt", "N", "$.attempt")
-_DELIVERY_VALUE = Attribute(":delivery", "S", "$.object.delivery_id")
+_DELIVERY_VALUE = Attribute(":delivery", "S", "$.object.delivery")
 
 
 def asl_condition() -> dict[str, Any]:
@@ -308,11 +309,11 @@ def asl_condition() -> dict[str, Any]:
     }
 
 
-def condition_values(attempt: int, delivery_id: str) -> dict[str, dict[str, str]]:
+def condition_values(attempt: int, delivery: str) -> dict[str, dict[str, str]]:
     """``ExpressionAttributeValues`` as the state machine resolves them for ``attempt``
-    of the delivery ``delivery_id``."""
+    of the delivery ``delivery``."""
     values = asl_condition()["ExpressionAttributeValues"]
-    return {**values, ":attempt": {"N": str(attempt)}, ":delivery": {"S": delivery_id}}
+    return {**values, ":attempt": {"N": str(attempt)}, ":delivery": {"S": delivery}}
 
 
 def awaits_another_upload(existing: Mapping[str, Any]) -> bool:
@@ -323,12 +324,12 @@ def awaits_another_upload(existing: Mapping[str, Any]) -> bool:
     )
 
 
-def may_replace(existing: Mapping[str, Any] | None, attempt: int, delivery_id: str) -> bool:
+def may_replace(existing: Mapping[str, Any] | None, attempt: int, delivery: str) -> bool:
     """What the condition decides, in Python (tests check the two agree)."""
     if existing is None:
         return True
     if awaits_another_upload(existing):
-        return existing.get(DELIVERY_ATTRIBUTE) != delivery_id
+        return existing.get(DELIVERY_ATTRIBUTE) != delivery
     if existing.get(STATUS_ATTRIBUTE) != Status.FAILED:
         return False
     previous = existing.get(ATTEMPT_ATTRIBUTE)
