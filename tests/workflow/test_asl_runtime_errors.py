@@ -73,11 +73,12 @@ def edges(state: dict[str, Any], known: set[str]) -> list[tuple[str, set[str]]]:
     for catcher in state.get("Catch", []):
         found.append((catcher["Next"], known | result_member(catcher.get("ResultPath"))))
     if state["Type"] == "Choice":
-        absent = set()
+        # Rules are tried in order: past a rule asking IsPresent false, its member is set.
+        absent: set[str] = set()
         for rule in state["Choices"]:
             variables = set(_STATE_MEMBER.findall(str(rule.get("Variable", ""))))
             present = rule.get("IsPresent")
-            found.append((rule["Next"], known | variables if present is True else known))
+            found.append((rule["Next"], known | absent | (variables if present is True else set())))
             if present is False:
                 absent |= variables
         found.append((state["Default"], known | absent))  # a rule's IsPresent false missed
