@@ -20,7 +20,8 @@ from scones.cli.errors import CommandError, CommandFailed
 
 def _capture_source(text: str) -> str:
     """A folder or s3:// prefix; an empty one would read the current folder."""
-    return text if text.startswith("s3://") else str(file_or_folder(text))
+    file_or_folder(text)  # refuses an empty one
+    return text
 
 
 def register(subparsers: Any) -> None:
