@@ -29,6 +29,7 @@ FAST_RETRIES = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "1", "Retry
 VOLATILE = {
     "pk",
     "version_id",
+    "delivery",  # a digest of pk (and, unversioned, the S3 sequencer)
     "event_time",
     "started_at",
     "recorded_at",
