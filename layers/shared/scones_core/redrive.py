@@ -6,8 +6,9 @@ same against AWS and the offline stack.
 * **FAILED records** are found through the results table's status index
   (``records.STATUS_INDEX_NAME``; never a scan), optionally limited to a
   ``recorded_at`` range and a key prefix. Each gets a new execution of attempt
-  N = its record's ``attempt`` + 1, named ``<first execution's name>-r<N>``
-  (``ObjectRef.execution_name_for``). The name is deterministic, so a second
+  N = its record's ``attempt`` + 1, named after the record, ``<its own execution
+  name>-r<N>`` (``ObjectRef.execution_name_for``; also when attempt 0 ran in a
+  batch). The name is deterministic, so a second
   redrive finds a Standard execution already running and starts nothing (an Express
   one cannot be described, so it is started again). One that has closed while the
   record is still FAILED at an earlier attempt wrote no record (stopped by hand), and
