@@ -46,6 +46,7 @@ from scones_core.records import (
     PARTITION_KEY,
     STATUS_ATTRIBUTE,
     awaits_another_upload,
+    record_from_item,
 )
 from scones_core.settings import StartSettings
 
@@ -188,7 +189,7 @@ def recorded_ids(
         while request:
             response = dynamodb.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(table, []):
-                if not awaits_another_upload({k: v.get("S") for k, v in item.items()}):
+                if not awaits_another_upload(record_from_item(item)):
                     found.add(item[PARTITION_KEY]["S"])
             request = response.get("UnprocessedKeys") or {}
             if request:
