@@ -490,7 +490,7 @@ def _tiff_integers(
     unit, count = _TIFF_TYPE_BYTES[kind], min(count, limit)
     stored = field
     if count * unit > len(field):
-        (at,) = struct.unpack(order + ("Q" if big else "I"), field)
+        at = _stored_at(order, big, field)
         stored = data[at : at + count * unit]
     count = min(count, len(stored) // unit)
     return list(struct.unpack_from(f"{order}{count}{_TIFF_INTEGER_FORMATS[kind]}", stored))
@@ -535,7 +535,7 @@ def _tiff_ascii(data: bytes, order: str, big: bool, entry: _Entry | None) -> str
     if count <= len(field):
         raw = field[:count]
     else:
-        (at,) = struct.unpack(order + ("Q" if big else "I"), field)
+        at = _stored_at(order, big, field)
         raw = data[at : at + min(count, 256)]
     return raw.split(b"\0", 1)[0].decode("latin-1")
 
@@ -658,6 +658,11 @@ def _tiff_entries(
     return list(struct.iter_unpack(order + entry, data[first : first + present * size]))
 
 
+def _stored_at(order: str, big: bool, field: bytes) -> int:
+    """Where an entry whose values do not fit in it stores them (its field is an offset)."""
+    return int(struct.unpack(order + ("Q" if big else "I"), field)[0])
+
+
 def _tiff_directory_whole(data: bytes, order: str, big: bool, offset: int) -> bool:
     """Whether every entry the directory at ``offset`` declares, and every value stored
     outside an entry, lies in the file."""
@@ -671,7 +676,7 @@ def _tiff_directory_whole(data: bytes, order: str, big: bool, offset: int) -> bo
     for _tag, kind, count, field in entries:
         unit = _TIFF_TYPE_BYTES.get(kind, 0)
         if count * unit > len(field):
-            (at,) = struct.unpack(order + ("Q" if big else "I"), field)
+            at = _stored_at(order, big, field)
             if at + count * unit > len(data):
                 return False
     return True
@@ -690,7 +695,7 @@ def _tiff_directory_values(
             continue
         stored = field
         if count * unit > len(field):  # stored elsewhere: Pillow skips it past the file's end
-            (at,) = struct.unpack(order + ("Q" if big else "I"), field)
+            at = _stored_at(order, big, field)
             if at + count * unit > len(data):
                 continue
             stored = data[at : at + unit]
