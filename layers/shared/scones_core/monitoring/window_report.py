@@ -81,7 +81,7 @@ class WindowReport:
     # Usable records read from the neighbouring hours' files (they belong to other windows).
     outside_window: int = 0
     # Unusable lines read from files another window owns (and counts), by reason.
-    unusable_elsewhere: dict[str, int] = field(default_factory=dict)
+    unusable_elsewhere: Counter[str] = field(default_factory=Counter)
 
     @property
     def rejected_rate(self) -> float | None:
@@ -172,7 +172,7 @@ def build_window_report(
         capture_files=capture.files_read,
         malformed_lines=capture.malformed_lines,
         outside_window=capture.outside_window,
-        unusable_elsewhere=dict(capture.unusable_elsewhere),
+        unusable_elsewhere=Counter(capture.unusable_elsewhere),
         confidence=summary,
         label_counts=counts,
         label_mix=mix,
@@ -269,7 +269,7 @@ def _missing_capture_alerts(report: WindowReport, settings: MonitorSettings) -> 
     if report.outside_window == 0 and report.unusable_elsewhere:
         # The capture is there, in a file another window owns (and names line by line):
         # the fix is what makes its lines unusable, not where capture goes.
-        unusable = Counter(report.unusable_elsewhere)
+        unusable = report.unusable_elsewhere
         return [
             Alert(
                 CAPTURE_UNUSABLE,
