@@ -439,21 +439,18 @@ class ReviewService:
         )
         if not shown:
             raise ImageNotShown(f"{record_id} is {status}, not an image waiting for review")
-        refused = self._stack_upload(record_id, record)
-        if isinstance(refused, str):
-            raise ImageNotShown(refused)
-        return read_object(self.s3, refused, limits)
+        return read_object(self.s3, self._stack_upload(record_id, record), limits)
 
-    def _stack_upload(self, record_id: str, record: dict[str, Any]) -> ObjectRef | str:
-        """The upload a record is about, or why it is not one of the stack's: only the
-        stack's uploads are read, or copied into its training data, with the reviewer's
-        credentials."""
+    def _stack_upload(self, record_id: str, record: dict[str, Any]) -> ObjectRef:
+        """The upload a record is about; ``ImageNotShown`` when it is not one of the
+        stack's: only the stack's uploads are read, or copied into its training data, with
+        the reviewer's credentials."""
         try:
             ref = object_from_record(record)
         except EventError as exc:
-            return str(exc)
+            raise ImageNotShown(str(exc)) from None
         if ref.bucket != self.settings.bucket:
-            return f"{record_id} names bucket {ref.bucket!r}, not the stack's"
+            raise ImageNotShown(f"{record_id} names bucket {ref.bucket!r}, not the stack's")
         return ref
 
     def _image_limits(self) -> ImageLimits:
@@ -495,8 +492,10 @@ class ReviewService:
         current = self._get(record_id)
         if current is None:
             raise ReviewError(f"no record {record_id!r}")
-        if isinstance(refused := self._stack_upload(record_id, current), str):
-            raise ReviewError(f"{refused}; the answer was not kept")
+        try:
+            self._stack_upload(record_id, current)
+        except ImageNotShown as exc:
+            raise ReviewError(f"{exc}; the answer was not kept") from None
         if self._same_answer(current, answer, reviewer, expected_status):
             try:
                 return self._finish(current)
