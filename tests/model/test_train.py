@@ -240,7 +240,7 @@ def test_train_command_names_an_empty_class_folder(
 def test_train_command_names_an_unreadable_image(
     subset_copier: Callable[[Path, int], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = subset_copier(tmp_path / "data", 4)
+    data = subset_copier(tmp_path / "data", 5)
     broken = data / "motorcycle" / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     argv = ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--threshold", "0.9"]

@@ -29,6 +29,7 @@ from botocore import xform_name
 from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
 from scones_core.retraining.dataset import RunNames
+from scones_core.training_split import min_images_per_class
 
 from scones.asl_check import substitute
 from scones.offline.stack import OfflineStack, StackOptions
@@ -400,7 +401,9 @@ def entered_states(stack: OfflineStack, execution_arn: str) -> list[str]:
 def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStack) -> None:
     s3 = stack.client("s3")
     for label in ("bicycle", "motorcycle"):
-        s3.put_object(Bucket=stack.bucket, Key=f"training/train/{label}/a.png", Body=label.encode())
+        for i in range(min_images_per_class()):
+            key = f"training/train/{label}/a{i}.png"
+            s3.put_object(Bucket=stack.bucket, Key=key, Body=f"{label} {i}".encode())
         for i in range(int(stack.parameters["GateMinImagesPerClass"])):
             key = f"{stack.parameters['GateDataPrefix']}{label}/g{i}.png"
             s3.put_object(Bucket=stack.bucket, Key=key, Body=f"gate {label} {i}".encode())
@@ -427,7 +430,11 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
     ]
     [manifest] = [k for k in keys if k.endswith("dataset/train.manifest")]
     body = json.loads(s3.get_object(Bucket=stack.bucket, Key=manifest)["Body"].read())
-    assert body[1:] == ["bicycle/a.png", "motorcycle/a.png"]
+    assert body[1:] == [
+        f"{label}/a{i}.png"
+        for label in ("bicycle", "motorcycle")
+        for i in range(min_images_per_class())
+    ]
 
 
 def test_a_promoted_candidates_package_is_found_as_the_production_model(

@@ -25,6 +25,7 @@ from scones_core.retraining.gate import (
     judge,
 )
 from scones_core.retraining.settings import ENVIRONMENT_VARIABLES, RetrainingSettings
+from scones_core.training_split import min_images_per_class
 
 from scones.model.artifact import OnnxClassifier
 from scones.offline.lambda_worker import LambdaContext
@@ -86,6 +87,14 @@ def put(s3: Any, key: str, body: bytes) -> None:
     s3.put_object(Bucket=BUCKET, Key=key, Body=body)
 
 
+def put_training_set(s3: Any, bucket: str = BUCKET, name: str = "a") -> None:
+    """The fewest images of each class the training program can train on."""
+    for label in ("bicycle", "motorcycle"):
+        for i in range(min_images_per_class()):
+            body = f"{label} training image {name}{i}".encode()
+            s3.put_object(Bucket=bucket, Key=f"training/train/{label}/{name}{i}.png", Body=body)
+
+
 def put_gate_set(s3: Any, per_label: int = 1, bucket: str = BUCKET) -> None:
     for label in ("bicycle", "motorcycle"):
         for i in range(per_label):
@@ -100,7 +109,7 @@ def read_json(s3: Any, uri: str) -> Any:
 
 def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any) -> None:
     settings = RetrainingSettings.from_env(env())
-    for i in range(3):
+    for i in range(min_images_per_class()):
         put(s3, f"training/train/bicycle/b{i}.png", f"bike {i}".encode())
         put(s3, f"training/train/motorcycle/m{i}.png", f"moto {i}".encode())
     put(s3, "training/gate/bicycle/g0.png", b"gate image")
@@ -132,7 +141,7 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any)
     ]
     train = read_json(s3, channels["train"]["DataSource"]["S3DataSource"]["S3Uri"])
     assert train[0] == {"prefix": f"s3://{BUCKET}/training/train/"}
-    assert "bicycle/copy-of-gate.png" not in train and len(train) == 7
+    assert "bicycle/copy-of-gate.png" not in train and len(train) == 1 + 2 * min_images_per_class()
     summary = read_json(s3, result["dataset_uri"])
     assert summary["training"]["gate_duplicates_left_out"] == 1
     assert summary["labelled"]["per_label"] == {"bicycle": 0, "motorcycle": 1}
@@ -149,6 +158,34 @@ def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(s
     with pytest.raises(DatasetError, match="no images of motorcycle"):
         assemble_dataset(s3, settings, STARTED, "run-1")
     put(s3, "training/train/motorcycle/m.png", b"m")
+    # Found here, not by the training program after a paid job: it holds out a fifth of
+    # each class for validation and folds the rest over the ensemble's members.
+    with pytest.raises(DatasetError) as small:
+        assemble_dataset(s3, settings, STARTED, "run-1")
+    assert str(small.value) == (
+        f"too few images to train on in s3://{BUCKET}/training/train/ and "
+        f"s3://{BUCKET}/labelled/: bicycle has 1 image, too few to hold out 20% for "
+        "validation; motorcycle has 1 image, too few to hold out 20% for validation; "
+        "nothing was trained"
+    )
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="retraining/")
+    for i in range(3):
+        put(s3, f"training/train/bicycle/b{i}.png", f"b{i}".encode())
+    for i in range(min_images_per_class() - 2):  # one more is labelled by a person
+        put(s3, f"training/train/motorcycle/m{i}.png", f"m{i}".encode())
+    leaves = "bicycle has 4 images: 1 held out for validation leaves 3, fewer than the 4 folds"
+    with pytest.raises(DatasetError, match=leaves):
+        assemble_dataset(s3, settings, STARTED, "run-1")
+    put(s3, "training/train/bicycle/b3.png", b"b3")
+    with pytest.raises(DatasetError, match="motorcycle has 4 images: 1 held out"):
+        assemble_dataset(s3, settings, STARTED, "run-1")
+    put(s3, "labelled/motorcycle/reviewed.png", b"a person said motorcycle")
+    assert [
+        c["ChannelName"]
+        for c in assemble_dataset(s3, settings, STARTED, "run-1")["input_data_config"]
+    ] == ["train", "labelled"]
+    s3.delete_object(Bucket=BUCKET, Key="labelled/motorcycle/reviewed.png")
+    put(s3, "training/train/motorcycle/m9.png", b"m9")
     result = assemble_dataset(s3, settings, STARTED, "run-1")
     assert [c["ChannelName"] for c in result["input_data_config"]] == ["train"]
     with pytest.raises(DatasetError, match="longer than 40"):
@@ -160,8 +197,7 @@ def test_a_gate_set_too_small_to_judge_by_fails_the_run_before_training(s3: Any)
     """The gate refuses to judge on fewer than GATE_MIN_IMAGES_PER_CLASS images of a class
     (an empty gate prefix on a new stack, say): found out here, not after a training job."""
     settings = RetrainingSettings.from_env(env(GATE_MIN_IMAGES_PER_CLASS="3"))
-    for label in ("bicycle", "motorcycle"):
-        put(s3, f"training/train/{label}/a.png", label.encode())
+    put_training_set(s3)
     with pytest.raises(DatasetError) as empty:
         assemble_dataset(s3, settings, STARTED, "run-1")
     assert str(empty.value) == (
@@ -208,8 +244,7 @@ def test_dataset_leaves_out_copies_of_gate_images_by_content_whatever_their_etag
     recognised by a SHA-256 of their bytes, read only for objects of a gate image's size."""
     settings = RetrainingSettings.from_env(env())
     gate_image = next((SAMPLES / "bicycle").glob("*.png")).read_bytes()
-    for label in ("bicycle", "motorcycle"):
-        put(s3, f"training/train/{label}/own.png", f"{label} image".encode())
+    put_training_set(s3)
     put(s3, "training/gate/bicycle/g0.png", gate_image)
     put(s3, "training/gate/motorcycle/g1.png", b"another gate image")
     in_parts = "training/train/bicycle/uploaded-in-parts.png"
@@ -235,7 +270,11 @@ def test_dataset_leaves_out_copies_of_gate_images_by_content_whatever_their_etag
         c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
         for c in result["input_data_config"]
     }
-    assert read_json(s3, channels["train"])[1:] == ["bicycle/own.png", "motorcycle/own.png"]
+    assert read_json(s3, channels["train"])[1:] == [
+        f"{label}/a{i}.png"
+        for label in ("bicycle", "motorcycle")
+        for i in range(min_images_per_class())
+    ]
     assert read_json(s3, channels["labelled"])[1:] == ["bicycle/same-size-other-image.png"]
     summary = read_json(s3, result["dataset_uri"])
     assert summary["training"]["gate_duplicates_left_out"] == 1
@@ -258,8 +297,7 @@ def test_runs_started_in_one_second_get_names_and_folders_of_their_own(s3: Any) 
     step gets its names again (idempotent SageMaker calls)."""
     settings = RetrainingSettings.from_env(env())
     put_gate_set(s3)
-    for label in ("bicycle", "motorcycle"):
-        put(s3, f"training/train/{label}/a.png", label.encode())
+    put_training_set(s3)
     first = assemble_dataset(s3, settings, STARTED, "scones-test-retrain-20261201-1200")
     second = assemble_dataset(s3, settings, STARTED, "manual-console-run")
     for name in ("base", "processing_job", "client_token"):
@@ -730,8 +768,7 @@ def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPat
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=EVENT_BUCKET)
-        for label in ("bicycle", "motorcycle"):
-            s3.put_object(Bucket=EVENT_BUCKET, Key=f"training/train/{label}/a.png", Body=b"x")
+        put_training_set(s3, bucket=EVENT_BUCKET)
         put_gate_set(s3, bucket=EVENT_BUCKET)
         app = load_handler("retrain")
         lambda_context = LambdaContext("request", 10**13)

@@ -44,6 +44,7 @@ from scones.model.folders import (
     class_root,
     fingerprint,
     load_images,
+    refuse_small_classes,
     stratified_split,
 )
 from scones.model.recipe import DEFAULT_LABELS, FRESH_TEACHER
@@ -170,6 +171,7 @@ def build_model(
     ``cache_dir`` keeps a distil recipe's teacher-labelled views for the next run.
     """
     started = time.perf_counter()
+    refuse_small_classes(data_dir, labels, recipe.validation_fraction, recipe.members)
     data = load_images(data_dir, labels, INPUT_SIZE)
     split = split_data(data, data_dir, recipe.validation_fraction, recipe.seed)
     if log:

@@ -34,6 +34,7 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from scones_core.training_split import held_out_count, split_refusal
 
 from scones.model.recipe import DEFAULT_LABELS
 
@@ -358,12 +359,9 @@ def stratified_split(
     for class_name in CLASSES:
         members = sorted(by_class[class_name], key=lambda s: (s.row_index, s.filename))
         rng.shuffle(members)
-        held_out = round(len(members) * validation_fraction)
-        if held_out == 0 or held_out == len(members):
-            raise DatasetError(
-                f"cannot hold out {validation_fraction:.0%} of {len(members)} "
-                f"{class_name} images and keep both splits non-empty"
-            )
+        if (why := split_refusal(len(members), validation_fraction, folds=1)) is not None:
+            raise DatasetError(f"{class_name} {why}")
+        held_out = held_out_count(len(members), validation_fraction)
         validation += members[:held_out]
         train += members[held_out:]
     return train, validation

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scones_core.errors import ImageRejected
 from scones_core.image_files import FILE_SUFFIXES, is_image_file_name
+from scones_core.training_split import held_out_count, split_refusal
 
 from scones.model.artifact import decode_image, images_to_tensor
 
@@ -133,6 +134,22 @@ def load_images(
     )
 
 
+def refuse_small_classes(
+    data_dir: Path, labels: Sequence[str], fraction: float, folds: int
+) -> None:
+    """Name each class too small to split and fold, before any image is decoded."""
+    counts = {label: 0 for label in labels}
+    for _, index in list_images(data_dir, labels):
+        counts[labels[index]] += 1
+    small = [
+        f"{label} {why}"
+        for label, count in counts.items()
+        if (why := split_refusal(count, fraction, folds)) is not None
+    ]
+    if small:
+        raise DataError(f"too few images to train on in {data_dir}: {'; '.join(small)}")
+
+
 def stratified_split(
     targets: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -145,11 +162,9 @@ def stratified_split(
     for cls in np.unique(targets):
         members = np.flatnonzero(targets == cls)
         members = members[rng.permutation(len(members))]
-        n_held = round(fraction * len(members))
-        if n_held == 0 or n_held == len(members):
-            raise ValueError(
-                f"class {int(cls)} has {len(members)} images: too few to hold out {fraction:.0%}"
-            )
+        if (why := split_refusal(len(members), fraction, folds=1)) is not None:
+            raise ValueError(f"class {int(cls)} {why}")
+        n_held = held_out_count(len(members), fraction)
         held.append(members[:n_held])
         kept.append(members[n_held:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))

@@ -9,6 +9,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from scones_core.training_split import MEMBERS, VALIDATION_FRACTION
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -112,8 +114,8 @@ class TrainRecipe:
     teacher: str | None = None
     quantize: str = "none"
     seed: int = 0
-    validation_fraction: float = 0.2
-    members: int = 4
+    validation_fraction: float = VALIDATION_FRACTION
+    members: int = MEMBERS
     network: str = "mobilenetv3-coco"
     resize: int = 160  # side the 32x32 image is upsampled to for the pretrained backbone
     epochs: int = 20

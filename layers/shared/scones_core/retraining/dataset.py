@@ -16,8 +16,9 @@ training code reads, and the run is pinned to the objects that existed when it
 started (labelling may go on meanwhile). An image whose bytes equal an image of
 the fixed gate set is left out, so the gate never scores an image the candidate
 trained on; and a gate set with fewer than ``GATE_MIN_IMAGES_PER_CLASS`` images of a class,
-which the gate would refuse to judge by, fails the run here, before a training job is paid
-for. Equal bytes are found by content, not ETag: the ETag of an SSE-KMS object
+which the gate would refuse to judge by, or a class with fewer images than the training
+program can split and fold (``training_split``), fails the run here, before a training job
+is paid for. Equal bytes are found by content, not ETag: the ETag of an SSE-KMS object
 (this stack's bucket) or of a multipart upload is not the MD5 of its bytes. Only
 objects whose size equals a gate image's are read and hashed (SHA-256).
 ``dataset.json`` beside the manifests says what went in.
@@ -37,6 +38,7 @@ from scones_core.image_files import is_image_file_name
 from scones_core.retraining.gate import too_few_images
 from scones_core.retraining.settings import RetrainingSettings
 from scones_core.sagemaker_names import MAX_NAME_LENGTH
+from scones_core.training_split import split_refusal
 
 # Room left for the endpoint name in "<endpoint>-rt-YYMMDD-<run hash>-gate" (63 characters;
 # the template's EndpointName MaxLength and IAM patterns "<EndpointName>-rt-*" follow it).
@@ -235,6 +237,16 @@ def assemble_dataset(
             f"{', '.join(empty)}"
         )
     labelled, labelled_excluded = read_channel(s3, bucket, settings.labelled_prefix, labels, gate)
+    small = [
+        f"{label} {why}"
+        for label in labels
+        if (why := split_refusal(original.per_label[label] + labelled.per_label[label]))
+    ]
+    if small:
+        raise DatasetError(
+            f"too few images to train on in s3://{bucket}/{settings.training_prefix} and "
+            f"s3://{bucket}/{settings.labelled_prefix}: {'; '.join(small)}; nothing was trained"
+        )
     run_prefix = f"{settings.retraining_prefix}{names.base}/"
     channels = [(TRAIN_CHANNEL, original)]
     if labelled.keys:
