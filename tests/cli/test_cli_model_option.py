@@ -88,3 +88,35 @@ def test_the_same_model_runs_when_modellabels_names_its_order(tmp_path: Path) ->
     spoil(model, "swapped labels")
     check_model(model, {"ModelLabels": "motorcycle,bicycle"})
     check_model(SHIPPED_MODEL_DIR, {})
+
+
+@pytest.mark.parametrize("command", ["run", "up"])
+def test_a_model_input_size_other_than_the_models_is_refused_before_the_stack_starts(
+    tmp_path: Path, command: str
+) -> None:
+    """Serialize resizes to ModelInputSize and the server to the model's own size: two
+    resizes give other pixels than the one the model was trained on, and some answers
+    change, without an error anywhere."""
+    out = tmp_path / "out"
+    args = [a.format(out=out) for a in COMMANDS[command]]
+    result = subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", *args, "--param", "ModelInputSize=64x64"],
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "takes 32x32 images, but the stack's ModelInputSize is 64x64" in result.stderr
+    assert "--param ModelInputSize=32x32" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".scones" / "stack.json").exists()
+
+
+def test_the_model_input_size_check_reads_the_stacks_parameter() -> None:
+    from scones.offline.stack import StackError, check_model
+
+    check_model(SHIPPED_MODEL_DIR, {"ModelInputSize": "32x32"})
+    with pytest.raises(StackError, match="ModelInputSize is 48x32"):
+        check_model(SHIPPED_MODEL_DIR, {"ModelInputSize": "48x32"})

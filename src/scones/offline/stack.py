@@ -83,7 +83,6 @@ class StackOptions:
     stack_name: str = "scones"
     overrides: dict[str, str] = field(default_factory=dict)
     enable_faults: bool = False
-    capture_percent: float = 100.0
     capture_flush_seconds: float = 1.0
     workers_per_function: int = 4
     poller_threads: int = 2
@@ -128,7 +127,8 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
             "train one with `scones train` or pass --model"
         )
     try:
-        labels = parse_labels(resolve_parameters(overrides)["ModelLabels"])
+        parameters = resolve_parameters(overrides)
+        labels = parse_labels(parameters["ModelLabels"])
     except ParameterError as exc:
         raise StackError(str(exc)) from None
     try:
@@ -142,6 +142,16 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
             f"but the stack's ModelLabels is {','.join(labels)}: every record would name "
             "its class by position; pass --param ModelLabels="
             f"{','.join(manifest.labels)} or a model trained on {','.join(labels)}"
+        )
+    height, width = manifest.input_size
+    if parameters["ModelInputSize"].lower() != f"{width}x{height}":
+        raise StackError(
+            f"the model at {directory} takes {width}x{height} images, but the stack's "
+            f"ModelInputSize is {parameters['ModelInputSize']}: the workflow would resize "
+            "every image to that size and the server again to the model's, so the model "
+            "would see other pixels than it was trained on; pass --param "
+            f"ModelInputSize={width}x{height} or a model that takes "
+            f"{parameters['ModelInputSize']}"
         )
 
 
@@ -394,7 +404,9 @@ class OfflineStack:
             max_body_bytes=int(params["MaxImageBytes"]),
             # The pixel limit follows the model's input size (MaxImagePixels guards uploads).
             capture_destination=capture,
-            capture_percent=self.options.capture_percent,
+            # As DataCaptureConfig's InitialSamplingPercentage on AWS: the monitor is told
+            # the same share, and expects that much of the traffic in the capture.
+            capture_percent=float(params["DataCaptureSamplingPercentage"]),
             capture_flush_interval_s=self.options.capture_flush_seconds,
             enable_faults=self.options.enable_faults,
         )
