@@ -317,24 +317,46 @@ def concurrency_problem(session: Any, overrides: Mapping[str, str]) -> str | Non
 
 def express_time_problem(overrides: Mapping[str, str]) -> str | None:
     """Why these (already checked) parameters would let an Express execution time out
-    before its images have their records, or None. Express stops an execution at 5
-    minutes: a timed-out one writes no FAILED record and sends no dead letter, so its
-    batch's uploads would go unrecorded. Reads the overrides ``sam deploy`` would deploy
-    (its config file and options, :func:`read_samconfig`)."""
-    from scones.costs.workflow import EXPRESS_LIMIT_SECONDS, load_workflow, worst_case_seconds
+    before it is done, or None. Express stops an execution at 5 minutes: a timed-out
+    classification writes no FAILED record and sends no dead letter, so its batch's uploads
+    would go unrecorded; a timed-out backfill batch (its Distributed Map's children run as
+    ``WorkflowType``) counts as failed. Reads the overrides ``sam deploy`` would deploy (its
+    config file and options, :func:`read_samconfig`)."""
+    from scones.costs.workflow import (
+        EXPRESS_LIMIT_SECONDS,
+        load_workflow,
+        state_worst_seconds,
+        worst_case_seconds,
+    )
 
     values = {**parameter_defaults(), **overrides}
     if values["WorkflowType"] != "EXPRESS":
         return None
     seconds, _ = worst_case_seconds(load_workflow(dict(overrides)))
-    if seconds <= EXPRESS_LIMIT_SECONDS:
+    backfill = load_workflow(dict(overrides), machine="BackfillStateMachine")
+    batch_seconds = max(
+        state_worst_seconds(backfill, name)  # a Map state: its slowest child
+        for name, state in backfill.states.items()
+        if state["Type"] == "Map"
+    )
+    if max(seconds, batch_seconds) <= EXPRESS_LIMIT_SECONDS:
         return None
+    if seconds > EXPRESS_LIMIT_SECONDS:
+        problem = (
+            f"the slowest path to a record (every retry, every attempt to its timeout) takes "
+            f"{seconds:.0f} s, past an Express execution's {EXPRESS_LIMIT_SECONDS} s: a "
+            "timed-out execution records nothing for its batch"
+        )
+    else:
+        problem = (
+            f"a backfill batch's slowest path (every retry of the backfill function) takes "
+            f"{batch_seconds:.0f} s, past an Express execution's {EXPRESS_LIMIT_SECONDS} s: a "
+            "timed-out batch fails without starting its objects"
+        )
     return (
-        f"with these parameters the slowest path to a record (every retry, every attempt to "
-        f"its timeout) takes {seconds:.0f} s, past an Express execution's "
-        f"{EXPRESS_LIMIT_SECONDS} s: a timed-out execution records nothing for its batch. "
-        "Lower RetryMaxAttempts, RetryMaxDelaySeconds or EndpointTimeoutSeconds, or set "
-        "WorkflowType=STANDARD (`scones cost --param ...` prints the slowest path)"
+        f"with these parameters {problem}. Lower RetryMaxAttempts, RetryIntervalSeconds, "
+        "RetryMaxDelaySeconds or EndpointTimeoutSeconds, or set WorkflowType=STANDARD "
+        "(`scones cost --param ...` prints the slowest path)"
     )
 
 

@@ -20,6 +20,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from scones.costs.workflow import load_workflow
 from scones.deploy import (
     NO_CREDENTIALS,
     SamConfig,
@@ -209,6 +210,26 @@ def test_preflight_refuses_retries_that_would_outlast_an_express_execution() -> 
     assert "RetryMaxAttempts" in problem and "WorkflowType=STANDARD" in problem
     assert express_time_problem({**slow, "WorkflowType": "STANDARD"}) is None
     assert express_time_problem({}) is None
+
+
+def test_preflight_refuses_retries_that_would_outlast_an_express_backfill_batch() -> None:
+    """The backfill's batches run as WorkflowType with the same retries, but around a
+    function of its own: with a short endpoint timeout the classification fits in 5
+    minutes while a batch's retries do not."""
+    short_endpoint = {"EndpointTimeoutSeconds": "1", "RetryIntervalSeconds": "3"}
+    problem = express_time_problem(short_endpoint)
+    assert problem == (
+        "with these parameters a backfill batch's slowest path (every retry of the backfill "
+        "function) takes 301 s, past an Express execution's 300 s: a timed-out batch fails "
+        "without starting its objects. Lower RetryMaxAttempts, RetryIntervalSeconds, "
+        "RetryMaxDelaySeconds or EndpointTimeoutSeconds, or set WorkflowType=STANDARD "
+        "(`scones cost --param ...` prints the slowest path)"
+    )
+    assert express_time_problem({**short_endpoint, "WorkflowType": "STANDARD"}) is None
+    for workflow_type in ("EXPRESS", "STANDARD"):
+        backfill = load_workflow({"WorkflowType": workflow_type}, machine="BackfillStateMachine")
+        processor = backfill.states["ClassifyEveryObject"]["ItemProcessor"]
+        assert processor["ProcessorConfig"]["ExecutionType"] == workflow_type
 
 
 def test_preflight_refuses_a_capture_retention_shorter_than_the_monitor_reads() -> None:
