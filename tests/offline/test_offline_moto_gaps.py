@@ -521,3 +521,63 @@ def test_moto_still_hands_an_sdk_result_its_datetimes_and_the_fix_writes_them_as
     raw, fixed = _raw_then_fixed("sdk-times", definition, run)
     assert raw == "Object of type datetime is not JSON serializable"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", fixed), fixed
+
+
+def test_moto_result_writer_still_writes_a_manifest_without_result_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When this fails, moto's Distributed Map ResultWriter writes its result files as AWS
+    does (``SUCCEEDED_0.json``, ``FAILED_0.json``, listed in the manifest): say so in
+    docs/offline.md and test ``scones backfill``'s naming of failed batches end to end.
+    Until then offline a backfill's manifest lists no result files, and the Map's output,
+    ``MapRunArn`` and ``ResultWriterDetails``, is AWS's."""
+    import time
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bucket = "results"
+    definition = {
+        "StartAt": "EachObject",
+        "States": {
+            "EachObject": {
+                "Type": "Map",
+                "ItemReader": {
+                    "Resource": "arn:aws:states:::s3:listObjectsV2",
+                    "Parameters": {"Bucket": bucket, "Prefix": "in/"},
+                },
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                    "StartAt": "Key",
+                    "States": {"Key": {"Type": "Pass", "OutputPath": "$.Key", "End": True}},
+                },
+                "ResultWriter": {
+                    "Resource": "arn:aws:states:::s3:putObject",
+                    "Parameters": {"Bucket": bucket, "Prefix": "out/"},
+                },
+                "End": True,
+            }
+        },
+    }
+
+    def run(sfn: Any, arn: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=bucket)
+        for index in range(3):
+            s3.put_object(Bucket=bucket, Key=f"in/{index}.png", Body=b"")
+        started = sfn.start_execution(stateMachineArn=arn, input="{}")
+        deadline = time.monotonic() + 120
+        while (described := sfn.describe_execution(executionArn=started["executionArn"]))[
+            "status"
+        ] == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        output = json.loads(described["output"])
+        details = output["ResultWriterDetails"]
+        written = json.loads(s3.get_object(Bucket=bucket, Key=details["Key"])["Body"].read())
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]]
+        return output, written, keys
+
+    for output, written, keys in _raw_then_fixed("writer", definition, run):
+        assert set(output) == {"MapRunArn", "ResultWriterDetails"}
+        assert output["ResultWriterDetails"]["Key"].endswith("/manifest.json")
+        assert written["ResultFiles"] == {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+        assert keys == [output["ResultWriterDetails"]["Key"]]

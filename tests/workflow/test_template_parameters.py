@@ -166,6 +166,12 @@ def test_labels_no_pattern_can_refuse_are_refused_by_every_function(labels: str)
             {"IncomingPrefix": "training/"},
             "IncomingPrefix='training/' and TrainingDataPrefix='training/train/'",
         ),
+        # The backfill's result files, under the incoming prefix, would be classified.
+        (
+            {"BackfillResultsPrefix": "incoming/backfill/"},
+            "IncomingPrefix='incoming/' and BackfillResultsPrefix='incoming/backfill/'",
+        ),
+        ({"BackfillResultsPrefix": "backfill-results/"}, None),
     ],
 )
 def test_a_bucket_layout_the_template_accepts_is_one_every_function_runs_with(

@@ -16,7 +16,12 @@ import pytest
 from conftest import SAMPLES
 from workflow_helpers import wait_for_execution
 
-from scones.cli.backfill import find_backfill_machine, has_objects, start_backfill
+from scones.cli.backfill import (
+    failed_result_files,
+    find_backfill_machine,
+    has_objects,
+    start_backfill,
+)
 from scones.offline.stack import OfflineStack, StackOptions
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("backfill-stack")]
@@ -64,7 +69,14 @@ def test_backfill_classifies_what_has_no_record_and_a_rerun_starts_nothing(
     assert len(before) == 1
 
     output = run_backfill(stack, prefix)
-    assert output == {"batches": 4}
+    assert set(output) == {"map_run", "results"}
+    assert output["map_run"].startswith(
+        f"arn:aws:states:us-east-1:123456789012:mapRun:{stack.options.stack_name}-backfill/"
+    )
+    # The children's results went to the ResultWriter's prefix, not into the output.
+    results = f"s3://{stack.bucket}/{stack.parameters['BackfillResultsPrefix']}"
+    assert output["results"].startswith(results) and output["results"].endswith("/manifest.json")
+    assert failed_result_files(stack.client("s3"), output["results"]) == []
     sfn = stack.client("stepfunctions")
     api = stack.api()
     deadline = time.monotonic() + 120
@@ -121,5 +133,6 @@ def test_a_backfill_of_an_empty_prefix_succeeds_with_nothing_started(stack: Offl
     sfn = stack.client("stepfunctions")
     machine = stack.api().endpoints.state_machine_arn
     before = len(sfn.list_executions(stateMachineArn=machine)["executions"])
-    assert run_backfill(stack, f"{stack.incoming_prefix}never-uploaded/") == {"batches": 0}
+    output = run_backfill(stack, f"{stack.incoming_prefix}never-uploaded/")
+    assert failed_result_files(stack.client("s3"), output["results"]) == []
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == before

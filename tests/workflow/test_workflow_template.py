@@ -1298,10 +1298,18 @@ def test_a_backfill_batch_fits_its_express_child_executions_five_minutes() -> No
         and state["ItemProcessor"]["ProcessorConfig"].get("ExecutionType") == "EXPRESS"
     ]
     assert 0 < state_worst_seconds(backfill, distributed) <= EXPRESS_LIMIT_SECONDS
-    # Without a ResultWriter the Map gathers every child's output into its own (256 KiB at
-    # most): a child's output is {}, so a backfill's size is not bounded by it.
-    processor = backfill.definition["States"][distributed]["ItemProcessor"]
-    assert "ResultWriter" not in backfill.definition["States"][distributed]
+    # The children's results go to S3: gathered into the Map's output (256 KiB at most),
+    # a few dozen tolerated failed batches, each its whole input and error, would fail
+    # a backfill whose work was done. A child's output is {}, so the files stay small.
+    state = backfill.definition["States"][distributed]
+    writer = state["ResultWriter"]
+    assert writer["Resource"] == "arn:aws:states:::s3:putObject"
+    params = parameter_defaults()
+    assert writer["Parameters"] == {
+        "Bucket": state["ItemReader"]["Parameters"]["Bucket"],  # the stack's bucket
+        "Prefix": params["BackfillResultsPrefix"],
+    }
+    processor = state["ItemProcessor"]
     for state in processor["States"].values():
         assert state.get("End") is not True or (
             "OutputPath" in state and state["OutputPath"] is None

@@ -26,7 +26,12 @@ RETRAINING_AREAS = (
     "GateDataPrefix",
     "RetrainingPrefix",
 )
-OTHER_AREAS = ("DataCapturePrefix", "MonitoringReportsPrefix", "BaselineKey")
+OTHER_AREAS = (
+    "DataCapturePrefix",
+    "MonitoringReportsPrefix",
+    "BaselineKey",
+    "BackfillResultsPrefix",
+)
 _WITHOUT_SLASH = frozenset({"DataCapturePrefix", "MonitoringReportsPrefix"})
 _KEYS = frozenset({"BaselineKey"})
 

@@ -78,6 +78,36 @@ def wait_for(sfn: Any, execution_arn: str, timeout: float) -> dict[str, Any]:
         time.sleep(1)
 
 
+def failed_result_files(s3: Any, results_uri: str) -> list[str]:
+    """The result files of the batches that failed within the tolerated share, from the
+    Map Run's manifest (``ResultFiles.FAILED``): each holds those batches' inputs and
+    errors. A backfill that succeeded may still have some; running it again retries them."""
+    bucket, _, key = results_uri.removeprefix("s3://").partition("/")
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    destination = manifest.get("DestinationBucket", bucket)
+    return [f"s3://{destination}/{entry['Key']}" for entry in manifest["ResultFiles"]["FAILED"]]
+
+
+def _report_failed_batches(s3: Any, output: str | None) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    results = json.loads(output or "{}").get("results")
+    if not results:
+        return
+    try:
+        failed = failed_result_files(s3, results)
+    except (BotoCoreError, ClientError, ValueError, KeyError, TypeError) as exc:
+        print(f"could not read the backfill's result manifest {results}: {exc}")
+        return
+    if failed:
+        print(
+            f"{len(failed)} result file(s) of failed batches (their keys and errors; run the "
+            "backfill again to retry them):"
+        )
+        for uri in failed:
+            print(f"  {uri}")
+
+
 def backfill_command(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.wait:
         raise CommandError("--timeout is how long --wait waits: add --wait, or leave it out")
@@ -120,4 +150,7 @@ def backfill_command(args: argparse.Namespace) -> int:
     timeout = DEFAULT_WAIT_SECONDS if args.timeout is None else args.timeout
     described = wait_for(sfn, execution, timeout)
     print(f"{described['status']}: {described.get('output') or described.get('cause') or ''}")
-    return 0 if described["status"] == "SUCCEEDED" else 1
+    if described["status"] != "SUCCEEDED":
+        return 1
+    _report_failed_batches(s3, described.get("output"))
+    return 0
