@@ -39,7 +39,7 @@ def test_monitor_reads_captured_traffic_and_publishes_metrics(stack: OfflineStac
     uploads = api.upload_files(images, key_prefix="monitored/")
     uploads.append(api.upload_bytes("monitored/not-an-image.png", b"plain text"))
     records = api.wait_for_records(uploads, timeout=120)
-    assert stack.flush_capture() >= 0
+    stack.flush_capture()
 
     result = api.invoke_monitor({})
 
