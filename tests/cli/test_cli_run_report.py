@@ -132,6 +132,36 @@ def test_thumbnails_keep_the_aspect_ratio_and_are_resampled(tmp_path: Path) -> N
     assert thumbnail(huge) is None
 
 
+def test_thumbnails_apply_the_image_rules_of_the_run(tmp_path: Path) -> None:
+    # A photo with a clip appended (a motion photo): over the default MaxImageBytes, within
+    # the MaxImageBytes the run was given, so the run classified it and it has a thumbnail.
+    default_max = int(parameter_default("MaxImageBytes"))
+    photo = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(photo, format="JPEG")
+    motion = tmp_path / "motion.jpg"
+    motion.write_bytes(photo.getvalue() + bytes(default_max))
+    row = {
+        "key": "incoming/motion.jpg",
+        "status": "NEEDS_REVIEW",
+        "label": "bicycle",
+        "confidence": 0.6,
+        "threshold": 0.93,
+        "source": str(motion),
+    }
+    summary = summarise([row], 1.0).to_json()
+    labels = ("bicycle", "motorcycle")
+
+    def card(parameters: dict[str, str] | None) -> str:
+        path = write_run_report(
+            tmp_path / "run.html", [row], summary, labels, 0.93, parameters=parameters
+        )
+        return path.read_text().split("<figure", 1)[1].split("</figure>", 1)[0]
+
+    assert "nopreview" in card(None)
+    raised = card({"MaxImageBytes": str(2 * default_max)})
+    assert "data:image/png;base64," in raised and "nopreview" not in raised
+
+
 def test_the_histogram_has_no_overlapping_translucent_bars(monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib.axes
 

@@ -182,6 +182,7 @@ def _use(plan: _Plan, stack: Any, options: Any, console: Console) -> int:
             plan.labels,
             threshold,
             details=details,
+            parameters=parameters,
         )
         (args.out / f"run-{stamp}.json").write_text(
             json.dumps(

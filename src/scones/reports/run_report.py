@@ -15,6 +15,7 @@ import base64
 import html
 import io
 import re
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -93,16 +94,19 @@ def confusion_matrix(
     return _png(figure), matrix
 
 
-def thumbnail(path: Path, box: int = THUMBNAIL_BOX) -> tuple[str, int, int] | None:
+def thumbnail(
+    path: Path, box: int = THUMBNAIL_BOX, limits: ImageLimits | None = None
+) -> tuple[str, int, int] | None:
     """A PNG that fits ``box`` x ``box`` with the upload's aspect ratio; ``(base64, width,
     height)``, or ``None`` for a file the image rules refuse (the workflow's own rules,
-    so a hostile file in the folder is never decoded beyond them).
+    ``limits``, by default the template's, so a hostile file in the folder is never
+    decoded beyond them).
 
     Orientation, colour and transparency as the model saw them
     (``preprocess.to_display_image``); an image smaller than the box, such as a 32x32
     CIFAR picture, is then enlarged with Lanczos to fill it.
     """
-    limits = _limits()
+    limits = limits or _default_limits()
     try:
         # A folder, device or pipe, or a file over MaxImageBytes, is never read.
         if not path.is_file() or path.stat().st_size > limits.max_bytes:
@@ -126,9 +130,18 @@ def thumbnail(path: Path, box: int = THUMBNAIL_BOX) -> tuple[str, int, int] | No
 
 
 @cache
-def _limits() -> ImageLimits:
+def _default_limits() -> ImageLimits:
     """The template's image rules, as the Serialize step applies them by default."""
     return ImageLimits.from_env(function_environment("SerializeImageFunction"))
+
+
+def image_limits(parameters: Mapping[str, str] | None) -> ImageLimits:
+    """The image rules the Serialize step applies with these template parameters."""
+    if not parameters:
+        return _default_limits()
+    return ImageLimits.from_env(
+        function_environment("SerializeImageFunction", overrides=parameters)
+    )
 
 
 def breakable(text: str) -> str:
@@ -149,8 +162,8 @@ def _detail(row: dict[str, Any]) -> str:
     return ""
 
 
-def _card(row: dict[str, Any]) -> str:
-    thumb = thumbnail(Path(row["source"])) if row.get("source") else None
+def _card(row: dict[str, Any], limits: ImageLimits) -> str:
+    thumb = thumbnail(Path(row["source"]), limits=limits) if row.get("source") else None
     if thumb:
         data, width, height = thumb
         picture = (
@@ -322,11 +335,14 @@ def write_run_report(
     threshold: float,
     *,
     details: dict[str, Any] | None = None,
+    parameters: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the report; ``rows`` are records plus ``true_label`` and ``source`` (local path).
 
     ``details`` may hold ``started_at`` (ISO 8601), ``model`` (``name``, ``version``,
     ``onnx_sha256``) and ``stack_timings_s`` (the offline stack's start-up phases).
+    ``parameters`` are the run's template parameters: the thumbnails apply the image rules
+    the run's Serialize step applied (the template's defaults without them).
     """
     details = details or {}
     classified = [r for r in rows if isinstance(r.get("confidence"), int | float)]
@@ -334,7 +350,8 @@ def write_run_report(
     labelled = [r for r in classified if r.get("true_label")]
     matrix_png = confusion_matrix(labelled, labels)[0] if labelled else None
     review = [r for r in rows if classified_status(r) != Status.ACCEPTED]
-    cards = "".join(_card(row) for row in review)
+    limits = image_limits(parameters)
+    cards = "".join(_card(row, limits) for row in review)
     counts = " ".join(
         f"<span class='count {s}'>{s} {n}</span>" for s, n in summary.get("by_status", {}).items()
     )
