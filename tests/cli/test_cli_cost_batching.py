@@ -71,3 +71,16 @@ def test_the_memory_sweep_shows_the_largest_upload_serialize_decodes_at_each_siz
     assert webp[1:4] == ["2.0", "9.9", "all"]
     [other] = [line for line in out.splitlines() if line.startswith("PNG, TIFF, BMP")]
     assert other.split()[4:6] == ["8.4", "all"]
+
+
+def test_the_memory_sweep_decodes_up_to_the_max_image_pixels_given(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from scones.cli.main import main
+
+    assert main(["cost", "--sweep-memory", "--param", "MaxImagePixels=50000000"]) == 0
+    out = capsys.readouterr().out
+    assert "MaxImagePixels is 50 MP" in out
+    [webp] = [line.split() for line in out.splitlines() if line.startswith("WebP ")]
+    # 512 MB decodes a 25.7 MP WebP: all of the default 25 MP, not all of 50 MP.
+    assert webp[1:4] == ["2.0", "9.9", "25.7"]

@@ -232,7 +232,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.sweep_memory:
         print()
-        _print_sweep(measured, args.kind)
+        _print_sweep(measured, args.kind, overrides)
     return 0
 
 
@@ -269,7 +269,7 @@ def _print_columns(columns: dict[str, Any]) -> None:
     )
 
 
-def _print_sweep(measured: dict[str, Any], kind: str) -> None:
+def _print_sweep(measured: dict[str, Any], kind: str, overrides: dict[str, str]) -> None:
     from scones.costs.model import aws_wait_ms, lambda_gb_second, modelled_duration_ms
     from scones.costs.prices import price
 
@@ -290,17 +290,18 @@ def _print_sweep(measured: dict[str, Any], kind: str) -> None:
             cells += f"{usd:>6.2f}/{ms:<3.0f}" if fits else f"{'(OOM)':>10}"
         print(f"{name.removesuffix('Function'):<24}{fn['peak_rss_mb']:>8.0f}M{cells}")
     print("each cell: $/M invocations / ms; (OOM): below 1.25 x the measured peak RSS")
-    _print_decode_limits()
+    _print_decode_limits(overrides)
 
 
-def _print_decode_limits() -> None:
+def _print_decode_limits(overrides: dict[str, str]) -> None:
     """What SerializeImage's memory decides besides its price: the largest upload it
-    decodes (larger ones are REJECTED before decoding, ``image_rules.decode_bytes``)."""
+    decodes (larger ones are REJECTED before decoding, ``image_rules.decode_bytes``), up to
+    the MaxImagePixels of ``overrides`` or the template's."""
     from scones_core.image_rules import FUNCTION_RESERVE_MB, decode_bytes
 
-    from scones.template_params import parameter_defaults
+    from scones.template_params import parameter_default
 
-    limit = int(parameter_defaults()["MaxImagePixels"])
+    limit = int(overrides.get("MaxImagePixels") or parameter_default("MaxImagePixels"))
     print(
         "SerializeImage: the largest image each size decodes, in megapixels (larger ones are "
         f"REJECTED before decoding; MaxImagePixels is {limit / 1e6:g} MP):"
