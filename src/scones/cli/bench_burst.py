@@ -83,6 +83,8 @@ def run_burst(args: argparse.Namespace) -> int:
 
 def _burst(args: argparse.Namespace) -> int:
     """Upload with delivery paused, let the stack drain the backlog, then audit it."""
+    from scones_core.records import CLASSIFIED_STATUSES, classified_status
+
     from scones.offline.stack import OfflineStack, StackOptions
     from scones.offline.workflow_bench import load_images
 
@@ -111,7 +113,7 @@ def _burst(args: argparse.Namespace) -> int:
         invocations = _model_invocations(api.endpoints.model_url)
     wanted = {(u.key, u.version_id) for u in uploads}
     per_upload = Counter((r.get("key"), r.get("version_id")) for r in records)
-    classified = sum(1 for r in records if r.get("status") in ("ACCEPTED", "NEEDS_REVIEW"))
+    classified = sum(1 for r in records if classified_status(r) in CLASSIFIED_STATUSES)
     result = {
         "images": len(uploads),
         "photos": args.photos,
