@@ -106,6 +106,7 @@ def _review_server() -> Iterator[tuple[str, Callable[[bytes], str]]]:
     import boto3
     from moto import mock_aws
     from scones_core.monitoring.timestamps import format_millis
+    from scones_core.records import Status
     from scones_core.review import ReviewService, ReviewSettings
 
     from scones.review.app import ReviewAppSettings, build_app
@@ -133,7 +134,7 @@ def _review_server() -> Iterator[tuple[str, Callable[[bytes], str]]]:
                     "bucket": BUCKET,
                     "key": key,
                     "version_id": version,
-                    "status": "NEEDS_REVIEW",
+                    "status": Status.NEEDS_REVIEW.value,
                     "label": "bicycle",
                     "confidence": Decimal("0.6"),
                     "probabilities": {"bicycle": Decimal("0.6"), "motorcycle": Decimal("0.4")},
@@ -171,6 +172,7 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     import httpx
+    from scones_core.records import Status
 
     from scones.cli.bench_memory import MAX_PIXELS, WEBP_MAX_SIDE
 
@@ -220,7 +222,11 @@ def _run(args: argparse.Namespace) -> int:
         answer_ids = [record(uploads["CIFAR PNG 32x32"]) for _ in range(2)]
 
         def answer(record_id: str) -> httpx.Response:
-            body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "bicycle"}
+            body = {
+                "record_id": record_id,
+                "expected_status": Status.NEEDS_REVIEW.value,
+                "answer": "bicycle",
+            }
             return http.post("/api/answers", json=body)
 
         idle_queue, _ = _timed(lambda: http.get("/api/queue"))
