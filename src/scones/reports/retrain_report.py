@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from scones_core.retraining.outcome import FAILED, PROMOTED, REJECTED, ROLLED_BACK
+
 _CODE = re.compile(r"`([^`]*)`")
 
 
@@ -120,10 +122,10 @@ def html_page(report: dict[str, Any]) -> str:
             body.append(f"<p>{html.escape(line)}</p>")
     close_table()
     colour = {
-        "PROMOTED": "#1b7f3b",
-        "REJECTED": "#b26b00",
-        "ROLLED_BACK": "#b3261e",
-        "FAILED": "#b3261e",
+        PROMOTED: "#1b7f3b",
+        REJECTED: "#b26b00",
+        ROLLED_BACK: "#b3261e",
+        FAILED: "#b3261e",
     }.get(report["outcome"], "#333")
     style = (
         "body{font-family:sans-serif;max-width:70em;margin:2em auto;color:#222}"
