@@ -163,3 +163,12 @@ def test_the_path_reader_checks_project_paths_and_test_names() -> None:
 def test_every_project_path_in_the_docs_exists(doc: Path) -> None:
     missing = missing_paths(doc.read_text(), tracked_paths())
     assert not missing, "\n".join(f"{doc.name}:{n}: {path}" for n, path in missing)
+
+
+def test_the_record_condition_quoted_in_the_architecture_is_the_one_written() -> None:
+    """A reader writing their own consumer of the results table takes this quote as the
+    rule; it must be the expression every record write carries."""
+    from scones_core.records import RECORD_CONDITION_EXPRESSION
+
+    text = " ".join((PROJECT_ROOT / "docs" / "architecture.md").read_text().split())
+    assert f"`{RECORD_CONDITION_EXPRESSION}`" in text
