@@ -404,6 +404,19 @@ def test_deploy_dry_run_shows_the_capture_config(
         "EndpointName": "canary",
         "EndpointConfigName": f"canary-config-{SUFFIX}",
     }
+    # The stack's monitor reads the capture of, and its error alarm watches, this variant.
+    (variant,) = result["CreateEndpointConfig"]["ProductionVariants"]
+    assert variant["VariantName"] == parameter_default("EndpointVariantName")
+
+
+def test_deploy_names_the_variant_it_is_given(
+    clients: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--variant-name", "blue-1"]
+    code, result, _ = run(capsys, *argv, "--dry-run")
+    assert code == 0
+    (variant,) = result["CreateEndpointConfig"]["ProductionVariants"]
+    assert variant["VariantName"] == "blue-1"
 
 
 DEPLOY = ("deploy", "--image-uri", SERVING_IMAGE, "--model-data", "s3://b-1/m.tar.gz")

@@ -25,3 +25,19 @@ def test_a_stack_that_samples_none_of_its_traffic_captures_none() -> None:
             Bucket=stack.bucket, Prefix=stack.parameters["DataCapturePrefix"]
         )
         assert listing["KeyCount"] == 0
+
+
+def test_the_variant_named_by_the_stack_serves_captures_and_is_monitored() -> None:
+    """EndpointVariantName (an existing endpoint's variant need not be AllTraffic) names
+    the variant that answers, the capture folder it writes and the one the monitor reads."""
+    options = StackOptions(overrides={"EndpointVariantName": "blue-1"})
+    with OfflineStack(options) as stack:
+        api = stack.api()
+        images = sorted(SAMPLES.glob("*/*.png"))[:2]
+        records = api.wait_for_records(api.upload_files(images, key_prefix="blue/"), 120)
+        assert {r["endpoint_variant"] for r in records.values()} == {"blue-1"}
+        stack.flush_capture()
+        prefix = f"{stack.parameters['DataCapturePrefix']}/{stack.parameters['EndpointName']}/"
+        listing = stack.client("s3").list_objects_v2(Bucket=stack.bucket, Prefix=prefix)
+        assert {o["Key"][len(prefix) :].split("/")[0] for o in listing["Contents"]} == {"blue-1"}
+        assert api.invoke_monitor({})["request_count"] == 2

@@ -1418,3 +1418,22 @@ def test_the_monitor_runs_once_per_window(minutes: str, expression: str) -> None
 
     spec = template["Parameters"]["MonitorWindowMinutes"]
     assert (spec["MinValue"], spec["MaxValue"]) == (1, _MAX_WINDOW_MINUTES)
+
+
+def test_one_parameter_names_the_endpoints_variant_everywhere() -> None:
+    """The monitor reads the capture of, EndpointErrorAlarm watches, the stack's endpoint
+    config serves and a retraining canary deploys one variant: a second spelling would
+    leave an existing endpoint's traffic unread or its canary's errors unwatched."""
+    resources = load_template()["Resources"]
+    ref = {"Ref": "EndpointVariantName"}
+    monitor = resources["MonitorFunction"]["Properties"]["Environment"]["Variables"]
+    assert monitor["ENDPOINT_VARIANT"] == ref
+    (variant,) = resources["SageMakerEndpointConfig"]["Properties"]["ProductionVariants"]
+    assert variant["VariantName"] == ref
+    dimensions = resources["EndpointErrorAlarm"]["Properties"]["Dimensions"]
+    assert {"Name": "VariantName", "Value": ref} in dimensions
+    retraining = resources["RetrainingStateMachine"]["Properties"]
+    assert retraining["DefinitionSubstitutions"]["EndpointVariantName"] == ref
+    definition = (PROJECT_ROOT / retraining["DefinitionUri"]).read_text()
+    assert '"VariantName": "${EndpointVariantName}"' in definition
+    assert "AllTraffic" not in definition

@@ -201,6 +201,11 @@ def register(subparsers: Any) -> None:
     deploy.add_argument("--image-uri", help="inference image (required)")
     deploy.add_argument("--endpoint-name", help="default: EndpointName in template.yaml")
     deploy.add_argument("--instance-type", help="default: EndpointInstanceType in template.yaml")
+    deploy.add_argument(
+        "--variant-name",
+        help="production variant, where capture lands and the error alarm looks "
+        "(default: EndpointVariantName in template.yaml)",
+    )
     deploy.add_argument("--instance-count", type=int, default=1, help="endpoint instances")
     deploy.add_argument(
         "--capture-uri", metavar="s3://BUCKET/PREFIX", help="data capture destination"
@@ -441,6 +446,11 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
         "--instance-type",
         f"no EndpointInstanceType default in {TEMPLATE_PATH}",
     )
+    variant = _require(
+        args.variant_name or _template_default("EndpointVariantName"),
+        "--variant-name",
+        f"no EndpointVariantName default in {TEMPLATE_PATH}",
+    )
     capture = _capture(args)
     sagemaker = None
     model_data = args.model_data
@@ -468,6 +478,7 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
             instance_type=instance_type,
             instance_count=args.instance_count,
             capture=capture,
+            variant_name=variant,
         ),
         endpoint=hosting.endpoint_request(endpoint_name=endpoint, config_name=config_name),
     )

@@ -401,6 +401,7 @@ class OfflineStack:
         settings = ServerSettings(
             model_dir=self.options.model_dir,
             endpoint_name=params["EndpointName"],
+            variant_name=params["EndpointVariantName"],
             max_body_bytes=int(params["MaxImageBytes"]),
             # The pixel limit follows the model's input size (MaxImagePixels guards uploads).
             capture_destination=capture,
