@@ -23,7 +23,7 @@ from typing import Any
 
 _PLACEHOLDER = re.compile(r"\$\{[^}]*\}")
 _TASK_RESOURCE = re.compile(
-    r"^arn:aws:states:::(?P<sdk>aws-sdk:)?(?P<service>[a-z0-9]+):(?P<api>[A-Za-z0-9]+)"
+    r"^arn:aws(?:-[a-z]+)*:states:::(?P<sdk>aws-sdk:)?(?P<service>[a-z0-9]+):(?P<api>[A-Za-z0-9]+)"
     r"(?P<suffix>\.[A-Za-z]+)?$"
 )
 _STATE_PATH = re.compile(r"(?<!\$)\$((?:\.[A-Za-z0-9_]+|\[\d+\])+)")

@@ -1437,3 +1437,28 @@ def test_one_parameter_names_the_endpoints_variant_everywhere() -> None:
     definition = (PROJECT_ROOT / retraining["DefinitionUri"]).read_text()
     assert '"VariantName": "${EndpointVariantName}"' in definition
     assert "AllTraffic" not in definition
+
+
+@pytest.mark.parametrize(
+    "machine", ["ClassificationStateMachine", "BackfillStateMachine", "RetrainingStateMachine"]
+)
+def test_service_integrations_are_named_in_the_stacks_partition(machine: str) -> None:
+    """An `arn:aws:states:::…` integration deploys in China or GovCloud but cannot run
+    there: each comes from the stack's partition, as the template's IAM ARNs do."""
+    properties = load_template()["Resources"][machine]["Properties"]
+    assert properties["DefinitionSubstitutions"]["Partition"] == {"Ref": "AWS::Partition"}
+    text = (PROJECT_ROOT / properties["DefinitionUri"]).read_text()
+    resources = re.findall(r'"Resource":\s*"([^"]*)"', text)
+    assert resources and all(
+        r.startswith("arn:${Partition}:states:::") or r.startswith("${") for r in resources
+    ), resources
+    china = {**sample_substitutions(properties), "Partition": "aws-cn"}
+    assert check_definition(text, china) == []
+    substituted = substitute(text, china)
+    assert "arn:aws:states:::" not in substituted
+    assert substituted.count('"arn:aws-cn:states:::') == text.count('"arn:${Partition}:states:::')
+    # The static checks read each integration's API model in every partition.
+    from scones.asl_check import _output_shape
+
+    for partition in ("aws", "aws-cn", "aws-us-gov"):
+        assert _output_shape(f"arn:{partition}:states:::sagemaker:createTrainingJob.sync")

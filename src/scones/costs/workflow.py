@@ -77,6 +77,8 @@ def setting_value(value: Any, params: dict[str, str]) -> str | None:
         return str(value)
     if isinstance(value, dict) and value.get("Ref") in params:
         return params[value["Ref"]]
+    if isinstance(value, dict) and value.get("Ref") == "AWS::Partition":
+        return "aws"  # the cost model prices the commercial partition
     return None
 
 
@@ -167,7 +169,7 @@ def _walk(scope: dict[str, Any], choose: dict[str, int]) -> list[str]:
 
 
 def is_record_writer(state: dict[str, Any]) -> bool:
-    return str(state.get("Resource", "")) == "arn:aws:states:::dynamodb:putItem"
+    return str(state.get("Resource", "")).endswith(":states:::dynamodb:putItem")
 
 
 def _backoff_seconds(retry: dict[str, Any]) -> float:
