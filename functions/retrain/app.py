@@ -24,6 +24,7 @@ from scones_core.retraining.dataset import assemble_dataset, parse_started_at
 from scones_core.retraining.evaluation import read_evaluation
 from scones_core.retraining.gate import GateRules, judge
 from scones_core.retraining.settings import RetrainingSettings
+from scones_core.training_split import TrainingSplit
 
 logger = Logger()
 tracer = Tracer()
@@ -47,7 +48,13 @@ def _field(event: Any, name: str) -> Any:
 def assemble_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run_name = str(_field(event, "run_name"))
     started_at = parse_started_at(_field(event, "started_at"))
-    result = assemble_dataset(s3_client(), SETTINGS, started_at, run_name)
+    try:
+        # The state machine's job trains with the training program's defaults; a run
+        # that trains another recipe (the offline rehearsal's) says how it splits.
+        split = TrainingSplit.parse(event.get("training_split"))
+    except ValueError as exc:
+        raise EventError(str(exc)) from exc
+    result = assemble_dataset(s3_client(), SETTINGS, started_at, run_name, split)
     logger.info("dataset assembled", extra={"dataset": result["dataset_uri"]})
     return result
 

@@ -3,12 +3,18 @@ and folds, and the retraining dataset step that refuses a run before a job is pa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scones_core.training_split import MEMBERS, VALIDATION_FRACTION, min_images_per_class
+from scones_core.training_split import (
+    MEMBERS,
+    VALIDATION_FRACTION,
+    TrainingSplit,
+    min_images_per_class,
+)
 
 from scones.cli.main import main
 from scones.model.folders import stratified_folds, stratified_split
@@ -58,3 +64,34 @@ def test_train_names_a_class_too_small_before_reading_any_image(
         "out for validation leaves 3, fewer than the 4 folds the ensemble is calibrated on\n"
     )
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("4", "must be an object"),
+        ({"members": 1}, "members must be a whole number >= 2, got 1"),
+        ({"members": True}, "members must be a whole number >= 2, got True"),
+        ({"members": 2.5}, "members must be a whole number >= 2, got 2.5"),
+        ({"validation_fraction": 1}, "validation_fraction must be between 0 and 1, got 1"),
+        ({"validation_fraction": "0.2"}, "validation_fraction must be between 0 and 1"),
+        ({"folds": 4}, "unknown fields ['folds']"),
+    ],
+)
+def test_a_training_split_an_event_gives_is_checked(value: object, named: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        TrainingSplit.parse(value)
+
+
+def test_a_training_split_an_event_gives_fills_in_the_defaults() -> None:
+    assert TrainingSplit.parse(None) == TrainingSplit(VALIDATION_FRACTION, MEMBERS)
+    assert TrainingSplit.parse({"members": 2}) == TrainingSplit(VALIDATION_FRACTION, 2)
+    assert TrainingSplit.parse({"validation_fraction": 0.25}).members == MEMBERS
+
+
+def test_a_share_that_leaves_nothing_to_train_on_says_so() -> None:
+    from scones_core.training_split import split_refusal
+
+    assert split_refusal(2, 0.75, 2) == (
+        "has 2 images: holding out 0.75 of them for validation leaves none to train on"
+    )

@@ -147,6 +147,19 @@ def test_a_run_that_fails_leaves_its_record_alert_and_report(
     assert "h1{color:#b3261e}" in page  # a failure reads as one, not in neutral grey
 
 
+def test_the_dataset_step_holds_the_run_to_the_recipe_it_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rehearsal trains its own recipe, not the job's defaults: its dataset step checks
+    each class against that recipe's split (6 images are enough for 4 members, not 8)."""
+    out = tmp_path / "out"
+    argv = ["retrain", "--max-train-per-label", "6", "--hyperparameter", "members=8"]
+    assert scones_main([*argv, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "the retraining run failed: RetrainDatasetFunction failed" in err
+    assert "bicycle has 6 images: 1 held out for validation leaves 5, fewer than the 8" in err
+
+
 def test_a_candidate_that_fails_at_serving_is_rolled_back(guessing_production: Path) -> None:
     result = retrain(guessing_production, canary_faults={"model_error": -1})
     assert result.outcome == "ROLLED_BACK", result.to_json()

@@ -25,7 +25,7 @@ from scones_core.retraining.gate import (
     judge,
 )
 from scones_core.retraining.settings import ENVIRONMENT_VARIABLES, RetrainingSettings
-from scones_core.training_split import min_images_per_class
+from scones_core.training_split import TrainingSplit, min_images_per_class
 
 from scones.model.artifact import OnnxClassifier
 from scones.offline.lambda_worker import LambdaContext
@@ -164,8 +164,8 @@ def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(s
         assemble_dataset(s3, settings, STARTED, "run-1")
     assert str(small.value) == (
         f"too few images to train on in s3://{BUCKET}/training/train/ and "
-        f"s3://{BUCKET}/labelled/: bicycle has 1 image, too few to hold out 20% for "
-        "validation; motorcycle has 1 image, too few to hold out 20% for validation; "
+        f"s3://{BUCKET}/labelled/: bicycle has 1 image, too few to hold out 0.2 of them for "
+        "validation; motorcycle has 1 image, too few to hold out 0.2 of them for validation; "
         "nothing was trained"
     )
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="retraining/")
@@ -188,6 +188,13 @@ def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(s
     put(s3, "training/train/motorcycle/m9.png", b"m9")
     result = assemble_dataset(s3, settings, STARTED, "run-1")
     assert [c["ChannelName"] for c in result["input_data_config"]] == ["train"]
+    # A run whose job trains another recipe is held to that recipe's split.
+    eight = TrainingSplit(members=8)
+    with pytest.raises(DatasetError, match="fewer than the 8 folds"):
+        assemble_dataset(s3, settings, STARTED, "run-1", eight)
+    s3.delete_object(Bucket=BUCKET, Key="training/train/motorcycle/m9.png")
+    two = TrainingSplit(members=2)
+    assert assemble_dataset(s3, settings, STARTED, "run-2", two)["input_data_config"]
     with pytest.raises(DatasetError, match="longer than 40"):
         long_name = RetrainingSettings.from_env(env(ENDPOINT_NAME="e" * 41))
         assemble_dataset(s3, long_name, STARTED, "run-1")

@@ -151,3 +151,30 @@ def test_entry_point_reports_bad_arguments(
         entry_point.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_refused_training_names_its_reason_where_sagemaker_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A training job's FailureReason is the first 1 KB of /opt/ml/output/failure: the
+    retraining run's record then says which class is too small, not a traceback."""
+    data = tmp_path / "train"
+    for class_name, count in (("bicycle", 4), ("motorcycle", 8)):
+        (data / class_name).mkdir(parents=True)
+        for path in sorted((BUNDLED / "train" / class_name).glob("*.png"))[:count]:
+            shutil.copy(path, data / class_name)
+    failure = tmp_path / "output" / "failure"
+    argv = ["--data", str(data), "--model-dir", str(tmp_path / "model"), "--threshold", "0.93"]
+    assert entry_point.main([*argv, "--failure-file", str(failure)]) == 1
+    reason = failure.read_text(encoding="utf-8")
+    assert reason.startswith(f"DataError: too few images to train on in {data}: bicycle has 4")
+    assert f"error: {reason.removeprefix('DataError: ')}" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+    # In a training job it is written by default; elsewhere (offline) only where asked.
+    config = tmp_path / "hyperparameters.json"
+    monkeypatch.setattr(entry_point, "TRAINING_JOB_CONFIG", config)
+    assert entry_point.build_parser().parse_args(argv).failure_file is None
+    config.write_text("{}", encoding="utf-8")
+    assert entry_point.build_parser().parse_args(argv).failure_file == Path(
+        "/opt/ml/output/failure"
+    )

@@ -4,10 +4,16 @@ The training program holds out ``VALIDATION_FRACTION`` of each class for validat
 calibrates each of ``MEMBERS`` ensemble members on the others' folds of the rest. A
 class too small for both cannot be trained on. The retraining dataset step applies the
 same rule to the images it hands a training job, so a run that the training program
-would refuse fails before the job is paid for, naming the class.
+would refuse fails before the job is paid for, naming the class. It counts objects by
+name: a labelled image the training program cannot read is left out there, which can
+still leave a class short.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 VALIDATION_FRACTION = 0.2
 MEMBERS = 4
@@ -18,6 +24,43 @@ def held_out_count(images: int, fraction: float) -> int:
     return round(fraction * images)
 
 
+@dataclass(frozen=True)
+class TrainingSplit:
+    """The validation share and ensemble members a run's training job uses: the training
+    program's defaults unless its recipe says otherwise."""
+
+    validation_fraction: float = VALIDATION_FRACTION
+    members: int = MEMBERS
+
+    @classmethod
+    def parse(cls, value: Any) -> TrainingSplit:
+        """From an event's ``{"validation_fraction": 0.2, "members": 4}`` (either may be
+        left out); ``ValueError`` naming what is wrong."""
+        if value is None:
+            return cls()
+        if not isinstance(value, Mapping):
+            raise ValueError(f"training_split must be an object, got {type(value).__name__}")
+        unknown = sorted(set(value) - {"validation_fraction", "members"})
+        if unknown:
+            raise ValueError(f"training_split has unknown fields {unknown}")
+        fraction = value.get("validation_fraction", VALIDATION_FRACTION)
+        members = value.get("members", MEMBERS)
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not (0.0 < fraction < 1.0)
+        ):
+            raise ValueError(
+                f"training_split.validation_fraction must be between 0 and 1, got {fraction!r}"
+            )
+        if isinstance(members, bool) or not isinstance(members, int) or members < 2:
+            raise ValueError(f"training_split.members must be a whole number >= 2, got {members!r}")
+        return cls(float(fraction), members)
+
+    def refusal(self, images: int) -> str | None:
+        return split_refusal(images, self.validation_fraction, self.members)
+
+
 def split_refusal(
     images: int, fraction: float = VALIDATION_FRACTION, folds: int = MEMBERS
 ) -> str | None:
@@ -25,8 +68,13 @@ def split_refusal(
     ``"bicycle has 1 image, …"``), or None when it can."""
     held = held_out_count(images, fraction)
     count = f"{images} image" if images == 1 else f"{images} images"
-    if held in (0, images):
-        return f"has {count}, too few to hold out {fraction:.0%} for validation"
+    if held == 0:
+        return f"has {count}, too few to hold out {fraction:.4g} of them for validation"
+    if held == images:
+        return (
+            f"has {count}: holding out {fraction:.4g} of them for validation leaves none to "
+            "train on"
+        )
     if images - held < folds:
         return (
             f"has {count}: {held} held out for validation leaves {images - held}, "

@@ -48,6 +48,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from scones_core.retraining import outcome as outcomes
 from scones_core.settings import parse_labels
+from scones_core.training_split import VALIDATION_FRACTION
 
 from scones.offline.retrain_recipe import DEFAULT_DATA, SHORT_RECIPE
 from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
@@ -137,7 +138,7 @@ def gate_split(
     items = list_images(data_dir, labels)
     recorded = production_manifest.get("split") or {}
     seed = int(recorded.get("seed", 0))
-    fraction = float(recorded.get("validation_fraction", 0.2))
+    fraction = float(recorded.get("validation_fraction", VALIDATION_FRACTION))
     targets = np.array([index for _, index in items], dtype=np.int64)
     kept, held = stratified_split(targets, fraction, seed)
     return [items[int(i)] for i in kept], [items[int(i)] for i in held]
@@ -320,7 +321,17 @@ class OfflineRetrain:
         started = time.perf_counter()
         dataset = self._invoke(
             "RetrainDatasetFunction",
-            {"run_name": run_name, "started_at": started_at.isoformat().replace("+00:00", "Z")},
+            {
+                "run_name": run_name,
+                "started_at": started_at.isoformat().replace("+00:00", "Z"),
+                # This run trains its own recipe (SHORT_RECIPE, --hyperparameter), not the
+                # training program's defaults the state machine's job uses.
+                "training_split": {
+                    name: self.options.recipe[name]
+                    for name in ("validation_fraction", "members")
+                    if name in self.options.recipe
+                },
+            },
         )
         self._step(
             "dataset",
@@ -358,13 +369,18 @@ class OfflineRetrain:
             name = channel["ChannelName"]
             channels[name] = self._download_channel(channel, data_root / name)
         model_dir = self.work / "opt/ml/model"
+        failure = self.work / "opt/ml/output/failure"
         argv = [*toolkit_arguments(hyperparameters), "--model-dir", str(model_dir)]
-        argv += ["--data", str(data_root / "train")]
+        argv += ["--data", str(data_root / "train"), "--failure-file", str(failure)]
         if "labelled" in channels:
             argv += ["--labelled", str(data_root / "labelled")]
         status = entry_point.main(argv)
         if status != 0:
-            raise RetrainError(f"the training program exited with {status}")
+            # As TrainCandidate fails on AWS: the job's FailureReason is the program's.
+            reason = failure.read_text(encoding="utf-8") if failure.is_file() else ""
+            raise RetrainError(
+                f"the training job failed: {reason or f'the program exited with {status}'}"
+            )
         job = dataset["names"]["base"]
         bucket, prefix = _split_uri(dataset["training_output_uri"])
         key = f"{prefix}/{job}/output/model.tar.gz"

@@ -23,6 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from scones.paths import SHIPPED_MODEL_NAME
+from scones.sagemaker.exit_message import (
+    TRAINING_FAILURE,
+    TRAINING_JOB_CONFIG,
+    write_exit_message,
+)
 
 if TYPE_CHECKING:
     from scones.model.recipe import TrainRecipe
@@ -121,6 +126,13 @@ def build_parser(
     _option(parser, "lr", type=float, default=None)
     _option(parser, "validation_fraction", type=float, default=defaults.validation_fraction)
     _option(parser, "threads", type=int, default=os.cpu_count() or 1)
+    # In a training job, SageMaker's FailureReason: the refusal's own sentence.
+    _option(
+        parser,
+        "failure_file",
+        type=Path,
+        default=TRAINING_FAILURE if TRAINING_JOB_CONFIG.is_file() else None,
+    )
     return parser
 
 
@@ -176,6 +188,7 @@ def _optional_root(channel: Path, labels: Sequence[str]) -> Path | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from scones.model.build import build_model
+    from scones.model.folders import DataError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -200,9 +213,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"training on {args.data} plus the labelled images in {args.labelled}"
                 + (f" ({len(merged.left_out)} left out)" if merged.left_out else "")
             )
-        report = build_model(
-            data, args.model_dir, recipe, threshold, name=args.name, labels=args.labels, log=log
-        )
+        try:
+            report = build_model(
+                data, args.model_dir, recipe, threshold, name=args.name, labels=args.labels, log=log
+            )
+        except DataError as exc:
+            # The data cannot be trained on (a class too small, an unreadable image of the
+            # curated channel): a refusal named, not a traceback.
+            log(f"error: {exc}")
+            if args.failure_file is not None:
+                write_exit_message(args.failure_file, f"{type(exc).__name__}: {exc}")
+            return 1
     print(f"validation accuracy {report['accuracy']:.4f} on {report['images']} images", flush=True)
     return 0
 

@@ -31,13 +31,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from scones.sagemaker.exit_message import (  # noqa: F401  (the job's contract, tested here)
+    EXIT_MESSAGE_BYTES,
+    PROCESSING_EXIT_MESSAGE,
+    PROCESSING_JOB_CONFIG,
+    write_exit_message,
+)
+
 T = TypeVar("T")
 
 GATE_FILE = "gate-evaluation.json"
 PROCESSING_ROOT = Path("/opt/ml/processing")
-PROCESSING_JOB_CONFIG = Path("/opt/ml/config/processingjobconfig.json")
-EXIT_MESSAGE = Path("/opt/ml/output/message")
-EXIT_MESSAGE_BYTES = 1024  # SageMaker keeps the first 1 KB; it must stay valid UTF-8
+EXIT_MESSAGE = PROCESSING_EXIT_MESSAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,14 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="where a failure's reason is written (in a processing job: its ExitMessage)",
     )
     return parser
-
-
-def write_exit_message(path: Path, text: str) -> None:
-    """``text`` cut to SageMaker's 1 KB on a character boundary (bytes that are not UTF-8
-    would fail the job with a ClientError instead of naming the error)."""
-    data = text.encode("utf-8")[:EXIT_MESSAGE_BYTES].decode("utf-8", errors="ignore")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(data, encoding="utf-8")
 
 
 def unpack_model(source: Path, into: Path) -> Path:

@@ -38,7 +38,7 @@ from scones_core.image_files import is_image_file_name
 from scones_core.retraining.gate import too_few_images
 from scones_core.retraining.settings import RetrainingSettings
 from scones_core.sagemaker_names import MAX_NAME_LENGTH
-from scones_core.training_split import split_refusal
+from scones_core.training_split import TrainingSplit
 
 # Room left for the endpoint name in "<endpoint>-rt-YYMMDD-<run hash>-gate" (63 characters;
 # the template's EndpointName MaxLength and IAM patterns "<EndpointName>-rt-*" follow it).
@@ -216,9 +216,15 @@ def _fingerprint(bucket: str, channels: list[ChannelObjects]) -> str:
 
 
 def assemble_dataset(
-    s3: Any, settings: RetrainingSettings, started_at: datetime, run_name: str
+    s3: Any,
+    settings: RetrainingSettings,
+    started_at: datetime,
+    run_name: str,
+    split: TrainingSplit | None = None,
 ) -> dict[str, Any]:
-    """Write the manifests and ``dataset.json``; return what the next states need."""
+    """Write the manifests and ``dataset.json``; return what the next states need.
+    ``split``: how the run's training job divides each class (its defaults when None)."""
+    split = split or TrainingSplit()
     names = RunNames.for_run(settings.endpoint_name, started_at, run_name)
     bucket, labels = settings.bucket, settings.labels
     gate = GateContent(s3, bucket, settings.gate_prefix, labels)
@@ -240,7 +246,7 @@ def assemble_dataset(
     small = [
         f"{label} {why}"
         for label in labels
-        if (why := split_refusal(original.per_label[label] + labelled.per_label[label]))
+        if (why := split.refusal(original.per_label[label] + labelled.per_label[label]))
     ]
     if small:
         raise DatasetError(
