@@ -172,6 +172,26 @@ def test_labels_no_pattern_can_refuse_are_refused_by_every_function(labels: str)
             "IncomingPrefix='incoming/' and BackfillResultsPrefix='incoming/backfill/'",
         ),
         ({"BackfillResultsPrefix": "backfill-results/"}, None),
+        # Lifecycle rules expire the backfill's results and the capture: nothing else may
+        # lie inside them, or contain them.
+        (
+            {"BackfillResultsPrefix": "training/"},
+            "BackfillResultsPrefix='training/' and TrainingDataPrefix='training/train/': one "
+            "lies inside the other, and a lifecycle rule expires every object under "
+            "BackfillResultsPrefix",
+        ),
+        (
+            {"BackfillResultsPrefix": "models/"},
+            "BackfillResultsPrefix='models/' and BaselineKey='models/bicycle-motorcycle/",
+        ),
+        (
+            {"DataCapturePrefix": "labelled/capture"},
+            "DataCapturePrefix='labelled/capture' and LabelledDataPrefix='labelled/'",
+        ),
+        (
+            {"BackfillResultsPrefix": "datacapture/backfill/"},
+            "DataCapturePrefix='datacapture' and BackfillResultsPrefix='datacapture/backfill/'",
+        ),
     ],
 )
 def test_a_bucket_layout_the_template_accepts_is_one_every_function_runs_with(

@@ -32,6 +32,10 @@ OTHER_AREAS = (
     "BaselineKey",
     "BackfillResultsPrefix",
 )
+# Areas a lifecycle rule of the bucket expires: no other area may lie inside one (its data
+# would be deleted with them) or contain one. IncomingPrefix, expired by its own rule, is
+# checked against every area above already.
+EXPIRING_AREAS = ("DataCapturePrefix", "BackfillResultsPrefix")
 _WITHOUT_SLASH = frozenset({"DataCapturePrefix", "MonitoringReportsPrefix"})
 _KEYS = frozenset({"BaselineKey"})
 
@@ -79,6 +83,16 @@ def layout_problems(parameters: Mapping[str, str]) -> list[str]:
     problems += [
         f"{pair}: the retraining areas are separate data sets and must not contain each other"
         for pair in nested_pairs(parameters, retraining_pairs())
+    ]
+    others = (*RETRAINING_AREAS, *OTHER_AREAS)
+    problems += [
+        f"{pair}: one lies inside the other, and a lifecycle rule expires every object under "
+        f"{expiring} (the other's data would be deleted with it)"
+        for index, expiring in enumerate(EXPIRING_AREAS)
+        for pair in nested_pairs(
+            parameters,
+            [(expiring, name) for name in others if name not in EXPIRING_AREAS[: index + 1]],
+        )
     ]
     return problems
 
