@@ -172,3 +172,16 @@ def test_the_record_condition_quoted_in_the_architecture_is_the_one_written() ->
 
     text = " ".join((PROJECT_ROOT / "docs" / "architecture.md").read_text().split())
     assert f"`{RECORD_CONDITION_EXPRESSION}`" in text
+
+
+def test_the_fewest_images_to_train_on_are_quoted_as_the_rule_gives_them() -> None:
+    from scones_core.training_split import MEMBERS, VALIDATION_FRACTION, min_images_per_class
+
+    readme = " ".join((PROJECT_ROOT / "README.md").read_text().split())
+    assert f"a class with fewer than {min_images_per_class()} images to train on" in readme
+    assert VALIDATION_FRACTION == 0.2 and "holds out a fifth" in readme
+    assert f"folds the rest over {MEMBERS} ensemble members" in readme
+    monitoring = " ".join((PROJECT_ROOT / "docs" / "monitoring.md").read_text().split())
+    assert f"its {MEMBERS} ensemble members, {min_images_per_class()} with the defaults" in (
+        monitoring
+    )

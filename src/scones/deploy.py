@@ -341,23 +341,24 @@ def express_time_problem(overrides: Mapping[str, str]) -> str | None:
     )
     if max(seconds, batch_seconds) <= EXPRESS_LIMIT_SECONDS:
         return None
+    problems = []
     if seconds > EXPRESS_LIMIT_SECONDS:
-        problem = (
+        problems.append(
             f"the slowest path to a record (every retry, every attempt to its timeout) takes "
             f"{seconds:.0f} s, past an Express execution's {EXPRESS_LIMIT_SECONDS} s: a "
-            "timed-out execution records nothing for its batch"
+            "timed-out execution records nothing for its batch. Lower RetryMaxAttempts, "
+            "RetryIntervalSeconds, RetryMaxDelaySeconds or EndpointTimeoutSeconds, or set "
+            "WorkflowType=STANDARD (`scones cost --param ...` prints the slowest path)"
         )
-    else:
-        problem = (
-            f"a backfill batch's slowest path (every retry of the backfill function) takes "
-            f"{batch_seconds:.0f} s, past an Express execution's {EXPRESS_LIMIT_SECONDS} s: a "
-            "timed-out batch fails without starting its objects"
+    if batch_seconds > EXPRESS_LIMIT_SECONDS:
+        problems.append(
+            f"a backfill batch's slowest path (every retry of the backfill function to its "
+            f"timeout) takes {batch_seconds:.0f} s, past an Express execution's "
+            f"{EXPRESS_LIMIT_SECONDS} s: a timed-out batch fails without starting its "
+            "objects. Lower RetryMaxAttempts, RetryIntervalSeconds or RetryMaxDelaySeconds, "
+            "or set WorkflowType=STANDARD"
         )
-    return (
-        f"with these parameters {problem}. Lower RetryMaxAttempts, RetryIntervalSeconds, "
-        "RetryMaxDelaySeconds or EndpointTimeoutSeconds, or set WorkflowType=STANDARD "
-        "(`scones cost --param ...` prints the slowest path)"
-    )
+    return "with these parameters " + "; and ".join(problems)
 
 
 def capture_retention_problem(overrides: Mapping[str, str]) -> str | None:

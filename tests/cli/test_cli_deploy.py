@@ -220,11 +220,14 @@ def test_preflight_refuses_retries_that_would_outlast_an_express_backfill_batch(
     problem = express_time_problem(short_endpoint)
     assert problem == (
         "with these parameters a backfill batch's slowest path (every retry of the backfill "
-        "function) takes 301 s, past an Express execution's 300 s: a timed-out batch fails "
-        "without starting its objects. Lower RetryMaxAttempts, RetryIntervalSeconds, "
-        "RetryMaxDelaySeconds or EndpointTimeoutSeconds, or set WorkflowType=STANDARD "
-        "(`scones cost --param ...` prints the slowest path)"
+        "function to its timeout) takes 301 s, past an Express execution's 300 s: a "
+        "timed-out batch fails without starting its objects. Lower RetryMaxAttempts, "
+        "RetryIntervalSeconds or RetryMaxDelaySeconds, or set WorkflowType=STANDARD"
     )
+    # Both too slow: both are named, each with what would help it.
+    both = express_time_problem({"RetryIntervalSeconds": "4"})
+    assert both is not None
+    assert "the slowest path to a record" in both and "; and a backfill batch's" in both
     assert express_time_problem({**short_endpoint, "WorkflowType": "STANDARD"}) is None
     for workflow_type in ("EXPRESS", "STANDARD"):
         backfill = load_workflow({"WorkflowType": workflow_type}, machine="BackfillStateMachine")

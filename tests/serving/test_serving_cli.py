@@ -144,6 +144,29 @@ def test_defaults_come_from_the_template_parameters(tmp_path: Path) -> None:
     assert (overridden.endpoint_name, overridden.max_body_bytes) == ("mine", 9)
 
 
+def test_the_variant_defaults_to_the_stacks_and_the_containers_is_sagemakers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``scones serve`` names the variant the stack's monitor and alarm read; the container
+    (SageMaker does not tell it) keeps SageMaker's usual name, the template's default."""
+    import scones.template_params
+    from scones.serving.command import container_defaults
+    from scones.serving.defaults import DEFAULT_VARIANT
+
+    assert container_defaults({}).variant_name == DEFAULT_VARIANT
+    assert parameter_default("EndpointVariantName") == DEFAULT_VARIANT
+    template = scones.template_params.parameter_default
+    monkeypatch.setattr(
+        scones.template_params,
+        "parameter_default",
+        lambda name: "blue-1" if name == "EndpointVariantName" else template(name),
+    )
+    args = build_parser().parse_args(["serve"])
+    assert settings_from_args(args).variant_name == "blue-1"
+    given = build_parser().parse_args(["serve", "--variant", "green"])
+    assert settings_from_args(given).variant_name == "green"
+
+
 def test_request_limit_flags_reach_the_settings() -> None:
     defaults = settings_from_args(build_parser().parse_args(["serve", "--endpoint-name", "e"]))
     assert (defaults.max_concurrency, defaults.queue_wait_s) == (None, DEFAULT_QUEUE_WAIT_S)

@@ -27,6 +27,7 @@ TEMPLATE_HELP = {
     "endpoint_name": "EndpointName",
     "max_body_bytes": "MaxImageBytes",
     "capture_percent": "DataCaptureSamplingPercentage",
+    "variant_name": "EndpointVariantName",
 }
 
 
@@ -85,6 +86,9 @@ def template_defaults(args: argparse.Namespace) -> ServeDefaults:
             else _template_number("MaxImageBytes", int)
         ),
         capture_percent=capture_percent,
+        variant_name=(
+            args.variant if args.variant is not None else _template_default("EndpointVariantName")
+        ),
     )
 
 

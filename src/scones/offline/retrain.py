@@ -27,7 +27,7 @@ its steps itself, against the deployed stack, with the same code wherever there 
 Every outcome leaves the item the state machine writes (``scones_core.retraining.outcome``)
 in ``MonitorStateTable`` and a message on ``AlertTopic``. Offline the variants are named
 after their model version (``model-<version>``), so records (``endpoint_variant``) and the
-capture layout show which model answered; on AWS, blue/green keeps ``AllTraffic``.
+capture layout show which model answered; on AWS, blue/green keeps ``EndpointVariantName``.
 """
 
 from __future__ import annotations

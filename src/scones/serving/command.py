@@ -70,6 +70,8 @@ class ServeDefaults:
     max_body_bytes: int
     capture_percent: float = DEFAULT_CAPTURE_PERCENT
     max_concurrency: int | None = None  # None: the CPUs this process may use
+    # SageMaker does not tell a container its variant's name: SageMaker's usual one.
+    variant_name: str = DEFAULT_VARIANT
 
 
 def container_defaults(environ: Mapping[str, str] | None = None) -> ServeDefaults:
@@ -119,6 +121,7 @@ CONTAINER_HELP = {
     "endpoint_name": f"${ENV_ENDPOINT_NAME}, else {CONTAINER_ENDPOINT_NAME}",
     "max_body_bytes": f"{RUNTIME_MAX_PAYLOAD_BYTES}, InvokeEndpoint's payload limit",
     "capture_percent": f"{DEFAULT_CAPTURE_PERCENT:g}",
+    "variant_name": DEFAULT_VARIANT,
 }
 
 
@@ -140,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults_help: Mapping[str, s
         "--endpoint-name",
         help="endpoint name for the runtime route and capture" + default("endpoint_name"),
     )
-    parser.add_argument("--variant", default=DEFAULT_VARIANT, help="production variant name")
+    parser.add_argument("--variant", help="production variant name" + default("variant_name"))
     parser.add_argument(
         "--capture-dest",
         metavar="DIR|s3://BUCKET/PREFIX",
@@ -242,7 +245,8 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
             raise ServeError(f"--capture-dest {destination}: {problem}")
     endpoint_name = args.endpoint_name if args.endpoint_name is not None else defaults.endpoint_name
     # Both name the capture files' folders too (<endpoint>/<variant>/...), as on SageMaker.
-    for flag, name in (("--endpoint-name", endpoint_name), ("--variant", args.variant)):
+    variant_name = args.variant if args.variant is not None else defaults.variant_name
+    for flag, name in (("--endpoint-name", endpoint_name), ("--variant", variant_name)):
         if not is_sagemaker_name(name):
             raise ServeError(f"{flag} {name!r} is not a SageMaker name: use {NAME_RULE}")
     max_body_bytes = (
@@ -272,7 +276,7 @@ def resolve(args: argparse.Namespace, defaults: ServeDefaults) -> ServeCommand:
     settings = ServerSettings(
         model_dir=args.model if args.model is not None else defaults.model_dir,
         endpoint_name=endpoint_name,
-        variant_name=args.variant,
+        variant_name=variant_name,
         max_body_bytes=max_body_bytes,
         max_image_pixels=args.max_image_pixels,
         capture_destination=args.capture_dest,
