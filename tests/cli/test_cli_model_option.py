@@ -29,6 +29,19 @@ COMMANDS = {
 }
 
 
+def run_command(tmp_path: Path, command: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``scones COMMAND ... EXTRA`` in ``tmp_path``, its run going to ``tmp_path/out``."""
+    args = [a.format(out=tmp_path / "out") for a in COMMANDS[command]]
+    return subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", *args, *extra],
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def spoil(model: Path, how: str) -> str:
     """Make the copied model in ``model`` unservable ``how``; the message that names it."""
     manifest = json.loads((model / "model.json").read_text())
@@ -61,15 +74,7 @@ def test_an_unservable_model_is_refused_before_the_stack_starts(
     shutil.copytree(SHIPPED_MODEL_DIR, model)
     named = spoil(model, how)
     out = tmp_path / "out"
-    args = [a.format(out=out) for a in COMMANDS[command]]
-    result = subprocess.run(
-        [sys.executable, "-m", "scones.cli.main", *args, "--model", str(model)],
-        cwd=tmp_path,
-        env={**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_command(tmp_path, command, "--model", str(model))
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("scones: error: --model: "), result.stderr
     assert named in result.stderr
@@ -97,16 +102,7 @@ def test_a_model_input_size_other_than_the_models_is_refused_before_the_stack_st
     """Serialize resizes to ModelInputSize and the server to the model's own size: two
     resizes give other pixels than the one the model was trained on, and some answers
     change, without an error anywhere."""
-    out = tmp_path / "out"
-    args = [a.format(out=out) for a in COMMANDS[command]]
-    result = subprocess.run(
-        [sys.executable, "-m", "scones.cli.main", *args, "--param", "ModelInputSize=64x64"],
-        cwd=tmp_path,
-        env={**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_command(tmp_path, command, "--param", "ModelInputSize=64x64")
     assert result.returncode == 2, result.stderr
     assert "takes 32x32 images, but the stack's ModelInputSize is 64x64" in result.stderr
     assert "--param ModelInputSize=32x32" in result.stderr

@@ -360,35 +360,54 @@ def test_moto_still_answers_an_empty_primary_container_for_a_multi_container_mod
         assert len(described["Containers"]) == 2
 
 
-def test_moto_item_reader_still_reads_one_page_and_fails_on_none_and_the_fix_lists_all(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """When the first half fails, moto's Distributed Map lists a prefix as AWS does: drop
-    the item reader fix in interpreter_fixes. Without it a backfill of more than 1,000
-    objects classified the first 1,000 and succeeded, and one of an empty prefix failed."""
-    import time
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    bucket, listed = "listing", 1001
-    definition = {
+def _key_per_listed_object(bucket: str, **reader: Any) -> dict[str, Any]:
+    """A Distributed Map whose children answer each listed object's key; ``reader`` holds
+    the item reader's prefix parameter, any other keyword another field of the Map."""
+    prefix = {k: v for k, v in reader.items() if k.startswith("Prefix")}
+    others = {k: v for k, v in reader.items() if not k.startswith("Prefix")}
+    return {
         "StartAt": "EachObject",
         "States": {
             "EachObject": {
                 "Type": "Map",
                 "ItemReader": {
                     "Resource": "arn:aws:states:::s3:listObjectsV2",
-                    "Parameters": {"Bucket": bucket, "Prefix.$": "$.prefix"},
+                    "Parameters": {"Bucket": bucket, **prefix},
                 },
                 "ItemProcessor": {
                     "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
                     "StartAt": "Key",
                     "States": {"Key": {"Type": "Pass", "OutputPath": "$.Key", "End": True}},
                 },
+                **others,
                 "End": True,
             }
         },
     }
+
+
+def _finished(sfn: Any, started: dict[str, Any]) -> dict[str, Any]:
+    """The execution's description once it stops running (five minutes at most)."""
+    import time
+
+    deadline = time.monotonic() + 300
+    while (described := sfn.describe_execution(executionArn=started["executionArn"]))[
+        "status"
+    ] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return dict(described)
+
+
+def test_moto_item_reader_still_reads_one_page_and_fails_on_none_and_the_fix_lists_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto's Distributed Map lists a prefix as AWS does: drop
+    the item reader fix in interpreter_fixes. Without it a backfill of more than 1,000
+    objects classified the first 1,000 and succeeded, and one of an empty prefix failed."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bucket, listed = "listing", 1001
+    definition = _key_per_listed_object(bucket, **{"Prefix.$": "$.prefix"})
 
     def run(sfn: Any, arn: str) -> list[dict[str, Any]]:
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -400,12 +419,7 @@ def test_moto_item_reader_still_reads_one_page_and_fails_on_none_and_the_fix_lis
             started = sfn.start_execution(
                 stateMachineArn=arn, name=prefix.strip("/"), input=json.dumps({"prefix": prefix})
             )
-            deadline = time.monotonic() + 300
-            while (described := sfn.describe_execution(executionArn=started["executionArn"]))[
-                "status"
-            ] == "RUNNING" and time.monotonic() < deadline:
-                time.sleep(0.2)
-            results.append(dict(described))
+            results.append(_finished(sfn, started))
         return results
 
     (raw_all, raw_none), (fixed_all, fixed_none) = _raw_then_fixed("listing", definition, run)
@@ -531,45 +545,21 @@ def test_moto_result_writer_still_writes_a_manifest_without_result_files(
     docs/offline.md and test ``scones backfill``'s naming of failed batches end to end.
     Until then offline a backfill's manifest lists no result files, and the Map's output,
     ``MapRunArn`` and ``ResultWriterDetails``, is AWS's."""
-    import time
-
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     bucket = "results"
-    definition = {
-        "StartAt": "EachObject",
-        "States": {
-            "EachObject": {
-                "Type": "Map",
-                "ItemReader": {
-                    "Resource": "arn:aws:states:::s3:listObjectsV2",
-                    "Parameters": {"Bucket": bucket, "Prefix": "in/"},
-                },
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
-                    "StartAt": "Key",
-                    "States": {"Key": {"Type": "Pass", "OutputPath": "$.Key", "End": True}},
-                },
-                "ResultWriter": {
-                    "Resource": "arn:aws:states:::s3:putObject",
-                    "Parameters": {"Bucket": bucket, "Prefix": "out/"},
-                },
-                "End": True,
-            }
-        },
+    writer = {
+        "Resource": "arn:aws:states:::s3:putObject",
+        "Parameters": {"Bucket": bucket, "Prefix": "out/"},
     }
+    definition = _key_per_listed_object(bucket, Prefix="in/", ResultWriter=writer)
 
     def run(sfn: Any, arn: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=bucket)
         for index in range(3):
             s3.put_object(Bucket=bucket, Key=f"in/{index}.png", Body=b"")
-        started = sfn.start_execution(stateMachineArn=arn, input="{}")
-        deadline = time.monotonic() + 120
-        while (described := sfn.describe_execution(executionArn=started["executionArn"]))[
-            "status"
-        ] == "RUNNING" and time.monotonic() < deadline:
-            time.sleep(0.2)
+        described = _finished(sfn, sfn.start_execution(stateMachineArn=arn, input="{}"))
         output = json.loads(described["output"])
         details = output["ResultWriterDetails"]
         written = json.loads(s3.get_object(Bucket=bucket, Key=details["Key"])["Body"].read())
