@@ -147,13 +147,15 @@ def test_a_run_that_fails_leaves_its_record_alert_and_report(
     assert "h1{color:#b3261e}" in page  # a failure reads as one, not in neutral grey
 
 
+@pytest.mark.parametrize("members", ["8", "08"])
 def test_the_dataset_step_holds_the_run_to_the_recipe_it_trains(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], members: str
 ) -> None:
     """The rehearsal trains its own recipe, not the job's defaults: its dataset step checks
-    each class against that recipe's split (6 images are enough for 4 members, not 8)."""
+    each class against that recipe's split (6 images are enough for 4 members, not 8), as
+    the training program reads it (``08`` is not JSON, and is 8 to the program)."""
     out = tmp_path / "out"
-    argv = ["retrain", "--max-train-per-label", "6", "--hyperparameter", "members=8"]
+    argv = ["retrain", "--max-train-per-label", "6", "--hyperparameter", f"members={members}"]
     assert scones_main([*argv, "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "the retraining run failed: RetrainDatasetFunction failed" in err

@@ -178,3 +178,12 @@ def test_a_refused_training_names_its_reason_where_sagemaker_reads_it(
     assert entry_point.build_parser().parse_args(argv).failure_file == Path(
         "/opt/ml/output/failure"
     )
+
+
+@pytest.mark.parametrize("name", entry_point.PATH_OPTIONS)
+def test_where_the_jobs_files_are_is_not_a_hyperparameter(name: str) -> None:
+    """SageMaker names a job's channels and folders; a hyperparameter of the same name
+    would move them (a failure reason written where SageMaker never reads it)."""
+    with pytest.raises(ValueError, match=f"^{name}: where the job's files are"):
+        entry_point.check_hyperparameters({"threshold": 0.9, name: "/tmp/elsewhere"})
+    assert entry_point.check_hyperparameters({"threshold": 0.9, "members": "08"}).members == 8

@@ -3,7 +3,8 @@
 The flags, their checks and the run are the server's own
 (:mod:`scones.serving.command`); this command only supplies defaults from the
 project: the shipped model, 127.0.0.1:8080, and ``template.yaml``'s
-``EndpointName``, ``MaxImageBytes`` and ``DataCaptureSamplingPercentage`` (read
+``EndpointName``, ``EndpointVariantName``, ``MaxImageBytes`` and
+``DataCaptureSamplingPercentage`` (read
 when the command runs, and only for flags left out). The pixel limit follows the
 model's input size (``PIXELS_PER_INPUT_PIXEL`` times its area), not
 ``MaxImagePixels``: that parameter guards the original uploads, which the workflow

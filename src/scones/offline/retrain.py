@@ -317,6 +317,25 @@ class OfflineRetrain:
             raise RetrainError(f"{logical_id} failed: {message}")
         return dict(body)
 
+    def _job_hyperparameters(self) -> dict[str, str]:
+        """The deployed TrainCandidate's hyperparameters with this run's recipe over them,
+        JSON-encoded as a CreateTrainingJob request carries them."""
+        hyperparameters = dict(self.asl_states["TrainCandidate"]["Parameters"]["HyperParameters"])
+        hyperparameters.update({k: json.dumps(v) for k, v in self.options.recipe.items()})
+        return hyperparameters
+
+    def _training_split(self) -> dict[str, Any]:
+        """How the training program will split each class, read as it reads the job's
+        hyperparameters (``members=08`` is 8 to it)."""
+        from scones.sagemaker.entry_point import check_hyperparameters
+
+        decoded = {k: json.loads(v) for k, v in self._job_hyperparameters().items()}
+        try:
+            recipe = check_hyperparameters(decoded)
+        except ValueError as exc:
+            raise RetrainError(f"the training program refuses the recipe: {exc}") from exc
+        return {"validation_fraction": recipe.validation_fraction, "members": recipe.members}
+
     def _dataset(self, run_name: str, started_at: datetime) -> dict[str, Any]:
         started = time.perf_counter()
         dataset = self._invoke(
@@ -326,11 +345,7 @@ class OfflineRetrain:
                 "started_at": started_at.isoformat().replace("+00:00", "Z"),
                 # This run trains its own recipe (SHORT_RECIPE, --hyperparameter), not the
                 # training program's defaults the state machine's job uses.
-                "training_split": {
-                    name: self.options.recipe[name]
-                    for name in ("validation_fraction", "members")
-                    if name in self.options.recipe
-                },
+                "training_split": self._training_split(),
             },
         )
         self._step(
@@ -360,9 +375,7 @@ class OfflineRetrain:
         from scones.sagemaker import entry_point
 
         started = time.perf_counter()
-        state = self.asl_states["TrainCandidate"]["Parameters"]
-        hyperparameters = dict(state["HyperParameters"])
-        hyperparameters.update({k: json.dumps(v) for k, v in self.options.recipe.items()})
+        hyperparameters = self._job_hyperparameters()
         data_root = self.work / "opt/ml/input/data"
         channels = {}
         for channel in dataset["input_data_config"]:

@@ -63,12 +63,23 @@ def toolkit_argv(hyperparameters: Mapping[str, Any]) -> list[str]:
     return argv
 
 
-def check_hyperparameters(hyperparameters: Mapping[str, Any]) -> None:
-    """``ValueError`` naming what this program would refuse in a job's hyperparameters, so
-    a launcher can refuse them before a job or a stack starts."""
+# Where the job's files are: SageMaker's channels and folders, never a hyperparameter.
+PATH_OPTIONS = ("data", "labelled", "model_dir", "failure_file")
+
+
+def check_hyperparameters(hyperparameters: Mapping[str, Any]) -> TrainRecipe:
+    """The recipe this program would train with a job's hyperparameters, or ``ValueError``
+    naming what it would refuse, so a launcher can refuse them before a job or a stack
+    starts."""
+    given = sorted(set(hyperparameters).intersection(PATH_OPTIONS))
+    if given:
+        raise ValueError(
+            f"{', '.join(given)}: where the job's files are (its channels and SageMaker's "
+            "folders), not a hyperparameter"
+        )
     parser = build_parser(_RefusingParser)
     argv = toolkit_argv(hyperparameters)
-    recipe_and_threshold(parser.parse_args([*argv, "--data", ".", "--model-dir", "."]))
+    return recipe_and_threshold(parser.parse_args([*argv, "--data", ".", "--model-dir", "."]))[0]
 
 
 def recipe_and_threshold(args: argparse.Namespace) -> tuple[TrainRecipe, float]:
