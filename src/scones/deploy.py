@@ -454,6 +454,16 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
     result = {"endpoint": name, "status": status, "create_endpoint": str(create)}
     if stack_name and str(create) == "true":
         result.update(_promoted_config(session, sagemaker, stack_name, described))
+    variant = (
+        parameters.get("EndpointVariantName")
+        or config.parameter_overrides.get("EndpointVariantName")
+        or parameter_default("EndpointVariantName")
+    )
+    served = [str(v["VariantName"]) for v in described.get("ProductionVariants", [])]
+    if str(create) != "true" and served and variant not in served:
+        # An endpoint of its own: the stack must name its variant, or the monitor reads no
+        # capture and EndpointErrorAlarm watches a variant that does not exist.
+        result.update({"variant": variant, "served_variants": ",".join(served)})
     return result
 
 
@@ -504,6 +514,15 @@ def endpoint_advice(status: dict[str, str]) -> str | None:
             "changes the endpoint's settings (ModelDataUrl, ModelImageUri, "
             "EndpointInstanceType, capture) makes CloudFormation serve the stack's model "
             f"again: to keep the promoted one, deploy with ModelDataUrl={artifact}"
+        )
+    if "served_variants" in status:
+        first = status["served_variants"].split(",")[0]
+        return (
+            f"endpoint {status['endpoint']} serves variant(s) {status['served_variants']}, "
+            f"not the stack's EndpointVariantName={status['variant']}: the monitor would read "
+            "no captured traffic (it lies under <endpoint>/<variant>/) and EndpointErrorAlarm "
+            "would watch a variant that does not exist, so no retraining canary is rolled "
+            f"back. Deploy with EndpointVariantName={first}"
         )
     if status["status"] == "InService":
         return None

@@ -761,3 +761,42 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
     with own.stubs["cloudformation"], own.stubs["sagemaker"]:
         unchanged = endpoint_status(own, "scones", config)
     assert "serving_config" not in unchanged and endpoint_advice(unchanged) is None
+
+
+def test_an_existing_endpoint_whose_variant_the_stack_does_not_name_is_warned_about() -> None:
+    """With CreateEndpoint=false the endpoint is the user's: a variant other than
+    EndpointVariantName leaves the monitor reading nothing and the error alarm blind."""
+
+    def described(variant: str) -> _StubbedSession:
+        session = _StubbedSession()
+        session.stubs["sagemaker"].add_response(
+            "describe_endpoint",
+            {
+                "EndpointName": "ep",
+                "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep",
+                "EndpointConfigName": "ep-config",
+                "EndpointStatus": "InService",
+                "ProductionVariants": [{"VariantName": variant, "CurrentWeight": 1.0}],
+                "CreationTime": "2026-12-01T00:00:00Z",
+                "LastModifiedTime": "2026-12-01T00:00:00Z",
+            },
+            {"EndpointName": "ep"},
+        )
+        return session
+
+    config = SamConfig(stack_name=None, region=REGION, parameter_overrides={"EndpointName": "ep"})
+    session = described("blue")
+    with session.stubs["sagemaker"]:
+        status = endpoint_status(session, None, config)
+    assert (status["variant"], status["served_variants"]) == ("AllTraffic", "blue")
+    advice = endpoint_advice(status)
+    assert advice is not None
+    assert "serves variant(s) blue, not the stack's EndpointVariantName=AllTraffic" in advice
+    assert advice.endswith("Deploy with EndpointVariantName=blue")
+    named = dataclasses.replace(
+        config, parameter_overrides={"EndpointName": "ep", "EndpointVariantName": "blue"}
+    )
+    session = described("blue")
+    with session.stubs["sagemaker"]:
+        status = endpoint_status(session, None, named)
+    assert "served_variants" not in status and endpoint_advice(status) is None
