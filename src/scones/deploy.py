@@ -356,7 +356,7 @@ def express_time_problem(overrides: Mapping[str, str]) -> str | None:
             f"timeout) takes {batch_seconds:.0f} s, past an Express execution's "
             f"{EXPRESS_LIMIT_SECONDS} s: a timed-out batch fails without starting its "
             "objects. Lower RetryMaxAttempts, RetryIntervalSeconds or RetryMaxDelaySeconds, "
-            "or set WorkflowType=STANDARD"
+            "or set WorkflowType=STANDARD (`scones cost --param ...` prints it)"
         )
     return "with these parameters " + "; and ".join(problems)
 

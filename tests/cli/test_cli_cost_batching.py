@@ -84,3 +84,17 @@ def test_the_memory_sweep_decodes_up_to_the_max_image_pixels_given(
     [webp] = [line.split() for line in out.splitlines() if line.startswith("WebP ")]
     # 512 MB decodes a 25.7 MP WebP: all of the default 25 MP, not all of 50 MP.
     assert webp[1:4] == ["2.0", "9.9", "25.7"]
+
+
+def test_the_slowest_backfill_batch_is_printed_beside_the_slowest_path(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """deploy-preflight refuses Express retries that outlast a backfill batch and points
+    here; the classification's path alone would read 289 s and look fine."""
+    from scones.cli.main import main
+
+    params = ["--param", "EndpointTimeoutSeconds=1", "--param", "RetryIntervalSeconds=3"]
+    assert main(["cost", *params]) == 0
+    out = capsys.readouterr().out
+    assert "Slowest path that still records: 289 s (Express limit 300 s)" in out
+    assert "Slowest backfill batch (a child of the stack's WorkflowType): 301 s" in out

@@ -222,7 +222,8 @@ def test_preflight_refuses_retries_that_would_outlast_an_express_backfill_batch(
         "with these parameters a backfill batch's slowest path (every retry of the backfill "
         "function to its timeout) takes 301 s, past an Express execution's 300 s: a "
         "timed-out batch fails without starting its objects. Lower RetryMaxAttempts, "
-        "RetryIntervalSeconds or RetryMaxDelaySeconds, or set WorkflowType=STANDARD"
+        "RetryIntervalSeconds or RetryMaxDelaySeconds, or set WorkflowType=STANDARD "
+        "(`scones cost --param ...` prints it)"
     )
     # Both too slow: both are named, each with what would help it.
     both = express_time_problem({"RetryIntervalSeconds": "4"})

@@ -170,7 +170,12 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 def _run(args: argparse.Namespace) -> int:
     from scones.costs import prices
     from scones.costs.model import Settings, estimate, original_project
-    from scones.costs.workflow import EXPRESS_LIMIT_SECONDS, load_workflow, worst_case_seconds
+    from scones.costs.workflow import (
+        EXPRESS_LIMIT_SECONDS,
+        load_workflow,
+        state_worst_seconds,
+        worst_case_seconds,
+    )
 
     measured = _measurements(args.measurements, args.kind)
     overrides = _overrides(args.param)
@@ -229,6 +234,16 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"Slowest path that still records: {worst:.0f} s "
         f"(Express limit {EXPRESS_LIMIT_SECONDS} s): " + " > ".join(path)
+    )
+    backfill = load_workflow(overrides, machine="BackfillStateMachine")
+    batch = max(
+        state_worst_seconds(backfill, name)
+        for name, state in backfill.states.items()
+        if state["Type"] == "Map"
+    )
+    print(
+        f"Slowest backfill batch (a child of the stack's WorkflowType): {batch:.0f} s, every "
+        "retry of the backfill function to its timeout"
     )
     if args.sweep_memory:
         print()
