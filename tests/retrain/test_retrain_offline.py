@@ -83,12 +83,14 @@ def test_a_better_candidate_goes_to_canary_and_is_promoted(guessing_production: 
     assert {a["state"] for a in deploy["alarms"]} == {"OK"}
     # While baking, both variants answered, and the records say which one did.
     assert set(deploy["records_by_variant"]) == {"AllTraffic", canary}
-    # After promotion the endpoint answers with the new version only: in the records
-    # (InvokedProductionVariant) and in the capture layout {endpoint}/{variant}/...
+    # After promotion the new version answers alone, as the endpoint's one variant (as
+    # blue/green leaves it on AWS): where the monitor reads capture and the alarm looks.
     after = deploy["after_promotion"]
-    assert set(after["records_by_variant"]) == {canary}
-    assert sum(after["records_by_variant"][canary].values()) == 4
-    assert after["capture_files"] and all(f"/{canary}/" in f for f in after["capture_files"])
+    assert set(after["records_by_variant"]) == {"AllTraffic"}
+    assert sum(after["records_by_variant"]["AllTraffic"].values()) == 4
+    assert after["model_versions"] == [version]
+    assert after["capture_files"]
+    assert all("/AllTraffic/" in f for f in after["capture_files"])
     assert result.record["outcome"] == "PROMOTED" and version in result.record["reason"]
     assert result.alert is not None and result.alert["subject"].endswith("promoted")
 

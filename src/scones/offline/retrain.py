@@ -27,7 +27,8 @@ its steps itself, against the deployed stack, with the same code wherever there 
 Every outcome leaves the item the state machine writes (``scones_core.retraining.outcome``)
 in ``MonitorStateTable`` and a message on ``AlertTopic``. Offline the variants are named
 after their model version (``model-<version>``), so records (``endpoint_variant``) and the
-capture layout show which model answered; on AWS, blue/green keeps ``EndpointVariantName``.
+capture layout show which model answered while the canary bakes; once promoted, the
+candidate serves as ``EndpointVariantName``, as blue/green leaves it on AWS.
 """
 
 from __future__ import annotations
@@ -592,17 +593,37 @@ class OfflineRetrain:
             )
             self._step("deploy", "ROLLED BACK: " + reason, started, **detail)
             return False, reason
+        # As blue/green on AWS: the new fleet takes all traffic under the endpoint's one
+        # variant (EndpointVariantName), whose capture the monitor reads and whose errors
+        # EndpointErrorAlarm watches; the canary's own variant goes.
         endpoint.set_weights({variant_name: 1.0})
         endpoint.remove_variant(production.name)
+        endpoint.add_variant(
+            ProductionVariant(
+                production.name,
+                classifier,
+                weight=1.0,
+                capture=CaptureWriter(
+                    S3CaptureSink(
+                        self.bucket, params["DataCapturePrefix"], self.stack.client("s3")
+                    ),
+                    endpoint_name=params["EndpointName"],
+                    variant_name=production.name,
+                    flush_interval_s=1.0,
+                ),
+            )
+        )
+        endpoint.remove_variant(variant_name)
         after = self._traffic(options.after_promotion_requests, "promoted")
         self.stack.flush_capture()
         detail["after_promotion"] = {
             "records_by_variant": _records_by_variant(after),
-            "capture_files": self._capture_files(variant_name),
+            "model_versions": sorted({str(row.get("model_version")) for row in after}),
+            "capture_files": self._capture_files(production.name),
         }
         reason = (
             f"candidate {classifier.manifest.version} (model package {package_arn}) serves all "
-            f"traffic as variant {variant_name}"
+            f"traffic as variant {production.name}"
         )
         self._step("deploy", "PROMOTED: " + reason, started, **detail)
         return True, reason
