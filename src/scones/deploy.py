@@ -430,16 +430,17 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
             parameters = stack_facts(session.client("cloudformation"), stack_name)[1]
         except DeployError:
             parameters = {}
-    name = (
-        parameters.get("EndpointName")
-        or config.parameter_overrides.get("EndpointName")
-        or parameter_default("EndpointName")
-    )
-    create = (
-        parameters.get("CreateEndpoint")
-        or config.parameter_overrides.get("CreateEndpoint")
-        or parameter_default("CreateEndpoint")
-    )
+
+    def deployed(parameter: str) -> str:
+        """As ``sam deploy`` sets it: its override, else the stack's previous value
+        (UsePreviousValue), else the template's default."""
+        return (
+            config.parameter_overrides.get(parameter)
+            or parameters.get(parameter)
+            or parameter_default(parameter)
+        )
+
+    name, create = deployed("EndpointName"), deployed("CreateEndpoint")
     sagemaker = session.client("sagemaker")
     try:
         described = sagemaker.describe_endpoint(EndpointName=name)
@@ -454,11 +455,7 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
     result = {"endpoint": name, "status": status, "create_endpoint": str(create)}
     if stack_name and str(create) == "true":
         result.update(_promoted_config(session, sagemaker, stack_name, described))
-    variant = (
-        parameters.get("EndpointVariantName")
-        or config.parameter_overrides.get("EndpointVariantName")
-        or parameter_default("EndpointVariantName")
-    )
+    variant = deployed("EndpointVariantName")
     served = [str(v["VariantName"]) for v in described.get("ProductionVariants", [])]
     if str(create) != "true" and served and variant not in served:
         # An endpoint of its own: the stack must name its variant, or the monitor reads no
@@ -515,9 +512,10 @@ def endpoint_advice(status: dict[str, str]) -> str | None:
             "EndpointInstanceType, capture) makes CloudFormation serve the stack's model "
             f"again: to keep the promoted one, deploy with ModelDataUrl={artifact}"
         )
+    variant = None
     if "served_variants" in status:
         first = status["served_variants"].split(",")[0]
-        return (
+        variant = (
             f"endpoint {status['endpoint']} serves variant(s) {status['served_variants']}, "
             f"not the stack's EndpointVariantName={status['variant']}: the monitor would read "
             "no captured traffic (it lies under <endpoint>/<variant>/) and EndpointErrorAlarm "
@@ -525,7 +523,12 @@ def endpoint_advice(status: dict[str, str]) -> str | None:
             f"back. Deploy with EndpointVariantName={first}"
         )
     if status["status"] == "InService":
-        return None
+        return variant
+    if variant is not None:  # both matter: say the endpoint's state first
+        return (
+            f"endpoint {status['endpoint']} is {status['status']}: images are classified once "
+            f"it is InService. Also, {variant}"
+        )
     if status["status"] == "missing" and status["create_endpoint"] == "true":
         return (
             f"endpoint {status['endpoint']} does not exist yet: this deploy creates it "

@@ -801,3 +801,42 @@ def test_an_existing_endpoint_whose_variant_the_stack_does_not_name_is_warned_ab
     with session.stubs["sagemaker"]:
         status = endpoint_status(session, None, named)
     assert "served_variants" not in status and endpoint_advice(status) is None
+    # The preflight runs before `sam deploy`: the value this deploy sends wins over the one
+    # the stack was deployed with (sam uses the previous value only where none is given).
+    session = described("blue")
+    session.stubs["cloudformation"].add_response(
+        "describe_stacks",
+        {
+            "Stacks": [
+                {
+                    "StackName": "scones",
+                    "CreationTime": "2026-12-01T00:00:00Z",
+                    "StackStatus": "UPDATE_COMPLETE",
+                    "Parameters": [
+                        {"ParameterKey": "EndpointVariantName", "ParameterValue": "AllTraffic"},
+                        {"ParameterKey": "CreateEndpoint", "ParameterValue": "false"},
+                    ],
+                }
+            ]
+        },
+        {"StackName": "scones"},
+    )
+    named = dataclasses.replace(named, stack_name="scones")
+    with session.stubs["cloudformation"], session.stubs["sagemaker"]:
+        status = endpoint_status(session, "scones", named)
+    assert "served_variants" not in status and endpoint_advice(status) is None
+
+
+def test_an_endpoint_out_of_service_is_named_before_its_variant() -> None:
+    advice = endpoint_advice(
+        {
+            "endpoint": "ep",
+            "status": "OutOfService",
+            "create_endpoint": "false",
+            "variant": "AllTraffic",
+            "served_variants": "blue",
+        }
+    )
+    assert advice is not None
+    assert advice.startswith("endpoint ep is OutOfService: images are classified once it is")
+    assert "Also, endpoint ep serves variant(s) blue" in advice

@@ -545,6 +545,7 @@ class OfflineRetrain:
                 S3CaptureSink(self.bucket, params["DataCapturePrefix"], self.stack.client("s3")),
                 endpoint_name=params["EndpointName"],
                 variant_name=variant_name,
+                sampling_percentage=float(params["DataCaptureSamplingPercentage"]),
                 flush_interval_s=1.0,
             ),
             faults=faults,
@@ -609,6 +610,8 @@ class OfflineRetrain:
                     ),
                     endpoint_name=params["EndpointName"],
                     variant_name=production.name,
+                    # The candidate's endpoint config keeps the stack's capture share.
+                    sampling_percentage=float(params["DataCaptureSamplingPercentage"]),
                     flush_interval_s=1.0,
                 ),
             )
@@ -619,6 +622,9 @@ class OfflineRetrain:
         detail["after_promotion"] = {
             "records_by_variant": _records_by_variant(after),
             "model_versions": sorted({str(row.get("model_version")) for row in after}),
+            "capture_percent": endpoint.primary.capture.sampling_percentage
+            if endpoint.primary.capture is not None
+            else None,
             "capture_files": self._capture_files(production.name),
         }
         reason = (

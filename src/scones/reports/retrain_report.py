@@ -76,6 +76,9 @@ def markdown(report: dict[str, Any]) -> str:
             lines += ["", "After promotion:", ""]
             for variant, counts in after["records_by_variant"].items():
                 lines.append(f"- `{variant}`: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            if after.get("model_versions"):
+                versions = ", ".join(f"`{v}`" for v in after["model_versions"])
+                lines.append(f"- model version(s) answering: {versions}")
             lines += [f"- capture: `{uri}`" for uri in after["capture_files"][:3]]
     record = report["record"]
     lines += [
