@@ -632,6 +632,27 @@ class _StubbedSession:
         return self.clients[name]
 
 
+def deployed_stack(cfn: Stubber, **parameters: str) -> None:
+    """DescribeStacks' answer for the stack ``scones`` deployed with ``parameters``."""
+    cfn.add_response(
+        "describe_stacks",
+        {
+            "Stacks": [
+                {
+                    "StackName": "scones",
+                    "CreationTime": "2026-12-01T00:00:00Z",
+                    "StackStatus": "UPDATE_COMPLETE",
+                    "Parameters": [
+                        {"ParameterKey": key, "ParameterValue": value}
+                        for key, value in parameters.items()
+                    ],
+                }
+            ]
+        },
+        {"StackName": "scones"},
+    )
+
+
 def stack_endpoint_config(cfn: Stubber) -> None:
     """DescribeStackResource's answer for the stack's endpoint config. CloudFormation's
     physical id of an endpoint config is its ARN, the name in lower case."""
@@ -662,23 +683,7 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
     )
     session = _StubbedSession()
     cfn, sm = session.stubs["cloudformation"], session.stubs["sagemaker"]
-    cfn.add_response(
-        "describe_stacks",
-        {
-            "Stacks": [
-                {
-                    "StackName": "scones",
-                    "CreationTime": "2026-12-01T00:00:00Z",
-                    "StackStatus": "UPDATE_COMPLETE",
-                    "Parameters": [
-                        {"ParameterKey": "EndpointName", "ParameterValue": "ep"},
-                        {"ParameterKey": "CreateEndpoint", "ParameterValue": "true"},
-                    ],
-                }
-            ]
-        },
-        {"StackName": "scones"},
-    )
+    deployed_stack(cfn, EndpointName="ep", CreateEndpoint="true")
     sm.add_response(
         "describe_endpoint",
         {
@@ -804,22 +809,8 @@ def test_an_existing_endpoint_whose_variant_the_stack_does_not_name_is_warned_ab
     # The preflight runs before `sam deploy`: the value this deploy sends wins over the one
     # the stack was deployed with (sam uses the previous value only where none is given).
     session = described("blue")
-    session.stubs["cloudformation"].add_response(
-        "describe_stacks",
-        {
-            "Stacks": [
-                {
-                    "StackName": "scones",
-                    "CreationTime": "2026-12-01T00:00:00Z",
-                    "StackStatus": "UPDATE_COMPLETE",
-                    "Parameters": [
-                        {"ParameterKey": "EndpointVariantName", "ParameterValue": "AllTraffic"},
-                        {"ParameterKey": "CreateEndpoint", "ParameterValue": "false"},
-                    ],
-                }
-            ]
-        },
-        {"StackName": "scones"},
+    deployed_stack(
+        session.stubs["cloudformation"], EndpointVariantName="AllTraffic", CreateEndpoint="false"
     )
     named = dataclasses.replace(named, stack_name="scones")
     with session.stubs["cloudformation"], session.stubs["sagemaker"]:
