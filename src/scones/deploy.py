@@ -324,8 +324,8 @@ def express_time_problem(overrides: Mapping[str, str]) -> str | None:
     config file and options, :func:`read_samconfig`)."""
     from scones.costs.workflow import (
         EXPRESS_LIMIT_SECONDS,
+        backfill_batch_seconds,
         load_workflow,
-        state_worst_seconds,
         worst_case_seconds,
     )
 
@@ -333,12 +333,7 @@ def express_time_problem(overrides: Mapping[str, str]) -> str | None:
     if values["WorkflowType"] != "EXPRESS":
         return None
     seconds, _ = worst_case_seconds(load_workflow(dict(overrides)))
-    backfill = load_workflow(dict(overrides), machine="BackfillStateMachine")
-    batch_seconds = max(
-        state_worst_seconds(backfill, name)  # a Map state: its slowest child
-        for name, state in backfill.states.items()
-        if state["Type"] == "Map"
-    )
+    batch_seconds = backfill_batch_seconds(dict(overrides))
     if max(seconds, batch_seconds) <= EXPRESS_LIMIT_SECONDS:
         return None
     problems = []
@@ -524,11 +519,6 @@ def endpoint_advice(status: dict[str, str]) -> str | None:
         )
     if status["status"] == "InService":
         return variant
-    if variant is not None:  # both matter: say the endpoint's state first
-        return (
-            f"endpoint {status['endpoint']} is {status['status']}: images are classified once "
-            f"it is InService. Also, {variant}"
-        )
     if status["status"] == "missing" and status["create_endpoint"] == "true":
         return (
             f"endpoint {status['endpoint']} does not exist yet: this deploy creates it "
@@ -543,7 +533,9 @@ def endpoint_advice(status: dict[str, str]) -> str | None:
             "deploy with CreateEndpoint=true ModelImageUri=... ModelDataUrl=..., or point "
             "EndpointName at an endpoint you have (README, Deploy to AWS)"
         )
-    return (
+    waiting = (
         f"endpoint {status['endpoint']} is {status['status']}: images are classified once it is "
         "InService"
     )
+    # Both matter: the endpoint's state first.
+    return f"{waiting}. Also, {variant}" if variant is not None else waiting

@@ -172,8 +172,8 @@ def _run(args: argparse.Namespace) -> int:
     from scones.costs.model import Settings, estimate, original_project
     from scones.costs.workflow import (
         EXPRESS_LIMIT_SECONDS,
+        backfill_batch_seconds,
         load_workflow,
-        state_worst_seconds,
         worst_case_seconds,
     )
 
@@ -235,12 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         f"Slowest path that still records: {worst:.0f} s "
         f"(Express limit {EXPRESS_LIMIT_SECONDS} s): " + " > ".join(path)
     )
-    backfill = load_workflow(overrides, machine="BackfillStateMachine")
-    batch = max(
-        state_worst_seconds(backfill, name)
-        for name, state in backfill.states.items()
-        if state["Type"] == "Map"
-    )
+    batch = backfill_batch_seconds(overrides)
     print(
         f"Slowest backfill batch (a child of the stack's WorkflowType): {batch:.0f} s, every "
         "retry of the backfill function to its timeout"

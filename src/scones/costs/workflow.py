@@ -197,6 +197,17 @@ def state_worst_seconds(workflow: Workflow, name: str) -> float:
     return attempts * attempt + sum(_backoff_seconds(r) for r in retries)
 
 
+def backfill_batch_seconds(overrides: dict[str, str] | None = None) -> float:
+    """The slowest backfill batch: every retry of the backfill function to its timeout, in
+    the Distributed Map's child (a ``WorkflowType`` execution, Express by default)."""
+    backfill = load_workflow(overrides, machine="BackfillStateMachine")
+    return max(
+        state_worst_seconds(backfill, name)
+        for name, state in backfill.states.items()
+        if state["Type"] == "Map"
+    )
+
+
 def worst_case_seconds(workflow: Workflow) -> tuple[float, list[str]]:
     """The slowest path from StartAt to a terminal state (Catch edges included); a Map on
     it is expanded into its slowest image's path."""
