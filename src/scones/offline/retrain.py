@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from scones_core.retraining import outcome as outcomes
@@ -54,6 +54,9 @@ from scones_core.training_split import VALIDATION_FRACTION
 from scones.offline.retrain_recipe import DEFAULT_DATA, SHORT_RECIPE
 from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
 from scones.template_params import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from scones.serving.capture import CaptureWriter
 
 TRAFFIC_DIR = PROJECT_ROOT / "samples"
 
@@ -520,10 +523,23 @@ class OfflineRetrain:
         return arn
 
     # -- 6: canary ------------------------------------------------------------------------
+    def _capture_writer(self, variant_name: str) -> CaptureWriter:
+        """A variant's capture into the stack's bucket, at the stack's share: the candidate's
+        endpoint config keeps DataCaptureSamplingPercentage on AWS."""
+        from scones.serving.capture import CaptureWriter, S3CaptureSink
+
+        params = self.params
+        return CaptureWriter(
+            S3CaptureSink(self.bucket, params["DataCapturePrefix"], self.stack.client("s3")),
+            endpoint_name=params["EndpointName"],
+            variant_name=variant_name,
+            sampling_percentage=float(params["DataCaptureSamplingPercentage"]),
+            flush_interval_s=1.0,
+        )
+
     def _deploy(self, candidate_dir: Path, package_arn: str) -> tuple[bool, str]:
         from scones.model.artifact import OnnxClassifier
         from scones.serving.app import ProductionVariant
-        from scones.serving.capture import CaptureWriter, S3CaptureSink
         from scones.serving.faults import FaultPlan
 
         started = time.perf_counter()
@@ -541,13 +557,7 @@ class OfflineRetrain:
             variant_name,
             classifier,
             weight=share,
-            capture=CaptureWriter(
-                S3CaptureSink(self.bucket, params["DataCapturePrefix"], self.stack.client("s3")),
-                endpoint_name=params["EndpointName"],
-                variant_name=variant_name,
-                sampling_percentage=float(params["DataCaptureSamplingPercentage"]),
-                flush_interval_s=1.0,
-            ),
+            capture=self._capture_writer(variant_name),
             faults=faults,
         )
         endpoint.seed_routing(options.seed)
@@ -599,32 +609,15 @@ class OfflineRetrain:
         # EndpointErrorAlarm watches; the canary's own variant goes.
         endpoint.set_weights({variant_name: 1.0})
         endpoint.remove_variant(production.name)
-        endpoint.add_variant(
-            ProductionVariant(
-                production.name,
-                classifier,
-                weight=1.0,
-                capture=CaptureWriter(
-                    S3CaptureSink(
-                        self.bucket, params["DataCapturePrefix"], self.stack.client("s3")
-                    ),
-                    endpoint_name=params["EndpointName"],
-                    variant_name=production.name,
-                    # The candidate's endpoint config keeps the stack's capture share.
-                    sampling_percentage=float(params["DataCaptureSamplingPercentage"]),
-                    flush_interval_s=1.0,
-                ),
-            )
-        )
+        capture = self._capture_writer(production.name)
+        endpoint.add_variant(ProductionVariant(production.name, classifier, capture=capture))
         endpoint.remove_variant(variant_name)
         after = self._traffic(options.after_promotion_requests, "promoted")
         self.stack.flush_capture()
         detail["after_promotion"] = {
             "records_by_variant": _records_by_variant(after),
             "model_versions": sorted({str(row.get("model_version")) for row in after}),
-            "capture_percent": endpoint.primary.capture.sampling_percentage
-            if endpoint.primary.capture is not None
-            else None,
+            "capture_percent": capture.sampling_percentage,
             "capture_files": self._capture_files(production.name),
         }
         reason = (
