@@ -57,8 +57,14 @@ class TrainingSplit:
             raise ValueError(f"training_split.members must be a whole number >= 2, got {members!r}")
         return cls(float(fraction), members)
 
-    def refusal(self, images: int) -> str | None:
-        return split_refusal(images, self.validation_fraction, self.members)
+    def too_small(self, per_label: Mapping[str, int]) -> list[str]:
+        """``"<label> <why>"`` for each class of ``per_label`` (images per label) too small
+        to split and fold."""
+        return [
+            f"{label} {why}"
+            for label, images in per_label.items()
+            if (why := split_refusal(images, self.validation_fraction, self.members))
+        ]
 
 
 def split_refusal(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scones_core.training_split import TrainingSplit
 
 from scones.model.artifact import (
     MANIFEST_NAME,
@@ -171,7 +172,9 @@ def build_model(
     ``cache_dir`` keeps a distil recipe's teacher-labelled views for the next run.
     """
     started = time.perf_counter()
-    refuse_small_classes(data_dir, labels, recipe.validation_fraction, recipe.members)
+    refuse_small_classes(
+        data_dir, labels, TrainingSplit(recipe.validation_fraction, recipe.members)
+    )
     data = load_images(data_dir, labels, INPUT_SIZE)
     split = split_data(data, data_dir, recipe.validation_fraction, recipe.seed)
     if log:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scones_core.errors import ImageRejected
 from scones_core.image_files import FILE_SUFFIXES, is_image_file_name
-from scones_core.training_split import held_out_count, split_refusal
+from scones_core.training_split import TrainingSplit, held_out_count, split_refusal
 
 from scones.model.artifact import decode_image, images_to_tensor
 
@@ -134,18 +134,12 @@ def load_images(
     )
 
 
-def refuse_small_classes(
-    data_dir: Path, labels: Sequence[str], fraction: float, folds: int
-) -> None:
+def refuse_small_classes(data_dir: Path, labels: Sequence[str], split: TrainingSplit) -> None:
     """Name each class too small to split and fold, before any image is decoded."""
-    counts = {label: 0 for label in labels}
+    counts = dict.fromkeys(labels, 0)
     for _, index in list_images(data_dir, labels):
         counts[labels[index]] += 1
-    small = [
-        f"{label} {why}"
-        for label, count in counts.items()
-        if (why := split_refusal(count, fraction, folds)) is not None
-    ]
+    small = split.too_small(counts)
     if small:
         raise DataError(f"too few images to train on in {data_dir}: {'; '.join(small)}")
 

@@ -243,11 +243,9 @@ def assemble_dataset(
             f"{', '.join(empty)}"
         )
     labelled, labelled_excluded = read_channel(s3, bucket, settings.labelled_prefix, labels, gate)
-    small = [
-        f"{label} {why}"
-        for label in labels
-        if (why := split.refusal(original.per_label[label] + labelled.per_label[label]))
-    ]
+    small = split.too_small(
+        {label: original.per_label[label] + labelled.per_label[label] for label in labels}
+    )
     if small:
         raise DatasetError(
             f"too few images to train on in s3://{bucket}/{settings.training_prefix} and "
