@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from scones.paths import SHIPPED_MODEL_DIR
-from scones.sagemaker import evaluate_entry
+from scones.sagemaker import evaluate_entry, exit_message
 from scones.template_params import PROJECT_ROOT
 
 GATE_SOURCE = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
@@ -63,9 +63,9 @@ def test_a_production_model_it_cannot_load_is_named_in_the_exit_message(tmp_path
 
 def test_the_exit_message_is_at_most_one_kilobyte_of_utf8(tmp_path: Path) -> None:
     message = tmp_path / "message"
-    evaluate_entry.write_exit_message(message, "é" * 2000)
+    exit_message.write_exit_message(message, "é" * 2000)
     data = message.read_bytes()
-    assert len(data) == evaluate_entry.EXIT_MESSAGE_BYTES
+    assert len(data) == exit_message.EXIT_MESSAGE_BYTES
     assert data.decode("utf-8") == "é" * 512
 
 
@@ -78,4 +78,5 @@ def test_the_exit_message_is_written_by_default_only_in_a_processing_job(
     assert evaluate_entry.build_parser().parse_args(["--threshold", "0.9"]).exit_message is None
     config.write_text("{}", encoding="utf-8")
     parsed = evaluate_entry.build_parser().parse_args(["--threshold", "0.9"])
-    assert parsed.exit_message == evaluate_entry.EXIT_MESSAGE == Path("/opt/ml/output/message")
+    assert parsed.exit_message == exit_message.PROCESSING_EXIT_MESSAGE
+    assert parsed.exit_message == Path("/opt/ml/output/message")

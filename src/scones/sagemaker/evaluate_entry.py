@@ -31,8 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scones.sagemaker.exit_message import (  # noqa: F401  (the job's contract, tested here)
-    EXIT_MESSAGE_BYTES,
+from scones.sagemaker.exit_message import (
     PROCESSING_EXIT_MESSAGE,
     PROCESSING_JOB_CONFIG,
     write_exit_message,
@@ -42,7 +41,6 @@ T = TypeVar("T")
 
 GATE_FILE = "gate-evaluation.json"
 PROCESSING_ROOT = Path("/opt/ml/processing")
-EXIT_MESSAGE = PROCESSING_EXIT_MESSAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--exit-message",
         type=Path,
-        default=EXIT_MESSAGE if PROCESSING_JOB_CONFIG.is_file() else None,
+        default=PROCESSING_EXIT_MESSAGE if PROCESSING_JOB_CONFIG.is_file() else None,
         help="where a failure's reason is written (in a processing job: its ExitMessage)",
     )
     return parser
