@@ -158,6 +158,8 @@ def test_a_file_is_read_to_its_last_line_and_bad_lines_are_counted(caplog) -> No
     ]
     warnings = [r for r in caplog.records if r.getMessage() == "skipping malformed capture line"]
     assert [(w.source, w.line) for w in warnings] == [("memory", 2), ("memory", 6)]
+    # The log's location is the code that found the bad line, not the helper that logs it.
+    assert {(w.module, w.funcName) for w in warnings} == {("capture", "parse_capture_lines")}
 
 
 def test_a_capture_format_version_it_does_not_know_is_read_and_named_once_per_file() -> None:

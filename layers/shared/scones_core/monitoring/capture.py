@@ -176,7 +176,7 @@ class CaptureBatch:
     def warn(self, warning: DataWarning, message: str) -> None:
         """Record ``warning`` and log it, once, where it was found."""
         self.warnings.append(warning)
-        warning.log(logger, message)
+        warning.log(logger, message, frames_up=1)
 
     def extend(self, other: CaptureBatch) -> None:
         """Merge ``other`` (already logged) into this batch, deduplicating across both."""

@@ -41,8 +41,10 @@ class DataWarning:
     def to_json(self) -> dict[str, Any]:
         return {"code": self.code, "source": self.source, "line": self.line, "reason": self.reason}
 
-    def log(self, logger: logging.Logger, message: str) -> None:
-        """One structured log record per warning, so log queries can count and locate them."""
+    def log(self, logger: logging.Logger, message: str, *, frames_up: int = 0) -> None:
+        """One structured log record per warning, so log queries can count and locate them.
+        Its location is the code that found the problem: ``log``'s caller, or ``frames_up``
+        frames above it when the caller only passes the warning on."""
         logger.warning(
             message,
             extra={
@@ -51,5 +53,5 @@ class DataWarning:
                 "line": self.line,
                 "reason": self.reason,
             },
-            stacklevel=2,  # the log's location is the code that found the problem
+            stacklevel=2 + frames_up,
         )
