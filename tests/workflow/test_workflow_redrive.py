@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
@@ -769,3 +770,82 @@ def test_moments_beyond_the_calendar_are_named_not_a_traceback(text: str, messag
     with pytest.raises(CommandError) as raised:
         parse_moment(text, datetime(2026, 12, 2, tzinfo=UTC))
     assert message in str(raised.value)
+
+
+# ---- failed monitor runs ---------------------------------------------------------------------
+
+SCHEDULED = "2026-12-01T10:00:00Z"
+MONITOR_EVENT = {
+    "scheduledTime": SCHEDULED,
+    "scheduleArn": "arn:aws:scheduler:us-east-1:123456789012:schedule/default/s-monitor",
+}
+# What Lambda puts beside a dead-lettered asynchronous event (its error cut to 1 KB).
+LAMBDA_ERROR = {
+    "RequestID": {"DataType": "String", "StringValue": "9f4c"},
+    "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+    "ErrorMessage": {"DataType": "String", "StringValue": "Task timed out after 120.00 seconds"},
+}
+
+
+def test_a_failed_monitor_runs_event_is_told_from_other_dead_letters() -> None:
+    letter = parse_dead_letter(json.dumps(MONITOR_EVENT))
+    assert (letter.source, letter.scheduled_time) == (Source.MONITOR_RUN, SCHEDULED)
+    unusable = parse_dead_letter(json.dumps(MONITOR_EVENT | {"scheduledTime": 7}))
+    assert unusable.source is Source.OTHER and "scheduledTime is 7" in unusable.reason
+
+
+def test_a_failed_monitor_run_stays_named_with_its_error_when_no_function_is_given(
+    aws: Aws,
+) -> None:
+    body = json.dumps(MONITOR_EVENT)
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body, MessageAttributes=LAMBDA_ERROR)
+    aws.sqs.send_message(
+        QueueUrl=aws.queue, MessageBody=STRANGERS[0], MessageAttributes=LAMBDA_ERROR
+    )
+
+    report = aws.redriver().drain_dead_letters()
+
+    run, stranger = sorted(report.replays, key=lambda r: r.source != Source.MONITOR_RUN)
+    assert (run.source, run.outcome) == (Source.MONITOR_RUN, Outcome.LEFT)
+    assert run.detail == (
+        f"monitor run scheduled at {SCHEDULED} (it had failed: Task timed out after 120.00 "
+        "seconds); name the monitor function to run it again"
+    )
+    # Any dead letter Lambda sent says what its function failed with.
+    assert stranger.detail.endswith("; it failed with: Task timed out after 120.00 seconds")
+    assert (report.messages_deleted, report.messages_left) == (0, 2)
+    assert aws.visible_bodies() == sorted([body, STRANGERS[0]])
+
+
+def test_a_failed_monitor_run_is_kept_when_its_rerun_cannot_start_and_a_dry_run_invokes_nothing(
+    aws: Aws,
+) -> None:
+    body = json.dumps(MONITOR_EVENT)
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+    lambda_client = boto3.client("lambda", region_name=REGION)
+    with Stubber(lambda_client) as stub:  # a dry run makes no call: any would fail here
+        dry = aws.redriver(lambda_client=lambda_client, monitor_function="m").drain_dead_letters(
+            dry_run=True
+        )
+        stub.add_client_error(
+            "invoke",
+            service_error_code="TooManyRequestsException",
+            service_message="Rate Exceeded.",
+            http_status_code=429,
+            expected_params={
+                "FunctionName": "m",
+                "InvocationType": "RequestResponse",
+                "Payload": body.encode(),
+            },
+        )
+        report = aws.redriver(
+            lambda_client=lambda_client, monitor_function="m"
+        ).drain_dead_letters()
+        stub.assert_no_pending_responses()
+    assert [(r.outcome, r.detail) for r in dry.replays] == [
+        (Outcome.WOULD_START, f"monitor run scheduled at {SCHEDULED}")
+    ]
+    [replay] = report.replays
+    assert replay.outcome is Outcome.ERROR and "TooManyRequestsException" in replay.detail
+    assert (report.messages_deleted, report.messages_left) == (0, 1)
+    assert aws.visible_bodies() == [body]

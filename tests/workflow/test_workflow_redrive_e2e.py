@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scones_core.monitoring.published import window_metrics_key
+from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.objects import ObjectRef
 from workflow_helpers import confident_image, history_events, wait_for_execution
 
@@ -277,3 +279,56 @@ def test_a_failed_record_is_replaced_only_by_a_later_attempt(
     # Only FAILED records can be replayed.
     assert main(["redrive", "--status", third["status"]]) == 2
     assert "only FAILED records can be replayed" in capsys.readouterr().err
+
+
+def test_a_dead_lettered_monitor_run_is_run_again_for_its_window(
+    stack: OfflineStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = stack.api()
+    sqs = api.client("sqs")
+    dlq_url = api.endpoints.dead_letter_queue_url
+    scheduled = time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime())
+    schedule_arn = "arn:aws:scheduler:us-east-1:123456789012:schedule/default/s-monitor"
+
+    def dead_letter(scheduled_time: str) -> str:
+        """As Lambda sends a run that failed every attempt: its event, the error beside."""
+        body = json.dumps({"scheduledTime": scheduled_time, "scheduleArn": schedule_arn})
+        sqs.send_message(
+            QueueUrl=dlq_url,
+            MessageBody=body,
+            MessageAttributes={
+                "RequestID": {"DataType": "String", "StringValue": "9f4c"},
+                "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+                "ErrorMessage": {"DataType": "String", "StringValue": "Task timed out"},
+            },
+        )
+        return body
+
+    good = dead_letter(scheduled)
+    # The scheduler's placeholder left unresolved: the monitor refuses it every time.
+    bad = dead_letter("<aws.scheduler.scheduled-time>")
+
+    code, report = redrive(capsys, "--dead-letters")
+
+    assert code == 1  # the run that failed again stays for a person
+    by_outcome = {r["outcome"]: r for r in report["replays"]}
+    assert set(by_outcome) == {"ran", "error"}
+    ran, failed = by_outcome["ran"], by_outcome["error"]
+    assert ran["source"] == failed["source"] == "monitor_run"
+    assert f"scheduled at {scheduled} (it had failed: Task timed out); window" in ran["detail"]
+    assert "requests, alerts" in ran["detail"]
+    assert "it failed again" in failed["detail"] and "scheduledTime" in failed["detail"]
+    assert report["messages_deleted"] == 1 and report["messages_left"] == 1
+    bodies = [m["Body"] for m in api.dead_letters()]
+    assert bad in bodies and good not in bodies
+    # The run measured its own window (offline, it ends at the scheduled time): its
+    # metrics were published, once, under that window's marker.
+    marker = window_metrics_key(stack.parameters["EndpointName"], parse_timestamp(scheduled))
+    item = api.client("dynamodb").get_item(
+        TableName=stack.stack.physical_id("MonitorStateTable"), Key={"pk": {"S": marker}}
+    )
+    assert "Item" in item
+    for message in sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])

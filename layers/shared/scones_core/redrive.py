@@ -21,6 +21,11 @@ same against AWS and the offline stack.
   which get their first execution through the start function's own code
   (``ingest.start_notification``), and the workflow's ``workflow_failed``
   messages, which are replayed like a FAILED record of the message's attempt.
+  A third shape is a scheduled monitor run that failed every asynchronous attempt:
+  Lambda sends its event (the scheduler's input) unchanged, with the error in the
+  message's attributes. Given the monitor function, the run is invoked again with that
+  event, so it measures the same window (its metrics are published once per window,
+  ``monitoring.published``); without it, or when it fails again, the message stays.
   Anything else is left on the queue and reported. A message is deleted only
   after every replay it asks for was started or found already started.
 """
@@ -28,6 +33,7 @@ same against AWS and the offline stack.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -80,6 +86,7 @@ class Outcome(StrEnum):
     STARTED = "started"  # a new execution was started
     ALREADY_STARTED = "already_started"  # its execution exists: replayed before
     WOULD_START = "would_start"  # dry run: would be started
+    RAN = "ran"  # a failed monitor run was invoked again and succeeded
     LEFT = "left"  # a dead letter this redrive cannot replay: left on the queue
     ERROR = "error"  # starting failed (the message, if any, stays on the queue)
 
@@ -88,6 +95,7 @@ class Source(StrEnum):
     RECORD = "record"  # a FAILED record of the results table
     S3_EVENT = "s3_event"  # a dead-lettered S3 event notification
     WORKFLOW_FAILED = "workflow_failed"  # the workflow's own dead letter
+    MONITOR_RUN = "monitor_run"  # a scheduled monitor run that failed every attempt
     OTHER = "other"  # any other dead letter
 
 
@@ -224,6 +232,12 @@ class DeadLetter:
     event_time: str = ""
     attempt: int = 0  # the attempt that failed (workflow_failed only)
     reason: str = ""  # why an OTHER message cannot be replayed
+    scheduled_time: str = ""  # monitor_run only
+
+
+# The monitor's event as the stack's schedule sends it (template.yaml, MonitorFunction's
+# ScheduleV2 Input): what a failed run's dead letter holds.
+MONITOR_TIME_FIELD = "scheduledTime"
 
 
 def parse_dead_letter(text: str) -> DeadLetter:
@@ -231,6 +245,15 @@ def parse_dead_letter(text: str) -> DeadLetter:
         body = load_json(text)
     except NotJSON as exc:
         return DeadLetter(Source.OTHER, reason=f"the message body is {exc}")
+    if isinstance(body, dict) and MONITOR_TIME_FIELD in body and "Records" not in body:
+        scheduled = body[MONITOR_TIME_FIELD]
+        if not isinstance(scheduled, str) or not scheduled:
+            return DeadLetter(
+                Source.OTHER,
+                body,
+                reason=f"a monitor run's event whose {MONITOR_TIME_FIELD} is {scheduled!r}",
+            )
+        return DeadLetter(Source.MONITOR_RUN, body, scheduled_time=scheduled)
     if isinstance(body, dict) and body.get("kind") == WORKFLOW_FAILED_KIND:
         try:
             ref = object_from_json(body.get("object"))
@@ -283,6 +306,8 @@ class Redriver:
         wait_seconds: int = 1,
         image_bucket: str = "",
         incoming_prefix: str = "",
+        lambda_client: Any = None,
+        monitor_function: str = "",
     ) -> None:
         self.sfn = stepfunctions
         # The bucket and prefix scope a dead-lettered notification as the start function
@@ -299,6 +324,8 @@ class Redriver:
         self.s3 = s3
         self.visibility_timeout = visibility_timeout
         self.wait_seconds = wait_seconds
+        self.lambda_client = lambda_client
+        self.monitor_function = monitor_function
 
     # -- one replay ------------------------------------------------------------
     def replay(self, ref: ObjectRef, event_time: str, attempt: int, *, dry_run: bool) -> Outcome:
@@ -421,6 +448,7 @@ class Redriver:
                 messages = self.sqs.receive_message(
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=batch,
+                    MessageAttributeNames=["All"],  # Lambda's error, on a failed run
                     VisibilityTimeout=self.visibility_timeout,
                     WaitTimeSeconds=self.wait_seconds,
                 ).get("Messages", [])
@@ -488,8 +516,48 @@ class Redriver:
             return [replace(base, outcome=outcome)], _done(outcome)
         if letter.source is Source.S3_EVENT:
             return self._replay_notification(letter.body, message_id, dry_run=dry_run)
-        left = Replay(Source.OTHER, Outcome.LEFT, detail=letter.reason, message_id=message_id)
+        failed_with = lambda_error(message)
+        if letter.source is Source.MONITOR_RUN:
+            return self._replay_monitor_run(letter, failed_with, message_id, dry_run=dry_run)
+        reason = letter.reason + (f"; it failed with: {failed_with}" if failed_with else "")
+        left = Replay(Source.OTHER, Outcome.LEFT, detail=reason, message_id=message_id)
         return [left], False
+
+    def _replay_monitor_run(
+        self, letter: DeadLetter, failed_with: str, message_id: str, *, dry_run: bool
+    ) -> tuple[list[Replay], bool]:
+        """Invoke the monitor again with the failed run's event, and wait for it: the
+        message is deleted only when the run succeeds."""
+        what = f"monitor run scheduled at {letter.scheduled_time}"
+        if failed_with:
+            what += f" (it had failed: {failed_with})"
+        base = Replay(Source.MONITOR_RUN, Outcome.LEFT, message_id=message_id)
+        if self.lambda_client is None or not self.monitor_function:
+            detail = f"{what}; name the monitor function to run it again"
+            return [replace(base, detail=detail)], False
+        if dry_run:
+            return [replace(base, outcome=Outcome.WOULD_START, detail=what)], False
+        try:
+            response = self.lambda_client.invoke(
+                FunctionName=self.monitor_function,
+                InvocationType="RequestResponse",
+                Payload=json.dumps(letter.body).encode(),
+            )
+            payload = load_json(response["Payload"].read() or b"null")
+        except (ClientError, BotoCoreError, NotJSON) as exc:
+            return [replace(base, outcome=Outcome.ERROR, detail=f"{what}; {exc}")], False
+        if "FunctionError" in response:
+            error = payload.get("errorMessage") if isinstance(payload, dict) else payload
+            detail = f"{what}; it failed again: {error}"
+            return [replace(base, outcome=Outcome.ERROR, detail=detail)], False
+        measured = ""
+        if isinstance(payload, dict) and "window_end" in payload:
+            alerts = ", ".join(map(str, payload.get("alerts") or [])) or "none"
+            measured = (
+                f"; window {payload.get('window_start')} to {payload['window_end']}, "
+                f"{payload.get('request_count')} requests, alerts {alerts}"
+            )
+        return [replace(base, outcome=Outcome.RAN, detail=what + measured)], True
 
     def _replay_notification(
         self, body: Any, message_id: str, *, dry_run: bool
@@ -550,3 +618,16 @@ class Redriver:
 
 def _done(outcome: Outcome) -> bool:
     return outcome in (Outcome.STARTED, Outcome.ALREADY_STARTED)
+
+
+def lambda_error(message: Mapping[str, Any]) -> str:
+    """The error Lambda gave a dead-lettered asynchronous event (its ``ErrorMessage``
+    attribute, cut to 1 KB by Lambda; else its ``ErrorCode``), or ``""``."""
+    attributes = message.get("MessageAttributes") or {}
+
+    def value(name: str) -> str:
+        attribute = attributes.get(name) or {}
+        return str(attribute.get("StringValue") or "")
+
+    code, text = value("ErrorCode"), value("ErrorMessage")
+    return text or (f"error code {code}" if code else "")

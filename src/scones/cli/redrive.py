@@ -28,6 +28,10 @@ from scones.cli.stack_state import client_from_state
 TABLE_OUTPUT = "ResultsTableName"
 STATE_MACHINE_OUTPUT = "ClassificationStateMachineArn"
 DEAD_LETTER_OUTPUT = "DeadLetterQueueUrl"
+MONITOR_OUTPUT = "MonitorFunctionName"
+# A replayed monitor run is waited for: up to Lambda's longest timeout, sent once (a
+# retry of a run still going would only find its window's metrics published).
+MONITOR_INVOKE_SECONDS = 900
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -57,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dead-letters",
         action="store_true",
         help="drain the dead-letter queue instead: replay S3 events and workflow_failed "
-        "messages, leave (and report) anything else",
+        "messages, run failed monitor runs again (their window), leave (and report) anything "
+        "else",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="show what would start; change nothing"
@@ -68,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     aws.add_argument("--table", help="results table name (overrides the stack output)")
     aws.add_argument("--state-machine-arn", help="classification state machine ARN")
     aws.add_argument("--dead-letter-queue-url", help="dead-letter queue URL")
+    aws.add_argument(
+        "--monitor-function", help="monitor function name (overrides the stack output)"
+    )
     aws.add_argument("--region", help="AWS region (default: your AWS configuration)")
     aws.add_argument("--profile", help="AWS profile")
     aws.add_argument("--endpoint-url", help="send every AWS request to this URL")
@@ -81,6 +89,7 @@ class Target:
     state_machine_arn: str
     dead_letter_queue_url: str
     where: str
+    monitor_function: str = ""
     # The stack's uploads: a dead-lettered notification is replayed for these only.
     image_bucket: str = ""
     incoming_prefix: str = ""
@@ -103,7 +112,12 @@ def parse_moment(text: str | None, now: datetime) -> datetime | None:
 
 
 def resolve_target(args: argparse.Namespace) -> Target:
-    explicit = (args.table, args.state_machine_arn, args.dead_letter_queue_url)
+    explicit = (
+        args.table,
+        args.state_machine_arn,
+        args.dead_letter_queue_url,
+        args.monitor_function,
+    )
     if not args.stack and not any(explicit) and not args.endpoint_url:
         refuse_deployed_options(
             {"--region": args.region, "--profile": args.profile},
@@ -117,16 +131,20 @@ def resolve_target(args: argparse.Namespace) -> Target:
             state_machine_arn=endpoints.state_machine_arn,
             dead_letter_queue_url=endpoints.dead_letter_queue_url,
             where=f"offline stack at {endpoints.endpoint_url}",
+            monitor_function=endpoints.monitor_function,
             image_bucket=endpoints.bucket,
             incoming_prefix=endpoints.incoming_prefix,
         )
     import boto3
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
     session = boto3.Session(profile_name=args.profile, region_name=args.region)
+    waits_for_a_run = Config(read_timeout=MONITOR_INVOKE_SECONDS, retries={"total_max_attempts": 1})
 
     def client(service: str) -> Any:
-        return session.client(service, endpoint_url=args.endpoint_url)
+        config = waits_for_a_run if service == "lambda" else None
+        return session.client(service, endpoint_url=args.endpoint_url, config=config)
 
     outputs: dict[str, str] = {}
     if args.stack:
@@ -141,6 +159,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
         state_machine_arn=args.state_machine_arn or outputs.get(STATE_MACHINE_OUTPUT, ""),
         dead_letter_queue_url=args.dead_letter_queue_url or outputs.get(DEAD_LETTER_OUTPUT, ""),
         where=f"stack {args.stack}" if args.stack else "the given resources",
+        monitor_function=args.monitor_function or outputs.get(MONITOR_OUTPUT, ""),
         image_bucket=outputs.get("ImageBucketName", ""),
         incoming_prefix=outputs.get("IncomingPrefix", ""),
     )
@@ -179,6 +198,8 @@ def redrive_command(args: argparse.Namespace) -> int:
         s3=target.client("s3"),
         image_bucket=target.image_bucket,
         incoming_prefix=target.incoming_prefix,
+        lambda_client=target.client("lambda") if target.monitor_function else None,
+        monitor_function=target.monitor_function,
     )
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -209,6 +230,7 @@ _LABELS = {
     Outcome.STARTED: "started",
     Outcome.ALREADY_STARTED: "already replayed",
     Outcome.WOULD_START: "would start",
+    Outcome.RAN: "ran again",
     Outcome.LEFT: "left on the queue",
     Outcome.ERROR: "ERROR",
 }

@@ -22,9 +22,11 @@ from scones_core.monitoring.timestamps import format_millis, format_seconds
 logger = logging.getLogger(__name__)
 
 MARKER_TYPE = "MONITOR_WINDOW_METRICS"
-# Longer than any retry of a scheduled run: Lambda retries an asynchronous event for at
-# most 6 hours, the scheduler holds one for at most 24.
-MARKER_LIFETIME = timedelta(days=2)
+# Longer than any rerun of a scheduled run: Lambda retries an asynchronous event for at
+# most 6 hours, the scheduler holds one for at most 24, and ``scones redrive
+# --dead-letters`` runs a failed one again while the dead-letter queue keeps it (SQS keeps
+# a message at most 14 days).
+MARKER_LIFETIME = timedelta(days=15)
 
 
 def window_metrics_key(endpoint_name: str, window_end: datetime) -> str:
