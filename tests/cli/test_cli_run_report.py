@@ -91,6 +91,21 @@ def test_the_report_lists_every_record_with_the_run_and_model(
     )
 
 
+def test_a_key_that_turns_its_text_around_is_shown_as_written(tmp_path: Path) -> None:
+    turned = "incoming/invoice\u202egnp.exe"
+    rows = [
+        {"key": turned, "status": "REJECTED", "error_code": "NotAnImage", "reason": f"{turned}?"},
+        {"key": "incoming/ok\u200b.png", "status": "ACCEPTED", "label": "bicycle"},
+    ]
+    summary = summarise(rows, 1.0).to_json()
+    page = write_run_report(
+        tmp_path / "run.html", rows, summary, ("bicycle", "motorcycle"), 0.93, details=DETAILS
+    ).read_text()
+    # What a reader sees: the escapes, in the cards, the table and the reasons.
+    assert "\u202e" not in page and "\u200b" not in page
+    assert page.count("invoice\\u202egnp.exe") >= 3 and "ok\\u200b.png" in page
+
+
 def test_captions_wrap_between_words_only() -> None:
     assert breakable("incoming/bicycle/bike_s_000.png") == (
         "incoming/<wbr>bicycle/<wbr>bike_<wbr>s_<wbr>000.png"

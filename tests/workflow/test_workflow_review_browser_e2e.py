@@ -73,7 +73,12 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
     api = stack.api()
     uncertain = uncertain_images(local_predictions, threshold, 3)
     confident = confident_image(local_predictions, threshold)
-    uploads = [api.upload_file(path, f"review/{i}-{path.name}") for i, path in enumerate(uncertain)]
+    # The first key turns its text around (U+202E): the page must show it as written.
+    turned = ["invoice\u202egnp-", "", ""]
+    uploads = [
+        api.upload_file(path, f"review/{i}-{turned[i]}{path.name}")
+        for i, path in enumerate(uncertain)
+    ]
     uploads.append(api.upload_file(confident, f"review/3-{confident.name}"))
     records = api.wait_for_records(uploads, timeout=120)
     assert [records[u]["status"] for u in uploads] == ["NEEDS_REVIEW"] * 3 + ["ACCEPTED"]
@@ -247,6 +252,9 @@ def review_in_browser(browser: Any, url: str, token: str) -> list[str]:
     order = [items.nth(i).get_attribute("data-record-id") or "" for i in range(items.count())]
     assert len(order) == 4
     assert flight["asked"] >= 4 and flight["most"] <= 2, flight
+    # A key's characters that reorder or hide text are shown as escapes, never obeyed.
+    shown = page.inner_text("#queue") + page.inner_text("#detail")
+    assert "\u202e" not in shown and "invoice\\u202egnp-" in shown
 
     def answered(index: int) -> None:
         page.wait_for_selector(

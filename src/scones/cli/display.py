@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import statistics
 import sys
@@ -22,6 +21,8 @@ from scones_core.records import (
     Status,
     classified_status,
 )
+
+from scones.shown_text import shown
 
 STATUS_STYLES: dict[str, str] = {
     Status.ACCEPTED: "green",
@@ -62,23 +63,10 @@ def make_console(stderr: bool = False) -> Console:
     return console
 
 
-# Characters an uploader's key (or a reason quoting it) must not send to a terminal: C0 and
-# C1 controls (ESC starts colour, cursor and window-title sequences) and the format
-# characters among them that reorder or hide text (bidirectional overrides, zero widths).
-_UNPRINTABLE = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
-)
-
-
 def plain(value: object) -> Text:
     """``value`` as literal text for a Rich table: no markup (a key may hold ``[/]``) and
-    every unprintable character shown as its escape (``\\x1b``, ``\\u202e``)."""
-    return Text(_UNPRINTABLE.sub(_escape, str(value)))
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    every unprintable character shown as its escape (``scones.shown_text``)."""
+    return Text(shown(str(value)))
 
 
 def records_table(

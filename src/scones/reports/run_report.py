@@ -27,6 +27,7 @@ from scones_core.preprocess import to_display_image
 from scones_core.records import MODEL_VERSION_ATTRIBUTE, Status, classified_status
 from scones_core.settings import ImageLimits
 
+from scones.shown_text import shown
 from scones.template_params import function_environment
 
 matplotlib.use("Agg")
@@ -145,8 +146,9 @@ def image_limits(parameters: Mapping[str, str] | None) -> ImageLimits:
 
 
 def breakable(text: str) -> str:
-    """HTML-escaped ``text`` that may wrap only after ``/ _ -`` (``<wbr>``), never mid-word."""
-    return _BREAK_AFTER.sub(r"\1<wbr>", html.escape(text, quote=False))
+    """HTML-escaped ``text`` (its unprintable characters as escapes, ``shown_text``) that
+    may wrap only after ``/ _ -`` (``<wbr>``), never mid-word."""
+    return _BREAK_AFTER.sub(r"\1<wbr>", html.escape(shown(text), quote=False))
 
 
 def _number(value: Any, digits: int) -> str:
@@ -154,11 +156,12 @@ def _number(value: Any, digits: int) -> str:
 
 
 def _detail(row: dict[str, Any]) -> str:
+    """The record's reason, as shown (a reason may quote the key)."""
     if row.get("status") == Status.NEEDS_REVIEW:
         return f"confidence below the threshold {row.get('threshold')}"
     if row.get("status") in (Status.REJECTED, Status.FAILED):
         code = row.get("error_code", "")
-        return f"{code}: {row.get('reason', '')}" if code else str(row.get("reason", ""))
+        return shown(f"{code}: {row.get('reason', '')}" if code else str(row.get("reason", "")))
     return ""
 
 
@@ -259,8 +262,8 @@ def records_table_html(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = []
         for _, cell, _ in _COLUMNS:
-            shown, key = cell(row)
-            cells.append(f'<td data-sort="{html.escape(key, quote=True)}">{shown}</td>')
+            text, sort_key = cell(row)
+            cells.append(f'<td data-sort="{html.escape(shown(sort_key), quote=True)}">{text}</td>')
         status = html.escape(str(row.get("status", "")))
         body.append(f'<tr class="{status}">{"".join(cells)}</tr>')
     return (

@@ -36,6 +36,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scones.review.page import PAGE
+from scones.shown_text import shown
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 TOKEN_HEADER = "X-Review-Token"  # noqa: S105 (a header name)
@@ -297,7 +298,11 @@ def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any
         # (counted up to expired_cap).
         "expired": service.expired_waiting(),
         "expired_cap": EXPIRED_COUNT_CAP,
-        "items": [{**item.to_json(), "image_url": image_url(item.record_id)} for item in items],
+        # The key as the page shows it: characters that reorder or hide text as escapes.
+        "items": [
+            {**item.to_json(), "shown_key": shown(item.key), "image_url": image_url(item.record_id)}
+            for item in items
+        ],
     }
 
 

@@ -83,7 +83,7 @@ function when(value) {
   const d = new Date(value);
   return isNaN(d) ? value : d.toLocaleString();
 }
-function name(item) { return item.key.split("/").pop(); }
+function name(item) { return item.shown_key.split("/").pop(); }
 
 // An answer is taken only for an image the reviewer can see: one of the item's images
 // loaded. A deleted or expired upload never loads, and answering it would label an
@@ -216,11 +216,11 @@ function renderDetail() {
   const row = document.createElement("div"); row.className = "row";
   const img = document.createElement("img");
   img.id = "current-image"; watch(img, item);
-  img.alt = item.key;
+  img.alt = item.shown_key;
   const dl = document.createElement("dl");
   const probs = Object.entries(item.probabilities)
     .map(([k, v]) => k + " " + v.toFixed(3)).join(", ");
-  for (const [k, v] of [["image", item.key], ["prediction", item.label],
+  for (const [k, v] of [["image", item.shown_key], ["prediction", item.label],
                         ["confidence", item.confidence.toFixed(3)], ["probabilities", probs],
                         ["uploaded", when(item.event_time)],
                         ["status", item.status + (item.sampled ? " (sampled)" : "")]]) {
