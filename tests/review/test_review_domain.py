@@ -182,6 +182,16 @@ def test_queue_lists_needs_review_and_sampled_accepted_only(env: Env) -> None:
     assert items[0].label == "bicycle" and items[0].confidence == pytest.approx(0.61)
 
 
+def test_sampled_answers_never_push_the_uncertain_images_off_the_page(env: Env) -> None:
+    drawn = [
+        env.record("ACCEPTED", age=timedelta(hours=5 - n), review_sampled=True) for n in range(3)
+    ]
+    waiting = [env.record("NEEDS_REVIEW", age=timedelta(minutes=30 - n)) for n in range(3)]
+    items = service(env).queue(limit=2)
+    # The first two of each kind, oldest upload first.
+    assert [i.record_id for i in items] == drawn[:2] + waiting[:2]
+
+
 def test_records_whose_uploads_have_expired_leave_the_queue_and_are_counted(env: Env) -> None:
     """With UploadRetentionDays the lifecycle rule deletes uploads: a record older than that
     has no image to show or copy, so it is counted, not listed first in the queue."""
@@ -720,6 +730,14 @@ def test_web_api_image_failures_of_aws_are_502_and_not_echoed(env: Env) -> None:
     assert too_long.status_code == 404 and "over DynamoDB's 2048 bytes" in too_long.text
     missing = client.get("/api/image")
     assert missing.status_code == 422 and "names no image" in missing.json()["detail"]
+    # An answer for such an id is refused as well, before DynamoDB would refuse the key
+    # (a ValidationException that would read as the table failing, a 502).
+    with Stubber(table):  # no call is expected: any would fail
+        answered = client.post(
+            "/api/answers",
+            json={"record_id": long_id, "expected_status": "NEEDS_REVIEW", "answer": "bicycle"},
+        )
+    assert answered.status_code == 400 and "over DynamoDB's 2048 bytes" in answered.text
 
 
 def test_images_are_drawn_in_slots_of_their_own_and_dropped_when_the_browser_left(

@@ -211,6 +211,15 @@ class ReviewResult:
     manifest_key: str
 
 
+def _check_record_id(record_id: str) -> None:
+    """DynamoDB refuses a key over its size (``ValidationException``, which would read as
+    the table failing): no record can have one."""
+    if len(record_id.encode("utf-8", "surrogatepass")) > MAX_RECORD_ID_BYTES:
+        raise ReviewError(
+            f"the record id is over DynamoDB's {MAX_RECORD_ID_BYTES} bytes: no record has it"
+        )
+
+
 def _uploaded_before(item: ReviewItem, cutoff: datetime) -> bool:
     try:
         return parse_timestamp(item.event_time or item.recorded_at) < cutoff
@@ -287,8 +296,10 @@ class ReviewService:
         drawn_since = format_millis(self.clock() - self.settings.sample_window)
         since = max(drawn_since, since or drawn_since)
         items += shown(self._index(Status.ACCEPTED, since, sampled_only=True, page_size=limit))
+        # Each kind keeps its own ``limit``: sampled answers older than every uncertain
+        # image must never push those off the page.
         items.sort(key=lambda item: (item.event_time or item.recorded_at, item.record_id))
-        return items[:limit]
+        return items
 
     def expired_waiting(self, cap: int = EXPIRED_COUNT_CAP) -> int:
         """How many NEEDS_REVIEW records were recorded before the retention cutoff (at most
@@ -422,10 +433,10 @@ class ReviewService:
         ``StorageUnavailable`` or ``StorageRefused`` when DynamoDB or S3 fail.
         """
         limits = self._image_limits()
-        if len(record_id.encode("utf-8", "surrogatepass")) > MAX_RECORD_ID_BYTES:
-            raise ImageNotShown(
-                f"the record id is over DynamoDB's {MAX_RECORD_ID_BYTES} bytes: no record has it"
-            )
+        try:
+            _check_record_id(record_id)
+        except ReviewError as exc:
+            raise ImageNotShown(str(exc)) from exc
         try:
             record = self._get(record_id)
         except (ClientError, BotoCoreError) as exc:
@@ -489,6 +500,7 @@ class ReviewService:
             raise ReviewError(f"a {expected_status} record cannot be reviewed")
         if not reviewer.strip():
             raise ReviewError("the reviewer has no name")
+        _check_record_id(record_id)
         current = self._get(record_id)
         if current is None:
             raise ReviewError(f"no record {record_id!r}")
