@@ -72,6 +72,9 @@ def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcy
             "run_name": "scones-bicycle-motorcycle-retrain-20261201-1200",
             "execution_arn": f"arn:aws:states:us-east-1:{ACCOUNT}:execution:retrain:run",
             "started_at": STARTED,
+            # As Prepare names them from the template's defaults (the canary's, then the
+            # serving count a promotion returns to).
+            "instances": {"serving": 1, "canary": 2},
         },
         "production": {"endpoint_config_name": "scones-config-1"},
         "production_config": {"variant": {"ModelName": "scones-model-1"}},
@@ -195,6 +198,7 @@ def test_every_sagemaker_request_of_the_retraining_asl_is_valid_for_botocore() -
         "FindLostDeployment",
         "RecheckProduction",
         "ApproveCandidate",
+        "ReturnToServingCapacity",
         "RejectRolledBackCandidate",
         "RejectFailedCandidate",
     }
@@ -299,11 +303,11 @@ def alerts(stack: OfflineStack) -> Any:
         TopicArn=stack.stack.outputs["AlertTopicArn"], Protocol="sqs", Endpoint=arn["QueueArn"]
     )
 
-    def read() -> list[str]:
+    def read(field: str = "Subject") -> list[str]:
         messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
         for message in messages:
             sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-        return [json.loads(m["Body"])["Subject"] for m in messages]
+        return [json.loads(m["Body"])[field] for m in messages]
 
     return read
 
@@ -359,7 +363,9 @@ def outcome_of(stack: OfflineStack, run_name: str) -> dict[str, str]:
     return {name: value["S"] for name, value in item.items()}
 
 
-def moto_endpoint(stack: OfflineStack, config_name: str) -> None:
+def moto_endpoint(
+    stack: OfflineStack, config_name: str, instances: int = 1, variant: str | None = None
+) -> None:
     """What the production endpoint looks like to the describe calls, in moto's SageMaker."""
     sagemaker = stack.client("sagemaker")
     model = f"{config_name}-model"
@@ -375,10 +381,10 @@ def moto_endpoint(stack: OfflineStack, config_name: str) -> None:
         EndpointConfigName=config_name,
         ProductionVariants=[
             {
-                "VariantName": "AllTraffic",
+                "VariantName": variant or stack.parameters["EndpointVariantName"],
                 "ModelName": model,
                 "InstanceType": "ml.m5.large",
-                "InitialInstanceCount": 1,
+                "InitialInstanceCount": instances,
             }
         ],
     )
@@ -724,6 +730,19 @@ def test_the_retraining_role_may_reject_only_its_own_groups_packages() -> None:
     assert decide(statements, Request(update, other, me, {})) == IMPLICIT_DENY
 
 
+def test_the_retraining_role_may_scale_only_the_stacks_endpoint() -> None:
+    from tests.workflow.iam_policy import ALLOW, IMPLICIT_DENY, Request, decide, role_statements
+    from tests.workflow.test_workflow_template import resolver_for, transformed
+
+    statements = role_statements(resolver_for(transformed()), "RetrainingStateMachineRole")
+    endpoint = (
+        f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/" + parameter_defaults()["EndpointName"]
+    )
+    scale = "sagemaker:UpdateEndpointWeightsAndCapacities"
+    assert decide(statements, Request(scale, endpoint)) == ALLOW
+    assert decide(statements, Request(scale, f"{endpoint}-other")) == IMPLICIT_DENY
+
+
 def test_every_outcome_write_retries_dynamodb_and_still_alerts_when_it_fails() -> None:
     """An outcome item that cannot be written (past its retries) must not end the run
     silently: the Catch goes on to the run's alert or notice."""
@@ -819,7 +838,7 @@ def test_a_promoted_candidate_is_approved_before_its_record(
     result = execute(stack, "CheckDeployment", state, run)
     assert result["status"] == "SUCCEEDED"
     entered = entered_states(stack, result["executionArn"])
-    assert entered[entered.index("ApproveCandidate") + 1] == "RecordPromoted"
+    assert entered.index("ApproveCandidate") < entered.index("RecordPromoted")
     described = stack.client("sagemaker").describe_model_package(
         ModelPackageName=state["model_package"]["arn"]
     )
@@ -827,6 +846,57 @@ def test_a_promoted_candidate_is_approved_before_its_record(
     record = outcome_of(stack, run)
     assert record["outcome"] == "PROMOTED" and "Approved" in record["reason"], record
     assert "Scones retraining: candidate promoted" in alerts()
+
+
+def test_prepare_names_the_serving_and_the_canarys_instance_counts() -> None:
+    defaults = parameter_defaults()
+    assert (
+        defaults["EndpointInstanceCount"] == "1"
+        and defaults["RetrainingEndpointInstanceCount"] == "2"
+    )
+    prepared = definition({"EndpointInstanceCount": "3", "RetrainingEndpointInstanceCount": "4"})
+    assert prepared["States"]["Prepare"]["Parameters"]["instances"] == {"serving": 3, "canary": 4}
+    assert sample_state()["run"]["instances"] == {
+        "serving": int(defaults["EndpointInstanceCount"]),
+        "canary": int(defaults["RetrainingEndpointInstanceCount"]),
+    }
+
+
+@pytest.mark.parametrize("case", ["scaled-back", "scale-refused", "same-count"])
+def test_a_promotion_returns_the_endpoint_to_its_serving_instances(
+    stack: OfflineStack, alerts: Any, case: str
+) -> None:
+    """The canary needs two instances; left there, a promotion would double the endpoint's
+    bill for good. Scaling back failing leaves the promotion standing, and says so."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run = f"capacity-{case}"
+    state["dataset"]["names"]["base"] = config = f"{state['dataset']['names']['base']}-{case}"
+    state["model_package"] = {
+        "arn": own_package(stack, f"capacity-{case}", "PendingManualApproval")
+    }
+    if case == "same-count":
+        state["run"]["instances"] = {"serving": 2, "canary": 2}
+    # The candidate serves all traffic, on the canary's two instances (under another
+    # variant name, UpdateEndpointWeightsAndCapacities is refused).
+    moto_endpoint(stack, config, instances=2, variant="other" if case == "scale-refused" else None)
+    result = execute(stack, "CheckDeployment", state, run)
+    assert result["status"] == "SUCCEEDED"
+    entered = entered_states(stack, result["executionArn"])
+    variant = stack.client("sagemaker").describe_endpoint(
+        EndpointName=stack.parameters["EndpointName"]
+    )["ProductionVariants"][0]
+    record = outcome_of(stack, run)
+    assert record["outcome"] == "PROMOTED", record
+    if case == "scaled-back":
+        assert "ReturnToServingCapacity" in entered and variant["DesiredInstanceCount"] == 1
+        assert record["reason"].endswith(", scaling from 2 to 1 instance(s)")
+        assert any("Approved), scaling from 2 to 1 instance(s)." in m for m in alerts("Message"))
+    elif case == "scale-refused":
+        assert "ReturnToServingCapacity" in entered and variant["DesiredInstanceCount"] == 2
+        assert "still on 2 instance(s): scaling to 1 failed (" in record["reason"]
+    else:
+        assert "ReturnToServingCapacity" not in entered and variant["DesiredInstanceCount"] == 2
+        assert record["reason"].endswith(", on 2 instance(s)")
 
 
 @pytest.mark.parametrize("failure", ["update-refused", "deployment-failed"])
