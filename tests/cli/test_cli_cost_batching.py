@@ -98,3 +98,18 @@ def test_the_slowest_backfill_batch_is_printed_beside_the_slowest_path(
     out = capsys.readouterr().out
     assert "Slowest path that still records: 289 s (Express limit 300 s)" in out
     assert "Slowest backfill batch (a child of the stack's WorkflowType): 301 s" in out
+
+
+def test_the_endpoint_is_billed_for_the_instances_it_serves_on_and_serverless_has_no_capture() -> (
+    None
+):
+    def items(endpoint: str, **overrides: str) -> dict[str, float]:
+        est = estimate(MEASURED, endpoint=endpoint, overrides=overrides)
+        return {entry.item: entry.usd for entry in est.lines}
+
+    one, three = items("realtime"), items("realtime", EndpointInstanceCount="3")
+    instance = "SageMaker real-time ml.m5.large"
+    assert three[instance] == pytest.approx(3 * one[instance])
+    assert "Data capture in S3 (per month kept)" in one
+    # Serverless Inference captures nothing (the monitor would read no traffic).
+    assert "Data capture in S3 (per month kept)" not in items("serverless")

@@ -62,6 +62,7 @@ class Settings:
     capture_percent: float
     log_level: str
     instance_type: str
+    instance_count: int  # outside a retraining canary (EndpointInstanceCount)
 
     @classmethod
     def from_template(cls, overrides: dict[str, str] | None = None) -> Settings:
@@ -100,6 +101,7 @@ class Settings:
             capture_percent=float(params["DataCaptureSamplingPercentage"]),
             log_level=params["LogLevel"],
             instance_type=params["EndpointInstanceType"],
+            instance_count=int(params["EndpointInstanceCount"]),
         )
 
 
@@ -310,11 +312,12 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
     # -- endpoint ---------------------------------------------------------------------------
     classify = functions["ClassifyImageFunction"]
     if endpoint == "realtime":
-        monthly = HOURS_PER_MONTH * price(REALTIME_INSTANCE_PRICES[settings.instance_type])
+        count = settings.instance_count
+        monthly = count * HOURS_PER_MONTH * price(REALTIME_INSTANCE_PRICES[settings.instance_type])
         est.add(
             f"SageMaker real-time {settings.instance_type}",
             monthly * m / images_per_month,
-            f"1 instance x {HOURS_PER_MONTH} h, {images_per_month:,} images a month",
+            f"{count} instance(s) x {HOURS_PER_MONTH} h, {images_per_month:,} images a month",
             target=False,
         )
     elif endpoint == "serverless":
@@ -333,6 +336,8 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
             f"~{request_kb:.1f} KB in + out per image",
             target=False,
         )
+    if endpoint == "realtime":
+        # Serverless Inference has no data capture (nor a second variant for the canary).
         capture_gb = m * request_kb * 1.4 / 1024 / 1024 * settings.capture_percent / 100
         months, basis = _kept(capture_gb, settings.capture_retention_days, "CaptureRetentionDays")
         est.add(
