@@ -544,7 +544,11 @@ def test_a_stop_report_that_is_not_one_is_ignored(
         report.write_bytes(body)
         assert stack_state.read_stopped(41 if body != b'{"pid": 41}' else 42) is None, body
     report.write_text(json.dumps({"pid": 41, "records_file": 5, "error": "it broke"}))
-    assert stack_state.read_stopped(41) == {"records_file": None, "error": "it broke"}
+    assert stack_state.read_stopped(41) == {
+        "records_file": None,
+        "error": "it broke",
+        "unfinished": None,
+    }
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,9 @@ in memory, and every later garbage collection of the process would walk them.
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from moto.s3.models import s3_backends
 from moto.stepfunctions.models import stepfunctions_backends
 
 from scones.offline.client import REGION
+from scones.offline.executions import running_executions
 from scones.offline.stack import OfflineStack, StackOptions
 from scones.template_params import PROJECT_ROOT
 
@@ -41,3 +45,49 @@ def test_a_stopped_stack_leaves_no_emulator_state_behind() -> None:
         running = _emulator_state()
         assert all(count > 0 for count in running.values()), running
     assert _emulator_state() == dict.fromkeys(running, 0)
+
+
+def test_a_stack_stopped_mid_run_saves_what_ran_and_names_what_did_not(tmp_path: Path) -> None:
+    """Stopped while executions run and S3 events wait: the running ones end as they
+    would have, before the endpoint and the functions go away (torn down under them they
+    wrote FAILED records of the stop's own making), and what has no record is named."""
+    pngs = sorted(DATA.glob("*/*.png"))[:5]
+    stack = OfflineStack(StackOptions(records_dir=tmp_path, enable_faults=True)).start()
+    try:
+        api = stack.api()
+        machine = {stack.stack.outputs["ClassificationStateMachineArn"]}
+        stack.set_faults({"latency_ms": 1500})  # each answer takes 1.5 s
+        for number, png in enumerate(pngs[:3]):
+            api.upload_bytes(f"running/{number}.png", png.read_bytes(), "image/png")
+        sqs, queue = api.client("sqs"), stack.stack.outputs["IngestQueueUrl"]
+
+        def delivering() -> bool:
+            """An upload's event is still queued, or no execution runs yet."""
+            counts = sqs.get_queue_attributes(
+                QueueUrl=queue,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            return any(int(n) for n in counts.values()) or not running_executions(machine)
+
+        deadline = time.monotonic() + 60
+        while delivering():
+            assert time.monotonic() < deadline, "the uploads' executions did not start"
+            time.sleep(0.05)
+        with stack.delivery_paused():
+            for number, png in enumerate(pngs[3:]):
+                api.upload_bytes(f"queued/{number}.png", png.read_bytes(), "image/png")
+            stack.stop()
+    finally:
+        stack.stop()
+    assert stack.saved_records is not None
+    records = json.loads(stack.saved_records.read_text())["records"]
+    outcomes = sorted((r["key"].rsplit("/", 2)[-2], r["status"]) for r in records)
+    assert [folder for folder, _ in outcomes] == ["running"] * 3
+    assert {status for _, status in outcomes} <= {"ACCEPTED", "NEEDS_REVIEW"}, outcomes
+    assert stack.unfinished == (
+        "2 S3 event message(s) still in the ingest queue when the stack stopped: those "
+        "uploads may have no record"
+    )

@@ -42,6 +42,8 @@ def _report_records(pid: int) -> int:
             f"the offline stack (pid {pid}) stopped without saying where its records went "
             "(was it killed?); they lived in its memory and are lost"
         )
+    if stopped["unfinished"]:
+        print(stopped["unfinished"])
     if stopped["records_file"]:
         print(f"records saved to {stopped['records_file']}")
         return 0

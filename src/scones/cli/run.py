@@ -159,7 +159,7 @@ def _use(plan: _Plan, stack: Any, options: Any, console: Console) -> int:
     finally:
         # A second Ctrl-C or SIGTERM here is only recorded (stop_signals_interrupt).
         stack.stop()
-        _report_saved(console, stack.saved_records, stack.save_error)
+        _report_saved(console, stack.saved_records, stack.save_error, stack.unfinished)
     threshold = float(parameters["ConfidenceThreshold"])
     details = {
         "started_at": plan.started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -279,8 +279,12 @@ def _print_monitor(console: Console, monitor: dict[str, Any]) -> None:
         console.print("monitor: " + monitor_line(monitor), highlight=False, soft_wrap=True)
 
 
-def _report_saved(console: Console, path: Path | None, error: str | None) -> None:
+def _report_saved(
+    console: Console, path: Path | None, error: str | None, unfinished: str | None = None
+) -> None:
     if path is not None:
         console.print(f"records saved to [bold]{path}[/]")
     else:
         console.print(f"[red]the records could not be saved:[/] {error}")
+    if unfinished:
+        console.print(f"[yellow]{unfinished}[/]")

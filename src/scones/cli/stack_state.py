@@ -307,13 +307,17 @@ def process_started(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None  # field 22 of stat(5)
 
 
-def write_stopped(pid: int, records_file: Path | None, error: str | None) -> None:
-    """What a stopped ``scones up`` left behind, for ``scones down`` to report."""
+def write_stopped(
+    pid: int, records_file: Path | None, error: str | None, unfinished: str | None = None
+) -> None:
+    """What a stopped ``scones up`` left behind, for ``scones down`` to report (the records
+    file as an absolute path: ``scones down`` may run from another folder)."""
     _make_state_dir()
     document = {
         "pid": pid,
-        "records_file": str(records_file) if records_file else None,
+        "records_file": str(records_file.resolve()) if records_file else None,
         "error": error,
+        "unfinished": unfinished,
     }
     STOPPED_FILE.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
@@ -329,5 +333,5 @@ def read_stopped(pid: int) -> dict[str, str | None] | None:
         return None
     return {
         name: value if isinstance(value := document.get(name), str) else None
-        for name in ("records_file", "error")
+        for name in ("records_file", "error", "unfinished")
     }

@@ -143,7 +143,7 @@ def _serve(
         console.print("stopping the offline stack (saving its records first)...")
     finally:
         stack.stop()
-        write_stopped(os.getpid(), stack.saved_records, stack.save_error)
+        write_stopped(os.getpid(), stack.saved_records, stack.save_error, stack.unfinished)
         clear_state(os.getpid())
     _print_saved(console, stack)
     # moto's state is hundreds of thousands of objects; the interpreter's final garbage
@@ -157,6 +157,8 @@ def _print_saved(console: Any, stack: Any) -> None:
         console.print(f"records saved to [bold]{stack.saved_records}[/]")
     elif stack.save_error is not None:
         console.print(f"[red]the records could not be saved:[/] {stack.save_error}")
+    if stack.unfinished:
+        console.print(f"[yellow]{stack.unfinished}[/]")
 
 
 def wait_for_signal(received: list[int], poll_seconds: float = _STOP_POLL_SECONDS) -> int:

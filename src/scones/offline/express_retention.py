@@ -20,37 +20,12 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
+
+from scones.offline.executions import backends, finished_at
 
 DEFAULT_RETENTION = timedelta(minutes=10)
 _SWEEP_EVERY_SECONDS = 30.0
 _EXPRESS = "EXPRESS"
-
-
-def _backends() -> list[Any]:
-    """moto's Step Functions backends: the interpreter's (``execute_state_machine``, what
-    the offline stack runs) and the plain one."""
-    from moto.stepfunctions.models import stepfunctions_backends
-    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
-
-    every: tuple[Any, ...] = (stepfunctions_parser_backends, stepfunctions_backends)
-    return [
-        backend
-        for backends in every
-        for account in list(backends.values())
-        for backend in list(account.values())
-    ]
-
-
-def _finished_at(execution: Any) -> datetime | None:
-    """When an execution ended, or None while it runs."""
-    status = getattr(execution, "exec_status", None) or getattr(execution, "status", None)
-    if str(getattr(status, "value", status)) == "RUNNING":
-        return None
-    stopped = getattr(execution, "stop_date", None)
-    if isinstance(stopped, datetime):
-        return stopped if stopped.tzinfo else stopped.replace(tzinfo=UTC)
-    return None
 
 
 def prune_finished_express(now: datetime, retention: timedelta = DEFAULT_RETENTION) -> int:
@@ -61,12 +36,12 @@ def prune_finished_express(now: datetime, retention: timedelta = DEFAULT_RETENTI
     """
     cutoff = now - retention
     dropped = 0
-    for backend in _backends():
+    for backend in backends():
         for machine in list(getattr(backend, "state_machines", [])):
             if str(getattr(machine, "type", "")).upper() != _EXPRESS:
                 continue
             for execution in list(machine.executions):
-                ended = _finished_at(execution)
+                ended = finished_at(execution)
                 if ended is not None and ended < cutoff:
                     machine.executions.remove(execution)
                     dropped += 1

@@ -44,6 +44,7 @@ from scones.offline import (
 )
 from scones.offline.client import REGION, StackClient, StackEndpoints, offline_session
 from scones.offline.deploy import DeployedStack, deploy
+from scones.offline.executions import running_executions
 from scones.offline.express_retention import DEFAULT_RETENTION, ExpressRetention
 from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.records_file import save_records
@@ -71,6 +72,9 @@ class StackError(RuntimeError):
 # server's capture is flushed before the monitor is invoked, so nothing arrives late: a
 # window need not end MonitorSettleMinutes early as it must on AWS.
 OFFLINE_PARAMETERS = {"MonitorSettleMinutes": "0"}
+# How long stopping waits for executions already started to end (a batch of ten images
+# takes seconds; an endpoint that is down keeps its executions retrying longer).
+STOP_WAIT_SECONDS = 60.0
 
 
 @dataclass
@@ -182,6 +186,7 @@ class OfflineStack:
         # Set by stop() when records_dir is set: the file written, or why none was.
         self.saved_records: Path | None = None
         self.save_error: str | None = None
+        self.unfinished: str | None = None  # what had no record yet when it stopped
 
     # -- lifecycle --------------------------------------------------------------
     def __enter__(self) -> OfflineStack:
@@ -291,6 +296,14 @@ class OfflineStack:
         if self._poller:
             self._poller.stop()
             self._poller = None
+        saved = False
+        if self._moto and self._runtime and self.deployed is not None:
+            # Executions already started end as they would have, and their records are
+            # saved before what they call (the endpoint, the functions) goes away: torn
+            # down under them, they would write FAILED records of the stop's own making.
+            self._let_executions_finish(STOP_WAIT_SECONDS)
+            self._save_records()
+            saved = True
         if self._model_server:
             self._model_server.stop()
             self._model_server = None
@@ -314,13 +327,48 @@ class OfflineStack:
             sqs_fixes.uninstall()
             dispatch_cache.uninstall()
         if self._moto:
-            # The last moment the table can be read: the emulator's memory goes with it.
-            self._save_records()
+            if not saved:
+                # The last moment the table can be read: the emulator's memory goes with it.
+                self._save_records()
             self._release_moto_state()
             self._moto.stop()
             self._moto = None
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _let_executions_finish(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the workflow's running executions; then name what
+        has no record yet (``unfinished``): executions still running, and S3 events
+        still queued (nothing delivers them once the poller has stopped)."""
+        outputs = self.stack.outputs
+        machines = {
+            outputs[name]
+            for name in ("ClassificationStateMachineArn", "BackfillStateMachineArn")
+            if name in outputs
+        }
+        deadline = time.monotonic() + timeout
+        while (running := running_executions(machines)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        queued = 0
+        try:
+            attributes = self.client("sqs").get_queue_attributes(
+                QueueUrl=outputs["IngestQueueUrl"],
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            queued = sum(int(value) for value in attributes.values())
+        except Exception as exc:  # stopping must go on; say what could not be counted
+            logger.warning("could not count the ingest queue's messages: %s", exc)
+        parts = [f"{queued} S3 event message(s) still in the ingest queue"] if queued else []
+        if running:
+            parts.append(f"{running} execution(s) still running after {timeout:g} s")
+        self.unfinished = (
+            " and ".join(parts) + " when the stack stopped: those uploads may have no record"
+            if parts
+            else None
+        )
 
     def _save_records(self) -> None:
         # Before the model server listens no upload can have been classified: nothing to save.
@@ -500,7 +548,8 @@ class OfflineStack:
         try:
             yield
         finally:
-            self._poller.start()
+            if self._poller is not None:  # None: the stack was stopped meanwhile
+                self._poller.start()
 
     def flush_capture(self) -> int:
         """Write buffered data-capture records of every variant now (the endpoint flushes

@@ -1,0 +1,49 @@
+"""The executions moto's Step Functions holds: which have ended, and how many still run.
+
+The offline stack reads them where no API does: Express executions cannot be listed or
+described on AWS (nor through moto's API), yet stopping the stack must know whether any
+is still running, and the retention sweeper when each one ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Any
+
+
+def backends() -> list[Any]:
+    """moto's Step Functions backends: the interpreter's (``execute_state_machine``, what
+    the offline stack runs) and the plain one."""
+    from moto.stepfunctions.models import stepfunctions_backends
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    every: tuple[Any, ...] = (stepfunctions_parser_backends, stepfunctions_backends)
+    return [
+        backend
+        for backends in every
+        for account in list(backends.values())
+        for backend in list(account.values())
+    ]
+
+
+def finished_at(execution: Any) -> datetime | None:
+    """When an execution ended, or None while it runs."""
+    status = getattr(execution, "exec_status", None) or getattr(execution, "status", None)
+    if str(getattr(status, "value", status)) == "RUNNING":
+        return None
+    stopped = getattr(execution, "stop_date", None)
+    if isinstance(stopped, datetime):
+        return stopped if stopped.tzinfo else stopped.replace(tzinfo=UTC)
+    return None
+
+
+def running_executions(machine_arns: Collection[str]) -> int:
+    """How many executions of these state machines are running now."""
+    return sum(
+        finished_at(execution) is None
+        for backend in backends()
+        for machine in list(getattr(backend, "state_machines", []))
+        if getattr(machine, "arn", None) in machine_arns
+        for execution in list(machine.executions)
+    )
