@@ -360,6 +360,19 @@ def test_saved_records_are_sorted_and_never_overwrite_an_earlier_file(tmp_path: 
     assert {p.name for p in (tmp_path / "out").iterdir()} == {first.name, second.name}
 
 
+def test_a_reserved_report_file_is_not_executable(tmp_path: Any) -> None:
+    import os
+
+    from scones.offline.records_file import create_first_free
+
+    previous = os.umask(0o022)
+    try:
+        suffix = create_first_free(tmp_path, lambda s: f"run{s}.json", lambda s: False)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / f"run{suffix}.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_a_second_stack_in_the_same_process_is_refused(stack: OfflineStack) -> None:
     from scones.offline.stack import StackError
 

@@ -27,7 +27,8 @@ def create_first_free(
         if taken(suffix):
             continue
         try:
-            os.close(os.open(folder / name(suffix), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            # 0o666 less the umask, as open() would: a report, never an executable.
+            os.close(os.open(folder / name(suffix), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         except FileExistsError:
             continue
         return suffix
