@@ -879,6 +879,27 @@ def test_abandoned_multipart_uploads_are_aborted_anywhere_in_the_bucket(retentio
     assert 1 <= days <= 7
 
 
+def test_only_superseded_versions_of_the_review_manifests_expire() -> None:
+    """Each answer rewrites its day's manifest: the current version holds every line and
+    stays; the earlier ones (copies of fewer lines) go a day after they are replaced."""
+    from scones_core.review import MANIFEST_STEM, ReviewSettings
+
+    cfn = transformed()
+    resolve = resolver_for(cfn)
+    rules = resolve(cfn["Resources"]["ImageBucket"]["Properties"])["LifecycleConfiguration"][
+        "Rules"
+    ]
+    [manifests] = [rule for rule in rules if rule["Id"] == "expire-superseded-review-manifests"]
+    labelled = resolve({"Ref": "LabelledDataPrefix"})
+    assert manifests["Prefix"] == labelled + MANIFEST_STEM
+    assert manifests["Status"] == "Enabled"
+    assert manifests["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    assert "ExpirationInDays" not in manifests and "ExpirationDate" not in manifests
+    settings = ReviewSettings("b", "t", ("bicycle", "motorcycle"), labelled)
+    key = settings.manifest_key("2026-12-01T10:00:00.000Z")
+    assert key.startswith(manifests["Prefix"]), key
+
+
 def test_capture_retention_deletes_captured_traffic_only_under_the_capture_prefix() -> None:
     """Captured requests are the uploads' images again (base64): CaptureRetentionDays expires
     them (and, the bucket being versioned, their data a day later) under the capture
