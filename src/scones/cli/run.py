@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from scones.cli.stack_state import (
 )
 from scones.cli.up import IN_MEMORY_NOTE
 from scones.offline.client import StackClient, StackClientError, Upload
+from scones.offline.executions import STOP_WAIT_SECONDS
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -158,6 +160,11 @@ def _use(plan: _Plan, stack: Any, options: Any, console: Console) -> int:
         raise CommandFailed(str(exc)) from exc
     finally:
         # A second Ctrl-C or SIGTERM here is only recorded (stop_signals_interrupt).
+        if sys.exc_info()[0] is not None:
+            console.print(
+                "stopping the offline stack (running executions may take up to "
+                f"{STOP_WAIT_SECONDS:g} s to end; then its records are saved)..."
+            )
         stack.stop()
         _report_saved(console, stack.saved_records, stack.save_error, stack.unfinished)
     threshold = float(parameters["ConfidenceThreshold"])

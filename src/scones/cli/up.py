@@ -33,6 +33,7 @@ from scones.cli.stack_state import (
     write_state,
     write_stopped,
 )
+from scones.offline.executions import STOP_WAIT_SECONDS
 
 IN_MEMORY_NOTE = (
     "The offline stack lives in memory: its bucket, queues and results table are gone "
@@ -140,7 +141,10 @@ def _serve(
         console.print(_instructions(stack, args.out))
         sys.stdout.flush()
         wait_for_signal(signals)
-        console.print("stopping the offline stack (saving its records first)...")
+        console.print(
+            "stopping the offline stack (running executions may take up to "
+            f"{STOP_WAIT_SECONDS:g} s to end; then its records are saved)..."
+        )
     finally:
         stack.stop()
         write_stopped(os.getpid(), stack.saved_records, stack.save_error, stack.unfinished)

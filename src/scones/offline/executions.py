@@ -11,6 +11,10 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
+# How long stopping the stack waits for executions already started to end (a batch of ten
+# images takes seconds; an endpoint that is down keeps its executions retrying longer).
+STOP_WAIT_SECONDS = 60.0
+
 
 def backends() -> list[Any]:
     """moto's Step Functions backends: the interpreter's (``execute_state_machine``, what

@@ -44,7 +44,7 @@ from scones.offline import (
 )
 from scones.offline.client import REGION, StackClient, StackEndpoints, offline_session
 from scones.offline.deploy import DeployedStack, deploy
-from scones.offline.executions import running_executions
+from scones.offline.executions import STOP_WAIT_SECONDS, running_executions
 from scones.offline.express_retention import DEFAULT_RETENTION, ExpressRetention
 from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.records_file import save_records
@@ -72,9 +72,6 @@ class StackError(RuntimeError):
 # server's capture is flushed before the monitor is invoked, so nothing arrives late: a
 # window need not end MonitorSettleMinutes early as it must on AWS.
 OFFLINE_PARAMETERS = {"MonitorSettleMinutes": "0"}
-# How long stopping waits for executions already started to end (a batch of ten images
-# takes seconds; an endpoint that is down keeps its executions retrying longer).
-STOP_WAIT_SECONDS = 60.0
 
 
 @dataclass
