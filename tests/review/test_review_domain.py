@@ -836,6 +836,12 @@ def test_web_api_image_errors_name_the_problem(env: Env) -> None:
     assert refused.json()["detail"].startswith("the image cannot be shown: CorruptImage: ")
     assert client.get("/api/image").status_code == 422  # no record_id
     assert client.get("/api/image", params={"record_id": "x" * 2049}).status_code == 422
+    # A reason quoting a key that turns its text around shows it as the queue does.
+    turned = env.record("NEEDS_REVIEW", age=timedelta(hours=1), suffix="\u202egnp.png")
+    record = env.get(turned)
+    env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
+    detail = get(turned).json()["detail"]
+    assert "\u202e" not in detail and "img-" in detail and "\\u202egnp.png" in detail
 
 
 def test_web_api_refuses_cross_site_reads_and_bodies_it_cannot_echo(env: Env) -> None:

@@ -33,6 +33,7 @@ from scones_core.review import (
     ReviewService,
 )
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scones.review.page import PAGE
@@ -175,6 +176,12 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
         )
         what = "names no image" if request.url.path == IMAGE_PATH else "is not an answer"
         return JSONResponse({"detail": f"the request {what}: {problems}"}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # A reason may quote the upload's key: the page shows it as the queue does.
+        detail = shown(exc.detail) if isinstance(exc.detail, str) else exc.detail
+        return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
 
     @app.get("/ping")
     def ping() -> dict[str, str]:
