@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -495,6 +496,34 @@ def _promoted_config(
     return found
 
 
+# The resources a deploy replaces when one of their parameters changes (CreateEndpoint=true).
+_ENDPOINT_CONFIG_RESOURCES = ("SageMakerModel", ENDPOINT_CONFIG_RESOURCE)
+
+
+def endpoint_config_parameters() -> list[str]:
+    """The template parameters the stack's model and endpoint config are made of: changing
+    one makes CloudFormation replace the config, and the endpoint serve the stack's model."""
+    template = load_template()
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("Ref"), str):
+                found.add(node["Ref"])
+            sub = node.get("Fn::Sub")
+            text = sub if isinstance(sub, str) else sub[0] if isinstance(sub, list) else ""
+            found.update(re.findall(r"\$\{([A-Za-z0-9]+)\}", text))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for name in _ENDPOINT_CONFIG_RESOURCES:
+        walk(template["Resources"][name]["Properties"])
+    return sorted(found & set(template["Parameters"]))
+
+
 def endpoint_advice(status: dict[str, str]) -> str | None:
     """A warning when images would end FAILED, or a deploy would undo a promotion, with
     what to do; None when all is well."""
@@ -503,9 +532,9 @@ def endpoint_advice(status: dict[str, str]) -> str | None:
         return (
             f"endpoint {status['endpoint']} serves {status['serving_config']} (retraining "
             f"promoted a model), not the stack's {status['stack_config']}. A deploy that "
-            "changes the endpoint's settings (ModelDataUrl, ModelImageUri, "
-            "EndpointInstanceType, capture) makes CloudFormation serve the stack's model "
-            f"again: to keep the promoted one, deploy with ModelDataUrl={artifact}"
+            f"changes one of the endpoint's settings ({', '.join(endpoint_config_parameters())}) "
+            "makes CloudFormation serve the stack's model again: to keep the promoted one, "
+            f"deploy with ModelDataUrl={artifact}"
         )
     variant = None
     if "served_variants" in status:

@@ -29,6 +29,7 @@ from scones.deploy import (
     capture_retention_problem,
     concurrency_problem,
     endpoint_advice,
+    endpoint_config_parameters,
     endpoint_status,
     express_time_problem,
     preflight,
@@ -743,6 +744,11 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
     advice = endpoint_advice(status)
     assert advice and "retraining promoted a model" in advice
     assert f"deploy with ModelDataUrl={artifact}" in advice
+    # Every setting the endpoint config is made of, as README lists them.
+    assert "(DataCapturePrefix, DataCaptureSamplingPercentage, EndpointInstanceCount," in advice
+    readme = " ".join((PROJECT_ROOT / "README.md").read_text().split())
+    listed = ", ".join(f"`{name}`" for name in endpoint_config_parameters())
+    assert f"that changes the endpoint's settings ({listed})" in readme
     # The stack's own config served (CloudFormation's ARN, SageMaker's name): nothing to say.
     own = _StubbedSession()
     own.stubs["sagemaker"].add_response(
