@@ -20,7 +20,12 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core.errors import EventError
-from scones_core.monitoring.metrics import label_metrics, retraining_metric, window_metrics
+from scones_core.monitoring.metrics import (
+    label_metrics,
+    metric_time,
+    retraining_metric,
+    window_metrics,
+)
 from scones_core.monitoring.published import claim_window_metrics
 from scones_core.monitoring.service import MonitorClients, measure_window, respond
 from scones_core.monitoring.settings import MonitorSettings
@@ -93,7 +98,7 @@ def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datet
     return now - settle
 
 
-def publish_window(report: WindowReport, *, alert_count: int) -> None:
+def publish_window(report: WindowReport, *, alert_count: int, stamp: datetime) -> None:
     for point in window_metrics(
         report, alert_count=alert_count, min_requests=SETTINGS.min_requests
     ):
@@ -107,6 +112,7 @@ def publish_window(report: WindowReport, *, alert_count: int) -> None:
             default_dimensions=_LABEL_DIMENSIONS,
         ) as metric:
             metric.add_dimension(name="Label", value=label_point.label)
+            metric.set_timestamp(stamp)
 
 
 @cache
@@ -132,6 +138,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     window_end = window_end_from_event(event, datetime.now(UTC), SETTINGS.settle)
     report, alerts = measure_window(SETTINGS, clients(), window_end)
     logger.info("window measured", extra={"report": report.to_json()})
+    # Every data point of this run, RetrainingStarted included (set on each run: the
+    # Metrics object outlives the invocation).
+    stamp = metric_time(report.window_end, datetime.now(UTC))
+    metrics.set_timestamp(stamp)
 
     # Published now, once per window: a retry of this run (starting retraining can fail
     # below) measures the same window and must not count it twice.
@@ -142,7 +152,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         report.window_end,
         datetime.now(UTC),
     ):
-        publish_window(report, alert_count=len(alerts))
+        publish_window(report, alert_count=len(alerts), stamp=stamp)
 
     for alert in alerts:
         logger.warning("quality alert", extra={"code": alert.code, "detail": alert.message})

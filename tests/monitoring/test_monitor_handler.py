@@ -7,7 +7,7 @@ import json
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -469,3 +469,37 @@ def test_a_run_by_hand_waits_the_same_settle_and_names_the_keys_it_ignores(
     assert warning["level"] == "WARNING"
     assert warning["unknown_keys"] == ["key1", "window_end"]
     assert "key1, window_end" in warning["message"]
+
+
+@pytest.mark.parametrize("days_ago", [3, 20])
+def test_a_late_run_stamps_its_data_points_at_the_window_it_measured(
+    aws: Aws, capsys: pytest.CaptureFixture[str], days_ago: int
+) -> None:
+    """A run days late (``scones redrive`` of a dead-lettered run) counts in the period it
+    measured, not the day it ran; past CloudWatch's 14 days it is stamped now, not lost."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    scheduled = now - timedelta(days=days_ago)
+    app = load_handler()
+    result = app.lambda_handler(
+        {"scheduledTime": scheduled.strftime("%Y-%m-%dT%H:%M:%SZ")}, LambdaContext()
+    )
+    documents = emf(capsys.readouterr().out)
+    names = {
+        m["Name"] for d in documents for c in d["_aws"]["CloudWatchMetrics"] for m in c["Metrics"]
+    }
+    assert {"CapturedRequests", "RetrainingStarted"} <= names
+    stamps = {d["_aws"]["Timestamp"] for d in documents}
+    window_end = datetime.fromisoformat(result["window_end"].replace("Z", "+00:00"))
+    if days_ago < 14:
+        assert stamps == {int(window_end.timestamp() * 1000)}
+    else:
+        assert all(abs(stamp / 1000 - now.timestamp()) < 300 for stamp in stamps), stamps
+    # The next run (a window of its own) is stamped at its own window, not this one's.
+    later = app.lambda_handler(
+        {"scheduledTime": (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")},
+        LambdaContext(),
+    )
+    later_end = datetime.fromisoformat(later["window_end"].replace("Z", "+00:00"))
+    assert {d["_aws"]["Timestamp"] for d in emf(capsys.readouterr().out)} == {
+        int(later_end.timestamp() * 1000)
+    }

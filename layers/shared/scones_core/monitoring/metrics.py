@@ -15,12 +15,23 @@ so two requests in a quiet hour cannot page anyone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from scones_core.monitoring.window_report import WindowReport
 from scones_core.records import Status
 
 COUNT = "Count"
 NO_UNIT = "None"
+# CloudWatch drops an embedded-metric data point stamped more than 14 days ago; an hour
+# of margin for the clocks and the run itself.
+OLDEST_STAMP = timedelta(days=14) - timedelta(hours=1)
+
+
+def metric_time(window_end: datetime, now: datetime) -> datetime:
+    """When a window's data points are stamped: at the window's end, so a late run (a
+    retry, or ``scones redrive`` of a failed run days later) counts in the period it
+    measured, not the day it ran; ``now`` for a window CloudWatch would no longer take."""
+    return window_end if now - window_end <= OLDEST_STAMP else now
 
 
 @dataclass(frozen=True)
