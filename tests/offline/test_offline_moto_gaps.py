@@ -571,3 +571,36 @@ def test_moto_result_writer_still_writes_a_manifest_without_result_files(
         assert output["ResultWriterDetails"]["Key"].endswith("/manifest.json")
         assert written["ResultFiles"] == {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
         assert keys == [output["ResultWriterDetails"]["Key"]]
+
+
+def test_moto_still_reads_an_indexed_path_as_a_list_so_the_asl_uses_array_get_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On AWS ``$.a[0].b`` is the number; moto's interpreter gives ``[3]``, so the
+    retraining ASL picks production's variant with ``States.ArrayGetItem`` (both read it
+    the same). When the first half fails, ``PickProductionVariant`` may become a path."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {
+                "Type": "Pass",
+                "Parameters": {
+                    "indexed.$": "$.v[0].c",
+                    "picked.$": "States.ArrayGetItem($.v, 0)",
+                },
+                "End": True,
+            }
+        },
+    }
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sfn = boto3.client("stepfunctions", region_name="us-east-1")
+        arn = sfn.create_state_machine(
+            name="indexed",
+            definition=json.dumps(definition),
+            roleArn="arn:aws:iam::123456789012:role/sfn",
+        )["stateMachineArn"]
+        started = sfn.start_execution(stateMachineArn=arn, input=json.dumps({"v": [{"c": 3}]}))
+        output = json.loads(_wait(sfn, started)["output"])
+    assert output == {"indexed": [3], "picked": {"c": 3}}

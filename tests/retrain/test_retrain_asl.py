@@ -413,7 +413,7 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
         for i in range(int(stack.parameters["GateMinImagesPerClass"])):
             key = f"{stack.parameters['GateDataPrefix']}{label}/g{i}.png"
             s3.put_object(Bucket=stack.bucket, Key=key, Body=f"gate {label} {i}".encode())
-    moto_endpoint(stack, "scones-config-1")
+    moto_endpoint(stack, "scones-config-1", instances=3)
     result = execute(stack, None, {"source": "test"}, "from-the-start")
     # moto stops at the first .sync SageMaker integration with a runtime error (which no
     # Catch may handle, on AWS either): that is where its interpreter ends.
@@ -423,12 +423,26 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
         "Prepare",
         "FindProductionEndpoint",
         "ProductionInService",
+        "ProductionCapacity",
+        "PickProductionVariant",
+        "ProductionInstanceCount",
+        "UseProductionCapacity",
         "FindProductionConfig",
         "FindProductionModel",
         "ProductionModelSource",
         "UseProductionModelData",
         "AssembleDataset",
     ]  # TrainCandidate fails before moto records it as entered
+    # A promotion will return the endpoint to production's own three instances.
+    history = stack.client("stepfunctions").get_execution_history(
+        executionArn=result["executionArn"], maxResults=1000
+    )["events"]
+    [capacity] = [
+        json.loads(e["stateExitedEventDetails"]["output"])["run"]["instances"]
+        for e in history
+        if e.get("stateExitedEventDetails", {}).get("name") == "UseProductionCapacity"
+    ]
+    assert capacity == {"serving": 3, "canary": 2}
     # Everything before it ran for real: the production lookups against moto's SageMaker
     # and the deployed dataset function, which pinned the training channel.
     keys = [
