@@ -427,22 +427,25 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
         "PickProductionVariant",
         "ProductionInstanceCount",
         "UseProductionCapacity",
+        "CanaryAtLeastProduction",
+        "RaiseCanaryToProduction",
         "FindProductionConfig",
         "FindProductionModel",
         "ProductionModelSource",
         "UseProductionModelData",
         "AssembleDataset",
     ]  # TrainCandidate fails before moto records it as entered
-    # A promotion will return the endpoint to production's own three instances.
+    # Production serves on three instances, more than the canary's two: the candidate's
+    # fleet gets three, and a promotion leaves the endpoint on production's three.
     history = stack.client("stepfunctions").get_execution_history(
         executionArn=result["executionArn"], maxResults=1000
     )["events"]
     [capacity] = [
         json.loads(e["stateExitedEventDetails"]["output"])["run"]["instances"]
         for e in history
-        if e.get("stateExitedEventDetails", {}).get("name") == "UseProductionCapacity"
+        if e.get("stateExitedEventDetails", {}).get("name") == "RaiseCanaryToProduction"
     ]
-    assert capacity == {"serving": 3, "canary": 2}
+    assert capacity == {"serving": 3, "canary": 3}
     # Everything before it ran for real: the production lookups against moto's SageMaker
     # and the deployed dataset function, which pinned the training channel.
     keys = [
@@ -574,7 +577,9 @@ def test_a_passing_candidate_is_registered_pending_and_deployed_until_moto_lacks
     assert described["CustomerMetadataProperties"]["candidate_version"] == "cand"
     base = state["dataset"]["names"]["base"]
     sagemaker = stack.client("sagemaker")
-    assert sagemaker.describe_endpoint_config(EndpointConfigName=base)["ProductionVariants"]
+    [variant] = sagemaker.describe_endpoint_config(EndpointConfigName=base)["ProductionVariants"]
+    # The fleet the run chose for the canary (Prepare, or production's count if larger).
+    assert variant["InitialInstanceCount"] == state["run"]["instances"]["canary"] == 2
     # moto has no UpdateEndpoint: its server answers 500 and the interpreter ends the run
     # with a runtime error, so neither a record nor an alert is written here.
     assert (result["status"], result["error"]) == ("FAILED", "States.Runtime")
