@@ -407,6 +407,8 @@ def test_deploy_dry_run_shows_the_capture_config(
     # The stack's monitor reads the capture of, and its error alarm watches, this variant.
     (variant,) = result["CreateEndpointConfig"]["ProductionVariants"]
     assert variant["VariantName"] == parameter_default("EndpointVariantName")
+    # As many instances as the stack's own endpoint would have.
+    assert variant["InitialInstanceCount"] == int(parameter_default("EndpointInstanceCount"))
 
 
 def test_deploy_names_the_variant_it_is_given(
@@ -417,6 +419,8 @@ def test_deploy_names_the_variant_it_is_given(
     assert code == 0
     (variant,) = result["CreateEndpointConfig"]["ProductionVariants"]
     assert variant["VariantName"] == "blue-1"
+    code, result, _ = run(capsys, *argv, "--instance-count", "3", "--dry-run")
+    assert result["CreateEndpointConfig"]["ProductionVariants"][0]["InitialInstanceCount"] == 3
 
 
 DEPLOY = ("deploy", "--image-uri", SERVING_IMAGE, "--model-data", "s3://b-1/m.tar.gz")

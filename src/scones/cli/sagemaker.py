@@ -206,7 +206,11 @@ def register(subparsers: Any) -> None:
         help="production variant, where capture lands and the error alarm looks "
         "(default: EndpointVariantName in template.yaml)",
     )
-    deploy.add_argument("--instance-count", type=int, default=1, help="endpoint instances")
+    deploy.add_argument(
+        "--instance-count",
+        type=int,
+        help="endpoint instances (default: EndpointInstanceCount in template.yaml)",
+    )
     deploy.add_argument(
         "--capture-uri", metavar="s3://BUCKET/PREFIX", help="data capture destination"
     )
@@ -451,6 +455,15 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
         "--variant-name",
         f"no EndpointVariantName default in {TEMPLATE_PATH}",
     )
+    instance_count = int(
+        _require(
+            args.instance_count
+            if args.instance_count is not None
+            else _template_default("EndpointInstanceCount"),
+            "--instance-count",
+            f"no EndpointInstanceCount default in {TEMPLATE_PATH}",
+        )
+    )
     capture = _capture(args)
     sagemaker = None
     model_data = args.model_data
@@ -476,7 +489,7 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
             config_name=config_name,
             model_name=model_name,
             instance_type=instance_type,
-            instance_count=args.instance_count,
+            instance_count=instance_count,
             capture=capture,
             variant_name=variant,
         ),
