@@ -140,7 +140,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.info("window measured", extra={"report": report.to_json()})
     # Every data point of this run, RetrainingStarted included (set on each run: the
     # Metrics object outlives the invocation).
-    stamp = metric_time(report.window_end, datetime.now(UTC))
+    stamp = metric_time(window_end + SETTINGS.settle, datetime.now(UTC))
     metrics.set_timestamp(stamp)
 
     # Published now, once per window: a retry of this run (starting retraining can fail

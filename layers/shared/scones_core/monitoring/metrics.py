@@ -22,16 +22,18 @@ from scones_core.records import Status
 
 COUNT = "Count"
 NO_UNIT = "None"
-# CloudWatch drops an embedded-metric data point stamped more than 14 days ago; an hour
-# of margin for the clocks and the run itself.
+# CloudWatch drops an embedded-metric data point stamped more than 14 days ago (an hour
+# of margin for the clocks and the run itself) or more than 2 hours ahead.
 OLDEST_STAMP = timedelta(days=14) - timedelta(hours=1)
 
 
-def metric_time(window_end: datetime, now: datetime) -> datetime:
-    """When a window's data points are stamped: at the window's end, so a late run (a
-    retry, or ``scones redrive`` of a failed run days later) counts in the period it
-    measured, not the day it ran; ``now`` for a window CloudWatch would no longer take."""
-    return window_end if now - window_end <= OLDEST_STAMP else now
+def metric_time(scheduled: datetime, now: datetime) -> datetime:
+    """When a run's data points are stamped: at the time it was scheduled for, so a late
+    run (a retry, or ``scones redrive`` of a failed run days later) counts in the period
+    it was due in, not the day it ran, while an on-time run lands in the alarms' current
+    period whatever ``MonitorSettleMinutes`` is; ``now`` for a time CloudWatch would not
+    take (older than 14 days, or ahead of now)."""
+    return scheduled if timedelta(0) <= now - scheduled <= OLDEST_STAMP else now
 
 
 @dataclass(frozen=True)
