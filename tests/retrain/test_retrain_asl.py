@@ -570,6 +570,8 @@ def test_a_passing_candidate_is_registered_pending_and_deployed_until_moto_lacks
     """Registered, but not yet served: PendingManualApproval, so no deployment of the
     latest approved version picks it before it is promoted."""
     state = passing_run(stack, "passing")
+    # Production served on 3 (more than the canary's minimum): the candidate's fleet too.
+    state["run"]["instances"] = {"serving": 3, "canary": 3}
     moto_endpoint(stack, state["production"]["endpoint_config_name"])  # unchanged since
     result = execute(stack, "JudgeCandidate", state, "passing")
     described = stack_package(stack, state["training"]["model_data_url"])
@@ -579,7 +581,7 @@ def test_a_passing_candidate_is_registered_pending_and_deployed_until_moto_lacks
     sagemaker = stack.client("sagemaker")
     [variant] = sagemaker.describe_endpoint_config(EndpointConfigName=base)["ProductionVariants"]
     # The fleet the run chose for the canary (Prepare, or production's count if larger).
-    assert variant["InitialInstanceCount"] == state["run"]["instances"]["canary"] == 2
+    assert variant["InitialInstanceCount"] == state["run"]["instances"]["canary"] == 3
     # moto has no UpdateEndpoint: its server answers 500 and the interpreter ends the run
     # with a runtime error, so neither a record nor an alert is written here.
     assert (result["status"], result["error"]) == ("FAILED", "States.Runtime")
@@ -893,11 +895,15 @@ def test_a_promotion_returns_the_endpoint_to_its_serving_instances(
     state["model_package"] = {
         "arn": own_package(stack, f"capacity-{case}", "PendingManualApproval")
     }
-    if case == "same-count":
-        state["run"]["instances"] = {"serving": 2, "canary": 2}
-    # The candidate serves all traffic, on the canary's two instances (under another
-    # variant name, UpdateEndpointWeightsAndCapacities is refused).
-    moto_endpoint(stack, config, instances=2, variant="other" if case == "scale-refused" else None)
+    # Counts that are neither parameter's default: production served on 3 before the run
+    # (what UseProductionCapacity read), and the canary's fleet had 5.
+    canary = 2 if case == "same-count" else 5
+    state["run"]["instances"] = {"serving": canary if case == "same-count" else 3, "canary": canary}
+    # The candidate serves all traffic, on the canary's fleet (under another variant name,
+    # UpdateEndpointWeightsAndCapacities is refused).
+    moto_endpoint(
+        stack, config, instances=canary, variant="other" if case == "scale-refused" else None
+    )
     result = execute(stack, "CheckDeployment", state, run)
     assert result["status"] == "SUCCEEDED"
     entered = entered_states(stack, result["executionArn"])
@@ -907,12 +913,12 @@ def test_a_promotion_returns_the_endpoint_to_its_serving_instances(
     record = outcome_of(stack, run)
     assert record["outcome"] == "PROMOTED", record
     if case == "scaled-back":
-        assert "ReturnToServingCapacity" in entered and variant["DesiredInstanceCount"] == 1
-        assert record["reason"].endswith(", scaling from 2 to 1 instance(s)")
-        assert any("Approved), scaling from 2 to 1 instance(s)." in m for m in alerts("Message"))
+        assert "ReturnToServingCapacity" in entered and variant["DesiredInstanceCount"] == 3
+        assert record["reason"].endswith(", scaling from 5 to 3 instance(s)")
+        assert any("Approved), scaling from 5 to 3 instance(s)." in m for m in alerts("Message"))
     elif case == "scale-refused":
-        assert "ReturnToServingCapacity" in entered and variant["DesiredInstanceCount"] == 2
-        assert "still on 2 instance(s): scaling to 1 failed (" in record["reason"]
+        assert "ReturnToServingCapacity" in entered and variant["DesiredInstanceCount"] == 5
+        assert "still on 5 instance(s): scaling to 3 failed (" in record["reason"]
     else:
         assert "ReturnToServingCapacity" not in entered and variant["DesiredInstanceCount"] == 2
         assert record["reason"].endswith(", on 2 instance(s)")
