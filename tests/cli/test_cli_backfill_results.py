@@ -8,11 +8,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from scones.cli.backfill import _report_failed_batches, failed_result_files
+from tests.moto_s3 import moto_bucket
 
 BUCKET = "scones-123456789012-us-east-1-images"
 RUN = "backfill/0c5b2d4e-5c43-3f6a-9a8e-1b2c3d4e5f60"
@@ -20,9 +19,7 @@ RUN = "backfill/0c5b2d4e-5c43-3f6a-9a8e-1b2c3d4e5f60"
 
 @pytest.fixture
 def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
+    with moto_bucket(BUCKET) as client:
         yield client
 
 
