@@ -654,6 +654,23 @@ def deployed_stack(cfn: Stubber, **parameters: str) -> None:
     )
 
 
+def described_endpoint(sagemaker: Stubber, config: str, **answer: Any) -> None:
+    """DescribeEndpoint's answer for the endpoint ``ep``, InService on ``config``."""
+    sagemaker.add_response(
+        "describe_endpoint",
+        {
+            "EndpointName": "ep",
+            "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep",
+            "EndpointConfigName": config,
+            "EndpointStatus": "InService",
+            "CreationTime": "2026-12-01T00:00:00Z",
+            "LastModifiedTime": "2026-12-01T00:00:00Z",
+            **answer,
+        },
+        {"EndpointName": "ep"},
+    )
+
+
 def stack_endpoint_config(cfn: Stubber) -> None:
     """DescribeStackResource's answer for the stack's endpoint config. CloudFormation's
     physical id of an endpoint config is its ARN, the name in lower case."""
@@ -685,18 +702,7 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
     session = _StubbedSession()
     cfn, sm = session.stubs["cloudformation"], session.stubs["sagemaker"]
     deployed_stack(cfn, EndpointName="ep", CreateEndpoint="true")
-    sm.add_response(
-        "describe_endpoint",
-        {
-            "EndpointName": "ep",
-            "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep",
-            "EndpointConfigName": "ep-rt-20261202120000-config",
-            "EndpointStatus": "InService",
-            "CreationTime": "2026-12-01T00:00:00Z",
-            "LastModifiedTime": "2026-12-02T12:30:00Z",
-        },
-        {"EndpointName": "ep"},
-    )
+    described_endpoint(sm, "ep-rt-20261202120000-config", LastModifiedTime="2026-12-02T12:30:00Z")
     stack_endpoint_config(cfn)
     sm.add_response(
         "describe_endpoint_config",
@@ -751,18 +757,7 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
     assert f"that changes the endpoint's settings ({listed})" in readme
     # The stack's own config served (CloudFormation's ARN, SageMaker's name): nothing to say.
     own = _StubbedSession()
-    own.stubs["sagemaker"].add_response(
-        "describe_endpoint",
-        {
-            "EndpointName": "ep",
-            "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep",
-            "EndpointConfigName": "SageMakerEndpointConfig-AbC123",
-            "EndpointStatus": "InService",
-            "CreationTime": "2026-12-01T00:00:00Z",
-            "LastModifiedTime": "2026-12-01T00:00:00Z",
-        },
-        {"EndpointName": "ep"},
-    )
+    described_endpoint(own.stubs["sagemaker"], "SageMakerEndpointConfig-AbC123")
     config = SamConfig(
         stack_name="scones",
         region=REGION,
@@ -781,18 +776,10 @@ def test_an_existing_endpoint_whose_variant_the_stack_does_not_name_is_warned_ab
 
     def described(variant: str) -> _StubbedSession:
         session = _StubbedSession()
-        session.stubs["sagemaker"].add_response(
-            "describe_endpoint",
-            {
-                "EndpointName": "ep",
-                "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep",
-                "EndpointConfigName": "ep-config",
-                "EndpointStatus": "InService",
-                "ProductionVariants": [{"VariantName": variant, "CurrentWeight": 1.0}],
-                "CreationTime": "2026-12-01T00:00:00Z",
-                "LastModifiedTime": "2026-12-01T00:00:00Z",
-            },
-            {"EndpointName": "ep"},
+        described_endpoint(
+            session.stubs["sagemaker"],
+            "ep-config",
+            ProductionVariants=[{"VariantName": variant, "CurrentWeight": 1.0}],
         )
         return session
 
