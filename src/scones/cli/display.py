@@ -22,6 +22,7 @@ from scones_core.records import (
     classified_status,
 )
 
+from scones.offline.executions import STOP_WAIT_SECONDS
 from scones.shown_text import shown
 
 STATUS_STYLES: dict[str, str] = {
@@ -61,6 +62,23 @@ def make_console(stderr: bool = False) -> Console:
     if not console.is_terminal:
         console = Console(stderr=stderr, width=140)
     return console
+
+
+# Said as a stack starts to stop: it first lets running executions end (OfflineStack.stop).
+STOPPING = (
+    "stopping the offline stack (running executions may take up to "
+    f"{STOP_WAIT_SECONDS:g} s to end; then its records are saved)..."
+)
+
+
+def print_saved(console: Console, stack: Any) -> None:
+    """Where a stopped stack saved its records (or why it could not), and what had none."""
+    if stack.saved_records is not None:
+        console.print(f"records saved to [bold]{stack.saved_records}[/]")
+    elif stack.save_error is not None:
+        console.print(f"[red]the records could not be saved:[/] {stack.save_error}")
+    if stack.unfinished:
+        console.print(f"[yellow]{stack.unfinished}[/]")
 
 
 def plain(value: object) -> Text:

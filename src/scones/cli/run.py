@@ -18,9 +18,11 @@ from scones_core.settings import parse_labels
 
 from scones.cli.arguments import check_writable_folder, file_or_folder, output_folder, seconds
 from scones.cli.display import (
+    STOPPING,
     exit_status,
     make_console,
     monitor_line,
+    print_saved,
     print_summary,
     records_table,
     summarise,
@@ -37,7 +39,6 @@ from scones.cli.stack_state import (
 )
 from scones.cli.up import IN_MEMORY_NOTE
 from scones.offline.client import StackClient, StackClientError, Upload
-from scones.offline.executions import STOP_WAIT_SECONDS
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -161,12 +162,9 @@ def _use(plan: _Plan, stack: Any, options: Any, console: Console) -> int:
     finally:
         # A second Ctrl-C or SIGTERM here is only recorded (stop_signals_interrupt).
         if sys.exc_info()[0] is not None:
-            console.print(
-                "stopping the offline stack (running executions may take up to "
-                f"{STOP_WAIT_SECONDS:g} s to end; then its records are saved)..."
-            )
+            console.print(STOPPING)
         stack.stop()
-        _report_saved(console, stack.saved_records, stack.save_error, stack.unfinished)
+        print_saved(console, stack)
     threshold = float(parameters["ConfidenceThreshold"])
     details = {
         "started_at": plan.started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -284,14 +282,3 @@ def _classify(
 def _print_monitor(console: Console, monitor: dict[str, Any]) -> None:
     if monitor:
         console.print("monitor: " + monitor_line(monitor), highlight=False, soft_wrap=True)
-
-
-def _report_saved(
-    console: Console, path: Path | None, error: str | None, unfinished: str | None = None
-) -> None:
-    if path is not None:
-        console.print(f"records saved to [bold]{path}[/]")
-    else:
-        console.print(f"[red]the records could not be saved:[/] {error}")
-    if unfinished:
-        console.print(f"[yellow]{unfinished}[/]")

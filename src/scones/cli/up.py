@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from scones.cli.arguments import check_writable_folder, output_folder
-from scones.cli.display import make_console, scones_command
+from scones.cli.display import STOPPING, make_console, print_saved, scones_command
 from scones.cli.env import export_lines
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.model_check import check_model_option
@@ -33,7 +33,6 @@ from scones.cli.stack_state import (
     write_state,
     write_stopped,
 )
-from scones.offline.executions import STOP_WAIT_SECONDS
 
 IN_MEMORY_NOTE = (
     "The offline stack lives in memory: its bucket, queues and results table are gone "
@@ -126,7 +125,7 @@ def _serve(
         raise CommandFailed(str(exc)) from exc
     if signals:  # stopped while it was starting: no banner, no state file
         stack.stop()
-        _print_saved(console, stack)
+        print_saved(console, stack)
         return 128 + signals[0]
     try:
         write_state(
@@ -141,28 +140,16 @@ def _serve(
         console.print(_instructions(stack, args.out))
         sys.stdout.flush()
         wait_for_signal(signals)
-        console.print(
-            "stopping the offline stack (running executions may take up to "
-            f"{STOP_WAIT_SECONDS:g} s to end; then its records are saved)..."
-        )
+        console.print(STOPPING)
     finally:
         stack.stop()
         write_stopped(os.getpid(), stack.saved_records, stack.save_error, stack.unfinished)
         clear_state(os.getpid())
-    _print_saved(console, stack)
+    print_saved(console, stack)
     # moto's state is hundreds of thousands of objects; the interpreter's final garbage
     # collection would walk them all (seconds after a few hundred images) for nothing.
     gc.freeze()
     return 0 if stack.saved_records is not None else 1
-
-
-def _print_saved(console: Any, stack: Any) -> None:
-    if stack.saved_records is not None:
-        console.print(f"records saved to [bold]{stack.saved_records}[/]")
-    elif stack.save_error is not None:
-        console.print(f"[red]the records could not be saved:[/] {stack.save_error}")
-    if stack.unfinished:
-        console.print(f"[yellow]{stack.unfinished}[/]")
 
 
 def wait_for_signal(received: list[int], poll_seconds: float = _STOP_POLL_SECONDS) -> int:
