@@ -86,6 +86,29 @@ def test_non_image_is_rejected_with_a_reason(stack: OfflineStack) -> None:
     assert "label" not in record
 
 
+def test_functions_log_at_the_log_level_parameter_as_lambda_passes_it(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    """With the JSON log format Lambda hands the function its application log level
+    (``AWS_LAMBDA_LOG_LEVEL``, INFO unless the config names one), and Powertools' Logger
+    obeys it before ``POWERTOOLS_LOG_LEVEL``: the template's LogLevel (WARNING) must reach
+    it, or every image would log an INFO line."""
+    lam = stack.client("lambda")
+    name = stack.function_name("ClassifyImageFunction")
+    variables = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+    assert variables["AWS_LAMBDA_LOG_LEVEL"] == "WARN"
+    assert variables["POWERTOOLS_LOG_LEVEL"] == stack.parameters["LogLevel"] == "WARNING"
+    log = stack.work_dir / "logs" / f"{name}.log"
+    before = log.stat().st_size if log.exists() else 0
+    path = confident_image(local_predictions, threshold)
+    record = one_record(stack, "loglevel/confident.png", path.read_bytes())
+    assert record["status"] == "ACCEPTED"
+    with log.open("rb") as lines:
+        lines.seek(before)
+        written = [json.loads(line) for line in lines if line.startswith(b"{")]
+    assert not [line for line in written if line.get("level") == "INFO"], written
+
+
 def test_a_png_without_an_image_suffix_is_judged_by_its_content(
     stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
 ) -> None:

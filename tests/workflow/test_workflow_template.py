@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -525,27 +526,46 @@ def test_sam_validate_lint_is_clean() -> None:
     assert "is a valid SAM Template" in result.stdout + result.stderr
 
 
+def with_optional_resources(path: Path) -> Path:
+    """The template with CreateEndpoint and EnableModelMonitor defaulting to "true": checkov
+    evaluates conditions with the defaults and silently skips what they leave out, which
+    would leave the endpoint, its role and Model Monitor unscanned."""
+    text = TEMPLATE.read_text()
+    for name in ("CreateEndpoint", "EnableModelMonitor"):
+        text, found = re.subn(
+            rf'(\n  {name}:\n    Type: String\n    Default: )"false"', r'\1"true"', text
+        )
+        assert found == 1, name
+    path.write_text(text)
+    return path
+
+
 @pytest.mark.slow
-def test_checkov_is_clean_and_every_skip_has_a_reason() -> None:
+def test_checkov_is_clean_and_every_skip_has_a_reason(tmp_path: Path) -> None:
     assert VENV_CHECKOV.exists(), "run scripts/bootstrap.sh --tools to install checkov"
-    result = run_tool(
-        [
-            str(VENV_CHECKOV),
-            "--file",
-            str(TEMPLATE),
-            "--file",
-            str(PROJECT_ROOT / "Dockerfile"),
-            "--framework",
-            "cloudformation",
-            "dockerfile",
-            "--output",
-            "json",
-        ]
-    )
-    report = json.loads(result.stdout)
-    reports = report if isinstance(report, list) else [report]
+    # One run per template: given both, checkov keeps one copy of each logical id.
+    reports: list[dict[str, Any]] = []
+    for files in (
+        [TEMPLATE, PROJECT_ROOT / "Dockerfile"],
+        [with_optional_resources(tmp_path / "template-with-endpoint.yaml")],
+    ):
+        command = [str(VENV_CHECKOV)]
+        for path in files:
+            command += ["--file", str(path)]
+        frameworks = ["cloudformation", "dockerfile"] if len(files) == 2 else ["cloudformation"]
+        result = run_tool([*command, "--framework", *frameworks, "--output", "json"])
+        report = json.loads(result.stdout)
+        reports += report if isinstance(report, list) else [report]
     failed = [c for r in reports for c in r["results"].get("failed_checks", [])]
     assert failed == [], [(c["check_id"], c["resource"]) for c in failed]
+    scanned = {
+        c["resource"]
+        for r in reports
+        for kind in ("passed_checks", "skipped_checks")
+        for c in r["results"].get(kind, [])
+    }
+    for resource in ("SageMakerModel", "SageMakerExecutionRole", "DataQualityJobDefinition"):
+        assert any(name.endswith(f".{resource}") for name in scanned), resource
     passed = sum(len(r["results"].get("passed_checks", [])) for r in reports)
     assert passed > 20
     for resource in load_template()["Resources"].values():
@@ -1022,6 +1042,67 @@ def test_the_gate_may_read_the_production_model_where_model_data_url_points(
     # Without ModelDataUrl only the stack's own bucket is readable.
     plain = role_statements(resolver_for(cfn), "RetrainingSageMakerRole")
     assert decide(plain, Request("s3:GetObject", obj)) == IMPLICIT_DENY
+
+
+def test_retraining_writes_only_its_runs_folders_never_the_gates_code() -> None:
+    """The gate's evaluation job runs the bundle at SourceBundleUri, which lies under
+    RetrainingPrefix too: a training job (or a package it installs) that could rewrite
+    it would judge its own candidate. Each run writes under its RunNames folder only."""
+    from scones_core.retraining.dataset import RunNames
+
+    cfn = transformed()
+    resolve = resolver_for(cfn)
+    bucket = f"arn:aws:s3:::{STACK}-{ACCOUNT}-{REGION}-images"
+    prefix = resolve.parameters["RetrainingPrefix"]
+    endpoint = resolve.parameters["EndpointName"]
+    run = RunNames.for_run(endpoint, datetime(2026, 12, 5, tzinfo=UTC), "r1")
+    bundle = cfn["Resources"]["RetrainingStateMachine"]["Properties"]["DefinitionSubstitutions"][
+        "SourceBundleUri"
+    ]
+    bundle_key = resolve.evaluate(bundle).split("/", 3)[3]
+    assert bundle_key.startswith(prefix)
+    for role in ("RetrainingSageMakerRole", "RetrainDatasetFunctionRole"):
+        statements = role_statements(resolve, role)
+        for key in (f"{run.base}/dataset/train.manifest", f"{run.base}/training/model.tar.gz"):
+            own = Request("s3:PutObject", f"{bucket}/{prefix}{key}")
+            assert decide(statements, own) == ALLOW, (role, key)
+        for key in (bundle_key, f"{prefix}other-endpoint-rt-1/x", "models/bicycle/model.tar.gz"):
+            other = Request("s3:PutObject", f"{bucket}/{key}")
+            assert decide(statements, other) == IMPLICIT_DENY, (role, key)
+    # Nor may the retraining role read a folder that no parameter names.
+    statements = role_statements(resolve, "RetrainingSageMakerRole")
+    unnamed = Request("s3:GetObject", f"{bucket}/models/bicycle-motorcycle/model.tar.gz")
+    assert decide(statements, unnamed) == IMPLICIT_DENY
+
+
+def test_the_endpoints_role_reads_only_the_prefixes_its_parameters_name() -> None:
+    """Model Monitor writes its reports where MonitoringReportsPrefix points and reads the
+    capture; a fixed ``monitoring/`` or ``models/`` folder would let it read whatever an
+    operator keeps there (uploads, if IncomingPrefix were one of them)."""
+    cfn = transformed()
+    overrides = {
+        "CreateEndpoint": "true",
+        "ModelDataUrl": "s3://artifacts/model.tar.gz",
+        "ModelImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
+        "MonitoringReportsPrefix": "mm/reports",
+    }
+    resolve = resolver_for(cfn, **overrides)
+    statements = role_statements(resolve, "SageMakerExecutionRole")
+    bucket = f"arn:aws:s3:::{STACK}-{ACCOUNT}-{REGION}-images"
+    capture = f"{bucket}/{resolve.parameters['DataCapturePrefix']}/scones/AllTraffic/x.jsonl"
+    assert decide(statements, Request("s3:GetObject", capture)) == ALLOW
+    report = f"{bucket}/mm/reports/x/constraint_violations.json"
+    assert decide(statements, Request("s3:PutObject", report)) == ALLOW
+    assert decide(statements, Request("s3:GetObject", "arn:aws:s3:::artifacts/model.tar.gz")) == (
+        ALLOW
+    )
+    for key in ("monitoring/anything.json", "models/upload.jpg", "incoming/photo.jpg"):
+        assert decide(statements, Request("s3:GetObject", f"{bucket}/{key}")) == IMPLICIT_DENY
+    # Only SageMaker of this account may take the role (the confused deputy).
+    [trust] = cfn["Resources"]["SageMakerExecutionRole"]["Properties"]["AssumeRolePolicyDocument"][
+        "Statement"
+    ]
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
 
 def test_model_monitor_may_read_its_baseline_where_the_parameter_points() -> None:

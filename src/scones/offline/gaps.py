@@ -235,7 +235,9 @@ GAPS: tuple[Gap, ...] = (
         "function logging config",
         "AWS::Lambda::Function",
         ("LoggingConfig",),
-        "dropped; offline each function logs to WORK_DIR/logs/FUNCTION.log",
+        "dropped; offline each function logs to WORK_DIR/logs/FUNCTION.log, and a JSON "
+        "LogFormat's application level reaches the function as AWS_LAMBDA_LOG_LEVEL, as "
+        "Lambda passes it (plan)",
         removed=False,
         fill="",
         kind=None,
@@ -380,6 +382,8 @@ def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
         kind = resource["Type"]
         props = resource.get("Properties", {})
         first_output = len(outputs)
+        if kind == "AWS::Lambda::Function":
+            _pass_application_log_level(props)
         for gap in _FILLED_BY_TYPE.get(kind, ()):
             if gap.kind == "layer_users":
                 for layer in props.pop("Layers", []):
@@ -412,6 +416,18 @@ def plan(cfn: dict[str, Any], definitions: dict[str, str]) -> Plan:
             else:
                 resource.pop("DependsOn")
     return result
+
+
+def _pass_application_log_level(props: dict[str, Any]) -> None:
+    """What Lambda does for a function that logs JSON: its application log level (INFO when
+    the config names none) reaches the code as ``AWS_LAMBDA_LOG_LEVEL``, with the format as
+    ``AWS_LAMBDA_LOG_FORMAT``. Powertools' Logger takes that level before its own."""
+    logging = props.get("LoggingConfig") or {}
+    if logging.get("LogFormat") != "JSON":
+        return
+    variables = props.setdefault("Environment", {}).setdefault("Variables", {})
+    variables["AWS_LAMBDA_LOG_LEVEL"] = logging.get("ApplicationLogLevel", "INFO")
+    variables["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
 
 
 def _subset(props: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
