@@ -573,13 +573,61 @@ def test_a_dead_letter_whose_execution_exists_is_deleted_without_a_second_start(
 
     report = aws.redriver().drain_dead_letters()
 
+    # The S3 event's first execution wrote the FAILED record: it ran.
     assert sorted((r.source, r.outcome) for r in report.replays) == [
-        (Source.S3_EVENT, Outcome.ALREADY_STARTED),
+        (Source.S3_EVENT, Outcome.ALREADY_RECORDED),
         (Source.WORKFLOW_FAILED, Outcome.ALREADY_STARTED),
     ]
     assert (report.messages_deleted, report.messages_left) == (2, 0)
     assert len(aws.executions()) == 2
     assert aws.visible_bodies() == []
+
+
+def test_a_dead_letter_whose_record_says_it_ran_is_deleted_without_a_start(aws: Aws) -> None:
+    """An Express execution cannot be described, so the execution's name proves nothing
+    there: the record does. A letter whose object is already classified (a redrive of the
+    records, or a duplicate delivery, got there first), or FAILED at the letter's own
+    attempt or later, is deleted and nothing is started, so nothing is paid for twice.
+    Only a record FAILED at an earlier attempt, or none, is replayed."""
+    done, reviewed, later, earlier, unrecorded = (
+        aws.upload(f"incoming/{n}.png") for n in ("done", "reviewed", "later", "earlier", "new")
+    )
+    aws.record(done, Status.ACCEPTED, attempt=1)
+    aws.record(reviewed, Status.REVIEWED, attempt=0)
+    aws.record(later, Status.FAILED, attempt=2)
+    aws.record(earlier, Status.FAILED, attempt=0)
+    bodies = [
+        workflow_failed(done, 0),
+        s3_event(done),
+        workflow_failed(reviewed, 0),
+        workflow_failed(later, 1),
+        workflow_failed(earlier, 0),
+        s3_event(unrecorded),
+    ]
+    for body in bodies:
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+
+    dry = aws.redriver().drain_dead_letters(dry_run=True)
+    assert dry.messages_deleted == 0 and len(aws.visible_bodies()) == len(bodies)
+    report = aws.redriver().drain_dead_letters()
+
+    rows = sorted((r.key, r.source, r.outcome, r.detail) for r in report.replays)
+    assert rows == [
+        ("incoming/done.png", Source.S3_EVENT, Outcome.ALREADY_RECORDED,
+         "already recorded as ACCEPTED (attempt 1)"),
+        ("incoming/done.png", Source.WORKFLOW_FAILED, Outcome.ALREADY_RECORDED,
+         "already recorded as ACCEPTED (attempt 1)"),
+        ("incoming/earlier.png", Source.WORKFLOW_FAILED, Outcome.STARTED, ""),
+        ("incoming/later.png", Source.WORKFLOW_FAILED, Outcome.ALREADY_RECORDED,
+         "already FAILED at attempt 2, not earlier: its own dead letter, or `scones redrive` "
+         "of the record, replays it"),
+        ("incoming/new.png", Source.S3_EVENT, Outcome.STARTED, ""),
+        ("incoming/reviewed.png", Source.WORKFLOW_FAILED, Outcome.ALREADY_RECORDED,
+         "already recorded as REVIEWED (attempt 0)"),
+    ]  # fmt: skip
+    assert (report.messages_deleted, report.messages_left) == (len(bodies), 0)
+    assert report.clean
+    assert set(aws.executions()) == {f"{earlier.execution_name}-r1", unrecorded.execution_name}
 
 
 def test_a_message_stays_when_its_replay_could_not_start(aws: Aws) -> None:

@@ -27,7 +27,12 @@ same against AWS and the offline stack.
   event, so it measures the same window (its metrics are published once per window,
   ``monitoring.published``); without it, or when it fails again, the message stays.
   Anything else is left on the queue and reported. A message is deleted only
-  after every replay it asks for was started or found already started.
+  after every replay it asks for was started or found already started, or its record
+  shows the replay would change nothing: a final status (a ``scones redrive`` of the
+  records, or a duplicate delivery, got there first), or FAILED at the letter's attempt
+  or a later one. An Express execution cannot be described, so without that look each
+  such letter would be classified again, paid for, and thrown away by the conditional
+  write.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ class RedriveError(ValueError):
 class Outcome(StrEnum):
     STARTED = "started"  # a new execution was started
     ALREADY_STARTED = "already_started"  # its execution exists: replayed before
+    ALREADY_RECORDED = "already_recorded"  # its record says it ran: nothing to replay
     WOULD_START = "would_start"  # dry run: would be started
     RAN = "ran"  # a failed monitor run was invoked again and succeeded
     LEFT = "left"  # a dead letter this redrive cannot replay: left on the queue
@@ -349,6 +355,32 @@ class Redriver:
         result = start_attempt(self.sfn, ref, self.settings, event_time, attempt)
         return Outcome.STARTED if result.started else Outcome.ALREADY_STARTED
 
+    def _recorded(self, ref: ObjectRef, attempt: int) -> str | None:
+        """Why replaying ``attempt`` of ``ref`` would change nothing, from its record
+        (read consistently): a final status, or FAILED at ``attempt`` or later. None when
+        it has no record, or the table is not known here."""
+        if self.dynamodb is None or not self.table_name:
+            return None
+        item = self.dynamodb.get_item(
+            TableName=self.table_name,
+            Key={PARTITION_KEY: {"S": ref.record_id}},
+            ProjectionExpression="#status, #attempt",
+            ExpressionAttributeNames={"#status": STATUS_ATTRIBUTE, "#attempt": ATTEMPT_ATTRIBUTE},
+            ConsistentRead=True,
+        ).get("Item")
+        if not item:
+            return None
+        status = item.get(STATUS_ATTRIBUTE, {}).get("S", "")
+        recorded = int(item.get(ATTEMPT_ATTRIBUTE, {}).get("N", "0"))
+        if status != Status.FAILED:
+            return f"already recorded as {status} (attempt {recorded})"
+        if recorded >= attempt:
+            return (
+                f"already FAILED at attempt {recorded}, not earlier: its own dead letter, "
+                "or `scones redrive` of the record, replays it"
+            )
+        return None
+
     def _execution_status(self, name: str) -> str | None:
         """The status of the (Standard) execution of this name; None when there is none."""
         try:
@@ -510,6 +542,10 @@ class Redriver:
                 message_id=message_id,
             )
             try:
+                recorded = self._recorded(letter.ref, attempt)
+                if recorded is not None:
+                    done = replace(base, outcome=Outcome.ALREADY_RECORDED, detail=recorded)
+                    return [done], not dry_run
                 outcome = self.replay(letter.ref, letter.event_time, attempt, dry_run=dry_run)
             except (ClientError, BotoCoreError) as exc:
                 return [replace(base, detail=str(exc))], False
@@ -581,6 +617,20 @@ class Redriver:
             )
             left = Replay(Source.S3_EVENT, Outcome.LEFT, detail=reason, message_id=message_id)
             return [left], False
+        try:
+            recorded = {image.ref: self._recorded(image.ref, 0) for image in here}
+        except (ClientError, BotoCoreError) as exc:
+            return failure(Outcome.ERROR, exc)
+        if all(why is not None for why in recorded.values()):
+            # Every object it announces has its record: its first execution ran after all.
+            replays = [
+                replace(
+                    self._notification_replay(ref, Outcome.ALREADY_RECORDED, message_id),
+                    detail=str(why),
+                )
+                for ref, why in recorded.items()
+            ]
+            return replays, not dry_run
         if dry_run:
             replays = []
             for image in here:

@@ -23,6 +23,7 @@ from scones_core.redrive import Outcome, RedriveError, Redriver, RedriveReport, 
 from scones.cli.arguments import refuse_deployed_options
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state
+from scones.shown_text import shown
 
 # The stack outputs the redrive needs (template.yaml's Outputs).
 TABLE_OUTPUT = "ResultsTableName"
@@ -229,6 +230,7 @@ def redrive_command(args: argparse.Namespace) -> int:
 _LABELS = {
     Outcome.STARTED: "started",
     Outcome.ALREADY_STARTED: "already replayed",
+    Outcome.ALREADY_RECORDED: "already recorded",
     Outcome.WOULD_START: "would start",
     Outcome.RAN: "ran again",
     Outcome.LEFT: "left on the queue",
@@ -238,12 +240,13 @@ _LABELS = {
 
 def print_report(report: RedriveReport, where: str, *, dead_letters: bool, dry_run: bool) -> None:
     for replay in report.replays:
-        what = replay.key or f"message {replay.message_id}"
+        # Keys and details (which may quote a key or a message) as text a person is shown.
+        what = shown(replay.key) if replay.key else f"message {replay.message_id}"
         line = f"{_LABELS[replay.outcome]:<17} {replay.source:<15} {what}"
         if replay.execution_name:
             line += f"  attempt {replay.attempt}  {replay.execution_name}"
         if replay.detail:
-            line += f"  ({replay.detail})"
+            line += f"  ({shown(replay.detail)})"
         print(line)
     counts = report.counts()
     summary = (
