@@ -394,14 +394,38 @@ def stack_facts(cloudformation: Any, stack_name: str) -> tuple[dict[str, str], d
     return outputs, parameters
 
 
+def model_problem(model_dir: Path, parameters: Mapping[str, str], how: str) -> str | None:
+    """Why the model in ``model_dir`` does not fit a stack with these parameters (the
+    template's defaults fill the rest): its classes in another order than ``ModelLabels``,
+    or an input size other than ``ModelInputSize``. Nothing on AWS would say so."""
+    from scones_core.settings import parse_labels
+
+    from scones.model.artifact import ModelArtifactError, ModelManifest, stack_mismatches
+
+    def value(name: str) -> str:
+        return parameters.get(name) or parameter_default(name)
+
+    try:
+        manifest = ModelManifest.load(model_dir)
+        labels = parse_labels(value("ModelLabels"))
+    except (ModelArtifactError, ValueError) as exc:
+        return f"the model at {model_dir} cannot be checked against the stack: {exc}"
+    problems = stack_mismatches(manifest, labels, value("ModelInputSize"), how=how)
+    return f"the model at {model_dir}: " + "; and ".join(problems) if problems else None
+
+
 def publish_baseline(
     session: Any, stack_name: str, model_dir: Path = DEFAULT_MODEL_DIR
 ) -> dict[str, str]:
-    """Upload the model's baseline to where the stack's monitor reads it."""
+    """Upload the model's baseline to where the stack's monitor reads it, once the model
+    is known to fit the deployed stack's ``ModelLabels`` and ``ModelInputSize``."""
     baseline = model_dir / BASELINE_FILE
     if not baseline.is_file():
         raise DeployError(f"{baseline} is missing: the model folder holds no baseline")
     outputs, parameters = stack_facts(session.client("cloudformation"), stack_name)
+    problem = model_problem(model_dir, parameters, how="deploy the stack with")
+    if problem:
+        raise DeployError(f"{problem}. The baseline was not published.")
     if "ImageBucketName" not in outputs:
         raise DeployError(
             f"stack {stack_name} has no ImageBucketName output: is it this project, and did "

@@ -7,6 +7,7 @@ output (ImageBucketName) and parameter (BaselineKey) that a stack on AWS has.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shlex
@@ -23,6 +24,7 @@ from moto import mock_aws
 from scones.costs.workflow import load_workflow
 from scones.deploy import (
     NO_CREDENTIALS,
+    DeployError,
     SamConfig,
     SamConfigError,
     bucket_name_problem,
@@ -175,6 +177,36 @@ def test_deploy_baseline_follows_a_baseline_key_given_at_deploy_time(aws: boto3.
     )
     result = publish_baseline(aws, "scones-other", MODEL)
     assert result["baseline"].endswith("/baselines/current.json")
+
+
+def test_deploy_baseline_refuses_a_model_the_deployed_stack_would_misread(
+    aws: boto3.Session,
+) -> None:
+    """The deployed stack's own parameters decide: a model of another input size (or class
+    order) gets no baseline, and the refusal says how to fix the stack."""
+    bucket = "scones-deploy-123456789012-us-east-1-images"
+    cfn = aws.client("cloudformation")
+    cfn.create_stack(
+        StackName="scones-sized",
+        TemplateBody=json.dumps(
+            {
+                "Parameters": {"ModelInputSize": {"Type": "String"}},
+                "Resources": {
+                    "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": bucket}}
+                },
+                "Outputs": {"ImageBucketName": {"Value": bucket}},
+            }
+        ),
+        Parameters=[{"ParameterKey": "ModelInputSize", "ParameterValue": "96x96"}],
+    )
+    with pytest.raises(DeployError) as raised:
+        publish_baseline(aws, "scones-sized", MODEL)
+    assert (
+        "it takes 32x32 images, but the stack's ModelInputSize is 96x96" in str(raised.value)
+        and "deploy the stack with ModelInputSize=32x32" in str(raised.value)
+        and str(raised.value).endswith("The baseline was not published.")
+    )
+    assert aws.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
 def test_deploy_baseline_names_a_missing_stack(aws: boto3.Session) -> None:
@@ -595,6 +627,18 @@ def test_deploy_preflight_stops_on_a_stack_name_the_bucket_cannot_take(
         ({"EndpointTimeoutSeconds": "7"}, "EndpointTimeoutSeconds='7' is not one of"),
         ({"RetryMaxAttempts": "three"}, "RetryMaxAttempts='three'"),
         ({"RetryMaxAttempts": "4", "EndpointTimeoutSeconds": "10"}, "past an Express execution"),
+        # The model whose baseline deploy-baseline publishes must fit the stack: nothing on
+        # AWS would say so (the offline stack refuses the same, `check_model`).
+        (
+            {"ModelInputSize": "64x64"},
+            "takes 32x32 images, but the stack's ModelInputSize is 64x64: the workflow would "
+            "resize every image to that size and the server again to the model's",
+        ),
+        (
+            {"ModelLabels": "motorcycle,bicycle"},
+            "it answers bicycle,motorcycle, in that order, but the stack's ModelLabels is "
+            "motorcycle,bicycle",
+        ),
     ],
 )
 def test_deploy_preflight_names_overrides_cloudformation_or_express_would_refuse(

@@ -105,11 +105,13 @@ def run_preflight(args: argparse.Namespace) -> int:
     import botocore.exceptions
 
     from scones.deploy import (
+        DEFAULT_MODEL_DIR,
         DeployError,
         bucket_name_problem,
         capture_retention_problem,
         concurrency_problem,
         express_time_problem,
+        model_problem,
         preflight,
     )
     from scones.template_params import ParameterError, resolve_parameters
@@ -137,6 +139,10 @@ def run_preflight(args: argparse.Namespace) -> int:
     except ParameterError as exc:
         raise CommandError(f"sam deploy's parameter_overrides: {exc}") from exc
     if problem := express_time_problem(config.parameter_overrides):
+        raise CommandError(problem)
+    # The model whose baseline deploy-baseline publishes after sam deploy.
+    how = "set in sam deploy's parameter_overrides"
+    if problem := model_problem(DEFAULT_MODEL_DIR, config.parameter_overrides, how):
         raise CommandError(problem)
     if problem := capture_retention_problem(config.parameter_overrides):
         raise CommandError(problem)

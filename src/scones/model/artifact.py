@@ -122,6 +122,34 @@ _MANIFEST_KEYS = {"name", "version", "labels", "input_size", "onnx_sha256"}
 _MAX_INPUT_SIDE = 4096
 
 
+def stack_mismatches(
+    manifest: ModelManifest, labels: tuple[str, ...], model_input_size: str, *, how: str
+) -> list[str]:
+    """Where a stack's ``ModelLabels`` and ``ModelInputSize`` disagree with the model it
+    serves, each with its fix (``how`` a parameter is set, e.g. ``pass --param``). Both
+    fail without an error anywhere: the workflow names a class by its position in the
+    answer, and it resizes to ``ModelInputSize`` before the server resizes to the model's
+    own size, so the model would see other pixels than it was trained on."""
+    problems: list[str] = []
+    if manifest.labels != labels:
+        problems.append(
+            f"it answers {','.join(manifest.labels)}, in that order, but the stack's "
+            f"ModelLabels is {','.join(labels)}: every record would name its class by "
+            f"position; {how} ModelLabels={','.join(manifest.labels)} or use a model "
+            f"trained on {','.join(labels)}"
+        )
+    height, width = manifest.input_size
+    if model_input_size.lower() != f"{width}x{height}":
+        problems.append(
+            f"it takes {width}x{height} images, but the stack's ModelInputSize is "
+            f"{model_input_size}: the workflow would resize every image to that size and "
+            "the server again to the model's, so the model would see other pixels than it "
+            f"was trained on; {how} ModelInputSize={width}x{height} or use a model that "
+            f"takes {model_input_size}"
+        )
+    return problems
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

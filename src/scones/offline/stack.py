@@ -117,6 +117,7 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
         ModelArtifactError,
         ModelManifest,
         checked_graph,
+        stack_mismatches,
     )
     from scones.template_params import ParameterError, resolve_parameters
 
@@ -137,23 +138,9 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
         checked_graph(directory, manifest)
     except ModelArtifactError as exc:
         raise StackError(f"the model at {directory} cannot be served: {exc}") from None
-    if manifest.labels != labels:
-        raise StackError(
-            f"the model at {directory} answers {','.join(manifest.labels)}, in that order, "
-            f"but the stack's ModelLabels is {','.join(labels)}: every record would name "
-            "its class by position; pass --param ModelLabels="
-            f"{','.join(manifest.labels)} or a model trained on {','.join(labels)}"
-        )
-    height, width = manifest.input_size
-    if parameters["ModelInputSize"].lower() != f"{width}x{height}":
-        raise StackError(
-            f"the model at {directory} takes {width}x{height} images, but the stack's "
-            f"ModelInputSize is {parameters['ModelInputSize']}: the workflow would resize "
-            "every image to that size and the server again to the model's, so the model "
-            "would see other pixels than it was trained on; pass --param "
-            f"ModelInputSize={width}x{height} or a model that takes "
-            f"{parameters['ModelInputSize']}"
-        )
+    problems = stack_mismatches(manifest, labels, parameters["ModelInputSize"], how="pass --param")
+    if problems:
+        raise StackError(f"the model at {directory}: " + "; and ".join(problems))
 
 
 class OfflineStack:
