@@ -195,3 +195,49 @@ def test_serve_on_a_host_that_is_no_name_says_so(
     code, err = scones(capsys, "serve", "--host", host, "--port", "0")
     assert code == 2, err
     assert f"scones: error: cannot listen on {host!r}: not a host name" in err
+
+
+@pytest.fixture
+def not_aws() -> Iterator[str]:
+    """An HTTP server that answers every request with an HTML page, as a proxy's login page
+    or the model server's URL given by mistake as the AWS endpoint would."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>sign in to the proxy</html>")
+
+        do_GET = do_POST
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_endpoint_that_does_not_answer_as_aws_and_a_value_that_is_not_utf8_are_named(
+    not_aws: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    where = ["--endpoint-url", not_aws, "--region", "us-east-1"]
+
+    code, err = scones(capsys, "redrive", "--stack", "scones", *where)
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("scones: error: the AWS endpoint's answer is not an AWS API answer")
+    assert "sign in to the proxy" in err
+
+    # A shell passes bytes that are not UTF-8 as they are; Python keeps them as surrogates.
+    code, err = scones(capsys, "redrive", "--stack", "scones\udcff", *where)
+    assert code == 2 and "Traceback" not in err
+    assert "is not UTF-8 text" in err and "AWS configuration" not in err

@@ -447,6 +447,20 @@ def test_cost_refuses_measurements_it_cannot_price(
     error = capsys.readouterr().err
     assert "upload_bytes_mean is None, not a number" in error and "functions is missing" in error
     assert "Traceback" not in error
+    # The serverless line reads ClassifyImage's wall time; log bytes are per invocation.
+    functions = measured["kinds"]["photo"]["functions"]
+    classify = dict(functions["ClassifyImageFunction"])
+    serialize["peak_rss_mb"] = 50
+    for change, named in (
+        ({"wall_ms": {"mean": -5000}}, "ClassifyImageFunction.wall_ms.mean is -5000"),
+        ({"wall_ms": "x"}, "ClassifyImageFunction.wall_ms is 'x', not a summary of timings"),
+        ({"invocations": 0}, "ClassifyImageFunction.invocations is 0: nothing was measured"),
+    ):
+        functions["ClassifyImageFunction"] = classify | change
+        broken.write_text(json.dumps(measured))
+        assert main(["cost", "--measurements", str(broken)]) == 2
+        error = capsys.readouterr().err
+        assert named in error and "Traceback" not in error
     assert main(["cost", "--param", "SerializeImageFunction.MemorySize=\u00b2"]) == 2
     assert "MemorySize='\u00b2': Lambda's MemorySize is 128" in capsys.readouterr().err
     # An instance type without a price was priced as ml.m5.large, labelled ml.m5.large.

@@ -75,7 +75,7 @@ def _measurements(path: Path, kind: str) -> dict[str, Any]:
             f"{path} has no measurements of {kind} uploads; run `scones bench handlers` to "
             "write them"
         )
-    problems = _measurement_problems(kinds[kind])
+    problems = _measurement_problems(kinds[kind]) + _monthly_problems(measured)
     measured_on = measured.get("measured_on")
     if not isinstance(measured_on, str) or not measured_on.strip():
         problems.insert(0, f"measured_on is {measured_on!r}, not the date it was measured")
@@ -94,15 +94,21 @@ _FUNCTION_FIELDS = ("invocations", "cpu_ms_mean", "peak_rss_mb", "log_bytes")
 _FUNCTIONS = ("StartWorkflowFunction", "SerializeImageFunction", "ClassifyImageFunction")
 
 
+def _not_a_measurement(where: str, value: Any) -> list[str]:
+    """A number a measurement cannot be (not a number, negative, NaN, infinite), named."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return [f"{where} is {value!r}, not a number"]
+    if not math.isfinite(value) or value < 0:
+        return [f"{where} is {value!r}; a measurement is a finite number >= 0"]
+    return []
+
+
 def _measurement_problems(data: dict[str, Any]) -> list[str]:
     """Missing fields, and numbers a measurement cannot be (negative, NaN, infinite)."""
     problems: list[str] = []
 
     def number(where: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append(f"{where} is {value!r}, not a number")
-        elif not math.isfinite(value) or value < 0:
-            problems.append(f"{where} is {value!r}; a measurement is a finite number >= 0")
+        problems.extend(_not_a_measurement(where, value))
 
     number("upload_bytes_mean", data.get("upload_bytes_mean"))
     item = data.get("record_item_bytes")
@@ -124,8 +130,31 @@ def _measurement_problems(data: dict[str, Any]) -> list[str]:
             continue
         for field in _FUNCTION_FIELDS:
             number(f"functions.{name}.{field}", fn.get(field))
+        if fn.get("invocations") == 0:
+            problems.append(f"functions.{name}.invocations is 0: nothing was measured")
+        wall = fn.get("wall_ms")
+        if not isinstance(wall, dict):
+            problems.append(f"functions.{name}.wall_ms is {wall!r}, not a summary of timings")
+        else:
+            number(f"functions.{name}.wall_ms.mean", wall.get("mean"))
         if fn.get("messages_per_invocation") is not None:  # None: one message each
             number(f"functions.{name}.messages_per_invocation", fn["messages_per_invocation"])
+    return problems
+
+
+def _monthly_problems(measured: dict[str, Any]) -> list[str]:
+    """What the monthly lines read: the custom metrics published and the monitor's run."""
+    problems: list[str] = []
+    metrics = measured.get("custom_metrics")
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        problems.append(f"custom_metrics is {metrics!r}, not the list of metrics published")
+    monitor = measured.get("monitor")
+    wall = monitor.get("wall_ms") if isinstance(monitor, dict) else None
+    if not isinstance(monitor, dict) or not isinstance(wall, dict):
+        problems.append("monitor is missing (the monitor's measured run)")
+    else:
+        problems += _not_a_measurement("monitor.wall_ms.mean", wall.get("mean"))
+        problems += _not_a_measurement("monitor.log_bytes", monitor.get("log_bytes"))
     return problems
 
 
@@ -169,6 +198,7 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 def _run(args: argparse.Namespace) -> int:
     from scones.costs import prices
+    from scones.costs.fixed import fixed_monthly
     from scones.costs.model import Settings, estimate, original_project
     from scones.costs.workflow import (
         EXPRESS_LIMIT_SECONDS,
@@ -194,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
         for wf in ("STANDARD", "EXPRESS")
         for ep in ("realtime", "serverless")
     }
+    monthly = fixed_monthly(measured, overrides)
     worst, path = worst_case_seconds(load_workflow(overrides))
     settings = Settings.from_template(overrides)
     if args.json:
@@ -204,6 +235,7 @@ def _run(args: argparse.Namespace) -> int:
                     for name, est in {
                         **columns,
                         **{f"{w}-{e}": v for (w, e), v in endpoints.items()},
+                        "fixed-monthly": monthly,
                     }.items()
                 },
                 indent=2,
@@ -232,6 +264,8 @@ def _run(args: argparse.Namespace) -> int:
     ):
         std, exp = endpoints[("STANDARD", ep)], endpoints[("EXPRESS", ep)]
         print(f"{label:<36}{std.total:>12.2f}{exp.total:>12.2f}")
+    print()
+    _print_monthly(monthly)
     print()
     print(
         f"Slowest path that still records: {worst:.0f} s "
@@ -279,6 +313,15 @@ def _print_columns(columns: dict[str, Any]) -> None:
         "* not in the $3 target: the uploader's PUT, and storage, which is per month kept "
         "(UploadRetentionDays, how long records are kept), not per image processed"
     )
+
+
+def _print_monthly(monthly: Any) -> None:
+    """The lines that do not grow with the images: what a quiet month still costs."""
+    print(f"{monthly.title} (USD a month, before the free tier; not in the table above):")
+    width = max(len(line.item) for line in monthly.lines) + 2
+    for line in monthly.lines:
+        print(f"{line.item:<{width}}{line.usd:>8.2f}   {line.basis}")
+    print(f"{'total':<{width}}{monthly.total:>8.2f}")
 
 
 def _print_sweep(measured: dict[str, Any], kind: str, overrides: dict[str, str]) -> None:

@@ -76,6 +76,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if type(exc).__module__ == "botocore.exceptions":
             print(f"scones: error: {exc}", file=sys.stderr)
             return 1
+        if type(exc).__module__ == "botocore.parsers":
+            # An answer that is not AWS's (a proxy's page, the model server's URL given
+            # as --endpoint-url or AWS_ENDPOINT_URL).
+            print(
+                f"scones: error: the AWS endpoint's answer is not an AWS API answer (is the "
+                f"endpoint URL an AWS API's?): {exc}",
+                file=sys.stderr,
+            )
+            return 1
+        if isinstance(exc, UnicodeEncodeError) and _botocore_config_error(exc):
+            # Python keeps bytes of an argument that are not UTF-8 as lone surrogates,
+            # which no AWS request can carry.
+            print(
+                "scones: error: a value sent to AWS (a key, prefix, stack or bucket name) is "
+                f"not UTF-8 text: {exc}",
+                file=sys.stderr,
+            )
+            return 2
         if not _botocore_config_error(exc):
             raise
         print(
