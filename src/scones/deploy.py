@@ -24,6 +24,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from scones_core.json_text import NotJSON, load_json
+from scones_core.monitoring.drift import Baseline, BaselineError
 from scones_core.objects import is_bucket_name
 
 from scones.cli.errors import CommandError
@@ -422,6 +424,15 @@ def publish_baseline(
     baseline = model_dir / BASELINE_FILE
     if not baseline.is_file():
         raise DeployError(f"{baseline} is missing: the model folder holds no baseline")
+    body = baseline.read_bytes()
+    try:
+        Baseline.from_json(load_json(body))
+    except (NotJSON, BaselineError) as exc:
+        # The monitor would log it as unusable every hour and compute no drift.
+        raise DeployError(
+            f"{baseline} is not a baseline the monitor can use ({exc}); `scones train` writes "
+            "one beside the model. The baseline was not published."
+        ) from exc
     outputs, parameters = stack_facts(session.client("cloudformation"), stack_name)
     problem = model_problem(model_dir, parameters, how="deploy the stack with")
     if problem:
@@ -433,7 +444,6 @@ def publish_baseline(
         )
     bucket = outputs["ImageBucketName"]
     key = parameters.get("BaselineKey") or parameter_default("BaselineKey")
-    body = baseline.read_bytes()
     session.client("s3").put_object(
         Bucket=bucket, Key=key, Body=body, ContentType="application/json"
     )

@@ -209,6 +209,39 @@ def test_deploy_baseline_refuses_a_model_the_deployed_stack_would_misread(
     assert aws.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (b"junk", "is not a baseline the monitor can use (not JSON: Expecting value"),
+        (b'{"labels": {"bicycle": 5}}', "the baseline is incomplete or mistyped"),
+    ],
+)
+def test_deploy_baseline_refuses_a_file_the_monitor_could_not_use(
+    aws: boto3.Session,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+    named: str,
+) -> None:
+    """The monitor would log an unusable baseline every hour and compute no drift: the
+    deploy step says so instead, before anything is uploaded."""
+    import shutil
+
+    from scones.cli.main import main
+
+    model = tmp_path / "model"
+    shutil.copytree(MODEL, model)
+    (model / "baseline.json").write_bytes(content)
+    with pytest.raises(DeployError) as raised:
+        publish_baseline(aws, "scones-any", model)
+    assert named in str(raised.value) and "was not published" in str(raised.value)
+    # A folder without one is a usage error, named before any AWS call.
+    (model / "baseline.json").unlink()
+    assert main(["deploy-baseline", "--stack", "scones", "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert f"--model {model}: no baseline.json there" in err
+
+
 def test_deploy_baseline_names_a_missing_stack(aws: boto3.Session) -> None:
     with pytest.raises(Exception, match="stack nowhere was not found: deploy it first"):
         publish_baseline(aws, "nowhere", MODEL)

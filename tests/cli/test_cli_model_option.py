@@ -5,6 +5,7 @@ starting or, worse, runs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -58,6 +59,12 @@ def spoil(model: Path, how: str) -> str:
     if how == "no graph":
         (model / "model.onnx").unlink()
         return "model graph not found"
+    if how == "truncated graph, its digest updated":
+        graph = model / "model.onnx"
+        graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+        manifest["onnx_sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
+        (model / "model.json").write_text(json.dumps(manifest))
+        return "is not a graph onnxruntime can load"
     (model / "model.json").write_text(json.dumps({**manifest, "labels": "bicycle"}))
     return "labels must be a list of 2+ names"
 
@@ -65,7 +72,15 @@ def spoil(model: Path, how: str) -> str:
 @pytest.mark.parametrize(
     ("command", "how"),
     [(command, "swapped labels") for command in sorted(COMMANDS)]
-    + [("run", how) for how in ("other graph", "no graph", "bad manifest")],
+    + [
+        ("run", how)
+        for how in (
+            "other graph",
+            "no graph",
+            "truncated graph, its digest updated",
+            "bad manifest",
+        )
+    ],
 )
 def test_an_unservable_model_is_refused_before_the_stack_starts(
     tmp_path: Path, command: str, how: str

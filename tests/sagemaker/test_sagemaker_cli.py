@@ -58,7 +58,10 @@ def s3(clients: dict[str, Any]) -> Iterator[Any]:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
-    code = main(["sagemaker", *argv])
+    try:
+        code = main(["sagemaker", *argv])
+    except SystemExit as exc:  # argparse's own refusals
+        code = int(exc.code or 0)
     captured = capsys.readouterr()
     return code, (json.loads(captured.out) if code == 0 else None), captured.err
 
@@ -529,6 +532,15 @@ TRAIN_SCRIPT = (
         (
             (*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--endpoint-name", "Bad_Name"),
             "invalid SageMaker name",
+        ),
+        # A variant is named like any SageMaker resource: refused before CreateModel.
+        (
+            (*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--variant-name", "bad variant!"),
+            "invalid SageMaker name 'bad variant!'",
+        ),
+        (
+            (*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--instance-count", "0"),
+            "argument --instance-count: 0 is not at least 1",
         ),
         (
             ("deploy", "--role-arn", ROLE_ARN, "--image-uri", SERVING_IMAGE, "--no-capture"),

@@ -162,8 +162,11 @@ def run_preflight(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
-    from scones.deploy import DEFAULT_MODEL_DIR, DeployError, publish_baseline
+    from scones.deploy import BASELINE_FILE, DEFAULT_MODEL_DIR, DeployError, publish_baseline
 
+    model = args.model or DEFAULT_MODEL_DIR
+    if not (model / BASELINE_FILE).is_file():
+        raise CommandError(f"--model {model}: no {BASELINE_FILE} there (a model folder holds one)")
     session, stack, config = _context(args)
     if config.guided:
         print(
@@ -173,7 +176,7 @@ def run_baseline(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        result = publish_baseline(session, stack, args.model or DEFAULT_MODEL_DIR)
+        result = publish_baseline(session, stack, model)
     except DeployError as exc:
         raise CommandFailed(str(exc)) from exc
     result["stack"] = stack

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from scones.cli.arguments import file_or_folder, output_folder
+from scones.cli.arguments import file_or_folder, output_folder, whole_between
 from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import PROJECT_ROOT
 
@@ -46,7 +46,10 @@ def register(subparsers: Any) -> None:
         help="share of each class held out from CIFAR's train split (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the validation split (default: %(default)s)"
+        "--seed",
+        type=whole_between(0, 2**32 - 1),
+        default=0,
+        help="seed of the validation split (default: %(default)s)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a previous output in --out"

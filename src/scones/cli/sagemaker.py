@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import file_or_folder, hyperparameters
+from scones.cli.arguments import file_or_folder, hyperparameters, positive_int
 from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import TEMPLATE_PATH, parameter_default
 
@@ -94,10 +94,15 @@ def _job(parser: argparse.ArgumentParser, instance_type: str, prefix: str) -> No
         help="where SageMaker writes <job>/output/model.tar.gz",
     )
     parser.add_argument("--instance-type", default=instance_type, help="training instance type")
-    parser.add_argument("--instance-count", type=int, default=1, help="training instances")
-    parser.add_argument("--volume-size-gb", type=int, default=30, help="storage per instance")
+    parser.add_argument("--instance-count", type=positive_int, default=1, help="training instances")
     parser.add_argument(
-        "--max-runtime-seconds", type=int, default=3 * 3600, help="the job is stopped after this"
+        "--volume-size-gb", type=positive_int, default=30, help="storage per instance"
+    )
+    parser.add_argument(
+        "--max-runtime-seconds",
+        type=positive_int,
+        default=3 * 3600,
+        help="the job is stopped after this",
     )
     parser.add_argument("--job-name-prefix", default=prefix, help="job name = <prefix>-<UTC time>")
     parser.add_argument(
@@ -141,16 +146,18 @@ def register(subparsers: Any) -> None:
         type=file_or_folder,
         help="count num_training_samples from <dir>/train.lst (default: build/data)",
     )
-    builtin.add_argument("--epochs", type=int, default=30)
+    builtin.add_argument("--epochs", type=positive_int, default=30)
     builtin.add_argument("--learning-rate", type=float, default=0.1)
-    builtin.add_argument("--mini-batch-size", type=int, default=32)
+    builtin.add_argument("--mini-batch-size", type=positive_int, default=32)
     builtin.add_argument(
         "--use-pretrained-model", action="store_true", help="start from ImageNet weights"
     )
     builtin.add_argument(
         "--augmentation-type", choices=("crop", "crop_color", "crop_color_transform")
     )
-    builtin.add_argument("--num-layers", type=int, help="ResNet depth (algorithm default if unset)")
+    builtin.add_argument(
+        "--num-layers", type=positive_int, help="ResNet depth (algorithm default if unset)"
+    )
     builtin.set_defaults(handler=_handle(train_builtin))
 
     script = commands.add_parser(
@@ -208,7 +215,7 @@ def register(subparsers: Any) -> None:
     )
     deploy.add_argument(
         "--instance-count",
-        type=int,
+        type=positive_int,
         help="endpoint instances (default: EndpointInstanceCount in template.yaml)",
     )
     deploy.add_argument(
@@ -450,10 +457,13 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
         "--instance-type",
         f"no EndpointInstanceType default in {TEMPLATE_PATH}",
     )
-    variant = _require(
-        args.variant_name or _template_default("EndpointVariantName"),
-        "--variant-name",
-        f"no EndpointVariantName default in {TEMPLATE_PATH}",
+    # A variant is named like any SageMaker resource (ProductionVariant.VariantName).
+    variant = check_name(
+        _require(
+            args.variant_name or _template_default("EndpointVariantName"),
+            "--variant-name",
+            f"no EndpointVariantName default in {TEMPLATE_PATH}",
+        )
     )
     instance_count = int(
         _require(
