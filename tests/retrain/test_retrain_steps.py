@@ -464,6 +464,10 @@ def test_gate_refuses_to_compare_unlike_reports() -> None:
     accepts_half_yet_none["at_threshold"]["coverage"] = 0.5
     with pytest.raises(EvaluationReportError, match="does not add up"):
         judge({**base, "threshold": 0.9, "candidate": accepts_half_yet_none}, RULES)
+    # 40 images, but only 4 of them in its classes: its recalls say nothing of the rest.
+    lost = report("new", 1, 1, support={"bicycle": 2, "motorcycle": 2})
+    with pytest.raises(EvaluationReportError, match=r"does not add up: 40 images \(4 in its"):
+        judge({**base, "threshold": 0.9, "candidate": lost}, RULES)
     for not_a_report, kind in (([base], "list"), ("passed", "str"), (None, "NoneType")):
         with pytest.raises(EvaluationReportError, match=f"a JSON {kind}, not an object"):
             judge(not_a_report, RULES)  # type: ignore[arg-type]

@@ -357,6 +357,9 @@ ENDPOINT = EndpointSettings(endpoint_name="scones-test", labels=LABELS, timeout_
         ("ThrottlingException", 400, errors.EndpointThrottled),
         ("ServiceUnavailable", 503, errors.EndpointUnavailable),
         ("InternalFailure", 500, errors.EndpointUnavailable),
+        # A code not listed is sorted by its status: any 5XX, 500 itself included, is retried.
+        ("SomethingNew", 500, errors.EndpointUnavailable),
+        ("SomethingNew", 499, errors.EndpointRejectedRequest),
         ("ModelNotReadyException", 429, errors.EndpointUnavailable),
         ("ValidationError", 400, errors.EndpointRejectedRequest),
         ("ModelError", 424, errors.EndpointRejectedRequest),
