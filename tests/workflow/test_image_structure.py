@@ -10,6 +10,8 @@ import zlib
 
 import pytest
 from conftest import SAMPLES, template_limits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from image_catalog import (
     CAMERA_EXIF,
     bmp_rle,
@@ -482,3 +484,28 @@ def test_restart_markers_of_whole_jpegs_are_all_there(mode: str, size: tuple[int
         data = encode(image, "JPEG", **options)
         assert jpeg_layout(data).short_scan is None, options
         assert decode_image(data, LIMITS).image.size == size
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"\x12", b"\x00", b"\xff", b"\xff\x00", b"\xff\xd3", b"\xff\xd7", b"\xff\xff"]
+            + [bytes((0xFF, m)) for m in (0xD0, 0xD8, 0xC0)]
+        ),
+        max_size=60,
+    ),
+    st.integers(0, 8),
+    st.integers(0, 8),
+)
+def test_restart_markers_are_counted_exactly_whatever_the_bytes_around_them(
+    pieces: list[bytes], cut_start: int, cut_end: int
+) -> None:
+    """The two-pass shortcut (no RST marker when every 0xFF is stuffed) counts what a
+    count per marker counts, for any bytes and any bounds, a 0xFF at either edge too."""
+    from scones_core.image_structure import _RESTARTS, _restart_markers
+
+    data = b"".join(pieces)
+    start, stop = min(cut_start, len(data)), max(0, len(data) - cut_end)
+    expected = sum(data.count(marker, start, stop) for marker in _RESTARTS)
+    assert _restart_markers(data, start, stop) == expected
