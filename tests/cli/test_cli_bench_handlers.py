@@ -27,6 +27,18 @@ def test_a_small_measurement_has_every_function_for_both_kinds() -> None:
         # One start per SQS batch: never more invocations than messages.
         assert 1 <= start["invocations"] <= images
         assert start["messages_per_invocation"] >= 1
+    # The monitor ran once over the window, and the metrics both published are named as
+    # CloudWatch counts them (name and every dimension's value).
+    assert result["monitor"]["invocations"] == 1 and result["monitor"]["window_minutes"] == 60
+    metrics = result["custom_metrics"]
+    assert "SconesUnlimited/ImagesStarted{service=scones-classifier}" in metrics
+    endpoint = "EndpointName=scones-bicycle-motorcycle"
+    for label in ("bicycle", "motorcycle"):
+        assert (
+            f"SconesUnlimited/LabelShare{{{endpoint},Label={label},service=scones-classifier}}"
+            in metrics
+        )
+    assert f"SconesUnlimited/CapturedRequests{{{endpoint},service=scones-classifier}}" in metrics
     photo = result["kinds"]["photo"]
     assert photo["upload_bytes_mean"] > 1_000_000
     # A 4000x3000 JPEG costs the serialize worker well over one 10 ms clock tick of CPU

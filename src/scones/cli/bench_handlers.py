@@ -51,6 +51,12 @@ def _run(args: argparse.Namespace) -> int:
                 f"  peak RSS {fn['peak_rss_mb']:6.1f} MB  log {fn['log_bytes']} B"
             )
         print(f"  record item bytes: {data['record_item_bytes']}")
+    monitor = result["monitor"]
+    print(
+        f"monitor: one run, wall {monitor['wall_ms'].get('mean', 0):.1f} ms, cpu "
+        f"{monitor['cpu_ms_mean']:.1f} ms, peak RSS {monitor['peak_rss_mb']:.1f} MB, "
+        f"log {monitor['log_bytes']} B; custom metrics published: {len(result['custom_metrics'])}"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.json}")

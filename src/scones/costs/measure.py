@@ -25,6 +25,7 @@ from scones.template_params import PROJECT_ROOT, parameter_defaults
 
 DEFAULT_IMAGES = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
 FUNCTIONS = ("StartWorkflowFunction", "SerializeImageFunction", "ClassifyImageFunction")
+MONITOR_FUNCTION = "MonitorFunction"
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -139,6 +140,7 @@ def run_measurement(  # noqa: PLR0915 (one pass per kind of upload)
             record.batch_sizes.append(len(event["Records"]))
         return result
 
+    params = {**parameter_defaults(), **(overrides or {})}
     options = StackOptions(workers_per_function=1, overrides=dict(overrides or {}))
     lambda_runtime.LambdaRuntime.invoke = timed  # type: ignore[method-assign]
     try:
@@ -164,27 +166,15 @@ def run_measurement(  # noqa: PLR0915 (one pass per kind of upload)
                     upload_sizes = [len(d) for d in photo_data]
                 records = api.wait_for_records(uploads, timeout=600)
                 workers = _workers()
-                functions = {}
-                for name, logical_id in names.items():
-                    record = calls.get(name, _Calls())
-                    pids = workers.get(name, [])
-                    spent = sum(_cpu_seconds(p) for p in pids) - cpu.get(name, 0.0)
-                    invocations = max(1, len(record.wall_ms))
-                    peak = max((lambda_runtime.peak_rss_mb(p) for p in pids), default=0)
-                    functions[logical_id] = {
-                        "invocations": len(record.wall_ms),
-                        "wall_ms": _summary(record.wall_ms),
-                        "cpu_ms_mean": round(spent * 1000 / invocations, 3),
-                        "peak_rss_mb": round(peak, 1),
-                        "log_bytes": _log_size(stack.work_dir, name) - logs[name],
-                        "request_bytes_max": max(record.request_bytes, default=0),
-                        "response_bytes_max": max(record.response_bytes, default=0),
-                        "messages_per_invocation": (
-                            round(statistics.fmean(record.batch_sizes), 3)
-                            if record.batch_sizes
-                            else None
-                        ),
-                    }
+                functions = {
+                    logical_id: _function_numbers(
+                        calls.get(name, _Calls()),
+                        workers.get(name, []),
+                        cpu.get(name, 0.0),
+                        _log_size(stack.work_dir, name) - logs[name],
+                    )
+                    for name, logical_id in names.items()
+                }
                 table = stack.client("dynamodb").scan(TableName=stack.table_name)["Items"]
                 ids = {r["pk"] for r in records.values()}
                 sizes = [item_bytes(i) for i in table if i["pk"]["S"] in ids]
@@ -195,6 +185,23 @@ def run_measurement(  # noqa: PLR0915 (one pass per kind of upload)
                     "record_item_bytes": _summary([float(s) for s in sizes]),
                     "functions": functions,
                 }
+            # One scheduled monitor run over the window the uploads fell in: its duration
+            # prices the schedule, and its metrics join the workflow's in the count of
+            # custom metrics (both are fixed monthly costs, ``scones.costs.fixed``).
+            monitor_name = stack.function_name(MONITOR_FUNCTION)
+            calls.clear()
+            before = _log_size(stack.work_dir, monitor_name)
+            cpu_before = sum(_cpu_seconds(p) for p in _workers().get(monitor_name, []))
+            api.invoke_monitor()
+            monitor = _function_numbers(
+                calls.get(monitor_name, _Calls()),
+                _workers().get(monitor_name, []),
+                cpu_before,
+                _log_size(stack.work_dir, monitor_name) - before,
+            )
+            metrics = sorted(
+                {m for path in (stack.work_dir / "logs").glob("*.log") for m in emf_metrics(path)}
+            )
     finally:
         lambda_runtime.LambdaRuntime.invoke = original  # type: ignore[method-assign]
     return {
@@ -209,9 +216,56 @@ def run_measurement(  # noqa: PLR0915 (one pass per kind of upload)
             "bills it; cpu_ms_mean is the worker's user+system CPU per invocation; log_bytes "
             "is everything the function wrote (Powertools JSON logs, EMF metrics, START/END)"
         ),
-        "log_level": {**parameter_defaults(), **(overrides or {})}["LogLevel"],
+        "log_level": params["LogLevel"],
         "kinds": kinds,
+        "monitor": {"window_minutes": int(params["MonitorWindowMinutes"]), **monitor},
+        "custom_metrics": metrics,
     }
+
+
+def _function_numbers(
+    record: _Calls, pids: list[int], cpu_before: float, log_bytes: int
+) -> dict[str, Any]:
+    """One function's numbers for a pass: its invocations, CPU, peak memory and logs."""
+    from scones.offline import lambda_runtime
+
+    spent = sum(_cpu_seconds(p) for p in pids) - cpu_before
+    invocations = max(1, len(record.wall_ms))
+    peak = max((lambda_runtime.peak_rss_mb(p) for p in pids), default=0)
+    return {
+        "invocations": len(record.wall_ms),
+        "wall_ms": _summary(record.wall_ms),
+        "cpu_ms_mean": round(spent * 1000 / invocations, 3),
+        "peak_rss_mb": round(peak, 1),
+        "log_bytes": log_bytes,
+        "request_bytes_max": max(record.request_bytes, default=0),
+        "response_bytes_max": max(record.response_bytes, default=0),
+        "messages_per_invocation": (
+            round(statistics.fmean(record.batch_sizes), 3) if record.batch_sizes else None
+        ),
+    }
+
+
+def emf_metrics(log: Path) -> set[str]:
+    """The CloudWatch metrics a function's log published through the embedded metric
+    format, one string per metric as CloudWatch counts (and bills) them: namespace, name
+    and every dimension's value, e.g. ``SconesUnlimited/LabelShare{Label=bicycle,...}``."""
+    found: set[str] = set()
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if '"_aws"' not in line or not line.lstrip().startswith("{"):
+                continue
+            try:
+                document = json.loads(line)
+                directives = document["_aws"]["CloudWatchMetrics"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            for directive in directives:
+                for dimension_set in directive.get("Dimensions", []):
+                    dims = ",".join(f"{d}={document.get(d)}" for d in sorted(dimension_set))
+                    for metric in directive.get("Metrics", []):
+                        found.add(f"{directive.get('Namespace')}/{metric['Name']}{{{dims}}}")
+    return found
 
 
 def _log_size(work_dir: Path, function_name: str) -> int:

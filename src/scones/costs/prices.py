@@ -65,8 +65,26 @@ PRICES: dict[str, Price] = {
     "s3_gb_month": Price(0.023, "GB-month", S3, "S3 Standard, first 50 TB"),
     "logs_ingest_gb": Price(0.50, "GB ingested", CLOUDWATCH, "standard log class"),
     "logs_store_gb_month": Price(0.03, "GB-month stored", CLOUDWATCH, "compressed size"),
+    "cloudwatch_custom_metric_month": Price(
+        0.30,
+        "custom metric-month",
+        CLOUDWATCH,
+        "first 10,000 metrics; pro-rated by the hour a metric is sent; 10 free a month",
+    ),
+    "cloudwatch_alarm_metric_month": Price(
+        0.10,
+        "alarm metric-month (standard resolution)",
+        CLOUDWATCH,
+        "a metric-math alarm pays for each metric it reads; 10 free a month",
+    ),
     "xray_trace": Price(5.00 / 1e6, "trace recorded", XRAY, "first 100,000 a month free"),
     "kms_request": Price(0.03 / 10000, "request", KMS, "$0.03 per 10,000"),
+    "kms_key_month": Price(
+        1.00,
+        "customer managed key-month",
+        KMS,
+        "pro-rated by the hour; each of the first two automatic rotations adds $1 a month",
+    ),
     "sagemaker_ml_m5_large_hour": Price(0.115, "instance-hour (ml.m5.large, real-time)", SAGEMAKER),
     "sagemaker_serverless_gb_second": Price(
         0.0000200, "GB-second (serverless inference)", SAGEMAKER, "$0.00002 per second per GB"
