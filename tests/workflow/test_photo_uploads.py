@@ -328,6 +328,29 @@ def test_a_phone_photo_reaches_the_model_upright(
     assert normalised.png == upright_input
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_the_record_names_the_size_as_stored_in_every_format(fmt: str, orientation: int) -> None:
+    """``source_width``/``source_height`` are the stored pixels, before the orientation is
+    applied, whatever the format (Pillow reports a TIFF tagged with a quarter turn turned
+    already); the model sees the same upright picture."""
+    upright = quadrants((640, 480))
+    stored = upright.transpose(STORED[orientation]) if orientation > 1 else upright
+    lossless = {"lossless": True} if fmt == "WEBP" else {}
+
+    def upload(image: Image.Image, turn: int) -> bytes:
+        if fmt == "TIFF":
+            return encode(image, fmt, tiffinfo={0x0112: turn})
+        exif = Image.Exif()
+        exif[0x0112] = turn
+        return encode(image, fmt, exif=exif.tobytes(), **lossless)
+
+    normalised = normalise_image(upload(stored, orientation), LIMITS)
+    assert (normalised.source["width"], normalised.source["height"]) == stored.size
+    if fmt != "JPEG":  # lossless: the very same model input as the upright upload's
+        assert normalised.png == normalise_image(upload(upright, 1), LIMITS).png
+
+
 def test_the_serialize_state_stays_small_for_the_largest_model_input() -> None:
     """The largest ModelInputSize (224x224) with incompressible content: the Serialize
     state is the PNG in base64 plus the upload's facts, well inside Step Functions' 256 KiB."""

@@ -409,7 +409,7 @@ def _check_and_load(
             f"{fmt or 'This'} images are not accepted; send one of "
             f"{', '.join(limits.allowed_formats)}{limits.named('AllowedImageFormats')}."
         )
-    width, height = image.size
+    width, height = _stored_size(fmt, image)
     if width * height > limits.max_pixels:
         raise ImageTooManyPixels(
             f"The image is {width}x{height} = {width * height} pixels; "
@@ -448,6 +448,20 @@ def _check_and_load(
             "sha256": hashlib.sha256(data).hexdigest(),
         },
     )
+
+
+def _stored_size(fmt: str | None, image: ImageFile.ImageFile) -> tuple[int, int]:
+    """(width, height) as the file stores its pixels, before its orientation is applied,
+    for every format alike (the record's ``source_width`` and ``source_height``): Pillow
+    reports a TIFF tagged with a quarter turn (orientations 5 to 8) turned already, and
+    every other format as stored."""
+    width, height = image.size
+    if fmt == "TIFF":
+        tags = getattr(image, "tag_v2", None)
+        orientation = tags.get(ExifTags.Base.Orientation) if tags is not None else None
+        if orientation in (5, 6, 7, 8):
+            return height, width
+    return width, height
 
 
 # A PNG's samples on the decoded image's scale, by Pillow's raw mode: it spreads 2- and
