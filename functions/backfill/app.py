@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core import tracing
 from scones_core.backfill import backfill_batch
 from scones_core.errors import EventError
+from scones_core.failure_log import logs_failures
 from scones_core.settings import BackfillSettings
 
 logger = Logger()
@@ -29,6 +30,7 @@ def clients() -> tuple[Any, Any, Any]:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@logs_failures(logger)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     s3, dynamodb, sfn = clients()

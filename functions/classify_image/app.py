@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from scones_core import tracing
 from scones_core.errors import EventError
+from scones_core.failure_log import logs_failures
 from scones_core.inference import classify_image, decode_image_b64
 from scones_core.settings import EndpointSettings
 
@@ -41,6 +42,7 @@ def runtime_client() -> Any:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@logs_failures(logger)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise EventError("expected {'image_b64': ..., 'content_type': ...} from the state machine")

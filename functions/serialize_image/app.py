@@ -22,6 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core import tracing
 from scones_core.errors import EventError
+from scones_core.failure_log import logs_failures
 from scones_core.images import serialize_object
 from scones_core.objects import object_from_json
 from scones_core.records import RejectedImage, SerializedImage
@@ -45,6 +46,7 @@ def s3_client() -> Any:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@logs_failures(logger)
 def lambda_handler(
     event: dict[str, Any], context: LambdaContext
 ) -> SerializedImage | RejectedImage:

@@ -30,6 +30,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core import tracing
 from scones_core.errors import EventError
+from scones_core.failure_log import logs_failures
 from scones_core.ingest import (
     PendingImage,
     check_sqs_batch,
@@ -131,6 +132,7 @@ def start_images(images: list[PendingImage]) -> set[str]:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
+@logs_failures(logger)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     check_sqs_batch(event)  # anything else fails the invocation with what it was

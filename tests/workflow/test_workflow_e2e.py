@@ -238,6 +238,8 @@ def test_endpoint_down_gives_failed_record_and_dead_letter(
     stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]]
 ) -> None:
     path = next(iter(local_predictions))
+    log = stack.work_dir / "logs" / f"{stack.function_name('ClassifyImageFunction')}.log"
+    before = log.stat().st_size if log.exists() else 0
     stack.set_faults({"unavailable": -1})
     try:
         record = one_record(stack, f"down/{path.name}", path.read_bytes(), timeout=90)
@@ -246,6 +248,17 @@ def test_endpoint_down_gives_failed_record_and_dead_letter(
 
     assert record["status"] == "FAILED"
     assert record["error_code"] == "EndpointUnavailable"
+    # Each failed attempt is in the function's own log at ERROR, under its "level" key,
+    # which Lambda's level filter (WARN, from LogLevel) reads: the traceback is kept.
+    with log.open("rb") as lines:
+        lines.seek(before)
+        failures = [
+            line
+            for line in map(json.loads, (raw for raw in lines if raw.startswith(b"{")))
+            if line.get("message") == "invocation failed" and line.get("level") == "ERROR"
+        ]
+    assert failures and {f["error_type"] for f in failures} == {"EndpointUnavailable"}
+    assert all("Traceback" in f["exception"] for f in failures)
     assert "ServiceUnavailable" in record["reason"]
     attempts = [
         e
