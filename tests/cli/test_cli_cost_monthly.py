@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scones.costs.fixed import alarm_metrics, fixed_monthly
+from scones.costs.fixed import alarm_metrics, custom_metrics, fixed_monthly
 from scones.costs.prices import price
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
 
@@ -48,6 +48,11 @@ def test_an_alarm_whose_condition_is_false_is_not_priced() -> None:
 
 def test_custom_metrics_are_the_ones_measured_and_the_monitor_runs_once_per_window() -> None:
     metrics = MEASURED["custom_metrics"]
+    # The monitor publishes LabelShare once per label of the stack's ModelLabels.
+    labels = sum("Label=" in m for m in metrics)
+    assert labels == 2
+    assert custom_metrics(metrics, "bicycle,motorcycle") == len(metrics)
+    assert custom_metrics(metrics, "bicycle,motorcycle,scooter,car") == len(metrics) + 2
     # The monitor's window metrics, one per label, and the workflow's own.
     assert "SconesUnlimited/ImagesStarted{service=scones-classifier}" in metrics
     assert any(
@@ -55,7 +60,10 @@ def test_custom_metrics_are_the_ones_measured_and_the_monitor_runs_once_per_wind
     )
     hourly = lines(MEASURED)
     assert hourly["CloudWatch custom metrics"][0] == pytest.approx(len(metrics) * 0.30)
-    assert hourly["KMS keys"] == (1.0, "AlertTopicKey")
+    assert hourly["KMS keys"] == (
+        1.0,
+        "AlertTopicKey (rotated yearly: each of the first two rotations adds $1 a month)",
+    )
 
     every_minute = lines(MEASURED, MonitorWindowMinutes="1")
     usd, basis = every_minute["Monitor runs (Scheduler + Lambda + logs)"]
@@ -75,14 +83,34 @@ def test_the_report_prints_the_monthly_lines_apart_and_json_has_them(
     assert "Each month, whatever the volume (USD a month, before the free tier" in out
     assert f"{'total':<42}{monthly.total:>8.2f}" in out
     assert main(["cost", "--json"]) == 0
-    printed = json.loads(capsys.readouterr().out)["fixed-monthly"]
+    report = json.loads(capsys.readouterr().out)
+    printed = report["fixed-monthly"]
     assert printed["total"] == pytest.approx(monthly.total)
+    assert printed["unit"] == "USD a month, whatever the volume"
+    assert report["express"]["unit"] == "USD per million images"
+    assert not any(line["counts_toward_target"] for line in printed["lines"])
     assert {line["item"] for line in printed["lines"]} == {
         "CloudWatch alarms",
         "CloudWatch custom metrics",
         "KMS keys",
         "Monitor runs (Scheduler + Lambda + logs)",
     }
+
+
+def test_model_monitor_is_named_as_not_priced_when_the_stack_runs_it() -> None:
+    """Its hourly processing jobs are billed by the second they run, which nothing here
+    measures: the line says so rather than adding nothing unnamed."""
+    with_monitor = {
+        "CreateEndpoint": "true",
+        "EnableModelMonitor": "true",
+        "ModelDataUrl": "s3://artifacts/model.tar.gz",
+        "ModelImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
+        "ModelMonitorImageUri": "156813124566.dkr.ecr.us-east-1.amazonaws.com/analyzer",
+    }
+    item = "Model Monitor (EnableModelMonitor): NOT PRICED"
+    assert item not in lines(MEASURED)
+    usd, basis = lines(MEASURED, **with_monitor)[item]
+    assert usd == 0 and basis.startswith("730 hourly data-quality jobs on ml.m5.large")
 
 
 def test_measurements_without_the_monitor_or_the_metrics_are_named(

@@ -660,18 +660,6 @@ def test_deploy_preflight_stops_on_a_stack_name_the_bucket_cannot_take(
         ({"EndpointTimeoutSeconds": "7"}, "EndpointTimeoutSeconds='7' is not one of"),
         ({"RetryMaxAttempts": "three"}, "RetryMaxAttempts='three'"),
         ({"RetryMaxAttempts": "4", "EndpointTimeoutSeconds": "10"}, "past an Express execution"),
-        # The model whose baseline deploy-baseline publishes must fit the stack: nothing on
-        # AWS would say so (the offline stack refuses the same, `check_model`).
-        (
-            {"ModelInputSize": "64x64"},
-            "takes 32x32 images, but the stack's ModelInputSize is 64x64: the workflow would "
-            "resize every image to that size and the server again to the model's",
-        ),
-        (
-            {"ModelLabels": "motorcycle,bicycle"},
-            "it answers bicycle,motorcycle, in that order, but the stack's ModelLabels is "
-            "motorcycle,bicycle",
-        ),
     ],
 )
 def test_deploy_preflight_names_overrides_cloudformation_or_express_would_refuse(
@@ -693,6 +681,44 @@ def test_deploy_preflight_names_overrides_cloudformation_or_express_would_refuse
         assert main(["deploy-preflight", "--stack", "scones", "--region", REGION]) == 2
     err = capsys.readouterr().err
     assert problem in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        (
+            {"ModelInputSize": "64x64"},
+            "takes 32x32 images, but the stack's ModelInputSize is 64x64: the workflow would "
+            "resize every image to that size and the server again to the model's",
+        ),
+        (
+            {"ModelLabels": "motorcycle,bicycle"},
+            "it answers bicycle,motorcycle, in that order, but the stack's ModelLabels is "
+            "motorcycle,bicycle",
+        ),
+    ],
+)
+def test_deploy_preflight_warns_when_the_bundled_model_does_not_fit_the_stack(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    overrides: dict[str, str],
+    problem: str,
+) -> None:
+    """Nothing on AWS would say so (the offline stack refuses the same, `check_model`); the
+    endpoint may serve another model, so this is a warning, and deploy-baseline, given
+    the served model's folder, refuses a mismatch."""
+    import scones.deploy
+    from scones.cli.main import main
+
+    config = dataclasses.replace(read_samconfig(), parameter_overrides=overrides)
+    monkeypatch.setattr(scones.deploy, "read_samconfig", lambda *a, **k: config)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        assert main(["deploy-preflight", "--stack", "scones", "--region", REGION]) == 0
+    err = capsys.readouterr().err
+    assert "scones: warning: the model at" in err and problem in err
+    assert 'deploy-baseline ARGS="--model DIR"' in err
 
 
 class _StubbedSession:

@@ -240,4 +240,9 @@ def test_an_endpoint_that_does_not_answer_as_aws_and_a_value_that_is_not_utf8_ar
     # A shell passes bytes that are not UTF-8 as they are; Python keeps them as surrogates.
     code, err = scones(capsys, "redrive", "--stack", "scones\udcff", *where)
     assert code == 2 and "Traceback" not in err
-    assert "is not UTF-8 text" in err and "AWS configuration" not in err
+    assert "an argument sent to AWS" in err and "AWS configuration" not in err
+    # The same bytes in a credential are the configuration's, not an argument's.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret\udcff")
+    code, err = scones(capsys, "redrive", "--stack", "scones", *where)
+    assert code == 1 and "Traceback" not in err
+    assert "the AWS configuration" in err and "an argument" not in err

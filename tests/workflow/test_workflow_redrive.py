@@ -596,6 +596,15 @@ def test_a_dead_letter_whose_record_says_it_ran_is_deleted_without_a_start(aws: 
     aws.record(reviewed, Status.REVIEWED, attempt=0)
     aws.record(later, Status.FAILED, attempt=2)
     aws.record(earlier, Status.FAILED, attempt=0)
+    # Unversioned, overwritten before it was read: REJECTED ObjectChanged, which another
+    # delivery of the key (the same bytes uploaded again) may replace, not this one.
+    reuploaded, same = aws.upload("incoming/reuploaded.png"), aws.upload("incoming/same.png")
+    for ref, delivery in ((reuploaded, "an earlier delivery"), (same, same.delivery)):
+        item = aws.record(ref, Status.REJECTED)
+        aws.ddb.put_item(
+            TableName=TABLE,
+            Item=item | {"error_code": {"S": "ObjectChanged"}, "delivery": {"S": delivery}},
+        )
     bodies = [
         workflow_failed(done, 0),
         s3_event(done),
@@ -603,6 +612,8 @@ def test_a_dead_letter_whose_record_says_it_ran_is_deleted_without_a_start(aws: 
         workflow_failed(later, 1),
         workflow_failed(earlier, 0),
         s3_event(unrecorded),
+        s3_event(reuploaded),
+        s3_event(same),
     ]
     for body in bodies:
         aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
@@ -622,12 +633,19 @@ def test_a_dead_letter_whose_record_says_it_ran_is_deleted_without_a_start(aws: 
          "already FAILED at attempt 2, not earlier: its own dead letter, or `scones redrive` "
          "of the record, replays it"),
         ("incoming/new.png", Source.S3_EVENT, Outcome.STARTED, ""),
+        ("incoming/reuploaded.png", Source.S3_EVENT, Outcome.STARTED, ""),
         ("incoming/reviewed.png", Source.WORKFLOW_FAILED, Outcome.ALREADY_RECORDED,
          "already recorded as REVIEWED (attempt 0)"),
+        ("incoming/same.png", Source.S3_EVENT, Outcome.ALREADY_RECORDED,
+         "already recorded as REJECTED (attempt 0)"),
     ]  # fmt: skip
     assert (report.messages_deleted, report.messages_left) == (len(bodies), 0)
     assert report.clean
-    assert set(aws.executions()) == {f"{earlier.execution_name}-r1", unrecorded.execution_name}
+    assert set(aws.executions()) == {
+        f"{earlier.execution_name}-r1",
+        unrecorded.execution_name,
+        reuploaded.execution_name,
+    }
 
 
 def test_a_message_stays_when_its_replay_could_not_start(aws: Aws) -> None:

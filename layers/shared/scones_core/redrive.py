@@ -28,11 +28,11 @@ same against AWS and the offline stack.
   ``monitoring.published``); without it, or when it fails again, the message stays.
   Anything else is left on the queue and reported. A message is deleted only
   after every replay it asks for was started or found already started, or its record
-  shows the replay would change nothing: a final status (a ``scones redrive`` of the
-  records, or a duplicate delivery, got there first), or FAILED at the letter's attempt
-  or a later one. An Express execution cannot be described, so without that look each
-  such letter would be classified again, paid for, and thrown away by the conditional
-  write.
+  shows the replay's write could not land (``records.may_replace``): a final status (a
+  ``scones redrive`` of the records, or a duplicate delivery, got there first), or FAILED
+  at the attempt the replay would run or a later one. An Express execution cannot be
+  described, so without that look each such letter would be classified again, paid for,
+  and thrown away by the conditional write.
 """
 
 from __future__ import annotations
@@ -68,12 +68,15 @@ from scones_core.objects import (
 )
 from scones_core.records import (
     ATTEMPT_ATTRIBUTE,
+    DELIVERY_ATTRIBUTE,
+    ERROR_CODE_ATTRIBUTE,
     PARTITION_KEY,
     RECORDED_AT_ATTRIBUTE,
     STATUS_ATTRIBUTE,
     STATUS_INDEX_NAME,
     WORKFLOW_FAILED_KIND,
     Status,
+    may_replace,
     record_from_item,
 )
 from scones_core.settings import StartSettings
@@ -356,30 +359,40 @@ class Redriver:
         return Outcome.STARTED if result.started else Outcome.ALREADY_STARTED
 
     def _recorded(self, ref: ObjectRef, attempt: int) -> str | None:
-        """Why replaying ``attempt`` of ``ref`` would change nothing, from its record
-        (read consistently): a final status, or FAILED at ``attempt`` or later. None when
-        it has no record, or the table is not known here."""
+        """Why replaying ``attempt`` of ``ref`` would change nothing: its record (read
+        consistently) is one the replay's conditional write could not replace
+        (``records.may_replace``: a final status, FAILED at ``attempt`` or later, or an
+        ObjectChanged rejection of this same delivery). None when the write could land (no
+        record, an earlier FAILED one, another delivery's ObjectChanged), or the table is
+        not known here."""
         if self.dynamodb is None or not self.table_name:
             return None
+        names = {
+            "#status": STATUS_ATTRIBUTE,
+            "#attempt": ATTEMPT_ATTRIBUTE,
+            "#error": ERROR_CODE_ATTRIBUTE,
+            "#delivery": DELIVERY_ATTRIBUTE,
+        }
         item = self.dynamodb.get_item(
             TableName=self.table_name,
             Key={PARTITION_KEY: {"S": ref.record_id}},
-            ProjectionExpression="#status, #attempt",
-            ExpressionAttributeNames={"#status": STATUS_ATTRIBUTE, "#attempt": ATTEMPT_ATTRIBUTE},
+            ProjectionExpression=", ".join(names),
+            ExpressionAttributeNames=names,
             ConsistentRead=True,
         ).get("Item")
         if not item:
             return None
-        status = item.get(STATUS_ATTRIBUTE, {}).get("S", "")
-        recorded = int(item.get(ATTEMPT_ATTRIBUTE, {}).get("N", "0"))
-        if status != Status.FAILED:
-            return f"already recorded as {status} (attempt {recorded})"
-        if recorded >= attempt:
+        existing = {name: next(iter(value.values())) for name, value in item.items()}
+        if may_replace(existing, attempt, ref.delivery):
+            return None
+        status = existing.get(STATUS_ATTRIBUTE, "")
+        recorded = int(existing.get(ATTEMPT_ATTRIBUTE, 0))
+        if status == Status.FAILED:
             return (
                 f"already FAILED at attempt {recorded}, not earlier: its own dead letter, "
                 "or `scones redrive` of the record, replays it"
             )
-        return None
+        return f"already recorded as {status} (attempt {recorded})"
 
     def _execution_status(self, name: str) -> str | None:
         """The status of the (Standard) execution of this name; None when there is none."""

@@ -24,6 +24,7 @@ from scones.template_params import PROJECT_ROOT
 
 DEFAULT_MEASUREMENTS = PROJECT_ROOT / "docs" / "cost-measurements.json"
 MEMORY_SIZES = (128, 256, 512, 1024, 1769, 3008)
+PER_MILLION = "USD per million images"
 
 
 def register(subparsers: Any) -> None:
@@ -231,11 +232,15 @@ def _run(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    name: {"lines": [vars(line) for line in est.lines], "total": est.total}
-                    for name, est in {
-                        **columns,
-                        **{f"{w}-{e}": v for (w, e), v in endpoints.items()},
-                        "fixed-monthly": monthly,
+                    name: {
+                        "unit": unit,
+                        "lines": [vars(line) for line in est.lines],
+                        "total": est.total,
+                    }
+                    for name, (est, unit) in {
+                        **{k: (v, PER_MILLION) for k, v in columns.items()},
+                        **{f"{w}-{e}": (v, PER_MILLION) for (w, e), v in endpoints.items()},
+                        "fixed-monthly": (monthly, "USD a month, whatever the volume"),
                     }.items()
                 },
                 indent=2,
@@ -321,7 +326,9 @@ def _print_monthly(monthly: Any) -> None:
     width = max(len(line.item) for line in monthly.lines) + 2
     for line in monthly.lines:
         print(f"{line.item:<{width}}{line.usd:>8.2f}   {line.basis}")
-    print(f"{'total':<{width}}{monthly.total:>8.2f}")
+    unpriced = any("NOT PRICED" in line.item for line in monthly.lines)
+    total = "total, without what is not priced" if unpriced else "total"
+    print(f"{total:<{width}}{monthly.total:>8.2f}")
 
 
 def _print_sweep(measured: dict[str, Any], kind: str, overrides: dict[str, str]) -> None:

@@ -140,10 +140,17 @@ def run_preflight(args: argparse.Namespace) -> int:
         raise CommandError(f"sam deploy's parameter_overrides: {exc}") from exc
     if problem := express_time_problem(config.parameter_overrides):
         raise CommandError(problem)
-    # The model whose baseline deploy-baseline publishes after sam deploy.
+    # The model whose baseline deploy-baseline publishes after sam deploy by default. The
+    # endpoint may serve another one (CreateEndpoint=false, or ModelDataUrl): a warning,
+    # and deploy-baseline, which is given the served model's folder, refuses a mismatch.
     how = "set in sam deploy's parameter_overrides"
     if problem := model_problem(DEFAULT_MODEL_DIR, config.parameter_overrides, how):
-        raise CommandError(problem)
+        print(
+            f"scones: warning: {problem}. If the endpoint serves another model, give its "
+            'folder to deploy-baseline (make deploy-baseline ARGS="--model DIR"), which '
+            "refuses a model that does not fit the stack",
+            file=sys.stderr,
+        )
     if problem := capture_retention_problem(config.parameter_overrides):
         raise CommandError(problem)
     try:

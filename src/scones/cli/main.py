@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(arguments)
     try:
         return int(args.handler(args) or 0)
     except CommandError as exc:
@@ -85,12 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        if isinstance(exc, UnicodeEncodeError) and _botocore_config_error(exc):
+        if (
+            isinstance(exc, UnicodeEncodeError)
+            and _botocore_config_error(exc)
+            and any(_SURROGATE.search(argument) for argument in arguments)
+        ):
             # Python keeps bytes of an argument that are not UTF-8 as lone surrogates,
-            # which no AWS request can carry.
+            # which no AWS request can carry (a credential's fall to the next branch).
             print(
-                "scones: error: a value sent to AWS (a key, prefix, stack or bucket name) is "
-                f"not UTF-8 text: {exc}",
+                "scones: error: an argument sent to AWS (a key, prefix, stack or bucket "
+                f"name) is not UTF-8 text: {exc}",
                 file=sys.stderr,
             )
             return 2
@@ -105,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scones: interrupted", file=sys.stderr)
         return 130
+
+
+# How Python keeps an argument's bytes that are not UTF-8 (surrogateescape).
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def _botocore_config_error(exc: BaseException) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from scones.costs.measure import MONITOR_FUNCTION
 from scones.costs.model import HOURS_PER_MONTH, Estimate, Settings, lambda_gb_second
-from scones.costs.prices import price
+from scones.costs.prices import PRICES, price
 from scones.template_params import condition_value, load_template, parameter_defaults
 
 
@@ -46,20 +46,28 @@ def fixed_monthly(measured: dict[str, Any], overrides: dict[str, str] | None = N
         "CloudWatch alarms",
         sum(alarms.values()) * price("cloudwatch_alarm_metric_month"),
         f"{len(alarms)} alarms reading {sum(alarms.values())} metrics",
+        target=False,
     )
-    metrics = measured.get("custom_metrics") or []
+    metrics = custom_metrics(measured.get("custom_metrics") or [], params["ModelLabels"])
     est.add(
         "CloudWatch custom metrics",
-        len(metrics) * price("cloudwatch_custom_metric_month"),
-        f"{len(metrics)} published in a measured hour (more in hours with rejections, "
-        "reviews or drift; billed per hour sent)",
+        metrics * price("cloudwatch_custom_metric_month"),
+        f"{metrics} published in a measured hour, one per label where a metric has a Label "
+        "(more in hours with rejections, reviews or drift; billed per hour sent)",
+        target=False,
     )
     keys = [
         name
         for name, resource in template["Resources"].items()
         if resource["Type"] == "AWS::KMS::Key" and _present(template, resource, params)
     ]
-    est.add("KMS keys", len(keys) * price("kms_key_month"), ", ".join(keys) or "none")
+    est.add(
+        "KMS keys",
+        len(keys) * price("kms_key_month"),
+        (", ".join(keys) or "none")
+        + " (rotated yearly: each of the first two rotations adds $1 a month)",
+        target=False,
+    )
 
     monitor = measured.get("monitor")
     window = int(params["MonitorWindowMinutes"])
@@ -79,5 +87,33 @@ def fixed_monthly(measured: dict[str, Any], overrides: dict[str, str] | None = N
             usd,
             f"{runs:,.0f} runs of {ms:.0f} ms x {memory} MB (measured offline); the "
             "Scheduler's first 14 million invocations a month are free",
+            target=False,
+        )
+    if condition_value(template, "ShouldCreateModelMonitor", params):
+        est.add(
+            "Model Monitor (EnableModelMonitor): NOT PRICED",
+            0.0,
+            f"{HOURS_PER_MONTH} hourly data-quality jobs on ml.m5.large, each billed per "
+            "second it runs (not measured here: see the Processing table of "
+            f"{PRICES['sagemaker_ml_m5_large_hour'].source})",
+            target=False,
         )
     return est
+
+
+def custom_metrics(measured: list[str], model_labels: str) -> int:
+    """How many custom metrics a month's hours publish: those measured (each named with its
+    dimensions' values, as CloudWatch counts them), with a metric that has a ``Label``
+    dimension counted once per label of ``model_labels`` (the monitor's ``LabelShare``),
+    whatever labels the measured stack had."""
+    labels = [label for label in model_labels.split(",") if label.strip()]
+    per_label: set[str] = set()
+    plain = 0
+    for metric in measured:
+        name, _, dimensions = metric.partition("{")
+        kept = [d for d in dimensions.rstrip("}").split(",") if not d.startswith("Label=")]
+        if len(kept) < len(dimensions.rstrip("}").split(",")):
+            per_label.add(f"{name}{{{','.join(kept)}}}")
+        else:
+            plain += 1
+    return plain + len(per_label) * len(labels)
