@@ -670,6 +670,18 @@ def test_deploy_preflight_names_overrides_cloudformation_or_express_would_refuse
 ) -> None:
     """samconfig.toml's parameter_overrides are checked before they are used: a bad value
     is named, not a traceback."""
+    code, err = preflight_with(monkeypatch, capsys, overrides)
+    assert code == 2
+    assert problem in err and "Traceback" not in err
+
+
+def preflight_with(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    overrides: dict[str, str],
+) -> tuple[int, str]:
+    """`scones deploy-preflight` (moto's STS) with samconfig's ``parameter_overrides``
+    replaced: its exit code and stderr."""
     import scones.deploy
     from scones.cli.main import main
 
@@ -678,9 +690,8 @@ def test_deploy_preflight_names_overrides_cloudformation_or_express_would_refuse
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
-        assert main(["deploy-preflight", "--stack", "scones", "--region", REGION]) == 2
-    err = capsys.readouterr().err
-    assert problem in err and "Traceback" not in err
+        code = main(["deploy-preflight", "--stack", "scones", "--region", REGION])
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -707,16 +718,8 @@ def test_deploy_preflight_warns_when_the_bundled_model_does_not_fit_the_stack(
     """Nothing on AWS would say so (the offline stack refuses the same, `check_model`); the
     endpoint may serve another model, so this is a warning, and deploy-baseline, given
     the served model's folder, refuses a mismatch."""
-    import scones.deploy
-    from scones.cli.main import main
-
-    config = dataclasses.replace(read_samconfig(), parameter_overrides=overrides)
-    monkeypatch.setattr(scones.deploy, "read_samconfig", lambda *a, **k: config)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        assert main(["deploy-preflight", "--stack", "scones", "--region", REGION]) == 0
-    err = capsys.readouterr().err
+    code, err = preflight_with(monkeypatch, capsys, overrides)
+    assert code == 0
     assert "scones: warning: the model at" in err and problem in err
     assert 'deploy-baseline ARGS="--model DIR"' in err
 

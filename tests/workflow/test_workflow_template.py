@@ -1075,18 +1075,20 @@ def test_retraining_writes_only_its_runs_folders_never_the_gates_code() -> None:
     assert decide(statements, unnamed) == IMPLICIT_DENY
 
 
+# The stack creates the endpoint: the parameters that needs.
+WITH_ENDPOINT = {
+    "CreateEndpoint": "true",
+    "ModelDataUrl": "s3://artifacts/model.tar.gz",
+    "ModelImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
+}
+
+
 def test_the_endpoints_role_reads_only_the_prefixes_its_parameters_name() -> None:
     """Model Monitor writes its reports where MonitoringReportsPrefix points and reads the
     capture; a fixed ``monitoring/`` or ``models/`` folder would let it read whatever an
     operator keeps there (uploads, if IncomingPrefix were one of them)."""
     cfn = transformed()
-    overrides = {
-        "CreateEndpoint": "true",
-        "ModelDataUrl": "s3://artifacts/model.tar.gz",
-        "ModelImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
-        "MonitoringReportsPrefix": "mm/reports",
-    }
-    resolve = resolver_for(cfn, **overrides)
+    resolve = resolver_for(cfn, **WITH_ENDPOINT, MonitoringReportsPrefix="mm/reports")
     statements = role_statements(resolve, "SageMakerExecutionRole")
     bucket = f"arn:aws:s3:::{STACK}-{ACCOUNT}-{REGION}-images"
     capture = f"{bucket}/{resolve.parameters['DataCapturePrefix']}/scones/AllTraffic/x.jsonl"
@@ -1108,9 +1110,7 @@ def test_the_endpoints_role_reads_only_the_prefixes_its_parameters_name() -> Non
 def test_model_monitor_may_read_its_baseline_where_the_parameter_points() -> None:
     cfn = transformed()
     overrides = {
-        "CreateEndpoint": "true",
-        "ModelDataUrl": "s3://artifacts/model.tar.gz",
-        "ModelImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
+        **WITH_ENDPOINT,
         "ModelMonitorBaselineUri": "s3://team-baselines/scones/data-quality",
     }
     statements = role_statements(resolver_for(cfn, **overrides), "SageMakerExecutionRole")
