@@ -236,8 +236,8 @@ GAPS: tuple[Gap, ...] = (
         "AWS::Lambda::Function",
         ("LoggingConfig",),
         "dropped; offline each function logs to WORK_DIR/logs/FUNCTION.log, and a JSON "
-        "LogFormat's application level reaches the function as AWS_LAMBDA_LOG_LEVEL, as "
-        "Lambda passes it (plan)",
+        "LogFormat's application log level (INFO when none is named) reaches the function "
+        "as AWS_LAMBDA_LOG_LEVEL, as Lambda passes it (``plan``)",
         removed=False,
         fill="",
         kind=None,
