@@ -1564,3 +1564,37 @@ def test_service_integrations_are_named_in_the_stacks_partition(machine: str) ->
 
     for partition in ("aws", "aws-cn", "aws-us-gov"):
         assert _output_shape(f"arn:{partition}:states:::sagemaker:createTrainingJob.sync")
+
+
+def test_every_workflow_and_function_logs_to_a_group_the_stack_keeps_for_log_retention_days() -> (
+    None
+):
+    """Each state machine logs its failures (ERROR, no execution data) and each function its
+    lines to a log group of the template, kept LogRetentionDays: none logs to a group that
+    Lambda or Step Functions would create without retention (kept forever, billed)."""
+    resources = load_template()["Resources"]
+    kept = {
+        name
+        for name, resource in resources.items()
+        if resource["Type"] == "AWS::Logs::LogGroup"
+        and resource["Properties"].get("RetentionInDays") == {"Ref": "LogRetentionDays"}
+    }
+    for name, resource in resources.items():
+        props = resource["Properties"]
+        if resource["Type"] == "AWS::Serverless::StateMachine":
+            logging = props.get("Logging")
+            assert logging is not None, name
+            assert (logging["Level"], logging["IncludeExecutionData"]) == ("ERROR", False), name
+            [destination] = logging["Destinations"]
+            group = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+            assert group in kept, name
+            actions = {
+                action
+                for policy in props["Policies"]
+                for statement in (policy.get("Statement", []) if isinstance(policy, dict) else [])
+                if isinstance(statement, dict)
+                for action in as_list(statement.get("Action", []))
+            }
+            assert "logs:CreateLogDelivery" in actions, name
+        if resource["Type"] == "AWS::Serverless::Function":
+            assert props["LoggingConfig"]["LogGroup"]["Ref"] in kept, name
