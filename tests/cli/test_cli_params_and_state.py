@@ -621,6 +621,20 @@ def test_json_the_parser_cannot_take_is_named_by_every_reader(tmp_path: Path, te
     assert hyperparameters([f"epochs={text}"]) == {"epochs": text}
 
 
+def test_an_event_past_lambdas_synchronous_payload_quota_is_refused(tmp_path: Path) -> None:
+    """Lambda refuses a synchronous request over 6 MB (RequestEntityTooLarge); the offline
+    stack would have run it."""
+    from scones.cli.errors import CommandError
+    from scones.cli.invoke import MAX_SYNC_PAYLOAD_BYTES, read_event
+
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps({"body": "x" * (MAX_SYNC_PAYLOAD_BYTES - 20)}))
+    assert len(read_event(str(path))["body"]) == MAX_SYNC_PAYLOAD_BYTES - 20
+    path.write_text(json.dumps({"body": "x" * MAX_SYNC_PAYLOAD_BYTES}))
+    with pytest.raises(CommandError, match=r"the event is 6291468 bytes; Lambda takes at most"):
+        read_event(str(path))
+
+
 def test_each_bad_setting_is_named_for_what_it_is(tmp_path: Path) -> None:
     """A state folder that is a file, an archive that is no tar, a measurements path that
     is a folder, an SDK setting and an unreadable AWS credentials file: each named as what

@@ -68,6 +68,10 @@ def template_functions() -> list[str]:
     )
 
 
+# Lambda's quota for a synchronous invocation's request (and response) payload: 6 MB.
+MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
+
+
 def read_event(source: str | None) -> Any:
     if source is None:
         return {}
@@ -78,9 +82,16 @@ def read_event(source: str | None) -> Any:
     except UnicodeDecodeError as exc:
         raise CommandError(f"{source}: not a JSON event: it is not UTF-8 text ({exc})") from exc
     try:
-        return load_json(text)
+        event = load_json(text)
     except NotJSON as exc:
         raise CommandError(f"{source}: not a JSON event: {exc}") from exc
+    size = len(json.dumps(event).encode("utf-8"))
+    if size >= MAX_SYNC_PAYLOAD_BYTES:  # "Request must be smaller than 6291456 bytes"
+        raise CommandError(
+            f"{source}: the event is {size} bytes; Lambda takes at most "
+            f"{MAX_SYNC_PAYLOAD_BYTES - 1} (under 6 MB) in a synchronous invocation"
+        )
+    return event
 
 
 def invoke_command(args: argparse.Namespace) -> int:
