@@ -31,14 +31,18 @@ def test_a_small_measurement_has_every_function_for_both_kinds() -> None:
     # CloudWatch counts them (name and every dimension's value).
     assert result["monitor"]["invocations"] == 1 and result["monitor"]["window_minutes"] == 60
     metrics = result["custom_metrics"]
-    assert "SconesUnlimited/ImagesStarted{service=scones-classifier}" in metrics
+    assert (
+        "SconesUnlimited/ImagesStarted{service=scones-classifier}"
+        in (metrics["StartWorkflowFunction"])
+    )
     endpoint = "EndpointName=scones-bicycle-motorcycle"
+    monitor = metrics["MonitorFunction"]
     for label in ("bicycle", "motorcycle"):
         assert (
             f"SconesUnlimited/LabelShare{{{endpoint},Label={label},service=scones-classifier}}"
-            in metrics
+            in monitor
         )
-    assert f"SconesUnlimited/CapturedRequests{{{endpoint},service=scones-classifier}}" in metrics
+    assert f"SconesUnlimited/CapturedRequests{{{endpoint},service=scones-classifier}}" in monitor
     photo = result["kinds"]["photo"]
     assert photo["upload_bytes_mean"] > 1_000_000
     # A 4000x3000 JPEG costs the serialize worker well over one 10 ms clock tick of CPU

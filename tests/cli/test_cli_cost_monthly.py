@@ -47,19 +47,24 @@ def test_an_alarm_whose_condition_is_false_is_not_priced() -> None:
 
 
 def test_custom_metrics_are_the_ones_measured_and_the_monitor_runs_once_per_window() -> None:
-    metrics = MEASURED["custom_metrics"]
+    published = MEASURED["custom_metrics"]
+    monitor, workflow = published["MonitorFunction"], published["StartWorkflowFunction"]
     # The monitor publishes LabelShare once per label of the stack's ModelLabels.
-    labels = sum("Label=" in m for m in metrics)
-    assert labels == 2
-    assert custom_metrics(metrics, "bicycle,motorcycle") == len(metrics)
-    assert custom_metrics(metrics, "bicycle,motorcycle,scooter,car") == len(metrics) + 2
-    # The monitor's window metrics, one per label, and the workflow's own.
-    assert "SconesUnlimited/ImagesStarted{service=scones-classifier}" in metrics
+    assert sum("Label=" in m for m in monitor) == 2
+    assert custom_metrics(monitor, "bicycle,motorcycle") == len(monitor)
+    assert custom_metrics(monitor, "bicycle,motorcycle,scooter,car") == len(monitor) + 2
+    assert "SconesUnlimited/ImagesStarted{service=scones-classifier}" in workflow
     assert any(
-        m.startswith("SconesUnlimited/LabelShare{") and "Label=motorcycle" in m for m in metrics
+        m.startswith("SconesUnlimited/LabelShare{") and "Label=motorcycle" in m for m in monitor
     )
+    every = len(monitor) + len(workflow)
     hourly = lines(MEASURED)
-    assert hourly["CloudWatch custom metrics"][0] == pytest.approx(len(metrics) * 0.30)
+    assert hourly["CloudWatch custom metrics"][0] == pytest.approx(every * 0.30)
+    # CloudWatch pro-rates a metric by the hours it is sent in: a daily monitor sends its
+    # metrics in 30 of the month's 730 hours; the workflow's are sent in every hour.
+    daily = lines(MEASURED, MonitorWindowMinutes="1440")["CloudWatch custom metrics"]
+    assert daily[0] == pytest.approx((len(monitor) * 30.4167 / 730 + len(workflow)) * 0.30, 1e-4)
+    assert daily[1].startswith(f"the monitor's {len(monitor)} sent in 30 of 730 hours")
     assert hourly["KMS keys"] == (
         1.0,
         "AlertTopicKey (rotated yearly: each of the first two rotations adds $1 a month)",
@@ -123,7 +128,7 @@ def test_measurements_without_the_monitor_or_the_metrics_are_named(
     path.write_text(json.dumps(older))
     assert main(["cost", "--measurements", str(path)]) == 2
     error = capsys.readouterr().err
-    assert "custom_metrics is None, not the list of metrics published" in error
+    assert "custom_metrics is None, not each function's list of metrics published" in error
     assert "monitor is missing (the monitor's measured run)" in error
 
     broken = copy.deepcopy(MEASURED)

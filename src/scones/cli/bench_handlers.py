@@ -55,7 +55,8 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"monitor: one run, wall {monitor['wall_ms'].get('mean', 0):.1f} ms, cpu "
         f"{monitor['cpu_ms_mean']:.1f} ms, peak RSS {monitor['peak_rss_mb']:.1f} MB, "
-        f"log {monitor['log_bytes']} B; custom metrics published: {len(result['custom_metrics'])}"
+        f"log {monitor['log_bytes']} B; custom metrics published: "
+        + ", ".join(f"{name} {len(found)}" for name, found in result["custom_metrics"].items())
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

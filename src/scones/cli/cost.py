@@ -147,8 +147,13 @@ def _monthly_problems(measured: dict[str, Any]) -> list[str]:
     """What the monthly lines read: the custom metrics published and the monitor's run."""
     problems: list[str] = []
     metrics = measured.get("custom_metrics")
-    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
-        problems.append(f"custom_metrics is {metrics!r}, not the list of metrics published")
+    if not isinstance(metrics, dict) or not all(
+        isinstance(found, list) and all(isinstance(m, str) for m in found)
+        for found in metrics.values()
+    ):
+        problems.append(
+            f"custom_metrics is {metrics!r}, not each function's list of metrics published"
+        )
     monitor = measured.get("monitor")
     wall = monitor.get("wall_ms") if isinstance(monitor, dict) else None
     if not isinstance(monitor, dict) or not isinstance(wall, dict):

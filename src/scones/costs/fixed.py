@@ -48,12 +48,25 @@ def fixed_monthly(measured: dict[str, Any], overrides: dict[str, str] | None = N
         f"{len(alarms)} alarms reading {sum(alarms.values())} metrics",
         target=False,
     )
-    metrics = custom_metrics(measured.get("custom_metrics") or [], params["ModelLabels"])
+    window = int(params["MonitorWindowMinutes"])
+    runs = HOURS_PER_MONTH * 60 / window
+    # CloudWatch pro-rates a metric by the hours it is sent in: the monitor's once a run,
+    # the workflow's in every hour with uploads (every hour at a million a month).
+    monitor_hours = min(float(HOURS_PER_MONTH), runs)
+    published = measured.get("custom_metrics") or {}
+    monitor = custom_metrics(published.get(MONITOR_FUNCTION, []), params["ModelLabels"])
+    workflow = sum(
+        custom_metrics(found, params["ModelLabels"])
+        for name, found in published.items()
+        if name != MONITOR_FUNCTION
+    )
     est.add(
         "CloudWatch custom metrics",
-        metrics * price("cloudwatch_custom_metric_month"),
-        f"{metrics} published in a measured hour, one per label where a metric has a Label "
-        "(more in hours with rejections, reviews or drift; billed per hour sent)",
+        (monitor * monitor_hours / HOURS_PER_MONTH + workflow)
+        * price("cloudwatch_custom_metric_month"),
+        f"the monitor's {monitor} sent in {monitor_hours:,.0f} of {HOURS_PER_MONTH} hours, the "
+        f"workflow's {workflow} in every hour with uploads (measured; one per label where a "
+        "metric has a Label; more in hours with rejections, reviews or drift)",
         target=False,
     )
     keys = [
@@ -69,14 +82,12 @@ def fixed_monthly(measured: dict[str, Any], overrides: dict[str, str] | None = N
         target=False,
     )
 
-    monitor = measured.get("monitor")
-    window = int(params["MonitorWindowMinutes"])
-    runs = HOURS_PER_MONTH * 60 / window
-    if isinstance(monitor, dict):
+    run = measured.get("monitor")
+    if isinstance(run, dict):
         memory = settings.memory_mb[MONITOR_FUNCTION]
-        ms = float(monitor["wall_ms"]["mean"])
+        ms = float(run["wall_ms"]["mean"])
         gb_s = ms / 1000 * memory / 1024
-        logs_gb = float(monitor["log_bytes"]) / 1e9
+        logs_gb = float(run["log_bytes"]) / 1e9
         usd = runs * (
             price("lambda_request")
             + gb_s * lambda_gb_second(settings.architectures[MONITOR_FUNCTION])

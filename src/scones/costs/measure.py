@@ -199,9 +199,14 @@ def run_measurement(  # noqa: PLR0915 (one pass per kind of upload)
                 cpu_before,
                 _log_size(stack.work_dir, monitor_name) - before,
             )
-            metrics = sorted(
-                {m for path in (stack.work_dir / "logs").glob("*.log") for m in emf_metrics(path)}
-            )
+            # Each function's metrics: the monitor's are sent once a run, the others while
+            # images arrive (``scones.costs.fixed`` pro-rates them apart).
+            paths = {f: _log_path(stack.work_dir, stack.function_name(f)) for f in function_ids()}
+            metrics = {
+                logical_id: sorted(found)
+                for logical_id, path in paths.items()
+                if (found := emf_metrics(path))
+            }
     finally:
         lambda_runtime.LambdaRuntime.invoke = original  # type: ignore[method-assign]
     return {
@@ -251,6 +256,8 @@ def emf_metrics(log: Path) -> set[str]:
     format, one string per metric as CloudWatch counts (and bills) them: namespace, name
     and every dimension's value, e.g. ``SconesUnlimited/LabelShare{Label=bicycle,...}``."""
     found: set[str] = set()
+    if not log.exists():
+        return found
     with log.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
             if '"_aws"' not in line or not line.lstrip().startswith("{"):
@@ -268,6 +275,21 @@ def emf_metrics(log: Path) -> set[str]:
     return found
 
 
+def _log_path(work_dir: Path, function_name: str) -> Path:
+    return work_dir / "logs" / f"{function_name}.log"
+
+
 def _log_size(work_dir: Path, function_name: str) -> int:
-    path = work_dir / "logs" / f"{function_name}.log"
+    path = _log_path(work_dir, function_name)
     return path.stat().st_size if path.exists() else 0
+
+
+def function_ids() -> list[str]:
+    """The template's functions, by logical id."""
+    from scones.template_params import load_template
+
+    return [
+        name
+        for name, resource in load_template()["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    ]
