@@ -915,3 +915,19 @@ def test_a_failed_monitor_run_is_kept_when_its_rerun_cannot_start_and_a_dry_run_
     assert replay.outcome is Outcome.ERROR and "TooManyRequestsException" in replay.detail
     assert (report.messages_deleted, report.messages_left) == (0, 1)
     assert aws.visible_bodies() == [body]
+
+
+def test_draining_without_the_table_warns_that_records_cannot_be_read(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Named resources instead of --stack, without --table: the drain still runs, and says
+    what it cannot check (an Express execution cannot be described either)."""
+    from scones.cli.main import main
+
+    where = ["--state-machine-arn", aws.machine, "--dead-letter-queue-url", aws.queue]
+    code = main(["redrive", "--dead-letters", *where, "--region", "us-east-1"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning: no results table (--stack or --table)" in err
+    code = main(["redrive", "--dead-letters", *where, "--table", TABLE, "--region", "us-east-1"])
+    assert code == 0 and "warning" not in capsys.readouterr().err

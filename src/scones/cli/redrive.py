@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -212,6 +213,13 @@ def redrive_command(args: argparse.Namespace) -> int:
                 "--dead-letter-queue-url",
                 DEAD_LETTER_OUTPUT,
             )
+            if not target.table:
+                print(
+                    "scones: warning: no results table (--stack or --table): each letter is "
+                    "replayed without reading its object's record, so on an Express workflow "
+                    "an object already classified is classified again",
+                    file=sys.stderr,
+                )
             report = redriver.drain_dead_letters(dry_run=args.dry_run)
         else:
             _require(target.table, "results table", "--table", TABLE_OUTPUT)
