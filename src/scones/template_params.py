@@ -107,6 +107,16 @@ def table_definition(logical_id: str, path: Path = TEMPLATE_PATH) -> dict[str, A
     return {key: spec[key] for key in keys if key in spec}
 
 
+def template_functions(path: Path = TEMPLATE_PATH) -> list[str]:
+    """The logical ids of the template's functions."""
+    resources = load_template(path).get("Resources", {})
+    return sorted(
+        logical_id
+        for logical_id, resource in resources.items()
+        if resource.get("Type") in ("AWS::Serverless::Function", "AWS::Lambda::Function")
+    )
+
+
 # -- checking values like CloudFormation ---------------------------------------------
 
 

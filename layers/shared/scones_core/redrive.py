@@ -382,7 +382,7 @@ class Redriver:
         ).get("Item")
         if not item:
             return None
-        existing = {name: next(iter(value.values())) for name, value in item.items()}
+        existing = record_from_item(item)
         if may_replace(existing, attempt, ref.delivery):
             return None
         status = existing.get(STATUS_ATTRIBUTE, "")

@@ -169,13 +169,9 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     by ``stack_state.parse_params``, and ``<Function>.MemorySize=MB`` for a function of the
     template, within Lambda's bounds."""
     from scones.cli.stack_state import parse_params
-    from scones.template_params import load_template
+    from scones.template_params import template_functions
 
-    functions = {
-        name
-        for name, resource in load_template()["Resources"].items()
-        if resource.get("Type") == "AWS::Serverless::Function"
-    }
+    functions = set(template_functions())
     memory: dict[str, str] = {}
     problems: list[str] = []
     parameters: list[str] = []

@@ -29,7 +29,7 @@ from scones.cli.stack_state import (
     parse_params,
     read_state,
 )
-from scones.template_params import load_template
+from scones.template_params import template_functions
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,16 +56,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_stack_options(parser)
     parser.set_defaults(handler=invoke_command)
-
-
-def template_functions() -> list[str]:
-    """The logical ids of the template's functions."""
-    resources = load_template().get("Resources", {})
-    return sorted(
-        logical_id
-        for logical_id, resource in resources.items()
-        if resource.get("Type") in ("AWS::Serverless::Function", "AWS::Lambda::Function")
-    )
 
 
 # Lambda's quota for a synchronous invocation's request (and response) payload: 6 MB.

@@ -58,6 +58,13 @@ def _template_default(name: str) -> str | None:
         return None
 
 
+def _given_or_default(value: Any, flag: str, parameter: str) -> Any:
+    """The option's value, else the template's default for ``parameter`` (required)."""
+    return _require(
+        value or _template_default(parameter), flag, f"no {parameter} default in {TEMPLATE_PATH}"
+    )
+
+
 def _require(value: Any, flag: str, why: str) -> Any:
     if value is None or value == "":
         raise CommandError(f"{flag} is required: {why}")
@@ -445,34 +452,14 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
 
     role = _role(args)
     image = _require(args.image_uri, "--image-uri", "the inference image that serves the model")
-    endpoint = check_name(
-        _require(
-            args.endpoint_name or _template_default("EndpointName"),
-            "--endpoint-name",
-            f"no EndpointName default in {TEMPLATE_PATH}",
-        )
-    )
-    instance_type = _require(
-        args.instance_type or _template_default("EndpointInstanceType"),
-        "--instance-type",
-        f"no EndpointInstanceType default in {TEMPLATE_PATH}",
-    )
+    endpoint = check_name(_given_or_default(args.endpoint_name, "--endpoint-name", "EndpointName"))
+    instance_type = _given_or_default(args.instance_type, "--instance-type", "EndpointInstanceType")
     # A variant is named like any SageMaker resource (ProductionVariant.VariantName).
     variant = check_name(
-        _require(
-            args.variant_name or _template_default("EndpointVariantName"),
-            "--variant-name",
-            f"no EndpointVariantName default in {TEMPLATE_PATH}",
-        )
+        _given_or_default(args.variant_name, "--variant-name", "EndpointVariantName")
     )
     instance_count = int(
-        _require(
-            args.instance_count
-            if args.instance_count is not None
-            else _template_default("EndpointInstanceCount"),
-            "--instance-count",
-            f"no EndpointInstanceCount default in {TEMPLATE_PATH}",
-        )
+        _given_or_default(args.instance_count, "--instance-count", "EndpointInstanceCount")
     )
     capture = _capture(args)
     sagemaker = None

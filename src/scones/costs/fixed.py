@@ -122,8 +122,9 @@ def custom_metrics(measured: list[str], model_labels: str) -> int:
     plain = 0
     for metric in measured:
         name, _, dimensions = metric.partition("{")
-        kept = [d for d in dimensions.rstrip("}").split(",") if not d.startswith("Label=")]
-        if len(kept) < len(dimensions.rstrip("}").split(",")):
+        every = dimensions.rstrip("}").split(",")
+        kept = [d for d in every if not d.startswith("Label=")]
+        if len(kept) < len(every):
             per_label.add(f"{name}{{{','.join(kept)}}}")
         else:
             plain += 1

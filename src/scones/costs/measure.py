@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scones.template_params import PROJECT_ROOT, parameter_defaults
+from scones.template_params import PROJECT_ROOT, parameter_defaults, template_functions
 
 DEFAULT_IMAGES = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
 FUNCTIONS = ("StartWorkflowFunction", "SerializeImageFunction", "ClassifyImageFunction")
@@ -201,7 +201,9 @@ def run_measurement(  # noqa: PLR0915 (one pass per kind of upload)
             )
             # Each function's metrics: the monitor's are sent once a run, the others while
             # images arrive (``scones.costs.fixed`` pro-rates them apart).
-            paths = {f: _log_path(stack.work_dir, stack.function_name(f)) for f in function_ids()}
+            paths = {
+                f: _log_path(stack.work_dir, stack.function_name(f)) for f in template_functions()
+            }
             metrics = {
                 logical_id: sorted(found)
                 for logical_id, path in paths.items()
@@ -282,14 +284,3 @@ def _log_path(work_dir: Path, function_name: str) -> Path:
 def _log_size(work_dir: Path, function_name: str) -> int:
     path = _log_path(work_dir, function_name)
     return path.stat().st_size if path.exists() else 0
-
-
-def function_ids() -> list[str]:
-    """The template's functions, by logical id."""
-    from scones.template_params import load_template
-
-    return [
-        name
-        for name, resource in load_template()["Resources"].items()
-        if resource["Type"] == "AWS::Serverless::Function"
-    ]
