@@ -115,7 +115,9 @@ def test_model_monitor_is_named_as_not_priced_when_the_stack_runs_it() -> None:
     item = "Model Monitor (EnableModelMonitor): NOT PRICED"
     assert item not in lines(MEASURED)
     usd, basis = lines(MEASURED, **with_monitor)[item]
-    assert usd == 0 and basis.startswith("730 hourly data-quality jobs on ml.m5.large")
+    assert usd == 0 and basis.startswith("730 hourly data-quality jobs on ml.m5.large,")
+    _, basis = lines(MEASURED, **with_monitor, ModelMonitorInstanceType="ml.c5.xlarge")[item]
+    assert basis.startswith("730 hourly data-quality jobs on ml.c5.xlarge,")
 
 
 def test_measurements_without_the_monitor_or_the_metrics_are_named(

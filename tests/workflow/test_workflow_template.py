@@ -781,7 +781,7 @@ def test_policy_evaluator_understands_wildcards_and_conditions() -> None:
         )
 
 
-def test_every_queue_and_the_bucket_refuse_requests_without_tls() -> None:
+def test_every_queue_the_topic_and_the_bucket_refuse_requests_without_tls() -> None:
     cfn = transformed()
     resolve = resolver_for(cfn)
     resources = cfn["Resources"]
@@ -805,6 +805,16 @@ def test_every_queue_and_the_bucket_refuse_requests_without_tls() -> None:
             tls = Request(action, arn, someone, {"aws:SecureTransport": "true"})
             assert decide(policy, plain) == DENY, (queue, action)
             assert decide(policy, tls) != DENY, (queue, action)
+
+    topics = [name for name, r in resources.items() if r["Type"] == "AWS::SNS::Topic"]
+    assert topics == ["AlertTopic"]
+    policy = statements("AWS::SNS::TopicPolicy", "Topics", {"Ref": "AlertTopic"})
+    topic_arn = resolve({"Ref": "AlertTopic"})
+    for action in ("sns:Publish", "sns:Subscribe", "sns:SetTopicAttributes"):
+        plain = Request(action, topic_arn, someone, {"aws:SecureTransport": "false"})
+        tls = Request(action, topic_arn, someone, {"aws:SecureTransport": "true"})
+        assert decide(policy, plain) == DENY, action
+        assert decide(policy, tls) != DENY, action
 
     policy = statements("AWS::S3::BucketPolicy", "Bucket", {"Ref": "ImageBucket"})
     bucket_arn = resolve({"Fn::GetAtt": ["ImageBucket", "Arn"]})

@@ -104,7 +104,8 @@ def fixed_monthly(measured: dict[str, Any], overrides: dict[str, str] | None = N
         est.add(
             "Model Monitor (EnableModelMonitor): NOT PRICED",
             0.0,
-            f"{HOURS_PER_MONTH} hourly data-quality jobs on ml.m5.large, each billed per "
+            f"{HOURS_PER_MONTH} hourly data-quality jobs on {params['ModelMonitorInstanceType']}, "
+            "each billed per "
             "second it runs (not measured here: see the Processing table of "
             f"{PRICES['sagemaker_ml_m5_large_hour'].source})",
             target=False,
