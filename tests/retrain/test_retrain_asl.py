@@ -430,6 +430,7 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
         "CanaryAtLeastProduction",
         "RaiseCanaryToProduction",
         "FindProductionConfig",
+        "ProductionConfigModel",
         "FindProductionModel",
         "ProductionModelSource",
         "UseProductionModelData",
@@ -1052,14 +1053,25 @@ def test_a_production_package_without_a_model_data_url_is_an_unknown_production_
     assert unknown_production_model(stack, "no-model-data-url", alerts)
 
 
-def unknown_production_model(stack: OfflineStack, model: str, alerts: Any) -> str:
-    """Run from FindProductionModel with ``model`` in production: the run must end FAILED
-    as ProductionModelUnknown, recorded and alerted. Returns the recorded reason."""
+def test_a_production_variant_without_a_model_is_an_unknown_production_model(
+    stack: OfflineStack, alerts: Any
+) -> None:
+    """ModelName is optional in a production variant (inference components serve the
+    endpoint): reading it anyway was States.Runtime, which no Catch sees (no record)."""
+    assert "names no model" in unknown_production_model(stack, None, alerts)
+
+
+def unknown_production_model(stack: OfflineStack, model: str | None, alerts: Any) -> str:
+    """Run from ProductionConfigModel with ``model`` (or none) in production: the run must
+    end FAILED as ProductionModelUnknown, recorded and alerted. Returns the recorded reason."""
     state = sample_state(stack.bucket, stack.parameters["EndpointName"])
-    state["run"]["run_name"] = run = f"unknown-{model}"
-    state["production_config"] = {"variant": {"ModelName": model}}
+    state["run"]["run_name"] = run = f"unknown-{model or 'variant-model'}"
+    variant = {"VariantName": "AllTraffic"}
+    state["production_config"] = {
+        "variant": variant if model is None else {**variant, "ModelName": model}
+    }
     del state["production_model"], state["production_model_description"], state["model_package"]
-    result = execute(stack, "FindProductionModel", state, run)
+    result = execute(stack, "ProductionConfigModel", state, run)
     assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
     assert "DescribeUnknownProductionModel" in entered_states(stack, result["executionArn"])
     reason = str(outcome_of(stack, run)["reason"])
