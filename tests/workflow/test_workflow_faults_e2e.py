@@ -286,6 +286,29 @@ def test_table_throttling_is_retried_into_exactly_one_record(
     assert workflow_letters(drain_dead_letters(stack), key) == []
 
 
+@pytest.mark.parametrize("code", ["RequestLimitExceeded", "InternalServerError"])
+def test_a_busy_or_failing_table_is_retried_into_exactly_one_record(
+    stack: OfflineStack,
+    local_predictions: dict[Path, tuple[str, float]],
+    threshold: float,
+    code: str,
+) -> None:
+    """The account's request quota and DynamoDB's HTTP 500 are retried like throttling.
+    Step Functions names them after the raw code (as offline) or with an ``Exception``
+    suffix: the Retry lists both spellings."""
+    path = confident_image(local_predictions, threshold)
+    key = f"{stack.incoming_prefix}table/{code}.png"
+    faults = stack.throttle_table_writes(1, f"{stack.bucket}/{key}#", code)
+
+    record = wait_one(stack, upload(stack, key, path.read_bytes()))
+
+    assert record["status"] in CLASSIFIED
+    assert faults.remaining() == 0
+    assert state_failures(finished_history(stack, record), "RecordAccepted") == [f"DynamoDB.{code}"]
+    assert records_of(stack, key) == [record]
+    assert workflow_letters(drain_dead_letters(stack), key) == []
+
+
 def test_table_throttling_that_outlasts_its_retries_gives_one_failed_record(
     stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
 ) -> None:

@@ -49,7 +49,7 @@ from scones.offline.express_retention import DEFAULT_RETENTION, ExpressRetention
 from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.records_file import save_records
 from scones.offline.sqs_poller import SqsPoller
-from scones.offline.table_faults import TableWriteFaults
+from scones.offline.table_faults import THROTTLED, TableWriteFaults
 from scones.paths import SHIPPED_MODEL_DIR
 
 DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
@@ -571,12 +571,15 @@ class OfflineStack:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
             return dict(json.loads(response.read() or b"{}"))
 
-    def throttle_table_writes(self, times: int, record_prefix: str) -> TableWriteFaults:
+    def throttle_table_writes(
+        self, times: int, record_prefix: str, code: str = THROTTLED
+    ) -> TableWriteFaults:
         """Answer the next ``times`` writes of records whose id starts with ``record_prefix``
-        (``<bucket>/<key>#``) with ``ProvisionedThroughputExceededException``; 0 clears."""
+        (``<bucket>/<key>#``) with the error ``code`` (``table_faults.WRITE_FAULTS``); 0
+        clears."""
         if self._table_faults is None:
             raise StackError("fault injection is off; start the stack with enable_faults=True")
-        self._table_faults.throttle(times, record_prefix)
+        self._table_faults.throttle(times, record_prefix, code)
         return self._table_faults
 
     def api(self) -> StackClient:

@@ -9,6 +9,10 @@ calls with the error DynamoDB sends: HTTP 400,
 ``com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException``.
 Step Functions names it ``DynamoDB.ProvisionedThroughputExceededException``.
 
+Other codes DynamoDB answers a write with when it is busy or failing
+(``RequestLimitExceeded``, the account's request quota; ``InternalServerError``, HTTP 500)
+can be armed the same way (``WRITE_FAULTS``), to prove that the states retry each.
+
 Only items whose partition key starts with the armed prefix are throttled (a
 record id is ``<bucket>/<key>#<version>``), so other uploads in flight are not
 affected. Nothing is installed unless the stack runs with ``enable_faults``.
@@ -32,11 +36,24 @@ THROTTLED_MESSAGE = (
 )
 
 
-class ProvisionedThroughputExceeded(DynamodbException):
-    error_type = ERROR_TYPE_PREFIX + "ProvisionedThroughputExceededException"
+THROTTLED = "ProvisionedThroughputExceededException"
+# The write faults that can be armed: DynamoDB's error code -> (HTTP status, its message).
+WRITE_FAULTS = {
+    THROTTLED: (400, THROTTLED_MESSAGE),
+    "RequestLimitExceeded": (
+        400,
+        "Throughput exceeds the current throughput limit for your account. Please contact "
+        "AWS Support at https://aws.amazon.com/support request a limit increase",
+    ),
+    "InternalServerError": (500, "Internal server error"),
+}
 
-    def __init__(self) -> None:
-        super().__init__(ProvisionedThroughputExceeded.error_type, THROTTLED_MESSAGE)
+
+class InjectedWriteFault(DynamodbException):
+    def __init__(self, code: str) -> None:
+        status, message = WRITE_FAULTS[code]
+        super().__init__(ERROR_TYPE_PREFIX + code, message)
+        self.code = status
 
 
 class TableWriteFaults:
@@ -46,14 +63,18 @@ class TableWriteFaults:
         self._lock = threading.Lock()
         self._remaining = 0
         self._prefix = ""
+        self._code = THROTTLED
         self.throttled = 0  # PutItem calls answered with the error since install()
 
-    def throttle(self, times: int, pk_prefix: str) -> None:
-        """Throttle the next ``times`` writes of items whose ``pk`` starts with ``pk_prefix``."""
+    def throttle(self, times: int, pk_prefix: str, code: str = THROTTLED) -> None:
+        """Answer the next ``times`` writes of items whose ``pk`` starts with ``pk_prefix``
+        with the error ``code`` (one of ``WRITE_FAULTS``)."""
         if times < 0:
             raise ValueError(f"times must be >= 0, got {times}")
+        if code not in WRITE_FAULTS:
+            raise ValueError(f"code must be one of {', '.join(WRITE_FAULTS)}, got {code!r}")
         with self._lock:
-            self._remaining, self._prefix = times, pk_prefix
+            self._remaining, self._prefix, self._code = times, pk_prefix, code
 
     def clear(self) -> None:
         with self._lock:
@@ -63,14 +84,15 @@ class TableWriteFaults:
         with self._lock:
             return self._remaining
 
-    def _consume(self, item_attrs: Any) -> bool:
+    def _consume(self, item_attrs: Any) -> str | None:
+        """The error code to answer this write with, or None to write it."""
         pk = item_attrs.get("pk", {}).get("S", "") if isinstance(item_attrs, dict) else ""
         with self._lock:
             if self._remaining <= 0 or not str(pk).startswith(self._prefix):
-                return False
+                return None
             self._remaining -= 1
             self.throttled += 1
-            return True
+            return self._code
 
     def install(self) -> None:
         faults = self
@@ -78,8 +100,8 @@ class TableWriteFaults:
         def put_item(
             backend: DynamoDBBackend, table_name: str, item_attrs: Any, *args: Any, **kw: Any
         ) -> Any:
-            if faults._consume(item_attrs):
-                raise ProvisionedThroughputExceeded()
+            if code := faults._consume(item_attrs):
+                raise InjectedWriteFault(code)
             return _ORIGINAL_PUT_ITEM(backend, table_name, item_attrs, *args, **kw)
 
         DynamoDBBackend.put_item = put_item  # type: ignore[method-assign,assignment]
