@@ -533,6 +533,43 @@ def test_a_scheduled_hour_without_an_execution_is_a_fault_not_silence(
         assert "role cannot be assumed" in (gap.failure_reason or "")
 
 
+@pytest.mark.parametrize("listing_refused", [False, True])
+def test_a_deleted_schedule_is_a_fault_and_the_window_is_still_read(
+    aws: Aws, listing_refused: bool
+) -> None:
+    """DescribeMonitoringSchedule answers ResourceNotFound for a deleted schedule (and the
+    listing may too): every hour of the window is a Missing execution naming why, and the
+    reports that are there are still read; the monitor's run does not fail."""
+    put_report(aws, hour=12)
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    not_found = {
+        "service_error_code": "ResourceNotFound",
+        "service_message": f"Monitoring Schedule {SCHEDULE} does not exist",
+        "http_status_code": 400,
+    }
+    with Stubber(sagemaker) as stub:
+        if listing_refused:
+            stub.add_client_error(
+                "list_monitoring_executions", **not_found, expected_params=list_request()
+            )
+        else:
+            stub.add_response(
+                "list_monitoring_executions", {"MonitoringExecutionSummaries": []}, list_request()
+            )
+        stub.add_client_error(
+            "describe_monitoring_schedule",
+            **not_found,
+            expected_params={"MonitoringScheduleName": SCHEDULE},
+        )
+        findings = collect(aws, sagemaker, SCHEDULE)
+        stub.assert_no_pending_responses()
+    assert findings is not None
+    [gap] = findings.failed_executions
+    assert (gap.scheduled_time, gap.status) == (WINDOW_START, "Missing")
+    assert f"the monitoring schedule {SCHEDULE} does not exist" in (gap.failure_reason or "")
+    assert findings.violations_count == 2 and findings.alert
+
+
 def test_the_schedule_is_described_only_when_an_hour_lacks_its_execution(aws: Aws) -> None:
     """One execution for the window's one hour: no DescribeMonitoringSchedule call (the
     Stubber raises on any call it was not given)."""

@@ -14,8 +14,8 @@ monitor works without it.
 Every report in the window is read (an hourly schedule writes several in a long
 window) and their violations are merged. Three faults are kept apart from "no
 report": an execution that ended ``Failed`` or ``Stopped``, a scheduled hour with no
-execution at all (the schedule stopped or failed: ``Missing``, found by reading the
-schedule's cron expression when an hour of the window lacks its execution), and a
+execution at all (the schedule stopped, failed or was deleted: ``Missing``, found by
+reading the schedule's cron expression when an hour of the window lacks its execution), and a
 report that exists but cannot be read. Each means Model Monitor said nothing about the
 traffic it was meant to check, so each is reported rather than read as health.
 An execution that failed only because its hour captured no traffic is neither:
@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from scones_core.errors import aws_error_code
 from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.data_warnings import UNREADABLE_REPORT, DataWarning
 from scones_core.monitoring.locations import S3Location, list_objects, read_optional_object
@@ -366,6 +369,27 @@ def missing_executions(
     )
 
 
+def _unscheduled_hours(
+    schedule_name: str,
+    executions: tuple[MonitoringExecution, ...],
+    start: datetime,
+    end: datetime,
+) -> tuple[MonitoringExecution, ...]:
+    """The window's whole hours without an execution, each ``Missing`` because the
+    schedule itself does not exist."""
+    seen = {floor_hour(e.scheduled_time.astimezone(UTC)) for e in executions}
+    reason = (
+        f"the monitoring schedule {schedule_name} does not exist (deleted?): nothing checks "
+        "the endpoint's traffic; recreate it, or stop naming it in MONITORING_SCHEDULE_NAME "
+        "if Model Monitor is no longer used"
+    )
+    return tuple(
+        MonitoringExecution(scheduled_time=hour, status=MISSING_STATUS, failure_reason=reason)
+        for hour in sorted(_hours_starting_in(start, end), reverse=True)
+        if hour not in seen
+    )
+
+
 def _log_faults(executions: tuple[MonitoringExecution, ...], schedule_name: str) -> None:
     for ended in executions:
         if ended.had_no_data:
@@ -410,14 +434,27 @@ def collect_findings(
         return None
     executions: tuple[MonitoringExecution, ...] = ()
     if schedule_name and sagemaker is not None:
-        executions = list_executions(sagemaker, schedule_name, start, end)
+        try:
+            executions = list_executions(sagemaker, schedule_name, start, end)
+        except ClientError as exc:
+            if aws_error_code(exc) != "ResourceNotFound":
+                raise
+            # No schedule has no executions: the description below says so for the hours.
         _log_faults(executions, schedule_name)
         description: dict[str, Any] | None = None
         if len(executions) < len(_hours_starting_in(start, end)) or reports is None:
-            description = sagemaker.describe_monitoring_schedule(
-                MonitoringScheduleName=schedule_name
-            )
-            missing = missing_executions(description, executions, start, end)
+            try:
+                description = sagemaker.describe_monitoring_schedule(
+                    MonitoringScheduleName=schedule_name
+                )
+            except ClientError as exc:
+                if aws_error_code(exc) != "ResourceNotFound":
+                    raise
+                # Deleted (or never made): every hour of the window went unchecked. Said
+                # as Missing executions, so the rest of the window is still measured.
+                missing = _unscheduled_hours(schedule_name, executions, start, end)
+            else:
+                missing = missing_executions(description, executions, start, end)
             _log_faults(missing, schedule_name)
             executions = tuple(sorted(executions + missing, key=_newest_first))
         if reports is None and description is not None:
