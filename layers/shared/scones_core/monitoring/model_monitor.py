@@ -418,6 +418,37 @@ def _log_faults(executions: tuple[MonitoringExecution, ...], schedule_name: str)
         )
 
 
+def _schedule_executions(
+    sagemaker: Any, schedule_name: str, start: datetime, end: datetime, *, describe: bool
+) -> tuple[tuple[MonitoringExecution, ...], dict[str, Any] | None]:
+    """The window's executions, newest first, with a ``Missing`` one for each scheduled
+    hour that has none; and the schedule's description when it was read (``describe``, or
+    an hour lacks its execution) and the schedule exists."""
+    executions: tuple[MonitoringExecution, ...] = ()
+    try:
+        executions = list_executions(sagemaker, schedule_name, start, end)
+    except ClientError as exc:
+        if aws_error_code(exc) != "ResourceNotFound":
+            raise
+        # No schedule has no executions: the description below says so for the hours.
+    _log_faults(executions, schedule_name)
+    if len(executions) >= len(_hours_starting_in(start, end)) and not describe:
+        return executions, None
+    description: dict[str, Any] | None = None
+    try:
+        description = sagemaker.describe_monitoring_schedule(MonitoringScheduleName=schedule_name)
+    except ClientError as exc:
+        if aws_error_code(exc) != "ResourceNotFound":
+            raise
+        # Deleted (or never made): every hour of the window went unchecked. Said as
+        # Missing executions, so the rest of the window is still measured.
+        missing = _unscheduled_hours(schedule_name, executions, start, end)
+    else:
+        missing = missing_executions(description, executions, start, end)
+    _log_faults(missing, schedule_name)
+    return tuple(sorted(executions + missing, key=_newest_first)), description
+
+
 def collect_findings(
     s3: Any,
     sagemaker: Any | None,
@@ -434,29 +465,9 @@ def collect_findings(
         return None
     executions: tuple[MonitoringExecution, ...] = ()
     if schedule_name and sagemaker is not None:
-        try:
-            executions = list_executions(sagemaker, schedule_name, start, end)
-        except ClientError as exc:
-            if aws_error_code(exc) != "ResourceNotFound":
-                raise
-            # No schedule has no executions: the description below says so for the hours.
-        _log_faults(executions, schedule_name)
-        description: dict[str, Any] | None = None
-        if len(executions) < len(_hours_starting_in(start, end)) or reports is None:
-            try:
-                description = sagemaker.describe_monitoring_schedule(
-                    MonitoringScheduleName=schedule_name
-                )
-            except ClientError as exc:
-                if aws_error_code(exc) != "ResourceNotFound":
-                    raise
-                # Deleted (or never made): every hour of the window went unchecked. Said
-                # as Missing executions, so the rest of the window is still measured.
-                missing = _unscheduled_hours(schedule_name, executions, start, end)
-            else:
-                missing = missing_executions(description, executions, start, end)
-            _log_faults(missing, schedule_name)
-            executions = tuple(sorted(executions + missing, key=_newest_first))
+        executions, description = _schedule_executions(
+            sagemaker, schedule_name, start, end, describe=reports is None
+        )
         if reports is None and description is not None:
             reports = reports_location_from_schedule(description)
             if reports is None:
