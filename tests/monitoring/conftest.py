@@ -73,6 +73,7 @@ def monitor_env(**overrides: str) -> dict[str, str]:
         "RETRAINING_STATE_MACHINE_ARN": "",
         "RETRAINING_JOB_CONFIG_S3_URI": "",
         "RETRAINING_COOLDOWN_HOURS": "24",
+        "RETRAINING_MAX_COOLDOWN_HOURS": parameter_default("RetrainingMaxCooldownHours"),
         "REVIEW_LOOKBACK_DAYS": parameter_default("ReviewLookbackDays"),
     }
     env.update(overrides)

@@ -131,7 +131,7 @@ def test_monitor_run_publishes_metrics_and_starts_retraining_once(
 
     app = load_handler()
     clients = app.clients()
-    run_name = f"{ENDPOINT}-retrain-20261125-0000"
+    run_name = f"{ENDPOINT}-retrain-20261125-1300"  # the window's end
     with Stubber(clients.sagemaker) as sagemaker, Stubber(clients.stepfunctions) as sfn:
         sagemaker.add_response(
             "list_monitoring_executions",
@@ -221,7 +221,7 @@ def test_a_retried_run_publishes_its_window_once(
         aws.put_result("ACCEPTED", WINDOW_START + timedelta(minutes=i), i)
 
     app = load_handler()
-    run_name = f"{ENDPOINT}-retrain-20261125-0000"
+    run_name = f"{ENDPOINT}-retrain-20261125-1300"  # the window's end
     with Stubber(app.clients().stepfunctions) as sfn:
         sfn.add_response("list_executions", {"executions": []}, RUNNING_REQUEST)
         sfn.add_client_error("start_execution", "ServiceUnavailable", http_status_code=503)

@@ -1,4 +1,5 @@
-"""Retraining starts once per cooldown window: Stubber-checked requests, moto marker."""
+"""Retraining starts once per cooldown, backing off while an alert persists:
+Stubber-checked requests, moto marker."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from scones_core.monitoring.retraining import (
     RetrainingConfigError,
     RetrainingLauncher,
     RetrainingTargets,
-    cooldown_window_start,
     marker_key,
+    next_cooldown,
     run_name,
     training_job_name,
 )
@@ -30,6 +31,8 @@ STATE_MACHINE = f"arn:aws:states:{REGION}:123456789012:stateMachine:scones-retra
 JOB_CONFIG = S3Location(BUCKET, "retraining/training-job.json")
 ALERTS = [Alert(LOW_CONFIDENCE, "95.0% of 40 requests were below the confidence threshold")]
 DAY = timedelta(hours=24)
+MAX_COOLDOWN = 30 * DAY
+NAME = f"{ENDPOINT}-retrain-20261125-1300"  # the run WINDOW_END starts
 JOB_TEMPLATE = {
     # as `scones sagemaker train-builtin --save-request` names it; the monitor renames it
     "TrainingJobName": "scones-image-classification-20261203-041002",
@@ -47,6 +50,7 @@ def launcher(aws: Aws, sfn=None, sagemaker=None, *, state_machine=True, job=Fals
             endpoint_name=ENDPOINT,
             marker_table=STATE_TABLE,
             cooldown=DAY,
+            max_cooldown=MAX_COOLDOWN,
             state_machine_arn=STATE_MACHINE if state_machine else None,
             job_config=JOB_CONFIG if job else None,
         ),
@@ -66,52 +70,121 @@ def nothing_running(stub: Stubber) -> None:
     )
 
 
-def marker(aws: Aws, at: datetime = WINDOW_END) -> dict | None:
-    key = marker_key(ENDPOINT, cooldown_window_start(at, DAY))
+def marker(aws: Aws) -> dict | None:
+    key = marker_key(ENDPOINT)
     return aws.dynamodb.get_item(TableName=STATE_TABLE, Key={"pk": {"S": key}}).get("Item")
 
 
 def test_names_are_deterministic_and_valid() -> None:
-    window = cooldown_window_start(WINDOW_END, DAY)
-    assert window == datetime(2026, 11, 25, tzinfo=UTC)
-    assert cooldown_window_start(window + DAY - timedelta(seconds=1), DAY) == window
-    assert run_name(ENDPOINT, window) == f"{ENDPOINT}-retrain-20261125-0000"
+    assert run_name(ENDPOINT, WINDOW_END) == NAME
     # the training job is named like the run: the monitor's IAM grant is <endpoint>-retrain-*
-    assert training_job_name(ENDPOINT, window) == f"{ENDPOINT}-retrain-20261125-0000"
-    longest = training_job_name("e" * 40, window)  # EndpointName's MaxLength
-    assert len(longest) == 62 and longest == "e" * 40 + "-retrain-20261125-0000"
+    assert training_job_name(ENDPOINT, WINDOW_END) == NAME
+    longest = training_job_name("e" * 40, WINDOW_END)  # EndpointName's MaxLength
+    assert len(longest) == 62 and longest == "e" * 40 + "-retrain-20261125-1300"
     with pytest.raises(RetrainingConfigError, match="gives no valid training job name"):
-        training_job_name("e" * 60, window)
-    assert len(run_name("e" * 100, window)) <= 80
+        training_job_name("e" * 60, WINDOW_END)
+    assert len(run_name("e" * 100, WINDOW_END)) <= 80
 
 
-def test_state_machine_started_once_per_cooldown_window(aws: Aws) -> None:
+def test_the_cooldown_doubles_per_start_of_a_streak_up_to_its_maximum() -> None:
+    assert [next_cooldown(DAY, MAX_COOLDOWN, n) / DAY for n in range(1, 8)] == [
+        1,
+        2,
+        4,
+        8,
+        16,
+        30,
+        30,
+    ]
+    assert next_cooldown(DAY, DAY, 5) == DAY  # a maximum at the base keeps it fixed
+    assert next_cooldown(DAY, DAY / 2, 5) == DAY  # and one below it counts as the base
+    # A streak of years of hourly windows does not overflow.
+    assert next_cooldown(timedelta(minutes=1), MAX_COOLDOWN, 10**6) == MAX_COOLDOWN
+
+
+def test_state_machine_started_once_per_cooldown(aws: Aws) -> None:
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    name = f"{ENDPOINT}-retrain-20261125-0000"
     with Stubber(sfn) as stub:
         nothing_running(stub)
         stub.add_response(
             "start_execution",
             {
-                "executionArn": f"{STATE_MACHINE.replace('stateMachine', 'execution')}:{name}",
+                "executionArn": f"{STATE_MACHINE.replace('stateMachine', 'execution')}:{NAME}",
                 "startDate": WINDOW_END,
             },
-            {"stateMachineArn": STATE_MACHINE, "name": name, "input": ANY},
+            {"stateMachineArn": STATE_MACHINE, "name": NAME, "input": ANY},
         )
         first = launcher(aws, sfn).start(ALERTS, WINDOW_END, {"request_count": 40})
-        # A second run in the same cooldown window (a later hour) makes no call at all:
-        # the Stubber has no response queued and would raise if one were made.
-        second = launcher(aws, sfn).start(ALERTS, WINDOW_END + timedelta(hours=5), {})
+        # Later windows within the cooldown, and a retry of the first, make no call at
+        # all: the Stubber has no response queued and would raise if one were made.
+        later = [
+            launcher(aws, sfn).start(ALERTS, WINDOW_END + delta, {})
+            for delta in (timedelta(hours=11), DAY - timedelta(minutes=1), timedelta(0))
+        ]
         stub.assert_no_pending_responses()
     assert first.status == STARTED and first.started
-    assert first.execution_arn.endswith(f":execution:scones-retrain:{name}")
-    assert second.status == COOLDOWN and second.run_name == name
+    assert (first.cooldown_until, first.streak) == (WINDOW_END + DAY, 1)
+    assert first.execution_arn.endswith(f":execution:scones-retrain:{NAME}")
+    for outcome in later:
+        assert (outcome.status, outcome.run_name) == (COOLDOWN, NAME)
+        assert outcome.cooldown_until == WINDOW_END + DAY
     item = marker(aws)
     assert item is not None
-    assert item["run_name"]["S"] == name
+    assert item["run_name"]["S"] == NAME
     assert item["execution_arn"]["S"] == first.execution_arn
     assert item["reasons"]["L"] == [{"S": LOW_CONFIDENCE}]
     assert "status" not in item  # stays out of the status index
+
+
+def test_the_cooldown_runs_from_the_start_not_from_the_day(aws: Aws) -> None:
+    """A start at 23:00 and a persisting alert: no second start at midnight (the
+    cooldown is counted from the start, not in windows of the calendar)."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    late = datetime(2026, 11, 25, 23, tzinfo=UTC)
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": late})
+        assert launcher(aws, sfn).start(ALERTS, late, {}).started
+        for hours in range(1, 24):
+            outcome = launcher(aws, sfn).start(ALERTS, late + timedelta(hours=hours), {})
+            assert outcome.status == COOLDOWN, hours
+        stub.assert_no_pending_responses()
+
+
+def test_an_alert_that_outlasts_its_retraining_backs_off(aws: Aws) -> None:
+    """An alert raised every hour for 60 days (a lasting change in the label mix): starts
+    after 0, 1, 3, 7, 15 and 31 days, then every 30 days; not one a day."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    started: list[float] = []
+    allowed_from = WINDOW_END
+    with Stubber(sfn) as stub:
+        for hour in range(60 * 24):
+            at = WINDOW_END + timedelta(hours=hour)
+            if at >= allowed_from:  # only then may the launcher call anything
+                nothing_running(stub)
+                stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": at})
+            outcome = launcher(aws, sfn).start(ALERTS, at, {})
+            stub.assert_no_pending_responses()
+            if outcome.started:
+                started.append(hour / 24)
+            assert outcome.cooldown_until is not None
+            allowed_from = outcome.cooldown_until
+    assert started == [0, 1, 3, 7, 15, 31]
+
+
+def test_an_alert_that_comes_back_later_begins_at_the_base_cooldown(aws: Aws) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    with Stubber(sfn) as stub:
+        for _ in range(3):
+            nothing_running(stub)
+            stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).streak == 1
+        # the alert persists: the next start comes as soon as allowed
+        assert launcher(aws, sfn).start(ALERTS, WINDOW_END + DAY, {}).streak == 2
+        # quiet for a while (more than one cooldown after the next start was allowed)
+        again = launcher(aws, sfn).start(ALERTS, WINDOW_END + 5 * DAY, {})
+        stub.assert_no_pending_responses()
+    assert (again.streak, again.cooldown_until) == (1, WINDOW_END + 6 * DAY)
 
 
 def test_execution_input_names_the_reasons(aws: Aws) -> None:
@@ -131,20 +204,7 @@ def test_execution_input_names_the_reasons(aws: Aws) -> None:
     document = json.loads(captured["input"])
     assert document["reasons"] == [{"code": a.code, "message": a.message} for a in ALERTS]
     assert document["window"] == {"request_count": 40}
-    assert document["cooldown_window_start"] == "2026-11-25T00:00:00Z"
-
-
-def test_next_cooldown_window_starts_again(aws: Aws) -> None:
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    with Stubber(sfn) as stub:
-        for _ in range(2):
-            nothing_running(stub)
-            stub.add_response(
-                "start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END}, None
-            )
-        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
-        assert launcher(aws, sfn).start(ALERTS, WINDOW_END + DAY, {}).started
-        stub.assert_no_pending_responses()
+    assert (document["cooldown_until"], document["streak"]) == ("2026-11-26T13:00:00Z", 1)
 
 
 def test_existing_execution_counts_as_started(aws: Aws) -> None:
@@ -170,6 +230,36 @@ def test_a_failed_start_releases_the_marker_so_the_next_run_retries(aws: Aws) ->
         nothing_running(stub)
         stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
         assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
+        before = marker(aws)
+        # A failed start after a cooldown puts the last start's marker back as it was:
+        # its streak still counts.
+        later = WINDOW_END + DAY
+        nothing_running(stub)
+        stub.add_client_error("start_execution", "ExecutionLimitExceeded", "too many")
+        with pytest.raises(Exception, match="ExecutionLimitExceeded"):
+            launcher(aws, sfn).start(ALERTS, later, {})
+        assert marker(aws) == before
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:y", "startDate": later})
+        assert launcher(aws, sfn).start(ALERTS, later, {}).streak == 2
+        stub.assert_no_pending_responses()
+
+
+def test_two_runs_that_read_the_same_marker_start_one_retraining(aws: Aws) -> None:
+    """The claim is a put conditioned on the marker as read: of two monitor runs that
+    read it at once (a retry overlapping a scheduled run), the second starts nothing."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    first, second = launcher(aws, sfn), launcher(aws, sfn)
+    read_by_both = second._read_marker()  # nothing yet, as both see it
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        assert first.start(ALERTS, WINDOW_END, {}).started
+        stub.assert_no_pending_responses()
+    assert not second._claim(
+        read_by_both, name=NAME, at=WINDOW_END, until=WINDOW_END + DAY, streak=1, alerts=ALERTS
+    )
+    assert marker(aws)["execution_arn"]["S"] == "arn:x"
 
 
 def test_no_second_run_starts_while_one_is_in_progress(aws: Aws) -> None:
@@ -210,7 +300,7 @@ def test_a_retried_run_that_finds_its_own_execution_running_goes_on(aws: Aws) ->
     """The window's own execution (started before a retried monitor run released the
     marker) is not "another run": the start goes on and finds it by name."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    own = f"{ENDPOINT}-retrain-20261125-0000"
+    own = NAME
     arn = f"{STATE_MACHINE.replace(':stateMachine:', ':execution:')}:{own}"
     with Stubber(sfn) as stub:
         stub.add_response(
@@ -238,7 +328,7 @@ def test_a_retried_run_that_finds_its_own_execution_running_goes_on(aws: Aws) ->
 def test_training_job_from_the_template(aws: Aws) -> None:
     aws.s3.put_object(Bucket=BUCKET, Key=JOB_CONFIG.key, Body=json.dumps(JOB_TEMPLATE).encode())
     sagemaker = boto3.client("sagemaker", region_name=REGION)
-    expected = {**JOB_TEMPLATE, "TrainingJobName": f"{ENDPOINT}-retrain-20261125-0000"}
+    expected = {**JOB_TEMPLATE, "TrainingJobName": NAME}
     with Stubber(sagemaker) as stub:
         stub.add_response(
             "create_training_job",

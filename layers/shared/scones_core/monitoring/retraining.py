@@ -1,27 +1,34 @@
-"""Start retraining when quality drops, at most once per cooldown window.
+"""Start retraining when quality drops, at most once per cooldown, backing off while
+the alert persists.
 
-Two mechanisms make this safe when the monitor runs again, is retried, or runs
-twice at once:
+One marker item per endpoint, ``pk = "monitor#retraining#<endpoint>"``, in the monitor's
+own state table (never the results table, which holds one record per image), says when
+retraining last started (``window_end``, the end of the monitoring window that started
+it), how many starts in a row came as soon as the cooldown allowed (``streak``) and when
+the next may (``next_allowed``). A start is claimed by a conditional put on the marker
+as it was read, so of two runs at once only one starts anything.
 
-* A conditional DynamoDB put of a marker item, ``pk = "monitor#retraining#
-  <endpoint>#<window start>"``, in the monitor's own state table (never the
-  results table, which holds one record per image). Only the run whose put
-  succeeds starts anything; every later run in the same cooldown window sees the
-  marker and makes no further calls. The table's TTL on ``expires_at`` removes
-  markers two cooldowns after they were written.
-* Deterministic names derived from the cooldown window for the Step Functions
-  execution and the SageMaker training job. Both services reject a duplicate
-  name, and that answer is read as "already started", so even a run that lost
-  its marker cannot start a second retraining.
+* The cooldown runs from the start: ``RetrainingCooldownHours`` after it, never less.
+* An alert that outlasts its retraining (a lasting change in what customers photograph,
+  which new weights cannot undo; or a model the gate keeps rejecting) starts the next
+  run as soon as the cooldown ends. Each such start doubles the next cooldown, up to
+  ``RetrainingMaxCooldownHours``; a start that comes more than one cooldown after the
+  last one was allowed is a new problem and begins again at the base cooldown. So a
+  lasting shift costs a training job a day at first, then ever more rarely, not one
+  a day for ever.
+* A retried monitor run for the window that started a run finds the marker's
+  ``window_end`` equal to its own and makes no further calls; the Step Functions
+  execution and the training job are named after that window, and both services
+  reject a duplicate name, read here as "already started".
+* If starting fails, or another retraining run is still in progress, the marker is
+  put back as it was, so the next scheduled run tries again.
 
-If starting fails, the marker is deleted again so the next scheduled run
-retries. Cooldown windows are aligned to the Unix epoch: with a 24-hour
-cooldown, retraining starts at most once per UTC day.
+The table's TTL removes the marker a cooldown after the streak could no longer grow.
 
 Powertools' idempotency utility was the alternative. It keys on a hash of the
 event, which differs on every scheduled invocation, needs its own table, and
-would cache the handler's whole response; the cooldown window is a value the
-monitor computes, and one conditional put on it says exactly what is meant.
+would cache the handler's whole response; the cooldown is a value the monitor
+computes, and one conditional put on it says exactly what is meant.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 from scones_core.errors import aws_error_code
 from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.locations import S3Location, read_optional_object
-from scones_core.monitoring.timestamps import format_millis, format_seconds
+from scones_core.monitoring.timestamps import format_millis, format_seconds, parse_timestamp
 from scones_core.monitoring.window_report import Alert
 from scones_core.sagemaker_names import MAX_NAME_LENGTH, is_sagemaker_name
 
@@ -70,6 +77,8 @@ class RetrainingTargets:
     endpoint_name: str
     marker_table: str
     cooldown: timedelta
+    # The longest the cooldown grows to while an alert persists (at least ``cooldown``).
+    max_cooldown: timedelta
     state_machine_arn: str | None = None
     job_config: S3Location | None = None
 
@@ -82,7 +91,10 @@ class RetrainingTargets:
 class RetrainingOutcome:
     status: str  # STARTED, COOLDOWN, ALREADY_RUNNING or NOT_CONFIGURED
     run_name: str | None = None
-    cooldown_window_start: datetime | None = None
+    # STARTED and COOLDOWN: when retraining may start next.
+    cooldown_until: datetime | None = None
+    # STARTED: how many starts in a row came as soon as the cooldown allowed.
+    streak: int | None = None
     execution_arn: str | None = None
     training_job_name: str | None = None
 
@@ -94,36 +106,51 @@ class RetrainingOutcome:
         return {
             "status": self.status,
             "run_name": self.run_name,
-            "cooldown_window_start": None
-            if self.cooldown_window_start is None
-            else format_seconds(self.cooldown_window_start),
+            "cooldown_until": None
+            if self.cooldown_until is None
+            else format_seconds(self.cooldown_until),
+            "streak": self.streak,
             "execution_arn": self.execution_arn,
             "training_job_name": self.training_job_name,
         }
 
 
-def cooldown_window_start(moment: datetime, cooldown: timedelta) -> datetime:
-    """The start of the epoch-aligned cooldown window that holds ``moment``."""
-    seconds = int(cooldown.total_seconds())
-    if seconds < 1:
-        raise ValueError("the cooldown must be at least one second")
-    epoch = int(moment.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
+@dataclass(frozen=True)
+class _Marker:
+    """The endpoint's last start, as the marker item holds it."""
+
+    run_name: str
+    window_end: datetime
+    next_allowed: datetime
+    streak: int
+    item: dict[str, Any]  # as read, to put back if a claim is released
 
 
-def run_name(endpoint_name: str, window_start: datetime) -> str:
+def next_cooldown(cooldown: timedelta, max_cooldown: timedelta, streak: int) -> timedelta:
+    """``cooldown`` doubled for each start of the streak after the first, at most
+    ``max_cooldown`` (never below ``cooldown``)."""
+    cap = max(cooldown, max_cooldown)
+    length = cooldown
+    for _ in range(streak - 1):
+        if length >= cap:
+            break
+        length = min(length * 2, cap)
+    return length
+
+
+def run_name(endpoint_name: str, window_end: datetime) -> str:
     """``<endpoint>-retrain-YYYYMMDD-HHMM``: a valid, deterministic execution name."""
-    suffix = f"retrain-{window_start.astimezone(UTC):%Y%m%d-%H%M}"
+    suffix = f"retrain-{window_end.astimezone(UTC):%Y%m%d-%H%M}"
     prefix = re.sub(r"[^A-Za-z0-9-]+", "-", endpoint_name).strip("-")
     prefix = prefix[: _MAX_EXECUTION_NAME - len(suffix) - 1].rstrip("-")
     return f"{prefix}-{suffix}" if prefix else suffix
 
 
-def training_job_name(endpoint_name: str, window_start: datetime) -> str:
+def training_job_name(endpoint_name: str, window_end: datetime) -> str:
     """``<endpoint>-retrain-YYYYMMDD-HHMM``, the run's own name: the monitor's role may
     create training jobs named ``<EndpointName>-retrain-*`` and no others, whatever name
     the configured request carries."""
-    name = run_name(endpoint_name, window_start)
+    name = run_name(endpoint_name, window_end)
     if len(name) > MAX_NAME_LENGTH or not is_sagemaker_name(name):
         raise RetrainingConfigError(
             f"endpoint {endpoint_name!r} gives no valid training job name ({name!r}): "
@@ -132,8 +159,8 @@ def training_job_name(endpoint_name: str, window_start: datetime) -> str:
     return name
 
 
-def marker_key(endpoint_name: str, window_start: datetime) -> str:
-    return f"monitor#retraining#{endpoint_name}#{format_seconds(window_start)}"
+def marker_key(endpoint_name: str) -> str:
+    return f"monitor#retraining#{endpoint_name}"
 
 
 class RetrainingLauncher:
@@ -157,10 +184,10 @@ class RetrainingLauncher:
     def start(
         self, alerts: Sequence[Alert], at: datetime, context: dict[str, Any]
     ) -> RetrainingOutcome:
-        """Start retraining for ``alerts`` unless this cooldown window already did.
+        """Start retraining for ``alerts`` unless the cooldown holds it back.
 
-        ``at`` is the end of the monitoring window, so a retried invocation maps
-        to the same cooldown window and the same names as the first attempt.
+        ``at`` is the end of the monitoring window, so a retried invocation computes
+        the same names and finds its own start in the marker.
         """
         targets = self._targets
         if not targets.configured:
@@ -169,39 +196,57 @@ class RetrainingLauncher:
                 extra={"alerts": [alert.code for alert in alerts]},
             )
             return RetrainingOutcome(NOT_CONFIGURED)
-        window = cooldown_window_start(at, targets.cooldown)
-        name = run_name(targets.endpoint_name, window)
-        job_request = self._job_request(window) if targets.job_config else None
-        key = marker_key(targets.endpoint_name, window)
-        if not self._claim(key, name, window, alerts):
+        name = run_name(targets.endpoint_name, at)
+        job_request = self._job_request(at) if targets.job_config else None
+        last = self._read_marker()
+        if last is not None and (last.window_end == at or at < last.next_allowed):
             logger.info(
-                "retraining already started in this cooldown window",
-                extra={"run_name": name, "cooldown_window_start": format_seconds(window)},
+                "retraining is in its cooldown",
+                extra={
+                    "run_name": last.run_name,
+                    "cooldown_until": format_seconds(last.next_allowed),
+                    "streak": last.streak,
+                },
             )
-            return RetrainingOutcome(COOLDOWN, run_name=name, cooldown_window_start=window)
+            return RetrainingOutcome(
+                COOLDOWN, run_name=last.run_name, cooldown_until=last.next_allowed
+            )
+        persists = last is not None and at < last.next_allowed + targets.cooldown
+        streak = last.streak + 1 if persists and last is not None else 1
+        until = at + next_cooldown(targets.cooldown, targets.max_cooldown, streak)
+        if not self._claim(last, name=name, at=at, until=until, streak=streak, alerts=alerts):
+            logger.info("another monitor run started retraining first", extra={"run_name": name})
+            return RetrainingOutcome(COOLDOWN, run_name=name)
         try:
             if running := self._running_execution(other_than=name):
-                self._release(key)
+                self._release(last, name)
                 logger.warning(
                     "retraining is needed but a retraining run is still in progress; not "
-                    "starting another, and this cooldown window stays open",
+                    "starting another, and the cooldown does not begin",
                     extra={"running": running, "alerts": [alert.code for alert in alerts]},
                 )
                 return RetrainingOutcome(ALREADY_RUNNING, run_name=running)
-            execution_arn = self._start_execution(name, alerts, window, context)
+            execution_arn = self._start_execution(name, alerts, until, streak, context)
             job_name = self._create_training_job(job_request)
         except Exception:
-            self._release(key)
+            self._release(last, name)
             raise
-        self._record(key, execution_arn, job_name)
+        self._record(execution_arn, job_name)
         logger.info(
             "retraining started",
-            extra={"run_name": name, "execution_arn": execution_arn, "training_job": job_name},
+            extra={
+                "run_name": name,
+                "execution_arn": execution_arn,
+                "training_job": job_name,
+                "cooldown_until": format_seconds(until),
+                "streak": streak,
+            },
         )
         return RetrainingOutcome(
             STARTED,
             run_name=name,
-            cooldown_window_start=window,
+            cooldown_until=until,
+            streak=streak,
             execution_arn=execution_arn,
             training_job_name=job_name,
         )
@@ -231,22 +276,66 @@ class RetrainingLauncher:
 
     # ---- cooldown marker ------------------------------------------------------
 
-    def _claim(self, key: str, name: str, window: datetime, alerts: Sequence[Alert]) -> bool:
-        expires = window + 2 * self._targets.cooldown
+    def _key(self) -> dict[str, Any]:
+        return {"pk": {"S": marker_key(self._targets.endpoint_name)}}
+
+    def _read_marker(self) -> _Marker | None:
+        item = self._dynamodb.get_item(
+            TableName=self._targets.marker_table, Key=self._key(), ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            return None
+        try:
+            return _Marker(
+                run_name=item["run_name"]["S"],
+                window_end=parse_timestamp(item["window_end"]["S"]),
+                next_allowed=parse_timestamp(item["next_allowed"]["S"]),
+                streak=int(item["streak"]["N"]),
+                item=item,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            # Not a marker this code wrote (an older layout): as if none, and overwritten.
+            logger.warning(
+                "the retraining marker is unreadable; it is replaced",
+                extra={"pk": marker_key(self._targets.endpoint_name), "error": repr(exc)},
+            )
+            return None
+
+    def _claim(
+        self,
+        last: _Marker | None,
+        *,
+        name: str,
+        at: datetime,
+        until: datetime,
+        streak: int,
+        alerts: Sequence[Alert],
+    ) -> bool:
+        """Put this start's marker over ``last`` as it was read; False if another run
+        changed it since."""
+        expires = until + self._targets.cooldown * 2
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        if last is not None:
+            condition = {
+                "ConditionExpression": "run_name = :seen",
+                "ExpressionAttributeValues": {":seen": {"S": last.run_name}},
+            }
         try:
             self._dynamodb.put_item(
                 TableName=self._targets.marker_table,
                 Item={
-                    "pk": {"S": key},
+                    **self._key(),
                     "record_type": {"S": MARKER_TYPE},
                     "endpoint_name": {"S": self._targets.endpoint_name},
                     "run_name": {"S": name},
-                    "cooldown_window_start": {"S": format_seconds(window)},
+                    "window_end": {"S": format_seconds(at)},
+                    "next_allowed": {"S": format_seconds(until)},
+                    "streak": {"N": str(streak)},
                     "started_at": {"S": format_millis(datetime.now(UTC))},
                     "reasons": {"L": [{"S": alert.code} for alert in alerts]},
                     "expires_at": {"N": str(int(expires.timestamp()))},
                 },
-                ConditionExpression="attribute_not_exists(pk)",
+                **condition,
             )
         except ClientError as exc:
             if aws_error_code(exc) == "ConditionalCheckFailedException":
@@ -254,13 +343,29 @@ class RetrainingLauncher:
             raise
         return True
 
-    def _release(self, key: str) -> None:
+    def _release(self, last: _Marker | None, name: str) -> None:
+        """Put the marker back as it was before this run claimed it (only if it is
+        still this run's)."""
+        mine = {
+            "ConditionExpression": "run_name = :mine",
+            "ExpressionAttributeValues": {":mine": {"S": name}},
+        }
         try:
-            self._dynamodb.delete_item(TableName=self._targets.marker_table, Key={"pk": {"S": key}})
+            if last is None:
+                self._dynamodb.delete_item(
+                    TableName=self._targets.marker_table, Key=self._key(), **mine
+                )
+            else:
+                self._dynamodb.put_item(
+                    TableName=self._targets.marker_table, Item=last.item, **mine
+                )
         except ClientError:
-            logger.exception("could not delete the retraining marker", extra={"pk": key})
+            logger.exception(
+                "could not put the retraining marker back",
+                extra={"pk": marker_key(self._targets.endpoint_name)},
+            )
 
-    def _record(self, key: str, execution_arn: str | None, job_name: str | None) -> None:
+    def _record(self, execution_arn: str | None, job_name: str | None) -> None:
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
         sets: list[str] = []
@@ -273,7 +378,7 @@ class RetrainingLauncher:
             return
         self._dynamodb.update_item(
             TableName=self._targets.marker_table,
-            Key={"pk": {"S": key}},
+            Key=self._key(),
             UpdateExpression="SET " + ", ".join(sets),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
@@ -282,7 +387,12 @@ class RetrainingLauncher:
     # ---- targets ----------------------------------------------------------------
 
     def _start_execution(
-        self, name: str, alerts: Sequence[Alert], window: datetime, context: dict[str, Any]
+        self,
+        name: str,
+        alerts: Sequence[Alert],
+        until: datetime,
+        streak: int,
+        context: dict[str, Any],
     ) -> str | None:
         arn = self._targets.state_machine_arn
         if not arn:
@@ -293,7 +403,8 @@ class RetrainingLauncher:
             "source": "scones.monitor",
             "run_name": name,
             "endpoint_name": self._targets.endpoint_name,
-            "cooldown_window_start": format_seconds(window),
+            "cooldown_until": format_seconds(until),
+            "streak": streak,
             "reasons": [{"code": alert.code, "message": alert.message} for alert in alerts],
             "window": context,
         }
@@ -309,7 +420,7 @@ class RetrainingLauncher:
         execution_arn: str = response["executionArn"]
         return execution_arn
 
-    def _job_request(self, window: datetime) -> dict[str, Any]:
+    def _job_request(self, at: datetime) -> dict[str, Any]:
         location = self._targets.job_config
         assert location is not None
         body = read_optional_object(self._s3, location)
@@ -324,7 +435,7 @@ class RetrainingLauncher:
         if not isinstance(template, dict):
             raise RetrainingConfigError(f"{location.uri} must be a CreateTrainingJob request")
         request = copy.deepcopy(template)
-        request["TrainingJobName"] = training_job_name(self._targets.endpoint_name, window)
+        request["TrainingJobName"] = training_job_name(self._targets.endpoint_name, at)
         return request
 
     def _create_training_job(self, request: dict[str, Any] | None) -> str | None:

@@ -113,6 +113,7 @@ def respond(
             endpoint_name=settings.endpoint_name,
             marker_table=settings.state_table_name,
             cooldown=settings.retraining_cooldown,
+            max_cooldown=settings.retraining_max_cooldown,
             state_machine_arn=settings.retraining_state_machine_arn,
             job_config=settings.retraining_job_config,
         ),

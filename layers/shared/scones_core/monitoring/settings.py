@@ -49,6 +49,7 @@ ENVIRONMENT_VARIABLES = (
     "RETRAINING_STATE_MACHINE_ARN",
     "RETRAINING_JOB_CONFIG_S3_URI",
     "RETRAINING_COOLDOWN_HOURS",
+    "RETRAINING_MAX_COOLDOWN_HOURS",
     "REVIEW_LOOKBACK_DAYS",
 )
 
@@ -83,6 +84,8 @@ class MonitorSettings:
     retraining_state_machine_arn: str | None
     retraining_job_config: S3Location | None
     retraining_cooldown: timedelta
+    # The longest the cooldown grows to while an alert outlasts its retraining runs.
+    retraining_max_cooldown: timedelta
     # A review made in the window counts when its image was classified at most this
     # long before the window (the status index is sorted by classification time).
     review_lookback: timedelta
@@ -118,6 +121,7 @@ class MonitorSettings:
             ),
             retraining_job_config=reader.optional("RETRAINING_JOB_CONFIG_S3_URI", _object_uri),
             retraining_cooldown=reader.parsed("RETRAINING_COOLDOWN_HOURS", _cooldown_hours),
+            retraining_max_cooldown=reader.parsed("RETRAINING_MAX_COOLDOWN_HOURS", _cooldown_hours),
             review_lookback=reader.parsed("REVIEW_LOOKBACK_DAYS", _lookback_days),
         )
         if reader.problems:
