@@ -18,6 +18,6 @@ Modules:
     drift          the training baseline and the label-mix distance from it
     window_report  one window's numbers and the alerts they raise
     metrics        the CloudWatch metrics a report becomes
-    retraining     starting retraining at most once per cooldown window
+    retraining     starting retraining at most once per cooldown, backing off
     service        the whole run, given settings, clients and a window end
 """
