@@ -61,6 +61,29 @@ def test_a_production_model_it_cannot_load_is_named_in_the_exit_message(tmp_path
     assert not (tmp_path / "output").exists()
 
 
+def test_a_production_archive_under_another_name_is_found(tmp_path: Path) -> None:
+    """An endpoint's ModelDataUrl may name any key, and a processing job's S3Prefix input
+    keeps the object's name: s3://b/models/scones-v1.tar.gz arrives as scones-v1.tar.gz."""
+    production = tmp_path / "production"
+    production.mkdir()
+    with tarfile.open(production / "scones-v1.tar.gz", "w:gz") as tar:
+        for name in ("model.json", "model.onnx"):
+            tar.add(SHIPPED_MODEL_DIR / name, arcname=name)
+    gate = tmp_path / "gate"  # a few images: what matters here is loading the models
+    for label in ("bicycle", "motorcycle"):
+        (gate / label).mkdir(parents=True)
+        for image in sorted((GATE_SOURCE / label).glob("*.png"))[:4]:
+            (gate / label / image.name).write_bytes(image.read_bytes())
+    argv = arguments(production, tmp_path)
+    argv[argv.index("--gate") + 1] = str(gate)
+    assert evaluate_entry.main(argv) == 0
+    assert (tmp_path / "output" / evaluate_entry.GATE_FILE).is_file()
+    # Two archives, neither model.tar.gz: which one is production cannot be told.
+    (production / "scones-v2.tar.gz").write_bytes((production / "scones-v1.tar.gz").read_bytes())
+    with pytest.raises(evaluate_entry.ModelUnusable, match="several archives"):
+        evaluate_entry.main(arguments(production, tmp_path / "again"))
+
+
 def test_the_exit_message_is_at_most_one_kilobyte_of_utf8(tmp_path: Path) -> None:
     message = tmp_path / "message"
     exit_message.write_exit_message(message, "é" * 2000)

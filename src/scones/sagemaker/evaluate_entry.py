@@ -60,17 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def unpack_model(source: Path, into: Path) -> Path:
-    """A model folder from ``source``: a folder holding ``model.tar.gz``, the archive
-    itself, or an already unpacked artifact (``model.json`` beside ``model.onnx``)."""
-    archive = source / "model.tar.gz" if source.is_dir() else source
+    """A model folder from ``source``: a folder holding the model's archive, the archive
+    itself, or an already unpacked artifact (``model.json`` beside ``model.onnx``).
+
+    A processing job's ``S3Prefix`` input keeps an object's own name, and an endpoint's
+    ``ModelDataUrl`` may name any key: a folder's one ``*.tar.gz`` is the archive,
+    ``model.tar.gz`` when there are several."""
     if source.is_dir() and (source / "model.json").is_file():
         return source
+    archive = _archive_in(source) if source.is_dir() else source
     if not archive.is_file():
         raise FileNotFoundError(f"no model.tar.gz or model.json in {source}")
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "r:gz") as tar:
         tar.extractall(into, filter="data")
     return into
+
+
+def _archive_in(folder: Path) -> Path:
+    archives = sorted(p for p in folder.glob("*.tar.gz") if p.is_file())
+    if len(archives) == 1 or not archives:
+        return archives[0] if archives else folder / "model.tar.gz"
+    if (folder / "model.tar.gz").is_file():
+        return folder / "model.tar.gz"
+    names = ", ".join(p.name for p in archives)
+    raise FileNotFoundError(f"several archives and no model.tar.gz in {folder}: {names}")
 
 
 def evaluate_pair(
