@@ -151,7 +151,10 @@ def test_a_create_whose_answer_was_lost_is_taken_as_done(
     assert entered[-3:] == ["RecheckProduction", "ProductionUnchanged", "DeployCanary"], entered
     sagemaker = stack.client("sagemaker")
     model = sagemaker.describe_model(ModelName=base)
-    assert model["PrimaryContainer"]["ModelPackageName"] == state["model_package"]["arn"]
+    # The registered version's own container, not the version: a versioned package must
+    # be Approved to be deployed, and it is approved only once promoted.
+    assert model["PrimaryContainer"]["ModelDataUrl"] == state["training"]["model_data_url"]
+    assert "ModelPackageName" not in model["PrimaryContainer"]
     config = sagemaker.describe_endpoint_config(EndpointConfigName=base)
     assert [v["ModelName"] for v in config["ProductionVariants"]] == [base]
 
