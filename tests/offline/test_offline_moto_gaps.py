@@ -468,6 +468,56 @@ def test_moto_still_lets_states_all_catch_states_runtime_and_the_fix_fails_as_aw
     assert fixed["error"] == "States.Runtime"
 
 
+def test_moto_still_takes_the_default_on_a_choice_of_a_missing_path_and_the_fix_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto's Choice no longer reads a missing ``Variable`` as
+    false: drop the comparison fix in interpreter_fixes. With the fix the execution fails
+    with ``States.Runtime``, as on AWS; ``IsPresent``, and ``And`` after it, still ask."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    definition = {
+        "StartAt": "Asked",
+        "States": {
+            "Asked": {
+                "Type": "Choice",
+                "Choices": [
+                    {
+                        "And": [
+                            {"Variable": "$.missing", "IsPresent": True},
+                            {"Variable": "$.missing", "StringEquals": "x"},
+                        ],
+                        "Next": "Done",
+                    }
+                ],
+                "Default": "Compare",
+            },
+            "Compare": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.missing", "StringEquals": "x", "Next": "Done"}],
+                "Default": "Done",
+            },
+            "Done": {"Type": "Pass", "End": True},
+        },
+    }
+
+    def run(sfn: Any, arn: str) -> dict[str, Any]:
+        result = _wait(sfn, sfn.start_execution(stateMachineArn=arn, name="choice", input="{}"))
+        events = sfn.get_execution_history(executionArn=result["executionArn"])["events"]
+        entered = [
+            e["stateEnteredEventDetails"]["name"]
+            for e in events
+            if e["type"].endswith("StateEntered")
+        ]
+        return {**result, "entered": entered}
+
+    raw, fixed = _raw_then_fixed("choice", definition, run)
+    assert raw["status"] == "SUCCEEDED" and raw["entered"] == ["Asked", "Compare", "Done"]
+    assert (fixed["status"], fixed["error"]) == ("FAILED", "States.Runtime")
+    assert "$.missing" in fixed["cause"]
+    assert fixed["entered"] == ["Asked", "Compare"]  # the And asked first: no failure there
+
+
 def _one_sagemaker_task(api: str, parameters: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """A definition of one ``aws-sdk:sagemaker`` task (``fields`` added to it), and a
     ``Caught`` state for its ``Catch``."""

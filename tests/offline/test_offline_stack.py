@@ -103,9 +103,10 @@ def test_deploy_fills_the_alert_key_and_topic_policies(stack: OfflineStack) -> N
     topic_arn = stack.stack.outputs["AlertTopicArn"]
     topic = client("sns").get_topic_attributes(TopicArn=topic_arn)["Attributes"]
     assert topic["KmsMasterKeyId"].endswith(key_id)
-    [statement] = json.loads(topic["Policy"])["Statement"]
-    assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
-    assert statement["Resource"] == topic_arn
+    publish, insecure = json.loads(topic["Policy"])["Statement"]
+    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert publish["Resource"] == insecure["Resource"] == topic_arn
+    assert (insecure["Sid"], insecure["Effect"]) == ("DenyInsecureTransport", "Deny")
 
     dead_letters = client("sqs").get_queue_attributes(
         QueueUrl=stack.stack.outputs["DeadLetterQueueUrl"], AttributeNames=["Policy"]

@@ -31,6 +31,11 @@ upgrade that fixes moto also removes the fix here.
   (``2013-08-23T01:02:15.422Z``). A state that keeps a whole description, as the
   retraining definition's ``CheckDeployment`` does to read an optional ``FailureReason``,
   could not even be described offline ("Object of type datetime is not JSON serializable").
+* A Choice rule whose ``Variable`` path finds nothing is simply false in moto, so the
+  state takes its ``Default``; on AWS the execution fails with ``States.Runtime`` ("The
+  choice state's condition path references an invalid value"), which no Catch takes.
+  Only ``IsPresent`` may ask about a missing path (and ``And`` stops at its first false
+  rule, in moto as on AWS, so ``And: [IsPresent, ...]`` is the safe form).
 """
 
 from __future__ import annotations
@@ -43,12 +48,22 @@ from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl
     ErrorEqualsDecl,
 )
 from moto.stepfunctions.parser.asl.component.state import state as _state_module
+from moto.stepfunctions.parser.asl.component.state.choice.comparison import (
+    comparison_operator_type as _operators,
+)
+from moto.stepfunctions.parser.asl.component.state.choice.comparison.comparison_variable import (
+    ComparisonVariable,
+)
+from moto.stepfunctions.parser.asl.component.state.choice.comparison.variable import (
+    NoSuchVariable,
+)
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval import (
     resource_eval_s3 as _item_reader_s3,
 )
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_aws_sdk as _aws_sdk_task,
 )
+from moto.stepfunctions.parser.asl.utils.json_path import NoSuchJsonPathError
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from scones_core.monitoring.timestamps import format_step_functions
@@ -64,6 +79,7 @@ _NOT_MATCHED_BY_STATES_ALL = frozenset({"States.Runtime", "States.DataLimitExcee
 _ORIGINAL_LIST_OBJECTS = _READER.__dict__["_handle_list_objects_v2"]
 _AWS_SDK_TASK = _aws_sdk_task.StateTaskServiceAwsSdk
 _ORIGINAL_SDK_CALL = _AWS_SDK_TASK._eval_service_task
+_ORIGINAL_COMPARISON = ComparisonVariable._eval_body
 # moto's lower-case service name -> the prefix of AWS's error names for it.
 SERVICE_ERROR_NAMES = {"sagemaker": "SageMaker"}
 
@@ -148,6 +164,16 @@ def _error_equals_like_aws(self: ErrorEqualsDecl, env: Any) -> None:
     _ORIGINAL_ERROR_EQUALS(self, env)
 
 
+def _choice_on_a_missing_path_fails_like_aws(self: ComparisonVariable, env: Any) -> None:
+    if self.comparison_function.operator_type != _operators.ComparisonOperatorType.IsPresent:
+        self.variable.eval(env)
+        if isinstance(env.stack.pop(), NoSuchVariable):
+            # The state turns this into States.Runtime, naming the path and the input.
+            path = self.variable.string_sampler.literal_value
+            raise NoSuchJsonPathError(path, env.states.get_input())
+    _ORIGINAL_COMPARISON(self, env)
+
+
 def install() -> None:
     ExecutionWorker._get_evaluation_environment = _environment_with_string_start_time  # type: ignore[method-assign]
     _state_module.StateData = _state_data_with_aws_entered_time  # type: ignore[misc,assignment]
@@ -156,6 +182,7 @@ def install() -> None:
     ErrorEqualsDecl._eval_body = _error_equals_like_aws  # type: ignore[method-assign]
     _aws_sdk_task._SERVICE_ERROR_NAMES.update(SERVICE_ERROR_NAMES)
     _AWS_SDK_TASK._eval_service_task = _sdk_call_with_aws_times  # type: ignore[method-assign]
+    ComparisonVariable._eval_body = _choice_on_a_missing_path_fails_like_aws  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -167,3 +194,4 @@ def uninstall() -> None:
     for service in SERVICE_ERROR_NAMES:
         _aws_sdk_task._SERVICE_ERROR_NAMES.pop(service, None)
     _AWS_SDK_TASK._eval_service_task = _ORIGINAL_SDK_CALL  # type: ignore[method-assign]
+    ComparisonVariable._eval_body = _ORIGINAL_COMPARISON  # type: ignore[method-assign]
