@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 from PIL import Image
-from scones_core import errors
+from scones_core import errors, inference
 from scones_core.endpoint_response import UNREPORTED, custom_attributes, model_version
 from scones_core.images import normalise_image, read_object, serialize_object
 from scones_core.inference import classify_image, decode_image_b64, parse_probabilities
@@ -383,6 +383,30 @@ def test_endpoint_errors_are_sorted_into_retryable_and_permanent(
         )
         with pytest.raises(error, match=code):
             classify_image(client, b"png-bytes", ENDPOINT)
+
+
+def test_a_model_errors_message_of_any_size_stays_short() -> None:
+    """A ModelError's message carries the container's answer: kept whole, a large one
+    made a Lambda error whose Cause Step Functions cuts at 32,768 characters, no longer
+    the JSON DescribeFailure reads (States.Runtime, no record for the batch's images)."""
+    client = runtime_client()
+    body = "<html>" + "x" * 100_000 + "</html>"
+    said = f'Received client error (400) from primary with message "{body}"'
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "invoke_endpoint",
+            service_error_code="ModelError",
+            service_message=said,
+            http_status_code=424,
+            modeled_fields={"OriginalStatusCode": 400},
+        )
+        with pytest.raises(errors.EndpointRejectedRequest) as raised:
+            classify_image(client, b"png-bytes", ENDPOINT)
+    message = str(raised.value)
+    assert len(message) < 2 * inference.MAX_SERVICE_MESSAGE
+    assert "ModelError: Received client error (400) from primary" in message
+    assert f"... ({len(said) - inference.MAX_SERVICE_MESSAGE} more characters)" in message
+    assert "answered 400" in message
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,11 @@ _UNAVAILABLE_CODES = {
     "RequestTimeoutException",
 }
 _REQUEST_TIMEOUT = 408
+# How much of SageMaker's error message an error keeps. A ModelError's message carries
+# the container's answer, of any size; the error becomes a Lambda error whose Cause Step
+# Functions keeps only up to 32,768 characters, and a cut Cause is no longer the JSON the
+# workflow's DescribeFailure reads (States.Runtime, which no Catch takes).
+MAX_SERVICE_MESSAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,12 @@ def endpoint_error(endpoint_name: str, exc: ClientError) -> Exception:
     that status and the container's log stream."""
     error = exc.response.get("Error", {})
     code = error.get("Code", "")
-    message = f"endpoint {endpoint_name}: {code}: {error.get('Message', '')}"
+    said = str(error.get("Message", ""))
+    if len(said) > MAX_SERVICE_MESSAGE:
+        said = (
+            f"{said[:MAX_SERVICE_MESSAGE]}... ({len(said) - MAX_SERVICE_MESSAGE} more characters)"
+        )
+    message = f"endpoint {endpoint_name}: {code}: {said}"
     if code == _MODEL_ERROR:
         original = _status(exc.response.get("OriginalStatusCode"))
         logs = exc.response.get("LogStreamArn")
