@@ -245,21 +245,81 @@ def test_a_failed_start_releases_the_marker_so_the_next_run_retries(aws: Aws) ->
         stub.assert_no_pending_responses()
 
 
-def test_two_runs_that_read_the_same_marker_start_one_retraining(aws: Aws) -> None:
+def test_two_runs_that_read_the_same_marker_start_one_retraining(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The claim is a put conditioned on the marker as read: of two monitor runs that
-    read it at once (a retry overlapping a scheduled run), the second starts nothing."""
+    read it at once (a redriven window overlapping a scheduled run), the second starts
+    nothing and names the start that holds the cooldown."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
     first, second = launcher(aws, sfn), launcher(aws, sfn)
-    read_by_both = second._read_marker()  # nothing yet, as both see it
+    read = second._read_marker
+    as_both_saw_it = iter([read()])  # nothing yet
+    monkeypatch.setattr(second, "_read_marker", lambda: next(as_both_saw_it, None) or read())
     with Stubber(sfn) as stub:
         nothing_running(stub)
         stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
         assert first.start(ALERTS, WINDOW_END, {}).started
+        # The Stubber has nothing more queued: the second run must call nothing.
+        lost = second.start(ALERTS, WINDOW_END + timedelta(hours=1), {})
         stub.assert_no_pending_responses()
-    assert not second._claim(
-        read_by_both, name=NAME, at=WINDOW_END, until=WINDOW_END + DAY, streak=1, alerts=ALERTS
-    )
+    assert (lost.status, lost.run_name, lost.cooldown_until) == (COOLDOWN, NAME, WINDOW_END + DAY)
     assert marker(aws)["execution_arn"]["S"] == "arn:x"
+
+
+def test_a_marker_it_cannot_read_is_replaced_not_obeyed_for_ever(aws: Aws) -> None:
+    """An item in another layout (a hand edit, an older version) must not block
+    retraining: it is replaced, on the condition that it is still what was read."""
+    aws.dynamodb.put_item(
+        TableName=STATE_TABLE,
+        Item={"pk": {"S": marker_key(ENDPOINT)}, "run_name": {"S": "by-hand"}},
+    )
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
+        stub.assert_no_pending_responses()
+    assert marker(aws)["run_name"]["S"] == NAME
+
+
+def test_a_start_claimed_by_a_run_that_died_is_made_by_its_retry(aws: Aws) -> None:
+    """A monitor run that timed out between its claim and StartExecution: the retry of
+    the same window starts the run under the same name; a later window is not held back
+    by a claim that started nothing once no run can still be making it."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_client_error("start_execution", "ServiceUnavailable", http_status_code=503)
+        dying = launcher(aws, sfn)
+        dying._release = lambda *_: None  # type: ignore[method-assign]  # it never got there
+        with pytest.raises(Exception, match="ServiceUnavailable"):
+            dying.start(ALERTS, WINDOW_END, {})
+        assert "execution_arn" not in marker(aws)
+        nothing_running(stub)
+        stub.add_response(
+            "start_execution",
+            {"executionArn": "arn:x", "startDate": WINDOW_END},
+            {"stateMachineArn": STATE_MACHINE, "name": NAME, "input": ANY},
+        )
+        retried = launcher(aws, sfn).start(ALERTS, WINDOW_END, {})
+        stub.assert_no_pending_responses()
+    assert (retried.status, retried.run_name, retried.streak) == (STARTED, NAME, 1)
+    assert marker(aws)["execution_arn"]["S"] == "arn:x"
+
+    # Again a claim that started nothing, its run long gone: the next window may start.
+    aws.dynamodb.update_item(
+        TableName=STATE_TABLE,
+        Key={"pk": {"S": marker_key(ENDPOINT)}},
+        UpdateExpression="REMOVE execution_arn SET started_at = :long_ago",
+        ExpressionAttributeValues={":long_ago": {"S": "2026-11-25T13:00:05.000Z"}},
+    )
+    later = WINDOW_END + timedelta(hours=2)
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:y", "startDate": later})
+        assert launcher(aws, sfn).start(ALERTS, later, {}).streak == 1
+        stub.assert_no_pending_responses()
 
 
 def test_no_second_run_starts_while_one_is_in_progress(aws: Aws) -> None:

@@ -17,11 +17,16 @@ as it was read, so of two runs at once only one starts anything.
   lasting shift costs a training job a day at first, then ever more rarely, not one
   a day for ever.
 * A retried monitor run for the window that started a run finds the marker's
-  ``window_end`` equal to its own and makes no further calls; the Step Functions
-  execution and the training job are named after that window, and both services
-  reject a duplicate name, read here as "already started".
+  ``window_end`` equal to its own and makes no further calls. If the marker records no
+  start (the first run ended between its claim and StartExecution, a timeout), the
+  retry starts it: the Step Functions execution and the training job are named after
+  the window, and both services reject a duplicate name, read here as "already
+  started". A claim that recorded nothing for longer than a monitor run can live holds
+  no later window back.
 * If starting fails, or another retraining run is still in progress, the marker is
   put back as it was, so the next scheduled run tries again.
+* A marker this code cannot read (an older layout, a hand edit) is replaced, on the
+  condition that it is still what was read.
 
 The table's TTL removes the marker a cooldown after the streak could no longer grow.
 
@@ -61,6 +66,9 @@ NOT_CONFIGURED = "NOT_CONFIGURED"
 ALREADY_RUNNING = "ALREADY_RUNNING"
 
 MARKER_TYPE = "MONITOR_RETRAINING"
+# How long a claim may go unrecorded before it is known to have started nothing: no Lambda
+# invocation, and so no monitor run, lives longer.
+CLAIM_LIFETIME = timedelta(minutes=15)
 # Running executions asked for: this window's own may be among them, and one other is enough.
 _RUNNING_PAGE = 2
 _MAX_EXECUTION_NAME = 80
@@ -123,7 +131,9 @@ class _Marker:
     window_end: datetime
     next_allowed: datetime
     streak: int
-    item: dict[str, Any]  # as read, to put back if a claim is released
+    # A start that was claimed but not yet made: the run that claimed it ended (a
+    # timeout) before StartExecution/CreateTrainingJob answered.
+    unrecorded: bool
 
 
 def next_cooldown(cooldown: timedelta, max_cooldown: timedelta, streak: int) -> timedelta:
@@ -198,28 +208,35 @@ class RetrainingLauncher:
             return RetrainingOutcome(NOT_CONFIGURED)
         name = run_name(targets.endpoint_name, at)
         job_request = self._job_request(at) if targets.job_config else None
-        last = self._read_marker()
-        if last is not None and (last.window_end == at or at < last.next_allowed):
-            logger.info(
-                "retraining is in its cooldown",
-                extra={
-                    "run_name": last.run_name,
-                    "cooldown_until": format_seconds(last.next_allowed),
-                    "streak": last.streak,
-                },
+        item, last = self._read_marker()
+        if last is not None and last.unrecorded and last.window_end != at and self._stale(item):
+            # A claim whose run ended before starting anything, long enough ago that the
+            # run cannot still be alive: nothing started, so it holds nothing back.
+            logger.warning("a retraining claim that started nothing is set aside")
+            last = None
+        resumed = last is not None and last.window_end == at and last.unrecorded
+        if last is not None and resumed:
+            # This window's own claim, by a run that ended before it started anything (or
+            # is still starting): start under the same names (a duplicate reads as started).
+            streak, until = last.streak, last.next_allowed
+            logger.warning(
+                "a retried monitor run resumes the retraining start its window claimed",
+                extra={"run_name": name},
             )
-            return RetrainingOutcome(
-                COOLDOWN, run_name=last.run_name, cooldown_until=last.next_allowed
-            )
-        persists = last is not None and at < last.next_allowed + targets.cooldown
-        streak = last.streak + 1 if persists and last is not None else 1
-        until = at + next_cooldown(targets.cooldown, targets.max_cooldown, streak)
-        if not self._claim(last, name=name, at=at, until=until, streak=streak, alerts=alerts):
-            logger.info("another monitor run started retraining first", extra={"run_name": name})
-            return RetrainingOutcome(COOLDOWN, run_name=name)
+        else:
+            if last is not None and (last.window_end == at or at < last.next_allowed):
+                return self._cooling(last)
+            persists = last is not None and at < last.next_allowed + targets.cooldown
+            streak = last.streak + 1 if persists and last is not None else 1
+            until = at + next_cooldown(targets.cooldown, targets.max_cooldown, streak)
+            if not self._claim(item, name=name, at=at, until=until, streak=streak, alerts=alerts):
+                _, now = self._read_marker()
+                logger.info("another monitor run claimed retraining first")
+                return self._cooling(now) if now else RetrainingOutcome(COOLDOWN)
         try:
             if running := self._running_execution(other_than=name):
-                self._release(last, name)
+                if not resumed:
+                    self._release(item, name)
                 logger.warning(
                     "retraining is needed but a retraining run is still in progress; not "
                     "starting another, and the cooldown does not begin",
@@ -229,9 +246,12 @@ class RetrainingLauncher:
             execution_arn = self._start_execution(name, alerts, until, streak, context)
             job_name = self._create_training_job(job_request)
         except Exception:
-            self._release(last, name)
+            # A resumed claim stays (another attempt of this window may be starting it);
+            # once stale it holds nothing back.
+            if not resumed:
+                self._release(item, name)
             raise
-        self._record(execution_arn, job_name)
+        self._record(name, execution_arn, job_name)
         logger.info(
             "retraining started",
             extra={
@@ -250,6 +270,27 @@ class RetrainingLauncher:
             execution_arn=execution_arn,
             training_job_name=job_name,
         )
+
+    @staticmethod
+    def _stale(item: dict[str, Any] | None) -> bool:
+        """The claim in ``item`` is older than any monitor run lives (Lambda's 15 minutes)."""
+        try:
+            claimed = parse_timestamp((item or {})["started_at"]["S"])
+        except (KeyError, TypeError, ValueError):
+            return True
+        return datetime.now(UTC) - claimed > CLAIM_LIFETIME
+
+    @staticmethod
+    def _cooling(last: _Marker) -> RetrainingOutcome:
+        logger.info(
+            "retraining is in its cooldown",
+            extra={
+                "run_name": last.run_name,
+                "cooldown_until": format_seconds(last.next_allowed),
+                "streak": last.streak,
+            },
+        )
+        return RetrainingOutcome(COOLDOWN, run_name=last.run_name, cooldown_until=last.next_allowed)
 
     def _running_execution(self, *, other_than: str) -> str | None:
         """The name of a running execution of the retraining state machine other than this
@@ -279,31 +320,47 @@ class RetrainingLauncher:
     def _key(self) -> dict[str, Any]:
         return {"pk": {"S": marker_key(self._targets.endpoint_name)}}
 
-    def _read_marker(self) -> _Marker | None:
+    def _read_marker(self) -> tuple[dict[str, Any] | None, _Marker | None]:
+        """The marker item as stored, and what it says (None when it is not a marker
+        this code wrote: it is then replaced, on the condition that it is unchanged)."""
         item = self._dynamodb.get_item(
             TableName=self._targets.marker_table, Key=self._key(), ConsistentRead=True
         ).get("Item")
         if item is None:
-            return None
+            return None, None
         try:
-            return _Marker(
+            return item, _Marker(
                 run_name=item["run_name"]["S"],
                 window_end=parse_timestamp(item["window_end"]["S"]),
                 next_allowed=parse_timestamp(item["next_allowed"]["S"]),
                 streak=int(item["streak"]["N"]),
-                item=item,
+                unrecorded="execution_arn" not in item and "training_job" not in item,
             )
         except (KeyError, TypeError, ValueError) as exc:
-            # Not a marker this code wrote (an older layout): as if none, and overwritten.
             logger.warning(
                 "the retraining marker is unreadable; it is replaced",
                 extra={"pk": marker_key(self._targets.endpoint_name), "error": repr(exc)},
             )
-            return None
+            return item, None
+
+    @staticmethod
+    def _unchanged(item: dict[str, Any] | None) -> dict[str, Any]:
+        """A condition that holds while the marker is still ``item`` as it was read: its
+        ``started_at`` (to the millisecond, written by every claim) or, for an item
+        without one, its absence."""
+        if item is None:
+            return {"ConditionExpression": "attribute_not_exists(pk)"}
+        started = item.get("started_at")
+        if not isinstance(started, dict) or "S" not in started:
+            return {"ConditionExpression": "attribute_not_exists(started_at)"}
+        return {
+            "ConditionExpression": "started_at = :seen",
+            "ExpressionAttributeValues": {":seen": started},
+        }
 
     def _claim(
         self,
-        last: _Marker | None,
+        item: dict[str, Any] | None,
         *,
         name: str,
         at: datetime,
@@ -311,15 +368,9 @@ class RetrainingLauncher:
         streak: int,
         alerts: Sequence[Alert],
     ) -> bool:
-        """Put this start's marker over ``last`` as it was read; False if another run
+        """Put this start's marker over ``item`` as it was read; False if another run
         changed it since."""
         expires = until + self._targets.cooldown * 2
-        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
-        if last is not None:
-            condition = {
-                "ConditionExpression": "run_name = :seen",
-                "ExpressionAttributeValues": {":seen": {"S": last.run_name}},
-            }
         try:
             self._dynamodb.put_item(
                 TableName=self._targets.marker_table,
@@ -335,7 +386,7 @@ class RetrainingLauncher:
                     "reasons": {"L": [{"S": alert.code} for alert in alerts]},
                     "expires_at": {"N": str(int(expires.timestamp()))},
                 },
-                **condition,
+                **self._unchanged(item),
             )
         except ClientError as exc:
             if aws_error_code(exc) == "ConditionalCheckFailedException":
@@ -343,29 +394,27 @@ class RetrainingLauncher:
             raise
         return True
 
-    def _release(self, last: _Marker | None, name: str) -> None:
+    def _release(self, item: dict[str, Any] | None, name: str) -> None:
         """Put the marker back as it was before this run claimed it (only if it is
-        still this run's)."""
+        still this run's); with nothing to put back, delete it."""
         mine = {
             "ConditionExpression": "run_name = :mine",
             "ExpressionAttributeValues": {":mine": {"S": name}},
         }
         try:
-            if last is None:
+            if item is None:
                 self._dynamodb.delete_item(
                     TableName=self._targets.marker_table, Key=self._key(), **mine
                 )
             else:
-                self._dynamodb.put_item(
-                    TableName=self._targets.marker_table, Item=last.item, **mine
-                )
+                self._dynamodb.put_item(TableName=self._targets.marker_table, Item=item, **mine)
         except ClientError:
             logger.exception(
                 "could not put the retraining marker back",
                 extra={"pk": marker_key(self._targets.endpoint_name)},
             )
 
-    def _record(self, execution_arn: str | None, job_name: str | None) -> None:
+    def _record(self, name: str, execution_arn: str | None, job_name: str | None) -> None:
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
         sets: list[str] = []
@@ -376,13 +425,22 @@ class RetrainingLauncher:
                 sets.append(f"#{attribute} = :{attribute}")
         if not sets:
             return
-        self._dynamodb.update_item(
-            TableName=self._targets.marker_table,
-            Key=self._key(),
-            UpdateExpression="SET " + ", ".join(sets),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        names["#run"] = "run_name"
+        values[":mine"] = {"S": name}
+        try:
+            self._dynamodb.update_item(
+                TableName=self._targets.marker_table,
+                Key=self._key(),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="#run = :mine",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if aws_error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            # Never make a marker of a bare update: a later claim holds the key now.
+            logger.warning("the retraining marker is no longer this run's", extra={"run": name})
 
     # ---- targets ----------------------------------------------------------------
 
