@@ -519,7 +519,7 @@ def _promoted_config(
         config = sagemaker.describe_endpoint_config(EndpointConfigName=serving)
         model_name = config["ProductionVariants"][0]["ModelName"]
         container = sagemaker.describe_model(ModelName=model_name)["PrimaryContainer"]
-        if "ModelPackageName" in container:  # how retraining creates a promoted model
+        if "ModelPackageName" in container:  # a model made from a registered version
             package = sagemaker.describe_model_package(
                 ModelPackageName=container["ModelPackageName"]
             )

@@ -79,7 +79,7 @@ def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcy
         "production": {"endpoint_config_name": "scones-config-1"},
         "production_config": {"variant": {"ModelName": "scones-model-1"}},
         "production_model": {"model_data_url": f"s3://{bucket}/models/production/model.tar.gz"},
-        # A promoted candidate's model names its package, not an artifact.
+        # A model made from a model package names the package, not an artifact.
         "production_model_description": {
             "PrimaryContainer": {
                 "ModelPackageName": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package/"
