@@ -191,6 +191,49 @@ def test_at_most_n_requests_are_in_inference_and_the_rest_wait_or_are_throttled(
     assert model.most_inside == 2
 
 
+def test_bodies_held_at_once_stay_within_the_budget_and_the_rest_are_throttled(
+    make_app: AppFactory, classifier: OnnxClassifier, sample_pngs: list[bytes]
+) -> None:
+    """Bodies are read before an inference slot is taken, so the slots alone bound CPU,
+    not memory: a burst of large bodies is refused as busy (429, retried) once the bodies
+    held pass the budget, and the budget is given back as requests end."""
+    model = Gated(classifier)
+    first, second, third = sample_pngs[:3]
+    app = make_app(
+        classifier=model,
+        max_concurrency=1,
+        queue_wait_s=20,
+        max_buffered_bytes=len(first) + len(second),
+    )
+    server = ModelServer(app)
+    base_url = server.start()
+
+    def post(body: bytes) -> httpx.Response:
+        return httpx.post(f"{base_url}/invocations", content=body, headers=PNG, timeout=30)
+
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            # One in inference, one waiting for the slot: both bodies held.
+            holding = [pool.submit(post, body) for body in (first, second)]
+            wait_until(lambda: model.inside == 1)
+            wait_until(lambda: app.state.endpoint.bodies.held == len(first) + len(second))
+            refused = post(third)  # at once: it does not wait for a slot
+            assert refused.status_code == 429
+            assert refused.json()["message"] == (
+                f"the model server is busy: {len(first) + len(second)} bytes of request "
+                f"bodies are being received or classified, and {len(third)} more would pass "
+                f"its {len(first) + len(second)}-byte budget; retry with backoff"
+            )
+            model.gate.set()
+            answers = [f.result() for f in holding]
+        assert app.state.endpoint.bodies.held == 0
+        answers.append(post(third))
+    finally:
+        server.stop()
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert model.entered == 3
+
+
 def test_inference_slot_settings_are_checked(classifier: OnnxClassifier) -> None:
     options: dict[str, Any] = {"endpoint_name": ENDPOINT, "max_body_bytes": MAX_BODY}
     with pytest.raises(ValueError, match="at least 1"):
@@ -199,6 +242,8 @@ def test_inference_slot_settings_are_checked(classifier: OnnxClassifier) -> None
         create_app(classifier, queue_wait_s=-1, **options)
     with pytest.raises(ValueError, match="body_timeout_s must be positive"):
         create_app(classifier, body_timeout_s=0, **options)
+    with pytest.raises(ValueError, match="the body budget must be at least 1 byte"):
+        create_app(classifier, max_buffered_bytes=0, **options)
 
 
 # -- the declared format -------------------------------------------------------------

@@ -56,6 +56,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from scones.model.artifact import ModelArtifactError
 from scones.serving.capture import CaptureWriter
 from scones.serving.defaults import (
+    BODIES_PER_SLOT,
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_QUEUE_WAIT_S,
     DEFAULT_VARIANT,
@@ -77,6 +78,8 @@ from scones.serving.invoke_headers import (
     target_model_problem,
 )
 from scones.serving.limits import (
+    BodyAccount,
+    BodyBudget,
     InferenceSlots,
     ServerBusy,
     available_cpus,
@@ -224,12 +227,18 @@ def _check_accept(header: str | None) -> None:
         )
 
 
-async def _read_body(request: Request, limit: int, body: bytearray | None = None) -> bytes:
+async def _read_body(
+    request: Request,
+    limit: int,
+    body: bytearray | None = None,
+    account: BodyAccount | None = None,
+) -> bytes:
     """The request body, refusing more than ``limit`` bytes without buffering it all.
 
     uvicorn reads and discards whatever the app leaves unread, so the client
     still finishes sending and then reads the error. ``body`` collects the bytes
-    as they arrive, for a caller that gives up early.
+    as they arrive, for a caller that gives up early. ``account`` holds the body's
+    bytes in the server's budget: the declared length at once, else as they arrive.
     """
     declared = request.headers.get("content-length")
     if declared is None and "transfer-encoding" not in request.headers:
@@ -247,15 +256,21 @@ async def _read_body(request: Request, limit: int, body: bytearray | None = None
             ) from None
         if declared_size > limit:
             raise _PayloadTooLarge(declared_size, exact=True)
+        if account is not None:
+            account.take(declared_size)
     body = bytearray() if body is None else body
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise _PayloadTooLarge(len(body), exact=False)
+        if account is not None and declared is None:
+            account.take(len(chunk))
     return bytes(body)
 
 
-async def _read_body_within(request: Request, limit: int, timeout_s: float) -> bytes:
+async def _read_body_within(
+    request: Request, limit: int, timeout_s: float, account: BodyAccount | None = None
+) -> bytes:
     """:func:`_read_body` with a deadline for the whole body, so a slow sender is cut off.
 
     A body still arriving when the server stops (uvicorn cancels what is left after its
@@ -264,7 +279,7 @@ async def _read_body_within(request: Request, limit: int, timeout_s: float) -> b
     received = bytearray()
     try:
         async with asyncio.timeout(timeout_s):
-            return await _read_body(request, limit, received)
+            return await _read_body(request, limit, received, account)
     except TimeoutError:
         raise _BodyTimeout(timeout_s, len(received)) from None
     except asyncio.CancelledError:
@@ -327,6 +342,7 @@ class _Endpoint:
         max_body_bytes: int,
         max_image_pixels: int,
         slots: InferenceSlots,
+        bodies: BodyBudget,
         body_timeout_s: float,
         capture: CaptureWriter | None,
         faults: FaultPlan | None,
@@ -335,6 +351,7 @@ class _Endpoint:
         self.max_body_bytes = max_body_bytes
         self.max_image_pixels = max_image_pixels
         self.slots = slots
+        self.bodies = bodies
         self.body_timeout_s = body_timeout_s
         self.faults = faults
         self.runtime_limit = min(max_body_bytes, RUNTIME_MAX_PAYLOAD_BYTES)
@@ -494,19 +511,22 @@ class _Endpoint:
         content_type = request.headers.get("content-type", "")
         _check_content_type(content_type, request.headers.get("content-encoding"))
         _check_accept(request.headers.get("accept"))
-        try:
-            body = await _read_body_within(request, limit, self.body_timeout_s)
-        except _PayloadTooLarge as exc:
-            if services_limit:
-                raise  # InvokeEndpoint's own limit: the runtime route answers for the service
-            raise ContainerError(
-                413, f"{exc.describe(limit)} (the server's --max-body-bytes)", close=True
-            ) from None
-        inference_id = request.headers.get("x-amzn-sagemaker-inference-id")
-        async with self.slots.hold():
-            # anyio does not abandon the thread on cancellation, so the slot is held
-            # until the model has really finished.
-            return await run_in_threadpool(self.predict, body, content_type, inference_id, variant)
+        with self.bodies.account() as account:
+            try:
+                body = await _read_body_within(request, limit, self.body_timeout_s, account)
+            except _PayloadTooLarge as exc:
+                if services_limit:
+                    raise  # InvokeEndpoint's own limit: the runtime route answers for it
+                raise ContainerError(
+                    413, f"{exc.describe(limit)} (the server's --max-body-bytes)", close=True
+                ) from None
+            inference_id = request.headers.get("x-amzn-sagemaker-inference-id")
+            async with self.slots.hold():
+                # anyio does not abandon the thread on cancellation, so the slot is held
+                # until the model has really finished.
+                return await run_in_threadpool(
+                    self.predict, body, content_type, inference_id, variant
+                )
 
     async def inject(self, variant: ProductionVariant | None = None) -> Fault | None:
         for plan in (self.faults, variant.faults if variant is not None else None):
@@ -747,6 +767,7 @@ def create_app(
     max_concurrency: int | None = None,
     queue_wait_s: float = DEFAULT_QUEUE_WAIT_S,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    max_buffered_bytes: int | None = None,
 ) -> FastAPI:
     """Build the server around a loaded model.
 
@@ -754,7 +775,9 @@ def create_app(
     startup and closes it (writing every buffered record) on shutdown.
     ``faults`` adds the ``/_faults`` admin route; without it the route does not exist.
     ``max_image_pixels`` defaults to the model's input area times
-    ``PIXELS_PER_INPUT_PIXEL`` and ``max_concurrency`` to the CPUs available.
+    ``PIXELS_PER_INPUT_PIXEL``, ``max_concurrency`` to the CPUs available and
+    ``max_buffered_bytes`` (the bodies held at once) to ``BODIES_PER_SLOT`` of the largest
+    body per inference slot.
     """
     if max_image_pixels is None:
         max_image_pixels = _model_pixel_limit(classifier)
@@ -762,15 +785,19 @@ def create_app(
         raise ValueError("max_body_bytes and max_image_pixels must be positive")
     if body_timeout_s <= 0:
         raise ValueError(f"body_timeout_s must be positive, got {body_timeout_s}")
+    slots = InferenceSlots(
+        available_cpus() if max_concurrency is None else max_concurrency, queue_wait_s
+    )
+    if max_buffered_bytes is None:
+        max_buffered_bytes = max_body_bytes * slots.limit * BODIES_PER_SLOT
     endpoint = _Endpoint(
         classifier,
         endpoint_name=endpoint_name,
         variant_name=variant_name,
         max_body_bytes=max_body_bytes,
         max_image_pixels=max_image_pixels,
-        slots=InferenceSlots(
-            available_cpus() if max_concurrency is None else max_concurrency, queue_wait_s
-        ),
+        slots=slots,
+        bodies=BodyBudget(max_buffered_bytes),
         body_timeout_s=body_timeout_s,
         capture=capture,
         faults=faults,

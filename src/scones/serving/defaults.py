@@ -58,3 +58,7 @@ DEFAULT_BODY_TIMEOUT_S = 30.0
 # 32x32 model, a 4-megapixel photo). The model sees input_size pixels, so more only costs
 # memory: the cap keeps one decoded image near 16 MB (RGBA) instead of gigabytes.
 PIXELS_PER_INPUT_PIXEL = 64 * 64
+# Request bodies the server holds at once, per inference slot, counted in its largest
+# body (--max-body-bytes): enough to keep every slot busy while others arrive, few
+# enough that a burst of large bodies cannot take the container's memory.
+BODIES_PER_SLOT = 4

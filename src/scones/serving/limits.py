@@ -1,16 +1,19 @@
-"""Resource limits around inference: how many pixels, how many requests at once.
+"""Resource limits around inference: how many pixels, how many requests at once, how
+many bytes of bodies held at once.
 
-Both guard the server's memory and CPU against requests that are cheap to send:
-a few kilobytes of PNG can declare a gigapixel image, and a burst of clients would
-otherwise each get a worker thread and queue inside onnxruntime.
+They guard the server's memory and CPU against requests that are cheap to send: a few
+kilobytes of PNG can declare a gigapixel image, a burst of clients would otherwise each
+get a worker thread and queue inside onnxruntime, and bodies are read before an
+inference slot is taken (a slow upload never holds one), so without a budget every
+connection could hold a body of the largest size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from scones.serving.defaults import PIXELS_PER_INPUT_PIXEL
 
@@ -83,3 +86,54 @@ class InferenceSlots:
             yield
         finally:
             self._semaphore.release()
+
+
+class BodiesOverBudget(ServerBusy):
+    """A body would take the bytes held by bodies being received or classified past the
+    server's budget: answered as busy, so the client backs off and sends it again."""
+
+    def __init__(self, limit: int, held: int, wanted: int) -> None:
+        Exception.__init__(
+            self,
+            f"the model server is busy: {held} bytes of request bodies are being received "
+            f"or classified, and {wanted} more would pass its {limit}-byte budget; retry "
+            "with backoff",
+        )
+
+
+class BodyBudget:
+    """At most ``limit`` bytes of request bodies held at once, across every request.
+
+    One event loop: no lock needed.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the body budget must be at least 1 byte, got {limit}")
+        self.limit = limit
+        self.held = 0
+
+    @contextmanager
+    def account(self) -> Iterator[BodyAccount]:
+        """An account for one request's body; what it took is given back at the end."""
+        account = BodyAccount(self)
+        try:
+            yield account
+        finally:
+            self.held -= account.taken
+
+
+class BodyAccount:
+    """The bytes one request's body holds of a :class:`BodyBudget`."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self._budget = budget
+        self.taken = 0
+
+    def take(self, size: int) -> None:
+        """Hold ``size`` more bytes; :class:`BodiesOverBudget` if the budget has no room."""
+        budget = self._budget
+        if budget.held + size > budget.limit:
+            raise BodiesOverBudget(budget.limit, budget.held, size)
+        budget.held += size
+        self.taken += size
