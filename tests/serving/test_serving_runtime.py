@@ -105,6 +105,19 @@ def test_a_target_model_is_refused_as_on_a_single_model_endpoint(
     assert invoke(client, bicycle_png)["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
+def test_a_target_container_is_refused_as_on_an_endpoint_without_direct_invocation(
+    live_server: LiveServer, bicycle_png: bytes
+) -> None:
+    """SageMaker answers TargetContainerHostname with a validation error on an endpoint
+    that is not a multi-container endpoint set for direct invocation, as every one here."""
+    client = runtime_client(live_server.base_url)
+    with pytest.raises(client.exceptions.ValidationError) as raised:
+        invoke(client, bicycle_png, TargetContainerHostname="c1")
+    assert "does not support the target container hostname header" in str(raised.value)
+    (variant,) = live_server.server.app.state.endpoint.variants()
+    assert variant.invocations == 0
+
+
 def test_a_body_past_invoke_endpoints_limit_never_reaches_the_container(
     live_server: LiveServer,
 ) -> None:

@@ -75,6 +75,7 @@ from scones.serving.faults import Fault, FaultPlan, FaultSpecError
 from scones.serving.invoke_headers import (
     TARGET_MODEL_NOT_SUPPORTED,
     invoke_header_problem,
+    target_container_problem,
     target_model_problem,
 )
 from scones.serving.limits import (
@@ -608,6 +609,8 @@ class _Endpoint:
                 {"ErrorCode": TARGET_MODEL_NOT_SUPPORTED},
                 close=True,
             )
+        if problem := target_container_problem(request.headers, name):
+            raise ServiceError(ServiceCode.VALIDATION_ERROR, problem, close=True)
         try:
             variant = self.choose(request.headers.get("x-amzn-sagemaker-target-variant"))
         except ServiceError as exc:

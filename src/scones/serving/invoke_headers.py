@@ -108,5 +108,19 @@ def target_model_problem(headers: Mapping[str, str], endpoint_name: str) -> str 
     )
 
 
+def target_container_problem(headers: Mapping[str, str], endpoint_name: str) -> str | None:
+    """The refusal of ``TargetContainerHostname`` on an endpoint that is not a
+    multi-container endpoint set for direct invocation (SageMaker: "you get validation
+    errors"); None without the header. Served instead, it would pass offline and fail on
+    AWS, as ``TargetModel`` would."""
+    rule = next(r for r in header_rules() if r.member == "TargetContainerHostname")
+    if _lowered(headers).get(rule.header.lower()) is None:
+        return None
+    return (
+        f"Endpoint {endpoint_name} is not a multi-container endpoint with direct invocation "
+        "and does not support the target container hostname header."
+    )
+
+
 def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
