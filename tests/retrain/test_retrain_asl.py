@@ -33,7 +33,7 @@ from scones_core.training_split import min_images_per_class
 
 from scones.asl_check import substitute
 from scones.offline.stack import OfflineStack, StackOptions
-from scones.template_params import PROJECT_ROOT, parameter_defaults
+from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
 from tests.workflow.test_workflow_template import sample_substitutions, state_machines
 
 # The moto tests share one offline stack (one per process): keep the module on one worker.
@@ -765,6 +765,31 @@ def test_the_retraining_role_may_scale_only_the_stacks_endpoint() -> None:
     assert decide(statements, Request(scale, f"{endpoint}-other")) == IMPLICIT_DENY
 
 
+def test_a_run_times_out_after_the_limits_of_every_step_it_waits_for() -> None:
+    """A stuck run (a job stuck stopping, a deployment never settling) must end, and so
+    page RetrainingUnfinishedAlarm: the monitor starts no retraining while one runs. The
+    run's limit leaves room for every step's own limit and an hour more."""
+    document = definition()
+    limits = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("MaxRuntimeInSeconds", "MaximumExecutionTimeoutInSeconds"):
+                    limits.append(int(value))
+                collect(value)
+        elif isinstance(node, list):
+            for item in node:
+                collect(item)
+
+    collect(document["States"])
+    assert sorted(limits) == [3600, 7200, 10800]  # evaluation, deployment, training
+    assert document["TimeoutSeconds"] >= sum(limits) + 3600
+    alarm = load_template()["Resources"]["RetrainingUnfinishedAlarm"]["Properties"]
+    names = {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert names == {"ExecutionsTimedOut", "ExecutionsAborted"}
+
+
 def test_every_outcome_write_retries_dynamodb_and_still_alerts_when_it_fails() -> None:
     """An outcome item that cannot be written (past its retries) must not end the run
     silently: the Catch goes on to the run's alert or notice."""
@@ -980,7 +1005,11 @@ def test_a_deployment_that_cannot_be_watched_leaves_its_candidate_pending(
     assert described["ModelApprovalStatus"] == "PendingManualApproval"
     reason = outcome_of(stack, run)["reason"]
     assert reason.startswith("DeploymentUnknown: "), reason
-    assert "stays PendingManualApproval; check the endpoint" in reason
+    # It names what a person has to settle: the package, the endpoint, the candidate's config.
+    package = state["model_package"]["arn"]
+    config = state["dataset"]["names"]["base"]
+    assert f"its model package {package} stays PendingManualApproval" in reason
+    assert f"check endpoint {name} (the candidate is config {config})" in reason
     assert "Could not find endpoint" in reason  # the describe error, kept
     if start_at == "FindLostDeployment":
         assert "connection reset" in reason  # and UpdateEndpoint's
