@@ -297,12 +297,23 @@ def test_a_replay_whose_execution_closed_without_a_record_is_followed_by_the_nex
     assert "all closed without writing a record" in replay.detail
 
 
-def test_a_dry_run_starts_nothing(aws: Aws) -> None:
+def test_a_dry_run_starts_nothing_and_says_why_each_record_failed(aws: Aws) -> None:
+    """What a person reads before replaying: a replay helps a throttled endpoint, not a
+    model that refuses the image."""
     ref = aws.upload("incoming/a.png")
-    aws.record(ref)
+    item = aws.record(ref)
+    item |= {
+        "error_code": {"S": "EndpointUnavailable"},
+        "reason": {"S": "endpoint scones-test: ServiceUnavailable: try later"},
+    }
+    aws.ddb.put_item(TableName=TABLE, Item=item)
     report = aws.redriver().redrive_records(Selection(), dry_run=True)
-    assert [(r.outcome, r.execution_name) for r in report.replays] == [
-        (Outcome.WOULD_START, f"{ref.execution_name}-r1")
+    assert [(r.outcome, r.execution_name, r.detail) for r in report.replays] == [
+        (
+            Outcome.WOULD_START,
+            f"{ref.execution_name}-r1",
+            "was FAILED: EndpointUnavailable: endpoint scones-test: ServiceUnavailable: try later",
+        )
     ]
     assert aws.executions() == {}
 

@@ -471,7 +471,7 @@ class Redriver:
             )
         except (ClientError, BotoCoreError) as exc:
             return Replay(Source.RECORD, Outcome.ERROR, record_id, key, attempt, name, str(exc))
-        return Replay(Source.RECORD, outcome, record_id, key, attempt, name)
+        return Replay(Source.RECORD, outcome, record_id, key, attempt, name, _why_failed(record))
 
     # -- the dead-letter queue ----------------------------------------------------------
     def drain_dead_letters(
@@ -694,3 +694,12 @@ def lambda_error(message: Mapping[str, Any]) -> str:
 
     code, text = value("ErrorCode"), value("ErrorMessage")
     return text or (f"error code {code}" if code else "")
+
+
+def _why_failed(record: Mapping[str, Any]) -> str:
+    """What the record says went wrong, shown beside its replay: a person deciding whether
+    a replay can help (a throttled endpoint) or cannot (a model that refuses the image)."""
+    code = str(record.get("error_code") or "")
+    reason = str(record.get("reason") or "")
+    said = ": ".join(part for part in (code, reason) if part)
+    return f"was FAILED: {said}" if said else ""
