@@ -185,3 +185,23 @@ def test_the_fewest_images_to_train_on_are_quoted_as_the_rule_gives_them() -> No
     assert f"its {MEMBERS} ensemble members, {min_images_per_class()} with the defaults" in (
         monitoring
     )
+
+
+def test_every_alarm_has_its_runbook_row() -> None:
+    """An alarm reaches a person at any hour: docs/operations.md says, for each, what
+    happened, what to do and how to know it is fixed."""
+    from scones.template_params import load_template
+
+    alarms = {
+        name
+        for name, resource in load_template()["Resources"].items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    rows = [
+        line
+        for line in (PROJECT_ROOT / "docs" / "operations.md").read_text().splitlines()
+        if line.startswith("| `")
+    ]
+    documented = {name for row in rows for name in re.findall(r"`(\w+Alarm)`", row.split("|")[1])}
+    assert documented == alarms
+    assert all(len([c for c in row.split("|")[1:-1] if c.strip()]) == 4 for row in rows)
