@@ -784,6 +784,35 @@ def test_a_dry_run_drain_starts_and_deletes_nothing(aws: Aws) -> None:
     assert aws.visible_bodies() == bodies
 
 
+def test_a_message_a_person_names_is_deleted_with_its_body_shown_and_nothing_else(
+    aws: Aws,
+) -> None:
+    """A stray message keeps DeadLetterAlarm in ALARM, and then a new dead letter pages
+    nobody: once read, a person deletes it by the id the report gave. Only that message;
+    a dry run deletes nothing; the rest of the queue is drained as ever."""
+    ref = aws.upload("incoming/a.png")
+    stray = STRANGERS[0]
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=stray)
+    (left,) = aws.redriver().drain_dead_letters().replays
+    assert left.outcome is Outcome.LEFT
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=workflow_failed(ref, 0))
+
+    named = frozenset({left.message_id})
+    dry = aws.redriver().drain_dead_letters(dry_run=True, delete=named)
+    assert sorted((r.outcome, r.message_id == left.message_id) for r in dry.replays) == [
+        (Outcome.WOULD_DELETE, True),
+        (Outcome.WOULD_START, False),
+    ]
+    assert len(aws.visible_bodies()) == 2
+
+    report = aws.redriver().drain_dead_letters(delete=named)
+    deleted = [r for r in report.replays if r.message_id == left.message_id]
+    assert [(r.outcome, r.detail) for r in deleted] == [(Outcome.DELETED, f"its body: {stray}")]
+    assert report.clean and report.messages_deleted == 2
+    assert aws.visible_bodies() == []
+    assert list(aws.executions()) == [f"{ref.execution_name}-r1"]
+
+
 def test_dead_letters_are_sorted_by_shape() -> None:
     ref = ObjectRef("images", "incoming/a.png", "v", "e", 3)
     assert parse_dead_letter(s3_event(ref)).source is Source.S3_EVENT
@@ -942,3 +971,23 @@ def test_draining_without_the_table_warns_that_records_cannot_be_read(
     assert "warning: no results table (--stack or --table)" in err
     code = main(["redrive", "--dead-letters", *where, "--table", TABLE, "--region", "us-east-1"])
     assert code == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_deleting_a_named_message_from_the_command_line_prints_its_body(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scones.cli.main import main
+
+    where = ["--state-machine-arn", aws.machine, "--dead-letter-queue-url", aws.queue]
+    where += ["--table", TABLE, "--region", "us-east-1"]
+    assert main(["redrive", "--delete-message", "m-1", *where]) == 2
+    assert "--delete-message deletes dead letters: it needs --dead-letters" in (
+        capsys.readouterr().err
+    )
+    message_id = aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=STRANGERS[0])["MessageId"]
+    assert main(["redrive", "--dead-letters", *where]) == 1  # left on the queue
+    assert main(["redrive", "--dead-letters", "--delete-message", message_id, *where]) == 0
+    out = capsys.readouterr().out
+    assert f"deleted as asked  other           message {message_id}  (its body: " in out
+    assert "messages deleted: 1, left on the queue: 0" in out
+    assert aws.visible_bodies() == []

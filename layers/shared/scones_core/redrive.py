@@ -97,6 +97,8 @@ class Outcome(StrEnum):
     WOULD_START = "would_start"  # dry run: would be started
     RAN = "ran"  # a failed monitor run was invoked again and succeeded
     LEFT = "left"  # a dead letter this redrive cannot replay: left on the queue
+    DELETED = "deleted"  # a dead letter a person named to be deleted (its body is shown)
+    WOULD_DELETE = "would_delete"  # dry run: would be deleted
     ERROR = "error"  # starting failed (the message, if any, stays on the queue)
 
 
@@ -475,9 +477,15 @@ class Redriver:
 
     # -- the dead-letter queue ----------------------------------------------------------
     def drain_dead_letters(
-        self, *, dry_run: bool = False, max_messages: int | None = None
+        self,
+        *,
+        dry_run: bool = False,
+        max_messages: int | None = None,
+        delete: frozenset[str] = frozenset(),
     ) -> RedriveReport:
-        """Replay every replayable message of the dead-letter queue; delete only those.
+        """Replay every replayable message of the dead-letter queue; delete only those,
+        and the messages whose ids ``delete`` names (a person read them in an earlier
+        report and decided: a stray message, say), which are not replayed.
 
         Messages that stay (unreplayable, failed to start, or a dry run) are made visible
         again at the end, so the next reader sees them at once.
@@ -506,11 +514,14 @@ class Redriver:
                 for message in fresh:
                     seen.add(message["MessageId"])
                     try:
-                        replays, delete = self._handle(message, dry_run=dry_run)
+                        if message["MessageId"] in delete:
+                            replays, done = [_named_for_deletion(message, dry_run)], not dry_run
+                        else:
+                            replays, done = self._handle(message, dry_run=dry_run)
                     except Exception as exc:  # one message must not stop the drain
-                        replays, delete = [self._unexpected(message, exc)], False
+                        replays, done = [self._unexpected(message, exc)], False
                     report.replays.extend(replays)
-                    if delete:
+                    if done:
                         self.sqs.delete_message(
                             QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
                         )
@@ -703,3 +714,22 @@ def _why_failed(record: Mapping[str, Any]) -> str:
     reason = str(record.get("reason") or "")
     said = ": ".join(part for part in (code, reason) if part)
     return f"was FAILED: {said}" if said else ""
+
+
+# How much of a deleted message's body its row keeps: enough to recognise it later.
+DELETED_BODY_SHOWN = 500
+
+
+def _named_for_deletion(message: Mapping[str, Any], dry_run: bool) -> Replay:
+    body = str(message.get("Body", ""))
+    shown = body[:DELETED_BODY_SHOWN] + (
+        f"... ({len(body) - DELETED_BODY_SHOWN} more characters)"
+        if len(body) > DELETED_BODY_SHOWN
+        else ""
+    )
+    return Replay(
+        Source.OTHER,
+        Outcome.WOULD_DELETE if dry_run else Outcome.DELETED,
+        detail=f"its body: {shown}",
+        message_id=str(message["MessageId"]),
+    )

@@ -67,6 +67,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "else",
     )
     parser.add_argument(
+        "--delete-message",
+        action="append",
+        default=[],
+        metavar="MESSAGE_ID",
+        help="with --dead-letters: delete this message (an id a report listed) instead of "
+        "replaying it; its body is printed; repeatable",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="show what would start; change nothing"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -178,6 +186,8 @@ def redrive_command(args: argparse.Namespace) -> int:
         raise CommandError(
             "--dead-letters replays the whole queue; --since/--until/--prefix select records"
         )
+    if args.delete_message and not args.dead_letters:
+        raise CommandError("--delete-message deletes dead letters: it needs --dead-letters")
     selection = Selection(
         status=args.status,
         since=parse_moment(args.since, now),
@@ -220,7 +230,9 @@ def redrive_command(args: argparse.Namespace) -> int:
                     "an object already classified is classified again",
                     file=sys.stderr,
                 )
-            report = redriver.drain_dead_letters(dry_run=args.dry_run)
+            report = redriver.drain_dead_letters(
+                dry_run=args.dry_run, delete=frozenset(args.delete_message)
+            )
         else:
             _require(target.table, "results table", "--table", TABLE_OUTPUT)
             report = redriver.redrive_records(selection, dry_run=args.dry_run)
@@ -242,6 +254,8 @@ _LABELS = {
     Outcome.WOULD_START: "would start",
     Outcome.RAN: "ran again",
     Outcome.LEFT: "left on the queue",
+    Outcome.DELETED: "deleted as asked",
+    Outcome.WOULD_DELETE: "would delete",
     Outcome.ERROR: "ERROR",
 }
 
