@@ -258,13 +258,15 @@ async def _read_body(
         if declared_size > limit:
             raise _PayloadTooLarge(declared_size, exact=True)
         if account is not None:
-            account.take(declared_size)
+            # Refused at once if it cannot fit, but held only as it arrives: a connection
+            # that declares a body and sends nothing holds none of the budget.
+            account.check(declared_size)
     body = bytearray() if body is None else body
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise _PayloadTooLarge(len(body), exact=False)
-        if account is not None and declared is None:
+        if account is not None:
             account.take(len(chunk))
     return bytes(body)
 
@@ -572,7 +574,7 @@ class _Endpoint:
         except ContainerError as exc:
             return container_error_response(exc)
         except ServerBusy as exc:
-            return container_error_response(ContainerError(429, str(exc)))
+            return container_error_response(ContainerError(429, str(exc), close=exc.close))
         except _BodyTimeout as exc:
             return container_error_response(ContainerError(408, str(exc), close=True))
         return Response(text, media_type=RESPONSE_CONTENT_TYPE, headers=variant.response_headers)
@@ -664,7 +666,9 @@ class _Endpoint:
         except ServerBusy as exc:
             # The container's 429, which SageMaker returns as every container error: a
             # ModelError with OriginalStatusCode 429 (its own throttling is another error).
-            raise model_error(ContainerError(429, str(exc)), self.endpoint_name) from None
+            raise model_error(
+                ContainerError(429, str(exc), close=exc.close), self.endpoint_name
+            ) from None
         except _BodyTimeout as exc:
             raise ServiceError(ServiceCode.REQUEST_TIMEOUT, str(exc)) from None
 

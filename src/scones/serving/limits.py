@@ -41,6 +41,10 @@ def available_cpus() -> int:
 class ServerBusy(Exception):
     """Every inference slot stayed taken for the whole wait: answer as throttled."""
 
+    # Whether the answer must close the connection: true when it comes before the body was
+    # read, so a client that sent ``Expect: 100-continue`` never sends it.
+    close = False
+
     def __init__(self, limit: int, wait_s: float, ahead: int) -> None:
         super().__init__(
             f"the model server is busy: the request waited {wait_s:g} s for one of its "
@@ -90,7 +94,10 @@ class InferenceSlots:
 
 class BodiesOverBudget(ServerBusy):
     """A body would take the bytes held by bodies being received or classified past the
-    server's budget: answered as busy, so the client backs off and sends it again."""
+    server's budget: answered as busy, so the client backs off and sends it again. The
+    body is not read (or not all of it), so the connection is closed."""
+
+    close = True
 
     def __init__(self, limit: int, held: int, wanted: int) -> None:
         Exception.__init__(
@@ -130,10 +137,14 @@ class BodyAccount:
         self._budget = budget
         self.taken = 0
 
-    def take(self, size: int) -> None:
-        """Hold ``size`` more bytes; :class:`BodiesOverBudget` if the budget has no room."""
+    def check(self, size: int) -> None:
+        """:class:`BodiesOverBudget` if ``size`` more bytes would not fit now."""
         budget = self._budget
         if budget.held + size > budget.limit:
             raise BodiesOverBudget(budget.limit, budget.held, size)
-        budget.held += size
+
+    def take(self, size: int) -> None:
+        """Hold ``size`` more bytes; :class:`BodiesOverBudget` if the budget has no room."""
+        self.check(size)
+        self._budget.held += size
         self.taken += size
