@@ -639,7 +639,8 @@ def test_a_dead_letter_whose_record_says_it_ran_is_deleted_without_a_start(aws: 
          "already recorded as ACCEPTED (attempt 1)"),
         ("incoming/done.png", Source.WORKFLOW_FAILED, Outcome.ALREADY_RECORDED,
          "already recorded as ACCEPTED (attempt 1)"),
-        ("incoming/earlier.png", Source.WORKFLOW_FAILED, Outcome.STARTED, ""),
+        ("incoming/earlier.png", Source.WORKFLOW_FAILED, Outcome.STARTED,
+         "was FAILED: EndpointUnavailable: down"),
         ("incoming/later.png", Source.WORKFLOW_FAILED, Outcome.ALREADY_RECORDED,
          "already FAILED at attempt 2, not earlier: its own dead letter, or `scones redrive` "
          "of the record, replays it"),
@@ -808,9 +809,17 @@ def test_a_message_a_person_names_is_deleted_with_its_body_shown_and_nothing_els
     report = aws.redriver().drain_dead_letters(delete=named)
     deleted = [r for r in report.replays if r.message_id == left.message_id]
     assert [(r.outcome, r.detail) for r in deleted] == [(Outcome.DELETED, f"its body: {stray}")]
+    # The image's letter is replayed, its row saying why it failed.
+    [replayed] = [r for r in report.replays if r.source is Source.WORKFLOW_FAILED]
+    assert replayed.detail == "was FAILED: EndpointUnavailable: down"
     assert report.clean and report.messages_deleted == 2
     assert aws.visible_bodies() == []
     assert list(aws.executions()) == [f"{ref.execution_name}-r1"]
+
+    # A named id the drain never received (mistyped, gone) is said, not silently passed.
+    missed = aws.redriver().drain_dead_letters(delete=frozenset({"no-such-id"}))
+    assert [(r.outcome, r.message_id) for r in missed.replays] == [(Outcome.ERROR, "no-such-id")]
+    assert "nothing deleted" in missed.replays[0].detail and not missed.clean
 
 
 def test_dead_letters_are_sorted_by_shape() -> None:

@@ -536,6 +536,17 @@ class Redriver:
                         QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=0
                     )
         report.messages_left = len(kept)
+        for missing in sorted(delete - seen):
+            # Mistyped, already gone, or in flight with another reader: say so.
+            report.replays.append(
+                Replay(
+                    Source.OTHER,
+                    Outcome.ERROR,
+                    detail="named for deletion but not received from the queue (gone, "
+                    "in flight with another reader, or a mistyped id): nothing deleted",
+                    message_id=missing,
+                )
+            )
         return report
 
     @staticmethod
@@ -573,7 +584,9 @@ class Redriver:
                 outcome = self.replay(letter.ref, letter.event_time, attempt, dry_run=dry_run)
             except (ClientError, BotoCoreError) as exc:
                 return [replace(base, detail=str(exc))], False
-            return [replace(base, outcome=outcome)], _done(outcome)
+            return [replace(base, outcome=outcome, detail=_why_letter_failed(letter))], _done(
+                outcome
+            )
         if letter.source is Source.S3_EVENT:
             return self._replay_notification(letter.body, message_id, dry_run=dry_run)
         failed_with = lambda_error(message)
@@ -710,9 +723,21 @@ def lambda_error(message: Mapping[str, Any]) -> str:
 def _why_failed(record: Mapping[str, Any]) -> str:
     """What the record says went wrong, shown beside its replay: a person deciding whether
     a replay can help (a throttled endpoint) or cannot (a model that refuses the image)."""
-    code = str(record.get("error_code") or "")
-    reason = str(record.get("reason") or "")
-    said = ": ".join(part for part in (code, reason) if part)
+    return _failed_with(record.get("error_code"), record.get("reason"))
+
+
+def _why_letter_failed(letter: DeadLetter) -> str:
+    """The same from a ``workflow_failed`` letter: its ``failure`` (the record's fields)."""
+    failure = letter.body.get("failure") if isinstance(letter.body, dict) else None
+    if not isinstance(failure, dict):
+        return ""
+    cause = failure.get("cause")
+    reason = cause.get("errorMessage") if isinstance(cause, dict) else cause
+    return _failed_with(failure.get("error_code"), reason)
+
+
+def _failed_with(code: Any, reason: Any) -> str:
+    said = ": ".join(str(part) for part in (code, reason) if part)
     return f"was FAILED: {said}" if said else ""
 
 
