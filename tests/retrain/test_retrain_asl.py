@@ -29,6 +29,15 @@ from botocore import xform_name
 from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
 from scones_core.retraining.dataset import RunNames
+from scones_core.retraining.outcome import (
+    ALERT_STATES,
+    FAILED,
+    PROMOTED,
+    REJECTED,
+    ROLLED_BACK,
+    SUBJECTS,
+    alert_subject,
+)
 from scones_core.training_split import min_images_per_class
 
 from scones.asl_check import substitute
@@ -312,6 +321,23 @@ def alerts(stack: OfflineStack) -> Any:
     return read
 
 
+def subject(stack: OfflineStack, outcome: str) -> str:
+    return alert_subject(outcome, stack.parameters["EndpointName"])
+
+
+def test_each_alert_subject_is_the_one_outcome_module_gives_and_fits_sns() -> None:
+    """One home for the subjects (the offline rehearsal sends the same): each names the
+    endpoint, and even with the longest EndpointName stays under SNS's 100 characters."""
+    states = definition()["States"]
+    for outcome, state in ALERT_STATES.items():
+        expected = f"States.Format('Scones retraining on {{}}: {SUBJECTS[outcome]}', "
+        assert states[state]["Parameters"]["Subject.$"] == expected + "$.run.endpoint_name)"
+        longest = alert_subject(
+            outcome, "e" * load_template()["Parameters"]["EndpointName"]["MaxLength"]
+        )
+        assert len(longest) < 100, longest
+
+
 def deployed_definition(stack: OfflineStack) -> tuple[dict[str, Any], str]:
     described = stack.client("stepfunctions").describe_state_machine(
         stateMachineArn=stack.stack.outputs["RetrainStateMachineArn"]
@@ -526,7 +552,7 @@ def test_a_failing_step_leaves_a_failed_record_and_an_alert(
     record = outcome_of(stack, "no-endpoint")
     assert record["outcome"] == "FAILED" and record["record_type"] == "RETRAINING_OUTCOME"
     assert "Could not find endpoint" in record["reason"]
-    assert "Scones retraining failed" in alerts()
+    assert subject(stack, FAILED) in alerts()
 
 
 def put_evaluation(stack: OfflineStack, state: dict[str, Any], candidate_accuracy: float) -> None:
@@ -562,7 +588,7 @@ def test_a_refused_candidate_leaves_a_rejected_record_and_an_alert(
     record = outcome_of(stack, "refused")
     assert record["outcome"] == "REJECTED"
     assert "accuracy 0.5000 is below production's 0.9000" in record["reason"]
-    assert "Scones retraining: candidate rejected by the gate" in alerts()
+    assert subject(stack, REJECTED) in alerts()
 
 
 def test_a_passing_candidate_is_registered_pending_and_deployed_until_moto_lacks_update_endpoint(
@@ -596,14 +622,10 @@ def test_a_passing_candidate_is_registered_pending_and_deployed_until_moto_lacks
 
 
 @pytest.mark.parametrize(
-    ("serving", "outcome", "subject"),
-    [
-        ("candidate", "PROMOTED", "Scones retraining: candidate promoted"),
-        ("previous", "ROLLED_BACK", "Scones retraining: canary rolled back"),
-    ],
+    ("serving", "outcome"), [("candidate", PROMOTED), ("previous", ROLLED_BACK)]
 )
 def test_the_deployment_check_tells_promotion_from_rollback(
-    stack: OfflineStack, alerts: Any, serving: str, outcome: str, subject: str
+    stack: OfflineStack, alerts: Any, serving: str, outcome: str
 ) -> None:
     state = sample_state(stack.bucket, stack.parameters["EndpointName"])
     run = f"deployed-{serving}"
@@ -616,7 +638,7 @@ def test_the_deployment_check_tells_promotion_from_rollback(
     assert result["status"] == "SUCCEEDED"
     record = outcome_of(stack, run)
     assert record["outcome"] == outcome, record
-    assert subject in alerts()
+    assert subject(stack, outcome) in alerts()
 
 
 def test_a_rollback_sagemaker_explains_is_recorded_in_its_words(
@@ -646,7 +668,7 @@ def test_a_rollback_sagemaker_explains_is_recorded_in_its_words(
     assert record["outcome"] == "ROLLED_BACK"
     assert record["reason"].startswith(f"SageMaker rolled the canary back ({why}): ")
     assert "alarm" not in record["reason"]
-    assert "Scones retraining: canary rolled back" in alerts()
+    assert subject(stack, ROLLED_BACK) in alerts()
 
 
 LOST = {
@@ -892,7 +914,7 @@ def test_a_promoted_candidate_is_approved_before_its_record(
     assert described["ModelApprovalStatus"] == "Approved"
     record = outcome_of(stack, run)
     assert record["outcome"] == "PROMOTED" and "Approved" in record["reason"], record
-    assert "Scones retraining: candidate promoted" in alerts()
+    assert subject(stack, PROMOTED) in alerts()
 
 
 def test_prepare_names_the_serving_and_the_canarys_instance_counts() -> None:
@@ -977,7 +999,7 @@ def test_a_failure_after_registration_marks_the_package_rejected(
     )
     assert described["ModelApprovalStatus"] == "Rejected"
     assert outcome_of(stack, run)["outcome"] == "FAILED"
-    assert "Scones retraining failed" in alerts()
+    assert subject(stack, FAILED) in alerts()
 
 
 @pytest.mark.parametrize("start_at", ["CheckDeployment", "FindLostDeployment"])
@@ -1013,7 +1035,7 @@ def test_a_deployment_that_cannot_be_watched_leaves_its_candidate_pending(
     assert "Could not find endpoint" in reason  # the describe error, kept
     if start_at == "FindLostDeployment":
         assert "connection reset" in reason  # and UpdateEndpoint's
-    assert "Scones retraining failed" in alerts()
+    assert subject(stack, FAILED) in alerts()
 
 
 @pytest.mark.parametrize(
@@ -1040,7 +1062,7 @@ def test_production_is_checked_again_before_the_canary(
     assert "DeployCanary" not in entered
     record = outcome_of(stack, f"recheck-{change}")
     assert record["outcome"] == "FAILED" and reason in record["reason"], record
-    assert "Scones retraining failed" in alerts()
+    assert subject(stack, FAILED) in alerts()
     described = stack_package(stack, state["training"]["model_data_url"])
     assert described["ModelApprovalStatus"] == "Rejected"
 
@@ -1055,7 +1077,7 @@ def test_retraining_does_not_start_on_an_endpoint_that_is_not_in_service(
     assert "FindProductionConfig" not in entered_states(stack, result["executionArn"])
     record = outcome_of(stack, "not-in-service")
     assert record["outcome"] == "FAILED" and "the endpoint is Updating" in record["reason"]
-    assert "Scones retraining failed" in alerts()
+    assert subject(stack, FAILED) in alerts()
 
 
 def test_a_production_package_without_a_model_data_url_is_an_unknown_production_model(
@@ -1105,7 +1127,7 @@ def unknown_production_model(stack: OfflineStack, model: str | None, alerts: Any
     assert "DescribeUnknownProductionModel" in entered_states(stack, result["executionArn"])
     reason = str(outcome_of(stack, run)["reason"])
     assert reason.startswith("ProductionModelUnknown: ")
-    assert "Scones retraining failed" in alerts()
+    assert subject(stack, FAILED) in alerts()
     return reason
 
 

@@ -18,10 +18,14 @@ import json
 from pathlib import Path
 
 import pytest
+from scones_core.retraining.outcome import FAILED, REJECTED, alert_subject
 
 from scones.cli.main import main as scones_main
 from scones.offline.retrain import OfflineRetrain, RetrainOptions, RetrainResult
+from scones.template_params import parameter_defaults
 from tests.retrain.tiny_models import coin_flip_model
+
+ENDPOINT = parameter_defaults()["EndpointName"]
 
 # Each test trains for real and runs its own offline stack: one worker runs them in turn.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("retrain-offline")]
@@ -127,7 +131,7 @@ def test_a_candidate_trained_on_shuffled_labels_is_refused_by_the_gate(tmp_path:
     assert any("below production" in reason for reason in steps["gate"]["reasons"])
     assert "register" not in steps and "deploy" not in steps
     assert report["record"]["outcome"] == "REJECTED"
-    assert report["alert"]["subject"] == "Scones retraining: candidate rejected by the gate"
+    assert report["alert"]["subject"] == alert_subject(REJECTED, ENDPOINT)
     assert (out / report_file.name.replace(".json", ".html")).is_file()
     markdown = (out / report_file.name.replace(".json", ".md")).read_text()
     assert "REJECTED" in markdown and "| gate | REFUSED" in markdown
@@ -147,7 +151,7 @@ def test_a_run_that_fails_leaves_its_record_alert_and_report(
     assert report["outcome"] == "FAILED"
     assert report["record"]["outcome"] == "FAILED"
     assert "too small to judge a candidate by" in report["record"]["reason"]
-    assert report["alert"]["subject"] == "Scones retraining failed"
+    assert report["alert"]["subject"] == alert_subject(FAILED, ENDPOINT)
     assert [s["step"] for s in report["steps"]] == ["publish", "record"]
     page = (out / report_file.name.replace(".json", ".html")).read_text()
     assert "h1{color:#b3261e}" in page  # a failure reads as one, not in neutral grey

@@ -753,12 +753,7 @@ class OfflineRetrain:
         )
         table = self.stack.stack.physical_id("MonitorStateTable")
         self.stack.client("dynamodb").put_item(TableName=table, Item=item)
-        subject = {
-            outcomes.PROMOTED: "Scones retraining: candidate promoted",
-            outcomes.REJECTED: "Scones retraining: candidate rejected by the gate",
-            outcomes.ROLLED_BACK: "Scones retraining: canary rolled back",
-            outcomes.FAILED: "Scones retraining failed",
-        }[outcome]
+        subject = outcomes.alert_subject(outcome, endpoint_name)
         message = f"Retraining {self.run_name}: {reason}"
         self.stack.client("sns").publish(
             TopicArn=self.stack.stack.outputs["AlertTopicArn"], Subject=subject, Message=message

@@ -29,6 +29,28 @@ ATTRIBUTES = (
 )
 
 
+# What each outcome's alert says after "Scones retraining on <endpoint>: " (its subject;
+# SNS takes under 100 characters, and EndpointName has at most 40).
+SUBJECTS = {
+    PROMOTED: "candidate promoted",
+    REJECTED: "candidate rejected by the gate",
+    ROLLED_BACK: "canary rolled back",
+    FAILED: "failed",
+}
+# The state of the retraining definition that sends each outcome's alert.
+ALERT_STATES = {
+    PROMOTED: "NotifyPromoted",
+    REJECTED: "AlertRejected",
+    ROLLED_BACK: "AlertRolledBack",
+    FAILED: "AlertFailed",
+}
+
+
+def alert_subject(outcome: str, endpoint_name: str) -> str:
+    """The alert's subject: the endpoint named, so two stacks mailing one inbox differ."""
+    return f"Scones retraining on {endpoint_name}: {SUBJECTS[outcome]}"
+
+
 def outcome_key(endpoint_name: str, run_name: str) -> str:
     return f"retraining#{endpoint_name}#{run_name}"
 
