@@ -357,16 +357,11 @@ def missing_executions(
     created = description.get("CreationTime")
     if hours is None or not isinstance(created, datetime):
         return ()
-    seen = {floor_hour(e.scheduled_time.astimezone(UTC)) for e in executions}
     status = description.get("MonitoringScheduleStatus", "unknown")
     reason = f"no execution was scheduled; the schedule is {status}"
     if description.get("FailureReason"):
         reason += f" ({description['FailureReason']})"
-    return tuple(
-        MonitoringExecution(scheduled_time=hour, status=MISSING_STATUS, failure_reason=reason)
-        for hour in sorted(hours, reverse=True)
-        if hour > created and hour not in seen
-    )
+    return _missing([hour for hour in hours if hour > created], executions, reason)
 
 
 def _unscheduled_hours(
@@ -377,15 +372,22 @@ def _unscheduled_hours(
 ) -> tuple[MonitoringExecution, ...]:
     """The window's whole hours without an execution, each ``Missing`` because the
     schedule itself does not exist."""
-    seen = {floor_hour(e.scheduled_time.astimezone(UTC)) for e in executions}
     reason = (
         f"the monitoring schedule {schedule_name} does not exist (deleted?): nothing checks "
         "the endpoint's traffic; recreate it, or stop naming it in MONITORING_SCHEDULE_NAME "
         "if Model Monitor is no longer used"
     )
+    return _missing(_hours_starting_in(start, end), executions, reason)
+
+
+def _missing(
+    hours: list[datetime], executions: tuple[MonitoringExecution, ...], reason: str
+) -> tuple[MonitoringExecution, ...]:
+    """A ``Missing`` execution, newest first, for each of ``hours`` that has none."""
+    seen = {floor_hour(e.scheduled_time.astimezone(UTC)) for e in executions}
     return tuple(
         MonitoringExecution(scheduled_time=hour, status=MISSING_STATUS, failure_reason=reason)
-        for hour in sorted(_hours_starting_in(start, end), reverse=True)
+        for hour in sorted(hours, reverse=True)
         if hour not in seen
     )
 
