@@ -34,6 +34,7 @@ from scones_core.errors import (
 from scones_core.json_text import NotJSON, load_json
 from scones_core.records import number_attribute
 from scones_core.settings import EndpointSettings
+from scones_core.shortened import shortened
 
 _THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
 # SageMaker returns every non-2xx answer of the model's container as ModelError (424),
@@ -115,11 +116,7 @@ def endpoint_error(endpoint_name: str, exc: ClientError) -> Exception:
     that status and the container's log stream."""
     error = exc.response.get("Error", {})
     code = error.get("Code", "")
-    said = str(error.get("Message", ""))
-    if len(said) > MAX_SERVICE_MESSAGE:
-        said = (
-            f"{said[:MAX_SERVICE_MESSAGE]}... ({len(said) - MAX_SERVICE_MESSAGE} more characters)"
-        )
+    said = shortened(str(error.get("Message", "")), MAX_SERVICE_MESSAGE)
     message = f"endpoint {endpoint_name}: {code}: {said}"
     if code == _MODEL_ERROR:
         original = _status(exc.response.get("OriginalStatusCode"))

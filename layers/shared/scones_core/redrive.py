@@ -80,6 +80,7 @@ from scones_core.records import (
     record_from_item,
 )
 from scones_core.settings import StartSettings
+from scones_core.shortened import shortened
 
 REPLAYABLE_STATUSES: tuple[Status, ...] = (Status.FAILED,)
 # How many closed executions that wrote no record a record's replay steps past.
@@ -746,15 +747,9 @@ DELETED_BODY_SHOWN = 500
 
 
 def _named_for_deletion(message: Mapping[str, Any], dry_run: bool) -> Replay:
-    body = str(message.get("Body", ""))
-    shown = body[:DELETED_BODY_SHOWN] + (
-        f"... ({len(body) - DELETED_BODY_SHOWN} more characters)"
-        if len(body) > DELETED_BODY_SHOWN
-        else ""
-    )
     return Replay(
         Source.OTHER,
         Outcome.WOULD_DELETE if dry_run else Outcome.DELETED,
-        detail=f"its body: {shown}",
+        detail=f"its body: {shortened(str(message.get('Body', '')), DELETED_BODY_SHOWN)}",
         message_id=str(message["MessageId"]),
     )
