@@ -79,10 +79,11 @@ def unpack_model(source: Path, into: Path) -> Path:
 
 def _archive_in(folder: Path) -> Path:
     archives = sorted(p for p in folder.glob("*.tar.gz") if p.is_file())
-    if len(archives) == 1 or not archives:
-        return archives[0] if archives else folder / "model.tar.gz"
-    if (folder / "model.tar.gz").is_file():
-        return folder / "model.tar.gz"
+    if len(archives) == 1:
+        return archives[0]
+    named = folder / "model.tar.gz"
+    if not archives or named.is_file():
+        return named
     names = ", ".join(p.name for p in archives)
     raise FileNotFoundError(f"several archives and no model.tar.gz in {folder}: {names}")
 
