@@ -239,7 +239,8 @@ async def _read_body(
     uvicorn reads and discards whatever the app leaves unread, so the client
     still finishes sending and then reads the error. ``body`` collects the bytes
     as they arrive, for a caller that gives up early. ``account`` holds the body's
-    bytes in the server's budget: the declared length at once, else as they arrive.
+    bytes in the server's budget as they arrive (a declared length that cannot fit is
+    refused before any is read).
     """
     declared = request.headers.get("content-length")
     if declared is None and "transfer-encoding" not in request.headers:

@@ -99,8 +99,7 @@ def target_model_problem(headers: Mapping[str, str], endpoint_name: str) -> str 
     """SageMaker's refusal of ``TargetModel`` on an endpoint that is not multi-model, as
     every endpoint here is (one model per variant); None without the header. Served
     instead, a client naming a model would pass offline and fail on AWS."""
-    header = next(rule.header for rule in header_rules() if rule.member == "TargetModel")
-    if _lowered(headers).get(header.lower()) is None:
+    if not _sent(headers, "TargetModel"):
         return None
     return (
         f"Endpoint {endpoint_name} is not a multi-model endpoint and does not support "
@@ -113,13 +112,18 @@ def target_container_problem(headers: Mapping[str, str], endpoint_name: str) -> 
     multi-container endpoint set for direct invocation (SageMaker: "you get validation
     errors"); None without the header. Served instead, it would pass offline and fail on
     AWS, as ``TargetModel`` would."""
-    rule = next(r for r in header_rules() if r.member == "TargetContainerHostname")
-    if _lowered(headers).get(rule.header.lower()) is None:
+    if not _sent(headers, "TargetContainerHostname"):
         return None
     return (
         f"Endpoint {endpoint_name} is not a multi-container endpoint with direct invocation "
         "and does not support the target container hostname header."
     )
+
+
+def _sent(headers: Mapping[str, str], member: str) -> bool:
+    """Whether the request carries the header of InvokeEndpoint's parameter ``member``."""
+    header = next(rule.header for rule in header_rules() if rule.member == member)
+    return _lowered(headers).get(header.lower()) is not None
 
 
 def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
