@@ -90,3 +90,24 @@ def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
         dimensions = {d["Name"]: d["Value"] for d in props["Dimensions"]}
         assert dimensions == {"EndpointName": {"Ref": "EndpointName"}, "service": service}, name
         assert props["AlarmActions"] == [{"Ref": "AlertTopic"}], name
+
+
+def test_the_accepted_accuracy_alarm_does_not_judge_a_day_of_a_handful_of_reviews() -> None:
+    template = load_template()
+    query = next(
+        q
+        for q in template["Resources"]["AcceptedAccuracyAlarm"]["Properties"]["Metrics"]
+        if "Expression" in q
+    )
+    # IF without a false value drops the day's data point, and a missing point is not breaching.
+    assert query["Expression"] == {
+        "Fn::Sub": "IF(reviewed >= ${AcceptedAccuracyAlarmMinReviews}, correct / reviewed)"
+    }
+    assert template["Resources"]["AcceptedAccuracyAlarm"]["Properties"]["TreatMissingData"] == (
+        "notBreaching"
+    )
+    # By default one wrong answer in the smallest day judged is not below the threshold.
+    parameters = template["Parameters"]
+    fewest = int(parameters["AcceptedAccuracyAlarmMinReviews"]["Default"])
+    threshold = float(parameters["AcceptedAccuracyAlarmThreshold"]["Default"])
+    assert (fewest - 1) / fewest >= threshold
