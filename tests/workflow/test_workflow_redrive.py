@@ -40,7 +40,7 @@ from scones_core.redrive import (
     query_records,
 )
 
-from scones.cli.redrive import parse_moment
+from scones.cli.arguments import parse_moment
 
 REGION = "us-east-1"
 TABLE = "results"

@@ -59,21 +59,19 @@ from scones_core.ingest import (
 )
 from scones_core.ingest import start_workflow as start_attempt
 from scones_core.json_text import NotJSON, load_json
-from scones_core.monitoring.timestamps import recorded_at_before, recorded_at_from
 from scones_core.objects import (
     NULL_VERSION,
     ObjectRef,
     object_from_json,
     object_from_record,
 )
+from scones_core.record_queries import records_with_status
 from scones_core.records import (
     ATTEMPT_ATTRIBUTE,
     DELIVERY_ATTRIBUTE,
     ERROR_CODE_ATTRIBUTE,
     PARTITION_KEY,
-    RECORDED_AT_ATTRIBUTE,
     STATUS_ATTRIBUTE,
-    STATUS_INDEX_NAME,
     WORKFLOW_FAILED_KIND,
     Status,
     may_replace,
@@ -186,36 +184,14 @@ class RedriveReport:
 def query_records(dynamodb: Any, table_name: str, selection: Selection) -> Iterator[dict[str, Any]]:
     """Records with ``selection.status`` through the status index (a low-level client)."""
     selection.check()
-    names = {"#status": STATUS_ATTRIBUTE}
-    values: dict[str, dict[str, str]] = {":status": {"S": selection.status}}
-    key_condition = "#status = :status"
-    if selection.since or selection.until:
-        names["#recorded"] = RECORDED_AT_ATTRIBUTE
-        # recorded_at is compared as a string: bounds that hold both of its forms.
-        if selection.since:
-            values[":since"] = {"S": recorded_at_from(selection.since)}
-        if selection.until:
-            values[":until"] = {"S": recorded_at_before(selection.until)}
-        if selection.since and selection.until:
-            key_condition += " AND #recorded BETWEEN :since AND :until"
-        elif selection.since:
-            key_condition += " AND #recorded >= :since"
-        else:
-            key_condition += " AND #recorded <= :until"
-    request: dict[str, Any] = {
-        "TableName": table_name,
-        "IndexName": STATUS_INDEX_NAME,
-        "KeyConditionExpression": key_condition,
-    }
-    if selection.prefix:
-        names["#key"] = "key"
-        values[":prefix"] = {"S": selection.prefix}
-        request["FilterExpression"] = "begins_with(#key, :prefix)"
-    request["ExpressionAttributeNames"] = names
-    request["ExpressionAttributeValues"] = values
-    for page in dynamodb.get_paginator("query").paginate(**request):
-        for item in page.get("Items", []):
-            yield record_from_item(item)
+    yield from records_with_status(
+        dynamodb,
+        table_name,
+        selection.status,
+        since=selection.since,
+        until=selection.until,
+        prefix=selection.prefix,
+    )
 
 
 def record_attempt(record: Mapping[str, Any]) -> int:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +156,29 @@ def refuse_deployed_options(given: dict[str, object], remedy: str) -> None:
             f"{' and '.join(named)} {verb} for a deployed stack: {remedy}, or leave {them} out "
             "for the offline stack of `scones up`"
         )
+
+
+_AGE = re.compile(r"^(\d+)([smhd])$")
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_moment(text: str | None, now: datetime) -> datetime | None:
+    """A ``--since``/``--until`` value: an age before ``now`` (``30m``, ``2h``, ``1d``) or
+    an ISO 8601 time; ``CommandError`` names what is wrong with any other."""
+    from scones_core.monitoring.timestamps import parse_timestamp
+
+    from scones.cli.errors import CommandError
+
+    if not text:
+        return None
+    age = _AGE.match(text.strip())
+    if age:
+        amount, unit = age.groups()
+        try:
+            return now - timedelta(**{_AGE_UNITS[unit]: int(amount)})
+        except OverflowError:
+            raise CommandError(f"{text!r} reaches back before the year 1") from None
+    try:
+        return parse_timestamp(text)  # names a time UTC cannot hold, near year 1 or 9999
+    except ValueError as exc:
+        raise CommandError(f"{exc}; or give an age such as 30m, 2h or 1d") from exc

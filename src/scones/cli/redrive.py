@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.records import Status
 from scones_core.redrive import Outcome, RedriveError, Redriver, RedriveReport, Selection
 
-from scones.cli.arguments import refuse_deployed_options
+from scones.cli.arguments import parse_moment, refuse_deployed_options
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state
 from scones.shown_text import shown
@@ -34,8 +32,6 @@ MONITOR_OUTPUT = "MonitorFunctionName"
 # A replayed monitor run is waited for: up to Lambda's longest timeout, sent once (a
 # retry of a run still going would only find its window's metrics published).
 MONITOR_INVOKE_SECONDS = 900
-_RELATIVE = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,22 +99,6 @@ class Target:
     # The stack's uploads: a dead-lettered notification is replayed for these only.
     image_bucket: str = ""
     incoming_prefix: str = ""
-
-
-def parse_moment(text: str | None, now: datetime) -> datetime | None:
-    if not text:
-        return None
-    relative = _RELATIVE.match(text.strip())
-    if relative:
-        amount, unit = relative.groups()
-        try:
-            return now - timedelta(**{_UNITS[unit]: int(amount)})
-        except OverflowError:
-            raise CommandError(f"{text!r} reaches back before the year 1") from None
-    try:
-        return parse_timestamp(text)  # names a time UTC cannot hold, near year 1 or 9999
-    except ValueError as exc:
-        raise CommandError(f"{exc}; or give an age such as 30m, 2h or 1d") from exc
 
 
 def resolve_target(args: argparse.Namespace) -> Target:

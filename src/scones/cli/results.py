@@ -1,41 +1,141 @@
-"""``scones results``: the records in the running stack's results table."""
+"""``scones results``: the records in a stack's results table.
+
+Without ``--stack`` (or ``--table``) it reads the offline stack that ``scones up`` keeps
+running; with ``--stack NAME`` it reads the table that CloudFormation stack names (AWS,
+or any ``--endpoint-url``). Either way the records come through the status index
+(``scones_core.record_queries``), so a day's records cost the same to read in a table of
+thousands as of millions.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
+from typing import Any
 
+from scones_core.record_queries import records_with_status
 from scones_core.records import TERMINAL_STATUSES
 
+from scones.cli.arguments import parse_moment, refuse_deployed_options
 from scones.cli.display import make_console, print_summary, records_table, summarise
+from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state, read_state
+
+# The stack outputs this command reads (template.yaml's Outputs).
+TABLE_OUTPUT = "ResultsTableName"
+INCOMING_OUTPUT = "IncomingPrefix"
+# On a deployed stack, without --since: the last day, not every record ever written.
+DEPLOYED_SINCE = "1d"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("results", help="show the records of the running stack")
+    parser = subparsers.add_parser(
+        "results", help="show the records of a stack", description=__doc__
+    )
     parser.add_argument(
         "--status",
         choices=[s.value for s in TERMINAL_STATUSES],
         help="only records with this status",
     )
+    parser.add_argument(
+        "--since",
+        help="only records written since this time: an age (30m, 2h, 1d) or ISO 8601 "
+        f"(default: all of the offline stack's; the last {DEPLOYED_SINCE} with --stack)",
+    )
+    parser.add_argument("--until", help="only records written before this time (as --since)")
+    parser.add_argument("--prefix", default="", help="only records whose key starts with this")
     parser.add_argument("--json", action="store_true", help="print the records as JSON")
+    aws = parser.add_argument_group("AWS (default: the offline stack of `scones up`)")
+    aws.add_argument("--stack", help=f"CloudFormation stack name (its {TABLE_OUTPUT} output)")
+    aws.add_argument("--table", help="results table name (overrides the stack output)")
+    aws.add_argument("--region", help="AWS region (default: your AWS configuration)")
+    aws.add_argument("--profile", help="AWS profile")
+    aws.add_argument("--endpoint-url", help="send every AWS request to this URL")
     parser.set_defaults(handler=results_command)
 
 
+def _deployed_table(args: argparse.Namespace) -> tuple[Any, str, str]:
+    """The DynamoDB client, table name and incoming prefix of the stack the options name."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    session = boto3.Session(profile_name=args.profile, region_name=args.region)
+    outputs: dict[str, str] = {}
+    if args.stack:
+        cloudformation = session.client("cloudformation", endpoint_url=args.endpoint_url)
+        try:
+            stacks = cloudformation.describe_stacks(StackName=args.stack)["Stacks"]
+        except (ClientError, BotoCoreError) as exc:
+            raise CommandFailed(f"cannot read stack {args.stack!r}: {exc}") from exc
+        # CloudFormation leaves Outputs out while a stack has none (one still being created).
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    table = args.table or outputs.get(TABLE_OUTPUT, "")
+    if not table:
+        raise CommandFailed(
+            f"stack {args.stack} has no output {TABLE_OUTPUT}: pass --table, or wait until "
+            "the stack is created"
+        )
+    client = session.client("dynamodb", endpoint_url=args.endpoint_url)
+    return client, table, outputs.get(INCOMING_OUTPUT, "")
+
+
+def read_records(
+    dynamodb: Any,
+    table: str,
+    statuses: list[str],
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    prefix: str,
+) -> list[dict[str, Any]]:
+    """The records of ``statuses`` in the time range, oldest first."""
+    rows: list[dict[str, Any]] = []
+    for status in statuses:
+        rows.extend(
+            records_with_status(dynamodb, table, status, since=since, until=until, prefix=prefix)
+        )
+    return sorted(rows, key=lambda r: (str(r.get("recorded_at", "")), str(r.get("pk", ""))))
+
+
 def results_command(args: argparse.Namespace) -> int:
-    state = read_state()
-    api = client_from_state()
-    rows = sorted(api.records(), key=lambda r: str(r.get("recorded_at", "")))
-    if args.status:
-        rows = [r for r in rows if r.get("status") == args.status]
+    deployed = bool(args.stack or args.table or args.endpoint_url)
+    now = datetime.now(UTC)
+    since = parse_moment(args.since or (DEPLOYED_SINCE if deployed else None), now)
+    until = parse_moment(args.until, now)
+    if since and until and since >= until:
+        raise CommandError(f"--since ({since}) must be before --until ({until})")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    model: dict[str, Any] = {}
+    if deployed:
+        dynamodb, table, incoming = _deployed_table(args)
+        where = f"stack {args.stack}" if args.stack else f"table {table}"
+    else:
+        refuse_deployed_options(
+            {"--region": args.region, "--profile": args.profile}, "add --stack NAME"
+        )
+        api = client_from_state()
+        model = read_state().get("model") or {}
+        dynamodb, table = api.client("dynamodb"), api.endpoints.table
+        incoming, where = api.endpoints.incoming_prefix, "the offline stack"
+    statuses = [args.status] if args.status else [s.value for s in TERMINAL_STATUSES]
+    try:
+        rows = read_records(dynamodb, table, statuses, since=since, until=until, prefix=args.prefix)
+    except (ClientError, BotoCoreError) as exc:
+        raise CommandFailed(f"cannot read the results table {table!r}: {exc}") from exc
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     console = make_console()
-    model = state.get("model") or {}
-    version = str(model.get("version") or "?")
-    console.print(records_table(rows, strip_prefix=api.endpoints.incoming_prefix, detailed=True))
+    span = f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""
+    console.print(
+        records_table(
+            rows, title=f"Results of {where}{span}", strip_prefix=incoming, detailed=True
+        ),
+    )
     if model.get("name"):
+        version = str(model.get("version") or "?")
         console.print(
             f"serving: {model['name']} version {version} (ONNX SHA-256 {model.get('onnx_sha256')})",
             highlight=False,

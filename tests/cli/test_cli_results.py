@@ -1,0 +1,156 @@
+"""``scones results`` on a deployed stack: the records its outputs name, read by status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.client import BaseClient
+from moto import mock_aws
+from scones_core.records import Status
+
+from scones.cli.main import main
+from tests.monitoring.conftest import create_table_as_declared
+
+REGION = "us-east-1"
+TABLE = "scones-results"
+NOW = datetime.now(UTC)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.ddb = boto3.client("dynamodb", region_name=REGION)
+        create_table_as_declared(self.ddb, "ResultsTable", TABLE)
+        self.cloudformation = boto3.client("cloudformation", region_name=REGION)
+        template = {
+            "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+            "Outputs": {
+                "ResultsTableName": {"Value": TABLE},
+                "IncomingPrefix": {"Value": "incoming/"},
+            },
+        }
+        self.cloudformation.create_stack(StackName="scones", TemplateBody=json.dumps(template))
+        self.operations: list[str] = []
+
+    def record(self, name: str, status: Status, age: timedelta, label: str = "bicycle") -> None:
+        item: dict[str, Any] = {
+            "pk": {"S": f"scones-images#incoming/{name}#v1"},
+            "bucket": {"S": "scones-images"},
+            "key": {"S": f"incoming/{name}"},
+            "status": {"S": status.value},
+            "recorded_at": {"S": stamp(NOW - age)},
+        }
+        if status in (Status.ACCEPTED, Status.NEEDS_REVIEW):
+            item["label"] = {"S": label}
+            item["confidence"] = {"N": "0.97" if status is Status.ACCEPTED else "0.6"}
+        if status in (Status.REJECTED, Status.FAILED):
+            item["error_code"] = {"S": "NotAnImage" if status is Status.REJECTED else "Throttled"}
+            item["reason"] = {"S": "the upload is not an image"}
+        self.ddb.put_item(TableName=TABLE, Item=item)
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        stack = Stack()
+        make_api_call = BaseClient._make_api_call
+
+        def seen(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+            stack.operations.append(operation)
+            return make_api_call(client, operation, params)
+
+        # Every client the command makes for itself, in its own session.
+        monkeypatch.setattr(BaseClient, "_make_api_call", seen)
+        yield stack
+
+
+def scones(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's own exits
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def keys(out: str) -> list[str]:
+    return [r["key"] for r in json.loads(out)]
+
+
+def test_a_deployed_stacks_last_day_of_records_by_default(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.record("old.png", Status.ACCEPTED, timedelta(days=3))
+    stack.record("a.png", Status.ACCEPTED, timedelta(hours=5))
+    stack.record("b.png", Status.NEEDS_REVIEW, timedelta(hours=4))
+    stack.record("c.txt", Status.REJECTED, timedelta(hours=3))
+    stack.record("d.png", Status.FAILED, timedelta(hours=2))
+    where = ["--stack", "scones", "--region", REGION]
+
+    code, out, err = scones(capsys, "results", *where, "--json")
+    assert code == 0, err
+    # Oldest first across every status; three days ago is outside the default day.
+    assert keys(out) == ["incoming/a.png", "incoming/b.png", "incoming/c.txt", "incoming/d.png"]
+
+    code, out, err = scones(capsys, "results", *where, "--since", "4d", "--json")
+    assert code == 0, err
+    assert keys(out)[0] == "incoming/old.png" and len(keys(out)) == 5
+    code, out, err = scones(capsys, "results", *where, "--status", "FAILED", "--json")
+    assert keys(out) == ["incoming/d.png"]
+    code, out, err = scones(capsys, "results", *where, "--until", "210m", "--json")
+    assert code == 0, err
+    assert keys(out) == ["incoming/a.png", "incoming/b.png"]
+    code, out, err = scones(capsys, "results", *where, "--prefix", "incoming/c", "--json")
+    assert keys(out) == ["incoming/c.txt"]
+    assert "Query" in stack.operations
+    assert "Scan" not in stack.operations, "records are read through the status index"
+
+    code, out, err = scones(capsys, "results", *where)
+    assert code == 0, err
+    assert "Results of stack scones since" in out
+    # Keys are shown without the stack's IncomingPrefix, and the summary counts them.
+    assert "a.png" in out and "incoming/a.png" not in out
+    assert "4 uploads:" in out and "FAILED 1" in out
+
+
+def test_a_table_named_directly_needs_no_stack(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.record("a.png", Status.ACCEPTED, timedelta(minutes=5))
+    code, out, err = scones(capsys, "results", "--table", TABLE, "--region", REGION, "--json")
+    assert code == 0, err
+    assert keys(out) == ["incoming/a.png"]
+
+
+def test_what_cannot_be_read_is_named(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    template = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}
+    stack.cloudformation.create_stack(StackName="bare", TemplateBody=json.dumps(template))
+    code, _, err = scones(capsys, "results", "--stack", "bare", "--region", REGION)
+    assert code == 1 and "stack bare has no output ResultsTableName" in err
+
+    code, _, err = scones(capsys, "results", "--stack", "missing", "--region", REGION)
+    assert code == 1 and "cannot read stack 'missing'" in err
+
+    code, _, err = scones(capsys, "results", "--table", "nope", "--region", REGION)
+    assert code == 1 and "cannot read the results table 'nope'" in err
+
+    code, _, err = scones(
+        capsys, "results", "--table", TABLE, "--since", "1h", "--until", "2h", "--region", REGION
+    )
+    assert code == 2 and "--since" in err and "must be before --until" in err
+
+    code, _, err = scones(capsys, "results", "--table", TABLE, "--since", "yesterday")
+    assert code == 2 and "or give an age such as 30m, 2h or 1d" in err
+    assert "Traceback" not in err
