@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 from moto import mock_aws
 from PIL import Image
-from scones_core.errors import ObjectChanged
+from scones_core.errors import ObjectChanged, ObjectNotFound
 from scones_core.monitoring.timestamps import format_millis
 from scones_core.objects import NULL_VERSION
 from scones_core.records import NEITHER, REVIEW_LABEL_ATTRIBUTE, Status
@@ -526,9 +526,47 @@ def test_an_answer_is_not_kept_when_its_image_is_gone(env: Env) -> None:
     assert env.get(record_id)["status"] == "NEEDS_REVIEW"
     listed = env.s3.list_objects_v2(Bucket=BUCKET, Prefix=settings().labelled_prefix)
     assert listed.get("KeyCount", 0) == 0
-    # "neither" copies nothing, so it is still kept.
-    reviews.answer(record_id, expected_status="NEEDS_REVIEW", answer="neither", reviewer="ana")
-    assert env.get(record_id)["status"] == "REVIEWED"
+    # Nor "neither": nobody can have seen the image, and it would count as the model's
+    # mistake in the monitor's accuracy.
+    with pytest.raises(ReviewError, match="no longer in the bucket"):
+        reviews.answer(record_id, expected_status="NEEDS_REVIEW", answer="neither", reviewer="ana")
+    assert env.get(record_id)["status"] == "NEEDS_REVIEW"
+
+
+def test_records_whose_image_a_page_found_gone_no_longer_fill_the_queue(env: Env) -> None:
+    """Uploads deleted or overwritten outside the retention rule (a noncurrent version's
+    expiry, a person's delete): once a page asks for such an image, its record leaves the
+    queue, so a page's worth of them cannot keep every newer image from being shown."""
+    gone = [env.record("NEEDS_REVIEW", age=timedelta(hours=10 - i)) for i in range(3)]
+    answered = env.record("NEEDS_REVIEW", age=timedelta(hours=5))
+    live = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    reviews = service(env)
+    reviews.answer(answered, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    for record_id in [*gone, answered]:
+        record = env.get(record_id)
+        env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
+    assert [i.record_id for i in reviews.queue(limit=3)] == gone  # not yet known to be gone
+
+    for record_id in gone:
+        with pytest.raises(ObjectNotFound):
+            reviews.read_for_display(record_id)
+    # A REVIEWED record's image is shown to a page loaded before the answer; never marked.
+    with pytest.raises(ObjectNotFound):
+        reviews.read_for_display(answered)
+    assert "image_gone_at" not in env.get(answered)
+    assert {env.get(r)["image_gone_at"] for r in gone} == {format_millis(NOW)}
+    assert {env.get(r)["status"] for r in gone} == {"NEEDS_REVIEW"}
+    assert [i.record_id for i in reviews.queue(limit=3)] == [live]
+
+    # Through the page: the image is 410, and the record is gone from the next queue.
+    late = env.record("NEEDS_REVIEW", age=timedelta(hours=12))
+    record = env.get(late)
+    env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
+    client = web(reviews)
+    queue = client.get("/api/queue").json()
+    assert [item["record_id"] for item in queue["items"]] == [late, live]
+    assert client.get(queue["items"][0]["image_url"]).status_code == 410
+    assert [item["record_id"] for item in client.get("/api/queue").json()["items"]] == [live]
 
 
 def test_copy_names_take_only_a_plain_suffix_from_the_key() -> None:
@@ -993,8 +1031,9 @@ def test_a_held_answer_whose_image_is_gone_is_finished_if_copied_else_taken_back
 ) -> None:
     """The copy (or the manifest line) failed, then the version the model saw was deleted.
     Not copied yet: the hold is taken back, so the record can be answered again (it used
-    to stay held, refusing everyone, its holder included). Copied: the copy is what
-    training reads, so the retry finishes."""
+    to stay held, refusing everyone, its holder included; with its image gone, the
+    review page then leaves it out). Copied: the copy is what training reads, so the
+    retry finishes."""
     held = {}
     for name, failing in (("not-copied", "copy_object"), ("copied", "put_object")):
         record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
@@ -1018,10 +1057,7 @@ def test_a_held_answer_whose_image_is_gone_is_finished_if_copied_else_taken_back
         )
     left = env.get(held["not-copied"])
     assert left["status"] == "NEEDS_REVIEW" and "review_label" not in left
-    service(env).answer(
-        held["not-copied"], expected_status="NEEDS_REVIEW", answer=NEITHER, reviewer="bo"
-    )
-    assert env.get(held["not-copied"])["reviewer"] == "bo"
+    assert "reviewer" not in left  # not held: nobody's answer is waiting on it
 
     finished = service(env).answer(
         held["copied"], expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
@@ -1029,7 +1065,7 @@ def test_a_held_answer_whose_image_is_gone_is_finished_if_copied_else_taken_back
     assert finished.record["status"] == "REVIEWED"
     assert env.s3.head_object(Bucket=BUCKET, Key=finished.labelled_key)
     lines = [line["record_id"] for line in service(env).read_manifest()]
-    assert sorted(lines) == sorted(held.values())  # each once
+    assert lines == [held["copied"]]  # once; the one taken back has no line
 
 
 class FailingUpdates:
@@ -1248,7 +1284,7 @@ def test_an_image_deleted_between_the_check_and_the_copy_takes_the_answer_back(
         racing.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
     left = env.get(record_id)
     assert left["status"] == "NEEDS_REVIEW" and "review_label" not in left
-    service(env).answer(record_id, expected_status="NEEDS_REVIEW", answer=NEITHER, reviewer="bo")
+    assert "reviewer" not in left  # not held: nobody's answer is waiting on it
 
 
 def test_an_answer_counts_from_when_it_became_reviewed(env: Env) -> None:

@@ -67,6 +67,9 @@ REVIEW_SAMPLED_AT_ATTRIBUTE = "review_sampled_at"
 # Where the reviewed image was copied (``<LabelledDataPrefix><label>/<name>``); absent
 # for NEITHER.
 LABELLED_KEY_ATTRIBUTE = "labelled_key"
+# When a review found the record's upload gone (deleted, expired or overwritten): nobody
+# can answer it any more, so the review queue leaves it out instead of showing it for ever.
+IMAGE_GONE_ATTRIBUTE = "image_gone_at"
 # The answer for an image that shows neither class: recorded, never used for training.
 NEITHER = "neither"
 

@@ -40,7 +40,13 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scones_core.errors import EventError, StorageUnavailable, aws_error_code
+from scones_core.errors import (
+    EventError,
+    ObjectChanged,
+    ObjectNotFound,
+    StorageUnavailable,
+    aws_error_code,
+)
 from scones_core.image_files import FILE_SUFFIXES
 from scones_core.image_rules import MEDIA_TYPES, decode_image
 from scones_core.images import read_object
@@ -55,6 +61,7 @@ from scones_core.objects import (
 from scones_core.preprocess import to_display_image
 from scones_core.records import (
     CLASSIFIED_STATUS_ATTRIBUTE,
+    IMAGE_GONE_ATTRIBUTE,
     LABELLED_KEY_ATTRIBUTE,
     NEITHER,
     PARTITION_KEY,
@@ -284,7 +291,8 @@ class ReviewService:
             """The first ``limit`` whose upload is still kept: recorded after the cutoff
             but uploaded before it is a replayed or backfilled upload the lifecycle rule
             has deleted. Left out as the index is read, so they never fill the page."""
-            items = (ReviewItem.from_record(r) for r in records)
+            kept = (r for r in records if not r.get(IMAGE_GONE_ATTRIBUTE))
+            items = (ReviewItem.from_record(r) for r in kept)
             if cutoff:
                 items = (item for item in items if not _uploaded_before(item, cutoff))
             return list(itertools.islice(items, limit))
@@ -450,7 +458,44 @@ class ReviewService:
         )
         if not shown:
             raise ImageNotShown(f"{record_id} is {status}, not an image waiting for review")
-        return read_object(self.s3, self._stack_upload(record_id, record), limits)
+        try:
+            return read_object(self.s3, self._stack_upload(record_id, record), limits)
+        except (ObjectNotFound, ObjectChanged):
+            self._mark_image_gone(record)
+            raise
+
+    def _mark_image_gone(self, record: dict[str, Any]) -> None:
+        """Mark a record still waiting for an answer whose upload is gone, so the queue
+        leaves it out: nobody can answer it, and left in, such records would fill the page
+        and keep every newer image from being shown. Best effort: the page is told the
+        image is gone either way, and the next reader marks it."""
+        if record.get(STATUS_ATTRIBUTE) == Status.REVIEWED or record.get(IMAGE_GONE_ATTRIBUTE):
+            return
+        try:
+            self.dynamodb.update_item(
+                TableName=self.settings.table_name,
+                Key={PARTITION_KEY: {"S": str(record[PARTITION_KEY])}},
+                UpdateExpression="SET #gone = :now",
+                ConditionExpression="#status = :status AND attribute_not_exists(#gone)",
+                ExpressionAttributeNames={
+                    "#gone": IMAGE_GONE_ATTRIBUTE,
+                    "#status": STATUS_ATTRIBUTE,
+                },
+                ExpressionAttributeValues={
+                    ":now": {"S": format_millis(self.clock())},
+                    ":status": {"S": str(record[STATUS_ATTRIBUTE])},
+                },
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "could not mark the record whose image is gone",
+                extra={"record_id": record[PARTITION_KEY], "error": str(exc)},
+            )
+        else:
+            logger.info(
+                "the image of a record waiting for review is gone; the queue leaves it out",
+                extra={"record_id": record[PARTITION_KEY]},
+            )
 
     def _stack_upload(self, record_id: str, record: dict[str, Any]) -> ObjectRef:
         """The upload a record is about; ``ImageNotShown`` when it is not one of the
@@ -517,19 +562,20 @@ class ReviewService:
         if answer != NEITHER:
             name = labelled_name(record_id, current.get("source_format"), str(current["key"]))
             labelled_key = f"{settings.labelled_prefix}{answer}/{name}"
-            # Before the answer is kept: a record must never be REVIEWED with a label
-            # whose image cannot be copied for training.
-            try:
-                self._check_source(current)
-            except ReviewError:
-                # Held by this very answer, and the image gone since: finished if its copy
-                # was made (the copy is what training reads), else taken back, not left
-                # holding a record nobody could answer.
-                holding = self._held_by(current, answer, reviewer, expected_status)
-                if not holding or not self._copied(labelled_key):
-                    if holding:
-                        self._release(record_id, expected_status, answer, reviewer)
-                    raise
+        # Before the answer is kept: a record must never be REVIEWED with a label whose
+        # image cannot be copied for training, nor answered at all for an image nobody
+        # can have seen (``neither`` included: it counts as the model's mistake).
+        try:
+            self._check_source(current)
+        except ReviewError:
+            # Held by this very answer, and the image gone since: finished if its copy
+            # was made (the copy is what training reads; ``neither`` has none), else
+            # taken back, not left holding a record nobody could answer.
+            holding = self._held_by(current, answer, reviewer, expected_status)
+            if not holding or (labelled_key is not None and not self._copied(labelled_key)):
+                if holding:
+                    self._release(record_id, expected_status, answer, reviewer)
+                raise
         # Three steps, so that an answer whose copy or manifest line fails stays in the
         # queue until it is finished: (1) the answer is held on the record, which keeps
         # its status; (2) the image is copied and the manifest line added; (3) only then
