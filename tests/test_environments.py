@@ -194,3 +194,42 @@ def test_a_layers_site_packages_include_the_layers_below(layer: str) -> None:
     assert any(d.is_relative_to(PROJECT_ROOT / ".venv") and d.name == "site-packages" for d in dirs)
     if layer == ".venv-test":
         assert any(d.is_relative_to(PROJECT_ROOT / ".venv-train") for d in dirs)
+
+
+def test_the_layer_pins_everything_it_installs_as_the_run_lock_does() -> None:
+    """The layer is built by pip from layers/shared/requirements.txt alone: each package
+    it pulls in, directly or not, is pinned there at the version the tests ran with."""
+    from importlib.metadata import requires
+    from importlib.metadata import version as installed
+
+    from packaging.requirements import Requirement
+
+    layer: dict[str, str] = {}
+    extras: dict[str, set[str]] = {}
+    path = PROJECT_ROOT / "layers" / "shared" / "requirements.txt"
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            requirement = Requirement(line)
+            key = re.sub(r"[-_.]+", "-", requirement.name).lower()
+            layer[key] = str(requirement.specifier).removeprefix("==")
+            extras[key] = set(requirement.extras)
+    run = pins("run.lock")
+    assert {name: run[name] for name in layer} == layer
+    # The closure, as the installed distributions declare it (for Linux, Python 3.13).
+    environment = {"sys_platform": "linux", "platform_system": "Linux", "python_version": "3.13"}
+    needed, todo = set(), [(name, extras[name]) for name in layer]
+    while todo:
+        name, wanted = todo.pop()
+        if name in needed and not wanted:
+            continue
+        needed.add(name)
+        assert installed(name) == run[name], name
+        for text in requires(name) or []:
+            requirement = Requirement(text)
+            marker = requirement.marker
+            if marker is None or any(
+                marker.evaluate({**environment, "extra": extra}) for extra in wanted | {""}
+            ):
+                todo.append((re.sub(r"[-_.]+", "-", requirement.name).lower(), set()))
+    assert needed - layer.keys() == set(), "pin these in layers/shared/requirements.txt"
