@@ -444,3 +444,25 @@ def test_command_reports_a_missing_bucket(
     with mock_aws():
         assert main([*argv, "--validation-fraction", "0.25", "--upload", "s3://no-bucket/p"]) == 1
     assert "upload to s3://no-bucket/p failed" in capsys.readouterr().err
+
+
+def test_the_validation_folder_is_the_shipped_models_own_validation_split(
+    tmp_path: Path,
+) -> None:
+    """`scones evaluate --data <out>/validation --split all` must report on images the model
+    never trained on: prepare-data holds out what training holds out, with the same seed and
+    fraction (model.json's split, whose fingerprint names the exact images)."""
+    from scones.model.folders import class_root, fingerprint, list_images
+    from scones.paths import SHIPPED_MODEL_DIR
+
+    manifest = json.loads((SHIPPED_MODEL_DIR / "model.json").read_text())
+    split = manifest["split"]
+    out = tmp_path / "out"
+    prepare_dataset(
+        BUNDLED, out, validation_fraction=float(split["validation_fraction"]), seed=split["seed"]
+    )
+    labels = tuple(manifest["labels"])
+    written = [path for path, _ in list_images(out / "validation", labels)]
+    assert fingerprint(written, class_root(out / "validation", labels)) == (
+        split["validation_fingerprint"]
+    )

@@ -23,7 +23,6 @@ import csv
 import hashlib
 import io
 import pickle
-import random
 import shutil
 import tarfile
 import zlib
@@ -34,8 +33,9 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from scones_core.training_split import held_out_count, split_refusal
+from scones_core.training_split import split_refusal
 
+from scones.model.folders import stratified_split as training_split
 from scones.model.recipe import DEFAULT_LABELS
 
 CLASSES = DEFAULT_LABELS
@@ -341,30 +341,26 @@ def load_source(source: Path) -> list[Sample]:
 def stratified_split(
     samples: Iterable[Sample], validation_fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
-    """Hold out ``validation_fraction`` of each class, the same way for the same seed.
+    """Hold out ``validation_fraction`` of each class: exactly the images ``scones train``
+    holds out of the written ``train/`` folder with the same seed and fraction.
 
-    The result does not depend on the order of ``samples``: each class is sorted by
-    CIFAR row before one seeded shuffle per class, in class order.
+    One split for both (``model.folders.stratified_split``), over the images in the order
+    training lists them (class by class, files by name), so ``validation/`` is the
+    model's own validation split, never images it was trained on, and the result does
+    not depend on the order of ``samples``.
     """
     if not 0.0 < validation_fraction < 1.0:
         raise DatasetError(
             f"validation fraction must be between 0 and 1, got {validation_fraction}"
         )
-    rng = random.Random(seed)
-    train: list[Sample] = []
-    validation: list[Sample] = []
-    by_class: dict[str, list[Sample]] = {name: [] for name in CLASSES}
-    for sample in samples:
-        by_class[sample.class_name].append(sample)
+    ordered = sorted(samples, key=lambda s: (s.label, s.filename))
     for class_name in CLASSES:
-        members = sorted(by_class[class_name], key=lambda s: (s.row_index, s.filename))
-        rng.shuffle(members)
-        if (why := split_refusal(len(members), validation_fraction, folds=1)) is not None:
+        count = sum(s.class_name == class_name for s in ordered)
+        if (why := split_refusal(count, validation_fraction, folds=1)) is not None:
             raise DatasetError(f"{class_name} {why}")
-        held_out = held_out_count(len(members), validation_fraction)
-        validation += members[:held_out]
-        train += members[held_out:]
-    return train, validation
+    targets = np.array([s.label for s in ordered], dtype=np.int64)
+    kept, held = training_split(targets, validation_fraction, seed)
+    return [ordered[i] for i in kept], [ordered[i] for i in held]
 
 
 def write_dataset(splits: Mapping[str, list[Sample]], out: Path) -> PreparedDataset:
