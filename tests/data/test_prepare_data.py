@@ -463,6 +463,5 @@ def test_the_validation_folder_is_the_shipped_models_own_validation_split(
     )
     labels = tuple(manifest["labels"])
     written = [path for path, _ in list_images(out / "validation", labels)]
-    assert fingerprint(written, class_root(out / "validation", labels)) == (
-        split["validation_fingerprint"]
-    )
+    held_out = fingerprint(written, class_root(out / "validation", labels))
+    assert held_out == split["validation_fingerprint"]

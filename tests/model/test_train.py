@@ -301,3 +301,17 @@ def test_fine_tuning_steps_the_backbone_more_gently(tiny_recipe: TrainRecipe) ->
         assert lr_of(backbone_weight) == pytest.approx(
             tiny_recipe.learning_rate * tiny_recipe.backbone_lr_scale * fraction
         )
+
+
+def test_a_teacher_that_trained_on_the_students_validation_images_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default recipe distils the shipped ensemble (seed 0, fraction 0.2). Another seed
+    holds out other images, most of which the teacher trained on: refused before training,
+    as the student's validation numbers would be no test at all."""
+    out = tmp_path / "m"
+    assert main(["train", "--seed", "1", "--out", str(out), "--threshold", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "held out other validation images than this split (seed 1, fraction 0.2" in err
+    assert "the teacher's: seed 0, fraction 0.2" in err and "--teacher fresh" in err
+    assert not out.exists()

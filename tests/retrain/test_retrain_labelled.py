@@ -149,3 +149,24 @@ def test_labelled_images_merge_under_the_labels_given(tmp_path: Path) -> None:
     merged = merge_channels([tmp_path / "train", tmp_path / "labelled"], labels, tmp_path / "m")
     assert sorted(p.name for p in merged.root.iterdir()) == ["bicycle", "scooter"]
     assert sorted(p.name for p in (merged.root / "scooter").iterdir()) == ["c0-a.png", "c1-b.png"]
+
+
+def test_retrain_on_other_data_than_productions_is_refused_before_the_stack_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The gate set is production's own validation split. Held out of other data with the
+    same seed, it would be mostly images production trained on (114 of 200 with one image
+    added), and the gate would favour production."""
+    import shutil
+
+    _never_run(monkeypatch)
+    data = tmp_path / "data"
+    shutil.copytree(BUNDLED / "train", data)
+    (data / "bicycle" / "zz-extra.png").write_bytes(_image("motorcycle"))
+    assert main(["retrain", "--data", str(data), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{data} is not the data the production model was trained on" in err
+    # The bundled data is production's: not refused by this check (the run is stopped here).
+    monkeypatch.setattr("scones.cli.torch_free.torch_installed", lambda: False)
+    assert main(["retrain", "--data", str(BUNDLED), "--out", str(tmp_path / "out")]) == 2
+    assert "needs torch" in capsys.readouterr().err

@@ -110,15 +110,24 @@ def _check_folders(args: argparse.Namespace) -> None:
     """The training images and the labelled ones, read as the run will read them."""
     from scones_core.settings import parse_labels
 
-    from scones.model.folders import DataError, class_root, list_labelled
+    from scones.model.folders import DataError, list_labelled
+    from scones.offline.retrain import gate_split
     from scones.offline.retrain_recipe import DEFAULT_DATA
+    from scones.offline.stack import DEFAULT_MODEL_DIR
 
     labels = parse_labels(effective_params(parse_params(args.param))["ModelLabels"])
+    manifest = args.model or DEFAULT_MODEL_DIR
     try:
-        class_root(args.data or DEFAULT_DATA, labels)
+        production = json.loads((manifest / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot read {manifest / 'model.json'}: {exc}") from exc
+    if not isinstance(production, dict):
+        raise CommandError(f"{manifest / 'model.json'} is not a JSON object")
+    try:
+        gate_split(args.data or DEFAULT_DATA, labels, production)
         if args.labelled is not None:
             list_labelled(args.labelled, labels)
-    except DataError as exc:
+    except (DataError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
 
 

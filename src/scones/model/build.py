@@ -182,6 +182,8 @@ def build_model(
             f"{len(data)} images from {data_dir}: {len(split.train)} for training, "
             f"{len(split.validation)} held out for validation (seed {recipe.seed})"
         )
+    if recipe.method == "distil" and recipe.teacher != FRESH_TEACHER:
+        refuse_teachers_of_another_split(resolve_teachers(recipe), split.description)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if recipe.method == "distil":
@@ -288,6 +290,26 @@ def resolve_teachers(recipe: TrainRecipe) -> list[Path]:
         raise ValueError("the distil recipe needs a teacher artifact")
     paths = [Path(folder) for folder in recipe.teacher_folders]
     return [path if path.is_absolute() else PROJECT_ROOT / path for path in paths]
+
+
+def refuse_teachers_of_another_split(folders: list[Path], split: dict[str, Any]) -> None:
+    """``ValueError`` unless every teacher held out exactly the student's validation
+    images: a teacher trained on some of them would pass what it learned of those very
+    images to the student, and the student's validation numbers would be no test at all."""
+    wanted = split["validation_fingerprint"]
+    for folder in folders:
+        recorded = ModelManifest.load(folder).extra.get("split")
+        held = recorded.get("validation_fingerprint") if isinstance(recorded, dict) else None
+        if held != wanted:
+            seed = recorded.get("seed") if isinstance(recorded, dict) else None
+            fraction = recorded.get("validation_fraction") if isinstance(recorded, dict) else None
+            raise ValueError(
+                f"the teacher {folder} held out other validation images than this split "
+                f"(seed {split['seed']}, fraction {split['validation_fraction']}; the teacher's: "
+                f"seed {seed}, fraction {fraction}, on its own data): it trained on some of "
+                "the images the student is validated on. Use the teacher's seed, fraction and "
+                "data, or --teacher fresh"
+            )
 
 
 @contextlib.contextmanager

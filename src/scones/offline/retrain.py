@@ -134,10 +134,14 @@ def gate_split(
     data_dir: Path, labels: tuple[str, ...], production_manifest: dict[str, Any]
 ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
     """(training channel, gate set): the production model's own validation split is the
-    gate set, so production never trained on it and neither will the candidate."""
+    gate set, so production never trained on it and neither will the candidate.
+
+    ``ValueError`` when ``data_dir`` is not the data production was trained on (the held
+    out images are not the ones its ``model.json`` fingerprints): the same seed would then
+    hold out images production trained on, and the gate would favour it."""
     import numpy as np
 
-    from scones.model.folders import list_images, stratified_split
+    from scones.model.folders import class_root, fingerprint, list_images, stratified_split
 
     items = list_images(data_dir, labels)
     recorded = production_manifest.get("split") or {}
@@ -145,7 +149,15 @@ def gate_split(
     fraction = float(recorded.get("validation_fraction", VALIDATION_FRACTION))
     targets = np.array([index for _, index in items], dtype=np.int64)
     kept, held = stratified_split(targets, fraction, seed)
-    return [items[int(i)] for i in kept], [items[int(i)] for i in held]
+    gate = [items[int(i)] for i in held]
+    expected = recorded.get("validation_fingerprint")
+    if expected and fingerprint([p for p, _ in gate], class_root(data_dir, labels)) != expected:
+        raise ValueError(
+            f"{data_dir} is not the data the production model was trained on (its validation "
+            "split differs), so no gate set can be held out of it that production never saw: "
+            "retrain on the production model's data (its model.json names the split)"
+        )
+    return [items[int(i)] for i in kept], gate
 
 
 def _limit(items: list[tuple[Path, int]], per_label: int | None) -> list[tuple[Path, int]]:
