@@ -102,3 +102,34 @@ def test_bench_burst_audits_a_burst_with_camera_photos_in_it(tmp_path: Path) -> 
     )  # fmt: skip
     assert refused.returncode != 0
     assert "--photos 3 is more than --images 2" in refused.stderr
+
+
+def test_bench_burst_counts_a_lost_upload_and_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An S3 event lost before delivery (deleted from the ingest queue): the audit still
+    runs once the wait gives up, counts it lost, writes its JSON and exits 1."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from scones.cli.main import main
+    from scones.offline.stack import OfflineStack
+
+    paused = OfflineStack.delivery_paused
+
+    @contextlib.contextmanager
+    def losing_one(self: OfflineStack) -> Iterator[None]:
+        with paused(self):
+            yield
+            sqs = self.client("sqs")
+            url = self.stack.outputs["IngestQueueUrl"]
+            message = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)["Messages"][0]
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    monkeypatch.setattr(OfflineStack, "delivery_paused", losing_one)
+    out = tmp_path / "burst.json"
+    argv = ["bench", "burst", "--images", "6", "--timeout", "20", "--json", str(out)]
+    assert main(argv) == 1
+    assert "1 upload(s) have no record after 20 s" in capsys.readouterr().err
+    data = json.loads(out.read_text())
+    assert (data["images"], data["records"], data["lost"], data["duplicated"]) == (6, 5, 1, 0)
