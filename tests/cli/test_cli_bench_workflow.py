@@ -130,6 +130,8 @@ def test_bench_burst_counts_a_lost_upload_and_fails(
     out = tmp_path / "burst.json"
     argv = ["bench", "burst", "--images", "6", "--timeout", "20", "--json", str(out)]
     assert main(argv) == 1
-    assert "1 upload(s) have no record after 20 s" in capsys.readouterr().err
+    assert (
+        "1 upload(s) have no record, and no record came in the last 20 s" in capsys.readouterr().err
+    )
     data = json.loads(out.read_text())
     assert (data["images"], data["records"], data["lost"], data["duplicated"]) == (6, 5, 1, 0)

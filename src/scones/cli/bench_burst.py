@@ -58,7 +58,12 @@ def register(benchmarks: Any) -> None:
         help="of the uploads, this many are camera-sized JPEGs (4000x3000, about 1.8 MB; "
         f"{PHOTO_VARIANTS} distinct pictures, each under its own key), spread through the burst",
     )
-    parser.add_argument("--timeout", type=seconds, default=3600, help="seconds to wait for records")
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=300,
+        help="seconds to wait while no new record comes in (default 300)",
+    )
     parser.add_argument("--json", type=file_or_folder, help="also write the result as JSON here")
     parser.set_defaults(handler=run_burst)
 

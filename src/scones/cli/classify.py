@@ -31,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("paths", nargs="+", type=file_or_folder, help="image files or folders")
-    parser.add_argument("--timeout", type=seconds, default=120, help="seconds to wait for records")
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=120,
+        help="seconds to wait while no new record comes in (default 120)",
+    )
     parser.add_argument("--json", action="store_true", help="print the records as JSON")
     parser.set_defaults(handler=classify_command)
 

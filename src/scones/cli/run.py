@@ -66,7 +66,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=Path("out"),
         help="folder for the report and the saved records (default: out/)",
     )
-    parser.add_argument("--timeout", type=seconds, default=300, help="seconds to wait for records")
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=300,
+        help="seconds to wait while no new record comes in (default 300)",
+    )
     parser.add_argument("--json", action="store_true", help="print records and summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(

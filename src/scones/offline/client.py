@@ -155,12 +155,15 @@ class StackClient:
         bytes to one key are two records), otherwise its ETag's. Each poll reads only the
         records still awaited, by key: the time to wait for N uploads does not grow with
         the records already in the table, and the wait does not load the stack it waits on.
+        ``timeout`` is how long the wait goes on without a new record: a backlog of thousands
+        drains for as long as it keeps draining, and a stalled one is named.
         """
         deadline = time.monotonic() + timeout
         found: dict[Upload, dict[str, Any]] = {}
         while True:
             pending = [u for u in uploads if u not in found]
             records = self._records_by_id({record_id(u) for u in pending})
+            before = len(found)
             for upload in pending:
                 record = records.get(record_id(upload))
                 if record is not None and is_terminal(record):
@@ -169,10 +172,13 @@ class StackClient:
                 on_progress(len(found), len(uploads))
             if len(found) == len(uploads):
                 return found
-            if time.monotonic() > deadline:
+            if len(found) > before:  # still making progress: a burst of any size may finish
+                deadline = time.monotonic() + timeout
+            elif time.monotonic() > deadline:
                 missing = [u.key for u in uploads if u not in found]
                 raise StackClientError(
-                    f"{len(missing)} upload(s) have no record after {timeout:.0f} s: "
+                    f"{len(missing)} upload(s) have no record, and no record came in the "
+                    f"last {timeout:.0f} s: "
                     + ", ".join(missing[:5])
                     + (" ..." if len(missing) > 5 else "")
                 )

@@ -1,0 +1,44 @@
+"""Waiting for records: as long as they keep coming, and no longer once they stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from scones.offline.client import StackClient, StackClientError, StackEndpoints, Upload, record_id
+
+
+class Draining(StackClient):
+    """A stack whose table gains ``per_poll`` of the awaited records at each poll, up to
+    ``stall_at`` (the rest never come)."""
+
+    def __init__(self, uploads: list[Upload], per_poll: int, stall_at: int) -> None:
+        super().__init__(StackEndpoints(*(["unused"] * 8)))
+        self.uploads, self.per_poll, self.stall_at = uploads, per_poll, stall_at
+        self.polls = 0
+
+    def _records_by_id(self, ids: Any) -> dict[str, dict[str, Any]]:
+        self.polls += 1
+        ready = self.uploads[: min(self.polls * self.per_poll, self.stall_at)]
+        return {record_id(u): {"status": "ACCEPTED"} for u in ready if record_id(u) in ids}
+
+
+def uploads(count: int) -> list[Upload]:
+    return [Upload("b", f"incoming/{i}.png", f"e{i}", "s", f"v{i}") for i in range(count)]
+
+
+def test_a_backlog_that_keeps_draining_is_waited_for_past_the_timeout() -> None:
+    """Forty polls at 10 ms each outlast a 50 ms timeout: a burst of thousands takes as long
+    as it takes, while each poll brings new records."""
+    items = uploads(40)
+    stack = Draining(items, per_poll=1, stall_at=40)
+    found = stack.wait_for_records(items, timeout=0.05, poll_seconds=0.01)
+    assert len(found) == 40 and stack.polls == 40
+
+
+def test_a_backlog_that_stops_draining_is_named_once_the_timeout_passes() -> None:
+    items = uploads(10)
+    stack = Draining(items, per_poll=2, stall_at=6)
+    with pytest.raises(StackClientError, match=r"^4 upload\(s\) have no record, and no record"):
+        stack.wait_for_records(items, timeout=0.05, poll_seconds=0.01)
