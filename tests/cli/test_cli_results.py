@@ -141,7 +141,8 @@ def test_what_cannot_be_read_is_named(stack: Stack, capsys: pytest.CaptureFixtur
     assert code == 1 and "stack bare has no output ResultsTableName" in err
 
     code, _, err = scones(capsys, "results", "--stack", "missing", "--region", REGION)
-    assert code == 1 and "cannot read stack 'missing'" in err
+    assert code == 1 and "cannot read stack 'missing' in us-east-1: " in err
+    assert "(another region: --region)" in err
 
     code, _, err = scones(capsys, "results", "--table", "nope", "--region", REGION)
     assert code == 1 and "cannot read the results table 'nope'" in err

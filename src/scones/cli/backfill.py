@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scones.cli.arguments import refuse_deployed_options, seconds
+from scones.cli.aws_stack import stack_outputs
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state
 
@@ -120,13 +121,10 @@ def backfill_command(args: argparse.Namespace) -> int:
 
         session = boto3.Session(profile_name=args.profile, region_name=args.region)
         sfn, s3 = session.client("stepfunctions"), session.client("s3")
-        stack = session.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"][0]
-        # CloudFormation leaves Outputs out while a stack has none (one still being created).
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        outputs = stack_outputs(session, args.stack)
         if BACKFILL_OUTPUT not in outputs:
             raise CommandFailed(
-                f"stack {args.stack} has no output {BACKFILL_OUTPUT} (stack status "
-                f"{stack.get('StackStatus', 'unknown')})"
+                f"stack {args.stack} has no output {BACKFILL_OUTPUT}: wait until it is created"
             )
         machine, incoming = outputs[BACKFILL_OUTPUT], outputs.get("IncomingPrefix", "")
         bucket = outputs.get("ImageBucketName")

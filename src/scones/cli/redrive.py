@@ -20,6 +20,7 @@ from scones_core.records import Status
 from scones_core.redrive import Outcome, RedriveError, Redriver, RedriveReport, Selection
 
 from scones.cli.arguments import parse_moment, refuse_deployed_options
+from scones.cli.aws_stack import stack_outputs
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state
 from scones.shown_text import shown
@@ -127,7 +128,6 @@ def resolve_target(args: argparse.Namespace) -> Target:
         )
     import boto3
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
 
     session = boto3.Session(profile_name=args.profile, region_name=args.region)
     waits_for_a_run = Config(read_timeout=MONITOR_INVOKE_SECONDS, retries={"total_max_attempts": 1})
@@ -136,13 +136,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
         config = waits_for_a_run if service == "lambda" else None
         return session.client(service, endpoint_url=args.endpoint_url, config=config)
 
-    outputs: dict[str, str] = {}
-    if args.stack:
-        try:
-            stacks = client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
-        except (ClientError, BotoCoreError) as exc:
-            raise CommandFailed(f"cannot read stack {args.stack!r}: {exc}") from exc
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    outputs = stack_outputs(session, args.stack, args.endpoint_url) if args.stack else {}
     return Target(
         client=client,
         table=args.table or outputs.get(TABLE_OUTPUT, ""),

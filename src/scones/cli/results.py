@@ -18,6 +18,7 @@ from scones_core.record_queries import records_with_status
 from scones_core.records import TERMINAL_STATUSES
 
 from scones.cli.arguments import parse_moment, refuse_deployed_options
+from scones.cli.aws_stack import stack_outputs
 from scones.cli.display import make_console, print_summary, records_table, summarise
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state, read_state
@@ -58,18 +59,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _deployed_table(args: argparse.Namespace) -> tuple[Any, str, str]:
     """The DynamoDB client, table name and incoming prefix of the stack the options name."""
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
 
     session = boto3.Session(profile_name=args.profile, region_name=args.region)
-    outputs: dict[str, str] = {}
-    if args.stack:
-        cloudformation = session.client("cloudformation", endpoint_url=args.endpoint_url)
-        try:
-            stacks = cloudformation.describe_stacks(StackName=args.stack)["Stacks"]
-        except (ClientError, BotoCoreError) as exc:
-            raise CommandFailed(f"cannot read stack {args.stack!r}: {exc}") from exc
-        # CloudFormation leaves Outputs out while a stack has none (one still being created).
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    outputs = stack_outputs(session, args.stack, args.endpoint_url) if args.stack else {}
     table = args.table or outputs.get(TABLE_OUTPUT, "")
     if not table:
         raise CommandFailed(
