@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +76,22 @@ def test_served_bytes_classify_validation_images_as_reported(
     expected_errors = 24 * (1 - accuracy)
     sigma = max(np.sqrt(24 * accuracy * (1 - accuracy)), 0.5)
     assert 24 - correct <= expected_errors + 4 * sigma
+
+
+def test_labels_in_another_order_than_trained_are_named_not_blamed_on_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The split follows the labels' order: a model.json listing them the other way round
+    holds out other images, and the error must say that the order may be what differs."""
+    import shutil
+
+    from scones.cli.main import main
+
+    model = tmp_path / "swapped"
+    shutil.copytree(SHIPPED_MODEL_DIR, model)
+    manifest = json.loads((model / "model.json").read_text())
+    manifest["labels"] = manifest["labels"][::-1]
+    (model / "model.json").write_text(json.dumps(manifest))
+    assert main(["evaluate", "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "labels listed in another order than" in err and "motorcycle, bicycle" in err

@@ -101,7 +101,8 @@ def validation_from_manifest(
     if expected and expected != split.description["validation_fingerprint"]:
         raise ValueError(
             f"{data_dir} is not the data this model was trained on (its validation split "
-            "differs); evaluate a different data set with --split all"
+            f"differs: other images, or labels listed in another order than {source}'s "
+            f"{', '.join(manifest.labels)}); evaluate a different data set with --split all"
         )
     return split
 
