@@ -14,6 +14,7 @@ from scones_core import tracing
 from scones_core.backfill import backfill_batch
 from scones_core.errors import EventError
 from scones_core.failure_log import logs_failures
+from scones_core.metric_logs import kept_by_log_level
 from scones_core.settings import BackfillSettings
 
 logger = Logger()
@@ -34,6 +35,7 @@ def clients() -> tuple[Any, Any, Any]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     s3, dynamodb, sfn = clients()
+    kept_by_log_level(metrics)
     try:
         report = backfill_batch(
             event,

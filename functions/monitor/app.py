@@ -15,10 +15,11 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from scones_core import tracing
 from scones_core.errors import EventError
 from scones_core.monitoring.metrics import (
     label_metrics,
@@ -33,7 +34,7 @@ from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.monitoring.window_report import WindowReport
 
 logger = Logger()
-tracer = Tracer()
+tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 metrics = Metrics()
 
 # The domain logs through the standard library; give it Powertools' JSON format.

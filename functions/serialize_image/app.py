@@ -24,6 +24,7 @@ from scones_core import tracing
 from scones_core.errors import EventError
 from scones_core.failure_log import logs_failures
 from scones_core.images import serialize_object
+from scones_core.metric_logs import kept_by_log_level
 from scones_core.objects import object_from_json
 from scones_core.records import RejectedImage, SerializedImage
 from scones_core.settings import ImageLimits
@@ -44,8 +45,11 @@ def s3_client() -> Any:
     return boto3.client("s3")
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
+# clear_state: the record_id appended below must not name the previous image in a warm
+# invocation that fails before it is set. The response (the image, base64) is kept out
+# of X-Ray's trace metadata: a large image would overflow the segment.
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 @logs_failures(logger)
 def lambda_handler(
     event: dict[str, Any], context: LambdaContext
@@ -62,6 +66,6 @@ def lambda_handler(
             unit=MetricUnit.Count,
             value=1,
             default_dimensions=METRIC_DIMENSIONS,
-        ):
-            pass  # written when the block ends
+        ) as metric:
+            kept_by_log_level(metric)  # written when the block ends
     return result

@@ -41,6 +41,7 @@ from scones_core.ingest import (
     start_batches,
 )
 from scones_core.json_text import NotJSON, load_json
+from scones_core.metric_logs import kept_by_log_level
 from scones_core.notifications import s3_notification
 from scones_core.settings import StartSettings
 
@@ -136,6 +137,7 @@ def start_images(images: list[PendingImage]) -> set[str]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     check_sqs_batch(event)  # anything else fails the invocation with what it was
+    kept_by_log_level(metrics)
     if not event["Records"]:
         # Nothing to start or to fail (Powertools would raise on it as "not a batch").
         return {"batchItemFailures": []}

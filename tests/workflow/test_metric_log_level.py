@@ -1,0 +1,98 @@
+"""Custom metrics survive Lambda's log-level filter at every LogLevel.
+
+With the JSON log format Lambda drops application lines below the function's application
+log level before CloudWatch sees them, and a JSON line without a ``"level"`` key counts as
+INFO (Lambda Developer Guide, "Log-level filtering"). CloudWatch extracts embedded-format
+metrics from the log lines it receives, so a metric document Lambda drops is a metric that
+never exists. The filter is applied here as documented, to what the real handlers print.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+from conftest import EVENTS, load_handler, start_function
+from test_workflow_handlers import REGION, aws, context, lambda_env  # noqa: F401 (fixtures)
+
+from scones.template_params import function_environment, load_template
+
+pytestmark = pytest.mark.usefixtures("aws")  # moto, with the handlers' environment
+# Lambda's application log levels, least severe first.
+LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+
+
+def application_level(log_level: str) -> str:
+    """The ApplicationLogLevel the template gives for its LogLevel parameter."""
+    mapping = load_template()["Mappings"]["LambdaLogLevels"]
+    return str(mapping[log_level]["Application"])
+
+
+def lambda_keeps(line: str, filtered_at: str) -> bool:
+    """Whether Lambda sends ``line`` to CloudWatch Logs at ``filtered_at``."""
+    try:
+        document = json.loads(line)
+    except ValueError:
+        document = None
+    level = document.get("level") if isinstance(document, dict) else None
+    if not isinstance(level, str) or level.upper() not in LEVELS:
+        level = "INFO"
+    return LEVELS.index(level.upper()) >= LEVELS.index(filtered_at)
+
+
+def metrics_kept(out: str, filtered_at: str) -> set[str]:
+    names: set[str] = set()
+    for line in out.splitlines():
+        if '"_aws"' in line and lambda_keeps(line, filtered_at):
+            for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
+                names |= {metric["Name"] for metric in directive["Metrics"]}
+    return names
+
+
+@pytest.fixture(params=["WARNING", "ERROR", "INFO"])
+def filtered_at(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    level = application_level(request.param)
+    monkeypatch.setenv("AWS_LAMBDA_LOG_LEVEL", level)  # as Lambda sets it
+    monkeypatch.setenv("AWS_LAMBDA_LOG_FORMAT", "JSON")
+    return level
+
+
+def test_the_start_functions_metrics_are_kept(
+    filtered_at: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    _, _, app = start_function(monkeypatch, region=REGION)
+    event = json.loads((EVENTS / "start_workflow.json").read_text())
+    assert app.lambda_handler(event, context()) == {"batchItemFailures": []}
+    out = capsys.readouterr().out
+    assert {"WorkflowsStarted", "ImagesStarted"} <= metrics_kept(out, filtered_at)
+
+
+def test_the_serialize_functions_rejection_metric_is_kept(
+    filtered_at: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    for name, value in function_environment("SerializeImageFunction").items():
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="uploads")
+    put = s3.put_object(Bucket="uploads", Key="incoming/notes.png", Body=b"plain text")
+    state = {
+        "object": {
+            "bucket": "uploads",
+            "key": "incoming/notes.png",
+            "version": "null",
+            "etag": put["ETag"].strip('"'),
+            "size": 10,
+        }
+    }
+    app = load_handler("serialize_image")
+    assert app.lambda_handler(state, context())["rejection"]["error_code"] == "NotAnImage"
+    assert "ImagesRejected" in metrics_kept(capsys.readouterr().out, filtered_at)
+
+
+def test_a_line_without_a_level_is_dropped_at_warn_as_lambda_documents() -> None:
+    """The rule itself: what the metric documents were before they carried a level."""
+    assert not lambda_keeps('{"_aws": {}, "ImagesRejected": 1}', "WARN")
+    assert lambda_keeps('{"_aws": {}, "ImagesRejected": 1, "level": "WARN"}', "WARN")
+    assert not lambda_keeps("plain text", "WARN") and lambda_keeps("plain text", "INFO")
