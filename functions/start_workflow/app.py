@@ -49,7 +49,7 @@ logger = Logger()
 tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 metrics = Metrics()
 # A batch of nothing but bad messages is reported message by message like any other,
-# not raised: a function error would make Lambda slow the queue's polling for all.
+# not raised: each is logged with why, and only the bad messages are delivered again.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 settings = StartSettings.from_env()
 

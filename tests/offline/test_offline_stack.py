@@ -331,6 +331,10 @@ def test_every_filled_gap_in_the_template_is_filled(stack: OfflineStack) -> None
         (b'{"batchItemFailures": [{"itemIdentifier": "b"}]}', False, True, {"b"}),
         (b'{"batchItemFailures": [{"itemIdentifier": "zzz"}]}', False, True, {"a", "b"}),
         (b"null", False, True, set()),
+        # A null list is a complete success too (Lambda's "Reporting batch item failures").
+        (b'{"batchItemFailures": null}', False, True, set()),
+        (b"{}", False, True, set()),
+        (b'{"batchItemFailures": "b"}', False, True, {"a", "b"}),
         (b"garbage", False, True, {"a", "b"}),
         (b'{"errorType": "X"}', True, True, {"a", "b"}),
         (b'{"batchItemFailures": [{"itemIdentifier": "b"}]}', False, False, set()),

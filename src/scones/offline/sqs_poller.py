@@ -64,7 +64,11 @@ def failed_message_ids(
         return all_ids
     if response is None or response == {}:
         return set()
-    failures = response.get("batchItemFailures") if isinstance(response, dict) else None
+    if not isinstance(response, dict):
+        return all_ids
+    failures = response.get("batchItemFailures")
+    if failures is None:  # no list, or a null one: a complete success, as on AWS
+        return set()
     if not isinstance(failures, list):
         return all_ids
     ids = set()
