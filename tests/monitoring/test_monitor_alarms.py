@@ -111,3 +111,24 @@ def test_the_accepted_accuracy_alarm_does_not_judge_a_day_of_a_handful_of_review
     fewest = int(parameters["AcceptedAccuracyAlarmMinReviews"]["Default"])
     threshold = float(parameters["AcceptedAccuracyAlarmThreshold"]["Default"])
     assert (fewest - 1) / fewest >= threshold
+
+
+def test_an_ingest_queue_nobody_reads_pages_before_sqs_deletes_its_events() -> None:
+    """Events that fail reach the dead-letter queue; events nobody receives (the trigger
+    disabled) only expire. The backlog alarm watches the ingest queue's oldest message and
+    fires well inside the queue's retention, whatever the parameter is set to."""
+    template = load_template()
+    alarm = template["Resources"]["IngestBacklogAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateAgeOfOldestMessage")
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["IngestQueue", "QueueName"]}}
+    ]
+    assert alarm["Threshold"] == {"Ref": "IngestQueueAlarmAgeSeconds"}
+    parameter = template["Parameters"]["IngestQueueAlarmAgeSeconds"]
+    retention = template["Resources"]["IngestQueue"]["Properties"]["MessageRetentionPeriod"]
+    assert int(parameter["MaxValue"]) * 2 <= int(retention)
+    # A message that fails is received five times, a visibility timeout apart, before it
+    # moves to the dead-letter queue: the default does not page for those.
+    visibility = template["Mappings"]["IngestBatching"]
+    longest = max(int(row["VisibilityTimeout"]) for row in visibility.values())
+    assert int(parameter["Default"]) > 5 * longest
