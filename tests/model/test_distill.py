@@ -29,18 +29,33 @@ from scones.model.train import build_network
 LABELS = ("bicycle", "motorcycle")
 
 
+TINY_SPLIT = {"seed": 3, "validation_fraction": 0.25}
+TEACHER_NAME = "small-teacher"
+
+
+@pytest.fixture(scope="module")
+def small_teacher(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ensemble trained on ``small_data`` with the students' split: a teacher must
+    have held out exactly the images its student is validated on (the shipped ensemble
+    trained on most of these, and is refused)."""
+    folder = tmp_path_factory.mktemp("teacher") / TEACHER_NAME
+    recipe = TrainRecipe(**TINY_SPLIT, members=2, epochs=1, batch_size=16, threads=1, resize=64)
+    build_model(small_data, folder, recipe, threshold=0.93, name=TEACHER_NAME)
+    return folder
+
+
 @pytest.fixture
-def tiny_distil() -> TrainRecipe:
+def tiny_distil(small_teacher: Path) -> TrainRecipe:
     return TrainRecipe.for_network(
         "mobilenetv3-coco",
         "distil",
-        seed=3,
-        validation_fraction=0.25,
+        **TINY_SPLIT,
         members=2,
         epochs=2,
         batch_size=16,
         threads=1,
         resize=64,
+        teacher=str(small_teacher),
     )
 
 
@@ -124,7 +139,8 @@ def test_several_teachers_answer_as_one_ensemble_of_their_calibrated_logits(
     """Two teachers: the softmax of the mean log-probability, which for softmax outputs is
     the softmax of the mean calibrated logit, as an ensemble averages its members."""
     second = tmp_path / "second-teacher"
-    second_recipe = dataclasses.replace(tiny_recipe, seed=5, flip_tta=False)
+    # The students' split (tiny_recipe's seed and fraction), another model.
+    second_recipe = dataclasses.replace(tiny_recipe, resize=48, flip_tta=False)
     build_model(small_data, second, second_recipe, threshold=0.93, name="second")
     first = resolve_teachers(tiny_distil)[0]
     both = Teachers([first, second])
@@ -149,8 +165,12 @@ def test_several_teachers_answer_as_one_ensemble_of_their_calibrated_logits(
     assert [t["onnx_sha256"] for t in described["teachers"]] == both.digest.split("+")
     assert describe_teacher([first]) == described["teachers"][0]
     # The recipe names them comma-separated, project-relative or absolute, in order.
-    recipe = dataclasses.replace(tiny_distil, teacher=f"{DEFAULT_TEACHER}, {second}")
+    recipe = dataclasses.replace(tiny_distil, teacher=f"{first}, {second}")
     assert resolve_teachers(recipe) == [first, second]
+    assert (
+        resolve_teachers(dataclasses.replace(recipe, teacher=f"{DEFAULT_TEACHER}, {second}"))[0]
+        == resolve_teachers(TrainRecipe.for_network("mobilenetv3-coco", "distil"))[0]
+    )
     # A distillation from both records both, and its transfer set is keyed on both.
     data = load_images(small_data, LABELS)
     folds = stratified_folds(data.targets, recipe.members, recipe.seed + 1)
@@ -159,7 +179,7 @@ def test_several_teachers_answer_as_one_ensemble_of_their_calibrated_logits(
     build_model(small_data, out, dataclasses.replace(recipe, epochs=1), 0.93, name="tiny")
     manifest = json.loads((out / "model.json").read_text())
     assert [t["onnx_sha256"] for t in manifest["teacher"]["teachers"]] == both.digest.split("+")
-    assert manifest["recipe"]["teacher"] == f"{DEFAULT_TEACHER}, {second}"
+    assert manifest["recipe"]["teacher"] == f"{first}, {second}"
 
 
 @pytest.mark.parametrize(
@@ -224,7 +244,8 @@ def test_a_fresh_teacher_is_trained_on_the_same_images_first(
     assert manifest["recipe"]["teacher"] == FRESH_TEACHER
     teacher = manifest["teacher"]
     assert teacher["architecture"].startswith("2 x FineTunedBackbone(mobilenetv3-coco, 64x64")
-    reference = json.loads((resolve_teachers(tiny_distil)[0] / "model.json").read_text())
+    (shipped,) = resolve_teachers(TrainRecipe.for_network("mobilenetv3-coco", "distil"))
+    reference = json.loads((shipped / "model.json").read_text())
     assert teacher["onnx_sha256"] != reference["onnx_sha256"]
     # The teacher's own numbers are on the same validation split the student reports on.
     assert teacher["metrics"]["images"] == manifest["metrics"]["images"] == 16
@@ -235,9 +256,12 @@ def test_a_fresh_teacher_is_trained_on_the_same_images_first(
         resolve_teachers(recipe)
 
 
-def test_train_command_takes_the_recipe(small_data: Path, tmp_path: Path) -> None:
+def test_train_command_takes_the_recipe(
+    small_data: Path, small_teacher: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "cli-student"
     argv = ["train", "--recipe", "distil", "--data", str(small_data), "--out", str(out)]
+    argv += ["--teacher", str(small_teacher), "--seed", str(TINY_SPLIT["seed"])]
     argv += [
         "--epochs",
         "1",
@@ -260,7 +284,7 @@ def test_train_command_takes_the_recipe(small_data: Path, tmp_path: Path) -> Non
     assert manifest["recipe"]["method"] == "distil"
     assert manifest["recipe"]["resize"] == 48
     assert manifest["recipe"]["cross_fit"] is False
-    assert manifest["teacher"]["name"] == "bicycle-motorcycle"
+    assert manifest["teacher"]["name"] == TEACHER_NAME
     # Without cross-fitting the student is calibrated and measured on the one fold
     # it never trained on: half of the 48 training images here.
     cv = manifest["cross_validation"]
