@@ -112,6 +112,10 @@ def test_a_deployed_stacks_last_day_of_records_by_default(
     code, out, err = scones(capsys, "results", *where, "--until", "210m", "--json")
     assert code == 0, err
     assert keys(out) == ["incoming/a.png", "incoming/b.png"]
+    # --until alone reads the day before it.
+    code, out, err = scones(capsys, "results", *where, "--until", "60h", "--json")
+    assert code == 0, err
+    assert keys(out) == ["incoming/old.png"]
     code, out, err = scones(capsys, "results", *where, "--prefix", "incoming/c", "--json")
     assert keys(out) == ["incoming/c.txt"]
     assert "Query" in stack.operations
@@ -151,6 +155,9 @@ def test_what_cannot_be_read_is_named(stack: Stack, capsys: pytest.CaptureFixtur
         capsys, "results", "--table", TABLE, "--since", "1h", "--until", "2h", "--region", REGION
     )
     assert code == 2 and "--since" in err and "must be before --until" in err
+
+    code, _, err = scones(capsys, "results", "--endpoint-url", "http://127.0.0.1:1")
+    assert code == 2 and "add --stack NAME or --table NAME" in err
 
     code, _, err = scones(capsys, "results", "--table", TABLE, "--since", "yesterday")
     assert code == 2 and "or give an age such as 30m, 2h or 1d" in err

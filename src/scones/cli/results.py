@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--since",
         help="only records written since this time: an age (30m, 2h, 1d) or ISO 8601 "
-        f"(default: all of the offline stack's; the last {DEPLOYED_SINCE} with --stack)",
+        f"(default: all of the offline stack's; with --stack, {DEPLOYED_SINCE} before --until "
+        "or now)",
     )
     parser.add_argument("--until", help="only records written before this time (as --since)")
     parser.add_argument("--prefix", default="", help="only records whose key starts with this")
@@ -92,9 +93,14 @@ def read_records(
 
 def results_command(args: argparse.Namespace) -> int:
     deployed = bool(args.stack or args.table or args.endpoint_url)
+    if deployed and not (args.stack or args.table):
+        raise CommandError("--endpoint-url says where AWS is: add --stack NAME or --table NAME")
     now = datetime.now(UTC)
-    since = parse_moment(args.since or (DEPLOYED_SINCE if deployed else None), now)
     until = parse_moment(args.until, now)
+    if args.since or not deployed:
+        since = parse_moment(args.since, now)
+    else:  # a deployed table is read a day at a time: the day before --until, or the last
+        since = parse_moment(DEPLOYED_SINCE, until or now)
     if since and until and since >= until:
         raise CommandError(f"--since ({since}) must be before --until ({until})")
     from botocore.exceptions import BotoCoreError, ClientError
