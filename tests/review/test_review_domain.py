@@ -1359,3 +1359,27 @@ def test_an_unversioned_image_overwritten_since_is_not_copied_in_its_place(env: 
     assert again.labelled_key == ok.labelled_key
     copied = env.s3.get_object(Bucket=plain, Key=ok.labelled_key)["Body"].read()
     assert copied == BIKE.read_bytes()
+
+
+def test_a_held_answer_whose_image_is_gone_stays_listed_for_its_holder(env: Env) -> None:
+    """The copy was made and the manifest line failed; then the version was deleted. The
+    record holds an answer whose copy is training data already: only its holder's retry
+    finishes it, so a page that finds the image gone must not take it out of the queue."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    failing = ReviewService(
+        settings(), s3=FailingS3(env.s3, "put_object"), dynamodb=NoScan(env.dynamodb),
+        clock=lambda: NOW,
+    )  # fmt: skip
+    with pytest.raises(ReviewIncomplete):
+        failing.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    record = env.get(record_id)
+    env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
+    reviews = service(env)
+    with pytest.raises(ObjectNotFound):
+        reviews.read_for_display(record_id)
+    assert "image_gone_at" not in env.get(record_id)
+    assert [i.record_id for i in reviews.queue()] == [record_id]
+    finished = reviews.answer(
+        record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+    )
+    assert finished.record["status"] == "REVIEWED"

@@ -471,15 +471,23 @@ class ReviewService:
         image is gone either way, and the next reader marks it."""
         if record.get(STATUS_ATTRIBUTE) == Status.REVIEWED or record.get(IMAGE_GONE_ATTRIBUTE):
             return
+        if record.get(REVIEW_LABEL_ATTRIBUTE):
+            # A held answer stays listed: its copy may be made already, and only its
+            # holder's retry (or a takeover once it expires) can finish or undo it.
+            return
         try:
             self.dynamodb.update_item(
                 TableName=self.settings.table_name,
                 Key={PARTITION_KEY: {"S": str(record[PARTITION_KEY])}},
                 UpdateExpression="SET #gone = :now",
-                ConditionExpression="#status = :status AND attribute_not_exists(#gone)",
+                ConditionExpression=(
+                    "#status = :status AND attribute_not_exists(#gone) "
+                    "AND attribute_not_exists(#answer)"
+                ),
                 ExpressionAttributeNames={
                     "#gone": IMAGE_GONE_ATTRIBUTE,
                     "#status": STATUS_ATTRIBUTE,
+                    "#answer": REVIEW_LABEL_ATTRIBUTE,
                 },
                 ExpressionAttributeValues={
                     ":now": {"S": format_millis(self.clock())},
