@@ -40,12 +40,15 @@ def runtime_client() -> Any:
     )
 
 
-@logger.inject_lambda_context
+# clear_state: a warm invocation must never log the previous image's record_id.
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @logs_failures(logger)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise EventError("expected {'image_b64': ..., 'content_type': ...} from the state machine")
+    if isinstance(event.get("record_id"), str):  # names the image in every line, failures too
+        logger.append_keys(record_id=event["record_id"])
     image = decode_image_b64(event.get("image_b64"))
     content_type = str(event.get("content_type") or "image/png")
     classification = classify_image(runtime_client(), image, settings, content_type)

@@ -495,6 +495,28 @@ def test_classify_image_event_returns_the_models_probabilities(
     assert result["variant"] == "AllTraffic"
 
 
+def test_a_classify_failure_names_its_image_and_a_warm_call_forgets_it(
+    lambda_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The state machine passes the record id: the one failure line names the image (it
+    named nothing), and the next invocation does not inherit it."""
+    monkeypatch.setenv("ENDPOINT_NAME", PARAMS["EndpointName"])
+    monkeypatch.setenv("LABELS", PARAMS["ModelLabels"])
+    monkeypatch.setenv("ENDPOINT_TIMEOUT_SECONDS", PARAMS["EndpointTimeoutSeconds"])
+    app = load_handler("classify_image")
+    record_id = "scones-images/incoming/a.png#3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
+    with pytest.raises(EventError):
+        app.lambda_handler({"image_b64": "not base64!", "record_id": record_id}, context())
+    with pytest.raises(EventError):
+        app.lambda_handler({"image_b64": "not base64!"}, context())
+    failures = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and '"invocation failed"' in line
+    ]
+    assert [line.get("record_id") for line in failures] == [record_id, None]
+
+
 @pytest.mark.parametrize(
     ("handler", "variable"),
     [
