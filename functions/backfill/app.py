@@ -11,8 +11,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core import tracing
-from scones_core.backfill import backfill_batch
-from scones_core.errors import EventError
+from scones_core.backfill import BatchReport, backfill_batch
+from scones_core.errors import BatchIncomplete, EventError
 from scones_core.failure_log import logs_failures
 from scones_core.metric_logs import kept_by_log_level
 from scones_core.settings import BackfillSettings
@@ -48,9 +48,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         )
     except ValueError as exc:
         raise EventError(str(exc)) from exc
+    except BatchIncomplete as exc:  # what it did start still counts
+        if isinstance(exc.report, BatchReport):
+            count_batch(exc.report.to_json())
+        raise
     summary = report.to_json()
     logger.info("backfill batch", extra=summary)
-    # One document per batch of up to a thousand objects, not per image.
+    count_batch(summary)
+    return summary
+
+
+def count_batch(summary: dict[str, Any]) -> None:
+    """One metric document per batch of up to a thousand objects, not per image."""
     metrics.add_metric(name="BackfillStarted", unit=MetricUnit.Count, value=summary["started"])
     metrics.add_metric(name="BackfillRecorded", unit=MetricUnit.Count, value=summary["recorded"])
-    return summary

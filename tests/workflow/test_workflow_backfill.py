@@ -416,6 +416,52 @@ def test_the_backfill_handler_starts_a_batch_and_counts_it_in_its_metrics(
     assert (document["BackfillStarted"], document["BackfillRecorded"]) == ([1.0], [1.0])
 
 
+@mock_aws
+def test_a_batch_that_fails_part_way_still_counts_what_it_started(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One StartExecution throttled: the batch fails naming it, and the executions it did
+    start are in BackfillStarted all the same (the metric was only added on success)."""
+    from conftest import load_handler
+
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    for key in ("incoming/a.png", "incoming/busy.png", "incoming/c.png"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+
+    def throttle_busy(params: dict[str, Any], **_: Any) -> Any:
+        if b"incoming/busy.png" in params["body"]:
+            error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+            error["ResponseMetadata"] = {"HTTPStatusCode": 400}
+            return (botocore.awsrequest.AWSResponse("", 400, {}, None), error)
+        return None
+
+    sfn.meta.events.register("before-call.states.StartExecution", throttle_busy)
+    for name, value in {
+        "STATE_MACHINE_ARN": machine,
+        "IMAGE_BUCKET": BUCKET,
+        "INCOMING_PREFIX": "incoming/",
+        "RESULTS_TABLE_NAME": TABLE,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_METRICS_NAMESPACE": "SconesUnlimited",
+        "POWERTOOLS_SERVICE_NAME": "scones-classifier",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    app = load_handler("backfill")
+    monkeypatch.setattr(app, "clients", lambda: (s3, ddb, sfn))
+    event = {
+        "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
+        "BatchInput": {"bucket": BUCKET},
+    }
+    context = LambdaContext("backfill-request", time.time() * 1000 + 30_000)
+    with pytest.raises(WorkflowsNotStarted, match=r"incoming/busy\.png"):
+        app.lambda_handler(json.loads(json.dumps(event, default=str)), context)
+    (document,) = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line
+    ]
+    assert (document["BackfillStarted"], document["BackfillRecorded"]) == ([2.0], [0.0])
+
+
 @pytest.mark.parametrize("variable", ["RESULTS_TABLE_NAME", "STATE_MACHINE_ARN"])
 def test_the_backfill_handler_names_a_missing_setting_at_cold_start(
     monkeypatch: pytest.MonkeyPatch, variable: str

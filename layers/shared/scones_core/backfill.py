@@ -277,12 +277,14 @@ def backfill_batch(
         )
         raise WorkflowsNotStarted(
             f"the workflow could not be started (StartExecution) for {len(report.not_started)} "
-            f"of {len(items)} listed objects: {named}.{also} {handled}"
+            f"of {len(items)} listed objects: {named}.{also} {handled}",
+            report,
         )
     if report.unreadable:
         raise ObjectsUnreadable(
             f"{len(report.unreadable)} of {len(items)} listed objects could not be read "
-            f"(HeadObject), so they were not started: {unreadable}. {handled}"
+            f"(HeadObject), so they were not started: {unreadable}. {handled}",
+            report,
         )
     return report
 

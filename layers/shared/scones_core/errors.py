@@ -128,12 +128,21 @@ class StorageRefused(SconesError):
     an archived object, another 4xx); recorded as FAILED without a retry."""
 
 
-class ObjectsUnreadable(SconesError):
+class BatchIncomplete(SconesError):
+    """A backfill batch that handled some objects and not others. ``report`` is what it
+    did (its ``BatchReport``), so what was started is still counted when the batch fails."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ObjectsUnreadable(BatchIncomplete):
     """The backfill could not read the current version of some listed objects (HeadObject
     refused or failed); the batch's other objects were started, and these are named."""
 
 
-class WorkflowsNotStarted(SconesError):
+class WorkflowsNotStarted(BatchIncomplete):
     """The backfill could not start the workflow for some objects (StartExecution refused
     or failed after the SDK's retries); the batch's other objects were started, and these
     are named, with any objects it could not read."""
