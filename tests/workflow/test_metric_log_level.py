@@ -52,17 +52,24 @@ def metrics_kept(out: str, filtered_at: str) -> set[str]:
 
 
 @pytest.fixture(params=["WARNING", "ERROR", "INFO"])
-def filtered_at(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    level = application_level(request.param)
-    monkeypatch.setenv("AWS_LAMBDA_LOG_LEVEL", level)  # as Lambda sets it
+def filtered_at(request: pytest.FixtureRequest) -> str:
+    return application_level(request.param)
+
+
+def lambda_sets(monkeypatch: pytest.MonkeyPatch, level: str) -> None:
+    """What Lambda hands a JSON-logging function. Set once the handler is loaded: the
+    metric documents read it as they are written, and Powertools configures its one
+    logger per service at the first ``Logger()`` of the process, which would keep this
+    level for every later test of the same worker."""
+    monkeypatch.setenv("AWS_LAMBDA_LOG_LEVEL", level)
     monkeypatch.setenv("AWS_LAMBDA_LOG_FORMAT", "JSON")
-    return level
 
 
 def test_the_start_functions_metrics_are_kept(
     filtered_at: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     _, _, app = start_function(monkeypatch, region=REGION)
+    lambda_sets(monkeypatch, filtered_at)
     event = json.loads((EVENTS / "start_workflow.json").read_text())
     assert app.lambda_handler(event, context()) == {"batchItemFailures": []}
     out = capsys.readouterr().out
@@ -87,6 +94,7 @@ def test_the_serialize_functions_rejection_metric_is_kept(
         }
     }
     app = load_handler("serialize_image")
+    lambda_sets(monkeypatch, filtered_at)
     assert app.lambda_handler(state, context())["rejection"]["error_code"] == "NotAnImage"
     assert "ImagesRejected" in metrics_kept(capsys.readouterr().out, filtered_at)
 

@@ -496,14 +496,20 @@ def test_classify_image_event_returns_the_models_probabilities(
 
 
 def test_a_classify_failure_names_its_image_and_a_warm_call_forgets_it(
-    lambda_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    lambda_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The state machine passes the record id: the one failure line names the image (it
     named nothing), and the next invocation does not inherit it."""
+    import io
+
     monkeypatch.setenv("ENDPOINT_NAME", PARAMS["EndpointName"])
     monkeypatch.setenv("LABELS", PARAMS["ModelLabels"])
     monkeypatch.setenv("ENDPOINT_TIMEOUT_SECONDS", PARAMS["EndpointTimeoutSeconds"])
     app = load_handler("classify_image")
+    # Powertools keeps one handler per service, made by the first Logger() of the process
+    # with the stdout of that moment: read what it writes, whichever test made it.
+    written = io.StringIO()
+    monkeypatch.setattr(app.logger.registered_handler, "stream", written)
     record_id = "scones-images/incoming/a.png#3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
     with pytest.raises(EventError):
         app.lambda_handler({"image_b64": "not base64!", "record_id": record_id}, context())
@@ -511,7 +517,7 @@ def test_a_classify_failure_names_its_image_and_a_warm_call_forgets_it(
         app.lambda_handler({"image_b64": "not base64!"}, context())
     failures = [
         json.loads(line)
-        for line in capsys.readouterr().out.splitlines()
+        for line in written.getvalue().splitlines()
         if line.startswith("{") and '"invocation failed"' in line
     ]
     assert [line.get("record_id") for line in failures] == [record_id, None]
