@@ -1383,3 +1383,35 @@ def test_a_held_answer_whose_image_is_gone_stays_listed_for_its_holder(env: Env)
         record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
     )
     assert finished.record["status"] == "REVIEWED"
+
+
+def test_an_expired_hold_whose_image_is_gone_is_taken_back_and_leaves_the_queue(
+    env: Env,
+) -> None:
+    """The holder never came back: nobody else can take the hold over (that needs the
+    image), so once it has expired a page that finds the image gone takes the answer back,
+    with its copy and manifest line, and the record leaves the queue."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    failing = ReviewService(
+        settings(), s3=FailingS3(env.s3, "put_object"), dynamodb=NoScan(env.dynamodb),
+        clock=lambda: NOW,
+    )  # fmt: skip
+    with pytest.raises(ReviewIncomplete):
+        failing.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    copy = env.get(record_id)["labelled_key"]
+    assert env.s3.head_object(Bucket=BUCKET, Key=copy)  # the copy was made
+    record = env.get(record_id)
+    env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
+    later = NOW + settings().hold_expiry + timedelta(minutes=1)
+    reviews = ReviewService(
+        settings(), s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: later
+    )
+    with pytest.raises(ObjectNotFound):
+        reviews.read_for_display(record_id)
+    left = env.get(record_id)
+    assert left["status"] == "NEEDS_REVIEW" and left["image_gone_at"] == format_millis(later)
+    assert not {"review_label", "reviewer", "reviewed_at", "labelled_key"} & set(left)
+    listed = env.s3.list_objects_v2(Bucket=BUCKET, Prefix=settings().labelled_prefix)
+    assert copy not in {o["Key"] for o in listed.get("Contents", [])}
+    assert [line["record_id"] for line in reviews.read_manifest()] == []
+    assert reviews.queue() == []

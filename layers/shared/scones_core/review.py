@@ -472,8 +472,11 @@ class ReviewService:
         if record.get(STATUS_ATTRIBUTE) == Status.REVIEWED or record.get(IMAGE_GONE_ATTRIBUTE):
             return
         if record.get(REVIEW_LABEL_ATTRIBUTE):
-            # A held answer stays listed: its copy may be made already, and only its
-            # holder's retry (or a takeover once it expires) can finish or undo it.
+            # A held answer stays listed while its holder may still finish it (its copy
+            # may be made already). Once the hold has expired nobody can: a takeover
+            # needs the image. It is then taken back, with what it wrote, and marked.
+            if self._hold_expired(record, "", "", str(record.get(STATUS_ATTRIBUTE))):
+                self._abandon_gone(record)
             return
         try:
             self.dynamodb.update_item(
@@ -504,6 +507,55 @@ class ReviewService:
                 "the image of a record waiting for review is gone; the queue leaves it out",
                 extra={"record_id": record[PARTITION_KEY]},
             )
+
+    def _abandon_gone(self, stale: dict[str, Any]) -> None:
+        """Take back an expired hold on a record whose image is gone, mark the record gone
+        in the same conditional write (only while it is still exactly that hold), then
+        remove the abandoned answer's copy and manifest line, as a takeover would."""
+        record_id = str(stale[PARTITION_KEY])
+        values = {
+            ":expected": {"S": str(stale[STATUS_ATTRIBUTE])},
+            ":answer": {"S": str(stale[REVIEW_LABEL_ATTRIBUTE])},
+            ":who": {"S": str(stale.get(REVIEWER_ATTRIBUTE, ""))},
+            ":at": {"S": str(stale.get(REVIEWED_AT_ATTRIBUTE, ""))},
+            ":now": {"S": format_millis(self.clock())},
+        }
+        try:
+            self.dynamodb.update_item(
+                TableName=self.settings.table_name,
+                Key={PARTITION_KEY: {"S": record_id}},
+                UpdateExpression="REMOVE #answer, #who, #at, #prior, #copy SET #gone = :now",
+                ConditionExpression=(
+                    "#status = :expected AND #answer = :answer AND #who = :who AND #at = :at"
+                ),
+                ExpressionAttributeNames={
+                    **{k: v for k, v in _ANSWER_NAMES.items() if k != "#sampled"},
+                    "#gone": IMAGE_GONE_ATTRIBUTE,
+                },
+                ExpressionAttributeValues=values,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "could not take back the expired answer of a record whose image is gone",
+                extra={"record_id": record_id, "error": str(exc)},
+            )
+            return
+        try:
+            self._undo(stale, keep=None)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "took back an expired answer whose image is gone, but not its copy or line",
+                extra={
+                    "record_id": record_id,
+                    "labelled_key": stale.get(LABELLED_KEY_ATTRIBUTE),
+                    "error": str(exc),
+                },
+            )
+            return
+        logger.info(
+            "an expired answer whose image is gone was taken back; the queue leaves it out",
+            extra={"record_id": record_id},
+        )
 
     def _stack_upload(self, record_id: str, record: dict[str, Any]) -> ObjectRef:
         """The upload a record is about; ``ImageNotShown`` when it is not one of the
