@@ -10,6 +10,7 @@ never exists. The filter is applied here as documented, to what the real handler
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import boto3
@@ -20,6 +21,7 @@ from test_workflow_handlers import REGION, aws, context, lambda_env  # noqa: F40
 from scones.template_params import function_environment, load_template
 
 pytestmark = pytest.mark.usefixtures("aws")  # moto, with the handlers' environment
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 # Lambda's application log levels, least severe first.
 LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
@@ -31,15 +33,21 @@ def application_level(log_level: str) -> str:
 
 
 def lambda_keeps(line: str, filtered_at: str) -> bool:
-    """Whether Lambda sends ``line`` to CloudWatch Logs at ``filtered_at``."""
+    """Whether Lambda sends ``line`` to CloudWatch Logs at ``filtered_at``: its level, or
+    INFO when it has none, or no valid RFC 3339 timestamp (read strictly)."""
     try:
         document = json.loads(line)
     except ValueError:
         document = None
     level = document.get("level") if isinstance(document, dict) else None
-    if not isinstance(level, str) or level.upper() not in LEVELS:
+    stamp = document.get("timestamp") if isinstance(document, dict) else None
+    if not isinstance(level, str) or level.upper() not in LEVELS or not rfc3339(stamp):
         level = "INFO"
     return LEVELS.index(level.upper()) >= LEVELS.index(filtered_at)
+
+
+def rfc3339(value: object) -> bool:
+    return isinstance(value, str) and bool(RFC3339.fullmatch(value))
 
 
 def metrics_kept(out: str, filtered_at: str) -> set[str]:
@@ -101,6 +109,8 @@ def test_the_serialize_functions_rejection_metric_is_kept(
 
 def test_a_line_without_a_level_is_dropped_at_warn_as_lambda_documents() -> None:
     """The rule itself: what the metric documents were before they carried a level."""
+    stamp = '"timestamp": "2026-12-05T06:40:00.123Z"'
     assert not lambda_keeps('{"_aws": {}, "ImagesRejected": 1}', "WARN")
-    assert lambda_keeps('{"_aws": {}, "ImagesRejected": 1, "level": "WARN"}', "WARN")
+    assert not lambda_keeps('{"_aws": {}, "level": "WARN"}', "WARN")
+    assert lambda_keeps('{"_aws": {}, "level": "WARN", ' + stamp + "}", "WARN")
     assert not lambda_keeps("plain text", "WARN") and lambda_keeps("plain text", "INFO")
