@@ -178,7 +178,7 @@ def test_backfill_of_a_stack_without_outputs_names_the_missing_output(
             capsys, "backfill", "incoming/", "--stack", "bare", "--region", "us-east-1"
         )
     assert code == 1, err
-    assert "stack bare has no output BackfillStateMachineArn: wait until it is created" in err
+    assert "stack bare has no output BackfillStateMachineArn: is it this project's" in err
 
 
 @pytest.mark.parametrize(

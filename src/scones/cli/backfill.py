@@ -124,7 +124,8 @@ def backfill_command(args: argparse.Namespace) -> int:
         outputs = stack_outputs(session, args.stack)
         if BACKFILL_OUTPUT not in outputs:
             raise CommandFailed(
-                f"stack {args.stack} has no output {BACKFILL_OUTPUT}: wait until it is created"
+                f"stack {args.stack} has no output {BACKFILL_OUTPUT}: is it this project's "
+                "stack, and created (not rolled back)?"
             )
         machine, incoming = outputs[BACKFILL_OUTPUT], outputs.get("IncomingPrefix", "")
         bucket = outputs.get("ImageBucketName")

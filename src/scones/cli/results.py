@@ -100,7 +100,10 @@ def results_command(args: argparse.Namespace) -> int:
     if args.since or not deployed:
         since = parse_moment(args.since, now)
     else:  # a deployed table is read a day at a time: the day before --until, or the last
-        since = parse_moment(DEPLOYED_SINCE, until or now)
+        try:
+            since = parse_moment(DEPLOYED_SINCE, until or now)
+        except CommandError:  # --until within a day of the year 1: everything before it
+            since = None
     if since and until and since >= until:
         raise CommandError(f"--since ({since}) must be before --until ({until})")
     from botocore.exceptions import BotoCoreError, ClientError
