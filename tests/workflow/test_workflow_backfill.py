@@ -375,19 +375,10 @@ def test_keys_a_throttled_table_leaves_unprocessed_are_asked_again_after_a_backo
     assert 0 <= pauses[1] <= 2 * UNPROCESSED_BACKOFF_SECONDS
 
 
-@mock_aws
-def test_the_backfill_handler_starts_a_batch_and_counts_it_in_its_metrics(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def backfill_handler(monkeypatch: pytest.MonkeyPatch, machine: str) -> Any:
     """The deployed handler, configured as the template configures it."""
     from conftest import load_handler
 
-    s3, ddb, sfn, machine = backfill_world(versioned=True)
-    for key in ("incoming/a.png", "incoming/b.png"):
-        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
-    head = s3.head_object(Bucket=BUCKET, Key="incoming/a.png")
-    done = ObjectRef(BUCKET, "incoming/a.png", head["VersionId"], head["ETag"].strip('"'), 1)
-    ddb.put_item(TableName=TABLE, Item={"pk": {"S": done.record_id}, "status": {"S": "ACCEPTED"}})
     for name, value in {
         "STATE_MACHINE_ARN": machine,
         "IMAGE_BUCKET": BUCKET,
@@ -399,7 +390,22 @@ def test_the_backfill_handler_starts_a_batch_and_counts_it_in_its_metrics(
         "POWERTOOLS_TRACE_DISABLED": "true",
     }.items():
         monkeypatch.setenv(name, value)
-    app = load_handler("backfill")
+    return load_handler("backfill")
+
+
+@mock_aws
+def test_the_backfill_handler_starts_a_batch_and_counts_it_in_its_metrics(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deployed handler, configured as the template configures it."""
+
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    for key in ("incoming/a.png", "incoming/b.png"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    head = s3.head_object(Bucket=BUCKET, Key="incoming/a.png")
+    done = ObjectRef(BUCKET, "incoming/a.png", head["VersionId"], head["ETag"].strip('"'), 1)
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": done.record_id}, "status": {"S": "ACCEPTED"}})
+    app = backfill_handler(monkeypatch, machine)
     event = {
         "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
         "BatchInput": {"bucket": BUCKET},
@@ -422,7 +428,6 @@ def test_a_batch_that_fails_part_way_still_counts_what_it_started(
 ) -> None:
     """One StartExecution throttled: the batch fails naming it, and the executions it did
     start are in BackfillStarted all the same (the metric was only added on success)."""
-    from conftest import load_handler
 
     s3, ddb, sfn, machine = backfill_world(versioned=True)
     for key in ("incoming/a.png", "incoming/busy.png", "incoming/c.png"):
@@ -436,18 +441,7 @@ def test_a_batch_that_fails_part_way_still_counts_what_it_started(
         return None
 
     sfn.meta.events.register("before-call.states.StartExecution", throttle_busy)
-    for name, value in {
-        "STATE_MACHINE_ARN": machine,
-        "IMAGE_BUCKET": BUCKET,
-        "INCOMING_PREFIX": "incoming/",
-        "RESULTS_TABLE_NAME": TABLE,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_METRICS_NAMESPACE": "SconesUnlimited",
-        "POWERTOOLS_SERVICE_NAME": "scones-classifier",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    app = load_handler("backfill")
+    app = backfill_handler(monkeypatch, machine)
     monkeypatch.setattr(app, "clients", lambda: (s3, ddb, sfn))
     event = {
         "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
