@@ -3,8 +3,9 @@
 Two handlers in one package (two functions in ``template.yaml``, each with only the
 permissions its step needs):
 
-* ``assemble_handler``: the original training channel plus the labelled-data prefix,
-  pinned as manifest channels for the training job (``scones_core.retraining.dataset``);
+* ``assemble_handler``: the original training channel plus the labelled copies that
+  finished answers name, pinned as manifest channels for the training job
+  (``scones_core.retraining.dataset``);
 * ``judge_handler``: read the evaluation step's report (``scones_core.retraining.evaluation``)
   and apply the promotion gate (``scones_core.retraining.gate``).
 """
@@ -38,6 +39,11 @@ def s3_client() -> Any:
     return boto3.session.Session().client("s3")
 
 
+@cache
+def dynamodb_client() -> Any:
+    return boto3.session.Session().client("dynamodb")
+
+
 def _field(event: Any, name: str) -> Any:
     if not isinstance(event, dict) or name not in event:
         raise EventError(f"the event needs {name!r}")
@@ -55,7 +61,9 @@ def assemble_handler(event: dict[str, Any], context: LambdaContext) -> dict[str,
         split = TrainingSplit.parse(event.get("training_split"))
     except ValueError as exc:
         raise EventError(str(exc)) from exc
-    result = assemble_dataset(s3_client(), SETTINGS, started_at, run_name, split)
+    result = assemble_dataset(
+        s3_client(), dynamodb_client(), SETTINGS, started_at, run_name, split=split
+    )
     logger.info("dataset assembled", extra={"dataset": result["dataset_uri"]})
     return result
 

@@ -35,9 +35,11 @@ from scones.serving.app import ProductionVariant, create_app
 from scones.serving.capture import CaptureWriter, LocalCaptureSink
 from scones.serving.faults import FaultPlan
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
+from tests.monitoring.conftest import create_table_as_declared
 from tests.retrain.conftest import BUCKET
 
 SAMPLES = PROJECT_ROOT / "samples"
+RESULTS_TABLE = "scones-test-results"
 STARTED = datetime(2026, 12, 1, 12, 30, 5, tzinfo=UTC)
 
 
@@ -55,6 +57,7 @@ def env(**overrides: str) -> dict[str, str]:
         "GATE_MAX_COVERAGE_DROP": "0.02",
         "GATE_MAX_RECALL_DROP": "0.05",
         "GATE_MIN_IMAGES_PER_CLASS": "1",
+        "RESULTS_TABLE_NAME": RESULTS_TABLE,
     }
     return {**values, **overrides}
 
@@ -87,6 +90,29 @@ def put(s3: Any, key: str, body: bytes) -> None:
     s3.put_object(Bucket=BUCKET, Key=key, Body=body)
 
 
+@pytest.fixture
+def ddb(s3: Any) -> Any:
+    """The stack's results table (as template.yaml declares it), in the same moto."""
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    create_table_as_declared(client, "ResultsTable", RESULTS_TABLE)
+    return client
+
+
+def answered(ddb: Any, key: str, status: str = "REVIEWED") -> None:
+    """A record whose answer names the labelled copy ``key`` (REVIEWED: a finished one)."""
+    label = key.split("/")[-2]
+    ddb.put_item(
+        TableName=RESULTS_TABLE,
+        Item={
+            "pk": {"S": f"{BUCKET}/incoming/{key}#v1"},
+            "status": {"S": status},
+            "recorded_at": {"S": "2026-12-01T10:00:00.000Z"},
+            "review_label": {"S": label},
+            "labelled_key": {"S": key},
+        },
+    )
+
+
 def put_training_set(s3: Any, bucket: str = BUCKET, name: str = "a") -> None:
     """The fewest images of each class the training program can train on."""
     for label in ("bicycle", "motorcycle"):
@@ -107,7 +133,7 @@ def read_json(s3: Any, uri: str) -> Any:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any) -> None:
+def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any, ddb: Any) -> None:
     settings = RetrainingSettings.from_env(env())
     for i in range(min_images_per_class()):
         put(s3, f"training/train/bicycle/b{i}.png", f"bike {i}".encode())
@@ -116,12 +142,13 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any)
     put(s3, "training/gate/motorcycle/g1.png", b"gate motorcycle image")
     put(s3, "training/train/bicycle/copy-of-gate.png", b"gate image")  # left out: a leak
     put(s3, "labelled/motorcycle/reviewed-1.jpg", b"person said motorcycle")
+    answered(ddb, "labelled/motorcycle/reviewed-1.jpg")
     put(s3, "labelled/manifest-2026-12-01.jsonl", b"{}")  # the review page's manifests:
     put(s3, "labelled/manifest.jsonl", b"{}")  # today's and an earlier version's, not images
     put(s3, "labelled/scooter/x.png", b"not a label of this model")
     put(s3, "labelled/bicycle/.hidden", b"")
 
-    result = assemble_dataset(s3, settings, STARTED, "run-1")
+    result = assemble_dataset(s3, ddb, settings, STARTED, "run-1")
 
     run_hash = hashlib.sha256(b"run-1\n2026-12-01T12:30:05.000000+00:00").hexdigest()[:7]
     base = f"scones-test-rt-261201-{run_hash}"
@@ -151,17 +178,19 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any)
     )
 
 
-def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(s3: Any) -> None:
+def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(
+    s3: Any, ddb: Any
+) -> None:
     settings = RetrainingSettings.from_env(env())
     put_gate_set(s3)
     put(s3, "training/train/bicycle/b.png", b"b")
     with pytest.raises(DatasetError, match="no images of motorcycle"):
-        assemble_dataset(s3, settings, STARTED, "run-1")
+        assemble_dataset(s3, ddb, settings, STARTED, "run-1")
     put(s3, "training/train/motorcycle/m.png", b"m")
     # Found here, not by the training program after a paid job: it holds out a fifth of
     # each class for validation and folds the rest over the ensemble's members.
     with pytest.raises(DatasetError) as small:
-        assemble_dataset(s3, settings, STARTED, "run-1")
+        assemble_dataset(s3, ddb, settings, STARTED, "run-1")
     assert str(small.value) == (
         f"too few images to train on in s3://{BUCKET}/training/train/ and "
         f"s3://{BUCKET}/labelled/: bicycle has 1 image, too few to hold out 0.2 of them for "
@@ -175,38 +204,74 @@ def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(s
         put(s3, f"training/train/motorcycle/m{i}.png", f"m{i}".encode())
     leaves = "bicycle has 4 images: 1 held out for validation leaves 3, fewer than the 4 folds"
     with pytest.raises(DatasetError, match=leaves):
-        assemble_dataset(s3, settings, STARTED, "run-1")
+        assemble_dataset(s3, ddb, settings, STARTED, "run-1")
     put(s3, "training/train/bicycle/b3.png", b"b3")
     with pytest.raises(DatasetError, match="motorcycle has 4 images: 1 held out"):
-        assemble_dataset(s3, settings, STARTED, "run-1")
+        assemble_dataset(s3, ddb, settings, STARTED, "run-1")
     put(s3, "labelled/motorcycle/reviewed.png", b"a person said motorcycle")
+    answered(ddb, "labelled/motorcycle/reviewed.png")
     assert [
         c["ChannelName"]
-        for c in assemble_dataset(s3, settings, STARTED, "run-1")["input_data_config"]
+        for c in assemble_dataset(s3, ddb, settings, STARTED, "run-1")["input_data_config"]
     ] == ["train", "labelled"]
     s3.delete_object(Bucket=BUCKET, Key="labelled/motorcycle/reviewed.png")
     put(s3, "training/train/motorcycle/m9.png", b"m9")
-    result = assemble_dataset(s3, settings, STARTED, "run-1")
+    result = assemble_dataset(s3, ddb, settings, STARTED, "run-1")
     assert [c["ChannelName"] for c in result["input_data_config"]] == ["train"]
     # A run whose job trains another recipe is held to that recipe's split.
     eight = TrainingSplit(members=8)
     with pytest.raises(DatasetError, match="fewer than the 8 folds"):
-        assemble_dataset(s3, settings, STARTED, "run-1", eight)
+        assemble_dataset(s3, ddb, settings, STARTED, "run-1", split=eight)
     s3.delete_object(Bucket=BUCKET, Key="training/train/motorcycle/m9.png")
     two = TrainingSplit(members=2)
-    assert assemble_dataset(s3, settings, STARTED, "run-2", two)["input_data_config"]
+    assert assemble_dataset(s3, ddb, settings, STARTED, "run-2", split=two)["input_data_config"]
     with pytest.raises(DatasetError, match="longer than 40"):
         long_name = RetrainingSettings.from_env(env(ENDPOINT_NAME="e" * 41))
-        assemble_dataset(s3, long_name, STARTED, "run-1")
+        assemble_dataset(s3, ddb, long_name, STARTED, "run-1")
 
 
-def test_a_gate_set_too_small_to_judge_by_fails_the_run_before_training(s3: Any) -> None:
+def test_only_copies_that_finished_answers_name_are_trained_on(s3: Any, ddb: Any) -> None:
+    """The review page copies an image before the answer is finished. A copy whose answer
+    is still held (its last step failed), or that a takeover could not delete, is no label:
+    only a REVIEWED record's labelled_key makes a copy training data."""
+    settings = RetrainingSettings.from_env(env())
+    put_training_set(s3)
+    put_gate_set(s3)
+    from scones.offline.retrain import reviewed_item
+
+    finished, held, orphan, rehearsed = (
+        "labelled/motorcycle/finished.png",
+        "labelled/motorcycle/held.png",
+        "labelled/bicycle/taken-over.png",
+        "labelled/bicycle/given-to-the-rehearsal.png",
+    )
+    for key in (finished, held, orphan, rehearsed):
+        put(s3, key, key.encode())
+    answered(ddb, finished)
+    answered(ddb, held, status="NEEDS_REVIEW")  # step 3 never happened
+    # The offline rehearsal's --labelled images stand for finished answers too.
+    ddb.put_item(TableName=RESULTS_TABLE, Item=reviewed_item(rehearsed, "bicycle"))
+    result = assemble_dataset(s3, ddb, settings, STARTED, "run-1")
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+        for c in result["input_data_config"]
+    }
+    assert read_json(s3, channels["labelled"])[1:] == [
+        "bicycle/given-to-the-rehearsal.png",
+        "motorcycle/finished.png",
+    ]
+    summary = read_json(s3, result["dataset_uri"])
+    assert summary["labelled"]["unanswered_left_out"] == 2
+    assert result["labelled_images"] == 2
+
+
+def test_a_gate_set_too_small_to_judge_by_fails_the_run_before_training(s3: Any, ddb: Any) -> None:
     """The gate refuses to judge on fewer than GATE_MIN_IMAGES_PER_CLASS images of a class
     (an empty gate prefix on a new stack, say): found out here, not after a training job."""
     settings = RetrainingSettings.from_env(env(GATE_MIN_IMAGES_PER_CLASS="3"))
     put_training_set(s3)
     with pytest.raises(DatasetError) as empty:
-        assemble_dataset(s3, settings, STARTED, "run-1")
+        assemble_dataset(s3, ddb, settings, STARTED, "run-1")
     assert str(empty.value) == (
         f"the gate set s3://{BUCKET}/training/gate/ is too small to judge a candidate by: "
         "bicycle 0, motorcycle 0 images, fewer than the 3 per class the gate needs; "
@@ -222,10 +287,10 @@ def test_a_gate_set_too_small_to_judge_by_fails_the_run_before_training(s3: Any)
     for name in ("Thumbs.db", "README.md", "._g0.png", "desktop.ini"):
         put(s3, f"training/gate/motorcycle/{name}", b"not an image")
     with pytest.raises(DatasetError, match="too small to judge a candidate by: motorcycle 2 "):
-        assemble_dataset(s3, settings, STARTED, "run-1")
+        assemble_dataset(s3, ddb, settings, STARTED, "run-1")
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="retraining/")
     put(s3, "training/gate/motorcycle/g2.png", b"the third motorcycle")
-    result = assemble_dataset(s3, settings, STARTED, "run-1")
+    result = assemble_dataset(s3, ddb, settings, STARTED, "run-1")
     summary = read_json(s3, result["dataset_uri"])
     assert summary["gate_set"]["per_label"] == {"bicycle": 3, "motorcycle": 3}
     assert summary["gate_set"]["images"] == 6  # the notes and thumbnails beside are not
@@ -245,7 +310,9 @@ class ReadCountingS3:
         return self.inner.get_object(**kwargs)
 
 
-def test_dataset_leaves_out_copies_of_gate_images_by_content_whatever_their_etag(s3: Any) -> None:
+def test_dataset_leaves_out_copies_of_gate_images_by_content_whatever_their_etag(
+    s3: Any, ddb: Any
+) -> None:
     """An ETag is the MD5 of the bytes only for a single-part upload without SSE-KMS: the
     stack's bucket uses SSE-KMS, and SDK transfer managers upload in parts. So copies are
     recognised by a SHA-256 of their bytes, read only for objects of a gate image's size."""
@@ -269,9 +336,11 @@ def test_dataset_leaves_out_copies_of_gate_images_by_content_whatever_their_etag
     assert s3.head_object(Bucket=BUCKET, Key=in_parts)["ETag"] != gate_etag
     put(s3, "labelled/bicycle/plain-copy.png", gate_image)
     put(s3, "labelled/bicycle/same-size-other-image.png", gate_image[::-1])  # kept
+    answered(ddb, "labelled/bicycle/plain-copy.png")
+    answered(ddb, "labelled/bicycle/same-size-other-image.png")
 
     reads = ReadCountingS3(s3)
-    result = assemble_dataset(reads, settings, STARTED, "run-1")
+    result = assemble_dataset(reads, ddb, settings, STARTED, "run-1")
 
     channels = {
         c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
@@ -298,21 +367,21 @@ def test_dataset_leaves_out_copies_of_gate_images_by_content_whatever_their_etag
     )
 
 
-def test_runs_started_in_one_second_get_names_and_folders_of_their_own(s3: Any) -> None:
+def test_runs_started_in_one_second_get_names_and_folders_of_their_own(s3: Any, ddb: Any) -> None:
     """The monitor's run and one started by hand in the same second: neither may reuse the
     other's jobs, model, endpoint config or run folder. A retry of one execution's dataset
     step gets its names again (idempotent SageMaker calls)."""
     settings = RetrainingSettings.from_env(env())
     put_gate_set(s3)
     put_training_set(s3)
-    first = assemble_dataset(s3, settings, STARTED, "scones-test-retrain-20261201-1200")
-    second = assemble_dataset(s3, settings, STARTED, "manual-console-run")
+    first = assemble_dataset(s3, ddb, settings, STARTED, "scones-test-retrain-20261201-1200")
+    second = assemble_dataset(s3, ddb, settings, STARTED, "manual-console-run")
     for name in ("base", "processing_job", "client_token"):
         assert first["names"][name] != second["names"][name], name
     assert first["dataset_uri"] != second["dataset_uri"]
     assert read_json(s3, first["dataset_uri"])["run_name"] == "scones-test-retrain-20261201-1200"
     assert read_json(s3, second["dataset_uri"])["run_name"] == "manual-console-run"
-    retried = assemble_dataset(s3, settings, STARTED, "scones-test-retrain-20261201-1200")
+    retried = assemble_dataset(s3, ddb, settings, STARTED, "scones-test-retrain-20261201-1200")
     assert retried["names"] == first["names"]
 
 
@@ -779,6 +848,8 @@ def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPat
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=EVENT_BUCKET)
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        create_table_as_declared(ddb, "ResultsTable", RESULTS_TABLE)
         put_training_set(s3, bucket=EVENT_BUCKET)
         put_gate_set(s3, bucket=EVENT_BUCKET)
         app = load_handler("retrain")

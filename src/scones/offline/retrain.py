@@ -160,6 +160,31 @@ def gate_split(
     return [items[int(i)] for i in kept], gate
 
 
+def reviewed_item(labelled_key: str, label: str) -> dict[str, Any]:
+    """A REVIEWED record for a labelled image the rehearsal was given (``--labelled``): what
+    a person's finished answer on the review page leaves, naming its copy."""
+    from scones_core.monitoring.timestamps import format_millis
+    from scones_core.records import (
+        LABELLED_KEY_ATTRIBUTE,
+        PARTITION_KEY,
+        RECORDED_AT_ATTRIBUTE,
+        REVIEW_LABEL_ATTRIBUTE,
+        REVIEWED_AT_ATTRIBUTE,
+        STATUS_ATTRIBUTE,
+        Status,
+    )
+
+    now = format_millis(datetime.now(UTC))
+    return {
+        PARTITION_KEY: {"S": f"rehearsal/{labelled_key}"},
+        STATUS_ATTRIBUTE: {"S": Status.REVIEWED.value},
+        RECORDED_AT_ATTRIBUTE: {"S": now},
+        REVIEWED_AT_ATTRIBUTE: {"S": now},
+        REVIEW_LABEL_ATTRIBUTE: {"S": label},
+        LABELLED_KEY_ATTRIBUTE: {"S": labelled_key},
+    }
+
+
 def _limit(items: list[tuple[Path, int]], per_label: int | None) -> list[tuple[Path, int]]:
     if per_label is None:
         return items
@@ -296,9 +321,14 @@ class OfflineRetrain:
                     f"left out folders of {options.labelled_dir} that name no label: "
                     + ", ".join(others)
                 )
+            dynamodb = self.stack.client("dynamodb")
+            table = self.stack.stack.outputs["ResultsTableName"]
             for path, index in files:
                 key = f"{params['LabelledDataPrefix']}{self.labels[index]}/{path.name}"
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
+                # As the review page leaves a finished answer: the record that names the
+                # copy, without which the dataset step does not train on it.
+                dynamodb.put_item(TableName=table, Item=reviewed_item(key, self.labels[index]))
                 labelled += 1
         version = str(manifest["version"])
         production_key = f"models/production/{version}/model.tar.gz"

@@ -7,7 +7,11 @@ Two sources, both laid out ``<prefix><label>/<name>``:
 * the labelled-data prefix (``LABELLED_DATA_PREFIX``), where the human review page
   writes images a person has labelled. Only ``<label>/`` folders of the model's
   labels are read; the review page's own manifest and any other key are ignored,
-  because the folder an image sits in is its label.
+  because the folder an image sits in is its label. And only copies that a
+  ``REVIEWED`` record names (its ``labelled_key``, read through the status index): the
+  page makes the copy before the answer is finished, so a copy whose answer never
+  became ``REVIEWED`` (its last step failed, or it was taken over and its copy could
+  not be removed) is not a label, and training never reads it.
 
 Each source becomes a SageMaker ``ManifestFile`` channel: a JSON list that starts
 with ``{"prefix": "s3://bucket/<prefix>"}`` and names every object relative to it.
@@ -35,6 +39,8 @@ from typing import Any
 
 from scones_core.errors import SconesError
 from scones_core.image_files import is_image_file_name
+from scones_core.record_queries import records_with_status
+from scones_core.records import LABELLED_KEY_ATTRIBUTE, Status
 from scones_core.retraining.gate import too_few_images
 from scones_core.retraining.settings import RetrainingSettings
 from scones_core.sagemaker_names import MAX_NAME_LENGTH
@@ -165,18 +171,38 @@ class GateContent:
         return _sha256(self._s3, self._bucket, key) in digests
 
 
+def reviewed_copies(dynamodb: Any, table: str) -> frozenset[str]:
+    """The keys of the labelled copies that ``REVIEWED`` records name: the answers that
+    were finished. Read through the status index (``REVIEWED`` only), never a scan."""
+    return frozenset(
+        str(record[LABELLED_KEY_ATTRIBUTE])
+        for record in records_with_status(dynamodb, table, Status.REVIEWED.value)
+        if record.get(LABELLED_KEY_ATTRIBUTE)
+    )
+
+
 def read_channel(
-    s3: Any, bucket: str, prefix: str, labels: tuple[str, ...], gate: GateContent
-) -> tuple[ChannelObjects, int]:
-    """The ``<label>/<name>`` objects under ``prefix``; and how many were gate duplicates."""
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    labels: tuple[str, ...],
+    gate: GateContent,
+    *,
+    answered: frozenset[str] | None = None,
+) -> tuple[ChannelObjects, int, int]:
+    """The ``<label>/<name>`` objects under ``prefix``; how many were gate duplicates; and,
+    with ``answered`` (the keys finished answers name), how many were named by none."""
     keys: list[str] = []
     per_label = dict.fromkeys(labels, 0)
-    skipped = excluded = 0
+    skipped = excluded = unanswered = 0
     for key, size in _objects(s3, bucket, prefix):
         relative = key[len(prefix) :]
         label = _label_of(relative, labels)
         if label is None:
             skipped += 1
+            continue
+        if answered is not None and key not in answered:
+            unanswered += 1
             continue
         if gate.holds_copy_of(key, size):
             excluded += 1
@@ -184,7 +210,7 @@ def read_channel(
         keys.append(relative)
         per_label[label] += 1
     keys.sort()
-    return ChannelObjects(prefix, tuple(keys), per_label, skipped), excluded
+    return ChannelObjects(prefix, tuple(keys), per_label, skipped), excluded, unanswered
 
 
 def manifest_body(bucket: str, channel: ChannelObjects) -> bytes:
@@ -217,9 +243,11 @@ def _fingerprint(bucket: str, channels: list[ChannelObjects]) -> str:
 
 def assemble_dataset(
     s3: Any,
+    dynamodb: Any,
     settings: RetrainingSettings,
     started_at: datetime,
     run_name: str,
+    *,
     split: TrainingSplit | None = None,
 ) -> dict[str, Any]:
     """Write the manifests and ``dataset.json``; return what the next states need.
@@ -235,14 +263,19 @@ def assemble_dataset(
             f"candidate by: {', '.join(few)} images, fewer than the "
             f"{settings.gate_min_images_per_class} per class the gate needs; nothing was trained"
         )
-    original, original_excluded = read_channel(s3, bucket, settings.training_prefix, labels, gate)
+    original, original_excluded, _ = read_channel(
+        s3, bucket, settings.training_prefix, labels, gate
+    )
     empty = [label for label, count in original.per_label.items() if count == 0]
     if empty:
         raise DatasetError(
             f"the training channel s3://{bucket}/{settings.training_prefix} has no images of "
             f"{', '.join(empty)}"
         )
-    labelled, labelled_excluded = read_channel(s3, bucket, settings.labelled_prefix, labels, gate)
+    answered = reviewed_copies(dynamodb, settings.results_table)
+    labelled, labelled_excluded, unanswered = read_channel(
+        s3, bucket, settings.labelled_prefix, labels, gate, answered=answered
+    )
     small = split.too_small(
         {label: original.per_label[label] + labelled.per_label[label] for label in labels}
     )
@@ -282,6 +315,8 @@ def assemble_dataset(
             "per_label": labelled.per_label,
             "skipped_keys": labelled.skipped,
             "gate_duplicates_left_out": labelled_excluded,
+            # Copies no REVIEWED record names: an answer never finished, or taken over.
+            "unanswered_left_out": unanswered,
         },
         "gate_set": {
             "source": f"s3://{bucket}/{settings.gate_prefix}",

@@ -24,6 +24,7 @@ ENVIRONMENT_VARIABLES = (
     "GATE_MAX_COVERAGE_DROP",
     "GATE_MAX_RECALL_DROP",
     "GATE_MIN_IMAGES_PER_CLASS",
+    "RESULTS_TABLE_NAME",
 )
 
 
@@ -41,6 +42,8 @@ class RetrainingSettings:
     gate_max_coverage_drop: float
     gate_max_recall_drop: float
     gate_min_images_per_class: int
+    # The records: a labelled copy trains only while a REVIEWED record names it.
+    results_table: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RetrainingSettings:
@@ -58,6 +61,7 @@ class RetrainingSettings:
             gate_max_coverage_drop=reader.parsed("GATE_MAX_COVERAGE_DROP", parse_fraction),
             gate_max_recall_drop=reader.parsed("GATE_MAX_RECALL_DROP", parse_fraction),
             gate_min_images_per_class=reader.parsed("GATE_MIN_IMAGES_PER_CLASS", positive_int),
+            results_table=reader.required("RESULTS_TABLE_NAME"),
         )
         if reader.problems:
             raise SettingsError(
