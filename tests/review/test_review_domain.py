@@ -1415,3 +1415,37 @@ def test_an_expired_hold_whose_image_is_gone_is_taken_back_and_leaves_the_queue(
     assert copy not in {o["Key"] for o in listed.get("Contents", [])}
     assert [line["record_id"] for line in reviews.read_manifest()] == []
     assert reviews.queue() == []
+
+
+def test_a_holder_resending_while_a_page_takes_her_expired_hold_back_is_refused(
+    env: Env,
+) -> None:
+    """The page's take-back removes the hold, then deletes its copy. A resend by the holder
+    in between must not hold the record again and finish it as REVIEWED naming a copy the
+    page is about to delete: the record is marked gone, and an answer needs it not to be."""
+    record_id = copied_but_not_listed(env)
+    record = env.get(record_id)
+    env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
+    later = NOW + settings().hold_expiry + timedelta(minutes=1)
+    page = ReviewService(settings(), s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: later)
+    holder = ReviewService(
+        settings(), s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: later
+    )
+    undo = page._undo
+    deferred: list[dict[str, Any]] = []
+    page._undo = lambda abandoned, keep: deferred.append(abandoned)  # type: ignore[method-assign]
+    hold = holder._hold
+
+    def page_takes_it_back_first(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        with pytest.raises(ObjectNotFound):
+            page.read_for_display(record_id)
+        return hold(*args, **kwargs)
+
+    holder._hold = page_takes_it_back_first  # type: ignore[method-assign]
+    with pytest.raises(ReviewError, match="a page found it gone"):
+        holder.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    for abandoned in deferred:
+        undo(abandoned, keep=None)
+    left = env.get(record_id)
+    assert left["status"] == "NEEDS_REVIEW" and "image_gone_at" in left
+    assert not {"review_label", "reviewer", "labelled_key"} & set(left)

@@ -261,6 +261,7 @@ _ANSWER_NAMES = {
     "#prior": CLASSIFIED_STATUS_ATTRIBUTE,
     "#copy": LABELLED_KEY_ATTRIBUTE,
     "#sampled": REVIEW_SAMPLED_ATTRIBUTE,
+    "#gone": IMAGE_GONE_ATTRIBUTE,
 }
 
 
@@ -529,8 +530,7 @@ class ReviewService:
                     "#status = :expected AND #answer = :answer AND #who = :who AND #at = :at"
                 ),
                 ExpressionAttributeNames={
-                    **{k: v for k, v in _ANSWER_NAMES.items() if k != "#sampled"},
-                    "#gone": IMAGE_GONE_ATTRIBUTE,
+                    k: v for k, v in _ANSWER_NAMES.items() if k != "#sampled"
                 },
                 ExpressionAttributeValues=values,
             )
@@ -680,9 +680,11 @@ class ReviewService:
     ) -> dict[str, Any]:
         """Step 1: the answer on the record, its status unchanged: only while the record
         has the status the page showed, and no other answer (or reviewer) holds it."""
+        # Never on a record a page found without its image: that page may be taking back
+        # an expired hold right now, and would delete what this answer is about to use.
         condition = (
-            "#status = :expected AND (attribute_not_exists(#answer)"
-            " OR (#answer = :answer AND #who = :who))"
+            "#status = :expected AND attribute_not_exists(#gone) AND (attribute_not_exists("
+            "#answer) OR (#answer = :answer AND #who = :who))"
         )
         values: dict[str, Any] = {
             ":expected": {"S": expected_status},
@@ -739,6 +741,11 @@ class ReviewService:
             latest = self._get(record_id)
             if latest is not None and self._same_answer(latest, answer, reviewer, expected_status):
                 return latest
+            if latest is not None and latest.get(IMAGE_GONE_ATTRIBUTE):
+                raise ReviewError(
+                    f"the image of {record_id} is no longer in the bucket (a page found it "
+                    "gone), so it cannot be copied for training; the answer was not kept"
+                ) from exc
             message = _conflict_message(
                 record_id, latest, expected_status, self.settings.hold_expiry
             )
