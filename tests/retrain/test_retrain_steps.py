@@ -251,7 +251,16 @@ def test_only_copies_that_finished_answers_name_are_trained_on(s3: Any, ddb: Any
     answered(ddb, held, status="NEEDS_REVIEW")  # step 3 never happened
     # The offline rehearsal's --labelled images stand for finished answers too.
     ddb.put_item(TableName=RESULTS_TABLE, Item=reviewed_item(rehearsed, "bicycle"))
+    queries: list[dict[str, Any]] = []
+    ddb.meta.events.register(
+        "before-parameter-build.dynamodb.Query", lambda params, **_: queries.append(params)
+    )
     result = assemble_dataset(s3, ddb, settings, STARTED, "run-1")
+    # Through the status index, reading each finished answer's copy key and nothing else.
+    assert [(q["IndexName"], q["ProjectionExpression"]) for q in queries] == [
+        ("status-recorded_at-index", "#a0")
+    ]
+    assert queries[0]["ExpressionAttributeNames"]["#a0"] == "labelled_key"
     channels = {
         c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
         for c in result["input_data_config"]

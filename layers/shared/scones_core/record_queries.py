@@ -28,9 +28,11 @@ def records_with_status(
     since: datetime | None = None,
     until: datetime | None = None,
     prefix: str = "",
+    attributes: tuple[str, ...] = (),
 ) -> Iterator[dict[str, Any]]:
     """Records with ``status`` and ``since <= recorded_at < until`` whose key starts with
-    ``prefix``, oldest first, as plain values (``dynamodb`` is a low-level client)."""
+    ``prefix``, oldest first, as plain values (``dynamodb`` is a low-level client); with
+    ``attributes``, only those attributes of each (less read, less held)."""
     names = {"#status": STATUS_ATTRIBUTE}
     values: dict[str, dict[str, str]] = {":status": {"S": status}}
     key_condition = "#status = :status"
@@ -56,6 +58,10 @@ def records_with_status(
         names["#key"] = "key"
         values[":prefix"] = {"S": prefix}
         request["FilterExpression"] = "begins_with(#key, :prefix)"
+    if attributes:
+        projected = {f"#a{i}": name for i, name in enumerate(attributes)}
+        names.update(projected)
+        request["ProjectionExpression"] = ", ".join(projected)
     request["ExpressionAttributeNames"] = names
     request["ExpressionAttributeValues"] = values
     for page in dynamodb.get_paginator("query").paginate(**request):

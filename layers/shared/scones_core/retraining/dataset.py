@@ -176,7 +176,9 @@ def reviewed_copies(dynamodb: Any, table: str) -> frozenset[str]:
     were finished. Read through the status index (``REVIEWED`` only), never a scan."""
     return frozenset(
         str(record[LABELLED_KEY_ATTRIBUTE])
-        for record in records_with_status(dynamodb, table, Status.REVIEWED.value)
+        for record in records_with_status(
+            dynamodb, table, Status.REVIEWED.value, attributes=(LABELLED_KEY_ATTRIBUTE,)
+        )
         if record.get(LABELLED_KEY_ATTRIBUTE)
     )
 
