@@ -274,6 +274,45 @@ def test_only_copies_that_finished_answers_name_are_trained_on(s3: Any, ddb: Any
     assert result["labelled_images"] == 2
 
 
+def test_labelled_bytes_that_are_training_data_already_are_left_out(s3: Any, ddb: Any) -> None:
+    """One image uploaded and answered twice is one training image, not two; answered
+    with two labels it is no label at all; and a copy of a training-channel image adds
+    nothing. Only objects whose size another object has are read."""
+    settings = RetrainingSettings.from_env(env())
+    put_training_set(s3)
+    put_gate_set(s3)
+    training_image = b"bicycle training image a0"
+    copies = {
+        "labelled/bicycle/twice-1.png": b"an image answered twice",
+        "labelled/bicycle/twice-2.png": b"an image answered twice",
+        "labelled/bicycle/torn-1.png": b"an image of two minds!!",
+        "labelled/motorcycle/torn-2.png": b"an image of two minds!!",
+        "labelled/bicycle/trained-already.png": training_image,
+        "labelled/motorcycle/unique.png": b"a one-off, of a size no other object has",
+    }
+    for key, body in copies.items():
+        put(s3, key, body)
+        answered(ddb, key)
+    reads = ReadCountingS3(s3)
+    result = assemble_dataset(reads, ddb, settings, STARTED, "run-1")
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+        for c in result["input_data_config"]
+    }
+    assert read_json(s3, channels["labelled"])[1:] == [
+        "bicycle/twice-1.png",
+        "motorcycle/unique.png",
+    ]
+    labelled = read_json(s3, result["dataset_uri"])["labelled"]
+    assert labelled["per_label"] == {"bicycle": 1, "motorcycle": 1}
+    assert (
+        labelled["training_duplicates_left_out"],
+        labelled["repeats_left_out"],
+        labelled["conflicting_labels_left_out"],
+    ) == (1, 1, 2)
+    assert "labelled/motorcycle/unique.png" not in reads.read
+
+
 def test_a_gate_set_too_small_to_judge_by_fails_the_run_before_training(s3: Any, ddb: Any) -> None:
     """The gate refuses to judge on fewer than GATE_MIN_IMAGES_PER_CLASS images of a class
     (an empty gate prefix on a new stack, say): found out here, not after a training job."""

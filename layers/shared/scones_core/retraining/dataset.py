@@ -11,7 +11,10 @@ Two sources, both laid out ``<prefix><label>/<name>``:
   ``REVIEWED`` record names (its ``labelled_key``, read through the status index): the
   page makes the copy before the answer is finished, so a copy whose answer never
   became ``REVIEWED`` (its last step failed, or it was taken over and its copy could
-  not be removed) is not a label, and training never reads it.
+  not be removed) is not a label, and training never reads it. A copy whose bytes are
+  already training data (a training-channel image, or another copy: an image uploaded and
+  answered twice) is left out too, and bytes answered with two labels are left out
+  altogether.
 
 Each source becomes a SageMaker ``ManifestFile`` channel: a JSON list that starts
 with ``{"prefix": "s3://bucket/<prefix>"}`` and names every object relative to it.
@@ -33,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,6 +100,16 @@ class ChannelObjects:
     keys: tuple[str, ...]  # relative to prefix: "<label>/<name>"
     per_label: dict[str, int]
     skipped: int  # keys outside a label folder, or manifests and hidden files
+    sizes: dict[str, int] = field(default_factory=dict)  # relative key -> bytes
+
+
+@dataclass(frozen=True)
+class RepeatedContent:
+    """Labelled copies left out because their bytes are already training data."""
+
+    in_training: int = 0  # equal to an image of the training channel
+    repeated: int = 0  # equal to another labelled copy of the same label (one is kept)
+    conflicting: int = 0  # equal to a labelled copy of another label: none is kept
 
 
 def parse_started_at(value: Any) -> datetime:
@@ -195,6 +208,7 @@ def read_channel(
     """The ``<label>/<name>`` objects under ``prefix``; how many were gate duplicates; and,
     with ``answered`` (the keys finished answers name), how many were named by none."""
     keys: list[str] = []
+    sizes: dict[str, int] = {}
     per_label = dict.fromkeys(labels, 0)
     skipped = excluded = unanswered = 0
     for key, size in _objects(s3, bucket, prefix):
@@ -210,9 +224,58 @@ def read_channel(
             excluded += 1
             continue
         keys.append(relative)
+        sizes[relative] = size
         per_label[label] += 1
     keys.sort()
-    return ChannelObjects(prefix, tuple(keys), per_label, skipped), excluded, unanswered
+    channel = ChannelObjects(prefix, tuple(keys), per_label, skipped, sizes)
+    return channel, excluded, unanswered
+
+
+def drop_repeated_content(
+    s3: Any, bucket: str, labelled: ChannelObjects, training: ChannelObjects
+) -> tuple[ChannelObjects, RepeatedContent]:
+    """``labelled`` without copies whose bytes are training data already: equal to a
+    training-channel image, or to another labelled copy (an image uploaded twice and
+    answered twice). Repeats of one label keep one copy; bytes answered with different
+    labels keep none. Only objects whose size another object has are read and hashed."""
+    training_by_size: dict[int, list[str]] = {}
+    for relative, size in training.sizes.items():
+        training_by_size.setdefault(size, []).append(training.prefix + relative)
+    labelled_by_size: dict[int, list[str]] = {}
+    for relative, size in labelled.sizes.items():
+        labelled_by_size.setdefault(size, []).append(relative)
+    in_training: set[str] = set()
+    by_digest: dict[str, list[str]] = {}
+    for size, relatives in labelled_by_size.items():
+        if len(relatives) < 2 and size not in training_by_size:
+            continue
+        known = {_sha256(s3, bucket, key) for key in training_by_size.get(size, [])}
+        for relative in relatives:
+            digest = _sha256(s3, bucket, labelled.prefix + relative)
+            if digest in known:
+                in_training.add(relative)
+            else:
+                by_digest.setdefault(digest, []).append(relative)
+    dropped = set(in_training)
+    repeated = conflicting = 0
+    for relatives in by_digest.values():
+        if len(relatives) < 2:
+            continue
+        if len({relative.partition("/")[0] for relative in relatives}) > 1:
+            dropped.update(relatives)
+            conflicting += len(relatives)
+        else:
+            dropped.update(sorted(relatives)[1:])
+            repeated += len(relatives) - 1
+    if not dropped:
+        return labelled, RepeatedContent()
+    keys = tuple(key for key in labelled.keys if key not in dropped)
+    per_label = dict.fromkeys(labelled.per_label, 0)
+    for key in keys:
+        per_label[key.partition("/")[0]] += 1
+    sizes = {key: labelled.sizes[key] for key in keys}
+    kept = ChannelObjects(labelled.prefix, keys, per_label, labelled.skipped, sizes)
+    return kept, RepeatedContent(len(in_training), repeated, conflicting)
 
 
 def manifest_body(bucket: str, channel: ChannelObjects) -> bytes:
@@ -278,6 +341,7 @@ def assemble_dataset(
     labelled, labelled_excluded, unanswered = read_channel(
         s3, bucket, settings.labelled_prefix, labels, gate, answered=answered
     )
+    labelled, repeated = drop_repeated_content(s3, bucket, labelled, original)
     small = split.too_small(
         {label: original.per_label[label] + labelled.per_label[label] for label in labels}
     )
@@ -319,6 +383,10 @@ def assemble_dataset(
             "gate_duplicates_left_out": labelled_excluded,
             # Copies no REVIEWED record names: an answer never finished, or taken over.
             "unanswered_left_out": unanswered,
+            # Copies whose bytes are training data already (drop_repeated_content).
+            "training_duplicates_left_out": repeated.in_training,
+            "repeats_left_out": repeated.repeated,
+            "conflicting_labels_left_out": repeated.conflicting,
         },
         "gate_set": {
             "source": f"s3://{bucket}/{settings.gate_prefix}",
