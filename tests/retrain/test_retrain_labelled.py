@@ -170,3 +170,15 @@ def test_retrain_on_other_data_than_productions_is_refused_before_the_stack_star
     monkeypatch.setattr("scones.cli.torch_free.torch_installed", lambda: False)
     assert main(["retrain", "--data", str(BUNDLED), "--out", str(tmp_path / "out")]) == 2
     assert "needs torch" in capsys.readouterr().err
+
+
+def test_the_rehearsal_reports_what_the_program_trained_on_not_what_it_was_given() -> None:
+    """The channels held 64 files; the program refused one labelled image and split 63:
+    the train step says 63, and that one was left out."""
+    from scones.offline.retrain import images_trained
+
+    split = {"train_images": 47, "validation_images": 16}
+    assert images_trained({"split": split}, {"train": 60, "labelled": 4}) == (63, 1)
+    assert images_trained({"split": split}, {"train": 60, "labelled": 3}) == (63, 0)
+    # A model.json without a split (a model of another program): the files it was given.
+    assert images_trained({}, {"train": 60, "labelled": 4}) == (64, 0)

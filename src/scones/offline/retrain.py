@@ -160,6 +160,20 @@ def gate_split(
     return [items[int(i)] for i in kept], gate
 
 
+def images_trained(manifest: dict[str, Any], channels: dict[str, int]) -> tuple[int, int]:
+    """How many images the training program used (its split's two sides, from the
+    candidate's ``model.json``) and how many of the channels' files it left out (a
+    labelled image the image rules refuse, say): the channels' files are what it was
+    given, not what it trained on."""
+    given = sum(channels.values())
+    recorded = manifest.get("split")
+    split: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+    used = int(split.get("train_images", 0)) + int(split.get("validation_images", 0))
+    if not used:
+        return given, 0
+    return used, max(0, given - used)
+
+
 def reviewed_item(labelled_key: str, label: str) -> dict[str, Any]:
     """A REVIEWED record for a labelled image the rehearsal was given (``--labelled``): what
     a person's finished answer on the review page leaves, naming its copy."""
@@ -444,18 +458,23 @@ class OfflineRetrain:
         bucket, prefix = _split_uri(dataset["training_output_uri"])
         key = f"{prefix}/{job}/output/model.tar.gz"
         self.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(model_dir))
-        metrics = json.loads((model_dir / "model.json").read_text())["metrics"]
-        self.candidate_version = json.loads((model_dir / "model.json").read_text())["version"]
+        manifest = json.loads((model_dir / "model.json").read_text())
+        metrics = manifest["metrics"]
+        self.candidate_version = manifest["version"]
+        used, left_out = images_trained(manifest, channels)
         self._step(
             "train",
-            f"candidate {self.candidate_version} trained on {sum(channels.values())} images "
-            f"({', '.join(f'{k} {v}' for k, v in channels.items())}); its own validation "
-            f"accuracy {metrics['accuracy']:.4f}",
+            f"candidate {self.candidate_version} trained on {used} images "
+            f"({', '.join(f'{k} {v}' for k, v in channels.items())} in its channels"
+            + (f", {left_out} left out by the program: its log says why" if left_out else "")
+            + f"); its own validation accuracy {metrics['accuracy']:.4f}",
             started,
             training_job=job,
             hyperparameters={k: json.loads(v) for k, v in hyperparameters.items()},
             model_data_url=f"s3://{bucket}/{key}",
             channels=channels,
+            images_trained=used,
+            left_out=left_out,
         )
         return f"s3://{bucket}/{key}", model_dir
 
