@@ -128,6 +128,14 @@ def put_gate_set(s3: Any, per_label: int = 1, bucket: str = BUCKET) -> None:
             s3.put_object(Bucket=bucket, Key=f"training/gate/{label}/g{i}.png", Body=body)
 
 
+def channel_uris(result: dict[str, Any]) -> dict[str, str]:
+    """The manifest of each channel the dataset step made, by channel name."""
+    return {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+        for c in result["input_data_config"]
+    }
+
+
 def read_json(s3: Any, uri: str) -> Any:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -261,10 +269,7 @@ def test_only_copies_that_finished_answers_name_are_trained_on(s3: Any, ddb: Any
         ("status-recorded_at-index", "#a0")
     ]
     assert queries[0]["ExpressionAttributeNames"]["#a0"] == "labelled_key"
-    channels = {
-        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
-        for c in result["input_data_config"]
-    }
+    channels = channel_uris(result)
     assert read_json(s3, channels["labelled"])[1:] == [
         "bicycle/given-to-the-rehearsal.png",
         "motorcycle/finished.png",
@@ -295,10 +300,7 @@ def test_labelled_bytes_that_are_training_data_already_are_left_out(s3: Any, ddb
         answered(ddb, key)
     reads = ReadCountingS3(s3)
     result = assemble_dataset(reads, ddb, settings, STARTED, "run-1")
-    channels = {
-        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
-        for c in result["input_data_config"]
-    }
+    channels = channel_uris(result)
     assert read_json(s3, channels["labelled"])[1:] == [
         "bicycle/twice-1.png",
         "motorcycle/unique.png",
@@ -390,10 +392,7 @@ def test_dataset_leaves_out_copies_of_gate_images_by_content_whatever_their_etag
     reads = ReadCountingS3(s3)
     result = assemble_dataset(reads, ddb, settings, STARTED, "run-1")
 
-    channels = {
-        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
-        for c in result["input_data_config"]
-    }
+    channels = channel_uris(result)
     assert read_json(s3, channels["train"])[1:] == [
         f"{label}/a{i}.png"
         for label in ("bicycle", "motorcycle")
