@@ -112,10 +112,13 @@ def test_a_deployed_stacks_last_day_of_records_by_default(
     code, out, err = scones(capsys, "results", *where, "--until", "210m", "--json")
     assert code == 0, err
     assert keys(out) == ["incoming/a.png", "incoming/b.png"]
-    # --until alone reads the day before it.
+    # --until alone reads the day before it; within a day of the year 1, all before it.
     code, out, err = scones(capsys, "results", *where, "--until", "60h", "--json")
     assert code == 0, err
     assert keys(out) == ["incoming/old.png"]
+    code, out, err = scones(capsys, "results", *where, "--until", "0001-01-01T06:00:00Z")
+    assert code == 0, err
+    assert "0 uploads" in out
     code, out, err = scones(capsys, "results", *where, "--prefix", "incoming/c", "--json")
     assert keys(out) == ["incoming/c.txt"]
     assert "Query" in stack.operations

@@ -10,7 +10,14 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import EVENTS, SAMPLE_BUCKET, load_handler, start_function, template_limits
+from conftest import (
+    EVENTS,
+    FUNCTIONS,
+    SAMPLE_BUCKET,
+    load_handler,
+    start_function,
+    template_limits,
+)
 from moto import mock_aws
 from scones_core.errors import EventError, SettingsError
 from scones_core.ingest import event_time_text, notification_images
@@ -493,6 +500,99 @@ def test_classify_image_event_returns_the_models_probabilities(
         result["probabilities"]["bicycle"]
     )
     assert result["variant"] == "AllTraffic"
+
+
+def test_a_serialize_failure_never_names_the_image_of_the_call_before(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm serialize invocation that fails before it reads its event's object logged the
+    record_id the previous invocation appended."""
+    import io
+
+    for name, value in function_environment("SerializeImageFunction").items():
+        monkeypatch.setenv(name, value)
+    state = event("serialize_image")
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=state["object"]["bucket"])
+    put = s3.put_object(Bucket=state["object"]["bucket"], Key="incoming/notes", Body=b"text")
+    state["object"].update(key="incoming/notes", version="null", size=4, etag=put["ETag"][1:-1])
+    app = load_handler("serialize_image")
+    written = io.StringIO()  # Powertools' one handler per service, whichever test made it
+    monkeypatch.setattr(app.logger.registered_handler, "stream", written)
+    assert "rejection" in app.lambda_handler(state, context())
+    with pytest.raises(EventError):
+        app.lambda_handler({"object": {"bucket": state["object"]["bucket"]}}, context())
+    (failure,) = [
+        json.loads(line)
+        for line in written.getvalue().splitlines()
+        if line.startswith("{") and '"invocation failed"' in line
+    ]
+    assert "record_id" not in failure
+
+
+TRACED_SERIALIZE = """
+import json, sys
+import boto3
+from moto import mock_aws
+from aws_xray_sdk.core.emitters.udp_emitter import UDPEmitter
+
+sent = []
+UDPEmitter.send_entity = lambda self, entity: sent.append(entity.serialize())
+with mock_aws():
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="uploads")
+    body = open(sys.argv[1], "rb").read()
+    put = s3.put_object(Bucket="uploads", Key="incoming/x.png", Body=body)
+    sys.path.insert(0, sys.argv[2])
+    import app
+    assert not getattr(app.tracer, "disabled", True), "tracing is off"
+    ref = {"bucket": "uploads", "key": "incoming/x.png", "version": "null",
+           "etag": put["ETag"].strip('"'), "size": len(body)}
+    class Context:
+        function_name, memory_limit_in_mb, aws_request_id = "f", 512, "r"
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:f"
+    result = app.lambda_handler({"object": ref}, Context())
+print(json.dumps({"image": "image_b64" in result, "sent": sent}))
+"""
+
+
+def test_a_traced_serialize_keeps_the_image_out_of_x_ray(tmp_path: Any) -> None:
+    """With TracingMode=Active, Powertools records a handler's response as trace metadata
+    unless told not to: the serialize step's response is the whole image, base64. Run in
+    a process of its own (an active Tracer patches botocore for the whole process)."""
+    import os
+    import subprocess
+    import sys
+
+    from scones.template_params import PROJECT_ROOT
+
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))},
+        **function_environment("SerializeImageFunction"),
+        "POWERTOOLS_TRACE_DISABLED": "false",
+        "POWERTOOLS_SERVICE_NAME": "scones-classifier",
+        "AWS_LAMBDA_FUNCTION_NAME": "serialize",
+        "LAMBDA_TASK_ROOT": str(tmp_path),
+        "_X_AMZN_TRACE_ID": (
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+        ),
+        "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    image = next((PROJECT_ROOT / "samples" / "bicycle").glob("*.png"))
+    done = subprocess.run(
+        [sys.executable, "-c", TRACED_SERIALIZE, str(image), str(FUNCTIONS / "serialize_image")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = json.loads(done.stdout.strip().splitlines()[-1])
+    assert shown["image"] and shown["sent"], "the handler ran traced and answered the image"
+    assert not [doc for doc in shown["sent"] if "image_b64" in doc]
 
 
 def test_a_classify_failure_names_its_image_and_a_warm_call_forgets_it(
