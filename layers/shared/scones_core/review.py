@@ -476,24 +476,16 @@ class ReviewService:
             # A held answer stays listed while its holder may still finish it (its copy
             # may be made already). Once the hold has expired nobody can: a takeover
             # needs the image. It is then taken back, with what it wrote, and marked.
-            if self._hold_expired(record, "", "", str(record.get(STATUS_ATTRIBUTE))):
+            if self._held_too_long(record):
                 self._abandon_gone(record)
             return
         try:
-            self.dynamodb.update_item(
-                TableName=self.settings.table_name,
-                Key={PARTITION_KEY: {"S": str(record[PARTITION_KEY])}},
-                UpdateExpression="SET #gone = :now",
-                ConditionExpression=(
-                    "#status = :status AND attribute_not_exists(#gone) "
-                    "AND attribute_not_exists(#answer)"
-                ),
-                ExpressionAttributeNames={
-                    "#gone": IMAGE_GONE_ATTRIBUTE,
-                    "#status": STATUS_ATTRIBUTE,
-                    "#answer": REVIEW_LABEL_ATTRIBUTE,
-                },
-                ExpressionAttributeValues={
+            self._update(
+                str(record[PARTITION_KEY]),
+                "SET #gone = :now",
+                "#status = :status AND attribute_not_exists(#gone) "
+                "AND attribute_not_exists(#answer)",
+                {
                     ":now": {"S": format_millis(self.clock())},
                     ":status": {"S": str(record[STATUS_ATTRIBUTE])},
                 },
@@ -522,17 +514,11 @@ class ReviewService:
             ":now": {"S": format_millis(self.clock())},
         }
         try:
-            self.dynamodb.update_item(
-                TableName=self.settings.table_name,
-                Key={PARTITION_KEY: {"S": record_id}},
-                UpdateExpression="REMOVE #answer, #who, #at, #prior, #copy SET #gone = :now",
-                ConditionExpression=(
-                    "#status = :expected AND #answer = :answer AND #who = :who AND #at = :at"
-                ),
-                ExpressionAttributeNames={
-                    k: v for k, v in _ANSWER_NAMES.items() if k != "#sampled"
-                },
-                ExpressionAttributeValues=values,
+            self._update(
+                record_id,
+                "REMOVE #answer, #who, #at, #prior, #copy SET #gone = :now",
+                "#status = :expected AND #answer = :answer AND #who = :who AND #at = :at",
+                values,
             )
         except (ClientError, BotoCoreError) as exc:
             logger.warning(
@@ -761,6 +747,10 @@ class ReviewService:
             return False
         if self._held_by(record, answer, reviewer, expected):
             return False
+        return self._held_too_long(record)
+
+    def _held_too_long(self, record: dict[str, Any]) -> bool:
+        """Whether the record's answer was held longer ago than the expiry."""
         try:
             since = parse_timestamp(record.get(REVIEWED_AT_ATTRIBUTE))
         except ValueError:
