@@ -300,16 +300,14 @@ def refuse_teachers_of_another_split(folders: list[Path], split: dict[str, Any])
     wanted = split["validation_fingerprint"]
     for folder in folders:
         recorded = ModelManifest.load(folder).extra.get("split")
-        held = recorded.get("validation_fingerprint") if isinstance(recorded, dict) else None
-        if held != wanted:
-            seed = recorded.get("seed") if isinstance(recorded, dict) else None
-            fraction = recorded.get("validation_fraction") if isinstance(recorded, dict) else None
+        theirs: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+        if theirs.get("validation_fingerprint") != wanted:
             raise ValueError(
                 f"the teacher {folder} held out other validation images than this split "
                 f"(seed {split['seed']}, fraction {split['validation_fraction']}; the teacher's: "
-                f"seed {seed}, fraction {fraction}, on its own data): it trained on some of "
-                "the images the student is validated on. Use the teacher's seed, fraction and "
-                "data, or --teacher fresh"
+                f"seed {theirs.get('seed')}, fraction {theirs.get('validation_fraction')}, on "
+                "its own data): it trained on some of the images the student is validated on. "
+                "Use the teacher's seed, fraction and data, or --teacher fresh"
             )
 
 
