@@ -294,6 +294,9 @@ def test_labelled_bytes_that_are_training_data_already_are_left_out(s3: Any, ddb
         "labelled/motorcycle/torn-2.png": b"an image of two minds!!",
         "labelled/bicycle/trained-already.png": training_image,
         "labelled/motorcycle/unique.png": b"a one-off, of a size no other object has",
+        # A gate image's size: hashed for the gate check, and not again for the repeat.
+        "labelled/bicycle/gate-size-1.png": b"gate bicycle image 9",
+        "labelled/bicycle/gate-size-2.png": b"gate bicycle image 9",
     }
     for key, body in copies.items():
         put(s3, key, body)
@@ -302,17 +305,19 @@ def test_labelled_bytes_that_are_training_data_already_are_left_out(s3: Any, ddb
     result = assemble_dataset(reads, ddb, settings, STARTED, "run-1")
     channels = channel_uris(result)
     assert read_json(s3, channels["labelled"])[1:] == [
+        "bicycle/gate-size-1.png",
         "bicycle/twice-1.png",
         "motorcycle/unique.png",
     ]
     labelled = read_json(s3, result["dataset_uri"])["labelled"]
-    assert labelled["per_label"] == {"bicycle": 1, "motorcycle": 1}
+    assert labelled["per_label"] == {"bicycle": 2, "motorcycle": 1}
     assert (
         labelled["training_duplicates_left_out"],
         labelled["repeats_left_out"],
         labelled["conflicting_labels_left_out"],
-    ) == (1, 1, 2)
+    ) == (1, 2, 2)
     assert "labelled/motorcycle/unique.png" not in reads.read
+    assert sorted(reads.read) == sorted(set(reads.read)), "an object was read twice"
 
 
 def test_a_gate_set_too_small_to_judge_by_fails_the_run_before_training(s3: Any, ddb: Any) -> None:

@@ -143,12 +143,22 @@ def _label_of(relative: str, labels: tuple[str, ...]) -> str | None:
     return label
 
 
-def _sha256(s3: Any, bucket: str, key: str) -> str:
-    digest = hashlib.sha256()
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    for chunk in body.iter_chunks(_READ_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
+class Digests:
+    """SHA-256 of objects' bytes, each object read at most once in a run (the gate check
+    and the labelled copies' check may both need one)."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self._s3, self._bucket = s3, bucket
+        self._by_key: dict[str, str] = {}
+
+    def of(self, key: str) -> str:
+        if key not in self._by_key:
+            digest = hashlib.sha256()
+            body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"]
+            for chunk in body.iter_chunks(_READ_CHUNK):
+                digest.update(chunk)
+            self._by_key[key] = digest.hexdigest()
+        return self._by_key[key]
 
 
 class GateContent:
@@ -157,8 +167,10 @@ class GateContent:
     A listing gives each object's size; bytes are read only for an object whose size a
     gate object has, and a gate object only once some object has its size."""
 
-    def __init__(self, s3: Any, bucket: str, prefix: str, labels: tuple[str, ...]) -> None:
-        self._s3, self._bucket = s3, bucket
+    def __init__(
+        self, s3: Any, bucket: str, prefix: str, labels: tuple[str, ...], digests: Digests
+    ) -> None:
+        self._digests = digests
         self._keys_by_size: dict[int, list[str]] = {}
         self.per_label = dict.fromkeys(labels, 0)  # <label>/<name> images, as channels count
         for key, size in _objects(s3, bucket, prefix):
@@ -179,9 +191,9 @@ class GateContent:
             return False
         digests = self._digests_by_size.get(size)
         if digests is None:
-            digests = frozenset(_sha256(self._s3, self._bucket, k) for k in gate_keys)
+            digests = frozenset(self._digests.of(k) for k in gate_keys)
             self._digests_by_size[size] = digests
-        return _sha256(self._s3, self._bucket, key) in digests
+        return self._digests.of(key) in digests
 
 
 def reviewed_copies(dynamodb: Any, table: str) -> frozenset[str]:
@@ -232,7 +244,7 @@ def read_channel(
 
 
 def drop_repeated_content(
-    s3: Any, bucket: str, labelled: ChannelObjects, training: ChannelObjects
+    digests: Digests, labelled: ChannelObjects, training: ChannelObjects
 ) -> tuple[ChannelObjects, RepeatedContent]:
     """``labelled`` without copies whose bytes are training data already: equal to a
     training-channel image, or to another labelled copy (an image uploaded twice and
@@ -249,9 +261,9 @@ def drop_repeated_content(
     for size, relatives in labelled_by_size.items():
         if len(relatives) < 2 and size not in training_by_size:
             continue
-        known = {_sha256(s3, bucket, key) for key in training_by_size.get(size, [])}
+        known = {digests.of(key) for key in training_by_size.get(size, [])}
         for relative in relatives:
-            digest = _sha256(s3, bucket, labelled.prefix + relative)
+            digest = digests.of(labelled.prefix + relative)
             if digest in known:
                 in_training.add(relative)
             else:
@@ -320,7 +332,8 @@ def assemble_dataset(
     split = split or TrainingSplit()
     names = RunNames.for_run(settings.endpoint_name, started_at, run_name)
     bucket, labels = settings.bucket, settings.labels
-    gate = GateContent(s3, bucket, settings.gate_prefix, labels)
+    digests = Digests(s3, bucket)
+    gate = GateContent(s3, bucket, settings.gate_prefix, labels, digests)
     few = too_few_images(gate.per_label, settings.gate_min_images_per_class)
     if few:
         raise DatasetError(
@@ -341,7 +354,7 @@ def assemble_dataset(
     labelled, labelled_excluded, unanswered = read_channel(
         s3, bucket, settings.labelled_prefix, labels, gate, answered=answered
     )
-    labelled, repeated = drop_repeated_content(s3, bucket, labelled, original)
+    labelled, repeated = drop_repeated_content(digests, labelled, original)
     small = split.too_small(
         {label: original.per_label[label] + labelled.per_label[label] for label in labels}
     )
