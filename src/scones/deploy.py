@@ -29,7 +29,7 @@ from scones_core.monitoring.drift import Baseline, BaselineError
 from scones_core.objects import is_bucket_name
 
 from scones.cli.errors import CommandError
-from scones.paths import SHIPPED_MODEL_DIR
+from scones.paths import BASELINE_FILE, SHIPPED_MODEL_DIR
 from scones.template_params import (
     PROJECT_ROOT,
     condition_value,
@@ -39,7 +39,6 @@ from scones.template_params import (
 )
 
 DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
-BASELINE_FILE = "baseline.json"
 ENDPOINT_CONFIG_RESOURCE = "SageMakerEndpointConfig"
 """template.yaml's endpoint config (CreateEndpoint=true): what CloudFormation serves."""
 # Lambda keeps this much of an account's concurrency quota unreserved.

@@ -16,6 +16,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # and its name in model.json.
 SHIPPED_MODEL_NAME = "bicycle-motorcycle"
 SHIPPED_MODEL_DIR = PROJECT_ROOT / "models" / SHIPPED_MODEL_NAME
+# A model folder's drift baseline for the monitor (scones.model.evaluate.baseline), which a
+# release uploads to BaselineKey and a retraining promotion copies there.
+BASELINE_FILE = "baseline.json"
 
 
 def display_path(path: Path) -> str:

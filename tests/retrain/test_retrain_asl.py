@@ -29,6 +29,7 @@ from botocore import xform_name
 from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
 from scones_core.retraining.dataset import RunNames
+from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE
 from scones_core.retraining.outcome import (
     ALERT_STATES,
     FAILED,
@@ -117,6 +118,8 @@ def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcy
             "training_output_uri": f"{run_prefix}/training",
             "evaluation_output_uri": f"{run_prefix}/evaluation",
             "evaluation_uri": f"{run_prefix}/evaluation/gate-evaluation.json",
+            "drift_baseline_source": f"{bucket}/retraining/{base.base}/evaluation/"
+            "candidate-baseline.json",
         },
         "training": {
             "job_name": base.base,
@@ -917,6 +920,53 @@ def test_a_promoted_candidate_is_approved_before_its_record(
     assert subject(stack, PROMOTED) in alerts()
 
 
+@pytest.mark.parametrize("case", ["copied", "source-missing"])
+def test_a_promotion_makes_the_candidates_baseline_the_monitors(
+    stack: OfflineStack, alerts: Any, case: str
+) -> None:
+    """The monitor compares the traffic's label mix with the baseline at BaselineKey and
+    names its model: once the candidate serves, the baseline must be the candidate's. A
+    copy that fails leaves the promotion standing, and the record and alert say what to
+    copy by hand."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run = f"baseline-{case}"
+    state["dataset"]["names"]["base"] = config = f"{state['dataset']['names']['base']}-{case}"
+    state["model_package"] = {"arn": own_package(stack, f"baseline-{case}", "Approved")}
+    source_key = f"retraining/{config}/evaluation/{CANDIDATE_BASELINE_FILE}"
+    state["dataset"]["drift_baseline_source"] = f"{stack.bucket}/{source_key}"
+    s3 = stack.client("s3")
+    key = stack.parameters["BaselineKey"]
+    before = s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()
+    candidate = json.loads(before)
+    candidate.update(model_version=f"candidate-{case}", sample_count=400)
+    if case == "copied":
+        s3.put_object(Bucket=stack.bucket, Key=source_key, Body=json.dumps(candidate).encode())
+    moto_endpoint(stack, config)  # the candidate serves all traffic
+    try:
+        result = execute(stack, "CheckDeployment", state, run)
+        assert result["status"] == "SUCCEEDED", result
+        after = s3.get_object(Bucket=stack.bucket, Key=key)
+    finally:
+        s3.put_object(Bucket=stack.bucket, Key=key, Body=before)
+    record = outcome_of(stack, run)
+    assert record["outcome"] == "PROMOTED", record
+    (message,) = [m for m in alerts("Message") if run in m]
+    if case == "copied":
+        assert json.loads(after["Body"].read()) == candidate
+        assert after["ContentType"] == "application/json"
+        said = "the drift baseline is now the candidate on the gate set"
+    else:
+        assert after["Body"].read() == before
+        said = "the drift baseline still describes the previous model: copying it failed ("
+        assert "NoSuchKey" in record["reason"], record["reason"]
+        assert (
+            f"copy s3://{stack.bucket}/{source_key} to s3://{stack.bucket}/{key} by hand"
+            in (record["reason"])
+        )
+    assert said in record["reason"], record["reason"]
+    assert said in message, message
+
+
 def test_prepare_names_the_serving_and_the_canarys_instance_counts() -> None:
     defaults = parameter_defaults()
     assert (
@@ -962,14 +1012,14 @@ def test_a_promotion_returns_the_endpoint_to_its_serving_instances(
     assert record["outcome"] == "PROMOTED", record
     if case == "scaled-back":
         assert "ReturnToServingCapacity" in entered and variant["DesiredInstanceCount"] == 3
-        assert record["reason"].endswith(", scaling from 5 to 3 instance(s)")
-        assert any("Approved), scaling from 5 to 3 instance(s)." in m for m in alerts("Message"))
+        assert ", scaling from 5 to 3 instance(s); " in record["reason"]
+        assert any("Approved), scaling from 5 to 3 instance(s); " in m for m in alerts("Message"))
     elif case == "scale-refused":
         assert "ReturnToServingCapacity" in entered and variant["DesiredInstanceCount"] == 5
         assert "still on 5 instance(s): scaling to 3 failed (" in record["reason"]
     else:
         assert "ReturnToServingCapacity" not in entered and variant["DesiredInstanceCount"] == 2
-        assert record["reason"].endswith(", on 2 instance(s)")
+        assert ", on 2 instance(s); " in record["reason"]
 
 
 @pytest.mark.parametrize("failure", ["update-refused", "deployment-failed"])

@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE
 
 from scones.paths import SHIPPED_MODEL_DIR
 from scones.sagemaker import evaluate_entry, exit_message
@@ -103,3 +104,37 @@ def test_the_exit_message_is_written_by_default_only_in_a_processing_job(
     parsed = evaluate_entry.build_parser().parse_args(["--threshold", "0.9"])
     assert parsed.exit_message == exit_message.PROCESSING_EXIT_MESSAGE
     assert parsed.exit_message == Path("/opt/ml/output/message")
+
+
+def few_gate_images(tmp_path: Path) -> Path:
+    gate = tmp_path / "gate"
+    for label in ("bicycle", "motorcycle"):
+        (gate / label).mkdir(parents=True)
+        for image in sorted((GATE_SOURCE / label).glob("*.png"))[:4]:
+            (gate / label / image.name).write_bytes(image.read_bytes())
+    return gate
+
+
+@pytest.mark.parametrize("archived", [True, False])
+def test_the_candidates_own_baseline_goes_out_for_a_promotion(
+    tmp_path: Path, archived: bool
+) -> None:
+    """The promotion's ReplaceDriftBaseline copies ``candidate-baseline.json``: the
+    baseline training wrote into the candidate's archive (its validation split, made as the
+    shipped model's), never one from the gate set, whose class mix is whatever was uploaded
+    there. An archive without one leaves nothing to copy, and the copy then says so."""
+    candidate = tmp_path / "candidate"
+    names = ["model.json", "model.onnx"] + (["baseline.json"] if archived else [])
+    candidate.mkdir()
+    with tarfile.open(candidate / "model.tar.gz", "w:gz") as tar:
+        for name in names:
+            tar.add(SHIPPED_MODEL_DIR / name, arcname=name)
+    argv = arguments(SHIPPED_MODEL_DIR, tmp_path)
+    argv[argv.index("--candidate") + 1] = str(candidate)
+    argv[argv.index("--gate") + 1] = str(few_gate_images(tmp_path))
+    assert evaluate_entry.main(argv) == 0
+    written = tmp_path / "output" / CANDIDATE_BASELINE_FILE
+    if archived:
+        assert written.read_bytes() == (SHIPPED_MODEL_DIR / "baseline.json").read_bytes()
+    else:
+        assert not written.exists()

@@ -101,6 +101,10 @@ def test_a_better_candidate_goes_to_canary_and_is_promoted(guessing_production: 
     assert all("/AllTraffic/" in f for f in after["capture_files"])
     assert result.record["outcome"] == "PROMOTED" and version in result.record["reason"]
     assert result.alert is not None and result.alert["subject"].endswith("promoted")
+    # The monitor's drift baseline is the promoted model's own (as ReplaceDriftBaseline
+    # makes it on AWS), not the guessing model's it replaced.
+    assert deploy["drift_baseline"]["model_version"] == version
+    assert "drift baseline" in result.record["reason"]
 
 
 def test_a_candidate_trained_on_shuffled_labels_is_refused_by_the_gate(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from scones_core.errors import SettingsError
 from scones_core.retraining import outcome
 from scones_core.retraining.dataset import DatasetError, RunNames, assemble_dataset
 from scones_core.retraining.gate import (
+    CANDIDATE_BASELINE_FILE,
     MODEL_PACKAGE_DESCRIPTION_MAX,
     EvaluationReportError,
     GateRules,
@@ -183,6 +184,10 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any,
     assert summary["labelled"]["skipped_keys"] == 4
     assert result["evaluation_uri"] == (
         f"s3://{BUCKET}/retraining/{base}/evaluation/gate-evaluation.json"
+    )
+    # CopySource of ReplaceDriftBaseline: where the evaluation step writes the baseline.
+    assert f"s3://{result['drift_baseline_source']}" == (
+        f"{result['evaluation_output_uri']}/{CANDIDATE_BASELINE_FILE}"
     )
 
 

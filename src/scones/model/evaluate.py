@@ -18,7 +18,7 @@ import numpy as np
 
 from scones.model.artifact import OnnxClassifier
 from scones.model.folders import LabelledImages
-from scones.paths import display_path
+from scones.paths import BASELINE_FILE, display_path
 
 CURVE_THRESHOLDS: tuple[float, ...] = (
     *(round(0.5 + 0.01 * i, 2) for i in range(50)),
@@ -28,7 +28,7 @@ CURVE_THRESHOLDS: tuple[float, ...] = (
 ECE_BINS = 10
 REPORT_JSON = "evaluation.json"
 REPORT_PNG = "evaluation.png"
-BASELINE_JSON = "baseline.json"
+BASELINE_JSON = BASELINE_FILE
 
 
 def check_threshold(threshold: float) -> float:

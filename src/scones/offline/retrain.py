@@ -295,7 +295,7 @@ class OfflineRetrain:
             if not gate["passed"]:
                 return self._finish(outcomes.REJECTED, gate["summary"], started_at)
             package_arn = self._register(dataset, gate, model_data_url)
-            promoted, reason = self._deploy(candidate_dir, package_arn)
+            promoted, reason = self._deploy(candidate_dir, package_arn, dataset)
         except RetrainError as exc:
             # As the state machine's RecordFailed and AlertFailed: a FAILED item and an alert.
             return self._finish(outcomes.FAILED, str(exc), started_at)
@@ -598,7 +598,9 @@ class OfflineRetrain:
             flush_interval_s=1.0,
         )
 
-    def _deploy(self, candidate_dir: Path, package_arn: str) -> tuple[bool, str]:
+    def _deploy(
+        self, candidate_dir: Path, package_arn: str, dataset: dict[str, Any]
+    ) -> tuple[bool, str]:
         from scones.model.artifact import OnnxClassifier
         from scones.serving.app import ProductionVariant
         from scones.serving.faults import FaultPlan
@@ -681,12 +683,45 @@ class OfflineRetrain:
             "capture_percent": capture.sampling_percentage,
             "capture_files": self._capture_files(production.name),
         }
+        baseline = self._replace_baseline(dataset)
+        detail["drift_baseline"] = {"status": baseline, "model_version": self._baseline_version()}
         reason = (
             f"candidate {classifier.manifest.version} (model package {package_arn}) serves all "
-            f"traffic as variant {production.name}"
+            f"traffic as variant {production.name}; {baseline}"
         )
         self._step("deploy", "PROMOTED: " + reason, started, **detail)
         return True, reason
+
+    def _baseline_version(self) -> str | None:
+        """The model the monitor's drift baseline now describes (None: there is none)."""
+        state = self.asl_states["ReplaceDriftBaseline"]["Parameters"]
+        try:
+            body = self.s3.get_object(Bucket=state["Bucket"], Key=state["Key"])["Body"].read()
+        except ClientError:
+            return None
+        return str(json.loads(body).get("model_version"))
+
+    def _replace_baseline(self, dataset: dict[str, Any]) -> str:
+        """What the definition's ``ReplaceDriftBaseline`` does once the candidate serves:
+        its own baseline (from the evaluation step's output) becomes the monitor's."""
+        state = self.asl_states["ReplaceDriftBaseline"]["Parameters"]
+        source = dataset["drift_baseline_source"]
+        target = f"s3://{state['Bucket']}/{state['Key']}"
+        try:
+            self.s3.copy_object(
+                Bucket=state["Bucket"],
+                Key=state["Key"],
+                CopySource=source,
+                ContentType=state["ContentType"],
+                MetadataDirective=state["MetadataDirective"],
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            return (
+                f"the drift baseline still describes the previous model: copying it failed "
+                f"({code}), copy s3://{source} to {target} by hand"
+            )
+        return f"the drift baseline at {target} is now the candidate's"
 
     def _reject_package(self, package_arn: str) -> str:
         """What the definition's ``RejectRolledBackCandidate`` does: the registry keeps the

@@ -50,7 +50,7 @@ from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.records_file import save_records
 from scones.offline.sqs_poller import SqsPoller
 from scones.offline.table_faults import THROTTLED, TableWriteFaults
-from scones.paths import SHIPPED_MODEL_DIR
+from scones.paths import BASELINE_FILE, SHIPPED_MODEL_DIR
 
 DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 
@@ -474,7 +474,7 @@ class OfflineStack:
 
     def _publish_baseline(self) -> None:
         """Deploy the training baseline where the monitor reads it, as a release would."""
-        baseline = self.options.model_dir / "baseline.json"
+        baseline = self.options.model_dir / BASELINE_FILE
         if baseline.is_file():
             self.client("s3").put_object(
                 Bucket=self.bucket, Key=self.parameters["BaselineKey"], Body=baseline.read_bytes()

@@ -11,8 +11,10 @@ The processing job mounts (``ProcessingInputs`` of the retraining state machine)
 Both models are scored through onnxruntime on the same images by
 :func:`scones.model.evaluate.evaluate_artifact`, the code ``scones evaluate`` uses, and
 ``gate-evaluation.json`` (plus each model's own ``evaluation.json``) goes to
-``/opt/ml/processing/output``. ``scones retrain`` calls :func:`main` with the same
-arguments on local folders.
+``/opt/ml/processing/output``. So does ``candidate-baseline.json``: the ``baseline.json``
+training wrote into the candidate's archive (its answers on its own validation split, made
+as the shipped model's), which a promotion makes the monitor's drift baseline. ``scones
+retrain`` calls :func:`main` with the same arguments on local folders.
 
 A processing job whose program fails gets a generic ``FailureReason`` that points at the
 logs; so in a processing job (``/opt/ml/config/processingjobconfig.json`` exists) the error
@@ -31,6 +33,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE
+
 from scones.sagemaker.exit_message import (
     PROCESSING_EXIT_MESSAGE,
     PROCESSING_JOB_CONFIG,
@@ -39,7 +43,7 @@ from scones.sagemaker.exit_message import (
 
 T = TypeVar("T")
 
-GATE_FILE = "gate-evaluation.json"
+GATE_FILE = EVALUATION_FILE
 PROCESSING_ROOT = Path("/opt/ml/processing")
 
 
@@ -123,12 +127,17 @@ def evaluate_pair(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = _evaluate_models(args)
+        result, drift_baseline = _evaluate_models(args)
     except Exception as exc:
         if args.exit_message is not None:
             write_exit_message(args.exit_message, f"{type(exc).__name__}: {exc}")
         raise
     args.out.mkdir(parents=True, exist_ok=True)
+    if drift_baseline is None:
+        # A promotion then leaves the previous baseline in place and says so.
+        print("the candidate's archive holds no baseline.json to become the drift baseline")
+    else:
+        (args.out / CANDIDATE_BASELINE_FILE).write_bytes(drift_baseline)
     (args.out / GATE_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for role in ("candidate", "production"):
         (args.out / f"{role}-evaluation.json").write_text(
@@ -142,11 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _evaluate_models(args: argparse.Namespace) -> dict[str, Any]:
+def _evaluate_models(args: argparse.Namespace) -> tuple[dict[str, Any], bytes | None]:
+    """The gate's report, and the candidate's own drift baseline when its archive has one."""
+    from scones.model.evaluate import BASELINE_JSON
+
     with tempfile.TemporaryDirectory(prefix="scones-gate-") as tmp:
         candidate = _named(unpack_model, args.candidate, "candidate", Path(tmp) / "candidate")
         production = _named(unpack_model, args.production, "production", Path(tmp) / "production")
-        return evaluate_pair(candidate, production, args.gate, args.threshold)
+        result = evaluate_pair(candidate, production, args.gate, args.threshold)
+        baseline = candidate / BASELINE_JSON
+        return result, baseline.read_bytes() if baseline.is_file() else None
 
 
 class ModelUnusable(ValueError):

@@ -44,7 +44,7 @@ from scones_core.errors import SconesError
 from scones_core.image_files import is_image_file_name
 from scones_core.record_queries import records_with_status
 from scones_core.records import LABELLED_KEY_ATTRIBUTE, Status
-from scones_core.retraining.gate import too_few_images
+from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE, too_few_images
 from scones_core.retraining.settings import RetrainingSettings
 from scones_core.sagemaker_names import MAX_NAME_LENGTH
 from scones_core.training_split import TrainingSplit
@@ -427,7 +427,9 @@ def assemble_dataset(
         "dataset_uri": f"s3://{bucket}/{dataset_key}",
         "training_output_uri": f"s3://{bucket}/{run_prefix}training",
         "evaluation_output_uri": evaluation_prefix,
-        "evaluation_uri": f"{evaluation_prefix}/gate-evaluation.json",
+        "evaluation_uri": f"{evaluation_prefix}/{EVALUATION_FILE}",
+        # S3 CopyObject's CopySource ("bucket/key"): a promotion copies it to BaselineKey.
+        "drift_baseline_source": f"{bucket}/{run_prefix}evaluation/{CANDIDATE_BASELINE_FILE}",
         "training_images": len(original.keys),
         "labelled_images": len(labelled.keys),
         "summary": (

@@ -30,7 +30,11 @@ from typing import Any
 
 from scones_core.errors import SconesError
 
+# What the evaluation step (scones.sagemaker.evaluate_entry) writes into the run's
+# evaluation folder: the report the gate judges, and the candidate's answers on the gate
+# set as the monitor's drift baseline, which a promotion makes the monitor's.
 EVALUATION_FILE = "gate-evaluation.json"
+CANDIDATE_BASELINE_FILE = "candidate-baseline.json"
 # CreateModelPackage's ModelPackageDescription (EntityDescription) holds at most this many
 # characters; a summary with a recall for each of many labels is longer.
 MODEL_PACKAGE_DESCRIPTION_MAX = 1024
