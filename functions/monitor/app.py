@@ -101,7 +101,10 @@ def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datet
 
 def publish_window(report: WindowReport, *, alert_count: int, stamp: datetime) -> None:
     for point in window_metrics(
-        report, alert_count=alert_count, min_requests=SETTINGS.min_requests
+        report,
+        alert_count=alert_count,
+        min_requests=SETTINGS.min_requests,
+        drift_significance=SETTINGS.drift_alert_significance,
     ):
         metrics.add_metric(name=point.name, unit=point.unit, value=point.value)
     metrics.flush_metrics()

@@ -67,6 +67,7 @@ def monitor_env(**overrides: str) -> dict[str, str]:
         "DATA_CAPTURE_SAMPLING_PERCENTAGE": "100",
         "LOW_CONFIDENCE_ALERT_SHARE": "0.9",
         "DRIFT_ALERT_THRESHOLD": "0.3",
+        "DRIFT_ALERT_SIGNIFICANCE": parameter_default("DriftAlertSignificance"),
         "BASELINE_S3_URI": f"s3://{BUCKET}/{BASELINE_KEY}",
         "MONITORING_SCHEDULE_NAME": "",
         "MONITORING_REPORTS_S3_URI": f"s3://{BUCKET}/{REPORTS_PREFIX}",

@@ -43,8 +43,9 @@ def monitor_alarms() -> dict[str, dict]:
 def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
     aws: Aws, captures: CaptureWriterHelper, predictions: dict[str, list[Prediction]]
 ) -> None:
-    # A window that publishes everything: traffic, a baseline and a Model Monitor report.
-    rows = predictions["bicycle"][:12]
+    # A window that publishes everything: traffic (bicycles only, beyond chance of the
+    # baseline's mix), a baseline and a Model Monitor report.
+    rows = predictions["bicycle"][:20]
     captures.put(
         WINDOW_START,
         "a",
@@ -68,7 +69,12 @@ def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
     settings = MonitorSettings.from_env(monitor_env())
     published = {
         p.name
-        for p in window_metrics(report, alert_count=len(alerts), min_requests=settings.min_requests)
+        for p in window_metrics(
+            report,
+            alert_count=len(alerts),
+            min_requests=settings.min_requests,
+            drift_significance=settings.drift_alert_significance,
+        )
     }
     published.add(retraining_metric(False).name)
 

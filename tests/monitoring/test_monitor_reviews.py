@@ -14,6 +14,7 @@ from tests.monitoring.conftest import WINDOW_END, WINDOW_START, Aws, monitor_env
 
 # The deployed setting: threshold metrics need this many requests in a window.
 MIN_REQUESTS = MonitorSettings.from_env(monitor_env()).min_requests
+SIGNIFICANCE = MonitorSettings.from_env(monitor_env()).drift_alert_significance
 
 
 def measure(aws: Aws, **overrides: str):  # type: ignore[no-untyped-def]
@@ -35,7 +36,10 @@ def test_reviewing_changes_no_outcome_rate_of_the_window(aws: Aws) -> None:
     aws.put_result("REJECTED", WINDOW_START + 10 * minute, 10)
     before = measure(aws)
     before_points = {
-        p.name: p.value for p in window_metrics(before, alert_count=0, min_requests=MIN_REQUESTS)
+        p.name: p.value
+        for p in window_metrics(
+            before, alert_count=0, min_requests=MIN_REQUESTS, drift_significance=SIGNIFICANCE
+        )
     }
 
     # People review two of the NEEDS_REVIEW records and one sampled ACCEPTED one,
@@ -55,7 +59,10 @@ def test_reviewing_changes_no_outcome_rate_of_the_window(aws: Aws) -> None:
         )
     after = measure(aws)
     after_points = {
-        p.name: p.value for p in window_metrics(after, alert_count=0, min_requests=MIN_REQUESTS)
+        p.name: p.value
+        for p in window_metrics(
+            after, alert_count=0, min_requests=MIN_REQUESTS, drift_significance=SIGNIFICANCE
+        )
     }
 
     assert after.results.counts == {
@@ -108,7 +115,9 @@ def test_accuracy_counts_each_answer_once_in_the_window_it_was_given(aws: Aws) -
     assert (reviews.accepted_reviewed, reviews.accepted_correct) == (4, 3)
     points = {
         p.name: (p.unit, p.value)
-        for p in window_metrics(report, alert_count=0, min_requests=MIN_REQUESTS)
+        for p in window_metrics(
+            report, alert_count=0, min_requests=MIN_REQUESTS, drift_significance=SIGNIFICANCE
+        )
     }
     assert points["ReviewedCount"] == ("Count", 7)
     assert points["AcceptedReviewedCount"] == ("Count", 4)
@@ -125,7 +134,12 @@ def test_accuracy_counts_each_answer_once_in_the_window_it_was_given(aws: Aws) -
 
 def test_no_accuracy_without_answers(aws: Aws) -> None:
     aws.put_result("NEEDS_REVIEW", WINDOW_START, 1)
-    names = {p.name for p in window_metrics(measure(aws), alert_count=0, min_requests=MIN_REQUESTS)}
+    names = {
+        p.name
+        for p in window_metrics(
+            measure(aws), alert_count=0, min_requests=MIN_REQUESTS, drift_significance=SIGNIFICANCE
+        )
+    }
     assert {"ReviewedCount", "AcceptedReviewedCount"} <= names
     assert not names & {"ReviewedAccuracy", "AcceptedAccuracy"}
 

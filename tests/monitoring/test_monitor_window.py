@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import timedelta
 
 import boto3
@@ -48,6 +49,7 @@ from tests.monitoring.test_monitor_model_monitor import (
 
 # The deployed setting: threshold metrics need this many requests in a window.
 MIN_REQUESTS = MonitorSettings.from_env(monitor_env()).min_requests
+SIGNIFICANCE = MonitorSettings.from_env(monitor_env()).drift_alert_significance
 
 
 def settings(**overrides: str) -> MonitorSettings:
@@ -99,6 +101,13 @@ def test_report_matches_an_independent_computation(
     assert report.drift.label_distance == pytest.approx(
         abs(bike_share - baseline["label_mix"]["bicycle"])
     )
+    # Pearson's chi-square with one degree of freedom, computed here on its own.
+    expected = 40 * np.array(
+        [baseline["label_mix"]["bicycle"], baseline["label_mix"]["motorcycle"]]
+    )
+    observed = np.array([predicted.count("bicycle"), predicted.count("motorcycle")])
+    statistic = float(((observed - expected) ** 2 / expected).sum())
+    assert report.drift.p_value == pytest.approx(math.erfc(math.sqrt(statistic / 2)))
     assert report.drift.mean_confidence_shift == pytest.approx(
         confidence.mean() - baseline["mean_confidence"]
     )
@@ -116,12 +125,18 @@ def test_report_matches_an_independent_computation(
 
     points = {
         p.name: (p.unit, p.value)
-        for p in window_metrics(report, alert_count=0, min_requests=MIN_REQUESTS)
+        for p in window_metrics(
+            report, alert_count=0, min_requests=MIN_REQUESTS, drift_significance=SIGNIFICANCE
+        )
     }
     assert points["CapturedRequests"] == ("Count", 40)
     assert points["LowConfidenceShare"] == ("None", report.confidence.low_confidence_share)
     assert points["RejectedRate"] == ("None", pytest.approx(2 / 12))
-    assert points["LabelDrift"] == ("None", report.drift.label_distance)
+    # Published only for a mix beyond chance (DriftAlertSignificance), as the alert is raised.
+    if report.drift.p_value < SIGNIFICANCE:
+        assert points["LabelDrift"] == ("None", report.drift.label_distance)
+    else:
+        assert "LabelDrift" not in points
     assert "ModelMonitorViolations" not in points
     assert {(p.label, p.value) for p in label_metrics(report)} == set(report.label_mix.items())
     json.dumps(report.to_json())  # the summary is JSON-safe
@@ -153,8 +168,18 @@ def test_thresholds_raise_alerts_only_with_enough_requests(
     # Nor does it publish the two metrics that LowConfidenceAlarm and LabelDriftAlarm compare
     # with the same thresholds: a quiet hour pages nobody through them either.
     alarmed = {"LowConfidenceShare", "LabelDrift"}
-    enough = {p.name for p in window_metrics(report, alert_count=len(alerts), min_requests=12)}
-    too_few = {p.name for p in window_metrics(report, alert_count=0, min_requests=13)}
+    enough = {
+        p.name
+        for p in window_metrics(
+            report, alert_count=len(alerts), min_requests=12, drift_significance=SIGNIFICANCE
+        )
+    }
+    too_few = {
+        p.name
+        for p in window_metrics(
+            report, alert_count=0, min_requests=13, drift_significance=SIGNIFICANCE
+        )
+    }
     assert alarmed <= enough and not alarmed & too_few
     assert {"CapturedRequests", "MeanConfidence"} <= too_few  # the rest still published
     # No retraining target is configured, so responding only reports.
@@ -172,7 +197,12 @@ def test_empty_window_without_baseline(aws: Aws, caplog) -> None:
     assert report.rejected_rate is None
     assert alerts == []
     assert "baseline not found; label drift is not computed" in caplog.text
-    names = {p.name for p in window_metrics(report, alert_count=0, min_requests=MIN_REQUESTS)}
+    names = {
+        p.name
+        for p in window_metrics(
+            report, alert_count=0, min_requests=MIN_REQUESTS, drift_significance=SIGNIFICANCE
+        )
+    }
     assert names == {
         "CapturedRequests",
         "CaptureFilesRead",
@@ -241,7 +271,12 @@ def test_model_monitor_faults_alert_and_publish_but_do_not_retrain(aws: Aws) -> 
     assert f"s3://{BUCKET}/{broken} line 1: not JSON" in alerts[1].message
     points = {
         p.name: p.value
-        for p in window_metrics(report, alert_count=len(alerts), min_requests=MIN_REQUESTS)
+        for p in window_metrics(
+            report,
+            alert_count=len(alerts),
+            min_requests=MIN_REQUESTS,
+            drift_significance=SIGNIFICANCE,
+        )
     }
     assert points["ModelMonitorFailedExecutions"] == 1
     assert points["ModelMonitorUnreadableReports"] == 1
@@ -285,7 +320,12 @@ def test_a_stopped_schedule_alerts_and_counts_as_a_failed_execution(aws: Aws) ->
     assert "Missing: no execution was scheduled; the schedule is Stopped" in alert.message
     points = {
         p.name: p.value
-        for p in window_metrics(report, alert_count=len(alerts), min_requests=MIN_REQUESTS)
+        for p in window_metrics(
+            report,
+            alert_count=len(alerts),
+            min_requests=MIN_REQUESTS,
+            drift_significance=SIGNIFICANCE,
+        )
     }
     assert points["ModelMonitorFailedExecutions"] == 1
 
@@ -316,7 +356,12 @@ def test_an_idle_hours_no_data_execution_is_counted_apart_and_raises_nothing(aws
     assert alerts == []
     points = {
         p.name: p.value
-        for p in window_metrics(report, alert_count=len(alerts), min_requests=MIN_REQUESTS)
+        for p in window_metrics(
+            report,
+            alert_count=len(alerts),
+            min_requests=MIN_REQUESTS,
+            drift_significance=SIGNIFICANCE,
+        )
     }
     assert points["ModelMonitorNoDataExecutions"] == 1
     assert points["ModelMonitorFailedExecutions"] == 0
@@ -345,7 +390,12 @@ def test_an_execution_still_running_alerts_with_the_setting_to_change(aws: Aws) 
     assert "InProgress" in alert.message and "raise ModelMonitorLagMinutes" in alert.message
     points = {
         p.name: p.value
-        for p in window_metrics(report, alert_count=len(alerts), min_requests=MIN_REQUESTS)
+        for p in window_metrics(
+            report,
+            alert_count=len(alerts),
+            min_requests=MIN_REQUESTS,
+            drift_significance=SIGNIFICANCE,
+        )
     }
     assert points["ModelMonitorFailedExecutions"] == 1
 
@@ -380,7 +430,12 @@ def test_a_window_whose_capture_lines_are_all_unusable_raises_an_alert_naming_wh
     assert "not JSON" in alert.message
     points = {
         p.name: p.value
-        for p in window_metrics(report, alert_count=len(alerts), min_requests=MIN_REQUESTS)
+        for p in window_metrics(
+            report,
+            alert_count=len(alerts),
+            min_requests=MIN_REQUESTS,
+            drift_significance=SIGNIFICANCE,
+        )
     }
     assert points["QualityAlerts"] == 1
 
@@ -503,7 +558,10 @@ def test_the_summary_lists_the_first_warnings_and_counts_the_rest(
     assert summary["warnings_omitted"] == 52 - SUMMARY_WARNING_LIMIT
     assert summary["duplicate_records"] == 12
     points = {
-        p.name: p.value for p in window_metrics(report, alert_count=0, min_requests=MIN_REQUESTS)
+        p.name: p.value
+        for p in window_metrics(
+            report, alert_count=0, min_requests=MIN_REQUESTS, drift_significance=SIGNIFICANCE
+        )
     }
     assert (points["MalformedCaptureLines"], points["DuplicateCaptureRecords"]) == (40, 12)
 

@@ -7,6 +7,15 @@ any number of labels, and it stays finite when a label is absent from a window,
 which happens often in small windows. PSI, the usual alternative, divides by
 each share and takes its logarithm, so an unseen label makes it infinite unless
 an arbitrary smoothing constant is added, and its scale has no direct reading.
+
+A distance alone says nothing about chance: 14 bicycles in 20 requests is 0.215 from a
+0.485 baseline, and a window of 20 drawn from the baseline itself gets that far about
+one hour in fourteen. So each comparison also carries Pearson's chi-square goodness-of-fit
+p-value of the window's counts against the baseline's mix (``k - 1`` degrees of freedom):
+the chance that traffic with the baseline's mix would land at least this far from it. The
+monitor calls a mix drifted only when it is both far (``DriftAlertThreshold``) and beyond
+chance (``DriftAlertSignificance``); large windows pass the second test at any distance
+worth an alert, small ones only at a large distance.
 """
 
 from __future__ import annotations
@@ -108,23 +117,72 @@ def _normalised(mix: Mapping[str, float], labels: Sequence[str]) -> dict[str, fl
     return {label: max(mix.get(label, 0.0), 0.0) / total for label in labels}
 
 
+def chi_square_p_value(
+    counts: Mapping[str, int], expected: Mapping[str, float], labels: Sequence[str]
+) -> float:
+    """The chance that ``sum(counts)`` requests drawn from the ``expected`` mix land at
+    least as far from it as ``counts`` (Pearson's statistic, a degree of freedom per label
+    the baseline has, less one). A label the baseline never saw, seen now, is beyond
+    chance (0.0)."""
+    total = sum(max(counts.get(label, 0), 0) for label in labels)
+    if total == 0:
+        return 1.0
+    shares = _normalised(expected, labels)
+    statistic = 0.0
+    cells = 0
+    for label in labels:
+        observed = max(counts.get(label, 0), 0)
+        share = shares[label]
+        if share == 0:
+            if observed:
+                return 0.0
+            continue
+        cells += 1
+        statistic += (observed - total * share) ** 2 / (total * share)
+    if cells < 2:
+        return 1.0
+    return chi_square_survival(statistic, cells - 1)
+
+
+def chi_square_survival(statistic: float, freedom: int) -> float:
+    """``P(X >= statistic)`` for chi-square with a whole number of degrees of freedom:
+    the closed form of the regularised upper incomplete gamma function at half-integers
+    (a finite sum), exact without a statistics library in the layer."""
+    half = statistic / 2
+    if half <= 0:
+        return 1.0
+    if freedom % 2 == 0:
+        terms = (i * math.log(half) - math.lgamma(i + 1) for i in range(freedom // 2))
+        return min(1.0, math.fsum(math.exp(t - half) for t in terms))
+    terms = (
+        (i - 0.5) * math.log(half) - math.lgamma(i + 0.5) for i in range(1, (freedom + 1) // 2)
+    )
+    tail = math.erfc(math.sqrt(half)) + math.fsum(math.exp(t - half) for t in terms)
+    return min(1.0, tail)
+
+
 @dataclass(frozen=True)
 class DriftResult:
     """A window compared with the baseline."""
 
     label_distance: float
+    p_value: float  # chance of a mix this far from the baseline's, drawn from it
     mean_confidence_shift: float | None  # window mean minus baseline mean
     baseline_model_version: str
+
+    def drifted(self, threshold: float, significance: float) -> bool:
+        """Far from the baseline (``> threshold``) and beyond chance (``< significance``)."""
+        return self.label_distance > threshold and self.p_value < significance
 
 
 def compare_with_baseline(
     baseline: Baseline,
-    mix: Mapping[str, float],
+    counts: Mapping[str, int],
     mean_confidence: float | None,
     labels: Sequence[str],
 ) -> DriftResult | None:
     """``None`` when the window had no requests (an empty mix has no distance)."""
-    if not mix:
+    if not any(counts.get(label, 0) > 0 for label in labels):
         return None
     missing = [label for label in labels if label not in baseline.label_mix]
     if missing:
@@ -134,8 +192,10 @@ def compare_with_baseline(
         )
         return None
     shift = None if mean_confidence is None else mean_confidence - baseline.mean_confidence
+    mix = {label: float(max(counts.get(label, 0), 0)) for label in labels}
     return DriftResult(
         label_distance=total_variation_distance(mix, baseline.label_mix, labels),
+        p_value=chi_square_p_value(counts, baseline.label_mix, labels),
         mean_confidence_shift=shift,
         baseline_model_version=baseline.model_version,
     )

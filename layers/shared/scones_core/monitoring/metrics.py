@@ -9,7 +9,10 @@ mix) are left out of empty windows rather than published as zeros that would
 look like perfect or terrible health; the two that alarms compare with a
 threshold (``LowConfidenceShare``, ``LabelDrift``) are left out of windows with
 fewer than ``MonitorMinRequests`` requests too, as the monitor's own alerts are,
-so two requests in a quiet hour cannot page anyone.
+so two requests in a quiet hour cannot page anyone; ``LabelDrift`` is also left out
+of a window whose mix is within chance of the baseline's (``DriftAlertSignificance``,
+see ``drift``), so ``LabelDriftAlarm`` fires on the windows the ``LABEL_DRIFT`` alert
+does and no others.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class LabelMetricPoint:
 
 
 def window_metrics(
-    report: WindowReport, *, alert_count: int, min_requests: int
+    report: WindowReport, *, alert_count: int, min_requests: int, drift_significance: float
 ) -> list[MetricPoint]:
     """The window's numbers; ``RetrainingStarted`` follows once retraining was tried."""
     enough = report.request_count >= min_requests
@@ -79,7 +82,8 @@ def window_metrics(
                 MetricPoint("LowConfidenceShare", NO_UNIT, confidence.low_confidence_share)
             )
     if report.drift is not None and enough:
-        points.append(MetricPoint("LabelDrift", NO_UNIT, report.drift.label_distance))
+        if report.drift.p_value < drift_significance:
+            points.append(MetricPoint("LabelDrift", NO_UNIT, report.drift.label_distance))
         if report.drift.mean_confidence_shift is not None:
             points.append(
                 MetricPoint("MeanConfidenceShift", NO_UNIT, report.drift.mean_confidence_shift)

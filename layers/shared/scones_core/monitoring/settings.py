@@ -43,6 +43,7 @@ ENVIRONMENT_VARIABLES = (
     "MONITOR_MIN_REQUESTS",
     "LOW_CONFIDENCE_ALERT_SHARE",
     "DRIFT_ALERT_THRESHOLD",
+    "DRIFT_ALERT_SIGNIFICANCE",
     "BASELINE_S3_URI",
     "MONITORING_SCHEDULE_NAME",
     "MONITORING_REPORTS_S3_URI",
@@ -78,6 +79,7 @@ class MonitorSettings:
     min_requests: int
     low_confidence_alert_share: float
     drift_alert_threshold: float
+    drift_alert_significance: float
     baseline: S3Location | None
     monitoring_schedule_name: str | None
     monitoring_reports: S3Location | None
@@ -113,6 +115,7 @@ class MonitorSettings:
             min_requests=reader.parsed("MONITOR_MIN_REQUESTS", positive_int),
             low_confidence_alert_share=reader.parsed("LOW_CONFIDENCE_ALERT_SHARE", parse_fraction),
             drift_alert_threshold=reader.parsed("DRIFT_ALERT_THRESHOLD", parse_fraction),
+            drift_alert_significance=reader.parsed("DRIFT_ALERT_SIGNIFICANCE", parse_fraction),
             baseline=reader.optional("BASELINE_S3_URI", S3Location.parse),
             monitoring_schedule_name=reader.optional("MONITORING_SCHEDULE_NAME", str),
             monitoring_reports=reader.optional("MONITORING_REPORTS_S3_URI", S3Location.parse),

@@ -116,6 +116,7 @@ class WindowReport:
             "label_counts": self.label_counts,
             "label_mix": self.label_mix,
             "label_drift": None if self.drift is None else self.drift.label_distance,
+            "label_drift_p_value": None if self.drift is None else self.drift.p_value,
             "results": self.results.counts,
             "reviewed_from": self.results.reviewed_from,
             "needs_review_rate": self.results.rate(Status.NEEDS_REVIEW),
@@ -162,7 +163,7 @@ def build_window_report(
     drift = None
     if baseline is not None:
         drift = compare_with_baseline(
-            baseline, mix, None if summary is None else summary.mean, settings.labels
+            baseline, counts, None if summary is None else summary.mean, settings.labels
         )
     return WindowReport(
         endpoint_name=settings.endpoint_name,
@@ -205,17 +206,23 @@ def evaluate_alerts(report: WindowReport, settings: MonitorSettings) -> list[Ale
                 f"(alert at {settings.low_confidence_alert_share:.1%})",
             )
         )
-    if enough and report.drift is not None:
-        distance = report.drift.label_distance
-        if distance > settings.drift_alert_threshold:
-            alerts.append(
-                Alert(
-                    LABEL_DRIFT,
-                    f"the label mix moved {distance:.3f} (total variation distance) from the "
-                    f"baseline of model {report.drift.baseline_model_version} "
-                    f"(alert at {settings.drift_alert_threshold})",
-                )
+    drift = report.drift
+    if (
+        enough
+        and drift is not None
+        and drift.drifted(settings.drift_alert_threshold, settings.drift_alert_significance)
+    ):
+        alerts.append(
+            Alert(
+                LABEL_DRIFT,
+                f"the label mix of {report.request_count} requests moved "
+                f"{drift.label_distance:.3f} (total variation distance) from the baseline of "
+                f"model {drift.baseline_model_version} (alert at "
+                f"{settings.drift_alert_threshold}); traffic with the baseline's mix lands "
+                f"this far with chance {drift.p_value:.2g} (alert below "
+                f"{settings.drift_alert_significance})",
             )
+        )
     alerts += _capture_alerts(report) or _missing_capture_alerts(report, settings)
     monitor = report.model_monitor
     if monitor is not None:
