@@ -721,6 +721,38 @@ def test_a_record_write_the_table_refuses_outright_ends_in_one_failed_record(
     assert letter["failure"]["error_code"] == refused
 
 
+def test_a_failed_record_whose_write_answer_was_lost_still_sends_its_dead_letter(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    """DynamoDB answered the FAILED write with HTTP 500 after applying it (a 500 does not
+    say whether it did). The retry meets the execution's own record: it rewrites it, and
+    the image still ends as a failure, with its dead letter and a failed execution, not as
+    a duplicate in AlreadyRecorded."""
+    path = confident_image(local_predictions, threshold)
+    key = f"{stack.incoming_prefix}table/lost-answer.png"
+    stack.set_faults({"model_error": -1})
+    faults = stack.throttle_table_writes(
+        1, f"{stack.bucket}/{key}#", "InternalServerError", landed=True
+    )
+
+    record = wait_one(stack, upload(stack, key, path.read_bytes()))
+    events = finished_history(stack, record)
+
+    assert faults.remaining() == 0
+    assert (record["status"], record["error_code"]) == ("FAILED", "EndpointRejectedRequest")
+    assert state_failures(events, "RecordFailure") == ["DynamoDB.InternalServerError"]
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+    ]
+    assert "AlreadyRecorded" not in entered and "NotifyDeadLetter" in entered
+    assert wait_for_execution(stack.api().client("stepfunctions"), record["execution_arn"]) == (
+        "FAILED"
+    )
+    assert records_of(stack, key) == [record]
+    (letter,) = workflow_letters(drain_dead_letters(stack), key)
+    assert letter["execution_arn"] == record["execution_arn"]
+
+
 def test_the_same_failure_run_twice_writes_one_failed_record_and_one_dead_letter(
     stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
 ) -> None:

@@ -354,12 +354,30 @@ def test_execution_arns_follow_the_state_machine() -> None:
 # ---- the record condition ---------------------------------------------------------------
 
 WRITER = "images/a.png#etag:e@0062E99A88DC407460"  # the writing execution's delivery id
+# The writing execution's own id.
+WRITER_EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:classify:a-1"
 
 EXISTING: dict[str, dict[str, Any] | None] = {
     "none": None,
     "FAILED attempt 0": {"status": "FAILED", "attempt": 0},
     "FAILED attempt 1": {"status": "FAILED", "attempt": 1},
     "FAILED without attempt": {"status": "FAILED"},
+    # The writer's own write, applied though DynamoDB answered 500: its retry meets it.
+    "FAILED attempt 2, this execution's own": {
+        "status": "FAILED",
+        "attempt": 2,
+        "execution_arn": WRITER_EXECUTION,
+    },
+    "FAILED attempt 2, another execution's": {
+        "status": "FAILED",
+        "attempt": 2,
+        "execution_arn": WRITER_EXECUTION + "-duplicate",
+    },
+    "ACCEPTED attempt 2, this execution's own": {
+        "status": "ACCEPTED",
+        "attempt": 2,
+        "execution_arn": WRITER_EXECUTION,
+    },
     "ACCEPTED attempt 0": {"status": "ACCEPTED", "attempt": 0},
     "NEEDS_REVIEW attempt 1": {"status": "NEEDS_REVIEW", "attempt": 1},
     "REJECTED attempt 0": {"status": "REJECTED", "attempt": 0, "error_code": "NotAnImage"},
@@ -394,6 +412,9 @@ ALLOWED = {
     ("FAILED without attempt", 0),  # written before attempts: any attempt may replace it
     ("FAILED without attempt", 1),
     ("FAILED without attempt", 2),
+    ("FAILED attempt 2, this execution's own", 0),
+    ("FAILED attempt 2, this execution's own", 1),
+    ("FAILED attempt 2, this execution's own", 2),
     *(
         (f"ObjectChanged, {which}", n)
         for n in (0, 1, 2)
@@ -408,7 +429,8 @@ def test_the_record_condition_replaces_only_a_failed_item_of_an_earlier_attempt(
     aws: Aws, existing: str, attempt: int
 ) -> None:
     """The condition the Record* states send, evaluated by DynamoDB (moto): a FAILED item
-    of an earlier attempt, or an ObjectChanged rejection of another delivery."""
+    of an earlier attempt or of the writing execution itself, or an ObjectChanged
+    rejection of another delivery."""
     before = EXISTING[existing]
     item: dict[str, Any] | None = None
     if before is not None:
@@ -419,12 +441,12 @@ def test_the_record_condition_replaces_only_a_failed_item_of_an_earlier_attempt(
         }
         if "attempt" in before:
             item["attempt"] = {"N": str(before["attempt"])}
-        for text in ("error_code", "delivery"):
+        for text in ("error_code", "delivery", "execution_arn"):
             if text in before:
                 item[text] = {"S": before[text]}
         aws.ddb.put_item(TableName=TABLE, Item=item)
     allowed = (existing, attempt) in ALLOWED
-    assert may_replace(before, attempt, WRITER) is allowed
+    assert may_replace(before, attempt, WRITER, WRITER_EXECUTION) is allowed
     write = {
         "pk": {"S": "images/a.png#v"},
         "status": {"S": "ACCEPTED"},
@@ -437,7 +459,7 @@ def test_the_record_condition_replaces_only_a_failed_item_of_an_earlier_attempt(
             Item=write,
             ConditionExpression=RECORD_CONDITION_EXPRESSION,
             ExpressionAttributeNames=RECORD_CONDITION_NAMES,
-            ExpressionAttributeValues=condition_values(attempt, WRITER),
+            ExpressionAttributeValues=condition_values(attempt, WRITER, WRITER_EXECUTION),
         )
         written = True
     except ClientError as exc:

@@ -193,6 +193,10 @@ class Attribute:
         return {f"{self.type}.$": self.path}
 
 
+EXECUTION_ATTRIBUTE = "execution_arn"
+_EXECUTION = Attribute(EXECUTION_ATTRIBUTE, "S", "$$.Execution.Id")
+
+
 def _common(status: Attribute) -> tuple[Attribute, ...]:
     return (
         Attribute(PARTITION_KEY, "S", "$.object.record_id"),
@@ -206,7 +210,7 @@ def _common(status: Attribute) -> tuple[Attribute, ...]:
         Attribute("event_time", "S", "$.event_time"),
         Attribute("started_at", "S", "$$.Execution.StartTime"),
         Attribute(RECORDED_AT_ATTRIBUTE, "S", "$$.State.EnteredTime"),
-        Attribute("execution_arn", "S", "$$.Execution.Id"),
+        _EXECUTION,
         Attribute(ATTEMPT_ATTRIBUTE, "N", "$.attempt"),
     )
 
@@ -278,10 +282,16 @@ def asl_item(layout: tuple[Attribute, ...]) -> dict[str, dict[str, str]]:
 # sequencer, ``ObjectRef.delivery_id``): their execution reads and judges them and
 # replaces the item, which would otherwise say "changed" while the key holds those very
 # bytes. A second run of the same delivery (a duplicate event) still finds it final.
+# A FAILED item the writing execution wrote itself may be replaced too: DynamoDB can
+# apply a write and answer HTTP 500 (which does not say whether it did), and the retry
+# would otherwise find the condition false and end the failure in AlreadyRecorded,
+# without its dead letter and without failing the execution. An execution writes one
+# record, so only RecordFailure's retry ever meets its own item.
 OBJECT_CHANGED_CODE = "ObjectChanged"  # the error_code of ``errors.ObjectChanged``
 RECORD_CONDITION_EXPRESSION = (
     f"attribute_not_exists({PARTITION_KEY}) OR "
-    "(#status = :failed AND (attribute_not_exists(#attempt) OR #attempt < :attempt)) OR "
+    "(#status = :failed AND (attribute_not_exists(#attempt) OR #attempt < :attempt OR "
+    "#execution = :execution)) OR "
     "(#status = :rejected AND #error = :changed AND "
     "(attribute_not_exists(#delivery) OR #delivery <> :delivery))"
 )
@@ -290,11 +300,13 @@ RECORD_CONDITION_NAMES: dict[str, str] = {
     "#attempt": ATTEMPT_ATTRIBUTE,
     "#error": ERROR_CODE_ATTRIBUTE,
     "#delivery": DELIVERY_ATTRIBUTE,
+    "#execution": EXECUTION_ATTRIBUTE,
 }
 # ``:attempt`` is the writing execution's own attempt, ``:delivery`` its S3 event's
-# delivery id (both from its input).
+# delivery id (both from its input), ``:execution`` its own id.
 _ATTEMPT_VALUE = Attribute(":attempt", "N", "$.attempt")
 _DELIVERY_VALUE = Attribute(":delivery", "S", "$.object.delivery")
+_EXECUTION_VALUE = Attribute(":execution", "S", _EXECUTION.path)
 
 
 def asl_condition() -> dict[str, Any]:
@@ -308,15 +320,21 @@ def asl_condition() -> dict[str, Any]:
             ":rejected": {"S": Status.REJECTED.value},
             ":changed": {"S": OBJECT_CHANGED_CODE},
             ":delivery": _DELIVERY_VALUE.asl(),
+            ":execution": _EXECUTION_VALUE.asl(),
         },
     }
 
 
-def condition_values(attempt: int, delivery: str) -> dict[str, dict[str, str]]:
+def condition_values(attempt: int, delivery: str, execution: str) -> dict[str, dict[str, str]]:
     """``ExpressionAttributeValues`` as the state machine resolves them for ``attempt``
-    of the delivery ``delivery``."""
+    of the delivery ``delivery``, written by the execution ``execution``."""
     values = asl_condition()["ExpressionAttributeValues"]
-    return {**values, ":attempt": {"N": str(attempt)}, ":delivery": {"S": delivery}}
+    return {
+        **values,
+        ":attempt": {"N": str(attempt)},
+        ":delivery": {"S": delivery},
+        ":execution": {"S": execution},
+    }
 
 
 def awaits_another_upload(existing: Mapping[str, Any]) -> bool:
@@ -327,8 +345,11 @@ def awaits_another_upload(existing: Mapping[str, Any]) -> bool:
     )
 
 
-def may_replace(existing: Mapping[str, Any] | None, attempt: int, delivery: str) -> bool:
-    """What the condition decides, in Python (tests check the two agree)."""
+def may_replace(
+    existing: Mapping[str, Any] | None, attempt: int, delivery: str, execution: str | None = None
+) -> bool:
+    """What the condition decides, in Python (tests check the two agree); ``execution``
+    is the writer's own id (None: a new execution, as a replay is)."""
     if existing is None:
         return True
     if awaits_another_upload(existing):
@@ -336,7 +357,8 @@ def may_replace(existing: Mapping[str, Any] | None, attempt: int, delivery: str)
     if existing.get(STATUS_ATTRIBUTE) != Status.FAILED:
         return False
     previous = existing.get(ATTEMPT_ATTRIBUTE)
-    return previous is None or int(previous) < attempt
+    own = execution is not None and existing.get(EXECUTION_ATTRIBUTE) == execution
+    return previous is None or int(previous) < attempt or own
 
 
 # ---- reading records back ---------------------------------------------------------

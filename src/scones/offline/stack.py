@@ -572,14 +572,14 @@ class OfflineStack:
             return dict(json.loads(response.read() or b"{}"))
 
     def throttle_table_writes(
-        self, times: int, record_prefix: str, code: str = THROTTLED
+        self, times: int, record_prefix: str, code: str = THROTTLED, *, landed: bool = False
     ) -> TableWriteFaults:
         """Answer the next ``times`` writes of records whose id starts with ``record_prefix``
-        (``<bucket>/<key>#``) with the error ``code`` (``table_faults.WRITE_FAULTS``); 0
-        clears."""
+        (``<bucket>/<key>#``) with the error ``code`` (``table_faults.WRITE_FAULTS``), after
+        applying them if ``landed`` (a lost answer); 0 clears."""
         if self._table_faults is None:
             raise StackError("fault injection is off; start the stack with enable_faults=True")
-        self._table_faults.throttle(times, record_prefix, code)
+        self._table_faults.throttle(times, record_prefix, code, landed=landed)
         return self._table_faults
 
     def api(self) -> StackClient:

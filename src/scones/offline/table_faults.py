@@ -13,6 +13,10 @@ Other codes DynamoDB answers a write with when it is busy or failing
 (``RequestLimitExceeded``, the account's request quota; ``InternalServerError``, HTTP 500)
 can be armed the same way (``WRITE_FAULTS``), to prove that the states retry each.
 
+A fault can also be armed as a lost answer (``landed``): the write is applied, and then
+the error is answered, as when DynamoDB's reply to a write that went through is lost or
+it answers HTTP 500 after applying it (a 500 does not say whether the write happened).
+
 Only items whose partition key starts with the armed prefix are throttled (a
 record id is ``<bucket>/<key>#<version>``), so other uploads in flight are not
 affected. Nothing is installed unless the stack runs with ``enable_faults``.
@@ -64,35 +68,41 @@ class TableWriteFaults:
         self._remaining = 0
         self._prefix = ""
         self._code = THROTTLED
+        self._landed = False
         self.throttled = 0  # PutItem calls answered with the error since install()
 
-    def throttle(self, times: int, pk_prefix: str, code: str = THROTTLED) -> None:
+    def throttle(
+        self, times: int, pk_prefix: str, code: str = THROTTLED, *, landed: bool = False
+    ) -> None:
         """Answer the next ``times`` writes of items whose ``pk`` starts with ``pk_prefix``
-        with the error ``code`` (one of ``WRITE_FAULTS``)."""
+        with the error ``code`` (one of ``WRITE_FAULTS``); with ``landed``, after applying
+        each write."""
         if times < 0:
             raise ValueError(f"times must be >= 0, got {times}")
         if code not in WRITE_FAULTS:
             raise ValueError(f"code must be one of {', '.join(WRITE_FAULTS)}, got {code!r}")
         with self._lock:
             self._remaining, self._prefix, self._code = times, pk_prefix, code
+            self._landed = landed
 
     def clear(self) -> None:
         with self._lock:
-            self._remaining, self._prefix = 0, ""
+            self._remaining, self._prefix, self._landed = 0, "", False
 
     def remaining(self) -> int:
         with self._lock:
             return self._remaining
 
-    def _consume(self, item_attrs: Any) -> str | None:
-        """The error code to answer this write with, or None to write it."""
+    def _consume(self, item_attrs: Any) -> tuple[str, bool] | None:
+        """The error code to answer this write with and whether the write lands first, or
+        None to write it and answer as usual."""
         pk = item_attrs.get("pk", {}).get("S", "") if isinstance(item_attrs, dict) else ""
         with self._lock:
             if self._remaining <= 0 or not str(pk).startswith(self._prefix):
                 return None
             self._remaining -= 1
             self.throttled += 1
-            return self._code
+            return self._code, self._landed
 
     def install(self) -> None:
         faults = self
@@ -100,9 +110,13 @@ class TableWriteFaults:
         def put_item(
             backend: DynamoDBBackend, table_name: str, item_attrs: Any, *args: Any, **kw: Any
         ) -> Any:
-            if code := faults._consume(item_attrs):
-                raise InjectedWriteFault(code)
-            return _ORIGINAL_PUT_ITEM(backend, table_name, item_attrs, *args, **kw)
+            fault = faults._consume(item_attrs)
+            if fault is None:
+                return _ORIGINAL_PUT_ITEM(backend, table_name, item_attrs, *args, **kw)
+            code, landed = fault
+            if landed:
+                _ORIGINAL_PUT_ITEM(backend, table_name, item_attrs, *args, **kw)
+            raise InjectedWriteFault(code)
 
         DynamoDBBackend.put_item = put_item  # type: ignore[method-assign,assignment]
 
