@@ -10,6 +10,8 @@
 
 The settings (stack name, region, profile, parameter overrides) are the ones ``sam deploy``
 resolves from its options and config file, read by the pinned SAM CLI (:func:`read_samconfig`).
+The parameter values checked are the ones CloudFormation deploys (:func:`sent_parameters`): on
+an existing stack every parameter the overrides do not name keeps its current value.
 """
 
 from __future__ import annotations
@@ -322,8 +324,8 @@ def express_time_problem(overrides: Mapping[str, str]) -> str | None:
     before it is done, or None. Express stops an execution at 5 minutes: a timed-out
     classification writes no FAILED record and sends no dead letter, so its batch's uploads
     would go unrecorded; a timed-out backfill batch (its Distributed Map's children run as
-    ``WorkflowType``) counts as failed. Reads the overrides ``sam deploy`` would deploy (its
-    config file and options, :func:`read_samconfig`)."""
+    ``WorkflowType``) counts as failed. ``overrides``: the values ``sam deploy`` would deploy
+    (:func:`sent_parameters`); the template's defaults fill any left out."""
     from scones.costs.workflow import (
         EXPRESS_LIMIT_SECONDS,
         backfill_batch_seconds,
@@ -361,7 +363,7 @@ def express_time_problem(overrides: Mapping[str, str]) -> str | None:
 def capture_retention_problem(overrides: Mapping[str, str]) -> str | None:
     """Why ``CaptureRetentionDays`` would expire captured traffic the monitor still reads
     (its window, ``MonitorWindowMinutes``, plus a day for a late or retried run), or None.
-    Reads the overrides ``sam deploy`` would deploy, as ``express_time_problem`` does."""
+    Reads the values ``sam deploy`` would deploy, as ``express_time_problem`` does."""
     values = {**parameter_defaults(), **overrides}
     days = int(values["CaptureRetentionDays"])
     window = timedelta(minutes=int(values["MonitorWindowMinutes"]))
@@ -393,6 +395,116 @@ def stack_facts(cloudformation: Any, stack_name: str) -> tuple[dict[str, str], d
         for p in stack.get("Parameters", [])
     }
     return outputs, parameters
+
+
+def previous_parameters(cloudformation: Any, stack_name: str) -> dict[str, str] | None:
+    """The parameter values ``stack_name`` is deployed with, or None when ``sam deploy``
+    would create it (no such stack, or REVIEW_IN_PROGRESS: a change set never executed),
+    as the pinned SAM CLI decides (``Deployer.has_stack``)."""
+    import botocore.exceptions
+
+    try:
+        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except botocore.exceptions.ClientError as exc:
+        if f"Stack with id {stack_name} does not exist" in str(exc):
+            return None
+        # sam deploy reads the stack with the same credentials, and would stop there too.
+        raise DeployError(f"stack {stack_name} cannot be read: {exc}") from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise DeployError(f"stack {stack_name} cannot be read: {exc}") from exc
+    if not stacks or stacks[0].get("StackStatus") == "REVIEW_IN_PROGRESS":
+        return None
+    return {
+        str(p["ParameterKey"]): str(p.get("ParameterValue", ""))
+        for p in stacks[0].get("Parameters", [])
+    }
+
+
+def sent_parameters(
+    overrides: Mapping[str, str], previous: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The parameter values CloudFormation deploys for ``sam deploy`` with these overrides:
+    each override; on an existing stack (``previous``, :func:`previous_parameters`) every
+    other parameter the stack already has keeps its value (sam sends it as
+    UsePreviousValue); the rest take template.yaml's default. Overrides the template does
+    not declare stay, for :func:`~scones.template_params.resolve_parameters` to name."""
+    declared = load_template().get("Parameters", {})
+    values = parameter_defaults()
+    values.update({k: v for k, v in (previous or {}).items() if k in declared})
+    values.update(overrides)
+    return values
+
+
+def kept_parameters(
+    overrides: Mapping[str, str], previous: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The values an existing stack keeps that differ from template.yaml's defaults: what
+    a reader of samconfig.toml alone would not expect to be deployed."""
+    defaults = parameter_defaults()
+    sent = sent_parameters(overrides, previous)
+    return {
+        name: sent[name]
+        for name in (previous or {})
+        if name in sent and name not in overrides and sent[name] != defaults.get(name)
+    }
+
+
+ENDPOINT_RESOURCE = "SageMakerEndpoint"
+"""template.yaml's endpoint (CreateEndpoint=true): the one the workflow calls."""
+CLASSIFICATION_MACHINE = "ClassificationStateMachine"
+
+
+def removed_resources(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """The template's resources whose ``Condition`` holds with the ``before`` values and
+    not with ``after``: CloudFormation deletes them."""
+    template = load_template()
+    return sorted(
+        name
+        for name, resource in template["Resources"].items()
+        if "Condition" in resource
+        and condition_value(template, resource["Condition"], before)
+        and not condition_value(template, resource["Condition"], after)
+    )
+
+
+def update_hazards(
+    stack_name: str, previous: Mapping[str, str], overrides: Mapping[str, str]
+) -> list[str]:
+    """What this update of a deployed stack destroys that is in use, each with what to do:
+    the endpoint the workflow calls (CreateEndpoint true to false), and the running
+    classifications (a WorkflowType change replaces the state machine). Both can be meant,
+    and both can be recovered from, so they are warnings."""
+    before = sent_parameters({}, previous)
+    after = sent_parameters(overrides, previous)
+    hazards = []
+    removed = removed_resources(before, after)
+    if ENDPOINT_RESOURCE in removed:
+        deleted, called = before["EndpointName"], after["EndpointName"]
+        until = (
+            f"every upload ends FAILED until an endpoint named {called} exists again: keep "
+            "CreateEndpoint=true, or right after the deploy create it with `scones sagemaker "
+            f"deploy ... --endpoint-name {called}`"
+            if called == deleted
+            else f"the workflow calls {called} instead, and every upload ends FAILED while "
+            "no endpoint has that name"
+        )
+        hazards.append(
+            f"this deploy changes CreateEndpoint from true to false: CloudFormation deletes "
+            f"the stack's endpoint {deleted} (the resources it removes: {', '.join(removed)})"
+            f"; {until}. Then replay "
+            f"the failed uploads with `scones redrive --stack {stack_name}`"
+        )
+    if before["WorkflowType"] != after["WorkflowType"]:
+        hazards.append(
+            f"this deploy changes WorkflowType from {before['WorkflowType']} to "
+            f"{after['WorkflowType']}: CloudFormation replaces the classification state "
+            f"machine ({CLASSIFICATION_MACHINE}) and deletes the old one, which terminates "
+            "its running executions at their next state transition, so their uploads get "
+            "no record (not even FAILED) and no dead letter. Deploy while no upload is being "
+            f"classified, then run `scones backfill {after['IncomingPrefix']} --stack "
+            f"{stack_name}`: it classifies every upload that has no record"
+        )
+    return hazards
 
 
 def model_problem(model_dir: Path, parameters: Mapping[str, str], how: str) -> str | None:
@@ -460,16 +572,8 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
         except DeployError:
             parameters = {}
 
-    def deployed(parameter: str) -> str:
-        """As ``sam deploy`` sets it: its override, else the stack's previous value
-        (UsePreviousValue), else the template's default."""
-        return (
-            config.parameter_overrides.get(parameter)
-            or parameters.get(parameter)
-            or parameter_default(parameter)
-        )
-
-    name, create = deployed("EndpointName"), deployed("CreateEndpoint")
+    deployed = sent_parameters(config.parameter_overrides, parameters)
+    name, create = deployed["EndpointName"], deployed["CreateEndpoint"]
     sagemaker = session.client("sagemaker")
     try:
         described = sagemaker.describe_endpoint(EndpointName=name)
@@ -484,7 +588,7 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
     result = {"endpoint": name, "status": status, "create_endpoint": str(create)}
     if stack_name and str(create) == "true":
         result.update(_promoted_config(session, sagemaker, stack_name, described))
-    variant = deployed("EndpointVariantName")
+    variant = deployed["EndpointVariantName"]
     served = [str(v["VariantName"]) for v in described.get("ProductionVariants", [])]
     if str(create) != "true" and served and variant not in served:
         # An endpoint of its own: the stack must name its variant, or the monitor reads no

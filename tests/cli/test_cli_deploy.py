@@ -35,9 +35,11 @@ from scones.deploy import (
     endpoint_status,
     express_time_problem,
     preflight,
+    previous_parameters,
     publish_baseline,
     read_samconfig,
     reserved_concurrency,
+    sent_parameters,
 )
 from scones.offline.deploy import deploy
 from scones.template_params import PROJECT_ROOT, load_template, resolve_parameters
@@ -679,9 +681,22 @@ def preflight_with(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     overrides: dict[str, str],
+    stack: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     """`scones deploy-preflight` (moto's STS) with samconfig's ``parameter_overrides``
-    replaced: its exit code and stderr."""
+    replaced, for a first deploy or, with ``stack``, over a stack deployed with those
+    parameter values: its exit code and stderr."""
+    code, _, err = preflight_output(monkeypatch, capsys, overrides, stack)
+    return code, err
+
+
+def preflight_output(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    overrides: dict[str, str],
+    stack: dict[str, str] | None = None,
+) -> tuple[int, str, str]:
+    """:func:`preflight_with`'s exit code, stdout and stderr."""
     import scones.deploy
     from scones.cli.main import main
 
@@ -690,8 +705,143 @@ def preflight_with(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
+        if stack is not None:
+            stand_in_stack(boto3.client("cloudformation", region_name=REGION), stack)
         code = main(["deploy-preflight", "--stack", "scones", "--region", REGION])
-    return code, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def stand_in_stack(cloudformation: Any, parameters: dict[str, str]) -> None:
+    """The stack ``scones`` deployed with these parameter values: a stand-in declaring the
+    real template's parameters (moto cannot run the real one with CreateEndpoint=true);
+    the preflight reads only its parameters."""
+    declared = {
+        name: {key: value for key, value in spec.items() if key in ("Type", "Default")}
+        for name, spec in load_template()["Parameters"].items()
+    }
+    # One a former template declared, which this one no longer has.
+    declared["RetiredSetting"] = {"Type": "String", "Default": "old"}
+    cloudformation.create_stack(
+        StackName="scones",
+        TemplateBody=json.dumps(
+            {"Parameters": declared, "Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}
+        ),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+    )
+
+
+def test_deploy_preflight_checks_the_values_an_existing_stack_keeps(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On an existing stack sam deploy sends every parameter the overrides do not name as
+    UsePreviousValue: the stack keeps its value, not the template's default. The checks
+    passed a switch to Express over a stack's Standard-only retries, and refused a change
+    that keeps a Standard stack Standard."""
+    standard = {"WorkflowType": "STANDARD", "RetryMaxAttempts": "6", "EndpointTimeoutSeconds": "10"}
+    code, err = preflight_with(monkeypatch, capsys, {"WorkflowType": "EXPRESS"}, standard)
+    assert code == 2, err
+    assert "takes 898 s, past an Express execution's 300 s" in err
+    assert (
+        "(stack scones keeps EndpointTimeoutSeconds=10, RetryMaxAttempts=6: "
+        "parameter_overrides does not name them)"
+    ) in err
+    # The same overrides on a first deploy take the template's defaults, which fit.
+    code, err = preflight_with(monkeypatch, capsys, {"WorkflowType": "EXPRESS"})
+    assert code == 0, err
+    # Retries only a Standard workflow can hold, on a stack that stays Standard.
+    code, out, err = preflight_output(monkeypatch, capsys, {"RetryMaxAttempts": "6"}, standard)
+    assert code == 0, err
+    assert out.splitlines()[1] == (
+        "stack scones keeps its values of the parameters not overridden: "
+        "EndpointTimeoutSeconds=10, WorkflowType=STANDARD"
+    )
+    # A parameter the template no longer declares is not sent; nor named as unknown.
+    assert "RetiredSetting" not in err
+
+
+def test_sent_parameters_are_what_sam_deploy_makes_cloudformation_deploy(
+    aws: boto3.Session,
+) -> None:
+    """Override, else the stack's value, else the default; None for a stack sam creates."""
+    cfn = aws.client("cloudformation")
+    assert previous_parameters(cfn, "scones") is None
+    stand_in_stack(cfn, {"RetryMaxAttempts": "6"})
+    previous = previous_parameters(cfn, "scones")
+    assert previous is not None and previous["RetryMaxAttempts"] == "6"
+    # The stack of an older template: a parameter since removed, none of those since added.
+    previous = {"RetryMaxAttempts": "6", "EndpointName": "", "RetiredSetting": "x"}
+    sent = sent_parameters({"WorkflowType": "STANDARD", "Typo": "1"}, previous)
+    assert sent["RetryMaxAttempts"] == "6"  # kept
+    assert sent["EndpointName"] == ""  # kept, though empty
+    assert sent["WorkflowType"] == "STANDARD" and sent["Typo"] == "1"  # as given
+    defaults = {n: str(spec["Default"]) for n, spec in load_template()["Parameters"].items()}
+    assert sent["ConfidenceThreshold"] == defaults["ConfidenceThreshold"]  # new: its default
+    assert "RetiredSetting" not in sent  # sam sends only the template's parameters
+    assert sent_parameters({}, None) == defaults
+    # A change set never executed leaves a stack sam deploy creates anew.
+    cfn.create_change_set(
+        StackName="declined",
+        ChangeSetName="first",
+        ChangeSetType="CREATE",
+        TemplateBody='{"Resources": {"T": {"Type": "AWS::SNS::Topic"}}}',
+    )
+    assert previous_parameters(cfn, "declined") is None
+
+
+def test_deploy_preflight_warns_before_an_update_deletes_the_endpoint_or_the_workflow(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CreateEndpoint true to false deletes the endpoint the workflow calls; a WorkflowType
+    change replaces the state machine, and deleting the old one terminates its running
+    executions without a record. Both may be meant and both can be recovered from, so the
+    deploy goes on, with what to do."""
+    serving = {
+        "WorkflowType": "STANDARD",
+        "CreateEndpoint": "true",
+        "ModelImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/scones:1",
+        "ModelDataUrl": "s3://models-bucket/model.tar.gz",
+    }
+    code, err = preflight_with(
+        monkeypatch, capsys, {"WorkflowType": "EXPRESS", "CreateEndpoint": "false"}, serving
+    )
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "this deploy changes" in line]
+    assert len(warnings) == 2, err
+    endpoint, workflow = warnings
+    assert endpoint.startswith(
+        "scones: warning: this deploy changes CreateEndpoint from true to false: "
+        "CloudFormation deletes the stack's endpoint scones-bicycle-motorcycle (the resources "
+        "it removes: SageMakerEndpoint, SageMakerEndpointConfig, SageMakerExecutionRole, "
+        "SageMakerModel); "
+        "every upload ends FAILED until an endpoint named scones-bicycle-motorcycle exists"
+    ), endpoint
+    assert "scones sagemaker deploy" in endpoint and "scones redrive --stack scones" in endpoint
+    assert workflow.startswith(
+        "scones: warning: this deploy changes WorkflowType from STANDARD to EXPRESS: "
+        "CloudFormation replaces the classification state machine (ClassificationStateMachine)"
+        " and deletes the old one, which terminates its running executions"
+    ), workflow
+    assert "`scones backfill incoming/ --stack scones`" in workflow
+    # Pointed at an endpoint of its own, the deleted one is not called.
+    code, err = preflight_with(
+        monkeypatch,
+        capsys,
+        {"CreateEndpoint": "false", "EndpointName": "mine"},
+        serving,
+    )
+    assert code == 0, err
+    assert "deletes the stack's endpoint scones-bicycle-motorcycle" in err
+    assert "the workflow calls mine instead" in err and "WorkflowType from" not in err
+    # The same values again (the stack's kept or given anew): nothing is deleted.
+    for overrides in ({}, {"WorkflowType": "STANDARD", "CreateEndpoint": "true"}):
+        code, err = preflight_with(monkeypatch, capsys, overrides, serving)
+        assert code == 0, err
+        assert "this deploy changes" not in err, err
+    # A first deploy replaces nothing.
+    code, err = preflight_with(monkeypatch, capsys, {"WorkflowType": "STANDARD"})
+    assert code == 0, err
+    assert "this deploy changes" not in err, err
 
 
 @pytest.mark.parametrize(

@@ -39,9 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "deploy-preflight",
         help="before sam deploy: AWS credentials, identity, region, names, quota, endpoint",
         description="Stop at once when no AWS credentials are configured, when the stack name "
-        "would make a bucket name S3 refuses, or when the account's Lambda concurrency quota "
-        "cannot hold the functions' reservations; otherwise print the account, region and "
-        "stack that sam deploy will use, and whether the endpoint exists.",
+        "would make a bucket name S3 refuses, when a parameter value sam deploy would deploy "
+        "(on an existing stack, its current value of each parameter not overridden) would be "
+        "refused or outlast an Express execution, or when the account's Lambda concurrency "
+        "quota cannot hold the functions' reservations; otherwise print the account, region "
+        "and stack that sam deploy will use, warn when the update deletes the endpoint or "
+        "replaces the classification workflow, and say whether the endpoint exists.",
     )
     _aws_arguments(preflight)
     preflight.set_defaults(handler=run_preflight)
@@ -111,8 +114,12 @@ def run_preflight(args: argparse.Namespace) -> int:
         capture_retention_problem,
         concurrency_problem,
         express_time_problem,
+        kept_parameters,
         model_problem,
         preflight,
+        previous_parameters,
+        sent_parameters,
+        update_hazards,
     )
     from scones.template_params import ParameterError, resolve_parameters
 
@@ -134,36 +141,58 @@ def run_preflight(args: argparse.Namespace) -> int:
         return 0
     if problem := bucket_name_problem(stack, who["account"], who["region"]):
         raise CommandError(problem)
+    # What CloudFormation deploys: on an existing stack sam deploy sends every parameter
+    # the overrides do not name as UsePreviousValue, so the stack keeps its value.
+    try:
+        previous = previous_parameters(session.client("cloudformation"), stack)
+    except DeployError as exc:
+        raise CommandFailed(str(exc)) from exc
+    values = sent_parameters(config.parameter_overrides, previous)
+    kept = kept_parameters(config.parameter_overrides, previous)
+    shown = ", ".join(f"{name}={value}" for name, value in sorted(kept.items()))
+    kept_note = (
+        f" (stack {stack} keeps {shown}: parameter_overrides does not name them)" if kept else ""
+    )
+
+    def refuse(problem: str) -> CommandError:
+        return CommandError(problem + kept_note)
+
     try:  # as CloudFormation will check them, before they are used below
-        resolve_parameters(config.parameter_overrides)
+        resolve_parameters(values)
     except ParameterError as exc:
-        raise CommandError(f"sam deploy's parameter_overrides: {exc}") from exc
-    if problem := express_time_problem(config.parameter_overrides):
-        raise CommandError(problem)
+        raise refuse(f"sam deploy's parameters: {exc}") from exc
+    if problem := express_time_problem(values):
+        raise refuse(problem)
     # The model whose baseline deploy-baseline publishes after sam deploy by default. The
     # endpoint may serve another one (CreateEndpoint=false, or ModelDataUrl): a warning,
     # and deploy-baseline, which is given the served model's folder, refuses a mismatch.
     how = "set in sam deploy's parameter_overrides"
-    if problem := model_problem(DEFAULT_MODEL_DIR, config.parameter_overrides, how):
+    if problem := model_problem(DEFAULT_MODEL_DIR, values, how):
         print(
-            f"scones: warning: {problem}. If the endpoint serves another model, give its "
-            'folder to deploy-baseline (make deploy-baseline ARGS="--model DIR"), which '
-            "refuses a model that does not fit the stack",
+            f"scones: warning: {problem}{kept_note}. If the endpoint serves another model, "
+            'give its folder to deploy-baseline (make deploy-baseline ARGS="--model DIR"), '
+            "which refuses a model that does not fit the stack",
             file=sys.stderr,
         )
-    if problem := capture_retention_problem(config.parameter_overrides):
-        raise CommandError(problem)
+    if problem := capture_retention_problem(values):
+        raise refuse(problem)
     try:
-        problem = concurrency_problem(session, config.parameter_overrides)
+        problem = concurrency_problem(session, values)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         print(f"scones: warning: the Lambda concurrency quota was not read: {exc}", file=sys.stderr)
     else:
         if problem:
-            raise CommandError(problem)
+            raise refuse(problem)
     print(
         f"deploying stack {stack} to account {who['account']} in {who['region']} as "
         f"{who['arn']} ({who['credentials']} credentials)"
     )
+    if kept:
+        print(f"stack {stack} keeps its values of the parameters not overridden: {shown}")
+    for hazard in (
+        update_hazards(stack, previous, config.parameter_overrides) if previous is not None else ()
+    ):
+        print(f"scones: warning: {hazard}", file=sys.stderr)
     _warn_about_endpoint(session, stack, config)
     return 0
 
