@@ -64,6 +64,12 @@ EARLIEST_SCHEDULE = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_SCHEDULE_AHEAD = timedelta(days=1)
 
 
+def clock() -> datetime:
+    """Now: the run's one clock, for its window, its data points' stamp and its
+    retraining start."""
+    return datetime.now(UTC)
+
+
 def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datetime:
     """A scheduled run measures the window that ended ``settle`` before its scheduled
     time: the same window when retried, and late capture files have arrived by then.
@@ -139,12 +145,12 @@ def clients() -> MonitorClients:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    window_end = window_end_from_event(event, datetime.now(UTC), SETTINGS.settle)
+    window_end = window_end_from_event(event, clock(), SETTINGS.settle)
     report, alerts = measure_window(SETTINGS, clients(), window_end)
     logger.info("window measured", extra={"report": report.to_json()})
     # Every data point of this run, RetrainingStarted included (set on each run: the
     # Metrics object outlives the invocation).
-    stamp = metric_time(window_end + SETTINGS.settle, datetime.now(UTC))
+    stamp = metric_time(window_end + SETTINGS.settle, clock())
     metrics.set_timestamp(stamp)
 
     # Published now, once per window: a retry of this run (starting retraining can fail
@@ -154,13 +160,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         SETTINGS.state_table_name,
         SETTINGS.endpoint_name,
         report.window_end,
-        datetime.now(UTC),
+        clock(),
     ):
         publish_window(report, alert_count=len(alerts), stamp=stamp)
 
     for alert in alerts:
         logger.warning("quality alert", extra={"code": alert.code, "detail": alert.message})
-    outcome = respond(SETTINGS, clients(), report, alerts)
+    outcome = respond(SETTINGS, clients(), report, alerts, clock)
     started = retraining_metric(outcome is not None and outcome.started)
     metrics.add_metric(name=started.name, unit=started.unit, value=started.value)
 

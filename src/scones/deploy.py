@@ -361,18 +361,22 @@ def express_time_problem(overrides: Mapping[str, str]) -> str | None:
 
 
 def capture_retention_problem(overrides: Mapping[str, str]) -> str | None:
-    """Why ``CaptureRetentionDays`` would expire captured traffic the monitor still reads
-    (its window, ``MonitorWindowMinutes``, plus a day for a late or retried run), or None.
-    Reads the values ``sam deploy`` would deploy, as ``express_time_problem`` does."""
+    """Why ``CaptureRetentionDays`` would expire captured traffic the monitor still reads,
+    or None. A run reads the window (``MonitorWindowMinutes``) that ended
+    ``MonitorSettleMinutes`` before it, so its oldest capture is their sum old; a day more
+    leaves room for a late or retried run. Reads the values ``sam deploy`` would
+    deploy, as ``express_time_problem`` does."""
     values = {**parameter_defaults(), **overrides}
     days = int(values["CaptureRetentionDays"])
     window = timedelta(minutes=int(values["MonitorWindowMinutes"]))
-    if days == 0 or timedelta(days=days) >= window + timedelta(days=1):
+    settle = timedelta(minutes=int(values["MonitorSettleMinutes"]))
+    if days == 0 or timedelta(days=days) >= window + settle + timedelta(days=1):
         return None
     return (
-        f"CaptureRetentionDays={days} expires captured traffic the monitor still reads: its "
-        f"window is MonitorWindowMinutes={values['MonitorWindowMinutes']}, so keep the capture at "
-        "least that window plus a day (or 0, forever)"
+        f"CaptureRetentionDays={days} expires captured traffic the monitor still reads: a run "
+        f"reads a window of MonitorWindowMinutes={values['MonitorWindowMinutes']} that ended "
+        f"MonitorSettleMinutes={values['MonitorSettleMinutes']} before it, so keep the capture "
+        "at least those two plus a day (or 0, forever)"
     )
 
 

@@ -305,15 +305,26 @@ def test_preflight_refuses_retries_that_would_outlast_an_express_backfill_batch(
 
 
 def test_preflight_refuses_a_capture_retention_shorter_than_the_monitor_reads() -> None:
-    """Capture expired inside the monitor's window would read as missing traffic."""
+    """Capture expired inside the monitor's window would read as missing traffic. A run
+    reads the window that ended a settle before it: both, plus a day for a late run."""
     assert capture_retention_problem({}) is None  # 0: kept forever
     assert capture_retention_problem({"CaptureRetentionDays": "2"}) is None  # 60-minute window
-    week = {"MonitorWindowMinutes": "10080"}
+    week = {"MonitorWindowMinutes": "10080", "MonitorSettleMinutes": "0"}
     problem = capture_retention_problem({**week, "CaptureRetentionDays": "7"})
     assert problem is not None
     assert "CaptureRetentionDays=7" in problem and "MonitorWindowMinutes=10080" in problem
     assert capture_retention_problem({**week, "CaptureRetentionDays": "8"}) is None
     assert capture_retention_problem({"CaptureRetentionDays": "1"}) is not None
+    # A settle moves the window back: a week's window read a day late leaves no margin.
+    settled = {**week, "MonitorSettleMinutes": "1440"}
+    problem = capture_retention_problem({**settled, "CaptureRetentionDays": "8"})
+    assert problem is not None and "MonitorSettleMinutes=1440" in problem
+    assert capture_retention_problem({**settled, "CaptureRetentionDays": "9"}) is None
+    day = {"MonitorWindowMinutes": "1440", "MonitorSettleMinutes": "1440"}
+    assert capture_retention_problem({**day, "CaptureRetentionDays": "2"}) is not None
+    assert capture_retention_problem({**day, "CaptureRetentionDays": "3"}) is None
+    # The default settle (10 minutes) counts too.
+    assert capture_retention_problem({"MonitorWindowMinutes": "10080", "CaptureRetentionDays": "8"})
 
 
 def project_copy(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,6 +103,11 @@ def expect_retraining_start(sfn: Stubber, run_name: str) -> None:
     )
 
 
+def runs_at(app: ModuleType, monkeypatch: pytest.MonkeyPatch, now: datetime) -> None:
+    """The handler's clock reads ``now`` (the example event's window is long past)."""
+    monkeypatch.setattr(app, "clock", lambda: now)
+
+
 def test_event_file_is_what_the_scheduler_sends() -> None:
     assert EVENT["scheduledTime"] == "2026-11-25T13:00:00Z"
     assert EVENT["scheduleArn"].startswith("arn:aws:scheduler:")
@@ -130,6 +135,7 @@ def test_monitor_run_publishes_metrics_and_starts_retraining_once(
         aws.put_result("ACCEPTED" if i < 6 else "REJECTED", WINDOW_START + timedelta(minutes=i), i)
 
     app = load_handler()
+    runs_at(app, monkeypatch, WINDOW_END + timedelta(seconds=40))  # on time (settle 0)
     clients = app.clients()
     run_name = f"{ENDPOINT}-retrain-20261125-1300"  # the window's end
     with Stubber(clients.sagemaker) as sagemaker, Stubber(clients.stepfunctions) as sfn:
@@ -221,6 +227,7 @@ def test_a_retried_run_publishes_its_window_once(
         aws.put_result("ACCEPTED", WINDOW_START + timedelta(minutes=i), i)
 
     app = load_handler()
+    runs_at(app, monkeypatch, WINDOW_END + timedelta(minutes=3))
     run_name = f"{ENDPOINT}-retrain-20261125-1300"  # the window's end
     with Stubber(app.clients().stepfunctions) as sfn:
         sfn.add_response("list_executions", {"executions": []}, RUNNING_REQUEST)
@@ -247,6 +254,50 @@ def test_a_retried_run_publishes_its_window_once(
     later = app.lambda_handler({"scheduledTime": "2026-11-25T14:00:00Z"}, LambdaContext())
     assert later["window_end"] == "2026-11-25T14:00:00Z"
     assert published(emf(capsys.readouterr().out), "CapturedRequests") == 1
+
+
+@pytest.mark.parametrize(("late", "status"), [(59, "STARTED"), (61, "SUPERSEDED")])
+def test_a_late_run_counts_its_cooldown_from_its_start_and_none_starts_once_superseded(
+    aws: Aws,
+    captures: CaptureWriterHelper,
+    predictions: dict[str, list[Prediction]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    late: int,
+    status: str,
+) -> None:
+    """A run that comes ``late`` minutes after it was due (a retry, a redriven dead
+    letter), its window alerting: before the next window's run is due (hourly) it starts
+    retraining, the cooldown counted from now, not from the window; after it, it starts
+    nothing (the newer window decides) but still publishes its window."""
+    monkeypatch.setenv("RETRAINING_STATE_MACHINE_ARN", STATE_MACHINE)
+    rows = predictions["bicycle"][:30]  # all one label: LABEL_DRIFT asks for retraining
+    lines = [
+        capture_line(r.probabilities, WINDOW_START + timedelta(seconds=90 * i))
+        for i, r in enumerate(rows)
+    ]
+    captures.put(WINDOW_START, "a", lines)
+    aws.put_baseline()
+    app = load_handler()
+    now = WINDOW_END + timedelta(minutes=late)
+    runs_at(app, monkeypatch, now)
+    with Stubber(app.clients().stepfunctions) as sfn:
+        if status == "STARTED":
+            expect_retraining_start(sfn, f"{ENDPOINT}-retrain-20261125-1300")
+        result = app.lambda_handler(EVENT, LambdaContext())
+        sfn.assert_no_pending_responses()  # superseded: no call at all
+
+    assert "LABEL_DRIFT" in result["alerts"]
+    assert result["retraining"]["status"] == status
+    if status == "STARTED":
+        assert result["retraining"]["cooldown_until"] == "2026-11-26T13:59:00Z"  # now + 24 h
+    documents = emf(capsys.readouterr().out)
+    dims = (ENDPOINT, "scones-classifier")
+    assert metric_table(documents)[("CapturedRequests", dims)] == ("Count", 30.0)
+    assert metric_table(documents)[("RetrainingStarted", dims)] == (
+        "Count",
+        1.0 if status == "STARTED" else 0.0,
+    )
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics")

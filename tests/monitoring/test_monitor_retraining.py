@@ -15,6 +15,7 @@ from scones_core.monitoring.retraining import (
     COOLDOWN,
     NOT_CONFIGURED,
     STARTED,
+    SUPERSEDED,
     RetrainingConfigError,
     RetrainingLauncher,
     RetrainingTargets,
@@ -30,6 +31,7 @@ from tests.monitoring.conftest import BUCKET, ENDPOINT, REGION, STATE_TABLE, WIN
 STATE_MACHINE = f"arn:aws:states:{REGION}:123456789012:stateMachine:scones-retrain"
 JOB_CONFIG = S3Location(BUCKET, "retraining/training-job.json")
 ALERTS = [Alert(LOW_CONFIDENCE, "95.0% of 40 requests were below the confidence threshold")]
+HOUR = timedelta(hours=1)
 DAY = timedelta(hours=24)
 MAX_COOLDOWN = 30 * DAY
 NAME = f"{ENDPOINT}-retrain-20261125-1300"  # the run WINDOW_END starts
@@ -44,16 +46,43 @@ JOB_TEMPLATE = {
 }
 
 
-def launcher(aws: Aws, sfn=None, sagemaker=None, *, state_machine=True, job=False):
-    return RetrainingLauncher(
+class MonitorRun(RetrainingLauncher):
+    """The launcher as a monitor run calls it: the run comes ``late`` after it was due
+    (``settle`` after its window's end), and its clock reads that."""
+
+    def __init__(self, targets: RetrainingTargets, *, late: timedelta, **clients) -> None:
+        super().__init__(targets, clock=lambda: self.now, **clients)
+        self.late = late
+        self.now = WINDOW_END
+
+    def start(self, alerts, at, context):
+        self.now = at + self._targets.settle + self.late
+        return super().start(alerts, at, context)
+
+
+def launcher(
+    aws: Aws,
+    sfn=None,
+    sagemaker=None,
+    *,
+    state_machine=True,
+    job=False,
+    late=timedelta(0),
+    settle=timedelta(0),
+    period=HOUR,
+):
+    return MonitorRun(
         RetrainingTargets(
             endpoint_name=ENDPOINT,
             marker_table=STATE_TABLE,
             cooldown=DAY,
             max_cooldown=MAX_COOLDOWN,
+            settle=settle,
+            period=period,
             state_machine_arn=STATE_MACHINE if state_machine else None,
             job_config=JOB_CONFIG if job else None,
         ),
+        late=late,
         dynamodb=aws.dynamodb,
         s3=aws.s3,
         stepfunctions=sfn,
@@ -185,6 +214,121 @@ def test_an_alert_that_comes_back_later_begins_at_the_base_cooldown(aws: Aws) ->
         again = launcher(aws, sfn).start(ALERTS, WINDOW_END + 5 * DAY, {})
         stub.assert_no_pending_responses()
     assert (again.streak, again.cooldown_until) == (1, WINDOW_END + 6 * DAY)
+
+
+def test_a_late_run_counts_the_cooldown_from_when_it_starts_not_from_its_window(
+    aws: Aws,
+) -> None:
+    """Daily windows: the run for one comes 20 h late (a retry, a redriven dead letter)
+    and starts retraining. The next day's run, 4 h after that start, is still in the
+    cooldown; the marker expires by the start too. A cooldown counted from the window's
+    end would have let it start again at once, with no back-off."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    late = timedelta(hours=20)
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        first = launcher(aws, sfn, late=late, period=DAY).start(ALERTS, WINDOW_END, {})
+        assert (first.status, first.cooldown_until) == (STARTED, WINDOW_END + late + DAY)
+        item = marker(aws)
+        assert item["next_allowed"]["S"] == "2026-11-27T09:00:00Z"
+        assert int(item["expires_at"]["N"]) == int((WINDOW_END + late + 3 * DAY).timestamp())
+        next_day = launcher(aws, sfn, period=DAY).start(ALERTS, WINDOW_END + DAY, {})
+        assert (next_day.status, next_day.run_name) == (COOLDOWN, NAME)
+        stub.assert_no_pending_responses()  # nothing more was called
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:y", "startDate": WINDOW_END})
+        after = launcher(aws, sfn, period=DAY).start(ALERTS, WINDOW_END + 2 * DAY, {})
+        stub.assert_no_pending_responses()
+    # The alert persisted: the back-off doubles the cooldown.
+    assert (after.status, after.streak, after.cooldown_until) == (
+        STARTED,
+        2,
+        WINDOW_END + 4 * DAY,
+    )
+
+
+def test_an_on_time_run_counts_its_start_when_it_was_due(aws: Aws) -> None:
+    """A run is due a settle after its window's end; one that is still measuring 14
+    minutes later counts its start at its due time, so the cooldown ends on a later
+    run's due time and seconds of delay never put the next start off a whole period."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    settle = timedelta(minutes=10)
+    with Stubber(sfn) as stub:
+        for _ in range(2):
+            nothing_running(stub)
+            stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        slow = launcher(aws, sfn, settle=settle, late=timedelta(minutes=14))
+        first = slow.start(ALERTS, WINDOW_END, {})
+        assert first.cooldown_until == WINDOW_END + settle + DAY  # the due time, + 24 h
+        on_time = launcher(aws, sfn, settle=settle).start(ALERTS, WINDOW_END + DAY, {})
+        stub.assert_no_pending_responses()
+    assert (on_time.status, on_time.streak) == (STARTED, 2)
+
+
+def test_a_run_that_comes_after_the_next_windows_run_was_due_starts_nothing(
+    aws: Aws,
+) -> None:
+    """An hourly window's run replayed 3 days late: newer windows have been measured
+    since (and would have started retraining were the alert still there), so it starts
+    nothing, claims nothing, and the current window's run starts retraining as usual. A
+    run less than a period late still starts; a late retry of the window that did start
+    names that start."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    now = WINDOW_END + 3 * DAY
+    with Stubber(sfn) as stub:
+        old = launcher(aws, sfn, late=3 * DAY).start(ALERTS, WINDOW_END, {})
+        assert (old.status, old.run_name, old.started) == (SUPERSEDED, NAME, False)
+        stub.assert_no_pending_responses()  # not even the check for a running execution
+        assert marker(aws) is None
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": now})
+        current = launcher(aws, sfn).start(ALERTS, now, {})
+        stub.assert_no_pending_responses()
+        assert (current.status, current.streak, current.cooldown_until) == (STARTED, 1, now + DAY)
+        again = launcher(aws, sfn, late=3 * HOUR).start(ALERTS, now, {})
+        assert (again.status, again.run_name) == (COOLDOWN, current.run_name)
+    aws.dynamodb.delete_item(TableName=STATE_TABLE, Key={"pk": {"S": marker_key(ENDPOINT)}})
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:y", "startDate": now})
+        in_time = launcher(aws, sfn, late=HOUR - timedelta(minutes=1)).start(ALERTS, now, {})
+        stub.assert_no_pending_responses()
+    assert in_time.started
+    # A one-minute schedule: a run still measuring 10 minutes after it was due is on time.
+    aws.dynamodb.delete_item(TableName=STATE_TABLE, Key={"pk": {"S": marker_key(ENDPOINT)}})
+    minutely = launcher(aws, sfn, late=timedelta(minutes=10), period=timedelta(minutes=1))
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:z", "startDate": now})
+        slow = minutely.start(ALERTS, now, {})
+        stub.assert_no_pending_responses()
+    assert (slow.status, slow.cooldown_until) == (STARTED, now + DAY)
+
+
+def test_a_resumed_start_counts_its_cooldown_from_the_retry(aws: Aws) -> None:
+    """A run that claimed its start and died; Lambda's retry comes 40 minutes later and
+    starts it: the cooldown runs from that start, not from the dead run's claim."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_client_error("start_execution", "ServiceUnavailable", http_status_code=503)
+        dying = launcher(aws, sfn)
+        dying._release = lambda *_: None  # type: ignore[method-assign]  # it never got there
+        with pytest.raises(Exception, match="ServiceUnavailable"):
+            dying.start(ALERTS, WINDOW_END, {})
+        assert marker(aws)["next_allowed"]["S"] == "2026-11-26T13:00:00Z"
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        retry = launcher(aws, sfn, late=timedelta(minutes=40)).start(ALERTS, WINDOW_END, {})
+        stub.assert_no_pending_responses()
+    assert (retry.status, retry.run_name, retry.streak) == (STARTED, NAME, 1)
+    assert retry.cooldown_until == WINDOW_END + timedelta(minutes=40) + DAY
+    item = marker(aws)
+    assert (item["next_allowed"]["S"], item["execution_arn"]["S"]) == (
+        "2026-11-26T13:40:00Z",
+        "arn:x",
+    )
 
 
 def test_execution_input_names_the_reasons(aws: Aws) -> None:

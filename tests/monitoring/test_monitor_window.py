@@ -530,7 +530,7 @@ def test_violations_still_retrain_when_an_execution_also_failed(aws: Aws) -> Non
             {"stateMachineArn": STATE_MACHINE, "name": ANY, "input": ANY},
         )
         report, alerts = measure_window(config, clients, WINDOW_END)
-        outcome = respond(config, clients, report, alerts)
+        outcome = respond(config, clients, report, alerts, clock=lambda: WINDOW_END)  # on time
         sfn.assert_no_pending_responses()
 
     assert [a.code for a in alerts] == [MODEL_MONITOR_VIOLATIONS, MODEL_MONITOR_EXECUTION_FAILED]

@@ -2,13 +2,23 @@
 the alert persists.
 
 One marker item per endpoint, ``pk = "monitor#retraining#<endpoint>"``, in the monitor's
-own state table (never the results table, which holds one record per image), says when
-retraining last started (``window_end``, the end of the monitoring window that started
-it), how many starts in a row came as soon as the cooldown allowed (``streak``) and when
-the next may (``next_allowed``). A start is claimed by a conditional put on the marker
-as it was read, so of two runs at once only one starts anything.
+own state table (never the results table, which holds one record per image), says which
+window last started retraining (``window_end``, the end of the monitoring window whose
+alert started it), how many starts in a row came as soon as the cooldown allowed
+(``streak``) and when the next may (``next_allowed``). A start is claimed by a
+conditional put on the marker as it was read, so of two runs at once only one starts
+anything.
 
-* The cooldown runs from the start: ``RetrainingCooldownHours`` after it, never less.
+* The cooldown runs from the start, by the clock, not from the window's end:
+  ``RetrainingCooldownHours`` after it. A run is due ``MonitorSettleMinutes`` after its
+  window's end; one still within ``ON_TIME`` of that counts its start at its due time,
+  so the cooldown ends on a later run's due time (seconds of delay never put the next
+  start off a whole period). A later run (a retry) counts its start when it comes.
+* A run that comes after the next window's run was due (a retry hours late, a dead
+  letter replayed by ``scones redrive --dead-letters``) starts nothing (``SUPERSEDED``):
+  newer windows have been measured since, and their runs start retraining if the alert
+  still holds. Retraining assembles the data it has when it starts, so an old window's
+  alert adds nothing but a trigger that may no longer be true.
 * An alert that outlasts its retraining (a lasting change in what customers photograph,
   which new weights cannot undo; or a model the gate keeps rejecting) starts the next
   run as soon as the cooldown ends. Each such start doubles the next cooldown, up to
@@ -19,10 +29,10 @@ as it was read, so of two runs at once only one starts anything.
 * A retried monitor run for the window that started a run finds the marker's
   ``window_end`` equal to its own and makes no further calls. If the marker records no
   start (the first run ended between its claim and StartExecution, a timeout), the
-  retry starts it: the Step Functions execution and the training job are named after
-  the window, and both services reject a duplicate name, read here as "already
-  started". A claim that recorded nothing for longer than a monitor run can live holds
-  no later window back.
+  retry claims it again, its cooldown from this start, and starts it: the Step
+  Functions execution and the training job are named after the window, and both
+  services reject a duplicate name, read here as "already started". A claim that
+  recorded nothing for longer than a monitor run can live holds no later window back.
 * If starting fails, or another retraining run is still in progress, the marker is
   put back as it was, so the next scheduled run tries again.
 * A marker this code cannot read (an older layout, a hand edit) is replaced, on the
@@ -42,7 +52,7 @@ import copy
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,11 +74,16 @@ NOT_CONFIGURED = "NOT_CONFIGURED"
 # A retraining execution is still running (a short cooldown, a long canary): a second
 # run would gate its candidate against the production model the first may replace.
 ALREADY_RUNNING = "ALREADY_RUNNING"
+# The run came after the next window's run was due: the newer window decides.
+SUPERSEDED = "SUPERSEDED"
 
 MARKER_TYPE = "MONITOR_RETRAINING"
 # How long a claim may go unrecorded before it is known to have started nothing: no Lambda
 # invocation, and so no monitor run, lives longer.
 CLAIM_LIFETIME = timedelta(minutes=15)
+# A run that reaches the launcher this soon after it was due is on time (it was measuring,
+# within one invocation's lifetime): its start counts at the time it was due.
+ON_TIME = CLAIM_LIFETIME
 # Running executions asked for: this window's own may be among them, and one other is enough.
 _RUNNING_PAGE = 2
 _MAX_EXECUTION_NAME = 80
@@ -87,6 +102,10 @@ class RetrainingTargets:
     cooldown: timedelta
     # The longest the cooldown grows to while an alert persists (at least ``cooldown``).
     max_cooldown: timedelta
+    # When monitor runs come: a window's run is due ``settle`` after its end, the next
+    # window's ``period`` later (MonitorSettleMinutes, MonitorWindowMinutes).
+    settle: timedelta
+    period: timedelta
     state_machine_arn: str | None = None
     job_config: S3Location | None = None
 
@@ -97,7 +116,7 @@ class RetrainingTargets:
 
 @dataclass(frozen=True)
 class RetrainingOutcome:
-    status: str  # STARTED, COOLDOWN, ALREADY_RUNNING or NOT_CONFIGURED
+    status: str  # STARTED, COOLDOWN, ALREADY_RUNNING, SUPERSEDED or NOT_CONFIGURED
     run_name: str | None = None
     # STARTED and COOLDOWN: when retraining may start next.
     cooldown_until: datetime | None = None
@@ -174,7 +193,7 @@ def marker_key(endpoint_name: str) -> str:
 
 
 class RetrainingLauncher:
-    """Starts the configured retraining targets; clients are injected."""
+    """Starts the configured retraining targets; clients and the clock are injected."""
 
     def __init__(
         self,
@@ -184,12 +203,23 @@ class RetrainingLauncher:
         s3: Any,
         stepfunctions: Any | None = None,
         sagemaker: Any | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._targets = targets
         self._dynamodb = dynamodb
         self._s3 = s3
         self._stepfunctions = stepfunctions
         self._sagemaker = sagemaker
+        self._clock = clock
+
+    def _start_time(self, at: datetime) -> datetime | None:
+        """When a start by the run for the window ending ``at`` counts as made: the time the
+        run was due if it is on time, else now; None once the next window's run was due."""
+        due = at + self._targets.settle
+        now = self._clock()
+        if now - due > max(self._targets.period, ON_TIME):
+            return None
+        return min(due, now) if now - due <= ON_TIME else now
 
     def start(
         self, alerts: Sequence[Alert], at: datetime, context: dict[str, Any]
@@ -197,7 +227,8 @@ class RetrainingLauncher:
         """Start retraining for ``alerts`` unless the cooldown holds it back.
 
         ``at`` is the end of the monitoring window, so a retried invocation computes
-        the same names and finds its own start in the marker.
+        the same names and finds its own start in the marker; the cooldown is counted
+        from the start (``_start_time``).
         """
         targets = self._targets
         if not targets.configured:
@@ -207,8 +238,18 @@ class RetrainingLauncher:
             )
             return RetrainingOutcome(NOT_CONFIGURED)
         name = run_name(targets.endpoint_name, at)
-        job_request = self._job_request(at) if targets.job_config else None
         item, last = self._read_marker()
+        if last is not None and last.window_end == at and not last.unrecorded:
+            return self._cooling(last)  # a retry of the run that started it
+        started = self._start_time(at)
+        if started is None:
+            logger.warning(
+                "retraining is needed but this run came after the next window's run was due; "
+                "not starting: the newer windows' runs start it if the alert holds",
+                extra={"run_name": name, "alerts": [alert.code for alert in alerts]},
+            )
+            return RetrainingOutcome(SUPERSEDED, run_name=name)
+        job_request = self._job_request(at) if targets.job_config else None
         if last is not None and last.unrecorded and last.window_end != at and self._stale(item):
             # A claim whose run ended before starting anything, long enough ago that the
             # run cannot still be alive: nothing started, so it holds nothing back.
@@ -217,22 +258,23 @@ class RetrainingLauncher:
         resumed = last is not None and last.window_end == at and last.unrecorded
         if last is not None and resumed:
             # This window's own claim, by a run that ended before it started anything (or
-            # is still starting): start under the same names (a duplicate reads as started).
-            streak, until = last.streak, last.next_allowed
+            # is still starting): claim it again, its cooldown from now, and start under
+            # the same names (a duplicate reads as started).
+            streak = last.streak
             logger.warning(
                 "a retried monitor run resumes the retraining start its window claimed",
                 extra={"run_name": name},
             )
         else:
-            if last is not None and (last.window_end == at or at < last.next_allowed):
+            if last is not None and started < last.next_allowed:
                 return self._cooling(last)
-            persists = last is not None and at < last.next_allowed + targets.cooldown
+            persists = last is not None and started < last.next_allowed + targets.cooldown
             streak = last.streak + 1 if persists and last is not None else 1
-            until = at + next_cooldown(targets.cooldown, targets.max_cooldown, streak)
-            if not self._claim(item, name=name, at=at, until=until, streak=streak, alerts=alerts):
-                _, now = self._read_marker()
-                logger.info("another monitor run claimed retraining first")
-                return self._cooling(now) if now else RetrainingOutcome(COOLDOWN)
+        until = started + next_cooldown(targets.cooldown, targets.max_cooldown, streak)
+        if not self._claim(item, name=name, at=at, until=until, streak=streak, alerts=alerts):
+            _, now = self._read_marker()
+            logger.info("another monitor run claimed retraining first")
+            return self._cooling(now) if now else RetrainingOutcome(COOLDOWN)
         try:
             if running := self._running_execution(other_than=name):
                 if not resumed:
@@ -271,14 +313,13 @@ class RetrainingLauncher:
             training_job_name=job_name,
         )
 
-    @staticmethod
-    def _stale(item: dict[str, Any] | None) -> bool:
+    def _stale(self, item: dict[str, Any] | None) -> bool:
         """The claim in ``item`` is older than any monitor run lives (Lambda's 15 minutes)."""
         try:
             claimed = parse_timestamp((item or {})["started_at"]["S"])
         except (KeyError, TypeError, ValueError):
             return True
-        return datetime.now(UTC) - claimed > CLAIM_LIFETIME
+        return self._clock() - claimed > CLAIM_LIFETIME
 
     @staticmethod
     def _cooling(last: _Marker) -> RetrainingOutcome:
@@ -382,7 +423,7 @@ class RetrainingLauncher:
                     "window_end": {"S": format_seconds(at)},
                     "next_allowed": {"S": format_seconds(until)},
                     "streak": {"N": str(streak)},
-                    "started_at": {"S": format_millis(datetime.now(UTC))},
+                    "started_at": {"S": format_millis(self._clock())},
                     "reasons": {"L": [{"S": alert.code} for alert in alerts]},
                     "expires_at": {"N": str(int(expires.timestamp()))},
                 },

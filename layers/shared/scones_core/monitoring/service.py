@@ -9,8 +9,9 @@ never loses the window's numbers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from scones_core.monitoring.capture import read_capture_window
@@ -99,11 +100,13 @@ def respond(
     clients: MonitorClients,
     report: WindowReport,
     alerts: list[Alert],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RetrainingOutcome | None:
     """Start retraining for the alerts that ask for it; ``None`` when none does.
 
     Alerts about the monitoring itself (unusable or missing capture, a failed Model
     Monitor execution, an unreadable report) are left out: new weights would not fix them.
+    ``clock`` says when the start happens: the cooldown runs from it.
     """
     alerts = [alert for alert in alerts if alert.starts_retraining]
     if not alerts:
@@ -114,6 +117,8 @@ def respond(
             marker_table=settings.state_table_name,
             cooldown=settings.retraining_cooldown,
             max_cooldown=settings.retraining_max_cooldown,
+            settle=settings.settle,
+            period=settings.window,
             state_machine_arn=settings.retraining_state_machine_arn,
             job_config=settings.retraining_job_config,
         ),
@@ -121,5 +126,6 @@ def respond(
         s3=clients.s3,
         stepfunctions=clients.stepfunctions,
         sagemaker=clients.sagemaker,
+        clock=clock,
     )
     return launcher.start(alerts, report.window_end, report.to_json())
