@@ -177,6 +177,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "request_count": report.request_count,
         "malformed_lines": report.malformed_lines,
         "duplicate_records": report.duplicate_records,
+        "label_drift": summary["label_drift"],
+        "label_drift_p_value": summary["label_drift_p_value"],
         "alerts": [alert.code for alert in alerts],
         "retraining": None if outcome is None else outcome.to_json(),
         # Each warning was also logged on its own where it was found.

@@ -321,6 +321,8 @@ def test_empty_window_publishes_counts_only(aws: Aws, capsys: pytest.CaptureFixt
         "request_count": 0,
         "malformed_lines": 0,
         "duplicate_records": 0,
+        "label_drift": None,
+        "label_drift_p_value": None,
         "alerts": [],
         "retraining": None,
         "warnings": [],

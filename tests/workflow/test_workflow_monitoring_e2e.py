@@ -57,7 +57,11 @@ def test_monitor_reads_captured_traffic_and_publishes_metrics(stack: OfflineStac
     assert metrics["LowConfidenceShare"] == [pytest.approx(below / 10)]
     assert metrics["RejectedRate"] == [pytest.approx(1 / 11)]
     assert metrics["EndpointName"] == stack.parameters["EndpointName"]
-    assert "LabelDrift" in metrics  # the training baseline was published with the stack
+    # The training baseline was published with the stack: the window has its distance, and
+    # LabelDrift is published only for a mix beyond chance (DriftAlertSignificance).
+    assert result["label_drift"] is not None
+    significance = float(stack.parameters["DriftAlertSignificance"])
+    assert ("LabelDrift" in metrics) == (result["label_drift_p_value"] < significance)
     expected_alert = below / 10 > float(stack.parameters["LowConfidenceAlertShare"])
     assert ("LOW_CONFIDENCE" in result["alerts"]) == expected_alert
 
