@@ -7,17 +7,17 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from scones_core import tracing
+from scones_core import function_logs, tracing
 from scones_core.backfill import BatchReport, backfill_batch
 from scones_core.errors import BatchIncomplete, EventError
 from scones_core.failure_log import logs_failures
 from scones_core.metric_logs import kept_by_log_level
 from scones_core.settings import BackfillSettings
 
-logger = Logger()
+logger = function_logs.logger()  # Powertools' Logger; the SDK's loggers at WARNING
 tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 metrics = Metrics()
 # Validated at cold start: a bad deployment fails naming every missing variable.

@@ -14,16 +14,15 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
-from scones_core import tracing
+from scones_core import function_logs, tracing
 from scones_core.errors import EventError
 from scones_core.failure_log import logs_failures
 from scones_core.inference import classify_image, decode_image_b64
 from scones_core.settings import EndpointSettings
 
-logger = Logger()
+logger = function_logs.logger()  # Powertools' Logger; the SDK's loggers at WARNING
 tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 settings = EndpointSettings.from_env()
 

@@ -15,11 +15,11 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from scones_core import tracing
+from scones_core import function_logs, tracing
 from scones_core.errors import EventError
 from scones_core.monitoring.metrics import (
     label_metrics,
@@ -33,7 +33,7 @@ from scones_core.monitoring.settings import MonitorSettings
 from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.monitoring.window_report import WindowReport
 
-logger = Logger()
+logger = function_logs.logger()  # Powertools' Logger; the SDK's loggers at WARNING
 tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 metrics = Metrics()
 

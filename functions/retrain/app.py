@@ -17,9 +17,8 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from scones_core import tracing
+from scones_core import function_logs, tracing
 from scones_core.errors import EventError
 from scones_core.monitoring.locations import S3Location
 from scones_core.retraining.dataset import assemble_dataset, parse_started_at
@@ -28,7 +27,7 @@ from scones_core.retraining.gate import GateRules, judge
 from scones_core.retraining.settings import RetrainingSettings
 from scones_core.training_split import TrainingSplit
 
-logger = Logger()
+logger = function_logs.logger()  # Powertools' Logger; the SDK's loggers at WARNING
 tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 
 SETTINGS = RetrainingSettings.from_env(os.environ)

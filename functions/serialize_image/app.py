@@ -17,10 +17,10 @@ from functools import cache
 from typing import Any, cast
 
 import boto3
-from aws_lambda_powertools import Logger, single_metric
+from aws_lambda_powertools import single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from scones_core import tracing
+from scones_core import function_logs, tracing
 from scones_core.errors import EventError
 from scones_core.failure_log import logs_failures
 from scones_core.images import serialize_object
@@ -29,7 +29,7 @@ from scones_core.objects import object_from_json
 from scones_core.records import RejectedImage, SerializedImage
 from scones_core.settings import ImageLimits
 
-logger = Logger()
+logger = function_logs.logger()  # Powertools' Logger; the SDK's loggers at WARNING
 tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 limits = ImageLimits.from_env()
 # The dimension Metrics() would add (single_metric adds none of its own).

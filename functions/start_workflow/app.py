@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.batch.types import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from scones_core import tracing
+from scones_core import function_logs, tracing
 from scones_core.errors import EventError
 from scones_core.failure_log import logs_failures
 from scones_core.ingest import (
@@ -45,7 +45,7 @@ from scones_core.metric_logs import kept_by_log_level
 from scones_core.notifications import s3_notification
 from scones_core.settings import StartSettings
 
-logger = Logger()
+logger = function_logs.logger()  # Powertools' Logger; the SDK's loggers at WARNING
 tracer = tracing.tracer()  # Powertools' Tracer only with TracingMode=Active
 metrics = Metrics()
 # A batch of nothing but bad messages is reported message by message like any other,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import inspect
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -153,7 +155,12 @@ def test_functions_run_from_their_deployed_zip_and_layer(stack: OfflineStack) ->
 
 
 def small_function(
-    stack: OfflineStack, name: str, source: str, timeout: int = 3, memory_mb: int = 128
+    stack: OfflineStack,
+    name: str,
+    source: str,
+    timeout: int = 3,
+    memory_mb: int = 128,
+    environment: dict[str, str] | None = None,
 ) -> str:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -169,6 +176,7 @@ def small_function(
         Code={"ZipFile": buffer.getvalue()},
         Timeout=timeout,
         MemorySize=memory_mb,
+        Environment={"Variables": environment or {}},
     )
     return name
 
@@ -209,6 +217,43 @@ def test_runtime_reports_timeouts_crashes_and_init_errors_like_lambda(stack: Off
     )
     payload, errored = invoke(stack, echo, {"x": 1})
     assert not errored and payload == {"e": {"x": 1}, "fn": "echo"}
+
+
+LOGS_AT_EVERY_LEVEL = """
+import logging
+
+def handler(e, c):
+    library = logging.getLogger("some.library")
+    library.debug("a debug line", extra={"detail": 1})
+    library.warning("a warning")
+"""
+
+
+def test_the_worker_sets_up_the_root_logger_as_lambdas_runtime_does(stack: OfflineStack) -> None:
+    """awslambdaric's bootstrap: a root handler always; JSON lines and the level Lambda
+    passes (TRACE read as DEBUG) for the JSON log format, text lines at WARNING without."""
+    lam = stack.client("lambda")
+
+    def log_of(name: str) -> list[str]:
+        response = lam.invoke(FunctionName=name, LogType="Tail")
+        assert "FunctionError" not in response
+        tail = base64.b64decode(response["LogResult"]).decode()
+        return [line for line in tail.splitlines() if not line.startswith(("START", "END"))]
+
+    json_trace = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "TRACE"}
+    lines = log_of(small_function(stack, "logs-json", LOGS_AT_EVERY_LEVEL, environment=json_trace))
+    debug, warning = map(json.loads, lines)
+    assert debug["level"] == "DEBUG" and warning["level"] == "WARNING"
+    assert debug["logger"] == "some.library" and debug["message"] == "a debug line"
+    assert debug["detail"] == 1 and debug["requestId"] == warning["requestId"] != ""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", debug["timestamp"])
+
+    json_warn = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "WARN"}
+    lines = log_of(small_function(stack, "logs-warn", LOGS_AT_EVERY_LEVEL, environment=json_warn))
+    assert [json.loads(line)["message"] for line in lines] == ["a warning"]
+
+    (text,) = log_of(small_function(stack, "logs-text", LOGS_AT_EVERY_LEVEL))
+    assert re.fullmatch(r"\[WARNING\]\t\S+Z\t[0-9a-f-]{36}\ta warning", text), text
 
 
 def test_moto_lambda_hook_has_the_signature_the_runtime_replaces() -> None:

@@ -8,6 +8,7 @@ batch processor only in the start function, and both ways of the tracer behaving
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import EVENTS, FUNCTIONS, start_function
 from moto import mock_aws
-from scones_core import tracing
+from scones_core import function_logs, tracing
 
 from scones.cli.bench_imports import HANDLERS, _environment
 from scones.offline.lambda_worker import LambdaContext
@@ -109,6 +110,36 @@ def test_a_cold_import_with_the_templates_environment_skips_xray(name: str) -> N
     uses_batch = any(m.startswith("aws_lambda_powertools.utilities.batch") for m in imported)
     assert uses_batch is (name == "start_workflow")
     assert any(m.startswith("PIL") for m in imported) is (name == "serialize_image")
+
+
+@pytest.mark.parametrize("name", sorted(HANDLERS))
+def test_a_cold_start_holds_the_sdks_loggers_at_warning_under_a_debug_root(name: str) -> None:
+    """Lambda's runtime sets the root logger to the application log level before it imports
+    the handler; at DEBUG botocore would log every request, body included. The handler's
+    logger and ``scones_core``'s keep the level."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_DEFAULT_REGION": REGION,
+        "PYTHONPATH": str(LAYER),
+        **_environment(HANDLERS[name], {"LogLevel": "DEBUG"}),
+    }
+    code = (
+        "import json, logging; logging.getLogger().setLevel('DEBUG'); import app; "
+        f"names = {list(function_logs.SDK_LOGGERS)!r} + ['scones_core.any']; "
+        "print(json.dumps({n: logging.getLogger(n).getEffectiveLevel() for n in names} "
+        "| {'app': app.logger.log_level}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=FUNCTIONS / name,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    levels = json.loads(result.stdout.strip().splitlines()[-1])
+    assert levels.pop("app") == levels.pop("scones_core.any") == logging.DEBUG
+    assert levels == dict.fromkeys(function_logs.SDK_LOGGERS, logging.WARNING)
 
 
 # ---- a handler with tracing on and off ------------------------------------------------

@@ -289,5 +289,8 @@ def review_in_browser(browser: Any, url: str, token: str) -> list[str]:
     page.keyboard.press("b")  # the page moved on to the last open one
     answered(3)
     assert page.locator("#progress").inner_text() == "4 of 4 answered"
+    # Each image was drawn once: the row and the detail share it, and moving through the
+    # queue asks for none again (no-store keeps it out of the disk cache, not the page).
+    assert flight["asked"] == 4, flight
     assert errors == []
     return order

@@ -237,7 +237,9 @@ GAPS: tuple[Gap, ...] = (
         ("LoggingConfig",),
         "dropped; offline each function logs to WORK_DIR/logs/FUNCTION.log, and a JSON "
         "LogFormat's application log level (INFO when none is named) reaches the function "
-        "as AWS_LAMBDA_LOG_LEVEL, as Lambda passes it (``plan``)",
+        "as AWS_LAMBDA_LOG_LEVEL, as Lambda passes it (``plan``); the worker sets the root "
+        "logger up as Lambda's runtime does (that level, a handler writing JSON lines, or "
+        "text lines without the JSON format)",
         removed=False,
         fill="",
         kind=None,

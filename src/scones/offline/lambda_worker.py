@@ -5,7 +5,9 @@ no package of this project is imported in the function's process) imports the ha
 (the cold start) with the function's environment and ``sys.path`` (code folder, then
 ``/opt/python`` of the layers, then the runtime's packages), then serves
 invocations: one JSON line in, one JSON line out. Anything the handler prints
-goes to this process's stderr, which the parent keeps as the function's log.
+goes to this process's stderr, which the parent keeps as the function's log. Before the
+import the root logger is set up as Lambda's Python runtime sets it up
+(:func:`configure_root_logger`), so a library's logger writes there what it would on AWS.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import logging
 import os
 import signal
 import sys
 import time
 import traceback
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -86,6 +90,88 @@ class LogTee(io.TextIOBase):
         return kept
 
 
+# The LogRecord attributes Lambda's runtime keeps out of a JSON line's extra fields
+# (awslambdaric's ``lambda_runtime_log_utils``).
+_RECORD_FIELDS = frozenset(
+    {
+        "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module",
+        "exc_info", "exc_text", "stack_info", "lineno", "funcName", "created", "msecs",
+        "relativeCreated", "thread", "threadName", "processName", "process",
+        "aws_request_id", "tenant_id", "_frame_type",
+    }
+)  # fmt: skip
+
+
+class RequestId(logging.Filter):
+    """Stamps each record with the current invocation's id, as Lambda's handler does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.aws_request_id = self.current
+        return True
+
+
+class LambdaJsonFormatter(logging.Formatter):
+    """One JSON line per record, with the keys Lambda's runtime writes for the JSON log
+    format (``timestamp`` in UTC, ``level``, ``message``, ``logger``, ``requestId``, an
+    exception's ``errorType``, ``errorMessage``, ``stackTrace`` and ``location``, then the
+    record's extra fields)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = logging.getLevelName(min(50, max(0, record.levelno)) // 10 * 10)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line: dict[str, Any] = {
+            "timestamp": f"{stamp}.{int(record.msecs):03d}Z",
+            "level": level,
+            "message": record.getMessage(),
+            "logger": record.name,
+            "requestId": getattr(record, "aws_request_id", None),
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            line["stackTrace"] = traceback.format_tb(record.exc_info[2])
+            line["errorType"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+            line["errorMessage"] = str(record.exc_info[1])
+            line["location"] = f"{record.pathname}:{record.funcName}:{record.lineno}"
+        line.update(
+            (key, value)
+            for key, value in vars(record).items()
+            if key not in _RECORD_FIELDS and key not in line
+        )
+        kept = {key: value for key, value in line.items() if value is not None}
+        return json.dumps(kept, ensure_ascii=False, default=str)
+
+
+def configure_root_logger(
+    environ: Mapping[str, str], stream: Any, request_id: RequestId
+) -> logging.Handler:
+    """What Lambda's Python runtime does before it imports the handler (awslambdaric's
+    bootstrap, ``_setup_logging``): a handler on the root logger writing to the function's
+    log, JSON lines when ``AWS_LAMBDA_LOG_FORMAT`` is JSON (text lines otherwise), and the
+    application log level Lambda passes in ``AWS_LAMBDA_LOG_LEVEL`` (TRACE read as DEBUG)
+    set on the root logger, so a library logger without a level of its own logs at it."""
+    handler = logging.StreamHandler(stream)
+    if environ.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON":
+        handler.setFormatter(LambdaJsonFormatter())
+    else:
+        text = logging.Formatter(
+            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+            "%Y-%m-%dT%H:%M:%S",
+        )
+        text.converter = time.gmtime
+        handler.setFormatter(text)
+    handler.addFilter(request_id)
+    level = environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
+    level = "DEBUG" if level == "TRACE" else level
+    root = logging.getLogger()
+    if level in logging.getLevelNamesMapping():
+        root.setLevel(level)
+    root.addHandler(handler)
+    return handler
+
+
 def main(argv: list[str]) -> int:
     handler_spec, request_fd, response_fd = argv[1], int(argv[2]), int(argv[3])
     # Ctrl-C or a closed terminal reaches the whole process group: the stack stops its
@@ -99,6 +185,8 @@ def main(argv: list[str]) -> int:
     sys.stdout = sys.stderr = log
     requests = os.fdopen(request_fd, "r", encoding="utf-8")
     responses = os.fdopen(response_fd, "w", encoding="utf-8")
+    request_id_filter = RequestId()
+    configure_root_logger(os.environ, log, request_id_filter)
     module_name, _, function_name = handler_spec.rpartition(".")
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
@@ -109,6 +197,7 @@ def main(argv: list[str]) -> int:
     for line in requests:
         request = json.loads(line)
         request_id = request.get("request_id") or str(uuid.uuid4())
+        request_id_filter.current = request_id
         print(f"START RequestId: {request_id}", file=sys.stderr, flush=True)
         if handler is None:
             assert init_error is not None

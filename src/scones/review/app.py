@@ -52,9 +52,6 @@ _PAGE_HEADERS = {
 # The API's answers: never cached, never sniffed into another type.
 _API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 IMAGE_PATH = "/api/image"
-# An image is one exact object version, so the reviewer's browser may keep it; no one
-# else may (it is served to a token holder).
-_IMAGE_HEADERS = {"Cache-Control": "private, max-age=3600, immutable"}
 # Images decoded at once: each can take a few hundred MB for a 25-megapixel upload, and
 # a browser asks for six at a time.
 DECODE_SLOTS = 2
@@ -290,7 +287,10 @@ def add_image_route(app: FastAPI, service: ReviewService) -> None:
             ) from exc
         finally:
             gate.release()
-        return Response(png, media_type="image/png", headers=_IMAGE_HEADERS)
+        # no-store, as every API answer: a customer's photo stays out of the reviewer's
+        # disk cache, where it would outlive the upload's deletion. The page asks for each
+        # image once; the browser reuses it within the page whatever the header says.
+        return Response(png, media_type="image/png")
 
 
 def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any]:

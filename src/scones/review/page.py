@@ -121,7 +121,7 @@ function fetchImage(img, item, first) {
   img.dataset.src = src;
   enqueue({ img, first, start(done) {
     // The row and the detail may both want one image: one request at a time per image.
-    // The others wait for it, then take the cached copy, or nothing if it failed.
+    // The others wait for it, then take the copy the page holds, or nothing if it failed.
     if (item.image === "failed") { done(); return; }
     if (item.loading) { item.loading.push(this); done(); return; }
     item.loading = [];
