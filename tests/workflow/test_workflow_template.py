@@ -1608,3 +1608,43 @@ def test_every_workflow_and_function_logs_to_a_group_the_stack_keeps_for_log_ret
             assert "logs:CreateLogDelivery" in actions, name
         if resource["Type"] == "AWS::Serverless::Function":
             assert props["LoggingConfig"]["LogGroup"]["Ref"] in kept, name
+
+
+def referenced(node: Any, conditions: dict[str, bool]) -> set[str]:
+    """The logical ids a template fragment refers to (Ref, GetAtt, Sub), taking each
+    ``Fn::If`` branch its condition's value picks: what CloudFormation orders it after."""
+    if isinstance(node, list):
+        return set().union(*(referenced(item, conditions) for item in node))
+    if not isinstance(node, dict):
+        return set()
+    if "Fn::If" in node:
+        name, when_true, when_false = node["Fn::If"]
+        return referenced(when_true if conditions[name] else when_false, conditions)
+    found: set[str] = set()
+    for key, value in node.items():
+        if key == "Ref" and isinstance(value, str):
+            found.add(value)
+        elif key == "Fn::GetAtt":
+            found.add(value[0] if isinstance(value, list) else value.split(".")[0])
+        elif key == "Fn::Sub":
+            text = value[0] if isinstance(value, list) else value
+            found |= {name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text)}
+            if isinstance(value, list):
+                found |= referenced(value[1], conditions)
+        else:
+            found |= referenced(value, conditions)
+    return found
+
+
+@pytest.mark.parametrize("create_endpoint", [True, False])
+def test_the_classify_function_calls_the_endpoint_once_it_exists(create_endpoint: bool) -> None:
+    """With CreateEndpoint=true, a new EndpointName creates a new endpoint (minutes), and
+    the function and its grant must move to it only once it is in service: they refer to
+    the endpoint resource, so CloudFormation updates them after it, not beside it."""
+    cfn = transformed()
+    conditions = {"ShouldCreateEndpoint": create_endpoint}
+    function = cfn["Resources"]["ClassifyImageFunction"]["Properties"]
+    role = cfn["Resources"]["ClassifyImageFunctionRole"]["Properties"]
+    for part in (function["Environment"]["Variables"]["ENDPOINT_NAME"], role["Policies"]):
+        assert ("SageMakerEndpoint" in referenced(part, conditions)) is create_endpoint
+        assert ("EndpointName" in referenced(part, conditions)) is not create_endpoint
