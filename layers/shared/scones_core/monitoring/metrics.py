@@ -88,14 +88,12 @@ def window_metrics(
             points.append(
                 MetricPoint("MeanConfidenceShift", NO_UNIT, report.drift.mean_confidence_shift)
             )
-    for name, status in (
-        ("RejectedRate", Status.REJECTED),
-        ("FailedRate", Status.FAILED),
-        ("NeedsReviewRate", Status.NEEDS_REVIEW),
-    ):
-        rate = report.results.rate(status)
-        if rate is not None:
-            points.append(MetricPoint(name, NO_UNIT, rate))
+    rates = (
+        ("RejectedRate", report.results.rate(Status.REJECTED)),
+        ("FailedRate", report.results.rate(Status.FAILED)),
+        ("NeedsReviewRate", report.results.review_rate()),
+    )
+    points += [MetricPoint(name, NO_UNIT, rate) for name, rate in rates if rate is not None]
     points += review_metrics(report)
     monitor = report.model_monitor
     if monitor is not None:

@@ -10,7 +10,7 @@ ACCEPTED one, to ``REVIEWED`` and keeps the workflow's status in
 ``classified_status``. Two numbers come from the ``REVIEWED`` partition:
 
 - the window's outcome counts: a record recorded in the window and reviewed since
-  still counts as the workflow's outcome (``rate(NEEDS_REVIEW)`` does not drop as
+  still counts as the workflow's outcome (``review_rate()`` does not drop as
   people work through the queue), and as ``REVIEWED`` in ``counts``;
 - the review tally: the reviews *made* in the window (``reviewed_at``), so each
   answer is counted once, whenever the image was classified. The index is sorted
@@ -62,6 +62,13 @@ class ResultCounts:
         """The share of results the workflow gave ``status``; ``None`` when there were none."""
         total = self.total
         return self.outcome(status) / total if total else None
+
+    def review_rate(self) -> float | None:
+        """The share of the images the model classified that it sent to review: of
+        ACCEPTED and NEEDS_REVIEW only, so rejected uploads (never shown to the model) and
+        failures do not dilute it; ``None`` when the model classified none."""
+        classified = self.outcome(Status.ACCEPTED) + self.outcome(Status.NEEDS_REVIEW)
+        return self.outcome(Status.NEEDS_REVIEW) / classified if classified else None
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ class WindowReport:
             "label_drift_p_value": None if self.drift is None else self.drift.p_value,
             "results": self.results.counts,
             "reviewed_from": self.results.reviewed_from,
-            "needs_review_rate": self.results.rate(Status.NEEDS_REVIEW),
+            "needs_review_rate": self.results.review_rate(),
             "reviews": self.reviews.to_json(),
             "rejected_rate": self.rejected_rate,
             "failed_rate": self.failed_rate,
