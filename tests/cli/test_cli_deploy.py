@@ -885,6 +885,23 @@ def test_deploy_preflight_warns_when_the_bundled_model_does_not_fit_the_stack(
     assert 'deploy-baseline ARGS="--model DIR"' in err
 
 
+def test_deploy_preflight_warns_that_retraining_cannot_serve_another_input_size(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Retraining trains 32x32 models: on a 64x64 stack every run would pay for a training
+    job and fail at the gate (the candidate cannot be scored beside production). The
+    dataset step refuses such a run first; the preflight says so before the deploy."""
+    code, err = preflight_with(monkeypatch, capsys, {"ModelInputSize": "64x64"})
+    assert code == 0
+    assert (
+        "scones: warning: retraining trains 32x32 models, but the stack serves 64x64 images "
+        "(ModelInputSize)"
+    ) in err
+    assert "ends FAILED at its first step, before any training job" in err
+    code, err = preflight_with(monkeypatch, capsys, {})
+    assert code == 0 and "retraining trains" not in err
+
+
 class _StubbedSession:
     """A session whose clients are stubbed (botocore Stubber checks each request's shape
     against the real API)."""

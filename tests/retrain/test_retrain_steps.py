@@ -59,6 +59,7 @@ def env(**overrides: str) -> dict[str, str]:
         "GATE_MAX_RECALL_DROP": "0.05",
         "GATE_MIN_IMAGES_PER_CLASS": "1",
         "RESULTS_TABLE_NAME": RESULTS_TABLE,
+        "MODEL_INPUT_SIZE": parameter_defaults()["ModelInputSize"],
     }
     return {**values, **overrides}
 
@@ -189,6 +190,19 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any,
     assert f"s3://{result['drift_baseline_source']}" == (
         f"{result['evaluation_output_uri']}/{CANDIDATE_BASELINE_FILE}"
     )
+
+
+def test_a_stack_serving_another_input_size_is_refused_before_training(s3: Any, ddb: Any) -> None:
+    """A candidate trained at 32x32 could be neither judged beside a 64x64 production model
+    nor served by the stack: the run fails at its first step, naming why, before it pays
+    for a training job."""
+    settings = RetrainingSettings.from_env(env(MODEL_INPUT_SIZE="64x64"))
+    put_gate_set(s3)
+    with pytest.raises(
+        DatasetError, match=r"retraining trains 32x32 models, but the stack serves 64x64"
+    ):
+        assemble_dataset(s3, ddb, settings, STARTED, "run")
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="retraining/")["KeyCount"] == 0
 
 
 def test_dataset_without_labelled_images_has_one_channel_and_a_class_gap_fails(

@@ -97,6 +97,12 @@ def _placeholder(parse: Callable[[str], T]) -> T:
 MAX_MODEL_INPUT_SIDE = 224
 
 
+def parse_input_size(raw: str) -> tuple[int, int]:
+    """``ModelInputSize`` (``WIDTHxHEIGHT``) as ``(width, height)``."""
+    width, height = (int(v) for v in _size(raw).split("x"))
+    return width, height
+
+
 def _size(raw: str) -> str:
     parts = raw.lower().split("x")
     if len(parts) != 2 or not all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):

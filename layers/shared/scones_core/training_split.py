@@ -1,4 +1,5 @@
-"""How the training program divides a class's images, and so how few it can train on.
+"""How the training program divides a class's images, and so how few it can train on;
+and the input size it trains models for.
 
 The training program holds out ``VALIDATION_FRACTION`` of each class for validation and
 calibrates each of ``MEMBERS`` ensemble members on the others' folds of the rest. A
@@ -17,6 +18,23 @@ from typing import Any
 
 VALIDATION_FRACTION = 0.2
 MEMBERS = 4
+# The width and height of the images the training program's models take
+# (``scones.model.build``). A stack whose ModelInputSize differs cannot serve a retrained
+# candidate: the dataset step refuses such a run before its training job is paid for.
+TRAINED_INPUT_SIZE = (32, 32)
+
+
+def input_size_problem(served: tuple[int, int]) -> str | None:
+    """Why a stack serving ``served`` (ModelInputSize) cannot retrain, or None."""
+    if tuple(served) == TRAINED_INPUT_SIZE:
+        return None
+    trained = "x".join(map(str, TRAINED_INPUT_SIZE))
+    return (
+        f"retraining trains {trained} models, but the stack serves "
+        f"{served[0]}x{served[1]} images (ModelInputSize): a candidate could not be "
+        "judged against production nor served by this stack. Train and deploy models for "
+        f"that size yourself, or serve {trained}"
+    )
 
 
 def held_out_count(images: int, fraction: float) -> int:

@@ -106,6 +106,8 @@ def _warn_about_endpoint(session: Any, stack: str | None, config: SamConfig) -> 
 
 def run_preflight(args: argparse.Namespace) -> int:
     import botocore.exceptions
+    from scones_core.settings import parse_input_size
+    from scones_core.training_split import input_size_problem
 
     from scones.deploy import (
         DEFAULT_MODEL_DIR,
@@ -172,6 +174,13 @@ def run_preflight(args: argparse.Namespace) -> int:
             f"scones: warning: {problem}{kept_note}. If the endpoint serves another model, "
             'give its folder to deploy-baseline (make deploy-baseline ARGS="--model DIR"), '
             "which refuses a model that does not fit the stack",
+            file=sys.stderr,
+        )
+    if problem := input_size_problem(parse_input_size(values["ModelInputSize"])):
+        # The stack serves fine; only the monitor's retraining cannot help it.
+        print(
+            f"scones: warning: {problem}{kept_note}; each retraining run the monitor starts "
+            "ends FAILED at its first step, before any training job",
             file=sys.stderr,
         )
     if problem := capture_retention_problem(values):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scones_core.training_split import TrainingSplit
+from scones_core.training_split import TRAINED_INPUT_SIZE, TrainingSplit
 
 from scones.model.artifact import (
     MANIFEST_NAME,
@@ -54,7 +54,7 @@ from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_NAME, display_path
 
 # PROJECT_ROOT is scones.paths', not scones.template_params': that module needs
 # samtranslator, which a SageMaker training container running this code does not have.
-INPUT_SIZE = (32, 32)
+INPUT_SIZE = TRAINED_INPUT_SIZE
 SHIPPED_FILES = (ONNX_NAME, REPORT_JSON, REPORT_PNG, BASELINE_JSON, MANIFEST_NAME)
 
 

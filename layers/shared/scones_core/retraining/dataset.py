@@ -47,7 +47,7 @@ from scones_core.records import LABELLED_KEY_ATTRIBUTE, Status
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE, too_few_images
 from scones_core.retraining.settings import RetrainingSettings
 from scones_core.sagemaker_names import MAX_NAME_LENGTH
-from scones_core.training_split import TrainingSplit
+from scones_core.training_split import TrainingSplit, input_size_problem
 
 # Room left for the endpoint name in "<endpoint>-rt-YYMMDD-<run hash>-gate" (63 characters;
 # the template's EndpointName MaxLength and IAM patterns "<EndpointName>-rt-*" follow it).
@@ -330,6 +330,8 @@ def assemble_dataset(
     """Write the manifests and ``dataset.json``; return what the next states need.
     ``split``: how the run's training job divides each class (its defaults when None)."""
     split = split or TrainingSplit()
+    if problem := input_size_problem(settings.model_input_size):
+        raise DatasetError(f"{problem}; nothing was trained")
     names = RunNames.for_run(settings.endpoint_name, started_at, run_name)
     bucket, labels = settings.bucket, settings.labels
     digests = Digests(s3, bucket)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from scones_core.bucket_layout import nested_pairs, parse_folder_prefix, retraining_pairs
 from scones_core.errors import SettingsError
 from scones_core.monitoring.settings import parse_fraction
-from scones_core.settings import EnvReader, parse_labels, positive_int
+from scones_core.settings import EnvReader, parse_input_size, parse_labels, positive_int
 
 # Every variable from_env reads; template.yaml sets each one (a test checks).
 ENVIRONMENT_VARIABLES = (
@@ -25,6 +25,7 @@ ENVIRONMENT_VARIABLES = (
     "GATE_MAX_RECALL_DROP",
     "GATE_MIN_IMAGES_PER_CLASS",
     "RESULTS_TABLE_NAME",
+    "MODEL_INPUT_SIZE",
 )
 
 
@@ -44,6 +45,8 @@ class RetrainingSettings:
     gate_min_images_per_class: int
     # The records: a labelled copy trains only while a REVIEWED record names it.
     results_table: str
+    # What the stack serves (ModelInputSize): a retrained candidate must take it too.
+    model_input_size: tuple[int, int]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RetrainingSettings:
@@ -62,6 +65,7 @@ class RetrainingSettings:
             gate_max_recall_drop=reader.parsed("GATE_MAX_RECALL_DROP", parse_fraction),
             gate_min_images_per_class=reader.parsed("GATE_MIN_IMAGES_PER_CLASS", positive_int),
             results_table=reader.required("RESULTS_TABLE_NAME"),
+            model_input_size=reader.parsed("MODEL_INPUT_SIZE", parse_input_size),
         )
         if reader.problems:
             raise SettingsError(
