@@ -20,6 +20,7 @@ from scones_core import function_logs, tracing
 from scones_core.errors import EventError
 from scones_core.failure_log import logs_failures
 from scones_core.inference import classify_image, decode_image_b64
+from scones_core.records import capture_id
 from scones_core.settings import EndpointSettings
 
 logger = function_logs.logger()  # Powertools' Logger; the SDK's loggers at WARNING
@@ -46,11 +47,21 @@ def runtime_client() -> Any:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise EventError("expected {'image_b64': ..., 'content_type': ...} from the state machine")
-    if isinstance(event.get("record_id"), str):  # names the image in every line, failures too
-        logger.append_keys(record_id=event["record_id"])
+    record_id = event.get("record_id")
+    if not isinstance(record_id, str):
+        record_id = None
+    if record_id:  # names the image in every line, failures too
+        logger.append_keys(record_id=record_id)
     image = decode_image_b64(event.get("image_b64"))
     content_type = str(event.get("content_type") or "image/png")
-    classification = classify_image(runtime_client(), image, settings, content_type)
+    classification = classify_image(
+        runtime_client(),
+        image,
+        settings,
+        content_type,
+        # The captured request names its record (by digest), for erasure and labels.
+        inference_id=capture_id(record_id) if record_id else None,
+    )
     logger.info(
         "classified",
         extra={"label": classification.label, "confidence": classification.confidence},

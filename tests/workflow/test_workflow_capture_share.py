@@ -4,8 +4,11 @@ share and counts the traffic it expects in the capture by it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import SAMPLES
+from scones_core.records import capture_id
 
 from scones.offline.stack import OfflineStack, StackOptions
 
@@ -41,3 +44,15 @@ def test_the_variant_named_by_the_stack_serves_captures_and_is_monitored() -> No
         listing = stack.client("s3").list_objects_v2(Bucket=stack.bucket, Prefix=prefix)
         assert {o["Key"][len(prefix) :].split("/")[0] for o in listing["Contents"]} == {"blue-1"}
         assert api.invoke_monitor({})["request_count"] == 2
+        # Each captured request names its record by digest (the InferenceId the classify
+        # step sends): an upload's captured copy can be found, and erased, from its record.
+        captured = {
+            json.loads(line)["eventMetadata"]["inferenceId"]
+            for o in listing["Contents"]
+            for line in stack.client("s3")
+            .get_object(Bucket=stack.bucket, Key=o["Key"])["Body"]
+            .read()
+            .decode()
+            .splitlines()
+        }
+        assert captured == {capture_id(r["pk"]) for r in records.values()}

@@ -41,6 +41,7 @@ from scones_core.ingest import (
     workflow_input,
 )
 from scones_core.objects import NULL_VERSION, ObjectRef, object_from_s3_record
+from scones_core.records import capture_id
 from scones_core.settings import EndpointSettings, ImageLimits, StartSettings
 
 LIMITS = template_limits()
@@ -489,6 +490,29 @@ def test_a_good_answer_becomes_a_classification() -> None:
         "bicycle": {"N": "0.02"},
         "motorcycle": {"N": "0.98"},
     }
+
+
+def test_the_endpoint_call_names_its_record_in_the_captured_request() -> None:
+    """InferenceId (at most 64 printable characters) is the digest of the record id, so
+    the longest S3 key still fits and its captured copy can be found from the record."""
+    record_id = f"{'b' * 63}/{'k' * 1024}#{'v' * 32}"
+    inference_id = capture_id(record_id)
+    assert re.fullmatch(r"[0-9a-f]{64}", inference_id)
+    assert capture_id(record_id + "x") != inference_id
+    client = runtime_client()
+    with Stubber(client) as stub:
+        stub.add_response(
+            "invoke_endpoint",
+            {"Body": StreamingBody(io.BytesIO(b"[0.02, 0.98]"), 12), "ContentType": "json"},
+            {
+                "EndpointName": ENDPOINT.endpoint_name,
+                "ContentType": "image/png",
+                "Accept": "application/json",
+                "Body": b"png-bytes",
+                "InferenceId": inference_id,
+            },
+        )
+        classify_image(client, b"png-bytes", ENDPOINT, inference_id=inference_id)
 
 
 def test_a_probability_too_small_for_dynamodb_is_stored_as_zero(

@@ -144,16 +144,24 @@ def _status(value: Any) -> int:
 
 
 def classify_image(
-    runtime: Any, image: bytes, settings: EndpointSettings, content_type: str = "image/png"
+    runtime: Any,
+    image: bytes,
+    settings: EndpointSettings,
+    content_type: str = "image/png",
+    *,
+    inference_id: str | None = None,
 ) -> Classification:
-    """Invoke the endpoint once; retries belong to the state machine."""
+    """Invoke the endpoint once; retries belong to the state machine. ``inference_id``
+    (``records.capture_id``) goes into the endpoint's captured request."""
     started = time.perf_counter()
+    extra = {"InferenceId": inference_id} if inference_id else {}
     try:
         response = runtime.invoke_endpoint(
             EndpointName=settings.endpoint_name,
             ContentType=content_type,
             Accept="application/json",
             Body=image,
+            **extra,
         )
         body = response["Body"].read()
     except ClientError as exc:

@@ -10,6 +10,7 @@ monitor, the CLI, the reports and the offline client read items back with
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -191,6 +192,15 @@ class Attribute:
             # DynamoDB takes numbers as strings; Format turns the JSON number into one.
             return {"N.$": f"States.Format('{{}}', {self.path})"}
         return {f"{self.type}.$": self.path}
+
+
+def capture_id(record_id: str) -> str:
+    """The ``InferenceId`` the classify step sends with a record's endpoint call, which
+    data capture writes as the captured request's ``eventMetadata.inferenceId``: ties a
+    capture line (it holds the normalised image) to its record, to erase an upload's
+    copies or to join labels to captured traffic. The SHA-256 of the record id, in hex:
+    64 characters, InvokeEndpoint's limit, whatever the key's length."""
+    return hashlib.sha256(record_id.encode("utf-8")).hexdigest()
 
 
 EXECUTION_ATTRIBUTE = "execution_arn"
