@@ -237,6 +237,19 @@ def test_records_whose_uploads_have_expired_leave_the_queue_and_are_counted(env:
         retention(UploadRetentionDays="x")
 
 
+def test_an_upload_stays_in_the_queue_until_the_midnight_s3_expires_it(env: Env) -> None:
+    """S3 expires an object at the first midnight UTC at least UploadRetentionDays after
+    its creation: at 13:00, with 7 days, an upload of 7 days and 6 hours ago is still
+    there (until tonight), one created before midnight 8 days ago is not."""
+    assert (NOW.hour, NOW.minute) == (13, 0)
+    still_there = env.record("NEEDS_REVIEW", age=timedelta(days=7, hours=6))
+    env.record("NEEDS_REVIEW", age=timedelta(days=7, hours=14))  # before midnight
+    kept = dataclasses.replace(settings(), upload_retention=timedelta(days=7))
+    reviews = ReviewService(kept, s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW)
+    assert [i.record_id for i in reviews.queue()] == [still_there]
+    assert reviews.expired_waiting() == 1
+
+
 def test_the_image_shown_is_the_exact_version_the_model_saw(env: Env) -> None:
     record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
     env.upload(MOTO_IMG, env.get(record_id)["key"])  # the key is overwritten later

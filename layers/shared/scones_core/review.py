@@ -339,8 +339,15 @@ class ReviewService:
         return total
 
     def _retention_cutoff(self) -> datetime | None:
+        """Uploads created before this are gone. S3 expires an object at the first midnight
+        (UTC) at least ``UploadRetentionDays`` after its creation, so by now it has
+        deleted those created before today's midnight less the retention, and none after;
+        ``now - retention`` would hide up to a day of images still there."""
         retention = self.settings.upload_retention
-        return None if retention is None else self.clock() - retention
+        if retention is None:
+            return None
+        midnight = self.clock().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight - retention
 
     def sample_accepted(self) -> int:
         """Flag the drawn ACCEPTED records of the sample window; how many were new."""
