@@ -4,8 +4,13 @@ every record in a sortable table, the run's date, model and timings."""
 from __future__ import annotations
 
 import base64
+import errno
 import io
+import json
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +94,37 @@ def test_the_report_lists_every_record_with_the_run_and_model(
     assert table.count(">c0ffee123456</td>") == sum(
         r.get("model_version") == "c0ffee123456" for r in rows
     )
+
+
+def test_a_report_the_disk_cannot_hold_leaves_no_part_of_a_page(tmp_path: Path) -> None:
+    """A full disk midway through the page (here a file size limit: EFBIG, as ENOSPC)
+    leaves neither a truncated report nor its partial file."""
+    rows = _rows()
+    script = textwrap.dedent(
+        """
+        import json, resource, signal, sys
+        from pathlib import Path
+        from scones.reports.run_report import write_run_report
+        rows, summary, details = json.load(sys.stdin)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+        try:
+            write_run_report(Path(sys.argv[1]), rows, summary, ("bicycle", "motorcycle"), 0.93,
+                             details=details)
+        except OSError as exc:
+            print(exc.errno)
+        """
+    )
+    written = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "run.html")],
+        input=json.dumps([rows, summarise(rows, 2.0).to_json(), DETAILS]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert written.stdout.strip() == str(errno.EFBIG), written.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_key_that_turns_its_text_around_is_shown_as_written(tmp_path: Path) -> None:

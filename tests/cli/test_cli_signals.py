@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import json
 import os
 import signal
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
+from scones.cli.main import main
 from scones.cli.signals import handling_stop_signals, stop_signals_interrupt
+from scones.offline.stack import OfflineStack
+from scones.offline.workflow_bench import process_tree
+from scones.template_params import PROJECT_ROOT
 
 
 @pytest.fixture
@@ -56,3 +67,136 @@ def test_a_signal_started_ignored_stays_ignored_as_nohup_wants() -> None:
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+# ``scones run`` itself, in this process: a stop signal (or the terminal closing) at the
+# exact moment that used to lose the records, raised by a patched step of the real run.
+ONE_IMAGE = sorted((PROJECT_ROOT / "samples" / "bicycle").glob("*.png"))[0]
+
+
+class _Run:
+    """What a ``scones run`` left behind: its exit code and output, the records files,
+    and (looked at before anything is cleaned up) its work folder and processes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, out: Path) -> None:
+        self.out = out
+        self.stacks: list[Any] = []
+        self.code: int | None = None
+        self.work_dir_left = False
+        self.processes_left: list[int] = []
+        self.saved: list[Path] = []
+        real_start, self._real_stop = OfflineStack.start, OfflineStack.stop
+
+        def start(stack: OfflineStack) -> OfflineStack:
+            self.stacks.append(stack)
+            return real_start(stack)
+
+        monkeypatch.setattr(OfflineStack, "start", start)
+
+    def __call__(self, *args: str) -> _Run:
+        before = set(process_tree(os.getpid()))
+        try:
+            self.code = main(["run", str(ONE_IMAGE), "--out", str(self.out), *args])
+        finally:
+            [stack] = self.stacks
+            self.saved = list(self.out.glob("records-*.json"))
+            self.work_dir_left = stack.work_dir.exists()
+            deadline = time.monotonic() + 10  # a worker killed by the stop is reaped at once
+            while (left := set(process_tree(os.getpid())) - before) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.processes_left = sorted(left)
+            self._real_stop(stack)  # what the run left running, for the tests after this one
+        return self
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records the run saved (a file only the cleanup saved does not count)."""
+        assert len(self.saved) == 1, f"the run saved {len(self.saved)} records files"
+        [path] = self.saved
+        records: list[dict[str, Any]] = json.loads(path.read_text())["records"]
+        return records
+
+
+@pytest.fixture
+def scones_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stop_signals_at_their_default: None
+) -> _Run:
+    return _Run(monkeypatch, tmp_path / "out")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("offline-stack")
+def test_a_stop_signal_while_a_finished_run_stops_its_stack_cannot_lose_the_records(
+    scones_run: _Run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every record is in and the stack stops: no signal came before, so the first one (a
+    Ctrl-C, a SIGTERM) lands in the stop itself. It is only recorded; the stop saves the
+    records, removes the work folder and ends the processes, then the run ends as
+    interrupted."""
+    real_stop = OfflineStack.stop
+
+    def stop(stack: OfflineStack) -> None:
+        signal.raise_signal(signal.SIGTERM)
+        real_stop(stack)
+
+    monkeypatch.setattr(OfflineStack, "stop", stop)
+    run = scones_run("--no-progress")
+    assert run.code == 130
+    assert [record["status"] for record in run.records()] in (["ACCEPTED"], ["NEEDS_REVIEW"])
+    assert not run.work_dir_left and run.processes_left == []
+    out, err = capsys.readouterr()
+    assert "records saved to" in out and "interrupted" in err
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("offline-stack")
+def test_a_ctrl_c_the_moment_the_stack_has_started_still_stops_it(
+    scones_run: _Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = OfflineStack.start  # the run's own wrapper
+
+    def start(stack: OfflineStack) -> OfflineStack:
+        started = real_start(stack)
+        signal.raise_signal(signal.SIGINT)
+        return started
+
+    monkeypatch.setattr(OfflineStack, "start", start)
+    run = scones_run("--no-progress")
+    assert run.code == 130
+    assert run.records() == []  # saved: nothing was uploaded yet
+    assert not run.work_dir_left and run.processes_left == []
+
+
+class _Terminal(io.StringIO):
+    """A terminal that closes: from then on every write fails as a hung-up tty's does."""
+
+    hung_up = False
+
+    def write(self, text: str) -> int:
+        if self.hung_up:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return super().write(text)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("offline-stack")
+def test_closing_the_terminal_mid_run_still_saves_the_records(
+    scones_run: _Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGHUP, and every write to the terminal fails (EIO): the output of the stop cannot
+    be shown, but the stop still runs."""
+    from scones.cli import run as run_module
+
+    terminal = _Terminal()
+    monkeypatch.setattr(run_module, "make_console", lambda stderr=False: Console(file=terminal))
+
+    def classify(*args: object) -> object:
+        terminal.hung_up = True
+        signal.raise_signal(signal.SIGHUP)
+        raise AssertionError("SIGHUP did not interrupt the run")
+
+    monkeypatch.setattr(run_module, "_classify", classify)
+    run = scones_run("--no-progress")
+    assert run.code != 0
+    assert "stack up in" in terminal.getvalue()
+    assert run.records() == []  # saved: nothing was uploaded yet
+    assert not run.work_dir_left and run.processes_left == []

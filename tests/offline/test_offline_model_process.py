@@ -114,6 +114,54 @@ def test_no_process_outlives_a_killed_stack() -> None:
     assert _wait_gone(children) == []
 
 
+def test_a_sigterm_to_the_whole_group_leaves_the_stop_to_the_stack() -> None:
+    """timeout(1), ``kill -TERM -PGID`` and systemd (every process of the service's cgroup)
+    send SIGTERM to the model server and the Lambda workers too. They stay up, so what the
+    stack runs still ends as it would have (a dead endpoint turned it FAILED), until the
+    stack stops them."""
+    script = textwrap.dedent(
+        """
+        import signal, sys, time
+        from pathlib import Path
+        from scones.offline.stack import OfflineStack, StackOptions
+        received = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+        stack = OfflineStack(StackOptions(overrides=dict(FAST_RETRIES))).start()
+        api = stack.api()
+        png = sorted(Path(sys.argv[1]).glob("*/*.png"))[0].read_bytes()
+        api.wait_for_records([api.upload_bytes("before.png", png, "image/png")], timeout=120)
+        print("UP", flush=True)
+        while not received:
+            time.sleep(0.05)
+        records = api.wait_for_records([api.upload_bytes("after.png", png, "image/png")], 120)
+        print("AFTER", *[record["status"] for record in records.values()], flush=True)
+        stack.stop()
+        """
+    ).replace("FAST_RETRIES", repr(FAST_RETRIES))
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(DATA)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "UP\n", "the stack process ended early"
+        children = [p for p in process_tree(process.pid) if p != process.pid]
+        assert len(children) >= 3  # the model server and Lambda workers
+        os.killpg(process.pid, signal.SIGTERM)
+        after = process.stdout.readline().split()
+        assert after[:1] == ["AFTER"], "the stack process ended early"
+        assert after[1:] in (["ACCEPTED"], ["NEEDS_REVIEW"])
+        assert [pid for pid in children if _gone(pid)] == []  # still up until the stop
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert _wait_gone(children) == []
+
+
 def _run_batch(speedups: bool, images: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
     options = StackOptions(enable_faults=True, overrides=FAST_RETRIES, moto_speedups=speedups)
     with OfflineStack(options) as stack:

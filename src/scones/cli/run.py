@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from scones_core.settings import parse_labels
 from scones.cli.arguments import check_writable_folder, file_or_folder, output_folder, seconds
 from scones.cli.display import (
     STOPPING,
+    Summary,
     exit_status,
     make_console,
     monitor_line,
@@ -30,7 +32,7 @@ from scones.cli.display import (
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.inputs import SAMPLES_DIR, InputFile, collect_inputs
 from scones.cli.model_check import check_model_option
-from scones.cli.signals import stop_signals_interrupt
+from scones.cli.signals import stop_signals_interrupt, stop_signals_recorded
 from scones.cli.stack_state import (
     add_stack_options,
     effective_params,
@@ -134,20 +136,33 @@ def _run(plan: _Plan) -> int:
         records_dir=args.out,
     )
     stack = OfflineStack(options)
-    with stop_signals_interrupt():
-        with console.status("starting the offline stack (deploying template.yaml)..."):
-            try:
+    with stop_signals_interrupt() as received:
+        # One try from the start on: a Ctrl-C the moment start() returns still stops the
+        # stack (its temporary folder and its processes go with it).
+        started = False
+        try:
+            with console.status("starting the offline stack (deploying template.yaml)..."):
                 stack.start()
-            except (StackError, DeployError) as exc:
-                raise CommandFailed(str(exc)) from exc
-        return _use(plan, stack, options, console)
+                started = True
+            results = _use(plan, stack, console)
+        except (StackError, DeployError) as exc:  # start() stopped what it had started
+            raise CommandFailed(str(exc)) from exc
+        finally:
+            # stop() is a no-op on a stack that start() already stopped.
+            interrupted = sys.exc_info()[0] is not None
+            _stop(stack, console, received, interrupted=interrupted, started=started)
+        return _report(plan, stack, options, console, results)
 
 
-def _use(plan: _Plan, stack: Any, options: Any, console: Console) -> int:
-    from scones.reports.run_report import write_run_report
+@dataclass(frozen=True)
+class _Results:
+    rows: list[dict[str, Any]]
+    summary: Summary
+    monitor: dict[str, Any]
 
-    args, inputs, parameters, stamp = plan.args, plan.inputs, plan.parameters, plan.stamp
-    keep_dir = options.work_dir
+
+def _use(plan: _Plan, stack: Any, console: Console) -> _Results:
+    args, inputs = plan.args, plan.inputs
     try:
         console.print(
             f"stack up in {stack.timings['start_s']:.1f} s: bucket [bold]{stack.bucket}[/], "
@@ -160,16 +175,38 @@ def _use(plan: _Plan, stack: Any, options: Any, console: Console) -> int:
         summary = summarise(rows, wall)
         stack.flush_capture()
         monitor = stack.api().invoke_monitor()
-        if keep_dir is not None:
-            _keep_capture(stack, keep_dir / "capture")
+        if args.keep:
+            _keep_capture(stack, stack.work_dir / "capture")
     except StackClientError as exc:
         raise CommandFailed(str(exc)) from exc
-    finally:
-        # A second Ctrl-C or SIGTERM here is only recorded (stop_signals_interrupt).
-        if sys.exc_info()[0] is not None:
-            console.print(STOPPING)
+    return _Results(rows, summary, monitor)
+
+
+def _stop(
+    stack: Any, console: Console, received: list[int], *, interrupted: bool, started: bool
+) -> None:
+    """Stop the stack and save its records, whatever arrives meanwhile: every stop signal
+    is only recorded (the first one included, on a run that ended by itself), and output
+    that cannot be written (the terminal closed: EIO) does not keep the stop from running.
+    A stop signal that arrived during a normal stop interrupts the run once it is over."""
+    already = len(received)
+    with stop_signals_recorded(received):
+        if interrupted and started:
+            with contextlib.suppress(OSError):
+                console.print(STOPPING)
         stack.stop()
-        print_saved(console, stack)
+    print_saved(console, stack)
+    if not interrupted and len(received) > already:
+        raise KeyboardInterrupt(signal.Signals(received[already]).name)
+
+
+def _report(plan: _Plan, stack: Any, options: Any, console: Console, results: _Results) -> int:
+    from scones.offline.records_file import write_text_atomically
+    from scones.reports.run_report import write_run_report
+
+    args, parameters, stamp = plan.args, plan.parameters, plan.stamp
+    rows, summary, monitor = results.rows, results.summary, results.monitor
+    keep_dir = options.work_dir
     threshold = float(parameters["ConfidenceThreshold"])
     details = {
         "started_at": plan.started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -194,13 +231,13 @@ def _use(plan: _Plan, stack: Any, options: Any, console: Console) -> int:
             details=details,
             parameters=parameters,
         )
-        (args.out / f"run-{stamp}.json").write_text(
+        write_text_atomically(
+            args.out / f"run-{stamp}.json",
             json.dumps(
                 {"run": details, "summary": summary.to_json(), "records": rows, "monitor": monitor},
                 indent=2,
             )
             + "\n",
-            encoding="utf-8",
         )
     except OSError as exc:
         console.print(f"[red]the report could not be written to {args.out}/:[/] {exc}")

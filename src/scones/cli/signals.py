@@ -52,3 +52,16 @@ def stop_signals_interrupt() -> Iterator[list[int]]:
 
     with handling_stop_signals(interrupt_once):
         yield received
+
+
+@contextmanager
+def stop_signals_recorded(received: list[int]) -> Iterator[None]:
+    """Every stop signal is only appended to ``received``: around the stop of a stack that
+    ``stop_signals_interrupt`` guards, where the first signal (on a run that ended by
+    itself, none came before) would otherwise interrupt the saving of the records."""
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    with handling_stop_signals(record):
+        yield

@@ -174,11 +174,14 @@ def configure_root_logger(
 
 def main(argv: list[str]) -> int:
     handler_spec, request_fd, response_fd = argv[1], int(argv[2]), int(argv[3])
-    # Ctrl-C or a closed terminal reaches the whole process group: the stack stops its
-    # workers itself (by closing the request pipe, which also happens if it dies), so an
-    # invocation in flight still answers while the records are saved.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Ctrl-C or a closed terminal reaches the whole process group, and so does a SIGTERM
+    # sent to the group (timeout(1), kill -TERM -PGID) or to the service's cgroup (systemd):
+    # the stack stops its workers itself (by closing the request pipe, which also happens
+    # if it dies, even by SIGKILL), so an invocation in flight still answers while the
+    # running executions end and the records are saved. (A session of their own would
+    # not keep a cgroup's SIGTERM away.)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     # The protocol has its own pipes; the handler's prints go to the log.
     os.dup2(2, 1)
     log = LogTee(sys.stderr)

@@ -187,10 +187,12 @@ class ModelProcess:
 
 def main(argv: list[str]) -> int:
     config = json.loads(argv[1])
-    # Ctrl-C, or the terminal closing (SIGHUP), reaches the whole process group: the stack
-    # decides when to stop (it flushes the capture first). If the stack dies, stdin closes.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Ctrl-C, the terminal closing (SIGHUP) and a SIGTERM to the process group or the
+    # service's cgroup reach this process too: the stack decides when to stop (after the
+    # running executions end, and it flushes the capture first). If the stack dies, even
+    # by SIGKILL, stdin closes (as for the Lambda workers: lambda_worker.py).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     # The protocol owns stdout; anything else printed goes to the log (stderr).
     replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)

@@ -2,7 +2,8 @@
 
 The offline stack lives in memory (moto keeps every bucket, queue and table in
 the process), so its records are lost when it stops. ``OfflineStack.stop``
-writes them here first: ``<out>/records-<stack>-<UTC time>.json``.
+writes them here first: ``<out>/records-<stack>-<UTC time>.json``. ``scones run``'s report
+files are written the same way (``write_text_atomically``): whole, or not at all.
 """
 
 from __future__ import annotations
@@ -65,13 +66,22 @@ def save_records(
         "count": len(records),
         "records": sorted(records, key=lambda r: str(r.get("pk", ""))),
     }
-    # The name is this call's own, so is its partial file; the content arrives in one rename.
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        partial.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(partial, path)
+        write_text_atomically(path, json.dumps(document, indent=2, default=str) + "\n")
     except BaseException:
-        partial.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` in one rename, so a full disk or a kill midway never leaves a
+    truncated file there. ``path``'s name must be the caller's own (a reserved name, as
+    ``create_first_free`` gives): so is its partial file, ``.<name>.partial`` beside it."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

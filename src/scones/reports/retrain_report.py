@@ -10,6 +10,8 @@ from typing import Any
 
 from scones_core.retraining.outcome import FAILED, PROMOTED, REJECTED, ROLLED_BACK
 
+from scones.offline.records_file import write_text_atomically
+
 _CODE = re.compile(r"`([^`]*)`")
 
 
@@ -151,7 +153,8 @@ def write_retrain_report(report: dict[str, Any], out_dir: Path, stamp: str) -> d
         "markdown": out_dir / f"retrain-{stamp}.md",
         "html": out_dir / f"retrain-{stamp}.html",
     }
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(markdown(report), encoding="utf-8")
-    paths["html"].write_text(html_page(report), encoding="utf-8")
+    # Each file whole or not at all: a full disk never leaves half a report.
+    write_text_atomically(paths["json"], json.dumps(report, indent=2) + "\n")
+    write_text_atomically(paths["markdown"], markdown(report))
+    write_text_atomically(paths["html"], html_page(report))
     return paths

@@ -27,6 +27,7 @@ from scones_core.preprocess import to_display_image
 from scones_core.records import MODEL_VERSION_ATTRIBUTE, Status, classified_status
 from scones_core.settings import ImageLimits
 
+from scones.offline.records_file import write_text_atomically
 from scones.shown_text import shown
 from scones.template_params import function_environment
 
@@ -396,5 +397,5 @@ Threshold {threshold:g}.</p>
 </body></html>
 """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    write_text_atomically(path, page)
     return path
