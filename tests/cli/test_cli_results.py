@@ -165,3 +165,39 @@ def test_what_cannot_be_read_is_named(stack: Stack, capsys: pytest.CaptureFixtur
     code, _, err = scones(capsys, "results", "--table", TABLE, "--since", "yesterday")
     assert code == 2 and "or give an age such as 30m, 2h or 1d" in err
     assert "Traceback" not in err
+
+
+def test_a_whole_second_record_is_ordered_and_bounded_by_its_time(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Step Functions writes 10:00:00.000 as ``10:00:00Z``, which sorts after
+    ``10:00:00.500Z`` as a string: the order and the bounds follow the time written."""
+    second = NOW.replace(microsecond=0) - timedelta(hours=1)
+    for name, text in (
+        ("first.png", second.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ("second.png", stamp(second + timedelta(milliseconds=500))),
+        ("third.png", stamp(second + timedelta(milliseconds=1200))),
+    ):
+        stack.ddb.put_item(
+            TableName=TABLE,
+            Item={
+                "pk": {"S": f"scones-images#incoming/{name}#v1"},
+                "key": {"S": f"incoming/{name}"},
+                "status": {"S": "ACCEPTED"},
+                "recorded_at": {"S": text},
+            },
+        )
+    where = ["--stack", "scones", "--region", REGION, "--json"]
+    code, out, err = scones(capsys, "results", *where)
+    assert code == 0, err
+    assert keys(out) == ["incoming/first.png", "incoming/second.png", "incoming/third.png"]
+
+    def iso(moment: datetime) -> str:
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    within = second + timedelta(milliseconds=600)
+    code, out, err = scones(capsys, "results", *where, "--until", iso(within))
+    assert keys(out) == ["incoming/first.png", "incoming/second.png"], err
+    within = second + timedelta(milliseconds=400)
+    code, out, err = scones(capsys, "results", *where, "--since", iso(within))
+    assert keys(out) == ["incoming/second.png", "incoming/third.png"], err

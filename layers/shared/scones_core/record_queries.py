@@ -8,10 +8,14 @@ is asked for.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from scones_core.monitoring.timestamps import recorded_at_before, recorded_at_from
+from scones_core.monitoring.timestamps import (
+    parse_timestamp,
+    recorded_at_before,
+    recorded_at_from,
+)
 from scones_core.records import (
     RECORDED_AT_ATTRIBUTE,
     STATUS_ATTRIBUTE,
@@ -31,18 +35,23 @@ def records_with_status(
     attributes: tuple[str, ...] = (),
 ) -> Iterator[dict[str, Any]]:
     """Records with ``status`` and ``since <= recorded_at < until`` whose key starts with
-    ``prefix``, oldest first, as plain values (``dynamodb`` is a low-level client); with
-    ``attributes``, only those attributes of each (less read, less held)."""
+    ``prefix``, in the index's order (``recorded_at`` as a string), as plain values
+    (``dynamodb`` is a low-level client); with ``attributes``, only those attributes of
+    each (less read, less held), ``recorded_at`` among them when a bound is given.
+
+    ``recorded_at`` is compared as a string, and Step Functions writes a whole second
+    without its fraction (``12:00:00Z`` sorts after ``12:00:00.500Z``): the query reads a
+    second more on each side and each record's own time decides, so a bound within a
+    second neither drops nor takes a record of that second wrongly."""
     names = {"#status": STATUS_ATTRIBUTE}
     values: dict[str, dict[str, str]] = {":status": {"S": status}}
     key_condition = "#status = :status"
     if since or until:
         names["#recorded"] = RECORDED_AT_ATTRIBUTE
-        # recorded_at is compared as a string: bounds that hold both of its forms.
         if since:
-            values[":since"] = {"S": recorded_at_from(since)}
+            values[":since"] = {"S": recorded_at_from(since - _MARGIN)}
         if until:
-            values[":until"] = {"S": recorded_at_before(until)}
+            values[":until"] = {"S": recorded_at_before(until + _MARGIN)}
         if since and until:
             key_condition += " AND #recorded BETWEEN :since AND :until"
         elif since:
@@ -59,11 +68,27 @@ def records_with_status(
         values[":prefix"] = {"S": prefix}
         request["FilterExpression"] = "begins_with(#key, :prefix)"
     if attributes:
-        projected = {f"#a{i}": name for i, name in enumerate(attributes)}
+        wanted = (*attributes, RECORDED_AT_ATTRIBUTE) if since or until else attributes
+        projected = {f"#a{i}": name for i, name in enumerate(dict.fromkeys(wanted))}
         names.update(projected)
         request["ProjectionExpression"] = ", ".join(projected)
     request["ExpressionAttributeNames"] = names
     request["ExpressionAttributeValues"] = values
     for page in dynamodb.get_paginator("query").paginate(**request):
         for item in page.get("Items", []):
-            yield record_from_item(item)
+            record = record_from_item(item)
+            if (since or until) and not _within(record, since, until):
+                continue
+            yield record
+
+
+# How far past a bound the query reads, for the whole-second form of recorded_at.
+_MARGIN = timedelta(seconds=1)
+
+
+def _within(record: dict[str, Any], since: datetime | None, until: datetime | None) -> bool:
+    try:
+        moment = parse_timestamp(record.get(RECORDED_AT_ATTRIBUTE))
+    except ValueError:
+        return False
+    return (since is None or moment >= since) and (until is None or moment < until)

@@ -14,6 +14,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.record_queries import records_with_status
 from scones_core.records import TERMINAL_STATUSES
 
@@ -88,7 +89,17 @@ def read_records(
         rows.extend(
             records_with_status(dynamodb, table, status, since=since, until=until, prefix=prefix)
         )
-    return sorted(rows, key=lambda r: (str(r.get("recorded_at", "")), str(r.get("pk", ""))))
+    return sorted(rows, key=_recorded_order)
+
+
+def _recorded_order(record: dict[str, Any]) -> tuple[datetime, str]:
+    """By the time written, not its text: a whole second is written without a fraction
+    (``12:00:00Z`` sorts after ``12:00:00.500Z`` as a string)."""
+    try:
+        moment = parse_timestamp(record.get("recorded_at"))
+    except ValueError:
+        moment = datetime.min.replace(tzinfo=UTC)
+    return moment, str(record.get("pk", ""))
 
 
 def results_command(args: argparse.Namespace) -> int:
