@@ -205,3 +205,111 @@ def test_render_rejects_nothing_to_draw(tmp_path: Path) -> None:
 def test_load_capture_of_a_non_s3_error_is_wrapped() -> None:
     with pytest.raises(CaptureSourceError, match="names no bucket"):
         load_capture("s3:///prefix", LABELS)
+
+
+def below(rows: list[Prediction], threshold: float) -> float:
+    return sum(1 for r in rows if max(r.probabilities) < threshold) / len(rows)
+
+
+@pytest.fixture
+def labels_read(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """The labels each report read the capture with (the real loader still reads it)."""
+    from scones.reports import capture_source
+
+    seen: list[tuple[str, ...]] = []
+    real = capture_source.load_capture
+
+    def spy(source: str, labels: list[str], **kwargs: object) -> object:
+        seen.append(tuple(labels))
+        return real(source, labels, **kwargs)
+
+    monkeypatch.setattr(capture_source, "load_capture", spy)
+    return seen
+
+
+@pytest.mark.slow
+def test_report_of_the_offline_stack_draws_its_threshold(
+    tmp_path: Path,
+    traffic: list[Prediction],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`scones up --param ConfidenceThreshold=0.6` classifies at 0.6: the report of its
+    capture draws 0.6, not template.yaml's default; --threshold still wins."""
+    import os
+
+    from scones.cli import stack_state
+    from scones.offline.stack import OfflineStack, StackOptions
+
+    assert parameter_default("ConfidenceThreshold") != "0.6"
+    assert below(traffic, 0.6) != below(traffic, float(parameter_default("ConfidenceThreshold")))
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setattr(stack_state, "STATE_DIR", tmp_path / ".scones")
+    monkeypatch.setattr(stack_state, "STATE_FILE", tmp_path / ".scones" / "stack.json")
+    with OfflineStack(StackOptions(overrides={"ConfidenceThreshold": "0.6"})) as stack:
+        stack_state.write_state(stack.endpoints, os.getpid(), stack.work_dir)
+        bucket, prefix = stack.endpoints.bucket, stack.parameters["DataCapturePrefix"]
+        s3 = stack.client("s3")
+        record_traffic(S3CaptureSink(bucket, prefix, s3), traffic)
+        out = tmp_path / "traffic.png"
+        capture = f"s3://{bucket}/{prefix}"
+        capsys.readouterr()
+        assert main(["report", "--capture", capture, "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert f"{below(traffic, 0.6):.1%} below the threshold 0.6" in printed, printed
+        assert main(["report", "--capture", capture, "--out", str(out), "--threshold", "0.8"]) == 0
+        assert f"{below(traffic, 0.8):.1%} below the threshold 0.8" in capsys.readouterr().out
+
+
+ORDERS_TEMPLATE = {
+    "Parameters": {
+        name: {"Type": "String"}
+        for name in ("ConfidenceThreshold", "ModelLabels", "DataCapturePrefix", "EndpointName")
+    },
+    "Resources": {
+        "Images": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "orders-img"}}
+    },
+    "Outputs": {"ImageBucketName": {"Value": {"Ref": "Images"}}},
+}
+
+
+def test_report_of_a_deployed_stack_reads_its_capture_threshold_and_labels(
+    moto_server: str,
+    tmp_path: Path,
+    traffic: list[Prediction],
+    labels_read: list[tuple[str, ...]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parameters = {
+        "ConfidenceThreshold": "0.75",
+        "ModelLabels": "motorcycle,bicycle",
+        "DataCapturePrefix": "traffic/capture",
+        "EndpointName": ENDPOINT,
+    }
+    assert all(parameter_default(k) != v for k, v in parameters.items() if k != "EndpointName")
+    boto3.client("cloudformation", region_name="us-east-1").create_stack(
+        StackName="orders",
+        TemplateBody=json.dumps(ORDERS_TEMPLATE),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+    )
+    s3 = boto3.client("s3", region_name="us-east-1")
+    record_traffic(S3CaptureSink("orders-img", "traffic/capture", s3), traffic)
+    s3.put_object(Bucket="orders-img", Key="traffic/capture/other-endpoint/x.jsonl", Body=b"{")
+    out = tmp_path / "orders.png"
+    capsys.readouterr()
+    assert main(["report", "--stack", "orders", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    # The stack's endpoint only (the other endpoint's broken line is not read).
+    assert f"wrote {out}: {len(traffic)} requests" in captured.out
+    assert "malformed" not in captured.out
+    assert f"{below(traffic, 0.75):.1%} below the threshold 0.75" in captured.out
+    assert labels_read == [("motorcycle", "bicycle")]
+    argv = ["report", "--stack", "orders", "--out", str(out), "--labels", "bicycle,motorcycle"]
+    assert main([*argv, "--threshold", "0.8"]) == 0
+    assert f"{below(traffic, 0.8):.1%} below the threshold 0.8" in capsys.readouterr().out
+    assert labels_read[-1] == LABELS
+
+    assert main(["report", "--stack", "no-such-stack", "--out", str(out)]) == 1
+    assert "stack no-such-stack was not found" in capsys.readouterr().err
+    assert main(["report", "--out", str(out)]) == 2
+    assert "--capture is required" in capsys.readouterr().err

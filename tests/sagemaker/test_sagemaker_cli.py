@@ -427,6 +427,125 @@ def test_deploy_names_the_variant_it_is_given(
 
 
 DEPLOY = ("deploy", "--image-uri", SERVING_IMAGE, "--model-data", "s3://b-1/m.tar.gz")
+
+# A stack deployed with parameter overrides: none of these is the template's default.
+STACK_PARAMETERS = {
+    "EndpointName": "orders-classifier",
+    "EndpointVariantName": "blue-1",
+    "EndpointInstanceType": "ml.c5.large",
+    "EndpointInstanceCount": "2",
+    "DataCapturePrefix": "traffic/capture",
+    "DataCaptureSamplingPercentage": "25",
+}
+STACK_BUCKET = "scones-123456789012-us-east-1-images"
+
+
+@pytest.fixture
+def cloudformation(clients: dict[str, Any]) -> Iterator[Stubber]:
+    """The stubbed CloudFormation client ``--stack`` reads the deployed stack with."""
+    clients["cloudformation"] = boto3.client("cloudformation", region_name=REGION)
+    with Stubber(clients["cloudformation"]) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+
+
+def describe_stack(
+    stub: Stubber, outputs: dict[str, str], parameters: dict[str, str] = STACK_PARAMETERS
+) -> None:
+    stub.add_response(
+        "describe_stacks",
+        {
+            "Stacks": [
+                {
+                    "StackName": "orders",
+                    "CreationTime": datetime(2026, 11, 25, tzinfo=UTC),
+                    "StackStatus": "UPDATE_COMPLETE",
+                    "Parameters": [
+                        {"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()
+                    ],
+                    "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()],
+                }
+            ]
+        },
+        {"StackName": "orders"},
+    )
+
+
+def test_deploy_for_a_stack_takes_its_parameters_and_bucket(
+    clients: dict[str, Any], cloudformation: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The endpoint the stack's workflow calls, captured where its monitor reads: its
+    EndpointName, variant and capture prefix, not template.yaml's defaults."""
+    assert all(parameter_default(k) != v for k, v in STACK_PARAMETERS.items())
+    describe_stack(cloudformation, {"ImageBucketName": STACK_BUCKET})
+    code, result, err = run(
+        capsys, *DEPLOY, "--role-arn", ROLE_ARN, "--stack", "orders", "--dry-run"
+    )
+    assert code == 0, err
+    assert result["CreateEndpoint"]["EndpointName"] == "orders-classifier"
+    config = result["CreateEndpointConfig"]
+    (variant,) = config["ProductionVariants"]
+    assert variant["VariantName"] == "blue-1"
+    assert variant["InstanceType"] == "ml.c5.large"
+    assert variant["InitialInstanceCount"] == 2
+    capture = config["DataCaptureConfig"]
+    assert capture["DestinationS3Uri"] == f"s3://{STACK_BUCKET}/traffic/capture"
+    assert capture["InitialSamplingPercentage"] == 25
+
+
+def test_deploy_for_a_stack_lets_explicit_options_win(
+    clients: dict[str, Any], cloudformation: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    describe_stack(cloudformation, {"ImageBucketName": STACK_BUCKET})
+    code, result, err = run(
+        capsys,
+        *DEPLOY,
+        "--role-arn",
+        ROLE_ARN,
+        "--stack",
+        "orders",
+        "--endpoint-name",
+        "canary",
+        "--variant-name",
+        "green-2",
+        "--instance-count",
+        "3",
+        "--capture-bucket",
+        "other-bucket",
+        "--sampling-percentage",
+        "5",
+        "--dry-run",
+    )
+    assert code == 0, err
+    assert result["CreateEndpoint"]["EndpointName"] == "canary"
+    (variant,) = result["CreateEndpointConfig"]["ProductionVariants"]
+    assert (variant["VariantName"], variant["InitialInstanceCount"]) == ("green-2", 3)
+    assert variant["InstanceType"] == "ml.c5.large"  # not given: the stack's
+    capture = result["CreateEndpointConfig"]["DataCaptureConfig"]
+    # The bucket given, under the stack's prefix (where its monitor would read it).
+    assert capture["DestinationS3Uri"] == "s3://other-bucket/traffic/capture"
+    assert capture["InitialSamplingPercentage"] == 5
+
+
+def test_deploy_for_a_stack_without_its_bucket_or_a_stack_at_all_is_refused(
+    clients: dict[str, Any], cloudformation: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = (*DEPLOY, "--role-arn", ROLE_ARN, "--stack", "orders", "--dry-run")
+    describe_stack(cloudformation, {})  # still being created: no outputs yet
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "stack orders has no ImageBucketName output" in err
+    cloudformation.add_client_error(
+        "describe_stacks",
+        service_error_code="ValidationError",
+        service_message="Stack with id orders does not exist",
+        http_status_code=400,
+    )
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert "stack orders was not found" in err and f"in {REGION}" in err, err
+
+
 TRAIN_SCRIPT = (
     "train-script",
     "--role-arn",

@@ -7,9 +7,11 @@ Subcommands:
 - ``train-script``: the project's own PyTorch training in a framework container;
 - ``deploy``: model + endpoint config with data capture + endpoint.
 
-Defaults that describe the deployed stack (endpoint name, instance type, capture
-prefix and percentage, confidence threshold) come from ``template.yaml``. Each
-command prints its result as JSON; ``--dry-run`` prints the requests instead of
+Defaults that describe the deployed stack (endpoint name, variant, instance type and
+count, capture prefix and percentage, confidence threshold) come from ``template.yaml``;
+``deploy --stack NAME`` takes them from that deployed stack's parameters instead, so the
+endpoint is the one its workflow calls and its capture lands where its monitor reads.
+Each command prints its result as JSON; ``--dry-run`` prints the requests instead of
 sending them. AWS clients come from :func:`make_client`, which tests replace.
 """
 
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +61,43 @@ def _template_default(name: str) -> str | None:
         return None
 
 
-def _given_or_default(value: Any, flag: str, parameter: str) -> Any:
-    """The option's value, else the template's default for ``parameter`` (required)."""
-    return _require(
-        value or _template_default(parameter), flag, f"no {parameter} default in {TEMPLATE_PATH}"
-    )
+@dataclass(frozen=True)
+class _Defaults:
+    """Where ``deploy`` takes what the options leave out: the parameters and outputs of the
+    deployed stack ``--stack`` names, else (``stack`` None) template.yaml's defaults. A
+    parameter the stack lacks (deployed from an older template) takes the template's."""
+
+    stack: str | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, parameter: str) -> str | None:
+        return self.parameters.get(parameter) or _template_default(parameter)
+
+    @property
+    def origin(self) -> str:
+        return f"stack {self.stack}" if self.stack else str(TEMPLATE_PATH)
+
+
+def _stack_defaults(args: argparse.Namespace) -> _Defaults:
+    """The deployed stack's parameters and outputs when ``--stack`` names one."""
+    if not args.stack:
+        return _Defaults()
+    from scones.deploy import DeployError, stack_facts
+
+    cloudformation = make_client("cloudformation", args.region)
+    try:
+        outputs, parameters = stack_facts(cloudformation, args.stack)
+    except DeployError as exc:
+        raise CommandFailed(
+            f"--stack: {exc} (in {cloudformation.meta.region_name}; another region: --region)"
+        ) from exc
+    return _Defaults(args.stack, parameters, outputs)
+
+
+def _given_or_default(value: Any, flag: str, parameter: str, defaults: _Defaults) -> Any:
+    """The option's value, else ``parameter`` as ``defaults`` give it (required)."""
+    return _require(value or defaults.get(parameter), flag, f"no {parameter} in {defaults.origin}")
 
 
 def _require(value: Any, flag: str, why: str) -> Any:
@@ -209,33 +244,47 @@ def register(subparsers: Any) -> None:
         formatter_class=fmt,
     )
     _common(deploy)
+    deploy.add_argument(
+        "--stack",
+        metavar="NAME",
+        help="the deployed CloudFormation stack whose workflow calls this endpoint: every "
+        "default below comes from its parameters (explicit options still win), and capture "
+        "goes to s3://<its ImageBucketName output>/<its DataCapturePrefix>; without it the "
+        "defaults are template.yaml's",
+    )
     source = deploy.add_mutually_exclusive_group()
     source.add_argument("--model-data", metavar="s3://.../model.tar.gz", help="model artifact")
     source.add_argument("--training-job", help="take the model artifact from this training job")
     deploy.add_argument("--image-uri", help="inference image (required)")
-    deploy.add_argument("--endpoint-name", help="default: EndpointName in template.yaml")
-    deploy.add_argument("--instance-type", help="default: EndpointInstanceType in template.yaml")
+    deploy.add_argument("--endpoint-name", help="default: EndpointName of --stack/template.yaml")
+    deploy.add_argument(
+        "--instance-type", help="default: EndpointInstanceType of --stack/template.yaml"
+    )
     deploy.add_argument(
         "--variant-name",
         help="production variant, where capture lands and the error alarm looks "
-        "(default: EndpointVariantName in template.yaml)",
+        "(default: EndpointVariantName of --stack/template.yaml)",
     )
     deploy.add_argument(
         "--instance-count",
         type=positive_int,
-        help="endpoint instances (default: EndpointInstanceCount in template.yaml)",
+        help="endpoint instances (default: EndpointInstanceCount of --stack/template.yaml)",
     )
     deploy.add_argument(
-        "--capture-uri", metavar="s3://BUCKET/PREFIX", help="data capture destination"
+        "--capture-uri",
+        metavar="s3://BUCKET/PREFIX",
+        help="data capture destination (default with --stack: its bucket and DataCapturePrefix)",
     )
     deploy.add_argument(
         "--capture-bucket",
-        help="capture to s3://BUCKET/<DataCapturePrefix in template.yaml> (the stack's bucket)",
+        help="capture to s3://BUCKET/<DataCapturePrefix of --stack/template.yaml> (the stack's "
+        "bucket)",
     )
     deploy.add_argument(
         "--sampling-percentage",
         type=int,
-        help="share of requests captured, 0-100 (default: DataCaptureSamplingPercentage)",
+        help="share of requests captured, 0-100 (default: DataCaptureSamplingPercentage of "
+        "--stack/template.yaml)",
     )
     deploy.add_argument("--no-capture", action="store_true", help="deploy without data capture")
     deploy.add_argument(
@@ -418,7 +467,7 @@ def train_script(args: argparse.Namespace) -> dict[str, Any]:
     return {"source_bundle": str(bundle_uri), **_start(sagemaker, request, args.wait)}
 
 
-def _capture(args: argparse.Namespace) -> Any:
+def _capture(args: argparse.Namespace, defaults: _Defaults) -> Any:
     from scones.sagemaker.hosting import DataCapture
 
     if args.no_capture:
@@ -429,9 +478,17 @@ def _capture(args: argparse.Namespace) -> Any:
         return None
     if args.capture_uri and args.capture_bucket:
         raise CommandError("give --capture-uri or --capture-bucket, not both")
-    if args.capture_bucket:
-        prefix = _template_default("DataCapturePrefix")
-        destination = _s3(f"s3://{args.capture_bucket}/{prefix or ''}", "--capture-bucket")
+    bucket = args.capture_bucket
+    if not bucket and not args.capture_uri and defaults.stack:
+        bucket = _require(
+            defaults.outputs.get("ImageBucketName"),
+            "--capture-uri or --capture-bucket",
+            f"stack {defaults.stack} has no ImageBucketName output (did its last deployment "
+            "complete?)",
+        )
+    if bucket:
+        prefix = defaults.get("DataCapturePrefix")
+        destination = _s3(f"s3://{bucket}/{prefix or ''}", "--capture-bucket")
     else:
         uri = _require(
             args.capture_uri,
@@ -441,7 +498,7 @@ def _capture(args: argparse.Namespace) -> Any:
         destination = _s3(uri, "--capture-uri")
     percentage = args.sampling_percentage
     if percentage is None:
-        default = _template_default("DataCaptureSamplingPercentage")
+        default = defaults.get("DataCaptureSamplingPercentage")
         percentage = int(float(default)) if default is not None else 100
     return DataCapture(destination=destination, sampling_percentage=percentage)
 
@@ -452,16 +509,23 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
 
     role = _role(args)
     image = _require(args.image_uri, "--image-uri", "the inference image that serves the model")
-    endpoint = check_name(_given_or_default(args.endpoint_name, "--endpoint-name", "EndpointName"))
-    instance_type = _given_or_default(args.instance_type, "--instance-type", "EndpointInstanceType")
+    defaults = _stack_defaults(args)
+    endpoint = check_name(
+        _given_or_default(args.endpoint_name, "--endpoint-name", "EndpointName", defaults)
+    )
+    instance_type = _given_or_default(
+        args.instance_type, "--instance-type", "EndpointInstanceType", defaults
+    )
     # A variant is named like any SageMaker resource (ProductionVariant.VariantName).
     variant = check_name(
-        _given_or_default(args.variant_name, "--variant-name", "EndpointVariantName")
+        _given_or_default(args.variant_name, "--variant-name", "EndpointVariantName", defaults)
     )
     instance_count = int(
-        _given_or_default(args.instance_count, "--instance-count", "EndpointInstanceCount")
+        _given_or_default(
+            args.instance_count, "--instance-count", "EndpointInstanceCount", defaults
+        )
     )
-    capture = _capture(args)
+    capture = _capture(args, defaults)
     sagemaker = None
     model_data = args.model_data
     if args.training_job:
