@@ -535,7 +535,12 @@ def publish_baseline(
     session: Any, stack_name: str, model_dir: Path = DEFAULT_MODEL_DIR
 ) -> dict[str, str]:
     """Upload the model's baseline to where the stack's monitor reads it, once the model
-    is known to fit the deployed stack's ``ModelLabels`` and ``ModelInputSize``."""
+    is known to fit the deployed stack's ``ModelLabels`` and ``ModelInputSize``.
+
+    Not while the stack's endpoint serves a model retraining promoted (CreateEndpoint=true,
+    another endpoint config than the stack's): the promotion put that model's own baseline
+    there, and a deploy that left the endpoint alone must not swap it for the bundled
+    model's; the answer says it was kept (``kept``)."""
     baseline = model_dir / BASELINE_FILE
     if not baseline.is_file():
         raise DeployError(f"{baseline} is missing: the model folder holds no baseline")
@@ -559,6 +564,16 @@ def publish_baseline(
         )
     bucket = outputs["ImageBucketName"]
     key = parameters.get("BaselineKey") or parameter_default("BaselineKey")
+    if promoted := _serving_promoted(session, stack_name, parameters):
+        return {
+            "baseline": f"s3://{bucket}/{key}",
+            "kept": (
+                f"the endpoint serves the model retraining promoted (endpoint config "
+                f"{promoted['serving_config']}), so the drift baseline its promotion put at "
+                f"s3://{bucket}/{key} stays; {model_dir}'s is published once the endpoint "
+                "serves that model again"
+            ),
+        }
     session.client("s3").put_object(
         Bucket=bucket, Key=key, Body=body, ContentType="application/json"
     )
@@ -599,6 +614,24 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
         # capture and EndpointErrorAlarm watches a variant that does not exist.
         result.update({"variant": variant, "served_variants": ",".join(served)})
     return result
+
+
+def _serving_promoted(
+    session: Any, stack_name: str, parameters: Mapping[str, str]
+) -> dict[str, str]:
+    """:func:`_promoted_config` of the stack's own endpoint (CreateEndpoint=true), or {}
+    when it has none or cannot be described."""
+    import botocore.exceptions
+
+    if parameters.get("CreateEndpoint") != "true":
+        return {}
+    sagemaker = session.client("sagemaker")
+    name = parameters.get("EndpointName") or parameter_default("EndpointName")
+    try:
+        described = sagemaker.describe_endpoint(EndpointName=name)
+    except botocore.exceptions.ClientError:
+        return {}
+    return _promoted_config(session, sagemaker, stack_name, described)
 
 
 def _promoted_config(

@@ -1108,3 +1108,57 @@ def test_an_endpoint_out_of_service_is_named_before_its_variant() -> None:
     assert advice is not None
     assert advice.startswith("endpoint ep is OutOfService: images are classified once it is")
     assert "Also, endpoint ep serves variant(s) blue" in advice
+
+
+def test_deploy_baseline_keeps_the_baseline_of_a_model_retraining_promoted() -> None:
+    """After a promotion the endpoint serves the candidate, whose baseline the promotion
+    put at BaselineKey: a routine make deploy (sam deploy, then deploy-baseline) that left
+    the endpoint alone must not put the bundled model's baseline back. No S3 client is
+    stubbed: a put would fail the test."""
+    session = _StubbedSession()
+    cfn, sm = session.stubs["cloudformation"], session.stubs["sagemaker"]
+    cfn.add_response(
+        "describe_stacks",
+        {
+            "Stacks": [
+                {
+                    "StackName": "scones",
+                    "CreationTime": "2026-12-01T00:00:00Z",
+                    "StackStatus": "UPDATE_COMPLETE",
+                    "Parameters": [
+                        {"ParameterKey": "EndpointName", "ParameterValue": "ep"},
+                        {"ParameterKey": "CreateEndpoint", "ParameterValue": "true"},
+                    ],
+                    "Outputs": [{"OutputKey": "ImageBucketName", "OutputValue": "images"}],
+                }
+            ]
+        },
+        {"StackName": "scones"},
+    )
+    described_endpoint(sm, "ep-rt-20261202120000-config")
+    stack_endpoint_config(cfn)
+    sm.add_response(
+        "describe_endpoint_config",
+        {
+            "EndpointConfigName": "ep-rt-20261202120000-config",
+            "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/x",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "ep-rt-model"}],
+            "CreationTime": "2026-12-02T12:00:00Z",
+        },
+        {"EndpointConfigName": "ep-rt-20261202120000-config"},
+    )
+    sm.add_response(
+        "describe_model",
+        {
+            "ModelName": "ep-rt-model",
+            "PrimaryContainer": {"Image": "img", "ModelDataUrl": "s3://images/x/model.tar.gz"},
+            "CreationTime": "2026-12-02T12:00:00Z",
+            "ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/ep-rt-model",
+        },
+        {"ModelName": "ep-rt-model"},
+    )
+    with cfn, sm:
+        result = publish_baseline(session, "scones", MODEL)
+    key = load_template()["Parameters"]["BaselineKey"]["Default"]
+    assert result["baseline"] == f"s3://images/{key}"
+    assert "retraining promoted (endpoint config ep-rt-20261202120000-config)" in result["kept"]

@@ -954,15 +954,13 @@ def test_a_promotion_makes_the_candidates_baseline_the_monitors(
     if case == "copied":
         assert json.loads(after["Body"].read()) == candidate
         assert after["ContentType"] == "application/json"
-        said = "the drift baseline is now the candidate on the gate set"
+        said = "the drift baseline is now the candidate's own, from its validation split"
     else:
         assert after["Body"].read() == before
         said = "the drift baseline still describes the previous model: copying it failed ("
         assert "NoSuchKey" in record["reason"], record["reason"]
-        assert (
-            f"copy s3://{stack.bucket}/{source_key} to s3://{stack.bucket}/{key} by hand"
-            in (record["reason"])
-        )
+        assert f"copy s3://{stack.bucket}/{source_key} (the evaluation step" in record["reason"]
+        assert f"to s3://{stack.bucket}/{key} by hand" in record["reason"]
     assert said in record["reason"], record["reason"]
     assert said in message, message
 

@@ -1648,3 +1648,27 @@ def test_the_classify_function_calls_the_endpoint_once_it_exists(create_endpoint
     for part in (function["Environment"]["Variables"]["ENDPOINT_NAME"], role["Policies"]):
         assert ("SageMakerEndpoint" in referenced(part, conditions)) is create_endpoint
         assert ("EndpointName" in referenced(part, conditions)) is not create_endpoint
+
+
+@pytest.mark.parametrize("machine", sorted(state_machines()))
+def test_every_value_a_parameter_allows_keeps_the_definition_parseable(machine: str) -> None:
+    """A substitution lands in the definition's text: a value with an apostrophe that a
+    parameter's AllowedPattern admits (a key such as ``o'neil/``) must never end up inside a
+    States.Format literal, where it deploys and then fails with States.Runtime."""
+    properties = state_machines()[machine]
+    text = (PROJECT_ROOT / properties["DefinitionUri"]).read_text()
+    parameters = load_template()["Parameters"]
+    tried = 0
+    for name, value in properties["DefinitionSubstitutions"].items():
+        if not (isinstance(value, dict) and set(value) == {"Ref"}):
+            continue
+        spec = parameters.get(value["Ref"], {})
+        pattern, default = spec.get("AllowedPattern"), str(spec.get("Default", ""))
+        quoted = f"o'{default}"
+        if spec.get("Type") != "String" or not pattern or not re.fullmatch(pattern, quoted):
+            continue
+        substitutions = sample_substitutions(properties) | {name: quoted}
+        assert check_definition(text, substitutions) == [], (name, quoted)
+        tried += 1
+    if machine == "RetrainingStateMachine":
+        assert tried, "BaselineKey admits an apostrophe and is substituted"

@@ -224,6 +224,8 @@ def run_baseline(args: argparse.Namespace) -> int:
         result = publish_baseline(session, stack, model)
     except DeployError as exc:
         raise CommandFailed(str(exc)) from exc
+    if "kept" in result:
+        print(f"scones: {result['kept']}", file=sys.stderr)
     result["stack"] = stack
     result.update(_warn_about_endpoint(session, stack, config))
     print(json.dumps(result))

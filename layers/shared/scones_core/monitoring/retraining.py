@@ -14,8 +14,10 @@ anything.
   window's end; one still within ``ON_TIME`` of that counts its start at its due time,
   so the cooldown ends on a later run's due time (seconds of delay never put the next
   start off a whole period). A later run (a retry) counts its start when it comes.
-* A run that comes after the next window's run was due (a retry hours late, a dead
-  letter replayed by ``scones redrive --dead-letters``) starts nothing (``SUPERSEDED``):
+* A run that comes after the next window's run was due, and later than ``ON_TIME`` after
+  its own (so a run slowly measuring a short window is not taken for a retry; a retry
+  hours late, a dead letter replayed by ``scones redrive --dead-letters``), starts
+  nothing (``SUPERSEDED``):
   newer windows have been measured since, and their runs start retraining if the alert
   still holds. Retraining assembles the data it has when it starts, so an old window's
   alert adds nothing but a trigger that may no longer be true.
