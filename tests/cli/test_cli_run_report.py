@@ -328,3 +328,31 @@ def test_the_records_table_shows_hostile_keys_as_text_and_never_as_terminal_code
     # The only escape sequences are the table's own colours (SGR: ESC [ ... m).
     assert "\x07" not in out and "\u202e" not in out and "\x1b]" not in out
     assert "\x1b[2J" not in out and "\x1b[31mRED" not in out
+
+
+def test_the_histogram_of_three_classes_keeps_answers_below_one_half(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three classes allow a top probability of 1/3: the bins start there, so no upload
+    counted in the legend is missing from the bars."""
+    import matplotlib.axes
+    import numpy as np
+
+    from scones.reports import run_report
+
+    counted: list[int] = []
+    original = matplotlib.axes.Axes.hist
+
+    def spy(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, x, *args, **kwargs)
+        counted.extend(int(np.sum(bars)) for bars in result[0])
+        return result
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "hist", spy)
+    rows = [
+        {"label": "van", "confidence": 0.346},
+        {"label": "truck", "confidence": 0.483},
+        {"label": "car", "confidence": 0.99},
+    ]
+    run_report.confidence_histogram(rows, ("van", "truck", "car"), 0.45)
+    assert counted == [1, 1, 1]

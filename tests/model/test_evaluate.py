@@ -270,3 +270,18 @@ def test_an_unwritable_out_is_refused_before_the_evaluation(
     printed = capsys.readouterr()
     assert "--out /proc/no-such-folder: cannot write there" in printed.err
     assert "images: accuracy" not in printed.out  # refused before it evaluated
+
+
+def test_the_curve_reaches_down_to_the_lowest_top_probability_of_its_classes() -> None:
+    """Three classes allow a top probability of 1/3: a threshold of 0.45 is one a team of
+    three classes may choose, and its point must be on the curve the report draws."""
+    probabilities = np.array([[0.4, 0.35, 0.25], [0.2, 0.7, 0.1], [0.34, 0.33, 0.33]])
+    report = evaluate_probabilities(
+        probabilities, np.array([0, 1, 2]), ("van", "truck", "car"), threshold=0.45
+    )
+    thresholds = [point["threshold"] for point in report["curve"]]
+    assert min(thresholds) == 0.33 and 0.45 in thresholds
+    two = evaluate_probabilities(
+        np.array([[0.6, 0.4], [0.2, 0.8]]), np.array([0, 1]), ("a", "b"), 0.9
+    )
+    assert min(point["threshold"] for point in two["curve"]) == 0.5

@@ -966,3 +966,17 @@ def test_the_dataset_step_and_the_training_code_count_the_same_files(tmp_path: P
         == counted
         == {"a.png", "b.JPG", "c.jpeg", "d.webp", "e.bmp", "f.tif", "g.TIFF", "h.gif"}
     )
+
+
+def test_the_rehearsal_sends_the_canary_images_of_the_stacks_own_labels(tmp_path: Path) -> None:
+    """The held-out samples are bicycles and motorcycles: a stack of other labels (a team's
+    own classes) bakes its canary on its gate set's images instead of stopping there."""
+    from scones.offline.retrain import OfflineRetrain, RetrainOptions
+
+    run = OfflineRetrain(RetrainOptions())
+    run.labels = ("bicycle", "motorcycle")
+    samples = run._traffic_images()
+    assert samples and all(p.parent.name in run.labels for p in samples)
+    gate = [tmp_path / "van" / "a.png", tmp_path / "truck" / "b.png"]
+    run.labels, run.gate_images = ("van", "truck"), gate
+    assert run._traffic_images() == gate

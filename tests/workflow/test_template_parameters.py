@@ -122,8 +122,12 @@ def test_labels_the_template_accepts_are_labels_every_function_accepts(
     assert parse_labels(labels) == tuple(labels.split(","))
 
 
-@pytest.mark.parametrize("labels", [".,motorcycle", "bicycle,..", "bicycle,bicycle"])
+@pytest.mark.parametrize(
+    "labels", [".,motorcycle", "bicycle,..", "bicycle,bicycle", "cat,dog,neither"]
+)
 def test_labels_no_pattern_can_refuse_are_refused_by_every_function(labels: str) -> None:
+    """``neither`` is the review page's answer for an image of no label: as a label, its
+    answers could not be told from the model's class."""
     with pytest.raises(ValueError, match="label"):
         parse_labels(labels)
 

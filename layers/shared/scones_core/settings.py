@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar, cast
 
 from scones_core.errors import SettingsError
+from scones_core.records import NEITHER
 
 T = TypeVar("T")
 
@@ -190,6 +191,11 @@ def parse_labels(value: str) -> tuple[str, ...]:
             )
     if len(set(labels)) != len(labels):
         raise ValueError("labels must be unique")
+    if NEITHER in labels:
+        raise ValueError(
+            f"{NEITHER!r} cannot be a label: it is the review page's answer for an image of "
+            "none of the labels"
+        )
     return labels
 
 

@@ -9,6 +9,7 @@ configured threshold and across a range of thresholds.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +21,15 @@ from scones.model.artifact import OnnxClassifier
 from scones.model.folders import LabelledImages
 from scones.paths import BASELINE_FILE, display_path
 
-CURVE_THRESHOLDS: tuple[float, ...] = (
-    *(round(0.5 + 0.01 * i, 2) for i in range(50)),
-    0.995,
-    0.999,
-)
+
+def curve_thresholds(classes: int) -> tuple[float, ...]:
+    """The thresholds the coverage/accuracy curve is drawn at: every hundredth from the
+    lowest top probability ``classes`` allow (0.5 for two, 0.33 for three) up, and two
+    more near 1."""
+    first = math.floor(100 / max(classes, 2))
+    return (*(round(0.01 * i, 2) for i in range(first, 100)), 0.995, 0.999)
+
+
 ECE_BINS = 10
 REPORT_JSON = "evaluation.json"
 REPORT_PNG = "evaluation.png"
@@ -126,9 +131,10 @@ def evaluate_probabilities(
     targets: np.ndarray,
     labels: Sequence[str],
     threshold: float,
-    curve_thresholds: Sequence[float] = CURVE_THRESHOLDS,
+    thresholds: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """The full report as a JSON-ready dict."""
+    """The full report as a JSON-ready dict; the curve at ``thresholds``
+    (:func:`curve_thresholds` of the labels by default)."""
     threshold = check_threshold(threshold)
     if probabilities.ndim != 2 or probabilities.shape != (len(targets), len(labels)):
         raise ValueError(
@@ -162,7 +168,10 @@ def evaluate_probabilities(
         "expected_calibration_error": round(expected_calibration_error(probabilities, targets), 6),
         "reliability": reliability(probabilities, targets),
         "at_threshold": selective(probabilities, targets, threshold),
-        "curve": [selective(probabilities, targets, float(t)) for t in curve_thresholds],
+        "curve": [
+            selective(probabilities, targets, float(t))
+            for t in (thresholds or curve_thresholds(len(labels)))
+        ],
     }
 
 

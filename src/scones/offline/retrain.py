@@ -242,6 +242,7 @@ class OfflineRetrain:
         self.log = log or (lambda message: None)
         self.steps: list[Step] = []
         self._started = time.perf_counter()
+        self.gate_images: list[Path] = []  # the gate set's files, once published
 
     # -- the run ------------------------------------------------------------------
     def run(self) -> RetrainResult:
@@ -325,6 +326,7 @@ class OfflineRetrain:
         for path, index in gate:
             key = f"{params['GateDataPrefix']}{self.labels[index]}/{path.name}"
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
+        self.gate_images = [path for path, _ in gate]
         labelled = 0
         if options.labelled_dir is not None:
             from scones.model.folders import list_labelled
@@ -741,12 +743,22 @@ class OfflineRetrain:
             return f"not updated: {type(exc).__name__}: {exc}"
         return str(described["ModelApprovalStatus"])
 
+    def _traffic_images(self) -> list[Path]:
+        """What the canary and the promoted model are sent: the held-out samples when they
+        have a folder of every label, else the gate set's images (a stack of other labels:
+        held out from production's training as well)."""
+        from scones.model.folders import DataError, list_images
+
+        try:
+            return [path for path, _ in list_images(TRAFFIC_DIR, self.labels)]
+        except DataError:
+            return list(self.gate_images)
+
     def _traffic(self, count: int, tag: str) -> list[dict[str, Any]]:
         if count <= 0:
             return []
-        from scones.model.folders import list_images
 
-        images = [path for path, _ in list_images(TRAFFIC_DIR, self.labels)]
+        images = self._traffic_images()
         api = self.stack.api()
         uploads = [
             api.upload_file(

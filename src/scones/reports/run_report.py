@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -55,7 +56,8 @@ def confidence_histogram(
     """Bars of each predicted class side by side in every bin: no translucent overlap
     whose mixed colour the legend would not explain."""
     figure, axis = plt.subplots(figsize=(6, 3.2))
-    bins = [i / 40 for i in range(20, 41)]
+    # From the lowest top probability the labels allow (0.5 of two, 1/3 of three) up.
+    bins = [i / 40 for i in range(math.floor(40 / max(len(labels), 2)), 41)]
     series = [[r["confidence"] for r in rows if r.get("label") == label] for label in labels]
     axis.hist(
         series,
