@@ -35,6 +35,7 @@ COPY layers/shared/scones_core/ /opt/program/scones_core/
 COPY src/scones/__init__.py /opt/program/scones/__init__.py
 COPY src/scones/model/__init__.py src/scones/model/artifact.py /opt/program/scones/model/
 COPY src/scones/serving/ /opt/program/scones/serving/
+COPY LICENSE /opt/program/LICENSE
 RUN python3 -m compileall -q /opt/program
 
 COPY docker/serve /usr/local/bin/serve

@@ -34,7 +34,10 @@ mmdebstrap_args=(
   --variant=minbase --include="$INCLUDE"
   # merged /usr without the usrmerge package (which pulls in perl, ~50 MB)
   --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
-  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*'
+  # No documentation, but every package's copyright file: the licenses of the GPL, LGPL
+  # and notice-only packages (libc6, bash, libssl3, zlib1g, ...) travel with the image.
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+  --dpkgopt='path-exclude=/usr/share/man/*'
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*'
   "$SUITE"
 )

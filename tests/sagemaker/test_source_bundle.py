@@ -32,7 +32,7 @@ def test_bundle_is_reproducible_and_holds_what_the_toolkit_needs() -> None:
     bundle = source_bundle.build_bundle()
     assert bundle == source_bundle.build_bundle()
     found = members(bundle)
-    assert {"scones_train.py", "requirements.txt", "scones/__init__.py"} <= set(found)
+    assert {"scones_train.py", "requirements.txt", "scones/__init__.py", "LICENSE"} <= set(found)
     assert "scones/sagemaker/entry_point.py" in found and "scones/model/build.py" in found
     backbone = "scones/model/backbones/mobilenetv3_centernet_coco/"
     assert {backbone + name for name in ("centernet.json", "centernet.bin", "LICENSE")} <= set(

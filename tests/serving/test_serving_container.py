@@ -382,3 +382,19 @@ def test_the_built_image_serves_the_shipped_model(
         server.kill()
     record = {"ping": ping.json(), "invocations": answer.json()}
     print(json.dumps(record))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_the_built_image_keeps_every_packages_license(image_container: str) -> None:
+    """The image leaves out documentation, not licenses: each Debian package keeps its
+    copyright file (GPL, LGPL and notice-only licenses ask for it to travel with the
+    binaries), and the project's own LICENSE is beside its code."""
+    script = (
+        "dpkg-query -W -f '${Package}\\n' | sed 's/:.*//' | while read p; do "
+        "[ -e /usr/share/doc/$p/copyright ] || echo missing $p; done; "
+        "test -s /opt/program/LICENSE && echo project-license"
+    )
+    out = buildah("run", "--isolation", "chroot", image_container, "--", "sh", "-c", script)
+    assert "project-license" in out
+    assert [line for line in out.splitlines() if line.startswith("missing")] == []

@@ -24,9 +24,11 @@ from typing import Any
 import scones_core
 
 import scones
+from scones.paths import PROJECT_ROOT
 from scones.sagemaker.errors import LaunchError
 from scones.sagemaker.s3 import S3Uri
 
+PROJECT_LICENSE = PROJECT_ROOT / "LICENSE"
 PROGRAM = "scones_train.py"
 EVALUATE_PROGRAM = "scones_evaluate.py"
 BUNDLE_NAME = "sourcedir.tar.gz"
@@ -88,6 +90,8 @@ def build_bundle(requirements: str | None = None, package_dir: Path | None = Non
         _add(tar, PROGRAM, _LAUNCHER.encode())
         _add(tar, EVALUATE_PROGRAM, _EVALUATE_LAUNCHER.encode())
         _add(tar, "requirements.txt", (requirements or pinned_requirements()).encode())
+        # The project's own license travels with its code (MIT asks for the notice).
+        _add(tar, "LICENSE", (PROJECT_LICENSE).read_bytes())
         for name, path in sorted(files):
             _add(tar, name, path.read_bytes())
     return buffer.getvalue()
