@@ -416,8 +416,17 @@ def previous_parameters(cloudformation: Any, stack_name: str) -> dict[str, str] 
         raise DeployError(f"stack {stack_name} cannot be read: {exc}") from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise DeployError(f"stack {stack_name} cannot be read: {exc}") from exc
-    if not stacks or stacks[0].get("StackStatus") == "REVIEW_IN_PROGRESS":
+    status = stacks[0].get("StackStatus") if stacks else None
+    if not stacks or status == "REVIEW_IN_PROGRESS":
         return None
+    if status == "ROLLBACK_COMPLETE":
+        # Its creation failed: CloudFormation refuses to update it, so sam deploy would
+        # stop at the change set, and the next stack starts from template.yaml's defaults.
+        raise DeployError(
+            f"stack {stack_name} is ROLLBACK_COMPLETE: its creation failed and it cannot be "
+            f"updated; delete it (`sam delete --stack-name {stack_name}`, after reading why "
+            "in its events), then deploy again"
+        )
     return {
         str(p["ParameterKey"]): str(p.get("ParameterValue", ""))
         for p in stacks[0].get("Parameters", [])

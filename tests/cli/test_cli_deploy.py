@@ -1162,3 +1162,27 @@ def test_deploy_baseline_keeps_the_baseline_of_a_model_retraining_promoted() -> 
     key = load_template()["Parameters"]["BaselineKey"]["Default"]
     assert result["baseline"] == f"s3://images/{key}"
     assert "retraining promoted (endpoint config ep-rt-20261202120000-config)" in result["kept"]
+
+
+def test_a_stack_whose_creation_failed_is_named_before_any_check() -> None:
+    """ROLLBACK_COMPLETE: CloudFormation refuses to update it, so no value of it is kept,
+    and nothing it had can be deleted; the way on is to delete it first."""
+    session = _StubbedSession()
+    cfn = session.stubs["cloudformation"]
+    cfn.add_response(
+        "describe_stacks",
+        {
+            "Stacks": [
+                {
+                    "StackName": "scones",
+                    "CreationTime": "2026-12-01T00:00:00Z",
+                    "StackStatus": "ROLLBACK_COMPLETE",
+                    "Parameters": [{"ParameterKey": "WorkflowType", "ParameterValue": "STANDARD"}],
+                }
+            ]
+        },
+        {"StackName": "scones"},
+    )
+    with cfn, pytest.raises(Exception, match=r"ROLLBACK_COMPLETE: its creation failed") as raised:
+        previous_parameters(session.client("cloudformation"), "scones")
+    assert "sam delete --stack-name scones" in str(raised.value)
