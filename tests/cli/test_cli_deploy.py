@@ -917,24 +917,32 @@ class _StubbedSession:
         return self.clients[name]
 
 
-def deployed_stack(cfn: Stubber, **parameters: str) -> None:
+def deployed_stack(cfn: Stubber, outputs: dict[str, str] | None = None, **parameters: str) -> None:
     """DescribeStacks' answer for the stack ``scones`` deployed with ``parameters``."""
-    cfn.add_response(
-        "describe_stacks",
+    stack: dict[str, Any] = {
+        "StackName": "scones",
+        "CreationTime": "2026-12-01T00:00:00Z",
+        "StackStatus": "UPDATE_COMPLETE",
+        "Parameters": [
+            {"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()
+        ],
+    }
+    if outputs:
+        stack["Outputs"] = [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()]
+    cfn.add_response("describe_stacks", {"Stacks": [stack]}, {"StackName": "scones"})
+
+
+def promoted_endpoint_config(sagemaker: Stubber) -> None:
+    """DescribeEndpointConfig's answer for the config a retraining promoted."""
+    sagemaker.add_response(
+        "describe_endpoint_config",
         {
-            "Stacks": [
-                {
-                    "StackName": "scones",
-                    "CreationTime": "2026-12-01T00:00:00Z",
-                    "StackStatus": "UPDATE_COMPLETE",
-                    "Parameters": [
-                        {"ParameterKey": key, "ParameterValue": value}
-                        for key, value in parameters.items()
-                    ],
-                }
-            ]
+            "EndpointConfigName": "ep-rt-20261202120000-config",
+            "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/x",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "ep-rt-model"}],
+            "CreationTime": "2026-12-02T12:00:00Z",
         },
-        {"StackName": "scones"},
+        {"EndpointConfigName": "ep-rt-20261202120000-config"},
     )
 
 
@@ -988,16 +996,7 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
     deployed_stack(cfn, EndpointName="ep", CreateEndpoint="true")
     described_endpoint(sm, "ep-rt-20261202120000-config", LastModifiedTime="2026-12-02T12:30:00Z")
     stack_endpoint_config(cfn)
-    sm.add_response(
-        "describe_endpoint_config",
-        {
-            "EndpointConfigName": "ep-rt-20261202120000-config",
-            "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/x",
-            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "ep-rt-model"}],
-            "CreationTime": "2026-12-02T12:00:00Z",
-        },
-        {"EndpointConfigName": "ep-rt-20261202120000-config"},
-    )
+    promoted_endpoint_config(sm)
     artifact = "s3://bucket/retraining/runs/x/output/model.tar.gz"
     package = "arn:aws:sagemaker:us-east-1:123456789012:model-package/scones-models/3"
     sm.add_response(  # retraining creates the promoted model from its package
@@ -1117,36 +1116,12 @@ def test_deploy_baseline_keeps_the_baseline_of_a_model_retraining_promoted() -> 
     stubbed: a put would fail the test."""
     session = _StubbedSession()
     cfn, sm = session.stubs["cloudformation"], session.stubs["sagemaker"]
-    cfn.add_response(
-        "describe_stacks",
-        {
-            "Stacks": [
-                {
-                    "StackName": "scones",
-                    "CreationTime": "2026-12-01T00:00:00Z",
-                    "StackStatus": "UPDATE_COMPLETE",
-                    "Parameters": [
-                        {"ParameterKey": "EndpointName", "ParameterValue": "ep"},
-                        {"ParameterKey": "CreateEndpoint", "ParameterValue": "true"},
-                    ],
-                    "Outputs": [{"OutputKey": "ImageBucketName", "OutputValue": "images"}],
-                }
-            ]
-        },
-        {"StackName": "scones"},
+    deployed_stack(
+        cfn, outputs={"ImageBucketName": "images"}, EndpointName="ep", CreateEndpoint="true"
     )
     described_endpoint(sm, "ep-rt-20261202120000-config")
     stack_endpoint_config(cfn)
-    sm.add_response(
-        "describe_endpoint_config",
-        {
-            "EndpointConfigName": "ep-rt-20261202120000-config",
-            "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/x",
-            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "ep-rt-model"}],
-            "CreationTime": "2026-12-02T12:00:00Z",
-        },
-        {"EndpointConfigName": "ep-rt-20261202120000-config"},
-    )
+    promoted_endpoint_config(sm)
     sm.add_response(
         "describe_model",
         {

@@ -50,6 +50,18 @@ class LambdaContext:
     aws_request_id: str = "11111111-2222-3333-4444-555555555555"
 
 
+def drifting_window(
+    aws: Aws, captures: CaptureWriterHelper, predictions: dict[str, list[Prediction]]
+) -> None:
+    """A window of 30 bicycles and the baseline: LABEL_DRIFT asks for retraining."""
+    lines = [
+        capture_line(r.probabilities, WINDOW_START + timedelta(seconds=90 * i))
+        for i, r in enumerate(predictions["bicycle"][:30])
+    ]
+    captures.put(WINDOW_START, "a", lines)
+    aws.put_baseline()
+
+
 def load_handler() -> ModuleType:
     """A fresh import of app.py: a cold start, with the environment as it is now."""
     spec = importlib.util.spec_from_file_location(f"monitor_app_{uuid.uuid4().hex}", HANDLER)
@@ -216,13 +228,7 @@ def test_a_retried_run_publishes_its_window_once(
     scheduler's retry measures the same window, starts retraining, and publishes no
     second copy of the window's counts (CloudWatch would add both to the day's sums)."""
     monkeypatch.setenv("RETRAINING_STATE_MACHINE_ARN", STATE_MACHINE)
-    rows = predictions["bicycle"][:30]  # all one label: LABEL_DRIFT asks for retraining
-    lines = [
-        capture_line(r.probabilities, WINDOW_START + timedelta(seconds=90 * i))
-        for i, r in enumerate(rows)
-    ]
-    captures.put(WINDOW_START, "a", lines)
-    aws.put_baseline()
+    drifting_window(aws, captures, predictions)
     for i in range(5):
         aws.put_result("ACCEPTED", WINDOW_START + timedelta(minutes=i), i)
 
@@ -271,13 +277,7 @@ def test_a_late_run_counts_its_cooldown_from_its_start_and_none_starts_once_supe
     retraining, the cooldown counted from now, not from the window; after it, it starts
     nothing (the newer window decides) but still publishes its window."""
     monkeypatch.setenv("RETRAINING_STATE_MACHINE_ARN", STATE_MACHINE)
-    rows = predictions["bicycle"][:30]  # all one label: LABEL_DRIFT asks for retraining
-    lines = [
-        capture_line(r.probabilities, WINDOW_START + timedelta(seconds=90 * i))
-        for i, r in enumerate(rows)
-    ]
-    captures.put(WINDOW_START, "a", lines)
-    aws.put_baseline()
+    drifting_window(aws, captures, predictions)
     app = load_handler()
     now = WINDOW_END + timedelta(minutes=late)
     runs_at(app, monkeypatch, now)

@@ -306,17 +306,22 @@ def test_a_run_that_comes_after_the_next_windows_run_was_due_starts_nothing(
     assert (slow.status, slow.cooldown_until) == (STARTED, now + DAY)
 
 
+def die_between_claim_and_start(aws: Aws, sfn: object, stub: Stubber) -> None:
+    """A run that claims its start and dies before StartExecution answers."""
+    nothing_running(stub)
+    stub.add_client_error("start_execution", "ServiceUnavailable", http_status_code=503)
+    dying = launcher(aws, sfn)
+    dying._release = lambda *_: None  # type: ignore[method-assign]  # it never got there
+    with pytest.raises(Exception, match="ServiceUnavailable"):
+        dying.start(ALERTS, WINDOW_END, {})
+
+
 def test_a_resumed_start_counts_its_cooldown_from_the_retry(aws: Aws) -> None:
     """A run that claimed its start and died; Lambda's retry comes 40 minutes later and
     starts it: the cooldown runs from that start, not from the dead run's claim."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
     with Stubber(sfn) as stub:
-        nothing_running(stub)
-        stub.add_client_error("start_execution", "ServiceUnavailable", http_status_code=503)
-        dying = launcher(aws, sfn)
-        dying._release = lambda *_: None  # type: ignore[method-assign]  # it never got there
-        with pytest.raises(Exception, match="ServiceUnavailable"):
-            dying.start(ALERTS, WINDOW_END, {})
+        die_between_claim_and_start(aws, sfn, stub)
         assert marker(aws)["next_allowed"]["S"] == "2026-11-26T13:00:00Z"
         nothing_running(stub)
         stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
@@ -433,12 +438,7 @@ def test_a_start_claimed_by_a_run_that_died_is_made_by_its_retry(aws: Aws) -> No
     by a claim that started nothing once no run can still be making it."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
     with Stubber(sfn) as stub:
-        nothing_running(stub)
-        stub.add_client_error("start_execution", "ServiceUnavailable", http_status_code=503)
-        dying = launcher(aws, sfn)
-        dying._release = lambda *_: None  # type: ignore[method-assign]  # it never got there
-        with pytest.raises(Exception, match="ServiceUnavailable"):
-            dying.start(ALERTS, WINDOW_END, {})
+        die_between_claim_and_start(aws, sfn, stub)
         assert "execution_arn" not in marker(aws)
         nothing_running(stub)
         stub.add_response(

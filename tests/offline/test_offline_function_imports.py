@@ -9,21 +9,19 @@ layer's declared third-party requirements (offline they come from site-packages)
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import sysconfig
-import zipfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
-from moto.awslambda.models import lambda_backends
 
 from scones.offline.stack import OfflineStack, StackOptions
 from scones.template_params import PROJECT_ROOT
+from tests.offline.probe_function import deploy_probe
 
 pytestmark = pytest.mark.xdist_group("offline-stack")
 
@@ -95,31 +93,7 @@ def _requirement_closure() -> set[str]:
 def _probe(stack: OfflineStack, logical_id: str) -> dict[str, Any]:
     lam = stack.client("lambda")
     config = lam.get_function(FunctionName=stack.function_name(logical_id))["Configuration"]
-    account = config["FunctionArn"].split(":")[4]
-    deployed = lambda_backends[account][stack.stack.region].get_function(config["FunctionName"])
-    with zipfile.ZipFile(io.BytesIO(deployed.code_bytes)) as original:
-        files = {name: original.read(name) for name in original.namelist()}
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-        archive.writestr("scones_probe.py", PROBE)
-    name = f"probe-{logical_id}"
-    lam.create_function(
-        FunctionName=name,
-        Runtime=config["Runtime"],
-        Role=config["Role"],
-        Handler="scones_probe.handler",
-        Code={"ZipFile": buffer.getvalue()},
-        Layers=[layer["Arn"] for layer in config.get("Layers", [])],
-        Environment={
-            # moto returns Number parameters as numbers here; AWS (and the API) have strings.
-            "Variables": {
-                k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()
-            }
-        },
-        Timeout=60,
-    )
+    name = deploy_probe(stack, logical_id, PROBE, f"probe-{logical_id}")
     module = config["Handler"].rpartition(".")[0]
     response = lam.invoke(FunctionName=name, Payload=json.dumps({"module": module}))
     payload = json.loads(response["Payload"].read())

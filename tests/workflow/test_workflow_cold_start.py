@@ -80,21 +80,15 @@ def test_the_no_op_tracer_has_the_decorators_of_powertools_tracer() -> None:
     assert (bare(1, None), called(2)) == (2, 4)
 
 
-@pytest.mark.parametrize("name", sorted(HANDLERS))
-def test_a_cold_import_with_the_templates_environment_skips_xray(name: str) -> None:
-    """Each handler imported in a fresh interpreter with its deployed environment."""
+def cold_start(name: str, code: str, overrides: dict[str, str] | None = None) -> str:
+    """What ``code`` prints in a fresh interpreter in the function's folder, with its
+    deployed environment (template parameters ``overrides`` changed)."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "AWS_DEFAULT_REGION": REGION,
         "PYTHONPATH": str(LAYER),
-        **_environment(HANDLERS[name]),
+        **_environment(HANDLERS[name], overrides),
     }
-    code = (
-        "import sys, app; "
-        "print(sorted(m for m in sys.modules if m.startswith(('aws_xray_sdk', "
-        "'aws_lambda_powertools.utilities.batch', 'aws_lambda_powertools.utilities.data_classes'"
-        ", 'PIL'))))"
-    )
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=FUNCTIONS / name,
@@ -103,7 +97,19 @@ def test_a_cold_import_with_the_templates_environment_skips_xray(name: str) -> N
         text=True,
         check=True,
     )
-    imported = json.loads(result.stdout.replace("'", '"'))
+    return result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(HANDLERS))
+def test_a_cold_import_with_the_templates_environment_skips_xray(name: str) -> None:
+    """Each handler imported in a fresh interpreter with its deployed environment."""
+    code = (
+        "import sys, app; "
+        "print(sorted(m for m in sys.modules if m.startswith(('aws_xray_sdk', "
+        "'aws_lambda_powertools.utilities.batch', 'aws_lambda_powertools.utilities.data_classes'"
+        ", 'PIL'))))"
+    )
+    imported = json.loads(cold_start(name, code).replace("'", '"'))
     assert not [m for m in imported if m.startswith("aws_xray_sdk")]
     # Powertools' batch processor (the house way to report SQS partial failures) only
     # where batches arrive; Pillow only in the function that decodes images.
@@ -117,27 +123,14 @@ def test_a_cold_start_holds_the_sdks_loggers_at_warning_under_a_debug_root(name:
     """Lambda's runtime sets the root logger to the application log level before it imports
     the handler; at DEBUG botocore would log every request, body included. The handler's
     logger and ``scones_core``'s keep the level."""
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "AWS_DEFAULT_REGION": REGION,
-        "PYTHONPATH": str(LAYER),
-        **_environment(HANDLERS[name], {"LogLevel": "DEBUG"}),
-    }
     code = (
         "import json, logging; logging.getLogger().setLevel('DEBUG'); import app; "
         f"names = {list(function_logs.SDK_LOGGERS)!r} + ['scones_core.any']; "
         "print(json.dumps({n: logging.getLogger(n).getEffectiveLevel() for n in names} "
         "| {'app': app.logger.log_level}))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=FUNCTIONS / name,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    levels = json.loads(result.stdout.strip().splitlines()[-1])
+    out = cold_start(name, code, {"LogLevel": "DEBUG"})
+    levels = json.loads(out.strip().splitlines()[-1])
     assert levels.pop("app") == levels.pop("scones_core.any") == logging.DEBUG
     assert levels == dict.fromkeys(function_logs.SDK_LOGGERS, logging.WARNING)
 

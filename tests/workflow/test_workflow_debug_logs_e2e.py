@@ -12,20 +12,18 @@ as CloudWatch would keep them.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
-import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import FAST_RETRIES, SAMPLES, template_limits
-from moto.awslambda.models import lambda_backends
 from scones_core.function_logs import SDK_LOG_LEVEL, SDK_LOGGERS
 from scones_core.images import normalise_image
 
 from scones.offline.stack import OfflineStack, StackOptions
+from tests.offline.probe_function import deploy_probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("debug-log-stack")]
 
@@ -98,32 +96,7 @@ def assert_no_image_and_no_sdk_request(log: str, photo: bytes, where: str) -> No
 def probe_log(stack: OfflineStack, photo: bytes) -> str:
     """The log of the classify handler run once at DEBUG through :data:`PROBE`."""
     lam = stack.client("lambda")
-    config = lam.get_function(FunctionName=stack.function_name("ClassifyImageFunction"))[
-        "Configuration"
-    ]
-    account = config["FunctionArn"].split(":")[4]
-    deployed = lambda_backends[account][stack.stack.region].get_function(config["FunctionName"])
-    buffer = io.BytesIO()
-    with (
-        zipfile.ZipFile(io.BytesIO(deployed.code_bytes)) as original,
-        zipfile.ZipFile(buffer, "w") as archive,
-    ):
-        for name in original.namelist():
-            archive.writestr(name, original.read(name))
-        archive.writestr("scones_probe.py", PROBE)
-    lam.create_function(
-        FunctionName="probe-debug-logs",
-        Runtime=config["Runtime"],
-        Role=config["Role"],
-        Handler="scones_probe.handler",
-        Code={"ZipFile": buffer.getvalue()},
-        Layers=[layer["Arn"] for layer in config.get("Layers", [])],
-        # moto returns Number parameters as numbers here; AWS (and the API) have strings.
-        Environment={
-            "Variables": {k: str(v) for k, v in config["Environment"]["Variables"].items()}
-        },
-        Timeout=60,
-    )
+    deploy_probe(stack, "ClassifyImageFunction", PROBE, "probe-debug-logs")
     normalised = normalise_image(photo, template_limits()).png
     event = {
         "image_b64": base64.b64encode(normalised).decode(),
