@@ -391,7 +391,7 @@ def stack_facts(cloudformation: Any, stack_name: str) -> tuple[dict[str, str], d
     if stack.get("StackStatus") == "REVIEW_IN_PROGRESS":
         raise DeployError(
             f"stack {stack_name} is not deployed yet (REVIEW_IN_PROGRESS): its change set was "
-            "not executed; deploy it, then run make deploy-baseline"
+            "not executed; deploy it first"
         )
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     parameters = {
@@ -577,10 +577,11 @@ def publish_baseline(
         return {
             "baseline": f"s3://{bucket}/{key}",
             "kept": (
-                f"the endpoint serves the model retraining promoted (endpoint config "
-                f"{promoted['serving_config']}), so the drift baseline its promotion put at "
-                f"s3://{bucket}/{key} stays; {model_dir}'s is published once the endpoint "
-                "serves that model again"
+                f"the endpoint serves endpoint config {promoted['serving_config']}, not the "
+                f"stack's (a retraining promotion, or a config switched by hand), so the "
+                f"drift baseline at s3://{bucket}/{key} stays: a promotion copies the "
+                "promoted model's there (if its copy failed, its alert named the copy to "
+                f"make). {model_dir}'s is published once the endpoint serves that model again"
             ),
         }
     session.client("s3").put_object(
@@ -628,19 +629,23 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
 def _serving_promoted(
     session: Any, stack_name: str, parameters: Mapping[str, str]
 ) -> dict[str, str]:
-    """:func:`_promoted_config` of the stack's own endpoint (CreateEndpoint=true), or {}
-    when it has none or cannot be described."""
+    """The config a retraining promoted, if the endpoint the stack calls serves one: with
+    CreateEndpoint=true any config but the stack's (:func:`_promoted_config`), else one
+    named as retraining names them; {} when it cannot be described."""
     import botocore.exceptions
+    from scones_core.retraining.dataset import retraining_prefix
 
-    if parameters.get("CreateEndpoint") != "true":
-        return {}
     sagemaker = session.client("sagemaker")
     name = parameters.get("EndpointName") or parameter_default("EndpointName")
     try:
         described = sagemaker.describe_endpoint(EndpointName=name)
     except botocore.exceptions.ClientError:
         return {}
-    return _promoted_config(session, sagemaker, stack_name, described)
+    if parameters.get("CreateEndpoint") == "true":
+        return _promoted_config(session, sagemaker, stack_name, described)
+    # An endpoint of its own: retraining still promotes into it, under a config it names.
+    serving = str(described.get("EndpointConfigName", ""))
+    return {"serving_config": serving} if serving.startswith(retraining_prefix(name)) else {}
 
 
 def _promoted_config(

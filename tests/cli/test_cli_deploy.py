@@ -20,6 +20,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
+from scones_core.retraining.dataset import retraining_prefix
 
 from scones.costs.workflow import load_workflow
 from scones.deploy import (
@@ -1136,7 +1137,20 @@ def test_deploy_baseline_keeps_the_baseline_of_a_model_retraining_promoted() -> 
         result = publish_baseline(session, "scones", MODEL)
     key = load_template()["Parameters"]["BaselineKey"]["Default"]
     assert result["baseline"] == f"s3://images/{key}"
-    assert "retraining promoted (endpoint config ep-rt-20261202120000-config)" in result["kept"]
+    assert "serves endpoint config ep-rt-20261202120000-config, not the stack's" in result["kept"]
+
+
+def test_deploy_baseline_keeps_a_promoted_baseline_on_an_endpoint_of_its_own() -> None:
+    """CreateEndpoint=false (the default): retraining still promotes into the endpoint the
+    stack calls, under a config it names ``<EndpointName>-rt-...``; that baseline stays
+    too. No S3 client is stubbed: a put would fail the test."""
+    session = _StubbedSession()
+    cfn, sm = session.stubs["cloudformation"], session.stubs["sagemaker"]
+    deployed_stack(cfn, outputs={"ImageBucketName": "images"}, EndpointName="ep")
+    described_endpoint(sm, f"{retraining_prefix('ep')}261202-abcdef12")
+    with cfn, sm:
+        result = publish_baseline(session, "scones", MODEL)
+    assert "serves endpoint config ep-rt-261202-abcdef12" in result["kept"]
 
 
 def test_a_stack_whose_creation_failed_is_named_before_any_check() -> None:

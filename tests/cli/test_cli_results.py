@@ -201,3 +201,16 @@ def test_a_whole_second_record_is_ordered_and_bounded_by_its_time(
     within = second + timedelta(milliseconds=400)
     code, out, err = scones(capsys, "results", *where, "--since", iso(within))
     assert keys(out) == ["incoming/second.png", "incoming/third.png"], err
+
+
+def test_bounds_at_the_ends_of_the_calendar_read_without_an_error(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The query reads a second past each bound; at year 1 or 9999 there is none."""
+    stack.record("a.png", Status.ACCEPTED, timedelta(minutes=5))
+    where = ["--stack", "scones", "--region", REGION, "--json"]
+    code, out, err = scones(capsys, "results", *where, "--since", "0001-01-01T00:00:00Z")
+    assert code == 0, err
+    assert keys(out) == ["incoming/a.png"]
+    code, out, err = scones(capsys, "results", *where, "--until", "9999-12-31T23:59:59.5Z")
+    assert code == 0, err

@@ -49,9 +49,9 @@ def records_with_status(
     if since or until:
         names["#recorded"] = RECORDED_AT_ATTRIBUTE
         if since:
-            values[":since"] = {"S": recorded_at_from(since - _MARGIN)}
+            values[":since"] = {"S": recorded_at_from(_widened(since, -_MARGIN))}
         if until:
-            values[":until"] = {"S": recorded_at_before(until + _MARGIN)}
+            values[":until"] = {"S": recorded_at_before(_widened(until, _MARGIN))}
         if since and until:
             key_condition += " AND #recorded BETWEEN :since AND :until"
         elif since:
@@ -84,6 +84,14 @@ def records_with_status(
 
 # How far past a bound the query reads, for the whole-second form of recorded_at.
 _MARGIN = timedelta(seconds=1)
+
+
+def _widened(moment: datetime, by: timedelta) -> datetime:
+    """``moment + by``, or ``moment`` where that leaves the calendar (years 1 and 9999)."""
+    try:
+        return moment + by
+    except OverflowError:
+        return moment
 
 
 def _within(record: dict[str, Any], since: datetime | None, until: datetime | None) -> bool:

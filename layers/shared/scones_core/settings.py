@@ -175,7 +175,8 @@ _LABEL_FORBIDDEN = frozenset('/\\"')
 def parse_labels(value: str) -> tuple[str, ...]:
     """The model's labels in its output order: at least two, each named once, each text
     that records, logs and figures can show (no control characters or undecodable bytes)
-    and that can name a folder (no ``/``, ``\\`` or ``"``; not ``.`` or ``..``)."""
+    and that can name a folder (no ``/``, ``\\`` or ``"``; not ``.`` or ``..``); never
+    ``neither``, the review page's answer for an image of no label."""
     labels = tuple(label.strip() for label in value.split(","))
     if len(labels) < 2 or any(not label for label in labels):
         raise ValueError("expected at least two comma-separated, non-empty labels")

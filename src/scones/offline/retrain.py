@@ -721,9 +721,10 @@ class OfflineRetrain:
             code = exc.response.get("Error", {}).get("Code", "error")
             return (
                 f"the drift baseline still describes the previous model: copying it failed "
-                f"({code}), copy s3://{source} to {target} by hand"
+                f"({code}), copy s3://{source} (the evaluation step writes it when the "
+                f"candidate archive holds a baseline.json) to {target} by hand"
             )
-        return f"the drift baseline at {target} is now the candidate's"
+        return "the drift baseline is now the candidate's own, from its validation split"
 
     def _reject_package(self, package_arn: str) -> str:
         """What the definition's ``RejectRolledBackCandidate`` does: the registry keeps the

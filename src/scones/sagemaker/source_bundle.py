@@ -90,8 +90,10 @@ def build_bundle(requirements: str | None = None, package_dir: Path | None = Non
         _add(tar, PROGRAM, _LAUNCHER.encode())
         _add(tar, EVALUATE_PROGRAM, _EVALUATE_LAUNCHER.encode())
         _add(tar, "requirements.txt", (requirements or pinned_requirements()).encode())
-        # The project's own license travels with its code (MIT asks for the notice).
-        _add(tar, "LICENSE", (PROJECT_LICENSE).read_bytes())
+        # The project's own license travels with its code (MIT asks for the notice), from
+        # the source tree the bundle is built in.
+        if PROJECT_LICENSE.is_file():
+            _add(tar, "LICENSE", PROJECT_LICENSE.read_bytes())
         for name, path in sorted(files):
             _add(tar, name, path.read_bytes())
     return buffer.getvalue()

@@ -90,8 +90,14 @@ class RunNames:
         moment = started_at.astimezone(UTC)
         identity = f"{run_name}\n{moment.isoformat(timespec='microseconds')}"
         run_hash = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:RUN_HASH_LENGTH]
-        base = f"{endpoint_name}-rt-{moment:%y%m%d}-{run_hash}"
+        base = f"{retraining_prefix(endpoint_name)}{moment:%y%m%d}-{run_hash}"
         return cls(base=base, processing_job=f"{base}-gate")
+
+
+def retraining_prefix(endpoint_name: str) -> str:
+    """How every name a retraining run gives its jobs, models and endpoint configs begins:
+    an endpoint config so named was deployed by a retraining promotion."""
+    return f"{endpoint_name}-rt-"
 
 
 @dataclass(frozen=True)
