@@ -95,7 +95,9 @@ class _Source:
         return _parameter(self.parameters, name)
 
     def where(self, name: str) -> str:
-        return f"{name} of {self.origin}" if name in self.parameters else f"{name} in template.yaml"
+        if name in self.parameters:
+            return f"{name} of {self.origin}"
+        return f"{name} default in template.yaml"
 
 
 def _parameter(parameters: Mapping[str, str], name: str) -> str:
