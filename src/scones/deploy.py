@@ -684,13 +684,16 @@ def _promoted_config(
     return found
 
 
-# The resources a deploy replaces when one of their parameters changes (CreateEndpoint=true).
-_ENDPOINT_CONFIG_RESOURCES = ("SageMakerModel", ENDPOINT_CONFIG_RESOURCE)
+# The resources a deploy replaces when one of their parameters changes (CreateEndpoint=true):
+# the model and endpoint config, and the endpoint itself (a new EndpointName makes a new
+# endpoint from the stack's config).
+_ENDPOINT_CONFIG_RESOURCES = ("SageMakerModel", ENDPOINT_CONFIG_RESOURCE, "SageMakerEndpoint")
 
 
 def endpoint_config_parameters() -> list[str]:
-    """The template parameters the stack's model and endpoint config are made of: changing
-    one makes CloudFormation replace the config, and the endpoint serve the stack's model."""
+    """The template parameters the stack's model, endpoint config and endpoint are made of:
+    changing one makes CloudFormation replace the config (or the endpoint), and the
+    endpoint serve the stack's model."""
     template = load_template()
     found: set[str] = set()
 

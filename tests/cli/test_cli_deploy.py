@@ -1037,6 +1037,8 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
     # Every setting the endpoint config is made of, as README lists them.
     assert "(DataCapturePrefix, DataCaptureSamplingPercentage, EndpointInstanceCount," in advice
     readme = " ".join((PROJECT_ROOT / "README.md").read_text().split())
+    # A new EndpointName makes a new endpoint from the stack's config: the model too.
+    assert "EndpointName" in endpoint_config_parameters()
     listed = ", ".join(f"`{name}`" for name in endpoint_config_parameters())
     assert f"that changes the endpoint's settings ({listed})" in readme
     # The stack's own config served (CloudFormation's ARN, SageMaker's name): nothing to say.
