@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE
+from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE
 
 from scones.paths import SHIPPED_MODEL_DIR
 from scones.sagemaker import evaluate_entry, exit_message
@@ -78,7 +78,7 @@ def test_a_production_archive_under_another_name_is_found(tmp_path: Path) -> Non
     argv = arguments(production, tmp_path)
     argv[argv.index("--gate") + 1] = str(gate)
     assert evaluate_entry.main(argv) == 0
-    assert (tmp_path / "output" / evaluate_entry.GATE_FILE).is_file()
+    assert (tmp_path / "output" / EVALUATION_FILE).is_file()
     # Two archives, neither model.tar.gz: which one is production cannot be told.
     (production / "scones-v2.tar.gz").write_bytes((production / "scones-v1.tar.gz").read_bytes())
     with pytest.raises(evaluate_entry.ModelUnusable, match="several archives"):

@@ -31,7 +31,6 @@ from scones.model.artifact import (
 )
 from scones.model.backbone import BACKBONES
 from scones.model.evaluate import (
-    BASELINE_JSON,
     REPORT_JSON,
     REPORT_PNG,
     baseline,
@@ -50,12 +49,12 @@ from scones.model.folders import (
 )
 from scones.model.recipe import DEFAULT_LABELS, FRESH_TEACHER
 from scones.model.train import Log, TrainRecipe, train_ensemble
-from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_NAME, display_path
+from scones.paths import BASELINE_FILE, PROJECT_ROOT, SHIPPED_MODEL_NAME, display_path
 
 # PROJECT_ROOT is scones.paths', not scones.template_params': that module needs
 # samtranslator, which a SageMaker training container running this code does not have.
 INPUT_SIZE = TRAINED_INPUT_SIZE
-SHIPPED_FILES = (ONNX_NAME, REPORT_JSON, REPORT_PNG, BASELINE_JSON, MANIFEST_NAME)
+SHIPPED_FILES = (ONNX_NAME, REPORT_JSON, REPORT_PNG, BASELINE_FILE, MANIFEST_NAME)
 
 
 @dataclass(frozen=True)
@@ -254,7 +253,7 @@ def build_model(
         )
         write_report(staging, report)
         write_json(
-            staging / BASELINE_JSON,
+            staging / BASELINE_FILE,
             baseline(probabilities, labels, threshold, manifest.version),
         )
         manifest.extra["metrics"] = {

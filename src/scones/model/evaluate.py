@@ -19,7 +19,7 @@ import numpy as np
 
 from scones.model.artifact import OnnxClassifier
 from scones.model.folders import LabelledImages
-from scones.paths import BASELINE_FILE, display_path
+from scones.paths import display_path
 
 
 def curve_thresholds(classes: int) -> tuple[float, ...]:
@@ -33,7 +33,6 @@ def curve_thresholds(classes: int) -> tuple[float, ...]:
 ECE_BINS = 10
 REPORT_JSON = "evaluation.json"
 REPORT_PNG = "evaluation.png"
-BASELINE_JSON = BASELINE_FILE
 
 
 def check_threshold(threshold: float) -> float:

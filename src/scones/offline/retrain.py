@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from scones_core.retraining import outcome as outcomes
+from scones_core.retraining.gate import EVALUATION_FILE
 from scones_core.settings import parse_labels
 from scones_core.training_split import VALIDATION_FRACTION
 
@@ -519,7 +520,7 @@ class OfflineRetrain:
         bucket, prefix = _split_uri(dataset["evaluation_output_uri"])
         for path in sorted(out.iterdir()):
             self.s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.name}", Body=path.read_bytes())
-        result = json.loads((out / evaluate_entry.GATE_FILE).read_text())
+        result = json.loads((out / EVALUATION_FILE).read_text())
         self.evaluation = result
         self._step(
             "evaluate",

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE
 
+from scones.paths import BASELINE_FILE
 from scones.sagemaker.exit_message import (
     PROCESSING_EXIT_MESSAGE,
     PROCESSING_JOB_CONFIG,
@@ -43,7 +44,6 @@ from scones.sagemaker.exit_message import (
 
 T = TypeVar("T")
 
-GATE_FILE = EVALUATION_FILE
 PROCESSING_ROOT = Path("/opt/ml/processing")
 
 
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("the candidate's archive holds no baseline.json to become the drift baseline")
     else:
         (args.out / CANDIDATE_BASELINE_FILE).write_bytes(drift_baseline)
-    (args.out / GATE_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (args.out / EVALUATION_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for role in ("candidate", "production"):
         (args.out / f"{role}-evaluation.json").write_text(
             json.dumps(result[role], indent=2) + "\n", encoding="utf-8"
@@ -153,13 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate_models(args: argparse.Namespace) -> tuple[dict[str, Any], bytes | None]:
     """The gate's report, and the candidate's own drift baseline when its archive has one."""
-    from scones.model.evaluate import BASELINE_JSON
-
     with tempfile.TemporaryDirectory(prefix="scones-gate-") as tmp:
         candidate = _named(unpack_model, args.candidate, "candidate", Path(tmp) / "candidate")
         production = _named(unpack_model, args.production, "production", Path(tmp) / "production")
         result = evaluate_pair(candidate, production, args.gate, args.threshold)
-        baseline = candidate / BASELINE_JSON
+        baseline = candidate / BASELINE_FILE
         return result, baseline.read_bytes() if baseline.is_file() else None
 
 
