@@ -264,11 +264,16 @@ def preflight(session: Any, *, guided: bool = False) -> dict[str, str]:
     }
 
 
+def image_bucket_name(stack_name: str, account: str, region: str) -> str:
+    """The stack's image bucket, as template.yaml's ImageBucket names it."""
+    return f"{stack_name}-{account}-{region}-images"
+
+
 def bucket_name_problem(stack_name: str, account: str, region: str) -> str | None:
-    """Why the stack's image bucket (``<stack>-<account>-<region>-images``) could not be
-    created, or None. CloudFormation takes stack names S3 refuses in a bucket name, and
-    would fail only after creating the queues."""
-    bucket = f"{stack_name}-{account}-{region}-images"
+    """Why the stack's image bucket (:func:`image_bucket_name`) could not be created, or
+    None. CloudFormation takes stack names S3 refuses in a bucket name, and would fail only
+    after creating the queues."""
+    bucket = image_bucket_name(stack_name, account, region)
     if is_bucket_name(bucket):
         return None
     room = 63 - len(bucket) + len(stack_name)
@@ -296,26 +301,39 @@ def reserved_concurrency(overrides: Mapping[str, str]) -> int:
     return total
 
 
-def concurrency_problem(session: Any, overrides: Mapping[str, str]) -> str | None:
+def concurrency_problem(
+    session: Any, overrides: Mapping[str, str], previous: Mapping[str, str] | None = None
+) -> str | None:
     """Why ``sam deploy`` would fail on the functions' reserved concurrency, or None.
 
     Lambda refuses a reservation that leaves less than 100 of the account's quota
-    unreserved; new accounts start with less than the stack's total plus 100.
+    unreserved; new accounts start with less than the stack's total plus 100, and other
+    stacks of the account (another copy of this one) may hold reservations already. What
+    this stack reserves now (``previous``: its deployed parameter values) is freed by the
+    update, so it counts as unreserved.
     """
     needed = reserved_concurrency(overrides)
     if not needed:
         return None
-    settings = session.client("lambda").get_account_settings()
-    quota = int(settings["AccountLimit"]["ConcurrentExecutions"])
-    if quota >= needed + MIN_UNRESERVED_CONCURRENCY:
+    limit = session.client("lambda").get_account_settings()["AccountLimit"]
+    quota = int(limit["ConcurrentExecutions"])
+    unreserved = int(limit.get("UnreservedConcurrentExecutions", quota))
+    held = reserved_concurrency(previous) if previous is not None else 0
+    free = min(quota, unreserved + held)
+    if free >= needed + MIN_UNRESERVED_CONCURRENCY:
         return None
+    others = quota - free
+    elsewhere = (
+        f", of which other functions of the account already reserve {others}" if others else ""
+    )
     return (
-        f"this account's Lambda concurrency quota in {session.region_name} is {quota}: the "
-        f"stack's functions reserve {needed} and Lambda keeps {MIN_UNRESERVED_CONCURRENCY} "
-        "unreserved, so sam deploy would fail and roll back. Set ReserveFunctionConcurrency="
-        "false in samconfig.toml's parameter_overrides (the functions then share the "
-        f"account's pool), or ask for a quota of at least {needed + MIN_UNRESERVED_CONCURRENCY}"
-        " (Service Quotas: AWS Lambda, Concurrent executions)"
+        f"this account's Lambda concurrency quota in {session.region_name} is {quota}"
+        f"{elsewhere}: the stack's functions reserve {needed} and Lambda keeps "
+        f"{MIN_UNRESERVED_CONCURRENCY} unreserved, so sam deploy would fail and roll back. Set "
+        "ReserveFunctionConcurrency=false in samconfig.toml's parameter_overrides (the "
+        "functions then share the account's pool), or ask for a quota of at least "
+        f"{needed + MIN_UNRESERVED_CONCURRENCY + others} (Service Quotas: AWS Lambda, "
+        "Concurrent executions)"
     )
 
 
@@ -594,12 +612,13 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
     """The endpoint the workflow calls and its status (``missing`` when it does not exist)."""
     import botocore.exceptions
 
+    outputs: dict[str, str] = {}
     parameters: dict[str, str] = {}
     if stack_name:
         try:
-            parameters = stack_facts(session.client("cloudformation"), stack_name)[1]
+            outputs, parameters = stack_facts(session.client("cloudformation"), stack_name)
         except DeployError:
-            parameters = {}
+            outputs, parameters = {}, {}
 
     deployed = sent_parameters(config.parameter_overrides, parameters)
     name, create = deployed["EndpointName"], deployed["CreateEndpoint"]
@@ -615,8 +634,15 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
             raise
         return {"endpoint": name, "status": "missing", "create_endpoint": str(create)}
     result = {"endpoint": name, "status": status, "create_endpoint": str(create)}
-    if stack_name and str(create) == "true":
+    if str(create) == "true" and (
+        parameters.get("CreateEndpoint") != "true" or parameters.get("EndpointName") != name
+    ):
+        # The stack did not create it: CloudFormation would try to, and fail on the name.
+        result["taken"] = "true"
+    elif stack_name and str(create) == "true":
         result.update(_promoted_config(session, sagemaker, stack_name, described))
+    elif stack_name and float(deployed["DataCaptureSamplingPercentage"]) > 0:
+        result.update(_capture_mismatch(described, stack_name, outputs, deployed))
     variant = deployed["EndpointVariantName"]
     served = [str(v["VariantName"]) for v in described.get("ProductionVariants", [])]
     if str(create) != "true" and served and variant not in served:
@@ -624,6 +650,39 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
         # capture and EndpointErrorAlarm watches a variant that does not exist.
         result.update({"variant": variant, "served_variants": ",".join(served)})
     return result
+
+
+def _capture_mismatch(
+    described: Mapping[str, Any],
+    stack_name: str,
+    outputs: Mapping[str, str],
+    deployed: Mapping[str, str],
+) -> dict[str, str]:
+    """Where an endpoint of its own (CreateEndpoint=false) captures, when the stack's
+    monitor would not read it there: no capture, another bucket or prefix (another stack's
+    endpoint), or another sampling share than DataCaptureSamplingPercentage. {} if it fits."""
+    # Before the first deploy the bucket is not there to read: its name is the template's,
+    # in the endpoint's account and region (arn:aws:sagemaker:REGION:ACCOUNT:endpoint/NAME).
+    arn = str(described.get("EndpointArn", "")).split(":")
+    bucket = outputs.get("ImageBucketName") or (
+        image_bucket_name(stack_name, arn[4], arn[3]) if len(arn) > 4 else ""
+    )
+    expected = f"s3://{bucket}/{deployed['DataCapturePrefix']}"
+    capture = described.get("DataCaptureConfig") or {}
+    where = str(capture.get("DestinationS3Uri", "")).rstrip("/")
+    if not capture.get("EnableCapture") or capture.get("CaptureStatus") == "Stopped":
+        where = ""
+    share = capture.get("CurrentSamplingPercentage")
+    wanted = deployed["DataCaptureSamplingPercentage"]
+    if where == expected.rstrip("/") and (share is None or float(share) == float(wanted)):
+        return {}
+    return {
+        "stack": stack_name,
+        "capture": where or "none",
+        "expected_capture": expected,
+        "capture_percent": "" if share is None else str(share),
+        "expected_capture_percent": wanted,
+    }
 
 
 def _serving_promoted(
@@ -737,6 +796,28 @@ def endpoint_advice(status: dict[str, str]) -> str | None:
             "would watch a variant that does not exist, so no retraining canary is rolled "
             f"back. Deploy with EndpointVariantName={first}"
         )
+    if status.get("taken") == "true":
+        return (
+            f"an endpoint named {status['endpoint']} already exists and this stack did not "
+            "create it (another stack's, or one made with `scones sagemaker deploy`): with "
+            "CreateEndpoint=true CloudFormation would fail to create it (endpoint names are "
+            "unique in an account and region) and roll back. Give this stack its own "
+            f"EndpointName, or deploy with CreateEndpoint=false to call {status['endpoint']}"
+        )
+    capture = None
+    if "expected_capture" in status:
+        capture = (
+            f"endpoint {status['endpoint']} captures its traffic into "
+            f"{status['capture']} (sampling {status['capture_percent'] or '?'}%), not "
+            f"{status['expected_capture']} at DataCaptureSamplingPercentage="
+            f"{status['expected_capture_percent']}, where this stack's monitor reads it: "
+            "every window with classified images would alert CAPTURE_MISSING, or count "
+            "another share of the requests. If it is another stack's endpoint, give this stack "
+            "its own EndpointName (both stacks' images would drive one monitor and one "
+            "retraining). Otherwise redeploy its model with capture here: `scones sagemaker "
+            f"deploy --stack {status['stack']} --update` (README, Deploy to AWS)"
+        )
+        variant = f"{variant}. Also, {capture}" if variant is not None else capture
     if status["status"] == "InService":
         return variant
     if status["status"] == "missing" and status["create_endpoint"] == "true":

@@ -28,6 +28,9 @@ from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT
 
 TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
+# The stack name the offline stack deploys the template under: its functions' Powertools
+# service (Globals: POWERTOOLS_SERVICE_NAME is the stack name) and its metrics' dimension.
+LOCAL_STACK_NAME = "scones"
 
 
 class ParameterError(ValueError):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 
 from scones.costs.measure import FUNCTIONS, run_measurement
+from scones.offline.stack import StackOptions
+
+# The offline stack's functions are told its stack name as their Powertools service.
+SERVICE = StackOptions().stack_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench-handlers")]
 
@@ -32,17 +36,15 @@ def test_a_small_measurement_has_every_function_for_both_kinds() -> None:
     assert result["monitor"]["invocations"] == 1 and result["monitor"]["window_minutes"] == 60
     metrics = result["custom_metrics"]
     assert (
-        "SconesUnlimited/ImagesStarted{service=scones-classifier}"
-        in (metrics["StartWorkflowFunction"])
+        f"SconesUnlimited/ImagesStarted{{service={SERVICE}}}" in (metrics["StartWorkflowFunction"])
     )
     endpoint = "EndpointName=scones-bicycle-motorcycle"
     monitor = metrics["MonitorFunction"]
     for label in ("bicycle", "motorcycle"):
         assert (
-            f"SconesUnlimited/LabelShare{{{endpoint},Label={label},service=scones-classifier}}"
-            in monitor
+            f"SconesUnlimited/LabelShare{{{endpoint},Label={label},service={SERVICE}}}" in monitor
         )
-    assert f"SconesUnlimited/CapturedRequests{{{endpoint},service=scones-classifier}}" in monitor
+    assert f"SconesUnlimited/CapturedRequests{{{endpoint},service={SERVICE}}}" in monitor
     photo = result["kinds"]["photo"]
     assert photo["upload_bytes_mean"] > 1_000_000
     # A 4000x3000 JPEG costs the serialize worker well over one 10 ms clock tick of CPU

@@ -11,7 +11,11 @@ import pytest
 
 from scones.costs.fixed import alarm_metrics, custom_metrics, fixed_monthly
 from scones.costs.prices import price
+from scones.offline.stack import StackOptions
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
+
+# The offline stack's functions are told its stack name as their Powertools service.
+SERVICE = StackOptions().stack_name
 
 MEASURED = json.loads((PROJECT_ROOT / "docs" / "cost-measurements.json").read_text())
 
@@ -53,7 +57,7 @@ def test_custom_metrics_are_the_ones_measured_and_the_monitor_runs_once_per_wind
     assert sum("Label=" in m for m in monitor) == 2
     assert custom_metrics(monitor, "bicycle,motorcycle") == len(monitor)
     assert custom_metrics(monitor, "bicycle,motorcycle,scooter,car") == len(monitor) + 2
-    assert "SconesUnlimited/ImagesStarted{service=scones-classifier}" in workflow
+    assert f"SconesUnlimited/ImagesStarted{{service={SERVICE}}}" in workflow
     assert any(
         m.startswith("SconesUnlimited/LabelShare{") and "Label=motorcycle" in m for m in monitor
     )

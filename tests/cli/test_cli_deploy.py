@@ -43,7 +43,12 @@ from scones.deploy import (
     sent_parameters,
 )
 from scones.offline.deploy import deploy
-from scones.template_params import PROJECT_ROOT, load_template, resolve_parameters
+from scones.template_params import (
+    PROJECT_ROOT,
+    load_template,
+    parameter_defaults,
+    resolve_parameters,
+)
 
 MODEL = PROJECT_ROOT / "models" / "bicycle-motorcycle"
 REGION = "us-east-1"
@@ -651,6 +656,29 @@ def test_preflight_checks_the_concurrency_quota_against_the_stacks_reservations(
         )
 
 
+@pytest.mark.parametrize(
+    ("unreserved", "deployed", "refused"),
+    [(165, False, True), (234, False, True), (235, False, False), (165, True, False)],
+)
+def test_preflight_counts_the_reservations_other_stacks_of_the_account_hold(
+    unreserved: int, deployed: bool, refused: bool
+) -> None:
+    """A second copy of the stack (staging beside prod) needs its 135 out of what the
+    account has left unreserved, not out of the quota; on an update the stack's own
+    reservations are freed and count as unreserved."""
+    client = boto3.client("lambda", region_name=REGION)
+    limit = {"ConcurrentExecutions": 300, "UnreservedConcurrentExecutions": unreserved}
+    previous = parameter_defaults() if deployed else None
+    with Stubber(client) as stubber:
+        stubber.add_response("get_account_settings", {"AccountLimit": limit}, {})
+        problem = concurrency_problem(_Session(client), {}, previous)
+        stubber.assert_no_pending_responses()
+    assert (problem is not None) is refused, problem
+    if problem:
+        assert f"other functions of the account already reserve {300 - unreserved}" in problem
+        assert f"at least {235 + 300 - unreserved}" in problem
+
+
 def test_deploy_preflight_stops_on_a_stack_name_the_bucket_cannot_take(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -947,8 +975,24 @@ def promoted_endpoint_config(sagemaker: Stubber) -> None:
     )
 
 
+def captured_into(destination: str, percent: int = 100) -> dict[str, Any]:
+    """DescribeEndpoint's DataCaptureConfig for an endpoint capturing into ``destination``."""
+    return {
+        "EnableCapture": True,
+        "CaptureStatus": "Started",
+        "CurrentSamplingPercentage": percent,
+        "DestinationS3Uri": destination,
+        "KmsKeyId": "",
+    }
+
+
+# Where the stack ``scones`` (account 123456789012, us-east-1) has its endpoint capture.
+STACK_CAPTURE = "s3://scones-123456789012-us-east-1-images/datacapture"
+
+
 def described_endpoint(sagemaker: Stubber, config: str, **answer: Any) -> None:
-    """DescribeEndpoint's answer for the endpoint ``ep``, InService on ``config``."""
+    """DescribeEndpoint's answer for the endpoint ``ep``, InService on ``config`` and
+    capturing where the stack ``scones`` reads."""
     sagemaker.add_response(
         "describe_endpoint",
         {
@@ -958,6 +1002,7 @@ def described_endpoint(sagemaker: Stubber, config: str, **answer: Any) -> None:
             "EndpointStatus": "InService",
             "CreationTime": "2026-12-01T00:00:00Z",
             "LastModifiedTime": "2026-12-01T00:00:00Z",
+            "DataCaptureConfig": captured_into(STACK_CAPTURE),
             **answer,
         },
         {"EndpointName": "ep"},
@@ -1049,7 +1094,7 @@ def test_preflight_warns_that_a_deploy_may_undo_a_promoted_model() -> None:
         region=REGION,
         parameter_overrides={"EndpointName": "ep", "CreateEndpoint": "true"},
     )
-    own.stubs["cloudformation"].add_client_error("describe_stacks", "ValidationError")
+    deployed_stack(own.stubs["cloudformation"], EndpointName="ep", CreateEndpoint="true")
     stack_endpoint_config(own.stubs["cloudformation"])
     with own.stubs["cloudformation"], own.stubs["sagemaker"]:
         unchanged = endpoint_status(own, "scones", config)
@@ -1177,3 +1222,91 @@ def test_a_stack_whose_creation_failed_is_named_before_any_check() -> None:
     with cfn, pytest.raises(Exception, match=r"ROLLBACK_COMPLETE: its creation failed") as raised:
         previous_parameters(session.client("cloudformation"), "scones")
     assert "sam delete --stack-name scones" in str(raised.value)
+
+
+def serving_endpoint(name: str, capture: str) -> None:
+    """An endpoint ``name`` (moto) that captures its traffic into ``capture``."""
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    sagemaker.create_model(
+        ModelName=f"{name}-model",
+        PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://models/model.tar.gz"},
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{name}-config",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": f"{name}-model",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+        DataCaptureConfig={
+            "EnableCapture": True,
+            "InitialSamplingPercentage": 100,
+            "DestinationS3Uri": capture,
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        },
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
+
+
+def preflight_beside(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    overrides: dict[str, str],
+    capture: str,
+) -> tuple[int, str]:
+    """`scones deploy-preflight` for a first deploy of the stack ``scones``, in an account
+    where the endpoint ``prod-ep`` already serves and captures into ``capture``."""
+    import scones.deploy
+    from scones.cli.main import main
+
+    config = dataclasses.replace(read_samconfig(), parameter_overrides=overrides)
+    monkeypatch.setattr(scones.deploy, "read_samconfig", lambda *a, **k: config)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        serving_endpoint("prod-ep", capture)
+        code = main(["deploy-preflight", "--stack", "scones", "--region", REGION])
+    return code, capsys.readouterr().err
+
+
+def test_deploy_preflight_warns_when_the_endpoint_captures_for_another_stack(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second stack in the account (staging beside prod) deployed with prod's EndpointName
+    and CreateEndpoint=false would send its images to prod's endpoint, whose capture lands
+    in prod's bucket: this stack's monitor would alert CAPTURE_MISSING every window, prod's
+    would judge (and retrain on) staging's traffic."""
+    shared = {"EndpointName": "prod-ep", "CreateEndpoint": "false"}
+    code, err = preflight_beside(monkeypatch, capsys, shared, "s3://prod-images/datacapture")
+    assert code == 0, err
+    assert "endpoint prod-ep captures its traffic into s3://prod-images/datacapture" in err
+    assert "not s3://scones-123456789012-us-east-1-images/datacapture" in err
+    assert "give this stack its own EndpointName" in err
+    # An endpoint made for this stack (scones sagemaker deploy --stack) captures into the
+    # bucket the stack's first deploy creates: nothing to say.
+    own = "s3://scones-123456789012-us-east-1-images/datacapture"
+    code, err = preflight_beside(monkeypatch, capsys, shared, own)
+    assert code == 0 and "captures its traffic" not in err, err
+
+
+def test_deploy_preflight_refuses_to_create_an_endpoint_whose_name_is_taken(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With CreateEndpoint=true over a name another endpoint has, CloudFormation fails on
+    the name and rolls the stack back (endpoint names are unique in an account and region):
+    the preflight stops first and names the way out."""
+    taken = {
+        "EndpointName": "prod-ep",
+        "CreateEndpoint": "true",
+        "ModelImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/scones:1",
+        "ModelDataUrl": "s3://models/model.tar.gz",
+    }
+    code, err = preflight_beside(monkeypatch, capsys, taken, "s3://prod-images/datacapture")
+    assert code == 2, err
+    assert "an endpoint named prod-ep already exists and this stack did not create it" in err
+    assert "Give this stack its own EndpointName" in err
+    assert "deploying stack" not in err

@@ -52,7 +52,6 @@ def monitor_env(**overrides: str) -> dict[str, str]:
         "POWERTOOLS_SERVICE_NAME": "scones-classifier",
         "POWERTOOLS_METRICS_NAMESPACE": "SconesUnlimited",
         "POWERTOOLS_TRACE_DISABLED": "true",
-        "LOG_LEVEL": "INFO",
         "RESULTS_TABLE_NAME": TABLE,
         "MONITOR_STATE_TABLE_NAME": STATE_TABLE,
         "DATA_CAPTURE_S3_URI": f"s3://{BUCKET}/{CAPTURE_PREFIX}",

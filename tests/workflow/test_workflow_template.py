@@ -834,10 +834,15 @@ def test_every_queue_the_topic_and_the_bucket_refuse_requests_without_tls() -> N
 
 def test_the_records_outlive_the_stack() -> None:
     """Deleting the stack, or an update that replaces the table, must not delete every
-    upload's record; the bucket's own name keeps a non-empty bucket from being deleted."""
+    upload's record; the bucket's own name keeps a non-empty bucket from being deleted.
+    A first deploy that rolls back deletes its empty table, or each failed try would leave
+    one behind."""
     resources = load_template()["Resources"]
     table = resources["ResultsTable"]
-    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == (
+        "RetainExceptOnCreate",
+        "Retain",
+    )
     assert "TableName" not in table["Properties"]  # a redeploy makes its own, no clash
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scones.cli.arguments import file_or_folder
@@ -104,20 +105,57 @@ def _warn_about_endpoint(session: Any, stack: str | None, config: SamConfig) -> 
     return status
 
 
-def run_preflight(args: argparse.Namespace) -> int:
-    import botocore.exceptions
+def _endpoint_problem(
+    session: Any, stack: str, config: SamConfig, refuse: Callable[[str], CommandError]
+) -> str | None:
+    """The endpoint warning to print after the summary; refused at once when CloudFormation
+    would fail to create the endpoint (its name is taken)."""
+    from scones.deploy import endpoint_advice, endpoint_status
+
+    status = endpoint_status(session, stack, config)
+    advice = endpoint_advice(status)
+    if advice and status.get("taken") == "true":
+        raise refuse(advice)
+    return advice
+
+
+def _warn_about_the_model(values: dict[str, str], kept_note: str) -> None:
+    """Warnings on the model these parameter values serve and retrain; none stops a deploy."""
     from scones_core.settings import parse_input_size
     from scones_core.training_split import input_size_problem
 
+    from scones.deploy import DEFAULT_MODEL_DIR, model_problem
+
+    # The model whose baseline deploy-baseline publishes after sam deploy by default. The
+    # endpoint may serve another one (CreateEndpoint=false, or ModelDataUrl): a warning,
+    # and deploy-baseline, which is given the served model's folder, refuses a mismatch.
+    how = "set in sam deploy's parameter_overrides"
+    if problem := model_problem(DEFAULT_MODEL_DIR, values, how):
+        print(
+            f"scones: warning: {problem}{kept_note}. If the endpoint serves another model, "
+            'give its folder to deploy-baseline (make deploy-baseline ARGS="--model DIR"), '
+            "which refuses a model that does not fit the stack",
+            file=sys.stderr,
+        )
+    if problem := input_size_problem(parse_input_size(values["ModelInputSize"])):
+        # The stack serves fine; only the monitor's retraining cannot help it.
+        print(
+            f"scones: warning: {problem}{kept_note}; each retraining run the monitor starts "
+            "ends FAILED at its first step, before any training job",
+            file=sys.stderr,
+        )
+
+
+def run_preflight(args: argparse.Namespace) -> int:
+    import botocore.exceptions
+
     from scones.deploy import (
-        DEFAULT_MODEL_DIR,
         DeployError,
         bucket_name_problem,
         capture_retention_problem,
         concurrency_problem,
         express_time_problem,
         kept_parameters,
-        model_problem,
         preflight,
         previous_parameters,
         sent_parameters,
@@ -165,44 +203,29 @@ def run_preflight(args: argparse.Namespace) -> int:
         raise refuse(f"sam deploy's parameters: {exc}") from exc
     if problem := express_time_problem(values):
         raise refuse(problem)
-    # The model whose baseline deploy-baseline publishes after sam deploy by default. The
-    # endpoint may serve another one (CreateEndpoint=false, or ModelDataUrl): a warning,
-    # and deploy-baseline, which is given the served model's folder, refuses a mismatch.
-    how = "set in sam deploy's parameter_overrides"
-    if problem := model_problem(DEFAULT_MODEL_DIR, values, how):
-        print(
-            f"scones: warning: {problem}{kept_note}. If the endpoint serves another model, "
-            'give its folder to deploy-baseline (make deploy-baseline ARGS="--model DIR"), '
-            "which refuses a model that does not fit the stack",
-            file=sys.stderr,
-        )
-    if problem := input_size_problem(parse_input_size(values["ModelInputSize"])):
-        # The stack serves fine; only the monitor's retraining cannot help it.
-        print(
-            f"scones: warning: {problem}{kept_note}; each retraining run the monitor starts "
-            "ends FAILED at its first step, before any training job",
-            file=sys.stderr,
-        )
+    _warn_about_the_model(values, kept_note)
     if problem := capture_retention_problem(values):
         raise refuse(problem)
     try:
-        problem = concurrency_problem(session, values)
+        problem = concurrency_problem(session, values, previous)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         print(f"scones: warning: the Lambda concurrency quota was not read: {exc}", file=sys.stderr)
     else:
         if problem:
             raise refuse(problem)
+    advice = _endpoint_problem(session, stack, config, refuse)
     print(
         f"deploying stack {stack} to account {who['account']} in {who['region']} as "
         f"{who['arn']} ({who['credentials']} credentials)"
     )
     if kept:
         print(f"stack {stack} keeps its values of the parameters not overridden: {shown}")
-    for hazard in (
-        update_hazards(stack, previous, config.parameter_overrides) if previous is not None else ()
-    ):
-        print(f"scones: warning: {hazard}", file=sys.stderr)
-    _warn_about_endpoint(session, stack, config)
+    hazards = (
+        update_hazards(stack, previous, config.parameter_overrides) if previous is not None else []
+    )
+    for warning in (*hazards, advice):
+        if warning:
+            print(f"scones: warning: {warning}", file=sys.stderr)
     return 0
 
 

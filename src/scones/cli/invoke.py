@@ -29,7 +29,7 @@ from scones.cli.stack_state import (
     parse_params,
     read_state,
 )
-from scones.template_params import template_functions
+from scones.template_params import LOCAL_STACK_NAME, template_functions
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -114,7 +114,7 @@ def invoke_command(args: argparse.Namespace) -> int:
             )
         api = client_from_state()
         name = (running.get("physical_ids") or {}).get(args.function) or _physical_name(
-            api.client("cloudformation"), str(running.get("stack_name") or "scones"), args
+            api.client("cloudformation"), str(running.get("stack_name") or LOCAL_STACK_NAME), args
         )
         return _invoke(api.client("lambda"), str(name), event)
     check_model_option(args.model, overrides)

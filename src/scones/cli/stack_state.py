@@ -22,7 +22,12 @@ from typing import Any
 from scones.cli.arguments import file_or_folder, port
 from scones.cli.errors import CommandError, CommandFailed
 from scones.offline.client import StackClient, StackEndpoints
-from scones.template_params import PROJECT_ROOT, ParameterError, resolve_parameters
+from scones.template_params import (
+    LOCAL_STACK_NAME,
+    PROJECT_ROOT,
+    ParameterError,
+    resolve_parameters,
+)
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -125,7 +130,7 @@ def write_state(
     pid: int,
     work_dir: Path,
     *,
-    stack_name: str = "scones",
+    stack_name: str = LOCAL_STACK_NAME,
     labels: str = "",
     model: dict[str, Any] | None = None,
     physical_ids: dict[str, str] | None = None,

@@ -28,6 +28,7 @@ from scones.offline import gaps
 from scones.offline.client import offline_session
 from scones.offline.packaging import package_template
 from scones.template_params import (
+    LOCAL_STACK_NAME,
     PROJECT_ROOT,
     ParameterError,
     load_template,
@@ -135,7 +136,7 @@ def effective_parameters(
 def deploy(
     endpoint_url: str,
     *,
-    stack_name: str = "scones",
+    stack_name: str = LOCAL_STACK_NAME,
     region: str = "us-east-1",
     overrides: dict[str, str] | None = None,
     template_path: Path | None = None,

@@ -51,6 +51,7 @@ from scones.offline.records_file import save_records
 from scones.offline.sqs_poller import SqsPoller
 from scones.offline.table_faults import THROTTLED, TableWriteFaults
 from scones.paths import BASELINE_FILE, SHIPPED_MODEL_DIR
+from scones.template_params import LOCAL_STACK_NAME
 
 DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 
@@ -81,7 +82,7 @@ class StackOptions:
     host: str = "127.0.0.1"
     moto_port: int = 0  # 0 picks a free port
     model_port: int = 0
-    stack_name: str = "scones"
+    stack_name: str = LOCAL_STACK_NAME
     overrides: dict[str, str] = field(default_factory=dict)
     enable_faults: bool = False
     capture_flush_seconds: float = 1.0
