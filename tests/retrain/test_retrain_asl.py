@@ -28,11 +28,13 @@ import pytest
 from botocore import xform_name
 from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
+from moto.sns.exceptions import SNSException
 from scones_core.retraining.dataset import RunNames
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE
 from scones_core.retraining.outcome import (
     ALERT_STATES,
     FAILED,
+    NOTIFICATION_FAILED,
     PROMOTED,
     REJECTED,
     ROLLED_BACK,
@@ -1239,3 +1241,89 @@ def test_an_error_without_a_cause_is_still_recorded_and_alerted(stack: OfflineSt
     result = execute(stack, "DescribeFailure", state, run)
     assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
     assert outcome_of(stack, run)["reason"] == "States.Timeout"
+
+
+# ------------------------------------------------------------- an alert that cannot be sent
+def test_every_retraining_task_catches_what_its_retries_leave() -> None:
+    """A task error past its retries that no Catch takes ends the run with the raw service
+    error: after a promotion, that named an SNS error and hid the outcome. Each alert's
+    Catch ends the run in its outcome's own Fail state, named NotificationFailed."""
+    states = definition()["States"]
+    for name, state in states.items():
+        if state["Type"] == "Task":
+            assert state["Catch"][-1]["ErrorEquals"] == ["States.ALL"], name
+    for outcome, name in ALERT_STATES.items():
+        (catch,) = states[name]["Catch"]
+        failed = states[catch["Next"]]
+        assert failed["Type"] == "Fail" and failed["Error"] == NOTIFICATION_FAILED, name
+        assert f" ended {outcome} and that outcome stands" in failed["CausePath"], name
+        assert catch["ResultPath"] in failed["CausePath"], name
+
+
+class KMSDisabled(SNSException):
+    """What SNS answers a publish to a topic whose KMS key is disabled."""
+
+    code = "KMSDisabled"
+    message = "The request was rejected because the specified KMS key is not enabled."
+
+
+@pytest.fixture
+def alert_topic_key_disabled(stack: OfflineStack) -> Iterator[None]:
+    """Every publish to the stack's alert topic fails for good, as when its key is disabled
+    (the offline stack's moto server runs in this process)."""
+    from moto.sns.models import SNSBackend
+
+    topic = stack.stack.outputs["AlertTopicArn"]
+    publish = SNSBackend.publish
+
+    def refuse(self: SNSBackend, message: str, arn: str | None, **kwargs: Any) -> str:
+        if arn == topic:
+            raise KMSDisabled()
+        return publish(self, message, arn, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SNSBackend, "publish", refuse)
+        yield
+
+
+def ended_run(stack: OfflineStack, outcome: str, run: str) -> tuple[str, dict[str, Any]]:
+    """Where a run starts to end with ``outcome``, and its state there."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    state["run"]["run_name"] = run
+    base = state["dataset"]["names"]["base"]
+    if outcome == REJECTED:
+        put_evaluation(stack, state, candidate_accuracy=0.5)
+        return "JudgeCandidate", state
+    if outcome == FAILED:
+        state["error"] = {"Error": "States.Timeout"}
+        return "DescribeFailure", state
+    if outcome == PROMOTED:
+        state["dataset"]["names"]["base"] = config = f"{base}-{run}"
+        state["model_package"] = {"arn": own_package(stack, run, "PendingManualApproval")}
+    else:
+        config = f"{base}-{run}-before"
+    moto_endpoint(stack, config)  # the candidate's config serves, or the one before it
+    return "CheckDeployment", state
+
+
+@pytest.mark.parametrize("outcome", [PROMOTED, REJECTED, ROLLED_BACK, FAILED])
+def test_an_alert_that_cannot_be_published_leaves_the_outcome_and_says_so(
+    stack: OfflineStack, alerts: Any, alert_topic_key_disabled: None, outcome: str
+) -> None:
+    """The alert topic refuses every publish (its KMS key disabled): the outcome stands in
+    the monitor state table, and the run ends FAILED as NotificationFailed, its cause
+    naming the outcome, the item and SNS's error, not as the raw SNS error."""
+    run = f"unsent-{outcome.lower().replace('_', '-')}"
+    start_at, state = ended_run(stack, outcome, run)
+    result = execute(stack, start_at, state, run)
+    assert (result["status"], result.get("error")) == ("FAILED", NOTIFICATION_FAILED), result
+    assert outcome_of(stack, run)["outcome"] == outcome
+    cause = result["cause"]
+    assert cause.startswith(f"Retraining {run} ended {outcome} and that outcome stands"), cause
+    endpoint = stack.parameters["EndpointName"]
+    table = stack.stack.physical_id("MonitorStateTable")
+    assert f"the item retraining#{endpoint}#{run} in {table}" in cause, cause
+    assert "SNS.KMSDisabledException" in cause, cause
+    entered = entered_states(stack, result["executionArn"])
+    assert entered[-2] == ALERT_STATES[outcome], entered
+    assert [m for m in alerts("Message") if f"Retraining {run}" in m] == []

@@ -44,6 +44,10 @@ ALERT_STATES = {
     ROLLED_BACK: "AlertRolledBack",
     FAILED: "AlertFailed",
 }
+# The error of a run whose alert could not be published past its retries (the topic or
+# its KMS key deleted or disabled, publishing no longer allowed): the run ends FAILED
+# under this name, not the raw SNS error, and its cause names the outcome, which stands.
+NOTIFICATION_FAILED = "NotificationFailed"
 
 
 def alert_subject(outcome: str, endpoint_name: str) -> str:
