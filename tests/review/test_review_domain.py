@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote
 
@@ -668,6 +669,99 @@ def test_web_api_limits_requests_refuses_framing_and_names_aws_failures(env: Env
     assert env.s3.head_object(Bucket=BUCKET, Key=retried.json()["labelled_key"])
     assert env.get(record_id)["status"] == "REVIEWED"
     assert [line["record_id"] for line in service(env).read_manifest()] == [record_id]
+
+
+# The policy the page must be served under: nothing by default, and only the page's own
+# files, images and API (no inline script or style, no other origin, no framing, no
+# markup written from text).
+STRICT_POLICY = {
+    "default-src": ["'none'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "form-action": ["'self'"],
+    "base-uri": ["'none'"],
+    "frame-ancestors": ["'none'"],
+    "require-trusted-types-for": ["'script'"],
+    "trusted-types": ["'none'"],
+}
+COMPANION_HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+def policy(response: Any) -> dict[str, list[str]]:
+    """A response's Content-Security-Policy as directive -> sources."""
+    directives = [d.split() for d in response.headers["content-security-policy"].split(";")]
+    return {d[0]: d[1:] for d in directives if d}
+
+
+class _Markup(HTMLParser):
+    """What in an HTML document would run or style without a file of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline: list[str] = []
+        self.files: list[str] = []
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        self.inline += [f"<{tag} {a}>" for a in named if a.startswith("on") or a == "style"]
+        if tag == "style" or (tag == "script" and not named.get("src")):
+            self.inline.append(f"<{tag}>")
+        if tag == "script" and named.get("src"):
+            self.files.append(str(named["src"]))
+        if tag == "link" and named.get("rel") == "stylesheet":
+            self.files.append(str(named["href"]))
+        self._in = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "script" and data.strip():
+            self.inline.append("<script> text")
+
+
+def test_the_page_runs_only_its_own_files_under_a_strict_policy(env: Env) -> None:
+    """The page holds no inline script, style or handler, and every answer (the page, its
+    files, the API, refusals) carries the strict policy and its companion headers."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    client = web(service(env))
+    page = client.get("/")
+    markup = _Markup()
+    markup.feed(page.text)
+    assert markup.inline == [], "inline script or style would be refused by the policy"
+    assert sorted(markup.files) == ["static/review.css", "static/review.js"]
+    files = {name: client.get("/" + name) for name in markup.files}
+    assert files["static/review.js"].headers["content-type"].startswith("text/javascript")
+    assert files["static/review.css"].headers["content-type"].startswith("text/css")
+    assert "function renderDetail()" in files["static/review.js"].text
+    # The script writes uploaders' text as text: no markup sink anywhere in it.
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in files["static/review.js"].text, sink
+    answers = [
+        page,
+        *files.values(),
+        client.get("/api/queue"),
+        client.get("/api/image", params={"record_id": record_id}),
+        client.get("/api/image", params={"record_id": "nothing-such"}),
+        client.get("/api/queue", headers={"Sec-Fetch-Site": "cross-site"}),
+        client.get("/", headers={"Host": "evil.example"}),
+        client.get("/no-such-page"),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 404, 403, 400, 404]
+    for answer in answers:
+        assert policy(answer) == STRICT_POLICY, answer.request.url
+        for name, value in COMPANION_HEADERS.items():
+            assert answer.headers[name] == value, (answer.request.url, name)
 
 
 @pytest.mark.parametrize(

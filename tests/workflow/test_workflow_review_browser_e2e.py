@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,31 +25,13 @@ from scones.offline.client import offline_session
 from scones.offline.stack import OfflineStack
 from scones.serving.server import ModelServer
 from scones.template_params import PROJECT_ROOT
+from tests.chromium import CHROMIUM_FLAGS, chromium_binary
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow-stack")]
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 # The README's screenshot is refreshed only when asked (SCONES_SCREENSHOTS=1), so a test
 # run never changes a tracked file.
 SCREENSHOT = PROJECT_ROOT / "docs" / "images" / "review-page.png"
-
-
-def chromium_binary() -> str:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.fail(
-        "Chromium is missing: `apt-get install -y chromium` (the review page is tested "
-        "in a real browser)"
-    )
 
 
 def uncertain_images(
@@ -236,8 +217,10 @@ def review_in_browser(browser: Any, url: str, token: str) -> list[str]:
     page.wait_for_selector("#detail p.empty:has-text('the URL')", timeout=30_000)
     page.goto(f"{url}/?token={token}")
     page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+    # Waits are arrow functions: Playwright evaluates a bare expression again on every
+    # poll, with eval, which the page's Content-Security-Policy refuses.
     page.wait_for_function(
-        "document.images.length >= 5 && "
+        "() => document.images.length >= 5 && "
         "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
         timeout=30_000,
     )
@@ -262,7 +245,7 @@ def review_in_browser(browser: Any, url: str, token: str) -> list[str]:
         )
         # The page moved on: the image in view is drawn, not an empty frame.
         page.wait_for_function(
-            "document.querySelector('#current-image').naturalWidth > 0", timeout=30_000
+            "() => document.querySelector('#current-image').naturalWidth > 0", timeout=30_000
         )
 
     # A held key's repeats answer nothing: one press is one answer.

@@ -4,7 +4,8 @@ It is meant for one reviewer on their own machine (it listens on loopback by
 default). Requests must name an allowed host (no DNS rebinding), an answer must be
 JSON from the page's own origin (no cross-site form posts), and the API refuses what
 a browser marks as a cross-site request (another site's ``<img src>`` cannot make the
-queue sample records).
+queue sample records). Every answer carries ``SECURITY_HEADERS``: the page runs only the
+script and style sheet the server sends, shows only its own images, and cannot be framed.
 """
 
 from __future__ import annotations
@@ -36,21 +37,47 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scones.review.page import PAGE
+from scones.review.page import PAGE, SCRIPT, SCRIPT_URL, STYLE, STYLE_URL
 from scones.shown_text import shown
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 TOKEN_HEADER = "X-Review-Token"  # noqa: S105 (a header name)
 # An answer is a few hundred bytes of JSON; nothing larger is read.
 MAX_BODY_BYTES = 64 * 1024
-# The page may not be framed by another site (a hidden frame could take its clicks).
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
+# What the page may load and do: its own script, style sheet and images, requests to its
+# own API, and nothing else. No inline script, style or handler runs (text an uploader
+# controls can never become one), the script's markup and script sinks (innerHTML, a
+# handler attribute) refuse plain text (Trusted Types, with no policy to make it), nothing
+# may reset the page's base URL or send a form elsewhere, and no other site may frame it
+# (a hidden frame could take its clicks).
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "require-trusted-types-for 'script'",
+        "trusted-types 'none'",
+    )
+)
+# On every answer, the page's, its files' and the API's (refusals included): never
+# cached (a customer's photo stays out of the reviewer's disk cache, a new version's
+# page never runs an old script), never sniffed into another type, never framed, no
+# Referer (the printed URL carries the API's token), and nothing another site may embed
+# or keep a window handle on.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-store",
 }
-# The API's answers: never cached, never sniffed into another type.
-_API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 IMAGE_PATH = "/api/image"
 # Images decoded at once: each can take a few hundred MB for a 25-megapixel upload, and
 # a browser asks for six at a time.
@@ -81,8 +108,8 @@ class Answer(BaseModel):
 
 class SameOriginOnly:
     """Refuses what the page would never send (another host, origin or site, a body
-    without a length or too large, an API call without the token) and marks every API
-    answer ``no-store`` and ``nosniff``.
+    without a length or too large, an API call without the token) and puts
+    ``SECURITY_HEADERS`` on every answer.
 
     Plain ASGI, not ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` hides
     a client's disconnect from the routes, and the image route must see it.
@@ -96,22 +123,19 @@ class SameOriginOnly:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope)  # its headers and query only: the body is the route's
-        refusal = self.refusal(request)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        if not request.url.path.startswith("/api/"):
-            await self.app(scope, receive, send)
-            return
 
         async def send_marked(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in _API_HEADERS.items():
-                    headers.setdefault(name, value)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
             await send(message)
 
+        request = Request(scope)  # its headers and query only: the body is the route's
+        refusal = self.refusal(request)
+        if refusal is not None:
+            await refusal(scope, receive, send_marked)
+            return
         await self.app(scope, receive, send_marked)
 
     def refusal(self, request: Request) -> JSONResponse | None:
@@ -186,7 +210,17 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
-        return HTMLResponse(PAGE, headers=_PAGE_HEADERS)
+        return HTMLResponse(PAGE)
+
+    # The page's script and style sheet: files of their own, so the policy can refuse
+    # every inline one.
+    @app.get(f"/{SCRIPT_URL}")
+    def script() -> Response:
+        return Response(SCRIPT, media_type="text/javascript; charset=utf-8")
+
+    @app.get(f"/{STYLE_URL}")
+    def style() -> Response:
+        return Response(STYLE, media_type="text/css; charset=utf-8")
 
     @app.get("/api/queue")
     async def queue() -> dict[str, Any]:
@@ -287,9 +321,9 @@ def add_image_route(app: FastAPI, service: ReviewService) -> None:
             ) from exc
         finally:
             gate.release()
-        # no-store, as every API answer: a customer's photo stays out of the reviewer's
-        # disk cache, where it would outlive the upload's deletion. The page asks for each
-        # image once; the browser reuses it within the page whatever the header says.
+        # no-store, as every answer (SECURITY_HEADERS): a customer's photo stays out of the
+        # reviewer's disk cache, where it would outlive the upload's deletion. The page asks
+        # for each image once; the browser reuses it within the page whatever the header says.
         return Response(png, media_type="image/png")
 
 

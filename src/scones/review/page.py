@@ -1,13 +1,36 @@
-"""The review page: one self-contained HTML document (no external assets)."""
+"""The review page: an HTML document, its style sheet and its script.
+
+Three documents, not one: the page's Content-Security-Policy (``scones.review.app``) runs
+only scripts and style sheets the review server sends as files of their own, so text an
+uploader controls (a key, a reason) can never run as script or restyle the page, even if
+it ever reached the HTML. The script writes such text with ``textContent`` and DOM
+properties only, never as markup.
+"""
 
 from __future__ import annotations
 
-PAGE = """<!doctype html>
+# Where the page asks for them (relative, as the page's own requests); served beside it.
+STYLE_URL = "static/review.css"
+SCRIPT_URL = "static/review.js"
+
+PAGE = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Scones Unlimited review</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body { font-family: system-ui, sans-serif; margin: 0; color: #222; background: #f6f6f4; }
+<link rel="stylesheet" href="{STYLE_URL}">
+</head>
+<body>
+<header><h1>Scones Unlimited &middot; review</h1>
+<small id="who"></small><small id="progress"></small></header>
+<main>
+  <ul id="queue" aria-label="images waiting for review"></ul>
+  <section id="detail" aria-live="polite"><p class="empty">Loading the queue&hellip;</p></section>
+</main>
+<script src="{SCRIPT_URL}"></script>
+</body></html>
+"""
+
+STYLE = """body { font-family: system-ui, sans-serif; margin: 0; color: #222; background: #f6f6f4; }
 header { padding: .8rem 1.5rem; background: #2d3a4a; color: #fff; display: flex;
          align-items: baseline; gap: 1.5rem; }
 header h1 { font-size: 1.2rem; margin: 0; }
@@ -43,16 +66,9 @@ kbd { border: 1px solid #aaa; border-bottom-width: 2px; border-radius: .25rem; p
 #status { margin-top: 1rem; min-height: 1.4rem; }
 #status.error { color: #b00020; }
 .empty { padding: 2rem; color: #555; }
-</style></head>
-<body>
-<header><h1>Scones Unlimited &middot; review</h1>
-<small id="who"></small><small id="progress"></small></header>
-<main>
-  <ul id="queue" aria-label="images waiting for review"></ul>
-  <section id="detail" aria-live="polite"><p class="empty">Loading the queue&hellip;</p></section>
-</main>
-<script>
-"use strict";
+"""
+
+SCRIPT = r""""use strict";
 const state = { items: [], current: 0, keys: {}, expired: 0 };
 const queue = document.getElementById("queue");
 const detail = document.getElementById("detail");
@@ -327,11 +343,9 @@ async function load() {
   state.items = body.items; state.current = 0; state.keys = keysFor(body.answers);
   state.expired = body.expired || 0; state.expiredCap = body.expired_cap || Infinity;
   document.getElementById("who").textContent =
-    "reviewer " + body.reviewer + " \\u00b7 " + body.table;
+    "reviewer " + body.reviewer + " \u00b7 " + body.table;
   document.body.dataset.loaded = "true";
   render();
 }
 load();
-</script>
-</body></html>
 """
