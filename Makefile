@@ -57,17 +57,22 @@ build:
 	@scripts/bootstrap.sh sam
 	scripts/sam.sh build
 
+# The folder of the model the stack serves, whose baseline make deploy and deploy-baseline
+# publish: MODEL=vehicles-model (default: the shipped model's).
+MODEL ?=
+model_option = $(if $(MODEL),--model "$(MODEL)")
+
 # sam deploy with samconfig.toml, then the monitor's baseline into the stack's bucket.
 # Fails at once when no AWS credentials are configured. ARGS=--guided asks for parameters.
 deploy:
 	@scripts/bootstrap.sh run sam
-	scripts/deploy.sh $(ARGS)
+	scripts/deploy.sh $(model_option) $(ARGS)
 
 # The monitor's baseline into a deployed stack's bucket (after a plain sam deploy, or a new
-# model). ARGS: --stack NAME, --model DIR, and after -- the options sam deploy was given.
+# model). ARGS: --stack NAME, and after -- the options sam deploy was given.
 deploy-baseline:
 	@scripts/bootstrap.sh run sam
-	.venv/bin/scones deploy-baseline $(ARGS)
+	.venv/bin/scones deploy-baseline $(model_option) $(ARGS)
 
 # The SageMaker serving image, without Docker (buildah + mmdebstrap; see docs/serving.md).
 # Rebuilt only when its inputs change.

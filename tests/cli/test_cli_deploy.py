@@ -609,6 +609,49 @@ def test_the_deploy_script_checks_credentials_before_building() -> None:
     ]
 
 
+def test_make_deploy_gives_model_to_the_preflight_and_the_baseline_step(tmp_path: Path) -> None:
+    """MODEL= names the model the stack serves: `make deploy` checks it before deploying
+    and publishes its baseline (ARGS still go to sam deploy); `make deploy-baseline` too."""
+    arguments = ["MODEL=my models/vehicles", "ARGS=--config-env prod"]
+    planned = subprocess.run(
+        ["make", "-n", "--no-print-directory", "deploy", "deploy-baseline", *arguments],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    commands = [shlex.split(line) for line in planned.splitlines() if "bootstrap" not in line]
+    model = ["--model", "my models/vehicles"]
+    assert commands == [
+        ["scripts/deploy.sh", *model, "--config-env", "prod"],
+        [".venv/bin/scones", "deploy-baseline", *model, "--config-env", "prod"],
+    ]
+    # The deploy script with stand-ins for the CLI and sam, each logging its arguments.
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    script = tmp_path / "scripts" / "deploy.sh"
+    script.write_text((PROJECT_ROOT / "scripts" / "deploy.sh").read_text())
+    log = tmp_path / "calls.jsonl"
+    for stand_in, name in (
+        (tmp_path / ".venv/bin/scones", "scones"),
+        (tmp_path / "scripts/sam.sh", "sam"),
+    ):
+        stand_in.write_text(
+            f"#!{sys.executable}\nimport json, sys\n"
+            f"open({str(log)!r}, 'a').write(json.dumps([{name!r}, *sys.argv[1:]]) + '\\n')\n"
+        )
+    for path in (script, tmp_path / ".venv/bin/scones", tmp_path / "scripts/sam.sh"):
+        path.chmod(0o755)
+    subprocess.run(["bash", str(script), *commands[0][1:]], cwd=tmp_path, check=True)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls == [
+        ["scones", "deploy-preflight", *model, "--", "--config-env", "prod"],
+        ["sam", "build"],
+        ["sam", "deploy", "--config-env", "prod"],
+        ["scones", "deploy-baseline", *model, "--", "--config-env", "prod"],
+    ]
+
+
 def test_preflight_refuses_a_stack_name_s3_would_refuse_in_the_bucket_name() -> None:
     assert bucket_name_problem("scones", "123456789012", "us-east-1") is None
     longest = "s" * 33  # 63 - len("-123456789012-us-east-1-images")
@@ -735,8 +778,9 @@ def preflight_output(
     capsys: pytest.CaptureFixture[str],
     overrides: dict[str, str],
     stack: dict[str, str] | None = None,
+    *options: str,
 ) -> tuple[int, str, str]:
-    """:func:`preflight_with`'s exit code, stdout and stderr."""
+    """:func:`preflight_with`'s exit code, stdout and stderr; ``options`` are the command's."""
     import scones.deploy
     from scones.cli.main import main
 
@@ -747,7 +791,7 @@ def preflight_output(
     with mock_aws():
         if stack is not None:
             stand_in_stack(boto3.client("cloudformation", region_name=REGION), stack)
-        code = main(["deploy-preflight", "--stack", "scones", "--region", REGION])
+        code = main(["deploy-preflight", "--stack", "scones", "--region", REGION, *options])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -911,7 +955,24 @@ def test_deploy_preflight_warns_when_the_bundled_model_does_not_fit_the_stack(
     code, err = preflight_with(monkeypatch, capsys, overrides)
     assert code == 0
     assert "scones: warning: the model at" in err and problem in err
-    assert 'deploy-baseline ARGS="--model DIR"' in err
+    assert "make deploy MODEL=DIR" in err and "make deploy-baseline MODEL=DIR" in err
+
+
+def test_deploy_preflight_refuses_a_named_model_that_does_not_fit_the_stack(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`make deploy MODEL=DIR`: the model is the one the stack serves, so a mismatch is
+    refused before sam deploy, not by deploy-baseline after it; one that fits passes."""
+    own = {"ModelLabels": "van,truck"}
+    code, _, err = preflight_output(monkeypatch, capsys, own, None, "--model", str(MODEL))
+    assert code == 2, err
+    assert f"the model at {MODEL}: it answers bicycle,motorcycle" in err
+    assert "deploy-baseline would refuse its baseline after sam deploy" in err
+    code, _, err = preflight_output(monkeypatch, capsys, {}, None, "--model", str(MODEL))
+    assert code == 0 and "the model at" not in err, err
+    # A folder without a baseline is refused before AWS is asked anything.
+    code, _, err = preflight_output(monkeypatch, capsys, {}, None, "--model", str(tmp_path))
+    assert code == 2 and f"--model {tmp_path}: no baseline.json there" in err, err
 
 
 def test_deploy_preflight_warns_that_retraining_cannot_serve_another_input_size(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -314,4 +315,57 @@ def test_a_teacher_that_trained_on_the_students_validation_images_is_refused(
     err = capsys.readouterr().err
     assert "held out other validation images than this split (seed 1, fraction 0.2" in err
     assert "the teacher's: seed 0, fraction 0.2" in err and "--teacher fresh" in err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def van_truck_data(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small images under a team's own labels: ``van`` and ``truck``."""
+    root = tmp_path_factory.mktemp("van-truck")
+    for label, source in (("van", "bicycle"), ("truck", "motorcycle")):
+        shutil.copytree(small_data / source, root / label)
+    return root
+
+
+TINY_RESNET_OPTIONS = ["--recipe", "ensemble", "--network", "resnet", "--epochs", "1"]
+TINY_RESNET_OPTIONS += ["--members", "2", "--width", "4", "--threads", "1", "--threshold", "0.9"]
+TINY_RESNET_OPTIONS += ["--validation-fraction", "0.25"]
+
+
+def test_a_model_of_other_labels_is_named_after_them_not_the_shipped_model(
+    van_truck_data: Path, tmp_path: Path
+) -> None:
+    """Without --name, model.json names the labels trained on: in `scones train` and in the
+    retraining job's program (which is given no name), never the shipped classes'."""
+    from scones.sagemaker import entry_point
+
+    trained = tmp_path / "trained"
+    argv = ["train", "--data", str(van_truck_data), "--labels", "van,truck", "--quiet"]
+    assert main([*argv, "--out", str(trained), *TINY_RESNET_OPTIONS]) == 0
+    assert OnnxClassifier(trained).manifest.name == "van-truck"
+
+    retrained = tmp_path / "retrained"
+    argv = ["--data", str(van_truck_data), "--labels", "van,truck", "--model-dir", str(retrained)]
+    assert entry_point.main([*argv, *TINY_RESNET_OPTIONS]) == 0
+    assert OnnxClassifier(retrained).manifest.name == "van-truck"
+
+    # The shipped classes keep the shipped name, so `make model` writes the same model.json.
+    from scones.model.recipe import DEFAULT_LABELS, model_name
+    from scones.paths import SHIPPED_MODEL_DIR, SHIPPED_MODEL_NAME
+
+    assert model_name(DEFAULT_LABELS) == SHIPPED_MODEL_NAME
+    assert json.loads((SHIPPED_MODEL_DIR / "model.json").read_text())["name"] == SHIPPED_MODEL_NAME
+
+
+def test_a_teacher_of_other_labels_is_refused_naming_both_label_sets(
+    van_truck_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default recipe distils the shipped teacher (bicycle, motorcycle): for a team's own
+    classes the refusal names the label mismatch, not the held-out images."""
+    out = tmp_path / "m"
+    argv = ["train", "--data", str(van_truck_data), "--labels", "van,truck"]
+    assert main([*argv, "--out", str(out), "--threshold", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "answers the labels bicycle,motorcycle, but the student is trained on van,truck" in err
+    assert "--teacher fresh" in err and "other validation images" not in err
     assert not out.exists()

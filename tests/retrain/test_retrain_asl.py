@@ -279,6 +279,25 @@ def test_the_training_job_trains_the_stacks_labels(labels: str | None) -> None:
     assert args.labels == tuple(expected.split(","))
 
 
+@pytest.mark.parametrize(
+    "network", load_template()["Parameters"]["RetrainingNetwork"]["AllowedValues"]
+)
+def test_the_rehearsals_short_recipe_fits_every_network_retraining_may_train(
+    network: str,
+) -> None:
+    """`scones retrain` lays its short recipe over the deployed TrainCandidate's
+    hyperparameters; for each RetrainingNetwork the training program takes it (the
+    from-scratch ResNet has no input side to shrink: no ``resize``)."""
+    from scones.offline.retrain import OfflineRetrain, RetrainOptions
+
+    run = OfflineRetrain(RetrainOptions())
+    run.asl_states = definition({"RetrainingNetwork": network})["States"]
+    assert run._training_split() == {"validation_fraction": 0.2, "members": 2}
+    job = {k: json.loads(v) for k, v in run._job_hyperparameters().items()}
+    assert job["network"] == network and job["recipe"] == "ensemble" and job["epochs"] == 3
+    assert ("resize" in job) == (network != "resnet")
+
+
 def test_outcomes_survive_a_throttle_and_rollback_watches_only_the_canarys_errors() -> None:
     """Every outcome write and alert retries throttling (the put is keyed by the run, so a
     retry rewrites the same item), and the canary is rolled back by its errors only."""

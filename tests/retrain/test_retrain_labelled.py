@@ -103,6 +103,23 @@ def test_retrain_without_torch_says_where_it_runs_before_the_stack_starts(
     assert "needs torch" in err and ".venv-train/bin/python -m scones.cli.main retrain" in err
 
 
+def test_retrain_judges_its_recipe_for_the_stacks_retraining_network_before_the_stack_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RetrainingNetwork=resnet: the short recipe fits it (the run gets as far as the torch
+    check), and an override it cannot take is refused naming the parameter, not after the
+    stack has started."""
+    _never_run(monkeypatch)
+    monkeypatch.setattr("scones.cli.torch_free.torch_installed", lambda: False)
+    argv = ["retrain", "--out", str(tmp_path / "out"), "--param", "RetrainingNetwork=resnet"]
+    assert main(argv) == 2
+    assert "needs torch" in capsys.readouterr().err
+    assert main([*argv, "--hyperparameter", "resize=96"]) == 2
+    err = capsys.readouterr().err
+    assert "the training program refuses it (RetrainingNetwork=resnet)" in err
+    assert "resize: not used by network resnet" in err and "needs torch" not in err
+
+
 def test_training_defaults_to_the_templates_labels() -> None:
     """A model trained without ``--labels`` answers what a stack with default parameters
     expects, so the gate's label check passes for it."""

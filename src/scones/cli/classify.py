@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="upload files to the running stack and show their records",
         description=(
             "Upload files to the stack that `scones up` runs and wait for their records. A "
-            "folder named after a label (bicycle, motorcycle) gives its files that true label, "
-            "as in `scones run`."
+            "folder named after one of the stack's labels (ModelLabels) gives its files that "
+            "true label, as in `scones run`."
         ),
     )
     parser.add_argument("paths", nargs="+", type=file_or_folder, help="image files or folders")

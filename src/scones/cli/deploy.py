@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scones.cli.arguments import file_or_folder
@@ -35,6 +36,29 @@ def _aws_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _model_argument(parser: argparse.ArgumentParser) -> None:
+    from scones.paths import SHIPPED_MODEL_DIR, display_path
+
+    parser.add_argument(
+        "--model",
+        type=file_or_folder,
+        default=None,
+        help="folder of the model the stack serves, holding baseline.json (make deploy's "
+        f"MODEL; default: the shipped model, {display_path(SHIPPED_MODEL_DIR)})",
+    )
+
+
+def _model_folder(args: argparse.Namespace) -> Path:
+    """``--model`` or the shipped model: a folder with the baseline to publish, checked
+    before anything reaches AWS."""
+    from scones.deploy import BASELINE_FILE, DEFAULT_MODEL_DIR
+
+    model: Path = args.model or DEFAULT_MODEL_DIR
+    if not (model / BASELINE_FILE).is_file():
+        raise CommandError(f"--model {model}: no {BASELINE_FILE} there (a model folder holds one)")
+    return model
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     preflight = subparsers.add_parser(
         "deploy-preflight",
@@ -45,9 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "refused or outlast an Express execution, or when the account's Lambda concurrency "
         "quota cannot hold the functions' reservations; otherwise print the account, region "
         "and stack that sam deploy will use, warn when the update deletes the endpoint or "
-        "replaces the classification workflow, and say whether the endpoint exists.",
+        "replaces the classification workflow, and say whether the endpoint exists. With "
+        "--model, refuse a model that does not fit the stack's ModelLabels and "
+        "ModelInputSize (deploy-baseline would, after sam deploy).",
     )
     _aws_arguments(preflight)
+    _model_argument(preflight)
     preflight.set_defaults(handler=run_preflight)
 
     baseline = subparsers.add_parser(
@@ -57,12 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "deployed stack (its output and parameter), then say whether the endpoint exists.",
     )
     _aws_arguments(baseline)
-    baseline.add_argument(
-        "--model",
-        type=file_or_folder,
-        default=None,
-        help="model folder holding baseline.json (default: models/bicycle-motorcycle)",
-    )
+    _model_argument(baseline)
     baseline.set_defaults(handler=run_baseline)
 
 
@@ -119,24 +141,34 @@ def _endpoint_problem(
     return advice
 
 
-def _warn_about_the_model(values: dict[str, str], kept_note: str) -> None:
-    """Warnings on the model these parameter values serve and retrain; none stops a deploy."""
+def _model_misfit(problem: str, *, named: bool, kept_note: str) -> None:
+    """The model whose baseline deploy-baseline publishes after sam deploy does not fit the
+    stack. One named with --model is refused now: deploy-baseline would refuse it only
+    after the deploy. The shipped one is the default, and the endpoint may serve another
+    (CreateEndpoint=false, or ModelDataUrl): a warning, and deploy-baseline, given the
+    served model's folder, refuses a mismatch."""
+    if named:
+        raise CommandError(
+            f"{problem}: deploy-baseline would refuse its baseline after sam deploy{kept_note}"
+        )
+    print(
+        f"scones: warning: {problem}{kept_note}. If the endpoint serves another model, "
+        "name its folder (make deploy MODEL=DIR, or make deploy-baseline MODEL=DIR after "
+        "a plain sam deploy), which refuses a model that does not fit the stack",
+        file=sys.stderr,
+    )
+
+
+def _check_the_model(model: Path, values: dict[str, str], kept_note: str, *, named: bool) -> None:
+    """The model these parameter values serve and retrain: one named with --model that
+    does not fit is refused, anything else is a warning."""
     from scones_core.settings import parse_input_size
     from scones_core.training_split import input_size_problem
 
-    from scones.deploy import DEFAULT_MODEL_DIR, model_problem
+    from scones.deploy import model_problem
 
-    # The model whose baseline deploy-baseline publishes after sam deploy by default. The
-    # endpoint may serve another one (CreateEndpoint=false, or ModelDataUrl): a warning,
-    # and deploy-baseline, which is given the served model's folder, refuses a mismatch.
-    how = "set in sam deploy's parameter_overrides"
-    if problem := model_problem(DEFAULT_MODEL_DIR, values, how):
-        print(
-            f"scones: warning: {problem}{kept_note}. If the endpoint serves another model, "
-            'give its folder to deploy-baseline (make deploy-baseline ARGS="--model DIR"), '
-            "which refuses a model that does not fit the stack",
-            file=sys.stderr,
-        )
+    if problem := model_problem(model, values, "set in sam deploy's parameter_overrides"):
+        _model_misfit(problem, named=named, kept_note=kept_note)
     if problem := input_size_problem(parse_input_size(values["ModelInputSize"])):
         # The stack serves fine; only the monitor's retraining cannot help it.
         print(
@@ -163,6 +195,7 @@ def run_preflight(args: argparse.Namespace) -> int:
     )
     from scones.template_params import ParameterError, resolve_parameters
 
+    model = _model_folder(args)
     session, stack, config = _context(args)
     try:
         who = preflight(session, guided=config.guided)
@@ -203,7 +236,7 @@ def run_preflight(args: argparse.Namespace) -> int:
         raise refuse(f"sam deploy's parameters: {exc}") from exc
     if problem := express_time_problem(values):
         raise refuse(problem)
-    _warn_about_the_model(values, kept_note)
+    _check_the_model(model, values, kept_note, named=args.model is not None)
     if problem := capture_retention_problem(values):
         raise refuse(problem)
     try:
@@ -230,11 +263,9 @@ def run_preflight(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
-    from scones.deploy import BASELINE_FILE, DEFAULT_MODEL_DIR, DeployError, publish_baseline
+    from scones.deploy import DeployError, publish_baseline
 
-    model = args.model or DEFAULT_MODEL_DIR
-    if not (model / BASELINE_FILE).is_file():
-        raise CommandError(f"--model {model}: no {BASELINE_FILE} there (a model folder holds one)")
+    model = _model_folder(args)
     session, stack, config = _context(args)
     if config.guided:
         print(

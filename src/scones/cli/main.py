@@ -42,7 +42,8 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scones",
-        description="Classify delivery images as bicycle or motorcycle, on AWS or fully offline.",
+        description="Classify delivery images by the stack's labels (ModelLabels; bicycle or "
+        "motorcycle by default), on AWS or fully offline.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

@@ -20,7 +20,7 @@ from scones.cli.stack_state import effective_params, parse_params
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from scones.offline.retrain_recipe import DEFAULT_DATA, SHORT_RECIPE
+    from scones.offline.retrain_recipe import DEFAULT_DATA, SHORT_RECIPE, SHORT_RESIZE
 
     parser = subparsers.add_parser(
         "retrain",
@@ -55,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help=f"override a training hyperparameter (the short recipe sets {recipe})",
+        help=f"override a training hyperparameter (the short recipe sets {recipe}, and "
+        f"resize={SHORT_RESIZE} for a network that fine-tunes a pretrained backbone; the "
+        "network is the stack's RetrainingNetwork unless network=... is given)",
     )
     parser.add_argument(
         "--max-train-per-label", type=positive_int, help="limit the training channel"
@@ -88,22 +90,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-def _hyperparameters(pairs: list[str]) -> dict[str, object]:
-    from scones.offline.retrain_recipe import SHORT_RECIPE
+def _hyperparameters(pairs: list[str], params: dict[str, str]) -> dict[str, object]:
+    """The short recipe of the network the job trains, with ``--hyperparameter`` over it."""
+    from scones.offline.retrain_recipe import short_recipe
 
-    values: dict[str, object] = dict(SHORT_RECIPE)
-    values.update(hyperparameters(pairs))
+    given = hyperparameters(pairs)
+    values: dict[str, object] = short_recipe(str(given.get("network", params["RetrainingNetwork"])))
+    values.update(given)
     return values
 
 
-def _check_recipe(hyperparameters: dict[str, object], threshold: str) -> None:
-    """What the training job's own program would refuse, refused now."""
+def _check_recipe(hyperparameters: dict[str, object], params: dict[str, str]) -> None:
+    """What the training job's own program would refuse, refused now: the hyperparameters
+    the deployed TrainCandidate state gives it, with this run's over them."""
     from scones.sagemaker.entry_point import check_hyperparameters
 
+    job = {
+        "threshold": params["ConfidenceThreshold"],
+        "labels": params["ModelLabels"],
+        "network": params["RetrainingNetwork"],
+        "epochs": params["RetrainingEpochs"],
+    }
     try:
-        check_hyperparameters({**hyperparameters, "threshold": threshold})
+        check_hyperparameters({**job, **hyperparameters})
     except ValueError as exc:
-        raise CommandError(f"--hyperparameter: the training program refuses it: {exc}") from exc
+        raise CommandError(
+            f"--hyperparameter: the training program refuses it (RetrainingNetwork="
+            f"{params['RetrainingNetwork']}): {exc}"
+        ) from exc
 
 
 def _check_folders(args: argparse.Namespace) -> None:
@@ -141,8 +155,9 @@ def run(args: argparse.Namespace) -> int:
 
     # Everything the user gave is checked before the stack starts (minutes of work).
     overrides = parse_params(args.param)
-    hyperparameters = _hyperparameters(args.hyperparameter)
-    _check_recipe(hyperparameters, effective_params(overrides)["ConfidenceThreshold"])
+    params = effective_params(overrides)
+    hyperparameters = _hyperparameters(args.hyperparameter, params)
+    _check_recipe(hyperparameters, params)
     for option, folder in (("--data", args.data), ("--labelled", args.labelled)):
         if folder is not None and not folder.is_dir():
             raise CommandError(f"{option} {folder}: no such folder")

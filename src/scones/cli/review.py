@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve a local page to review low-confidence (and sampled accepted) images",
         description=(
             "Serve a local web page listing the images waiting for review. Answer each with "
-            "b (bicycle), m (motorcycle) or n (neither); arrows move. Answers are written "
+            "one of the stack's labels (ModelLabels) or neither, by key: an answer's first "
+            "letter, or its position when another answer took that letter (the page lists "
+            "them; b, m and n for the default labels); arrows move. Answers are written "
             "to the results table (status REVIEWED) and the images copied to the labelled "
             "data prefix."
         ),

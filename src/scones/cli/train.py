@@ -11,7 +11,7 @@ import time
 
 from scones.cli.arguments import check_writable_folder, file_or_folder, labels, output_folder
 from scones.cli.errors import CommandError
-from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR, SHIPPED_MODEL_NAME
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
 DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
 
@@ -28,12 +28,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         QUANTISATIONS,
         RESNET_SETTINGS,
         TrainRecipe,
+        model_name,
     )
 
     defaults = TrainRecipe()
     parser = subparsers.add_parser(
         "train",
-        help="train the bicycle/motorcycle classifier on CPU and write the model artifact",
+        help="train the classifier of the labels (--labels) on CPU and write the model artifact",
         description=(
             "Fine-tune a cross-fitted ensemble of pretrained MobileNetV3 backbones (or, with "
             "--network resnet, train small ResNets from scratch), or (--recipe distil) distil "
@@ -54,7 +55,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="artifact folder to write" + default,
     )
     parser.add_argument(
-        "--name", default=SHIPPED_MODEL_NAME, help="model name in model.json" + default
+        "--name",
+        default=None,
+        help="model name in model.json (default: the labels joined by '-', "
+        f"{model_name(DEFAULT_LABELS)} for the default labels)",
     )
     parser.add_argument(
         "--labels",
@@ -211,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
 
     # The arguments are judged first, so a mistake is named in any environment.
     try:
-        if (problem := text_field_problem(args.name)) is not None:
+        if args.name is not None and (problem := text_field_problem(args.name)) is not None:
             raise ValueError(f"--name is {problem}")
         threshold = (
             default_threshold() if args.threshold is None else check_threshold(args.threshold)

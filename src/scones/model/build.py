@@ -47,9 +47,9 @@ from scones.model.folders import (
     refuse_small_classes,
     stratified_split,
 )
-from scones.model.recipe import DEFAULT_LABELS, FRESH_TEACHER
+from scones.model.recipe import DEFAULT_LABELS, FRESH_TEACHER, model_name
 from scones.model.train import Log, TrainRecipe, train_ensemble
-from scones.paths import BASELINE_FILE, PROJECT_ROOT, SHIPPED_MODEL_NAME, display_path
+from scones.paths import BASELINE_FILE, PROJECT_ROOT, display_path
 
 # PROJECT_ROOT is scones.paths', not scones.template_params': that module needs
 # samtranslator, which a SageMaker training container running this code does not have.
@@ -162,16 +162,19 @@ def build_model(
     recipe: TrainRecipe,
     threshold: float,
     *,
-    name: str = SHIPPED_MODEL_NAME,
+    name: str | None = None,
     labels: tuple[str, ...] = DEFAULT_LABELS,
     log: Log | None = None,
     cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train, export, evaluate and write the artifact; returns the evaluation report.
 
+    ``name`` defaults to the labels' (:func:`scones.model.recipe.model_name`).
     ``cache_dir`` keeps a distil recipe's teacher-labelled views for the next run.
     """
     started = time.perf_counter()
+    if name is None:
+        name = model_name(labels)
     refuse_small_classes(
         data_dir, labels, TrainingSplit(recipe.validation_fraction, recipe.members)
     )
@@ -183,7 +186,9 @@ def build_model(
             f"{len(split.validation)} held out for validation (seed {recipe.seed})"
         )
     if recipe.method == "distil" and recipe.teacher != FRESH_TEACHER:
-        refuse_teachers_of_another_split(resolve_teachers(recipe), split.description)
+        teachers = resolve_teachers(recipe)
+        refuse_teachers_of_other_labels(teachers, labels)
+        refuse_teachers_of_another_split(teachers, split.description)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if recipe.method == "distil":
@@ -290,6 +295,21 @@ def resolve_teachers(recipe: TrainRecipe) -> list[Path]:
         raise ValueError("the distil recipe needs a teacher artifact")
     paths = [Path(folder) for folder in recipe.teacher_folders]
     return [path if path.is_absolute() else PROJECT_ROOT / path for path in paths]
+
+
+def refuse_teachers_of_other_labels(folders: list[Path], labels: tuple[str, ...]) -> None:
+    """``ValueError`` unless every teacher answers the student's labels in the student's
+    order: a teacher can only teach the classes it knows. Checked before the split, whose
+    refusal would blame the held-out images for what is a label mismatch."""
+    for folder in folders:
+        theirs = ModelManifest.load(folder).labels
+        if tuple(theirs) != tuple(labels):
+            raise ValueError(
+                f"the teacher {folder} answers the labels {','.join(theirs)}, but the student "
+                f"is trained on {','.join(labels)}: a teacher teaches only its own labels, in "
+                "its own order. Use --teacher fresh (a teacher trained on these images "
+                "first), a teacher of these labels, or --recipe ensemble"
+            )
 
 
 def refuse_teachers_of_another_split(folders: list[Path], split: dict[str, Any]) -> None:

@@ -32,6 +32,14 @@ DEFAULT_LABELS: tuple[str, ...] = ("bicycle", "motorcycle")
 """The classes the prepared data holds and the shipped model answers, in its output order
 (the template's ``ModelLabels`` default)."""
 
+
+def model_name(labels: tuple[str, ...] | list[str]) -> str:
+    """The name ``model.json`` gives a model trained without one: its labels in output
+    order, joined by ``-`` (``bicycle-motorcycle`` for the shipped classes), so a model of
+    other classes, retrained ones included, never carries the shipped model's name."""
+    return "-".join(labels)
+
+
 NETWORKS = ("mobilenetv3-coco", "efficientnet-lite2", "resnet")
 """``mobilenetv3-coco``: fine-tune the COCO-pretrained backbone (the default and the
 shipped model). ``efficientnet-lite2``: fine-tune the ImageNet-pretrained EfficientNet-Lite2
@@ -97,6 +105,13 @@ _BACKBONE_ONLY = frozenset({"resize"})
 _DISTIL_ONLY = frozenset({"teacher", "cross_fit", "hard_label_weight"})
 
 
+def unused_by(network: str) -> frozenset[str]:
+    """The recipe fields ``network`` has no use for, which a recipe for it refuses:
+    ``resize`` for the from-scratch ResNet, ``width`` and ``blocks_per_stage`` for the
+    pretrained backbones."""
+    return _BACKBONE_ONLY if network == "resnet" else _RESNET_ONLY
+
+
 @dataclass(frozen=True)
 class TrainRecipe:
     """Every knob of a training run; recorded in ``model.json`` so a run can be repeated.
@@ -144,8 +159,7 @@ class TrainRecipe:
         """The default recipe of ``method`` and ``network``, with ``overrides`` (None values
         ignored)."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        other = _RESNET_ONLY if network != "resnet" else _BACKBONE_ONLY
-        wrong = sorted(other.intersection(given))
+        wrong = sorted(unused_by(network).intersection(given))
         if wrong:
             raise ValueError(f"{' and '.join(wrong)}: not used by network {network}")
         if method != "distil" and (unused := sorted(_DISTIL_ONLY.intersection(given))):

@@ -52,7 +52,7 @@ from scones_core.retraining.gate import EVALUATION_FILE
 from scones_core.settings import parse_labels
 from scones_core.training_split import VALIDATION_FRACTION
 
-from scones.offline.retrain_recipe import DEFAULT_DATA, SHORT_RECIPE
+from scones.offline.retrain_recipe import DEFAULT_DATA, short_recipe
 from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
 from scones.template_params import PROJECT_ROOT
 
@@ -73,7 +73,9 @@ class RetrainOptions:
     data_dir: Path = DEFAULT_DATA
     production_model: Path = DEFAULT_MODEL_DIR
     labelled_dir: Path | None = None
-    recipe: dict[str, Any] = field(default_factory=lambda: dict(SHORT_RECIPE))
+    # The training hyperparameters over the job's; None: the short recipe of the network
+    # the deployed job trains (RetrainingNetwork).
+    recipe: dict[str, Any] | None = None
     # Limits for quick runs (tests): images per label of the training channel / gate set.
     max_train_per_label: int | None = None
     max_gate_per_label: int | None = None
@@ -384,7 +386,10 @@ class OfflineRetrain:
         """The deployed TrainCandidate's hyperparameters with this run's recipe over them,
         JSON-encoded as a CreateTrainingJob request carries them."""
         hyperparameters = dict(self.asl_states["TrainCandidate"]["Parameters"]["HyperParameters"])
-        hyperparameters.update({k: json.dumps(v) for k, v in self.options.recipe.items()})
+        recipe = self.options.recipe
+        if recipe is None:
+            recipe = short_recipe(json.loads(hyperparameters["network"]))
+        hyperparameters.update({k: json.dumps(v) for k, v in recipe.items()})
         return hyperparameters
 
     def _training_split(self) -> dict[str, Any]:
@@ -406,7 +411,7 @@ class OfflineRetrain:
             {
                 "run_name": run_name,
                 "started_at": started_at.isoformat().replace("+00:00", "Z"),
-                # This run trains its own recipe (SHORT_RECIPE, --hyperparameter), not the
+                # This run trains its own recipe (short_recipe, --hyperparameter), not the
                 # training program's defaults the state machine's job uses.
                 "training_split": self._training_split(),
             },

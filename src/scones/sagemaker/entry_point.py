@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from scones.paths import SHIPPED_MODEL_NAME
 from scones.sagemaker.exit_message import (
     TRAINING_FAILURE,
     TRAINING_JOB_CONFIG,
@@ -89,7 +88,7 @@ def recipe_and_threshold(args: argparse.Namespace) -> tuple[TrainRecipe, float]:
     from scones.model.evaluate import check_threshold
     from scones.model.recipe import FRESH_TEACHER, TrainRecipe
 
-    if (problem := text_field_problem(args.name)) is not None:
+    if args.name is not None and (problem := text_field_problem(args.name)) is not None:
         raise ValueError(f"--name is {problem}")
     if args.recipe == "distil" and args.teacher is None:
         args.teacher = FRESH_TEACHER
@@ -114,7 +113,8 @@ def build_parser(
     _option(parser, "labelled", type=Path, default=os.environ.get("SM_CHANNEL_LABELLED"))
     _option(parser, "model_dir", type=Path, default=os.environ.get("SM_MODEL_DIR"))
     _option(parser, "threshold", type=float, required=True)
-    _option(parser, "name", default=SHIPPED_MODEL_NAME)
+    # None: the labels' name (scones.model.recipe.model_name), as retraining leaves it.
+    _option(parser, "name", default=None)
     # The stack's ModelLabels, in the model's output order: the images' folder names.
     _option(parser, "labels", type=labels, default=",".join(DEFAULT_LABELS))
     _option(parser, "network", choices=NETWORKS, default=defaults.network)
