@@ -32,6 +32,21 @@ def pins(name: str) -> dict[str, str]:
     return found
 
 
+def test_pyproject_lists_every_package_a_wheel_must_carry() -> None:
+    """An editable install (bootstrap.sh) finds a package pyproject.toml leaves out; a
+    wheel (`pip install .`) does not, and every command imports the CLI's modules."""
+    import tomllib
+
+    setuptools = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = set()
+    for prefix, root in setuptools["package-dir"].items():
+        base = PROJECT_ROOT / root
+        for init in base.rglob("__init__.py"):
+            parts = init.parent.relative_to(base).parts
+            on_disk.add(".".join((prefix, *parts) if prefix else parts))
+    assert set(setuptools["packages"]) == on_disk
+
+
 def test_the_run_lock_holds_no_training_or_test_packages() -> None:
     run = pins("run.lock")
     for package in ("torch", "onnx", "onnxscript", "onnx-ir", "pytest", "ruff", "mypy"):

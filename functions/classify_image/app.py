@@ -20,7 +20,7 @@ from scones_core import function_logs, tracing
 from scones_core.errors import EventError
 from scones_core.failure_log import logs_failures
 from scones_core.inference import classify_image, decode_image_b64
-from scones_core.records import capture_id
+from scones_core.records import ClassificationState, capture_id
 from scones_core.settings import EndpointSettings
 
 logger = function_logs.logger()  # Powertools' Logger; the SDK's loggers at WARNING
@@ -44,7 +44,7 @@ def runtime_client() -> Any:
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @logs_failures(logger)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> ClassificationState:
     if not isinstance(event, dict):
         raise EventError("expected {'image_b64': ..., 'content_type': ...} from the state machine")
     record_id = event.get("record_id")

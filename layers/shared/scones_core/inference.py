@@ -32,7 +32,7 @@ from scones_core.errors import (
     ModelResponseInvalid,
 )
 from scones_core.json_text import NotJSON, load_json
-from scones_core.records import number_attribute
+from scones_core.records import ClassificationState, number_attribute
 from scones_core.settings import EndpointSettings
 from scones_core.shortened import shortened
 
@@ -70,7 +70,9 @@ class Classification:
     duration_ms: float
     model_version: str = UNREPORTED
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> ClassificationState:
+        """ClassifyImage's result, as the state machine reads it (``records`` holds the
+        shape)."""
         return {
             "label": self.label,
             "confidence": self.confidence,

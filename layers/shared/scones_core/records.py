@@ -35,8 +35,6 @@ class Status(StrEnum):
 TERMINAL_STATUSES: tuple[Status, ...] = tuple(Status)
 # What the workflow itself writes for a classified image; a review may follow.
 CLASSIFIED_STATUSES: tuple[Status, ...] = (Status.ACCEPTED, Status.NEEDS_REVIEW)
-# The statuses a review may replace (an ACCEPTED record only when ``review_sampled``).
-REVIEWABLE_STATUSES: tuple[Status, ...] = CLASSIFIED_STATUSES
 
 PARTITION_KEY = "pk"
 # The global secondary index the monitor counts statuses with (partition status,

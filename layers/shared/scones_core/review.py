@@ -1119,13 +1119,6 @@ class ReviewService:
         return None if item is None else record_from_item(item)
 
 
-def lst_lines(manifest: list[dict[str, Any]]) -> list[str]:
-    """The manifest's labelled images as ``.lst`` lines (``index<TAB>class<TAB>path``),
-    the format ``scones prepare-data`` writes; NEITHER answers are left out."""
-    rows = [m for m in manifest if m.get("class_index") is not None and m.get("path")]
-    return [f"{i}\t{row['class_index']}\t{row['path']}\n" for i, row in enumerate(rows)]
-
-
 def _line_of(line: str, record: dict[str, Any]) -> bool:
     """Whether a manifest line is the record's."""
     return bool(json.loads(line).get("record_id") == record[PARTITION_KEY])

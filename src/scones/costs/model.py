@@ -389,14 +389,3 @@ def original_project(measured: dict[str, Any], kind: str = "photo") -> Estimate:
         "3 transitions (serialize > classify > filter)",
     )
     return est
-
-
-def format_estimate(est: Estimate) -> str:
-    width = max(len(line.item) for line in est.lines)
-    rows = [est.title, "-" * len(est.title)]
-    for line in est.lines:
-        mark = "" if line.counts_toward_target else " *"
-        rows.append(f"{line.item:<{width}}  ${line.usd:>9.2f}{mark:2}  {line.basis}")
-    rows.append(f"{'total':<{width}}  ${est.total:>9.2f}")
-    rows.append(f"{'total without * (target <= $3)':<{width}}  ${est.target_total:>9.2f}")
-    return "\n".join(rows)

@@ -354,7 +354,6 @@ class OfflineRetrain:
         self.s3.put_object(
             Bucket=self.bucket, Key=production_key, Body=model_tarball(options.production_model)
         )
-        self.production_version = version
         self._step(
             "publish",
             f"bucket holds {len(training)} training images"
