@@ -815,7 +815,7 @@ def endpoint_advice(status: dict[str, str]) -> str | None:
             "another share of the requests. If it is another stack's endpoint, give this stack "
             "its own EndpointName (both stacks' images would drive one monitor and one "
             "retraining). Otherwise redeploy its model with capture here: `scones sagemaker "
-            f"deploy --stack {status['stack']} --update` (README, Deploy to AWS)"
+            f"deploy --stack {status['stack']} --update --take-over` (README, Deploy to AWS)"
         )
         variant = f"{variant}. Also, {capture}" if variant is not None else capture
     if status["status"] == "InService":

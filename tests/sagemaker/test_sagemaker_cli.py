@@ -212,14 +212,51 @@ def test_train_script_uploads_the_bundle_and_starts_the_job(
     assert {source_bundle.PROGRAM, "requirements.txt", "scones/sagemaker/entry_point.py"} <= names
 
 
+def described_endpoint(name: str, capture: str | None = None) -> dict[str, Any]:
+    """DescribeEndpoint's answer for an endpoint in service, capturing into ``capture``."""
+    answer: dict[str, Any] = {
+        "EndpointName": name,
+        "EndpointArn": f"{ACCOUNT_ARN}:endpoint/{name}",
+        "EndpointConfigName": f"{name}-config-previous",
+        "EndpointStatus": "InService",
+        "CreationTime": datetime(2026, 11, 1, tzinfo=UTC),
+        "LastModifiedTime": datetime(2026, 11, 1, tzinfo=UTC),
+    }
+    if capture is not None:
+        answer["DataCaptureConfig"] = {
+            "EnableCapture": True,
+            "CaptureStatus": "Started",
+            "CurrentSamplingPercentage": 100,
+            "KmsKeyId": "",  # a required member of DescribeEndpoint's DataCaptureConfig
+            "DestinationS3Uri": capture,
+        }
+    return answer
+
+
+def endpoint_lookup(stubber: Stubber, name: str, described: dict[str, Any] | None) -> None:
+    """Queue DescribeEndpoint's answer: ``described``, or SageMaker's error for no such name."""
+    if described is None:
+        stubber.add_client_error(
+            "describe_endpoint",
+            service_error_code="ValidationException",
+            service_message=f'Could not find endpoint "{ACCOUNT_ARN}:endpoint/{name}".',
+            http_status_code=400,
+            expected_params={"EndpointName": name},
+        )
+    else:
+        stubber.add_response("describe_endpoint", described, {"EndpointName": name})
+
+
 def deploy_responses(stubber: Stubber, *, update: bool = False) -> dict[str, Any]:
-    """Queue the three hosting responses; the requests are checked where they are built."""
+    """Queue the hosting responses (the endpoint described first: there to update, absent to
+    create); the requests are checked where they are built."""
     endpoint = parameter_default("EndpointName")
     names = {
         "model": f"{endpoint}-{SUFFIX}",
         "config": f"{endpoint}-config-{SUFFIX}",
         "endpoint": endpoint,
     }
+    endpoint_lookup(stubber, endpoint, described_endpoint(endpoint) if update else None)
     stubber.add_response("create_model", {"ModelArn": f"{ACCOUNT_ARN}:model/{names['model']}"})
     stubber.add_response(
         "create_endpoint_config",
@@ -257,6 +294,7 @@ def test_deploy_from_a_training_job_with_capture_and_wait(
         {"TrainingJobName": "job-1"},
     )
     names = {"model": f"{endpoint}-{SUFFIX}", "config": f"{endpoint}-config-{SUFFIX}"}
+    endpoint_lookup(stubber, endpoint, None)
     stubber.add_response(
         "create_model",
         {"ModelArn": f"{ACCOUNT_ARN}:model/{names['model']}"},
@@ -376,6 +414,52 @@ def test_deploy_update_and_wait_fails_when_sagemaker_rolled_the_update_back(
     code, _, err = run(capsys, *UPDATE_WITHOUT_CAPTURE, "--wait")
     assert code != 0
     assert f"not {names['config']}" in err and "rolled it back" in err and reason in err, err
+
+
+CREATE_WITHOUT_CAPTURE = UPDATE_WITHOUT_CAPTURE[:-1]
+
+
+def test_deploy_refuses_a_taken_endpoint_name_before_creating_anything(
+    clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Endpoint names are unique per account and region: CreateEndpoint would refuse one
+    already there, after CreateModel and CreateEndpointConfig had made their resources.
+    Nothing but DescribeEndpoint is queued, so any create call fails the test."""
+    endpoint = parameter_default("EndpointName")
+    endpoint_lookup(stubber, endpoint, described_endpoint(endpoint))
+    code, _, err = run(capsys, *CREATE_WITHOUT_CAPTURE)
+    assert code == 2, err
+    assert f"endpoint {endpoint} already exists in {REGION}" in err, err
+    assert "pass --update" in err and "another endpoint with --endpoint-name" in err, err
+
+
+def test_deploy_update_of_a_missing_endpoint_is_refused_before_creating_anything(
+    clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """UpdateEndpoint of a name no endpoint has fails after the model and config exist."""
+    endpoint = parameter_default("EndpointName")
+    endpoint_lookup(stubber, endpoint, None)
+    code, _, err = run(capsys, *UPDATE_WITHOUT_CAPTURE)
+    assert code == 2, err
+    assert f"endpoint {endpoint} does not exist in {REGION}" in err, err
+    assert "leave out --update to create it" in err, err
+
+
+def test_deploy_reports_a_describe_endpoint_error_other_than_no_such_endpoint(
+    clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only SageMaker's "Could not find endpoint" means the name is free: a role that may not
+    describe it is not told to create it."""
+    stubber.add_client_error(
+        "describe_endpoint",
+        service_error_code="AccessDeniedException",
+        service_message="not authorized to perform: sagemaker:DescribeEndpoint",
+        http_status_code=400,
+        expected_params={"EndpointName": parameter_default("EndpointName")},
+    )
+    code, _, err = run(capsys, *CREATE_WITHOUT_CAPTURE)
+    assert code == 1, err
+    assert "DescribeEndpoint failed: AccessDeniedException" in err, err
 
 
 def test_deploy_dry_run_shows_the_capture_config(
@@ -546,6 +630,73 @@ def test_deploy_for_a_stack_without_its_bucket_or_a_stack_at_all_is_refused(
     assert "stack orders was not found" in err and f"in {REGION}" in err, err
 
 
+OTHER_STACK_CAPTURE = "s3://scones-123456789012-us-east-1-other-images/datacapture"
+STACK_UPDATE = (*DEPLOY, "--role-arn", ROLE_ARN, "--stack", "orders", "--update")
+
+
+def test_deploy_update_for_a_stack_refuses_another_stacks_endpoint(
+    clients: dict[str, Any],
+    stubber: Stubber,
+    cloudformation: Stubber,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two stacks in one account can name the same endpoint: the one capturing into another
+    bucket is the other stack's, and updating it would send that stack's capture (what its
+    monitor reads) into this stack's bucket. Refused before anything is created, naming both
+    destinations, with or without this deploy's own capture."""
+    ours = f"s3://{STACK_BUCKET}/traffic/capture"
+    for extra, planned in (
+        ((), f"into {ours}"),
+        (("--no-capture",), f"nothing (it is for bucket {STACK_BUCKET})"),
+    ):
+        describe_stack(cloudformation, {"ImageBucketName": STACK_BUCKET})
+        endpoint_lookup(
+            stubber,
+            "orders-classifier",
+            described_endpoint("orders-classifier", OTHER_STACK_CAPTURE),
+        )
+        code, _, err = run(capsys, *STACK_UPDATE, *extra)
+        assert code == 2, err
+        assert f"endpoint orders-classifier captures into {OTHER_STACK_CAPTURE}" in err, err
+        assert planned in err and "--take-over" in err, err
+
+
+def stack_update_responses(stubber: Stubber) -> None:
+    """What an update of the stack's endpoint sends after the endpoint is described."""
+    model, config = f"orders-classifier-{SUFFIX}", f"orders-classifier-config-{SUFFIX}"
+    stubber.add_response("create_model", {"ModelArn": f"{ACCOUNT_ARN}:model/{model}"})
+    stubber.add_response(
+        "create_endpoint_config", {"EndpointConfigArn": f"{ACCOUNT_ARN}:endpoint-config/{config}"}
+    )
+    stubber.add_response(
+        "update_endpoint",
+        {"EndpointArn": f"{ACCOUNT_ARN}:endpoint/orders-classifier"},
+        {"EndpointName": "orders-classifier", "EndpointConfigName": config},
+    )
+
+
+def test_deploy_update_for_a_stack_updates_its_own_endpoint_or_one_taken_over(
+    clients: dict[str, Any],
+    stubber: Stubber,
+    cloudformation: Stubber,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An endpoint capturing into the stack's bucket (under any prefix) is updated; one
+    capturing elsewhere only with --take-over."""
+    for capture, extra in (
+        (f"s3://{STACK_BUCKET}/older/prefix", ()),
+        (OTHER_STACK_CAPTURE, ("--take-over",)),
+    ):
+        describe_stack(cloudformation, {"ImageBucketName": STACK_BUCKET})
+        endpoint_lookup(
+            stubber, "orders-classifier", described_endpoint("orders-classifier", capture)
+        )
+        stack_update_responses(stubber)
+        code, result, err = run(capsys, *STACK_UPDATE, *extra)
+        assert code == 0, err
+        assert result["endpoint_name"] == "orders-classifier"
+
+
 TRAIN_SCRIPT = (
     "train-script",
     "--role-arn",
@@ -665,6 +816,11 @@ TRAIN_SCRIPT = (
             ("deploy", "--role-arn", ROLE_ARN, "--image-uri", SERVING_IMAGE, "--no-capture"),
             "--model-data or --training-job is required",
         ),
+        # Only an update for a stack checks whose endpoint it is: nothing to take over else.
+        (
+            (*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--update", "--take-over"),
+            "--take-over is for --stack NAME --update",
+        ),
         (
             ("deploy", "--role-arn", ROLE_ARN, "--model-data", "s3://b-1/m.tar.gz", "--no-capture"),
             "--image-uri is required",
@@ -682,6 +838,7 @@ def test_clear_errors(
 def test_aws_errors_are_reported_by_operation(
     clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    endpoint_lookup(stubber, parameter_default("EndpointName"), None)
     stubber.add_client_error(
         "create_model",
         service_error_code="ValidationException",

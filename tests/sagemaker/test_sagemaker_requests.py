@@ -7,11 +7,12 @@ expected request that SageMaker would reject fails here too.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from botocore.exceptions import ParamValidationError
+from botocore.exceptions import ClientError, ParamValidationError
 from botocore.stub import Stubber
 from sagemaker_fixtures import REGION, ROLE_ARN
 
@@ -453,6 +454,10 @@ def test_deploy_returns_arns_without_waiting(
         plan.endpoint_config["EndpointConfigName"],
         plan.endpoint["EndpointName"],
     )
+    if update:  # there to update
+        queue_endpoint(stubber, describe_endpoint("InService", EndpointConfigName=OLD_CONFIG))
+    else:  # a name no endpoint has yet
+        queue_no_endpoint(stubber)
     stubber.add_response("create_model", {"ModelArn": arn("model", model)}, plan.model)
     stubber.add_response(
         "create_endpoint_config",
@@ -473,6 +478,67 @@ def test_deploy_returns_arns_without_waiting(
         "endpoint_name": endpoint,
         "endpoint_arn": arn("endpoint", endpoint),
     }
+
+
+CAPTURE = {
+    "EnableCapture": True,
+    "CaptureStatus": "Started",
+    "CurrentSamplingPercentage": 100,
+    "KmsKeyId": "",  # a required member of DescribeEndpoint's DataCaptureConfig
+    "DestinationS3Uri": "s3://other-stack-bucket/datacapture",
+}
+
+
+@pytest.mark.parametrize(
+    ("update", "described", "capture_bucket", "message"),
+    [
+        (False, {}, None, "already exists in us-east-1 (InService, serving endpoint config"),
+        (True, None, None, "does not exist in us-east-1, so it cannot be updated"),
+        (
+            True,
+            {"DataCaptureConfig": CAPTURE},
+            "scones-bucket",
+            "captures into s3://other-stack-bucket/datacapture, and this deploy would capture "
+            "into s3://scones-bucket/datacapture",
+        ),
+    ],
+)
+def test_deploy_refuses_before_creating_anything(
+    sagemaker: Any,
+    stubber: Stubber,
+    update: bool,
+    described: dict[str, Any] | None,
+    capture_bucket: str | None,
+    message: str,
+) -> None:
+    """What CreateEndpoint or UpdateEndpoint would refuse once the model and config exist
+    (they would stay behind) is refused after DescribeEndpoint alone: no create is queued."""
+    if described is None:
+        queue_no_endpoint(stubber)
+    else:
+        queue_endpoint(stubber, describe_endpoint("InService", **described))
+    plan = deploy_plan(hosting.DataCapture(S3Uri.parse("s3://scones-bucket/datacapture")))
+    with pytest.raises(LaunchError, match=re.escape(message)):
+        hosting.deploy(sagemaker, plan, update=update, capture_bucket=capture_bucket)
+
+
+def test_existing_endpoint_is_none_only_for_a_name_no_endpoint_has(
+    sagemaker: Any, stubber: Stubber
+) -> None:
+    queue_no_endpoint(stubber)
+    assert hosting.existing_endpoint(sagemaker, ENDPOINT) is None
+    stubber.add_client_error(
+        "describe_endpoint",
+        service_error_code="ThrottlingException",
+        service_message="Rate exceeded",
+        http_status_code=400,
+        expected_params={"EndpointName": ENDPOINT},
+    )
+    with pytest.raises(ClientError, match="ThrottlingException"):
+        hosting.existing_endpoint(sagemaker, ENDPOINT)
+    queue_endpoint(stubber, describe_endpoint("InService"))
+    found = hosting.existing_endpoint(sagemaker, ENDPOINT)
+    assert found is not None and found["EndpointStatus"] == "InService"
 
 
 def test_stubber_rejects_an_endpoint_config_without_variants(
@@ -518,6 +584,17 @@ class Sleeps:
 def queue_endpoint(stubber: Stubber, *answers: dict[str, Any]) -> None:
     for answer in answers:
         stubber.add_response("describe_endpoint", answer, {"EndpointName": ENDPOINT})
+
+
+def queue_no_endpoint(stubber: Stubber) -> None:
+    """SageMaker's answer to DescribeEndpoint of a name no endpoint has."""
+    stubber.add_client_error(
+        "describe_endpoint",
+        service_error_code="ValidationException",
+        service_message=f'Could not find endpoint "{arn("endpoint", ENDPOINT)}".',
+        http_status_code=400,
+        expected_params={"EndpointName": ENDPOINT},
+    )
 
 
 def test_wait_for_endpoint(sagemaker: Any, stubber: Stubber) -> None:

@@ -239,7 +239,9 @@ def register(subparsers: Any) -> None:
         help="create the model, endpoint config (with data capture) and endpoint",
         description=(
             "Create a model and an endpoint config with data capture, then create the "
-            "endpoint (or, with --update, switch an existing endpoint to the new config)."
+            "endpoint (or, with --update, switch an existing endpoint to the new config). "
+            "The endpoint is described first: a name already taken (without --update), or "
+            "no such endpoint (with --update), is refused before anything is created."
         ),
         formatter_class=fmt,
     )
@@ -289,6 +291,12 @@ def register(subparsers: Any) -> None:
     deploy.add_argument("--no-capture", action="store_true", help="deploy without data capture")
     deploy.add_argument(
         "--update", action="store_true", help="update an existing endpoint instead of creating it"
+    )
+    deploy.add_argument(
+        "--take-over",
+        action="store_true",
+        help="with --stack and --update: update the endpoint even though it captures into "
+        "another bucket than this deploy's (another stack's endpoint of the same name)",
     )
     deploy.add_argument("--name-prefix", help="model/config name prefix (default: endpoint name)")
     deploy.set_defaults(handler=_handle(deploy_command))
@@ -503,6 +511,17 @@ def _capture(args: argparse.Namespace, defaults: _Defaults) -> Any:
     return DataCapture(destination=destination, sampling_percentage=percentage)
 
 
+def _capture_owner(args: argparse.Namespace, capture: Any, defaults: _Defaults) -> str | None:
+    """The bucket an endpoint that ``--stack --update`` updates must capture into, if it
+    captures: this deploy's, else (``--no-capture``) the stack's. Two stacks in one account
+    may name the same endpoint; one capturing elsewhere is the other's. None: no check."""
+    if not (args.stack and args.update) or args.take_over:
+        return None
+    if capture is not None:
+        return str(capture.destination.bucket)
+    return defaults.outputs.get("ImageBucketName")
+
+
 def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
     from scones.sagemaker import hosting
     from scones.sagemaker.naming import check_name, resource_name
@@ -526,6 +545,8 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
         )
     )
     capture = _capture(args, defaults)
+    if args.take_over and not (args.stack and args.update):
+        raise CommandError("--take-over is for --stack NAME --update")
     sagemaker = None
     model_data = args.model_data
     if args.training_job:
@@ -563,7 +584,9 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
             "UpdateEndpoint" if args.update else "CreateEndpoint": plan.endpoint,
         }
     sagemaker = sagemaker or make_client("sagemaker", args.region)
-    result: dict[str, Any] = hosting.deploy(sagemaker, plan, update=args.update).as_dict()
+    result: dict[str, Any] = hosting.deploy(
+        sagemaker, plan, update=args.update, capture_bucket=_capture_owner(args, capture, defaults)
+    ).as_dict()
     if args.wait:
         result["endpoint_status"] = hosting.wait_for_endpoint(
             sagemaker, endpoint, config_name=config_name

@@ -5,6 +5,9 @@
 The endpoint name stays stable (the workflow's Lambdas invoke it by name) while each
 deploy creates a new model and endpoint config named with a timestamp suffix;
 ``update=True`` moves an existing endpoint onto the new config instead of creating it.
+It describes the endpoint first and refuses what SageMaker would refuse only after the
+model and config exist (they would stay behind, unused): creating an endpoint whose name
+is taken (names are unique per account and region), or updating one that does not exist.
 
 Data capture writes what the monitor Lambda reads: request bodies (images, stored
 base64) and the JSON responses, under ``<destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/``.
@@ -115,8 +118,85 @@ def endpoint_request(*, endpoint_name: str, config_name: str) -> dict[str, Any]:
     return {"EndpointName": endpoint_name, "EndpointConfigName": config_name}
 
 
-def deploy(sagemaker_client: Any, plan: DeployPlan, *, update: bool = False) -> DeployResult:
-    """Create the model and endpoint config, then create (or update) the endpoint; no waiting."""
+# DescribeEndpoint's answer for a name no endpoint has (a ValidationException).
+_NO_ENDPOINT = "Could not find endpoint"
+
+
+def existing_endpoint(sagemaker_client: Any, endpoint_name: str) -> dict[str, Any] | None:
+    """DescribeEndpoint's description of the endpoint, or None when none has the name."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return dict(sagemaker_client.describe_endpoint(EndpointName=endpoint_name))
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ValidationException" and _NO_ENDPOINT in str(
+            error.get("Message", "")
+        ):
+            return None
+        raise
+
+
+def check_endpoint(
+    sagemaker_client: Any,
+    plan: DeployPlan,
+    *,
+    update: bool,
+    capture_bucket: str | None = None,
+) -> None:
+    """Refuse, before anything is created, a deploy that would fail at its endpoint call.
+
+    ``capture_bucket`` (for an update) is the bucket the endpoint is expected to capture
+    into: an endpoint capturing into another is taken to be another stack's, whose monitor
+    reads that capture, and is not moved onto this plan's. None skips that check.
+    """
+    name = plan.endpoint["EndpointName"]
+    region = sagemaker_client.meta.region_name
+    described = existing_endpoint(sagemaker_client, name)
+    if described is None:
+        if update:
+            raise LaunchError(
+                f"endpoint {name} does not exist in {region}, so it cannot be updated: "
+                "leave out --update to create it, or name the existing endpoint with "
+                "--endpoint-name (or another region with --region)"
+            )
+        return
+    if not update:
+        raise LaunchError(
+            f"endpoint {name} already exists in {region} ({described.get('EndpointStatus')}, "
+            f"serving endpoint config {described.get('EndpointConfigName')}) and endpoint "
+            "names are unique per account and region: pass --update to move it onto the new "
+            "model, or name another endpoint with --endpoint-name"
+        )
+    current = str((described.get("DataCaptureConfig") or {}).get("DestinationS3Uri") or "")
+    # Only the bucket is compared (SageMaker's URI, not parsed strictly): a stack's
+    # DataCapturePrefix may differ from the template's, its bucket is its own.
+    if capture_bucket is None or not current or _bucket(current) == capture_bucket:
+        return
+    planned = (plan.endpoint_config.get("DataCaptureConfig") or {}).get("DestinationS3Uri")
+    ours = f"into {planned}" if planned else f"nothing (it is for bucket {capture_bucket})"
+    raise LaunchError(
+        f"endpoint {name} captures into {current}, and this deploy would capture {ours}: "
+        "if that bucket is another stack's (one with the same EndpointName), its monitor "
+        "would lose the capture it reads. Name another endpoint with --endpoint-name, or "
+        "pass --take-over to update this one anyway"
+    )
+
+
+def _bucket(uri: str) -> str:
+    return uri.removeprefix("s3://").partition("/")[0]
+
+
+def deploy(
+    sagemaker_client: Any,
+    plan: DeployPlan,
+    *,
+    update: bool = False,
+    capture_bucket: str | None = None,
+) -> DeployResult:
+    """Check the endpoint (:func:`check_endpoint`), create the model and endpoint config,
+    then create (or update) the endpoint; no waiting."""
+    check_endpoint(sagemaker_client, plan, update=update, capture_bucket=capture_bucket)
     model_arn = sagemaker_client.create_model(**plan.model)["ModelArn"]
     config_arn = sagemaker_client.create_endpoint_config(**plan.endpoint_config)[
         "EndpointConfigArn"
