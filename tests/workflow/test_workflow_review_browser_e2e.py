@@ -214,7 +214,7 @@ def review_in_browser(browser: Any, url: str, token: str) -> list[str]:
     page.on("requestfinished", lambda r: image_request(r, -1))
     page.on("requestfailed", lambda r: image_request(r, -1))
     page.goto(url + "/")  # without the token: the page says where to open it from
-    page.wait_for_selector("#detail p.empty:has-text('the URL')", timeout=30_000)
+    page.wait_for_selector("#status.error:has-text('the URL')", timeout=30_000)
     page.goto(f"{url}/?token={token}")
     page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
     # Waits are arrow functions: Playwright evaluates a bare expression again on every

@@ -5,6 +5,11 @@ only scripts and style sheets the review server sends as files of their own, so 
 uploader controls (a key, a reason) can never run as script or restyle the page, even if
 it ever reached the HTML. The script writes such text with ``textContent`` and DOM
 properties only, never as markup.
+
+A reviewer works here for hours, by mouse, keyboard or screen reader: every control is a
+real button or input reached by Tab with a drawn focus, redrawing keeps the focus where
+it was, what happens is said in a live region, and a zoomed window reflows to one column
+(``tests/review/test_review_page_a11y.py`` checks each in a browser).
 """
 
 from __future__ import annotations
@@ -21,57 +26,101 @@ PAGE = f"""<!doctype html>
 </head>
 <body>
 <header><h1>Scones Unlimited &middot; review</h1>
-<small id="who"></small><small id="progress"></small></header>
+<small id="who"></small><small id="progress"></small>
+<label class="switch"><input type="checkbox" id="shortcuts" checked> single-key shortcuts</label>
+</header>
 <main>
-  <ul id="queue" aria-label="images waiting for review"></ul>
-  <section id="detail" aria-live="polite"><p class="empty">Loading the queue&hellip;</p></section>
+  <section aria-labelledby="queue-heading">
+    <h2 id="queue-heading" class="visually-hidden">Queue</h2>
+    <ul id="queue" aria-label="images waiting for review"></ul>
+  </section>
+  <section id="detail" tabindex="-1" aria-labelledby="detail-heading">
+    <h2 id="detail-heading" class="visually-hidden">Image under review</h2>
+    <div id="record"><p class="empty">Loading the queue&hellip;</p></div>
+    <p id="status" role="status"></p>
+  </section>
 </main>
 <script src="{SCRIPT_URL}"></script>
 </body></html>
 """
 
 STYLE = """body { font-family: system-ui, sans-serif; margin: 0; color: #222; background: #f6f6f4; }
+/* Where the focus is, on every control: 3px, 6:1 on the page's light backgrounds. */
+:focus-visible { outline: 3px solid #1a56c4; outline-offset: 2px; }
+header :focus-visible { outline-color: #fff; }
+/* Named for a screen reader, not drawn. */
+.visually-hidden { position: absolute; width: 1px; height: 1px; margin: -1px; padding: 0;
+                   overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; border: 0; }
 header { padding: .8rem 1.5rem; background: #2d3a4a; color: #fff; display: flex;
-         align-items: baseline; gap: 1.5rem; }
+         flex-wrap: wrap; align-items: baseline; gap: .4rem 1.5rem; }
 header h1 { font-size: 1.2rem; margin: 0; }
-header small { opacity: .8; }
+header small { opacity: .8; min-width: 0; overflow-wrap: anywhere; }
+header .switch { margin-left: auto; font-size: .9rem; }
+header .switch input { width: 1.1rem; height: 1.1rem; vertical-align: middle; }
 main { display: grid; grid-template-columns: 340px minmax(0, 1fr); gap: 1.2rem;
        padding: 1.2rem 1.5rem; }
 #queue { list-style: none; margin: 0; padding: 0; max-height: 80vh; overflow-y: auto; }
-#queue li { display: flex; gap: .6rem; align-items: center; padding: .4rem;
-            margin-bottom: .3rem; background: #fff; border-radius: .4rem;
-            border: 2px solid transparent; cursor: pointer; }
+#queue li { margin-bottom: .3rem; background: #fff; border-radius: .4rem;
+            border: 2px solid transparent; }
+#queue li button { display: flex; gap: .6rem; align-items: center; width: 100%;
+                   padding: .4rem; border: 0; border-radius: .3rem; background: none;
+                   color: inherit; font: inherit; text-align: left; cursor: pointer; }
+/* Inside the row: the list scrolls, and would cut an outline drawn around it. */
+#queue li button:focus-visible { outline-offset: -3px; }
 #queue li.current { border-color: #2d6cdf; }
-#queue li[data-state="done"] { opacity: .55; }
+/* An answered row is set apart by its background and a faded image, never faded text. */
+#queue li[data-state="done"] { background: #ebeae6; }
+#queue li[data-state="done"] img { opacity: .55; }
 #queue li[data-state="conflict"] { background: #fbe3e3; }
-#queue img { width: 48px; height: 48px; object-fit: contain; border-radius: .2rem; }
+#queue img { width: 48px; height: 48px; object-fit: contain; border-radius: .2rem; flex: none; }
 #detail img.small { image-rendering: pixelated; }
 .meta { font-size: .8rem; line-height: 1.3; min-width: 0; overflow-wrap: anywhere; }
+.meta > b, .meta > span { display: block; }
 .badge { display: inline-block; padding: 0 .35rem; border-radius: .3rem; font-size: .75rem; }
 .NEEDS_REVIEW { background: #fff1c2; } .ACCEPTED { background: #d9f2dd; }
-.REVIEWED { background: #dbe7fb; }
-#detail { background: #fff; border-radius: .6rem; padding: 1.2rem; }
-#detail img { width: 256px; height: 256px; object-fit: contain; border-radius: .4rem;
-              background: #eee; flex: none; }
-#detail .row { display: flex; gap: 1.5rem; }
-#detail dl { display: grid; grid-template-columns: auto 1fr; gap: .3rem .8rem; margin: 0; }
+.REVIEWED { background: #dbe7fb; } .CONFLICT { background: #fff; }
+#detail { background: #fff; border-radius: .6rem; padding: 1.2rem; min-width: 0; }
+#detail img { width: 256px; height: 256px; max-width: 100%; object-fit: contain;
+              border-radius: .4rem; background: #eee; flex: none; }
+#detail .row { display: flex; flex-wrap: wrap; gap: 1.5rem; }
+#detail dl { display: grid; grid-template-columns: auto 1fr; gap: .3rem .8rem; margin: 0;
+             flex: 1 1 14rem; min-width: 0; }
 #detail dt { color: #666; } #detail dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }
-.answers { margin-top: 1.2rem; display: flex; gap: .6rem; }
+.answers { margin-top: 1.2rem; display: flex; flex-wrap: wrap; gap: .6rem; }
 .answers button { font-size: 1rem; padding: .6rem 1rem; border-radius: .4rem;
-                  border: 1px solid #999; background: #fff; cursor: pointer; }
+                  border: 1px solid #767676; background: #fff; color: #222; cursor: pointer; }
 .answers button:hover { background: #eef3fd; }
 .answers button:disabled { opacity: .45; cursor: not-allowed; }
 kbd { border: 1px solid #aaa; border-bottom-width: 2px; border-radius: .25rem; padding: 0 .3rem;
       font-size: .8rem; background: #fafafa; }
-#status { margin-top: 1rem; min-height: 1.4rem; }
+#status { margin: 1rem 0 0; min-height: 1.4rem; overflow-wrap: anywhere; }
 #status.error { color: #b00020; }
 .empty { padding: 2rem; color: #555; }
+/* A narrow window, or a wide one zoomed in (200%, 400%): one column, nothing sideways. */
+@media (max-width: 50rem) {
+  main { grid-template-columns: minmax(0, 1fr); padding: .8rem; }
+  header { padding: .8rem; }
+  #queue { max-height: 40vh; }
+}
 """
 
 SCRIPT = r""""use strict";
-const state = { items: [], current: 0, keys: {}, expired: 0 };
+const state = { items: [], current: 0, keys: {}, expired: 0, said: null, drawn: null };
 const queue = document.getElementById("queue");
 const detail = document.getElementById("detail");
+const record = document.getElementById("record");
+// The live region: what was saved, refused or cannot be shown is read out as it happens.
+const statusLine = document.getElementById("status");
+// Single-key shortcuts can be turned off (WCAG 2.1.4: speech input types letters); the
+// choice is kept for the next visit.
+const shortcuts = document.getElementById("shortcuts");
+const SHORTCUTS_KEPT = "scones-review-shortcuts";
+try { shortcuts.checked = localStorage.getItem(SHORTCUTS_KEPT) !== "off"; } catch (err) {}
+shortcuts.addEventListener("change", () => {
+  try { localStorage.setItem(SHORTCUTS_KEPT, shortcuts.checked ? "on" : "off"); } catch (err) {}
+  // The buttons and the help line name the keys only while they work.
+  if (document.body.dataset.loaded) renderDetail();
+});
 
 // A key per answer the stack accepts: its first letter, or its position if taken.
 function keysFor(answers) {
@@ -191,28 +240,39 @@ function watch(img, item) {
   });
 }
 
-function renderQueue() {
+// Each row is a button; only the current one is a Tab stop (the arrows move along the
+// queue), so Tab goes from the queue to the answers in one step, not one per image.
+function drawQueue() {
   inView.disconnect();
   queue.replaceChildren();
   state.items.forEach((item, i) => {
     const li = document.createElement("li");
     li.dataset.recordId = item.record_id;
     li.dataset.state = item.state || "open";
-    if (i === state.current) li.classList.add("current");
+    const row = document.createElement("button");
+    row.type = "button"; row.dataset.focus = "row";
+    row.tabIndex = i === state.current ? 0 : -1;
+    if (i === state.current) {
+      li.classList.add("current");
+      row.setAttribute("aria-current", "true");
+    }
     const img = document.createElement("img");
     img.decoding = "async"; img.dataset.index = String(i);
     watch(img, item);
-    img.alt = name(item);
+    img.alt = "";  // the row's text names the image
     inView.observe(img);
-    const meta = document.createElement("div"); meta.className = "meta";
-    meta.append(text("b", name(item)), document.createElement("br"),
+    const badge = item.review_label ? "REVIEWED" : item.state === "conflict" ? "CONFLICT"
+                                                                             : item.status;
+    const meta = document.createElement("span"); meta.className = "meta";
+    const line = document.createElement("span");
+    line.append(text("span", badge, "badge " + badge));
+    meta.append(text("b", name(item)),
       text("span", item.review_label ? "reviewed: " + item.review_label
                                       : item.label + " " + item.confidence.toFixed(3)),
-      document.createElement("br"),
-      text("span", item.review_label ? "REVIEWED" : item.status,
-           "badge " + (item.review_label ? "REVIEWED" : item.status)));
-    li.append(img, meta);
-    li.addEventListener("click", () => { state.current = i; render(); });
+      line);
+    row.append(img, meta);
+    row.addEventListener("click", () => { state.current = i; render(); });
+    li.append(row);
     queue.append(li);
   });
   const done = state.items.filter(it => it.state === "done").length;
@@ -222,17 +282,18 @@ function renderQueue() {
      " older ones cannot be shown: their uploads have expired (UploadRetentionDays)" : "");
 }
 
-function renderDetail() {
+function drawDetail() {
   const item = state.items[state.current];
-  detail.replaceChildren();
+  record.replaceChildren();
+  state.drawn = item;  // the image whose answers the buttons give
   if (!item) {
-    detail.append(text("p", "Nothing waits for review.", "empty"));
+    say(null, "Nothing waits for review.");
     return;
   }
   const row = document.createElement("div"); row.className = "row";
   const img = document.createElement("img");
   img.id = "current-image"; watch(img, item);
-  img.alt = item.shown_key;
+  img.alt = item.shown_key;  // text, as everywhere: the key is the uploader's
   const dl = document.createElement("dl");
   const probs = Object.entries(item.probabilities)
     .map(([k, v]) => k + " " + v.toFixed(3)).join(", ");
@@ -245,26 +306,53 @@ function renderDetail() {
   row.append(img, dl);
   const answers = document.createElement("div"); answers.className = "answers";
   for (const [key, answer] of Object.entries(state.keys)) {
+    // Named by its answer alone; its key is its shortcut, not part of its name.
     const button = document.createElement("button");
-    button.dataset.answer = answer;
-    button.append(text("span", answer + " "), text("kbd", key));
+    button.type = "button";
+    button.dataset.answer = answer; button.dataset.focus = "answer:" + answer;
+    button.append(text("span", answer));
+    if (shortcuts.checked) {
+      const hint = text("kbd", key);
+      hint.setAttribute("aria-hidden", "true");
+      button.append(" ", hint);
+      button.setAttribute("aria-keyshortcuts", key);
+    }
     button.addEventListener("click", () => submit(answer));
     button.disabled = item.image !== "shown" || item.state === "done";
     answers.append(button);
   }
-  const help = text("p", "Keys: " + Object.entries(state.keys)
-    .map(([key, answer]) => key + " " + answer).join(", ") + "; arrows move.", "meta");
+  const help = text("p", (shortcuts.checked ? "Keys: " + Object.entries(state.keys)
+    .map(([key, answer]) => key + " " + answer).join(", ") : "Single-key shortcuts are off") +
+    "; arrows move.", "meta");
+  record.append(row, answers, help);
   const unseen = item.image === "failed" && item.state !== "done";
-  const status = text("div", unseen ? UNSEEN + (item.imageError ? " (" + item.imageError + ")" : "")
-                                    : item.message || "",
-                      item.state === "conflict" || unseen ? "error" : "");
-  status.id = "status";
-  detail.append(row, answers, help, status);
+  say(item, unseen ? UNSEEN + (item.imageError ? " (" + item.imageError + ")" : "")
+                   : item.message || "",
+      item.state === "conflict" || unseen);
   fetchImage(img, item, true);  // once in the page: a detached image is one re-rendered away
 }
 
+// Drawing again replaces the rows and the buttons. A reviewer working by keyboard keeps
+// their place: on the current row if they were in the queue, on the same answer if the
+// image is the same and it can still be given, else on the image's section (never on an
+// answer for the next image: a held Enter would answer it too).
+function keepingFocus(draw) {
+  const had = document.activeElement && document.activeElement.dataset
+    ? document.activeElement.dataset.focus : undefined;
+  const shown = state.drawn;
+  draw();
+  if (!had || (document.activeElement && document.activeElement !== document.body)) return;
+  let target = had === "row" ? queue.querySelector("li.current button") : null;
+  if (had !== "row" && shown === state.drawn) {
+    target = Array.from(record.querySelectorAll("button")).find(b => b.dataset.focus === had);
+  }
+  (target && !target.disabled ? target : detail).focus();
+}
+
+function renderDetail() { keepingFocus(drawDetail); }
+
 function render() {
-  renderQueue(); renderDetail();
+  keepingFocus(() => { drawQueue(); drawDetail(); });
   // Keyboard moves keep the current row in view.
   const current = queue.querySelector("li.current");
   if (current) current.scrollIntoView({ block: "nearest" });
@@ -277,8 +365,18 @@ function tokenHeaders() {
 }
 
 function setStatus(message, error) {
-  const el = document.getElementById("status");
-  if (el) { el.textContent = message; el.className = error ? "error" : ""; }
+  // Unchanged text is not written again: a screen reader would read it out again.
+  if (statusLine.textContent !== message) statusLine.textContent = message;
+  statusLine.className = error ? "error" : "";
+}
+// What an image's own state says (why it cannot be shown, its answer, a conflict): said
+// when it changes or the page moves to another image, not on every drawing (an image
+// loading must not wipe out "saved").
+function say(item, message, error) {
+  const said = (item ? item.record_id : "") + "\n" + message + "\n" + Boolean(error);
+  if (state.said === said) return;
+  state.said = said;
+  setStatus(message, error);
 }
 
 function move(step) {
@@ -310,7 +408,9 @@ async function submit(answer) {
       const next = state.items.findIndex((it, i) => i > state.current && it.state !== "done");
       if (next >= 0) state.current = next;
       render();
-      setStatus("saved: " + name(item) + " is " + answer);
+      const all = state.items.every(it => it.state === "done");
+      setStatus("saved: " + name(item) + " is " + answer +
+                (all ? "; every image in the queue is answered (reload for newer ones)" : ""));
     } else {
       item.message = body.detail || response.statusText;
       if (response.status === 409) item.state = "conflict";
@@ -324,20 +424,41 @@ async function submit(answer) {
   }
 }
 
+// Keys typed into a field are its text (a checkbox or a button takes no text).
+const UNTYPED = new Set(["checkbox", "radio", "button", "submit", "reset", "image", "range",
+                         "color", "file"]);
+function typing(target) {
+  if (!(target instanceof Element)) return false;
+  if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT")
+    return true;
+  return target.tagName === "INPUT" && !UNTYPED.has(target.type);
+}
+
 document.addEventListener("keydown", (event) => {
-  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
   const key = event.key.toLowerCase();
   const step = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 }[event.key];
   // A held key repeats: one press is one answer, never a run through the queue.
-  if (state.keys[key]) { event.preventDefault(); if (!event.repeat) submit(state.keys[key]); }
+  if (shortcuts.checked && Object.hasOwn(state.keys, key)) {
+    event.preventDefault();
+    if (!event.repeat) submit(state.keys[key]);
+  }
   else if (step) { event.preventDefault(); move(step); }
 });
 
 async function load() {
-  const response = await fetch("api/queue", { headers: tokenHeaders() });
-  const body = await readJson(response);
+  let response, body;
+  try {
+    response = await fetch("api/queue", { headers: tokenHeaders() });
+    body = await readJson(response);
+  } catch (err) {
+    record.replaceChildren();
+    setStatus("could not read the queue: " + err, true);
+    return;
+  }
   if (!response.ok) {
-    detail.replaceChildren(text("p", body.detail || response.statusText, "empty"));
+    record.replaceChildren();
+    setStatus(body.detail || response.statusText, true);
     return;
   }
   state.items = body.items; state.current = 0; state.keys = keysFor(body.answers);
