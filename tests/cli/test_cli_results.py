@@ -18,7 +18,6 @@ from tests.monitoring.conftest import create_table_as_declared
 
 REGION = "us-east-1"
 TABLE = "scones-results"
-NOW = datetime.now(UTC)
 
 
 def stamp(moment: datetime) -> str:
@@ -39,6 +38,9 @@ class Stack:
         }
         self.cloudformation.create_stack(StackName="scones", TemplateBody=json.dumps(template))
         self.operations: list[str] = []
+        # Ages count from the test's own start: `scones results` counts its relative
+        # bounds (--since 2h) from the time it runs, moments later.
+        self.now = datetime.now(UTC)
 
     def record(self, name: str, status: Status, age: timedelta, label: str = "bicycle") -> None:
         item: dict[str, Any] = {
@@ -46,7 +48,7 @@ class Stack:
             "bucket": {"S": "scones-images"},
             "key": {"S": f"incoming/{name}"},
             "status": {"S": status.value},
-            "recorded_at": {"S": stamp(NOW - age)},
+            "recorded_at": {"S": stamp(self.now - age)},
         }
         if status in (Status.ACCEPTED, Status.NEEDS_REVIEW):
             item["label"] = {"S": label}
@@ -172,7 +174,7 @@ def test_a_whole_second_record_is_ordered_and_bounded_by_its_time(
 ) -> None:
     """Step Functions writes 10:00:00.000 as ``10:00:00Z``, which sorts after
     ``10:00:00.500Z`` as a string: the order and the bounds follow the time written."""
-    second = NOW.replace(microsecond=0) - timedelta(hours=1)
+    second = stack.now.replace(microsecond=0) - timedelta(hours=1)
     for name, text in (
         ("first.png", second.strftime("%Y-%m-%dT%H:%M:%SZ")),
         ("second.png", stamp(second + timedelta(milliseconds=500))),

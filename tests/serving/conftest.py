@@ -145,8 +145,12 @@ class ServeProcess:
         self.stderr: list[str] = []
         self._ready = threading.Event()
         self.base_url = ""
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._readers = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _read_stdout(self) -> None:
         assert self.process.stdout is not None
@@ -171,9 +175,18 @@ class ServeProcess:
     def stop(self, sig: int = signal.SIGINT) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(30)
+        code = self.process.wait(30)
+        self._drain()
+        return code
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Every line the process wrote, collected: its last lines may still be in a pipe
+        when it has exited."""
+        for reader in self._readers:
+            reader.join(10)
