@@ -246,3 +246,30 @@ def test_an_endpoint_that_does_not_answer_as_aws_and_a_value_that_is_not_utf8_ar
     code, err = scones(capsys, "redrive", "--stack", "scones", *where)
     assert code == 1 and "Traceback" not in err
     assert "the AWS configuration" in err and "an argument" not in err
+
+
+def test_a_modelled_aws_error_is_named_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore makes each modelled error (NoSuchBucket, ResourceNotFoundException) a
+    class of its own in botocore.errorfactory: a command that met one (its stack's bucket
+    gone) printed a traceback."""
+    import argparse
+
+    import boto3
+
+    from scones.cli import main as cli_main
+
+    def read_a_gone_bucket(args: argparse.Namespace) -> int:
+        boto3.client("s3", region_name="us-east-1").get_object(Bucket="gone", Key="a.png")
+        return 0
+
+    parser = argparse.ArgumentParser(prog="scones")
+    parser.set_defaults(handler=read_a_gone_bucket)
+    monkeypatch.setattr(cli_main, "build_parser", lambda: parser)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        code, err = scones(capsys)
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("scones: error: An error occurred (NoSuchBucket) when calling the ")

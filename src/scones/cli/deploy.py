@@ -66,10 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Stop at once when no AWS credentials are configured, when the stack name "
         "would make a bucket name S3 refuses, when a parameter value sam deploy would deploy "
         "(on an existing stack, its current value of each parameter not overridden) would be "
-        "refused or outlast an Express execution, or when the account's Lambda concurrency "
-        "quota cannot hold the functions' reservations; otherwise print the account, region "
-        "and stack that sam deploy will use, warn when the update deletes the endpoint or "
-        "replaces the classification workflow, and say whether the endpoint exists. With "
+        "refused or outlast an Express execution, when what the account leaves unreserved "
+        "of its Lambda concurrency cannot hold the functions' reservations, or when "
+        "CreateEndpoint=true names an endpoint this stack did not create; otherwise print "
+        "the account, region and stack that sam deploy will use, warn when the update "
+        "deletes the endpoint or replaces the classification workflow, and say whether the "
+        "endpoint exists and captures where this stack's monitor reads. With "
         "--model, refuse a model that does not fit the stack's ModelLabels and "
         "ModelInputSize (deploy-baseline would, after sam deploy).",
     )

@@ -76,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # endpoint that does not answer): botocore's sentence says which.
         # botocore also raises a plain ValueError for configuration it cannot use (an
         # --endpoint-url or AWS_ENDPOINT_URL that is not a URL, AWS_MAX_ATTEMPTS=abc).
-        if type(exc).__module__ == "botocore.exceptions":
+        # A modelled AWS error (NoSuchBucket, ResourceNotFoundException) is a ClientError
+        # of botocore.errorfactory's making: its sentence names the call and the resource.
+        if type(exc).__module__ in ("botocore.exceptions", "botocore.errorfactory"):
             print(f"scones: error: {exc}", file=sys.stderr)
             return 1
         if type(exc).__module__ == "botocore.parsers":

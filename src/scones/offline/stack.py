@@ -205,12 +205,10 @@ class OfflineStack:
         return self
 
     def _start_parts(self, started: float) -> None:
-        from moto.server import ThreadedMotoServer  # heavy: imported when a stack starts
+        from scones.offline.moto_guard import guarded_moto_server  # heavy: imports moto
 
-        # verbose=False: no "Starting a new Thread with MotoServer..." line on every command.
-        self._moto = ThreadedMotoServer(
-            ip_address=self.options.host, port=self.options.moto_port, verbose=False
-        )
+        # Its own clients only: never a web page in the user's browser (moto_guard).
+        self._moto = guarded_moto_server(self.options.host, self.options.moto_port)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
