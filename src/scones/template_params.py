@@ -28,8 +28,8 @@ from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT
 
 TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
-# The stack name the offline stack deploys the template under: its functions' Powertools
-# service (Globals: POWERTOOLS_SERVICE_NAME is the stack name) and its metrics' dimension.
+# The stack name the offline stack deploys the template under (its functions' Powertools
+# service and metrics' dimension: :func:`service_name`).
 LOCAL_STACK_NAME = "scones"
 
 
@@ -118,6 +118,17 @@ def template_functions(path: Path = TEMPLATE_PATH) -> list[str]:
         for logical_id, resource in resources.items()
         if resource.get("Type") in ("AWS::Serverless::Function", "AWS::Lambda::Function")
     )
+
+
+def service_name(stack_name: str = LOCAL_STACK_NAME, path: Path = TEMPLATE_PATH) -> str:
+    """The functions' Powertools service (Globals' ``POWERTOOLS_SERVICE_NAME``, the
+    ``service`` dimension of their metrics and alarms) in a stack of this name."""
+    value = load_template(path)["Globals"]["Function"]["Environment"]["Variables"][
+        "POWERTOOLS_SERVICE_NAME"
+    ]
+    if isinstance(value, dict):
+        value = str(value["Fn::Sub"]).replace("${AWS::StackName}", stack_name)
+    return str(value)
 
 
 # -- checking values like CloudFormation ---------------------------------------------

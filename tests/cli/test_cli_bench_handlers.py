@@ -6,9 +6,10 @@ import pytest
 
 from scones.costs.measure import FUNCTIONS, run_measurement
 from scones.offline.stack import StackOptions
+from scones.template_params import service_name
 
-# The offline stack's functions are told its stack name as their Powertools service.
-SERVICE = StackOptions().stack_name
+# The offline stack's functions' Powertools service, in its stack.
+SERVICE = service_name(StackOptions().stack_name)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench-handlers")]
 

@@ -12,10 +12,15 @@ import pytest
 from scones.costs.fixed import alarm_metrics, custom_metrics, fixed_monthly
 from scones.costs.prices import price
 from scones.offline.stack import StackOptions
-from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
+from scones.template_params import (
+    PROJECT_ROOT,
+    load_template,
+    parameter_defaults,
+    service_name,
+)
 
-# The offline stack's functions are told its stack name as their Powertools service.
-SERVICE = StackOptions().stack_name
+# The offline stack's functions' Powertools service, in its stack.
+SERVICE = service_name(StackOptions().stack_name)
 
 MEASURED = json.loads((PROJECT_ROOT / "docs" / "cost-measurements.json").read_text())
 

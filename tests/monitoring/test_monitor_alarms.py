@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
+import pytest
 from scones_core.monitoring.metrics import retraining_metric, window_metrics
 from scones_core.monitoring.service import MonitorClients, measure_window
 from scones_core.monitoring.settings import MonitorSettings
 
-from scones.template_params import load_template
+from scones.template_params import load_template, service_name
 from tests.monitoring.conftest import (
     WINDOW_END,
     WINDOW_START,
@@ -138,3 +140,18 @@ def test_an_ingest_queue_nobody_reads_pages_before_sqs_deletes_its_events() -> N
     visibility = template["Mappings"]["IngestBatching"]
     longest = max(int(row["VisibilityTimeout"]) for row in visibility.values())
     assert int(parameter["Default"]) > 5 * longest
+
+
+@pytest.mark.parametrize("stack", ["scones", "prod", "core", "monitoring"])
+def test_the_service_is_the_stacks_and_never_silences_a_projects_logger(stack: str) -> None:
+    """Two stacks in one account publish under services of their own, so neither's alarms
+    see the other's data points. Powertools filters the root logger's handlers with a
+    substring test (a record whose logger name contains the service is dropped): the
+    stack name alone as the service ("scones") silenced every scones_core logger."""
+    from aws_lambda_powertools.logging.filters import SuppressFilter
+
+    service = service_name(stack)
+    assert service != service_name(f"{stack}-staging")
+    for name in ("scones_core", "scones_core.monitoring.service", "app", "root"):
+        record = logging.LogRecord(name, logging.INFO, __file__, 1, "line", None, None)
+        assert SuppressFilter(service).filter(record), (service, name)

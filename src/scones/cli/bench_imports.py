@@ -30,11 +30,11 @@ from typing import Any
 from scones.cli.arguments import check_writable_folder, file_or_folder, positive_int
 from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import (
-    LOCAL_STACK_NAME,
     PROJECT_ROOT,
     condition_value,
     load_template,
     parameter_defaults,
+    service_name,
 )
 
 PYTHON313 = Path.home() / ".pyenv" / "versions" / "3.13.0" / "bin" / "python3.13"
@@ -79,7 +79,7 @@ def _environment(logical_id: str, overrides: dict[str, str] | None = None) -> di
     """The function's environment as deployed with the template's defaults (+ ``overrides``):
     ``Ref`` to a parameter and ``Fn::If`` on a condition resolved, other references (ARNs of
     the stack's resources) replaced by a placeholder."""
-    params = {"AWS::StackName": LOCAL_STACK_NAME, **parameter_defaults(), **(overrides or {})}
+    params = {**parameter_defaults(), **(overrides or {})}
     template = load_template()
 
     def resolve(value: Any) -> str:
@@ -98,7 +98,8 @@ def _environment(logical_id: str, overrides: dict[str, str] | None = None) -> di
         .get("Environment", {})
         .get("Variables", {}),
     }
-    return {name: resolve(value) for name, value in variables.items()}
+    resolved = {name: resolve(value) for name, value in variables.items()}
+    return {**resolved, "POWERTOOLS_SERVICE_NAME": service_name()}
 
 
 # What a Lambda init phase runs: the imports, then nothing (no interpreter shutdown).
