@@ -565,6 +565,98 @@ def test_a_stop_report_that_is_not_one_is_ignored(
     }
 
 
+def _state_in(monkeypatch: pytest.MonkeyPatch, folder: Path, *, ours: bool) -> Any:
+    """The state module with its files in ``folder`` (``ours``: the default .scones)."""
+    from scones.cli import stack_state
+
+    for name, path in {
+        "STATE_DIR": folder,
+        "STATE_FILE": folder / "stack.json",
+        "STOPPED_FILE": folder / "stopped.json",
+        "UP_LOCK_FILE": folder / "up.lock",
+        "STACK_WORK_DIR": folder / "stack",
+    }.items():
+        monkeypatch.setattr(stack_state, name, path)
+    monkeypatch.setattr(stack_state, "STATE_DIR_IS_OURS", ours)
+    return stack_state
+
+
+def _up_leaves_its_state(stack_state: Any) -> None:
+    """What `scones up` writes, in its order: the lock, the work folder, the state file,
+    then, as it stops, the stop report."""
+    from scones.offline.client import StackEndpoints
+
+    endpoints = StackEndpoints(
+        endpoint_url="http://127.0.0.1:5999",
+        model_url="http://127.0.0.1:6999",
+        bucket="b",
+        incoming_prefix="incoming/",
+        table="t",
+        state_machine_arn="arn",
+        dead_letter_queue_url="q",
+        monitor_function="m",
+    )
+    previous = os.umask(0o022)
+    try:
+        with stack_state.up_lock():
+            work = stack_state.make_stack_work_dir()
+            (work / "logs").mkdir()
+            stack_state.write_state(endpoints, os.getpid(), work)
+            stack_state.write_stopped(os.getpid(), None, None)
+    finally:
+        os.umask(previous)
+
+
+def test_the_stacks_state_and_work_folder_are_their_owners_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The work folder holds the function logs (keys, reasons) and, kept, the capture
+    files (uploaded images): no other user of the machine may read them."""
+    folder = tmp_path / ".scones"
+    _up_leaves_its_state(_state_in(monkeypatch, folder, ours=True))
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [folder, *folder.iterdir()]}
+    assert modes == {
+        ".scones": 0o700,
+        "stack": 0o700,
+        "stack.json": 0o600,
+        "stopped.json": 0o600,
+        "up.lock": 0o600,
+    }
+    assert json.loads((folder / "stack.json").read_text())["work_dir"] == str(folder / "stack")
+
+
+def test_state_folders_an_earlier_version_left_open_are_narrowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """.scones and its stack/ are scones' own: narrowed. A SCONES_STATE_DIR folder is the
+    user's (their home, say) and keeps its mode; what scones puts in it is private."""
+    for name in (".scones", "mine"):
+        (tmp_path / name / "stack").mkdir(parents=True)
+        for path in (tmp_path / name, tmp_path / name / "stack"):
+            path.chmod(0o755)
+        (tmp_path / name / "stack.json").write_text("{}")
+        (tmp_path / name / "stack.json").chmod(0o644)
+    _up_leaves_its_state(_state_in(monkeypatch, tmp_path / ".scones", ours=True))
+    _up_leaves_its_state(_state_in(monkeypatch, tmp_path / "mine", ours=False))
+    for name, mode in ((".scones", 0o700), ("mine", 0o755)):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+        assert (tmp_path / name / "stack").stat().st_mode & 0o777 == 0o700, name
+        assert (tmp_path / name / "stack.json").stat().st_mode & 0o777 == 0o600, name
+
+
+def test_a_link_at_the_up_lock_is_refused_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scones.cli.errors import CommandFailed
+
+    stack_state = _state_in(monkeypatch, tmp_path / ".scones", ours=True)
+    (tmp_path / ".scones").mkdir(mode=0o700)
+    (tmp_path / ".scones" / "up.lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(CommandFailed, match=r"up\.lock cannot be opened"), stack_state.up_lock():
+        pass
+    assert not (tmp_path / "elsewhere").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

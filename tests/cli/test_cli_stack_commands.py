@@ -82,6 +82,7 @@ def test_run_prints_every_record_and_stores_them(small_folder: Path, tmp_path: P
     # --keep: the work folder stays, with the function logs and the capture files.
     [work] = list((tmp_path / "out").glob("work-*"))
     assert f"work folder kept: {work}" in out.replace("\n", "")
+    assert work.stat().st_mode & 0o777 == 0o700  # the capture files hold the uploads
     assert (work / "logs").is_dir() and any((work / "logs").glob("*.log"))
     assert len(list((work / "capture").rglob("*.jsonl"))) >= 1
     for path in small_folder.rglob("*.png"):
@@ -142,6 +143,10 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "scones up did not come up"
             time.sleep(0.5)
         endpoints = json.loads(state.read_text())
+        # Its state and work folder (function logs, capture) are its owner's only.
+        assert state.stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / ".scones").stat().st_mode & 0o777 == 0o700
+        assert Path(endpoints["work_dir"]).stat().st_mode & 0o777 == 0o700
 
         again = scones("up", cwd=tmp_path)
         assert again.returncode == 1 and "already running" in again.stderr

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from scones.offline.moto_guard import guarded_moto_server, host_name, is_loopback_host
+from scones.offline.moto_guard import guarded_moto_server
+from scones.serving.loopback import host_name, is_loopback_host
 
 REGION = "us-east-1"
 
@@ -92,9 +93,9 @@ def test_a_dns_rebinding_host_is_refused(server: tuple[str, int]) -> None:
 
 
 def test_loopback_host_names() -> None:
-    assert host_name("[::1]:5000") == "[::1]" and host_name("localhost:80") == "localhost"
+    assert host_name("[::1]:5000") == "::1" and host_name("localhost:80") == "localhost"
     assert host_name("::1") == "::1"
-    for host in ("127.0.0.1:4566", "localhost", "images.localhost:4566", "LOCALHOST."):
+    for host in ("127.0.0.1:4566", "localhost", "images.localhost:4566", "LOCALHOST.", "[::1]"):
         assert is_loopback_host(host), host
     for host in ("evil.example:4566", "127.0.0.1.evil.example", "localhost.evil", ""):
         assert not is_loopback_host(host), host

@@ -423,6 +423,68 @@ def test_a_reserved_report_file_is_not_executable(tmp_path: Any) -> None:
     assert (tmp_path / f"run{suffix}.json").stat().st_mode & 0o777 == 0o644
 
 
+def test_a_link_planted_where_the_partial_file_went_is_never_written_through(
+    tmp_path: Any,
+) -> None:
+    """In a shared --out folder another user can plant a link at the partial file's name
+    (the time stamp gives it away): the records go to a file of their own, the link's
+    target is untouched, and the saved file is no link."""
+    import os
+    from datetime import UTC, datetime
+
+    from scones.offline.records_file import save_records
+
+    now = datetime(2026, 12, 1, 14, 30, 5, tzinfo=UTC)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    victim = tmp_path / "victims-file.txt"
+    victim.write_text("important content\n")
+    for name in ("records-s-20261201T143005Z.json", "records-s-20261201T143005Z-2.json"):
+        (shared / f".{name}.partial").symlink_to(victim)
+    previous = os.umask(0o022)
+    try:
+        saved = save_records([{"pk": "b/k#1"}], out_dir=shared, stack_name="s", table="t", now=now)
+    finally:
+        os.umask(previous)
+    assert victim.read_text() == "important content\n"
+    assert saved.name == "records-s-20261201T143005Z.json" and not saved.is_symlink()
+    assert json.loads(saved.read_text())["records"] == [{"pk": "b/k#1"}]
+    # Keys, labels and scores, no upload: the umask's mode, as any report.
+    assert saved.stat().st_mode & 0o777 == 0o644
+    leftovers = {p.name for p in shared.iterdir()} - {saved.name}
+    assert all((shared / name).is_symlink() for name in leftovers), leftovers
+
+
+def test_a_private_folder_is_its_owners_only(tmp_path: Any, monkeypatch: Any) -> None:
+    import os
+
+    from scones.offline.records_file import private_folder
+
+    previous = os.umask(0o022)
+    try:
+        made = private_folder(tmp_path / "new" / "work")
+    finally:
+        os.umask(previous)
+    assert made.stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o755  # a parent: the umask's
+    # One an earlier version left open is narrowed; one the user named is left alone.
+    (tmp_path / "open").mkdir(mode=0o755)
+    (tmp_path / "theirs").mkdir(mode=0o755)
+    os.chmod(tmp_path / "open", 0o755)
+    os.chmod(tmp_path / "theirs", 0o755)
+    private_folder(tmp_path / "open")
+    private_folder(tmp_path / "theirs", ours=False)
+    assert (tmp_path / "open").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "theirs").stat().st_mode & 0o777 == 0o755
+    # A folder of our name that another user made (to read what goes in it) is refused.
+    monkeypatch.setattr(os, "geteuid", lambda: (tmp_path / "open").stat().st_uid + 1)
+    with pytest.raises(PermissionError, match="belongs to another user"):
+        private_folder(tmp_path / "open")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        private_folder(tmp_path / "a-file")
+
+
 def test_a_second_stack_in_the_same_process_is_refused(stack: OfflineStack) -> None:
     from scones.offline.stack import StackError
 

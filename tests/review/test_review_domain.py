@@ -6,14 +6,16 @@ import contextlib
 import dataclasses
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import boto3
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
@@ -33,7 +35,13 @@ from scones_core.review import (
     drawn_for_review,
 )
 
-from scones.review.app import LOOPBACK_HOSTS, MAX_BODY_BYTES, ReviewAppSettings, build_app
+from scones.review.app import (
+    LOOPBACK_HOSTS,
+    MAX_BODY_BYTES,
+    TOKEN_HEADER,
+    ReviewAppSettings,
+    build_app,
+)
 from scones.review.target import image_limits
 from scones.template_params import (
     PROJECT_ROOT,
@@ -45,6 +53,8 @@ from scones.template_params import (
 REGION = "us-east-1"
 BUCKET = "scones-review-test"
 TABLE = "scones-review-results"
+TOKEN = "a-review-token"
+WITH_TOKEN = {TOKEN_HEADER: TOKEN}
 NOW = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
 LABELS = ("bicycle", "motorcycle")
 BIKE = PROJECT_ROOT / "samples" / "bicycle" / "bike_s_001414.png"
@@ -160,11 +170,18 @@ def service(env: Env, share: float = 0.0) -> ReviewService:
 
 
 def web(reviews: ReviewService) -> TestClient:
-    """The review app on loopback, as a test client (whose requests name "testserver")."""
-    settings = ReviewAppSettings(
-        reviewer="ana", table_label=TABLE, allowed_hosts=LOOPBACK_HOSTS | {"testserver"}
-    )
-    return TestClient(build_app(reviews, settings))
+    """The review app on loopback, as a test client (whose requests name "testserver")
+    sending the API's token, as the page opened from the printed URL does."""
+    return TestClient(app_for(reviews), headers=WITH_TOKEN)
+
+
+def app_for(
+    reviews: ReviewService, allowed_hosts: frozenset[str] | None = None, reviewer: str = "ana"
+) -> Any:
+    """The review app as `scones review` builds it, its API wanting ``TOKEN``."""
+    hosts = LOOPBACK_HOSTS | {"testserver"} if allowed_hosts is None else allowed_hosts
+    settings = ReviewAppSettings(reviewer, TABLE, token=TOKEN, allowed_hosts=hosts)
+    return build_app(reviews, settings)
 
 
 def test_queue_lists_needs_review_and_sampled_accepted_only(env: Env) -> None:
@@ -634,8 +651,9 @@ def test_web_api_limits_requests_refuses_framing_and_names_aws_failures(env: Env
 
     def client_for(s3: Any) -> TestClient:
         reviews = ReviewService(settings(), s3=s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW)
-        app = build_app(reviews, ReviewAppSettings("ana", TABLE, allowed_hosts=hosts))
-        return TestClient(app, raise_server_exceptions=False)
+        return TestClient(
+            app_for(reviews, hosts), headers=WITH_TOKEN, raise_server_exceptions=False
+        )
 
     client = client_for(env.s3)
     page = client.get("/")
@@ -783,11 +801,7 @@ def test_a_body_the_limit_cannot_bound_is_refused_unread_and_the_connection_clos
 
     record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
     reviews = ReviewService(settings(), s3=env.s3, dynamodb=env.dynamodb, clock=lambda: NOW)
-    server = ModelServer(
-        build_app(reviews, ReviewAppSettings(reviewer="ana", table_label=TABLE)),
-        host="127.0.0.1",
-        port=0,
-    )
+    server = ModelServer(app_for(reviews, LOOPBACK_HOSTS), host="127.0.0.1", port=0)
     server.start()
     answer = json.dumps(
         {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "motorcycle"}
@@ -799,7 +813,7 @@ def test_a_body_the_limit_cannot_bound_is_refused_unread_and_the_connection_clos
     )
     smuggled = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     head = (
-        "POST /api/answers HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"POST /api/answers HTTP/1.1\r\nHost: 127.0.0.1\r\n{TOKEN_HEADER}: {TOKEN}\r\n"
         f"Content-Type: application/json\r\n{framing + chr(13) + chr(10) if framing else ''}\r\n"
     ).encode()
     received = bytearray()
@@ -891,8 +905,6 @@ def test_images_are_drawn_in_slots_of_their_own_and_dropped_when_the_browser_lef
     it waited is never read nor drawn."""
     import threading
 
-    import httpx
-
     from scones.review.app import DECODE_SLOTS
     from scones.serving.server import ModelServer
 
@@ -913,13 +925,10 @@ def test_images_are_drawn_in_slots_of_their_own_and_dropped_when_the_browser_lef
             return super().draw_for_display(data)
 
     reviews = SlowDrawing(settings(), s3=env.s3, dynamodb=env.dynamodb, clock=lambda: NOW)
-    server = ModelServer(
-        build_app(reviews, ReviewAppSettings(reviewer="ana", table_label=TABLE)),
-        host="127.0.0.1",
-        port=0,
-    )
+    server = ModelServer(app_for(reviews, LOOPBACK_HOSTS), host="127.0.0.1", port=0)
     url = server.start()
-    image = f"{url}/api/image?record_id={quote(record_id, safe='')}"
+    # As the page asks for an image: the token in its URL.
+    image = f"{url}/api/image?record_id={quote(record_id, safe='')}&token={TOKEN}"
     try:
         busy = [
             threading.Thread(target=httpx.get, args=(image,), kwargs={"timeout": 30})
@@ -934,7 +943,7 @@ def test_images_are_drawn_in_slots_of_their_own_and_dropped_when_the_browser_lef
         assert len(drawn) == DECODE_SLOTS
         assert all(name.startswith("review-image") for name in drawn)
         # Both slots taken: the queue still answers at once.
-        assert httpx.get(f"{url}/api/queue", timeout=5).status_code == 200
+        assert httpx.get(f"{url}/api/queue", headers=WITH_TOKEN, timeout=5).status_code == 200
         # A third image whose browser gives up while it waits for a slot...
         with pytest.raises(httpx.TimeoutException):
             httpx.get(image, timeout=0.5)
@@ -990,8 +999,9 @@ def test_web_api_image_errors_name_the_problem(env: Env) -> None:
 def test_web_api_refuses_cross_site_reads_and_bodies_it_cannot_echo(env: Env) -> None:
     env.record("NEEDS_REVIEW", age=timedelta(hours=1))
     hosts = LOOPBACK_HOSTS | {"testserver"}
-    app = build_app(service(env), ReviewAppSettings("ana", TABLE, allowed_hosts=hosts))
-    client = TestClient(app, raise_server_exceptions=False)
+    client = TestClient(
+        app_for(service(env), hosts), headers=WITH_TOKEN, raise_server_exceptions=False
+    )
     # Another site's <img src=".../api/queue">: the browser marks it cross-site.
     assert client.get("/api/queue", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
     same = client.get("/api/queue", headers={"Sec-Fetch-Site": "same-origin"})
@@ -1012,36 +1022,80 @@ def test_web_api_names_a_queue_aws_cannot_read(env: Env) -> None:
     hosts = LOOPBACK_HOSTS | {"testserver"}
     gone = dataclasses.replace(settings(), table_name="no-such-table")
     reviews = ReviewService(gone, s3=env.s3, dynamodb=env.dynamodb, clock=lambda: NOW)
-    app = build_app(reviews, ReviewAppSettings("ana", TABLE, allowed_hosts=hosts))
-    response = TestClient(app, raise_server_exceptions=False).get("/api/queue")
+    client = TestClient(app_for(reviews, hosts), headers=WITH_TOKEN, raise_server_exceptions=False)
+    response = client.get("/api/queue")
     assert response.status_code == 502
     assert response.json()["detail"].startswith("the queue could not be read")
     assert "ResourceNotFoundException" in response.json()["detail"]
 
 
-def test_served_beyond_loopback_the_api_wants_the_printed_token(env: Env) -> None:
+def test_the_api_wants_the_printed_token(env: Env) -> None:
     record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
-    hosts = LOOPBACK_HOSTS | {"testserver"}
-    app = build_app(
-        service(env), ReviewAppSettings("ana", TABLE, allowed_hosts=hosts, token="s3cret")
-    )
-    client = TestClient(app)
+    client = TestClient(app_for(service(env)))
     assert client.get("/").status_code == 200  # the page holds no data
     refused = client.get("/api/queue")
     assert refused.status_code == 401 and "printed" in refused.json()["detail"]
-    assert client.get("/api/queue", headers={"X-Review-Token": "guess"}).status_code == 401
-    token = {"X-Review-Token": "s3cret"}
+    assert client.get("/api/queue", headers={TOKEN_HEADER: "guess"}).status_code == 401
+    token = WITH_TOKEN
     assert client.get("/api/queue", headers=token).json()["items"][0]["record_id"] == record_id
     # An <img> sends no headers: the image, and only the image, takes the token in its URL.
     image = {"record_id": record_id}
     assert client.get("/api/image", params=image).status_code == 401
     assert client.get("/api/image", params=image | {"token": "guess"}).status_code == 401
-    assert client.get("/api/image", params=image | {"token": "s3cret"}).status_code == 200
+    assert client.get("/api/image", params=image | {"token": TOKEN}).status_code == 200
     assert client.get("/api/image", params=image, headers=token).status_code == 200
-    assert client.get("/api/queue", params={"token": "s3cret"}).status_code == 401
+    assert client.get("/api/queue", params={"token": TOKEN}).status_code == 401
     body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "bicycle"}
     assert client.post("/api/answers", json=body).status_code == 401
     assert client.post("/api/answers", json=body, headers=token).status_code == 200
+    with pytest.raises(ValueError, match="needs a token"):
+        ReviewAppSettings("ana", TABLE, token="")
+
+
+def test_scones_review_on_loopback_answers_only_the_printed_urls_token(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Loopback is shared by every user of the machine (a shared host, a CI runner): a
+    client of another user must neither read the queue and its images nor answer in the
+    reviewer's name, where its answers would become training labels."""
+    from types import SimpleNamespace
+
+    from scones.cli import review
+    from scones.cli.main import main
+
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=1))
+    outputs = {"ImageBucketName": {"Value": BUCKET}, "ResultsTableName": {"Value": TABLE}}
+    template = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}, "Outputs": outputs}
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    cloudformation.create_stack(StackName="scones", TemplateBody=json.dumps(template))
+    seen: dict[str, Any] = {}
+
+    def while_served(seconds: float) -> None:
+        """The command's wait for Ctrl-C: use the page it printed, then press Ctrl-C."""
+        printed = capsys.readouterr().out
+        page = re.search(r"review page (\S+)", printed)
+        assert page is not None, printed
+        url = urlsplit(page.group(1))
+        base = f"{url.scheme}://{url.netloc}"
+        seen["host"], seen["query"] = url.hostname, parse_qs(url.query)
+        body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "bicycle"}
+        # Another local user's client, with no token: the page loads, its API does not.
+        seen["queue"] = httpx.get(f"{base}/api/queue").status_code
+        image = httpx.get(f"{base}/api/image", params={"record_id": record_id})
+        seen["image"] = image.status_code
+        seen["answer"] = httpx.post(f"{base}/api/answers", json=body).status_code
+        # The reviewer's page, opened from the printed URL, sends its token.
+        token = {TOKEN_HEADER: seen["query"].get("token", [""])[0]}
+        seen["reviewer"] = httpx.get(f"{base}/api/queue", headers=token).status_code
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(review, "time", SimpleNamespace(sleep=while_served))
+    arguments = ["--aws", "--stack", "scones", "--region", REGION, "--reviewer", "ana"]
+    assert main(["review", *arguments, "--port", "0"]) == 0
+    assert (seen["queue"], seen["image"], seen["answer"]) == (401, 401, 401), seen
+    assert seen["host"] == "127.0.0.1" and len(seen["query"]["token"][0]) >= 24, seen
+    assert seen["reviewer"] == 200
+    assert env.get(record_id)["status"] == "NEEDS_REVIEW"  # no answer was taken
 
 
 @pytest.mark.parametrize(

@@ -296,7 +296,7 @@ def test_a_narrow_or_zoomed_window_needs_no_sideways_scrolling(
     env.record("NEEDS_REVIEW", age=timedelta(hours=1), suffix="-" + "long" * 30 + ".png")
     page = browser.new_page(viewport={"width": width, "height": 720})
     try:
-        page.goto(served + "/")
+        page.goto(served)
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
         images_drawn(page, 2)
         sizes = page.evaluate(

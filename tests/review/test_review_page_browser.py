@@ -1,12 +1,12 @@
 """The review page in a real browser under its Content-Security-Policy.
 
 The review app (over moto, served by uvicorn on loopback as `scones review` serves it)
-is opened in headless Chromium (Debian's package, driven by Playwright). Keys and
-labels an uploader could control are hostile markup. The page must load, draw its
-images and take an answer with no policy violation at all, show the hostile text as
-text, and refuse to run script that got into the page anyway (an inline script, an
-inline handler, an inline style) or that its own script could write (markup or script
-from text: Trusted Types).
+is opened from its URL, with the API's token, in headless Chromium (Debian's package,
+driven by Playwright). Keys and labels an uploader could control are hostile markup.
+The page must load, draw its images and take an answer with no policy violation at
+all, show the hostile text as text, and refuse to run script that got into the page
+anyway (an inline script, an inline handler, an inline style) or that its own script
+could write (markup or script from text: Trusted Types).
 The browser is required: without it this test fails, it does not skip.
 """
 
@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from scones.review.app import ReviewAppSettings, build_app
+from scones.review.app import LOOPBACK_HOSTS
 from scones.serving.server import ModelServer
 from tests.chromium import CHROMIUM_FLAGS, chromium_binary
 from tests.review import test_review_domain as domain
-from tests.review.test_review_domain import TABLE, Env, service
+from tests.review.test_review_domain import TOKEN, Env, app_for, service
 
 pytestmark = pytest.mark.slow
 
@@ -71,12 +71,14 @@ MARKUP_SINKS = """() => {
 
 @pytest.fixture
 def served(env: Env) -> Any:
-    """The review app on a loopback port: its URL, with the environment's records."""
-    app = build_app(service(env), ReviewAppSettings(reviewer="csp-test", table_label=TABLE))
-    server = ModelServer(app, host="127.0.0.1", port=0)
+    """The review app on a loopback port, with the environment's records: its page's URL
+    as `scones review` prints it (with the API's token)."""
+    server = ModelServer(
+        app_for(service(env), LOOPBACK_HOSTS, reviewer="csp-test"), host="127.0.0.1", port=0
+    )
     url = server.start()
     try:
-        yield url
+        yield f"{url}/?token={TOKEN}"
     finally:
         server.stop()
 
@@ -109,7 +111,7 @@ def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
     page.on("console", heard)
     page.on("pageerror", lambda exc: console.append(f"page error: {exc}"))
     page.add_init_script(WATCH)
-    page.goto(url + "/")
+    page.goto(url)
     page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
     return page, console
 
@@ -167,10 +169,10 @@ def test_script_that_got_into_the_page_does_not_run(env: Env, served: str, brows
         body = response.text().replace("</main>", "</main>" + INJECTED)
         route.fulfill(response=response, body=body)
 
-    page.route(served + "/", inject)
+    page.route(served, inject)
     page.add_init_script(WATCH)
     try:
-        page.goto(served + "/")
+        page.goto(served)
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
         assert page.evaluate("window.pwned") is None  # an inline script runs as it is parsed
         tried = page.evaluate(MARKUP_SINKS)

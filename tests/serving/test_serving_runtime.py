@@ -309,8 +309,35 @@ def test_bad_fault_plans_are_refused(
     response = httpx.post(f"{live_server.base_url}/_faults", json=plan)
     assert response.status_code == 400
     assert words in response.json()["message"]
-    not_json = httpx.post(f"{live_server.base_url}/_faults", content=b"{oops")
+    not_json = httpx.post(
+        f"{live_server.base_url}/_faults",
+        content=b"{oops",
+        headers={"Content-Type": "application/json"},
+    )
     assert not_json.status_code == 400
+
+
+def test_the_fault_route_refuses_what_a_web_page_can_send(live_server: LiveServer) -> None:
+    """A page the tester opens may POST ``text/plain`` to 127.0.0.1 with no preflight (a
+    CORS "simple" request), and a DNS-rebinding page sends its own name as the Host:
+    neither arms, reads or clears a fault. Loopback names and addresses still do."""
+    url = f"{live_server.base_url}/_faults"
+    plan = b'{"unavailable": -1}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        simple = httpx.post(url, content=plan, headers=headers)
+        assert simple.status_code == 415, (content_type, simple.text)
+        assert "application/json" in simple.json()["message"]
+    rebound = {"Host": f"rebinding.example:{httpx.URL(url).port}"}
+    armed = httpx.post(url, content=plan, headers=rebound | {"Content-Type": "application/json"})
+    assert armed.status_code == 403 and "is not served" in armed.json()["message"]
+    assert httpx.get(url, headers=rebound).status_code == 403
+    assert httpx.delete(url, headers=rebound).status_code == 403
+    assert live_server.faults.snapshot()["plan"]["unavailable"] == 0
+    for host in ("localhost", "127.0.0.1:8080", "127.1.2.3", "[::1]:8080", "LOCALHOST:1"):
+        assert httpx.get(url, headers={"Host": host}).status_code == 200, host
+    for host in ("localhost.rebinding.example", "10.0.0.1", "[::2]", "", "127.0.0.1.nip.io"):
+        assert httpx.get(url, headers={"Host": host}).status_code == 403, host
 
 
 def test_concurrent_clients_get_their_own_answers(

@@ -74,7 +74,7 @@ def test_review_page_in_chromium_answers_with_the_keyboard(
         reviewer="browser-test",
         sample_share=1.0,
         sample_days=1.0,
-        # As served beyond loopback: the page takes the API's token from its URL.
+        # The page takes the API's token from the URL `scones review` prints.
         token="a-review-token",
     )
     assert target.table_name == endpoints.table

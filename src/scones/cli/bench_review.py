@@ -100,16 +100,18 @@ def _fake_credentials() -> Iterator[None]:
 
 
 @contextmanager
-def _review_server() -> Iterator[tuple[str, Callable[[bytes], str]]]:
-    """(base URL, record(bytes) -> record id) of a review app
-    served by uvicorn over moto; the records wait for review."""
+def _review_server() -> Iterator[tuple[str, Callable[[bytes], str], dict[str, str]]]:
+    """(base URL, record(bytes) -> record id, the headers carrying its token) of a review
+    app served by uvicorn over moto; the records wait for review."""
+    import secrets
+
     import boto3
     from moto import mock_aws
     from scones_core.monitoring.timestamps import format_millis
     from scones_core.records import Status
     from scones_core.review import ReviewService, ReviewSettings
 
-    from scones.review.app import ReviewAppSettings, build_app
+    from scones.review.app import TOKEN_HEADER, ReviewAppSettings, build_app
     from scones.review.target import image_limits
     from scones.serving.server import ModelServer
     from scones.template_params import parameter_default, parameter_defaults, table_definition
@@ -152,14 +154,15 @@ def _review_server() -> Iterator[tuple[str, Callable[[bytes], str]]]:
             image_limits=image_limits(parameter_defaults()),
         )
         service = ReviewService(settings, s3=s3, dynamodb=dynamodb)
+        token = secrets.token_urlsafe(18)
         server = ModelServer(
-            build_app(service, ReviewAppSettings(reviewer="bench", table_label=TABLE)),
+            build_app(service, ReviewAppSettings("bench", TABLE, token=token)),
             host="127.0.0.1",
             port=0,
         )
         url = server.start()
         try:
-            yield url, record
+            yield url, record, {TOKEN_HEADER: token}
         finally:
             server.stop()
 
@@ -185,7 +188,10 @@ def _run(args: argparse.Namespace) -> int:
         check_writable_file(args.json)
     uploads = _uploads(args.pixels)
     rows: list[dict[str, Any]] = []
-    with _review_server() as (url, record), httpx.Client(base_url=url, timeout=120) as http:
+    with (
+        _review_server() as (url, record, token),
+        httpx.Client(base_url=url, headers=token, timeout=120) as http,
+    ):
 
         def image(record_id: str) -> httpx.Response:
             return http.get("/api/image", params={"record_id": record_id})
@@ -237,6 +243,7 @@ def _run(args: argparse.Namespace) -> int:
                 pool.submit(
                     httpx.get,
                     f"{url}/api/image?record_id={quote(record_id, safe='')}",
+                    headers=token,
                     timeout=300,
                 )
                 for record_id in burst

@@ -154,10 +154,11 @@ def build_review(
     reviewer: str,
     sample_share: float | None,
     sample_days: float,
+    token: str,
     host: str = "127.0.0.1",
-    token: str | None = None,
 ) -> tuple[Any, Any]:
-    """(the stack found, the FastAPI app) for a review of that stack."""
+    """(the stack found, the FastAPI app) for a review of that stack; its API wants
+    ``token`` in every request."""
     from scones_core.review import ReviewError, ReviewService
 
     from scones.review.app import LOOPBACK_HOSTS, ReviewAppSettings, build_app
@@ -218,9 +219,10 @@ def review_command(args: argparse.Namespace) -> int:
             "address it is asked for (no DNS rebinding): give the one reviewers will open, "
             "e.g. --host 192.168.1.5"
         )
-    # Beyond loopback the API wants a secret from the printed URL: the Host check keeps
-    # other sites' pages out of a browser, not other clients on the network.
-    token = None if args.host in LOOPBACK_ADDRESSES else secrets.token_urlsafe(18)
+    # The API wants a secret from the printed URL, on loopback too: the Host and origin
+    # checks keep other sites' pages out of a browser, not another user of this machine
+    # (a shared host, a CI runner) or of the network, whose answers would become labels.
+    token = secrets.token_urlsafe(18)
 
     if not args.aws:
         refuse_deployed_options({"--stack": args.stack, "--region": args.region}, "add --aws")
@@ -254,8 +256,8 @@ def review_command(args: argparse.Namespace) -> int:
     except ServerStartError as exc:
         raise CommandFailed(f"the review page cannot start: {exc}") from None
     console = make_console()
-    page = f"{url}/" + (f"?token={token}" if token else "")
-    if token:
+    page = f"{url}/?token={token}"
+    if args.host not in LOOPBACK_ADDRESSES:
         console.print(
             f"[yellow]warning:[/] listening on {args.host}: whoever has the page's URL (it "
             "holds the API's token) can review and see the images; send it only to reviewers"

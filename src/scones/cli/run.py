@@ -125,8 +125,9 @@ def _run(plan: _Plan) -> int:
 
     console = make_console(stderr=args.json)
     # --keep: the work folder (function logs, unpacked code, the capture files) outlives
-    # the run; otherwise it is a temporary folder that goes with the stack.
-    keep_dir = (args.out / f"work-{stamp}").resolve() if args.keep else None
+    # the run; otherwise it is a temporary folder that goes with the stack. Either way it
+    # is its owner's only: the capture files hold the uploaded images.
+    keep_dir = _private_work_dir(args.out / f"work-{stamp}") if args.keep else None
     options = StackOptions(
         work_dir=keep_dir,
         model_dir=args.model or DEFAULT_MODEL_DIR,
@@ -265,6 +266,15 @@ def _reserve_stamp(out: Path, stamp: str) -> str:
         taken=lambda suffix: (out / f"work-{stamp}{suffix}").exists(),
     )
     return stamp + suffix
+
+
+def _private_work_dir(folder: Path) -> Path:
+    from scones.offline.records_file import private_folder
+
+    try:
+        return private_folder(folder).resolve()
+    except OSError as exc:
+        raise CommandFailed(f"the work folder to keep cannot be made: {exc}") from None
 
 
 def _drop_if_empty(path: Path) -> None:

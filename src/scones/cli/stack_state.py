@@ -4,7 +4,8 @@
 pid) so that ``classify``, ``results``, ``env``, ``invoke`` and ``down``, run from any
 folder inside the project, find the running stack. When it stops it
 writes ``.scones/stopped.json`` (its pid and where it saved the records) so that
-``down`` can say where they are.
+``down`` can say where they are. The folder is its owner's only (0700, with the stack's
+work folder, whose logs and capture name or hold uploads, in it) and so are its files.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from scones.cli.arguments import file_or_folder, port
 from scones.cli.errors import CommandError, CommandFailed
 from scones.offline.client import StackClient, StackEndpoints
+from scones.offline.records_file import private_folder, write_text_atomically
 from scones.template_params import (
     LOCAL_STACK_NAME,
     PROJECT_ROOT,
@@ -40,16 +42,26 @@ def find_project_root(start: Path | None = None) -> Path:
     return PROJECT_ROOT
 
 
+def _state_dir_configured() -> bool:
+    return bool(os.environ.get("SCONES_STATE_DIR"))
+
+
 def _state_dir() -> Path:
     """``$SCONES_STATE_DIR``, else ``.scones`` at the project root: every command, run from
     anywhere inside the project, finds the stack that ``scones up`` started."""
-    configured = os.environ.get("SCONES_STATE_DIR")
-    if configured:
-        return Path(configured).resolve()
+    if _state_dir_configured():
+        return Path(os.environ["SCONES_STATE_DIR"]).resolve()
     return find_project_root() / ".scones"
 
 
 STATE_DIR = _state_dir()
+# A folder SCONES_STATE_DIR names is the user's, used as it is (it may be their home);
+# .scones is scones' own, so it is made (or narrowed to) its owner's only.
+STATE_DIR_IS_OURS = not _state_dir_configured()
+# The stack's work folder: its function logs, unpacked code, and capture files.
+STACK_WORK_DIR = STATE_DIR / "stack"
+# State files: the owner's only, as their folder.
+PRIVATE_FILE_MODE = 0o600
 STATE_FILE = STATE_DIR / "stack.json"
 STOPPED_FILE = STATE_DIR / "stopped.json"
 # Held (flock) by the `scones up` process from its check for a running stack until it
@@ -151,7 +163,7 @@ def write_state(
         # logical id -> physical id of every resource (``scones invoke`` names functions).
         "physical_ids": physical_ids or {},
     }
-    STATE_FILE.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(STATE_FILE, json.dumps(document, indent=2) + "\n", mode=PRIVATE_FILE_MODE)
 
 
 class StackNotRunning(CommandFailed):
@@ -244,14 +256,23 @@ def _field_problem(state: dict[str, Any]) -> str | None:
 
 def _make_state_dir() -> None:
     try:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        private_folder(STATE_DIR, ours=STATE_DIR_IS_OURS)
     except (FileExistsError, NotADirectoryError):
         raise CommandFailed(
             f"the state folder {STATE_DIR} (SCONES_STATE_DIR, else .scones in the project) "
             "is, or lies under, a file: name a folder"
         ) from None
     except OSError as exc:
-        raise CommandFailed(f"the state folder {STATE_DIR} cannot be created: {exc}") from None
+        raise CommandFailed(f"the state folder {STATE_DIR} cannot be used: {exc}") from None
+
+
+def make_stack_work_dir() -> Path:
+    """The running stack's work folder in the state folder, its owner's only."""
+    _make_state_dir()
+    try:
+        return private_folder(STACK_WORK_DIR).resolve()
+    except OSError as exc:
+        raise CommandFailed(f"the stack's work folder cannot be used: {exc}") from None
 
 
 @contextmanager
@@ -260,7 +281,12 @@ def up_lock() -> Iterator[None]:
     import fcntl
 
     _make_state_dir()
-    with UP_LOCK_FILE.open("a+") as handle:
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        descriptor = os.open(UP_LOCK_FILE, flags, PRIVATE_FILE_MODE)
+    except OSError as exc:  # a link there is refused (O_NOFOLLOW), never followed
+        raise CommandFailed(f"{UP_LOCK_FILE} cannot be opened: {exc}") from None
+    with open(descriptor, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -324,7 +350,9 @@ def write_stopped(
         "error": error,
         "unfinished": unfinished,
     }
-    STOPPED_FILE.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(
+        STOPPED_FILE, json.dumps(document, indent=2) + "\n", mode=PRIVATE_FILE_MODE
+    )
 
 
 def read_stopped(pid: int) -> dict[str, str | None] | None:

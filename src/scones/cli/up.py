@@ -23,10 +23,10 @@ from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.model_check import check_model_option
 from scones.cli.signals import handling_stop_signals
 from scones.cli.stack_state import (
-    STATE_DIR,
     STATE_FILE,
     add_stack_options,
     clear_state,
+    make_stack_work_dir,
     model_identity,
     parse_params,
     up_lock,
@@ -90,7 +90,7 @@ def _up(args: argparse.Namespace, overrides: dict[str, str]) -> int:
             )
     options = StackOptions(
         model_dir=args.model or DEFAULT_MODEL_DIR,
-        work_dir=(STATE_DIR / "stack").resolve(),
+        work_dir=make_stack_work_dir(),
         moto_port=args.port,
         model_port=args.model_port,
         overrides=overrides,

@@ -16,25 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-# Host names the stack's clients use: the address it listens on, and names that resolve to
-# loopback on every machine (RFC 6761), S3's virtual-hosted form included.
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+from scones.serving.loopback import is_loopback_host
+
 # Headers only browsers send (fetch metadata on every request; Origin on cross-origin ones).
 _BROWSER_HEADERS = ("HTTP_ORIGIN", "HTTP_SEC_FETCH_SITE", "HTTP_SEC_FETCH_MODE")
 
 Wsgi = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def host_name(host: str) -> str:
-    """The name part of a Host header (``[::1]:5000`` -> ``[::1]``, ``a:80`` -> ``a``)."""
-    if host.startswith("["):
-        return host[: host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def is_loopback_host(host: str) -> bool:
-    name = host_name(host).lower().rstrip(".")
-    return name in LOOPBACK_NAMES or name.endswith(".localhost")
 
 
 def refusal(environ: dict[str, Any]) -> str | None:

@@ -4,6 +4,13 @@ The offline stack lives in memory (moto keeps every bucket, queue and table in
 the process), so its records are lost when it stops. ``OfflineStack.stop``
 writes them here first: ``<out>/records-<stack>-<UTC time>.json``. ``scones run``'s report
 files are written the same way (``write_text_atomically``): whole, or not at all.
+
+An ``--out`` folder may be shared with other users (a /tmp-like folder), so nothing here
+opens a name another user could have placed: the final name is created ``O_EXCL``, the
+partial file too, under a random name. Records and reports hold keys, labels, scores and
+thumbnails, no upload itself: they get the umask's mode, as any file a command writes.
+What does hold uploads or their traces (the offline stack's state folder and work folder,
+a kept work folder with its capture files) is made with ``private_folder``.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import secrets
+import stat
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,14 +83,45 @@ def save_records(
     return path
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+def write_text_atomically(path: Path, text: str, *, mode: int = 0o666) -> None:
     """``text`` into ``path`` in one rename, so a full disk or a kill midway never leaves a
-    truncated file there. ``path``'s name must be the caller's own (a reserved name, as
-    ``create_first_free`` gives): so is its partial file, ``.<name>.partial`` beside it."""
-    partial = path.with_name(f".{path.name}.partial")
+    truncated file there. The partial file beside it, ``.<name>.<random>.partial``, is
+    created new (``O_EXCL``, never through a link another user planted in a shared folder)
+    with ``mode`` less the umask; the rename then replaces whatever ``path`` is, a link
+    included, never writing through it."""
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(partial, flags, mode)
     try:
-        partial.write_text(text, encoding="utf-8")
+        with open(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+# Owner only: a folder holding uploads, their capture or logs naming them.
+PRIVATE_FOLDER_MODE = 0o700
+
+
+def private_folder(folder: Path, *, ours: bool = True) -> Path:
+    """``folder``, readable by its owner only (0700) when this call creates it (its parents
+    as the umask says). An existing folder of a name scones gives (``ours``) must be this
+    user's, and is narrowed to 0700 (an earlier version left it open); another user's is
+    refused, as one made in a shared folder to read what is put in it. One the user named
+    is used as it is."""
+    try:
+        folder.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True)
+    except FileExistsError:
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file, not a folder") from None
+    else:
+        return folder
+    if ours:
+        status = folder.stat()
+        if status.st_uid != os.geteuid():
+            raise PermissionError(f"{folder} belongs to another user (uid {status.st_uid})")
+        if stat.S_IMODE(status.st_mode) & ~PRIVATE_FOLDER_MODE:
+            os.chmod(folder, PRIVATE_FOLDER_MODE)
+    return folder

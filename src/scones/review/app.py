@@ -1,11 +1,13 @@
 """The review web app: the page, ``GET /api/queue``, ``GET /api/image`` and ``POST /api/answers``.
 
 It is meant for one reviewer on their own machine (it listens on loopback by
-default). Requests must name an allowed host (no DNS rebinding), an answer must be
-JSON from the page's own origin (no cross-site form posts), and the API refuses what
-a browser marks as a cross-site request (another site's ``<img src>`` cannot make the
-queue sample records). Every answer carries ``SECURITY_HEADERS``: the page runs only the
-script and style sheet the server sends, shows only its own images, and cannot be framed.
+default). Every API request must carry the secret token of the printed URL (loopback is
+shared by every user of the machine), requests must name an allowed host (no DNS
+rebinding), an answer must be JSON from the page's own origin (no cross-site form
+posts), and the API refuses what a browser marks as a cross-site request (another
+site's ``<img src>`` cannot make the queue sample records). Every answer carries
+``SECURITY_HEADERS``: the page runs only the script and style sheet the server sends,
+shows only its own images, and cannot be framed.
 """
 
 from __future__ import annotations
@@ -92,12 +94,16 @@ logger = logging.getLogger(__name__)
 class ReviewAppSettings:
     reviewer: str
     table_label: str  # shown in the page's header
+    # The API wants this secret (from the printed URL) in every request's X-Review-Token
+    # header, on loopback too: the Host and origin checks keep other sites' pages out of
+    # a browser, not another user of the machine (or of the network) and their clients.
+    token: str
     queue_limit: int = 200
     allowed_hosts: frozenset[str] = LOOPBACK_HOSTS
-    # Served beyond loopback, the API wants this secret (from the printed URL) in every
-    # request's X-Review-Token header: the Host check stops DNS rebinding in browsers,
-    # not another client on the network.
-    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.token:
+            raise ValueError("the review API needs a token")
 
 
 class Answer(BaseModel):
@@ -163,7 +169,7 @@ class SameOriginOnly:
         api = request.url.path.startswith("/api/")
         if api and request.headers.get("sec-fetch-site") == "cross-site":
             return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
-        if api and settings.token is not None:
+        if api:
             given = request.headers.get(TOKEN_HEADER, "")
             if not given and request.url.path == IMAGE_PATH:
                 # An <img> sends no headers of its own: the page puts the token in its URL.

@@ -156,7 +156,7 @@ function name(item) { return item.shown_key.split("/").pop(); }
 const UNSEEN = "the image could not be loaded (the upload was deleted, has expired or " +
   "could not be read), so it cannot be answered here";
 // The review server reads each image and sends a PNG of at most 256 pixels a side; the
-// token (served beyond loopback) travels in its URL, since an <img> sends no headers.
+// API's token travels in its URL, since an <img> sends no headers.
 function imageSource(item) {
   const token = new URLSearchParams(location.search).get("token");
   return item.image_url + (token ? "&token=" + encodeURIComponent(token) : "");
@@ -358,7 +358,8 @@ function render() {
   if (current) current.scrollIntoView({ block: "nearest" });
 }
 
-// Served beyond loopback, the printed URL carries the API's token (?token=...).
+// The printed URL carries the API's token (?token=...); without it the API answers 401,
+// and the page says where to open it from.
 function tokenHeaders() {
   const token = new URLSearchParams(location.search).get("token");
   return token ? { "X-Review-Token": token } : {};

@@ -8,7 +8,9 @@ Routes:
   ``sagemaker-runtime`` client reaches this server through
   ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` and gets SageMaker's answers and errors.
 * ``GET|POST|DELETE /_faults``: the fault-injection admin route, only when a
-  :class:`~scones.serving.faults.FaultPlan` is given.
+  :class:`~scones.serving.faults.FaultPlan` is given. It answers only a loopback
+  ``Host`` and takes only a JSON body, so no web page can arm it (see
+  :func:`_fault_route_refusal`).
 
 Like a SageMaker endpoint, the server hosts one or more production variants
 (:class:`ProductionVariant`), each a model with a traffic weight and its own data
@@ -86,6 +88,7 @@ from scones.serving.limits import (
     available_cpus,
     default_max_image_pixels,
 )
+from scones.serving.loopback import is_loopback_host
 from scones.serving.media import SUPPORTED_CONTENT_TYPES, check_declared_format
 
 LOGGER = logging.getLogger(__name__)
@@ -848,11 +851,39 @@ def _model_pixel_limit(classifier: Classifier) -> int:
     return default_max_image_pixels(classifier.input_size)
 
 
+def _fault_route_refusal(request: Request) -> JSONResponse | None:
+    """Why ``/_faults`` refuses this request, or None. A web page the tester opens can
+    send a "simple" cross-site POST (``text/plain``, no preflight) to 127.0.0.1, and a
+    rebinding page can send anything under its own name: a fault plan must come as
+    ``application/json`` (which a cross-site page cannot send without a preflight this
+    server never grants) to a loopback ``Host``."""
+    host = request.headers.get("host", "")
+    if not is_loopback_host(host):
+        return JSONResponse(
+            {
+                "message": f"host {host!r} is not served: the fault route answers only "
+                "localhost, 127.0.0.1 or [::1]"
+            },
+            status_code=403,
+        )
+    media_type = _media_type(request.headers.get("content-type"))
+    if request.method == "POST" and media_type != "application/json":
+        example = '{"throttle": 2}'
+        return JSONResponse(
+            {"message": f"send the fault plan as Content-Type: application/json, e.g. {example}"},
+            status_code=415,
+        )
+    return None
+
+
 def _add_fault_routes(app: FastAPI, faults: FaultPlan) -> None:
-    async def show_faults() -> JSONResponse:
-        return JSONResponse(faults.snapshot())
+    async def show_faults(request: Request) -> JSONResponse:
+        return _fault_route_refusal(request) or JSONResponse(faults.snapshot())
 
     async def arm_faults(request: Request) -> JSONResponse:
+        refusal = _fault_route_refusal(request)
+        if refusal is not None:
+            return refusal
         try:
             spec: Any = await request.json()
         except ValueError:
@@ -865,8 +896,8 @@ def _add_fault_routes(app: FastAPI, faults: FaultPlan) -> None:
         except FaultSpecError as exc:
             return JSONResponse({"message": str(exc)}, status_code=400)
 
-    async def clear_faults() -> JSONResponse:
-        return JSONResponse(faults.clear())
+    async def clear_faults(request: Request) -> JSONResponse:
+        return _fault_route_refusal(request) or JSONResponse(faults.clear())
 
     app.add_api_route("/_faults", show_faults, methods=["GET"])
     app.add_api_route("/_faults", arm_faults, methods=["POST"])
