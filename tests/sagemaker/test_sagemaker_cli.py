@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
-from sagemaker_fixtures import REGION, ROLE_ARN
+from sagemaker_fixtures import ACCOUNT_ARN, REGION, ROLE_ARN, no_such_endpoint
 
 import scones.cli.sagemaker as cli
 from scones.cli.main import main
@@ -29,7 +29,6 @@ SUFFIX = "20261125-101500"
 IC_IMAGE = "811284229777.dkr.ecr.us-east-1.amazonaws.com/image-classification:1"
 TORCH_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5.1-cpu-py311"
 SERVING_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/scones-serving:1"
-ACCOUNT_ARN = f"arn:aws:sagemaker:{REGION}:123456789012"
 
 
 @pytest.fixture(scope="module")
@@ -236,13 +235,7 @@ def described_endpoint(name: str, capture: str | None = None) -> dict[str, Any]:
 def endpoint_lookup(stubber: Stubber, name: str, described: dict[str, Any] | None) -> None:
     """Queue DescribeEndpoint's answer: ``described``, or SageMaker's error for no such name."""
     if described is None:
-        stubber.add_client_error(
-            "describe_endpoint",
-            service_error_code="ValidationException",
-            service_message=f'Could not find endpoint "{ACCOUNT_ARN}:endpoint/{name}".',
-            http_status_code=400,
-            expected_params={"EndpointName": name},
-        )
+        no_such_endpoint(stubber, name)
     else:
         stubber.add_response("describe_endpoint", described, {"EndpointName": name})
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 from botocore.stub import Stubber
-from sagemaker_fixtures import REGION, ROLE_ARN
+from sagemaker_fixtures import REGION, ROLE_ARN, no_such_endpoint
 
 from scones.sagemaker import hosting, training
 from scones.sagemaker.channels import channel_uris
@@ -588,13 +588,7 @@ def queue_endpoint(stubber: Stubber, *answers: dict[str, Any]) -> None:
 
 def queue_no_endpoint(stubber: Stubber) -> None:
     """SageMaker's answer to DescribeEndpoint of a name no endpoint has."""
-    stubber.add_client_error(
-        "describe_endpoint",
-        service_error_code="ValidationException",
-        service_message=f'Could not find endpoint "{arn("endpoint", ENDPOINT)}".',
-        http_status_code=400,
-        expected_params={"EndpointName": ENDPOINT},
-    )
+    no_such_endpoint(stubber, ENDPOINT)
 
 
 def test_wait_for_endpoint(sagemaker: Any, stubber: Stubber) -> None:
