@@ -86,6 +86,16 @@ def test_a_browsers_request_is_refused(server: tuple[str, int], headers: dict[st
     assert status == 200, body
 
 
+def test_a_client_that_is_no_browser_is_served_whatever_its_fetch_mode(
+    server: tuple[str, int],
+) -> None:
+    """Node's built-in fetch (undici) sends ``Sec-Fetch-Mode: cors`` on every request, and
+    neither Origin nor Sec-Fetch-Site: an SDK using it is a client like boto3."""
+    host, port = server
+    status, body = request(server, "GET", "/", {"Host": f"{host}:{port}", "Sec-Fetch-Mode": "cors"})
+    assert status == 200, body
+
+
 def test_a_dns_rebinding_host_is_refused(server: tuple[str, int]) -> None:
     _, port = server
     status, body = request(server, "POST", "/moto-api/reset", {"Host": f"rebind.evil:{port}"})

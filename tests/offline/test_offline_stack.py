@@ -477,9 +477,29 @@ def test_a_private_folder_is_its_owners_only(tmp_path: Any, monkeypatch: Any) ->
     assert (tmp_path / "open").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "theirs").stat().st_mode & 0o777 == 0o755
     # A folder of our name that another user made (to read what goes in it) is refused.
-    monkeypatch.setattr(os, "geteuid", lambda: (tmp_path / "open").stat().st_uid + 1)
-    with pytest.raises(PermissionError, match="belongs to another user"):
+    owner = (tmp_path / "open").stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(PermissionError, match="belongs to another user") as refused:
         private_folder(tmp_path / "open")
+    assert "set SCONES_STATE_DIR to a folder of your own" in str(refused.value)
+    # Root reads every folder anyway: a container running as root on a user's checkout
+    # uses the .scones that user's runs left.
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "chmod", lambda *args: None)
+    (tmp_path / "users").mkdir(mode=0o700)
+    real_stat = type(tmp_path).stat
+
+    def owned_by_a_user(path: Any, **kwargs: Any) -> os.stat_result:
+        found = real_stat(path, **kwargs)
+        if path != tmp_path / "users":
+            return found
+        fields = list(found)
+        fields[4] = 1000  # st_uid
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(type(tmp_path), "stat", owned_by_a_user)
+    assert private_folder(tmp_path / "users") == tmp_path / "users"
+    monkeypatch.undo()
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(NotADirectoryError):
         private_folder(tmp_path / "a-file")

@@ -5,8 +5,8 @@ every web origin's CORS preflight: a page open in the user's browser could list 
 uploads, scan the records, plant an upload or wipe the whole stack (``POST
 /moto-api/reset`` needs no preflight) while it runs on 127.0.0.1. The stack's clients
 (boto3 in the CLI, the Lambda workers and the model server, moto's own Step Functions
-interpreter) never send ``Origin`` or ``Sec-Fetch-*`` headers, and always name a
-loopback host; browsers send at least one of those headers with every request, and a
+interpreter, an SDK the user points at it) never send ``Origin`` or ``Sec-Fetch-Site``,
+and always name a loopback host; browsers send at least one of them with every request, and a
 DNS-rebinding page names its own host. Another user of the same machine is not kept out:
 the stack trusts the machine's users (docs/offline.md).
 """
@@ -18,8 +18,10 @@ from typing import Any
 
 from scones.serving.loopback import is_loopback_host
 
-# Headers only browsers send (fetch metadata on every request; Origin on cross-origin ones).
-_BROWSER_HEADERS = ("HTTP_ORIGIN", "HTTP_SEC_FETCH_SITE", "HTTP_SEC_FETCH_MODE")
+# Headers only browsers send: fetch metadata's Sec-Fetch-Site on every request to a
+# loopback address, Origin on cross-origin ones. Not Sec-Fetch-Mode: Node's built-in
+# fetch (undici) sends it too, and an SDK may use that fetch.
+_BROWSER_HEADERS = ("HTTP_ORIGIN", "HTTP_SEC_FETCH_SITE")
 
 Wsgi = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

@@ -120,8 +120,14 @@ def private_folder(folder: Path, *, ours: bool = True) -> Path:
         return folder
     if ours:
         status = folder.stat()
-        if status.st_uid != os.geteuid():
-            raise PermissionError(f"{folder} belongs to another user (uid {status.st_uid})")
+        # Root reads every folder anyway (a container on a user's checkout): only another
+        # ordinary user's folder is refused.
+        if status.st_uid != os.geteuid() and os.geteuid() != 0:
+            raise PermissionError(
+                f"{folder} belongs to another user (uid {status.st_uid}), who can read what "
+                "is put in it: remove it (or have its owner do so), or set SCONES_STATE_DIR "
+                "to a folder of your own"
+            )
         if stat.S_IMODE(status.st_mode) & ~PRIVATE_FOLDER_MODE:
             os.chmod(folder, PRIVATE_FOLDER_MODE)
     return folder
