@@ -862,7 +862,7 @@ def _fault_route_refusal(request: Request) -> JSONResponse | None:
         return JSONResponse(
             {
                 "message": f"host {host!r} is not served: the fault route answers only "
-                "localhost, 127.0.0.1 or [::1]"
+                "localhost or a loopback address (127.0.0.1, [::1])"
             },
             status_code=403,
         )
