@@ -654,6 +654,57 @@ def test_deploy_update_for_a_stack_refuses_another_stacks_endpoint(
         assert planned in err and "--take-over" in err, err
 
 
+def test_deploy_update_without_a_stack_refuses_an_endpoint_capturing_elsewhere(
+    clients: dict[str, Any], stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --stack the capture this deploy gives is compared: a staging deploy updating
+    production's endpoint by name would move production's capture into staging's bucket."""
+    endpoint_lookup(
+        stubber, "orders-classifier", described_endpoint("orders-classifier", OTHER_STACK_CAPTURE)
+    )
+    argv = (
+        *DEPLOY,
+        "--role-arn",
+        ROLE_ARN,
+        "--endpoint-name",
+        "orders-classifier",
+        "--capture-bucket",
+        STACK_BUCKET,
+        "--update",
+    )
+    code, _, err = run(capsys, *argv)
+    assert code == 2, err
+    assert f"endpoint orders-classifier captures into {OTHER_STACK_CAPTURE}" in err, err
+
+
+@pytest.mark.parametrize(
+    ("status", "update", "advice"),
+    [
+        ("Updating", True, "wait until it is InService"),
+        ("Failed", True, "delete it (aws sagemaker delete-endpoint)"),
+        ("Failed", False, "it cannot be updated while Failed"),
+    ],
+)
+def test_deploy_refuses_an_endpoint_sagemaker_cannot_update_before_creating_anything(
+    clients: dict[str, Any],
+    stubber: Stubber,
+    capsys: pytest.CaptureFixture[str],
+    status: str,
+    update: bool,
+    advice: str,
+) -> None:
+    """UpdateEndpoint refuses an endpoint with an operation under way, and a failed one
+    (only DeleteEndpoint is accepted): refused first, not after the model and config were
+    made, and a taken name is not answered with --update when that cannot work."""
+    described = {**described_endpoint("orders-classifier"), "EndpointStatus": status}
+    endpoint_lookup(stubber, "orders-classifier", described)
+    argv = (*DEPLOY, "--role-arn", ROLE_ARN, "--endpoint-name", "orders-classifier")
+    code, _, err = run(capsys, *argv, "--no-capture", *(("--update",) if update else ()))
+    assert code == 2, err
+    assert advice in err, err
+    assert "pass --update" not in err
+
+
 def stack_update_responses(stubber: Stubber) -> None:
     """What an update of the stack's endpoint sends after the endpoint is described."""
     model, config = f"orders-classifier-{SUFFIX}", f"orders-classifier-config-{SUFFIX}"
@@ -809,10 +860,10 @@ TRAIN_SCRIPT = (
             ("deploy", "--role-arn", ROLE_ARN, "--image-uri", SERVING_IMAGE, "--no-capture"),
             "--model-data or --training-job is required",
         ),
-        # Only an update for a stack checks whose endpoint it is: nothing to take over else.
+        # Only an update checks whose endpoint it is: nothing to take over else.
         (
-            (*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--update", "--take-over"),
-            "--take-over is for --stack NAME --update",
+            (*DEPLOY, "--role-arn", ROLE_ARN, "--no-capture", "--take-over"),
+            "--take-over is for --update",
         ),
         (
             ("deploy", "--role-arn", ROLE_ARN, "--model-data", "s3://b-1/m.tar.gz", "--no-capture"),

@@ -295,8 +295,8 @@ def register(subparsers: Any) -> None:
     deploy.add_argument(
         "--take-over",
         action="store_true",
-        help="with --stack and --update: update the endpoint even though it captures into "
-        "another bucket than this deploy's (another stack's endpoint of the same name)",
+        help="with --update: update the endpoint even though it captures into another "
+        "bucket than this deploy's (another stack's endpoint of the same name)",
     )
     deploy.add_argument("--name-prefix", help="model/config name prefix (default: endpoint name)")
     deploy.set_defaults(handler=_handle(deploy_command))
@@ -512,14 +512,15 @@ def _capture(args: argparse.Namespace, defaults: _Defaults) -> Any:
 
 
 def _capture_owner(args: argparse.Namespace, capture: Any, defaults: _Defaults) -> str | None:
-    """The bucket an endpoint that ``--stack --update`` updates must capture into, if it
-    captures: this deploy's, else (``--no-capture``) the stack's. Two stacks in one account
-    may name the same endpoint; one capturing elsewhere is the other's. None: no check."""
-    if not (args.stack and args.update) or args.take_over:
+    """The bucket an endpoint that ``--update`` updates must capture into, if it
+    captures: this deploy's, else (``--no-capture``) the ``--stack``'s. Two stacks in one
+    account may name the same endpoint; one capturing elsewhere is the other's. None: no
+    check (``--take-over``, or nothing to compare with)."""
+    if not args.update or args.take_over:
         return None
     if capture is not None:
         return str(capture.destination.bucket)
-    return defaults.outputs.get("ImageBucketName")
+    return defaults.outputs.get("ImageBucketName") if args.stack else None
 
 
 def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -545,8 +546,8 @@ def deploy_command(args: argparse.Namespace) -> dict[str, Any]:
         )
     )
     capture = _capture(args, defaults)
-    if args.take_over and not (args.stack and args.update):
-        raise CommandError("--take-over is for --stack NAME --update")
+    if args.take_over and not args.update:
+        raise CommandError("--take-over is for --update")
     sagemaker = None
     model_data = args.model_data
     if args.training_job:

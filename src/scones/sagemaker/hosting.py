@@ -118,6 +118,16 @@ def endpoint_request(*, endpoint_name: str, config_name: str) -> dict[str, Any]:
     return {"EndpointName": endpoint_name, "EndpointConfigName": config_name}
 
 
+# Endpoint statuses UpdateEndpoint refuses (an operation under way, or a failed endpoint,
+# which only DeleteEndpoint accepts), with what to do.
+BUSY_STATUSES = {
+    "Creating": "wait until it is InService",
+    "Updating": "wait until it is InService",
+    "SystemUpdating": "wait until it is InService",
+    "RollingBack": "wait until it is InService",
+    "Deleting": "wait until it is gone, then deploy without --update",
+    "Failed": "delete it (aws sagemaker delete-endpoint), then deploy without --update",
+}
 # DescribeEndpoint's answer for a name no endpoint has (a ValidationException).
 _NO_ENDPOINT = "Could not find endpoint"
 
@@ -161,14 +171,25 @@ def check_endpoint(
                 "--endpoint-name (or another region with --region)"
             )
         return
-    if not update:
-        raise LaunchError(
-            f"endpoint {name} already exists in {region} ({described.get('EndpointStatus')}, "
-            f"serving endpoint config {described.get('EndpointConfigName')}) and endpoint "
-            "names are unique per account and region: pass --update to move it onto the new "
-            "model, or name another endpoint with --endpoint-name"
-        )
+    status = str(described.get("EndpointStatus", ""))
     current = str((described.get("DataCaptureConfig") or {}).get("DestinationS3Uri") or "")
+    if not update:
+        way = (
+            "pass --update to move it onto the new model"
+            if status not in BUSY_STATUSES
+            else f"it cannot be updated while {status} ({BUSY_STATUSES[status]})"
+        )
+        captures = f", capturing into {current}" if current else ""
+        raise LaunchError(
+            f"endpoint {name} already exists in {region} ({status}, serving endpoint config "
+            f"{described.get('EndpointConfigName')}{captures}) and endpoint names are unique "
+            f"per account and region: {way}, or name another endpoint with --endpoint-name"
+        )
+    if status in BUSY_STATUSES:
+        raise LaunchError(
+            f"endpoint {name} is {status}, and SageMaker updates an endpoint only once no "
+            f"operation is under way on it: {BUSY_STATUSES[status]}"
+        )
     # Only the bucket is compared (SageMaker's URI, not parsed strictly): a stack's
     # DataCapturePrefix may differ from the template's, its bucket is its own.
     if capture_bucket is None or not current or _bucket(current) == capture_bucket:
