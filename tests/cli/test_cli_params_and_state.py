@@ -644,6 +644,27 @@ def test_state_folders_an_earlier_version_left_open_are_narrowed(
         assert (tmp_path / name / "stack.json").stat().st_mode & 0o777 == 0o600, name
 
 
+def test_a_stack_another_user_started_in_scones_folder_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scones up refuses another user's .scones; the commands that only read it (classify,
+    results, env, invoke) sent this user's images to the stack it named."""
+    from scones.cli.errors import CommandFailed
+
+    stack_state = _state_in(monkeypatch, tmp_path / ".scones", ours=True)
+    (tmp_path / ".scones").mkdir(mode=0o755)
+    (tmp_path / ".scones" / "stack.json").write_text(json.dumps({"pid": os.getpid()}))
+    owner = (tmp_path / ".scones" / "stack.json").stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(CommandFailed, match="belongs to another user") as refused:
+        stack_state.read_state()
+    assert "set SCONES_STATE_DIR to a folder of your own" in str(refused.value)
+    # A folder the user named (SCONES_STATE_DIR) is theirs to share: used as it is.
+    monkeypatch.setattr(stack_state, "STATE_DIR_IS_OURS", False)
+    with pytest.raises(CommandFailed, match="is corrupt"):  # read, then judged on its fields
+        stack_state.read_state()
+
+
 def test_a_link_at_the_up_lock_is_refused_not_followed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

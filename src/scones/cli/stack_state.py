@@ -171,9 +171,28 @@ class StackNotRunning(CommandFailed):
     A corrupt record of a live stack is not this: its process still holds the ports."""
 
 
+def _refuse_another_users_stack() -> None:
+    """A state file another user wrote into a folder of scones' name names their stack: a
+    command would send this user's images to it. Root reads every folder anyway."""
+    if not STATE_DIR_IS_OURS or os.geteuid() == 0:
+        return
+    try:
+        owner = STATE_FILE.stat().st_uid
+    except OSError:
+        return  # read_state says what is wrong with it
+    if owner != os.geteuid():
+        raise CommandFailed(
+            f"{STATE_FILE} belongs to another user (uid {owner}): the stack it names is "
+            "theirs, and what a command sends it goes to them. Remove the folder (or have "
+            "its owner do so), or set SCONES_STATE_DIR to a folder of your own"
+        )
+
+
 def read_state() -> dict[str, Any]:
     """The running stack's state file, checked for what the commands read from it: a file
-    that is not what ``write_state`` wrote is reported, never trusted."""
+    that is not what ``write_state`` wrote is reported, never trusted, and another user's
+    is refused."""
+    _refuse_another_users_stack()
     try:
         state = json.loads(STATE_FILE.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
