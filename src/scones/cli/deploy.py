@@ -83,7 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "deploy-baseline",
         help="after sam deploy: the monitor's baseline into the stack's bucket",
         description="Upload MODEL/baseline.json to s3://<ImageBucketName>/<BaselineKey> of the "
-        "deployed stack (its output and parameter), then say whether the endpoint exists.",
+        "deployed stack (its output and parameter), then say whether the endpoint exists. A "
+        "model that does not fit the stack's ModelLabels and ModelInputSize is refused, and "
+        "while the endpoint serves a model retraining promoted, the baseline there (that "
+        "model's) is kept.",
     )
     _aws_arguments(baseline)
     _model_argument(baseline)
