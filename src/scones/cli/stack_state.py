@@ -23,7 +23,7 @@ from typing import Any
 from scones.cli.arguments import file_or_folder, port
 from scones.cli.errors import CommandError, CommandFailed
 from scones.offline.client import StackClient, StackEndpoints
-from scones.offline.records_file import private_folder, write_text_atomically
+from scones.offline.records_file import another_users, private_folder, write_text_atomically
 from scones.template_params import (
     LOCAL_STACK_NAME,
     PROJECT_ROOT,
@@ -174,13 +174,13 @@ class StackNotRunning(CommandFailed):
 def _refuse_another_users_stack() -> None:
     """A state file another user wrote into a folder of scones' name names their stack: a
     command would send this user's images to it. Root reads every folder anyway."""
-    if not STATE_DIR_IS_OURS or os.geteuid() == 0:
+    if not STATE_DIR_IS_OURS:
         return
     try:
-        owner = STATE_FILE.stat().st_uid
+        owner = another_users(STATE_FILE.stat())
     except OSError:
         return  # read_state says what is wrong with it
-    if owner != os.geteuid():
+    if owner is not None:
         raise CommandFailed(
             f"{STATE_FILE} belongs to another user (uid {owner}): the stack it names is "
             "theirs, and what a command sends it goes to them. Remove the folder (or have "

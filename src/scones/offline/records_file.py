@@ -105,6 +105,14 @@ def write_text_atomically(path: Path, text: str, *, mode: int = 0o666) -> None:
 PRIVATE_FOLDER_MODE = 0o700
 
 
+def another_users(status: os.stat_result) -> int | None:
+    """The owner's uid when a file or folder scones named belongs to another ordinary user
+    (who can read what is put in it, or wrote what is read from it); None when it is this
+    user's, or root runs this (root reads every folder anyway: a container on a user's
+    checkout)."""
+    return status.st_uid if os.geteuid() not in (status.st_uid, 0) else None
+
+
 def private_folder(folder: Path, *, ours: bool = True) -> Path:
     """``folder``, readable by its owner only (0700) when this call creates it (its parents
     as the umask says). An existing folder of a name scones gives (``ours``) must be this
@@ -120,11 +128,9 @@ def private_folder(folder: Path, *, ours: bool = True) -> Path:
         return folder
     if ours:
         status = folder.stat()
-        # Root reads every folder anyway (a container on a user's checkout): only another
-        # ordinary user's folder is refused.
-        if status.st_uid != os.geteuid() and os.geteuid() != 0:
+        if (owner := another_users(status)) is not None:
             raise PermissionError(
-                f"{folder} belongs to another user (uid {status.st_uid}), who can read what "
+                f"{folder} belongs to another user (uid {owner}), who can read what "
                 "is put in it: remove it (or have its owner do so), or set SCONES_STATE_DIR "
                 "to a folder of your own"
             )
