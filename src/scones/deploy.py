@@ -610,7 +610,7 @@ def publish_baseline(
 
 def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> dict[str, str]:
     """The endpoint the workflow calls and its status (``missing`` when it does not exist)."""
-    import botocore.exceptions
+    from scones.sagemaker.hosting import existing_endpoint
 
     outputs: dict[str, str] = {}
     parameters: dict[str, str] = {}
@@ -623,16 +623,12 @@ def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> 
     deployed = sent_parameters(config.parameter_overrides, parameters)
     name, create = deployed["EndpointName"], deployed["CreateEndpoint"]
     sagemaker = session.client("sagemaker")
-    try:
-        described = sagemaker.describe_endpoint(EndpointName=name)
-        status = str(described["EndpointStatus"])
-    except botocore.exceptions.ClientError as exc:
-        if "Could not find endpoint" not in str(exc) and exc.response["Error"]["Code"] not in (
-            "ValidationException",
-            "ResourceNotFound",
-        ):
-            raise
+    # Only SageMaker's own "no such endpoint" answer means missing: any other refusal
+    # (AccessDenied, throttling, another validation error) is raised as what it is.
+    described = existing_endpoint(sagemaker, name)
+    if described is None:
         return {"endpoint": name, "status": "missing", "create_endpoint": str(create)}
+    status = str(described["EndpointStatus"])
     result = {"endpoint": name, "status": status, "create_endpoint": str(create)}
     if str(create) == "true" and (
         parameters.get("CreateEndpoint") != "true" or parameters.get("EndpointName") != name

@@ -18,8 +18,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
+from sagemaker_fixtures import no_such_endpoint
 from scones_core.retraining.dataset import retraining_prefix
 
 from scones.costs.workflow import load_workflow
@@ -1204,6 +1206,33 @@ def test_an_existing_endpoint_whose_variant_the_stack_does_not_name_is_warned_ab
     with session.stubs["cloudformation"], session.stubs["sagemaker"]:
         status = endpoint_status(session, "scones", named)
     assert "served_variants" not in status and endpoint_advice(status) is None
+
+
+def test_only_sagemakers_no_such_endpoint_answer_makes_the_endpoint_missing() -> None:
+    """A refusal to describe the endpoint (another validation error, or access denied)
+    is raised as what it is: reporting it as ``missing`` would tell the user every image
+    ends FAILED, or that CreateEndpoint=true can create it, about an endpoint that may
+    well serve."""
+    config = SamConfig(stack_name=None, region=REGION, parameter_overrides={"EndpointName": "ep"})
+    session = _StubbedSession()
+    no_such_endpoint(session.stubs["sagemaker"], "ep")
+    with session.stubs["sagemaker"]:
+        assert endpoint_status(session, None, config)["status"] == "missing"
+    for code, message in (
+        ("ValidationException", "Endpoint ep is being deleted, retry later."),
+        ("AccessDeniedException", "not authorized to perform: sagemaker:DescribeEndpoint"),
+    ):
+        session = _StubbedSession()
+        session.stubs["sagemaker"].add_client_error(
+            "describe_endpoint",
+            service_error_code=code,
+            service_message=message,
+            http_status_code=400,
+            expected_params={"EndpointName": "ep"},
+        )
+        with session.stubs["sagemaker"], pytest.raises(ClientError, match=code) as raised:
+            endpoint_status(session, None, config)
+        assert message in str(raised.value)
 
 
 def test_an_endpoint_out_of_service_is_named_before_its_variant() -> None:
