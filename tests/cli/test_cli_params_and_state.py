@@ -665,6 +665,29 @@ def test_a_stack_another_user_started_in_scones_folder_is_not_used(
         stack_state.read_state()
 
 
+def test_a_refused_folder_names_the_way_to_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's folder of a name scones gives is refused with the setting that
+    moves it: SCONES_STATE_DIR for the state folder, --out for a run's kept work folder
+    (SCONES_STATE_DIR does not move that one)."""
+    from scones.cli import run
+    from scones.cli.errors import CommandFailed
+
+    stack_state = _state_in(monkeypatch, tmp_path / ".scones", ours=True)
+    (tmp_path / ".scones").mkdir(mode=0o700)
+    (tmp_path / "out" / "work-20261205T120000Z").mkdir(parents=True, mode=0o700)
+    owner = (tmp_path / "out").stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(CommandFailed, match="belongs to another user") as refused:
+        stack_state.make_stack_work_dir()
+    assert str(refused.value).endswith("set SCONES_STATE_DIR to a folder of your own")
+    with pytest.raises(CommandFailed, match="belongs to another user") as refused:
+        run._private_work_dir(tmp_path / "out" / "work-20261205T120000Z")
+    assert str(refused.value).endswith("name a folder of your own with --out")
+    assert "SCONES_STATE_DIR" not in str(refused.value)
+
+
 def test_a_link_at_the_up_lock_is_refused_not_followed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -455,6 +455,9 @@ def test_a_link_planted_where_the_partial_file_went_is_never_written_through(
     assert all((shared / name).is_symlink() for name in leftovers), leftovers
 
 
+ELSEWHERE = "use a folder of your own"
+
+
 def test_a_private_folder_is_its_owners_only(tmp_path: Any, monkeypatch: Any) -> None:
     import os
 
@@ -462,7 +465,7 @@ def test_a_private_folder_is_its_owners_only(tmp_path: Any, monkeypatch: Any) ->
 
     previous = os.umask(0o022)
     try:
-        made = private_folder(tmp_path / "new" / "work")
+        made = private_folder(tmp_path / "new" / "work", elsewhere=ELSEWHERE)
     finally:
         os.umask(previous)
     assert made.stat().st_mode & 0o777 == 0o700
@@ -472,16 +475,16 @@ def test_a_private_folder_is_its_owners_only(tmp_path: Any, monkeypatch: Any) ->
     (tmp_path / "theirs").mkdir(mode=0o755)
     os.chmod(tmp_path / "open", 0o755)
     os.chmod(tmp_path / "theirs", 0o755)
-    private_folder(tmp_path / "open")
-    private_folder(tmp_path / "theirs", ours=False)
+    private_folder(tmp_path / "open", elsewhere=ELSEWHERE)
+    private_folder(tmp_path / "theirs", elsewhere=ELSEWHERE, ours=False)
     assert (tmp_path / "open").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "theirs").stat().st_mode & 0o777 == 0o755
     # A folder of our name that another user made (to read what goes in it) is refused.
     owner = (tmp_path / "open").stat().st_uid
     monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
     with pytest.raises(PermissionError, match="belongs to another user") as refused:
-        private_folder(tmp_path / "open")
-    assert "set SCONES_STATE_DIR to a folder of your own" in str(refused.value)
+        private_folder(tmp_path / "open", elsewhere=ELSEWHERE)
+    assert str(refused.value).endswith(f"remove it (or have its owner do so), or {ELSEWHERE}")
     # Root reads every folder anyway: a container running as root on a user's checkout
     # uses the .scones that user's runs left.
     monkeypatch.setattr(os, "geteuid", lambda: 0)
@@ -498,11 +501,11 @@ def test_a_private_folder_is_its_owners_only(tmp_path: Any, monkeypatch: Any) ->
         return os.stat_result(fields)
 
     monkeypatch.setattr(type(tmp_path), "stat", owned_by_a_user)
-    assert private_folder(tmp_path / "users") == tmp_path / "users"
+    assert private_folder(tmp_path / "users", elsewhere=ELSEWHERE) == tmp_path / "users"
     monkeypatch.undo()
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(NotADirectoryError):
-        private_folder(tmp_path / "a-file")
+        private_folder(tmp_path / "a-file", elsewhere=ELSEWHERE)
 
 
 def test_a_second_stack_in_the_same_process_is_refused(stack: OfflineStack) -> None:

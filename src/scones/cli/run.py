@@ -272,7 +272,7 @@ def _private_work_dir(folder: Path) -> Path:
     from scones.offline.records_file import private_folder
 
     try:
-        return private_folder(folder).resolve()
+        return private_folder(folder, elsewhere="name a folder of your own with --out").resolve()
     except OSError as exc:
         raise CommandFailed(f"the work folder to keep cannot be made: {exc}") from None
 

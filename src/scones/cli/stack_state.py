@@ -58,6 +58,8 @@ STATE_DIR = _state_dir()
 # A folder SCONES_STATE_DIR names is the user's, used as it is (it may be their home);
 # .scones is scones' own, so it is made (or narrowed to) its owner's only.
 STATE_DIR_IS_OURS = not _state_dir_configured()
+# The way out of a refused state folder.
+_ELSEWHERE = "set SCONES_STATE_DIR to a folder of your own"
 # The stack's work folder: its function logs, unpacked code, and capture files.
 STACK_WORK_DIR = STATE_DIR / "stack"
 # State files: the owner's only, as their folder.
@@ -184,7 +186,7 @@ def _refuse_another_users_stack() -> None:
         raise CommandFailed(
             f"{STATE_FILE} belongs to another user (uid {owner}): the stack it names is "
             "theirs, and what a command sends it goes to them. Remove the folder (or have "
-            "its owner do so), or set SCONES_STATE_DIR to a folder of your own"
+            f"its owner do so), or {_ELSEWHERE}"
         )
 
 
@@ -275,7 +277,7 @@ def _field_problem(state: dict[str, Any]) -> str | None:
 
 def _make_state_dir() -> None:
     try:
-        private_folder(STATE_DIR, ours=STATE_DIR_IS_OURS)
+        private_folder(STATE_DIR, elsewhere=_ELSEWHERE, ours=STATE_DIR_IS_OURS)
     except (FileExistsError, NotADirectoryError):
         raise CommandFailed(
             f"the state folder {STATE_DIR} (SCONES_STATE_DIR, else .scones in the project) "
@@ -289,7 +291,7 @@ def make_stack_work_dir() -> Path:
     """The running stack's work folder in the state folder, its owner's only."""
     _make_state_dir()
     try:
-        return private_folder(STACK_WORK_DIR).resolve()
+        return private_folder(STACK_WORK_DIR, elsewhere=_ELSEWHERE).resolve()
     except OSError as exc:
         raise CommandFailed(f"the stack's work folder cannot be used: {exc}") from None
 

@@ -113,12 +113,12 @@ def another_users(status: os.stat_result) -> int | None:
     return status.st_uid if os.geteuid() not in (status.st_uid, 0) else None
 
 
-def private_folder(folder: Path, *, ours: bool = True) -> Path:
+def private_folder(folder: Path, *, elsewhere: str, ours: bool = True) -> Path:
     """``folder``, readable by its owner only (0700) when this call creates it (its parents
     as the umask says). An existing folder of a name scones gives (``ours``) must be this
     user's, and is narrowed to 0700 (an earlier version left it open); another user's is
     refused, as one made in a shared folder to read what is put in it. One the user named
-    is used as it is."""
+    is used as it is. ``elsewhere`` is the caller's way to use another folder instead."""
     try:
         folder.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True)
     except FileExistsError:
@@ -131,8 +131,7 @@ def private_folder(folder: Path, *, ours: bool = True) -> Path:
         if (owner := another_users(status)) is not None:
             raise PermissionError(
                 f"{folder} belongs to another user (uid {owner}), who can read what "
-                "is put in it: remove it (or have its owner do so), or set SCONES_STATE_DIR "
-                "to a folder of your own"
+                f"is put in it: remove it (or have its owner do so), or {elsewhere}"
             )
         if stat.S_IMODE(status.st_mode) & ~PRIVATE_FOLDER_MODE:
             os.chmod(folder, PRIVATE_FOLDER_MODE)
