@@ -148,8 +148,9 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
         assert (tmp_path / ".scones").stat().st_mode & 0o777 == 0o700
         assert Path(endpoints["work_dir"]).stat().st_mode & 0o777 == 0o700
 
-        again = scones("up", cwd=tmp_path)
+        again = scones("up", "--out", "other-out", cwd=tmp_path)
         assert again.returncode == 1 and "already running" in again.stderr
+        assert not (tmp_path / "other-out").exists()  # a refused up makes nothing
 
         classified = scones("classify", str(small_folder / "bicycle"), "--json", cwd=tmp_path)
         assert classified.returncode == 0, classified.stderr

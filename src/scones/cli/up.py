@@ -67,8 +67,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def up_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)  # checked before anything starts
     check_model_option(args.model, overrides)
-    check_writable_folder(args.out)  # where the records go when it stops
-    with up_lock():
+    with up_lock():  # refused first: a second `scones up` makes no --out folder
+        check_writable_folder(args.out)  # where the records go when it stops
         return _up(args, overrides)
 
 
