@@ -6,7 +6,7 @@
 #   .venv-train  .venv + torch (CPU), onnx, onnxscript: training and export
 #   .venv-test   .venv-train + pytest, ruff, mypy, playwright
 #   .venv-sam    aws-sam-cli (make build, make deploy)
-.PHONY: run test lint bench burst model model-reference model-reference-lite2 retrain build deploy deploy-baseline image image-test clean
+.PHONY: run test lint bench burst model model-reference model-reference-lite2 retrain cli-reference build deploy deploy-baseline image image-test clean
 
 run:
 	@scripts/bootstrap.sh run
@@ -51,6 +51,11 @@ model-reference-lite2:
 retrain:
 	@scripts/bootstrap.sh train
 	.venv-train/bin/python -m scones.cli.main retrain $(ARGS)
+
+# docs/cli.md: every command's --help, from the parsers (a test fails when it is stale).
+cli-reference:
+	@scripts/bootstrap.sh run
+	.venv/bin/python -m scones.cli.reference > docs/cli.md
 
 # sam build: the Lambda artifacts (python3.13 on arm64, no Docker) in .aws-sam/build.
 build:

@@ -165,6 +165,19 @@ def test_every_project_path_in_the_docs_exists(doc: Path) -> None:
     assert not missing, "\n".join(f"{doc.name}:{n}: {path}" for n, path in missing)
 
 
+def test_the_command_reference_is_every_commands_help() -> None:
+    """docs/cli.md is rendered from the parsers: an option added, renamed or described
+    anew must be regenerated (``make cli-reference``), or this fails."""
+    from scones.cli.reference import commands, render
+
+    page = (PROJECT_ROOT / "docs" / "cli.md").read_text()
+    assert page == render(), "docs/cli.md is stale: run make cli-reference"
+    # Every command and subcommand has its section, and no checkout's folder shows.
+    for line, parser in commands(build_parser()):
+        assert f"## {line}\n\n```text\nusage: {parser.prog} " in page, line
+    assert str(PROJECT_ROOT) not in page and "(default: models/bicycle-motorcycle)" in page
+
+
 def test_the_record_condition_quoted_in_the_architecture_is_the_one_written() -> None:
     """A reader writing their own consumer of the results table takes this quote as the
     rule; it must be the expression every record write carries."""

@@ -206,7 +206,7 @@ def register(subparsers: Any) -> None:
         "train-script",
         help="train the project's PyTorch model in script mode",
         description=(
-            "Bundle the scones package, upload it next to the job's output and start a "
+            "Bundle the project's Python package, upload it next to the job's output and start a "
             "script-mode training job on a PyTorch framework image; the train channel is "
             "<data-uri>/train/."
         ),
