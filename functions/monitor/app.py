@@ -127,7 +127,7 @@ def publish_window(report: WindowReport, *, alert_count: int, stamp: datetime) -
 
 @cache
 def clients() -> MonitorClients:
-    """Created on first use, so importing this module needs no AWS access."""
+    """Created on first use, so importing this module needs no region (tests import it)."""
     session = boto3.session.Session()
     return MonitorClients(
         s3=session.client("s3"),

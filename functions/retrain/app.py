@@ -34,13 +34,19 @@ SETTINGS = RetrainingSettings.from_env(os.environ)
 
 
 @cache
+def _session() -> Any:
+    """One session for both clients: each session loads the SDK's data anew."""
+    return boto3.session.Session()
+
+
+@cache
 def s3_client() -> Any:
-    return boto3.session.Session().client("s3")
+    return _session().client("s3")
 
 
 @cache
 def dynamodb_client() -> Any:
-    return boto3.session.Session().client("dynamodb")
+    return _session().client("dynamodb")
 
 
 def _field(event: Any, name: str) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shlex
 import shutil
@@ -30,6 +31,7 @@ from typing import Any
 from scones.cli.arguments import check_writable_folder, file_or_folder, positive_int
 from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import (
+    LOCAL_STACK_NAME,
     PROJECT_ROOT,
     condition_value,
     load_template,
@@ -43,6 +45,9 @@ HANDLERS = {
     "serialize_image": "SerializeImageFunction",
     "classify_image": "ClassifyImageFunction",
     "backfill": "BackfillFunction",
+    "monitor": "MonitorFunction",
+    # Two functions, one package: the dataset step's environment.
+    "retrain": "RetrainDatasetFunction",
 }
 
 
@@ -77,19 +82,41 @@ def register(benchmarks: Any) -> None:
 
 def _environment(logical_id: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
     """The function's environment as deployed with the template's defaults (+ ``overrides``):
-    ``Ref`` to a parameter and ``Fn::If`` on a condition resolved, other references (ARNs of
-    the stack's resources) replaced by a placeholder."""
+    ``Ref`` to a parameter, ``Fn::If`` on a condition and ``Fn::Sub`` of a string resolved;
+    a resource's ``Ref`` is a placeholder of its kind (a state machine's or topic's ARN, a
+    queue's URL, else a name: its logical id in lower case), any other attribute
+    (``GetAtt``, ``${Resource.Arn}``) a placeholder ARN."""
     params = {**parameter_defaults(), **(overrides or {})}
     template = load_template()
+    pseudo = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012"}
+    pseudo |= {"AWS::Partition": "aws", "AWS::StackName": LOCAL_STACK_NAME}
+    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:x"
+
+    resources = template["Resources"]
+    # Resource types whose Ref is an ARN or a URL, not a name.
+    by_type = {
+        "AWS::Serverless::StateMachine": arn,
+        "AWS::SNS::Topic": "arn:aws:sns:us-east-1:123456789012:x",
+        "AWS::SQS::Queue": "https://sqs.us-east-1.amazonaws.com/123456789012/x",
+    }
+
+    def named(reference: str) -> str:
+        if reference in params or reference in pseudo:
+            return {**params, **pseudo}[reference]
+        if "." in reference:
+            return arn
+        return by_type.get(resources.get(reference, {}).get("Type"), reference.lower())
 
     def resolve(value: Any) -> str:
-        if isinstance(value, dict) and value.get("Ref") in params:
-            return params[value["Ref"]]
+        if isinstance(value, dict) and isinstance(value.get("Ref"), str):
+            return named(value["Ref"])
         if isinstance(value, dict) and "Fn::If" in value:
             name, if_true, if_false = value["Fn::If"]
             return resolve(if_true if condition_value(template, name, params) else if_false)
+        if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
+            return re.sub(r"\$\{([^}]+)\}", lambda m: named(m.group(1)), value["Fn::Sub"])
         if isinstance(value, dict):
-            return "arn:aws:states:us-east-1:123456789012:stateMachine:x"
+            return arn
         return str(value)
 
     variables = {
