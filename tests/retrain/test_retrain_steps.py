@@ -153,8 +153,10 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any,
     put(s3, "training/train/bicycle/copy-of-gate.png", b"gate image")  # left out: a leak
     put(s3, "labelled/motorcycle/reviewed-1.jpg", b"person said motorcycle")
     answered(ddb, "labelled/motorcycle/reviewed-1.jpg")
-    put(s3, "labelled/manifest-2026-12-01.jsonl", b"{}")  # the review page's manifests:
-    put(s3, "labelled/manifest.jsonl", b"{}")  # today's and an earlier version's, not images
+    # The review page's manifests, today's (with a line that is not JSON) and an earlier
+    # version's: not images, and never parsed (the folder is the label).
+    put(s3, "labelled/manifest-2026-12-01.jsonl", b"{}\n{truncated\n[1,2]\n")
+    put(s3, "labelled/manifest.jsonl", b"{}")
     put(s3, "labelled/scooter/x.png", b"not a label of this model")
     put(s3, "labelled/bicycle/.hidden", b"")
 

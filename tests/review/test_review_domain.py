@@ -498,7 +498,7 @@ def test_manifest_appends_survive_a_concurrent_writer(env: Env) -> None:
     real_read = racing._read
     interleaved = []
 
-    def read_then_someone_writes(key: str) -> tuple[str, str | None]:
+    def read_then_someone_writes(key: str) -> tuple[bytes, str | None]:
         body_and_etag = real_read(key)
         if not interleaved:
             interleaved.append(True)
@@ -509,6 +509,88 @@ def test_manifest_appends_survive_a_concurrent_writer(env: Env) -> None:
     racing.answer(first, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
     lines = service(env).read_manifest()
     assert sorted(line["record_id"] for line in lines) == sorted([first, second])
+
+
+# Lines a person or another tool may leave in a day's manifest: none is an answer's line.
+NOT_OBJECTS = [b"{truncated", b"[1,2]", b'"bicycle"', b"7"]
+NOT_UTF8 = b'{"record_id": "\xff"}'
+
+
+def _manifest_with_unreadable_lines(env: Env, key: str, unreadable: list[bytes]) -> list[bytes]:
+    """The day's manifest: another record's answer, then ``unreadable`` (a blank line
+    among them); its non-blank lines, as stored."""
+    lines = [b'{"label":"bicycle","record_id":"another"}', *unreadable]
+    body = b"\n".join(lines[:2]) + b"\n\n" + b"\n".join(lines[2:]) + b"\n"
+    env.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return lines
+
+
+def _unreadable_lines_named(caplog: pytest.LogCaptureFixture, key: str) -> set[int]:
+    """The line numbers of ``key`` that warnings named as no answer's line."""
+    named = set()
+    for entry in caplog.records:
+        found = re.fullmatch(
+            rf"s3://{BUCKET}/{re.escape(key)} line (\d+) is no answer's .*", entry.getMessage()
+        )
+        if found and entry.levelname == "WARNING":
+            named.add(int(found[1]))
+    return named
+
+
+def test_a_manifest_line_that_is_no_answer_never_blocks_the_days_answers(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line that is not a JSON object in a day's manifest made every answer of that
+    day fail (502, the answer held for good: sending it again read the same line), with a
+    message naming neither the file nor the line. Such a line is no record's: the answer
+    is finished, the line kept as it was, and the server's log names file and line."""
+    record_id = env.record("NEEDS_REVIEW", age=timedelta(hours=3))
+    reviews = service(env)
+    key = reviews.settings.manifest_key(env.get(record_id)["recorded_at"])
+    lines = _manifest_with_unreadable_lines(env, key, [*NOT_OBJECTS, NOT_UTF8])
+    body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "bicycle"}
+    with caplog.at_level("WARNING", logger="scones_core.review"):
+        response = web(reviews).post("/api/answers", json=body)
+    assert response.status_code == 200, response.text
+    # Lines 2 and 4 to 7 (line 3 is blank), each named where the reviewer's server logs.
+    assert _unreadable_lines_named(caplog, key) == {2, 4, 5, 6, 7}
+    assert response.json()["manifest_key"] == key
+    record = env.get(record_id)
+    assert (record["status"], record["review_label"], record["reviewer"]) == (
+        "REVIEWED",
+        "bicycle",
+        "ana",
+    )
+    stored = env.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().split(b"\n")
+    assert stored[:-2] == lines and stored[-1] == b""  # every line kept, byte for byte
+    assert json.loads(stored[-2])["record_id"] == record_id
+    assert [line["record_id"] for line in reviews.read_manifest()] == ["another", record_id]
+
+
+def test_a_takeover_removes_the_abandoned_line_and_keeps_lines_that_are_no_answer(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Taking over an expired hold rewrites the day's manifest without the abandoned
+    answer's line: an unreadable line there is kept, not a reason to refuse the answer."""
+    record_id = _abandoned_hold(env)
+    key = settings().manifest_key(env.get(record_id)["recorded_at"])
+    abandoned = env.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert json.loads(abandoned)["reviewer"] == "ana"
+    lines = _manifest_with_unreadable_lines(env, key, NOT_OBJECTS)
+    env.s3.put_object(Bucket=BUCKET, Key=key, Body=abandoned + b"\n".join(lines) + b"\n")
+    bo = TestClient(app_for(_at(env, LATER), reviewer="bo"), headers=WITH_TOKEN)
+    body = {"record_id": record_id, "expected_status": "NEEDS_REVIEW", "answer": "motorcycle"}
+    with caplog.at_level("WARNING", logger="scones_core.review"):
+        response = bo.post("/api/answers", json=body)
+    assert response.status_code == 200, response.text
+    assert (env.get(record_id)["status"], env.get(record_id)["reviewer"]) == ("REVIEWED", "bo")
+    stored = env.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().split(b"\n")
+    assert stored[:-2] == lines  # ana's line removed, every other line as it was
+    assert (json.loads(stored[-2])["reviewer"], json.loads(stored[-2])["label"]) == (
+        "bo",
+        "motorcycle",
+    )
+    assert _unreadable_lines_named(caplog, key) >= {3, 4, 5, 6}
 
 
 def test_web_api_answers_and_refuses_other_hosts_and_origins(env: Env) -> None:

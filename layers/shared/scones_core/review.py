@@ -20,7 +20,9 @@ offline stack alike.
   every answer ever given.
   ``neither`` is recorded and listed in the manifest, but not copied. An answer held
   unfinished past ``hold_expiry`` (its reviewer gone) is undone, copy and line, when
-  another reviewer answers the record.
+  another reviewer answers the record. A manifest line that is not a JSON object (a
+  person's edit, another tool's) is no answer's line: it is logged, never blocks an
+  answer, and is written back as it was.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from scones_core.errors import (
 from scones_core.image_files import FILE_SUFFIXES
 from scones_core.image_rules import MEDIA_TYPES, decode_image
 from scones_core.images import read_object
+from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
 from scones_core.objects import (
     NULL_VERSION,
@@ -216,6 +219,51 @@ class ReviewResult:
     record: dict[str, Any]  # the record as the update left it
     labelled_key: str | None  # the copy, or None for NEITHER
     manifest_key: str
+
+
+@dataclass(frozen=True)
+class ManifestLine:
+    """One line of a manifest as stored (its bytes, written back unchanged) and the answer
+    it records; ``entry`` is ``None`` for a line that is not a JSON object."""
+
+    text: bytes
+    entry: dict[str, Any] | None
+
+    def is_of(self, record_id: object) -> bool:
+        """Whether this is a line of the record ``record_id`` (never an unreadable one)."""
+        return self.entry is not None and self.entry.get("record_id") == record_id
+
+
+_JSON_KINDS = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+
+
+def parse_manifest(body: bytes, source: str) -> list[ManifestLine]:
+    """A manifest's non-blank lines (JSON Lines, split at ``\\n`` only), each parsed on its
+    own: one line that is not a JSON object, written by a person or another tool, must not
+    make the day's every answer fail (each answer rewrites the whole file). Such a line is
+    logged with ``source`` and its line number, counted as no record's, and kept."""
+    lines = []
+    for number, text in enumerate(body.split(b"\n"), start=1):
+        if not text.strip():
+            continue
+        try:
+            entry = load_json(text)
+        except NotJSON as exc:
+            reason = str(exc).replace(": line 1 column ", ": column ")  # the line is named
+        else:
+            if isinstance(entry, dict):
+                lines.append(ManifestLine(text, entry))
+                continue
+            reason = f"{_JSON_KINDS.get(type(entry), 'a number')}, not a JSON object"
+        logger.warning(
+            "%s line %d is no answer's line (%s): answers leave it as it is",
+            source,
+            number,
+            reason,
+            extra={"manifest": source, "line": number, "reason": reason},
+        )
+        lines.append(ManifestLine(text, None))
+    return lines
 
 
 def _check_record_id(record_id: str) -> None:
@@ -1015,12 +1063,13 @@ class ReviewService:
     def _append_manifest(self, record: dict[str, Any]) -> None:
         if record[PARTITION_KEY] in self._earlier_manifest_ids():
             return  # answered before one manifest per day; resent since
-        line = json.dumps(self.manifest_line(record), sort_keys=True, separators=(",", ":"))
+        entry = self.manifest_line(record)
+        text = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
-        def append(lines: list[str]) -> list[str] | None:
-            if any(_line_of(existing, record) for existing in lines):
+        def append(lines: list[ManifestLine]) -> list[ManifestLine] | None:
+            if any(existing.is_of(record[PARTITION_KEY]) for existing in lines):
                 return None  # a retry: the line is there already
-            return [*lines, line]
+            return [*lines, ManifestLine(text, entry)]
 
         self._edit_manifest(record, append, "add")
 
@@ -1028,15 +1077,15 @@ class ReviewService:
         """Take the line of the answer ``record`` holds (by its reviewer, with its label)
         out of its day's manifest; another answer's line of the record stays."""
 
-        def theirs(line: str) -> bool:
-            entry = json.loads(line)
+        def theirs(line: ManifestLine) -> bool:
             return bool(
-                entry.get("record_id") == record[PARTITION_KEY]
-                and entry.get("reviewer") == record.get(REVIEWER_ATTRIBUTE)
-                and entry.get("label") == record.get(REVIEW_LABEL_ATTRIBUTE)
+                line.entry is not None
+                and line.is_of(record[PARTITION_KEY])
+                and line.entry.get("reviewer") == record.get(REVIEWER_ATTRIBUTE)
+                and line.entry.get("label") == record.get(REVIEW_LABEL_ATTRIBUTE)
             )
 
-        def remove(lines: list[str]) -> list[str] | None:
+        def remove(lines: list[ManifestLine]) -> list[ManifestLine] | None:
             kept = [existing for existing in lines if not theirs(existing)]
             return None if len(kept) == len(lines) else kept
 
@@ -1045,15 +1094,16 @@ class ReviewService:
     def _edit_manifest(
         self,
         record: dict[str, Any],
-        edit: Callable[[list[str]], list[str] | None],
+        edit: Callable[[list[ManifestLine]], list[ManifestLine] | None],
         verb: str,
     ) -> None:
         """Rewrite the record's day manifest as ``edit`` says (None: leave it), with a
-        conditional write retried when another reviewer wrote it since it was read."""
+        conditional write retried when another reviewer wrote it since it was read; the
+        lines ``edit`` keeps are written back byte for byte, unreadable ones included."""
         key = self.settings.manifest_key(record.get(RECORDED_AT_ATTRIBUTE))
         for _ in range(_MANIFEST_ATTEMPTS):
             body, etag = self._read(key)
-            lines = edit([line for line in body.splitlines() if line.strip()])
+            lines = edit(parse_manifest(body, self._uri(key)))
             if lines is None:
                 return
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
@@ -1061,7 +1111,7 @@ class ReviewService:
                 self.s3.put_object(
                     Bucket=self.settings.bucket,
                     Key=key,
-                    Body="".join(line + "\n" for line in lines).encode("utf-8"),
+                    Body=b"".join(line.text + b"\n" for line in lines),
                     ContentType="application/x-ndjson",
                     **condition,
                 )
@@ -1096,18 +1146,26 @@ class ReviewService:
         return [line for key in [earlier, *keys] for line in self._manifest_entries(key)]
 
     def _manifest_entries(self, key: str) -> list[dict[str, Any]]:
-        """One manifest's lines, parsed (none when it does not exist)."""
+        """One manifest's answers (none when it does not exist; an unreadable line is
+        logged and left out)."""
         body, _ = self._read(key)
-        return [json.loads(line) for line in body.splitlines() if line.strip()]
+        return [
+            line.entry for line in parse_manifest(body, self._uri(key)) if line.entry is not None
+        ]
 
-    def _read(self, key: str) -> tuple[str, str | None]:
+    def _uri(self, key: str) -> str:
+        return f"s3://{self.settings.bucket}/{key}"
+
+    def _read(self, key: str) -> tuple[bytes, str | None]:
+        """An object's bytes and ETag (``b""`` and None when it does not exist), not
+        decoded whole: a line that is not UTF-8 is one unreadable line, not the file."""
         try:
             response = self.s3.get_object(Bucket=self.settings.bucket, Key=key)
         except ClientError as exc:
             if object_missing(exc):
-                return "", None
+                return b"", None
             raise
-        return response["Body"].read().decode("utf-8"), str(response["ETag"])
+        return bytes(response["Body"].read()), str(response["ETag"])
 
     def _get(self, record_id: str) -> dict[str, Any] | None:
         response = self.dynamodb.get_item(
@@ -1117,11 +1175,6 @@ class ReviewService:
         )
         item = response.get("Item")
         return None if item is None else record_from_item(item)
-
-
-def _line_of(line: str, record: dict[str, Any]) -> bool:
-    """Whether a manifest line is the record's."""
-    return bool(json.loads(line).get("record_id") == record[PARTITION_KEY])
 
 
 def _version_id(version: str) -> str | None:
