@@ -793,6 +793,83 @@ def test_a_dead_letter_with_nothing_this_stack_classifies_is_named_and_kept(aws:
     assert aws.visible_bodies() == [body]
 
 
+def workflow_failed_of(obj: dict[str, Any]) -> str:
+    """A ``workflow_failed`` letter whose ``object`` is ``obj`` as it stands."""
+    letter = json.loads(workflow_failed(ObjectRef(BUCKET, "incoming/a.png", "v1", "e1", 3), 0))
+    return json.dumps(letter | {"object": obj})
+
+
+GOOD_OBJECT = {"bucket": BUCKET, "key": "incoming/a.png", "version": "v1", "etag": "e1", "size": 3}
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"bucket": None}, "object reference's bucket is None, not a bucket name"),
+        ({"bucket": "0"}, "object reference's bucket is '0', not a bucket name"),
+        ({"bucket": "Images_2"}, "object reference's bucket is 'Images_2', not a bucket name"),
+        ({"key": None}, "object reference's key is None, not an object key"),
+        ({"key": ""}, "object reference's key is '', not an object key"),
+        ({"key": 5}, "object reference's key is 5, not an object key"),
+        ({"size": -5}, "object reference's size is -5, not a size in bytes"),
+        ({"size": 2.5}, "object reference's size is 2.5, not a size in bytes"),
+        ({"size": True}, "object reference's size is True, not a size in bytes"),
+        ({"version": 7}, "object reference's version is 7, not text"),
+        ({"key": "incoming/\ud800.png"}, "object reference's object key 'incoming/\\ud800.png' "
+         "is not valid Unicode (a lone surrogate at 9)"),
+        ({"key": "incoming/" + "k" * 1100}, "object reference's object key is 1109 UTF-8 bytes"),
+    ],
+)  # fmt: skip
+def test_a_workflow_failed_letter_naming_its_object_wrongly_is_left_not_replayed(
+    aws: Aws, changes: dict[str, Any], reason: str
+) -> None:
+    """A letter's object is replayed as it stands: one S3 could not hold must not start an
+    execution (or write a FAILED record under a bucket named "None") and lose the letter."""
+    aws.upload("incoming/a.png")
+    body = workflow_failed_of(GOOD_OBJECT | changes)
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+
+    report = aws.redriver(image_bucket=BUCKET, incoming_prefix="incoming/").drain_dead_letters()
+
+    (left,) = report.replays
+    assert (left.source, left.outcome) == (Source.OTHER, Outcome.LEFT)
+    assert left.detail.startswith("a workflow_failed message: ") and reason in left.detail
+    assert (report.messages_deleted, report.messages_left) == (0, 1)
+    assert aws.executions() == {}
+    assert aws.visible_bodies() == [body]
+
+
+def test_a_workflow_failed_letter_outside_the_stacks_bucket_and_prefix_is_named_and_kept(
+    aws: Aws,
+) -> None:
+    """As a dead-lettered notification is scoped (the prefix changed while it waited, or a
+    letter names another bucket), so is the workflow's own letter: left with a row naming
+    its object, in a dry run too, never started and deleted."""
+    elsewhere = [
+        GOOD_OBJECT | {"key": "labelled/bicycle/a.png"},
+        GOOD_OBJECT | {"bucket": "someone-elses-bucket", "key": "private/x.png"},
+    ]
+    bodies = sorted(workflow_failed_of(obj) for obj in elsewhere)
+    for body in bodies:
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+
+    scoped = aws.redriver(image_bucket=BUCKET, incoming_prefix="incoming/")
+    for report in (scoped.drain_dead_letters(dry_run=True), scoped.drain_dead_letters()):
+        rows = sorted((r.source, r.outcome, r.key, r.detail) for r in report.replays)
+        assert rows == [
+            (Source.WORKFLOW_FAILED, Outcome.LEFT, "labelled/bicycle/a.png",
+             f"names an object outside this stack's bucket and prefix: "
+             f"s3://{BUCKET}/labelled/bicycle/a.png"),
+            (Source.WORKFLOW_FAILED, Outcome.LEFT, "private/x.png",
+             "names an object outside this stack's bucket and prefix: "
+             "s3://someone-elses-bucket/private/x.png"),
+        ]  # fmt: skip
+        assert (report.messages_deleted, report.messages_left) == (0, 2)
+        assert not report.clean
+    assert aws.executions() == {}
+    assert aws.visible_bodies() == bodies
+
+
 def test_a_dry_run_drain_starts_and_deletes_nothing(aws: Aws) -> None:
     ref = aws.upload("incoming/a.png")
     bodies = sorted([workflow_failed(ref, 0), s3_event(ref), STRANGERS[0]])

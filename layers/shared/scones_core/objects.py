@@ -169,13 +169,14 @@ def object_from_s3_record(record: dict[str, Any]) -> ObjectRef:
         size=size,
         sequencer=str(obj.get("sequencer") or ""),
     )
-    _check_text(ref)
+    _check_text(ref, "S3 event record")
     return ref
 
 
-def _check_text(ref: ObjectRef) -> None:
+def _check_text(ref: ObjectRef, source: str) -> None:
     """``EventError`` for names S3 cannot have, caught here with the message that carried
-    them rather than later, where the batch's other objects would share the failure.
+    them (``source`` says which) rather than later, where the batch's other objects would
+    share the failure.
 
     JSON can spell a lone surrogate (``"\\ud800"``), which no S3 name contains and which
     cannot be encoded for a record id or a request.
@@ -191,31 +192,51 @@ def _check_text(ref: ObjectRef) -> None:
             encoded = value.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise EventError(
-                f"S3 event record's {name} {value!r} is not valid Unicode "
+                f"{source}'s {name} {value!r} is not valid Unicode "
                 f"(a lone surrogate at {exc.start}): no S3 name holds one"
             ) from None
         if name == "object key" and len(encoded) > MAX_KEY_BYTES:
             raise EventError(
-                f"S3 event record's object key is {len(encoded)} UTF-8 bytes; "
+                f"{source}'s object key is {len(encoded)} UTF-8 bytes; "
                 f"S3 keys have at most {MAX_KEY_BYTES}"
             )
 
 
+_REFERENCE = "object reference"
+
+
 def object_from_json(data: Any) -> ObjectRef:
-    """The inverse of ``ObjectRef.to_json``, validating the shape (state input)."""
+    """The inverse of ``ObjectRef.to_json`` (state input, a ``workflow_failed`` dead
+    letter), with the checks an S3 event's object gets: a letter is replayed as it stands,
+    so a name S3 cannot hold (``null``, which ``str`` would make the bucket "None")
+    must fail here, named, not reach an execution, a record or a request."""
     if not isinstance(data, dict):
         raise EventError(f"expected an object reference, got {type(data).__name__}")
-    try:
-        return ObjectRef(
-            bucket=str(data["bucket"]),
-            key=str(data["key"]),
-            version=str(data.get("version") or NULL_VERSION),
-            etag=str(data.get("etag") or ""),
-            size=int(data.get("size") or 0),
-            sequencer=str(data.get("sequencer") or ""),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EventError(f"object reference is missing or has a bad {exc}") from exc
+    bucket, key, size = data.get("bucket"), data.get("key"), data.get("size")
+    if not isinstance(bucket, str) or not is_bucket_name(bucket):
+        raise EventError(f"{_REFERENCE}'s bucket is {bucket!r}, not a bucket name")
+    if not isinstance(key, str) or not key:
+        raise EventError(f"{_REFERENCE}'s key is {key!r}, not an object key")
+    # Absent or null: not known (a record keeps no size); a bool is no count of bytes.
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise EventError(f"{_REFERENCE}'s size is {size!r}, not a size in bytes")
+
+    def text(field: str, default: str) -> str:
+        value = data.get(field)
+        if value is not None and not isinstance(value, str):
+            raise EventError(f"{_REFERENCE}'s {field} is {value!r}, not text")
+        return value or default
+
+    ref = ObjectRef(
+        bucket=bucket,
+        key=key,
+        version=text("version", NULL_VERSION),
+        etag=text("etag", ""),
+        size=size or 0,
+        sequencer=text("sequencer", ""),
+    )
+    _check_text(ref, _REFERENCE)
+    return ref
 
 
 def object_from_record(record: Mapping[str, Any]) -> ObjectRef:

@@ -20,7 +20,10 @@ same against AWS and the offline stack.
   the start function gave up on (after the ingest queue's ``maxReceiveCount``),
   which get their first execution through the start function's own code
   (``ingest.start_notification``), and the workflow's ``workflow_failed``
-  messages, which are replayed like a FAILED record of the message's attempt.
+  messages, which are replayed like a FAILED record of the message's attempt. Both
+  are scoped to the stack's bucket and incoming prefix as the start function scopes
+  an upload (``ingest.split_by_scope``); a message naming nothing in scope, or its
+  object improperly (``objects.object_from_json``), is left on the queue.
   A third shape is a scheduled monitor run that failed every asynchronous attempt:
   Lambda sends its event (the scheduler's input) unchanged, with the error in the
   message's attributes. Given the monitor function, the run is invoked again with that
@@ -553,6 +556,12 @@ class Redriver:
                 name,
                 message_id=message_id,
             )
+            if not self.settings.is_upload_here(letter.ref.bucket, letter.ref.key):
+                # As a dead-lettered notification is scoped (``_replay_notification``): the
+                # prefix changed while it waited, or the letter names another bucket.
+                where = f"s3://{letter.ref.bucket}/{letter.ref.key}"
+                detail = f"names an object outside this stack's bucket and prefix: {where}"
+                return [replace(base, outcome=Outcome.LEFT, detail=detail)], False
             try:
                 recorded = self._recorded(letter.ref, attempt)
                 if recorded is not None:
