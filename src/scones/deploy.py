@@ -562,18 +562,22 @@ def publish_baseline(
     session: Any, stack_name: str, model_dir: Path = DEFAULT_MODEL_DIR
 ) -> dict[str, str]:
     """Upload the model's baseline to where the stack's monitor reads it, once the model
-    is known to fit the deployed stack's ``ModelLabels`` and ``ModelInputSize``.
+    is known to fit the deployed stack's ``ModelLabels`` and ``ModelInputSize`` and the
+    baseline to be one the monitor compares with (``Baseline.from_json`` and
+    ``label_problem``, the monitor's own checks).
 
     Not while the stack's endpoint serves a model retraining promoted (CreateEndpoint=true,
     another endpoint config than the stack's): the promotion put that model's own baseline
     there, and a deploy that left the endpoint alone must not swap it for the bundled
     model's; the answer says it was kept (``kept``)."""
+    from scones_core.settings import parse_labels
+
     baseline = model_dir / BASELINE_FILE
     if not baseline.is_file():
         raise DeployError(f"{baseline} is missing: the model folder holds no baseline")
     body = baseline.read_bytes()
     try:
-        Baseline.from_json(load_json(body))
+        usable = Baseline.from_json(load_json(body))
     except (NotJSON, BaselineError) as exc:
         # The monitor would log it as unusable every hour and compute no drift.
         raise DeployError(
@@ -584,6 +588,13 @@ def publish_baseline(
     problem = model_problem(model_dir, parameters, how="deploy the stack with")
     if problem:
         raise DeployError(f"{problem}. The baseline was not published.")
+    # The monitor's own rule, on the labels it runs with (model_problem parsed them).
+    labels = parse_labels(parameters.get("ModelLabels") or parameter_default("ModelLabels"))
+    if mismatch := usable.label_problem(labels):
+        raise DeployError(
+            f"{baseline} does not fit the stack's ModelLabels {list(labels)}: {mismatch}; the "
+            "monitor would compute no drift. The baseline was not published."
+        )
     if "ImageBucketName" not in outputs:
         raise DeployError(
             f"stack {stack_name} has no ImageBucketName output: is it this project, and did "

@@ -224,6 +224,12 @@ def test_deploy_baseline_refuses_a_model_the_deployed_stack_would_misread(
     [
         (b"junk", "is not a baseline the monitor can use (not JSON: Expecting value"),
         (b'{"labels": {"bicycle": 5}}', "the baseline is incomplete or mistyped"),
+        # float() takes "NaN": the monitor's metric document then held NaN, not JSON.
+        pytest.param(
+            (MODEL / "baseline.json").read_bytes().replace(b"0.968112", b'"NaN"'),
+            "the baseline's mean_confidence is not a JSON number: 'NaN'",
+            id="nan-string",
+        ),
     ],
 )
 def test_deploy_baseline_refuses_a_file_the_monitor_could_not_use(
@@ -250,6 +256,45 @@ def test_deploy_baseline_refuses_a_file_the_monitor_could_not_use(
     assert main(["deploy-baseline", "--stack", "scones", "--model", str(model)]) == 2
     err = capsys.readouterr().err
     assert f"--model {model}: no baseline.json there" in err
+
+
+def test_deploy_baseline_refuses_a_baseline_with_no_mix_over_the_stacks_labels(
+    aws: boto3.Session, tmp_path: Path
+) -> None:
+    """A well-formed baseline whose whole mix is on a label the stack's model lacks: the
+    monitor's own rule (``Baseline.label_problem``), which used to fail the monitor's every
+    run, refuses it before anything is uploaded."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(MODEL, model)
+    document = json.loads((MODEL / "baseline.json").read_text())
+    document.update(
+        labels=["bicycle", "motorcycle", "cat"],
+        label_mix={"bicycle": 0, "motorcycle": 0, "cat": 1},
+    )
+    (model / "baseline.json").write_text(json.dumps(document))
+    bucket = "scones-labels-123456789012-us-east-1-images"
+    aws.client("cloudformation").create_stack(
+        StackName="scones-labels",
+        TemplateBody=json.dumps(
+            {
+                "Resources": {
+                    "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": bucket}}
+                },
+                "Outputs": {"ImageBucketName": {"Value": bucket}},
+            }
+        ),
+    )
+    with pytest.raises(DeployError) as raised:
+        publish_baseline(aws, "scones-labels", model)
+    assert str(raised.value) == (
+        f"{model / 'baseline.json'} does not fit the stack's ModelLabels ['bicycle', "
+        "'motorcycle']: label_mix gives the model's labels ['bicycle', 'motorcycle'] no "
+        "share (all of it is on ['cat']); the monitor would compute no drift. The baseline "
+        "was not published."
+    )
+    assert aws.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
 def test_deploy_baseline_names_a_missing_stack(aws: boto3.Session) -> None:

@@ -15,11 +15,14 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 from scones_core.errors import EventError, SettingsError
+from scones_core.json_text import load_json
 
 from scones.template_params import PROJECT_ROOT
 from tests.monitoring.conftest import (
+    BASELINE_KEY,
     BUCKET,
     ENDPOINT,
+    MODEL_DIR,
     REGION,
     STATE_TABLE,
     WINDOW_END,
@@ -333,6 +336,62 @@ def test_empty_window_publishes_counts_only(aws: Aws, capsys: pytest.CaptureFixt
     assert table[("CapturedRequests", dims)] == ("Count", 0.0)
     assert table[("RetrainingStarted", dims)] == ("Count", 0.0)
     assert not any(name in {"MeanConfidence", "LabelShare", "LabelDrift"} for name, _ in table)
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        # Another model's baseline, well formed: its whole mix on a label this one lacks.
+        (
+            {
+                "labels": ["bicycle", "motorcycle", "cat"],
+                "label_mix": {"bicycle": 0.0, "motorcycle": 0.0, "cat": 1.0},
+            },
+            "label_mix gives the model's labels ['bicycle', 'motorcycle'] no share",
+        ),
+        # float() takes the string; the metric document then held NaN, which is not JSON.
+        ({"mean_confidence": "NaN"}, "mean_confidence is not a JSON number: 'NaN'"),
+        # float() raised OverflowError, which nothing caught.
+        ({"mean_confidence": 10**400}, "mean_confidence is not in [0, 1]"),
+    ],
+)
+def test_a_baseline_the_monitor_cannot_compare_with_is_logged_and_the_window_published(
+    aws: Aws,
+    captures: CaptureWriterHelper,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    changes: dict[str, Any],
+    problem: str,
+) -> None:
+    """Drift is an extra signal: a baseline it cannot use costs the label drift, never the
+    run (which failed on every retry) or the window's other metrics (which CloudWatch
+    dropped with a NaN in their document)."""
+    document = json.loads((MODEL_DIR / "baseline.json").read_text()) | changes
+    aws.s3.put_object(Bucket=BUCKET, Key=BASELINE_KEY, Body=json.dumps(document).encode())
+    lines = [capture_line((0.9, 0.1), WINDOW_START + timedelta(seconds=60 * i)) for i in range(20)]
+    captures.put(WINDOW_START, "a", lines)
+    app = load_handler()
+    runs_at(app, monkeypatch, WINDOW_END + timedelta(seconds=40))
+
+    result = app.lambda_handler(EVENT, LambdaContext())
+
+    stdout = capsys.readouterr().out
+    documents = [
+        load_json(line)  # strict JSON (RFC 8259): no NaN or Infinity, as CloudWatch reads it
+        for line in stdout.splitlines()
+        if line.startswith("{") and '"_aws"' in line
+    ]
+    table = metric_table(documents)
+    dims = (ENDPOINT, "scones-classifier")
+    assert table[("CapturedRequests", dims)] == ("Count", 20.0)
+    assert table[("MeanConfidence", dims)] == ("None", pytest.approx(0.9))
+    assert table[("LabelShare", (*dims, "bicycle"))] == ("None", 1.0)
+    assert not any(name in {"LabelDrift", "MeanConfidenceShift"} for name, _ in table)
+    assert (result["request_count"], result["label_drift"]) == (20, None)
+    logs = [json.loads(line) for line in stdout.splitlines() if line.startswith('{"level"')]
+    (error,) = [entry for entry in logs if entry["level"] == "ERROR"]
+    assert "label drift is not computed" in error["message"]
+    assert problem in error["problem"]
 
 
 def test_eventbridge_rule_event_and_empty_event_are_accepted(aws: Aws) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 from datetime import timedelta
 
@@ -140,6 +142,43 @@ def test_report_matches_an_independent_computation(
     assert "ModelMonitorViolations" not in points
     assert {(p.label, p.value) for p in label_metrics(report)} == set(report.label_mix.items())
     json.dumps(report.to_json())  # the summary is JSON-safe
+
+
+def test_a_value_that_is_not_finite_is_never_published(
+    aws: Aws,
+    captures: CaptureWriterHelper,
+    predictions: dict[str, list[Prediction]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """JSON has no NaN or Infinity: one such value made the window's whole metric document
+    unreadable, and CloudWatch took none of its metrics. It is left out and logged."""
+    write_traffic(captures, predictions["bicycle"][:20] + predictions["motorcycle"][:20])
+    aws.put_baseline()
+    measured, _ = measure_window(settings(), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END)
+    assert measured.drift is not None
+    report = dataclasses.replace(
+        measured,
+        drift=dataclasses.replace(measured.drift, mean_confidence_shift=math.nan),
+        label_mix=measured.label_mix | {"bicycle": math.inf},
+    )
+    with caplog.at_level(logging.ERROR, logger="scones_core"):
+        points = window_metrics(
+            report, alert_count=0, min_requests=MIN_REQUESTS, drift_significance=SIGNIFICANCE
+        )
+        shares = label_metrics(report)
+    names = {p.name for p in points}
+    assert "MeanConfidenceShift" not in names
+    assert {"CapturedRequests", "MeanConfidence", "LowConfidenceShare"} <= names
+    assert all(math.isfinite(p.value) for p in points)
+    assert [(p.label, p.value) for p in shares] == [
+        ("motorcycle", measured.label_mix["motorcycle"])
+    ]
+    dropped = [
+        (r.__dict__["metric"], r.__dict__.get("label"))
+        for r in caplog.records
+        if r.levelno == logging.ERROR
+    ]
+    assert dropped == [("MeanConfidenceShift", None), ("LabelShare", "bicycle")]
 
 
 def test_thresholds_raise_alerts_only_with_enough_requests(

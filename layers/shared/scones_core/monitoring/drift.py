@@ -51,32 +51,100 @@ class Baseline:
 
     @classmethod
     def from_json(cls, document: Any) -> Baseline:
+        """The baseline ``document`` (parsed JSON) holds; ``BaselineError`` naming the
+        first field the monitor could not use.
+
+        Every number must be a JSON number (``float()`` would take the string ``"NaN"``
+        and ``true``), finite and in its range: a non-finite one reaches the metrics,
+        whose document is then not JSON and CloudWatch drops all of it."""
         if not isinstance(document, dict):
             raise BaselineError("the baseline is not a JSON object")
         try:
             labels = tuple(str(label) for label in document["labels"])
-            mix = {str(k): float(v) for k, v in dict(document["label_mix"]).items()}
+            mix = {
+                str(k): _fraction(v, f"label_mix[{k!r}]")
+                for k, v in _object(document["label_mix"], "label_mix").items()
+            }
             percentiles = {
-                str(k): float(v) for k, v in dict(document["confidence_percentiles"]).items()
+                str(k): _fraction(v, f"confidence_percentiles[{k!r}]")
+                for k, v in _object(
+                    document["confidence_percentiles"], "confidence_percentiles"
+                ).items()
             }
             baseline = cls(
                 labels=labels,
                 label_mix=mix,
-                mean_confidence=float(document["mean_confidence"]),
+                mean_confidence=_fraction(document["mean_confidence"], "mean_confidence"),
                 confidence_percentiles=percentiles,
-                low_confidence_share=float(document["low_confidence_share"]),
-                threshold=float(document["threshold"]),
-                sample_count=int(document["sample_count"]),
+                low_confidence_share=_fraction(
+                    document["low_confidence_share"], "low_confidence_share"
+                ),
+                threshold=_fraction(document["threshold"], "threshold"),
+                sample_count=_whole(document["sample_count"], "sample_count"),
                 model_version=str(document["model_version"]),
             )
+        except BaselineError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise BaselineError(f"the baseline is incomplete or mistyped: {exc!r}") from exc
         if set(mix) != set(labels):
             raise BaselineError(f"label_mix names {sorted(mix)} but labels are {list(labels)}")
-        total = math.fsum(mix.values())
-        if any(share < 0 or not math.isfinite(share) for share in mix.values()) or total <= 0:
-            raise BaselineError("label_mix must hold non-negative shares with a positive sum")
+        if math.fsum(mix.values()) <= 0:
+            raise BaselineError("label_mix must have a positive sum")
         return baseline
+
+    def label_problem(self, labels: Sequence[str]) -> str | None:
+        """Why this baseline's mix cannot be compared with a model of ``labels`` (``None``
+        when it can): a label it has no share for, or no share on any of them (its whole
+        mix on labels the model does not have), which leaves no mix to measure from.
+        The one rule the monitor (``compare_with_baseline``) and ``scones deploy-baseline``
+        apply, so a baseline the deploy step publishes is one the monitor compares with."""
+        missing = [label for label in labels if label not in self.label_mix]
+        if missing:
+            return f"label_mix has no share for the model's labels {missing}"
+        if math.fsum(max(self.label_mix[label], 0.0) for label in labels) <= 0:
+            others = sorted(set(self.label_mix) - set(labels))
+            return (
+                f"label_mix gives the model's labels {list(labels)} no share (all of it is "
+                f"on {others})"
+            )
+        return None
+
+
+def _object(value: Any, name: str) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise BaselineError(f"the baseline's {name} is not a JSON object")
+    return value
+
+
+def _number(value: Any, name: str) -> float | int:
+    # bool is an int to Python; a JSON true is not a number.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BaselineError(f"the baseline's {name} is not a JSON number: {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BaselineError(f"the baseline's {name} is not a finite number: {_shown(value)}")
+    return value
+
+
+def _fraction(value: Any, name: str) -> float:
+    """A share or a confidence: a number in ``[0, 1]`` (compared before ``float()``,
+    which overflows on a long integer)."""
+    number = _number(value, name)
+    if not 0 <= number <= 1:
+        raise BaselineError(f"the baseline's {name} is not in [0, 1]: {_shown(value)}")
+    return float(number)
+
+
+def _whole(value: Any, name: str) -> int:
+    number = _number(value, name)
+    if number < 0 or (isinstance(number, float) and not number.is_integer()):
+        raise BaselineError(f"the baseline's {name} is not a whole number >= 0: {_shown(value)}")
+    return int(number)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def load_baseline(s3: Any, location: S3Location) -> Baseline | None:
@@ -181,14 +249,15 @@ def compare_with_baseline(
     mean_confidence: float | None,
     labels: Sequence[str],
 ) -> DriftResult | None:
-    """``None`` when the window had no requests (an empty mix has no distance)."""
+    """``None`` when the window had no requests (an empty mix has no distance), or when
+    the baseline has no mix over ``labels`` (logged: ``Baseline.label_problem``)."""
     if not any(counts.get(label, 0) > 0 for label in labels):
         return None
-    missing = [label for label in labels if label not in baseline.label_mix]
-    if missing:
+    problem = baseline.label_problem(labels)
+    if problem:
         logger.error(
-            "baseline has no share for some labels; label drift is not computed",
-            extra={"missing_labels": missing, "baseline_labels": list(baseline.labels)},
+            "baseline does not fit the model's labels; label drift is not computed",
+            extra={"problem": problem, "baseline_labels": list(baseline.labels)},
         )
         return None
     shift = None if mean_confidence is None else mean_confidence - baseline.mean_confidence

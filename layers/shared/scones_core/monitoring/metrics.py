@@ -12,16 +12,21 @@ fewer than ``MonitorMinRequests`` requests too, as the monitor's own alerts are,
 so two requests in a quiet hour cannot page anyone; ``LabelDrift`` is also left out
 of a window whose mix is within chance of the baseline's (``DriftAlertSignificance``,
 see ``drift``), so ``LabelDriftAlarm`` fires on the windows the ``LABEL_DRIFT`` alert
-does and no others.
+does and no others. A value that is not finite is never published (``finite``).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from scones_core.monitoring.window_report import WindowReport
 from scones_core.records import Status
+
+logger = logging.getLogger(__name__)
 
 COUNT = "Count"
 NO_UNIT = "None"
@@ -54,6 +59,26 @@ class LabelMetricPoint:
     label: str
     unit: str
     value: float
+
+
+Point = TypeVar("Point", MetricPoint, LabelMetricPoint)
+
+
+def finite(points: list[Point]) -> list[Point]:
+    """``points`` without the NaN or infinite values, each logged. JSON (RFC 8259) has no
+    such numbers: one would make the whole embedded-metric document unreadable, and
+    CloudWatch would take none of its metrics."""
+    kept = []
+    for point in points:
+        if math.isfinite(point.value):
+            kept.append(point)
+        else:
+            label = {"label": point.label} if isinstance(point, LabelMetricPoint) else {}
+            logger.error(
+                "metric value is not finite; not published",
+                extra={"metric": point.name, "value": str(point.value), **label},
+            )
+    return kept
 
 
 def window_metrics(
@@ -106,7 +131,7 @@ def window_metrics(
         ]
         if monitor.violations_count is not None:
             points.append(MetricPoint("ModelMonitorViolations", COUNT, monitor.violations_count))
-    return points
+    return finite(points)
 
 
 def review_metrics(report: WindowReport) -> list[MetricPoint]:
@@ -137,7 +162,9 @@ def retraining_metric(started: bool) -> MetricPoint:
 
 def label_metrics(report: WindowReport) -> list[LabelMetricPoint]:
     """Each label's share of the window's requests; none for an empty window."""
-    return [
-        LabelMetricPoint("LabelShare", label, NO_UNIT, share)
-        for label, share in report.label_mix.items()
-    ]
+    return finite(
+        [
+            LabelMetricPoint("LabelShare", label, NO_UNIT, share)
+            for label, share in report.label_mix.items()
+        ]
+    )
