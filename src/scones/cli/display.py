@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from scones_core.monitoring.timestamps import parse_timestamp
@@ -72,11 +73,13 @@ STOPPING = (
 
 
 def print_saved(console: Console, stack: Any) -> None:
-    """Where a stopped stack saved its records (or why it could not), and what had none."""
+    """Where a stopped stack saved its records (or why it could not), and what had none:
+    every folder that could not take them, with its cause, then where they went."""
+    if stack.save_error is not None:
+        console.print(f"[red]the records could not be saved:[/] {escape(stack.save_error)}")
     if stack.saved_records is not None:
-        console.print(f"records saved to [bold]{stack.saved_records}[/]")
-    elif stack.save_error is not None:
-        console.print(f"[red]the records could not be saved:[/] {stack.save_error}")
+        instead = " instead" if stack.save_error is not None else ""
+        console.print(f"records saved{instead} to [bold]{escape(str(stack.saved_records))}[/]")
     if stack.unfinished:
         console.print(f"[yellow]{stack.unfinished}[/]")
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 from scones.cli.arguments import seconds
 from scones.cli.errors import CommandFailed
 from scones.cli.stack_state import STATE_FILE, process_alive, read_state, read_stopped
 from scones.offline.executions import STOP_WAIT_SECONDS
+from scones.offline.records_file import (
+    TEMPORARY_RECORDS_PREFIX,
+    newest_records_file,
+    temporary_records_folders,
+)
 
 # Beyond the executions' wait: saving the records and stopping the emulator.
 _SAVE_SECONDS = 60
@@ -32,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def down_command(args: argparse.Namespace) -> int:
     state = read_state()
     pid = int(str(state["pid"]))
+    try:  # written once the stack was up: a records file of its own is newer
+        up_since = STATE_FILE.stat().st_mtime
+    except OSError:
+        up_since = 0.0
     os.kill(pid, signal.SIGTERM)
     started = time.monotonic()
     deadline, told = started + args.timeout, False
@@ -46,21 +58,51 @@ def down_command(args: argparse.Namespace) -> int:
         if not STATE_FILE.exists() or not process_alive(pid):
             print(f"offline stack (pid {pid}) stopped")
             STATE_FILE.unlink(missing_ok=True)
-            return _report_records(pid)
+            return _report_records(pid, state, up_since)
         time.sleep(0.1)
     raise CommandFailed(f"the offline stack (pid {pid}) did not stop within {args.timeout:g} s")
 
 
-def _report_records(pid: int) -> int:
+def _report_records(pid: int, state: dict[str, Any], up_since: float) -> int:
     stopped = read_stopped(pid)
     if stopped is None:
-        raise CommandFailed(
-            f"the offline stack (pid {pid}) stopped without saying where its records went "
-            "(was it killed?); they lived in its memory and are lost"
-        )
+        raise CommandFailed(_no_stop_report(pid, state, up_since))
     if stopped["unfinished"]:
         print(stopped["unfinished"])
     if stopped["records_file"]:
         print(f"records saved to {stopped['records_file']}")
+    if stopped["error"] is None:
         return 0
-    raise CommandFailed(f"the offline stack could not save its records: {stopped['error']}")
+    instead = f"; they are in {stopped['records_file']}" if stopped["records_file"] else ""
+    raise CommandFailed(
+        f"the offline stack could not save its records: {stopped['error']}{instead}"
+    )
+
+
+def _no_stop_report(pid: int, state: dict[str, Any], up_since: float) -> str:
+    """What to say when the stack left no stop report: it was killed, or it could not
+    write the report (its state folder full) after saving the records. Where they may be
+    is looked up, in the folders it saves them in (``OfflineStack._save_records``)."""
+    records_dir = state.get("records_dir")
+    work_dir = state.get("work_dir")
+    folders = [Path(records_dir if isinstance(records_dir, str) else "out")]
+    if isinstance(work_dir, str):
+        folders.append(Path(work_dir))
+    stack_name = str(state.get("stack_name", ""))
+    found = newest_records_file([*folders, *temporary_records_folders()], stack_name, up_since)
+    why = (
+        f"the offline stack (pid {pid}) stopped without a stop report (could it not write "
+        f"one in {STATE_FILE.parent}, or was it killed?)"
+    )
+    if found is not None:
+        return (
+            f"{why}; the newest records file written since it started is {found.resolve()} "
+            "(what `scones up` printed as it stopped says where its records went)"
+        )
+    looked = ", ".join(str(folder) for folder in folders)
+    return (
+        f"{why}; no records file of it is in {looked} or a "
+        f"{Path(tempfile.gettempdir()) / TEMPORARY_RECORDS_PREFIX}* folder: what `scones up` "
+        "printed as it stopped says where its records went (killed, it saved none: they "
+        "lived in its memory)"
+    )

@@ -148,9 +148,12 @@ def write_state(
     labels: str = "",
     model: dict[str, Any] | None = None,
     physical_ids: dict[str, str] | None = None,
+    records_dir: Path | None = None,
 ) -> None:
     """What other commands need: endpoints and names, the labels (true labels from folder
-    names, as ``scones run``), and the served model's identity (one model per stack)."""
+    names, as ``scones run``), the served model's identity (one model per stack), and the
+    folder its records go to when it stops (``scones down`` looks there when the stack left
+    no stop report)."""
     _make_state_dir()
     document = {
         **endpoints.to_json(),
@@ -164,6 +167,7 @@ def write_state(
         "model": model or {},
         # logical id -> physical id of every resource (``scones invoke`` names functions).
         "physical_ids": physical_ids or {},
+        "records_dir": str(records_dir.resolve()) if records_dir else None,
     }
     write_text_atomically(STATE_FILE, json.dumps(document, indent=2) + "\n", mode=PRIVATE_FILE_MODE)
 
@@ -363,7 +367,8 @@ def write_stopped(
     pid: int, records_file: Path | None, error: str | None, unfinished: str | None = None
 ) -> None:
     """What a stopped ``scones up`` left behind, for ``scones down`` to report (the records
-    file as an absolute path: ``scones down`` may run from another folder)."""
+    file as an absolute path: ``scones down`` may run from another folder). A report that
+    cannot be written (a full state folder) is a ``CommandFailed`` naming the file."""
     _make_state_dir()
     document = {
         "pid": pid,
@@ -371,9 +376,16 @@ def write_stopped(
         "error": error,
         "unfinished": unfinished,
     }
-    write_text_atomically(
-        STOPPED_FILE, json.dumps(document, indent=2) + "\n", mode=PRIVATE_FILE_MODE
-    )
+    try:
+        write_text_atomically(
+            STOPPED_FILE, json.dumps(document, indent=2) + "\n", mode=PRIVATE_FILE_MODE
+        )
+    except OSError as exc:  # its sentence names no file when the write itself fails
+        raise CommandFailed(
+            f"the stop report {STOPPED_FILE} could not be written in the state folder "
+            f"{STATE_DIR} (SCONES_STATE_DIR, else .scones in the project): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def read_stopped(pid: int) -> dict[str, str | None] | None:

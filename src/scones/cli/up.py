@@ -2,7 +2,9 @@
 
 The stack lives in this process's memory. When it stops (``scones down``, Ctrl-C,
 SIGTERM) every record of its results table is first saved to
-``<out>/records-<stack>-<UTC time>.json``.
+``<out>/records-<stack>-<UTC time>.json`` (where ``<out>`` cannot take them, to a folder
+of the user's own instead: ``OfflineStack._save_records``), and where they went is printed
+whatever else fails, a stop report the state folder cannot take included.
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ def _serve(
             labels=stack.parameters["ModelLabels"],
             model=model_identity(options.model_dir),
             physical_ids=stack.stack.physical_ids,
+            records_dir=args.out,
         )
         console.print(_instructions(stack, args.out))
         sys.stdout.flush()
@@ -143,13 +146,31 @@ def _serve(
         console.print(STOPPING)
     finally:
         stack.stop()
-        write_stopped(os.getpid(), stack.saved_records, stack.save_error, stack.unfinished)
+        # The stop report can fail (its folder full); the state file must still go, and
+        # where the records went must still be said: they are nowhere else in memory.
+        reported = _write_stop_report(stack)
         clear_state(os.getpid())
-    print_saved(console, stack)
+        print_saved(console, stack)
     # moto's state is hundreds of thousands of objects; the interpreter's final garbage
     # collection would walk them all (seconds after a few hundred images) for nothing.
     gc.freeze()
-    return 0 if stack.saved_records is not None else 1
+    saved = stack.saved_records is not None and stack.save_error is None
+    return 0 if saved and reported else 1
+
+
+def _write_stop_report(stack: Any) -> bool:
+    """Leave ``scones down`` the stop report; say so on standard error when it cannot be
+    written (then ``scones down`` looks for the records file itself)."""
+    try:
+        write_stopped(os.getpid(), stack.saved_records, stack.save_error, stack.unfinished)
+    except CommandError as exc:
+        print(
+            f"scones: error: {exc}; `scones down` cannot read where the records went "
+            "(this output says it)",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 def wait_for_signal(received: list[int], poll_seconds: float = _STOP_POLL_SECONDS) -> int:

@@ -2,8 +2,9 @@
 
 The offline stack lives in memory (moto keeps every bucket, queue and table in
 the process), so its records are lost when it stops. ``OfflineStack.stop``
-writes them here first: ``<out>/records-<stack>-<UTC time>.json``. ``scones run``'s report
-files are written the same way (``write_text_atomically``): whole, or not at all.
+writes them here first: ``<out>/records-<stack>-<UTC time>.json`` (where ``<out>`` cannot
+take them, a folder of the user's own instead: see ``OfflineStack``). ``scones run``'s
+report files are written the same way (``write_text_atomically``): whole, or not at all.
 
 An ``--out`` folder may be shared with other users (a /tmp-like folder), so nothing here
 opens a name another user could have placed: the final name is created ``O_EXCL``, the
@@ -20,6 +21,7 @@ import json
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +58,20 @@ def records_path(out_dir: Path, stack_name: str, now: datetime | None = None) ->
     return out_dir / name(create_first_free(out_dir, name, taken=lambda suffix: False))
 
 
+def records_document(
+    records: list[dict[str, Any]], *, stack_name: str, table: str, now: datetime
+) -> str:
+    """A records file's text: every item of the table, sorted by ``pk``."""
+    document = {
+        "stack": stack_name,
+        "table": table,
+        "saved_at": now.isoformat().replace("+00:00", "Z"),
+        "count": len(records),
+        "records": sorted(records, key=lambda r: str(r.get("pk", ""))),
+    }
+    return json.dumps(document, indent=2, default=str) + "\n"
+
+
 def save_records(
     records: list[dict[str, Any]],
     *,
@@ -68,19 +84,59 @@ def save_records(
     now = now or datetime.now(UTC)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = records_path(out_dir, stack_name, now)
-    document = {
-        "stack": stack_name,
-        "table": table,
-        "saved_at": now.isoformat().replace("+00:00", "Z"),
-        "count": len(records),
-        "records": sorted(records, key=lambda r: str(r.get("pk", ""))),
-    }
     try:
-        write_text_atomically(path, json.dumps(document, indent=2, default=str) + "\n")
+        write_text_atomically(
+            path, records_document(records, stack_name=stack_name, table=table, now=now)
+        )
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+# The last folder a stopping stack tries: a new one in the temporary folder (TMPDIR).
+TEMPORARY_RECORDS_PREFIX = "scones-records-"
+
+
+def temporary_records_folder() -> Path:
+    """A new folder in the temporary folder, its owner's only: that folder is shared,
+    and the records name every upload. ``mkdtemp`` makes it 0700 under a random name,
+    so no other user can have placed it or read what goes in it."""
+    return Path(tempfile.mkdtemp(prefix=TEMPORARY_RECORDS_PREFIX))
+
+
+def temporary_records_folders() -> list[Path]:
+    """This user's folders that ``temporary_records_folder`` made (another user's are
+    neither readable nor theirs to point at)."""
+    found = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_RECORDS_PREFIX}*"):
+        try:
+            status = folder.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(status.st_mode) and status.st_uid == os.geteuid():
+            found.append(folder)
+    return found
+
+
+def newest_records_file(folders: list[Path], stack_name: str, since: float) -> Path | None:
+    """The newest records file of ``stack_name`` in ``folders`` written at or after
+    ``since`` (a time.time()), if any: where a stack that left no word saved them."""
+    found: list[tuple[float, Path]] = []
+    for folder in folders:
+        try:
+            candidates = list(folder.glob(f"records-{stack_name}-*.json"))
+        except OSError:
+            continue
+        for path in candidates:
+            try:
+                status = path.stat()
+            except OSError:
+                continue
+            # Empty: a name reserved by a save that then failed.
+            if status.st_size and status.st_mtime >= since:
+                found.append((status.st_mtime, path))
+    return max(found)[1] if found else None
 
 
 def write_text_atomically(path: Path, text: str, *, mode: int = 0o666) -> None:

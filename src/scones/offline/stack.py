@@ -14,7 +14,8 @@ at a time (``execution_gate``).
 The emulator's state lives in this process's memory: when the stack stops, its bucket,
 queues and table are gone. With ``StackOptions.records_dir`` set, ``stop()``
 first writes every item of the results table to a JSON file there
-(``scones.offline.records_file``).
+(``scones.offline.records_file``); a folder that cannot take it (a full disk) is not the
+end of them: ``_save_records`` names it and tries the next one.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,11 @@ from scones.offline.deploy import DeployedStack, deploy
 from scones.offline.executions import STOP_WAIT_SECONDS, running_executions
 from scones.offline.express_retention import DEFAULT_RETENTION, ExpressRetention
 from scones.offline.lambda_runtime import LambdaRuntime
-from scones.offline.records_file import save_records
+from scones.offline.records_file import (
+    records_document,
+    save_records,
+    temporary_records_folder,
+)
 from scones.offline.sqs_poller import SqsPoller
 from scones.offline.table_faults import THROTTLED, TableWriteFaults
 from scones.paths import BASELINE_FILE, SHIPPED_MODEL_DIR
@@ -168,7 +174,9 @@ class OfflineStack:
         self._table_faults: TableWriteFaults | None = None
         self._speedups_installed = False
         self.execution_gate: execution_gate.ExecutionGate | None = None
-        # Set by stop() when records_dir is set: the file written, or why none was.
+        # Set by stop() when records_dir is set: the file written (in records_dir, or in
+        # another folder when that one could not take it), and why records_dir (and any
+        # other folder tried) could not; None when records_dir took them.
         self.saved_records: Path | None = None
         self.save_error: str | None = None
         self.unfinished: str | None = None  # what had no record yet when it stopped
@@ -357,19 +365,88 @@ class OfflineStack:
         )
 
     def _save_records(self) -> None:
+        """Every record into ``records_dir``; where that fails (a full disk, a folder gone
+        read-only), into the next folder that is the user's own: the kept work folder
+        (``scones up``'s is in its private state folder), then a new private folder in the
+        temporary folder, and at last as JSON on standard error. The records live only in
+        this process's memory: the stop must not lose them to one full folder. Each folder
+        that failed is named in ``save_error``, with its cause."""
         # Before the model server listens no upload can have been classified: nothing to save.
         if self.options.records_dir is None or self.deployed is None or not self.model_url:
             return
         try:
+            records = self.api().records()
+        except Exception as exc:  # stopping must go on; the caller reports save_error
+            self.save_error = f"the results table could not be read: {type(exc).__name__}: {exc}"
+            logger.warning("could not read the records of the offline stack: %s", exc)
+            return
+        now = datetime.now(UTC)
+        failures: list[str] = []
+        folders = [self.options.records_dir]
+        if not self._own_work_dir:  # a temporary work folder goes with the stack
+            folders.append(self.work_dir)
+        if not any(self._save_in(folder, records, now, failures) for folder in folders):
+            self._save_in_temporary_folder(records, now, failures)
+        if failures:
+            self.save_error = "; ".join(failures)
+        if self.saved_records is None:
+            self._write_records_to_stderr(records, now)
+
+    def _save_in(
+        self,
+        folder: Path,
+        records: list[dict[str, Any]],
+        now: datetime,
+        failures: list[str],
+        named: str | None = None,
+    ) -> bool:
+        """Whether the records file was saved in ``folder``; if not, why is in ``failures``
+        (under the name ``named``, if given)."""
+        try:
             self.saved_records = save_records(
-                self.api().records(),
-                out_dir=self.options.records_dir,
+                records,
+                out_dir=folder,
                 stack_name=self.options.stack_name,
                 table=self.table_name,
+                now=now,
             )
-        except Exception as exc:  # stopping must go on; the caller reports save_error
-            self.save_error = f"{type(exc).__name__}: {exc}"
-            logger.warning("could not save the records of the offline stack: %s", exc)
+        except Exception as exc:  # stopping must go on: the next folder
+            failures.append(f"{named or folder}: {type(exc).__name__}: {exc}")
+            logger.warning("could not save the records in %s: %s", folder, exc)
+            return False
+        return True
+
+    def _save_in_temporary_folder(
+        self, records: list[dict[str, Any]], now: datetime, failures: list[str]
+    ) -> None:
+        named = f"a new folder in {tempfile.gettempdir()}"
+        try:
+            folder = temporary_records_folder()
+        except OSError as exc:
+            failures.append(f"{named}: {type(exc).__name__}: {exc}")
+            return
+        if not self._save_in(folder, records, now, failures, named):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # left empty: nothing to look for there
+
+    def _write_records_to_stderr(self, records: list[dict[str, Any]], now: datetime) -> None:
+        """The last resort: the records document on standard error, where the user sees it
+        (or a redirection keeps it); ``save_error`` says so."""
+        text = records_document(
+            records, stack_name=self.options.stack_name, table=self.table_name, now=now
+        )
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError) as exc:  # ValueError: standard error is closed
+            self.save_error = (
+                f"{self.save_error}; standard error: {type(exc).__name__}: {exc} "
+                "(the records are lost)"
+            )
+        else:
+            self.save_error = (
+                f"{self.save_error}; written to standard error instead, as a records file's JSON"
+            )
 
     def _check_port_free(self) -> None:
         from scones.serving.server import ServerStartError, bind_socket
