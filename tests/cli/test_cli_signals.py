@@ -187,7 +187,9 @@ def test_closing_the_terminal_mid_run_still_saves_the_records(
     from scones.cli import run as run_module
 
     terminal = _Terminal()
-    monkeypatch.setattr(run_module, "make_console", lambda stderr=False: Console(file=terminal))
+    monkeypatch.setattr(
+        run_module, "make_console", lambda stderr=False, file=None: Console(file=terminal)
+    )
 
     def classify(*args: object) -> object:
         terminal.hung_up = True

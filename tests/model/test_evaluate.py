@@ -16,6 +16,8 @@ from scones.model.build import evaluate_directory
 from scones.model.evaluate import baseline, evaluate_probabilities, selective
 from scones.model.export import save_artifact
 from scones.model.folders import load_images
+from scones.model.report_figure import render_report
+from tests.full_disk import fill_disk
 
 LABELS = ("bicycle", "motorcycle")
 
@@ -261,6 +263,38 @@ def test_default_threshold_comes_from_the_template(
     assert main([*argv, "--out", str(tmp_path), "--split", "all"]) == 0
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["at_threshold"]["threshold"] == float(parameter_default("ConfidenceThreshold"))
+
+
+def test_a_full_disk_keeps_the_earlier_report_and_names_the_file(
+    always_bicycle: Path,
+    small_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An evaluation over an earlier one on a disk that fills: the earlier report stays
+    whole (it was left as an empty or cut-off evaluation.json), and the error names the
+    file the disk could not hold."""
+    out = tmp_path / "report"
+    argv = ["evaluate", "--model", str(always_bicycle), "--data", str(small_data)]
+    assert main([*argv, "--out", str(out), "--split", "all", "--threshold", "0.5"]) == 0
+    earlier = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert set(earlier) == {"evaluation.json", "evaluation.png"}
+    capsys.readouterr()
+
+    fill_disk(monkeypatch, out)
+    assert main([*argv, "--out", str(out), "--split", "all", "--threshold", "0.9"]) == 1
+    # Each file as it was, and no partial file beside them.
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
+    error = capsys.readouterr().err
+    assert f"No space left on device: '{out / 'evaluation.json'}'" in error
+    # The figure, drawn over the earlier one on the same disk.
+    report = json.loads(earlier["evaluation.json"])
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        render_report(report, out / "evaluation.png")
+    assert raised.value.filename == str(out / "evaluation.png")
+    assert (out / "evaluation.png").read_bytes() == earlier["evaluation.png"]
+    assert sorted(path.name for path in out.iterdir()) == sorted(earlier)
 
 
 def test_an_unwritable_out_is_refused_before_the_evaluation(

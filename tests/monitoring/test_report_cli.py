@@ -17,6 +17,7 @@ from scones.reports.capture_plot import bucket_series, plot_data, render_capture
 from scones.reports.capture_source import CaptureSourceError, load_capture
 from scones.serving.capture import CaptureWriter, LocalCaptureSink, S3CaptureSink
 from scones.template_params import parameter_default
+from tests.full_disk import fill_disk
 from tests.monitoring.conftest import ENDPOINT, LABELS, VARIANT, Prediction
 
 START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -98,6 +99,29 @@ def test_folder_report_draws_exactly_the_parsed_data(
     assert f"60 requests from {series.files} file(s)" in printed
     assert f"below the threshold {threshold:g}" in printed
     assert "1 malformed line(s) skipped" in printed
+
+
+def test_a_full_disk_keeps_the_earlier_picture_and_names_the_file(
+    tmp_path: Path,
+    traffic: list[Prediction],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A report drawn over an earlier one on a disk that fills: the earlier PNG stays
+    whole (it was left cut off), and the error names the file."""
+    record_traffic(LocalCaptureSink(tmp_path / "capture"), traffic)
+    out = tmp_path / "reports" / "traffic.png"
+    argv = ["report", "--capture", str(tmp_path / "capture"), "--out", str(out)]
+    assert main(argv) == 0
+    earlier = out.read_bytes()
+    capsys.readouterr()
+
+    fill_disk(monkeypatch, out.parent)
+    assert main([*argv, "--threshold", "0.5"]) == 1
+    assert out.read_bytes() == earlier
+    assert [path.name for path in out.parent.iterdir()] == [out.name]  # no partial file
+    error = capsys.readouterr().err
+    assert "No space left on device" in error and str(out) in error
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import pkgutil
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import scones.cli
 from scones.cli.arguments import check_writable_file, file_or_folder, positive_int
 from scones.cli.errors import CommandError
+from scones.offline.records_file import write_json_file
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
 DEFAULT_IMAGES = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
@@ -105,8 +105,7 @@ def _run_server(args: argparse.Namespace) -> int:
         raise CommandError(f"--images {args.images}: {_unreadable(args.images, exc)}") from exc
     print(format_report(result), flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json_file(args.json, result)
     return 0
 
 

@@ -27,6 +27,7 @@ from scones.cli.arguments import (
     positive_int,
     seconds,
 )
+from scones.offline.records_file import write_json_file
 
 DEFAULT_IMAGES = 2000
 # Generating a 12-megapixel JPEG takes about half a second: a few distinct ones serve.
@@ -142,8 +143,7 @@ def _burst(args: argparse.Namespace) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json_file(args.json, result)
     # Every upload recorded once, nothing left queued, and no infrastructure failure: a
     # FAILED image leaves a dead letter too (and a burst must not outrun its retries).
     clean = (

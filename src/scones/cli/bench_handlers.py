@@ -4,11 +4,11 @@ on the offline stack; writes the JSON that ``scones cost`` reads."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from scones.cli.arguments import check_writable_file, file_or_folder, positive_int
 from scones.cli.errors import CommandFailed
+from scones.offline.records_file import write_json_file
 from scones.template_params import PROJECT_ROOT
 
 DEFAULT_OUT = PROJECT_ROOT / "docs" / "cost-measurements.json"
@@ -58,7 +58,6 @@ def _run(args: argparse.Namespace) -> int:
         f"log {monitor['log_bytes']} B; custom metrics published: "
         + ", ".join(f"{name} {len(found)}" for name, found in result["custom_metrics"].items())
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json_file(args.json, result)
     print(f"wrote {args.json}")
     return 0

@@ -26,6 +26,7 @@ from typing import Any
 from scones.cli.arguments import check_writable_file, file_or_folder
 from scones.cli.cost import LAMBDA_MEMORY_MB
 from scones.cli.errors import CommandError
+from scones.offline.records_file import write_json_file
 
 # WebP's largest side (libwebp's WEBP_MAX_DIMENSION): the largest square image the
 # benchmark can make in every one of its formats.
@@ -280,7 +281,6 @@ def _run(args: argparse.Namespace) -> int:
             )
             print(f"{name:<28}{row['file_bytes'] / 1024:>8.0f}{line}  {row['outcome']}", flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"pixels": pixels, "memory_mb": memory, "rows": rows}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        write_json_file(args.json, payload)
     return 0

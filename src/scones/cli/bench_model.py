@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from scones.cli.arguments import check_writable_file, file_or_folder, non_negative_int, positive_int
 from scones.cli.errors import CommandError
+from scones.offline.records_file import write_json_file
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 
 DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
@@ -92,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     print(format_model_bench(rows, threshold), flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"threshold": threshold, "models": [row.to_json() for row in rows]}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        write_json_file(args.json, payload)
     return 0

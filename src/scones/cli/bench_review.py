@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
 import time
@@ -27,6 +26,7 @@ from urllib.parse import quote
 
 from scones.cli.arguments import check_writable_file, file_or_folder, positive_int
 from scones.cli.errors import CommandError
+from scones.offline.records_file import write_json_file
 
 TABLE = "scones-bench-review-results"
 BUCKET = "scones-bench-review-images"
@@ -274,7 +274,6 @@ def _run(args: argparse.Namespace) -> int:
         f"  POST /api/answers  idle {idle_answer:7.1f} ms   during the burst {busy_answer:7.1f} ms"
     )
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"pixels": args.pixels, "images": rows, "burst": burst_row}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        write_json_file(args.json, payload)
     return 0

@@ -10,7 +10,6 @@ model on the same images, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from scones.cli.arguments import (
@@ -22,6 +21,7 @@ from scones.cli.arguments import (
     seconds,
 )
 from scones.cli.errors import CommandError, CommandFailed
+from scones.offline.records_file import write_json_file
 
 DEFAULT_SIZES = [200]
 
@@ -123,6 +123,5 @@ def run(args: argparse.Namespace) -> int:
         raise CommandFailed(str(exc)) from exc
     print(format_report(result), flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+        write_json_file(args.json, result.to_json())
     return 0

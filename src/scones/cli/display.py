@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import statistics
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +26,7 @@ from scones_core.records import (
     classified_status,
 )
 
+from scones.cli.errors import CommandFailed
 from scones.offline.executions import STOP_WAIT_SECONDS
 from scones.shown_text import shown
 
@@ -57,12 +61,78 @@ def scones_command() -> str:
     return f"{sys.executable} -m scones.cli.main"
 
 
-def make_console(stderr: bool = False) -> Console:
-    """A console that stays readable when output is piped (no terminal width to read)."""
-    console = Console(stderr=stderr)
+def make_console(stderr: bool = False, file: GuardedStdout | None = None) -> Console:
+    """A console that stays readable when output is piped (no terminal width to read),
+    on standard error, standard output, or ``file``."""
+    # Rich asks for an IO[str]; it calls only write, flush, isatty and encoding.
+    stream = cast("IO[str] | None", file)
+    console = Console(file=stream, stderr=stderr)
     if not console.is_terminal:
-        console = Console(stderr=stderr, width=140)
+        console = Console(file=stream, stderr=stderr, width=140)
     return console
+
+
+# What a shell reports for a writer whose reader closed the pipe (``yes | head``: killed by
+# SIGPIPE, 128 + 13). Python ignores SIGPIPE, so a command returns it itself.
+CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE
+
+
+class GuardedStdout:
+    """Standard output for a command whose work outlives what it prints (``scones run``
+    writes its report files after the results): a write that fails (a pipe that ``head``
+    closed, a full disk, a terminal gone) keeps its error for the end instead of ending the
+    command there, and what comes after it is dropped. Rich's own handling of a closed
+    pipe (exit 1 on the spot, silently) never sees the error."""
+
+    def __init__(self) -> None:
+        self.error: OSError | None = None
+
+    def write(self, text: str) -> int:
+        self._guarded(lambda: sys.stdout.write(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._guarded(sys.stdout.flush)
+
+    def isatty(self) -> bool:
+        return self.error is None and sys.stdout.isatty()
+
+    @property
+    def encoding(self) -> str:
+        return sys.stdout.encoding
+
+    def _guarded(self, action: Callable[[], object]) -> None:
+        if self.error is not None:
+            return
+        try:
+            action()
+        except OSError as exc:
+            self.error = exc
+            _stdout_to_devnull()
+
+    def status(self, code: int) -> int:
+        """The command's exit status ``code`` when every write went through. After a closed
+        pipe, quietly the status a shell gives a writer SIGPIPE killed; after another
+        failure, an error naming standard output."""
+        if self.error is None:
+            return code
+        if isinstance(self.error, BrokenPipeError):
+            return CLOSED_PIPE_STATUS
+        raise CommandFailed(f"cannot write to standard output: {self.error}")
+
+
+def _stdout_to_devnull() -> None:
+    """Point file descriptor 1 at /dev/null: what Python still holds in its stdout buffer
+    is flushed there at exit, instead of failing again ("Exception ignored ...")."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file (a test's capture): nothing is flushed at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)
 
 
 # Said as a stack starts to stop: it first lets running executions end (OfflineStack.stop).

@@ -20,12 +20,16 @@ class InputFile:
     true_label: str | None  # from the parent folder's name, when it is a label
 
 
-def _is_text(name: str) -> bool:
+def _as_text(name: str) -> str | None:
+    """The file name as UTF-8 text, from its bytes, or None when they are not UTF-8.
+
+    Python decodes a name with the locale's encoding: under an ASCII locale (``LC_ALL=C``
+    without UTF-8 mode) a valid UTF-8 name comes back as surrogate escapes, so it is judged
+    by its bytes (``os.fsencode``), never by how the locale read them."""
     try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes of the file name (surrogate escapes)
-        return False
-    return True
+        return os.fsencode(name).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 # S3 keys are at most 1,024 bytes of UTF-8, and S3 lists control characters among those
@@ -105,8 +109,8 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...], *, prefix: str) -
         for path in files:
             if not os.access(path, os.R_OK):
                 raise CommandError(f"{path}: file is not readable")
-            relative = path.relative_to(base).as_posix()
-            if not _is_text(relative):
+            relative = _as_text(path.relative_to(base).as_posix())
+            if relative is None:
                 # An S3 key is UTF-8: a name that is not cannot be uploaded as itself.
                 raise CommandError(
                     f"{os.fsdecode(path)!a}: the file name is not UTF-8, so it cannot be an "
@@ -114,7 +118,7 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...], *, prefix: str) -
                 )
             if problem := _key_problem(prefix + relative):
                 raise CommandError(f"{os.fsdecode(path)!a}: {problem}")
-            parent = path.parent.name
+            parent = _as_text(path.parent.name)
             found.append(
                 InputFile(path=path, key=relative, true_label=parent if parent in labels else None)
             )

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _printable_streams()
     parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(arguments)
@@ -114,6 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scones: interrupted", file=sys.stderr)
         return 130
+
+
+def _printable_streams() -> None:
+    """Output that the terminal's encoding cannot spell (a file named ``vélo-ıİ.png`` under
+    ``PYTHONIOENCODING=latin-1`` or an ASCII locale) is printed as escapes, not raised as
+    ``UnicodeEncodeError`` midway through a command; the encoding itself is kept."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 # How Python keeps an argument's bytes that are not UTF-8 (surrogateescape).

@@ -20,6 +20,7 @@ from scones_core.settings import parse_labels
 from scones.cli.arguments import check_writable_folder, file_or_folder, output_folder, seconds
 from scones.cli.display import (
     STOPPING,
+    GuardedStdout,
     Summary,
     exit_status,
     make_console,
@@ -98,10 +99,14 @@ def run_command(args: argparse.Namespace) -> int:
     started_at = datetime.now(UTC)
     stamp = _reserve_stamp(args.out, started_at.strftime("%Y%m%d-%H%M%S"))
     plan = _Plan(args, overrides, parameters, labels, inputs, started_at, stamp)
+    # Standard output failing (a closed pipe, a full disk) loses what is printed, never
+    # the run: the records and report files are written all the same.
+    stdout = GuardedStdout()
     try:
-        return _run(plan)
+        code = _run(plan, stdout)
     finally:
         _drop_if_empty(args.out / f"run-{stamp}.json")
+    return stdout.status(code)
 
 
 @dataclass(frozen=True)
@@ -117,13 +122,13 @@ class _Plan:
     stamp: str
 
 
-def _run(plan: _Plan) -> int:
+def _run(plan: _Plan, stdout: GuardedStdout) -> int:
     args, stamp = plan.args, plan.stamp
     # moto and the model runtime are heavy: import them only when the command runs.
     from scones.offline.deploy import DeployError
     from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
 
-    console = make_console(stderr=args.json)
+    console = make_console(stderr=True) if args.json else make_console(file=stdout)
     # --keep: the work folder (function logs, unpacked code, the capture files) outlives
     # the run; otherwise it is a temporary folder that goes with the stack. Either way it
     # is its owner's only: the capture files hold the uploaded images.
@@ -152,7 +157,7 @@ def _run(plan: _Plan) -> int:
             # stop() is a no-op on a stack that start() already stopped.
             interrupted = sys.exc_info()[0] is not None
             _stop(stack, console, received, interrupted=interrupted, started=started)
-        return _report(plan, stack, options, console, results)
+        return _report(plan, stack, options, console, results, stdout=stdout)
 
 
 @dataclass(frozen=True)
@@ -201,57 +206,79 @@ def _stop(
         raise KeyboardInterrupt(signal.Signals(received[already]).name)
 
 
-def _report(plan: _Plan, stack: Any, options: Any, console: Console, results: _Results) -> int:
-    from scones.offline.records_file import write_text_atomically
-    from scones.reports.run_report import write_run_report
-
-    args, parameters, stamp = plan.args, plan.parameters, plan.stamp
+def _report(
+    plan: _Plan,
+    stack: Any,
+    options: Any,
+    console: Console,
+    results: _Results,
+    *,
+    stdout: GuardedStdout,
+) -> int:
+    args, parameters = plan.args, plan.parameters
     rows, summary, monitor = results.rows, results.summary, results.monitor
     keep_dir = options.work_dir
-    threshold = float(parameters["ConfidenceThreshold"])
     details = {
         "started_at": plan.started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "model": model_identity(options.model_dir),
         "stack_timings_s": {k: round(v, 2) for k, v in stack.timings.items()},
         "parameters": {k: parameters[k] for k in ("ConfidenceThreshold", "EndpointName")},
     }
-    # The results first: a full disk must not take them with the report files.
-    if args.json:
-        print(json.dumps({"summary": summary.to_json(), "records": rows, "monitor": monitor}))
-    else:
-        console.print(records_table(rows, strip_prefix=stack.incoming_prefix))
-        print_summary(console, summary)
-        _print_monitor(console, monitor)
+    # The results are printed and the report files written whatever becomes of the other:
+    # a full --out disk does not take the printed results with it, and printing that fails
+    # (stdout a closed pipe or a full disk, an encoding error) does not take the files.
     try:
-        report = write_run_report(
-            args.out / f"run-{stamp}.html",
-            rows,
-            summary.to_json(),
-            plan.labels,
-            threshold,
-            details=details,
-            parameters=parameters,
-        )
-        write_text_atomically(
-            args.out / f"run-{stamp}.json",
-            json.dumps(
-                {"run": details, "summary": summary.to_json(), "records": rows, "monitor": monitor},
-                indent=2,
-            )
-            + "\n",
-        )
-    except OSError as exc:
-        console.print(f"[red]the report could not be written to {args.out}/:[/] {exc}")
+        if args.json:
+            document = {"summary": summary.to_json(), "records": rows, "monitor": monitor}
+            stdout.write(json.dumps(document) + "\n")
+            stdout.flush()
+        else:
+            console.print(records_table(rows, strip_prefix=stack.incoming_prefix))
+            print_summary(console, summary)
+            _print_monitor(console, monitor)
+    finally:
+        written = _write_report(plan, results, details)
+    if isinstance(written, OSError):
+        console.print(f"[red]the report could not be written to {args.out}/:[/] {written}")
         return 1
     if args.json:
         return exit_status(None, summary)
-    console.print(f"report: [bold]{report}[/] (records: {report.with_suffix('.json')})")
+    console.print(f"report: [bold]{written}[/] (records: {written.with_suffix('.json')})")
     if keep_dir is not None:
         console.print(
             f"work folder kept: [bold]{keep_dir}[/] (function logs in logs/, capture files "
             "in capture/, unpacked functions and layers in lambda/)"
         )
     return exit_status(console, summary)
+
+
+def _write_report(plan: _Plan, results: _Results, details: dict[str, Any]) -> Path | OSError:
+    """``run-<stamp>.html`` and ``run-<stamp>.json``; the path of the page, or the error
+    that kept them from being written."""
+    from scones.offline.records_file import write_text_atomically
+    from scones.reports.run_report import write_run_report
+
+    args, parameters, stamp = plan.args, plan.parameters, plan.stamp
+    try:
+        report = write_run_report(
+            args.out / f"run-{stamp}.html",
+            results.rows,
+            results.summary.to_json(),
+            plan.labels,
+            float(parameters["ConfidenceThreshold"]),
+            details=details,
+            parameters=parameters,
+        )
+        document = {
+            "run": details,
+            "summary": results.summary.to_json(),
+            "records": results.rows,
+            "monitor": results.monitor,
+        }
+        write_text_atomically(args.out / f"run-{stamp}.json", json.dumps(document, indent=2) + "\n")
+    except OSError as exc:
+        return exc
+    return report
 
 
 def _reserve_stamp(out: Path, stamp: str) -> str:

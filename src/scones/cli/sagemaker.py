@@ -406,8 +406,10 @@ def train_builtin(args: argparse.Namespace) -> dict[str, Any]:
 def _save_request(path: Path | None, request: dict[str, Any]) -> None:
     if path is None:
         return
+    from scones.offline.records_file import write_text_atomically
+
     try:
-        path.write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
+        write_text_atomically(path, json.dumps(request, indent=2) + "\n")
     except OSError as exc:
         raise CommandError(f"--save-request: cannot write {path}: {exc}") from exc
 

@@ -8,7 +8,6 @@ configured threshold and across a range of thresholds.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -252,9 +251,10 @@ def mistakes(
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    return path
+    """Whole or not at all: a full disk leaves an earlier report as it was."""
+    from scones.offline.records_file import write_json_file
+
+    return write_json_file(path, payload)
 
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> tuple[Path, Path]:

@@ -3,6 +3,7 @@ the report has one, the reliability diagram (calibration curve)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: never needs a display
 
 import matplotlib.pyplot as plt
+
+from scones.offline.records_file import write_bytes_atomically
 
 
 def render_report(report: dict[str, Any], path: Path) -> Path:
@@ -83,9 +86,14 @@ def render_report(report: dict[str, Any], path: Path) -> Path:
         fontsize=11,
     )
     fig.tight_layout()
+    # Drawn in memory, then written whole: a full disk leaves an earlier figure as it was.
+    image = io.BytesIO()
+    try:
+        fig.savefig(image, format="png", dpi=110)
+    finally:
+        plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_bytes_atomically(path, image.getvalue())
     return path
 
 

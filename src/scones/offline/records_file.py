@@ -4,7 +4,9 @@ The offline stack lives in memory (moto keeps every bucket, queue and table in
 the process), so its records are lost when it stops. ``OfflineStack.stop``
 writes them here first: ``<out>/records-<stack>-<UTC time>.json`` (where ``<out>`` cannot
 take them, a folder of the user's own instead: see ``OfflineStack``). ``scones run``'s
-report files are written the same way (``write_text_atomically``): whole, or not at all.
+report files, and every result file a command writes (``scones evaluate --out``, ``scones
+report``, ``scones bench ... --json``), are written the same way (``write_text_atomically``,
+``write_bytes_atomically``): whole, or not at all, over any earlier one.
 
 An ``--out`` folder may be shared with other users (a /tmp-like folder), so nothing here
 opens a name another user could have placed: the final name is created ``O_EXCL``, the
@@ -140,21 +142,49 @@ def newest_records_file(folders: list[Path], stack_name: str, since: float) -> P
 
 
 def write_text_atomically(path: Path, text: str, *, mode: int = 0o666) -> None:
-    """``text`` into ``path`` in one rename, so a full disk or a kill midway never leaves a
-    truncated file there. The partial file beside it, ``.<name>.<random>.partial``, is
-    created new (``O_EXCL``, never through a link another user planted in a shared folder)
-    with ``mode`` less the umask; the rename then replaces whatever ``path`` is, a link
-    included, never writing through it."""
+    """``text`` as UTF-8 into ``path``, whole or not at all (``write_bytes_atomically``)."""
+    write_bytes_atomically(path, text.encode("utf-8"), mode=mode)
+
+
+def write_json_file(path: Path, document: Any) -> Path:
+    """A command's JSON result (``--json``, ``--out``), indented, written whole or not at
+    all over any earlier one; its folder is made first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, json.dumps(document, indent=2) + "\n")
+    return path
+
+
+def write_bytes_atomically(path: Path, data: bytes, *, mode: int = 0o666) -> None:
+    """``data`` into ``path`` in one rename, so a full disk or a kill midway never leaves a
+    truncated file there, and an earlier file of that name stays as it was. The partial
+    file beside it, ``.<name>.<random>.partial``, is created new (``O_EXCL``, never through
+    a link another user planted in a shared folder) with ``mode`` less the umask; the
+    rename then replaces whatever ``path`` is, a link included, never writing through it.
+    An ``OSError`` names ``path`` (a write's own error names no file, and the partial
+    file's name would mean nothing to the user)."""
     partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    descriptor = os.open(partial, flags, mode)
     try:
-        with open(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        descriptor = os.open(partial, flags, mode)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
+    try:
+        with open(descriptor, "wb") as handle:
+            handle.write(data)
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` with ``path`` as its file (the same class: ``OSError`` picks it from the
+    errno)."""
+    if error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror, os.fspath(path))
 
 
 # Owner only: a folder holding uploads, their capture or logs naming them.

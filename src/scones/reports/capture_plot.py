@@ -9,11 +9,13 @@ exact series drawn, so a test can check the picture against the parsed data.
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from scones.offline.records_file import write_bytes_atomically
 from scones.reports.capture_source import CaptureSeries
 
 # Bucket widths for the label mix, smallest first; the first that gives at most
@@ -204,10 +206,13 @@ def render_capture_plot(series: CaptureSeries, out: Path, threshold: float) -> P
         bottom.xaxis.set_major_locator(locator)
         bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         bottom.set_xlabel("inference time (UTC)")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out, dpi=110)
+        image = io.BytesIO()
+        figure.savefig(image, format="png", dpi=110)
     finally:
         plt.close(figure)
+    # Drawn in memory, then written whole: a full disk leaves an earlier picture as it was.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomically(out, image.getvalue())
     return data
 
 
