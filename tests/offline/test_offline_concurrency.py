@@ -186,6 +186,52 @@ def test_scans_and_receives_leave_no_copies_behind() -> None:
     assert tracked[0] >= 100 and tracked[1] >= 10  # moto alone: the guard (drop the fix)
 
 
+def test_listing_object_versions_leaves_no_copies_behind() -> None:
+    """``model_tracking``: moto's ListObjectVersions deep-copies every version in the bucket
+    (the object's bytes included), and the copies were tracked as S3 keys, so each call
+    kept a copy of the whole bucket. The answer stays the same; the stored objects too."""
+    import boto3
+    from moto.s3.models import FakeKey
+
+    from scones.offline import model_tracking
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="uploads-bucket")
+        s3.put_bucket_versioning(
+            Bucket="uploads-bucket", VersioningConfiguration={"Status": "Enabled"}
+        )
+        for n in range(20):
+            s3.put_object(Bucket="uploads-bucket", Key=f"photo-{n % 10}.png", Body=b"x" * 1000)
+        s3.delete_object(Bucket="uploads-bucket", Key="photo-0.png")  # a delete marker
+
+        def listing() -> tuple[int, list[tuple[str, str, str, int]], int]:
+            before = len(FakeKey.instances_tracked)  # type: ignore[attr-defined]
+            pages = []
+            for _ in range(3):
+                pages = [
+                    page
+                    for page in s3.get_paginator("list_object_versions").paginate(
+                        Bucket="uploads-bucket", PaginationConfig={"PageSize": 7}
+                    )
+                ]
+            versions = [
+                (v["Key"], v["VersionId"], v["ETag"], v["Size"])
+                for page in pages
+                for v in page.get("Versions", [])
+            ]
+            markers = sum(len(page.get("DeleteMarkers", [])) for page in pages)
+            return len(FakeKey.instances_tracked) - before, versions, markers  # type: ignore[attr-defined]
+
+        fixed = growth_with(model_tracking, listing)
+        moto_alone = listing()
+        kept = s3.get_object(Bucket="uploads-bucket", Key="photo-9.png")["Body"].read()
+    assert moto_alone[0] >= 3 * 20  # the guard: moto keeps every copy (drop the fix)
+    assert fixed[0] == 0
+    assert fixed[1:] == moto_alone[1:] and len(fixed[1]) == 20 and fixed[2] == 1
+    assert kept == b"x" * 1000
+
+
 def growth_with(module: object, measure: object) -> tuple[int, int, int]:
     module.install()  # type: ignore[attr-defined]
     try:

@@ -461,3 +461,37 @@ def test_moto_sqs_still_walks_the_queue_twice_per_delete_and_the_fix_deletes_ali
 
     assert twice
     assert delete_all(sqs_fixes._ORIGINAL_DELETE) == delete_all(sqs_fixes._delete_message)
+
+
+def test_deleted_receipt_handles_are_forgotten_once_they_have_expired(
+    queue: tuple[Any, str], sqs_speedups: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto remembers the handles of every message ever deleted (about 230 bytes each, for
+    as long as the stack runs); the fix forgets them one visibility timeout of the queue
+    (30 s) after their own expired. Until then a second delete is accepted, as before."""
+    import moto.sqs.models
+    from botocore.exceptions import ClientError
+
+    # The guard: moto adds to the set (``Queue.__init__``, ``delete_message``) and never
+    # takes anything out. When this fails, review ``sqs_fixes._forget_expired``.
+    assert inspect.getsource(moto.sqs.models).count("deleted_messages") == 3
+    sqs, url = queue
+    model = sqs_backends["123456789012"]["us-east-1"].get_queue("backlog")
+    now = sqs_fixes.unix_time()
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60)
+    handles = [m["ReceiptHandle"] for m in received["Messages"]]
+    for handle in handles[:5]:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handles[0])  # again: accepted
+    assert set(handles[:5]) <= model.deleted_messages
+
+    monkeypatch.setattr(sqs_fixes, "unix_time", lambda: now + 89)  # not yet: 60 + 30 s
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handles[5])
+    assert set(handles[:6]) <= model.deleted_messages
+
+    monkeypatch.setattr(sqs_fixes, "unix_time", lambda: now + 100)  # received by now + 10
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handles[6])
+    assert model.deleted_messages & set(handles) == {handles[5], handles[6]}
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handles[5])  # still within its time
+    with pytest.raises(ClientError, match="ReceiptHandleIsInvalid"):
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=handles[0])  # long expired

@@ -29,6 +29,14 @@ The faster ``delete_message`` swaps the message list under the queue's own
 deletes on two threads, and two unlocked swaps could undo each other (a deleted batch
 back after its visibility timeout). ``concurrency_fixes`` locks moto's receive.
 
+moto remembers the receipt handles of every message ever deleted
+(``Queue.deleted_messages``, so that deleting again succeeds), about 230 bytes per
+message for as long as the stack runs. AWS honours a receipt handle only while its
+visibility timeout lasts (after that it may answer ``The receipt handle has expired``),
+so the faster delete forgets a deleted message's handles one visibility timeout of the
+queue after the later of its delete and the end of its last visibility timeout: a
+retried delete within that still succeeds, as it did.
+
 A test checks that moto still counts the queue in both places (and still has the
 signatures patched here), so an upgrade that fixes moto fails loudly and this
 module can go; another checks that the same records come out with and without it.
@@ -38,6 +46,8 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +69,11 @@ _ORIGINAL_DELETE = Queue.delete_message
 
 _sending = threading.local()
 
+# Per queue, oldest first: when the handles of a deleted message may be forgotten, and them.
+_forget: weakref.WeakKeyDictionary[Queue, deque[tuple[float, list[str | None]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
 
 def _index_of(messages: list[Any], receipt_handle: str) -> int:
     for index, message in enumerate(messages):
@@ -78,8 +93,20 @@ def _delete_message(self: Queue, receipt_handle: str) -> None:
         index = _index_of(messages, receipt_handle)
         message = messages[index]
         self.pending_messages.discard(message)
-        self.deleted_messages.update(message.all_receipt_handles)  # type: ignore[arg-type]
+        handles = message.all_receipt_handles
+        self.deleted_messages.update(handles)  # type: ignore[arg-type]
         self._messages = messages[:index] + messages[index + 1 :]
+        _forget_expired(self, handles, message.visible_at / 1000)
+
+
+def _forget_expired(queue: Queue, handles: list[str | None], visible_until: float) -> None:
+    """Remember when ``handles`` may go; forget those whose time has come (under the lock)."""
+    now = unix_time()
+    due = _forget.setdefault(queue, deque())
+    margin = float(queue.visibility_timeout)  # type: ignore[attr-defined]
+    due.append((max(now, visible_until) + margin, handles))
+    while due and due[0][0] <= now:
+        queue.deleted_messages.difference_update(due.popleft()[1])
 
 
 def _retention_check(self: SQSBackend, queue_name: str, message: Any) -> bool:

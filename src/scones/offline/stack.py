@@ -48,6 +48,7 @@ from scones.offline.client import REGION, StackClient, StackEndpoints, offline_s
 from scones.offline.deploy import DeployedStack, deploy
 from scones.offline.executions import STOP_WAIT_SECONDS, running_executions
 from scones.offline.express_retention import DEFAULT_RETENTION, ExpressRetention
+from scones.offline.interpreter_threads import ThreadSweeper
 from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.records_file import (
     records_document,
@@ -161,6 +162,7 @@ class OfflineStack:
         self._runtime: LambdaRuntime | None = None
         self._poller: SqsPoller | None = None
         self._express_retention: ExpressRetention | None = None
+        self._thread_sweeper: ThreadSweeper | None = None
         self._own_work_dir = False
         # Absolute: the Lambda workers run in their code folder, and every path handed to
         # them (PYTHONPATH, LAMBDA_TASK_ROOT) must mean the same folder there.
@@ -271,6 +273,7 @@ class OfflineStack:
         if self.options.express_retention_seconds is not None:
             retention = timedelta(seconds=self.options.express_retention_seconds)
             self._express_retention = ExpressRetention(retention).start()
+        self._thread_sweeper = ThreadSweeper().start()
 
     def stop(self) -> None:
         try:
@@ -284,6 +287,9 @@ class OfflineStack:
         if self._express_retention:
             self._express_retention.stop()
             self._express_retention = None
+        if self._thread_sweeper:
+            self._thread_sweeper.stop()
+            self._thread_sweeper = None
         if self._poller:
             self._poller.stop()
             self._poller = None
