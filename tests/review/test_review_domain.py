@@ -7,6 +7,8 @@ import dataclasses
 import io
 import json
 import re
+import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,6 +19,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import boto3
 import httpx
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 from moto import mock_aws
@@ -509,6 +512,72 @@ def test_manifest_appends_survive_a_concurrent_writer(env: Env) -> None:
     racing.answer(first, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="a")
     lines = service(env).read_manifest()
     assert sorted(line["record_id"] for line in lines) == sorted([first, second])
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """The bucket and table in moto's server as the offline stack runs it (its threads, its
+    locks): answers race there as they do on the stack, where ``mock_aws`` runs each call
+    in its caller's thread."""
+    from scones.offline import concurrency_fixes
+    from scones.offline.moto_guard import guarded_moto_server
+
+    moto = guarded_moto_server("127.0.0.1", 0)
+    moto.start()
+    concurrency_fixes.install()
+    host, port = moto.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "offline",
+        "AWS_SECRET_ACCESS_KEY": "offline",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    try:
+        urllib.request.urlopen(reset, timeout=10).close()
+        pool = Config(max_pool_connections=50)
+        s3 = boto3.client("s3", region_name=REGION, config=pool)
+        dynamodb = boto3.client("dynamodb", region_name=REGION, config=pool)
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        dynamodb.create_table(TableName=TABLE, **table_definition("ResultsTable"))
+        yield Env(s3, dynamodb)
+    finally:
+        urllib.request.urlopen(reset, timeout=10).close()
+        concurrency_fixes.uninstall()
+        moto.stop()
+
+
+def test_answers_given_together_all_reach_their_days_manifest(served: Env) -> None:
+    """20 answers to uploads of one day, given at once, each rewrite that day's manifest:
+    retried at once they kept colliding, and some used up their attempts (the page said
+    502, "kept changing"). With a jittered wait between attempts every one is listed."""
+    records = [served.record("NEEDS_REVIEW", age=timedelta(minutes=n)) for n in range(20)]
+    reviews = service(served)
+    barrier = threading.Barrier(len(records))
+    failed: list[str] = []
+
+    def answer(record_id: str) -> None:
+        barrier.wait()
+        try:
+            reviews.answer(
+                record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
+            )
+        except Exception as exc:
+            failed.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=answer, args=(r,)) for r in records]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failed == []
+    lines = reviews.read_manifest()
+    assert sorted(line["record_id"] for line in lines) == sorted(records)
+    manifests = served.s3.list_objects_v2(Bucket=BUCKET, Prefix="labelled/manifest-")
+    assert [o["Key"] for o in manifests["Contents"]] == [f"labelled/manifest-{NOW:%Y-%m-%d}.jsonl"]
 
 
 # Lines a person or another tool may leave in a day's manifest: none is an answer's line.

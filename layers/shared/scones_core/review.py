@@ -32,7 +32,9 @@ import io
 import itertools
 import json
 import logging
+import random
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -93,6 +95,14 @@ _EXTENSIONS = {fmt: names[0] for fmt, names in FILE_SUFFIXES.items()}
 # A suffix taken from the uploader's key only when it is this plain.
 _PLAIN_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
 _MANIFEST_ATTEMPTS = 8
+# After a conditional write of the day's manifest lost to another answer's: a wait drawn
+# under this many seconds, doubled after each loss, at most the cap (full jitter). Retried
+# at once, answers given together collide again and again (20 at once used up the attempts);
+# the first wait is about one read and rewrite of the manifest, and after five losses they
+# have spread over 1.5 s, room for dozens. An answer that wins at once never waits, and
+# one that loses seven times waits 3.55 s at most (1.8 s on average) before giving up.
+MANIFEST_BACKOFF_SECONDS = 0.05
+MANIFEST_BACKOFF_CAP_SECONDS = 1.0
 # The page says "N older ones cannot be shown", N counted up to this ("10000+" beyond).
 EXPIRED_COUNT_CAP = 10_000
 # The review page shows each image at most this many pixels a side (its detail view is
@@ -1098,10 +1108,14 @@ class ReviewService:
         verb: str,
     ) -> None:
         """Rewrite the record's day manifest as ``edit`` says (None: leave it), with a
-        conditional write retried when another reviewer wrote it since it was read; the
-        lines ``edit`` keeps are written back byte for byte, unreadable ones included."""
+        conditional write retried, after a jittered backoff, when another reviewer wrote it
+        since it was read; the lines ``edit`` keeps are written back byte for byte,
+        unreadable ones included."""
         key = self.settings.manifest_key(record.get(RECORDED_AT_ATTRIBUTE))
-        for _ in range(_MANIFEST_ATTEMPTS):
+        for attempt in range(_MANIFEST_ATTEMPTS):
+            if attempt:
+                ceiling = MANIFEST_BACKOFF_SECONDS * 2 ** (attempt - 1)
+                time.sleep(random.uniform(0, min(MANIFEST_BACKOFF_CAP_SECONDS, ceiling)))
             body, etag = self._read(key)
             lines = edit(parse_manifest(body, self._uri(key)))
             if lines is None:
