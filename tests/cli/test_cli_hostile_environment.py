@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import pwd
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,34 @@ def test_a_modelled_aws_error_is_named_in_one_line(
         code, err = scones(capsys)
     assert code == 1 and "Traceback" not in err
     assert err.startswith("scones: error: An error occurred (NoSuchBucket) when calling the ")
+
+
+UNDER_A_MEMORY_LIMIT = """
+import resource, sys
+from scones.cli.main import build_parser, main
+
+build_parser()  # every command imported before the limit: the command's own work meets it
+with open("/proc/self/status") as status:
+    size_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+limit = (size_kb + 48 * 1024) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_running_out_of_memory_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Under a memory limit (`ulimit -v`) a command whose work needs more, here reading a
+    16 MB measurements file of eight million numbers, says so in one line."""
+    measurements = tmp_path / "measurements.json"
+    measurements.write_text("[" + "0," * 8_000_000 + "0]")
+    done = subprocess.run(
+        [sys.executable, "-c", UNDER_A_MEMORY_LIMIT, "cost", "--measurements", str(measurements)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "scones: error: out of memory (is a memory limit set, `ulimit -v`, or is the machine "
+        "short of memory?)"
+    ]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import errno
 import inspect
 import io
 import json
+import os
 import re
+import subprocess
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -217,6 +220,68 @@ def test_runtime_reports_timeouts_crashes_and_init_errors_like_lambda(stack: Off
     )
     payload, errored = invoke(stack, echo, {"x": 1})
     assert not errored and payload == {"e": {"x": 1}, "fn": "echo"}
+
+
+def disk_full_after_one_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unpacking a zip writes its first file, then the disk is full: ENOSPC, naming no
+    file, as a failed write does."""
+    write = zipfile.ZipFile._extract_member  # type: ignore[attr-defined]
+
+    def extract_member(archive: zipfile.ZipFile, member: Any, target: str, pwd: Any) -> str:
+        write(archive, member, target, pwd)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(zipfile.ZipFile, "_extract_member", extract_member)
+
+
+def partial_folders(stack: OfflineStack) -> list[str]:
+    return [p.name for p in (stack.work_dir / "lambda").rglob("*") if ".partial-" in p.name]
+
+
+def test_a_function_whose_runtime_cannot_start_fails_as_lambda_says_so(
+    stack: OfflineStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full work folder while the function's package is unpacked: a function error
+    naming the errno and the path, as Lambda answers an init it cannot run (it was an
+    HTTP 500 from moto that nothing turned into a record); the half-unpacked folder is
+    removed; the stack says why once, however many calls fail; with room again, it runs."""
+    name = small_function(stack, "no-room", "def handler(e, c):\n    return 'ran'\n")
+    disk_full_after_one_file(monkeypatch)
+    for _ in range(3):
+        payload, errored = invoke(stack, name)
+        assert errored and payload["errorType"] == "Runtime.Unknown"
+        assert "[Errno 28] No space left on device" in payload["errorMessage"]
+        assert f"{stack.work_dir}/lambda/functions/no-room-" in payload["errorMessage"]
+        assert partial_folders(stack) == []
+    said = [r.getMessage() for r in caplog.records if "could not start" in r.getMessage()]
+    assert len(said) == 1 and "no-room" in said[0] and "No space left" in said[0]
+
+    monkeypatch.undo()
+    assert invoke(stack, name) == ("ran", False)
+
+
+def test_a_worker_that_cannot_be_started_leaks_no_descriptor(
+    stack: OfflineStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fork() refused (no memory, or no process left): a function error, and each failed
+    start closes the pipes it made; leaked, a few hundred failed calls ran the stack out
+    of file descriptors."""
+    name = small_function(stack, "no-fork", "def handler(e, c):\n    return 'ran'\n")
+    real_popen = subprocess.Popen
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+
+    invoke(stack, small_function(stack, "warm-client", "def handler(e, c):\n    return 1\n"))
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(subprocess, "Popen", refused)
+    for _ in range(20):
+        payload, errored = invoke(stack, name)
+        assert errored and payload["errorType"] == "Runtime.Unknown"
+        assert "[Errno 12] Cannot allocate memory" in payload["errorMessage"]
+    monkeypatch.setattr(subprocess, "Popen", real_popen)
+    assert len(os.listdir("/proc/self/fd")) - before < 10
+    assert invoke(stack, name) == ("ran", False)
 
 
 LOGS_AT_EVERY_LEVEL = """

@@ -7,7 +7,13 @@ in memory, and every later garbage collection of the process would walk them.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +24,10 @@ from moto.dynamodb.models import dynamodb_backends
 from moto.s3.models import s3_backends
 from moto.stepfunctions.models import stepfunctions_backends
 
+from scones.offline import stack as stack_module
 from scones.offline.client import REGION
 from scones.offline.executions import running_executions
+from scones.offline.model_process import ModelProcess
 from scones.offline.stack import OfflineStack, StackOptions
 from scones.template_params import PROJECT_ROOT
 
@@ -91,3 +99,83 @@ def test_a_stack_stopped_mid_run_saves_what_ran_and_names_what_did_not(tmp_path:
         "2 S3 event message(s) still in the ingest queue when the stack stopped: those "
         "uploads may have no record"
     )
+
+
+def test_a_stack_whose_start_and_stop_both_fail_raises_the_start_error_and_leaves_no_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start fails late (its baseline cannot be published: the disk is full) and a
+    step of the stop on the way down fails too (the model server's): the start's own
+    error is the one raised, and the temporary work folder (every function's package and
+    log) is removed whatever failed."""
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    stop_model = ModelProcess.stop
+
+    def publish(self: OfflineStack) -> None:
+        raise full
+
+    def stop_then_fail(self: ModelProcess) -> None:
+        stop_model(self)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(OfflineStack, "_publish_baseline", publish)
+    monkeypatch.setattr(ModelProcess, "stop", stop_then_fail)
+    stack = OfflineStack(StackOptions())
+    try:
+        with pytest.raises(OSError) as raised:
+            stack.start()
+        assert raised.value is full
+        assert not stack.work_dir.exists()
+        assert not stack_module._ACTIVE.locked()
+    finally:
+        monkeypatch.undo()
+        stack.stop()  # the steps after the failed one
+
+
+LIMITED_START = """
+import resource, sys
+from pathlib import Path
+from scones.offline.stack import OfflineStack, StackError, StackOptions
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
+try:
+    OfflineStack(StackOptions(model_dir=Path(sys.argv[3]))).start()
+except StackError as exc:
+    print(exc)
+print(*resource.getrlimit(resource.RLIMIT_NOFILE))
+"""
+
+
+def start_with_open_file_limits(soft: int, hard: int, tmp_path: Path) -> list[str]:
+    """A stack started under these limits (no model: it stops right after the check),
+    in a process of its own; what it printed, and the limits it ended with."""
+    done = subprocess.run(
+        [sys.executable, "-c", LIMITED_START, str(soft), str(hard), str(tmp_path / "no-model")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def test_the_open_file_soft_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
+    """A shell's soft limit (often 1024, here 64) is not what the machine allows: out of
+    descriptors, moto failed requests and no Lambda worker could start."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    said, limits = start_with_open_file_limits(64, hard, tmp_path)
+    assert said.startswith("no model at")  # the start went on past the limit
+    assert limits == f"{hard} {hard}"
+
+
+def test_a_hard_open_file_limit_below_what_the_stack_needs_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    said, limits = start_with_open_file_limits(64, 128, tmp_path)
+    assert re.fullmatch(
+        r"the open-file limit is 128 \(hard limit; `ulimit -Hn`\), and the offline stack needs "
+        r"(\d+): raise it \(`ulimit -n \1` as a user allowed to\) and start again",
+        said,
+    ), said
+    assert limits == "64 128"

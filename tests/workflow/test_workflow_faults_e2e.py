@@ -8,11 +8,17 @@ server's own invocation counter) and the dead-letter queue's messages. The table
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
+import io
 import json
+import logging
+import os
 import time
+import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +31,9 @@ from scones_core.objects import object_from_s3_record
 from workflow_helpers import confident_image, history_events, wait_for_execution
 
 from scones.offline.client import Upload
+from scones.offline.packaging import zip_folder
 from scones.offline.stack import OfflineStack, StackOptions
+from scones.template_params import PROJECT_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow-stack")]
 
@@ -557,6 +565,136 @@ def test_a_crash_on_one_message_retries_only_that_message_into_the_dead_letter_q
         assert record["status"] in CLASSIFIED
         assert handled.count(record["pk"]) == 1
         assert records_of(stack, item.key) == [record]
+
+
+# ---- a function whose runtime cannot start ------------------------------------------------
+# The stack's work folder is full while a new version of a function is unpacked: Lambda's
+# function error (Runtime.Unknown) reaches the caller, whose retries, catches and redrive
+# apply as on AWS.
+
+
+def disk_full_after_one_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unpacking a zip writes its first file, then the disk is full: ENOSPC, naming no
+    file, as a failed write does."""
+    write = zipfile.ZipFile._extract_member  # type: ignore[attr-defined]
+
+    def extract_member(archive: zipfile.ZipFile, member: Any, target: str, pwd: Any) -> str:
+        write(archive, member, target, pwd)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(zipfile.ZipFile, "_extract_member", extract_member)
+
+
+@contextmanager
+def new_version_unpacked_on_a_full_disk(
+    stack: OfflineStack, logical_id: str, folder: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Deploy the function's code again with one file more (a package its runtime has not
+    unpacked yet) while the disk is full; afterwards the deployed package is back."""
+    lam = stack.api().client("lambda")
+    name = stack.function_name(logical_id)
+    deployed = zip_folder(PROJECT_ROOT / "functions" / folder)
+    buffer = io.BytesIO(deployed)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr("RELEASE", "next")
+    lam.update_function_code(FunctionName=name, ZipFile=buffer.getvalue())
+    disk_full_after_one_file(monkeypatch)
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        lam.update_function_code(FunctionName=name, ZipFile=deployed)
+
+
+def partial_folders(stack: OfflineStack) -> list[str]:
+    return [p.name for p in (stack.work_dir / "lambda").rglob("*") if ".partial-" in p.name]
+
+
+def event_key(message: dict[str, Any]) -> str | None:
+    """The key of the S3 event a message carries (S3 URL-encodes it), or None."""
+    try:
+        record = json.loads(message["Body"])["Records"][0]
+        return urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+    except (ValueError, LookupError, TypeError):
+        return None
+
+
+def runtime_start_warnings(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith(f"{name}: the function's runtime could not start")
+    ]
+
+
+def test_an_upload_whose_serialize_function_cannot_start_ends_in_one_failed_record(
+    stack: OfflineStack,
+    local_predictions: dict[Path, tuple[str, float]],
+    threshold: float,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = confident_image(local_predictions, threshold)
+    with new_version_unpacked_on_a_full_disk(
+        stack, "SerializeImageFunction", "serialize_image", monkeypatch
+    ):
+        record = wait_one(stack, upload(stack, "no-room/serialize.png", path.read_bytes()))
+        events = finished_history(stack, record)
+
+    assert record["status"] == "FAILED" and record["error_code"] == "Runtime.Unknown"
+    assert records_of(stack, record["key"]) == [record]
+    # Not a retried error on AWS either: one try, then the FAILED record.
+    assert state_failures(events, "SerializeImage") == ["Runtime.Unknown"]
+    (failed,) = [e for e in events if e["type"] == "LambdaFunctionFailed"]
+    cause = json.loads(failed["lambdaFunctionFailedEventDetails"]["cause"])
+    assert "[Errno 28] No space left on device" in cause["errorMessage"]
+    assert str(stack.work_dir) in cause["errorMessage"]
+    (letter,) = workflow_letters(drain_dead_letters(stack), record["key"])
+    assert letter["failure"]["error_code"] == "Runtime.Unknown"
+    (said,) = runtime_start_warnings(caplog, stack.function_name("SerializeImageFunction"))
+    assert "No space left on device" in said
+    assert partial_folders(stack) == []
+    # With room again, the next upload is classified.
+    again = wait_one(stack, upload(stack, "no-room/serialize-again.png", path.read_bytes()))
+    assert again["status"] in CLASSIFIED
+
+
+def test_an_upload_whose_start_function_cannot_start_reaches_the_dead_letter_queue(
+    stack: OfflineStack,
+    local_predictions: dict[Path, tuple[str, float]],
+    threshold: float,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each delivery of the S3 event is a failed batch, by Lambda's rules, until the ingest
+    queue's redrive policy moves it to the dead-letter queue (`scones redrive
+    --dead-letters` replays it); the poller never meets an API error."""
+    sqs = stack.api().client("sqs")
+    queue_url = stack.stack.outputs["IngestQueueUrl"]
+    path = confident_image(local_predictions, threshold)
+    letters: list[dict[str, Any]] = []
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "1"})
+    try:
+        with new_version_unpacked_on_a_full_disk(
+            stack, "StartWorkflowFunction", "start_workflow", monkeypatch
+        ):
+            # Paused: a receive already waiting would take the event with the old timeout.
+            with stack.delivery_paused():
+                item = upload(stack, "no-room/start.png", path.read_bytes())
+            deadline = time.monotonic() + 45
+            while not letters and time.monotonic() < deadline:
+                letters = [m for m in drain_dead_letters(stack) if event_key(m) == item.key]
+                time.sleep(0.5)
+    finally:
+        sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "180"})
+
+    assert len(letters) == 1
+    assert records_of(stack, item.key) == []
+    (said,) = runtime_start_warnings(caplog, stack.function_name("StartWorkflowFunction"))
+    assert "No space left on device" in said
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+    assert partial_folders(stack) == []
 
 
 # ---- the record writes and the dead-letter send --------------------------------------------

@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _printable_streams()
+    try:
+        return _main(argv)
+    except MemoryError:
+        # The limit is the machine's or the shell's (`ulimit -v`), not a bug: a traceback
+        # would only say where the last allocation happened to fail (an import, a parse).
+        print(
+            "scones: error: out of memory (is a memory limit set, `ulimit -v`, or is the "
+            "machine short of memory?)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(arguments)

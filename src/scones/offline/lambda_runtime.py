@@ -14,8 +14,10 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import select
+import shutil
 import site
 import subprocess
 import sys
@@ -35,18 +37,37 @@ from moto.awslambda import models as lambda_models
 _WORKER_SCRIPT = Path(__file__).resolve().with_name("lambda_worker.py")
 _PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "OPENBLAS_CORETYPE")
 _ORIGINAL_INVOKE: Callable[..., tuple[str, bool, str]] = lambda_models.LambdaFunction._invoke_lambda
+# What a function gets when its execution environment cannot be set up (its package
+# unpacked, its log opened, its process started): a function error, as Lambda answers an
+# init it cannot run, so the caller's retries, catches and redrive apply.
+RUNTIME_START_ERROR = "Runtime.Unknown"
+
+logger = logging.getLogger(__name__)
 
 
 def _extract(data: bytes, target: Path) -> Path:
-    if not target.is_dir():
-        partial = target.with_name(target.name + f".partial-{uuid.uuid4().hex}")
+    """Unpack a zip once per ``target``, through a partial folder renamed into place, so a
+    worker never runs from half a package; a failed try (a full disk) leaves nothing behind."""
+    if target.is_dir():
+        return target
+    partial = target.with_name(target.name + f".partial-{uuid.uuid4().hex}")
+    try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             for member in archive.namelist():
                 if member.startswith("/") or ".." in Path(member).parts:
                     raise ValueError(f"unsafe path in deployment package: {member}")
             archive.extractall(partial)
-        with contextlib.suppress(OSError):  # another thread extracted it first
+        try:
             partial.rename(target)
+        except OSError:
+            if not target.is_dir():  # not another thread's extraction that came first
+                raise
+    except OSError as exc:
+        if exc.filename is None:  # a failed write names no file: say where it went
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
+        raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # gone already once renamed
     return target
 
 
@@ -166,6 +187,7 @@ class LambdaRuntime:
         self.workers_per_function = workers_per_function
         self._pools: dict[str, _Pool] = {}
         self._lock = threading.Lock()
+        self._start_failures: dict[str, str] = {}  # function name -> its last kind of failure
 
     # -- moto integration ---------------------------------------------------
     def install(self) -> None:
@@ -195,8 +217,14 @@ class LambdaRuntime:
     # -- invocation ---------------------------------------------------------
     def invoke(self, function: Any, event: Any) -> tuple[str, bool, str]:
         pool = self._pool_for(function)
-        worker = pool.acquire()
         request_id = str(uuid.uuid4())
+        try:
+            worker = pool.acquire()
+        except (OSError, MemoryError) as exc:
+            # A full work folder, no file descriptor or memory left: raised into moto's
+            # Invoke, this was an HTTP 500 that nothing retried into a record.
+            return self._start_failed(function.function_name, exc, request_id)
+        self._start_failures.pop(function.function_name, None)
         timeout = float(function.timeout or 3)
         deadline_ms = time.time() * 1000 + timeout * 1000
         healthy = True
@@ -243,6 +271,25 @@ class LambdaRuntime:
             return self._error("Runtime.ExitError", f"Runtime exited: {exc}", request_id)
         finally:
             pool.release(worker, healthy)
+
+    def _start_failed(
+        self, name: str, exc: BaseException, request_id: str
+    ) -> tuple[str, bool, str]:
+        cause = str(exc) or type(exc).__name__  # a MemoryError has no message
+        # Said once per function and kind of failure (a full disk fails every call, each
+        # naming another partial folder): the offline counterpart of the INIT error Lambda
+        # writes to the function's log group, where no log may be writable.
+        kind = f"{type(exc).__name__}:{getattr(exc, 'errno', None)}"
+        with self._lock:
+            repeated = self._start_failures.get(name) == kind
+            self._start_failures[name] = kind
+        if not repeated:
+            logger.warning("%s: the function's runtime could not start: %s", name, cause)
+        return self._error(
+            RUNTIME_START_ERROR,
+            f"RequestId: {request_id} Error: the function's runtime could not start: {cause}",
+            request_id,
+        )
 
     @staticmethod
     def _error(error_type: str, message: str, request_id: str) -> tuple[str, bool, str]:
@@ -314,32 +361,40 @@ class LambdaRuntime:
         environment.update(env)
         environment.update(self.extra_env)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{function.function_name}.log").open("ab")
-        request_r, request_w = os.pipe()
-        response_r, response_w = os.pipe()
-        try:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-S",
-                    str(_WORKER_SCRIPT),
-                    function.handler,
-                    str(request_r),
-                    str(response_w),
-                    # Not read by the worker: names the process in ps and profiles.
-                    function.function_name,
-                ],
-                cwd=code_dir,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=(request_r, response_w),
-            )
-        finally:
+        with (self.log_dir / f"{function.function_name}.log").open("ab") as log:
+            # Out of file descriptors (EMFILE) or memory, the pipe or the process cannot be
+            # made: every descriptor made so far is closed again, or each failed start
+            # would leak some and keep the process out of them.
+            opened: list[int] = []
+            try:
+                request_r, request_w = os.pipe()
+                opened += (request_r, request_w)
+                response_r, response_w = os.pipe()
+                opened += (response_r, response_w)
+                process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-S",
+                        str(_WORKER_SCRIPT),
+                        function.handler,
+                        str(request_r),
+                        str(response_w),
+                        # Not read by the worker: names the process in ps and profiles.
+                        function.function_name,
+                    ],
+                    cwd=code_dir,
+                    env=environment,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=(request_r, response_w),
+                )
+            except BaseException:
+                for descriptor in opened:
+                    os.close(descriptor)
+                raise
             os.close(request_r)
             os.close(response_w)
-            log.close()
         return _Worker(
             process=process,
             requests=os.fdopen(request_w, "w", encoding="utf-8"),

@@ -113,6 +113,37 @@ class StackOptions:
     express_retention_seconds: float | None = DEFAULT_RETENTION.total_seconds()
 
 
+# File descriptors the stack holds at its busiest, rounded up: moto's server (a socket per
+# request in flight), the SQS poller's and the interpreter's clients, the model server's
+# process, and two pipe ends per warm Lambda worker (up to ``workers_per_function`` for
+# each of the template's functions). A `scones run` of 72 uploads held about 60 at once,
+# and failed under a limit of 64.
+OPEN_FILES_NEEDED = 256
+
+
+def raise_open_file_limit(needed: int) -> None:
+    """Raise this process's open-file soft limit to its hard limit, as servers do (a shell's
+    default soft limit, 1024 or less, is not the machine's): out of descriptors, moto fails
+    requests and Lambda workers cannot start. Refuse to start when even the hard limit is
+    below ``needed``: uploads would fail for a reason of this machine, not of the stack."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise StackError(
+            f"the open-file limit is {hard} (hard limit; `ulimit -Hn`), and the offline stack "
+            f"needs {needed}: raise it (`ulimit -n {needed}` as a user allowed to) and start again"
+        )
+    if soft in (hard, resource.RLIM_INFINITY):
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        # macOS refuses an unlimited soft limit for files: needed, at least, is enough.
+        if soft < needed:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
     """Refuse, before anything starts, a model folder the server could not load or one
     whose classes are not the stack's ``ModelLabels`` in order: the workflow names a
@@ -198,6 +229,7 @@ class OfflineStack:
         # The interpreter logs every handled Catch/Choice miss as an exception.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         try:
+            raise_open_file_limit(OPEN_FILES_NEEDED)
             check_model(self.options.model_dir, self.options.overrides)
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self._check_port_free()
@@ -209,7 +241,12 @@ class OfflineStack:
             self._holds_process_slot = True
             self._start_parts(started)
         except BaseException:
-            self.stop()  # also removes a temporary work folder: a failed start leaves nothing
+            # Also removes a temporary work folder: a failed start leaves nothing. The
+            # start's own error is the one raised, whatever the stop meets on the way.
+            try:
+                self.stop()
+            except Exception as exc:
+                logger.warning("could not stop the offline stack that failed to start: %s", exc)
             raise
         self.timings["start_s"] = time.perf_counter() - started
         return self
@@ -279,6 +316,10 @@ class OfflineStack:
         try:
             self._stop_parts()
         finally:
+            # Whatever a step raised (it still propagates): a temporary work folder holds
+            # every function's package and log, and a full disk is a likely cause.
+            if self._own_work_dir:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
             if self._holds_process_slot:
                 self._holds_process_slot = False
                 _ACTIVE.release()
@@ -333,8 +374,6 @@ class OfflineStack:
             self._release_moto_state()
             self._moto.stop()
             self._moto = None
-        if self._own_work_dir:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def _let_executions_finish(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the workflow's running executions; then name what
