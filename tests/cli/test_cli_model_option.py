@@ -17,6 +17,7 @@ import pytest
 
 from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import PROJECT_ROOT
+from tests import crafted_graphs as crafted
 
 COMMANDS = {
     "run": ["run", "--out", "{out}"],
@@ -65,6 +66,12 @@ def spoil(model: Path, how: str) -> str:
         manifest["onnx_sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
         (model / "model.json").write_text(json.dumps(manifest))
         return "is not a graph onnxruntime can load"
+    if how == "answers logits":
+        graph = model / "model.onnx"
+        graph.write_bytes(crafted.logits().SerializeToString())
+        manifest["onnx_sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
+        (model / "model.json").write_text(json.dumps(manifest))
+        return "synthetic images: the answer for image 1 of 2 is [7.5"
     (model / "model.json").write_text(json.dumps({**manifest, "labels": "bicycle"}))
     return "labels must be a list of 2+ names"
 
@@ -78,6 +85,7 @@ def spoil(model: Path, how: str) -> str:
             "other graph",
             "no graph",
             "truncated graph, its digest updated",
+            "answers logits",
             "bad manifest",
         )
     ],

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from onnx import ModelProto
 
 from scones.model.artifact import ModelArtifactError, OnnxClassifier
-from scones.paths import SHIPPED_MODEL_DIR
+from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
+from tests import crafted_graphs as crafted
 
 SHIPPED = SHIPPED_MODEL_DIR
 
@@ -90,3 +94,52 @@ def test_a_graph_onnxruntime_cannot_load_and_a_manifest_that_is_no_file_are_name
     (model / "model.json").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ModelArtifactError, match="is not valid JSON"):
         OnnxClassifier(model)
+
+
+@pytest.mark.parametrize(
+    ("graph", "message"),
+    [
+        (crafted.float16_input, r"takes 'image' as tensor\(float16\) \['N', 3, 32, 32\]"),
+        (crafted.one_channel, r"takes 'image' as tensor\(float\) \['N', 1, 32, 32\]"),
+        (crafted.no_batch_dimension, r"takes 'image' as tensor\(float\) \[3, 32, 32\]"),
+        (crafted.fixed_batch_of_one, r"takes 'image' as tensor\(float\) \[1, 3, 32, 32\]"),
+        (crafted.extra_input, r"also needs the inputs \['temperature'\], which nothing feeds"),
+        (crafted.rank3_output, r"gives 'probabilities' as \['N', 1, 2\]; the contract is \[N, 2\]"),
+        (crafted.logits, r"2 synthetic images: the answer for image 1 of 2 is \[7\.5.* outside"),
+        (lambda: crafted.scaled(0.997), "the probabilities sum to 0.997000, not 1"),
+    ],
+)
+def test_a_graph_that_breaks_the_contract_is_refused_when_it_loads(
+    tmp_path: Path, graph: Callable[[], ModelProto], message: str
+) -> None:
+    """Each would load, answer /ping as healthy and then fail every request, evaluation or
+    the retraining gate, or answer what the workflow refuses as ModelResponseInvalid."""
+    with pytest.raises(ModelArtifactError, match=message):
+        OnnxClassifier(crafted.artifact(tmp_path / "model", graph()))
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.9995])
+def test_a_graph_within_the_contract_loads(tmp_path: Path, factor: float) -> None:
+    """Any batch size, and rows summing to 1 within the workflow's tolerance."""
+    classifier = OnnxClassifier(crafted.artifact(tmp_path / "model", crafted.scaled(factor)))
+    answers = classifier.predict_tensor(np.zeros((5, 3, 32, 32), np.float32))
+    assert answers.shape == (5, 2)
+    assert answers.ravel().tolist() == pytest.approx([factor / 2] * 10)
+
+
+def test_the_shipped_model_answers_as_its_bare_graph() -> None:
+    """The load-time checks leave the shipped model's answers as onnxruntime gives them."""
+    import onnxruntime as ort
+
+    from scones.model.artifact import decode_image, images_to_tensor
+    from scones.model.folders import load_images
+
+    classifier = OnnxClassifier(SHIPPED)
+    bare = ort.InferenceSession(str(SHIPPED / "model.onnx"), providers=["CPUExecutionProvider"])
+    data = load_images(PROJECT_ROOT / "samples", classifier.labels, classifier.input_size)
+    (expected,) = bare.run(["probabilities"], {"image": data.pixels})
+    assert classifier.predict_tensor(data.pixels).tolist() == expected.astype(np.float64).tolist()
+    body = data.paths[0].read_bytes()
+    pixels = images_to_tensor([decode_image(body, classifier.input_size)], classifier.input_size)
+    (one,) = bare.run(["probabilities"], {"image": pixels})
+    assert classifier.predict_bytes(body) == one.astype(np.float64)[0].tolist()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from scones.model.evaluate import baseline, evaluate_probabilities, selective
 from scones.model.export import save_artifact
 from scones.model.folders import load_images
 from scones.model.report_figure import render_report
+from tests import crafted_graphs as crafted
 from tests.full_disk import fill_disk
 
 LABELS = ("bicycle", "motorcycle")
@@ -245,6 +247,37 @@ def test_evaluate_command_reports_bad_input_clearly(
     assert main([*argv, "--split", "all", "--threshold", threshold]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_command_refuses_a_model_whose_answers_are_not_probabilities(
+    tmp_path: Path, subset_copier: Callable[[Path, int], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A graph that passes the load-time dry run but answers a dark image with a row that
+    sums to 1.5: the workflow fails every such answer, so its scores would say nothing."""
+    model = crafted.artifact(tmp_path / "model", crafted.wrong_on_dark_images())
+    data = subset_copier(tmp_path / "data", 3)
+    Image.new("RGB", (32, 32)).save(data / "bicycle" / "night.png")
+    argv = ["evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--split", "all", "--threshold", "0.9"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("scones: error: ") and "model.onnx breaks the contract: " in line
+    assert "night.png is [0.75, 0.75]: the probabilities sum to 1.500000, not 1" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_command_names_a_graph_failing_on_the_images_in_one_line(
+    tmp_path: Path, subset_copier: Callable[[Path, int], Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """onnxruntime's error, and not its own log of it (written to the process's stderr,
+    over several lines), nor a traceback."""
+    model = crafted.artifact(tmp_path / "model", crafted.batches_of_two_only())
+    data = subset_copier(tmp_path / "data", 3)
+    argv = ["evaluate", "--model", str(model), "--data", str(data), "--split", "all"]
+    assert main([*argv, "--threshold", "0.9"]) == 2
+    [line] = capfd.readouterr().err.splitlines()
+    assert line.startswith("scones: error: ")
+    assert "model.onnx fails on 6 images: [ONNXRuntimeError] : 1 : FAIL : " in line
+    assert "Reshape" in line
 
 
 def test_served_bytes_match_the_batch_path(always_bicycle: Path, small_data: Path) -> None:

@@ -8,15 +8,20 @@ job logs"; what the program writes to ``/opt/ml/output/message`` comes back as t
 from __future__ import annotations
 
 import io
+import re
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from onnx import ModelProto
+from PIL import Image
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE
 
 from scones.paths import SHIPPED_MODEL_DIR
 from scones.sagemaker import evaluate_entry, exit_message
 from scones.template_params import PROJECT_ROOT
+from tests import crafted_graphs as crafted
 
 GATE_SOURCE = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
 
@@ -138,3 +143,47 @@ def test_the_candidates_own_baseline_goes_out_for_a_promotion(
         assert written.read_bytes() == (SHIPPED_MODEL_DIR / "baseline.json").read_bytes()
     else:
         assert not written.exists()
+
+
+@pytest.mark.parametrize(
+    ("graph", "words"),
+    [
+        (
+            crafted.wrong_on_dark_images,
+            "the candidate model cannot be evaluated: {}model.onnx breaks the contract: the "
+            "answer for {}night.png is [0.75, 0.75]: the probabilities sum to 1.500000, not 1",
+        ),
+        (
+            lambda: crafted.scaled(0.997),
+            "the candidate model cannot be loaded: {}model.onnx breaks the contract on 2 "
+            "synthetic images: the answer for image 1 of 2 is [0.4984999895095825, "
+            "0.4984999895095825]: the probabilities sum to 0.997000, not 1",
+        ),
+    ],
+)
+def test_a_candidate_whose_answers_the_workflow_refuses_fails_the_gate_with_the_reason(
+    tmp_path: Path, graph: Callable[[], ModelProto], words: str
+) -> None:
+    """Rows summing to 0.997 keep every top class, so the candidate's scores would pass the
+    gate and it would be promoted; then the workflow fails every upload as
+    ModelResponseInvalid, an error the canary's rollback (5XX errors) never sees. The one
+    answering a dark gate image with rows summing to 1.5 passes the load-time dry run."""
+    model = crafted.artifact(tmp_path / "model", graph())
+    candidate = tmp_path / "candidate"
+    candidate.mkdir()
+    with tarfile.open(candidate / "model.tar.gz", "w:gz") as tar:
+        for name in ("model.json", "model.onnx"):
+            tar.add(model / name, arcname=name)
+    gate = few_gate_images(tmp_path)
+    Image.new("RGB", (32, 32)).save(gate / "bicycle" / "night.png")
+    message = tmp_path / "ml" / "output" / "message"
+    argv = arguments(SHIPPED_MODEL_DIR, tmp_path, "--exit-message", str(message))
+    argv[argv.index("--candidate") + 1] = str(candidate)
+    argv[argv.index("--gate") + 1] = str(gate)
+    with pytest.raises(evaluate_entry.ModelUnusable) as failure:
+        evaluate_entry.main(argv)
+    text = message.read_text(encoding="utf-8")
+    assert text == f"ModelUnusable: {failure.value}"
+    pattern = re.escape(words).replace(re.escape("{}"), ".*")
+    assert re.fullmatch(f"ModelUnusable: {pattern}", text), text
+    assert not (tmp_path / "output").exists()

@@ -7,6 +7,7 @@ import io
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +19,7 @@ from scones_core.endpoint_response import CUSTOM_ATTRIBUTES_HEADER, model_versio
 
 from scones.model.artifact import ModelArtifactError, OnnxClassifier
 from scones.serving.app import RUNTIME_MAX_PAYLOAD_BYTES, ProductionVariant
+from tests import crafted_graphs as crafted
 from tests.serving.conftest import ENDPOINT, MAX_BODY, VARIANT, AppFactory, to_jpeg
 
 PNG = {"Content-Type": "image/png"}
@@ -313,7 +315,67 @@ def test_a_model_answering_nan_is_a_500_not_a_200_that_is_not_json(
         response = client.post("/invocations", content=bicycle_png, headers=PNG)
         assert response.status_code == 500
         assert response.json()["message"] == (
-            "the model answered probabilities that are not numbers"
+            "the model's answer is not probabilities: the answer for image 1 of 1 is "
+            "[nan, inf]: probability nan is outside [0, 1]"
+        )
+        wrapped = client.post(
+            f"/endpoints/{ENDPOINT}/invocations", content=bicycle_png, headers=PNG
+        )
+        assert (wrapped.status_code, wrapped.json()["OriginalStatusCode"]) == (424, 500)
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_an_answer_the_workflow_refuses_is_a_500_in_sagemakers_shape(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    """A real graph that passes the load-time dry run but answers a dark image with rows
+    summing to 1.5: a 200 would fail the image as ModelResponseInvalid downstream while
+    the 5XX alarm, which the canary's rollback watches, stayed at zero."""
+    model = OnnxClassifier(crafted.artifact(tmp_path / "model", crafted.wrong_on_dark_images()))
+    app = make_app(classifier=model)
+    with TestClient(app) as client:
+        bright = client.post("/invocations", content=_png((200, 200, 200)), headers=PNG)
+        assert probabilities(bright) == [0.5, 0.5]
+        dark = _png((0, 0, 0))
+        response = client.post("/invocations", content=dark, headers=PNG)
+        assert response.status_code == 500
+        assert response.json()["message"] == (
+            "the model's answer is not probabilities: the answer for image 1 of 1 is "
+            "[0.75, 0.75]: the probabilities sum to 1.500000, not 1"
+        )
+        wrapped = client.post(f"/endpoints/{ENDPOINT}/invocations", content=dark, headers=PNG)
+        assert wrapped.status_code == 424
+        assert wrapped.headers["x-amzn-errortype"] == "ModelError"
+        assert wrapped.json()["OriginalStatusCode"] == 500
+        assert json.loads(wrapped.json()["OriginalMessage"]) == response.json()
+        # What the canary's rollback alarm (Invocation5XXErrors) counts.
+        assert app.state.endpoint.primary.errors_5xx == 1
+
+
+def test_an_answer_of_another_shape_is_a_500_not_an_unhandled_error(
+    make_app: AppFactory, classifier: OnnxClassifier, bicycle_png: bytes
+) -> None:
+    """A [1, 1, 2] answer (one more list per image) once raised outside the error handling:
+    a bare 500 with a traceback instead of the container's error."""
+
+    class Rank3:
+        labels = classifier.labels
+        input_size = classifier.input_size
+
+        def predict_images(self, images: list[Image.Image]) -> np.ndarray:
+            return np.array([[[0.5, 0.5]]], dtype=np.float32)
+
+    with TestClient(make_app(classifier=Rank3())) as client:
+        response = client.post("/invocations", content=bicycle_png, headers=PNG)
+        assert response.status_code == 500
+        assert response.json()["message"] == (
+            "the model's answer is not probabilities: the answer has shape [1, 1, 2] for 1 "
+            "image(s), not [1, 2] (one probability per label: bicycle, motorcycle)"
         )
         wrapped = client.post(
             f"/endpoints/{ENDPOINT}/invocations", content=bicycle_png, headers=PNG

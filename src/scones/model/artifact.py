@@ -5,19 +5,29 @@ the model server and the benchmarks (which load it). The ONNX graph does its own
 normalisation and softmax, so a caller only has to turn images into RGB floats.
 
 Graph contract:
-    input  ``image``          float32 ``[N, 3, H, W]``, RGB, values in ``[0, 1]``
-    output ``probabilities``  float32 ``[N, len(labels)]``, rows sum to 1
+    input  ``image``          float32 ``[N, 3, H, W]``, RGB, values in ``[0, 1]``, any ``N``;
+                              the graph needs no other input
+    output ``probabilities``  ``[N, len(labels)]``, each row probabilities as the endpoint's
+                              answer must be (``scones_core.endpoint_response.probabilities``)
+
+:class:`OnnxClassifier` refuses a graph that breaks it when it loads: the declared input
+and output, then a dry run of two synthetic images (:func:`dry_run_images`) through the
+real preprocessing. Such a graph would otherwise load, answer ``/ping`` as healthy
+and fail every request (or answer numbers the workflow refuses as
+``ModelResponseInvalid``), and fail evaluation and the retraining gate with a traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from scones_core.endpoint_response import probabilities as endpoint_probabilities
 from scones_core.image_rules import decode_image as rule_decode
 from scones_core.json_text import NotJSON, load_json
 from scones_core.preprocess import to_model_image
@@ -27,10 +37,49 @@ MANIFEST_NAME = "model.json"
 ONNX_NAME = "model.onnx"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+# onnxruntime's log severity that logs only what stops the process.
+_ORT_FATAL = 4
 
 
 class ModelArtifactError(ValueError):
     """The artifact on disk is missing, incomplete or does not match its manifest."""
+
+
+class ModelAnswerError(ModelArtifactError):
+    """The graph answered something other than one probability per label for each image."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's text on one line: onnxruntime's span several."""
+    return " ".join(str(exc).split())
+
+
+def checked_answers(
+    answers: np.ndarray, labels: Sequence[str], images: int, names: Sequence[str] | None = None
+) -> list[list[float]]:
+    """The graph's ``answers`` for ``images`` images as one row of probabilities per image,
+    each row accepted by the rule the workflow applies to the endpoint's answer
+    (``scones_core.endpoint_response.probabilities``). A row it would refuse makes every
+    image fail as ``ModelResponseInvalid`` while the endpoint reports no error, so it is
+    refused where the model loads, is evaluated and serves. ``names`` names the images in
+    the error (by default their position)."""
+    shape = list(np.shape(answers))
+    if shape != [images, len(labels)]:
+        raise ModelAnswerError(
+            f"the answer has shape {shape} for {images} image(s), not "
+            f"[{images}, {len(labels)}] (one probability per label: {', '.join(labels)})"
+        )
+    try:
+        rows: list[list[float]] = np.asarray(answers, dtype=np.float64).tolist()
+    except (TypeError, ValueError) as exc:
+        raise ModelAnswerError(f"the answer is not numbers: {one_line(exc)}") from None
+    for index, row in enumerate(rows):
+        try:
+            endpoint_probabilities(row, labels)
+        except ValueError as exc:
+            name = names[index] if names is not None else f"image {index + 1} of {len(rows)}"
+            raise ModelAnswerError(f"the answer for {name} is {row}: {exc}") from None
+    return rows
 
 
 def text_field_problem(value: object) -> str | None:
@@ -186,6 +235,15 @@ def decode_image(
     return rule_decode(data, rules, draft_to=target).image
 
 
+def dry_run_images() -> list[Image.Image]:
+    """The load-time dry run's batch: a mid-grey image and a colour gradient, the same every
+    time. Two, because evaluation and the retraining gate score many images in one batch
+    while the server sends one, so a graph with a batch size of its own fails at load."""
+    ramp = Image.linear_gradient("L")
+    grey = Image.new("RGB", ramp.size, (128, 128, 128))
+    return [grey, Image.merge("RGB", (ramp, ramp.rotate(90), ramp.rotate(180)))]
+
+
 def checked_graph(directory: Path, manifest: ModelManifest) -> Path:
     """The artifact's graph file, present and the one its manifest names (by SHA-256)."""
     onnx_path = directory / ONNX_NAME
@@ -217,39 +275,85 @@ class OnnxClassifier:
             )
         except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail...)
             raise ModelArtifactError(
-                f"{onnx_path} is not a graph onnxruntime can load: {' '.join(str(exc).split())}"
+                f"{onnx_path} is not a graph onnxruntime can load: {one_line(exc)}"
             ) from exc
+        # onnxruntime also logs a run's error, over several lines on stderr, before it
+        # raises it; the callers report the error itself once.
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = _ORT_FATAL
         self._check_graph(onnx_path)
+        self._dry_run(onnx_path)
 
     def _check_graph(self, onnx_path: Path) -> None:
-        """The graph must have the contract's input and output, sized for the labels."""
-        inputs = {i.name: i.shape for i in self._session.get_inputs()}
-        outputs = {o.name: o.shape for o in self._session.get_outputs()}
+        """The graph must take and give what the contract says, sized for the manifest."""
+        inputs = {i.name: i for i in self._session.get_inputs()}  # required ones only
+        outputs = {o.name: o for o in self._session.get_outputs()}
         if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
             raise ModelArtifactError(
                 f"{onnx_path} must take {INPUT_NAME!r} and give {OUTPUT_NAME!r}; "
                 f"it takes {sorted(inputs)} and gives {sorted(outputs)}"
             )
+        if others := sorted(set(inputs) - {INPUT_NAME}):
+            raise ModelArtifactError(
+                f"{onnx_path} also needs the inputs {others}, which nothing feeds: it may "
+                f"take only {INPUT_NAME!r}"
+            )
+        image = inputs[INPUT_NAME]
         height, width = self.manifest.input_size
-        side_dims = list(inputs[INPUT_NAME][-2:])
+        dims = list(image.shape)  # an int when fixed, a name or None when not
+        if (
+            image.type != "tensor(float)"
+            or len(dims) != 4
+            or isinstance(dims[0], int)
+            or (isinstance(dims[1], int) and dims[1] != 3)
+        ):
+            raise ModelArtifactError(
+                f"{onnx_path} takes {INPUT_NAME!r} as {image.type} {dims}; the contract is "
+                f"tensor(float) [N, 3, {height}, {width}]: any batch size N of RGB images"
+            )
+        side_dims = dims[-2:]
         if all(isinstance(d, int) for d in side_dims) and side_dims != [height, width]:
             raise ModelArtifactError(
                 f"{onnx_path} takes {side_dims[0]}x{side_dims[1]} images but {MANIFEST_NAME} "
                 f"says input_size {[height, width]}"
             )
-        classes = outputs[OUTPUT_NAME][-1]
+        answer = list(outputs[OUTPUT_NAME].shape)
+        if len(answer) != 2:
+            raise ModelArtifactError(
+                f"{onnx_path} gives {OUTPUT_NAME!r} as {answer}; the contract is "
+                f"[N, {len(self.manifest.labels)}]: a row of probabilities per image"
+            )
+        classes = answer[-1]
         if isinstance(classes, int) and classes != len(self.manifest.labels):
             raise ModelArtifactError(
                 f"{onnx_path} gives {classes} probabilities but {MANIFEST_NAME} names "
                 f"{len(self.manifest.labels)} labels"
             )
 
+    def _dry_run(self, onnx_path: Path) -> None:
+        """Answer a batch of synthetic images as evaluation and the server will: a graph
+        whose declared shapes fit can still fail on them, or answer logits or rows that
+        do not sum to 1."""
+        images = dry_run_images()
+        try:
+            answers = self.predict_images(images)
+        except Exception as exc:  # onnxruntime's own error types
+            raise ModelArtifactError(
+                f"{onnx_path} fails on a batch of {len(images)} images: {one_line(exc)}"
+            ) from exc
+        try:
+            checked_answers(answers, self.labels, len(images))
+        except ModelAnswerError as exc:
+            raise ModelAnswerError(
+                f"{onnx_path} breaks the contract on {len(images)} synthetic images: {exc}"
+            ) from None
+
     @property
     def labels(self) -> tuple[str, ...]:
         return self.manifest.labels
 
     def predict_tensor(self, batch: np.ndarray) -> np.ndarray:
-        (probabilities,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        (probabilities,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch}, self._run_options)
         return np.asarray(probabilities, dtype=np.float64)
 
     def predict_images(self, images: list[Image.Image]) -> np.ndarray:

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from scones.model.artifact import OnnxClassifier
+from scones.model.artifact import (
+    ONNX_NAME,
+    ModelAnswerError,
+    ModelArtifactError,
+    OnnxClassifier,
+    checked_answers,
+    one_line,
+)
 from scones.model.folders import LabelledImages
 from scones.paths import display_path
 
@@ -208,10 +215,27 @@ def evaluate_artifact(
     threshold: float,
     split: dict[str, Any],
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Score ``data`` through the exported graph (what is served) and build the report."""
+    """Score ``data`` through the exported graph (what is served) and build the report.
+
+    A graph that fails on the images, or answers one of them with what the endpoint's
+    contract refuses (rows the workflow fails as ``ModelResponseInvalid``), raises
+    :class:`ModelArtifactError`: its scores would pass a retraining gate for a model whose
+    every answer in production fails."""
     if tuple(classifier.labels) != tuple(data.labels):
         raise ValueError(f"model labels {classifier.labels} differ from data labels {data.labels}")
-    probabilities = classifier.predict_tensor(data.pixels)
+    graph = classifier.directory / ONNX_NAME
+    try:
+        probabilities = classifier.predict_tensor(data.pixels)
+    except Exception as exc:  # onnxruntime's own error types
+        raise ModelArtifactError(
+            f"{display_path(graph)} fails on {len(data)} images: {one_line(exc)}"
+        ) from exc
+    try:
+        checked_answers(
+            probabilities, data.labels, len(data), [display_path(p) for p in data.paths]
+        )
+    except ModelAnswerError as exc:
+        raise ModelAnswerError(f"{display_path(graph)} breaks the contract: {exc}") from None
     report = evaluate_probabilities(probabilities, data.targets, data.labels, threshold)
     report["mistakes"] = mistakes(probabilities, data, threshold)
     report = {

@@ -96,7 +96,7 @@ def evaluate_pair(
     candidate_dir: Path, production_dir: Path, gate_dir: Path, threshold: float
 ) -> dict[str, Any]:
     """Both reports on the same gate images, plus what the gate set was."""
-    from scones.model.artifact import OnnxClassifier
+    from scones.model.artifact import ModelArtifactError, OnnxClassifier
     from scones.model.evaluate import check_threshold, evaluate_artifact
     from scones.model.folders import class_root, fingerprint, load_images
 
@@ -114,14 +114,14 @@ def evaluate_pair(
         "per_class": data.class_counts(),
         "fingerprint": fingerprint(data.paths, class_root(gate_dir, candidate.labels)),
     }
-    candidate_report, _ = evaluate_artifact(candidate, data, threshold, gate_set)
-    production_report, _ = evaluate_artifact(production, data, threshold, gate_set)
-    return {
-        "threshold": threshold,
-        "gate_set": gate_set,
-        "candidate": candidate_report,
-        "production": production_report,
-    }
+    reports = {"threshold": threshold, "gate_set": gate_set}
+    for role, model in (("candidate", candidate), ("production", production)):
+        try:
+            reports[role], _ = evaluate_artifact(model, data, threshold, gate_set)
+        except ModelArtifactError as exc:
+            # A graph that fails on the gate images, or answers one with no probabilities.
+            raise ModelUnusable(f"the {role} model cannot be evaluated: {exc}") from exc
+    return reports
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import threading
 import uuid
@@ -55,7 +54,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scones.model.artifact import ModelArtifactError
+from scones.model.artifact import ModelAnswerError, ModelArtifactError, checked_answers
 from scones.serving.capture import CaptureWriter
 from scones.serving.defaults import (
     BODIES_PER_SLOT,
@@ -477,20 +476,21 @@ class _Endpoint:
         image = decode_request_image(body, self.max_image_pixels, classifier.input_size)
         check_declared_format(image.format, content_type)
         try:
-            probabilities = classifier.predict_images([image])[0]
+            [answer] = checked_answers(classifier.predict_images([image]), classifier.labels, 1)
         except ImageRejected as rejected:
             # The preprocessing refused what decoded (a colour mode it has no rule for):
             # the request's fault, not the model's.
             raise ContainerError(400, f"{rejected.code}: {rejected}") from None
+        except ModelAnswerError as exc:
+            # An answer the workflow refuses (NaN, logits, rows not summing to 1) is a 500:
+            # a 200 would fail every image downstream as ModelResponseInvalid while the 5XX
+            # alarm, which the canary's rollback watches, stayed at zero.
+            LOGGER.error("the model's answer is not probabilities: %s", exc)
+            raise ContainerError(500, f"the model's answer is not probabilities: {exc}") from None
         except Exception as exc:
             LOGGER.exception("the model failed on a %d-byte %s body", len(body), content_type)
             raise ContainerError(500, f"the model failed: {exc}") from exc
-        if not all(math.isfinite(float(p)) for p in probabilities):
-            # A 200 with NaN is not JSON, and would hide a broken model from the 5XX
-            # alarm (and the canary's rollback) while every image fails downstream.
-            LOGGER.error("the model answered non-finite probabilities: %s", list(probabilities))
-            raise ContainerError(500, "the model answered probabilities that are not numbers")
-        text = json_text([float(p) for p in probabilities])
+        text = json_text(answer)
         if variant.capture is not None:
             variant.capture.capture(
                 input_body=body,
