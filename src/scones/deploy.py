@@ -26,8 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from scones_core.json_text import NotJSON, load_json
-from scones_core.monitoring.drift import Baseline, BaselineError
+from scones_core.monitoring.drift import BaselineError, model_baseline
 from scones_core.objects import is_bucket_name
 
 from scones.cli.errors import CommandError
@@ -561,40 +560,42 @@ def model_problem(model_dir: Path, parameters: Mapping[str, str], how: str) -> s
 def publish_baseline(
     session: Any, stack_name: str, model_dir: Path = DEFAULT_MODEL_DIR
 ) -> dict[str, str]:
-    """Upload the model's baseline to where the stack's monitor reads it, once the model
-    is known to fit the deployed stack's ``ModelLabels`` and ``ModelInputSize`` and the
-    baseline to be one the monitor compares with (``Baseline.from_json`` and
-    ``label_problem``, the monitor's own checks).
+    """Upload the model's baseline to where the stack's monitor reads it, once the baseline
+    is known to be this model's own, one the monitor compares with (``model_baseline``,
+    before anything is asked of AWS), and the model to fit the deployed stack's
+    ``ModelLabels`` and ``ModelInputSize``.
 
     Not while the stack's endpoint serves a model retraining promoted (CreateEndpoint=true,
     another endpoint config than the stack's): the promotion put that model's own baseline
     there, and a deploy that left the endpoint alone must not swap it for the bundled
     model's; the answer says it was kept (``kept``)."""
-    from scones_core.settings import parse_labels
+    from scones.model.artifact import ModelArtifactError, ModelManifest
 
     baseline = model_dir / BASELINE_FILE
     if not baseline.is_file():
         raise DeployError(f"{baseline} is missing: the model folder holds no baseline")
     body = baseline.read_bytes()
     try:
-        usable = Baseline.from_json(load_json(body))
-    except (NotJSON, BaselineError) as exc:
-        # The monitor would log it as unusable every hour and compute no drift.
+        manifest = ModelManifest.load(model_dir)
+    except ModelArtifactError as exc:
         raise DeployError(
-            f"{baseline} is not a baseline the monitor can use ({exc}); `scones train` writes "
-            "one beside the model. The baseline was not published."
+            f"the model at {model_dir} cannot be read: {exc}. The baseline was not published."
+        ) from exc
+    try:
+        model_baseline(body, manifest.labels, manifest.version)
+    except BaselineError as exc:
+        # The monitor would log it as unusable every hour and compute no drift, or
+        # compare the traffic with another model's mix and name that model.
+        raise DeployError(
+            f"{baseline} is not a drift baseline the monitor can use for the model at "
+            f"{model_dir}: {exc}. `scones train` writes one beside the model. The baseline "
+            "was not published."
         ) from exc
     outputs, parameters = stack_facts(session.client("cloudformation"), stack_name)
+    # The stack's labels are the model's, in order: the baseline's check above holds for them.
     problem = model_problem(model_dir, parameters, how="deploy the stack with")
     if problem:
         raise DeployError(f"{problem}. The baseline was not published.")
-    # The monitor's own rule, on the labels it runs with (model_problem parsed them).
-    labels = parse_labels(parameters.get("ModelLabels") or parameter_default("ModelLabels"))
-    if mismatch := usable.label_problem(labels):
-        raise DeployError(
-            f"{baseline} does not fit the stack's ModelLabels {list(labels)}: {mismatch}; the "
-            "monitor would compute no drift. The baseline was not published."
-        )
     if "ImageBucketName" not in outputs:
         raise DeployError(
             f"stack {stack_name} has no ImageBucketName output: is it this project, and did "

@@ -222,7 +222,7 @@ def test_deploy_baseline_refuses_a_model_the_deployed_stack_would_misread(
 @pytest.mark.parametrize(
     ("content", "named"),
     [
-        (b"junk", "is not a baseline the monitor can use (not JSON: Expecting value"),
+        (b"junk", "the baseline is not JSON: Expecting value"),
         (b'{"labels": {"bicycle": 5}}', "the baseline is incomplete or mistyped"),
         # float() takes "NaN": the monitor's metric document then held NaN, not JSON.
         pytest.param(
@@ -289,11 +289,49 @@ def test_deploy_baseline_refuses_a_baseline_with_no_mix_over_the_stacks_labels(
     with pytest.raises(DeployError) as raised:
         publish_baseline(aws, "scones-labels", model)
     assert str(raised.value) == (
-        f"{model / 'baseline.json'} does not fit the stack's ModelLabels ['bicycle', "
-        "'motorcycle']: label_mix gives the model's labels ['bicycle', 'motorcycle'] no "
-        "share (all of it is on ['cat']); the monitor would compute no drift. The baseline "
-        "was not published."
+        f"{model / 'baseline.json'} is not a drift baseline the monitor can use for the "
+        f"model at {model}: label_mix gives the model's labels ['bicycle', 'motorcycle'] no "
+        "share (all of it is on ['cat']). `scones train` writes one beside the model. The "
+        "baseline was not published."
     )
+    assert aws.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_deploy_baseline_refuses_the_baseline_of_another_model(
+    aws: boto3.Session, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder whose baseline.json was made for another model (its model_version is not
+    model.json's version): published, the monitor would compare the traffic with that
+    model's label mix and name that model in every drift metric."""
+    import shutil
+
+    from scones.cli.main import main
+
+    model = tmp_path / "model"
+    shutil.copytree(MODEL, model)
+    document = json.loads((MODEL / "baseline.json").read_text())
+    document.update(model_version="0123456789ab", label_mix={"bicycle": 0.9, "motorcycle": 0.1})
+    (model / "baseline.json").write_text(json.dumps(document))
+    version = json.loads((MODEL / "model.json").read_text())["version"]
+    bucket = "scones-stale-123456789012-us-east-1-images"
+    aws.client("cloudformation").create_stack(
+        StackName="scones-stale",
+        TemplateBody=json.dumps(
+            {
+                "Resources": {
+                    "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": bucket}}
+                },
+                "Outputs": {"ImageBucketName": {"Value": bucket}},
+            }
+        ),
+    )
+    assert main(["deploy-baseline", "--stack", "scones-stale", "--model", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"the baseline was made for model version 0123456789ab, not this model's {version} "
+        "(model.json's version)" in err
+    ), err
+    assert "The baseline was not published." in err
     assert aws.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 

@@ -1,7 +1,8 @@
 """``--model`` is checked before the offline stack starts: a folder the model server could
-not load, or a model whose classes are not the stack's ``ModelLabels`` in order (every
-record would name the other class), is a usage error, not a stack that fails after
-starting or, worse, runs."""
+not load, a model whose classes are not the stack's ``ModelLabels`` in order (every
+record would name the other class), or one whose ``baseline.json`` (published as the
+monitor's drift baseline) is not a usable baseline of that model, is a usage error, not a
+stack that fails after starting or, worse, runs."""
 
 from __future__ import annotations
 
@@ -72,6 +73,21 @@ def spoil(model: Path, how: str) -> str:
         manifest["onnx_sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
         (model / "model.json").write_text(json.dumps(manifest))
         return "synthetic images: the answer for image 1 of 2 is [7.5"
+    if how == "another model's baseline":
+        # The stack publishes it as the monitor's: drift would be measured against that
+        # model's mix and name it.
+        baseline = json.loads((model / "baseline.json").read_text())
+        (model / "baseline.json").write_text(
+            json.dumps({**baseline, "model_version": "0123456789ab"})
+        )
+        return (
+            "its baseline.json cannot be the monitor's drift baseline: the baseline was made "
+            f"for model version 0123456789ab, not this model's {manifest['version']}"
+        )
+    if how == "unusable baseline":
+        # The monitor would log it as unusable every hour and measure no drift.
+        (model / "baseline.json").write_text("<html>not a baseline</html>")
+        return "its baseline.json cannot be the monitor's drift baseline: the baseline is not JSON"
     (model / "model.json").write_text(json.dumps({**manifest, "labels": "bicycle"}))
     return "labels must be a list of 2+ names"
 
@@ -87,6 +103,8 @@ def spoil(model: Path, how: str) -> str:
             "truncated graph, its digest updated",
             "answers logits",
             "bad manifest",
+            "another model's baseline",
+            "unusable baseline",
         )
     ],
 )

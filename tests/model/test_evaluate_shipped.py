@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scones_core.monitoring.drift import model_baseline
 
 from scones.model.artifact import ModelManifest, OnnxClassifier, sha256_file
 from scones.model.build import evaluate_directory, validation_from_manifest
@@ -44,6 +45,22 @@ def test_reports_name_the_shipped_graph(shipped: OnnxClassifier, shipped_report:
     assert baseline["model_version"] == shipped.manifest.version
     assert baseline["sample_count"] == shipped_report["images"]
     assert baseline["threshold"] == shipped_report["at_threshold"]["threshold"]
+
+
+@pytest.mark.parametrize(
+    "folder",
+    sorted(path.parent for path in (PROJECT_ROOT / "models").rglob("model.json")),
+    ids=lambda folder: str(folder.relative_to(PROJECT_ROOT)),
+)
+def test_every_model_folder_holds_a_baseline_it_can_deploy(folder: Path) -> None:
+    """The offline stack and deploy-baseline publish a model's baseline.json only when it
+    is that model's own and usable (``model_baseline``): each folder the project ships
+    must pass, or `scones run --model` and `make deploy MODEL=` would refuse it."""
+    manifest = ModelManifest.load(folder)
+    body = (folder / "baseline.json").read_bytes()
+    assert model_baseline(body, manifest.labels, manifest.version).model_version == (
+        manifest.version
+    )
 
 
 def test_evaluation_json_is_reproduced_from_the_validation_split(shipped_report: dict) -> None:

@@ -982,6 +982,10 @@ def test_a_promotion_makes_the_candidates_baseline_the_monitors(
         assert "NoSuchKey" in record["reason"], record["reason"]
         assert f"copy s3://{stack.bucket}/{source_key} (the evaluation step" in record["reason"]
         assert f"to s3://{stack.bucket}/{key} by hand" in record["reason"]
+        # The evaluation step wrote none: its report says why (no baseline.json, or one
+        # the monitor could not use for the candidate).
+        report = state["dataset"]["evaluation_uri"]
+        assert f"the candidate_baseline of {report} says why" in record["reason"]
     assert said in record["reason"], record["reason"]
     assert said in message, message
 

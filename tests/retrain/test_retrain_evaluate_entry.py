@@ -8,6 +8,7 @@ job logs"; what the program writes to ``/opt/ml/output/message`` comes back as t
 from __future__ import annotations
 
 import io
+import json
 import re
 import tarfile
 from collections.abc import Callable
@@ -120,29 +121,74 @@ def few_gate_images(tmp_path: Path) -> Path:
     return gate
 
 
-@pytest.mark.parametrize("archived", [True, False])
+def shipped_baseline(**changes: object) -> bytes:
+    document = json.loads((SHIPPED_MODEL_DIR / "baseline.json").read_text())
+    document.update(changes)
+    return json.dumps(document).encode()
+
+
+SHIPPED_VERSION = json.loads((SHIPPED_MODEL_DIR / "model.json").read_text())["version"]
+
+
+@pytest.mark.parametrize(
+    ("baseline", "problem"),
+    [
+        pytest.param((SHIPPED_MODEL_DIR / "baseline.json").read_bytes(), None, id="its-own"),
+        pytest.param(None, "the candidate's archive holds no baseline.json", id="none"),
+        pytest.param(
+            b"<html>not a baseline</html>",
+            "the candidate's baseline.json cannot be its drift baseline: the baseline is not "
+            "JSON: Expecting value",
+            id="not-json",
+        ),
+        pytest.param(
+            shipped_baseline(model_version="0123456789ab"),
+            "the candidate's baseline.json cannot be its drift baseline: the baseline was made "
+            f"for model version 0123456789ab, not this model's {SHIPPED_VERSION} (model.json's "
+            "version)",
+            id="another-models",
+        ),
+        pytest.param(
+            shipped_baseline(labels=["cat", "dog"], label_mix={"cat": 0.5, "dog": 0.5}),
+            "the candidate's baseline.json cannot be its drift baseline: label_mix has no "
+            "share for the model's labels ['bicycle', 'motorcycle']",
+            id="other-labels",
+        ),
+    ],
+)
 def test_the_candidates_own_baseline_goes_out_for_a_promotion(
-    tmp_path: Path, archived: bool
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], baseline: bytes | None, problem: str | None
 ) -> None:
     """The promotion's ReplaceDriftBaseline copies ``candidate-baseline.json``: the
     baseline training wrote into the candidate's archive (its validation split, made as the
     shipped model's), never one from the gate set, whose class mix is whatever was uploaded
-    there. An archive without one leaves nothing to copy, and the copy then says so."""
+    there. Only a baseline the monitor can use for the candidate goes out: a file it cannot
+    read would stop drift monitoring after the promotion without a failure, another model's
+    would compare the traffic with that model's mix. Without one there is nothing to copy,
+    the copy then says so, and the report says why."""
     candidate = tmp_path / "candidate"
-    names = ["model.json", "model.onnx"] + (["baseline.json"] if archived else [])
     candidate.mkdir()
     with tarfile.open(candidate / "model.tar.gz", "w:gz") as tar:
-        for name in names:
+        for name in ["model.json", "model.onnx"]:
             tar.add(SHIPPED_MODEL_DIR / name, arcname=name)
+        if baseline is not None:
+            info = tarfile.TarInfo("baseline.json")
+            info.size = len(baseline)
+            tar.addfile(info, io.BytesIO(baseline))
     argv = arguments(SHIPPED_MODEL_DIR, tmp_path)
     argv[argv.index("--candidate") + 1] = str(candidate)
     argv[argv.index("--gate") + 1] = str(few_gate_images(tmp_path))
     assert evaluate_entry.main(argv) == 0
     written = tmp_path / "output" / CANDIDATE_BASELINE_FILE
-    if archived:
-        assert written.read_bytes() == (SHIPPED_MODEL_DIR / "baseline.json").read_bytes()
+    report = json.loads((tmp_path / "output" / EVALUATION_FILE).read_text())
+    if problem is None:
+        assert written.read_bytes() == baseline
+        assert report["candidate_baseline"] == {"file": CANDIDATE_BASELINE_FILE, "problem": None}
     else:
         assert not written.exists()
+        said = report["candidate_baseline"]
+        assert said["file"] is None and said["problem"].startswith(problem), said
+        assert f"no {CANDIDATE_BASELINE_FILE}: {problem}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -84,9 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="after sam deploy: the monitor's baseline into the stack's bucket",
         description="Upload MODEL/baseline.json to s3://<ImageBucketName>/<BaselineKey> of the "
         "deployed stack (its output and parameter), then say whether the endpoint exists. A "
-        "model that does not fit the stack's ModelLabels and ModelInputSize is refused, and "
-        "while the endpoint serves a model retraining promoted, the baseline there (that "
-        "model's) is kept.",
+        "baseline that is not the model's own (its model_version is not model.json's "
+        "version) or that the monitor could not use for the model's labels, and a model that "
+        "does not fit the stack's ModelLabels and ModelInputSize, are refused; while the "
+        "endpoint serves a model retraining promoted, the baseline there (that model's) is "
+        "kept.",
     )
     _aws_arguments(baseline)
     _model_argument(baseline)

@@ -536,6 +536,7 @@ class OfflineRetrain:
             evaluation_uri=dataset["evaluation_uri"],
             candidate=_scores(result["candidate"]),
             production=_scores(result["production"]),
+            candidate_baseline=result.get("candidate_baseline"),
         )
 
     # -- 4: gate ----------------------------------------------------------------------
@@ -726,8 +727,10 @@ class OfflineRetrain:
             code = exc.response.get("Error", {}).get("Code", "error")
             return (
                 f"the drift baseline still describes the previous model: copying it failed "
-                f"({code}), copy s3://{source} (the evaluation step writes it when the "
-                f"candidate archive holds a baseline.json) to {target} by hand"
+                f"({code}), copy s3://{source} (the evaluation step writes it only when the "
+                "candidate archive holds a baseline.json the monitor can use for the "
+                f"candidate, and the candidate_baseline of {dataset['evaluation_uri']} says "
+                f"why it did not) to {target} by hand"
             )
         return "the drift baseline is now the candidate's own, from its validation split"
 

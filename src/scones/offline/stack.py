@@ -148,7 +148,9 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
     """Refuse, before anything starts, a model folder the server could not load or one
     whose classes are not the stack's ``ModelLabels`` in order: the workflow names a
     class by its position in the answer, so another order would record every image
-    as the wrong class without an error."""
+    as the wrong class without an error. Its ``baseline.json``, which the stack publishes
+    as the monitor's, must be that model's (``model_baseline``)."""
+    from scones_core.monitoring.drift import BaselineError, model_baseline
     from scones_core.settings import parse_labels
 
     from scones.model.artifact import (
@@ -180,6 +182,17 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
     problems = stack_mismatches(manifest, labels, parameters["ModelInputSize"], how="pass --param")
     if problems:
         raise StackError(f"the model at {directory}: " + "; and ".join(problems))
+    baseline = directory / BASELINE_FILE
+    if baseline.is_file():  # without one the monitor computes no drift, and logs why
+        # The stack makes it the monitor's baseline: one the monitor cannot use stops
+        # drift silently, and another model's compares the traffic with that model's mix.
+        try:
+            model_baseline(baseline.read_bytes(), manifest.labels, manifest.version)
+        except (OSError, BaselineError) as exc:
+            raise StackError(
+                f"the model at {directory}: its {BASELINE_FILE} cannot be the monitor's drift "
+                f"baseline: {exc}"
+            ) from None
 
 
 class OfflineStack:
@@ -594,7 +607,8 @@ class OfflineStack:
         return self._model_server.pid if self._model_server else None
 
     def _publish_baseline(self) -> None:
-        """Deploy the training baseline where the monitor reads it, as a release would."""
+        """Deploy the training baseline where the monitor reads it, as a release would
+        (``check_model`` judged it before the stack started)."""
         baseline = self.options.model_dir / BASELINE_FILE
         if baseline.is_file():
             self.client("s3").put_object(

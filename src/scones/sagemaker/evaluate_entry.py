@@ -13,8 +13,10 @@ Both models are scored through onnxruntime on the same images by
 ``gate-evaluation.json`` (plus each model's own ``evaluation.json``) goes to
 ``/opt/ml/processing/output``. So does ``candidate-baseline.json``: the ``baseline.json``
 training wrote into the candidate's archive (its answers on its own validation split, made
-as the shipped model's), which a promotion makes the monitor's drift baseline. ``scones
-retrain`` calls :func:`main` with the same arguments on local folders.
+as the shipped model's), which a promotion makes the monitor's drift baseline, but only
+when it is one the monitor can use for the candidate (``model_baseline``: the candidate's
+labels and version); otherwise the report's ``candidate_baseline`` says why there is none.
+``scones retrain`` calls :func:`main` with the same arguments on local folders.
 
 A processing job whose program fails gets a generic ``FailureReason`` that points at the
 logs; so in a processing job (``/opt/ml/config/processingjobconfig.json`` exists) the error
@@ -33,6 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from scones_core.monitoring.drift import BaselineError, model_baseline
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE
 
 from scones.paths import BASELINE_FILE
@@ -135,7 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if drift_baseline is None:
         # A promotion then leaves the previous baseline in place and says so.
-        print("the candidate's archive holds no baseline.json to become the drift baseline")
+        print(
+            f"no {CANDIDATE_BASELINE_FILE}: {result['candidate_baseline']['problem']}",
+            flush=True,
+        )
     else:
         (args.out / CANDIDATE_BASELINE_FILE).write_bytes(drift_baseline)
     (args.out / EVALUATION_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -152,13 +158,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate_models(args: argparse.Namespace) -> tuple[dict[str, Any], bytes | None]:
-    """The gate's report, and the candidate's own drift baseline when its archive has one."""
+    """The gate's report, and the candidate's own drift baseline when it has a usable one
+    (the report's ``candidate_baseline`` says which, and why not)."""
     with tempfile.TemporaryDirectory(prefix="scones-gate-") as tmp:
         candidate = _named(unpack_model, args.candidate, "candidate", Path(tmp) / "candidate")
         production = _named(unpack_model, args.production, "production", Path(tmp) / "production")
         result = evaluate_pair(candidate, production, args.gate, args.threshold)
-        baseline = candidate / BASELINE_FILE
-        return result, baseline.read_bytes() if baseline.is_file() else None
+        baseline, problem = candidate_baseline(candidate)
+        result["candidate_baseline"] = {
+            "file": None if baseline is None else CANDIDATE_BASELINE_FILE,
+            "problem": problem,
+        }
+        return result, baseline
+
+
+def candidate_baseline(candidate_dir: Path) -> tuple[bytes | None, str | None]:
+    """The candidate's ``baseline.json`` when a promotion may make it the monitor's drift
+    baseline, else ``None`` and why not. Copied unjudged, a file the monitor cannot use
+    would stop drift monitoring without a failure, and another model's would compare the
+    traffic with that model's mix; either way the gate's decision stands."""
+    from scones.model.artifact import ModelManifest
+
+    path = candidate_dir / BASELINE_FILE
+    if not path.is_file():
+        return None, f"the candidate's archive holds no {BASELINE_FILE}"
+    body = path.read_bytes()
+    manifest = ModelManifest.load(candidate_dir)  # evaluate_pair has loaded it already
+    try:
+        model_baseline(body, manifest.labels, manifest.version)
+    except BaselineError as exc:
+        return None, f"the candidate's {BASELINE_FILE} cannot be its drift baseline: {exc}"
+    return body, None
 
 
 class ModelUnusable(ValueError):

@@ -111,6 +111,29 @@ class Baseline:
         return None
 
 
+def model_baseline(body: str | bytes, labels: Sequence[str], model_version: str) -> Baseline:
+    """The baseline in ``body`` (a ``baseline.json``'s text), when it can be the drift
+    baseline of the model ``model_version`` (its ``model.json`` version) answering
+    ``labels``; ``BaselineError`` saying why not.
+
+    The one judgement of every step that makes a file the monitor's baseline (the offline
+    stack, ``scones deploy-baseline``, the retraining gate's evaluation): a file the monitor
+    could not use stops drift monitoring without a failure, and one made for another model
+    compares traffic with that model's mix and names it in every drift metric."""
+    try:
+        baseline = Baseline.from_json(load_json(body))
+    except NotJSON as exc:
+        raise BaselineError(f"the baseline is {exc}") from exc
+    if problem := baseline.label_problem(labels):
+        raise BaselineError(problem)
+    if baseline.model_version != model_version:
+        raise BaselineError(
+            f"the baseline was made for model version {baseline.model_version}, not this "
+            f"model's {model_version} (model.json's version)"
+        )
+    return baseline
+
+
 def _object(value: Any, name: str) -> dict[Any, Any]:
     if not isinstance(value, dict):
         raise BaselineError(f"the baseline's {name} is not a JSON object")
