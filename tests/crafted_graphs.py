@@ -152,6 +152,28 @@ def probabilities() -> ModelProto:
     return _graph(_softmax)
 
 
+def external(tensor: TensorProto, location: str) -> TensorProto:
+    """``tensor`` (8 bytes of data) with its data moved out to the file ``location``
+    (ONNX external data), which the caller writes."""
+    moved = TensorProto()
+    moved.CopyFrom(tensor)
+    moved.ClearField("raw_data")
+    moved.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "8")):
+        entry = moved.external_data.add()
+        entry.key, entry.value = key, value
+    return moved
+
+
+def zeros_outside(location: str) -> ModelProto:
+    """The base graph with its ``zeros`` initializer (the logits' offset, float32 [1, 2])
+    kept in the file ``location``: 8 bytes, which decide its answers."""
+    model = probabilities()
+    index = [t.name for t in model.graph.initializer].index("zeros")
+    model.graph.initializer[index].CopyFrom(external(model.graph.initializer[index], location))
+    return model
+
+
 def artifact(directory: Path, model: ModelProto, name: str = "crafted") -> Path:
     """``directory`` holding ``model`` and a manifest that names it (the contract's files)."""
     directory.mkdir(parents=True, exist_ok=True)

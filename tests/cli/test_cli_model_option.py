@@ -157,3 +157,39 @@ def test_the_model_input_size_check_reads_the_stacks_parameter() -> None:
     check_model(SHIPPED_MODEL_DIR, {"ModelInputSize": "32x32"})
     with pytest.raises(StackError, match="ModelInputSize is 48x32"):
         check_model(SHIPPED_MODEL_DIR, {"ModelInputSize": "48x32"})
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["evaluate"], ["run"]])
+def test_a_model_archive_given_as_model_is_told_to_be_unpacked(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One sentence for each command; it was "model.json cannot be read: [Errno 20] Not a
+    directory" from serve and evaluate."""
+    from scones.cli.main import main
+
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(b"\x1f\x8b")
+    assert main([*command, "--model", str(archive)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        f"no model at {archive}: it is a file; --model names a model's folder, not a file "
+        "(unpack the archive first)\n"
+    ) in error
+    assert "Traceback" not in error
+
+
+def test_retrain_refuses_a_model_json_it_cannot_parse_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nested deeper than the parser goes: a RecursionError traceback from `scones retrain`
+    before it read model.json as every other command does."""
+    from scones.cli.main import main
+
+    model = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL_DIR, model)
+    (model / "model.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    assert main(["retrain", "--model", str(model), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"scones: error: --model: model manifest {model / 'model.json'} is not valid JSON: "
+        "not readable JSON: nested deeper than the parser goes\n"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -77,8 +78,6 @@ def test_an_input_size_the_graph_cannot_take_is_refused(
 def test_a_graph_onnxruntime_cannot_load_and_a_manifest_that_is_no_file_are_named(
     tmp_path: Path,
 ) -> None:
-    import hashlib
-
     model = copy_with(tmp_path)
     garbage = b"not a protobuf" * 64
     (model / "model.onnx").write_bytes(garbage)
@@ -87,10 +86,14 @@ def test_a_graph_onnxruntime_cannot_load_and_a_manifest_that_is_no_file_are_name
     (model / "model.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelArtifactError, match="not a graph onnxruntime can load"):
         OnnxClassifier(model)
-    not_a_folder = tmp_path / "file"
-    not_a_folder.write_text("x")
-    with pytest.raises(ModelArtifactError, match=r"cannot be read: .*Not a directory"):
-        OnnxClassifier(not_a_folder)
+    archive = tmp_path / "model.tar.gz"
+    archive.write_text("x")
+    with pytest.raises(ModelArtifactError) as refused:
+        OnnxClassifier(archive)
+    assert str(refused.value) == (
+        f"no model at {archive}: it is a file; --model names a model's folder, not a file "
+        "(unpack the archive first)"
+    )
     (model / "model.json").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ModelArtifactError, match="is not valid JSON"):
         OnnxClassifier(model)
@@ -143,3 +146,138 @@ def test_the_shipped_model_answers_as_its_bare_graph() -> None:
     pixels = images_to_tensor([decode_image(body, classifier.input_size)], classifier.input_size)
     (one,) = bare.run(["probabilities"], {"image": pixels})
     assert classifier.predict_bytes(body) == one.astype(np.float64)[0].tolist()
+
+
+def zeros_file(values: list[float]) -> bytes:
+    return np.array([values], dtype=np.float32).tobytes()
+
+
+@pytest.mark.parametrize("location", ["weights.bin", "../outside/weights.bin"])
+def test_a_graph_keeping_a_weight_in_another_file_is_refused(tmp_path: Path, location: str) -> None:
+    """model.json's onnx_sha256 covers model.onnx only: a weight kept in a file beside it
+    (ONNX external data) could change the answers under the same digest and version."""
+    model = crafted.artifact(tmp_path / "model", crafted.zeros_outside(location))
+    (model / location).parent.mkdir(parents=True, exist_ok=True)
+    (model / location).write_bytes(zeros_file([0.0, 0.0]))
+    with pytest.raises(ModelArtifactError) as refused:
+        OnnxClassifier(model)
+    assert str(refused.value) == (
+        f"{model / 'model.onnx'} keeps tensor 'zeros' (in {location!r}) in a file of its own "
+        "(ONNX external data), which model.json's onnx_sha256 does not cover: a model's "
+        "every weight must be inside model.onnx, as `scones train` exports it"
+    )
+
+
+def test_a_graph_whose_protobuf_the_check_cannot_walk_is_refused(tmp_path: Path) -> None:
+    """onnxruntime skips a field it does not know, even one encoded as a group (a wire
+    type no field of onnx.proto uses); the external-data check cannot see past it."""
+    # Field 100 as a group: its start (wire type 3) and its end (4), each a 2-byte varint.
+    graph = crafted.probabilities().SerializeToString() + b"\xa3\x06" + b"\xa4\x06"
+    model = crafted.artifact(tmp_path / "model", crafted.probabilities())
+    (model / "model.onnx").write_bytes(graph)
+    manifest = json.loads((model / "model.json").read_text())
+    manifest["onnx_sha256"] = hashlib.sha256(graph).hexdigest()
+    (model / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelArtifactError) as refused:
+        OnnxClassifier(model)
+    assert str(refused.value) == (
+        f"{model / 'model.onnx'} loads, but its protobuf cannot be read to check that every "
+        f"weight is inside it: field 100 at byte {len(graph) - 4} has wire type 3"
+    )
+
+
+def test_every_place_a_tensor_can_be_is_checked_for_external_data() -> None:
+    """Initializers, sparse initializers, Constant nodes, subgraphs and functions."""
+    from onnx import NodeProto, TensorProto, helper
+
+    from scones.model.external_data import external_tensor
+
+    weights = crafted.probabilities().graph.initializer[1]  # zeros, float32 [1, 2]
+    moved = crafted.external(weights, "w.bin")
+
+    def constant(tensor: TensorProto) -> NodeProto:
+        return helper.make_node("Constant", [], ["c"], value=tensor)
+
+    def in_subgraph(node: NodeProto) -> NodeProto:
+        answer = helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 2])
+        body = helper.make_graph([node], "body", [], [answer])
+        return helper.make_node("If", ["cond"], ["c"], then_branch=body, else_branch=body)
+
+    def with_node(node: NodeProto) -> bytes:
+        model = crafted.probabilities()
+        model.graph.node.append(node)
+        return model.SerializeToString()
+
+    sparse = helper.make_sparse_tensor(moved, crafted._const("i", [0], np.int64), [2])
+    model = crafted.probabilities()
+    model.graph.sparse_initializer.append(sparse)
+    in_sparse = model.SerializeToString()
+    model = crafted.probabilities()
+    model.functions.append(helper.make_function("local", "f", [], ["c"], [constant(moved)], []))
+    in_function = model.SerializeToString()
+    for graph in (
+        crafted.zeros_outside("w.bin").SerializeToString(),
+        with_node(constant(moved)),
+        with_node(in_subgraph(constant(moved))),
+        with_node(in_subgraph(in_subgraph(constant(moved)))),
+        in_sparse,
+        in_function,
+    ):
+        assert external_tensor(graph) == "'zeros' (in 'w.bin')"
+    assert external_tensor(with_node(in_subgraph(constant(weights)))) is None
+    for shipped in sorted((PROJECT_ROOT / "models").rglob("model.onnx")):
+        assert external_tensor(shipped.read_bytes()) is None, shipped
+
+
+def test_the_graph_loaded_is_the_one_whose_digest_was_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """model.onnx replaced just after its digest is checked: onnxruntime loads the bytes
+    that were checked, not the file as it is by then."""
+    import hashlib as real_hashlib
+    from types import SimpleNamespace
+
+    from scones.model import artifact
+
+    model = crafted.artifact(tmp_path / "model", crafted.scaled(1.0))
+    other = crafted.scaled(0.9995).SerializeToString()
+
+    class SwappedOnceHashed:
+        def __init__(self, *data: bytes) -> None:
+            self.digest = real_hashlib.sha256(*data)
+            self.update = self.digest.update
+
+        def hexdigest(self) -> str:
+            (model / "model.onnx").write_bytes(other)
+            return self.digest.hexdigest()
+
+    monkeypatch.setattr(artifact, "hashlib", SimpleNamespace(sha256=SwappedOnceHashed))
+    classifier = OnnxClassifier(model)
+    answers = classifier.predict_tensor(np.zeros((1, 3, 32, 32), np.float32))
+    assert answers.tolist() == [[0.5, 0.5]]
+
+
+def test_a_manifest_over_a_mebibyte_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from scones.model.artifact import ModelManifest
+
+    MAX_MANIFEST_BYTES = 1 << 20  # as docs/serving.md states it
+    model = copy_with(tmp_path)
+    manifest = (model / "model.json").read_bytes()
+    padded = manifest + b" " * (MAX_MANIFEST_BYTES + 1 - len(manifest))
+    (model / "model.json").write_bytes(padded)  # valid JSON, one byte over
+    with pytest.raises(ModelArtifactError, match=r"is over 1048576 bytes: not a model\.json"):
+        ModelManifest.load(model)
+    (model / "model.json").write_bytes(padded[:-1])
+    assert ModelManifest.load(model).version == json.loads(manifest)["version"]
+    with (model / "model.json").open("wb") as sparse:
+        sparse.truncate(256 << 20)  # 256 MiB of zeros, on disk in no time
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelArtifactError, match="is over 1048576 bytes"):
+            ModelManifest.load(model)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MAX_MANIFEST_BYTES

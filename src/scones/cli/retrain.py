@@ -124,19 +124,17 @@ def _check_folders(args: argparse.Namespace) -> None:
     """The training images and the labelled ones, read as the run will read them."""
     from scones_core.settings import parse_labels
 
+    from scones.model.artifact import ModelArtifactError, ModelManifest
     from scones.model.folders import DataError, list_labelled
     from scones.offline.retrain import gate_split
     from scones.offline.retrain_recipe import DEFAULT_DATA
     from scones.offline.stack import DEFAULT_MODEL_DIR
 
     labels = parse_labels(effective_params(parse_params(args.param))["ModelLabels"])
-    manifest = args.model or DEFAULT_MODEL_DIR
     try:
-        production = json.loads((manifest / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"cannot read {manifest / 'model.json'}: {exc}") from exc
-    if not isinstance(production, dict):
-        raise CommandError(f"{manifest / 'model.json'} is not a JSON object")
+        production = ModelManifest.load(args.model or DEFAULT_MODEL_DIR).to_json()
+    except ModelArtifactError as exc:
+        raise CommandError(f"--model: {exc}") from exc
     try:
         gate_split(args.data or DEFAULT_DATA, labels, production)
         if args.labelled is not None:

@@ -15,6 +15,11 @@ and output, then a dry run of two synthetic images (:func:`dry_run_images`) thro
 real preprocessing. Such a graph would otherwise load, answer ``/ping`` as healthy
 and fail every request (or answer numbers the workflow refuses as
 ``ModelResponseInvalid``), and fail evaluation and the retraining gate with a traceback.
+
+``model.onnx`` is read once, and those bytes are what its manifest's ``onnx_sha256`` is
+checked against and what onnxruntime loads; they must hold every tensor (no ONNX external
+data, which the digest would not cover). ``model.json`` is at most
+:data:`MAX_MANIFEST_BYTES`.
 """
 
 from __future__ import annotations
@@ -33,12 +38,18 @@ from scones_core.json_text import NotJSON, load_json
 from scones_core.preprocess import to_model_image
 from scones_core.settings import ImageLimits
 
+from scones.model.external_data import NotProtobuf, external_tensor
+
 MANIFEST_NAME = "model.json"
 ONNX_NAME = "model.onnx"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 # onnxruntime's log severity that logs only what stops the process.
 _ORT_FATAL = 4
+# The largest model.json read. The shipped one is 4.7 KB (the reference ensemble's 3.4 KB);
+# a file far over this is not a manifest, and reading it whole would take its size in
+# memory several times over (a 200 MB one took 685 MB) before being refused.
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 class ModelArtifactError(ValueError):
@@ -82,6 +93,15 @@ def checked_answers(
     return rows
 
 
+def model_is_a_file(path: Path) -> str:
+    """What a model path naming a file (most often the ``model.tar.gz`` archive) is told:
+    a model is the folder holding ``model.json`` and ``model.onnx``."""
+    return (
+        f"no model at {path}: it is a file; --model names a model's folder, not a file "
+        "(unpack the archive first)"
+    )
+
+
 def text_field_problem(value: object) -> str | None:
     """Why ``value`` cannot be a manifest's ``name``, ``version`` or ``onnx_sha256``:
     records, reports and the server show them, so each is a non-empty string."""
@@ -104,14 +124,24 @@ class ModelManifest:
     @classmethod
     def load(cls, directory: Path) -> ModelManifest:
         path = directory / MANIFEST_NAME
+        if directory.is_file():
+            raise ModelArtifactError(model_is_a_file(directory))
         try:
-            raw = load_json(path.read_bytes())
+            with path.open("rb") as handle:
+                text = handle.read(MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError as exc:
             raise ModelArtifactError(f"model manifest not found: {path}") from exc
-        except NotJSON as exc:
-            raise ModelArtifactError(f"model manifest {path} is not valid JSON: {exc}") from exc
         except OSError as exc:
             raise ModelArtifactError(f"model manifest {path} cannot be read: {exc}") from exc
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise ModelArtifactError(
+                f"model manifest {path} is over {MAX_MANIFEST_BYTES} bytes: not a model.json "
+                "(one is a few kilobytes)"
+            )
+        try:
+            raw = load_json(text)
+        except NotJSON as exc:
+            raise ModelArtifactError(f"model manifest {path} is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise ModelArtifactError(f"model manifest {path} must be a JSON object")
         labels = raw.get("labels")
@@ -244,17 +274,53 @@ def dry_run_images() -> list[Image.Image]:
     return [grey, Image.merge("RGB", (ramp, ramp.rotate(90), ramp.rotate(180)))]
 
 
-def checked_graph(directory: Path, manifest: ModelManifest) -> Path:
-    """The artifact's graph file, present and the one its manifest names (by SHA-256)."""
+def checked_graph(directory: Path, manifest: ModelManifest) -> tuple[Path, bytes]:
+    """The artifact's graph file and its bytes, read once: present, the graph its manifest
+    names (by SHA-256), and whole in those bytes. The bytes hashed are the bytes
+    onnxruntime loads, so a file replaced between a check and a second read cannot be
+    served under the digest; and a tensor kept in another file (ONNX external data),
+    which the digest does not cover, is refused."""
     onnx_path = directory / ONNX_NAME
     if not onnx_path.is_file():
         raise ModelArtifactError(f"model graph not found: {onnx_path}")
-    actual = sha256_file(onnx_path)
+    try:
+        graph = onnx_path.read_bytes()
+    except OSError as exc:
+        raise ModelArtifactError(f"{onnx_path} cannot be read: {exc}") from exc
+    actual = hashlib.sha256(graph).hexdigest()
     if actual != manifest.onnx_sha256:
         raise ModelArtifactError(
             f"{onnx_path} has sha256 {actual}, but {MANIFEST_NAME} says {manifest.onnx_sha256}"
         )
-    return onnx_path
+    try:
+        outside = external_tensor(graph)
+    except NotProtobuf as exc:
+        raise _unwalkable(onnx_path, graph, exc) from exc
+    if outside is not None:
+        raise ModelArtifactError(
+            f"{onnx_path} keeps tensor {outside} in a file of its own (ONNX external "
+            f"data), which {MANIFEST_NAME}'s onnx_sha256 does not cover: a model's every "
+            f"weight must be inside {ONNX_NAME}, as `scones train` exports it"
+        )
+    return onnx_path, graph
+
+
+def _unwalkable(onnx_path: Path, graph: bytes, problem: NotProtobuf) -> ModelArtifactError:
+    """Why a graph the external-data check cannot read is refused: onnxruntime's own reason
+    when it cannot load the bytes either (a truncated or garbled file), otherwise that the
+    check could not look everywhere a tensor may be kept outside."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail...)
+        return ModelArtifactError(
+            f"{onnx_path} is not a graph onnxruntime can load: {one_line(exc)}"
+        )
+    return ModelArtifactError(
+        f"{onnx_path} loads, but its protobuf cannot be read to check that every weight is "
+        f"inside it: {problem}"
+    )
 
 
 class OnnxClassifier:
@@ -265,13 +331,13 @@ class OnnxClassifier:
 
         self.directory = Path(directory)
         self.manifest = ModelManifest.load(self.directory)
-        onnx_path = checked_graph(self.directory, self.manifest)
+        onnx_path, graph = checked_graph(self.directory, self.manifest)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(
-                str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+                graph, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail...)
             raise ModelArtifactError(

@@ -157,12 +157,13 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
         MANIFEST_NAME,
         ModelArtifactError,
         OnnxClassifier,
+        model_is_a_file,
         stack_mismatches,
     )
     from scones.template_params import ParameterError, resolve_parameters
 
     if directory.exists() and not directory.is_dir():
-        raise StackError(f"no model at {directory}: it is a file; --model names a model's folder")
+        raise StackError(model_is_a_file(directory))
     if not (directory / MANIFEST_NAME).is_file():
         raise StackError(
             f"no model at {directory} (model.json missing); "

@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import posixpath
+import shutil
 import sys
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,22 +69,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# An archive is read up to this many bytes unpacked (headers included) and this many
+# members: 256 MiB is 9x the largest model the project ships (the 28.5 MB reference
+# ensemble) and over 3x a default four-member EfficientNet-Lite2 ensemble (about 77 MB of
+# weights), the largest default recipe; a training job's archive holds five files.
+MAX_UNPACKED_BYTES = 256 << 20
+MAX_ARCHIVE_MEMBERS = 64
+
+
 def unpack_model(source: Path, into: Path) -> Path:
     """A model folder from ``source``: a folder holding the model's archive, the archive
     itself, or an already unpacked artifact (``model.json`` beside ``model.onnx``).
 
     A processing job's ``S3Prefix`` input keeps an object's own name, and an endpoint's
     ``ModelDataUrl`` may name any key: a folder's one ``*.tar.gz`` is the archive,
-    ``model.tar.gz`` when there are several."""
+    ``model.tar.gz`` when there are several.
+
+    Only the files the gate reads are written, each a regular file: ``model.json``,
+    ``model.onnx`` and ``baseline.json`` at the archive's root. Nothing else in it (the
+    evaluation report, a link, a device, a path outside ``into``) is, and an archive that
+    unpacks to more than :data:`MAX_UNPACKED_BYTES` is refused before that much is read."""
     if source.is_dir() and (source / "model.json").is_file():
         return source
     archive = _archive_in(source) if source.is_dir() else source
     if not archive.is_file():
         raise FileNotFoundError(f"no model.tar.gz or model.json in {source}")
     into.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(into, filter="data")
+    try:
+        _extract_model_files(archive, into)
+    except (EOFError, zlib.error) as exc:  # gzip's and zlib's, not tarfile's own errors
+        raise ValueError(f"{archive} is cut short or corrupt: {exc}") from exc
     return into
+
+
+def _extract_model_files(archive: Path, into: Path) -> None:
+    from scones.model.artifact import MANIFEST_NAME, ONNX_NAME
+
+    wanted = {MANIFEST_NAME, ONNX_NAME, BASELINE_FILE}
+    with tarfile.open(archive, "r:gz") as tar:
+        for count, member in enumerate(tar, start=1):
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise ValueError(
+                    f"{archive} holds more than {MAX_ARCHIVE_MEMBERS} files: not a model's "
+                    f"archive (one holds {', '.join(sorted(wanted))} and its evaluation report)"
+                )
+            if member.offset_data + member.size > MAX_UNPACKED_BYTES:
+                raise ValueError(
+                    f"{archive} unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB "
+                    f"({member.name} alone is {member.size} bytes): not a model's archive"
+                )
+            name = posixpath.normpath(member.name)  # ./model.json as tar -C folder . writes it
+            if name not in wanted:
+                continue
+            if not member.isreg():
+                raise ValueError(f"{member.name} in {archive} is not a file (a link or a device)")
+            content = tar.extractfile(member)
+            assert content is not None  # a regular file's
+            with content, (into / name).open("wb") as target:
+                shutil.copyfileobj(content, target)
 
 
 def _archive_in(folder: Path) -> Path:
