@@ -33,7 +33,7 @@ RUN python3 -m venv /opt/venv \
 # rules. Not the CLI, the template or the training code.
 COPY layers/shared/scones_core/ /opt/program/scones_core/
 COPY src/scones/__init__.py /opt/program/scones/__init__.py
-COPY src/scones/model/__init__.py src/scones/model/artifact.py /opt/program/scones/model/
+COPY src/scones/model/__init__.py src/scones/model/artifact.py src/scones/model/external_data.py /opt/program/scones/model/
 COPY src/scones/serving/ /opt/program/scones/serving/
 COPY LICENSE /opt/program/LICENSE
 RUN python3 -m compileall -q /opt/program
