@@ -438,3 +438,100 @@ def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = scones("run", str(tmp_path / "empty"), cwd=tmp_path)
     assert result.returncode == 2 and "no files found" in result.stderr
+
+
+def _lock_held(lock: Path) -> bool:
+    """Whether a process holds ``lock`` (the `scones up` lock), as `scones up` takes it."""
+    import fcntl
+
+    try:
+        with lock.open("rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except FileNotFoundError:
+        return False
+    return False
+
+
+def test_down_while_up_is_still_starting_stops_the_starting_stack(tmp_path: Path) -> None:
+    """`scones up & ...; scones down` in a script: the stack has no state file while it
+    starts. `scones down` said no stack was running (and `scones up` that one was), and the
+    first stack came up and kept running."""
+    env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
+    up = subprocess.Popen(
+        [sys.executable, "-c", SCONES_WITH_STOP_SIGNALS_AT_DEFAULT, "up"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    state, lock = tmp_path / ".scones" / "stack.json", tmp_path / ".scones" / "up.lock"
+    try:
+        deadline = time.monotonic() + 60
+        while not _lock_held(lock):
+            assert up.poll() is None and time.monotonic() < deadline, "scones up did not start"
+            time.sleep(0.01)
+        assert not state.exists()  # deploying the template takes seconds
+        down = scones("down", cwd=tmp_path, timeout=120)
+        assert down.returncode == 0, down.stderr
+        assert f"a `scones up` (pid {up.pid}) is still starting" in down.stdout
+        assert f"offline stack (pid {up.pid}) stopped" in down.stdout
+        assert up.poll() is not None  # stopped, as `scones down` said
+    finally:
+        if up.poll() is None:
+            up.kill()
+        up.communicate(timeout=30)
+    assert up.returncode in (128 + signal.SIGTERM, -signal.SIGTERM)
+    assert not state.exists() and not _lock_held(lock)
+
+
+def test_classify_says_the_stack_stopped_and_how_many_uploads_it_sent(
+    small_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A stack stopped while `scones classify` sent its files: botocore's NoSuchBucket (the
+    emptied emulator) or a refused connection said nothing of the stop."""
+    from scones.cli import stack_state
+    from scones.cli.main import main
+    from scones.offline.client import StackClient, StackEndpoints, Upload
+    from scones.offline.moto_guard import guarded_moto_server
+
+    folder = tmp_path / ".scones"
+    for name, path in {
+        "STATE_DIR": folder,
+        "STATE_FILE": folder / "stack.json",
+        "STOPPED_FILE": folder / "stopped.json",
+        "UP_LOCK_FILE": folder / "up.lock",
+        "STACK_WORK_DIR": folder / "stack",
+    }.items():
+        monkeypatch.setattr(stack_state, name, path)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # a 503 is retried otherwise
+    moto = guarded_moto_server("127.0.0.1", 0)
+    moto.start()
+    try:
+        endpoints = StackEndpoints(
+            endpoint_url="http://{}:{}".format(*moto.get_host_and_port()),
+            model_url="http://127.0.0.1:9",
+            bucket="images",
+            incoming_prefix="incoming/",
+            table="records",
+            state_machine_arn="arn",
+            dead_letter_queue_url="q",
+            monitor_function="m",
+        )
+        StackClient(endpoints).client("s3").create_bucket(Bucket="images")
+        stack_state.write_state(endpoints, os.getpid(), tmp_path)
+        upload = StackClient.upload_file
+
+        def stop_after_the_first(self: StackClient, path: Path, name: str) -> Upload:
+            sent = upload(self, path, name)
+            moto.close_door(5)  # the stack starts stopping
+            return sent
+
+        monkeypatch.setattr(StackClient, "upload_file", stop_after_the_first)
+        code = main(["classify", str(small_folder)])
+    finally:
+        moto.stop()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "scones: error: the stack stopped while classifying: 1 of 5 uploads sent" in err, err

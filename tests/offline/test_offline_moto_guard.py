@@ -8,10 +8,13 @@ page open in the user's browser could read the records, plant an upload or wipe 
 from __future__ import annotations
 
 import http.client
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from scones.offline.moto_guard import guarded_moto_server
 from scones.serving.loopback import host_name, is_loopback_host
@@ -109,3 +112,50 @@ def test_loopback_host_names() -> None:
         assert is_loopback_host(host), host
     for host in ("evil.example:4566", "127.0.0.1.evil.example", "localhost.evil", ""):
         assert not is_loopback_host(host), host
+
+
+def test_a_closed_door_answers_every_request_503_and_the_stacks_own_endpoint_goes_on() -> None:
+    """A stopping stack closes its published endpoint first: an upload (or a
+    StartExecution) acknowledged after the stop has counted what has no record would be
+    lost without a word. Its own clients (poller, Lambda workers, interpreter, the records'
+    save) use the other endpoint, which stays open until the emulator stops."""
+    moto = guarded_moto_server("127.0.0.1", 0)
+    moto.start()
+    try:
+        published = "http://{}:{}".format(*moto.get_host_and_port())
+        own = "http://{}:{}".format(*moto.own_host_and_port())
+        assert own != published
+
+        def client(service: str, endpoint: str) -> Any:
+            return boto3.client(
+                service,
+                region_name=REGION,
+                endpoint_url=endpoint,
+                aws_access_key_id="offline",
+                aws_secret_access_key="offline",
+                config=Config(retries={"total_max_attempts": 1}),
+            )
+
+        client("s3", published).create_bucket(Bucket="images")
+        assert moto.close_door(5) == 0
+        calls: list[Callable[[], Any]] = [
+            lambda: client("s3", published).put_object(
+                Bucket="images", Key="incoming/a", Body=b"x"
+            ),
+            lambda: client("stepfunctions", published).start_execution(
+                stateMachineArn=f"arn:aws:states:{REGION}:123456789012:stateMachine:m"
+            ),
+            lambda: client("dynamodb", published).list_tables(),
+            lambda: client("sqs", published).list_queues(),
+        ]
+        for call in calls:
+            with pytest.raises(ClientError) as refused:
+                call()
+            assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+            assert refused.value.response["Error"]["Code"] == "ServiceUnavailable"
+            assert refused.value.response["Error"]["Message"] == "the offline stack is stopping"
+        s3 = client("s3", own)
+        s3.put_object(Bucket="images", Key="capture/b", Body=b"y")
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="images")["Contents"]] == ["capture/b"]
+    finally:
+        moto.stop()

@@ -14,18 +14,21 @@ import re
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
 from moto.s3.models import s3_backends
 from moto.stepfunctions.models import stepfunctions_backends
 
 from scones.offline import stack as stack_module
-from scones.offline.client import REGION
+from scones.offline.client import REGION, offline_session
 from scones.offline.executions import running_executions
 from scones.offline.model_process import ModelProcess
 from scones.offline.stack import OfflineStack, StackOptions
@@ -95,9 +98,83 @@ def test_a_stack_stopped_mid_run_saves_what_ran_and_names_what_did_not(tmp_path:
     outcomes = sorted((r["key"].rsplit("/", 2)[-2], r["status"]) for r in records)
     assert [folder for folder, _ in outcomes] == ["running"] * 3
     assert {status for _, status in outcomes} <= {"ACCEPTED", "NEEDS_REVIEW"}, outcomes
+    prefix = stack.incoming_prefix
+    assert stack.unrecorded == [f"{prefix}queued/0.png", f"{prefix}queued/1.png"]
     assert stack.unfinished == (
-        "2 S3 event message(s) still in the ingest queue when the stack stopped: those "
-        "uploads may have no record"
+        f"2 upload(s) had no record when the stack stopped: {prefix}queued/0.png, "
+        f"{prefix}queued/1.png"
+    )
+
+
+def test_the_stop_closes_the_published_endpoint_first_and_names_every_upload_without_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`scones down` while a client uploads: the stop counted what had no record, then went
+    on acknowledging uploads (200 and a VersionId) until its emulator stopped, and those
+    were in neither the records file nor the count. Now the published endpoint answers 503
+    from the stop's first step on, while the stack's own clients go on, and every upload
+    acknowledged before is either recorded or named."""
+    png = sorted(DATA.glob("*/*.png"))[0].read_bytes()
+    stack = OfflineStack(StackOptions(records_dir=tmp_path)).start()
+    prefix = stack.incoming_prefix
+    # A user's client on the published endpoint; one attempt: a 503 is retried otherwise.
+    s3 = offline_session().client(
+        "s3", endpoint_url=stack.endpoint_url, config=Config(retries={"total_max_attempts": 1})
+    )
+    acknowledged: list[str] = []
+    refusals: list[Exception] = []
+
+    def upload(name: str) -> bool:
+        try:
+            s3.put_object(Bucket=stack.bucket, Key=prefix + name, Body=png)
+        except (ClientError, BotoCoreError) as exc:
+            refusals.append(exc)
+            return False
+        acknowledged.append(prefix + name)
+        return True
+
+    def uploader() -> None:  # a client racing the stop, until it is refused
+        number = 0
+        while upload(f"racing/{number:05d}.png"):
+            number += 1
+
+    save = stack_module.save_records
+
+    def save_while_a_client_uploads(*args: Any, **kwargs: Any) -> Path:
+        upload("during-the-save.png")  # acknowledged and never mentioned, before
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(stack_module, "save_records", save_while_a_client_uploads)
+    racing = threading.Thread(target=uploader)
+    try:
+        api = stack.api()
+        recorded = api.wait_for_records([api.upload_bytes("recorded.png", png, "image/png")], 120)
+        with stack.delivery_paused():
+            upload("queued.png")  # acknowledged; its S3 event is never delivered
+            racing.start()
+            deadline = time.monotonic() + 30
+            while len(acknowledged) < 7:
+                assert time.monotonic() < deadline and racing.is_alive(), refusals
+                time.sleep(0.01)
+            stack.stop()
+    finally:
+        stack.stop()
+        racing.join(30)
+    assert f"{prefix}during-the-save.png" not in acknowledged
+    [during, *_] = [exc for exc in refusals if isinstance(exc, ClientError)]
+    assert during.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert during.response["Error"] == {
+        "Code": "ServiceUnavailable",
+        "Message": "the offline stack is stopping",
+    }
+    assert stack.saved_records is not None
+    saved = {r["key"] for r in json.loads(stack.saved_records.read_text())["records"]}
+    assert saved == {record["key"] for record in recorded.values()}
+    assert sorted(acknowledged) == stack.unrecorded
+    assert stack.unfinished == (
+        f"{len(acknowledged)} upload(s) had no record when the stack stopped: "
+        + ", ".join(sorted(acknowledged)[:5])
+        + f" and {len(acknowledged) - 5} more"
     )
 
 

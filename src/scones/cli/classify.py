@@ -16,7 +16,7 @@ from scones.cli.display import (
 from scones.cli.errors import CommandFailed
 from scones.cli.inputs import collect_inputs
 from scones.cli.stack_state import client_from_state, read_state
-from scones.offline.client import StackClientError
+from scones.offline.client import StackClientError, Upload, stack_stopped
 from scones.template_params import parameter_default
 
 
@@ -46,13 +46,24 @@ def classify_command(args: argparse.Namespace) -> int:
     prefix = str(state.get("incoming_prefix") or parameter_default("IncomingPrefix"))
     inputs = collect_inputs(args.paths, labels=_labels(state), prefix=prefix)  # checked first
     api = client_from_state()
+    uploads: list[Upload] = []
     try:
-        uploads = [api.upload_file(item.path, item.key) for item in inputs]
+        for item in inputs:
+            uploads.append(api.upload_file(item.path, item.key))
         records = api.wait_for_records(uploads, timeout=args.timeout)
     except StackClientError as exc:
         raise CommandFailed(str(exc)) from exc
     except OSError as exc:
         raise CommandFailed(f"cannot read input: {exc}") from exc
+    except Exception as exc:
+        if not stack_stopped(exc):
+            raise
+        # Not botocore's NoSuchBucket or connection error: the stack is gone, not the bucket.
+        raise CommandFailed(
+            f"the stack stopped while classifying: {len(uploads)} of {len(inputs)} uploads "
+            "sent (the stop named those it had no record of: `scones down`, or the output "
+            "of `scones up`)"
+        ) from exc
     rows = [
         {**records[u], "true_label": item.true_label, "source": str(item.path)}
         for u, item in zip(uploads, inputs, strict=True)

@@ -151,7 +151,7 @@ def print_saved(console: Console, stack: Any) -> None:
         instead = " instead" if stack.save_error is not None else ""
         console.print(f"records saved{instead} to [bold]{escape(str(stack.saved_records))}[/]")
     if stack.unfinished:
-        console.print(f"[yellow]{stack.unfinished}[/]")
+        console.print(f"[yellow]{escape(stack.unfinished)}[/]")  # it names uploads' keys
 
 
 def plain(value: object) -> Text:

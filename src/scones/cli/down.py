@@ -12,7 +12,15 @@ from typing import Any
 
 from scones.cli.arguments import seconds
 from scones.cli.errors import CommandFailed
-from scones.cli.stack_state import STATE_FILE, process_alive, read_state, read_stopped
+from scones.cli.stack_state import (
+    STATE_FILE,
+    StackNotRunning,
+    process_alive,
+    process_started,
+    read_state,
+    read_stopped,
+    starting_up,
+)
 from scones.offline.executions import STOP_WAIT_SECONDS
 from scones.offline.records_file import (
     TEMPORARY_RECORDS_PREFIX,
@@ -38,7 +46,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def down_command(args: argparse.Namespace) -> int:
-    state = read_state()
+    try:
+        state = read_state()
+    except StackNotRunning:
+        # No state file yet: a `scones up` may still be starting (deploying the template).
+        starting = starting_up()
+        if starting is None:
+            raise
+        return _stop_starting(starting, args.timeout)
     pid = int(str(state["pid"]))
     try:  # written once the stack was up: a records file of its own is newer
         up_since = STATE_FILE.stat().st_mtime
@@ -61,6 +76,27 @@ def down_command(args: argparse.Namespace) -> int:
             return _report_records(pid, state, up_since)
         time.sleep(0.1)
     raise CommandFailed(f"the offline stack (pid {pid}) did not stop within {args.timeout:g} s")
+
+
+def _stop_starting(pid: int, timeout: float) -> int:
+    """Stop a `scones up` that holds the lock but wrote no state file yet: it stops once
+    its stack has started (a stop signal during the start is kept for then), and saves
+    what a stack that came up meanwhile recorded, as any stop does."""
+    print(f"a `scones up` (pid {pid}) is still starting the offline stack: stopping it")
+    started = process_started(pid)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and process_started(pid) == started:
+        if time.monotonic() > deadline:
+            raise CommandFailed(
+                f"the starting offline stack (pid {pid}) did not stop within {timeout:g} s"
+            )
+        time.sleep(0.1)
+    if read_stopped(pid) is not None:  # it came up before the signal, then stopped
+        print(f"offline stack (pid {pid}) stopped")
+        return _report_records(pid, {}, 0.0)
+    print(f"offline stack (pid {pid}) stopped before it came up (no client could reach it yet)")
+    return 0
 
 
 def _report_records(pid: int, state: dict[str, Any], up_since: float) -> int:

@@ -68,6 +68,7 @@ STATE_FILE = STATE_DIR / "stack.json"
 STOPPED_FILE = STATE_DIR / "stopped.json"
 # Held (flock) by the `scones up` process from its check for a running stack until it
 # exits: two started at once cannot both come up. The kernel drops it if the process dies.
+# It holds the holder's pid and start time: `scones down` stops a stack still starting.
 UP_LOCK_FILE = STATE_DIR / "up.lock"
 # The largest process id (pid_t is a C int): a larger one in a state file is no process,
 # and os.kill refuses it with OverflowError.
@@ -319,7 +320,41 @@ def up_lock() -> Iterator[None]:
                 "an offline stack is already running (or starting) in this project: another "
                 "`scones up` holds it; use it, or stop it with `scones down`"
             ) from None
-        yield
+        _write_holder(handle, f"{os.getpid()} {process_started(os.getpid()) or ''}\n")
+        try:
+            yield
+        finally:
+            _write_holder(handle, "")
+
+
+def _write_holder(handle: Any, text: str) -> None:
+    """Name the lock's holder (``text``), or no one: only `scones down` reads it, so a
+    lock whose holder cannot be written (a full disk) is held all the same."""
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(text)
+        handle.flush()
+    except OSError:
+        pass
+
+
+def starting_up() -> int | None:
+    """The pid of the `scones up` that holds the lock, while it runs (a stack it starts
+    has no state file until it is up); None when no `scones up` holds it."""
+    try:
+        descriptor = os.open(UP_LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(descriptor, encoding="ascii", errors="replace") as handle:
+            fields = handle.read(64).split()
+    except OSError:
+        return None
+    if not fields or not fields[0].isdigit():
+        return None
+    pid, started = int(fields[0]), (fields[1] if len(fields) > 1 else None)
+    # A pid reused since (its holder was killed before it could clear the file) is not it.
+    if not process_alive(pid) or process_started(pid) != started:
+        return None
+    return pid
 
 
 def client_from_state() -> StackClient:
@@ -340,7 +375,8 @@ def clear_state(pid: int) -> None:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (owned by anyone)."""
+    """Whether a process with this pid runs (owned by anyone): an exited one its parent
+    has not reaped yet (a zombie) does not."""
     if not 0 < pid <= MAX_PID:
         return False
     try:
@@ -349,7 +385,17 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return _process_state(pid) != "Z"
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` in /proc (``Z``: exited, not reaped), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[0] if fields else None
 
 
 def process_started(pid: int) -> str | None:

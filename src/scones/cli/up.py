@@ -68,8 +68,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def up_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)  # checked before anything starts
-    check_model_option(args.model, overrides)
-    with up_lock():  # refused first: a second `scones up` makes no --out folder
+    # Refused first: a second `scones up` loads no model and makes no --out folder. Held
+    # from here on, it names this process: `scones down` stops a stack still starting.
+    with up_lock():
+        check_model_option(args.model, overrides)
         check_writable_folder(args.out)  # where the records go when it stops
         return _up(args, overrides)
 

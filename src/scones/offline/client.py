@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 from scones_core.objects import NULL_VERSION, ObjectRef
 from scones_core.records import PARTITION_KEY, is_terminal, record_from_item
+
+from scones.offline.moto_guard import STOPPING
 
 REGION = "us-east-1"
 # Placeholder credentials: the emulator accepts any.
@@ -34,6 +37,18 @@ def offline_session(region: str = REGION) -> boto3.Session:
 
 class StackClientError(RuntimeError):
     """A request to the stack failed or timed out; the message says which."""
+
+
+def stack_stopped(exc: BaseException) -> bool:
+    """Whether a call failed because the offline stack stopped: while it stops its
+    endpoint answers 503 "the offline stack is stopping" (``moto_guard.StackDoor``), and
+    once it has stopped nothing listens there."""
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError):
+        return True
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return error.get("Code") == "ServiceUnavailable" and error.get("Message") == STOPPING
+    return False
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,20 @@ interpreter, an SDK the user points at it) never send ``Origin`` or ``Sec-Fetch-
 and always name a loopback host; browsers send at least one of them with every request, and a
 DNS-rebinding page names its own host. Another user of the same machine is not kept out:
 the stack trusts the machine's users (docs/offline.md).
+
+The emulator listens twice, on one state: on the published endpoint (``scones up``'s
+state file, ``scones env``) and on one of the stack's own, which its SQS poller, its
+Lambda workers (processes of their own), moto's interpreter, the model server's capture
+and the records' save use. A stopping stack closes the published one first
+(:class:`StackDoor`), so that it acknowledges no upload or StartExecution after it has
+begun to account for what has no record, while its own clients go on until it has saved.
 """
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -55,24 +65,123 @@ class LoopbackClientsOnly:
         return [body]
 
 
+STOPPING = "the offline stack is stopping"
+
+
+def _stopping_answer(environ: dict[str, Any]) -> tuple[str, bytes]:
+    """A 503 ServiceUnavailable in the request's protocol, so an SDK names its code and
+    message: JSON for the APIs that name their operation in ``X-Amz-Target`` (Step
+    Functions, DynamoDB, SQS), XML for the others (S3's error shape; the query APIs')."""
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        body = {"__type": "ServiceUnavailable", "message": STOPPING}
+        return "application/x-amz-json-1.0", json.dumps(body).encode()
+    xml = f"<Error><Code>ServiceUnavailable</Code><Message>{STOPPING}</Message></Error>"
+    return "application/xml", xml.encode()
+
+
+class StackDoor:
+    """WSGI middleware of the published endpoint: once :meth:`close` ran, every request
+    is answered 503 ServiceUnavailable, "the offline stack is stopping", and no request
+    that came in before is still being served."""
+
+    def __init__(self, app: Wsgi) -> None:
+        self.app = app
+        self._closed = False
+        self._serving = 0
+        self._changed = threading.Condition()
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        with self._changed:
+            closed = self._closed
+            if not closed:
+                self._serving += 1
+        if closed:
+            content_type, body = _stopping_answer(environ)
+            start_response(
+                "503 Service Unavailable",
+                [("Content-Type", content_type), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        try:
+            # Whole: moto has done the request's work (stored the upload) when it returns.
+            return list(self.app(environ, start_response))
+        finally:
+            with self._changed:
+                self._serving -= 1
+                self._changed.notify_all()
+
+    def close(self, timeout: float) -> int:
+        """Refuse every request from now on; wait up to ``timeout`` for the ones being
+        served to be done. Returns how many still are (0 unless moto hangs)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            self._closed = True
+            while self._serving and (left := deadline - time.monotonic()) > 0:
+                self._changed.wait(left)
+            return self._serving
+
+
 def guarded_moto_server(ip_address: str, port: int) -> Any:
-    """moto's threaded server with :class:`LoopbackClientsOnly` in front of its app."""
+    """moto's threaded server with :class:`LoopbackClientsOnly` in front of its app, on
+    ``port`` behind a :class:`StackDoor` (``close_door``), and on a free port of the
+    stack's own (``own_host_and_port``) that stays open until ``stop``."""
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
         create_backend_app,
     )
-    from werkzeug.serving import make_server
+    from werkzeug.serving import BaseWSGIServer, make_server
 
     class GuardedMotoServer(ThreadedMotoServer):
+        door: StackDoor
+        _own_server: BaseWSGIServer | None = None
+        _own_thread: threading.Thread | None = None
+
         def _server_entry(self) -> None:  # as moto's, with the guard around the app
-            app = LoopbackClientsOnly(DomainDispatcherApplication(create_backend_app))
+            app = DomainDispatcherApplication(create_backend_app)
+            self.door = StackDoor(app)
             self._server = make_server(
-                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+                self._ip_address,
+                self._port,
+                LoopbackClientsOnly(self.door),
+                True,
+                request_handler=MotoRequestHandler,
             )
+            self._own_server = make_server(
+                self._ip_address,
+                0,
+                LoopbackClientsOnly(app),
+                True,
+                request_handler=MotoRequestHandler,
+            )
+            self._own_thread = threading.Thread(
+                target=self._own_server.serve_forever, name="moto-own-clients", daemon=True
+            )
+            self._own_thread.start()
             self._server_ready_event.set()
             self._server.serve_forever()
+
+        def own_host_and_port(self) -> tuple[str, int]:
+            assert self._own_server is not None, "Make sure to call start() first"
+            host, own_port = self._own_server.server_address[:2]
+            return (str(host), own_port)
+
+        def close_door(self, timeout: float) -> int:
+            """Close the published endpoint (:meth:`StackDoor.close`)."""
+            return self.door.close(timeout)
+
+        def stop(self) -> None:
+            super().stop()
+            if self._own_server is not None:
+                self._own_server.shutdown()
+                self._own_server.server_close()
+            if self._own_thread is not None:
+                self._own_thread.join()
+            if self._server is not None:
+                self._server.server_close()
 
     # verbose=False: no "Starting a new Thread with MotoServer..." line on every command.
     return GuardedMotoServer(ip_address=ip_address, port=port, verbose=False)

@@ -12,8 +12,11 @@ bucket. moto's costly repeated work is cached (``interpreter_caches``,
 at a time (``execution_gate``).
 
 The emulator's state lives in this process's memory: when the stack stops, its bucket,
-queues and table are gone. With ``StackOptions.records_dir`` set, ``stop()``
-first writes every item of the results table to a JSON file there
+queues and table are gone. ``stop()`` first closes the published endpoint (``moto_guard``:
+503 "the offline stack is stopping" from then on; the stack's own clients use an endpoint
+of their own), so every upload it acknowledged is in the bucket when the stop names those
+without a record (``unfinished``). With ``StackOptions.records_dir`` set, it
+then writes every item of the results table to a JSON file there
 (``scones.offline.records_file``); a folder that cannot take it (a full disk) is not the
 end of them: ``_save_records`` names it and tries the next one.
 """
@@ -29,10 +32,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from scones_core.objects import NULL_VERSION, ObjectRef
+from scones_core.records import PARTITION_KEY
 
 from scones.offline import (
     concurrency_fixes,
@@ -67,6 +73,13 @@ logger = logging.getLogger(__name__)
 _EXECUTING = {"stepfunctions": {"execute_state_machine": True}}
 _NOT_EXECUTING = {"stepfunctions": {"execute_state_machine": False}}
 
+
+# How long stopping waits for the requests the published endpoint was serving as it closed
+# (moto answers one in milliseconds; an upload still arriving after this is named anyway
+# if it lands before the records are read).
+DOOR_WAIT_SECONDS = 10.0
+# How many of the uploads without a record the stop names (all are counted).
+NAMED_UNRECORDED = 5
 
 # One offline stack per process: moto's backends and the Lambda hook are global.
 _ACTIVE = threading.Lock()
@@ -227,6 +240,12 @@ class OfflineStack:
         self.saved_records: Path | None = None
         self.save_error: str | None = None
         self.unfinished: str | None = None  # what had no record yet when it stopped
+        # Every upload (key, once per version) under IncomingPrefix without a record when
+        # the stop read the records; empty when none, or when they could not be listed.
+        self.unrecorded: list[str] = []
+        # The emulator's endpoint for the stack's own clients: it stays open while the
+        # stack stops (``endpoint_url``, the published one, is closed first).
+        self.own_endpoint_url = ""
 
     # -- lifecycle --------------------------------------------------------------
     def __enter__(self) -> OfflineStack:
@@ -273,12 +292,14 @@ class OfflineStack:
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+        own_host, own_port = self._moto.own_host_and_port()
+        self.own_endpoint_url = f"http://{own_host}:{own_port}"
         # moto's Step Functions interpreter calls the other services on this port.
-        os.environ["MOTO_PORT"] = str(port)
+        os.environ["MOTO_PORT"] = str(own_port)
         self._configure_moto()
         self._runtime = LambdaRuntime(
             self.work_dir / "lambda",
-            self.endpoint_url,
+            self.own_endpoint_url,
             log_dir=self.work_dir / "logs",
             workers_per_function=self.options.workers_per_function,
         )
@@ -298,7 +319,7 @@ class OfflineStack:
         if self.options.max_running_executions is not None:
             self.execution_gate = execution_gate.install(self.options.max_running_executions)
         self.deployed = deploy(
-            self.endpoint_url,
+            self.own_endpoint_url,
             stack_name=self.options.stack_name,
             region=REGION,
             overrides={**OFFLINE_PARAMETERS, **self.options.overrides},
@@ -339,6 +360,10 @@ class OfflineStack:
                 _ACTIVE.release()
 
     def _stop_parts(self) -> None:
+        # First: from now on nothing outside the stack (an upload, a StartExecution) is
+        # acknowledged that the stop would not account for.
+        if self._moto and (serving := self._moto.close_door(DOOR_WAIT_SECONDS)):
+            logger.warning("%d request(s) were still being served as the stack stopped", serving)
         if self._express_retention:
             self._express_retention.stop()
             self._express_retention = None
@@ -353,11 +378,12 @@ class OfflineStack:
             # Executions already started end as they would have, and their records are
             # saved before what they call (the endpoint, the functions) goes away: torn
             # down under them, they would write FAILED records of the stop's own making.
+            running = 0
             try:
-                self._let_executions_finish(STOP_WAIT_SECONDS)
+                running = self._let_executions_finish(STOP_WAIT_SECONDS)
             except Exception as exc:  # moto's internals changed: stop and save regardless
                 logger.warning("could not wait for the running executions: %s", exc)
-            self._save_records()
+            self._save_records(running, STOP_WAIT_SECONDS)
             saved = True
         if self._model_server:
             self._model_server.stop()
@@ -389,10 +415,9 @@ class OfflineStack:
             self._moto.stop()
             self._moto = None
 
-    def _let_executions_finish(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for the workflow's running executions; then name what
-        has no record yet (``unfinished``): executions still running, and S3 events
-        still queued (nothing delivers them once the poller has stopped)."""
+    def _let_executions_finish(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for the workflow's running executions; return how many
+        still run."""
         outputs = self.stack.outputs
         machines = {
             outputs[name]
@@ -402,42 +427,111 @@ class OfflineStack:
         deadline = time.monotonic() + timeout
         while (running := running_executions(machines)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        queued = 0
-        try:
-            attributes = self.client("sqs").get_queue_attributes(
-                QueueUrl=outputs["IngestQueueUrl"],
+        return running
+
+    def _own_api(self) -> StackClient:
+        """A client on the stack's own endpoint: the published one is closed as it stops."""
+        return StackClient(replace(self.endpoints, endpoint_url=self.own_endpoint_url))
+
+    def _unrecorded_uploads(self, records: list[dict[str, Any]]) -> list[str]:
+        """The key of every object version under IncomingPrefix that ``records`` lacks: an
+        upload the stack acknowledged whose S3 event was still queued, or whose execution
+        had not written its record, when the records were read."""
+        recorded = {str(record.get(PARTITION_KEY)) for record in records}
+        pages = (
+            self._own_api()
+            .client("s3")
+            .get_paginator("list_object_versions")
+            .paginate(Bucket=self.bucket, Prefix=self.incoming_prefix)
+        )
+        return [
+            version["Key"]
+            for page in pages
+            for version in page.get("Versions", [])
+            if ObjectRef(
+                self.bucket,
+                version["Key"],
+                version.get("VersionId") or NULL_VERSION,
+                str(version.get("ETag", "")).strip('"'),
+                int(version.get("Size", 0)),
+            ).record_id
+            not in recorded
+        ]
+
+    def _queued_events(self) -> int:
+        """S3 event messages still in the ingest queue (nothing delivers them once the
+        poller has stopped): what the stop can say when the uploads cannot be listed."""
+        attributes = (
+            self._own_api()
+            .client("sqs")
+            .get_queue_attributes(
+                QueueUrl=self.stack.outputs["IngestQueueUrl"],
                 AttributeNames=[
                     "ApproximateNumberOfMessages",
                     "ApproximateNumberOfMessagesNotVisible",
                 ],
             )["Attributes"]
-            queued = sum(int(value) for value in attributes.values())
-        except Exception as exc:  # stopping must go on; say what could not be counted
-            logger.warning("could not count the ingest queue's messages: %s", exc)
-        parts = [f"{queued} S3 event message(s) still in the ingest queue"] if queued else []
-        if running:
-            parts.append(f"{running} execution(s) still running after {timeout:g} s")
-        self.unfinished = (
-            " and ".join(parts) + " when the stack stopped: those uploads may have no record"
-            if parts
-            else None
         )
+        return sum(int(value) for value in attributes.values())
 
-    def _save_records(self) -> None:
-        """Every record into ``records_dir``; where that fails (a full disk, a folder gone
+    def _name_unfinished(
+        self, records: list[dict[str, Any]] | None, running: int, timeout: float
+    ) -> None:
+        """Set ``unrecorded`` and ``unfinished``: every acknowledged upload that
+        ``records`` lacks, by count and its first keys, and the executions still running
+        (``records`` None: they could not be read; the queued events are counted then)."""
+        parts: list[str] = []
+        unrecorded: list[str] | None = None
+        if records is not None:
+            try:
+                unrecorded = self._unrecorded_uploads(records)
+            except Exception as exc:  # stopping must go on; the queue is counted instead
+                logger.warning("could not list the uploads without a record: %s", exc)
+        if unrecorded:
+            named = ", ".join(unrecorded[:NAMED_UNRECORDED])
+            more = len(unrecorded) - NAMED_UNRECORDED
+            parts.append(
+                f"{len(unrecorded)} upload(s) had no record when the stack stopped: {named}"
+                + (f" and {more} more" if more > 0 else "")
+            )
+        elif unrecorded is None:
+            try:
+                if queued := self._queued_events():
+                    parts.append(
+                        f"{queued} S3 event message(s) were still in the ingest queue when "
+                        "the stack stopped: those uploads may have no record"
+                    )
+            except Exception as exc:  # stopping must go on; say what could not be counted
+                logger.warning("could not count the ingest queue's messages: %s", exc)
+        self.unrecorded = unrecorded or []
+        if running:
+            parts.append(f"{running} execution(s) were still running after {timeout:g} s")
+        self.unfinished = "; ".join(parts) or None
+
+    def _save_records(self, running: int = 0, timeout: float = 0.0) -> None:
+        """Name what has no record (``unfinished``, from the records read here, ``running``
+        executions still running after ``timeout``), then save every record into
+        ``records_dir``; where that fails (a full disk, a folder gone
         read-only), into the next folder that is the user's own: the kept work folder
         (``scones up``'s is in its private state folder), then a new private folder in the
         temporary folder, and at last as JSON on standard error. The records live only in
         this process's memory: the stop must not lose them to one full folder. Each folder
         that failed is named in ``save_error``, with its cause."""
-        # Before the model server listens no upload can have been classified: nothing to save.
-        if self.options.records_dir is None or self.deployed is None or not self.model_url:
+        if self.deployed is None:
             return
+        records: list[dict[str, Any]] | None = None
+        read_error = ""
         try:
-            records = self.api().records()
+            records = self._own_api().records()
         except Exception as exc:  # stopping must go on; the caller reports save_error
-            self.save_error = f"the results table could not be read: {type(exc).__name__}: {exc}"
+            read_error = f"the results table could not be read: {type(exc).__name__}: {exc}"
             logger.warning("could not read the records of the offline stack: %s", exc)
+        self._name_unfinished(records, running, timeout)
+        # Before the model server listens no upload can have been classified: nothing to save.
+        if self.options.records_dir is None or not self.model_url:
+            return
+        if records is None:
+            self.save_error = read_error
             return
         now = datetime.now(UTC)
         failures: list[str] = []
@@ -533,7 +627,7 @@ class OfflineStack:
         import urllib.request
 
         request = urllib.request.Request(  # noqa: S310 (a loopback http URL)
-            f"{self.endpoint_url}/moto-api/{path}",
+            f"{self.own_endpoint_url}/moto-api/{path}",
             data=body,
             headers={"Content-Type": "application/json"},
             method="POST",
@@ -594,7 +688,7 @@ class OfflineStack:
             settings,
             host=self.options.host,
             port=self.options.model_port,
-            s3_endpoint_url=self.endpoint_url,
+            s3_endpoint_url=self.own_endpoint_url,
             log_path=self.work_dir / "logs" / "model-server.log",
         )
         try:
@@ -640,7 +734,9 @@ class OfflineStack:
         return self.stack.outputs["IncomingPrefix"]
 
     def client(self, service: str) -> Any:
-        endpoint = self.model_url if service == "sagemaker-runtime" else self.endpoint_url
+        """A client on the stack's own endpoint (served until the stack has saved its
+        records); ``api()`` and ``endpoints`` name the published one, as users reach it."""
+        endpoint = self.model_url if service == "sagemaker-runtime" else self.own_endpoint_url
         return offline_session().client(service, endpoint_url=endpoint)
 
     def function_name(self, logical_id: str) -> str:
