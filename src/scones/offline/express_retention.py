@@ -18,10 +18,10 @@ stops doing that.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 from scones.offline.executions import backends, finished_at
+from scones.offline.sweeper import PeriodicSweep
 
 DEFAULT_RETENTION = timedelta(minutes=10)
 _SWEEP_EVERY_SECONDS = 30.0
@@ -48,24 +48,15 @@ def prune_finished_express(now: datetime, retention: timedelta = DEFAULT_RETENTI
     return dropped
 
 
-class ExpressRetention:
-    """A daemon thread that prunes every ``_SWEEP_EVERY_SECONDS`` until stopped."""
+class ExpressRetention(PeriodicSweep):
+    """Prunes finished Express executions every ``_SWEEP_EVERY_SECONDS`` (or half the
+    retention, when shorter) until stopped."""
 
     def __init__(self, retention: timedelta = DEFAULT_RETENTION) -> None:
         self.retention = retention
-        self.dropped = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="express-retention", daemon=True)
-
-    def start(self) -> ExpressRetention:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        interval = min(_SWEEP_EVERY_SECONDS, max(1.0, self.retention.total_seconds() / 2))
-        while not self._stop.wait(interval):
-            self.dropped += prune_finished_express(datetime.now(UTC), self.retention)
+        interval = min(_SWEEP_EVERY_SECONDS, max(1.0, retention.total_seconds() / 2))
+        super().__init__(
+            "express-retention",
+            interval,
+            lambda: prune_finished_express(datetime.now(UTC), self.retention),
+        )

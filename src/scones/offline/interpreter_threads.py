@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import threading
 
+from scones.offline.sweeper import PeriodicSweep
+
 _SWEEP_EVERY_SECONDS = 30.0
 _pruning = threading.Lock()
 
@@ -32,23 +34,8 @@ def prune_finished_threads() -> int:
     return read - len(keep)
 
 
-class ThreadSweeper:
-    """A daemon thread that prunes every ``interval`` seconds until stopped."""
+class ThreadSweeper(PeriodicSweep):
+    """Prunes every ``interval`` seconds until stopped."""
 
     def __init__(self, interval: float = _SWEEP_EVERY_SECONDS) -> None:
-        self.interval = interval
-        self.dropped = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="interpreter-threads", daemon=True)
-
-    def start(self) -> ThreadSweeper:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.dropped += prune_finished_threads()
+        super().__init__("interpreter-threads", interval, prune_finished_threads)
