@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from state_folder import use_state_folder
 
 from scones.template_params import (
     PROJECT_ROOT,
@@ -483,7 +484,7 @@ def test_the_environment_errors_of_a_command_are_one_line_not_a_traceback(
     assert "config profile (no-such-profile) could not be found" in profile.stderr
     (tmp_path / "afile").write_text("x")
     model = run("evaluate", "--model", str(tmp_path / "afile"))
-    assert model.returncode == 2 and "Not a directory" in model.stderr
+    assert model.returncode == 2 and "it is a file; --model names a model's folder" in model.stderr
     port = run("up", "--port", "70000")
     assert port.returncode == 2 and "70000 is not a port" in port.stderr
     arn = "arn:aws:states:us-east-1:123456789012:stateMachine:x"
@@ -567,16 +568,7 @@ def test_a_stop_report_that_is_not_one_is_ignored(
 
 def _state_in(monkeypatch: pytest.MonkeyPatch, folder: Path, *, ours: bool) -> Any:
     """The state module with its files in ``folder`` (``ours``: the default .scones)."""
-    from scones.cli import stack_state
-
-    for name, path in {
-        "STATE_DIR": folder,
-        "STATE_FILE": folder / "stack.json",
-        "STOPPED_FILE": folder / "stopped.json",
-        "UP_LOCK_FILE": folder / "up.lock",
-        "STACK_WORK_DIR": folder / "stack",
-    }.items():
-        monkeypatch.setattr(stack_state, name, path)
+    stack_state = use_state_folder(monkeypatch, folder)
     monkeypatch.setattr(stack_state, "STATE_DIR_IS_OURS", ours)
     return stack_state
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from state_folder import use_state_folder
 
 from scones.template_params import PROJECT_ROOT
 
@@ -491,20 +492,12 @@ def test_classify_says_the_stack_stopped_and_how_many_uploads_it_sent(
 ) -> None:
     """A stack stopped while `scones classify` sent its files: botocore's NoSuchBucket (the
     emptied emulator) or a refused connection said nothing of the stop."""
-    from scones.cli import stack_state
     from scones.cli.main import main
     from scones.offline.client import StackClient, StackEndpoints, Upload
     from scones.offline.moto_guard import guarded_moto_server
 
     folder = tmp_path / ".scones"
-    for name, path in {
-        "STATE_DIR": folder,
-        "STATE_FILE": folder / "stack.json",
-        "STOPPED_FILE": folder / "stopped.json",
-        "UP_LOCK_FILE": folder / "up.lock",
-        "STACK_WORK_DIR": folder / "stack",
-    }.items():
-        monkeypatch.setattr(stack_state, name, path)
+    stack_state = use_state_folder(monkeypatch, folder)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # a 503 is retried otherwise
     moto = guarded_moto_server("127.0.0.1", 0)
     moto.start()

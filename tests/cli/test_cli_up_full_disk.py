@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from state_folder import use_state_folder
 
 from scones.cli import down, stack_state, up
 from scones.cli.main import main
@@ -57,14 +58,7 @@ class _Session:
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Session]:
     tmp_path = tmp_path.resolve()
     state = tmp_path / ".scones"
-    for name, path in {
-        "STATE_DIR": state,
-        "STATE_FILE": state / "stack.json",
-        "STOPPED_FILE": state / "stopped.json",
-        "UP_LOCK_FILE": state / "up.lock",
-        "STACK_WORK_DIR": state / "stack",
-    }.items():
-        monkeypatch.setattr(stack_state, name, path)
+    use_state_folder(monkeypatch, state)
     monkeypatch.setattr(up, "STATE_FILE", state / "stack.json")
     monkeypatch.setattr(down, "STATE_FILE", state / "stack.json")
     (tmp_path / "tmp").mkdir()
