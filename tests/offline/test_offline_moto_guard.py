@@ -159,3 +159,44 @@ def test_a_closed_door_answers_every_request_503_and_the_stacks_own_endpoint_goe
         assert [o["Key"] for o in s3.list_objects_v2(Bucket="images")["Contents"]] == ["capture/b"]
     finally:
         moto.stop()
+
+
+def test_an_endpoint_that_cannot_be_had_fails_the_start_instead_of_hanging_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """moto's start() waits for its server thread with no timeout: the stack's own
+    endpoint failing to bind (no descriptor left) must be raised there, and the
+    published port given back."""
+    import errno
+    import socket
+    import threading
+
+    import werkzeug.serving
+
+    real = werkzeug.serving.make_server
+
+    def make_server(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        if port == 0:  # the stack's own endpoint
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(werkzeug.serving, "make_server", make_server)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    moto = guarded_moto_server("127.0.0.1", port)
+    raised: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            moto.start()
+        except OSError as exc:
+            raised.append(exc)
+
+    starting = threading.Thread(target=start, daemon=True)
+    starting.start()
+    starting.join(10)
+    assert not starting.is_alive(), "the start hung"
+    assert [getattr(exc, "errno", None) for exc in raised] == [errno.EMFILE]
+    with socket.socket() as again:  # the published port is free again
+        again.bind(("127.0.0.1", port))

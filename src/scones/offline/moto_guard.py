@@ -140,29 +140,48 @@ def guarded_moto_server(ip_address: str, port: int) -> Any:
         _own_server: BaseWSGIServer | None = None
         _own_thread: threading.Thread | None = None
 
+        _start_error: BaseException | None = None
+
         def _server_entry(self) -> None:  # as moto's, with the guard around the app
-            app = DomainDispatcherApplication(create_backend_app)
-            self.door = StackDoor(app)
-            self._server = make_server(
-                self._ip_address,
-                self._port,
-                LoopbackClientsOnly(self.door),
-                True,
-                request_handler=MotoRequestHandler,
-            )
-            self._own_server = make_server(
-                self._ip_address,
-                0,
-                LoopbackClientsOnly(app),
-                True,
-                request_handler=MotoRequestHandler,
-            )
+            try:
+                app = DomainDispatcherApplication(create_backend_app)
+                self.door = StackDoor(app)
+                self._server = make_server(
+                    self._ip_address,
+                    self._port,
+                    LoopbackClientsOnly(self.door),
+                    True,
+                    request_handler=MotoRequestHandler,
+                )
+                self._own_server = make_server(
+                    self._ip_address,
+                    0,
+                    LoopbackClientsOnly(app),
+                    True,
+                    request_handler=MotoRequestHandler,
+                )
+            except BaseException as exc:
+                # moto's start() waits for the ready event with no timeout: a port or
+                # descriptor that cannot be had must end that wait, and be raised there.
+                self._start_error = exc
+                if self._server is not None:
+                    self._server.server_close()
+                    self._server = None
+                self._server_ready_event.set()
+                return
             self._own_thread = threading.Thread(
                 target=self._own_server.serve_forever, name="moto-own-clients", daemon=True
             )
             self._own_thread.start()
             self._server_ready_event.set()
             self._server.serve_forever()
+
+        def start(self) -> None:
+            super().start()
+            if self._start_error is not None:
+                error, self._start_error = self._start_error, None
+                self._thread.join()  # type: ignore[union-attr]
+                raise error
 
         def own_host_and_port(self) -> tuple[str, int]:
             assert self._own_server is not None, "Make sure to call start() first"
