@@ -484,6 +484,29 @@ def test_down_while_up_is_still_starting_stops_the_starting_stack(tmp_path: Path
     assert not state.exists() and not _lock_held(lock)
 
 
+def test_down_while_up_is_ending_waits_for_it_and_says_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Between removing its state file and letting go of the lock, a stopping `scones up`
+    still names itself in up.lock: `scones down` then must not call it starting, nor
+    signal it, but wait for it and report its stop."""
+    from scones.cli.main import main
+
+    stack_state = use_state_folder(monkeypatch, tmp_path / ".scones")
+    ending = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    try:
+        stack_state.private_folder(stack_state.STATE_DIR, elsewhere="-")
+        holder = f"{ending.pid} {stack_state.process_started(ending.pid) or ''}\n"
+        stack_state.UP_LOCK_FILE.write_text(holder)
+        stack_state.write_stopped(ending.pid, None, None)
+        assert main(["down", "--timeout", "20"]) == 0
+    finally:
+        ending.wait(timeout=20)
+    said = capsys.readouterr().out
+    assert "still starting" not in said and f"offline stack (pid {ending.pid}) stopped" in said
+    assert ending.returncode == 0  # waited for, not sent SIGTERM
+
+
 def test_classify_says_the_stack_stopped_and_how_many_uploads_it_sent(
     small_folder: Path,
     tmp_path: Path,

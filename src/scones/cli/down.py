@@ -82,9 +82,14 @@ def _stop_starting(pid: int, timeout: float) -> int:
     """Stop a `scones up` that holds the lock but wrote no state file yet: it stops once
     its stack has started (a stop signal during the start is kept for then), and saves
     what a stack that came up meanwhile recorded, as any stop does."""
-    print(f"a `scones up` (pid {pid}) is still starting the offline stack: stopping it")
+    # Its stop report already written: not starting but ending (its state file is gone
+    # before it lets go of the lock), so it is waited for, not signalled.
+    ending = read_stopped(pid) is not None
+    if not ending:
+        print(f"a `scones up` (pid {pid}) is still starting the offline stack: stopping it")
     started = process_started(pid)
-    os.kill(pid, signal.SIGTERM)
+    if not ending:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while process_alive(pid) and process_started(pid) == started:
         if time.monotonic() > deadline:
