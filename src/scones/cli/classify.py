@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from botocore.exceptions import ClientError
+
 from scones.cli.arguments import file_or_folder, seconds
 from scones.cli.display import (
     exit_status,
@@ -59,10 +61,16 @@ def classify_command(args: argparse.Namespace) -> int:
         if not stack_stopped(exc):
             raise
         # Not botocore's NoSuchBucket or connection error: the stack is gone, not the bucket.
+        sent = f"{len(uploads)} of {len(inputs)} uploads sent"
+        if isinstance(exc, ClientError):  # its 503: it is stopping, and names what it lacks
+            raise CommandFailed(
+                f"the stack stopped while classifying: {sent} (the stop names those it has "
+                "no record of: `scones down`, or the output of `scones up`)"
+            ) from exc
         raise CommandFailed(
-            f"the stack stopped while classifying: {len(uploads)} of {len(inputs)} uploads "
-            "sent (the stop named those it had no record of: `scones down`, or the output "
-            "of `scones up`)"
+            f"the stack could not be reached while classifying (stopped, or killed): {sent} "
+            "(a stop names those it had no record of in `scones down` or the output of "
+            "`scones up`; a killed stack kept none)"
         ) from exc
     rows = [
         {**records[u], "true_label": item.true_label, "source": str(item.path)}
