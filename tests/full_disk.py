@@ -12,6 +12,7 @@ import builtins
 import errno
 import io
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,15 @@ def fill_disk(monkeypatch: pytest.MonkeyPatch, folder: Path, *, free: int = 1024
 
     monkeypatch.setattr(builtins, "open", open_on_filling_disk)
     monkeypatch.setattr(io, "open", open_on_filling_disk)
+
+
+def disk_full_after_one_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unpacking a zip writes its first file, then the disk is full: ENOSPC, naming no
+    file, as a failed write does."""
+    write = zipfile.ZipFile._extract_member  # type: ignore[attr-defined]
+
+    def extract_member(archive: zipfile.ZipFile, member: Any, target: str, pwd: Any) -> str:
+        write(archive, member, target, pwd)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(zipfile.ZipFile, "_extract_member", extract_member)

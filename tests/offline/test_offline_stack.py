@@ -28,6 +28,7 @@ from scones.offline.packaging import zip_folder
 from scones.offline.sqs_poller import SqsPoller, failed_message_ids
 from scones.offline.stack import OfflineStack, StackOptions
 from scones.template_params import load_template
+from tests.full_disk import disk_full_after_one_file
 
 pytestmark = pytest.mark.xdist_group("offline-stack")
 
@@ -220,18 +221,6 @@ def test_runtime_reports_timeouts_crashes_and_init_errors_like_lambda(stack: Off
     )
     payload, errored = invoke(stack, echo, {"x": 1})
     assert not errored and payload == {"e": {"x": 1}, "fn": "echo"}
-
-
-def disk_full_after_one_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unpacking a zip writes its first file, then the disk is full: ENOSPC, naming no
-    file, as a failed write does."""
-    write = zipfile.ZipFile._extract_member  # type: ignore[attr-defined]
-
-    def extract_member(archive: zipfile.ZipFile, member: Any, target: str, pwd: Any) -> str:
-        write(archive, member, target, pwd)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(zipfile.ZipFile, "_extract_member", extract_member)
 
 
 def partial_folders(stack: OfflineStack) -> list[str]:

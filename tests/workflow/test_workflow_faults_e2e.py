@@ -8,13 +8,11 @@ server's own invocation counter) and the dead-letter queue's messages. The table
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import inspect
 import io
 import json
 import logging
-import os
 import time
 import urllib.parse
 import urllib.request
@@ -34,6 +32,7 @@ from scones.offline.client import Upload
 from scones.offline.packaging import zip_folder
 from scones.offline.stack import OfflineStack, StackOptions
 from scones.template_params import PROJECT_ROOT
+from tests.full_disk import disk_full_after_one_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow-stack")]
 
@@ -571,18 +570,6 @@ def test_a_crash_on_one_message_retries_only_that_message_into_the_dead_letter_q
 # The stack's work folder is full while a new version of a function is unpacked: Lambda's
 # function error (Runtime.Unknown) reaches the caller, whose retries, catches and redrive
 # apply as on AWS.
-
-
-def disk_full_after_one_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unpacking a zip writes its first file, then the disk is full: ENOSPC, naming no
-    file, as a failed write does."""
-    write = zipfile.ZipFile._extract_member  # type: ignore[attr-defined]
-
-    def extract_member(archive: zipfile.ZipFile, member: Any, target: str, pwd: Any) -> str:
-        write(archive, member, target, pwd)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(zipfile.ZipFile, "_extract_member", extract_member)
 
 
 @contextmanager
