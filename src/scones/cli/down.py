@@ -84,11 +84,9 @@ def _stop_starting(pid: int, timeout: float) -> int:
     what a stack that came up meanwhile recorded, as any stop does."""
     # Its stop report already written: not starting but ending (its state file is gone
     # before it lets go of the lock), so it is waited for, not signalled.
-    ending = read_stopped(pid) is not None
-    if not ending:
-        print(f"a `scones up` (pid {pid}) is still starting the offline stack: stopping it")
     started = process_started(pid)
-    if not ending:
+    if read_stopped(pid) is None:
+        print(f"a `scones up` (pid {pid}) is still starting the offline stack: stopping it")
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while process_alive(pid) and process_started(pid) == started:

@@ -439,8 +439,7 @@ class OfflineStack:
         had not written its record, when the records were read."""
         recorded = {str(record.get(PARTITION_KEY)) for record in records}
         pages = (
-            self._own_api()
-            .client("s3")
+            self.client("s3")
             .get_paginator("list_object_versions")
             .paginate(Bucket=self.bucket, Prefix=self.incoming_prefix)
         )
@@ -461,17 +460,13 @@ class OfflineStack:
     def _queued_events(self) -> int:
         """S3 event messages still in the ingest queue (nothing delivers them once the
         poller has stopped): what the stop can say when the uploads cannot be listed."""
-        attributes = (
-            self._own_api()
-            .client("sqs")
-            .get_queue_attributes(
-                QueueUrl=self.stack.outputs["IngestQueueUrl"],
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
-        )
+        attributes = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.stack.outputs["IngestQueueUrl"],
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )["Attributes"]
         return sum(int(value) for value in attributes.values())
 
     def _name_unfinished(
