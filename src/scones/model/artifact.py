@@ -314,13 +314,15 @@ def _unwalkable(onnx_path: Path, graph: bytes, problem: NotProtobuf) -> ModelArt
     try:
         ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail...)
-        return ModelArtifactError(
-            f"{onnx_path} is not a graph onnxruntime can load: {one_line(exc)}"
-        )
+        return _not_loadable(onnx_path, exc)
     return ModelArtifactError(
         f"{onnx_path} loads, but its protobuf cannot be read to check that every weight is "
         f"inside it: {problem}"
     )
+
+
+def _not_loadable(onnx_path: Path, exc: Exception) -> ModelArtifactError:
+    return ModelArtifactError(f"{onnx_path} is not a graph onnxruntime can load: {one_line(exc)}")
 
 
 class OnnxClassifier:
@@ -340,9 +342,7 @@ class OnnxClassifier:
                 graph, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail...)
-            raise ModelArtifactError(
-                f"{onnx_path} is not a graph onnxruntime can load: {one_line(exc)}"
-            ) from exc
+            raise _not_loadable(onnx_path, exc) from exc
         # onnxruntime also logs a run's error, over several lines on stderr, before it
         # raises it; the callers report the error itself once.
         self._run_options = ort.RunOptions()
