@@ -49,13 +49,18 @@ def create_first_free(
     raise AssertionError("unreachable")
 
 
+def _records_name(stack_name: str, stamp: str) -> str:
+    """A records file's name (``stamp`` a glob's ``*`` to find them)."""
+    return f"records-{stack_name}-{stamp}.json"
+
+
 def records_path(out_dir: Path, stack_name: str, now: datetime | None = None) -> Path:
     """A new file in ``out_dir``, created empty by this call (so two stacks stopping in the
     same second never pick the same name): the UTC time, with a counter if it is taken."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
 
     def name(suffix: str) -> str:
-        return f"records-{stack_name}-{stamp}{suffix}.json"
+        return _records_name(stack_name, f"{stamp}{suffix}")
 
     return out_dir / name(create_first_free(out_dir, name, taken=lambda suffix: False))
 
@@ -127,7 +132,7 @@ def newest_records_file(folders: list[Path], stack_name: str, since: float) -> P
     found: list[tuple[float, Path]] = []
     for folder in folders:
         try:
-            candidates = list(folder.glob(f"records-{stack_name}-*.json"))
+            candidates = list(folder.glob(_records_name(stack_name, "*")))
         except OSError:
             continue
         for path in candidates:
