@@ -66,16 +66,24 @@ new_venv() {
 
 purelib() { "$1/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"; }
 
-# A full environment from a complete lock file.
-# make_venv DIR PYTHON LOCK STAMP_INPUTS...
+# A full environment from a complete lock file. With --no-deps, pip installs exactly the
+# lock and `pip check` proves it complete, so nothing unpinned ever enters.
+# make_venv [--no-deps] DIR PYTHON LOCK STAMP_INPUTS...
 make_venv() {
+  local pip_args=()
+  if [[ $1 == --no-deps ]]; then pip_args=(--no-deps); shift; fi
   local dir=$1 python=$2 lock=$3; shift 3
   local stamp; stamp=$(stamp_of "$lock" "$@")
   up_to_date "$dir" "$stamp" && return 0
   local started=$SECONDS
   say "building $dir from $lock (one-time; later runs reuse it)"
   new_venv "$dir" "$python"
-  pip_install "$dir" "$dir" -r "$lock"
+  pip_install "$dir" "$dir" "${pip_args[@]}" -r "$lock"
+  if ((${#pip_args[@]})) && ! "$dir/bin/python" -m pip check --disable-pip-version-check >>"$dir/bootstrap.log" 2>&1; then
+    tail -5 "$dir/bootstrap.log" >&2
+    say "$dir: $lock does not pin everything its packages need (pip check); regenerate it with scripts/lock.sh"
+    return 1
+  fi
   echo "$stamp" > "$dir/.stamp"
   say "$dir ready in $((SECONDS - started)) s"
 }
@@ -133,7 +141,7 @@ test_env() {
     requirements/train.lock requirements/run.lock
   sam_env
   # checkov pins many libraries: its own venv.
-  make_venv .venv-checkov "$(find_python 3.11)" requirements/checkov.txt
+  make_venv --no-deps .venv-checkov "$(find_python 3.11)" requirements/checkov.lock
   # The browser tests drive Debian's chromium (Playwright's own browser download cannot be
   # used here), and the serving image is built without Docker (buildah + mmdebstrap).
   local missing=() tool
@@ -153,7 +161,7 @@ test_env() {
 
 # aws-sam-cli pins an older boto3: its own venv.
 sam_env() {
-  make_venv .venv-sam "$(find_python 3.11)" requirements/sam.txt
+  make_venv --no-deps .venv-sam "$(find_python 3.11)" requirements/sam.lock
 }
 
 [[ $# -gt 0 ]] || set -- run

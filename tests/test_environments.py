@@ -63,17 +63,36 @@ def test_each_layer_adds_only_new_packages_and_torch_is_the_local_cpu_build() ->
     assert train["torch"].endswith("+cpu"), train["torch"]
 
 
+def in_file_pins(name: str) -> dict[str, str]:
+    found = {}
+    for raw in (REQUIREMENTS / name).read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            package, version = line.split("==", 1)
+            package = re.sub(r"\[.*\]", "", package)
+            found[re.sub(r"[-_.]+", "-", package).lower()] = version
+    return found
+
+
 def test_every_in_file_pin_matches_its_lock() -> None:
     locked = {**pins("run.lock"), **pins("train.lock"), **pins("test.lock")}
     for name in ("run.in", "train.in", "test.in"):
-        for raw in (REQUIREMENTS / name).read_text().splitlines():
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            package, version = line.split("==", 1)
-            package = re.sub(r"\[.*\]", "", package)
-            key = re.sub(r"[-_.]+", "-", package).lower()
-            assert locked[key].split("+")[0] == version, (name, package)
+        for package, version in in_file_pins(name).items():
+            assert locked[package].split("+")[0] == version, (name, package)
+
+
+@pytest.mark.parametrize("tool", ["sam", "checkov"])
+def test_each_tool_venv_has_a_full_lock_of_its_own(tool: str) -> None:
+    """The tools' venvs are installed from their locks with --no-deps (bootstrap.sh), so a
+    new release of something they pull in never changes the tests' verdicts."""
+    lock = pins(f"{tool}.lock")  # every line an exact pin, or this fails
+    for package, version in in_file_pins(f"{tool}.in").items():
+        assert lock[package] == version, (tool, package)
+    assert len(lock) > 20, f"{tool}.lock holds only {sorted(lock)}: regenerate it with scripts/lock.sh"
+    assert "pip" not in lock, "pip comes with the venv"
+    bootstrap = (PROJECT_ROOT / "scripts" / "bootstrap.sh").read_text()
+    assert f"make_venv --no-deps .venv-{tool} " in bootstrap
+    assert f"requirements/{tool}.lock" in bootstrap
 
 
 # A subprocess in which importing a training package fails, as it would in .venv.
