@@ -88,7 +88,7 @@ def test_each_tool_venv_has_a_full_lock_of_its_own(tool: str) -> None:
     lock = pins(f"{tool}.lock")  # every line an exact pin, or this fails
     for package, version in in_file_pins(f"{tool}.in").items():
         assert lock[package] == version, (tool, package)
-    assert len(lock) > 20, f"{tool}.lock holds only {sorted(lock)}: regenerate it with scripts/lock.sh"
+    assert len(lock) > 20, f"{tool}.lock holds only {sorted(lock)}: run scripts/lock.sh"
     assert "pip" not in lock, "pip comes with the venv"
     bootstrap = (PROJECT_ROOT / "scripts" / "bootstrap.sh").read_text()
     assert f"make_venv --no-deps .venv-{tool} " in bootstrap

@@ -134,19 +134,91 @@ def service_name(stack_name: str = LOCAL_STACK_NAME, path: Path = TEMPLATE_PATH)
 # -- checking values like CloudFormation ---------------------------------------------
 
 
+class _ResourceReference(Exception):
+    """A value names one of the stack's resources, which only a deployment can resolve."""
+
+
+def _environment(
+    logical_id: str,
+    path: Path,
+    overrides: Mapping[str, str] | None,
+    *,
+    with_globals: bool,
+    placeholders: bool,
+) -> dict[str, str]:
+    """One function's environment variables as deployed with the defaults (+ ``overrides``):
+    ``Ref`` of a parameter or pseudo parameter, ``Fn::If`` on a condition and ``Fn::Sub``
+    resolved. A value naming a resource is, with ``placeholders``, a stand-in of its kind (a
+    state machine's or topic's ARN, a queue's URL, else a name: its logical id in lower case;
+    any other attribute, ``GetAtt`` or ``${Resource.Arn}``, an ARN); without, the variable is
+    left out."""
+    template = load_template(path)
+    params = {**parameter_defaults(path), **(overrides or {})}
+    known = params | {
+        "AWS::Region": "us-east-1",
+        "AWS::AccountId": "123456789012",
+        "AWS::Partition": "aws",
+        "AWS::StackName": LOCAL_STACK_NAME,
+    }
+    resources = template["Resources"]
+    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:x"
+    # Resource types whose Ref is an ARN or a URL, not a name.
+    by_type = {
+        "AWS::Serverless::StateMachine": arn,
+        "AWS::SNS::Topic": "arn:aws:sns:us-east-1:123456789012:x",
+        "AWS::SQS::Queue": "https://sqs.us-east-1.amazonaws.com/123456789012/x",
+    }
+
+    def named(reference: str) -> str:
+        if reference in known:
+            return known[reference]
+        if not placeholders:
+            raise _ResourceReference(reference)
+        if "." in reference:
+            return arn
+        return by_type.get(resources.get(reference, {}).get("Type"), reference.lower())
+
+    def resolve(value: Any) -> str:
+        if isinstance(value, dict) and isinstance(value.get("Ref"), str):
+            return named(value["Ref"])
+        if isinstance(value, dict) and "Fn::If" in value:
+            name, if_true, if_false = value["Fn::If"]
+            return resolve(if_true if condition_value(template, name, params) else if_false)
+        if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
+            return re.sub(r"\$\{([^}]+)\}", lambda m: named(m.group(1)), value["Fn::Sub"])
+        if isinstance(value, dict):
+            return named(".")  # GetAtt and the like: always a resource's
+        return str(value)
+
+    function = resources[logical_id]["Properties"]
+    variables = {
+        **(template["Globals"]["Function"]["Environment"]["Variables"] if with_globals else {}),
+        **function.get("Environment", {}).get("Variables", {}),
+    }
+    resolved = {}
+    for name, value in variables.items():
+        try:
+            resolved[name] = resolve(value)
+        except _ResourceReference:
+            continue
+    return resolved
+
+
 def function_environment(
     logical_id: str, path: Path = TEMPLATE_PATH, overrides: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """A function's environment variables as deployed with the defaults (+ ``overrides``;
-    ``Ref`` of a parameter resolved); variables naming other resources are left out."""
-    params = {**parameter_defaults(path), **(overrides or {})}
-    function = load_template(path)["Resources"][logical_id]["Properties"]
-    variables = function.get("Environment", {}).get("Variables", {})
-    return {
-        name: params[value["Ref"]] if isinstance(value, dict) else str(value)
-        for name, value in variables.items()
-        if not isinstance(value, dict) or value.get("Ref") in params
-    }
+    """A function's own environment variables (not ``Globals``') as deployed with the
+    defaults (+ ``overrides``); variables naming other resources are left out."""
+    return _environment(logical_id, path, overrides, with_globals=False, placeholders=False)
+
+
+def deployed_environment(
+    logical_id: str, overrides: Mapping[str, str] | None = None, path: Path = TEMPLATE_PATH
+) -> dict[str, str]:
+    """A function's whole environment (``Globals``' too) as a stack named
+    :data:`LOCAL_STACK_NAME` deploys it with the defaults (+ ``overrides``), a stand-in of
+    its kind for each resource it names: what a cold start of the handler reads."""
+    return _environment(logical_id, path, overrides, with_globals=True, placeholders=True)
 
 
 def resolve_parameters(

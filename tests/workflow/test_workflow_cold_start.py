@@ -21,9 +21,14 @@ from conftest import EVENTS, FUNCTIONS, start_function
 from moto import mock_aws
 from scones_core import function_logs, tracing
 
-from scones.cli.bench_imports import HANDLERS, _environment
+from scones.cli.bench_imports import HANDLERS
 from scones.offline.lambda_worker import LambdaContext
-from scones.template_params import PROJECT_ROOT, condition_value, load_template
+from scones.template_params import (
+    PROJECT_ROOT,
+    condition_value,
+    deployed_environment,
+    load_template,
+)
 
 REGION = "us-east-1"
 LAYER = PROJECT_ROOT / "layers" / "shared"
@@ -39,7 +44,7 @@ def test_the_template_turns_the_tracer_off_unless_tracing_is_active(
     template = load_template()
     assert condition_value(template, "IsTracingActive", {"TracingMode": mode}) is (mode == "Active")
     for logical_id in HANDLERS.values():
-        env = _environment(logical_id, {"TracingMode": mode})
+        env = deployed_environment(logical_id, {"TracingMode": mode})
         assert env["POWERTOOLS_TRACE_DISABLED"] == disabled
         assert tracing.tracing_disabled(env) is (mode != "Active")
 
@@ -87,7 +92,7 @@ def cold_start(name: str, code: str, overrides: dict[str, str] | None = None) ->
         "PATH": os.environ.get("PATH", ""),
         "AWS_DEFAULT_REGION": REGION,
         "PYTHONPATH": str(LAYER),
-        **_environment(HANDLERS[name], overrides),
+        **deployed_environment(HANDLERS[name], overrides),
     }
     result = subprocess.run(
         [sys.executable, "-c", code],

@@ -25,7 +25,13 @@ from scones_core.records import (
 )
 
 from scones.asl_check import check_definition, per_image_scope, substitute
-from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
+from scones.template_params import (
+    PROJECT_ROOT,
+    deployed_environment,
+    function_environment,
+    load_template,
+    parameter_defaults,
+)
 from tests.workflow.iam_policy import (
     ACCOUNT,
     ALLOW,
@@ -1677,3 +1683,20 @@ def test_every_value_a_parameter_allows_keeps_the_definition_parseable(machine: 
         tried += 1
     if machine == "RetrainingStateMachine":
         assert tried, "BaselineKey admits an apostrophe and is substituted"
+
+
+def test_a_functions_environment_resolves_conditions_and_names_no_resource_it_cannot_know() -> None:
+    """``function_environment`` (the CLI's and reports' reading of a function's settings) and
+    ``deployed_environment`` (a cold start's, with stand-ins) share one resolver."""
+    endpoint = parameter_defaults()["EndpointName"]
+    assert function_environment("ClassifyImageFunction")["ENDPOINT_NAME"] == endpoint
+    created = {"CreateEndpoint": "true"}
+    assert "ENDPOINT_NAME" not in function_environment("ClassifyImageFunction", overrides=created)
+    assert deployed_environment("ClassifyImageFunction", created)["ENDPOINT_NAME"].startswith(
+        "arn:"
+    )
+    monitor = deployed_environment("MonitorFunction")
+    assert monitor["DATA_CAPTURE_S3_URI"].endswith(f"/{parameter_defaults()['DataCapturePrefix']}")
+    assert monitor["POWERTOOLS_SERVICE_NAME"] == "scones-classifier"
+    assert "POWERTOOLS_SERVICE_NAME" not in function_environment("MonitorFunction")
+    assert "DATA_CAPTURE_S3_URI" not in function_environment("MonitorFunction")

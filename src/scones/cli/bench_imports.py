@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import shlex
 import shutil
@@ -30,14 +29,7 @@ from typing import Any
 
 from scones.cli.arguments import check_writable_folder, file_or_folder, positive_int
 from scones.cli.errors import CommandError, CommandFailed
-from scones.template_params import (
-    LOCAL_STACK_NAME,
-    PROJECT_ROOT,
-    condition_value,
-    load_template,
-    parameter_defaults,
-    service_name,
-)
+from scones.template_params import PROJECT_ROOT, deployed_environment
 
 PYTHON313 = Path.home() / ".pyenv" / "versions" / "3.13.0" / "bin" / "python3.13"
 HANDLERS = {
@@ -80,55 +72,6 @@ def register(benchmarks: Any) -> None:
     parser.set_defaults(handler=_run)
 
 
-def _environment(logical_id: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
-    """The function's environment as deployed with the template's defaults (+ ``overrides``):
-    ``Ref`` to a parameter, ``Fn::If`` on a condition and ``Fn::Sub`` of a string resolved;
-    a resource's ``Ref`` is a placeholder of its kind (a state machine's or topic's ARN, a
-    queue's URL, else a name: its logical id in lower case), any other attribute
-    (``GetAtt``, ``${Resource.Arn}``) a placeholder ARN."""
-    params = {**parameter_defaults(), **(overrides or {})}
-    template = load_template()
-    pseudo = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012"}
-    pseudo |= {"AWS::Partition": "aws", "AWS::StackName": LOCAL_STACK_NAME}
-    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:x"
-
-    resources = template["Resources"]
-    # Resource types whose Ref is an ARN or a URL, not a name.
-    by_type = {
-        "AWS::Serverless::StateMachine": arn,
-        "AWS::SNS::Topic": "arn:aws:sns:us-east-1:123456789012:x",
-        "AWS::SQS::Queue": "https://sqs.us-east-1.amazonaws.com/123456789012/x",
-    }
-
-    def named(reference: str) -> str:
-        if reference in params or reference in pseudo:
-            return {**params, **pseudo}[reference]
-        if "." in reference:
-            return arn
-        return by_type.get(resources.get(reference, {}).get("Type"), reference.lower())
-
-    def resolve(value: Any) -> str:
-        if isinstance(value, dict) and isinstance(value.get("Ref"), str):
-            return named(value["Ref"])
-        if isinstance(value, dict) and "Fn::If" in value:
-            name, if_true, if_false = value["Fn::If"]
-            return resolve(if_true if condition_value(template, name, params) else if_false)
-        if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
-            return re.sub(r"\$\{([^}]+)\}", lambda m: named(m.group(1)), value["Fn::Sub"])
-        if isinstance(value, dict):
-            return arn
-        return str(value)
-
-    variables = {
-        **template["Globals"]["Function"]["Environment"]["Variables"],
-        **template["Resources"][logical_id]["Properties"]
-        .get("Environment", {})
-        .get("Variables", {}),
-    }
-    resolved = {name: resolve(value) for name, value in variables.items()}
-    return {**resolved, "POWERTOOLS_SERVICE_NAME": service_name()}
-
-
 # What a Lambda init phase runs: the imports, then nothing (no interpreter shutdown).
 _INIT_ONLY = "{code}\nimport os\nos._exit(0)"
 
@@ -159,7 +102,7 @@ def _rows(
         ("import boto3, PIL.Image", "import boto3, PIL.Image", root, base_env),
     ]
     for name, logical_id in HANDLERS.items():
-        env = {**base_env, **_environment(logical_id, overrides), "PYTHONPATH": str(layer)}
+        env = {**base_env, **deployed_environment(logical_id, overrides), "PYTHONPATH": str(layer)}
         rows.append((f"import {name}/app.py", "import app", PROJECT_ROOT / "functions" / name, env))
     # The same imports from sources only, as a layer built without bytecode runs them:
     # Lambda mounts layers read-only, so each cold start compiles every module again
@@ -169,7 +112,7 @@ def _rows(
         folder = PROJECT_ROOT / "functions" / name
         env = {
             **base_env,
-            **_environment(logical_id, overrides),
+            **deployed_environment(logical_id, overrides),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         code = f"import sys\nsys.path[:0] = [{str(folder)!r}, {str(sources)!r}]\nimport app"
@@ -178,7 +121,7 @@ def _rows(
         for name, logical_id in HANDLERS.items():
             env = {
                 **base_env,
-                **_environment(logical_id, overrides),
+                **deployed_environment(logical_id, overrides),
                 "PYTHONPATH": str(compare / "layers" / "shared"),
             }
             folder = compare / "functions" / name
@@ -188,7 +131,7 @@ def _rows(
     active = {**overrides, "TracingMode": "Active"}
     env = {
         **base_env,
-        **_environment("ClassifyImageFunction", active),
+        **deployed_environment("ClassifyImageFunction", active),
         "PYTHONPATH": str(layer),
     }
     rows.append(
