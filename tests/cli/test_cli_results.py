@@ -143,6 +143,84 @@ def test_a_table_named_directly_needs_no_stack(
     assert keys(out) == ["incoming/a.png"]
 
 
+def test_records_not_as_the_stack_writes_them_are_named_and_counted_not_a_traceback(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items written by hand, by another tool or by an older stack: the good records are
+    shown as ever (--json: valid JSON, an attribute of another tool's in base64), and each
+    other one is named once with what is wrong (on stderr with --json)."""
+    stack.record("good.png", Status.NEEDS_REVIEW, timedelta(hours=3))
+    stack.ddb.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": "scones-images#incoming/good.png#v1"}},
+        UpdateExpression="SET thumbnail = :b",
+        ExpressionAttributeValues={":b": {"B": b"\x89PNG"}},
+    )
+    hour = stamp(stack.now - timedelta(hours=1))
+    foreign: dict[str, dict[str, Any]] = {
+        "text.png": {"confidence": {"S": "high"}, "label": {"N": "3"}},
+        "bytes.png": {"reason": {"B": b"\x00\xff"}},
+        "odd.png": {"probabilities": {"M": {"bicycle": {"S": "most"}}}},
+        "when.png": {"recorded_at": {"S": "yesterday"}},
+    }
+    for name, attributes in foreign.items():
+        stack.ddb.put_item(
+            TableName=TABLE,
+            Item={
+                "pk": {"S": f"scones-images#incoming/{name}#v1"},
+                "bucket": {"S": "scones-images"},
+                "key": {"S": f"incoming/{name}"},
+                "status": {"S": "ACCEPTED"},
+                "recorded_at": {"S": hour},
+                "label": {"S": "bicycle"},
+                "confidence": {"N": "0.97"},
+                **attributes,
+            },
+        )
+    # Only the keys of the table and of its status index.
+    bare = {"pk": {"S": "scones-images#incoming/bare.png#v1"}, "status": {"S": "NEEDS_REVIEW"}}
+    stack.ddb.put_item(TableName=TABLE, Item={**bare, "recorded_at": {"S": hour}})
+    where = ["--stack", "scones", "--region", REGION, "--since", "1d"]
+
+    code, out, err = scones(capsys, "results", *where, "--json")
+    assert code == 0 and "Traceback" not in err, err
+    (good,) = json.loads(out)
+    assert good["key"] == "incoming/good.png" and good["thumbnail"] == "iVBORw=="
+    unreadable = [
+        # A time that is none sorts first; it is named, not dropped by --since.
+        {
+            "pk": "scones-images#incoming/when.png#v1",
+            "problems": ["recorded_at: 'yesterday' is not an ISO 8601 timestamp"],
+        },
+        {
+            "pk": "scones-images#incoming/bare.png#v1",
+            "problems": ["no bucket", "no key", "no label", "no confidence"],
+        },
+        {
+            "pk": "scones-images#incoming/bytes.png#v1",
+            "problems": ["reason is binary, not a string"],
+        },
+        {
+            "pk": "scones-images#incoming/odd.png#v1",
+            "problems": ["probabilities holds more than numbers"],
+        },
+        {
+            "pk": "scones-images#incoming/text.png#v1",
+            "problems": ["confidence is a string, not a number", "label is a number, not a string"],
+        },
+    ]
+
+    for shown in (err, scones(capsys, "results", *where)[1]):
+        lines = shown.splitlines()
+        for bad in unreadable:
+            named = [line for line in lines if bad["pk"] in line]
+            assert named == [f"unreadable record {bad['pk']}: {'; '.join(bad['problems'])}"]
+        assert "5 unreadable record(s) left out" in shown
+    code, out, err = scones(capsys, "results", *where)
+    assert code == 0 and "Traceback" not in err, err
+    assert "good.png" in out and "1 uploads:" in out
+
+
 def test_what_cannot_be_read_is_named(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     template = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}
     stack.cloudformation.create_stack(StackName="bare", TemplateBody=json.dumps(template))
@@ -184,9 +262,12 @@ def test_a_whole_second_record_is_ordered_and_bounded_by_its_time(
             TableName=TABLE,
             Item={
                 "pk": {"S": f"scones-images#incoming/{name}#v1"},
+                "bucket": {"S": "scones-images"},
                 "key": {"S": f"incoming/{name}"},
                 "status": {"S": "ACCEPTED"},
                 "recorded_at": {"S": text},
+                "label": {"S": "bicycle"},
+                "confidence": {"N": "0.97"},
             },
         )
     where = ["--stack", "scones", "--region", REGION, "--json"]

@@ -212,6 +212,37 @@ def test_sampled_answers_never_push_the_uncertain_images_off_the_page(env: Env) 
     assert [i.record_id for i in items] == drawn[:2] + waiting[:2]
 
 
+def test_records_not_as_the_stack_writes_them_are_left_out_of_the_queue_and_named(
+    env: Env,
+) -> None:
+    """Items written by hand, by another tool or by an older stack: one of them must not
+    keep every other image from the reviewers (the queue failed with a 502), nor be shown
+    half (an empty key, a confidence of 0)."""
+    waiting = env.record("NEEDS_REVIEW", age=timedelta(hours=3))
+    sampled = env.record("ACCEPTED", age=timedelta(hours=2), review_sampled=True)
+    text = env.record("NEEDS_REVIEW", age=timedelta(hours=2), confidence="high")
+    odd = env.record("NEEDS_REVIEW", age=timedelta(minutes=90), probabilities={"bicycle": "most"})
+    drawn = env.record("ACCEPTED", age=timedelta(hours=1), review_sampled=True, label=3)
+    bare = f"{BUCKET}/incoming/bare.png#v1"  # only the keys of the table and of the index
+    env.table.put_item(
+        Item={"pk": bare, "status": "NEEDS_REVIEW", "recorded_at": format_millis(NOW)}
+    )
+    reviews = service(env)
+    assert [i.record_id for i in reviews.queue()] == [waiting, sampled]
+    expected = [
+        {"pk": text, "problems": ["confidence is a string, not a number"]},
+        {"pk": odd, "problems": ["probabilities holds more than numbers"]},
+        {"pk": bare, "problems": ["no bucket", "no key", "no label", "no confidence"]},
+        {"pk": drawn, "problems": ["label is a number, not a string"]},
+    ]
+    assert [bad.to_json() for bad in reviews.read_queue().unreadable] == expected
+
+    response = web(reviews).get("/api/queue")
+    assert response.status_code == 200, response.text
+    assert [i["record_id"] for i in response.json()["items"]] == [waiting, sampled]
+    assert response.json()["unreadable"] == expected
+
+
 def test_records_whose_uploads_have_expired_leave_the_queue_and_are_counted(env: Env) -> None:
     """With UploadRetentionDays the lifecycle rule deletes uploads: a record older than that
     has no image to show or copy, so it is counted, not listed first in the queue."""

@@ -191,3 +191,20 @@ def test_script_that_got_into_the_page_does_not_run(env: Env, served: str, brows
         assert page.locator("#queue li").count() == 1
     finally:
         page.close()
+
+
+def test_the_page_names_a_record_not_as_the_stack_writes_it_and_shows_the_rest(
+    env: Env, served: str, browser: Any
+) -> None:
+    good = env.record("NEEDS_REVIEW", age=timedelta(hours=2))
+    foreign = env.record("NEEDS_REVIEW", age=timedelta(hours=1), confidence="high")
+    page, console = open_page(browser, served)
+    try:
+        assert page.locator("#queue li").count() == 1
+        assert good.rsplit("/", 1)[-1].split("#")[0] in page.inner_text("#queue")
+        progress = page.inner_text("#progress")
+        assert "1 unreadable record(s) left out" in progress
+        assert f"{foreign} (confidence is a string, not a number)" in progress
+        assert console == []
+    finally:
+        page.close()

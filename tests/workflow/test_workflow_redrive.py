@@ -330,6 +330,28 @@ def test_a_record_whose_fields_disagree_with_its_key_is_reported_not_replayed(aw
     assert aws.executions() == {}
 
 
+def test_a_record_not_as_the_stack_writes_it_is_named_not_replayed_and_the_rest_are(
+    aws: Aws,
+) -> None:
+    """An item written by hand or by another tool (an attempt that is no number) ended the
+    whole redrive with a ValueError; it is reported, and every other record replayed."""
+    good = aws.upload("incoming/good.png")
+    aws.record(good)
+    item = aws.record(aws.upload("incoming/bad.png"), recorded_at=T0 + timedelta(seconds=1))
+    aws.ddb.put_item(TableName=TABLE, Item={**item, "attempt": {"S": "one"}})
+    report = aws.redriver().redrive_records(Selection())
+    assert [(r.outcome, r.record_id, r.detail) for r in report.replays] == [
+        (Outcome.STARTED, good.record_id, ""),
+        (
+            Outcome.ERROR,
+            item["pk"]["S"],
+            "unreadable record: attempt is a string, not a number",
+        ),
+    ]
+    assert not report.clean
+    assert list(aws.executions()) == [f"{good.execution_name}-r1"]
+
+
 @given(st.text(min_size=1, max_size=300), st.integers(min_value=1, max_value=10_000))
 def test_replay_names_are_valid_distinct_and_extend_the_first_name(key: str, attempt: int) -> None:
     ref = ObjectRef("images", key, "v", "e", 1)

@@ -42,7 +42,10 @@ def records_with_status(
     ``recorded_at`` is compared as a string, and Step Functions writes a whole second
     without its fraction (``12:00:00Z`` sorts after ``12:00:00.500Z``): the query reads a
     second more on each side and each record's own time decides, so a bound within a
-    second neither drops nor takes a record of that second wrongly."""
+    second neither drops nor takes a record of that second wrongly.
+
+    Records are yielded as they are stored, also those this stack did not write: each
+    reader checks them with ``records.unreadable`` and names the ones it cannot use."""
     names = {"#status": STATUS_ATTRIBUTE}
     values: dict[str, dict[str, str]] = {":status": {"S": status}}
     key_condition = "#status = :status"
@@ -95,8 +98,10 @@ def _widened(moment: datetime, by: timedelta) -> datetime:
 
 
 def _within(record: dict[str, Any], since: datetime | None, until: datetime | None) -> bool:
+    """Whether the record's own time is in the range; a ``recorded_at`` that is no time
+    is kept (the index put it in range), for the reader to name (``records.unreadable``)."""
     try:
         moment = parse_timestamp(record.get(RECORDED_AT_ATTRIBUTE))
     except ValueError:
-        return False
+        return True
     return (since is None or moment >= since) and (until is None or moment < until)

@@ -19,6 +19,8 @@ from typing import Any, TypedDict
 
 from boto3.dynamodb.types import TypeDeserializer
 
+from scones_core.monitoring.timestamps import parse_timestamp
+
 
 class Status(StrEnum):
     """The terminal status of one object version."""
@@ -401,3 +403,94 @@ def classified_status(record: Mapping[str, Any]) -> str | None:
         prior = record.get(CLASSIFIED_STATUS_ATTRIBUTE)
         return None if prior is None else str(prior)
     return None if status is None else str(status)
+
+
+# ---- records this stack did not write -----------------------------------------------
+# Each attribute's DynamoDB type, as the workflow (the layouts) and a review write it.
+ATTRIBUTE_TYPES: dict[str, str] = {
+    **{attribute.name: attribute.type for layout in RECORD_STATES.values() for attribute in layout},
+    REVIEW_LABEL_ATTRIBUTE: "S",
+    REVIEWED_AT_ATTRIBUTE: "S",
+    REVIEWER_ATTRIBUTE: "S",
+    CLASSIFIED_STATUS_ATTRIBUTE: "S",
+    REVIEW_SAMPLED_ATTRIBUTE: "BOOL",
+    REVIEW_SAMPLED_AT_ATTRIBUTE: "S",
+    LABELLED_KEY_ATTRIBUTE: "S",
+    IMAGE_GONE_ATTRIBUTE: "S",
+}
+# What every record has had since the first version of the stack (its keys, the index's
+# keys and the upload it is about), and what a classified one adds: older records lack
+# some of the rest (``attempt``, ``delivery``, ``model_version``), and readers cope.
+REQUIRED_ATTRIBUTES: tuple[str, ...] = (
+    PARTITION_KEY,
+    STATUS_ATTRIBUTE,
+    RECORDED_AT_ATTRIBUTE,
+    "bucket",
+    "key",
+)
+CLASSIFIED_ATTRIBUTES: tuple[str, ...] = ("label", "confidence")
+_TYPE_NAMES = {"S": "a string", "N": "a number", "M": "a map", "BOOL": "true or false"}
+
+
+def _kind(value: Any) -> str:
+    """What a value read back (``record_from_item``) is, in the words of ``_TYPE_NAMES``."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a map"
+    if isinstance(value, list):
+        return "a list or set"
+    return "null" if value is None else "binary"
+
+
+def record_problems(record: Mapping[str, Any]) -> list[str]:
+    """What keeps a record read back from being one of this layout (an item written by
+    hand, by another tool or by an older stack): a required attribute missing, an
+    attribute of another type, a ``recorded_at`` that is no time. Empty for a record the
+    readers can use; they name the others (``UnreadableRecord``) instead of failing on
+    them or showing them half."""
+    status = record.get(STATUS_ATTRIBUTE)
+    classified = status in (*CLASSIFIED_STATUSES, Status.REVIEWED)
+    required = (*REQUIRED_ATTRIBUTES, *(CLASSIFIED_ATTRIBUTES if classified else ()))
+    problems = [f"no {name}" for name in required if name not in record]
+    for name in sorted(record):
+        wanted = ATTRIBUTE_TYPES.get(name)
+        if wanted is not None and (kind := _kind(record[name])) != _TYPE_NAMES[wanted]:
+            problems.append(f"{name} is {kind}, not {_TYPE_NAMES[wanted]}")
+        elif wanted == "M" and any(_kind(v) != "a number" for v in record[name].values()):
+            # The one map of the layout (``probabilities``) maps labels to numbers.
+            problems.append(f"{name} holds more than numbers")
+    if isinstance(status, str) and status not in TERMINAL_STATUSES:
+        problems.append(f"status {status!r} is none of {', '.join(TERMINAL_STATUSES)}")
+    if isinstance(recorded := record.get(RECORDED_AT_ATTRIBUTE), str):
+        try:
+            parse_timestamp(recorded)
+        except ValueError as exc:
+            problems.append(f"{RECORDED_AT_ATTRIBUTE}: {exc}")
+    return problems
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A record the readers leave out, named by its key with what is wrong with it."""
+
+    record_id: str
+    problems: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.record_id}: {'; '.join(self.problems)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {PARTITION_KEY: self.record_id, "problems": list(self.problems)}
+
+
+def unreadable(record: Mapping[str, Any]) -> UnreadableRecord | None:
+    """``record`` as an ``UnreadableRecord``, or None when it is one of this layout."""
+    problems = record_problems(record)
+    if not problems:
+        return None
+    return UnreadableRecord(str(record.get(PARTITION_KEY, "")), tuple(problems))

@@ -79,6 +79,7 @@ from scones_core.records import (
     Status,
     may_replace,
     record_from_item,
+    unreadable,
 )
 from scones_core.settings import StartSettings
 from scones_core.shortened import shortened
@@ -426,6 +427,10 @@ class Redriver:
         return report
 
     def _replay_record(self, record: Mapping[str, Any], *, dry_run: bool) -> Replay:
+        if (bad := unreadable(record)) is not None:
+            # Not as the stack writes records: which object, or which attempt, is not known.
+            detail = f"unreadable record: {'; '.join(bad.problems)}"
+            return Replay(Source.RECORD, Outcome.ERROR, bad.record_id, bad.record_id, detail=detail)
         record_id = str(record.get(PARTITION_KEY, ""))
         key = str(record.get("key", ""))
         attempt = record_attempt(record) + 1

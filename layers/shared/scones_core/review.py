@@ -79,7 +79,9 @@ from scones_core.records import (
     STATUS_ATTRIBUTE,
     STATUS_INDEX_NAME,
     Status,
+    UnreadableRecord,
     record_from_item,
+    unreadable,
 )
 from scones_core.settings import ImageLimits
 
@@ -225,6 +227,15 @@ class ReviewItem:
 
 
 @dataclass(frozen=True)
+class ReviewQueue:
+    """The images waiting for a person, and the records of the queue that were left out
+    because they are not as the stack writes them (``records.unreadable``)."""
+
+    items: list[ReviewItem]
+    unreadable: list[UnreadableRecord]
+
+
+@dataclass(frozen=True)
 class ReviewResult:
     record: dict[str, Any]  # the record as the update left it
     labelled_key: str | None  # the copy, or None for NEITHER
@@ -340,17 +351,31 @@ class ReviewService:
 
     # -- the queue ---------------------------------------------------------------
     def queue(self, limit: int = 200) -> list[ReviewItem]:
+        """The images of :meth:`read_queue`."""
+        return self.read_queue(limit).items
+
+    def read_queue(self, limit: int = 200) -> ReviewQueue:
         """NEEDS_REVIEW records and sampled ACCEPTED ones: the ``limit`` recorded first of
         each, shown oldest upload first; without the records whose upload the lifecycle
-        rule has deleted (see :meth:`expired_waiting`)."""
+        rule has deleted (see :meth:`expired_waiting`), and without the unreadable ones,
+        which are named instead: one such record must not keep every other from a
+        reviewer, nor be shown half."""
         cutoff = self._retention_cutoff()
         since = format_millis(cutoff) if cutoff else None
+        left_out: list[UnreadableRecord] = []
+
+        def readable(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for record in records:
+                if (bad := unreadable(record)) is None:
+                    yield record
+                else:
+                    left_out.append(bad)
 
         def shown(records: Iterator[dict[str, Any]]) -> list[ReviewItem]:
             """The first ``limit`` whose upload is still kept: recorded after the cutoff
             but uploaded before it is a replayed or backfilled upload the lifecycle rule
             has deleted. Left out as the index is read, so they never fill the page."""
-            kept = (r for r in records if not r.get(IMAGE_GONE_ATTRIBUTE))
+            kept = (r for r in readable(records) if not r.get(IMAGE_GONE_ATTRIBUTE))
             items = (ReviewItem.from_record(r) for r in kept)
             if cutoff:
                 items = (item for item in items if not _uploaded_before(item, cutoff))
@@ -366,7 +391,7 @@ class ReviewService:
         # Each kind keeps its own ``limit``: sampled answers older than every uncertain
         # image must never push those off the page.
         items.sort(key=lambda item: (item.event_time or item.recorded_at, item.record_id))
-        return items
+        return ReviewQueue(items, left_out)
 
     def expired_waiting(self, cap: int = EXPIRED_COUNT_CAP) -> int:
         """How many NEEDS_REVIEW records were recorded before the retention cutoff (at most

@@ -5,22 +5,30 @@ running; with ``--stack NAME`` it reads the table that CloudFormation stack name
 or any ``--endpoint-url``). Either way the records come through the status index
 (``scones_core.record_queries``), so a day's records cost the same to read in a table of
 thousands as of millions.
+
+A record this stack's workflow and review did not write as they do (by hand, by another
+tool, by an older stack: an attribute missing or of another type) is left out of the
+table and named, with what is wrong, in a line of its own (on stderr with ``--json``, whose
+list on stdout holds the readable records only).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from datetime import UTC, datetime
 from typing import Any
 
+from boto3.dynamodb.types import Binary
+from rich.text import Text
 from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.record_queries import records_with_status
-from scones_core.records import TERMINAL_STATUSES
+from scones_core.records import TERMINAL_STATUSES, UnreadableRecord, unreadable
 
 from scones.cli.arguments import parse_moment, refuse_deployed_options
 from scones.cli.aws_stack import stack_outputs
-from scones.cli.display import make_console, print_summary, records_table, summarise
+from scones.cli.display import make_console, plain, print_summary, records_table, summarise
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state, read_state
 
@@ -48,7 +56,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--until", help="only records written before this time (as --since)")
     parser.add_argument("--prefix", default="", help="only records whose key starts with this")
-    parser.add_argument("--json", action="store_true", help="print the records as JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the records as a JSON list (the unreadable ones are named on stderr)",
+    )
     aws = parser.add_argument_group("AWS (default: the offline stack of `scones up`)")
     aws.add_argument("--stack", help=f"CloudFormation stack name (its {TABLE_OUTPUT} output)")
     aws.add_argument("--table", help="results table name (overrides the stack output)")
@@ -82,14 +94,21 @@ def read_records(
     since: datetime | None,
     until: datetime | None,
     prefix: str,
-) -> list[dict[str, Any]]:
-    """The records of ``statuses`` in the time range, oldest first."""
+) -> tuple[list[dict[str, Any]], list[UnreadableRecord]]:
+    """The records of ``statuses`` in the time range, oldest first, and those left out
+    as unreadable (``records.unreadable``)."""
     rows: list[dict[str, Any]] = []
     for status in statuses:
         rows.extend(
             records_with_status(dynamodb, table, status, since=since, until=until, prefix=prefix)
         )
-    return sorted(rows, key=_recorded_order)
+    readable, left_out = [], []
+    for row in sorted(rows, key=_recorded_order):
+        if (bad := unreadable(row)) is None:
+            readable.append(row)
+        else:
+            left_out.append(bad)
+    return readable, left_out
 
 
 def _recorded_order(record: dict[str, Any]) -> tuple[datetime, str]:
@@ -133,11 +152,14 @@ def results_command(args: argparse.Namespace) -> int:
         incoming, where = api.endpoints.incoming_prefix, "the offline stack"
     statuses = [args.status] if args.status else [s.value for s in TERMINAL_STATUSES]
     try:
-        rows = read_records(dynamodb, table, statuses, since=since, until=until, prefix=args.prefix)
+        rows, left_out = read_records(
+            dynamodb, table, statuses, since=since, until=until, prefix=args.prefix
+        )
     except (ClientError, BotoCoreError) as exc:
         raise CommandFailed(f"cannot read the results table {table!r}: {exc}") from exc
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, default=_json_value))
+        print_unreadable(make_console(stderr=True), left_out)
         return 0
     console = make_console()
     span = f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""
@@ -153,4 +175,26 @@ def results_command(args: argparse.Namespace) -> int:
             highlight=False,
         )
     print_summary(console, summarise(rows))
+    print_unreadable(console, left_out)
     return 0
+
+
+def _json_value(value: Any) -> Any:
+    """An attribute JSON has no type for (binary, which no layout holds: another tool's) as
+    its bytes in base64."""
+    if isinstance(value, Binary):
+        value = value.value
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def print_unreadable(console: Any, left_out: list[UnreadableRecord]) -> None:
+    """One line per record left out of the table, then how many."""
+    for bad in left_out:
+        console.print(Text.assemble(("unreadable record ", "yellow"), plain(bad)))
+    if left_out:
+        console.print(
+            f"[yellow]{len(left_out)} unreadable record(s) left out[/]: their attributes are "
+            "not as this stack writes them"
+        )

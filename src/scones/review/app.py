@@ -335,7 +335,7 @@ def add_image_route(app: FastAPI, service: ReviewService) -> None:
 
 def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any]:
     sampled = service.sample_accepted()
-    items = service.queue(limit=settings.queue_limit)
+    queue = service.read_queue(limit=settings.queue_limit)
     return {
         "reviewer": settings.reviewer,
         "table": settings.table_label,
@@ -348,8 +348,10 @@ def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any
         # The key as the page shows it: characters that reorder or hide text as escapes.
         "items": [
             {**item.to_json(), "shown_key": shown(item.key), "image_url": image_url(item.record_id)}
-            for item in items
+            for item in queue.items
         ],
+        # Records of the queue not as the stack writes them: left out, each named.
+        "unreadable": [bad.to_json() for bad in queue.unreadable],
     }
 
 

@@ -105,7 +105,8 @@ kbd { border: 1px solid #aaa; border-bottom-width: 2px; border-radius: .25rem; p
 """
 
 SCRIPT = r""""use strict";
-const state = { items: [], current: 0, keys: {}, expired: 0, said: null, drawn: null };
+const state = { items: [], current: 0, keys: {}, expired: 0, unreadable: [], said: null,
+                drawn: null };
 const queue = document.getElementById("queue");
 const detail = document.getElementById("detail");
 const record = document.getElementById("record");
@@ -279,7 +280,10 @@ function drawQueue() {
   document.getElementById("progress").textContent =
     done + " of " + state.items.length + " answered" +
     (state.expired ? " \u00b7 " + state.expired + (state.expired >= state.expiredCap ? "+" : "") +
-     " older ones cannot be shown: their uploads have expired (UploadRetentionDays)" : "");
+     " older ones cannot be shown: their uploads have expired (UploadRetentionDays)" : "") +
+    (state.unreadable.length ? " \u00b7 " + state.unreadable.length +
+     " unreadable record(s) left out, not as the stack writes them: " +
+     state.unreadable.map(u => u.pk + " (" + u.problems.join("; ") + ")").join(", ") : "");
 }
 
 function drawDetail() {
@@ -464,6 +468,7 @@ async function load() {
   }
   state.items = body.items; state.current = 0; state.keys = keysFor(body.answers);
   state.expired = body.expired || 0; state.expiredCap = body.expired_cap || Infinity;
+  state.unreadable = body.unreadable || [];
   document.getElementById("who").textContent =
     "reviewer " + body.reviewer + " \u00b7 " + body.table;
   document.body.dataset.loaded = "true";
