@@ -557,18 +557,11 @@ def model_problem(model_dir: Path, parameters: Mapping[str, str], how: str) -> s
     return f"the model at {model_dir}: " + "; and ".join(problems) if problems else None
 
 
-def publish_baseline(
-    session: Any, stack_name: str, model_dir: Path = DEFAULT_MODEL_DIR
-) -> dict[str, str]:
-    """Upload the model's baseline to where the stack's monitor reads it, once the baseline
-    is known to be this model's own, one the monitor compares with (``model_baseline``,
-    before anything is asked of AWS), and the model to fit the deployed stack's
-    ``ModelLabels`` and ``ModelInputSize``.
-
-    Not while the stack's endpoint serves a model retraining promoted (CreateEndpoint=true,
-    another endpoint config than the stack's): the promotion put that model's own baseline
-    there, and a deploy that left the endpoint alone must not swap it for the bundled
-    model's; the answer says it was kept (``kept``)."""
+def model_drift_baseline(model_dir: Path) -> bytes:
+    """``model_dir``'s ``baseline.json``, once it is known to be that model's own, one the
+    monitor compares with (``model_baseline``); ``DeployError`` saying why not. The check
+    ``deploy-baseline`` makes before it publishes the file, and ``deploy-preflight`` before
+    ``sam deploy``, so the refusal does not come only after the stack is deployed."""
     from scones.model.artifact import ModelArtifactError, ModelManifest
 
     baseline = model_dir / BASELINE_FILE
@@ -578,9 +571,7 @@ def publish_baseline(
     try:
         manifest = ModelManifest.load(model_dir)
     except ModelArtifactError as exc:
-        raise DeployError(
-            f"the model at {model_dir} cannot be read: {exc}. The baseline was not published."
-        ) from exc
+        raise DeployError(f"the model at {model_dir} cannot be read: {exc}") from exc
     try:
         model_baseline(body, manifest.labels, manifest.version)
     except BaselineError as exc:
@@ -588,9 +579,27 @@ def publish_baseline(
         # compare the traffic with another model's mix and name that model.
         raise DeployError(
             f"{baseline} is not a drift baseline the monitor can use for the model at "
-            f"{model_dir}: {exc}. `scones train` writes one beside the model. The baseline "
-            "was not published."
+            f"{model_dir}: {exc}. `scones train` writes one beside the model"
         ) from exc
+    return body
+
+
+def publish_baseline(
+    session: Any, stack_name: str, model_dir: Path = DEFAULT_MODEL_DIR
+) -> dict[str, str]:
+    """Upload the model's baseline to where the stack's monitor reads it, once the baseline
+    is known to be this model's own, one the monitor compares with
+    (``model_drift_baseline``, before anything is asked of AWS), and the model to fit the
+    deployed stack's ``ModelLabels`` and ``ModelInputSize``.
+
+    Not while the stack's endpoint serves a model retraining promoted (CreateEndpoint=true,
+    another endpoint config than the stack's): the promotion put that model's own baseline
+    there, and a deploy that left the endpoint alone must not swap it for the bundled
+    model's; the answer says it was kept (``kept``)."""
+    try:
+        body = model_drift_baseline(model_dir)
+    except DeployError as exc:
+        raise DeployError(f"{exc}. The baseline was not published.") from exc
     outputs, parameters = stack_facts(session.client("cloudformation"), stack_name)
     # The stack's labels are the model's, in order: the baseline's check above holds for them.
     problem = model_problem(model_dir, parameters, how="deploy the stack with")

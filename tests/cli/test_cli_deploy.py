@@ -1063,6 +1063,47 @@ def test_deploy_preflight_refuses_a_named_model_that_does_not_fit_the_stack(
     assert code == 2 and f"--model {tmp_path}: no baseline.json there" in err, err
 
 
+@pytest.mark.parametrize(
+    ("baseline", "named"),
+    [
+        pytest.param(
+            {"model_version": "0123456789ab"},
+            "the baseline was made for model version 0123456789ab, not this model's",
+            id="another-model's",
+        ),
+        pytest.param(
+            {"label_mix": {"bicycle": 0, "motorcycle": 0, "cat": 1}},
+            "label_mix names ['bicycle', 'cat', 'motorcycle'] but labels are",
+            id="unusable",
+        ),
+    ],
+)
+def test_deploy_preflight_refuses_a_baseline_deploy_baseline_would_refuse(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    baseline: dict[str, Any],
+    named: str,
+) -> None:
+    """`make deploy MODEL=DIR` with a baseline.json that is not the model's own, or one the
+    monitor could not use: deploy-baseline refuses it, but only after sam deploy has
+    deployed the stack. The preflight applies the same rule (``model_baseline``) first."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(MODEL, model)
+    document = json.loads((MODEL / "baseline.json").read_text())
+    (model / "baseline.json").write_text(json.dumps({**document, **baseline}))
+    code, out, err = preflight_output(monkeypatch, capsys, {}, None, "--model", str(model))
+    assert code == 2, err
+    assert err.startswith(
+        f"scones: error: --model {model}: {model / 'baseline.json'} is not a drift baseline "
+        f"the monitor can use for the model at {model}: "
+    ), err
+    assert named in err and "deploy-baseline would refuse it after sam deploy" in err, err
+    assert out == ""
+
+
 def test_deploy_preflight_warns_that_retraining_cannot_serve_another_input_size(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

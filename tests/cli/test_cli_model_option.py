@@ -193,3 +193,34 @@ def test_retrain_refuses_a_model_json_it_cannot_parse_in_one_line(
         f"scones: error: --model: model manifest {model / 'model.json'} is not valid JSON: "
         "not readable JSON: nested deeper than the parser goes\n"
     )
+
+
+def test_a_model_without_a_baseline_runs_and_says_once_that_drift_is_off(tmp_path: Path) -> None:
+    """A folder with no baseline.json starts (docs/monitoring.md), but the stack then
+    publishes no drift baseline and the monitor measures no drift for that model: the
+    command says so once, before the stack starts, with how to give the model one. It was
+    silent, and the monitor's summary only left the drift out."""
+    model = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL_DIR, model)
+    (model / "baseline.json").unlink()
+    image = sorted((PROJECT_ROOT / "samples" / "bicycle").glob("*.png"))[0]
+    options = ["--model", str(model), "--out", str(tmp_path / "out"), "--json", "--no-progress"]
+    result = subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", "run", str(image), *options],
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    warning = (
+        f"scones: warning: the model at {model} has no baseline.json: the monitor measures "
+        "no label drift for it"
+    )
+    assert result.stderr.startswith(warning), result.stderr
+    assert result.stderr.count("scones: warning:") == 1, result.stderr
+    assert "`scones train` writes one beside the model it trains" in result.stderr
+    (run,) = (tmp_path / "out").glob("run-*.json")
+    monitor = json.loads(run.read_text())["monitor"]
+    assert monitor["request_count"] == 1 and monitor["label_drift"] is None, monitor

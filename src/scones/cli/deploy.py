@@ -71,9 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "CreateEndpoint=true names an endpoint this stack did not create; otherwise print "
         "the account, region and stack that sam deploy will use, warn when the update "
         "deletes the endpoint or replaces the classification workflow, and say whether the "
-        "endpoint exists and captures where this stack's monitor reads. With "
-        "--model, refuse a model that does not fit the stack's ModelLabels and "
-        "ModelInputSize (deploy-baseline would, after sam deploy).",
+        "endpoint exists and captures where this stack's monitor reads. Refuse a "
+        "baseline.json deploy-baseline would refuse after sam deploy (not the model's own, "
+        "or one the monitor could not use) and, with --model, a model that does not fit "
+        "the stack's ModelLabels and ModelInputSize (deploy-baseline would, after sam "
+        "deploy).",
     )
     _aws_arguments(preflight)
     _model_argument(preflight)
@@ -195,6 +197,7 @@ def run_preflight(args: argparse.Namespace) -> int:
         concurrency_problem,
         express_time_problem,
         kept_parameters,
+        model_drift_baseline,
         preflight,
         previous_parameters,
         sent_parameters,
@@ -203,6 +206,12 @@ def run_preflight(args: argparse.Namespace) -> int:
     from scones.template_params import ParameterError, resolve_parameters
 
     model = _model_folder(args)
+    try:  # deploy-baseline's own check: it would refuse the file only after sam deploy
+        model_drift_baseline(model)
+    except DeployError as exc:
+        raise CommandError(
+            f"--model {model}: {exc}; deploy-baseline would refuse it after sam deploy"
+        ) from exc
     session, stack, config = _context(args)
     try:
         who = preflight(session, guided=config.guided)

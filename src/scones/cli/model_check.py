@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,10 +12,13 @@ from scones.cli.errors import CommandError
 def check_model_option(model: Path | None, overrides: Mapping[str, str]) -> None:
     """A model folder the server could not load, or one whose classes differ from the
     stack's ``ModelLabels``, is a usage error found in well under a second, not a stack
-    that fails after starting (or, for the labels, records the wrong class)."""
+    that fails after starting (or, for the labels, records the wrong class). A folder
+    without a drift baseline starts, saying once that the monitor measures no drift."""
     from scones.offline.stack import DEFAULT_MODEL_DIR, StackError, check_model
 
     try:
-        check_model(model or DEFAULT_MODEL_DIR, overrides)
+        note = check_model(model or DEFAULT_MODEL_DIR, overrides)
     except StackError as exc:
         raise CommandError(f"--model: {exc}") from None
+    if note:
+        print(f"scones: warning: {note}", file=sys.stderr)

@@ -157,12 +157,15 @@ def raise_open_file_limit(needed: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
+def check_model(directory: Path, overrides: Mapping[str, str]) -> str | None:
     """Refuse, before anything starts, a model folder the server could not load or one
     whose classes are not the stack's ``ModelLabels`` in order: the workflow names a
     class by its position in the answer, so another order would record every image
     as the wrong class without an error. Its ``baseline.json``, which the stack publishes
-    as the monitor's, must be that model's (``model_baseline``)."""
+    as the monitor's, must be that model's (``model_baseline``).
+
+    A folder without one is served (docs/monitoring.md): the answer is then the note its
+    user must read once, that the monitor will measure no drift for it; ``None`` otherwise."""
     from scones_core.monitoring.drift import BaselineError, model_baseline
     from scones_core.settings import parse_labels
 
@@ -197,16 +200,25 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> None:
     if problems:
         raise StackError(f"the model at {directory}: " + "; and ".join(problems))
     baseline = directory / BASELINE_FILE
-    if baseline.is_file():  # without one the monitor computes no drift, and logs why
-        # The stack makes it the monitor's baseline: one the monitor cannot use stops
-        # drift silently, and another model's compares the traffic with that model's mix.
-        try:
-            model_baseline(baseline.read_bytes(), manifest.labels, manifest.version)
-        except (OSError, BaselineError) as exc:
-            raise StackError(
-                f"the model at {directory}: its {BASELINE_FILE} cannot be the monitor's drift "
-                f"baseline: {exc}"
-            ) from None
+    if not baseline.is_file():
+        # The monitor's only sign is an error in its log at every run: say it up front.
+        return (
+            f"the model at {directory} has no {BASELINE_FILE}: the monitor measures no label "
+            "drift for it (no LabelDrift or MeanConfidenceShift metric, no LABEL_DRIFT alert, "
+            "so drift starts no retraining). To have drift measured, put the model's own "
+            f"{BASELINE_FILE} in the folder: `scones train` writes one beside the model it "
+            "trains, and a retrained model's model.tar.gz holds its own"
+        )
+    # The stack makes it the monitor's baseline: one the monitor cannot use stops drift
+    # silently, and another model's compares the traffic with that model's mix.
+    try:
+        model_baseline(baseline.read_bytes(), manifest.labels, manifest.version)
+    except (OSError, BaselineError) as exc:
+        raise StackError(
+            f"the model at {directory}: its {BASELINE_FILE} cannot be the monitor's drift "
+            f"baseline: {exc}"
+        ) from None
+    return None
 
 
 class OfflineStack:
