@@ -24,7 +24,12 @@ from hypothesis import strategies as st
 from moto import mock_aws
 from PIL import Image
 from scones_core import errors, inference
-from scones_core.endpoint_response import UNREPORTED, custom_attributes, model_version
+from scones_core.endpoint_response import (
+    UNREPORTED,
+    custom_attributes,
+    model_version,
+    probabilities,
+)
 from scones_core.images import normalise_image, read_object, serialize_object
 from scones_core.inference import classify_image, decode_image_b64, parse_probabilities
 from scones_core.ingest import (
@@ -41,7 +46,14 @@ from scones_core.ingest import (
     workflow_input,
 )
 from scones_core.objects import NULL_VERSION, ObjectRef, object_from_s3_record
-from scones_core.records import capture_id
+from scones_core.records import (
+    TERMINAL_STATUSES,
+    capture_id,
+    classified_status,
+    is_terminal,
+    number_attribute,
+    record_from_item,
+)
 from scones_core.settings import EndpointSettings, ImageLimits, StartSettings
 
 LIMITS = template_limits()
@@ -545,6 +557,75 @@ def test_a_probability_too_small_for_dynamodb_is_stored_as_zero(
         ddb.put_item(TableName="records", Item={"pk": {"S": "a"}, "probabilities": {"M": stored}})
 
 
+@pytest.mark.parametrize("value", [1e-130, -1e-130])
+def test_the_smallest_magnitude_dynamodb_holds_is_stored_as_it_is(value: float) -> None:
+    """1e-130 is DynamoDB's smallest magnitude, not below it: it is kept, not zeroed."""
+    stored = number_attribute(value)
+    assert stored == {"N": repr(value)}
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(
+            TableName="records",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ddb.put_item(TableName="records", Item={"pk": {"S": "a"}, "p": stored})
+        item = ddb.get_item(TableName="records", Key={"pk": {"S": "a"}})["Item"]
+    assert record_from_item(item)["p"] == value
+
+
+def test_a_stored_item_reads_back_as_plain_python_values() -> None:
+    """The CLI, the monitor and the offline client read items with record_from_item:
+    whole numbers come back as ints, others as floats, inside maps and lists too."""
+    item: dict[str, Any] = {
+        "pk": {"S": "images/a.png#v"},
+        "attempt": {"N": "2"},
+        "confidence": {"N": "0.875"},
+        "probabilities": {"M": {"bicycle": {"N": "0.125"}, "motorcycle": {"N": "1"}}},
+        "history": {"L": [{"N": "3"}, {"S": "x"}, {"N": "0.5"}]},
+        "review_sampled": {"BOOL": True},
+    }
+    record = record_from_item(item)
+    assert record == {
+        "pk": "images/a.png#v",
+        "attempt": 2,
+        "confidence": 0.875,
+        "probabilities": {"bicycle": 0.125, "motorcycle": 1},
+        "history": [3, "x", 0.5],
+        "review_sampled": True,
+    }
+    assert type(record["attempt"]) is int
+    assert type(record["confidence"]) is float
+    assert [type(v) for v in record["probabilities"].values()] == [float, int]
+    assert [type(v) for v in record["history"]] == [int, str, float]
+
+
+def test_only_the_five_statuses_are_terminal() -> None:
+    """The offline client waits for a terminal record: any status, never a missing one."""
+    assert all(is_terminal({"status": status.value}) for status in TERMINAL_STATUSES)
+    assert len(TERMINAL_STATUSES) == 5
+    assert not is_terminal({"status": "RUNNING"})
+    assert not is_terminal({})
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ({"status": "ACCEPTED"}, "ACCEPTED"),
+        ({"status": "REJECTED"}, "REJECTED"),
+        ({"status": "REVIEWED", "classified_status": "NEEDS_REVIEW"}, "NEEDS_REVIEW"),
+        ({"status": "REVIEWED", "classified_status": "ACCEPTED"}, "ACCEPTED"),
+        ({"status": "REVIEWED"}, None),
+        ({}, None),
+    ],
+)
+def test_a_reviewed_record_still_counts_as_what_the_workflow_classified_it(
+    record: dict[str, str], expected: str | None
+) -> None:
+    assert classified_status(record) == expected
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -556,11 +637,49 @@ def test_a_probability_too_small_for_dynamodb_is_stored_as_zero(
         b"[-0.1, 1.1]",
         b"{}",
         b"[NaN, 1]",
+        b"0.5",
+        b"[0.5, 0.5, 0.0]",
     ],
 )
 def test_malformed_endpoint_answers_are_refused(body: bytes) -> None:
     with pytest.raises(errors.ModelResponseInvalid):
         parse_probabilities(body, LABELS)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (0.5, "not a list of probabilities"),
+        ({"predictions": "ab"}, "not a list of probabilities"),
+        ([0.5, 0.5, 0.0], "has 3 probabilities, expected 2"),
+        ([[0.5], [0.5]], "is not a number"),
+        ([0.0, 1.1], "outside"),
+        ([1.5, 0.0], "outside"),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_says_what_is_wrong(answer: object, message: str) -> None:
+    """The monitor reads captured answers with ``probabilities`` itself (no zip with the
+    labels after it): a third probability summing to 1 with the others is still refused."""
+    with pytest.raises(ValueError, match=message):
+        probabilities(answer, LABELS)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [[0.25, 0.75], [[0.25, 0.75]], {"predictions": [0.25, 0.75]}, {"predictions": [[0.25, 0.75]]}],
+)
+def test_a_list_a_batch_of_one_and_tensorflow_servings_shape_are_all_read(answer: object) -> None:
+    assert probabilities(answer, LABELS) == (0.25, 0.75)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [([1 + 1e-6, 0.0], (1.0, 0.0)), ([-1e-6, 1.0], (0.0, 1.0)), ([1.0000005, 0.0], (1.0, 0.0))],
+)
+def test_a_float32_softmax_straying_up_to_the_tolerance_is_clamped_into_0_and_1(
+    answer: list[float], expected: tuple[float, float]
+) -> None:
+    assert probabilities(answer, LABELS) == expected
 
 
 def test_builtin_algorithm_answer_shape_is_accepted() -> None:
@@ -959,6 +1078,16 @@ def test_model_version_is_read_from_custom_attributes(attributes: object, expect
 def test_a_version_that_cannot_travel_in_custom_attributes_is_refused(version: str) -> None:
     with pytest.raises(ValueError, match="cannot travel in CustomAttributes"):
         custom_attributes(version)
+
+
+def test_custom_attributes_may_use_sagemakers_whole_1024_characters() -> None:
+    """SageMaker forwards up to 1024 characters of CustomAttributes: the longest version
+    that fits is sent, one character more is refused."""
+    longest = "v" * (1024 - len("model_version="))
+    assert len(custom_attributes(longest)) == 1024
+    assert model_version(custom_attributes(longest)) == longest[:128]
+    with pytest.raises(ValueError, match="cannot travel in CustomAttributes"):
+        custom_attributes(longest + "v")
 
 
 def test_classification_keeps_the_version_the_endpoint_reports() -> None:
