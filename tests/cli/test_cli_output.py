@@ -1,7 +1,9 @@
 """What a command leaves behind does not depend on where its output goes: a disk that
 fills keeps the earlier result files whole and the error names the file; standard output
-that is a closed pipe or a full disk, or cannot spell a file's name, leaves ``scones run``'s
-report files written; and a file name is judged by its bytes, whatever the locale."""
+that is a closed pipe or a full disk, or cannot spell a file's name, leaves every command's
+work done (``scones run``'s report files, ``scones evaluate``'s, the records of a stack
+``scones up`` held) and ends it the same way (quietly 141, or an error naming standard
+output); and a file name is judged by its bytes, whatever the locale."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +53,131 @@ def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**env, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones"), **extra}
 
 
-def _scones_run(tmp_path: Path, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
+def _scones(tmp_path: Path, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "scones.cli.main", "run", *args, "--no-progress"],
+        [sys.executable, "-m", "scones.cli.main", *args],
         cwd=tmp_path,
         env=popen.pop("env", None) or _environment(tmp_path),
         stderr=subprocess.PIPE,
         **popen,
     )
+
+
+def _scones_run(tmp_path: Path, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
+    return _scones(tmp_path, "run", *args, "--no-progress", **popen)
+
+
+def _to_a_closed_pipe(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """``scones ARGS | true``: the reader has gone before the first line. The exit status
+    and standard error."""
+    process = _scones(tmp_path, *args, stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    return process.wait(timeout=300), error
+
+
+def _to_a_full_disk(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """``scones ARGS > /dev/full``: every write to standard output fails with ENOSPC."""
+    with open("/dev/full", "wb") as full:
+        process = _scones(tmp_path, *args, stdout=full)
+        assert process.stderr is not None
+        error = process.stderr.read().decode()
+    return process.wait(timeout=300), error
+
+
+# Commands that print and need no stack, each printing its own way: argparse's --help
+# (which swallowed the error and exited 0), Rich tables, plain print and JSON.
+PRINTING_COMMANDS = [["--help"], ["results", "--help"], ["cost"], ["cost", "--json"]]
+
+
+@pytest.mark.parametrize("command", PRINTING_COMMANDS, ids=" ".join)
+def test_every_command_to_a_closed_pipe_ends_quietly(tmp_path: Path, command: list[str]) -> None:
+    """As ``scones run`` does: status 141 and nothing on stderr (``--help`` exited 0, the
+    others 1 with "scones: error: [Errno 32] Broken pipe")."""
+    status, error = _to_a_closed_pipe(tmp_path, *command)
+    assert (status, error) == (CLOSED_PIPE_STATUS, "")
+
+
+@pytest.mark.parametrize("command", [["cost"], ["cost", "--json"]], ids=" ".join)
+def test_a_command_started_with_standard_output_closed_does_its_work_silently(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """``scones ... >&-``: Python has no ``sys.stdout``, and ``print`` writes nothing
+    (argparse's ``--help`` then writes to stderr, as Python's own argparse does)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", *command],
+        cwd=tmp_path,
+        env=_environment(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.close(1),
+        check=False,
+    )
+    assert (done.returncode, done.stderr.decode()) == (0, "")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this machine")
+@pytest.mark.parametrize("command", PRINTING_COMMANDS, ids=" ".join)
+def test_every_command_on_a_full_disk_names_standard_output(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """One line naming standard output, exit 1 (``--help`` exited 0 silently, the others
+    said "[Errno 28] No space left on device" naming no file)."""
+    status, error = _to_a_full_disk(tmp_path, *command)
+    assert (status, error) == (
+        1,
+        "scones: error: cannot write to standard output: [Errno 28] No space left on device\n",
+    )
+
+
+@pytest.mark.slow
+def test_evaluate_to_a_closed_pipe_still_writes_its_report(tmp_path: Path) -> None:
+    """``scones evaluate --out`` prints its numbers before it writes evaluation.json and
+    .png: a reader that has gone left no report (and "[Errno 32] Broken pipe")."""
+    out = tmp_path / "evaluation"
+    samples = PROJECT_ROOT / "samples"
+    command = ["evaluate", "--data", str(samples), "--split", "all", "--out", str(out)]
+    status, error = _to_a_closed_pipe(tmp_path, *command)
+    assert (status, error) == (CLOSED_PIPE_STATUS, "")
+    assert json.loads((out / "evaluation.json").read_text())["images"] > 0
+    assert (out / "evaluation.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("cli")
+def test_a_stack_held_by_up_with_its_output_gone_is_used_stopped_and_saved(
+    tmp_path: Path,
+) -> None:
+    """``scones up | true``: the stack still serves, ``classify`` and ``results`` to a
+    closed pipe still work and end 141, ``review`` (whose page's URL nobody saw) ends at
+    once, and ``scones down`` stops the stack with its records saved; ``up`` then ends
+    quietly with 141 (it exited 1, and ``review`` served a page nobody could open)."""
+    up = _scones(tmp_path, "up", "--out", str(tmp_path / "out"), stdout=subprocess.PIPE)
+    assert up.stdout is not None and up.stderr is not None
+    up.stdout.close()
+    try:
+        state = tmp_path / ".scones" / "stack.json"
+        deadline = time.monotonic() + 120
+        while not state.exists():
+            assert up.poll() is None, up.stderr.read().decode()
+            assert time.monotonic() < deadline, "scones up did not come up"
+            time.sleep(0.2)
+        for command in (["classify", str(ONE_IMAGE)], ["results"], ["review", "--port", "0"]):
+            assert _to_a_closed_pipe(tmp_path, *command) == (CLOSED_PIPE_STATUS, "")
+        down = _scones(tmp_path, "down", stdout=subprocess.PIPE)
+        printed, error = down.communicate(timeout=300)
+        assert down.returncode == 0, error.decode()
+        error = up.stderr.read().decode()
+        assert up.wait(timeout=300) == CLOSED_PIPE_STATUS, error
+        assert "error" not in error and "Traceback" not in error
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    [records] = (tmp_path / "out").glob("records-*.json")
+    assert str(records).encode() in printed
+    assert len(json.loads(records.read_text())["records"]) == 1
 
 
 def _reported(out: Path) -> list[dict[str, Any]]:

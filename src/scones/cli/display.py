@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -61,14 +61,13 @@ def scones_command() -> str:
     return f"{sys.executable} -m scones.cli.main"
 
 
-def make_console(stderr: bool = False, file: GuardedStdout | None = None) -> Console:
+def make_console(stderr: bool = False) -> Console:
     """A console that stays readable when output is piped (no terminal width to read),
-    on standard error, standard output, or ``file``."""
-    # Rich asks for an IO[str]; it calls only write, flush, isatty and encoding.
-    stream = cast("IO[str] | None", file)
-    console = Console(file=stream, stderr=stderr)
+    on standard error or standard output (``sys.stdout`` when it prints: the command's
+    ``GuardedStdout``)."""
+    console = Console(stderr=stderr)
     if not console.is_terminal:
-        console = Console(file=stream, stderr=stderr, width=140)
+        console = Console(stderr=stderr, width=140)
     return console
 
 
@@ -79,27 +78,31 @@ CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE
 
 class GuardedStdout:
     """Standard output for a command whose work outlives what it prints (``scones run``
-    writes its report files after the results): a write that fails (a pipe that ``head``
-    closed, a full disk, a terminal gone) keeps its error for the end instead of ending the
-    command there, and what comes after it is dropped. Rich's own handling of a closed
-    pipe (exit 1 on the spot, silently) never sees the error."""
+    writes its report files after the results, ``scones down`` saves the records, ``scones
+    up`` stops its stack): a write that fails (a pipe that ``head`` closed, a full disk, a
+    terminal gone) keeps its error for the end instead of ending the command there, and
+    what comes after it is dropped. ``scones.cli.main`` puts it in place of ``sys.stdout``
+    for every command, so ``print``, Rich consoles and argparse's ``--help`` all write
+    through it; Rich's own handling of a closed pipe (exit 1 on the spot, silently) and
+    argparse's (the error swallowed, exit 0) never see the error."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
         self.error: OSError | None = None
 
     def write(self, text: str) -> int:
-        self._guarded(lambda: sys.stdout.write(text))
+        self._guarded(lambda: self.stream.write(text))
         return len(text)
 
     def flush(self) -> None:
-        self._guarded(sys.stdout.flush)
+        self._guarded(self.stream.flush)
 
     def isatty(self) -> bool:
-        return self.error is None and sys.stdout.isatty()
+        return self.error is None and self.stream.isatty()
 
-    @property
-    def encoding(self) -> str:
-        return sys.stdout.encoding
+    def __getattr__(self, name: str) -> Any:
+        # The rest of a text stream (encoding, errors, fileno, buffer) is the stream's own.
+        return getattr(self.stream, name)
 
     def _guarded(self, action: Callable[[], object]) -> None:
         if self.error is not None:
@@ -108,12 +111,13 @@ class GuardedStdout:
             action()
         except OSError as exc:
             self.error = exc
-            _stdout_to_devnull()
+            _to_devnull(self.stream)
 
     def status(self, code: int) -> int:
         """The command's exit status ``code`` when every write went through. After a closed
         pipe, quietly the status a shell gives a writer SIGPIPE killed; after another
         failure, an error naming standard output."""
+        self.flush()  # what ``print`` left in the stream's buffer fails here, not at exit
         if self.error is None:
             return code
         if isinstance(self.error, BrokenPipeError):
@@ -121,12 +125,19 @@ class GuardedStdout:
         raise CommandFailed(f"cannot write to standard output: {self.error}")
 
 
-def _stdout_to_devnull() -> None:
-    """Point file descriptor 1 at /dev/null: what Python still holds in its stdout buffer
-    is flushed there at exit, instead of failing again ("Exception ignored ...")."""
+def stdout_failed() -> bool:
+    """Whether something printed so far could not be written to standard output: a
+    command that serves only what it printed (a page's URL and token) has nothing to do."""
+    sys.stdout.flush()
+    return isinstance(sys.stdout, GuardedStdout) and sys.stdout.error is not None
+
+
+def _to_devnull(stream: IO[str]) -> None:
+    """Point ``stream``'s file descriptor at /dev/null: what Python still holds in its
+    buffer is flushed there at exit, instead of failing again ("Exception ignored ...")."""
     try:
-        descriptor = sys.stdout.fileno()
-    except (OSError, ValueError):  # not a file (a test's capture): nothing is flushed at exit
+        descriptor = stream.fileno()
+    except (OSError, ValueError, AttributeError):  # not a file (a test's capture)
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:

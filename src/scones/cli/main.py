@@ -7,11 +7,13 @@ Each subcommand lives in its own module under ``scones.cli`` and exposes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import re
 import sys
 from collections.abc import Sequence
 
+from scones.cli.display import GuardedStdout
 from scones.cli.errors import CommandError
 
 # Module name under scones.cli, in the order they appear in --help.
@@ -59,6 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _printable_streams()
+    # Standard output failing (a pipe its reader closed, a full disk) loses what is
+    # printed, never the work: every command goes on to write its files, save its records
+    # or stop its stack, then ends as GuardedStdout.status says.
+    if sys.stdout is None:  # started with descriptor 1 closed: print() writes nothing
+        return _guarded_main(argv)
+    stdout = GuardedStdout(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(stdout):
+            code = _guarded_main(argv)
+    except SystemExit as exc:  # argparse's own exits: --help, a bad option
+        if stdout.error is None:
+            raise
+        code = exc.code if isinstance(exc.code, int) else 1
+    try:
+        return stdout.status(code)
+    except CommandError as exc:
+        return _error(exc)
+
+
+def _guarded_main(argv: Sequence[str] | None) -> int:
     try:
         return _main(argv)
     except MemoryError:
@@ -79,8 +101,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(args.handler(args) or 0)
     except CommandError as exc:
-        print(f"scones: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _error(exc)
     except OSError as exc:
         # A path that is missing, a directory or not one, a port in use, a full disk:
         # the operating system's sentence names the file or the address.
@@ -129,6 +150,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("scones: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(exc: CommandError) -> int:
+    print(f"scones: error: {exc}", file=sys.stderr)
+    return exc.exit_code
 
 
 def _printable_streams() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from rich.markup import escape
 
 from scones.cli.arguments import port, refuse_deployed_options
-from scones.cli.display import make_console
+from scones.cli.display import make_console, stdout_failed
 from scones.cli.errors import CommandError, CommandFailed
 
 DEFAULT_PORT = 8765
@@ -269,6 +269,8 @@ def review_command(args: argparse.Namespace) -> int:
         f"answers go to s3://{settings.bucket}/{settings.labelled_prefix}  -  Ctrl-C stops"
     )
     try:
+        if stdout_failed():  # nobody can open a page whose URL (and token) was not shown
+            return 0
         while True:
             time.sleep(0.5)
     except KeyboardInterrupt:

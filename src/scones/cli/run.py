@@ -20,7 +20,6 @@ from scones_core.settings import parse_labels
 from scones.cli.arguments import check_writable_folder, file_or_folder, output_folder, seconds
 from scones.cli.display import (
     STOPPING,
-    GuardedStdout,
     Summary,
     exit_status,
     make_console,
@@ -100,13 +99,12 @@ def run_command(args: argparse.Namespace) -> int:
     stamp = _reserve_stamp(args.out, started_at.strftime("%Y%m%d-%H%M%S"))
     plan = _Plan(args, overrides, parameters, labels, inputs, started_at, stamp)
     # Standard output failing (a closed pipe, a full disk) loses what is printed, never
-    # the run: the records and report files are written all the same.
-    stdout = GuardedStdout()
+    # the run: the records and report files are written all the same (main's
+    # GuardedStdout keeps the error for the end).
     try:
-        code = _run(plan, stdout)
+        return _run(plan)
     finally:
         _drop_if_empty(args.out / f"run-{stamp}.json")
-    return stdout.status(code)
 
 
 @dataclass(frozen=True)
@@ -122,13 +120,13 @@ class _Plan:
     stamp: str
 
 
-def _run(plan: _Plan, stdout: GuardedStdout) -> int:
+def _run(plan: _Plan) -> int:
     args, stamp = plan.args, plan.stamp
     # moto and the model runtime are heavy: import them only when the command runs.
     from scones.offline.deploy import DeployError
     from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
 
-    console = make_console(stderr=True) if args.json else make_console(file=stdout)
+    console = make_console(stderr=args.json)
     # --keep: the work folder (function logs, unpacked code, the capture files) outlives
     # the run; otherwise it is a temporary folder that goes with the stack. Either way it
     # is its owner's only: the capture files hold the uploaded images.
@@ -157,7 +155,7 @@ def _run(plan: _Plan, stdout: GuardedStdout) -> int:
             # stop() is a no-op on a stack that start() already stopped.
             interrupted = sys.exc_info()[0] is not None
             _stop(stack, console, received, interrupted=interrupted, started=started)
-        return _report(plan, stack, options, console, results, stdout=stdout)
+        return _report(plan, stack, options, console, results)
 
 
 @dataclass(frozen=True)
@@ -212,8 +210,6 @@ def _report(
     options: Any,
     console: Console,
     results: _Results,
-    *,
-    stdout: GuardedStdout,
 ) -> int:
     args, parameters = plan.args, plan.parameters
     rows, summary, monitor = results.rows, results.summary, results.monitor
@@ -230,8 +226,8 @@ def _report(
     try:
         if args.json:
             document = {"summary": summary.to_json(), "records": rows, "monitor": monitor}
-            stdout.write(json.dumps(document) + "\n")
-            stdout.flush()
+            sys.stdout.write(json.dumps(document) + "\n")
+            sys.stdout.flush()
         else:
             console.print(records_table(rows, strip_prefix=stack.incoming_prefix))
             print_summary(console, summary)
