@@ -461,6 +461,13 @@ def test_saved_records_are_sorted_and_never_overwrite_an_earlier_file(tmp_path: 
     document = json.loads(first.read_text())
     assert document["count"] == 2 and document["table"] == "t"
     assert [r["pk"] for r in document["records"]] == ["b/k#1", "b/k#2"]
+    assert document["unrecorded"] == []  # always there: an empty list says none
+    missing = [{"bucket": "b", "key": "k2", "version": "v2"}]
+    third = save_records(
+        records, out_dir=tmp_path / "out", stack_name="s", table="t", now=now, unrecorded=missing
+    )
+    assert json.loads(third.read_text())["unrecorded"] == missing
+    third.unlink()
     assert {p.name for p in (tmp_path / "out").iterdir()} == {first.name, second.name}
 
 

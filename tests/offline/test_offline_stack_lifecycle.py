@@ -88,13 +88,21 @@ def test_a_stack_stopped_mid_run_saves_what_ran_and_names_what_did_not(tmp_path:
             assert time.monotonic() < deadline, "the uploads' executions did not start"
             time.sleep(0.05)
         with stack.delivery_paused():
-            for number, png in enumerate(pngs[3:]):
+            queued = [
                 api.upload_bytes(f"queued/{number}.png", png.read_bytes(), "image/png")
+                for number, png in enumerate(pngs[3:])
+            ]
             stack.stop()
     finally:
         stack.stop()
     assert stack.saved_records is not None
-    records = json.loads(stack.saved_records.read_text())["records"]
+    saved = json.loads(stack.saved_records.read_text())
+    records = saved["records"]
+    # Every upload without a record, in full, where it outlives the stack: the stop's line
+    # names only the first five.
+    assert saved["unrecorded"] == [
+        {"bucket": u.bucket, "key": u.key, "version": u.version_id} for u in queued
+    ]
     outcomes = sorted((r["key"].rsplit("/", 2)[-2], r["status"]) for r in records)
     assert [folder for folder, _ in outcomes] == ["running"] * 3
     assert {status for _, status in outcomes} <= {"ACCEPTED", "NEEDS_REVIEW"}, outcomes
@@ -168,9 +176,13 @@ def test_the_stop_closes_the_published_endpoint_first_and_names_every_upload_wit
         "Message": "the offline stack is stopping",
     }
     assert stack.saved_records is not None
-    saved = {r["key"] for r in json.loads(stack.saved_records.read_text())["records"]}
+    document = json.loads(stack.saved_records.read_text())
+    saved = {r["key"] for r in document["records"]}
     assert saved == {record["key"] for record in recorded.values()}
     assert sorted(acknowledged) == stack.unrecorded
+    # The records file names all of them (the line below only the first five).
+    assert [u["key"] for u in document["unrecorded"]] == stack.unrecorded
+    assert all(u["bucket"] == stack.bucket and u["version"] for u in document["unrecorded"])
     assert stack.unfinished == (
         f"{len(acknowledged)} upload(s) had no record when the stack stopped: "
         + ", ".join(sorted(acknowledged)[:5])

@@ -66,9 +66,21 @@ def replaces_its_input(state: dict[str, Any]) -> bool:
     return (has_result and "ResultPath" not in state) or selects
 
 
+def built_members(state: dict[str, Any]) -> set[str]:
+    """What a Pass state whose Parameters replace its input sets: their top-level names."""
+    whole = "ResultPath" not in state and state.get("OutputPath", "$") == "$"
+    if state["Type"] == "Pass" and "Parameters" in state and whole:
+        return {name.removesuffix(".$") for name in state["Parameters"]}
+    return set()
+
+
 def edges(state: dict[str, Any], known: set[str]) -> list[tuple[str, set[str]]]:
     """Each way out of ``state`` (entered with ``known`` set) and what is set on it."""
-    out = set() if replaces_its_input(state) else known | result_member(state.get("ResultPath"))
+    out = (
+        built_members(state)
+        if replaces_its_input(state)
+        else known | result_member(state.get("ResultPath"))
+    )
     found = [(state["Next"], out)] if "Next" in state else []
     for catcher in state.get("Catch", []):
         found.append((catcher["Next"], known | result_member(catcher.get("ResultPath"))))

@@ -915,3 +915,156 @@ def test_the_same_failure_run_twice_writes_one_failed_record_and_one_dead_letter
     assert statuses == ["FAILED", "SUCCEEDED"]
     (letter,) = workflow_letters(drain_dead_letters(stack), key)
     assert letter["execution_arn"] == record["execution_arn"]
+
+
+# ---- errors no Catch names: the record carries the error's own message -----------------
+
+
+def killing_itself() -> bytes:
+    """A function package whose handler is killed as Lambda kills one that outgrows its
+    memory: SIGKILL mid-call."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(
+            "app.py",
+            "import os, signal\n\n\ndef lambda_handler(event, context):\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n",
+        )
+    return buffer.getvalue()
+
+
+def test_a_function_killed_mid_call_ends_failed_at_once_with_the_runtimes_message(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    """A crash or a memory kill (Runtime.ExitError) is retried by no Retry: the FAILED record
+    says so without claiming retries, and carries the runtime's own message."""
+    path = confident_image(local_predictions, threshold)
+    lam = stack.api().client("lambda")
+    name = stack.function_name("ClassifyImageFunction")
+    deployed = zip_folder(PROJECT_ROOT / "functions" / "classify_image")
+    lam.update_function_code(FunctionName=name, ZipFile=killing_itself())
+    try:
+        record = wait_one(stack, upload(stack, "killed/photo.png", path.read_bytes()))
+        events = finished_history(stack, record)
+    finally:
+        lam.update_function_code(FunctionName=name, ZipFile=deployed)
+
+    assert (record["status"], record["error_code"]) == ("FAILED", "Runtime.ExitError")
+    assert state_failures(events, "ClassifyImage") == ["Runtime.ExitError"]  # one try
+    assert record["reason"].startswith("The workflow stopped with Runtime.ExitError (")
+    assert "Runtime exited with error: exit status -9" in record["reason"]
+    assert "retries" not in record["reason"]
+    assert records_of(stack, record["key"]) == [record]
+    (letter,) = workflow_letters(drain_dead_letters(stack), record["key"])
+    assert letter["failure"]["cause"]["errorMessage"] == record["reason"]
+
+
+def image_flow_from(stack: OfflineStack, state: str) -> str:
+    """The deployed per-image flow (the Map's item processor) as a state machine of its
+    own, started at ``state``: runs the real failure states with any error Step Functions
+    can give, the ones no fault of the offline stack makes too."""
+    sfn = stack.api().client("stepfunctions")
+    described = sfn.describe_state_machine(stateMachineArn=stack.api().endpoints.state_machine_arn)
+    definition = json.loads(described["definition"])
+    flow = definition["States"]["ClassifyEachImage"]["ItemProcessor"]
+    machine = {"StartAt": state, "States": flow["States"]}
+    name = f"image-flow-from-{state}"
+    existing = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
+    if name in existing:
+        return existing[name]
+    return sfn.create_state_machine(
+        name=name, definition=json.dumps(machine), roleArn=described["roleArn"]
+    )["stateMachineArn"]
+
+
+_KILLED = "RequestId: 5c1d Error: Runtime exited with error: signal: killed"
+_TIMED_OUT = "RequestId: 5c1d Error: Task timed out after 32.00 seconds"
+_TRACE = '  File "/var/task/app.py", line 9, in lambda_handler\n'
+
+
+def _payload(error_type: str, message: str) -> str:
+    """A Lambda error payload as Lambda writes it for a crash or a timeout."""
+    return json.dumps({"errorType": error_type, "errorMessage": message}, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        # Lambda's error payload is the Cause, as JSON (errorType first, as Lambda writes it),
+        # written as it is: never parsed, since a cut one would fail the execution.
+        pytest.param(
+            {"Error": "Runtime.ExitError", "Cause": _payload("Runtime.ExitError", _KILLED)},
+            f"Runtime.ExitError ({_payload('Runtime.ExitError', _KILLED)})",
+            id="memory-kill",
+        ),
+        pytest.param(
+            {"Error": "Sandbox.Timedout", "Cause": _payload("Sandbox.Timedout", _TIMED_OUT)},
+            f"Sandbox.Timedout ({_payload('Sandbox.Timedout', _TIMED_OUT)})",
+            id="function-timeout",
+        ),
+        # A cut payload is text like any other.
+        pytest.param(
+            {"Error": "Runtime.ExitError", "Cause": _payload("Runtime.ExitError", _KILLED)[:40]},
+            f"Runtime.ExitError ({_payload('Runtime.ExitError', _KILLED)[:40]})",
+            id="cut-payload",
+        ),
+        # A bug: the Python runtime's payload has the stack trace, left to the log group.
+        pytest.param(
+            {
+                "Error": "KeyError",
+                "Cause": json.dumps(
+                    {
+                        "errorMessage": "'image_b64'",
+                        "errorType": "KeyError",
+                        "requestId": "5c1d",
+                        "stackTrace": [_TRACE],
+                    }
+                ),
+            },
+            "KeyError;",
+            id="bug",
+        ),
+        # A service's own message is the Cause, as text.
+        pytest.param(
+            {
+                "Error": "Lambda.ServiceException",
+                "Cause": "Lambda is unavailable (Service: Lambda, Status Code: 500)",
+            },
+            "Lambda.ServiceException (Lambda is unavailable (Service: Lambda, Status Code: 500))",
+            id="service-error",
+        ),
+        # A task's TimeoutSeconds: Step Functions gives an empty Cause.
+        pytest.param(
+            {"Error": "States.Timeout", "Cause": ""}, "States.Timeout;", id="task-timeout"
+        ),
+        pytest.param({"Error": "States.TaskFailed"}, "States.TaskFailed;", id="no-cause"),
+    ],
+)
+def test_an_error_no_catch_names_is_recorded_with_its_own_message(
+    stack: OfflineStack, error: dict[str, str], said: str
+) -> None:
+    from scones_core.objects import ObjectRef
+
+    key = f"{stack.incoming_prefix}unexpected/{error['Error']}-{len(error.get('Cause', ''))}.png"
+    ref = ObjectRef(stack.bucket, key, "v1", "e" * 32, 10)
+    state = {**workflow_input(ref, "2026-12-01T12:00:00.000Z"), "error": error}
+    sfn = stack.api().client("stepfunctions")
+    arn = sfn.start_execution(
+        stateMachineArn=image_flow_from(stack, "DescribeUnexpectedFailure"),
+        input=json.dumps(state),
+    )["executionArn"]
+    assert wait_for_execution(sfn, arn) == "SUCCEEDED"  # ImageFailed ends the flow
+
+    (record,) = records_of(stack, key)
+    assert (record["status"], record["error_code"]) == ("FAILED", error["Error"])
+    assert record["reason"].startswith(f"The workflow stopped with {said}")
+    assert record["reason"].endswith(
+        f"the log group of the state machine (and, for a Standard workflow, the execution "
+        f"history of {arn.rsplit(':', 1)[-1]}) has the details."
+    )
+    assert "retries" not in record["reason"] and "File" not in record["reason"]
+    (letter,) = workflow_letters(drain_dead_letters(stack), key)
+    assert letter["failure"] == {
+        "error_code": error["Error"],
+        "cause": {"errorMessage": record["reason"]},
+    }

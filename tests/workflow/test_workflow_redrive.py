@@ -906,6 +906,22 @@ def test_a_dry_run_drain_starts_and_deletes_nothing(aws: Aws) -> None:
     assert aws.visible_bodies() == bodies
 
 
+def test_a_dry_run_drain_is_clean_exactly_when_the_real_drain_would_be(aws: Aws) -> None:
+    """A dry run keeps every message on the queue; its verdict (``scones redrive
+    --dead-letters --dry-run``'s exit code) is still the real run's: clean when every letter
+    would be replayed or is already recorded, not when one would be left."""
+    ref = aws.upload("incoming/a.png")
+    for body in (workflow_failed(ref, 0), s3_event(ref)):
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body)
+    dry = aws.redriver().drain_dead_letters(dry_run=True)
+    assert dry.messages_left == 2 and dry.clean
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=STRANGERS[0])
+    dry = aws.redriver().drain_dead_letters(dry_run=True)
+    assert dry.messages_left == 3 and not dry.clean
+    real = aws.redriver().drain_dead_letters()
+    assert real.messages_left == 1 and not real.clean
+
+
 def test_a_message_a_person_names_is_deleted_with_its_body_shown_and_nothing_else(
     aws: Aws,
 ) -> None:

@@ -196,8 +196,13 @@ def test_a_dead_lettered_s3_event_is_replayed_and_other_messages_stay(
         message = sqs.receive_message(QueueUrl=ingest_url, WaitTimeSeconds=2)["Messages"][0]
         sqs.send_message(QueueUrl=dlq_url, MessageBody=message["Body"])
         sqs.delete_message(QueueUrl=ingest_url, ReceiptHandle=message["ReceiptHandle"])
+    # A dry run exits as the real run would: 0, every letter would be replayed.
+    code, dry = redrive(capsys, "--dead-letters", "--dry-run")
+    assert (code, [r["outcome"] for r in dry["replays"]]) == (0, ["would_start"])
     stranger = '{"hello": "not a replayable message"}'
     sqs.send_message(QueueUrl=dlq_url, MessageBody=stranger)
+    code, dry = redrive(capsys, "--dead-letters", "--dry-run")
+    assert (code, dry["messages_left"]) == (1, 2)  # the stranger would be left
     assert records_for(api, upload.key) == []
 
     code, report = redrive(capsys, "--dead-letters")

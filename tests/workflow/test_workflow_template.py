@@ -306,12 +306,26 @@ def test_every_record_state_writes_the_layout_records_py_defines() -> None:
     assert failed == {"S.$": "$.failure.cause.errorMessage"}  # never the raw Cause
 
 
-def test_failure_reasons_never_carry_the_raw_cause() -> None:
-    asl = image_flow()
-    text = json.dumps({k: v for k, v in asl["States"].items() if k != "NotifyDeadLetter"})
-    assert '"$.error.Cause"' not in text
-    describe = asl["States"]["DescribeUnexpectedFailure"]["Parameters"]
-    assert "$.error.Cause" not in json.dumps(describe)
+def test_failure_reasons_never_parse_an_unexpected_cause_nor_carry_a_stack_trace() -> None:
+    """An unexpected error's Cause may be cut at 32,768 characters: States.StringToJson on it
+    would end the execution with States.Runtime (no Catch takes it), and the image would
+    have no record. So it is written as text, or, when it holds a stack trace (a bug's
+    payload), left to the log group. ``test_workflow_faults_e2e.py`` runs each kind."""
+    states = image_flow()["States"]
+    describe = states["DescribeUnexpectedFailure"]
+    rules = describe["Choices"]
+    assert {rule["Next"] for rule in rules} == {"DescribeErrorAlone"}
+    assert rules[-1]["StringMatches"] == '*"stackTrace"*'
+    assert describe["Default"] == "DescribeErrorWithCause"
+    raw = re.compile(r"\$\.error\.Cause[,)]")
+    writers = sorted(
+        name
+        for name, state in states.items()
+        if name != "NotifyDeadLetter" and raw.search(json.dumps(state.get("Parameters", {})))
+    )
+    # DescribeFailure parses the Cause of the handlers' own errors (bounded messages).
+    assert writers == ["DescribeErrorWithCause", "DescribeFailure"]
+    assert "StringToJson" not in json.dumps(states["DescribeErrorWithCause"])
 
 
 def test_the_status_index_is_the_one_records_py_names() -> None:

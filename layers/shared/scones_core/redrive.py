@@ -158,6 +158,8 @@ class RedriveReport:
     replays: list[Replay] = field(default_factory=list)
     messages_deleted: int = 0
     messages_left: int = 0
+    # A dry run leaves every message on the queue: its verdict is the real run's.
+    dry_run: bool = False
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(str(r.outcome) for r in self.replays))
@@ -168,8 +170,9 @@ class RedriveReport:
 
     @property
     def clean(self) -> bool:
-        """Nothing failed and nothing was left for a person to look at."""
-        return self.messages_left == 0 and not any(
+        """Nothing failed and nothing was (or, in a dry run, would be) left for a person to
+        look at: a dry run keeps every message, so only its replays tell."""
+        return (self.dry_run or self.messages_left == 0) and not any(
             r.outcome in (Outcome.ERROR, Outcome.LEFT) for r in self.replays
         )
 
@@ -421,7 +424,7 @@ class Redriver:
         # Read the whole selection first: a replay that fails again moves its record to a
         # later recorded_at, where a still-running query would meet it a second time.
         records = list(query_records(self.dynamodb, self.table_name, selection))
-        report = RedriveReport()
+        report = RedriveReport(dry_run=dry_run)
         for record in records:
             report.replays.append(self._replay_record(record, dry_run=dry_run))
         return report
@@ -477,7 +480,7 @@ class Redriver:
         """
         if self.sqs is None or not self.queue_url:
             raise RedriveError("draining the dead-letter queue needs its URL")
-        report = RedriveReport()
+        report = RedriveReport(dry_run=dry_run)
         seen: set[str] = set()
         kept: dict[str, str] = {}  # message id -> latest receipt handle
         try:

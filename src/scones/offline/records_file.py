@@ -24,10 +24,10 @@ import os
 import secrets
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 
 def create_first_free(
@@ -65,16 +65,32 @@ def records_path(out_dir: Path, stack_name: str, now: datetime | None = None) ->
     return out_dir / name(create_first_free(out_dir, name, taken=lambda suffix: False))
 
 
+class UnrecordedUpload(TypedDict):
+    """An acknowledged upload (object version) the table had no record of at the stop."""
+
+    bucket: str
+    key: str
+    version: str
+
+
 def records_document(
-    records: list[dict[str, Any]], *, stack_name: str, table: str, now: datetime
+    records: list[dict[str, Any]],
+    *,
+    stack_name: str,
+    table: str,
+    now: datetime,
+    unrecorded: Sequence[UnrecordedUpload] = (),
 ) -> str:
-    """A records file's text: every item of the table, sorted by ``pk``."""
+    """A records file's text: every item of the table, sorted by ``pk``, and every upload
+    that had none (``unrecorded``, all of them: the stop's line names only the first few,
+    and once the stack is gone this file is the only list)."""
     document = {
         "stack": stack_name,
         "table": table,
         "saved_at": now.isoformat().replace("+00:00", "Z"),
         "count": len(records),
         "records": sorted(records, key=lambda r: str(r.get("pk", ""))),
+        "unrecorded": list(unrecorded),
     }
     return json.dumps(document, indent=2, default=str) + "\n"
 
@@ -86,14 +102,19 @@ def save_records(
     stack_name: str,
     table: str,
     now: datetime | None = None,
+    unrecorded: Sequence[UnrecordedUpload] = (),
 ) -> Path:
-    """Write every item of the table (sorted by ``pk``) atomically; return the file's path."""
+    """Write every item of the table (sorted by ``pk``), and the uploads without one,
+    atomically; return the file's path."""
     now = now or datetime.now(UTC)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = records_path(out_dir, stack_name, now)
     try:
         write_text_atomically(
-            path, records_document(records, stack_name=stack_name, table=table, now=now)
+            path,
+            records_document(
+                records, stack_name=stack_name, table=table, now=now, unrecorded=unrecorded
+            ),
         )
     except BaseException:
         path.unlink(missing_ok=True)

@@ -57,6 +57,7 @@ from scones.offline.express_retention import DEFAULT_RETENTION, ExpressRetention
 from scones.offline.interpreter_threads import ThreadSweeper
 from scones.offline.lambda_runtime import LambdaRuntime
 from scones.offline.records_file import (
+    UnrecordedUpload,
     records_document,
     save_records,
     temporary_records_folder,
@@ -255,6 +256,8 @@ class OfflineStack:
         # Every upload (key, once per version) under IncomingPrefix without a record when
         # the stop read the records; empty when none, or when they could not be listed.
         self.unrecorded: list[str] = []
+        # The same uploads in full (bucket, key, version), for the records file.
+        self.unrecorded_uploads: list[UnrecordedUpload] = []
         # The emulator's endpoint for the stack's own clients: it stays open while the
         # stack stops (``endpoint_url``, the published one, is closed first).
         self.own_endpoint_url = ""
@@ -445,29 +448,29 @@ class OfflineStack:
         """A client on the stack's own endpoint: the published one is closed as it stops."""
         return StackClient(replace(self.endpoints, endpoint_url=self.own_endpoint_url))
 
-    def _unrecorded_uploads(self, records: list[dict[str, Any]]) -> list[str]:
-        """The key of every object version under IncomingPrefix that ``records`` lacks: an
-        upload the stack acknowledged whose S3 event was still queued, or whose execution
-        had not written its record, when the records were read."""
+    def _unrecorded_uploads(self, records: list[dict[str, Any]]) -> list[UnrecordedUpload]:
+        """Every object version under IncomingPrefix that ``records`` lacks: an upload the
+        stack acknowledged whose S3 event was still queued, or whose execution had not
+        written its record, when the records were read."""
         recorded = {str(record.get(PARTITION_KEY)) for record in records}
         pages = (
             self.client("s3")
             .get_paginator("list_object_versions")
             .paginate(Bucket=self.bucket, Prefix=self.incoming_prefix)
         )
-        return [
-            version["Key"]
-            for page in pages
-            for version in page.get("Versions", [])
-            if ObjectRef(
-                self.bucket,
-                version["Key"],
-                version.get("VersionId") or NULL_VERSION,
-                str(version.get("ETag", "")).strip('"'),
-                int(version.get("Size", 0)),
-            ).record_id
-            not in recorded
-        ]
+        found: list[UnrecordedUpload] = []
+        for page in pages:
+            for version in page.get("Versions", []):
+                ref = ObjectRef(
+                    self.bucket,
+                    version["Key"],
+                    version.get("VersionId") or NULL_VERSION,
+                    str(version.get("ETag", "")).strip('"'),
+                    int(version.get("Size", 0)),
+                )
+                if ref.record_id not in recorded:
+                    found.append({"bucket": ref.bucket, "key": ref.key, "version": ref.version})
+        return found
 
     def _queued_events(self) -> int:
         """S3 event messages still in the ingest queue (nothing delivers them once the
@@ -488,12 +491,13 @@ class OfflineStack:
         ``records`` lacks, by count and its first keys, and the executions still running
         (``records`` None: they could not be read; the queued events are counted then)."""
         parts: list[str] = []
-        unrecorded: list[str] | None = None
+        uploads: list[UnrecordedUpload] | None = None
         if records is not None:
             try:
-                unrecorded = self._unrecorded_uploads(records)
+                uploads = self._unrecorded_uploads(records)
             except Exception as exc:  # stopping must go on; the queue is counted instead
                 logger.warning("could not list the uploads without a record: %s", exc)
+        unrecorded = None if uploads is None else [upload["key"] for upload in uploads]
         if unrecorded:
             named = ", ".join(unrecorded[:NAMED_UNRECORDED])
             more = len(unrecorded) - NAMED_UNRECORDED
@@ -511,6 +515,7 @@ class OfflineStack:
             except Exception as exc:  # stopping must go on; say what could not be counted
                 logger.warning("could not count the ingest queue's messages: %s", exc)
         self.unrecorded = unrecorded or []
+        self.unrecorded_uploads = uploads or []
         if running:
             parts.append(f"{running} execution(s) were still running after {timeout:g} s")
         self.unfinished = "; ".join(parts) or None
@@ -569,6 +574,7 @@ class OfflineStack:
                 stack_name=self.options.stack_name,
                 table=self.table_name,
                 now=now,
+                unrecorded=self.unrecorded_uploads,
             )
         except Exception as exc:  # stopping must go on: the next folder
             failures.append(f"{named or folder}: {type(exc).__name__}: {exc}")
@@ -593,7 +599,11 @@ class OfflineStack:
         """The last resort: the records document on standard error, where the user sees it
         (or a redirection keeps it); ``save_error`` says so."""
         text = records_document(
-            records, stack_name=self.options.stack_name, table=self.table_name, now=now
+            records,
+            stack_name=self.options.stack_name,
+            table=self.table_name,
+            now=now,
+            unrecorded=self.unrecorded_uploads,
         )
         try:
             sys.stderr.write(text)
