@@ -563,6 +563,7 @@ def test_a_stop_report_that_is_not_one_is_ignored(
         "records_file": None,
         "error": "it broke",
         "unfinished": None,
+        "model_server": None,
     }
 
 

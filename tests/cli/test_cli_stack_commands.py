@@ -229,18 +229,57 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
         )
         assert s3.list_objects_v2(Bucket=endpoints["bucket"], Prefix="incoming/")["KeyCount"] == 2
 
+        # A model server that dies is started again where the stack's functions call it.
+        dead = _model_servers(up.pid)
+        assert len(dead) == 1
+        os.kill(dead[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not (_model_servers(up.pid) not in ([], dead) and _pings(endpoints["model_url"])):
+            assert time.monotonic() < deadline, "no model server answers again"
+            time.sleep(0.2)
+
         down = scones("down", cwd=tmp_path)
         assert down.returncode == 0, down.stderr
+        assert "the model server died and was restarted 1 time(s)" in down.stdout
         assert up.wait(timeout=30) == 0
         assert not state.exists()
         printed = up.stdout.read() if up.stdout else ""
+        logged = up.stderr.read() if up.stderr else ""
         assert f"export AWS_ENDPOINT_URL={endpoints['endpoint_url']}" in printed
         assert f"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={endpoints['model_url']}" in printed
-        assert "Starting a new Thread" not in printed + (up.stderr.read() if up.stderr else "")
+        assert f"the model server (pid {dead[0]}) was killed by SIGKILL" in logged
+        assert f"the model server is back on {endpoints['model_url']}" in logged
+        assert "the model server died and was restarted 1 time(s)" in printed
+        assert "Starting a new Thread" not in printed + logged
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)
             up.wait(timeout=30)
+
+
+def _model_servers(pid: int) -> list[int]:
+    """The model server processes among ``pid``'s descendants."""
+    from scones.offline.workflow_bench import process_tree
+
+    found = []
+    for child in process_tree(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"scones.offline.model_process" in command:
+            found.append(child)
+    return found
+
+
+def _pings(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 # ``scones up`` with its stop signals as a terminal leaves them. A suite started under

@@ -6,7 +6,10 @@ than the shared-stack tests in ``test_offline_stack.py``.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +22,7 @@ import pytest
 
 from scones.offline.stack import OfflineStack, StackOptions
 from scones.offline.workflow_bench import process_tree
+from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import PROJECT_ROOT
 
 pytestmark = pytest.mark.xdist_group("offline-stack")
@@ -196,3 +200,78 @@ def test_the_speedups_give_the_same_records_as_raw_moto() -> None:
     assert len(raw) == len(images) + 2
     assert {r["status"] for r in raw.values()} >= {"ACCEPTED", "REJECTED", "FAILED"}
     assert fast == raw
+
+
+def _wait_for(condition: Any, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.1)
+
+
+def test_a_model_server_that_dies_is_started_again_until_it_fails_at_every_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed (SIGKILL, as the OOM killer does), the model server was never started again:
+    every later upload ended FAILED EndpointUnavailable, and nothing said why. Now it is
+    started again on the same address; and one that cannot start (here its graph has gone
+    bad on disk) is tried ``model_server_restarts`` times in a row, not forever: the uploads
+    then end FAILED, one record each, and the stop says what happened. One stack for both:
+    each start costs seconds."""
+    caplog.set_level(logging.WARNING, logger="scones.offline.model_process")
+    model = tmp_path / "model"
+    shutil.copytree(SHIPPED_MODEL_DIR, model)
+    options = StackOptions(
+        model_dir=model, enable_faults=True, overrides=FAST_RETRIES, model_server_restarts=2
+    )
+    stack = OfflineStack(options).start()
+    try:
+        api = stack.api()
+        png = sorted(DATA.glob("*/*.png"))[0].read_bytes()
+        dead, url = stack.model_server_pid, stack.model_url
+        assert dead is not None
+        os.kill(dead, signal.SIGKILL)
+        _wait_for(lambda: stack.model_server_pid not in (dead, None), "a new model server")
+        assert _wait_gone([dead], timeout_s=1) == []  # reaped, not left a zombie
+        assert stack.model_url == url  # the address the Lambda workers were given
+        assert f"(pid {dead}) was killed by SIGKILL" in caplog.text
+        assert f"the model server is back on {url}" in caplog.text
+        # The new one serves what the stack asks of it: its fault route and the capture.
+        assert stack.set_faults({"throttle": 1})["plan"]["throttle"] == 1
+        stack.set_faults(None)
+        assert stack.flush_capture() == 0
+        records = api.wait_for_records([api.upload_bytes("after.png", png, "image/png")], 120)
+        assert [r["status"] for r in records.values()] in (["ACCEPTED"], ["NEEDS_REVIEW"])
+
+        (model / "model.onnx").write_bytes(b"not a graph any more")
+        dead = stack.model_server_pid
+        assert dead is not None
+        os.kill(dead, signal.SIGKILL)
+        _wait_for(lambda: "not starting it again" in caplog.text, "the stack giving up")
+        said = [record.getMessage() for record in caplog.records]
+        given_up = [line for line in said if "not starting it again" in line]
+        assert len(given_up) == 1 and given_up[0].startswith(
+            "the model server failed 3 times in a row (the last: the model server could not start: "
+        )
+        assert "uploads end FAILED (EndpointUnavailable)" in given_up[0]
+        # Two quick deaths in a row, then one start that failed: no more tries, no spin.
+        assert sum("could not start again" in line for line in said) == 1
+        uploads = [api.upload_bytes(f"down-{i}.png", png, "image/png") for i in range(2)]
+        records = api.wait_for_records(uploads, timeout=120)
+        assert [r["status"] for r in records.values()] == ["FAILED", "FAILED"]
+        assert {r["error_code"] for r in records.values()} == {"EndpointUnavailable"}
+        assert all("unreachable" in r["reason"] for r in records.values())
+        assert len(api.records()) == 3  # one record per upload
+        letters = [json.loads(message["Body"]) for message in api.dead_letters()]
+        assert sorted(letter["object"]["key"] for letter in letters) == sorted(
+            record["key"] for record in records.values()
+        )
+        assert stack.flush_capture() == 0  # what the dead server held is gone with it
+        assert stack.model_server_pid == dead  # nothing started since
+    finally:
+        stack.stop()
+    report = stack.model_server_report or ""
+    assert report.startswith(
+        "the model server died and was restarted 1 time(s); then it failed 3 times in a row"
+    )
+    assert "was given up on at " in report

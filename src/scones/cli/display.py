@@ -154,13 +154,16 @@ STOPPING = (
 
 
 def print_saved(console: Console, stack: Any) -> None:
-    """Where a stopped stack saved its records (or why it could not), and what had none:
-    every folder that could not take them, with its cause, then where they went."""
+    """Where a stopped stack saved its records (or why it could not), what became of a
+    model server that died, and what had no record: every folder that could not take
+    them, with its cause, then where they went."""
     if stack.save_error is not None:
         console.print(f"[red]the records could not be saved:[/] {escape(stack.save_error)}")
     if stack.saved_records is not None:
         instead = " instead" if stack.save_error is not None else ""
         console.print(f"records saved{instead} to [bold]{escape(str(stack.saved_records))}[/]")
+    if stack.model_server_report:
+        console.print(f"[yellow]{escape(stack.model_server_report)}[/]")
     if stack.unfinished:
         console.print(f"[yellow]{escape(stack.unfinished)}[/]")  # it names uploads' keys
 

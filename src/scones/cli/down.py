@@ -106,6 +106,8 @@ def _report_records(pid: int, state: dict[str, Any], up_since: float) -> int:
     stopped = read_stopped(pid)
     if stopped is None:
         raise CommandFailed(_no_stop_report(pid, state, up_since))
+    if stopped["model_server"]:
+        print(stopped["model_server"])
     if stopped["unfinished"]:
         print(stopped["unfinished"])
     if stopped["records_file"]:

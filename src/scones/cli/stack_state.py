@@ -410,10 +410,15 @@ def process_started(pid: int) -> str | None:
 
 
 def write_stopped(
-    pid: int, records_file: Path | None, error: str | None, unfinished: str | None = None
+    pid: int,
+    records_file: Path | None,
+    error: str | None,
+    unfinished: str | None = None,
+    model_server: str | None = None,
 ) -> None:
     """What a stopped ``scones up`` left behind, for ``scones down`` to report (the records
-    file as an absolute path: ``scones down`` may run from another folder). A report that
+    file as an absolute path: ``scones down`` may run from another folder), and what became
+    of a model server that died (``OfflineStack.model_server_report``). A report that
     cannot be written (a full state folder) is a ``CommandFailed`` naming the file."""
     _make_state_dir()
     document = {
@@ -421,6 +426,7 @@ def write_stopped(
         "records_file": str(records_file.resolve()) if records_file else None,
         "error": error,
         "unfinished": unfinished,
+        "model_server": model_server,
     }
     try:
         write_text_atomically(
@@ -445,5 +451,5 @@ def read_stopped(pid: int) -> dict[str, str | None] | None:
         return None
     return {
         name: value if isinstance(value := document.get(name), str) else None
-        for name in ("records_file", "error", "unfinished")
+        for name in ("records_file", "error", "unfinished", "model_server")
     }

@@ -164,7 +164,13 @@ def _write_stop_report(stack: Any) -> bool:
     """Leave ``scones down`` the stop report; say so on standard error when it cannot be
     written (then ``scones down`` looks for the records file itself)."""
     try:
-        write_stopped(os.getpid(), stack.saved_records, stack.save_error, stack.unfinished)
+        write_stopped(
+            os.getpid(),
+            stack.saved_records,
+            stack.save_error,
+            stack.unfinished,
+            stack.model_server_report,
+        )
     except CommandError as exc:
         print(
             f"scones: error: {exc}; `scones down` cannot read where the records went "

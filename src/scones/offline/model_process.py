@@ -18,12 +18,23 @@ capture writer writes what it holds) and the process exits. The stack's
 ``stop()`` closes the pipe and waits; a stack process that dies closes it too (the
 kernel closes a dead process's pipes), so the model server never outlives it.
 Injected faults go through the server's own ``/_faults`` route, as before.
+
+A model server that dies while the stack runs (killed, out of memory, a crash) is
+started again on the same address, as SageMaker replaces an instance that fails its
+health check: the Lambda workers were given that address, and nothing else would ever
+answer there. Each start counts only once it answers ``/ping``. One that keeps failing
+(it dies within ``QUICK_EXIT_S`` of starting, or cannot start) is tried again after a
+doubling delay, and given up on after ``restarts`` failures in a row, with one line
+saying so: the stack's uploads then end ``FAILED`` ``EndpointUnavailable``, as on AWS
+when an endpoint has no healthy instance. A restarted server starts with an empty
+capture buffer (what the dead one held is lost) and no injected faults.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import signal
@@ -31,12 +42,27 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import asdict, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 STARTUP_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
+PING_TIMEOUT_S = 10.0
+# A server that dies sooner than this after it started is one more failure of the same
+# outage (a model that crashes at every start); one that ran longer starts the count again.
+QUICK_EXIT_S = 60.0
+# The wait before each new start, doubled per failure in a row, at most MAX_RESTART_DELAY_S.
+RESTART_DELAY_S = 0.5
+MAX_RESTART_DELAY_S = 10.0
+# Failures in a row (deaths within QUICK_EXIT_S of starting, starts that failed) after
+# which the stack stops starting it.
+DEFAULT_RESTARTS = 3
+
+logger = logging.getLogger(__name__)
 
 
 class ModelProcessError(RuntimeError):
@@ -68,8 +94,51 @@ def _settings_from_json(text: str) -> Any:
     return ServerSettings(**data)
 
 
+def exit_description(code: int | None) -> str:
+    """How a process ended, as a person reads it: the signal's name, or the exit status."""
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
+def _end(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """End its stdin (a graceful stop: capture is written), wait, kill if it hangs."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def _read_line(process: subprocess.Popen[bytes], timeout_s: float) -> bytes:
+    assert process.stdout is not None
+    stdout: IO[bytes] = process.stdout
+    ready, _, _ = select.select([stdout], [], [], timeout_s)
+    if not ready:
+        raise ModelProcessError(f"the model server process did not answer in {timeout_s} s")
+    return stdout.readline()
+
+
+def _ping(url: str) -> None:
+    """The health check SageMaker makes of a container before it routes traffic to it."""
+    # Straight to the loopback address: a proxy the environment names has no route to it.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url}/ping", timeout=PING_TIMEOUT_S) as response:
+            response.read()
+    except OSError as exc:  # urllib's HTTPError and URLError are OSErrors
+        raise ModelProcessError(f"the model server at {url} does not answer /ping: {exc}") from exc
+
+
 class ModelProcess:
-    """Parent side: start, flush capture, stop (idempotent, and always reaps the child)."""
+    """Parent side: start, flush capture, stop (idempotent, and always reaps the child);
+    between start and stop, a server that dies is started again (module docstring)."""
 
     def __init__(
         self,
@@ -79,21 +148,51 @@ class ModelProcess:
         port: int,
         s3_endpoint_url: str | None,
         log_path: Path,
+        restarts: int = DEFAULT_RESTARTS,
     ) -> None:
         self.settings = settings
         self.host = host
         self.port = port
         self.s3_endpoint_url = s3_endpoint_url
         self.log_path = log_path
+        self.max_failures = restarts
         self.url: str | None = None
+        # How many times a server that died was started again, and, once it was given
+        # up on, when and why (None while it is served or started again).
+        self.restarts = 0
+        self.given_up: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._starting: subprocess.Popen[bytes] | None = None  # a restart not answering yet
+        self._started_at = 0.0
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
         self._lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        process = self._process
+        return process.pid if process is not None else None
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
+        self._stopping.clear()
+        try:
+            process, self.url = self._spawn(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        with self._lock:
+            self._process = process
+        # From now on the same address: the Lambda workers were given this one.
+        self.port = urlsplit(self.url).port or self.port
+        self._supervisor = threading.Thread(
+            target=self._supervise, args=(process,), name="model-server-supervisor", daemon=True
+        )
+        self._supervisor.start()
+        return self.url
+
+    def _spawn(self, timeout_s: float) -> tuple[subprocess.Popen[bytes], str]:
+        """A new model server process that answers ``/ping``, and its URL; a start that
+        fails leaves no process behind."""
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join([*_import_roots(), env.get("PYTHONPATH", "")]).strip(
@@ -106,32 +205,108 @@ class ModelProcess:
             "s3_endpoint_url": self.s3_endpoint_url,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "scones.offline.model_process", json.dumps(config)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=env,
-            )
+        with self._lock:
+            if self._stopping.is_set():
+                raise ModelProcessError("the model server is being stopped")
+            with self.log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "scones.offline.model_process", json.dumps(config)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env=env,
+                )
+            self._starting = process
         try:
-            line = self._read_line(timeout_s)
+            line = _read_line(process, timeout_s)
             if not line:
                 raise ModelProcessError(
-                    f"the model server exited during startup (status {self._process.poll()}); "
+                    f"the model server exited during startup (status {process.poll()}); "
                     f"see {self.log_path}:\n{self._log_tail()}"
                 )
             answer = json.loads(line)
             if "url" not in answer:
                 raise ModelProcessError(f"the model server could not start: {answer.get('error')}")
-            self.url = str(answer["url"])
+            url = str(answer["url"])
+            _ping(url)
         except BaseException:
-            self.stop()
+            _end(process, STOP_TIMEOUT_S)
             raise
-        return self.url
+        finally:
+            with self._lock:
+                self._starting = None
+        self._started_at = time.monotonic()
+        return process, url
+
+    def _supervise(self, process: subprocess.Popen[bytes]) -> None:
+        """Wait for the server to die; unless the stack is stopping it, start another."""
+        failures = 0
+        while True:
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            ran = time.monotonic() - self._started_at
+            failures = failures + 1 if ran < QUICK_EXIT_S else 1
+            logger.warning(
+                "the model server (pid %d) %s after %.0f s; starting it again on %s",
+                process.pid,
+                exit_description(code),
+                ran,
+                self.url,
+            )
+            cause = f"it {exit_description(code)} {ran:.0f} s after it started"
+            while True:
+                if failures > self.max_failures:
+                    self._give_up(failures, cause)
+                    return
+                delay = min(RESTART_DELAY_S * 2 ** (failures - 1), MAX_RESTART_DELAY_S)
+                if self._stopping.wait(delay):
+                    return
+                try:
+                    new_process, _ = self._spawn(STARTUP_TIMEOUT_S)
+                except ModelProcessError as exc:
+                    if self._stopping.is_set():
+                        return
+                    cause = str(exc).splitlines()[0]
+                    logger.warning("the model server could not start again: %s", cause)
+                    failures += 1
+                    continue
+                break
+            with self._lock:
+                stopping = self._stopping.is_set()
+                if not stopping:
+                    self._process, process = new_process, new_process
+                    self.restarts += 1
+            if stopping:  # stop() ran while it started: it is this thread's to end
+                _end(new_process, STOP_TIMEOUT_S)
+                return
+            logger.warning(
+                "the model server is back on %s (pid %d; restarted %d time(s))",
+                self.url,
+                new_process.pid,
+                self.restarts,
+            )
+
+    def _give_up(self, failures: int, cause: str) -> None:
+        at = datetime.now(UTC).strftime("%H:%M:%S UTC")
+        self.given_up = (
+            f"it failed {failures} times in a row (the last: {cause}) and was given up on at "
+            f"{at}: every invocation since then ended EndpointUnavailable"
+        )
+        logger.error(
+            "the model server failed %d times in a row (the last: %s); not starting it "
+            "again: uploads end FAILED (EndpointUnavailable) until the stack is started "
+            "again with a model that runs (its log: %s)",
+            failures,
+            cause,
+            self.log_path,
+        )
 
     def flush(self, timeout_s: float = 60.0) -> int:
-        """Write the endpoint's buffered capture records now; return how many."""
+        """Write the endpoint's buffered capture records now; return how many (none from a
+        server given up on: what it held died with it)."""
+        if self.given_up is not None:
+            return 0
         answer = self._command({"op": "flush"}, timeout_s)
         return int(answer.get("flushed", 0))
 
@@ -145,7 +320,7 @@ class ModelProcess:
                 process.stdin.flush()
             except OSError as exc:
                 raise ModelProcessError(f"the model server process is gone: {exc}") from exc
-            line = self._read_line(timeout_s)
+            line = _read_line(process, timeout_s)
         if not line:
             raise ModelProcessError(f"no answer from the model server process to {command}")
         answer: dict[str, Any] = json.loads(line)
@@ -153,30 +328,19 @@ class ModelProcess:
             raise ModelProcessError(f"the model server could not {command['op']}: {answer}")
         return answer
 
-    def _read_line(self, timeout_s: float) -> bytes:
-        assert self._process is not None and self._process.stdout is not None
-        stdout: IO[bytes] = self._process.stdout
-        ready, _, _ = select.select([stdout], [], [], timeout_s)
-        if not ready:
-            raise ModelProcessError(f"the model server process did not answer in {timeout_s} s")
-        return stdout.readline()
-
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """End its stdin (a graceful stop: capture is written), wait, kill if it hangs."""
+        """Stop it gracefully (``_end``), and any restart under way; none follows."""
+        self._stopping.set()
         with self._lock:
             process, self._process = self._process, None
-        if process is None:
-            return
-        if process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+            starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.kill()  # still loading its model: it holds no capture yet
+        if process is not None:
+            _end(process, timeout_s)
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join(timeout_s)
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

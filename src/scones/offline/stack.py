@@ -6,8 +6,8 @@ workers (``scones.offline.lambda_runtime``), executes the real ASL with moto's
 Step Functions interpreter, drains the ingest queue like Lambda's SQS poller
 (``scones.offline.sqs_poller``) and serves the shipped model behind a
 SageMaker-compatible endpoint, in a process of its own
-(``scones.offline.model_process``), that writes data capture into the stack's
-bucket. moto's costly repeated work is cached (``interpreter_caches``,
+(``scones.offline.model_process``, which starts it again should it die), that writes
+data capture into the stack's bucket. moto's costly repeated work is cached (``interpreter_caches``,
 ``sqs_fixes``, ``dispatch_cache``) and a burst of executions is admitted a few
 at a time (``execution_gate``).
 
@@ -56,6 +56,7 @@ from scones.offline.executions import STOP_WAIT_SECONDS, running_executions
 from scones.offline.express_retention import DEFAULT_RETENTION, ExpressRetention
 from scones.offline.interpreter_threads import ThreadSweeper
 from scones.offline.lambda_runtime import LambdaRuntime
+from scones.offline.model_process import DEFAULT_RESTARTS
 from scones.offline.records_file import (
     UnrecordedUpload,
     records_document,
@@ -114,6 +115,9 @@ class StackOptions:
     # moto's interpreter caches, SQS fixes and request routing cache (interpreter_caches,
     # sqs_fixes, dispatch_cache): the same records, faster. Off only to compare with raw moto.
     moto_speedups: bool = True
+    # How many times in a row the model server may fail (die within a minute of starting,
+    # or not start) and still be started again (``model_process``); then it is given up on.
+    model_server_restarts: int = DEFAULT_RESTARTS
     # The model server in this process instead of its own: only for callers that change
     # its production variants directly (``scones retrain``'s canary); slower, as inference
     # then shares this process's GIL with moto.
@@ -253,6 +257,9 @@ class OfflineStack:
         self.saved_records: Path | None = None
         self.save_error: str | None = None
         self.unfinished: str | None = None  # what had no record yet when it stopped
+        # Set by stop(): how often the model server died and was started again, and
+        # whether it was given up on; None when it never died.
+        self.model_server_report: str | None = None
         # Every upload (key, once per version) under IncomingPrefix without a record when
         # the stop read the records; empty when none, or when they could not be listed.
         self.unrecorded: list[str] = []
@@ -401,6 +408,7 @@ class OfflineStack:
             self._save_records(running, STOP_WAIT_SECONDS)
             saved = True
         if self._model_server:
+            self.model_server_report = self._model_server_report()
             self._model_server.stop()
             self._model_server = None
             self._in_process_server = None
@@ -429,6 +437,15 @@ class OfflineStack:
             self._release_moto_state()
             self._moto.stop()
             self._moto = None
+
+    def _model_server_report(self) -> str | None:
+        """What the stop says of a model server that died while the stack ran."""
+        restarts = getattr(self._model_server, "restarts", 0)
+        given_up = getattr(self._model_server, "given_up", None)
+        if not restarts and given_up is None:
+            return None
+        report = f"the model server died and was restarted {restarts} time(s)"
+        return f"{report}; then {given_up}" if given_up else report
 
     def _let_executions_finish(self, timeout: float) -> int:
         """Wait up to ``timeout`` for the workflow's running executions; return how many
@@ -707,6 +724,7 @@ class OfflineStack:
             port=self.options.model_port,
             s3_endpoint_url=self.own_endpoint_url,
             log_path=self.work_dir / "logs" / "model-server.log",
+            restarts=self.options.model_server_restarts,
         )
         try:
             self.model_url = self._model_server.start()
