@@ -474,7 +474,7 @@ def test_saved_records_are_sorted_and_never_overwrite_an_earlier_file(tmp_path: 
 def test_a_reserved_report_file_is_not_executable(tmp_path: Any) -> None:
     import os
 
-    from scones.offline.records_file import create_first_free
+    from scones.safe_files import create_first_free
 
     previous = os.umask(0o022)
     try:
@@ -522,7 +522,7 @@ ELSEWHERE = "use a folder of your own"
 def test_a_private_folder_is_its_owners_only(tmp_path: Any, monkeypatch: Any) -> None:
     import os
 
-    from scones.offline.records_file import private_folder
+    from scones.safe_files import private_folder
 
     previous = os.umask(0o022)
     try:

@@ -18,8 +18,8 @@ from typing import Any
 import scones.cli
 from scones.cli.arguments import check_writable_file, file_or_folder, positive_int
 from scones.cli.errors import CommandError
-from scones.offline.records_file import write_json_file
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
+from scones.safe_files import write_json_file
 
 DEFAULT_IMAGES = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
 PLUGIN_PREFIX = "bench_"

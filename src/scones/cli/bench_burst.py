@@ -27,7 +27,7 @@ from scones.cli.arguments import (
     positive_int,
     seconds,
 )
-from scones.offline.records_file import write_json_file
+from scones.safe_files import write_json_file
 
 DEFAULT_IMAGES = 2000
 # Generating a 12-megapixel JPEG takes about half a second: a few distinct ones serve.

@@ -8,7 +8,7 @@ from typing import Any
 
 from scones.cli.arguments import check_writable_file, file_or_folder, positive_int
 from scones.cli.errors import CommandFailed
-from scones.offline.records_file import write_json_file
+from scones.safe_files import write_json_file
 from scones.template_params import PROJECT_ROOT
 
 DEFAULT_OUT = PROJECT_ROOT / "docs" / "cost-measurements.json"

@@ -26,7 +26,7 @@ from typing import Any
 from scones.cli.arguments import check_writable_file, file_or_folder
 from scones.cli.cost import LAMBDA_MEMORY_MB
 from scones.cli.errors import CommandError
-from scones.offline.records_file import write_json_file
+from scones.safe_files import write_json_file
 
 # WebP's largest side (libwebp's WEBP_MAX_DIMENSION): the largest square image the
 # benchmark can make in every one of its formats.

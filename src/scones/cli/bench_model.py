@@ -8,8 +8,8 @@ from typing import Any
 
 from scones.cli.arguments import check_writable_file, file_or_folder, non_negative_int, positive_int
 from scones.cli.errors import CommandError
-from scones.offline.records_file import write_json_file
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
+from scones.safe_files import write_json_file
 
 DEFAULT_DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle"
 # The reference (today's ensemble, kept beside the shipped model) and the shipped model.

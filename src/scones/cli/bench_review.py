@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from scones.cli.arguments import check_writable_file, file_or_folder, positive_int
 from scones.cli.errors import CommandError
-from scones.offline.records_file import write_json_file
+from scones.safe_files import write_json_file
 
 TABLE = "scones-bench-review-results"
 BUCKET = "scones-bench-review-images"

@@ -21,7 +21,7 @@ from scones.cli.arguments import (
     seconds,
 )
 from scones.cli.errors import CommandError, CommandFailed
-from scones.offline.records_file import write_json_file
+from scones.safe_files import write_json_file
 
 DEFAULT_SIZES = [200]
 

@@ -251,8 +251,8 @@ def _report(
 def _write_report(plan: _Plan, results: _Results, details: dict[str, Any]) -> Path | OSError:
     """``run-<stamp>.html`` and ``run-<stamp>.json``; the path of the page, or the error
     that kept them from being written."""
-    from scones.offline.records_file import write_text_atomically
     from scones.reports.run_report import write_run_report
+    from scones.safe_files import write_text_atomically
 
     args, parameters, stamp = plan.args, plan.parameters, plan.stamp
     try:
@@ -281,7 +281,7 @@ def _reserve_stamp(out: Path, stamp: str) -> str:
     """``stamp``, or ``stamp-2``, ``-3``...: the first whose ``run-<stamp>.json`` this
     process creates, so two runs started in the same second never share report files or
     a kept work folder."""
-    from scones.offline.records_file import create_first_free
+    from scones.safe_files import create_first_free
 
     suffix = create_first_free(
         out,
@@ -292,7 +292,7 @@ def _reserve_stamp(out: Path, stamp: str) -> str:
 
 
 def _private_work_dir(folder: Path) -> Path:
-    from scones.offline.records_file import private_folder
+    from scones.safe_files import private_folder
 
     try:
         return private_folder(folder, elsewhere="name a folder of your own with --out").resolve()

@@ -406,7 +406,7 @@ def train_builtin(args: argparse.Namespace) -> dict[str, Any]:
 def _save_request(path: Path | None, request: dict[str, Any]) -> None:
     if path is None:
         return
-    from scones.offline.records_file import write_text_atomically
+    from scones.safe_files import write_text_atomically
 
     try:
         write_text_atomically(path, json.dumps(request, indent=2) + "\n")

@@ -23,7 +23,7 @@ from typing import Any
 from scones.cli.arguments import file_or_folder, port
 from scones.cli.errors import CommandError, CommandFailed
 from scones.offline.client import StackClient, StackEndpoints
-from scones.offline.records_file import another_users, private_folder, write_text_atomically
+from scones.safe_files import another_users, private_folder, write_text_atomically
 from scones.template_params import (
     LOCAL_STACK_NAME,
     PROJECT_ROOT,

@@ -276,7 +276,7 @@ def mistakes(
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     """Whole or not at all: a full disk leaves an earlier report as it was."""
-    from scones.offline.records_file import write_json_file
+    from scones.safe_files import write_json_file
 
     return write_json_file(path, payload)
 

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # headless: never needs a display
 
 import matplotlib.pyplot as plt
 
-from scones.offline.records_file import write_bytes_atomically
+from scones.safe_files import write_bytes_atomically
 
 
 def render_report(report: dict[str, Any], path: Path) -> Path:

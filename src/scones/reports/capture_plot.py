@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from scones.offline.records_file import write_bytes_atomically
 from scones.reports.capture_source import CaptureSeries
+from scones.safe_files import write_bytes_atomically
 
 # Bucket widths for the label mix, smallest first; the first that gives at most
 # MAX_BUCKETS buckets over the series' span is used.

@@ -10,7 +10,7 @@ from typing import Any
 
 from scones_core.retraining.outcome import FAILED, PROMOTED, REJECTED, ROLLED_BACK
 
-from scones.offline.records_file import write_text_atomically
+from scones.safe_files import write_text_atomically
 
 _CODE = re.compile(r"`([^`]*)`")
 

@@ -28,7 +28,7 @@ from scones_core.preprocess import to_display_image
 from scones_core.records import MODEL_VERSION_ATTRIBUTE, Status, classified_status
 from scones_core.settings import ImageLimits
 
-from scones.offline.records_file import write_text_atomically
+from scones.safe_files import write_text_atomically
 from scones.shown_text import shown
 from scones.template_params import function_environment
 
