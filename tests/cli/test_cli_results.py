@@ -143,6 +143,26 @@ def test_a_table_named_directly_needs_no_stack(
     assert keys(out) == ["incoming/a.png"]
 
 
+def put_accepted(
+    stack: Stack, name: str, recorded_at: str, attributes: dict[str, Any] | None = None
+) -> None:
+    """An ACCEPTED record of ``incoming/<name>`` written straight into the table (with
+    ``attributes`` over the layout's)."""
+    stack.ddb.put_item(
+        TableName=TABLE,
+        Item={
+            "pk": {"S": f"scones-images#incoming/{name}#v1"},
+            "bucket": {"S": "scones-images"},
+            "key": {"S": f"incoming/{name}"},
+            "status": {"S": "ACCEPTED"},
+            "recorded_at": {"S": recorded_at},
+            "label": {"S": "bicycle"},
+            "confidence": {"N": "0.97"},
+            **(attributes or {}),
+        },
+    )
+
+
 def test_records_not_as_the_stack_writes_them_are_named_and_counted_not_a_traceback(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -164,19 +184,7 @@ def test_records_not_as_the_stack_writes_them_are_named_and_counted_not_a_traceb
         "when.png": {"recorded_at": {"S": "yesterday"}},
     }
     for name, attributes in foreign.items():
-        stack.ddb.put_item(
-            TableName=TABLE,
-            Item={
-                "pk": {"S": f"scones-images#incoming/{name}#v1"},
-                "bucket": {"S": "scones-images"},
-                "key": {"S": f"incoming/{name}"},
-                "status": {"S": "ACCEPTED"},
-                "recorded_at": {"S": hour},
-                "label": {"S": "bicycle"},
-                "confidence": {"N": "0.97"},
-                **attributes,
-            },
-        )
+        put_accepted(stack, name, hour, attributes)
     # Only the keys of the table and of its status index.
     bare = {"pk": {"S": "scones-images#incoming/bare.png#v1"}, "status": {"S": "NEEDS_REVIEW"}}
     stack.ddb.put_item(TableName=TABLE, Item={**bare, "recorded_at": {"S": hour}})
@@ -258,18 +266,7 @@ def test_a_whole_second_record_is_ordered_and_bounded_by_its_time(
         ("second.png", stamp(second + timedelta(milliseconds=500))),
         ("third.png", stamp(second + timedelta(milliseconds=1200))),
     ):
-        stack.ddb.put_item(
-            TableName=TABLE,
-            Item={
-                "pk": {"S": f"scones-images#incoming/{name}#v1"},
-                "bucket": {"S": "scones-images"},
-                "key": {"S": f"incoming/{name}"},
-                "status": {"S": "ACCEPTED"},
-                "recorded_at": {"S": text},
-                "label": {"S": "bicycle"},
-                "confidence": {"N": "0.97"},
-            },
-        )
+        put_accepted(stack, name, text)
     where = ["--stack", "scones", "--region", REGION, "--json"]
     code, out, err = scones(capsys, "results", *where)
     assert code == 0, err

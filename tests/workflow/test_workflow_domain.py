@@ -504,6 +504,18 @@ def test_a_good_answer_becomes_a_classification() -> None:
     }
 
 
+def records_table() -> Any:
+    """A DynamoDB client (moto, inside ``mock_aws``) with an empty ``records`` table."""
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    ddb.create_table(
+        TableName="records",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return ddb
+
+
 def test_the_endpoint_call_names_its_record_in_the_captured_request() -> None:
     """InferenceId (at most 64 printable characters) is the digest of the record id, so
     the longest S3 key still fits and its captured copy can be found from the record."""
@@ -544,13 +556,7 @@ def test_a_probability_too_small_for_dynamodb_is_stored_as_zero(
     stored = result.to_state()["probabilities_attribute"]
     assert stored == {"bicycle": {"N": "1.0"}, "motorcycle": {"N": "0.0"}}
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName="records",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        ddb = records_table()
         raw = {"pk": {"S": "a"}, "probabilities": {"M": {"motorcycle": {"N": "1e-200"}}}}
         with pytest.raises(ddb.exceptions.ClientError, match="underflow"):
             ddb.put_item(TableName="records", Item=raw)
@@ -563,13 +569,7 @@ def test_the_smallest_magnitude_dynamodb_holds_is_stored_as_it_is(value: float) 
     stored = number_attribute(value)
     assert stored == {"N": repr(value)}
     with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName="records",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        ddb = records_table()
         ddb.put_item(TableName="records", Item={"pk": {"S": "a"}, "p": stored})
         item = ddb.get_item(TableName="records", Key={"pk": {"S": "a"}})["Item"]
     assert record_from_item(item)["p"] == value
