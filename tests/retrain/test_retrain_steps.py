@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from moto import mock_aws
 from scones_core.errors import SettingsError
+from scones_core.records import record_from_item, record_problems
 from scones_core.retraining import outcome
 from scones_core.retraining.dataset import DatasetError, RunNames, assemble_dataset
 from scones_core.retraining.gate import (
@@ -279,7 +280,9 @@ def test_only_copies_that_finished_answers_name_are_trained_on(s3: Any, ddb: Any
     answered(ddb, finished)
     answered(ddb, held, status="NEEDS_REVIEW")  # step 3 never happened
     # The offline rehearsal's --labelled images stand for finished answers too.
-    ddb.put_item(TableName=RESULTS_TABLE, Item=reviewed_item(rehearsed, "bicycle"))
+    rehearsal = reviewed_item(BUCKET, rehearsed, "bicycle")
+    assert record_problems(record_from_item(rehearsal)) == []  # as the stack writes them
+    ddb.put_item(TableName=RESULTS_TABLE, Item=rehearsal)
     queries: list[dict[str, Any]] = []
     ddb.meta.events.register(
         "before-parameter-build.dynamodb.Query", lambda params, **_: queries.append(params)

@@ -419,8 +419,9 @@ ATTRIBUTE_TYPES: dict[str, str] = {
     IMAGE_GONE_ATTRIBUTE: "S",
 }
 # What every record has had since the first version of the stack (its keys, the index's
-# keys and the upload it is about), and what a classified one adds: older records lack
-# some of the rest (``attempt``, ``delivery``, ``model_version``), and readers cope.
+# keys and the upload it is about), and what a classified one adds (a reviewed one: the
+# person's label): older records lack some of the rest (``attempt``, ``delivery``,
+# ``model_version``), and readers cope.
 REQUIRED_ATTRIBUTES: tuple[str, ...] = (
     PARTITION_KEY,
     STATUS_ATTRIBUTE,
@@ -454,8 +455,11 @@ def record_problems(record: Mapping[str, Any]) -> list[str]:
     readers can use; they name the others (``UnreadableRecord``) instead of failing on
     them or showing them half."""
     status = record.get(STATUS_ATTRIBUTE)
-    classified = status in (*CLASSIFIED_STATUSES, Status.REVIEWED)
-    required = (*REQUIRED_ATTRIBUTES, *(CLASSIFIED_ATTRIBUTES if classified else ()))
+    required = REQUIRED_ATTRIBUTES
+    if status in CLASSIFIED_STATUSES:
+        required += CLASSIFIED_ATTRIBUTES
+    elif status == Status.REVIEWED:  # a person's answer (the retraining rehearsal's has no score)
+        required += (REVIEW_LABEL_ATTRIBUTE,)
     problems = [f"no {name}" for name in required if name not in record]
     for name in sorted(record):
         wanted = ATTRIBUTE_TYPES.get(name)

@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.redirect_stdout(stdout):
             code = _guarded_main(argv)
     except SystemExit as exc:  # argparse's own exits: --help, a bad option
+        stdout.flush()  # what is still buffered fails now, not at interpreter exit
         if stdout.error is None:
             raise
         code = exc.code if isinstance(exc.code, int) else 1

@@ -24,7 +24,8 @@ started again on the same address, as SageMaker replaces an instance that fails 
 health check: the Lambda workers were given that address, and nothing else would ever
 answer there. Each start counts only once it answers ``/ping``. One that keeps failing
 (it dies within ``QUICK_EXIT_S`` of starting, or cannot start) is tried again after a
-doubling delay, and given up on after ``restarts`` failures in a row, with one line
+doubling delay, at most ``restarts`` times in a row, and given up on when the last of
+those fails too (``restarts`` + 1 failures in a row), with one line
 saying so: the stack's uploads then end ``FAILED`` ``EndpointUnavailable``, as on AWS
 when an endpoint has no healthy instance. A restarted server starts with an empty
 capture buffer (what the dead one held is lost) and no injected faults.
@@ -58,8 +59,8 @@ QUICK_EXIT_S = 60.0
 # The wait before each new start, doubled per failure in a row, at most MAX_RESTART_DELAY_S.
 RESTART_DELAY_S = 0.5
 MAX_RESTART_DELAY_S = 10.0
-# Failures in a row (deaths within QUICK_EXIT_S of starting, starts that failed) after
-# which the stack stops starting it.
+# Restarts in a row that may fail (die within QUICK_EXIT_S of starting, or not start); the
+# failure after the last of them is the one the stack gives up on.
 DEFAULT_RESTARTS = 3
 
 logger = logging.getLogger(__name__)

@@ -177,9 +177,10 @@ def images_trained(manifest: dict[str, Any], channels: dict[str, int]) -> tuple[
     return used, max(0, given - used)
 
 
-def reviewed_item(labelled_key: str, label: str) -> dict[str, Any]:
+def reviewed_item(bucket: str, labelled_key: str, label: str) -> dict[str, Any]:
     """A REVIEWED record for a labelled image the rehearsal was given (``--labelled``): what
-    a person's finished answer on the review page leaves, naming its copy."""
+    a person's finished answer on the review page leaves, naming its copy (which is also
+    the image it is about: no upload was classified, so it has no score)."""
     from scones_core.monitoring.timestamps import format_millis
     from scones_core.records import (
         LABELLED_KEY_ATTRIBUTE,
@@ -194,6 +195,8 @@ def reviewed_item(labelled_key: str, label: str) -> dict[str, Any]:
     now = format_millis(datetime.now(UTC))
     return {
         PARTITION_KEY: {"S": f"rehearsal/{labelled_key}"},
+        "bucket": {"S": bucket},
+        "key": {"S": labelled_key},
         STATUS_ATTRIBUTE: {"S": Status.REVIEWED.value},
         RECORDED_AT_ATTRIBUTE: {"S": now},
         REVIEWED_AT_ATTRIBUTE: {"S": now},
@@ -347,7 +350,9 @@ class OfflineRetrain:
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
                 # As the review page leaves a finished answer: the record that names the
                 # copy, without which the dataset step does not train on it.
-                dynamodb.put_item(TableName=table, Item=reviewed_item(key, self.labels[index]))
+                dynamodb.put_item(
+                    TableName=table, Item=reviewed_item(self.bucket, key, self.labels[index])
+                )
                 labelled += 1
         version = str(manifest["version"])
         production_key = f"models/production/{version}/model.tar.gz"
