@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
+import socket
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
@@ -12,6 +15,34 @@ from hypothesis import settings
 # example: speed is measured in the benchmarks, never asserted in a test.
 settings.register_profile("suite", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile("suite")
+
+# What a corporate laptop or CI runner sets (Python reads either spelling).
+PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy")
+
+
+def _proxy_variables() -> list[str]:
+    return [name for name in os.environ if name.lower().endswith("_proxy")]
+
+
+@pytest.fixture
+def proxy_environment() -> Iterator[str]:
+    """The environment names a proxy that refuses every connection (``PROXY_VARIABLES``)
+    and no ``NO_PROXY``; its URL. A test may set ``os.environ``'s ``*_proxy`` variables
+    freely: all of them, those scones adds too, are put back as they were."""
+    saved = {name: os.environ[name] for name in _proxy_variables()}
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: a connection is refused
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for name in saved:
+        del os.environ[name]
+    os.environ.update(dict.fromkeys(PROXY_VARIABLES, url))
+    try:
+        yield url
+    finally:
+        for name in _proxy_variables():
+            del os.environ[name]
+        os.environ.update(saved)
+        closed.close()
 
 
 @pytest.hookimpl(trylast=True)

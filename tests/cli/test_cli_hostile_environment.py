@@ -5,6 +5,7 @@ up`` wrote, a stack without outputs, a host that is no name. Each is a one-line
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import subprocess
 import sys
@@ -305,3 +306,70 @@ def test_running_out_of_memory_is_one_line_not_a_traceback(tmp_path: Path) -> No
         "scones: error: out of memory (is a memory limit set, `ulimit -v`, or is the machine "
         "short of memory?)"
     ]
+
+
+def test_aws_calls_still_go_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], proxy_environment: str
+) -> None:
+    """Only loopback is reached directly: a stack on AWS is asked through the user's proxy
+    (here one that refuses), and the user's NO_PROXY keeps its entries before loopback's."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    os.environ["NO_PROXY"] = "corp.example"  # put back by proxy_environment
+    code, err = scones(capsys, "results", "--stack", "scones", "--region", "us-east-1")
+    assert code == 1, err
+    assert f'Failed to connect to proxy URL: "{proxy_environment}"' in err
+    assert os.environ["NO_PROXY"] == "corp.example,127.0.0.1,localhost,::1"
+    assert "no_proxy" not in os.environ  # it would hide NO_PROXY from Python's tools
+
+
+LOOPBACK = "127.0.0.1,localhost,::1"
+NO_PROXY_NAMED = {"HTTP_PROXY": None, "http_proxy": None, "HTTPS_PROXY": None, "https_proxy": None}
+
+
+@pytest.mark.parametrize(
+    ("user", "printed"),
+    [
+        ({"NO_PROXY": "corp.example"}, {"NO_PROXY": f"corp.example,{LOOPBACK}"}),
+        ({"no_proxy": ".corp.example, "}, {"no_proxy": f".corp.example,{LOOPBACK}"}),
+        ({}, {"NO_PROXY": LOOPBACK, "no_proxy": LOOPBACK}),
+        ({"NO_PROXY": "*"}, {"NO_PROXY": "*"}),  # urllib honours * only as the whole value
+        (
+            {"NO_PROXY": "LOCALHOST,a", "no_proxy": "b"},
+            {"NO_PROXY": "LOCALHOST,a,127.0.0.1,::1", "no_proxy": f"b,{LOOPBACK}"},
+        ),
+        ({**NO_PROXY_NAMED, "NO_PROXY": "corp.example"}, {}),  # nothing to go past
+    ],
+)
+def test_env_adds_loopback_to_no_proxy_when_a_proxy_is_named(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    live_process: subprocess.Popen[bytes],
+    proxy_environment: str,
+    user: dict[str, str | None],
+    printed: dict[str, str],
+) -> None:
+    """`eval "$(scones env)"` in a shell that names a proxy: without NO_PROXY the AWS CLI
+    and boto3 would send their calls for the stack to the proxy, which cannot reach it.
+    The user's entries stay first, and a spelling they set alone stays alone."""
+    project, state = _fake_project(tmp_path, live_process.pid)
+    monkeypatch.setattr(stack_state, "STATE_FILE", project / ".scones" / "stack.json")
+    for name, value in user.items():  # all put back by proxy_environment
+        if value is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = value
+    assert main(["env", "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported == {
+        "AWS_ENDPOINT_URL": state["endpoint_url"],
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": state["model_url"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "offline",
+        "AWS_SECRET_ACCESS_KEY": "offline",
+        **printed,
+    }

@@ -126,6 +126,23 @@ def test_run_prints_every_record_and_stores_them(small_folder: Path, tmp_path: P
     assert report.count('<tr class="') == len(records) and "5 uploads" in report
 
 
+def test_run_reaches_its_stack_directly_whatever_proxy_the_environment_names(
+    tmp_path: Path, proxy_environment: str
+) -> None:
+    """Every process of the stack (the CLI's clients, moto's interpreter, the Lambda
+    workers, the model server writing capture) reaches loopback directly: a proxy
+    cannot reach this machine's stack. The user's own NO_PROXY entries are kept."""
+    os.environ["NO_PROXY"] = "corp.example"  # put back by proxy_environment
+    folder = tmp_path / "uploads" / "bicycle"
+    folder.mkdir(parents=True)
+    shutil.copy(sorted((SAMPLES / "bicycle").glob("*.png"))[0], folder)
+    result = scones("run", str(folder.parent), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "1 uploads: ACCEPTED 1 " in result.stdout, result.stdout
+    # The monitor read the model server's capture, which it wrote into the stack's bucket.
+    assert "request_count=1," in result.stdout, result.stdout
+
+
 def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
     up = subprocess.Popen(
@@ -549,14 +566,19 @@ def test_down_while_up_is_ending_waits_for_it_and_says_it_stopped(
     assert ending.returncode == 0  # waited for, not sent SIGTERM
 
 
+@pytest.mark.parametrize("proxy", [False, True], ids=["no-proxy", "proxy-named"])
 def test_classify_says_the_stack_stopped_and_how_many_uploads_it_sent(
     small_folder: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+    proxy: bool,
 ) -> None:
     """A stack stopped while `scones classify` sent its files: botocore's NoSuchBucket (the
-    emptied emulator) or a refused connection said nothing of the stop."""
+    emptied emulator) or a refused connection said nothing of the stop. With a proxy named
+    by the user's environment, the uploads still reach the stack on loopback directly
+    (botocore sent them to the proxy: ProxyConnectionError)."""
     from scones.cli.main import main
     from scones.offline.client import StackClient, StackEndpoints, Upload
     from scones.offline.moto_guard import guarded_moto_server
@@ -579,6 +601,8 @@ def test_classify_says_the_stack_stopped_and_how_many_uploads_it_sent(
         )
         StackClient(endpoints).client("s3").create_bucket(Bucket="images")
         stack_state.write_state(endpoints, os.getpid(), tmp_path)
+        if proxy:
+            request.getfixturevalue("proxy_environment")
         upload = StackClient.upload_file
 
         def stop_after_the_first(self: StackClient, path: Path, name: str) -> Upload:

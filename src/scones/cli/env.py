@@ -1,7 +1,8 @@
 """``scones env``: the environment variables that point AWS tools at the running stack.
 
 ``eval "$(scones env)"`` in a shell, and the AWS CLI, boto3 and every SDK that reads
-``AWS_ENDPOINT_URL`` reach the offline stack that ``scones up`` keeps running.
+``AWS_ENDPOINT_URL`` reach the offline stack that ``scones up`` keeps running, past a proxy
+the shell names (``scones.no_proxy``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="print the AWS_* variables that reach the running stack (export form)",
         description=(
             "Print AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, AWS_DEFAULT_REGION and "
-            'placeholder credentials for the stack that `scones up` runs. Use: eval "$(scones env)"'
+            "placeholder credentials for the stack that `scones up` runs, and, when the "
+            "environment names a proxy (HTTP_PROXY, HTTPS_PROXY), NO_PROXY with the loopback "
+            "names added to its own entries, so the calls reach the stack directly. "
+            'Use: eval "$(scones env)"'
         ),
     )
     parser.add_argument("--json", action="store_true", help="print them as a JSON object")

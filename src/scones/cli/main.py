@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from scones.cli.display import GuardedStdout
 from scones.cli.errors import CommandError
+from scones.no_proxy import reach_loopback_directly
 
 # Module name under scones.cli, in the order they appear in --help.
 COMMAND_MODULES = (
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _printable_streams()
+    # The offline stack, the model server and the review page are on loopback, which a
+    # proxy the environment names cannot reach; AWS's endpoints still go through it.
+    reach_loopback_directly()
     # Standard output failing (a pipe its reader closed, a full disk) loses what is
     # printed, never the work: every command goes on to write its files, save its records
     # or stop its stack, then ends as GuardedStdout.status says.

@@ -8,6 +8,7 @@ running in another process.
 from __future__ import annotations
 
 import mimetypes
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
@@ -19,6 +20,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConn
 from scones_core.objects import NULL_VERSION, ObjectRef
 from scones_core.records import PARTITION_KEY, is_terminal, record_from_item
 
+from scones.no_proxy import no_proxy_variables, reach_loopback_directly
 from scones.offline.moto_guard import STOPPING
 
 REGION = "us-east-1"
@@ -27,7 +29,10 @@ OFFLINE_CREDENTIAL = "offline"
 
 
 def offline_session(region: str = REGION) -> boto3.Session:
-    """A boto3 session for the offline stack: the emulator accepts any credentials."""
+    """A boto3 session for the offline stack: the emulator accepts any credentials, and
+    is on loopback, reached directly whatever proxy the environment names (a script
+    using ``StackClient`` too, not only ``scones`` and the stack)."""
+    reach_loopback_directly()
     return boto3.Session(
         region_name=region,
         aws_access_key_id=OFFLINE_CREDENTIAL,
@@ -72,7 +77,9 @@ class StackEndpoints:
         """The variables that make the AWS CLI, boto3 and the SDKs reach this stack.
 
         The emulator accepts any credentials; the placeholders only keep the SDKs from
-        looking for real ones.
+        looking for real ones. When this environment names a proxy, ``NO_PROXY`` (or
+        ``no_proxy``) gains the loopback names after its own entries, or the SDKs would
+        send their calls to the proxy, which cannot reach this machine's stack.
         """
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
@@ -80,6 +87,7 @@ class StackEndpoints:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ACCESS_KEY_ID": OFFLINE_CREDENTIAL,
             "AWS_SECRET_ACCESS_KEY": OFFLINE_CREDENTIAL,
+            **no_proxy_variables(os.environ),
         }
 
 

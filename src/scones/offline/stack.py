@@ -40,6 +40,7 @@ from typing import Any
 from scones_core.objects import NULL_VERSION, ObjectRef
 from scones_core.records import PARTITION_KEY
 
+from scones.no_proxy import reach_loopback_directly
 from scones.offline import (
     concurrency_fixes,
     dispatch_cache,
@@ -283,6 +284,9 @@ class OfflineStack:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         # The interpreter logs every handled Catch/Choice miss as an exception.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
+        # Its clients, moto's interpreter and the model server reach the emulator on
+        # loopback, never through a proxy the environment names (``scones.no_proxy``).
+        reach_loopback_directly()
         try:
             raise_open_file_limit(OPEN_FILES_NEEDED)
             check_model(self.options.model_dir, self.options.overrides)
