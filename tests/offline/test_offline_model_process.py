@@ -275,3 +275,26 @@ def test_a_model_server_that_dies_is_started_again_until_it_fails_at_every_start
         "the model server died and was restarted 1 time(s); then it failed 3 times in a row"
     )
     assert "was given up on at " in report
+
+
+def test_a_restart_that_fails_in_any_way_counts_as_a_failed_start(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new server whose first line is no JSON (or a process that cannot be made: no
+    descriptors, no memory) raised past the supervisor, whose thread then died: no more
+    restarts, and nothing said the server was given up on."""
+    from scones.offline import model_process
+
+    caplog.set_level(logging.WARNING, logger="scones.offline.model_process")
+    stack = OfflineStack(StackOptions(model_server_restarts=1)).start()
+    try:
+        monkeypatch.setattr(model_process, "_read_line", lambda process, timeout_s: b"{\n")
+        dead = stack.model_server_pid
+        assert dead is not None
+        os.kill(dead, signal.SIGKILL)
+        _wait_for(lambda: "not starting it again" in caplog.text, "the stack giving up")
+        assert "could not start again: Expecting property name" in caplog.text
+        assert _wait_gone([dead], timeout_s=1) == []
+    finally:
+        stack.stop()
+    assert "was given up on at " in (stack.model_server_report or "")

@@ -265,7 +265,9 @@ class ModelProcess:
                     return
                 try:
                     new_process, _ = self._spawn(STARTUP_TIMEOUT_S)
-                except ModelProcessError as exc:
+                # Its own refusal, a process that could not be made (no descriptors, no
+                # memory) or a first line that was no JSON: one more failed start.
+                except (ModelProcessError, OSError, ValueError) as exc:
                     if self._stopping.is_set():
                         return
                     cause = str(exc).splitlines()[0]
