@@ -16,7 +16,7 @@ import pytest
 from conftest import template_limits
 from PIL import Image, ImageChops, ImageCms
 from scones_core.images import normalise_image
-from scones_core.preprocess import srgb_transform
+from scones_core.preprocess import _MAX_PROFILE_BYTES, srgb_transform
 
 LIMITS = template_limits()
 COLOUR = (200, 60, 40)  # an sRGB colour, inside the P3 gamut
@@ -187,3 +187,14 @@ def test_a_camera_srgb_profile_leaves_the_model_input_bit_identical() -> None:
         tagged = normalise_image(saved(photo, fmt, options, icc_profile=camera_srgb), LIMITS)
         plain = normalise_image(saved(photo, fmt, options), LIMITS)
         assert tagged.png == plain.png, fmt
+
+
+def test_a_profile_over_a_mebibyte_is_ignored() -> None:
+    """RGB display profiles are a few KB: one of up to ``_MAX_PROFILE_BYTES`` is read, a
+    larger one is ignored (as a broken one is), not handed to the colour engine."""
+
+    def padded(size: int) -> bytes:
+        return struct.pack(">I", size) + DISPLAY_P3[4:] + bytes(size - len(DISPLAY_P3))
+
+    assert srgb_transform(padded(_MAX_PROFILE_BYTES)) is not None
+    assert srgb_transform(padded(_MAX_PROFILE_BYTES + 1)) is None

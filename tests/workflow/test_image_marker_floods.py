@@ -128,6 +128,15 @@ def test_floods_of_empty_markers_are_refused_from_the_walk(
     assert message in str(error)
 
 
+def test_the_jpeg_padding_budget_is_the_documented_64_kib_inclusive() -> None:
+    """docs/reliability.md: at most 64 KiB of padding (here fill bytes before a marker)."""
+    padded = jpeg()[:2] + b"\xff" * 64 * 1024 + jpeg()[2:]
+    assert jpeg_layout(padded).padding == 64 * 1024
+    assert decode_image(padded, LIMITS).image.size == (64, 64)
+    over = jpeg()[:2] + b"\xff" * (64 * 1024 + 1) + jpeg()[2:]
+    assert isinstance(rejected(over), errors.ImageTooComplex)
+
+
 def test_more_restart_markers_than_blocks_are_refused() -> None:
     data = jpeg((16, 16))  # 4 blocks of 8x8 a component
     scan = data.index(b"\xff\xda")

@@ -50,6 +50,8 @@ from scones_core.preprocess import (
     RESAMPLE,
     STRIP_REDUCTION_PIXELS,
     centre_crop,
+    reduction_factor,
+    to_display_image,
     to_model_image,
     to_rgb,
 )
@@ -411,6 +413,30 @@ def test_wide_images_are_centre_cropped_not_squashed() -> None:
     assert out.getpixel((0, 16)) == out.getpixel((31, 16)) == (0, 0, 255)
 
 
+def test_a_model_input_of_another_shape_is_centre_cropped_to_its_aspect_ratio() -> None:
+    """A 4:3 model input takes the middle 4:3 of a wide image (its full height) and of a
+    tall one (its full width): green marks where each crop ends, blue its middle."""
+    assert centre_crop((120, 40), (64, 48)) == pytest.approx((100 / 3, 0, 260 / 3, 40))
+    assert centre_crop((40, 120), (64, 48)) == pytest.approx((0, 45, 40, 75))
+    wide = Image.new("RGB", (120, 40), (255, 0, 0))
+    wide.paste((0, 255, 0), (25, 0, 95, 40))  # the crop is x 33.3 to 86.7
+    wide.paste((0, 0, 255), (40, 0, 80, 40))
+    out = to_model_image(wide, (64, 48))
+    assert [out.getpixel((x, 24)) for x in (0, 32, 63)] == [(0, 255, 0), (0, 0, 255), (0, 255, 0)]
+    tall = Image.new("RGB", (40, 120), (255, 0, 0))
+    tall.paste((0, 255, 0), (0, 40, 40, 80))  # the crop is y 45 to 75
+    tall.paste((0, 0, 255), (0, 50, 40, 70))
+    out = to_model_image(tall, (64, 48))
+    assert [out.getpixel((32, y)) for y in (0, 24, 47)] == [(0, 255, 0), (0, 0, 255), (0, 255, 0)]
+
+
+def test_a_sliver_is_shown_fitted_down_to_a_pixel_on_its_short_side() -> None:
+    """The reviewer's copy fits within its box on each side, however thin the image: an
+    8x4000 sliver at 256 is 1 pixel across (8 x 256 / 4000 = 0.51), not 2."""
+    assert to_display_image(Image.new("RGB", (8, 4000)), 256).size == (1, 256)
+    assert to_display_image(Image.new("RGB", (4000, 8)), 256).size == (256, 1)
+
+
 def test_a_phones_full_resolution_photo_is_classified_by_default(s3: Any) -> None:
     """A 24-megapixel JPEG (5712x4284, a phone's full resolution) with its video clip
     appended after the image, as a motion photo is stored: over the 5 MiB the limit used
@@ -467,14 +493,17 @@ def _blocky(mode: str, size: tuple[int, int], orientation: int) -> Image.Image:
     return image
 
 
-@pytest.mark.parametrize("shape", [(2501, 1999), (12, 400_001)], ids=["photo", "long"])
+@pytest.mark.parametrize(
+    "shape", [(2501, 1999), (12, 400_001), (600, 3001)], ids=["photo", "long", "tall"]
+)
 @pytest.mark.parametrize("orientation", [1, 2, 3, 6, 8])
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "I;16", "P", "F", "CMYK"])
 def test_large_images_are_reduced_in_strips_to_the_same_model_input(
     mode: str, orientation: int, shape: tuple[int, int]
 ) -> None:
     # Over STRIP_REDUCTION_PIXELS; an odd side leaves a partial box at the far edge; the
-    # long image is read only around its centre crop.
+    # long image is read only around its centre crop, and so is the tall one, whose boxes
+    # (3 or 6 pixels) do not divide its height: the region read differs on a flipped axis.
     image = _blocky(mode, shape, orientation)
     assert image.width * image.height > STRIP_REDUCTION_PIXELS
     for size in [(32, 32), (64, 48)]:
@@ -491,6 +520,32 @@ def test_a_square_upload_gives_the_whole_image_path_bit_for_bit() -> None:
     image = _blocky("RGBA", (2400, 2400), 3)
     reference = _whole_image_reference(image, (32, 32))
     assert to_model_image(image, (32, 32)).tobytes() == reference.tobytes()
+
+
+@pytest.mark.parametrize("size", [(32, 32), (64, 48), (24, 32)])
+@pytest.mark.parametrize("upright", [(2501, 1999), (1999, 2501), (600, 3001)])
+def test_the_strips_are_reduced_by_the_factor_pillows_resize_uses(
+    upright: tuple[int, int], size: tuple[int, int]
+) -> None:
+    """Image.resize(reducing_gap=REDUCING_GAP) box-reduces the crop by int(side / model
+    side / gap) on each axis; the strips must reduce by the same factor, whatever the
+    model input's shape, or they give another image than the whole-image path."""
+    left, top, right, bottom = centre_crop(upright, size)
+    along_x = int((right - left) / size[0] / REDUCING_GAP)
+    along_y = int((bottom - top) / size[1] / REDUCING_GAP)
+    assert reduction_factor(upright, size) == along_x == along_y
+
+
+def test_a_long_image_whose_crop_is_near_the_model_size_is_not_box_reduced() -> None:
+    """Over STRIP_REDUCTION_PIXELS, but its centre crop is under REDUCING_GAP times the
+    model input: Pillow's resize reduces nothing, and neither do the strips, so even
+    pixel-fine noise gives the whole-image path bit for bit."""
+    rng = np.random.default_rng(1)
+    noise = Image.fromarray(rng.integers(0, 256, (20_001, 90, 3), dtype=np.uint8))
+    assert noise.width * noise.height > STRIP_REDUCTION_PIXELS
+    for size in [(32, 32), (64, 48)]:
+        reference = _whole_image_reference(noise, size)
+        assert to_model_image(noise, size).tobytes() == reference.tobytes(), size
 
 
 def test_an_image_whose_decode_would_not_fit_the_function_is_refused_before_decoding(
@@ -595,6 +650,9 @@ def test_the_model_input_carries_none_of_the_uploads_metadata(s3: Any) -> None:
     image.info.update(icc_profile=b"profile", transparency=(0, 0, 0), exif=b"Exif")
     assert to_model_image(image, (32, 32)).info == {}
     assert image.info["icc_profile"] == b"profile"  # the caller's image is left alone
+    del image.info["transparency"]  # nothing to convert: the input is the image's copy
+    assert to_model_image(image, (32, 32)).info == {}
+    assert image.info["icc_profile"] == b"profile"
 
 
 def test_a_tiffs_strip_buffer_counts_toward_the_functions_memory(decoder_spy: list[str]) -> None:

@@ -49,6 +49,15 @@ def bmp_a4r4g4b4(width: int, height: int) -> bytes:
 FLOAT = ((339, 3, [3, 3, 3]),)  # SampleFormat: IEEE floating point
 
 
+def with_software(text: bytes) -> bytes:
+    """A float RGB TIFF whose Software tag (ASCII) holds ``text``, up to 4 bytes, in its
+    entry (as a TIFF stores a value that fits)."""
+    value = int.from_bytes(text.ljust(4, b"\0"), "little")
+    data = tiff_in_strips(8, 8, 8, samples=3, bits=32, extra_tags=(*FLOAT, (305, 2, [value])))
+    entry = struct.pack("<HHI", 305, 2, 1)
+    return data.replace(entry, struct.pack("<HHI", 305, 2, len(text)), 1)
+
+
 @pytest.mark.parametrize(
     ("data", "error", "words"),
     [
@@ -72,6 +81,11 @@ FLOAT = ((339, 3, [3, 3, 3]),)  # SampleFormat: IEEE floating point
             tiff_in_strips(8, 8, 8, samples=3, bits=32),
             errors.UnsupportedImageFormat,
             "TIFFs of RGB in 32-bit unsigned integer samples are not supported",
+        ),
+        (
+            with_software(b"abc\0"),
+            errors.UnsupportedImageFormat,
+            "TIFFs of RGB in 32-bit floating-point samples are not supported",
         ),
         (bmp_a4r4g4b4(8, 8), errors.UnsupportedImageFormat, "Unsupported BMP bitfields layout;"),
         # Text holding an <svg> element is no SVG document unless <svg> is its root.
@@ -103,6 +117,7 @@ FLOAT = ((339, 3, [3, 3, 3]),)  # SampleFormat: IEEE floating point
         "float32-rgb-tiff",
         "float16-rgb-tiff",
         "uint32-rgb-tiff",
+        "float32-rgb-tiff-short-text",
         "a4r4g4b4-bmp",
         "xhtml-with-inline-svg",
         "html-with-svg",

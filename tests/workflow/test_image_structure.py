@@ -52,6 +52,7 @@ from scones_core.image_structure import (
     tiff_block_count,
 )
 from scones_core.images import normalise_image
+from scones_core.preprocess import exif_orientation
 
 LIMITS = template_limits()
 PHOTO = Image.linear_gradient("L").resize((96, 64)).convert("RGB")
@@ -295,6 +296,7 @@ def test_a_cameras_exif_gps_and_interoperability_directories_are_read(
         ("EXIF", 42240, 5, RATIONALS_AT_BUDGET),  # Gamma: the probe's 2 million rationals
         ("GPS", 2, 3, SHORTS_AT_BUDGET),
         ("Interoperability", 4097, 4, SHORTS_AT_BUDGET),
+        ("GPS", 6, 12, SHORTS_AT_BUDGET),  # GPSAltitude, as DOUBLEs (8 bytes a number)
         ("first", 282, 5, RATIONALS_AT_BUDGET),  # XResolution, which Pillow reads to open it
     ],
 )
@@ -419,6 +421,31 @@ def test_an_exif_block_over_the_budget_is_refused_in_png_and_webp(
     assert opened == []
 
 
+@pytest.mark.parametrize(("fmt", "options"), [("PNG", {}), ("WEBP", {"lossless": True})])
+def test_a_bigtiff_exif_block_pillow_does_not_read_is_not_walked(
+    fmt: str, options: dict[str, bool]
+) -> None:
+    """Pillow cannot read a BigTIFF in an EXIF block (it gives up on the header, and the
+    image reads as upright), so the budget that block would break costs nothing: the
+    image is classified."""
+    block = tiff_with_directories(
+        Image.new("L", (1, 1)), {"first": [(274, 5, [*RATIONALS_AT_BUDGET, 1, 3])]}, bigtiff=True
+    )
+    decoded = decode_image(encode(PHOTO, fmt, exif=block, **options), LIMITS)
+    assert decoded.image.size == PHOTO.size
+    assert exif_orientation(decoded.image) == 1
+
+
+def test_an_exif_text_past_pillows_inflate_limit_is_refused_as_pillow_refuses_it() -> None:
+    """A compressed raw-profile text inflating past Pillow's MAX_TEXT_CHUNK is never read
+    as EXIF (Pillow refuses the text first), so the walk inflates no more than that: the
+    reason names the text's size, not the block it would have held."""
+    padded = BOMB_BLOCK + bytes(PngImagePlugin.MAX_TEXT_CHUNK // 2)
+    upload = _png_text("Raw profile type exif", _raw_profile(padded), compressed=True)
+    with pytest.raises(errors.ImageTooComplex, match="text or colour-profile chunks inflate"):
+        decode_image(upload, LIMITS)
+
+
 def _camera_exif(orientation: int) -> Image.Exif:
     """A phone's EXIF as Pillow writes it: the EXIF directory with a 30 KB maker note, a
     GPS position, the Interoperability directory."""
@@ -484,6 +511,22 @@ def test_restart_markers_of_whole_jpegs_are_all_there(mode: str, size: tuple[int
         data = encode(image, "JPEG", **options)
         assert jpeg_layout(data).short_scan is None, options
         assert decode_image(data, LIMITS).image.size == size
+
+
+@pytest.mark.parametrize("options", [{}, {"restart_marker_blocks": 1}], ids=["plain", "restarts"])
+def test_a_frame_of_zero_sampling_factors_is_named_corrupt_not_a_crash(
+    options: dict[str, int],
+) -> None:
+    """Components that claim 0x0 sampling factors give the walk no MCU: it counts no
+    blocks or restart intervals and leaves the damage to the decoder, which names it."""
+    data = bytearray(encode(PHOTO, "JPEG", **options))
+    frame = data.index(b"\xff\xc0")
+    for at in range(frame + 11, frame + 19, 3):  # each component's H and V nibbles
+        data[at] = 0
+    layout = jpeg_layout(bytes(data))
+    assert (layout.frame_blocks, layout.short_scan) == (0, None)
+    with pytest.raises(errors.CorruptImage, match="JPEG data is truncated or corrupt"):
+        decode_image(bytes(data), LIMITS)
 
 
 @settings(max_examples=300, deadline=None)

@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import re
+import struct
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote_plus
@@ -102,6 +103,20 @@ def test_exif_orientation_is_applied() -> None:
         left, right = out.getpixel((2, 16)), out.getpixel((29, 16))
     assert isinstance(left, tuple) and isinstance(right, tuple)
     assert left[0] > 200 and right[2] > 200  # displayed: red left, blue right
+
+
+def test_an_orientation_that_is_not_a_whole_number_leaves_the_image_as_stored() -> None:
+    """An Orientation tag written as text ("6", ASCII) says nothing a viewer acts on:
+    the image is upright as stored, not mirrored or turned."""
+    wide = Image.new("RGB", (40, 32), (0, 0, 255))
+    wide.paste((255, 0, 0), (0, 0, 20, 32))  # red on the left
+    ifd = struct.pack("<HHHI4sI", 1, 0x0112, 2, 2, b"6\0\0\0", 0)  # one ASCII entry
+    exif = b"Exif\0\0II*\0" + struct.pack("<I", 8) + ifd
+    with Image.open(io.BytesIO(encode(wide, exif=exif))) as tagged:
+        assert tagged.getexif().get(0x0112) == "6"
+    result = normalise_image(encode(wide, exif=exif), LIMITS)
+    with Image.open(io.BytesIO(result.png)) as out:
+        assert out.getpixel((2, 16)) == (255, 0, 0) and out.getpixel((29, 16)) == (0, 0, 255)
 
 
 def test_transparency_is_composited_on_white() -> None:
