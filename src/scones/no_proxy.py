@@ -37,8 +37,9 @@ def no_proxy_variables(environ: Mapping[str, str]) -> dict[str, str]:
     entries they hold, then each loopback name they lack; nothing when no proxy is named.
 
     A spelling set alone stays alone (setting the other would hide it from the tools that
-    prefer that one), and ``*`` (no proxy for any host) is kept as it is: urllib honours it
-    only as the whole value.
+    prefer that one). A value that is ``*`` alone (no proxy for any host) is kept as it is;
+    a ``*`` among other entries means nothing to urllib (it honours it only as the whole
+    value), so loopback is added there too.
     """
     if not names_a_proxy(environ):
         return {}
@@ -48,7 +49,7 @@ def no_proxy_variables(environ: Mapping[str, str]) -> dict[str, str]:
         value = environ.get(name, "")
         entries = {entry.strip().lower() for entry in value.split(",")}
         missing = [host for host in LOOPBACK_HOSTS if host not in entries]
-        if "*" in entries or not missing:
+        if value == "*" or not missing:
             variables[name] = value
         else:
             kept = value.strip().rstrip(",")

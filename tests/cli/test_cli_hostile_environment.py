@@ -337,6 +337,7 @@ NO_PROXY_NAMED = {"HTTP_PROXY": None, "http_proxy": None, "HTTPS_PROXY": None, "
         ({"no_proxy": ".corp.example, "}, {"no_proxy": f".corp.example,{LOOPBACK}"}),
         ({}, {"NO_PROXY": LOOPBACK, "no_proxy": LOOPBACK}),
         ({"NO_PROXY": "*"}, {"NO_PROXY": "*"}),  # urllib honours * only as the whole value
+        ({"NO_PROXY": "corp.example,*"}, {"NO_PROXY": f"corp.example,*,{LOOPBACK}"}),
         (
             {"NO_PROXY": "LOCALHOST,a", "no_proxy": "b"},
             {"NO_PROXY": "LOCALHOST,a,127.0.0.1,::1", "no_proxy": f"b,{LOOPBACK}"},

@@ -253,7 +253,12 @@ def test_commands_find_the_stack_from_anywhere_inside_the_project(
     tmp_path: Path, stack_process: subprocess.Popen[bytes]
 ) -> None:
     project, state = _fake_project(tmp_path, stack_process.pid)
-    env = {k: v for k, v in os.environ.items() if k != "SCONES_STATE_DIR"}
+    # No proxy named: with one, `scones env` prints NO_PROXY too (test_cli_hostile_environment).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "SCONES_STATE_DIR" and not k.lower().endswith("_proxy")
+    }
     result = subprocess.run(
         [sys.executable, "-m", "scones.cli.main", "env"],
         cwd=project / "deep" / "er",

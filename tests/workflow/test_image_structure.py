@@ -431,6 +431,9 @@ def test_a_bigtiff_exif_block_pillow_does_not_read_is_not_walked(
     block = tiff_with_directories(
         Image.new("L", (1, 1)), {"first": [(274, 5, [*RATIONALS_AT_BUDGET, 1, 3])]}, bigtiff=True
     )
+    # The premise: a Pillow that reads such a block must have the walk read it too.
+    with pytest.raises(struct.error):
+        Image.Exif().load(block)
     decoded = decode_image(encode(PHOTO, fmt, exif=block, **options), LIMITS)
     assert decoded.image.size == PHOTO.size
     assert exif_orientation(decoded.image) == 1

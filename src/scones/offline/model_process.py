@@ -266,8 +266,9 @@ class ModelProcess:
                 try:
                     new_process, _ = self._spawn(STARTUP_TIMEOUT_S)
                 # Its own refusal, a process that could not be made (no descriptors, no
-                # memory) or a first line that was no JSON: one more failed start.
-                except (ModelProcessError, OSError, ValueError) as exc:
+                # memory), a first line that was no answer: one more failed start, whatever
+                # was raised, or this thread would end and no one would say so.
+                except Exception as exc:
                     if self._stopping.is_set():
                         return
                     cause = str(exc).splitlines()[0]
