@@ -471,6 +471,25 @@ def test_saved_records_are_sorted_and_never_overwrite_an_earlier_file(tmp_path: 
     assert {p.name for p in (tmp_path / "out").iterdir()} == {first.name, second.name}
 
 
+def test_a_record_with_another_tools_binary_attribute_is_saved_with_the_rest(
+    tmp_path: Any,
+) -> None:
+    """boto3's Binary is no JSON, and its str() is bytes: one such attribute (written by
+    another tool) failed every save of the stop, and every record was lost."""
+    from boto3.dynamodb.types import Binary
+    from scones_core.records import record_from_item
+
+    from scones.offline.records_file import save_records
+
+    item = {"pk": {"S": "b/k#1"}, "status": {"S": "ACCEPTED"}, "thumbnail": {"B": b"\x89PNG"}}
+    records = [record_from_item(item), {"pk": "b/k#2", "status": "REJECTED"}]
+    assert isinstance(records[0]["thumbnail"], Binary)
+    saved = save_records(records, out_dir=tmp_path, stack_name="s", table="t")
+    document = json.loads(saved.read_text())
+    assert [r["pk"] for r in document["records"]] == ["b/k#1", "b/k#2"]
+    assert document["records"][0]["thumbnail"] == "iVBORw=="
+
+
 def test_a_reserved_report_file_is_not_executable(tmp_path: Any) -> None:
     import os
 

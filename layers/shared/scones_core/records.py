@@ -10,6 +10,7 @@ monitor, the CLI, the reports and the offline client read items back with
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypedDict
 
-from boto3.dynamodb.types import TypeDeserializer
+from boto3.dynamodb.types import Binary, TypeDeserializer
 
 from scones_core.monitoring.timestamps import parse_timestamp
 
@@ -385,6 +386,17 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | set | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def json_value(value: Any) -> Any:
+    """``json.dumps``' ``default`` for a record read back: a binary attribute (no layout has
+    one; another tool's) as its bytes in base64, anything else JSON has no type for as its
+    text. One record of another tool's must never keep the others from being written."""
+    if isinstance(value, Binary):
+        value = value.value
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
 
 
 def record_from_item(item: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

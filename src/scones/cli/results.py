@@ -15,16 +15,14 @@ list on stdout holds the readable records only).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 from datetime import UTC, datetime
 from typing import Any
 
-from boto3.dynamodb.types import Binary
 from rich.text import Text
 from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.record_queries import records_with_status
-from scones_core.records import TERMINAL_STATUSES, UnreadableRecord, unreadable
+from scones_core.records import TERMINAL_STATUSES, UnreadableRecord, json_value, unreadable
 
 from scones.cli.arguments import parse_moment, refuse_deployed_options
 from scones.cli.aws_stack import stack_outputs
@@ -158,7 +156,7 @@ def results_command(args: argparse.Namespace) -> int:
     except (ClientError, BotoCoreError) as exc:
         raise CommandFailed(f"cannot read the results table {table!r}: {exc}") from exc
     if args.json:
-        print(json.dumps(rows, indent=2, default=_json_value))
+        print(json.dumps(rows, indent=2, default=json_value))
         print_unreadable(make_console(stderr=True), left_out)
         return 0
     console = make_console()
@@ -177,16 +175,6 @@ def results_command(args: argparse.Namespace) -> int:
     print_summary(console, summarise(rows))
     print_unreadable(console, left_out)
     return 0
-
-
-def _json_value(value: Any) -> Any:
-    """An attribute JSON has no type for (binary, which no layout holds: another tool's) as
-    its bytes in base64."""
-    if isinstance(value, Binary):
-        value = value.value
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def print_unreadable(console: Any, left_out: list[UnreadableRecord]) -> None:

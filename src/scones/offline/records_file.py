@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
+from scones_core.records import json_value
+
 from scones.safe_files import (
     create_first_free,
     write_text_atomically,
@@ -68,7 +70,7 @@ def records_document(
         "records": sorted(records, key=lambda r: str(r.get("pk", ""))),
         "unrecorded": list(unrecorded),
     }
-    return json.dumps(document, indent=2, default=str) + "\n"
+    return json.dumps(document, indent=2, default=json_value) + "\n"
 
 
 def save_records(
