@@ -107,11 +107,14 @@ def test_a_better_candidate_goes_to_canary_and_is_promoted(guessing_production: 
     assert "drift baseline" in result.record["reason"]
 
 
-def test_a_candidate_trained_on_shuffled_labels_is_refused_by_the_gate(tmp_path: Path) -> None:
+def test_a_candidate_trained_on_shuffled_labels_is_refused_by_the_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     status = scones_main(
         [
             "retrain",
+            "--json",
             "--shuffle-labels",
             "--max-train-per-label",
             "20",
@@ -126,6 +129,11 @@ def test_a_candidate_trained_on_shuffled_labels_is_refused_by_the_gate(tmp_path:
         ]
     )
     assert status == 0
+    # stdout is the one document: the training and evaluation programs' lines (their
+    # jobs' logs) go to stderr with the command's own log.
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["outcome"] == "REJECTED"
+    assert "validation accuracy" in printed.err and "gate set" in printed.err
     [report_file] = out.glob("retrain-*.json")
     report = json.loads(report_file.read_text())
     assert report["outcome"] == "REJECTED"

@@ -33,10 +33,12 @@ candidate serves as ``EndpointVariantName``, as blue/green leaves it on AWS.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import random
 import shutil
+import sys
 import tarfile
 import tempfile
 import time
@@ -459,7 +461,10 @@ class OfflineRetrain:
         argv += ["--data", str(data_root / "train"), "--failure-file", str(failure)]
         if "labelled" in channels:
             argv += ["--labelled", str(data_root / "labelled")]
-        status = entry_point.main(argv)
+        # What the program prints is the job's log (CloudWatch, on SageMaker): the
+        # command's log, on stderr, never its stdout (``--json`` prints one document there).
+        with contextlib.redirect_stdout(sys.stderr):
+            status = entry_point.main(argv)
         if status != 0:
             # As TrainCandidate fails on AWS: the job's FailureReason is the program's.
             reason = failure.read_text(encoding="utf-8") if failure.is_file() else ""
@@ -525,7 +530,8 @@ class OfflineRetrain:
             *("--gate", str(root / "input/gate")),
             *("--out", str(out)),
         ]
-        evaluate_entry.main(argv)
+        with contextlib.redirect_stdout(sys.stderr):  # the processing job's log, as above
+            evaluate_entry.main(argv)
         bucket, prefix = _split_uri(dataset["evaluation_output_uri"])
         for path in sorted(out.iterdir()):
             self.s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.name}", Body=path.read_bytes())
