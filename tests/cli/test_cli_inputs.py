@@ -147,3 +147,15 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(
     assert exited.value.code == 2
     assert "the path is empty (an unset variable?)" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_memory_sweep_is_not_silently_left_out_of_the_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``cost --json --sweep-memory`` printed the document without the sweep, exit 0."""
+    from scones.cli.main import main
+
+    assert main(["cost", "--json", "--sweep-memory"]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert "--sweep-memory prints a table, which --json has no place for" in printed.err

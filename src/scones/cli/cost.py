@@ -51,7 +51,9 @@ def register(subparsers: Any) -> None:
         metavar="NAME=VALUE",
         help="a template parameter, or <Function>.MemorySize=MB",
     )
-    parser.add_argument("--sweep-memory", action="store_true", help="Lambda memory sweep")
+    parser.add_argument(
+        "--sweep-memory", action="store_true", help="Lambda memory sweep (a table: not with --json)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=_run)
 
@@ -199,6 +201,8 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.json and args.sweep_memory:  # the JSON document would leave the sweep out
+        raise CommandError("--sweep-memory prints a table, which --json has no place for: drop one")
     from scones.costs import prices
     from scones.costs.fixed import fixed_monthly
     from scones.costs.model import Settings, estimate, original_project
