@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from moto import mock_aws
-from test_cli_params_and_state import _fake_project
+from test_cli_params_and_state import _fake_project, stack_variables
 
 from scones.cli import down, invoke, stack_state
 from scones.cli.main import main
@@ -366,11 +366,4 @@ def test_env_adds_loopback_to_no_proxy_when_a_proxy_is_named(
             os.environ[name] = value
     assert main(["env", "--json"]) == 0
     exported = json.loads(capsys.readouterr().out)
-    assert exported == {
-        "AWS_ENDPOINT_URL": state["endpoint_url"],
-        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": state["model_url"],
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "offline",
-        "AWS_SECRET_ACCESS_KEY": "offline",
-        **printed,
-    }
+    assert exported == {**stack_variables(state), **printed}

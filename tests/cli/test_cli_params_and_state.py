@@ -225,6 +225,17 @@ def stack_process() -> Any:
     process.wait()
 
 
+def stack_variables(state: dict[str, Any]) -> dict[str, str]:
+    """What `scones env` gives for the stack of ``state`` when no proxy is named."""
+    return {
+        "AWS_ENDPOINT_URL": state["endpoint_url"],
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": state["model_url"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "offline",
+        "AWS_SECRET_ACCESS_KEY": "offline",
+    }
+
+
 def _fake_project(tmp_path: Path, pid: int) -> tuple[Path, dict[str, Any]]:
     from scones.cli.stack_state import process_started
 
@@ -271,13 +282,7 @@ def test_commands_find_the_stack_from_anywhere_inside_the_project(
     exported = dict(
         line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines()
     )
-    assert exported == {
-        "AWS_ENDPOINT_URL": state["endpoint_url"],
-        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": state["model_url"],
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "offline",
-        "AWS_SECRET_ACCESS_KEY": "offline",
-    }
+    assert exported == stack_variables(state)
 
 
 def test_outside_any_project_the_state_is_this_projects(tmp_path: Path) -> None:
