@@ -56,6 +56,34 @@ MODEL = PROJECT_ROOT / "models" / "bicycle-motorcycle"
 REGION = "us-east-1"
 
 
+def model_with_baseline(tmp_path: Path, **changes: Any) -> Path:
+    """A copy of the shipped model whose baseline.json has ``changes`` over its own."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(MODEL, model)
+    document = json.loads((MODEL / "baseline.json").read_text())
+    (model / "baseline.json").write_text(json.dumps({**document, **changes}))
+    return model
+
+
+def bucket_stack(aws: boto3.Session, name: str) -> str:
+    """A CloudFormation stack holding only the image bucket (and its output): its name."""
+    bucket = f"{name}-123456789012-us-east-1-images"
+    aws.client("cloudformation").create_stack(
+        StackName=name,
+        TemplateBody=json.dumps(
+            {
+                "Resources": {
+                    "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": bucket}}
+                },
+                "Outputs": {"ImageBucketName": {"Value": bucket}},
+            }
+        ),
+    )
+    return bucket
+
+
 def no_aws_environment(tmp_path: Path) -> dict[str, str]:
     """The machine's environment with no way to find AWS credentials."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -264,28 +292,12 @@ def test_deploy_baseline_refuses_a_baseline_with_no_mix_over_the_stacks_labels(
     """A well-formed baseline whose whole mix is on a label the stack's model lacks: the
     monitor's own rule (``Baseline.label_problem``), which used to fail the monitor's every
     run, refuses it before anything is uploaded."""
-    import shutil
-
-    model = tmp_path / "model"
-    shutil.copytree(MODEL, model)
-    document = json.loads((MODEL / "baseline.json").read_text())
-    document.update(
+    model = model_with_baseline(
+        tmp_path,
         labels=["bicycle", "motorcycle", "cat"],
         label_mix={"bicycle": 0, "motorcycle": 0, "cat": 1},
     )
-    (model / "baseline.json").write_text(json.dumps(document))
-    bucket = "scones-labels-123456789012-us-east-1-images"
-    aws.client("cloudformation").create_stack(
-        StackName="scones-labels",
-        TemplateBody=json.dumps(
-            {
-                "Resources": {
-                    "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": bucket}}
-                },
-                "Outputs": {"ImageBucketName": {"Value": bucket}},
-            }
-        ),
-    )
+    bucket = bucket_stack(aws, "scones-labels")
     with pytest.raises(DeployError) as raised:
         publish_baseline(aws, "scones-labels", model)
     assert str(raised.value) == (
@@ -303,28 +315,13 @@ def test_deploy_baseline_refuses_the_baseline_of_another_model(
     """A folder whose baseline.json was made for another model (its model_version is not
     model.json's version): published, the monitor would compare the traffic with that
     model's label mix and name that model in every drift metric."""
-    import shutil
-
     from scones.cli.main import main
 
-    model = tmp_path / "model"
-    shutil.copytree(MODEL, model)
-    document = json.loads((MODEL / "baseline.json").read_text())
-    document.update(model_version="0123456789ab", label_mix={"bicycle": 0.9, "motorcycle": 0.1})
-    (model / "baseline.json").write_text(json.dumps(document))
-    version = json.loads((MODEL / "model.json").read_text())["version"]
-    bucket = "scones-stale-123456789012-us-east-1-images"
-    aws.client("cloudformation").create_stack(
-        StackName="scones-stale",
-        TemplateBody=json.dumps(
-            {
-                "Resources": {
-                    "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": bucket}}
-                },
-                "Outputs": {"ImageBucketName": {"Value": bucket}},
-            }
-        ),
+    model = model_with_baseline(
+        tmp_path, model_version="0123456789ab", label_mix={"bicycle": 0.9, "motorcycle": 0.1}
     )
+    version = json.loads((MODEL / "model.json").read_text())["version"]
+    bucket = bucket_stack(aws, "scones-stale")
     assert main(["deploy-baseline", "--stack", "scones-stale", "--model", str(model)]) == 1
     err = capsys.readouterr().err
     assert (
@@ -1088,12 +1085,7 @@ def test_deploy_preflight_refuses_a_baseline_deploy_baseline_would_refuse(
     """`make deploy MODEL=DIR` with a baseline.json that is not the model's own, or one the
     monitor could not use: deploy-baseline refuses it, but only after sam deploy has
     deployed the stack. The preflight applies the same rule (``model_baseline``) first."""
-    import shutil
-
-    model = tmp_path / "model"
-    shutil.copytree(MODEL, model)
-    document = json.loads((MODEL / "baseline.json").read_text())
-    (model / "baseline.json").write_text(json.dumps({**document, **baseline}))
+    model = model_with_baseline(tmp_path, **baseline)
     code, out, err = preflight_output(monkeypatch, capsys, {}, None, "--model", str(model))
     assert code == 2, err
     assert err.startswith(
