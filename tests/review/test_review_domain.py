@@ -196,7 +196,7 @@ def test_queue_lists_needs_review_and_sampled_accepted_only(env: Env) -> None:
     env.record("REVIEWED", age=timedelta(hours=1), review_label="bicycle")
     # Drawn by some page: every page shows it, whatever its own share (0 draws no more).
     for share in (0.0, 0.5):
-        items = service(env, share=share).queue()
+        items = service(env, share=share).queue().items
         assert [i.record_id for i in items] == [older, waiting, sampled]
     assert items[2].sampled and items[2].status == Status.ACCEPTED
     assert items[0].label == "bicycle" and items[0].confidence == pytest.approx(0.61)
@@ -207,7 +207,7 @@ def test_sampled_answers_never_push_the_uncertain_images_off_the_page(env: Env) 
         env.record("ACCEPTED", age=timedelta(hours=5 - n), review_sampled=True) for n in range(3)
     ]
     waiting = [env.record("NEEDS_REVIEW", age=timedelta(minutes=30 - n)) for n in range(3)]
-    items = service(env).queue(limit=2)
+    items = service(env).queue(limit=2).items
     # The first two of each kind, oldest upload first.
     assert [i.record_id for i in items] == drawn[:2] + waiting[:2]
 
@@ -228,14 +228,14 @@ def test_records_not_as_the_stack_writes_them_are_left_out_of_the_queue_and_name
         Item={"pk": bare, "status": "NEEDS_REVIEW", "recorded_at": format_millis(NOW)}
     )
     reviews = service(env)
-    assert [i.record_id for i in reviews.queue()] == [waiting, sampled]
+    assert [i.record_id for i in reviews.queue().items] == [waiting, sampled]
     expected = [
         {"pk": text, "problems": ["confidence is a string, not a number"]},
         {"pk": odd, "problems": ["probabilities holds more than numbers"]},
         {"pk": bare, "problems": ["no bucket", "no key", "no label", "no confidence"]},
         {"pk": drawn, "problems": ["label is a number, not a string"]},
     ]
-    assert [bad.to_json() for bad in reviews.read_queue().unreadable] == expected
+    assert [bad.to_json() for bad in reviews.queue().unreadable] == expected
 
     response = web(reviews).get("/api/queue")
     assert response.status_code == 200, response.text
@@ -258,10 +258,10 @@ def test_records_whose_uploads_have_expired_leave_the_queue_and_are_counted(env:
     )
     kept = dataclasses.replace(settings(), upload_retention=timedelta(days=7))
     reviews = ReviewService(kept, s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW)
-    assert [i.record_id for i in reviews.queue()] == [recent]
+    assert [i.record_id for i in reviews.queue().items] == [recent]
     assert reviews.expired_waiting() == 2
     assert reviews.expired_waiting(cap=1) == 1  # a backlog that never shrinks is not read whole
-    assert service(env).expired_waiting() == 0 and len(service(env).queue()) == 4
+    assert service(env).expired_waiting() == 0 and len(service(env).queue().items) == 4
     # A page's worth of such replays recorded before the kept record must not hide it:
     # they are left out as the index is read, not after the first ``limit`` are taken.
     backfilled = env.record("NEEDS_REVIEW", age=timedelta(days=3))
@@ -270,7 +270,7 @@ def test_records_whose_uploads_have_expired_leave_the_queue_and_are_counted(env:
         UpdateExpression="SET event_time = :t",
         ExpressionAttributeValues={":t": format_millis(NOW - timedelta(days=8))},
     )
-    assert [i.record_id for i in reviews.queue(limit=1)] == [recent]
+    assert [i.record_id for i in reviews.queue(limit=1).items] == [recent]
     with pytest.raises(ReviewError, match="not positive"):
         dataclasses.replace(settings(), upload_retention=timedelta(0))
 
@@ -297,7 +297,7 @@ def test_an_upload_stays_in_the_queue_until_the_midnight_s3_expires_it(env: Env)
     env.record("NEEDS_REVIEW", age=timedelta(days=7, hours=14))  # before midnight
     kept = dataclasses.replace(settings(), upload_retention=timedelta(days=7))
     reviews = ReviewService(kept, s3=env.s3, dynamodb=NoScan(env.dynamodb), clock=lambda: NOW)
-    assert [i.record_id for i in reviews.queue()] == [still_there]
+    assert [i.record_id for i in reviews.queue().items] == [still_there]
     assert reviews.expired_waiting() == 1
 
 
@@ -521,7 +521,7 @@ def test_sampling_is_a_stable_share_of_recent_accepted_records(env: Env) -> None
     assert {r for r in recent if env.get(r).get("review_sampled")} == expected
     assert "review_sampled" not in env.get(old)
     assert reviewer.sample_accepted() == 0  # already drawn
-    assert {i.record_id for i in reviewer.queue()} == expected
+    assert {i.record_id for i in reviewer.queue().items} == expected
 
 
 def test_manifest_appends_survive_a_concurrent_writer(env: Env) -> None:
@@ -756,7 +756,7 @@ def test_records_whose_image_a_page_found_gone_no_longer_fill_the_queue(env: Env
     for record_id in [*gone, answered]:
         record = env.get(record_id)
         env.s3.delete_object(Bucket=BUCKET, Key=record["key"], VersionId=record["version_id"])
-    assert [i.record_id for i in reviews.queue(limit=3)] == gone  # not yet known to be gone
+    assert [i.record_id for i in reviews.queue(limit=3).items] == gone  # not yet known to be gone
 
     for record_id in gone:
         with pytest.raises(ObjectNotFound):
@@ -767,7 +767,7 @@ def test_records_whose_image_a_page_found_gone_no_longer_fill_the_queue(env: Env
     assert "image_gone_at" not in env.get(answered)
     assert {env.get(r)["image_gone_at"] for r in gone} == {format_millis(NOW)}
     assert {env.get(r)["status"] for r in gone} == {"NEEDS_REVIEW"}
-    assert [i.record_id for i in reviews.queue(limit=3)] == [live]
+    assert [i.record_id for i in reviews.queue(limit=3).items] == [live]
 
     # Through the page: the image is 410, and the record is gone from the next queue.
     late = env.record("NEEDS_REVIEW", age=timedelta(hours=12))
@@ -802,7 +802,7 @@ def test_the_queue_reads_no_further_than_its_limit(env: Env) -> None:
         return response
 
     client.query = counting  # type: ignore[method-assign]
-    items = service(env).queue(limit=3)
+    items = service(env).queue(limit=3).items
     assert sum(read) == 3  # one page of three, not all twelve
     assert items[0].event_time == format_millis(NOW - timedelta(hours=12))  # oldest first
     assert [item.event_time for item in items] == sorted(item.event_time for item in items)
@@ -1725,7 +1725,7 @@ def test_a_held_answer_whose_image_is_gone_stays_listed_for_its_holder(env: Env)
     with pytest.raises(ObjectNotFound):
         reviews.read_for_display(record_id)
     assert "image_gone_at" not in env.get(record_id)
-    assert [i.record_id for i in reviews.queue()] == [record_id]
+    assert [i.record_id for i in reviews.queue().items] == [record_id]
     finished = reviews.answer(
         record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana"
     )
@@ -1755,7 +1755,7 @@ def test_an_expired_hold_whose_image_is_gone_is_taken_back_and_leaves_the_queue(
     listed = env.s3.list_objects_v2(Bucket=BUCKET, Prefix=settings().labelled_prefix)
     assert copy not in {o["Key"] for o in listed.get("Contents", [])}
     assert [line["record_id"] for line in reviews.read_manifest()] == []
-    assert reviews.queue() == []
+    assert reviews.queue().items == []
 
 
 def test_a_holder_resending_while_a_page_takes_her_expired_hold_back_is_refused(

@@ -350,11 +350,7 @@ class ReviewService:
         self._earlier_ids: frozenset[str] | None = None  # read once: it no longer changes
 
     # -- the queue ---------------------------------------------------------------
-    def queue(self, limit: int = 200) -> list[ReviewItem]:
-        """The images of :meth:`read_queue`."""
-        return self.read_queue(limit).items
-
-    def read_queue(self, limit: int = 200) -> ReviewQueue:
+    def queue(self, limit: int = 200) -> ReviewQueue:
         """NEEDS_REVIEW records and sampled ACCEPTED ones: the ``limit`` recorded first of
         each, shown oldest upload first; without the records whose upload the lifecycle
         rule has deleted (see :meth:`expired_waiting`), and without the unreadable ones,

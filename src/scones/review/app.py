@@ -335,7 +335,7 @@ def add_image_route(app: FastAPI, service: ReviewService) -> None:
 
 def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any]:
     sampled = service.sample_accepted()
-    queue = service.read_queue(limit=settings.queue_limit)
+    queue = service.queue(limit=settings.queue_limit)
     return {
         "reviewer": settings.reviewer,
         "table": settings.table_label,
