@@ -261,10 +261,8 @@ class OfflineStack:
         # Set by stop(): how often the model server died and was started again, and
         # whether it was given up on; None when it never died.
         self.model_server_report: str | None = None
-        # Every upload (key, once per version) under IncomingPrefix without a record when
-        # the stop read the records; empty when none, or when they could not be listed.
-        self.unrecorded: list[str] = []
-        # The same uploads in full (bucket, key, version), for the records file.
+        # Every upload (bucket, key, version) under IncomingPrefix without a record when the
+        # stop read the records; empty when none, or when they could not be listed.
         self.unrecorded_uploads: list[UnrecordedUpload] = []
         # The emulator's endpoint for the stack's own clients: it stays open while the
         # stack stops (``endpoint_url``, the published one, is closed first).
@@ -465,6 +463,11 @@ class OfflineStack:
             time.sleep(0.2)
         return running
 
+    @property
+    def unrecorded(self) -> list[str]:
+        """The keys of ``unrecorded_uploads`` (one per object version)."""
+        return [upload["key"] for upload in self.unrecorded_uploads]
+
     def _own_api(self) -> StackClient:
         """A client on the stack's own endpoint: the published one is closed as it stops."""
         return StackClient(replace(self.endpoints, endpoint_url=self.own_endpoint_url))
@@ -518,7 +521,8 @@ class OfflineStack:
                 uploads = self._unrecorded_uploads(records)
             except Exception as exc:  # stopping must go on; the queue is counted instead
                 logger.warning("could not list the uploads without a record: %s", exc)
-        unrecorded = None if uploads is None else [upload["key"] for upload in uploads]
+        self.unrecorded_uploads = uploads or []
+        unrecorded = None if uploads is None else self.unrecorded
         if unrecorded:
             named = ", ".join(unrecorded[:NAMED_UNRECORDED])
             more = len(unrecorded) - NAMED_UNRECORDED
@@ -535,8 +539,6 @@ class OfflineStack:
                     )
             except Exception as exc:  # stopping must go on; say what could not be counted
                 logger.warning("could not count the ingest queue's messages: %s", exc)
-        self.unrecorded = unrecorded or []
-        self.unrecorded_uploads = uploads or []
         if running:
             parts.append(f"{running} execution(s) were still running after {timeout:g} s")
         self.unfinished = "; ".join(parts) or None
