@@ -116,6 +116,17 @@ def file_or_folder(text: str) -> Path:
     return Path(text)
 
 
+def output_file(text: str) -> Path:
+    """A file to write. ``-`` is refused rather than made a file of that name: these
+    commands print their own report on standard output, so it cannot take a second one."""
+    if text.strip() == "-":
+        raise argparse.ArgumentTypeError(
+            "'-' would write a file named '-' (standard output carries the command's own "
+            "report); give a file"
+        )
+    return file_or_folder(text)
+
+
 def output_folder(text: str) -> Path:
     """A folder to write into: it may not exist yet, but must not be a file."""
     folder = file_or_folder(text)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import scones.cli
-from scones.cli.arguments import check_writable_file, file_or_folder, positive_int
+from scones.cli.arguments import check_writable_file, file_or_folder, output_file, positive_int
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 from scones.safe_files import write_json_file
@@ -81,7 +81,7 @@ def _register_server(benchmarks: Any) -> None:
         default=DEFAULT_IMAGES,
         help="folder of <label>/*.png images",
     )
-    parser.add_argument("--json", type=file_or_folder, help="also write the results as JSON here")
+    parser.add_argument("--json", type=output_file, help="also write the results as JSON here")
     parser.set_defaults(handler=_run_server)
 
 

@@ -24,6 +24,7 @@ from scones.cli.arguments import (
     check_writable_file,
     file_or_folder,
     non_negative_int,
+    output_file,
     positive_int,
     seconds,
 )
@@ -65,7 +66,7 @@ def register(benchmarks: Any) -> None:
         default=300,
         help="seconds to wait while no new record comes in (default 300)",
     )
-    parser.add_argument("--json", type=file_or_folder, help="also write the result as JSON here")
+    parser.add_argument("--json", type=output_file, help="also write the result as JSON here")
     parser.set_defaults(handler=run_burst)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scones.cli.arguments import check_writable_file, file_or_folder, positive_int
+from scones.cli.arguments import check_writable_file, output_file, positive_int
 from scones.cli.errors import CommandFailed
 from scones.safe_files import write_json_file
 from scones.template_params import PROJECT_ROOT
@@ -23,7 +23,7 @@ def register(benchmarks: Any) -> None:
     parser.add_argument("--small", type=positive_int, default=40, help="CIFAR PNGs (32x32) to send")
     parser.add_argument("--photos", type=positive_int, default=24, help="4000x3000 JPEGs to send")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
-    parser.add_argument("--json", type=file_or_folder, default=DEFAULT_OUT, help="where to write")
+    parser.add_argument("--json", type=output_file, default=DEFAULT_OUT, help="where to write")
     parser.set_defaults(handler=_run)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import check_writable_file, file_or_folder
+from scones.cli.arguments import check_writable_file, file_or_folder, output_file
 from scones.cli.cost import LAMBDA_MEMORY_MB
 from scones.cli.errors import CommandError
 from scones.safe_files import write_json_file
@@ -82,7 +82,7 @@ def register(benchmarks: Any) -> None:
         metavar="DIR",
         help="also run another checkout's layers/shared (DIR/layers/shared) on the same files",
     )
-    parser.add_argument("--json", type=file_or_folder, help="also write the results as JSON here")
+    parser.add_argument("--json", type=output_file, help="also write the results as JSON here")
     parser.set_defaults(handler=_run)
 
 

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from scones.cli.arguments import check_writable_file, file_or_folder, non_negative_int, positive_int
+from scones.cli.arguments import (
+    check_writable_file,
+    file_or_folder,
+    non_negative_int,
+    output_file,
+    positive_int,
+)
 from scones.cli.errors import CommandError
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 from scones.safe_files import write_json_file
@@ -52,7 +58,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="confidence threshold (default: ConfidenceThreshold in template.yaml)",
     )
-    parser.add_argument("--json", type=file_or_folder, help="also write the results as JSON here")
+    parser.add_argument("--json", type=output_file, help="also write the results as JSON here")
     parser.set_defaults(handler=run)
 
 

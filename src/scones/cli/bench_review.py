@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from scones.cli.arguments import check_writable_file, file_or_folder, positive_int
+from scones.cli.arguments import check_writable_file, output_file, positive_int
 from scones.cli.errors import CommandError
 from scones.safe_files import write_json_file
 
@@ -50,7 +50,7 @@ def register(benchmarks: Any) -> None:
     parser.add_argument(
         "--repeat", type=positive_int, default=3, help="timed requests per kind of upload"
     )
-    parser.add_argument("--json", type=file_or_folder, help="also write the results as JSON here")
+    parser.add_argument("--json", type=output_file, help="also write the results as JSON here")
     parser.set_defaults(handler=_run)
 
 

@@ -17,6 +17,7 @@ from scones.cli.arguments import (
     check_writable_folder,
     file_or_folder,
     non_negative_int,
+    output_file,
     positive_int,
     seconds,
 )
@@ -86,7 +87,7 @@ def register(benchmarks: Any) -> None:
         help="uploads before the measured burst, not counted (Lambda cold starts)",
     )
     parser.add_argument("--timeout", type=seconds, default=1800, help="seconds per run")
-    parser.add_argument("--json", type=file_or_folder, help="also write the results as JSON here")
+    parser.add_argument("--json", type=output_file, help="also write the results as JSON here")
     parser.set_defaults(handler=run)
 
 

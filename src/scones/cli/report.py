@@ -21,7 +21,7 @@ from typing import Any
 
 from scones_core.settings import parse_labels
 
-from scones.cli.arguments import file_or_folder
+from scones.cli.arguments import file_or_folder, output_file
 from scones.cli.errors import CommandError, CommandFailed
 
 
@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
         help="folder or s3:// prefix holding capture files (*.jsonl), searched recursively "
         "(required without --stack)",
     )
-    parser.add_argument("--out", required=True, type=file_or_folder, help="PNG file to write")
+    parser.add_argument("--out", required=True, type=output_file, help="PNG file to write")
     parser.add_argument(
         "--threshold",
         type=_fraction,
