@@ -199,6 +199,7 @@ def test_a_dead_lettered_s3_event_is_replayed_and_other_messages_stay(
     # A dry run exits as the real run would: 0, every letter would be replayed.
     code, dry = redrive(capsys, "--dead-letters", "--dry-run")
     assert (code, [r["outcome"] for r in dry["replays"]]) == (0, ["would_start"])
+    assert dry["dry_run"] is True  # what a script tells a dry run's report by
     stranger = '{"hello": "not a replayable message"}'
     sqs.send_message(QueueUrl=dlq_url, MessageBody=stranger)
     code, dry = redrive(capsys, "--dead-letters", "--dry-run")
@@ -208,6 +209,7 @@ def test_a_dead_lettered_s3_event_is_replayed_and_other_messages_stay(
     code, report = redrive(capsys, "--dead-letters")
 
     assert code == 1  # something was left for a person to look at
+    assert report["dry_run"] is False
     by_source = {r["source"]: r for r in report["replays"]}
     assert set(by_source) == {"s3_event", "other"}
     started = by_source["s3_event"]

@@ -178,6 +178,7 @@ class RedriveReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "dry_run": self.dry_run,
             "counts": self.counts(),
             "messages_deleted": self.messages_deleted,
             "messages_left": self.messages_left,
