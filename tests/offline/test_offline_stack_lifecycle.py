@@ -114,6 +114,34 @@ def test_a_stack_stopped_mid_run_saves_what_ran_and_names_what_did_not(tmp_path:
     )
 
 
+def test_uploads_that_could_not_be_listed_at_the_stop_are_null_not_an_empty_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``unrecorded: []`` says every upload has a record; when the stop could not list
+    the uploads it cannot say that, and the records file must not either."""
+    png = sorted(DATA.glob("*/*.png"))[0].read_bytes()
+    stack = OfflineStack(StackOptions(records_dir=tmp_path)).start()
+    try:
+        api = stack.api()
+        with stack.delivery_paused():
+            api.upload_bytes("queued/0.png", png, "image/png")
+
+            def unlistable(records: list[dict[str, Any]]) -> list[Any]:
+                raise ClientError({"Error": {"Code": "InternalError"}}, "ListObjectVersions")
+
+            monkeypatch.setattr(stack, "_unrecorded_uploads", unlistable)
+            stack.stop()
+    finally:
+        stack.stop()
+    assert stack.saved_records is not None
+    assert json.loads(stack.saved_records.read_text())["unrecorded"] is None
+    assert stack.unrecorded == []
+    assert stack.unfinished == (
+        "1 S3 event message(s) were still in the ingest queue when the stack stopped: those "
+        "uploads may have no record"
+    )
+
+
 def test_the_stop_closes_the_published_endpoint_first_and_names_every_upload_without_a_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

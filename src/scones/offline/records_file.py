@@ -57,18 +57,19 @@ def records_document(
     stack_name: str,
     table: str,
     now: datetime,
-    unrecorded: Sequence[UnrecordedUpload] = (),
+    unrecorded: Sequence[UnrecordedUpload] | None = (),
 ) -> str:
     """A records file's text: every item of the table, sorted by ``pk``, and every upload
     that had none (``unrecorded``, all of them: the stop's line names only the first few,
-    and once the stack is gone this file is the only list)."""
+    and once the stack is gone this file is the only list; None, written null, when the
+    uploads could not be listed, so an empty list always means none)."""
     document = {
         "stack": stack_name,
         "table": table,
         "saved_at": now.isoformat().replace("+00:00", "Z"),
         "count": len(records),
         "records": sorted(records, key=lambda r: str(r.get("pk", ""))),
-        "unrecorded": list(unrecorded),
+        "unrecorded": None if unrecorded is None else list(unrecorded),
     }
     return json.dumps(document, indent=2, default=json_value) + "\n"
 
@@ -80,7 +81,7 @@ def save_records(
     stack_name: str,
     table: str,
     now: datetime | None = None,
-    unrecorded: Sequence[UnrecordedUpload] = (),
+    unrecorded: Sequence[UnrecordedUpload] | None = (),
 ) -> Path:
     """Write every item of the table (sorted by ``pk``), and the uploads without one,
     atomically; return the file's path."""

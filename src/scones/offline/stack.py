@@ -263,7 +263,8 @@ class OfflineStack:
         self.model_server_report: str | None = None
         # Every upload (bucket, key, version) under IncomingPrefix without a record when the
         # stop read the records; empty when none, or when they could not be listed.
-        self.unrecorded_uploads: list[UnrecordedUpload] = []
+        # None once the stop could not list the uploads (the records file says null).
+        self.unrecorded_uploads: list[UnrecordedUpload] | None = []
         # The emulator's endpoint for the stack's own clients: it stays open while the
         # stack stops (``endpoint_url``, the published one, is closed first).
         self.own_endpoint_url = ""
@@ -465,8 +466,9 @@ class OfflineStack:
 
     @property
     def unrecorded(self) -> list[str]:
-        """The keys of ``unrecorded_uploads`` (one per object version)."""
-        return [upload["key"] for upload in self.unrecorded_uploads]
+        """The keys of ``unrecorded_uploads`` (one per object version; none when they
+        could not be listed)."""
+        return [upload["key"] for upload in self.unrecorded_uploads or []]
 
     def _own_api(self) -> StackClient:
         """A client on the stack's own endpoint: the published one is closed as it stops."""
@@ -521,7 +523,7 @@ class OfflineStack:
                 uploads = self._unrecorded_uploads(records)
             except Exception as exc:  # stopping must go on; the queue is counted instead
                 logger.warning("could not list the uploads without a record: %s", exc)
-        self.unrecorded_uploads = uploads or []
+        self.unrecorded_uploads = uploads
         unrecorded = None if uploads is None else self.unrecorded
         if unrecorded:
             named = ", ".join(unrecorded[:NAMED_UNRECORDED])
