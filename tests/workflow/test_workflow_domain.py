@@ -54,6 +54,7 @@ from scones_core.records import (
     is_terminal,
     number_attribute,
     record_from_item,
+    record_problems,
 )
 from scones_core.settings import EndpointSettings, ImageLimits, StartSettings
 
@@ -614,6 +615,45 @@ def test_a_stored_item_reads_back_as_plain_python_values() -> None:
     assert type(record["confidence"]) is float
     assert [type(v) for v in record["probabilities"].values()] == [float, int]
     assert [type(v) for v in record["history"]] == [int, str, float]
+
+
+_ACCEPTED_RECORD: dict[str, Any] = {
+    "pk": "scones-images#incoming/a.png#v1",
+    "status": "ACCEPTED",
+    "recorded_at": "2026-12-01T10:00:00.000Z",
+    "bucket": "scones-images",
+    "key": "incoming/a.png",
+    "label": "bicycle",
+    "confidence": 0.97,
+    "threshold": 0.93,
+    "probabilities": {"bicycle": 0.97, "motorcycle": 0.03},
+    "attempt": 0,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({}, None),
+        ({"confidence": 1, "probabilities": {"bicycle": 1, "motorcycle": 0}}, None),
+        ({"attempt": 3}, None),
+        ({"confidence": 5}, "confidence 5 is not between 0 and 1"),
+        ({"confidence": -0.5}, "confidence -0.5 is not between 0 and 1"),
+        ({"threshold": 93}, "threshold 93 is not between 0 and 1"),
+        (
+            {"probabilities": {"bicycle": 1.5, "motorcycle": -0.5}},
+            "probabilities holds a number not between 0 and 1",
+        ),
+        ({"attempt": -1}, "attempt -1 is not a whole number from 0"),
+        ({"attempt": 1.5}, "attempt 1.5 is not a whole number from 0"),
+    ],
+)
+def test_a_number_no_record_of_the_layout_holds_is_a_problem(
+    change: dict[str, Any], problem: str | None
+) -> None:
+    """A confidence of 5 (written by hand or by another tool) sorted first in the review
+    queue and printed as 500 %: the type was right, the value no record can hold."""
+    assert record_problems(_ACCEPTED_RECORD | change) == ([problem] if problem else [])
 
 
 def test_only_the_five_statuses_are_terminal() -> None:

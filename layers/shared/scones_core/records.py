@@ -463,7 +463,8 @@ def _kind(value: Any) -> str:
 def record_problems(record: Mapping[str, Any]) -> list[str]:
     """What keeps a record read back from being one of this layout (an item written by
     hand, by another tool or by an older stack): a required attribute missing, an
-    attribute of another type, a ``recorded_at`` that is no time. Empty for a record the
+    attribute of another type, a number out of its range, a ``recorded_at`` that is no
+    time. Empty for a record the
     readers can use; they name the others (``UnreadableRecord``) instead of failing on
     them or showing them half."""
     status = record.get(STATUS_ATTRIBUTE)
@@ -480,6 +481,7 @@ def record_problems(record: Mapping[str, Any]) -> list[str]:
         elif wanted == "M" and any(_kind(v) != "a number" for v in record[name].values()):
             # The one map of the layout (``probabilities``) maps labels to numbers.
             problems.append(f"{name} holds more than numbers")
+    problems += _out_of_range(record)
     if isinstance(status, str) and status not in TERMINAL_STATUSES:
         problems.append(f"status {status!r} is none of {', '.join(TERMINAL_STATUSES)}")
     if isinstance(recorded := record.get(RECORDED_AT_ATTRIBUTE), str):
@@ -487,6 +489,29 @@ def record_problems(record: Mapping[str, Any]) -> list[str]:
             parse_timestamp(recorded)
         except ValueError as exc:
             problems.append(f"{RECORDED_AT_ATTRIBUTE}: {exc}")
+    return problems
+
+
+# Numbers whose meaning bounds them: a share of 1 (a confidence of 5 would sort first in
+# the review queue and print as 500 %), and an attempt counted from 0.
+_FRACTION_ATTRIBUTES = ("confidence", "threshold")
+
+
+def _out_of_range(record: Mapping[str, Any]) -> list[str]:
+    """Numbers of the right type that no record of this layout holds."""
+    problems = []
+    for name in _FRACTION_ATTRIBUTES:
+        value = record.get(name)
+        if _kind(value) == "a number" and not 0 <= value <= 1:
+            problems.append(f"{name} {value} is not between 0 and 1")
+    probabilities = record.get("probabilities")
+    if isinstance(probabilities, Mapping) and any(
+        _kind(v) == "a number" and not 0 <= v <= 1 for v in probabilities.values()
+    ):
+        problems.append("probabilities holds a number not between 0 and 1")
+    attempt = record.get(ATTEMPT_ATTRIBUTE)
+    if _kind(attempt) == "a number" and (attempt < 0 or attempt != int(attempt)):
+        problems.append(f"{ATTEMPT_ATTRIBUTE} {attempt} is not a whole number from 0")
     return problems
 
 

@@ -7,9 +7,9 @@ or any ``--endpoint-url``). Either way the records come through the status index
 thousands as of millions.
 
 A record this stack's workflow and review did not write as they do (by hand, by another
-tool, by an older stack: an attribute missing or of another type) is left out of the
-table and named, with what is wrong, in a line of its own (on stderr with ``--json``, whose
-list on stdout holds the readable records only).
+tool, by an older stack: an attribute missing, of another type or out of its range) is
+left out of the table and named, with what is wrong, in a line of its own (on stderr with
+``--json``, whose list on stdout holds the readable records only).
 """
 
 from __future__ import annotations
