@@ -501,7 +501,7 @@ def _out_of_range(record: Mapping[str, Any]) -> list[str]:
     """Numbers of the right type that no record of this layout holds."""
     problems = []
     for name in _FRACTION_ATTRIBUTES:
-        value = record.get(name)
+        value: Any = record.get(name)
         if _kind(value) == "a number" and not 0 <= value <= 1:
             problems.append(f"{name} {value} is not between 0 and 1")
     probabilities = record.get("probabilities")
@@ -509,7 +509,7 @@ def _out_of_range(record: Mapping[str, Any]) -> list[str]:
         _kind(v) == "a number" and not 0 <= v <= 1 for v in probabilities.values()
     ):
         problems.append("probabilities holds a number not between 0 and 1")
-    attempt = record.get(ATTEMPT_ATTRIBUTE)
+    attempt: Any = record.get(ATTEMPT_ATTRIBUTE)
     if _kind(attempt) == "a number" and (attempt < 0 or attempt != int(attempt)):
         problems.append(f"{ATTEMPT_ATTRIBUTE} {attempt} is not a whole number from 0")
     return problems
