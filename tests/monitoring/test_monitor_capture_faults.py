@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from scones_core.monitoring.data_warnings import (
     MALFORMED_CAPTURE_LINE,
     MISFILED_CAPTURE_RECORDS,
     NOT_A_CAPTURE_FILE,
+    OTHER_VARIANT_CAPTURE,
     UNKNOWN_CAPTURE_VERSION,
     UNREADABLE_CAPTURE_FILE,
 )
@@ -44,6 +46,7 @@ from tests.monitoring.conftest import (
 CAPTURE = S3Location.parse(f"s3://{BUCKET}/{CAPTURE_PREFIX}")
 LISTED = f"s3://{BUCKET}/{CAPTURE_PREFIX}/{ENDPOINT}/{VARIANT}/"
 AT = WINDOW_START + timedelta(minutes=5)
+DAY = timedelta(days=1)
 
 
 def _window(aws: Aws, start: datetime, end: datetime) -> CaptureBatch:
@@ -111,7 +114,12 @@ def test_classified_images_with_no_capture_record_raise_capture_missing(
     assert alert.code == CAPTURE_MISSING and not alert.starts_retraining
     assert alert.message.startswith("10 image(s) reached the endpoint in the window")
     assert f"under {LISTED} (variant {VARIANT}; 0 file(s) read)" in alert.message
-    assert "DataCaptureConfig" in alert.message and "InitialSamplingPercentage" in alert.message
+    # The capture is found where it went, and the alert says so rather than "check it".
+    assert (
+        f"the window's capture is under s3://{BUCKET}/{CAPTURE_PREFIX}/{ENDPOINT}/Variant-2/: "
+        "set EndpointVariantName (ENDPOINT_VARIANT)" in alert.message
+    )
+    assert [w.code for w in report.warnings] == [OTHER_VARIANT_CAPTURE]
     assert "at 100 % sampling 10 capture records" in alert.message
     assert respond(config, clients, report, alerts) is None
     # At 50 % sampling the same 10 images should have left 5 records, fewer than
@@ -126,6 +134,62 @@ def test_classified_images_with_no_capture_record_raise_capture_missing(
     captures.put(WINDOW_START, "one", [capture_line([0.9, 0.1], WINDOW_START)])
     report, alerts = measure_window(config, clients, WINDOW_END)
     assert (report.request_count, alerts) == (1, [])
+
+
+def test_another_variants_capture_in_the_window_is_named_not_silently_left_out(
+    aws: Aws, captures: CaptureWriterHelper, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An A/B (or shadow) variant captures beside the monitored one, in its own folder as
+    SageMaker files it: the monitored variant is measured, and the other variant's
+    requests, which no number includes, are named once with the folder they are in. A
+    variant whose capture is only in other hours (replaced long ago, or started after the
+    window) is not named."""
+    ours = [capture_line([0.9, 0.1], AT + timedelta(minutes=i)) for i in range(4)]
+    captures.put(WINDOW_START, "05-00-000-ours", ours)
+    canary = f"{CAPTURE_PREFIX}/{ENDPOINT}/Canary/"
+    retired = f"{CAPTURE_PREFIX}/{ENDPOINT}/variant-1/"
+    later = f"{CAPTURE_PREFIX}/{ENDPOINT}/variant-3/"
+    # Files as SageMaker names them, a trailing newline after the last record.
+    for prefix, hour, count in (
+        (canary, WINDOW_START, 3),
+        (retired, WINDOW_START - DAY, 2),
+        (later, WINDOW_END, 1),
+    ):
+        body = "".join(
+            capture_line([0.2, 0.8], hour + timedelta(minutes=i)) + "\n" for i in range(count)
+        )
+        aws.s3.put_object(
+            Bucket=BUCKET,
+            Key=f"{prefix}{hour:%Y/%m/%d/%H}/07-13-512-{uuid.uuid4()}.jsonl",
+            Body=body.encode(),
+        )
+    # Another endpoint whose name begins with this one's is not a variant of it.
+    captures_of_other_endpoint = f"{CAPTURE_PREFIX}/{ENDPOINT}-staging/AllTraffic/"
+    aws.s3.put_object(
+        Bucket=BUCKET,
+        Key=f"{captures_of_other_endpoint}{WINDOW_START:%Y/%m/%d/%H}/00-00-000-x.jsonl",
+        Body=ours[0].encode(),
+    )
+
+    batch = _window(aws, WINDOW_START, WINDOW_END)
+
+    assert (len(batch.records), batch.malformed_lines) == (4, 0)
+    (warning,) = batch.warnings
+    assert (warning.code, warning.source, warning.line) == (
+        OTHER_VARIANT_CAPTURE,
+        f"s3://{BUCKET}/{canary}",
+        None,
+    )
+    assert warning.reason == (
+        f"variant 'Canary' of endpoint {ENDPOINT} captured requests in the window's hours; "
+        f"they are not read: the monitor measures variant {VARIANT!r} (ENDPOINT_VARIANT) only"
+    )
+    assert [r.message for r in caplog.records if getattr(r, "code", None)] == [
+        "capture of another variant is not measured"
+    ]
+    # The retired variant's day is named by the window that measures it.
+    day_before = _window(aws, WINDOW_START - DAY, WINDOW_END - DAY)
+    assert [w.source for w in day_before.warnings] == [f"s3://{BUCKET}/{retired}"]
 
 
 def test_the_summary_publishes_records_read_for_other_windows(

@@ -56,3 +56,17 @@ def test_the_variant_named_by_the_stack_serves_captures_and_is_monitored() -> No
             .splitlines()
         }
         assert captured == {capture_id(r["pk"]) for r in records.values()}
+        # A second variant of the endpoint (an A/B variant, say) captured in the same hour:
+        # the monitor still measures blue-1 only, and names the folder it leaves unread.
+        s3 = stack.client("s3")
+        first = listing["Contents"][0]["Key"]
+        s3.copy_object(
+            Bucket=stack.bucket,
+            CopySource={"Bucket": stack.bucket, "Key": first},
+            Key=prefix + "green-2/" + first[len(prefix + "blue-1/") :],
+        )
+        result = api.invoke_monitor({})
+        assert result["request_count"] == 2
+        assert [(w["code"], w["source"]) for w in result["warnings"]] == [
+            ("OTHER_VARIANT_CAPTURE", f"s3://{stack.bucket}/{prefix}green-2/")
+        ]

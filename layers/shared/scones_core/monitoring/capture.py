@@ -50,11 +50,18 @@ from scones_core.monitoring.data_warnings import (
     MALFORMED_CAPTURE_LINE,
     MISFILED_CAPTURE_RECORDS,
     NOT_A_CAPTURE_FILE,
+    OTHER_VARIANT_CAPTURE,
     UNKNOWN_CAPTURE_VERSION,
     UNREADABLE_CAPTURE_FILE,
     DataWarning,
 )
-from scones_core.monitoring.locations import S3Location, list_objects, open_optional_object
+from scones_core.monitoring.locations import (
+    S3Location,
+    first_key_after,
+    list_folders,
+    list_objects,
+    open_optional_object,
+)
 from scones_core.monitoring.timestamps import (
     floor_hour,
     format_seconds,
@@ -500,7 +507,53 @@ def read_capture_window(
                 read_elsewhere=read_elsewhere if owner else None,
             )
         )
+    for warning in other_variant_capture(
+        s3, capture, endpoint=endpoint, variant=variant, start=start, end=end
+    ):
+        batch.warn(warning, "capture of another variant is not measured")
     return batch
+
+
+def other_variant_capture(
+    s3: Any,
+    capture: S3Location,
+    *,
+    endpoint: str,
+    variant: str,
+    start: datetime,
+    end: datetime,
+) -> list[DataWarning]:
+    """An ``OTHER_VARIANT_CAPTURE`` warning for each other variant of ``endpoint`` with
+    capture files in an hour folder of ``[start, end)``.
+
+    SageMaker files each variant's capture in its own folder and the monitor reads
+    ``variant``'s only, so an A/B or shadow variant's requests, or every request when
+    ``variant`` is not the endpoint's variant name (a console-made endpoint's
+    ``variant-1``), would otherwise be left out of every number without a word.
+    """
+    endpoint_prefix = capture.child(endpoint).as_prefix()
+    own = capture_prefix(capture, endpoint, variant).as_prefix()
+    hours = tuple(f"{hour:%Y/%m/%d/%H}/" for hour in hours_between(start, end))
+    warnings: list[DataWarning] = []
+    for folder in list_folders(s3, capture.bucket, endpoint_prefix):
+        if folder == own or not hours:
+            continue
+        # Hour folders sort by time, so the first key from the window's first hour on is
+        # in one of its hours exactly when any key is: one listing per variant.
+        first = first_key_after(s3, capture.bucket, folder, folder + hours[0][:-1])
+        if first is not None and first[len(folder) :].startswith(hours):
+            name = folder[len(endpoint_prefix) : -1]
+            warnings.append(
+                DataWarning(
+                    OTHER_VARIANT_CAPTURE,
+                    f"s3://{capture.bucket}/{folder}",
+                    None,
+                    f"variant {name!r} of endpoint {endpoint} captured requests in the "
+                    f"window's hours; they are not read: the monitor measures variant "
+                    f"{variant!r} (ENDPOINT_VARIANT) only",
+                )
+            )
+    return warnings
 
 
 @dataclass

@@ -27,6 +27,10 @@ NOT_A_CAPTURE_FILE = "NOT_A_CAPTURE_FILE"
 # Records in a file that the window measuring their time does not read (their clock is
 # far from the file's hour folder): no window counts them, so they are named once.
 MISFILED_CAPTURE_RECORDS = "MISFILED_CAPTURE_RECORDS"
+# Capture of the window's hours under another variant of the endpoint (an A/B or shadow
+# variant, or ENDPOINT_VARIANT not the endpoint's variant name): the monitor measures
+# one variant, so those requests are in no number it publishes.
+OTHER_VARIANT_CAPTURE = "OTHER_VARIANT_CAPTURE"
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,33 @@ def list_objects(
         raise S3ReadError.of(f"s3://{bucket}/{prefix}", exc, "list") from exc
 
 
+def list_folders(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """The ``prefix/<name>/`` folders directly under ``prefix`` (``ListObjectsV2`` with a
+    ``/`` delimiter), across all pages."""
+    paginator = s3.get_paginator("list_objects_v2")
+    try:
+        return [
+            common["Prefix"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+            for common in page.get("CommonPrefixes", [])
+        ]
+    except (ClientError, BotoCoreError) as exc:
+        raise S3ReadError.of(f"s3://{bucket}/{prefix}", exc, "list") from exc
+
+
+def first_key_after(s3: Any, bucket: str, prefix: str, start_after: str) -> str | None:
+    """The first key under ``prefix`` that sorts after ``start_after`` (one listing of one
+    key), or ``None``."""
+    try:
+        response = s3.list_objects_v2(
+            Bucket=bucket, Prefix=prefix, StartAfter=start_after, MaxKeys=1
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise S3ReadError.of(f"s3://{bucket}/{prefix}", exc, "list") from exc
+    contents = response.get("Contents", [])
+    return str(contents[0]["Key"]) if contents else None
+
+
 def read_object(s3: Any, bucket: str, key: str) -> bytes:
     """The object's bytes. botocore's errors propagate; see ``read_optional_object``."""
     response = s3.get_object(Bucket=bucket, Key=key)

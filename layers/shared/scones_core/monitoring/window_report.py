@@ -22,7 +22,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from scones_core.monitoring.capture import CaptureBatch, capture_prefix
-from scones_core.monitoring.data_warnings import MALFORMED_CAPTURE_LINE, DataWarning
+from scones_core.monitoring.data_warnings import (
+    MALFORMED_CAPTURE_LINE,
+    OTHER_VARIANT_CAPTURE,
+    DataWarning,
+)
 from scones_core.monitoring.drift import Baseline, DriftResult, compare_with_baseline
 from scones_core.monitoring.model_monitor import ModelMonitorFindings
 from scones_core.monitoring.results import ResultCounts, ReviewTally
@@ -289,14 +293,22 @@ def _missing_capture_alerts(report: WindowReport, settings: MonitorSettings) -> 
     listed = capture_prefix(
         settings.data_capture, settings.endpoint_name, settings.endpoint_variant
     ).as_prefix()
+    # Capture under another variant's folder most often means ENDPOINT_VARIANT is not the
+    # endpoint's variant name: say where it is rather than only what to check.
+    elsewhere = [w.source for w in report.warnings if w.code == OTHER_VARIANT_CAPTURE]
     return [
         Alert(
             CAPTURE_MISSING,
             f"{reached_text} but no capture record of the window was found under "
             f"s3://{settings.data_capture.bucket}/{listed} (variant "
-            f"{settings.endpoint_variant}; {report.capture_files} file(s) read): check the "
-            f"endpoint's DataCaptureConfig (EnableCapture, DestinationS3Uri, the variant "
-            "name, InitialSamplingPercentage)",
+            f"{settings.endpoint_variant}; {report.capture_files} file(s) read): "
+            + (
+                f"the window's capture is under {', '.join(elsewhere)}: set "
+                "EndpointVariantName (ENDPOINT_VARIANT) to the variant to monitor"
+                if elsewhere
+                else "check the endpoint's DataCaptureConfig (EnableCapture, "
+                "DestinationS3Uri, the variant name, InitialSamplingPercentage)"
+            ),
             starts_retraining=False,
         )
     ]
