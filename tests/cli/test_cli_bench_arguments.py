@@ -182,7 +182,11 @@ def test_bench_imports_names_a_failing_command_and_runs_a_relative_keep(
     ids=lambda argv: argv[1],
 )
 def test_a_json_path_that_cannot_be_written_is_refused_before_the_benchmark(
-    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], no_heavy_work: None
+    argv: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    no_heavy_work: None,
 ) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("")
@@ -193,6 +197,14 @@ def test_a_json_path_that_cannot_be_written_is_refused_before_the_benchmark(
     code, error = _scones([*argv, "--json", str(tmp_path)], capsys)
     assert code == 2
     assert f"--json {tmp_path}: it is a folder" in error
+
+    # "-" reads as standard output, which carries the benchmark's own table: it was made
+    # a file named "-" in the current folder.
+    monkeypatch.chdir(tmp_path)
+    code, error = _scones([*argv, "--json", "-"], capsys)
+    assert code == 2
+    assert "'-' would write a file named '-'" in error
+    assert not (tmp_path / "-").exists()
 
 
 @pytest.mark.parametrize(
