@@ -8,6 +8,12 @@ permissions its step needs):
   (``scones_core.retraining.dataset``);
 * ``judge_handler``: read the evaluation step's report (``scones_core.retraining.evaluation``)
   and apply the promotion gate (``scones_core.retraining.gate``).
+
+A failure of the step itself (an event, a dataset or a report it cannot use, an S3 read
+that failed) is returned as data, ``{"failure": {"Error", "Cause"}}`` with the message
+bounded (``scones_core.errors.step_failure``): the state machine records its message
+without parsing a Lambda error payload, which Step Functions may have cut. Anything else
+(a bug) is raised, and its stack trace stays in the log group.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from scones_core import function_logs, tracing
-from scones_core.errors import EventError
+from scones_core.errors import EventError, SconesError, step_failure
 from scones_core.monitoring.locations import S3Location
 from scones_core.retraining.dataset import assemble_dataset, parse_started_at
 from scones_core.retraining.evaluation import read_evaluation
@@ -55,9 +61,21 @@ def _field(event: Any, name: str) -> Any:
     return event[name]
 
 
+def _failed(exc: SconesError) -> dict[str, Any]:
+    logger.exception("step failed")  # the whole message and its trace, in the log group
+    return {"failure": step_failure(exc)}
+
+
 @logger.inject_lambda_context(log_event=True)
 @tracer.capture_lambda_handler
 def assemble_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        return _assemble(event)
+    except SconesError as exc:
+        return _failed(exc)
+
+
+def _assemble(event: Any) -> dict[str, Any]:
     run_name = str(_field(event, "run_name"))
     started_at = parse_started_at(_field(event, "started_at"))
     try:
@@ -76,6 +94,13 @@ def assemble_handler(event: dict[str, Any], context: LambdaContext) -> dict[str,
 @logger.inject_lambda_context(log_event=True)
 @tracer.capture_lambda_handler
 def judge_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        return _judge(event)
+    except SconesError as exc:
+        return _failed(exc)
+
+
+def _judge(event: Any) -> dict[str, Any]:
     try:
         location = S3Location.parse(str(_field(event, "evaluation_uri")))
     except ValueError as exc:

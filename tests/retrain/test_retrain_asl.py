@@ -485,6 +485,7 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
         "ProductionModelSource",
         "UseProductionModelData",
         "AssembleDataset",
+        "DatasetAssembled",
     ]  # TrainCandidate fails before moto records it as entered
     # Production serves on three instances, more than the canary's two: the candidate's
     # fleet gets three, and a promotion leaves the endpoint on production's three.
@@ -1264,6 +1265,146 @@ def test_an_error_without_a_cause_is_still_recorded_and_alerted(stack: OfflineSt
     result = execute(stack, "DescribeFailure", state, run)
     assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
     assert outcome_of(stack, run)["reason"] == "States.Timeout"
+
+
+# Step Functions keeps at most this many characters of an error's Cause.
+CAUSE_LIMIT = 32768
+_TRACE = '  File "/var/task/app.py", line 90, in judge_handler\n    raise exc\n'
+
+
+def _function_payload(message: str, error_type: str, trace: bool = True) -> str:
+    """A Python function's error payload as the Lambda runtime writes it (errorMessage first)."""
+    payload: dict[str, Any] = {"errorMessage": message, "errorType": error_type}
+    payload.update({"requestId": "5c1d", "stackTrace": [_TRACE] if trace else []})
+    return json.dumps(payload)
+
+
+def _cut_payload_ending_in_a_brace() -> str:
+    """A payload over the limit (a message quoting JSON), cut where a ``}`` falls: it still
+    starts with ``{"errorMessage"`` and ends with ``}``, and it is not JSON."""
+    for pad in range(2):
+        message = "the candidate report is incomplete: " + "x" * pad + "{}" * CAUSE_LIMIT
+        cut = _function_payload(message, "EvaluationReportError")[:CAUSE_LIMIT]
+        if cut.endswith("}"):
+            return cut
+    raise AssertionError("no padding cuts the payload at a brace")
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        pytest.param(
+            {"Error": "EvaluationReportError", "Cause": _cut_payload_ending_in_a_brace()},
+            'EvaluationReportError: {"errorMessage": "the candidate report is incomplete: {}',
+            id="cut-payload-ending-in-a-brace",
+        ),
+        pytest.param(
+            {"Error": "KeyError", "Cause": _function_payload("'evaluation_uri'", "KeyError")},
+            "KeyError: the function failed unexpectedly",
+            id="bug-with-a-stack-trace",
+        ),
+        pytest.param(
+            {
+                "Error": "Runtime.ExitError",
+                "Cause": json.dumps(
+                    {"errorType": "Runtime.ExitError", "errorMessage": "signal: killed"}
+                ),
+            },
+            'Runtime.ExitError: {"errorType": "Runtime.ExitError", "errorMessage": "signal',
+            id="crash",
+        ),
+        pytest.param({"Error": "States.Timeout", "Cause": ""}, "States.Timeout", id="empty"),
+    ],
+)
+def test_any_cause_a_step_may_fail_with_is_recorded_and_alerted(
+    stack: OfflineStack, alerts: Any, error: dict[str, str], said: str
+) -> None:
+    """Step Functions cuts a Cause at 32,768 characters; one that is cut may still look
+    like a function's JSON payload (ending in a brace), and parsing it would be
+    States.Runtime, which no Catch takes: the run would end with no record and no alert.
+    No Cause is parsed, and a function's stack trace is left to its log group."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    run = f"cause-{error['Error'].lower().replace('.', '-')}-{len(error['Cause'])}"
+    state["run"]["run_name"] = run
+    state["error"] = error
+    alerts()  # only this run's alert below
+    result = execute(stack, "DescribeFailure", state, run)
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    reason = outcome_of(stack, run)["reason"]
+    assert reason.startswith(said), reason[:200]
+    assert "stackTrace" not in reason and "File " not in reason, reason[:200]
+    assert alerts("Message") == [f"Retraining {run} failed: {reason}"]
+
+
+def test_the_dataset_steps_own_failure_is_recorded_as_its_message(
+    stack: OfflineStack, alerts: Any
+) -> None:
+    """The real dataset function returns its failure as data (ReadDatasetFailure): the
+    record and the alert have its message, and Step Functions saw no function error."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    run = "dataset-refused"
+    state["run"]["run_name"] = run
+    state["run"]["started_at"] = "not a time"
+    alerts()
+    result = execute(stack, "AssembleDataset", state, run)
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    reason = outcome_of(stack, run)["reason"]
+    assert reason == "DatasetError: started_at 'not a time' is not an ISO 8601 time", reason
+    assert alerts("Message") == [f"Retraining {run} failed: {reason}"]
+    events = stack.client("stepfunctions").get_execution_history(
+        executionArn=result["executionArn"], maxResults=1000
+    )["events"]
+    assert [e["type"] for e in events if e["type"].endswith("Failed")] == ["ExecutionFailed"]
+
+
+def _task_payload_sizes(stack: OfflineStack, execution_arn: str) -> list[int]:
+    """The size of every Cause and result the run's tasks gave Step Functions."""
+    events = stack.client("stepfunctions").get_execution_history(
+        executionArn=execution_arn, maxResults=1000
+    )["events"]
+    sizes = []
+    for event in events:
+        for key, details in event.items():
+            if key.startswith(("task", "lambda")) and isinstance(details, dict):
+                sizes += [len(details.get(part) or "") for part in ("cause", "output")]
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        # A field the gate reads that is not what it expects: the message quotes it.
+        ("images", {f"image-{i}": {} for i in range(4000)}, "the candidate report is incomplete"),
+        ("labels", [[f"label-{i}"] for i in range(4000)], "the candidate report is incomplete"),
+        # A version is quoted in the summary, the record, the alert and the metadata.
+        ("model", {"version": "v" * 300_000}, "the candidate model version is"),
+    ],
+)
+def test_a_report_the_gate_quotes_at_length_fails_with_a_bounded_message(
+    stack: OfflineStack, alerts: Any, field: str, value: Any, message: str
+) -> None:
+    """The real judge function on a report whose content would make its error (or its
+    answer) as long as the content: what it gives Step Functions stays far below the
+    32,768 characters a Cause is cut at (and the 256 KB of a state), and the record and
+    the alert have the message, bounded."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    run = f"long-{field}"
+    state["run"]["run_name"] = run
+    uri = state["dataset"]["evaluation_uri"].replace("/evaluation/", f"/evaluation-{run}/")
+    state["dataset"]["evaluation_uri"] = uri
+    put_evaluation(stack, state, candidate_accuracy=0.97)
+    key = uri.split("/", 3)[3]
+    report = json.loads(stack.client("s3").get_object(Bucket=stack.bucket, Key=key)["Body"].read())
+    report["candidate"][field] = value
+    stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=json.dumps(report).encode())
+    alerts()
+    result = execute(stack, "JudgeCandidate", state, run)
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    reason = outcome_of(stack, run)["reason"]
+    assert reason.startswith(f"EvaluationReportError: {message}"), reason[:200]
+    assert len(reason) < 2000, len(reason)
+    assert alerts("Message") == [f"Retraining {run} failed: {reason}"]
+    assert max(_task_payload_sizes(stack, result["executionArn"])) < 4000
 
 
 # ------------------------------------------------------------- an alert that cannot be sent

@@ -941,8 +941,11 @@ def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPat
         s3.put_object(Bucket=EVENT_BUCKET, Key=key, Body=json.dumps(scored).encode())
         decision = app.judge_handler(judge_event, lambda_context)
         assert decision["passed"] is True
-        with pytest.raises(Exception, match="not under this stack's retraining prefix"):
-            app.judge_handler({"evaluation_uri": f"s3://{EVENT_BUCKET}/labelled/x"}, lambda_context)
+        # The step's own failure is data, as the state machine reads it (ReadGateFailure).
+        outside = {"evaluation_uri": f"s3://{EVENT_BUCKET}/labelled/x"}
+        failure = app.judge_handler(outside, lambda_context)["failure"]
+        assert failure["Error"] == "EventError"
+        assert "not under this stack's retraining prefix" in failure["Cause"]
 
 
 def test_the_dataset_step_and_the_training_code_count_the_same_files(tmp_path: Path) -> None:

@@ -3,12 +3,21 @@
 Step Functions names a Lambda error after the exception class, so these class
 names are part of the state machine's contract: ``statemachine/classify_image.asl.json``
 retries only the ``TransientError`` subclasses (a test keeps the two in step).
-Bad input is not an error there at all: SerializeImage returns it as data.
+Bad input is not an error there at all: SerializeImage returns it as data. The
+retraining functions return their own failures as data too (``step_failure``).
 """
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from scones_core.records import Rejection
+
+# How much of an error's message a failure returned as data keeps. Step Functions cuts a
+# Cause at 32,768 characters, and a state holds at most 256 KB; a message that quotes what
+# it could not read (a report's field, a list of keys) has no bound of its own.
+MAX_FAILURE_MESSAGE = 1000
+_CUT = " [...]"
 
 
 def aws_error_code(exc: BaseException) -> str:
@@ -163,3 +172,21 @@ def rejection_error_names() -> list[str]:
 
 def transient_error_names() -> list[str]:
     return sorted(cls.__name__ for cls in TransientError.__subclasses__())
+
+
+class StepFailure(TypedDict):
+    """A failure a function returns as data, shaped as a Catch's error output: the state
+    machine reads its message as text (a raised error's Cause may be cut, and parsing a
+    cut one is States.Runtime, which no Catch takes)."""
+
+    Error: str
+    Cause: str
+
+
+def step_failure(exc: SconesError) -> StepFailure:
+    """``exc`` as a failure the state machine records: its class name and its message, cut
+    to ``MAX_FAILURE_MESSAGE`` characters."""
+    message = str(exc)
+    if len(message) > MAX_FAILURE_MESSAGE:
+        message = message[: MAX_FAILURE_MESSAGE - len(_CUT)] + _CUT
+    return {"Error": type(exc).__name__, "Cause": message}

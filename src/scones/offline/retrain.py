@@ -386,6 +386,9 @@ class OfflineRetrain:
         if "FunctionError" in response:
             message = body.get("errorMessage") if isinstance(body, dict) else body
             raise RetrainError(f"{logical_id} failed: {message}")
+        if isinstance(body, dict) and "failure" in body:  # the step's own, as data
+            failure = body["failure"]
+            raise RetrainError(f"{logical_id} failed: {failure['Error']}: {failure['Cause']}")
         return dict(body)
 
     def _job_hyperparameters(self) -> dict[str, str]:

@@ -38,6 +38,10 @@ CANDIDATE_BASELINE_FILE = "candidate-baseline.json"
 # CreateModelPackage's ModelPackageDescription (EntityDescription) holds at most this many
 # characters; a summary with a recall for each of many labels is longer.
 MODEL_PACKAGE_DESCRIPTION_MAX = 1024
+# A CustomerMetadataProperties value holds at most this many characters. A model version
+# is one of them, and the summary, the record and the alert quote it: a longer one would
+# not register, and would make the judge's answer as long as the report's field.
+MODEL_VERSION_MAX = 256
 
 
 class EvaluationReportError(SconesError):
@@ -92,6 +96,11 @@ class ModelScore:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EvaluationReportError(f"the {role} report is incomplete: {exc!r}") from exc
+        if len(score.version) > MODEL_VERSION_MAX:
+            raise EvaluationReportError(
+                f"the {role} model version is {len(score.version)} characters long, more "
+                f"than the {MODEL_VERSION_MAX} a registered version's metadata holds"
+            )
         # Nothing accepted is a coverage of exactly 0 (a coverage rounds to 0 only on a
         # gate set of millions, so the reverse is not checked).
         supports = sum(c.support for c in score.per_class.values())
