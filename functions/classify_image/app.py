@@ -43,7 +43,7 @@ def runtime_client() -> Any:
 # clear_state: a warm invocation must never log the previous image's record_id.
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
-@logs_failures(logger)
+@logs_failures(logger, bound_messages=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> ClassificationState:
     if not isinstance(event, dict):
         raise EventError("expected {'image_b64': ..., 'content_type': ...} from the state machine")

@@ -50,7 +50,7 @@ def s3_client() -> Any:
 # of X-Ray's trace metadata: a large image would overflow the segment.
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-@logs_failures(logger)
+@logs_failures(logger, bound_messages=True)
 def lambda_handler(
     event: dict[str, Any], context: LambdaContext
 ) -> SerializedImage | RejectedImage:

@@ -530,6 +530,38 @@ def test_a_serialize_failure_never_names_the_image_of_the_call_before(
     assert "record_id" not in failure
 
 
+def test_an_error_a_catch_reads_has_a_bounded_message_and_is_logged_whole(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DescribeFailure parses the Lambda error payload of the workflow's own errors. A
+    message quoting a value of the input as it came (a hand-started execution's object
+    size of 100,000 digits) made a payload over the 32,768 characters at which Step
+    Functions cuts a Cause, and parsing a cut one is States.Runtime: no record at all."""
+    import io
+
+    from scones_core.errors import MAX_FAILURE_MESSAGE
+
+    for name, value in function_environment("SerializeImageFunction").items():
+        monkeypatch.setenv(name, value)
+    huge = "9" * 100_000
+    app = load_handler("serialize_image")
+    written = io.StringIO()
+    monkeypatch.setattr(app.logger.registered_handler, "stream", written)
+    with pytest.raises(EventError) as raised:
+        app.lambda_handler(
+            {"object": event("serialize_image")["object"] | {"size": huge}}, context()
+        )
+    message = str(raised.value)
+    assert len(message) == MAX_FAILURE_MESSAGE and message.endswith(" [...]")
+    assert message.startswith("object reference's size is '999")
+    (failure,) = [
+        json.loads(line)
+        for line in written.getvalue().splitlines()
+        if line.startswith("{") and '"invocation failed"' in line
+    ]
+    assert huge in failure["exception"]  # the whole message stays in the log group
+
+
 TRACED_SERIALIZE = """
 import json, sys
 import boto3

@@ -13,11 +13,19 @@ from typing import TypedDict
 
 from scones_core.records import Rejection
 
-# How much of an error's message a failure returned as data keeps. Step Functions cuts a
-# Cause at 32,768 characters, and a state holds at most 256 KB; a message that quotes what
-# it could not read (a report's field, a list of keys) has no bound of its own.
+# How much of an error's message a state machine is given (a failure returned as data, or
+# the errorMessage of a Lambda error a Catch passes on). Step Functions cuts a Cause at
+# 32,768 characters, and a state holds at most 256 KB; a message that quotes what it could
+# not read (a report's field, an event's value) has no bound of its own.
 MAX_FAILURE_MESSAGE = 1000
 _CUT = " [...]"
+
+
+def bounded_message(message: str) -> str:
+    """``message`` cut to ``MAX_FAILURE_MESSAGE`` characters, marked where it was cut."""
+    if len(message) <= MAX_FAILURE_MESSAGE:
+        return message
+    return message[: MAX_FAILURE_MESSAGE - len(_CUT)] + _CUT
 
 
 def aws_error_code(exc: BaseException) -> str:
@@ -186,7 +194,4 @@ class StepFailure(TypedDict):
 def step_failure(exc: SconesError) -> StepFailure:
     """``exc`` as a failure the state machine records: its class name and its message, cut
     to ``MAX_FAILURE_MESSAGE`` characters."""
-    message = str(exc)
-    if len(message) > MAX_FAILURE_MESSAGE:
-        message = message[: MAX_FAILURE_MESSAGE - len(_CUT)] + _CUT
-    return {"Error": type(exc).__name__, "Cause": message}
+    return {"Error": type(exc).__name__, "Cause": bounded_message(str(exc))}

@@ -7,6 +7,12 @@ interface client in September 2026), which Lambda rates INFO and drops at WARN: 
 without the fix would lose every failure's traceback. The handlers of the JSON-logging
 functions therefore log the error themselves, through Powertools' Logger, before it
 propagates to the runtime (and to Step Functions, or SQS, which act on it).
+
+The classification workflow's functions raise their own errors (``SconesError``) to a
+Catch that reads the message out of Lambda's error payload (``DescribeFailure``): their
+message is cut to ``errors.MAX_FAILURE_MESSAGE`` once logged whole, so the payload stays
+far below the 32,768 characters at which Step Functions cuts a Cause, and parsing it can
+never fail (``States.Runtime``, which no Catch takes, would leave the upload unrecorded).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import functools
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast
 
+from scones_core.errors import SconesError, bounded_message
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -22,8 +30,9 @@ class ErrorLogger(Protocol):
     def exception(self, msg: object, *args: Any, **kwargs: Any) -> None: ...
 
 
-def logs_failures(logger: ErrorLogger) -> Callable[[F], F]:
-    """Decorate a handler: an exception it raises is logged at ERROR, then raised on."""
+def logs_failures(logger: ErrorLogger, *, bound_messages: bool = False) -> Callable[[F], F]:
+    """Decorate a handler: an exception it raises is logged at ERROR, then raised on; with
+    ``bound_messages``, a ``SconesError`` is raised on with its message bounded."""
 
     def decorate(handler: F) -> F:
         @functools.wraps(handler)
@@ -32,6 +41,10 @@ def logs_failures(logger: ErrorLogger) -> Callable[[F], F]:
                 return handler(*args, **kwargs)
             except Exception as exc:
                 logger.exception("invocation failed", extra={"error_type": type(exc).__name__})
+                if bound_messages and isinstance(exc, SconesError):
+                    message = str(exc)
+                    if (bounded := bounded_message(message)) != message:
+                        exc.args = (bounded,)  # same class: the Retry and Catch names hold
                 raise
 
         return cast(F, run)
