@@ -260,7 +260,12 @@ def test_a_model_server_that_dies_is_started_again_until_it_fails_at_every_start
         records = api.wait_for_records(uploads, timeout=120)
         assert [r["status"] for r in records.values()] == ["FAILED", "FAILED"]
         assert {r["error_code"] for r in records.values()} == {"EndpointUnavailable"}
-        assert all("unreachable" in r["reason"] for r in records.values())
+        # Each reason says why, not only that the endpoint could not be reached.
+        assert all(
+            "ServiceUnavailable: the offline model server failed 3 times in a row" in r["reason"]
+            and "start the stack again with a model that runs" in r["reason"]
+            for r in records.values()
+        ), [r["reason"] for r in records.values()]
         assert len(api.records()) == 3  # one record per upload
         letters = [json.loads(message["Body"]) for message in api.dead_letters()]
         assert sorted(letter["object"]["key"] for letter in letters) == sorted(

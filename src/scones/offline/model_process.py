@@ -27,7 +27,9 @@ answer there. Each start counts only once it answers ``/ping``. One that keeps f
 doubling delay, at most ``restarts`` times in a row, and given up on when the last of
 those fails too (``restarts`` + 1 failures in a row), with one line
 saying so: the stack's uploads then end ``FAILED`` ``EndpointUnavailable``, as on AWS
-when an endpoint has no healthy instance. A restarted server starts with an empty
+when an endpoint has no healthy instance. The address then answers every request with
+503 ``ServiceUnavailable`` and that line (``_GivenUpAnswer``), so each record's reason
+says why, not only that the endpoint could not be reached. A restarted server starts with an empty
 capture buffer (what the dead one held is lost) and no injected faults.
 """
 
@@ -46,6 +48,7 @@ import time
 import urllib.request
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -137,6 +140,37 @@ def _ping(url: str) -> None:
         raise ModelProcessError(f"the model server at {url} does not answer /ping: {exc}") from exc
 
 
+class _GivenUpAnswer(BaseHTTPRequestHandler):
+    """What the address of a model server given up on answers: 503 ``ServiceUnavailable``
+    in the SageMaker runtime's error shape, with the sentence that says why."""
+
+    server: _GivenUpServer
+
+    def _answer(self) -> None:
+        with contextlib.suppress(ValueError, OSError):  # read the request, so no reset
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"message": self.server.sentence}).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-amzn-ErrorType", "ServiceUnavailable")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Every request is the same answer: the stack said why once, at the give-up."""
+
+
+class _GivenUpServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], sentence: str) -> None:
+        self.sentence = sentence
+        super().__init__(address, _GivenUpAnswer)
+
+
 class ModelProcess:
     """Parent side: start, flush capture, stop (idempotent, and always reaps the child);
     between start and stop, a server that dies is started again (module docstring)."""
@@ -167,6 +201,7 @@ class ModelProcess:
         self._started_at = 0.0
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._given_up_server: _GivenUpServer | None = None
         self._lock = threading.Lock()
 
     @property
@@ -305,6 +340,24 @@ class ModelProcess:
             cause,
             self.log_path,
         )
+        sentence = (
+            f"the offline model server failed {failures} times in a row (the last: {cause}) "
+            f"and was given up on at {at}; start the stack again with a model that runs "
+            f"(its log: {self.log_path})"
+        )
+        try:
+            server = _GivenUpServer((self.host, self.port), sentence)
+        except OSError as exc:  # the address taken meanwhile: uploads see it unreachable
+            logger.warning("could not answer on %s for the model server: %s", self.url, exc)
+            return
+        with self._lock:
+            if self._stopping.is_set():
+                server.server_close()
+                return
+            self._given_up_server = server
+        threading.Thread(
+            target=server.serve_forever, name="model-server-given-up", daemon=True
+        ).start()
 
     def flush(self, timeout_s: float = 60.0) -> int:
         """Write the endpoint's buffered capture records now; return how many (none from a
@@ -338,6 +391,10 @@ class ModelProcess:
         with self._lock:
             process, self._process = self._process, None
             starting, self._starting = self._starting, None
+            given_up_server, self._given_up_server = self._given_up_server, None
+        if given_up_server is not None:
+            given_up_server.shutdown()
+            given_up_server.server_close()
         if starting is not None:
             starting.kill()  # still loading its model: it holds no capture yet
         if process is not None:
