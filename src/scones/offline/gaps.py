@@ -235,7 +235,8 @@ GAPS: tuple[Gap, ...] = (
         "function logging config",
         "AWS::Lambda::Function",
         ("LoggingConfig",),
-        "dropped; offline each function logs to WORK_DIR/logs/FUNCTION.log, and a JSON "
+        "dropped; offline each function logs to WORK_DIR/logs/FUNCTION.log (rotated at 5 MB, "
+        "3 older files kept: FUNCTION.log.1 the newest), and a JSON "
         "LogFormat's application log level (INFO when none is named) reaches the function "
         "as AWS_LAMBDA_LOG_LEVEL, as Lambda passes it (``plan``); the worker sets the root "
         "logger up as Lambda's runtime does (that level, a handler writing JSON lines, or "

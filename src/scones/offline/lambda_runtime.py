@@ -41,6 +41,12 @@ _ORIGINAL_INVOKE: Callable[..., tuple[str, bool, str]] = lambda_models.LambdaFun
 # unpacked, its log opened, its process started): a function error, as Lambda answers an
 # init it cannot run, so the caller's retries, catches and redrive apply.
 RUNTIME_START_ERROR = "Runtime.Unknown"
+# Each function's log (WORK_DIR/logs/FUNCTION.log) is rotated at this size, keeping this many
+# older files (FUNCTION.log.1 the newest): at most about 20 MB a function, however long the
+# stack runs (about 600 bytes an upload at INFO: some 8000 uploads a file). See
+# lambda_worker.RotatingLog.
+FUNCTION_LOG_MAX_BYTES = 5 * 2**20
+FUNCTION_LOG_BACKUPS = 3
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +182,8 @@ class LambdaRuntime:
         extra_env: dict[str, str] | None = None,
         log_dir: Path | None = None,
         workers_per_function: int = 4,
+        log_max_bytes: int = FUNCTION_LOG_MAX_BYTES,
+        log_backups: int = FUNCTION_LOG_BACKUPS,
     ) -> None:
         # Absolute paths only: a worker runs with its code folder as the working directory,
         # so a relative PYTHONPATH entry would silently point elsewhere (or nowhere, and the
@@ -185,6 +193,8 @@ class LambdaRuntime:
         self.extra_env = dict(extra_env or {})
         self.log_dir = Path(log_dir).resolve() if log_dir else self.work_dir / "logs"
         self.workers_per_function = workers_per_function
+        self.log_max_bytes = log_max_bytes
+        self.log_backups = log_backups
         self._pools: dict[str, _Pool] = {}
         self._lock = threading.Lock()
         self._start_failures: dict[str, str] = {}  # function name -> its last kind of failure
@@ -361,7 +371,8 @@ class LambdaRuntime:
         environment.update(env)
         environment.update(self.extra_env)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with (self.log_dir / f"{function.function_name}.log").open("ab") as log:
+        log_path = self.log_dir / f"{function.function_name}.log"
+        with log_path.open("ab") as log:
             # Out of file descriptors (EMFILE) or memory, the pipe or the process cannot be
             # made: every descriptor made so far is closed again, or each failed start
             # would leak some and keep the process out of them.
@@ -379,6 +390,9 @@ class LambdaRuntime:
                         function.handler,
                         str(request_r),
                         str(response_w),
+                        str(log_path),
+                        str(self.log_max_bytes),
+                        str(self.log_backups),
                         # Not read by the worker: names the process in ps and profiles.
                         function.function_name,
                     ],

@@ -1,17 +1,20 @@
 """A Lambda execution environment in a child process.
 
-``python -S lambda_worker.py HANDLER REQUEST_FD RESPONSE_FD [FUNCTION_NAME]`` (a script, so
-no package of this project is imported in the function's process) imports the handler once
-(the cold start) with the function's environment and ``sys.path`` (code folder, then
-``/opt/python`` of the layers, then the runtime's packages), then serves
-invocations: one JSON line in, one JSON line out. Anything the handler prints
-goes to this process's stderr, which the parent keeps as the function's log. Before the
+``python -S lambda_worker.py HANDLER REQUEST_FD RESPONSE_FD LOG_FILE LOG_MAX_BYTES LOG_BACKUPS
+[FUNCTION_NAME]`` (a script, so no package of this project is imported in the function's
+process) imports the handler once (the cold start) with the function's environment and
+``sys.path`` (code folder, then ``/opt/python`` of the layers, then the runtime's packages),
+then serves invocations: one JSON line in, one JSON line out. Anything the handler prints
+goes to this process's stderr, the function's log file (``LOG_FILE``, opened by the parent),
+which the worker rotates by size before an invocation (:class:`RotatingLog`). Before the
 import the root logger is set up as Lambda's Python runtime sets it up
 (:func:`configure_root_logger`), so a library's logger writes there what it would on AWS.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import io
 import json
@@ -22,7 +25,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
@@ -58,20 +61,35 @@ TAIL_BYTES = 4096
 
 
 class LogTee(io.TextIOBase):
-    """The function's log stream: written through to the log file, and the current
-    invocation's text kept (its last ``limit`` characters) for the Invoke response."""
+    """The function's log stream: written through to the log file a whole line at a time,
+    and the current invocation's text kept (its last ``limit`` characters) for the Invoke
+    response.
+
+    Every worker of a function appends to the same file, and ``print`` writes a line's text
+    and its newline separately: written as they come, two workers' lines could interleave
+    into one (a JSON line or an EMF metric no reader could parse). Each complete line goes
+    out in one write, which a file opened for appending never splits; the rest waits for
+    its newline or a flush."""
 
     def __init__(self, stream: Any, limit: int = 4 * TAIL_BYTES) -> None:
         self._stream = stream
         self._limit = limit
         self._kept = ""
+        self._partial = ""
 
     def write(self, text: str) -> int:
-        self._stream.write(text)
+        pending = self._partial + text
+        end = pending.rfind("\n") + 1
+        if end:
+            self._stream.write(pending[:end])
+        self._partial = pending[end:]
         self._kept = (self._kept + text)[-self._limit :]
         return len(text)
 
     def flush(self) -> None:
+        if self._partial:
+            self._stream.write(self._partial)
+            self._partial = ""
         self._stream.flush()
 
     def fileno(self) -> int:
@@ -88,6 +106,81 @@ class LogTee(io.TextIOBase):
         """What was written since the last call."""
         kept, self._kept = self._kept, ""
         return kept
+
+
+class RotatingLog:
+    """The function's log file, kept to about ``max_bytes`` and ``backups`` older files
+    (``FUNCTION.log.1`` the newest of them), so a stack held open for days does not fill
+    its disk; the recent lines are always in ``FUNCTION.log``.
+
+    Every worker of a function writes (appends) to the same file, on file descriptors 1 and
+    2. Before an invocation a worker whose file has reached ``max_bytes`` renames it and the
+    older ones along, under a lock on the log folder, and opens a new one; a worker whose
+    file was renamed by another opens the new one the same way. The file can therefore pass
+    ``max_bytes`` by what the invocations in flight write, never more. A rotation splits
+    no invocation's lines across files and loses none (only the oldest file is dropped),
+    and one that fails (a full disk) leaves the worker writing where it was.
+    """
+
+    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = max(1, backups)
+
+    def rotate_if_due(self) -> None:
+        """Called between invocations: a worker changes files only when it writes nothing."""
+        try:
+            mine = os.fstat(2)
+            if self._is_current(mine) and mine.st_size < self.max_bytes:
+                return
+            with self._locked():
+                current = self._stat()
+                if current is not None and _same_file(current, mine):
+                    if current.st_size < self.max_bytes:
+                        return
+                    self._shift()
+                self._reopen()
+        except OSError:
+            return
+
+    def _stat(self) -> os.stat_result | None:
+        try:
+            return os.stat(self.path)
+        except FileNotFoundError:
+            return None
+
+    def _is_current(self, mine: os.stat_result) -> bool:
+        current = self._stat()
+        return current is not None and _same_file(current, mine)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        folder = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(folder)  # releases the lock
+
+    def _shift(self) -> None:
+        for number in range(self.backups - 1, 0, -1):
+            older = f"{self.path}.{number}"
+            if os.path.exists(older):
+                os.replace(older, f"{self.path}.{number + 1}")
+        os.replace(self.path, f"{self.path}.1")
+
+    def _reopen(self) -> None:
+        sys.stderr.flush()
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.dup2(descriptor, 2)
+            os.dup2(descriptor, 1)
+        finally:
+            os.close(descriptor)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 # The LogRecord attributes Lambda's runtime keeps out of a JSON line's extra fields
@@ -174,6 +267,7 @@ def configure_root_logger(
 
 def main(argv: list[str]) -> int:
     handler_spec, request_fd, response_fd = argv[1], int(argv[2]), int(argv[3])
+    log_file = RotatingLog(argv[4], int(argv[5]), int(argv[6]))
     # Ctrl-C or a closed terminal reaches the whole process group, and so does a SIGTERM
     # sent to the group (timeout(1), kill -TERM -PGID) or to the service's cgroup (systemd):
     # the stack stops its workers itself (by closing the request pipe, which also happens
@@ -201,6 +295,7 @@ def main(argv: list[str]) -> int:
         request = json.loads(line)
         request_id = request.get("request_id") or str(uuid.uuid4())
         request_id_filter.current = request_id
+        log_file.rotate_if_due()
         print(f"START RequestId: {request_id}", file=sys.stderr, flush=True)
         if handler is None:
             assert init_error is not None

@@ -56,7 +56,11 @@ from scones.offline.deploy import DeployedStack, deploy
 from scones.offline.executions import STOP_WAIT_SECONDS, running_executions
 from scones.offline.express_retention import DEFAULT_RETENTION, ExpressRetention
 from scones.offline.interpreter_threads import ThreadSweeper
-from scones.offline.lambda_runtime import LambdaRuntime
+from scones.offline.lambda_runtime import (
+    FUNCTION_LOG_BACKUPS,
+    FUNCTION_LOG_MAX_BYTES,
+    LambdaRuntime,
+)
 from scones.offline.model_process import DEFAULT_RESTARTS
 from scones.offline.records_file import (
     UnrecordedUpload,
@@ -130,6 +134,10 @@ class StackOptions:
     # Finished Express executions are dropped this long after they end, as AWS keeps none
     # (express_retention). None keeps every one, as raw moto does.
     express_retention_seconds: float | None = DEFAULT_RETENTION.total_seconds()
+    # Each function's log (WORK_DIR/logs/FUNCTION.log) is rotated at this size, keeping
+    # this many older files (lambda_worker.RotatingLog): bounded however long the stack runs.
+    function_log_max_bytes: int = FUNCTION_LOG_MAX_BYTES
+    function_log_backups: int = FUNCTION_LOG_BACKUPS
 
 
 # File descriptors the stack holds at its busiest, rounded up: moto's server (a socket per
@@ -327,6 +335,8 @@ class OfflineStack:
             self.own_endpoint_url,
             log_dir=self.work_dir / "logs",
             workers_per_function=self.options.workers_per_function,
+            log_max_bytes=self.options.function_log_max_bytes,
+            log_backups=self.options.function_log_backups,
         )
         self._runtime.install()
         interpreter_fixes.install()
