@@ -178,6 +178,28 @@ def test_the_command_reference_is_every_commands_help() -> None:
     assert str(PROJECT_ROOT) not in page and "(default: models/bicycle-motorcycle)" in page
 
 
+def test_every_option_with_a_default_names_it_in_its_help() -> None:
+    """The README sends readers to docs/cli.md for "every option, with its default": an
+    option left out takes its default, so a help line that hides it (a benchmark's
+    ``--images``, ``scones serve``'s timeouts) leaves the reader guessing."""
+    from scones.cli.reference import commands
+
+    hidden = []
+    for line, parser in commands(build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if not action.option_strings or action.default in (None, False, [], ""):
+                continue
+            if action.default is argparse.SUPPRESS or action.help is argparse.SUPPRESS:
+                continue
+            shown = formatter._expand_help(action) if action.help is not None else ""
+            if "default" not in shown.lower():
+                hidden.append(f"{line} {action.option_strings[-1]}: {shown!r}")
+    assert not hidden, "\n".join(hidden)
+    bench_model = next(p for line, p in commands(build_parser()) if line == "scones bench model")
+    assert "timed images per model (default: 200)" in bench_model.format_help()
+
+
 def test_the_record_condition_quoted_in_the_architecture_is_the_one_written() -> None:
     """A reader writing their own consumer of the results table takes this quote as the
     rule; it must be the expression every record write carries."""

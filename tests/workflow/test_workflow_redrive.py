@@ -208,12 +208,14 @@ def test_a_record_stamped_on_a_whole_second_is_selected_by_the_range_it_falls_in
     assert keys(since=T0, until=T0 + timedelta(hours=1)) == ["incoming/at.png"]
 
 
-@pytest.mark.parametrize("status", ["ACCEPTED", "NEEDS_REVIEW", "REJECTED", "PENDING"])
+@pytest.mark.parametrize("status", ["ACCEPTED", "NEEDS_REVIEW", "REJECTED", "REVIEWED", "PENDING"])
 def test_only_failed_records_may_be_replayed(aws: Aws, status: str) -> None:
     aws.record(aws.upload("incoming/a.png"), status=Status.ACCEPTED)
-    with pytest.raises(RedriveError, match="only FAILED records can be replayed"):
+    with pytest.raises(RedriveError, match="only FAILED records can be replayed") as refused:
         aws.redriver().redrive_records(Selection(status=status))
     assert aws.executions() == {}
+    # The refusal names every final status, a person's answer (REVIEWED) included.
+    assert "(ACCEPTED, NEEDS_REVIEW, REJECTED and REVIEWED never run again)" in str(refused.value)
 
 
 def test_a_time_range_must_be_a_range() -> None:

@@ -125,9 +125,11 @@ class Selection:
     def check(self) -> None:
         if self.status not in REPLAYABLE_STATUSES:
             final = Status(self.status).value if self.status in set(Status) else self.status
+            # Named from the enum, so a status added later (REVIEWED was) is listed too.
+            never = [status.value for status in Status if status not in REPLAYABLE_STATUSES]
             raise RedriveError(
                 f"only FAILED records can be replayed; {final} records are final "
-                "(ACCEPTED, NEEDS_REVIEW and REJECTED never run again)"
+                f"({', '.join(never[:-1])} and {never[-1]} never run again)"
             )
         for moment in (self.since, self.until):
             if moment is not None and moment.tzinfo is None:

@@ -13,6 +13,31 @@ from pathlib import Path
 from typing import Any
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, so ``--help`` and docs/cli.md answer
+    "what happens if I leave it out" for each; the help that already says it, and an
+    empty default that only means "not given", are left as they are."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.default in (None, False, [], "", argparse.SUPPRESS)
+            or "default" in text.lower()
+        ):
+            return action.help
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every subcommand's parser :class:`DefaultsHelpFormatter`."""
+    parser.formatter_class = DefaultsHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                show_defaults(sub)
+
+
 def _whole(text: str) -> int:
     try:
         return int(text)

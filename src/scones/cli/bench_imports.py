@@ -54,7 +54,9 @@ def register(benchmarks: Any) -> None:
         "--python",
         type=file_or_folder,
         default=PYTHON313,
-        help="the interpreter to build the venv with",
+        # Named from ~, so the help (and docs/cli.md) reads the same for every user.
+        help="the interpreter to build the venv with "
+        f"(default: ~/{PYTHON313.relative_to(Path.home())})",
     )
     parser.add_argument(
         "--keep", type=file_or_folder, help="build (or reuse) the venv here instead"

@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
         "--data",
         type=file_or_folder,
         default=DEFAULT_DATA,
-        help="labelled image folder (%(default)s)",
+        help="labelled image folder (default: %(default)s)",
     )
     parser.add_argument("--images", type=positive_int, default=200, help="timed images per model")
     parser.add_argument(

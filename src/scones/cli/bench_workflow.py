@@ -61,7 +61,8 @@ def register(benchmarks: Any) -> None:
         "--bare-images",
         type=positive_int,
         default=400,
-        help="images for the bare onnxruntime baseline (the first of the same sequence)",
+        help="images for the bare onnxruntime baseline (the first of the same sequence), at "
+        "most the largest --images",
     )
     parser.add_argument(
         "--without-moto-speedups",

@@ -31,7 +31,12 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "cost", help="cost per million images on AWS, per line item", description=__doc__
     )
-    parser.add_argument("--measurements", type=file_or_folder, default=DEFAULT_MEASUREMENTS)
+    parser.add_argument(
+        "--measurements",
+        type=file_or_folder,
+        default=DEFAULT_MEASUREMENTS,
+        help="handler numbers measured by `scones bench handlers`",
+    )
     parser.add_argument(
         "--kind",
         choices=("photo", "small"),

@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from scones.cli.arguments import show_defaults
 from scones.cli.display import GuardedStdout
 from scones.cli.errors import CommandError
 from scones.no_proxy import reach_loopback_directly
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    show_defaults(parser)
     return parser
 
 

@@ -31,15 +31,6 @@ from scones.template_params import TEMPLATE_PATH, parameter_default
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except the empty ones that only mean "not given"."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, []):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def make_client(service: str, region: str | None) -> Any:
     """A boto3 client; tests replace this with stubbed clients."""
     import boto3
@@ -163,7 +154,6 @@ def register(subparsers: Any) -> None:
         description="Train on SageMaker and deploy the endpoint that the workflow calls.",
     )
     commands = parser.add_subparsers(dest="sagemaker_command", metavar="COMMAND", required=True)
-    fmt = _HelpFormatter
 
     builtin = commands.add_parser(
         "train-builtin",
@@ -173,7 +163,6 @@ def register(subparsers: Any) -> None:
             "(image_shape 3,32,32, 2 classes) on the train, validation, train_lst and "
             "validation_lst channels under --data-uri."
         ),
-        formatter_class=fmt,
     )
     _common(builtin)
     _job(builtin, "ml.g4dn.xlarge", "scones-image-classification")
@@ -188,9 +177,18 @@ def register(subparsers: Any) -> None:
         type=file_or_folder,
         help="count num_training_samples from <dir>/train.lst (default: build/data)",
     )
-    builtin.add_argument("--epochs", type=positive_int, default=30)
-    builtin.add_argument("--learning-rate", type=float, default=0.1)
-    builtin.add_argument("--mini-batch-size", type=positive_int, default=32)
+    builtin.add_argument(
+        "--epochs", type=positive_int, default=30, help="the epochs hyperparameter"
+    )
+    builtin.add_argument(
+        "--learning-rate", type=float, default=0.1, help="the learning_rate hyperparameter"
+    )
+    builtin.add_argument(
+        "--mini-batch-size",
+        type=positive_int,
+        default=32,
+        help="the mini_batch_size hyperparameter",
+    )
     builtin.add_argument(
         "--use-pretrained-model", action="store_true", help="start from ImageNet weights"
     )
@@ -210,7 +208,6 @@ def register(subparsers: Any) -> None:
             "script-mode training job on a PyTorch framework image; the train channel is "
             "<data-uri>/train/."
         ),
-        formatter_class=fmt,
     )
     _common(script)
     _job(script, "ml.m5.xlarge", "scones-pytorch")
@@ -243,7 +240,6 @@ def register(subparsers: Any) -> None:
             "The endpoint is described first: a name already taken (without --update), or "
             "no such endpoint (with --update), is refused before anything is created."
         ),
-        formatter_class=fmt,
     )
     _common(deploy)
     deploy.add_argument(
