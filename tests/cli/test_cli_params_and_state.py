@@ -402,6 +402,31 @@ def test_a_state_file_is_checked_before_its_pid_is_trusted(
         other.wait()
 
 
+def test_a_stack_slow_to_stop_is_named_still_running_and_how_to_wait_on(tmp_path: Path) -> None:
+    """A stack holding many records takes a while to save them after the signal: ``down``
+    only said it "did not stop", as if it were stuck, while it was saving."""
+    saving = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, "
+            "signal.SIG_IGN); print(flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert saving.stdout is not None and saving.stdout.readline()  # the signal is ignored
+        project, _ = _fake_project(tmp_path, saving.pid)
+        result = scones("down", "--timeout", "0.5", cwd=project)
+        assert result.returncode == 1, result.stderr
+        assert f"(pid {saving.pid}) did not stop within 0.5 s; it is still running" in result.stderr
+        assert "`scones down` again waits on" in result.stderr
+        assert saving.poll() is None
+    finally:
+        saving.kill()
+        saving.wait()
+
+
 def test_cost_checks_every_param_as_sam_deploy_would(capsys: pytest.CaptureFixture[str]) -> None:
     from scones.cli.main import main
 

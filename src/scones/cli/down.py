@@ -75,7 +75,12 @@ def down_command(args: argparse.Namespace) -> int:
             STATE_FILE.unlink(missing_ok=True)
             return _report_records(pid, state, up_since)
         time.sleep(0.1)
-    raise CommandFailed(f"the offline stack (pid {pid}) did not stop within {args.timeout:g} s")
+    raise CommandFailed(
+        f"the offline stack (pid {pid}) did not stop within {args.timeout:g} s; it is still "
+        "running and may be saving its records, which takes longer the more it holds (about "
+        "a second or two per thousand): `scones down` again waits on (a second signal never "
+        "cuts the save short), or give it more time with --timeout"
+    )
 
 
 def _stop_starting(pid: int, timeout: float) -> int:
