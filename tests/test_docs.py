@@ -188,7 +188,10 @@ def test_every_option_with_a_default_names_it_in_its_help() -> None:
     for line, parser in commands(build_parser()):
         formatter = parser._get_formatter()
         for action in parser._actions:
-            if not action.option_strings or action.default in (None, False, [], ""):
+            # A default of 0 (which equals False) is a default the reader needs too.
+            if not action.option_strings or action.default is False:
+                continue
+            if action.default in (None, [], ""):
                 continue
             if action.default is argparse.SUPPRESS or action.help is argparse.SUPPRESS:
                 continue

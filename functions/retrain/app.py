@@ -9,10 +9,10 @@ permissions its step needs):
 * ``judge_handler``: read the evaluation step's report (``scones_core.retraining.evaluation``)
   and apply the promotion gate (``scones_core.retraining.gate``).
 
-A failure of the step itself (an event, a dataset or a report it cannot use, an S3 read
-that failed) is returned as data, ``{"failure": {"Error", "Cause"}}`` with the message
-bounded (``scones_core.errors.step_failure``): the state machine records its message
-without parsing a Lambda error payload, which Step Functions may have cut. Anything else
+A failure of the step itself (an event, a dataset or a report it cannot use, an S3 or
+DynamoDB call that failed) is returned as data, ``{"failure": {"Error", "Cause"}}`` with
+the message bounded (``scones_core.errors.step_failure``): the state machine records its
+message without parsing a Lambda error payload, which Step Functions may have cut. Anything else
 (a bug) is raised, and its stack trace stays in the log group.
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 from scones_core import function_logs, tracing
 from scones_core.errors import EventError, SconesError, step_failure
 from scones_core.monitoring.locations import S3Location
@@ -61,7 +62,13 @@ def _field(event: Any, name: str) -> Any:
     return event[name]
 
 
-def _failed(exc: SconesError) -> dict[str, Any]:
+# The step's own failures. An AWS call that failed (a bucket or a table it cannot read or
+# write, throttling past the SDK's retries) is one: the service's message says which call
+# and why, where a raised error would be recorded only as a bug to look up in the log group.
+STEP_FAILURES = (SconesError, ClientError, BotoCoreError)
+
+
+def _failed(exc: Exception) -> dict[str, Any]:
     logger.exception("step failed")  # the whole message and its trace, in the log group
     return {"failure": step_failure(exc)}
 
@@ -71,7 +78,7 @@ def _failed(exc: SconesError) -> dict[str, Any]:
 def assemble_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         return _assemble(event)
-    except SconesError as exc:
+    except STEP_FAILURES as exc:
         return _failed(exc)
 
 
@@ -96,7 +103,7 @@ def _assemble(event: Any) -> dict[str, Any]:
 def judge_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         return _judge(event)
-    except SconesError as exc:
+    except STEP_FAILURES as exc:
         return _failed(exc)
 
 

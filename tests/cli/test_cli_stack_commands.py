@@ -31,10 +31,11 @@ FUNCTION_OF_EVENT = {
     "retrain": "RetrainDatasetFunction",
     "retrain_judge": "RetrainJudgeFunction",
 }
-# The error each sample event ends in on this stack; every other event succeeds.
+# The failure each sample event ends in on this stack; every other event succeeds. The
+# retraining steps return their own failures as data ({"failure": {"Error", "Cause"}}).
 # retrain: the stack has no gate set, so the dataset step refuses to train.
 # retrain_judge: no training job ran, so there is no evaluation report to judge.
-ERROR_OF_EVENT = {
+FAILURE_OF_EVENT = {
     "retrain": "DatasetError",
     "retrain_judge": "EvaluationReportError",
 }
@@ -218,14 +219,14 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
             assert "START RequestId:" in invoked.stderr and "END RequestId:" in invoked.stderr
             result = json.loads(invoked.stdout)
             assert isinstance(result, dict), (event, result)
-            expected_error = ERROR_OF_EVENT.get(event.stem)
-            if expected_error is None:
-                assert invoked.returncode == 0, (event.stem, result, invoked.stderr)
-                assert "errorType" not in result, (event.stem, result)
+            assert invoked.returncode == 0, (event.stem, result, invoked.stderr)
+            assert "errorType" not in result, (event.stem, result)
+            expected_failure = FAILURE_OF_EVENT.get(event.stem)
+            if expected_failure is None:
+                assert "failure" not in result, (event.stem, result)
             else:
-                assert invoked.returncode == 1, (event.stem, result, invoked.stderr)
-                assert result["errorType"] == expected_error, (event.stem, result)
-                assert result["errorMessage"], (event.stem, result)
+                assert result["failure"]["Error"] == expected_failure, (event.stem, result)
+                assert result["failure"]["Cause"], (event.stem, result)
         # Options for a stack `scones invoke` would start are refused, not ignored.
         event = PROJECT_ROOT / "events" / "classify_image.json"
         ignored = scones(

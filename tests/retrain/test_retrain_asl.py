@@ -28,6 +28,7 @@ import pytest
 from botocore import xform_name
 from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
+from moto.s3.exceptions import S3AccessDeniedError
 from moto.sns.exceptions import SNSException
 from scones_core.retraining.dataset import RunNames
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE
@@ -1344,6 +1345,7 @@ def test_the_dataset_steps_own_failure_is_recorded_as_its_message(
     state = sample_state(stack.bucket, stack.parameters["EndpointName"])
     run = "dataset-refused"
     state["run"]["run_name"] = run
+    del state["model_package"]  # the dataset step runs before any candidate is registered
     state["run"]["started_at"] = "not a time"
     alerts()
     result = execute(stack, "AssembleDataset", state, run)
@@ -1355,6 +1357,39 @@ def test_the_dataset_steps_own_failure_is_recorded_as_its_message(
         executionArn=result["executionArn"], maxResults=1000
     )["events"]
     assert [e["type"] for e in events if e["type"].endswith("Failed")] == ["ExecutionFailed"]
+
+
+def test_an_aws_call_the_dataset_step_cannot_make_is_recorded_with_the_services_message(
+    stack: OfflineStack, alerts: Any
+) -> None:
+    """The real dataset function refused the gate set's listing (AccessDenied, as with a
+    role or a bucket policy that does not allow it): the record and the alert say which
+    call failed and why, not that the function failed unexpectedly (the offline stack's
+    moto server runs in this process)."""
+    from moto.s3.models import S3Backend
+
+    gate_prefix = stack.parameters["GateDataPrefix"]
+    list_objects = S3Backend.list_objects_v2
+
+    def refuse(self: S3Backend, bucket: Any, prefix: str | None, **kwargs: Any) -> Any:
+        if prefix == gate_prefix:
+            raise S3AccessDeniedError()
+        return list_objects(self, bucket, prefix, **kwargs)
+
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    run = "dataset-denied"
+    state["run"]["run_name"] = run
+    del state["model_package"]  # the dataset step runs before any candidate is registered
+    alerts()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(S3Backend, "list_objects_v2", refuse)
+        result = execute(stack, "AssembleDataset", state, run)
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    reason = outcome_of(stack, run)["reason"]
+    # The error's name, then the service's message, as a raised error's payload had them.
+    denied = "An error occurred (AccessDenied) when calling the ListObjectsV2 operation"
+    assert reason.endswith(f": {denied}: Access Denied"), reason
+    assert alerts("Message") == [f"Retraining {run} failed: {reason}"]
 
 
 def _task_payload_sizes(stack: OfflineStack, execution_arn: str) -> list[int]:

@@ -948,6 +948,36 @@ def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPat
         assert "not under this stack's retraining prefix" in failure["Cause"]
 
 
+def test_an_aws_call_the_dataset_step_cannot_make_is_its_failure_with_the_services_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table or a bucket the step cannot read (a missing one, a denied one) is the step's
+    failure, returned as data with the service's message: the record says which call
+    failed and why, not that the function failed unexpectedly."""
+    from tests.workflow.conftest import load_handler
+
+    for name, value in {
+        **env(RETRAINING_BUCKET=EVENT_BUCKET, ENDPOINT_NAME="scones-bicycle-motorcycle"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "scones-classifier",
+    }.items():
+        monkeypatch.setenv(name, value)
+    event = json.loads((PROJECT_ROOT / "events" / "retrain.json").read_text())
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=EVENT_BUCKET)
+        put_training_set(s3, bucket=EVENT_BUCKET)
+        put_gate_set(s3, bucket=EVENT_BUCKET)
+        app = load_handler("retrain")  # no results table: its query fails
+        failure = app.assemble_handler(event, LambdaContext("request", 10**13))["failure"]
+    # Named as Lambda would name the raised error, with the SDK's message.
+    assert failure["Error"] == "ResourceNotFoundException", failure
+    assert "when calling the Query operation" in failure["Cause"], failure
+
+
 def test_the_dataset_step_and_the_training_code_count_the_same_files(tmp_path: Path) -> None:
     """One rule for which files of a class folder are images (``scones_core.image_files``):
     the dataset step counts keys in S3 by it, training and evaluation read folders by it."""

@@ -191,7 +191,7 @@ class StepFailure(TypedDict):
     Cause: str
 
 
-def step_failure(exc: SconesError) -> StepFailure:
+def step_failure(exc: Exception) -> StepFailure:
     """``exc`` as a failure the state machine records: its class name and its message, cut
     to ``MAX_FAILURE_MESSAGE`` characters."""
     return {"Error": type(exc).__name__, "Cause": bounded_message(str(exc))}

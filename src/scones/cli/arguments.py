@@ -22,7 +22,9 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         if (
             not action.option_strings
-            or action.default in (None, False, [], "", argparse.SUPPRESS)
+            # ``is False``: a default of 0 equals False, and is a default to show.
+            or action.default is False
+            or action.default in (None, [], "", argparse.SUPPRESS)
             or "default" in text.lower()
         ):
             return action.help

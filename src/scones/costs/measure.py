@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,13 @@ def run_measurement(  # noqa: PLR0915 (one pass per kind of upload)
         return result
 
     params = {**parameter_defaults(), **(overrides or {})}
-    options = StackOptions(workers_per_function=1, overrides=dict(overrides or {}))
+    # Logs that never rotate: a function's bytes are its log file's growth over a pass, and
+    # its metrics are read from that file (a rotation would leave out what it moved away).
+    options = StackOptions(
+        workers_per_function=1,
+        overrides=dict(overrides or {}),
+        function_log_max_bytes=sys.maxsize,
+    )
     lambda_runtime.LambdaRuntime.invoke = timed  # type: ignore[method-assign]
     try:
         with OfflineStack(options) as stack:

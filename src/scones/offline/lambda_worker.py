@@ -118,8 +118,10 @@ class RotatingLog:
     older ones along, under a lock on the log folder, and opens a new one; a worker whose
     file was renamed by another opens the new one the same way. The file can therefore pass
     ``max_bytes`` by what the invocations in flight write, never more. A rotation splits
-    no invocation's lines across files and loses none (only the oldest file is dropped),
-    and one that fails (a full disk) leaves the worker writing where it was.
+    no invocation's lines across files, and only the oldest file is dropped: an invocation
+    that runs while the function's other workers write ``backups`` times ``max_bytes``
+    writes on into that file, and what it writes after the drop is lost. One that fails (a
+    full disk) leaves the worker writing where it was.
     """
 
     def __init__(self, path: str, max_bytes: int, backups: int) -> None:

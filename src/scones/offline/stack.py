@@ -135,7 +135,8 @@ class StackOptions:
     # (express_retention). None keeps every one, as raw moto does.
     express_retention_seconds: float | None = DEFAULT_RETENTION.total_seconds()
     # Each function's log (WORK_DIR/logs/FUNCTION.log) is rotated at this size, keeping
-    # this many older files (lambda_worker.RotatingLog): bounded however long the stack runs.
+    # this many older files, at least 1 (lambda_worker.RotatingLog): bounded however long
+    # the stack runs.
     function_log_max_bytes: int = FUNCTION_LOG_MAX_BYTES
     function_log_backups: int = FUNCTION_LOG_BACKUPS
 
