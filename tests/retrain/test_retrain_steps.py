@@ -905,12 +905,11 @@ def test_two_variants_share_traffic_by_weight_and_capture_apart(
 EVENT_BUCKET = "scones-123456789012-us-east-1-images"
 
 
-def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.workflow.conftest import load_handler
-
+def _event_files_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retraining functions' environment for the stack the ``events/retrain*.json``
+    files name, on in-process moto."""
     for name, value in {
         **env(RETRAINING_BUCKET=EVENT_BUCKET, ENDPOINT_NAME="scones-bicycle-motorcycle"),
-        "CONFIDENCE_THRESHOLD": "0.93",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -918,6 +917,13 @@ def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPat
         "POWERTOOLS_SERVICE_NAME": "scones-classifier",
     }.items():
         monkeypatch.setenv(name, value)
+
+
+def test_the_event_files_run_through_both_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.workflow.conftest import load_handler
+
+    _event_files_environment(monkeypatch)
+    monkeypatch.setenv("CONFIDENCE_THRESHOLD", "0.93")
     events = PROJECT_ROOT / "events"
     assemble_event = json.loads((events / "retrain.json").read_text())
     judge_event = json.loads((events / "retrain_judge.json").read_text())
@@ -956,15 +962,7 @@ def test_an_aws_call_the_dataset_step_cannot_make_is_its_failure_with_the_servic
     failed and why, not that the function failed unexpectedly."""
     from tests.workflow.conftest import load_handler
 
-    for name, value in {
-        **env(RETRAINING_BUCKET=EVENT_BUCKET, ENDPOINT_NAME="scones-bicycle-motorcycle"),
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": "scones-classifier",
-    }.items():
-        monkeypatch.setenv(name, value)
+    _event_files_environment(monkeypatch)
     event = json.loads((PROJECT_ROOT / "events" / "retrain.json").read_text())
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
