@@ -497,17 +497,20 @@ def record_problems(record: Mapping[str, Any]) -> list[str]:
 _FRACTION_ATTRIBUTES = ("confidence", "threshold")
 
 
+def _outside_fraction(value: Any) -> bool:
+    """A number, but not a share of 1 (any other type is named by its type)."""
+    return _kind(value) == "a number" and not 0 <= value <= 1
+
+
 def _out_of_range(record: Mapping[str, Any]) -> list[str]:
     """Numbers of the right type that no record of this layout holds."""
-    problems = []
-    for name in _FRACTION_ATTRIBUTES:
-        value: Any = record.get(name)
-        if _kind(value) == "a number" and not 0 <= value <= 1:
-            problems.append(f"{name} {value} is not between 0 and 1")
+    problems = [
+        f"{name} {record[name]} is not between 0 and 1"
+        for name in _FRACTION_ATTRIBUTES
+        if _outside_fraction(record.get(name))
+    ]
     probabilities = record.get("probabilities")
-    if isinstance(probabilities, Mapping) and any(
-        _kind(v) == "a number" and not 0 <= v <= 1 for v in probabilities.values()
-    ):
+    if isinstance(probabilities, Mapping) and any(map(_outside_fraction, probabilities.values())):
         problems.append("probabilities holds a number not between 0 and 1")
     attempt: Any = record.get(ATTEMPT_ATTRIBUTE)
     if _kind(attempt) == "a number" and (attempt < 0 or attempt != int(attempt)):
