@@ -12,8 +12,8 @@ permissions its step needs):
 A failure of the step itself (an event, a dataset or a report it cannot use, an S3 or
 DynamoDB call that failed) is returned as data, ``{"failure": {"Error", "Cause"}}`` with
 the message bounded (``scones_core.errors.step_failure``): the state machine records its
-message without parsing a Lambda error payload, which Step Functions may have cut. Anything else
-(a bug) is raised, and its stack trace stays in the log group.
+message without parsing a Lambda error payload, which Step Functions may have cut.
+Anything else (a bug) is raised, and its stack trace stays in the log group.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ those fails too (``restarts`` + 1 failures in a row), with one line
 saying so: the stack's uploads then end ``FAILED`` ``EndpointUnavailable``, as on AWS
 when an endpoint has no healthy instance. The address then answers every request with
 503 ``ServiceUnavailable`` and that line (``_GivenUpAnswer``), so each record's reason
-says why, not only that the endpoint could not be reached. A restarted server starts with an empty
-capture buffer (what the dead one held is lost) and no injected faults.
+says why, not only that the endpoint could not be reached. A restarted server starts
+with an empty capture buffer (what the dead one held is lost) and no injected faults.
 """
 
 from __future__ import annotations
