@@ -24,6 +24,8 @@ from scones_core.monitoring.window_report import (
     MODEL_MONITOR_REPORT_UNREADABLE,
     MODEL_MONITOR_VIOLATIONS,
     SUMMARY_WARNING_LIMIT,
+    Alert,
+    WindowReport,
 )
 
 from tests.monitoring.conftest import (
@@ -35,6 +37,7 @@ from tests.monitoring.conftest import (
     Aws,
     CaptureWriterHelper,
     Prediction,
+    capture_key,
     capture_line,
     monitor_env,
 )
@@ -412,6 +415,105 @@ def test_an_idle_hours_no_data_execution_is_counted_apart_and_raises_nothing(aws
     (alert,) = both
     assert alert.code == MODEL_MONITOR_EXECUTION_FAILED
     assert ALGORITHM_ERROR in alert.message and NO_DATA not in alert.message
+
+
+# An hourly execution scheduled at H analyses the capture of [H - 1 h, H): its job downloads
+# that hour's capture folder. With the deployed lag (80 minutes) the window [12:00, 13:00)
+# reads the executions scheduled in [10:40, 11:40): the 11:00 one, which analysed the
+# capture folder of 10:00, long before the window's own capture.
+DEPLOYED_LAG = timedelta(minutes=80)
+ELEVEN = WINDOW_START - timedelta(hours=1)
+TEN = WINDOW_START - timedelta(hours=2)
+JOB_ARN = f"arn:aws:sagemaker:{REGION}:123456789012:processing-job/mm-11"
+
+
+def measure_no_data_at_eleven(aws: Aws) -> tuple[WindowReport, list[Alert]]:
+    """The deployed settings' window [12:00, 13:00) with Model Monitor's 11:00 execution
+    ended "no data"; no retraining call is made whatever the alerts."""
+    config = settings(
+        MONITORING_SCHEDULE_NAME=SCHEDULE,
+        RETRAINING_STATE_MACHINE_ARN=STATE_MACHINE,
+        MODEL_MONITOR_LAG_MINUTES=str(DEPLOYED_LAG.seconds // 60),
+    )
+    no_data = execution("Failed") | {
+        "ScheduledTime": ELEVEN,
+        "FailureReason": NO_DATA,
+        "ProcessingJobArn": JOB_ARN,
+    }
+    clients = stubbed_clients(aws)
+    with Stubber(clients.sagemaker) as sagemaker, Stubber(clients.stepfunctions) as sfn:
+        sagemaker.add_response(
+            "list_monitoring_executions",
+            {"MonitoringExecutionSummaries": [no_data]},
+            list_request(WINDOW_START - DEPLOYED_LAG, WINDOW_END - DEPLOYED_LAG),
+        )
+        report, alerts = measure_window(config, clients, WINDOW_END)
+        # No responses are queued for Step Functions: any call would raise here.
+        assert respond(config, clients, report, alerts) is None
+        sagemaker.assert_no_pending_responses()
+        sfn.assert_no_pending_responses()
+    return report, alerts
+
+
+def model_monitor_points(report: WindowReport, alerts: list[Alert]) -> dict[str, float]:
+    return {
+        p.name: p.value
+        for p in window_metrics(
+            report,
+            alert_count=len(alerts),
+            min_requests=MIN_REQUESTS,
+            drift_significance=SIGNIFICANCE,
+        )
+    }
+
+
+def test_no_data_for_an_hour_whose_capture_folder_holds_files_is_a_monitoring_fault(
+    aws: Aws, captures: CaptureWriterHelper
+) -> None:
+    """Model Monitor said "no data" for [10:00, 11:00), yet that hour's capture folder holds
+    a capture file (one request: with sampling, even one means its job had data): it does
+    not see the endpoint's capture. An alert naming the execution and the folder, which
+    does not retrain; not an idle hour."""
+    captures.put(TEN, "one", [capture_line([0.97, 0.03], TEN + timedelta(minutes=5))])
+    report, alerts = measure_no_data_at_eleven(aws)
+
+    (alert,) = alerts
+    assert alert.code == MODEL_MONITOR_EXECUTION_FAILED and not alert.starts_retraining
+    assert alert.message.startswith("1 Model Monitor execution(s)")
+    assert f"2026-11-25T11:00:00Z Failed ({JOB_ARN}): {NO_DATA}" in alert.message
+    folder = f"s3://{BUCKET}/{capture_key(TEN, 'x').rsplit('/', 1)[0]}/"
+    assert f"capture folder of the hour it analysed ({folder}) holds 1 capture file(s)" in (
+        alert.message
+    )
+    assert "EndpointInput" in alert.message and "KMS" in alert.message
+    points = model_monitor_points(report, alerts)
+    assert points["ModelMonitorFailedExecutions"] == 1
+    assert points["ModelMonitorNoDataExecutions"] == 0
+    assert points["QualityAlerts"] == 1
+    summary = report.to_json()
+    assert summary["model_monitor_failed_executions"] == 1
+    assert summary["model_monitor_no_data_executions"] == 0
+
+
+def test_no_data_for_an_hour_whose_capture_folder_holds_no_capture_stays_an_idle_hour(
+    aws: Aws, captures: CaptureWriterHelper
+) -> None:
+    """The 11:00 execution's hour is 10:00: capture in the folders of 9:00 and 11:00, an
+    empty capture file and a folder marker in 10:00's are no data for it, as it said."""
+    captures.put(TEN - timedelta(hours=1), "before", [capture_line([0.97, 0.03], TEN)])
+    captures.put(ELEVEN, "after", [capture_line([0.97, 0.03], ELEVEN)])
+    empty = capture_key(TEN, "empty")
+    aws.s3.put_object(Bucket=BUCKET, Key=empty, Body=b"")
+    aws.s3.put_object(Bucket=BUCKET, Key=empty.rsplit("/", 1)[0] + "/", Body=b"")
+    report, alerts = measure_no_data_at_eleven(aws)
+
+    assert alerts == []
+    assert report.model_monitor is not None
+    (idle,) = report.model_monitor.executions
+    assert (idle.capture_files, idle.idle) == (0, True)
+    points = model_monitor_points(report, alerts)
+    assert points["ModelMonitorNoDataExecutions"] == 1
+    assert points["ModelMonitorFailedExecutions"] == 0
 
 
 def test_an_execution_still_running_alerts_with_the_setting_to_change(aws: Aws) -> None:

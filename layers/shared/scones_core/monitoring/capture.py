@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from http.client import HTTPException
 from typing import Any
@@ -443,17 +443,35 @@ def capture_prefix(capture: S3Location, endpoint: str, variant: str) -> S3Locati
     return capture.child(endpoint, variant)
 
 
+def hour_folder(capture: S3Location, endpoint: str, variant: str, hour: datetime) -> str:
+    """The folder DataCaptureConfig files ``hour``'s capture files in (their buffer's
+    opening hour, UTC): ``{endpoint}/{variant}/yyyy/mm/dd/hh/``."""
+    name = hour.astimezone(UTC).strftime("%Y/%m/%d/%H")
+    return capture_prefix(capture, endpoint, variant).child(name).as_prefix()
+
+
+def capture_files_in_hour(
+    s3: Any, capture: S3Location, hour: datetime, *, endpoint: str, variant: str
+) -> tuple[str, int]:
+    """``hour``'s folder (``s3://``) and how many non-empty capture files it holds: what a
+    Model Monitor job that analyses that hour downloads (one listing; nothing is read)."""
+    folder = hour_folder(capture, endpoint, variant, hour)
+    count = sum(
+        1
+        for obj in list_objects(s3, capture.bucket, folder)
+        if obj.key.endswith(CAPTURE_SUFFIX) and obj.size > 0
+    )
+    return f"s3://{capture.bucket}/{folder}", count
+
+
 def capture_folders(
     capture: S3Location, endpoint: str, variant: str, start: datetime, end: datetime
 ) -> list[CaptureFolder]:
     """The folders that can hold records from ``[start, end)``, oldest first: the last
     ``EARLY_FILE_ALLOWANCE`` of the hour before, then every hour to one after ``end``."""
-    base = capture_prefix(capture, endpoint, variant)
 
     def folder(hour: datetime, opened_from: datetime | None = None) -> CaptureFolder:
-        return CaptureFolder(
-            hour, base.child(hour.strftime("%Y/%m/%d/%H")).as_prefix(), opened_from
-        )
+        return CaptureFolder(hour, hour_folder(capture, endpoint, variant, hour), opened_from)
 
     early = start - EARLY_FILE_ALLOWANCE
     return [folder(hour, early) for hour in hours_between(early, floor_hour(start))] + [

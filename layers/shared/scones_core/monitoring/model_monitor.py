@@ -19,14 +19,18 @@ reading the schedule's cron expression when an hour of the window lacks its exec
 report that exists but cannot be read. Each means Model Monitor said nothing about the
 traffic it was meant to check, so each is reported rather than read as health.
 An execution that failed only because its hour captured no traffic is neither:
-it is "no report", counted on its own.
+it is "no report", counted on its own. Unless the capture folder of the hour it analysed
+holds capture files: then Model Monitor did not see traffic that exists (it reads another
+endpoint, variant or prefix, or cannot read or decrypt the capture), and it is a fault
+like the others (``ModelMonitorFindings.with_capture_files``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +59,10 @@ LISTING_MARGIN = timedelta(minutes=1)
 # SageMaker's FailureReason for an execution whose hour captured no requests (an idle
 # hour): nothing was there to check, so it is not a fault of the monitoring.
 NO_DATA_FAILURE_REASON = "Job inputs had no data"
+# The capture an hourly execution analyses: the hour before its scheduled time (offsets
+# -PT1H and -PT0H, which a schedule without DataAnalysisStartTime/EndTime, the stack's,
+# keeps). Its job downloads that hour's capture folder, {endpoint}/{variant}/yyyy/mm/dd/hh.
+ANALYSED_SPAN = timedelta(hours=1)
 # A schedule's hours with no execution at all: the schedule is stopped, failed, or was
 # removed, and Model Monitor checks nothing while every other number looks healthy.
 MISSING_STATUS = "Missing"
@@ -89,14 +97,35 @@ class MonitoringExecution:
     status: str
     processing_job_arn: str | None = None
     failure_reason: str | None = None
+    # The capture folder of ``analysed_hour`` and how many capture files it holds
+    # (``with_capture_files``); None when not looked at: only a "no data" execution is.
+    capture_folder: str | None = None
+    capture_files: int | None = None
+
+    @property
+    def analysed_hour(self) -> datetime:
+        """The start of the hour of capture this execution analysed."""
+        return self.scheduled_time - ANALYSED_SPAN
 
     @property
     def had_no_data(self) -> bool:
-        """Failed only because its hour held no captured requests."""
+        """Failed saying its hour held no captured requests (SageMaker's word for it;
+        ``missed_capture`` says whether the capture folder agrees)."""
         return (
             self.status == FAILED_STATUS
             and (self.failure_reason or "").strip() == NO_DATA_FAILURE_REASON
         )
+
+    @property
+    def missed_capture(self) -> bool:
+        """Said "no data" for an hour whose capture folder holds capture files: Model
+        Monitor does not see the endpoint's capture."""
+        return self.had_no_data and bool(self.capture_files)
+
+    @property
+    def idle(self) -> bool:
+        """Failed only because its hour held no captured requests, as far as is known."""
+        return self.had_no_data and not self.missed_capture
 
     @property
     def unfinished(self) -> bool:
@@ -107,7 +136,7 @@ class MonitoringExecution:
         """Gave no verdict the monitor will read, for a reason other than an idle hour:
         it ended ``Failed`` or ``Stopped``, or had not ended when the window was read."""
         return (
-            (self.status in FAULT_STATUSES and not self.had_no_data)
+            (self.status in FAULT_STATUSES and not self.idle)
             or self.unfinished
             or self.status == MISSING_STATUS
         )
@@ -135,7 +164,22 @@ class ModelMonitorFindings:
     @property
     def no_data_executions(self) -> tuple[MonitoringExecution, ...]:
         """Executions in the window that failed only because their hour had no traffic."""
-        return tuple(e for e in self.executions if e.had_no_data)
+        return tuple(e for e in self.executions if e.idle)
+
+    def with_capture_files(
+        self, count: Callable[[datetime], tuple[str, int]]
+    ) -> ModelMonitorFindings:
+        """These findings with each "no data" execution given ``count`` of its analysed
+        hour: that hour's capture folder and how many capture files it holds, as the
+        execution's job would download them."""
+
+        def looked_at(execution: MonitoringExecution) -> MonitoringExecution:
+            if not execution.had_no_data:
+                return execution
+            folder, files = count(execution.analysed_hour)
+            return replace(execution, capture_folder=folder, capture_files=files)
+
+        return replace(self, executions=tuple(looked_at(e) for e in self.executions))
 
     @property
     def alert(self) -> bool:

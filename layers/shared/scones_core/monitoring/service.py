@@ -12,9 +12,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from scones_core.monitoring.capture import read_capture_window
+from scones_core.monitoring.capture import capture_files_in_hour, read_capture_window
 from scones_core.monitoring.drift import load_baseline
 from scones_core.monitoring.model_monitor import collect_findings
 from scones_core.monitoring.results import count_results
@@ -82,6 +83,17 @@ def measure_window(
         start=start - settings.model_monitor_lag,
         end=window_end - settings.model_monitor_lag,
     )
+    if findings is not None:
+        # "No data" is believed only of an hour whose capture folder is empty.
+        findings = findings.with_capture_files(
+            partial(
+                capture_files_in_hour,
+                clients.s3,
+                settings.data_capture,
+                endpoint=settings.endpoint_name,
+                variant=settings.endpoint_variant,
+            )
+        )
     report = build_window_report(
         settings,
         start=start,

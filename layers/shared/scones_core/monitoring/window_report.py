@@ -9,9 +9,10 @@ Four alerts say the monitoring itself is broken rather than the model: a window
 whose captured lines exist but none can be used (say, capture set to Input only),
 a window whose classified images reached the endpoint but left no capture record
 (capture written elsewhere, under another variant, or turned off), a Model Monitor
-execution that ended ``Failed``/``Stopped`` for a reason other than an idle hour,
-and a report that cannot be read. They count as alerts (a person must look) but do
-not start retraining, which would fix none of them.
+execution that ended ``Failed``/``Stopped`` for a reason other than an idle hour (a
+"no data" for an hour whose capture folder holds files is one), and a report that
+cannot be read. They count as alerts (a person must look) but do not start
+retraining, which would fix none of them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from scones_core.monitoring.data_warnings import (
     DataWarning,
 )
 from scones_core.monitoring.drift import Baseline, DriftResult, compare_with_baseline
-from scones_core.monitoring.model_monitor import ModelMonitorFindings
+from scones_core.monitoring.model_monitor import ModelMonitorFindings, MonitoringExecution
 from scones_core.monitoring.results import ResultCounts, ReviewTally
 from scones_core.monitoring.settings import MonitorSettings
 from scones_core.monitoring.statistics import ConfidenceSummary, label_counts, label_mix
@@ -338,6 +339,7 @@ def _model_monitor_alerts(monitor: ModelMonitorFindings) -> list[Alert]:
                 if e.unfinished
                 else ""
             )
+            + (_missed_capture_text(e) if e.missed_capture else "")
             for e in failed
         )
         alerts.append(
@@ -362,3 +364,13 @@ def _model_monitor_alerts(monitor: ModelMonitorFindings) -> list[Alert]:
             )
         )
     return alerts
+
+
+def _missed_capture_text(execution: MonitoringExecution) -> str:
+    return (
+        f", yet the capture folder of the hour it analysed ({execution.capture_folder}) holds "
+        f"{execution.capture_files} capture file(s), so Model Monitor does not see the "
+        "endpoint's capture (check that the schedule's job definition names this endpoint "
+        "in EndpointInput, that the endpoint's DataCaptureConfig writes there, and that the "
+        "job's role may read that prefix and decrypt it with its KMS key)"
+    )
