@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,16 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.core import DEFAULT_ACCOUNT_ID
-from moto.dynamodb.models import dynamodb_backends
-from moto.s3.models import s3_backends
+from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
+from moto.s3.models import S3Backend, s3_backends
 from moto.stepfunctions.models import stepfunctions_backends
 
+from scones.offline import emulator_snapshot
 from scones.offline import stack as stack_module
 from scones.offline.client import REGION, offline_session
 from scones.offline.executions import running_executions
 from scones.offline.model_process import ModelProcess
+from scones.offline.records_file import records_document
 from scones.offline.stack import OfflineStack, StackOptions
 from scones.template_params import PROJECT_ROOT
 
@@ -296,3 +299,151 @@ def test_a_hard_open_file_limit_below_what_the_stack_needs_is_refused_in_one_lin
         said,
     ), said
     assert limits == "64 128"
+
+
+def _classify_one(stack: OfflineStack) -> None:
+    api = stack.api()
+    png = sorted(DATA.glob("*/*.png"))[0].read_bytes()
+    api.wait_for_records([api.upload_bytes("classified.png", png, "image/png")], 120)
+
+
+def _fill_for_the_stop(stack: OfflineStack) -> None:
+    """Beside a classified upload, what the stop must account for: items of every
+    DynamoDB type, large enough that a Scan takes several pages; an upload with two
+    versions, one recorded; uploads without a record, one of them deleted since (a delete
+    marker is no upload); an object outside the incoming prefix. Called with delivery
+    paused: these uploads' events are never delivered."""
+    png = sorted(DATA.glob("*/*.png"))[0].read_bytes()
+    ddb, s3 = stack.client("dynamodb"), stack.client("s3")
+    bucket, prefix = stack.bucket, stack.incoming_prefix
+    first, second = (
+        s3.put_object(Bucket=bucket, Key=f"{prefix}twice.png", Body=body)["VersionId"]
+        for body in (png, png + b"\0")
+    )
+    for name in ("unrecorded/a.png", "unrecorded/b.png"):
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=png)
+    s3.delete_object(Bucket=bucket, Key=f"{prefix}unrecorded/b.png")
+    s3.put_object(Bucket=bucket, Key="elsewhere/c.png", Body=png)
+    every_type = {
+        "n": {"N": "0.125"},
+        "b": {"B": b"\x00\xff"},
+        "ss": {"SS": ["x", "y"]},
+        "ns": {"NS": ["1", "2.5"]},
+        "bs": {"BS": [b"\x01", b"\x02"]},
+        "m": {"M": {"p": {"N": "0.5"}, "l": {"L": [{"S": "s"}, {"NULL": True}]}}},
+        "t": {"BOOL": True},
+        "none": {"NULL": True},
+    }
+    pks = [f"{bucket}/{prefix}twice.png#{first}"] + [f"other/{n}" for n in range(4)]
+    for pk in pks:  # about 1.2 MB: a Scan page holds at most 1 MB
+        item = {"pk": {"S": pk}, "padding": {"S": "p" * 300_000}, **every_type}
+        ddb.put_item(TableName=stack.table_name, Item=item)
+    assert second != first
+
+
+def _listed_through_the_api(stack: OfflineStack) -> list[dict[str, str]]:
+    """Every object version under IncomingPrefix, one ListObjectVersions page per version."""
+    pages = (
+        stack.client("s3")
+        .get_paginator("list_object_versions")
+        .paginate(
+            Bucket=stack.bucket,
+            Prefix=stack.incoming_prefix,
+            PaginationConfig={"PageSize": 1},
+        )
+    )
+    return [
+        {"bucket": stack.bucket, "key": v["Key"], "version": v["VersionId"]}
+        for page in pages
+        for v in page.get("Versions", [])
+    ]
+
+
+def _as_saved(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` as a records file holds them (sorted, in JSON)."""
+    text = records_document(records, stack_name="", table="", now=datetime.now(UTC))
+    return list(json.loads(text)["records"])
+
+
+def _unrecorded_by_the_api(
+    stack: OfflineStack, records: list[dict[str, Any]]
+) -> list[dict[str, str]]:
+    recorded = {record["pk"] for record in records}
+    return [
+        upload
+        for upload in _listed_through_the_api(stack)
+        if f"{upload['bucket']}/{upload['key']}#{upload['version']}" not in recorded
+    ]
+
+
+def test_the_stop_saves_the_tables_content_without_scanning_it_through_the_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop read the table with a paged Scan and listed the uploads with paged
+    ListObjectVersions through moto's API: minutes for 12,000 records. It now reads
+    moto's backends in this process; the records file is still exactly what the API
+    returns (every attribute type, over several Scan pages), and the unrecorded uploads
+    are the API's object versions without a record, in its order. Should moto's internals
+    change, this fails: the stop then falls back to the API (the test below)."""
+    stack = OfflineStack(StackOptions(records_dir=tmp_path)).start()
+    scans: list[str] = []
+    listings: list[str] = []
+    try:
+        _classify_one(stack)
+        with stack.delivery_paused():
+            _fill_for_the_stop(stack)
+            ddb = stack.client("dynamodb")
+            assert "LastEvaluatedKey" in ddb.scan(TableName=stack.table_name)  # several pages
+            expected = stack._own_api().records()
+            unrecorded = _unrecorded_by_the_api(stack, expected)
+            names = [u["key"].rpartition("/")[2] for u in unrecorded]
+            assert names == ["twice.png", "a.png", "b.png"]
+            scan, listing = DynamoDBBackend.scan, S3Backend.list_object_versions
+
+            def counted_scan(*args: Any, **kwargs: Any) -> Any:
+                scans.append(str(args[1]))
+                return scan(*args, **kwargs)
+
+            def counted_listing(*args: Any, **kwargs: Any) -> Any:
+                listings.append(str(args[1]))
+                return listing(*args, **kwargs)
+
+            monkeypatch.setattr(DynamoDBBackend, "scan", counted_scan)
+            monkeypatch.setattr(S3Backend, "list_object_versions", counted_listing)
+            stack.stop()
+    finally:
+        stack.stop()
+    assert (scans, listings) == ([], [])
+    assert stack.saved_records is not None
+    document = json.loads(stack.saved_records.read_text())
+    assert document["count"] == len(expected) == 6
+    assert document["records"] == _as_saved(expected)
+    assert document["unrecorded"] == unrecorded == stack.unrecorded_uploads
+
+
+def test_a_stop_that_cannot_read_the_emulator_directly_saves_the_same_through_the_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto's internals changed: the stop reads the table and lists the uploads through
+    the API instead, and saves the same."""
+    stack = OfflineStack(StackOptions(records_dir=tmp_path)).start()
+    try:
+        _classify_one(stack)
+        with stack.delivery_paused():
+            _fill_for_the_stop(stack)
+            expected = stack._own_api().records()
+            unrecorded = _unrecorded_by_the_api(stack, expected)
+
+            def changed(*args: Any) -> Any:
+                raise AttributeError("'Table' object has no attribute 'all_items'")
+
+            monkeypatch.setattr(emulator_snapshot, "table_records", changed)
+            monkeypatch.setattr(emulator_snapshot, "object_versions", changed)
+            stack.stop()
+    finally:
+        stack.stop()
+    assert stack.saved_records is not None
+    document = json.loads(stack.saved_records.read_text())
+    assert document["records"] == _as_saved(expected)
+    assert document["unrecorded"] == unrecorded == stack.unrecorded_uploads
+    assert stack.save_error is None

@@ -112,6 +112,14 @@ def _complete_one_writer_per_key(  # noqa: PLR0917 (moto's signature)
         return _ORIGINAL_KEY_POST(self, request, body, bucket_name, query, key_name)
 
 
+@contextmanager
+def writes_held() -> Iterator[None]:
+    """No DynamoDB write runs while this is held (once installed): a consistent read of
+    moto's items, which an UpdateItem changes in place."""
+    with _write_lock:
+        yield
+
+
 def install() -> None:
     """Lock what is installed now: install after any other wrapper of these writes."""
     SQSBackend.receive_message = _receive_atomically  # type: ignore[method-assign]

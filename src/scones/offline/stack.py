@@ -44,6 +44,7 @@ from scones.no_proxy import reach_loopback_directly
 from scones.offline import (
     concurrency_fixes,
     dispatch_cache,
+    emulator_snapshot,
     execution_gate,
     interpreter_caches,
     interpreter_fixes,
@@ -87,6 +88,9 @@ _NOT_EXECUTING = {"stepfunctions": {"execute_state_machine": False}}
 DOOR_WAIT_SECONDS = 10.0
 # How many of the uploads without a record the stop names (all are counted).
 NAMED_UNRECORDED = 5
+# ListObjectVersions' page size when the stop lists the uploads through the API (S3
+# sends at most 1,000; moto as many as asked).
+_LISTING_PAGE_SIZE = 100_000
 
 # One offline stack per process: moto's backends and the Lambda hook are global.
 _ACTIVE = threading.Lock()
@@ -485,29 +489,54 @@ class OfflineStack:
         """A client on the stack's own endpoint: the published one is closed as it stops."""
         return StackClient(replace(self.endpoints, endpoint_url=self.own_endpoint_url))
 
+    def _read_records(self) -> list[dict[str, Any]]:
+        """Every item of the results table: from moto's backend in this process
+        (``emulator_snapshot``: the API's records, in a fraction of its time), or through
+        the API should moto's internals have changed."""
+        try:
+            return emulator_snapshot.table_records(self.table_name, REGION)
+        except Exception as exc:  # moto's internals changed: the API, slower
+            logger.warning("reading the results table through the API instead: %s", exc)
+            return self._own_api().records()
+
+    def _uploads(self) -> list[ObjectRef]:
+        """Every object version under IncomingPrefix, as ``_read_records`` reads."""
+        try:
+            return emulator_snapshot.object_versions(self.bucket, self.incoming_prefix)
+        except Exception as exc:  # moto's internals changed: the API, slower
+            logger.warning("listing the uploads through the API instead: %s", exc)
+        pages = (
+            self.client("s3")
+            .get_paginator("list_object_versions")
+            # moto copies the whole bucket for each page: as few pages as it will send.
+            .paginate(
+                Bucket=self.bucket,
+                Prefix=self.incoming_prefix,
+                PaginationConfig={"PageSize": _LISTING_PAGE_SIZE},
+            )
+        )
+        return [
+            ObjectRef(
+                self.bucket,
+                version["Key"],
+                version.get("VersionId") or NULL_VERSION,
+                str(version.get("ETag", "")).strip('"'),
+                int(version.get("Size", 0)),
+            )
+            for page in pages
+            for version in page.get("Versions", [])
+        ]
+
     def _unrecorded_uploads(self, records: list[dict[str, Any]]) -> list[UnrecordedUpload]:
         """Every object version under IncomingPrefix that ``records`` lacks: an upload the
         stack acknowledged whose S3 event was still queued, or whose execution had not
         written its record, when the records were read."""
         recorded = {str(record.get(PARTITION_KEY)) for record in records}
-        pages = (
-            self.client("s3")
-            .get_paginator("list_object_versions")
-            .paginate(Bucket=self.bucket, Prefix=self.incoming_prefix)
-        )
-        found: list[UnrecordedUpload] = []
-        for page in pages:
-            for version in page.get("Versions", []):
-                ref = ObjectRef(
-                    self.bucket,
-                    version["Key"],
-                    version.get("VersionId") or NULL_VERSION,
-                    str(version.get("ETag", "")).strip('"'),
-                    int(version.get("Size", 0)),
-                )
-                if ref.record_id not in recorded:
-                    found.append({"bucket": ref.bucket, "key": ref.key, "version": ref.version})
-        return found
+        return [
+            {"bucket": ref.bucket, "key": ref.key, "version": ref.version}
+            for ref in self._uploads()
+            if ref.record_id not in recorded
+        ]
 
     def _queued_events(self) -> int:
         """S3 event messages still in the ingest queue (nothing delivers them once the
@@ -570,7 +599,7 @@ class OfflineStack:
         records: list[dict[str, Any]] | None = None
         read_error = ""
         try:
-            records = self._own_api().records()
+            records = self._read_records()
         except Exception as exc:  # stopping must go on; the caller reports save_error
             read_error = f"the results table could not be read: {type(exc).__name__}: {exc}"
             logger.warning("could not read the records of the offline stack: %s", exc)
