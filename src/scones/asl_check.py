@@ -4,10 +4,14 @@ Neither ``sam validate`` nor cfn-lint opens an ASL file referenced by
 ``DefinitionUri``, so this does: the text must parse once substituted, no
 ``${...}`` may be left, every ``StartAt``, ``Next`` and ``Default`` must
 name a state in its scope (including inside Map and Parallel branches), and
-every intrinsic function (``"X.$": "States.Format('...', $.a)"``) must parse
-by the ASL grammar. An intrinsic that does not parse (an apostrophe left
-unescaped in a string) fails only when a state reaches it, with an error no
-Catch can take.
+every intrinsic function (``"X.$": "States.Format('...', $.a)"``, and a Fail
+state's ``CausePath`` or ``ErrorPath``) must parse by the ASL grammar. An
+intrinsic that does not parse (an apostrophe left unescaped in a string) fails
+only when a state reaches it, with an error no Catch can take. A
+``States.Format`` must have as many arguments after its template as the
+template has ``{}``: moto's interpreter drops the extra ones, AWS does not take
+them. ``States.ALL`` must stand alone in the last retrier or catcher, which AWS
+checks when the state machine is created and moto does not.
 
 A task's ``ResultSelector`` may select only what the API always answers: a path to a
 member that botocore's model marks optional fails with ``States.Runtime`` whenever the
@@ -58,6 +62,7 @@ def check_definition(definition: str, substitutions: dict[str, str]) -> list[str
         return [*problems, f"not valid JSON after substitution: {exc}"]
     problems += _check_scope(document, "top level")
     problems += _result_selector_problems(document)
+    problems += _error_handler_problems(document)
     problems += [
         f"{where}: {problem}"
         for where, text in _paths(document, "")
@@ -98,7 +103,41 @@ def intrinsic_problem(text: str) -> str | None:
     parser.func_decl()
     if not errors and parser.getCurrentToken().type != ASLIntrinsicParser.EOF:
         errors.append("text after the function call")
-    return f"intrinsic {text!r} does not parse: {errors[0]}" if errors else None
+    if errors:
+        return f"intrinsic {text!r} does not parse: {errors[0]}"
+    return _format_arguments_problem(text)
+
+
+def _format_arguments_problem(text: str) -> str | None:
+    """Why a ``States.Format`` in ``text`` (nested ones too) has not one argument per
+    ``{}`` of its template, or None. AWS's intrinsic functions page: "There must be as
+    many remaining arguments in the Invocation as there are occurrences of {}"; moto
+    formats with Python's ``str.format``, which ignores arguments left over."""
+    from moto.stepfunctions.parser.asl.component.intrinsic.argument.argument import (
+        ArgumentFunction,
+        ArgumentLiteral,
+    )
+    from moto.stepfunctions.parser.asl.component.intrinsic.function.statesfunction.generic.string_format import (  # noqa: E501
+        StringFormat,
+    )
+    from moto.stepfunctions.parser.asl.parse.intrinsic.intrinsic_parser import IntrinsicParser
+
+    pending: list[Any] = [IntrinsicParser.parse(text)[0]]
+    while pending:
+        function = pending.pop()
+        arguments = function.argument_list.arguments
+        pending += [a.function for a in arguments if isinstance(a, ArgumentFunction)]
+        template = arguments[0] if isinstance(function, StringFormat) else None
+        if not isinstance(template, ArgumentLiteral):
+            continue
+        # moto keeps an escaped character's backslash: an escaped brace is no placeholder.
+        placeholders = re.sub(r"\\.", "", str(template.definition_value)).count("{}")
+        if placeholders != len(arguments) - 1:
+            return (
+                f"intrinsic {text!r}: States.Format's template has {placeholders} {{}} "
+                f"but {len(arguments) - 1} argument(s) follow it"
+            )
+    return None
 
 
 def _check_scope(scope: dict[str, Any], where: str) -> list[str]:
@@ -217,13 +256,38 @@ def _selected_path_problem(service: str, operation: Any, path: str) -> str | Non
     return None
 
 
+def _error_handler_problems(document: dict[str, Any]) -> list[str]:
+    """``States.ALL`` anywhere but alone in the last retrier or catcher. The ASL
+    specification: such a value "MUST appear alone in the "ErrorEquals" array and MUST
+    appear in the last Retrier"; AWS refuses the definition, moto's grammar checks only
+    the first half."""
+    problems: list[str] = []
+    for name, state in _states(document):
+        for field in ("Retry", "Catch"):
+            handlers = state.get(field) or []
+            for index, handler in enumerate(handlers):
+                errors = handler.get("ErrorEquals") or []
+                if "States.ALL" not in errors:
+                    continue
+                where = f"state {name!r}: {field}[{index}] names States.ALL"
+                if len(errors) > 1:
+                    problems.append(f"{where} with others")
+                if index != len(handlers) - 1:
+                    problems.append(f"{where} but is not the last")
+    return problems
+
+
 def _paths(node: Any, where: str) -> list[tuple[str, str]]:
-    """Every ``"<key>.$": "<path or intrinsic>"`` of the document, with where it is."""
+    """Every ``"<key>.$": "<path or intrinsic>"`` of the document, and every Fail state's
+    ``CausePath`` and ``ErrorPath`` (a path or an intrinsic too), with where it is."""
     found: list[tuple[str, str]] = []
     if isinstance(node, dict):
         for key, value in node.items():
             here = f"{where}.{key}" if where else str(key)
-            if key.endswith(".$") and isinstance(value, str):
+            dynamic = key.endswith(".$") or (
+                key in ("CausePath", "ErrorPath") and node.get("Type") == "Fail"
+            )
+            if dynamic and isinstance(value, str):
                 found.append((here, value))
             else:
                 found += _paths(value, here)

@@ -654,3 +654,51 @@ def test_moto_still_reads_an_indexed_path_as_a_list_so_the_asl_uses_array_get_it
         started = sfn.start_execution(stateMachineArn=arn, input=json.dumps({"v": [{"c": 3}]}))
         output = json.loads(_wait(sfn, started)["output"])
     assert output == {"indexed": [3], "picked": {"c": 3}}
+
+
+def test_moto_still_takes_what_aws_refuses_so_asl_check_refuses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A States.Format with an argument left over (AWS: "There must be as many remaining
+    arguments in the Invocation as there are occurrences of {}") and a catcher after the
+    one naming States.ALL (the ASL specification: it "MUST appear in the last" one) are
+    created and run by moto, with or without ``interpreter_fixes``. When this fails, moto
+    refuses one of them too; ``scones.asl_check`` refuses both either way."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    from scones.asl_check import check_definition
+
+    definition = {
+        "StartAt": "Describe",
+        "States": {
+            "Describe": {
+                "Type": "Pass",
+                "Parameters": {"reason.$": "States.Format('stopped with {}', $.error, $.cause)"},
+                "Next": "Send",
+            },
+            "Send": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage",
+                "Parameters": {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/none"},
+                "Catch": [
+                    {"ErrorEquals": ["States.ALL"], "ResultPath": "$.caught", "Next": "Done"},
+                    {"ErrorEquals": ["SQS.SdkClientException"], "Next": "Done"},
+                ],
+                "End": True,
+            },
+            "Done": {"Type": "Pass", "End": True},
+        },
+    }
+
+    def run(sfn: Any, arn: str) -> dict[str, Any]:
+        started = sfn.start_execution(
+            stateMachineArn=arn, input=json.dumps({"error": "E", "cause": "C"})
+        )
+        return _wait(sfn, started)
+
+    for result in _raw_then_fixed("aws-refuses", definition, run):
+        assert result["status"] == "SUCCEEDED"
+        output = json.loads(result["output"])
+        assert output["reason"] == "stopped with E"  # $.cause dropped without a word
+        assert "Error" in output["caught"]  # the first catcher took it
+    assert len(check_definition(json.dumps(definition), {})) == 2

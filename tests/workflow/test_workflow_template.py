@@ -142,7 +142,7 @@ def test_asl_check_catches_dangling_transitions_and_leftover_placeholders() -> N
 def test_asl_check_catches_an_intrinsic_that_does_not_parse() -> None:
     """An apostrophe left unescaped in a States.Format string: the definition deploys, and
     the state fails with States.Runtime (no Catch takes it) when an image reaches it."""
-    message = "States.Format('the machine{}s log', $.a)"
+    message = "States.Format('the machine{}s log: {{}}', $.a)"  # str.format's {} and {{}}
     document: dict[str, Any] = {
         "StartAt": "A",
         "States": {
@@ -168,6 +168,57 @@ def test_asl_check_catches_an_intrinsic_that_does_not_parse() -> None:
     describe["Parameters"]["bad.$"] = message.format("'")
     [problem] = check_definition(json.dumps(document), {})
     assert problem.startswith("States.A.ItemProcessor.States.Describe.Parameters.bad.$: intrinsic")
+    assert "does not parse" in problem
+
+
+def test_asl_check_counts_the_arguments_of_every_states_format() -> None:
+    """AWS takes a States.Format only with one argument per {} of its template; moto's
+    interpreter formats with Python's str.format and drops the extra ones, so a record's
+    reason that lost an argument ran offline as if nothing were wrong."""
+    properties = state_machines()["ClassificationStateMachine"]
+    document = definition(properties)
+    flow = per_image_scope(document)["States"]
+    message = flow["DescribeErrorAlone"]["Parameters"]["failure"]["cause"]
+    written = message["errorMessage.$"]
+    assert check_definition(json.dumps(document), {}) == []
+    message["errorMessage.$"] = written.replace("Name)", "Name, $.attempt)")
+    [extra] = check_definition(json.dumps(document), {})
+    assert "DescribeErrorAlone" in extra and "has 2 {} but 3 argument(s)" in extra
+    # Nested in another intrinsic, and an escaped brace is no placeholder.
+    message["errorMessage.$"] = "States.Array(States.Format('\\{\\} {}', $.a, $.b))"
+    [nested] = check_definition(json.dumps(document), {})
+    assert "has 1 {} but 2 argument(s)" in nested
+    message["errorMessage.$"] = "States.Format('{} of {}', $.a)"
+    [fewer] = check_definition(json.dumps(document), {})
+    assert "has 2 {} but 1 argument(s)" in fewer
+
+
+def test_asl_check_takes_states_all_only_alone_in_the_last_retrier_or_catcher() -> None:
+    """AWS refuses a definition whose States.ALL is not alone in the last retrier or
+    catcher; moto's grammar checks only that it is alone, so a catcher moved after it
+    (never reached) deployed offline and failed CloudFormation's create on AWS."""
+    document = definition(state_machines()["ClassificationStateMachine"])
+    serialize = per_image_scope(document)["States"]["SerializeImage"]
+    serialize["Catch"].reverse()
+    notify = per_image_scope(document)["States"]["NotifyDeadLetter"]
+    notify["Retry"][0]["ErrorEquals"].append("States.Timeout")
+    assert check_definition(json.dumps(document), {}) == [
+        "state 'SerializeImage': Catch[0] names States.ALL but is not the last",
+        "state 'NotifyDeadLetter': Retry[0] names States.ALL with others",
+    ]
+
+
+def test_asl_check_parses_a_fail_states_cause_path_intrinsic() -> None:
+    """A Fail state's CausePath may be an intrinsic (the retraining definition's
+    NotificationFailed states); one that does not parse fails the run when it is reached,
+    so it is checked as a Parameters intrinsic is."""
+    document = definition(state_machines()["RetrainingStateMachine"])
+    fail = document["States"]["PromotedNotificationFailed"]
+    assert fail["CausePath"].startswith("States.Format(")
+    assert check_definition(json.dumps(document), {}) == []
+    fail["CausePath"] = fail["CausePath"].replace("that outcome stands", "the outcome's standing")
+    [problem] = check_definition(json.dumps(document), {})
+    assert problem.startswith("States.PromotedNotificationFailed.CausePath: intrinsic")
     assert "does not parse" in problem
 
 
