@@ -21,6 +21,7 @@ no alert). Such a result is kept whole and asked about with a Choice's ``IsPrese
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -195,10 +196,18 @@ def _states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+@functools.cache
+def _service_model(service: str) -> Any:
+    """botocore's model of ``service``, parsed once per process: SageMaker's alone takes
+    about 80 ms, and every stack start checks its definitions."""
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model(service)
+
+
 def _output_shape(resource: str) -> tuple[str, Any] | None:
     """(service, output shape) of a task's AWS API, as Step Functions returns it: a
     SageMaker ``create*.sync`` job answers with its ``Describe*``. None when unknown."""
-    import botocore.session
     from botocore.exceptions import UnknownServiceError
 
     match = _TASK_RESOURCE.match(resource)
@@ -211,7 +220,7 @@ def _output_shape(resource: str) -> tuple[str, Any] | None:
     elif suffix is not None:
         return None
     try:
-        model = botocore.session.get_session().get_service_model(service)
+        model = _service_model(service)
     except UnknownServiceError:
         return None
     if operation not in model.operation_names:
