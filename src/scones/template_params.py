@@ -50,9 +50,14 @@ class TemplateError(CommandError):
     reads it, so this is the CLI's own error type and needs no handling of its own."""
 
 
-@cache
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    """The template as a dict; CloudFormation short forms (``!Ref``) become long forms."""
+    """The template as a dict; CloudFormation short forms (``!Ref``) become long forms.
+    Parsed once per process and path (about 0.6 s), however the path is passed."""
+    return _load_template(Path(path))
+
+
+@cache
+def _load_template(path: Path) -> dict[str, Any]:
     try:
         template = yaml_parse(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
