@@ -72,6 +72,7 @@ def check_definition(definition: str, substitutions: dict[str, str]) -> list[str
     return problems
 
 
+@functools.lru_cache(maxsize=1024)  # the same texts at every stack start
 def intrinsic_problem(text: str) -> str | None:
     """Why ``text`` is not an intrinsic function call by the ASL grammar, or None.
 
