@@ -57,6 +57,19 @@ MIN_REQUESTS = MonitorSettings.from_env(monitor_env()).min_requests
 SIGNIFICANCE = MonitorSettings.from_env(monitor_env()).drift_alert_significance
 
 
+def metric_points(report: WindowReport, alerts: list[Alert]) -> dict[str, float]:
+    """The window's metrics as the handler publishes them, by name."""
+    return {
+        p.name: p.value
+        for p in window_metrics(
+            report,
+            alert_count=len(alerts),
+            min_requests=MIN_REQUESTS,
+            drift_significance=SIGNIFICANCE,
+        )
+    }
+
+
 def settings(**overrides: str) -> MonitorSettings:
     return MonitorSettings.from_env(monitor_env(**overrides))
 
@@ -311,15 +324,7 @@ def test_model_monitor_faults_alert_and_publish_but_do_not_retrain(aws: Aws) -> 
     assert not any(a.starts_retraining for a in alerts)
     assert "Failed" in alerts[0].message and "AlgorithmError: out of memory" in alerts[0].message
     assert f"s3://{BUCKET}/{broken} line 1: not JSON" in alerts[1].message
-    points = {
-        p.name: p.value
-        for p in window_metrics(
-            report,
-            alert_count=len(alerts),
-            min_requests=MIN_REQUESTS,
-            drift_significance=SIGNIFICANCE,
-        )
-    }
+    points = metric_points(report, alerts)
     assert points["ModelMonitorFailedExecutions"] == 1
     assert points["ModelMonitorUnreadableReports"] == 1
     assert points["QualityAlerts"] == 2
@@ -360,15 +365,7 @@ def test_a_stopped_schedule_alerts_and_counts_as_a_failed_execution(aws: Aws) ->
     [alert] = alerts
     assert alert.code == MODEL_MONITOR_EXECUTION_FAILED and not alert.starts_retraining
     assert "Missing: no execution was scheduled; the schedule is Stopped" in alert.message
-    points = {
-        p.name: p.value
-        for p in window_metrics(
-            report,
-            alert_count=len(alerts),
-            min_requests=MIN_REQUESTS,
-            drift_significance=SIGNIFICANCE,
-        )
-    }
+    points = metric_points(report, alerts)
     assert points["ModelMonitorFailedExecutions"] == 1
 
 
@@ -396,15 +393,7 @@ def test_an_idle_hours_no_data_execution_is_counted_apart_and_raises_nothing(aws
         sagemaker.assert_no_pending_responses()
 
     assert alerts == []
-    points = {
-        p.name: p.value
-        for p in window_metrics(
-            report,
-            alert_count=len(alerts),
-            min_requests=MIN_REQUESTS,
-            drift_significance=SIGNIFICANCE,
-        )
-    }
+    points = metric_points(report, alerts)
     assert points["ModelMonitorNoDataExecutions"] == 1
     assert points["ModelMonitorFailedExecutions"] == 0
     assert points["QualityAlerts"] == 0
@@ -455,18 +444,6 @@ def measure_no_data_at_eleven(aws: Aws) -> tuple[WindowReport, list[Alert]]:
     return report, alerts
 
 
-def model_monitor_points(report: WindowReport, alerts: list[Alert]) -> dict[str, float]:
-    return {
-        p.name: p.value
-        for p in window_metrics(
-            report,
-            alert_count=len(alerts),
-            min_requests=MIN_REQUESTS,
-            drift_significance=SIGNIFICANCE,
-        )
-    }
-
-
 def test_no_data_for_an_hour_whose_capture_folder_holds_files_is_a_monitoring_fault(
     aws: Aws, captures: CaptureWriterHelper
 ) -> None:
@@ -486,7 +463,7 @@ def test_no_data_for_an_hour_whose_capture_folder_holds_files_is_a_monitoring_fa
         alert.message
     )
     assert "EndpointInput" in alert.message and "KMS" in alert.message
-    points = model_monitor_points(report, alerts)
+    points = metric_points(report, alerts)
     assert points["ModelMonitorFailedExecutions"] == 1
     assert points["ModelMonitorNoDataExecutions"] == 0
     assert points["QualityAlerts"] == 1
@@ -511,7 +488,7 @@ def test_no_data_for_an_hour_whose_capture_folder_holds_no_capture_stays_an_idle
     assert report.model_monitor is not None
     (idle,) = report.model_monitor.executions
     assert (idle.capture_files, idle.idle) == (0, True)
-    points = model_monitor_points(report, alerts)
+    points = metric_points(report, alerts)
     assert points["ModelMonitorNoDataExecutions"] == 1
     assert points["ModelMonitorFailedExecutions"] == 0
 
@@ -529,15 +506,7 @@ def test_an_execution_still_running_alerts_with_the_setting_to_change(aws: Aws) 
     (alert,) = alerts
     assert alert.code == MODEL_MONITOR_EXECUTION_FAILED and not alert.starts_retraining
     assert "InProgress" in alert.message and "raise ModelMonitorLagMinutes" in alert.message
-    points = {
-        p.name: p.value
-        for p in window_metrics(
-            report,
-            alert_count=len(alerts),
-            min_requests=MIN_REQUESTS,
-            drift_significance=SIGNIFICANCE,
-        )
-    }
+    points = metric_points(report, alerts)
     assert points["ModelMonitorFailedExecutions"] == 1
 
 
@@ -569,15 +538,7 @@ def test_a_window_whose_capture_lines_are_all_unusable_raises_an_alert_naming_wh
     )
     assert "output not captured (CaptureMode Input only) (30 line(s))" in alert.message
     assert "not JSON" in alert.message
-    points = {
-        p.name: p.value
-        for p in window_metrics(
-            report,
-            alert_count=len(alerts),
-            min_requests=MIN_REQUESTS,
-            drift_significance=SIGNIFICANCE,
-        )
-    }
+    points = metric_points(report, alerts)
     assert points["QualityAlerts"] == 1
 
     # One usable record makes it a (small) window of traffic again, not a broken one.
