@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from scones_core.monitoring.timestamps import format_seconds
+from scones_core.monitoring.timestamps import format_seconds, hour_folder_name
 from scones_core.objects import is_bucket_name
 
 from scones.serving.defaults import DEFAULT_FLUSH_INTERVAL_S, MAX_FLUSH_INTERVAL_S
@@ -96,7 +96,7 @@ def capture_file_key(endpoint_name: str, variant_name: str, moment: datetime) ->
     """``{endpoint}/{variant}/yyyy/mm/dd/hh/MM-SS-mmm-{uuid}.jsonl``, relative to the prefix."""
     at = moment.astimezone(UTC)
     name = f"{at:%M-%S}-{at.microsecond // 1000:03d}-{uuid.uuid4()}.jsonl"
-    return f"{endpoint_name}/{variant_name}/{at:%Y/%m/%d/%H}/{name}"
+    return f"{endpoint_name}/{variant_name}/{hour_folder_name(at)}/{name}"
 
 
 class CaptureSink(Protocol):

@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from http.client import HTTPException
 from typing import Any
@@ -65,6 +65,7 @@ from scones_core.monitoring.locations import (
 from scones_core.monitoring.timestamps import (
     floor_hour,
     format_seconds,
+    hour_folder_name,
     hours_between,
     parse_timestamp,
 )
@@ -446,8 +447,7 @@ def capture_prefix(capture: S3Location, endpoint: str, variant: str) -> S3Locati
 def hour_folder(capture: S3Location, endpoint: str, variant: str, hour: datetime) -> str:
     """The folder DataCaptureConfig files ``hour``'s capture files in (their buffer's
     opening hour, UTC): ``{endpoint}/{variant}/yyyy/mm/dd/hh/``."""
-    name = hour.astimezone(UTC).strftime("%Y/%m/%d/%H")
-    return capture_prefix(capture, endpoint, variant).child(name).as_prefix()
+    return capture_prefix(capture, endpoint, variant).child(hour_folder_name(hour)).as_prefix()
 
 
 def capture_files_in_hour(
@@ -551,7 +551,7 @@ def other_variant_capture(
     """
     endpoint_prefix = capture.child(endpoint).as_prefix()
     own = capture_prefix(capture, endpoint, variant).as_prefix()
-    hours = tuple(f"{hour:%Y/%m/%d/%H}/" for hour in hours_between(start, end))
+    hours = tuple(f"{hour_folder_name(hour)}/" for hour in hours_between(start, end))
     warnings: list[DataWarning] = []
     for folder in list_folders(s3, capture.bucket, endpoint_prefix):
         if folder == own or not hours:

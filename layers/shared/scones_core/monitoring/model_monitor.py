@@ -40,7 +40,12 @@ from scones_core.errors import aws_error_code
 from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.data_warnings import UNREADABLE_REPORT, DataWarning
 from scones_core.monitoring.locations import S3Location, list_objects, read_optional_object
-from scones_core.monitoring.timestamps import floor_hour, format_seconds, hours_between
+from scones_core.monitoring.timestamps import (
+    floor_hour,
+    format_seconds,
+    hour_folder_name,
+    hours_between,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -265,9 +270,7 @@ def report_prefixes(
     if not schedule_name:
         return [reports.child(endpoint).as_prefix()]
     base = reports.child(endpoint, schedule_name)
-    return [
-        base.child(hour.strftime("%Y/%m/%d/%H")).as_prefix() for hour in hours_between(start, end)
-    ]
+    return [base.child(hour_folder_name(hour)).as_prefix() for hour in hours_between(start, end)]
 
 
 def find_reports(
@@ -342,7 +345,7 @@ def _warn_of_missing_reports(
     for execution in executions:
         if execution.status not in COMPLETED_STATUSES:
             continue
-        hour = execution.scheduled_time.astimezone(UTC).strftime("%Y/%m/%d/%H")
+        hour = hour_folder_name(execution.scheduled_time)
         folder = reports.child(endpoint, schedule_name, hour).as_prefix()
         if not any(key.startswith(folder) for key in keys):
             logger.warning(

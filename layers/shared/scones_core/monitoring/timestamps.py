@@ -55,6 +55,13 @@ def format_seconds(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
+def hour_folder_name(moment: datetime) -> str:
+    """``2026/11/25/12``: the UTC hour folder that data capture files its files in and
+    Model Monitor its reports in, under ``{endpoint}/{variant}/`` and
+    ``{endpoint}/{schedule}/``."""
+    return moment.astimezone(UTC).strftime("%Y/%m/%d/%H")
+
+
 def floor_hour(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
