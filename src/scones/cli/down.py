@@ -78,7 +78,7 @@ def down_command(args: argparse.Namespace) -> int:
     raise CommandFailed(
         f"the offline stack (pid {pid}) did not stop within {args.timeout:g} s; it is still "
         "running and may be saving its records, which takes longer the more it holds (about "
-        "a second or two per thousand): `scones down` again waits on (a second signal never "
+        "half a second per thousand): `scones down` again waits on (a second signal never "
         "cuts the save short), or give it more time with --timeout"
     )
 
