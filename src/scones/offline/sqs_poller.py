@@ -19,6 +19,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# How long a stop waits for the batches being delivered (each is one Invoke).
+DELIVERY_WAIT_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class Mapping:
@@ -81,7 +84,12 @@ def failed_message_ids(
 
 
 class SqsPoller:
-    """Background threads that drain every SQS event source mapping."""
+    """Background threads that drain every SQS event source mapping.
+
+    ``stop`` waits for the batches being delivered, not for the long polls: a batch a
+    poll receives after the stop stays on its queue (visible again after its visibility
+    timeout, as when Lambda's poller stops), and the thread ends within its poll's
+    second without holding up the stack's stop."""
 
     def __init__(
         self, sqs: Any, lambda_client: Any, region: str, *, threads_per_mapping: int = 2
@@ -92,6 +100,9 @@ class SqsPoller:
         self.threads_per_mapping = threads_per_mapping
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Batches being delivered now; a thread counts one in only while not stopped.
+        self._delivering = 0
+        self._delivery_changed = threading.Condition()
 
     def mappings(self) -> list[Mapping]:
         found = []
@@ -122,10 +133,16 @@ class SqsPoller:
                 thread.start()
                 self._threads.append(thread)
 
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
+    def stop(self, timeout_s: float = DELIVERY_WAIT_SECONDS) -> None:
+        """No batch is delivered from now on; the ones being delivered end first."""
+        with self._delivery_changed:
+            self._stop.set()
+            if not self._delivery_changed.wait_for(lambda: self._delivering == 0, timeout_s):
+                logger.warning(
+                    "%d SQS batch(es) were still being delivered %.0f s after the poller stopped",
+                    self._delivering,
+                    timeout_s,
+                )
         self._threads.clear()
         self._stop = threading.Event()
 
@@ -133,15 +150,38 @@ class SqsPoller:
         stop = self._stop
         while not stop.is_set():
             try:
-                self.poll_once(mapping, wait_seconds=1)
+                messages = self.receive(mapping, wait_seconds=1)
+                if messages and self._begin_delivery(stop):
+                    try:
+                        self.deliver(mapping, messages)
+                    finally:
+                        self._end_delivery()
             except Exception:  # keep polling, as Lambda does, and say why
                 if stop.is_set():
                     return
                 logger.exception("SQS poller error on %s", mapping.queue_arn)
                 stop.wait(0.5)
 
+    def _begin_delivery(self, stop: threading.Event) -> bool:
+        with self._delivery_changed:
+            if stop.is_set():
+                return False
+            self._delivering += 1
+            return True
+
+    def _end_delivery(self) -> None:
+        with self._delivery_changed:
+            self._delivering -= 1
+            self._delivery_changed.notify_all()
+
     def poll_once(self, mapping: Mapping, wait_seconds: int = 0) -> int:
         """Receive one batch and deliver it; returns the number of messages received."""
+        messages = self.receive(mapping, wait_seconds)
+        if messages:
+            self.deliver(mapping, messages)
+        return len(messages)
+
+    def receive(self, mapping: Mapping, wait_seconds: int = 0) -> list[dict[str, Any]]:
         received = self.sqs.receive_message(
             QueueUrl=mapping.queue_url,
             MaxNumberOfMessages=min(mapping.batch_size, 10),
@@ -149,9 +189,11 @@ class SqsPoller:
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        messages = received.get("Messages", [])
-        if not messages:
-            return 0
+        messages: list[dict[str, Any]] = received.get("Messages", [])
+        return messages
+
+    def deliver(self, mapping: Mapping, messages: list[dict[str, Any]]) -> None:
+        """Invoke the function on the batch, then delete what Lambda's rules call done."""
         response = self.lambda_client.invoke(
             FunctionName=mapping.function_arn,
             InvocationType="RequestResponse",
@@ -170,4 +212,3 @@ class SqsPoller:
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
                 ],
             )
-        return len(messages)
