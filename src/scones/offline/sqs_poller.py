@@ -86,10 +86,9 @@ def failed_message_ids(
 class SqsPoller:
     """Background threads that drain every SQS event source mapping.
 
-    ``stop`` waits for the batches being delivered, not for the long polls: a batch a
-    poll receives after the stop stays on its queue (visible again after its visibility
-    timeout, as when Lambda's poller stops), and the thread ends within its poll's
-    second without holding up the stack's stop."""
+    A batch a poll receives after ``stop`` is not delivered: it is made visible again at
+    once. So the stack's stop need not wait for the one-second long polls
+    (``wait_for_polls=False``), only for the batches being delivered."""
 
     def __init__(
         self, sqs: Any, lambda_client: Any, region: str, *, threads_per_mapping: int = 2
@@ -133,8 +132,14 @@ class SqsPoller:
                 thread.start()
                 self._threads.append(thread)
 
-    def stop(self, timeout_s: float = DELIVERY_WAIT_SECONDS) -> None:
-        """No batch is delivered from now on; the ones being delivered end first."""
+    def stop(
+        self, *, wait_for_polls: bool = True, timeout_s: float = DELIVERY_WAIT_SECONDS
+    ) -> None:
+        """No batch is delivered from now on; the ones being delivered end first.
+
+        With ``wait_for_polls`` (a pause: nothing may touch the queue until ``start``) the
+        threads' long polls end too, and what they received is visible again; without
+        (the stack's stop) they end on their own within a second."""
         with self._delivery_changed:
             self._stop.set()
             if not self._delivery_changed.wait_for(lambda: self._delivering == 0, timeout_s):
@@ -143,6 +148,9 @@ class SqsPoller:
                     self._delivering,
                     timeout_s,
                 )
+        if wait_for_polls:
+            for thread in self._threads:
+                thread.join(timeout=timeout_s)
         self._threads.clear()
         self._stop = threading.Event()
 
@@ -151,11 +159,15 @@ class SqsPoller:
         while not stop.is_set():
             try:
                 messages = self.receive(mapping, wait_seconds=1)
-                if messages and self._begin_delivery(stop):
-                    try:
-                        self.deliver(mapping, messages)
-                    finally:
-                        self._end_delivery()
+                if not messages:
+                    continue
+                if not self._begin_delivery(stop):
+                    self.release(mapping, messages)
+                    return
+                try:
+                    self.deliver(mapping, messages)
+                finally:
+                    self._end_delivery()
             except Exception:  # keep polling, as Lambda does, and say why
                 if stop.is_set():
                     return
@@ -191,6 +203,17 @@ class SqsPoller:
         )
         messages: list[dict[str, Any]] = received.get("Messages", [])
         return messages
+
+    def release(self, mapping: Mapping, messages: list[dict[str, Any]]) -> None:
+        """Make a batch visible again at once (visibility timeout 0), for the next poller
+        (after ``delivery_paused``) or for the stop to find on the queue."""
+        self.sqs.change_message_visibility_batch(
+            QueueUrl=mapping.queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                for i, m in enumerate(messages)
+            ],
+        )
 
     def deliver(self, mapping: Mapping, messages: list[dict[str, Any]]) -> None:
         """Invoke the function on the batch, then delete what Lambda's rules call done."""

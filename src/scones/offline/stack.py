@@ -419,7 +419,7 @@ class OfflineStack:
             self._thread_sweeper.stop()
             self._thread_sweeper = None
         if self._poller:
-            self._poller.stop()
+            self._poller.stop(wait_for_polls=False)
             self._poller = None
         saved = False
         if self._moto and self._runtime and self.deployed is not None:
