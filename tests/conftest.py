@@ -16,12 +16,6 @@ from hypothesis import settings
 settings.register_profile("suite", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile("suite")
 
-# The suite's processes hold torch, moto, botocore's service models and the ASL grammar:
-# over a million objects that every full collection walks. With CPython's default
-# thresholds (700, 10, 10) a worker spent about a sixth of its time collecting them; these
-# make collections rarer. Only cyclic garbage waits longer: the rest is freed as it goes.
-gc.set_threshold(10_000, 50, 100)
-
 # What a corporate laptop or CI runner sets (Python reads either spelling).
 PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy")
 
