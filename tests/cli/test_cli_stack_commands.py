@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -553,14 +554,24 @@ def test_down_while_up_is_ending_waits_for_it_and_says_it_stopped(
     from scones.cli.main import main
 
     stack_state = use_state_folder(monkeypatch, tmp_path / ".scones")
-    ending = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    # It ends on its own once its stdin closes: 3 s after `scones down` began, however
+    # long the setup took on a loaded machine.
+    ending = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    assert ending.stdin is not None
+    ends = threading.Timer(3.0, ending.stdin.close)
     try:
         stack_state.private_folder(stack_state.STATE_DIR, elsewhere="-")
         holder = f"{ending.pid} {stack_state.process_started(ending.pid) or ''}\n"
         stack_state.UP_LOCK_FILE.write_text(holder)
         stack_state.write_stopped(ending.pid, None, None)
+        ends.start()
         assert main(["down", "--timeout", "20"]) == 0
     finally:
+        ends.join(timeout=20)
+        if ending.stdin is not None and not ending.stdin.closed:
+            ending.stdin.close()
         ending.wait(timeout=20)
     said = capsys.readouterr().out
     assert "still starting" not in said and f"offline stack (pid {ending.pid}) stopped" in said
