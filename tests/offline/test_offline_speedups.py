@@ -20,9 +20,11 @@ import boto3
 import pytest
 from moto import mock_aws
 from moto.sqs.models import Queue, SQSBackend, sqs_backends
+from moto.stepfunctions.parser.api import InvalidDefinition
 from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
 from moto.stepfunctions.parser.asl.utils import boto_client, json_path
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 from scones.offline import interpreter_caches, sqs_fixes
 from scones.offline.gaps import package_state_machines  # noqa: F401 (imports the interpreter)
@@ -114,6 +116,30 @@ def test_moto_still_parses_the_definition_per_execution_and_the_cache_parses_onc
     assert len(components) > 50
     assert all(c.__dict__.get("_EvalComponent__heap_key") for c in components)
     assert ExecutionWorker._get_evaluation_entrypoint(worker) is not first  # uninstalled
+
+
+def test_the_parse_that_checks_a_created_definition_is_the_one_its_executions_use() -> None:
+    """moto parses a definition to check it at CreateStateMachine, then again at its first
+    execution: with the caches, once. What it refuses, it still refuses with its own error."""
+    assert list(inspect.signature(StepFunctionsParserBackend._validate_definition).parameters) == [
+        "definition"
+    ]
+    definition = _substituted_definition().replace("1", "3")
+    interpreter_caches.install()
+    try:
+        before = interpreter_caches.PROGRAMS.parses
+        StepFunctionsParserBackend._validate_definition(definition=definition)
+        assert interpreter_caches.PROGRAMS.parses == before + 1
+        program = ExecutionWorker._get_evaluation_entrypoint(_worker(definition))
+        assert interpreter_caches.PROGRAMS.parses == before + 1
+        with pytest.raises(InvalidDefinition):
+            StepFunctionsParserBackend._validate_definition(definition='{"StartAt": 1}')
+    finally:
+        interpreter_caches.uninstall()
+    components = _components(program)
+    assert all(c.__dict__.get("_EvalComponent__heap_key") for c in components)
+    with pytest.raises(InvalidDefinition):  # uninstalled: moto's own check
+        StepFunctionsParserBackend._validate_definition(definition='{"StartAt": 1}')
 
 
 # -- boto3 clients -----------------------------------------------------------------------

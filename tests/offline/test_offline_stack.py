@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +26,7 @@ from scones.offline.deploy import (
     effective_parameters,
 )
 from scones.offline.packaging import zip_folder
-from scones.offline.sqs_poller import SqsPoller, failed_message_ids
+from scones.offline.sqs_poller import Mapping, SqsPoller, failed_message_ids
 from scones.offline.stack import OfflineStack, StackOptions
 from scones.template_params import load_template
 from tests.full_disk import disk_full_after_one_file
@@ -132,6 +133,82 @@ def test_poller_finds_the_explicit_event_source_mapping(stack: OfflineStack) -> 
     assert mapping.queue_arn.endswith(f":{ingest}") and mapping.queue_url.endswith(f"/{ingest}")
     assert mapping.function_arn.endswith(stack.function_name("StartWorkflowFunction"))
     assert (mapping.batch_size, mapping.report_item_failures) == (10, True)
+
+
+def _poller_on_a_queue_of_its_own(
+    stack: OfflineStack, name: str
+) -> tuple[SqsPoller, Mapping, list[list[str]]]:
+    """A poller of the stack's real SQS on a new queue; the batches it delivers are
+    recorded instead of invoking a function."""
+    sqs = stack.client("sqs")
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    mapping = Mapping(arn["QueueArn"], url, "not-invoked", 10, report_item_failures=True)
+    poller = SqsPoller(sqs, stack.client("lambda"), stack.stack.region, threads_per_mapping=1)
+    delivered: list[list[str]] = []
+    return poller, mapping, delivered
+
+
+def test_a_poller_stop_hands_a_batch_received_after_it_back_to_the_queue(
+    stack: OfflineStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop does not wait for a long poll: what that poll receives afterwards is not
+    delivered, and is visible on the queue again at once (for the poller started again
+    after a pause, ``OfflineStack.delivery_paused``)."""
+    poller, mapping, delivered = _poller_on_a_queue_of_its_own(stack, "poller-stop-receive")
+    polling = threading.Event()
+    receive = poller.receive
+
+    def receive_and_say(mapping: Mapping, wait_seconds: int = 0) -> list[dict[str, Any]]:
+        polling.set()
+        return receive(mapping, wait_seconds)
+
+    monkeypatch.setattr(poller, "receive", receive_and_say)
+    monkeypatch.setattr(poller, "deliver", lambda _m, batch: delivered.append(batch))
+    thread = threading.Thread(target=poller._run, args=(mapping,), daemon=True)
+    thread.start()
+    assert polling.wait(10)
+    poller.stop(wait_for_polls=False)  # as the stack's stop
+    stack.client("sqs").send_message(QueueUrl=mapping.queue_url, MessageBody="after the stop")
+    thread.join(10)
+    assert not thread.is_alive()
+    assert delivered == []
+    counts = stack.client("sqs").get_queue_attributes(
+        QueueUrl=mapping.queue_url, AttributeNames=["All"]
+    )["Attributes"]
+    visible, in_flight = (
+        counts["ApproximateNumberOfMessages"],
+        counts["ApproximateNumberOfMessagesNotVisible"],
+    )
+    assert (visible, in_flight) == ("1", "0")
+
+
+def test_a_poller_stop_waits_for_the_batch_being_delivered(
+    stack: OfflineStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poller, mapping, delivered = _poller_on_a_queue_of_its_own(stack, "poller-stop-deliver")
+    delivering, finish = threading.Event(), threading.Event()
+
+    def deliver_slowly(_mapping: Mapping, batch: list[dict[str, Any]]) -> None:
+        delivering.set()
+        assert finish.wait(30)
+        delivered.append([m["Body"] for m in batch])
+
+    monkeypatch.setattr(poller, "deliver", deliver_slowly)
+    stack.client("sqs").send_message(QueueUrl=mapping.queue_url, MessageBody="before the stop")
+    thread = threading.Thread(target=poller._run, args=(mapping,), daemon=True)
+    thread.start()
+    assert delivering.wait(10)
+    stopping = threading.Thread(target=poller.stop, daemon=True)
+    stopping.start()
+    stopping.join(0.5)
+    assert stopping.is_alive()  # still waiting for the delivery
+    finish.set()
+    stopping.join(10)
+    assert not stopping.is_alive()
+    assert delivered == [["before the stop"]]
+    thread.join(10)
+    assert not thread.is_alive()
 
 
 def test_functions_run_from_their_deployed_zip_and_layer(stack: OfflineStack) -> None:

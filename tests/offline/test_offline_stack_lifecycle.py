@@ -8,6 +8,7 @@ in memory, and every later garbage collection of the process would walk them.
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import re
@@ -51,14 +52,21 @@ def _emulator_state() -> dict[str, Any]:
 
 
 def test_a_stopped_stack_leaves_no_emulator_state_behind() -> None:
+    """Nor a frozen heap (``scones.heap``): while it runs, what its start built is left
+    out of the collector's walks; once it stops, the process collects it as usual."""
     png = sorted(DATA.glob("*/*.png"))[0].read_bytes()
+    assert gc.get_freeze_count() == 0
     with OfflineStack(StackOptions()) as stack:
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 100_000  # moto, botocore's models, the ASL parser
         api = stack.api()
         records = api.wait_for_records([api.upload_bytes("one.png", png, "image/png")], 120)
         assert [r["status"] for r in records.values()] in (["ACCEPTED"], ["NEEDS_REVIEW"])
         running = _emulator_state()
         assert all(count > 0 for count in running.values()), running
     assert _emulator_state() == dict.fromkeys(running, 0)
+    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
 
 
 def test_a_stack_stopped_mid_run_saves_what_ran_and_names_what_did_not(tmp_path: Path) -> None:
@@ -247,6 +255,8 @@ def test_a_stack_whose_start_and_stop_both_fail_raises_the_start_error_and_leave
         assert raised.value is full
         assert not stack.work_dir.exists()
         assert not stack_module._ACTIVE.locked()
+        assert gc.isenabled()  # off while the start built the heap, on again
+        assert gc.get_freeze_count() == 0
     finally:
         monkeypatch.undo()
         stack.stop()  # the steps after the failed one

@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from scones import heap
 from scones.cli.arguments import show_defaults
 from scones.cli.display import GuardedStdout
 from scones.cli.errors import CommandError
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _printable_streams()
+    # A command that ran a stack leaves a large heap that exiting would walk to free nothing.
+    heap.skip_collection_at_exit()
     # The offline stack, the model server and the review page are on loopback, which a
     # proxy the environment names cannot reach; AWS's endpoints still go through it.
     reach_loopback_directly()

@@ -411,6 +411,9 @@ class ModelProcess:
 
 
 def main(argv: list[str]) -> int:
+    from scones import heap
+
+    heap.skip_collection_at_exit()  # the stack's stop waits for this process to end
     config = json.loads(argv[1])
     # Ctrl-C, the terminal closing (SIGHUP) and a SIGTERM to the process group or the
     # service's cgroup reach this process too: the stack decides when to stop (after the

@@ -66,6 +66,9 @@ class LoopbackClientsOnly:
 
 
 STOPPING = "the offline stack is stopping"
+# How often the servers' loops look for a shutdown (socketserver's default is 0.5 s, and
+# a stop waits for it once per server).
+SHUTDOWN_POLL_SECONDS = 0.05
 
 
 def _stopping_answer(environ: dict[str, Any]) -> tuple[str, bytes]:
@@ -170,11 +173,14 @@ def guarded_moto_server(ip_address: str, port: int) -> Any:
                 self._server_ready_event.set()
                 return
             self._own_thread = threading.Thread(
-                target=self._own_server.serve_forever, name="moto-own-clients", daemon=True
+                target=self._own_server.serve_forever,
+                args=(SHUTDOWN_POLL_SECONDS,),
+                name="moto-own-clients",
+                daemon=True,
             )
             self._own_thread.start()
             self._server_ready_event.set()
-            self._server.serve_forever()
+            self._server.serve_forever(SHUTDOWN_POLL_SECONDS)
 
         def start(self) -> None:
             super().start()

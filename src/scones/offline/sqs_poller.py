@@ -19,6 +19,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# How long a stop waits for the batches being delivered (each is one Invoke).
+DELIVERY_WAIT_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class Mapping:
@@ -81,7 +84,11 @@ def failed_message_ids(
 
 
 class SqsPoller:
-    """Background threads that drain every SQS event source mapping."""
+    """Background threads that drain every SQS event source mapping.
+
+    A batch a poll receives after ``stop`` is not delivered: it is made visible again at
+    once. So the stack's stop need not wait for the one-second long polls
+    (``wait_for_polls=False``), only for the batches being delivered."""
 
     def __init__(
         self, sqs: Any, lambda_client: Any, region: str, *, threads_per_mapping: int = 2
@@ -92,6 +99,9 @@ class SqsPoller:
         self.threads_per_mapping = threads_per_mapping
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Batches being delivered now; a thread counts one in only while not stopped.
+        self._delivering = 0
+        self._delivery_changed = threading.Condition()
 
     def mappings(self) -> list[Mapping]:
         found = []
@@ -122,10 +132,25 @@ class SqsPoller:
                 thread.start()
                 self._threads.append(thread)
 
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
+    def stop(
+        self, *, wait_for_polls: bool = True, timeout_s: float = DELIVERY_WAIT_SECONDS
+    ) -> None:
+        """No batch is delivered from now on; the ones being delivered end first.
+
+        With ``wait_for_polls`` (a pause: nothing may touch the queue until ``start``) the
+        threads' long polls end too, and what they received is visible again; without
+        (the stack's stop) they end on their own within a second."""
+        with self._delivery_changed:
+            self._stop.set()
+            if not self._delivery_changed.wait_for(lambda: self._delivering == 0, timeout_s):
+                logger.warning(
+                    "%d SQS batch(es) were still being delivered %.0f s after the poller stopped",
+                    self._delivering,
+                    timeout_s,
+                )
+        if wait_for_polls:
+            for thread in self._threads:
+                thread.join(timeout=timeout_s)
         self._threads.clear()
         self._stop = threading.Event()
 
@@ -133,15 +158,42 @@ class SqsPoller:
         stop = self._stop
         while not stop.is_set():
             try:
-                self.poll_once(mapping, wait_seconds=1)
+                messages = self.receive(mapping, wait_seconds=1)
+                if not messages:
+                    continue
+                if not self._begin_delivery(stop):
+                    self.release(mapping, messages)
+                    return
+                try:
+                    self.deliver(mapping, messages)
+                finally:
+                    self._end_delivery()
             except Exception:  # keep polling, as Lambda does, and say why
                 if stop.is_set():
                     return
                 logger.exception("SQS poller error on %s", mapping.queue_arn)
                 stop.wait(0.5)
 
+    def _begin_delivery(self, stop: threading.Event) -> bool:
+        with self._delivery_changed:
+            if stop.is_set():
+                return False
+            self._delivering += 1
+            return True
+
+    def _end_delivery(self) -> None:
+        with self._delivery_changed:
+            self._delivering -= 1
+            self._delivery_changed.notify_all()
+
     def poll_once(self, mapping: Mapping, wait_seconds: int = 0) -> int:
         """Receive one batch and deliver it; returns the number of messages received."""
+        messages = self.receive(mapping, wait_seconds)
+        if messages:
+            self.deliver(mapping, messages)
+        return len(messages)
+
+    def receive(self, mapping: Mapping, wait_seconds: int = 0) -> list[dict[str, Any]]:
         received = self.sqs.receive_message(
             QueueUrl=mapping.queue_url,
             MaxNumberOfMessages=min(mapping.batch_size, 10),
@@ -149,9 +201,22 @@ class SqsPoller:
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        messages = received.get("Messages", [])
-        if not messages:
-            return 0
+        messages: list[dict[str, Any]] = received.get("Messages", [])
+        return messages
+
+    def release(self, mapping: Mapping, messages: list[dict[str, Any]]) -> None:
+        """Make a batch visible again at once (visibility timeout 0), for the next poller
+        (after ``delivery_paused``) or for the stop to find on the queue."""
+        self.sqs.change_message_visibility_batch(
+            QueueUrl=mapping.queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                for i, m in enumerate(messages)
+            ],
+        )
+
+    def deliver(self, mapping: Mapping, messages: list[dict[str, Any]]) -> None:
+        """Invoke the function on the batch, then delete what Lambda's rules call done."""
         response = self.lambda_client.invoke(
             FunctionName=mapping.function_arn,
             InvocationType="RequestResponse",
@@ -170,4 +235,3 @@ class SqsPoller:
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
                 ],
             )
-        return len(messages)

@@ -40,6 +40,7 @@ from typing import Any
 from scones_core.objects import NULL_VERSION, ObjectRef
 from scones_core.records import PARTITION_KEY
 
+from scones import heap
 from scones.no_proxy import reach_loopback_directly
 from scones.offline import (
     concurrency_fixes,
@@ -262,6 +263,7 @@ class OfflineStack:
         self.timings: dict[str, float] = {}
         self._api: StackClient | None = None
         self._holds_process_slot = False
+        self._froze_heap = False
         self._table_faults: TableWriteFaults | None = None
         self._speedups_installed = False
         self.execution_gate: execution_gate.ExecutionGate | None = None
@@ -300,17 +302,20 @@ class OfflineStack:
         # loopback, never through a proxy the environment names (``scones.no_proxy``).
         reach_loopback_directly()
         try:
-            raise_open_file_limit(OPEN_FILES_NEEDED)
-            check_model(self.options.model_dir, self.options.overrides)
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            self._check_port_free()
-            if not _ACTIVE.acquire(blocking=False):
-                raise StackError(
-                    "another offline stack is already running in this process (moto's state "
-                    "and its Lambda hook are per process); stop it first"
-                )
-            self._holds_process_slot = True
-            self._start_parts(started)
+            with heap.building_long_lived_heap():
+                raise_open_file_limit(OPEN_FILES_NEEDED)
+                check_model(self.options.model_dir, self.options.overrides)
+                self.work_dir.mkdir(parents=True, exist_ok=True)
+                self._check_port_free()
+                if not _ACTIVE.acquire(blocking=False):
+                    raise StackError(
+                        "another offline stack is already running in this process (moto's "
+                        "state and its Lambda hook are per process); stop it first"
+                    )
+                self._holds_process_slot = True
+                self._start_parts(started)
+                heap.freeze_long_lived()
+                self._froze_heap = True
         except BaseException:
             # Also removes a temporary work folder: a failed start leaves nothing. The
             # start's own error is the one raised, whatever the stop meets on the way.
@@ -398,6 +403,9 @@ class OfflineStack:
             if self._holds_process_slot:
                 self._holds_process_slot = False
                 _ACTIVE.release()
+            if self._froze_heap:
+                self._froze_heap = False
+                heap.release_long_lived()
 
     def _stop_parts(self) -> None:
         # First: from now on nothing outside the stack (an upload, a StartExecution) is
@@ -411,7 +419,7 @@ class OfflineStack:
             self._thread_sweeper.stop()
             self._thread_sweeper = None
         if self._poller:
-            self._poller.stop()
+            self._poller.stop(wait_for_polls=False)
             self._poller = None
         saved = False
         if self._moto and self._runtime and self.deployed is not None:
