@@ -551,25 +551,35 @@ def test_down_while_up_is_ending_waits_for_it_and_says_it_stopped(
     """Between removing its state file and letting go of the lock, a stopping `scones up`
     still names itself in up.lock: `scones down` then must not call it starting, nor
     signal it, but wait for it and report its stop."""
+    import scones.cli.down
     from scones.cli.main import main
 
     stack_state = use_state_folder(monkeypatch, tmp_path / ".scones")
-    # It ends on its own once its stdin closes: 3 s after `scones down` began, however
-    # long the setup took on a loaded machine.
+    # It ends on its own once its stdin closes: a second after `scones down` found it
+    # holding the lock, however long a loaded machine (or a garbage collection) took
+    # to get there.
     ending = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
     )
     assert ending.stdin is not None
-    ends = threading.Timer(3.0, ending.stdin.close)
+    ends = threading.Timer(1.0, ending.stdin.close)
+    found = scones.cli.down.starting_up
+
+    def found_then_ends() -> int | None:
+        holder = found()
+        ends.start()
+        return holder
+
+    monkeypatch.setattr(scones.cli.down, "starting_up", found_then_ends)
     try:
         stack_state.private_folder(stack_state.STATE_DIR, elsewhere="-")
         holder = f"{ending.pid} {stack_state.process_started(ending.pid) or ''}\n"
         stack_state.UP_LOCK_FILE.write_text(holder)
         stack_state.write_stopped(ending.pid, None, None)
-        ends.start()
         assert main(["down", "--timeout", "20"]) == 0
     finally:
-        ends.join(timeout=20)
+        if ends.is_alive():
+            ends.join(timeout=20)
         if ending.stdin is not None and not ending.stdin.closed:
             ending.stdin.close()
         ending.wait(timeout=20)
