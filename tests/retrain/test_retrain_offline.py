@@ -14,7 +14,11 @@ candidate faces the shipped model.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -48,6 +52,53 @@ def guessing_production(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return coin_flip_model(tmp_path_factory.mktemp("coin-flip"))
 
 
+def _training_inputs(argv: Sequence[str]) -> str:
+    """What a training run depends on: its options other than where it writes, and the
+    bytes of every image in its channels."""
+    digest, options = hashlib.sha256(), list(argv)
+    for at, (option, value) in enumerate(itertools.pairwise(argv)):
+        if option in ("--data", "--labelled"):
+            for image in sorted(Path(value).rglob("*")):
+                if image.is_file():
+                    digest.update(str(image.relative_to(value)).encode())
+                    digest.update(image.read_bytes())
+        elif option not in ("--model-dir", "--failure-file"):
+            continue
+        options[at + 1] = "<run folder>"
+    digest.update(json.dumps(options).encode())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """The canary tests train one seeded recipe on one dataset: the first run trains it
+    for real, a later run with the same inputs gets a copy of that model folder (what
+    its training job would write). Yields the inputs of each training actually run."""
+    from scones.sagemaker import entry_point
+
+    real_main = entry_point.main
+    trained: dict[str, Path] = {}
+    ran: list[str] = []
+    cache = tmp_path_factory.mktemp("trained")
+
+    def train(argv: Sequence[str] | None = None) -> int:
+        assert argv is not None
+        key = _training_inputs(argv)
+        model_dir = Path(argv[list(argv).index("--model-dir") + 1])
+        if key in trained:
+            shutil.copytree(trained[key], model_dir, dirs_exist_ok=True)
+            return 0
+        ran.append(key)
+        status = real_main(argv)
+        if status == 0:
+            trained[key] = shutil.copytree(model_dir, cache / key)
+        return status
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(entry_point, "main", train)
+        yield ran
+
+
 def retrain(production: Path, **options: object) -> RetrainResult:
     settings = RetrainOptions(
         production_model=production,
@@ -68,7 +119,9 @@ def retrain(production: Path, **options: object) -> RetrainResult:
     return result
 
 
-def test_a_better_candidate_goes_to_canary_and_is_promoted(guessing_production: Path) -> None:
+def test_a_better_candidate_goes_to_canary_and_is_promoted(
+    guessing_production: Path, trained_once: list[str]
+) -> None:
     # A capture share below 100 % that the promoted variant must keep (its endpoint config
     # does on AWS); at 99 % the 4 requests after promotion all go uncaptured once in 10^8.
     result = retrain(guessing_production, overrides={"DataCaptureSamplingPercentage": "99"})
@@ -184,9 +237,12 @@ def test_the_dataset_step_holds_the_run_to_the_recipe_it_trains(
     assert "bicycle has 6 images: 1 held out for validation leaves 5, fewer than the 8" in err
 
 
-def test_a_candidate_that_fails_at_serving_is_rolled_back(guessing_production: Path) -> None:
+def test_a_candidate_that_fails_at_serving_is_rolled_back(
+    guessing_production: Path, trained_once: list[str]
+) -> None:
     result = retrain(guessing_production, canary_faults={"model_error": -1})
     assert result.outcome == "ROLLED_BACK", result.to_json()
+    assert len(trained_once) == 1  # the same options published the same training set
     assert result.step("gate").detail["passed"]
     deploy = result.step("deploy").detail
     alarms = {a["name"].split("-", 1)[1]: a for a in deploy["alarms"]}
@@ -204,7 +260,7 @@ def test_a_candidate_that_fails_at_serving_is_rolled_back(guessing_production: P
 
 
 def test_a_canary_that_served_nothing_is_rolled_back_not_promoted(
-    guessing_production: Path,
+    guessing_production: Path, trained_once: list[str]
 ) -> None:
     """At 1 % of a short bake the canary got no request, so its alarm could not fire, and a
     candidate failing every request was promoted and then failed all traffic."""
@@ -214,6 +270,7 @@ def test_a_canary_that_served_nothing_is_rolled_back_not_promoted(
         overrides={"CanaryCapacityPercent": "1"},
     )
     assert result.outcome == "ROLLED_BACK", result.to_json()
+    assert len(trained_once) == 1  # the same options published the same training set
     deploy = result.step("deploy").detail
     assert deploy["invocations"][deploy["canary_variant"]]["invocations"] == 0
     assert "after_promotion" not in deploy
