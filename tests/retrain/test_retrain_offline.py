@@ -18,7 +18,7 @@ import hashlib
 import itertools
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -70,16 +70,25 @@ def _training_inputs(argv: Sequence[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+def trainings(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, Path], list[str]]:
+    """Where this module keeps the model folders it trained; each one by its inputs; and
+    the inputs of each training actually run."""
+    return tmp_path_factory.mktemp("trained"), {}, []
+
+
+@pytest.fixture
+def trained_once(
+    trainings: tuple[Path, dict[str, Path], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
     """The canary tests train one seeded recipe on one dataset: the first run trains it
     for real, a later run with the same inputs gets a copy of that model folder (what
-    its training job would write). Yields the inputs of each training actually run."""
+    its training job would write). Returns the inputs of each training actually run."""
     from scones.sagemaker import entry_point
 
     real_main = entry_point.main
-    trained: dict[str, Path] = {}
-    ran: list[str] = []
-    cache = tmp_path_factory.mktemp("trained")
+    cache, trained, ran = trainings
 
     def train(argv: Sequence[str] | None = None) -> int:
         assert argv is not None
@@ -94,9 +103,8 @@ def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]
             trained[key] = shutil.copytree(model_dir, cache / key)
         return status
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(entry_point, "main", train)
-        yield ran
+    monkeypatch.setattr(entry_point, "main", train)
+    return ran
 
 
 def retrain(production: Path, **options: object) -> RetrainResult:
