@@ -12,7 +12,8 @@
 #    their own paths (the files `pip config debug` names).
 # The image is tagged localhost/scones-model:<digest of its inputs>; when that
 # tag exists the build is skipped. Everything lives under build/image/ (ignored by
-# git, removed by `make clean`), including buildah's storage (vfs driver).
+# git, removed by `make clean`), including buildah's storage (vfs driver). Builds take
+# turns (build/image/build.lock): a second one waits, then reuses the first's image.
 # Needs root (or a user namespace) and: apt-get install buildah mmdebstrap
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +80,13 @@ for tool in buildah mmdebstrap; do
 done
 
 mkdir -p "$STATE"
+# One build at a time: a second one (another terminal, a parallel test) waits here, then
+# reuses what the first built, instead of writing the same files beside it.
+exec {lock}>"$STATE/build.lock"
+if ! flock --nonblock "$lock"; then
+  log "another build of the image is running: waiting for it to finish"
+  flock "$lock"
+fi
 digest=$(image_digest)
 tag="$IMAGE:$digest"
 if buildah_ inspect --type image "$tag" >/dev/null 2>&1; then

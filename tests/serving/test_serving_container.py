@@ -340,7 +340,12 @@ def image_container(built_image: str) -> Iterator[str]:
         buildah("rm", container)
 
 
+# One worker builds the image once for these tests (the module fixture is per worker).
+IMAGE_GROUP = pytest.mark.xdist_group("container-image")
+
+
 @pytest.mark.slow
+@IMAGE_GROUP
 @pytest.mark.timeout(1800)  # a cold build (no cached base) downloads Debian and the wheels
 def test_the_built_image_serves_the_shipped_model(
     image_container: str, bicycle_png: bytes, classifier: OnnxClassifier
@@ -385,6 +390,7 @@ def test_the_built_image_serves_the_shipped_model(
 
 
 @pytest.mark.slow
+@IMAGE_GROUP
 @pytest.mark.timeout(1800)
 def test_the_built_image_keeps_every_packages_license(image_container: str) -> None:
     """The image leaves out documentation, not licenses: each Debian package keeps its
@@ -398,3 +404,34 @@ def test_the_built_image_keeps_every_packages_license(image_container: str) -> N
     out = buildah("run", "--isolation", "chroot", image_container, "--", "sh", "-c", script)
     assert "project-license" in out
     assert [line for line in out.splitlines() if line.startswith("missing")] == []
+
+
+@pytest.mark.slow
+@IMAGE_GROUP
+@pytest.mark.timeout(1800)
+def test_a_second_build_waits_for_the_one_running_then_reuses_its_image(
+    built_image: str, tmp_path: Path
+) -> None:
+    """Two builds at once ran mmdebstrap into the same file, and the second's `mv` found
+    it gone: a build now waits for the one that holds build/image/build.lock."""
+    import fcntl
+
+    said = tmp_path / "stderr"
+    with (STATE / "build.lock").open("w") as held, said.open("w") as stderr:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        second = subprocess.Popen(
+            [str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "waiting for it" not in said.read_text() and time.monotonic() < deadline:
+                assert second.poll() is None, said.read_text()
+                time.sleep(0.1)
+            assert "another build of the image is running" in said.read_text()
+            time.sleep(0.5)
+            assert second.poll() is None  # still waiting while the lock is held
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+        out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, said.read_text()
+    assert "reusing" in said.read_text() and out.strip().splitlines()[-1] == built_image
