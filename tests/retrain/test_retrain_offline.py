@@ -70,37 +70,33 @@ def _training_inputs(argv: Sequence[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def trainings(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Path, dict[str, Path], list[str]]:
-    """Where this module keeps the model folders it trained; each one by its inputs; and
-    the inputs of each training actually run."""
-    return tmp_path_factory.mktemp("trained"), {}, []
+def trainings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """Where this module keeps each model folder it trained, named by its inputs; and the
+    inputs of each training actually run."""
+    return tmp_path_factory.mktemp("trained"), []
 
 
 @pytest.fixture
-def trained_once(
-    trainings: tuple[Path, dict[str, Path], list[str]], monkeypatch: pytest.MonkeyPatch
-) -> list[str]:
+def trained_once(trainings: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The canary tests train one seeded recipe on one dataset: the first run trains it
     for real, a later run with the same inputs gets a copy of that model folder (what
     its training job would write). Returns the inputs of each training actually run."""
     from scones.sagemaker import entry_point
 
     real_main = entry_point.main
-    cache, trained, ran = trainings
+    cache, ran = trainings
 
     def train(argv: Sequence[str] | None = None) -> int:
         assert argv is not None
         key = _training_inputs(argv)
         model_dir = Path(argv[list(argv).index("--model-dir") + 1])
-        if key in trained:
-            shutil.copytree(trained[key], model_dir, dirs_exist_ok=True)
+        if (cache / key).is_dir():
+            shutil.copytree(cache / key, model_dir, dirs_exist_ok=True)
             return 0
         ran.append(key)
         status = real_main(argv)
         if status == 0:
-            trained[key] = shutil.copytree(model_dir, cache / key)
+            shutil.copytree(model_dir, cache / key)
         return status
 
     monkeypatch.setattr(entry_point, "main", train)
