@@ -41,6 +41,9 @@ def state_file(
     stack_state.write_state(stack.endpoints, os.getpid(), stack.work_dir)
     yield
     stack.set_faults(None)
+    # The module's tests share the queue: what one leaves (a test that failed half way)
+    # must not fail the next.
+    empty_dead_letter_queue(stack.api())
 
 
 def redrive(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
@@ -102,6 +105,32 @@ def dead_letters(api: StackClient) -> list[dict[str, Any]]:
     return [json.loads(m["Body"]) for m in api.dead_letters()]
 
 
+def wait_for_letters(
+    api: StackClient, wanted: list[tuple[str, int]], timeout: float = 60
+) -> list[dict[str, Any]]:
+    """The ``workflow_failed`` letters for the (key, attempt) pairs ``wanted``, once all
+    are in the queue: an execution writes its FAILED record first and sends its letter
+    after, so a test that saw the record may be ahead of the letter."""
+    deadline = time.monotonic() + timeout
+    while True:
+        letters = [
+            m
+            for m in dead_letters(api)
+            if m.get("kind") == "workflow_failed" and (m["object"]["key"], m["attempt"]) in wanted
+        ]
+        if len(letters) >= len(wanted) or time.monotonic() > deadline:
+            return letters
+        time.sleep(0.2)
+
+
+def empty_dead_letter_queue(api: StackClient) -> None:
+    sqs = api.client("sqs")
+    url = api.endpoints.dead_letter_queue_url
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
 def run_again(api: StackClient, execution_arn: str, name: str, **changes: Any) -> str:
     """Start another execution with ``execution_arn``'s input (changed): a duplicate run."""
     sfn = api.client("stepfunctions")
@@ -144,7 +173,7 @@ def test_an_outage_is_replayed_and_every_object_is_classified_exactly_once(
     stack.set_faults(None)
     keys = sorted(u.key for u in uploads)
     assert {r["error_code"] for r in failed.values()} == {"EndpointUnavailable"}
-    letters = [m for m in dead_letters(api) if m.get("kind") == "workflow_failed"]
+    letters = wait_for_letters(api, [(key, 0) for key in keys])
     assert sorted(m["object"]["key"] for m in letters) == keys
     assert {m["attempt"] for m in letters} == {0}
 
@@ -229,10 +258,6 @@ def test_a_dead_lettered_s3_event_is_replayed_and_other_messages_stay(
     assert [(r["source"], r["outcome"]) for r in again["replays"]] == [("other", "left")]
     assert stranger in [m["Body"] for m in api.dead_letters()]
     assert len(records_for(api, upload.key)) == 1
-    for message in sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get(
-        "Messages", []
-    ):
-        sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def test_a_failed_record_is_replaced_only_by_a_later_attempt(
@@ -278,6 +303,7 @@ def test_a_failed_record_is_replaced_only_by_a_later_attempt(
     assert records_for(api, upload.key) == [third]
     # The dead letters of attempts 0 and 1 ask for what the final record holds: nothing
     # starts.
+    assert len(wait_for_letters(api, [(upload.key, 0), (upload.key, 1)])) == 2
     code, drained = redrive(capsys, "--dead-letters")
     assert code == 0
     assert outcomes(drained) == [
@@ -337,7 +363,3 @@ def test_a_dead_lettered_monitor_run_is_run_again_for_its_window(
         TableName=stack.stack.physical_id("MonitorStateTable"), Key={"pk": {"S": marker}}
     )
     assert "Item" in item
-    for message in sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get(
-        "Messages", []
-    ):
-        sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
