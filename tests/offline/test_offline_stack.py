@@ -19,7 +19,7 @@ import pytest
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from scones.asl_check import per_image_scope
-from scones.offline import gaps
+from scones.offline import gaps, lambda_runtime
 from scones.offline.deploy import (
     DeployError,
     check_resource_types,
@@ -298,6 +298,28 @@ def test_runtime_reports_timeouts_crashes_and_init_errors_like_lambda(stack: Off
     )
     payload, errored = invoke(stack, echo, {"x": 1})
     assert not errored and payload == {"e": {"x": 1}, "fn": "echo"}
+
+
+def test_a_slow_init_has_time_of_its_own_as_on_lambda(
+    stack: OfflineStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lambda gives the init (imports, module-level clients) up to 10 s before a function's
+    Timeout starts; an init past that goes on under the first invocation's Timeout."""
+    source = (
+        "import time\ntime.sleep(2)\n"
+        "def handler(e, c):\n    return c.get_remaining_time_in_millis()\n"
+    )
+    remaining, errored = invoke(stack, small_function(stack, "slow-init", source, 1))
+    assert not errored, remaining
+    assert 0 < remaining <= 1000  # the whole Timeout was left for the handler
+    remaining, errored = invoke(stack, "slow-init")  # warm: no init at all
+    assert not errored and 0 < remaining <= 1000
+
+    monkeypatch.setattr(lambda_runtime, "INIT_TIMEOUT_S", 0.5)
+    payload, errored = invoke(stack, small_function(stack, "slower-init", source, 1))
+    assert errored and payload["errorType"] == "Sandbox.Timedout", payload
+    payload, errored = invoke(stack, small_function(stack, "slow-init-in-time", source, 3))
+    assert not errored and 0 < payload <= 2000  # the init used 1.5 s of the Timeout
 
 
 def partial_folders(stack: OfflineStack) -> list[str]:

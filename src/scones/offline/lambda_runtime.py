@@ -47,6 +47,10 @@ RUNTIME_START_ERROR = "Runtime.Unknown"
 # lambda_worker.RotatingLog.
 FUNCTION_LOG_MAX_BYTES = 5 * 2**20
 FUNCTION_LOG_BACKUPS = 3
+# Lambda gives a function's init (its process start and module imports) 10 s of its own,
+# before the Timeout of the first invocation starts; an init that takes longer goes on
+# inside that invocation, under its Timeout.
+INIT_TIMEOUT_S = 10.0
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ class _Worker:
     process: subprocess.Popen[bytes]
     requests: Any
     responses: Any
+    initialised: bool = False  # the worker said its init phase is over
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -236,14 +241,24 @@ class LambdaRuntime:
             return self._start_failed(function.function_name, exc, request_id)
         self._start_failures.pop(function.function_name, None)
         timeout = float(function.timeout or 3)
-        deadline_ms = time.time() * 1000 + timeout * 1000
         healthy = True
         try:
+            # Not counted against the Timeout, up to Lambda's own limit for it.
+            self._finish_init(worker, INIT_TIMEOUT_S)
+            deadline_ms = time.time() * 1000 + timeout * 1000
             # The pool hands each worker to one invocation at a time.
             message = {"event": event, "request_id": request_id, "deadline_ms": deadline_ms}
             worker.requests.write(json.dumps(message) + "\n")
             worker.requests.flush()
-            if not _wait_for_response(worker, timeout):
+            if not self._finish_init(worker, timeout, deadline_ms):
+                healthy = False
+                return self._error(
+                    "Sandbox.Timedout",
+                    f"Task timed out after {timeout:.2f} seconds",
+                    request_id,
+                )
+            remaining = max(0.0, deadline_ms / 1000 - time.time())
+            if not _wait_for_response(worker, remaining):
                 healthy = False
                 return self._error(
                     "Sandbox.Timedout",
@@ -281,6 +296,25 @@ class LambdaRuntime:
             return self._error("Runtime.ExitError", f"Runtime exited: {exc}", request_id)
         finally:
             pool.release(worker, healthy)
+
+    @staticmethod
+    def _finish_init(worker: _Worker, timeout: float, deadline_ms: float | None = None) -> bool:
+        """Wait (at most ``timeout``, or to ``deadline_ms``) for a new worker to say its init
+        is over, and read that line; True once it has. A worker that exits instead leaves
+        the end of its pipe, which the invocation reads as the exit it is."""
+        if worker.initialised:
+            return True
+        if deadline_ms is not None:
+            timeout = max(0.0, deadline_ms / 1000 - time.time())
+        if not _wait_for_response(worker, timeout):
+            return False
+        # Byte by byte from the pipe, past the reader's buffer: a buffered read could take
+        # the invocation's answer along, where the wait for it would never see it.
+        descriptor = worker.responses.fileno()
+        while (byte := os.read(descriptor, 1)) not in (b"\n", b""):
+            pass
+        worker.initialised = byte == b"\n"
+        return True  # over, or the pipe ended: the worker exited in its init
 
     def _start_failed(
         self, name: str, exc: BaseException, request_id: str

@@ -293,6 +293,9 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # the cold start failed: report it on every invoke
         handler, init_error = None, exc
         traceback.print_exc()
+    # The init phase is over: as on Lambda, the function's Timeout counts from here.
+    responses.write(json.dumps({"init": "done"}) + "\n")
+    responses.flush()
     for line in requests:
         request = json.loads(line)
         request_id = request.get("request_id") or str(uuid.uuid4())
