@@ -205,7 +205,19 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
         assert exported["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == endpoints["model_url"]
 
         # `scones report --capture s3://...` reads the running stack, not real AWS.
-        time.sleep(1.5)  # the endpoint flushes its capture buffer every second
+        import boto3
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoints["endpoint_url"],
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
+        deadline = time.monotonic() + 30  # the endpoint flushes its capture buffer every second
+        while not s3.list_objects_v2(Bucket=endpoints["bucket"], Prefix="datacapture/")["KeyCount"]:
+            assert time.monotonic() < deadline, "the endpoint wrote no capture file"
+            time.sleep(0.2)
         capture = f"s3://{endpoints['bucket']}/datacapture"
         drawn = scones(
             "report", "--capture", capture, "--out", str(tmp_path / "t.png"), cwd=tmp_path
@@ -237,15 +249,6 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
         assert ignored.returncode == 2
         assert "--model and --port apply to a stack that `scones invoke` starts" in ignored.stderr
 
-        import boto3
-
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoints["endpoint_url"],
-            region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-        )
         assert s3.list_objects_v2(Bucket=endpoints["bucket"], Prefix="incoming/")["KeyCount"] == 2
 
         # A model server that dies is started again where the stack's functions call it.

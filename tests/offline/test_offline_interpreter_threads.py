@@ -61,7 +61,9 @@ def test_ended_interpreter_threads_are_forgotten() -> None:
     TMP_THREADS.append(not_started)  # as moto does, just before it starts one
     _run(sfn, standard, [f"s-{n}" for n in range(5)])
     _run(sfn, express, [f"e-{n}" for n in range(5)])
-    _wait_ended(10)
+    # Each execution ends two threads (its logic and its program's): all twenty must have
+    # ended, or one still alive below could end between `alive` and the prune.
+    _wait_ended(20)
     # The guard: moto keeps each execution's threads once they have ended.
     assert _ended() >= 10
     alive = [t for t in TMP_THREADS if t.is_alive()]

@@ -162,7 +162,10 @@ def test_a_body_still_arriving_at_shutdown_gets_a_retryable_503(server: ModelSer
             post_head("/invocations", "Content-Type: image/png\r\nContent-Length: 5000\r\n")
         )
         sock.sendall(b"\x89PNG" + bytes(96))
-        time.sleep(0.3)  # the body read has started
+        deadline = time.monotonic() + 10
+        while server.app.state.endpoint.bodies.held < 100:  # the body read has started
+            assert time.monotonic() < deadline, "the server never read the body's first bytes"
+            time.sleep(0.01)
         stopping = threading.Thread(target=server.stop)
         stopping.start()
         sock.settimeout(15)

@@ -23,8 +23,10 @@ from scones.model.artifact import OnnxClassifier
 from scones.serving.server import ModelServer
 from tests.serving.conftest import ENDPOINT, AppFactory, LiveServer
 
-HEAD_TIMEOUT_S = 1.0
-BODY_TIMEOUT_S = 1.0
+# Long enough that a normal request, sent while the tricklers hold their connections, is
+# answered before any is cut off on a loaded machine.
+HEAD_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 2.0
 # How late a cut-off may come on a shared, loaded machine (timers, thread scheduling).
 SLACK_S = 1.5
 DRIP_INTERVAL_S = 0.1
@@ -88,10 +90,10 @@ def request_head(path: str, content_length: int) -> bytes:
 
 
 def served_meanwhile(
-    server: ModelServer, png: bytes, classifier: OnnxClassifier, tricklers: list[Future[Trickled]]
+    server: ModelServer, png: bytes, expected: object, tricklers: list[Future[Trickled]]
 ) -> None:
-    """A normal request, sent while the tricklers hold their connections, is answered at once."""
-    expected = classifier.predict_bytes(png)  # before: the tricklers' clocks are running
+    """A normal request, sent while the tricklers hold their connections, is answered at once
+    (``expected`` is worked out before the tricklers start: their clocks are running)."""
     with httpx.Client(timeout=10) as client:
         time.sleep(3 * DRIP_INTERVAL_S)
         assert not any(f.done() for f in tricklers), "a trickler finished before the request"
@@ -115,9 +117,10 @@ def test_a_trickled_request_head_is_cut_off_while_others_are_served(
         # One complete request first: the deadline applies to every head on a connection.
         first = request_head("/invocations", len(bicycle_png)) + bicycle_png
     head = b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 200
+    expected = classifier.predict_bytes(bicycle_png)
     with ThreadPoolExecutor(max_workers=3) as pool:
         tricklers = [pool.submit(trickle, guarded.port, first, head) for _ in range(3)]
-        served_meanwhile(guarded, bicycle_png, classifier, tricklers)
+        served_meanwhile(guarded, bicycle_png, expected, tricklers)
         results = [f.result() for f in tricklers]
     for result in results:
         assert EARLIEST_CUT_S <= result.seconds <= HEAD_TIMEOUT_S + SLACK_S, result
@@ -142,9 +145,10 @@ def test_a_trickled_body_is_cut_off_with_408_while_others_are_served(
     guarded: ModelServer, classifier: OnnxClassifier, bicycle_png: bytes, path: str
 ) -> None:
     head = request_head(path, len(bicycle_png))
+    expected = classifier.predict_bytes(bicycle_png)
     with ThreadPoolExecutor(max_workers=2) as pool:
         tricklers = [pool.submit(trickle, guarded.port, head, bicycle_png) for _ in range(2)]
-        served_meanwhile(guarded, bicycle_png, classifier, tricklers)
+        served_meanwhile(guarded, bicycle_png, expected, tricklers)
         results = [f.result() for f in tricklers]
     for result in results:
         assert BODY_TIMEOUT_S - 0.2 <= result.seconds <= BODY_TIMEOUT_S + SLACK_S, result
@@ -179,9 +183,10 @@ def test_a_trickled_body_the_app_never_reads_is_cut_off_after_the_answer(
     guarded: ModelServer, classifier: OnnxClassifier, bicycle_png: bytes, head: bytes, status: bytes
 ) -> None:
     """uvicorn drains an unread body after the answer; the head deadline bounds that too."""
+    expected = classifier.predict_bytes(bicycle_png)
     with ThreadPoolExecutor(max_workers=2) as pool:
         tricklers = [pool.submit(trickle, guarded.port, head, b"x") for _ in range(2)]
-        served_meanwhile(guarded, bicycle_png, classifier, tricklers)
+        served_meanwhile(guarded, bicycle_png, expected, tricklers)
         results = [f.result() for f in tricklers]
     for result in results:
         # Answered at once, then the drain runs into the deadline.

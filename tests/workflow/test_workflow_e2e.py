@@ -266,6 +266,9 @@ def test_endpoint_down_gives_failed_record_and_dead_letter(
         if e["type"] == "LambdaFunctionFailed"
     ]
     assert len(attempts) == 1 + int(stack.parameters["RetryMaxAttempts"])
+    # The letter is sent after the record is written: the execution's end says it was.
+    sfn = stack.api().client("stepfunctions")
+    assert wait_for_execution(sfn, record["execution_arn"]) == "FAILED"
     letters = [json.loads(m["Body"]) for m in stack.api().dead_letters()]
     mine = [m for m in letters if m.get("object", {}).get("key") == record["key"]]
     assert len(mine) == 1
