@@ -169,7 +169,7 @@ KEY = "labelled/manifest-2026-11-25.jsonl"
 WRITERS = 4
 # How long moto's write of the key is held open after its check: every writer has
 # checked by then (they start together), so without a lock each of them writes.
-WINDOW_S = 0.3
+WINDOW_S = 1.0
 
 
 class Emulator:

@@ -186,7 +186,7 @@ def _start_time_execution() -> dict[str, Any]:
         definition=json.dumps(definition),
     )["stateMachineArn"]
     execution = sfn.start_execution(stateMachineArn=arn, name="n1", input="{}")["executionArn"]
-    for _ in range(100):
+    for _ in range(600):  # 30 s: a loaded machine may run the interpreter's threads late
         described = sfn.describe_execution(executionArn=execution)
         if described["status"] != "RUNNING":
             return dict(described)
@@ -302,7 +302,7 @@ def test_moto_still_names_an_unnamed_execution_none_and_the_fix_gives_it_a_uuid(
 def _wait(sfn: Any, started: dict[str, Any]) -> dict[str, Any]:
     import time
 
-    for _ in range(100):
+    for _ in range(600):  # 30 s: a loaded machine may run the interpreter's threads late
         described = sfn.describe_execution(executionArn=started["executionArn"])
         if described["status"] != "RUNNING":
             return dict(described)
