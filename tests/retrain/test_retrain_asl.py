@@ -370,29 +370,32 @@ def deployed_definition(stack: OfflineStack) -> tuple[dict[str, Any], str]:
     return json.loads(described["definition"]), described["roleArn"]
 
 
-def quick_retries(node: Any) -> None:
-    """Every Retry of the definition waits a second at most (moto really sleeps, and the
-    waits are not under test)."""
+def quick_waits(node: Any) -> None:
+    """Every retry and Wait state of the definition waits a second (moto really sleeps,
+    and the waits' lengths are not under test)."""
     if isinstance(node, dict):
         for retry in node.get("Retry", []):
             retry["IntervalSeconds"] = 1
+            retry["BackoffRate"] = 1.0
+        if node.get("Type") == "Wait" and isinstance(node.get("Seconds"), int):
+            node["Seconds"] = 1
         for value in node.values():
-            quick_retries(value)
+            quick_waits(value)
     elif isinstance(node, list):
         for value in node:
-            quick_retries(value)
+            quick_waits(value)
 
 
 def execute(stack: OfflineStack, start_at: str | None, state: dict[str, Any], name: str) -> dict:
     """Run the deployed state machine, or its definition from ``start_at`` with quick
-    retries, to its end."""
+    retries and waits, to its end."""
     sfn = stack.client("stepfunctions")
     if start_at is None:
         arn = stack.stack.outputs["RetrainStateMachineArn"]
     else:
         document, role = deployed_definition(stack)
         document["StartAt"] = start_at
-        quick_retries(document)
+        quick_waits(document)
         arn = sfn.create_state_machine(
             name=f"retrain-from-{start_at}-{name}", definition=json.dumps(document), roleArn=role
         )["stateMachineArn"]
@@ -573,7 +576,10 @@ def test_a_failing_step_leaves_a_failed_record_and_an_alert(
     name = stack.parameters["EndpointName"]
     if name in [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]]:
         sagemaker.delete_endpoint(EndpointName=name)
-    result = execute(stack, None, {"source": "test"}, "no-endpoint")
+    # The deployed definition from its own start, with quick retries: the describe calls
+    # that find no endpoint are retried first.
+    start = deployed_definition(stack)[0]["StartAt"]
+    result = execute(stack, start, {"source": "test"}, "no-endpoint")
     assert (result["status"], result["error"]) == ("FAILED", "RetrainingFailed")
     record = outcome_of(stack, "no-endpoint")
     assert record["outcome"] == "FAILED" and record["record_type"] == "RETRAINING_OUTCOME"
