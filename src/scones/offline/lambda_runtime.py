@@ -109,6 +109,22 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def finish_init(self, wait_s: float) -> bool:
+        """Wait up to ``wait_s`` for a new worker to say its init is over, and read that
+        line; True once it has. A worker that exits instead leaves the end of its pipe,
+        which the invocation reads as the exit it is."""
+        if self.initialised:
+            return True
+        if not _wait_for_response(self, wait_s):
+            return False
+        # Byte by byte from the pipe, past the reader's buffer: a buffered read could take
+        # the invocation's answer along, where the wait for it would never see it.
+        descriptor = self.responses.fileno()
+        while (byte := os.read(descriptor, 1)) not in (b"\n", b""):
+            pass
+        self.initialised = byte == b"\n"
+        return True  # over, or the pipe ended: the worker exited in its init
+
     def stop(self) -> None:
         self.close_requests()
         self.wait_for_exit()
@@ -244,21 +260,17 @@ class LambdaRuntime:
         healthy = True
         try:
             # Not counted against the Timeout, up to Lambda's own limit for it.
-            self._finish_init(worker, INIT_TIMEOUT_S)
-            deadline_ms = time.time() * 1000 + timeout * 1000
+            worker.finish_init(INIT_TIMEOUT_S)
+            deadline = time.time() + timeout
             # The pool hands each worker to one invocation at a time.
-            message = {"event": event, "request_id": request_id, "deadline_ms": deadline_ms}
+            message = {"event": event, "request_id": request_id, "deadline_ms": deadline * 1000}
             worker.requests.write(json.dumps(message) + "\n")
             worker.requests.flush()
-            if not self._finish_init(worker, timeout, deadline_ms):
-                healthy = False
-                return self._error(
-                    "Sandbox.Timedout",
-                    f"Task timed out after {timeout:.2f} seconds",
-                    request_id,
-                )
-            remaining = max(0.0, deadline_ms / 1000 - time.time())
-            if not _wait_for_response(worker, remaining):
+            # An init past INIT_TIMEOUT_S goes on under the Timeout, then the answer.
+            if not (
+                worker.finish_init(max(0.0, deadline - time.time()))
+                and _wait_for_response(worker, max(0.0, deadline - time.time()))
+            ):
                 healthy = False
                 return self._error(
                     "Sandbox.Timedout",
@@ -296,25 +308,6 @@ class LambdaRuntime:
             return self._error("Runtime.ExitError", f"Runtime exited: {exc}", request_id)
         finally:
             pool.release(worker, healthy)
-
-    @staticmethod
-    def _finish_init(worker: _Worker, timeout: float, deadline_ms: float | None = None) -> bool:
-        """Wait (at most ``timeout``, or to ``deadline_ms``) for a new worker to say its init
-        is over, and read that line; True once it has. A worker that exits instead leaves
-        the end of its pipe, which the invocation reads as the exit it is."""
-        if worker.initialised:
-            return True
-        if deadline_ms is not None:
-            timeout = max(0.0, deadline_ms / 1000 - time.time())
-        if not _wait_for_response(worker, timeout):
-            return False
-        # Byte by byte from the pipe, past the reader's buffer: a buffered read could take
-        # the invocation's answer along, where the wait for it would never see it.
-        descriptor = worker.responses.fileno()
-        while (byte := os.read(descriptor, 1)) not in (b"\n", b""):
-            pass
-        worker.initialised = byte == b"\n"
-        return True  # over, or the pipe ended: the worker exited in its init
 
     def _start_failed(
         self, name: str, exc: BaseException, request_id: str
