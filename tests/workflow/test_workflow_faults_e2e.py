@@ -26,7 +26,12 @@ import pytest
 from conftest import FAST_RETRIES, HISTORY
 from scones_core.ingest import workflow_input
 from scones_core.objects import object_from_s3_record
-from workflow_helpers import confident_image, history_events, wait_for_execution
+from workflow_helpers import (
+    confident_image,
+    drain_dead_letters,
+    history_events,
+    wait_for_execution,
+)
 
 from scones.offline.client import Upload
 from scones.offline.packaging import zip_folder
@@ -116,26 +121,6 @@ def finished_history(stack: OfflineStack, record: dict[str, Any]) -> list[dict[s
     sfn = stack.api().client("stepfunctions")
     wait_for_execution(sfn, record["execution_arn"])
     return history_events(sfn, record["execution_arn"])
-
-
-def drain_dead_letters(stack: OfflineStack) -> list[dict[str, Any]]:
-    """Receive and delete every message on the dead-letter queue."""
-    sqs = stack.api().client("sqs")
-    url = stack.endpoints.dead_letter_queue_url
-    drained: list[dict[str, Any]] = []
-    while True:
-        messages = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"]
-        ).get("Messages", [])
-        if not messages:
-            return drained
-        drained.extend(messages)
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-            ],
-        )
 
 
 def workflow_letters(messages: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:

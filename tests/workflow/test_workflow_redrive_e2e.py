@@ -18,7 +18,12 @@ import pytest
 from scones_core.monitoring.published import window_metrics_key
 from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.objects import ObjectRef
-from workflow_helpers import confident_image, history_events, wait_for_execution
+from workflow_helpers import (
+    confident_image,
+    drain_dead_letters,
+    history_events,
+    wait_for_execution,
+)
 
 from scones.cli import stack_state
 from scones.cli.main import main
@@ -43,7 +48,7 @@ def state_file(
     stack.set_faults(None)
     # The module's tests share the queue: what one leaves (a test that failed half way)
     # must not fail the next.
-    empty_dead_letter_queue(stack.api())
+    drain_dead_letters(stack)
 
 
 def redrive(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
@@ -121,14 +126,6 @@ def wait_for_letters(
         if len(letters) >= len(wanted) or time.monotonic() > deadline:
             return letters
         time.sleep(0.2)
-
-
-def empty_dead_letter_queue(api: StackClient) -> None:
-    sqs = api.client("sqs")
-    url = api.endpoints.dead_letter_queue_url
-    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        for message in messages:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def run_again(api: StackClient, execution_arn: str, name: str, **changes: Any) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scones.offline.stack import OfflineStack
 
 
 def wait_for_execution(sfn: Any, execution_arn: str, timeout: float = 60) -> str:
@@ -72,3 +75,23 @@ def uncertain_image(predictions: dict[Path, tuple[str, float]], threshold: float
         if confidence < threshold:
             return path
     raise AssertionError("every sample image is above the threshold")
+
+
+def drain_dead_letters(stack: OfflineStack) -> list[dict[str, Any]]:
+    """Receive and delete every message on the dead-letter queue."""
+    sqs = stack.api().client("sqs")
+    url = stack.endpoints.dead_letter_queue_url
+    drained: list[dict[str, Any]] = []
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"]
+        ).get("Messages", [])
+        if not messages:
+            return drained
+        drained.extend(messages)
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
+        )
