@@ -27,7 +27,8 @@ source scripts/find_python.sh
 pip_install() {
   local dir=$1 label=$2; shift 2
   local log="$dir/bootstrap.log" tty=0 n=0 line
-  [[ -t 2 ]] && tty=1
+  # In place on a terminal, unless builds run side by side (their lines would overwrite).
+  [[ -t 2 && -z ${SIDE_BY_SIDE:-} ]] && tty=1
   set +o pipefail
   PYTHONUNBUFFERED=1 "$dir/bin/python" -m pip install --disable-pip-version-check \
     --progress-bar off "$@" 2>&1 | tee -a "$log" | while IFS= read -r line; do
@@ -135,13 +136,58 @@ train_env() {
   make_layer .venv-train .venv "$(find_python 3.11)" requirements/train.lock requirements/run.lock
 }
 
+# checkov pins many libraries: its own venv.
+checkov_env() {
+  make_venv --no-deps .venv-checkov "$(find_python 3.11)" requirements/checkov.lock
+}
+
+# side_by_side FUNCTION...: each function in a background job of its own, started now;
+# SIDE_PIDS and SIDE_NAMES keep them for join_side_jobs. A build mostly waits on the
+# registry, so independent environments are built at the same time.
+SIDE_PIDS=()
+SIDE_NAMES=()
+side_by_side() {
+  local fn
+  export SIDE_BY_SIDE=1
+  for fn in "$@"; do
+    "$fn" &
+    SIDE_PIDS+=($!)
+    SIDE_NAMES+=("$fn")
+  done
+}
+
+# join_side_jobs: waits for every job side_by_side started; fails if any failed, after all
+# have ended (each one's own error is already on stderr).
+join_side_jobs() {
+  local i failed=()
+  for i in "${!SIDE_PIDS[@]}"; do
+    wait "${SIDE_PIDS[$i]}" || failed+=("${SIDE_NAMES[$i]%_env}")
+  done
+  SIDE_PIDS=()
+  SIDE_NAMES=()
+  if ((${#failed[@]})); then
+    say "failed: ${failed[*]} (see the lines above)"
+    return 1
+  fi
+}
+
+# A failure or Ctrl-C stops the builds still running beside it: no pip left writing a venv.
+stop_side_jobs() {
+  local pid
+  for pid in "${SIDE_PIDS[@]}"; do
+    pkill -TERM -P "$pid" 2>/dev/null || true  # its pip, tee and progress reader
+    kill "$pid" 2>/dev/null || true
+  done
+}
+trap stop_side_jobs EXIT
+
 test_env() {
+  # The tools' venvs (aws-sam-cli, checkov) depend on nothing else here.
+  side_by_side sam_env checkov_env
   train_env
   make_layer .venv-test .venv-train "$(find_python 3.11)" requirements/test.lock \
     requirements/train.lock requirements/run.lock
-  sam_env
-  # checkov pins many libraries: its own venv.
-  make_venv --no-deps .venv-checkov "$(find_python 3.11)" requirements/checkov.lock
+  join_side_jobs
   # The browser tests drive Debian's chromium (Playwright's own browser download cannot be
   # used here), and the serving image is built without Docker (buildah + mmdebstrap).
   local missing=() tool
