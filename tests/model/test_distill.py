@@ -28,6 +28,10 @@ from scones.model.train import build_network
 
 LABELS = ("bicycle", "motorcycle")
 
+# One worker runs the module: its teacher (small_teacher) is then trained once, not once
+# on each worker that runs a test needing it.
+pytestmark = pytest.mark.xdist_group("distill")
+
 
 TINY_SPLIT = {"seed": 3, "validation_fraction": 0.25}
 TEACHER_NAME = "small-teacher"
