@@ -17,9 +17,13 @@ run:
 # Each worker holds up to about 3 GB. `make test TEST_WORKERS=N` for another count.
 TEST_WORKERS ?= 3
 
+# The tests write bytecode (__pycache__, ignored by git) even where PYTHONDONTWRITEBYTECODE
+# is set: otherwise each worker rewrites every test module's asserts again, and each of the
+# hundreds of processes the tests start (the CLI, the stack's servers) compiles the
+# project's modules again. The Lambda workers still run without writing any, as on Lambda.
 test:
 	@scripts/bootstrap.sh test
-	.venv-test/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	env -u PYTHONDONTWRITEBYTECODE .venv-test/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint:
 	@scripts/bootstrap.sh test
