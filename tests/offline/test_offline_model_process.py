@@ -303,3 +303,86 @@ def test_a_restart_that_fails_in_any_way_counts_as_a_failed_start(
     finally:
         stack.stop()
     assert "was given up on at " in (stack.model_server_report or "")
+
+
+def _launches(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """Every model server process started from now on."""
+    from scones.offline import model_process
+
+    launched: list[subprocess.Popen[bytes]] = []
+    launch = model_process.ModelProcess._launch
+
+    def recording(self: model_process.ModelProcess) -> subprocess.Popen[bytes]:
+        process = launch(self)
+        launched.append(process)
+        return process
+
+    monkeypatch.setattr(model_process.ModelProcess, "_launch", recording)
+    return launched
+
+
+def test_the_model_server_loads_while_the_gaps_are_filled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Started only after the whole deployment, the model server's start (its imports and
+    model, about a second) was waited for on top of it: it now starts once the stack's
+    bucket exists, and the stack waits for it after moto's gaps are filled."""
+    from scones.offline import gaps
+
+    launched = _launches(monkeypatch)
+    fill = gaps.fill
+    running_during_fill: list[bool] = []
+
+    def watched_fill(*args: Any, **kwargs: Any) -> None:
+        running_during_fill.append(len(launched) == 1 and launched[0].poll() is None)
+        fill(*args, **kwargs)
+
+    monkeypatch.setattr(gaps, "fill", watched_fill)
+    stack = OfflineStack(StackOptions()).start()
+    try:
+        assert running_during_fill == [True]
+        assert stack.model_server_pid == launched[0].pid  # the one launched is the one serving
+        assert stack.flush_capture() == 0
+    finally:
+        stack.stop()
+    assert _wait_gone([launched[0].pid]) == []
+
+
+def test_a_deployment_that_fails_after_the_model_server_started_leaves_no_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scones.offline import gaps
+
+    launched = _launches(monkeypatch)
+    failure = RuntimeError("moto could not resolve a value")
+
+    def failing_fill(*args: Any, **kwargs: Any) -> None:
+        raise failure
+
+    monkeypatch.setattr(gaps, "fill", failing_fill)
+    stack = OfflineStack(StackOptions())
+    with pytest.raises(RuntimeError) as raised:
+        stack.start()
+    assert raised.value is failure  # the start's own error
+    assert len(launched) == 1
+    assert launched[0].returncode is not None  # ended and reaped by the stop
+    assert not stack.work_dir.exists()
+    assert stack.model_url == ""
+
+
+def test_a_model_server_that_cannot_start_stops_the_stack_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scones.offline import model_process
+    from scones.offline.stack import StackError
+
+    launched = _launches(monkeypatch)
+    monkeypatch.setattr(
+        model_process, "_read_line", lambda process, timeout_s: b'{"error": "no graph"}\n'
+    )
+    stack = OfflineStack(StackOptions())
+    with pytest.raises(StackError, match=r"^the model server could not start: no graph$"):
+        stack.start()
+    assert len(launched) == 1
+    assert launched[0].returncode is not None
+    assert not stack.work_dir.exists()

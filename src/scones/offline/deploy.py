@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,8 +142,11 @@ def deploy(
     overrides: dict[str, str] | None = None,
     template_path: Path | None = None,
     project_root: Path = PROJECT_ROOT,
+    created: Callable[[DeployedStack], None] | None = None,
 ) -> DeployedStack:
-    """Package, transform and create the stack, then fill moto's gaps."""
+    """Package, transform and create the stack, then fill moto's gaps. ``created`` is
+    called with the stack once CloudFormation has created it (its outputs are known),
+    before the gaps are filled: what the caller starts then runs while they are."""
     template = load_template(template_path) if template_path else load_template()
     parameters = effective_parameters(template, overrides or {})
     session = offline_session(region)
@@ -177,6 +181,8 @@ def deploy(
         physical_ids={r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources},
         cfn_template=cfn,
     )
+    if created is not None:
+        created(deployed)
     gaps.fill(plan, deployed, session, resolved=outputs)
     return deployed
 

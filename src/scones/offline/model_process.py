@@ -197,7 +197,8 @@ class ModelProcess:
         self.restarts = 0
         self.given_up: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._starting: subprocess.Popen[bytes] | None = None  # a restart not answering yet
+        self._starting: subprocess.Popen[bytes] | None = None  # a start not answering yet
+        self._launched: subprocess.Popen[bytes] | None = None  # by launch(), for start()
         self._started_at = 0.0
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -209,10 +210,24 @@ class ModelProcess:
         process = self._process
         return process.pid if process is not None else None
 
-    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
+    def launch(self) -> None:
+        """Start the server's process without waiting for it: it imports and loads its
+        model while the caller goes on; ``start`` then waits for it to answer."""
         self._stopping.clear()
         try:
-            process, self.url = self._spawn(timeout_s)
+            self._launched = self._launch()
+        except BaseException:
+            self.stop()
+            raise
+
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
+        """The URL of a server that answers ``/ping``: the one ``launch`` started, else a
+        new one; a start that fails leaves no process behind."""
+        launched, self._launched = self._launched, None
+        if launched is None:
+            self._stopping.clear()
+        try:
+            process, self.url = self._ready(launched or self._launch(), timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -229,6 +244,10 @@ class ModelProcess:
     def _spawn(self, timeout_s: float) -> tuple[subprocess.Popen[bytes], str]:
         """A new model server process that answers ``/ping``, and its URL; a start that
         fails leaves no process behind."""
+        return self._ready(self._launch(), timeout_s)
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        """A new model server process, starting (``_ready`` waits for it)."""
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join([*_import_roots(), env.get("PYTHONPATH", "")]).strip(
@@ -253,6 +272,12 @@ class ModelProcess:
                     env=env,
                 )
             self._starting = process
+        return process
+
+    def _ready(
+        self, process: subprocess.Popen[bytes], timeout_s: float
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        """``process`` once it answers ``/ping``, and its URL; ended if it does not."""
         try:
             line = _read_line(process, timeout_s)
             if not line:
@@ -391,12 +416,16 @@ class ModelProcess:
         with self._lock:
             process, self._process = self._process, None
             starting, self._starting = self._starting, None
+            launched, self._launched = self._launched, None
             given_up_server, self._given_up_server = self._given_up_server, None
         if given_up_server is not None:
             given_up_server.shutdown()
             given_up_server.server_close()
         if starting is not None:
             starting.kill()  # still loading its model: it holds no capture yet
+        if launched is not None:  # no start() waits for it: reaped here
+            launched.kill()
+            _end(launched, timeout_s)
         if process is not None:
             _end(process, timeout_s)
         supervisor, self._supervisor = self._supervisor, None

@@ -35,13 +35,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scones_core.objects import NULL_VERSION, ObjectRef
 from scones_core.records import PARTITION_KEY
 
 from scones import heap
 from scones.no_proxy import reach_loopback_directly
+from scones.offline import moto_ec2_regions  # noqa: F401 (before moto's interpreter: see it)
+
+# isort: split
 from scones.offline import (
     concurrency_fixes,
     dispatch_cache,
@@ -74,6 +77,9 @@ from scones.offline.sqs_poller import SqsPoller
 from scones.offline.table_faults import THROTTLED, TableWriteFaults
 from scones.paths import BASELINE_FILE, SHIPPED_MODEL_DIR
 from scones.template_params import LOCAL_STACK_NAME
+
+if TYPE_CHECKING:
+    from scones.serving.server import ServerSettings
 
 DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 
@@ -368,6 +374,7 @@ class OfflineStack:
             stack_name=self.options.stack_name,
             region=REGION,
             overrides={**OFFLINE_PARAMETERS, **self.options.overrides},
+            created=self._launch_model_server,
         )
         self.timings["deploy_s"] = time.perf_counter() - started
         self._start_model_server()
@@ -746,13 +753,12 @@ class OfflineStack:
         except OSError as exc:  # stopping must go on
             logger.warning("could not empty the offline stack's emulator state: %s", exc)
 
-    def _start_model_server(self) -> None:
-        from scones.offline.model_process import ModelProcess, ModelProcessError
-        from scones.serving.server import ModelServer, ServerSettings, build_app
+    def _model_server_settings(self, deployed: DeployedStack) -> ServerSettings:
+        from scones.serving.server import ServerSettings
 
-        params = self.parameters
-        capture = f"s3://{self.bucket}/{params['DataCapturePrefix']}"
-        settings = ServerSettings(
+        params = deployed.parameters
+        capture = f"s3://{deployed.outputs['ImageBucketName']}/{params['DataCapturePrefix']}"
+        return ServerSettings(
             model_dir=self.options.model_dir,
             endpoint_name=params["EndpointName"],
             variant_name=params["EndpointVariantName"],
@@ -765,23 +771,42 @@ class OfflineStack:
             capture_flush_interval_s=self.options.capture_flush_seconds,
             enable_faults=self.options.enable_faults,
         )
+
+    def _launch_model_server(self, deployed: DeployedStack) -> None:
+        """Start the model server's process once the stack's bucket (its capture's
+        destination) exists: it loads while moto's gaps are filled, and
+        ``_start_model_server`` waits for it. No request reaches it before then: the Lambda
+        workers learn its address only after."""
+        from scones.offline.model_process import ModelProcess, ModelProcessError
+
         if self.options.model_in_process:
-            app = build_app(settings, s3_client=self.client("s3"))
-            self._in_process_server = ModelServer(
-                app, host=self.options.host, port=self.options.model_port
-            )
-            self._model_server = self._in_process_server
-            self.model_url = self._in_process_server.start()
             return
         # Its own process: inference must not wait for moto's GIL.
         self._model_server = ModelProcess(
-            settings,
+            self._model_server_settings(deployed),
             host=self.options.host,
             port=self.options.model_port,
             s3_endpoint_url=self.own_endpoint_url,
             log_path=self.work_dir / "logs" / "model-server.log",
             restarts=self.options.model_server_restarts,
         )
+        try:
+            self._model_server.launch()
+        except ModelProcessError as exc:
+            raise StackError(str(exc)) from exc
+
+    def _start_model_server(self) -> None:
+        from scones.offline.model_process import ModelProcessError
+        from scones.serving.server import ModelServer, build_app
+
+        if self.options.model_in_process:
+            app = build_app(self._model_server_settings(self.stack), s3_client=self.client("s3"))
+            self._in_process_server = ModelServer(
+                app, host=self.options.host, port=self.options.model_port
+            )
+            self._model_server = self._in_process_server
+            self.model_url = self._in_process_server.start()
+            return
         try:
             self.model_url = self._model_server.start()
         except ModelProcessError as exc:
