@@ -127,7 +127,7 @@ def test_an_unservable_model_is_refused_before_the_stack_starts(
 
 def test_the_same_model_runs_when_modellabels_names_its_order(tmp_path: Path) -> None:
     """The check compares with the stack's ModelLabels, overrides included."""
-    from scones.offline.stack import check_model
+    from scones.offline.stack_model import check_model
 
     model = tmp_path / "model"
     shutil.copytree(SHIPPED_MODEL_DIR, model)
@@ -152,7 +152,7 @@ def test_a_model_input_size_other_than_the_models_is_refused_before_the_stack_st
 
 
 def test_the_model_input_size_check_reads_the_stacks_parameter() -> None:
-    from scones.offline.stack import StackError, check_model
+    from scones.offline.stack_model import StackError, check_model
 
     check_model(SHIPPED_MODEL_DIR, {"ModelInputSize": "32x32"})
     with pytest.raises(StackError, match="ModelInputSize is 48x32"):
@@ -224,3 +224,30 @@ def test_a_model_without_a_baseline_runs_and_says_once_that_drift_is_off(tmp_pat
     (run,) = (tmp_path / "out").glob("run-*.json")
     monitor = json.loads(run.read_text())["monitor"]
     assert monitor["request_count"] == 1 and monitor["label_drift"] is None, monitor
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "no/such/folder"],
+        ["run", "--param", "ModelInputSize=64x64"],
+        ["up", "--model", "no/such/model"],
+    ],
+)
+def test_what_is_refused_before_the_stack_starts_is_refused_without_loading_it(
+    argv: list[str],
+) -> None:
+    """The model and the options are judged apart from the stack (``stack_model``): a
+    mistyped argument costs no import of moto and its interpreter (about a second)."""
+    probe = (
+        "import sys\n"
+        "from scones.cli.main import main\n"
+        f"status = main({argv!r})\n"
+        "loaded = sorted(m for m in ('moto', 'scones.offline.stack') if m in sys.modules)\n"
+        "print(status, loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT, check=False
+    )
+    assert done.stdout.split("\n")[-2] == "2 []", done.stdout + done.stderr
+    assert "scones: error: " in done.stderr

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,14 +74,13 @@ from scones.offline.records_file import (
     temporary_records_folder,
 )
 from scones.offline.sqs_poller import SqsPoller
+from scones.offline.stack_model import DEFAULT_MODEL_DIR, StackError, check_model
 from scones.offline.table_faults import THROTTLED, TableWriteFaults
-from scones.paths import BASELINE_FILE, SHIPPED_MODEL_DIR
+from scones.paths import BASELINE_FILE
 from scones.template_params import LOCAL_STACK_NAME
 
 if TYPE_CHECKING:
     from scones.serving.server import ServerSettings
-
-DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 
 logger = logging.getLogger(__name__)
 # moto's own configuration, process-wide: the stack runs state machines while it is up.
@@ -101,10 +100,6 @@ _LISTING_PAGE_SIZE = 100_000
 
 # One offline stack per process: moto's backends and the Lambda hook are global.
 _ACTIVE = threading.Lock()
-
-
-class StackError(RuntimeError):
-    """The offline stack could not start or do what was asked; the message says why."""
 
 
 # Template parameters the offline stack deploys with unless told otherwise. The local model
@@ -181,70 +176,6 @@ def raise_open_file_limit(needed: int) -> None:
         # macOS refuses an unlimited soft limit for files: needed, at least, is enough.
         if soft < needed:
             resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-def check_model(directory: Path, overrides: Mapping[str, str]) -> str | None:
-    """Refuse, before anything starts, a model folder the server could not load or one
-    whose classes are not the stack's ``ModelLabels`` in order: the workflow names a
-    class by its position in the answer, so another order would record every image
-    as the wrong class without an error. Its ``baseline.json``, which the stack publishes
-    as the monitor's, must be that model's (``model_baseline``).
-
-    A folder without one is served (docs/monitoring.md): the answer is then the note its
-    user must read once, that the monitor will measure no drift for it; ``None`` otherwise."""
-    from scones_core.monitoring.drift import BaselineError, model_baseline
-    from scones_core.settings import parse_labels
-
-    from scones.model.artifact import (
-        MANIFEST_NAME,
-        ModelArtifactError,
-        OnnxClassifier,
-        model_is_a_file,
-        stack_mismatches,
-    )
-    from scones.template_params import ParameterError, resolve_parameters
-
-    if directory.exists() and not directory.is_dir():
-        raise StackError(model_is_a_file(directory))
-    if not (directory / MANIFEST_NAME).is_file():
-        raise StackError(
-            f"no model at {directory} (model.json missing); "
-            "train one with `scones train` or pass --model"
-        )
-    try:
-        parameters = resolve_parameters(overrides)
-        labels = parse_labels(parameters["ModelLabels"])
-    except ParameterError as exc:
-        raise StackError(str(exc)) from None
-    try:
-        # Loaded as the server will load it (about 0.3 s): a graph whose bytes match its
-        # digest can still be one onnxruntime refuses, or sized for other labels.
-        manifest = OnnxClassifier(directory).manifest
-    except ModelArtifactError as exc:
-        raise StackError(f"the model at {directory} cannot be served: {exc}") from None
-    problems = stack_mismatches(manifest, labels, parameters["ModelInputSize"], how="pass --param")
-    if problems:
-        raise StackError(f"the model at {directory}: " + "; and ".join(problems))
-    baseline = directory / BASELINE_FILE
-    if not baseline.is_file():
-        # The monitor's only sign is an error in its log at every run: say it up front.
-        return (
-            f"the model at {directory} has no {BASELINE_FILE}: the monitor measures no label "
-            "drift for it (no LabelDrift or MeanConfidenceShift metric, no LABEL_DRIFT alert, "
-            "so drift starts no retraining). To have drift measured, put the model's own "
-            f"{BASELINE_FILE} in the folder: `scones train` writes one beside the model it "
-            "trains, and a retrained model's model.tar.gz holds its own"
-        )
-    # The stack makes it the monitor's baseline: one the monitor cannot use stops drift
-    # silently, and another model's compares the traffic with that model's mix.
-    try:
-        model_baseline(baseline.read_bytes(), manifest.labels, manifest.version)
-    except (OSError, BaselineError) as exc:
-        raise StackError(
-            f"the model at {directory}: its {BASELINE_FILE} cannot be the monitor's drift "
-            f"baseline: {exc}"
-        ) from None
-    return None
 
 
 class OfflineStack:
