@@ -7,6 +7,7 @@ output (ImageBucketName) and parameter (BaselineKey) that a stack on AWS has.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -845,6 +846,22 @@ def test_deploy_preflight_names_overrides_cloudformation_or_express_would_refuse
     assert problem in err and "Traceback" not in err
 
 
+@functools.cache
+def _samconfig_read_by_sam(root: Path, text: str) -> SamConfig:
+    return read_samconfig()
+
+
+def project_samconfig() -> SamConfig:
+    """What the pinned SAM CLI reads from the project's own samconfig.toml: one run of sam
+    per worker for the preflight tests, which then replace its ``parameter_overrides``
+    (a copy each: the cached reading stays as sam gave it)."""
+    import scones.deploy
+
+    root = scones.deploy.PROJECT_ROOT
+    config = _samconfig_read_by_sam(root, (root / "samconfig.toml").read_text())
+    return dataclasses.replace(config, parameter_overrides=dict(config.parameter_overrides))
+
+
 def preflight_with(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -869,7 +886,7 @@ def preflight_output(
     import scones.deploy
     from scones.cli.main import main
 
-    config = dataclasses.replace(read_samconfig(), parameter_overrides=overrides)
+    config = dataclasses.replace(project_samconfig(), parameter_overrides=overrides)
     monkeypatch.setattr(scones.deploy, "read_samconfig", lambda *a, **k: config)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -1472,7 +1489,7 @@ def preflight_beside(
     import scones.deploy
     from scones.cli.main import main
 
-    config = dataclasses.replace(read_samconfig(), parameter_overrides=overrides)
+    config = dataclasses.replace(project_samconfig(), parameter_overrides=overrides)
     monkeypatch.setattr(scones.deploy, "read_samconfig", lambda *a, **k: config)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
