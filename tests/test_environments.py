@@ -159,11 +159,19 @@ def test_scones_evaluate_runs_the_shipped_model_without_torch(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_scones_bench_model_runs_without_torch() -> None:
+def test_scones_bench_model_runs_without_torch(tmp_path: Path) -> None:
+    # A few bundled images, scored whole: the same imports as the recorded validation
+    # split, without scoring the reference ensemble on hundreds of images.
+    data = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
+    for label in ("bicycle", "motorcycle"):
+        (tmp_path / label).mkdir()
+        for image in sorted((data / label).glob("*.png"))[:4]:
+            (tmp_path / label / image.name).write_bytes(image.read_bytes())
+    argv = ["bench", "model", "--images", "4", "--warmup", "1", "--data", str(tmp_path)]
     result = run_blocked(
-        """
+        f"""
         from scones.cli.main import main
-        code = main(["bench", "model", "--images", "4", "--warmup", "1"])
+        code = main({[*argv, "--split", "all"]!r})
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
         assert not loaded, loaded
         sys.exit(code)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from scones.cli.main import main
 from scones.model.bench import format_model_bench, run_model_bench
-from scones.model.build import build_model
+from scones.model.build import build_model, evaluate_directory
 from scones.model.train import TrainRecipe
 
 
@@ -73,3 +74,28 @@ def test_bench_model_names_a_missing_model(
 ) -> None:
     assert main(["bench", "model", "--model", str(tmp_path), "--images", "1"]) != 0
     assert "model manifest not found" in capsys.readouterr().err
+
+
+def test_a_separate_test_set_is_benched_whole_as_the_refusal_says(
+    two_models: tuple[Path, Path],
+    subset_copier: Callable[[Path, int], Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A folder other than the one the models' split was drawn from has no recorded
+    split: the refusal names ``--split all``, and bench model takes it (as evaluate
+    does), scoring every image."""
+    wide, small = two_models
+    other = subset_copier(tmp_path / "other", 6)
+    argv = ["bench", "model", "--model", str(wide), "--model", str(small), "--data", str(other)]
+    argv += ["--images", "2", "--warmup", "0", "--threshold", "0.9"]
+    assert main(argv) == 2
+    assert "evaluate a different data set with --split all" in capsys.readouterr().err
+    out = tmp_path / "bench.json"
+    assert main([*argv, "--split", "all", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["models"]
+    assert [row["images"] for row in rows] == [12, 12]
+    for row, path in zip(rows, (wide, small), strict=True):
+        report, _ = evaluate_directory(path, other, 0.9, whole=True)
+        assert row["accuracy"] == report["accuracy"]
+        assert row["coverage"] == report["at_threshold"]["coverage"]

@@ -14,6 +14,7 @@ from scones.cli.arguments import (
     positive_int,
 )
 from scones.cli.errors import CommandError
+from scones.cli.evaluate import add_split_option
 from scones.paths import PROJECT_ROOT, SHIPPED_MODEL_DIR
 from scones.safe_files import write_json_file
 
@@ -58,6 +59,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="confidence threshold (default: ConfidenceThreshold in template.yaml)",
     )
+    add_split_option(parser)
     parser.add_argument("--json", type=output_file, help="also write the results as JSON here")
     parser.set_defaults(handler=run)
 
@@ -93,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             threshold,
             timed_images=args.images,
             warmup=args.warmup,
+            whole=args.split == "all",
         )
     except (ModelArtifactError, DataError, ValueError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from exc

@@ -47,6 +47,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="confidence threshold (default: ConfidenceThreshold in template.yaml)",
     )
+    add_split_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_split_option(parser: argparse.ArgumentParser) -> None:
+    """``--split``: which images of ``--data`` score a model (``scones evaluate`` and
+    ``scones bench model``); an error about the recorded split names it as the remedy."""
     parser.add_argument(
         "--split",
         choices=("validation", "all"),
@@ -54,7 +61,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="'validation': the held-out split recreated from model.json; "
         "'all': every image in --data (for a separate test set)",
     )
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

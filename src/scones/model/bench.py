@@ -4,8 +4,8 @@ Every model is loaded as the server loads it (:class:`OnnxClassifier`, one intra
 thread) and timed on the same validation images at batch size 1, interleaved image
 by image, so load from other processes on a shared machine falls on all models
 alike. Quality is measured the way ``scones evaluate`` measures it: on the
-validation split recorded in each model's ``model.json``, at the configured
-confidence threshold.
+validation split recorded in each model's ``model.json`` (or every image of a separate
+test set, ``--split all``), at the configured confidence threshold.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from scones.model.artifact import MANIFEST_NAME, ONNX_NAME, OnnxClassifier
-from scones.model.build import validation_from_manifest
+from scones.model.artifact import ONNX_NAME, OnnxClassifier
+from scones.model.build import evaluation_images
 from scones.model.evaluate import evaluate_probabilities, expected_calibration_error
-from scones.model.folders import load_images
 
 
 @dataclass(frozen=True)
@@ -60,19 +59,16 @@ def run_model_bench(
     *,
     timed_images: int = 200,
     warmup: int = 10,
+    whole: bool = False,
 ) -> list[ModelBench]:
-    """Time every model on ``timed_images`` validation images, interleaved, and score it."""
+    """Time every model on ``timed_images`` validation images (every image of
+    ``data_dir`` when ``whole``), interleaved, and score it on them."""
     if not models:
         raise ValueError("no models to compare")
     if timed_images < 1 or warmup < 0:
         raise ValueError("timed_images must be >= 1 and warmup >= 0")
     classifiers = [OnnxClassifier(path) for _, path in models]
-    splits = []
-    for classifier in classifiers:
-        data = load_images(data_dir, classifier.labels, classifier.manifest.input_size)
-        manifest_path = classifier.directory / MANIFEST_NAME
-        split = validation_from_manifest(data, data_dir, classifier.manifest, source=manifest_path)
-        splits.append(split.validation)
+    splits = [evaluation_images(c, data_dir, whole=whole)[1] for c in classifiers]
     latencies: list[list[float]] = [[] for _ in classifiers]
     for step in range(warmup + timed_images):
         for index, (classifier, validation) in enumerate(zip(classifiers, splits, strict=True)):

@@ -381,13 +381,19 @@ def evaluate_directory(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Evaluate a saved artifact on its validation split (or on every image when ``whole``)."""
     classifier = OnnxClassifier(model_dir)
+    description, subset = evaluation_images(classifier, data_dir, whole=whole)
+    return evaluate_artifact(classifier, subset, threshold, description)
+
+
+def evaluation_images(
+    classifier: OnnxClassifier, data_dir: Path, *, whole: bool = False
+) -> tuple[dict[str, Any], LabelledImages]:
+    """The images of ``data_dir`` a model is scored on, and how they were chosen: its
+    recorded validation split, or every image when ``whole`` (``--split all``)."""
     data = load_images(data_dir, classifier.labels, classifier.manifest.input_size)
     if whole:
-        description: dict[str, Any] = {"method": "every image in the folder", "images": len(data)}
-        subset = data
-    else:
-        split = validation_from_manifest(
-            data, data_dir, classifier.manifest, source=Path(model_dir) / MANIFEST_NAME
-        )
-        description, subset = split.description, split.validation
-    return evaluate_artifact(classifier, subset, threshold, description)
+        return {"method": "every image in the folder", "images": len(data)}, data
+    split = validation_from_manifest(
+        data, data_dir, classifier.manifest, source=classifier.directory / MANIFEST_NAME
+    )
+    return split.description, split.validation
