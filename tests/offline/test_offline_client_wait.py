@@ -42,3 +42,40 @@ def test_a_backlog_that_stops_draining_is_named_once_the_timeout_passes() -> Non
     stack = Draining(items, per_poll=2, stall_at=6)
     with pytest.raises(StackClientError, match=r"^4 upload\(s\) have no record, and no record"):
         stack.wait_for_records(items, timeout=0.05, poll_seconds=0.01)
+
+
+def test_a_stall_with_nothing_in_flight_ends_without_waiting_out_the_timeout() -> None:
+    """Two polls in a row that found nothing in flight and no new record: what is missing
+    can no longer come (a lost S3 event), however long the timeout."""
+    items = uploads(10)
+    stack = Draining(items, per_poll=2, stall_at=6)
+    asked: list[int] = []
+
+    def in_flight() -> bool:
+        asked.append(stack.polls)
+        return False
+
+    with pytest.raises(
+        StackClientError,
+        match=r"^4 upload\(s\) have no record, and nothing is in flight that could record them",
+    ):
+        stack.wait_for_records(items, timeout=600, poll_seconds=0.01, in_flight=in_flight)
+    # Asked before each read: three reads brought records, then two found none.
+    assert asked == [0, 1, 2, 3, 4] and stack.polls == 5
+
+
+def test_records_that_keep_coming_are_all_waited_for_even_with_nothing_in_flight() -> None:
+    """Each answer is read before the records: a record written after the stack was seen
+    idle is still found by that poll's read, and every new one starts the count again."""
+    items = uploads(8)
+    stack = Draining(items, per_poll=1, stall_at=8)
+    found = stack.wait_for_records(items, timeout=600, poll_seconds=0.01, in_flight=lambda: False)
+    assert len(found) == 8 and stack.polls == 8
+
+
+def test_something_in_flight_keeps_a_stalled_wait_going_until_the_timeout() -> None:
+    items = uploads(10)
+    stack = Draining(items, per_poll=2, stall_at=6)
+    with pytest.raises(StackClientError, match=r"and no record came in the last 0 s"):
+        stack.wait_for_records(items, timeout=0.05, poll_seconds=0.01, in_flight=lambda: True)
+    assert stack.polls > 5

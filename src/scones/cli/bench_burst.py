@@ -64,7 +64,8 @@ def register(benchmarks: Any) -> None:
         "--timeout",
         type=seconds,
         default=300,
-        help="seconds to wait while no new record comes in (default 300)",
+        help="seconds to wait while no new record comes in (default 300); the wait ends "
+        "sooner once no S3 event is queued and no execution runs",
     )
     parser.add_argument("--json", type=output_file, help="also write the result as JSON here")
     parser.set_defaults(handler=run_burst)
@@ -110,9 +111,24 @@ def _burst(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             print(f"\r{done}/{total} records", end="", flush=True)
 
+        ingest_queue = stack.stack.outputs["IngestQueueUrl"]
+
+        def in_flight() -> bool:
+            """An S3 event still queued or being started, or an execution still running."""
+            running = api.client("stepfunctions").list_executions(
+                stateMachineArn=api.endpoints.state_machine_arn,
+                statusFilter="RUNNING",
+                maxResults=1,
+            )["executions"]
+            return bool(running) or _queue_count(api, ingest_queue) > 0
+
         try:
             api.wait_for_records(
-                uploads, timeout=args.timeout, on_progress=progress, poll_seconds=2.0
+                uploads,
+                timeout=args.timeout,
+                on_progress=progress,
+                poll_seconds=2.0,
+                in_flight=in_flight,
             )
         except StackClientError as exc:  # some never got a record: the audit counts them
             print(f"\n{exc}", file=sys.stderr)
@@ -122,7 +138,7 @@ def _burst(args: argparse.Namespace) -> int:
         time.sleep(2.0)
         records = api.records()
         dead_letters = _queue_count(api, api.endpoints.dead_letter_queue_url)
-        ingest_left = _queue_count(api, stack.stack.outputs["IngestQueueUrl"])
+        ingest_left = _queue_count(api, ingest_queue)
         invocations = _model_invocations(api.endpoints.model_url)
     wanted = {(u.key, u.version_id) for u in uploads}
     per_upload = Counter((r.get("key"), r.get("version_id")) for r in records)
@@ -186,11 +202,11 @@ def _model_invocations(model_url: str) -> int:
 
 
 def _queue_count(api: Any, queue_url: str) -> int:
-    """Messages on a queue, visible or in flight (read without deleting)."""
-    attributes = api.client("sqs").get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
+    """Messages on a queue, visible, in flight or delayed (read without deleting)."""
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    attributes = api.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)
+    return sum(int(attributes["Attributes"].get(name, 0)) for name in names)

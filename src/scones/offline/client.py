@@ -104,6 +104,18 @@ class Upload:
 _BATCH_GET_KEYS = 100  # DynamoDB's BatchGetItem limit
 
 
+def _missing(
+    uploads: list[Upload], found: dict[Upload, dict[str, Any]], why: str
+) -> StackClientError:
+    """The end of a wait for records that did not all come: how many, why, the first keys."""
+    missing = [u.key for u in uploads if u not in found]
+    return StackClientError(
+        f"{len(missing)} upload(s) have no record, {why}: "
+        + ", ".join(missing[:5])
+        + (" ..." if len(missing) > 5 else "")
+    )
+
+
 def record_id(upload: Upload) -> str:
     """The results table's key for an upload's record (``ObjectRef.record_id``)."""
     version = upload.version_id or NULL_VERSION
@@ -171,6 +183,7 @@ class StackClient:
         timeout: float = 120.0,
         on_progress: Callable[[int, int], None] | None = None,
         poll_seconds: float = 0.2,
+        in_flight: Callable[[], bool] | None = None,
     ) -> dict[Upload, dict[str, Any]]:
         """Block until every upload has its terminal record; return them by upload.
 
@@ -179,11 +192,17 @@ class StackClient:
         records still awaited, by key: the time to wait for N uploads does not grow with
         the records already in the table, and the wait does not load the stack it waits on.
         ``timeout`` is how long the wait goes on without a new record: a backlog of thousands
-        drains for as long as it keeps draining, and a stalled one is named.
+        drains for as long as it keeps draining, and a stalled one is named. With
+        ``in_flight`` (is anything still on its way to a record?), it ends sooner: once two
+        polls in a row found nothing in flight before reading the records and no new one
+        among them, no record can still come for what is missing.
         """
         deadline = time.monotonic() + timeout
         found: dict[Upload, dict[str, Any]] = {}
+        idle_polls = 0
         while True:
+            # Asked before the read: whatever was in flight then is recorded by the read.
+            idle = in_flight is not None and not in_flight()
             pending = [u for u in uploads if u not in found]
             records = self._records_by_id({record_id(u) for u in pending})
             before = len(found)
@@ -195,16 +214,13 @@ class StackClient:
                 on_progress(len(found), len(uploads))
             if len(found) == len(uploads):
                 return found
+            idle_polls = idle_polls + 1 if idle and len(found) == before else 0
             if len(found) > before:  # still making progress: a burst of any size may finish
                 deadline = time.monotonic() + timeout
+            elif idle_polls >= 2:
+                raise _missing(uploads, found, "and nothing is in flight that could record them")
             elif time.monotonic() > deadline:
-                missing = [u.key for u in uploads if u not in found]
-                raise StackClientError(
-                    f"{len(missing)} upload(s) have no record, and no record came in the "
-                    f"last {timeout:.0f} s: "
-                    + ", ".join(missing[:5])
-                    + (" ..." if len(missing) > 5 else "")
-                )
+                raise _missing(uploads, found, f"and no record came in the last {timeout:.0f} s")
             time.sleep(poll_seconds)
 
     def _records_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
