@@ -158,3 +158,47 @@ def test_the_documented_log_limits_are_the_ones_the_stack_uses() -> None:
     assert said in (PROJECT_ROOT / "docs" / "offline.md").read_text()
     logging_gap = next(gap for gap in gaps.GAPS if gap.name == "function logging config")
     assert said in logging_gap.why
+
+
+def test_a_worker_whose_input_ends_exits_without_teardown_its_output_logged(
+    tmp_path: Path,
+) -> None:
+    """The stop closes each worker's requests: the worker then ends as Lambda ends an
+    environment, without the interpreter's teardown (no atexit hook runs), with all it
+    wrote in the log."""
+    import os
+    import subprocess
+    import sys
+
+    from scones.offline.lambda_runtime import _WORKER_SCRIPT
+
+    (tmp_path / "app.py").write_text(
+        "import atexit, sys\n"
+        "atexit.register(lambda: open('teardown-ran', 'w').close())\n"
+        "def handler(event, context):\n"
+        "    sys.stdout.write('half a line')\n"
+        "    return event\n"
+    )
+    log = tmp_path / "function.log"
+    request_r, request_w = os.pipe()
+    response_r, response_w = os.pipe()
+    pipes = [str(request_r), str(response_w)]
+    worker = subprocess.Popen(
+        [sys.executable, "-S", str(_WORKER_SCRIPT), "app.handler", *pipes, str(log), "9999", "1"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+        stdin=subprocess.DEVNULL,
+        pass_fds=(request_r, response_w),
+    )
+    os.close(request_r)
+    os.close(response_w)
+    with os.fdopen(request_w, "w") as requests, os.fdopen(response_r) as responses:
+        assert json.loads(responses.readline()) == {"init": "done"}
+        requests.write(json.dumps({"event": {"n": 1}, "deadline_ms": 1e15}) + "\n")
+        requests.flush()
+        assert json.loads(responses.readline())["payload"] == {"n": 1}
+    assert worker.wait(timeout=30) == 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("START RequestId: ")
+    assert lines[1].startswith("half a lineEND RequestId: ")
+    assert not (tmp_path / "teardown-ran").exists()  # no interpreter teardown
