@@ -521,3 +521,38 @@ def test_deleted_receipt_handles_are_forgotten_once_they_have_expired(
     sqs.delete_message(QueueUrl=url, ReceiptHandle=handles[5])  # still within its time
     with pytest.raises(ClientError, match="ReceiptHandleIsInvalid"):
         sqs.delete_message(QueueUrl=url, ReceiptHandle=handles[0])  # long expired
+
+
+# -- moto's CloudFormation template parse ----------------------------------------------------
+def test_moto_still_reads_a_json_template_as_yaml_first_and_the_fix_reads_the_same_as_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first half fails, moto reads JSON templates as JSON: drop cfn_json_templates."""
+    import yaml
+    from moto.cloudformation.models import Stack
+
+    from scones.offline import cfn_json_templates
+    from scones.template_params import load_template
+
+    template = json.dumps(load_template())  # the project's template, as JSON
+    loads: list[str] = []
+    original = yaml.load
+
+    def counting(stream: Any, Loader: Any) -> Any:
+        loads.append(Loader.__name__)
+        return original(stream, Loader=Loader)
+
+    monkeypatch.setattr(yaml, "load", counting)
+    raw = Stack.parse_template(template)
+    assert loads == ["Loader"]  # moto parses the JSON text with pure-Python YAML
+
+    loads.clear()
+    cfn_json_templates.install()
+    try:
+        fixed = Stack.parse_template(template)
+        tagged = Stack.parse_template("Resources:\n  Q:\n    Type: !Sub 'AWS::SQS::Queue'\n")
+    finally:
+        cfn_json_templates.uninstall()
+    assert fixed == raw and "Resources" in fixed
+    assert loads == ["Loader"]  # only for the YAML text, which moto still reads its way
+    assert tagged == {"Resources": {"Q": {"Type": {"Fn::Sub": "AWS::SQS::Queue"}}}}

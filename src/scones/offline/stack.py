@@ -46,6 +46,7 @@ from scones.offline import moto_ec2_regions  # noqa: F401 (before moto's interpr
 
 # isort: split
 from scones.offline import (
+    cfn_json_templates,
     concurrency_fixes,
     dispatch_cache,
     emulator_snapshot,
@@ -297,6 +298,7 @@ class OfflineStack:
             interpreter_caches.install()
             sqs_fixes.install()
             dispatch_cache.install()
+            cfn_json_templates.install()
             self._speedups_installed = True
         if self.options.max_running_executions is not None:
             self.execution_gate = execution_gate.install(self.options.max_running_executions)
@@ -394,6 +396,7 @@ class OfflineStack:
             interpreter_caches.uninstall()
             sqs_fixes.uninstall()
             dispatch_cache.uninstall()
+            cfn_json_templates.uninstall()
         if self._moto:
             if not saved:
                 # The last moment the table can be read: the emulator's memory goes with it.
