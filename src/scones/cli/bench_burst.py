@@ -111,24 +111,13 @@ def _burst(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             print(f"\r{done}/{total} records", end="", flush=True)
 
-        ingest_queue = stack.stack.outputs["IngestQueueUrl"]
-
-        def in_flight() -> bool:
-            """An S3 event still queued or being started, or an execution still running."""
-            running = api.client("stepfunctions").list_executions(
-                stateMachineArn=api.endpoints.state_machine_arn,
-                statusFilter="RUNNING",
-                maxResults=1,
-            )["executions"]
-            return bool(running) or _queue_count(api, ingest_queue) > 0
-
         try:
             api.wait_for_records(
                 uploads,
                 timeout=args.timeout,
                 on_progress=progress,
                 poll_seconds=2.0,
-                in_flight=in_flight,
+                in_flight=stack.in_flight,
             )
         except StackClientError as exc:  # some never got a record: the audit counts them
             print(f"\n{exc}", file=sys.stderr)
@@ -137,8 +126,8 @@ def _burst(args: argparse.Namespace) -> int:
         # Let any late duplicate land before the audit.
         time.sleep(2.0)
         records = api.records()
-        dead_letters = _queue_count(api, api.endpoints.dead_letter_queue_url)
-        ingest_left = _queue_count(api, ingest_queue)
+        dead_letters = stack.queue_depth(api.endpoints.dead_letter_queue_url)
+        ingest_left = stack.queue_depth(stack.stack.outputs["IngestQueueUrl"])
         invocations = _model_invocations(api.endpoints.model_url)
     wanted = {(u.key, u.version_id) for u in uploads}
     per_upload = Counter((r.get("key"), r.get("version_id")) for r in records)
@@ -199,14 +188,3 @@ def _model_invocations(model_url: str) -> int:
     with urllib.request.urlopen(f"{model_url}/ping", timeout=10) as response:  # noqa: S310
         ping = json.loads(response.read())
     return sum(int(variant["invocations"]) for variant in ping["variants"])
-
-
-def _queue_count(api: Any, queue_url: str) -> int:
-    """Messages on a queue, visible, in flight or delayed (read without deleting)."""
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    attributes = api.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)
-    return sum(int(attributes["Attributes"].get(name, 0)) for name in names)

@@ -200,6 +200,9 @@ class OfflineStack:
         self._own_work_dir = self.options.work_dir is None
         self.timings: dict[str, float] = {}
         self._api: StackClient | None = None
+        self._session: Any = None
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients_lock = threading.Lock()
         self._holds_process_slot = False
         self._froze_heap = False
         self._table_faults: TableWriteFaults | None = None
@@ -336,6 +339,8 @@ class OfflineStack:
         try:
             self._stop_parts()
         finally:
+            with self._clients_lock:
+                self._clients.clear()  # their endpoint goes with the stack
             # Whatever a step raised (it still propagates): a temporary work folder holds
             # every function's package and log, and a full disk is a likely cause.
             if self._own_work_dir:
@@ -787,7 +792,16 @@ class OfflineStack:
         """A client on the stack's own endpoint (served until the stack has saved its
         records); ``api()`` and ``endpoints`` name the published one, as users reach it."""
         endpoint = self.model_url if service == "sagemaker-runtime" else self.own_endpoint_url
-        return offline_session().client(service, endpoint_url=endpoint)
+        # One per service and endpoint, from one session (clients are thread-safe; making
+        # one is not): a new session read botocore's models again, 80 ms for S3 alone.
+        with self._clients_lock:
+            client = self._clients.get((service, endpoint))
+            if client is None:
+                if self._session is None:
+                    self._session = offline_session()
+                client = self._session.client(service, endpoint_url=endpoint)
+                self._clients[(service, endpoint)] = client
+            return client
 
     def function_name(self, logical_id: str) -> str:
         return self.stack.physical_id(logical_id)
@@ -806,6 +820,31 @@ class OfflineStack:
             dead_letter_queue_url=outputs["DeadLetterQueueUrl"],
             monitor_function=outputs["MonitorFunctionName"],
             region=REGION,
+        )
+
+    def queue_depth(self, queue_url: str) -> int:
+        """Messages on a queue, visible, in flight or delayed (read without receiving)."""
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        attributes = self.client("sqs").get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=names
+        )["Attributes"]
+        return sum(int(attributes.get(name, 0)) for name in names)
+
+    def in_flight(self) -> bool:
+        """Is anything still on its way to a record: an S3 event on the ingest queue
+        (visible, being started or delayed), or a classification execution running?"""
+        if self.queue_depth(self.stack.outputs["IngestQueueUrl"]):
+            return True
+        return bool(
+            self.client("stepfunctions").list_executions(
+                stateMachineArn=self.stack.outputs["ClassificationStateMachineArn"],
+                statusFilter="RUNNING",
+                maxResults=1,
+            )["executions"]
         )
 
     @contextlib.contextmanager
