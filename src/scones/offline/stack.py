@@ -495,14 +495,7 @@ class OfflineStack:
     def _queued_events(self) -> int:
         """S3 event messages still in the ingest queue (nothing delivers them once the
         poller has stopped): what the stop can say when the uploads cannot be listed."""
-        attributes = self.client("sqs").get_queue_attributes(
-            QueueUrl=self.stack.outputs["IngestQueueUrl"],
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-            ],
-        )["Attributes"]
-        return sum(int(value) for value in attributes.values())
+        return self.queue_depth(self.stack.outputs["IngestQueueUrl"])
 
     def _name_unfinished(
         self, records: list[dict[str, Any]] | None, running: int, timeout: float
@@ -837,15 +830,8 @@ class OfflineStack:
     def in_flight(self) -> bool:
         """Is anything still on its way to a record: an S3 event on the ingest queue
         (visible, being started or delayed), or a classification execution running?"""
-        if self.queue_depth(self.stack.outputs["IngestQueueUrl"]):
-            return True
-        return bool(
-            self.client("stepfunctions").list_executions(
-                stateMachineArn=self.stack.outputs["ClassificationStateMachineArn"],
-                statusFilter="RUNNING",
-                maxResults=1,
-            )["executions"]
-        )
+        machine = self.stack.outputs["ClassificationStateMachineArn"]
+        return bool(self._queued_events() or running_executions({machine}))
 
     @contextlib.contextmanager
     def delivery_paused(self) -> Iterator[None]:
