@@ -160,14 +160,12 @@ def test_scones_evaluate_runs_the_shipped_model_without_torch(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_scones_bench_model_runs_without_torch(tmp_path: Path) -> None:
+    from tests.model.conftest import copy_subset
+
     # A few bundled images, scored whole: the same imports as the recorded validation
     # split, without scoring the reference ensemble on hundreds of images.
-    data = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
-    for label in ("bicycle", "motorcycle"):
-        (tmp_path / label).mkdir()
-        for image in sorted((data / label).glob("*.png"))[:4]:
-            (tmp_path / label / image.name).write_bytes(image.read_bytes())
-    argv = ["bench", "model", "--images", "4", "--warmup", "1", "--data", str(tmp_path)]
+    data = copy_subset(tmp_path / "data", 4)
+    argv = ["bench", "model", "--images", "4", "--warmup", "1", "--data", str(data)]
     result = run_blocked(
         f"""
         from scones.cli.main import main
