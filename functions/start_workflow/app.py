@@ -80,11 +80,14 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
         raise EventError(f"SQS message {record.message_id}: {exc}") from exc
     here, elsewhere = split_by_scope(images, settings)
     if elsewhere:
-        # An SNS topic or EventBridge rule shared with other buckets or prefixes.
-        logger.info(
+        # An SNS topic or EventBridge rule shared with other buckets or prefixes, or one
+        # wired to the wrong bucket: a warning and a metric, since at the default LogLevel
+        # an INFO line would leave no trace of uploads this stack will never classify.
+        logger.warning(
             "ignoring objects outside this stack's bucket and incoming prefix",
             extra={"objects": [f"s3://{i.ref.bucket}/{i.ref.key}" for i in elsewhere]},
         )
+        metrics.add_metric(name="ObjectsOutOfScope", unit=MetricUnit.Count, value=len(elsewhere))
     return here
 
 

@@ -504,7 +504,7 @@ def test_faults_reach_the_logs_the_response_and_the_metrics(
             # Powertools leaves out None values: a whole-file problem has no line.
             {k: entry.get(k) for k in ("code", "source", "line", "reason")}
             for entry in logs
-            if entry["level"] == "WARNING" and "reason" in entry
+            if entry["level"] == "WARN" and "reason" in entry
         ),
         key=lambda w: w["code"],
     )
@@ -578,7 +578,7 @@ def test_a_run_by_hand_waits_the_same_settle_and_names_the_keys_it_ignores(
         for line in capsys.readouterr().out.splitlines()
         if line.startswith('{"level"') and "unknown keys" in line
     ]
-    assert warning["level"] == "WARNING"
+    assert warning["level"] == "WARN"
     assert warning["unknown_keys"] == ["key1", "window_end"]
     assert "key1, window_end" in warning["message"]
 

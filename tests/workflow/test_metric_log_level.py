@@ -10,12 +10,14 @@ never exists. The filter is applied here as documented, to what the real handler
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
 import boto3
 import pytest
 from conftest import EVENTS, load_handler, start_function
+from scones_core import function_logs
 from test_workflow_handlers import REGION, aws, context, lambda_env  # noqa: F401 (fixtures)
 
 from scones.template_params import function_environment, load_template
@@ -82,6 +84,67 @@ def test_the_start_functions_metrics_are_kept(
     assert app.lambda_handler(event, context()) == {"batchItemFailures": []}
     out = capsys.readouterr().out
     assert {"WorkflowsStarted", "ImagesStarted"} <= metrics_kept(out, filtered_at)
+
+
+def written(logger: Any, records: list[logging.LogRecord]) -> list[str]:
+    """The lines ``logger`` (Powertools') writes for ``records``, through its own handler's
+    formatter (its stream is the stdout of the test that made it, not this one's)."""
+    formatter = logger.registered_handler.formatter
+    return [formatter.format(record) for record in records]
+
+
+def test_objects_outside_the_stacks_scope_leave_a_line_and_a_metric_that_are_kept(
+    filtered_at: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An SNS topic or EventBridge rule wired to the wrong bucket makes the start function
+    drop every upload it carries; that must show at every LogLevel, the default included."""
+    _, _, app = start_function(monkeypatch, region=REGION)
+    lambda_sets(monkeypatch, filtered_at)
+    event = json.loads((EVENTS / "start_workflow.json").read_text())
+    (message,) = event["Records"]
+    body = json.loads(message["body"])
+    body["Records"][0]["s3"]["bucket"]["name"] = "someone-elses"
+    event["Records"] = [dict(message, body=json.dumps(body))]
+
+    assert app.lambda_handler(event, context()) == {"batchItemFailures": []}
+
+    assert "ObjectsOutOfScope" in metrics_kept(capsys.readouterr().out, filtered_at)
+    (line,) = [
+        line
+        for line in written(app.logger, caplog.records)
+        if "outside this stack's bucket" in line and "s3://someone-elses/incoming/" in line
+    ]
+    # A warning: kept at every level up to WARN (LogLevel=ERROR keeps errors only).
+    assert lambda_keeps(line, filtered_at) == (LEVELS.index("WARN") >= LEVELS.index(filtered_at))
+
+
+@pytest.mark.parametrize("level", ["WARN", "ERROR", "FATAL"])
+def test_the_functions_warnings_and_errors_are_read_at_their_level(
+    level: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lambda reads a line's level only if it is one of its own names beside an RFC 3339
+    timestamp; otherwise the line counts as INFO, and at the default level (WARN) it is
+    dropped. Powertools' own defaults (``WARNING``, ``2026-12-06 12:24:39,645+0000``) were
+    both unreadable."""
+    log = function_logs.logger()
+    write = {"WARN": log.warning, "ERROR": log.error, "FATAL": log.critical}[level]
+    caplog.set_level(logging.INFO)
+
+    write("something to see", extra={"object": "s3://b/incoming/x.png"})
+    log.info("routine")
+
+    lines = written(log, caplog.records)
+    documents = [json.loads(line) for line in lines]
+    (seen,) = [line for line in documents if line["message"] == "something to see"]
+    assert seen["level"] == level and rfc3339(seen["timestamp"]), seen
+    assert seen["object"] == "s3://b/incoming/x.png"
+    for at in ("INFO", "WARN", "ERROR"):
+        kept = {json.loads(line)["message"] for line in lines if lambda_keeps(line, at)}
+        assert ("something to see" in kept) == (LEVELS.index(level) >= LEVELS.index(at))
+        assert ("routine" in kept) == (at == "INFO")
 
 
 def test_the_serialize_functions_rejection_metric_is_kept(

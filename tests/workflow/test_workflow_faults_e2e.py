@@ -540,7 +540,7 @@ def test_a_crash_on_one_message_retries_only_that_message_into_the_dead_letter_q
     failures = [
         e
         for e in start_function_log(stack)
-        if e.get("message_id") == crash_id and e.get("level") == "WARNING"
+        if e.get("message_id") == crash_id and e.get("level") == "WARN"
     ]
     assert [int(f["receive_count"]) for f in failures] == list(range(1, max_receives + 1))
     assert all("EventError" in f["error"] for f in failures)

@@ -213,6 +213,8 @@ def test_start_workflow_ignores_objects_outside_its_bucket_and_prefix(
     document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
     assert document["object"]["key"] == "incoming/camera-7/delivery photo 1.png"  # one image
     ignored = [r for r in caplog.records if "outside this stack's bucket" in r.getMessage()]
+    # A warning: at the template's default LogLevel an INFO line would leave no trace.
+    assert {r.levelname for r in ignored} == {"WARNING"}
     assert sorted(o for r in ignored for o in r.objects) == [
         "s3://scones-123456789012-us-east-1-images/labelled/bicycle/a.png",
         "s3://someone-elses/incoming/camera-7/delivery photo 1.png",
