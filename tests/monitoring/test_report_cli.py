@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -337,3 +339,62 @@ def test_report_of_a_deployed_stack_reads_its_capture_threshold_and_labels(
     assert "stack no-such-stack was not found" in capsys.readouterr().err
     assert main(["report", "--out", str(out)]) == 2
     assert "--capture is required" in capsys.readouterr().err
+
+
+def test_a_file_among_the_captures_that_is_not_one_is_named_not_left_out(
+    moto_server: str,
+    tmp_path: Path,
+    traffic: list[Prediction],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A compressed copy of an hour (``.jsonl.gz``) is not read, as the monitor does not
+    read it; the report names it, where it used to draw the rest as the whole traffic."""
+    folder = tmp_path / "capture"
+    record_traffic(LocalCaptureSink(folder), traffic[:10])
+    (hour,) = {path.parent for path in folder.rglob("*.jsonl")}
+    packed = hour / "35-00-000-copy.jsonl.gz"
+    packed.write_bytes(b"\x1f\x8b\x08\x00 a compressed hour")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="captures")
+    for path in folder.rglob("*"):
+        if path.is_file():
+            s3.put_object(
+                Bucket="captures", Key=path.relative_to(folder).as_posix(), Body=path.read_bytes()
+            )
+    s3_copy = f"s3://captures/{packed.relative_to(folder).as_posix()}"
+
+    for source, named in ((str(folder), str(packed)), ("s3://captures/", s3_copy)):
+        series = load_capture(source, LABELS)
+        assert len(series) == 10
+        assert [(w.code, w.source) for w in series.warnings] == [("NOT_A_CAPTURE_FILE", named)]
+
+        out = tmp_path / "report.png"
+        assert main(["report", "--capture", source, "--out", str(out), "--threshold", "0.8"]) == 0
+        assert f"skipped {named}: not read: SageMaker's capture files end in .jsonl" in (
+            capsys.readouterr().err
+        )
+
+    # As a command of its own (no logging set up): each skip once, with where it was.
+    labels = ",".join(LABELS)
+    options = ["--out", str(tmp_path / "cli.png"), "--threshold", "0.8", "--labels", labels]
+    result = subprocess.run(
+        [sys.executable, "-m", "scones.cli.main", "report", "--capture", str(folder), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"skipped {packed}: not read: SageMaker's capture files end in .jsonl (a compressed"
+        " or renamed copy must be restored as .jsonl to be counted)"
+    ]
+
+    # Nothing but such copies: the error says what is there.
+    only = tmp_path / "only-copies"
+    only.mkdir()
+    (only / "a.jsonl.gz").write_bytes(packed.read_bytes())
+    with pytest.raises(CaptureSourceError, match=r"holds 1 other file\(s\), e\.g\. .*a\.jsonl\.gz"):
+        load_capture(str(only), LABELS)
+    s3.delete_object(Bucket="captures", Key=packed.relative_to(folder).as_posix())
+    with pytest.raises(CaptureSourceError, match="no capture files"):
+        load_capture("s3://captures/elsewhere/", LABELS)

@@ -14,8 +14,10 @@ and ``--labels`` override them.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,6 +217,20 @@ def _offline_source(capture: str) -> _Source | None:
 _SHOWN_WARNINGS = 5
 
 
+@contextmanager
+def _skips_printed_here() -> Iterator[None]:
+    """The capture reader logs each line or file it skips, for the monitor's log; with no
+    logging set up, Python would print each message bare on stderr. The command prints
+    the skips itself, each with where it was found."""
+    quiet = logging.NullHandler()
+    monitoring = logging.getLogger("scones_core.monitoring")
+    monitoring.addHandler(quiet)
+    try:
+        yield
+    finally:
+        monitoring.removeHandler(quiet)
+
+
 def run(args: argparse.Namespace) -> int:
     from scones.reports.capture_plot import render_capture_plot
     from scones.reports.capture_source import CaptureSourceError, load_capture
@@ -228,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         labels = _labels(source.parameter("ModelLabels"), source.where("ModelLabels"))
     try:
-        series = load_capture(source.capture, labels, s3_client=source.s3_client)
+        with _skips_printed_here():
+            series = load_capture(source.capture, labels, s3_client=source.s3_client)
     except CaptureSourceError as exc:
         raise CommandError(str(exc)) from exc
     for warning in series.warnings[:_SHOWN_WARNINGS]:

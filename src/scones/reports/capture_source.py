@@ -19,6 +19,7 @@ from scones_core.monitoring.capture import (
     CaptureBatch,
     parse_capture_text,
     read_capture_objects,
+    warn_not_a_capture_file,
 )
 from scones_core.monitoring.data_warnings import DataWarning
 from scones_core.monitoring.locations import S3Location, S3ReadError, list_objects
@@ -76,11 +77,17 @@ def load_capture(source: str, labels: Sequence[str], *, s3_client: Any = None) -
 def _load_local(path: Path, labels: Sequence[str]) -> CaptureBatch:
     if not path.exists():
         raise CaptureSourceError(f"capture path {path} does not exist")
-    files = [path] if path.is_file() else _capture_files(path)
-    if not files:
-        raise CaptureSourceError(f"no capture files (*{CAPTURE_SUFFIX}) under {path}")
+    files = [path] if path.is_file() else _files_under(path)
+    captures = [file for file in files if file == path or file.name.endswith(CAPTURE_SUFFIX)]
+    if not captures:
+        raise CaptureSourceError(_no_captures(str(path), [str(file) for file in files]))
     batch = CaptureBatch()
+    # As the monitor does: another file among the captures (a .jsonl.gz copy) is named,
+    # not left out of the report without a word.
     for file in files:
+        if file not in captures:
+            warn_not_a_capture_file(batch, str(file))
+    for file in captures:
         try:
             text = file.read_bytes()
         except OSError as exc:
@@ -89,8 +96,8 @@ def _load_local(path: Path, labels: Sequence[str]) -> CaptureBatch:
     return batch
 
 
-def _capture_files(folder: Path) -> list[Path]:
-    """Every capture file under ``folder``. A folder that cannot be listed is named as a
+def _files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder``. A folder that cannot be listed is named as a
     :class:`CaptureSourceError`: skipped, its requests would be missing from the report
     without a word (and for ``folder`` itself, the report would say there are none)."""
 
@@ -99,11 +106,13 @@ def _capture_files(folder: Path) -> list[Path]:
         raise CaptureSourceError(f"cannot list capture folder {where}: {error.strerror or error}")
 
     return sorted(
-        Path(root, name)
-        for root, _, names in os.walk(folder, onerror=unreadable)
-        for name in names
-        if name.endswith(CAPTURE_SUFFIX)
+        Path(root, name) for root, _, names in os.walk(folder, onerror=unreadable) for name in names
     )
+
+
+def _no_captures(where: str, others: Sequence[str]) -> str:
+    found = f"; it holds {len(others)} other file(s), e.g. {others[0]}" if others else ""
+    return f"no capture files (*{CAPTURE_SUFFIX}) under {where}{found}"
 
 
 def _load_s3(uri: str, labels: Sequence[str], s3_client: Any) -> CaptureBatch:
@@ -115,13 +124,11 @@ def _load_s3(uri: str, labels: Sequence[str], s3_client: Any) -> CaptureBatch:
     # A folder: without the '/', ``.../endpoint`` would also list ``.../endpoint-staging``.
     prefix = location.as_prefix()
     try:
-        keys = [
-            obj.key
-            for obj in list_objects(client, location.bucket, prefix)
-            if obj.key.endswith(CAPTURE_SUFFIX)
-        ]
-        if not keys:
-            raise CaptureSourceError(f"no capture files (*{CAPTURE_SUFFIX}) under {uri}")
+        # Every object: read_capture_objects names the ones that are not capture files.
+        keys = [obj.key for obj in list_objects(client, location.bucket, prefix)]
+        if not any(key.endswith(CAPTURE_SUFFIX) for key in keys):
+            others = [f"s3://{location.bucket}/{key}" for key in keys if not key.endswith("/")]
+            raise CaptureSourceError(_no_captures(uri, others))
         return read_capture_objects(client, location.bucket, keys, labels)
     except S3ReadError as exc:  # it names the listing or the object that failed
         raise CaptureSourceError(str(exc)) from exc

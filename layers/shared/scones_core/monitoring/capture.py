@@ -600,6 +600,20 @@ class _ReadByItsWindow:
         return any(key.startswith(folder.prefix) and folder.holds(key) for folder in folders)
 
 
+def warn_not_a_capture_file(batch: CaptureBatch, source: str) -> None:
+    """Name ``source``, found among the capture files, as one that is not read."""
+    batch.warn(
+        DataWarning(
+            NOT_A_CAPTURE_FILE,
+            source,
+            None,
+            f"not read: SageMaker's capture files end in {CAPTURE_SUFFIX} (a compressed "
+            "or renamed copy must be restored as .jsonl to be counted)",
+        ),
+        "object among the capture files is not a capture file",
+    )
+
+
 def read_capture_objects(
     s3: Any,
     bucket: str,
@@ -635,16 +649,7 @@ def read_capture_objects(
     captures = [key for key in keys if key.endswith(CAPTURE_SUFFIX)]
     for key in keys:
         if owner and not key.endswith((CAPTURE_SUFFIX, "/")):
-            batch.warn(
-                DataWarning(
-                    NOT_A_CAPTURE_FILE,
-                    f"s3://{bucket}/{key}",
-                    None,
-                    f"not read: SageMaker's capture files end in {CAPTURE_SUFFIX} (a compressed "
-                    "or renamed copy must be restored as .jsonl to be counted)",
-                ),
-                "object among the capture files is not a capture file",
-            )
+            warn_not_a_capture_file(batch, f"s3://{bucket}/{key}")
     if not captures:
         return batch
     # Files are fetched a few at a time (a run of an hour reads every file of its hours,
