@@ -49,6 +49,7 @@ from scones_core.image_structure import (
     check_tiff_directories,
     jpeg_layout,
     png_image_data,
+    png_inflated_size,
     tiff_block_count,
 )
 from scones_core.images import normalise_image
@@ -144,6 +145,52 @@ def test_a_png_whose_image_data_is_too_short_for_its_header_is_truncated(
     with pytest.raises(errors.CorruptImage, match=r"4999x4999 image inflates to 74975002 bytes"):
         normalise_image(short, LIMITS)
     assert decoder_spy == []
+
+
+@pytest.mark.parametrize("padding", ["in its chunk", "in a later IDAT", "after IEND"])
+def test_a_short_png_stream_padded_with_bytes_pillow_never_inflates_is_truncated(
+    padding: str, decoder_spy: list[str]
+) -> None:
+    """Enough IDAT bytes for deflate's ratio, but a stream of three rows: the padding after
+    the stream's end, in another IDAT after a text chunk, or in an IDAT after IEND, is
+    never inflated, and the 2000x2000 image decoded as three rows and black."""
+    header = struct.pack(">IIBBBBB", 2000, 2000, 8, 2, 0, 0, 0)  # 8-bit RGB
+    three_rows = zlib.compress(b"".join(b"\0" + b"\xc8\x1e\x1e" * 2000 for _ in range(3)))
+    padded = bytes(12_002_000 // DEFLATE_MAX_RATIO + 1)
+    chunks = {
+        "in its chunk": [(b"IDAT", three_rows + padded), (b"IEND", b"")],
+        "in a later IDAT": [
+            (b"IDAT", three_rows),
+            (b"tEXt", b"Comment\0padding"),
+            (b"IDAT", padded),
+            (b"IEND", b""),
+        ],
+        "after IEND": [(b"IDAT", three_rows), (b"IEND", b""), (b"IDAT", padded)],
+    }[padding]
+    data = PNG_SIGNATURE + png_chunk(b"IHDR", header)
+    data += b"".join(png_chunk(kind, payload) for kind, payload in chunks)
+    assert png_image_data(data)[0] == len(three_rows) + (
+        len(padded) if padding == "in its chunk" else 0
+    )
+    with pytest.raises(errors.CorruptImage, match=r"2000x2000 image inflates to 12002000 bytes"):
+        normalise_image(data, LIMITS)
+    assert decoder_spy == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [("RGB", {"interlace": 1}), ("1", {}), ("1", {"interlace": 1}), ("I;16", {"interlace": 1})],
+)
+def test_whole_pngs_of_every_layout_inflate_to_their_image(
+    mode: str, options: dict[str, int]
+) -> None:
+    """Interlaced images (more rows, each padded) and sub-byte samples inflate to at least
+    the size the check asks for."""
+    image = Image.effect_noise((333, 201), 90).convert(mode)
+    data = encode(image, **options)
+    _, needed = png_image_data(data)
+    assert png_inflated_size(data, needed) == needed
+    assert decode_image(data, LIMITS).image.size == (333, 201)
 
 
 def test_the_most_compressible_pngs_stay_under_deflates_ratio() -> None:

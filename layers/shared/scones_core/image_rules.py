@@ -65,6 +65,7 @@ from scones_core.image_structure import (
     check_webp_exif,
     jpeg_layout,
     png_image_data,
+    png_inflated_size,
     tiff_block_count,
     tiff_camera_raw,
     tiff_sample_layout,
@@ -747,17 +748,24 @@ def _check_jpeg_data(layout: JpegLayout, size: tuple[int, int]) -> None:
 
 
 def _check_png_data(data: bytes, size: tuple[int, int]) -> None:
-    """Refuse a PNG whose image data is too short for its header: deflate shrinks data at
-    most ``DEFLATE_MAX_RATIO`` times, and Pillow leaves the rows a stream that ends early
-    does not reach black, so a 120-byte file declaring 5000x5000 pixels decoded as a
-    black image."""
+    """Refuse a PNG whose image data is too short for its header: Pillow leaves the rows a
+    deflate stream that ends early does not reach black, so a 120-byte file declaring
+    5000x5000 pixels decoded as a black image. Deflate shrinks data at most
+    ``DEFLATE_MAX_RATIO`` times, which refuses most such files from their size alone; the
+    others are measured (a short stream padded with bytes Pillow never inflates)."""
     stored, needed = png_image_data(data)
+    width, height = size
     if stored * DEFLATE_MAX_RATIO < needed:
-        width, height = size
         raise CorruptImage(
             f"The PNG data is truncated: its {width}x{height} image inflates to {needed} bytes, "
             f"but its IDAT data is {stored} bytes, and deflate shrinks data at most "
             f"{DEFLATE_MAX_RATIO} times."
+        )
+    inflated = png_inflated_size(data, needed)
+    if inflated is not None and inflated < needed:
+        raise CorruptImage(
+            f"The PNG data is truncated: its {width}x{height} image inflates to {needed} bytes, "
+            f"but its image data's deflate stream ends after {inflated} bytes."
         )
 
 

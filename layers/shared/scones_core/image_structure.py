@@ -7,7 +7,8 @@ a few of them while it parses the header, before any image rule could look:
   spec allows one iCCP profile; Pillow inflates each one as it opens the file, so
   thousands of them took half a minute. The chunks are walked before Pillow sees them.
   Pillow also stops without a word where the image data's deflate stream ends, so the
-  data must at least be able to hold the image (deflate shrinks at most 1032 times).
+  data must at least be able to hold the image (deflate shrinks at most 1032 times), and
+  the stream must reach the image's end (bytes after it are never inflated).
 - JPEG: libjpeg walks the whole image once per scan (thousands of refinement scans in
   a small file take minutes), keeps every DCT coefficient of the image when there is
   more than one scan, and has no reduced-scale decode for a lossless frame. It also
@@ -106,21 +107,56 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
 def png_image_data(data: bytes) -> tuple[int, int]:
-    """(bytes of IDAT data, bytes the image inflates to at least, 0 when its header cannot
-    say) of a PNG whose chunks ``check_png_chunks`` passed. Pillow stops, and says nothing,
-    when the deflate stream ends before the image is full (the rest stays black)."""
-    pos, stored = len(PNG_SIGNATURE), 0
-    header = data[pos + 8 : pos + 21] if data[pos + 4 : pos + 8] == b"IHDR" else b""
-    while pos + 12 <= len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        if data[pos + 4 : pos + 8] == b"IDAT":
-            stored += length
-        pos += 12 + length
+    """(bytes of the IDAT data Pillow reads, bytes the image inflates to at least, 0 when
+    its header cannot say) of a PNG whose chunks ``check_png_chunks`` passed. Pillow
+    stops, and says nothing, when the deflate stream ends before the image is full (the
+    rest stays black). (An interlaced image inflates to more: more rows, each padded.)"""
+    stored = sum(len(part) for part in _png_idat_run(data))
+    header = data[16:29] if data[12:16] == b"IHDR" else b""
     if len(header) < 13 or header[9] not in _PNG_CHANNELS:
         return stored, 0
     width, height = struct.unpack(">II", header[:8])
     row = -(-width * header[8] * _PNG_CHANNELS[header[9]] // 8)
     return stored, height * (1 + row)  # each row: a filter byte, then its samples
+
+
+def _png_idat_run(data: bytes) -> Iterator[memoryview]:
+    """The payloads of the IDAT chunks Pillow reads as the image data: the first run of
+    consecutive IDAT chunks before IEND (it stops at the first other chunk, and never
+    reads past IEND)."""
+    pos, view, started = len(PNG_SIGNATURE), memoryview(data), False
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            started = True
+            yield view[pos + 8 : pos + 8 + length]
+        elif started or kind == b"IEND":
+            return
+        pos += 12 + length
+
+
+# How much inflated data is held at once while a PNG's image data is measured.
+_PNG_INFLATE_STEP = 1 << 20
+
+
+def png_inflated_size(data: bytes, enough: int) -> int | None:
+    """How many bytes the image data Pillow reads inflates to, counted up to ``enough``
+    (a few MiB held at a time); None when the deflate stream is corrupt, which Pillow's
+    decoder names itself. Bytes after the stream's end, in its chunk or in more IDAT
+    chunks, inflate to nothing: Pillow ignores them."""
+    inflater, produced = zlib.decompressobj(), 0
+    try:
+        for part in _png_idat_run(data):
+            pending: bytes | memoryview = part
+            while pending and not inflater.eof and produced < enough:
+                produced += len(inflater.decompress(pending, _PNG_INFLATE_STEP))
+                pending = inflater.unconsumed_tail
+            if inflater.eof or produced >= enough:
+                break
+    except zlib.error:
+        return None
+    return produced
 
 
 def _name(kind: bytes) -> str:
