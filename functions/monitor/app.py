@@ -30,7 +30,7 @@ from scones_core.monitoring.metrics import (
 from scones_core.monitoring.published import claim_window_metrics
 from scones_core.monitoring.service import MonitorClients, measure_window, respond
 from scones_core.monitoring.settings import MonitorSettings
-from scones_core.monitoring.timestamps import parse_timestamp
+from scones_core.monitoring.timestamps import SCHEDULED_TIME_FIELDS, parse_timestamp
 from scones_core.monitoring.window_report import WindowReport
 
 logger = function_logs.logger()  # Powertools' Logger; the SDK's loggers at WARNING
@@ -52,10 +52,6 @@ _LABEL_DIMENSIONS = {"EndpointName": SETTINGS.endpoint_name} | (
     if os.environ.get("POWERTOOLS_SERVICE_NAME")
     else {}
 )
-
-# Where the window's end time may be in the event, first match wins:
-# the Scheduler input this stack sends, then an EventBridge rule's event.
-_TIME_FIELDS = ("scheduledTime", "time")
 
 
 EARLIEST_SCHEDULE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -80,7 +76,7 @@ def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datet
         return now - settle
     if not isinstance(event, dict):
         raise EventError(f"expected a JSON object event, got {type(event).__name__}")
-    for field in _TIME_FIELDS:
+    for field in SCHEDULED_TIME_FIELDS:
         if field in event:
             try:
                 scheduled = parse_timestamp(event[field])
@@ -99,7 +95,7 @@ def window_end_from_event(event: Any, now: datetime, settle: timedelta) -> datet
         unknown = sorted(map(str, event))
         logger.warning(
             f"ignoring unknown keys in a manual event: {', '.join(unknown)} "
-            f"(a time is read only from {' or '.join(_TIME_FIELDS)})",
+            f"(a time is read only from {' or '.join(SCHEDULED_TIME_FIELDS)})",
             extra={"unknown_keys": unknown},
         )
     return now - settle

@@ -1041,11 +1041,31 @@ LAMBDA_ERROR = {
 }
 
 
+# The same run from an EventBridge rule's schedule instead of the stack's Scheduler.
+RULE_EVENT = {
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "123456789012",
+    "time": SCHEDULED,
+    "region": "us-east-1",
+    "resources": ["arn:aws:events:us-east-1:123456789012:rule/monitor"],
+    "detail": {},
+}
+
+
 def test_a_failed_monitor_runs_event_is_told_from_other_dead_letters() -> None:
-    letter = parse_dead_letter(json.dumps(MONITOR_EVENT))
-    assert (letter.source, letter.scheduled_time) == (Source.MONITOR_RUN, SCHEDULED)
+    for event in (MONITOR_EVENT, RULE_EVENT):
+        letter = parse_dead_letter(json.dumps(event))
+        assert (letter.source, letter.scheduled_time) == (Source.MONITOR_RUN, SCHEDULED)
     unusable = parse_dead_letter(json.dumps(MONITOR_EVENT | {"scheduledTime": 7}))
     assert unusable.source is Source.OTHER and "scheduledTime is 7" in unusable.reason
+    unusable = parse_dead_letter(json.dumps(RULE_EVENT | {"time": ""}))
+    assert unusable.source is Source.OTHER and "time is ''" in unusable.reason
+    # An S3 upload through EventBridge has a time too: it is an upload, not a run.
+    upload = RULE_EVENT | {"source": "aws.s3", "detail-type": "Object Created"}
+    assert parse_dead_letter(json.dumps(upload)).source is not Source.MONITOR_RUN
 
 
 def test_a_failed_monitor_run_stays_named_with_its_error_when_no_function_is_given(

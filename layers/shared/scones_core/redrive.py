@@ -25,7 +25,8 @@ same against AWS and the offline stack.
   an upload (``ingest.split_by_scope``); a message naming nothing in scope, or its
   object improperly (``objects.object_from_json``), is left on the queue.
   A third shape is a scheduled monitor run that failed every asynchronous attempt:
-  Lambda sends its event (the scheduler's input) unchanged, with the error in the
+  Lambda sends its event (the scheduler's input, or an EventBridge rule's "Scheduled
+  Event" where a rule runs the monitor) unchanged, with the error in the
   message's attributes. Given the monitor function, the run is invoked again with that
   event, so it measures the same window (its metrics are published once per window,
   ``monitoring.published``); without it, or when it fails again, the message stays.
@@ -62,6 +63,11 @@ from scones_core.ingest import (
 )
 from scones_core.ingest import start_workflow as start_attempt
 from scones_core.json_text import NotJSON, load_json
+from scones_core.monitoring.timestamps import (
+    RULE_SCHEDULE_EVENT,
+    RULE_TIME_FIELD,
+    SCHEDULE_TIME_FIELD,
+)
 from scones_core.objects import (
     NULL_VERSION,
     ObjectRef,
@@ -233,9 +239,16 @@ class DeadLetter:
     scheduled_time: str = ""  # monitor_run only
 
 
-# The monitor's event as the stack's schedule sends it (template.yaml, MonitorFunction's
-# ScheduleV2 Input): what a failed run's dead letter holds.
-MONITOR_TIME_FIELD = "scheduledTime"
+def _monitor_time_field(body: Any) -> str | None:
+    """The field of ``body`` that holds a monitor run's scheduled time, if it is a monitor
+    run's event: the stack's schedule's (``scheduledTime``), or an EventBridge rule's
+    "Scheduled Event" (``time``; an S3 event through EventBridge has one too)."""
+    if not isinstance(body, dict) or "Records" in body:
+        return None
+    if SCHEDULE_TIME_FIELD in body:
+        return SCHEDULE_TIME_FIELD
+    rule = all(body.get(key) == value for key, value in RULE_SCHEDULE_EVENT.items())
+    return RULE_TIME_FIELD if rule and RULE_TIME_FIELD in body else None
 
 
 def parse_dead_letter(text: str) -> DeadLetter:
@@ -243,13 +256,13 @@ def parse_dead_letter(text: str) -> DeadLetter:
         body = load_json(text)
     except NotJSON as exc:
         return DeadLetter(Source.OTHER, reason=f"the message body is {exc}")
-    if isinstance(body, dict) and MONITOR_TIME_FIELD in body and "Records" not in body:
-        scheduled = body[MONITOR_TIME_FIELD]
+    if time_field := _monitor_time_field(body):
+        scheduled = body[time_field]
         if not isinstance(scheduled, str) or not scheduled:
             return DeadLetter(
                 Source.OTHER,
                 body,
-                reason=f"a monitor run's event whose {MONITOR_TIME_FIELD} is {scheduled!r}",
+                reason=f"a monitor run's event whose {time_field} is {scheduled!r}",
             )
         return DeadLetter(Source.MONITOR_RUN, body, scheduled_time=scheduled)
     if isinstance(body, dict) and body.get("kind") == WORKFLOW_FAILED_KIND:

@@ -12,6 +12,15 @@ from datetime import UTC, datetime, timedelta
 
 _ONE_MILLISECOND = timedelta(milliseconds=1)
 
+# Where a monitor run's event holds the time it was scheduled for, first match wins: the
+# EventBridge Scheduler input this stack sends (template.yaml, MonitorFunction's
+# ScheduleV2), then the ``time`` of an EventBridge rule's "Scheduled Event".
+SCHEDULE_TIME_FIELD = "scheduledTime"
+RULE_TIME_FIELD = "time"
+SCHEDULED_TIME_FIELDS = (SCHEDULE_TIME_FIELD, RULE_TIME_FIELD)
+# What marks an EventBridge rule's scheduled event (its ``time`` is the schedule's).
+RULE_SCHEDULE_EVENT = {"source": "aws.events", "detail-type": "Scheduled Event"}
+
 
 def parse_timestamp(value: object) -> datetime:
     """An aware UTC datetime from an ISO 8601 string; naive times are taken as UTC.
