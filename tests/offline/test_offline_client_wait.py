@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from scones.offline.client import StackClient, StackClientError, StackEndpoints, Upload, record_id
+from scones.offline.client import (
+    POLL_RECORDS,
+    StackClient,
+    StackClientError,
+    StackEndpoints,
+    Upload,
+    record_id,
+)
 
 
 class Draining(StackClient):
@@ -79,3 +86,45 @@ def test_something_in_flight_keeps_a_stalled_wait_going_until_the_timeout() -> N
     with pytest.raises(StackClientError, match=r"and no record came in the last 0 s"):
         stack.wait_for_records(items, timeout=0.05, poll_seconds=0.01, in_flight=lambda: True)
     assert stack.polls > 5
+
+
+class Ready(StackClient):
+    """A table that holds the records of ``ready`` from the start and never the others;
+    it notes how many ids each read asks for."""
+
+    def __init__(self, ready: list[Upload]) -> None:
+        super().__init__(StackEndpoints(*(["unused"] * 8)))
+        self.ready = {record_id(u) for u in ready}
+        self.reads: list[int] = []
+
+    def _records_by_id(self, ids: Any) -> dict[str, dict[str, Any]]:
+        self.reads.append(len(ids))
+        return {i: {"status": "ACCEPTED"} for i in ids if i in self.ready}
+
+
+def test_a_poll_reads_a_bounded_window_and_a_sweep_reads_every_awaited_record() -> None:
+    """Reading every awaited record at each poll cost the stack's process a quarter of a
+    second at 5,000 uploads; a poll's cost must not grow with the burst."""
+    items = uploads(2 * POLL_RECORDS + 100)
+    stack = Ready(items)
+
+    assert len(stack.wait_for_records(items, timeout=600, poll_seconds=0.0)) == len(items)
+    assert stack.reads == [POLL_RECORDS, POLL_RECORDS, 100]
+
+
+def test_a_stall_across_windows_ends_after_two_idle_sweeps() -> None:
+    """Idle is judged per sweep: a window that finds nothing new says nothing of the
+    windows not read yet."""
+    items = uploads(2 * POLL_RECORDS + 100)
+    stack = Ready(items[: 2 * POLL_RECORDS])  # the last 100 never come
+    asked: list[int] = []
+
+    def in_flight() -> bool:
+        asked.append(len(stack.reads))
+        return False
+
+    with pytest.raises(StackClientError, match=r"^100 upload\(s\) have no record, and nothing"):
+        stack.wait_for_records(items, timeout=600, poll_seconds=0.0, in_flight=in_flight)
+    # Sweep 1 reads three windows (and finds 600); sweeps 2 and 3 read the 100 left, idle.
+    assert stack.reads == [POLL_RECORDS, POLL_RECORDS, 100, 100, 100]
+    assert asked == [0, 3, 4]
