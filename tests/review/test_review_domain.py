@@ -243,6 +243,20 @@ def test_records_not_as_the_stack_writes_them_are_left_out_of_the_queue_and_name
     assert response.json()["unreadable"] == expected
 
 
+def test_an_unreadable_records_key_is_shown_as_the_page_shows_keys(env: Env) -> None:
+    """A key that turns its text around, in a record the readers leave out, was put into the
+    page's header as it was: everything after it read backwards."""
+    key = f"{BUCKET}/incoming/photo\u202egnp.exe#v1"
+    env.table.put_item(
+        Item={"pk": key, "status": "NEEDS_REVIEW", "recorded_at": format_millis(NOW)}
+    )
+    response = web(service(env)).get("/api/queue")
+    assert response.status_code == 200, response.text
+    (bad,) = response.json()["unreadable"]
+    assert bad["pk"] == f"{BUCKET}/incoming/photo\\u202egnp.exe#v1"
+    assert all("\u202e" not in problem for problem in bad["problems"])
+
+
 def test_records_whose_uploads_have_expired_leave_the_queue_and_are_counted(env: Env) -> None:
     """With UploadRetentionDays the lifecycle rule deletes uploads: a record older than that
     has no image to show or copy, so it is counted, not listed first in the queue."""

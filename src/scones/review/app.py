@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from scones_core.errors import ImageRejected, ObjectChanged, ObjectNotFound
+from scones_core.records import PARTITION_KEY, UnreadableRecord
 from scones_core.review import (
     EXPIRED_COUNT_CAP,
     ImageNotShown,
@@ -350,8 +351,17 @@ def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any
             {**item.to_json(), "shown_key": shown(item.key), "image_url": image_url(item.record_id)}
             for item in queue.items
         ],
-        # Records of the queue not as the stack writes them: left out, each named.
-        "unreadable": [bad.to_json() for bad in queue.unreadable],
+        # Records of the queue not as the stack writes them: left out, each named (its
+        # key, and the problems that may quote it, as the page shows keys).
+        "unreadable": [_shown_unreadable(bad) for bad in queue.unreadable],
+    }
+
+
+def _shown_unreadable(bad: UnreadableRecord) -> dict[str, Any]:
+    return {
+        **bad.to_json(),
+        PARTITION_KEY: shown(bad.record_id),
+        "problems": [shown(problem) for problem in bad.problems],
     }
 
 
