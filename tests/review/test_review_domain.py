@@ -739,6 +739,28 @@ def test_web_api_answers_and_refuses_other_hosts_and_origins(env: Env) -> None:
     assert json.loads(json.dumps(queue))  # JSON-safe
 
 
+@pytest.mark.parametrize(
+    ("given", "served"),
+    [
+        ("VM", "vm"),
+        ("Review.Example", "review.example"),
+        ("FD00::2", "fd00::2"),
+        ("fd00:0:0::2", "fd00::2"),
+        ("[FD00::2]", "fd00::2"),
+        ("192.0.2.002", "192.0.2.2"),
+        ("127.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("cafe", "cafe"),
+    ],
+)
+def test_review_serves_the_host_as_a_browser_spells_it(given: str, served: str) -> None:
+    """`--host VM` printed http://VM:port/, which a browser opens as http://vm:port/; the
+    page answered only "VM", so every request of the page it printed was refused."""
+    from scones.cli.review import served_host
+
+    assert served_host(given) == served
+
+
 def test_an_answer_is_not_kept_when_its_image_is_gone(env: Env) -> None:
     """A record must never be REVIEWED with a label whose image cannot become training
     data: the source version (expired by a lifecycle rule) is checked first."""
@@ -1248,8 +1270,13 @@ def test_the_api_wants_the_printed_token(env: Env) -> None:
         ReviewAppSettings("ana", TABLE, token="")
 
 
+@pytest.mark.parametrize(("host", "printed"), [(None, "127.0.0.1"), ("LocalHost", "localhost")])
 def test_scones_review_on_loopback_answers_only_the_printed_urls_token(
-    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    env: Env,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    host: str | None,
+    printed: str,
 ) -> None:
     """Loopback is shared by every user of the machine (a shared host, a CI runner): a
     client of another user must neither read the queue and its images nor answer in the
@@ -1287,9 +1314,10 @@ def test_scones_review_on_loopback_answers_only_the_printed_urls_token(
 
     monkeypatch.setattr(review, "time", SimpleNamespace(sleep=while_served))
     arguments = ["--aws", "--stack", "scones", "--region", REGION, "--reviewer", "ana"]
+    arguments += ["--host", host] if host else []
     assert main(["review", *arguments, "--port", "0"]) == 0
     assert (seen["queue"], seen["image"], seen["answer"]) == (401, 401, 401), seen
-    assert seen["host"] == "127.0.0.1" and len(seen["query"]["token"][0]) >= 24, seen
+    assert seen["host"] == printed and len(seen["query"]["token"][0]) >= 24, seen
     assert seen["reviewer"] == 200
     assert env.get(record_id)["status"] == "NEEDS_REVIEW"  # no answer was taken
 

@@ -186,6 +186,28 @@ def build_review(
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+def served_host(host: str) -> str:
+    """``host`` as a browser writes it in the page's URL and in every request's Host
+    header: an address in its one form (``fd00::2`` for ``FD00:0:0::2``, ``192.0.2.2``
+    for ``192.0.2.002``, octal as browsers and ``inet_aton`` read it), a name in lower
+    case. The page answers only that host, so another spelling printed the URL of a page
+    that refused every request."""
+    import ipaddress
+    import socket
+
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if bare and all(char in "0123456789abcdefxABCDEFX." for char in bare):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(bare))
+        except OSError:
+            pass
+    return bare.lower()
+
+
 def listens_everywhere(host: str) -> bool:
     """Whether binding ``host`` listens on every address: ``0.0.0.0`` and ``::`` in any
     spelling the resolver takes ("0", "::0", "::ffff:0.0.0.0"), or a name resolving to one."""
@@ -223,6 +245,7 @@ def review_command(args: argparse.Namespace) -> int:
     # checks keep other sites' pages out of a browser, not another user of this machine
     # (a shared host, a CI runner) or of the network, whose answers would become labels.
     token = secrets.token_urlsafe(18)
+    host = served_host(args.host)
 
     if not args.aws:
         refuse_deployed_options({"--stack": args.stack, "--region": args.region}, "add --aws")
@@ -246,20 +269,20 @@ def review_command(args: argparse.Namespace) -> int:
         reviewer=reviewer,
         sample_share=args.sample_accepted,
         sample_days=args.sample_days,
-        host=args.host,
+        host=host,
         token=token,
     )
     settings = target.settings(sample_share=args.sample_accepted, sample_days=args.sample_days)
-    server = ModelServer(app, host=args.host, port=args.port)
+    server = ModelServer(app, host=host, port=args.port)
     try:
         url = server.start()
     except ServerStartError as exc:
         raise CommandFailed(f"the review page cannot start: {exc}") from None
     console = make_console()
     page = f"{url}/?token={token}"
-    if args.host not in LOOPBACK_ADDRESSES:
+    if host not in LOOPBACK_ADDRESSES:
         console.print(
-            f"[yellow]warning:[/] listening on {args.host}: whoever has the page's URL (it "
+            f"[yellow]warning:[/] listening on {host}: whoever has the page's URL (it "
             "holds the API's token) can review and see the images; send it only to reviewers"
         )
     console.print(

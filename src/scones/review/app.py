@@ -149,7 +149,7 @@ class SameOriginOnly:
         settings = self.settings
         host = request.headers.get("host", "")
         hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if hostname not in settings.allowed_hosts:
+        if hostname.lower() not in settings.allowed_hosts:  # names know no case
             return JSONResponse({"detail": f"host {host!r} is not served"}, status_code=400)
         if request.method not in ("GET", "HEAD"):
             origin = request.headers.get("origin")
