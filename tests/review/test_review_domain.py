@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import io
@@ -37,6 +38,7 @@ from scones_core.review import (
     ReviewSettings,
     drawn_for_review,
 )
+from starlette.types import Message
 
 from scones.review.app import (
     LOOPBACK_HOSTS,
@@ -1234,6 +1236,81 @@ def test_web_api_refuses_cross_site_reads_and_bodies_it_cannot_echo(env: Env) ->
         "the request is not an answer: record_id: Input should be a valid string, unable to "
         "parse raw data as a unicode string; expected_status: Input should be a valid string"
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "detail"),
+    [
+        (
+            b'{"record_id": "\xff"}',
+            "application/json",
+            400,
+            "the answer is not UTF-8 text (byte 15)",
+        ),
+        (b"[" * 30_000, "application/json", 400, "the answer is not an answer: it nests too deep"),
+        (b"1" * 5000, "application/json", 400, "the answer is not JSON: Exceeds the limit"),
+        (
+            b"{'record_id': 1}",
+            "application/json",
+            400,
+            "the answer is not JSON: Expecting property",
+        ),
+        (b"[]", "application/json", 422, "the request is not an answer: Input should be a valid"),
+        (b'{"record_id": "x"}', "text/plain", 415, "send the answer as application/json, not"),
+        (b'{"record_id": "x"}', "", 415, "not 'no type'"),
+    ],
+)
+def test_a_body_that_is_not_an_answer_is_named_for_what_it_is(
+    env: Env, content: bytes, content_type: str, status: int, detail: str
+) -> None:
+    """FastAPI answered these "There was an error parsing the body", or, for a valid answer
+    sent as text/plain, a validation error with an empty field name."""
+    client = web(service(env))
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/api/answers", content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert detail in response.json()["detail"]
+    assert ": :" not in response.json()["detail"]
+
+
+def test_an_answer_whose_body_stops_arriving_is_cut_off(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender with the token that declared 200 bytes and sent 23 held its connection open
+    for as long as it liked."""
+    from scones.review import app as review_app
+
+    monkeypatch.setattr(review_app, "BODY_TIMEOUT_S", 0.2)
+    app = app_for(service(env))
+    sent: list[Message] = []
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"200"),
+        (TOKEN_HEADER.lower().encode(), TOKEN.encode()),
+    ]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/api/answers", "raw_path": b"/api/answers",
+        "query_string": b"", "root_path": "", "headers": headers,
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    chunks = [{"type": "http.request", "body": b'{"record_id": "x", "ex', "more_body": True}]
+
+    async def receive() -> Message:
+        if chunks:
+            return chunks.pop()
+        await asyncio.sleep(3600)  # the rest never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=10))
+    start = sent[0]
+    assert start["status"] == 408
+    assert (b"connection", b"close") in start["headers"]
+    assert b"did not arrive within 0.2 s" in sent[1]["body"]
 
 
 def test_web_api_names_a_queue_aws_cannot_read(env: Env) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from weakref import WeakKeyDictionary
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from scones_core.errors import ImageRejected, ObjectChanged, ObjectNotFound
 from scones_core.records import PARTITION_KEY, UnreadableRecord
 from scones_core.review import (
@@ -45,8 +46,9 @@ from scones.shown_text import shown
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 TOKEN_HEADER = "X-Review-Token"  # noqa: S105 (a header name)
-# An answer is a few hundred bytes of JSON; nothing larger is read.
+# An answer is a few hundred bytes of JSON; nothing larger is read, nor waited for longer.
 MAX_BODY_BYTES = 64 * 1024
+BODY_TIMEOUT_S = 10.0
 # What the page may load and do: its own script, style sheet and images, requests to its
 # own API, and nothing else. No inline script, style or handler runs (text an uploader
 # controls can never become one), the script's markup and script sinks (innerHTML, a
@@ -183,6 +185,13 @@ class SameOriginOnly:
         return None
 
 
+def _problem(error: Any) -> str:
+    """One validation error as ``field: what is wrong`` (just what is wrong for the body)."""
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    what = str(error.get("msg", "invalid"))
+    return f"{where}: {what}" if where else what
+
+
 def _closing(status: int, detail: str) -> JSONResponse:
     """A refusal of a request whose body was not read: the connection ends with it."""
     return JSONResponse({"detail": detail}, status_code=status, headers={"Connection": "close"})
@@ -197,11 +206,7 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler echoes the input back, which fails on text JSON allows
         # but UTF-8 does not (a lone surrogate): name the fields, not their values.
-        problems = "; ".join(
-            ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-            + f": {error.get('msg', 'invalid')}"
-            for error in exc.errors()
-        )
+        problems = "; ".join(map(_problem, exc.errors()))
         what = "names no image" if request.url.path == IMAGE_PATH else "is not an answer"
         return JSONResponse({"detail": f"the request {what}: {problems}"}, 422)
 
@@ -241,7 +246,8 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
     add_image_route(app, service)
 
     @app.post("/api/answers")
-    async def answer(body: Answer) -> dict[str, Any]:
+    async def answer(request: Request) -> dict[str, Any]:
+        body = await _answer_of(request)
         try:
             result = await asyncio.to_thread(
                 service.answer,
@@ -269,6 +275,36 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
         }
 
     return app
+
+
+async def _answer_of(request: Request) -> Answer:
+    """The request's answer. Its body (a few hundred bytes) must arrive within
+    ``BODY_TIMEOUT_S``: a sender that stops midway no longer holds its connection open.
+    A body that is not a JSON object in UTF-8 is named for what it is."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise HTTPException(415, f"send the answer as application/json, not {media or 'no type'!r}")
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await request.body()
+    except TimeoutError:
+        raise HTTPException(
+            408,
+            f"the answer's body did not arrive within {BODY_TIMEOUT_S:g} s",
+            headers={"Connection": "close"},
+        ) from None
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise HTTPException(400, f"the answer is not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise HTTPException(400, "the answer is not an answer: it nests too deep") from None
+    except ValueError as exc:  # not JSON, or a number too long for Python to read
+        raise HTTPException(400, f"the answer is not JSON: {exc}") from None
+    try:
+        return Answer.model_validate(document)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
 
 
 def add_image_route(app: FastAPI, service: ReviewService) -> None:
