@@ -119,6 +119,23 @@ def test_a_command_started_with_standard_output_closed_does_its_work_silently(
     assert (done.returncode, done.stderr.decode()) == (0, "")
 
 
+@pytest.mark.xdist_group("cli")
+def test_a_run_started_with_standard_output_closed_writes_its_report_silently(
+    tmp_path: Path,
+) -> None:
+    """``scones run --json >&-``: the JSON report was written to ``sys.stdout`` itself, which
+    Python leaves None, and the run ended in a traceback after its work."""
+    out = tmp_path / "out"
+    process = _scones_run(
+        tmp_path, str(ONE_IMAGE), "--out", str(out), "--json", preexec_fn=lambda: os.close(1)
+    )
+    assert process.stderr is not None
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 0, error
+    assert "Traceback" not in error and "error" not in error  # its progress is on stderr
+    assert len(_reported(out)) == 1
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this machine")
 @pytest.mark.parametrize("command", PRINTING_COMMANDS, ids=" ".join)
 def test_every_command_on_a_full_disk_names_standard_output(

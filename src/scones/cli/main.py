@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -73,8 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Standard output failing (a pipe its reader closed, a full disk) loses what is
     # printed, never the work: every command goes on to write its files, save its records
     # or stop its stack, then ends as GuardedStdout.status says.
-    if sys.stdout is None:  # started with descriptor 1 closed: print() writes nothing
-        return _guarded_main(argv)
+    if sys.stdout is None:
+        # Started with descriptor 1 closed: what is printed goes nowhere, as print() does
+        # then; code that writes to sys.stdout itself (a JSON report, a flush) needs a
+        # stream, or it ended in a traceback after the work.
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (the process's)
     stdout = GuardedStdout(sys.stdout)
     try:
         with contextlib.redirect_stdout(stdout):
