@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
+from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 from scones_core.objects import NULL_VERSION, ObjectRef
 from scones_core.records import PARTITION_KEY, is_terminal, record_from_item
@@ -34,10 +36,24 @@ def offline_session(region: str = REGION) -> boto3.Session:
     using ``StackClient`` too, not only ``scones`` and the stack)."""
     reach_loopback_directly()
     return boto3.Session(
+        botocore_session=botocore.session.Session(session_vars=_NO_USER_CONFIGURATION),
         region_name=region,
         aws_access_key_id=OFFLINE_CREDENTIAL,
         aws_secret_access_key=OFFLINE_CREDENTIAL,
     )
+
+
+# Every setting botocore reads from the environment or a user's AWS config files
+# (AWS_PROFILE, AWS_MAX_ATTEMPTS, AWS_RETRY_MODE, AWS_DEFAULTS_MODE, ~/.aws/config, ...),
+# read from neither: the emulator wants none of them, and a profile that does not exist,
+# or AWS_MAX_ATTEMPTS=abc, failed the offline run.
+_NO_USER_CONFIGURATION = {
+    name: (config_name, None, default, convert)
+    for name, (config_name, _, default, convert) in BOTOCORE_DEFAUT_SESSION_VARIABLES.items()
+} | {
+    "config_file": (None, None, os.devnull, None),
+    "credentials_file": (None, None, os.devnull, None),
+}
 
 
 class StackClientError(RuntimeError):

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 from samtranslator.model.exceptions import InvalidDocumentException
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
@@ -68,7 +67,7 @@ def transform(template: dict[str, Any], region: str) -> dict[str, Any]:
     translator = Translator(
         managed_policy_map=None,
         sam_parser=Parser(),
-        boto_session=boto3.Session(region_name=region),
+        boto_session=offline_session(region),
     )
     try:
         return dict(translator.translate(copy.deepcopy(template), {}, get_managed_policy_map=None))
