@@ -1,4 +1,5 @@
-"""Files a command writes, written safely in folders other users may share.
+"""Files a command writes, written safely in folders other users may share, and the local
+files it reads, read only if they are regular files (``read_regular_file``).
 
 Every result file (``scones run``'s report, ``evaluate --out``, ``report``, ``bench ...
 --json``, a saved records file, the state file) is written whole or not at all, over any
@@ -11,6 +12,7 @@ files) is a folder of its owner's only (``private_folder``).
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -121,3 +123,24 @@ def private_folder(folder: Path, *, elsewhere: str, ours: bool = True) -> Path:
         if stat.S_IMODE(status.st_mode) & ~PRIVATE_FOLDER_MODE:
             os.chmod(folder, PRIVATE_FOLDER_MODE)
     return folder
+
+
+# What a path that is not a regular file is, for the error that names it.
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a folder"))  # fmt: skip
+
+
+def read_regular_file(path: Path) -> bytes:
+    """``path``'s bytes, if it is a regular file when it is opened; otherwise ``OSError``
+    naming it. Checked on the open file, not the name: a FIFO put in a file's place after
+    its folder was listed blocked the read forever, and a device never ends."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise OSError(errno.EINVAL, f"not a regular file: {kind}", str(path))
+        with os.fdopen(os.dup(descriptor), "rb") as stream:
+            return stream.read()
+    finally:
+        os.close(descriptor)

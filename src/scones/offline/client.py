@@ -24,6 +24,7 @@ from scones_core.records import PARTITION_KEY, is_terminal, record_from_item
 
 from scones.no_proxy import no_proxy_variables, reach_loopback_directly
 from scones.offline.moto_guard import STOPPING
+from scones.safe_files import read_regular_file
 
 REGION = "us-east-1"
 # Placeholder credentials: the emulator accepts any.
@@ -177,7 +178,7 @@ class StackClient:
     def upload_file(self, path: Path, name: str) -> Upload:
         """Upload a local file as ``name`` under the incoming prefix; ``OSError`` if unreadable."""
         content_type = mimetypes.guess_type(path.name)[0]
-        upload = self.upload_bytes(name, path.read_bytes(), content_type)
+        upload = self.upload_bytes(name, read_regular_file(path), content_type)
         return replace(upload, source=str(path))
 
     def upload_files(self, paths: Iterable[Path], key_prefix: str = "") -> list[Upload]:

@@ -24,6 +24,8 @@ from scones_core.monitoring.capture import (
 from scones_core.monitoring.data_warnings import DataWarning
 from scones_core.monitoring.locations import S3Location, S3ReadError, list_objects
 
+from scones.safe_files import read_regular_file
+
 
 class CaptureSourceError(Exception):
     """The capture location cannot be read or holds no capture files."""
@@ -78,18 +80,27 @@ def _load_local(path: Path, labels: Sequence[str]) -> CaptureBatch:
     if not path.exists():
         raise CaptureSourceError(f"capture path {path} does not exist")
     files = [path] if path.is_file() else _files_under(path)
-    captures = [file for file in files if file == path or file.name.endswith(CAPTURE_SUFFIX)]
+    captures = [
+        file
+        for file in files
+        if file == path or (file.name.endswith(CAPTURE_SUFFIX) and file.is_file())
+    ]
     if not captures:
         raise CaptureSourceError(_no_captures(str(path), [str(file) for file in files]))
     batch = CaptureBatch()
     # As the monitor does: another file among the captures (a .jsonl.gz copy) is named,
-    # not left out of the report without a word.
+    # not left out of the report without a word; so is a FIFO, whose read never ends.
     for file in files:
         if file not in captures:
-            warn_not_a_capture_file(batch, str(file))
+            why = (
+                ""
+                if file.is_file()
+                else "not a regular file (a FIFO, a socket, a device or a link to nothing)"
+            )
+            warn_not_a_capture_file(batch, str(file), why)
     for file in captures:
         try:
-            text = file.read_bytes()
+            text = read_regular_file(file)
         except OSError as exc:
             raise CaptureSourceError(f"cannot read capture file {file}: {exc}") from exc
         batch.extend(parse_capture_text(text, labels, source=str(file)))

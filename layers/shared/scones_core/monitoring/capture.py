@@ -600,14 +600,17 @@ class _ReadByItsWindow:
         return any(key.startswith(folder.prefix) and folder.holds(key) for folder in folders)
 
 
-def warn_not_a_capture_file(batch: CaptureBatch, source: str) -> None:
-    """Name ``source``, found among the capture files, as one that is not read."""
+def warn_not_a_capture_file(batch: CaptureBatch, source: str, why: str = "") -> None:
+    """Name ``source``, found among the capture files, as one that is not read (``why``:
+    by default, its name)."""
     batch.warn(
         DataWarning(
             NOT_A_CAPTURE_FILE,
             source,
             None,
-            f"not read: SageMaker's capture files end in {CAPTURE_SUFFIX} (a compressed "
+            f"not read: {why}"
+            if why
+            else f"not read: SageMaker's capture files end in {CAPTURE_SUFFIX} (a compressed "
             "or renamed copy must be restored as .jsonl to be counted)",
         ),
         "object among the capture files is not a capture file",
