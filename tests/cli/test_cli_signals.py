@@ -202,3 +202,18 @@ def test_closing_the_terminal_mid_run_still_saves_the_records(
     assert "stack up in" in terminal.getvalue()
     assert run.records() == []  # saved: nothing was uploaded yet
     assert not run.work_dir_left and run.processes_left == []
+
+
+def test_ctrl_c_while_the_commands_load_ends_as_an_interrupted_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C in the first half second (the commands' modules loading, the options read)
+    printed a KeyboardInterrupt traceback."""
+    from scones.cli import main as cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["cost"]) == 130
+    assert capsys.readouterr().err == "scones: interrupted\n"

@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _guarded_main(argv: Sequence[str] | None) -> int:
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # while the commands' modules load and the options are read
+        print("scones: interrupted", file=sys.stderr)
+        return 130
     except MemoryError:
         # The limit is the machine's or the shell's (`ulimit -v`), not a bug: a traceback
         # would only say where the last allocation happened to fail (an import, a parse).
