@@ -41,6 +41,31 @@ def test_symlinked_folders_are_followed_once_and_hidden_files_left_out(tmp_path:
     ]
 
 
+def test_what_a_folder_holds_that_is_not_sent_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hidden files, a FIFO, a socket's place and a link to a device were left out with no
+    word: "uploading 1 file(s)" of a folder of eight entries."""
+    _touch(tmp_path / "a.png")
+    _touch(tmp_path / ".hidden.png")
+    _touch(tmp_path / ".thumbs" / "b.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+
+    found = collect_inputs([tmp_path], LABELS, prefix=PREFIX)
+
+    assert [f.key for f in found] == ["a.png"]
+    said = capsys.readouterr().err.splitlines()
+    assert said == [
+        "scones: left out 2 hidden file(s) or folder(s) (names starting with '.'), "
+        f"e.g. {tmp_path / '.hidden.png'}",
+        f"scones: left out {tmp_path / 'fifo.png'}: not a regular file (a FIFO, a socket or "
+        "a device)",
+        f"scones: left out {tmp_path / 'zero.png'}: not a regular file (a FIFO, a socket or "
+        "a device)",
+    ]
+
+
 def test_a_link_to_nothing_and_an_unreadable_folder_are_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

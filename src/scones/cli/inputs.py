@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from scones.cli.errors import CommandError
+from scones.shown_text import shown
 from scones.template_params import PROJECT_ROOT
 
 SAMPLES_DIR = PROJECT_ROOT / "samples"
@@ -53,10 +55,13 @@ def _key_problem(key: str) -> str | None:
 
 
 def _files_under(root: Path) -> list[Path]:
-    """Every non-hidden file under ``root``, through symlinked folders; a link back to a
-    folder it sits in is not followed (the loop ends there); an unreadable folder or a link
-    to nothing is an error, not a skip."""
+    """Every non-hidden regular file under ``root``, through symlinked folders; a link
+    back to a folder it sits in is not followed (the loop ends there); an unreadable folder
+    or a link to nothing is an error, not a skip. Hidden files and folders, and entries that
+    are not regular files, are left out, and said on stderr."""
     found: list[Path] = []
+    hidden: list[Path] = []
+    special: list[Path] = []
     # Each folder's own identity and its ancestors': a link is a loop only when it leads
     # back up its own path, not when it names a folder that is also reached another way.
     lineage: dict[str, frozenset[tuple[int, int]]] = {}
@@ -72,15 +77,33 @@ def _files_under(root: Path) -> list[Path]:
             subfolders[:] = []
             continue
         lineage[folder] = above | {identity}
+        hidden.extend(Path(folder) / d for d in subfolders if d.startswith("."))
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in names:
-            if name.startswith("."):
-                continue
             path = Path(folder) / name
+            if name.startswith("."):
+                hidden.append(path)
+                continue
             if path.is_symlink() and not path.exists():
-                raise CommandError(f"{path}: a symbolic link to nothing")
+                raise CommandError(f"{path}: a symbolic link to nothing, or a loop of links")
             if path.is_file():
                 found.append(path)
+            else:
+                special.append(path)
+    # Left out, but named: an upload never vanishes without a word.
+    if hidden:
+        print(
+            f"scones: left out {len(hidden)} hidden file(s) or folder(s) (names starting "
+            "with '.'), "
+            f"e.g. {shown(str(min(hidden)))}",
+            file=sys.stderr,
+        )
+    for path in sorted(special):
+        print(
+            f"scones: left out {shown(str(path))}: not a regular file (a FIFO, a socket or "
+            "a device)",
+            file=sys.stderr,
+        )
     return sorted(found)
 
 
