@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scones.cli.errors import CommandError
-from scones.cli.inputs import collect_inputs
+from scones.cli.inputs import SAMPLES_DIR, collect_inputs
 
 LABELS = ("bicycle", "motorcycle")
+ONE_IMAGE = (
+    SAMPLES_DIR / "bicycle" / sorted(p.name for p in (SAMPLES_DIR / "bicycle").glob("*.png"))[0]
+)
 PREFIX = "incoming/"
 
 
@@ -199,3 +205,34 @@ def test_a_dash_for_the_reports_png_is_refused_not_made_a_file_named_dash(
     assert exited.value.code == 2
     assert "'-' would write a file named '-'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.xdist_group("cli")
+def test_a_file_gone_between_listing_and_upload_is_named_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file deleted while the stack started (a camera's sync at work) ended the run with
+    "cannot read", exit 2, and no report for the files that were there."""
+    from scones.cli import run
+    from scones.cli.main import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(ONE_IMAGE, folder / name)
+    listed = run.collect_inputs
+
+    def listed_then_deleted(*args: Any, **kwargs: Any) -> Any:
+        found = listed(*args, **kwargs)
+        (folder / "b.png").unlink()
+        return found
+
+    monkeypatch.setattr(run, "collect_inputs", listed_then_deleted)
+    out = tmp_path / "out"
+    code = main(["run", str(folder), "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"left out {folder / 'b.png'}: cannot read it any more" in printed
+    [report] = out.glob("run-*.json")
+    records = json.loads(report.read_text())["records"]
+    assert [r["source"] for r in records] == [str(folder / "a.png")]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scones_core.settings import parse_labels
 
@@ -41,6 +42,7 @@ from scones.cli.stack_state import (
 )
 from scones.cli.up import IN_MEMORY_NOTE
 from scones.offline.client import StackClient, StackClientError, Upload
+from scones.shown_text import shown
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -328,7 +330,14 @@ def _classify(
         try:
             uploads.append((api.upload_file(item.path, item.key), item))
         except OSError as exc:
-            raise CommandError(f"{item.path}: cannot read: {exc.strerror}") from exc
+            # Gone or changed since the folder was listed (a camera's sync at work): named,
+            # and the run goes on with the others.
+            console.print(
+                f"[yellow]left out {escape(shown(str(item.path)))}:[/] cannot read it any more "
+                f"({escape(str(exc.strerror or exc))})"
+            )
+    if not uploads:
+        raise CommandError("none of the files could be read any more; nothing was uploaded")
     by_upload = dict(uploads)
     with Progress(
         TextColumn("classifying"),
