@@ -221,32 +221,31 @@ class StackClient:
         """
         deadline = time.monotonic() + timeout
         found: dict[Upload, dict[str, Any]] = {}
-        idle_sweeps, sweep_idle, sweep_found, cursor, new_sweep = 0, False, 0, 0, True
+        idle_sweeps, sweep_idle, sweep_found = 0, False, 0
+        sweep: list[Upload] = []  # what the current sweep reads, POLL_RECORDS a poll
+        read = 0
         while True:
-            pending = [u for u in uploads if u not in found]
-            if new_sweep:
-                # Asked before the sweep's reads: whatever was in flight then is recorded
-                # by the time the sweep reads it.
-                cursor, sweep_found, new_sweep = 0, len(found), False
+            if read >= len(sweep):
+                # A sweep starts. Asked before its reads: whatever was in flight then is
+                # recorded by the time the sweep reads it.
+                sweep, read, sweep_found = [u for u in uploads if u not in found], 0, len(found)
                 sweep_idle = in_flight is not None and not in_flight()
-            window = pending[cursor : cursor + POLL_RECORDS]
+            window = sweep[read : read + POLL_RECORDS]
+            read += len(window)
             records = self._records_by_id({record_id(u) for u in window})
             before = len(found)
             for upload in window:
                 record = records.get(record_id(upload))
                 if record is not None and is_terminal(record):
                     found[upload] = record
-            # The next window starts where this one ended, less what it found.
-            cursor += len(window) - (len(found) - before)
             if on_progress:
                 on_progress(len(found), len(uploads))
             if len(found) == len(uploads):
                 return found
             if len(found) > before:  # still making progress: a burst of any size may finish
                 deadline = time.monotonic() + timeout
-            if cursor >= len(pending) - (len(found) - before):  # the sweep has read them all
+            if read >= len(sweep):  # the sweep has read them all
                 idle_sweeps = idle_sweeps + 1 if sweep_idle and len(found) == sweep_found else 0
-                new_sweep = True
             if idle_sweeps >= 2:
                 raise _missing(uploads, found, "and nothing is in flight that could record them")
             if time.monotonic() > deadline:
