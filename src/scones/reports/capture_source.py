@@ -80,24 +80,24 @@ def _load_local(path: Path, labels: Sequence[str]) -> CaptureBatch:
     if not path.exists():
         raise CaptureSourceError(f"capture path {path} does not exist")
     files = [path] if path.is_file() else _files_under(path)
-    captures = [
-        file
-        for file in files
-        if file == path or (file.name.endswith(CAPTURE_SUFFIX) and file.is_file())
-    ]
+    captures: list[Path] = []
+    others: list[tuple[Path, str]] = []  # each with why it is not read ("": its name)
+    for file in files:
+        if not file.is_file():
+            others.append(
+                (file, "not a regular file (a FIFO, a socket, a device or a link to nothing)")
+            )
+        elif file == path or file.name.endswith(CAPTURE_SUFFIX):
+            captures.append(file)
+        else:
+            others.append((file, ""))
     if not captures:
         raise CaptureSourceError(_no_captures(str(path), [str(file) for file in files]))
     batch = CaptureBatch()
     # As the monitor does: another file among the captures (a .jsonl.gz copy) is named,
     # not left out of the report without a word; so is a FIFO, whose read never ends.
-    for file in files:
-        if file not in captures:
-            why = (
-                ""
-                if file.is_file()
-                else "not a regular file (a FIFO, a socket, a device or a link to nothing)"
-            )
-            warn_not_a_capture_file(batch, str(file), why)
+    for file, why in others:
+        warn_not_a_capture_file(batch, str(file), why)
     for file in captures:
         try:
             text = read_regular_file(file)
