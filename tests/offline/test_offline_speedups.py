@@ -489,6 +489,50 @@ def test_moto_sqs_still_walks_the_queue_twice_per_delete_and_the_fix_deletes_ali
     assert delete_all(sqs_fixes._ORIGINAL_DELETE) == delete_all(sqs_fixes._delete_message)
 
 
+def test_moto_sqs_still_reads_the_clock_per_queued_message_and_the_fix_sees_the_same_messages(
+    queue: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the first half fails, moto's ``Queue.messages`` changed: review
+    ``sqs_fixes._visible_messages`` (or drop it, if moto reads the clock once)."""
+    import moto.sqs.models
+
+    sqs, url = queue  # 50 messages
+    sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60)
+    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=3, VisibilityTimeout=0)
+    assert len(again["Messages"]) == 3  # visible again at once
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+    model = sqs_backends["123456789012"]["us-east-1"].get_queue("backlog")
+    # One instant for both: what each sees then must be the same.
+    clock = [sqs_fixes.unix_time() * 1000.0]
+    reads: list[int] = []
+
+    def frozen(dt: Any = None) -> float:
+        reads.append(1)
+        return clock[0]
+
+    monkeypatch.setattr(moto.sqs.models, "unix_time_millis", frozen)
+
+    def seen(prop: property) -> tuple[list[str], int]:
+        reads.clear()
+        return [m.id for m in prop.fget(model)], len(reads)  # type: ignore[misc]
+
+    fixed = property(sqs_fixes._visible_messages)
+    raw_ids, raw_reads = seen(sqs_fixes._ORIGINAL_MESSAGES)
+    assert raw_reads > 51  # at least once per message (twice where it is visible)
+    fixed_ids, fixed_reads = seen(fixed)
+    assert (fixed_ids, fixed_reads) == (raw_ids, 1)
+    assert len(raw_ids) == 50 - 10  # neither the 10 in flight nor the delayed one
+    # At the very instants a message becomes visible and stops being delayed, too.
+    for instant in (
+        model._messages[0].visible_at,
+        model._messages[0].visible_at + 1,
+        model._messages[-1].delayed_until,
+        model._messages[-1].delayed_until + 1,
+    ):
+        clock[0] = instant
+        assert seen(fixed)[0] == seen(sqs_fixes._ORIGINAL_MESSAGES)[0], instant
+
+
 def test_deleted_receipt_handles_are_forgotten_once_they_have_expired(
     queue: tuple[Any, str], sqs_speedups: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
