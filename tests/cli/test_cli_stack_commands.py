@@ -251,6 +251,34 @@ def test_up_classify_results_down(small_folder: Path, tmp_path: Path) -> None:
 
         assert s3.list_objects_v2(Bucket=endpoints["bucket"], Prefix="incoming/")["KeyCount"] == 2
 
+        # Ctrl-C halfway through a classify's uploads names the files it did not send.
+        camera = tmp_path / "camera"
+        camera.mkdir()
+        for n in range(300):
+            shutil.copy(next((small_folder / "bicycle").glob("*.png")), camera / f"c{n:03d}.png")
+        classify = subprocess.Popen(
+            [sys.executable, "-m", "scones.cli.main", "classify", str(camera)],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not s3.list_objects_v2(Bucket=endpoints["bucket"], Prefix="incoming/c")[
+                "KeyCount"
+            ]:
+                assert time.monotonic() < deadline and classify.poll() is None, "no upload"
+                time.sleep(0.05)
+            classify.send_signal(signal.SIGINT)
+            _, stopped = classify.communicate(timeout=60)
+        finally:
+            if classify.poll() is None:
+                classify.kill()
+                classify.wait()
+        assert classify.returncode == 130, stopped
+        said = re.search(r"(\d+) of 300 file\(s\) were not uploaded", stopped.replace("\n", ""))
+        assert said, stopped
+        in_bucket = s3.list_objects_v2(Bucket=endpoints["bucket"], Prefix="incoming/c")
+        assert in_bucket["KeyCount"] + int(said.group(1)) in (300, 301), stopped
+
         # A model server that dies is started again where the stack's functions call it.
         dead = _model_servers(up.pid)
         assert len(dead) == 1
@@ -475,6 +503,48 @@ def test_run_stopped_by_sigterm_saves_its_records_like_ctrl_c(
     assert "records saved to out/records-" in out.replace("\n", "") and "interrupted" in err
     assert list((tmp_path / "out").glob("records-*.json"))
     assert not list((tmp_path / "out").glob("run-*.json"))  # the reserved name is released
+
+
+def test_a_run_interrupted_while_uploading_accounts_for_every_file(tmp_path: Path) -> None:
+    """Ctrl-C halfway through the uploads: what reached the bucket is recorded or named as
+    unrecorded in the records file, and the files not sent are named on the way out, so
+    every file of the folder is accounted for."""
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    picture = (SAMPLES / "bicycle").glob("*.png").__next__().read_bytes()
+    names = [f"img-{n:04d}.png" for n in range(600)]
+    for name in names:
+        (folder / name).write_bytes(picture)
+    env = {**os.environ, "COLUMNS": "400", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "scones.cli.main", "run", str(folder), "--no-progress"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:
+            if "uploading 600 file(s)" in line:
+                break
+        time.sleep(0.5)  # some uploads are in the bucket, most are still to send
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, err
+    said = re.search(r"(\d+) of 600 file\(s\) were not uploaded \(interrupted; the first was "
+                     r"being sent\): \S*/(img-\d+\.png),", out.replace("\n", ""))  # fmt: skip
+    assert said, out
+    not_sent, first_not_sent = int(said.group(1)), said.group(2)
+    assert 0 < not_sent < 600 and first_not_sent == names[600 - not_sent]
+    [saved] = (tmp_path / "out").glob("records-*.json")
+    document = json.loads(saved.read_text())
+    in_bucket = {r["key"] for r in document["records"]} | {u["key"] for u in document["unrecorded"]}
+    # What reached the bucket is the files before the first not sent, and perhaps that one.
+    sent = {f"incoming/{name}" for name in names[: 600 - not_sent]}
+    assert in_bucket - sent <= {f"incoming/{first_not_sent}"}
+    assert sent <= in_bucket
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_the_stack_starts(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 from botocore.exceptions import ClientError
@@ -11,6 +12,7 @@ from scones.cli.arguments import file_or_folder, seconds
 from scones.cli.display import (
     exit_status,
     make_console,
+    print_not_uploaded,
     print_summary,
     records_table,
     summarise,
@@ -51,7 +53,13 @@ def classify_command(args: argparse.Namespace) -> int:
     uploads: list[Upload] = []
     try:
         for item in inputs:
-            uploads.append(api.upload_file(item.path, item.key))
+            try:
+                uploads.append(api.upload_file(item.path, item.key))
+            except KeyboardInterrupt:  # those sent are the stack's to classify: `scones results`
+                left = [i.path for i in inputs[len(uploads) :]]
+                with contextlib.suppress(OSError):
+                    print_not_uploaded(make_console(stderr=True), left, len(inputs))
+                raise
         records = api.wait_for_records(uploads, timeout=args.timeout)
     except StackClientError as exc:
         raise CommandFailed(str(exc)) from exc

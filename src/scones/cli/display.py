@@ -168,6 +168,25 @@ def print_saved(console: Console, stack: Any) -> None:
         console.print(f"[yellow]{escape(stack.unfinished)}[/]")  # it names uploads' keys
 
 
+NAMED_NOT_UPLOADED = 5
+
+
+def print_not_uploaded(console: Console, paths: list[Path], total: int) -> None:
+    """The files an interrupted upload did not send: no record and no stop can name them,
+    so they are named here, by count and the first of them, in the order they were listed.
+    The first was being sent: it may have reached the bucket (the stop then names it too)."""
+    if not paths:
+        return
+    named = ", ".join(shown(str(p)) for p in paths[:NAMED_NOT_UPLOADED])
+    more = len(paths) - NAMED_NOT_UPLOADED
+    console.print(
+        f"[yellow]{len(paths)} of {total} file(s) were not uploaded (interrupted; the "
+        "first was being sent):[/] " + escape(named) + (f" and {more} more" if more > 0 else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def plain(value: object) -> Text:
     """``value`` as literal text for a Rich table: no markup (a key may hold ``[/]``) and
     every unprintable character shown as its escape (``scones.shown_text``)."""

@@ -25,6 +25,7 @@ from scones.cli.display import (
     exit_status,
     make_console,
     monitor_line,
+    print_not_uploaded,
     print_saved,
     print_summary,
     records_table,
@@ -326,7 +327,7 @@ def _classify(
 ) -> tuple[list[dict[str, Any]], float]:
     started = time.perf_counter()
     uploads: list[tuple[Upload, InputFile]] = []
-    for item in inputs:
+    for sent, item in enumerate(inputs):
         try:
             uploads.append((api.upload_file(item.path, item.key), item))
         except OSError as exc:
@@ -336,6 +337,11 @@ def _classify(
                 f"[yellow]left out {escape(shown(str(item.path)))}:[/] cannot read it any more "
                 f"({escape(str(exc.strerror or exc))})"
             )
+        except KeyboardInterrupt:
+            # The stop names the uploads without a record; the files not sent are named here.
+            with contextlib.suppress(OSError):
+                print_not_uploaded(console, [i.path for i in inputs[sent:]], len(inputs))
+            raise
     if not uploads:
         raise CommandError("none of the files could be read any more; nothing was uploaded")
     by_upload = dict(uploads)
