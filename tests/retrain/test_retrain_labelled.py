@@ -199,3 +199,25 @@ def test_the_rehearsal_reports_what_the_program_trained_on_not_what_it_was_given
     assert images_trained({"split": split}, {"train": 60, "labelled": 3}) == (63, 0)
     # A model.json without a split (a model of another program): the files it was given.
     assert images_trained({}, {"train": 60, "labelled": 4}) == (64, 0)
+
+
+def test_a_job_whose_channels_cannot_be_merged_fails_with_its_reason_written(
+    tmp_path: Path,
+) -> None:
+    """Labels the channels have no folders for fail the job as any data it cannot train
+    on does: exit 1 and the reason in the failure file (the job's FailureReason, which
+    the run's FAILED record then carries), not an exception that leaves no reason."""
+    from scones.sagemaker.entry_point import main as job_main
+
+    for label in LABELS:
+        (tmp_path / "train" / label).mkdir(parents=True)
+        (tmp_path / "train" / label / "a.png").write_bytes(_image(label))
+    (tmp_path / "labelled" / "bicycle").mkdir(parents=True)
+    (tmp_path / "labelled" / "bicycle" / "b.png").write_bytes(_image("bicycle"))
+    failure = tmp_path / "failure"
+    argv = ["--data", str(tmp_path / "train"), "--labelled", str(tmp_path / "labelled")]
+    argv += ["--model-dir", str(tmp_path / "model"), "--threshold", "0.93"]
+    argv += ["--labels", "cat,dog", "--failure-file", str(failure)]
+    assert job_main(argv) == 1
+    reason = failure.read_text()
+    assert reason.startswith("DataError: ") and "has no class folders (cat/, dog/)" in reason

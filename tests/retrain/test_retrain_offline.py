@@ -226,6 +226,31 @@ def test_a_run_that_fails_leaves_its_record_alert_and_report(
     assert "h1{color:#b3261e}" in page  # a failure reads as one, not in neutral grey
 
 
+def test_an_evaluation_that_fails_ends_the_run_failed_with_its_record_and_alert(
+    guessing_production: Path, trained_once: list[str], tmp_path: Path
+) -> None:
+    """A gate image the evaluation job cannot read fails EvaluateCandidate, as on AWS: the
+    run ends FAILED with its record and alert, naming the gate object (not the job's
+    temporary copy), instead of ending the command with no trace of the run."""
+    from scones.offline.retrain import gate_split
+    from scones.offline.retrain_recipe import DEFAULT_DATA
+
+    data = tmp_path / "data"
+    shutil.copytree(DEFAULT_DATA, data)
+    manifest = json.loads((guessing_production / "model.json").read_text())
+    _, gate = gate_split(data, ("bicycle", "motorcycle"), manifest)
+    broken = gate[0][0]
+    broken.write_bytes(broken.read_bytes()[:60])
+    result = retrain(guessing_production, data_dir=data)
+    assert result.outcome == FAILED, result.to_json()
+    document = result.to_json()
+    reason = document["record"]["reason"]
+    assert reason.startswith("the evaluation job failed: ") and "truncated" in reason, reason
+    assert f"/gate/{broken.parent.name}/{broken.name}" in reason and "/tmp/" not in reason
+    assert document["alert"]["subject"] == alert_subject(FAILED, ENDPOINT)
+    assert [s.name for s in result.steps] == ["publish", "dataset", "train", "record"]
+
+
 @pytest.mark.parametrize("members", ["8", "08"])
 def test_the_dataset_step_holds_the_run_to_the_recipe_it_trains(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], members: str

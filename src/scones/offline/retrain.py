@@ -533,8 +533,17 @@ class OfflineRetrain:
             *("--gate", str(root / "input/gate")),
             *("--out", str(out)),
         ]
-        with contextlib.redirect_stdout(sys.stderr):  # the processing job's log, as above
-            evaluate_entry.main(argv)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # the processing job's log, as above
+                evaluate_entry.main(argv)
+        except Exception as exc:
+            # As EvaluateCandidate fails on AWS (the job's FailureReason is the program's
+            # exit message): a FAILED run with its record, alert and report. A gate image
+            # is named by its S3 object, not by the job's copy of it.
+            reason = str(exc).replace(str(root / "input/gate"), sources["gate"].rstrip("/"))
+            raise RetrainError(
+                f"the evaluation job failed: {type(exc).__name__}: {reason}"
+            ) from exc
         bucket, prefix = _split_uri(dataset["evaluation_output_uri"])
         for path in sorted(out.iterdir()):
             self.s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.name}", Body=path.read_bytes())

@@ -215,16 +215,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="scones-channels-") as tmp:
         data = args.data
-        if args.labelled is not None and args.labelled.is_dir():
-            merged = merge_channels([args.data, args.labelled], args.labels, Path(tmp))
-            data = merged.root
-            for path, reason in merged.left_out:
-                log(f"left out labelled image {path}: {reason}")
-            log(
-                f"training on {args.data} plus the labelled images in {args.labelled}"
-                + (f" ({len(merged.left_out)} left out)" if merged.left_out else "")
-            )
         try:
+            if args.labelled is not None and args.labelled.is_dir():
+                merged = merge_channels([args.data, args.labelled], args.labels, Path(tmp))
+                data = merged.root
+                for path, reason in merged.left_out:
+                    log(f"left out labelled image {path}: {reason}")
+                log(
+                    f"training on {args.data} plus the labelled images in {args.labelled}"
+                    + (f" ({len(merged.left_out)} left out)" if merged.left_out else "")
+                )
             report = build_model(
                 data, args.model_dir, recipe, threshold, name=args.name, labels=args.labels, log=log
             )
