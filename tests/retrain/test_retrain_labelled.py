@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -221,3 +222,71 @@ def test_a_job_whose_channels_cannot_be_merged_fails_with_its_reason_written(
     assert job_main(argv) == 1
     reason = failure.read_text()
     assert reason.startswith("DataError: ") and "has no class folders (cat/, dog/)" in reason
+
+
+def _no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check passed once the run gets as far as the torch check."""
+    _never_run(monkeypatch)
+    monkeypatch.setattr("scones.cli.torch_free.torch_installed", lambda: False)
+
+
+def test_retrain_refuses_labels_other_than_the_stacks_before_the_stack_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _no_torch(monkeypatch)
+    argv = ["retrain", "--out", str(tmp_path / "out"), "--hyperparameter"]
+    for labels in ("cat,dog", "motorcycle,bicycle"):
+        assert main([*argv, f"labels={labels}"]) == 2
+        err = capsys.readouterr().err
+        assert f"labels={labels}: the stack's ModelLabels are bicycle,motorcycle" in err
+    assert main([*argv, "labels=bicycle,motorcycle"]) == 2
+    assert "needs torch" in capsys.readouterr().err
+
+
+def test_retrain_reads_every_image_it_is_given_before_the_stack_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file the run's jobs would fail on is named by the path given, before the stack
+    starts: a training or gate image is an error; a labelled image the rules refuse is
+    left out and named, as the training job leaves it out; one that cannot be read, or
+    whose name cannot be an S3 key, is an error."""
+    import shutil
+
+    _no_torch(monkeypatch)
+    out = ["--out", str(tmp_path / "out")]
+    data = tmp_path / "data"
+    shutil.copytree(BUNDLED, data)
+    broken = sorted((data / "train" / "motorcycle").glob("*.png"))[-1]
+    broken.write_bytes(broken.read_bytes()[:60])
+    assert main(["retrain", "--data", str(data), *out]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}: The PNG data is truncated" in err, err
+
+    labelled = tmp_path / "labelled" / "bicycle"
+    labelled.mkdir(parents=True)
+    (labelled / "good.png").write_bytes(_image("bicycle"))
+    (labelled / "cut.png").write_bytes(_image("bicycle")[:60])
+    assert main(["retrain", "--labelled", str(labelled.parent), *out]) == 2
+    err = capsys.readouterr().err
+    assert f"left out labelled image {labelled / 'cut.png'}: The PNG data is truncated" in err
+    assert "needs torch" in err  # every other check passed
+
+    (labelled / "mem.png").symlink_to("/proc/self/mem")  # a regular file that reads EIO
+    assert main(["retrain", "--labelled", str(labelled.parent), *out]) == 2
+    assert f"{labelled / 'mem.png'}: cannot read it: Input/output error" in capsys.readouterr().err
+    (labelled / "mem.png").unlink()
+
+    name = labelled / os.fsdecode(b"caf\xe9.png")
+    name.write_bytes(_image("bicycle"))
+    assert main(["retrain", "--labelled", str(labelled.parent), *out]) == 2
+    assert "caf\\udce9.png: the file name is not UTF-8" in capsys.readouterr().err
+
+
+def test_retrain_names_a_file_given_as_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.png").write_bytes(_image("bicycle"))
+    for option in ("--data", "--labelled"):
+        argv = ["retrain", option, str(tmp_path / "a.png"), "--out", str(tmp_path / "out")]
+        assert main(argv) == 2
+        assert f"{option} {tmp_path / 'a.png'}: a file, not a folder" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from scones.cli.arguments import (
 )
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import effective_params, parse_params
+from scones.shown_text import shown
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,6 +119,19 @@ def _check_recipe(hyperparameters: dict[str, object], params: dict[str, str]) ->
             f"--hyperparameter: the training program refuses it (RetrainingNetwork="
             f"{params['RetrainingNetwork']}): {exc}"
         ) from exc
+    given = hyperparameters.get("labels")
+    if given is not None and _label_list(given) != _label_list(params["ModelLabels"]):
+        # The candidate must answer in the production model's labels and order: the gate,
+        # the workflow and the results table all read them from ModelLabels.
+        raise CommandError(
+            f"--hyperparameter labels={given}: the stack's ModelLabels are "
+            f"{params['ModelLabels']}, and a candidate must answer in those, in that order "
+            "(--param ModelLabels sets the stack's)"
+        )
+
+
+def _label_list(value: object) -> list[str]:
+    return [part.strip() for part in str(value).split(",")]
 
 
 def _check_folders(args: argparse.Namespace) -> None:
@@ -136,11 +150,49 @@ def _check_folders(args: argparse.Namespace) -> None:
     except ModelArtifactError as exc:
         raise CommandError(f"--model: {exc}") from exc
     try:
-        gate_split(args.data or DEFAULT_DATA, labels, production)
-        if args.labelled is not None:
-            list_labelled(args.labelled, labels)
+        training, gate = gate_split(args.data or DEFAULT_DATA, labels, production)
+        labelled = [] if args.labelled is None else list_labelled(args.labelled, labels)[0]
     except (DataError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
+    # Every image read now, as the run's jobs will read it, so a file they would fail on is
+    # named by the path given here, not by a job's copy of it minutes into the run.
+    for path, _ in [*training, *gate]:
+        if problem := _image_problem(path):
+            raise CommandError(f"{shown(str(path))}: {problem}")
+    for path, _ in labelled:
+        if problem := _image_problem(path):
+            if isinstance(problem, OSError) or _not_utf8(path):
+                raise CommandError(f"{shown(str(path))}: {problem}")
+            # As the training job does: a labelled image the rules refuse is left out.
+            print(f"scones: left out labelled image {shown(str(path))}: {problem}", file=sys.stderr)
+
+
+def _not_utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _image_problem(path: Path) -> str | OSError | None:
+    """Why the jobs could not use ``path``: its name is not UTF-8 (an S3 key is), it cannot
+    be read (the error), or the image rules refuse it (their reason); None when it is fine."""
+    from scones_core.errors import ImageRejected
+
+    from scones.model.artifact import decode_image
+
+    if _not_utf8(path):
+        return "the file name is not UTF-8, so it cannot be an S3 key; rename it"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return OSError(f"cannot read it: {exc.strerror or exc}")
+    try:
+        decode_image(data)
+    except ImageRejected as exc:
+        return str(exc)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
     _check_recipe(hyperparameters, params)
     for option, folder in (("--data", args.data), ("--labelled", args.labelled)):
         if folder is not None and not folder.is_dir():
-            raise CommandError(f"{option} {folder}: no such folder")
+            what = "a file, not a folder" if folder.exists() else "no such folder"
+            raise CommandError(f"{option} {shown(str(folder))}: {what}")
     _check_folders(args)
     check_writable_folder(args.out)
     from scones.cli.torch_free import torch_installed
