@@ -376,16 +376,17 @@ def test_a_gate_set_too_small_to_judge_by_fails_the_run_before_training(s3: Any,
 
 
 class ReadCountingS3:
-    """moto's client, noting each object the dataset step reads."""
+    """moto's client, noting each object the dataset step reads whole (``read``) and each
+    whose first bytes alone it reads (``heads``: a header, for its image size)."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.read = inner, []
+        self.inner, self.read, self.heads = inner, [], []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def get_object(self, **kwargs: Any) -> Any:
-        self.read.append(kwargs["Key"])
+        (self.heads if "Range" in kwargs else self.read).append(kwargs["Key"])
         return self.inner.get_object(**kwargs)
 
 
@@ -441,6 +442,64 @@ def test_dataset_leaves_out_copies_of_gate_images_by_content_whatever_their_etag
             "labelled/bicycle/same-size-other-image.png",
         ]
     )
+
+
+def _saved_as(image: Any, fmt: str, **options: Any) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def test_a_labelled_copy_of_a_gate_image_saved_again_is_left_out_by_its_pixels(
+    s3: Any, ddb: Any
+) -> None:
+    """The same picture saved again (another encoder setting, a comment added, another
+    lossless format) has other bytes: training on it would let the gate score the
+    candidate on an image it trained on. Its pixels give it away; another picture of the
+    same size is kept, and so is a JPEG of the gate image (lossy: other pixels)."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    settings = RetrainingSettings.from_env(env())
+    put_training_set(s3)
+    bicycles = sorted((SAMPLES / "bicycle").glob("*.png"))
+    gate_bytes = bicycles[0].read_bytes()
+    put(s3, "training/gate/bicycle/g0.png", gate_bytes)
+    put(
+        s3,
+        "training/gate/motorcycle/g1.png",
+        next((SAMPLES / "motorcycle").glob("*.png")).read_bytes(),
+    )
+    gate = Image.open(io.BytesIO(gate_bytes))
+    gate.load()
+    note = PngImagePlugin.PngInfo()
+    note.add_text("Comment", "synced from the camera app")
+    copies = {
+        "labelled/bicycle/resaved.png": _saved_as(gate, "PNG", compress_level=1, pnginfo=note),
+        "labelled/motorcycle/as-webp.webp": _saved_as(gate, "WEBP", lossless=True),
+        "labelled/bicycle/as-bmp.bmp": _saved_as(gate.convert("RGB"), "BMP"),
+        "labelled/bicycle/other-picture.png": bicycles[1].read_bytes(),
+        "labelled/bicycle/as-jpeg.jpg": _saved_as(gate.convert("RGB"), "JPEG", quality=95),
+    }
+    for key, body in copies.items():
+        assert body != gate_bytes
+        put(s3, key, body)
+        answered(ddb, key)
+    reads = ReadCountingS3(s3)
+    result = assemble_dataset(reads, ddb, settings, STARTED, "run-1")
+    assert read_json(s3, channel_uris(result)["labelled"])[1:] == [
+        "bicycle/as-jpeg.jpg",
+        "bicycle/other-picture.png",
+    ]
+    summary = read_json(s3, result["dataset_uri"])
+    assert summary["labelled"]["gate_duplicates_left_out"] == 3
+    assert "; left out: 3 copies of gate images" in result["summary"]
+    # Every labelled copy's header is read; the gate images are read once, whole.
+    assert sorted(reads.heads) == sorted(copies)
+    assert sorted(set(reads.read)) == sorted(reads.read), "an object was read twice"
 
 
 def test_runs_started_in_one_second_get_names_and_folders_of_their_own(s3: Any, ddb: Any) -> None:

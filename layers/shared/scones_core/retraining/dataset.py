@@ -21,8 +21,9 @@ with ``{"prefix": "s3://bucket/<prefix>"}`` and names every object relative to i
 The training job then sees ``<channel dir>/<label>/<name>``, the layout the
 training code reads, and the run is pinned to the objects that existed when it
 started (labelling may go on meanwhile). An image whose bytes equal an image of
-the fixed gate set is left out, so the gate never scores an image the candidate
-trained on; and a gate set with fewer than ``GATE_MIN_IMAGES_PER_CLASS`` images of a class,
+the fixed gate set is left out, and so is a labelled copy whose decoded pixels do (the
+same picture saved again: ``gate_pixels``), so the gate never scores an image the
+candidate trained on; and a gate set with fewer than ``GATE_MIN_IMAGES_PER_CLASS`` images of a class,
 which the gate would refuse to judge by, or a class with fewer images than the training
 program can split and fold (``training_split``), fails the run here, before a training job
 is paid for. Equal bytes are found by content, not ETag: the ETag of an SSE-KMS object
@@ -45,8 +46,10 @@ from scones_core.image_files import is_image_file_name
 from scones_core.record_queries import records_with_status
 from scones_core.records import LABELLED_KEY_ATTRIBUTE, Status
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE, too_few_images
+from scones_core.retraining.gate_pixels import GatePixels
 from scones_core.retraining.settings import RetrainingSettings
 from scones_core.sagemaker_names import MAX_NAME_LENGTH
+from scones_core.settings import ImageLimits
 from scones_core.training_split import TrainingSplit, input_size_problem
 
 # Room left for the endpoint name in "<endpoint>-rt-YYMMDD-<run hash>-gate" (63 characters;
@@ -179,11 +182,13 @@ class GateContent:
         self._digests = digests
         self._keys_by_size: dict[int, list[str]] = {}
         self.per_label = dict.fromkeys(labels, 0)  # <label>/<name> images, as channels count
+        self.image_keys: list[str] = []
         for key, size in _objects(s3, bucket, prefix):
             self._keys_by_size.setdefault(size, []).append(key)
             label = _label_of(key[len(prefix) :], labels)
             if label is not None:
                 self.per_label[label] += 1
+                self.image_keys.append(key)
         self._digests_by_size: dict[int, frozenset[str]] = {}
 
     @property
@@ -222,9 +227,11 @@ def read_channel(
     gate: GateContent,
     *,
     answered: frozenset[str] | None = None,
+    gate_pixels: GatePixels | None = None,
 ) -> tuple[ChannelObjects, int, int]:
-    """The ``<label>/<name>`` objects under ``prefix``; how many were gate duplicates; and,
-    with ``answered`` (the keys finished answers name), how many were named by none."""
+    """The ``<label>/<name>`` objects under ``prefix``; how many were gate duplicates (by
+    bytes, and with ``gate_pixels`` by decoded pixels too); and, with ``answered`` (the
+    keys finished answers name), how many were named by none."""
     keys: list[str] = []
     sizes: dict[str, int] = {}
     per_label = dict.fromkeys(labels, 0)
@@ -238,7 +245,9 @@ def read_channel(
         if answered is not None and key not in answered:
             unanswered += 1
             continue
-        if gate.holds_copy_of(key, size):
+        if gate.holds_copy_of(key, size) or (
+            gate_pixels is not None and gate_pixels.holds_copy_of(key, size)
+        ):
             excluded += 1
             continue
         keys.append(relative)
@@ -294,6 +303,22 @@ def drop_repeated_content(
     sizes = {key: labelled.sizes[key] for key in keys}
     kept = ChannelObjects(labelled.prefix, keys, per_label, labelled.skipped, sizes)
     return kept, RepeatedContent(len(in_training), repeated, conflicting)
+
+
+def _left_out_summary(gate_copies: int, unanswered: int, repeated: RepeatedContent) -> str:
+    """What the dataset left out, for the run's step line (``dataset.json`` has each count)."""
+    parts = [
+        f"{count} {what}"
+        for count, what in (
+            (gate_copies, "copies of gate images"),
+            (unanswered, "copies no finished answer names"),
+            (repeated.in_training, "copies of training images"),
+            (repeated.repeated, "repeated copies"),
+            (repeated.conflicting, "copies labelled both ways"),
+        )
+        if count
+    ]
+    return f"; left out: {', '.join(parts)}" if parts else ""
 
 
 def manifest_body(bucket: str, channel: ChannelObjects) -> bytes:
@@ -359,8 +384,13 @@ def assemble_dataset(
             f"{', '.join(empty)}"
         )
     answered = reviewed_copies(dynamodb, settings.results_table)
+    # The curated training channel is disjoint from the gate set by construction; labelled
+    # copies come from uploads, where the same picture may arrive saved again.
+    pixels = GatePixels(
+        s3, bucket, gate.image_keys, ImageLimits.unrestricted(settings.model_input_size)
+    )
     labelled, labelled_excluded, unanswered = read_channel(
-        s3, bucket, settings.labelled_prefix, labels, gate, answered=answered
+        s3, bucket, settings.labelled_prefix, labels, gate, answered=answered, gate_pixels=pixels
     )
     labelled, repeated = drop_repeated_content(digests, labelled, original)
     small = split.too_small(
@@ -443,5 +473,6 @@ def assemble_dataset(
         "summary": (
             f"{len(original.keys)} training images and {len(labelled.keys)} labelled images "
             f"({', '.join(f'{k} {v}' for k, v in labelled.per_label.items())})"
+            + _left_out_summary(original_excluded + labelled_excluded, unanswered, repeated)
         ),
     }
