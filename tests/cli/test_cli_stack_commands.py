@@ -478,28 +478,38 @@ def test_one_port_for_both_servers_is_named(tmp_path: Path) -> None:
     assert "--port and --model-port are both 45123" in result.stderr, result.stderr
 
 
-def test_run_stopped_by_sigterm_saves_its_records_like_ctrl_c(
-    small_folder: Path, tmp_path: Path
-) -> None:
-    """A service manager's SIGTERM (or a closed terminal's SIGHUP) mid-run stops the stack
-    and saves what was recorded, as Ctrl-C does; no empty report file is left behind."""
-    env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
+def _run_stopped(
+    folder: Path, tmp_path: Path, line: str, stop: signal.Signals, after_s: float = 0.0
+) -> tuple[int, str, str]:
+    """``scones run folder``, sent ``stop`` ``after_s`` after it prints ``line``: its exit
+    status, standard output (from ``line`` on) and standard error."""
+    env = {**os.environ, "COLUMNS": "400", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
     run = subprocess.Popen(
-        [sys.executable, "-m", "scones.cli.main", "run", str(small_folder), "--no-progress"],
+        [sys.executable, "-m", "scones.cli.main", "run", str(folder), "--no-progress"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert run.stdout is not None
-        for line in run.stdout:
-            if "stack up in" in line:
+        for printed in run.stdout:
+            if line in printed:
                 break
-        run.send_signal(signal.SIGTERM)
+        time.sleep(after_s)
+        run.send_signal(stop)
         out, err = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
-    assert run.returncode == 130, err
+    return run.returncode, out, err
+
+
+def test_run_stopped_by_sigterm_saves_its_records_like_ctrl_c(
+    small_folder: Path, tmp_path: Path
+) -> None:
+    """A service manager's SIGTERM (or a closed terminal's SIGHUP) mid-run stops the stack
+    and saves what was recorded, as Ctrl-C does; no empty report file is left behind."""
+    returncode, out, err = _run_stopped(small_folder, tmp_path, "stack up in", signal.SIGTERM)
+    assert returncode == 130, err
     assert "records saved to out/records-" in out.replace("\n", "") and "interrupted" in err
     assert list((tmp_path / "out").glob("records-*.json"))
     assert not list((tmp_path / "out").glob("run-*.json"))  # the reserved name is released
@@ -515,24 +525,11 @@ def test_a_run_interrupted_while_uploading_accounts_for_every_file(tmp_path: Pat
     names = [f"img-{n:04d}.png" for n in range(600)]
     for name in names:
         (folder / name).write_bytes(picture)
-    env = {**os.environ, "COLUMNS": "400", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "scones.cli.main", "run", str(folder), "--no-progress"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert run.stdout is not None
-        for line in run.stdout:
-            if "uploading 600 file(s)" in line:
-                break
-        time.sleep(0.5)  # some uploads are in the bucket, most are still to send
-        run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    assert run.returncode == 130, err
+    # Half a second after the uploads begin: some are in the bucket, most still to send.
+    returncode, out, err = _run_stopped(
+        folder, tmp_path, "uploading 600 file(s)", signal.SIGINT, after_s=0.5
+    )
+    assert returncode == 130, err
     said = re.search(r"(\d+) of 600 file\(s\) were not uploaded \(interrupted; the first was "
                      r"being sent\): \S*/(img-\d+\.png),", out.replace("\n", ""))  # fmt: skip
     assert said, out

@@ -23,12 +23,12 @@ training code reads, and the run is pinned to the objects that existed when it
 started (labelling may go on meanwhile). An image whose bytes equal an image of
 the fixed gate set is left out, and so is a labelled copy whose decoded pixels do (the
 same picture saved again: ``gate_pixels``), so the gate never scores an image the
-candidate trained on; and a gate set with fewer than ``GATE_MIN_IMAGES_PER_CLASS`` images of a class,
-which the gate would refuse to judge by, or a class with fewer images than the training
-program can split and fold (``training_split``), fails the run here, before a training job
-is paid for. Equal bytes are found by content, not ETag: the ETag of an SSE-KMS object
-(this stack's bucket) or of a multipart upload is not the MD5 of its bytes. Only
-objects whose size equals a gate image's are read and hashed (SHA-256).
+candidate trained on; and a gate set with fewer than ``GATE_MIN_IMAGES_PER_CLASS``
+images of a class, which the gate would refuse to judge by, or a class with fewer images
+than the training program can split and fold (``training_split``), fails the run here,
+before a training job is paid for. Equal bytes are found by content, not ETag: the ETag
+of an SSE-KMS object (this stack's bucket) or of a multipart upload is not the MD5 of its
+bytes. Only objects whose size equals a gate image's are read and hashed (SHA-256).
 ``dataset.json`` beside the manifests says what went in.
 """
 
@@ -39,18 +39,20 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scones_core.errors import SconesError
 from scones_core.image_files import is_image_file_name
 from scones_core.record_queries import records_with_status
 from scones_core.records import LABELLED_KEY_ATTRIBUTE, Status
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE, too_few_images
-from scones_core.retraining.gate_pixels import GatePixels
 from scones_core.retraining.settings import RetrainingSettings
 from scones_core.sagemaker_names import MAX_NAME_LENGTH
 from scones_core.settings import ImageLimits
 from scones_core.training_split import TrainingSplit, input_size_problem
+
+if TYPE_CHECKING:
+    from scones_core.retraining.gate_pixels import GatePixels
 
 # Room left for the endpoint name in "<endpoint>-rt-YYMMDD-<run hash>-gate" (63 characters;
 # the template's EndpointName MaxLength and IAM patterns "<EndpointName>-rt-*" follow it).
@@ -386,6 +388,8 @@ def assemble_dataset(
     answered = reviewed_copies(dynamodb, settings.results_table)
     # The curated training channel is disjoint from the gate set by construction; labelled
     # copies come from uploads, where the same picture may arrive saved again.
+    from scones_core.retraining.gate_pixels import GatePixels  # Pillow: only when it runs
+
     pixels = GatePixels(
         s3, bucket, gate.image_keys, ImageLimits.unrestricted(settings.model_input_size)
     )
