@@ -79,4 +79,4 @@ class GatePixels:
             return False
         data = head if size <= HEAD_BYTES else self._read(key)
         found = pixel_digest(data, self._limits)
-        return found is not None and found[1] in self._gate()[found[0]]
+        return found is not None and found[1] in self._gate().get(found[0], set())
