@@ -290,3 +290,55 @@ def test_retrain_names_a_file_given_as_a_folder(
         argv = ["retrain", option, str(tmp_path / "a.png"), "--out", str(tmp_path / "out")]
         assert main(argv) == 2
         assert f"{option} {tmp_path / 'a.png'}: a file, not a folder" in capsys.readouterr().err
+
+
+def test_retrain_names_the_labelled_entries_it_will_not_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _no_torch(monkeypatch)
+    bicycles = tmp_path / "labelled" / "bicycle"
+    (bicycles / "sub").mkdir(parents=True)
+    (bicycles / "good.png").write_bytes(_image("bicycle"))
+    (bicycles / "sub" / "nested.png").write_bytes(_image("bicycle"))
+    (bicycles / "photo.heic").write_bytes(b"not read")
+    (bicycles / ".hidden.png").write_bytes(_image("bicycle"))
+    (bicycles / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    argv = ["retrain", "--labelled", str(bicycles.parent), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "needs torch" in err  # named, not refused: the run would go on with good.png
+    for name, why in (
+        ("sub", "a folder (only the files directly in a label's folder are read)"),
+        ("photo.heic", "not an image file by its name"),
+        (".hidden.png", "a hidden file (its name starts with '.')"),
+        ("dangling.png", "not a regular file, or a link to nothing"),
+    ):
+        assert f"scones: left out {bicycles / name}: {why}" in err, (name, err)
+    assert "good.png" not in err
+
+
+def test_retrain_refuses_options_the_run_could_not_honour(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A canary of more images than the stack sends in minutes, the toolkit's own
+    ``sagemaker_*`` settings (the program never reads them), and ModelLabels in another
+    order than the production model's answers: each refused, and named."""
+    _no_torch(monkeypatch)
+    out = ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["retrain", "--canary-requests", "100000000", *out])
+    assert exit_info.value.code == 2
+    assert "--canary-requests: 100000000 is more than 10000" in capsys.readouterr().err
+    assert main(["retrain", "--canary-requests", "10000", *out]) == 2
+    assert "needs torch" in capsys.readouterr().err
+
+    assert main(["retrain", "--hyperparameter", "sagemaker_program=x.py", *out]) == 2
+    assert "sagemaker_program: the SageMaker training toolkit's own settings" in (
+        capsys.readouterr().err
+    )
+    assert main(["retrain", "--param", "ModelLabels=motorcycle,bicycle", *out]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "ModelLabels is motorcycle,bicycle, and the production model answers "
+        "bicycle,motorcycle (the same labels in another order)"
+    ) in err

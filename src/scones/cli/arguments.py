@@ -55,6 +55,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_up_to(maximum: int) -> Callable[[str], int]:
+    """A whole number from 1 to ``maximum``."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} is more than {maximum}")
+        return value
+
+    return parse
+
+
 def non_negative_int(text: str) -> int:
     """A whole number of at least 0."""
     value = _whole(text)

@@ -12,12 +12,15 @@ from scones.cli.arguments import (
     check_writable_folder,
     file_or_folder,
     hyperparameters,
+    int_up_to,
     output_folder,
     positive_int,
 )
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import effective_params, parse_params
 from scones.shown_text import shown
+
+MAX_CANARY_REQUESTS = 10_000
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,9 +69,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--max-gate-per-label", type=positive_int, help="limit the gate set")
     parser.add_argument(
         "--canary-requests",
-        type=positive_int,
+        type=int_up_to(MAX_CANARY_REQUESTS),
         default=40,
-        help="images sent while the canary bakes",
+        help=f"images sent while the canary bakes (at most {MAX_CANARY_REQUESTS}: about four "
+        "minutes of the offline stack's throughput)",
     )
     parser.add_argument(
         "--shuffle-labels",
@@ -96,6 +100,13 @@ def _hyperparameters(pairs: list[str], params: dict[str, str]) -> dict[str, obje
     from scones.offline.retrain_recipe import short_recipe
 
     given = hyperparameters(pairs)
+    toolkit = sorted(name for name in given if name.startswith("sagemaker_"))
+    if toolkit:
+        # The training job's own program never sees them (entry_point.toolkit_argv).
+        raise CommandError(
+            f"--hyperparameter {', '.join(toolkit)}: the SageMaker training toolkit's own "
+            "settings, which the job sets and the training program never reads"
+        )
     values: dict[str, object] = short_recipe(str(given.get("network", params["RetrainingNetwork"])))
     values.update(given)
     return values
@@ -149,6 +160,14 @@ def _check_folders(args: argparse.Namespace) -> None:
         production = ModelManifest.load(args.model or DEFAULT_MODEL_DIR).to_json()
     except ModelArtifactError as exc:
         raise CommandError(f"--model: {exc}") from exc
+    answers = tuple(production.get("labels") or ())
+    if answers and answers != labels:
+        order = " (the same labels in another order)" if sorted(answers) == sorted(labels) else ""
+        raise CommandError(
+            f"ModelLabels is {','.join(labels)}, and the production model answers "
+            f"{','.join(answers)}{order}: a candidate replaces it, so the stack's labels must "
+            "be its labels, in its order"
+        )
     try:
         training, gate = gate_split(args.data or DEFAULT_DATA, labels, production)
         labelled = [] if args.labelled is None else list_labelled(args.labelled, labels)[0]
@@ -159,12 +178,37 @@ def _check_folders(args: argparse.Namespace) -> None:
     for path, _ in [*training, *gate]:
         if problem := _image_problem(path):
             raise CommandError(f"{shown(str(path))}: {problem}")
+    if args.labelled is not None:
+        _name_what_is_not_read(args.labelled, labels)
     for path, _ in labelled:
         if problem := _image_problem(path):
             if isinstance(problem, OSError) or _not_utf8(path):
                 raise CommandError(f"{shown(str(path))}: {problem}")
             # As the training job does: a labelled image the rules refuse is left out.
             print(f"scones: left out labelled image {shown(str(path))}: {problem}", file=sys.stderr)
+
+
+def _name_what_is_not_read(root: Path, labels: tuple[str, ...]) -> None:
+    """Each entry of a label folder that the run will not read, named on stderr, as the
+    dataset step leaves it out (it reads ``<label>/<name>`` image files only)."""
+    from scones_core.image_files import is_image_file_name
+
+    for label in labels:
+        folder = root / label
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir():
+                why = "a folder (only the files directly in a label's folder are read)"
+            elif not entry.is_file():
+                why = "not a regular file, or a link to nothing"
+            elif entry.name.startswith("."):
+                why = "a hidden file (its name starts with '.')"
+            elif not is_image_file_name(entry.name):
+                why = "not an image file by its name"
+            else:
+                continue
+            print(f"scones: left out {shown(str(entry))}: {why}", file=sys.stderr)
 
 
 def _not_utf8(path: Path) -> bool:
