@@ -339,6 +339,6 @@ def test_retrain_refuses_options_the_run_could_not_honour(
     assert main(["retrain", "--param", "ModelLabels=motorcycle,bicycle", *out]) == 2
     err = capsys.readouterr().err
     assert (
-        "ModelLabels is motorcycle,bicycle, and the production model answers "
-        "bicycle,motorcycle (the same labels in another order)"
+        "it answers bicycle,motorcycle, in that order, but the stack's ModelLabels is "
+        "motorcycle,bicycle"
     ) in err

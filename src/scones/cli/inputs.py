@@ -22,7 +22,10 @@ class InputFile:
     true_label: str | None  # from the parent folder's name, when it is a label
 
 
-def _as_text(name: str) -> str | None:
+NOT_UTF8_NAME = "the file name is not UTF-8, so it cannot be an S3 key; rename it"
+
+
+def utf8_name(name: str) -> str | None:
     """The file name as UTF-8 text, from its bytes, or None when they are not UTF-8.
 
     Python decodes a name with the locale's encoding: under an ASCII locale (``LC_ALL=C``
@@ -132,16 +135,13 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...], *, prefix: str) -
         for path in files:
             if not os.access(path, os.R_OK):
                 raise CommandError(f"{path}: file is not readable")
-            relative = _as_text(path.relative_to(base).as_posix())
+            relative = utf8_name(path.relative_to(base).as_posix())
             if relative is None:
                 # An S3 key is UTF-8: a name that is not cannot be uploaded as itself.
-                raise CommandError(
-                    f"{os.fsdecode(path)!a}: the file name is not UTF-8, so it cannot be an "
-                    "S3 key; rename it"
-                )
+                raise CommandError(f"{os.fsdecode(path)!a}: {NOT_UTF8_NAME}")
             if problem := _key_problem(prefix + relative):
                 raise CommandError(f"{os.fsdecode(path)!a}: {problem}")
-            parent = _as_text(path.parent.name)
+            parent = utf8_name(path.parent.name)
             found.append(
                 InputFile(path=path, key=relative, true_label=parent if parent in labels else None)
             )

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scones_core.settings import parse_labels
+
 from scones.cli.arguments import (
     check_writable_folder,
     file_or_folder,
@@ -17,7 +19,10 @@ from scones.cli.arguments import (
     positive_int,
 )
 from scones.cli.errors import CommandError, CommandFailed
+from scones.cli.inputs import NOT_UTF8_NAME, utf8_name
+from scones.cli.model_check import check_model_option
 from scones.cli.stack_state import effective_params, parse_params
+from scones.safe_files import read_regular_file
 from scones.shown_text import shown
 
 MAX_CANARY_REQUESTS = 10_000
@@ -131,7 +136,7 @@ def _check_recipe(hyperparameters: dict[str, object], params: dict[str, str]) ->
             f"{params['RetrainingNetwork']}): {exc}"
         ) from exc
     given = hyperparameters.get("labels")
-    if given is not None and _label_list(given) != _label_list(params["ModelLabels"]):
+    if given is not None and parse_labels(str(given)) != parse_labels(params["ModelLabels"]):
         # The candidate must answer in the production model's labels and order: the gate,
         # the workflow and the results table all read them from ModelLabels.
         raise CommandError(
@@ -141,14 +146,8 @@ def _check_recipe(hyperparameters: dict[str, object], params: dict[str, str]) ->
         )
 
 
-def _label_list(value: object) -> list[str]:
-    return [part.strip() for part in str(value).split(",")]
-
-
 def _check_folders(args: argparse.Namespace) -> None:
     """The training images and the labelled ones, read as the run will read them."""
-    from scones_core.settings import parse_labels
-
     from scones.model.artifact import ModelArtifactError, ModelManifest
     from scones.model.folders import DataError, list_labelled
     from scones.offline.retrain import gate_split
@@ -160,14 +159,6 @@ def _check_folders(args: argparse.Namespace) -> None:
         production = ModelManifest.load(args.model or DEFAULT_MODEL_DIR).to_json()
     except ModelArtifactError as exc:
         raise CommandError(f"--model: {exc}") from exc
-    answers = tuple(production.get("labels") or ())
-    if answers and answers != labels:
-        order = " (the same labels in another order)" if sorted(answers) == sorted(labels) else ""
-        raise CommandError(
-            f"ModelLabels is {','.join(labels)}, and the production model answers "
-            f"{','.join(answers)}{order}: a candidate replaces it, so the stack's labels must "
-            "be its labels, in its order"
-        )
     try:
         training, gate = gate_split(args.data or DEFAULT_DATA, labels, production)
         labelled = [] if args.labelled is None else list_labelled(args.labelled, labels)[0]
@@ -176,16 +167,14 @@ def _check_folders(args: argparse.Namespace) -> None:
     # Every image read now, as the run's jobs will read it, so a file they would fail on is
     # named by the path given here, not by a job's copy of it minutes into the run.
     for path, _ in [*training, *gate]:
-        if problem := _image_problem(path):
-            raise CommandError(f"{shown(str(path))}: {problem}")
+        if refused := _refusal(path):
+            raise CommandError(f"{shown(str(path))}: {refused}")
     if args.labelled is not None:
         _name_what_is_not_read(args.labelled, labels)
     for path, _ in labelled:
-        if problem := _image_problem(path):
-            if isinstance(problem, OSError) or _not_utf8(path):
-                raise CommandError(f"{shown(str(path))}: {problem}")
+        if refused := _refusal(path):
             # As the training job does: a labelled image the rules refuse is left out.
-            print(f"scones: left out labelled image {shown(str(path))}: {problem}", file=sys.stderr)
+            print(f"scones: left out labelled image {shown(str(path))}: {refused}", file=sys.stderr)
 
 
 def _name_what_is_not_read(root: Path, labels: tuple[str, ...]) -> None:
@@ -211,27 +200,20 @@ def _name_what_is_not_read(root: Path, labels: tuple[str, ...]) -> None:
             print(f"scones: left out {shown(str(entry))}: {why}", file=sys.stderr)
 
 
-def _not_utf8(path: Path) -> bool:
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _image_problem(path: Path) -> str | OSError | None:
-    """Why the jobs could not use ``path``: its name is not UTF-8 (an S3 key is), it cannot
-    be read (the error), or the image rules refuse it (their reason); None when it is fine."""
+def _refusal(path: Path) -> str | None:
+    """Why the image rules refuse ``path`` (None: they take it). A file the run could not
+    take at all is a ``CommandError``: a name that is not UTF-8 (an S3 key is), or a file
+    that cannot be read."""
     from scones_core.errors import ImageRejected
 
     from scones.model.artifact import decode_image
 
-    if _not_utf8(path):
-        return "the file name is not UTF-8, so it cannot be an S3 key; rename it"
+    if utf8_name(path.name) is None:
+        raise CommandError(f"{shown(str(path))}: {NOT_UTF8_NAME}")
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except OSError as exc:
-        return OSError(f"cannot read it: {exc.strerror or exc}")
+        raise CommandError(f"{shown(str(path))}: cannot read it: {exc.strerror or exc}") from exc
     try:
         decode_image(data)
     except ImageRejected as exc:
@@ -256,6 +238,9 @@ def run(args: argparse.Namespace) -> int:
         if folder is not None and not folder.is_dir():
             what = "a file, not a folder" if folder.exists() else "no such folder"
             raise CommandError(f"{option} {shown(str(folder))}: {what}")
+    # The production model as the stack will check it when it starts: loadable, and
+    # answering in ModelLabels' order.
+    check_model_option(args.model, overrides)
     _check_folders(args)
     check_writable_folder(args.out)
     from scones.cli.torch_free import torch_installed
