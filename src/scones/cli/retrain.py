@@ -159,6 +159,9 @@ def _check_folders(args: argparse.Namespace) -> None:
         production = ModelManifest.load(args.model or DEFAULT_MODEL_DIR).to_json()
     except ModelArtifactError as exc:
         raise CommandError(f"--model: {exc}") from exc
+    # The production model as the stack will check it when it starts: loadable, and
+    # answering in ModelLabels' order (before the split, which would only say it differs).
+    check_model_option(args.model, parse_params(args.param))
     try:
         training, gate = gate_split(args.data or DEFAULT_DATA, labels, production)
         labelled = [] if args.labelled is None else list_labelled(args.labelled, labels)[0]
@@ -238,9 +241,6 @@ def run(args: argparse.Namespace) -> int:
         if folder is not None and not folder.is_dir():
             what = "a file, not a folder" if folder.exists() else "no such folder"
             raise CommandError(f"{option} {shown(str(folder))}: {what}")
-    # The production model as the stack will check it when it starts: loadable, and
-    # answering in ModelLabels' order.
-    check_model_option(args.model, overrides)
     _check_folders(args)
     check_writable_folder(args.out)
     from scones.cli.torch_free import torch_installed
