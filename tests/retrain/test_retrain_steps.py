@@ -456,9 +456,10 @@ def test_a_labelled_copy_of_a_gate_image_saved_again_is_left_out_by_its_pixels(
     s3: Any, ddb: Any
 ) -> None:
     """The same picture saved again (another encoder setting, a comment added, another
-    lossless format) has other bytes: training on it would let the gate score the
-    candidate on an image it trained on. Its pixels give it away; another picture of the
-    same size is kept, and so is a JPEG of the gate image (lossy: other pixels)."""
+    lossless format, a JPEG at a camera app's quality) has other bytes: training on it
+    would let the gate score the candidate on an image it trained on. Its pixels give it
+    away; another picture of the same size is kept, and so is a resized copy (documented:
+    only copies of the gate image's size are compared)."""
     import io
 
     from PIL import Image, PngImagePlugin
@@ -483,6 +484,8 @@ def test_a_labelled_copy_of_a_gate_image_saved_again_is_left_out_by_its_pixels(
         "labelled/bicycle/as-bmp.bmp": _saved_as(gate.convert("RGB"), "BMP"),
         "labelled/bicycle/other-picture.png": bicycles[1].read_bytes(),
         "labelled/bicycle/as-jpeg.jpg": _saved_as(gate.convert("RGB"), "JPEG", quality=95),
+        "labelled/motorcycle/as-jpeg-75.jpg": _saved_as(gate.convert("RGB"), "JPEG"),
+        "labelled/bicycle/resized.png": _saved_as(gate.resize((64, 64)), "PNG"),
     }
     for key, body in copies.items():
         assert body != gate_bytes
@@ -491,12 +494,12 @@ def test_a_labelled_copy_of_a_gate_image_saved_again_is_left_out_by_its_pixels(
     reads = ReadCountingS3(s3)
     result = assemble_dataset(reads, ddb, settings, STARTED, "run-1")
     assert read_json(s3, channel_uris(result)["labelled"])[1:] == [
-        "bicycle/as-jpeg.jpg",
         "bicycle/other-picture.png",
+        "bicycle/resized.png",
     ]
     summary = read_json(s3, result["dataset_uri"])
-    assert summary["labelled"]["gate_duplicates_left_out"] == 3
-    assert "; left out: 3 copies of gate images" in result["summary"]
+    assert summary["labelled"]["gate_duplicates_left_out"] == 5
+    assert "; left out: 5 copies of gate images" in result["summary"]
     # Every labelled copy's header is read; the gate images are read once, whole.
     assert sorted(reads.heads) == sorted(copies)
     assert sorted(set(reads.read)) == sorted(reads.read), "an object was read twice"

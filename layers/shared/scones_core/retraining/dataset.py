@@ -21,9 +21,9 @@ with ``{"prefix": "s3://bucket/<prefix>"}`` and names every object relative to i
 The training job then sees ``<channel dir>/<label>/<name>``, the layout the
 training code reads, and the run is pinned to the objects that existed when it
 started (labelling may go on meanwhile). An image whose bytes equal an image of
-the fixed gate set is left out, and so is a labelled copy whose decoded pixels do (the
-same picture saved again: ``gate_pixels``), so the gate never scores an image the
-candidate trained on; and a gate set with fewer than ``GATE_MIN_IMAGES_PER_CLASS``
+the fixed gate set is left out, and so is a labelled copy showing a gate image's picture
+(the same picture saved again, a JPEG re-encode too: ``gate_pixels``), so the gate never
+scores an image the candidate trained on; and a gate set with fewer than ``GATE_MIN_IMAGES_PER_CLASS``
 images of a class, which the gate would refuse to judge by, or a class with fewer images
 than the training program can split and fold (``training_split``), fails the run here,
 before a training job is paid for. Equal bytes are found by content, not ETag: the ETag
@@ -232,7 +232,7 @@ def read_channel(
     gate_pixels: GatePixels | None = None,
 ) -> tuple[ChannelObjects, int, int]:
     """The ``<label>/<name>`` objects under ``prefix``; how many were gate duplicates (by
-    bytes, and with ``gate_pixels`` by decoded pixels too); and, with ``answered`` (the
+    bytes, and with ``gate_pixels`` by their picture too); and, with ``answered`` (the
     keys finished answers name), how many were named by none."""
     keys: list[str] = []
     sizes: dict[str, int] = {}
