@@ -20,15 +20,16 @@ Each source becomes a SageMaker ``ManifestFile`` channel: a JSON list that start
 with ``{"prefix": "s3://bucket/<prefix>"}`` and names every object relative to it.
 The training job then sees ``<channel dir>/<label>/<name>``, the layout the
 training code reads, and the run is pinned to the objects that existed when it
-started (labelling may go on meanwhile). An image whose bytes equal an image of
-the fixed gate set is left out, and so is a labelled copy showing a gate image's picture
+started (labelling may go on meanwhile). An image whose bytes equal an image of the
+fixed gate set is left out, and so is a labelled copy showing a gate image's picture
 (the same picture saved again, a JPEG re-encode too: ``gate_pixels``), so the gate never
-scores an image the candidate trained on; and a gate set with fewer than ``GATE_MIN_IMAGES_PER_CLASS``
-images of a class, which the gate would refuse to judge by, or a class with fewer images
-than the training program can split and fold (``training_split``), fails the run here,
-before a training job is paid for. Equal bytes are found by content, not ETag: the ETag
-of an SSE-KMS object (this stack's bucket) or of a multipart upload is not the MD5 of its
-bytes. Only objects whose size equals a gate image's are read and hashed (SHA-256).
+scores an image the candidate trained on; and a gate set with fewer than
+``GATE_MIN_IMAGES_PER_CLASS`` images of a class, which the gate would refuse to judge
+by, or a class with fewer images than the training program can split and fold
+(``training_split``), fails the run here, before a training job is paid for. Equal bytes
+are found by content, not ETag: the ETag of an SSE-KMS object (this stack's bucket) or
+of a multipart upload is not the MD5 of its bytes. Only objects whose size equals a gate
+image's are read and hashed (SHA-256).
 ``dataset.json`` beside the manifests says what went in.
 """
 
