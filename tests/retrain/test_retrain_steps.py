@@ -186,6 +186,14 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any,
     assert summary["training"]["gate_duplicates_left_out"] == 1
     assert summary["labelled"]["per_label"] == {"bicycle": 0, "motorcycle": 1}
     assert summary["labelled"]["skipped_keys"] == 4
+    assert summary["labelled"]["skipped_keys_named"] == [
+        "bicycle/.hidden: a hidden file (its name starts with '.')",
+        "manifest-2026-12-01.jsonl: not in the folder of a label (bicycle, motorcycle)",
+        "manifest.jsonl: not in the folder of a label (bicycle, motorcycle)",
+        "scooter/x.png: not in the folder of a label (bicycle, motorcycle)",
+    ]
+    assert summary["training"]["skipped_keys"] == 0
+    assert summary["training"]["skipped_keys_named"] == []
     assert result["evaluation_uri"] == (
         f"s3://{BUCKET}/retraining/{base}/evaluation/gate-evaluation.json"
     )

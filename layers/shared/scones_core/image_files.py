@@ -22,8 +22,22 @@ FILE_SUFFIXES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Why a file in a folder inside a label's folder is not read.
+IN_A_SUBFOLDER = "only the files directly in a label's folder are read"
+
+
 def is_image_file_name(name: str) -> bool:
     """Whether a file called ``name`` is one of a folder's images: an image suffix, and
     not hidden (macOS's ``._photo.png`` holds no image)."""
+    return not_an_image_file_because(name) is None
+
+
+def not_an_image_file_because(name: str) -> str | None:
+    """Why a file called ``name`` is not one of a folder's images, in words for the
+    people who put it there; None when it is one."""
+    if name.startswith("."):
+        return "a hidden file (its name starts with '.')"
     suffix = name[name.rfind(".") :].lower() if "." in name else ""
-    return not name.startswith(".") and any(suffix in s for s in FILE_SUFFIXES.values())
+    if not any(suffix in s for s in FILE_SUFFIXES.values()):
+        return "not an image file by its name"
+    return None

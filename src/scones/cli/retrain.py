@@ -183,7 +183,7 @@ def _check_folders(args: argparse.Namespace) -> None:
 def _name_what_is_not_read(root: Path, labels: tuple[str, ...]) -> None:
     """Each entry of a label folder that the run will not read, named on stderr, as the
     dataset step leaves it out (it reads ``<label>/<name>`` image files only)."""
-    from scones_core.image_files import is_image_file_name
+    from scones_core.image_files import IN_A_SUBFOLDER, not_an_image_file_because
 
     for label in labels:
         folder = root / label
@@ -191,14 +191,12 @@ def _name_what_is_not_read(root: Path, labels: tuple[str, ...]) -> None:
             continue
         for entry in sorted(folder.iterdir()):
             if entry.is_dir():
-                why = "a folder (only the files directly in a label's folder are read)"
+                why: str | None = f"a folder ({IN_A_SUBFOLDER})"
             elif not entry.is_file():
                 why = "not a regular file, or a link to nothing"
-            elif entry.name.startswith("."):
-                why = "a hidden file (its name starts with '.')"
-            elif not is_image_file_name(entry.name):
-                why = "not an image file by its name"
             else:
+                why = not_an_image_file_because(entry.name)
+            if why is None:
                 continue
             print(f"scones: left out {shown(str(entry))}: {why}", file=sys.stderr)
 

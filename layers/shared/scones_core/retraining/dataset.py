@@ -38,12 +38,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from scones_core.errors import SconesError
-from scones_core.image_files import is_image_file_name
+from scones_core.image_files import IN_A_SUBFOLDER, not_an_image_file_because
 from scones_core.record_queries import records_with_status
 from scones_core.records import LABELLED_KEY_ATTRIBUTE, Status
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE, too_few_images
@@ -63,6 +63,8 @@ MAX_ENDPOINT_NAME = MAX_NAME_LENGTH - NAME_SUFFIX_LENGTH
 TRAIN_CHANNEL = "train"
 LABELLED_CHANNEL = "labelled"
 _READ_CHUNK = 1024 * 1024
+# How many of a channel's keys that are not read ``dataset.json`` names (it counts them all).
+MAX_NAMED_NOT_READ = 50
 
 
 class DatasetError(SconesError):
@@ -113,6 +115,8 @@ class ChannelObjects:
     per_label: dict[str, int]
     skipped: int  # keys outside a label folder, or manifests and hidden files
     sizes: dict[str, int] = field(default_factory=dict)  # relative key -> bytes
+    # The first MAX_NAMED_NOT_READ skipped keys (relative), each with why it is not read.
+    not_read: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,16 +147,25 @@ def _objects(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
             yield item["Key"], int(item["Size"])
 
 
-def _label_of(relative: str, labels: tuple[str, ...]) -> str | None:
-    """The label of a ``<label>/<name>`` key (relative to its prefix); ``None`` for keys
-    outside a label folder and for files that are not images by name (manifests,
-    ``Thumbs.db``, hidden files), counted as the training and evaluation code reads a
-    folder (``image_files.is_image_file_name``), or the gate set's minimum could pass
-    here and fail after a paid training job."""
+def _not_read_because(relative: str, labels: tuple[str, ...]) -> str | None:
+    """Why a key (relative to its prefix) is not one of the channel's ``<label>/<name>``
+    images: outside a label folder, in a folder inside one, or not an image by name
+    (manifests, ``Thumbs.db``, hidden files), judged as the training and evaluation code
+    reads a folder (``image_files``), or the gate set's minimum could pass here and fail
+    after a paid training job. None for an image the channel holds."""
     label, _, name = relative.partition("/")
-    if label not in labels or not name or "/" in name or not is_image_file_name(name):
+    if label not in labels or not name:
+        return f"not in the folder of a label ({', '.join(labels)})"
+    if "/" in name:
+        return IN_A_SUBFOLDER
+    return not_an_image_file_because(name)
+
+
+def _label_of(relative: str, labels: tuple[str, ...]) -> str | None:
+    """The label of a ``<label>/<name>`` image key; None for a key that is not one."""
+    if _not_read_because(relative, labels) is not None:
         return None
-    return label
+    return relative.partition("/")[0]
 
 
 class Digests:
@@ -238,13 +251,17 @@ def read_channel(
     keys: list[str] = []
     sizes: dict[str, int] = {}
     per_label = dict.fromkeys(labels, 0)
+    not_read: list[str] = []
     skipped = excluded = unanswered = 0
     for key, size in _objects(s3, bucket, prefix):
         relative = key[len(prefix) :]
-        label = _label_of(relative, labels)
-        if label is None:
+        why = _not_read_because(relative, labels)
+        if why is not None:
             skipped += 1
+            if len(not_read) < MAX_NAMED_NOT_READ:
+                not_read.append(f"{relative}: {why}")
             continue
+        label = relative.partition("/")[0]
         if answered is not None and key not in answered:
             unanswered += 1
             continue
@@ -257,7 +274,7 @@ def read_channel(
         sizes[relative] = size
         per_label[label] += 1
     keys.sort()
-    channel = ChannelObjects(prefix, tuple(keys), per_label, skipped, sizes)
+    channel = ChannelObjects(prefix, tuple(keys), per_label, skipped, sizes, tuple(not_read))
     return channel, excluded, unanswered
 
 
@@ -304,7 +321,7 @@ def drop_repeated_content(
     for key in keys:
         per_label[key.partition("/")[0]] += 1
     sizes = {key: labelled.sizes[key] for key in keys}
-    kept = ChannelObjects(labelled.prefix, keys, per_label, labelled.skipped, sizes)
+    kept = replace(labelled, keys=keys, per_label=per_label, sizes=sizes)
     return kept, RepeatedContent(len(in_training), repeated, conflicting)
 
 
@@ -429,6 +446,7 @@ def assemble_dataset(
             "images": len(original.keys),
             "per_label": original.per_label,
             "skipped_keys": original.skipped,
+            "skipped_keys_named": list(original.not_read),
             "gate_duplicates_left_out": original_excluded,
         },
         "labelled": {
@@ -436,6 +454,7 @@ def assemble_dataset(
             "images": len(labelled.keys),
             "per_label": labelled.per_label,
             "skipped_keys": labelled.skipped,
+            "skipped_keys_named": list(labelled.not_read),
             "gate_duplicates_left_out": labelled_excluded,
             # Copies no REVIEWED record names: an answer never finished, or taken over.
             "unanswered_left_out": unanswered,
