@@ -43,12 +43,19 @@ FAILURE_OF_EVENT = {
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cli")]
 
 
-def scones(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(cwd / ".scones")}
+def scones(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "COLUMNS": "200",
+        "SCONES_STATE_DIR": str(cwd / ".scones"),
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "scones.cli.main", *args],
         cwd=cwd,
-        env=env,
+        env=environment,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -142,6 +149,31 @@ def test_run_reaches_its_stack_directly_whatever_proxy_the_environment_names(
     assert result.returncode == 0, result.stderr
     assert "1 uploads: ACCEPTED 1 " in result.stdout, result.stdout
     # The monitor read the model server's capture, which it wrote into the stack's bucket.
+    assert "request_count=1," in result.stdout, result.stdout
+
+
+def test_run_ignores_the_users_aws_configuration(tmp_path: Path) -> None:
+    """An offline run reaches no AWS: a profile that does not exist here, settings botocore
+    cannot use and a config file it cannot parse are not its business. Unless the stack
+    hides them, a missing profile fails the run, and AWS_RETRY_MODE=bogus leaves every
+    execution hanging (moto's interpreter makes its clients from the environment)."""
+    folder = tmp_path / "uploads" / "bicycle"
+    folder.mkdir(parents=True)
+    shutil.copy(sorted((SAMPLES / "bicycle").glob("*.png"))[0], folder)
+    (tmp_path / "broken-config").write_text("[default\nregion =\n")
+    hostile = {
+        "AWS_PROFILE": "no-such-profile",
+        "AWS_RETRY_MODE": "bogus",
+        "AWS_MAX_ATTEMPTS": "abc",
+        "AWS_CONFIG_FILE": str(tmp_path / "broken-config"),
+        "AWS_DEFAULT_REGION": "mars-1",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    }
+    result = scones(
+        "run", str(folder.parent), "--out", str(tmp_path / "out"), cwd=tmp_path, env=hostile
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 uploads: ACCEPTED 1 " in result.stdout, result.stdout
     assert "request_count=1," in result.stdout, result.stdout
 
 

@@ -25,6 +25,9 @@ from typing import Any
 
 import boto3.session
 
+from scones.offline.client import REGION
+from scones.offline.user_configuration import hidden_user_configuration
+
 REGIONS_MODULE = "moto.ec2.models.availability_zones_and_regions"
 SERVICE = "ec2"
 
@@ -61,5 +64,7 @@ def _ec2_regions_from_one_session() -> Iterator[None]:
 
 
 if REGIONS_MODULE not in sys.modules:
-    with _ec2_regions_from_one_session():
+    # moto's session at that import reads the user's AWS settings (a missing profile
+    # fails it), which the offline stack never uses.
+    with hidden_user_configuration(REGION), _ec2_regions_from_one_session():
         importlib.import_module(REGIONS_MODULE)

@@ -77,6 +77,7 @@ from scones.offline.records_file import (
 from scones.offline.sqs_poller import SqsPoller
 from scones.offline.stack_model import DEFAULT_MODEL_DIR, StackError, check_model
 from scones.offline.table_faults import THROTTLED, TableWriteFaults
+from scones.offline.user_configuration import HiddenUserConfiguration
 from scones.paths import BASELINE_FILE
 from scones.template_params import LOCAL_STACK_NAME
 
@@ -207,6 +208,7 @@ class OfflineStack:
         self._froze_heap = False
         self._table_faults: TableWriteFaults | None = None
         self._speedups_installed = False
+        self._user_configuration = HiddenUserConfiguration(REGION)
         self.execution_gate: execution_gate.ExecutionGate | None = None
         # Set by stop() when records_dir is set: the file written (in records_dir, or in
         # another folder when that one could not take it), and why records_dir (and any
@@ -254,6 +256,7 @@ class OfflineStack:
                         "state and its Lambda hook are per process); stop it first"
                     )
                 self._holds_process_slot = True
+                self._user_configuration.hide()  # before moto is imported (it reads it)
                 self._start_parts(started)
                 heap.freeze_long_lived()
                 self._froze_heap = True
@@ -347,6 +350,7 @@ class OfflineStack:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
             if self._holds_process_slot:
                 self._holds_process_slot = False
+                self._user_configuration.restore()
                 _ACTIVE.release()
             if self._froze_heap:
                 self._froze_heap = False
