@@ -7,10 +7,12 @@ import json
 import logging
 import math
 from datetime import timedelta
+from typing import Any
 
 import boto3
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 from scones_core.monitoring.metrics import label_metrics, window_metrics
 from scones_core.monitoring.service import MonitorClients, measure_window, respond
@@ -697,3 +699,115 @@ def test_model_monitor_is_read_for_executions_that_have_ended(aws: Aws) -> None:
     ]
     assert summary["model_monitor_violations"] == 2
     assert MODEL_MONITOR_VIOLATIONS in [alert.code for alert in alerts]
+
+
+def _violation(feature: str, check: str, description: str = "") -> dict:
+    return {"feature_name": feature, "constraint_check_type": check, "description": description}
+
+
+def _monitor_alert(aws: Aws, violations: list[dict], checked: int | None) -> tuple[Alert, dict]:
+    """The window's one Model Monitor alert, from a report of ``violations`` whose
+    statistics checked ``checked`` records (None: no statistics.json)."""
+    folder = report_folder(12)
+    body = json.dumps({"violations": violations}).encode()
+    aws.s3.put_object(Bucket=BUCKET, Key=f"{folder}/constraint_violations.json", Body=body)
+    if checked is not None:
+        statistics = {"version": 0.0, "dataset": {"item_count": checked}}
+        aws.s3.put_object(
+            Bucket=BUCKET, Key=f"{folder}/statistics.json", Body=json.dumps(statistics).encode()
+        )
+    report, alerts = measure_window(settings(), MonitorClients(aws.s3, aws.dynamodb), WINDOW_END)
+    (alert,) = [a for a in alerts if a.code == MODEL_MONITOR_VIOLATIONS]
+    return alert, report.to_json()
+
+
+@pytest.mark.parametrize(
+    ("violations", "checked", "retrains", "why"),
+    [
+        ([_violation("confidence", "baseline_drift_check", "distance 0.4 > 0.1")], 500, True, ""),
+        ([_violation("", "LessThanThreshold", "accuracy 0.81 < 0.9")], None, True, ""),
+        ([_violation("label", "categorical_values_check")], MIN_REQUESTS, True, ""),
+        (
+            [_violation("label", "data_type_check"), _violation("_c2", "extra_column_check")],
+            500,
+            False,
+            "none is a drift or model-quality check",
+        ),
+        ([_violation("x", "bias_drift_check")], 500, False, "none is a drift or model-quality"),
+        (
+            [_violation("confidence", "baseline_drift_check")],
+            MIN_REQUESTS - 1,
+            False,
+            f"the reports checked {MIN_REQUESTS - 1} record(s), fewer than the {MIN_REQUESTS}",
+        ),
+    ],
+)
+def test_only_drift_found_in_enough_records_retrains_and_every_alert_names_its_violations(
+    aws: Aws, violations: list[dict], checked: int | None, retrains: bool, why: str
+) -> None:
+    """A schema violation (the records lack the baseline's columns or types) is a capture
+    or preprocessor fault that new weights cannot mend, a check type this code does not
+    know is for a person, and a drift seen in fewer records than MonitorMinRequests is
+    judged as the monitor's own alerts are. Each alert names what was violated."""
+    alert, summary = _monitor_alert(aws, violations, checked)
+    assert alert.starts_retraining is retrains, alert.message
+    if retrains:
+        assert "not retraining" not in alert.message
+    else:
+        assert f"; not retraining: {why}" in alert.message
+    for item in violations:
+        assert (
+            f"{item['feature_name'] or '(no feature named)'} {item['constraint_check_type']}"
+            in (alert.message)
+        )
+    assert [v["constraint_check_type"] for v in summary["model_monitor_violation_details"]] == [
+        v["constraint_check_type"] for v in violations
+    ]
+
+
+def test_a_long_report_is_named_by_its_first_violations_with_the_rest_counted(aws: Aws) -> None:
+    many = [
+        _violation(f"feature{i}", "baseline_drift_check", "d" * 500)
+        | ({"description": None} if i == 1 else {})
+        for i in range(70)
+    ]
+    alert, summary = _monitor_alert(aws, many, 500)
+    assert alert.starts_retraining
+    assert "feature0 baseline_drift_check: " + "d" * 199 + "…; feature1 baseline_drift_check; " in (
+        alert.message
+    )
+    assert "feature3" not in alert.message and alert.message.endswith("; and 67 more")
+    details = summary["model_monitor_violation_details"]
+    assert len(details) == SUMMARY_WARNING_LIMIT and details[1]["description"] == ""
+
+
+def test_statistics_the_monitor_cannot_read_leave_the_count_unknown_not_the_run_failed(
+    aws: Aws, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the number of records checked comes from statistics.json."""
+
+    class RefusesStatistics:
+        def __init__(self, s3: Any) -> None:
+            self._s3 = s3
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._s3, name)
+
+        def get_object(self, **request: Any) -> Any:
+            if request["Key"].endswith("/statistics.json"):
+                error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+                raise ClientError(error, "GetObject")
+            return self._s3.get_object(**request)
+
+    folder = report_folder(12)
+    body = json.dumps({"violations": [_violation("c", "baseline_drift_check")]}).encode()
+    aws.s3.put_object(Bucket=BUCKET, Key=f"{folder}/constraint_violations.json", Body=body)
+    aws.s3.put_object(Bucket=BUCKET, Key=f"{folder}/statistics.json", Body=b"{}")
+    with caplog.at_level(logging.WARNING):
+        report, alerts = measure_window(
+            settings(), MonitorClients(RefusesStatistics(aws.s3), aws.dynamodb), WINDOW_END
+        )
+    assert report.model_monitor is not None
+    assert report.model_monitor.statistics_item_count is None
+    assert [a.code for a in alerts if a.starts_retraining] == [MODEL_MONITOR_VIOLATIONS]
+    assert "statistics.json" in caplog.text and "AccessDenied" in caplog.text

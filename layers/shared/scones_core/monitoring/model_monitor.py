@@ -39,7 +39,12 @@ from botocore.exceptions import ClientError
 from scones_core.errors import aws_error_code
 from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.data_warnings import UNREADABLE_REPORT, DataWarning
-from scones_core.monitoring.locations import S3Location, list_objects, read_optional_object
+from scones_core.monitoring.locations import (
+    S3Location,
+    S3ReadError,
+    list_objects,
+    read_optional_object,
+)
 from scones_core.monitoring.timestamps import (
     floor_hour,
     format_seconds,
@@ -77,6 +82,14 @@ _HOURLY_CRON = re.compile(r"^cron\(0 ([0-9*/,]+) \? \* \* \*\)$")
 
 VIOLATIONS_FILE = "constraint_violations.json"
 STATISTICS_FILE = "statistics.json"
+# Violations new weights can answer: the analysed traffic moved from the baseline's (data
+# quality's distribution and category checks), or a model-quality metric crossed its
+# threshold (model quality names its comparison: LessThanThreshold, ...). The schema checks
+# (data_type_check, completeness_check, missing_column_check, extra_column_check) say the
+# analysed records lack the baseline's shape, a capture or record-preprocessor fault that
+# retraining cannot mend, and a check this code does not know is for a person to judge.
+DRIFT_CHECK_TYPES = frozenset({"baseline_drift_check", "categorical_values_check"})
+MODEL_QUALITY_CHECK_SUFFIX = "Threshold"
 _REPORT_HOUR = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/(\d{2})/" + re.escape(VIOLATIONS_FILE) + "$")
 
 
@@ -94,6 +107,20 @@ class Violation:
     constraint_check_type: str
     description: str
     report_uri: str | None = None
+
+    @property
+    def is_drift(self) -> bool:
+        """A violation retraining can answer (``DRIFT_CHECK_TYPES``)."""
+        check = self.constraint_check_type
+        return check in DRIFT_CHECK_TYPES or check.endswith(MODEL_QUALITY_CHECK_SUFFIX)
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "feature_name": self.feature_name,
+            "constraint_check_type": self.constraint_check_type,
+            "description": self.description,
+            "report_uri": self.report_uri,
+        }
 
 
 @dataclass(frozen=True)
@@ -316,8 +343,8 @@ def parse_violations(body: bytes, report_uri: str | None = None) -> tuple[Violat
             Violation(
                 # Data quality names a feature; model quality names a metric.
                 feature_name=str(item.get("feature_name") or item.get("metric_name") or ""),
-                constraint_check_type=str(item.get("constraint_check_type", "")),
-                description=str(item.get("description", "")),
+                constraint_check_type=str(item.get("constraint_check_type") or ""),
+                description=str(item.get("description") or ""),
                 report_uri=report_uri,
             )
         )
@@ -555,7 +582,12 @@ def collect_findings(
         readable.append(report_uri)
         violations.extend(found)
         statistics_key = key[: -len(VIOLATIONS_FILE)] + STATISTICS_FILE
-        statistics = read_optional_object(s3, S3Location(reports.bucket, statistics_key))
+        try:
+            statistics = read_optional_object(s3, S3Location(reports.bucket, statistics_key))
+        except S3ReadError as exc:
+            # Only the count of records checked comes from it: unknown, not a failed run.
+            logger.warning("Model Monitor statistics could not be read: %s", exc)
+            statistics = None
         count = None if statistics is None else parse_statistics_item_count(statistics)
         if count is not None:
             item_counts.append(count)

@@ -29,7 +29,11 @@ from scones_core.monitoring.data_warnings import (
     DataWarning,
 )
 from scones_core.monitoring.drift import Baseline, DriftResult, compare_with_baseline
-from scones_core.monitoring.model_monitor import ModelMonitorFindings, MonitoringExecution
+from scones_core.monitoring.model_monitor import (
+    ModelMonitorFindings,
+    MonitoringExecution,
+    Violation,
+)
 from scones_core.monitoring.results import ResultCounts, ReviewTally
 from scones_core.monitoring.settings import MonitorSettings
 from scones_core.monitoring.statistics import ConfidenceSummary, label_counts, label_mix
@@ -50,6 +54,9 @@ UNUSABLE_REASONS_NAMED = 3
 # handler's response, and a broken writer can produce a warning per line. Every
 # warning is still logged on its own and kept in ``WindowReport.warnings``.
 SUMMARY_WARNING_LIMIT = 50
+# A Model Monitor alert names this many violations, each description cut to this length.
+NAMED_VIOLATIONS = 3
+VIOLATION_DESCRIPTION_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,10 @@ class WindowReport:
                 format_seconds(self.window_end - self.model_monitor_lag),
             ],
             "model_monitor_violations": None if monitor is None else monitor.violations_count,
+            # The first SUMMARY_WARNING_LIMIT, as the report's warnings are bounded.
+            "model_monitor_violation_details": None
+            if monitor is None or monitor.violations is None
+            else [v.to_json() for v in monitor.violations[:SUMMARY_WARNING_LIMIT]],
             "model_monitor_reports": None if monitor is None else list(monitor.report_uris),
             "model_monitor_failed_executions": None
             if monitor is None
@@ -231,7 +242,7 @@ def evaluate_alerts(report: WindowReport, settings: MonitorSettings) -> list[Ale
     alerts += _capture_alerts(report) or _missing_capture_alerts(report, settings)
     monitor = report.model_monitor
     if monitor is not None:
-        alerts += _model_monitor_alerts(monitor)
+        alerts += _model_monitor_alerts(monitor, settings.min_requests)
     return alerts
 
 
@@ -315,18 +326,10 @@ def _missing_capture_alerts(report: WindowReport, settings: MonitorSettings) -> 
     ]
 
 
-def _model_monitor_alerts(monitor: ModelMonitorFindings) -> list[Alert]:
+def _model_monitor_alerts(monitor: ModelMonitorFindings, min_requests: int) -> list[Alert]:
     alerts: list[Alert] = []
     if monitor.alert:
-        count = monitor.violations_count
-        reports = ", ".join(monitor.report_uris)
-        alerts.append(
-            Alert(
-                MODEL_MONITOR_VIOLATIONS,
-                "Model Monitor reported constraint violations"
-                + ("" if count is None else f" ({count} in {reports})"),
-            )
-        )
+        alerts.append(_violations_alert(monitor, min_requests))
     failed = monitor.failed_executions
     if failed:
         details = "; ".join(
@@ -364,6 +367,49 @@ def _model_monitor_alerts(monitor: ModelMonitorFindings) -> list[Alert]:
             )
         )
     return alerts
+
+
+def _violations_alert(monitor: ModelMonitorFindings, min_requests: int) -> Alert:
+    """The violations named (the first few), and whether they start retraining: only a
+    drift or model-quality violation (``Violation.is_drift``), found in at least
+    ``min_requests`` records when the reports' statistics count them, as the monitor's
+    own alerts need that many requests."""
+    violations = monitor.violations or ()
+    message = "Model Monitor reported constraint violations"
+    if monitor.violations is not None:
+        message += f" ({len(violations)} in {', '.join(monitor.report_uris)})"
+    if violations:
+        named = [_violation_text(v) for v in violations[:NAMED_VIOLATIONS]]
+        more = len(violations) - len(named)
+        message += ": " + "; ".join(named) + (f"; and {more} more" if more else "")
+    checked = monitor.statistics_item_count
+    if monitor.violations is None:
+        reason = "its report was not read (see the warnings), so nothing says what to retrain for"
+    elif not any(v.is_drift for v in violations):
+        reason = (
+            "none is a drift or model-quality check, which new weights could answer: the "
+            "analysed records do not have the baseline's shape (check the endpoint's capture "
+            "and the schedule's record preprocessor)"
+        )
+    elif checked is not None and checked < min_requests:
+        reason = (
+            f"the reports checked {checked} record(s), fewer than the {min_requests} "
+            "(MonitorMinRequests) the monitor judges a window by"
+        )
+    else:
+        return Alert(MODEL_MONITOR_VIOLATIONS, message)
+    return Alert(
+        MODEL_MONITOR_VIOLATIONS, f"{message}; not retraining: {reason}", starts_retraining=False
+    )
+
+
+def _violation_text(violation: Violation) -> str:
+    what = violation.feature_name or "(no feature named)"
+    check = violation.constraint_check_type or "(no check type)"
+    description = violation.description
+    if len(description) > VIOLATION_DESCRIPTION_CHARS:
+        description = description[: VIOLATION_DESCRIPTION_CHARS - 1] + "…"
+    return f"{what} {check}" + (f": {description}" if description else "")
 
 
 def _missed_capture_text(execution: MonitoringExecution) -> str:
