@@ -463,10 +463,11 @@ def test_functions_that_read_objects_which_may_be_gone_may_list_the_bucket() -> 
     ):
         statements = role_statements(resolve, role)
         assert decide(statements, Request("s3:ListBucket", bucket, None, {})) == ALLOW, role
-    for role in ("SerializeImageFunctionRole", "BackfillFunctionRole"):
-        statements = role_statements(resolve, role)
-        listing = Request("s3:ListBucketVersions", bucket, None, {})
-        assert decide(statements, listing) == ALLOW, role
+    # A read of a version that is gone: only the serialize step names versions (the
+    # backfill reads the listed key's current version).
+    listing = Request("s3:ListBucketVersions", bucket, None, {})
+    assert decide(role_statements(resolve, "SerializeImageFunctionRole"), listing) == ALLOW
+    assert decide(role_statements(resolve, "BackfillFunctionRole"), listing) != ALLOW
 
 
 def test_reserved_concurrency_is_one_switch_and_preflight_knows_its_total() -> None:
@@ -1569,6 +1570,13 @@ def test_the_backfill_is_a_distributed_map_over_the_incoming_prefix() -> None:
     defaults = parameter_defaults()
     assert map_state["ItemBatcher"]["MaxItemsPerBatch"] == int(defaults["BackfillBatchSize"])
     assert map_state["MaxConcurrency"] == int(defaults["BackfillMaxConcurrency"])
+    # Each batch is one invocation of the function: no more at once than it may run.
+    reserved = load_template()["Resources"]["BackfillFunction"]["Properties"][
+        "ReservedConcurrentExecutions"
+    ]
+    assert (
+        load_template()["Parameters"]["BackfillMaxConcurrency"]["MaxValue"] == reserved["Fn::If"][1]
+    )
     assert map_state["ToleratedFailurePercentage"] == int(
         defaults["BackfillToleratedFailurePercentage"]
     )
