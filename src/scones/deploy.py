@@ -629,6 +629,54 @@ def publish_baseline(
     return {"baseline": f"s3://{bucket}/{key}", "bytes": str(len(body))}
 
 
+def publish_source_bundle(session: Any, stack_name: str) -> dict[str, str]:
+    """Put the retraining jobs' source bundle (``scones_train.py``, ``scones_evaluate.py``
+    and this checkout's code) where the deployed stack's retraining runs read it:
+    ``<RetrainingPrefix>code/sourcedir.tar.gz`` in its bucket. The bundle is byte-for-byte
+    reproducible; its SHA-256 is kept in the object's metadata, so a deploy that changed
+    no code leaves the object (and the bucket's versions) as they were."""
+    import hashlib
+
+    from botocore.exceptions import ClientError
+    from scones_core.objects import object_missing
+
+    from scones.sagemaker.errors import LaunchError
+    from scones.sagemaker.source_bundle import STACK_BUNDLE_KEY, build_bundle
+
+    outputs, parameters = stack_facts(session.client("cloudformation"), stack_name)
+    if "ImageBucketName" not in outputs:
+        raise DeployError(
+            f"stack {stack_name} has no ImageBucketName output: is it this project, and did "
+            "its last deployment complete?"
+        )
+    bucket = outputs["ImageBucketName"]
+    prefix = parameters.get("RetrainingPrefix") or parameter_default("RetrainingPrefix")
+    key = f"{prefix}{STACK_BUNDLE_KEY}"
+    uri = f"s3://{bucket}/{key}"
+    try:
+        bundle = build_bundle()
+    except (LaunchError, OSError) as exc:
+        raise DeployError(f"the retraining source bundle cannot be built: {exc}") from exc
+    digest = hashlib.sha256(bundle).hexdigest()
+    s3 = session.client("s3")
+    try:
+        held = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get("sha256")
+    except ClientError as exc:
+        if not object_missing(exc):
+            raise DeployError(f"cannot read {uri}: {exc}") from exc
+        held = None
+    if held == digest:
+        return {"source_bundle": uri, "sha256": digest, "unchanged": "true"}
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=bundle,
+        ContentType="application/gzip",
+        Metadata={"sha256": digest},
+    )
+    return {"source_bundle": uri, "sha256": digest, "bytes": str(len(bundle))}
+
+
 def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> dict[str, str]:
     """The endpoint the workflow calls and its status (``missing`` when it does not exist)."""
     from scones.sagemaker.hosting import existing_endpoint

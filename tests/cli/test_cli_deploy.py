@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import os
 import re
@@ -41,6 +42,7 @@ from scones.deploy import (
     preflight,
     previous_parameters,
     publish_baseline,
+    publish_source_bundle,
     read_samconfig,
     reserved_concurrency,
     sent_parameters,
@@ -204,6 +206,48 @@ def test_deploy_baseline_puts_the_models_baseline_where_the_deployed_stacks_moni
     }
     advice = endpoint_advice(status)
     assert advice and "ends FAILED" in advice and "scones sagemaker deploy" in advice
+
+
+@pytest.mark.slow
+def test_deploy_puts_the_retraining_source_bundle_where_the_stacks_retraining_reads_it(
+    aws: boto3.Session,
+) -> None:
+    """Without the bundle a retraining run on AWS fails at TrainCandidate; it goes where the
+    deployed state machine's TrainCandidate and EvaluateCandidate read it, once per change."""
+    import tarfile
+
+    from scones.sagemaker.source_bundle import PROGRAM, build_bundle
+
+    deploy(
+        None,  # type: ignore[arg-type]
+        stack_name="scones-bundle",
+        region=REGION,
+        overrides={"RetrainingPrefix": "models-rt/"},
+    )
+    first = publish_source_bundle(aws, "scones-bundle")
+    bucket = "scones-bundle-123456789012-us-east-1-images"
+    assert first["source_bundle"] == f"s3://{bucket}/models-rt/code/sourcedir.tar.gz"
+    listed = aws.client("cloudformation").list_stack_resources(StackName="scones-bundle")
+    (machine,) = [
+        r["PhysicalResourceId"]
+        for r in listed["StackResourceSummaries"]
+        if r.get("LogicalResourceId") == "RetrainingStateMachine"
+    ]
+    definition = json.loads(
+        aws.client("stepfunctions").describe_state_machine(stateMachineArn=machine)["definition"]
+    )
+    train = definition["States"]["TrainCandidate"]["Parameters"]["HyperParameters"]
+    assert json.loads(train["sagemaker_submit_directory"]) == first["source_bundle"]
+    s3 = aws.client("s3")
+    key = "models-rt/code/sourcedir.tar.gz"
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert body == build_bundle()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert PROGRAM in tar.getnames()
+    again = publish_source_bundle(aws, "scones-bundle")
+    assert again["unchanged"] == "true" and again["sha256"] == first["sha256"]
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
+    assert len(versions) == 1, "an unchanged bundle is not uploaded again"
 
 
 @pytest.mark.slow

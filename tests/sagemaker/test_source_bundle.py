@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,10 +43,19 @@ def test_bundle_is_reproducible_and_holds_what_the_toolkit_needs() -> None:
     assert all(info.mtime == 0 and info.uid == 0 and info.isreg() for info in found.values())
 
 
-def test_requirements_pin_the_installed_versions() -> None:
-    pins = source_bundle.pinned_requirements(("numpy", "onnx"))
-    assert pins == f"numpy=={metadata.version('numpy')}\nonnx=={metadata.version('onnx')}\n"
-    with pytest.raises(LaunchError, match="not-a-real-package is not installed"):
+def test_requirements_pin_the_lock_files_versions_which_the_tests_run() -> None:
+    pins = source_bundle.pinned_requirements(("numpy", "onnx", "Pillow"))
+    assert pins == (
+        f"numpy=={metadata.version('numpy')}\nonnx=={metadata.version('onnx')}\n"
+        f"Pillow=={metadata.version('pillow')}\n"
+    )
+    with tarfile.open(fileobj=io.BytesIO(source_bundle.build_bundle())) as tar:
+        requirements = tar.extractfile("requirements.txt")
+        assert requirements is not None
+        assert requirements.read().decode() == source_bundle.pinned_requirements()
+    with pytest.raises(
+        LaunchError, match=re.escape("not-a-real-package is not pinned in run.lock, train.lock")
+    ):
         source_bundle.pinned_requirements(("not-a-real-package",))
     custom = members(source_bundle.build_bundle("torchvision==0.0\n"))
     assert custom["requirements.txt"].size == len("torchvision==0.0\n")

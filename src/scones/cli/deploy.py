@@ -83,9 +83,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     baseline = subparsers.add_parser(
         "deploy-baseline",
-        help="after sam deploy: the monitor's baseline into the stack's bucket",
+        help="after sam deploy: the monitor's baseline and the retraining jobs' source bundle "
+        "into the stack's bucket",
         description="Upload MODEL/baseline.json to s3://<ImageBucketName>/<BaselineKey> of the "
-        "deployed stack (its output and parameter), then say whether the endpoint exists. A "
+        "deployed stack (its output and parameter), and the retraining jobs' source bundle "
+        "(this checkout's code) to s3://<ImageBucketName>/<RetrainingPrefix>code/"
+        "sourcedir.tar.gz unless the same bundle is there, then say whether the endpoint "
+        "exists. A "
         "baseline that is not the model's own (its model_version is not model.json's "
         "version) or that the monitor could not use for the model's labels, and a model that "
         "does not fit the stack's ModelLabels and ModelInputSize, are refused; while the "
@@ -279,7 +283,7 @@ def run_preflight(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
-    from scones.deploy import DeployError, publish_baseline
+    from scones.deploy import DeployError, publish_baseline, publish_source_bundle
 
     model = _model_folder(args)
     session, stack, config = _context(args)
@@ -296,6 +300,10 @@ def run_baseline(args: argparse.Namespace) -> int:
         raise CommandFailed(str(exc)) from exc
     if "kept" in result:
         print(f"scones: {result['kept']}", file=sys.stderr)
+    try:
+        result.update(publish_source_bundle(session, stack))
+    except DeployError as exc:
+        raise CommandFailed(f"{exc} (the baseline was published)") from exc
     result["stack"] = stack
     result.update(_warn_about_endpoint(session, stack, config))
     print(json.dumps(result))

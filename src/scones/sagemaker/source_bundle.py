@@ -6,18 +6,22 @@ shared layer's domain code: image rules and preprocessing), a top-level
 bundle's root so ``import scones`` works), ``scones_evaluate.py`` (the retraining
 gate's processing job, :mod:`scones.sagemaker.evaluate_entry`) and a
 ``requirements.txt`` the toolkit installs before starting it. By default the
-requirements pin the packages training needs beyond a PyTorch image to the versions
-installed here, so the job runs the versions the tests ran. The archive is
+requirements pin the packages training needs beyond a PyTorch image to the project's
+lock files (``requirements/run.lock``, ``train.lock``), the versions the tests run, so the
+bundle is the same whichever of the project's environments builds it. The archive is
 byte-for-byte reproducible: sorted entries, zero timestamps and owners.
+
+``make deploy`` puts it where a deployed stack's retraining runs read it:
+``<RetrainingPrefix>`` + ``STACK_BUNDLE_KEY`` (the template's ``SourceBundleUri``).
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import re
 import tarfile
 from collections.abc import Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,12 @@ PROJECT_LICENSE = PROJECT_ROOT / "LICENSE"
 PROGRAM = "scones_train.py"
 EVALUATE_PROGRAM = "scones_evaluate.py"
 BUNDLE_NAME = "sourcedir.tar.gz"
+# Under the stack's RetrainingPrefix (template.yaml's SourceBundleUri).
+STACK_BUNDLE_KEY = f"code/{BUNDLE_NAME}"
+LOCK_FILES = (
+    PROJECT_ROOT / "requirements" / "run.lock",
+    PROJECT_ROOT / "requirements" / "train.lock",
+)
 CONTAINER_PACKAGES = ("onnx", "onnxscript", "onnxruntime", "matplotlib", "pillow", "numpy")
 """Imported by ``scones.model.build``; a PyTorch framework image brings torch itself."""
 
@@ -51,14 +61,33 @@ raise SystemExit(main())
 '''
 
 
-def pinned_requirements(packages: Iterable[str] = CONTAINER_PACKAGES) -> str:
-    """``name==version`` lines for ``packages`` as installed in this environment."""
+def _canonical(name: str) -> str:
+    """A distribution's name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_versions(lock_files: Iterable[Path] = LOCK_FILES) -> dict[str, str]:
+    """Each ``name==version`` line of the lock files, by canonical name."""
+    versions: dict[str, str] = {}
+    for path in lock_files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            name, equals, version = line.split("#", 1)[0].strip().partition("==")
+            if equals:
+                versions[_canonical(name)] = version.strip()
+    return versions
+
+
+def pinned_requirements(
+    packages: Iterable[str] = CONTAINER_PACKAGES, lock_files: Iterable[Path] = LOCK_FILES
+) -> str:
+    """``name==version`` lines for ``packages`` as the lock files pin them."""
+    versions = locked_versions(lock_files)
     lines = []
     for name in packages:
-        try:
-            lines.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError as exc:
-            raise LaunchError(f"{name} is not installed here, so it cannot be pinned") from exc
+        version = versions.get(_canonical(name))
+        if version is None:
+            raise LaunchError(f"{name} is not pinned in {', '.join(p.name for p in lock_files)}")
+        lines.append(f"{name}=={version}")
     return "\n".join(lines) + "\n"
 
 
