@@ -258,3 +258,26 @@ def test_cost_names_the_field_an_incomplete_measurement_file_lacks(
     code, error = _scones(["cost", "--measurements", str(path), *argv], capsys)
     assert code == 2
     assert str(path) in error and message in error
+
+
+def test_bench_imports_finds_the_functions_python_as_make_build_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its default interpreter is the Python 3.13 scripts/find_python.sh finds (PATH,
+    ~/.pyenv, /usr/local, /usr), not one install location; none found is named."""
+    import subprocess
+
+    from scones.cli import bench_imports
+
+    found = bench_imports._lambda_python()
+    version = subprocess.run(
+        [str(found), "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert version.stdout.strip() == "(3, 13)"
+    monkeypatch.setattr(bench_imports, "LAMBDA_PYTHON", "3.99")  # on no machine
+    code, error = _scones(["bench", "imports", "--repeat", "1"], capsys)
+    assert code == 2, error
+    assert "Python 3.99 was not found" in error and "give one with --python" in error

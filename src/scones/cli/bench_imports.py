@@ -31,7 +31,9 @@ from scones.cli.arguments import check_writable_folder, file_or_folder, positive
 from scones.cli.errors import CommandError, CommandFailed
 from scones.template_params import PROJECT_ROOT, deployed_environment
 
-PYTHON313 = Path.home() / ".pyenv" / "versions" / "3.13.0" / "bin" / "python3.13"
+# The Lambda runtime's Python, found as `make build` finds it (scripts/find_python.sh).
+LAMBDA_PYTHON = "3.13"
+FIND_PYTHON = PROJECT_ROOT / "scripts" / "find_python.sh"
 HANDLERS = {
     "start_workflow": "StartWorkflowFunction",
     "serialize_image": "SerializeImageFunction",
@@ -53,10 +55,9 @@ def register(benchmarks: Any) -> None:
     parser.add_argument(
         "--python",
         type=file_or_folder,
-        default=PYTHON313,
-        # Named from ~, so the help (and docs/cli.md) reads the same for every user.
-        help="the interpreter to build the venv with "
-        f"(default: ~/{PYTHON313.relative_to(Path.home())})",
+        default=None,
+        help=f"the interpreter to build the venv with (default: the Python {LAMBDA_PYTHON} "
+        "scripts/find_python.sh finds, as make build does)",
     )
     parser.add_argument(
         "--keep", type=file_or_folder, help="build (or reuse) the venv here instead"
@@ -170,10 +171,22 @@ def _check(args: argparse.Namespace) -> None:
         check_writable_folder(args.keep, "--keep", create=False)
         if (args.keep / "venv" / "bin" / "python").exists():
             return  # the kept venv is reused: --python is not run
+    if args.python is None:
+        args.python = _lambda_python()
     found = shutil.which(str(args.python))
     if found is None:
         raise CommandError(f"--python {args.python}: no such program; give a Python 3.13")
     args.python = Path(found)
+
+
+def _lambda_python() -> Path:
+    """The Python the functions run on, as ``scripts/find_python.sh`` finds it."""
+    script = f"source {shlex.quote(str(FIND_PYTHON))} && find_python {LAMBDA_PYTHON}"
+    found = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    if found.returncode != 0 or not found.stdout.strip():
+        said = found.stderr.strip() or f"Python {LAMBDA_PYTHON} was not found"
+        raise CommandError(f"{said}; give one with --python")
+    return Path(found.stdout.strip())
 
 
 def _run(args: argparse.Namespace) -> int:
