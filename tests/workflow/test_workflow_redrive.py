@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
+import botocore.awsrequest
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
@@ -27,6 +28,7 @@ from scones_core.records import (
     Status,
     condition_values,
     may_replace,
+    record_from_item,
 )
 from scones_core.redrive import (
     MAX_CLOSED_ATTEMPTS,
@@ -789,10 +791,95 @@ def test_a_dead_letter_is_replayed_only_for_the_stacks_uploads(aws: Aws) -> None
     dry = scoped.drain_dead_letters(dry_run=True)
     report = scoped.drain_dead_letters()
 
-    assert [(r.key, r.outcome) for r in dry.replays] == [("incoming/a.png", Outcome.WOULD_START)]
-    assert [(r.key, r.outcome) for r in report.replays] == [("incoming/a.png", Outcome.STARTED)]
+    outside = [
+        (Outcome.OUTSIDE, f"outside this stack's bucket and prefix: s3://{BUCKET}/{labelled.key}"),
+        (
+            Outcome.OUTSIDE,
+            "outside this stack's bucket and prefix: s3://someone-elses/incoming/a.png",
+        ),
+    ]
+    for run, outcome in ((dry, Outcome.WOULD_START), (report, Outcome.STARTED)):
+        assert [(r.outcome, r.detail) for r in run.replays if r.outcome is Outcome.OUTSIDE] == (
+            outside
+        )
+        assert [
+            (r.record_id, r.outcome) for r in run.replays if r.outcome is not Outcome.OUTSIDE
+        ] == [(upload.record_id, outcome)]
     assert [e["object"]["key"] for e in aws.executions().values()] == ["incoming/a.png"]
     assert (report.messages_deleted, report.messages_left) == (1, 0)
+    assert report.clean  # the objects outside are named, not a fault
+
+
+def test_a_dead_letter_naming_recorded_and_unrecorded_objects_starts_only_the_unrecorded(
+    aws: Aws,
+) -> None:
+    """One notification can name several uploads: those with their record ran after all,
+    and starting them again would classify them twice on Express."""
+    done, new = aws.upload("incoming/done.png"), aws.upload("incoming/new.png")
+    aws.record(done, Status.ACCEPTED, attempt=0)
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=s3_event(done, new))
+
+    dry = aws.redriver().drain_dead_letters(dry_run=True)
+    report = aws.redriver().drain_dead_letters()
+
+    for run, outcome in ((dry, Outcome.WOULD_START), (report, Outcome.STARTED)):
+        assert sorted((r.key, r.outcome) for r in run.replays) == [
+            ("incoming/done.png", Outcome.ALREADY_RECORDED),
+            ("incoming/new.png", outcome),
+        ]
+    assert set(aws.executions()) == {new.execution_name}
+    assert (report.messages_deleted, report.messages_left) == (1, 0)
+
+
+def test_a_record_replayed_since_the_selection_was_read_is_not_started_again(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The selection comes from the status index, read before any replay: a replay that
+    ran meanwhile (another redrive's) may have written the record, which is read again,
+    consistently, before anything starts."""
+    from scones_core import redrive
+
+    ref = aws.upload("incoming/a.png")
+    stale = record_from_item(aws.record(ref, Status.FAILED, attempt=0))
+    aws.record(ref, Status.ACCEPTED, attempt=1)
+    monkeypatch.setattr(redrive, "query_records", lambda *_: iter([stale]))
+
+    report = aws.redriver().redrive_records(Selection())
+
+    [replay] = report.replays
+    assert replay.outcome is Outcome.ALREADY_RECORDED
+    assert replay.detail == "already recorded as ACCEPTED (attempt 1)"
+    assert aws.executions() == {}
+
+
+def test_a_replay_whose_object_s3_refuses_to_size_is_an_error_not_a_folder_placeholder(
+    aws: Aws,
+) -> None:
+    """A record keeps no size, and the workflow reads a size of 0 under a key ending in
+    "/" as a folder placeholder: a final REJECTED for an object nobody read. So a HeadObject
+    refused for any reason but "gone" is the replay's error; a gone object is replayed
+    (the workflow records it gone)."""
+    folder_like = aws.upload("incoming/scans/", data=b"an image that ends in a slash")
+    gone = aws.upload("incoming/gone.png")
+    aws.record(folder_like, attempt=0)
+    aws.record(gone, attempt=0)
+    aws.s3.delete_object(Bucket=BUCKET, Key=gone.key, VersionId=gone.version)
+
+    def refuse(params: dict[str, Any], **_: Any) -> Any:
+        if str(params.get("url_path", "")).split("?")[0].endswith("/incoming/scans/"):
+            error = {"Error": {"Code": "403", "Message": "Forbidden"}}
+            error["ResponseMetadata"] = {"HTTPStatusCode": 403}
+            return (botocore.awsrequest.AWSResponse("", 403, {}, None), error)
+        return None
+
+    aws.s3.meta.events.register("before-call.s3.HeadObject", refuse)
+    report = aws.redriver().redrive_records(Selection())
+
+    rows = {r.key: r for r in report.replays}
+    assert rows[folder_like.key].outcome is Outcome.ERROR
+    assert "HeadObject" in rows[folder_like.key].detail and "403" in rows[folder_like.key].detail
+    assert rows[gone.key].outcome is Outcome.STARTED
+    assert set(aws.executions()) == {f"{gone.execution_name}-r1"}
 
 
 def test_a_dead_letter_with_nothing_this_stack_classifies_is_named_and_kept(aws: Aws) -> None:
@@ -1133,6 +1220,13 @@ def test_draining_without_the_table_warns_that_records_cannot_be_read(
     from scones.cli.main import main
 
     where = ["--state-machine-arn", aws.machine, "--dead-letter-queue-url", aws.queue]
+    # Without the stack's bucket and prefix every letter would be replayed: refused.
+    code = main(["redrive", "--dead-letters", *where, "--region", "us-east-1"])
+    assert code == 2
+    assert "no image bucket: pass --stack (output ImageBucketName) or --image-bucket" in (
+        capsys.readouterr().err
+    )
+    where += ["--image-bucket", BUCKET, "--incoming-prefix", "incoming/"]
     code = main(["redrive", "--dead-letters", *where, "--region", "us-east-1"])
     err = capsys.readouterr().err
     assert code == 0
@@ -1148,6 +1242,7 @@ def test_deleting_a_named_message_from_the_command_line_prints_its_body(
 
     where = ["--state-machine-arn", aws.machine, "--dead-letter-queue-url", aws.queue]
     where += ["--table", TABLE, "--region", "us-east-1"]
+    where += ["--image-bucket", BUCKET, "--incoming-prefix", "incoming/"]
     assert main(["redrive", "--delete-message", "m-1", *where]) == 2
     assert "--delete-message deletes dead letters: it needs --dead-letters" in (
         capsys.readouterr().err

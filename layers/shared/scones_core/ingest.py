@@ -305,13 +305,15 @@ class NotificationStart:
     result: StartResult
 
 
-def start_notification(sfn: Any, body: Any, settings: StartSettings) -> list[NotificationStart]:
-    """Start the first execution for every object an S3 event notification names, one
-    execution each: ``scones redrive --dead-letters`` replays a dead-lettered S3 event
-    this way (the start function gathers a whole SQS batch into one execution instead).
-    """
-    here, _ = split_by_scope(notification_images(body), settings)
+def start_first_executions(
+    sfn: Any, images: Sequence[PendingImage], settings: StartSettings
+) -> list[NotificationStart]:
+    """Start the first execution of each of ``images`` (an S3 event notification's, in
+    this stack's scope: ``split_by_scope``), one execution each: ``scones redrive
+    --dead-letters`` replays a dead-lettered S3 event this way, for the objects it names
+    that have no record yet (the start function gathers a whole SQS batch into one
+    execution instead)."""
     return [
         NotificationStart(image.ref, start_workflow(sfn, image.ref, settings, image.event_time))
-        for image in here
+        for image in images
     ]

@@ -19,7 +19,8 @@ same against AWS and the offline stack.
 * **The dead-letter queue** holds two replayable shapes: S3 event notifications
   the start function gave up on (after the ingest queue's ``maxReceiveCount``),
   which get their first execution through the start function's own code
-  (``ingest.start_notification``), and the workflow's ``workflow_failed``
+  (``ingest.start_first_executions``: only those without a record; the objects it names
+  outside the stack's scope are named in the report), and the workflow's ``workflow_failed``
   messages, which are replayed like a FAILED record of the message's attempt. Both
   are scoped to the stack's bucket and incoming prefix as the start function scopes
   an upload (``ingest.split_by_scope``); a message naming nothing in scope, or its
@@ -59,7 +60,7 @@ from scones_core.ingest import (
     notification_images,
     notification_records,
     split_by_scope,
-    start_notification,
+    start_first_executions,
 )
 from scones_core.ingest import start_workflow as start_attempt
 from scones_core.json_text import NotJSON, load_json
@@ -73,6 +74,7 @@ from scones_core.objects import (
     ObjectRef,
     object_from_json,
     object_from_record,
+    object_missing,
 )
 from scones_core.record_queries import records_with_status
 from scones_core.records import (
@@ -106,6 +108,9 @@ class Outcome(StrEnum):
     WOULD_START = "would_start"  # dry run: would be started
     RAN = "ran"  # a failed monitor run was invoked again and succeeded
     LEFT = "left"  # a dead letter this redrive cannot replay: left on the queue
+    # An object a replayed dead letter also names, outside this stack's bucket and prefix:
+    # not this stack's to classify (the letter goes once its objects here are replayed).
+    OUTSIDE = "outside"
     DELETED = "deleted"  # a dead letter a person named to be deleted (its body is shown)
     WOULD_DELETE = "would_delete"  # dry run: would be deleted
     ERROR = "error"  # starting failed (the message, if any, stays on the queue)
@@ -420,7 +425,10 @@ class Redriver:
         return None
 
     def _with_size(self, ref: ObjectRef) -> ObjectRef:
-        """A record does not keep the object's size; read it like the S3 event had it."""
+        """A record does not keep the object's size; read it like the S3 event had it.
+        Only a gone object is replayed without it (the workflow records it gone): any
+        other refusal is the replay's error, since the workflow would take a size of 0 for
+        a folder placeholder under a key ending in ``/`` and record it as one."""
         if self.s3 is None:
             return ref
         request: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
@@ -428,9 +436,10 @@ class Redriver:
             request["VersionId"] = ref.version
         try:
             size = int(self.s3.head_object(**request).get("ContentLength") or 0)
-        except ClientError:
-            # Gone or unreadable: the workflow reads it again and records why.
-            return ref
+        except ClientError as exc:
+            if object_missing(exc):
+                return ref
+            raise
         return replace(ref, size=size)
 
     # -- FAILED records -----------------------------------------------------------
@@ -459,6 +468,12 @@ class Redriver:
             return Replay(Source.RECORD, Outcome.ERROR, record_id, key, attempt, detail=str(exc))
         name = ref.execution_name_for(attempt)
         try:
+            # The selection was read before any replay (and through an index, which lags):
+            # a replay that ran since, this redrive's or another's, may have written it.
+            if (why := self._recorded(ref, attempt)) is not None:
+                return Replay(
+                    Source.RECORD, Outcome.ALREADY_RECORDED, record_id, key, attempt, name, why
+                )
             found = self._first_attempt_not_closed(ref, attempt)
             if found is None:
                 detail = (
@@ -668,29 +683,36 @@ class Redriver:
             recorded = {image.ref: self._recorded(image.ref, 0) for image in here}
         except (ClientError, BotoCoreError) as exc:
             return failure(Outcome.ERROR, exc)
-        if all(why is not None for why in recorded.values()):
-            # Every object it announces has its record: its first execution ran after all.
-            replays = [
-                replace(
-                    self._notification_replay(ref, Outcome.ALREADY_RECORDED, message_id),
-                    detail=str(why),
-                )
-                for ref, why in recorded.items()
-            ]
-            return replays, not dry_run
+        # Each object with its record ran after all: only the others are started.
+        replays = [
+            replace(
+                self._notification_replay(ref, Outcome.ALREADY_RECORDED, message_id),
+                detail=str(why),
+            )
+            for ref, why in recorded.items()
+            if why is not None
+        ] + [
+            Replay(
+                Source.S3_EVENT,
+                Outcome.OUTSIDE,
+                key=image.ref.key,
+                detail=f"outside this stack's bucket and prefix: s3://{image.ref.bucket}/"
+                f"{image.ref.key}",
+                message_id=message_id,
+            )
+            for image in elsewhere
+        ]
+        pending = [image for image in here if recorded[image.ref] is None]
         if dry_run:
-            replays = []
-            for image in here:
+            for image in pending:
                 outcome = self.replay(image.ref, "", 0, dry_run=True)
                 replays.append(self._notification_replay(image.ref, outcome, message_id))
             return replays, False
         try:
-            starts = start_notification(self.sfn, body, self.settings)
-        except EventError as exc:
-            return failure(Outcome.LEFT, exc)
+            starts = start_first_executions(self.sfn, pending, self.settings)
         except (ClientError, BotoCoreError) as exc:
             return failure(Outcome.ERROR, exc)
-        replays = [
+        replays += [
             self._notification_replay(
                 start.ref,
                 Outcome.STARTED if start.result.started else Outcome.ALREADY_STARTED,

@@ -30,6 +30,8 @@ TABLE_OUTPUT = "ResultsTableName"
 STATE_MACHINE_OUTPUT = "ClassificationStateMachineArn"
 DEAD_LETTER_OUTPUT = "DeadLetterQueueUrl"
 MONITOR_OUTPUT = "MonitorFunctionName"
+BUCKET_OUTPUT = "ImageBucketName"
+PREFIX_OUTPUT = "IncomingPrefix"
 # A replayed monitor run is waited for: up to Lambda's longest timeout, sent once (a
 # retry of a run still going would only find its window's metrics published).
 MONITOR_INVOKE_SECONDS = 900
@@ -80,6 +82,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     aws.add_argument("--table", help="results table name (overrides the stack output)")
     aws.add_argument("--state-machine-arn", help="classification state machine ARN")
     aws.add_argument("--dead-letter-queue-url", help="dead-letter queue URL")
+    aws.add_argument(
+        "--image-bucket",
+        help="the stack's image bucket (overrides the stack output): with --dead-letters, only "
+        "its uploads are replayed",
+    )
+    aws.add_argument(
+        "--incoming-prefix",
+        help="the stack's upload prefix (overrides the stack output): with --dead-letters, "
+        "only uploads under it are replayed",
+    )
     aws.add_argument(
         "--monitor-function", help="monitor function name (overrides the stack output)"
     )
@@ -144,8 +156,8 @@ def resolve_target(args: argparse.Namespace) -> Target:
         dead_letter_queue_url=args.dead_letter_queue_url or outputs.get(DEAD_LETTER_OUTPUT, ""),
         where=f"stack {args.stack}" if args.stack else "the given resources",
         monitor_function=args.monitor_function or outputs.get(MONITOR_OUTPUT, ""),
-        image_bucket=outputs.get("ImageBucketName", ""),
-        incoming_prefix=outputs.get("IncomingPrefix", ""),
+        image_bucket=args.image_bucket or outputs.get(BUCKET_OUTPUT, ""),
+        incoming_prefix=args.incoming_prefix or outputs.get(PREFIX_OUTPUT, ""),
     )
 
 
@@ -197,6 +209,9 @@ def redrive_command(args: argparse.Namespace) -> int:
                 "--dead-letter-queue-url",
                 DEAD_LETTER_OUTPUT,
             )
+            # Without them every letter would be replayed, another stack's uploads too.
+            _require(target.image_bucket, "image bucket", "--image-bucket", BUCKET_OUTPUT)
+            _require(target.incoming_prefix, "upload prefix", "--incoming-prefix", PREFIX_OUTPUT)
             if not target.table:
                 print(
                     "scones: warning: no results table (--stack or --table): each letter is "
@@ -228,6 +243,7 @@ _LABELS = {
     Outcome.WOULD_START: "would start",
     Outcome.RAN: "ran again",
     Outcome.LEFT: "left on the queue",
+    Outcome.OUTSIDE: "not this stack's",
     Outcome.DELETED: "deleted as asked",
     Outcome.WOULD_DELETE: "would delete",
     Outcome.ERROR: "ERROR",
