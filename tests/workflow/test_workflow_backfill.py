@@ -246,14 +246,20 @@ def test_the_event_file_is_a_batch_the_function_reads() -> None:
 
 
 @mock_aws
-def test_an_item_as_the_s3_item_reader_lists_it_keeps_its_upload_time() -> None:
+def test_an_item_as_the_s3_item_reader_lists_it_is_started_at_its_versions_upload_time() -> None:
     """Step Functions' S3 item reader lists ``Etag`` and ``LastModified`` in epoch
-    seconds (not boto3's ``ETag`` and datetime): the event time is still ISO 8601."""
+    seconds (not boto3's ``ETag`` and datetime). The event time is ISO 8601, and it is the
+    upload time of the version HeadObject found: here the key was written again after
+    the listing (the event file's item is from 2026-11-30), and the execution names the
+    new version, so it carries that version's time, not the listing's."""
+    from scones_core.monitoring.timestamps import format_millis
+
     s3, ddb, sfn, machine = backfill_world(versioned=False)
     event = json.loads((PROJECT_ROOT / "events" / "backfill.json").read_text())
     (item,) = event["Items"]
     s3.put_object(Bucket=BUCKET, Key=item["Key"], Body=b"x")
     assert "ETag" not in item and isinstance(item["LastModified"], int)
+    uploaded = s3.head_object(Bucket=BUCKET, Key=item["Key"])["LastModified"]
 
     report = backfill_batch(
         event,
@@ -268,7 +274,8 @@ def test_an_item_as_the_s3_item_reader_lists_it_keeps_its_upload_time() -> None:
     assert len(report.started) == 1
     (execution,) = sfn.list_executions(stateMachineArn=machine)["executions"]
     document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
-    assert document["event_time"] == "2026-11-30T08:15:00.000Z"
+    assert document["event_time"] == format_millis(uploaded)
+    assert document["event_time"] != "2026-11-30T08:15:00.000Z"
 
 
 @pytest.mark.parametrize(

@@ -1567,6 +1567,14 @@ def test_the_backfill_is_a_distributed_map_over_the_incoming_prefix() -> None:
     assert map_state["ItemReader"]["Resource"] == "arn:aws:states:::s3:listObjectsV2"
     assert map_state["ItemReader"]["Parameters"]["Prefix.$"] == "$.prefix"
     assert map_state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    # An object S3 will not head fails its batch without a retry, which would start the
+    # batch's other objects again; the error is the one the function raises, by name.
+    from scones_core.errors import ObjectsUnreadable
+
+    (task,) = map_state["ItemProcessor"]["States"].values()
+    first, *others = task["Retry"]
+    assert first == {"ErrorEquals": [ObjectsUnreadable.__name__], "MaxAttempts": 0}
+    assert "States.TaskFailed" in others[0]["ErrorEquals"]
     defaults = parameter_defaults()
     assert map_state["ItemBatcher"]["MaxItemsPerBatch"] == int(defaults["BackfillBatchSize"])
     assert map_state["MaxConcurrency"] == int(defaults["BackfillMaxConcurrency"])

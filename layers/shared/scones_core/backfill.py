@@ -21,9 +21,13 @@ run, whose record write is conditional like every other.
 An object whose ``HeadObject`` fails for another reason than "not found" (access denied,
 an SSE-C object without its key, throttling) does not stop the batch: the others are
 started first, then the batch fails with ``ObjectsUnreadable`` naming each such key and
-its S3 error, so the Map retries it and, if it keeps failing, counts it as failed. A
-``StartExecution`` that fails (throttled past the SDK's retries) is handled the same way,
-as ``WorkflowsNotStarted``, which also names any unreadable objects.
+its S3 error, and the Map counts it as failed without retrying it (the state machine's
+first retrier): the SDK has retried the read already, and a retry would start the
+batch's other objects again. A later backfill reads the key again. A ``StartExecution``
+that fails (throttled past the SDK's retries) fails the batch as ``WorkflowsNotStarted``,
+which also names any unreadable objects; the Map retries that, and the objects the
+first try started are started again (on Express a second run ends ``AlreadyRecorded``
+if the first one recorded, else one record either way).
 """
 
 from __future__ import annotations
@@ -126,14 +130,18 @@ def _event_time(item: Mapping[str, Any]) -> str:
     return ""
 
 
-def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> ObjectRef | None:
-    """The listed key's current version, as an S3 event would name it (None when gone)."""
+def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> tuple[ObjectRef, str] | None:
+    """The listed key's current version, as an S3 event would name it, and its upload
+    time as the event's ``eventTime`` (None when gone). Both come from one HeadObject: a
+    key overwritten since the listing is the new version, uploaded at its own time."""
     try:
         head = s3.head_object(Bucket=bucket, Key=item["Key"])
     except ClientError as exc:
         if object_missing(exc):
             return None
         raise
+    modified = head.get("LastModified")
+    event_time = _event_time({"LastModified": modified} if modified else item)
     return ObjectRef(
         bucket=bucket,
         key=str(item["Key"]),
@@ -142,7 +150,7 @@ def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> ObjectRef 
         etag=str(head.get("ETag") or item.get("Etag") or item.get("ETag") or "").strip('"'),
         size=int(head.get("ContentLength") or item.get("Size") or 0),
         sequencer=_upload_mark(head),
-    )
+    ), event_time
 
 
 def _upload_mark(head: Mapping[str, Any]) -> str:
@@ -235,14 +243,14 @@ def backfill_batch(
             report.outside_prefix.append(key)
             continue
         try:
-            ref = current_version(s3, bucket, item)
+            found = current_version(s3, bucket, item)
         except (ClientError, BotoCoreError) as exc:
             report.unreadable[key] = _aws_error(exc)
             continue
-        if ref is None:
+        if found is None:
             report.gone.append(key)
             continue
-        refs.append((ref, _event_time(item)))
+        refs.append(found)
     done = recorded_ids(dynamodb, table, (ref.record_id for ref, _ in refs))
     for ref, event_time in refs:
         if ref.record_id in done:
