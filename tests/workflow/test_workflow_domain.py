@@ -46,7 +46,12 @@ from scones_core.ingest import (
     start_batches,
     workflow_input,
 )
-from scones_core.objects import NULL_VERSION, ObjectRef, object_from_s3_record
+from scones_core.objects import (
+    MAX_RECORD_ID_BYTES,
+    NULL_VERSION,
+    ObjectRef,
+    object_from_s3_record,
+)
 from scones_core.records import (
     TERMINAL_STATUSES,
     capture_id,
@@ -974,6 +979,36 @@ def test_a_name_no_s3_object_can_have_is_refused_with_its_message() -> None:
     for raw in ("incoming/photo%E9.png", "incoming/photo%E8.png"):
         with pytest.raises(errors.EventError, match=r"photo%E[89]\.png' is not URL-encoded UTF"):
             notification_images({"Records": [s3_record(raw)]})
+
+
+def test_an_object_whose_record_id_the_table_could_not_hold_or_tell_apart_is_refused() -> None:
+    """The record id is "<bucket>/<key>#<version or etag:ETag>": S3 writes no "#" in a
+    version id or ETag, and with one two objects could share a record (the second would
+    silently get none); a version id long enough to push the id past DynamoDB's 2,048-byte
+    key limit left the object with no record at all, every write refused."""
+    key = "incoming/" + "\U0001f600" * 253  # 1,021 UTF-8 bytes
+    longest = s3_record(quote_plus(key))
+    room = MAX_RECORD_ID_BYTES - len(f"images/{key}#".encode())
+    longest["s3"]["object"]["versionId"] = "v" * room  # type: ignore[index]
+    (image,) = notification_images({"Records": [longest]})
+    assert len(image.ref.record_id.encode()) == MAX_RECORD_ID_BYTES
+    longest["s3"]["object"]["versionId"] += "v"  # type: ignore[index]
+    with pytest.raises(
+        errors.EventError, match=r"record id .* is 2049 UTF-8 bytes; .* at most 2048"
+    ):
+        notification_images({"Records": [longest]})
+    for field, value, name in (
+        ("versionId", "a#b", "version id"),
+        ("eTag", "x#etag:y", "ETag"),
+        ("sequencer", "00#1", "sequencer"),
+    ):
+        record = s3_record("incoming/k")
+        record["s3"]["object"][field] = value  # type: ignore[index]
+        with pytest.raises(errors.EventError, match=f"{name} '{value}' holds '#'"):
+            notification_images({"Records": [record]})
+    # A "#" in the key itself is S3's to allow: the id is read back from its last "#".
+    (image,) = notification_images({"Records": [s3_record(quote_plus("incoming/a#b.png"))]})
+    assert image.ref.key == "incoming/a#b.png"
 
 
 def test_every_object_goes_to_the_workflow_whatever_its_name() -> None:

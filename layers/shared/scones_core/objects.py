@@ -31,6 +31,10 @@ _CHANGED_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConf
 _EXECUTION_NAME_MAX = 80
 # S3's limit on a key, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024
+# DynamoDB's limit on a partition key (a record id), in UTF-8 bytes.
+MAX_RECORD_ID_BYTES = 2048
+# Between a record id's "<bucket>/<key>" and its version (or "etag:<ETag>").
+RECORD_ID_SEPARATOR = "#"
 # S3's bucket names: 3-63 lower-case letters, digits, dots and hyphens, a letter or digit at
 # each end, no ".." (is_bucket_name).
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -72,7 +76,7 @@ class ObjectRef:
     def record_id(self) -> str:
         """The results table's partition key for this object version."""
         identity = self.version if self.version != NULL_VERSION else f"etag:{self.etag}"
-        return f"{self.bucket}/{self.key}#{identity}"
+        return f"{self.bucket}/{self.key}{RECORD_ID_SEPARATOR}{identity}"
 
     @property
     def delivery_id(self) -> str:
@@ -200,6 +204,20 @@ def _check_text(ref: ObjectRef, source: str) -> None:
                 f"{source}'s object key is {len(encoded)} UTF-8 bytes; "
                 f"S3 keys have at most {MAX_KEY_BYTES}"
             )
+        if name in ("version id", "ETag", "sequencer") and RECORD_ID_SEPARATOR in value:
+            # The record id ends "#<version>" (or "#etag:<ETag>"), read back from its last
+            # "#": two objects must never share one. S3 writes none of these with a "#".
+            raise EventError(
+                f"{source}'s {name} {value!r} holds {RECORD_ID_SEPARATOR!r}, which S3 never "
+                "writes in one"
+            )
+    size = len(ref.record_id.encode("utf-8"))
+    if size > MAX_RECORD_ID_BYTES:
+        raise EventError(
+            f"{source} names an object whose record id (bucket, key and version) is {size} "
+            f"UTF-8 bytes; the results table's keys hold at most {MAX_RECORD_ID_BYTES} (S3's "
+            "own version ids are 32 characters)"
+        )
 
 
 _REFERENCE = "object reference"

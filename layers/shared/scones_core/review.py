@@ -57,6 +57,7 @@ from scones_core.images import read_object
 from scones_core.json_text import NotJSON, load_json
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
 from scones_core.objects import (
+    MAX_RECORD_ID_BYTES,
     NULL_VERSION,
     ObjectRef,
     object_changed,
@@ -110,8 +111,6 @@ EXPIRED_COUNT_CAP = 10_000
 # The review page shows each image at most this many pixels a side (its detail view is
 # 256 CSS pixels wide; a 32x32 upload is sent as it is and enlarged by the page).
 DISPLAY_MAX_SIDE = 256
-# DynamoDB's limit on a partition key, in UTF-8 bytes.
-MAX_RECORD_ID_BYTES = 2048
 
 
 class ReviewError(ValueError):
