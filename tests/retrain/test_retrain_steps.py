@@ -686,6 +686,41 @@ def test_gate_refuses_to_compare_unlike_reports() -> None:
     for not_a_report, kind in (([base], "list"), ("passed", "str"), (None, "NoneType")):
         with pytest.raises(EvaluationReportError, match=f"a JSON {kind}, not an object"):
             judge(not_a_report, RULES)  # type: ignore[arg-type]
+    # The evaluation program writes numbers: a boolean or a string is not a fraction.
+    for spelled in (True, "0.95"):
+        written = report("new", 1, 1)
+        written["accuracy"] = spelled
+        with pytest.raises(EvaluationReportError, match="candidate report is incomplete"):
+            judge({**base, "threshold": 0.9, "candidate": written}, RULES)
+
+
+def test_versions_sagemakers_metadata_would_refuse_are_registered_with_safe_characters() -> None:
+    """CreateModelPackage's CustomerMetadataProperties values take letters, digits, spaces
+    and _.:/=+-@ only (botocore does not check): "v1.2 (baseline)" as production's
+    version failed every run at RegisterCandidate, after training. The metadata's copy
+    gets "_" for the rest; the summary and the reports keep the version as it is."""
+    pattern = re.compile(r"^[\w\s.:/=+\-@]*$")
+    for version in ("v1.2 (baseline)", "2024-06-01#3", "release,7", "modèle 2"):
+        evaluation = {
+            "threshold": 0.9,
+            "candidate": report("new", 0.95, 1.0),
+            "production": report(version, 0.9, 1.0),
+        }
+        decision = judge(evaluation, RULES)
+        value = decision["metadata"]["production_version"]
+        assert pattern.match(value) and len(value) == len(version), value
+        assert decision["production"]["version"] == version
+    assert (
+        judge(
+            {
+                "threshold": 0.9,
+                "candidate": report("new", 0.95, 1.0),
+                "production": report("old", 0.9, 1.0),
+            },
+            RULES,
+        )["metadata"]["production_version"]
+        == "old"
+    )
 
 
 def scored(

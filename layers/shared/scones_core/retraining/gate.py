@@ -42,6 +42,11 @@ MODEL_PACKAGE_DESCRIPTION_MAX = 1024
 # is one of them, and the summary, the record and the alert quote it: a longer one would
 # not register, and would make the judge's answer as long as the report's field.
 MODEL_VERSION_MAX = 256
+# The characters SageMaker takes in a CustomerMetadataProperties value (letters, digits,
+# spaces and these); botocore does not check them, so another one fails CreateModelPackage
+# after the training was paid for. The metadata's copy of a version gets "_" for each other
+# character; the record, the alert and the report keep the version as it is.
+_METADATA_PUNCTUATION = frozenset(" _.:/=+-@")
 
 
 class EvaluationReportError(SconesError):
@@ -152,7 +157,16 @@ def _count(value: Any) -> int:
     return value
 
 
+def metadata_value(text: str) -> str:
+    """``text`` as a CustomerMetadataProperties value SageMaker accepts."""
+    return "".join(c if c.isalnum() or c in _METADATA_PUNCTUATION else "_" for c in text)
+
+
 def _fraction(value: Any) -> float:
+    # A number, as the evaluation program writes it: not a string or a boolean that float()
+    # would also read.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a fraction from 0 to 1")
     number = float(value)
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
         raise ValueError(f"{value!r} is not a fraction from 0 to 1")
@@ -266,13 +280,13 @@ def judge(evaluation: dict[str, Any], rules: GateRules) -> dict[str, Any]:
         "production": production.to_json(),
         # CreateModelPackage's CustomerMetadataProperties: string values only.
         "metadata": {
-            "candidate_version": candidate.version,
+            "candidate_version": metadata_value(candidate.version),
             "gate_accuracy": f"{candidate.accuracy:.6f}",
             "gate_accepted_accuracy": accepted_text,
             "gate_coverage": f"{candidate.coverage:.6f}",
             "gate_images": str(candidate.images),
             "gate_threshold": f"{rules.threshold:g}",
-            "production_version": production.version,
+            "production_version": metadata_value(production.version),
             "production_accuracy": f"{production.accuracy:.6f}",
         },
     }
