@@ -1113,6 +1113,13 @@ def test_a_deployment_that_cannot_be_watched_leaves_its_candidate_pending(
     config = state["dataset"]["names"]["base"]
     assert f"its model package {package} stays PendingManualApproval" in reason
     assert f"check endpoint {name} (the candidate is config {config})" in reason
+    # And, should SageMaker have promoted it after all, what the run would have done.
+    serving = state["run"]["instances"]["serving"]
+    baseline = state["dataset"]["drift_baseline_source"]
+    assert f"back to {serving} instance(s)" in reason
+    assert f"copy the drift baseline of the candidate, s3://{baseline}, to the BaselineKey" in (
+        reason
+    )
     assert "Could not find endpoint" in reason  # the describe error, kept
     if start_at == "FindLostDeployment":
         assert "connection reset" in reason  # and UpdateEndpoint's
