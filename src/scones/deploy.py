@@ -605,12 +605,7 @@ def publish_baseline(
     problem = model_problem(model_dir, parameters, how="deploy the stack with")
     if problem:
         raise DeployError(f"{problem}. The baseline was not published.")
-    if "ImageBucketName" not in outputs:
-        raise DeployError(
-            f"stack {stack_name} has no ImageBucketName output: is it this project, and did "
-            "its last deployment complete?"
-        )
-    bucket = outputs["ImageBucketName"]
+    bucket = _image_bucket(outputs, stack_name)
     key = parameters.get("BaselineKey") or parameter_default("BaselineKey")
     if promoted := _serving_promoted(session, stack_name, parameters):
         return {
@@ -629,6 +624,16 @@ def publish_baseline(
     return {"baseline": f"s3://{bucket}/{key}", "bytes": str(len(body))}
 
 
+def _image_bucket(outputs: Mapping[str, str], stack_name: str) -> str:
+    """The deployed stack's image bucket (its ``ImageBucketName`` output)."""
+    if "ImageBucketName" not in outputs:
+        raise DeployError(
+            f"stack {stack_name} has no ImageBucketName output: is it this project, and did "
+            "its last deployment complete?"
+        )
+    return outputs["ImageBucketName"]
+
+
 def publish_source_bundle(session: Any, stack_name: str) -> dict[str, str]:
     """Put the retraining jobs' source bundle (``scones_train.py``, ``scones_evaluate.py``
     and this checkout's code) where the deployed stack's retraining runs read it:
@@ -644,12 +649,7 @@ def publish_source_bundle(session: Any, stack_name: str) -> dict[str, str]:
     from scones.sagemaker.source_bundle import STACK_BUNDLE_KEY, build_bundle
 
     outputs, parameters = stack_facts(session.client("cloudformation"), stack_name)
-    if "ImageBucketName" not in outputs:
-        raise DeployError(
-            f"stack {stack_name} has no ImageBucketName output: is it this project, and did "
-            "its last deployment complete?"
-        )
-    bucket = outputs["ImageBucketName"]
+    bucket = _image_bucket(outputs, stack_name)
     prefix = parameters.get("RetrainingPrefix") or parameter_default("RetrainingPrefix")
     key = f"{prefix}{STACK_BUNDLE_KEY}"
     uri = f"s3://{bucket}/{key}"
