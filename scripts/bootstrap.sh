@@ -20,6 +20,18 @@ T0=$SECONDS
 
 say() { printf 'bootstrap: [%3ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
 
+# Settings that send pip's installs or Python's imports elsewhere: the environments would be
+# stamped complete while their packages lay outside them (or came from another tree).
+unset PYTHONPATH PYTHONHOME PIP_TARGET PIP_PREFIX PIP_USER
+
+# One bootstrap at a time in a checkout (`make run` beside `make test`, `make -j`): two
+# builds of one environment delete each other's files and leave a stamp on a broken venv.
+exec 9>"$ROOT/.bootstrap.lock"
+if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
+  say "another bootstrap is building this checkout's environments; waiting for it"
+  flock 9
+fi
+
 source scripts/find_python.sh
 
 # pip_install DIR LABEL PIP_ARGS...: pip install with a progress line every few packages
@@ -56,7 +68,15 @@ pip_install() {
 
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
-up_to_date() { [[ -f "$1/.stamp" && "$(cat "$1/.stamp")" == "$2" ]]; }
+# What else an environment depends on: the checkout's path (its editable install and .pth
+# files name it; scripts start with its interpreter's path) and the interpreter it was made
+# from. A moved or copied checkout, or another Python, rebuilds it.
+origin_of() { printf '%s\n%s\n%s\n' "$ROOT" "$1" "$("$1" -c 'import sys; print(sys.version)')"; }
+
+# Stamped, and its interpreter still runs (a removed pyenv version leaves a dangling link).
+up_to_date() {
+  [[ -f "$1/.stamp" && "$(cat "$1/.stamp")" == "$2" ]] && "$1/bin/python" -c '' 2>/dev/null
+}
 
 new_venv() {
   local dir=$1 python=$2; shift 2
@@ -74,7 +94,7 @@ make_venv() {
   local pip_args=()
   if [[ $1 == --no-deps ]]; then pip_args=(--no-deps); shift; fi
   local dir=$1 python=$2 lock=$3; shift 3
-  local stamp; stamp=$(stamp_of "$lock" "$@")
+  local stamp; stamp=$(stamp_of "$lock" "$@" <(origin_of "$python"))
   up_to_date "$dir" "$stamp" && return 0
   local started=$SECONDS
   say "building $dir from $lock (one-time; later runs reuse it)"
@@ -94,7 +114,10 @@ make_venv() {
 # with -S and take their libraries from it), then BASE's site-packages joins sys.path with its
 # own .pth files (the layer below it, the editable install).
 layer_pth() {
-  printf "import site; site.PREFIXES.append('%s'); site.addsitedir('%s')" "$1" "$(purelib "$1")"
+  # Quoted by Python itself: a path may hold a quote (/home/o'brien/...).
+  "$1/bin/python" -c 'import sys
+print("import site; site.PREFIXES.append(%r); site.addsitedir(%r)" % tuple(sys.argv[1:]))' \
+    "$1" "$(purelib "$1")"
 }
 
 # A layer: its own lock's packages (--no-deps: the lock lists every addition), with BASE's
@@ -102,7 +125,7 @@ layer_pth() {
 make_layer() {
   local dir=$1 base=$2 python=$3 lock=$4; shift 4
   local pth; pth=$(layer_pth "$ROOT/$base")
-  local stamp; stamp=$(stamp_of "$lock" "$@" <(echo "$pth"))
+  local stamp; stamp=$(stamp_of "$lock" "$@" <(echo "$pth") <(origin_of "$python"))
   up_to_date "$dir" "$stamp" && return 0
   local started=$SECONDS
   say "building $dir from $lock, layered on $base (one-time; later runs reuse it)"
@@ -110,7 +133,12 @@ make_layer() {
   # the .pth file, installs into this layer.
   new_venv "$dir" "$python" --without-pip
   echo "$pth" > "$(purelib "$dir")/_scones_layer.pth"
-  pip_install "$dir" "$dir" --no-deps -r "$lock"
+  if ! pip_install "$dir" "$dir" --no-deps -r "$lock"; then
+    if grep -q "torch==" "$lock" && grep -qi "torch" "$dir/bootstrap.log"; then
+      say "$(grep -m1 '^torch==' "$lock") is torch's CPU build, which PyPI does not serve: give pip a folder holding its wheel (PIP_FIND_LINKS) or an index that serves it (PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu)"
+    fi
+    return 1
+  fi
   # The layers together must form one consistent set (pip sees all of them from here).
   if ! "$dir/bin/python" -m pip check --disable-pip-version-check >>"$dir/bootstrap.log" 2>&1; then
     tail -5 "$dir/bootstrap.log" >&2
@@ -121,6 +149,8 @@ make_layer() {
   say "$dir ready in $((SECONDS - started)) s"
 }
 
+# Each function below finds its Python in an assignment of its own: a Python that is missing
+# stops the script there (set -e), where a failure inside an argument would not.
 run_env() {
   local py311; py311=$(find_python 3.11)
   make_venv .venv "$py311" requirements/run.lock pyproject.toml
@@ -133,12 +163,14 @@ run_env() {
 
 train_env() {
   run_env
-  make_layer .venv-train .venv "$(find_python 3.11)" requirements/train.lock requirements/run.lock
+  local py311; py311=$(find_python 3.11)
+  make_layer .venv-train .venv "$py311" requirements/train.lock requirements/run.lock
 }
 
 # checkov pins many libraries: its own venv.
 checkov_env() {
-  make_venv --no-deps .venv-checkov "$(find_python 3.11)" requirements/checkov.lock
+  local py311; py311=$(find_python 3.11)
+  make_venv --no-deps .venv-checkov "$py311" requirements/checkov.lock
 }
 
 # side_by_side FUNCTION...: each function in a background job of its own, started now;
@@ -185,7 +217,8 @@ test_env() {
   # The tools' venvs (aws-sam-cli, checkov) depend on nothing else here.
   side_by_side sam_env checkov_env
   train_env
-  make_layer .venv-test .venv-train "$(find_python 3.11)" requirements/test.lock \
+  local py311; py311=$(find_python 3.11)
+  make_layer .venv-test .venv-train "$py311" requirements/test.lock \
     requirements/train.lock requirements/run.lock
   join_side_jobs
   # The browser tests drive Debian's chromium (Playwright's own browser download cannot be
@@ -207,7 +240,8 @@ test_env() {
 
 # aws-sam-cli pins an older boto3: its own venv.
 sam_env() {
-  make_venv --no-deps .venv-sam "$(find_python 3.11)" requirements/sam.lock
+  local py311; py311=$(find_python 3.11)
+  make_venv --no-deps .venv-sam "$py311" requirements/sam.lock
 }
 
 [[ $# -gt 0 ]] || set -- run

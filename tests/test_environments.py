@@ -273,3 +273,26 @@ def test_the_layer_pins_everything_it_installs_as_the_run_lock_does() -> None:
             ):
                 todo.append((re.sub(r"[-_.]+", "-", requirement.name).lower(), set()))
     assert needed - layer.keys() == set(), "pin these in layers/shared/requirements.txt"
+
+
+def test_a_second_bootstrap_waits_for_the_first_instead_of_building_beside_it() -> None:
+    """Two builds of one environment at once (`make run` beside `make test`, `make -j`)
+    deleted each other's files and left a stamp on a broken venv: a bootstrap waits for
+    the one that holds the checkout's lock, and says so."""
+    import fcntl
+    import subprocess
+    import time
+
+    with (PROJECT_ROOT / ".bootstrap.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = subprocess.Popen(
+            ["bash", "scripts/bootstrap.sh", "run"],
+            cwd=PROJECT_ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)
+        assert waiting.poll() is None, "it ran while another bootstrap held the lock"
+    _, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    assert "another bootstrap is building this checkout's environments; waiting for it" in err
