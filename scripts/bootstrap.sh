@@ -153,7 +153,8 @@ make_layer() {
 # stops the script there (set -e), where a failure inside an argument would not.
 run_env() {
   local py311; py311=$(find_python 3.11)
-  make_venv .venv "$py311" requirements/run.lock pyproject.toml
+  # Exactly the lock (--no-deps), proved complete by pip check: nothing unpinned enters.
+  make_venv --no-deps .venv "$py311" requirements/run.lock pyproject.toml
   # The project itself, editable, without touching the pinned set (the layers see it too).
   if ! .venv/bin/python -c "import scones, scones_core" 2>/dev/null; then
     say "installing the project into .venv (editable)"
