@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from scones.sagemaker.source_bundle import locked_versions
 from scones.template_params import PROJECT_ROOT
 
 REQUIREMENTS = PROJECT_ROOT / "requirements"
@@ -23,13 +24,8 @@ TRAINING_ONLY = ("torch", "onnx", "onnxscript", "onnx_ir")
 
 
 def pins(name: str) -> dict[str, str]:
-    found = {}
-    for raw in (REQUIREMENTS / name).read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            package, version = line.split("==", 1)
-            found[re.sub(r"[-_.]+", "-", package).lower()] = version
-    return found
+    """A lock's pins by canonical name, read as the training job's bundle reads them."""
+    return locked_versions([REQUIREMENTS / name])
 
 
 def test_pyproject_lists_every_package_a_wheel_must_carry() -> None:

@@ -57,6 +57,15 @@ def test_requirements_pin_the_lock_files_versions_which_the_tests_run() -> None:
         LaunchError, match=re.escape("not-a-real-package is not pinned in run.lock, train.lock")
     ):
         source_bundle.pinned_requirements(("not-a-real-package",))
+
+
+def test_a_lock_line_that_is_not_a_pin_is_named(tmp_path: Path) -> None:
+    lock = tmp_path / "run.lock"
+    lock.write_text("# a comment\n\nnumpy==2.4.6  # why\nPillow>=13\n")
+    with pytest.raises(LaunchError, match=re.escape("run.lock line 4 is not name==version")):
+        source_bundle.locked_versions([lock])
+    lock.write_text("# a comment\n\nnumpy==2.4.6  # why\nPillow==13.0.0\n")
+    assert source_bundle.locked_versions([lock]) == {"numpy": "2.4.6", "pillow": "13.0.0"}
     custom = members(source_bundle.build_bundle("torchvision==0.0\n"))
     assert custom["requirements.txt"].size == len("torchvision==0.0\n")
 

@@ -67,13 +67,18 @@ def _canonical(name: str) -> str:
 
 
 def locked_versions(lock_files: Iterable[Path] = LOCK_FILES) -> dict[str, str]:
-    """Each ``name==version`` line of the lock files, by canonical name."""
+    """Each ``name==version`` line of the lock files, by canonical name. A lock holds
+    nothing else (comments and blank lines aside): any other line is a ``LaunchError``."""
     versions: dict[str, str] = {}
     for path in lock_files:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            name, equals, version = line.split("#", 1)[0].strip().partition("==")
-            if equals:
-                versions[_canonical(name)] = version.strip()
+        for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            name, equals, version = line.partition("==")
+            if not equals:
+                raise LaunchError(f"{path.name} line {number} is not name==version: {raw!r}")
+            versions[_canonical(name)] = version.strip()
     return versions
 
 
