@@ -80,6 +80,10 @@ def test_deploy_fills_every_gap_moto_leaves(stack: OfflineStack) -> None:
     window = stack.parameters["MonitorWindowMinutes"]
     assert detail["ScheduleExpression"] == f"rate({window} minutes)"
     assert detail["Target"]["Arn"].endswith(stack.function_name("MonitorFunction"))
+    dead_letters = client("sqs").get_queue_attributes(
+        QueueUrl=outputs["DeadLetterQueueUrl"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    assert detail["Target"]["DeadLetterConfig"] == {"Arn": dead_letters}
 
     for function in client("lambda").list_functions()["Functions"]:
         assert [layer["Arn"].split(":")[6] for layer in function["Layers"]] == ["SharedLayer"]

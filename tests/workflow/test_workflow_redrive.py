@@ -6,6 +6,7 @@ machine) is in ``test_workflow_redrive_e2e.py``.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import boto3
 import botocore.awsrequest
 import pytest
 from botocore.exceptions import ClientError
+from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from hypothesis import given
 from hypothesis import strategies as st
@@ -1128,6 +1130,25 @@ LAMBDA_ERROR = {
 }
 
 
+def _strings(**values: str) -> dict[str, dict[str, str]]:
+    return {name: {"DataType": "String", "StringValue": value} for name, value in values.items()}
+
+
+# The attributes EventBridge Scheduler puts beside the Input of a run it could not invoke
+# at all (here Lambda's throttle of the Invoke API, after the schedule's two retries).
+SCHEDULER_ERROR = _strings(
+    ERROR_CODE="TooManyRequestsException",
+    ERROR_MESSAGE="Rate Exceeded.",
+    EXECUTION_ID="6f1e2c0a-5b7d-4c1e-9a3f-2d8e7b6c5a41",
+    EXHAUSTED_RETRY_CONDITION="MaximumRetryAttempts",
+    IS_PAYLOAD_TRUNCATED="false",
+    RETRY_ATTEMPTS="2",
+    SCHEDULED_TIME=SCHEDULED,
+    SCHEDULE_ARN=MONITOR_EVENT["scheduleArn"],
+    TARGET_ARN="arn:aws:lambda:us-east-1:123456789012:function:s-MonitorFunction",
+)
+
+
 # The same run from an EventBridge rule's schedule instead of the stack's Scheduler.
 RULE_EVENT = {
     "version": "0",
@@ -1173,9 +1194,39 @@ def test_a_failed_monitor_run_stays_named_with_its_error_when_no_function_is_giv
         "seconds); name the monitor function to run it again"
     )
     # Any dead letter Lambda sent says what its function failed with.
-    assert stranger.detail.endswith("; it failed with: Task timed out after 120.00 seconds")
+    assert stranger.detail.endswith("; it had failed: Task timed out after 120.00 seconds")
     assert (report.messages_deleted, report.messages_left) == (0, 2)
     assert aws.visible_bodies() == sorted([body, STRANGERS[0]])
+
+
+def test_a_run_the_scheduler_never_invoked_is_named_and_run_again(aws: Aws) -> None:
+    """The schedule's own dead letter: its Input as the body, the scheduler's error beside
+    it. It is run again like a run that failed in Lambda, and deleted once it ran."""
+    body = json.dumps(MONITOR_EVENT)
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=body, MessageAttributes=SCHEDULER_ERROR)
+    lambda_client = boto3.client("lambda", region_name=REGION)
+    with Stubber(lambda_client) as stub:
+        stub.add_response(
+            "invoke",
+            {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(b"{}"), 2)},
+            expected_params={
+                "FunctionName": "m",
+                "InvocationType": "RequestResponse",
+                "Payload": body.encode(),
+            },
+        )
+        report = aws.redriver(
+            lambda_client=lambda_client, monitor_function="m"
+        ).drain_dead_letters()
+        stub.assert_no_pending_responses()
+    [replay] = report.replays
+    assert (replay.source, replay.outcome) == (Source.MONITOR_RUN, Outcome.RAN)
+    assert replay.detail == (
+        f"monitor run scheduled at {SCHEDULED} (it was never invoked: "
+        "TooManyRequestsException: Rate Exceeded.)"
+    )
+    assert (report.messages_deleted, report.messages_left) == (1, 0)
+    assert aws.visible_bodies() == []
 
 
 def test_a_failed_monitor_run_is_kept_when_its_rerun_cannot_start_and_a_dry_run_invokes_nothing(

@@ -322,23 +322,26 @@ def test_a_dead_lettered_monitor_run_is_run_again_for_its_window(
     scheduled = time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime())
     schedule_arn = "arn:aws:scheduler:us-east-1:123456789012:schedule/default/s-monitor"
 
-    def dead_letter(scheduled_time: str) -> str:
-        """As Lambda sends a run that failed every attempt: its event, the error beside."""
+    def dead_letter(scheduled_time: str, attributes: dict[str, str]) -> str:
+        """A run's event, as its sender dead-letters it: the error beside it."""
         body = json.dumps({"scheduledTime": scheduled_time, "scheduleArn": schedule_arn})
         sqs.send_message(
             QueueUrl=dlq_url,
             MessageBody=body,
             MessageAttributes={
-                "RequestID": {"DataType": "String", "StringValue": "9f4c"},
-                "ErrorCode": {"DataType": "Number", "StringValue": "200"},
-                "ErrorMessage": {"DataType": "String", "StringValue": "Task timed out"},
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in attributes.items()
             },
         )
         return body
 
-    good = dead_letter(scheduled)
-    # The scheduler's placeholder left unresolved: the monitor refuses it every time.
-    bad = dead_letter("<aws.scheduler.scheduled-time>")
+    # A run the scheduler could not invoke (it sends the schedule's Input)...
+    never_invoked = {"ERROR_CODE": "TooManyRequestsException", "ERROR_MESSAGE": "Rate Exceeded."}
+    good = dead_letter(scheduled, never_invoked | {"SCHEDULE_ARN": schedule_arn})
+    # ... and one that failed every attempt in Lambda, whose scheduler's placeholder was
+    # left unresolved: the monitor refuses it every time.
+    failed = {"RequestID": "9f4c", "ErrorCode": "200", "ErrorMessage": "Task timed out"}
+    bad = dead_letter("<aws.scheduler.scheduled-time>", failed)
 
     code, report = redrive(capsys, "--dead-letters")
 
@@ -347,7 +350,11 @@ def test_a_dead_lettered_monitor_run_is_run_again_for_its_window(
     assert set(by_outcome) == {"ran", "error"}
     ran, failed = by_outcome["ran"], by_outcome["error"]
     assert ran["source"] == failed["source"] == "monitor_run"
-    assert f"scheduled at {scheduled} (it had failed: Task timed out); window" in ran["detail"]
+    assert (
+        f"scheduled at {scheduled} (it was never invoked: TooManyRequestsException: "
+        "Rate Exceeded.); window"
+    ) in ran["detail"]
+    assert "(it had failed: Task timed out)" in failed["detail"]
     assert "requests, alerts" in ran["detail"]
     assert "it failed again" in failed["detail"] and "scheduledTime" in failed["detail"]
     assert report["messages_deleted"] == 1 and report["messages_left"] == 1

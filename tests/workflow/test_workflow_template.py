@@ -1341,13 +1341,25 @@ def test_ingest_messages_stay_invisible_through_the_window_and_the_function() ->
 
 
 def test_failed_monitor_runs_reach_the_alarmed_dead_letter_queue() -> None:
+    """Both ways a run can fail end in the queue: Lambda's, for a run that failed in the
+    function (after its two retries), and the scheduler's, for a run it could not hand to
+    Lambda at all (after the schedule's retries); the body is the schedule's Input."""
     cfn = transformed()
     resources = cfn["Resources"]
+    dead_letter_queue = {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    dead_letters = resolver_for(cfn)(dead_letter_queue)
     monitor = resources["MonitorFunction"]["Properties"]
-    assert monitor["DeadLetterConfig"]["TargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert monitor["DeadLetterConfig"]["TargetArn"] == dead_letter_queue
     statements = role_statements(resolver_for(cfn), "MonitorFunctionRole")
-    dead_letters = resolver_for(cfn)({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
     assert decide(statements, Request("sqs:SendMessage", dead_letters)) == ALLOW
+    target = resources["MonitorFunctionSchedule"]["Properties"]["Target"]
+    assert target["DeadLetterConfig"] == {"Arn": dead_letter_queue}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    schedule_role = target["RoleArn"]["Fn::GetAtt"][0]
+    sent_by_schedule = role_statements(resolver_for(cfn), schedule_role)
+    assert decide(sent_by_schedule, Request("sqs:SendMessage", dead_letters)) == ALLOW
+    ingest = resolver_for(cfn)({"Fn::GetAtt": ["IngestQueue", "Arn"]})
+    assert decide(sent_by_schedule, Request("sqs:SendMessage", ingest)) == IMPLICIT_DENY
     alarm = resources["DeadLetterAlarm"]["Properties"]
     assert alarm["Dimensions"] == [
         {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}

@@ -614,10 +614,10 @@ class Redriver:
             )
         if letter.source is Source.S3_EVENT:
             return self._replay_notification(letter.body, message_id, dry_run=dry_run)
-        failed_with = lambda_error(message)
+        failed_with = why_dead_lettered(message)
         if letter.source is Source.MONITOR_RUN:
             return self._replay_monitor_run(letter, failed_with, message_id, dry_run=dry_run)
-        reason = letter.reason + (f"; it failed with: {failed_with}" if failed_with else "")
+        reason = letter.reason + (f"; {failed_with}" if failed_with else "")
         left = Replay(Source.OTHER, Outcome.LEFT, detail=reason, message_id=message_id)
         return [left], False
 
@@ -628,7 +628,7 @@ class Redriver:
         message is deleted only when the run succeeds."""
         what = f"monitor run scheduled at {letter.scheduled_time}"
         if failed_with:
-            what += f" (it had failed: {failed_with})"
+            what += f" ({failed_with})"
         base = Replay(Source.MONITOR_RUN, Outcome.LEFT, message_id=message_id)
         if self.lambda_client is None or not self.monitor_function:
             detail = f"{what}; name the monitor function to run it again"
@@ -739,9 +739,12 @@ def _done(outcome: Outcome) -> bool:
     return outcome in (Outcome.STARTED, Outcome.ALREADY_STARTED)
 
 
-def lambda_error(message: Mapping[str, Any]) -> str:
-    """The error Lambda gave a dead-lettered asynchronous event (its ``ErrorMessage``
-    attribute, cut to 1 KB by Lambda; else its ``ErrorCode``), or ``""``."""
+def why_dead_lettered(message: Mapping[str, Any]) -> str:
+    """Why a message was dead-lettered, as a clause, from its attributes, or ``""``.
+    Lambda names a run that failed in the function (``ErrorMessage``, cut to 1 KB, else
+    ``ErrorCode``); EventBridge names an invocation it could not make at all (``ERROR_CODE``
+    and ``ERROR_MESSAGE``: the schedule's role may not invoke the function, the function
+    is gone, Lambda throttled the Invoke API)."""
     attributes = message.get("MessageAttributes") or {}
 
     def value(name: str) -> str:
@@ -749,7 +752,10 @@ def lambda_error(message: Mapping[str, Any]) -> str:
         return str(attribute.get("StringValue") or "")
 
     code, text = value("ErrorCode"), value("ErrorMessage")
-    return text or (f"error code {code}" if code else "")
+    if text or code:
+        return f"it had failed: {text or f'error code {code}'}"
+    said = ": ".join(part for part in (value("ERROR_CODE"), value("ERROR_MESSAGE")) if part)
+    return f"it was never invoked: {said}" if said else ""
 
 
 def _why_failed(record: Mapping[str, Any]) -> str:

@@ -691,6 +691,8 @@ def _create_schedule(
         }
     if "Input" in target:
         target_args["Input"] = target["Input"]
+    if "DeadLetterConfig" in target:
+        target_args["DeadLetterConfig"] = {"Arn": target["DeadLetterConfig"]["Arn"]}
     client("scheduler").create_schedule(
         Name=str(props.get("Name") or f"{stack.stack_name}-{logical_id}"),
         ScheduleExpression=props["ScheduleExpression"],
