@@ -33,6 +33,7 @@ if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
 fi
 
 source scripts/find_python.sh
+source scripts/venv_layers.sh
 
 # pip_install DIR LABEL PIP_ARGS...: pip install with a progress line every few packages
 # (overwritten in place on a terminal), its full output in DIR/bootstrap.log.
@@ -85,8 +86,6 @@ new_venv() {
   : > "$dir/bootstrap.log"
 }
 
-purelib() { "$1/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"; }
-
 # A full environment from a complete lock file. With --no-deps, pip installs exactly the
 # lock and `pip check` proves it complete, so nothing unpinned ever enters.
 # make_venv [--no-deps] DIR PYTHON LOCK STAMP_INPUTS...
@@ -107,17 +106,6 @@ make_venv() {
   fi
   echo "$stamp" > "$dir/.stamp"
   say "$dir ready in $((SECONDS - started)) s"
-}
-
-# The .pth line that layers a venv on BASE: BASE's prefix joins site.PREFIXES first, so
-# site.getsitepackages() lists the layers below too (the offline stack's Lambda workers start
-# with -S and take their libraries from it), then BASE's site-packages joins sys.path with its
-# own .pth files (the layer below it, the editable install).
-layer_pth() {
-  # Quoted by Python itself: a path may hold a quote (/home/o'brien/...).
-  "$1/bin/python" -c 'import sys
-print("import site; site.PREFIXES.append(%r); site.addsitedir(%r)" % tuple(sys.argv[1:]))' \
-    "$1" "$(purelib "$1")"
 }
 
 # A layer: its own lock's packages (--no-deps: the lock lists every addition), with BASE's
