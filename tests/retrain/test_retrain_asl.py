@@ -299,6 +299,22 @@ def test_the_rehearsals_short_recipe_fits_every_network_retraining_may_train(
     assert ("resize" in job) == (network != "resnet")
 
 
+def test_every_sagemaker_call_retries_a_throttle_and_no_failed_job_is_started_again() -> None:
+    """A throttled or 5xx SageMaker call would otherwise fail the run, and the next one waits
+    out the cooldown (a day by default): the job-creating calls too. A job that ended
+    Failed (States.TaskFailed) is not retried: its name is taken, and SageMaker's own
+    RetryStrategy restarts a training job that failed on the platform."""
+    states = definition()["States"]
+    calls = {n for n, s in states.items() if ":sagemaker:" in s.get("Resource", "")}
+    assert {"TrainCandidate", "EvaluateCandidate"} <= calls and len(calls) == 19
+    for name in calls:
+        retried = {e for retry in states[name].get("Retry", []) for e in retry["ErrorEquals"]}
+        assert {"SageMaker.ThrottlingException", "SageMaker.AmazonSageMakerException"} <= (
+            retried
+        ), name
+        assert not retried & {"States.ALL", "States.TaskFailed"}, name
+
+
 def test_outcomes_survive_a_throttle_and_rollback_watches_only_the_canarys_errors() -> None:
     """Every outcome write and alert retries throttling (the put is keyed by the run, so a
     retry rewrites the same item), and the canary is rolled back by its errors only."""
