@@ -14,10 +14,11 @@ from scones_core.backfill import (
     MAX_ATTEMPT,
     UNPROCESSED_BACKOFF_SECONDS,
     backfill_batch,
+    current_version,
     recorded_ids,
 )
 from scones_core.errors import ObjectsUnreadable, SettingsError, WorkflowsNotStarted
-from scones_core.objects import ObjectRef
+from scones_core.objects import ObjectRef, object_from_json
 from scones_core.records import may_replace
 from scones_core.settings import StartSettings
 
@@ -147,24 +148,103 @@ def test_items_that_name_no_object_are_counted_and_a_batch_that_is_not_one_is_na
             )
 
 
+def refusal(status: int, code: str, message: str) -> Any:
+    """What a botocore before-call handler returns for S3 or Step Functions to refuse."""
+    error = {"Error": {"Code": code, "Message": message}}
+    error["ResponseMetadata"] = {"HTTPStatusCode": status}
+    return (botocore.awsrequest.AWSResponse("", status, {}, None), error)
+
+
+def started_objects(sfn: Any, machine: str) -> dict[str, dict[str, Any]]:
+    """key -> the object each started execution was given."""
+    found = {}
+    for execution in sfn.list_executions(stateMachineArn=machine)["executions"]:
+        described = sfn.describe_execution(executionArn=execution["executionArn"])
+        given = json.loads(described["input"])["object"]
+        found[given["key"]] = given
+    return found
+
+
+@pytest.mark.parametrize("versioned", [True, False])
 @mock_aws
-def test_an_object_s3_will_not_head_is_named_after_the_others_are_started() -> None:
+def test_an_object_s3_will_not_head_is_started_from_its_listed_version(versioned: bool) -> None:
     """HeadObject refused for one key (as for an SSE-C object read without its key: 400
-    with code "400"): the batch's other objects still start, then the batch fails with
-    every unreadable key and its S3 error named, so the Map retries and counts it."""
+    with code "400"): its current version comes from ListObjectVersions, and it is started
+    like the others, so the workflow's own read ends it in a record. The batch succeeds:
+    on AWS a failed batch would count its every object against the Map's tolerance."""
+    s3, ddb, sfn, machine = backfill_world(versioned=versioned)
+    keys = ["incoming/a.png", "incoming/locked.png", "incoming/locked.png.bak", "incoming/c.png"]
+    s3.put_object(Bucket=BUCKET, Key="incoming/locked.png", Body=b"older")
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    current = s3.head_object(Bucket=BUCKET, Key="incoming/locked.png")
+
+    def refuse_locked(params: dict[str, Any], **_: Any) -> Any:
+        if str(params.get("url_path", "")).endswith("/incoming/locked.png"):  # the request
+            return refusal(400, "400", "Bad Request")
+        return None
+
+    s3.meta.events.register("before-call.s3.HeadObject", refuse_locked)
+    listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
+    clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
+    settings = StartSettings(state_machine_arn=machine)
+
+    report = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+
+    assert report.head_refused == {"incoming/locked.png": "400 (Bad Request)"}
+    assert report.unreadable == {} and len(report.started) == 4
+    started = started_objects(sfn, machine)
+    assert set(started) == set(keys)
+    locked = started["incoming/locked.png"]
+    assert locked["version"] == str(current.get("VersionId") or "null")
+    assert (locked["etag"], locked["size"]) == (current["ETag"].strip('"'), 1)
+    # Named as HeadObject would have named it (the same record and delivery), so a later
+    # backfill that can head it finds its record and starts nothing twice.
+    s3.meta.events.unregister("before-call.s3.HeadObject", refuse_locked)
+    headed, _ = current_version(s3, BUCKET, {"Key": "incoming/locked.png"})
+    assert object_from_json(locked) == headed
+
+
+@mock_aws
+def test_a_key_whose_current_version_is_a_delete_marker_is_gone_not_started() -> None:
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    s3.put_object(Bucket=BUCKET, Key="incoming/a.png", Body=b"x")
+    listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    s3.delete_object(Bucket=BUCKET, Key="incoming/a.png")
+    s3.meta.events.register(
+        "before-call.s3.HeadObject", lambda **_: refusal(403, "403", "Forbidden")
+    )
+    event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
+    settings = StartSettings(state_machine_arn=machine)
+    report = backfill_batch(
+        event, s3=s3, dynamodb=ddb, sfn=sfn, table=TABLE, prefix="incoming/", settings=settings
+    )
+    assert report.gone == ["incoming/a.png"] and report.started == []
+
+
+@mock_aws
+def test_an_object_s3_will_neither_head_nor_list_is_named_after_the_others_are_started() -> None:
+    """HeadObject and ListObjectVersions both refused for one key (throttled past the SDK's
+    retries, say): the batch's other objects still start, then the batch fails with every
+    unreadable key and both S3 errors named, so the Map counts it."""
     s3, ddb, sfn, machine = backfill_world(versioned=True)
     keys = ["incoming/a.png", "incoming/locked.png", "incoming/c.png"]
     for key in keys:
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
 
     def refuse_locked(params: dict[str, Any], **_: Any) -> Any:
-        if str(params.get("url_path", "")).endswith("/incoming/locked.png"):  # the request
-            error = {"Error": {"Code": "400", "Message": "Bad Request"}}
-            error["ResponseMetadata"] = {"HTTPStatusCode": 400}
-            return (botocore.awsrequest.AWSResponse("", 400, {}, None), error)
+        if str(params.get("url_path", "")).endswith("/incoming/locked.png"):
+            return refusal(503, "SlowDown", "Please reduce your request rate.")
+        return None
+
+    def refuse_listing(params: dict[str, Any], **_: Any) -> Any:
+        if "locked.png" in str(params.get("query_string", "")):
+            return refusal(503, "SlowDown", "Please reduce your request rate.")
         return None
 
     s3.meta.events.register("before-call.s3.HeadObject", refuse_locked)
+    s3.meta.events.register("before-call.s3.ListObjectVersions", refuse_listing)
     listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
     event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
     clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
@@ -174,14 +254,10 @@ def test_an_object_s3_will_not_head_is_named_after_the_others_are_started() -> N
         backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
 
     message = str(raised.value)
-    assert f"s3://{BUCKET}/incoming/locked.png: 400 (Bad Request)" in message
+    slow = "SlowDown (Please reduce your request rate.)"
+    assert f"s3://{BUCKET}/incoming/locked.png: {slow}; ListObjectVersions: {slow}" in message
     assert "1 of 3 listed objects" in message and "started 2" in message
-    executions = sfn.list_executions(stateMachineArn=machine)["executions"]
-    started = {
-        json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["object"]["key"]
-        for e in executions
-    }
-    assert started == {"incoming/a.png", "incoming/c.png"}
+    assert set(started_objects(sfn, machine)) == {"incoming/a.png", "incoming/c.png"}
     # The Map's retry starts nothing twice and names the key again.
     with pytest.raises(ObjectsUnreadable, match=r"incoming/locked\.png"):
         backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
@@ -197,22 +273,18 @@ def test_a_start_that_fails_is_named_and_the_rest_of_the_batch_still_starts() ->
     for key in keys:
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
 
-    def refuse(status: int, code: str, message: str) -> Any:
-        error = {"Error": {"Code": code, "Message": message}}
-        error["ResponseMetadata"] = {"HTTPStatusCode": status}
-        return (botocore.awsrequest.AWSResponse("", status, {}, None), error)
-
     def refuse_locked(params: dict[str, Any], **_: Any) -> Any:
-        if str(params.get("url_path", "")).endswith("/incoming/locked.png"):
-            return refuse(403, "403", "Forbidden")
+        if "locked.png" in str(params.get("url_path", "")) + str(params.get("query_string")):
+            return refusal(403, "403", "Forbidden")
         return None
 
     def throttle_busy(params: dict[str, Any], **_: Any) -> Any:
         if b"incoming/busy.png" in params["body"]:
-            return refuse(400, "ThrottlingException", "Rate exceeded")
+            return refusal(400, "ThrottlingException", "Rate exceeded")
         return None
 
     s3.meta.events.register("before-call.s3.HeadObject", refuse_locked)
+    s3.meta.events.register("before-call.s3.ListObjectVersions", refuse_locked)
     sfn.meta.events.register("before-call.states.StartExecution", throttle_busy)
     listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
     event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
@@ -226,7 +298,7 @@ def test_a_start_that_fails_is_named_and_the_rest_of_the_batch_still_starts() ->
     message = str(raised.value)
     assert f"s3://{BUCKET}/incoming/busy.png: ThrottlingException (Rate exceeded)" in message
     assert "for 1 of 4 listed objects" in message
-    assert f"s3://{BUCKET}/incoming/locked.png: 403 (Forbidden)" in message
+    assert f"s3://{BUCKET}/incoming/locked.png: 403 (Forbidden); ListObjectVersions: " in message
     assert "started 2" in message
     started = {
         json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["object"]["key"]

@@ -29,16 +29,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("backfill-stack")]
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[OfflineStack]:
-    with OfflineStack(StackOptions()) as running:
+    with OfflineStack(StackOptions(enable_faults=True)) as running:
         yield running
 
 
 def put_without_events(stack: OfflineStack, objects: dict[str, bytes]) -> None:
     """Objects that were there before the workflow: no notification reaches the queue."""
+    sqs, queue = stack.client("sqs"), stack.stack.outputs["IngestQueueUrl"]
     with stack.delivery_paused():
         for key, data in objects.items():
             stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=data)
-        stack.client("sqs").purge_queue(QueueUrl=stack.stack.outputs["IngestQueueUrl"])
+        # Deleted, not purged: SQS allows one purge a minute.
+        while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
+            "Messages"
+        ):
+            sqs.delete_message_batch(
+                QueueUrl=queue,
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                    for n, m in enumerate(messages)
+                ],
+            )
 
 
 def records_under(stack: OfflineStack, prefix: str) -> list[dict[str, Any]]:
@@ -97,6 +108,39 @@ def test_backfill_classifies_what_has_no_record_and_a_rerun_starts_nothing(
     again = sfn.list_executions(stateMachineArn=api.endpoints.state_machine_arn)
     assert len(again["executions"]) == count
     assert len(records_under(stack, prefix)) == 4
+
+
+def test_an_object_s3_will_not_head_ends_in_a_failed_record_and_the_backfill_succeeds(
+    stack: OfflineStack,
+) -> None:
+    """S3 refuses every read of one listed object (a bucket policy denying its key, say):
+    the backfill starts it from its listed current version all the same, and the
+    workflow's own read records it FAILED, naming S3's error, while the others are
+    classified. No batch fails, so nothing counts against the tolerated percentage."""
+    prefix = f"{stack.incoming_prefix}denied/"
+    images = sorted(SAMPLES.glob("*/*.png"))[3:5]
+    objects = {f"{prefix}{path.name}": path.read_bytes() for path in images}
+    keys = list(objects)
+    put_without_events(stack, objects)
+    faults = stack.deny_object_reads([keys[0]])
+    try:
+        output = run_backfill(stack, prefix)
+        assert failed_result_files(stack.client("s3"), output["results"]) == []
+        deadline = time.monotonic() + 120
+        while len(records_under(stack, prefix)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        faults.clear()
+    records = {r["key"]: r for r in records_under(stack, prefix)}
+    assert set(records) == set(keys)
+    denied = records[keys[0]]
+    assert (denied["status"], denied["error_code"]) == ("FAILED", "StorageRefused")
+    assert "AccessDenied" in denied["reason"]
+    assert faults.refused >= 2  # the backfill's HeadObject, then the workflow's read
+    assert records[keys[1]]["status"] in {"ACCEPTED", "NEEDS_REVIEW"}
+    # Named as S3 names the object: its current version.
+    version = stack.client("s3").head_object(Bucket=stack.bucket, Key=keys[0])["VersionId"]
+    assert denied["version_id"] == version
 
 
 @pytest.mark.parametrize(

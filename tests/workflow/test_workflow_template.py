@@ -463,11 +463,16 @@ def test_functions_that_read_objects_which_may_be_gone_may_list_the_bucket() -> 
     ):
         statements = role_statements(resolve, role)
         assert decide(statements, Request("s3:ListBucket", bucket, None, {})) == ALLOW, role
-    # A read of a version that is gone: only the serialize step names versions (the
-    # backfill reads the listed key's current version).
+    # A read of a version that is gone: the serialize step names versions.
     listing = Request("s3:ListBucketVersions", bucket, None, {})
     assert decide(role_statements(resolve, "SerializeImageFunctionRole"), listing) == ALLOW
-    assert decide(role_statements(resolve, "BackfillFunctionRole"), listing) != ALLOW
+    # The backfill lists the versions of one incoming key S3 would not head, and nothing else.
+    backfill = role_statements(resolve, "BackfillFunctionRole")
+    incoming = resolve({"Ref": "IncomingPrefix"})
+    for prefix, answer in ((f"{incoming}a.png", ALLOW), ("labelled/a.png", IMPLICIT_DENY)):
+        request = Request("s3:ListBucketVersions", bucket, None, {"s3:prefix": prefix})
+        assert decide(backfill, request) == answer, prefix
+    assert decide(backfill, listing) == IMPLICIT_DENY
 
 
 def test_reserved_concurrency_is_one_switch_and_preflight_knows_its_total() -> None:

@@ -19,11 +19,18 @@ rerun starts nothing twice; one the start function started (another input) gets 
 run, whose record write is conditional like every other.
 
 An object whose ``HeadObject`` fails for another reason than "not found" (access denied,
-an SSE-C object without its key, throttling) does not stop the batch: the others are
-started first, then the batch fails with ``ObjectsUnreadable`` naming each such key and
-its S3 error, and the Map counts it as failed without retrying it (the state machine's
-first retrier): the SDK has retried the read already, and a retry would start the
-batch's other objects again. A later backfill reads the key again. A ``StartExecution``
+an SSE-C object without its key, throttling) is still started: its current version comes
+from ``ListObjectVersions`` (a list of the bucket, which S3 answers whatever the object's
+own permissions or encryption), and the workflow's own read then ends it in a record, a
+FAILED one naming S3's error when the object stays unreadable, which ``scones redrive``
+replays once the cause is fixed. So one unreadable object fails no batch: on AWS a failed
+batch counts all its objects against the Map's tolerated failure percentage, and one such
+object in a prefix of under twenty batches would fail the whole backfill. Only when the
+listing fails too is the key left unread: the others are started first, then the batch
+fails with ``ObjectsUnreadable`` naming each such key and both S3 errors, and the Map
+counts it as failed without retrying it (the state machine's first retrier): the SDK has
+retried the reads already, and a retry would start the batch's other objects again. A
+later backfill reads the key again. A ``StartExecution``
 that fails (throttled past the SDK's retries) fails the batch as ``WorkflowsNotStarted``,
 which also names any unreadable objects; the Map retries that, and the objects the
 first try started are started again (on Express a second run ends ``AlreadyRecorded``
@@ -73,7 +80,9 @@ class BatchReport:
     later_attempt: dict[str, int] = field(default_factory=dict)
     outside_prefix: list[str] = field(default_factory=list)  # keys, not classified here
     gone: list[str] = field(default_factory=list)  # keys deleted since the listing
-    unreadable: dict[str, str] = field(default_factory=dict)  # key -> HeadObject's error
+    # key -> HeadObject's error, for keys started from their listed current version
+    head_refused: dict[str, str] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)  # key -> both reads' errors
     not_started: dict[str, str] = field(default_factory=dict)  # key -> StartExecution's error
     malformed: int = 0  # items that are not an object with a string Key (never a listing's)
 
@@ -84,6 +93,7 @@ class BatchReport:
             "later_attempt": self.later_attempt,
             "outside_prefix": self.outside_prefix,
             "gone": self.gone,
+            "head_refused": self.head_refused,
             "unreadable": self.unreadable,
             "not_started": self.not_started,
             "malformed": self.malformed,
@@ -151,6 +161,37 @@ def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> tuple[Obje
         size=int(head.get("ContentLength") or item.get("Size") or 0),
         sequencer=_upload_mark(head),
     ), event_time
+
+
+def listed_current_version(
+    s3: Any, bucket: str, item: Mapping[str, Any]
+) -> tuple[ObjectRef, str] | None:
+    """The listed key's current version from ``ListObjectVersions``, for a key S3 would not
+    head (None when gone: no version, or a delete marker is current). One entry is asked
+    for: S3 lists a prefix's versions by key, then newest first, so the key itself (a prefix
+    of every longer key it starts) comes first, its current version or delete marker first."""
+    key = str(item["Key"])
+    listing = s3.list_object_versions(Bucket=bucket, Prefix=key, MaxKeys=1)
+    for marker in listing.get("DeleteMarkers", []):
+        if marker.get("Key") == key and marker.get("IsLatest"):
+            return None
+    for version in listing.get("Versions", []):
+        if version.get("Key") != key or not version.get("IsLatest"):
+            continue
+        version_id = str(version.get("VersionId") or NULL_VERSION)
+        modified = version.get("LastModified")
+        if isinstance(modified, datetime):  # to HeadObject's precision, the whole second
+            modified = modified.replace(microsecond=0)
+        mark = {"LastModified": modified} if version_id == NULL_VERSION else {}
+        return ObjectRef(
+            bucket=bucket,
+            key=key,
+            version=version_id,
+            etag=str(version.get("ETag") or "").strip('"'),
+            size=int(version.get("Size") or 0),
+            sequencer=_upload_mark(mark),
+        ), _event_time({"LastModified": modified} if modified else item)
+    return None
 
 
 def _upload_mark(head: Mapping[str, Any]) -> str:
@@ -245,8 +286,14 @@ def backfill_batch(
         try:
             found = current_version(s3, bucket, item)
         except (ClientError, BotoCoreError) as exc:
-            report.unreadable[key] = _aws_error(exc)
-            continue
+            refused = _aws_error(exc)
+            try:
+                found = listed_current_version(s3, bucket, item)
+            except (ClientError, BotoCoreError) as listing_exc:
+                report.unreadable[key] = f"{refused}; ListObjectVersions: {_aws_error(listing_exc)}"
+                continue
+            if found is not None:
+                report.head_refused[key] = refused
         if found is None:
             report.gone.append(key)
             continue
@@ -279,7 +326,8 @@ def backfill_batch(
     if report.not_started:
         named = "; ".join(f"s3://{bucket}/{k}: {e}" for k, e in report.not_started.items())
         also = (
-            f" {len(report.unreadable)} could not be read (HeadObject): {unreadable}."
+            f" {len(report.unreadable)} could not be read (HeadObject, then "
+            f"ListObjectVersions): {unreadable}."
             if report.unreadable
             else ""
         )
@@ -291,7 +339,8 @@ def backfill_batch(
     if report.unreadable:
         raise ObjectsUnreadable(
             f"{len(report.unreadable)} of {len(items)} listed objects could not be read "
-            f"(HeadObject), so they were not started: {unreadable}. {handled}",
+            f"(HeadObject, then ListObjectVersions), so they were not started: {unreadable}. "
+            f"{handled}",
             report,
         )
     return report

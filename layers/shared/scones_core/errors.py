@@ -155,8 +155,9 @@ class BatchIncomplete(SconesError):
 
 
 class ObjectsUnreadable(BatchIncomplete):
-    """The backfill could not read the current version of some listed objects (HeadObject
-    refused or failed); the batch's other objects were started, and these are named."""
+    """The backfill could not learn the current version of some listed objects (HeadObject,
+    then ListObjectVersions, refused or failed); the batch's other objects were started,
+    and these are named."""
 
 
 class WorkflowsNotStarted(BatchIncomplete):

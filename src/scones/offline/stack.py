@@ -68,6 +68,7 @@ from scones.offline.lambda_runtime import (
     LambdaRuntime,
 )
 from scones.offline.model_process import DEFAULT_RESTARTS
+from scones.offline.object_faults import ObjectReadFaults
 from scones.offline.records_file import (
     UnrecordedUpload,
     records_document,
@@ -207,6 +208,7 @@ class OfflineStack:
         self._holds_process_slot = False
         self._froze_heap = False
         self._table_faults: TableWriteFaults | None = None
+        self._object_faults: ObjectReadFaults | None = None
         self._speedups_installed = False
         self._user_configuration = HiddenUserConfiguration(REGION)
         self.execution_gate: execution_gate.ExecutionGate | None = None
@@ -298,6 +300,8 @@ class OfflineStack:
         if self.options.enable_faults:
             self._table_faults = TableWriteFaults()
             self._table_faults.install()
+            self._object_faults = ObjectReadFaults()
+            self._object_faults.install()
         concurrency_fixes.install()  # after the fault injector: it locks what is installed
         model_tracking.install()
         if self.options.moto_speedups:
@@ -395,9 +399,7 @@ class OfflineStack:
             concurrency_fixes.uninstall()
             model_tracking.uninstall()
             self._runtime = None
-        if self._table_faults:
-            TableWriteFaults.uninstall()
-            self._table_faults = None
+        self._uninstall_faults()
         if self.execution_gate is not None:
             execution_gate.uninstall()  # before the caches: it wraps their entry point
         if self._speedups_installed:
@@ -892,6 +894,22 @@ class OfflineStack:
             raise StackError("fault injection is off; start the stack with enable_faults=True")
         self._table_faults.throttle(times, record_prefix, code, landed=landed)
         return self._table_faults
+
+    def _uninstall_faults(self) -> None:
+        if self._table_faults:
+            TableWriteFaults.uninstall()
+            self._table_faults = None
+        if self._object_faults:
+            ObjectReadFaults.uninstall()
+            self._object_faults = None
+
+    def deny_object_reads(self, keys: list[str]) -> ObjectReadFaults:
+        """Refuse every HeadObject and GetObject of these keys of the stack's bucket with
+        S3's AccessDenied (``object_faults``), until ``clear()``; listings still name them."""
+        if self._object_faults is None:
+            raise StackError("fault injection is off; start the stack with enable_faults=True")
+        self._object_faults.deny(self.bucket, keys)
+        return self._object_faults
 
     def api(self) -> StackClient:
         """A boto3-based client for this stack (uploads, records, monitor)."""
