@@ -98,5 +98,12 @@ image-test:
 	@scripts/bootstrap.sh test
 	.venv-test/bin/python -m pytest tests/serving/test_serving_container.py -n 0 -s
 
+# Not under a running `scones up`: it holds .scones/up.lock, and its functions' code and
+# state live in .scones; removed, the stack would fail every upload and `scones down` would
+# no longer find it.
 clean:
+	@if [ -e .scones/up.lock ] && ! flock -n .scones/up.lock true; then \
+	  echo "make clean: an offline stack is running in this project; stop it first: .venv/bin/scones down" >&2; \
+	  exit 1; \
+	fi
 	rm -rf .aws-sam .scones build

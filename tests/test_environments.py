@@ -292,3 +292,27 @@ def test_a_second_bootstrap_waits_for_the_first_instead_of_building_beside_it() 
     _, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, err
     assert "another bootstrap is building this checkout's environments; waiting for it" in err
+
+
+def test_make_clean_refuses_while_a_stack_runs_and_cleans_once_it_stopped(tmp_path: Path) -> None:
+    """`scones up` holds .scones/up.lock while it runs, and its functions' code lives in
+    .scones: removed under it, every later upload would fail and `scones down` would no
+    longer find it. The project's own Makefile, in a scratch folder."""
+    import fcntl
+
+    (tmp_path / "Makefile").write_bytes((PROJECT_ROOT / "Makefile").read_bytes())
+    (tmp_path / ".scones").mkdir()
+    lock = tmp_path / ".scones" / "up.lock"
+    with lock.open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        refused = subprocess.run(
+            ["make", "-s", "clean"], cwd=tmp_path, capture_output=True, text=True, check=False
+        )
+        assert refused.returncode != 0
+        assert "an offline stack is running in this project" in refused.stderr
+        assert "scones down" in refused.stderr and lock.exists()
+    cleaned = subprocess.run(
+        ["make", "-s", "clean"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not (tmp_path / ".scones").exists()
