@@ -90,6 +90,7 @@ def test_bench_burst_audits_a_burst_with_camera_photos_in_it(tmp_path: Path) -> 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
     data = json.loads(out.read_text())
+    assert json.loads(result.stdout) == data  # standard output is the measurement alone
     assert (data["images"], data["photos"], data["records"]) == (16, 4, 16)
     assert data["lost"] == data["duplicated"] == data["dead_letters"] == 0
     assert set(data["statuses"]) <= {"ACCEPTED", "NEEDS_REVIEW"}

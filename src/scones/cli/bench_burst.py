@@ -108,8 +108,12 @@ def _burst(args: argparse.Namespace) -> int:
         uploaded_s = time.perf_counter() - started
         drained = time.perf_counter()
 
+        # On a terminal only, and on stderr: standard output is the measurement alone.
+        live = sys.stderr.isatty()
+
         def progress(done: int, total: int) -> None:
-            print(f"\r{done}/{total} records", end="", flush=True)
+            if live:
+                print(f"\r{done}/{total} records", end="", file=sys.stderr, flush=True)
 
         try:
             api.wait_for_records(
@@ -121,7 +125,8 @@ def _burst(args: argparse.Namespace) -> int:
             )
         except StackClientError as exc:  # some never got a record: the audit counts them
             print(f"\n{exc}", file=sys.stderr)
-        print()
+        if live:
+            print(file=sys.stderr)
         wall_s = time.perf_counter() - drained
         # Let any late duplicate land before the audit.
         time.sleep(2.0)
