@@ -21,8 +21,9 @@ HEADER = """\
 
 Every `scones` command's `--help`, generated from the command-line parsers by
 `make cli-reference` (a test keeps this page in step with them). Paths in defaults are
-relative to the project folder. The README shows the commands in use; this page lists
-every option.
+relative to the project folder, but for the report folder `out/` (`--out` of `run`, `up`
+and `retrain`), which is made in the folder the command runs in. The README shows the
+commands in use; this page lists every option.
 """
 
 
