@@ -367,3 +367,49 @@ def test_env_adds_loopback_to_no_proxy_when_a_proxy_is_named(
     assert main(["env", "--json"]) == 0
     exported = json.loads(capsys.readouterr().out)
     assert exported == {**stack_variables(state), **printed}
+
+
+@pytest.mark.parametrize(
+    ("missing", "argv"),
+    [
+        (missing, argv)
+        for argv in (
+            ["results", "--stack", "s"],
+            ["redrive", "--dry-run", "--stack", "s"],
+            ["backfill", "incoming/", "--stack", "s"],
+            ["deploy-baseline", "--stack", "s"],
+        )
+        for missing in ("region", "credentials")
+        # deploy-baseline takes samconfig.toml's region, as sam deploy does.
+        if (missing, argv[0]) != ("region", "deploy-baseline")
+    ],
+)
+def test_a_machine_with_no_aws_setup_is_told_what_to_configure(
+    argv: list[str],
+    missing: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A fresh machine with no region or no credentials: every command that reaches AWS says
+    what to configure. They said only botocore's "You must specify a region." or "Unable to
+    locate credentials", and one suggested another region for missing credentials."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    if missing == "credentials":
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    else:  # never used: the command stops before it calls AWS
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+    code, err = scones(capsys, *argv)
+    assert code == 1, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    if missing == "region":
+        assert "pass --region, or set AWS_DEFAULT_REGION" in err
+    else:
+        assert "Unable to locate credentials: configure them (`aws configure`" in err
+        assert "another region" not in err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scones.cli.errors import CommandFailed
+from scones.cli.errors import CommandFailed, aws_setup_advice, with_aws_setup_advice
 
 
 def stack_outputs(session: Any, stack: str, endpoint_url: str | None = None) -> dict[str, str]:
@@ -17,6 +17,10 @@ def stack_outputs(session: Any, stack: str, endpoint_url: str | None = None) -> 
         stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
     except (ClientError, BotoCoreError) as exc:
         region = cloudformation.meta.region_name
+        if aws_setup_advice(exc):
+            raise CommandFailed(
+                f"cannot read stack {stack!r}: {with_aws_setup_advice(exc)}"
+            ) from exc
         raise CommandFailed(
             f"cannot read stack {stack!r} in {region}: {exc} (another region: --region)"
         ) from exc

@@ -17,3 +17,30 @@ class CommandFailed(CommandError):
     not start or stop, a port in use, an AWS call refused. Exit code 1."""
 
     exit_code = 1
+
+
+# What to do, after botocore's own sentence, when a command that reaches AWS finds no
+# account to reach (every command with --stack or named resources).
+AWS_SETUP_ADVICE = {
+    "NoRegionError": (
+        "pass --region, or set AWS_DEFAULT_REGION, or a region in ~/.aws/config for the profile"
+    ),
+    "NoCredentialsError": (
+        "configure them (`aws configure`, or `aws configure sso`), or set AWS_PROFILE, or "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; without --stack and named resources, "
+        "the commands use the offline stack (`scones up`)"
+    ),
+}
+
+
+def aws_setup_advice(exc: BaseException) -> str | None:
+    """What to do about a botocore error that says no AWS account is configured, or None."""
+    if type(exc).__module__ != "botocore.exceptions":
+        return None
+    return AWS_SETUP_ADVICE.get(type(exc).__name__)
+
+
+def with_aws_setup_advice(exc: BaseException) -> str:
+    """botocore's sentence, followed by what to do when it is about the setup."""
+    advice = aws_setup_advice(exc)
+    return f"{str(exc).rstrip('.')}: {advice}" if advice else str(exc)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from scones import heap
 from scones.cli.arguments import show_defaults
 from scones.cli.display import GuardedStdout
-from scones.cli.errors import CommandError
+from scones.cli.errors import CommandError, with_aws_setup_advice
 from scones.no_proxy import reach_loopback_directly
 
 # Module name under scones.cli, in the order they appear in --help.
@@ -132,7 +132,7 @@ def _main(argv: Sequence[str] | None) -> int:
         # A modelled AWS error (NoSuchBucket, ResourceNotFoundException) is a ClientError
         # of botocore.errorfactory's making: its sentence names the call and the resource.
         if type(exc).__module__ in ("botocore.exceptions", "botocore.errorfactory"):
-            print(f"scones: error: {exc}", file=sys.stderr)
+            print(f"scones: error: {with_aws_setup_advice(exc)}", file=sys.stderr)
             return 1
         if type(exc).__module__ == "botocore.parsers":
             # An answer that is not AWS's (a proxy's page, the model server's URL given
