@@ -288,6 +288,34 @@ def test_a_candidate_that_fails_at_serving_is_rolled_back(
     assert result.alert is not None and result.alert["subject"].endswith("rolled back")
 
 
+def test_fail_canary_alone_rehearses_a_rollback_against_a_model_that_guesses(
+    trained_once: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make retrain ARGS=--fail-canary` (the README's line): against the shipped model the
+    short recipe's candidate is refused at the gate, so the canary was never reached and
+    nothing was rolled back. Without --model, production is now a model that guesses."""
+    import tempfile
+
+    out = tmp_path / "out"
+    before = set(Path(tempfile.gettempdir()).glob("scones-guessing-*"))
+    argv = ["retrain", "--fail-canary", "--out", str(out), "--canary-requests", "12"]
+    argv += ["--max-train-per-label", "60", "--max-gate-per-label", "15"]
+    for name, value in TINY_RECIPE.items():
+        argv += ["--hyperparameter", f"{name}={value}"]
+    assert scones_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "production: a model that guesses (--fail-canary)" in printed
+    assert "outcome: ROLLED_BACK: an alarm rolled the canary back" in printed
+    [report_file] = out.glob("retrain-*.json")
+    steps = {s["step"]: s for s in json.loads(report_file.read_text())["steps"]}
+    assert steps["gate"]["passed"]
+    assert steps["evaluate"]["production"]["accuracy"] < 0.7  # the guesser's
+    assert set(Path(tempfile.gettempdir()).glob("scones-guessing-*")) == before
+    # With --model, that model is production; both at once are refused.
+    assert scones_main(["retrain", "--guessing-production", "--model", str(tmp_path)]) == 2
+    assert "--guessing-production is the production model" in capsys.readouterr().err
+
+
 def test_a_canary_that_served_nothing_is_rolled_back_not_promoted(
     guessing_production: Path, trained_once: list[str]
 ) -> None:

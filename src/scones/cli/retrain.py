@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,9 +86,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="publish the training channel with its labels shuffled (the gate should refuse)",
     )
     parser.add_argument(
+        "--guessing-production",
+        action="store_true",
+        help="production is a model that guesses (about 50/50), so the short recipe's "
+        "candidate passes the gate and the canary and its promotion can be seen",
+    )
+    parser.add_argument(
         "--fail-canary",
         action="store_true",
-        help="make the canary's model fail every request (the rollback alarm should fire)",
+        help="make the canary's model fail every request (the rollback alarm should fire); "
+        "without --model, production is the model that guesses, so the candidate reaches "
+        "the canary",
     )
     parser.add_argument(
         "--param",
@@ -223,12 +232,10 @@ def _refusal(path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scones_core.retraining.outcome import FAILED
+    from scones.offline.stack import DEFAULT_MODEL_DIR
 
-    from scones.offline.deploy import DeployError
-    from scones.offline.retrain import OfflineRetrain, RetrainError, RetrainOptions
-    from scones.offline.stack import DEFAULT_MODEL_DIR, StackError
-    from scones.reports.retrain_report import write_retrain_report
+    if args.guessing_production and args.model is not None:
+        raise CommandError("--guessing-production is the production model: leave out --model")
 
     # Everything the user gave is checked before the stack starts (minutes of work).
     overrides = parse_params(args.param)
@@ -249,9 +256,39 @@ def run(args: argparse.Namespace) -> int:
             "has it: run `.venv-train/bin/python -m scones.cli.main retrain ...` after "
             "`scripts/bootstrap.sh train`"
         )
+    guessing = args.guessing_production or (args.fail_canary and args.model is None)
+    with tempfile.TemporaryDirectory(prefix="scones-guessing-") as scratch:
+        production = args.model or DEFAULT_MODEL_DIR
+        if guessing:
+            from scones.offline.guessing_model import coin_flip_model
+
+            production = coin_flip_model(Path(scratch) / "model")
+            why = "--fail-canary" if not args.guessing_production else "--guessing-production"
+            print(
+                f"production: a model that guesses ({why}), so the candidate can pass the "
+                "gate and reach the canary",
+                file=sys.stderr if args.json else sys.stdout,
+                flush=True,
+            )
+        return _run(args, production, overrides, hyperparameters)
+
+
+def _run(
+    args: argparse.Namespace,
+    production: Path,
+    overrides: dict[str, str],
+    hyperparameters: dict[str, object],
+) -> int:
+    from scones_core.retraining.outcome import FAILED
+
+    from scones.offline.deploy import DeployError
+    from scones.offline.retrain import OfflineRetrain, RetrainError, RetrainOptions
+    from scones.offline.stack import StackError
+    from scones.reports.retrain_report import write_retrain_report
+
     options = RetrainOptions(
         data_dir=args.data,
-        production_model=args.model or DEFAULT_MODEL_DIR,
+        production_model=production,
         labelled_dir=args.labelled,
         recipe=hyperparameters,
         max_train_per_label=args.max_train_per_label,
