@@ -17,7 +17,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -356,3 +360,38 @@ def test_what_the_run_would_refuse_is_refused_before_the_stack_starts(
     assert scones_main(["retrain", *arguments]) == 2
     assert message in capsys.readouterr().err
     assert set(Path(tempfile.gettempdir()).glob("scones-retrain-*")) == before
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_run_stopped_by_a_signal_says_so_and_leaves_no_temporary_folder(
+    stop: signal.Signals, tmp_path: Path
+) -> None:
+    """`timeout` and service managers send SIGTERM: it ended the run at once, with no word
+    and its stack's work folder and channels left in the temporary folder. It now ends as
+    Ctrl-C does."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    argv = ["retrain", "--max-train-per-label", "20", "--max-gate-per-label", "15"]
+    argv += ["--hyperparameter", "epochs=1", "--out", str(tmp_path / "out")]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "scones.cli.main", *argv],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:  # the stack is up and the dataset published
+            if line.startswith("[dataset]"):
+                break
+        run.send_signal(stop)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, err[-3000:]
+    assert err.rstrip().endswith("scones: interrupted"), err[-3000:]
+    # (onnxruntime leaves a .ses file of its own there, whoever runs it.)
+    assert sorted(p.name for p in scratch.iterdir() if p.name != ".ses") == []

@@ -22,6 +22,7 @@ from scones.cli.arguments import (
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.inputs import NOT_UTF8_NAME, utf8_name
 from scones.cli.model_check import check_model_option
+from scones.cli.signals import stop_signals_interrupt
 from scones.cli.stack_state import effective_params, parse_params
 from scones.safe_files import read_regular_file
 from scones.shown_text import shown
@@ -257,7 +258,12 @@ def run(args: argparse.Namespace) -> int:
             "`scripts/bootstrap.sh train`"
         )
     guessing = args.guessing_production or (args.fail_canary and args.model is None)
-    with tempfile.TemporaryDirectory(prefix="scones-guessing-") as scratch:
+    # SIGTERM (timeout, a service manager) and SIGHUP end the run as Ctrl-C does: its stack
+    # stopped and its temporary folders removed, "interrupted" said.
+    with (
+        stop_signals_interrupt(),
+        tempfile.TemporaryDirectory(prefix="scones-guessing-") as scratch,
+    ):
         production = args.model or DEFAULT_MODEL_DIR
         if guessing:
             from scones.offline.guessing_model import coin_flip_model
