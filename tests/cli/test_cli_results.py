@@ -123,6 +123,9 @@ def test_a_deployed_stacks_last_day_of_records_by_default(
     assert "0 uploads" in out
     code, out, err = scones(capsys, "results", *where, "--prefix", "incoming/c", "--json")
     assert keys(out) == ["incoming/c.txt"]
+    # As the table shows the key: without the incoming prefix.
+    code, out, err = scones(capsys, "results", *where, "--prefix", "c", "--json")
+    assert keys(out) == ["incoming/c.txt"]
     assert "Query" in stack.operations
     assert "Scan" not in stack.operations, "records are read through the status index"
 

@@ -330,6 +330,28 @@ def test_the_records_table_shows_hostile_keys_as_text_and_never_as_terminal_code
     assert "\x1b[2J" not in out and "\x1b[31mRED" not in out
 
 
+def test_a_reviewed_records_true_label_is_the_persons_answer() -> None:
+    from rich.console import Console
+
+    from scones.cli.display import records_table
+
+    reviewed = {
+        "key": "incoming/r.png",
+        "status": "REVIEWED",
+        "label": "motorcycle",
+        "confidence": 0.61,
+        "review_label": "bicycle",
+        "reviewer": "ana",
+        "classified_status": "NEEDS_REVIEW",
+    }
+    console = Console(width=300, color_system=None)
+    with console.capture() as captured:
+        console.print(records_table([reviewed], strip_prefix="incoming/"))
+    [row] = [line for line in captured.get().splitlines() if "r.png" in line]
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[:5] == ["r.png", "REVIEWED", "motorcycle", "0.610", "bicycle"]
+
+
 def test_the_histogram_of_three_classes_keeps_answers_below_one_half(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

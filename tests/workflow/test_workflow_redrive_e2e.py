@@ -268,8 +268,9 @@ def test_a_failed_record_is_replaced_only_by_a_later_attempt(
     stack.set_faults({"unavailable": -1})
     upload = api.upload_bytes("stale/photo.png", image(local_predictions, threshold))
     first = wait_for_attempt(api, [upload], 0, ("FAILED",))[upload]
-    # The endpoint is still down: the replay fails too, and says so with attempt 1.
-    code, report = redrive(capsys, "--prefix", "incoming/stale/")
+    # The endpoint is still down: the replay fails too, and says so with attempt 1. (The
+    # prefix as the tables show keys, without the stack's incoming prefix.)
+    code, report = redrive(capsys, "--prefix", "stale/")
     assert (code, outcomes(report)) == (0, [(upload.key, "started", 1)])
     second = wait_for_attempt(api, [upload], 1, ("FAILED",))[upload]
     stack.set_faults(None)

@@ -193,6 +193,15 @@ def hyperparameters(pairs: list[str], option: str = "--hyperparameter") -> dict[
     return values
 
 
+def key_prefix(given: str, incoming: str) -> str:
+    """``--prefix`` as a key prefix: the tables show keys without the stack's incoming
+    prefix (every record's key is under it), so ``misc/`` and ``incoming/misc/`` select
+    the same records. An unknown incoming prefix leaves it as given."""
+    if not given or not incoming or given.startswith(incoming):
+        return given
+    return incoming + given
+
+
 def refuse_deployed_options(given: dict[str, object], remedy: str) -> None:
     """``CommandError`` naming the options in ``given`` that were set: they are for a
     deployed stack, and the command is about to use the offline one (``remedy`` says how

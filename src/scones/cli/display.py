@@ -224,7 +224,8 @@ def records_table(
             Text(status, style=STATUS_STYLES.get(status, "white")),
             plain(row.get("label") or "-"),
             f"{confidence:.3f}" if isinstance(confidence, int | float) else "-",
-            plain(row.get("true_label") or "-"),
+            # A person's answer is the image's true label, once reviewed.
+            plain(row.get("true_label") or row.get("review_label") or "-"),
             plain(_reason(row)),
         ]
         if detailed:

@@ -12,14 +12,14 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from scones_core.records import Status
 from scones_core.redrive import Outcome, RedriveError, Redriver, RedriveReport, Selection
 
-from scones.cli.arguments import parse_moment, refuse_deployed_options
+from scones.cli.arguments import key_prefix, parse_moment, refuse_deployed_options
 from scones.cli.aws_stack import stack_outputs
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.stack_state import client_from_state
@@ -57,7 +57,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--since", help="recorded at or after: ISO 8601 (UTC if no zone) or an age like 2h, 30m, 1d"
     )
     parser.add_argument("--until", help="recorded before: same forms as --since")
-    parser.add_argument("--prefix", default="", help="only object keys starting with this")
+    parser.add_argument(
+        "--prefix",
+        default="",
+        help="only object keys starting with this, with or without the stack's incoming "
+        "prefix (camera-7/ and incoming/camera-7/ are the same)",
+    )
     parser.add_argument(
         "--dead-letters",
         action="store_true",
@@ -185,6 +190,7 @@ def redrive_command(args: argparse.Namespace) -> int:
     except RedriveError as exc:
         raise CommandError(str(exc)) from exc
     target = resolve_target(args)
+    selection = replace(selection, prefix=key_prefix(selection.prefix, target.incoming_prefix))
     _require(target.state_machine_arn, "state machine", "--state-machine-arn", STATE_MACHINE_OUTPUT)
     redriver = Redriver(
         stepfunctions=target.client("stepfunctions"),

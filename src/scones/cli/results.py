@@ -24,7 +24,7 @@ from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.record_queries import records_with_status
 from scones_core.records import TERMINAL_STATUSES, UnreadableRecord, json_value, unreadable
 
-from scones.cli.arguments import parse_moment, refuse_deployed_options
+from scones.cli.arguments import key_prefix, parse_moment, refuse_deployed_options
 from scones.cli.aws_stack import stack_outputs
 from scones.cli.display import make_console, plain, print_summary, records_table, summarise
 from scones.cli.errors import CommandError, CommandFailed
@@ -53,7 +53,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "or now)",
     )
     parser.add_argument("--until", help="only records written before this time (as --since)")
-    parser.add_argument("--prefix", default="", help="only records whose key starts with this")
+    parser.add_argument(
+        "--prefix",
+        default="",
+        help="only records whose key starts with this, with or without the stack's incoming "
+        "prefix (misc/ and incoming/misc/ are the same)",
+    )
     parser.add_argument(
         "--json",
         action="store_true",
@@ -151,7 +156,12 @@ def results_command(args: argparse.Namespace) -> int:
     statuses = [args.status] if args.status else [s.value for s in TERMINAL_STATUSES]
     try:
         rows, left_out = read_records(
-            dynamodb, table, statuses, since=since, until=until, prefix=args.prefix
+            dynamodb,
+            table,
+            statuses,
+            since=since,
+            until=until,
+            prefix=key_prefix(args.prefix, incoming),
         )
     except (ClientError, BotoCoreError) as exc:
         raise CommandFailed(f"cannot read the results table {table!r}: {exc}") from exc
