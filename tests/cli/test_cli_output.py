@@ -313,3 +313,38 @@ def test_an_ascii_locale_judges_a_name_by_its_bytes(tmp_path: Path, named_image:
     [record] = _reported(out)
     assert record["key"] == f"incoming/bicycle/{NAME}"
     assert record["true_label"] == "bicycle"
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["run", "--kepp"], "usage: scones run "),
+        (["bench", "burst", "--imgaes", "3"], "usage: scones bench burst "),
+        (["results", "extra"], "usage: scones results "),
+    ],
+)
+def test_an_option_a_command_lacks_is_refused_with_that_commands_usage(
+    argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was refused with the top-level usage (`usage: scones [-h] COMMAND ...`), which
+    lists no option of the command the user was typing."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage)
+    command = usage.removeprefix("usage: ").strip()
+    assert (
+        f"{command}: error: unrecognized arguments: {' '.join(argv[len(command.split()) - 1 :])}"
+        in err
+    )
+
+
+def test_version_is_the_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    import tomllib
+
+    declared = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"scones {declared}\n"

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify delivery images by the stack's labels (ModelLabels; bicycle or "
         "motorcycle by default), on AWS or fully offline.",
     )
+    parser.add_argument("--version", action="version", version=f"scones {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -62,6 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(subparsers)
     show_defaults(parser)
     return parser
+
+
+def _version() -> str:
+    """The installed package's version (pyproject.toml's), or "unknown" outside one."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scones-unlimited")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Namespace:
+    """The arguments, or argparse's exit: an option the command does not have is refused
+    with that command's usage (``scones run --kepp``), not the top-level one's."""
+    args, extras = parser.parse_known_args(arguments)
+    if extras:
+        command = parser
+        while True:  # down to the (sub)command the arguments chose: `scones bench burst`
+            chooser = next(
+                (
+                    action
+                    for action in command._actions  # argparse keeps its subparsers here
+                    if isinstance(action, argparse._SubParsersAction)
+                ),
+                None,
+            )
+            chosen = getattr(args, chooser.dest, None) if chooser else None
+            if chooser is None or chosen not in chooser.choices:
+                break
+            command = chooser.choices[chosen]
+        command.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,7 +148,7 @@ def _guarded_main(argv: Sequence[str] | None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(arguments)
+    args = _parse(parser, arguments)
     try:
         return int(args.handler(args) or 0)
     except CommandError as exc:
