@@ -502,6 +502,9 @@ def test_a_port_in_use_is_named(tmp_path: Path, option: str) -> None:
     assert result.returncode == 1
     assert f"{option} {port}" in result.stderr and "already in use" in result.stderr
     assert "has no attribute" not in result.stderr
+    # Said for `scones run` as for `scones up`: not "is scones up already running?".
+    assert "another program holds it, a `scones up` perhaps" in result.stderr
+    assert "0 picks a free port" in result.stderr
 
 
 def test_one_port_for_both_servers_is_named(tmp_path: Path) -> None:

@@ -654,8 +654,8 @@ class OfflineStack:
                 bind_socket(self.options.host, port).close()
             except ServerStartError as exc:
                 raise StackError(
-                    f"{option} {port}: {exc} (is `scones up` already running? "
-                    "`scones down` stops it)"
+                    f"{option} {port}: {exc} (another program holds it, a `scones up` "
+                    "perhaps, which `scones down` stops; 0 picks a free port)"
                 ) from exc
 
     def _moto_api(self, path: str, body: bytes = b"") -> None:
