@@ -841,3 +841,34 @@ def test_each_bad_setting_is_named_for_what_it_is(tmp_path: Path) -> None:
         assert result.returncode in (1, 2), (argv, result.stderr)
         assert words in result.stderr, (argv, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_classify_that_stops_waiting_says_where_the_late_records_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--timeout 0.5`: the uploads are the stack's, and their records may still come. It
+    said "no record came in the last 0 s" and nothing more."""
+    from scones.cli import classify
+    from scones.cli.main import main
+    from scones.offline.client import StackClient, StackClientError, StackEndpoints, Upload
+    from scones.template_params import PROJECT_ROOT
+
+    image = next((PROJECT_ROOT / "samples" / "bicycle").glob("*.png"))
+    fields = StackEndpoints.__dataclass_fields__
+    api = StackClient(StackEndpoints(**dict.fromkeys(fields, "x")))
+    sent = Upload(bucket="b", key=f"incoming/{image.name}", etag="e", source=str(image))
+    monkeypatch.setattr(api, "upload_file", lambda path, key: sent)
+
+    def wait_for_records(uploads: list[Upload], timeout: float) -> dict[Upload, Any]:
+        raise StackClientError(
+            f"1 upload(s) have no record, and no record came in the last {timeout:g} s: "
+            f"{uploads[0].key}"
+        )
+
+    monkeypatch.setattr(api, "wait_for_records", wait_for_records)
+    monkeypatch.setattr(classify, "read_state", lambda: {"incoming_prefix": "incoming/"})
+    monkeypatch.setattr(classify, "client_from_state", lambda: api)
+    assert main(["classify", str(image), "--timeout", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "no record came in the last 0.5 s" in err
+    assert "they may still come: `scones results` lists what the stack recorded" in err

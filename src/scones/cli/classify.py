@@ -62,7 +62,11 @@ def classify_command(args: argparse.Namespace) -> int:
                 raise
         records = api.wait_for_records(uploads, timeout=args.timeout)
     except StackClientError as exc:
-        raise CommandFailed(str(exc)) from exc
+        # The uploads are the stack's: records that come later are read with `results`.
+        raise CommandFailed(
+            f"{exc} (they may still come: `scones results` lists what the stack recorded; "
+            "a longer --timeout waits for them)"
+        ) from exc
     except OSError as exc:
         raise CommandFailed(f"cannot read input: {exc}") from exc
     except Exception as exc:

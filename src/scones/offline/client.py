@@ -249,7 +249,7 @@ class StackClient:
             if idle_sweeps >= 2:
                 raise _missing(uploads, found, "and nothing is in flight that could record them")
             if time.monotonic() > deadline:
-                raise _missing(uploads, found, f"and no record came in the last {timeout:.0f} s")
+                raise _missing(uploads, found, f"and no record came in the last {timeout:g} s")
             time.sleep(poll_seconds)
 
     def _records_by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
