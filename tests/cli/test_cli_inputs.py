@@ -102,8 +102,16 @@ def test_many_inputs_with_one_name_twice_are_refused(tmp_path: Path) -> None:
         _touch(tmp_path / "a" / f"{i}.png")
     _touch(tmp_path / "b" / "7.png")
     assert len(collect_inputs([tmp_path / "a"], LABELS, prefix=PREFIX)) == 3000
-    with pytest.raises(CommandError, match=r"under the same name: 7\.png"):
+    with pytest.raises(CommandError) as refused:
         collect_inputs([tmp_path / "a", tmp_path / "b"], LABELS, prefix=PREFIX)
+    # Both files named, as the user gave them.
+    said = str(refused.value)
+    assert (
+        f"under the same name 7.png: {tmp_path / 'a' / '7.png'} and {tmp_path / 'b' / '7.png'}"
+        in said
+    )
+    with pytest.raises(CommandError, match=r"7\.png is given twice"):
+        collect_inputs([tmp_path / "b" / "7.png", tmp_path / "b" / "7.png"], LABELS, prefix=PREFIX)
 
 
 LONG = "/".join(["é" * 100] * 5) + "/" + "x" * 17 + ".png"  # folders under 255 bytes each

@@ -151,5 +151,11 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...], *, prefix: str) -
     counts = Counter(item.key for item in found)
     duplicates = sorted(key for key, count in counts.items() if count > 1)
     if duplicates:
-        raise CommandError(f"two inputs would be uploaded under the same name: {duplicates[0]}")
+        named = [item.path for item in found if item.key == duplicates[0]]
+        how = f"{named[0]} is given twice" if len(set(named)) == 1 else f"{named[0]} and {named[1]}"
+        raise CommandError(
+            f"two inputs would be uploaded under the same name {duplicates[0]}: {how} (each "
+            "file's name is its path under the folder given; give one of them, or a folder "
+            "above both)"
+        )
     return found
