@@ -566,7 +566,8 @@ def test_a_run_interrupted_while_uploading_accounts_for_every_file(tmp_path: Pat
     )
     assert returncode == 130, err
     said = re.search(r"(\d+) of 600 file\(s\) were not uploaded \(interrupted; the first was "
-                     r"being sent\): \S*/(img-\d+\.png),", out.replace("\n", ""))  # fmt: skip
+                     r"being sent and may have reached the stack, whose records then name "
+                     r"it\): \S*/(img-\d+\.png),", out.replace("\n", ""))  # fmt: skip
     assert said, out
     not_sent, first_not_sent = int(said.group(1)), said.group(2)
     assert 0 < not_sent < 600 and first_not_sent == names[600 - not_sent]

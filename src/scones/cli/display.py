@@ -181,7 +181,8 @@ def print_not_uploaded(console: Console, paths: list[Path], total: int) -> None:
     more = len(paths) - NAMED_NOT_UPLOADED
     console.print(
         f"[yellow]{len(paths)} of {total} file(s) were not uploaded (interrupted; the "
-        "first was being sent):[/] " + escape(named) + (f" and {more} more" if more > 0 else ""),
+        "first was being sent and may have reached the stack, whose records then name "
+        "it):[/] " + escape(named) + (f" and {more} more" if more > 0 else ""),
         highlight=False,
         soft_wrap=True,
     )
