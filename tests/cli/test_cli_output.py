@@ -348,3 +348,22 @@ def test_version_is_the_packages(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"scones {declared}\n"
+
+
+def test_every_commands_help_says_what_it_does() -> None:
+    """`scones down --help` and six `bench` commands' began with their options."""
+    import argparse
+
+    from scones.cli.main import build_parser
+
+    def commands(parser: argparse.ArgumentParser, words: str) -> list[tuple[str, Any]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += [(f"{words} {name}", sub), *commands(sub, f"{words} {name}")]
+        return found
+
+    every = commands(build_parser(), "scones")
+    assert len(every) > 30
+    assert [words for words, parser in every if not (parser.description or "").strip()] == []

@@ -32,11 +32,16 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 def show_defaults(parser: argparse.ArgumentParser) -> None:
-    """Give ``parser`` and every subcommand's parser :class:`DefaultsHelpFormatter`."""
+    """Give ``parser`` and every subcommand's parser :class:`DefaultsHelpFormatter`, and a
+    subcommand without a description its one-line help as one: its ``--help`` says what
+    it does, as the list of commands does."""
     parser.formatter_class = DefaultsHelpFormatter
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    sub.description = f"{helps[name][0].upper()}{helps[name][1:]}."
                 show_defaults(sub)
 
 
