@@ -38,10 +38,10 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = DefaultsHelpFormatter
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
             for name, sub in action.choices.items():
-                if not sub.description and helps.get(name):
-                    sub.description = f"{helps[name][0].upper()}{helps[name][1:]}."
+                if not sub.description and (text := helps.get(name)):
+                    sub.description = f"{text[0].upper()}{text[1:]}."
                 show_defaults(sub)
 
 
