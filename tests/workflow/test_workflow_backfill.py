@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import botocore.awsrequest
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 from scones_core.backfill import (
     MAX_ATTEMPT,
     UNPROCESSED_BACKOFF_SECONDS,
     backfill_batch,
     current_version,
+    listed_current_version,
     recorded_ids,
 )
 from scones_core.errors import ObjectsUnreadable, SettingsError, WorkflowsNotStarted
@@ -546,3 +549,46 @@ def test_the_backfill_handler_names_a_missing_setting_at_cold_start(
     monkeypatch.delenv(variable)
     with pytest.raises(SettingsError, match=f"backfill settings: {variable} is missing"):
         load_handler("backfill")
+
+
+def test_the_null_version_is_named_alike_whether_s3_headed_or_listed_it() -> None:
+    """Real S3 answers HeadObject of the null version (a bucket whose versioning is
+    suspended) with ``VersionId: "null"``; moto leaves the header out. Both reads must name
+    the upload alike, its upload mark included, or one upload gets two execution names."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    modified = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    item = {"Key": "incoming/x.png"}
+    with Stubber(s3) as stub:
+        stub.add_response(
+            "head_object",
+            {
+                "VersionId": "null",
+                "ETag": '"9a0364b9"',
+                "ContentLength": 5,
+                "LastModified": modified,
+            },
+            {"Bucket": BUCKET, "Key": "incoming/x.png"},
+        )
+        stub.add_response(
+            "list_object_versions",
+            {
+                "Versions": [
+                    {
+                        "Key": "incoming/x.png",
+                        "VersionId": "null",
+                        "IsLatest": True,
+                        "ETag": '"9a0364b9"',
+                        "Size": 5,
+                        "LastModified": modified.replace(microsecond=123000),
+                    }
+                ]
+            },
+            {"Bucket": BUCKET, "Prefix": "incoming/x.png", "MaxKeys": 1},
+        )
+        headed = current_version(s3, BUCKET, item)
+        listed = listed_current_version(s3, BUCKET, item)
+    assert headed is not None and listed is not None
+    assert headed == listed
+    assert (
+        headed[0].version == "null" and headed[0].sequencer == "modified:2026-01-02T03:04:05.000Z"
+    )

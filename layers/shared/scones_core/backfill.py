@@ -182,14 +182,13 @@ def listed_current_version(
         modified = version.get("LastModified")
         if isinstance(modified, datetime):  # to HeadObject's precision, the whole second
             modified = modified.replace(microsecond=0)
-        mark = {"LastModified": modified} if version_id == NULL_VERSION else {}
         return ObjectRef(
             bucket=bucket,
             key=key,
             version=version_id,
             etag=str(version.get("ETag") or "").strip('"'),
             size=int(version.get("Size") or 0),
-            sequencer=_upload_mark(mark),
+            sequencer=_upload_mark({"VersionId": version_id, "LastModified": modified}),
         ), _event_time({"LastModified": modified} if modified else item)
     return None
 
@@ -200,7 +199,8 @@ def _upload_mark(head: Mapping[str, Any]) -> str:
     delivery of its own (``ObjectRef.delivery_id``) and may replace an ObjectChanged
     record an earlier delivery of those bytes left. A version id already tells them apart."""
     modified = head.get("LastModified")
-    if head.get("VersionId") or not isinstance(modified, datetime):
+    # S3 names the null version (a bucket never versioned, or suspended) "null", or not at all.
+    if head.get("VersionId") not in (None, "", NULL_VERSION) or not isinstance(modified, datetime):
         return ""
     return f"modified:{format_millis(modified)}"
 
