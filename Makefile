@@ -98,12 +98,20 @@ image-test:
 	@scripts/bootstrap.sh test
 	.venv-test/bin/python -m pytest tests/serving/test_serving_container.py -n 0 -s
 
-# Not under a running `scones up`: it holds .scones/up.lock, and its functions' code and
-# state live in .scones; removed, the stack would fail every upload and `scones down` would
-# no longer find it.
+# Not under a running `scones up`: it holds .scones/up.lock (and writes its pid there), and
+# its functions' code and state live in .scones; removed, the stack would fail every upload
+# and `scones down` would no longer find it. Without flock (macOS), the pid tells.
 clean:
-	@if [ -e .scones/up.lock ] && ! flock -n .scones/up.lock true; then \
-	  echo "make clean: an offline stack is running in this project; stop it first: .venv/bin/scones down" >&2; \
-	  exit 1; \
+	@if [ -e .scones/up.lock ]; then \
+	  if command -v flock >/dev/null; then \
+	    flock -n -E 75 .scones/up.lock true; held=$$?; \
+	  else \
+	    pid=$$(cut -d' ' -f1 .scones/up.lock); \
+	    held=$$( [ -n "$$pid" ] && kill -0 "$$pid" 2>/dev/null && echo 75 || echo 0 ); \
+	  fi; \
+	  if [ "$$held" = 75 ]; then \
+	    echo "make clean: an offline stack is running in this project; stop it first: .venv/bin/scones down" >&2; \
+	    exit 1; \
+	  fi; \
 	fi
 	rm -rf .aws-sam .scones build

@@ -316,3 +316,33 @@ def test_make_clean_refuses_while_a_stack_runs_and_cleans_once_it_stopped(tmp_pa
     )
     assert cleaned.returncode == 0, cleaned.stderr
     assert not (tmp_path / ".scones").exists()
+
+
+def test_make_clean_without_flock_tells_a_running_stack_by_its_pid(tmp_path: Path) -> None:
+    """macOS has no flock: the holder's pid in up.lock tells (a live one refuses; a lock
+    left by a stack that is gone, or emptied by one that stopped, cleans)."""
+    import os
+    import shutil
+
+    (tmp_path / "Makefile").write_bytes((PROJECT_ROOT / "Makefile").read_bytes())
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sh", "cut", "rm", "echo", "cat", "make"):
+        found = shutil.which(tool)
+        assert found, tool
+        (tools / tool).symlink_to(found)
+    env = {"PATH": str(tools), "HOME": str(tmp_path)}
+    lock = tmp_path / ".scones" / "up.lock"
+
+    def clean(holder: str) -> subprocess.CompletedProcess[str]:
+        lock.parent.mkdir(exist_ok=True)
+        lock.write_text(holder)
+        return subprocess.run(
+            [str(tools / "make"), "-s", "clean"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    refused = clean(f"{os.getpid()} 12345\n")  # this process: alive
+    assert refused.returncode != 0 and "an offline stack is running" in refused.stderr
+    assert lock.exists()
+    assert clean("").returncode == 0 and not lock.parent.exists()
