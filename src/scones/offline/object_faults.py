@@ -4,11 +4,13 @@ An object can be listed and yet refused to every read: a bucket policy that deni
 an SSE-C object read without its key. The workflow records such an object FAILED at once
 (``scones_core.images``: a 4xx no retry fixes), and the backfill, which cannot head it,
 starts it from its listed current version so that it gets that record. moto refuses no
-read, so, to prove both offline, :class:`ObjectReadFaults` wraps
-``moto.s3.models.S3Backend.get_object`` in this process (the offline stack's moto server
-runs in-process; HeadObject reads through it too) and answers reads of the armed keys
-with S3's ``AccessDenied`` (HTTP 403). Listings are not refused. Nothing is installed
-unless the stack runs with ``enable_faults``.
+read, so, to prove both offline, :class:`ObjectReadFaults` wraps moto's GetObject and
+HeadObject request handlers (``moto.s3.responses.S3Response``) in this process (the
+offline stack's moto server runs in-process) and answers those requests for the armed
+keys with S3's ``AccessDenied`` (HTTP 403). Listings, writes, copies and every other
+call that reads the object inside moto are not refused, as a policy denying
+``s3:GetObject`` would not refuse them. Nothing is installed unless the stack runs with
+``enable_faults``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from moto.s3.exceptions import S3ClientError
-from moto.s3.models import S3Backend
+from moto.s3.responses import S3Response
 
-_ORIGINAL_GET_OBJECT: Callable[..., Any] = S3Backend.get_object
+_ORIGINAL_GET: Callable[..., Any] = S3Response.get_object
+_ORIGINAL_HEAD: Callable[..., Any] = S3Response.head_object
 
 
 class ReadDenied(S3ClientError):
@@ -56,15 +59,22 @@ class ObjectReadFaults:
     def install(self) -> None:
         faults = self
 
-        def get_object(
-            backend: S3Backend, bucket_name: str, key_name: str, *args: Any, **kw: Any
+        def get_object(response: S3Response) -> Any:
+            if faults._refuses(response.bucket_name, response.parse_key_name()):
+                raise ReadDenied()
+            return _ORIGINAL_GET(response)
+
+        def head_object(
+            response: S3Response, bucket_name: str, query: Any, key_name: str, headers: Any
         ) -> Any:
             if faults._refuses(bucket_name, key_name):
                 raise ReadDenied()
-            return _ORIGINAL_GET_OBJECT(backend, bucket_name, key_name, *args, **kw)
+            return _ORIGINAL_HEAD(response, bucket_name, query, key_name, headers)
 
-        S3Backend.get_object = get_object  # type: ignore[method-assign,assignment]
+        S3Response.get_object = get_object  # type: ignore[method-assign,assignment]
+        S3Response.head_object = head_object  # type: ignore[method-assign,assignment]
 
     @staticmethod
     def uninstall() -> None:
-        S3Backend.get_object = _ORIGINAL_GET_OBJECT  # type: ignore[method-assign]
+        S3Response.get_object = _ORIGINAL_GET  # type: ignore[method-assign]
+        S3Response.head_object = _ORIGINAL_HEAD  # type: ignore[method-assign]
