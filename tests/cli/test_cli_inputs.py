@@ -244,3 +244,21 @@ def test_a_file_gone_between_listing_and_upload_is_named_and_the_run_goes_on(
     [report] = out.glob("run-*.json")
     records = json.loads(report.read_text())["records"]
     assert [r["source"] for r in records] == [str(folder / "a.png")]
+
+
+@pytest.mark.parametrize(
+    ("given", "selected"),
+    [
+        ("misc/", "incoming/misc/"),
+        ("incoming/misc/", "incoming/misc/"),
+        ("incoming", "incoming"),  # the start of the incoming prefix: everything under it
+        ("inc", "inc"),
+        ("", ""),
+        ("incoming/incoming/x", "incoming/incoming/x"),
+    ],
+)
+def test_a_prefix_is_read_as_the_tables_show_keys(given: str, selected: str) -> None:
+    from scones.cli.arguments import key_prefix
+
+    assert key_prefix(given, "incoming/") == selected
+    assert key_prefix(given, "") == given  # the stack's incoming prefix unknown

@@ -201,8 +201,11 @@ def hyperparameters(pairs: list[str], option: str = "--hyperparameter") -> dict[
 def key_prefix(given: str, incoming: str) -> str:
     """``--prefix`` as a key prefix: the tables show keys without the stack's incoming
     prefix (every record's key is under it), so ``misc/`` and ``incoming/misc/`` select
-    the same records. An unknown incoming prefix leaves it as given."""
-    if not given or not incoming or given.startswith(incoming):
+    the same records. A prefix that already starts with the incoming prefix, or is the
+    start of it (``incoming``), is a key prefix as given; so is any with an unknown
+    incoming prefix. (A key that itself repeats it, ``incoming/incoming/x``, is given in
+    full.)"""
+    if not given or not incoming or given.startswith(incoming) or incoming.startswith(given):
         return given
     return incoming + given
 
