@@ -27,8 +27,7 @@ AWS_SETUP_ADVICE = {
     ),
     "NoCredentialsError": (
         "configure them (`aws configure`, or `aws configure sso`), or set AWS_PROFILE, or "
-        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; without --stack and named resources, "
-        "the commands use the offline stack (`scones up`)"
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     ),
 }
 

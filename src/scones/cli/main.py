@@ -80,8 +80,11 @@ def _parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Na
     with that command's usage (``scones run --kepp``), not the top-level one's."""
     args, extras = parser.parse_known_args(arguments)
     if extras:
-        command = parser
-        while True:  # down to the (sub)command the arguments chose: `scones bench burst`
+        # Blamed on the deepest (sub)command whose name comes before the first of them:
+        # `scones bench burst --x` on `bench burst`, `scones --x run` on `scones`.
+        first = arguments.index(extras[0])
+        command, at = parser, -1
+        while True:
             chooser = next(
                 (
                     action
@@ -92,6 +95,9 @@ def _parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Na
             )
             chosen = getattr(args, chooser.dest, None) if chooser else None
             if chooser is None or chosen not in chooser.choices:
+                break
+            at = arguments.index(chosen, at + 1)
+            if at > first:
                 break
             command = chooser.choices[chosen]
         command.error(f"unrecognized arguments: {' '.join(extras)}")
