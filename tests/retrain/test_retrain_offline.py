@@ -30,6 +30,7 @@ from scones_core.retraining.outcome import FAILED, REJECTED, alert_subject
 
 from scones.cli.main import main as scones_main
 from scones.offline.retrain import OfflineRetrain, RetrainOptions, RetrainResult
+from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import parameter_defaults
 from tests.retrain.tiny_models import coin_flip_model
 
@@ -395,3 +396,52 @@ def test_a_run_stopped_by_a_signal_says_so_and_leaves_no_temporary_folder(
     assert err.rstrip().endswith("scones: interrupted"), err[-3000:]
     # (onnxruntime leaves a .ses file of its own there, whoever runs it.)
     assert sorted(p.name for p in scratch.iterdir() if p.name != ".ses") == []
+
+
+def test_a_stop_signal_while_the_stack_stops_at_the_end_lets_the_stop_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGTERM that comes while the run's stack stops (up to a minute) cut the stop short
+    (model server and workers left running). It is now held until the stop is done: the
+    report is written, then the command ends as interrupted."""
+    import time
+
+    from scones.offline import retrain as offline_retrain
+
+    stopped: list[str] = []
+
+    class Stack:
+        def __init__(self, options: object) -> None:
+            pass
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            # Only with the command's handler in place: SIGTERM would end the test process.
+            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+                stopped.append("no handler for SIGTERM")
+                return
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the handler has run by now
+            stopped.append("done")
+
+    def finished(self: OfflineRetrain, stack: object, work: Path) -> RetrainResult:
+        return RetrainResult(
+            outcome=REJECTED,
+            run_name="r",
+            steps=[],
+            record={"pk": "retrain#r", "outcome": REJECTED, "reason": "the gate refused it"},
+            alert=None,
+            parameters=parameter_defaults(),
+            started_at="2026-12-06T00:00:00Z",
+        )
+
+    monkeypatch.setattr(offline_retrain, "OfflineStack", Stack)
+    monkeypatch.setattr(OfflineRetrain, "_run", finished)
+    out = tmp_path / "out"
+    assert scones_main(["retrain", "--model", str(SHIPPED_MODEL_DIR), "--out", str(out)]) == 130
+    assert stopped == ["done"]
+    printed = capsys.readouterr()
+    assert "outcome: REJECTED" in printed.out and "scones: interrupted" in printed.err
+    assert list(out.glob("retrain-*.json"))

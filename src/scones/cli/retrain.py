@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from scones_core.settings import parse_labels
@@ -22,7 +24,7 @@ from scones.cli.arguments import (
 from scones.cli.errors import CommandError, CommandFailed
 from scones.cli.inputs import NOT_UTF8_NAME, utf8_name
 from scones.cli.model_check import check_model_option
-from scones.cli.signals import stop_signals_interrupt
+from scones.cli.signals import stop_signals_interrupt, stop_signals_recorded
 from scones.cli.stack_state import effective_params, parse_params
 from scones.safe_files import read_regular_file
 from scones.shown_text import shown
@@ -261,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM (timeout, a service manager) and SIGHUP end the run as Ctrl-C does: its stack
     # stopped and its temporary folders removed, "interrupted" said.
     with (
-        stop_signals_interrupt(),
+        stop_signals_interrupt() as received,
         tempfile.TemporaryDirectory(prefix="scones-guessing-") as scratch,
     ):
         production = args.model or DEFAULT_MODEL_DIR
@@ -276,7 +278,10 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr if args.json else sys.stdout,
                 flush=True,
             )
-        return _run(args, production, overrides, hyperparameters)
+        code = _run(args, production, overrides, hyperparameters, received)
+    if received:  # came while the stack stopped at the run's end: the report is written
+        raise KeyboardInterrupt(signal.Signals(received[0]).name)
+    return code
 
 
 def _run(
@@ -284,6 +289,7 @@ def _run(
     production: Path,
     overrides: dict[str, str],
     hyperparameters: dict[str, object],
+    received: list[int],
 ) -> int:
     from scones_core.retraining.outcome import FAILED
 
@@ -309,7 +315,8 @@ def _run(
         print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     try:
-        result = OfflineRetrain(options, log=log).run()
+        stopping = partial(stop_signals_recorded, received)
+        result = OfflineRetrain(options, log=log, stopping=stopping).run()
     except (RetrainError, StackError, DeployError) as exc:
         raise CommandFailed(str(exc)) from exc
     except ValueError as exc:

@@ -43,6 +43,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,9 +246,17 @@ def _split_uri(uri: str) -> tuple[str, str]:
 class OfflineRetrain:
     """One retraining run on a fresh offline stack whose endpoint serves ``production_model``."""
 
-    def __init__(self, options: RetrainOptions, log: Log | None = None) -> None:
+    def __init__(
+        self,
+        options: RetrainOptions,
+        log: Log | None = None,
+        stopping: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> None:
         self.options = options
         self.log = log or (lambda message: None)
+        # Around the stack's stop: a command guards it there from its stop signals, which
+        # would otherwise cut it short (its model server and workers left running).
+        self.stopping = stopping
         self.steps: list[Step] = []
         self._started = time.perf_counter()
         self.gate_images: list[Path] = []  # the gate set's files, once published
@@ -276,7 +285,8 @@ class OfflineRetrain:
             return self._run(stack, work)
         finally:
             if stack is not None:
-                stack.stop()
+                with self.stopping():
+                    stack.stop()
             if options.work_dir is None:  # also when the stack did not start
                 shutil.rmtree(work, ignore_errors=True)
 
