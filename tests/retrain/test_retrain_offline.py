@@ -294,11 +294,12 @@ def test_a_candidate_that_fails_at_serving_is_rolled_back(
 
 
 def test_fail_canary_alone_rehearses_a_rollback_against_a_model_that_guesses(
-    trained_once: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`make retrain ARGS=--fail-canary` (the README's line): against the shipped model the
     short recipe's candidate is refused at the gate, so the canary was never reached and
-    nothing was rolled back. Without --model, production is now a model that guesses."""
+    nothing was rolled back. Without --model, production is now a model that guesses.
+    (It trains for itself: the other canary tests count the trainings they share.)"""
     import tempfile
 
     out = tmp_path / "out"
