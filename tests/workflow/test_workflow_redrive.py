@@ -1199,6 +1199,11 @@ def test_a_failed_monitor_run_stays_named_with_its_error_when_no_function_is_giv
     assert aws.visible_bodies() == sorted([body, STRANGERS[0]])
 
 
+def monitor_invoke(body: str) -> dict[str, Any]:
+    """The Invoke request a monitor run's replay makes of the monitor function "m"."""
+    return {"FunctionName": "m", "InvocationType": "RequestResponse", "Payload": body.encode()}
+
+
 def test_a_run_the_scheduler_never_invoked_is_named_and_run_again(aws: Aws) -> None:
     """The schedule's own dead letter: its Input as the body, the scheduler's error beside
     it. It is run again like a run that failed in Lambda, and deleted once it ran."""
@@ -1209,11 +1214,7 @@ def test_a_run_the_scheduler_never_invoked_is_named_and_run_again(aws: Aws) -> N
         stub.add_response(
             "invoke",
             {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(b"{}"), 2)},
-            expected_params={
-                "FunctionName": "m",
-                "InvocationType": "RequestResponse",
-                "Payload": body.encode(),
-            },
+            expected_params=monitor_invoke(body),
         )
         report = aws.redriver(
             lambda_client=lambda_client, monitor_function="m"
@@ -1244,11 +1245,7 @@ def test_a_failed_monitor_run_is_kept_when_its_rerun_cannot_start_and_a_dry_run_
             service_error_code="TooManyRequestsException",
             service_message="Rate Exceeded.",
             http_status_code=429,
-            expected_params={
-                "FunctionName": "m",
-                "InvocationType": "RequestResponse",
-                "Payload": body.encode(),
-            },
+            expected_params=monitor_invoke(body),
         )
         report = aws.redriver(
             lambda_client=lambda_client, monitor_function="m"
