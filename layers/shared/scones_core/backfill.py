@@ -150,17 +150,14 @@ def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> tuple[Obje
         if object_missing(exc):
             return None
         raise
-    modified = head.get("LastModified")
-    event_time = _event_time({"LastModified": modified} if modified else item)
-    return ObjectRef(
-        bucket=bucket,
-        key=str(item["Key"]),
-        version=str(head.get("VersionId") or NULL_VERSION),
-        # The item reader spells it ``Etag``; boto3's listing ``ETag``.
-        etag=str(head.get("ETag") or item.get("Etag") or item.get("ETag") or "").strip('"'),
-        size=int(head.get("ContentLength") or item.get("Size") or 0),
-        sequencer=_upload_mark(head),
-    ), event_time
+    return _as_uploaded(
+        bucket,
+        item,
+        version_id=head.get("VersionId"),
+        etag=head.get("ETag"),
+        size=head.get("ContentLength"),
+        modified=head.get("LastModified"),
+    )
 
 
 def listed_current_version(
@@ -178,29 +175,51 @@ def listed_current_version(
     for version in listing.get("Versions", []):
         if version.get("Key") != key or not version.get("IsLatest"):
             continue
-        version_id = str(version.get("VersionId") or NULL_VERSION)
         modified = version.get("LastModified")
         if isinstance(modified, datetime):  # to HeadObject's precision, the whole second
             modified = modified.replace(microsecond=0)
-        return ObjectRef(
-            bucket=bucket,
-            key=key,
-            version=version_id,
-            etag=str(version.get("ETag") or "").strip('"'),
-            size=int(version.get("Size") or 0),
-            sequencer=_upload_mark({"VersionId": version_id, "LastModified": modified}),
-        ), _event_time({"LastModified": modified} if modified else item)
+        return _as_uploaded(
+            bucket,
+            item,
+            version_id=version.get("VersionId"),
+            etag=version.get("ETag"),
+            size=version.get("Size"),
+            modified=modified,
+        )
     return None
 
 
-def _upload_mark(head: Mapping[str, Any]) -> str:
+def _as_uploaded(
+    bucket: str,
+    item: Mapping[str, Any],
+    *,
+    version_id: Any,
+    etag: Any,
+    size: Any,
+    modified: Any,
+) -> tuple[ObjectRef, str]:
+    """The listed object as an S3 event would name it, and its upload time as the event's
+    ``eventTime``, from what S3 said of its current version: one construction, so that
+    HeadObject's answer and the version listing's name an upload alike."""
+    version = str(version_id or NULL_VERSION)
+    return ObjectRef(
+        bucket=bucket,
+        key=str(item["Key"]),
+        version=version,
+        # The item reader spells it ``Etag``; boto3's listing ``ETag``.
+        etag=str(etag or item.get("Etag") or item.get("ETag") or "").strip('"'),
+        size=int(size or item.get("Size") or 0),
+        sequencer=_upload_mark(version, modified),
+    ), _event_time({"LastModified": modified} if modified else item)
+
+
+def _upload_mark(version: str, modified: Any) -> str:
     """What tells this upload of an unversioned key from another upload of the same bytes
     (a listing has no S3 sequencer): its LastModified, so the backfill's execution is a
     delivery of its own (``ObjectRef.delivery_id``) and may replace an ObjectChanged
-    record an earlier delivery of those bytes left. A version id already tells them apart."""
-    modified = head.get("LastModified")
-    # S3 names the null version (a bucket never versioned, or suspended) "null", or not at all.
-    if head.get("VersionId") not in (None, "", NULL_VERSION) or not isinstance(modified, datetime):
+    record an earlier delivery of those bytes left. A version id already tells them apart
+    (S3 names the null version, a bucket never versioned or suspended, "null")."""
+    if version != NULL_VERSION or not isinstance(modified, datetime):
         return ""
     return f"modified:{format_millis(modified)}"
 
