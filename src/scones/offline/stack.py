@@ -85,6 +85,9 @@ from scones.template_params import LOCAL_STACK_NAME
 if TYPE_CHECKING:
     from scones.serving.server import ServerSettings
 
+# Every fault injector (the endpoint's, the table's, the bucket's) needs the option.
+FAULTS_OFF = "fault injection is off; start the stack with enable_faults=True"
+
 logger = logging.getLogger(__name__)
 # moto's own configuration, process-wide: the stack runs state machines while it is up.
 _EXECUTING = {"stepfunctions": {"execute_state_machine": True}}
@@ -874,7 +877,7 @@ class OfflineStack:
         import urllib.request
 
         if not self.options.enable_faults:
-            raise StackError("fault injection is off; start the stack with enable_faults=True")
+            raise StackError(FAULTS_OFF)
         request = urllib.request.Request(  # noqa: S310 (a loopback http URL)
             f"{self.model_url}/_faults",
             data=json.dumps(plan).encode() if plan else None,
@@ -891,7 +894,7 @@ class OfflineStack:
         (``<bucket>/<key>#``) with the error ``code`` (``table_faults.WRITE_FAULTS``), after
         applying them if ``landed`` (a lost answer); 0 clears."""
         if self._table_faults is None:
-            raise StackError("fault injection is off; start the stack with enable_faults=True")
+            raise StackError(FAULTS_OFF)
         self._table_faults.throttle(times, record_prefix, code, landed=landed)
         return self._table_faults
 
@@ -907,7 +910,7 @@ class OfflineStack:
         """Refuse every HeadObject and GetObject of these keys of the stack's bucket with
         S3's AccessDenied (``object_faults``), until ``clear()``; listings still name them."""
         if self._object_faults is None:
-            raise StackError("fault injection is off; start the stack with enable_faults=True")
+            raise StackError(FAULTS_OFF)
         self._object_faults.deny(self.bucket, keys)
         return self._object_faults
 
