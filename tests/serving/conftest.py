@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -95,6 +96,20 @@ def runtime_client(base_url: str, *, retries: int = 1, **config: Any) -> Any:
         aws_secret_access_key="testing",
         config=Config(retries={"total_max_attempts": retries, "mode": "standard"}, **config),
     )
+
+
+def jsonl_files(root: Path) -> list[Path]:
+    """The capture files under ``root``, in the order they were written."""
+    return sorted(root.rglob("*.jsonl"))
+
+
+def read_records(root: Path) -> list[dict[str, Any]]:
+    """Every capture record under ``root``, file by file."""
+    return [
+        json.loads(line)
+        for path in jsonl_files(root)
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
 
 
 class LiveServer:

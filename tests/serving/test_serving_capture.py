@@ -32,6 +32,8 @@ from tests.serving.conftest import (
     VARIANT,
     AppFactory,
     LiveServer,
+    jsonl_files,
+    read_records,
     runtime_client,
 )
 
@@ -44,18 +46,6 @@ AT = datetime(2026, 11, 25, 13, 59, 58, 250_000, tzinfo=UTC)
 
 def writer(sink: Any, **options: Any) -> CaptureWriter:
     return CaptureWriter(sink, endpoint_name=ENDPOINT, variant_name=VARIANT, **options)
-
-
-def jsonl_files(root: Path) -> list[Path]:
-    return sorted(root.rglob("*.jsonl"))
-
-
-def read_records(root: Path) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for path in jsonl_files(root)
-        for line in path.read_text(encoding="utf-8").splitlines()
-    ]
 
 
 def check_record(record: dict[str, Any], body: bytes, content_type: str, output: str) -> None:

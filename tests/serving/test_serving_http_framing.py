@@ -13,13 +13,21 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
 from scones.serving.command import ServeError, container_defaults
 from scones.serving.server import ModelServer
-from tests.serving.conftest import ENDPOINT, MAX_BODY, AppFactory, runtime_client
+from tests.serving.conftest import (
+    ENDPOINT,
+    MAX_BODY,
+    AppFactory,
+    LiveServer,
+    read_records,
+    runtime_client,
+)
 
 PING = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -91,6 +99,19 @@ def post_head(path: str, headers: str) -> bytes:
             415,
             "unsupported Content-Encoding 'gzip'",
             id="content-encoding",
+        ),
+        pytest.param(
+            "Content-Type: image/png\r\nContent-Encoding: identity\r\n"
+            "Content-Encoding: gzip\r\nContent-Length: 5\r\n",
+            415,
+            "unsupported Content-Encoding 'identity, gzip'",
+            id="content-encoding-on-two-lines",
+        ),
+        pytest.param(
+            "Content-Type: image/png\r\nContent-Type: image/jpeg\r\nContent-Length: 5\r\n",
+            400,
+            "the header Content-Type was sent 2 times; send it once",
+            id="content-type-on-two-lines",
         ),
         pytest.param(
             "Content-Type: image/png\r\nAccept: text/csv\r\nContent-Length: 5\r\n",
@@ -261,3 +282,41 @@ def test_a_runtime_refusal_before_the_body_closes_the_connection(
     assert code == 400 and response_headers["connection"] == "close"
     assert response_headers["x-amzn-errortype"] == "ValidationError"
     assert error in json.loads(body)["message"]
+
+
+def test_a_header_sent_on_two_lines_is_read_as_http_says(
+    live_server: LiveServer, bicycle_png: bytes, tmp_path: Path
+) -> None:
+    """RFC 9110 section 5.3: a list field's lines are one comma-joined value; a field that
+    may be sent once is refused on two lines, so the InferenceId checked is the one captured."""
+    path = f"/endpoints/{ENDPOINT}/invocations"
+    length = f"Content-Type: image/png\r\nContent-Length: {len(bicycle_png)}\r\n"
+    accepted = exchange(
+        live_server.server.port,
+        post_head(
+            path,
+            f"{length}Accept: text/csv\r\nAccept: application/json\r\n"
+            "X-Amzn-SageMaker-Inference-Id: kept\r\nConnection: close\r\n",
+        )
+        + bicycle_png,
+    )
+    ((code, _, _),) = responses(accepted)
+    assert code == 200
+    refused = exchange(
+        live_server.server.port,
+        post_head(
+            path,
+            f"{length}X-Amzn-SageMaker-Inference-Id: {'i' * 300}\r\n"
+            "X-Amzn-SageMaker-Inference-Id: short\r\n",
+        )
+        + bicycle_png,
+    )
+    ((code, headers, body),) = responses(refused)
+    assert (code, headers["x-amzn-errortype"]) == (400, "ValidationError")
+    assert json.loads(body)["message"] == (
+        "the header X-Amzn-SageMaker-Inference-Id was sent 2 times; send it once"
+    )
+    live_server.server.stop()
+    assert [r["eventMetadata"].get("inferenceId") for r in read_records(tmp_path / "capture")] == [
+        "kept"
+    ]

@@ -75,7 +75,9 @@ from scones.serving.errors import (
 from scones.serving.faults import Fault, FaultPlan, FaultSpecError
 from scones.serving.invoke_headers import (
     TARGET_MODEL_NOT_SUPPORTED,
+    field_value,
     invoke_header_problem,
+    repeated_field_problem,
     target_container_problem,
     target_model_problem,
 )
@@ -187,7 +189,8 @@ def _check_content_type(header: str | None, encoding: str | None) -> None:
             f"unsupported Content-Type {shown}; send one of {', '.join(SUPPORTED_CONTENT_TYPES)}",
             close=True,
         )
-    if (encoding or "identity").strip().lower() != "identity":
+    codings = [coding.strip().lower() for coding in (encoding or "").split(",")]
+    if any(coding not in ("", "identity") for coding in codings):
         raise ContainerError(
             415,
             f"unsupported Content-Encoding {encoding!r}; send the image bytes as they are "
@@ -514,10 +517,12 @@ class _Endpoint:
         The body is read before a slot is taken, so slow uploads never hold one.
         Raises ``_BodyTimeout`` and ``ServerBusy`` for the routes to answer in their shape.
         """
+        if problem := repeated_field_problem(request.headers):
+            raise ContainerError(400, problem, close=True)
         # Capture records the header as sent, like SageMaker's observedContentType.
         content_type = request.headers.get("content-type", "")
-        _check_content_type(content_type, request.headers.get("content-encoding"))
-        _check_accept(request.headers.get("accept"))
+        _check_content_type(content_type, field_value(request.headers, "content-encoding"))
+        _check_accept(field_value(request.headers, "accept"))
         with self.bodies.account() as account:
             try:
                 body = await _read_body_within(request, limit, self.body_timeout_s, account)
@@ -606,8 +611,12 @@ class _Endpoint:
                 f"Endpoint {name} not found. This server hosts endpoint {self.endpoint_name}.",
                 close=True,
             )
-        if problem := invoke_header_problem(request.headers):
-            raise ServiceError(ServiceCode.VALIDATION_ERROR, problem, close=True)
+        for problem in (
+            repeated_field_problem(request.headers),
+            invoke_header_problem(request.headers),
+        ):
+            if problem:
+                raise ServiceError(ServiceCode.VALIDATION_ERROR, problem, close=True)
         if problem := target_model_problem(request.headers, name):
             raise ServiceError(
                 ServiceCode.VALIDATION_ERROR,

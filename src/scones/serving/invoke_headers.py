@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Protocol
 
 import botocore.session
 
@@ -88,6 +89,30 @@ def invoke_header_problem(headers: Mapping[str, str]) -> str | None:
         value = lowered.get(rule.header.lower())
         if value is not None and (problem := rule.problem(value)):
             return problem
+    return None
+
+
+class HeaderLines(Protocol):
+    """A request's header fields, each line kept (Starlette's ``Headers``)."""
+
+    def getlist(self, key: str) -> list[str]: ...
+
+
+def field_value(headers: HeaderLines, name: str) -> str | None:
+    """A list field's value (Accept, Content-Encoding), its lines joined with commas: RFC 9110
+    section 5.3 gives several lines the meaning of that one. None when it was not sent."""
+    lines = headers.getlist(name)
+    return ", ".join(lines) if lines else None
+
+
+def repeated_field_problem(headers: HeaderLines) -> str | None:
+    """A field that may be sent once (Content-Type, or one of InvokeEndpoint's headers) sent
+    on several lines, named; else None. Such a request is refused rather than read: taking
+    one line where another reader takes the other would let a value that was never checked
+    reach the model or the capture file (a 300-character InferenceId behind a short one)."""
+    for name in ("Content-Type", *(rule.header for rule in header_rules())):
+        if (count := len(headers.getlist(name))) > 1:
+            return f"the header {name} was sent {count} times; send it once"
     return None
 
 
