@@ -761,10 +761,10 @@ def test_a_message_the_code_fails_on_is_left_and_the_drain_goes_on(
     ref = aws.upload("incoming/a.png")
     handle = Redriver._handle
 
-    def failing_on_one(self: Redriver, message: dict, *, dry_run: bool):
+    def failing_on_one(self: Redriver, message: dict, replayed: set[str], *, dry_run: bool):
         if message["Body"] == "the message that breaks the code":
             raise RuntimeError("unforeseen")
-        return handle(self, message, dry_run=dry_run)
+        return handle(self, message, replayed, dry_run=dry_run)
 
     monkeypatch.setattr(Redriver, "_handle", failing_on_one)
     for body in ("the message that breaks the code", s3_event(ref)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from scones_core.monitoring.published import window_metrics_key
 from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.objects import ObjectRef
+from scones_core.redrive import Outcome, Redriver, RedriveReport
 from workflow_helpers import (
     confident_image,
     drain_dead_letters,
@@ -368,3 +370,57 @@ def test_a_dead_lettered_monitor_run_is_run_again_for_its_window(
         TableName=stack.stack.physical_id("MonitorStateTable"), Key={"pk": {"S": marker}}
     )
     assert "Item" in item
+
+
+def test_a_drain_replays_each_object_once_while_its_fault_lasts(
+    stack: OfflineStack, local_predictions: dict[Path, tuple[str, float]], threshold: float
+) -> None:
+    """A replay that fails again sends a new dead letter while the drain still reads the
+    queue: the drain must leave it, not replay the object again and again until the fault
+    ends (one execution and endpoint call each time, a drain that never returns)."""
+    api = stack.api()
+    stack.set_faults({"model_error": -1})  # the endpoint rejects every image, for good
+    uploads = [
+        api.upload_bytes(f"rejected/photo-{i}.png", image(local_predictions, threshold))
+        for i in range(2)
+    ]
+    wait_for_attempt(api, uploads, 0, ("FAILED",))
+    keys = sorted(u.key for u in uploads)
+    assert len(wait_for_letters(api, [(key, 0) for key in keys])) == 2
+    redriver = Redriver(
+        stepfunctions=api.client("stepfunctions"),
+        state_machine_arn=api.endpoints.state_machine_arn,
+        dynamodb=api.client("dynamodb"),
+        table_name=api.endpoints.table,
+        sqs=api.client("sqs"),
+        dead_letter_queue_url=api.endpoints.dead_letter_queue_url,
+        image_bucket=api.endpoints.bucket,
+        incoming_prefix=api.endpoints.incoming_prefix,
+        # Long enough a wait that the replays' own new letters arrive within the drain.
+        wait_seconds=5,
+    )
+    drains: list[RedriveReport] = []
+    draining = threading.Thread(target=lambda: drains.append(redriver.drain_dead_letters()))
+    draining.start()
+    draining.join(120)
+    assert not draining.is_alive(), "the drain kept replaying the objects its fault fails"
+    (report,) = drains
+    rows = sorted((r.key, r.outcome, r.attempt) for r in report.replays)
+    assert rows == sorted(
+        [(key, Outcome.STARTED, 1) for key in keys] + [(key, Outcome.LEFT, 2) for key in keys]
+    ), report.replays
+    left = [r for r in report.replays if r.outcome is Outcome.LEFT]
+    assert all(
+        r.detail.startswith("this drain's replay of it was FAILED: EndpointRejectedRequest: ")
+        for r in left
+    ), left
+    assert (report.messages_deleted, report.messages_left) == (2, 2)
+    # Each object ran once more, no further: its record is attempt 1's, and attempt 1's
+    # letter waits on the queue for a drain once the endpoint takes the image.
+    records = wait_for_attempt(api, uploads, 1, ("FAILED",))
+    assert {r["attempt"] for r in records.values()} == {1}
+    third_attempts = {
+        ObjectRef(u.bucket, u.key, u.version_id, u.etag, 0).execution_name_for(2) for u in uploads
+    }
+    assert not third_attempts & set(execution_names(api))
+    assert len(wait_for_letters(api, [(key, 1) for key in keys])) == 2

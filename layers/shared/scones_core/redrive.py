@@ -508,12 +508,19 @@ class Redriver:
 
         Messages that stay (unreplayable, failed to start, or a dry run) are made visible
         again at the end, so the next reader sees them at once.
+
+        Each object is replayed at most once per drain. A replay that fails again sends a
+        new dead letter, which this drain receives too: replaying that one as well would
+        walk the object's attempts for as long as its fault lasts (an object S3 refuses, a
+        model that rejects it), billing an execution each time and never ending. That
+        letter is left for a later drain, once what failed it is fixed.
         """
         if self.sqs is None or not self.queue_url:
             raise RedriveError("draining the dead-letter queue needs its URL")
         report = RedriveReport(dry_run=dry_run)
         seen: set[str] = set()
         kept: dict[str, str] = {}  # message id -> latest receipt handle
+        replayed: set[str] = set()  # the record ids this drain started an execution for
         try:
             while max_messages is None or len(seen) < max_messages:
                 batch = 10 if max_messages is None else min(10, max_messages - len(seen))
@@ -536,7 +543,7 @@ class Redriver:
                         if message["MessageId"] in delete:
                             replays, done = [_named_for_deletion(message, dry_run)], not dry_run
                         else:
-                            replays, done = self._handle(message, dry_run=dry_run)
+                            replays, done = self._handle(message, replayed, dry_run=dry_run)
                     except Exception as exc:  # one message must not stop the drain
                         replays, done = [self._unexpected(message, exc)], False
                     report.replays.extend(replays)
@@ -578,8 +585,11 @@ class Redriver:
             message_id=str(message["MessageId"]),
         )
 
-    def _handle(self, message: Mapping[str, Any], *, dry_run: bool) -> tuple[list[Replay], bool]:
-        """The replays a message asks for, and whether it may be deleted."""
+    def _handle(
+        self, message: Mapping[str, Any], replayed: set[str], *, dry_run: bool
+    ) -> tuple[list[Replay], bool]:
+        """The replays a message asks for, and whether it may be deleted. ``replayed``
+        holds the record ids this drain has started an execution for; it adds to them."""
         message_id = str(message["MessageId"])
         letter = parse_dead_letter(str(message.get("Body", "")))
         if letter.source is Source.WORKFLOW_FAILED:
@@ -606,14 +616,25 @@ class Redriver:
                 if recorded is not None:
                     done = replace(base, outcome=Outcome.ALREADY_RECORDED, detail=recorded)
                     return [done], not dry_run
+                if letter.ref.record_id in replayed:
+                    why = _why_letter_failed(letter) or "failed"
+                    detail = (
+                        f"this drain's replay of it {why}: left for the next drain, once "
+                        "what failed it is fixed"
+                    )
+                    return [replace(base, outcome=Outcome.LEFT, detail=detail)], False
                 outcome = self.replay(letter.ref, letter.event_time, attempt, dry_run=dry_run)
             except (ClientError, BotoCoreError) as exc:
                 return [replace(base, detail=str(exc))], False
+            if outcome is Outcome.STARTED:
+                replayed.add(letter.ref.record_id)
             return [replace(base, outcome=outcome, detail=_why_letter_failed(letter))], _done(
                 outcome
             )
         if letter.source is Source.S3_EVENT:
-            return self._replay_notification(letter.body, message_id, dry_run=dry_run)
+            replays, done = self._replay_notification(letter.body, message_id, dry_run=dry_run)
+            replayed.update(r.record_id for r in replays if r.outcome is Outcome.STARTED)
+            return replays, done
         failed_with = why_dead_lettered(message)
         if letter.source is Source.MONITOR_RUN:
             return self._replay_monitor_run(letter, failed_with, message_id, dry_run=dry_run)
