@@ -632,9 +632,9 @@ class Redriver:
                 outcome
             )
         if letter.source is Source.S3_EVENT:
-            replays, done = self._replay_notification(letter.body, message_id, dry_run=dry_run)
-            replayed.update(r.record_id for r in replays if r.outcome is Outcome.STARTED)
-            return replays, done
+            started = self._replay_notification(letter.body, message_id, dry_run=dry_run)
+            replayed.update(r.record_id for r in started[0] if r.outcome is Outcome.STARTED)
+            return started
         failed_with = why_dead_lettered(message)
         if letter.source is Source.MONITOR_RUN:
             return self._replay_monitor_run(letter, failed_with, message_id, dry_run=dry_run)
