@@ -16,12 +16,11 @@ from scones_core.backfill import (
     MAX_ATTEMPT,
     UNPROCESSED_BACKOFF_SECONDS,
     backfill_batch,
-    current_version,
-    listed_current_version,
+    key_versions,
     recorded_ids,
 )
 from scones_core.errors import ObjectsUnreadable, SettingsError, WorkflowsNotStarted
-from scones_core.objects import ObjectRef, object_from_json
+from scones_core.objects import ObjectRef
 from scones_core.records import may_replace
 from scones_core.settings import StartSettings
 
@@ -170,11 +169,14 @@ def started_objects(sfn: Any, machine: str) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("versioned", [True, False])
 @mock_aws
-def test_an_object_s3_will_not_head_is_started_from_its_listed_version(versioned: bool) -> None:
-    """HeadObject refused for one key (as for an SSE-C object read without its key: 400
-    with code "400"): its current version comes from ListObjectVersions, and it is started
-    like the others, so the workflow's own read ends it in a record. The batch succeeds:
-    on AWS a failed batch would count its every object against the Map's tolerance."""
+def test_an_object_s3_will_not_let_anyone_read_is_started_from_its_listing(
+    versioned: bool,
+) -> None:
+    """Every read of one key refused (as for an SSE-C object read without its key: 400 with
+    code "400"): its versions come from ListObjectVersions, which S3 answers whatever the
+    object's own permissions, and they are started like the others, so the workflow's own
+    read ends each in a record. The batch succeeds: on AWS a failed batch would count its
+    every object against the Map's tolerance."""
     s3, ddb, sfn, machine = backfill_world(versioned=versioned)
     keys = ["incoming/a.png", "incoming/locked.png", "incoming/locked.png.bak", "incoming/c.png"]
     s3.put_object(Bucket=BUCKET, Key="incoming/locked.png", Body=b"older")
@@ -187,7 +189,8 @@ def test_an_object_s3_will_not_head_is_started_from_its_listed_version(versioned
             return refusal(400, "400", "Bad Request")
         return None
 
-    s3.meta.events.register("before-call.s3.HeadObject", refuse_locked)
+    for operation in ("HeadObject", "GetObject"):
+        s3.meta.events.register(f"before-call.s3.{operation}", refuse_locked)
     listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
     event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
     clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
@@ -195,29 +198,58 @@ def test_an_object_s3_will_not_head_is_started_from_its_listed_version(versioned
 
     report = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
 
-    assert report.head_refused == {"incoming/locked.png": "400 (Bad Request)"}
-    assert report.unreadable == {} and len(report.started) == 4
+    # Versioned, the overwritten first upload of the locked key is an upload of its own.
+    assert report.unreadable == {} and len(report.started) == (5 if versioned else 4)
     started = started_objects(sfn, machine)
     assert set(started) == set(keys)
-    locked = started["incoming/locked.png"]
-    assert locked["version"] == str(current.get("VersionId") or "null")
-    assert (locked["etag"], locked["size"]) == (current["ETag"].strip('"'), 1)
-    # Named as HeadObject would have named it (the same record and delivery), so a later
-    # backfill that can head it finds its record and starts nothing twice.
-    s3.meta.events.unregister("before-call.s3.HeadObject", refuse_locked)
-    headed, _ = current_version(s3, BUCKET, {"Key": "incoming/locked.png"})
-    assert object_from_json(locked) == headed
+    locked = [
+        json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["object"]
+        for e in sfn.list_executions(stateMachineArn=machine)["executions"]
+    ]
+    locked = [o for o in locked if o["key"] == "incoming/locked.png"]
+    (newest,) = [o for o in locked if o["size"] == 1]
+    # Named as HeadObject names the current version (the same record and delivery).
+    assert newest["version"] == str(current.get("VersionId") or "null")
+    assert (newest["etag"], newest["size"]) == (current["ETag"].strip('"'), 1)
+    assert sorted(o["size"] for o in locked) == ([1, 5] if versioned else [1])
 
 
 @mock_aws
-def test_a_key_whose_current_version_is_a_delete_marker_is_gone_not_started() -> None:
+def test_every_version_of_an_overwritten_key_without_a_record_is_started() -> None:
+    """A key overwritten after the S3 event of its first upload was lost: the first upload
+    is a version of its own, with no record, and is classified; the recorded one is not."""
     s3, ddb, sfn, machine = backfill_world(versioned=True)
+    first = s3.put_object(Bucket=BUCKET, Key="incoming/a.png", Body=b"first")["VersionId"]
+    second = s3.put_object(Bucket=BUCKET, Key="incoming/a.png", Body=b"second")
+    done = ObjectRef(BUCKET, "incoming/a.png", second["VersionId"], second["ETag"].strip('"'), 6)
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": done.record_id}, "status": {"S": "ACCEPTED"}})
+    event = {
+        "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
+        "BatchInput": {"bucket": BUCKET},
+    }
+    clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
+    settings = StartSettings(state_machine_arn=machine)
+
+    report = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+
+    assert report.recorded == [done.record_id] and len(report.started) == 1
+    started = started_objects(sfn, machine)["incoming/a.png"]
+    assert (started["version"], started["size"]) == (first, 5)
+    again = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+    assert again.started == report.started
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
+
+
+@pytest.mark.parametrize("versioned", [True, False])
+@mock_aws
+def test_a_key_deleted_since_the_listing_is_gone_not_started(versioned: bool) -> None:
+    """A delete marker is current (versioned), or nothing is left (unversioned): the key was
+    deleted, and a deleted upload is not classified now, not even its older versions."""
+    s3, ddb, sfn, machine = backfill_world(versioned=versioned)
     s3.put_object(Bucket=BUCKET, Key="incoming/a.png", Body=b"x")
+    s3.put_object(Bucket=BUCKET, Key="incoming/a.png", Body=b"y")
     listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
     s3.delete_object(Bucket=BUCKET, Key="incoming/a.png")
-    s3.meta.events.register(
-        "before-call.s3.HeadObject", lambda **_: refusal(403, "403", "Forbidden")
-    )
     event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
     settings = StartSettings(state_machine_arn=machine)
     report = backfill_batch(
@@ -227,26 +259,20 @@ def test_a_key_whose_current_version_is_a_delete_marker_is_gone_not_started() ->
 
 
 @mock_aws
-def test_an_object_s3_will_neither_head_nor_list_is_named_after_the_others_are_started() -> None:
-    """HeadObject and ListObjectVersions both refused for one key (throttled past the SDK's
-    retries, say): the batch's other objects still start, then the batch fails with every
-    unreadable key and both S3 errors named, so the Map counts it."""
+def test_an_object_whose_versions_s3_will_not_list_is_named_after_the_others_are_started() -> None:
+    """ListObjectVersions refused for one key (throttled past the SDK's retries, say): the
+    batch's other objects still start, then the batch fails with every such key and S3's
+    error named, so the Map counts it."""
     s3, ddb, sfn, machine = backfill_world(versioned=True)
     keys = ["incoming/a.png", "incoming/locked.png", "incoming/c.png"]
     for key in keys:
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
-
-    def refuse_locked(params: dict[str, Any], **_: Any) -> Any:
-        if str(params.get("url_path", "")).endswith("/incoming/locked.png"):
-            return refusal(503, "SlowDown", "Please reduce your request rate.")
-        return None
 
     def refuse_listing(params: dict[str, Any], **_: Any) -> Any:
         if "locked.png" in str(params.get("query_string", "")):
             return refusal(503, "SlowDown", "Please reduce your request rate.")
         return None
 
-    s3.meta.events.register("before-call.s3.HeadObject", refuse_locked)
     s3.meta.events.register("before-call.s3.ListObjectVersions", refuse_listing)
     listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
     event = {"Items": listing, "BatchInput": {"bucket": BUCKET}}
@@ -258,8 +284,8 @@ def test_an_object_s3_will_neither_head_nor_list_is_named_after_the_others_are_s
 
     message = str(raised.value)
     slow = "SlowDown (Please reduce your request rate.)"
-    assert f"s3://{BUCKET}/incoming/locked.png: {slow}; ListObjectVersions: {slow}" in message
-    assert "1 of 3 listed objects" in message and "started 2" in message
+    assert f"s3://{BUCKET}/incoming/locked.png: {slow}" in message
+    assert "the versions of 1 of 3 listed objects" in message and "started 2" in message
     assert set(started_objects(sfn, machine)) == {"incoming/a.png", "incoming/c.png"}
     # The Map's retry starts nothing twice and names the key again.
     with pytest.raises(ObjectsUnreadable, match=r"incoming/locked\.png"):
@@ -270,7 +296,8 @@ def test_an_object_s3_will_neither_head_nor_list_is_named_after_the_others_are_s
 @mock_aws
 def test_a_start_that_fails_is_named_and_the_rest_of_the_batch_still_starts() -> None:
     """StartExecution throttled past the SDK's retries for one object: the objects after it
-    are still started, and the batch fails naming it and any object S3 would not head."""
+    are still started, and the batch fails naming it and any object whose versions S3 would
+    not list."""
     s3, ddb, sfn, machine = backfill_world(versioned=True)
     keys = ["incoming/a.png", "incoming/locked.png", "incoming/busy.png", "incoming/d.png"]
     for key in keys:
@@ -286,7 +313,6 @@ def test_a_start_that_fails_is_named_and_the_rest_of_the_batch_still_starts() ->
             return refusal(400, "ThrottlingException", "Rate exceeded")
         return None
 
-    s3.meta.events.register("before-call.s3.HeadObject", refuse_locked)
     s3.meta.events.register("before-call.s3.ListObjectVersions", refuse_locked)
     sfn.meta.events.register("before-call.states.StartExecution", throttle_busy)
     listing = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
@@ -301,7 +327,9 @@ def test_a_start_that_fails_is_named_and_the_rest_of_the_batch_still_starts() ->
     message = str(raised.value)
     assert f"s3://{BUCKET}/incoming/busy.png: ThrottlingException (Rate exceeded)" in message
     assert "for 1 of 4 listed objects" in message
-    assert f"s3://{BUCKET}/incoming/locked.png: 403 (Forbidden); ListObjectVersions: " in message
+    assert f"could not be listed (ListObjectVersions): s3://{BUCKET}/incoming/locked.png: 403" in (
+        message
+    )
     assert "started 2" in message
     started = {
         json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["object"]["key"]
@@ -551,44 +579,57 @@ def test_the_backfill_handler_names_a_missing_setting_at_cold_start(
         load_handler("backfill")
 
 
-def test_the_null_version_is_named_alike_whether_s3_headed_or_listed_it() -> None:
-    """Real S3 answers HeadObject of the null version (a bucket whose versioning is
-    suspended) with ``VersionId: "null"``; moto leaves the header out. Both reads must name
-    the upload alike, its upload mark included, or one upload gets two execution names."""
+def test_a_listing_in_pages_is_followed_to_the_keys_last_version_and_no_further() -> None:
+    """Real S3's answers (Stubber): a key with more versions than a page holds, then a
+    longer key the prefix also matches. Every version of the key is named, newest first,
+    the null version (a bucket whose versioning was suspended) with its upload mark at
+    HeadObject's whole second, as earlier backfills named it; the longer key is not."""
     s3 = boto3.client("s3", region_name="us-east-1")
-    modified = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    item = {"Key": "incoming/x.png"}
+    modified = datetime(2026, 1, 2, 3, 4, 5, 123000, tzinfo=UTC)
+    key = "incoming/x.png"
+
+    def version(version_id: str, etag: str, size: int, latest: bool, name: str = key) -> dict:
+        return {
+            "Key": name,
+            "VersionId": version_id,
+            "IsLatest": latest,
+            "ETag": f'"{etag}"',
+            "Size": size,
+            "LastModified": modified,
+        }
+
     with Stubber(s3) as stub:
         stub.add_response(
-            "head_object",
+            "list_object_versions",
             {
-                "VersionId": "null",
-                "ETag": '"9a0364b9"',
-                "ContentLength": 5,
-                "LastModified": modified,
+                "IsTruncated": True,
+                "NextKeyMarker": key,
+                "NextVersionIdMarker": "v2",
+                "Versions": [version("null", "aa", 5, True), version("v2", "bb", 6, False)],
             },
-            {"Bucket": BUCKET, "Key": "incoming/x.png"},
+            {"Bucket": BUCKET, "Prefix": key},
         )
         stub.add_response(
             "list_object_versions",
             {
+                "IsTruncated": True,
+                "NextKeyMarker": f"{key}.bak",
+                "NextVersionIdMarker": "v9",
                 "Versions": [
-                    {
-                        "Key": "incoming/x.png",
-                        "VersionId": "null",
-                        "IsLatest": True,
-                        "ETag": '"9a0364b9"',
-                        "Size": 5,
-                        "LastModified": modified.replace(microsecond=123000),
-                    }
-                ]
+                    version("v1", "cc", 7, False),
+                    version("v9", "dd", 8, True, f"{key}.bak"),
+                ],
             },
-            {"Bucket": BUCKET, "Prefix": "incoming/x.png", "MaxKeys": 1},
+            {"Bucket": BUCKET, "Prefix": key, "KeyMarker": key, "VersionIdMarker": "v2"},
         )
-        headed = current_version(s3, BUCKET, item)
-        listed = listed_current_version(s3, BUCKET, item)
-    assert headed is not None and listed is not None
-    assert headed == listed
-    assert (
-        headed[0].version == "null" and headed[0].sequencer == "modified:2026-01-02T03:04:05.000Z"
-    )
+        found = key_versions(s3, BUCKET, {"Key": key, "Size": 5, "Etag": '"aa"'})
+        stub.assert_no_pending_responses()
+    refs = [ref for ref, _ in found]
+    assert [(r.version, r.etag, r.size) for r in refs] == [
+        ("null", "aa", 5),
+        ("v2", "bb", 6),
+        ("v1", "cc", 7),
+    ]
+    assert refs[0].sequencer == "modified:2026-01-02T03:04:05.000Z"
+    assert [r.sequencer for r in refs[1:]] == ["", ""]  # a version id tells them apart
+    assert {when for _, when in found} == {"2026-01-02T03:04:05.000Z"}

@@ -70,7 +70,7 @@ def test_backfill_classifies_what_has_no_record_and_a_rerun_starts_nothing(
     images = sorted(SAMPLES.glob("*/*.png"))[:3]
     put_without_events(
         stack,
-        {f"{prefix}{path.name}": path.read_bytes() for path in images}
+        {f"{prefix}{path.name}": path.read_bytes() for path in images[1:]}
         | {f"{prefix}notes.txt": b"not an image"},
     )
     # One object already has its record: the backfill must leave it alone.
@@ -110,11 +110,11 @@ def test_backfill_classifies_what_has_no_record_and_a_rerun_starts_nothing(
     assert len(records_under(stack, prefix)) == 4
 
 
-def test_an_object_s3_will_not_head_ends_in_a_failed_record_and_the_backfill_succeeds(
+def test_an_object_s3_will_not_read_ends_in_a_failed_record_and_the_backfill_succeeds(
     stack: OfflineStack,
 ) -> None:
     """S3 refuses every read of one listed object (a bucket policy denying its key, say):
-    the backfill starts it from its listed current version all the same, and the
+    the backfill starts it from its listed version all the same, and the
     workflow's own read records it FAILED, naming S3's error, while the others are
     classified. No batch fails, so nothing counts against the tolerated percentage."""
     prefix = f"{stack.incoming_prefix}denied/"
@@ -136,11 +136,35 @@ def test_an_object_s3_will_not_head_ends_in_a_failed_record_and_the_backfill_suc
     denied = records[keys[0]]
     assert (denied["status"], denied["error_code"]) == ("FAILED", "StorageRefused")
     assert "AccessDenied" in denied["reason"]
-    assert faults.refused >= 2  # the backfill's HeadObject, then the workflow's read
+    assert faults.refused >= 1  # the workflow's read (the backfill lists the versions)
     assert records[keys[1]]["status"] in {"ACCEPTED", "NEEDS_REVIEW"}
     # Named as S3 names the object: its current version.
     version = stack.client("s3").head_object(Bucket=stack.bucket, Key=keys[0])["VersionId"]
     assert denied["version_id"] == version
+
+
+def test_an_upload_overwritten_after_its_event_was_lost_is_classified(
+    stack: OfflineStack,
+) -> None:
+    """The first upload of a key lost its S3 event, and the key was overwritten since: the
+    backfill classifies that first version, and not the recorded second one again."""
+    prefix = f"{stack.incoming_prefix}overwritten/"
+    first, second = sorted(SAMPLES.glob("*/*.png"))[5:7]
+    key = f"{prefix}photo.png"
+    put_without_events(stack, {key: first.read_bytes()})
+    upload = stack.api().upload_file(second, key.removeprefix(stack.incoming_prefix))
+    (recorded,) = stack.api().wait_for_records([upload], timeout=60).values()
+    versions = stack.client("s3").list_object_versions(Bucket=stack.bucket, Prefix=key)
+    (lost,) = [v["VersionId"] for v in versions["Versions"] if not v["IsLatest"]]
+
+    run_backfill(stack, prefix)
+    deadline = time.monotonic() + 120
+    while len(records_under(stack, prefix)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    records = {r["version_id"]: r for r in records_under(stack, prefix)}
+    assert set(records) == {lost, upload.version_id}
+    assert records[upload.version_id] == recorded
+    assert records[lost]["status"] in {"ACCEPTED", "NEEDS_REVIEW"}
 
 
 @pytest.mark.parametrize(

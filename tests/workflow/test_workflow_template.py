@@ -449,7 +449,7 @@ def test_every_environment_variable_a_function_reads_is_set_by_the_template() ->
 def test_functions_that_read_objects_which_may_be_gone_may_list_the_bucket() -> None:
     """S3 answers a read of a missing key or version with 404 only to a caller that may list
     the bucket, otherwise with 403: a deleted upload would end FAILED instead of REJECTED
-    ObjectNotFound, a key deleted during a backfill would fail its batch, and the monitor
+    ObjectNotFound, and the monitor
     would fail every run until the baseline exists. A read carries no s3:prefix, so the
     grant must hold without one."""
     cfn = transformed()
@@ -457,7 +457,6 @@ def test_functions_that_read_objects_which_may_be_gone_may_list_the_bucket() -> 
     bucket = f"arn:aws:s3:::{STACK}-{ACCOUNT}-{REGION}-images"
     for role in (
         "SerializeImageFunctionRole",
-        "BackfillFunctionRole",
         "MonitorFunctionRole",
         "RetrainJudgeFunctionRole",  # a missing evaluation report, named as missing
     ):
@@ -466,13 +465,18 @@ def test_functions_that_read_objects_which_may_be_gone_may_list_the_bucket() -> 
     # A read of a version that is gone: the serialize step names versions.
     listing = Request("s3:ListBucketVersions", bucket, None, {})
     assert decide(role_statements(resolve, "SerializeImageFunctionRole"), listing) == ALLOW
-    # The backfill lists the versions of one incoming key S3 would not head, and nothing else.
+    # The backfill lists the versions of each incoming key, and reads nothing: a key deleted
+    # since the item reader listed it lists as no version (or a delete marker), whatever
+    # the object's own permissions.
     backfill = role_statements(resolve, "BackfillFunctionRole")
     incoming = resolve({"Ref": "IncomingPrefix"})
     for prefix, answer in ((f"{incoming}a.png", ALLOW), ("labelled/a.png", IMPLICIT_DENY)):
         request = Request("s3:ListBucketVersions", bucket, None, {"s3:prefix": prefix})
         assert decide(backfill, request) == answer, prefix
     assert decide(backfill, listing) == IMPLICIT_DENY
+    for action in ("s3:GetObject", "s3:GetObjectVersion"):
+        request = Request(action, f"{bucket}/{incoming}a.png", None, {})
+        assert decide(backfill, request) == IMPLICIT_DENY, action
 
 
 def test_reserved_concurrency_is_one_switch_and_preflight_knows_its_total() -> None:

@@ -1,40 +1,41 @@
-"""Backfill: classify the objects that were already in the bucket before the workflow.
+"""Backfill: classify the uploads that have no record (they came before the workflow, or
+their S3 event was lost).
 
 The backfill state machine (``statemachine/backfill.asl.json``) lists a prefix with a
-Distributed Map (S3 ``ListObjectsV2`` item reader) and hands batches of listed objects to
-the backfill function, which calls :func:`backfill_batch`. For each object it reads the
-current version (``HeadObject``: the listing has no version id), skips the object when its
-record already exists (one ``BatchGetItem`` per 100 keys, never a scan), and starts the
+Distributed Map (S3 ``ListObjectsV2`` item reader) and hands batches of listed keys to the
+backfill function, which calls :func:`backfill_batch`. For each key it lists every version
+(``ListObjectVersions``: the item reader names keys, not versions), skips each version whose
+record already exists (one ``BatchGetItem`` per 100 versions, never a scan), and starts the
 classification workflow for the rest through the start function's own code
-(``ingest.start_workflow``: attempt 0, the deterministic execution name). So a second run
-over the same prefix starts nothing for what is recorded or (Standard) already running:
-the backfill is resumable, and a rerun after a partial failure only does what is left.
+(``ingest.start_workflow``: attempt 0, the deterministic execution name). Every version is
+an upload with a record of its own, as its S3 event would have given it, so a key
+overwritten after the event of an earlier version was lost still gets that version
+classified. A second run over the same prefix starts nothing for what is recorded or
+(Standard) already running: the backfill is resumable, and a rerun after a partial failure
+only does what is left.
 
-A Standard workflow refuses a *closed* execution's name for 90 days, whatever its input. An
-object with no record whose first execution closed without writing one (stopped by hand, or
-its record write failed) would so never be classified again; the backfill starts the next
-attempt instead (``<name>-r<N>``, as a replay is named), up to :data:`MAX_ATTEMPT`. A running
-execution the backfill itself started answers the same name and input with itself, so a
-rerun starts nothing twice; one the start function started (another input) gets a second
-run, whose record write is conditional like every other.
+A Standard workflow refuses a *closed* execution's name for 90 days, whatever its input. A
+version with no record whose first execution closed without writing one (stopped by hand,
+or its record write failed) would so never be classified again; the backfill starts the
+next attempt instead (``<name>-r<N>``, as a replay is named), up to :data:`MAX_ATTEMPT`. A
+running execution the backfill itself started answers the same name and input with itself,
+so a rerun starts nothing twice; one the start function started (another input) gets a
+second run, whose record write is conditional like every other.
 
-An object whose ``HeadObject`` fails for another reason than "not found" (access denied,
-an SSE-C object without its key, throttling) is still started: its current version comes
-from ``ListObjectVersions`` (a list of the bucket, which S3 answers whatever the object's
-own permissions or encryption), and the workflow's own read then ends it in a record, a
-FAILED one naming S3's error when the object stays unreadable, which ``scones redrive``
-replays once the cause is fixed. So one unreadable object fails no batch: on AWS a failed
-batch counts all its objects against the Map's tolerated failure percentage, and one such
-object in a prefix of under twenty batches would fail the whole backfill. Only when the
-listing fails too is the key left unread: the others are started first, then the batch
-fails with ``ObjectsUnreadable`` naming each such key and both S3 errors, and the Map
-counts it as failed without retrying it (the state machine's first retrier): the SDK has
-retried the reads already, and a retry would start the batch's other objects again. A
-later backfill reads the key again. A ``StartExecution``
-that fails (throttled past the SDK's retries) fails the batch as ``WorkflowsNotStarted``,
-which also names any unreadable objects; the Map retries that, and the objects the
-first try started are started again (on Express a second run ends ``AlreadyRecorded``
-if the first one recorded, else one record either way).
+S3 answers a listing whatever an object's own permissions or encryption, so a version S3
+will not let anyone read (a bucket policy denying the key, an SSE-C object) is started too,
+and the workflow's own read ends it in a record: a FAILED one naming S3's error while it
+stays unreadable, which ``scones redrive`` replays once the cause is fixed. One such object
+fails no batch (on AWS a failed batch counts all its objects against the Map's tolerated
+failure percentage). Only a key whose versions cannot be listed (after the SDK's own
+retries) is left unread: the others are started first, then the batch fails with
+``ObjectsUnreadable`` naming each such key and S3's error, and the Map counts it as failed
+without retrying it (the state machine's first retrier): a retry would start the batch's
+other objects again. A later backfill reads the key again. A ``StartExecution`` that fails
+(throttled past the SDK's retries) fails the batch as ``WorkflowsNotStarted``, which also
+names any unread keys; the Map retries that, and the versions the first try started are
+started again (on Express a second run ends ``AlreadyRecorded`` if the first one recorded,
+else one record either way).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from scones_core.errors import ObjectsUnreadable, WorkflowsNotStarted, aws_error_code
 from scones_core.ingest import event_time_text, start_workflow
 from scones_core.monitoring.timestamps import format_millis
-from scones_core.objects import NULL_VERSION, ObjectRef, object_missing
+from scones_core.objects import NULL_VERSION, ObjectRef
 from scones_core.records import (
     ERROR_CODE_ATTRIBUTE,
     PARTITION_KEY,
@@ -73,16 +74,14 @@ UNPROCESSED_BACKOFF_CAP_SECONDS = 2.0
 
 @dataclass
 class BatchReport:
-    started: list[str] = field(default_factory=list)  # record ids
-    recorded: list[str] = field(default_factory=list)  # already had a record
+    started: list[str] = field(default_factory=list)  # record ids (one per version)
+    recorded: list[str] = field(default_factory=list)  # versions that already had a record
     # record id -> attempt, for objects started as a later attempt: every earlier execution
     # name was taken by one that wrote no record (or, still running, was started elsewhere).
     later_attempt: dict[str, int] = field(default_factory=dict)
     outside_prefix: list[str] = field(default_factory=list)  # keys, not classified here
     gone: list[str] = field(default_factory=list)  # keys deleted since the listing
-    # key -> HeadObject's error, for keys started from their listed current version
-    head_refused: dict[str, str] = field(default_factory=dict)
-    unreadable: dict[str, str] = field(default_factory=dict)  # key -> both reads' errors
+    unreadable: dict[str, str] = field(default_factory=dict)  # key -> the listing's error
     not_started: dict[str, str] = field(default_factory=dict)  # key -> StartExecution's error
     malformed: int = 0  # items that are not an object with a string Key (never a listing's)
 
@@ -93,7 +92,6 @@ class BatchReport:
             "later_attempt": self.later_attempt,
             "outside_prefix": self.outside_prefix,
             "gone": self.gone,
-            "head_refused": self.head_refused,
             "unreadable": self.unreadable,
             "not_started": self.not_started,
             "malformed": self.malformed,
@@ -140,53 +138,43 @@ def _event_time(item: Mapping[str, Any]) -> str:
     return ""
 
 
-def current_version(s3: Any, bucket: str, item: Mapping[str, Any]) -> tuple[ObjectRef, str] | None:
-    """The listed key's current version, as an S3 event would name it, and its upload
-    time as the event's ``eventTime`` (None when gone). Both come from one HeadObject: a
-    key overwritten since the listing is the new version, uploaded at its own time."""
-    try:
-        head = s3.head_object(Bucket=bucket, Key=item["Key"])
-    except ClientError as exc:
-        if object_missing(exc):
-            return None
-        raise
-    return _as_uploaded(
-        bucket,
-        item,
-        version_id=head.get("VersionId"),
-        etag=head.get("ETag"),
-        size=head.get("ContentLength"),
-        modified=head.get("LastModified"),
-    )
-
-
-def listed_current_version(
-    s3: Any, bucket: str, item: Mapping[str, Any]
-) -> tuple[ObjectRef, str] | None:
-    """The listed key's current version from ``ListObjectVersions``, for a key S3 would not
-    head (None when gone: no version, or a delete marker is current). One entry is asked
-    for: S3 lists a prefix's versions by key, then newest first, so the key itself (a prefix
-    of every longer key it starts) comes first, its current version or delete marker first."""
+def key_versions(s3: Any, bucket: str, item: Mapping[str, Any]) -> list[tuple[ObjectRef, str]]:
+    """Every version of the listed key, newest first, each as its S3 event would name it
+    and with its upload time as the event's ``eventTime``; [] when the key is gone (deleted
+    since the listing: no version left, or a delete marker is current; a deleted upload is
+    not classified now). S3 lists a prefix's versions by key, then newest first, so the key
+    itself (a prefix of every longer key it starts) comes first, and the listing stops at
+    the first other key."""
     key = str(item["Key"])
-    listing = s3.list_object_versions(Bucket=bucket, Prefix=key, MaxKeys=1)
-    for marker in listing.get("DeleteMarkers", []):
-        if marker.get("Key") == key and marker.get("IsLatest"):
-            return None
-    for version in listing.get("Versions", []):
-        if version.get("Key") != key or not version.get("IsLatest"):
-            continue
-        modified = version.get("LastModified")
-        if isinstance(modified, datetime):  # to HeadObject's precision, the whole second
-            modified = modified.replace(microsecond=0)
-        return _as_uploaded(
-            bucket,
-            item,
-            version_id=version.get("VersionId"),
-            etag=version.get("ETag"),
-            size=version.get("Size"),
-            modified=modified,
-        )
-    return None
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+    found: list[tuple[ObjectRef, str]] = []
+    while True:
+        page = s3.list_object_versions(**request)
+        markers = page.get("DeleteMarkers", [])
+        if any(m.get("Key") == key and m.get("IsLatest") for m in markers):
+            return []
+        for version in page.get("Versions", []):
+            if version.get("Key") != key:
+                continue
+            modified = version.get("LastModified")
+            if isinstance(modified, datetime):
+                # The whole second, as HeadObject and an S3 event give it: the upload mark
+                # of an unversioned key stays the one earlier backfills gave it.
+                modified = modified.replace(microsecond=0)
+            found.append(
+                _as_uploaded(
+                    bucket,
+                    # The item reader's own ETag and size are the current version's.
+                    item if version.get("IsLatest") else {"Key": key},
+                    version_id=version.get("VersionId"),
+                    etag=version.get("ETag"),
+                    size=version.get("Size"),
+                    modified=modified,
+                )
+            )
+        if not page.get("IsTruncated") or page.get("NextKeyMarker") != key:
+            return found
+        request.update(KeyMarker=key, VersionIdMarker=page.get("NextVersionIdMarker", ""))
 
 
 def _as_uploaded(
@@ -198,9 +186,8 @@ def _as_uploaded(
     size: Any,
     modified: Any,
 ) -> tuple[ObjectRef, str]:
-    """The listed object as an S3 event would name it, and its upload time as the event's
-    ``eventTime``, from what S3 said of its current version: one construction, so that
-    HeadObject's answer and the version listing's name an upload alike."""
+    """A listed version as an S3 event would name it, and its upload time as the event's
+    ``eventTime``."""
     version = str(version_id or NULL_VERSION)
     return ObjectRef(
         bucket=bucket,
@@ -303,20 +290,13 @@ def backfill_batch(
             report.outside_prefix.append(key)
             continue
         try:
-            found = current_version(s3, bucket, item)
+            versions = key_versions(s3, bucket, item)
         except (ClientError, BotoCoreError) as exc:
-            refused = _aws_error(exc)
-            try:
-                found = listed_current_version(s3, bucket, item)
-            except (ClientError, BotoCoreError) as listing_exc:
-                report.unreadable[key] = f"{refused}; ListObjectVersions: {_aws_error(listing_exc)}"
-                continue
-            if found is not None:
-                report.head_refused[key] = refused
-        if found is None:
-            report.gone.append(key)
+            report.unreadable[key] = _aws_error(exc)
             continue
-        refs.append(found)
+        if not versions:
+            report.gone.append(key)
+        refs += versions
     done = recorded_ids(dynamodb, table, (ref.record_id for ref, _ in refs))
     for ref, event_time in refs:
         if ref.record_id in done:
@@ -345,8 +325,7 @@ def backfill_batch(
     if report.not_started:
         named = "; ".join(f"s3://{bucket}/{k}: {e}" for k, e in report.not_started.items())
         also = (
-            f" {len(report.unreadable)} could not be read (HeadObject, then "
-            f"ListObjectVersions): {unreadable}."
+            f" {len(report.unreadable)} could not be listed (ListObjectVersions): {unreadable}."
             if report.unreadable
             else ""
         )
@@ -357,8 +336,8 @@ def backfill_batch(
         )
     if report.unreadable:
         raise ObjectsUnreadable(
-            f"{len(report.unreadable)} of {len(items)} listed objects could not be read "
-            f"(HeadObject, then ListObjectVersions), so they were not started: {unreadable}. "
+            f"the versions of {len(report.unreadable)} of {len(items)} listed objects could "
+            f"not be listed (ListObjectVersions), so they were not started: {unreadable}. "
             f"{handled}",
             report,
         )

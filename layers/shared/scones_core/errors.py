@@ -155,9 +155,8 @@ class BatchIncomplete(SconesError):
 
 
 class ObjectsUnreadable(BatchIncomplete):
-    """The backfill could not learn the current version of some listed objects (HeadObject,
-    then ListObjectVersions, refused or failed); the batch's other objects were started,
-    and these are named."""
+    """The backfill could not list the versions of some listed keys (ListObjectVersions
+    refused or failed); the batch's other objects were started, and these are named."""
 
 
 class WorkflowsNotStarted(BatchIncomplete):
