@@ -45,6 +45,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             table=settings.results_table,
             prefix=settings.start.incoming_prefix,
             settings=settings.start,
+            time_left=lambda: context.get_remaining_time_in_millis() / 1000,
         )
     except ValueError as exc:
         raise EventError(str(exc)) from exc

@@ -12,8 +12,11 @@ import botocore.awsrequest
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
+from scones_core import backfill
 from scones_core.backfill import (
     MAX_ATTEMPT,
+    MAX_VERSIONS_PER_KEY,
+    START_MARGIN_SECONDS,
     UNPROCESSED_BACKOFF_SECONDS,
     backfill_batch,
     key_versions,
@@ -607,7 +610,7 @@ def test_a_listing_in_pages_is_followed_to_the_keys_last_version_and_no_further(
                 "NextVersionIdMarker": "v2",
                 "Versions": [version("null", "aa", 5, True), version("v2", "bb", 6, False)],
             },
-            {"Bucket": BUCKET, "Prefix": key},
+            {"Bucket": BUCKET, "Prefix": key, "MaxKeys": MAX_VERSIONS_PER_KEY},
         )
         stub.add_response(
             "list_object_versions",
@@ -620,11 +623,18 @@ def test_a_listing_in_pages_is_followed_to_the_keys_last_version_and_no_further(
                     version("v9", "dd", 8, True, f"{key}.bak"),
                 ],
             },
-            {"Bucket": BUCKET, "Prefix": key, "KeyMarker": key, "VersionIdMarker": "v2"},
+            {
+                "Bucket": BUCKET,
+                "Prefix": key,
+                "MaxKeys": MAX_VERSIONS_PER_KEY,
+                "KeyMarker": key,
+                "VersionIdMarker": "v2",
+            },
         )
-        found = key_versions(s3, BUCKET, {"Key": key, "Size": 5, "Etag": '"aa"'})
+        found, more = key_versions(s3, BUCKET, {"Key": key, "Size": 5, "Etag": '"aa"'})
         stub.assert_no_pending_responses()
     refs = [ref for ref, _ in found]
+    assert not more
     assert [(r.version, r.etag, r.size) for r in refs] == [
         ("null", "aa", 5),
         ("v2", "bb", 6),
@@ -633,3 +643,73 @@ def test_a_listing_in_pages_is_followed_to_the_keys_last_version_and_no_further(
     assert refs[0].sequencer == "modified:2026-01-02T03:04:05.000Z"
     assert [r.sequencer for r in refs[1:]] == ["", ""]  # a version id tells them apart
     assert {when for _, when in found} == {"2026-01-02T03:04:05.000Z"}
+
+
+@mock_aws
+def test_a_key_with_more_versions_than_one_page_is_named_and_its_newest_examined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key overwritten in place over and over (a camera's "latest.jpg"): only its newest
+    versions are examined, so the batch fits the function's time, and the key is named."""
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    uploads = [
+        s3.put_object(Bucket=BUCKET, Key="incoming/latest.jpg", Body=bytes([n]))["VersionId"]
+        for n in range(5)
+    ]
+    item = s3.list_objects_v2(Bucket=BUCKET)["Contents"][0]
+    found, more = key_versions(s3, BUCKET, item, limit=5)
+    assert not more and [ref.version for ref, _ in found] == uploads[::-1]
+    monkeypatch.setattr(backfill, "MAX_VERSIONS_PER_KEY", 3)
+    event = {"Items": [item], "BatchInput": {"bucket": BUCKET}}
+    settings = StartSettings(state_machine_arn=machine)
+
+    report = backfill_batch(
+        event, s3=s3, dynamodb=ddb, sfn=sfn, table=TABLE, prefix="incoming/", settings=settings
+    )
+
+    assert report.versions_beyond == ["incoming/latest.jpg"]
+    executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+    started = {
+        json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["object"][
+            "version"
+        ]
+        for e in executions
+    }
+    assert started == set(uploads[2:])
+
+
+@mock_aws
+def test_versions_left_when_the_functions_time_runs_short_fail_the_batch_for_a_retry() -> None:
+    """No start with less than the margin of the function's time left: the batch fails as
+    WorkflowsNotStarted (which the Map retries) naming how many versions are left, and the
+    retry, with time enough, starts only those."""
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    for key in ("incoming/a.png", "incoming/b.png", "incoming/c.png"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    event = {
+        "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
+        "BatchInput": {"bucket": BUCKET},
+    }
+    clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
+    settings = StartSettings(state_machine_arn=machine)
+    left = iter([60.0, START_MARGIN_SECONDS - 0.1, START_MARGIN_SECONDS - 0.2])
+
+    with pytest.raises(WorkflowsNotStarted) as raised:
+        backfill_batch(
+            event,
+            **clients,
+            table=TABLE,
+            prefix="incoming/",
+            settings=settings,
+            time_left=lambda: next(left),
+        )
+
+    assert str(raised.value) == (
+        "2 versions without a record were not started: the function's time ran short (the "
+        "Map's retry, or a later backfill, starts them). The batch's other objects were "
+        "handled (started 1, already recorded 0)."
+    )
+    assert set(started_objects(sfn, machine)) == {"incoming/a.png"}
+    retry = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
+    assert len(retry.started) == 3 and retry.out_of_time == 0
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 3

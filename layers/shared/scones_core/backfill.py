@@ -70,6 +70,15 @@ MAX_ATTEMPT = 3
 # this many seconds, doubled each round, at most the cap.
 UNPROCESSED_BACKOFF_SECONDS = 0.05
 UNPROCESSED_BACKOFF_CAP_SECONDS = 2.0
+# The newest versions of one key the backfill examines: one page of ListObjectVersions. A key
+# overwritten in place every minute (a camera's "latest.jpg") keeps every version under the
+# incoming prefix unless UploadRetentionDays expires them; listing and looking up all of
+# them would not fit the function's timeout. Keys with more are named in the batch's log.
+MAX_VERSIONS_PER_KEY = 1000
+# No workflow is started with less of the function's time left than this: what is left of
+# the batch then fails it as WorkflowsNotStarted, which the Map retries (the retry skips
+# what has a record), instead of the function timing out part way, unlogged.
+START_MARGIN_SECONDS = 10.0
 
 
 @dataclass
@@ -81,6 +90,9 @@ class BatchReport:
     later_attempt: dict[str, int] = field(default_factory=dict)
     outside_prefix: list[str] = field(default_factory=list)  # keys, not classified here
     gone: list[str] = field(default_factory=list)  # keys deleted since the listing
+    # keys with more than MAX_VERSIONS_PER_KEY versions: only the newest were examined
+    versions_beyond: list[str] = field(default_factory=list)
+    out_of_time: int = 0  # versions not started: the function's time ran short
     unreadable: dict[str, str] = field(default_factory=dict)  # key -> the listing's error
     not_started: dict[str, str] = field(default_factory=dict)  # key -> StartExecution's error
     malformed: int = 0  # items that are not an object with a string Key (never a listing's)
@@ -92,6 +104,8 @@ class BatchReport:
             "later_attempt": self.later_attempt,
             "outside_prefix": self.outside_prefix,
             "gone": self.gone,
+            "versions_beyond": self.versions_beyond,
+            "out_of_time": self.out_of_time,
             "unreadable": self.unreadable,
             "not_started": self.not_started,
             "malformed": self.malformed,
@@ -138,24 +152,28 @@ def _event_time(item: Mapping[str, Any]) -> str:
     return ""
 
 
-def key_versions(s3: Any, bucket: str, item: Mapping[str, Any]) -> list[tuple[ObjectRef, str]]:
-    """Every version of the listed key, newest first, each as its S3 event would name it
-    and with its upload time as the event's ``eventTime``; [] when the key is gone (deleted
-    since the listing: no version left, or a delete marker is current; a deleted upload is
-    not classified now). S3 lists a prefix's versions by key, then newest first, so the key
-    itself (a prefix of every longer key it starts) comes first, and the listing stops at
-    the first other key."""
+def key_versions(
+    s3: Any, bucket: str, item: Mapping[str, Any], limit: int = MAX_VERSIONS_PER_KEY
+) -> tuple[list[tuple[ObjectRef, str]], bool]:
+    """The listed key's versions, newest first and at most ``limit``, each as its S3 event
+    would name it and with its upload time as the event's ``eventTime``, and whether the
+    key has more. No version when the key is gone (deleted since the listing: no version
+    left, or a delete marker is current; a deleted upload is not classified now). S3 lists
+    a prefix's versions by key, then newest first, so the key itself (a prefix of every
+    longer key it starts) comes first, and the listing stops at the first other key."""
     key = str(item["Key"])
-    request: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": key, "MaxKeys": limit}
     found: list[tuple[ObjectRef, str]] = []
     while True:
         page = s3.list_object_versions(**request)
         markers = page.get("DeleteMarkers", [])
         if any(m.get("Key") == key and m.get("IsLatest") for m in markers):
-            return []
+            return [], False
         for version in page.get("Versions", []):
             if version.get("Key") != key:
                 continue
+            if len(found) == limit:
+                return found, True
             modified = version.get("LastModified")
             if isinstance(modified, datetime):
                 # The whole second, as HeadObject and an S3 event give it: the upload mark
@@ -173,7 +191,9 @@ def key_versions(s3: Any, bucket: str, item: Mapping[str, Any]) -> list[tuple[Ob
                 )
             )
         if not page.get("IsTruncated") or page.get("NextKeyMarker") != key:
-            return found
+            return found, False
+        if len(found) == limit:
+            return found, True
         request.update(KeyMarker=key, VersionIdMarker=page.get("NextVersionIdMarker", ""))
 
 
@@ -277,7 +297,10 @@ def backfill_batch(
     table: str,
     prefix: str,
     settings: StartSettings,
+    time_left: Callable[[], float] = lambda: float("inf"),
 ) -> BatchReport:
+    """Start the workflow for every version of the batch's keys that has no record.
+    ``time_left`` is the seconds the function has left (Lambda's context)."""
     bucket, items = listed_items(event)
     report = BatchReport()
     refs: list[tuple[ObjectRef, str]] = []
@@ -290,10 +313,12 @@ def backfill_batch(
             report.outside_prefix.append(key)
             continue
         try:
-            versions = key_versions(s3, bucket, item)
+            versions, more = key_versions(s3, bucket, item, MAX_VERSIONS_PER_KEY)
         except (ClientError, BotoCoreError) as exc:
             report.unreadable[key] = _aws_error(exc)
             continue
+        if more:
+            report.versions_beyond.append(key)
         if not versions:
             report.gone.append(key)
         refs += versions
@@ -301,6 +326,9 @@ def backfill_batch(
     for ref, event_time in refs:
         if ref.record_id in done:
             report.recorded.append(ref.record_id)
+            continue
+        if time_left() < START_MARGIN_SECONDS:
+            report.out_of_time += 1
             continue
         try:
             attempt = start_first_free_attempt(sfn, ref, settings, event_time)
@@ -317,31 +345,43 @@ def backfill_batch(
         report.started.append(ref.record_id)
         if attempt:
             report.later_attempt[ref.record_id] = attempt
+    _fail_if_incomplete(report, bucket, len(items))
+    return report
+
+
+def _fail_if_incomplete(report: BatchReport, bucket: str, listed: int) -> None:
+    """Raise the batch's failure, naming everything it left, when it left anything: the
+    Map counts the batch as failed (and retries ``WorkflowsNotStarted``)."""
     handled = (
         f"The batch's other objects were handled (started {len(report.started)}, "
         f"already recorded {len(report.recorded)})."
     )
     unreadable = "; ".join(f"s3://{bucket}/{k}: {e}" for k, e in report.unreadable.items())
-    if report.not_started:
-        named = "; ".join(f"s3://{bucket}/{k}: {e}" for k, e in report.not_started.items())
-        also = (
-            f" {len(report.unreadable)} could not be listed (ListObjectVersions): {unreadable}."
-            if report.unreadable
-            else ""
-        )
-        raise WorkflowsNotStarted(
-            f"the workflow could not be started (StartExecution) for {len(report.not_started)} "
-            f"of {len(items)} listed objects: {named}.{also} {handled}",
-            report,
-        )
+    if report.not_started or report.out_of_time:
+        said = []
+        if report.not_started:
+            named = "; ".join(f"s3://{bucket}/{k}: {e}" for k, e in report.not_started.items())
+            said.append(
+                f"the workflow could not be started (StartExecution) for "
+                f"{len(report.not_started)} of {listed} listed objects: {named}."
+            )
+        if report.out_of_time:
+            said.append(
+                f"{report.out_of_time} versions without a record were not started: the "
+                "function's time ran short (the Map's retry, or a later backfill, starts them)."
+            )
+        if report.unreadable:
+            said.append(
+                f"{len(report.unreadable)} could not be listed (ListObjectVersions): {unreadable}."
+            )
+        raise WorkflowsNotStarted(" ".join([*said, handled]), report)
     if report.unreadable:
         raise ObjectsUnreadable(
-            f"the versions of {len(report.unreadable)} of {len(items)} listed objects could "
+            f"the versions of {len(report.unreadable)} of {listed} listed objects could "
             f"not be listed (ListObjectVersions), so they were not started: {unreadable}. "
             f"{handled}",
             report,
         )
-    return report
 
 
 def _aws_error(exc: Exception) -> str:
