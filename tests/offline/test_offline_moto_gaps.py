@@ -702,3 +702,72 @@ def test_moto_still_takes_what_aws_refuses_so_asl_check_refuses_it(
         assert output["reason"] == "stopped with E"  # $.cause dropped without a word
         assert "Error" in output["caught"]  # the first catcher took it
     assert len(check_definition(json.dumps(definition), {})) == 2
+
+
+def _until_done_or_stalled(sfn: Any, started: dict[str, Any], stall_s: float = 10) -> str:
+    """The execution's status once it stops running, or RUNNING once nothing has moved in
+    it (its history, its Map Run's counts) for ``stall_s``: a Map whose worker died."""
+    import time
+
+    arn = started["executionArn"]
+    seen: Any = None
+    moved = time.monotonic()
+    while (status := sfn.describe_execution(executionArn=arn)["status"]) == "RUNNING":
+        runs = sfn.list_map_runs(executionArn=arn)["mapRuns"]
+        history = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+        progress = (
+            sum(len(page["events"]) for page in history),
+            [sfn.describe_map_run(mapRunArn=r["mapRunArn"])["itemCounts"] for r in runs],
+        )
+        if progress != seen:
+            seen, moved = progress, time.monotonic()
+        elif time.monotonic() - moved > stall_s:
+            break
+        time.sleep(0.5)
+    return str(status)
+
+
+@pytest.mark.parametrize(
+    "processor",
+    [{"Mode": "INLINE"}, {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}],
+    ids=["inline", "distributed"],
+)
+def test_moto_map_workers_still_recurse_per_item_and_the_fix_takes_any_number(
+    monkeypatch: pytest.MonkeyPatch, processor: dict[str, str]
+) -> None:
+    """When the first half fails, moto's Map workers take their items in a loop: drop the
+    worker fix in interpreter_fixes. Without it a worker died of RecursionError after about
+    960 items and its Map hung RUNNING: a backfill of more than about 4,800 objects never
+    ended and left the rest unclassified."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    items = 1100
+    definition = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "MaxConcurrency": 1,  # one worker takes every item
+                "ItemProcessor": {
+                    "ProcessorConfig": processor,
+                    "StartAt": "Same",
+                    "States": {"Same": {"Type": "Pass", "End": True}},
+                },
+                "ResultSelector": {"items.$": "States.ArrayLength($)"},
+                "End": True,
+            }
+        },
+    }
+
+    def run(sfn: Any, arn: str) -> tuple[str, Any]:
+        started = sfn.start_execution(
+            stateMachineArn=arn, input=json.dumps({"items": list(range(items))})
+        )
+        status = _until_done_or_stalled(sfn, started)
+        output = sfn.describe_execution(executionArn=started["executionArn"]).get("output")
+        return status, json.loads(output) if output else None
+
+    raw, fixed = _raw_then_fixed("workers", definition, run)
+    assert raw == ("RUNNING", None)
+    assert fixed == ("SUCCEEDED", {"items": items})

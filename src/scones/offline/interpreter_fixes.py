@@ -36,6 +36,11 @@ upgrade that fixes moto also removes the fix here.
   choice state's condition path references an invalid value"), which no Catch takes.
   Only ``IsPresent`` may ask about a missing path (and ``And`` stops at its first false
   rule, in moto as on AWS, so ``And: [IsPresent, ...]`` is the safe form).
+* A Map's worker takes its next item by calling itself, one Python frame per item, so a
+  worker dies of ``RecursionError`` after about 960 items and its Map never ends: a
+  backfill of more than about 4,800 objects (``BackfillMaxConcurrency`` workers, one object
+  per batch offline) hung ``RUNNING`` and left the rest unclassified, and so did every
+  rerun. The workers here take their items in a loop, as many as there are.
 """
 
 from __future__ import annotations
@@ -60,6 +65,12 @@ from moto.stepfunctions.parser.asl.component.state.choice.comparison.variable im
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval import (
     resource_eval_s3 as _item_reader_s3,
 )
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor_worker import (  # noqa: E501
+    DistributedItemProcessorWorker,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.iteration_worker import (  # noqa: E501
+    IterationWorker,
+)
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_aws_sdk as _aws_sdk_task,
 )
@@ -80,6 +91,8 @@ _ORIGINAL_LIST_OBJECTS = _READER.__dict__["_handle_list_objects_v2"]
 _AWS_SDK_TASK = _aws_sdk_task.StateTaskServiceAwsSdk
 _ORIGINAL_SDK_CALL = _AWS_SDK_TASK._eval_service_task
 _ORIGINAL_COMPARISON = ComparisonVariable._eval_body
+_ORIGINAL_INLINE_POOL = IterationWorker._eval_pool
+_ORIGINAL_DISTRIBUTED_POOL = DistributedItemProcessorWorker._eval_pool
 # moto's lower-case service name -> the prefix of AWS's error names for it.
 SERVICE_ERROR_NAMES = {"sagemaker": "SageMaker"}
 
@@ -174,6 +187,51 @@ def _choice_on_a_missing_path_fails_like_aws(self: ComparisonVariable, env: Any)
     _ORIGINAL_COMPARISON(self, env)
 
 
+def _inline_items_in_a_loop(self: IterationWorker, job: Any, worker_frame: Any) -> None:
+    """moto's ``IterationWorker._eval_pool``, each next item taken in a loop instead of a
+    call of itself; every step as moto takes it."""
+    while job is not None:
+        job_frame = worker_frame.open_inner_frame()
+        self._eval_job(env=job_frame, job=job)
+        worker_frame.close_frame(job_frame)
+        if isinstance(job.job_output, Exception) or self.stopped():
+            break
+        next_job = self._job_pool.next_job()
+        if next_job is None:
+            worker_frame.event_history_context.source_event_id = (
+                job_frame.event_history_context.last_published_event_id
+            )
+            break
+        self._job_pool.close_job(job)
+        job = next_job
+    # The frame is closed before the job, so the Map sees its owner's environment updated
+    # when the job ends (moto's order).
+    self._env.close_frame(worker_frame)
+    if job is not None:
+        self._job_pool.close_job(job)
+
+
+def _distributed_items_in_a_loop(
+    self: DistributedItemProcessorWorker, job: Any, worker_frame: Any
+) -> None:
+    """moto's ``DistributedItemProcessorWorker._eval_pool`` in a loop, as above (its frames
+    are deleted, not closed)."""
+    while job is not None:
+        job_frame = worker_frame.open_inner_frame()
+        self._eval_job(env=job_frame, job=job)
+        worker_frame.delete_frame(job_frame)
+        if isinstance(job.job_output, Exception) or self.stopped():
+            break
+        next_job = self._job_pool.next_job()
+        if next_job is None:
+            break
+        self._job_pool.close_job(job)
+        job = next_job
+    self._env.delete_frame(worker_frame)
+    if job is not None:
+        self._job_pool.close_job(job)
+
+
 def install() -> None:
     ExecutionWorker._get_evaluation_environment = _environment_with_string_start_time  # type: ignore[method-assign]
     _state_module.StateData = _state_data_with_aws_entered_time  # type: ignore[misc,assignment]
@@ -183,6 +241,8 @@ def install() -> None:
     _aws_sdk_task._SERVICE_ERROR_NAMES.update(SERVICE_ERROR_NAMES)
     _AWS_SDK_TASK._eval_service_task = _sdk_call_with_aws_times  # type: ignore[method-assign]
     ComparisonVariable._eval_body = _choice_on_a_missing_path_fails_like_aws  # type: ignore[method-assign]
+    IterationWorker._eval_pool = _inline_items_in_a_loop  # type: ignore[method-assign]
+    DistributedItemProcessorWorker._eval_pool = _distributed_items_in_a_loop  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -195,3 +255,5 @@ def uninstall() -> None:
         _aws_sdk_task._SERVICE_ERROR_NAMES.pop(service, None)
     _AWS_SDK_TASK._eval_service_task = _ORIGINAL_SDK_CALL  # type: ignore[method-assign]
     ComparisonVariable._eval_body = _ORIGINAL_COMPARISON  # type: ignore[method-assign]
+    IterationWorker._eval_pool = _ORIGINAL_INLINE_POOL  # type: ignore[method-assign]
+    DistributedItemProcessorWorker._eval_pool = _ORIGINAL_DISTRIBUTED_POOL  # type: ignore[method-assign]
