@@ -382,7 +382,9 @@ class ReviewService:
         items = shown(self._index(Status.NEEDS_REVIEW, since, page_size=limit))
         drawn_since = format_millis(self.clock() - self.settings.sample_window)
         since = max(drawn_since, since or drawn_since)
-        items += shown(self._index(Status.ACCEPTED, since, sampled_only=True, page_size=limit))
+        # A filter is applied after a page is read, so the sampled few are read from
+        # DynamoDB's full pages (1 MB), not from pages of ``limit`` records.
+        items += shown(self._index(Status.ACCEPTED, since, sampled_only=True))
         # Each kind keeps its own ``limit``: sampled answers older than every uncertain
         # image must never push those off the page.
         items.sort(key=lambda item: (item.event_time or item.recorded_at, item.record_id))
