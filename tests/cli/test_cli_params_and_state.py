@@ -859,7 +859,7 @@ def test_classify_that_stops_waiting_says_where_the_late_records_are(
     sent = Upload(bucket="b", key=f"incoming/{image.name}", etag="e", source=str(image))
     monkeypatch.setattr(api, "upload_file", lambda path, key: sent)
 
-    def wait_for_records(uploads: list[Upload], timeout: float) -> dict[Upload, Any]:
+    def wait_for_records(uploads: list[Upload], timeout: float, **_: Any) -> dict[Upload, Any]:
         raise StackClientError(
             f"1 upload(s) have no record, and no record came in the last {timeout:g} s: "
             f"{uploads[0].key}"
@@ -872,3 +872,55 @@ def test_classify_that_stops_waiting_says_where_the_late_records_are(
     err = capsys.readouterr().err
     assert "no record came in the last 0.5 s" in err
     assert "they may still come: `scones results` lists what the stack recorded" in err
+
+
+def test_classify_shows_its_progress_on_a_terminal_and_keeps_json_output_clean(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Thousands of files take minutes: on a terminal the uploads and the records waited for
+    are counted on standard error, which --json's output never holds."""
+    import io
+
+    from rich.console import Console
+
+    from scones.cli import classify
+    from scones.cli.main import main
+    from scones.offline.client import StackClient, StackEndpoints, Upload
+    from scones.template_params import PROJECT_ROOT
+
+    images = sorted((PROJECT_ROOT / "samples" / "bicycle").glob("*.png"))[:3]
+    fields = StackEndpoints.__dataclass_fields__
+    api = StackClient(StackEndpoints(**dict.fromkeys(fields, "x")))
+    sent = {
+        image.name: Upload(bucket="b", key=f"incoming/{image.name}", etag="e", source=str(image))
+        for image in images
+    }
+    monkeypatch.setattr(api, "upload_file", lambda path, key: sent[path.name])
+    shown: list[tuple[int, int]] = []
+
+    def wait_for_records(
+        uploads: list[Upload], timeout: float, on_progress: Any
+    ) -> dict[Upload, Any]:
+        for done in range(len(uploads) + 1):
+            on_progress(done, len(uploads))
+            shown.append((done, len(uploads)))
+        return {u: {"key": u.key, "status": "ACCEPTED"} for u in uploads}
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(api, "wait_for_records", wait_for_records)
+    monkeypatch.setattr(classify, "read_state", lambda: {"incoming_prefix": "incoming/"})
+    monkeypatch.setattr(classify, "client_from_state", lambda: api)
+    monkeypatch.setattr(
+        classify,
+        "make_console",
+        lambda stderr=False: (
+            Console(file=terminal, force_terminal=True, width=100) if stderr else Console(width=140)
+        ),
+    )
+    assert main(["classify", *map(str, images), "--json"]) == 0
+    assert [r["key"] for r in json.loads(capsys.readouterr().out)] == [
+        f"incoming/{image.name}" for image in images
+    ]
+    assert shown[-1] == (3, 3)
+    drawn = terminal.getvalue()
+    assert "uploading" in drawn and "classifying" in drawn and "3/3" in drawn

@@ -7,6 +7,7 @@ import contextlib
 import json
 
 from botocore.exceptions import ClientError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scones.cli.arguments import file_or_folder, seconds
 from scones.cli.display import (
@@ -51,16 +52,35 @@ def classify_command(args: argparse.Namespace) -> int:
     inputs = collect_inputs(args.paths, labels=_labels(state), prefix=prefix)  # checked first
     api = client_from_state()
     uploads: list[Upload] = []
+    errors = make_console(stderr=True)
+    # Progress on a terminal only, on standard error: --json's output stays the records.
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        disable=not errors.is_terminal,
+        transient=True,
+    )
     try:
-        for item in inputs:
-            try:
-                uploads.append(api.upload_file(item.path, item.key))
-            except KeyboardInterrupt:  # those sent are the stack's to classify: `scones results`
-                left = [i.path for i in inputs[len(uploads) :]]
-                with contextlib.suppress(OSError):
-                    print_not_uploaded(make_console(stderr=True), left, len(inputs))
-                raise
-        records = api.wait_for_records(uploads, timeout=args.timeout)
+        with progress:
+            sending = progress.add_task("uploading", total=len(inputs))
+            for item in inputs:
+                try:
+                    uploads.append(api.upload_file(item.path, item.key))
+                except KeyboardInterrupt:  # those sent are the stack's: `scones results`
+                    left = [i.path for i in inputs[len(uploads) :]]
+                    with contextlib.suppress(OSError):
+                        print_not_uploaded(errors, left, len(inputs))
+                    raise
+                progress.advance(sending)
+            waiting = progress.add_task("classifying", total=len(uploads))
+            records = api.wait_for_records(
+                uploads,
+                timeout=args.timeout,
+                on_progress=lambda done, _total: progress.update(waiting, completed=done),
+            )
     except StackClientError as exc:
         # The uploads are the stack's: records that come later are read with `results`.
         raise CommandFailed(
