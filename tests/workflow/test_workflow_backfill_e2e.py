@@ -10,18 +10,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import SAMPLES
 from workflow_helpers import wait_for_execution
 
+from scones.cli import stack_state
 from scones.cli.backfill import (
     failed_result_files,
     find_backfill_machine,
     has_objects,
     start_backfill,
 )
+from scones.cli.main import main
 from scones.offline.stack import OfflineStack, StackOptions
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("backfill-stack")]
@@ -165,6 +168,37 @@ def test_an_upload_overwritten_after_its_event_was_lost_is_classified(
     assert set(records) == {lost, upload.version_id}
     assert records[upload.version_id] == recorded
     assert records[lost]["status"] in {"ACCEPTED", "NEEDS_REVIEW"}
+
+
+def test_backfill_wait_says_what_its_map_run_did_and_when_it_is_still_running(
+    stack: OfflineStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`scones backfill --wait` (the CLI, finding the stack as `scones up` leaves it): the
+    Map Run's counts once it ends; a wait that runs out says the backfill goes on."""
+    import os
+
+    monkeypatch.setattr(stack_state, "STATE_DIR", tmp_path / ".scones")
+    monkeypatch.setattr(stack_state, "STATE_FILE", tmp_path / ".scones" / "stack.json")
+    stack_state.write_state(stack.endpoints, os.getpid(), stack.work_dir)
+    prefix = f"{stack.incoming_prefix}waited/"
+    images = sorted(SAMPLES.glob("*/*.png"))[7:9]
+    put_without_events(stack, {f"{prefix}{path.name}": path.read_bytes() for path in images})
+    capsys.readouterr()
+
+    assert main(["backfill", prefix, "--wait", "--timeout", "0.001"]) == 1
+    out = capsys.readouterr().out
+    assert "still running after 0.001 s; it goes on" in out
+    assert "`scones results` shows the records as they come." in out
+
+    assert main(["backfill", prefix, "--wait"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("SUCCEEDED: ")
+    assert lines[2] == (
+        "2 objects listed, 2 in batches that succeeded (started, or recorded already)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,28 @@ def failed_result_files(s3: Any, results_uri: str) -> list[str]:
     return [f"s3://{destination}/{entry['Key']}" for entry in manifest["ResultFiles"]["FAILED"]]
 
 
+def map_run_progress(sfn: Any, execution_arn: str) -> str:
+    """What the backfill's Map Run has done with the listed objects (its ``itemCounts``),
+    one line; "" before it has a Map Run. An object in a batch that succeeded was started
+    or had its record already; the function's log has which."""
+    runs = sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", [])
+    if not runs:
+        return ""
+    counts = sfn.describe_map_run(mapRunArn=runs[0]["mapRunArn"]).get("itemCounts", {})
+    said = [f"{counts.get('total', 0)} objects listed"]
+    for name, meaning in (
+        ("succeeded", "in batches that succeeded (started, or recorded already)"),
+        ("failed", "in batches that failed"),
+        ("timedOut", "in batches that timed out"),
+        ("aborted", "in batches stopped"),
+        ("running", "in batches running"),
+        ("pending", "waiting for a batch"),
+    ):
+        if counts.get(name):
+            said.append(f"{counts[name]} {meaning}")
+    return ", ".join(said)
+
+
 def _report_failed_batches(s3: Any, output: str | None) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -148,7 +170,17 @@ def backfill_command(args: argparse.Namespace) -> int:
         return 0
     timeout = DEFAULT_WAIT_SECONDS if args.timeout is None else args.timeout
     described = wait_for(sfn, execution, timeout)
+    progress = map_run_progress(sfn, execution)
+    if described["status"] == "RUNNING":
+        print(
+            f"still running after {timeout:g} s; it goes on"
+            + (f" (so far: {progress})" if progress else "")
+            + ". `scones results` shows the records as they come."
+        )
+        return 1
     print(f"{described['status']}: {described.get('output') or described.get('cause') or ''}")
+    if progress:
+        print(progress)
     if described["status"] != "SUCCEEDED":
         return 1
     _report_failed_batches(s3, described.get("output"))
