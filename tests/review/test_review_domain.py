@@ -181,11 +181,16 @@ def web(reviews: ReviewService) -> TestClient:
 
 
 def app_for(
-    reviews: ReviewService, allowed_hosts: frozenset[str] | None = None, reviewer: str = "ana"
+    reviews: ReviewService,
+    allowed_hosts: frozenset[str] | None = None,
+    reviewer: str = "ana",
+    queue_limit: int = 200,
 ) -> Any:
     """The review app as `scones review` builds it, its API wanting ``TOKEN``."""
     hosts = LOOPBACK_HOSTS | {"testserver"} if allowed_hosts is None else allowed_hosts
-    settings = ReviewAppSettings(reviewer, TABLE, token=TOKEN, allowed_hosts=hosts)
+    settings = ReviewAppSettings(
+        reviewer, TABLE, token=TOKEN, allowed_hosts=hosts, queue_limit=queue_limit
+    )
     return build_app(reviews, settings)
 
 
@@ -212,6 +217,23 @@ def test_sampled_answers_never_push_the_uncertain_images_off_the_page(env: Env) 
     items = service(env).queue(limit=2).items
     # The first two of each kind, oldest upload first.
     assert [i.record_id for i in items] == drawn[:2] + waiting[:2]
+
+
+def test_the_queue_says_when_more_images_wait_than_it_shows(env: Env) -> None:
+    """A busy day's backlog: the page shows the first ``limit`` of each kind, and says when
+    more wait (the reviewer answers these and reloads), of either kind."""
+    waiting = [env.record("NEEDS_REVIEW", age=timedelta(minutes=30 - n)) for n in range(2)]
+    assert service(env).queue(limit=2).more is False  # exactly the limit: nothing more
+    assert service(env).queue(limit=1).more is True
+    drawn = [
+        env.record("ACCEPTED", age=timedelta(hours=5 - n), review_sampled=True) for n in range(3)
+    ]
+    queue = service(env).queue(limit=2)
+    assert queue.more is True  # the third sampled one waits
+    assert [i.record_id for i in queue.items] == drawn[:2] + waiting
+    page = TestClient(app_for(service(env), queue_limit=2), headers=WITH_TOKEN)
+    assert page.get("/api/queue").json()["more"] is True
+    assert web(service(env)).get("/api/queue").json()["more"] is False  # 200 a kind
 
 
 def test_records_not_as_the_stack_writes_them_are_left_out_of_the_queue_and_named(
@@ -840,8 +862,10 @@ def test_the_queue_reads_no_further_than_its_limit(env: Env) -> None:
         return response
 
     client.query = counting  # type: ignore[method-assign]
-    items = service(env).queue(limit=3).items
-    assert sum(read) == 3  # one page of three, not all twelve
+    queue = service(env).queue(limit=3)
+    items = queue.items
+    # One page of four, not all twelve: three shown, and one that tells that more wait.
+    assert sum(read) == 4 and queue.more
     assert items[0].event_time == format_millis(NOW - timedelta(hours=12))  # oldest first
     assert [item.event_time for item in items] == sorted(item.event_time for item in items)
 

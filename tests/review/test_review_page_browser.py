@@ -208,3 +208,23 @@ def test_the_page_names_a_record_not_as_the_stack_writes_it_and_shows_the_rest(
         assert console == []
     finally:
         page.close()
+
+
+def test_the_page_says_when_more_images_wait_than_it_shows(env: Env, browser: Any) -> None:
+    for minutes in (30, 20):
+        env.record("NEEDS_REVIEW", age=timedelta(minutes=minutes))
+    server = ModelServer(
+        app_for(service(env), LOOPBACK_HOSTS, queue_limit=1), host="127.0.0.1", port=0
+    )
+    url = server.start()
+    page, console = open_page(browser, f"{url}/?token={TOKEN}")
+    try:
+        assert page.locator("#queue li").count() == 1
+        assert page.inner_text("#progress") == (
+            "0 of 1 answered \u00b7 more images wait than this page shows: answer these, then "
+            "reload for the next ones"
+        )
+        assert console == []
+    finally:
+        page.close()
+        server.stop()

@@ -232,6 +232,8 @@ class ReviewQueue:
 
     items: list[ReviewItem]
     unreadable: list[UnreadableRecord]
+    # More images wait than the page shows (``limit`` of a kind): a busy day's backlog.
+    more: bool = False
 
 
 @dataclass(frozen=True)
@@ -358,6 +360,7 @@ class ReviewService:
         cutoff = self._retention_cutoff()
         since = format_millis(cutoff) if cutoff else None
         left_out: list[UnreadableRecord] = []
+        more = False
 
         def readable(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             for record in records:
@@ -370,16 +373,19 @@ class ReviewService:
             """The first ``limit`` whose upload is still kept: recorded after the cutoff
             but uploaded before it is a replayed or backfilled upload the lifecycle rule
             has deleted. Left out as the index is read, so they never fill the page."""
+            nonlocal more
             kept = (r for r in readable(records) if not r.get(IMAGE_GONE_ATTRIBUTE))
             items = (ReviewItem.from_record(r) for r in kept)
             if cutoff:
                 items = (item for item in items if not _uploaded_before(item, cutoff))
-            return list(itertools.islice(items, limit))
+            first = list(itertools.islice(items, limit + 1))
+            more = more or len(first) > limit
+            return first[:limit]
 
         # The index is read oldest record first, and no further than ``limit`` of each
         # kind. Sampled records are shown whatever this page's own share (another page
         # may have drawn them), for the sample window after they were recorded.
-        items = shown(self._index(Status.NEEDS_REVIEW, since, page_size=limit))
+        items = shown(self._index(Status.NEEDS_REVIEW, since, page_size=limit + 1))
         drawn_since = format_millis(self.clock() - self.settings.sample_window)
         since = max(drawn_since, since or drawn_since)
         # A filter is applied after a page is read, so the sampled few are read from
@@ -388,7 +394,7 @@ class ReviewService:
         # Each kind keeps its own ``limit``: sampled answers older than every uncertain
         # image must never push those off the page.
         items.sort(key=lambda item: (item.event_time or item.recorded_at, item.record_id))
-        return ReviewQueue(items, left_out)
+        return ReviewQueue(items, left_out, more)
 
     def expired_waiting(self, cap: int = EXPIRED_COUNT_CAP) -> int:
         """How many NEEDS_REVIEW records were recorded before the retention cutoff (at most

@@ -390,6 +390,8 @@ def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any
         # Records of the queue not as the stack writes them: left out, each named (its
         # key, and the problems that may quote it, as the page shows keys).
         "unreadable": [_shown_unreadable(bad) for bad in queue.unreadable],
+        # More wait than the page shows (the first queue_limit of each kind).
+        "more": queue.more,
     }
 
 

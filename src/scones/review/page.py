@@ -105,8 +105,8 @@ kbd { border: 1px solid #aaa; border-bottom-width: 2px; border-radius: .25rem; p
 """
 
 SCRIPT = r""""use strict";
-const state = { items: [], current: 0, keys: {}, expired: 0, unreadable: [], said: null,
-                drawn: null };
+const state = { items: [], current: 0, keys: {}, expired: 0, unreadable: [], more: false,
+                said: null, drawn: null };
 const queue = document.getElementById("queue");
 const detail = document.getElementById("detail");
 const record = document.getElementById("record");
@@ -279,6 +279,8 @@ function drawQueue() {
   const done = state.items.filter(it => it.state === "done").length;
   document.getElementById("progress").textContent =
     done + " of " + state.items.length + " answered" +
+    (state.more ? " \u00b7 more images wait than this page shows: answer these, then " +
+     "reload for the next ones" : "") +
     (state.expired ? " \u00b7 " + state.expired + (state.expired >= state.expiredCap ? "+" : "") +
      " older ones cannot be shown: their uploads have expired (UploadRetentionDays)" : "") +
     (state.unreadable.length ? " \u00b7 " + state.unreadable.length +
@@ -468,7 +470,7 @@ async function load() {
   }
   state.items = body.items; state.current = 0; state.keys = keysFor(body.answers);
   state.expired = body.expired || 0; state.expiredCap = body.expired_cap || Infinity;
-  state.unreadable = body.unreadable || [];
+  state.unreadable = body.unreadable || []; state.more = body.more === true;
   document.getElementById("who").textContent =
     "reviewer " + body.reviewer + " \u00b7 " + body.table;
   document.body.dataset.loaded = "true";
