@@ -187,49 +187,46 @@ def _choice_on_a_missing_path_fails_like_aws(self: ComparisonVariable, env: Any)
     _ORIGINAL_COMPARISON(self, env)
 
 
-def _inline_items_in_a_loop(self: IterationWorker, job: Any, worker_frame: Any) -> None:
-    """moto's ``IterationWorker._eval_pool``, each next item taken in a loop instead of a
-    call of itself; every step as moto takes it."""
+def _items_in_a_loop(self: Any, job: Any, worker_frame: Any, *, distributed: bool) -> None:
+    """moto's ``_eval_pool`` of an inline (``IterationWorker``) or a distributed
+    (``DistributedItemProcessorWorker``) Map worker, each next item taken in a loop instead
+    of a call of itself; every step as moto takes it (the distributed worker deletes its
+    frames where the inline one closes them, and only the inline one hands its last event
+    on to the states that follow)."""
+
+    def release(owner: Any, frame: Any) -> None:
+        (owner.delete_frame if distributed else owner.close_frame)(frame)
+
     while job is not None:
         job_frame = worker_frame.open_inner_frame()
         self._eval_job(env=job_frame, job=job)
-        worker_frame.close_frame(job_frame)
+        release(worker_frame, job_frame)
         if isinstance(job.job_output, Exception) or self.stopped():
             break
         next_job = self._job_pool.next_job()
         if next_job is None:
-            worker_frame.event_history_context.source_event_id = (
-                job_frame.event_history_context.last_published_event_id
-            )
+            if not distributed:
+                worker_frame.event_history_context.source_event_id = (
+                    job_frame.event_history_context.last_published_event_id
+                )
             break
         self._job_pool.close_job(job)
         job = next_job
-    # The frame is closed before the job, so the Map sees its owner's environment updated
+    # The frame is released before the job, so the Map sees its owner's environment updated
     # when the job ends (moto's order).
-    self._env.close_frame(worker_frame)
+    release(self._env, worker_frame)
     if job is not None:
         self._job_pool.close_job(job)
+
+
+def _inline_items_in_a_loop(self: IterationWorker, job: Any, worker_frame: Any) -> None:
+    _items_in_a_loop(self, job, worker_frame, distributed=False)
 
 
 def _distributed_items_in_a_loop(
     self: DistributedItemProcessorWorker, job: Any, worker_frame: Any
 ) -> None:
-    """moto's ``DistributedItemProcessorWorker._eval_pool`` in a loop, as above (its frames
-    are deleted, not closed)."""
-    while job is not None:
-        job_frame = worker_frame.open_inner_frame()
-        self._eval_job(env=job_frame, job=job)
-        worker_frame.delete_frame(job_frame)
-        if isinstance(job.job_output, Exception) or self.stopped():
-            break
-        next_job = self._job_pool.next_job()
-        if next_job is None:
-            break
-        self._job_pool.close_job(job)
-        job = next_job
-    self._env.delete_frame(worker_frame)
-    if job is not None:
-        self._job_pool.close_job(job)
+    _items_in_a_loop(self, job, worker_frame, distributed=True)
 
 
 def install() -> None:
