@@ -761,7 +761,7 @@ def test_a_message_the_code_fails_on_is_left_and_the_drain_goes_on(
     ref = aws.upload("incoming/a.png")
     handle = Redriver._handle
 
-    def failing_on_one(self: Redriver, message: dict, replayed: set[str], *, dry_run: bool):
+    def failing_on_one(self: Redriver, message: dict, replayed: dict, *, dry_run: bool):
         if message["Body"] == "the message that breaks the code":
             raise RuntimeError("unforeseen")
         return handle(self, message, replayed, dry_run=dry_run)
@@ -1302,3 +1302,23 @@ def test_deleting_a_named_message_from_the_command_line_prints_its_body(
     assert f"deleted as asked  other           message {message_id}  (its body: " in out
     assert "messages deleted: 1, left on the queue: 0" in out
     assert aws.visible_bodies() == []
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_duplicate_dead_letter_is_answered_by_the_drains_one_replay(
+    aws: Aws, dry_run: bool
+) -> None:
+    """The same failure's letter twice (SQS delivered the send twice, or an Express workflow
+    ran twice): one replay, and the duplicate is answered by it, not left as if that replay
+    had failed; a dry run's verdict is the real run's."""
+    ref = aws.upload("incoming/a.png")
+    aws.record(ref)  # FAILED at attempt 0
+    for _ in range(2):
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=workflow_failed(ref, 0))
+    report = aws.redriver().drain_dead_letters(dry_run=dry_run)
+    first = Outcome.WOULD_START if dry_run else Outcome.STARTED
+    assert sorted((r.outcome, r.attempt) for r in report.replays) == sorted(
+        [(first, 1), (Outcome.ALREADY_STARTED, 1)]
+    )
+    assert report.clean
+    assert report.messages_left == (2 if dry_run else 0)

@@ -509,18 +509,18 @@ class Redriver:
         Messages that stay (unreplayable, failed to start, or a dry run) are made visible
         again at the end, so the next reader sees them at once.
 
-        Each object is replayed at most once per drain. A replay that fails again sends a
-        new dead letter, which this drain receives too: replaying that one as well would
-        walk the object's attempts for as long as its fault lasts (an object S3 refuses, a
-        model that rejects it), billing an execution each time and never ending. That
-        letter is left for a later drain, once what failed it is fixed.
+        Each failed object is replayed at most once per drain. A replay that fails again
+        sends a new dead letter, which this drain receives too: replaying that one as well
+        would walk the object's attempts for as long as its fault lasts (an object S3
+        refuses, a model that rejects it), billing an execution each time and never ending.
+        That letter is left for a later drain, once what failed it is fixed.
         """
         if self.sqs is None or not self.queue_url:
             raise RedriveError("draining the dead-letter queue needs its URL")
         report = RedriveReport(dry_run=dry_run)
         seen: set[str] = set()
         kept: dict[str, str] = {}  # message id -> latest receipt handle
-        replayed: set[str] = set()  # the record ids this drain started an execution for
+        replayed: dict[str, int] = {}  # record id -> the attempt this drain started (or would)
         try:
             while max_messages is None or len(seen) < max_messages:
                 batch = 10 if max_messages is None else min(10, max_messages - len(seen))
@@ -586,10 +586,12 @@ class Redriver:
         )
 
     def _handle(
-        self, message: Mapping[str, Any], replayed: set[str], *, dry_run: bool
+        self, message: Mapping[str, Any], replayed: dict[str, int], *, dry_run: bool
     ) -> tuple[list[Replay], bool]:
-        """The replays a message asks for, and whether it may be deleted. ``replayed``
-        holds the record ids this drain has started an execution for; it adds to them."""
+        """The replays a message asks for, and whether it may be deleted. ``replayed`` maps
+        the record ids whose failure this drain has replayed (a dry run: would replay) to
+        the attempt it started, always 1 or later; it adds to them. A letter of that attempt
+        or later came from that replay; an earlier one is a duplicate it answers."""
         message_id = str(message["MessageId"])
         letter = parse_dead_letter(str(message.get("Body", "")))
         if letter.source is Source.WORKFLOW_FAILED:
@@ -616,25 +618,29 @@ class Redriver:
                 if recorded is not None:
                     done = replace(base, outcome=Outcome.ALREADY_RECORDED, detail=recorded)
                     return [done], not dry_run
-                if letter.ref.record_id in replayed:
+                started = replayed.get(letter.ref.record_id)
+                if started is not None and letter.attempt >= started:
+                    # The letter of the attempt this drain started: that replay failed too.
                     why = _why_letter_failed(letter) or "failed"
                     detail = (
                         f"this drain's replay of it {why}: left for the next drain, once "
                         "what failed it is fixed"
                     )
                     return [replace(base, outcome=Outcome.LEFT, detail=detail)], False
+                if started is not None:
+                    # An earlier letter (a duplicate) that this drain's replay answers.
+                    done = replace(base, outcome=Outcome.ALREADY_STARTED, attempt=started)
+                    return [done], not dry_run
                 outcome = self.replay(letter.ref, letter.event_time, attempt, dry_run=dry_run)
             except (ClientError, BotoCoreError) as exc:
                 return [replace(base, detail=str(exc))], False
-            if outcome is Outcome.STARTED:
-                replayed.add(letter.ref.record_id)
+            if outcome in (Outcome.STARTED, Outcome.WOULD_START):
+                replayed[letter.ref.record_id] = attempt
             return [replace(base, outcome=outcome, detail=_why_letter_failed(letter))], _done(
                 outcome
             )
         if letter.source is Source.S3_EVENT:
-            started = self._replay_notification(letter.body, message_id, dry_run=dry_run)
-            replayed.update(r.record_id for r in started[0] if r.outcome is Outcome.STARTED)
-            return started
+            return self._replay_notification(letter.body, message_id, dry_run=dry_run)
         failed_with = why_dead_lettered(message)
         if letter.source is Source.MONITOR_RUN:
             return self._replay_monitor_run(letter, failed_with, message_id, dry_run=dry_run)
