@@ -287,21 +287,27 @@ def test_a_runtime_refusal_before_the_body_closes_the_connection(
 def test_a_header_sent_on_two_lines_is_read_as_http_says(
     live_server: LiveServer, bicycle_png: bytes, tmp_path: Path
 ) -> None:
-    """RFC 9110 section 5.3: a list field's lines are one comma-joined value; a field that
-    may be sent once is refused on two lines, so the InferenceId checked is the one captured."""
+    """RFC 9110 section 5.3: a list field's lines are one comma-joined value (an empty one is
+    no value, 5.6.1); a field that may be sent once is refused on two lines, so the
+    InferenceId checked is the one captured."""
     path = f"/endpoints/{ENDPOINT}/invocations"
     length = f"Content-Type: image/png\r\nContent-Length: {len(bicycle_png)}\r\n"
     accepted = exchange(
         live_server.server.port,
         post_head(
             path,
-            f"{length}Accept: text/csv\r\nAccept: application/json\r\n"
+            f"{length}Accept: text/csv\r\nAccept:\r\nAccept: application/json\r\n"
             "X-Amzn-SageMaker-Inference-Id: kept\r\nConnection: close\r\n",
         )
         + bicycle_png,
     )
     ((code, _, _),) = responses(accepted)
     assert code == 200
+    empty = exchange(
+        live_server.server.port,
+        post_head(path, f"{length}Accept:\r\nAccept:\r\nConnection: close\r\n") + bicycle_png,
+    )
+    assert responses(empty)[0][0] == 200  # no Accept at all, as one empty line is
     refused = exchange(
         live_server.server.port,
         post_head(
@@ -317,6 +323,5 @@ def test_a_header_sent_on_two_lines_is_read_as_http_says(
         "the header X-Amzn-SageMaker-Inference-Id was sent 2 times; send it once"
     )
     live_server.server.stop()
-    assert [r["eventMetadata"].get("inferenceId") for r in read_records(tmp_path / "capture")] == [
-        "kept"
-    ]
+    captured = [r["eventMetadata"].get("inferenceId") for r in read_records(tmp_path / "capture")]
+    assert captured == ["kept", None]  # the two requests answered; not the refused one

@@ -102,7 +102,11 @@ def field_value(headers: HeaderLines, name: str) -> str | None:
     """A list field's value (Accept, Content-Encoding), its lines joined with commas: RFC 9110
     section 5.3 gives several lines the meaning of that one. None when it was not sent."""
     lines = headers.getlist(name)
-    return ", ".join(lines) if lines else None
+    if not lines:
+        return None
+    # An empty line or element is no value (RFC 9110 section 5.6.1): left out, not joined.
+    values = [v.strip() for line in lines for v in line.split(",") if v.strip()]
+    return ", ".join(values)
 
 
 def repeated_field_problem(headers: HeaderLines) -> str | None:
