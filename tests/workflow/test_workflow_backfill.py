@@ -328,7 +328,11 @@ def test_a_start_that_fails_is_named_and_the_rest_of_the_batch_still_starts() ->
         )
 
     message = str(raised.value)
-    assert f"s3://{BUCKET}/incoming/busy.png: ThrottlingException (Rate exceeded)" in message
+    busy = s3.head_object(Bucket=BUCKET, Key="incoming/busy.png")["VersionId"]
+    assert (
+        f"s3://{BUCKET}/incoming/busy.png (version {busy}): ThrottlingException (Rate exceeded)"
+        in message
+    )
     assert "for 1 of 4 listed objects" in message
     assert f"could not be listed (ListObjectVersions): s3://{BUCKET}/incoming/locked.png: 403" in (
         message
@@ -436,7 +440,8 @@ def test_an_object_whose_execution_closed_without_a_record_is_started_as_the_nex
     with pytest.raises(WorkflowsNotStarted) as raised:
         backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
 
-    assert f"s3://{BUCKET}/incoming/stuck.png: ExecutionAlreadyExists" in str(raised.value)
+    named = f"s3://{BUCKET}/incoming/stuck.png (version {stuck.version}): ExecutionAlreadyExists"
+    assert named in str(raised.value)
     assert "for 1 of 3 listed objects" in str(raised.value)
     running = {
         e["name"]: json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])
@@ -610,7 +615,7 @@ def test_a_listing_in_pages_is_followed_to_the_keys_last_version_and_no_further(
                 "NextVersionIdMarker": "v2",
                 "Versions": [version("null", "aa", 5, True), version("v2", "bb", 6, False)],
             },
-            {"Bucket": BUCKET, "Prefix": key, "MaxKeys": MAX_VERSIONS_PER_KEY},
+            {"Bucket": BUCKET, "Prefix": key, "MaxKeys": MAX_VERSIONS_PER_KEY + 1},
         )
         stub.add_response(
             "list_object_versions",
@@ -626,7 +631,7 @@ def test_a_listing_in_pages_is_followed_to_the_keys_last_version_and_no_further(
             {
                 "Bucket": BUCKET,
                 "Prefix": key,
-                "MaxKeys": MAX_VERSIONS_PER_KEY,
+                "MaxKeys": MAX_VERSIONS_PER_KEY + 1,
                 "KeyMarker": key,
                 "VersionIdMarker": "v2",
             },
@@ -656,6 +661,8 @@ def test_a_key_with_more_versions_than_one_page_is_named_and_its_newest_examined
         s3.put_object(Bucket=BUCKET, Key="incoming/latest.jpg", Body=bytes([n]))["VersionId"]
         for n in range(5)
     ]
+    # A longer key the prefix also lists: the page is cut after exactly the key's versions.
+    s3.put_object(Bucket=BUCKET, Key="incoming/latest.jpg.bak", Body=b"x")
     item = s3.list_objects_v2(Bucket=BUCKET)["Contents"][0]
     found, more = key_versions(s3, BUCKET, item, limit=5)
     assert not more and [ref.version for ref, _ in found] == uploads[::-1]
@@ -692,7 +699,8 @@ def test_versions_left_when_the_functions_time_runs_short_fail_the_batch_for_a_r
     }
     clients = {"s3": s3, "dynamodb": ddb, "sfn": sfn}
     settings = StartSettings(state_machine_arn=machine)
-    left = iter([60.0, START_MARGIN_SECONDS - 0.1, START_MARGIN_SECONDS - 0.2])
+    # Time for listing the three keys and starting one version, then no more.
+    left = iter([60.0] * 4 + [START_MARGIN_SECONDS - 0.1] * 2)
 
     with pytest.raises(WorkflowsNotStarted) as raised:
         backfill_batch(
@@ -705,11 +713,57 @@ def test_versions_left_when_the_functions_time_runs_short_fail_the_batch_for_a_r
         )
 
     assert str(raised.value) == (
-        "2 versions without a record were not started: the function's time ran short (the "
-        "Map's retry, or a later backfill, starts them). The batch's other objects were "
-        "handled (started 1, already recorded 0)."
+        "2 listed objects or versions without a record were not started: the function's "
+        "time ran short (the Map's retry, or a later backfill, starts them). The batch's "
+        "other objects were handled (started 1, already recorded 0)."
     )
     assert set(started_objects(sfn, machine)) == {"incoming/a.png"}
     retry = backfill_batch(event, **clients, table=TABLE, prefix="incoming/", settings=settings)
     assert len(retry.started) == 3 and retry.out_of_time == 0
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 3
+
+
+@mock_aws
+def test_an_upload_deleted_before_the_key_was_used_again_is_not_classified() -> None:
+    """First upload, deleted (a delete marker), then a new upload under the same key: the
+    deleted one is not classified now, only the one after the deletion."""
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    s3.put_object(Bucket=BUCKET, Key="incoming/a.png", Body=b"deleted")
+    time.sleep(1.1)  # moto lists LastModified to the second
+    s3.delete_object(Bucket=BUCKET, Key="incoming/a.png")
+    kept = s3.put_object(Bucket=BUCKET, Key="incoming/a.png", Body=b"kept")["VersionId"]
+    event = {
+        "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
+        "BatchInput": {"bucket": BUCKET},
+    }
+    settings = StartSettings(state_machine_arn=machine)
+    report = backfill_batch(
+        event, s3=s3, dynamodb=ddb, sfn=sfn, table=TABLE, prefix="incoming/", settings=settings
+    )
+    assert len(report.started) == 1
+    assert started_objects(sfn, machine)["incoming/a.png"]["version"] == kept
+
+
+@mock_aws
+def test_keys_not_listed_before_the_functions_time_runs_short_fail_the_batch() -> None:
+    s3, ddb, sfn, machine = backfill_world(versioned=True)
+    for key in ("incoming/a.png", "incoming/b.png"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    event = {
+        "Items": s3.list_objects_v2(Bucket=BUCKET)["Contents"],
+        "BatchInput": {"bucket": BUCKET},
+    }
+    settings = StartSettings(state_machine_arn=machine)
+    with pytest.raises(WorkflowsNotStarted, match=r"^2 listed objects or versions") as raised:
+        backfill_batch(
+            event,
+            s3=s3,
+            dynamodb=ddb,
+            sfn=sfn,
+            table=TABLE,
+            prefix="incoming/",
+            settings=settings,
+            time_left=lambda: START_MARGIN_SECONDS / 2,
+        )
+    assert raised.value.report.out_of_time == 2
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []

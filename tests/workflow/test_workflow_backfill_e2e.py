@@ -197,7 +197,7 @@ def test_backfill_wait_says_what_its_map_run_did_and_when_it_is_still_running(
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("SUCCEEDED: ")
     assert lines[2] == (
-        "2 objects listed, 2 in batches that succeeded (started, or recorded already)"
+        "2 objects handed to batches, 2 in batches that succeeded (started, or recorded already)"
     )
 
 

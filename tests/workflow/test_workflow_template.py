@@ -1802,3 +1802,16 @@ def test_a_functions_environment_resolves_conditions_and_names_no_resource_it_ca
     assert monitor["POWERTOOLS_SERVICE_NAME"] == "scones-classifier"
     assert "POWERTOOLS_SERVICE_NAME" not in function_environment("MonitorFunction")
     assert "DATA_CAPTURE_S3_URI" not in function_environment("MonitorFunction")
+
+
+def test_the_backfill_parameters_say_how_many_uploads_of_a_key_it_examines() -> None:
+    """The operator sizes BackfillMaxConcurrency from its description: the number of uploads
+    of a key a batch examines is the code's, not a second copy that could drift."""
+    from scones_core.backfill import MAX_VERSIONS_PER_KEY
+
+    parameters = load_template()["Parameters"]
+    assert (
+        f"newest {MAX_VERSIONS_PER_KEY} uploads" in parameters["BackfillBatchSize"]["Description"]
+    )
+    concurrency = parameters["BackfillMaxConcurrency"]["Description"]
+    assert f"up to {MAX_VERSIONS_PER_KEY} x BackfillBatchSize" in concurrency

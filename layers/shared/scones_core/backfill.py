@@ -70,11 +70,12 @@ MAX_ATTEMPT = 3
 # this many seconds, doubled each round, at most the cap.
 UNPROCESSED_BACKOFF_SECONDS = 0.05
 UNPROCESSED_BACKOFF_CAP_SECONDS = 2.0
-# The newest versions of one key the backfill examines: one page of ListObjectVersions. A key
-# overwritten in place every minute (a camera's "latest.jpg") keeps every version under the
-# incoming prefix unless UploadRetentionDays expires them; listing and looking up all of
-# them would not fit the function's timeout. Keys with more are named in the batch's log.
-MAX_VERSIONS_PER_KEY = 1000
+# The newest uploads of one key the backfill examines. A key overwritten in place every
+# minute (a camera's "latest.jpg") keeps every version under the incoming prefix unless
+# UploadRetentionDays expires them; a batch examines at most BackfillBatchSize times this
+# many, so its lookups, its starts and its load on the endpoint stay bounded. Keys with more
+# are named in the batch's log (``versions_beyond``).
+MAX_VERSIONS_PER_KEY = 10
 # No workflow is started with less of the function's time left than this: what is left of
 # the batch then fails it as WorkflowsNotStarted, which the Map retries (the retry skips
 # what has a record), instead of the function timing out part way, unlogged.
@@ -92,9 +93,11 @@ class BatchReport:
     gone: list[str] = field(default_factory=list)  # keys deleted since the listing
     # keys with more than MAX_VERSIONS_PER_KEY versions: only the newest were examined
     versions_beyond: list[str] = field(default_factory=list)
-    out_of_time: int = 0  # versions not started: the function's time ran short
+    # listed objects not read, and versions not started: the function's time ran short
+    out_of_time: int = 0
     unreadable: dict[str, str] = field(default_factory=dict)  # key -> the listing's error
-    not_started: dict[str, str] = field(default_factory=dict)  # key -> StartExecution's error
+    # key (and version) -> StartExecution's error
+    not_started: dict[str, str] = field(default_factory=dict)
     malformed: int = 0  # items that are not an object with a string Key (never a listing's)
 
     def to_json(self) -> dict[str, Any]:
@@ -155,46 +158,60 @@ def _event_time(item: Mapping[str, Any]) -> str:
 def key_versions(
     s3: Any, bucket: str, item: Mapping[str, Any], limit: int = MAX_VERSIONS_PER_KEY
 ) -> tuple[list[tuple[ObjectRef, str]], bool]:
-    """The listed key's versions, newest first and at most ``limit``, each as its S3 event
-    would name it and with its upload time as the event's ``eventTime``, and whether the
-    key has more. No version when the key is gone (deleted since the listing: no version
-    left, or a delete marker is current; a deleted upload is not classified now). S3 lists
-    a prefix's versions by key, then newest first, so the key itself (a prefix of every
-    longer key it starts) comes first, and the listing stops at the first other key."""
+    """The listed key's uploads, newest first and at most ``limit``, each as its S3 event
+    would name it and with its upload time as the event's ``eventTime``, and whether it has
+    more. An upload is a version newer than the key's newest delete marker: a deleted
+    upload is not classified now, and a key whose current version is a delete marker
+    (deleted since the listing) has none. S3 lists a prefix's versions by key, then newest
+    first, so the key itself (a prefix of every longer key it starts) comes first, and the
+    listing stops at the first other key."""
     key = str(item["Key"])
-    request: dict[str, Any] = {"Bucket": bucket, "Prefix": key, "MaxKeys": limit}
-    found: list[tuple[ObjectRef, str]] = []
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": key, "MaxKeys": limit + 1}
+    versions: list[dict[str, Any]] = []
+    deleted: list[dict[str, Any]] = []
     while True:
         page = s3.list_object_versions(**request)
-        markers = page.get("DeleteMarkers", [])
-        if any(m.get("Key") == key and m.get("IsLatest") for m in markers):
-            return [], False
-        for version in page.get("Versions", []):
-            if version.get("Key") != key:
-                continue
-            if len(found) == limit:
-                return found, True
-            modified = version.get("LastModified")
-            if isinstance(modified, datetime):
-                # The whole second, as HeadObject and an S3 event give it: the upload mark
-                # of an unversioned key stays the one earlier backfills gave it.
-                modified = modified.replace(microsecond=0)
-            found.append(
-                _as_uploaded(
-                    bucket,
-                    # The item reader's own ETag and size are the current version's.
-                    item if version.get("IsLatest") else {"Key": key},
-                    version_id=version.get("VersionId"),
-                    etag=version.get("ETag"),
-                    size=version.get("Size"),
-                    modified=modified,
-                )
-            )
-        if not page.get("IsTruncated") or page.get("NextKeyMarker") != key:
-            return found, False
-        if len(found) == limit:
-            return found, True
+        versions += [v for v in page.get("Versions", []) if v.get("Key") == key]
+        deleted += [m for m in page.get("DeleteMarkers", []) if m.get("Key") == key]
+        if (
+            deleted  # every later page is older than this marker
+            or len(versions) > limit
+            or not page.get("IsTruncated")
+            or page.get("NextKeyMarker") != key
+        ):
+            break
         request.update(KeyMarker=key, VersionIdMarker=page.get("NextVersionIdMarker", ""))
+    # S3 lists versions and delete markers as one list, newest first; boto3 parts them, so
+    # their order is told by time (the current version is newer than every marker, even
+    # within one tick of the clock).
+    newest_deletion = max((_modified(m) for m in deleted), default=None)
+    uploads = [
+        v
+        for v in versions
+        if v.get("IsLatest") or newest_deletion is None or _modified(v) > newest_deletion
+    ]
+    found = [
+        _as_uploaded(
+            bucket,
+            {"Key": key},
+            version_id=version.get("VersionId"),
+            etag=version.get("ETag"),
+            size=version.get("Size"),
+            # The whole second, as HeadObject and an S3 event give it: the upload mark of
+            # an unversioned key stays the one earlier backfills gave it.
+            modified=_modified(version).replace(microsecond=0)
+            if version.get("LastModified")
+            else None,
+        )
+        for version in uploads[:limit]
+    ]
+    return found, len(uploads) > limit
+
+
+def _modified(entry: Mapping[str, Any]) -> datetime:
+    """A listed version's or delete marker's LastModified (boto3 parses it)."""
+    modified = entry.get("LastModified")
+    return modified if isinstance(modified, datetime) else datetime.min.replace(tzinfo=UTC)
 
 
 def _as_uploaded(
@@ -312,6 +329,9 @@ def backfill_batch(
         if not key.startswith(prefix):
             report.outside_prefix.append(key)
             continue
+        if time_left() < START_MARGIN_SECONDS:
+            report.out_of_time += 1  # not even listed
+            continue
         try:
             versions, more = key_versions(s3, bucket, item, MAX_VERSIONS_PER_KEY)
         except (ClientError, BotoCoreError) as exc:
@@ -334,10 +354,10 @@ def backfill_batch(
             attempt = start_first_free_attempt(sfn, ref, settings, event_time)
         except (ClientError, BotoCoreError) as exc:
             # Throttled past the SDK's retries, or refused: the rest are still tried.
-            report.not_started[ref.key] = _aws_error(exc)
+            report.not_started[_named(ref)] = _aws_error(exc)
             continue
         if attempt is None:
-            report.not_started[ref.key] = (
+            report.not_started[_named(ref)] = (
                 f"ExecutionAlreadyExists (attempts 0 to {MAX_ATTEMPT} were all started "
                 "before and none wrote a record)"
             )
@@ -367,8 +387,9 @@ def _fail_if_incomplete(report: BatchReport, bucket: str, listed: int) -> None:
             )
         if report.out_of_time:
             said.append(
-                f"{report.out_of_time} versions without a record were not started: the "
-                "function's time ran short (the Map's retry, or a later backfill, starts them)."
+                f"{report.out_of_time} listed objects or versions without a record were not "
+                "started: the function's time ran short (the Map's retry, or a later "
+                "backfill, starts them)."
             )
         if report.unreadable:
             said.append(
@@ -382,6 +403,11 @@ def _fail_if_incomplete(report: BatchReport, bucket: str, listed: int) -> None:
             f"{handled}",
             report,
         )
+
+
+def _named(ref: ObjectRef) -> str:
+    """A version as a failed batch names it: its key, and its version id but the null one."""
+    return ref.key if ref.version == NULL_VERSION else f"{ref.key} (version {ref.version})"
 
 
 def _aws_error(exc: Exception) -> str:

@@ -92,12 +92,18 @@ def failed_result_files(s3: Any, results_uri: str) -> list[str]:
 def map_run_progress(sfn: Any, execution_arn: str) -> str:
     """What the backfill's Map Run has done with the listed objects (its ``itemCounts``),
     one line; "" before it has a Map Run. An object in a batch that succeeded was started
-    or had its record already; the function's log has which."""
-    runs = sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", [])
-    if not runs:
-        return ""
-    counts = sfn.describe_map_run(mapRunArn=runs[0]["mapRunArn"]).get("itemCounts", {})
-    said = [f"{counts.get('total', 0)} objects listed"]
+    or had its record already; the function's log has which. A caller who may not read
+    Map Runs (``states:ListMapRuns``, ``states:DescribeMapRun``) is told so instead."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        runs = sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", [])
+        if not runs:
+            return ""
+        counts = sfn.describe_map_run(mapRunArn=runs[0]["mapRunArn"]).get("itemCounts", {})
+    except (BotoCoreError, ClientError) as exc:
+        return f"its Map Run could not be read: {exc}"
+    said = [f"{counts.get('total', 0)} objects handed to batches"]
     for name, meaning in (
         ("succeeded", "in batches that succeeded (started, or recorded already)"),
         ("failed", "in batches that failed"),
