@@ -3,9 +3,10 @@ their S3 event was lost).
 
 The backfill state machine (``statemachine/backfill.asl.json``) lists a prefix with a
 Distributed Map (S3 ``ListObjectsV2`` item reader) and hands batches of listed keys to the
-backfill function, which calls :func:`backfill_batch`. For each key it lists every version
-(``ListObjectVersions``: the item reader names keys, not versions), skips each version whose
-record already exists (one ``BatchGetItem`` per 100 versions, never a scan), and starts the
+backfill function, which calls :func:`backfill_batch`. For each key it lists its uploads
+(``ListObjectVersions``: the item reader names keys, not versions): the versions since its
+newest delete marker, the newest :data:`MAX_VERSIONS_PER_KEY` of them. It skips each upload
+whose record already exists (one ``BatchGetItem`` per 100, never a scan), and starts the
 classification workflow for the rest through the start function's own code
 (``ingest.start_workflow``: attempt 0, the deterministic execution name). Every version is
 an upload with a record of its own, as its S3 event would have given it, so a key
@@ -91,7 +92,7 @@ class BatchReport:
     later_attempt: dict[str, int] = field(default_factory=dict)
     outside_prefix: list[str] = field(default_factory=list)  # keys, not classified here
     gone: list[str] = field(default_factory=list)  # keys deleted since the listing
-    # keys with more than MAX_VERSIONS_PER_KEY versions: only the newest were examined
+    # keys with more than MAX_VERSIONS_PER_KEY uploads: only the newest were examined
     versions_beyond: list[str] = field(default_factory=list)
     # listed objects not read, and versions not started: the function's time ran short
     out_of_time: int = 0
@@ -316,7 +317,7 @@ def backfill_batch(
     settings: StartSettings,
     time_left: Callable[[], float] = lambda: float("inf"),
 ) -> BatchReport:
-    """Start the workflow for every version of the batch's keys that has no record.
+    """Start the workflow for every upload of the batch's keys that has no record.
     ``time_left`` is the seconds the function has left (Lambda's context)."""
     bucket, items = listed_items(event)
     report = BatchReport()
