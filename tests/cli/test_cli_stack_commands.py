@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from state_folder import use_state_folder
+from stopped_command import run_stopped
 
 from scones.template_params import PROJECT_ROOT
 
@@ -519,23 +520,8 @@ def _run_stopped(
     """``scones run folder``, sent ``stop`` ``after_s`` after it prints ``line``: its exit
     status, standard output (from ``line`` on) and standard error."""
     env = {**os.environ, "COLUMNS": "400", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "scones.cli.main", "run", str(folder), "--no-progress"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert run.stdout is not None
-        for printed in run.stdout:
-            if line in printed:
-                break
-        time.sleep(after_s)
-        run.send_signal(stop)
-        out, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    return run.returncode, out, err
+    argv = ["run", str(folder), "--no-progress"]
+    return run_stopped(argv, after=line, stop=stop, env=env, cwd=tmp_path, after_s=after_s)
 
 
 def test_run_stopped_by_sigterm_saves_its_records_like_ctrl_c(

@@ -20,13 +20,12 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from scones_core.retraining.outcome import FAILED, REJECTED, alert_subject
+from stopped_command import run_stopped
 
 from scones.cli.main import main as scones_main
 from scones.offline.retrain import OfflineRetrain, RetrainOptions, RetrainResult
@@ -375,25 +374,10 @@ def test_a_run_stopped_by_a_signal_says_so_and_leaves_no_temporary_folder(
     scratch.mkdir()
     argv = ["retrain", "--max-train-per-label", "20", "--max-gate-per-label", "15"]
     argv += ["--hyperparameter", "epochs=1", "--out", str(tmp_path / "out")]
-    run = subprocess.Popen(
-        [sys.executable, "-m", "scones.cli.main", *argv],
-        env={**os.environ, "TMPDIR": str(scratch)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    code, _, err = run_stopped(
+        argv, after="[dataset]", stop=stop, env={**os.environ, "TMPDIR": str(scratch)}
     )
-    try:
-        assert run.stdout is not None
-        for line in run.stdout:  # the stack is up and the dataset published
-            if line.startswith("[dataset]"):
-                break
-        run.send_signal(stop)
-        _, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    assert run.returncode == 130, err[-3000:]
+    assert code == 130, err[-3000:]
     assert err.rstrip().endswith("scones: interrupted"), err[-3000:]
     # (onnxruntime leaves a .ses file of its own there, whoever runs it.)
     assert sorted(p.name for p in scratch.iterdir() if p.name != ".ses") == []
