@@ -517,9 +517,8 @@ class _Endpoint:
         The body is read before a slot is taken, so slow uploads never hold one.
         Raises ``_BodyTimeout`` and ``ServerBusy`` for the routes to answer in their shape.
         """
-        if problem := repeated_field_problem(request.headers):
-            raise ContainerError(400, problem, close=True)
-        # Capture records the header as sent, like SageMaker's observedContentType.
+        # Capture records the header as sent, like SageMaker's observedContentType (each
+        # route has refused one sent twice: ``repeated_field_problem``).
         content_type = request.headers.get("content-type", "")
         _check_content_type(content_type, field_value(request.headers, "content-encoding"))
         _check_accept(field_value(request.headers, "accept"))
@@ -579,6 +578,8 @@ class _Endpoint:
             status, message = _CONTAINER_FAULTS[fault]
             return container_error_response(ContainerError(status, message, close=True))
         try:
+            if problem := repeated_field_problem(request.headers):
+                raise ContainerError(400, problem, close=True)
             text = await self.infer(request, self.max_body_bytes, variant)
         except ContainerError as exc:
             return container_error_response(exc)
