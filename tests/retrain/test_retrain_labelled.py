@@ -300,7 +300,7 @@ def test_retrain_names_the_labelled_entries_it_will_not_read(
     (bicycles / "sub").mkdir(parents=True)
     (bicycles / "good.png").write_bytes(_image("bicycle"))
     (bicycles / "sub" / "nested.png").write_bytes(_image("bicycle"))
-    (bicycles / "photo.heic").write_bytes(b"not read")
+    (bicycles / "photo.avif").write_bytes(b"not read")
     (bicycles / ".hidden.png").write_bytes(_image("bicycle"))
     (bicycles / "dangling.png").symlink_to(tmp_path / "nowhere.png")
     argv = ["retrain", "--labelled", str(bicycles.parent), "--out", str(tmp_path / "out")]
@@ -309,7 +309,7 @@ def test_retrain_names_the_labelled_entries_it_will_not_read(
     assert "needs torch" in err  # named, not refused: the run would go on with good.png
     for name, why in (
         ("sub", "a folder (only the files directly in a label's folder are read)"),
-        ("photo.heic", "not an image file by its name"),
+        ("photo.avif", "not an image file by its name"),
         (".hidden.png", "a hidden file (its name starts with '.')"),
         ("dangling.png", "not a regular file, or a link to nothing"),
     ):

@@ -1092,8 +1092,9 @@ def test_the_dataset_step_and_the_training_code_count_the_same_files(tmp_path: P
 
     assert set(FILE_SUFFIXES) == set(SUPPORTED_IMAGE_FORMATS)
     names = [
-        "a.png", "b.JPG", "c.jpeg", "d.webp", "e.bmp", "f.tif", "g.TIFF", "h.gif",
-        "Thumbs.db", "desktop.ini", "README.md", "notes.txt", "x.heic", "._a.png", ".hidden",
+        "a.png", "b.JPG", "c.jpeg", "d.webp", "e.bmp", "f.tif", "g.TIFF", "h.gif", "i.HEIC",
+        "j.heif", "Thumbs.db", "desktop.ini", "README.md", "notes.txt", "x.avif", "._a.png",
+        ".hidden",
         "no-suffix", "manifest.jsonl",
     ]  # fmt: skip
     folder = tmp_path / "bicycle"
@@ -1105,7 +1106,8 @@ def test_the_dataset_step_and_the_training_code_count_the_same_files(tmp_path: P
     assert (
         read
         == counted
-        == {"a.png", "b.JPG", "c.jpeg", "d.webp", "e.bmp", "f.tif", "g.TIFF", "h.gif"}
+        == {"a.png", "b.JPG", "c.jpeg", "d.webp", "e.bmp", "f.tif", "g.TIFF", "h.gif", "i.HEIC"}
+        | {"j.heif"}
     )
 
 

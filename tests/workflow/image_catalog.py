@@ -18,6 +18,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pillow_heif
+from heif_files import Item, grid_heic, heic_file, hevc_tile, ispe
 from PIL import Image, TiffImagePlugin
 
 SAME_INPUT = "same model input"
@@ -559,6 +561,52 @@ def tiff_dng(image: Image.Image) -> bytes:
     return encode(image, "TIFF", tiffinfo=tags)
 
 
+def heic(image: Image.Image, **encoder: object) -> bytes:
+    """``image`` as libheif writes a HEIC (pillow-heif's HeifFile, so the test process
+    never registers pillow-heif's Pillow plugin over the product's pi-heif one)."""
+    out = io.BytesIO()
+    pillow_heif.from_pillow(image).save(out, **encoder)
+    return out.getvalue()
+
+
+def heic_grid(image: Image.Image, tile: int) -> bytes:
+    """``image`` cut into a grid of ``tile`` x ``tile`` HEVC tiles, as a phone writes it."""
+    columns, rows = image.width // tile, image.height // tile
+    coded = [
+        hevc_tile(image.crop((x * tile, y * tile, (x + 1) * tile, (y + 1) * tile)), quality=95)
+        for y in range(rows)
+        for x in range(columns)
+    ]
+    return grid_heic(coded, rows, columns)
+
+
+def heic_10_bit(image: Image.Image) -> bytes:
+    """``image`` as a 10-bit HEIC (a phone's HDR photo): libheif codes 16-bit samples so."""
+    samples = b"".join((value << 8).to_bytes(2, "little") for value in image.tobytes())
+    out = io.BytesIO()
+    pillow_heif.from_bytes(mode="RGB;16", size=image.size, data=samples).save(out, quality=95)
+    return out.getvalue()
+
+
+def heic_sideways(image: Image.Image) -> bytes:
+    """``image`` stored turned a quarter, with EXIF orientation 6 to turn it back: libheif
+    writes that as an irot property, and a decoder must turn it once, not twice."""
+    stored = pillow_heif.from_pillow(image.rotate(90, expand=True))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.info["exif"] = exif.tobytes()
+    out = io.BytesIO()
+    stored.save(out, quality=95)
+    return out.getvalue()
+
+
+def heic_coded_as(image: Image.Image, kind: bytes) -> bytes:
+    """A HEIC whose primary image says it is coded as ``kind`` (av01: AVIF's AV1)."""
+    tile = hevc_tile(image.resize((64, 64)), quality=90)
+    item = Item(kind, tile.data, [tile.hvcc, ispe(64, 64)])
+    return heic_file({1: item}, 1)
+
+
 def rejected(name: str, data: bytes, code: str, words: str, key: str | None = None) -> Entry:
     return Entry(name, key or f"catalog/{name}", data, "REJECTED", code, words)
 
@@ -640,11 +688,12 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
         rejected("photos.zip", zipped.getvalue(), "NotARasterImage", "ZIP"),
         rejected("photo.png.gz", gzip.compress(png), "NotARasterImage", "gzip"),
         rejected(
-            "iphone.heic",
+            "header-only.heic",
             b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64,
-            "UnsupportedImageFormat",
-            "HEIC",
+            "CorruptImage",
+            "0 meta boxes",
         ),
+        rejected("av1-inside.heic", heic_coded_as(rgb, b"av01"), "UnsupportedImageFormat", "AV1"),
         rejected("layers.psd", b"8BPS\0\x01" + b"\0" * 64, "UnsupportedImageFormat", "PSD"),
         rejected("phone-raw.dng", tiff_dng(rgb), "UnsupportedImageFormat", "camera raw (DNG)"),
         rejected(
@@ -794,6 +843,15 @@ def unusual_images(source: Path) -> list[Entry]:
             SAME_LABEL,
         ),
         valid("photo-640.jpg", encode(big, "JPEG", quality=92), SAME_LABEL),
+        # A phone's HEIC: libheif's file (its coded 64x64 cropped back to 32x32), one
+        # stored sideways with its irot and EXIF orientation, and a grid of 4 tiles.
+        valid("phone.heic", heic(rgb, quality=95), SAME_LABEL),
+        valid("phone-444.heic", heic(rgb, quality=95, chroma=444), SAME_LABEL),
+        valid("phone-10-bit.heic", heic_10_bit(rgb), SAME_LABEL),
+        valid("sideways.heic", heic_sideways(rgb), SAME_LABEL),
+        valid(
+            "grid.heic", heic_grid(rgb.resize((128, 128), Image.Resampling.BICUBIC), 64), SAME_LABEL
+        ),
         # A camera's EXIF, GPS and Interoperability directories, in either byte order.
         valid("camera-exif.tif", tiff_with_directories(rgb, CAMERA_EXIF), SAME_INPUT),
         valid(

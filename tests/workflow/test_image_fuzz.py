@@ -18,9 +18,10 @@ from types import FrameType
 
 import pytest
 from conftest import template_limits
+from heif_files import Item, exif_item, full_box, heic_file, hevc_tile, ispe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from image_catalog import bmp_run_length, encode
+from image_catalog import bmp_run_length, encode, heic
 from PIL import Image, TiffImagePlugin
 from scones_core import errors, image_structure
 from scones_core.image_structure import jpeg_layout
@@ -198,6 +199,8 @@ def _structure(data: bytes) -> tuple[list[Field], list[tuple[int, int]]]:
             units.append((pos, 8 + length + length % 2))
             pos += 8 + length + length % 2
         return fields, units
+    if data[4:8] == b"ftyp":
+        return _heif_fields(data)
     if data.startswith(b"GIF"):
         image = data.index(b",", 13)
         fields = [(6, 2, "<"), (8, 2, "<"), (10, 1, "<")]
@@ -205,6 +208,37 @@ def _structure(data: bytes) -> tuple[list[Field], list[tuple[int, int]]]:
     # BMP: file size, pixel offset, header size, width, height, bits, compression, colours
     fields = [(at, 4, "<") for at in (2, 10, 14, 18, 22, 30, 34, 46)] + [(28, 2, "<")]
     return fields, []
+
+
+# Boxes holding boxes, and where their children start in their bodies.
+_HEIF_CONTAINERS = {b"meta": 4, b"iinf": 6, b"iprp": 0, b"ipco": 0, b"iref": 4}
+
+
+def _heif_fields(
+    data: bytes, start: int = 0, end: int | None = None
+) -> tuple[list[Field], list[tuple[int, int]]]:
+    """Every box's size field, the numbers of the boxes the rules read (sizes, item ids,
+    locations, references), and each box as a unit; into the containers."""
+    fields: list[Field] = []
+    units: list[tuple[int, int]] = []
+    pos, end = start, len(data) if end is None else end
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I", data, pos)[0], data[pos + 4 : pos + 8]
+        if size < 8 or pos + size > end:
+            break
+        fields.append((pos, 4, ">"))
+        units.append((pos, size))
+        body = pos + 8
+        if kind in _HEIF_CONTAINERS:
+            inner_fields, inner_units = _heif_fields(
+                data, body + _HEIF_CONTAINERS[kind], pos + size
+            )
+            fields += inner_fields
+            units += inner_units
+        elif kind in (b"ispe", b"pitm", b"iloc", b"ipma", b"dimg", b"auxl", b"cdsc", b"hvcC"):
+            fields += [(at, 2, ">") for at in range(body, min(pos + size, body + 32) - 1, 2)]
+        pos += size
+    return fields, units
 
 
 EDGES = {
@@ -270,7 +304,25 @@ def _seeds() -> dict[str, bytes]:
         "BMP": encode(PHOTO, "BMP"),
         "BMP palette": encode(palette, "BMP"),
         "BMP RLE8": bmp_run_length(palette),
+        "HEIC": heic(PHOTO, quality=90),
+        "HEIC grid with alpha and EXIF": _heic_grid_seed(exif),
     }
+
+
+def _heic_grid_seed(exif: Image.Exif) -> bytes:
+    """A phone-like HEIC: a grid of two tiles, an alpha plane and an EXIF block."""
+    tile = hevc_tile(PHOTO.resize((64, 64)), quality=80)
+    alpha = hevc_tile(Image.new("RGB", (64, 64), (200, 200, 200)), quality=80)
+    grid = bytes([0, 0, 0, 1]) + struct.pack(">HH", 120, 64)
+    auxc = full_box(b"auxC", b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha\0")
+    items = {
+        1: Item(b"grid", grid, [ispe(120, 64)], in_idat=True),
+        2: Item(b"hvc1", tile.data, [tile.hvcc, ispe(64, 64)]),
+        3: Item(b"hvc1", tile.data, [tile.hvcc, ispe(64, 64)]),
+        4: Item(b"hvc1", alpha.data, [alpha.hvcc, ispe(64, 64), auxc]),
+        5: exif_item(exif),
+    }
+    return heic_file(items, 1, [(b"dimg", 1, [2, 3]), (b"auxl", 4, [1]), (b"cdsc", 5, [1])])
 
 
 SEEDS = _seeds()
@@ -279,7 +331,7 @@ SEEDS = _seeds()
 @pytest.mark.parametrize("name", SEEDS)
 def test_every_seed_decodes(name: str) -> None:
     """The mutations start from files the rules accept."""
-    assert normalise_image(SEEDS[name], LIMITS).source["width"] in (20, 24)
+    assert normalise_image(SEEDS[name], LIMITS).source["width"] in (20, 24, 120)
 
 
 @settings(

@@ -62,7 +62,8 @@ def with_software(text: bytes) -> bytes:
     ("data", "error", "words"),
     [
         (b"BMX bikes are small bicycles" + bytes(300), errors.NotAnImage, "is not an image"),
-        (ftyp(b"mif2", b"mif2", b"heic"), errors.UnsupportedImageFormat, "HEIC images"),
+        # A HEIC's file type and nothing more: no metadata says where an image is.
+        (ftyp(b"mif2", b"mif2", b"heic"), errors.CorruptImage, "0 meta boxes"),
         (ftyp(b"crx ", b"crx ", b"isom"), errors.UnsupportedImageFormat, "camera raw (CR3)"),
         (tiff("I", 1), errors.UnsupportedImageFormat, "unsigned 32-bit integer samples"),
         (tiff("L", 2), errors.UnsupportedImageFormat, "signed 8-bit integer samples"),

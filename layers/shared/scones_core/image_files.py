@@ -19,6 +19,7 @@ FILE_SUFFIXES: dict[str, tuple[str, ...]] = {
     "BMP": (".bmp",),
     "TIFF": (".tiff", ".tif"),
     "GIF": (".gif",),
+    "HEIC": (".heic", ".heif", ".hif"),
 }
 
 

@@ -16,6 +16,7 @@ bomb costs a header read (``image_structure`` walks the bytes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
@@ -46,6 +47,7 @@ from scones_core.errors import (
     NotARasterImage,
     UnsupportedImageFormat,
 )
+from scones_core.heif_structure import HeifLayout, heif_layout
 from scones_core.image_structure import (
     ARITHMETIC_SOF_MARKERS,
     DEFLATE_MAX_RATIO,
@@ -59,6 +61,7 @@ from scones_core.image_structure import (
     TIFF_SIGNATURES,
     JpegLayout,
     bmp_run_length,
+    check_exif_block,
     check_gif_blocks,
     check_png_chunks,
     check_tiff_directories,
@@ -79,7 +82,7 @@ if TYPE_CHECKING:
 
 # Raster formats Pillow decodes safely and this product accepts (Pillow's names).
 # AllowedImageFormats narrows this set; it can never widen it.
-SUPPORTED_IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+SUPPORTED_IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "HEIC")
 # Pillow plugins to try for each accepted format. Only these parsers ever see the
 # bytes: EPS (which runs Ghostscript), PSD, ICO and the rest are never attempted.
 _PILLOW_PLUGINS: dict[str, tuple[str, ...]] = {
@@ -89,9 +92,12 @@ _PILLOW_PLUGINS: dict[str, tuple[str, ...]] = {
     "BMP": ("BMP", "DIB"),
     "TIFF": ("TIFF",),
     "GIF": ("GIF",),
+    # Opened by pi-heif's plugin (libheif with libde265) itself, and only once the bytes
+    # were sniffed as HEIC and their boxes walked (heif_structure): never registered.
+    "HEIC": (),
 }
 # Pillow's own name for a format -> ours (camera JPEGs with a preview are "MPO").
-_FORMAT_ALIASES = {"MPO": "JPEG", "DIB": "BMP"}
+_FORMAT_ALIASES = {"MPO": "JPEG", "DIB": "BMP", "HEIF": "HEIC"}
 # The media type of each accepted format: what a record's ``source_format`` is served
 # as (the review page) and what the model server's Content-Type check allows.
 MEDIA_TYPES: dict[str, str] = {
@@ -101,6 +107,7 @@ MEDIA_TYPES: dict[str, str] = {
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
     "GIF": "image/gif",
+    "HEIC": "image/heic",
 }
 
 
@@ -237,6 +244,13 @@ _SVG_DOCUMENT = re.compile(
 # Pillow keeps 3- and 4-band images at 4 bytes a pixel, and its WebP decoder holds
 # several RGBA buffers at once. The preprocessing adds only strips (``preprocess``).
 DECODE_BYTES_PER_PIXEL = {"WEBP": 17}
+# A HEIC's decode, measured (`scones bench memory`, and 25 MP grids of 8-bit 4:2:0 and
+# 10-bit 4:4:4 tiles: 205 and 406 MB): libheif decodes each tile into Y, Cb and Cr planes
+# (``HeifLayout.plane_bytes``), converts the image to interleaved RGB(A) at 1 byte a
+# sample, or 2 above 8 bits, and Pillow copies that into its own 4 bytes a pixel; two
+# more bytes a pixel cover what the conversion holds besides (412 MB estimated for the
+# 406 MB measured would leave no room for error).
+HEIC_PILLOW_BYTES_PER_PIXEL = 6
 _MODE_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1} | dict.fromkeys(
     ("I;16", "I;16B", "I;16L", "I;16N"), 2
 )
@@ -267,6 +281,7 @@ def decode_bytes(
     tile: tuple[int, int] | None = None,
     strip_bytes: int = 0,
     copies: int = 1,
+    heif: HeifLayout | None = None,
 ) -> int:
     """An upper estimate of the memory decoding an image of ``size`` takes.
 
@@ -278,7 +293,14 @@ def decode_bytes(
     decodes into a buffer of its own (16-bit samples make it twice the unpacked image's
     row). ``copies``: full-size images the loader holds at once (Pillow turns
     a TIFF with an Orientation tag upright into a second one as it loads).
+    ``heif``: a HEIC's layout, whose tiles libheif decodes into planes of their own
+    before it converts the image to RGB for Pillow to copy.
     """
+    if heif is not None:
+        samples = 3 + heif.alpha
+        interleaved = samples * (2 if heif.high_bit_depth else 1)
+        per_pixel = interleaved + HEIC_PILLOW_BYTES_PER_PIXEL
+        return heif.plane_bytes + heif.width * heif.height * per_pixel  # cropped after
     per_pixel = DECODE_BYTES_PER_PIXEL.get(
         fmt, _MODE_BYTES_PER_PIXEL.get(mode, _DEFAULT_BYTES_PER_PIXEL)
     )
@@ -347,9 +369,12 @@ def decode_image(
         check_webp_exif(data)  # read whenever the preprocessing asks for the orientation
     if sniffed == "GIF":
         check_gif_blocks(data)  # Pillow reads them a block or a byte at a time as it opens it
+    heif = heif_layout(data) if sniffed == "HEIC" else None
+    for block in heif.exif if heif is not None else ():
+        check_exif_block(block, "HEIC's EXIF block")  # Pillow reads it for the orientation
     image = _open(data, limits, sniffed)
     try:
-        return _check_and_load(image, data, limits, draft_to, jpeg)
+        return _check_and_load(image, data, limits, draft_to, jpeg=jpeg, heif=heif)
     except BaseException:
         image.close()
         raise
@@ -361,7 +386,10 @@ def _open(data: bytes, limits: ImageLimits, sniffed: str | None) -> ImageFile.Im
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse that band too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=plugins)
+            if sniffed == "HEIC":
+                image = _heif_image_file()(io.BytesIO(data))
+            else:
+                image = Image.open(io.BytesIO(data), formats=plugins)
     except UnidentifiedImageError:
         if sniffed == "TIFF" and (layout := _unsupported_tiff_layout(data)) is not None:
             raise UnsupportedImageFormat(
@@ -390,6 +418,20 @@ def _open(data: bytes, limits: ImageLimits, sniffed: str | None) -> ImageFile.Im
     return image
 
 
+@functools.cache
+def _heif_image_file() -> type[ImageFile.ImageFile]:
+    """pi-heif's Pillow image class (importing it loads libheif: about 30 ms, once).
+
+    Only the primary image is read: thumbnails, depth maps and other auxiliary images
+    (a phone's HDR gain map) are neither listed nor decoded. libheif's own security
+    limits stay on, behind the image rules' tighter ones (``heif_structure``)."""
+    import pi_heif  # a native library, loaded by the first HEIC only
+    from pi_heif import options
+
+    options.THUMBNAILS = options.DEPTH_IMAGES = options.AUX_IMAGES = False
+    return pi_heif.HeifImageFile
+
+
 def _not_an_image(limits: ImageLimits) -> NotAnImage:
     return NotAnImage(
         "The object is not an image: its content matches none of "
@@ -402,7 +444,9 @@ def _check_and_load(
     data: bytes,
     limits: ImageLimits,
     draft_to: tuple[int, int] | None,
+    *,
     jpeg: JpegLayout | None = None,
+    heif: HeifLayout | None = None,
 ) -> DecodedImage:
     fmt = format_name(image.format)
     if fmt not in limits.allowed_formats:  # a sniffing gap; Pillow is the authority
@@ -410,10 +454,12 @@ def _check_and_load(
             f"{fmt or 'This'} images are not accepted; send one of "
             f"{', '.join(limits.allowed_formats)}{limits.named('AllowedImageFormats')}."
         )
-    width, height = _stored_size(fmt, image)
-    if width * height > limits.max_pixels:
+    width, height = _stored_size(fmt, image, heif)
+    # A HEIC is decoded at its coded size (its ispe), and cropped (clap) only after.
+    coded_width, coded_height = (heif.width, heif.height) if heif is not None else (width, height)
+    if coded_width * coded_height > limits.max_pixels:
         raise ImageTooManyPixels(
-            f"The image is {width}x{height} = {width * height} pixels; "
+            f"The image is {coded_width}x{coded_height} = {coded_width * coded_height} pixels; "
             f"the limit is {limits.max_pixels} pixels{limits.named('MaxImagePixels')}."
         )
     if min(width, height) < limits.min_side:
@@ -421,7 +467,7 @@ def _check_and_load(
             f"The image is {width}x{height} pixels; each side must be at least "
             f"{limits.min_side}{limits.named('MinImageSide')}."
         )
-    structure = _structure(fmt, image, data, limits, jpeg)
+    structure = _structure(fmt, image, data, limits, jpeg=jpeg, heif=heif)
     mode = image.mode
     try:
         with warnings.catch_warnings():
@@ -451,12 +497,16 @@ def _check_and_load(
     )
 
 
-def _stored_size(fmt: str | None, image: ImageFile.ImageFile) -> tuple[int, int]:
+def _stored_size(
+    fmt: str | None, image: ImageFile.ImageFile, heif: HeifLayout | None = None
+) -> tuple[int, int]:
     """(width, height) as the file stores its pixels, before its orientation is applied,
     for every format alike (the record's ``source_width`` and ``source_height``): Pillow
-    reports a TIFF tagged with a quarter turn (orientations 5 to 8) turned already, and
-    every other format as stored."""
+    reports a TIFF tagged with a quarter turn (orientations 5 to 8) turned already, a
+    HEIC cropped (clap) and turned (irot) already, and every other format as stored."""
     width, height = image.size
+    if heif is not None and heif.quarter_turns % 2:
+        return height, width
     if fmt == "TIFF":
         tags = getattr(image, "tag_v2", None)
         orientation = tags.get(ExifTags.Base.Orientation) if tags is not None else None
@@ -515,6 +565,7 @@ class _Structure:
     tile: tuple[int, int] | None = None
     strip_bytes: int = 0
     upright_copy: bool = False
+    heif: HeifLayout | None = None  # a HEIC's decoded tiles and alpha plane
 
 
 def _structure(
@@ -522,11 +573,15 @@ def _structure(
     image: ImageFile.ImageFile,
     data: bytes,
     limits: ImageLimits,
+    *,
     jpeg: JpegLayout | None = None,
+    heif: HeifLayout | None = None,
 ) -> _Structure:
     """Refuse a structure that would cost far more than the pixels (thousands of JPEG
-    scans, a TIFF tile larger than the pixel limit); describe the rest. ``jpeg``: the
-    layout already read from the bytes, if they were sniffed as JPEG."""
+    scans, a TIFF tile larger than the pixel limit); describe the rest. ``jpeg`` and
+    ``heif``: the layout already read from the bytes, if they were sniffed as one."""
+    if heif is not None:
+        return _Structure(heif=heif)
     if fmt == "JPEG":
         layout = jpeg or jpeg_layout(data)
         if layout.scans > MAX_JPEG_SCANS:
@@ -672,6 +727,7 @@ def _check_memory(
         tile=structure.tile,
         strip_bytes=structure.strip_bytes,
         copies=2 if structure.upright_copy else 1,
+        heif=structure.heif,
     )
     available = (limits.memory_mb - FUNCTION_RESERVE_MB) * 2**20
     if needed > available:

@@ -53,6 +53,9 @@ try:
         normalise_image(data, limits)
     else:
         Image.MAX_IMAGE_PIXELS = None  # the naive handler has no pixel limit
+        if path.endswith(".heic"):  # with pi-heif's plugin as its documentation registers it
+            import pi_heif
+            pi_heif.register_heif_opener()
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             image.convert("RGB").resize(limits.model_input_size, Image.Resampling.BICUBIC)
@@ -124,7 +127,26 @@ def _cases(max_bytes: int) -> dict[str, tuple[str, str, Callable[[Any], Any], di
             lambda im: im.convert("RGB"),
             {"quality": 90, "progressive": True},
         ),
+        # A phone's layout: a grid of 512x512 HEVC tiles (scones.heic_writer), each a
+        # copy of one real coded photo tile, cropped to the size measured.
+        "HEIC grid of 512x512 tiles": ("HEIC", "RGB", _unused, {}),
     }
+
+
+def _unused(image: Any) -> Any:
+    raise AssertionError("a HEIC is written by scones.heic_writer, not by Pillow")
+
+
+def _heic_grid(side: tuple[int, int]) -> tuple[bytes, Any]:
+    """A HEIC grid of ``side`` made of the shipped 512x512 tile, and its layout."""
+    from scones_core.heif_structure import heif_layout
+
+    from scones.heic_writer import HEIC_TILE, grid_heic, tile_from_heic
+
+    tile = tile_from_heic(HEIC_TILE.read_bytes())
+    columns, rows = -(-side[0] // tile.width), -(-side[1] // tile.height)
+    data = grid_heic(tile, rows, columns, side)
+    return data, heif_layout(data)
 
 
 def _noisy(image: Any, target_bytes: int) -> Any:
@@ -252,10 +274,15 @@ def _run(args: argparse.Namespace) -> int:
         for name, (fmt, mode, make, options) in _cases(
             int(function_env["MAX_IMAGE_BYTES"])
         ).items():
-            out = io.BytesIO()
-            make(gradient).save(out, format=fmt, **options)
+            heif = None
+            if fmt == "HEIC":
+                data, heif = _heic_grid(side)
+            else:
+                out = io.BytesIO()
+                make(gradient).save(out, format=fmt, **options)
+                data = out.getvalue()
             path = Path(tmp) / f"{len(rows)}.{fmt.lower()}"
-            path.write_bytes(out.getvalue())
+            path.write_bytes(data)
             measured = {
                 column: _measure(
                     path,
@@ -267,7 +294,7 @@ def _run(args: argparse.Namespace) -> int:
             # JPEG decodes at an eighth (its draft); progressive keeps full-size coefficients.
             decoded = (side[0] // 8, side[1] // 8) if fmt == "JPEG" else side
             progressive = side if options.get("progressive") else None
-            estimate = decode_bytes(fmt, mode, decoded, progressive) / 2**20
+            estimate = decode_bytes(fmt, mode, decoded, progressive, heif=heif) / 2**20
             row: dict[str, Any] = {"image": name, "file_bytes": path.stat().st_size}
             for column, result in measured.items():
                 row[f"{column}_rise_mb"] = round(result["rise_mb"], 1)

@@ -42,8 +42,12 @@ LOCK_FILES = (
     PROJECT_ROOT / "requirements" / "run.lock",
     PROJECT_ROOT / "requirements" / "train.lock",
 )
-CONTAINER_PACKAGES = ("onnx", "onnxscript", "onnxruntime", "matplotlib", "pillow", "numpy")
-"""Imported by ``scones.model.build``; a PyTorch framework image brings torch itself."""
+CONTAINER_PACKAGES = (
+    *("onnx", "onnxscript", "onnxruntime", "matplotlib", "pillow", "numpy"),
+    "pi-heif",  # reviewers' HEIC photos among the labelled images
+)
+"""Imported by ``scones.model.build`` and the image rules; a PyTorch framework image brings
+torch itself."""
 
 _LAUNCHER = '''"""Run by the SageMaker training toolkit; see scones.sagemaker.entry_point."""
 

@@ -1,0 +1,558 @@
+"""What a HEIC file asks of its decoder, read from its boxes without decoding.
+
+A HEIC photo is a tree of ISO base media boxes: a ``meta`` box lists the file's items
+(coded images, a grid that tiles them, thumbnails, depth and gain maps, EXIF), their
+properties (``ispe``: the coded size) and where each item's bytes are (``iloc``). A phone
+stores a 12 MP photo as a ``grid`` of 48 HEVC tiles of 512x512, and the decoder decodes
+every tile the grid names, each whole, whatever the grid's own size says. So a grid
+declaring 1000x1000 pixels whose tiles are each 8000x8000 is a bomb the image's size
+does not show, as is an alpha plane far larger than its image.
+
+``heif_layout`` walks the boxes the decoder will use for the primary image (the image
+and its alpha plane; thumbnails, depth and gain maps are never decoded) and returns the
+pixels it will decode, so the rules refuse a bomb from the header. It raises the
+rejection itself for a structure no decode should start on: a primary image coded
+other than HEVC, a grid that is not a grid, an item whose bytes lie outside the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from scones_core.errors import CorruptImage, ImageTooComplex, UnsupportedImageFormat
+
+# Items a HEIC file may list: a phone's 48 MP photo in 512x512 tiles lists about 200
+# (192 tiles, the grid, a thumbnail, EXIF, depth and gain maps). Each is a step here and
+# in the decoder's parse.
+MAX_HEIF_ITEMS = 2_000
+# Boxes walked in all (the items' own ``infe`` boxes, properties, references).
+MAX_HEIF_BOXES = 20_000
+# References (a grid's to each tile, an EXIF block's to its image) and property
+# associations, each counted over the whole file; and the pieces one item is stored in
+# (libheif reads at most 32).
+MAX_HEIF_REFERENCES = 20_000
+MAX_HEIF_EXTENTS = 32
+# NAL units in all the coded data decoded: an encoder writes a slice or a few per tile.
+MAX_HEIF_NAL_UNITS = 20_000
+# HEVC's sequence parameter set declares the coded picture's size, which the decoder
+# allocates before libheif compares it with the item's ispe: a tile declaring 256x256
+# in its ispe and 11264x11264 in an SPS in its coded data made it allocate 190 MB. Each
+# SPS, in the hvcC and in the data, must declare the ispe's size, up to the 64-pixel
+# coding blocks the picture is cut into (the conformance window crops the rest).
+_SPS_NAL_TYPE = 33
+_CODING_BLOCK = 64
+_SPS_READ_BYTES = 256
+# The coding the decoder has (libde265): HEVC. What else a HEIF can hold, by item type.
+_HEVC = "hvc1"
+_GRID = "grid"
+_OTHER_CODINGS = {
+    "av01": "AV1 (AVIF)",
+    "avc1": "H.264",
+    "vvc1": "H.266 (VVC)",
+    "jpeg": "JPEG",
+    "j2k1": "JPEG 2000",
+    "unci": "uncompressed",
+    "iovl": "an overlay of images",
+    "iden": "a derived (identity) image",
+    "tmap": "a tone map",
+}
+# The auxiliary image types that are an image's alpha plane, decoded with it.
+_ALPHA_TYPES = {b"urn:mpeg:hevc:2015:auxid:1", b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha"}
+
+
+@dataclass(frozen=True)
+class HeifLayout:
+    """The primary image's decode: its coded size and how many pixels decoding takes."""
+
+    width: int
+    height: int
+    tiles: int  # HEVC images decoded for the primary image (1 unless it is a grid)
+    coded_pixels: int  # every decoded tile's coded pixels, the alpha plane's included
+    plane_bytes: int  # the decoded tiles' Y, Cb and Cr planes, by their chroma and depth
+    high_bit_depth: bool = False  # more than 8 bits a sample: libheif converts at 16 bits
+    alpha: bool = False
+    exif: tuple[bytes, ...] = ()  # the primary image's EXIF blocks, which Pillow parses
+    quarter_turns: int = 0  # the primary image's irot: turned counter-clockwise for display
+
+
+@dataclass
+class _Item:
+    kind: str = ""
+    properties: tuple[int, ...] = ()  # 1-based indices into the ipco box's properties
+    extents: tuple[tuple[int, int, int], ...] = ()  # (construction method, offset, length)
+
+
+@dataclass
+class _Meta:
+    """The ``meta`` box's items, their properties, references and stored data."""
+
+    data: bytes
+    items: dict[int, _Item] = field(default_factory=dict)
+    properties: list[tuple[bytes, bytes]] = field(default_factory=list)
+    refs: dict[bytes, dict[int, list[int]]] = field(default_factory=dict)
+    idat: bytes = b""
+    primary: int | None = None
+    nal_units: int = 0  # walked in all the coded data so far
+
+    def item(self, item_id: int, what: str) -> _Item:
+        found = self.items.get(item_id)
+        if found is None:
+            raise CorruptImage(f"The HEIF's {what} (item {item_id}) is not in its item list.")
+        return found
+
+    def property(self, item: _Item, kind: bytes) -> bytes | None:
+        for index in item.properties:
+            if 0 < index <= len(self.properties) and self.properties[index - 1][0] == kind:
+                return self.properties[index - 1][1]
+        return None
+
+    def size(self, item_id: int, item: _Item) -> tuple[int, int]:
+        body = self.property(item, b"ispe")
+        if body is None or len(body) < 12:
+            raise CorruptImage(f"The HEIF's image item {item_id} has no size (ispe property).")
+        return _int(body, 4, 4), _int(body, 8, 4)
+
+    def planes(self, item_id: int, item: _Item) -> tuple[float, bool]:
+        """(bytes a coded pixel's planes take, whether samples exceed 8 bits), from the
+        tile's HEVC configuration (hvcC: chroma format and bit depths, bytes 16 to 18)."""
+        body = self.property(item, b"hvcC")
+        if body is None or len(body) < 19:
+            raise CorruptImage(
+                f"The HEIF's image item {item_id} has no HEVC configuration (hvcC property)."
+            )
+        depth = 8 + max(body[17] & 7, body[18] & 7)
+        sample = 1 if depth <= 8 else 2
+        return (1 + _CHROMA_SHARE[body[16] & 3]) * sample, depth > 8
+
+    def describing(self, kind: bytes, target: int) -> list[int]:
+        """The items with a ``kind`` reference to ``target`` (an alpha plane, EXIF)."""
+        return [source for source, targets in self.refs.get(kind, {}).items() if target in targets]
+
+    def check_extents(self, item: _Item, what: str) -> None:
+        if not item.extents:
+            raise CorruptImage(f"The HEIF's {what} has no data (no iloc entry).")
+        for method, offset, length in item.extents:
+            if method not in (0, 1):
+                raise UnsupportedImageFormat(
+                    f"The HEIF's {what} is stored by reference to another item; not supported."
+                )
+            room = len(self.data) if method == 0 else len(self.idat)
+            if offset + length > room or offset >= room:
+                raise CorruptImage(
+                    f"The HEIF is truncated: its {what}'s data runs to byte "
+                    f"{offset + length} of {room}."
+                )
+
+    def check_coded_data(self, item_id: int, item: _Item, what: str) -> None:
+        """Walk the HEVC NAL units of an hvc1 item, its hvcC's and its data's:
+        ``CorruptImage`` for one past the data's end, or an SPS of another size."""
+        config = self.property(item, b"hvcC")
+        if config is None or len(config) < 23:
+            raise CorruptImage(
+                f"The HEIF's image item {item_id} has no HEVC configuration (hvcC property)."
+            )
+        length_size = (config[21] & 3) + 1
+        size = self.size(item_id, item)
+        for nal in _configuration_nal_units(config):
+            _check_sps(nal, size, what)
+        coded, pos = self.stored(item, what), 0
+        while pos < len(coded):
+            self.nal_units += 1
+            if self.nal_units > MAX_HEIF_NAL_UNITS:
+                raise ImageTooComplex(
+                    f"The HEIF's coded images hold more than {MAX_HEIF_NAL_UNITS} NAL units; "
+                    "an encoder writes a few a tile."
+                )
+            length = _int(coded, pos, length_size)
+            start = pos + length_size
+            if length < 2 or start + length > len(coded):
+                raise CorruptImage(
+                    f"The HEIF's {what} is truncated or corrupt: a NAL unit of {length} bytes "
+                    f"at byte {start} of its {len(coded)}."
+                )
+            _check_sps(coded[start : start + length], size, what)
+            pos = start + length
+
+    def stored(self, item: _Item, what: str) -> bytes:
+        """An item's bytes (a length of 0 runs to the end of the file, or of the idat)."""
+        self.check_extents(item, what)
+        chunks = []
+        for method, offset, length in item.extents:
+            source = self.data if method == 0 else self.idat
+            chunks.append(source[offset : offset + length] if length else source[offset:])
+        return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class _Decode:
+    """What decoding an item (a tile, a grid of them) takes."""
+
+    tiles: int
+    pixels: int
+    plane_bytes: int
+    high_bit_depth: bool
+
+    def __add__(self, other: _Decode) -> _Decode:
+        return _Decode(
+            self.tiles + other.tiles,
+            self.pixels + other.pixels,
+            self.plane_bytes + other.plane_bytes,
+            self.high_bit_depth or other.high_bit_depth,
+        )
+
+
+# Chroma samples per luma sample, by the HEVC chroma_format_idc: 4:0:0, 4:2:0, 4:2:2, 4:4:4.
+_CHROMA_SHARE = {0: 0.0, 1: 0.5, 2: 1.0, 3: 2.0}
+
+
+def heif_layout(data: bytes) -> HeifLayout:
+    """The primary image's layout, from the ``meta`` box; the rejection that names a file
+    no decode should start on (see the module's docstring)."""
+    meta = _read_meta(data)
+    if meta.primary is None:
+        raise CorruptImage("The HEIF names no primary image (it has no pitm box).")
+    primary = meta.primary
+    item = meta.item(primary, "primary image")
+    width, height = meta.size(primary, item)
+    image = _decoded(meta, primary, "primary image")
+    decoded, alpha = image, False
+    for source in meta.describing(b"auxl", primary):
+        aux = meta.items.get(source)
+        auxiliary = meta.property(aux, b"auxC") if aux is not None else None
+        if auxiliary is not None and auxiliary[4:].split(b"\0", 1)[0] in _ALPHA_TYPES:
+            plane = _decoded(meta, source, "alpha plane")
+            if plane.pixels > image.pixels:
+                raise CorruptImage(
+                    f"The HEIF's alpha plane has {plane.pixels} coded pixels, more than its "
+                    f"image's {image.pixels}."
+                )
+            decoded, alpha = decoded + plane, True
+    exif = []
+    for source in meta.describing(b"cdsc", primary):
+        described = meta.items.get(source)
+        if described is not None and described.kind == "Exif":
+            payload = meta.stored(described, "EXIF block")
+            # The block starts with the offset of its TIFF header past the 4 bytes that hold it.
+            start = 4 + (_int(payload, 0, 4) if len(payload) >= 4 else 0)
+            exif.append(payload[start:])
+    rotation = meta.property(item, b"irot")
+    return HeifLayout(
+        quarter_turns=(rotation[0] & 3) if rotation else 0,
+        width=width,
+        height=height,
+        tiles=decoded.tiles,
+        coded_pixels=decoded.pixels,
+        plane_bytes=decoded.plane_bytes,
+        high_bit_depth=image.high_bit_depth,
+        alpha=alpha,
+        exif=tuple(exif),
+    )
+
+
+def _decoded(meta: _Meta, item_id: int, what: str) -> _Decode:
+    """What decoding ``item_id`` (a tile, or a grid of tiles) takes."""
+    item = meta.item(item_id, what)
+    if item.kind == _HEVC:
+        meta.check_coded_data(item_id, item, what)
+        width, height = meta.size(item_id, item)
+        plane, high = meta.planes(item_id, item)
+        return _Decode(1, width * height, int(width * height * plane), high)
+    if item.kind != _GRID:
+        coding = _OTHER_CODINGS.get(item.kind, f"{item.kind!r}")
+        raise UnsupportedImageFormat(
+            f"The HEIF's {what} is coded as {coding}; only HEVC-coded HEIC images are "
+            "supported (save it as HEIC, or as JPEG)."
+        )
+    grid = meta.stored(item, what)
+    if len(grid) < 8:
+        raise CorruptImage(f"The HEIF's {what} is a grid whose description is cut short.")
+    rows, columns = grid[2] + 1, grid[3] + 1
+    field_size = 4 if grid[1] & 1 else 2
+    out_width, out_height = _int(grid, 4, field_size), _int(grid, 4 + field_size, field_size)
+    tiles = meta.refs.get(b"dimg", {}).get(item_id, [])
+    if len(tiles) != rows * columns:
+        raise CorruptImage(
+            f"The HEIF's {what} is a grid of {rows}x{columns} tiles that names {len(tiles)}."
+        )
+    sizes, decode = set(), _Decode(0, 0, 0, False)
+    for tile in tiles:
+        tile_item = meta.item(tile, f"{what}'s tile")
+        if tile_item.kind != _HEVC:
+            coding = _OTHER_CODINGS.get(tile_item.kind, f"{tile_item.kind!r}")
+            raise UnsupportedImageFormat(
+                f"A tile of the HEIF's {what} is coded as {coding}; only HEVC-coded tiles "
+                "are supported."
+            )
+        decode += _decoded(meta, tile, f"{what}'s tile")
+        sizes.add(meta.size(tile, tile_item))
+    if len(sizes) != 1:
+        raise CorruptImage(f"The tiles of the HEIF's {what} are not all one size.")
+    tile_width, tile_height = sizes.pop()
+    # The tiles cover the grid, and none lies wholly outside it (ISO/IEC 23008-12, 6.6.2.3).
+    if not (
+        (columns - 1) * tile_width < out_width <= columns * tile_width
+        and (rows - 1) * tile_height < out_height <= rows * tile_height
+    ):
+        raise CorruptImage(
+            f"The HEIF's {what} is a {out_width}x{out_height} grid of {rows}x{columns} tiles "
+            f"of {tile_width}x{tile_height}, which do not cover it exactly."
+        )
+    return decode
+
+
+# ---- HEVC parameter sets -----------------------------------------------------------
+
+
+def _configuration_nal_units(config: bytes) -> Iterator[bytes]:
+    """The NAL units of an hvcC (HEVCDecoderConfigurationRecord): arrays after byte 22."""
+    arrays, pos = _int(config, 22, 1), 23
+    for _ in range(arrays):
+        count, pos = _int(config, pos + 1, 2), pos + 3
+        for _ in range(count):
+            length, pos = _int(config, pos, 2), pos + 2
+            if pos + length > len(config):
+                raise CorruptImage("The HEIF's HEVC configuration (hvcC) is truncated.")
+            yield config[pos : pos + length]
+            pos += length
+
+
+def _check_sps(nal: bytes, size: tuple[int, int], what: str) -> None:
+    if not nal or (nal[0] >> 1) & 0x3F != _SPS_NAL_TYPE:
+        return
+    declared = _sps_picture_size(nal)
+    width, height = size
+    if not (
+        width <= declared[0] < width + _CODING_BLOCK
+        and height <= declared[1] < height + _CODING_BLOCK
+    ):
+        raise CorruptImage(
+            f"The HEIF's {what} is {width}x{height} by its ispe, but its HEVC sequence "
+            f"parameter set codes a {declared[0]}x{declared[1]} picture."
+        )
+
+
+def _sps_picture_size(nal: bytes) -> tuple[int, int]:
+    """pic_width_in_luma_samples and pic_height_in_luma_samples of an SPS NAL unit
+    (ITU-T H.265, 7.3.2.2), read past its profile, tier and level."""
+    # The fields read lie in its first 120 bytes; emulation prevention bytes removed.
+    bits = _Bits(nal[2:_SPS_READ_BYTES].replace(b"\0\0\3", b"\0\0"))
+    bits.skip(4)  # sps_video_parameter_set_id
+    sub_layers = bits.read(3)  # sps_max_sub_layers_minus1
+    bits.skip(1 + 88 + 8)  # temporal id nesting; general profile (88 bits) and level
+    present = [(bits.read(1), bits.read(1)) for _ in range(sub_layers)]
+    if sub_layers:
+        bits.skip(2 * (8 - sub_layers))
+    for profile, level in present:
+        bits.skip(88 * profile + 8 * level)
+    bits.golomb()  # sps_seq_parameter_set_id
+    if bits.golomb() == 3:  # chroma_format_idc 4:4:4: separate_colour_plane_flag
+        bits.skip(1)
+    return bits.golomb(), bits.golomb()
+
+
+class _Bits:
+    """A big-endian bit reader; ``CorruptImage`` past the end."""
+
+    def __init__(self, data: bytes) -> None:
+        self.value, self.left = int.from_bytes(data, "big"), len(data) * 8
+
+    def read(self, count: int) -> int:
+        self.skip(count)
+        return (self.value >> self.left) & ((1 << count) - 1)
+
+    def skip(self, count: int) -> None:
+        if count > self.left:
+            raise CorruptImage("The HEIF's HEVC sequence parameter set is truncated.")
+        self.left -= count
+
+    def golomb(self) -> int:
+        """An unsigned Exp-Golomb number, ue(v) (at most 32 bits, as H.265 allows)."""
+        zeros = 0
+        while self.read(1) == 0:
+            zeros += 1
+            if zeros > 32:
+                raise CorruptImage("The HEIF's HEVC sequence parameter set is corrupt.")
+        return (1 << zeros) - 1 + self.read(zeros)
+
+
+# ---- reading the boxes ------------------------------------------------------------
+
+
+def _read_meta(data: bytes) -> _Meta:
+    budget = _Budget()
+    metas = [body for kind, body in _boxes(data, budget) if kind == b"meta"]
+    if len(metas) != 1:
+        raise CorruptImage(
+            f"The HEIF has {len(metas)} meta boxes at its top level; an image file has one."
+        )
+    meta = _Meta(data)
+    for kind, body in _boxes(metas[0][4:], budget):  # meta is a full box: version and flags
+        if kind == b"hdlr" and body[8:12] != b"pict":
+            raise UnsupportedImageFormat(
+                f"The HEIF's metadata is for {_text(body[8:12])!r}, not a picture; "
+                "HEIF image sequences and other media are not supported."
+            )
+        if kind == b"pitm":
+            meta.primary = _int(body, 4, 2 if body[:1] == b"\0" else 4)
+        elif kind == b"iinf":
+            _read_item_infos(body, meta, budget)
+        elif kind == b"iloc":
+            _read_locations(body, meta)
+        elif kind == b"iref":
+            _read_references(body, meta, budget)
+        elif kind == b"iprp":
+            _read_properties(body, meta, budget)
+        elif kind == b"idat":
+            meta.idat = body
+    return meta
+
+
+class _Budget:
+    """Counts boxes walked, past ``MAX_HEIF_BOXES`` in all."""
+
+    def __init__(self) -> None:
+        self.walked = 0
+
+    def take(self) -> None:
+        self.walked += 1
+        if self.walked > MAX_HEIF_BOXES:
+            raise ImageTooComplex(
+                f"The HEIF has more than {MAX_HEIF_BOXES} boxes; a camera's photo has a few "
+                "hundred."
+            )
+
+
+def _boxes(data: bytes, budget: _Budget) -> Iterator[tuple[bytes, bytes]]:
+    """(type, body) of each box in ``data``; ``CorruptImage`` for a box past its end."""
+    pos, end = 0, len(data)
+    while pos < end:
+        budget.take()
+        if end - pos < 8:
+            raise CorruptImage("The HEIF is truncated: a box header is cut short.")
+        size, kind, header = _int(data, pos, 4), data[pos + 4 : pos + 8], 8
+        if size == 1:
+            if end - pos < 16:
+                raise CorruptImage("The HEIF is truncated: a box header is cut short.")
+            size, header = _int(data, pos + 8, 8), 16
+        elif size == 0:  # to the end of its container
+            size = end - pos
+        if size < header or pos + size > end:
+            raise CorruptImage(
+                f"The HEIF is truncated or corrupt: its {_text(kind)!r} box claims "
+                f"{size} bytes, and {end - pos} are left."
+            )
+        yield kind, data[pos + header : pos + size]
+        pos += size
+
+
+def _read_item_infos(body: bytes, meta: _Meta, budget: _Budget) -> None:
+    wide = body[:1] != b"\0"
+    count = _int(body, 4, 4 if wide else 2)
+    if count > MAX_HEIF_ITEMS:
+        raise ImageTooComplex(
+            f"The HEIF lists {count} items; at most {MAX_HEIF_ITEMS} are read "
+            "(a camera's photo has a few hundred)."
+        )
+    for kind, entry in _boxes(body[8 if wide else 6 :], budget):
+        if kind != b"infe" or len(entry) < 4 or entry[0] < 2:
+            continue  # versions 0 and 1 describe files, not images
+        id_size = 2 if entry[0] == 2 else 4
+        item_id = _int(entry, 4, id_size)
+        item_type = entry[4 + id_size + 2 : 4 + id_size + 6]
+        meta.items.setdefault(item_id, _Item()).kind = _text(item_type)
+        if len(meta.items) > MAX_HEIF_ITEMS:
+            raise ImageTooComplex(f"The HEIF lists more than {MAX_HEIF_ITEMS} items.")
+
+
+def _read_locations(body: bytes, meta: _Meta) -> None:
+    version = _int(body, 0, 1)
+    offset_size, length_size = _int(body, 4, 1) >> 4, _int(body, 4, 1) & 15
+    base_size = _int(body, 5, 1) >> 4
+    index_size = (body[5] & 15) if version in (1, 2) else 0
+    count_size = 2 if version < 2 else 4
+    count, pos = _int(body, 6, count_size), 6 + count_size
+    if count > MAX_HEIF_ITEMS:
+        raise ImageTooComplex(f"The HEIF locates {count} items; at most {MAX_HEIF_ITEMS}.")
+    for _ in range(count):
+        item_id, pos = _int(body, pos, count_size), pos + count_size
+        method = 0
+        if version in (1, 2):
+            method, pos = _int(body, pos, 2) & 15, pos + 2
+        pos += 2  # the data reference: this file
+        base, pos = _int(body, pos, base_size), pos + base_size
+        extent_count, pos = _int(body, pos, 2), pos + 2
+        if extent_count > MAX_HEIF_EXTENTS:
+            raise ImageTooComplex(
+                f"A HEIF item is stored in {extent_count} pieces; at most {MAX_HEIF_EXTENTS} "
+                "are read (encoders write one)."
+            )
+        extents = []
+        for _ in range(extent_count):
+            pos += index_size
+            offset, pos = _int(body, pos, offset_size), pos + offset_size
+            length, pos = _int(body, pos, length_size), pos + length_size
+            extents.append((method, base + offset, length))
+        meta.items.setdefault(item_id, _Item()).extents = tuple(extents)
+
+
+def _read_references(body: bytes, meta: _Meta, budget: _Budget) -> None:
+    id_size = 2 if body[:1] == b"\0" else 4
+    total = 0
+    for kind, entry in _boxes(body[4:], budget):
+        source = _int(entry, 0, id_size)
+        count = _int(entry, id_size, 2)
+        total += count
+        if total > MAX_HEIF_REFERENCES:
+            raise ImageTooComplex(
+                f"The HEIF's items refer to more than {MAX_HEIF_REFERENCES} others "
+                "(a grid names each of its tiles once)."
+            )
+        start = id_size + 2
+        targets = [_int(entry, start + i * id_size, id_size) for i in range(count)]
+        meta.refs.setdefault(kind, {}).setdefault(source, []).extend(targets)
+
+
+def _read_properties(body: bytes, meta: _Meta, budget: _Budget) -> None:
+    for kind, child in _boxes(body, budget):
+        if kind == b"ipco":
+            meta.properties.extend(_boxes(child, budget))
+        elif kind == b"ipma":
+            _read_associations(child, meta)
+
+
+def _read_associations(ipma: bytes, meta: _Meta) -> None:
+    version, wide_index = _int(ipma, 0, 1), bool(_int(ipma, 3, 1) & 1)
+    id_size, index_size = (2 if version < 1 else 4), (2 if wide_index else 1)
+    count, pos, total = _int(ipma, 4, 4), 8, 0
+    if count > MAX_HEIF_ITEMS:
+        raise ImageTooComplex(
+            f"The HEIF gives properties to {count} items; at most {MAX_HEIF_ITEMS}."
+        )
+    for _ in range(count):
+        item_id, pos = _int(ipma, pos, id_size), pos + id_size
+        associations, pos = _int(ipma, pos, 1), pos + 1
+        total += associations
+        if total > MAX_HEIF_REFERENCES:
+            raise ImageTooComplex(
+                f"The HEIF gives its items more than {MAX_HEIF_REFERENCES} properties."
+            )
+        indices = []
+        for _ in range(associations):
+            value, pos = _int(ipma, pos, index_size), pos + index_size
+            indices.append(value & (0x7FFF if wide_index else 0x7F))
+        meta.items.setdefault(item_id, _Item()).properties = tuple(indices)
+
+
+def _int(data: bytes, pos: int, size: int) -> int:
+    """An unsigned big-endian integer of ``size`` bytes at ``pos`` (0 bytes read as 0)."""
+    if pos + size > len(data):
+        raise CorruptImage("The HEIF is truncated: a box is shorter than its fields.")
+    return int.from_bytes(data[pos : pos + size], "big")
+
+
+def _text(kind: bytes) -> str:
+    """A box or item type as a reason may show it: its letters, or its bytes in hex."""
+    if all(0x20 <= byte < 0x7F for byte in kind):
+        return kind.decode("ascii")
+    return f"0x{kind.hex()}"

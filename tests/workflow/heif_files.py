@@ -1,0 +1,40 @@
+"""HEIC files for the image tests: real HEVC from libheif's encoder (pillow-heif, in the
+test environment only), boxed as a phone boxes them.
+
+``hevc_tile`` encodes a picture with libheif and keeps its HEVC configuration and coded
+data. ``heic_file`` writes the boxes around such tiles: one image, or a grid of tiles (a
+phone's 12 MP photo is a grid of 48 tiles of 512x512), with an alpha plane, an EXIF
+block, a rotation, extra items, or any field of its own choosing, so each rule of
+``scones_core.heif_structure`` can be broken one at a time on otherwise real files.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pillow_heif
+from PIL import Image
+
+from scones.heic_writer import (  # noqa: F401 - the tests' one import for HEIC files
+    HevcTile,
+    Item,
+    box,
+    exif_item,
+    full_box,
+    grid_description,
+    grid_heic,
+    heic_file,
+    ispe,
+    single_heic,
+    tile_from_heic,
+)
+
+
+def hevc_tile(picture: Image.Image, **encoder: object) -> HevcTile:
+    """``picture`` encoded by libheif (x265): ``quality``, ``chroma`` (420, 444), and a
+    16-bit mode ("RGB;16" through ``pillow_heif.from_bytes``) for 10 bits a sample."""
+    out = io.BytesIO()
+    # HeifFile.save, not Pillow's save: the test process must not register pillow-heif's
+    # opener, so every decode goes through the product's pi-heif plugin.
+    pillow_heif.from_pillow(picture).save(out, **encoder)
+    return tile_from_heic(out.getvalue())

@@ -1,0 +1,370 @@
+"""HEIC photos: a phone's grid of HEVC tiles decodes to its picture, turned once, and each
+structure that would cost the decoder more than the image's pixels is refused from the
+file's boxes, before libheif decodes a tile (``scones_core.heif_structure``).
+
+The files are real: libheif's own encoder (pillow-heif, test environment only) codes the
+HEVC, and ``scones.heic_writer`` boxes the tiles as a phone does, with one field broken
+where a test says so. The product decodes through pi-heif, which has no encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import template_limits
+from heif_files import (
+    HevcTile,
+    Item,
+    box,
+    exif_item,
+    full_box,
+    grid_heic,
+    heic_file,
+    hevc_tile,
+    ispe,
+    single_heic,
+)
+from image_catalog import heic, heic_10_bit, heic_sideways
+from PIL import Image
+from scones_core import errors, heif_structure
+from scones_core.heif_structure import heif_layout
+from scones_core.image_rules import FUNCTION_RESERVE_MB, decode_bytes, decode_image
+from scones_core.images import normalise_image
+
+from scones.heic_writer import HEIC_TILE, tile_from_heic
+
+LIMITS = template_limits()
+SERIALIZE = dataclasses.replace(LIMITS, memory_mb=512)
+
+
+def picture(width: int, height: int) -> Image.Image:
+    """Four coloured quarters: where each lands shows how the picture was turned."""
+    image = Image.new("RGB", (width, height), (220, 30, 30))
+    image.paste((30, 30, 220), (width // 2, 0, width, height // 2))
+    image.paste((30, 200, 30), (0, height // 2, width // 2, height))
+    image.paste((240, 240, 240), (width // 2, height // 2, width, height))
+    return image
+
+
+def quarters(image: Image.Image) -> list[tuple[int, ...]]:
+    width, height = image.size
+    points = [(width // 4, height // 4), (3 * width // 4, height // 4)]
+    points += [(width // 4, 3 * height // 4), (3 * width // 4, 3 * height // 4)]
+    return [tuple(image.convert("RGB").getpixel(point)) for point in points]  # type: ignore[arg-type]
+
+
+def close(found: list[tuple[int, ...]], expected: list[tuple[int, ...]]) -> bool:
+    return all(
+        max(abs(a - b) for a, b in zip(f, e, strict=True)) < 24
+        for f, e in zip(found, expected, strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def tile() -> HevcTile:
+    """A real 64x64 HEVC tile (libheif pads nothing at this size)."""
+    return hevc_tile(picture(64, 64), quality=90)
+
+
+# ---- what decodes --------------------------------------------------------------------
+
+
+def test_a_phone_grid_decodes_to_its_picture_tile_by_tile() -> None:
+    """A 256x192 picture cut into 4x3 tiles of 64x64, each coded on its own, cropped to
+    250x190 by the grid as a phone crops its last row and column."""
+    photo = picture(256, 192)
+    tiles = [
+        hevc_tile(photo.crop((x, y, x + 64, y + 64)), quality=95)
+        for y in range(0, 192, 64)
+        for x in range(0, 256, 64)
+    ]
+    decoded = decode_image(grid_heic(tiles, 3, 4, (250, 190)), LIMITS)
+    assert decoded.source["format"] == "HEIC"
+    assert (decoded.source["width"], decoded.source["height"]) == (250, 190)
+    expected = np.asarray(photo.crop((0, 0, 250, 190)), dtype=np.int16)
+    assert np.abs(np.asarray(decoded.image, dtype=np.int16) - expected).mean() < 4
+
+
+@pytest.mark.parametrize(
+    ("name", "encode", "mode"),
+    [
+        ("8-bit 4:2:0", lambda im: heic(im, quality=95), "RGB"),
+        ("8-bit 4:4:4", lambda im: heic(im, quality=95, chroma=444), "RGB"),
+        ("10-bit (a phone's HDR photo)", heic_10_bit, "RGB"),
+        ("with an alpha plane", lambda im: heic(im.convert("RGBA"), quality=95), "RGBA"),
+    ],
+)
+def test_libheifs_own_files_decode(name: str, encode: object, mode: str) -> None:
+    photo = picture(96, 64)
+    decoded = decode_image(encode(photo), LIMITS)  # type: ignore[operator]
+    assert decoded.source["mode"] == mode, name
+    assert (decoded.source["width"], decoded.source["height"]) == (96, 64)
+    assert close(quarters(decoded.image), quarters(photo)), name
+
+
+def test_a_photo_stored_sideways_is_turned_once() -> None:
+    """A phone stores a portrait photo sideways, with an irot property and EXIF
+    orientation 6 that both say turn it: libheif turns it, pi-heif resets the EXIF
+    orientation, and the preprocessing must not turn it again."""
+    photo = picture(96, 64)
+    data = heic_sideways(photo)
+    assert heif_layout(data).quarter_turns in (1, 3)
+    decoded = decode_image(data, LIMITS)
+    assert (decoded.source["width"], decoded.source["height"]) == (64, 96)  # as stored
+    assert decoded.image.size == (96, 64)
+    assert close(quarters(decoded.image), quarters(photo))
+    model_input = Image.open(io.BytesIO(normalise_image(data, LIMITS).png))
+    upright = Image.open(io.BytesIO(normalise_image(heic(photo, quality=95), LIMITS).png))
+    assert close(quarters(model_input), quarters(upright))
+
+
+def test_a_camera_exif_block_is_read_and_its_orientation_not_applied_twice(tile: HevcTile) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    exif[0x010F] = "Phone maker"
+    decoded = decode_image(single_heic(tile, exif=exif), LIMITS)
+    assert decoded.image.getexif().get(0x010F) == "Phone maker"
+
+
+def test_a_heic_narrowed_away_is_refused_before_libheif_sees_it(tile: HevcTile) -> None:
+    narrowed = dataclasses.replace(LIMITS, allowed_formats=("PNG", "JPEG"))
+    with pytest.raises(errors.UnsupportedImageFormat, match="HEIC images are not accepted"):
+        decode_image(single_heic(tile), narrowed)
+
+
+# ---- what is refused from the boxes -------------------------------------------------
+
+
+def refused(data: bytes, limits: object = LIMITS) -> errors.ImageRejected:
+    with pytest.raises(errors.ImageRejected) as raised:
+        decode_image(data, limits)  # type: ignore[arg-type]
+    return raised.value
+
+
+def test_tiles_whose_ispe_understates_their_coded_size_are_refused() -> None:
+    """A grid of four tiles declaring 64x64, each coded 1024x1024: the decoder would
+    allocate the coded size."""
+    big = hevc_tile(Image.new("RGB", (1024, 1024), (90, 120, 200)), quality=40)
+    error = refused(grid_heic(big, 2, 2, (128, 128), tile_size=(64, 64)))
+    assert isinstance(error, errors.CorruptImage)
+    assert "64x64 by its ispe, but its HEVC sequence parameter set codes a 1024x1024" in str(error)
+
+
+def test_a_parameter_set_hidden_in_the_coded_data_is_read_too(tile: HevcTile) -> None:
+    """The hvcC says 64x64; an SPS for 1024x1024 rides in the tile's own data, where a
+    decoder takes the last one it saw."""
+    big = hevc_tile(Image.new("RGB", (1024, 1024), (90, 120, 200)), quality=40)
+    in_band = b"".join(struct.pack(">I", len(nal)) + nal for nal in configuration_nal_units(big))
+    smuggled = HevcTile(tile.hvcc, 64, 64, in_band + big.data)
+    error = refused(grid_heic(smuggled, 1, 1))
+    assert isinstance(error, errors.CorruptImage) and "codes a 1024x1024 picture" in str(error)
+
+
+def configuration_nal_units(tile: HevcTile) -> list[bytes]:
+    config, units, pos = tile.hvcc[8:], [], 23
+    for _ in range(config[22]):
+        count = struct.unpack(">H", config[pos + 1 : pos + 3])[0]
+        pos += 3
+        for _ in range(count):
+            length = struct.unpack(">H", config[pos : pos + 2])[0]
+            units.append(config[pos + 2 : pos + 2 + length])
+            pos += 2 + length
+    return units
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "words"),
+    [
+        ("tiles that do not cover the grid", errors.CorruptImage, "do not cover it exactly"),
+        ("a tile wholly outside the grid", errors.CorruptImage, "do not cover it exactly"),
+        ("a grid naming too few tiles", errors.CorruptImage, "grid of 2x2 tiles that names 3"),
+        ("tiles of two sizes", errors.CorruptImage, "not all one size"),
+        ("an alpha plane larger than its image", errors.CorruptImage, "alpha plane"),
+        ("the primary image coded as AV1", errors.UnsupportedImageFormat, "AV1 (AVIF)"),
+        ("a tile coded as JPEG", errors.UnsupportedImageFormat, "coded as JPEG"),
+        ("no primary item", errors.CorruptImage, "no primary image"),
+        ("a primary item that is not listed", errors.CorruptImage, "not in its item list"),
+        ("a tile's data past the file's end", errors.CorruptImage, "truncated"),
+        ("an image sequence", errors.UnsupportedImageFormat, "image sequences"),
+        ("two meta boxes", errors.CorruptImage, "2 meta boxes"),
+        ("a box longer than the file", errors.CorruptImage, "claims"),
+        ("a tile without its size", errors.CorruptImage, "no size (ispe property)"),
+    ],
+)
+def test_each_structure_rule_names_what_is_wrong(
+    tile: HevcTile, case: str, error: type[errors.ImageRejected], words: str
+) -> None:
+    alpha = hevc_tile(Image.new("RGB", (128, 128), (128, 128, 128)), quality=80)
+    larger = hevc_tile(Image.new("RGB", (128, 128), (1, 2, 3)), quality=80)
+    data = {
+        "tiles that do not cover the grid": lambda: grid_heic(tile, 2, 2, (300, 100)),
+        "a tile wholly outside the grid": lambda: grid_heic(tile, 2, 3, (128, 128)),
+        "a grid naming too few tiles": lambda: missing_tile(tile),
+        "tiles of two sizes": lambda: grid_heic([tile, tile, tile, larger], 2, 2),
+        "an alpha plane larger than its image": lambda: grid_heic(tile, 1, 1, alpha=alpha),
+        "the primary image coded as AV1": lambda: heic_file(
+            {1: Item(b"av01", tile.data, [tile.hvcc, ispe(64, 64)])}, 1
+        ),
+        "a tile coded as JPEG": lambda: jpeg_tile(tile),
+        "no primary item": lambda: without_box(single_heic(tile), b"pitm"),
+        "a primary item that is not listed": lambda: heic_file(
+            {1: Item(b"hvc1", tile.data, [tile.hvcc, ispe(64, 64)])}, 7
+        ),
+        "a tile's data past the file's end": lambda: heic_file(
+            {1: Item(b"hvc1", tile.data, [tile.hvcc, ispe(64, 64)], location=(40, 10**6))}, 1
+        ),
+        "an image sequence": lambda: heic_file(
+            {1: Item(b"hvc1", tile.data, [tile.hvcc, ispe(64, 64)])}, 1, handler=b"vide"
+        ),
+        "two meta boxes": lambda: two_metas(single_heic(tile)),
+        "a box longer than the file": lambda: single_heic(tile)[:-10],
+        "a tile without its size": lambda: heic_file({1: Item(b"hvc1", tile.data, [tile.hvcc])}, 1),
+    }[case]()
+    rejected = refused(data)
+    assert isinstance(rejected, error), (case, rejected)
+    assert words in str(rejected), (case, str(rejected))
+
+
+def missing_tile(tile: HevcTile) -> bytes:
+    data = grid_heic(tile, 2, 2)
+    # the dimg reference lists tiles 2 to 5: make it list three
+    at = data.index(b"dimg") + 4
+    count = struct.unpack(">H", data[at + 2 : at + 4])[0]
+    assert count == 4
+    return data[: at + 2] + struct.pack(">H", 3) + data[at + 4 :]
+
+
+def jpeg_tile(tile: HevcTile) -> bytes:
+    items = {
+        1: Item(
+            b"grid", bytes([0, 0, 0, 0]) + struct.pack(">HH", 64, 64), [ispe(64, 64)], in_idat=True
+        ),
+        2: Item(b"jpeg", tile.data, [ispe(64, 64)]),
+    }
+    return heic_file(items, 1, [(b"dimg", 1, [2])])
+
+
+def without_box(data: bytes, kind: bytes) -> bytes:
+    at = data.index(kind) - 4
+    size = struct.unpack(">I", data[at : at + 4])[0]
+    stripped = data[:at] + data[at + size :]
+    meta = stripped.index(b"meta") - 4
+    meta_size = struct.unpack(">I", stripped[meta : meta + 4])[0] - size
+    return stripped[:meta] + struct.pack(">I", meta_size) + stripped[meta + 4 :]
+
+
+def two_metas(data: bytes) -> bytes:
+    return data + full_box(b"meta", b"")
+
+
+def test_a_file_with_more_items_than_a_photo_has_is_refused(tile: HevcTile) -> None:
+    items = {1: Item(b"hvc1", tile.data, [tile.hvcc, ispe(64, 64)])}
+    for item_id in range(2, heif_structure.MAX_HEIF_ITEMS + 3):
+        items[item_id] = Item(b"mime", b"x")
+    error = refused(heic_file(items, 1))
+    assert isinstance(error, errors.ImageTooComplex) and "items" in str(error)
+
+
+def test_an_item_in_more_pieces_than_libheif_reads_is_refused(tile: HevcTile) -> None:
+    data = single_heic(tile)
+    iloc = data.index(b"iloc") + 4
+    # version 1, 4-byte offsets and lengths: item 1's extent count follows its id,
+    # construction method, data reference and (empty) base offset.
+    entry = iloc + 4 + 2 + 2
+    at = entry + 2 + 2 + 2
+    assert struct.unpack(">H", data[at : at + 2])[0] == 1
+    pieces = heif_structure.MAX_HEIF_EXTENTS + 1
+    error = refused(data[:at] + struct.pack(">H", pieces) + data[at + 2 :])
+    assert isinstance(error, errors.ImageTooComplex) and f"{pieces} pieces" in str(error)
+
+
+def test_a_hostile_exif_block_is_walked_before_pillow_reads_it(tile: HevcTile) -> None:
+    """Pillow reads the EXIF block's first directory for the orientation: a directory
+    of more entries than any camera writes is refused, as in every other format."""
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    block = bytearray(exif_item(exif).data)
+    tiff = 4 + 6  # past the offset field and "Exif\0\0"
+    struct.pack_into(">H", block, tiff + 8, 0xFFFF)  # the first directory's entry count
+    items = {
+        1: Item(b"hvc1", tile.data, [tile.hvcc, ispe(64, 64)]),
+        2: Item(b"Exif", bytes(block) + bytes(12 * 5000)),
+    }
+    error = refused(heic_file(items, 1, [(b"cdsc", 2, [1])]))
+    assert isinstance(error, errors.ImageTooComplex), error
+
+
+def test_pixels_past_the_limit_are_refused_by_the_coded_size(tile: HevcTile) -> None:
+    limits = dataclasses.replace(LIMITS, max_pixels=64 * 64 * 6 - 1)
+    error = refused(grid_heic(tile, 2, 3), limits)
+    assert isinstance(error, errors.ImageTooManyPixels)
+    assert "128x192 = 24576 pixels" in str(error) or "192x128 = 24576 pixels" in str(error)
+
+
+# ---- memory --------------------------------------------------------------------------
+
+
+def test_the_decode_estimate_covers_what_the_decode_takes() -> None:
+    """A 12 MP phone grid (48 copies of the shipped 512x512 tile) decoded in a fresh
+    interpreter: the rise of its peak memory stays under the rules' estimate, which is
+    what admits it to a function of 512 MB."""
+    tile = tile_from_heic(HEIC_TILE.read_bytes())
+    data = grid_heic(tile, 6, 8, (4032, 3024))
+    estimate = decode_bytes("HEIC", "RGB", (4032, 3024), heif=heif_layout(data))
+    child = (
+        "import resource, sys\n"
+        "from scones_core.image_rules import decode_image\n"
+        "from scones_core.settings import ImageLimits\n"
+        "data = sys.stdin.buffer.read()\n"
+        "limits = ImageLimits(10**8, 10**8, 8, ('HEIC',), (32, 32))\n"
+        "decode_image(data, limits)  # loads libheif, and a first decode\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "decode_image(data, limits)\n"
+        "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child], input=data, capture_output=True, check=True
+    )
+    before, after = (int(v) * 1024 for v in done.stdout.split())
+    assert 40 * 2**20 < estimate < (512 - FUNCTION_RESERVE_MB) * 2**20
+    assert after - before < estimate, (after - before, estimate)
+
+
+def test_a_heic_whose_decode_would_not_fit_the_function_is_refused_before_decoding(
+    tile: HevcTile,
+) -> None:
+    """4:4:4 10-bit tiles cost most a pixel: at 5000x5000 the estimate passes 416 MB."""
+    samples = np.asarray(picture(512, 512), dtype=np.uint16) << 8
+    import pillow_heif
+
+    out = io.BytesIO()
+    pillow_heif.from_bytes(mode="RGB;16", size=(512, 512), data=samples.tobytes()).save(
+        out, quality=60, chroma=444
+    )
+    deep = tile_from_heic(out.getvalue())
+    data = grid_heic(deep, 10, 10, (5000, 5000))
+    layout = heif_layout(data)
+    assert layout.high_bit_depth and layout.tiles == 100
+    error = refused(data, SERIALIZE)
+    assert isinstance(error, errors.ImageTooManyPixels)
+    assert "5000x5000 HEIC image takes about" in str(error) and "512 MB" in str(error)
+
+
+def test_the_box_walk_is_not_fooled_by_a_box_of_the_same_name_inside_another(
+    tile: HevcTile,
+) -> None:
+    """An ``mdat`` holding the bytes ``meta``: only top-level boxes are meta boxes."""
+    data = heic_file(
+        {
+            1: Item(b"hvc1", tile.data, [tile.hvcc, ispe(64, 64)]),
+            2: Item(b"mime", box(b"meta", b"")),
+        },
+        1,
+    )
+    assert decode_image(data, LIMITS).source["width"] == 64
