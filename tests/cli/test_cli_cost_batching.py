@@ -67,10 +67,13 @@ def test_the_memory_sweep_shows_the_largest_upload_serialize_decodes_at_each_siz
     assert main(["cost", "--sweep-memory"]) == 0
     out = capsys.readouterr().out
     [webp] = [line.split() for line in out.splitlines() if line.startswith("WebP ")]
-    # 128, 256, 512 MB...: (MB - 96) / 17 bytes a pixel, "all" from MaxImagePixels (25 MP) up.
-    assert webp[1:4] == ["2.0", "9.9", "all"]
+    # 128, 256, 512 MB...: (MB - 96) / 17 bytes a pixel; "all" of MaxImagePixels (50 MP)
+    # from 1024 MB.
+    assert webp[1:5] == ["2.0", "9.9", "25.7", "all"]
+    [heic] = [line for line in out.splitlines() if line.startswith("HEIC (a phone's, 8-bit)")]
+    assert heic.split()[5:8] == ["16.0", "41.5", "all"]  # 1.5 + 3 + 6 bytes a pixel
     [other] = [line for line in out.splitlines() if line.startswith("PNG, TIFF, BMP")]
-    assert other.split()[4:6] == ["8.4", "all"]
+    assert other.split()[4:7] == ["8.4", "41.9", "all"]
 
 
 def test_the_memory_sweep_decodes_up_to_the_max_image_pixels_given(
@@ -78,12 +81,12 @@ def test_the_memory_sweep_decodes_up_to_the_max_image_pixels_given(
 ) -> None:
     from scones.cli.main import main
 
-    assert main(["cost", "--sweep-memory", "--param", "MaxImagePixels=50000000"]) == 0
+    assert main(["cost", "--sweep-memory", "--param", "MaxImagePixels=25000000"]) == 0
     out = capsys.readouterr().out
-    assert "MaxImagePixels is 50 MP" in out
+    assert "MaxImagePixels is 25 MP" in out
     [webp] = [line.split() for line in out.splitlines() if line.startswith("WebP ")]
-    # 512 MB decodes a 25.7 MP WebP: all of the default 25 MP, not all of 50 MP.
-    assert webp[1:4] == ["2.0", "9.9", "25.7"]
+    # 512 MB decodes a 25.7 MP WebP: all of 25 MP, not all of the default 50 MP.
+    assert webp[1:4] == ["2.0", "9.9", "all"]
 
 
 def test_the_slowest_backfill_batch_is_printed_beside_the_slowest_path(

@@ -573,22 +573,44 @@ def test_a_progressive_jpeg_counts_its_full_size_coefficients(decoder_spy: list[
         decode_image(encode(photo, "JPEG", progressive=True), limits, draft_to=(32, 32))
 
 
-def test_every_format_at_the_pixel_limit_fits_the_serialize_functions_memory() -> None:
-    """With the template's defaults nothing within MaxImagePixels is refused for memory."""
-    pixels = int(parameter_defaults()["MaxImagePixels"])
+def fits(needed_bytes: int) -> bool:
     memory_mb = Settings.from_template().memory_mb["SerializeImageFunction"]
+    return needed_bytes / 2**20 + FUNCTION_RESERVE_MB <= memory_mb
+
+
+def phone_heic(width: int, height: int, *, ten_bit: bool) -> HeifLayout:
+    """A phone's HEIC layout: 4:2:0 tiles of 512x512, covering the image with less than a
+    tile to spare, at 8 bits or at an HDR photo's 10."""
+    tiles = (-(-width // 512) * 512) * (-(-height // 512) * 512)
+    plane_bytes = tiles * (3.0 if ten_bit else 1.5)
+    return HeifLayout(width, height, tiles // 512**2, tiles, int(plane_bytes), ten_bit)
+
+
+def test_what_fits_the_serialize_functions_memory_at_the_pixel_limit() -> None:
+    """With the template's defaults, every format Pillow keeps at 4 bytes a pixel or fewer
+    (or decodes at a reduced scale) fits at MaxImagePixels, a phone's 48 or 50 MP photo.
+    WebP and HEIC, decoded whole with buffers of their own, fit a phone's 24 MP photo and
+    are refused past about 25 MP (WebP) or 29-41 MP (HEIC), before decoding."""
+    pixels = int(parameter_defaults()["MaxImagePixels"])
+    assert pixels >= 8160 * 6120
     side = (int(pixels**0.5), int(pixels**0.5))
-    for fmt in SUPPORTED_IMAGE_FORMATS:
+    for fmt in set(SUPPORTED_IMAGE_FORMATS) - {"WEBP", "HEIC"}:
         for mode in ["RGBA", "CMYK", "F", "I;16", "P"]:
-            needed = decode_bytes(fmt, mode, side) / 2**20
-            assert needed + FUNCTION_RESERVE_MB <= memory_mb, (fmt, mode, needed)
-    # A phone's HEIC: 4:2:0 tiles of 512x512 (covering the image with less than a tile
-    # to spare), at 8 bits and at a HDR photo's 10.
-    tiles = (-(-side[0] // 512) * 512) * (-(-side[1] // 512) * 512)
-    for plane_bytes, high in ((1.5, False), (3.0, True)):
-        layout = HeifLayout(*side, tiles // 512**2, tiles, int(tiles * plane_bytes), high)
-        needed = decode_bytes("HEIC", "RGB", side, heif=layout) / 2**20
-        assert needed + FUNCTION_RESERVE_MB <= memory_mb, (high, needed)
+            assert fits(decode_bytes(fmt, mode, side)), (fmt, mode)
+    for width, height in ((5712, 4284), (6000, 4000)):  # a phone's 24 MP photo, 4:3 and 3:2
+        assert fits(decode_bytes("WEBP", "RGBA", (width, height)))
+        for ten_bit in (False, True):
+            layout = phone_heic(width, height, ten_bit=ten_bit)
+            assert fits(decode_bytes("HEIC", "RGB", (width, height), heif=layout)), ten_bit
+    assert not fits(decode_bytes("WEBP", "RGB", side))
+    for ten_bit in (False, True):
+        layout = phone_heic(8064, 6048, ten_bit=ten_bit)
+        assert not fits(decode_bytes("HEIC", "RGB", (8064, 6048), heif=layout)), ten_bit
+
+
+def test_the_pixel_limit_can_be_raised_no_higher_than_pillow_decodes() -> None:
+    """Past Pillow's own bomb limit every image is refused, whatever MaxImagePixels says."""
+    assert load_template()["Parameters"]["MaxImagePixels"]["MaxValue"] == Image.MAX_IMAGE_PIXELS
 
 
 def test_the_function_memory_comes_from_lambdas_environment() -> None:

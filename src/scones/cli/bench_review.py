@@ -42,7 +42,8 @@ def register(benchmarks: Any) -> None:
         "--pixels",
         type=positive_int,
         default=25_000_000,
-        help="size of the large PNG and WebP uploads (default: MaxImagePixels' 25 MP)",
+        help="size of the large PNG and WebP uploads (default: 25 MP, the largest WebP the "
+        "serialize function decodes)",
     )
     parser.add_argument(
         "--burst", type=positive_int, default=12, help="large images in flight at once"

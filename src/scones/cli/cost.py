@@ -369,6 +369,7 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
     """What SerializeImage's memory decides besides its price: the largest upload it
     decodes (larger ones are REJECTED before decoding, ``image_rules.decode_bytes``), up to
     the MaxImagePixels of ``overrides`` or the template's."""
+    from scones_core.heif_structure import HeifLayout
     from scones_core.image_rules import FUNCTION_RESERVE_MB, decode_bytes
 
     from scones.template_params import parameter_default
@@ -379,9 +380,24 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
         f"REJECTED before decoding; MaxImagePixels is {limit / 1e6:g} MP):"
     )
     print(f"{'image':<24}{'':>9}" + "".join(f"{m:>10}" for m in MEMORY_SIZES))
-    for label, fmt, mode in (("WebP", "WEBP", "RGBA"), ("PNG, TIFF, BMP (RGBA)", "PNG", "RGBA")):
+    million = (1000, 1000)
+
+    def phone_heic(plane_bytes: float, ten_bit: bool) -> HeifLayout:
+        """A megapixel of a phone's HEIC (4:2:0 tiles; the last tiles' margin left out)."""
+        return HeifLayout(*million, 1, 10**6, int(plane_bytes * 10**6), ten_bit)
+
+    rows = (
+        ("WebP", decode_bytes("WEBP", "RGBA", million)),
+        (
+            "HEIC (a phone's, 8-bit)",
+            decode_bytes("HEIC", "RGB", million, heif=phone_heic(1.5, False)),
+        ),
+        ("HEIC (10-bit, HDR)", decode_bytes("HEIC", "RGB", million, heif=phone_heic(3, True))),
+        ("PNG, TIFF, BMP (RGBA)", decode_bytes("PNG", "RGBA", million)),
+    )
+    for label, per_million in rows:
         cells = ""
         for memory in MEMORY_SIZES:
-            largest = (memory - FUNCTION_RESERVE_MB) * 2**20 // decode_bytes(fmt, mode, (1, 1))
+            largest = (memory - FUNCTION_RESERVE_MB) * 2**20 * 10**6 // per_million
             cells += f"{'all':>10}" if largest >= limit else f"{largest / 1e6:>10.1f}"
         print(f"{label:<24}{'':>9}{cells}")
