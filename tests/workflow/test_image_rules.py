@@ -573,6 +573,18 @@ def test_a_progressive_jpeg_counts_its_full_size_coefficients(decoder_spy: list[
         decode_image(encode(photo, "JPEG", progressive=True), limits, draft_to=(32, 32))
 
 
+def test_a_phones_50_megapixel_jpeg_is_normalised_at_an_eighth_of_its_size() -> None:
+    """8160x6120, a phone's largest photo: within MaxImagePixels and the function's memory,
+    because the JPEG draft decodes 1020x765."""
+    photo = Image.linear_gradient("L").resize((8160, 6120)).convert("RGB")
+    data = encode(photo, "JPEG", quality=85)
+    del photo
+    limits = dataclasses.replace(LIMITS, memory_mb=512)
+    normalised = normalise_image(data, limits)
+    assert (normalised.source["width"], normalised.source["height"]) == (8160, 6120)
+    assert Image.open(io.BytesIO(normalised.png)).size == LIMITS.model_input_size
+
+
 def fits(needed_bytes: int) -> bool:
     memory_mb = Settings.from_template().memory_mb["SerializeImageFunction"]
     return needed_bytes / 2**20 + FUNCTION_RESERVE_MB <= memory_mb
