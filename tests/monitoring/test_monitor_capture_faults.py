@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 from scones_core.monitoring.capture import CaptureBatch, read_capture_window
 from scones_core.monitoring.data_warnings import (
+    CAPTURE_OFF,
     MALFORMED_CAPTURE_LINE,
     MISFILED_CAPTURE_RECORDS,
     NOT_A_CAPTURE_FILE,
@@ -123,12 +124,18 @@ def test_classified_images_with_no_capture_record_raise_capture_missing(
     assert "at 100 % sampling 10 capture records" in alert.message
     assert respond(config, clients, report, alerts) is None
     # At 50 % sampling the same 10 images should have left 5 records, fewer than
-    # MonitorMinRequests: chance, not an alert. At 0 % capture is off on purpose.
+    # MonitorMinRequests: chance, not an alert. At 0 % capture is off on purpose, and
+    # the report says each window that the monitor measures nothing (no alert can fire).
     for percent in ("50", "0"):
         sampled = MonitorSettings.from_env(
             monitor_env(MONITOR_MIN_REQUESTS="10", DATA_CAPTURE_SAMPLING_PERCENTAGE=percent)
         )
-        assert measure_window(sampled, clients, WINDOW_END)[1] == []
+        report, alerts = measure_window(sampled, clients, WINDOW_END)
+        assert alerts == []
+        off = [w for w in report.warnings if w.code == CAPTURE_OFF]
+        assert len(off) == (percent == "0"), percent
+        assert all(w.source == "DataCaptureSamplingPercentage" for w in off)
+        assert all("captures 0 %" in w.reason for w in off)
 
     # Sampling may capture few of them: one record of the window is not a missing capture.
     captures.put(WINDOW_START, "one", [capture_line([0.9, 0.1], WINDOW_START)])

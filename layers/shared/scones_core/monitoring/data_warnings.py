@@ -31,6 +31,9 @@ MISFILED_CAPTURE_RECORDS = "MISFILED_CAPTURE_RECORDS"
 # variant, or ENDPOINT_VARIANT not the endpoint's variant name): the monitor measures
 # one variant, so those requests are in no number it publishes.
 OTHER_VARIANT_CAPTURE = "OTHER_VARIANT_CAPTURE"
+# DataCaptureSamplingPercentage is 0: nothing is captured, so every window reads 0
+# requests and no confidence, drift or missing-capture alert can fire. Said each window.
+CAPTURE_OFF = "CAPTURE_OFF"
 
 
 @dataclass(frozen=True)

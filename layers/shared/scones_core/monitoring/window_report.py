@@ -17,6 +17,7 @@ retraining, which would fix none of them.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from typing import Any
 
 from scones_core.monitoring.capture import CaptureBatch, capture_prefix
 from scones_core.monitoring.data_warnings import (
+    CAPTURE_OFF,
     MALFORMED_CAPTURE_LINE,
     OTHER_VARIANT_CAPTURE,
     DataWarning,
@@ -50,6 +52,8 @@ CAPTURE_MISSING = "CAPTURE_MISSING"
 # How many distinct reasons the CAPTURE_UNUSABLE alert names, most frequent first:
 # one cause usually explains every line, and the alert goes into one SNS message.
 UNUSABLE_REASONS_NAMED = 3
+logger = logging.getLogger(__name__)
+
 # How many warnings the JSON summary lists: it goes into one log event and the
 # handler's response, and a broken writer can produce a warning per line. Every
 # warning is still logged on its own and kept in ``WindowReport.warnings``.
@@ -199,9 +203,25 @@ def build_window_report(
         duplicate_records=capture.duplicate_records,
         reviews=reviews or ReviewTally(),
         model_monitor_lag=settings.model_monitor_lag,
-        warnings=tuple(capture.warnings)
+        warnings=_capture_off(settings)
+        + tuple(capture.warnings)
         + (() if model_monitor is None else model_monitor.unreadable_reports),
     )
+
+
+def _capture_off(settings: MonitorSettings) -> tuple[DataWarning, ...]:
+    """A warning, each window, that a sampling of 0 % leaves the monitor blind."""
+    if settings.capture_sampling_percent > 0:
+        return ()
+    warning = DataWarning(
+        CAPTURE_OFF,
+        "DataCaptureSamplingPercentage",
+        None,
+        "the endpoint captures 0 % of its requests, so the monitor reads none: no low "
+        "confidence, label drift or missing capture is measured or alerted on",
+    )
+    warning.log(logger, "capture is off: the monitor measures nothing")
+    return (warning,)
 
 
 def evaluate_alerts(report: WindowReport, settings: MonitorSettings) -> list[Alert]:
