@@ -697,3 +697,26 @@ def test_a_second_stack_in_the_same_process_is_refused(stack: OfflineStack) -> N
     with pytest.raises(StackError, match="already running in this process"):
         OfflineStack(StackOptions()).start()
     assert stack.api().records() is not None  # the running stack is unharmed
+
+
+def test_the_model_server_takes_the_endpoints_payload_limit_not_the_uploads() -> None:
+    """MaxImageBytes caps uploads; the endpoint is sent the normalised PNG, and SageMaker
+    caps that at InvokeEndpoint's 6 MiB. A stack whose uploads are capped at 2,000 bytes
+    sent 3,172-byte PNGs of 990-byte JPEGs, and the server refused them (413) where AWS
+    classifies them."""
+    from scones.offline.deploy import DeployedStack
+    from scones.serving.defaults import RUNTIME_MAX_PAYLOAD_BYTES
+    from scones.template_params import parameter_defaults
+
+    parameters = {**parameter_defaults(), "MaxImageBytes": "2000"}
+    deployed = DeployedStack(
+        stack_name="s",
+        region="us-east-1",
+        endpoint_url="http://127.0.0.1:1",
+        parameters=parameters,
+        outputs={"ImageBucketName": "bucket"},
+        physical_ids={},
+        cfn_template={},
+    )
+    settings = OfflineStack(StackOptions())._model_server_settings(deployed)
+    assert settings.max_body_bytes == RUNTIME_MAX_PAYLOAD_BYTES

@@ -19,6 +19,7 @@ from scones.serving.defaults import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_QUEUE_WAIT_S,
+    RUNTIME_MAX_PAYLOAD_BYTES,
 )
 from scones.serving.server import bind_socket
 from scones.template_params import parameter_default
@@ -134,7 +135,9 @@ def test_defaults_come_from_the_template_parameters(tmp_path: Path) -> None:
     args = build_parser().parse_args(["serve", "--capture-dest", str(tmp_path / "capture")])
     settings = settings_from_args(args)
     assert settings.endpoint_name == parameter_default("EndpointName")
-    assert settings.max_body_bytes == int(parameter_default("MaxImageBytes"))
+    # The endpoint's own payload limit: MaxImageBytes guards the uploads, which the
+    # workflow shrinks before it calls the endpoint.
+    assert settings.max_body_bytes == RUNTIME_MAX_PAYLOAD_BYTES == 6 * 2**20
     # The pixel limit follows the model (derived when it loads), not MaxImagePixels.
     assert settings.max_image_pixels is None
     assert settings.capture_percent == float(parameter_default("DataCaptureSamplingPercentage"))

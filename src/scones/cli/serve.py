@@ -3,12 +3,12 @@
 The flags, their checks and the run are the server's own
 (:mod:`scones.serving.command`); this command only supplies defaults from the
 project: the shipped model, 127.0.0.1:8080, and ``template.yaml``'s
-``EndpointName``, ``EndpointVariantName``, ``MaxImageBytes`` and
-``DataCaptureSamplingPercentage`` (read
-when the command runs, and only for flags left out). The pixel limit follows the
-model's input size (``PIXELS_PER_INPUT_PIXEL`` times its area), not
-``MaxImagePixels``: that parameter guards the original uploads, which the workflow
-shrinks to the model's input size before it calls the endpoint.
+``EndpointName``, ``EndpointVariantName`` and ``DataCaptureSamplingPercentage`` (read
+when the command runs, and only for flags left out). The pixel and body limits are the
+endpoint's, as in the container: the pixel limit follows the model's input size
+(``PIXELS_PER_INPUT_PIXEL`` times its area) and a body may be InvokeEndpoint's 6 MiB, not
+``MaxImagePixels`` or ``MaxImageBytes``: those guard the original uploads, which the
+workflow shrinks to the model's input size before it calls the endpoint.
 """
 
 from __future__ import annotations
@@ -19,14 +19,19 @@ from typing import Any
 from scones.cli.errors import CommandError
 from scones.paths import SHIPPED_MODEL_DIR
 from scones.serving.command import ServeDefaults, ServeError, add_arguments, resolve, serve
-from scones.serving.defaults import DEFAULT_CAPTURE_PERCENT, DEFAULT_HOST, SAGEMAKER_PORT
+from scones.serving.defaults import (
+    DEFAULT_CAPTURE_PERCENT,
+    DEFAULT_HOST,
+    RUNTIME_MAX_PAYLOAD_BYTES,
+    SAGEMAKER_PORT,
+)
 
 TEMPLATE_HELP = {
     "model": str(SHIPPED_MODEL_DIR),
     "host": DEFAULT_HOST,
     "port": str(SAGEMAKER_PORT),
     "endpoint_name": "EndpointName",
-    "max_body_bytes": "MaxImageBytes",
+    "max_body_bytes": f"{RUNTIME_MAX_PAYLOAD_BYTES}, InvokeEndpoint's payload limit",
     "capture_percent": "DataCaptureSamplingPercentage",
     "variant_name": "EndpointVariantName",
 }
@@ -82,9 +87,7 @@ def template_defaults(args: argparse.Namespace) -> ServeDefaults:
             else _template_default("EndpointName")
         ),
         max_body_bytes=(
-            args.max_body_bytes
-            if args.max_body_bytes is not None
-            else _template_number("MaxImageBytes", int)
+            args.max_body_bytes if args.max_body_bytes is not None else RUNTIME_MAX_PAYLOAD_BYTES
         ),
         capture_percent=capture_percent,
         variant_name=(

@@ -695,6 +695,7 @@ class OfflineStack:
             logger.warning("could not empty the offline stack's emulator state: %s", exc)
 
     def _model_server_settings(self, deployed: DeployedStack) -> ServerSettings:
+        from scones.serving.defaults import RUNTIME_MAX_PAYLOAD_BYTES
         from scones.serving.server import ServerSettings
 
         params = deployed.parameters
@@ -703,8 +704,9 @@ class OfflineStack:
             model_dir=self.options.model_dir,
             endpoint_name=params["EndpointName"],
             variant_name=params["EndpointVariantName"],
-            max_body_bytes=int(params["MaxImageBytes"]),
-            # The pixel limit follows the model's input size (MaxImagePixels guards uploads).
+            # The endpoint's limits, not the uploads' (MaxImageBytes, MaxImagePixels): a body
+            # may be InvokeEndpoint's 6 MiB, and the pixel limit follows the model's input.
+            max_body_bytes=RUNTIME_MAX_PAYLOAD_BYTES,
             capture_destination=capture,
             # As DataCaptureConfig's InitialSamplingPercentage on AWS: the monitor is told
             # the same share, and expects that much of the traffic in the capture.
