@@ -348,7 +348,9 @@ def constraint_problems(value: str, spec: Mapping[str, Any]) -> list[str]:
 # A number as CloudFormation and JSON write one (the value is pasted into the ASL and the
 # environment): not Python's wider float() syntax, which also takes "1_0", " 5" and "٣".
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
-_WHOLE = re.compile(r"-?(?:0|[1-9][0-9]*)")
+# "-0" is no whole number here: CloudFormation's conditions compare it as text ("-0" is
+# not "0"), while Python reads it as 0, so the two would disagree about it.
+_WHOLE = re.compile(r"0|-?[1-9][0-9]*")
 
 
 def _number(text: str) -> float | None:

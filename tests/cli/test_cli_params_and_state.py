@@ -570,6 +570,10 @@ def test_numbers_are_read_as_cloudformation_writes_them_and_counts_as_whole() ->
         "MaxImageBytes": ("\u0663", "is not a number (Type: Number)"),
         "MinImageSide": ("2.5", "is not a whole number, as its Default 8 is"),
         "BackfillBatchSize": ("1e1", "is not a whole number, as its Default 50 is"),
+        # A condition compares "-0" as text (not "0": retention on), the code as 0 (off).
+        "UploadRetentionDays": ("-0", "is not a whole number, as its Default 0 is"),
+        "ModelImageUri": ('x"y', "does not match the AllowedPattern"),
+        "DeploymentPollSeconds": ("86400", "is greater than MaxValue 600"),
         "RetryMaxAttempts": ("1000000", "is greater than MaxValue 20"),
         "ModelLabels": ("bicycle,bicycle", "labels must be unique"),
     }
