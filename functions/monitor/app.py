@@ -117,7 +117,7 @@ def publish_window(report: WindowReport, *, alert_count: int, stamp: datetime) -
             value=label_point.value,
             default_dimensions=_LABEL_DIMENSIONS,
         ) as metric:
-            metric.add_dimension(name="Label", value=label_point.label)
+            metric.add_dimension(name="Label", value=label_point.dimension)
             metric.set_timestamp(stamp)
 
 

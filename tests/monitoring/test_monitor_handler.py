@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 from scones_core.errors import EventError, SettingsError
 from scones_core.json_text import load_json
+from scones_core.monitoring.metrics import LabelMetricPoint
 
 from scones.template_params import PROJECT_ROOT
 from tests.monitoring.conftest import (
@@ -336,6 +337,20 @@ def test_empty_window_publishes_counts_only(aws: Aws, capsys: pytest.CaptureFixt
     assert table[("CapturedRequests", dims)] == ("Count", 0.0)
     assert table[("RetrainingStarted", dims)] == ("Count", 0.0)
     assert not any(name in {"MeanConfidence", "LabelShare", "LabelDrift"} for name, _ in table)
+
+
+def test_a_label_that_is_not_ascii_is_published_under_its_ascii_dimension(
+    aws: Aws, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CloudWatch drops a metric whose dimension value is not ASCII: a team's "vélo" is
+    published as "v%C3%A9lo" (``LabelMetricPoint.dimension``), in the document as sent."""
+    app = load_handler()
+    shares = [LabelMetricPoint("LabelShare", "vélo", "None", 0.25)]
+    monkeypatch.setattr(app, "label_metrics", lambda report: shares)
+    app.lambda_handler(EVENT, LambdaContext())
+    table = metric_table(emf(capsys.readouterr().out))
+    dims = (ENDPOINT, "scones-classifier")
+    assert table[("LabelShare", (*dims, "v%C3%A9lo"))] == ("None", 0.25)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
-from scones_core.monitoring.metrics import label_metrics, window_metrics
+from scones_core.monitoring.metrics import LabelMetricPoint, label_metrics, window_metrics
 from scones_core.monitoring.service import MonitorClients, measure_window, respond
 from scones_core.monitoring.settings import MonitorSettings
 from scones_core.monitoring.window_report import (
@@ -811,3 +811,18 @@ def test_statistics_the_monitor_cannot_read_leave_the_count_unknown_not_the_run_
     assert report.model_monitor.statistics_item_count is None
     assert [a.code for a in alerts if a.starts_retraining] == [MODEL_MONITOR_VIOLATIONS]
     assert "statistics.json" in caplog.text and "AccessDenied" in caplog.text
+
+
+def test_a_label_that_is_not_ascii_is_published_under_an_ascii_dimension() -> None:
+    """CloudWatch drops a metric whose dimension value is not ASCII (or is over 1,024
+    characters), and the template lets a team name its labels in any language."""
+
+    def dimension(label: str) -> str:
+        return LabelMetricPoint("LabelShare", label, "None", 0.5).dimension
+
+    assert dimension("bicycle") == "bicycle"
+    assert dimension("road bike, 50%") == "road bike, 50%25"
+    assert dimension("vélo") == "v%C3%A9lo"
+    assert dimension("自転車") == "%E8%87%AA%E8%BB%A2%E8%BB%8A"
+    long = dimension("é" * 400)
+    assert long.isascii() and len(long) <= 1024 and long.endswith("%C3%A9")

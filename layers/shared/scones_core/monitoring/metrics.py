@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
+from urllib.parse import quote
 
 from scones_core.monitoring.window_report import WindowReport
 from scones_core.records import Status
@@ -59,6 +60,23 @@ class LabelMetricPoint:
     label: str
     unit: str
     value: float
+
+    @property
+    def dimension(self) -> str:
+        """The label as a ``Label`` dimension value: CloudWatch takes only ASCII there, at
+        most 1,024 characters, and drops the metric otherwise. A label that is not ASCII
+        ("vélo") is percent-encoded as UTF-8 ("v%C3%A9lo"); an ASCII one is itself."""
+        value = ""
+        for character in self.label:  # whole characters only, however long the label
+            encoded = quote(character, safe=_PRINTABLE_ASCII)
+            if len(value) + len(encoded) > MAX_DIMENSION_VALUE:
+                break
+            value += encoded
+        return value
+
+
+MAX_DIMENSION_VALUE = 1024
+_PRINTABLE_ASCII = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
 
 
 Point = TypeVar("Point", MetricPoint, LabelMetricPoint)
