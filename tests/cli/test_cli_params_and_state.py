@@ -74,6 +74,23 @@ def test_every_stack_command_checks_params_first(tmp_path: Path, command: str) -
     )
 
 
+@pytest.mark.parametrize("command", ["run", "up", "invoke"])
+def test_a_stack_command_refuses_retries_an_express_execution_would_not_outlast(
+    tmp_path: Path, command: str
+) -> None:
+    """`make deploy` refuses these values (an Express execution stops at 5 minutes and
+    records nothing for its batch); offline nothing stops it, so the stack would record
+    what AWS leaves unrecorded. The same words, before anything starts."""
+    args = [command, "--param", "RetryMaxAttempts=20"]
+    if command == "invoke":
+        args.insert(1, "MonitorFunction")
+    result = scones(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "these parameters would not deploy" in result.stderr
+    assert "past an Express execution's 300 s" in result.stderr
+    assert "stack up in" not in result.stdout
+
+
 def test_missing_inputs_fail_before_the_stack_starts(tmp_path: Path) -> None:
     result = scones("run", "/nope", cwd=tmp_path)
     assert result.returncode == 2

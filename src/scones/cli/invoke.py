@@ -26,8 +26,8 @@ from scones.cli.stack_state import (
     StackNotRunning,
     add_stack_options,
     client_from_state,
-    parse_params,
     read_state,
+    stack_params,
 )
 from scones.template_params import LOCAL_STACK_NAME, template_functions
 
@@ -93,7 +93,7 @@ def invoke_command(args: argparse.Namespace) -> int:
             f"{', '.join(functions)})"
         )
     event = read_event(args.event)
-    overrides = parse_params(args.param)
+    overrides = stack_params(args.param)
     running = _running_stack()
     if running is not None:
         given = [

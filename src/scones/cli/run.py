@@ -39,7 +39,7 @@ from scones.cli.stack_state import (
     add_stack_options,
     effective_params,
     model_identity,
-    parse_params,
+    stack_params,
 )
 from scones.cli.up import IN_MEMORY_NOTE
 from scones.offline.client import StackClient, StackClientError, Upload
@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_command(args: argparse.Namespace) -> int:
     # Everything the user gave is checked before anything starts (in well under a second).
-    overrides = parse_params(args.param)
+    overrides = stack_params(args.param)
     check_model_option(args.model, overrides)
     parameters = effective_params(overrides)
     labels = parse_labels(parameters["ModelLabels"])

@@ -121,6 +121,19 @@ def parse_params(
     return overrides
 
 
+def stack_params(pairs: list[str]) -> dict[str, str]:
+    """``parse_params`` for a command that starts a stack: the values are refused, too,
+    where ``make deploy`` refuses them because an Express execution would time out before
+    it records its batch (offline nothing stops an execution at 5 minutes, so the stack
+    would record what AWS leaves unrecorded)."""
+    from scones.deploy import express_time_problem
+
+    overrides = parse_params(pairs)
+    if problem := express_time_problem(overrides):
+        raise CommandError(f"these parameters would not deploy: {problem}")
+    return overrides
+
+
 def effective_params(overrides: dict[str, str]) -> dict[str, str]:
     """Every template parameter's value for these (already checked) overrides."""
     return resolve_parameters(overrides)

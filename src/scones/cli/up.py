@@ -30,7 +30,7 @@ from scones.cli.stack_state import (
     clear_state,
     make_stack_work_dir,
     model_identity,
-    parse_params,
+    stack_params,
     up_lock,
     write_state,
     write_stopped,
@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def up_command(args: argparse.Namespace) -> int:
-    overrides = parse_params(args.param)  # checked before anything starts
+    overrides = stack_params(args.param)  # checked before anything starts
     # Refused first: a second `scones up` loads no model and makes no --out folder. Held
     # from here on, it names this process: `scones down` stops a stack still starting.
     with up_lock():

@@ -219,8 +219,22 @@ GAPS: tuple[Gap, ...] = (
         "and the dead-letter queue",
         removed=False,
         fill="UpdateEventSourceMapping(Enabled=false); scones.offline.sqs_poller drains the "
-        "queue as Lambda's poller does",
+        "queue as Lambda's poller does (without MaximumBatchingWindowInSeconds: it hands a "
+        "batch over as soon as messages wait, so IngestBatchingWindowSeconds changes "
+        "nothing offline)",
         kind="event_source_mappings",
+    ),
+    Gap(
+        "bucket lifecycle rules",
+        "AWS::S3::Bucket",
+        ("LifecycleConfiguration",),
+        "dropped (GetBucketLifecycleConfiguration answers NoSuchLifecycleConfiguration), and "
+        "moto never expires an object: UploadRetentionDays, CaptureRetentionDays and the "
+        "backfill results' expiry change nothing offline",
+        removed=False,
+        fill="",
+        kind=None,
+        guard=_DROPS,
     ),
     Gap(
         "function tracing and architectures",
