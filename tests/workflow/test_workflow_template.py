@@ -1375,6 +1375,23 @@ def test_failed_monitor_runs_reach_the_alarmed_dead_letter_queue() -> None:
     ]
 
 
+def test_the_unfinished_retraining_alarm_watches_the_machine_the_monitor_starts() -> None:
+    """With RetrainingStateMachineArn naming another machine, the monitor starts that one:
+    an alarm on the stack's own (which then never runs) could never fire."""
+    cfn = transformed()
+    monitor_env = cfn["Resources"]["MonitorFunction"]["Properties"]["Environment"]["Variables"]
+    started = monitor_env["RETRAINING_STATE_MACHINE_ARN"]
+    alarm = cfn["Resources"]["RetrainingUnfinishedAlarm"]["Properties"]
+    watched = [
+        dimension["Value"]
+        for query in alarm["Metrics"]
+        if "MetricStat" in query
+        for dimension in query["MetricStat"]["Metric"]["Dimensions"]
+    ]
+    assert watched == [started, started]
+    assert started["Fn::If"][0] == "HasRetrainingStateMachine"
+
+
 def test_functions_and_the_state_machine_reach_only_their_own_resources() -> None:
     cfn = transformed()
     resolve = resolver_for(cfn)
