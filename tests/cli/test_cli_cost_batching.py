@@ -74,6 +74,9 @@ def test_the_memory_sweep_shows_the_largest_upload_serialize_decodes_at_each_siz
     assert heic.split()[5:8] == ["16.0", "41.5", "all"]  # 1.5 + 3 + 6 bytes a pixel
     [other] = [line for line in out.splitlines() if line.startswith("PNG, TIFF, BMP")]
     assert other.split()[4:7] == ["8.4", "41.9", "all"]
+    # A progressive JPEG keeps 6 bytes of DCT coefficients a pixel, whatever its draft.
+    [progressive] = [line for line in out.splitlines() if line.startswith("JPEG (progressive)")]
+    assert progressive.split()[2:5] == ["5.5", "27.7", "all"]
 
 
 def test_the_memory_sweep_decodes_up_to_the_max_image_pixels_given(

@@ -393,6 +393,8 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
             decode_bytes("HEIC", "RGB", million, heif=phone_heic(1.5, False)),
         ),
         ("HEIC (10-bit, HDR)", decode_bytes("HEIC", "RGB", million, heif=phone_heic(3, True))),
+        # Its draft decodes an eighth, but libjpeg keeps every full-size DCT coefficient.
+        ("JPEG (progressive)", decode_bytes("JPEG", "RGB", (125, 125), million)),
         ("PNG, TIFF, BMP (RGBA)", decode_bytes("PNG", "RGBA", million)),
     )
     for label, per_million in rows:
