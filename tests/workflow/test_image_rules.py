@@ -602,7 +602,8 @@ def test_what_fits_the_serialize_functions_memory_at_the_pixel_limit() -> None:
     """With the template's defaults, every format Pillow keeps at 4 bytes a pixel or fewer
     (or decodes at a reduced scale) fits at MaxImagePixels, a phone's 48 or 50 MP photo.
     WebP and HEIC, decoded whole with buffers of their own, fit a phone's 24 MP photo and
-    are refused past about 25 MP (WebP) or 29-41 MP (HEIC), before decoding."""
+    are refused past about 25 MP (WebP) or 29-41 MP (HEIC), before decoding (a HEIC past
+    about 30 MP is refused for its decode time first: MAX_HEIC_CODED_PIXELS)."""
     pixels = int(parameter_defaults()["MaxImagePixels"])
     assert pixels >= 8160 * 6120
     side = (int(pixels**0.5), int(pixels**0.5))

@@ -32,7 +32,7 @@ from heif_files import (
 )
 from image_catalog import heic, heic_10_bit, heic_sideways
 from PIL import Image
-from scones_core import errors, heif_structure
+from scones_core import errors, heif_structure, image_rules
 from scones_core.heif_structure import heif_layout
 from scones_core.image_rules import FUNCTION_RESERVE_MB, decode_bytes, decode_image
 from scones_core.images import normalise_image
@@ -368,3 +368,17 @@ def test_the_box_walk_is_not_fooled_by_a_box_of_the_same_name_inside_another(
         1,
     )
     assert decode_image(data, LIMITS).source["width"] == 64
+
+
+def test_a_heic_too_large_to_decode_within_the_functions_time_is_refused(
+    tile: HevcTile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libheif decodes every tile whole: past MAX_HEIC_CODED_PIXELS the decode would take
+    most of SerializeImage's 15 s at 512 MB. A phone's 24 MP photo stays under it."""
+    assert image_rules.MAX_HEIC_CODED_PIXELS >= 12 * 9 * 512 * 512  # 5712x4284 in 512 tiles
+    monkeypatch.setattr(image_rules, "MAX_HEIC_CODED_PIXELS", 64 * 64 * 6 - 1)
+    error = refused(grid_heic(tile, 2, 3))
+    assert isinstance(error, errors.ImageTooManyPixels)
+    assert "coded in 6 tile(s) of 24576 pixels in all, which libheif decodes whole" in str(error)
+    monkeypatch.setattr(image_rules, "MAX_HEIC_CODED_PIXELS", 64 * 64 * 6)
+    assert decode_image(grid_heic(tile, 2, 3), LIMITS).source["width"] == 192

@@ -370,7 +370,11 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
     decodes (larger ones are REJECTED before decoding, ``image_rules.decode_bytes``), up to
     the MaxImagePixels of ``overrides`` or the template's."""
     from scones_core.heif_structure import HeifLayout
-    from scones_core.image_rules import FUNCTION_RESERVE_MB, decode_bytes
+    from scones_core.image_rules import (
+        FUNCTION_RESERVE_MB,
+        MAX_HEIC_CODED_PIXELS,
+        decode_bytes,
+    )
 
     from scones.template_params import parameter_default
 
@@ -386,20 +390,28 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
         """A megapixel of a phone's HEIC (4:2:0 tiles; the last tiles' margin left out)."""
         return HeifLayout(*million, 1, 10**6, int(plane_bytes * 10**6), ten_bit)
 
+    # A HEIC's largest is also capped by its decode time, whatever the memory.
+    heic = MAX_HEIC_CODED_PIXELS
     rows = (
-        ("WebP", decode_bytes("WEBP", "RGBA", million)),
+        ("WebP", decode_bytes("WEBP", "RGBA", million), limit),
         (
             "HEIC (a phone's, 8-bit)",
             decode_bytes("HEIC", "RGB", million, heif=phone_heic(1.5, False)),
+            heic,
         ),
-        ("HEIC (10-bit, HDR)", decode_bytes("HEIC", "RGB", million, heif=phone_heic(3, True))),
+        (
+            "HEIC (10-bit, HDR)",
+            decode_bytes("HEIC", "RGB", million, heif=phone_heic(3, True)),
+            heic,
+        ),
         # Its draft decodes an eighth, but libjpeg keeps every full-size DCT coefficient.
-        ("JPEG (progressive)", decode_bytes("JPEG", "RGB", (125, 125), million)),
-        ("PNG, TIFF, BMP (RGBA)", decode_bytes("PNG", "RGBA", million)),
+        ("JPEG (progressive)", decode_bytes("JPEG", "RGB", (125, 125), million), limit),
+        ("PNG, TIFF, BMP (RGBA)", decode_bytes("PNG", "RGBA", million), limit),
     )
-    for label, per_million in rows:
+    for label, per_million, cap in rows:
         cells = ""
         for memory in MEMORY_SIZES:
             largest = (memory - FUNCTION_RESERVE_MB) * 2**20 * 10**6 // per_million
+            largest = min(largest, cap)
             cells += f"{'all':>10}" if largest >= limit else f"{largest / 1e6:>10.1f}"
         print(f"{label:<24}{'':>9}{cells}")
