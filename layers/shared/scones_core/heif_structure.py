@@ -17,6 +17,7 @@ other than HEVC, a grid that is not a grid, an item whose bytes lie outside the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,13 +25,14 @@ from scones_core.errors import CorruptImage, ImageTooComplex, UnsupportedImageFo
 
 # Items a HEIC file may list: a phone's 48 MP photo in 512x512 tiles lists about 200
 # (192 tiles, the grid, a thumbnail, EXIF, depth and gain maps). Each is a step here and
-# in the decoder's parse.
-MAX_HEIF_ITEMS = 2_000
+# in the decoder's parse; libheif's own limit is 1,000.
+MAX_HEIF_ITEMS = 1_000
 # Boxes walked in all (the items' own ``infe`` boxes, properties, references).
 MAX_HEIF_BOXES = 20_000
-# References (a grid's to each tile, an EXIF block's to its image) and property
-# associations, each counted over the whole file; and the pieces one item is stored in
-# (libheif reads at most 32).
+# References one item makes (a grid's to its tiles; libheif reads at most 1,000), and
+# references and property associations over the whole file; and the pieces one item is
+# stored in (libheif reads at most 32).
+MAX_HEIF_ITEM_REFERENCES = 1_000
 MAX_HEIF_REFERENCES = 20_000
 MAX_HEIF_EXTENTS = 32
 # NAL units in all the coded data decoded: an encoder writes a slice or a few per tile.
@@ -70,6 +72,10 @@ class HeifLayout:
     tiles: int  # HEVC images decoded for the primary image (1 unless it is a grid)
     coded_pixels: int  # every decoded tile's coded pixels, the alpha plane's included
     plane_bytes: int  # the decoded tiles' Y, Cb and Cr planes, by their chroma and depth
+    # The largest tile's planes: the decoder holds its own picture of the tile it decodes
+    # while libheif copies it into the image (one tile at a time: one decode thread).
+    # ``image_rules.decode_bytes`` counts what that costs.
+    tile_plane_bytes: int = 0
     high_bit_depth: bool = False  # more than 8 bits a sample: libheif converts at 16 bits
     alpha: bool = False
     exif: tuple[bytes, ...] = ()  # the primary image's EXIF blocks, which Pillow parses
@@ -80,6 +86,7 @@ class HeifLayout:
 class _Item:
     kind: str = ""
     properties: tuple[int, ...] = ()  # 1-based indices into the ipco box's properties
+    associated: bool = False  # an ipma entry gave it its properties
     extents: tuple[tuple[int, int, int], ...] = ()  # (construction method, offset, length)
 
 
@@ -94,6 +101,7 @@ class _Meta:
     idat: bytes = b""
     primary: int | None = None
     nal_units: int = 0  # walked in all the coded data so far
+    checked: set[int] = field(default_factory=set)  # items whose coded data was walked
 
     def item(self, item_id: int, what: str) -> _Item:
         found = self.items.get(item_id)
@@ -102,10 +110,14 @@ class _Meta:
         return found
 
     def property(self, item: _Item, kind: bytes) -> bytes | None:
-        for index in item.properties:
-            if 0 < index <= len(self.properties) and self.properties[index - 1][0] == kind:
-                return self.properties[index - 1][1]
-        return None
+        found = [
+            self.properties[index - 1][1]
+            for index in item.properties
+            if 0 < index <= len(self.properties) and self.properties[index - 1][0] == kind
+        ]
+        if len(found) > 1 and kind in _ONCE_PER_ITEM:
+            raise CorruptImage(_twice(f"an item has two {_text(kind)!r} properties"))
+        return found[0] if found else None
 
     def size(self, item_id: int, item: _Item) -> tuple[int, int]:
         body = self.property(item, b"ispe")
@@ -121,7 +133,7 @@ class _Meta:
             raise CorruptImage(
                 f"The HEIF's image item {item_id} has no HEVC configuration (hvcC property)."
             )
-        depth = 8 + max(body[17] & 7, body[18] & 7)
+        depth = max(_depths(body))
         sample = 1 if depth <= 8 else 2
         return (1 + _CHROMA_SHARE[body[16] & 3]) * sample, depth > 8
 
@@ -145,34 +157,48 @@ class _Meta:
                 )
 
     def check_coded_data(self, item_id: int, item: _Item, what: str) -> None:
-        """Walk the HEVC NAL units of an hvc1 item, its hvcC's and its data's:
-        ``CorruptImage`` for one past the data's end, or an SPS of another size."""
+        """Walk the HEVC NAL units of an hvc1 item, its hvcC's and its data's, once an
+        item however many tiles name it: ``CorruptImage`` for one past the data's end, or
+        an SPS whose size, chroma format or bit depth is not the item's."""
+        if item_id in self.checked:
+            return
+        self.checked.add(item_id)
         config = self.property(item, b"hvcC")
         if config is None or len(config) < 23:
             raise CorruptImage(
                 f"The HEIF's image item {item_id} has no HEVC configuration (hvcC property)."
             )
-        length_size = (config[21] & 3) + 1
-        size = self.size(item_id, item)
+        if config[21] & 3 != 3:
+            # libheif hands libde265 4-byte lengths whatever the hvcC says: a walk with
+            # other lengths would count other NAL units than the decoder gets.
+            raise UnsupportedImageFormat(
+                f"The HEIF's {what} prefixes its NAL units with {(config[21] & 3) + 1}-byte "
+                "lengths; libheif reads 4-byte ones."
+            )
+        expected = _Sequence(self.size(item_id, item), config[16] & 3, *_depths(config))
         for nal in _configuration_nal_units(config):
-            _check_sps(nal, size, what)
+            self.count_nal_unit()
+            _check_sps(nal, expected, what)
         coded, pos = self.stored(item, what), 0
         while pos < len(coded):
-            self.nal_units += 1
-            if self.nal_units > MAX_HEIF_NAL_UNITS:
-                raise ImageTooComplex(
-                    f"The HEIF's coded images hold more than {MAX_HEIF_NAL_UNITS} NAL units; "
-                    "an encoder writes a few a tile."
-                )
-            length = _int(coded, pos, length_size)
-            start = pos + length_size
+            self.count_nal_unit()
+            length = _int(coded, pos, 4)
+            start = pos + 4
             if length < 2 or start + length > len(coded):
                 raise CorruptImage(
                     f"The HEIF's {what} is truncated or corrupt: a NAL unit of {length} bytes "
                     f"at byte {start} of its {len(coded)}."
                 )
-            _check_sps(coded[start : start + length], size, what)
+            _check_sps(coded[start : start + length], expected, what)
             pos = start + length
+
+    def count_nal_unit(self) -> None:
+        self.nal_units += 1
+        if self.nal_units > MAX_HEIF_NAL_UNITS:
+            raise ImageTooComplex(
+                f"The HEIF's coded images hold more than {MAX_HEIF_NAL_UNITS} NAL units; "
+                "an encoder writes a few a tile."
+            )
 
     def stored(self, item: _Item, what: str) -> bytes:
         """An item's bytes (a length of 0 runs to the end of the file, or of the idat)."""
@@ -192,6 +218,7 @@ class _Decode:
     pixels: int
     plane_bytes: int
     high_bit_depth: bool
+    largest: int = 0  # one tile's planes, the largest
 
     def __add__(self, other: _Decode) -> _Decode:
         return _Decode(
@@ -199,6 +226,7 @@ class _Decode:
             self.pixels + other.pixels,
             self.plane_bytes + other.plane_bytes,
             self.high_bit_depth or other.high_bit_depth,
+            max(self.largest, other.largest),
         )
 
 
@@ -237,6 +265,8 @@ def heif_layout(data: bytes) -> HeifLayout:
             start = 4 + (_int(payload, 0, 4) if len(payload) >= 4 else 0)
             exif.append(payload[start:])
     rotation = meta.property(item, b"irot")
+    meta.property(item, b"imir")  # each given once, or refused as ambiguous
+    meta.property(item, b"clap")
     return HeifLayout(
         quarter_turns=(rotation[0] & 3) if rotation else 0,
         width=width,
@@ -244,6 +274,7 @@ def heif_layout(data: bytes) -> HeifLayout:
         tiles=decoded.tiles,
         coded_pixels=decoded.pixels,
         plane_bytes=decoded.plane_bytes,
+        tile_plane_bytes=decoded.largest,
         high_bit_depth=image.high_bit_depth,
         alpha=alpha,
         exif=tuple(exif),
@@ -257,7 +288,8 @@ def _decoded(meta: _Meta, item_id: int, what: str) -> _Decode:
         meta.check_coded_data(item_id, item, what)
         width, height = meta.size(item_id, item)
         plane, high = meta.planes(item_id, item)
-        return _Decode(1, width * height, int(width * height * plane), high)
+        planes = int(width * height * plane)
+        return _Decode(1, width * height, planes, high, planes)
     if item.kind != _GRID:
         coding = _OTHER_CODINGS.get(item.kind, f"{item.kind!r}")
         raise UnsupportedImageFormat(
@@ -270,6 +302,12 @@ def _decoded(meta: _Meta, item_id: int, what: str) -> _Decode:
     rows, columns = grid[2] + 1, grid[3] + 1
     field_size = 4 if grid[1] & 1 else 2
     out_width, out_height = _int(grid, 4, field_size), _int(grid, 4 + field_size, field_size)
+    if (out_width, out_height) != meta.size(item_id, item):
+        declared = "x".join(str(side) for side in meta.size(item_id, item))
+        raise CorruptImage(
+            f"The HEIF's {what} is a grid of {out_width}x{out_height} by its description "
+            f"and {declared} by its ispe."
+        )
     tiles = meta.refs.get(b"dimg", {}).get(item_id, [])
     if len(tiles) != rows * columns:
         raise CorruptImage(
@@ -317,24 +355,48 @@ def _configuration_nal_units(config: bytes) -> Iterator[bytes]:
             pos += length
 
 
-def _check_sps(nal: bytes, size: tuple[int, int], what: str) -> None:
+@dataclass(frozen=True)
+class _Sequence:
+    """What an SPS codes: the picture's size, chroma format and bit depths."""
+
+    size: tuple[int, int]
+    chroma_format: int
+    luma_depth: int
+    chroma_depth: int
+
+
+def _depths(config: bytes) -> tuple[int, int]:
+    """An hvcC's luma and chroma bit depths (bytes 17 and 18)."""
+    return 8 + (config[17] & 7), 8 + (config[18] & 7)
+
+
+def _check_sps(nal: bytes, expected: _Sequence, what: str) -> None:
+    """An SPS must code the item's size (up to its 64-pixel coding blocks), and the chroma
+    format and bit depths its hvcC states, which the memory estimate counts."""
     if not nal or (nal[0] >> 1) & 0x3F != _SPS_NAL_TYPE:
         return
-    declared = _sps_picture_size(nal)
-    width, height = size
+    coded = _sps(nal)
+    (width, height), (coded_width, coded_height) = expected.size, coded.size
     if not (
-        width <= declared[0] < width + _CODING_BLOCK
-        and height <= declared[1] < height + _CODING_BLOCK
+        width <= coded_width < width + _CODING_BLOCK
+        and height <= coded_height < height + _CODING_BLOCK
     ):
         raise CorruptImage(
             f"The HEIF's {what} is {width}x{height} by its ispe, but its HEVC sequence "
-            f"parameter set codes a {declared[0]}x{declared[1]} picture."
+            f"parameter set codes a {coded_width}x{coded_height} picture."
+        )
+    if coded != dataclasses.replace(expected, size=coded.size):
+        raise CorruptImage(
+            f"The HEIF's {what} is configured (hvcC) for chroma format "
+            f"{expected.chroma_format} at {expected.luma_depth}/{expected.chroma_depth} bits, "
+            f"but its HEVC sequence parameter set codes chroma format {coded.chroma_format} at "
+            f"{coded.luma_depth}/{coded.chroma_depth} bits."
         )
 
 
-def _sps_picture_size(nal: bytes) -> tuple[int, int]:
-    """pic_width_in_luma_samples and pic_height_in_luma_samples of an SPS NAL unit
-    (ITU-T H.265, 7.3.2.2), read past its profile, tier and level."""
+def _sps(nal: bytes) -> _Sequence:
+    """The size, chroma format and bit depths an SPS NAL unit codes (ITU-T H.265,
+    7.3.2.2), read past its profile, tier and level."""
     # The fields read lie in its first 120 bytes; emulation prevention bytes removed.
     bits = _Bits(nal[2:_SPS_READ_BYTES].replace(b"\0\0\3", b"\0\0"))
     bits.skip(4)  # sps_video_parameter_set_id
@@ -346,9 +408,15 @@ def _sps_picture_size(nal: bytes) -> tuple[int, int]:
     for profile, level in present:
         bits.skip(88 * profile + 8 * level)
     bits.golomb()  # sps_seq_parameter_set_id
-    if bits.golomb() == 3:  # chroma_format_idc 4:4:4: separate_colour_plane_flag
+    chroma_format = bits.golomb()
+    if chroma_format == 3:  # separate_colour_plane_flag
         bits.skip(1)
-    return bits.golomb(), bits.golomb()
+    size = (bits.golomb(), bits.golomb())
+    if bits.read(1):  # conformance_window_flag: four offsets
+        for _ in range(4):
+            bits.golomb()
+    luma, chroma = bits.golomb(), bits.golomb()
+    return _Sequence(size, chroma_format, 8 + luma, 8 + chroma)
 
 
 class _Bits:
@@ -379,6 +447,20 @@ class _Bits:
 # ---- reading the boxes ------------------------------------------------------------
 
 
+# Boxes a meta box holds once (ISO/IEC 23008-12, 9.3). Given twice, libheif reads the
+# first and a walk keeping the last would judge another image than the one decoded.
+_ONCE_IN_META = frozenset({b"hdlr", b"pitm", b"iinf", b"iloc", b"iref", b"iprp", b"idat"})
+# Properties an item has once: a second size, configuration, turn or crop is ambiguous.
+_ONCE_PER_ITEM = frozenset({b"ispe", b"hvcC", b"irot", b"imir", b"clap", b"auxC", b"pixi"})
+
+
+def _twice(what: str) -> str:
+    return (
+        f"The HEIF is ambiguous: {what}, and a decoder would read one of them where the "
+        "image rules read the other."
+    )
+
+
 def _read_meta(data: bytes) -> _Meta:
     budget = _Budget()
     metas = [body for kind, body in _boxes(data, budget) if kind == b"meta"]
@@ -387,7 +469,12 @@ def _read_meta(data: bytes) -> _Meta:
             f"The HEIF has {len(metas)} meta boxes at its top level; an image file has one."
         )
     meta = _Meta(data)
+    seen: set[bytes] = set()
     for kind, body in _boxes(metas[0][4:], budget):  # meta is a full box: version and flags
+        if kind in _ONCE_IN_META:
+            if kind in seen:
+                raise CorruptImage(_twice(f"its meta box has two {_text(kind)!r} boxes"))
+            seen.add(kind)
         if kind == b"hdlr" and body[8:12] != b"pict":
             raise UnsupportedImageFormat(
                 f"The HEIF's metadata is for {_text(body[8:12])!r}, not a picture; "
@@ -460,7 +547,10 @@ def _read_item_infos(body: bytes, meta: _Meta, budget: _Budget) -> None:
         id_size = 2 if entry[0] == 2 else 4
         item_id = _int(entry, 4, id_size)
         item_type = entry[4 + id_size + 2 : 4 + id_size + 6]
-        meta.items.setdefault(item_id, _Item()).kind = _text(item_type)
+        item = meta.items.setdefault(item_id, _Item())
+        if item.kind:
+            raise CorruptImage(_twice(f"its item {item_id} is listed twice"))
+        item.kind = _text(item_type)
         if len(meta.items) > MAX_HEIF_ITEMS:
             raise ImageTooComplex(f"The HEIF lists more than {MAX_HEIF_ITEMS} items.")
 
@@ -493,7 +583,10 @@ def _read_locations(body: bytes, meta: _Meta) -> None:
             offset, pos = _int(body, pos, offset_size), pos + offset_size
             length, pos = _int(body, pos, length_size), pos + length_size
             extents.append((method, base + offset, length))
-        meta.items.setdefault(item_id, _Item()).extents = tuple(extents)
+        located = meta.items.setdefault(item_id, _Item())
+        if located.extents:
+            raise CorruptImage(_twice(f"its item {item_id} is located twice"))
+        located.extents = tuple(extents)
 
 
 def _read_references(body: bytes, meta: _Meta, budget: _Budget) -> None:
@@ -502,6 +595,13 @@ def _read_references(body: bytes, meta: _Meta, budget: _Budget) -> None:
     for kind, entry in _boxes(body[4:], budget):
         source = _int(entry, 0, id_size)
         count = _int(entry, id_size, 2)
+        if count > MAX_HEIF_ITEM_REFERENCES:
+            raise ImageTooComplex(
+                f"A HEIF item refers to {count} others; at most {MAX_HEIF_ITEM_REFERENCES} "
+                "are read (a phone's grid names a few hundred tiles)."
+            )
+        if source in meta.refs.get(kind, {}):
+            raise CorruptImage(_twice(f"its item {source} has two {_text(kind)!r} references"))
         total += count
         if total > MAX_HEIF_REFERENCES:
             raise ImageTooComplex(
@@ -510,12 +610,17 @@ def _read_references(body: bytes, meta: _Meta, budget: _Budget) -> None:
             )
         start = id_size + 2
         targets = [_int(entry, start + i * id_size, id_size) for i in range(count)]
+        if len(set(targets)) != len(targets):
+            # libheif refuses it too, after a walk of every cell's tile ("double references").
+            raise CorruptImage(f"The HEIF's item {source} names an item twice in one reference.")
         meta.refs.setdefault(kind, {}).setdefault(source, []).extend(targets)
 
 
 def _read_properties(body: bytes, meta: _Meta, budget: _Budget) -> None:
     for kind, child in _boxes(body, budget):
         if kind == b"ipco":
+            if meta.properties:
+                raise CorruptImage(_twice("it has two property containers (ipco)"))
             meta.properties.extend(_boxes(child, budget))
         elif kind == b"ipma":
             _read_associations(child, meta)
@@ -541,7 +646,10 @@ def _read_associations(ipma: bytes, meta: _Meta) -> None:
         for _ in range(associations):
             value, pos = _int(ipma, pos, index_size), pos + index_size
             indices.append(value & (0x7FFF if wide_index else 0x7F))
-        meta.items.setdefault(item_id, _Item()).properties = tuple(indices)
+        associated = meta.items.setdefault(item_id, _Item())
+        if associated.associated:
+            raise CorruptImage(_twice(f"its item {item_id} is given properties twice"))
+        associated.properties, associated.associated = tuple(indices), True
 
 
 def _int(data: bytes, pos: int, size: int) -> int:

@@ -138,6 +138,8 @@ DECODE_ERRORS: tuple[type[Exception], ...] = (
     ZeroDivisionError,
     OverflowError,
     MemoryError,
+    # pi-heif passes on libheif's errors at decode (a security limit) as RuntimeError.
+    RuntimeError,
 )
 
 
@@ -145,7 +147,7 @@ DECODE_ERRORS: tuple[type[Exception], ...] = (
 
 _HEIF_BRANDS = {
     *(b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"),
-    *(b"mif1", b"mif2", b"msf1"),
+    *(b"mif1", b"mif2", b"msf1", b"MiHE", b"miaf"),
 }
 # Camera raw files in the same box format (Canon's CR3).
 _RAW_BRANDS = {b"crx "}
@@ -307,7 +309,11 @@ def decode_bytes(
         samples = 3 + heif.alpha
         interleaved = samples * (2 if heif.high_bit_depth else 1)
         per_pixel = interleaved + HEIC_PILLOW_BYTES_PER_PIXEL
-        return heif.plane_bytes + heif.width * heif.height * per_pixel  # cropped after
+        # The tile in the decoder: its picture, libheif's copy and their conversion. A
+        # tile far larger than its grid (a 4096x4096 tile in a 64x64 grid rose 58 MB
+        # over the 25 MB of its planes) costs that much again, three times over.
+        planes = heif.plane_bytes + 3 * heif.tile_plane_bytes
+        return planes + heif.width * heif.height * per_pixel  # cropped after
     per_pixel = DECODE_BYTES_PER_PIXEL.get(
         fmt, _MODE_BYTES_PER_PIXEL.get(mode, _DEFAULT_BYTES_PER_PIXEL)
     )
@@ -436,6 +442,9 @@ def _heif_image_file() -> type[ImageFile.ImageFile]:
     from pi_heif import options
 
     options.THUMBNAILS = options.DEPTH_IMAGES = options.AUX_IMAGES = False
+    # One tile in the decoder at a time, as the memory estimate counts: four threads took
+    # as much CPU, and a function at 512 MB has a third of a core.
+    options.DECODE_THREADS = 1
     return pi_heif.HeifImageFile
 
 
@@ -491,8 +500,18 @@ def _check_and_load(
         raise _oversized_metadata(exc) or CorruptImage(
             f"The {fmt} data is truncated or corrupt: {_describe(exc)}"
         ) from None
+    decoded: Image.Image = image
+    if heif is not None:
+        # libheif turns and crops as it decodes, so the stored size is the decoded one
+        # turned back. pi-heif copies the whole image again at each load of a file with
+        # more than one image, and the preprocessing loads a strip at a time: the decoded
+        # pixels are kept as an image of their own.
+        width, height = _stored_size(fmt, image, heif)
+        decoded = image._new(image.im)
+        decoded.format = image.format  # what the model server checks a Content-Type with
+        image.close()
     return DecodedImage(
-        image=image,
+        image=decoded,
         source={
             "format": fmt,
             "mode": mode,
@@ -588,6 +607,12 @@ def _structure(
     scans, a TIFF tile larger than the pixel limit); describe the rest. ``jpeg`` and
     ``heif``: the layout already read from the bytes, if they were sniffed as one."""
     if heif is not None:
+        if heif.coded_pixels > limits.max_pixels:
+            raise ImageTooManyPixels(
+                f"The HEIC's {heif.width}x{heif.height} image is coded in {heif.tiles} "
+                f"tile(s) of {heif.coded_pixels} pixels in all, which libheif decodes whole; "
+                f"the limit is {limits.max_pixels} pixels{limits.named('MaxImagePixels')}."
+            )
         if heif.coded_pixels > MAX_HEIC_CODED_PIXELS:
             raise ImageTooManyPixels(
                 f"The HEIC's {heif.width}x{heif.height} image is coded in {heif.tiles} tile(s) "
