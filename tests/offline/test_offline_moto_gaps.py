@@ -725,6 +725,7 @@ def _until_done_or_stalled(sfn: Any, started: dict[str, Any], stall_s: float = 1
         except AttributeError:
             # moto drops an execution's worker as it ends, and ListMapRuns then reads None:
             # it ended between the two calls, which the next status says.
+            time.sleep(0.5)
             continue
         if progress != seen:
             seen, moved = progress, time.monotonic()

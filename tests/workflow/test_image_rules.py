@@ -594,22 +594,37 @@ def phone_heic(width: int, height: int, *, ten_bit: bool) -> HeifLayout:
     """A phone's HEIC layout: 4:2:0 tiles of 512x512, covering the image with less than a
     tile to spare, at 8 bits or at an HDR photo's 10."""
     tiles = (-(-width // 512) * 512) * (-(-height // 512) * 512)
-    plane_bytes = tiles * (3.0 if ten_bit else 1.5)
-    return HeifLayout(width, height, tiles // 512**2, tiles, int(plane_bytes), ten_bit)
+    return HeifLayout(
+        width,
+        height,
+        tiles=tiles // 512**2,
+        coded_pixels=tiles,
+        plane_bytes=int(tiles * (3.0 if ten_bit else 1.5)),
+        tile_plane_bytes=int(512**2 * (3.0 if ten_bit else 1.5)),
+        high_bit_depth=ten_bit,
+    )
 
 
 def test_what_fits_the_serialize_functions_memory_at_the_pixel_limit() -> None:
-    """With the template's defaults, every format Pillow keeps at 4 bytes a pixel or fewer
-    (or decodes at a reduced scale) fits at MaxImagePixels, a phone's 48 or 50 MP photo.
-    WebP and HEIC, decoded whole with buffers of their own, fit a phone's 24 MP photo and
-    are refused past about 25 MP (WebP) or 29-41 MP (HEIC), before decoding (a HEIC past
-    about 30 MP is refused for its decode time first: MAX_HEIC_CODED_PIXELS)."""
+    """With the template's defaults, an image Pillow keeps at 4 bytes a pixel or fewer
+    (a JPEG at its draft) fits at MaxImagePixels, a phone's 48 or 50 MP photo, even turned
+    upright into a second copy (a TIFF's Orientation). A TIFF of 16-bit samples in one
+    strip, which libtiff decodes into a buffer of its own, fits about 36 to 44 MP; WebP
+    and HEIC, decoded whole with buffers of their own, fit a phone's 24 MP photo in memory
+    and are refused past about 25 MP (WebP) or 29-41 MP (HEIC). (A HEIC's decode time
+    refuses it sooner: ``heic_coded_pixel_limit``.)"""
     pixels = int(parameter_defaults()["MaxImagePixels"])
     assert pixels >= 8160 * 6120
     side = (int(pixels**0.5), int(pixels**0.5))
     for fmt in set(SUPPORTED_IMAGE_FORMATS) - {"WEBP", "HEIC"}:
         for mode in ["RGBA", "CMYK", "F", "I;16", "P"]:
-            assert fits(decode_bytes(fmt, mode, side)), (fmt, mode)
+            assert fits(decode_bytes(fmt, mode, side, copies=2)), (fmt, mode)
+    one_strip = {"RGB": 6, "RGBA": 8}  # 16-bit samples, bytes a pixel of the raw strip
+    for mode, strip in one_strip.items():
+        pixels_in = 36_000_000
+        square = (int(pixels_in**0.5), int(pixels_in**0.5))
+        assert fits(decode_bytes("TIFF", mode, square, strip_bytes=pixels_in * strip)), mode
+        assert not fits(decode_bytes("TIFF", mode, side, strip_bytes=pixels * strip)), mode
     for width, height in ((5712, 4284), (6000, 4000)):  # a phone's 24 MP photo, 4:3 and 3:2
         assert fits(decode_bytes("WEBP", "RGBA", (width, height)))
         for ten_bit in (False, True):

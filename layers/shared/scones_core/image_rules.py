@@ -250,8 +250,8 @@ DECODE_BYTES_PER_PIXEL = {"WEBP": 17}
 # 10-bit 4:4:4 tiles: 205 and 406 MB): libheif decodes each tile into Y, Cb and Cr planes
 # (``HeifLayout.plane_bytes``), converts the image to interleaved RGB(A) at 1 byte a
 # sample, or 2 above 8 bits, and Pillow copies that into its own 4 bytes a pixel; two
-# more bytes a pixel cover what the conversion holds besides (412 MB estimated for the
-# 406 MB measured would leave no room for error).
+# more bytes a pixel cover what the conversion holds besides (with one, the 25 MP grid of
+# 10-bit 4:4:4 tiles was estimated at 417 MiB for the 406 MiB measured: no room for error).
 HEIC_PILLOW_BYTES_PER_PIXEL = 6
 _MODE_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1} | dict.fromkeys(
     ("I;16", "I;16B", "I;16L", "I;16N"), 2
@@ -270,11 +270,24 @@ MAX_BMP_RLE_PIXELS = 4_000_000
 MAX_BMP_RLE_BYTES = 2**20
 # libheif decodes a HEIC whole, each tile at full size: no reduced-scale decode. A 25 MP
 # grid of 8-bit 4:2:0 tiles took 2.3 s of CPU through normalise_image on one x86 core of
-# the dev machine (about 92 ns a coded pixel, 18 % more at 10 bits), on one decode thread
-# or four alike; Lambda at 512 MB runs about 3.5 times slower, so 32 Mi coded pixels take
-# about 11 s of SerializeImage's 15 s. That admits a phone's 24 MP photo (5712x4284 in
-# 12x9 tiles of 512: 28.3 M coded pixels); more are refused before decoding.
-MAX_HEIC_CODED_PIXELS = 32 * 2**20
+# the dev machine (92 ns a coded pixel, 18 % more at 10 bits), on one decode thread or
+# four alike. The libde265 of pi-heif's aarch64 wheel (Lambda's arm64) has none of the
+# x86 wheel's SSE routines, so it is counted twice as slow, 184 ns at one vCPU; Lambda
+# gives a function one vCPU at LAMBDA_FULL_VCPU_MB and proportionally less below. The
+# decode may take HEIC_DECODE_SECONDS of SerializeImage's 15 s (its Timeout, a test ties
+# them); reading the upload and the rest take the others. At 512 MB that is about 15.7
+# million coded pixels: a phone's 12 MP photo (4032x3024 in 8x6 tiles of 512: 12.6 M).
+HEIC_NS_PER_CODED_PIXEL = 184
+HEIC_DECODE_SECONDS = 10
+LAMBDA_FULL_VCPU_MB = 1769
+
+
+def heic_coded_pixel_limit(memory_mb: int) -> int:
+    """The coded pixels of a HEIC a function of ``memory_mb`` decodes in its time."""
+    share = min(1.0, memory_mb / LAMBDA_FULL_VCPU_MB)
+    return int(HEIC_DECODE_SECONDS * 1e9 / HEIC_NS_PER_CODED_PIXEL * share)
+
+
 # What the function holds besides the decode: the interpreter, boto3, Pillow, the
 # upload's bytes and the preprocessing's strips (SerializeImage peaks at about 60 MB
 # on a 32x32 PNG).
@@ -613,12 +626,13 @@ def _structure(
                 f"tile(s) of {heif.coded_pixels} pixels in all, which libheif decodes whole; "
                 f"the limit is {limits.max_pixels} pixels{limits.named('MaxImagePixels')}."
             )
-        if heif.coded_pixels > MAX_HEIC_CODED_PIXELS:
+        in_time = None if limits.memory_mb is None else heic_coded_pixel_limit(limits.memory_mb)
+        if in_time is not None and heif.coded_pixels > in_time:
             raise ImageTooManyPixels(
                 f"The HEIC's {heif.width}x{heif.height} image is coded in {heif.tiles} tile(s) "
-                f"of {heif.coded_pixels} pixels in all, which libheif decodes whole; at most "
-                f"{MAX_HEIC_CODED_PIXELS} are decoded within the function's time (a phone's "
-                "24-megapixel photo has 28 million): send it as JPEG, or smaller."
+                f"of {heif.coded_pixels} pixels in all, which libheif decodes whole; at "
+                f"{limits.memory_mb} MB (the function's MemorySize) at most {in_time} are "
+                "decoded in its time: send it as JPEG, or smaller."
             )
         return _Structure(heif=heif)
     if fmt == "JPEG":

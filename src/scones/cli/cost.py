@@ -372,8 +372,8 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
     from scones_core.heif_structure import HeifLayout
     from scones_core.image_rules import (
         FUNCTION_RESERVE_MB,
-        MAX_HEIC_CODED_PIXELS,
         decode_bytes,
+        heic_coded_pixel_limit,
     )
 
     from scones.template_params import parameter_default
@@ -386,32 +386,31 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
     print(f"{'image':<24}{'':>9}" + "".join(f"{m:>10}" for m in MEMORY_SIZES))
     million = (1000, 1000)
 
-    def phone_heic(plane_bytes: float, ten_bit: bool) -> HeifLayout:
+    def phone_heic(ten_bit: bool) -> HeifLayout:
         """A megapixel of a phone's HEIC (4:2:0 tiles; the last tiles' margin left out)."""
-        return HeifLayout(*million, 1, 10**6, int(plane_bytes * 10**6), ten_bit)
+        planes = int((3.0 if ten_bit else 1.5) * 10**6)
+        return HeifLayout(
+            *million, tiles=1, coded_pixels=10**6, plane_bytes=planes, high_bit_depth=ten_bit
+        )
 
-    # A HEIC's largest is also capped by its decode time, whatever the memory.
-    heic = MAX_HEIC_CODED_PIXELS
     rows = (
-        ("WebP", decode_bytes("WEBP", "RGBA", million), limit),
+        ("WebP", decode_bytes("WEBP", "RGBA", million), False),
+        # A HEIC's largest is also capped by its decode time (its coded pixels).
         (
             "HEIC (a phone's, 8-bit)",
-            decode_bytes("HEIC", "RGB", million, heif=phone_heic(1.5, False)),
-            heic,
+            decode_bytes("HEIC", "RGB", million, heif=phone_heic(False)),
+            True,
         ),
-        (
-            "HEIC (10-bit, HDR)",
-            decode_bytes("HEIC", "RGB", million, heif=phone_heic(3, True)),
-            heic,
-        ),
+        ("HEIC (10-bit, HDR)", decode_bytes("HEIC", "RGB", million, heif=phone_heic(True)), True),
         # Its draft decodes an eighth, but libjpeg keeps every full-size DCT coefficient.
-        ("JPEG (progressive)", decode_bytes("JPEG", "RGB", (125, 125), million), limit),
-        ("PNG, TIFF, BMP (RGBA)", decode_bytes("PNG", "RGBA", million), limit),
+        ("JPEG (progressive)", decode_bytes("JPEG", "RGB", (125, 125), million), False),
+        ("PNG, TIFF, BMP (RGBA)", decode_bytes("PNG", "RGBA", million), False),
     )
-    for label, per_million, cap in rows:
+    for label, per_million, timed in rows:
         cells = ""
         for memory in MEMORY_SIZES:
             largest = (memory - FUNCTION_RESERVE_MB) * 2**20 * 10**6 // per_million
-            largest = min(largest, cap)
+            if timed:
+                largest = min(largest, heic_coded_pixel_limit(memory))
             cells += f"{'all':>10}" if largest >= limit else f"{largest / 1e6:>10.1f}"
         print(f"{label:<24}{'':>9}{cells}")

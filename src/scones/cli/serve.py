@@ -18,7 +18,14 @@ from typing import Any
 
 from scones.cli.errors import CommandError
 from scones.paths import SHIPPED_MODEL_DIR
-from scones.serving.command import ServeDefaults, ServeError, add_arguments, resolve, serve
+from scones.serving.command import (
+    CONTAINER_HELP,
+    ServeDefaults,
+    ServeError,
+    add_arguments,
+    resolve,
+    serve,
+)
 from scones.serving.defaults import (
     DEFAULT_CAPTURE_PERCENT,
     DEFAULT_HOST,
@@ -31,7 +38,7 @@ TEMPLATE_HELP = {
     "host": DEFAULT_HOST,
     "port": str(SAGEMAKER_PORT),
     "endpoint_name": "EndpointName",
-    "max_body_bytes": f"{RUNTIME_MAX_PAYLOAD_BYTES}, InvokeEndpoint's payload limit",
+    "max_body_bytes": CONTAINER_HELP["max_body_bytes"],  # the container's own limit
     "capture_percent": "DataCaptureSamplingPercentage",
     "variant_name": "EndpointVariantName",
 }

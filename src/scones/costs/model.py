@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from scones_core.image_rules import LAMBDA_FULL_VCPU_MB
+
 from scones.costs.prices import REALTIME_INSTANCE_PRICES, price
 from scones.costs.workflow import batch_path, happy_path, is_record_writer, load_workflow
 from scones.template_params import load_template, parameter_defaults
@@ -34,7 +36,7 @@ WORKER_LINES_BYTES = 106
 TASK_OVERHEAD_MS = 25.0
 SERVICE_CALL_MS = 15.0
 # Lambda gives a function one full vCPU at 1,769 MB, proportionally less below.
-FULL_VCPU_MB = 1769
+FULL_VCPU_MB = LAMBDA_FULL_VCPU_MB
 # What a function waits for on AWS, per invocation (assumed, not measured: offline the waits
 # are the emulator's, inflated by the shared machine). S3 GET: first byte plus the body at
 # 80 MB/s; InvokeEndpoint: the shipped model's own 3 ms (`scones bench model`) plus 12 ms of

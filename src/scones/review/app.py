@@ -84,7 +84,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 IMAGE_PATH = "/api/image"
-# Images decoded at once: each can take a few hundred MB for a 25-megapixel upload, and
+# Images decoded at once: each can take a few hundred MB for a large upload (MaxImagePixels), and
 # a browser asks for six at a time.
 DECODE_SLOTS = 2
 # How often a request waiting to be drawn checks that its browser is still there.

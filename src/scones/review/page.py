@@ -163,7 +163,7 @@ function imageSource(item) {
   return item.image_url + (token ? "&token=" + encodeURIComponent(token) : "");
 }
 // At most two images are fetched at once, the one being looked at first: a browser keeps
-// six connections to a host, and images drawn from 25-megapixel uploads take a while, so
+// six connections to a host, and images drawn from 50-megapixel uploads take a while, so
 // the rest stay free for the queue and the answers. Queue rows ask only once in view.
 const loader = { active: 0, waiting: [] };
 const IMAGES_AT_ONCE = 2;

@@ -65,7 +65,8 @@ class LabelMetricPoint:
     def dimension(self) -> str:
         """The label as a ``Label`` dimension value: CloudWatch takes only ASCII there, at
         most 1,024 characters, and drops the metric otherwise. A label that is not ASCII
-        ("vélo") is percent-encoded as UTF-8 ("v%C3%A9lo"); an ASCII one is itself."""
+        ("vélo") is percent-encoded as UTF-8 ("v%C3%A9lo"), and so is a "%" (as "%25"), so
+        no two labels share a value; any other ASCII label is itself."""
         value = ""
         for character in self.label:  # whole characters only, however long the label
             encoded = quote(character, safe=_PRINTABLE_ASCII)
