@@ -669,3 +669,41 @@ def test_a_decoders_runtime_error_is_a_corrupt_image(
     monkeypatch.setattr(image_class, "load", refuse)
     error = refused(single_heic(tile))
     assert isinstance(error, errors.CorruptImage) and "Security limit exceeded" in str(error)
+
+
+def test_tiles_that_share_their_bytes_are_refused() -> None:
+    """Tiles naming one region of the file are read and decoded once each: 270 tiles naming
+    one 14 MB region took 4 GB in the decoder. Items' bytes add up to the file's at most."""
+    noise = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    tile = hevc_tile(Image.fromarray(noise), quality=95)  # its data outweighs the boxes
+    whole = grid_heic(tile, 2, 2)
+    assert decode_image(whole, LIMITS).image.size == (128, 128)
+    first = whole.index(tile.data)
+    items = {
+        1: Item(b"grid", grid_description(2, 2, 128, 128), [ispe(128, 128)], in_idat=True),
+        2: Item(b"hvc1", tile.data, [tile.hvcc, ispe(64, 64)]),
+        **{
+            n: Item(b"hvc1", b"", [tile.hvcc, ispe(64, 64)], location=(first, len(tile.data)))
+            for n in (3, 4, 5)
+        },
+    }
+    shared = heic_file(items, 1, [(b"dimg", 1, [2, 3, 4, 5])])
+    assert shared.index(tile.data) == first  # the one copy, where the others point
+    error = refused(shared)
+    assert isinstance(error, errors.ImageTooComplex)
+    assert "name more bytes than the file holds" in str(error)
+
+
+def test_metadata_shared_by_many_images_is_refused(tile: HevcTile) -> None:
+    """pi-heif copies each top-level image's EXIF as it opens a file: 40 images sharing one
+    15 MB EXIF block rose 647 MB. The copies may come to the file's size at most."""
+    exif = Image.Exif()
+    exif[0x010F] = "Phone maker"
+    block = exif_item(exif)
+    block.data += bytes(20_000)
+    images = {n: Item(b"hvc1", tile.data, [tile.hvcc, ispe(64, 64)]) for n in range(1, 41)}
+    data = heic_file({**images, 41: block}, 1, [(b"cdsc", 41, list(images))])
+    error = refused(data)
+    assert isinstance(error, errors.ImageTooComplex) and "shared by so many" in str(error)
+    one = heic_file({1: images[1], 41: block}, 1, [(b"cdsc", 41, [1])])
+    assert decode_image(one, LIMITS).source["width"] == 64
