@@ -15,19 +15,7 @@ import io
 import pillow_heif
 from PIL import Image
 
-from scones.heic_writer import (  # noqa: F401 - the tests' one import for HEIC files
-    HevcTile,
-    Item,
-    box,
-    exif_item,
-    full_box,
-    grid_description,
-    grid_heic,
-    heic_file,
-    ispe,
-    single_heic,
-    tile_from_heic,
-)
+from scones.heic_writer import HevcTile, tile_from_heic
 
 
 def hevc_tile(picture: Image.Image, **encoder: object) -> HevcTile:

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pillow_heif
-from heif_files import Item, grid_heic, heic_file, hevc_tile, ispe
+from heif_files import hevc_tile
 from PIL import Image, TiffImagePlugin
+
+from scones.heic_writer import Item, grid_heic, heic_file, ispe
 
 SAME_INPUT = "same model input"
 SAME_LABEL = "same label"

@@ -18,7 +18,7 @@ from types import FrameType
 
 import pytest
 from conftest import template_limits
-from heif_files import Item, exif_item, full_box, heic_file, hevc_tile, ispe
+from heif_files import hevc_tile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from image_catalog import bmp_run_length, encode, heic
@@ -26,6 +26,8 @@ from PIL import Image, TiffImagePlugin
 from scones_core import errors, image_structure
 from scones_core.image_structure import jpeg_layout
 from scones_core.images import normalise_image
+
+from scones.heic_writer import Item, exif_item, full_box, heic_file, ispe
 
 LIMITS = template_limits()
 PHOTO = Image.linear_gradient("L").resize((24, 20)).convert("RGB")
