@@ -1,10 +1,9 @@
-"""HEIC files for the image tests: real HEVC from libheif's encoder (pillow-heif, in the
-test environment only), boxed as a phone boxes them.
+"""Real HEVC tiles for the image tests, from libheif's encoder (pillow-heif, in the test
+environment only).
 
 ``hevc_tile`` encodes a picture with libheif and keeps its HEVC configuration and coded
-data. ``heic_file`` writes the boxes around such tiles: one image, or a grid of tiles (a
-phone's 12 MP photo is a grid of 48 tiles of 512x512), with an alpha plane, an EXIF
-block, a rotation, extra items, or any field of its own choosing, so each rule of
+data; ``scones.heic_writer`` boxes such tiles as a phone does (one image, a grid, an alpha
+plane, EXIF, any field of a test's choosing), so each rule of
 ``scones_core.heif_structure`` can be broken one at a time on otherwise real files.
 """
 
