@@ -100,7 +100,14 @@ class _Meta:
     refs: dict[bytes, dict[int, list[int]]] = field(default_factory=dict)
     idat: bytes = b""
     primary: int | None = None
-    nal_units: int = 0  # walked in all the coded data so far
+    # NAL units walked in all the coded data so far.
+    nal_units: _Budget = field(
+        default_factory=lambda: _Budget(
+            MAX_HEIF_NAL_UNITS,
+            f"The HEIF's coded images hold more than {MAX_HEIF_NAL_UNITS} NAL units; an "
+            "encoder writes a few a tile.",
+        )
+    )
     checked: set[int] = field(default_factory=set)  # items whose coded data was walked
     stored_bytes: int = 0  # the bytes of every item read so far
 
@@ -178,11 +185,11 @@ class _Meta:
             )
         expected = _Sequence(self.size(item_id, item), config[16] & 3, *_depths(config))
         for nal in _configuration_nal_units(config):
-            self.count_nal_unit()
+            self.nal_units.take()
             _check_sps(nal, expected, what)
         coded, pos = self.stored(item, what), 0
         while pos < len(coded):
-            self.count_nal_unit()
+            self.nal_units.take()
             length = _int(coded, pos, 4)
             start = pos + 4
             if length < 2 or start + length > len(coded):
@@ -193,13 +200,12 @@ class _Meta:
             _check_sps(coded[start : start + length], expected, what)
             pos = start + length
 
-    def count_nal_unit(self) -> None:
-        self.nal_units += 1
-        if self.nal_units > MAX_HEIF_NAL_UNITS:
-            raise ImageTooComplex(
-                f"The HEIF's coded images hold more than {MAX_HEIF_NAL_UNITS} NAL units; "
-                "an encoder writes a few a tile."
-            )
+    def byte_count(self, item: _Item) -> int:
+        """The bytes an item's pieces name (a length of 0 runs to the end of its source)."""
+        return sum(
+            (len(self.data if method == 0 else self.idat) - offset) if length == 0 else length
+            for method, offset, length in item.extents
+        )
 
     def stored(self, item: _Item, what: str) -> bytes:
         """An item's bytes (a length of 0 runs to the end of the file, or of the idat).
@@ -209,21 +215,15 @@ class _Meta:
         file rose 484 MB here; 270 tiles naming one 14 MB region, 4 GB in the decoder), so
         the bytes of every item read may add up to the file's own and no more."""
         self.check_extents(item, what)
-        pieces = [
-            (self.data if method == 0 else self.idat, offset, length or None)
-            for method, offset, length in item.extents
-        ]
-        self.stored_bytes += sum(
-            len(source) - offset if length is None else length for source, offset, length in pieces
-        )
+        self.stored_bytes += self.byte_count(item)
         if self.stored_bytes > len(self.data) + len(self.idat):
             raise ImageTooComplex(
                 "The HEIF's items name more bytes than the file holds: their pieces repeat or "
                 "overlap, and each would be read and decoded again."
             )
         return b"".join(
-            source[offset:] if length is None else source[offset : offset + length]
-            for source, offset, length in pieces
+            (self.data if method == 0 else self.idat)[offset : offset + length if length else None]
+            for method, offset, length in item.extents
         )
 
 
@@ -321,10 +321,7 @@ def _check_metadata_copies(meta: _Meta) -> None:
     for source, targets in meta.refs.get(b"cdsc", {}).items():
         described = meta.items.get(source)
         if described is not None:
-            copies += len(targets) * sum(
-                (len(meta.data) - offset if length == 0 else length)
-                for _, offset, length in described.extents
-            )
+            copies += len(targets) * meta.byte_count(described)
     for item in meta.items.values():
         copies += sum(
             len(meta.properties[index - 1][1])
@@ -557,18 +554,18 @@ def _read_meta(data: bytes) -> _Meta:
 
 
 class _Budget:
-    """Counts boxes walked, past ``MAX_HEIF_BOXES`` in all."""
+    """Counts steps of a walk (boxes, NAL units): ``ImageTooComplex`` past ``limit``."""
 
-    def __init__(self) -> None:
-        self.walked = 0
+    def __init__(self, limit: int = MAX_HEIF_BOXES, too_many: str = "") -> None:
+        self.limit, self.walked = limit, 0
+        self.too_many = too_many or (
+            f"The HEIF has more than {limit} boxes; a camera's photo has a few hundred."
+        )
 
     def take(self) -> None:
         self.walked += 1
-        if self.walked > MAX_HEIF_BOXES:
-            raise ImageTooComplex(
-                f"The HEIF has more than {MAX_HEIF_BOXES} boxes; a camera's photo has a few "
-                "hundred."
-            )
+        if self.walked > self.limit:
+            raise ImageTooComplex(self.too_many)
 
 
 def _boxes(data: bytes, budget: _Budget) -> Iterator[tuple[bytes, bytes]]:
