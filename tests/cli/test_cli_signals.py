@@ -7,13 +7,13 @@ import io
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 
 from scones.cli.main import main
 from scones.cli.signals import handling_stop_signals, stop_signals_interrupt
@@ -180,26 +180,29 @@ class _Terminal(io.StringIO):
 @pytest.mark.slow
 @pytest.mark.xdist_group("offline-stack")
 def test_closing_the_terminal_mid_run_still_saves_the_records(
-    scones_run: _Run, monkeypatch: pytest.MonkeyPatch
+    scones_run: _Run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """SIGHUP, and every write to the terminal fails (EIO): the output of the stop cannot
-    be shown, but the stop still runs."""
+    """SIGHUP, and every write to the terminal fails (EIO): the run is interrupted, the
+    output of the stop cannot be shown, but the stop still runs. The command ends naming
+    standard output, whose error it kept for the end (GuardedStdout)."""
     from scones.cli import run as run_module
 
     terminal = _Terminal()
-    monkeypatch.setattr(
-        run_module, "make_console", lambda stderr=False, file=None: Console(file=terminal)
-    )
+    monkeypatch.setattr(sys, "stdout", terminal)  # what main wraps in GuardedStdout
 
     def classify(*args: object) -> object:
         terminal.hung_up = True
         signal.raise_signal(signal.SIGHUP)
-        raise AssertionError("SIGHUP did not interrupt the run")
+        pytest.fail("SIGHUP did not interrupt the run")  # no `except Exception` hides it
 
     monkeypatch.setattr(run_module, "_classify", classify)
     run = scones_run("--no-progress")
-    assert run.code != 0
     assert "stack up in" in terminal.getvalue()
+    assert "records saved" not in terminal.getvalue()  # written after the hang-up: lost
+    err = capsys.readouterr().err
+    assert "scones: interrupted" in err, err
+    assert "cannot write to standard output: [Errno 5]" in err, err
+    assert run.code == 1
     assert run.records() == []  # saved: nothing was uploaded yet
     assert not run.work_dir_left and run.processes_left == []
 

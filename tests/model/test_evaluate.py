@@ -12,11 +12,9 @@ import torch
 from PIL import Image
 
 from scones.cli.main import main
-from scones.model.artifact import OnnxClassifier
 from scones.model.build import evaluate_directory
 from scones.model.evaluate import baseline, evaluate_probabilities, selective
 from scones.model.export import save_artifact
-from scones.model.folders import load_images
 from scones.model.report_figure import render_report
 from tests import crafted_graphs as crafted
 from tests.full_disk import fill_disk
@@ -278,13 +276,6 @@ def test_evaluate_command_names_a_graph_failing_on_the_images_in_one_line(
     assert line.startswith("scones: error: ")
     assert "model.onnx fails on 6 images: [ONNXRuntimeError] : 1 : FAIL : " in line
     assert "Reshape" in line
-
-
-def test_served_bytes_match_the_batch_path(always_bicycle: Path, small_data: Path) -> None:
-    classifier = OnnxClassifier(always_bicycle)
-    data = load_images(small_data, LABELS)
-    for path in data.paths[:3]:
-        assert classifier.predict_bytes(path.read_bytes()) == pytest.approx([0.96, 0.04], abs=1e-6)
 
 
 def test_default_threshold_comes_from_the_template(

@@ -16,7 +16,6 @@ from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 from scones_core.errors import EventError, SettingsError
 from scones_core.json_text import load_json
-from scones_core.monitoring.metrics import LabelMetricPoint
 
 from scones.template_params import PROJECT_ROOT
 from tests.monitoring.conftest import (
@@ -340,17 +339,25 @@ def test_empty_window_publishes_counts_only(aws: Aws, capsys: pytest.CaptureFixt
 
 
 def test_a_label_that_is_not_ascii_is_published_under_its_ascii_dimension(
-    aws: Aws, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    aws: Aws,
+    captures: CaptureWriterHelper,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """CloudWatch drops a metric whose dimension value is not ASCII: a team's "vélo" is
-    published as "v%C3%A9lo" (``LabelMetricPoint.dimension``), in the document as sent."""
+    published as "v%C3%A9lo" (``LabelMetricPoint.dimension``), in the document as sent,
+    from the window's captured answers."""
+    monkeypatch.setenv("LABELS", "vélo,motorcycle")
+    lines = [capture_line((0.9, 0.1), WINDOW_START + timedelta(seconds=60 * i)) for i in range(3)]
+    lines.append(capture_line((0.2, 0.8), WINDOW_START + timedelta(seconds=300)))
+    captures.put(WINDOW_START, "a", lines)
     app = load_handler()
-    shares = [LabelMetricPoint("LabelShare", "vélo", "None", 0.25)]
-    monkeypatch.setattr(app, "label_metrics", lambda report: shares)
+    runs_at(app, monkeypatch, WINDOW_END + timedelta(seconds=40))
     app.lambda_handler(EVENT, LambdaContext())
     table = metric_table(emf(capsys.readouterr().out))
     dims = (ENDPOINT, "scones-classifier")
-    assert table[("LabelShare", (*dims, "v%C3%A9lo"))] == ("None", 0.25)
+    assert table[("LabelShare", (*dims, "v%C3%A9lo"))] == ("None", 0.75)
+    assert table[("LabelShare", (*dims, "motorcycle"))] == ("None", 0.25)
 
 
 @pytest.mark.parametrize(

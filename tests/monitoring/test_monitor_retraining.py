@@ -565,7 +565,10 @@ def test_duplicate_training_job_name_counts_as_started(aws: Aws) -> None:
         outcome = launcher(aws, sagemaker=sagemaker, state_machine=False, job=True).start(
             ALERTS, WINDOW_END, {}
         )
-    assert outcome.started
+        stub.assert_no_pending_responses()  # the "already exists" answer was the one read
+    assert outcome.started and outcome.training_job_name
+    item = marker(aws)
+    assert item is not None and item["training_job"]["S"] == outcome.training_job_name
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from PIL import ImageFile
+from scones_core.errors import ImageRejected
 from scones_core.images import normalise_image
 from scones_core.settings import ImageLimits
 
@@ -92,7 +93,7 @@ def local_predictions(classifier: OnnxClassifier) -> dict[Path, tuple[str, float
     for path in sorted(SAMPLES.glob("*/*.png")) + sorted(DATA.glob("*/*.png"))[::10]:
         try:
             png = normalise_image(path.read_bytes(), limits).png
-        except Exception:
+        except ImageRejected:
             continue
         probabilities = classifier.predict_images([decode_image(png)])[0]
         index = int(probabilities.argmax())
