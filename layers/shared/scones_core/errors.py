@@ -98,7 +98,7 @@ class NotARasterImage(ImageRejected):
 
 
 class UnsupportedImageFormat(ImageRejected):
-    """A raster image, but in a format that is not accepted (HEIC, or narrowed away)."""
+    """A raster image, but in a format outside ``AllowedImageFormats`` (AVIF, or narrowed away)."""
 
 
 class CorruptImage(ImageRejected):
@@ -106,7 +106,8 @@ class CorruptImage(ImageRejected):
 
 
 class ImageTooManyPixels(ImageRejected):
-    """The header declares more pixels than ``MaxImagePixels``; refused before decoding."""
+    """More pixels than ``MaxImagePixels``, or than the function's memory (or, for a HEIC,
+    its time) can decode; refused from the header, before decoding."""
 
 
 class ImageTooComplex(ImageRejected):
