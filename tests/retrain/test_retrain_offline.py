@@ -15,7 +15,6 @@ candidate faces the shipped model.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -57,19 +56,18 @@ def guessing_production(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _training_inputs(argv: Sequence[str]) -> str:
-    """What a training run depends on: its options other than where it writes, and the
-    bytes of every image in its channels."""
-    digest, options = hashlib.sha256(), list(argv)
-    for at, (option, value) in enumerate(itertools.pairwise(argv)):
+    """What a training run depends on: its options (``--name value`` pairs, in any order)
+    other than where it writes, and the bytes of every image in its channels."""
+    digest, options = hashlib.sha256(), []
+    for option, value in zip(argv[::2], argv[1::2], strict=True):
         if option in ("--data", "--labelled"):
             for image in sorted(Path(value).rglob("*")):
                 if image.is_file():
                     digest.update(str(image.relative_to(value)).encode())
                     digest.update(image.read_bytes())
-        elif option not in ("--model-dir", "--failure-file"):
-            continue
-        options[at + 1] = "<run folder>"
-    digest.update(json.dumps(options).encode())
+        where = option in ("--data", "--labelled", "--model-dir", "--failure-file")
+        options.append((option, "<run folder>" if where else value))
+    digest.update(json.dumps(sorted(options)).encode())
     return digest.hexdigest()
 
 
@@ -293,12 +291,11 @@ def test_a_candidate_that_fails_at_serving_is_rolled_back(
 
 
 def test_fail_canary_alone_rehearses_a_rollback_against_a_model_that_guesses(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], trained_once: list[str]
 ) -> None:
     """`make retrain ARGS=--fail-canary` (the README's line): against the shipped model the
     short recipe's candidate is refused at the gate, so the canary was never reached and
-    nothing was rolled back. Without --model, production is now a model that guesses.
-    (It trains for itself: the other canary tests count the trainings they share.)"""
+    nothing was rolled back. Without --model, production is now a model that guesses."""
     import tempfile
 
     out = tmp_path / "out"
@@ -316,6 +313,8 @@ def test_fail_canary_alone_rehearses_a_rollback_against_a_model_that_guesses(
     assert steps["gate"]["passed"]
     assert steps["evaluate"]["production"]["accuracy"] < 0.7  # the guesser's
     assert set(Path(tempfile.gettempdir()).glob("scones-guessing-*")) == before
+    # The command publishes the training set the other canary tests train on.
+    assert len(trained_once) == 1
     # With --model, that model is production; both at once are refused.
     assert scones_main(["retrain", "--guessing-production", "--model", str(tmp_path)]) == 2
     assert "--guessing-production is the production model" in capsys.readouterr().err
