@@ -122,7 +122,9 @@ def build_bundle(requirements: str | None = None, package_dir: Path | None = Non
     files += _package_files(Path(scones_core.__file__).resolve().parent)
     buffer = io.BytesIO()
     with (
-        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
+        # Level 6, not gzip's default 9: most of the bundle is the backbone's weights,
+        # which 9 compresses 0.5 % smaller in eight times the time (1.7 s against 0.2 s).
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=6) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         _add(tar, PROGRAM, _LAUNCHER.encode())
