@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from PIL import Image
@@ -27,6 +28,9 @@ DETAILS = {
     "model": {"name": "bicycle-motorcycle", "version": "4ee99463716d", "onnx_sha256": "ab" * 32},
     "stack_timings_s": {"deploy_s": 0.6, "start_s": 1.9},
 }
+
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -213,23 +217,68 @@ def test_thumbnails_apply_the_image_rules_of_the_run(tmp_path: Path) -> None:
     assert "data:image/png;base64," in raised and "nopreview" not in raised
 
 
-def test_the_histogram_has_no_overlapping_translucent_bars(monkeypatch: pytest.MonkeyPatch) -> None:
-    import matplotlib.axes
+def _svg(markup: str) -> ElementTree.Element:
+    """A chart as an XML document (an inline SVG must be well-formed to be drawn)."""
+    return ElementTree.fromstring(markup)
 
+
+def _bars(markup: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "label": rect.get("data-label"),
+            "bin": float(rect.get("data-bin", "nan")),
+            "count": int(rect.get("data-count", "0")),
+            "x": float(rect.get("x", "nan")),
+            "width": float(rect.get("width", "nan")),
+            "height": float(rect.get("height", "nan")),
+        }
+        for rect in _svg(markup).iter(f"{SVG}rect")
+        if rect.get("class") == "bar"
+    ]
+
+
+def test_the_histogram_has_no_overlapping_translucent_bars() -> None:
     from scones.reports import run_report
 
-    calls: list[dict[str, Any]] = []
-    original = matplotlib.axes.Axes.hist
+    rows = [r for r in _rows() if "label" in r]
+    rows += [{"label": "bicycle", "confidence": 0.51}, {"label": "motorcycle", "confidence": 0.51}]
+    markup = run_report.confidence_histogram(rows, ("bicycle", "motorcycle"), 0.93)
+    assert "opacity" not in markup
+    bars = _bars(markup)
+    # Every classified upload is in one bar of its class, and the bars' heights follow
+    # their counts.
+    for label in ("bicycle", "motorcycle"):
+        expected = sum(1 for r in rows if r["label"] == label)
+        assert expected
+        assert sum(b["count"] for b in bars if b["label"] == label) == expected
+    unit = bars[0]["height"] / bars[0]["count"]
+    assert all(b["height"] == pytest.approx(b["count"] * unit, abs=0.02) for b in bars)
+    # Two classes in one bin stand side by side, never over each other.
+    shared = [b for b in bars if b["bin"] == 0.5]
+    assert {b["label"] for b in shared} == {"bicycle", "motorcycle"}
+    first, second = sorted(shared, key=lambda b: b["x"])
+    assert first["x"] + first["width"] <= second["x"] + 1e-6
+    [threshold] = [p for p in _svg(markup).iter(f"{SVG}path") if p.get("class") == "threshold"]
+    assert threshold.get("stroke-dasharray")
 
-    def spy(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append({"x": x, **kwargs})
-        return original(self, x, *args, **kwargs)
 
-    monkeypatch.setattr(matplotlib.axes.Axes, "hist", spy)
-    run_report.confidence_histogram(_rows(), ("bicycle", "motorcycle"), 0.93)
-    [call] = calls  # one call: the classes' bars side by side in each bin
-    assert len(call["x"]) == 2
-    assert call.get("histtype", "bar") == "bar" and "alpha" not in call
+def test_the_confusion_matrix_counts_each_true_and_predicted_pair() -> None:
+    from scones.reports import run_report
+
+    rows = _rows()  # every true label bicycle; predicted motorcycle at 0 and 3
+    markup, matrix = run_report.confusion_matrix(rows, ("bicycle", "motorcycle"))
+    assert matrix == [[4, 2], [0, 0]]
+    cells = {
+        (c.get("data-true"), c.get("data-predicted")): int(c.get("data-count", "-1"))
+        for c in _svg(markup).iter(f"{SVG}rect")
+    }
+    assert cells == {
+        ("bicycle", "bicycle"): 4,
+        ("bicycle", "motorcycle"): 2,
+        ("motorcycle", "bicycle"): 0,
+        ("motorcycle", "motorcycle"): 0,
+    }
+    assert _svg(markup).find(f"{SVG}title").text == "Confusion matrix"
 
 
 # For each caption key, the characters on either side of every soft line break.
@@ -353,29 +402,18 @@ def test_a_reviewed_records_true_label_is_the_persons_answer() -> None:
     assert cells[:5] == ["r.png", "REVIEWED", "motorcycle", "0.610", "bicycle"]
 
 
-def test_the_histogram_of_three_classes_keeps_answers_below_one_half(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_histogram_of_three_classes_keeps_answers_below_one_half() -> None:
     """Three classes allow a top probability of 1/3: the bins start there, so no upload
     counted in the legend is missing from the bars."""
-    import matplotlib.axes
-    import numpy as np
-
     from scones.reports import run_report
 
-    counted: list[int] = []
-    original = matplotlib.axes.Axes.hist
-
-    def spy(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, x, *args, **kwargs)
-        counted.extend(int(np.sum(bars)) for bars in result[0])
-        return result
-
-    monkeypatch.setattr(matplotlib.axes.Axes, "hist", spy)
     rows = [
         {"label": "van", "confidence": 0.346},
         {"label": "truck", "confidence": 0.483},
-        {"label": "car", "confidence": 0.99},
+        {"label": "car", "confidence": 1.0},
     ]
-    run_report.confidence_histogram(rows, ("van", "truck", "car"), 0.45)
-    assert counted == [1, 1, 1]
+    markup = run_report.confidence_histogram(rows, ("van", "truck", "car"), 0.45)
+    counted = {b["label"]: (b["bin"], b["count"]) for b in _bars(markup)}
+    assert counted == {"van": (0.325, 1), "truck": (0.475, 1), "car": (0.975, 1)}
+    legend = "".join(_svg(markup).itertext())
+    assert "van (1)" in legend and "truck (1)" in legend and "car (1)" in legend

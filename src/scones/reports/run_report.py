@@ -1,6 +1,6 @@
 """The HTML report of a workflow run: what a person checks after ``scones run``.
 
-One self-contained file (charts embedded as PNG data URIs, a few lines of plain
+One self-contained file (charts drawn as inline SVG, a few lines of plain
 JavaScript to sort the table): when the run happened and with which model (version
 and ONNX SHA-256), the status mix, the time per stage, the confidence histogram per
 predicted class (bars side by side, the threshold marked), the confusion matrix
@@ -14,88 +14,46 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from PIL import Image
 from scones_core.errors import ImageRejected
 from scones_core.image_rules import decode_image
 from scones_core.preprocess import to_display_image
 from scones_core.records import MODEL_VERSION_ATTRIBUTE, Status, classified_status
 from scones_core.settings import ImageLimits
 
+from scones.reports.svg_charts import confidence_histogram_svg, confusion_matrix_svg
 from scones.safe_files import write_text_atomically
 from scones.shown_text import shown
 from scones.template_params import function_environment
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from PIL import Image
-
 THUMBNAIL_BOX = 96  # the longest side of a thumbnail, in CSS pixels
-# One opaque colour per predicted class (matplotlib's default cycle); bars never overlap.
-_CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 # Where a long key may wrap: after a path or word separator, never inside a word.
 _BREAK_AFTER = re.compile(r"([/_-])(?=.)")
-
-
-def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def confidence_histogram(
     rows: list[dict[str, Any]], labels: tuple[str, ...], threshold: float
 ) -> str:
-    """Bars of each predicted class side by side in every bin: no translucent overlap
-    whose mixed colour the legend would not explain."""
-    figure, axis = plt.subplots(figsize=(6, 3.2))
-    # From the lowest top probability the labels allow (0.5 of two, 1/3 of three) up.
-    bins = [i / 40 for i in range(math.floor(40 / max(len(labels), 2)), 41)]
-    series = [[r["confidence"] for r in rows if r.get("label") == label] for label in labels]
-    axis.hist(
-        series,
-        bins=bins,
-        histtype="bar",
-        color=[_CLASS_COLOURS[i % len(_CLASS_COLOURS)] for i in range(len(labels))],
-        label=[f"{label} ({len(values)})" for label, values in zip(labels, series, strict=True)],
-        rwidth=0.9,
-    )
-    axis.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold}")
-    axis.set_xlabel("confidence of the predicted class")
-    axis.set_ylabel("uploads")
-    axis.set_title("Confidence per predicted class")
-    axis.legend(loc="upper left", fontsize=8)
-    return _png(figure)
+    """The histogram of the classified uploads' confidence, per predicted class (SVG)."""
+    return confidence_histogram_svg(rows, labels, threshold)
 
 
 def confusion_matrix(
     rows: list[dict[str, Any]], labels: tuple[str, ...]
 ) -> tuple[str, list[list[int]]]:
+    """The confusion matrix of the uploads with a true label (SVG), and its counts."""
     matrix = [[0 for _ in labels] for _ in labels]
     for row in rows:
         truth, predicted = row.get("true_label"), row.get("label")
         if truth in labels and predicted in labels:
             matrix[labels.index(truth)][labels.index(predicted)] += 1
-    figure, axis = plt.subplots(figsize=(3.6, 3.2))
-    axis.imshow(matrix, cmap="Blues")
-    darkest = max(max(counts) for counts in matrix) or 1
-    for i, counts in enumerate(matrix):
-        for j, count in enumerate(counts):
-            colour = "white" if count > darkest / 2 else "black"
-            axis.text(j, i, str(count), ha="center", va="center", fontsize=12, color=colour)
-    axis.set_xticks(range(len(labels)), labels)
-    axis.set_yticks(range(len(labels)), labels)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    axis.set_title("Confusion matrix")
-    return _png(figure), matrix
+    return confusion_matrix_svg(matrix, labels), matrix
 
 
 def thumbnail(
@@ -314,7 +272,7 @@ body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width:
 span.count { padding: .2rem .5rem; border-radius: .3rem; margin-right: .4rem; }
 .ACCEPTED { background: #d9f2dd; } .NEEDS_REVIEW { background: #fff1c2; }
 .REJECTED { background: #f4d9f2; } .FAILED { background: #f8d0d0; }
-.charts img { margin-right: 1rem; vertical-align: top; }
+.charts svg { margin-right: 1rem; vertical-align: top; max-width: 100%; height: auto; }
 figure { display: inline-block; width: 160px; margin: .4rem; padding: .4rem;
          border-radius: .4rem; vertical-align: top; }
 figure img { display: block; margin: 0 auto .3rem; }
@@ -354,7 +312,7 @@ def write_run_report(
     classified = [r for r in rows if isinstance(r.get("confidence"), int | float)]
     histogram = confidence_histogram(classified, labels, threshold)
     labelled = [r for r in classified if r.get("true_label")]
-    matrix_png = confusion_matrix(labelled, labels)[0] if labelled else None
+    matrix_svg = confusion_matrix(labelled, labels)[0] if labelled else None
     review = [r for r in rows if classified_status(r) != Status.ACCEPTED]
     limits = image_limits(parameters)
     cards = "".join(_card(row, limits) for row in review)
@@ -386,8 +344,8 @@ Threshold {threshold:g}.</p>
 <h2>Time per stage</h2>
 {_stages_html(summary, details) or "<p>No timings.</p>"}
 <div class="charts">
-<img alt="confidence histogram" src="data:image/png;base64,{histogram}">
-{f'<img alt="confusion matrix" src="data:image/png;base64,{matrix_png}">' if matrix_png else ""}
+{histogram}
+{matrix_svg or ""}
 </div>
 <h2>Needs a person ({len(review)})</h2>
 <p>Low-confidence results, rejected uploads and failures, as uploaded.</p>
