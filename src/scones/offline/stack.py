@@ -640,7 +640,7 @@ class OfflineStack:
             )
 
     def _check_port_free(self) -> None:
-        from scones.serving.server import ServerStartError, bind_socket
+        from scones.serving.sockets import ServerStartError, bind_socket
 
         if self.options.moto_port and self.options.moto_port == self.options.model_port:
             raise StackError(

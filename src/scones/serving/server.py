@@ -9,7 +9,6 @@ container's ``serve`` script run :meth:`ModelServer.serve_forever` instead.
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 import threading
@@ -38,12 +37,9 @@ from scones.serving.defaults import (
 )
 from scones.serving.faults import FaultPlan
 from scones.serving.protocol import header_timeout_protocol
+from scones.serving.sockets import ServerStartError, bind_socket
 
 LOGGER = logging.getLogger(__name__)
-
-
-class ServerStartError(RuntimeError):
-    """The server could not start (port taken, host no name, model missing, startup failure)."""
 
 
 @dataclass(frozen=True)
@@ -95,32 +91,6 @@ def build_app(settings: ServerSettings, *, s3_client: Any | None = None) -> Fast
         queue_wait_s=settings.queue_wait_s,
         body_timeout_s=settings.body_timeout_s,
     )
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket; port 0 picks a free one. Raises a clear error if taken,
-    or if ``host`` is no name at all (the socket module raises ``TypeError`` for a name
-    it cannot encode, such as undecodable bytes from the command line)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio enables TCP_NODELAY only on sockets that say so,
-    # and without it every response waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except (TypeError, ValueError) as exc:
-        sock.close()
-        raise ServerStartError(f"cannot listen on {host!r}: not a host name ({exc})") from exc
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise ServerStartError(
-                f"port {port} on {host} is already in use; stop the other server or pick "
-                "another port (0 picks a free one)"
-            ) from exc
-        raise ServerStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock
 
 
 class ModelServer:
