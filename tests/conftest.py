@@ -77,27 +77,6 @@ def proxy_environment() -> Iterator[str]:
         closed.close()
 
 
-# Young collections after this many allocations instead of 700: the tests allocate
-# botocore models, moto backends and ASL parse trees by the hundred thousand, and at
-# CPython's default every few of them ended in a full collection of a worker's heap.
-GC_YOUNG_THRESHOLD = 20_000
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Keep the collector to the tests' own objects.
-
-    Collecting imported torch, moto, botocore and every test module: objects that live as
-    long as the process. Frozen (``gc.freeze``), no collection walks them again; with a
-    larger young threshold, fewer collections run at all. Measured on four test files
-    (533 tests, one process): 43-55 s of the collector's CPU at CPython's defaults, 17-23 s so,
-    with the same peak memory (about 1 GB). Garbage is still collected: only less often.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Collect the session's garbage once, then let the collector skip what is left.
