@@ -262,6 +262,31 @@ def test_the_histogram_has_no_overlapping_translucent_bars() -> None:
     assert threshold.get("stroke-dasharray")
 
 
+def test_every_legend_entry_and_the_threshold_stay_inside_the_histogram() -> None:
+    """Six long labels wrap onto more legend rows instead of running off the chart, and a
+    threshold below the lowest bin still gets its line (the axis reaches it)."""
+    from scones.reports import run_report
+
+    labels = tuple(f"class number {i}" for i in range(6))
+    rows = [{"label": label, "confidence": 0.2 + 0.1 * i} for i, label in enumerate(labels)]
+    markup = run_report.confidence_histogram(rows, labels, 0.05)
+    svg = _svg(markup)
+    width = float(svg.get("width", "0"))
+    legend = [
+        t
+        for t in svg.iter(f"{SVG}text")
+        if "(1)" in (t.text or "") or "threshold" in (t.text or "")
+    ]
+    assert len(legend) == 7
+    assert all(float(t.get("x", "0")) + 7 * len(t.text or "") <= width for t in legend)
+    assert len({t.get("y") for t in legend}) > 1  # wrapped onto a second row
+    [line] = [p for p in svg.iter(f"{SVG}path") if p.get("class") == "threshold"]
+    assert float(line.get("d", "M-1").split(",")[0][1:]) >= 0
+    description = svg.find(f"{SVG}desc")
+    assert description is not None and "class number 5 (1)" in (description.text or "")
+    assert "threshold 0.05" in (description.text or "")
+
+
 def test_the_confusion_matrix_counts_each_true_and_predicted_pair() -> None:
     from scones.reports import run_report
 
@@ -279,6 +304,9 @@ def test_the_confusion_matrix_counts_each_true_and_predicted_pair() -> None:
         ("motorcycle", "motorcycle"): 0,
     }
     assert _svg(markup).find(f"{SVG}title").text == "Confusion matrix"
+    description = _svg(markup).find(f"{SVG}desc")
+    assert description is not None
+    assert "true bicycle, predicted motorcycle: 2" in (description.text or "")
 
 
 # For each caption key, the characters on either side of every soft line break.

@@ -57,17 +57,18 @@ def guessing_production(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _training_inputs(argv: Sequence[str]) -> str:
     """What a training run depends on: its options (``--name value`` pairs, in any order)
-    other than where it writes, and the bytes of every image in its channels."""
+    other than where it writes, and the bytes of every image in each of its channels."""
     digest, options = hashlib.sha256(), []
-    for option, value in zip(argv[::2], argv[1::2], strict=True):
+    for option, value in sorted(zip(argv[::2], argv[1::2], strict=True)):
         if option in ("--data", "--labelled"):
             for image in sorted(Path(value).rglob("*")):
                 if image.is_file():
-                    digest.update(str(image.relative_to(value)).encode())
-                    digest.update(image.read_bytes())
+                    name, data = f"{option} {image.relative_to(value)}".encode(), image.read_bytes()
+                    for part in (name, data):
+                        digest.update(len(part).to_bytes(8, "big") + part)
         where = option in ("--data", "--labelled", "--model-dir", "--failure-file")
         options.append((option, "<run folder>" if where else value))
-    digest.update(json.dumps(sorted(options)).encode())
+    digest.update(json.dumps(options).encode())
     return digest.hexdigest()
 
 
@@ -313,7 +314,8 @@ def test_fail_canary_alone_rehearses_a_rollback_against_a_model_that_guesses(
     assert steps["gate"]["passed"]
     assert steps["evaluate"]["production"]["accuracy"] < 0.7  # the guesser's
     assert set(Path(tempfile.gettempdir()).glob("scones-guessing-*")) == before
-    # The command publishes the training set the other canary tests train on.
+    # The command publishes the training set the other canary tests train on: run after
+    # them (file order), it trains nothing of its own.
     assert len(trained_once) == 1
     # With --model, that model is production; both at once are refused.
     assert scones_main(["retrain", "--guessing-production", "--model", str(tmp_path)]) == 2

@@ -98,7 +98,9 @@ class NotARasterImage(ImageRejected):
 
 
 class UnsupportedImageFormat(ImageRejected):
-    """A raster image, but in a format outside ``AllowedImageFormats`` (AVIF, or narrowed away)."""
+    """A raster image, but in a format outside ``AllowedImageFormats`` (AVIF, or narrowed
+    away), or in a layout of an accepted format that is not read (some TIFF and BMP
+    layouts, a HEIF image not coded as HEVC)."""
 
 
 class CorruptImage(ImageRejected):

@@ -2,8 +2,9 @@
 
 A report is written at the end of every ``scones run``; drawing its two charts with
 matplotlib cost the command about a second of CPU (most of it the import) for a page
-that a few rectangles and labels describe. SVG also stays sharp at any zoom, and its
-text is text: a screen reader reads each chart's title and each bar's count.
+that a few rectangles and labels describe. SVG also stays sharp at any zoom. Each chart
+is one image to a screen reader: its title names it, and its description says what it
+shows (the counts per class and the threshold, or every cell's count).
 """
 
 from __future__ import annotations
@@ -52,13 +53,30 @@ def confidence_histogram_svg(
 ) -> str:
     """Bars of each predicted class side by side in every bin: no translucent overlap
     whose mixed colour the legend would not explain."""
-    width, height = 600, 330
-    left, right, top, bottom = 48, 16, 58, 42
+    width, left, right, bottom = 600, 48, 16, 42
     edges = histogram_edges(len(labels))
     series = [[r["confidence"] for r in rows if r.get("label") == label] for label in labels]
     counts = [bin_counts(values, edges) for values in series]
     highest = max((max(c) for c in counts if c), default=0) or 1
-    x0, x1 = edges[0], edges[-1]
+    # The axis reaches the threshold wherever it is (0 to 1), so its line is always drawn.
+    x0, x1 = min(edges[0], math.floor(threshold * 20) / 20), edges[-1]
+    # The legend, above the plot: each class with its count, then the threshold, in as
+    # many rows as the labels need.
+    entries = [
+        (f"{label} ({len(values)})", _colour(i))
+        for i, (label, values) in enumerate(zip(labels, series, strict=True))
+    ]
+    entries.append((f"threshold {threshold:g}", ""))
+    legend, at_x, row = [], left, 0
+    for text, colour in entries:
+        span = 16 + 7 * len(text) + 14
+        if at_x > left and at_x + span > width - right:
+            at_x, row = left, row + 1
+        legend.append((text, colour, at_x, 28 + 18 * row))
+        at_x += span
+    top = 28 + 18 * (row + 1) + 12
+    height = top + 230 + bottom
+    summary = "; ".join(text for text, _ in entries)
 
     def x(value: float) -> float:
         return left + (value - x0) / (x1 - x0) * (width - left - right)
@@ -69,8 +87,10 @@ def confidence_histogram_svg(
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" {_FONT} '
-        f'aria-labelledby="histogram-title">',
+        f'aria-labelledby="histogram-title" aria-describedby="histogram-description">',
         '<title id="histogram-title">Confidence per predicted class</title>',
+        f'<desc id="histogram-description">Classified uploads per predicted class: '
+        f"{escape(summary)}.</desc>",
         f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">'
         "Confidence per predicted class</text>",
     ]
@@ -108,29 +128,21 @@ def confidence_histogram_svg(
                 f'<rect class="bar" data-label="{escape(label)}" data-bin="{edges[at]:g}" '
                 f'data-count="{count}" x="{start:.2f}" y="{y(count):.2f}" '
                 f'width="{slot:.2f}" height="{y(0) - y(count):.2f}" fill="{_colour(index)}">'
-                f"<title>{escape(label)}: {count} in [{edges[at]:g}, {edges[at + 1]:g})</title>"
+                f"<title>{escape(label)}: {count} in [{edges[at]:g}, {edges[at + 1]:g}"
+                f"{']' if at == len(label_counts) - 1 else ')'}</title>"
                 "</rect>"
             )
-    if x0 <= threshold <= x1:
-        parts.append(
-            f'<path class="threshold" d="M{x(threshold):.2f},{top} V{height - bottom}" '
-            'stroke="black" stroke-dasharray="5,4"/>'
-        )
-    # The legend, above the plot: each class with its count, then the threshold.
-    entries = [
-        (f"{label} ({len(values)})", _colour(i))
-        for i, (label, values) in enumerate(zip(labels, series, strict=True))
-    ]
-    entries.append((f"threshold {threshold:g}", ""))
-    at_x = left
-    for text, colour in entries:
+    parts.append(
+        f'<path class="threshold" d="M{x(threshold):.2f},{top} V{height - bottom}" '
+        'stroke="black" stroke-dasharray="5,4"/>'
+    )
+    for text, colour, at_x, at_y in legend:
         mark = (
-            f'<rect x="{at_x}" y="28" width="12" height="12" fill="{colour}"/>'
+            f'<rect x="{at_x}" y="{at_y}" width="12" height="12" fill="{colour}"/>'
             if colour
-            else f'<path d="M{at_x},34 h12" stroke="black" stroke-dasharray="4,2"/>'
+            else f'<path d="M{at_x},{at_y + 6} h12" stroke="black" stroke-dasharray="4,2"/>'
         )
-        parts.append(f'{mark}<text x="{at_x + 16}" y="38">{escape(text)}</text>')
-        at_x += 16 + 7 * len(text) + 14
+        parts.append(f'{mark}<text x="{at_x + 16}" y="{at_y + 10}">{escape(text)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -150,11 +162,17 @@ def confusion_matrix_svg(matrix: list[list[int]], labels: tuple[str, ...]) -> st
     size = cell * len(labels)
     width, height = left + size + 12, top + size + 44
     darkest = max(max(counts) for counts in matrix) or 1
+    cells = "; ".join(
+        f"true {labels[i]}, predicted {labels[j]}: {count}"
+        for i, counts in enumerate(matrix)
+        for j, count in enumerate(counts)
+    )
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" {_FONT} '
-        f'aria-labelledby="matrix-title">',
+        f'aria-labelledby="matrix-title" aria-describedby="matrix-description">',
         '<title id="matrix-title">Confusion matrix</title>',
+        f'<desc id="matrix-description">{escape(cells)}.</desc>',
         f'<text x="{left + size / 2}" y="16" text-anchor="middle" font-size="13">'
         "Confusion matrix</text>",
     ]
