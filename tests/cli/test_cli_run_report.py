@@ -19,6 +19,7 @@ from PIL import Image
 
 from scones.cli.display import exit_status, summarise
 from scones.reports.run_report import breakable, thumbnail, write_run_report
+from scones.reports.svg_charts import CHAR_WIDTH
 from scones.template_params import PROJECT_ROOT, parameter_default
 from tests.chromium import chromium_binary
 
@@ -278,7 +279,7 @@ def test_every_legend_entry_and_the_threshold_stay_inside_the_histogram() -> Non
         if "(1)" in (t.text or "") or "threshold" in (t.text or "")
     ]
     assert len(legend) == 7
-    assert all(float(t.get("x", "0")) + 7 * len(t.text or "") <= width for t in legend)
+    assert all(float(t.get("x", "0")) + CHAR_WIDTH * len(t.text or "") <= width for t in legend)
     assert len({t.get("y") for t in legend}) > 1  # wrapped onto a second row
     [line] = [p for p in svg.iter(f"{SVG}path") if p.get("class") == "threshold"]
     assert float(line.get("d", "M-1").split(",")[0][1:]) >= 0

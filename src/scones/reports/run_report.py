@@ -27,7 +27,7 @@ from scones_core.preprocess import to_display_image
 from scones_core.records import MODEL_VERSION_ATTRIBUTE, Status, classified_status
 from scones_core.settings import ImageLimits
 
-from scones.reports.svg_charts import confidence_histogram_svg, confusion_matrix_svg
+from scones.reports.svg_charts import confidence_histogram, confusion_matrix_svg
 from scones.safe_files import write_text_atomically
 from scones.shown_text import shown
 from scones.template_params import function_environment
@@ -35,13 +35,6 @@ from scones.template_params import function_environment
 THUMBNAIL_BOX = 96  # the longest side of a thumbnail, in CSS pixels
 # Where a long key may wrap: after a path or word separator, never inside a word.
 _BREAK_AFTER = re.compile(r"([/_-])(?=.)")
-
-
-def confidence_histogram(
-    rows: list[dict[str, Any]], labels: tuple[str, ...], threshold: float
-) -> str:
-    """The histogram of the classified uploads' confidence, per predicted class (SVG)."""
-    return confidence_histogram_svg(rows, labels, threshold)
 
 
 def confusion_matrix(

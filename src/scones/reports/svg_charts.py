@@ -20,6 +20,7 @@ CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 BINS_PER_UNIT = 40  # bins 0.025 wide, from the lowest top probability the labels allow
 
 _FONT = 'font-family="sans-serif" font-size="11"'
+CHAR_WIDTH = 7  # about the width of one character of _FONT, to lay text out by
 
 
 def _colour(index: int) -> str:
@@ -48,7 +49,7 @@ def _nice_ticks(top: int) -> list[int]:
     return list(range(0, top + 1, step))
 
 
-def confidence_histogram_svg(
+def confidence_histogram(
     rows: list[dict[str, Any]], labels: tuple[str, ...], threshold: float
 ) -> str:
     """Bars of each predicted class side by side in every bin: no translucent overlap
@@ -69,7 +70,7 @@ def confidence_histogram_svg(
     entries.append((f"threshold {threshold:g}", ""))
     legend, at_x, row = [], left, 0
     for text, colour in entries:
-        span = 16 + 7 * len(text) + 14
+        span = 16 + CHAR_WIDTH * len(text) + 14
         if at_x > left and at_x + span > width - right:
             at_x, row = left, row + 1
         legend.append((text, colour, at_x, 28 + 18 * row))
@@ -157,7 +158,7 @@ def _blue(share: float) -> str:
 def confusion_matrix_svg(matrix: list[list[int]], labels: tuple[str, ...]) -> str:
     """One cell per (true, predicted) pair, darker for more, with its count."""
     cell = 64
-    left = 20 + 7 * max(len(label) for label in labels) + 10
+    left = 20 + CHAR_WIDTH * max(len(label) for label in labels) + 10
     top = 34
     size = cell * len(labels)
     width, height = left + size + 12, top + size + 44
