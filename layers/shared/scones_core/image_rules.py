@@ -282,10 +282,14 @@ HEIC_DECODE_SECONDS = 10
 LAMBDA_FULL_VCPU_MB = 1769
 
 
+def lambda_cpu_share(memory_mb: int) -> float:
+    """The share of one vCPU that Lambda gives a function of ``memory_mb``."""
+    return min(1.0, memory_mb / LAMBDA_FULL_VCPU_MB)
+
+
 def heic_coded_pixel_limit(memory_mb: int) -> int:
     """The coded pixels of a HEIC a function of ``memory_mb`` decodes in its time."""
-    share = min(1.0, memory_mb / LAMBDA_FULL_VCPU_MB)
-    return int(HEIC_DECODE_SECONDS * 1e9 / HEIC_NS_PER_CODED_PIXEL * share)
+    return int(HEIC_DECODE_SECONDS * 1e9 / HEIC_NS_PER_CODED_PIXEL * lambda_cpu_share(memory_mb))
 
 
 # What the function holds besides the decode: the interpreter, boto3, Pillow, the

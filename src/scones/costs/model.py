@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from scones_core.image_rules import LAMBDA_FULL_VCPU_MB
+from scones_core.image_rules import lambda_cpu_share
 
 from scones.costs.prices import REALTIME_INSTANCE_PRICES, price
 from scones.costs.workflow import batch_path, happy_path, is_record_writer, load_workflow
@@ -35,8 +35,6 @@ WORKER_LINES_BYTES = 106
 # own bookkeeping), and a direct service integration's round trip; Express duration only.
 TASK_OVERHEAD_MS = 25.0
 SERVICE_CALL_MS = 15.0
-# Lambda gives a function one full vCPU at 1,769 MB, proportionally less below.
-FULL_VCPU_MB = LAMBDA_FULL_VCPU_MB
 # What a function waits for on AWS, per invocation (assumed, not measured: offline the waits
 # are the emulator's, inflated by the shared machine). S3 GET: first byte plus the body at
 # 80 MB/s; InvokeEndpoint: the shipped model's own 3 ms (`scones bench model`) plus 12 ms of
@@ -155,8 +153,7 @@ def modelled_duration_ms(function: dict[str, Any], memory_mb: int, wait_ms: floa
     """Duration at ``memory_mb``: the measured CPU time per invocation scaled by Lambda's CPU
     share (one vCPU at 1,769 MB, taken as one core of the measuring machine), plus what the
     function waits for on AWS (``aws_wait_ms``). A model, not a measurement on Lambda."""
-    share = min(1.0, memory_mb / FULL_VCPU_MB)
-    return float(function["cpu_ms_mean"]) / share + wait_ms
+    return float(function["cpu_ms_mean"]) / lambda_cpu_share(memory_mb) + wait_ms
 
 
 def batch_fill(images_per_month: int, batch_size: int, window_s: float) -> float:

@@ -24,6 +24,7 @@ from scones.model.artifact import (
     checked_answers,
     one_line,
 )
+from scones.model.confusion import confusion_counts
 from scones.model.folders import LabelledImages
 from scones.paths import display_path
 
@@ -125,10 +126,9 @@ def expected_calibration_error(
 
 
 def confusion_matrix(predicted: np.ndarray, targets: np.ndarray, classes: int) -> np.ndarray:
-    """``m[true, predicted]`` counts."""
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (targets, predicted), 1)
-    return matrix
+    """``m[true, predicted]`` counts (:func:`scones.model.confusion.confusion_counts`)."""
+    pairs = zip(np.asarray(targets).tolist(), np.asarray(predicted).tolist(), strict=True)
+    return np.array(confusion_counts(pairs, classes), dtype=np.int64)
 
 
 def evaluate_probabilities(

@@ -27,6 +27,7 @@ from scones_core.preprocess import to_display_image
 from scones_core.records import MODEL_VERSION_ATTRIBUTE, Status, classified_status
 from scones_core.settings import ImageLimits
 
+from scones.model.confusion import confusion_counts
 from scones.reports.svg_charts import confidence_histogram, confusion_matrix_svg
 from scones.safe_files import write_text_atomically
 from scones.shown_text import shown
@@ -41,11 +42,13 @@ def confusion_matrix(
     rows: list[dict[str, Any]], labels: tuple[str, ...]
 ) -> tuple[str, list[list[int]]]:
     """The confusion matrix of the uploads with a true label (SVG), and its counts."""
-    matrix = [[0 for _ in labels] for _ in labels]
-    for row in rows:
-        truth, predicted = row.get("true_label"), row.get("label")
-        if truth in labels and predicted in labels:
-            matrix[labels.index(truth)][labels.index(predicted)] += 1
+    index = {label: i for i, label in enumerate(labels)}
+    pairs = (
+        (index[row["true_label"]], index[row["label"]])
+        for row in rows
+        if row.get("true_label") in index and row.get("label") in index
+    )
+    matrix = confusion_counts(pairs, len(labels))
     return confusion_matrix_svg(matrix, labels), matrix
 
 
