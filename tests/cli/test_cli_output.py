@@ -7,6 +7,7 @@ output); and a file name is judged by its bytes, whatever the locale."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -18,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from scones.cli.display import GuardedStdout
+from scones.cli.errors import CommandFailed
 from scones.cli.main import main
 from scones.template_params import PROJECT_ROOT
 from tests.full_disk import fill_disk
@@ -134,6 +137,45 @@ def test_a_run_started_with_standard_output_closed_writes_its_report_silently(
     assert process.wait(timeout=300) == 0, error
     assert "Traceback" not in error and "error" not in error  # its progress is on stderr
     assert len(_reported(out)) == 1
+
+
+class _FailingStream(io.StringIO):
+    def __init__(self, error: OSError) -> None:
+        super().__init__()
+        self.failure = error
+
+    def write(self, text: str) -> int:
+        raise self.failure
+
+
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [(BrokenPipeError(32, "Broken pipe"), ""), (OSError(5, "Input/output error"), "[Errno 5]")],
+    ids=["closed pipe", "terminal gone"],
+)
+def test_a_failed_or_interrupted_command_keeps_its_status_when_its_output_fails(
+    failure: OSError, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The output's status (141, or 1 naming standard output) is for a command that did
+    its work; one that failed (1), was refused (2) or interrupted (130) keeps its own, and
+    a failure other than a closed pipe is still named."""
+    for code in (1, 2, 130):
+        stdout = GuardedStdout(_FailingStream(failure))
+        stdout.write("a result\n")
+        assert stdout.status(code) == code
+        error = capsys.readouterr().err
+        if said:
+            assert error == f"scones: error: cannot write to standard output: {failure}\n"
+            assert said in error
+        else:
+            assert error == ""
+    stdout = GuardedStdout(_FailingStream(failure))
+    stdout.write("a result\n")
+    if said:
+        with pytest.raises(CommandFailed, match=r"cannot write to standard output: \[Errno 5\]"):
+            stdout.status(0)
+    else:
+        assert stdout.status(0) == CLOSED_PIPE_STATUS
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this machine")

@@ -183,8 +183,9 @@ def test_closing_the_terminal_mid_run_still_saves_the_records(
     scones_run: _Run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """SIGHUP, and every write to the terminal fails (EIO): the run is interrupted, the
-    output of the stop cannot be shown, but the stop still runs. The command ends naming
-    standard output, whose error it kept for the end (GuardedStdout)."""
+    output of the stop cannot be shown, but the stop still runs. The command ends as
+    interrupted (130, not the output's 1) and names standard output, whose error it kept
+    for the end (GuardedStdout)."""
     from scones.cli import run as run_module
 
     terminal = _Terminal()
@@ -202,7 +203,7 @@ def test_closing_the_terminal_mid_run_still_saves_the_records(
     err = capsys.readouterr().err
     assert "scones: interrupted" in err, err
     assert "cannot write to standard output: [Errno 5]" in err, err
-    assert run.code == 1
+    assert run.code == 130
     assert run.records() == []  # saved: nothing was uploaded yet
     assert not run.work_dir_left and run.processes_left == []
 

@@ -116,13 +116,17 @@ class GuardedStdout:
     def status(self, code: int) -> int:
         """The command's exit status ``code`` when every write went through. After a closed
         pipe, quietly the status a shell gives a writer SIGPIPE killed; after another
-        failure, an error naming standard output."""
+        failure, an error naming standard output. A command that failed or was interrupted
+        (``code`` not 0) keeps its own status either way: it says more than the output's."""
         self.flush()  # what ``print`` left in the stream's buffer fails here, not at exit
         if self.error is None:
             return code
-        if isinstance(self.error, BrokenPipeError):
-            return CLOSED_PIPE_STATUS
-        raise CommandFailed(f"cannot write to standard output: {self.error}")
+        if not isinstance(self.error, BrokenPipeError):
+            message = f"cannot write to standard output: {self.error}"
+            if code == 0:
+                raise CommandFailed(message)
+            print(f"scones: error: {message}", file=sys.stderr)
+        return code or CLOSED_PIPE_STATUS
 
 
 def stdout_failed() -> bool:
