@@ -29,10 +29,11 @@ RUN python3 -m venv /opt/venv \
     && pip check \
     && pip uninstall --yes pip setuptools
 
-# The server and what it imports: the model artifact loader and the shared image
-# rules. Not the CLI, the template or the training code.
+# The server and what it imports: the model artifact loader (with the model folder's
+# file names, scones/paths.py) and the shared image rules. Not the CLI, the template or
+# the training code.
 COPY layers/shared/scones_core/ /opt/program/scones_core/
-COPY src/scones/__init__.py /opt/program/scones/__init__.py
+COPY src/scones/__init__.py src/scones/paths.py /opt/program/scones/
 COPY src/scones/model/__init__.py src/scones/model/artifact.py src/scones/model/external_data.py /opt/program/scones/model/
 COPY src/scones/serving/ /opt/program/scones/serving/
 COPY LICENSE /opt/program/LICENSE

@@ -25,6 +25,6 @@ def test_no_other_code_spells_out_the_shipped_model() -> None:
 
 
 def test_the_offline_stack_serves_the_shipped_model_by_default() -> None:
-    from scones.offline.stack import DEFAULT_MODEL_DIR
+    from scones.offline.stack import StackOptions
 
-    assert DEFAULT_MODEL_DIR == SHIPPED_MODEL_DIR
+    assert StackOptions().model_dir == SHIPPED_MODEL_DIR

@@ -20,7 +20,7 @@ from scones_core import function_logs, tracing
 from scones_core.errors import EventError
 from scones_core.failure_log import logs_failures
 from scones_core.inference import classify_image, decode_image_b64
-from scones_core.records import ClassificationState, capture_id
+from scones_core.records import NORMALISED_CONTENT_TYPE, ClassificationState, capture_id
 from scones_core.settings import EndpointSettings
 
 logger = function_logs.logger()  # Powertools' Logger; the SDK's loggers at WARNING
@@ -53,7 +53,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Classificat
     if record_id:  # names the image in every line, failures too
         logger.append_keys(record_id=record_id)
     image = decode_image_b64(event.get("image_b64"))
-    content_type = str(event.get("content_type") or "image/png")
+    content_type = str(event.get("content_type") or NORMALISED_CONTENT_TYPE)
     classification = classify_image(
         runtime_client(),
         image,

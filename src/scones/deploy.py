@@ -39,7 +39,6 @@ from scones.template_params import (
     parameter_defaults,
 )
 
-DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
 ENDPOINT_CONFIG_RESOURCE = "SageMakerEndpointConfig"
 """template.yaml's endpoint config (CreateEndpoint=true): what CloudFormation serves."""
 # Lambda keeps this much of an account's concurrency quota unreserved.
@@ -585,7 +584,7 @@ def model_drift_baseline(model_dir: Path) -> bytes:
 
 
 def publish_baseline(
-    session: Any, stack_name: str, model_dir: Path = DEFAULT_MODEL_DIR
+    session: Any, stack_name: str, model_dir: Path = SHIPPED_MODEL_DIR
 ) -> dict[str, str]:
     """Upload the model's baseline to where the stack's monitor reads it, once the baseline
     is known to be this model's own, one the monitor compares with

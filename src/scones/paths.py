@@ -1,9 +1,9 @@
 """Where the project's own files are: the one home of the shipped model's path.
 
 Cheap to import (standard library only), so the CLI, the tests and the tools all
-take the path from here instead of spelling it out. The model server does not
-use it: in its container the model is wherever SageMaker unpacks it
-(:data:`scones.serving.defaults.SAGEMAKER_MODEL_DIR`).
+take the path from here instead of spelling it out. The model server takes only a
+model folder's file names from here: in its container the model is wherever SageMaker
+unpacks it (:data:`scones.serving.defaults.SAGEMAKER_MODEL_DIR`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ SHIPPED_MODEL_DIR = PROJECT_ROOT / "models" / SHIPPED_MODEL_NAME
 # A model folder's drift baseline for the monitor (scones.model.evaluate.baseline), which a
 # release uploads to BaselineKey and a retraining promotion copies there.
 BASELINE_FILE = "baseline.json"
+# A model folder's manifest (labels, input size, recipe, metrics, digests) and network.
+MANIFEST_NAME = "model.json"
+ONNX_NAME = "model.onnx"
 
 
 def display_path(path: Path) -> str:

@@ -446,3 +446,53 @@ def test_the_histogram_of_three_classes_keeps_answers_below_one_half() -> None:
     assert counted == {"van": (0.325, 1), "truck": (0.475, 1), "car": (0.975, 1)}
     legend = "".join(_svg(markup).itertext())
     assert "van (1)" in legend and "truck (1)" in legend and "car (1)" in legend
+
+
+def test_the_terminal_and_the_report_give_each_record_the_same_reason(tmp_path: Path) -> None:
+    """Both listings take a record's reason from ``records.outcome_reason``: a copy in
+    each had drifted ("below threshold" against "below the threshold", and the report
+    said nothing of a person's review)."""
+    from rich.console import Console
+
+    from scones.cli.display import records_table
+
+    base = {"label": "motorcycle", "confidence": 0.61, "threshold": 0.93}
+    rows: list[dict[str, Any]] = [
+        {**base, "key": "incoming/low.png", "status": "NEEDS_REVIEW"},
+        {
+            **base,
+            "key": "incoming/seen.png",
+            "status": "REVIEWED",
+            "review_label": "bicycle",
+            "reviewer": "ana",
+            "classified_status": "NEEDS_REVIEW",
+        },
+        {
+            "key": "incoming/bad.png",
+            "status": "REJECTED",
+            "error_code": "NotAnImage",
+            "reason": "not an image",
+        },
+        {"key": "incoming/lost.png", "status": "FAILED", "reason": "the endpoint timed out"},
+    ]
+    expected = {
+        "low.png": "confidence below threshold 0.93",
+        "seen.png": "reviewed as bicycle by ana (was NEEDS_REVIEW)",
+        "bad.png": "NotAnImage: not an image",
+        "lost.png": "the endpoint timed out",
+    }
+    console = Console(width=400, color_system=None)
+    with console.capture() as captured:
+        console.print(records_table(rows, strip_prefix="incoming/"))
+    for name, reason in expected.items():
+        [line] = [line for line in captured.get().splitlines() if name in line]
+        assert line.split("│")[6].strip() == reason
+
+    summary = summarise(rows, 1.0).to_json()
+    page = write_run_report(
+        tmp_path / "run.html", rows, summary, ("bicycle", "motorcycle"), 0.93
+    ).read_text()
+    table = page.split('<table class="records">', 1)[1].split("</table>", 1)[0]
+    for name, reason in expected.items():
+        [row] = [row for row in table.split("<tr class=")[1:] if name in row]
+        assert f">{reason}<" in row, row

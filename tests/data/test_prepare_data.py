@@ -31,7 +31,7 @@ from PIL import Image
 
 from scones.cli.main import main
 from scones.model.dataset import (
-    CLASSES,
+    DEFAULT_LABELS,
     DatasetError,
     load_cifar_archive,
     prepare_dataset,
@@ -124,7 +124,7 @@ def test_lst_files_follow_the_image_classification_format(
         assert [index for index, _, _ in entries] == sorted(index for index, _, _ in entries)
         for _, label, relative in entries:
             class_name, _, filename = relative.partition("/")
-            assert label == CLASSES.index(class_name)
+            assert label == DEFAULT_LABELS.index(class_name)
             assert (out / split / class_name / filename).is_file()
         on_disk = sorted(
             p.relative_to(out / split).as_posix() for p in (out / split).rglob("*.png")
@@ -152,7 +152,7 @@ def test_extracted_folder_gives_the_same_output(cifar_archive: FakeCifar, tmp_pa
 def test_split_is_stratified_disjoint_and_complete(cifar_archive: FakeCifar) -> None:
     samples = [s for s in load_cifar_archive(cifar_archive.path) if s.source_split == "train"]
     train, validation = stratified_split(samples, 0.25, seed=11)
-    for class_name in CLASSES:
+    for class_name in DEFAULT_LABELS:
         assert sum(s.class_name == class_name for s in validation) == 3
         assert sum(s.class_name == class_name for s in train) == 9
     keys = lambda group: {s.row_index for s in group}  # noqa: E731

@@ -20,7 +20,7 @@ import torch
 
 from scones.model.artifact import decode_image, images_to_tensor
 from scones.model.backbone import MOBILENETV3_COCO, Backbone
-from scones.model.build import INPUT_SIZE
+from scones.model.build import TRAINED_INPUT_SIZE
 from scones.model.folders import DataError
 from scones.model.networks import FineTunedBackbone
 from scones.model.tfjs_graph import GraphModelError, GraphModule, _same_padding
@@ -332,7 +332,7 @@ def test_backbone_matches_tensorflow_js() -> None:
     ).eval()
     for entry in reference["images"]:
         png = (PROJECT_ROOT / entry["image"]).read_bytes()
-        pixels = torch.from_numpy(images_to_tensor([decode_image(png)], INPUT_SIZE))
+        pixels = torch.from_numpy(images_to_tensor([decode_image(png)], TRAINED_INPUT_SIZE))
         pixels = pixels * MOBILENETV3_COCO.pixel_scale
         with torch.no_grad():
             features = network.features(pixels)

@@ -31,7 +31,7 @@ from scones_core.training_split import TrainingSplit, min_images_per_class
 
 from scones.model.artifact import OnnxClassifier
 from scones.offline.lambda_worker import LambdaContext
-from scones.offline.stack import DEFAULT_MODEL_DIR
+from scones.paths import SHIPPED_MODEL_DIR
 from scones.sagemaker.entry_point import merge_channels
 from scones.serving.app import ProductionVariant, create_app
 from scones.serving.capture import CaptureWriter, LocalCaptureSink
@@ -856,9 +856,9 @@ def test_gate_reads_the_report_the_evaluation_program_writes(tmp_path: Path) -> 
         source = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train" / label
         for path in sorted(source.glob("*.png"))[:10]:
             (gate / label / path.name).write_bytes(path.read_bytes())
-    shipped_first = json.loads(json.dumps(evaluate_pair(DEFAULT_MODEL_DIR, guesser, gate, 0.9)))
+    shipped_first = json.loads(json.dumps(evaluate_pair(SHIPPED_MODEL_DIR, guesser, gate, 0.9)))
     assert judge(shipped_first, RULES)["passed"] is True
-    degenerate = evaluate_pair(motorcycles_only, DEFAULT_MODEL_DIR, gate, 0.9)
+    degenerate = evaluate_pair(motorcycles_only, SHIPPED_MODEL_DIR, gate, 0.9)
     decision = judge(json.loads(json.dumps(degenerate)), RULES)
     assert decision["passed"] is False
     assert any(r.startswith("recall on bicycle 0.0000") for r in decision["reasons"])
@@ -939,7 +939,7 @@ def test_channels_merge_into_one_class_tree_without_name_clashes(tmp_path: Path)
 # ------------------------------------------------------------- production variants
 @pytest.fixture(scope="module")
 def shipped() -> OnnxClassifier:
-    return OnnxClassifier(DEFAULT_MODEL_DIR)
+    return OnnxClassifier(SHIPPED_MODEL_DIR)
 
 
 def invoke(client: TestClient, body: bytes, target: str | None = None) -> Any:

@@ -231,7 +231,9 @@ def image_files(tmp_path: Path) -> tuple[Path, Path]:
     return program, blocker(tmp_path / "blocker", program)
 
 
-@pytest.mark.parametrize("module", ["torch", "samtranslator", "scones.cli", "scones.paths"])
+@pytest.mark.parametrize(
+    "module", ["torch", "samtranslator", "scones.cli", "scones.template_params"]
+)
 def test_the_blocker_really_blocks(image_files: tuple[Path, Path], module: str) -> None:
     program, blocking = image_files
     result = subprocess.run(

@@ -17,7 +17,8 @@ from scones_core.images import normalise_image
 from scones_core.settings import ImageLimits
 
 from scones.model.artifact import OnnxClassifier
-from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
+from scones.offline.stack import OfflineStack, StackOptions
+from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import PROJECT_ROOT, function_environment, parameter_defaults
 
 DATA = PROJECT_ROOT / "data" / "cifar100-bicycle-motorcycle" / "train"
@@ -75,7 +76,7 @@ def start_function(
 
 @pytest.fixture(scope="session")
 def classifier() -> OnnxClassifier:
-    return OnnxClassifier(DEFAULT_MODEL_DIR)
+    return OnnxClassifier(SHIPPED_MODEL_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +116,7 @@ def model_server_url() -> Iterator[str]:
 
     params = parameter_defaults()
     settings = ServerSettings(
-        model_dir=DEFAULT_MODEL_DIR,
+        model_dir=SHIPPED_MODEL_DIR,
         endpoint_name=params["EndpointName"],
         max_body_bytes=int(params["MaxImageBytes"]),
         max_image_pixels=int(params["MaxImagePixels"]),

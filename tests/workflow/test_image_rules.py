@@ -62,7 +62,7 @@ from scones_core.settings import ImageLimits
 from scones.costs.model import Settings
 from scones.model.artifact import OnnxClassifier, images_to_tensor
 from scones.model.folders import load_images
-from scones.offline.stack import DEFAULT_MODEL_DIR
+from scones.paths import SHIPPED_MODEL_DIR
 from scones.serving.app import decode_request_image
 from scones.template_params import function_environment, load_template, parameter_defaults
 
@@ -101,7 +101,7 @@ def model_input(state: dict[str, Any]) -> bytes:
 
 @pytest.fixture(scope="module")
 def classifier() -> OnnxClassifier:
-    return OnnxClassifier(DEFAULT_MODEL_DIR)
+    return OnnxClassifier(SHIPPED_MODEL_DIR)
 
 
 # ---- the catalog -----------------------------------------------------------------

@@ -25,7 +25,7 @@ from scones_core.ingest import event_time_text, notification_images
 from scones.model.artifact import OnnxClassifier
 from scones.offline import s3_event_fixes
 from scones.offline.lambda_worker import LambdaContext
-from scones.offline.stack import DEFAULT_MODEL_DIR
+from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import function_environment, parameter_defaults
 
 REGION = "us-east-1"
@@ -493,7 +493,7 @@ def test_classify_image_event_returns_the_models_probabilities(
 
     result = app.lambda_handler(payload, context())
 
-    expected = OnnxClassifier(DEFAULT_MODEL_DIR).predict_bytes(
+    expected = OnnxClassifier(SHIPPED_MODEL_DIR).predict_bytes(
         base64.b64decode(payload["image_b64"])
     )
     assert list(result["probabilities"].values()) == pytest.approx(expected, abs=1e-6)

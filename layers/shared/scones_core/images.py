@@ -40,10 +40,14 @@ from scones_core.errors import (
 from scones_core.image_rules import DECODE_ERRORS, decode_image
 from scones_core.objects import NULL_VERSION, ObjectRef, object_changed, object_missing
 from scones_core.preprocess import to_model_image
-from scones_core.records import ImageSource, RejectedImage, SerializedImage
+from scones_core.records import (
+    NORMALISED_CONTENT_TYPE,
+    ImageSource,
+    RejectedImage,
+    SerializedImage,
+)
 from scones_core.settings import ImageLimits
 
-NORMALISED_CONTENT_TYPE = "image/png"
 NORMALISED_FORMAT = "PNG"
 # 4xx codes a retry can fix (botocore's standard retry mode treats them the same way);
 # every other 4xx is permanent (StorageRefused), and every 5xx is transient.

@@ -32,7 +32,7 @@ from scones_core.errors import (
     ModelResponseInvalid,
 )
 from scones_core.json_text import NotJSON, load_json
-from scones_core.records import ClassificationState, number_attribute
+from scones_core.records import NORMALISED_CONTENT_TYPE, ClassificationState, number_attribute
 from scones_core.settings import EndpointSettings
 from scones_core.shortened import shortened
 
@@ -149,7 +149,7 @@ def classify_image(
     runtime: Any,
     image: bytes,
     settings: EndpointSettings,
-    content_type: str = "image/png",
+    content_type: str = NORMALISED_CONTENT_TYPE,
     *,
     inference_id: str | None = None,
 ) -> Classification:

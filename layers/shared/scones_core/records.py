@@ -110,6 +110,11 @@ class ImageSource(TypedDict):
     sha256: str
 
 
+# What SerializeImage makes of every accepted upload, whatever its format: the model's
+# input as a PNG, so ClassifyImage sends the endpoint one content type.
+NORMALISED_CONTENT_TYPE = "image/png"
+
+
 class SerializedImage(TypedDict):
     """SerializeImage's result for an accepted image (at ``$.image``)."""
 
@@ -415,6 +420,25 @@ def classified_status(record: Mapping[str, Any]) -> str | None:
         prior = record.get(CLASSIFIED_STATUS_ATTRIBUTE)
         return None if prior is None else str(prior)
     return None if status is None else str(status)
+
+
+def outcome_reason(record: Mapping[str, Any]) -> str:
+    """Why a record is not simply ACCEPTED, in one line, as every listing of records shows
+    it (the terminal's table, the run report): the threshold missed, the rule or error, or
+    the person's answer."""
+    status = record.get(STATUS_ATTRIBUTE)
+    if status == Status.NEEDS_REVIEW:
+        return f"confidence below threshold {record.get('threshold')}"
+    if status == Status.REVIEWED:
+        return (
+            f"reviewed as {record.get(REVIEW_LABEL_ATTRIBUTE)} by "
+            f"{record.get(REVIEWER_ATTRIBUTE)} (was {record.get(CLASSIFIED_STATUS_ATTRIBUTE)})"
+        )
+    if status in (Status.REJECTED, Status.FAILED):
+        code = record.get(ERROR_CODE_ATTRIBUTE, "")
+        reason = str(record.get("reason", ""))
+        return f"{code}: {reason}" if code else reason
+    return ""
 
 
 # ---- records this stack did not write -----------------------------------------------

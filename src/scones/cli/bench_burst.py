@@ -37,7 +37,7 @@ PHOTO_VARIANTS = 8
 
 def register(benchmarks: Any) -> None:
     from scones.cli.bench import DEFAULT_IMAGES as DATA
-    from scones.paths import SHIPPED_MODEL_DIR as DEFAULT_MODEL
+    from scones.paths import SHIPPED_MODEL_DIR
 
     parser = benchmarks.add_parser(
         "burst",
@@ -48,7 +48,7 @@ def register(benchmarks: Any) -> None:
         "--images", type=positive_int, default=DEFAULT_IMAGES, help="uploads (default 2000)"
     )
     parser.add_argument(
-        "--model", type=file_or_folder, default=DEFAULT_MODEL, help="artifact folder"
+        "--model", type=file_or_folder, default=SHIPPED_MODEL_DIR, help="artifact folder"
     )
     parser.add_argument(
         "--data", type=file_or_folder, default=DATA, help="folder of <label>/*.png images"

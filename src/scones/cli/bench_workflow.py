@@ -29,7 +29,7 @@ DEFAULT_SIZES = [200]
 
 def register(benchmarks: Any) -> None:
     from scones.cli.bench import DEFAULT_IMAGES
-    from scones.paths import SHIPPED_MODEL_DIR as DEFAULT_MODEL
+    from scones.paths import SHIPPED_MODEL_DIR
 
     parser = benchmarks.add_parser(
         "workflow",
@@ -46,7 +46,7 @@ def register(benchmarks: Any) -> None:
         f"(default: {' '.join(map(str, DEFAULT_SIZES))})",
     )
     parser.add_argument(
-        "--model", type=file_or_folder, default=DEFAULT_MODEL, help="artifact folder"
+        "--model", type=file_or_folder, default=SHIPPED_MODEL_DIR, help="artifact folder"
     )
     parser.add_argument(
         "--data", type=file_or_folder, default=DEFAULT_IMAGES, help="folder of <label>/*.png images"

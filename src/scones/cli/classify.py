@@ -8,6 +8,7 @@ import json
 
 from botocore.exceptions import ClientError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from scones_core.settings import parse_labels
 
 from scones.cli.arguments import file_or_folder, seconds
 from scones.cli.display import (
@@ -123,5 +124,4 @@ def classify_command(args: argparse.Namespace) -> int:
 def _labels(state: dict[str, object]) -> tuple[str, ...]:
     """The running stack's ModelLabels: a folder named after one gives its files that true
     label, as in ``scones run``."""
-    text = str(state.get("model_labels") or parameter_default("ModelLabels"))
-    return tuple(label.strip() for label in text.split(",") if label.strip())
+    return parse_labels(str(state.get("model_labels") or parameter_default("ModelLabels")))

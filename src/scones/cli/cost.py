@@ -19,6 +19,7 @@ from scones_core.json_text import NotJSON, load_json
 
 from scones.cli.arguments import file_or_folder, positive_int
 from scones.cli.errors import CommandError
+from scones.costs.measure import FUNCTIONS
 from scones.costs.prices import REALTIME_INSTANCE_PRICES
 from scones.template_params import PROJECT_ROOT
 
@@ -97,9 +98,6 @@ def _measurements(path: Path, kind: str) -> dict[str, Any]:
 
 # What the cost model reads of each function's measurements.
 _FUNCTION_FIELDS = ("invocations", "cpu_ms_mean", "peak_rss_mb", "log_bytes")
-# The functions every estimate needs; any other one in the file is checked too (the
-# memory sweep prints every function measured).
-_FUNCTIONS = ("StartWorkflowFunction", "SerializeImageFunction", "ClassifyImageFunction")
 
 
 def _not_a_measurement(where: str, value: Any) -> list[str]:
@@ -127,7 +125,9 @@ def _measurement_problems(data: dict[str, Any]) -> list[str]:
     functions = data.get("functions")
     if not isinstance(functions, dict):
         return [*problems, "functions is missing"]
-    for name in dict.fromkeys([*_FUNCTIONS, *functions]):
+    # The functions every estimate needs; any other one in the file is checked too (the
+    # memory sweep prints every function measured).
+    for name in dict.fromkeys([*FUNCTIONS, *functions]):
         fn = functions.get(name)
         if not isinstance(fn, dict):
             problems.append(

@@ -51,9 +51,9 @@ def _model_argument(parser: argparse.ArgumentParser) -> None:
 def _model_folder(args: argparse.Namespace) -> Path:
     """``--model`` or the shipped model: a folder with the baseline to publish, checked
     before anything reaches AWS."""
-    from scones.deploy import BASELINE_FILE, DEFAULT_MODEL_DIR
+    from scones.paths import BASELINE_FILE, SHIPPED_MODEL_DIR
 
-    model: Path = args.model or DEFAULT_MODEL_DIR
+    model: Path = args.model or SHIPPED_MODEL_DIR
     if not (model / BASELINE_FILE).is_file():
         raise CommandError(f"--model {model}: no {BASELINE_FILE} there (a model folder holds one)")
     return model

@@ -24,6 +24,7 @@ from scones_core.records import (
     TERMINAL_STATUSES,
     Status,
     classified_status,
+    outcome_reason,
 )
 
 from scones.cli.errors import CommandFailed
@@ -231,7 +232,7 @@ def records_table(
             f"{confidence:.3f}" if isinstance(confidence, int | float) else "-",
             # A person's answer is the image's true label, once reviewed.
             plain(row.get("true_label") or row.get("review_label") or "-"),
-            plain(_reason(row)),
+            plain(outcome_reason(row)),
         ]
         if detailed:
             recorded = parse_time(row.get("recorded_at"))
@@ -241,22 +242,6 @@ def records_table(
             cells = [when, *cells, model]
         table.add_row(*cells)
     return table
-
-
-def _reason(row: dict[str, Any]) -> str:
-    status = row.get("status")
-    if status == Status.NEEDS_REVIEW:
-        return f"confidence below threshold {row.get('threshold')}"
-    if status == Status.REVIEWED:
-        return (
-            f"reviewed as {row.get('review_label')} by {row.get('reviewer')} "
-            f"(was {row.get('classified_status')})"
-        )
-    if status in (Status.REJECTED, Status.FAILED):
-        code = row.get("error_code", "")
-        reason = str(row.get("reason", ""))
-        return f"{code}: {reason}" if code else reason
-    return ""
 
 
 @dataclass

@@ -144,11 +144,12 @@ def _physical_name(cloudformation: Any, stack_name: str, args: argparse.Namespac
 
 def _invoke_on_new_stack(args: argparse.Namespace, overrides: dict[str, str], event: Any) -> int:
     from scones.offline.deploy import DeployError
-    from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
+    from scones.offline.stack import OfflineStack, StackError, StackOptions
+    from scones.paths import SHIPPED_MODEL_DIR
 
     print("no offline stack is running: starting one for this call...", file=sys.stderr)
     options = StackOptions(
-        model_dir=args.model or DEFAULT_MODEL_DIR,
+        model_dir=args.model or SHIPPED_MODEL_DIR,
         moto_port=args.port,
         model_port=args.model_port,
         overrides=overrides,

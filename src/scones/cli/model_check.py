@@ -14,10 +14,11 @@ def check_model_option(model: Path | None, overrides: Mapping[str, str]) -> None
     stack's ``ModelLabels``, is a usage error found in well under a second, not a stack
     that fails after starting (or, for the labels, records the wrong class). A folder
     without a drift baseline starts, saying once that the monitor measures no drift."""
-    from scones.offline.stack_model import DEFAULT_MODEL_DIR, StackError, check_model
+    from scones.offline.stack_model import StackError, check_model
+    from scones.paths import SHIPPED_MODEL_DIR
 
     try:
-        note = check_model(model or DEFAULT_MODEL_DIR, overrides)
+        note = check_model(model or SHIPPED_MODEL_DIR, overrides)
     except StackError as exc:
         raise CommandError(f"--model: {exc}") from None
     if note:

@@ -164,11 +164,11 @@ def _check_folders(args: argparse.Namespace) -> None:
     from scones.model.folders import DataError, list_labelled
     from scones.offline.retrain import gate_split
     from scones.offline.retrain_recipe import DEFAULT_DATA
-    from scones.offline.stack import DEFAULT_MODEL_DIR
+    from scones.paths import SHIPPED_MODEL_DIR
 
     labels = parse_labels(effective_params(parse_params(args.param))["ModelLabels"])
     try:
-        production = ModelManifest.load(args.model or DEFAULT_MODEL_DIR).to_json()
+        production = ModelManifest.load(args.model or SHIPPED_MODEL_DIR).to_json()
     except ModelArtifactError as exc:
         raise CommandError(f"--model: {exc}") from exc
     # The production model as the stack will check it when it starts: loadable, and
@@ -235,7 +235,7 @@ def _refusal(path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scones.offline.stack import DEFAULT_MODEL_DIR
+    from scones.paths import SHIPPED_MODEL_DIR
 
     if args.guessing_production and args.model is not None:
         raise CommandError("--guessing-production is the production model: leave out --model")
@@ -266,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         stop_signals_interrupt() as received,
         tempfile.TemporaryDirectory(prefix="scones-guessing-") as scratch,
     ):
-        production = args.model or DEFAULT_MODEL_DIR
+        production = args.model or SHIPPED_MODEL_DIR
         if guessing:
             from scones.offline.guessing_model import coin_flip_model
 

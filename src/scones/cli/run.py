@@ -127,7 +127,8 @@ def _run(plan: _Plan) -> int:
     args, stamp = plan.args, plan.stamp
     # moto and the model runtime are heavy: import them only when the command runs.
     from scones.offline.deploy import DeployError
-    from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackError, StackOptions
+    from scones.offline.stack import OfflineStack, StackError, StackOptions
+    from scones.paths import SHIPPED_MODEL_DIR
 
     console = make_console(stderr=args.json)
     # --keep: the work folder (function logs, unpacked code, the capture files) outlives
@@ -136,7 +137,7 @@ def _run(plan: _Plan) -> int:
     keep_dir = _private_work_dir(args.out / f"work-{stamp}") if args.keep else None
     options = StackOptions(
         work_dir=keep_dir,
-        model_dir=args.model or DEFAULT_MODEL_DIR,
+        model_dir=args.model or SHIPPED_MODEL_DIR,
         moto_port=args.port,
         model_port=args.model_port,
         overrides=plan.overrides,

@@ -23,6 +23,7 @@ from typing import Any
 from scones.cli.arguments import file_or_folder, port
 from scones.cli.errors import CommandError, CommandFailed
 from scones.offline.client import StackClient, StackEndpoints
+from scones.paths import MANIFEST_NAME
 from scones.safe_files import another_users, private_folder, write_text_atomically
 from scones.template_params import (
     LOCAL_STACK_NAME,
@@ -142,7 +143,7 @@ def effective_params(overrides: dict[str, str]) -> dict[str, str]:
 def model_identity(model_dir: Path) -> dict[str, Any]:
     """Name, version and ONNX SHA-256 from the served model's manifest (model.json)."""
     try:
-        manifest = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+        manifest = json.loads((model_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {"dir": str(model_dir)}
     return {

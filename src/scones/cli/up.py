@@ -77,7 +77,8 @@ def up_command(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
+    from scones.offline.stack import OfflineStack, StackOptions
+    from scones.paths import SHIPPED_MODEL_DIR
 
     console = make_console()
     if STATE_FILE.exists():
@@ -93,7 +94,7 @@ def _up(args: argparse.Namespace, overrides: dict[str, str]) -> int:
                 "use it, or stop it with `scones down`"
             )
     options = StackOptions(
-        model_dir=args.model or DEFAULT_MODEL_DIR,
+        model_dir=args.model or SHIPPED_MODEL_DIR,
         work_dir=make_stack_work_dir(),
         moto_port=args.port,
         model_port=args.model_port,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from scones_core.settings import parse_labels
+
 from scones.costs.measure import MONITOR_FUNCTION
 from scones.costs.model import HOURS_PER_MONTH, Estimate, Settings, lambda_gb_second
 from scones.costs.prices import PRICES, price
@@ -118,7 +120,7 @@ def custom_metrics(measured: list[str], model_labels: str) -> int:
     dimensions' values, as CloudWatch counts them), with a metric that has a ``Label``
     dimension counted once per label of ``model_labels`` (the monitor's ``LabelShare``),
     whatever labels the measured stack had."""
-    labels = [label for label in model_labels.split(",") if label.strip()]
+    labels = parse_labels(model_labels)
     per_label: set[str] = set()
     plain = 0
     for metric in measured:

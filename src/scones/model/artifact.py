@@ -39,9 +39,8 @@ from scones_core.preprocess import to_model_image
 from scones_core.settings import ImageLimits
 
 from scones.model.external_data import NotProtobuf, external_tensor
+from scones.paths import MANIFEST_NAME, ONNX_NAME
 
-MANIFEST_NAME = "model.json"
-ONNX_NAME = "model.onnx"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 # onnxruntime's log severity that logs only what stops the process.

@@ -53,7 +53,6 @@ from scones.paths import BASELINE_FILE, PROJECT_ROOT, display_path
 
 # PROJECT_ROOT is scones.paths', not scones.template_params': that module needs
 # samtranslator, which a SageMaker training container running this code does not have.
-INPUT_SIZE = TRAINED_INPUT_SIZE
 SHIPPED_FILES = (ONNX_NAME, REPORT_JSON, REPORT_PNG, BASELINE_FILE, MANIFEST_NAME)
 
 
@@ -178,7 +177,7 @@ def build_model(
     refuse_small_classes(
         data_dir, labels, TrainingSplit(recipe.validation_fraction, recipe.members)
     )
-    data = load_images(data_dir, labels, INPUT_SIZE)
+    data = load_images(data_dir, labels, TRAINED_INPUT_SIZE)
     split = split_data(data, data_dir, recipe.validation_fraction, recipe.seed)
     if log:
         log(
@@ -246,7 +245,7 @@ def build_model(
             trained.model,
             name=name,
             labels=labels,
-            input_size=INPUT_SIZE,
+            input_size=TRAINED_INPUT_SIZE,
             extra=extra,
             check_pixels=split.validation.pixels[:64],
             int8_calibration=quantisation_images(split.train, recipe),

@@ -38,7 +38,6 @@ from scones_core.training_split import split_refusal
 from scones.model.folders import stratified_split as training_split
 from scones.model.recipe import DEFAULT_LABELS
 
-CLASSES = DEFAULT_LABELS
 """Class names in label order: the ``.lst`` label of a class is its index here."""
 
 FINE_LABELS: Mapping[int, str] = {8: "bicycle", 48: "motorcycle"}
@@ -80,7 +79,7 @@ class Sample:
 
     @property
     def label(self) -> int:
-        return CLASSES.index(self.class_name)
+        return DEFAULT_LABELS.index(self.class_name)
 
 
 @dataclass(frozen=True)
@@ -354,7 +353,7 @@ def stratified_split(
             f"validation fraction must be between 0 and 1, got {validation_fraction}"
         )
     ordered = sorted(samples, key=lambda s: (s.label, s.filename))
-    for class_name in CLASSES:
+    for class_name in DEFAULT_LABELS:
         count = sum(s.class_name == class_name for s in ordered)
         if (why := split_refusal(count, validation_fraction, folds=1)) is not None:
             raise DatasetError(f"{class_name} {why}")
@@ -372,7 +371,7 @@ def write_dataset(splits: Mapping[str, list[Sample]], out: Path) -> PreparedData
         samples = sorted(splits.get(split, []), key=lambda s: (s.row_index, s.filename))
         if not samples:
             continue
-        counts[split] = dict.fromkeys(CLASSES, 0)
+        counts[split] = dict.fromkeys(DEFAULT_LABELS, 0)
         lines = []
         seen: set[str] = set()
         for sample in samples:

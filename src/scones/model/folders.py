@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 from scones_core.errors import ImageRejected
 from scones_core.image_files import FILE_SUFFIXES, is_image_file_name
-from scones_core.training_split import TrainingSplit, held_out_count, split_refusal
+from scones_core.training_split import (
+    TRAINED_INPUT_SIZE,
+    TrainingSplit,
+    held_out_count,
+    split_refusal,
+)
 
 from scones.model.artifact import decode_image, images_to_tensor
 
@@ -112,7 +117,7 @@ def list_labelled(folder: Path, labels: Sequence[str]) -> tuple[list[tuple[Path,
 
 
 def load_images(
-    data_dir: Path, labels: Sequence[str], input_size: tuple[int, int] = (32, 32)
+    data_dir: Path, labels: Sequence[str], input_size: tuple[int, int] = TRAINED_INPUT_SIZE
 ) -> LabelledImages:
     """Decode every image of every class folder through the image rules, then the
     model's preprocessing: exactly what the workflow and the server do."""

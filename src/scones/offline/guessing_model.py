@@ -13,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scones_core.training_split import TRAINED_INPUT_SIZE
 
 from scones.model.export import save_artifact
+from scones.model.recipe import DEFAULT_LABELS
 from scones.paths import SHIPPED_MODEL_NAME
+from scones.template_params import parameter_default
 
 
 class CoinFlip(torch.nn.Module):
@@ -30,15 +33,20 @@ class CoinFlip(torch.nn.Module):
 
 
 def save_module_artifact(directory: Path, module: torch.nn.Module, description: str) -> Path:
-    """``module`` as a 32x32 bicycle/motorcycle model artifact (model.onnx + model.json)."""
+    """``module`` as a model artifact (model.onnx + model.json) of the shipped model's
+    labels and input size, at the template's threshold."""
+    height, width = TRAINED_INPUT_SIZE
     save_artifact(
         directory,
         module.eval(),
         name=SHIPPED_MODEL_NAME,
-        labels=("bicycle", "motorcycle"),
-        input_size=(32, 32),
-        extra={"description": description, "threshold": 0.93},
-        check_pixels=np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32),
+        labels=DEFAULT_LABELS,
+        input_size=TRAINED_INPUT_SIZE,
+        extra={
+            "description": description,
+            "threshold": float(parameter_default("ConfidenceThreshold")),
+        },
+        check_pixels=np.random.default_rng(0).random((4, 3, height, width), dtype=np.float32),
     )
     return directory
 

@@ -56,7 +56,8 @@ from scones_core.settings import parse_labels
 from scones_core.training_split import VALIDATION_FRACTION
 
 from scones.offline.retrain_recipe import DEFAULT_DATA, short_recipe
-from scones.offline.stack import DEFAULT_MODEL_DIR, OfflineStack, StackOptions
+from scones.offline.stack import OfflineStack, StackOptions
+from scones.paths import MANIFEST_NAME, SHIPPED_MODEL_DIR
 from scones.template_params import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class RetrainError(RuntimeError):
 @dataclass
 class RetrainOptions:
     data_dir: Path = DEFAULT_DATA
-    production_model: Path = DEFAULT_MODEL_DIR
+    production_model: Path = SHIPPED_MODEL_DIR
     labelled_dir: Path | None = None
     # The training hyperparameters over the job's; None: the short recipe of the network
     # the deployed job trains (RetrainingNetwork).
@@ -331,7 +332,7 @@ class OfflineRetrain:
     def _publish(self) -> str:
         started = time.perf_counter()
         options, params = self.options, self.params
-        manifest = json.loads((options.production_model / "model.json").read_text())
+        manifest = json.loads((options.production_model / MANIFEST_NAME).read_text())
         training, gate = gate_split(options.data_dir, self.labels, manifest)
         training = _limit(training, options.max_train_per_label)
         gate = _limit(gate, options.max_gate_per_label)
@@ -488,7 +489,7 @@ class OfflineRetrain:
         bucket, prefix = _split_uri(dataset["training_output_uri"])
         key = f"{prefix}/{job}/output/model.tar.gz"
         self.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(model_dir))
-        manifest = json.loads((model_dir / "model.json").read_text())
+        manifest = json.loads((model_dir / MANIFEST_NAME).read_text())
         metrics = manifest["metrics"]
         self.candidate_version = manifest["version"]
         used, left_out = images_trained(manifest, channels)

@@ -76,10 +76,10 @@ from scones.offline.records_file import (
     temporary_records_folder,
 )
 from scones.offline.sqs_poller import SqsPoller
-from scones.offline.stack_model import DEFAULT_MODEL_DIR, StackError, check_model
+from scones.offline.stack_model import StackError, check_model
 from scones.offline.table_faults import THROTTLED, TableWriteFaults
 from scones.offline.user_configuration import HiddenUserConfiguration
-from scones.paths import BASELINE_FILE
+from scones.paths import BASELINE_FILE, SHIPPED_MODEL_DIR
 from scones.template_params import LOCAL_STACK_NAME
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ OFFLINE_PARAMETERS = {"MonitorSettleMinutes": "0"}
 
 @dataclass
 class StackOptions:
-    model_dir: Path = DEFAULT_MODEL_DIR
+    model_dir: Path = SHIPPED_MODEL_DIR
     work_dir: Path | None = None  # a temporary folder when None
     host: str = "127.0.0.1"
     moto_port: int = 0  # 0 picks a free port

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from scones.paths import BASELINE_FILE, SHIPPED_MODEL_DIR
-
-DEFAULT_MODEL_DIR = SHIPPED_MODEL_DIR
+from scones.paths import BASELINE_FILE
 
 
 class StackError(RuntimeError):

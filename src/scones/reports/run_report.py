@@ -24,7 +24,12 @@ from PIL import Image
 from scones_core.errors import ImageRejected
 from scones_core.image_rules import decode_image
 from scones_core.preprocess import to_display_image
-from scones_core.records import MODEL_VERSION_ATTRIBUTE, Status, classified_status
+from scones_core.records import (
+    MODEL_VERSION_ATTRIBUTE,
+    Status,
+    classified_status,
+    outcome_reason,
+)
 from scones_core.settings import ImageLimits
 
 from scones.model.confusion import confusion_counts
@@ -114,12 +119,7 @@ def _number(value: Any, digits: int) -> str:
 
 def _detail(row: dict[str, Any]) -> str:
     """The record's reason, as shown (a reason may quote the key)."""
-    if row.get("status") == Status.NEEDS_REVIEW:
-        return f"confidence below the threshold {row.get('threshold')}"
-    if row.get("status") in (Status.REJECTED, Status.FAILED):
-        code = row.get("error_code", "")
-        return shown(f"{code}: {row.get('reason', '')}" if code else str(row.get("reason", "")))
-    return ""
+    return shown(outcome_reason(row))
 
 
 def _card(row: dict[str, Any], limits: ImageLimits) -> str:

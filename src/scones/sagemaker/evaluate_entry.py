@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from scones_core.monitoring.drift import BaselineError, model_baseline
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE
 
-from scones.paths import BASELINE_FILE
+from scones.paths import BASELINE_FILE, MANIFEST_NAME
 from scones.sagemaker.exit_message import (
     PROCESSING_EXIT_MESSAGE,
     PROCESSING_JOB_CONFIG,
@@ -89,7 +89,7 @@ def unpack_model(source: Path, into: Path) -> Path:
     ``model.onnx`` and ``baseline.json`` at the archive's root. Nothing else in it (the
     evaluation report, a link, a device, a path outside ``into``) is, and an archive that
     unpacks to more than :data:`MAX_UNPACKED_BYTES` is refused before that much is read."""
-    if source.is_dir() and (source / "model.json").is_file():
+    if source.is_dir() and (source / MANIFEST_NAME).is_file():
         return source
     archive = _archive_in(source) if source.is_dir() else source
     if not archive.is_file():
@@ -103,7 +103,7 @@ def unpack_model(source: Path, into: Path) -> Path:
 
 
 def _extract_model_files(archive: Path, into: Path) -> None:
-    from scones.model.artifact import MANIFEST_NAME, ONNX_NAME
+    from scones.paths import ONNX_NAME
 
     wanted = {MANIFEST_NAME, ONNX_NAME, BASELINE_FILE}
     with tarfile.open(archive, "r:gz") as tar:
