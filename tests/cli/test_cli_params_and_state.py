@@ -895,6 +895,47 @@ def test_classify_that_stops_waiting_says_where_the_late_records_are(
     assert "they may still come: `scones results` lists what the stack recorded" in err
 
 
+def test_run_counts_its_uploads_before_it_counts_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At thousands of files the uploads take minutes: ``scones run`` printed nothing
+    between "uploading N file(s)" and the first record, as if it hung."""
+    import argparse
+    import io
+
+    from rich.console import Console
+
+    from scones.cli import run
+    from scones.cli.inputs import InputFile
+    from scones.offline.client import StackClient, StackEndpoints, Upload
+    from scones.template_params import PROJECT_ROOT
+
+    images = sorted((PROJECT_ROOT / "samples" / "bicycle").glob("*.png"))[:3]
+    inputs = [InputFile(path, f"bicycle/{path.name}", "bicycle") for path in images]
+    fields = StackEndpoints.__dataclass_fields__
+    api = StackClient(StackEndpoints(**dict.fromkeys(fields, "x")))
+    terminal = io.StringIO()
+    console = Console(file=terminal, force_terminal=True, width=100)
+    drawn_while_uploading: list[str] = []
+
+    def upload_file(path: Path, key: str) -> Upload:
+        drawn_while_uploading.append(terminal.getvalue())
+        return Upload(bucket="b", key=f"incoming/{key}", etag="e", source=str(path))
+
+    def wait_for_records(
+        uploads: list[Upload], timeout: float, on_progress: Any
+    ) -> dict[Upload, Any]:
+        on_progress(len(uploads), len(uploads))
+        return {u: {"key": u.key, "status": "ACCEPTED"} for u in uploads}
+
+    monkeypatch.setattr(api, "upload_file", upload_file)
+    monkeypatch.setattr(api, "wait_for_records", wait_for_records)
+    args = argparse.Namespace(no_progress=False, timeout=5.0)
+    rows, _ = run._classify(api, inputs, args, console)
+    assert [r["key"] for r in rows] == [f"incoming/bicycle/{p.name}" for p in images]
+    assert "uploading" in drawn_while_uploading[-1]
+    drawn = terminal.getvalue()
+    assert "uploading" in drawn and "classifying" in drawn and "3/3" in drawn
+
+
 def test_classify_shows_its_progress_on_a_terminal_and_keeps_json_output_clean(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -496,3 +496,35 @@ def test_the_terminal_and_the_report_give_each_record_the_same_reason(tmp_path: 
     for name, reason in expected.items():
         [row] = [row for row in table.split("<tr class=")[1:] if name in row]
         assert f">{reason}<" in row, row
+
+
+def test_a_run_where_thousands_need_a_person_shows_a_bounded_number_of_cards(
+    tmp_path: Path,
+) -> None:
+    """Each card holds a thumbnail of about 16 KB: 3,000 uploads below the threshold made a
+    53 MB page. The cards stop at MAX_CARDS and say where the others are; the table still
+    lists every record."""
+    from scones.reports.run_report import MAX_CARDS
+
+    image = sorted((SAMPLES / "bicycle").glob("*.png"))[0]
+    rows: list[dict[str, Any]] = [
+        {
+            "key": f"incoming/{i:04d}.png",
+            "status": "NEEDS_REVIEW",
+            "label": "bicycle",
+            "confidence": 0.6,
+            "threshold": 0.93,
+            "source": str(image),
+        }
+        for i in range(MAX_CARDS + 50)
+    ]
+    summary = summarise(rows, 1.0).to_json()
+    page = write_run_report(
+        tmp_path / "run.html", rows, summary, ("bicycle", "motorcycle"), 0.93
+    ).read_text()
+    assert page.count("<figure ") == MAX_CARDS
+    assert page.count("data:image/png;base64,") == MAX_CARDS
+    assert f"The first {MAX_CARDS} of {len(rows)} are shown" in page
+    assert f"Needs a person ({len(rows)})" in page
+    table = page.split('<table class="records">', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr class=") == len(rows)

@@ -128,3 +128,25 @@ def test_a_stall_across_windows_ends_after_two_idle_sweeps() -> None:
     # Sweep 1 reads three windows (and finds 600); sweeps 2 and 3 read the 100 left, idle.
     assert stack.reads == [POLL_RECORDS, POLL_RECORDS, 100, 100, 100]
     assert asked == [0, 3, 4]
+
+
+def test_a_backlog_already_recorded_is_read_window_after_window_without_pausing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A poll pauses only when its window still lacks records: 3,000 uploads recorded by
+    the time the wait began took ten pauses of 0.2 s (two seconds doing nothing), and the
+    pause count grew with the burst."""
+    from scones.offline import client
+
+    pauses: list[float] = []
+    monkeypatch.setattr(client.time, "sleep", pauses.append)
+    items = uploads(10 * POLL_RECORDS)
+    stack = Ready(items)
+    assert len(stack.wait_for_records(items, timeout=600, poll_seconds=0.2)) == len(items)
+    assert stack.reads == [POLL_RECORDS] * 10 and pauses == []
+
+    # A window that lacks a record is behind the workflow: the wait pauses after it.
+    items = uploads(2 * POLL_RECORDS)
+    stack = Draining(items, per_poll=POLL_RECORDS // 2, stall_at=len(items))
+    assert len(stack.wait_for_records(items, timeout=600, poll_seconds=0.2)) == len(items)
+    assert pauses and set(pauses) == {0.2}

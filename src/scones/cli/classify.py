@@ -7,7 +7,6 @@ import contextlib
 import json
 
 from botocore.exceptions import ClientError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scones_core.settings import parse_labels
 
 from scones.cli.arguments import file_or_folder, seconds
@@ -17,6 +16,7 @@ from scones.cli.display import (
     print_not_uploaded,
     print_summary,
     records_table,
+    stack_progress,
     summarise,
 )
 from scones.cli.errors import CommandFailed
@@ -55,15 +55,7 @@ def classify_command(args: argparse.Namespace) -> int:
     uploads: list[Upload] = []
     errors = make_console(stderr=True)
     # Progress on a terminal only, on standard error: --json's output stays the records.
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=errors,
-        disable=not errors.is_terminal,
-        transient=True,
-    )
+    progress = stack_progress(errors, disable=not errors.is_terminal)
     try:
         with progress:
             sending = progress.add_task("uploading", total=len(inputs))

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 from scones_core.monitoring.timestamps import parse_timestamp
@@ -70,6 +71,20 @@ def make_console(stderr: bool = False) -> Console:
     if not console.is_terminal:
         console = Console(stderr=stderr, width=140)
     return console
+
+
+def stack_progress(console: Console, disable: bool) -> Progress:
+    """The bars of a command that sends files to a stack: "uploading", then
+    "classifying" as their records come (each a task the command adds)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=disable,
+        transient=True,
+    )
 
 
 # What a shell reports for a writer whose reader closed the pipe (``yes | head``: killed by

@@ -15,7 +15,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scones_core.settings import parse_labels
 
 from scones.cli.arguments import check_writable_folder, file_or_folder, output_folder, seconds
@@ -29,6 +28,7 @@ from scones.cli.display import (
     print_saved,
     print_summary,
     records_table,
+    stack_progress,
     summarise,
 )
 from scones.cli.errors import CommandError, CommandFailed
@@ -328,39 +328,34 @@ def _classify(
 ) -> tuple[list[dict[str, Any]], float]:
     started = time.perf_counter()
     uploads: list[tuple[Upload, InputFile]] = []
-    for sent, item in enumerate(inputs):
-        try:
-            uploads.append((api.upload_file(item.path, item.key), item))
-        except OSError as exc:
-            # Gone or changed since the folder was listed (a camera's sync at work): named,
-            # and the run goes on with the others.
-            console.print(
-                f"[yellow]left out {escape(shown(str(item.path)))}:[/] cannot read it any more "
-                f"({escape(str(exc.strerror or exc))})"
-            )
-        except KeyboardInterrupt:
-            # The stop names the uploads without a record; the files not sent are named here.
-            with contextlib.suppress(OSError):
-                print_not_uploaded(console, [i.path for i in inputs[sent:]], len(inputs))
-            raise
-    if not uploads:
-        raise CommandError("none of the files could be read any more; nothing was uploaded")
-    by_upload = dict(uploads)
-    with Progress(
-        TextColumn("classifying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=args.no_progress,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("records", total=len(uploads))
+    # Uploading thousands of files takes minutes: both halves show their progress.
+    with stack_progress(console, disable=args.no_progress) as progress:
+        sending = progress.add_task("uploading", total=len(inputs))
+        for sent, item in enumerate(inputs):
+            try:
+                uploads.append((api.upload_file(item.path, item.key), item))
+            except OSError as exc:
+                # Gone or changed since the folder was listed (a camera's sync at work):
+                # named, and the run goes on with the others.
+                console.print(
+                    f"[yellow]left out {escape(shown(str(item.path)))}:[/] cannot read it any "
+                    f"more ({escape(str(exc.strerror or exc))})"
+                )
+            except KeyboardInterrupt:
+                # The stop names the uploads without a record; the files not sent are named.
+                with contextlib.suppress(OSError):
+                    print_not_uploaded(console, [i.path for i in inputs[sent:]], len(inputs))
+                raise
+            progress.advance(sending)
+        if not uploads:
+            raise CommandError("none of the files could be read any more; nothing was uploaded")
+        waiting = progress.add_task("classifying", total=len(uploads))
         records = api.wait_for_records(
             [u for u, _ in uploads],
             timeout=args.timeout,
-            on_progress=lambda done, total: progress.update(task, completed=done),
+            on_progress=lambda done, _total: progress.update(waiting, completed=done),
         )
+    by_upload = dict(uploads)
     wall = time.perf_counter() - started
     rows = []
     for upload, record in records.items():

@@ -39,6 +39,10 @@ from scones.shown_text import shown
 from scones.template_params import function_environment
 
 THUMBNAIL_BOX = 96  # the longest side of a thumbnail, in CSS pixels
+# The uploads shown as cards, each with its thumbnail (about 16 KB of the page): a run where
+# thousands need a person (a strict threshold, a model unsure of new photos) made a page
+# of 50 MB that a browser took 10 s to open. The rest are in the table of every record.
+MAX_CARDS = 200
 # Where a long key may wrap: after a path or word separator, never inside a word.
 _BREAK_AFTER = re.compile(r"([/_-])(?=.)")
 
@@ -311,7 +315,12 @@ def write_run_report(
     matrix_svg = confusion_matrix(labelled, labels)[0] if labelled else None
     review = [r for r in rows if classified_status(r) != Status.ACCEPTED]
     limits = image_limits(parameters)
-    cards = "".join(_card(row, limits) for row in review)
+    cards = "".join(_card(row, limits) for row in review[:MAX_CARDS])
+    if len(review) > MAX_CARDS:
+        cards += (
+            f"<p>The first {MAX_CARDS} of {len(review)} are shown; every one is in the table "
+            "of every record below (sort it by status).</p>"
+        )
     counts = " ".join(
         f"<span class='count {s}'>{s} {n}</span>" for s, n in summary.get("by_status", {}).items()
     )
