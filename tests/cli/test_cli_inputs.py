@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from scones.cli.errors import CommandError
-from scones.cli.inputs import SAMPLES_DIR, collect_inputs
+from scones.cli.inputs import NAMED_PROBLEMS, SAMPLES_DIR, collect_inputs
 
 LABELS = ("bicycle", "motorcycle")
 ONE_IMAGE = (
@@ -132,6 +132,34 @@ def test_a_name_that_cannot_be_an_s3_key_as_it_is_is_refused_before_anything_sta
     _touch(tmp_path / name)
     with pytest.raises(CommandError, match=named):
         collect_inputs([tmp_path], LABELS, prefix=PREFIX)
+
+
+def test_every_input_that_cannot_be_uploaded_is_named_at_once(tmp_path: Path) -> None:
+    """A folder of thousands with a few bad names: the first stopped the run and only it
+    was named, so k bad names took k runs to find. Still nothing is sent unless all are."""
+    _touch(tmp_path / "ok.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")
+    _touch(tmp_path / "a\nb.png")
+    _touch(tmp_path / LONG)
+    (tmp_path / os.fsdecode(b"caf\xe9.png")).write_bytes(b"x")
+    with pytest.raises(CommandError) as refused:
+        collect_inputs([tmp_path], LABELS, prefix=PREFIX)
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "4 inputs cannot be uploaded as they are, so nothing was uploaded:"
+    assert len(lines) == 5
+    said = "\n".join(lines[1:])
+    assert f"{tmp_path / 'gone.png'}: a symbolic link to nothing" in said
+    assert "control character ('\\n')" in said
+    assert "would be 1035 bytes" in said
+    assert "caf\\udce9.png': the file name is not UTF-8" in said
+
+    for i in range(NAMED_PROBLEMS + 5):
+        (tmp_path / f"gone-{i:02d}.png").symlink_to(tmp_path / "deleted.png")
+    with pytest.raises(CommandError) as refused:
+        collect_inputs([tmp_path], LABELS, prefix=PREFIX)
+    lines = str(refused.value).splitlines()
+    assert lines[0].startswith(f"{NAMED_PROBLEMS + 9} inputs cannot be uploaded")
+    assert len(lines) == 1 + NAMED_PROBLEMS + 1 and lines[-1] == "  and 9 more"
 
 
 def test_a_key_of_exactly_1024_bytes_with_the_prefix_is_accepted(tmp_path: Path) -> None:

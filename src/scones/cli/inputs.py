@@ -37,6 +37,10 @@ def utf8_name(name: str) -> str | None:
         return None
 
 
+_DANGLING = "a symbolic link to nothing, or a loop of links"
+# How many of the inputs that cannot be uploaded a refusal names.
+NAMED_PROBLEMS = 10
+
 # S3 keys are at most 1,024 bytes of UTF-8, and S3 lists control characters among those
 # that "might require special handling" (they cannot appear in XML 1.0 listings).
 MAX_KEY_BYTES = 1024
@@ -57,10 +61,11 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def _files_under(root: Path) -> list[Path]:
+def _files_under(root: Path, problems: list[tuple[str, str]] | None = None) -> list[Path]:
     """Every non-hidden regular file under ``root``, through symlinked folders; a link
     back to a folder it sits in is not followed (the loop ends there); an unreadable folder
-    or a link to nothing is an error, not a skip. Hidden files and folders, and entries that
+    or a link to nothing is an error, not a skip (a link to nothing goes to ``problems``,
+    when given, so that every one is named). Hidden files and folders, and entries that
     are not regular files, are left out, and said on stderr."""
     found: list[Path] = []
     hidden: list[Path] = []
@@ -88,7 +93,10 @@ def _files_under(root: Path) -> list[Path]:
                 hidden.append(path)
                 continue
             if path.is_symlink() and not path.exists():
-                raise CommandError(f"{path}: a symbolic link to nothing, or a loop of links")
+                if problems is None:
+                    raise CommandError(f"{path}: {_DANGLING}")
+                problems.append((str(path), _DANGLING))
+                continue
             if path.is_file():
                 found.append(path)
             else:
@@ -112,14 +120,15 @@ def _files_under(root: Path) -> list[Path]:
 
 def collect_inputs(paths: list[Path], labels: tuple[str, ...], *, prefix: str) -> list[InputFile]:
     """Every regular, non-hidden file under ``paths``; each must be readable, and its name
-    an S3 key under ``prefix`` (the incoming prefix) as it is."""
+    an S3 key under ``prefix`` (the incoming prefix) as it is. Nothing is sent unless all
+    are: a refusal names every file that cannot be (the first NAMED_PROBLEMS), so one
+    run of a large folder finds them all."""
     found: list[InputFile] = []
+    problems: list[tuple[str, str]] = []  # (the file as shown, why it cannot be sent)
     for root in paths:
         if not root.exists():
             raise CommandError(
-                f"{root}: a symbolic link to nothing, or a loop of links"
-                if root.is_symlink()
-                else f"{root}: no such file or folder"
+                f"{root}: {_DANGLING}" if root.is_symlink() else f"{root}: no such file or folder"
             )
         if root.is_file():
             files = [root]
@@ -130,21 +139,26 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...], *, prefix: str) -
                 "give image files or folders of them"
             )
         else:
-            files = _files_under(root)
+            files = _files_under(root, problems)
             base = root
         for path in files:
             if not os.access(path, os.R_OK):
-                raise CommandError(f"{path}: file is not readable")
+                problems.append((str(path), "file is not readable"))
+                continue
             relative = utf8_name(path.relative_to(base).as_posix())
             if relative is None:
                 # An S3 key is UTF-8: a name that is not cannot be uploaded as itself.
-                raise CommandError(f"{os.fsdecode(path)!a}: {NOT_UTF8_NAME}")
+                problems.append((ascii(os.fsdecode(path)), NOT_UTF8_NAME))
+                continue
             if problem := _key_problem(prefix + relative):
-                raise CommandError(f"{os.fsdecode(path)!a}: {problem}")
+                problems.append((ascii(os.fsdecode(path)), problem))
+                continue
             parent = utf8_name(path.parent.name)
             found.append(
                 InputFile(path=path, key=relative, true_label=parent if parent in labels else None)
             )
+    if problems:
+        raise CommandError(_refusal(problems))
     if not found:
         where = ", ".join(str(p) for p in paths)
         raise CommandError(f"no files found in {where}")
@@ -159,3 +173,16 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...], *, prefix: str) -
             "above both)"
         )
     return found
+
+
+def _refusal(problems: list[tuple[str, str]]) -> str:
+    """One file: ``FILE: WHY``. More: how many, then the first NAMED_PROBLEMS a line each."""
+    if len(problems) == 1:
+        return "{}: {}".format(*problems[0])
+    lines = [f"  {shown(name)}: {why}" for name, why in problems[:NAMED_PROBLEMS]]
+    if len(problems) > NAMED_PROBLEMS:
+        lines.append(f"  and {len(problems) - NAMED_PROBLEMS} more")
+    return (
+        f"{len(problems)} inputs cannot be uploaded as they are, so nothing was uploaded:\n"
+        + "\n".join(lines)
+    )
