@@ -9,12 +9,14 @@ configured threshold and across a range of thresholds.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scones_core.monitoring.statistics import ConfidenceSummary, label_mix
 
 from scones.model.artifact import (
     ONNX_NAME,
@@ -186,25 +188,28 @@ def baseline(
     threshold: float,
     model_version: str,
 ) -> dict[str, Any]:
-    """What healthy traffic looks like, for the monitor to compare captured traffic against."""
-    confidence = probabilities.max(axis=1)
-    predicted = probabilities.argmax(axis=1)
-    counts = np.bincount(predicted, minlength=len(labels))
-    p10, p50, p90 = np.percentile(confidence, [10, 50, 90])
+    """What healthy traffic looks like, for the monitor to compare captured traffic against:
+    summarised by the monitor's own statistics (``scones_core.monitoring.statistics``), so
+    the baseline and a window of traffic are the same figures."""
+    confidence = probabilities.max(axis=1).tolist()
+    predicted = probabilities.argmax(axis=1).tolist()
+    summary = ConfidenceSummary.of(confidence, threshold)
+    if summary is None:
+        raise ValueError("a baseline needs at least one prediction")
+    counts = Counter(labels[i] for i in predicted)
+    mix = label_mix({label: counts.get(label, 0) for label in labels})
     return {
         "labels": list(labels),
-        "label_mix": {
-            label: round(counts[i] / len(predicted), 6) for i, label in enumerate(labels)
-        },
-        "mean_confidence": round(float(confidence.mean()), 6),
+        "label_mix": {label: round(share, 6) for label, share in mix.items()},
+        "mean_confidence": round(summary.mean, 6),
         "confidence_percentiles": {
-            "p10": round(float(p10), 6),
-            "p50": round(float(p50), 6),
-            "p90": round(float(p90), 6),
+            "p10": round(summary.p10, 6),
+            "p50": round(summary.p50, 6),
+            "p90": round(summary.p90, 6),
         },
-        "low_confidence_share": round(float((confidence < threshold).mean()), 6),
+        "low_confidence_share": round(summary.low_confidence_share, 6),
         "threshold": threshold,
-        "sample_count": len(predicted),
+        "sample_count": summary.count,
         "model_version": model_version,
     }
 
