@@ -46,6 +46,7 @@ from scones_core.training_split import min_images_per_class
 
 from scones.asl_check import substitute
 from scones.offline.stack import OfflineStack, StackOptions
+from scones.sagemaker.source_bundle import PROGRAM
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
 from tests.workflow.test_workflow_template import sample_substitutions, state_machines
 
@@ -242,10 +243,44 @@ def test_the_stubber_would_catch_a_malformed_request() -> None:
         getattr(client, operation)(**broken)
 
 
+def test_the_gate_job_runs_the_bundles_program_on_the_folders_it_reads() -> None:
+    """The processing job's entry point, folders and the template's bundle location are
+    spelled in template.yaml and the ASL, the program's in Python: each tied to its home
+    (``source_bundle``, ``evaluate_entry``'s defaults), since a mismatch fails only on AWS."""
+    from scones.sagemaker.evaluate_entry import build_parser
+    from scones.sagemaker.source_bundle import BUNDLE_NAME, EVALUATE_PROGRAM, STACK_BUNDLE_KEY
+
+    _, request = sagemaker_states()["EvaluateCandidate"]
+    inputs = {i["InputName"]: i["S3Input"]["LocalPath"] for i in request["ProcessingInputs"]}
+    defaults = build_parser().parse_args(["--threshold", "0.9"])
+    assert inputs["candidate"] == str(defaults.candidate)
+    assert inputs["production"] == str(defaults.production)
+    assert inputs["gate"] == str(defaults.gate)
+    (output,) = request["ProcessingOutputConfig"]["Outputs"]
+    assert output["S3Output"]["LocalPath"] == str(defaults.out)
+    script = request["AppSpecification"]["ContainerEntrypoint"][2]
+    assert script.startswith(f"cd {inputs['code']} && tar -xzf {BUNDLE_NAME} && ")
+    assert script.endswith(f'exec python3 {EVALUATE_PROGRAM} "$@"')
+    properties = state_machines()["RetrainingStateMachine"]
+    bundle = properties["DefinitionSubstitutions"]["SourceBundleUri"]["Fn::Sub"]
+    assert bundle == f"s3://${{ImageBucket}}/${{RetrainingPrefix}}{STACK_BUNDLE_KEY}"
+
+
+def test_the_registered_candidate_declares_what_the_model_server_accepts() -> None:
+    """The model package's content types are the container's own list (serving.media)."""
+    from scones.serving.app import RESPONSE_CONTENT_TYPE
+    from scones.serving.media import SUPPORTED_CONTENT_TYPES
+
+    _, request = sagemaker_states()["RegisterCandidate"]
+    inference = request["InferenceSpecification"]
+    assert inference["SupportedContentTypes"] == list(SUPPORTED_CONTENT_TYPES)
+    assert inference["SupportedResponseMIMETypes"] == [RESPONSE_CONTENT_TYPE]
+
+
 def test_the_training_job_runs_the_projects_script_with_the_assembled_channels() -> None:
     _, request = sagemaker_states()["TrainCandidate"]
     hyperparameters = request["HyperParameters"]
-    assert json.loads(hyperparameters["sagemaker_program"]) == "scones_train.py"
+    assert json.loads(hyperparameters["sagemaker_program"]) == PROGRAM
     assert json.loads(hyperparameters["network"]) == "mobilenetv3-coco"
     assert request["InputDataConfig"] == sample_state()["dataset"]["input_data_config"]
     # A job failed by SageMaker's own InternalServerError is run again by SageMaker.
