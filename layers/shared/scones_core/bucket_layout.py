@@ -99,3 +99,10 @@ def layout_problems(parameters: Mapping[str, str]) -> list[str]:
 
 def _area(name: str, value: str) -> str:
     return f"{value}/" if name in _WITHOUT_SLASH else value
+
+
+def labelled_copy_key(labelled_prefix: str, label: str, name: str) -> str:
+    """Where a person's answer puts its image for training: ``<LabelledDataPrefix><label>/
+    <name>``, the ``<label>/<name>`` layout a training channel reads
+    (``retraining.dataset``)."""
+    return f"{labelled_prefix}{label}/{name}"

@@ -44,6 +44,7 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from scones_core.bucket_layout import labelled_copy_key
 from scones_core.errors import (
     EventError,
     ObjectChanged,
@@ -700,7 +701,7 @@ class ReviewService:
         labelled_key = None
         if answer != NEITHER:
             name = labelled_name(record_id, current.get("source_format"), str(current["key"]))
-            labelled_key = f"{settings.labelled_prefix}{answer}/{name}"
+            labelled_key = labelled_copy_key(settings.labelled_prefix, answer, name)
         # Before the answer is kept: a record must never be REVIEWED with a label whose
         # image cannot be copied for training, nor answered at all for an image nobody
         # can have seen (``neither`` included: it counts as the model's mistake).

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from scones_core.bucket_layout import labelled_copy_key
 from scones_core.retraining import outcome as outcomes
 from scones_core.retraining.gate import EVALUATION_FILE
 from scones_core.settings import parse_labels
@@ -359,7 +360,7 @@ class OfflineRetrain:
             dynamodb = self.stack.client("dynamodb")
             table = self.stack.stack.outputs["ResultsTableName"]
             for path, index in files:
-                key = f"{params['LabelledDataPrefix']}{self.labels[index]}/{path.name}"
+                key = labelled_copy_key(params["LabelledDataPrefix"], self.labels[index], path.name)
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
                 # As the review page leaves a finished answer: the record that names the
                 # copy, without which the dataset step does not train on it.
