@@ -42,6 +42,28 @@ def monitor_alarms() -> dict[str, dict]:
     return alarms
 
 
+def test_every_alarm_on_a_metric_of_ours_reads_the_functions_namespace() -> None:
+    """The namespace is spelled in Globals (Powertools publishes there) and in each alarm:
+    one misspelt alarm would watch a metric nobody publishes and never fire."""
+    template = load_template()
+    namespace = template["Globals"]["Function"]["Environment"]["Variables"][
+        "POWERTOOLS_METRICS_NAMESPACE"
+    ]
+    spelled: dict[str, str] = {}
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        props = resource["Properties"]
+        metrics = [
+            props,
+            *(q.get("MetricStat", {}).get("Metric", {}) for q in props.get("Metrics", [])),
+        ]
+        for metric in metrics:
+            if "Namespace" in metric and not str(metric["Namespace"]).startswith("AWS/"):
+                spelled[name] = metric["Namespace"]
+    assert spelled and set(spelled.values()) == {namespace}, spelled
+
+
 def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
     aws: Aws, captures: CaptureWriterHelper, predictions: dict[str, list[Prediction]]
 ) -> None:
