@@ -210,7 +210,8 @@ def register(subparsers: Any) -> None:
         ),
     )
     _common(script)
-    _job(script, "ml.m5.xlarge", "scones-pytorch")
+    # The retraining job's instance type: the same script-mode training.
+    _job(script, parameter_default("RetrainingInstanceType"), "scones-pytorch")
     script.add_argument(
         "--image-uri",
         help="PyTorch training image (required), e.g. in us-east-1 "

@@ -478,7 +478,8 @@ def assemble_dataset(
         Body=json.dumps(summary, indent=2).encode("utf-8"),
         ContentType="application/json",
     )
-    evaluation_prefix = f"s3://{bucket}/{run_prefix}evaluation"
+    evaluation_key = f"{run_prefix}evaluation"
+    evaluation_prefix = f"s3://{bucket}/{evaluation_key}"
     return {
         "names": {
             "base": names.base,
@@ -491,7 +492,7 @@ def assemble_dataset(
         "evaluation_output_uri": evaluation_prefix,
         "evaluation_uri": f"{evaluation_prefix}/{EVALUATION_FILE}",
         # S3 CopyObject's CopySource ("bucket/key"): a promotion copies it to BaselineKey.
-        "drift_baseline_source": f"{bucket}/{run_prefix}evaluation/{CANDIDATE_BASELINE_FILE}",
+        "drift_baseline_source": f"{bucket}/{evaluation_key}/{CANDIDATE_BASELINE_FILE}",
         "training_images": len(original.keys),
         "labelled_images": len(labelled.keys),
         "summary": (
