@@ -528,3 +528,30 @@ def test_a_run_where_thousands_need_a_person_shows_a_bounded_number_of_cards(
     assert f"Needs a person ({len(rows)})" in page
     table = page.split('<table class="records">', 1)[1].split("</table>", 1)[0]
     assert table.count("<tr class=") == len(rows)
+
+
+def test_a_run_of_thousands_lists_on_the_terminal_only_what_needs_a_person() -> None:
+    """3,000 uploads printed 3,800 lines before the summary. Past TERMINAL_ROWS records the
+    terminal lists the first TERMINAL_ROWS not ACCEPTED and says the rest are in the files."""
+    from scones.cli.display import TERMINAL_ROWS, rows_to_list
+
+    def rows(accepted: int, review: int) -> list[dict[str, Any]]:
+        made = [{"key": f"a{i}", "status": "ACCEPTED"} for i in range(accepted)]
+        made += [{"key": f"r{i}", "status": "NEEDS_REVIEW"} for i in range(review)]
+        made += [{"key": "seen", "status": "REVIEWED", "classified_status": "ACCEPTED"}]
+        return made
+
+    few = rows(TERMINAL_ROWS - 3, 2)
+    assert rows_to_list(few) == (few, "Results")
+    many = rows(3000, 7)
+    listed, title = rows_to_list(many)
+    assert [r["key"] for r in listed] == [f"r{i}" for i in range(7)]
+    assert title == f"Results: the 7 of {len(many)} uploads not ACCEPTED"
+    flood = rows(3000, TERMINAL_ROWS + 5)
+    listed, title = rows_to_list(flood)
+    assert len(listed) == TERMINAL_ROWS
+    assert title == (
+        f"Results: the first {TERMINAL_ROWS} of the {TERMINAL_ROWS + 5} of {len(flood)} "
+        "uploads not ACCEPTED"
+    )
+    assert rows_to_list(rows(3000, 0)) == ([], "Results: the 0 of 3001 uploads not ACCEPTED")

@@ -214,6 +214,27 @@ def plain(value: object) -> Text:
     return Text(shown(str(value)))
 
 
+# The most records a run lists on the terminal. Past that, thousands of lines scroll the
+# summary's context away: the run lists the uploads that need a person, and every record
+# is in its report and records files.
+TERMINAL_ROWS = 100
+
+
+def rows_to_list(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The records a run lists on the terminal and the table's title: all of them, or for
+    a run of more than TERMINAL_ROWS, the first TERMINAL_ROWS of those not ACCEPTED."""
+    if len(rows) <= TERMINAL_ROWS:
+        return rows, "Results"
+    review = [row for row in rows if classified_status(row) != Status.ACCEPTED]
+    listed = review[:TERMINAL_ROWS]
+    which = (
+        f"the first {len(listed)} of the {len(review)}"
+        if len(review) > len(listed)
+        else f"the {len(listed)}"
+    )
+    return listed, f"Results: {which} of {len(rows)} uploads not ACCEPTED"
+
+
 def records_table(
     rows: list[dict[str, Any]],
     title: str = "Results",

@@ -28,6 +28,7 @@ from scones.cli.display import (
     print_saved,
     print_summary,
     records_table,
+    rows_to_list,
     stack_progress,
     summarise,
 )
@@ -233,7 +234,14 @@ def _report(
             sys.stdout.write(json.dumps(document) + "\n")
             sys.stdout.flush()
         else:
-            console.print(records_table(rows, strip_prefix=stack.incoming_prefix))
+            listed, title = rows_to_list(rows)
+            if listed:
+                console.print(records_table(listed, title, strip_prefix=stack.incoming_prefix))
+            if len(listed) < len(rows):
+                console.print(
+                    f"{len(rows) - len(listed)} of {len(rows)} records are not listed here: "
+                    "every one is in the run's report and records files (below)"
+                )
             print_summary(console, summary)
             _print_monitor(console, monitor)
     finally:
