@@ -58,9 +58,18 @@ def with_software(text: bytes) -> bytes:
     return data.replace(entry, struct.pack("<HHI", 305, 2, len(text)), 1)
 
 
+def jpeg_cut_at(size: int) -> bytes:
+    """A photo's first ``size`` bytes: a JPEG whose header is cut off (a partial upload)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buffer, "JPEG")
+    return buffer.getvalue()[:size]
+
+
 @pytest.mark.parametrize(
     ("data", "error", "words"),
     [
+        # Cut inside its header: named as a JPEG, not as "the image" of no format.
+        (jpeg_cut_at(300), errors.CorruptImage, "The JPEG header is truncated or corrupt"),
         (b"BMX bikes are small bicycles" + bytes(300), errors.NotAnImage, "is not an image"),
         # A HEIC's file type and nothing more: no metadata says where an image is.
         (ftyp(b"mif2", b"mif2", b"heic"), errors.CorruptImage, "0 meta boxes"),
@@ -110,6 +119,7 @@ def with_software(text: bytes) -> bytes:
         ),
     ],
     ids=[
+        "jpeg-cut-in-its-header",
         "text-starting-BM",
         "heif-mif2",
         "canon-cr3",

@@ -441,7 +441,7 @@ def _open(data: bytes, limits: ImageLimits, sniffed: str | None) -> ImageFile.Im
             words = _describe(exc).removesuffix(".")
             raise UnsupportedImageFormat(f"{words}; save it as a 24-bit BMP or as PNG.") from None
         raise _oversized_metadata(exc) or CorruptImage(
-            f"The image header is truncated or corrupt: {_describe(exc)}"
+            f"The {sniffed} header is truncated or corrupt: {_describe(exc)}"
         ) from None
     if not isinstance(image, ImageFile.ImageFile):  # pragma: no cover - Pillow contract
         raise NotAnImage("The object is not an image Pillow can read.")
