@@ -93,7 +93,7 @@ def run_burst(args: argparse.Namespace) -> int:
 
 def _burst(args: argparse.Namespace) -> int:
     """Upload with delivery paused, let the stack drain the backlog, then audit it."""
-    from scones_core.records import CLASSIFIED_STATUSES, classified_status
+    from scones_core.records import CLASSIFIED_STATUSES, STATUS_ATTRIBUTE, classified_status
 
     from scones.offline.client import StackClientError
     from scones.offline.stack import OfflineStack, StackOptions
@@ -150,7 +150,7 @@ def _burst(args: argparse.Namespace) -> int:
         "model_invocations": invocations,
         "dead_letters": dead_letters,
         "ingest_queue_left": ingest_left,
-        "statuses": dict(Counter(str(r.get("status")) for r in records)),
+        "statuses": dict(Counter(str(r.get(STATUS_ATTRIBUTE)) for r in records)),
     }
     print(json.dumps(result, indent=2))
     if args.json:

@@ -22,6 +22,9 @@ from rich.text import Text
 from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.records import (
     MODEL_VERSION_ATTRIBUTE,
+    RECORDED_AT_ATTRIBUTE,
+    REVIEW_LABEL_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
     TERMINAL_STATUSES,
     Status,
     classified_status,
@@ -256,7 +259,7 @@ def records_table(
     if detailed:
         table.add_column("model", no_wrap=True)
     for row in rows:
-        status = str(row.get("status", ""))
+        status = str(row.get(STATUS_ATTRIBUTE, ""))
         confidence = row.get("confidence")
         key = str(row.get("key", ""))
         # Every value from a record is shown as plain text: keys, reasons, labels and the
@@ -267,11 +270,11 @@ def records_table(
             plain(row.get("label") or "-"),
             f"{confidence:.3f}" if isinstance(confidence, int | float) else "-",
             # A person's answer is the image's true label, once reviewed.
-            plain(row.get("true_label") or row.get("review_label") or "-"),
+            plain(row.get("true_label") or row.get(REVIEW_LABEL_ATTRIBUTE) or "-"),
             plain(outcome_reason(row)),
         ]
         if detailed:
-            recorded = parse_time(row.get("recorded_at"))
+            recorded = parse_time(row.get(RECORDED_AT_ATTRIBUTE))
             when = recorded.strftime("%Y-%m-%d %H:%M:%S") if recorded else "-"
             # Only a classified record went through the model.
             model = plain(row.get(MODEL_VERSION_ATTRIBUTE) or "-")
@@ -303,7 +306,7 @@ class Summary:
 
 
 def summarise(rows: list[dict[str, Any]], wall_seconds: float | None = None) -> Summary:
-    counts = Counter(str(r.get("status")) for r in rows)
+    counts = Counter(str(r.get(STATUS_ATTRIBUTE)) for r in rows)
     by_status = {status.value: counts.get(status, 0) for status in TERMINAL_STATUSES}
     labelled = [r for r in rows if r.get("true_label") and r.get("label")]
     correct = [r for r in labelled if r["label"] == r["true_label"]]

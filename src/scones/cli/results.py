@@ -22,7 +22,14 @@ from typing import Any
 from rich.text import Text
 from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.record_queries import records_with_status
-from scones_core.records import TERMINAL_STATUSES, UnreadableRecord, json_value, unreadable
+from scones_core.records import (
+    PARTITION_KEY,
+    RECORDED_AT_ATTRIBUTE,
+    TERMINAL_STATUSES,
+    UnreadableRecord,
+    json_value,
+    unreadable,
+)
 
 from scones.cli.arguments import key_prefix, parse_moment, refuse_deployed_options
 from scones.cli.aws_stack import stack_outputs
@@ -118,10 +125,10 @@ def _recorded_order(record: dict[str, Any]) -> tuple[datetime, str]:
     """By the time written, not its text: a whole second is written without a fraction
     (``12:00:00Z`` sorts after ``12:00:00.500Z`` as a string)."""
     try:
-        moment = parse_timestamp(record.get("recorded_at"))
+        moment = parse_timestamp(record.get(RECORDED_AT_ATTRIBUTE))
     except ValueError:
         moment = datetime.min.replace(tzinfo=UTC)
-    return moment, str(record.get("pk", ""))
+    return moment, str(record.get(PARTITION_KEY, ""))
 
 
 def results_command(args: argparse.Namespace) -> int:

@@ -26,6 +26,8 @@ from scones_core.image_rules import decode_image
 from scones_core.preprocess import to_display_image
 from scones_core.records import (
     MODEL_VERSION_ATTRIBUTE,
+    RECORDED_AT_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
     Status,
     classified_status,
     outcome_reason,
@@ -142,19 +144,25 @@ def _card(row: dict[str, Any], limits: ImageLimits) -> str:
     )
     lines = [
         f"<b>{breakable(str(row.get('key')))}</b>",
-        " &middot; ".join(html.escape(part) for part in (str(row.get("status")), outcome) if part),
+        " &middot; ".join(
+            html.escape(part) for part in (str(row.get(STATUS_ATTRIBUTE)), outcome) if part
+        ),
         html.escape(_detail(row)),
         f"true: {html.escape(row['true_label'])}" if row.get("true_label") else "",
     ]
     caption = "<br>".join(line for line in lines if line)
-    status = html.escape(str(row.get("status")))
+    status = html.escape(str(row.get(STATUS_ATTRIBUTE)))
     return f'<figure class="{status}">{picture}<figcaption>{caption}</figcaption></figure>'
 
 
 _COLUMNS = (
     # header, row -> (shown text, sort key), numeric
     ("key", lambda r: (breakable(str(r.get("key", ""))), str(r.get("key", ""))), False),
-    ("status", lambda r: (html.escape(str(r.get("status", ""))), str(r.get("status", ""))), False),
+    (
+        "status",
+        lambda r: (html.escape(str(r.get(STATUS_ATTRIBUTE, ""))), str(r.get(STATUS_ATTRIBUTE, ""))),
+        False,
+    ),
     ("label", lambda r: (html.escape(str(r.get("label") or "")), str(r.get("label") or "")), False),
     (
         "confidence",
@@ -178,7 +186,10 @@ _COLUMNS = (
     ),
     (
         "recorded at",
-        lambda r: (html.escape(str(r.get("recorded_at") or "")), str(r.get("recorded_at") or "")),
+        lambda r: (
+            html.escape(str(r.get(RECORDED_AT_ATTRIBUTE) or "")),
+            str(r.get(RECORDED_AT_ATTRIBUTE) or ""),
+        ),
         False,
     ),
     (
@@ -225,7 +236,7 @@ def records_table_html(rows: list[dict[str, Any]]) -> str:
         for _, cell, _ in _COLUMNS:
             text, sort_key = cell(row)
             cells.append(f'<td data-sort="{html.escape(shown(sort_key), quote=True)}">{text}</td>')
-        status = html.escape(str(row.get("status", "")))
+        status = html.escape(str(row.get(STATUS_ATTRIBUTE, "")))
         body.append(f'<tr class="{status}">{"".join(cells)}</tr>')
     return (
         f'<table class="records"><thead><tr>{head}</tr></thead>'
