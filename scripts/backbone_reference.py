@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scones_core.training_split import TRAINED_INPUT_SIZE
 
 from scones.model.artifact import decode_image, images_to_tensor
 from scones.model.backbone import MOBILENETV3_COCO
-from scones.model.build import INPUT_SIZE
 from scones.model.networks import upsample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ RESIZE = 160
 
 def backbone_input(png: Path) -> np.ndarray:
     """NCHW float32: the PNG decoded as the server does, upsampled as the classifier does."""
-    pixels = images_to_tensor([decode_image(png.read_bytes())], INPUT_SIZE)
+    pixels = images_to_tensor([decode_image(png.read_bytes())], TRAINED_INPUT_SIZE)
     scaled = torch.from_numpy(pixels) * MOBILENETV3_COCO.pixel_scale
     return upsample(scaled, RESIZE).numpy()  # as FineTunedBackbone.features does
 

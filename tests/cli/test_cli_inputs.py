@@ -153,6 +153,16 @@ def test_every_input_that_cannot_be_uploaded_is_named_at_once(tmp_path: Path) ->
     assert "would be 1035 bytes" in said
     assert "caf\\udce9.png': the file name is not UTF-8" in said
 
+    # A path given that is itself a link to nothing, or missing, is named with the others.
+    (tmp_path.parent / f"{tmp_path.name}-gone").symlink_to(tmp_path / "nowhere")
+    given = [tmp_path.parent / f"{tmp_path.name}-gone", tmp_path, tmp_path / "missing"]
+    with pytest.raises(CommandError) as refused:
+        collect_inputs(given, LABELS, prefix=PREFIX)
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "6 inputs cannot be uploaded as they are, so nothing was uploaded:"
+    assert f"  {given[0]}: a symbolic link to nothing" in lines[1]
+    assert lines[-1] == f"  {tmp_path / 'missing'}: no such file or folder"
+
     for i in range(NAMED_PROBLEMS + 5):
         (tmp_path / f"gone-{i:02d}.png").symlink_to(tmp_path / "deleted.png")
     with pytest.raises(CommandError) as refused:

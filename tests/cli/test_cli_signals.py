@@ -208,6 +208,28 @@ def test_closing_the_terminal_mid_run_still_saves_the_records(
     assert not run.work_dir_left and run.processes_left == []
 
 
+def test_a_hung_up_terminal_takes_standard_error_too_and_the_status_is_still_130(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A closed terminal fails every write, standard error's as well: "scones: interrupted"
+    and the output's error cannot be said, and neither may replace the status (an OSError
+    traceback, or 1)."""
+    from scones.cli import main as cli
+
+    def interrupted() -> None:
+        for stream in (stdout, stderr):
+            stream.hung_up = True
+        print("a result")  # kept for the end by GuardedStdout, where it is named
+        raise KeyboardInterrupt
+
+    stdout, stderr = _Terminal(), _Terminal()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["cost"]) == 130
+    assert stdout.getvalue() == stderr.getvalue() == ""
+
+
 def test_ctrl_c_while_the_commands_load_ends_as_an_interrupted_command(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,7 +31,6 @@ from PIL import Image
 
 from scones.cli.main import main
 from scones.model.dataset import (
-    DEFAULT_LABELS,
     DatasetError,
     load_cifar_archive,
     prepare_dataset,
@@ -39,6 +38,7 @@ from scones.model.dataset import (
     sha256_pixels,
     stratified_split,
 )
+from scones.model.recipe import DEFAULT_LABELS
 from scones.sagemaker.channels import upload_prepared
 from scones.sagemaker.s3 import S3Uri
 

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from scones_core.training_split import TRAINED_INPUT_SIZE
 
 from scones.model.artifact import decode_image, images_to_tensor
 from scones.model.backbone import MOBILENETV3_COCO, Backbone
-from scones.model.build import TRAINED_INPUT_SIZE
 from scones.model.folders import DataError
 from scones.model.networks import FineTunedBackbone
 from scones.model.tfjs_graph import GraphModelError, GraphModule, _same_padding

@@ -177,7 +177,7 @@ def test_train_script_uploads_the_bundle_and_starts_the_job(
             job_name=name,
         ),
         output=S3Uri.parse("s3://scones-data/models"),
-        resources=training.Resources("ml.m5.xlarge"),
+        resources=training.Resources(parameter_default("RetrainingInstanceType")),
     )
     job_arn = f"{ACCOUNT_ARN}:training-job/{name}"
     stubber.add_response("create_training_job", {"TrainingJobArn": job_arn}, request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -144,7 +145,8 @@ class GuardedStdout:
             message = f"cannot write to standard output: {self.error}"
             if code == 0:
                 raise CommandFailed(message)
-            print(f"scones: error: {message}", file=sys.stderr)
+            with contextlib.suppress(OSError):  # a terminal gone takes standard error too
+                print(f"scones: error: {message}", file=sys.stderr)
         return code or CLOSED_PIPE_STATUS
 
 
@@ -225,7 +227,8 @@ TERMINAL_ROWS = 100
 
 def rows_to_list(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """The records a run lists on the terminal and the table's title: all of them, or for
-    a run of more than TERMINAL_ROWS, the first TERMINAL_ROWS of those not ACCEPTED."""
+    a run of more than TERMINAL_ROWS, the first TERMINAL_ROWS of those the workflow did
+    not accept (by ``classified_status``: a person's review since changes nothing)."""
     if len(rows) <= TERMINAL_ROWS:
         return rows, "Results"
     review = [row for row in rows if classified_status(row) != Status.ACCEPTED]
@@ -235,7 +238,7 @@ def rows_to_list(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]
         if len(review) > len(listed)
         else f"the {len(listed)}"
     )
-    return listed, f"Results: {which} of {len(rows)} uploads not ACCEPTED"
+    return listed, f"Results: {which} of {len(rows)} uploads the workflow did not accept"
 
 
 def records_table(

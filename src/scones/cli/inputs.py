@@ -127,17 +127,19 @@ def collect_inputs(paths: list[Path], labels: tuple[str, ...], *, prefix: str) -
     problems: list[tuple[str, str]] = []  # (the file as shown, why it cannot be sent)
     for root in paths:
         if not root.exists():
-            raise CommandError(
-                f"{root}: {_DANGLING}" if root.is_symlink() else f"{root}: no such file or folder"
-            )
+            why = _DANGLING if root.is_symlink() else "no such file or folder"
+            problems.append((str(root), why))
+            continue
         if root.is_file():
             files = [root]
             base = root.parent
         elif not root.is_dir():
-            raise CommandError(
-                f"{root}: not a file or a folder (a device, a pipe or a socket); "
-                "give image files or folders of them"
+            why = (
+                "not a file or a folder (a device, a pipe or a socket); give image files or "
+                "folders of them"
             )
+            problems.append((str(root), why))
+            continue
         else:
             files = _files_under(root, problems)
             base = root

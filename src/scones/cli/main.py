@@ -138,15 +138,14 @@ def _guarded_main(argv: Sequence[str] | None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # while the commands' modules load and the options are read
-        print("scones: interrupted", file=sys.stderr)
+        _say("scones: interrupted")
         return 130
     except MemoryError:
         # The limit is the machine's or the shell's (`ulimit -v`), not a bug: a traceback
         # would only say where the last allocation happened to fail (an import, a parse).
-        print(
+        _say(
             "scones: error: out of memory (is a memory limit set, `ulimit -v`, or is the "
             "machine short of memory?)",
-            file=sys.stderr,
         )
         return 1
 
@@ -162,7 +161,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as exc:
         # A path that is missing, a directory or not one, a port in use, a full disk:
         # the operating system's sentence names the file or the address.
-        print(f"scones: error: {exc}", file=sys.stderr)
+        _say(f"scones: error: {exc}")
         return 1
     except Exception as exc:
         # AWS configuration and reachability (an unknown profile, no credentials, an
@@ -172,15 +171,14 @@ def _main(argv: Sequence[str] | None) -> int:
         # A modelled AWS error (NoSuchBucket, ResourceNotFoundException) is a ClientError
         # of botocore.errorfactory's making: its sentence names the call and the resource.
         if type(exc).__module__ in ("botocore.exceptions", "botocore.errorfactory"):
-            print(f"scones: error: {with_aws_setup_advice(exc)}", file=sys.stderr)
+            _say(f"scones: error: {with_aws_setup_advice(exc)}")
             return 1
         if type(exc).__module__ == "botocore.parsers":
             # An answer that is not AWS's (a proxy's page, the model server's URL given
             # as --endpoint-url or AWS_ENDPOINT_URL).
-            print(
+            _say(
                 f"scones: error: the AWS endpoint's answer is not an AWS API answer (is the "
                 f"endpoint URL an AWS API's?): {exc}",
-                file=sys.stderr,
             )
             return 1
         if (
@@ -190,27 +188,25 @@ def _main(argv: Sequence[str] | None) -> int:
         ):
             # Python keeps bytes of an argument that are not UTF-8 as lone surrogates,
             # which no AWS request can carry (a credential's fall to the next branch).
-            print(
+            _say(
                 "scones: error: an argument sent to AWS (a key, prefix, stack or bucket "
                 f"name) is not UTF-8 text: {exc}",
-                file=sys.stderr,
             )
             return 2
         if not _botocore_config_error(exc):
             raise
-        print(
+        _say(
             f"scones: error: the AWS configuration (an endpoint URL, AWS_* variables or "
             f"~/.aws/config) is not usable: {exc}",
-            file=sys.stderr,
         )
         return 1
     except KeyboardInterrupt:
-        print("scones: interrupted", file=sys.stderr)
+        _say("scones: interrupted")
         return 130
 
 
 def _error(exc: CommandError) -> int:
-    print(f"scones: error: {exc}", file=sys.stderr)
+    _say(f"scones: error: {exc}")
     return exc.exit_code
 
 
@@ -240,3 +236,10 @@ def _botocore_config_error(exc: BaseException) -> bool:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _say(text: str) -> None:
+    """A line on standard error that may fail unheard: the terminal that closed (SIGHUP)
+    took standard error with it, and the command still ends with its own status."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr)

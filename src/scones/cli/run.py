@@ -54,9 +54,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Start the offline stack (template.yaml deployed into a local AWS emulator, the "
             "real state machine and handlers, the shipped model behind a SageMaker-compatible "
-            "endpoint), upload images, wait for every record, print them, run the monitor "
-            "and write a report. The stack lives in memory and stops at the end; every "
-            "record is saved to OUT/records-<stack>-<UTC time>.json first."
+            "endpoint), upload images, wait for every record, print them (past 100, those "
+            "the workflow did not accept), run the monitor and write a report. The stack "
+            "lives in memory and stops at the end; every record is saved to "
+            "OUT/records-<stack>-<UTC time>.json first."
         ),
     )
     parser.add_argument(

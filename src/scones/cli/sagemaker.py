@@ -113,7 +113,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _job(parser: argparse.ArgumentParser, instance_type: str, prefix: str) -> None:
+def _job(parser: argparse.ArgumentParser, instance_type: str | None, prefix: str) -> None:
     parser.add_argument(
         "--data-uri",
         required=True,
@@ -126,7 +126,12 @@ def _job(parser: argparse.ArgumentParser, instance_type: str, prefix: str) -> No
         metavar="s3://BUCKET/PREFIX",
         help="where SageMaker writes <job>/output/model.tar.gz",
     )
-    parser.add_argument("--instance-type", default=instance_type, help="training instance type")
+    parser.add_argument(
+        "--instance-type",
+        default=instance_type,
+        help="training instance type"
+        + ("" if instance_type else " (default: template.yaml's RetrainingInstanceType)"),
+    )
     parser.add_argument("--instance-count", type=positive_int, default=1, help="training instances")
     parser.add_argument(
         "--volume-size-gb", type=positive_int, default=30, help="storage per instance"
@@ -210,8 +215,9 @@ def register(subparsers: Any) -> None:
         ),
     )
     _common(script)
-    # The retraining job's instance type: the same script-mode training.
-    _job(script, parameter_default("RetrainingInstanceType"), "scones-pytorch")
+    # The retraining job's instance type (the same script-mode training), read when the
+    # command runs: building the parser reads no template.
+    _job(script, None, "scones-pytorch")
     script.add_argument(
         "--image-uri",
         help="PyTorch training image (required), e.g. in us-east-1 "
@@ -333,8 +339,11 @@ def _handle(handler: Handler) -> Callable[[argparse.Namespace], int]:
 def _resources(args: argparse.Namespace) -> Any:
     from scones.sagemaker.training import Resources
 
+    instance_type = args.instance_type or _template_default("RetrainingInstanceType")
+    if not instance_type:
+        raise CommandError("--instance-type is needed: no template.yaml gives its default")
     return Resources(
-        instance_type=args.instance_type,
+        instance_type=instance_type,
         instance_count=args.instance_count,
         volume_size_gb=args.volume_size_gb,
         max_runtime_seconds=args.max_runtime_seconds,

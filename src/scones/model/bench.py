@@ -17,9 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from scones.model.artifact import ONNX_NAME, OnnxClassifier
+from scones.model.artifact import (
+    OnnxClassifier,
+)
 from scones.model.build import evaluation_images
 from scones.model.evaluate import evaluate_probabilities, expected_calibration_error
+from scones.paths import ONNX_NAME
 
 
 @dataclass(frozen=True)

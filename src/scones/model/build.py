@@ -23,8 +23,6 @@ import numpy as np
 from scones_core.training_split import TRAINED_INPUT_SIZE, TrainingSplit
 
 from scones.model.artifact import (
-    MANIFEST_NAME,
-    ONNX_NAME,
     ModelArtifactError,
     ModelManifest,
     OnnxClassifier,
@@ -49,7 +47,7 @@ from scones.model.folders import (
 )
 from scones.model.recipe import DEFAULT_LABELS, FRESH_TEACHER, model_name
 from scones.model.train import Log, TrainRecipe, train_ensemble
-from scones.paths import BASELINE_FILE, PROJECT_ROOT, display_path
+from scones.paths import BASELINE_FILE, MANIFEST_NAME, ONNX_NAME, PROJECT_ROOT, display_path
 
 # PROJECT_ROOT is scones.paths', not scones.template_params': that module needs
 # samtranslator, which a SageMaker training container running this code does not have.

@@ -38,8 +38,6 @@ from scones_core.training_split import split_refusal
 from scones.model.folders import stratified_split as training_split
 from scones.model.recipe import DEFAULT_LABELS
 
-"""Class names in label order: the ``.lst`` label of a class is its index here."""
-
 FINE_LABELS: Mapping[int, str] = {8: "bicycle", 48: "motorcycle"}
 """CIFAR-100 fine label -> class name, for the two classes kept."""
 
@@ -79,6 +77,7 @@ class Sample:
 
     @property
     def label(self) -> int:
+        """The ``.lst`` label: the class's index in the model's labels (DEFAULT_LABELS)."""
         return DEFAULT_LABELS.index(self.class_name)
 
 

@@ -19,7 +19,6 @@ import numpy as np
 from scones_core.monitoring.statistics import ConfidenceSummary, label_mix
 
 from scones.model.artifact import (
-    ONNX_NAME,
     ModelAnswerError,
     ModelArtifactError,
     OnnxClassifier,
@@ -28,7 +27,7 @@ from scones.model.artifact import (
 )
 from scones.model.confusion import confusion_counts
 from scones.model.folders import LabelledImages
-from scones.paths import display_path
+from scones.paths import ONNX_NAME, display_path
 
 
 def curve_thresholds(classes: int) -> tuple[float, ...]:

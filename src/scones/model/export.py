@@ -17,8 +17,6 @@ import torch
 
 from scones.model.artifact import (
     INPUT_NAME,
-    MANIFEST_NAME,
-    ONNX_NAME,
     OUTPUT_NAME,
     ModelManifest,
     OnnxClassifier,
@@ -31,6 +29,7 @@ from scones.model.quantize import (
     convert_fp16,
     quantize_int8,
 )
+from scones.paths import MANIFEST_NAME, ONNX_NAME
 
 OPSET = 17
 TOLERANCE = 1e-4

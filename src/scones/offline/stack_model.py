@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from scones.paths import BASELINE_FILE
+from scones.paths import BASELINE_FILE, MANIFEST_NAME
 
 
 class StackError(RuntimeError):
@@ -29,7 +29,6 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> str | None:
     from scones_core.settings import parse_labels
 
     from scones.model.artifact import (
-        MANIFEST_NAME,
         ModelArtifactError,
         OnnxClassifier,
         model_is_a_file,

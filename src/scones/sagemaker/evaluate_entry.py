@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from scones_core.monitoring.drift import BaselineError, model_baseline
 from scones_core.retraining.gate import CANDIDATE_BASELINE_FILE, EVALUATION_FILE
 
-from scones.paths import BASELINE_FILE, MANIFEST_NAME
+from scones.paths import BASELINE_FILE, MANIFEST_NAME, ONNX_NAME
 from scones.sagemaker.exit_message import (
     PROCESSING_EXIT_MESSAGE,
     PROCESSING_JOB_CONFIG,
@@ -103,8 +103,6 @@ def unpack_model(source: Path, into: Path) -> Path:
 
 
 def _extract_model_files(archive: Path, into: Path) -> None:
-    from scones.paths import ONNX_NAME
-
     wanted = {MANIFEST_NAME, ONNX_NAME, BASELINE_FILE}
     with tarfile.open(archive, "r:gz") as tar:
         for count, member in enumerate(tar, start=1):
