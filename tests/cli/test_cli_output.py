@@ -382,6 +382,20 @@ def test_an_option_a_command_lacks_is_refused_with_that_commands_usage(
     assert f"{command}: error: unrecognized arguments: {extras[0]}" in err
 
 
+def test_building_the_commands_reads_no_template() -> None:
+    """Every command builds every command's parser: a default read from template.yaml
+    there parsed the template for ``scones cost --help`` too, and without the file every
+    command failed. Template defaults are read when a command runs."""
+    probe = (
+        "import scones.template_params as t; from scones.cli.main import build_parser; "
+        "build_parser(); print(t._load_template.cache_info().misses)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "0", done.stderr
+
+
 def test_version_is_the_packages(capsys: pytest.CaptureFixture[str]) -> None:
     import tomllib
 
