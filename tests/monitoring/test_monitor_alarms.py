@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -23,22 +24,32 @@ from tests.monitoring.conftest import (
 from tests.monitoring.test_monitor_model_monitor import put_report
 
 
-def monitor_alarms() -> dict[str, dict]:
-    template = load_template()
-    namespace = template["Globals"]["Function"]["Environment"]["Variables"][
-        "POWERTOOLS_METRICS_NAMESPACE"
-    ]
-    alarms: dict[str, dict] = {}
+def _metric_namespace(template: dict) -> str:
+    return str(
+        template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"]
+    )
+
+
+def _alarm_metrics(template: dict) -> Iterator[tuple[str, dict, dict]]:
+    """Every metric an alarm reads: (its name, or name.query id, the metric, the alarm)."""
     for name, resource in template["Resources"].items():
         if resource["Type"] != "AWS::CloudWatch::Alarm":
             continue
         props = resource["Properties"]
-        if props.get("Namespace") == namespace:
-            alarms[name] = props
+        yield name, props, props
         for query in props.get("Metrics", []):
-            metric = query.get("MetricStat", {}).get("Metric", {})
-            if metric.get("Namespace") == namespace:
-                alarms[f"{name}.{query['Id']}"] = metric | {"AlarmActions": props["AlarmActions"]}
+            yield f"{name}.{query['Id']}", query.get("MetricStat", {}).get("Metric", {}), props
+
+
+def monitor_alarms() -> dict[str, dict]:
+    template = load_template()
+    namespace = _metric_namespace(template)
+    alarms: dict[str, dict] = {}
+    for name, metric, props in _alarm_metrics(template):
+        if metric.get("Namespace") == namespace:
+            alarms[name] = (
+                metric if metric is props else metric | {"AlarmActions": props["AlarmActions"]}
+            )
     return alarms
 
 
@@ -46,22 +57,12 @@ def test_every_alarm_on_a_metric_of_ours_reads_the_functions_namespace() -> None
     """The namespace is spelled in Globals (Powertools publishes there) and in each alarm:
     one misspelt alarm would watch a metric nobody publishes and never fire."""
     template = load_template()
-    namespace = template["Globals"]["Function"]["Environment"]["Variables"][
-        "POWERTOOLS_METRICS_NAMESPACE"
-    ]
-    spelled: dict[str, str] = {}
-    for name, resource in template["Resources"].items():
-        if resource["Type"] != "AWS::CloudWatch::Alarm":
-            continue
-        props = resource["Properties"]
-        metrics = [
-            props,
-            *(q.get("MetricStat", {}).get("Metric", {}) for q in props.get("Metrics", [])),
-        ]
-        for metric in metrics:
-            if "Namespace" in metric and not str(metric["Namespace"]).startswith("AWS/"):
-                spelled[name] = metric["Namespace"]
-    assert spelled and set(spelled.values()) == {namespace}, spelled
+    spelled = {
+        name: metric["Namespace"]
+        for name, metric, _ in _alarm_metrics(template)
+        if "Namespace" in metric and not str(metric["Namespace"]).startswith("AWS/")
+    }
+    assert spelled and set(spelled.values()) == {_metric_namespace(template)}, spelled
 
 
 def test_monitor_alarms_watch_published_metrics_with_the_published_dimensions(
