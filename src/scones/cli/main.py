@@ -234,12 +234,12 @@ def _botocore_config_error(exc: BaseException) -> bool:
     return str(last.tb_frame.f_globals.get("__name__", "")).startswith("botocore.")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _say(text: str) -> None:
     """A line on standard error that may fail unheard: the terminal that closed (SIGHUP)
     took standard error with it, and the command still ends with its own status."""
     with contextlib.suppress(OSError):
         print(text, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
