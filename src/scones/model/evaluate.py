@@ -9,14 +9,13 @@ configured threshold and across a range of thresholds.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scones_core.monitoring.statistics import ConfidenceSummary, label_mix
+from scones_core.monitoring.statistics import ConfidenceSummary, label_counts, label_mix
 
 from scones.model.artifact import (
     ModelAnswerError,
@@ -195,8 +194,7 @@ def baseline(
     summary = ConfidenceSummary.of(confidence, threshold)
     if summary is None:
         raise ValueError("a baseline needs at least one prediction")
-    counts = Counter(labels[i] for i in predicted)
-    mix = label_mix({label: counts.get(label, 0) for label in labels})
+    mix = label_mix(label_counts((labels[i] for i in predicted), labels))
     return {
         "labels": list(labels),
         "label_mix": {label: round(share, 6) for label, share in mix.items()},

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-from scones_core.monitoring.capture import CaptureRecord
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -51,9 +49,9 @@ class ConfidenceSummary:
         )
 
 
-def label_counts(records: Sequence[CaptureRecord], labels: Sequence[str]) -> dict[str, int]:
-    """Requests per predicted label, with every label present (zero when unseen)."""
-    counts = Counter(record.label for record in records)
+def label_counts(predicted: Iterable[str], labels: Sequence[str]) -> dict[str, int]:
+    """Answers per predicted label, with every label present (zero when unseen)."""
+    counts = Counter(predicted)
     return {label: counts.get(label, 0) for label in labels}
 
 

@@ -178,7 +178,7 @@ def build_window_report(
 ) -> WindowReport:
     confidences = [record.confidence for record in capture.records]
     summary = ConfidenceSummary.of(confidences, settings.confidence_threshold)
-    counts = label_counts(capture.records, settings.labels)
+    counts = label_counts((record.label for record in capture.records), settings.labels)
     mix = label_mix(counts)
     drift = None
     if baseline is not None:
