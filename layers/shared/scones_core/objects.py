@@ -16,7 +16,14 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from scones_core.errors import EventError, aws_error_code
-from scones_core.records import PARTITION_KEY, ObjectPayload
+from scones_core.records import (
+    BUCKET_ATTRIBUTE,
+    ETAG_ATTRIBUTE,
+    KEY_ATTRIBUTE,
+    PARTITION_KEY,
+    VERSION_ATTRIBUTE,
+    ObjectPayload,
+)
 
 # S3's own name for "this object has no version id" (unversioned bucket).
 NULL_VERSION = "null"
@@ -261,10 +268,10 @@ def object_from_record(record: Mapping[str, Any]) -> ObjectRef:
     """The object version a record is about; ``EventError`` if its fields disagree with pk."""
     try:
         ref = ObjectRef(
-            bucket=str(record["bucket"]),
-            key=str(record["key"]),
-            version=str(record.get("version_id") or NULL_VERSION),
-            etag=str(record.get("etag") or ""),
+            bucket=str(record[BUCKET_ATTRIBUTE]),
+            key=str(record[KEY_ATTRIBUTE]),
+            version=str(record.get(VERSION_ATTRIBUTE) or NULL_VERSION),
+            etag=str(record.get(ETAG_ATTRIBUTE) or ""),
             size=0,
         )
     except KeyError as exc:

@@ -17,6 +17,7 @@ from scones_core.monitoring.timestamps import (
     recorded_at_from,
 )
 from scones_core.records import (
+    KEY_ATTRIBUTE,
     RECORDED_AT_ATTRIBUTE,
     STATUS_ATTRIBUTE,
     STATUS_INDEX_NAME,
@@ -67,7 +68,7 @@ def records_with_status(
         "KeyConditionExpression": key_condition,
     }
     if prefix:
-        names["#key"] = "key"
+        names["#key"] = KEY_ATTRIBUTE
         values[":prefix"] = {"S": prefix}
         request["FilterExpression"] = "begins_with(#key, :prefix)"
     if attributes:

@@ -56,6 +56,24 @@ ERROR_CODE_ATTRIBUTE = "error_code"  # REJECTED: the image rule; FAILED: the err
 # the whole delivery id would double a record's write units).
 DELIVERY_ATTRIBUTE = "delivery"
 
+# The upload a record is about, and what the readers (the review queue, the redrive, the
+# terminal, the reports) take from a record besides the keys above.
+BUCKET_ATTRIBUTE = "bucket"
+KEY_ATTRIBUTE = "key"
+VERSION_ATTRIBUTE = "version_id"
+ETAG_ATTRIBUTE = "etag"
+EVENT_TIME_ATTRIBUTE = "event_time"
+STARTED_AT_ATTRIBUTE = "started_at"
+THRESHOLD_ATTRIBUTE = "threshold"
+LABEL_ATTRIBUTE = "label"
+CONFIDENCE_ATTRIBUTE = "confidence"
+PROBABILITIES_ATTRIBUTE = "probabilities"
+VARIANT_ATTRIBUTE = "endpoint_variant"
+SOURCE_FORMAT_ATTRIBUTE = "source_format"
+SERIALIZE_MS_ATTRIBUTE = "serialize_ms"
+INFERENCE_MS_ATTRIBUTE = "inference_ms"
+REASON_ATTRIBUTE = "reason"  # REJECTED and FAILED: one human sentence
+
 # Written by a review (``scones_core.review``), never by the workflow.
 REVIEW_LABEL_ATTRIBUTE = "review_label"  # one of the model's labels, or NEITHER
 REVIEWED_AT_ATTRIBUTE = "reviewed_at"
@@ -216,15 +234,15 @@ _EXECUTION = Attribute(EXECUTION_ATTRIBUTE, "S", "$$.Execution.Id")
 def _common(status: Attribute) -> tuple[Attribute, ...]:
     return (
         Attribute(PARTITION_KEY, "S", "$.object.record_id"),
-        Attribute("bucket", "S", "$.object.bucket"),
-        Attribute("key", "S", "$.object.key"),
-        Attribute("version_id", "S", "$.object.version"),
-        Attribute("etag", "S", "$.object.etag"),
+        Attribute(BUCKET_ATTRIBUTE, "S", "$.object.bucket"),
+        Attribute(KEY_ATTRIBUTE, "S", "$.object.key"),
+        Attribute(VERSION_ATTRIBUTE, "S", "$.object.version"),
+        Attribute(ETAG_ATTRIBUTE, "S", "$.object.etag"),
         Attribute(DELIVERY_ATTRIBUTE, "S", "$.object.delivery"),
         status,
-        Attribute("threshold", "N", literal="${ConfidenceThreshold}"),
-        Attribute("event_time", "S", "$.event_time"),
-        Attribute("started_at", "S", "$$.Execution.StartTime"),
+        Attribute(THRESHOLD_ATTRIBUTE, "N", literal="${ConfidenceThreshold}"),
+        Attribute(EVENT_TIME_ATTRIBUTE, "S", "$.event_time"),
+        Attribute(STARTED_AT_ATTRIBUTE, "S", "$$.Execution.StartTime"),
         Attribute(RECORDED_AT_ATTRIBUTE, "S", "$$.State.EnteredTime"),
         _EXECUTION,
         Attribute(ATTEMPT_ATTRIBUTE, "N", "$.attempt"),
@@ -236,21 +254,21 @@ def _classified(status: Status) -> tuple[Attribute, ...]:
     (CheckConfidence branches straight to one writer per status: no Pass state sets it)."""
     return (
         *_common(Attribute(STATUS_ATTRIBUTE, "S", literal=status.value)),
-        Attribute("label", "S", "$.classification.label"),
-        Attribute("confidence", "N", "$.classification.confidence"),
-        Attribute("probabilities", "M", "$.classification.probabilities_attribute"),
+        Attribute(LABEL_ATTRIBUTE, "S", "$.classification.label"),
+        Attribute(CONFIDENCE_ATTRIBUTE, "N", "$.classification.confidence"),
+        Attribute(PROBABILITIES_ATTRIBUTE, "M", "$.classification.probabilities_attribute"),
         Attribute("endpoint_name", "S", "$.classification.endpoint_name"),
-        Attribute("endpoint_variant", "S", "$.classification.variant"),
+        Attribute(VARIANT_ATTRIBUTE, "S", "$.classification.variant"),
         # Which model judged the image (the endpoint's CustomAttributes; see
         # scones_core.endpoint_response), so a canary's records say which variant's model.
         Attribute(MODEL_VERSION_ATTRIBUTE, "S", "$.classification.model_version"),
-        Attribute("source_format", "S", "$.image.source.format"),
+        Attribute(SOURCE_FORMAT_ATTRIBUTE, "S", "$.image.source.format"),
         Attribute("source_width", "N", "$.image.source.width"),
         Attribute("source_height", "N", "$.image.source.height"),
         Attribute("source_bytes", "N", "$.image.source.bytes"),
         Attribute("source_sha256", "S", "$.image.source.sha256"),
-        Attribute("serialize_ms", "N", "$.image.duration_ms"),
-        Attribute("inference_ms", "N", "$.classification.duration_ms"),
+        Attribute(SERIALIZE_MS_ATTRIBUTE, "N", "$.image.duration_ms"),
+        Attribute(INFERENCE_MS_ATTRIBUTE, "N", "$.classification.duration_ms"),
     )
 
 
@@ -260,13 +278,13 @@ NEEDS_REVIEW_LAYOUT: tuple[Attribute, ...] = _classified(Status.NEEDS_REVIEW)
 REJECTED_LAYOUT: tuple[Attribute, ...] = (
     *_common(Attribute(STATUS_ATTRIBUTE, "S", literal=Status.REJECTED.value)),
     Attribute(ERROR_CODE_ATTRIBUTE, "S", "$.image.rejection.error_code"),
-    Attribute("reason", "S", "$.image.rejection.reason"),
+    Attribute(REASON_ATTRIBUTE, "S", "$.image.rejection.reason"),
 )
 
 FAILED_LAYOUT: tuple[Attribute, ...] = (
     *_common(Attribute(STATUS_ATTRIBUTE, "S", literal=Status.FAILED.value)),
     Attribute(ERROR_CODE_ATTRIBUTE, "S", "$.failure.error_code"),
-    Attribute("reason", "S", "$.failure.cause.errorMessage"),
+    Attribute(REASON_ATTRIBUTE, "S", "$.failure.cause.errorMessage"),
 )
 
 # Which ASL state writes which layout.
@@ -428,7 +446,7 @@ def outcome_reason(record: Mapping[str, Any]) -> str:
     the person's answer."""
     status = record.get(STATUS_ATTRIBUTE)
     if status == Status.NEEDS_REVIEW:
-        return f"confidence below threshold {record.get('threshold')}"
+        return f"confidence below threshold {record.get(THRESHOLD_ATTRIBUTE)}"
     if status == Status.REVIEWED:
         return (
             f"reviewed as {record.get(REVIEW_LABEL_ATTRIBUTE)} by "
@@ -436,7 +454,7 @@ def outcome_reason(record: Mapping[str, Any]) -> str:
         )
     if status in (Status.REJECTED, Status.FAILED):
         code = record.get(ERROR_CODE_ATTRIBUTE, "")
-        reason = str(record.get("reason", ""))
+        reason = str(record.get(REASON_ATTRIBUTE, ""))
         return f"{code}: {reason}" if code else reason
     return ""
 
@@ -462,10 +480,10 @@ REQUIRED_ATTRIBUTES: tuple[str, ...] = (
     PARTITION_KEY,
     STATUS_ATTRIBUTE,
     RECORDED_AT_ATTRIBUTE,
-    "bucket",
-    "key",
+    BUCKET_ATTRIBUTE,
+    KEY_ATTRIBUTE,
 )
-CLASSIFIED_ATTRIBUTES: tuple[str, ...] = ("label", "confidence")
+CLASSIFIED_ATTRIBUTES: tuple[str, ...] = (LABEL_ATTRIBUTE, CONFIDENCE_ATTRIBUTE)
 _TYPE_NAMES = {"S": "a string", "N": "a number", "M": "a map", "BOOL": "true or false"}
 
 
@@ -518,7 +536,7 @@ def record_problems(record: Mapping[str, Any]) -> list[str]:
 
 # Numbers whose meaning bounds them: a share of 1 (a confidence of 5 would sort first in
 # the review queue and print as 500 %), and an attempt counted from 0.
-_FRACTION_ATTRIBUTES = ("confidence", "threshold")
+_FRACTION_ATTRIBUTES = (CONFIDENCE_ATTRIBUTE, THRESHOLD_ATTRIBUTE)
 
 
 def _outside_fraction(value: Any) -> bool:
@@ -533,7 +551,7 @@ def _out_of_range(record: Mapping[str, Any]) -> list[str]:
         for name in _FRACTION_ATTRIBUTES
         if _outside_fraction(record.get(name))
     ]
-    probabilities = record.get("probabilities")
+    probabilities = record.get(PROBABILITIES_ATTRIBUTE)
     if isinstance(probabilities, Mapping) and any(map(_outside_fraction, probabilities.values())):
         problems.append("probabilities holds a number not between 0 and 1")
     attempt: Any = record.get(ATTEMPT_ATTRIBUTE)

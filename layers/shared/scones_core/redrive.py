@@ -81,7 +81,10 @@ from scones_core.records import (
     ATTEMPT_ATTRIBUTE,
     DELIVERY_ATTRIBUTE,
     ERROR_CODE_ATTRIBUTE,
+    EVENT_TIME_ATTRIBUTE,
+    KEY_ATTRIBUTE,
     PARTITION_KEY,
+    REASON_ATTRIBUTE,
     STATUS_ATTRIBUTE,
     WORKFLOW_FAILED_KIND,
     Status,
@@ -460,7 +463,7 @@ class Redriver:
             detail = f"unreadable record: {'; '.join(bad.problems)}"
             return Replay(Source.RECORD, Outcome.ERROR, bad.record_id, bad.record_id, detail=detail)
         record_id = str(record.get(PARTITION_KEY, ""))
-        key = str(record.get("key", ""))
+        key = str(record.get(KEY_ATTRIBUTE, ""))
         attempt = record_attempt(record) + 1
         try:
             ref = object_from_record(record)
@@ -486,7 +489,7 @@ class Redriver:
             outcome = self._start_unless_described(
                 status,
                 self._with_size(ref),
-                str(record.get("event_time") or ""),
+                str(record.get(EVENT_TIME_ATTRIBUTE) or ""),
                 attempt,
                 dry_run=dry_run,
             )
@@ -788,7 +791,7 @@ def why_dead_lettered(message: Mapping[str, Any]) -> str:
 def _why_failed(record: Mapping[str, Any]) -> str:
     """What the record says went wrong, shown beside its replay: a person deciding whether
     a replay can help (a throttled endpoint) or cannot (a model that refuses the image)."""
-    return _failed_with(record.get("error_code"), record.get("reason"))
+    return _failed_with(record.get(ERROR_CODE_ATTRIBUTE), record.get(REASON_ATTRIBUTE))
 
 
 def _why_letter_failed(letter: DeadLetter) -> str:

@@ -67,19 +67,28 @@ from scones_core.objects import (
 )
 from scones_core.preprocess import to_display_image
 from scones_core.records import (
+    BUCKET_ATTRIBUTE,
     CLASSIFIED_STATUS_ATTRIBUTE,
+    CONFIDENCE_ATTRIBUTE,
+    ETAG_ATTRIBUTE,
+    EVENT_TIME_ATTRIBUTE,
     IMAGE_GONE_ATTRIBUTE,
+    KEY_ATTRIBUTE,
+    LABEL_ATTRIBUTE,
     LABELLED_KEY_ATTRIBUTE,
     NEITHER,
     PARTITION_KEY,
+    PROBABILITIES_ATTRIBUTE,
     RECORDED_AT_ATTRIBUTE,
     REVIEW_LABEL_ATTRIBUTE,
     REVIEW_SAMPLED_AT_ATTRIBUTE,
     REVIEW_SAMPLED_ATTRIBUTE,
     REVIEWED_AT_ATTRIBUTE,
     REVIEWER_ATTRIBUTE,
+    SOURCE_FORMAT_ATTRIBUTE,
     STATUS_ATTRIBUTE,
     STATUS_INDEX_NAME,
+    VERSION_ATTRIBUTE,
     Status,
     UnreadableRecord,
     record_from_item,
@@ -197,17 +206,19 @@ class ReviewItem:
     def from_record(cls, record: dict[str, Any]) -> ReviewItem:
         return cls(
             record_id=str(record[PARTITION_KEY]),
-            bucket=str(record.get("bucket", "")),
-            key=str(record.get("key", "")),
-            version_id=str(record.get("version_id", "")),
+            bucket=str(record.get(BUCKET_ATTRIBUTE, "")),
+            key=str(record.get(KEY_ATTRIBUTE, "")),
+            version_id=str(record.get(VERSION_ATTRIBUTE, "")),
             status=str(record[STATUS_ATTRIBUTE]),
-            label=str(record.get("label", "")),
-            confidence=float(record.get("confidence", 0.0)),
-            probabilities={k: float(v) for k, v in dict(record.get("probabilities", {})).items()},
-            event_time=str(record.get("event_time", "")),
+            label=str(record.get(LABEL_ATTRIBUTE, "")),
+            confidence=float(record.get(CONFIDENCE_ATTRIBUTE, 0.0)),
+            probabilities={
+                k: float(v) for k, v in dict(record.get(PROBABILITIES_ATTRIBUTE, {})).items()
+            },
+            event_time=str(record.get(EVENT_TIME_ATTRIBUTE, "")),
             recorded_at=str(record.get(RECORDED_AT_ATTRIBUTE, "")),
             sampled=bool(record.get(REVIEW_SAMPLED_ATTRIBUTE, False)),
-            source_format=str(record.get("source_format", "")),
+            source_format=str(record.get(SOURCE_FORMAT_ATTRIBUTE, "")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -700,7 +711,9 @@ class ReviewService:
                 raise ReviewError(f"the answer is saved, but {exc}") from exc
         labelled_key = None
         if answer != NEITHER:
-            name = labelled_name(record_id, current.get("source_format"), str(current["key"]))
+            name = labelled_name(
+                record_id, current.get(SOURCE_FORMAT_ATTRIBUTE), str(current[KEY_ATTRIBUTE])
+            )
             labelled_key = labelled_copy_key(settings.labelled_prefix, answer, name)
         # Before the answer is kept: a record must never be REVIEWED with a label whose
         # image cannot be copied for training, nor answered at all for an image nobody
@@ -989,8 +1002,8 @@ class ReviewService:
     @staticmethod
     def _source(record: dict[str, Any]) -> dict[str, str]:
         """The exact object version the model saw (the key alone when unversioned)."""
-        source = {"Bucket": str(record["bucket"]), "Key": str(record["key"])}
-        if version := _version_id(str(record.get("version_id", ""))):
+        source = {"Bucket": str(record[BUCKET_ATTRIBUTE]), "Key": str(record[KEY_ATTRIBUTE])}
+        if version := _version_id(str(record.get(VERSION_ATTRIBUTE, ""))):
             source["VersionId"] = version
         return source
 
@@ -998,9 +1011,9 @@ class ReviewService:
     def _pinned_etag(record: dict[str, Any]) -> str | None:
         """An unversioned upload's record names its bytes by their ETag (its version is
         ``null``): quoted, as S3 sends and compares one (as the Serialize step reads)."""
-        if _version_id(str(record.get("version_id", ""))) or not record.get("etag"):
+        if _version_id(str(record.get(VERSION_ATTRIBUTE, ""))) or not record.get(ETAG_ATTRIBUTE):
             return None
-        return f'"{record["etag"]}"'
+        return f'"{record[ETAG_ATTRIBUTE]}"'
 
     def _check_source(self, record: dict[str, Any]) -> None:
         """``ReviewError`` when the image the model saw is no longer in the bucket (a
@@ -1088,12 +1101,12 @@ class ReviewService:
             if not labelled_key
             else str(labelled_key).removeprefix(self.settings.labelled_prefix),
             "source": {
-                "bucket": record.get("bucket"),
-                "key": record.get("key"),
-                "version_id": record.get("version_id"),
+                "bucket": record.get(BUCKET_ATTRIBUTE),
+                "key": record.get(KEY_ATTRIBUTE),
+                "version_id": record.get(VERSION_ATTRIBUTE),
             },
-            "model_label": record.get("label"),
-            "confidence": record.get("confidence"),
+            "model_label": record.get(LABEL_ATTRIBUTE),
+            "confidence": record.get(CONFIDENCE_ATTRIBUTE),
             "classified_status": record.get(CLASSIFIED_STATUS_ATTRIBUTE),
             "reviewer": record.get(REVIEWER_ATTRIBUTE),
             "reviewed_at": record.get(REVIEWED_AT_ATTRIBUTE),

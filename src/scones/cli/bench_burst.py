@@ -93,7 +93,13 @@ def run_burst(args: argparse.Namespace) -> int:
 
 def _burst(args: argparse.Namespace) -> int:
     """Upload with delivery paused, let the stack drain the backlog, then audit it."""
-    from scones_core.records import CLASSIFIED_STATUSES, STATUS_ATTRIBUTE, classified_status
+    from scones_core.records import (
+        CLASSIFIED_STATUSES,
+        KEY_ATTRIBUTE,
+        STATUS_ATTRIBUTE,
+        VERSION_ATTRIBUTE,
+        classified_status,
+    )
 
     from scones.offline.client import StackClientError
     from scones.offline.stack import OfflineStack, StackOptions
@@ -135,7 +141,7 @@ def _burst(args: argparse.Namespace) -> int:
         ingest_left = stack.queue_depth(stack.stack.outputs["IngestQueueUrl"])
         invocations = _model_invocations(api.endpoints.model_url)
     wanted = {(u.key, u.version_id) for u in uploads}
-    per_upload = Counter((r.get("key"), r.get("version_id")) for r in records)
+    per_upload = Counter((r.get(KEY_ATTRIBUTE), r.get(VERSION_ATTRIBUTE)) for r in records)
     classified = sum(1 for r in records if classified_status(r) in CLASSIFIED_STATUSES)
     result = {
         "images": len(uploads),

@@ -109,7 +109,19 @@ def _review_server() -> Iterator[tuple[str, Callable[[bytes], str], dict[str, st
     import boto3
     from moto import mock_aws
     from scones_core.monitoring.timestamps import format_millis
-    from scones_core.records import Status
+    from scones_core.records import (
+        BUCKET_ATTRIBUTE,
+        CONFIDENCE_ATTRIBUTE,
+        EVENT_TIME_ATTRIBUTE,
+        KEY_ATTRIBUTE,
+        LABEL_ATTRIBUTE,
+        PARTITION_KEY,
+        PROBABILITIES_ATTRIBUTE,
+        RECORDED_AT_ATTRIBUTE,
+        STATUS_ATTRIBUTE,
+        VERSION_ATTRIBUTE,
+        Status,
+    )
     from scones_core.review import ReviewService, ReviewSettings
 
     from scones.review.app import TOKEN_HEADER, ReviewAppSettings, build_app
@@ -133,16 +145,19 @@ def _review_server() -> Iterator[tuple[str, Callable[[bytes], str], dict[str, st
             now = format_millis(datetime.now(UTC))
             table.put_item(
                 Item={
-                    "pk": record_id,
-                    "bucket": BUCKET,
-                    "key": key,
-                    "version_id": version,
-                    "status": Status.NEEDS_REVIEW.value,
-                    "label": "bicycle",
-                    "confidence": Decimal("0.6"),
-                    "probabilities": {"bicycle": Decimal("0.6"), "motorcycle": Decimal("0.4")},
-                    "event_time": now,
-                    "recorded_at": now,
+                    PARTITION_KEY: record_id,
+                    BUCKET_ATTRIBUTE: BUCKET,
+                    KEY_ATTRIBUTE: key,
+                    VERSION_ATTRIBUTE: version,
+                    STATUS_ATTRIBUTE: Status.NEEDS_REVIEW.value,
+                    LABEL_ATTRIBUTE: "bicycle",
+                    CONFIDENCE_ATTRIBUTE: Decimal("0.6"),
+                    PROBABILITIES_ATTRIBUTE: {
+                        "bicycle": Decimal("0.6"),
+                        "motorcycle": Decimal("0.4"),
+                    },
+                    EVENT_TIME_ATTRIBUTE: now,
+                    RECORDED_AT_ATTRIBUTE: now,
                 }
             )
             return record_id

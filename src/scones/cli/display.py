@@ -22,9 +22,16 @@ from rich.table import Table
 from rich.text import Text
 from scones_core.monitoring.timestamps import parse_timestamp
 from scones_core.records import (
+    CONFIDENCE_ATTRIBUTE,
+    EVENT_TIME_ATTRIBUTE,
+    INFERENCE_MS_ATTRIBUTE,
+    KEY_ATTRIBUTE,
+    LABEL_ATTRIBUTE,
     MODEL_VERSION_ATTRIBUTE,
     RECORDED_AT_ATTRIBUTE,
     REVIEW_LABEL_ATTRIBUTE,
+    SERIALIZE_MS_ATTRIBUTE,
+    STARTED_AT_ATTRIBUTE,
     STATUS_ATTRIBUTE,
     TERMINAL_STATUSES,
     Status,
@@ -263,14 +270,14 @@ def records_table(
         table.add_column("model", no_wrap=True)
     for row in rows:
         status = str(row.get(STATUS_ATTRIBUTE, ""))
-        confidence = row.get("confidence")
-        key = str(row.get("key", ""))
+        confidence = row.get(CONFIDENCE_ATTRIBUTE)
+        key = str(row.get(KEY_ATTRIBUTE, ""))
         # Every value from a record is shown as plain text: keys, reasons, labels and the
         # reviewer's name come from uploaders and people, not from this program.
         cells: list[Text | str] = [
             plain(key.removeprefix(strip_prefix)),
             Text(status, style=STATUS_STYLES.get(status, "white")),
-            plain(row.get("label") or "-"),
+            plain(row.get(LABEL_ATTRIBUTE) or "-"),
             f"{confidence:.3f}" if isinstance(confidence, int | float) else "-",
             # A person's answer is the image's true label, once reviewed.
             plain(row.get("true_label") or row.get(REVIEW_LABEL_ATTRIBUTE) or "-"),
@@ -311,11 +318,11 @@ class Summary:
 def summarise(rows: list[dict[str, Any]], wall_seconds: float | None = None) -> Summary:
     counts = Counter(str(r.get(STATUS_ATTRIBUTE)) for r in rows)
     by_status = {status.value: counts.get(status, 0) for status in TERMINAL_STATUSES}
-    labelled = [r for r in rows if r.get("true_label") and r.get("label")]
-    correct = [r for r in labelled if r["label"] == r["true_label"]]
+    labelled = [r for r in rows if r.get("true_label") and r.get(LABEL_ATTRIBUTE)]
+    correct = [r for r in labelled if r[LABEL_ATTRIBUTE] == r["true_label"]]
     # What the workflow accepted, also when a person has reviewed it since.
     accepted = [r for r in labelled if classified_status(r) == Status.ACCEPTED]
-    accepted_correct = [r for r in accepted if r["label"] == r["true_label"]]
+    accepted_correct = [r for r in accepted if r[LABEL_ATTRIBUTE] == r["true_label"]]
     stages: dict[str, list[float]] = {
         "queue and start": [],
         "serialize": [],
@@ -325,7 +332,8 @@ def summarise(rows: list[dict[str, Any]], wall_seconds: float | None = None) -> 
     }
     for row in rows:
         event, started, recorded = (
-            parse_time(row.get(k)) for k in ("event_time", "started_at", "recorded_at")
+            parse_time(row.get(k))
+            for k in (EVENT_TIME_ATTRIBUTE, STARTED_AT_ATTRIBUTE, RECORDED_AT_ATTRIBUTE)
         )
         if event and started:
             stages["queue and start"].append((started - event).total_seconds() * 1000)
@@ -333,7 +341,10 @@ def summarise(rows: list[dict[str, Any]], wall_seconds: float | None = None) -> 
             stages["workflow"].append((recorded - started).total_seconds() * 1000)
         if event and recorded:
             stages["end to end"].append((recorded - event).total_seconds() * 1000)
-        for name, key in (("serialize", "serialize_ms"), ("inference", "inference_ms")):
+        for name, key in (
+            ("serialize", SERIALIZE_MS_ATTRIBUTE),
+            ("inference", INFERENCE_MS_ATTRIBUTE),
+        ):
             if isinstance(row.get(key), int | float):
                 stages[name].append(float(row[key]))
     return Summary(

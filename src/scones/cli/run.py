@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from scones_core.records import KEY_ATTRIBUTE
 from scones_core.settings import parse_labels
 
 from scones.cli.arguments import check_writable_folder, file_or_folder, output_folder, seconds
@@ -370,7 +371,7 @@ def _classify(
     for upload, record in records.items():
         item = by_upload[upload]
         rows.append({**record, "true_label": item.true_label, "source": str(item.path)})
-    rows.sort(key=lambda r: str(r.get("key")))
+    rows.sort(key=lambda r: str(r.get(KEY_ATTRIBUTE)))
     return rows, wall
 
 

@@ -51,6 +51,19 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from scones_core.bucket_layout import labelled_copy_key
+from scones_core.monitoring.timestamps import format_millis
+from scones_core.records import (
+    BUCKET_ATTRIBUTE,
+    KEY_ATTRIBUTE,
+    LABELLED_KEY_ATTRIBUTE,
+    PARTITION_KEY,
+    RECORDED_AT_ATTRIBUTE,
+    REVIEW_LABEL_ATTRIBUTE,
+    REVIEWED_AT_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    VARIANT_ATTRIBUTE,
+    Status,
+)
 from scones_core.retraining import outcome as outcomes
 from scones_core.retraining.gate import EVALUATION_FILE
 from scones_core.settings import parse_labels
@@ -186,22 +199,12 @@ def reviewed_item(bucket: str, labelled_key: str, label: str) -> dict[str, Any]:
     """A REVIEWED record for a labelled image the rehearsal was given (``--labelled``): what
     a person's finished answer on the review page leaves, naming its copy (which is also
     the image it is about: no upload was classified, so it has no score)."""
-    from scones_core.monitoring.timestamps import format_millis
-    from scones_core.records import (
-        LABELLED_KEY_ATTRIBUTE,
-        PARTITION_KEY,
-        RECORDED_AT_ATTRIBUTE,
-        REVIEW_LABEL_ATTRIBUTE,
-        REVIEWED_AT_ATTRIBUTE,
-        STATUS_ATTRIBUTE,
-        Status,
-    )
 
     now = format_millis(datetime.now(UTC))
     return {
         PARTITION_KEY: {"S": f"rehearsal/{labelled_key}"},
-        "bucket": {"S": bucket},
-        "key": {"S": labelled_key},
+        BUCKET_ATTRIBUTE: {"S": bucket},
+        KEY_ATTRIBUTE: {"S": labelled_key},
         STATUS_ATTRIBUTE: {"S": Status.REVIEWED.value},
         RECORDED_AT_ATTRIBUTE: {"S": now},
         REVIEWED_AT_ATTRIBUTE: {"S": now},
@@ -955,8 +958,8 @@ def _scores(report: dict[str, Any]) -> dict[str, Any]:
 def _records_by_variant(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     summary: dict[str, dict[str, int]] = {}
     for row in rows:
-        variant = str(row.get("endpoint_variant") or "(none)")
-        status = str(row.get("status"))
+        variant = str(row.get(VARIANT_ATTRIBUTE) or "(none)")
+        status = str(row.get(STATUS_ATTRIBUTE))
         summary.setdefault(variant, {})
         summary[variant][status] = summary[variant].get(status, 0) + 1
     return summary

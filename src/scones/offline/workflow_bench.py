@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scones_core.records import KEY_ATTRIBUTE, STATUS_ATTRIBUTE
+
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # A thread whose innermost frame is one of these is blocked, not working.
 WAITING_FUNCTIONS = frozenset(
@@ -506,9 +508,9 @@ def run_workflow(
         finally:
             profiler.stop()
         statuses = Counter(
-            str(r.get("status"))
+            str(r.get(STATUS_ATTRIBUTE))
             for r in api.records()
-            if str(r.get("key", "")).find("/bench/") >= 0
+            if str(r.get(KEY_ATTRIBUTE, "")).find("/bench/") >= 0
         )
         gate = stack.execution_gate
         peak_running = gate.peak if gate is not None else None

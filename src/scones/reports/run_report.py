@@ -15,7 +15,7 @@ import base64
 import html
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,13 @@ from scones_core.errors import ImageRejected
 from scones_core.image_rules import decode_image
 from scones_core.preprocess import to_display_image
 from scones_core.records import (
+    CONFIDENCE_ATTRIBUTE,
+    INFERENCE_MS_ATTRIBUTE,
+    KEY_ATTRIBUTE,
+    LABEL_ATTRIBUTE,
     MODEL_VERSION_ATTRIBUTE,
     RECORDED_AT_ATTRIBUTE,
+    SERIALIZE_MS_ATTRIBUTE,
     STATUS_ATTRIBUTE,
     Status,
     classified_status,
@@ -55,9 +60,9 @@ def confusion_matrix(
     """The confusion matrix of the uploads with a true label (SVG), and its counts."""
     index = {label: i for i, label in enumerate(labels)}
     pairs = (
-        (index[row["true_label"]], index[row["label"]])
+        (index[row["true_label"]], index[row[LABEL_ATTRIBUTE]])
         for row in rows
-        if row.get("true_label") in index and row.get("label") in index
+        if row.get("true_label") in index and row.get(LABEL_ATTRIBUTE) in index
     )
     matrix = confusion_counts(pairs, len(labels))
     return confusion_matrix_svg(matrix, labels), matrix
@@ -138,12 +143,12 @@ def _card(row: dict[str, Any], limits: ImageLimits) -> str:
     else:
         picture = '<div class="nopreview">no preview</div>'
     outcome = (
-        f"{row.get('label')} {row['confidence']:.3f}"
-        if isinstance(row.get("confidence"), int | float)
+        f"{row.get(LABEL_ATTRIBUTE)} {row[CONFIDENCE_ATTRIBUTE]:.3f}"
+        if isinstance(row.get(CONFIDENCE_ATTRIBUTE), int | float)
         else ""
     )
     lines = [
-        f"<b>{breakable(str(row.get('key')))}</b>",
+        f"<b>{breakable(str(row.get(KEY_ATTRIBUTE)))}</b>",
         " &middot; ".join(
             html.escape(part) for part in (str(row.get(STATUS_ATTRIBUTE)), outcome) if part
         ),
@@ -155,51 +160,31 @@ def _card(row: dict[str, Any], limits: ImageLimits) -> str:
     return f'<figure class="{status}">{picture}<figcaption>{caption}</figcaption></figure>'
 
 
+def _text_column(name: str) -> Callable[[dict[str, Any]], tuple[str, str]]:
+    """A column showing the attribute ``name`` as text (escaped), sorted as text."""
+    return lambda r: (html.escape(str(r.get(name) or "")), str(r.get(name) or ""))
+
+
+def _number_column(name: str, digits: int) -> Callable[[dict[str, Any]], tuple[str, str]]:
+    """A column showing the number ``name`` to ``digits`` places, sorted on three more."""
+    return lambda r: (_number(r.get(name), digits), _number(r.get(name), digits + 3))
+
+
 _COLUMNS = (
     # header, row -> (shown text, sort key), numeric
-    ("key", lambda r: (breakable(str(r.get("key", ""))), str(r.get("key", ""))), False),
     (
-        "status",
-        lambda r: (html.escape(str(r.get(STATUS_ATTRIBUTE, ""))), str(r.get(STATUS_ATTRIBUTE, ""))),
+        "key",
+        lambda r: (breakable(str(r.get(KEY_ATTRIBUTE, ""))), str(r.get(KEY_ATTRIBUTE, ""))),
         False,
     ),
-    ("label", lambda r: (html.escape(str(r.get("label") or "")), str(r.get("label") or "")), False),
-    (
-        "confidence",
-        lambda r: (_number(r.get("confidence"), 3), _number(r.get("confidence"), 6)),
-        True,
-    ),
-    (
-        "true label",
-        lambda r: (html.escape(str(r.get("true_label") or "")), str(r.get("true_label") or "")),
-        False,
-    ),
-    (
-        "serialize ms",
-        lambda r: (_number(r.get("serialize_ms"), 1), _number(r.get("serialize_ms"), 3)),
-        True,
-    ),
-    (
-        "inference ms",
-        lambda r: (_number(r.get("inference_ms"), 1), _number(r.get("inference_ms"), 3)),
-        True,
-    ),
-    (
-        "recorded at",
-        lambda r: (
-            html.escape(str(r.get(RECORDED_AT_ATTRIBUTE) or "")),
-            str(r.get(RECORDED_AT_ATTRIBUTE) or ""),
-        ),
-        False,
-    ),
-    (
-        "model",
-        lambda r: (
-            html.escape(str(r.get(MODEL_VERSION_ATTRIBUTE) or "")),
-            str(r.get(MODEL_VERSION_ATTRIBUTE) or ""),
-        ),
-        False,
-    ),
+    ("status", _text_column(STATUS_ATTRIBUTE), False),
+    ("label", _text_column(LABEL_ATTRIBUTE), False),
+    ("confidence", _number_column(CONFIDENCE_ATTRIBUTE, 3), True),
+    ("true label", _text_column("true_label"), False),
+    ("serialize ms", _number_column(SERIALIZE_MS_ATTRIBUTE, 1), True),
+    ("inference ms", _number_column(INFERENCE_MS_ATTRIBUTE, 1), True),
+    ("recorded at", _text_column(RECORDED_AT_ATTRIBUTE), False),
+    ("model", _text_column(MODEL_VERSION_ATTRIBUTE), False),
     ("reason", lambda r: (html.escape(_detail(r)), _detail(r)), False),
 )
 
@@ -320,7 +305,7 @@ def write_run_report(
     the run's Serialize step applied (the template's defaults without them).
     """
     details = details or {}
-    classified = [r for r in rows if isinstance(r.get("confidence"), int | float)]
+    classified = [r for r in rows if isinstance(r.get(CONFIDENCE_ATTRIBUTE), int | float)]
     histogram = confidence_histogram(classified, labels, threshold)
     labelled = [r for r in classified if r.get("true_label")]
     matrix_svg = confusion_matrix(labelled, labels)[0] if labelled else None
@@ -345,7 +330,7 @@ def write_run_report(
         accuracy_text += f"; of the ACCEPTED ones: {summary['accuracy_of_accepted']:.1%}"
     throughput = summary.get("images_per_second")
     when = html.escape(str(details.get("started_at") or ""))
-    ordered = sorted(rows, key=lambda r: str(r.get("key", "")))
+    ordered = sorted(rows, key=lambda r: str(r.get(KEY_ATTRIBUTE, "")))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

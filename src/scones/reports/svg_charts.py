@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from scones_core.records import CONFIDENCE_ATTRIBUTE, LABEL_ATTRIBUTE
+
 # One opaque colour per predicted class (matplotlib's default cycle); bars never overlap.
 CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 BINS_PER_UNIT = 40  # bins 0.025 wide, from the lowest top probability the labels allow
@@ -56,7 +58,10 @@ def confidence_histogram(
     whose mixed colour the legend would not explain."""
     width, left, right, bottom = 600, 48, 16, 42
     edges = histogram_edges(len(labels))
-    series = [[r["confidence"] for r in rows if r.get("label") == label] for label in labels]
+    series = [
+        [r[CONFIDENCE_ATTRIBUTE] for r in rows if r.get(LABEL_ATTRIBUTE) == label]
+        for label in labels
+    ]
     counts = [bin_counts(values, edges) for values in series]
     highest = max((max(c) for c in counts if c), default=0) or 1
     # The axis reaches the threshold wherever it is (0 to 1), so its line is always drawn.

@@ -27,6 +27,7 @@ from typing import Any
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp, recorded_at_bounds
 from scones_core.records import (
     CLASSIFIED_STATUS_ATTRIBUTE,
+    LABEL_ATTRIBUTE,
     NEITHER,
     RECORDED_AT_ATTRIBUTE,
     REVIEW_LABEL_ATTRIBUTE,
@@ -141,7 +142,7 @@ def count_results(
             "#prior": CLASSIFIED_STATUS_ATTRIBUTE,
             "#reviewed": REVIEWED_AT_ATTRIBUTE,
             "#answer": REVIEW_LABEL_ATTRIBUTE,
-            "#label": "label",
+            "#label": LABEL_ATTRIBUTE,
         },
     )
     for page in pages:
@@ -204,7 +205,7 @@ class _Tally:
 
     def add(self, record: dict[str, Any], prior: str) -> None:
         answer = record.get(REVIEW_LABEL_ATTRIBUTE)
-        right = answer is not None and answer == record.get("label")
+        right = answer is not None and answer == record.get(LABEL_ATTRIBUTE)
         self.reviewed += 1
         self.correct += right
         if prior == Status.ACCEPTED:
