@@ -37,6 +37,7 @@ from scones_core.ingest import (
     ignored_events,
     is_s3_test_event,
     notification_images,
+    settle_key_readings,
     split_by_scope,
     start_batches,
 )
@@ -57,6 +58,11 @@ settings = StartSettings.from_env()
 @cache
 def sfn_client() -> Any:
     return boto3.client("stepfunctions")
+
+
+@cache
+def s3_client() -> Any:
+    return boto3.client("s3")
 
 
 def images_of(record: SQSRecord) -> list[PendingImage]:
@@ -88,7 +94,9 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
             extra={"objects": [f"s3://{i.ref.bucket}/{i.ref.key}" for i in elsewhere]},
         )
         metrics.add_metric(name="ObjectsOutOfScope", unit=MetricUnit.Count, value=len(elsewhere))
-    return here
+    # An EventBridge key with "+" or "%" is asked of S3 (a HEAD each): a refusal other
+    # than "not there" fails this message, which SQS delivers again.
+    return settle_key_readings(s3_client(), here)
 
 
 def not_processed(message_id: str, receive_count: Any, exc: Exception) -> None:

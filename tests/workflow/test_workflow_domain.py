@@ -16,7 +16,7 @@ from urllib.parse import quote_plus
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from conftest import SAMPLES, template_limits
@@ -50,6 +50,7 @@ from scones_core.objects import (
     MAX_RECORD_ID_BYTES,
     NULL_VERSION,
     ObjectRef,
+    holds_version,
     object_from_s3_record,
 )
 from scones_core.records import (
@@ -877,7 +878,7 @@ def _eventbridge(detail_type: str, reason: str | None, source: str = "aws.s3") -
         "version": "0",
         "bucket": {"name": "images"},
         "object": {
-            "key": "incoming/my photo(1).png",  # as stored: EventBridge does not encode it
+            "key": "incoming/my photo(1).png",  # no "+" or "%": both readings agree
             "size": 2442,
             "etag": "0123456789abcdef0123456789abcdef",
             "version-id": "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd",
@@ -899,6 +900,66 @@ def _eventbridge(detail_type: str, reason: str | None, source: str = "aws.s3") -
         "resources": ["arn:aws:s3:::images"],
         "detail": detail,
     }
+
+
+def test_an_eventbridge_key_with_plus_or_percent_carries_its_url_encoded_reading() -> None:
+    """S3's own notifications are URL-encoded: one reading. An EventBridge key without "+"
+    or "%" reads the same both ways; with them, the image keeps the other reading for
+    ``settle_key_readings`` (one that is no UTF-8 only means the key as stored)."""
+    body = {"Records": [s3_record("incoming/a+b%2B.png") | {"eventName": "ObjectCreated:Put"}]}
+    (image,) = notification_images(body)
+    assert (image.ref.key, image.encoded_reading) == ("incoming/a b+.png", None)
+    (image,) = notification_images(_eventbridge("Object Created", "PutObject"))
+    assert image.encoded_reading is None
+    for sent, stored, encoded in [
+        ("incoming/a+b%2B.png", "incoming/a+b%2B.png", "incoming/a b+.png"),
+        ("incoming/100%.png", "incoming/100%.png", None),  # "%.p" decodes to itself
+        ("incoming/caf%E9.png", "incoming/caf%E9.png", None),  # Latin-1, not UTF-8
+    ]:
+        event = _eventbridge("Object Created", "PutObject")
+        event["detail"]["object"]["key"] = sent
+        (image,) = notification_images(event)
+        assert image.ref.key == stored
+        other = image.encoded_reading
+        assert (other.key if other else None) == encoded
+        assert other is None or other == dataclasses.replace(image.ref, key=encoded)
+
+
+@pytest.mark.parametrize(
+    ("version", "answer", "holds"),
+    [
+        ("v1", {"ETag": '"other"'}, True),  # a version id names its bytes
+        (NULL_VERSION, {"ETag": '"e1"'}, True),
+        (NULL_VERSION, {"ETag": '"other"'}, False),  # the key holds other bytes now
+        ("v1", 404, False),
+        ("v1", 403, False),  # no s3:ListBucket: a missing key answers 403
+        ("v1", 400, False),  # a version id of another key
+    ],
+)
+def test_holds_version_asks_s3_whether_the_key_holds_the_object_version(
+    version: str, answer: dict[str, str] | int, holds: bool
+) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    ref = ObjectRef("images", "incoming/a b.png", version, "e1", 5)
+    expected = {"Bucket": "images", "Key": "incoming/a b.png"}
+    if version != NULL_VERSION:
+        expected["VersionId"] = version
+    with Stubber(s3) as stub:
+        if isinstance(answer, int):
+            stub.add_client_error("head_object", str(answer), "", answer, expected_params=expected)
+        else:
+            stub.add_response("head_object", answer, expected)
+        assert holds_version(s3, ref) is holds
+        stub.assert_no_pending_responses()
+
+
+def test_holds_version_raises_what_does_not_answer_the_question() -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    ref = ObjectRef("images", "incoming/a b.png", "v1", "e1", 5)
+    with Stubber(s3) as stub:
+        stub.add_client_error("head_object", "SlowDown", "reduce your request rate", 503)
+        with pytest.raises(ClientError, match="SlowDown"):
+            holds_version(s3, ref)
 
 
 def test_an_s3_notification_inside_an_sns_envelope_is_read_as_s3_sent_it() -> None:

@@ -7,9 +7,11 @@ import json
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote_plus, unquote_plus
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from conftest import (
     EVENTS,
     FUNCTIONS,
@@ -353,6 +355,79 @@ def test_an_upload_reaches_the_workflow_by_its_stored_key_through_either_deliver
     (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
     document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
     assert (document["object"]["key"], document["object"]["version"]) == (key, version)
+
+
+def _eventbridge_message(message_id: str, key: str, version: str, etag: str) -> dict[str, Any]:
+    """The sample EventBridge delivery (``events/start_workflow_eventbridge.json``) naming
+    another object: its key exactly as given."""
+    (record,) = event("start_workflow_eventbridge")["Records"]
+    body = json.loads(record["body"])
+    body["detail"]["object"].update(key=key, etag=etag, **{"version-id": version})
+    return dict(record, messageId=message_id, body=json.dumps(body))
+
+
+@pytest.mark.parametrize("versioned", [True, False], ids=["versioned", "unversioned"])
+def test_an_eventbridge_key_reaches_the_stored_object_whether_or_not_it_is_url_encoded(
+    aws: None, monkeypatch: pytest.MonkeyPatch, versioned: bool
+) -> None:
+    """S3 does not document whether its EventBridge events URL-encode the key: moto sends
+    it as stored, AWS Lambda Powertools and LocalStack read it URL-encoded. For a key with
+    "+" or "%" the two readings name different objects; S3 is asked which one holds the
+    announced version, so either form, and S3's own notification, starts one execution
+    of the stored key."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=SAMPLE_BUCKET)
+    if versioned:
+        s3.put_bucket_versioning(
+            Bucket=SAMPLE_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+        )
+    stored = "incoming/c++/my photo+1 100%25 vélo.png"
+    # Another object under the stored reading of the encoded form: it must not be chosen.
+    decoy = "incoming/c  /my photo 1 100% vélo.png"
+    s3.put_object(Bucket=SAMPLE_BUCKET, Key=decoy, Body=b"another upload")
+    put = s3.put_object(Bucket=SAMPLE_BUCKET, Key=stored, Body=b"the upload")
+    version = put["VersionId"] if versioned else ""
+    etag = put["ETag"].strip('"')
+    encoded = quote_plus(stored, safe="/")
+    assert unquote_plus(encoded) == stored and encoded != stored
+
+    deliveries = [
+        _eventbridge_message("as-stored", stored, version, etag),
+        _eventbridge_message("url-encoded", encoded, version, etag),
+    ]
+    assert app.lambda_handler({"Records": deliveries}, context()) == {"batchItemFailures": []}
+    (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
+    document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    # Both deliveries name the same object: one image, so a single-image input.
+    assert document["object"]["key"] == stored
+
+
+def test_an_ambiguous_eventbridge_key_s3_cannot_answer_for_is_delivered_again(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HEAD that settles an EventBridge key fails for another reason than "not there"
+    (S3 throttling): the message is reported failed, so SQS delivers it again, and no
+    execution starts on a guess."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    client = boto3.client("s3", region_name=REGION)
+    stub = Stubber(client)
+    stub.add_client_error(
+        "head_object",
+        "SlowDown",
+        "Please reduce your request rate.",
+        503,
+        expected_params={"Bucket": SAMPLE_BUCKET, "Key": "incoming/a b.png", "VersionId": "v1"},
+    )
+    monkeypatch.setattr(app, "s3_client", lambda: client)
+    message = _eventbridge_message("m-1", "incoming/a+b.png", "v1", "e")
+
+    with stub:
+        assert app.lambda_handler({"Records": [message]}, context()) == {
+            "batchItemFailures": [{"itemIdentifier": "m-1"}]
+        }
+    stub.assert_no_pending_responses()
+    assert sfn.list_executions(stateMachineArn=arn)["executions"] == []
 
 
 def _message_for(record: dict[str, Any], message_id: str, key: str, version: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote_plus
 
 import boto3
 import botocore.awsrequest
@@ -810,6 +811,44 @@ def test_a_dead_letter_is_replayed_only_for_the_stacks_uploads(aws: Aws) -> None
     assert [e["object"]["key"] for e in aws.executions().values()] == ["incoming/a.png"]
     assert (report.messages_deleted, report.messages_left) == (1, 0)
     assert report.clean  # the objects outside are named, not a fault
+
+
+def test_a_dead_lettered_eventbridge_event_replays_the_stored_key_in_either_reading(
+    aws: Aws,
+) -> None:
+    """A dead-lettered S3 EventBridge event whose key has "+" or "%" is settled as the
+    start function settles it: S3 says which reading holds the version, so the replay
+    classifies the upload, whether the event sent the key URL-encoded or as stored."""
+    upload = aws.upload("incoming/c++/a b.png")
+    for sent in (upload.key, quote_plus(upload.key, safe="/")):
+        event = {
+            "version": "0",
+            "detail-type": "Object Created",
+            "source": "aws.s3",
+            "time": "2026-12-01T09:59:59Z",
+            "detail": {
+                "bucket": {"name": BUCKET},
+                "object": {
+                    "key": sent,
+                    "size": upload.size,
+                    "etag": upload.etag,
+                    "version-id": upload.version,
+                },
+                "reason": "PutObject",
+            },
+        }
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=json.dumps(event))
+
+    report = aws.redriver(image_bucket=BUCKET, incoming_prefix="incoming/").drain_dead_letters()
+
+    # The second is the same start (name and input): Step Functions answers it with the
+    # first execution.
+    assert [(r.record_id, r.outcome) for r in report.replays] == [
+        (upload.record_id, Outcome.STARTED),
+        (upload.record_id, Outcome.STARTED),
+    ]
+    assert [e["object"]["key"] for e in aws.executions().values()] == [upload.key]
+    assert (report.messages_deleted, report.messages_left) == (2, 0)
 
 
 def test_a_dead_letter_naming_recorded_and_unrecorded_objects_starts_only_the_unrecorded(

@@ -19,15 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import unquote_plus
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scones_core.errors import EventError, aws_error_code
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
-from scones_core.notifications import s3_notification
-from scones_core.objects import ObjectRef, object_from_s3_record
+from scones_core.notifications import EVENTBRIDGE_KEY_FIELD, s3_notification
+from scones_core.objects import ObjectRef, holds_version, object_from_s3_record
 from scones_core.records import WORKFLOW_FAILED_KIND, BatchInput, WorkflowInput
 from scones_core.settings import StartSettings
 
@@ -70,6 +71,10 @@ class PendingImage:
     ref: ObjectRef
     event_time: str = ""
     message_id: str = ""
+    # For an S3 EventBridge event whose key has "+" or "%": the object the key names read
+    # URL-encoded, where ``ref`` reads it as stored (``notifications._notification_key``).
+    # ``settle_key_readings`` keeps the one that holds the object version.
+    encoded_reading: ObjectRef | None = None
 
 
 @dataclass(frozen=True)
@@ -274,13 +279,46 @@ def notification_images(body: Any, message_id: str = "") -> list[PendingImage]:
     """Every object version an S3 event notification announces as uploaded (``EventError``
     if it is not a notification or names an object improperly); other S3 events (see
     ``ignored_events``) name none."""
-    return [
-        PendingImage(
-            object_from_s3_record(record), event_time_text(record.get("eventTime")), message_id
-        )
-        for record in notification_records(body)
-        if is_upload(record)
-    ]
+    images = []
+    for record in notification_records(body):
+        if is_upload(record):
+            ref = object_from_s3_record(record)
+            time = event_time_text(record.get("eventTime"))
+            images.append(PendingImage(ref, time, message_id, _encoded_reading(record, ref)))
+    return images
+
+
+def _encoded_reading(record: dict[str, Any], ref: ObjectRef) -> ObjectRef | None:
+    """The object an S3 EventBridge event names if its key is URL-encoded, where that
+    differs from the stored reading ``ref`` (a key with ``+`` or ``%``); None for S3's own
+    notifications, whose key is URL-encoded, and for keys both readings agree on."""
+    sent = record["s3"]["object"].get(EVENTBRIDGE_KEY_FIELD)
+    if not isinstance(sent, str) or ("+" not in sent and "%" not in sent):
+        return None
+    try:  # "%E9" alone is no UTF-8: then the key can only be meant as stored
+        key = unquote_plus(sent, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return replace(ref, key=key) if key and key != ref.key else None
+
+
+def settle_key_readings(s3: Any, images: Sequence[PendingImage]) -> list[PendingImage]:
+    """``images`` with each ambiguous EventBridge key settled: the URL-encoded reading
+    where the object version is there (one HEAD each), the stored reading otherwise (also
+    when neither is, since the upload was deleted: the workflow records it gone). Every
+    delivery of one upload then names the same object, and the same execution. S3's
+    refusals other than "not there" are raised (``holds_version``), so the message that
+    carried the event is delivered again."""
+    return [_settled(s3, image) for image in images]
+
+
+def _settled(s3: Any, image: PendingImage) -> PendingImage:
+    other = image.encoded_reading
+    if other is None:
+        return image
+    return replace(
+        image, ref=other if holds_version(s3, other) else image.ref, encoded_reading=None
+    )
 
 
 def split_by_scope(

@@ -21,6 +21,10 @@ from scones_core.json_text import NotJSON, load_json
 # name it ``ObjectCreated:<how>``. Other detail types keep their own name, which
 # ``ingest.is_upload`` counts as no upload.
 _EVENTBRIDGE_UPLOAD = "Object Created"
+# Where the notification built from an EventBridge event keeps the key as the event sent
+# it (``ingest.PendingImage.encoded_reading``): S3 does not document whether EventBridge
+# URL-encodes it, as its notifications do.
+EVENTBRIDGE_KEY_FIELD = "eventBridgeKey"
 
 
 def is_sns_envelope(body: Any) -> bool:
@@ -89,19 +93,22 @@ def _record_from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
                 "eTag": obj.get("etag") or obj.get("eTag"),
                 "versionId": obj.get("version-id"),
                 "sequencer": obj.get("sequencer"),
+                EVENTBRIDGE_KEY_FIELD: obj["key"],
             },
         },
     }
 
 
 def _notification_key(key: Any) -> Any:
-    """The key as S3's notifications spell it.
+    """The key as S3's notifications spell it, reading the event's key as stored.
 
-    EventBridge events carry the key as stored (``my photo+1.png``), where S3's
-    notifications URL-encode it (``my+photo%2B1.png``); it is encoded here so that the one
-    decoding in ``objects.object_from_s3_record`` gives the stored key for both. Decoding
-    an EventBridge key instead would turn a literal ``+`` into a space and ``%25`` into
-    ``%``, and read an object that does not exist.
+    S3's notifications URL-encode the key (``my+photo%2B1.png`` for ``my photo+1.png``).
+    S3's documentation does not say whether its EventBridge events do: moto sends the key
+    as stored, AWS Lambda Powertools and LocalStack read it URL-encoded. The two readings
+    differ only for a key with ``+`` or ``%``, which a stored key may hold either way. The
+    stored reading is encoded here, so that the one decoding in
+    ``objects.object_from_s3_record`` gives it back; ``ingest.settle_key_readings`` asks S3
+    which of the two readings holds the announced object version.
     """
     if not isinstance(key, str):
         return key  # object_from_s3_record names the bad value

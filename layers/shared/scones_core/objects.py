@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from botocore.exceptions import ClientError
+
 from scones_core.errors import EventError, aws_error_code
 from scones_core.records import (
     BUCKET_ATTRIBUTE,
@@ -63,6 +65,25 @@ def _status(exc: Exception) -> int:
 def object_missing(exc: Exception) -> bool:
     """Whether S3 refused a read because the object (version) is not there."""
     return aws_error_code(exc) in _MISSING_CODES
+
+
+def holds_version(s3: Any, ref: ObjectRef) -> bool:
+    """Whether ``ref``'s key holds its object version (unversioned: bytes of its ETag), by
+    a HEAD. A reader without ``s3:ListBucket`` is answered 403 for a missing key, and a
+    version id of another key may be answered 400: both mean "not here" to this question.
+    Any other refusal (throttling, an outage) is raised: the question stays open."""
+    request: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
+    if ref.version != NULL_VERSION:
+        request["VersionId"] = ref.version
+    try:
+        head = s3.head_object(**request)
+    except ClientError as exc:
+        if object_missing(exc) or _status(exc) in (400, 403):
+            return False
+        raise
+    return ref.version != NULL_VERSION or str(head.get("ETag", "")).strip('"') == ref.etag.strip(
+        '"'
+    )
 
 
 def object_changed(exc: Exception) -> bool:

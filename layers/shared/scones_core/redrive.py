@@ -59,6 +59,7 @@ from scones_core.ingest import (
     is_s3_test_event,
     notification_images,
     notification_records,
+    settle_key_readings,
     split_by_scope,
     start_first_executions,
 )
@@ -698,6 +699,11 @@ class Redriver:
             ignored = ignored_events(body)
         except EventError as exc:
             return failure(Outcome.LEFT, exc)
+        if self.s3 is not None:
+            try:
+                here = settle_key_readings(self.s3, here)
+            except (ClientError, BotoCoreError) as exc:
+                return failure(Outcome.ERROR, exc)
         if not here:
             # Nothing this stack classifies (the bucket or prefix changed since, or only
             # non-upload events): named and left on the queue, never deleted unseen.
