@@ -218,3 +218,28 @@ def test_a_bucket_layout_the_template_accepts_is_one_every_function_runs_with(
     )
     settings = RetrainingSettings.from_env(env)
     assert settings.training_prefix == values["TrainingDataPrefix"]
+
+
+@pytest.mark.parametrize("prefix", ["incoming/", "uploads/cameras/"])
+def test_the_start_function_may_head_an_upload_and_nothing_else_in_the_bucket(prefix: str) -> None:
+    """The start function asks S3 which reading of an EventBridge key holds the announced
+    version (``ingest.settle_key_readings``): a HEAD, by version, of an object under the
+    deployed ``IncomingPrefix``. Not the labelled copies, the captures or another bucket,
+    and not a listing."""
+    template = load_template()
+    values = effective_parameters(template, {"IncomingPrefix": prefix})
+    cfn = transformed()
+    resolve = Resolver(cfn, values)
+    env = resolve(
+        cfn["Resources"]["StartWorkflowFunction"]["Properties"]["Environment"]["Variables"]
+    )
+    assert env["INCOMING_PREFIX"] == prefix
+    statements = role_statements(resolve, "StartWorkflowFunctionRole")
+    bucket = f"arn:aws:s3:::{env['IMAGE_BUCKET']}"
+    for action in ("s3:GetObject", "s3:GetObjectVersion"):
+        assert decide(statements, Request(action, f"{bucket}/{prefix}c++/a b.png")) == ALLOW
+        for elsewhere in (f"{bucket}/labelled/bicycle/a.png", "arn:aws:s3:::other/" + prefix):
+            assert decide(statements, Request(action, elsewhere)) != ALLOW, elsewhere
+    for action in ("s3:ListBucket", "s3:PutObject", "s3:DeleteObject"):
+        assert decide(statements, Request(action, f"{bucket}/{prefix}a.png")) != ALLOW
+        assert decide(statements, Request(action, bucket)) != ALLOW
