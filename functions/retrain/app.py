@@ -117,14 +117,6 @@ def _judge(event: Any) -> dict[str, Any]:
     ):
         raise EventError(f"{location.uri} is not under this stack's retraining prefix")
     evaluation = read_evaluation(s3_client(), location)
-    rules = GateRules(
-        threshold=SETTINGS.confidence_threshold,
-        labels=SETTINGS.labels,
-        min_accepted_accuracy=SETTINGS.gate_min_accepted_accuracy,
-        max_coverage_drop=SETTINGS.gate_max_coverage_drop,
-        max_recall_drop=SETTINGS.gate_max_recall_drop,
-        min_images_per_class=SETTINGS.gate_min_images_per_class,
-    )
-    decision = judge(evaluation, rules)
+    decision = judge(evaluation, GateRules.of(SETTINGS))
     logger.info("gate decision", extra={"passed": decision["passed"], "gate": decision["summary"]})
     return decision

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scones_core.errors import SconesError
+
+if TYPE_CHECKING:
+    from scones_core.retraining.settings import RetrainingSettings
 
 # What the evaluation step (scones.sagemaker.evaluate_entry) writes into the run's
 # evaluation folder: the report the gate judges, and the candidate's answers on the gate
@@ -61,6 +64,18 @@ class GateRules:
     max_coverage_drop: float
     max_recall_drop: float
     min_images_per_class: int
+
+    @classmethod
+    def of(cls, settings: RetrainingSettings) -> GateRules:
+        """The rules a stack deployed with ``settings`` judges by."""
+        return cls(
+            threshold=settings.confidence_threshold,
+            labels=settings.labels,
+            min_accepted_accuracy=settings.gate_min_accepted_accuracy,
+            max_coverage_drop=settings.gate_max_coverage_drop,
+            max_recall_drop=settings.gate_max_recall_drop,
+            min_images_per_class=settings.gate_min_images_per_class,
+        )
 
 
 @dataclass(frozen=True)
