@@ -34,6 +34,30 @@ def test_each_model_keeps_its_own_rates_however_their_hard_images_go_together(
     assert first[0] / (first[0] + first[3]) == pytest.approx(production.accepted_accuracy)
 
 
+def test_shared_hard_images_put_a_worse_models_right_answers_inside_the_better_ones() -> None:
+    """With the same images hard for both, the less accurate model is right only where the
+    more accurate one is, so the gate sees their difference with less noise and errs less
+    often than with independent mistakes."""
+    production = shipped_rates()
+    joint = _joint(production.outcome_probabilities(), WORSE.outcome_probabilities(), "shared")
+    right, wrong = (0, 1), (2, 3)  # accepted or held, right; held or accepted, wrong
+    assert sum(joint[4 * i + j] for i in wrong for j in right) == 0.0
+    independent = _joint(
+        production.outcome_probabilities(), WORSE.outcome_probabilities(), "independent"
+    )
+    assert sum(independent[4 * i + j] for i in wrong for j in right) > 0.0
+
+
+def test_hard_images_in_common_make_the_gate_err_less() -> None:
+    rules = GateRules.of(RetrainingSettings.from_env(deployed_environment("RetrainJudgeFunction")))
+    production = shipped_rates()
+    common = {"per_class": 100, "trials": 2000, "seed": 5}
+    for candidate, wrong in ((WORSE, lambda p: p), (BETTER, lambda p: 1 - p)):
+        shared = wrong(pass_rate(production, candidate, rules, coupling="shared", **common))
+        apart = wrong(pass_rate(production, candidate, rules, coupling="independent", **common))
+        assert shared < apart
+
+
 def test_rates_no_model_can_have_are_refused() -> None:
     with pytest.raises(ValueError, match="no model has"):
         Rates(accuracy=0.5, coverage=0.9, accepted_accuracy=0.99).outcome_probabilities()
@@ -92,6 +116,8 @@ def test_the_command_prints_every_row_as_json(capsys: pytest.CaptureFixture[str]
         (["--per-class", "5"], "fewer than 10 images of a class (GateMinImagesPerClass)"),
         (["--param", "GateMaxCoverageDrop=abc"], "GateMaxCoverageDrop='abc' is not a number"),
         (["--trials", "0"], "--trials: 0 is not at least 1"),
+        (["--param", "ConfidenceThreshold=0.5"], "--param ConfidenceThreshold: only the gate"),
+        (["--param", "ModelLabels=cat,dog,bird"], "--param ModelLabels: only the gate"),
     ],
 )
 def test_a_bad_argument_is_named(

@@ -224,8 +224,9 @@ def test_a_bucket_layout_the_template_accepts_is_one_every_function_runs_with(
 def test_the_start_function_may_head_an_upload_and_nothing_else_in_the_bucket(prefix: str) -> None:
     """The start function asks S3 which reading of an EventBridge key holds the announced
     version (``ingest.settle_key_readings``): a HEAD, by version, of an object under the
-    deployed ``IncomingPrefix``. Not the labelled copies, the captures or another bucket,
-    and not a listing."""
+    deployed ``IncomingPrefix``, and the bucket's list permission, without which S3 answers
+    a missing key 403. Not the labelled copies, the captures or another bucket, and no
+    write."""
     template = load_template()
     values = effective_parameters(template, {"IncomingPrefix": prefix})
     cfn = transformed()
@@ -240,6 +241,10 @@ def test_the_start_function_may_head_an_upload_and_nothing_else_in_the_bucket(pr
         assert decide(statements, Request(action, f"{bucket}/{prefix}c++/a b.png")) == ALLOW
         for elsewhere in (f"{bucket}/labelled/bicycle/a.png", "arn:aws:s3:::other/" + prefix):
             assert decide(statements, Request(action, elsewhere)) != ALLOW, elsewhere
-    for action in ("s3:ListBucket", "s3:PutObject", "s3:DeleteObject"):
+    assert decide(statements, Request("s3:ListBucket", bucket)) == ALLOW
+    assert decide(statements, Request("s3:ListBucket", "arn:aws:s3:::other")) != ALLOW
+    for action in ("s3:PutObject", "s3:DeleteObject", "s3:GetObject"):
+        assert decide(statements, Request(action, f"{bucket}/labelled/a.png")) != ALLOW
+    for action in ("s3:PutObject", "s3:DeleteObject", "s3:PutBucketPolicy"):
         assert decide(statements, Request(action, f"{bucket}/{prefix}a.png")) != ALLOW
         assert decide(statements, Request(action, bucket)) != ALLOW

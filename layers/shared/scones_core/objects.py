@@ -69,16 +69,17 @@ def object_missing(exc: Exception) -> bool:
 
 def holds_version(s3: Any, ref: ObjectRef) -> bool:
     """Whether ``ref``'s key holds its object version (unversioned: bytes of its ETag), by
-    a HEAD. A reader without ``s3:ListBucket`` is answered 403 for a missing key, and a
-    version id of another key may be answered 400: both mean "not here" to this question.
-    Any other refusal (throttling, an outage) is raised: the question stays open."""
+    a HEAD. Only "not there" (404, or 405 for a delete marker) is an answer; the reader
+    needs ``s3:ListBucket`` for it, since S3 answers a reader without it 403 for a missing
+    key. Any other refusal (403, a 400, throttling, an outage) is raised: the question stays
+    open, rather than a denial being taken for "not there"."""
     request: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
     if ref.version != NULL_VERSION:
         request["VersionId"] = ref.version
     try:
         head = s3.head_object(**request)
     except ClientError as exc:
-        if object_missing(exc) or _status(exc) in (400, 403):
+        if object_missing(exc):
             return False
         raise
     return ref.version != NULL_VERSION or str(head.get("ETag", "")).strip('"') == ref.etag.strip(

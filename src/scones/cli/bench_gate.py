@@ -10,9 +10,11 @@ one clearly better. The rules are the template's (``--param`` to change them).
 
 Each image ends in one of four outcomes: accepted and right, below the threshold and
 right, below and wrong, accepted and wrong. How the two models' outcomes go together is
-not known, so both ends are run: *independent* (each model's hard images are its own) and
+not known, so two cases are run: *independent* (each model's hard images are its own) and
 *shared* (the same images are hard for both: one draw orders the images by difficulty, in
-the outcomes' order above, for both models). The true pass rate lies between them.
+the outcomes' order above, for both models). Two models trained on the same kind of data
+find the same images hard, if not all of them, so the true rate lies between the two; only
+models whose mistakes avoid each other's would err more often than *independent*.
 """
 
 from __future__ import annotations
@@ -99,6 +101,13 @@ def _run(args: argparse.Namespace) -> int:
     from scones.template_params import deployed_environment
 
     overrides = parse_params(args.param, defaults={})
+    if others := sorted(name for name in overrides if not name.startswith("Gate")):
+        # Production's rates were measured at the template's threshold, on its labels.
+        raise CommandError(
+            f"--param {others[0]}: only the gate's rules (the Gate* parameters) can change "
+            "here; production's numbers are the shipped model's, at the threshold and on "
+            "the labels it was evaluated with"
+        )
     try:
         settings = RetrainingSettings.from_env(
             deployed_environment("RetrainJudgeFunction", overrides=overrides)

@@ -56,6 +56,7 @@ from scones_core.records import (
     BUCKET_ATTRIBUTE,
     KEY_ATTRIBUTE,
     LABELLED_KEY_ATTRIBUTE,
+    MODEL_VERSION_ATTRIBUTE,
     PARTITION_KEY,
     RECORDED_AT_ATTRIBUTE,
     REVIEW_LABEL_ATTRIBUTE,
@@ -71,7 +72,7 @@ from scones_core.training_split import VALIDATION_FRACTION
 
 from scones.offline.retrain_recipe import DEFAULT_DATA, short_recipe
 from scones.offline.stack import OfflineStack, StackOptions
-from scones.paths import MANIFEST_NAME, SHIPPED_MODEL_DIR
+from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -336,7 +337,9 @@ class OfflineRetrain:
     def _publish(self) -> str:
         started = time.perf_counter()
         options, params = self.options, self.params
-        manifest = json.loads((options.production_model / MANIFEST_NAME).read_text())
+        from scones.model.artifact import ModelManifest
+
+        manifest = ModelManifest.load(options.production_model).to_json()
         training, gate = gate_split(options.data_dir, self.labels, manifest)
         training = _limit(training, options.max_train_per_label)
         gate = _limit(gate, options.max_gate_per_label)
@@ -493,7 +496,9 @@ class OfflineRetrain:
         bucket, prefix = _split_uri(dataset["training_output_uri"])
         key = f"{prefix}/{job}/output/model.tar.gz"
         self.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(model_dir))
-        manifest = json.loads((model_dir / MANIFEST_NAME).read_text())
+        from scones.model.artifact import ModelManifest
+
+        manifest = ModelManifest.load(model_dir).to_json()
         metrics = manifest["metrics"]
         self.candidate_version = manifest["version"]
         used, left_out = images_trained(manifest, channels)
@@ -725,7 +730,7 @@ class OfflineRetrain:
         self.stack.flush_capture()
         detail["after_promotion"] = {
             "records_by_variant": _records_by_variant(after),
-            "model_versions": sorted({str(row.get("model_version")) for row in after}),
+            "model_versions": sorted({str(row.get(MODEL_VERSION_ATTRIBUTE)) for row in after}),
             "capture_percent": capture.sampling_percentage,
             "capture_files": self._capture_files(production.name),
         }

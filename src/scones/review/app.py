@@ -28,7 +28,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from scones_core.errors import ImageRejected, ObjectChanged, ObjectNotFound
-from scones_core.records import PARTITION_KEY, UnreadableRecord
+from scones_core.records import (
+    PARTITION_KEY,
+    REVIEW_LABEL_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    UnreadableRecord,
+)
 from scones_core.review import (
     EXPIRED_COUNT_CAP,
     ImageNotShown,
@@ -268,8 +273,8 @@ def build_app(service: ReviewService, settings: ReviewAppSettings) -> FastAPI:
             ) from exc
         return {
             "record_id": body.record_id,
-            "status": result.record.get("status"),
-            "review_label": result.record.get("review_label"),
+            "status": result.record.get(STATUS_ATTRIBUTE),
+            "review_label": result.record.get(REVIEW_LABEL_ATTRIBUTE),
             "labelled_key": result.labelled_key,
             "manifest_key": result.manifest_key,
         }
