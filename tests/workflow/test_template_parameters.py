@@ -248,3 +248,65 @@ def test_the_start_function_may_head_an_upload_and_nothing_else_in_the_bucket(pr
     for action in ("s3:PutObject", "s3:DeleteObject", "s3:PutBucketPolicy"):
         assert decide(statements, Request(action, f"{bucket}/{prefix}a.png")) != ALLOW
         assert decide(statements, Request(action, bucket)) != ALLOW
+
+
+# What the AWS managed policies SAM attaches to the role it generates for each function
+# grant (the AWS managed policy reference): both reach beyond the function.
+MANAGED_GRANTS: dict[str, dict[str, object]] = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole": {
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": "*",
+    },
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess": {
+        "Effect": "Allow",
+        "Action": [
+            "xray:PutTraceSegments",
+            "xray:PutTelemetryRecords",
+            "xray:GetSamplingRules",
+            "xray:GetSamplingTargets",
+            "xray:GetSamplingStatisticSummaries",
+        ],
+        "Resource": "*",
+    },
+}
+FUNCTIONS = [
+    name
+    for name, resource in load_template()["Resources"].items()
+    if resource["Type"] == "AWS::Serverless::Function"
+]
+
+
+@pytest.mark.parametrize("tracing", ["PassThrough", "Active"])
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_a_function_writes_only_its_own_log_group_and_traces_only_when_tracing(
+    function: str, tracing: str
+) -> None:
+    """SAM attaches AWSLambdaBasicExecutionRole (logs on "*") and AWSXrayWriteOnlyAccess
+    to every function's role. With the role's own statements, a function (SerializeImage
+    parses what strangers upload) may write its own log group and no other, and X-Ray
+    only with TracingMode=Active."""
+    template = load_template()
+    values = effective_parameters(template, {"TracingMode": tracing})
+    cfn = transformed()
+    resolve = Resolver(cfn, values)
+    role = resolve(cfn["Resources"][f"{function}Role"]["Properties"])
+    attached = role.get("ManagedPolicyArns", [])
+    assert set(attached) <= set(MANAGED_GRANTS), f"{function}: a managed policy no test judges"
+    statements = role_statements(resolve, f"{function}Role") + [
+        MANAGED_GRANTS[arn] for arn in attached
+    ]
+    group = cfn["Resources"][function]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    own = str(resolve({"Fn::GetAtt": [group, "Arn"]})).removesuffix(":*")
+    stream = f"{own}:log-stream:2026/12/07/[$LATEST]0123456789abcdef"
+    assert decide(statements, Request("logs:CreateLogStream", own)) == ALLOW
+    assert decide(statements, Request("logs:PutLogEvents", stream)) == ALLOW
+    other = own.rsplit(":log-group:", 1)[0] + ":log-group:/aws/lambda/payroll"
+    for action, resource in (
+        ("logs:CreateLogGroup", other),
+        ("logs:CreateLogStream", other),
+        ("logs:PutLogEvents", f"{other}:log-stream:x"),
+    ):
+        assert decide(statements, Request(action, resource)) != ALLOW, (action, resource)
+    tracing_allowed = decide(statements, Request("xray:PutTraceSegments", "*")) == ALLOW
+    assert tracing_allowed is (tracing == "Active")

@@ -1772,7 +1772,7 @@ def test_the_classify_function_calls_the_endpoint_once_it_exists(create_endpoint
     the function and its grant must move to it only once it is in service: they refer to
     the endpoint resource, so CloudFormation updates them after it, not beside it."""
     cfn = transformed()
-    conditions = {"ShouldCreateEndpoint": create_endpoint}
+    conditions = {"ShouldCreateEndpoint": create_endpoint, "IsTracingActive": False}
     function = cfn["Resources"]["ClassifyImageFunction"]["Properties"]
     role = cfn["Resources"]["ClassifyImageFunctionRole"]["Properties"]
     for part in (function["Environment"]["Variables"]["ENDPOINT_NAME"], role["Policies"]):
