@@ -1178,13 +1178,47 @@ WITH_ENDPOINT = {
     "ModelImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
 }
 
+WITH_MONITOR = {
+    **WITH_ENDPOINT,
+    "EnableModelMonitor": "true",
+    "ModelMonitorImageUri": "156813124566.dkr.ecr.us-east-1.amazonaws.com/analyzer",
+}
+
+
+def test_without_model_monitor_the_serving_role_only_writes_its_captures() -> None:
+    """The Model Monitor job runs with the endpoint's role; without EnableModelMonitor there
+    is no job, and the serving container (not network-isolated) gets none of its grants: it
+    may not read the captured traffic (every input the endpoint saw), list the bucket's
+    keys, write reports or publish metrics."""
+    cfn = transformed()
+    bucket = f"arn:aws:s3:::{STACK}-{ACCOUNT}-{REGION}-images"
+    for overrides, monitor in ((WITH_ENDPOINT, False), (WITH_MONITOR, True)):
+        resolve = resolver_for(cfn, **overrides)
+        statements = role_statements(resolve, "SageMakerExecutionRole")
+        capture = f"{bucket}/{resolve.parameters['DataCapturePrefix']}/scones/AllTraffic/x.jsonl"
+        report = f"{bucket}/{resolve.parameters['MonitoringReportsPrefix']}/x/statistics.json"
+        assert decide(statements, Request("s3:PutObject", capture)) == ALLOW
+        model = "arn:aws:s3:::artifacts/model.tar.gz"
+        assert decide(statements, Request("s3:GetObject", model)) == ALLOW
+        for request in (
+            Request("s3:GetObject", capture),
+            Request("s3:PutObject", report),
+            Request("s3:ListBucket", bucket),
+            Request(
+                "cloudwatch:PutMetricData",
+                "*",
+                context={"cloudwatch:namespace": "/aws/sagemaker/Endpoints/data-metrics"},
+            ),
+        ):
+            assert (decide(statements, request) == ALLOW) is monitor, (request, monitor)
+
 
 def test_the_endpoints_role_reads_only_the_prefixes_its_parameters_name() -> None:
     """Model Monitor writes its reports where MonitoringReportsPrefix points and reads the
     capture; a fixed ``monitoring/`` or ``models/`` folder would let it read whatever an
     operator keeps there (uploads, if IncomingPrefix were one of them)."""
     cfn = transformed()
-    resolve = resolver_for(cfn, **WITH_ENDPOINT, MonitoringReportsPrefix="mm/reports")
+    resolve = resolver_for(cfn, **WITH_MONITOR, MonitoringReportsPrefix="mm/reports")
     statements = role_statements(resolve, "SageMakerExecutionRole")
     bucket = f"arn:aws:s3:::{STACK}-{ACCOUNT}-{REGION}-images"
     capture = f"{bucket}/{resolve.parameters['DataCapturePrefix']}/scones/AllTraffic/x.jsonl"
@@ -1206,7 +1240,7 @@ def test_the_endpoints_role_reads_only_the_prefixes_its_parameters_name() -> Non
 def test_model_monitor_may_read_its_baseline_where_the_parameter_points() -> None:
     cfn = transformed()
     overrides = {
-        **WITH_ENDPOINT,
+        **WITH_MONITOR,
         "ModelMonitorBaselineUri": "s3://team-baselines/scones/data-quality",
     }
     statements = role_statements(resolver_for(cfn, **overrides), "SageMakerExecutionRole")
