@@ -85,6 +85,11 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
     except EventError as exc:
         raise EventError(f"SQS message {record.message_id}: {exc}") from exc
     here, elsewhere = split_by_scope(images, settings)
+    # An EventBridge key with "+" or "%" is asked of S3 (a HEAD each): a refusal other
+    # than "not there" fails this message, which SQS delivers again. The reading S3 holds
+    # decides the scope.
+    here, settled_elsewhere = split_by_scope(settle_key_readings(s3_client(), here), settings)
+    elsewhere += settled_elsewhere
     if elsewhere:
         # An SNS topic or EventBridge rule shared with other buckets or prefixes, or one
         # wired to the wrong bucket: a warning and a metric, since at the default LogLevel
@@ -94,9 +99,7 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
             extra={"objects": [f"s3://{i.ref.bucket}/{i.ref.key}" for i in elsewhere]},
         )
         metrics.add_metric(name="ObjectsOutOfScope", unit=MetricUnit.Count, value=len(elsewhere))
-    # An EventBridge key with "+" or "%" is asked of S3 (a HEAD each): a refusal other
-    # than "not there" fails this message, which SQS delivers again.
-    return settle_key_readings(s3_client(), here)
+    return here
 
 
 def not_processed(message_id: str, receive_count: Any, exc: Exception) -> None:

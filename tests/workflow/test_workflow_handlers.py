@@ -403,6 +403,28 @@ def test_an_eventbridge_key_reaches_the_stored_object_whether_or_not_it_is_url_e
     assert document["object"]["key"] == stored
 
 
+def test_an_eventbridge_key_with_its_slashes_encoded_is_still_this_stacks_upload(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``incoming%2Fa+b.png`` read as stored is outside IncomingPrefix; read URL-encoded it
+    is ``incoming/a b.png``, this stack's upload. Scope is decided by the reading S3
+    holds, so the upload is classified, not ignored as another bucket's or prefix's."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=SAMPLE_BUCKET)
+    s3.put_bucket_versioning(Bucket=SAMPLE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    stored = "incoming/a b.png"
+    put = s3.put_object(Bucket=SAMPLE_BUCKET, Key=stored, Body=b"the upload")
+    message = _eventbridge_message(
+        "m-1", quote_plus(stored, safe=""), put["VersionId"], put["ETag"].strip('"')
+    )
+
+    assert app.lambda_handler({"Records": [message]}, context()) == {"batchItemFailures": []}
+    (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
+    document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    assert document["object"]["key"] == stored
+
+
 def test_an_ambiguous_eventbridge_key_s3_cannot_answer_for_is_delivered_again(
     aws: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -327,13 +327,15 @@ def split_by_scope(
     """(this stack's uploads, the objects outside its bucket and incoming prefix). An SNS
     topic or EventBridge rule carries S3 events of every bucket and key; the bucket's own
     notification is filtered to the prefix. Both the start function and a replay of a
-    dead-lettered notification start only the first."""
+    dead-lettered notification start only the first. An EventBridge key not yet settled
+    is here if either reading is (``incoming%2Fa.png`` names ``incoming/a.png`` when it is
+    URL-encoded): split again once ``settle_key_readings`` has chosen."""
     here: list[PendingImage] = []
     elsewhere: list[PendingImage] = []
     for image in images:
-        (here if settings.is_upload_here(image.ref.bucket, image.ref.key) else elsewhere).append(
-            image
-        )
+        readings = (image.ref, image.encoded_reading) if image.encoded_reading else (image.ref,)
+        inside = any(settings.is_upload_here(ref.bucket, ref.key) for ref in readings)
+        (here if inside else elsewhere).append(image)
     return here, elsewhere
 
 

@@ -701,9 +701,12 @@ class Redriver:
             return failure(Outcome.LEFT, exc)
         if self.s3 is not None:
             try:
-                here = settle_key_readings(self.s3, here)
+                here, settled_elsewhere = split_by_scope(
+                    settle_key_readings(self.s3, here), self.settings
+                )
             except (ClientError, BotoCoreError) as exc:
                 return failure(Outcome.ERROR, exc)
+            elsewhere += settled_elsewhere
         if not here:
             # Nothing this stack classifies (the bucket or prefix changed since, or only
             # non-upload events): named and left on the queue, never deleted unseen.
