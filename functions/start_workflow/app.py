@@ -141,7 +141,9 @@ def start_images(images: list[PendingImage]) -> set[str]:
             unit=MetricUnit.Count,
             value=1,
         )
-        metrics.add_metric(name="ImagesStarted", unit=MetricUnit.Count, value=len(record_ids))
+        if start.result.started:
+            # A duplicate batch started nothing: its images count once, when they started.
+            metrics.add_metric(name="ImagesStarted", unit=MetricUnit.Count, value=len(record_ids))
     return failed
 
 

@@ -258,7 +258,10 @@ def test_runtime_route_errors_carry_the_service_error_shape(
     )
     assert body["message"] == (
         f'Received client error (400) from primary with message "{container.text}". '
-        f"See {log_group} for more information."
+        # As SageMaker words it: the log group's console page, in the account.
+        f"See https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1"
+        f"#logEventViewer:group=/aws/sagemaker/Endpoints/{ENDPOINT} in account 000000000000 "
+        "for more information."
     )
 
 

@@ -208,7 +208,10 @@ def test_container_refusals_arrive_as_model_errors(
     assert response["LogStreamArn"].endswith(f":log-group:/aws/sagemaker/Endpoints/{ENDPOINT}")
     assert response["Error"]["Message"] == (
         f'Received client error ({status}) from primary with message "{container.text}". '
-        f"See {response['LogStreamArn']} for more information."
+        # As SageMaker words it: the log group's console page, in the account.
+        f"See https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1"
+        f"#logEventViewer:group=/aws/sagemaker/Endpoints/{ENDPOINT} in account 000000000000 "
+        "for more information."
     )
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
     # The server is still serving.

@@ -120,6 +120,8 @@ def test_one_profile_is_read_and_a_second_is_refused_before_pillow_opens_the_fil
         (lambda png: png[:-12], "ends before its IEND"),
         (lambda png: png[:60], "IDAT chunk is cut off"),
         (lambda png: png[:-1] + bytes([png[-1] ^ 0xFF]), "IEND chunk fails its CRC"),
+        # A damaged type is named in hex, not as Python's b'IEN\xab'.
+        (lambda png: png[:-5] + b"\xab" + png[-4:], "its 0x49454eab chunk fails its CRC"),
     ],
 )
 def test_png_chunk_damage_is_named(damage, words: str) -> None:

@@ -84,6 +84,44 @@ def test_start_workflow_event_starts_one_execution_per_object(
     assert '"WorkflowsStarted"' in capsys.readouterr().out
 
 
+def _metrics(out: str) -> dict[str, float]:
+    """The metrics of the EMF documents a handler printed, summed by name."""
+    totals: dict[str, float] = {}
+    for line in out.splitlines():
+        if '"_aws"' in line:
+            document = json.loads(line)
+            for directive in document["_aws"]["CloudWatchMetrics"]:
+                for metric in directive["Metrics"]:
+                    value = document[metric["Name"]]
+                    total = sum(value) if isinstance(value, list) else value
+                    totals[metric["Name"]] = totals.get(metric["Name"], 0) + total
+    return totals
+
+
+def test_a_second_delivery_of_an_upload_counts_as_a_duplicate_not_as_started_images(
+    aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same upload through S3's notification, then through EventBridge (another event
+    time, so another input under the same execution name): the second start is refused,
+    and ``ImagesStarted`` counts the image once."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    assert app.lambda_handler(event("start_workflow"), context()) == {"batchItemFailures": []}
+    first = _metrics(capsys.readouterr().out)
+    # EventBridge's time is its own (to the second), so the input differs from S3's.
+    later = event("start_workflow_eventbridge")
+    (record,) = later["Records"]
+    body = json.loads(record["body"])
+    body["time"] = "2026-11-25T12:00:01Z"
+    record["body"] = json.dumps(body)
+    assert app.lambda_handler(later, context()) == {"batchItemFailures": []}
+    second = _metrics(capsys.readouterr().out)
+
+    assert len(sfn.list_executions(stateMachineArn=arn)["executions"]) == 1
+    assert (first.get("WorkflowsStarted"), first.get("ImagesStarted")) == (1, 1)
+    assert second.get("DuplicateEvents") == 1
+    assert "ImagesStarted" not in second and "WorkflowsStarted" not in second
+
+
 def test_start_workflow_reports_only_the_bad_message_as_failed(
     aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

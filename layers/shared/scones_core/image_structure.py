@@ -160,7 +160,9 @@ def png_inflated_size(data: bytes, enough: int) -> int | None:
 
 
 def _name(kind: bytes) -> str:
-    return kind.decode("latin-1") if kind.isalpha() else repr(kind)
+    """A chunk's type as people read it: its four letters, or its bytes in hex when they
+    are not letters (a damaged type; never Python's ``b'IDA\\xab'``)."""
+    return kind.decode("latin-1") if kind.isalpha() else f"0x{kind.hex()}"
 
 
 # Chunks that may give Pillow's getexif() its EXIF block: eXIf, a tEXt chunk keyed "exif"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -68,15 +69,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def up_command(args: argparse.Namespace) -> int:
     overrides = stack_params(args.param)  # checked before anything starts
-    # Refused first: a second `scones up` loads no model and makes no --out folder. Held
-    # from here on, it names this process: `scones down` stops a stack still starting.
-    with up_lock():
+    # A plain list, not a threading.Event: Event.set() takes a lock, and a handler that
+    # runs while the main thread holds that same lock (inside Event.wait) deadlocks.
+    signals: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals.append(signum)
+
+    # SIGHUP too: closing the terminal (or a dropped ssh session) stops it as Ctrl-C does,
+    # unless it was started ignoring SIGHUP (nohup). The handler only records: nothing
+    # can interrupt the stop and the saving of the records. Installed before the lock,
+    # which names this process to `scones down`: a stop while it loads is said, not fatal.
+    # Refused first: a second `scones up` loads no model and makes no --out folder.
+    with handling_stop_signals(on_signal), up_lock():
         check_model_option(args.model, overrides)
         check_writable_folder(args.out)  # where the records go when it stops
-        return _up(args, overrides)
+        return _up(args, overrides, signals)
 
 
-def _up(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+def _stopped_while_starting(signals: list[int]) -> int:
+    print(
+        f"scones up: stopped ({signal.Signals(signals[0]).name}) before the offline stack "
+        "came up: nothing was served",
+        file=sys.stderr,
+    )
+    return 128 + signals[0]
+
+
+def _up(args: argparse.Namespace, overrides: dict[str, str], signals: list[int]) -> int:
     from scones.offline.stack import OfflineStack, StackOptions
     from scones.paths import SHIPPED_MODEL_DIR
 
@@ -93,6 +113,8 @@ def _up(args: argparse.Namespace, overrides: dict[str, str]) -> int:
                 f"an offline stack is already running (pid {state['pid']}); "
                 "use it, or stop it with `scones down`"
             )
+    if signals:  # stopped while the model and the modules loaded: nothing started yet
+        return _stopped_while_starting(signals)
     options = StackOptions(
         model_dir=args.model or SHIPPED_MODEL_DIR,
         work_dir=make_stack_work_dir(),
@@ -102,19 +124,8 @@ def _up(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         enable_faults=args.enable_faults,
         records_dir=args.out,
     )
-    # A plain list, not a threading.Event: Event.set() takes a lock, and a handler that
-    # runs while the main thread holds that same lock (inside Event.wait) deadlocks.
-    signals: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        signals.append(signum)
-
-    # SIGHUP too: closing the terminal (or a dropped ssh session) stops it as Ctrl-C does,
-    # unless it was started ignoring SIGHUP (nohup). The handler only records: nothing
-    # can interrupt the stop and the saving of the records.
     stack = OfflineStack(options)
-    with handling_stop_signals(on_signal):
-        return _serve(stack, options, signals, console, args)
+    return _serve(stack, options, signals, console, args)
 
 
 def _serve(
@@ -131,7 +142,7 @@ def _serve(
     if signals:  # stopped while it was starting: no banner, no state file
         stack.stop()
         print_saved(console, stack)
-        return 128 + signals[0]
+        return _stopped_while_starting(signals)
     try:
         write_state(
             stack.endpoints,

@@ -24,6 +24,7 @@ end of them: ``_save_records`` names it and tries the next one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -656,10 +657,14 @@ class OfflineStack:
             try:
                 bind_socket(self.options.host, port).close()
             except ServerStartError as exc:
-                raise StackError(
-                    f"{option} {port}: {exc} (another program holds it, a `scones up` "
-                    "perhaps, which `scones down` stops; 0 picks a free port)"
-                ) from exc
+                cause = exc.__cause__
+                if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+                    raise StackError(
+                        f"{option} {port}: port {port} on {self.options.host} is already in "
+                        "use: another program holds it, a `scones up` perhaps, which "
+                        "`scones down` stops; 0 picks a free port"
+                    ) from exc
+                raise StackError(f"{option} {port}: {exc}") from exc
 
     def _moto_api(self, path: str, body: bytes = b"") -> None:
         import urllib.request

@@ -41,7 +41,7 @@ def check_model(directory: Path, overrides: Mapping[str, str]) -> str | None:
     if not (directory / MANIFEST_NAME).is_file():
         raise StackError(
             f"no model at {directory} (model.json missing); "
-            "train one with `scones train` or pass --model"
+            "--model names a model's folder (model.json, model.onnx); `scones train` makes one"
         )
     try:
         parameters = resolve_parameters(overrides)

@@ -108,10 +108,17 @@ def model_error(error: ContainerError, endpoint_name: str) -> ServiceError:
     body = bytes(container_error_response(error).body).decode("utf-8")
     side = "client" if 400 <= error.status < 500 else "server"
     log_group = endpoint_log_group_arn(endpoint_name)
+    region = log_group.split(":")[3]
+    # As SageMaker words it: the message points at the log group's console page, the
+    # LogStreamArn field at the log group.
+    console = (
+        f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+        f"#logEventViewer:group=/aws/sagemaker/Endpoints/{endpoint_name}"
+    )
     return ServiceError(
         ServiceCode.MODEL_ERROR,
         f'Received {side} error ({error.status}) from {CONTAINER_NAME} with message "{body}". '
-        f"See {log_group} for more information.",
+        f"See {console} in account {OFFLINE_ACCOUNT} for more information.",
         {"OriginalStatusCode": error.status, "OriginalMessage": body, "LogStreamArn": log_group},
         close=error.close,
     )
