@@ -142,7 +142,9 @@ def start_images(images: list[PendingImage]) -> set[str]:
             value=1,
         )
         if start.result.started:
-            # A duplicate batch started nothing: its images count once, when they started.
+            # A start refused as a duplicate (another input under the name) started
+            # nothing. An identical repeat while the first runs is answered with that
+            # execution, as a start: Step Functions does not say which it was.
             metrics.add_metric(name="ImagesStarted", unit=MetricUnit.Count, value=len(record_ids))
     return failed
 

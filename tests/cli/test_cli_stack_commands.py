@@ -640,6 +640,32 @@ def test_down_while_up_is_still_starting_stops_the_starting_stack(tmp_path: Path
     assert not state.exists() and not _lock_held(lock)
 
 
+def test_a_stop_the_moment_up_takes_its_lock_is_said_not_fatal(tmp_path: Path) -> None:
+    """`scones down` signals a `scones up` as soon as its lock names it, which is before
+    the model is checked and the stack's modules load (a second or more): a handler
+    installed only for the start let that signal kill it without a word."""
+    env = {**os.environ, "COLUMNS": "200", "SCONES_STATE_DIR": str(tmp_path / ".scones")}
+    up = subprocess.Popen(
+        [sys.executable, "-c", SCONES_WITH_STOP_SIGNALS_AT_DEFAULT, "up"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lock = tmp_path / ".scones" / "up.lock"
+    try:
+        deadline = time.monotonic() + 60
+        while not _lock_held(lock):
+            assert up.poll() is None and time.monotonic() < deadline, "scones up did not start"
+            time.sleep(0.005)
+        up.send_signal(signal.SIGTERM)
+        said = up.communicate(timeout=60)[1]
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate(timeout=30)
+    assert up.returncode == 128 + signal.SIGTERM, said
+    assert "scones up: stopped (SIGTERM) before the offline stack came up" in said
+    assert not _lock_held(lock) and not (tmp_path / ".scones" / "stack.json").exists()
+
+
 def test_down_while_up_is_ending_waits_for_it_and_says_it_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

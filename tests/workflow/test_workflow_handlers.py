@@ -103,7 +103,7 @@ def test_a_second_delivery_of_an_upload_counts_as_a_duplicate_not_as_started_ima
 ) -> None:
     """The same upload through S3's notification, then through EventBridge (another event
     time, so another input under the same execution name): the second start is refused,
-    and ``ImagesStarted`` counts the image once."""
+    and ``ImagesStarted`` counts only the first."""
     sfn, arn, app = start_function(monkeypatch, region=REGION)
     assert app.lambda_handler(event("start_workflow"), context()) == {"batchItemFailures": []}
     first = _metrics(capsys.readouterr().out)
@@ -461,6 +461,26 @@ def test_an_eventbridge_key_with_its_slashes_encoded_is_still_this_stacks_upload
     (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
     document = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
     assert document["object"]["key"] == stored
+
+
+def test_an_object_stored_with_a_literal_percent_2f_outside_the_prefix_is_not_started(
+    aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``incoming%2Fa.png`` stored as such is at the bucket's root, outside IncomingPrefix;
+    only its URL-encoded reading, ``incoming/a.png``, is inside, and no such object is
+    there. Once S3 says so, the scope is decided again on the reading that holds: the
+    object is another's, named in the warning, and not classified."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=SAMPLE_BUCKET)
+    s3.put_bucket_versioning(Bucket=SAMPLE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    stored = "incoming%2Fa.png"
+    put = s3.put_object(Bucket=SAMPLE_BUCKET, Key=stored, Body=b"not an upload here")
+    message = _eventbridge_message("m-1", stored, put["VersionId"], put["ETag"].strip('"'))
+
+    assert app.lambda_handler({"Records": [message]}, context()) == {"batchItemFailures": []}
+    assert sfn.list_executions(stateMachineArn=arn)["executions"] == []
+    assert _metrics(capsys.readouterr().out).get("ObjectsOutOfScope") == 1
 
 
 def test_an_ambiguous_eventbridge_key_s3_cannot_answer_for_is_delivered_again(

@@ -851,6 +851,49 @@ def test_a_dead_lettered_eventbridge_event_replays_the_stored_key_in_either_read
     assert (report.messages_deleted, report.messages_left) == (3, 0)
 
 
+@pytest.mark.parametrize("with_s3", [True, False], ids=["s3-asked", "no-s3-client"])
+def test_a_dead_lettered_eventbridge_key_outside_the_prefix_stays_outside(
+    aws: Aws, with_s3: bool
+) -> None:
+    """``incoming%2Fa+b.png`` stored at the bucket's root is outside IncomingPrefix; read
+    URL-encoded it would be inside, but no such object is there. With S3 to ask, the
+    stored reading holds; without a client, the stored reading stands. Either way the
+    letter is left, named, and nothing starts."""
+    stored = "incoming%2Fa+b.png"
+    upload = aws.upload(stored)
+    event = {
+        "version": "0",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "time": "2026-12-01T09:59:59Z",
+        "detail": {
+            "bucket": {"name": BUCKET},
+            "object": {
+                "key": stored,
+                "size": upload.size,
+                "etag": upload.etag,
+                "version-id": upload.version,
+            },
+            "reason": "PutObject",
+        },
+    }
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=json.dumps(event))
+    overrides: dict[str, Any] = {"image_bucket": BUCKET, "incoming_prefix": "incoming/"}
+    if not with_s3:
+        overrides["s3"] = None
+
+    report = aws.redriver(**overrides).drain_dead_letters()
+
+    assert [(r.outcome, r.detail) for r in report.replays] == [
+        (
+            Outcome.LEFT,
+            f"names only objects outside this stack's bucket and prefix: s3://{BUCKET}/{stored}",
+        )
+    ]
+    assert aws.executions() == {}
+    assert (report.messages_deleted, report.messages_left) == (0, 1)
+
+
 def test_a_dead_letter_naming_recorded_and_unrecorded_objects_starts_only_the_unrecorded(
     aws: Aws,
 ) -> None:

@@ -308,7 +308,8 @@ def settle_key_readings(s3: Any, images: Sequence[PendingImage]) -> list[Pending
     when neither is, since the upload was deleted: the workflow records it gone). Every
     delivery of one upload then names the same object, and the same execution. S3's
     refusals other than "not there" are raised (``holds_version``), so the message that
-    carried the event is delivered again."""
+    carried the event is delivered again. Without a client (``s3`` None) nothing can be
+    asked, and the stored reading stands."""
     return [_settled(s3, image) for image in images]
 
 
@@ -316,9 +317,8 @@ def _settled(s3: Any, image: PendingImage) -> PendingImage:
     other = image.encoded_reading
     if other is None:
         return image
-    return replace(
-        image, ref=other if holds_version(s3, other) else image.ref, encoded_reading=None
-    )
+    holds = s3 is not None and holds_version(s3, other)
+    return replace(image, ref=other if holds else image.ref, encoded_reading=None)
 
 
 def split_by_scope(

@@ -699,14 +699,13 @@ class Redriver:
             ignored = ignored_events(body)
         except EventError as exc:
             return failure(Outcome.LEFT, exc)
-        if self.s3 is not None:
-            try:
-                here, settled_elsewhere = split_by_scope(
-                    settle_key_readings(self.s3, here), self.settings
-                )
-            except (ClientError, BotoCoreError) as exc:
-                return failure(Outcome.ERROR, exc)
-            elsewhere += settled_elsewhere
+        try:  # the reading S3 holds decides the scope (without a client: the stored one)
+            here, settled_elsewhere = split_by_scope(
+                settle_key_readings(self.s3, here), self.settings
+            )
+        except (ClientError, BotoCoreError) as exc:
+            return failure(Outcome.ERROR, exc)
+        elsewhere += settled_elsewhere
         if not here:
             # Nothing this stack classifies (the bucket or prefix changed since, or only
             # non-upload events): named and left on the queue, never deleted unseen.
