@@ -1224,7 +1224,7 @@ def test_web_api_image_errors_name_the_problem(env: Env) -> None:
     def get(record_id: str) -> Any:
         return client.get("/api/image", params={"record_id": record_id})
 
-    assert get(gone).status_code == 410 and "no longer exists" in get(gone).json()["detail"]
+    assert get(gone).status_code == 410 and "is not in the bucket" in get(gone).json()["detail"]
     assert get(rejected).status_code == 404 and "is REJECTED" in get(rejected).json()["detail"]
     assert get(forged).status_code == 404 and "names another object" in get(forged).json()["detail"]
     refused = get(broken)

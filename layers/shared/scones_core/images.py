@@ -148,8 +148,8 @@ def _read_error(
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     if object_missing(exc):
         return ObjectNotFound(
-            f"{where} (version {ref.version}) is not there: it was deleted before it could "
-            "be read, or the event named a key or version that was never uploaded."
+            f"{where} (version {ref.version}) is not in the bucket: it was deleted before it "
+            "could be read, or never uploaded under this key and version."
         )
     if pinned_etag and object_changed(exc):
         return ObjectChanged(
