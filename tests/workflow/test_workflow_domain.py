@@ -915,6 +915,7 @@ def test_an_eventbridge_key_with_plus_or_percent_carries_its_url_encoded_reading
         ("incoming/a+b%2B.png", "incoming/a+b%2B.png", "incoming/a b+.png"),
         ("incoming/100%.png", "incoming/100%.png", None),  # "%.p" decodes to itself
         ("incoming/caf%E9.png", "incoming/caf%E9.png", None),  # Latin-1, not UTF-8
+        ("incoming/a%00b%0A.png", "incoming/a%00b%0A.png", None),  # control characters
     ]:
         event = _eventbridge("Object Created", "PutObject")
         event["detail"]["object"]["key"] = sent

@@ -299,6 +299,11 @@ def _encoded_reading(record: dict[str, Any], ref: ObjectRef) -> ObjectRef | None
         key = unquote_plus(sent, errors="strict")
     except UnicodeDecodeError:
         return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        # "%00" or "%0A" read as a control character: not asked of S3 (a request S3 may
+        # refuse as invalid would hold the message until the dead-letter queue), so the
+        # stored reading stands and the upload ends in its record whichever it is.
+        return None
     return replace(ref, key=key) if key and key != ref.key else None
 
 
