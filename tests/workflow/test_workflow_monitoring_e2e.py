@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import SAMPLES
 from PIL import Image
+from scones_core.monitoring.timestamps import (
+    SCHEDULE_TIME_FIELD,
+    format_seconds,
+    parse_timestamp,
+)
 
 from scones.offline.stack import OfflineStack, StackOptions
 
@@ -41,7 +48,15 @@ def test_monitor_reads_captured_traffic_and_publishes_metrics(stack: OfflineStac
     records = api.wait_for_records(uploads, timeout=120)
     stack.flush_capture()
 
-    result = api.invoke_monitor({})
+    # A window that ends on the whole second after the last record, as a scheduled run's
+    # does: a run by hand ends within a second, and leaves to the next window a record
+    # whose time fell on that second's .000 (written without its fraction, it sorts after
+    # the second's other milliseconds: timestamps.recorded_at_before).
+    last = max(parse_timestamp(r["recorded_at"]) for r in records.values())
+    end = last.replace(microsecond=0) + timedelta(seconds=1)
+    while datetime.now(UTC) < end:
+        time.sleep(0.02)
+    result = api.invoke_monitor({SCHEDULE_TIME_FIELD: format_seconds(end)})
 
     classified = [r for r in records.values() if r["status"] in ("ACCEPTED", "NEEDS_REVIEW")]
     assert result["request_count"] == len(classified) == 10
