@@ -441,6 +441,15 @@ def test_an_eventbridge_key_reaches_the_stored_object_whether_or_not_it_is_url_e
     assert document["object"]["key"] == stored
 
 
+def _versioned_upload(key: str) -> tuple[str, str]:
+    """``key`` uploaded to the sample bucket, made versioned: its (version id, ETag)."""
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=SAMPLE_BUCKET)
+    s3.put_bucket_versioning(Bucket=SAMPLE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    put = s3.put_object(Bucket=SAMPLE_BUCKET, Key=key, Body=b"an upload")
+    return put["VersionId"], put["ETag"].strip('"')
+
+
 def test_an_eventbridge_key_with_its_slashes_encoded_is_still_this_stacks_upload(
     aws: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -448,14 +457,9 @@ def test_an_eventbridge_key_with_its_slashes_encoded_is_still_this_stacks_upload
     is ``incoming/a b.png``, this stack's upload. Scope is decided by the reading S3
     holds, so the upload is classified, not ignored as another bucket's or prefix's."""
     sfn, arn, app = start_function(monkeypatch, region=REGION)
-    s3 = boto3.client("s3", region_name=REGION)
-    s3.create_bucket(Bucket=SAMPLE_BUCKET)
-    s3.put_bucket_versioning(Bucket=SAMPLE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     stored = "incoming/a b.png"
-    put = s3.put_object(Bucket=SAMPLE_BUCKET, Key=stored, Body=b"the upload")
-    message = _eventbridge_message(
-        "m-1", quote_plus(stored, safe=""), put["VersionId"], put["ETag"].strip('"')
-    )
+    version, etag = _versioned_upload(stored)
+    message = _eventbridge_message("m-1", quote_plus(stored, safe=""), version, etag)
 
     assert app.lambda_handler({"Records": [message]}, context()) == {"batchItemFailures": []}
     (execution,) = sfn.list_executions(stateMachineArn=arn)["executions"]
@@ -471,12 +475,8 @@ def test_an_object_stored_with_a_literal_percent_2f_outside_the_prefix_is_not_st
     there. Once S3 says so, the scope is decided again on the reading that holds: the
     object is another's, named in the warning, and not classified."""
     sfn, arn, app = start_function(monkeypatch, region=REGION)
-    s3 = boto3.client("s3", region_name=REGION)
-    s3.create_bucket(Bucket=SAMPLE_BUCKET)
-    s3.put_bucket_versioning(Bucket=SAMPLE_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     stored = "incoming%2Fa.png"
-    put = s3.put_object(Bucket=SAMPLE_BUCKET, Key=stored, Body=b"not an upload here")
-    message = _eventbridge_message("m-1", stored, put["VersionId"], put["ETag"].strip('"'))
+    message = _eventbridge_message("m-1", stored, *_versioned_upload(stored))
 
     assert app.lambda_handler({"Records": [message]}, context()) == {"batchItemFailures": []}
     assert sfn.list_executions(stateMachineArn=arn)["executions"] == []

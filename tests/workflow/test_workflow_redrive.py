@@ -813,6 +813,30 @@ def test_a_dead_letter_is_replayed_only_for_the_stacks_uploads(aws: Aws) -> None
     assert report.clean  # the objects outside are named, not a fault
 
 
+def _eventbridge_letter(upload: ObjectRef, sent: str) -> str:
+    """A dead-lettered S3 EventBridge "Object Created" event for ``upload``, its key as
+    ``sent``."""
+    detail = {
+        "bucket": {"name": upload.bucket},
+        "object": {
+            "key": sent,
+            "size": upload.size,
+            "etag": upload.etag,
+            "version-id": upload.version,
+        },
+        "reason": "PutObject",
+    }
+    return json.dumps(
+        {
+            "version": "0",
+            "detail-type": "Object Created",
+            "source": "aws.s3",
+            "time": "2026-12-01T09:59:59Z",
+            "detail": detail,
+        }
+    )
+
+
 def test_a_dead_lettered_eventbridge_event_replays_the_stored_key_in_either_reading(
     aws: Aws,
 ) -> None:
@@ -822,28 +846,12 @@ def test_a_dead_lettered_eventbridge_event_replays_the_stored_key_in_either_read
     upload = aws.upload("incoming/c++/a b.png")
     # Slashes encoded too: read as stored, outside the prefix; read URL-encoded, the upload.
     for sent in (upload.key, quote_plus(upload.key, safe="/"), quote_plus(upload.key, safe="")):
-        event = {
-            "version": "0",
-            "detail-type": "Object Created",
-            "source": "aws.s3",
-            "time": "2026-12-01T09:59:59Z",
-            "detail": {
-                "bucket": {"name": BUCKET},
-                "object": {
-                    "key": sent,
-                    "size": upload.size,
-                    "etag": upload.etag,
-                    "version-id": upload.version,
-                },
-                "reason": "PutObject",
-            },
-        }
-        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=json.dumps(event))
+        aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=_eventbridge_letter(upload, sent))
 
     report = aws.redriver(image_bucket=BUCKET, incoming_prefix="incoming/").drain_dead_letters()
 
-    # The second is the same start (name and input): Step Functions answers it with the
-    # first execution.
+    # The later ones are the same start (name and input): Step Functions answers each with
+    # the first execution.
     assert [(r.record_id, r.outcome) for r in report.replays] == [
         (upload.record_id, Outcome.STARTED)
     ] * 3
@@ -861,23 +869,7 @@ def test_a_dead_lettered_eventbridge_key_outside_the_prefix_stays_outside(
     letter is left, named, and nothing starts."""
     stored = "incoming%2Fa+b.png"
     upload = aws.upload(stored)
-    event = {
-        "version": "0",
-        "detail-type": "Object Created",
-        "source": "aws.s3",
-        "time": "2026-12-01T09:59:59Z",
-        "detail": {
-            "bucket": {"name": BUCKET},
-            "object": {
-                "key": stored,
-                "size": upload.size,
-                "etag": upload.etag,
-                "version-id": upload.version,
-            },
-            "reason": "PutObject",
-        },
-    }
-    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=json.dumps(event))
+    aws.sqs.send_message(QueueUrl=aws.queue, MessageBody=_eventbridge_letter(upload, stored))
     overrides: dict[str, Any] = {"image_bucket": BUCKET, "incoming_prefix": "incoming/"}
     if not with_s3:
         overrides["s3"] = None
