@@ -6,16 +6,22 @@ import json
 
 import pytest
 from scones_core.retraining.gate import GateRules
-from scones_core.retraining.settings import RetrainingSettings
 
-from scones.cli.bench_gate import BETTER, WORSE, Rates, _joint, pass_rate, shipped_rates
+from scones.cli.bench_gate import (
+    BETTER,
+    WORSE,
+    Rates,
+    _joint,
+    deployed_gate_rules,
+    pass_rate,
+    shipped_rates,
+)
 from scones.cli.main import main
-from scones.template_params import deployed_environment
 
 
 @pytest.fixture(scope="module")
 def rules() -> GateRules:
-    return GateRules.of(RetrainingSettings.from_env(deployed_environment("RetrainJudgeFunction")))
+    return deployed_gate_rules()
 
 
 @pytest.mark.parametrize("coupling", ["independent", "shared"])
@@ -48,8 +54,7 @@ def test_shared_hard_images_put_a_worse_models_right_answers_inside_the_better_o
     assert sum(independent[4 * i + j] for i in wrong for j in right) > 0.0
 
 
-def test_hard_images_in_common_make_the_gate_err_less() -> None:
-    rules = GateRules.of(RetrainingSettings.from_env(deployed_environment("RetrainJudgeFunction")))
+def test_hard_images_in_common_make_the_gate_err_less(rules: GateRules) -> None:
     production = shipped_rates()
     common = {"per_class": 100, "trials": 2000, "seed": 5}
     for candidate, wrong in ((WORSE, lambda p: p), (BETTER, lambda p: 1 - p)):
@@ -83,11 +88,7 @@ def test_the_gate_decides_right_on_a_large_gate_set_and_errs_on_a_small_one(
 def test_a_stricter_rule_refuses_more(rules: GateRules) -> None:
     production = shipped_rates()
     args = {"per_class": 100, "coupling": "shared", "trials": 400, "seed": 4}
-    strict = GateRules.of(
-        RetrainingSettings.from_env(
-            deployed_environment("RetrainJudgeFunction", {"GateMinAcceptedAccuracy": "0.999"})
-        )
-    )
+    strict = deployed_gate_rules({"GateMinAcceptedAccuracy": "0.999"})
     assert pass_rate(production, BETTER, strict, **args) < pass_rate(
         production, BETTER, rules, **args
     )

@@ -1,8 +1,9 @@
 """Records of one status, read through the results table's status index (never a scan).
 
-One home for the query that the redrive (FAILED records) and ``scones results`` (any
-status) both make: a scan's cost grows with the whole table, the index's only with what
-is asked for.
+One home for the index's query: the redrive (FAILED records), ``scones results`` (any
+status), the monitor's counts and the review queue all ask it through
+:func:`status_index_pages`. A scan's cost grows with the whole table, the index's only
+with what is asked for.
 """
 
 from __future__ import annotations
@@ -47,26 +48,9 @@ def records_with_status(
 
     Records are yielded as they are stored, also those this stack did not write: each
     reader checks them with ``records.unreadable`` and names the ones it cannot use."""
-    names = {"#status": STATUS_ATTRIBUTE}
-    values: dict[str, dict[str, str]] = {":status": {"S": status}}
-    key_condition = "#status = :status"
-    if since or until:
-        names["#recorded"] = RECORDED_AT_ATTRIBUTE
-        if since:
-            values[":since"] = {"S": recorded_at_from(_widened(since, -_MARGIN))}
-        if until:
-            values[":until"] = {"S": recorded_at_before(_widened(until, _MARGIN))}
-        if since and until:
-            key_condition += " AND #recorded BETWEEN :since AND :until"
-        elif since:
-            key_condition += " AND #recorded >= :since"
-        else:
-            key_condition += " AND #recorded <= :until"
-    request: dict[str, Any] = {
-        "TableName": table_name,
-        "IndexName": STATUS_INDEX_NAME,
-        "KeyConditionExpression": key_condition,
-    }
+    names: dict[str, str] = {}
+    values: dict[str, dict[str, str]] = {}
+    request: dict[str, Any] = {}
     if prefix:
         names["#key"] = KEY_ATTRIBUTE
         values[":prefix"] = {"S": prefix}
@@ -76,14 +60,71 @@ def records_with_status(
         projected = {f"#a{i}": name for i, name in enumerate(dict.fromkeys(wanted))}
         names.update(projected)
         request["ProjectionExpression"] = ", ".join(projected)
-    request["ExpressionAttributeNames"] = names
-    request["ExpressionAttributeValues"] = values
-    for page in dynamodb.get_paginator("query").paginate(**request):
+    pages = status_index_pages(
+        dynamodb,
+        table_name,
+        status,
+        at_least=recorded_at_from(_widened(since, -_MARGIN)) if since else None,
+        at_most=recorded_at_before(_widened(until, _MARGIN)) if until else None,
+        names=names,
+        values=values,
+        **request,
+    )
+    for page in pages:
         for item in page.get("Items", []):
             record = record_from_item(item)
             if (since or until) and not _within(record, since, until):
                 continue
             yield record
+
+
+def status_index_pages(
+    dynamodb: Any,
+    table_name: str,
+    status: str,
+    *,
+    at_least: str | None = None,
+    at_most: str | None = None,
+    before: str | None = None,
+    names: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
+    **request: Any,
+) -> Iterator[dict[str, Any]]:
+    """The pages of the status index's query for ``status``, with ``recorded_at`` (as a
+    string) ``>= at_least``, ``<= at_most`` and ``< before`` where given: the one key
+    condition every reader of the index asks. ``names`` and ``values`` add the caller's
+    own placeholders (they may not reuse ``#status``, ``#recorded``, ``:status``,
+    ``:at_least``, ``:at_most`` or ``:before``); ``request`` adds the rest of a query
+    (a filter, a projection, ``Select``, ``PaginationConfig``)."""
+    key_names = {"#status": STATUS_ATTRIBUTE}
+    key_values: dict[str, Any] = {":status": {"S": str(status)}}
+    condition = "#status = :status"
+    bounds = {":at_least": at_least, ":at_most": at_most, ":before": before}
+    if any(bound is not None for bound in bounds.values()):
+        key_names["#recorded"] = RECORDED_AT_ATTRIBUTE
+        key_values |= {name: {"S": bound} for name, bound in bounds.items() if bound is not None}
+        if at_least is not None and at_most is not None:
+            condition += " AND #recorded BETWEEN :at_least AND :at_most"
+        elif at_least is not None:
+            condition += " AND #recorded >= :at_least"
+        elif at_most is not None:
+            condition += " AND #recorded <= :at_most"
+        if before is not None:
+            if at_least is not None or at_most is not None:
+                raise ValueError("a key condition takes one range: before, or at_least/at_most")
+            condition += " AND #recorded < :before"
+    if clash := (key_names.keys() & (names or {}).keys()) | (
+        key_values.keys() & (values or {}).keys()
+    ):
+        raise ValueError(f"placeholders of the key condition reused: {sorted(clash)}")
+    yield from dynamodb.get_paginator("query").paginate(
+        TableName=table_name,
+        IndexName=STATUS_INDEX_NAME,
+        KeyConditionExpression=condition,
+        ExpressionAttributeNames=key_names | (names or {}),
+        ExpressionAttributeValues=key_values | (values or {}),
+        **request,
+    )
 
 
 # How far past a bound the query reads, for the whole-second form of recorded_at.

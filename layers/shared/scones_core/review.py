@@ -66,6 +66,7 @@ from scones_core.objects import (
     object_missing,
 )
 from scones_core.preprocess import to_display_image
+from scones_core.record_queries import status_index_pages
 from scones_core.records import (
     BUCKET_ATTRIBUTE,
     CLASSIFIED_STATUS_ATTRIBUTE,
@@ -87,7 +88,6 @@ from scones_core.records import (
     REVIEWER_ATTRIBUTE,
     SOURCE_FORMAT_ATTRIBUTE,
     STATUS_ATTRIBUTE,
-    STATUS_INDEX_NAME,
     VERSION_ATTRIBUTE,
     Status,
     UnreadableRecord,
@@ -415,20 +415,12 @@ class ReviewService:
         cutoff = self._retention_cutoff()
         if cutoff is None:
             return 0
-        paginator = self.dynamodb.get_paginator("query")
         total = 0
-        for page in paginator.paginate(
-            TableName=self.settings.table_name,
-            IndexName=STATUS_INDEX_NAME,
-            KeyConditionExpression="#status = :status AND #recorded < :cutoff",
-            ExpressionAttributeNames={
-                "#status": STATUS_ATTRIBUTE,
-                "#recorded": RECORDED_AT_ATTRIBUTE,
-            },
-            ExpressionAttributeValues={
-                ":status": {"S": Status.NEEDS_REVIEW.value},
-                ":cutoff": {"S": format_millis(cutoff)},
-            },
+        for page in status_index_pages(
+            self.dynamodb,
+            self.settings.table_name,
+            Status.NEEDS_REVIEW,
+            before=format_millis(cutoff),
             Select="COUNT",
         ):
             total += int(page.get("Count", 0))
@@ -495,13 +487,8 @@ class ReviewService:
         page_size: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Records with ``status`` (recorded at or after ``since``), through the index."""
-        names = {"#status": STATUS_ATTRIBUTE}
-        values: dict[str, Any] = {":status": {"S": status.value}}
-        condition = "#status = :status"
-        if since is not None:
-            names["#recorded"] = RECORDED_AT_ATTRIBUTE
-            values[":since"] = {"S": since}
-            condition += " AND #recorded >= :since"
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
         kwargs: dict[str, Any] = {}
         if sampled_only:
             names["#sampled"] = REVIEW_SAMPLED_ATTRIBUTE
@@ -510,15 +497,16 @@ class ReviewService:
         if projection:
             names |= {"#pk": PARTITION_KEY, "#sampled": REVIEW_SAMPLED_ATTRIBUTE}
             kwargs["ProjectionExpression"] = "#pk, #sampled"
-        paginator = self.dynamodb.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self.settings.table_name,
-            IndexName=STATUS_INDEX_NAME,
-            KeyConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
+        if page_size:
+            kwargs["PaginationConfig"] = {"PageSize": page_size}
+        for page in status_index_pages(
+            self.dynamodb,
+            self.settings.table_name,
+            status,
+            at_least=since,
+            names=names,
+            values=values,
             **kwargs,
-            **({"PaginationConfig": {"PageSize": page_size}} if page_size else {}),
         ):
             for raw in page.get("Items", []):
                 yield record_from_item(raw)

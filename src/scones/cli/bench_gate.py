@@ -22,10 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scones.cli.arguments import positive_int
 from scones.paths import SHIPPED_MODEL_DIR
+
+if TYPE_CHECKING:
+    from scones_core.retraining.gate import GateRules
 
 EVALUATION = SHIPPED_MODEL_DIR / "evaluation.json"
 OUTCOMES = ("accepted right", "held right", "held wrong", "accepted wrong")
@@ -92,13 +95,24 @@ def register(benchmarks: Any) -> None:
     parser.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def deployed_gate_rules(overrides: dict[str, str] | None = None) -> GateRules:
+    """The gate's rules as the judge function gets them from ``template.yaml``, with
+    ``overrides`` for its parameters; a ValueError names a value the rules refuse."""
     from scones_core.retraining.gate import GateRules
     from scones_core.retraining.settings import RetrainingSettings
 
+    from scones.template_params import deployed_environment
+
+    return GateRules.of(
+        RetrainingSettings.from_env(
+            deployed_environment("RetrainJudgeFunction", overrides=overrides or {})
+        )
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
     from scones.cli.errors import CommandError
     from scones.cli.stack_state import parse_params
-    from scones.template_params import deployed_environment
 
     overrides = parse_params(args.param, defaults={})
     if others := sorted(name for name in overrides if not name.startswith("Gate")):
@@ -109,12 +123,9 @@ def _run(args: argparse.Namespace) -> int:
             "the labels it was evaluated with"
         )
     try:
-        settings = RetrainingSettings.from_env(
-            deployed_environment("RetrainJudgeFunction", overrides=overrides)
-        )
+        rules = deployed_gate_rules(overrides)
     except ValueError as exc:
         raise CommandError(f"--param: {exc}") from exc
-    rules = GateRules.of(settings)
     production = shipped_rates()
     sizes = args.per_class or [100, 500]
     if (small := min(sizes)) < rules.min_images_per_class:
@@ -174,7 +185,7 @@ def shipped_rates() -> Rates:
 def pass_rate(
     production: Rates,
     candidate: Rates,
-    rules: Any,
+    rules: GateRules,
     *,
     per_class: int,
     coupling: str,

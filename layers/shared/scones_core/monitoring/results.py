@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp, recorded_at_bounds
+from scones_core.record_queries import status_index_pages
 from scones_core.records import (
     CLASSIFIED_STATUS_ATTRIBUTE,
     LABEL_ATTRIBUTE,
@@ -32,8 +33,6 @@ from scones_core.records import (
     RECORDED_AT_ATTRIBUTE,
     REVIEW_LABEL_ATTRIBUTE,
     REVIEWED_AT_ATTRIBUTE,
-    STATUS_ATTRIBUTE,
-    STATUS_INDEX_NAME,
     TERMINAL_STATUSES,
     Status,
     record_from_item,
@@ -125,20 +124,22 @@ def count_results(
         if status is Status.REVIEWED:
             continue
         total = 0
-        for page in _query(dynamodb, table_name, status, low, high, Select="COUNT"):
+        for page in status_index_pages(
+            dynamodb, table_name, status, at_least=low, at_most=high, Select="COUNT"
+        ):
             total += int(page.get("Count", 0))
         counts[status.value] = total
     reviewed_from: dict[str, int] = {}
     in_window = 0
     tally = _Tally()
-    pages = _query(
+    pages = status_index_pages(
         dynamodb,
         table_name,
         Status.REVIEWED,
-        format_millis(start - review_lookback),
-        high,
+        at_least=format_millis(start - review_lookback),
+        at_most=high,
         ProjectionExpression="#recorded, #prior, #reviewed, #answer, #label",
-        extra_names={
+        names={
             "#prior": CLASSIFIED_STATUS_ATTRIBUTE,
             "#reviewed": REVIEWED_AT_ATTRIBUTE,
             "#answer": REVIEW_LABEL_ATTRIBUTE,
@@ -156,35 +157,6 @@ def count_results(
                 tally.add(record, prior)
     counts[Status.REVIEWED.value] = in_window
     return ResultCounts(counts=counts, reviewed_from=reviewed_from), tally.freeze()
-
-
-def _query(
-    dynamodb: Any,
-    table_name: str,
-    status: Status,
-    low: str,
-    high: str,
-    *,
-    extra_names: dict[str, str] | None = None,
-    **kwargs: Any,
-) -> Any:
-    paginator = dynamodb.get_paginator("query")
-    return paginator.paginate(
-        TableName=table_name,
-        IndexName=STATUS_INDEX_NAME,
-        KeyConditionExpression="#status = :status AND #recorded BETWEEN :low AND :high",
-        ExpressionAttributeNames={
-            "#status": STATUS_ATTRIBUTE,
-            "#recorded": RECORDED_AT_ATTRIBUTE,
-            **(extra_names or {}),
-        },
-        ExpressionAttributeValues={
-            ":status": {"S": status.value},
-            ":low": {"S": low},
-            ":high": {"S": high},
-        },
-        **kwargs,
-    )
 
 
 def _within(value: Any, start: datetime, end: datetime) -> bool:
