@@ -18,6 +18,7 @@ have produced as input. ``scones retrain`` runs the whole sequence offline.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -89,6 +90,7 @@ def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcy
             # As Prepare names them from the template's defaults (the canary's, then the
             # serving count a promotion returns to).
             "instances": {"serving": 1, "canary": 2},
+            "instance_type": "ml.m5.large",
         },
         "production": {"endpoint_config_name": "scones-config-1"},
         "production_config": {"variant": {"ModelName": "scones-model-1"}},
@@ -142,7 +144,8 @@ def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcy
 
 
 def resolve(value: Any, state: dict[str, Any]) -> Any:
-    """The ``Parameters`` of a state for ``state``: ``"key.$": "$.a.b"`` paths only."""
+    """The ``Parameters`` of a state for ``state``: ``"key.$": "$.a.b"`` paths, and
+    ``States.Array`` of one path."""
     if isinstance(value, list):
         return [resolve(v, state) for v in value]
     if not isinstance(value, dict):
@@ -150,11 +153,13 @@ def resolve(value: Any, state: dict[str, Any]) -> Any:
     resolved = {}
     for key, item in value.items():
         if key.endswith(".$"):
-            assert item.startswith("$.") and "(" not in item, f"{key}: {item}"
+            array = re.fullmatch(r"States\.Array\((\$\.[\w.]+)\)", item)
+            path = array.group(1) if array else item
+            assert path.startswith("$.") and "(" not in path, f"{key}: {item}"
             node: Any = state
-            for part in item[2:].split("."):
+            for part in path[2:].split("."):
                 node = node[part]
-            resolved[key[:-2]] = node
+            resolved[key[:-2]] = [node] if array else node
         else:
             resolved[key] = resolve(item, state)
     return resolved
@@ -469,7 +474,11 @@ def outcome_of(stack: OfflineStack, run_name: str) -> dict[str, str]:
 
 
 def moto_endpoint(
-    stack: OfflineStack, config_name: str, instances: int = 1, variant: str | None = None
+    stack: OfflineStack,
+    config_name: str,
+    instances: int = 1,
+    variant: str | None = None,
+    instance_type: str = "ml.m5.large",
 ) -> None:
     """What the production endpoint looks like to the describe calls, in moto's SageMaker."""
     sagemaker = stack.client("sagemaker")
@@ -488,7 +497,7 @@ def moto_endpoint(
             {
                 "VariantName": variant or stack.parameters["EndpointVariantName"],
                 "ModelName": model,
-                "InstanceType": "ml.m5.large",
+                "InstanceType": instance_type,
                 "InitialInstanceCount": instances,
             }
         ],
@@ -518,7 +527,10 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
         for i in range(int(stack.parameters["GateMinImagesPerClass"])):
             key = f"{stack.parameters['GateDataPrefix']}{label}/g{i}.png"
             s3.put_object(Bucket=stack.bucket, Key=key, Body=f"gate {label} {i}".encode())
-    moto_endpoint(stack, "scones-config-1", instances=3)
+    # Production, deployed outside the stack, runs on another instance type than
+    # EndpointInstanceType.
+    moto_endpoint(stack, "scones-config-1", instances=3, instance_type="ml.c5.xlarge")
+    assert stack.parameters["EndpointInstanceType"] != "ml.c5.xlarge"
     result = execute(stack, None, {"source": "test"}, "from-the-start")
     # moto stops at the first .sync SageMaker integration with a runtime error (which no
     # Catch may handle, on AWS either): that is where its interpreter ends.
@@ -535,6 +547,8 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
         "CanaryAtLeastProduction",
         "RaiseCanaryToProduction",
         "FindProductionConfig",
+        "ProductionInstanceType",
+        "UseProductionInstanceType",
         "ProductionConfigModel",
         "FindProductionModel",
         "ProductionModelSource",
@@ -553,6 +567,13 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
         if e.get("stateExitedEventDetails", {}).get("name") == "RaiseCanaryToProduction"
     ]
     assert capacity == {"serving": 3, "canary": 3}
+    # The candidate's fleet will run on production's instance type.
+    [instance_type] = [
+        json.loads(e["stateExitedEventDetails"]["output"])["run"]["instance_type"]
+        for e in history
+        if e.get("stateExitedEventDetails", {}).get("name") == "UseProductionInstanceType"
+    ]
+    assert instance_type == "ml.c5.xlarge"
     # Everything before it ran for real: the production lookups against moto's SageMaker
     # and the deployed dataset function, which pinned the training channel.
     keys = [
@@ -682,6 +703,8 @@ def test_a_passing_candidate_is_registered_pending_and_deployed_until_moto_lacks
     state = passing_run(stack, "passing")
     # Production served on 3 (more than the canary's minimum): the candidate's fleet too.
     state["run"]["instances"] = {"serving": 3, "canary": 3}
+    # Production runs on another instance type than EndpointInstanceType (FindProductionConfig).
+    state["run"]["instance_type"] = "ml.c5.xlarge"
     moto_endpoint(stack, state["production"]["endpoint_config_name"])  # unchanged since
     result = execute(stack, "JudgeCandidate", state, "passing")
     described = stack_package(stack, state["training"]["model_data_url"])
@@ -692,6 +715,11 @@ def test_a_passing_candidate_is_registered_pending_and_deployed_until_moto_lacks
     [variant] = sagemaker.describe_endpoint_config(EndpointConfigName=base)["ProductionVariants"]
     # The fleet the run chose for the canary (Prepare, or production's count if larger).
     assert variant["InitialInstanceCount"] == state["run"]["instances"]["canary"] == 3
+    # On production's instance type, which the package declares it is served on.
+    assert variant["InstanceType"] == "ml.c5.xlarge"
+    assert described["InferenceSpecification"]["SupportedRealtimeInferenceInstanceTypes"] == [
+        "ml.c5.xlarge"
+    ]
     # moto has no UpdateEndpoint: its server answers 500 and the interpreter ends the run
     # with a runtime error, so neither a record nor an alert is written here.
     assert (result["status"], result["error"]) == ("FAILED", "States.Runtime")

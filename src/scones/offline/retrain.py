@@ -602,6 +602,12 @@ class OfflineRetrain:
         started = time.perf_counter()
         state = self.asl_states["RegisterCandidate"]["Parameters"]
         spec = json.loads(json.dumps(state["InferenceSpecification"]))
+        # The state machine declares the instance type the candidate runs on: production's,
+        # and the offline endpoint has none, so EndpointInstanceType, as Prepare names it.
+        del spec["SupportedRealtimeInferenceInstanceTypes.$"]
+        spec["SupportedRealtimeInferenceInstanceTypes"] = [
+            self.asl_states["Prepare"]["Parameters"]["instance_type"]
+        ]
         spec["Containers"] = [
             {
                 "Image": spec["Containers"][0]["Image"] or "scones-offline-model-server",
