@@ -1,16 +1,28 @@
 """The near-copy bound of ``gate_pixels`` measured against the bundled images: it must
 recognise a gate image saved again as a camera app would, and must never take one
-real picture for another."""
+real picture for another; and the labelled copies are read several at a time."""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import boto3
 import numpy as np
 import pytest
+from moto import mock_aws
 from PIL import Image
-from scones_core.retraining.gate_pixels import COMPARE_SIDE, NEAR_COPY_RMS, Luma, luma
+from scones_core.retraining.gate_pixels import (
+    COMPARE_SIDE,
+    NEAR_COPY_RMS,
+    READERS,
+    GatePixels,
+    Luma,
+    luma,
+)
 from scones_core.settings import ImageLimits
 
 from scones.costs.measure import photo_jpeg
@@ -77,3 +89,49 @@ def test_bytes_the_image_rules_refuse_have_no_luma() -> None:
         luma((PROJECT_ROOT / "samples" / "not-images" / "delivery-note.png").read_bytes(), LIMITS)
         is None
     )
+
+
+class _CountingS3:
+    """A real (moto) S3 client whose GETs take a little while, counting how many run at
+    once: the labelled copies grow with every review, so they must not be read one by one."""
+
+    def __init__(self, client: Any) -> None:
+        self._client, self._lock = client, threading.Lock()
+        self.running = self.most_at_once = self.gets = 0
+
+    def get_object(self, **request: Any) -> Any:
+        with self._lock:
+            self.running += 1
+            self.gets += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            time.sleep(0.02)  # a GET's round trip, for the reads to overlap
+            return self._client.get_object(**request)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_labelled_copies_are_compared_with_the_gate_several_at_a_time() -> None:
+    gate_paths, others = BUNDLED[:4], BUNDLED[4:40]
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="bucket")
+        gate_keys = []
+        for path in gate_paths:
+            gate_keys.append(f"gate/{path.parent.name}/{path.name}")
+            client.put_object(Bucket="bucket", Key=gate_keys[-1], Body=path.read_bytes())
+        objects, copies = [], set()
+        for i, path in enumerate([*gate_paths, *others]):
+            key = f"labelled/{path.parent.name}/{i}.jpg"
+            body = _jpeg(path, 90)
+            client.put_object(Bucket="bucket", Key=key, Body=body)
+            objects.append((key, len(body)))
+            if path in gate_paths:
+                copies.add(key)
+        s3 = _CountingS3(client)
+        found = GatePixels(s3, "bucket", gate_keys, LIMITS).copies_among(objects)
+    assert found == copies
+    assert s3.gets >= len(objects)  # every object's header was read
+    assert s3.most_at_once > 1
+    assert s3.most_at_once <= READERS

@@ -253,6 +253,7 @@ def read_channel(
     per_label = dict.fromkeys(labels, 0)
     not_read: list[str] = []
     skipped = excluded = unanswered = 0
+    to_compare: list[tuple[str, int]] = []
     for key, size in _objects(s3, bucket, prefix):
         relative = key[len(prefix) :]
         why = _not_read_because(relative, labels)
@@ -261,18 +262,22 @@ def read_channel(
             if len(not_read) < MAX_NAMED_NOT_READ:
                 not_read.append(f"{relative}: {why}")
             continue
-        label = relative.partition("/")[0]
         if answered is not None and key not in answered:
             unanswered += 1
             continue
-        if gate.holds_copy_of(key, size) or (
-            gate_pixels is not None and gate_pixels.holds_copy_of(key, size)
-        ):
+        if gate.holds_copy_of(key, size):
             excluded += 1
             continue
+        to_compare.append((key, size))
+    copies = gate_pixels.copies_among(to_compare) if gate_pixels is not None else set()
+    for key, size in to_compare:
+        if key in copies:
+            excluded += 1
+            continue
+        relative = key[len(prefix) :]
         keys.append(relative)
         sizes[relative] = size
-        per_label[label] += 1
+        per_label[relative.partition("/")[0]] += 1
     keys.sort()
     channel = ChannelObjects(prefix, tuple(keys), per_label, skipped, sizes, tuple(not_read))
     return channel, excluded, unanswered

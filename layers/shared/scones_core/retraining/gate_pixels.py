@@ -22,6 +22,8 @@ compared as the model would see them before its preprocessing.
 from __future__ import annotations
 
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,8 @@ from scones_core.settings import ImageLimits
 HEAD_BYTES = 64 * 1024
 NEAR_COPY_RMS = 10.0
 COMPARE_SIDE = 64
+# Objects read at once (the S3 client's default pool holds 10 connections).
+READERS = 10
 
 
 @dataclass(frozen=True)
@@ -80,19 +84,34 @@ class GatePixels:
     def __init__(self, s3: Any, bucket: str, gate_keys: list[str], limits: ImageLimits) -> None:
         self._s3, self._bucket, self._keys, self._limits = s3, bucket, gate_keys, limits
         self._by_size: dict[tuple[int, int], list[Luma]] | None = None
+        self._reading_gate = threading.Lock()
 
     def _read(self, key: str, head_only: bool = False) -> bytes:
         extra = {"Range": f"bytes=0-{HEAD_BYTES - 1}"} if head_only else {}
         return bytes(self._s3.get_object(Bucket=self._bucket, Key=key, **extra)["Body"].read())
 
     def _gate(self) -> dict[tuple[int, int], list[Luma]]:
-        if self._by_size is None:
-            self._by_size = {}
-            for key in self._keys:
-                found = luma(self._read(key), self._limits)
-                if found is not None:
-                    self._by_size.setdefault(found[0], []).append(found[1])
-        return self._by_size
+        with self._reading_gate:  # once, by whichever reader needs it first
+            if self._by_size is None:
+                by_size: dict[tuple[int, int], list[Luma]] = {}
+                for key in self._keys:
+                    found = luma(self._read(key), self._limits)
+                    if found is not None:
+                        by_size.setdefault(found[0], []).append(found[1])
+                self._by_size = by_size
+            return self._by_size
+
+    def copies_among(self, objects: list[tuple[str, int]]) -> set[str]:
+        """The keys of ``objects`` (key, size in bytes) that show a gate image's picture.
+
+        Each object costs a ranged GET or two, and the labelled copies only grow with every
+        review: they are read ``READERS`` at a time, so the dataset step's time grows with
+        the copies divided by that (botocore clients are thread-safe)."""
+        if not self._keys or not objects:
+            return set()
+        with ThreadPoolExecutor(max_workers=READERS) as pool:
+            found = pool.map(lambda item: self.holds_copy_of(*item), objects)
+            return {key for (key, _), copy in zip(objects, found, strict=True) if copy}
 
     def holds_copy_of(self, key: str, size: int) -> bool:
         """Whether object ``key`` (``size`` bytes) shows a gate image's picture."""
