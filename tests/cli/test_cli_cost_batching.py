@@ -67,7 +67,7 @@ def test_the_memory_sweep_shows_the_largest_upload_serialize_decodes_at_each_siz
     assert main(["cost", "--sweep-memory"]) == 0
     out = capsys.readouterr().out
     [webp] = [line.split() for line in out.splitlines() if line.startswith("WebP ")]
-    # 128, 256, 512 MB...: (MB - 96) / 17 bytes a pixel; "all" of MaxImagePixels (50 MP)
+    # 128, 256, 512 MB...: (MB - 96) / 17 bytes a pixel; "all" of MaxImagePixels (54 MP)
     # from 1024 MB.
     assert webp[1:5] == ["2.0", "9.9", "25.7", "all"]
     [heic] = [line for line in out.splitlines() if line.startswith("HEIC (a phone's, 8-bit)")]
@@ -90,7 +90,7 @@ def test_the_memory_sweep_decodes_up_to_the_max_image_pixels_given(
     out = capsys.readouterr().out
     assert "MaxImagePixels is 25 MP" in out
     [webp] = [line.split() for line in out.splitlines() if line.startswith("WebP ")]
-    # 512 MB decodes a 25.7 MP WebP: all of 25 MP, not all of the default 50 MP.
+    # 512 MB decodes a 25.7 MP WebP: all of 25 MP, not all of the default 54 MP.
     assert webp[1:4] == ["2.0", "9.9", "all"]
 
 

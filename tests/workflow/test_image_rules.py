@@ -573,15 +573,27 @@ def test_a_progressive_jpeg_counts_its_full_size_coefficients(decoder_spy: list[
         decode_image(encode(photo, "JPEG", progressive=True), limits, draft_to=(32, 32))
 
 
-def test_a_phones_50_megapixel_jpeg_is_normalised_at_an_eighth_of_its_size() -> None:
-    """8160x6120, a phone's largest photo: within MaxImagePixels and the function's memory,
-    because the JPEG draft decodes 1020x765."""
-    photo = Image.linear_gradient("L").resize((8160, 6120)).convert("RGB")
+@pytest.mark.parametrize(
+    "size",
+    [
+        (8064, 6048),  # a 48 MP sensor
+        (8160, 6120),
+        (8192, 6144),  # 50 MP sensors (IMX766, IMX890, GN2), 50.3 M pixels
+        (8768, 6144),  # a 1-inch 50 MP sensor (IMX800), 53.9 M pixels
+    ],
+)
+def test_a_phones_50_megapixel_jpeg_is_normalised_at_an_eighth_of_its_size(
+    size: tuple[int, int],
+) -> None:
+    """A phone's largest photo: within MaxImagePixels (the template's default) and the
+    function's memory, because the JPEG draft decodes an eighth of each side."""
+    assert size[0] * size[1] <= int(parameter_defaults()["MaxImagePixels"])
+    photo = Image.linear_gradient("L").resize(size).convert("RGB")
     data = encode(photo, "JPEG", quality=85)
     del photo
     limits = dataclasses.replace(LIMITS, memory_mb=512)
     normalised = normalise_image(data, limits)
-    assert (normalised.source["width"], normalised.source["height"]) == (8160, 6120)
+    assert (normalised.source["width"], normalised.source["height"]) == size
     assert Image.open(io.BytesIO(normalised.png)).size == LIMITS.model_input_size
 
 
@@ -614,7 +626,7 @@ def test_what_fits_the_serialize_functions_memory_at_the_pixel_limit() -> None:
     and are refused past about 25 MP (WebP) or 29-41 MP (HEIC). (A HEIC's decode time
     refuses it sooner: ``heic_coded_pixel_limit``.)"""
     pixels = int(parameter_defaults()["MaxImagePixels"])
-    assert pixels >= 8160 * 6120
+    assert pixels >= 8768 * 6144  # the largest 50 MP sensor's photo
     side = (int(pixels**0.5), int(pixels**0.5))
     for fmt in set(SUPPORTED_IMAGE_FORMATS) - {"WEBP", "HEIC"}:
         for mode in ["RGBA", "CMYK", "F", "I;16", "P"]:
