@@ -38,7 +38,7 @@ from image_catalog import (
 from moto import mock_aws
 from PIL import Image, ImageOps
 from scones_core import errors
-from scones_core.heif_structure import HeifLayout
+from scones_core.heif_structure import HIGH_BIT_DECODE_FACTOR, HeifLayout
 from scones_core.image_rules import (
     FUNCTION_RESERVE_MB,
     SUPPORTED_IMAGE_FORMATS,
@@ -612,6 +612,7 @@ def phone_heic(width: int, height: int, *, ten_bit: bool) -> HeifLayout:
         tiles=tiles // 512**2,
         coded_pixels=tiles,
         plane_bytes=int(tiles * (3.0 if ten_bit else 1.5)),
+        decode_work=int(tiles * (HIGH_BIT_DECODE_FACTOR if ten_bit else 1.0)),
         tile_plane_bytes=int(512**2 * (3.0 if ten_bit else 1.5)),
         high_bit_depth=ten_bit,
     )

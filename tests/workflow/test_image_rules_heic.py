@@ -410,6 +410,35 @@ def test_a_heic_too_large_to_decode_within_the_functions_time_is_refused() -> No
     assert decode_image(grid_heic(tile, 9, 12, (5712, 4284)), LIMITS).source["width"] == 5712
 
 
+def test_a_heic_of_costlier_samples_is_budgeted_by_what_its_decode_reconstructs() -> None:
+    """A 12 MP grid of 4:4:4 tiles has a phone's 4:2:0 grid's coded pixels but twice its
+    samples, and 10-bit samples take longer still: decoding either would outlast
+    SerializeImage's time at 512 MB (measured at 2.2 and 2.6 s on one x86 core, against
+    1.0 s for a phone's), so each is refused before decoding, and the 4:2:0 one is not."""
+    picture = Image.linear_gradient("L").resize((512, 512)).convert("RGB")
+    limit = image_rules.heic_coded_pixel_limit(512)
+    coded = 8 * 6 * 512**2
+    phone = grid_heic(hevc_tile(picture, quality=50), 6, 8, (4032, 3024))
+    assert heif_layout(phone).decode_work == coded < limit
+    assert decode_image(phone, SERIALIZE).image.size == (4032, 3024)
+    wide = grid_heic(hevc_tile(picture, quality=50, chroma=444), 6, 8, (4032, 3024))
+    layout = heif_layout(wide)
+    assert (layout.coded_pixels, layout.decode_work) == (coded, 2 * coded)
+    error = refused(wide, SERIALIZE)
+    assert isinstance(error, errors.ImageTooManyPixels)
+    assert f"coded in 48 tile(s) of {coded} pixels in all (by their chroma and bit depth" in (
+        str(error)
+    )
+    assert f"as long to decode as {2 * coded} pixels of a phone's 8-bit 4:2:0 tiles" in str(error)
+    deep = grid_heic(tile_from_heic(heic_10_bit(picture)), 6, 8, (4032, 3024))
+    deep_work = heif_layout(deep).decode_work
+    assert deep_work == int(coded * heif_structure.HIGH_BIT_DECODE_FACTOR) < limit
+    # 10-bit 4:2:0 (a phone's HDR photo) still fits.
+    assert decode_image(deep, SERIALIZE).image.size == (4032, 3024)
+    # Without a function's memory (the model server, training) no time is budgeted.
+    assert decode_image(wide, LIMITS).source["width"] == 4032
+
+
 def test_the_heic_time_budget_is_within_the_serialize_functions_timeout() -> None:
     from scones.template_params import load_template
 

@@ -268,7 +268,9 @@ _DEFAULT_BYTES_PER_PIXEL = 4
 # 4 MP holds 2000x2000 (1920x1080 is 2 MP); more pixels, or more data, are refused.
 MAX_BMP_RLE_PIXELS = 4_000_000
 MAX_BMP_RLE_BYTES = 2**20
-# libheif decodes a HEIC whole, each tile at full size: no reduced-scale decode. A 25 MP
+# libheif decodes a HEIC whole, each tile at full size: no reduced-scale decode. Its time
+# is budgeted in coded pixels of a phone's 8-bit 4:2:0 tiles (HeifLayout.decode_work
+# counts other chroma formats and depths in them). A 25 MP
 # grid of 8-bit 4:2:0 tiles took 2.3 s of CPU through normalise_image on one x86 core of
 # the dev machine (92 ns a coded pixel, 18 % more at 10 bits), on one decode thread or
 # four alike. The libde265 of pi-heif's aarch64 wheel (Lambda's arm64) has none of the
@@ -631,11 +633,17 @@ def _structure(
                 f"the limit is {limits.max_pixels} pixels{limits.named('MaxImagePixels')}."
             )
         in_time = None if limits.memory_mb is None else heic_coded_pixel_limit(limits.memory_mb)
-        if in_time is not None and heif.coded_pixels > in_time:
+        if in_time is not None and heif.decode_work > in_time:
+            costlier = (
+                f" (by their chroma and bit depth, as long to decode as {heif.decode_work} "
+                "pixels of a phone's 8-bit 4:2:0 tiles)"
+                if heif.decode_work > heif.coded_pixels
+                else ""
+            )
             raise ImageTooManyPixels(
                 f"The HEIC's {heif.width}x{heif.height} image is coded in {heif.tiles} tile(s) "
-                f"of {heif.coded_pixels} pixels in all, which libheif decodes whole; at "
-                f"{limits.memory_mb} MB (the function's MemorySize) at most {in_time} are "
+                f"of {heif.coded_pixels} pixels in all{costlier}, which libheif decodes whole; "
+                f"at {limits.memory_mb} MB (the function's MemorySize) at most {in_time} are "
                 "decoded in its time: send it as JPEG, or smaller."
             )
         return _Structure(heif=heif)

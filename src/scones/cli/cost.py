@@ -369,7 +369,7 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
     """What SerializeImage's memory decides besides its price: the largest upload it
     decodes (larger ones are REJECTED before decoding, ``image_rules.decode_bytes``), up to
     the MaxImagePixels of ``overrides`` or the template's."""
-    from scones_core.heif_structure import HeifLayout
+    from scones_core.heif_structure import HIGH_BIT_DECODE_FACTOR, HeifLayout
     from scones_core.image_rules import (
         FUNCTION_RESERVE_MB,
         decode_bytes,
@@ -389,28 +389,40 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
     def phone_heic(ten_bit: bool) -> HeifLayout:
         """A megapixel of a phone's HEIC (4:2:0 tiles; the last tiles' margin left out)."""
         planes = int((3.0 if ten_bit else 1.5) * 10**6)
+        work = int(10**6 * (HIGH_BIT_DECODE_FACTOR if ten_bit else 1.0))
         return HeifLayout(
-            *million, tiles=1, coded_pixels=10**6, plane_bytes=planes, high_bit_depth=ten_bit
+            *million,
+            tiles=1,
+            coded_pixels=10**6,
+            plane_bytes=planes,
+            decode_work=work,
+            high_bit_depth=ten_bit,
         )
 
-    rows = (
-        ("WebP", decode_bytes("WEBP", "RGBA", million), False),
-        # A HEIC's largest is also capped by its decode time (its coded pixels).
+    eight, ten = phone_heic(False), phone_heic(True)
+    # (label, bytes a megapixel's decode takes, how long a coded pixel takes to decode in
+    # a phone's 8-bit 4:2:0 pixels: a HEIC's largest is also capped by its decode time).
+    rows: tuple[tuple[str, int, float | None], ...] = (
+        ("WebP", decode_bytes("WEBP", "RGBA", million), None),
         (
             "HEIC (a phone's, 8-bit)",
-            decode_bytes("HEIC", "RGB", million, heif=phone_heic(False)),
-            True,
+            decode_bytes("HEIC", "RGB", million, heif=eight),
+            eight.decode_work / eight.coded_pixels,
         ),
-        ("HEIC (10-bit, HDR)", decode_bytes("HEIC", "RGB", million, heif=phone_heic(True)), True),
+        (
+            "HEIC (10-bit, HDR)",
+            decode_bytes("HEIC", "RGB", million, heif=ten),
+            ten.decode_work / ten.coded_pixels,
+        ),
         # Its draft decodes an eighth, but libjpeg keeps every full-size DCT coefficient.
-        ("JPEG (progressive)", decode_bytes("JPEG", "RGB", (125, 125), million), False),
-        ("PNG, TIFF, BMP (RGBA)", decode_bytes("PNG", "RGBA", million), False),
+        ("JPEG (progressive)", decode_bytes("JPEG", "RGB", (125, 125), million), None),
+        ("PNG, TIFF, BMP (RGBA)", decode_bytes("PNG", "RGBA", million), None),
     )
-    for label, per_million, timed in rows:
+    for label, per_million, work in rows:
         cells = ""
         for memory in MEMORY_SIZES:
             largest = (memory - FUNCTION_RESERVE_MB) * 2**20 * 10**6 // per_million
-            if timed:
-                largest = min(largest, heic_coded_pixel_limit(memory))
+            if work is not None:
+                largest = min(largest, int(heic_coded_pixel_limit(memory) / work))
             cells += f"{'all':>10}" if largest >= limit else f"{largest / 1e6:>10.1f}"
         print(f"{label:<24}{'':>9}{cells}")
