@@ -676,6 +676,40 @@ def publish_source_bundle(session: Any, stack_name: str) -> dict[str, str]:
     return {"source_bundle": uri, "sha256": digest, "bytes": str(len(bundle))}
 
 
+# The log group SageMaker creates for an endpoint's containers, and writes itself.
+ENDPOINT_LOG_GROUP = "/aws/sagemaker/Endpoints/{endpoint}"
+
+
+def keep_endpoint_logs(session: Any, stack_name: str) -> dict[str, str]:
+    """Give the stack's endpoint's log group the stack's ``LogRetentionDays``.
+
+    SageMaker creates ``/aws/sagemaker/Endpoints/<EndpointName>`` itself when the endpoint's
+    containers start, with no retention: it would keep the model server's lines (one per
+    request at its default log level) for ever. The stack cannot own the group (on an
+    existing stack it exists already, and CloudFormation would fail to create it), so this
+    step sets its retention after each deploy. Only the stack's own endpoint
+    (``CreateEndpoint=true``): an endpoint deployed outside the stack keeps its settings."""
+    from botocore.exceptions import ClientError
+
+    _, parameters = stack_facts(session.client("cloudformation"), stack_name)
+    if parameters.get("CreateEndpoint", parameter_default("CreateEndpoint")) != "true":
+        return {}
+    endpoint = parameters.get("EndpointName") or parameter_default("EndpointName")
+    days = int(parameters.get("LogRetentionDays") or parameter_default("LogRetentionDays"))
+    group = ENDPOINT_LOG_GROUP.format(endpoint=endpoint)
+    try:
+        session.client("logs").put_retention_policy(logGroupName=group, retentionInDays=days)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise DeployError(f"cannot set the retention of log group {group}: {exc}") from exc
+        return {
+            "endpoint_logs": f"{group} does not exist yet (the endpoint has logged nothing): "
+            "run make deploy-baseline again once it has, to keep its logs "
+            f"{days} days (LogRetentionDays)"
+        }
+    return {"endpoint_logs": group, "endpoint_log_retention_days": str(days)}
+
+
 def endpoint_status(session: Any, stack_name: str | None, config: SamConfig) -> dict[str, str]:
     """The endpoint the workflow calls and its status (``missing`` when it does not exist)."""
     from scones.sagemaker.hosting import existing_endpoint

@@ -28,6 +28,7 @@ from scones_core.retraining.dataset import retraining_prefix
 
 from scones.costs.workflow import load_workflow
 from scones.deploy import (
+    ENDPOINT_LOG_GROUP,
     NO_CREDENTIALS,
     DeployError,
     SamConfig,
@@ -39,6 +40,7 @@ from scones.deploy import (
     endpoint_config_parameters,
     endpoint_status,
     express_time_problem,
+    keep_endpoint_logs,
     preflight,
     previous_parameters,
     publish_baseline,
@@ -248,6 +250,81 @@ def test_deploy_puts_the_retraining_source_bundle_where_the_stacks_retraining_re
     assert again["unchanged"] == "true" and again["sha256"] == first["sha256"]
     versions = s3.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
     assert len(versions) == 1, "an unchanged bundle is not uploaded again"
+
+
+def parameter_stack(aws: boto3.Session, name: str, **parameters: str) -> None:
+    """A CloudFormation stack whose parameters are ``parameters`` (and nothing else)."""
+    aws.client("cloudformation").create_stack(
+        StackName=name,
+        TemplateBody=json.dumps(
+            {
+                "Parameters": {key: {"Type": "String"} for key in parameters},
+                "Resources": {"Q": {"Type": "AWS::SQS::Queue"}},
+            }
+        ),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+    )
+
+
+def test_the_stacks_endpoint_keeps_its_logs_as_long_as_the_stacks_own(aws: boto3.Session) -> None:
+    """SageMaker creates the endpoint's log group itself, with no retention: deploy-baseline
+    gives it LogRetentionDays; only the stack's own endpoint's, and a group not there yet
+    is named, not made."""
+    logs = aws.client("logs")
+    group = ENDPOINT_LOG_GROUP.format(endpoint="scones-own")
+    logs.create_log_group(logGroupName=group)
+    parameter_stack(
+        aws,
+        "with-endpoint",
+        CreateEndpoint="true",
+        EndpointName="scones-own",
+        LogRetentionDays="30",
+    )
+    assert keep_endpoint_logs(aws, "with-endpoint") == {
+        "endpoint_logs": group,
+        "endpoint_log_retention_days": "30",
+    }
+    [described] = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    assert described["retentionInDays"] == 30
+    parameter_stack(aws, "not-yet", CreateEndpoint="true", EndpointName="scones-new")
+    missing = keep_endpoint_logs(aws, "not-yet")
+    assert "/aws/sagemaker/Endpoints/scones-new does not exist yet" in missing["endpoint_logs"]
+    assert not logs.describe_log_groups(logGroupNamePrefix="/aws/sagemaker/Endpoints/scones-new")[
+        "logGroups"
+    ]
+    outside = ENDPOINT_LOG_GROUP.format(endpoint="theirs")
+    logs.create_log_group(logGroupName=outside)
+    parameter_stack(aws, "outside", CreateEndpoint="false", EndpointName="theirs")
+    assert keep_endpoint_logs(aws, "outside") == {}
+    [untouched] = logs.describe_log_groups(logGroupNamePrefix=outside)["logGroups"]
+    assert "retentionInDays" not in untouched
+
+
+def test_a_retention_the_deployer_may_not_set_is_named(aws: boto3.Session) -> None:
+    parameter_stack(aws, "denied", CreateEndpoint="true", EndpointName="scones-own")
+    logs = aws.client("logs")
+
+    class Session:
+        """The session, with its logs client the stubbed one."""
+
+        def client(self, name: str) -> Any:
+            return logs if name == "logs" else aws.client(name)
+
+    with Stubber(logs) as stubber:
+        stubber.add_client_error(
+            "put_retention_policy",
+            "AccessDeniedException",
+            "not authorized to perform: logs:PutRetentionPolicy",
+            expected_params={
+                "logGroupName": "/aws/sagemaker/Endpoints/scones-own",
+                "retentionInDays": int(parameter_defaults()["LogRetentionDays"]),
+            },
+        )
+        with pytest.raises(
+            DeployError,
+            match="cannot set the retention of log group /aws/sagemaker/Endpoints/scones-own",
+        ):
+            keep_endpoint_logs(Session(), "denied")
 
 
 @pytest.mark.slow

@@ -1016,6 +1016,19 @@ def test_only_superseded_versions_of_the_review_manifests_expire() -> None:
     assert key.startswith(manifests["Prefix"]), key
 
 
+def test_delete_markers_left_without_versions_are_removed_across_the_bucket() -> None:
+    """S3 removes a delete marker whose versions have all expired only where a rule sets
+    ExpiredObjectDeleteMarker: a rule over the whole bucket, which expires nothing else
+    (S3 refuses the flag beside a current-version expiration in one rule)."""
+    cfn = transformed()
+    rules = resolver_for(cfn)(cfn["Resources"]["ImageBucket"]["Properties"])[
+        "LifecycleConfiguration"
+    ]["Rules"]
+    [markers] = [rule for rule in rules if rule.get("ExpiredObjectDeleteMarker")]
+    assert markers["Status"] == "Enabled"
+    assert not {"Prefix", "Filter", "ExpirationInDays", "ExpirationDate"} & markers.keys()
+
+
 def test_capture_retention_deletes_captured_traffic_only_under_the_capture_prefix() -> None:
     """Captured requests are the uploads' images again (base64): CaptureRetentionDays expires
     them (and, the bucket being versioned, their data a day later) under the capture

@@ -2,7 +2,7 @@
 
 ``make deploy`` runs ``deploy-preflight`` (no AWS credentials: stop at once, saying how to
 configure them), ``sam build``, ``sam deploy`` and ``deploy-baseline`` (the monitor's baseline
-into the stack's bucket, then whether the endpoint exists). Stack name, region and profile
+into the stack's bucket, the endpoint's log retention, then whether the endpoint exists). Stack name, region and profile
 and every other setting are resolved by ``sam deploy``'s own options
 and config file reading, from the options ``sam deploy`` is given.
 """
@@ -88,8 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Upload MODEL/baseline.json to s3://<ImageBucketName>/<BaselineKey> of the "
         "deployed stack (its output and parameter), and the retraining jobs' source bundle "
         "(this checkout's code) to s3://<ImageBucketName>/<RetrainingPrefix>code/"
-        "sourcedir.tar.gz unless the same bundle is there, then say whether the endpoint "
-        "exists. A "
+        "sourcedir.tar.gz unless the same bundle is there, give the stack's endpoint's log "
+        "group (/aws/sagemaker/Endpoints/<EndpointName>, which SageMaker creates with no "
+        "retention) the stack's LogRetentionDays, then say whether the endpoint exists. A "
         "baseline that is not the model's own (its model_version is not model.json's "
         "version) or that the monitor could not use for the model's labels, and a model that "
         "does not fit the stack's ModelLabels and ModelInputSize, are refused; while the "
@@ -283,7 +284,12 @@ def run_preflight(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
-    from scones.deploy import DeployError, publish_baseline, publish_source_bundle
+    from scones.deploy import (
+        DeployError,
+        keep_endpoint_logs,
+        publish_baseline,
+        publish_source_bundle,
+    )
 
     model = _model_folder(args)
     session, stack, config = _context(args)
@@ -304,6 +310,14 @@ def run_baseline(args: argparse.Namespace) -> int:
         result.update(publish_source_bundle(session, stack))
     except DeployError as exc:
         raise CommandFailed(f"{exc} (the baseline was published)") from exc
+    try:
+        result.update(keep_endpoint_logs(session, stack))
+    except DeployError as exc:
+        raise CommandFailed(
+            f"{exc} (the baseline and the retraining source bundle were published)"
+        ) from exc
+    if "endpoint_log_retention_days" not in result and "endpoint_logs" in result:
+        print(f"scones: warning: {result['endpoint_logs']}", file=sys.stderr)
     result["stack"] = stack
     result.update(_warn_about_endpoint(session, stack, config))
     print(json.dumps(result))
