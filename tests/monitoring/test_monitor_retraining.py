@@ -19,6 +19,7 @@ from scones_core.monitoring.retraining import (
     RetrainingConfigError,
     RetrainingLauncher,
     RetrainingTargets,
+    execution_arn_of,
     marker_key,
     next_cooldown,
     run_name,
@@ -460,9 +461,124 @@ def test_a_start_claimed_by_a_run_that_died_is_made_by_its_retry(aws: Aws) -> No
     )
     later = WINDOW_END + timedelta(hours=2)
     with Stubber(sfn) as stub:
+        stub.add_client_error(
+            "describe_execution",
+            "ExecutionDoesNotExist",
+            "Execution Does Not Exist",
+            expected_params={"executionArn": execution_arn_of(STATE_MACHINE, NAME)},
+        )
         nothing_running(stub)
         stub.add_response("start_execution", {"executionArn": "arn:y", "startDate": later})
         assert launcher(aws, sfn).start(ALERTS, later, {}).streak == 1
+        stub.assert_no_pending_responses()
+
+
+def lost_start_record(aws: Aws) -> None:
+    """The marker as a run leaves it that started retraining and timed out before it
+    recorded the start, long ago."""
+    aws.dynamodb.update_item(
+        TableName=STATE_TABLE,
+        Key={"pk": {"S": marker_key(ENDPOINT)}},
+        UpdateExpression="REMOVE execution_arn, training_job SET started_at = :long_ago",
+        ExpressionAttributeValues={":long_ago": {"S": "2026-11-25T13:00:05.000Z"}},
+    )
+
+
+def test_a_start_whose_record_was_lost_still_holds_its_cooldown(aws: Aws) -> None:
+    """StartExecution answered, then the run timed out (or its record failed) before the
+    marker named the execution: a later window asks Step Functions for the claim's
+    execution, finds it, records it and keeps its cooldown, instead of starting again."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
+    lost_start_record(aws)
+    later = WINDOW_END + timedelta(hours=2)
+    execution = execution_arn_of(STATE_MACHINE, NAME)
+    with Stubber(sfn) as stub:
+        stub.add_response(
+            "describe_execution",
+            {
+                "executionArn": execution,
+                "stateMachineArn": STATE_MACHINE,
+                "status": "SUCCEEDED",
+                "startDate": WINDOW_END,
+            },
+            {"executionArn": execution},
+        )
+        held = launcher(aws, sfn).start(ALERTS, later, {})
+        stub.assert_no_pending_responses()  # no second start
+    assert (held.status, held.run_name, held.cooldown_until) == (COOLDOWN, NAME, WINDOW_END + DAY)
+    assert marker(aws)["execution_arn"]["S"] == execution
+    # Past the cooldown the alert's next start continues the streak.
+    after = WINDOW_END + DAY + HOUR
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:y", "startDate": after})
+        assert launcher(aws, sfn).start(ALERTS, after, {}).streak == 2
+
+
+def describe_training_job_response(name: str) -> dict:
+    """DescribeTrainingJob's answer for a job the template's request made (every member
+    its model requires)."""
+    return {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://{BUCKET}/models/{name}/model.tar.gz"},
+        "TrainingJobStatus": "InProgress",
+        "SecondaryStatus": "Training",
+        "AlgorithmSpecification": JOB_TEMPLATE["AlgorithmSpecification"],
+        "ResourceConfig": JOB_TEMPLATE["ResourceConfig"],
+        "StoppingCondition": JOB_TEMPLATE["StoppingCondition"],
+        "CreationTime": WINDOW_END,
+    }
+
+
+def test_a_training_job_whose_record_was_lost_still_holds_its_cooldown(aws: Aws) -> None:
+    aws.s3.put_object(Bucket=BUCKET, Key=JOB_CONFIG.key, Body=json.dumps(JOB_TEMPLATE))
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "create_training_job",
+            {"TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{NAME}"},
+        )
+        assert (
+            launcher(aws, sagemaker=sagemaker, state_machine=False, job=True)
+            .start(ALERTS, WINDOW_END, {})
+            .started
+        )
+    lost_start_record(aws)
+    later = WINDOW_END + timedelta(hours=2)
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "describe_training_job",
+            describe_training_job_response(NAME),
+            {"TrainingJobName": NAME},
+        )
+        held = launcher(aws, sagemaker=sagemaker, state_machine=False, job=True).start(
+            ALERTS, later, {}
+        )
+        stub.assert_no_pending_responses()
+    assert (held.status, held.cooldown_until) == (COOLDOWN, WINDOW_END + DAY)
+    assert marker(aws)["training_job"]["S"] == NAME
+
+
+def test_a_lost_start_that_cannot_be_asked_about_sets_the_claim_aside(aws: Aws) -> None:
+    """A role without DescribeExecution (an older stack) cannot tell: the claim is set
+    aside, as a claim that started nothing, rather than holding retraining back for ever."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
+    lost_start_record(aws)
+    later = WINDOW_END + timedelta(hours=2)
+    with Stubber(sfn) as stub:
+        stub.add_client_error("describe_execution", "AccessDeniedException", "not authorized")
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:y", "startDate": later})
+        assert launcher(aws, sfn).start(ALERTS, later, {}).started
         stub.assert_no_pending_responses()
 
 

@@ -1124,6 +1124,28 @@ def test_the_monitor_may_create_the_training_job_it_names() -> None:
         assert decide(statements, Request(action, arn)) == ALLOW, (action, name)
     other = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/someone-elses-job"
     assert decide(statements, Request("sagemaker:CreateTrainingJob", other)) == IMPLICIT_DENY
+    # Whether a start it claimed but never recorded was made (monitoring.retraining).
+    assert decide(statements, Request("sagemaker:DescribeTrainingJob", arn)) == ALLOW
+    assert decide(statements, Request("sagemaker:DescribeTrainingJob", other)) == IMPLICIT_DENY
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_the_monitor_may_describe_its_retraining_executions_and_no_others(external: bool) -> None:
+    """A claim whose start was never recorded is looked up by its execution's ARN,
+    ``execution_arn_of`` the retraining state machine, the stack's or the one named."""
+    from scones_core.monitoring.retraining import execution_arn_of, run_name
+
+    machine = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:their-retraining"
+    cfn = transformed()
+    resolve = resolver_for(cfn, **({"RetrainingStateMachineArn": machine} if external else {}))
+    if not external:
+        machine = resolve({"Ref": "RetrainingStateMachine"})
+    statements = role_statements(resolve, "MonitorFunctionRole")
+    name = run_name("scones-bicycle-motorcycle", datetime(2026, 12, 31, 23, 59, tzinfo=UTC))
+    execution = execution_arn_of(machine, name)
+    assert decide(statements, Request("states:DescribeExecution", execution)) == ALLOW
+    elsewhere = execution_arn_of(machine.replace(machine.rsplit(":", 1)[1], "other"), name)
+    assert decide(statements, Request("states:DescribeExecution", elsewhere)) == IMPLICIT_DENY
 
 
 @pytest.mark.parametrize("create_endpoint", ["true", "false"])

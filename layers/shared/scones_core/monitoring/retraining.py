@@ -55,7 +55,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -177,6 +177,11 @@ def run_name(endpoint_name: str, window_end: datetime) -> str:
     return f"{prefix}-{suffix}" if prefix else suffix
 
 
+def execution_arn_of(state_machine_arn: str, name: str) -> str:
+    """The ARN of the execution ``name`` of a (Standard) state machine."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+
+
 def training_job_name(endpoint_name: str, window_end: datetime) -> str:
     """``<endpoint>-retrain-YYYYMMDD-HHMM``, the run's own name: the monitor's role may
     create training jobs named ``<EndpointName>-retrain-*`` and no others, whatever name
@@ -253,10 +258,15 @@ class RetrainingLauncher:
             return RetrainingOutcome(SUPERSEDED, run_name=name)
         job_request = self._job_request(at) if targets.job_config else None
         if last is not None and last.unrecorded and last.window_end != at and self._stale(item):
-            # A claim whose run ended before starting anything, long enough ago that the
-            # run cannot still be alive: nothing started, so it holds nothing back.
-            logger.warning("a retraining claim that started nothing is set aside")
-            last = None
+            # A claim whose run ended before recording its start, long enough ago that the
+            # run cannot still be alive. It may have started (the start answered, then the
+            # run timed out or its record failed): a start found holds its cooldown;
+            # otherwise nothing started, and the claim holds nothing back.
+            if self._record_lost_start(last):
+                last = replace(last, unrecorded=False)
+            else:
+                logger.warning("a retraining claim that started nothing is set aside")
+                last = None
         resumed = last is not None and last.window_end == at and last.unrecorded
         if last is not None and resumed:
             # This window's own claim, by a run that ended before it started anything (or
@@ -314,6 +324,45 @@ class RetrainingLauncher:
             execution_arn=execution_arn,
             training_job_name=job_name,
         )
+
+    def _record_lost_start(self, last: _Marker) -> bool:
+        """Whether the start an unrecorded claim named exists (its execution, or its training
+        job); if so, it is recorded on the claim. A question that cannot be answered (an
+        older stack's role, a network error) counts as no start: the claim is set aside,
+        as before the question was asked."""
+        targets = self._targets
+        execution_arn = job_name = None
+        try:
+            if targets.state_machine_arn and self._stepfunctions is not None:
+                arn = execution_arn_of(targets.state_machine_arn, last.run_name)
+                try:
+                    self._stepfunctions.describe_execution(executionArn=arn)
+                    execution_arn = arn
+                except ClientError as exc:
+                    if aws_error_code(exc) != "ExecutionDoesNotExist":
+                        raise
+            if targets.job_config and self._sagemaker is not None:
+                name = training_job_name(targets.endpoint_name, last.window_end)
+                try:
+                    self._sagemaker.describe_training_job(TrainingJobName=name)
+                    job_name = name
+                except ClientError as exc:
+                    if not _not_found(exc):
+                        raise
+        except (ClientError, BotoCoreError, RetrainingConfigError) as exc:
+            logger.warning(
+                "could not ask whether an unrecorded retraining claim started its run",
+                extra={"run_name": last.run_name, "error": repr(exc)},
+            )
+            return False
+        if execution_arn is None and job_name is None:
+            return False
+        logger.warning(
+            "an unrecorded retraining claim had started its run; its cooldown holds",
+            extra={"run_name": last.run_name, "execution_arn": execution_arn, "job": job_name},
+        )
+        self._record(last.run_name, execution_arn, job_name)
+        return True
 
     def _stale(self, item: dict[str, Any] | None) -> bool:
         """The claim in ``item`` is older than any monitor run lives (Lambda's 15 minutes)."""
@@ -517,7 +566,7 @@ class RetrainingLauncher:
             if aws_error_code(exc) != "ExecutionAlreadyExists":
                 raise
             logger.info("retraining execution already exists", extra={"execution_name": name})
-            return arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+            return execution_arn_of(arn, name)
         execution_arn: str = response["executionArn"]
         return execution_arn
 
@@ -554,6 +603,14 @@ class RetrainingLauncher:
                 raise
             logger.info("retraining job already exists", extra={"training_job": name})
         return name
+
+
+def _not_found(exc: ClientError) -> bool:
+    """SageMaker's answer for a training job that does not exist: a ValidationException
+    "Requested resource not found." (not the ResourceNotFound its model documents)."""
+    code = aws_error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+    return code == "ResourceNotFound" or (code == "ValidationException" and "not found" in message)
 
 
 def _already_exists(exc: ClientError) -> bool:
