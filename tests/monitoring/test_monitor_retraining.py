@@ -473,9 +473,17 @@ def test_a_start_claimed_by_a_run_that_died_is_made_by_its_retry(aws: Aws) -> No
         stub.assert_no_pending_responses()
 
 
-def lost_start_record(aws: Aws) -> None:
+def start_and_lose_its_record(aws: Aws, sfn: object) -> None:
     """The marker as a run leaves it that started retraining and timed out before it
     recorded the start, long ago."""
+    with Stubber(sfn) as stub:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
+    lose_its_record(aws)
+
+
+def lose_its_record(aws: Aws) -> None:
     aws.dynamodb.update_item(
         TableName=STATE_TABLE,
         Key={"pk": {"S": marker_key(ENDPOINT)}},
@@ -489,11 +497,7 @@ def test_a_start_whose_record_was_lost_still_holds_its_cooldown(aws: Aws) -> Non
     marker named the execution: a later window asks Step Functions for the claim's
     execution, finds it, records it and keeps its cooldown, instead of starting again."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    with Stubber(sfn) as stub:
-        nothing_running(stub)
-        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
-        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
-    lost_start_record(aws)
+    start_and_lose_its_record(aws, sfn)
     later = WINDOW_END + timedelta(hours=2)
     execution = execution_arn_of(STATE_MACHINE, NAME)
     with Stubber(sfn) as stub:
@@ -548,7 +552,7 @@ def test_a_training_job_whose_record_was_lost_still_holds_its_cooldown(aws: Aws)
             .start(ALERTS, WINDOW_END, {})
             .started
         )
-    lost_start_record(aws)
+    lose_its_record(aws)
     later = WINDOW_END + timedelta(hours=2)
     with Stubber(sagemaker) as stub:
         stub.add_response(
@@ -568,11 +572,7 @@ def test_a_lost_start_that_cannot_be_asked_about_sets_the_claim_aside(aws: Aws) 
     """A role without DescribeExecution (an older stack) cannot tell: the claim is set
     aside, as a claim that started nothing, rather than holding retraining back for ever."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    with Stubber(sfn) as stub:
-        nothing_running(stub)
-        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
-        assert launcher(aws, sfn).start(ALERTS, WINDOW_END, {}).started
-    lost_start_record(aws)
+    start_and_lose_its_record(aws, sfn)
     later = WINDOW_END + timedelta(hours=2)
     with Stubber(sfn) as stub:
         stub.add_client_error("describe_execution", "AccessDeniedException", "not authorized")

@@ -333,22 +333,14 @@ class RetrainingLauncher:
         targets = self._targets
         execution_arn = job_name = None
         try:
-            if targets.state_machine_arn and self._stepfunctions is not None:
+            if targets.state_machine_arn and (sfn := self._stepfunctions) is not None:
                 arn = execution_arn_of(targets.state_machine_arn, last.run_name)
-                try:
-                    self._stepfunctions.describe_execution(executionArn=arn)
+                if _exists(lambda: sfn.describe_execution(executionArn=arn)):
                     execution_arn = arn
-                except ClientError as exc:
-                    if aws_error_code(exc) != "ExecutionDoesNotExist":
-                        raise
-            if targets.job_config and self._sagemaker is not None:
+            if targets.job_config and (sagemaker := self._sagemaker) is not None:
                 name = training_job_name(targets.endpoint_name, last.window_end)
-                try:
-                    self._sagemaker.describe_training_job(TrainingJobName=name)
+                if _exists(lambda: sagemaker.describe_training_job(TrainingJobName=name)):
                     job_name = name
-                except ClientError as exc:
-                    if not _not_found(exc):
-                        raise
         except (ClientError, BotoCoreError, RetrainingConfigError) as exc:
             logger.warning(
                 "could not ask whether an unrecorded retraining claim started its run",
@@ -605,12 +597,21 @@ class RetrainingLauncher:
         return name
 
 
-def _not_found(exc: ClientError) -> bool:
-    """SageMaker's answer for a training job that does not exist: a ValidationException
+def _exists(describe: Callable[[], object]) -> bool:
+    """Whether what ``describe`` asks for exists. Step Functions answers a missing
+    execution ExecutionDoesNotExist; SageMaker a missing training job a ValidationException
     "Requested resource not found." (not the ResourceNotFound its model documents)."""
-    code = aws_error_code(exc)
-    message = str(exc.response.get("Error", {}).get("Message", "")).lower()
-    return code == "ResourceNotFound" or (code == "ValidationException" and "not found" in message)
+    try:
+        describe()
+    except ClientError as exc:
+        code = aws_error_code(exc)
+        message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+        if code in ("ExecutionDoesNotExist", "ResourceNotFound") or (
+            code == "ValidationException" and "not found" in message
+        ):
+            return False
+        raise
+    return True
 
 
 def _already_exists(exc: ClientError) -> bool:
