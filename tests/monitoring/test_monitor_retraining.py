@@ -568,6 +568,44 @@ def test_a_training_job_whose_record_was_lost_still_holds_its_cooldown(aws: Aws)
     assert marker(aws)["training_job"]["S"] == NAME
 
 
+def test_a_lost_start_found_by_one_service_holds_though_the_other_cannot_answer(
+    aws: Aws,
+) -> None:
+    """With both targets, the execution found is enough: a throttled question about the
+    training job does not set the claim aside."""
+    aws.s3.put_object(Bucket=BUCKET, Key=JOB_CONFIG.key, Body=json.dumps(JOB_TEMPLATE))
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sfn) as stub, Stubber(sagemaker) as jobs:
+        nothing_running(stub)
+        stub.add_response("start_execution", {"executionArn": "arn:x", "startDate": WINDOW_END})
+        jobs.add_response(
+            "create_training_job",
+            {"TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{NAME}"},
+        )
+        assert launcher(aws, sfn, sagemaker, job=True).start(ALERTS, WINDOW_END, {}).started
+    lose_its_record(aws)
+    execution = execution_arn_of(STATE_MACHINE, NAME)
+    with Stubber(sfn) as stub, Stubber(sagemaker) as jobs:
+        stub.add_response(
+            "describe_execution",
+            {
+                "executionArn": execution,
+                "stateMachineArn": STATE_MACHINE,
+                "status": "SUCCEEDED",
+                "startDate": WINDOW_END,
+            },
+        )
+        jobs.add_client_error("describe_training_job", "ThrottlingException", "Rate exceeded")
+        held = launcher(aws, sfn, sagemaker, job=True).start(
+            ALERTS, WINDOW_END + timedelta(hours=2), {}
+        )
+        stub.assert_no_pending_responses()
+        jobs.assert_no_pending_responses()
+    assert held.status == COOLDOWN
+    assert marker(aws)["execution_arn"]["S"] == execution
+
+
 def test_a_lost_start_that_cannot_be_asked_about_sets_the_claim_aside(aws: Aws) -> None:
     """A role without DescribeExecution (an older stack) cannot tell: the claim is set
     aside, as a claim that started nothing, rather than holding retraining back for ever."""

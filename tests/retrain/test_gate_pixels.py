@@ -13,8 +13,10 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from PIL import Image
+from scones_core.retraining import gate_pixels
 from scones_core.retraining.gate_pixels import (
     COMPARE_SIDE,
     NEAR_COPY_RMS,
@@ -98,11 +100,13 @@ class _CountingS3:
     def __init__(self, client: Any) -> None:
         self._client, self._lock = client, threading.Lock()
         self.running = self.most_at_once = self.gets = 0
+        self.keys: list[str] = []
 
     def get_object(self, **request: Any) -> Any:
         with self._lock:
             self.running += 1
             self.gets += 1
+            self.keys.append(request["Key"])
             self.most_at_once = max(self.most_at_once, self.running)
         try:
             time.sleep(0.02)  # a GET's round trip, for the reads to overlap
@@ -112,7 +116,9 @@ class _CountingS3:
                 self.running -= 1
 
 
-def test_labelled_copies_are_compared_with_the_gate_several_at_a_time() -> None:
+def test_labelled_copies_are_compared_with_the_gate_several_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     gate_paths, others = BUNDLED[:4], BUNDLED[4:40]
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
@@ -130,8 +136,48 @@ def test_labelled_copies_are_compared_with_the_gate_several_at_a_time() -> None:
             if path in gate_paths:
                 copies.add(key)
         s3 = _CountingS3(client)
+        decoding = _Concurrency(gate_pixels.luma)
+        monkeypatch.setattr(gate_pixels, "luma", decoding)
         found = GatePixels(s3, "bucket", gate_keys, LIMITS).copies_among(objects)
     assert found == copies
     assert s3.gets >= len(objects)  # every object's header was read
     assert s3.most_at_once > 1
     assert s3.most_at_once <= READERS
+    # Decodes, which the limits budget no memory for, run one at a time.
+    assert decoding.calls > len(gate_paths) and decoding.most_at_once == 1
+
+
+class _Concurrency:
+    """A function, counting how many of its calls run at once."""
+
+    def __init__(self, function: Any) -> None:
+        self._function, self._lock = function, threading.Lock()
+        self.running = self.most_at_once = self.calls = 0
+
+    def __call__(self, *args: Any) -> Any:
+        with self._lock:
+            self.running += 1
+            self.calls += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            time.sleep(0.01)
+            return self._function(*args)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_a_gate_set_that_cannot_be_read_fails_once_not_once_per_reader() -> None:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="bucket")
+        objects = []
+        for i, path in enumerate(BUNDLED[:20]):
+            key = f"labelled/{path.parent.name}/{i}.png"
+            client.put_object(Bucket="bucket", Key=key, Body=path.read_bytes())
+            objects.append((key, path.stat().st_size))
+        s3 = _CountingS3(client)
+        pixels = GatePixels(s3, "bucket", ["gate/bicycle/deleted.png"], LIMITS)
+        with pytest.raises(ClientError, match="NoSuchKey"):
+            pixels.copies_among(objects)
+    assert s3.keys.count("gate/bicycle/deleted.png") == 1

@@ -1018,8 +1018,9 @@ def test_only_superseded_versions_of_the_review_manifests_expire() -> None:
 
 def test_delete_markers_left_without_versions_are_removed_across_the_bucket() -> None:
     """S3 removes a delete marker whose versions have all expired only where a rule sets
-    ExpiredObjectDeleteMarker: a rule over the whole bucket, which expires nothing else
-    (S3 refuses the flag beside a current-version expiration in one rule)."""
+    ExpiredObjectDeleteMarker: the rule over the whole bucket that expires old versions.
+    S3 refuses the flag beside a current-version expiration in one rule, and
+    CloudFormation a rule that expires nothing at all."""
     cfn = transformed()
     rules = resolver_for(cfn)(cfn["Resources"]["ImageBucket"]["Properties"])[
         "LifecycleConfiguration"
@@ -1027,6 +1028,7 @@ def test_delete_markers_left_without_versions_are_removed_across_the_bucket() ->
     [markers] = [rule for rule in rules if rule.get("ExpiredObjectDeleteMarker")]
     assert markers["Status"] == "Enabled"
     assert not {"Prefix", "Filter", "ExpirationInDays", "ExpirationDate"} & markers.keys()
+    assert markers["NoncurrentVersionExpiration"]["NoncurrentDays"] > 0
 
 
 def test_capture_retention_deletes_captured_traffic_only_under_the_capture_prefix() -> None:

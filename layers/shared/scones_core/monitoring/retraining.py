@@ -34,7 +34,10 @@ anything.
   retry claims it again, its cooldown from this start, and starts it: the Step
   Functions execution and the training job are named after the window, and both
   services reject a duplicate name, read here as "already started". A claim that
-  recorded nothing for longer than a monitor run can live holds no later window back.
+  recorded nothing for longer than a monitor run can live is looked up: if its
+  execution or training job exists (the start answered, then the run ended before
+  recording it), it is recorded and its cooldown holds; otherwise it holds no later
+  window back.
 * If starting fails, or another retraining run is still in progress, the marker is
   put back as it was, so the next scheduled run tries again.
 * A marker this code cannot read (an older layout, a hand edit) is replaced, on the
@@ -332,21 +335,19 @@ class RetrainingLauncher:
         as before the question was asked."""
         targets = self._targets
         execution_arn = job_name = None
-        try:
-            if targets.state_machine_arn and (sfn := self._stepfunctions) is not None:
-                arn = execution_arn_of(targets.state_machine_arn, last.run_name)
-                if _exists(lambda: sfn.describe_execution(executionArn=arn)):
-                    execution_arn = arn
-            if targets.job_config and (sagemaker := self._sagemaker) is not None:
+        if targets.state_machine_arn and (sfn := self._stepfunctions) is not None:
+            arn = execution_arn_of(targets.state_machine_arn, last.run_name)
+            if self._found(lambda: sfn.describe_execution(executionArn=arn), last):
+                execution_arn = arn
+        if targets.job_config and (sagemaker := self._sagemaker) is not None:
+            try:
                 name = training_job_name(targets.endpoint_name, last.window_end)
-                if _exists(lambda: sagemaker.describe_training_job(TrainingJobName=name)):
-                    job_name = name
-        except (ClientError, BotoCoreError, RetrainingConfigError) as exc:
-            logger.warning(
-                "could not ask whether an unrecorded retraining claim started its run",
-                extra={"run_name": last.run_name, "error": repr(exc)},
-            )
-            return False
+            except RetrainingConfigError:
+                name = None  # no job could have been made under it
+            if name and self._found(
+                lambda: sagemaker.describe_training_job(TrainingJobName=name), last
+            ):
+                job_name = name
         if execution_arn is None and job_name is None:
             return False
         logger.warning(
@@ -355,6 +356,19 @@ class RetrainingLauncher:
         )
         self._record(last.run_name, execution_arn, job_name)
         return True
+
+    @staticmethod
+    def _found(describe: Callable[[], object], last: _Marker) -> bool:
+        """Whether ``describe`` finds what it asks for; a question that cannot be
+        answered is logged and counts as not found."""
+        try:
+            return _exists(describe)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "could not ask whether an unrecorded retraining claim started its run",
+                extra={"run_name": last.run_name, "error": repr(exc)},
+            )
+            return False
 
     def _stale(self, item: dict[str, Any] | None) -> bool:
         """The claim in ``item`` is older than any monitor run lives (Lambda's 15 minutes)."""

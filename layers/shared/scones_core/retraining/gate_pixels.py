@@ -85,6 +85,8 @@ class GatePixels:
         self._s3, self._bucket, self._keys, self._limits = s3, bucket, gate_keys, limits
         self._by_size: dict[tuple[int, int], list[Luma]] | None = None
         self._reading_gate = threading.Lock()
+        self._gate_error: Exception | None = None
+        self._decoding = threading.Lock()
 
     def _read(self, key: str, head_only: bool = False) -> bytes:
         extra = {"Range": f"bytes=0-{HEAD_BYTES - 1}"} if head_only else {}
@@ -92,12 +94,18 @@ class GatePixels:
 
     def _gate(self) -> dict[tuple[int, int], list[Luma]]:
         with self._reading_gate:  # once, by whichever reader needs it first
+            if self._gate_error is not None:
+                raise self._gate_error  # not read again by each waiting reader
             if self._by_size is None:
-                by_size: dict[tuple[int, int], list[Luma]] = {}
-                for key in self._keys:
-                    found = luma(self._read(key), self._limits)
-                    if found is not None:
-                        by_size.setdefault(found[0], []).append(found[1])
+                try:
+                    by_size: dict[tuple[int, int], list[Luma]] = {}
+                    for key in self._keys:
+                        found = luma(self._read(key), self._limits)
+                        if found is not None:
+                            by_size.setdefault(found[0], []).append(found[1])
+                except Exception as exc:
+                    self._gate_error = exc
+                    raise
                 self._by_size = by_size
             return self._by_size
 
@@ -105,8 +113,9 @@ class GatePixels:
         """The keys of ``objects`` (key, size in bytes) that show a gate image's picture.
 
         Each object costs a ranged GET or two, and the labelled copies only grow with every
-        review: they are read ``READERS`` at a time, so the dataset step's time grows with
-        the copies divided by that (botocore clients are thread-safe)."""
+        review: their headers are read ``READERS`` at a time, so the dataset step's time
+        grows with the copies divided by that (botocore clients are thread-safe); the few
+        of a gate image's size are read whole and decoded one at a time."""
         if not self._keys or not objects:
             return set()
         with ThreadPoolExecutor(max_workers=READERS) as pool:
@@ -121,7 +130,10 @@ class GatePixels:
         dimensions = header_size(head)
         if dimensions is None or dimensions not in self._gate():
             return False
-        found = luma(head if size <= HEAD_BYTES else self._read(key), self._limits)
+        # One object read whole and decoded at a time: the limits budget no memory, and a
+        # phone photo's decode takes tens of MB (ten at once would not fit the function).
+        with self._decoding:
+            found = luma(head if size <= HEAD_BYTES else self._read(key), self._limits)
         if found is None:
             return False
         copy = found[1]
