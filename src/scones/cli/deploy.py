@@ -2,9 +2,9 @@
 
 ``make deploy`` runs ``deploy-preflight`` (no AWS credentials: stop at once, saying how to
 configure them), ``sam build``, ``sam deploy`` and ``deploy-baseline`` (the monitor's baseline
-into the stack's bucket, the endpoint's log retention, then whether the endpoint exists). Stack name, region and profile
-and every other setting are resolved by ``sam deploy``'s own options
-and config file reading, from the options ``sam deploy`` is given.
+into the stack's bucket, the endpoint's log retention, then whether the endpoint exists).
+Stack name, region and profile and every other setting are resolved by ``sam deploy``'s own
+options and config file reading, from the options ``sam deploy`` is given.
 """
 
 from __future__ import annotations
