@@ -446,6 +446,27 @@ def test_the_heic_time_budget_is_within_the_serialize_functions_timeout() -> Non
     assert int(function["Timeout"]) - 5 >= image_rules.HEIC_DECODE_SECONDS
 
 
+def test_serialize_image_memory_size_admits_a_phones_24_megapixel_heic_from_1024_mb() -> None:
+    """SerializeImageMemorySize is SerializeImage's MemorySize, and what its description
+    promises holds: at the default 512 MB a phone's 24 MP HEIC (12x9 tiles of 512) is
+    refused, at 1024 MB it decodes, in memory and in time."""
+    from scones.costs.model import Settings
+    from scones.template_params import parameter_defaults
+
+    tile = tile_from_heic(HEIC_TILE.read_bytes())
+    photo = grid_heic(tile, 9, 12, (5712, 4284))
+    default = int(parameter_defaults()["SerializeImageMemorySize"])
+    assert Settings.from_template().memory_mb["SerializeImageFunction"] == default == 512
+    assert isinstance(
+        refused(photo, dataclasses.replace(LIMITS, memory_mb=default)), errors.ImageTooManyPixels
+    )
+    larger = Settings.from_template({"SerializeImageMemorySize": "1024"})
+    memory = larger.memory_mb["SerializeImageFunction"]
+    assert memory == 1024
+    decoded = decode_image(photo, dataclasses.replace(LIMITS, memory_mb=memory))
+    assert decoded.image.size == (5712, 4284)
+
+
 # ---- what a decoder and the walk could read differently ------------------------------
 
 

@@ -72,21 +72,22 @@ class Settings:
         memory: dict[str, int] = {}
         arch: dict[str, str] = {}
         platform_logs: dict[str, bool] = {}
+
+        def value(setting: Any) -> str:
+            return params[setting["Ref"]] if isinstance(setting, dict) else str(setting)
+
         for name, resource in template["Resources"].items():
             if resource["Type"] != "AWS::Serverless::Function":
                 continue
             props = resource["Properties"]
             memory[name] = int(
                 overrides_get(overrides, f"{name}.MemorySize")
-                or props.get("MemorySize", globals_["MemorySize"])
+                or value(props.get("MemorySize", globals_["MemorySize"]))
             )
             arch[name] = next(iter(props.get("Architectures", globals_["Architectures"])))
             system = props.get("LoggingConfig", {}).get("SystemLogLevel", "INFO")
             platform_logs[name] = system in ("DEBUG", "INFO")
         mapping = template["Resources"]["StartWorkflowUploadsMapping"]["Properties"]
-
-        def value(setting: Any) -> str:
-            return params[setting["Ref"]] if isinstance(setting, dict) else str(setting)
 
         return cls(
             workflow_type=params["WorkflowType"],
