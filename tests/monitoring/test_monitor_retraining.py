@@ -473,6 +473,16 @@ def test_a_start_claimed_by_a_run_that_died_is_made_by_its_retry(aws: Aws) -> No
         stub.assert_no_pending_responses()
 
 
+def described_execution(execution_arn: str) -> dict:
+    """DescribeExecution's answer for a retraining run that finished."""
+    return {
+        "executionArn": execution_arn,
+        "stateMachineArn": STATE_MACHINE,
+        "status": "SUCCEEDED",
+        "startDate": WINDOW_END,
+    }
+
+
 def start_and_lose_its_record(aws: Aws, sfn: object) -> None:
     """The marker as a run leaves it that started retraining and timed out before it
     recorded the start, long ago."""
@@ -503,12 +513,7 @@ def test_a_start_whose_record_was_lost_still_holds_its_cooldown(aws: Aws) -> Non
     with Stubber(sfn) as stub:
         stub.add_response(
             "describe_execution",
-            {
-                "executionArn": execution,
-                "stateMachineArn": STATE_MACHINE,
-                "status": "SUCCEEDED",
-                "startDate": WINDOW_END,
-            },
+            described_execution(execution),
             {"executionArn": execution},
         )
         held = launcher(aws, sfn).start(ALERTS, later, {})
@@ -589,12 +594,7 @@ def test_a_lost_start_found_by_one_service_holds_though_the_other_cannot_answer(
     with Stubber(sfn) as stub, Stubber(sagemaker) as jobs:
         stub.add_response(
             "describe_execution",
-            {
-                "executionArn": execution,
-                "stateMachineArn": STATE_MACHINE,
-                "status": "SUCCEEDED",
-                "startDate": WINDOW_END,
-            },
+            described_execution(execution),
         )
         jobs.add_client_error("describe_training_job", "ThrottlingException", "Rate exceeded")
         held = launcher(aws, sfn, sagemaker, job=True).start(
