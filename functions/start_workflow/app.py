@@ -37,9 +37,8 @@ from scones_core.ingest import (
     ignored_events,
     is_s3_test_event,
     notification_images,
-    settle_key_readings,
-    split_by_scope,
     start_batches,
+    uploads_in_scope,
 )
 from scones_core.json_text import NotJSON, load_json
 from scones_core.metric_logs import kept_by_log_level
@@ -84,12 +83,9 @@ def images_of(record: SQSRecord) -> list[PendingImage]:
             logger.info("ignoring S3 events that announce no upload", extra={"events": ignored})
     except EventError as exc:
         raise EventError(f"SQS message {record.message_id}: {exc}") from exc
-    here, elsewhere = split_by_scope(images, settings)
     # An EventBridge key with "+" or "%" is asked of S3 (a HEAD each): a refusal other
-    # than "not there" fails this message, which SQS delivers again. The reading S3 holds
-    # decides the scope.
-    here, settled_elsewhere = split_by_scope(settle_key_readings(s3_client(), here), settings)
-    elsewhere += settled_elsewhere
+    # than "not there" fails this message, which SQS delivers again.
+    here, elsewhere = uploads_in_scope(s3_client(), images, settings)
     if elsewhere:
         # An SNS topic or EventBridge rule shared with other buckets or prefixes, or one
         # wired to the wrong bucket: a warning and a metric, since at the default LogLevel

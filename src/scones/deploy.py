@@ -676,10 +676,6 @@ def publish_source_bundle(session: Any, stack_name: str) -> dict[str, str]:
     return {"source_bundle": uri, "sha256": digest, "bytes": str(len(bundle))}
 
 
-# The log group SageMaker creates for an endpoint's containers, and writes itself.
-ENDPOINT_LOG_GROUP = "/aws/sagemaker/Endpoints/{endpoint}"
-
-
 def keep_endpoint_logs(session: Any, stack_name: str) -> dict[str, str]:
     """Give the stack's endpoint's log group the stack's ``LogRetentionDays``.
 
@@ -690,17 +686,19 @@ def keep_endpoint_logs(session: Any, stack_name: str) -> dict[str, str]:
     step sets its retention after each deploy. Only the stack's own endpoint
     (``CreateEndpoint=true``): an endpoint deployed outside the stack keeps its settings."""
     from botocore.exceptions import ClientError
+    from scones_core.errors import aws_error_code
+    from scones_core.sagemaker_names import endpoint_log_group
 
     _, parameters = stack_facts(session.client("cloudformation"), stack_name)
     if parameters.get("CreateEndpoint", parameter_default("CreateEndpoint")) != "true":
         return {}
     endpoint = parameters.get("EndpointName") or parameter_default("EndpointName")
     days = int(parameters.get("LogRetentionDays") or parameter_default("LogRetentionDays"))
-    group = ENDPOINT_LOG_GROUP.format(endpoint=endpoint)
+    group = endpoint_log_group(endpoint)
     try:
         session.client("logs").put_retention_policy(logGroupName=group, retentionInDays=days)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+        if aws_error_code(exc) != "ResourceNotFoundException":
             raise DeployError(f"cannot set the retention of log group {group}: {exc}") from exc
         return {
             "endpoint_logs": f"{group} does not exist yet (the endpoint has logged nothing): "

@@ -25,10 +25,10 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from sagemaker_fixtures import no_such_endpoint
 from scones_core.retraining.dataset import retraining_prefix
+from scones_core.sagemaker_names import endpoint_log_group
 
 from scones.costs.workflow import load_workflow
 from scones.deploy import (
-    ENDPOINT_LOG_GROUP,
     NO_CREDENTIALS,
     DeployError,
     SamConfig,
@@ -271,7 +271,7 @@ def test_the_stacks_endpoint_keeps_its_logs_as_long_as_the_stacks_own(aws: boto3
     gives it LogRetentionDays; only the stack's own endpoint's, and a group not there yet
     is named, not made."""
     logs = aws.client("logs")
-    group = ENDPOINT_LOG_GROUP.format(endpoint="scones-own")
+    group = endpoint_log_group("scones-own")
     logs.create_log_group(logGroupName=group)
     parameter_stack(
         aws,
@@ -292,7 +292,7 @@ def test_the_stacks_endpoint_keeps_its_logs_as_long_as_the_stacks_own(aws: boto3
     assert not logs.describe_log_groups(logGroupNamePrefix="/aws/sagemaker/Endpoints/scones-new")[
         "logGroups"
     ]
-    outside = ENDPOINT_LOG_GROUP.format(endpoint="theirs")
+    outside = endpoint_log_group("theirs")
     logs.create_log_group(logGroupName=outside)
     parameter_stack(aws, "outside", CreateEndpoint="false", EndpointName="theirs")
     assert keep_endpoint_logs(aws, "outside") == {}

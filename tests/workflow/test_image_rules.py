@@ -38,7 +38,7 @@ from image_catalog import (
 from moto import mock_aws
 from PIL import Image, ImageOps
 from scones_core import errors
-from scones_core.heif_structure import HIGH_BIT_DECODE_FACTOR, HeifLayout
+from scones_core.heif_structure import HeifLayout, decode_work
 from scones_core.image_rules import (
     FUNCTION_RESERVE_MB,
     SUPPORTED_IMAGE_FORMATS,
@@ -606,14 +606,15 @@ def phone_heic(width: int, height: int, *, ten_bit: bool) -> HeifLayout:
     """A phone's HEIC layout: 4:2:0 tiles of 512x512, covering the image with less than a
     tile to spare, at 8 bits or at an HDR photo's 10."""
     tiles = (-(-width // 512) * 512) * (-(-height // 512) * 512)
+    per_pixel = 3.0 if ten_bit else 1.5  # plane bytes: 4:2:0, 2 bytes a sample at 10 bits
     return HeifLayout(
         width,
         height,
         tiles=tiles // 512**2,
         coded_pixels=tiles,
-        plane_bytes=int(tiles * (3.0 if ten_bit else 1.5)),
-        decode_work=int(tiles * (HIGH_BIT_DECODE_FACTOR if ten_bit else 1.0)),
-        tile_plane_bytes=int(512**2 * (3.0 if ten_bit else 1.5)),
+        plane_bytes=int(tiles * per_pixel),
+        decode_work=int(decode_work(tiles, per_pixel, ten_bit)),
+        tile_plane_bytes=int(512**2 * per_pixel),
         high_bit_depth=ten_bit,
     )
 

@@ -264,6 +264,14 @@ _PHONE_SAMPLES = 1.5
 HIGH_BIT_DECODE_FACTOR = 1.18
 
 
+def decode_work(pixels: float, plane_bytes_per_pixel: float, high_bit_depth: bool) -> float:
+    """``HeifLayout.decode_work`` of ``pixels`` coded pixels whose planes take
+    ``plane_bytes_per_pixel`` (``_Meta.planes``: 2 bytes a sample over 8 bits)."""
+    samples = plane_bytes_per_pixel / (2 if high_bit_depth else 1)
+    depth = HIGH_BIT_DECODE_FACTOR if high_bit_depth else 1.0
+    return pixels * samples / _PHONE_SAMPLES * depth
+
+
 def heif_layout(data: bytes) -> HeifLayout:
     """The primary image's layout, from the ``meta`` box; the rejection that names a file
     no decode should start on (see the module's docstring)."""
@@ -361,8 +369,7 @@ def _decoded(meta: _Meta, item_id: int, what: str) -> _Decode:
         width, height = meta.size(item_id, item)
         plane, high = meta.planes(item_id, item)
         planes = int(width * height * plane)
-        samples = width * height * plane / (2 if high else 1)
-        work = samples / _PHONE_SAMPLES * (HIGH_BIT_DECODE_FACTOR if high else 1.0)
+        work = decode_work(width * height, plane, high)
         return _Decode(1, width * height, planes, high, planes, work)
     if item.kind != _GRID:
         coding = _OTHER_CODINGS.get(item.kind, f"{item.kind!r}")

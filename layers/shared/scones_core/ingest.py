@@ -344,6 +344,19 @@ def split_by_scope(
     return here, elsewhere
 
 
+def uploads_in_scope(
+    s3: Any, images: Sequence[PendingImage], settings: StartSettings
+) -> tuple[list[PendingImage], list[PendingImage]]:
+    """(this stack's uploads, the rest), as the start function and a replay of a
+    dead-lettered notification both take them: split by scope, each EventBridge key of
+    the uploads settled to the reading S3 holds (``settle_key_readings``, a HEAD each,
+    asked only for keys in scope; S3's refusals other than "not there" are raised), then
+    split again, since the reading S3 holds decides the scope."""
+    here, elsewhere = split_by_scope(images, settings)
+    here, settled_elsewhere = split_by_scope(settle_key_readings(s3, here), settings)
+    return here, elsewhere + settled_elsewhere
+
+
 @dataclass(frozen=True)
 class NotificationStart:
     ref: ObjectRef

@@ -96,6 +96,8 @@ def status_index_pages(
     own placeholders (they may not reuse ``#status``, ``#recorded``, ``:status``,
     ``:at_least``, ``:at_most`` or ``:before``); ``request`` adds the rest of a query
     (a filter, a projection, ``Select``, ``PaginationConfig``)."""
+    if before is not None and (at_least is not None or at_most is not None):
+        raise ValueError("a key condition takes one range: before, or at_least/at_most")
     key_names = {"#status": STATUS_ATTRIBUTE}
     key_values: dict[str, Any] = {":status": {"S": str(status)}}
     condition = "#status = :status"
@@ -109,9 +111,7 @@ def status_index_pages(
             condition += " AND #recorded >= :at_least"
         elif at_most is not None:
             condition += " AND #recorded <= :at_most"
-        if before is not None:
-            if at_least is not None or at_most is not None:
-                raise ValueError("a key condition takes one range: before, or at_least/at_most")
+        else:
             condition += " AND #recorded < :before"
     if clash := (key_names.keys() & (names or {}).keys()) | (
         key_values.keys() & (values or {}).keys()

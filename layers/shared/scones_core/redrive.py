@@ -23,7 +23,7 @@ same against AWS and the offline stack.
   outside the stack's scope are named in the report), and the workflow's ``workflow_failed``
   messages, which are replayed like a FAILED record of the message's attempt. Both
   are scoped to the stack's bucket and incoming prefix as the start function scopes
-  an upload (``ingest.split_by_scope``); a message naming nothing in scope, or its
+  an upload (``ingest.uploads_in_scope``); a message naming nothing in scope, or its
   object improperly (``objects.object_from_json``), is left on the queue.
   A third shape is a scheduled monitor run that failed every asynchronous attempt:
   Lambda sends its event (the scheduler's input, or an EventBridge rule's "Scheduled
@@ -59,9 +59,8 @@ from scones_core.ingest import (
     is_s3_test_event,
     notification_images,
     notification_records,
-    settle_key_readings,
-    split_by_scope,
     start_first_executions,
+    uploads_in_scope,
 )
 from scones_core.ingest import start_workflow as start_attempt
 from scones_core.json_text import NotJSON, load_json
@@ -331,7 +330,7 @@ class Redriver:
     ) -> None:
         self.sfn = stepfunctions
         # The bucket and prefix scope a dead-lettered notification as the start function
-        # scoped it (``ingest.split_by_scope``).
+        # scoped it (``ingest.uploads_in_scope``).
         self.settings = StartSettings(
             state_machine_arn=state_machine_arn,
             image_bucket=image_bucket,
@@ -695,17 +694,14 @@ class Redriver:
             return [Replay(Source.S3_EVENT, outcome, detail=str(exc), message_id=message_id)], False
 
         try:
-            here, elsewhere = split_by_scope(notification_images(body), self.settings)
+            images = notification_images(body)
             ignored = ignored_events(body)
         except EventError as exc:
             return failure(Outcome.LEFT, exc)
         try:  # the reading S3 holds decides the scope (without a client: the stored one)
-            here, settled_elsewhere = split_by_scope(
-                settle_key_readings(self.s3, here), self.settings
-            )
+            here, elsewhere = uploads_in_scope(self.s3, images, self.settings)
         except (ClientError, BotoCoreError) as exc:
             return failure(Outcome.ERROR, exc)
-        elsewhere += settled_elsewhere
         if not here:
             # Nothing this stack classifies (the bucket or prefix changed since, or only
             # non-upload events): named and left on the queue, never deleted unseen.

@@ -1,4 +1,5 @@
-"""The name rule SageMaker applies to endpoints, variants and jobs, in one place.
+"""The name rule SageMaker applies to endpoints, variants and jobs, and the names it
+derives from them, in one place.
 
 Names also become S3 key segments (data capture writes under
 ``<endpoint>/<variant>/``), so a name that passes this rule is also a safe path part.
@@ -15,3 +16,9 @@ NAME_RULE = "1-63 letters, digits and hyphens, starting and ending with a letter
 
 def is_sagemaker_name(name: str) -> bool:
     return SAGEMAKER_NAME.fullmatch(name) is not None  # `$` would let a final newline in
+
+
+def endpoint_log_group(endpoint_name: str) -> str:
+    """The CloudWatch log group SageMaker creates, and writes, for an endpoint's
+    containers."""
+    return f"/aws/sagemaker/Endpoints/{endpoint_name}"

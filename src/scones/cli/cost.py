@@ -369,7 +369,7 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
     """What SerializeImage's memory decides besides its price: the largest upload it
     decodes (larger ones are REJECTED before decoding, ``image_rules.decode_bytes``), up to
     the MaxImagePixels of ``overrides`` or the template's."""
-    from scones_core.heif_structure import HIGH_BIT_DECODE_FACTOR, HeifLayout
+    from scones_core.heif_structure import HeifLayout, decode_work
     from scones_core.image_rules import (
         FUNCTION_RESERVE_MB,
         decode_bytes,
@@ -388,8 +388,8 @@ def _print_decode_limits(overrides: dict[str, str]) -> None:
 
     def phone_heic(ten_bit: bool) -> HeifLayout:
         """A megapixel of a phone's HEIC (4:2:0 tiles; the last tiles' margin left out)."""
-        planes = int((3.0 if ten_bit else 1.5) * 10**6)
-        work = int(10**6 * (HIGH_BIT_DECODE_FACTOR if ten_bit else 1.0))
+        per_pixel = 3.0 if ten_bit else 1.5
+        planes, work = int(per_pixel * 10**6), int(decode_work(10**6, per_pixel, ten_bit))
         return HeifLayout(
             *million,
             tiles=1,

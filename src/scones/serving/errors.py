@@ -23,6 +23,7 @@ from enum import Enum
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from scones_core.sagemaker_names import endpoint_log_group
 
 
 class ContainerError(Exception):
@@ -89,13 +90,16 @@ CONTAINER_NAME = "primary"
 OFFLINE_ACCOUNT = "000000000000"
 
 
+def _region() -> str:
+    """The region the offline clients use."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
 def endpoint_log_group_arn(endpoint_name: str) -> str:
     """The ARN of the log group SageMaker gives an endpoint's containers, which a
     ``ModelError`` names (``LogStreamArn``), in the region the offline clients use."""
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return (
-        f"arn:aws:logs:{region}:{OFFLINE_ACCOUNT}:log-group:/aws/sagemaker/Endpoints/"
-        f"{endpoint_name}"
+        f"arn:aws:logs:{_region()}:{OFFLINE_ACCOUNT}:log-group:{endpoint_log_group(endpoint_name)}"
     )
 
 
@@ -107,19 +111,22 @@ def model_error(error: ContainerError, endpoint_name: str) -> ServiceError:
     the container's own log would be (``LogStreamArn``)."""
     body = bytes(container_error_response(error).body).decode("utf-8")
     side = "client" if 400 <= error.status < 500 else "server"
-    log_group = endpoint_log_group_arn(endpoint_name)
-    region = log_group.split(":")[3]
+    region = _region()
     # As SageMaker words it: the message points at the log group's console page, the
     # LogStreamArn field at the log group.
     console = (
         f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
-        f"#logEventViewer:group=/aws/sagemaker/Endpoints/{endpoint_name}"
+        f"#logEventViewer:group={endpoint_log_group(endpoint_name)}"
     )
     return ServiceError(
         ServiceCode.MODEL_ERROR,
         f'Received {side} error ({error.status}) from {CONTAINER_NAME} with message "{body}". '
         f"See {console} in account {OFFLINE_ACCOUNT} for more information.",
-        {"OriginalStatusCode": error.status, "OriginalMessage": body, "LogStreamArn": log_group},
+        {
+            "OriginalStatusCode": error.status,
+            "OriginalMessage": body,
+            "LogStreamArn": endpoint_log_group_arn(endpoint_name),
+        },
         close=error.close,
     )
 

@@ -359,16 +359,29 @@ class RetrainingLauncher:
 
     @staticmethod
     def _found(describe: Callable[[], object], last: _Marker) -> bool:
-        """Whether ``describe`` finds what it asks for; a question that cannot be
-        answered is logged and counts as not found."""
+        """Whether ``describe`` finds what it asks for. Step Functions answers a missing
+        execution ExecutionDoesNotExist; SageMaker a missing training job a
+        ValidationException "Requested resource not found." (not the ResourceNotFound its
+        model documents). A question that cannot be answered is logged and counts as not
+        found."""
         try:
-            return _exists(describe)
-        except (ClientError, BotoCoreError) as exc:
-            logger.warning(
-                "could not ask whether an unrecorded retraining claim started its run",
-                extra={"run_name": last.run_name, "error": repr(exc)},
-            )
-            return False
+            describe()
+        except ClientError as exc:
+            code = aws_error_code(exc)
+            if code in ("ExecutionDoesNotExist", "ResourceNotFound") or (
+                code == "ValidationException" and "not found" in _error_message(exc)
+            ):
+                return False
+            unanswered: Exception = exc
+        except BotoCoreError as exc:
+            unanswered = exc
+        else:
+            return True
+        logger.warning(
+            "could not ask whether an unrecorded retraining claim started its run",
+            extra={"run_name": last.run_name, "error": repr(unanswered)},
+        )
+        return False
 
     def _stale(self, item: dict[str, Any] | None) -> bool:
         """The claim in ``item`` is older than any monitor run lives (Lambda's 15 minutes)."""
@@ -611,26 +624,12 @@ class RetrainingLauncher:
         return name
 
 
-def _exists(describe: Callable[[], object]) -> bool:
-    """Whether what ``describe`` asks for exists. Step Functions answers a missing
-    execution ExecutionDoesNotExist; SageMaker a missing training job a ValidationException
-    "Requested resource not found." (not the ResourceNotFound its model documents)."""
-    try:
-        describe()
-    except ClientError as exc:
-        code = aws_error_code(exc)
-        message = str(exc.response.get("Error", {}).get("Message", "")).lower()
-        if code in ("ExecutionDoesNotExist", "ResourceNotFound") or (
-            code == "ValidationException" and "not found" in message
-        ):
-            return False
-        raise
-    return True
+def _error_message(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Message", "")).lower()
 
 
 def _already_exists(exc: ClientError) -> bool:
     code = aws_error_code(exc)
-    message = str(exc.response.get("Error", {}).get("Message", "")).lower()
     return code == "ResourceInUse" or (
-        code == "ValidationException" and "already exists" in message
+        code == "ValidationException" and "already exists" in _error_message(exc)
     )
