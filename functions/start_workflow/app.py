@@ -7,6 +7,11 @@ execution only if the keys are so long that one input would pass
 ``MAX_BATCH_INPUT_BYTES``). If a start fails, every message with an image in it is
 reported failed. Only reported messages are retried, and after the queue's
 maxReceiveCount they move to the dead-letter queue.
+
+Under Express the function waits for each execution (``StartSyncExecution``): the
+mapping's MaximumConcurrency bounds the images in flight, and an execution that ended
+before every image was recorded (timed out, or failed other than ClassificationFailed)
+reports its messages failed too.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from scones_core.ingest import (
     is_s3_test_event,
     notification_images,
     start_batches,
+    start_client_config,
     uploads_in_scope,
 )
 from scones_core.json_text import NotJSON, load_json
@@ -56,7 +62,7 @@ settings = StartSettings.from_env()
 
 @cache
 def sfn_client() -> Any:
-    return boto3.client("stepfunctions")
+    return boto3.client("stepfunctions", config=start_client_config())
 
 
 @cache
@@ -128,9 +134,21 @@ def start_images(images: list[PendingImage]) -> set[str]:
                 failed.add(message_id)
             metrics.add_metric(name="WorkflowStartsFailed", unit=MetricUnit.Count, value=1)
             continue
+        if start.result.left_images_unrecorded:
+            # Its images may have no record yet: the messages come back for another run,
+            # and the images the first one recorded end AlreadyRecorded.
+            for message_id in dict.fromkeys(image.message_id for image in start.images):
+                not_processed(message_id, None, RuntimeError(start.result.describe_end()))
+                failed.add(message_id)
+            metrics.add_metric(name="WorkflowRunsUnfinished", unit=MetricUnit.Count, value=1)
+            continue
         logger.info(
             "workflow started" if start.result.started else "duplicate batch: execution exists",
-            extra={"execution_name": start.result.execution_name, "record_ids": record_ids},
+            extra={
+                "execution_name": start.result.execution_name,
+                "record_ids": record_ids,
+                **({"status": start.result.status} if start.result.status else {}),
+            },
         )
         metrics.add_metric(
             name="WorkflowsStarted" if start.result.started else "DuplicateEvents",

@@ -882,13 +882,13 @@ class _Session:
         return self._client
 
 
-@pytest.mark.parametrize(("quota", "refused"), [(10, True), (234, True), (235, False)])
+@pytest.mark.parametrize(("quota", "refused"), [(10, True), (219, True), (220, False)])
 def test_preflight_checks_the_concurrency_quota_against_the_stacks_reservations(
     quota: int, refused: bool
 ) -> None:
     """A new account's quota can be under the 100 Lambda keeps unreserved plus the stack's
     reservations; sam deploy would then roll back at the first function."""
-    assert reserved_concurrency({}) == 135
+    assert reserved_concurrency({}) == 120
     client = boto3.client("lambda", region_name=REGION)
     settings = {"AccountLimit": {"ConcurrentExecutions": quota}, "AccountUsage": {}}
     with Stubber(client) as stubber:
@@ -898,7 +898,7 @@ def test_preflight_checks_the_concurrency_quota_against_the_stacks_reservations(
     assert (problem is not None) is refused
     if problem:
         assert f"quota in {REGION} is {quota}" in problem
-        assert "ReserveFunctionConcurrency=false" in problem and "at least 235" in problem
+        assert "ReserveFunctionConcurrency=false" in problem and "at least 220" in problem
     # Without reservations nothing is asked (the stub has no answer left to give).
     with Stubber(client):
         assert (
@@ -908,12 +908,12 @@ def test_preflight_checks_the_concurrency_quota_against_the_stacks_reservations(
 
 @pytest.mark.parametrize(
     ("unreserved", "deployed", "refused"),
-    [(165, False, True), (234, False, True), (235, False, False), (165, True, False)],
+    [(165, False, True), (219, False, True), (220, False, False), (165, True, False)],
 )
 def test_preflight_counts_the_reservations_other_stacks_of_the_account_hold(
     unreserved: int, deployed: bool, refused: bool
 ) -> None:
-    """A second copy of the stack (staging beside prod) needs its 135 out of what the
+    """A second copy of the stack (staging beside prod) needs its 120 out of what the
     account has left unreserved, not out of the quota; on an update the stack's own
     reservations are freed and count as unreserved."""
     client = boto3.client("lambda", region_name=REGION)
@@ -926,7 +926,7 @@ def test_preflight_counts_the_reservations_other_stacks_of_the_account_hold(
     assert (problem is not None) is refused, problem
     if problem:
         assert f"other functions of the account already reserve {300 - unreserved}" in problem
-        assert f"at least {235 + 300 - unreserved}" in problem
+        assert f"at least {220 + 300 - unreserved}" in problem
 
 
 def test_deploy_preflight_stops_on_a_stack_name_the_bucket_cannot_take(

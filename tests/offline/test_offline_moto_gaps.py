@@ -779,3 +779,61 @@ def test_moto_map_workers_still_recurse_per_item_and_the_fix_takes_any_number(
     raw, fixed = _raw_then_fixed("workers", definition, run)
     assert raw == ("RUNNING", None)
     assert fixed == ("SUCCEEDED", {"items": items})
+
+
+def test_moto_still_lacks_start_sync_execution_and_the_fix_runs_express_as_aws_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the first assertion fails, moto answers StartSyncExecution itself: drop
+    ``sync_executions``. The fix answers each run when it ends, with AWS's fields; runs a
+    repeated name again (Express keeps no names); and refuses a Standard machine."""
+    from scones.offline import sync_executions
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        **sync_executions.HOST_PREFIX_ENVIRONMENT,
+    }.items():
+        monkeypatch.setenv(name, value)
+    failing = {
+        "StartAt": "Check",
+        "States": {
+            "Check": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.ok", "BooleanEquals": True, "Next": "Done"}],
+                "Default": "Broken",
+            },
+            "Done": {"Type": "Pass", "Result": {"done": True}, "End": True},
+            "Broken": {"Type": "Fail", "Error": "Broken", "Cause": "not ok"},
+        },
+    }
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sfn = boto3.client("stepfunctions", region_name="us-east-1")
+        role = "arn:aws:iam::123456789012:role/sfn"
+        express = sfn.create_state_machine(
+            name="express", definition=json.dumps(failing), roleArn=role, type="EXPRESS"
+        )["stateMachineArn"]
+        standard = sfn.create_state_machine(
+            name="standard", definition=json.dumps(failing), roleArn=role
+        )["stateMachineArn"]
+        with pytest.raises(NotImplementedError, match="start_sync_execution"):
+            sfn.start_sync_execution(stateMachineArn=express, name="a", input="{}")
+        sync_executions.install()
+        try:
+            ran = sfn.start_sync_execution(stateMachineArn=express, name="a", input='{"ok":true}')
+            again = sfn.start_sync_execution(stateMachineArn=express, name="a", input='{"ok":true}')
+            failed = sfn.start_sync_execution(stateMachineArn=express, name="b", input="{}")
+            with pytest.raises(ClientError, match="StateMachineTypeNotSupported"):
+                sfn.start_sync_execution(stateMachineArn=standard, name="c", input="{}")
+        finally:
+            sync_executions.uninstall()
+    assert (ran["status"], json.loads(ran["output"]), ran["name"]) == (
+        "SUCCEEDED",
+        {"done": True},
+        "a",
+    )
+    assert ran["stopDate"] >= ran["startDate"] and json.loads(ran["input"]) == {"ok": True}
+    assert again["status"] == "SUCCEEDED" and again["startDate"] >= ran["stopDate"]
+    assert (failed["status"], failed["error"], failed["cause"]) == ("FAILED", "Broken", "not ok")
+    assert "output" not in failed
+    assert not sync_executions.is_installed()

@@ -56,18 +56,31 @@ def load_handler(name: str, module_name: str | None = None) -> ModuleType:
 
 
 def start_function(
-    monkeypatch: pytest.MonkeyPatch, module_name: str | None = None, region: str = "us-east-1"
+    monkeypatch: pytest.MonkeyPatch,
+    module_name: str | None = None,
+    region: str = "us-east-1",
+    *,
+    workflow_type: str = "STANDARD",
+    definition: dict[str, Any] | None = None,
 ) -> tuple[Any, str, ModuleType]:
-    """A state machine in (an active) moto and the start handler configured for it."""
+    """A state machine in (an active) moto and the start handler configured for it.
+
+    STANDARD by default, whose executions moto lists and describes; an EXPRESS handler
+    waits for each execution (StartSyncExecution), which needs moto's interpreter
+    (``execute_state_machine``) and ``scones.offline.sync_executions``."""
     import boto3
 
     sfn = boto3.client("stepfunctions", region_name=region)
     arn = sfn.create_state_machine(
         name="classify",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        definition=json.dumps(
+            definition or {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
+        ),
         roleArn="arn:aws:iam::123456789012:role/sfn",
+        type=workflow_type,
     )["stateMachineArn"]
     monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    monkeypatch.setenv("WORKFLOW_TYPE", workflow_type)
     # The bucket and prefix the sample events (events/start_workflow*.json) name.
     monkeypatch.setenv("IMAGE_BUCKET", SAMPLE_BUCKET)
     monkeypatch.setenv("INCOMING_PREFIX", "incoming/")

@@ -21,11 +21,11 @@ from conftest import (
     template_limits,
 )
 from moto import mock_aws
-from scones_core.errors import EventError, SettingsError
+from scones_core.errors import CLASSIFICATION_FAILED, EventError, SettingsError
 from scones_core.ingest import event_time_text, notification_images
 
 from scones.model.artifact import OnnxClassifier
-from scones.offline import s3_event_fixes
+from scones.offline import s3_event_fixes, sync_executions
 from scones.offline.lambda_worker import LambdaContext
 from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import function_environment, parameter_defaults
@@ -588,6 +588,126 @@ def test_start_workflow_reports_every_message_of_a_batch_that_could_not_start(
         "m-0",
         "m-1",
     ]
+
+
+@pytest.fixture
+def express_aws(lambda_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto running the state machine, with the offline StartSyncExecution (moto routes
+    none) and botocore's ``sync-`` host prefix off (moto's URL patterns lack it)."""
+    for name, value in sync_executions.HOST_PREFIX_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sync_executions.install()
+        try:
+            yield
+        finally:
+            sync_executions.uninstall()
+
+
+def _fails_with(error: str) -> dict[str, Any]:
+    return {"StartAt": "End", "States": {"End": {"Type": "Fail", "Error": error, "Cause": "c"}}}
+
+
+@pytest.mark.parametrize(
+    ("definition", "sent_back"),
+    [
+        ({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}, False),
+        # Every image has its record, some FAILED (with a dead letter): nothing to run again.
+        (_fails_with(CLASSIFICATION_FAILED), False),
+        # Failed before its records (here: a record write the table refused past the Catch).
+        (_fails_with("DynamoDB.AmazonDynamoDBException"), True),
+    ],
+    ids=["succeeded", "classification-failed", "failed-before-its-records"],
+)
+def test_under_express_the_start_function_waits_for_each_batch_and_sends_back_an_unfinished_one(
+    express_aws: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    definition: dict[str, Any],
+    sent_back: bool,
+) -> None:
+    """The run's end decides: only an execution that ended before every image had its
+    record sends the batch's messages back to the queue (and, after maxReceiveCount, to the
+    dead-letter queue), so a burst's executions stay within MaximumConcurrency and none is
+    lost to an execution that failed on its own."""
+    _, _, app = start_function(
+        monkeypatch, region=REGION, workflow_type="EXPRESS", definition=definition
+    )
+    sqs_event = event("start_workflow")
+    (template,) = sqs_event["Records"]
+    sqs_event["Records"] = [
+        _message_for(template, f"m-{n}", f"incoming/{n}.png", f"v{n}") for n in range(3)
+    ]
+
+    response = app.lambda_handler(sqs_event, context())
+
+    out = capsys.readouterr().out
+    metrics = _metrics(out)
+    if sent_back:
+        assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == [
+            "m-0",
+            "m-1",
+            "m-2",
+        ]
+        assert metrics.get("WorkflowRunsUnfinished") == 1 and "ImagesStarted" not in metrics
+        errors = {
+            getattr(r, "error", "")
+            for r in caplog.records
+            if r.getMessage() == "message not processed; SQS will deliver it again"
+        }
+        (error,) = errors
+        assert error.endswith("ended FAILED (DynamoDB.AmazonDynamoDBException: c)")
+    else:
+        assert response == {"batchItemFailures": []}
+        assert (metrics.get("WorkflowsStarted"), metrics.get("ImagesStarted")) == (1, 3)
+        assert "WorkflowRunsUnfinished" not in metrics
+        started = [r for r in caplog.records if r.getMessage() == "workflow started"]
+        status = "SUCCEEDED" if "Done" in definition["States"] else "FAILED"
+        assert [getattr(r, "status", None) for r in started] == [status]
+
+
+def test_an_express_batch_delivered_again_runs_again(
+    express_aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Express does not deduplicate names: a batch SQS delivers again (its first run
+    timed out, say) runs again under the same name, and the record's conditional write
+    keeps the images recorded once."""
+    _, _, app = start_function(monkeypatch, region=REGION, workflow_type="EXPRESS")
+
+    assert app.lambda_handler(event("start_workflow"), context()) == {"batchItemFailures": []}
+    assert app.lambda_handler(event("start_workflow"), context()) == {"batchItemFailures": []}
+
+    assert _metrics(capsys.readouterr().out).get("WorkflowsStarted") == 2
+
+
+def test_an_express_start_function_facing_a_standard_machine_sends_the_batch_back(
+    express_aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """WORKFLOW_TYPE must name the machine's type: StartSyncExecution refuses a Standard
+    one, and the messages stay on the queue with the refusal in the log."""
+    _, _, app = start_function(monkeypatch, region=REGION)
+    monkeypatch.setenv("WORKFLOW_TYPE", "EXPRESS")
+    app = load_handler("start_workflow")
+    (message,) = event("start_workflow")["Records"]
+
+    response = app.lambda_handler(event("start_workflow"), context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
+    assert any(
+        "StateMachineTypeNotSupported" in str(getattr(r, "error", "")) for r in caplog.records
+    )
+
+
+def test_an_unknown_workflow_type_fails_the_cold_start_by_name(
+    lambda_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:c")
+    monkeypatch.setenv("IMAGE_BUCKET", SAMPLE_BUCKET)
+    monkeypatch.setenv("INCOMING_PREFIX", "incoming/")
+    monkeypatch.setenv("WORKFLOW_TYPE", "express")
+    with pytest.raises(SettingsError, match="WORKFLOW_TYPE='express' is invalid: must be one of"):
+        load_handler("start_workflow")
 
 
 def test_serialize_image_event_normalises_the_uploaded_version(

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scones_core.errors import rejection_error_names, transient_error_names
+from scones_core.errors import CLASSIFICATION_FAILED, rejection_error_names, transient_error_names
+from scones_core.ingest import EXPRESS_MAX_SECONDS, start_client_config
 from scones_core.records import (
     PARTITION_KEY,
     RECORD_STATES,
@@ -23,6 +24,7 @@ from scones_core.records import (
     asl_condition,
     asl_item,
 )
+from scones_core.settings import WORKFLOW_TYPES
 
 from scones.asl_check import check_definition, per_image_scope, substitute
 from scones.template_params import (
@@ -1395,9 +1397,13 @@ def test_classify_function_outlasts_the_endpoint_call_for_every_allowed_timeout(
         assert needle in source
 
 
-def test_ingest_messages_stay_invisible_through_the_window_and_the_function() -> None:
+@pytest.mark.parametrize("workflow_type", ["EXPRESS", "STANDARD"])
+def test_ingest_messages_stay_invisible_through_the_window_and_the_function(
+    workflow_type: str,
+) -> None:
     """Lambda's rule for an SQS source: visibility timeout >= 6 x the function's timeout +
-    MaximumBatchingWindowInSeconds, for every allowed window."""
+    MaximumBatchingWindowInSeconds, for every allowed window and either workflow type (the
+    start function waits for an Express execution, up to Express's 300 s)."""
     template = load_template()
     parameter = template["Parameters"]["IngestBatchingWindowSeconds"]
     rows = template["Mappings"]["IngestBatching"]
@@ -1406,18 +1412,48 @@ def test_ingest_messages_stay_invisible_through_the_window_and_the_function() ->
     cfn = transformed()
     start = cfn["Resources"]["StartWorkflowFunction"]["Properties"]
     queue = cfn["Resources"]["IngestQueue"]["Properties"]
-    assert queue["VisibilityTimeout"] == {
-        "Fn::FindInMap": [
-            "IngestBatching",
-            {"Ref": "IngestBatchingWindowSeconds"},
-            "VisibilityTimeout",
-        ]
-    }
+    timeout = resolver_for(cfn, WorkflowType=workflow_type)(start["Timeout"])
+    if workflow_type == "EXPRESS":
+        # The run waited on, the HEADs before it, and the read timeout of its call.
+        assert timeout > start_client_config().read_timeout > EXPRESS_MAX_SECONDS
     for window, row in rows.items():
         assert 0 <= int(window) <= 300, window  # Lambda's limit for the batching window
-        assert row["VisibilityTimeout"] >= 6 * int(start["Timeout"]) + int(window), window
-        resolve = resolver_for(cfn, IngestBatchingWindowSeconds=window)
-        assert resolve(queue["VisibilityTimeout"]) == row["VisibilityTimeout"]
+        resolve = resolver_for(cfn, IngestBatchingWindowSeconds=window, WorkflowType=workflow_type)
+        visibility = resolve(queue["VisibilityTimeout"])
+        assert visibility == row[workflow_type.title()], window
+        assert visibility >= 6 * timeout + int(window), window
+
+
+def test_the_batches_in_flight_fit_the_functions_reserved_concurrency() -> None:
+    """Under EXPRESS the start function waits for each batch's execution, so at most
+    MaximumConcurrency batches of BatchSize images are in flight: no more than SerializeImage
+    and ClassifyImage reserve, so a burst waits on the queue and none is throttled."""
+    cfn = transformed()
+    resources = cfn["Resources"]
+    resolve = resolver_for(cfn)
+    mapping = resources["StartWorkflowUploadsMapping"]["Properties"]
+    in_flight = mapping["ScalingConfig"]["MaximumConcurrency"] * mapping["BatchSize"]
+    for name in ("SerializeImageFunction", "ClassifyImageFunction"):
+        reserved = resolve(resources[name]["Properties"]["ReservedConcurrentExecutions"])
+        assert in_flight <= reserved, name
+    start = resources["StartWorkflowFunction"]["Properties"]
+    assert start["Environment"]["Variables"]["WORKFLOW_TYPE"] == {"Ref": "WorkflowType"}
+    allowed = load_template()["Parameters"]["WorkflowType"]["AllowedValues"]
+    assert sorted(allowed) == sorted(WORKFLOW_TYPES)
+    for workflow_type, action in (
+        ("EXPRESS", "states:StartSyncExecution"),
+        ("STANDARD", "states:StartExecution"),
+    ):
+        resolve = resolver_for(cfn, WorkflowType=workflow_type)
+        statements = role_statements(resolve, "StartWorkflowFunctionRole")
+        machine = resolve({"Ref": "ClassificationStateMachine"})
+        other = (
+            "states:StartExecution"
+            if action != "states:StartExecution"
+            else ("states:StartSyncExecution")
+        )
+        assert decide(statements, Request(action, machine)) == ALLOW, workflow_type
+        assert decide(statements, Request(other, machine)) == IMPLICIT_DENY, workflow_type
 
 
 def test_failed_monitor_runs_reach_the_alarmed_dead_letter_queue() -> None:
@@ -1661,6 +1697,12 @@ def test_one_execution_runs_a_batch_and_no_image_can_stop_another() -> None:
     assert mapped["ResultSelector"]["any_failed.$"] == "States.ArrayContains($, 'FAILED')"
     (rule,) = top["FailIfAnyImageFailed"]["Choices"]
     assert rule["Next"] == "ClassificationFailed" and top["ClassificationFailed"]["Type"] == "Fail"
+    # The start function reads this error as "every image has its record" (a run it waited
+    # on that failed with any other error sends its messages back to the queue): it must be
+    # the workflow's only Fail state.
+    fails = {name: state for name, state in top.items() if state["Type"] == "Fail"}
+    assert fails == {"ClassificationFailed": top["ClassificationFailed"]}
+    assert top["ClassificationFailed"]["Error"] == CLASSIFICATION_FAILED
 
 
 def test_the_backfill_is_a_distributed_map_over_the_incoming_prefix() -> None:

@@ -121,6 +121,11 @@ class ImageTooSmall(ImageRejected):
     """A side is shorter than ``MinImageSide``: too little to classify."""
 
 
+# The classification workflow's own Fail state (statemachine/classify_image.asl.json): an
+# image ended FAILED, after every image of the execution got its record.
+CLASSIFICATION_FAILED = "ClassificationFailed"
+
+
 # ---- transient infrastructure errors: retried by the state machine ----------
 
 

@@ -12,6 +12,13 @@ A duplicate that arrives in another batch, and every duplicate under Express (wh
 does not deduplicate names), is stopped by the record's conditional write. A replay
 (``scones_core.redrive``) goes through ``start_workflow`` with ``attempt`` N > 0,
 which names the execution ``<name>-r<N>``.
+
+Under Express the start function *waits* for each execution (``StartSyncExecution``,
+``StartSettings.waits``): the ingest mapping's ``MaximumConcurrency`` then bounds the
+images in flight, so a burst of uploads waits on the queue instead of being throttled
+by the functions' reserved concurrency, and an execution that ends without recording
+every image (timed out, or failed before its records) sends its messages back to
+the queue.
 """
 
 from __future__ import annotations
@@ -19,13 +26,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_plus
 
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scones_core.errors import EventError, aws_error_code
+from scones_core.errors import CLASSIFICATION_FAILED, EventError, aws_error_code
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
 from scones_core.notifications import EVENTBRIDGE_KEY_FIELD, s3_notification
 from scones_core.objects import ObjectRef, holds_version, object_from_s3_record
@@ -40,6 +49,26 @@ class StartResult:
     # A Standard workflow answers an identical repeat (same name, same input)
     # with the original execution, so that also counts as started.
     started: bool
+    # A run waited on (``StartSettings.waits``): how it ended, and its error and cause.
+    status: str | None = None
+    error: str | None = None
+    cause: str | None = None
+
+    @property
+    def left_images_unrecorded(self) -> bool:
+        """Whether a run waited on ended before every image had its record: it timed out,
+        was aborted, or failed other than by ``ClassificationFailed`` (which the state
+        machine raises only once every image is recorded, some of them FAILED)."""
+        if self.status is None or self.status == "SUCCEEDED":
+            return False
+        return not (self.status == "FAILED" and self.error == CLASSIFICATION_FAILED)
+
+    def describe_end(self) -> str:
+        """How a run waited on ended, for a log line or a message's error."""
+        detail = ": ".join(part for part in (self.error, self.cause) if part)
+        return f"execution {self.execution_name} ended {self.status}" + (
+            f" ({detail})" if detail else ""
+        )
 
 
 def workflow_input(ref: ObjectRef, event_time: str, attempt: int = 0) -> WorkflowInput:
@@ -61,6 +90,16 @@ def start_workflow(
 # is split into several executions, so the batch level's state stays far below the 64 KiB
 # the project allows a state (`scones bench payload`) and AWS's 256 KiB.
 MAX_BATCH_INPUT_BYTES = 32 * 1024
+
+# Express's bound on an execution's duration: a run waited on answers within it.
+EXPRESS_MAX_SECONDS = 300
+
+
+def start_client_config() -> Config:
+    """The Step Functions client's settings for the start function: a run waited on
+    answers only when it ends, and botocore's default 60 s read timeout would cut it
+    short and send it again (a second run)."""
+    return Config(connect_timeout=5, read_timeout=EXPRESS_MAX_SECONDS + 15)
 
 
 @dataclass(frozen=True)
@@ -156,25 +195,43 @@ def start_batches(
     sfn: Any, images: Sequence[PendingImage], settings: StartSettings
 ) -> list[BatchStart]:
     """Classify ``images`` (one SQS batch): duplicates dropped, as few executions as the
-    input size allows. One execution failing to start does not stop the others."""
-    starts = []
-    for group in split_batch(distinct_images(images)):
+    input size allows. One execution failing to start does not stop the others.
+
+    Runs waited on (``settings.waits``) run side by side, so a batch split for its long
+    keys still ends within one execution's time (the start function's timeout)."""
+    groups = split_batch(distinct_images(images))
+
+    def batch_start(group: list[PendingImage]) -> BatchStart:
         try:
-            starts.append(BatchStart(tuple(group), result=start_batch(sfn, group, settings)))
+            return BatchStart(tuple(group), result=start_batch(sfn, group, settings))
         except (ClientError, BotoCoreError) as exc:
-            starts.append(BatchStart(tuple(group), error=exc))
-    return starts
+            return BatchStart(tuple(group), error=exc)
+
+    if settings.waits and len(groups) > 1:
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            return list(pool.map(batch_start, groups))
+    return [batch_start(group) for group in groups]
 
 
 def _start(
     sfn: Any, settings: StartSettings, name: str, document: WorkflowInput | BatchInput
 ) -> StartResult:
-    try:
-        sfn.start_execution(
-            stateMachineArn=settings.state_machine_arn,
-            name=name,
-            input=json.dumps(document, separators=(",", ":")),
+    text = json.dumps(document, separators=(",", ":"))
+    if settings.waits:
+        # Express does not deduplicate names, so a repeat runs again (and ends
+        # AlreadyRecorded); errors here mean the run did not start at all.
+        run = sfn.start_sync_execution(
+            stateMachineArn=settings.state_machine_arn, name=name, input=text
         )
+        return StartResult(
+            execution_name=name,
+            started=True,
+            status=run["status"],
+            error=run.get("error"),
+            cause=run.get("cause"),
+        )
+    try:
+        sfn.start_execution(stateMachineArn=settings.state_machine_arn, name=name, input=text)
     except ClientError as exc:
         if aws_error_code(exc) == "ExecutionAlreadyExists":
             return StartResult(execution_name=name, started=False)

@@ -125,6 +125,9 @@ class StartSettings:
     # Empty: not checked (scones redrive without the stack's outputs to read them from).
     image_bucket: str = ""
     incoming_prefix: str = ""
+    # The template's WorkflowType. Empty: the caller does not wait for its executions
+    # (scones redrive, the backfill), whatever the type.
+    workflow_type: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StartSettings:
@@ -133,15 +136,33 @@ class StartSettings:
             state_machine_arn=env.string("STATE_MACHINE_ARN"),
             image_bucket=env.string("IMAGE_BUCKET"),
             incoming_prefix=env.string("INCOMING_PREFIX"),
+            workflow_type=env.parsed("WORKFLOW_TYPE", _workflow_type),
         )
         env.check("start_workflow settings")
         return settings
+
+    @property
+    def waits(self) -> bool:
+        """Whether each execution is run to its end (``StartSyncExecution``, Express only):
+        the start function's backpressure (``scones_core.ingest``)."""
+        return self.workflow_type == "EXPRESS"
 
     def is_upload_here(self, bucket: str, key: str) -> bool:
         """Whether ``bucket``/``key`` is an upload this stack classifies."""
         return (not self.image_bucket or bucket == self.image_bucket) and key.startswith(
             self.incoming_prefix
         )
+
+
+# The template's WorkflowType values (one string: the environment variable test reads every
+# quoted capitalised name in this file as a variable the functions read).
+WORKFLOW_TYPES = tuple(["EXPRESS", "STANDARD"])
+
+
+def _workflow_type(raw: str) -> str:
+    if raw not in WORKFLOW_TYPES:
+        raise ValueError(f"must be one of {', '.join(WORKFLOW_TYPES)}")
+    return raw
 
 
 @dataclass(frozen=True)

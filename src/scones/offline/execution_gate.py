@@ -14,8 +14,9 @@ event and start time) and then waits for one of ``limit`` slots before its
 first state, so a Task's timer starts only when the local capacity can serve it.
 Executions that start other executions (a ``states:startExecution`` integration)
 skip the gate: holding a slot while waiting for a child that needs one could
-deadlock. Synchronous Express executions (``StartSyncExecution``) run in the
-request thread and skip it too.
+deadlock. moto's own synchronous Express worker (``SyncExecutionWorker``) skips it
+too; the offline ``StartSyncExecution`` (``sync_executions``) starts an ordinary
+execution, which takes a slot like any other while its caller waits.
 
 A test checks that moto still evaluates every started execution at once (and
 still calls ``program.eval(env)`` on what ``_get_evaluation_entrypoint`` returns).

@@ -219,9 +219,9 @@ GAPS: tuple[Gap, ...] = (
         "and the dead-letter queue",
         removed=False,
         fill="UpdateEventSourceMapping(Enabled=false); scones.offline.sqs_poller drains the "
-        "queue as Lambda's poller does (without MaximumBatchingWindowInSeconds: it hands a "
-        "batch over as soon as messages wait, so IngestBatchingWindowSeconds changes "
-        "nothing offline)",
+        "queue as Lambda's poller does, MaximumConcurrency batches at once (without "
+        "MaximumBatchingWindowInSeconds: it hands a batch over as soon as messages wait, so "
+        "IngestBatchingWindowSeconds changes nothing offline)",
         kind="event_source_mappings",
     ),
     Gap(

@@ -6,7 +6,10 @@ event source mappings instead and applies them: batches of ``BatchSize``
 messages, an Invoke API call per batch, deletion of the messages that
 succeeded (all of them, unless ``ReportBatchItemFailures`` names some), and
 failed messages left to reappear after their visibility timeout until the
-queue's redrive policy moves them to the dead-letter queue.
+queue's redrive policy moves them to the dead-letter queue. A mapping with
+``ScalingConfig.MaximumConcurrency`` has that many batches delivered at once, as on
+AWS (the start function waits for each Express execution, so this bounds the images
+in flight); one without has ``threads_per_mapping``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Mapping:
     function_arn: str
     batch_size: int
     report_item_failures: bool
+    maximum_concurrency: int | None = None
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
@@ -119,13 +123,14 @@ class SqsPoller:
                     batch_size=int(esm.get("BatchSize") or 10),
                     report_item_failures="ReportBatchItemFailures"
                     in esm.get("FunctionResponseTypes", []),
+                    maximum_concurrency=(esm.get("ScalingConfig") or {}).get("MaximumConcurrency"),
                 )
             )
         return found
 
     def start(self) -> None:
         for mapping in self.mappings():
-            for index in range(self.threads_per_mapping):
+            for index in range(mapping.maximum_concurrency or self.threads_per_mapping):
                 thread = threading.Thread(
                     target=self._run, args=(mapping,), name=f"sqs-poller-{index}", daemon=True
                 )

@@ -57,6 +57,7 @@ from scones.offline import (
     model_tracking,
     s3_event_fixes,
     sqs_fixes,
+    sync_executions,
 )
 from scones.offline.client import REGION, StackClient, StackEndpoints, offline_session
 from scones.offline.deploy import DeployedStack, deploy
@@ -297,9 +298,13 @@ class OfflineStack:
             workers_per_function=self.options.workers_per_function,
             log_max_bytes=self.options.function_log_max_bytes,
             log_backups=self.options.function_log_backups,
+            # StartSyncExecution goes to sync-<host>, which 127.0.0.1 cannot take; set
+            # before any function runs, as a worker keeps the environment it started with.
+            extra_env=sync_executions.HOST_PREFIX_ENVIRONMENT,
         )
         self._runtime.install()
         interpreter_fixes.install()
+        sync_executions.install()  # the start function waits for each Express execution
         s3_event_fixes.install()
         if self.options.enable_faults:
             self._table_faults = TableWriteFaults()
@@ -399,6 +404,7 @@ class OfflineStack:
             self._runtime.close()
             LambdaRuntime.uninstall()
             interpreter_fixes.uninstall()
+            sync_executions.uninstall()
             s3_event_fixes.uninstall()
             concurrency_fixes.uninstall()
             model_tracking.uninstall()
