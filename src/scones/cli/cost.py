@@ -342,7 +342,12 @@ def _print_monthly(monthly: Any) -> None:
 
 
 def _print_sweep(measured: dict[str, Any], kind: str, overrides: dict[str, str]) -> None:
-    from scones.costs.model import aws_wait_ms, lambda_gb_second, modelled_duration_ms
+    from scones.costs.model import (
+        aws_wait_ms,
+        lambda_gb_second,
+        modelled_duration_ms,
+        start_function_run_wait_ms,
+    )
     from scones.costs.prices import price
 
     print(
@@ -351,10 +356,13 @@ def _print_sweep(measured: dict[str, Any], kind: str, overrides: dict[str, str])
     )
     print(f"{'function':<24}{'peak RSS':>9}" + "".join(f"{m:>10}" for m in MEMORY_SIZES))
     upload = float(measured["kinds"][kind]["upload_bytes_mean"])
+    # Under Express the start function waits for each batch's execution.
+    run_ms = start_function_run_wait_ms(measured, kind, overrides)
     for name, fn in measured["kinds"][kind]["functions"].items():
         cells = ""
         for memory in MEMORY_SIZES:
-            ms = modelled_duration_ms(fn, memory, aws_wait_ms(name, upload))
+            wait = aws_wait_ms(name, upload, run_ms if name == "StartWorkflowFunction" else 0.0)
+            ms = modelled_duration_ms(fn, memory, wait)
             usd = 1e6 * (
                 price("lambda_request") + ms / 1000 * memory / 1024 * lambda_gb_second("arm64")
             )

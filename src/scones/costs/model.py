@@ -139,14 +139,17 @@ def lambda_gb_second(architecture: str) -> float:
     return price("lambda_arm_gb_second" if architecture == "arm64" else "lambda_x86_gb_second")
 
 
-def aws_wait_ms(logical_id: str, upload_bytes: float) -> float:
-    """What ``logical_id`` waits for on AWS per invocation (the assumptions above)."""
+def aws_wait_ms(logical_id: str, upload_bytes: float, execution_ms: float = 0.0) -> float:
+    """What ``logical_id`` waits for on AWS per invocation (the assumptions above).
+
+    ``execution_ms``: how long the start function waits for its batch's execution (under
+    Express it runs each one to its end, the queue's backpressure; 0 under Standard)."""
     if logical_id == "SerializeImageFunction":
         return S3_FIRST_BYTE_MS + upload_bytes / (S3_MB_PER_S * 1e6) * 1000
     if logical_id == "ClassifyImageFunction":
         return ENDPOINT_MS
     if logical_id == "StartWorkflowFunction":
-        return START_EXECUTION_MS  # one execution per batch
+        return START_EXECUTION_MS + execution_ms  # one execution per batch
     return 0.0
 
 
@@ -155,6 +158,51 @@ def modelled_duration_ms(function: dict[str, Any], memory_mb: int, wait_ms: floa
     share (one vCPU at 1,769 MB, taken as one core of the measuring machine), plus what the
     function waits for on AWS (``aws_wait_ms``). A model, not a measurement on Lambda."""
     return float(function["cpu_ms_mean"]) / lambda_cpu_share(memory_mb) + wait_ms
+
+
+def start_function_run_wait_ms(
+    measured: dict[str, Any], kind: str, overrides: dict[str, str] | None = None
+) -> float:
+    """How long the start function waits for each batch's execution with these settings:
+    the execution's modelled time under Express, 0 under Standard."""
+    settings = Settings.from_template(overrides)
+    if settings.workflow_type != "EXPRESS":
+        return 0.0
+    workflow = load_workflow(overrides)
+    data = measured["kinds"][kind]
+    return express_execution_ms(
+        workflow,
+        happy_path(workflow),
+        data["functions"],
+        settings,
+        float(data["upload_bytes_mean"]),
+    )
+
+
+def express_execution_ms(
+    workflow: Any,
+    path: list[str],
+    functions: dict[str, Any],
+    settings: Settings,
+    upload_bytes: float,
+) -> float:
+    """How long one execution runs (its batch's images side by side, so about one image's
+    path): each Lambda task's modelled duration and overhead, and each service call."""
+    lambda_ms = 0.0
+    for state in path:
+        if state in workflow.lambda_functions:
+            logical_id = workflow.lambda_functions[state]
+            lambda_ms += TASK_OVERHEAD_MS + modelled_duration_ms(
+                functions[logical_id],
+                settings.memory_mb[logical_id],
+                aws_wait_ms(logical_id, upload_bytes),
+            )
+    service_ms = SERVICE_CALL_MS * sum(
+        1
+        for state in path
+        if workflow.states[state]["Type"] == "Task" and state not in workflow.lambda_functions
+    )
+    return lambda_ms + service_ms
 
 
 def batch_fill(images_per_month: int, batch_size: int, window_s: float) -> float:
@@ -193,6 +241,8 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
     )
     # -- the workflow's Lambda functions (from the ASL's happy path) ---------------------
     path = happy_path(workflow)
+    # The batch's images run side by side: the execution lasts about one image's time.
+    execution_ms = express_execution_ms(workflow, path, functions, settings, upload_bytes)
     invoked = ["StartWorkflowFunction"] + [
         workflow.lambda_functions[s] for s in path if s in workflow.lambda_functions
     ]
@@ -208,7 +258,11 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
             "cpu_ms_mean": float(fn["cpu_ms_mean"])
             * (per_batch / per_message if per_image < 1 else 1),
         }
-        duration = modelled_duration_ms(cpu_fn, memory, aws_wait_ms(logical_id, upload_bytes))
+        # Under Express the start function waits for its batch's execution (the queue's
+        # backpressure, scones_core.ingest), and is billed for the wait.
+        waits_for_run = logical_id == "StartWorkflowFunction" and wf_type == "EXPRESS"
+        wait = aws_wait_ms(logical_id, upload_bytes, execution_ms if waits_for_run else 0.0)
+        duration = modelled_duration_ms(cpu_fn, memory, wait)
         gb_s = duration / 1000 * memory / 1024
         arch = settings.architectures[logical_id]
         usd = m * per_image * (price("lambda_request") + gb_s * lambda_gb_second(arch))
@@ -216,7 +270,8 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
             f"Lambda {logical_id.removesuffix('Function')}",
             usd,
             f"{duration:.0f} ms x {memory} MB {arch}"
-            + (f", per batch of {per_batch:g}" if per_image < 1 else ""),
+            + (f", per batch of {per_batch:g}" if per_image < 1 else "")
+            + (f", {execution_ms:.0f} ms of it waiting for the execution" if waits_for_run else ""),
         )
     # -- Step Functions: one execution per batch; its Map runs the images side by side --
     per_execution = batch_path(workflow)
@@ -231,21 +286,7 @@ def estimate(  # noqa: PLR0915 (one line item after the other)
             + ")",
         )
     else:
-        lambda_ms = 0.0
-        for s in path:
-            if s in workflow.lambda_functions:
-                logical_id = workflow.lambda_functions[s]
-                lambda_ms += TASK_OVERHEAD_MS + modelled_duration_ms(
-                    functions[logical_id],
-                    settings.memory_mb[logical_id],
-                    aws_wait_ms(logical_id, upload_bytes),
-                )
-        states = workflow.states
-        service_ms = SERVICE_CALL_MS * sum(
-            1 for s in path if states[s]["Type"] == "Task" and s not in workflow.lambda_functions
-        )
-        # The batch's images run side by side: the execution lasts about one image's time.
-        billed_ms = math.ceil((lambda_ms + service_ms) / 100) * 100
+        billed_ms = math.ceil(execution_ms / 100) * 100
         gb_s = billed_ms / 1000 * EXPRESS_MEMORY_STEP_MB / 1024
         est.add(
             "Step Functions Express",
