@@ -24,7 +24,7 @@ from scones_core.records import (
     asl_condition,
     asl_item,
 )
-from scones_core.settings import WORKFLOW_TYPES
+from scones_core.workflow_type import WORKFLOW_TYPES
 
 from scones.asl_check import check_definition, per_image_scope, substitute
 from scones.template_params import (

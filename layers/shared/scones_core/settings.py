@@ -15,6 +15,7 @@ from typing import TypeVar, cast
 
 from scones_core.errors import SettingsError
 from scones_core.records import NEITHER
+from scones_core.workflow_type import EXPRESS, WORKFLOW_TYPES
 
 T = TypeVar("T")
 
@@ -145,18 +146,13 @@ class StartSettings:
     def waits(self) -> bool:
         """Whether each execution is run to its end (``StartSyncExecution``, Express only):
         the start function's backpressure (``scones_core.ingest``)."""
-        return self.workflow_type == "EXPRESS"
+        return self.workflow_type == EXPRESS
 
     def is_upload_here(self, bucket: str, key: str) -> bool:
         """Whether ``bucket``/``key`` is an upload this stack classifies."""
         return (not self.image_bucket or bucket == self.image_bucket) and key.startswith(
             self.incoming_prefix
         )
-
-
-# The template's WorkflowType values (one string: the environment variable test reads every
-# quoted capitalised name in this file as a variable the functions read).
-WORKFLOW_TYPES = tuple(["EXPRESS", "STANDARD"])
 
 
 def _workflow_type(raw: str) -> str:
