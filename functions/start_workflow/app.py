@@ -12,6 +12,10 @@ Under Express the function waits for each execution (``StartSyncExecution``): th
 mapping's MaximumConcurrency bounds the images in flight, and an execution that ended
 before every image was recorded (timed out, or failed other than ClassificationFailed)
 reports its messages failed too.
+
+Every message reported failed is hidden for a short retry delay
+(``ingest.delay_redeliveries``), not the queue's visibility timeout, which under Express
+covers a whole run: a message that keeps failing reaches the dead-letter queue in minutes.
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ from scones_core.failure_log import logs_failures
 from scones_core.ingest import (
     PendingImage,
     check_sqs_batch,
+    delay_redeliveries,
     ignored_events,
     is_s3_test_event,
     notification_images,
+    sent_back,
     start_batches,
     start_client_config,
     uploads_in_scope,
@@ -62,12 +68,17 @@ settings = StartSettings.from_env()
 
 @cache
 def sfn_client() -> Any:
-    return boto3.client("stepfunctions", config=start_client_config())
+    return boto3.client("stepfunctions", config=start_client_config(settings))
 
 
 @cache
 def s3_client() -> Any:
     return boto3.client("s3")
+
+
+@cache
+def sqs_client() -> Any:
+    return boto3.client("sqs")
 
 
 def images_of(record: SQSRecord) -> list[PendingImage]:
@@ -118,15 +129,20 @@ def not_processed(message_id: str, receive_count: Any, exc: Exception) -> None:
 
 
 @tracer.capture_method
-def start_images(images: list[PendingImage]) -> set[str]:
+def start_images(images: list[PendingImage], context: LambdaContext) -> set[str]:
     """Start the executions that classify ``images`` (one SQS batch); return the ids of
-    the messages to report as failed: those with an image whose execution did not start."""
+    the messages to report as failed: those with an image whose execution did not start,
+    or (waited on) ended before every image was recorded."""
     failed: set[str] = set()
     if not images:
         return failed
     # Every object version delivered, duplicates included (each is classified once).
     logger.info("notifications received", extra={"record_ids": [i.ref.record_id for i in images]})
-    for start in start_batches(sfn_client(), images, settings):
+
+    def seconds_left() -> float:
+        return float(context.get_remaining_time_in_millis()) / 1000
+
+    for start in start_batches(sfn_client(), images, settings, seconds_left):
         record_ids = [image.ref.record_id for image in start.images]
         if start.result is None:
             for message_id in dict.fromkeys(image.message_id for image in start.images):
@@ -188,6 +204,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     failures = list(response["batchItemFailures"])
     failures += [
         PartialItemFailures(itemIdentifier=message_id)
-        for message_id in sorted(start_images(images))
+        for message_id in sorted(start_images(images, context))
     ]
+    send_back_soon({str(failure["itemIdentifier"]) for failure in failures}, event["Records"])
     return {"batchItemFailures": failures}
+
+
+def send_back_soon(message_ids: set[str], records: list[dict[str, Any]]) -> None:
+    """Hide the failed messages for their retry delay rather than the visibility timeout."""
+    messages = sent_back(records, message_ids)
+    if not messages:
+        return
+    unchanged = delay_redeliveries(sqs_client(), settings.ingest_queue_url, messages)
+    if unchanged:
+        # They still come back, after the queue's visibility timeout.
+        logger.warning(
+            "could not shorten the wait of messages sent back",
+            extra={"message_ids": unchanged},
+        )

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from scones_core.ingest import retry_delay_seconds
 from scones_core.monitoring.metrics import retraining_metric, window_metrics
 from scones_core.monitoring.service import MonitorClients, measure_window
 from scones_core.monitoring.settings import MonitorSettings
@@ -158,11 +159,18 @@ def test_an_ingest_queue_nobody_reads_pages_before_sqs_deletes_its_events() -> N
     parameter = template["Parameters"]["IngestQueueAlarmAgeSeconds"]
     retention = template["Resources"]["IngestQueue"]["Properties"]["MessageRetentionPeriod"]
     assert int(parameter["MaxValue"]) * 2 <= int(retention)
-    # A message that fails is received five times, a visibility timeout apart, before it
-    # moves to the dead-letter queue: the default does not page for those.
-    visibility = template["Mappings"]["IngestBatching"]
-    longest = max(int(row["VisibilityTimeout"]) for row in visibility.values())
-    assert int(parameter["Default"]) > 5 * longest
+    # A message that keeps failing is received maxReceiveCount times before it moves to the
+    # dead-letter queue: each receive can take the longest batching window and the start
+    # function's longest timeout (a run waited on under EXPRESS), and each send-back hides it
+    # for its retry delay. The default does not page for those.
+    queue = template["Resources"]["IngestQueue"]["Properties"]
+    receives = int(queue["RedrivePolicy"]["maxReceiveCount"])
+    windows = template["Parameters"]["IngestBatchingWindowSeconds"]["AllowedValues"]
+    timeout = template["Resources"]["StartWorkflowFunction"]["Properties"]["Timeout"]
+    longest_timeout = max(int(t) for t in timeout["Fn::If"][1:])
+    delays = sum(retry_delay_seconds(n) for n in range(1, receives))
+    longest = receives * (max(int(w) for w in windows) + longest_timeout) + delays
+    assert int(parameter["Default"]) > longest
 
 
 @pytest.mark.parametrize("stack", ["scones", "prod", "core", "monitoring"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import inspect
 import io
@@ -11,6 +12,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -137,6 +139,8 @@ def test_poller_finds_the_explicit_event_source_mapping(stack: OfflineStack) -> 
     assert mapping.queue_arn.endswith(f":{ingest}") and mapping.queue_url.endswith(f"/{ingest}")
     assert mapping.function_arn.endswith(stack.function_name("StartWorkflowFunction"))
     assert (mapping.batch_size, mapping.report_item_failures) == (10, True)
+    scaling = load_template()["Resources"]["StartWorkflowUploadsMapping"]["Properties"]
+    assert mapping.maximum_concurrency == scaling["ScalingConfig"]["MaximumConcurrency"]
 
 
 def _poller_on_a_queue_of_its_own(
@@ -151,6 +155,46 @@ def _poller_on_a_queue_of_its_own(
     poller = SqsPoller(sqs, stack.client("lambda"), stack.stack.region, threads_per_mapping=1)
     delivered: list[list[str]] = []
     return poller, mapping, delivered
+
+
+def test_a_poller_delivers_maximum_concurrency_batches_at_once(
+    stack: OfflineStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Lambda's poller: a mapping's MaximumConcurrency batches are delivered at once,
+    no more (under Express each delivery waits for its batch's execution)."""
+    poller, own, _ = _poller_on_a_queue_of_its_own(stack, "poller-concurrency")
+    mapping = dataclasses.replace(own, maximum_concurrency=3)
+    monkeypatch.setattr(poller, "mappings", lambda: [mapping])
+    lock, release = threading.Lock(), threading.Event()
+    counts = {"now": 0, "peak": 0, "batches": 0}
+
+    def deliver_and_hold(_mapping: Mapping, batch: list[dict[str, Any]]) -> None:
+        with lock:
+            counts["now"] += 1
+            counts["batches"] += 1
+            counts["peak"] = max(counts["peak"], counts["now"])
+        release.wait(30)
+        with lock:
+            counts["now"] -= 1
+
+    monkeypatch.setattr(poller, "deliver", deliver_and_hold)
+    sqs = stack.client("sqs")
+    for start in range(0, 50, 10):
+        sqs.send_message_batch(
+            QueueUrl=mapping.queue_url,
+            Entries=[{"Id": str(n), "MessageBody": f"m{start + n}"} for n in range(10)],
+        )
+    poller.start()
+    try:
+        deadline = time.monotonic() + 20
+        while counts["peak"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # a fourth thread, if there were one, would have a batch by now
+        held = dict(counts)
+    finally:
+        release.set()
+        poller.stop()
+    assert (held["peak"], held["batches"]) == (3, 3)
 
 
 def test_a_poller_stop_hands_a_batch_received_after_it_back_to_the_queue(

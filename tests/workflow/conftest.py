@@ -81,6 +81,8 @@ def start_function(
     )["stateMachineArn"]
     monkeypatch.setenv("STATE_MACHINE_ARN", arn)
     monkeypatch.setenv("WORKFLOW_TYPE", workflow_type)
+    queue = boto3.client("sqs", region_name=region).create_queue(QueueName="ingest")
+    monkeypatch.setenv("INGEST_QUEUE_URL", queue["QueueUrl"])
     # The bucket and prefix the sample events (events/start_workflow*.json) name.
     monkeypatch.setenv("IMAGE_BUCKET", SAMPLE_BUCKET)
     monkeypatch.setenv("INCOMING_PREFIX", "incoming/")

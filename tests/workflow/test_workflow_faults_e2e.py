@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import FAST_RETRIES, HISTORY
+from scones_core.errors import IMAGES_UNRECORDED
 from scones_core.ingest import workflow_input
 from scones_core.objects import object_from_s3_record
 from workflow_helpers import (
@@ -733,7 +734,7 @@ def test_a_batch_image_the_table_refuses_throughout_is_dead_lettered_and_replaye
     execution = execution_of(stack, keys[0])
 
     assert {r["execution_arn"] for r in kept.values()} == {execution["executionArn"]}
-    assert (execution["status"], execution.get("error")) == ("FAILED", "ClassificationFailed")
+    assert (execution["status"], execution.get("error")) == ("FAILED", IMAGES_UNRECORDED)
     assert "scones redrive --dead-letters" in execution["cause"]  # no FAILED record to find
     assert records_of(stack, keys[0]) == []
     sqs = api.client("sqs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,8 +35,12 @@ REGION = "us-east-1"
 PARAMS = parameter_defaults()
 
 
-def context() -> LambdaContext:
-    return LambdaContext("test-request", time.time() * 1000 + 30_000)
+def context(seconds: float = 30) -> LambdaContext:
+    return LambdaContext("test-request", time.time() * 1000 + seconds * 1000)
+
+
+# The start function's timeout under EXPRESS (template.yaml), which a waited run needs.
+EXPRESS_TIMEOUT_S = 330
 
 
 def event(name: str) -> dict[str, Any]:
@@ -640,7 +645,7 @@ def test_under_express_the_start_function_waits_for_each_batch_and_sends_back_an
         _message_for(template, f"m-{n}", f"incoming/{n}.png", f"v{n}") for n in range(3)
     ]
 
-    response = app.lambda_handler(sqs_event, context())
+    response = app.lambda_handler(sqs_event, context(EXPRESS_TIMEOUT_S))
 
     out = capsys.readouterr().out
     metrics = _metrics(out)
@@ -675,8 +680,12 @@ def test_an_express_batch_delivered_again_runs_again(
     keeps the images recorded once."""
     _, _, app = start_function(monkeypatch, region=REGION, workflow_type="EXPRESS")
 
-    assert app.lambda_handler(event("start_workflow"), context()) == {"batchItemFailures": []}
-    assert app.lambda_handler(event("start_workflow"), context()) == {"batchItemFailures": []}
+    assert app.lambda_handler(event("start_workflow"), context(EXPRESS_TIMEOUT_S)) == {
+        "batchItemFailures": []
+    }
+    assert app.lambda_handler(event("start_workflow"), context(EXPRESS_TIMEOUT_S)) == {
+        "batchItemFailures": []
+    }
 
     assert _metrics(capsys.readouterr().out).get("WorkflowsStarted") == 2
 
@@ -691,12 +700,102 @@ def test_an_express_start_function_facing_a_standard_machine_sends_the_batch_bac
     app = load_handler("start_workflow")
     (message,) = event("start_workflow")["Records"]
 
-    response = app.lambda_handler(event("start_workflow"), context())
+    response = app.lambda_handler(event("start_workflow"), context(EXPRESS_TIMEOUT_S))
 
     assert response == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
     assert any(
         "StateMachineTypeNotSupported" in str(getattr(r, "error", "")) for r in caplog.records
     )
+
+
+def test_an_express_batch_is_sent_back_unstarted_when_too_little_time_is_left(
+    express_aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run may take Express's 300 s: with less of the function's time left the batch is
+    not started (it would be cut off mid-run), and goes back to the queue."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION, workflow_type="EXPRESS")
+    (message,) = event("start_workflow")["Records"]
+
+    response = app.lambda_handler(event("start_workflow"), context(EXPRESS_TIMEOUT_S - 30))
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
+    errors = [str(getattr(r, "error", "")) for r in caplog.records]
+    assert any(e.startswith("NotEnoughTime: ") and "a run may take 310 s" in e for e in errors)
+    assert sfn.list_executions(stateMachineArn=arn)["executions"] == []
+
+
+def test_messages_sent_back_come_back_after_their_retry_delay_not_the_visibility_timeout(
+    aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under Express the queue's visibility timeout covers a whole run (about 34 minutes);
+    a message the function sends back is hidden only for its retry delay, longer the more
+    often it was received, so five failing receives reach the dead-letter queue in minutes.
+    The messages are real ones from the queue (moto takes their receipt handles)."""
+    _, _, app = start_function(monkeypatch, region=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = os.environ["INGEST_QUEUE_URL"]
+    (template,) = event("start_workflow")["Records"]
+    for body in ("not json", "{}", template["body"]):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"])[
+        "Messages"
+    ]
+    records = [
+        dict(
+            template,
+            messageId=m["MessageId"],
+            receiptHandle=m["ReceiptHandle"],
+            body=m["Body"],
+            attributes=dict(template["attributes"], ApproximateReceiveCount=str(n)),
+        )
+        for n, m in zip((1, 4, 1), received, strict=True)
+    ]
+    client = app.sqs_client()
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "change_message_visibility_batch",
+            {"Successful": [{"Id": "0"}, {"Id": "1"}], "Failed": []},
+            {
+                "QueueUrl": url,
+                "Entries": [
+                    {
+                        "Id": "0",
+                        "ReceiptHandle": records[0]["receiptHandle"],
+                        "VisibilityTimeout": 30,
+                    },
+                    {
+                        "Id": "1",
+                        "ReceiptHandle": records[1]["receiptHandle"],
+                        "VisibilityTimeout": 240,
+                    },
+                ],
+            },
+        )
+        response = app.lambda_handler({"Records": records}, context())
+        stubber.assert_no_pending_responses()
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == sorted(
+        r["messageId"] for r in records[:2]
+    )
+    # Through moto itself: the receipt handles are taken, nothing is left unchanged.
+    caplog.clear()
+    assert app.lambda_handler({"Records": records}, context())["batchItemFailures"]
+    assert not [r for r in caplog.records if "could not shorten" in r.getMessage()]
+
+
+def test_a_message_whose_wait_sqs_will_not_shorten_is_named_and_still_sent_back(
+    aws: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stale receipt handle (the message was received again elsewhere) is refused: the
+    message still goes back, after the visibility timeout, and the log names it."""
+    _, _, app = start_function(monkeypatch, region=REGION)
+    (template,) = event("start_workflow")["Records"]
+    bad = dict(template, messageId="bad-1", body="not json")
+
+    response = app.lambda_handler({"Records": [bad]}, context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
+    (warning,) = [r for r in caplog.records if "could not shorten" in r.getMessage()]
+    assert getattr(warning, "message_ids", None) == ["bad-1"]
 
 
 def test_an_unknown_workflow_type_fails_the_cold_start_by_name(

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scones_core.errors import CLASSIFICATION_FAILED, rejection_error_names, transient_error_names
+from scones_core.errors import (
+    CLASSIFICATION_FAILED,
+    IMAGES_UNRECORDED,
+    rejection_error_names,
+    transient_error_names,
+)
 from scones_core.ingest import EXPRESS_MAX_SECONDS, start_client_config
 from scones_core.records import (
     PARTITION_KEY,
@@ -24,6 +29,7 @@ from scones_core.records import (
     asl_condition,
     asl_item,
 )
+from scones_core.settings import StartSettings
 from scones_core.workflow_type import WORKFLOW_TYPES
 
 from scones.asl_check import check_definition, per_image_scope, substitute
@@ -1415,7 +1421,9 @@ def test_ingest_messages_stay_invisible_through_the_window_and_the_function(
     timeout = resolver_for(cfn, WorkflowType=workflow_type)(start["Timeout"])
     if workflow_type == "EXPRESS":
         # The run waited on, the HEADs before it, and the read timeout of its call.
-        assert timeout > start_client_config().read_timeout > EXPRESS_MAX_SECONDS
+        waiting = start_client_config(StartSettings("arn", workflow_type=workflow_type))
+        assert timeout > waiting.read_timeout > EXPRESS_MAX_SECONDS
+        assert waiting.retries == {"total_max_attempts": 1}  # a retry would run it twice
     for window, row in rows.items():
         assert 0 <= int(window) <= 300, window  # Lambda's limit for the batching window
         resolve = resolver_for(cfn, IngestBatchingWindowSeconds=window, WorkflowType=workflow_type)
@@ -1607,9 +1615,10 @@ def test_the_slowest_path_fits_an_express_workflows_five_minutes() -> None:
     assert parameter_defaults()["WorkflowType"] == "EXPRESS"
     seconds, path = worst_case_seconds(load_workflow())
     assert seconds <= EXPRESS_LIMIT_SECONDS, (seconds, path)
-    assert path[-5:] == [
+    assert path[-6:] == [
         "RecordFailure",
         "NotifyDeadLetter",
+        "CheckRecorded",
         "ImageFailed",
         "FailIfAnyImageFailed",
         "ClassificationFailed",
@@ -1681,28 +1690,43 @@ def test_one_execution_runs_a_batch_and_no_image_can_stop_another() -> None:
         if state.get("End") or state["Type"] == "Succeed"
     }
     assert {
-        name: state.get("OutputPath") for name, state in ends.items() if name != "ImageFailed"
+        name: state.get("OutputPath")
+        for name, state in ends.items()
+        if name not in ("ImageFailed", "ImageUnrecorded")
     } == {
         name: "$.object.record_id"
         for name in ("RecordAccepted", "RecordNeedsReview", "RecordRejected", "AlreadyRecorded")
     }
-    assert inner["NotifyDeadLetter"]["Next"] == "ImageFailed"
+    assert inner["NotifyDeadLetter"]["Next"] == "CheckRecorded"
     # No task error may escape an image's flow (it would stop the whole Map, and with it
     # the batch's other images): every task catches everything.
     for name, state in inner.items():
         if state["Type"] == "Task":
             assert state["Catch"][-1]["ErrorEquals"] == ["States.ALL"], name
-    assert inner["NotifyDeadLetter"]["Catch"][-1]["Next"] == "ImageFailed"
+    assert inner["NotifyDeadLetter"]["Catch"][-1]["Next"] == "CheckRecorded"
+    # An image whose FAILED record the table refused too is UNRECORDED, whether or not its
+    # dead letter went out.
+    assert inner["CheckRecorded"]["Choices"] == [
+        {"Variable": "$.record_error", "IsPresent": True, "Next": "ImageUnrecorded"}
+    ]
+    assert inner["CheckRecorded"]["Default"] == "ImageFailed"
+    assert inner["RecordFailure"]["Catch"][-1]["ResultPath"] == "$.record_error"
     assert inner["ImageFailed"]["Result"] == "FAILED"
+    assert inner["ImageUnrecorded"]["Result"] == "UNRECORDED"
     assert mapped["ResultSelector"]["any_failed.$"] == "States.ArrayContains($, 'FAILED')"
-    (rule,) = top["FailIfAnyImageFailed"]["Choices"]
-    assert rule["Next"] == "ClassificationFailed" and top["ClassificationFailed"]["Type"] == "Fail"
-    # The start function reads this error as "every image has its record" (a run it waited
-    # on that failed with any other error sends its messages back to the queue): it must be
-    # the workflow's only Fail state.
-    fails = {name: state for name, state in top.items() if state["Type"] == "Fail"}
-    assert fails == {"ClassificationFailed": top["ClassificationFailed"]}
-    assert top["ClassificationFailed"]["Error"] == CLASSIFICATION_FAILED
+    selector = mapped["ResultSelector"]["any_unrecorded.$"]
+    assert selector == "States.ArrayContains($, 'UNRECORDED')"
+    unrecorded, failed = top["FailIfAnyImageFailed"]["Choices"]
+    assert unrecorded["Variable"] == "$.outcome.any_unrecorded"
+    assert unrecorded["Next"] == "ImagesUnrecorded"
+    assert failed["Next"] == "ClassificationFailed"
+    # The start function reads ClassificationFailed as "every image has its record" (a run
+    # it waited on that failed with any other error sends its messages back to the queue).
+    fails = {name: state["Error"] for name, state in top.items() if state["Type"] == "Fail"}
+    assert fails == {
+        "ClassificationFailed": CLASSIFICATION_FAILED,
+        "ImagesUnrecorded": IMAGES_UNRECORDED,
+    }
 
 
 def test_the_backfill_is_a_distributed_map_over_the_incoming_prefix() -> None:

@@ -121,9 +121,11 @@ class ImageTooSmall(ImageRejected):
     """A side is shorter than ``MinImageSide``: too little to classify."""
 
 
-# The classification workflow's own Fail state (statemachine/classify_image.asl.json): an
-# image ended FAILED, after every image of the execution got its record.
+# The classification workflow's own Fail states (statemachine/classify_image.asl.json): an
+# image ended FAILED, after every image of the execution got its record; or an image ended
+# without one (the table refused its FAILED record too).
 CLASSIFICATION_FAILED = "ClassificationFailed"
+IMAGES_UNRECORDED = "ImagesUnrecorded"
 
 
 # ---- transient infrastructure errors: retried by the state machine ----------

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -57,8 +57,9 @@ class StartResult:
     @property
     def left_images_unrecorded(self) -> bool:
         """Whether a run waited on ended before every image had its record: it timed out,
-        was aborted, or failed other than by ``ClassificationFailed`` (which the state
-        machine raises only once every image is recorded, some of them FAILED)."""
+        or failed other than by ``ClassificationFailed`` (which the state machine raises
+        only once every image is recorded, some of them FAILED): ``ImagesUnrecorded`` (an
+        image whose FAILED record the table refused too), or an error of its own."""
         if self.status is None or self.status == "SUCCEEDED":
             return False
         return not (self.status == "FAILED" and self.error == CLASSIFICATION_FAILED)
@@ -95,11 +96,89 @@ MAX_BATCH_INPUT_BYTES = 32 * 1024
 EXPRESS_MAX_SECONDS = 300
 
 
-def start_client_config() -> Config:
-    """The Step Functions client's settings for the start function: a run waited on
-    answers only when it ends, and botocore's default 60 s read timeout would cut it
-    short and send it again (a second run)."""
-    return Config(connect_timeout=5, read_timeout=EXPRESS_MAX_SECONDS + 15)
+# A run waited on is started only with this much of the function's time left: the
+# execution's 300 s and the answer's way back.
+RUN_TIME_NEEDED_SECONDS = EXPRESS_MAX_SECONDS + 10
+
+# How long a message the start function sends back stays hidden before SQS delivers it
+# again, by how often it was received (the last for every later receive). The queue's own
+# visibility timeout covers a whole run under Express (about 34 minutes); with these, the
+# maxReceiveCount (5) receives of a message that keeps failing end in the dead-letter queue
+# within minutes.
+RETRY_DELAYS_SECONDS = (30, 60, 120, 240)
+
+
+def start_client_config(settings: StartSettings) -> Config:
+    """The Step Functions client's settings for the start function.
+
+    A run waited on answers only when it ends: botocore's default 60 s read timeout would
+    cut it short, and any retry of the call (the SDK retries timeouts and dropped
+    connections) would start a second run beside the first. So one attempt, and a failed
+    call sends the batch back to the queue. A Standard start is idempotent by name, and
+    keeps the SDK's retries."""
+    if settings.waits:
+        return Config(
+            connect_timeout=5,
+            read_timeout=EXPRESS_MAX_SECONDS + 5,
+            retries={"total_max_attempts": 1},
+        )
+    return Config(connect_timeout=5)
+
+
+def retry_delay_seconds(receive_count: int) -> int:
+    """How long a message sent back after its ``receive_count``-th receive stays hidden."""
+    return RETRY_DELAYS_SECONDS[min(max(receive_count, 1), len(RETRY_DELAYS_SECONDS)) - 1]
+
+
+@dataclass(frozen=True)
+class SentBack:
+    """A message the start function reports failed: its receipt and receive count."""
+
+    message_id: str
+    receipt_handle: str
+    receive_count: int
+
+
+def sent_back(records: Sequence[dict[str, Any]], message_ids: set[str]) -> list[SentBack]:
+    """The messages of an SQS batch (its ``Records``) named in ``message_ids``."""
+    messages = []
+    for record in records:
+        if record.get("messageId") not in message_ids:
+            continue
+        attributes = record.get("attributes")
+        count = attributes.get("ApproximateReceiveCount") if isinstance(attributes, dict) else None
+        messages.append(
+            SentBack(
+                message_id=record["messageId"],
+                receipt_handle=str(record.get("receiptHandle", "")),
+                receive_count=int(str(count)) if str(count).isdigit() else 1,
+            )
+        )
+    return messages
+
+
+def delay_redeliveries(sqs: Any, queue_url: str, messages: Sequence[SentBack]) -> list[str]:
+    """Hide each sent-back message for its retry delay (``retry_delay_seconds``) instead of
+    the queue's visibility timeout; the ids of those SQS would not change (they come back
+    after the visibility timeout, as Lambda would have them)."""
+    unchanged: list[str] = []
+    for start in range(0, len(messages), 10):
+        chunk = messages[start : start + 10]
+        entries = [
+            {
+                "Id": str(index),
+                "ReceiptHandle": message.receipt_handle,
+                "VisibilityTimeout": retry_delay_seconds(message.receive_count),
+            }
+            for index, message in enumerate(chunk)
+        ]
+        try:
+            answer = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        except (ClientError, BotoCoreError):
+            unchanged += [message.message_id for message in chunk]
+            continue
+        unchanged += [chunk[int(failed["Id"])].message_id for failed in answer.get("Failed", [])]
+    return unchanged
 
 
 @dataclass(frozen=True)
@@ -191,8 +270,16 @@ def start_batch(sfn: Any, images: Sequence[PendingImage], settings: StartSetting
     return _start(sfn, settings, batch_execution_name(images), document)
 
 
+class NotEnoughTime(RuntimeError):
+    """The start function has too little time left to wait for a run: the batch goes back
+    to the queue unstarted rather than be cut off mid-run."""
+
+
 def start_batches(
-    sfn: Any, images: Sequence[PendingImage], settings: StartSettings
+    sfn: Any,
+    images: Sequence[PendingImage],
+    settings: StartSettings,
+    seconds_left: Callable[[], float] | None = None,
 ) -> list[BatchStart]:
     """Classify ``images`` (one SQS batch): duplicates dropped, as few executions as the
     input size allows. One execution failing to start does not stop the others.
@@ -202,6 +289,11 @@ def start_batches(
     groups = split_batch(distinct_images(images))
 
     def batch_start(group: list[PendingImage]) -> BatchStart:
+        if settings.waits and seconds_left is not None:
+            left = seconds_left()
+            if left < RUN_TIME_NEEDED_SECONDS:
+                message = f"{left:.0f} s left, and a run may take {RUN_TIME_NEEDED_SECONDS} s"
+                return BatchStart(tuple(group), error=NotEnoughTime(message))
         try:
             return BatchStart(tuple(group), result=start_batch(sfn, group, settings))
         except (ClientError, BotoCoreError) as exc:

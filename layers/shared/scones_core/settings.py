@@ -129,6 +129,9 @@ class StartSettings:
     # The template's WorkflowType. Empty: the caller does not wait for its executions
     # (scones redrive, the backfill), whatever the type.
     workflow_type: str = ""
+    # The queue the start function reads, whose messages it sends back sooner than the
+    # visibility timeout (``ingest.delay_redeliveries``). Empty for other callers.
+    ingest_queue_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StartSettings:
@@ -138,6 +141,7 @@ class StartSettings:
             image_bucket=env.string("IMAGE_BUCKET"),
             incoming_prefix=env.string("INCOMING_PREFIX"),
             workflow_type=env.parsed("WORKFLOW_TYPE", _workflow_type),
+            ingest_queue_url=env.string("INGEST_QUEUE_URL"),
         )
         env.check("start_workflow settings")
         return settings

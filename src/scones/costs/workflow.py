@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any
 
+from scones_core.ingest import EXPRESS_MAX_SECONDS
+
 from scones.asl_check import item_scope, per_image_scope, substitute
 from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
 
-EXPRESS_LIMIT_SECONDS = 300
+EXPRESS_LIMIT_SECONDS = EXPRESS_MAX_SECONDS
 # A direct service integration (DynamoDB putItem, SQS sendMessage) answers in milliseconds;
 # its attempts are bounded here at this many seconds for the worst case.
 SERVICE_ATTEMPT_SECONDS = 5.0

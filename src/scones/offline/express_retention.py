@@ -43,7 +43,10 @@ def prune_finished_express(now: datetime, retention: timedelta = DEFAULT_RETENTI
             for execution in list(machine.executions):
                 ended = finished_at(execution)
                 if ended is not None and ended < cutoff:
-                    machine.executions.remove(execution)
+                    try:
+                        machine.executions.remove(execution)
+                    except ValueError:  # forgotten meanwhile (a sync run of its name)
+                        continue
                     dropped += 1
     return dropped
 

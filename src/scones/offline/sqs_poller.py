@@ -20,10 +20,18 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.config import Config
+
 logger = logging.getLogger(__name__)
 
 # How long a stop waits for the batches being delivered (each is one Invoke).
 DELIVERY_WAIT_SECONDS = 5.0
+
+# The Lambda client's settings for delivering a batch, as Lambda's poller invokes: once,
+# waiting as long as a function may run (900 s). botocore's 60 s read timeout and retries
+# would invoke the function again on a batch it is still working on (the start function
+# waits for its Express run).
+INVOKE_CONFIG = Config(connect_timeout=5, read_timeout=905, retries={"total_max_attempts": 1})
 
 
 @dataclass(frozen=True)

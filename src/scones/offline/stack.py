@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from botocore.config import Config
 from scones_core.objects import NULL_VERSION, ObjectRef
 from scones_core.records import PARTITION_KEY
 
@@ -77,7 +78,7 @@ from scones.offline.records_file import (
     save_records,
     temporary_records_folder,
 )
-from scones.offline.sqs_poller import SqsPoller
+from scones.offline.sqs_poller import INVOKE_CONFIG, SqsPoller
 from scones.offline.stack_model import StackError, check_model
 from scones.offline.table_faults import THROTTLED, TableWriteFaults
 from scones.offline.user_configuration import HiddenUserConfiguration
@@ -208,7 +209,7 @@ class OfflineStack:
         self.timings: dict[str, float] = {}
         self._api: StackClient | None = None
         self._session: Any = None
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, int], Any] = {}
         self._clients_lock = threading.Lock()
         self._holds_process_slot = False
         self._froze_heap = False
@@ -341,7 +342,7 @@ class OfflineStack:
         self._publish_baseline()
         self._poller = SqsPoller(
             self.client("sqs"),
-            self.client("lambda"),
+            self.client("lambda", INVOKE_CONFIG),
             REGION,
             threads_per_mapping=self.options.poller_threads,
         )
@@ -803,19 +804,20 @@ class OfflineStack:
     def incoming_prefix(self) -> str:
         return self.stack.outputs["IncomingPrefix"]
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, config: Config | None = None) -> Any:
         """A client on the stack's own endpoint (served until the stack has saved its
-        records); ``api()`` and ``endpoints`` name the published one, as users reach it."""
+        records); ``api()`` and ``endpoints`` name the published one, as users reach it.
+        ``config``: botocore settings of its own (a client apart from the shared one)."""
         endpoint = self.model_url if service == "sagemaker-runtime" else self.own_endpoint_url
-        # One per service and endpoint, from one session (clients are thread-safe; making
-        # one is not): a new session read botocore's models again, 80 ms for S3 alone.
+        # One per service, endpoint and config, from one session (clients are thread-safe;
+        # making one is not): a new session read botocore's models again, 80 ms for S3 alone.
         with self._clients_lock:
-            client = self._clients.get((service, endpoint))
+            client = self._clients.get((service, endpoint, id(config)))
             if client is None:
                 if self._session is None:
                     self._session = offline_session()
-                client = self._session.client(service, endpoint_url=endpoint)
-                self._clients[(service, endpoint)] = client
+                client = self._session.client(service, endpoint_url=endpoint, config=config)
+                self._clients[(service, endpoint, id(config))] = client
             return client
 
     def function_name(self, logical_id: str) -> str:
