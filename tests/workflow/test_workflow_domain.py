@@ -1181,6 +1181,48 @@ def test_a_batch_whose_start_fails_names_its_images_and_the_others_still_start()
     assert all(s.result is not None and s.result.started for s in starts[1:])
 
 
+def test_a_split_batch_waited_on_runs_its_executions_side_by_side(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of worst-case keys splits into several executions; waited on, they run at
+    once (their runs overlap), so the batch still ends within one execution's time, the
+    start function's timeout. Real runs, in moto's interpreter (each waits 1 s)."""
+    from scones.offline import sync_executions
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        **sync_executions.HOST_PREFIX_ENVIRONMENT,
+    }.items():
+        monkeypatch.setenv(name, value)
+    worst = [_pending(n, key="incoming/{}" + "\u0001" * 1010) for n in range(6)]
+    groups = split_batch(worst)
+    assert len(groups) >= 2
+    waiting = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 1, "End": True}}}
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sync_executions.install()
+        try:
+            sfn = boto3.client("stepfunctions", region_name="us-east-1")
+            arn = sfn.create_state_machine(
+                name="classify",
+                definition=json.dumps(waiting),
+                roleArn="arn:aws:iam::123456789012:role/sfn",
+                type="EXPRESS",
+            )["stateMachineArn"]
+            settings = StartSettings(state_machine_arn=arn, workflow_type="EXPRESS")
+            starts = start_batches(sfn, worst, settings, seconds_left=lambda: 330.0)
+        finally:
+            sync_executions.uninstall()
+
+    assert [list(s.images) for s in starts] == groups
+    assert all(s.result is not None and s.result.status == "SUCCEEDED" for s in starts)
+    runs = [s.result for s in starts if s.result is not None]
+    assert all(not r.left_images_unrecorded for r in runs)
+    # Side by side: every run started before any other ended.
+    windows = [(r.started_at, r.ended_at) for r in runs]
+    assert max(start for start, _ in windows) < min(end for _, end in windows)
+
+
 # ---- settings ----------------------------------------------------------------
 
 

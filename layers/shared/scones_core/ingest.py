@@ -28,6 +28,7 @@ import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -49,10 +50,13 @@ class StartResult:
     # A Standard workflow answers an identical repeat (same name, same input)
     # with the original execution, so that also counts as started.
     started: bool
-    # A run waited on (``StartSettings.waits``): how it ended, and its error and cause.
+    # A run waited on (``StartSettings.waits``): how it ended, its error and cause, and
+    # when it started and ended.
     status: str | None = None
     error: str | None = None
     cause: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
 
     @property
     def left_images_unrecorded(self) -> bool:
@@ -321,6 +325,8 @@ def _start(
             status=run["status"],
             error=run.get("error"),
             cause=run.get("cause"),
+            started_at=run.get("startDate"),
+            ended_at=run.get("stopDate"),
         )
     try:
         sfn.start_execution(stateMachineArn=settings.state_machine_arn, name=name, input=text)
