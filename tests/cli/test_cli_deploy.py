@@ -889,6 +889,10 @@ def test_preflight_checks_the_concurrency_quota_against_the_stacks_reservations(
     """A new account's quota can be under the 100 Lambda keeps unreserved plus the stack's
     reservations; sam deploy would then roll back at the first function."""
     assert reserved_concurrency({}) == 120
+    # ImagesInFlight reserves that many for SerializeImage and ClassifyImage each, and a
+    # tenth of it for the start function.
+    assert reserved_concurrency({"ImagesInFlight": "200"}) == 120 + 2 * 150 + 15
+    assert reserved_concurrency({"ReserveFunctionConcurrency": "false"}) == 0
     client = boto3.client("lambda", region_name=REGION)
     settings = {"AccountLimit": {"ConcurrentExecutions": quota}, "AccountUsage": {}}
     with Stubber(client) as stubber:

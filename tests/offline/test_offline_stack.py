@@ -139,8 +139,12 @@ def test_poller_finds_the_explicit_event_source_mapping(stack: OfflineStack) -> 
     assert mapping.queue_arn.endswith(f":{ingest}") and mapping.queue_url.endswith(f"/{ingest}")
     assert mapping.function_arn.endswith(stack.function_name("StartWorkflowFunction"))
     assert (mapping.batch_size, mapping.report_item_failures) == (10, True)
-    scaling = load_template()["Resources"]["StartWorkflowUploadsMapping"]["Properties"]
-    assert mapping.maximum_concurrency == scaling["ScalingConfig"]["MaximumConcurrency"]
+    # ScalingConfig.MaximumConcurrency, for the default ImagesInFlight.
+    template = load_template()
+    images = str(template["Parameters"]["ImagesInFlight"]["Default"])
+    assert (
+        mapping.maximum_concurrency == template["Mappings"]["IngestConcurrency"][images]["Batches"]
+    )
 
 
 def _poller_on_a_queue_of_its_own(

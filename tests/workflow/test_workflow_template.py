@@ -1347,7 +1347,8 @@ def test_start_function_reads_only_the_ingest_queue() -> None:
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     function = resolve(resources["StartWorkflowFunction"]["Properties"])
     assert (
-        mapping["ScalingConfig"]["MaximumConcurrency"] <= function["ReservedConcurrentExecutions"]
+        resolve(mapping["ScalingConfig"]["MaximumConcurrency"])
+        <= function["ReservedConcurrentExecutions"]
     )
 
     role = resources["StartWorkflowFunctionRole"]["Properties"]
@@ -1432,18 +1433,31 @@ def test_ingest_messages_stay_invisible_through_the_window_and_the_function(
         assert visibility >= 6 * timeout + int(window), window
 
 
-def test_the_batches_in_flight_fit_the_functions_reserved_concurrency() -> None:
+@pytest.mark.parametrize("images", ["20", "50", "100", "200"])
+def test_the_batches_in_flight_fit_the_functions_reserved_concurrency(images: str) -> None:
     """Under EXPRESS the start function waits for each batch's execution, so at most
-    MaximumConcurrency batches of BatchSize images are in flight: no more than SerializeImage
-    and ClassifyImage reserve, so a burst waits on the queue and none is throttled."""
+    MaximumConcurrency batches of BatchSize images are in flight: ImagesInFlight, what
+    SerializeImage and ClassifyImage reserve, so a burst waits on the queue and none is
+    throttled. For every allowed ImagesInFlight."""
+    parameter = load_template()["Parameters"]["ImagesInFlight"]
+    assert [str(v) for v in parameter["AllowedValues"]] == list(
+        load_template()["Mappings"]["IngestConcurrency"]
+    )
+    assert images in [str(v) for v in parameter["AllowedValues"]]
     cfn = transformed()
     resources = cfn["Resources"]
-    resolve = resolver_for(cfn)
+    resolve = resolver_for(cfn, ImagesInFlight=images)
     mapping = resources["StartWorkflowUploadsMapping"]["Properties"]
-    in_flight = mapping["ScalingConfig"]["MaximumConcurrency"] * mapping["BatchSize"]
+    batches = resolve(mapping["ScalingConfig"]["MaximumConcurrency"])
+    assert 2 <= batches <= 1000  # Lambda's bounds for MaximumConcurrency
+    assert batches * mapping["BatchSize"] == int(images)
+    start_reserved = resources["StartWorkflowFunction"]["Properties"][
+        "ReservedConcurrentExecutions"
+    ]
+    assert resolve(start_reserved) == batches
     for name in ("SerializeImageFunction", "ClassifyImageFunction"):
         reserved = resolve(resources[name]["Properties"]["ReservedConcurrentExecutions"])
-        assert in_flight <= reserved, name
+        assert int(reserved) == int(images), name
     start = resources["StartWorkflowFunction"]["Properties"]
     assert start["Environment"]["Variables"]["WORKFLOW_TYPE"] == {"Ref": "WorkflowType"}
     allowed = load_template()["Parameters"]["WorkflowType"]["AllowedValues"]

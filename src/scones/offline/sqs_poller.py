@@ -95,6 +95,11 @@ def failed_message_ids(
     return ids
 
 
+def _maximum_concurrency(esm: dict[str, Any]) -> int | None:
+    value = (esm.get("ScalingConfig") or {}).get("MaximumConcurrency")
+    return int(value) if value else None
+
+
 class SqsPoller:
     """Background threads that drain every SQS event source mapping.
 
@@ -131,7 +136,7 @@ class SqsPoller:
                     batch_size=int(esm.get("BatchSize") or 10),
                     report_item_failures="ReportBatchItemFailures"
                     in esm.get("FunctionResponseTypes", []),
-                    maximum_concurrency=(esm.get("ScalingConfig") or {}).get("MaximumConcurrency"),
+                    maximum_concurrency=_maximum_concurrency(esm),
                 )
             )
         return found
