@@ -12,7 +12,9 @@ AWS answers it as it answers for Express:
 * a STANDARD state machine is refused (``StateMachineTypeNotSupported``);
 * a name is not deduplicated: an ended execution of the same name is forgotten first,
   so a repeat runs again (moto would answer a repeat with the ended one).
-  A same-named execution still running is waited on instead of run beside it.
+  A same-named execution still running is waited on instead of run beside it;
+* a run that lasts Express's 5 minutes is stopped and answered ``TIMED_OUT`` (moto's
+  interpreter stops no Express execution).
 
 botocore sends the call to ``sync-<host>`` (the operation's host prefix), which an
 address such as ``127.0.0.1`` cannot take: the offline functions run with
@@ -26,16 +28,20 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from moto.core.exceptions import JsonRESTError
 from moto.core.responses import ActionResult
 from moto.stepfunctions.responses import StepFunctionResponse
+from scones_core.ingest import EXPRESS_MAX_SECONDS
 
 from scones.offline.executions import finished_at
 
 HOST_PREFIX_ENVIRONMENT = {"AWS_DISABLE_HOST_PREFIX_INJECTION": "true"}
 _POLL_SECONDS = 0.02
+# Express stops an execution after this long (a test may shorten it).
+run_limit_seconds: float = EXPRESS_MAX_SECONDS
 # moto's interpreter and AWS's statuses, as StartSyncExecution reports them.
 _SYNC_STATUS = {"SUCCEEDED": "SUCCEEDED", "TIMED_OUT": "TIMED_OUT"}
 
@@ -96,7 +102,15 @@ def start_sync_execution(self: StepFunctionResponse) -> ActionResult:
     if name:
         _forget_ended(machine, name)
     execution = backend.start_execution(arn, name, self._get_param("input", if_none="{}"))
+    deadline = time.monotonic() + run_limit_seconds
     while finished_at(execution) is None:
+        if time.monotonic() > deadline:
+            error, cause = "States.Timeout", "Express ended the execution after its 5 minutes"
+            execution.stop(datetime.now(UTC), error, cause)
+            answer = sync_answer(execution, machine.arn)
+            answer.update(status="TIMED_OUT", stopDate=datetime.now(UTC), error=error, cause=cause)
+            answer.pop("output", None)
+            return ActionResult(answer)
         time.sleep(_POLL_SECONDS)
     return ActionResult(sync_answer(execution, machine.arn))
 
