@@ -92,3 +92,44 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def express_machine(definition: dict[str, object], name: str = "classify") -> str:
+    """An Express state machine of ``definition`` in the active moto; its ARN."""
+    import json
+
+    import boto3
+
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    return str(
+        sfn.create_state_machine(
+            name=name,
+            definition=json.dumps(definition),
+            roleArn="arn:aws:iam::123456789012:role/sfn",
+            type="EXPRESS",
+        )["stateMachineArn"]
+    )
+
+
+@pytest.fixture
+def express_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In-process moto that runs state machines (its interpreter), with the offline
+    ``StartSyncExecution`` (moto routes none) and botocore's ``sync-`` host prefix off
+    (moto's URL patterns lack it): what a start function waiting on Express runs needs;
+    ``express_machine`` makes one."""
+    from moto import mock_aws
+
+    from scones.offline import sync_executions
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        **sync_executions.HOST_PREFIX_ENVIRONMENT,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sync_executions.install()
+        try:
+            yield
+        finally:
+            sync_executions.uninstall()

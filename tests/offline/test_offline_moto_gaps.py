@@ -20,6 +20,7 @@ from scones.offline.deploy import transform
 from scones.offline.gaps import package_state_machines
 from scones.offline.packaging import package_template
 from scones.template_params import PROJECT_ROOT, load_template
+from tests.conftest import express_machine
 
 
 def cfn_template() -> dict[str, Any]:
@@ -840,33 +841,18 @@ def test_moto_still_lacks_start_sync_execution_and_the_fix_runs_express_as_aws_d
 
 
 def test_a_sync_run_that_lasts_expresss_limit_is_stopped_and_answered_timed_out(
-    monkeypatch: pytest.MonkeyPatch,
+    express_moto: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """moto's interpreter never stops an Express execution; the offline StartSyncExecution
     does at Express's 5 minutes (1 s here), as AWS would, so a start function waiting on a
     run that hangs gets TIMED_OUT and sends its batch back."""
     from scones.offline import sync_executions
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        **sync_executions.HOST_PREFIX_ENVIRONMENT,
-    }.items():
-        monkeypatch.setenv(name, value)
     monkeypatch.setattr(sync_executions, "run_limit_seconds", 1.0)
     hanging = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 30, "End": True}}}
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        sfn = boto3.client("stepfunctions", region_name="us-east-1")
-        express = sfn.create_state_machine(
-            name="hangs",
-            definition=json.dumps(hanging),
-            roleArn="arn:aws:iam::123456789012:role/sfn",
-            type="EXPRESS",
-        )["stateMachineArn"]
-        sync_executions.install()
-        try:
-            run = sfn.start_sync_execution(stateMachineArn=express, name="slow", input="{}")
-        finally:
-            sync_executions.uninstall()
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+
+    run = sfn.start_sync_execution(stateMachineArn=express_machine(hanging), name="a", input="{}")
+
     assert (run["status"], run["error"]) == ("TIMED_OUT", "States.Timeout")
     assert "output" not in run and run["stopDate"] > run["startDate"]

@@ -64,6 +64,8 @@ from scones_core.records import (
 )
 from scones_core.settings import EndpointSettings, ImageLimits, StartSettings
 
+from tests.conftest import express_machine
+
 LIMITS = template_limits()
 BICYCLE = sorted((SAMPLES / "bicycle").glob("*.png"))[0]
 LABELS = ("bicycle", "motorcycle")
@@ -1181,38 +1183,18 @@ def test_a_batch_whose_start_fails_names_its_images_and_the_others_still_start()
     assert all(s.result is not None and s.result.started for s in starts[1:])
 
 
-def test_a_split_batch_waited_on_runs_its_executions_side_by_side(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_split_batch_waited_on_runs_its_executions_side_by_side(express_moto: None) -> None:
     """A batch of worst-case keys splits into several executions; waited on, they run at
     once (their runs overlap), so the batch still ends within one execution's time, the
     start function's timeout. Real runs, in moto's interpreter (each waits 1 s)."""
-    from scones.offline import sync_executions
-
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        **sync_executions.HOST_PREFIX_ENVIRONMENT,
-    }.items():
-        monkeypatch.setenv(name, value)
     worst = [_pending(n, key="incoming/{}" + "\u0001" * 1010) for n in range(6)]
     groups = split_batch(worst)
     assert len(groups) >= 2
     waiting = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 1, "End": True}}}
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        sync_executions.install()
-        try:
-            sfn = boto3.client("stepfunctions", region_name="us-east-1")
-            arn = sfn.create_state_machine(
-                name="classify",
-                definition=json.dumps(waiting),
-                roleArn="arn:aws:iam::123456789012:role/sfn",
-                type="EXPRESS",
-            )["stateMachineArn"]
-            settings = StartSettings(state_machine_arn=arn, workflow_type="EXPRESS")
-            starts = start_batches(sfn, worst, settings, seconds_left=lambda: 330.0)
-        finally:
-            sync_executions.uninstall()
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    settings = StartSettings(state_machine_arn=express_machine(waiting), workflow_type="EXPRESS")
+
+    starts = start_batches(sfn, worst, settings, seconds_left=lambda: 330.0)
 
     assert [list(s.images) for s in starts] == groups
     assert all(s.result is not None and s.result.status == "SUCCEEDED" for s in starts)

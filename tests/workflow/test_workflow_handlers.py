@@ -26,7 +26,7 @@ from scones_core.errors import CLASSIFICATION_FAILED, EventError, SettingsError
 from scones_core.ingest import event_time_text, notification_images
 
 from scones.model.artifact import OnnxClassifier
-from scones.offline import s3_event_fixes, sync_executions
+from scones.offline import s3_event_fixes
 from scones.offline.lambda_worker import LambdaContext
 from scones.paths import SHIPPED_MODEL_DIR
 from scones.template_params import function_environment, parameter_defaults
@@ -596,17 +596,8 @@ def test_start_workflow_reports_every_message_of_a_batch_that_could_not_start(
 
 
 @pytest.fixture
-def express_aws(lambda_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """moto running the state machine, with the offline StartSyncExecution (moto routes
-    none) and botocore's ``sync-`` host prefix off (moto's URL patterns lack it)."""
-    for name, value in sync_executions.HOST_PREFIX_ENVIRONMENT.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        sync_executions.install()
-        try:
-            yield
-        finally:
-            sync_executions.uninstall()
+def express_aws(lambda_env: None, express_moto: None) -> None:
+    """The handler's environment in moto running Express state machines (``express_moto``)."""
 
 
 def _fails_with(error: str) -> dict[str, Any]:
