@@ -215,7 +215,9 @@ def send_back_soon(message_ids: set[str], records: list[dict[str, Any]]) -> None
     messages = sent_back(records, message_ids)
     if not messages:
         return
-    unchanged = delay_redeliveries(sqs_client(), settings.ingest_queue_url, messages)
+    unchanged = delay_redeliveries(
+        sqs_client(), settings.ingest_queue_url, messages, settings.retry_seconds
+    )
     if unchanged:
         # They still come back, after the queue's visibility timeout.
         logger.warning(

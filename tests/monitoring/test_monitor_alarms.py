@@ -168,7 +168,8 @@ def test_an_ingest_queue_nobody_reads_pages_before_sqs_deletes_its_events() -> N
     windows = template["Parameters"]["IngestBatchingWindowSeconds"]["AllowedValues"]
     timeout = template["Resources"]["StartWorkflowFunction"]["Properties"]["Timeout"]
     longest_timeout = max(int(t) for t in timeout["Fn::If"][1:])
-    delays = sum(retry_delay_seconds(n) for n in range(1, receives))
+    first = int(template["Parameters"]["IngestRetrySeconds"]["Default"])
+    delays = sum(retry_delay_seconds(n, first) for n in range(1, receives))
     longest = receives * (max(int(w) for w in windows) + longest_timeout) + delays
     assert int(parameter["Default"]) > longest
 

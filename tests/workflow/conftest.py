@@ -27,7 +27,12 @@ EVENTS = PROJECT_ROOT / "events"
 FUNCTIONS = PROJECT_ROOT / "functions"
 
 # Fast retries: every retry in the offline stack really sleeps.
-FAST_RETRIES = {"RetryIntervalSeconds": "1", "RetryMaxDelaySeconds": "1", "RetryMaxAttempts": "3"}
+FAST_RETRIES = {
+    "RetryIntervalSeconds": "1",
+    "RetryMaxDelaySeconds": "1",
+    "RetryMaxAttempts": "3",
+    "IngestRetrySeconds": "1",
+}
 # Tests that read execution histories (which states ran, how often) need a Standard workflow:
 # an Express one keeps no history (DescribeExecution and GetExecutionHistory refuse it, on AWS
 # and in moto). The template's default is EXPRESS; test_workflow_express_e2e.py runs the
@@ -83,6 +88,7 @@ def start_function(
     monkeypatch.setenv("WORKFLOW_TYPE", workflow_type)
     queue = boto3.client("sqs", region_name=region).create_queue(QueueName="ingest")
     monkeypatch.setenv("INGEST_QUEUE_URL", queue["QueueUrl"])
+    monkeypatch.setenv("INGEST_RETRY_SECONDS", parameter_defaults()["IngestRetrySeconds"])
     # The bucket and prefix the sample events (events/start_workflow*.json) name.
     monkeypatch.setenv("IMAGE_BUCKET", SAMPLE_BUCKET)
     monkeypatch.setenv("INCOMING_PREFIX", "incoming/")

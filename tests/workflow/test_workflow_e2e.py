@@ -353,7 +353,7 @@ def test_one_execution_classifies_a_whole_sqs_batch(
         assert records[upload]["label"] == local_predictions[path][0]
         assert len(items_for_key(stack, upload.key)) == 1
     output = json.loads(sfn.describe_execution(executionArn=arn)["output"])
-    assert output["outcome"] == {"images": 3, "any_failed": False}
+    assert output["outcome"] == {"images": 3, "any_failed": False, "any_unrecorded": False}
 
 
 def test_one_failed_image_does_not_stop_the_rest_of_its_batch(

@@ -104,12 +104,12 @@ EXPRESS_MAX_SECONDS = 300
 # execution's 300 s and the answer's way back.
 RUN_TIME_NEEDED_SECONDS = EXPRESS_MAX_SECONDS + 10
 
-# How long a message the start function sends back stays hidden before SQS delivers it
-# again, by how often it was received (the last for every later receive). The queue's own
-# visibility timeout covers a whole run under Express (about 34 minutes); with these, the
-# maxReceiveCount (5) receives of a message that keeps failing end in the dead-letter queue
-# within minutes.
-RETRY_DELAYS_SECONDS = (30, 60, 120, 240)
+# A message the start function sends back stays hidden IngestRetrySeconds after its first
+# receive, doubled after each of the next ones up to this many doublings. The queue's own
+# visibility timeout covers a whole run under Express (about 34 minutes); with these delays
+# the maxReceiveCount (5) receives of a message that keeps failing end in the dead-letter
+# queue within minutes (30 s, 1, 2 and 4 minutes by default).
+RETRY_DOUBLINGS = 3
 
 
 def start_client_config(settings: StartSettings) -> Config:
@@ -129,9 +129,11 @@ def start_client_config(settings: StartSettings) -> Config:
     return Config(connect_timeout=5)
 
 
-def retry_delay_seconds(receive_count: int) -> int:
-    """How long a message sent back after its ``receive_count``-th receive stays hidden."""
-    return RETRY_DELAYS_SECONDS[min(max(receive_count, 1), len(RETRY_DELAYS_SECONDS)) - 1]
+def retry_delay_seconds(receive_count: int, first_seconds: int) -> int:
+    """How long a message sent back after its ``receive_count``-th receive stays hidden:
+    ``first_seconds`` (IngestRetrySeconds) after the first, doubling."""
+    doublings = min(max(receive_count, 1) - 1, RETRY_DOUBLINGS)
+    return int(first_seconds) * 2**doublings
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,9 @@ def sent_back(records: Sequence[dict[str, Any]], message_ids: set[str]) -> list[
     return messages
 
 
-def delay_redeliveries(sqs: Any, queue_url: str, messages: Sequence[SentBack]) -> list[str]:
+def delay_redeliveries(
+    sqs: Any, queue_url: str, messages: Sequence[SentBack], first_seconds: int
+) -> list[str]:
     """Hide each sent-back message for its retry delay (``retry_delay_seconds``) instead of
     the queue's visibility timeout; the ids of those SQS would not change (they come back
     after the visibility timeout, as Lambda would have them)."""
@@ -172,7 +176,7 @@ def delay_redeliveries(sqs: Any, queue_url: str, messages: Sequence[SentBack]) -
             {
                 "Id": str(index),
                 "ReceiptHandle": message.receipt_handle,
-                "VisibilityTimeout": retry_delay_seconds(message.receive_count),
+                "VisibilityTimeout": retry_delay_seconds(message.receive_count, first_seconds),
             }
             for index, message in enumerate(chunk)
         ]

@@ -130,8 +130,10 @@ class StartSettings:
     # (scones redrive, the backfill), whatever the type.
     workflow_type: str = ""
     # The queue the start function reads, whose messages it sends back sooner than the
-    # visibility timeout (``ingest.delay_redeliveries``). Empty for other callers.
+    # visibility timeout (``ingest.delay_redeliveries``), the first delay IngestRetrySeconds.
+    # Empty and 0 for other callers.
     ingest_queue_url: str = ""
+    retry_seconds: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StartSettings:
@@ -142,6 +144,7 @@ class StartSettings:
             incoming_prefix=env.string("INCOMING_PREFIX"),
             workflow_type=env.parsed("WORKFLOW_TYPE", _workflow_type),
             ingest_queue_url=env.string("INGEST_QUEUE_URL"),
+            retry_seconds=env.integer("INGEST_RETRY_SECONDS", minimum=1),
         )
         env.check("start_workflow settings")
         return settings
