@@ -41,6 +41,7 @@ from scones_core import function_logs, tracing
 from scones_core.errors import EventError
 from scones_core.failure_log import logs_failures
 from scones_core.ingest import (
+    SEND_BACK_CONFIG,
     PendingImage,
     check_sqs_batch,
     delay_redeliveries,
@@ -78,7 +79,7 @@ def s3_client() -> Any:
 
 @cache
 def sqs_client() -> Any:
-    return boto3.client("sqs")
+    return boto3.client("sqs", config=SEND_BACK_CONFIG)
 
 
 def images_of(record: SQSRecord) -> list[PendingImage]:
@@ -129,13 +130,15 @@ def not_processed(message_id: str, receive_count: Any, exc: Exception) -> None:
 
 
 @tracer.capture_method
-def start_images(images: list[PendingImage], context: LambdaContext) -> set[str]:
+def start_images(images: list[PendingImage], context: LambdaContext) -> tuple[set[str], set[str]]:
     """Start the executions that classify ``images`` (one SQS batch); return the ids of
-    the messages to report as failed: those with an image whose execution did not start,
-    or (waited on) ended before every image was recorded."""
+    the messages to report as failed (those with an image whose execution did not start,
+    or, waited on, ended before every image was recorded), and of those among them whose
+    run may still be going on (``BatchStart.may_be_running``)."""
     failed: set[str] = set()
+    running: set[str] = set()
     if not images:
-        return failed
+        return failed, running
     # Every object version delivered, duplicates included (each is classified once).
     logger.info("notifications received", extra={"record_ids": [i.ref.record_id for i in images]})
 
@@ -148,6 +151,8 @@ def start_images(images: list[PendingImage], context: LambdaContext) -> set[str]
             for message_id in dict.fromkeys(image.message_id for image in start.images):
                 not_processed(message_id, None, start.error or RuntimeError("not started"))
                 failed.add(message_id)
+                if start.may_be_running:
+                    running.add(message_id)
             metrics.add_metric(name="WorkflowStartsFailed", unit=MetricUnit.Count, value=1)
             continue
         if start.result.left_images_unrecorded:
@@ -176,7 +181,7 @@ def start_images(images: list[PendingImage], context: LambdaContext) -> set[str]
             # nothing. An identical repeat while the first runs is answered with that
             # execution, as a start: Step Functions does not say which it was.
             metrics.add_metric(name="ImagesStarted", unit=MetricUnit.Count, value=len(record_ids))
-    return failed
+    return failed, running
 
 
 @logger.inject_lambda_context
@@ -202,11 +207,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
         event=event, record_handler=record_handler, processor=processor, context=context
     )
     failures = list(response["batchItemFailures"])
-    failures += [
-        PartialItemFailures(itemIdentifier=message_id)
-        for message_id in sorted(start_images(images, context))
-    ]
-    send_back_soon({str(failure["itemIdentifier"]) for failure in failures}, event["Records"])
+    failed, running = start_images(images, context)
+    failures += [PartialItemFailures(itemIdentifier=message_id) for message_id in sorted(failed)]
+    # A batch whose run may still be going on comes back after the visibility timeout.
+    soon = {str(failure["itemIdentifier"]) for failure in failures} - running
+    send_back_soon(soon, event["Records"])
     return {"batchItemFailures": failures}
 
 

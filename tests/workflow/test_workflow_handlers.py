@@ -12,6 +12,7 @@ from urllib.parse import quote_plus, unquote_plus
 
 import boto3
 import pytest
+from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 from botocore.stub import Stubber
 from conftest import (
     EVENTS,
@@ -23,7 +24,7 @@ from conftest import (
 )
 from moto import mock_aws
 from scones_core.errors import CLASSIFICATION_FAILED, EventError, SettingsError
-from scones_core.ingest import event_time_text, notification_images
+from scones_core.ingest import RUN_TIME_NEEDED_SECONDS, event_time_text, notification_images
 
 from scones.model.artifact import OnnxClassifier
 from scones.offline import s3_event_fixes
@@ -711,7 +712,8 @@ def test_an_express_batch_is_sent_back_unstarted_when_too_little_time_is_left(
 
     assert response == {"batchItemFailures": [{"itemIdentifier": message["messageId"]}]}
     errors = [str(getattr(r, "error", "")) for r in caplog.records]
-    assert any(e.startswith("NotEnoughTime: ") and "a run may take 310 s" in e for e in errors)
+    needed = f"a run may take {RUN_TIME_NEEDED_SECONDS} s"
+    assert any(e.startswith("NotEnoughTime: ") and needed in e for e in errors)
     assert sfn.list_executions(stateMachineArn=arn)["executions"] == []
 
 
@@ -787,6 +789,62 @@ def test_a_message_whose_wait_sqs_will_not_shorten_is_named_and_still_sent_back(
     assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
     (warning,) = [r for r in caplog.records if "could not shorten" in r.getMessage()]
     assert getattr(warning, "message_ids", None) == ["bad-1"]
+
+
+@pytest.mark.parametrize(
+    ("error", "may_be_running"),
+    [
+        (ReadTimeoutError(endpoint_url="https://sync-states.us-east-1.amazonaws.com/"), True),
+        (ConnectionClosedError(endpoint_url="https://sync-states.us-east-1.amazonaws.com/"), True),
+        (
+            EndpointConnectionError(endpoint_url="https://sync-states.us-east-1.amazonaws.com/"),
+            False,
+        ),
+    ],
+    ids=["read-timeout", "connection-closed", "never-connected"],
+)
+def test_a_batch_whose_run_may_still_be_going_on_comes_back_only_after_the_visibility_timeout(
+    express_aws: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    may_be_running: bool,
+) -> None:
+    """A waited call that failed after it was sent may have started a run that goes on for
+    up to 5 minutes: its messages keep the queue's visibility timeout, so no second run
+    starts beside it 30 s later. One that never reached Step Functions comes back soon."""
+    _, _, app = start_function(monkeypatch, region=REGION, workflow_type="EXPRESS")
+
+    def refuse(**_: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(app.sfn_client(), "start_sync_execution", refuse)
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = os.environ["INGEST_QUEUE_URL"]
+    (template,) = event("start_workflow")["Records"]
+    sqs.send_message(QueueUrl=url, MessageBody=template["body"])
+    (received,) = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"]
+    record = dict(
+        template, messageId=received["MessageId"], receiptHandle=received["ReceiptHandle"]
+    )
+    expected = (
+        []
+        if may_be_running
+        else [{"Id": "0", "ReceiptHandle": received["ReceiptHandle"], "VisibilityTimeout": 30}]
+    )
+    with Stubber(app.sqs_client()) as stubber:
+        if expected:
+            stubber.add_response(
+                "change_message_visibility_batch",
+                {"Successful": [{"Id": "0"}], "Failed": []},
+                {"QueueUrl": url, "Entries": expected},
+            )
+        response = app.lambda_handler({"Records": [record]}, context(EXPRESS_TIMEOUT_S))
+        stubber.assert_no_pending_responses()
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": received["MessageId"]}]}
+    # No send-back call was made where none was stubbed (it would have been refused).
+    assert not [r for r in caplog.records if "could not shorten" in r.getMessage()]
 
 
 def test_an_unknown_workflow_type_fails_the_cold_start_by_name(

@@ -33,7 +33,12 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+)
 
 from scones_core.errors import CLASSIFICATION_FAILED, EventError, aws_error_code
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
@@ -100,9 +105,12 @@ MAX_BATCH_INPUT_BYTES = 32 * 1024
 EXPRESS_MAX_SECONDS = 300
 
 
-# A run waited on is started only with this much of the function's time left: the
-# execution's 300 s and the answer's way back.
-RUN_TIME_NEEDED_SECONDS = EXPRESS_MAX_SECONDS + 10
+# The waiting client's timeouts: the run's answer comes right after Express ends it.
+SYNC_CONNECT_SECONDS = 3
+SYNC_READ_SECONDS = EXPRESS_MAX_SECONDS + 2
+# A run waited on is started only with this much of the function's time left: the call at
+# its longest, and then the messages' send-back (``delay_redeliveries``, SEND_BACK_CONFIG).
+RUN_TIME_NEEDED_SECONDS = SYNC_CONNECT_SECONDS + SYNC_READ_SECONDS + 15
 
 # A message the start function sends back stays hidden IngestRetrySeconds after its first
 # receive, doubled after each of the next ones up to this many doublings. The queue's own
@@ -122,11 +130,15 @@ def start_client_config(settings: StartSettings) -> Config:
     keeps the SDK's retries."""
     if settings.waits:
         return Config(
-            connect_timeout=5,
-            read_timeout=EXPRESS_MAX_SECONDS + 5,
+            connect_timeout=SYNC_CONNECT_SECONDS,
+            read_timeout=SYNC_READ_SECONDS,
             retries={"total_max_attempts": 1},
         )
     return Config(connect_timeout=5)
+
+
+# The SQS client that sends messages back: short, so it fits the time a run leaves.
+SEND_BACK_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 2})
 
 
 def retry_delay_seconds(receive_count: int, first_seconds: int) -> int:
@@ -210,6 +222,11 @@ class BatchStart:
     images: tuple[PendingImage, ...]
     result: StartResult | None = None
     error: Exception | None = None
+    # A waited call that failed after it was sent (a read timeout, a dropped connection):
+    # its run may be going on, for up to Express's 5 minutes. Its messages must stay hidden
+    # past that (the queue's visibility timeout), not come back after a short delay to
+    # start a second run beside it.
+    may_be_running: bool = False
 
 
 def batch_execution_name(images: Sequence[PendingImage]) -> str:
@@ -304,8 +321,11 @@ def start_batches(
                 return BatchStart(tuple(group), error=NotEnoughTime(message))
         try:
             return BatchStart(tuple(group), result=start_batch(sfn, group, settings))
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
             return BatchStart(tuple(group), error=exc)
+        except BotoCoreError as exc:
+            unsent = isinstance(exc, (EndpointConnectionError, ConnectTimeoutError))
+            return BatchStart(tuple(group), error=exc, may_be_running=settings.waits and not unsent)
 
     if settings.waits and len(groups) > 1:
         with ThreadPoolExecutor(max_workers=len(groups)) as pool:

@@ -209,7 +209,7 @@ class OfflineStack:
         self.timings: dict[str, float] = {}
         self._api: StackClient | None = None
         self._session: Any = None
-        self._clients: dict[tuple[str, str, int], Any] = {}
+        self._clients: dict[tuple[str, str, Config | None], Any] = {}
         self._clients_lock = threading.Lock()
         self._holds_process_slot = False
         self._froze_heap = False
@@ -812,12 +812,13 @@ class OfflineStack:
         # One per service, endpoint and config, from one session (clients are thread-safe;
         # making one is not): a new session read botocore's models again, 80 ms for S3 alone.
         with self._clients_lock:
-            client = self._clients.get((service, endpoint, id(config)))
+            # The key holds the Config itself (hashed by identity), so it stays this one.
+            client = self._clients.get((service, endpoint, config))
             if client is None:
                 if self._session is None:
                     self._session = offline_session()
                 client = self._session.client(service, endpoint_url=endpoint, config=config)
-                self._clients[(service, endpoint, id(config))] = client
+                self._clients[(service, endpoint, config)] = client
             return client
 
     def function_name(self, logical_id: str) -> str:
