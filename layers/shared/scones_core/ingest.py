@@ -339,7 +339,8 @@ def _start(
     text = json.dumps(document, separators=(",", ":"))
     if settings.waits:
         # Express does not deduplicate names, so a repeat runs again (and ends
-        # AlreadyRecorded); errors here mean the run did not start at all.
+        # AlreadyRecorded). A refusal (ClientError) started no run; a read timeout or a
+        # dropped connection may have (``BatchStart.may_be_running``).
         run = sfn.start_sync_execution(
             stateMachineArn=settings.state_machine_arn, name=name, input=text
         )
