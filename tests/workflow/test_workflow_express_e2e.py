@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
-from conftest import SAMPLES
+from conftest import FAST_RETRIES, SAMPLES
 
 from scones.offline.stack import OfflineStack, StackOptions
 
@@ -14,8 +15,56 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("express-stack")]
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[OfflineStack]:
-    with OfflineStack(StackOptions(overrides={"WorkflowType": "EXPRESS"})) as running:
+    overrides = {**FAST_RETRIES, "WorkflowType": "EXPRESS"}
+    with OfflineStack(StackOptions(enable_faults=True, overrides=overrides)) as running:
         yield running
+
+
+def test_a_batch_left_with_an_unrecorded_image_runs_again_and_records_it(
+    stack: OfflineStack,
+) -> None:
+    """The start function waits for each Express run. Here the table refuses every write of
+    one image through the first run (its classified record and its FAILED record, each past
+    its retries): that run fails ImagesUnrecorded, the function sends the batch back, and
+    the next run records the image. Each upload ends with one record; the first run's dead
+    letter names the image, and a drain deletes it as already recorded."""
+    from scones_core.redrive import Redriver
+
+    api = stack.api()
+    images = sorted(SAMPLES.glob("*/*.png"))[:3]
+    attempts = 1 + int(stack.parameters["RetryMaxAttempts"])
+    first = f"{stack.incoming_prefix}unrecorded/{images[0].name}"
+    stack.throttle_table_writes(2 * attempts, f"{stack.bucket}/{first}#")
+    with stack.delivery_paused():
+        uploads = api.upload_files(images, key_prefix="unrecorded/")
+    records = api.wait_for_records(uploads, timeout=120)
+
+    assert {r["status"] for r in records.values()} <= {"ACCEPTED", "NEEDS_REVIEW"}
+    assert sorted(r["key"] for r in api.records() if "/unrecorded/" in r["key"]) == sorted(
+        u.key for u in uploads
+    )
+    log = stack.work_dir / "logs" / f"{stack.function_name('StartWorkflowFunction')}.log"
+    unfinished = [
+        json.loads(line)
+        for line in log.read_text().splitlines()
+        if line.startswith("{") and "message not processed" in line
+    ]
+    assert unfinished and all("ended FAILED (ImagesUnrecorded" in e["error"] for e in unfinished)
+    sqs = api.client("sqs")
+    url = stack.endpoints.dead_letter_queue_url
+    letters = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    bodies = [json.loads(m["Body"]) for m in letters.get("Messages", [])]
+    assert [b["object"]["key"] for b in bodies if b.get("kind") == "workflow_failed"] == [first]
+    report = Redriver(
+        stepfunctions=api.client("stepfunctions"),
+        state_machine_arn=api.endpoints.state_machine_arn,
+        dynamodb=api.client("dynamodb"),
+        table_name=api.endpoints.table,
+        sqs=sqs,
+        dead_letter_queue_url=url,
+        wait_seconds=0,
+    ).drain_dead_letters()
+    assert [(r.key, r.outcome.value) for r in report.replays] == [(first, "already_recorded")]
 
 
 def test_express_workflow_records_each_upload_once(stack: OfflineStack) -> None:
@@ -39,7 +88,7 @@ def test_express_workflow_records_each_upload_once(stack: OfflineStack) -> None:
     records = api.wait_for_records(uploads, timeout=90)
 
     assert {r["status"] for r in records.values()} <= {"ACCEPTED", "NEEDS_REVIEW"}
-    keys = [r["key"] for r in api.records()]
+    keys = [r["key"] for r in api.records() if "/express/" in r["key"]]
     assert sorted(keys) == sorted(u.key for u in uploads)
 
 
