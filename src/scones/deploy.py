@@ -37,6 +37,7 @@ from scones.template_params import (
     load_template,
     parameter_default,
     parameter_defaults,
+    setting_value,
 )
 
 ENDPOINT_CONFIG_RESOURCE = "SageMakerEndpointConfig"
@@ -294,25 +295,11 @@ def reserved_concurrency(overrides: Mapping[str, str]) -> int:
         if isinstance(value, dict) and "Fn::If" in value:
             name, if_true, if_false = value["Fn::If"]
             value = if_true if condition_value(template, name, values) else if_false
-        number = _number(template, value, values)
-        if number is not None:
-            total += number
+        # A number, a parameter or a mapping keyed by one; None for AWS::NoValue.
+        setting = setting_value(value, values)
+        if setting is not None:
+            total += int(setting)
     return total
-
-
-def _number(template: dict[str, Any], value: Any, values: Mapping[str, str]) -> int | None:
-    """A number the template spells as one, a parameter's ``Ref`` or a ``Fn::FindInMap``
-    keyed by one; None for anything else (``AWS::NoValue``)."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in values:
-        return int(values[value["Ref"]])
-    if isinstance(value, dict) and "Fn::FindInMap" in value:
-        mapping, key, field = value["Fn::FindInMap"]
-        if isinstance(key, dict) and "Ref" in key:
-            key = values[key["Ref"]]
-        return int(template["Mappings"][mapping][str(key)][field])
-    return None
 
 
 def concurrency_problem(

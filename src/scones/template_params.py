@@ -389,6 +389,28 @@ def rule_problems(template: dict[str, Any], values: Mapping[str, str]) -> list[s
     return problems
 
 
+def mapped_value(value: Any, params: Mapping[str, str]) -> Any:
+    """A ``Fn::FindInMap`` resolved with ``params``; any other value unchanged."""
+    if isinstance(value, dict) and "Fn::FindInMap" in value:
+        mapping, key, attribute = value["Fn::FindInMap"]
+        key = params[key["Ref"]] if isinstance(key, dict) else key
+        return load_template()["Mappings"][mapping][str(key)][attribute]
+    return value
+
+
+def setting_value(value: Any, params: Mapping[str, str]) -> str | None:
+    """A template value that is a setting (a literal, a parameter or a mapping of one) as
+    deployed with ``params``; None for one that names a resource (or ``AWS::NoValue``)."""
+    value = mapped_value(value, params)
+    if isinstance(value, int | float | str):
+        return str(value)
+    if isinstance(value, dict) and value.get("Ref") in params:
+        return params[value["Ref"]]
+    if isinstance(value, dict) and value.get("Ref") == "AWS::Partition":
+        return "aws"  # the cost model prices the commercial partition
+    return None
+
+
 def condition_value(template: dict[str, Any], name: str, values: Mapping[str, str]) -> bool:
     """The template's condition ``name`` for these parameter values (``Condition`` references
     to other conditions followed); raises ``ValueError`` for a function it cannot evaluate."""

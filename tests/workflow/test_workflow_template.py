@@ -72,7 +72,7 @@ def state_machines() -> dict[str, dict[str, Any]]:
 
 def sample_substitutions(properties: dict[str, Any]) -> dict[str, str]:
     """Stand-ins of the right kind for each substitution (numbers from parameter defaults)."""
-    from scones.costs.workflow import setting_value
+    from scones.template_params import setting_value
 
     defaults = parameter_defaults()
     values = {}

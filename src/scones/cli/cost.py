@@ -361,8 +361,7 @@ def _print_sweep(measured: dict[str, Any], kind: str, overrides: dict[str, str])
     for name, fn in measured["kinds"][kind]["functions"].items():
         cells = ""
         for memory in MEMORY_SIZES:
-            wait = aws_wait_ms(name, upload, run_ms if name == "StartWorkflowFunction" else 0.0)
-            ms = modelled_duration_ms(fn, memory, wait)
+            ms = modelled_duration_ms(fn, memory, aws_wait_ms(name, upload, run_ms))
             usd = 1e6 * (
                 price("lambda_request") + ms / 1000 * memory / 1024 * lambda_gb_second("arm64")
             )

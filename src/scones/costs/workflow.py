@@ -21,7 +21,13 @@ from typing import Any
 from scones_core.ingest import EXPRESS_MAX_SECONDS
 
 from scones.asl_check import item_scope, per_image_scope, substitute
-from scones.template_params import PROJECT_ROOT, load_template, parameter_defaults
+from scones.template_params import (
+    PROJECT_ROOT,
+    load_template,
+    mapped_value,
+    parameter_defaults,
+    setting_value,
+)
 
 EXPRESS_LIMIT_SECONDS = EXPRESS_MAX_SECONDS
 # A direct service integration (DynamoDB putItem, SQS sendMessage) answers in milliseconds;
@@ -62,32 +68,10 @@ def _all_states(scope: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def _from_map(value: Any, params: dict[str, str]) -> Any:
-    """A ``Fn::FindInMap`` resolved with ``params``; any other value unchanged."""
-    if isinstance(value, dict) and "Fn::FindInMap" in value:
-        mapping, key, attribute = value["Fn::FindInMap"]
-        key = params[key["Ref"]] if isinstance(key, dict) else key
-        return load_template()["Mappings"][mapping][str(key)][attribute]
-    return value
-
-
-def setting_value(value: Any, params: dict[str, str]) -> str | None:
-    """A ``DefinitionSubstitutions`` value that is a setting (a literal, a parameter or a
-    mapping of one) as deployed with ``params``; None for one that names a resource."""
-    value = _from_map(value, params)
-    if isinstance(value, int | float | str):
-        return str(value)
-    if isinstance(value, dict) and value.get("Ref") in params:
-        return params[value["Ref"]]
-    if isinstance(value, dict) and value.get("Ref") == "AWS::Partition":
-        return "aws"  # the cost model prices the commercial partition
-    return None
-
-
 def _function_timeout(resource: dict[str, Any], params: dict[str, str]) -> float:
     template = load_template()
     value = resource["Properties"].get("Timeout", template["Globals"]["Function"]["Timeout"])
-    return float(_from_map(value, params))
+    return float(mapped_value(value, params))
 
 
 def load_workflow(
