@@ -31,10 +31,16 @@ def backends() -> list[Any]:
     ]
 
 
+def status_of(execution: Any) -> str:
+    """An execution's status (``RUNNING``, ``SUCCEEDED`` ...), from either of moto's
+    backends: the interpreter's ``exec_status`` enum, or the plain one's ``status`` text."""
+    status = getattr(execution, "exec_status", None) or getattr(execution, "status", None)
+    return str(getattr(status, "value", status))
+
+
 def finished_at(execution: Any) -> datetime | None:
     """When an execution ended, or None while it runs."""
-    status = getattr(execution, "exec_status", None) or getattr(execution, "status", None)
-    if str(getattr(status, "value", status)) == "RUNNING":
+    if status_of(execution) == "RUNNING":
         return None
     stopped = getattr(execution, "stop_date", None)
     if isinstance(stopped, datetime):

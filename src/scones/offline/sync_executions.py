@@ -36,7 +36,7 @@ from moto.core.responses import ActionResult
 from moto.stepfunctions.responses import StepFunctionResponse
 from scones_core.ingest import EXPRESS_MAX_SECONDS
 
-from scones.offline.executions import finished_at
+from scones.offline.executions import finished_at, status_of
 
 HOST_PREFIX_ENVIRONMENT = {"AWS_DISABLE_HOST_PREFIX_INJECTION": "true"}
 _POLL_SECONDS = 0.02
@@ -54,11 +54,6 @@ class StateMachineTypeNotSupported(JsonRESTError):
         )
 
 
-def _status(execution: Any) -> str:
-    status = getattr(execution, "exec_status", None) or getattr(execution, "status", None)
-    return str(getattr(status, "value", status))
-
-
 def _forget_ended(machine: Any, name: str) -> None:
     # ``list.remove``: executions another thread appends meanwhile stay; one the Express
     # retention sweep removed first is gone already.
@@ -70,7 +65,7 @@ def _forget_ended(machine: Any, name: str) -> None:
 
 def sync_answer(execution: Any, machine_arn: str) -> dict[str, Any]:
     """The StartSyncExecution answer for an ended execution of moto's interpreter."""
-    status = _SYNC_STATUS.get(_status(execution), "FAILED")
+    status = _SYNC_STATUS.get(status_of(execution), "FAILED")
     answer: dict[str, Any] = {
         "executionArn": execution.exec_arn,
         "stateMachineArn": machine_arn,
