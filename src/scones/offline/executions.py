@@ -11,6 +11,8 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
+from scones_core.workflow_type import EXPRESS
+
 # How long stopping the stack waits for executions already started to end (a batch of ten
 # images takes seconds; an endpoint that is down keeps its executions retrying longer).
 STOP_WAIT_SECONDS = 60.0
@@ -46,6 +48,22 @@ def finished_at(execution: Any) -> datetime | None:
     if isinstance(stopped, datetime):
         return stopped if stopped.tzinfo else stopped.replace(tzinfo=UTC)
     return None
+
+
+def is_express(machine: Any) -> bool:
+    """Whether a moto state machine is an Express one."""
+    return str(getattr(machine, "type", "")).upper() == EXPRESS
+
+
+def forget(machine: Any, execution: Any) -> bool:
+    """Drop an execution from its state machine's list; False if another thread (the
+    Express retention sweep, a synchronous run of its name) dropped it first. ``list.remove``
+    leaves executions started meanwhile (appended to the same list) in place."""
+    try:
+        machine.executions.remove(execution)
+    except ValueError:
+        return False
+    return True
 
 
 def running_executions(machine_arns: Collection[str]) -> int:

@@ -20,33 +20,24 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from scones.offline.executions import backends, finished_at
+from scones.offline.executions import backends, finished_at, forget, is_express
 from scones.offline.sweeper import PeriodicSweep
 
 DEFAULT_RETENTION = timedelta(minutes=10)
 _SWEEP_EVERY_SECONDS = 30.0
-_EXPRESS = "EXPRESS"
 
 
 def prune_finished_express(now: datetime, retention: timedelta = DEFAULT_RETENTION) -> int:
-    """Forget the Express executions that ended before ``now - retention``; how many.
-
-    ``list.remove`` leaves executions started meanwhile (appended to the same list by
-    another thread) in place.
-    """
+    """Forget the Express executions that ended before ``now - retention``; how many."""
     cutoff = now - retention
     dropped = 0
     for backend in backends():
         for machine in list(getattr(backend, "state_machines", [])):
-            if str(getattr(machine, "type", "")).upper() != _EXPRESS:
+            if not is_express(machine):
                 continue
             for execution in list(machine.executions):
                 ended = finished_at(execution)
-                if ended is not None and ended < cutoff:
-                    try:
-                        machine.executions.remove(execution)
-                    except ValueError:  # forgotten meanwhile (a sync run of its name)
-                        continue
+                if ended is not None and ended < cutoff and forget(machine, execution):
                     dropped += 1
     return dropped
 

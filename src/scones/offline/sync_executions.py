@@ -25,7 +25,6 @@ A test checks that moto still lacks the action, so this goes when moto adds it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from datetime import UTC, datetime
@@ -36,7 +35,7 @@ from moto.core.responses import ActionResult
 from moto.stepfunctions.responses import StepFunctionResponse
 from scones_core.ingest import EXPRESS_MAX_SECONDS
 
-from scones.offline.executions import finished_at, status_of
+from scones.offline.executions import finished_at, forget, is_express, status_of
 
 HOST_PREFIX_ENVIRONMENT = {"AWS_DISABLE_HOST_PREFIX_INJECTION": "true"}
 _POLL_SECONDS = 0.02
@@ -55,12 +54,9 @@ class StateMachineTypeNotSupported(JsonRESTError):
 
 
 def _forget_ended(machine: Any, name: str) -> None:
-    # ``list.remove``: executions another thread appends meanwhile stay; one the Express
-    # retention sweep removed first is gone already.
     for execution in list(machine.executions):
         if execution.name == name and finished_at(execution) is not None:
-            with contextlib.suppress(ValueError):
-                machine.executions.remove(execution)
+            forget(machine, execution)
 
 
 def sync_answer(execution: Any, machine_arn: str) -> dict[str, Any]:
@@ -92,7 +88,7 @@ def start_sync_execution(self: StepFunctionResponse) -> ActionResult:
     name = self._get_param("name")
     backend = self.stepfunction_backend
     machine = backend.describe_state_machine(arn)
-    if str(machine.type).upper() != "EXPRESS":
+    if not is_express(machine):
         raise StateMachineTypeNotSupported()
     if name:
         _forget_ended(machine, name)
