@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import pickle
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -18,31 +20,103 @@ settings.register_profile("suite", derandomize=True, deadline=None, print_blob=T
 settings.load_profile("suite")
 
 
+# botocore's data files that neither botocore nor moto edits once loaded: every session in
+# this process shares one parsed document of each, and ``pytest_sessionfinish`` checks
+# that each is unchanged. botocore's endpoint resolver edits the entries of
+# ``endpoints.json`` it resolves, and the service models are edited too (botocore merges
+# their ``sdk-extras``; moto edits the models it routes by): each session gets its own
+# copy of those.
+SHARED_BOTOCORE_FILES = ("partitions.json", "endpoint-rule-set-1.json")
+ENDPOINTS_FILE = "endpoints.json"
+_shared_documents: dict[str, tuple[object, bytes]] = {}
+
+
+class _ServicesOnDemand(Mapping[str, object]):
+    """A partition's ``services`` in ``endpoints.json``, each service's entry unpickled
+    the first time it is read: a session resolves endpoints for a few services, and
+    copying all of them (over 300 in each partition) was most of what a session cost."""
+
+    def __init__(self, frozen: dict[str, bytes]) -> None:
+        self._frozen = frozen
+        self._read: dict[str, object] = {}
+
+    def __getitem__(self, name: str) -> object:
+        if name not in self._read:
+            self._read[name] = pickle.loads(self._frozen[name])
+        return self._read[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._frozen)
+
+    def __len__(self) -> int:
+        return len(self._frozen)
+
+
+def _endpoints_copier(document: dict[str, Any]) -> Callable[[], object]:
+    """What makes each session's copy of ``endpoints.json``: its partitions copied whole
+    but for their services, which are copied as they are read."""
+    services = [
+        {name: pickle.dumps(entry) for name, entry in partition["services"].items()}
+        for partition in document["partitions"]
+    ]
+    skeleton = {
+        **document,
+        "partitions": [
+            {k: v for k, v in partition.items() if k != "services"}
+            for partition in document["partitions"]
+        ],
+    }
+    frozen = pickle.dumps(skeleton, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def copy() -> object:
+        fresh = pickle.loads(frozen)
+        for partition, entries in zip(fresh["partitions"], services, strict=True):
+            partition["services"] = _ServicesOnDemand(entries)
+        return fresh
+
+    return copy
+
+
 def _parse_botocore_data_once() -> None:
     """Parse each of botocore's data files once per test process, not once per session.
 
     botocore caches what it loads per ``Session``; the tests make thousands of sessions
-    (one per stubbed or emulated client set), and each parsed ``endpoints.json`` and the
+    (moto gives each mocked test a session of its own, and every stubbed or emulated
+    client set makes one), and each parsed ``endpoints.json``, the endpoint rules and the
     service models again (``json.loads`` into ``OrderedDict``): about a third of the CPU
-    of the deployment tests. The parsed document is kept pickled, and each load gets a
-    fresh copy (moto edits the models it routes by), three to four times faster than
-    parsing. The files are botocore's own, keyed by their full path, so a test that points
-    ``AWS_DATA_PATH`` elsewhere still reads its own. Only this process's sessions are
-    affected; the commands and stacks the tests start as processes parse as anywhere.
+    of the deployment tests. A document nothing edits (``SHARED_BOTOCORE_FILES``) is
+    shared as parsed; ``endpoints.json`` is copied as it is read (``_ServicesOnDemand``);
+    any other is kept pickled, and each load gets a fresh copy, three to four times faster
+    than parsing. The files are botocore's own, keyed by their full path, so a test that
+    points ``AWS_DATA_PATH`` elsewhere still reads its own. Only this process's sessions
+    are affected; the commands and stacks the tests start as processes parse as anywhere.
     """
     from botocore.loaders import JSONFileLoader
 
     parse = JSONFileLoader._load_file
-    pickled: dict[str, bytes] = {}
+    if getattr(parse, "parses_once", False):  # this file imported again, as tests.conftest
+        return
+    copiers: dict[str, Callable[[], object]] = {}
 
     def load(loader: JSONFileLoader, full_path: str, open_method: object) -> object:
-        if full_path not in pickled:
+        if full_path in _shared_documents:
+            return _shared_documents[full_path][0]
+        if full_path not in copiers:
             document = parse(loader, full_path, open_method)
             if document is None:  # no such file: asked again, looked for again
                 return None
-            pickled[full_path] = pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL)
-        return pickle.loads(pickled[full_path])
+            name = os.path.basename(full_path).removesuffix(".gz")
+            frozen = pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL)
+            if name in SHARED_BOTOCORE_FILES:
+                _shared_documents[full_path] = (document, frozen)
+                return document
+            if name == ENDPOINTS_FILE and isinstance(document, dict):
+                copiers[full_path] = _endpoints_copier(document)
+            else:
+                copiers[full_path] = functools.partial(pickle.loads, frozen)
+        return copiers[full_path]()
 
+    load.parses_once = True  # type: ignore[attr-defined]
     JSONFileLoader._load_file = load  # type: ignore[method-assign]
 
 
@@ -75,6 +149,18 @@ def proxy_environment() -> Iterator[str]:
             del os.environ[name]
         os.environ.update(saved)
         closed.close()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run if a test process edited a botocore document its sessions share: the
+    sharing would then have let one test see another's edit."""
+    edited = [
+        path
+        for path, (document, frozen) in _shared_documents.items()
+        if document != pickle.loads(frozen)
+    ]
+    if edited:
+        raise pytest.UsageError(f"botocore documents shared between sessions were edited: {edited}")
 
 
 @pytest.hookimpl(trylast=True)

@@ -227,9 +227,12 @@ def _limit(items: list[tuple[Path, int]], per_label: int | None) -> list[tuple[P
 
 
 def model_tarball(model_dir: Path) -> bytes:
-    """``model.tar.gz`` as a training job writes it: the artifact's files at the root."""
+    """``model.tar.gz`` as a training job writes it: the artifact's files at the root.
+
+    At gzip's usual level 6: level 9, tarfile's default, takes five times as long on the
+    model's weights for under 1 % less."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
         for path in sorted(model_dir.iterdir()):
             if path.is_file():
                 tar.add(path, arcname=path.name)
