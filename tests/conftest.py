@@ -151,16 +151,19 @@ def proxy_environment() -> Iterator[str]:
         closed.close()
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Fail the run if a test process edited a botocore document its sessions share: the
-    sharing would then have let one test see another's edit."""
+@pytest.fixture(scope="session", autouse=True)
+def _shared_botocore_documents_stay_unchanged() -> Iterator[None]:
+    """Fail the run if a test edited a botocore document its process's sessions share: the
+    sharing would then have let one test see another's edit. (A fixture, so that each
+    xdist worker reports it as an error of its last test.)"""
+    yield
     edited = [
         path
         for path, (document, frozen) in _shared_documents.items()
         if document != pickle.loads(frozen)
     ]
     if edited:
-        raise pytest.UsageError(f"botocore documents shared between sessions were edited: {edited}")
+        pytest.fail(f"botocore documents shared between sessions were edited: {edited}")
 
 
 @pytest.hookimpl(trylast=True)
