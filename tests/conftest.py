@@ -20,12 +20,11 @@ settings.register_profile("suite", derandomize=True, deadline=None, print_blob=T
 settings.load_profile("suite")
 
 
-# botocore's data files that neither botocore nor moto edits once loaded: every session in
-# this process shares one parsed document of each, and ``pytest_sessionfinish`` checks
-# that each is unchanged. botocore's endpoint resolver edits the entries of
-# ``endpoints.json`` it resolves, and the service models are edited too (botocore merges
-# their ``sdk-extras``; moto edits the models it routes by): each session gets its own
-# copy of those.
+# botocore's data files that nothing edits once loaded: every session in this process
+# shares one parsed document of each, as it shares each service model (with its
+# ``sdk-extras`` merged), and ``_shared_botocore_documents_stay_unchanged`` checks that
+# each is unchanged. botocore's endpoint resolver edits the entries of ``endpoints.json``
+# it resolves: each session gets its own copy of that, and of any other file.
 SHARED_BOTOCORE_FILES = ("partitions.json", "endpoint-rule-set-1.json")
 ENDPOINTS_FILE = "endpoints.json"
 _shared_documents: dict[str, tuple[object, bytes]] = {}
@@ -84,10 +83,11 @@ def _parse_botocore_data_once() -> None:
     (moto gives each mocked test a session of its own, and every stubbed or emulated
     client set makes one), and each parsed ``endpoints.json``, the endpoint rules and the
     service models again (``json.loads`` into ``OrderedDict``): about a third of the CPU
-    of the deployment tests. A document nothing edits (``SHARED_BOTOCORE_FILES``) is
-    shared as parsed; ``endpoints.json`` is copied as it is read (``_ServicesOnDemand``);
-    any other is kept pickled, and each load gets a fresh copy, three to four times faster
-    than parsing. The files are botocore's own, keyed by their full path, so a test that
+    of the deployment tests. A document nothing edits (``SHARED_BOTOCORE_FILES``, and each
+    service model as ``Loader.load_service_model`` returns it) is shared as parsed;
+    ``endpoints.json`` is copied as it is read (``_ServicesOnDemand``); any other is kept
+    pickled, and each load gets a fresh copy, three to four times faster than parsing. The
+    files are botocore's own, keyed by their full path, so a test that
     points ``AWS_DATA_PATH`` elsewhere still reads its own. Only this process's sessions
     are affected; the commands and stacks the tests start as processes parse as anywhere.
     """
@@ -118,6 +118,21 @@ def _parse_botocore_data_once() -> None:
 
     load.parses_once = True  # type: ignore[attr-defined]
     JSONFileLoader._load_file = load  # type: ignore[method-assign]
+
+    from botocore.loaders import Loader
+
+    load_model = Loader.load_service_model
+
+    def load_service_model(
+        loader: Loader, service_name: str, type_name: str, api_version: str | None = None
+    ) -> object:
+        key = repr((service_name, type_name, api_version, loader.search_paths, loader.extras_types))
+        if key not in _shared_documents:
+            model = load_model(loader, service_name, type_name, api_version)
+            _shared_documents[key] = (model, pickle.dumps(model, pickle.HIGHEST_PROTOCOL))
+        return _shared_documents[key][0]
+
+    Loader.load_service_model = load_service_model  # type: ignore[method-assign]
 
 
 _parse_botocore_data_once()
@@ -151,16 +166,36 @@ def proxy_environment() -> Iterator[str]:
         closed.close()
 
 
+def _without_bucket_path_edits(document: object) -> object:
+    """``document`` with the one edit botocore makes to a loaded model undone: the first call
+    of an S3 operation strips ``/{Bucket}`` from its ``requestUri`` and keeps the original
+    path as ``authPath`` (``handlers.remove_bucket_from_url_paths_from_model``). The edit
+    is the same whichever session makes it, and one that finds it made does nothing."""
+    operations = document.get("operations") if isinstance(document, dict) else None
+    if not isinstance(operations, dict) or not any(
+        "authPath" in operation.get("http", {}) for operation in operations.values()
+    ):
+        return document
+    restored: dict[str, Any] = pickle.loads(pickle.dumps(document))
+    for operation in restored["operations"].values():
+        http = operation.get("http", {})
+        if "authPath" in http:
+            del http["authPath"]
+            http["requestUri"] = "/{Bucket}" + http["requestUri"]
+    return restored
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shared_botocore_documents_stay_unchanged() -> Iterator[None]:
-    """Fail the run if a test edited a botocore document its process's sessions share: the
-    sharing would then have let one test see another's edit. (A fixture, so that each
-    xdist worker reports it as an error of its last test.)"""
+    """Fail the run if a test edited a botocore document its process's sessions share (but
+    for botocore's own S3 path edit): the sharing would then have let one test see
+    another's edit. (A fixture, so that each xdist worker reports it as an error of its
+    last test.)"""
     yield
     edited = [
         path
         for path, (document, frozen) in _shared_documents.items()
-        if document != pickle.loads(frozen)
+        if _without_bucket_path_edits(document) != pickle.loads(frozen)
     ]
     if edited:
         pytest.fail(f"botocore documents shared between sessions were edited: {edited}")
