@@ -34,7 +34,7 @@ def builtin_algorithm_archive(folder: Path) -> Path:
     symbol and parameters, no ``model.json``): the model an endpoint of the original
     project serves."""
     folder.mkdir(parents=True)
-    with tarfile.open(folder / "model.tar.gz", "w:gz") as tar:
+    with tarfile.open(folder / "model.tar.gz", "w:gz", compresslevel=1) as tar:
         for name, data in {
             "image-classification-symbol.json": b'{"nodes": []}',
             "image-classification-0030.params": bytes(range(256)),
@@ -75,7 +75,7 @@ def test_a_production_archive_under_another_name_is_found(tmp_path: Path) -> Non
     keeps the object's name: s3://b/models/scones-v1.tar.gz arrives as scones-v1.tar.gz."""
     production = tmp_path / "production"
     production.mkdir()
-    with tarfile.open(production / "scones-v1.tar.gz", "w:gz") as tar:
+    with tarfile.open(production / "scones-v1.tar.gz", "w:gz", compresslevel=1) as tar:
         for name in ("model.json", "model.onnx"):
             tar.add(SHIPPED_MODEL_DIR / name, arcname=name)
     gate = tmp_path / "gate"  # a few images: what matters here is loading the models
@@ -170,7 +170,7 @@ def test_the_candidates_own_baseline_goes_out_for_a_promotion(
     the copy then says so, and the report says why."""
     candidate = tmp_path / "candidate"
     candidate.mkdir()
-    with tarfile.open(candidate / "model.tar.gz", "w:gz") as tar:
+    with tarfile.open(candidate / "model.tar.gz", "w:gz", compresslevel=1) as tar:
         for name in ["model.json", "model.onnx"]:
             tar.add(SHIPPED_MODEL_DIR / name, arcname=name)
         if baseline is not None:
@@ -219,7 +219,7 @@ def test_a_candidate_whose_answers_the_workflow_refuses_fails_the_gate_with_the_
     model = crafted.artifact(tmp_path / "model", graph())
     candidate = tmp_path / "candidate"
     candidate.mkdir()
-    with tarfile.open(candidate / "model.tar.gz", "w:gz") as tar:
+    with tarfile.open(candidate / "model.tar.gz", "w:gz", compresslevel=1) as tar:
         for name in ("model.json", "model.onnx"):
             tar.add(model / name, arcname=name)
     gate = few_gate_images(tmp_path)
@@ -240,7 +240,7 @@ def test_a_candidate_whose_answers_the_workflow_refuses_fails_the_gate_with_the_
 def model_archive(path: Path, *members: tuple[tarfile.TarInfo, bytes]) -> Path:
     """``members``, then the shipped model's model.json, model.onnx and baseline.json, at
     the root of a ``model.tar.gz`` as a training job writes it."""
-    with tarfile.open(path, "w:gz") as tar:
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
         for info, data in members:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
