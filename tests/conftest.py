@@ -23,7 +23,8 @@ settings.load_profile("suite")
 # botocore's data files that nothing edits once loaded: every session in this process
 # shares one parsed document of each, as it shares each service model (with its
 # ``sdk-extras`` merged), and ``_shared_botocore_documents_stay_unchanged`` checks that
-# each is unchanged. botocore's endpoint resolver edits the entries of ``endpoints.json``
+# each is unchanged (but for botocore's S3 bucket-path edit, the same in every session).
+# botocore's endpoint resolver edits the entries of ``endpoints.json``
 # it resolves: each session gets its own copy of that, and of any other file.
 SHARED_BOTOCORE_FILES = ("partitions.json", "endpoint-rule-set-1.json")
 ENDPOINTS_FILE = "endpoints.json"
