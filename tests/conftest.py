@@ -29,6 +29,7 @@ settings.load_profile("suite")
 SHARED_BOTOCORE_FILES = ("partitions.json", "endpoint-rule-set-1.json")
 ENDPOINTS_FILE = "endpoints.json"
 _shared_documents: dict[str, tuple[object, bytes]] = {}
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 class _ServicesOnDemand(Mapping[str, object]):
@@ -66,7 +67,7 @@ def _endpoints_copier(document: dict[str, Any]) -> Callable[[], object]:
             for partition in document["partitions"]
         ],
     }
-    frozen = pickle.dumps(skeleton, protocol=pickle.HIGHEST_PROTOCOL)
+    frozen = pickle.dumps(skeleton, _PROTOCOL)
 
     def copy() -> object:
         fresh = pickle.loads(frozen)
@@ -107,14 +108,15 @@ def _parse_botocore_data_once() -> None:
             if document is None:  # no such file: asked again, looked for again
                 return None
             name = os.path.basename(full_path).removesuffix(".gz")
-            frozen = pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL)
             if name in SHARED_BOTOCORE_FILES:
-                _shared_documents[full_path] = (document, frozen)
+                _shared_documents[full_path] = (document, pickle.dumps(document, _PROTOCOL))
                 return document
             if name == ENDPOINTS_FILE and isinstance(document, dict):
                 copiers[full_path] = _endpoints_copier(document)
             else:
-                copiers[full_path] = functools.partial(pickle.loads, frozen)
+                copiers[full_path] = functools.partial(
+                    pickle.loads, pickle.dumps(document, _PROTOCOL)
+                )
         return copiers[full_path]()
 
     load.parses_once = True  # type: ignore[attr-defined]
@@ -130,7 +132,7 @@ def _parse_botocore_data_once() -> None:
         key = repr((service_name, type_name, api_version, loader.search_paths, loader.extras_types))
         if key not in _shared_documents:
             model = load_model(loader, service_name, type_name, api_version)
-            _shared_documents[key] = (model, pickle.dumps(model, pickle.HIGHEST_PROTOCOL))
+            _shared_documents[key] = (model, pickle.dumps(model, _PROTOCOL))
         return _shared_documents[key][0]
 
     Loader.load_service_model = load_service_model  # type: ignore[method-assign]
