@@ -106,6 +106,7 @@ def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcy
             "names": {
                 "base": base.base,
                 "processing_job": base.processing_job,
+                "evaluation_reruns": list(base.evaluation_reruns),
                 "client_token": base.client_token,
             },
             "input_data_config": [
@@ -126,6 +127,12 @@ def sample_state(bucket: str = "bucket", endpoint: str = "scones-bicycle-motorcy
             "evaluation_uri": f"{run_prefix}/evaluation/gate-evaluation.json",
             "drift_baseline_source": f"{bucket}/retraining/{base.base}/evaluation/"
             "candidate-baseline.json",
+        },
+        # As NameEvaluationJob names the first evaluation job.
+        "evaluation_job": {
+            "name": base.processing_job,
+            "reruns": 0,
+            "reruns_left": len(base.evaluation_reruns),
         },
         "training": {
             "job_name": base.base,
@@ -342,8 +349,9 @@ def test_the_rehearsals_short_recipe_fits_every_network_retraining_may_train(
 def test_every_sagemaker_call_retries_a_throttle_and_no_failed_job_is_started_again() -> None:
     """A throttled or 5xx SageMaker call would otherwise fail the run, and the next one waits
     out the cooldown (a day by default): the job-creating calls too. A job that ended
-    Failed (States.TaskFailed) is not retried: its name is taken, and SageMaker's own
-    RetryStrategy restarts a training job that failed on the platform."""
+    Failed (States.TaskFailed) is not retried: its name is taken. SageMaker's own
+    RetryStrategy restarts a training job that failed on the platform; an evaluation job
+    that did is started again under a new name (EvaluationJobFailed, tested below)."""
     states = definition()["States"]
     calls = {n for n, s in states.items() if ":sagemaker:" in s.get("Resource", "")}
     assert {"TrainCandidate", "EvaluateCandidate"} <= calls and len(calls) == 19
@@ -917,7 +925,11 @@ def test_a_run_times_out_after_the_limits_of_every_step_it_waits_for() -> None:
 
     collect(document["States"])
     assert sorted(limits) == [3600, 7200, 10800]  # evaluation, deployment, training
-    assert document["TimeoutSeconds"] >= sum(limits) + 3600
+    # The evaluation job may run twice more, each after a wait.
+    reruns = len(sample_state()["dataset"]["names"]["evaluation_reruns"])
+    rerun_wait = document["States"]["WaitBeforeEvaluationRerun"]["Seconds"]
+    assert reruns == 2 and rerun_wait == 300
+    assert document["TimeoutSeconds"] >= sum(limits) + reruns * (3600 + rerun_wait) + 3600
     alarm = load_template()["Resources"]["RetrainingUnfinishedAlarm"]["Properties"]
     names = {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
     assert names == {"ExecutionsTimedOut", "ExecutionsAborted"}
@@ -1358,6 +1370,128 @@ def test_an_error_without_a_cause_is_still_recorded_and_alerted(stack: OfflineSt
     result = execute(stack, "DescribeFailure", state, run)
     assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
     assert outcome_of(stack, run)["reason"] == "States.Timeout"
+
+
+def _failed_evaluation_job(state: dict[str, Any], reason: str, compact: bool = True) -> dict:
+    """What EvaluateCandidate's Catch receives when its job ends Failed: States.TaskFailed,
+    the job's description (DescribeProcessingJob's response) as the Cause."""
+    described = {
+        "ProcessingJobName": state["evaluation_job"]["name"],
+        "ProcessingJobArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:processing-job/"
+        + state["evaluation_job"]["name"],
+        "ProcessingJobStatus": "Failed",
+        "FailureReason": reason,
+        "ProcessingEndTime": 1764592205000,
+        "CreationTime": 1764591905000,
+    }
+    separators = (",", ":") if compact else (", ", ": ")
+    return {"Error": "States.TaskFailed", "Cause": json.dumps(described, separators=separators)}
+
+
+def _exited_output(stack: OfflineStack, execution_arn: str, name: str) -> dict[str, Any]:
+    history = stack.client("stepfunctions").get_execution_history(
+        executionArn=execution_arn, maxResults=1000
+    )["events"]
+    [output] = [
+        json.loads(e["stateExitedEventDetails"]["output"])
+        for e in history
+        if e.get("stateExitedEventDetails", {}).get("name") == name
+    ]
+    return dict(output)
+
+
+def test_an_evaluation_job_failed_by_sagemaker_runs_again_under_its_next_name(
+    stack: OfflineStack,
+) -> None:
+    """A processing job has no RetryStrategy: without a rerun, SageMaker's own fault would
+    throw away the trained candidate. The rerun cannot reuse the failed job's name."""
+    catches = definition()["States"]["EvaluateCandidate"]["Catch"]
+    assert [(c["ErrorEquals"], c["Next"]) for c in catches] == [
+        (["States.TaskFailed"], "EvaluationJobFailed"),
+        (["States.ALL"], "DescribeFailure"),
+    ]
+    names = sample_state()["dataset"]["names"]
+    for reruns, reason, compact in (
+        (0, "InternalServerError: We encountered an internal error.  Please try again.", True),
+        (1, "CapacityError: Unable to provision requested ML compute capacity.", False),
+    ):
+        state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+        run = f"evaluation-rerun-{reruns}"
+        state["run"]["run_name"] = run
+        if reruns:
+            state["evaluation_job"] = {
+                "name": names["evaluation_reruns"][0],
+                "reruns": 1,
+                "reruns_left": 1,
+            }
+        state["error"] = _failed_evaluation_job(state, reason, compact)
+        result = execute(stack, "EvaluationJobFailed", state, run)
+        # moto's interpreter ends at the .sync integration the rerun reaches.
+        assert (result["status"], result["error"]) == ("FAILED", "States.Runtime"), result
+        assert "sagemaker:createProcessingJob.sync" in result["cause"]
+        assert entered_states(stack, result["executionArn"]) == [
+            "EvaluationJobFailed",
+            "EvaluationRerunLeft",
+            "WaitBeforeEvaluationRerun",
+            "NameEvaluationRerun",
+        ]
+        named = _exited_output(stack, result["executionArn"], "NameEvaluationRerun")
+        assert named["evaluation_job"] == {
+            "name": names["evaluation_reruns"][reruns],
+            "reruns": reruns + 1,
+            "reruns_left": 1 - reruns,
+        }
+
+
+def test_the_first_evaluation_job_is_named_with_its_reruns_left(stack: OfflineStack) -> None:
+    """NameEvaluationJob gives EvaluateCandidate the dataset step's first name and counts
+    the reruns the dataset step named."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    del state["evaluation_job"]
+    result = execute(stack, "NameEvaluationJob", state, "first-evaluation-name")
+    assert (result["status"], result["error"]) == ("FAILED", "States.Runtime"), result
+    named = _exited_output(stack, result["executionArn"], "NameEvaluationJob")
+    assert named["evaluation_job"] == {
+        "name": state["dataset"]["names"]["processing_job"],
+        "reruns": 0,
+        "reruns_left": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("reason", "reruns_left"),
+    [
+        pytest.param(
+            "AlgorithmError: the production model is not a scones ONNX artifact "
+            "(InternalServerError: the model server said so)",
+            2,
+            id="the-programs-own-failure",
+        ),
+        pytest.param(
+            "InternalServerError: We encountered an internal error.  Please try again.",
+            0,
+            id="no-rerun-left",
+        ),
+    ],
+)
+def test_an_evaluation_job_that_is_not_rerun_fails_the_run_with_its_reason(
+    stack: OfflineStack, alerts: Any, reason: str, reruns_left: int
+) -> None:
+    """The program's own failure would fail again: the run fails at once, its reason the
+    job's. So does SageMaker's fault once the reruns are used up."""
+    state = sample_state(stack.bucket, stack.parameters["EndpointName"])
+    run = f"evaluation-not-rerun-{reruns_left}"
+    state["run"]["run_name"] = run
+    state["evaluation_job"]["reruns_left"] = reruns_left
+    state["error"] = _failed_evaluation_job(state, reason)
+    alerts()
+    result = execute(stack, "EvaluationJobFailed", state, run)
+    assert (result["status"], result.get("error")) == ("FAILED", "RetrainingFailed"), result
+    entered = entered_states(stack, result["executionArn"])
+    assert "WaitBeforeEvaluationRerun" not in entered and "DescribeStepFailure" in entered
+    recorded = outcome_of(stack, run)["reason"]
+    assert recorded.startswith("States.TaskFailed: {") and reason in recorded, recorded
+    assert alerts("Message") == [f"Retraining {run} failed: {recorded}"]
 
 
 # Step Functions keeps at most this many characters of an error's Cause.

@@ -168,6 +168,8 @@ def test_dataset_pins_training_and_labelled_images_as_manifest_channels(s3: Any,
     assert result["names"] == {
         "base": base,
         "processing_job": f"{base}-gate",
+        # The evaluation job's names if SageMaker fails it and the run starts it again.
+        "evaluation_reruns": [f"{base}-g2", f"{base}-g3"],
         # CreateModelPackage's ClientToken: the same for the run's retries, at most 36.
         "client_token": hashlib.sha256(base.encode()).hexdigest()[:32],
     }
@@ -522,7 +524,7 @@ def test_runs_started_in_one_second_get_names_and_folders_of_their_own(s3: Any, 
     put_training_set(s3)
     first = assemble_dataset(s3, ddb, settings, STARTED, "scones-test-retrain-20261201-1200")
     second = assemble_dataset(s3, ddb, settings, STARTED, "manual-console-run")
-    for name in ("base", "processing_job", "client_token"):
+    for name in ("base", "processing_job", "evaluation_reruns", "client_token"):
         assert first["names"][name] != second["names"][name], name
     assert first["dataset_uri"] != second["dataset_uri"]
     assert read_json(s3, first["dataset_uri"])["run_name"] == "scones-test-retrain-20261201-1200"
@@ -549,7 +551,7 @@ def test_run_names_fit_sagemaker_and_the_state_machines_grants_for_the_longest_e
     assert load_template()["Parameters"]["EndpointName"]["MaxLength"] == MAX_ENDPOINT_NAME
     endpoint = "a" * (MAX_ENDPOINT_NAME - 4) + "-b-c"
     names = RunNames.for_run(endpoint, STARTED, "x" * 80)  # Step Functions allows 80
-    for name in (names.base, names.processing_job):
+    for name in (names.base, names.processing_job, *names.evaluation_reruns):
         assert len(name) <= MAX_NAME_LENGTH and is_sagemaker_name(name), name
     statements = role_statements(
         resolver_for(transformed(), EndpointName=endpoint), "RetrainingStateMachineRole"
@@ -558,6 +560,10 @@ def test_run_names_fit_sagemaker_and_the_state_machines_grants_for_the_longest_e
     for action, resource in (
         ("sagemaker:CreateTrainingJob", f"training-job/{names.base}"),
         ("sagemaker:CreateProcessingJob", f"processing-job/{names.processing_job}"),
+        *(
+            ("sagemaker:CreateProcessingJob", f"processing-job/{n}")
+            for n in names.evaluation_reruns
+        ),
         ("sagemaker:CreateModel", f"model/{names.base}"),
         ("sagemaker:CreateEndpointConfig", f"endpoint-config/{names.base}"),
     ):

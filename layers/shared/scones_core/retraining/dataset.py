@@ -57,8 +57,12 @@ if TYPE_CHECKING:
 
 # Room left for the endpoint name in "<endpoint>-rt-YYMMDD-<run hash>-gate" (63 characters;
 # the template's EndpointName MaxLength and IAM patterns "<EndpointName>-rt-*" follow it).
+# The gate's evaluation job reruns as "-g2", "-g3": shorter, so they fit too.
 RUN_HASH_LENGTH = 7
 NAME_SUFFIX_LENGTH = len("-rt-YYMMDD-") + RUN_HASH_LENGTH + len("-gate")
+# How many times the state machine runs the evaluation job again after SageMaker failed it
+# (InternalServerError, CapacityError): the candidate's training is not paid for again.
+EVALUATION_RERUNS = 2
 MAX_ENDPOINT_NAME = MAX_NAME_LENGTH - NAME_SUFFIX_LENGTH
 TRAIN_CHANNEL = "train"
 LABELLED_CHANNEL = "labelled"
@@ -79,6 +83,11 @@ class RunNames:
 
     base: str  # training job, model and endpoint config
     processing_job: str
+
+    @property
+    def evaluation_reruns(self) -> tuple[str, ...]:
+        """The evaluation job's names for its reruns (a failed job's name stays taken)."""
+        return tuple(f"{self.base}-g{n}" for n in range(2, EVALUATION_RERUNS + 2))
 
     @property
     def client_token(self) -> str:
@@ -489,6 +498,7 @@ def assemble_dataset(
         "names": {
             "base": names.base,
             "processing_job": names.processing_job,
+            "evaluation_reruns": list(names.evaluation_reruns),
             "client_token": names.client_token,
         },
         "input_data_config": input_data_config,
