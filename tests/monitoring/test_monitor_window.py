@@ -738,7 +738,8 @@ def _monitor_alert(aws: Aws, violations: list[dict], checked: int | None) -> tup
             [_violation("confidence", "baseline_drift_check")],
             MIN_REQUESTS - 1,
             False,
-            f"the reports checked {MIN_REQUESTS - 1} record(s), fewer than the {MIN_REQUESTS}",
+            f"the reports that found the drift checked {MIN_REQUESTS - 1} record(s), fewer "
+            f"than the {MIN_REQUESTS}",
         ),
     ],
 )
@@ -763,6 +764,40 @@ def test_only_drift_found_in_enough_records_retrains_and_every_alert_names_its_v
     assert [v["constraint_check_type"] for v in summary["model_monitor_violation_details"]] == [
         v["constraint_check_type"] for v in violations
     ]
+
+
+@pytest.mark.parametrize(
+    ("hours", "retrains"),
+    [
+        # A drift in a quiet hour; the busy hours around it found none.
+        pytest.param([(10, True, 3), (11, False, 500), (12, False, 500)], False, id="quiet-hour"),
+        # Two hours that found it, in enough records between them.
+        pytest.param(
+            [(10, True, MIN_REQUESTS // 2), (11, True, MIN_REQUESTS - MIN_REQUESTS // 2)],
+            True,
+            id="enough-between-them",
+        ),
+    ],
+)
+def test_only_the_reports_that_found_a_drift_count_its_records(
+    aws: Aws, hours: list[tuple[int, bool, int]], retrains: bool
+) -> None:
+    """A window longer than an hour reads several hourly reports: the records of the
+    clean ones are no evidence of a drift another report found in a handful."""
+    for hour, drifted, checked in hours:
+        found = [_violation("confidence", "baseline_drift_check", "distance 0.6 > 0.1")]
+        folder = report_folder(hour)
+        body = json.dumps({"violations": found if drifted else []}).encode()
+        aws.s3.put_object(Bucket=BUCKET, Key=f"{folder}/constraint_violations.json", Body=body)
+        statistics = json.dumps({"version": 0.0, "dataset": {"item_count": checked}}).encode()
+        aws.s3.put_object(Bucket=BUCKET, Key=f"{folder}/statistics.json", Body=statistics)
+    config = settings(MONITOR_WINDOW_MINUTES="180")
+    report, alerts = measure_window(config, MonitorClients(aws.s3, aws.dynamodb), WINDOW_END)
+    assert len(report.to_json()["model_monitor_reports"]) == len(hours)
+    (alert,) = [a for a in alerts if a.code == MODEL_MONITOR_VIOLATIONS]
+    assert alert.starts_retraining is retrains, alert.message
+    drifted = sum(checked for _, drift, checked in hours if drift)
+    assert (f"found the drift checked {drifted} record(s)" in alert.message) is not retrains
 
 
 def test_a_long_report_is_named_by_its_first_violations_with_the_rest_counted(aws: Aws) -> None:
@@ -808,7 +843,7 @@ def test_statistics_the_monitor_cannot_read_leave_the_count_unknown_not_the_run_
             settings(), MonitorClients(RefusesStatistics(aws.s3), aws.dynamodb), WINDOW_END
         )
     assert report.model_monitor is not None
-    assert report.model_monitor.statistics_item_count is None
+    assert report.model_monitor.drift_item_count is None
     assert [a.code for a in alerts if a.starts_retraining] == [MODEL_MONITOR_VIOLATIONS]
     assert "statistics.json" in caplog.text and "AccessDenied" in caplog.text
 

@@ -182,7 +182,10 @@ class ModelMonitorFindings:
     violations: tuple[Violation, ...] | None = None  # None: no readable report in the window
     report_uris: tuple[str, ...] = ()  # the readable reports, oldest first
     unreadable_reports: tuple[DataWarning, ...] = ()
-    statistics_item_count: int | None = None  # summed over the reports that have statistics
+    # The records checked by the reports that found a drift or model-quality violation
+    # (their statistics' item_count, summed): None when no report found one, or one of
+    # them has no count. A clean report's records are not evidence of a drift.
+    drift_item_count: int | None = None
 
     @property
     def violations_count(self) -> int | None:
@@ -564,7 +567,7 @@ def collect_findings(
     violations: list[Violation] = []
     readable: list[str] = []
     unreadable: list[DataWarning] = []
-    item_counts: list[int] = []
+    drift_counts: list[int | None] = []
     for key in keys:
         report_uri = f"s3://{reports.bucket}/{key}"
         body = read_optional_object(s3, S3Location(reports.bucket, key))
@@ -581,6 +584,8 @@ def collect_findings(
             continue
         readable.append(report_uri)
         violations.extend(found)
+        if not any(v.is_drift for v in found):
+            continue
         statistics_key = key[: -len(VIOLATIONS_FILE)] + STATISTICS_FILE
         try:
             statistics = read_optional_object(s3, S3Location(reports.bucket, statistics_key))
@@ -588,13 +593,19 @@ def collect_findings(
             # Only the count of records checked comes from it: unknown, not a failed run.
             logger.warning("Model Monitor statistics could not be read: %s", exc)
             statistics = None
-        count = None if statistics is None else parse_statistics_item_count(statistics)
-        if count is not None:
-            item_counts.append(count)
+        drift_counts.append(None if statistics is None else parse_statistics_item_count(statistics))
     return ModelMonitorFindings(
         executions=executions,
         violations=tuple(violations) if readable else None,
         report_uris=tuple(readable),
         unreadable_reports=tuple(unreadable),
-        statistics_item_count=sum(item_counts) if item_counts else None,
+        drift_item_count=_sum_if_known(drift_counts),
     )
+
+
+def _sum_if_known(counts: list[int | None]) -> int | None:
+    """The total, or None when there is nothing to add up or a part is unknown (the total
+    could then be anything above the known parts)."""
+    if not counts or any(c is None for c in counts):
+        return None
+    return sum(c for c in counts if c is not None)

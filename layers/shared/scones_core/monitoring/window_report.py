@@ -392,8 +392,9 @@ def _model_monitor_alerts(monitor: ModelMonitorFindings, min_requests: int) -> l
 def _violations_alert(monitor: ModelMonitorFindings, min_requests: int) -> Alert:
     """The violations named (the first few), and whether they start retraining: only a
     drift or model-quality violation (``Violation.is_drift``), found in at least
-    ``min_requests`` records when the reports' statistics count them, as the monitor's
-    own alerts need that many requests."""
+    ``min_requests`` records when the statistics of the reports that found it count them
+    (a clean report's records do not count), as the monitor's own alerts need that many
+    requests."""
     violations = monitor.violations or ()
     message = "Model Monitor reported constraint violations"
     if monitor.violations is not None:
@@ -402,7 +403,7 @@ def _violations_alert(monitor: ModelMonitorFindings, min_requests: int) -> Alert
         named = [_violation_text(v) for v in violations[:NAMED_VIOLATIONS]]
         more = len(violations) - len(named)
         message += ": " + "; ".join(named) + (f"; and {more} more" if more else "")
-    checked = monitor.statistics_item_count
+    checked = monitor.drift_item_count
     if monitor.violations is None:
         reason = "its report was not read (see the warnings), so nothing says what to retrain for"
     elif not any(v.is_drift for v in violations):
@@ -413,7 +414,8 @@ def _violations_alert(monitor: ModelMonitorFindings, min_requests: int) -> Alert
         )
     elif checked is not None and checked < min_requests:
         reason = (
-            f"the reports checked {checked} record(s), fewer than the {min_requests} "
+            f"the reports that found the drift checked {checked} record(s), fewer than the "
+            f"{min_requests} "
             "(MonitorMinRequests) the monitor judges a window by"
         )
     else:
