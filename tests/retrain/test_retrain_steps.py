@@ -9,6 +9,7 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -1129,3 +1130,56 @@ def test_the_rehearsal_sends_the_canary_images_of_the_stacks_own_labels(tmp_path
     gate = [tmp_path / "van" / "a.png", tmp_path / "truck" / "b.png"]
     run.labels, run.gate_images = ("van", "truck"), gate
     assert run._traffic_images() == gate
+
+
+def test_the_rehearsals_canary_confidence_reads_capture_as_the_monitor_does(s3: Any) -> None:
+    """The canary's low-confidence share is read with the monitor's capture reader: base64
+    output, a duplicate eventId, a line cut short, a file that is not capture and more
+    than one listing page of files are each handled as the monitor handles them."""
+    import base64
+
+    from scones.offline.retrain import OfflineRetrain, RetrainOptions
+    from scones.serving.capture import build_capture_record
+
+    params = parameter_defaults()
+    run = OfflineRetrain(RetrainOptions())
+    run.params, run.bucket, run.s3 = params, BUCKET, s3
+    run.labels = tuple(params["ModelLabels"].split(","))
+    threshold = float(params["ConfidenceThreshold"])
+    variant = "model-7"
+    folder = f"{params['DataCapturePrefix']}/{params['EndpointName']}/{variant}/2026/12/01/12"
+
+    def line(confidence: float, event_id: str, base64_output: bool = False) -> str:
+        output = json.dumps([confidence, round(1 - confidence, 6)])
+        record = build_capture_record(
+            input_body=b"\x89PNG",
+            input_content_type="image/png",
+            output_body=output,
+            output_content_type="application/json",
+            event_id=event_id,
+            inference_time=datetime(2026, 12, 1, 12, 5, tzinfo=UTC),
+        )
+        if base64_output:
+            data = base64.b64encode(output.encode()).decode()
+            record["captureData"]["endpointOutput"].update(data=data, encoding="BASE64")
+        return json.dumps(record)
+
+    sure, unsure = threshold + (1 - threshold) / 2, 0.6
+    lines = [
+        line(sure, "a"),
+        line(unsure, "b", base64_output=True),
+        line(unsure, "a"),  # the same request captured twice: counted once
+        line(sure, "c")[:80],  # cut short
+    ]
+    s3.put_object(Bucket=BUCKET, Key=f"{folder}/00-00-000-x.jsonl", Body="\n".join(lines))
+    s3.put_object(Bucket=BUCKET, Key=f"{folder}/notes.txt", Body=b"not capture")
+    # Past the first listing page (1,000 keys), one more answer.
+    for i in range(1000):
+        s3.put_object(Bucket=BUCKET, Key=f"{folder}/01-{i:04d}-empty.jsonl", Body=b"")
+    s3.put_object(Bucket=BUCKET, Key=f"{folder}/99-99-999-z.jsonl", Body=line(unsure, "d"))
+
+    found = run._low_confidence(SimpleNamespace(name=variant))  # a canary: its name is read
+    assert found["share"] == round(2 / 3, 6), found
+    assert found["source"].startswith(f"2 of 3 captured canary answers below {threshold:g}; 3 ")
+    assert "capture line(s) or file(s) not used (the first: " in found["source"]
+    assert len(run._capture_files(variant)) == 1003

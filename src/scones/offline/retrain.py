@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from scones_core.bucket_layout import labelled_copy_key
+from scones_core.monitoring.capture import read_capture_objects
+from scones_core.monitoring.statistics import ConfidenceSummary
 from scones_core.monitoring.timestamps import format_millis
 from scones_core.records import (
     BUCKET_ATTRIBUTE,
@@ -830,34 +832,41 @@ class OfflineRetrain:
         records = api.wait_for_records(uploads, timeout=300)
         return [records[upload] for upload in uploads]
 
-    def _capture_lines(self, variant_name: str) -> list[dict[str, Any]]:
+    def _capture_keys(self, variant_name: str) -> list[str]:
         prefix = f"{self.params['DataCapturePrefix']}/{self.params['EndpointName']}/{variant_name}/"
-        lines = []
         paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
-                lines += [json.loads(line) for line in body.splitlines() if line.strip()]
-        return lines
+        return [
+            item["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        ]
 
     def _capture_files(self, variant_name: str) -> list[str]:
-        prefix = f"{self.params['DataCapturePrefix']}/{self.params['EndpointName']}/{variant_name}/"
-        response = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
-        return [f"s3://{self.bucket}/{item['Key']}" for item in response.get("Contents", [])]
+        return [f"s3://{self.bucket}/{key}" for key in self._capture_keys(variant_name)]
 
     def _low_confidence(self, canary: Any) -> dict[str, Any]:
-        """The canary's share of answers below the threshold, from its own data capture:
-        reported beside the alarms, never a rollback (see the module's note)."""
+        """The canary's share of answers below the threshold, from its own data capture,
+        read as the monitor reads capture: reported beside the alarms, never a rollback
+        (see the module's note)."""
         threshold = float(self.params["ConfidenceThreshold"])
-        confidences = [
-            max(json.loads(line["captureData"]["endpointOutput"]["data"]))
-            for line in self._capture_lines(canary.name)
-        ]
-        low = sum(1 for c in confidences if c < threshold)
-        return {
-            "share": round(low / len(confidences), 6) if confidences else None,
-            "source": f"{low} of {len(confidences)} captured canary answers below {threshold:g}",
-        }
+        batch = read_capture_objects(
+            self.s3, self.bucket, self._capture_keys(canary.name), self.labels
+        )
+        summary = ConfidenceSummary.of([r.confidence for r in batch.records], threshold)
+        if summary is None:
+            source = "no captured canary answer"
+        else:
+            low = round(summary.low_confidence_share * summary.count)
+            source = f"{low} of {summary.count} captured canary answers below {threshold:g}"
+        if batch.warnings:
+            first = batch.warnings[0]
+            where = first.source + ("" if first.line is None else f" line {first.line}")
+            source += (
+                f"; {len(batch.warnings)} capture line(s) or file(s) not used "
+                f"(the first: {where}: {first.reason})"
+            )
+        share = None if summary is None else round(summary.low_confidence_share, 6)
+        return {"share": share, "source": source}
 
     def _alarms(self, canary: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rollback alarms of the deployed ``DeployCanary`` state, as the stack defines
