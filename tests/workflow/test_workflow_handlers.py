@@ -447,6 +447,32 @@ def test_an_eventbridge_key_reaches_the_stored_object_whether_or_not_it_is_url_e
     assert document["object"]["key"] == stored
 
 
+def test_two_unversioned_uploads_an_eventbridge_key_cannot_tell_apart_are_both_classified(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unversioned, ``incoming/a+b.png`` and ``incoming/a b.png`` holding the same bytes
+    both match an event for ``a+b.png`` by ETag, read either way. Settling it on the
+    URL-encoded reading alone made it a duplicate of the other upload's event, and
+    ``a+b.png`` never had a record: both are started (the conditional record write keeps
+    one record of ``a b.png``)."""
+    sfn, arn, app = start_function(monkeypatch, region=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=SAMPLE_BUCKET)
+    keys = ("incoming/a+b.png", "incoming/a b.png")
+    deliveries = []
+    for index, key in enumerate(keys):
+        etag = s3.put_object(Bucket=SAMPLE_BUCKET, Key=key, Body=b"same bytes")["ETag"]
+        deliveries.append(_eventbridge_message(f"m-{index}", key, "", etag.strip('"')))
+
+    assert app.lambda_handler({"Records": deliveries}, context()) == {"batchItemFailures": []}
+    started = []
+    for execution in sfn.list_executions(stateMachineArn=arn)["executions"]:
+        described = sfn.describe_execution(executionArn=execution["executionArn"])
+        document = json.loads(described["input"])
+        started += [item["object"]["key"] for item in document.get("objects", [document])]
+    assert sorted(started) == sorted(keys)
+
+
 def _versioned_upload(key: str) -> tuple[str, str]:
     """``key`` uploaded to the sample bucket, made versioned: its (version id, ETag)."""
     s3 = boto3.client("s3", region_name=REGION)

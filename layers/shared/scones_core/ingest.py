@@ -43,7 +43,7 @@ from botocore.exceptions import (
 from scones_core.errors import CLASSIFICATION_FAILED, EventError, aws_error_code
 from scones_core.monitoring.timestamps import format_millis, parse_timestamp
 from scones_core.notifications import EVENTBRIDGE_KEY_FIELD, s3_notification
-from scones_core.objects import ObjectRef, holds_version, object_from_s3_record
+from scones_core.objects import NULL_VERSION, ObjectRef, holds_version, object_from_s3_record
 from scones_core.records import WORKFLOW_FAILED_KIND, BatchInput, WorkflowInput
 from scones_core.settings import StartSettings
 
@@ -491,19 +491,28 @@ def settle_key_readings(s3: Any, images: Sequence[PendingImage]) -> list[Pending
     """``images`` with each ambiguous EventBridge key settled: the URL-encoded reading
     where the object version is there (one HEAD each), the stored reading otherwise (also
     when neither is, since the upload was deleted: the workflow records it gone). Every
-    delivery of one upload then names the same object, and the same execution. S3's
+    delivery of one upload then names the same object, and the same execution. In an
+    unversioned bucket both readings may hold the announced bytes (an ETag names content,
+    not a key): then which upload the event meant cannot be told, and both are kept (a
+    second HEAD), so neither upload goes without a record; the one announced by its own
+    event too is started twice, and its conditional record write keeps one record. S3's
     refusals other than "not there" are raised (``holds_version``), so the message that
     carried the event is delivered again. Without a client (``s3`` None) nothing can be
     asked, and the stored reading stands."""
-    return [_settled(s3, image) for image in images]
+    return [settled for image in images for settled in _settled(s3, image)]
 
 
-def _settled(s3: Any, image: PendingImage) -> PendingImage:
+def _settled(s3: Any, image: PendingImage) -> list[PendingImage]:
     other = image.encoded_reading
     if other is None:
-        return image
-    holds = s3 is not None and holds_version(s3, other)
-    return replace(image, ref=other if holds else image.ref, encoded_reading=None)
+        return [image]
+    as_stored = replace(image, encoded_reading=None)
+    if s3 is None or not holds_version(s3, other):
+        return [as_stored]
+    encoded = replace(image, ref=other, encoded_reading=None)
+    if other.version != NULL_VERSION or not holds_version(s3, image.ref):
+        return [encoded]
+    return [encoded, as_stored]
 
 
 def split_by_scope(
