@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pillow_heif
 from heif_files import hevc_tile
-from PIL import Image, TiffImagePlugin
+from PIL import Image, ImageCms, TiffImagePlugin
 
+from scones.cli.bench_serialize import float_pipeline, with_tag
 from scones.heic_writer import Item, grid_heic, heic_file, ispe
 
 SAME_INPUT = "same model input"
@@ -797,6 +798,13 @@ def unusual_images(source: Path) -> list[Entry]:
     colours = rgb.quantize(256)
     # A print profile (megabytes in real files) that must not travel with the model input.
     profile = random.Random(7).randbytes(300_000)
+    # An sRGB profile whose floating-point pipeline repeats one element 20,000 times: read,
+    # it would take LittleCMS 20 s to build (preprocess._FLOAT_PIPELINE_TAGS).
+    hostile_profile = with_tag(
+        ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),
+        b"D2B0",
+        float_pipeline((1, 0, 0, 0, 1, 0, 0, 0, 1), 20_000),
+    )
 
     plain = source.read_bytes()
 
@@ -888,6 +896,7 @@ def unusual_images(source: Path) -> list[Entry]:
             SAME_INPUT,
             encode(cmyk, "JPEG", quality=95),
         ),
+        valid("hostile-profile.png", encode(rgb, icc_profile=hostile_profile), SAME_INPUT),
     ]
 
 

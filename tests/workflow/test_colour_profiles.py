@@ -11,12 +11,16 @@ from __future__ import annotations
 import io
 import random
 import struct
+import threading
 
 import pytest
 from conftest import template_limits
 from PIL import Image, ImageChops, ImageCms
+from scones_core import preprocess
 from scones_core.images import normalise_image
-from scones_core.preprocess import _MAX_PROFILE_BYTES, srgb_transform
+from scones_core.preprocess import _MAX_PROFILE_BYTES, srgb_transform, without_float_pipelines
+
+from scones.cli.bench_serialize import float_pipeline, with_tag
 
 LIMITS = template_limits()
 COLOUR = (200, 60, 40)  # an sRGB colour, inside the P3 gamut
@@ -198,3 +202,91 @@ def test_a_profile_over_a_mebibyte_is_ignored() -> None:
 
     assert srgb_transform(padded(_MAX_PROFILE_BYTES)) is not None
     assert srgb_transform(padded(_MAX_PROFILE_BYTES + 1)) is None
+
+
+def _tags(profile: bytes) -> list[bytes]:
+    (count,) = struct.unpack_from(">I", profile, 128)
+    return [profile[132 + 12 * i : 136 + 12 * i] for i in range(count)]
+
+
+def test_a_floating_point_pipeline_is_read_as_if_absent(p3_samples: Image.Image) -> None:
+    """LittleCMS prefers a profile's D2B0 tag to its matrix and curves; the project reads
+    the profile without it, as browsers do (see ``_FLOAT_PIPELINE_TAGS``)."""
+    blackening = with_tag(DISPLAY_P3, b"D2B0", float_pipeline((0,) * 9))
+    honoured = ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(blackening)),
+        ImageCms.createProfile("sRGB"),
+        "RGB",
+        "RGB",
+    )
+    assert honoured.apply(Image.new("RGB", (1, 1), COLOUR)).getpixel((0, 0)) == (0, 0, 0)
+    read = without_float_pipelines(blackening)
+    assert read is not None and _tags(read) == _tags(DISPLAY_P3)
+    as_p3 = model_pixel(saved(p3_samples, "PNG", {}, icc_profile=DISPLAY_P3))
+    assert model_pixel(saved(p3_samples, "PNG", {}, icc_profile=blackening)) == as_p3
+    assert close(as_p3, COLOUR, 2)
+
+
+def test_a_pipeline_of_thousands_of_elements_is_never_evaluated() -> None:
+    """Its chain has no length limit, and LittleCMS evaluates all of it at every point of
+    its grid (20,000 elements took 20 s of CPU to build: a serialize timeout, the model
+    server's threads held). Left out, the sRGB profile around it converts nothing, and the
+    upload is classified as its untagged pixels (``scones bench serialize`` times it)."""
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    hostile = with_tag(srgb, b"B2D0", float_pipeline((1, 0, 0, 0, 1, 0, 0, 0, 1), 20_000))
+    hostile = with_tag(hostile, b"D2B0", float_pipeline((1, 0, 0, 0, 1, 0, 0, 0, 1), 20_000))
+    read = without_float_pipelines(hostile)
+    assert read is not None and _tags(read) == _tags(srgb)
+    assert srgb_transform(hostile) is None
+    image = Image.new("RGB", (64, 64), COLOUR)
+    assert model_pixel(saved(image, "PNG", {}, icc_profile=hostile)) == model_pixel(
+        saved(image, "PNG", {})
+    )
+
+
+def test_a_profile_whose_tag_table_is_not_one_is_ignored() -> None:
+    """More tags than LittleCMS reads (100), or a tag that lies past the profile's end:
+    not a display profile, ignored as a broken one is."""
+    many = DISPLAY_P3
+    for index in range(101 - len(_tags(DISPLAY_P3))):
+        many = with_tag(many, f"z{index:03d}".encode(), b"text" + bytes(4) + b"x\0")
+    assert len(_tags(many)) == 101 and without_float_pipelines(many) is None
+    assert srgb_transform(many) is None
+    fewer = many[:128] + struct.pack(">I", 100) + many[132:]
+    assert without_float_pipelines(fewer) == fewer
+    beyond = bytearray(DISPLAY_P3)
+    struct.pack_into(">I", beyond, 132 + 4, len(DISPLAY_P3) - 4)  # the first tag's offset
+    assert without_float_pipelines(bytes(beyond)) is None
+    assert without_float_pipelines(DISPLAY_P3[:130]) is None
+
+
+def test_a_new_profile_does_not_hold_up_another_threads_image(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model server decodes in several threads: while one builds a transform for a
+    profile it has not seen, another's image with a known profile goes on."""
+    known = DISPLAY_P3
+    assert srgb_transform(known) is not None  # kept
+    new = matrix_profile("another (test)", (0.5, 0.25, 0.0), (0.3, 0.7, 0.05), (0.15, 0.05, 0.8))
+    building = threading.Event()
+    done = threading.Event()
+    waited_for_the_other: list[bool] = []
+    build = preprocess._build_srgb_transform
+
+    def slow_build(profile: bytes) -> object:
+        if profile == new:
+            building.set()
+            waited_for_the_other.append(done.wait(10))
+        return build(profile)
+
+    monkeypatch.setattr(preprocess, "_build_srgb_transform", slow_build)
+    builder = threading.Thread(target=srgb_transform, args=(new,))
+    builder.start()
+    assert building.wait(30)
+    other = threading.Thread(target=lambda: (srgb_transform(known), done.set()))
+    other.start()
+    other.join(30)
+    builder.join(30)
+    assert done.is_set() and not builder.is_alive()
+    # The other thread's image was done while the build still went on.
+    assert waited_for_the_other == [True]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import struct
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -78,6 +79,19 @@ _ORIENTATIONS = {
 # a broken one. Grey and CMYK profiles are left alone: their images' RGB is Pillow's.
 _PROFILED_MODES = {"RGB", "RGBA", "RGBX", "RGBa", "P"}
 _MAX_PROFILE_BYTES = 1 << 20
+# A profile's floating-point pipelines (ICC v4's D2Bx and B2Dx tags, of the type
+# multiProcessElementsType, "mpet") are read as if absent: their chain of elements has no
+# length limit, and LittleCMS, which prefers them, evaluates the whole chain at every point
+# of the grid it builds a transform into (a 600-byte PNG whose chain repeats one matrix
+# 20,000 times took 20 s of CPU). Browsers (Chrome's skcms) do not read them either; the
+# profile's A2B0 or matrix and curves describe the same colours. LittleCMS reads at most
+# 100 tags; a profile that lists more is not a display profile and is ignored.
+_FLOAT_PIPELINE_TAGS = frozenset(
+    prefix + str(n).encode() for prefix in (b"D2B", b"B2D") for n in range(4)
+)
+_FLOAT_PIPELINE_TYPE = b"mpet"
+_MAX_PROFILE_TAGS = 100
+_PROFILE_HEADER = 128
 _SRGB_TOLERANCE = 1
 # A camera writes the same profile into every photo: a few transforms are kept, by digest.
 _TRANSFORMS: dict[bytes, ImageCmsTransform | None] = {}
@@ -185,18 +199,66 @@ def srgb_transform(profile: bytes) -> ImageCmsTransform | None:
         return None
     digest = hashlib.sha256(profile).digest()
     with _TRANSFORMS_LOCK:  # the model server decodes in several threads
+        if digest in _TRANSFORMS:
+            return _TRANSFORMS[digest]
+    # Built outside the lock: a new profile does not hold up the other threads' images.
+    transform = _build_srgb_transform(profile)
+    with _TRANSFORMS_LOCK:
         if digest not in _TRANSFORMS:
             if len(_TRANSFORMS) >= _TRANSFORMS_KEPT:
                 del _TRANSFORMS[next(iter(_TRANSFORMS))]
-            _TRANSFORMS[digest] = _build_srgb_transform(profile)
+            _TRANSFORMS[digest] = transform
         return _TRANSFORMS[digest]
+
+
+def forget_transforms() -> None:
+    """Drop the kept transforms, so the next image's profile is read anew (a benchmark of
+    a profile's first image)."""
+    with _TRANSFORMS_LOCK:
+        _TRANSFORMS.clear()
+
+
+def without_float_pipelines(profile: bytes) -> bytes | None:
+    """``profile`` with its floating-point pipelines left out of its tag table (see
+    ``_FLOAT_PIPELINE_TAGS``), their data left in place; None when its tag table is not
+    one (too short, more than ``_MAX_PROFILE_TAGS`` tags, a tag outside the profile).
+    The profile is returned unchanged when it has none."""
+    if len(profile) < _PROFILE_HEADER + 4:
+        return None
+    (count,) = struct.unpack_from(">I", profile, _PROFILE_HEADER)
+    table = _PROFILE_HEADER + 4
+    if count > _MAX_PROFILE_TAGS or table + 12 * count > len(profile):
+        return None
+    kept = []
+    for index in range(count):
+        entry = profile[table + 12 * index : table + 12 * (index + 1)]
+        signature = entry[:4]
+        offset, size = struct.unpack(">II", entry[4:])
+        if offset + size > len(profile):
+            return None
+        kind = profile[offset : offset + 4]
+        if signature not in _FLOAT_PIPELINE_TAGS and kind != _FLOAT_PIPELINE_TYPE:
+            kept.append(entry)
+    if len(kept) == count:
+        return profile
+    # The shorter table, then zeros where the left-out entries were: no offset moves.
+    entries = b"".join(kept).ljust(12 * count, b"\0")
+    return (
+        profile[:_PROFILE_HEADER]
+        + struct.pack(">I", len(kept))
+        + entries
+        + profile[table + 12 * count :]
+    )
 
 
 def _build_srgb_transform(profile: bytes) -> ImageCmsTransform | None:
     from PIL import ImageCms
 
+    readable = without_float_pipelines(profile)
+    if readable is None:
+        return None
     try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        source = ImageCms.ImageCmsProfile(io.BytesIO(readable))
         if source.profile.xcolor_space.strip() != "RGB":
             return None
         srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
