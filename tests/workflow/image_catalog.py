@@ -13,6 +13,7 @@ import gzip
 import io
 import random
 import struct
+import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -45,6 +46,11 @@ def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
+
+
+def png_with_text(data: bytes, text: str) -> bytes:
+    """``data`` (a PNG) with a tEXt "Comment" chunk right after its IHDR."""
+    return data[:33] + png_chunk(b"tEXt", b"Comment\0" + text.encode("latin-1")) + data[33:]
 
 
 def png_with_bad_crc(data: bytes) -> bytes:
@@ -626,6 +632,11 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
     zipped = io.BytesIO()
     with zipfile.ZipFile(zipped, "w") as archive:
         archive.writestr("photo.png", png)
+    tarred = io.BytesIO()
+    with tarfile.open(fileobj=tarred, mode="w") as archive:
+        member = tarfile.TarInfo("photo.png")
+        member.size = len(png)
+        archive.addfile(member, io.BytesIO(png))
     return [
         rejected("empty.png", b"", "EmptyObject", "empty"),
         rejected("oversize.jpg", b"\xff\xd8\xff" + b"\0" * max_bytes, "ImageTooLarge", "limit"),
@@ -689,6 +700,7 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
         ),
         rejected("figure.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n", "NotARasterImage", "EPS"),
         rejected("photos.zip", zipped.getvalue(), "NotARasterImage", "ZIP"),
+        rejected("photos.tar", tarred.getvalue(), "NotARasterImage", "tar archive"),
         rejected("photo.png.gz", gzip.compress(png), "NotARasterImage", "gzip"),
         rejected(
             "header-only.heic",
@@ -897,6 +909,9 @@ def unusual_images(source: Path) -> list[Entry]:
             encode(cmyk, "JPEG", quality=95),
         ),
         valid("hostile-profile.png", encode(rgb, icc_profile=hostile_profile), SAME_INPUT),
+        # "ustar" at byte 257, where a tar archive's header has it (its checksum does not
+        # add up): the PNG's comment (after its signature and IHDR, the text begins at 49).
+        valid("custard.png", png_with_text(plain, "y" * 207 + "Custard tart"), SAME_INPUT),
     ]
 
 

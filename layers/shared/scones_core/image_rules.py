@@ -220,11 +220,23 @@ def _non_raster_kind(data: bytes) -> str | None:
         return "an SVG vector image"
     if head.startswith(b"\x01\x00\x00\x00") and head[40:44] == b" EMF":
         return "an enhanced Windows metafile (vector image)"
-    if head[257:262] == b"ustar":
+    if _is_tar_header(head):
         return "a tar archive"
     if head[4:8] == b"ftyp" and head[8:12] not in _HEIF_BRANDS | _AVIF_BRANDS | _RAW_BRANDS:
         return "an MP4 or QuickTime video"
     return _match(head, _NON_RASTER_SIGNATURES)
+
+
+def _is_tar_header(head: bytes) -> bool:
+    """A tar archive's first header: "ustar" at byte 257 and a header checksum that adds
+    up (the sum of its 512 bytes, the checksum's own eight counted as spaces). "ustar" at
+    257 alone is no proof: a JPEG's EXIF or a PNG's text may hold "Custard tart"."""
+    if len(head) < 512 or head[257:262] != b"ustar":
+        return False
+    stated = head[148:156].split(b"\0", 1)[0].strip()
+    if not stated or any(c not in b"01234567" for c in stated):
+        return False
+    return int(stated, 8) == sum(head[:148]) + 8 * ord(" ") + sum(head[156:512])
 
 
 _SNIFF_BYTES = 512
