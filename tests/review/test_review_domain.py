@@ -267,6 +267,34 @@ def test_records_not_as_the_stack_writes_them_are_left_out_of_the_queue_and_name
     assert response.json()["unreadable"] == expected
 
 
+def test_a_refused_draw_of_accepted_records_still_serves_the_queue_waiting(env: Env) -> None:
+    """Drawing accepted records for review writes to the table; when that write is refused
+    (throttled, a role without the grant), the images already waiting are still served,
+    and the page says what failed. The next load draws again."""
+    waiting = env.record("NEEDS_REVIEW", age=timedelta(hours=3))
+    accepted = [env.record("ACCEPTED", age=timedelta(hours=1)) for _ in range(3)]
+
+    class RefusesUpdates(NoScan):
+        def update_item(self, **request: Any) -> Any:
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}},
+                "UpdateItem",
+            )
+
+    reviews = ReviewService(
+        settings(1.0), s3=env.s3, dynamodb=RefusesUpdates(env.dynamodb), clock=lambda: NOW
+    )
+    response = web(reviews).get("/api/queue")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [i["record_id"] for i in body["items"]] == [waiting]
+    assert body["newly_sampled"] == 0 and "not allowed" in body["sampling_error"]
+    # Allowed again, the same load draws them (a share of 1 draws every one).
+    body = web(service(env, 1.0)).get("/api/queue").json()
+    assert body["newly_sampled"] == 3 and body["sampling_error"] is None
+    assert {i["record_id"] for i in body["items"]} == {waiting, *accepted}
+
+
 def test_an_unreadable_records_key_is_shown_as_the_page_shows_keys(env: Env) -> None:
     """A key that turns its text around, in a record the readers leave out, was put into the
     page's header as it was: everything after it read backwards."""
@@ -1435,6 +1463,10 @@ def test_scones_review_on_loopback_answers_only_the_printed_urls_token(
         "0:0:0:0:0:0:0:0",
         "::ffff:0.0.0.0",
         "",
+        # As a URL writes an IPv6 address: the server binds it without the brackets.
+        "[::]",
+        "[0.0.0.0]",
+        "[0:0:0:0:0:0:0:0]",
     ],
 )
 def test_review_refuses_to_listen_on_every_address(

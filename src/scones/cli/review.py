@@ -216,8 +216,10 @@ def listens_everywhere(host: str) -> bool:
 
     if not host.strip():
         return True
+    # "[::]" is how a URL writes an IPv6 address, and how the server is then bound.
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
-        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        found = socket.getaddrinfo(bare, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):  # unresolvable: the server's start names it
         return False
     for *_, sockaddr in found:

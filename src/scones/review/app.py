@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 from weakref import WeakKeyDictionary
 
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -376,13 +377,22 @@ def add_image_route(app: FastAPI, service: ReviewService) -> None:
 
 
 def _queue(service: ReviewService, settings: ReviewAppSettings) -> dict[str, Any]:
-    sampled = service.sample_accepted()
+    # Drawing accepted records for review adds to the queue; a refused draw (throttled,
+    # a role without the grant) must not keep people from what is already waiting. The
+    # next load of the queue draws again.
+    sampling_error = None
+    try:
+        sampled = service.sample_accepted()
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("accepted records could not be sampled for review: %s", exc)
+        sampled, sampling_error = 0, f"accepted records could not be sampled for review: {exc}"
     queue = service.queue(limit=settings.queue_limit)
     return {
         "reviewer": settings.reviewer,
         "table": settings.table_label,
         "answers": list(service.settings.answers),
         "newly_sampled": sampled,
+        "sampling_error": sampling_error,
         # Waiting for review, but recorded before UploadRetentionDays: no image any more
         # (counted up to expired_cap).
         "expired": service.expired_waiting(),

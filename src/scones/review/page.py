@@ -475,6 +475,8 @@ async function load() {
     "reviewer " + body.reviewer + " \u00b7 " + body.table;
   document.body.dataset.loaded = "true";
   render();
+  // The queue as it stands; drawing accepted records into it failed (the next load draws).
+  if (body.sampling_error) setStatus(body.sampling_error, true);
 }
 load();
 """
