@@ -1762,6 +1762,51 @@ def test_an_answer_resent_while_its_hold_is_taken_over_leaves_nothing_for_traini
     assert lines == [("bo", bo_says)]
 
 
+class FailsOnce:
+    """A client whose first call of ``operation`` fails as S3 does under load."""
+
+    def __init__(self, client: Any, operation: str) -> None:
+        self._client, self._operation, self.failed = client, operation, False
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._client, name)
+        if name != self._operation or self.failed:
+            return call
+
+        def fail(**kwargs: Any) -> Any:
+            self.failed = True
+            error = {"Code": "InternalError", "Message": "We encountered an internal error"}
+            raise ClientError({"Error": error}, self._client.meta.method_to_api_mapping[name])
+
+        return fail
+
+
+@pytest.mark.parametrize(
+    "refused", ["delete_object", "put_object"], ids=["copy-delete", "manifest-rewrite"]
+)
+def test_a_takeover_whose_undo_failed_is_finished_by_its_resend(env: Env, refused: str) -> None:
+    """bo took ana's expired hold over, and S3 refused the undo of ana's answer (deleting
+    her copy, or rewriting the manifest without her line). bo's resend goes the ordinary
+    way, since the record now holds bo's answer: it leaves ana's line, and her copy,
+    nowhere, and writes bo's line, which the resend used to skip beside ana's."""
+    record_id = _abandoned_hold(env)
+    ana_copy = env.get(record_id)["labelled_key"]
+    failing = FailsOnce(env.s3, refused)
+    with pytest.raises(ClientError):
+        _at(env, LATER, s3=failing).answer(
+            record_id, expected_status="NEEDS_REVIEW", answer="motorcycle", reviewer="bo"
+        )
+    assert failing.failed and env.get(record_id)["reviewer"] == "bo"
+    bo = _at(env, LATER)
+    bo.answer(record_id, expected_status="NEEDS_REVIEW", answer="motorcycle", reviewer="bo")
+    record = env.get(record_id)
+    assert (record["status"], record["reviewer"]) == ("REVIEWED", "bo")
+    assert _labelled(env) == [record["labelled_key"]] and ana_copy not in _labelled(env)
+    assert [(line["reviewer"], line["label"]) for line in bo.read_manifest()] == [
+        ("bo", "motorcycle")
+    ]
+
+
 def test_a_takeover_refused_for_a_vanished_image_leaves_the_hold_to_finish(env: Env) -> None:
     """The upload expired after ana's copy was made: bo cannot answer it (no image to
     copy), so ana's hold and copy stay and her resend finishes it."""

@@ -1101,32 +1101,50 @@ class ReviewService:
         }
 
     def _append_manifest(self, record: dict[str, Any]) -> None:
-        if record[PARTITION_KEY] in self._earlier_manifest_ids():
+        """Add the line of the answer ``record`` holds, once. A line of the record left
+        by another answer is one an answer that took over an expired hold could not undo
+        (S3 refused, or two reviewers raced): while the record still holds this answer,
+        that line, and the labelled copy it names, are removed, so the day's manifest
+        ends with this answer's line alone. An answer the record no longer holds adds
+        nothing beside another's line (its own undo follows)."""
+        record_id = record[PARTITION_KEY]
+        if record_id in self._earlier_manifest_ids():
             return  # answered before one manifest per day; resent since
         entry = self.manifest_line(record)
         text = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        latest = self._get(record_id)
+        holds = latest is not None and all(
+            latest.get(name) == record.get(name)
+            for name in (REVIEW_LABEL_ATTRIBUTE, REVIEWER_ATTRIBUTE)
+        )
+        stale: list[ManifestLine] = []
 
         def append(lines: list[ManifestLine]) -> list[ManifestLine] | None:
-            if any(existing.is_of(record[PARTITION_KEY]) for existing in lines):
+            of_record = [line for line in lines if line.is_of(record_id)]
+            others = [line for line in of_record if not _line_of_answer(line, record)]
+            stale[:] = others if holds else []
+            if len(of_record) > len(others) and not stale:
                 return None  # a retry: the line is there already
-            return [*lines, ManifestLine(text, entry)]
+            if others and not holds:
+                return None  # another answer's line, and that answer holds the record
+            kept = [line for line in lines if line not in others]
+            mine = [line for line in of_record if line not in others]
+            return kept if mine else [*kept, ManifestLine(text, entry)]
 
         self._edit_manifest(record, append, "add")
+        own_copy = record.get(LABELLED_KEY_ATTRIBUTE)
+        for line in stale:
+            path = None if line.entry is None else line.entry.get("path")
+            copy = f"{self.settings.labelled_prefix}{path}" if isinstance(path, str) else None
+            if copy and copy != own_copy:
+                self.s3.delete_object(Bucket=self.settings.bucket, Key=copy)
 
     def _remove_manifest_line(self, record: dict[str, Any]) -> None:
         """Take the line of the answer ``record`` holds (by its reviewer, with its label)
         out of its day's manifest; another answer's line of the record stays."""
 
-        def theirs(line: ManifestLine) -> bool:
-            return bool(
-                line.entry is not None
-                and line.is_of(record[PARTITION_KEY])
-                and line.entry.get("reviewer") == record.get(REVIEWER_ATTRIBUTE)
-                and line.entry.get("label") == record.get(REVIEW_LABEL_ATTRIBUTE)
-            )
-
         def remove(lines: list[ManifestLine]) -> list[ManifestLine] | None:
-            kept = [existing for existing in lines if not theirs(existing)]
+            kept = [existing for existing in lines if not _line_of_answer(existing, record)]
             return None if len(kept) == len(lines) else kept
 
         self._edit_manifest(record, remove, "remove")
@@ -1219,6 +1237,17 @@ class ReviewService:
         )
         item = response.get("Item")
         return None if item is None else record_from_item(item)
+
+
+def _line_of_answer(line: ManifestLine, record: dict[str, Any]) -> bool:
+    """Whether ``line`` is the manifest line of the answer ``record`` holds: its record,
+    its reviewer and its label."""
+    return bool(
+        line.entry is not None
+        and line.is_of(record[PARTITION_KEY])
+        and line.entry.get("reviewer") == record.get(REVIEWER_ATTRIBUTE)
+        and line.entry.get("label") == record.get(REVIEW_LABEL_ATTRIBUTE)
+    )
 
 
 def _version_id(version: str) -> str | None:
