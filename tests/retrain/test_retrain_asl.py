@@ -526,6 +526,18 @@ def entered_states(stack: OfflineStack, execution_arn: str) -> list[str]:
     ]
 
 
+def _exited_output(stack: OfflineStack, execution_arn: str, name: str) -> dict[str, Any]:
+    history = stack.client("stepfunctions").get_execution_history(
+        executionArn=execution_arn, maxResults=1000
+    )["events"]
+    [output] = [
+        json.loads(e["stateExitedEventDetails"]["output"])
+        for e in history
+        if e.get("stateExitedEventDetails", {}).get("name") == name
+    ]
+    return dict(output)
+
+
 def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStack) -> None:
     s3 = stack.client("s3")
     for label in ("bicycle", "motorcycle"):
@@ -566,22 +578,11 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
     ]  # TrainCandidate fails before moto records it as entered
     # Production serves on three instances, more than the canary's two: the candidate's
     # fleet gets three, and a promotion leaves the endpoint on production's three.
-    history = stack.client("stepfunctions").get_execution_history(
-        executionArn=result["executionArn"], maxResults=1000
-    )["events"]
-    [capacity] = [
-        json.loads(e["stateExitedEventDetails"]["output"])["run"]["instances"]
-        for e in history
-        if e.get("stateExitedEventDetails", {}).get("name") == "RaiseCanaryToProduction"
-    ]
-    assert capacity == {"serving": 3, "canary": 3}
+    raised = _exited_output(stack, result["executionArn"], "RaiseCanaryToProduction")
+    assert raised["run"]["instances"] == {"serving": 3, "canary": 3}
     # The candidate's fleet will run on production's instance type.
-    [instance_type] = [
-        json.loads(e["stateExitedEventDetails"]["output"])["run"]["instance_type"]
-        for e in history
-        if e.get("stateExitedEventDetails", {}).get("name") == "UseProductionInstanceType"
-    ]
-    assert instance_type == "ml.c5.xlarge"
+    typed = _exited_output(stack, result["executionArn"], "UseProductionInstanceType")
+    assert typed["run"]["instance_type"] == "ml.c5.xlarge"
     # Everything before it ran for real: the production lookups against moto's SageMaker
     # and the deployed dataset function, which pinned the training channel.
     keys = [
@@ -1386,18 +1387,6 @@ def _failed_evaluation_job(state: dict[str, Any], reason: str, compact: bool = T
     }
     separators = (",", ":") if compact else (", ", ": ")
     return {"Error": "States.TaskFailed", "Cause": json.dumps(described, separators=separators)}
-
-
-def _exited_output(stack: OfflineStack, execution_arn: str, name: str) -> dict[str, Any]:
-    history = stack.client("stepfunctions").get_execution_history(
-        executionArn=execution_arn, maxResults=1000
-    )["events"]
-    [output] = [
-        json.loads(e["stateExitedEventDetails"]["output"])
-        for e in history
-        if e.get("stateExitedEventDetails", {}).get("name") == name
-    ]
-    return dict(output)
 
 
 def test_an_evaluation_job_failed_by_sagemaker_runs_again_under_its_next_name(
