@@ -8,7 +8,7 @@ writes it with milliseconds, except that a time on a whole second has none at al
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -74,6 +74,8 @@ def test_a_record_on_a_whole_second_is_counted_by_the_window_it_falls_in(aws: Aw
         # A run by hand ends anywhere: the last millisecond before it.
         (WINDOW_END + timedelta(microseconds=500_700), "2026-11-25T13:00:00.500Z"),
         (WINDOW_END + timedelta(milliseconds=500), "2026-11-25T13:00:00.499Z"),
+        # `scones results --until` at the last moment Python has: no ceiling past it.
+        (datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), "9999-12-31T23:59:59.999Z"),
     ],
 )
 def test_the_bounds_hold_every_form_of_a_time_in_the_window(end: Any, high: str) -> None:

@@ -189,6 +189,22 @@ def test_clear_errors(
     assert message in capsys.readouterr().err
 
 
+def test_requests_timed_at_the_end_of_the_calendar_are_named_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plot's buckets run past the last request's time: past year 9999, where no axis
+    (and no Python date, over a span of centuries) holds them."""
+    from tests.monitoring.conftest import capture_line
+
+    line = json.loads(capture_line([0.9, 0.1], START))
+    line["eventMetadata"]["inferenceTime"] = "9999-12-31T23:59:59Z"
+    lines = [capture_line([0.9, 0.1], START), json.dumps(line)]
+    (tmp_path / "far.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["report", "--capture", str(tmp_path), "--out", str(tmp_path / "r.png")]) == 2
+    said = capsys.readouterr().err
+    assert f"cannot draw requests from {START:%Y-%m-%d} to 9999-12-31" in said, said
+
+
 def test_threshold_and_output_are_validated(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["report", "--capture", str(tmp_path), "--out", "r.png", "--threshold", "2"])

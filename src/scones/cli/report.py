@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         data = render_capture_plot(series, args.out, threshold)
     except OSError as exc:
         raise CommandFailed(f"cannot write {args.out}: {exc}") from exc
-    except ValueError as exc:  # matplotlib: times it cannot place on an axis (year 9999)
+    except (ValueError, OverflowError) as exc:  # times no axis can hold (year 9999)
         span = f"{series.times[0]:%Y-%m-%d} to {series.times[-1]:%Y-%m-%d}"
         raise CommandError(f"cannot draw requests from {span}: {exc}") from exc
     print(

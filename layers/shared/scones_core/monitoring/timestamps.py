@@ -107,7 +107,10 @@ def recorded_at_before(end: datetime) -> str:
     window from ``end``, whose ``recorded_at_from`` sorts below it."""
     if end.microsecond == 0:
         return format_seconds(end - timedelta(seconds=1))
-    return format_millis(_ceil_millis(end) - _ONE_MILLISECOND)
+    # The millisecond before ``end``'s ceiling, found without passing it: the ceiling of
+    # 9999-12-31T23:59:59.9999 is past the last time Python has.
+    floor = end.replace(microsecond=end.microsecond // 1000 * 1000)
+    return format_millis(floor if floor != end else end - _ONE_MILLISECOND)
 
 
 def recorded_at_bounds(start: datetime, end: datetime) -> tuple[str, str]:
