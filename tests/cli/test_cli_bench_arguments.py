@@ -243,8 +243,23 @@ def _measurements(change: Any) -> dict[str, Any]:
             ["--sweep-memory"],
             "functions.BackfillFunction.cpu_ms_mean is None, not a number",
         ),
+        (
+            lambda m: m["kinds"]["photo"]["functions"]["ClassifyImageFunction"].pop(
+                "request_bytes_max"
+            ),
+            [],
+            "functions.ClassifyImageFunction.request_bytes_max is None, not a number",
+        ),
+        (
+            lambda m: m["kinds"]["photo"]["functions"]["SerializeImageFunction"].update(
+                cpu_ms_mean=1e308
+            ),
+            [],
+            "functions.SerializeImageFunction.cpu_ms_mean is 1e+308; a measurement is a "
+            "number from 0 to 1e+12",
+        ),
     ],
-    ids=["no-measured_on", "incomplete-extra-function"],
+    ids=["no-measured_on", "incomplete-extra-function", "no-request-size", "huge"],
 )
 def test_cost_names_the_field_an_incomplete_measurement_file_lacks(
     change: Any,
