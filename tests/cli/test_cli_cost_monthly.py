@@ -146,4 +146,4 @@ def test_measurements_without_the_monitor_or_the_metrics_are_named(
     broken["monitor"]["log_bytes"] = -1
     path.write_text(json.dumps(broken))
     assert main(["cost", "--measurements", str(path)]) == 2
-    assert "monitor.log_bytes is -1; a measurement is a finite" in capsys.readouterr().err
+    assert "monitor.log_bytes is -1; a measurement is a number from 0 to" in capsys.readouterr().err

@@ -493,7 +493,7 @@ def test_cost_refuses_measurements_it_cannot_price(
 
     assert main(["cost", "--measurements", str(broken)]) == 2
     error = capsys.readouterr().err
-    assert "functions.SerializeImageFunction.cpu_ms_mean is -5; a measurement is a finite" in error
+    assert "functions.SerializeImageFunction.cpu_ms_mean is -5; a measurement is a number" in error
     assert main(["cost", "--measurements", str(not_a_number)]) == 2
     assert "nan.json is not JSON: NaN is not a finite number" in capsys.readouterr().err
     assert main(["cost", "--measurements", str(empty)]) == 2
