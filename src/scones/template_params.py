@@ -13,6 +13,7 @@ problem at once, as :class:`ParameterError`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import re
@@ -293,10 +294,15 @@ def resolve_parameters(
             parse_labels(values["ModelLabels"])
         except ValueError as exc:
             problems.append(f"ModelLabels={values['ModelLabels']!r}: {exc}")
-    # What no pattern can say: which areas of the bucket may not lie inside another.
+    # What no pattern can say: which areas of the bucket may not lie inside another, and
+    # image limits that no image could meet.
     from scones_core.bucket_layout import layout_problems
+    from scones_core.settings import sides_conflict
 
     problems += layout_problems(values)
+    with contextlib.suppress(KeyError, ValueError):  # a bad number is named above
+        if conflict := sides_conflict(int(values["MinImageSide"]), int(values["MaxImagePixels"])):
+            problems.append(f"MinImageSide and MaxImagePixels: {conflict}")
     if problems:
         raise ParameterError(problems)
     return values

@@ -49,6 +49,8 @@ def test_bad_params_fail_at_once_naming_every_problem(tmp_path: Path) -> None:
         "EnableModelMonitor=true",
         "--param",
         "Threshold=0.5",
+        "--param",
+        "MinImageSide=10000",
         cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr
@@ -58,6 +60,8 @@ def test_bad_params_fail_at_once_naming_every_problem(tmp_path: Path) -> None:
     assert "rule ModelMonitorNeedsImage: EnableModelMonitor=true needs CreateEndpoint=true" in err
     assert "Threshold: template.yaml has no such parameter; did you mean" in err
     assert "ConfidenceThreshold?" in err
+    # No image could be 10000 pixels a side and within MaxImagePixels (54,000,000).
+    assert "MinImageSide and MaxImagePixels: the smallest image allowed, 10000x10000" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
     assert "stack up in" not in result.stdout  # nothing was started
 

@@ -668,6 +668,19 @@ def test_the_function_memory_comes_from_lambdas_environment() -> None:
         ImageLimits.from_env({**env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "lots"})
 
 
+def test_image_limits_no_image_could_meet_are_a_cold_start_error() -> None:
+    """MIN_IMAGE_SIDE squared past MAX_IMAGE_PIXELS would reject every upload, each named
+    as a bad image: the function refuses to start instead, naming both settings."""
+    env = function_environment("SerializeImageFunction")
+    env.update(MIN_IMAGE_SIDE="8000", MAX_IMAGE_PIXELS=str(8000 * 8000 - 1))
+    with pytest.raises(
+        errors.SettingsError, match="MIN_IMAGE_SIDE and MAX_IMAGE_PIXELS: the smallest"
+    ):
+        ImageLimits.from_env(env)
+    env.update(MAX_IMAGE_PIXELS=str(8000 * 8000))
+    assert ImageLimits.from_env(env).min_side == 8000
+
+
 # ---- settings --------------------------------------------------------------------
 
 

@@ -87,6 +87,17 @@ class EnvReader:
             raise SettingsError(f"{what}: " + "; ".join(self.problems))
 
 
+def sides_conflict(min_side: int, max_pixels: int) -> str | None:
+    """Why no image could pass both limits (the smallest allowed image, ``min_side``
+    square, has more pixels than ``max_pixels``), or None."""
+    if min_side * min_side <= max_pixels:
+        return None
+    return (
+        f"the smallest image allowed, {min_side}x{min_side}, has {min_side * min_side} pixels, "
+        f"more than the {max_pixels} allowed: every image would be rejected"
+    )
+
+
 def _placeholder(parse: Callable[[str], T]) -> T:
     """Stands in for a bad value; ``check`` raises before anyone reads it."""
     return cast(T, None)
@@ -281,6 +292,10 @@ class ImageLimits:
             model_input_size=(width, height),
             memory_mb=env.optional("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", positive_int),
         )
+        if not env.problems and (
+            conflict := sides_conflict(settings.min_side, settings.max_pixels)
+        ):
+            env.problems.append(f"MIN_IMAGE_SIDE and MAX_IMAGE_PIXELS: {conflict}")
         env.check("image settings")
         return settings
 
