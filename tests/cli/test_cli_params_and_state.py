@@ -51,6 +51,8 @@ def test_bad_params_fail_at_once_naming_every_problem(tmp_path: Path) -> None:
         "Threshold=0.5",
         "--param",
         "MinImageSide=10000",
+        "--param",
+        "AlertEmail=ops@example.com,oncall@example.com",
         cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr
@@ -62,6 +64,8 @@ def test_bad_params_fail_at_once_naming_every_problem(tmp_path: Path) -> None:
     assert "ConfidenceThreshold?" in err
     # No image could be 10000 pixels a side and within MaxImagePixels (54,000,000).
     assert "MinImageSide and MaxImagePixels: the smallest image allowed, 10000x10000" in err
+    # SNS subscribes one address and refuses a malformed one, after the rest was deployed.
+    assert "(one e-mail address, such as ops@example.com, or empty for none)" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
     assert "stack up in" not in result.stdout  # nothing was started
 
