@@ -1807,6 +1807,34 @@ def test_a_takeover_whose_undo_failed_is_finished_by_its_resend(env: Env, refuse
     ]
 
 
+def test_a_resend_outrun_by_a_takeover_leaves_the_takeovers_line_and_copy(env: Env) -> None:
+    """ana resends her expired hold; bo takes it over and finishes just before ana reads
+    the day's manifest. Who holds the record is asked after that read: ana's resend must
+    not take bo's line for an abandoned one and delete it with his copy (nobody would
+    send bo's answer again)."""
+    record_id = _abandoned_hold(env)
+    fired: list[str] = []
+
+    def bo_takes_over(_: int, call: dict[str, Any]) -> None:
+        name = call["Key"].rsplit("/", 1)[-1]
+        if not fired and name.startswith("manifest-"):  # ana is about to read it
+            fired.append(name)
+            _at(env, LATER).answer(
+                record_id, expected_status="NEEDS_REVIEW", answer="motorcycle", reviewer="bo"
+            )
+
+    ana = _at(env, LATER, s3=Hooked(env.s3, "get_object", bo_takes_over))
+    with pytest.raises(ReviewConflict):
+        ana.answer(record_id, expected_status="NEEDS_REVIEW", answer="bicycle", reviewer="ana")
+    assert fired
+    record = env.get(record_id)
+    assert (record["status"], record["reviewer"]) == ("REVIEWED", "bo")
+    assert _labelled(env) == [record["labelled_key"]]
+    assert [(line["reviewer"], line["label"]) for line in ana.read_manifest()] == [
+        ("bo", "motorcycle")
+    ]
+
+
 def test_a_takeover_refused_for_a_vanished_image_leaves_the_hold_to_finish(env: Env) -> None:
     """The upload expired after ana's copy was made: bo cannot answer it (no image to
     copy), so ana's hold and copy stay and her resend finishes it."""

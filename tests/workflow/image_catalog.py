@@ -48,6 +48,22 @@ def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
     return buffer.getvalue()
 
 
+def tar_signed_checksum(member: bytes) -> bytes:
+    """A tar archive of ``member`` named "vélo.png" (bytes over 127 in its header), its
+    header checksum summed as signed bytes, as older tars (Sun's) wrote it."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("vélo.png")
+        info.size = len(member)
+        tar.addfile(info, io.BytesIO(member))
+    data = bytearray(archive.getvalue())
+    header = data[:148] + b" " * 8 + data[156:512]
+    signed = sum(byte - 256 if byte > 127 else byte for byte in header)
+    assert signed != sum(header)
+    data[148:156] = b"%06o\0 " % signed
+    return bytes(data)
+
+
 def png_with_text(data: bytes, text: str) -> bytes:
     """``data`` (a PNG) with a tEXt "Comment" chunk right after its IHDR."""
     return data[:33] + png_chunk(b"tEXt", b"Comment\0" + text.encode("latin-1")) + data[33:]
@@ -701,6 +717,7 @@ def bad_inputs(source: Path, max_bytes: int, max_pixels: int) -> list[Entry]:
         rejected("figure.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n", "NotARasterImage", "EPS"),
         rejected("photos.zip", zipped.getvalue(), "NotARasterImage", "ZIP"),
         rejected("photos.tar", tarred.getvalue(), "NotARasterImage", "tar archive"),
+        rejected("signed-sum.tar", tar_signed_checksum(png), "NotARasterImage", "tar archive"),
         rejected("photo.png.gz", gzip.compress(png), "NotARasterImage", "gzip"),
         rejected(
             "header-only.heic",

@@ -245,8 +245,8 @@ def test_a_pipeline_of_thousands_of_elements_is_never_evaluated() -> None:
 
 
 def test_a_profile_whose_tag_table_is_not_one_is_ignored() -> None:
-    """More tags than LittleCMS reads (100), or a tag that lies past the profile's end:
-    not a display profile, ignored as a broken one is."""
+    """More tags than LittleCMS reads (100), or a table cut short: not a display profile,
+    ignored as a broken one is. One tag that lies past the profile's end is skipped."""
     many = DISPLAY_P3
     for index in range(101 - len(_tags(DISPLAY_P3))):
         many = with_tag(many, f"z{index:03d}".encode(), b"text" + bytes(4) + b"x\0")
@@ -254,10 +254,13 @@ def test_a_profile_whose_tag_table_is_not_one_is_ignored() -> None:
     assert srgb_transform(many) is None
     fewer = many[:128] + struct.pack(">I", 100) + many[132:]
     assert without_float_pipelines(fewer) == fewer
-    beyond = bytearray(DISPLAY_P3)
-    struct.pack_into(">I", beyond, 132 + 4, len(DISPLAY_P3) - 4)  # the first tag's offset
-    assert without_float_pipelines(bytes(beyond)) is None
     assert without_float_pipelines(DISPLAY_P3[:130]) is None
+    # One tag past the profile's end is left out, as LittleCMS skips it: the rest converts.
+    beyond = with_tag(DISPLAY_P3, b"zzzz", b"text" + bytes(4) + b"x\0")
+    struct.pack_into(">I", beyond := bytearray(beyond), 132 + 12 * 9 + 8, 1 << 20)
+    read = without_float_pipelines(bytes(beyond))
+    assert read is not None and _tags(read) == _tags(DISPLAY_P3)
+    assert srgb_transform(bytes(beyond)) is not None
 
 
 def test_a_new_profile_does_not_hold_up_another_threads_image(

@@ -453,8 +453,9 @@ def test_two_unversioned_uploads_an_eventbridge_key_cannot_tell_apart_are_both_c
     """Unversioned, ``incoming/a+b.png`` and ``incoming/a b.png`` holding the same bytes
     both match an event for ``a+b.png`` by ETag, read either way. Settling it on the
     URL-encoded reading alone made it a duplicate of the other upload's event, and
-    ``a+b.png`` never had a record: both are started (the conditional record write keeps
-    one record of ``a b.png``)."""
+    ``a+b.png`` never had a record: both are started (here in one batch, as one image
+    each; in two batches ``a b.png`` would start twice, and its conditional record write
+    keeps one record of it)."""
     sfn, arn, app = start_function(monkeypatch, region=REGION)
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=SAMPLE_BUCKET)

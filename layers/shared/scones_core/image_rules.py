@@ -229,14 +229,17 @@ def _non_raster_kind(data: bytes) -> str | None:
 
 def _is_tar_header(head: bytes) -> bool:
     """A tar archive's first header: "ustar" at byte 257 and a header checksum that adds
-    up (the sum of its 512 bytes, the checksum's own eight counted as spaces). "ustar" at
-    257 alone is no proof: a JPEG's EXIF or a PNG's text may hold "Custard tart"."""
+    up (the sum of its 512 bytes, the checksum's own eight counted as spaces; older tars
+    sum them as signed bytes, and ``tarfile`` takes either). "ustar" at 257 alone is no
+    proof: a JPEG's EXIF or a PNG's text may hold "Custard tart"."""
     if len(head) < 512 or head[257:262] != b"ustar":
         return False
     stated = head[148:156].split(b"\0", 1)[0].strip()
     if not stated or any(c not in b"01234567" for c in stated):
         return False
-    return int(stated, 8) == sum(head[:148]) + 8 * ord(" ") + sum(head[156:512])
+    header = head[:148] + b" " * 8 + head[156:512]
+    signed = sum(byte - 256 if byte > 127 else byte for byte in header)
+    return int(stated, 8) in (sum(header), signed)
 
 
 _SNIFF_BYTES = 512

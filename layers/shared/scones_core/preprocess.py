@@ -220,9 +220,9 @@ def forget_transforms() -> None:
 
 def without_float_pipelines(profile: bytes) -> bytes | None:
     """``profile`` with its floating-point pipelines left out of its tag table (see
-    ``_FLOAT_PIPELINE_TAGS``), their data left in place; None when its tag table is not
-    one (too short, more than ``_MAX_PROFILE_TAGS`` tags, a tag outside the profile).
-    The profile is returned unchanged when it has none."""
+    ``_FLOAT_PIPELINE_TAGS``), their data left in place, and so is any tag that lies past
+    the profile's end (which LittleCMS skips too); None when its tag table is not one (too
+    short, more than ``_MAX_PROFILE_TAGS`` tags). Unchanged when it has none of these."""
     if len(profile) < _PROFILE_HEADER + 4:
         return None
     (count,) = struct.unpack_from(">I", profile, _PROFILE_HEADER)
@@ -235,7 +235,7 @@ def without_float_pipelines(profile: bytes) -> bytes | None:
         signature = entry[:4]
         offset, size = struct.unpack(">II", entry[4:])
         if offset + size > len(profile):
-            return None
+            continue
         kind = profile[offset : offset + 4]
         if signature not in _FLOAT_PIPELINE_TAGS and kind != _FLOAT_PIPELINE_TYPE:
             kept.append(entry)

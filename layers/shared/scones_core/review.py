@@ -1112,32 +1112,46 @@ class ReviewService:
             return  # answered before one manifest per day; resent since
         entry = self.manifest_line(record)
         text = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        latest = self._get(record_id)
-        holds = latest is not None and all(
-            latest.get(name) == record.get(name)
-            for name in (REVIEW_LABEL_ATTRIBUTE, REVIEWER_ATTRIBUTE)
-        )
         stale: list[ManifestLine] = []
 
         def append(lines: list[ManifestLine]) -> list[ManifestLine] | None:
             of_record = [line for line in lines if line.is_of(record_id)]
             others = [line for line in of_record if not _line_of_answer(line, record)]
-            stale[:] = others if holds else []
+            # Asked after each read of the manifest: an answer that took the record over
+            # writes its line only once it holds the record, so a line read here that
+            # belongs to the record's holder is seen to be one.
+            stale[:] = others if others and self._holds(record) else []
             if len(of_record) > len(others) and not stale:
                 return None  # a retry: the line is there already
-            if others and not holds:
+            if others and not stale:
                 return None  # another answer's line, and that answer holds the record
             kept = [line for line in lines if line not in others]
             mine = [line for line in of_record if line not in others]
             return kept if mine else [*kept, ManifestLine(text, entry)]
 
         self._edit_manifest(record, append, "add")
-        own_copy = record.get(LABELLED_KEY_ATTRIBUTE)
         for line in stale:
             path = None if line.entry is None else line.entry.get("path")
-            copy = f"{self.settings.labelled_prefix}{path}" if isinstance(path, str) else None
-            if copy and copy != own_copy:
-                self.s3.delete_object(Bucket=self.settings.bucket, Key=copy)
+            if isinstance(path, str):
+                self._delete_abandoned_copy(record, f"{self.settings.labelled_prefix}{path}")
+
+    def _holds(self, record: dict[str, Any]) -> bool:
+        """Whether the record (read now) holds the answer ``record`` holds."""
+        latest = self._get(record[PARTITION_KEY])
+        return latest is not None and all(
+            latest.get(name) == record.get(name)
+            for name in (REVIEW_LABEL_ATTRIBUTE, REVIEWER_ATTRIBUTE)
+        )
+
+    def _delete_abandoned_copy(self, record: dict[str, Any], copy: str) -> None:
+        """Delete ``copy``, named by an abandoned answer's line, unless an answer the
+        record holds (this one, or one that took it over since) uses it."""
+        if copy == record.get(LABELLED_KEY_ATTRIBUTE):
+            return
+        latest = self._get(record[PARTITION_KEY])
+        if latest is not None and latest.get(LABELLED_KEY_ATTRIBUTE) == copy:
+            return
+        self.s3.delete_object(Bucket=self.settings.bucket, Key=copy)
 
     def _remove_manifest_line(self, record: dict[str, Any]) -> None:
         """Take the line of the answer ``record`` holds (by its reviewer, with its label)
