@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from scones_core.bucket_layout import labelled_copy_key
-from scones_core.monitoring.capture import read_capture_objects
+from scones_core.monitoring.capture import capture_prefix, read_capture_objects
+from scones_core.monitoring.locations import S3Location, list_objects
 from scones_core.monitoring.statistics import ConfidenceSummary
 from scones_core.monitoring.timestamps import format_millis
 from scones_core.records import (
@@ -833,13 +834,10 @@ class OfflineRetrain:
         return [records[upload] for upload in uploads]
 
     def _capture_keys(self, variant_name: str) -> list[str]:
-        prefix = f"{self.params['DataCapturePrefix']}/{self.params['EndpointName']}/{variant_name}/"
-        paginator = self.s3.get_paginator("list_objects_v2")
-        return [
-            item["Key"]
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
-            for item in page.get("Contents", [])
-        ]
+        """Every key of the variant's capture, where the monitor looks for it."""
+        capture = S3Location(self.bucket, self.params["DataCapturePrefix"])
+        prefix = capture_prefix(capture, self.params["EndpointName"], variant_name)
+        return [item.key for item in list_objects(self.s3, self.bucket, prefix.as_prefix())]
 
     def _capture_files(self, variant_name: str) -> list[str]:
         return [f"s3://{self.bucket}/{key}" for key in self._capture_keys(variant_name)]
