@@ -538,6 +538,13 @@ def _exited_output(stack: OfflineStack, execution_arn: str, name: str) -> dict[s
     return dict(output)
 
 
+def _ended_at_moto_sync(result: dict[str, Any], integration: str) -> None:
+    """moto stops at the first .sync SageMaker integration a run reaches, with a runtime
+    error (which no Catch may handle, on AWS either): that is where its interpreter ends."""
+    assert (result["status"], result["error"]) == ("FAILED", "States.Runtime"), result
+    assert f"sagemaker:{integration}.sync" in result["cause"], result["cause"]
+
+
 def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStack) -> None:
     s3 = stack.client("s3")
     for label in ("bicycle", "motorcycle"):
@@ -552,10 +559,7 @@ def test_moto_runs_the_real_definition_until_the_training_job(stack: OfflineStac
     moto_endpoint(stack, "scones-config-1", instances=3, instance_type="ml.c5.xlarge")
     assert stack.parameters["EndpointInstanceType"] != "ml.c5.xlarge"
     result = execute(stack, None, {"source": "test"}, "from-the-start")
-    # moto stops at the first .sync SageMaker integration with a runtime error (which no
-    # Catch may handle, on AWS either): that is where its interpreter ends.
-    assert (result["status"], result["error"]) == ("FAILED", "States.Runtime")
-    assert "sagemaker:createTrainingJob.sync" in result["cause"]
+    _ended_at_moto_sync(result, "createTrainingJob")
     assert entered_states(stack, result["executionArn"]) == [
         "Prepare",
         "FindProductionEndpoint",
@@ -1415,9 +1419,7 @@ def test_an_evaluation_job_failed_by_sagemaker_runs_again_under_its_next_name(
             }
         state["error"] = _failed_evaluation_job(state, reason, compact)
         result = execute(stack, "EvaluationJobFailed", state, run)
-        # moto's interpreter ends at the .sync integration the rerun reaches.
-        assert (result["status"], result["error"]) == ("FAILED", "States.Runtime"), result
-        assert "sagemaker:createProcessingJob.sync" in result["cause"]
+        _ended_at_moto_sync(result, "createProcessingJob")  # the rerun's
         assert entered_states(stack, result["executionArn"]) == [
             "EvaluationJobFailed",
             "EvaluationRerunLeft",
@@ -1438,7 +1440,7 @@ def test_the_first_evaluation_job_is_named_with_its_reruns_left(stack: OfflineSt
     state = sample_state(stack.bucket, stack.parameters["EndpointName"])
     del state["evaluation_job"]
     result = execute(stack, "NameEvaluationJob", state, "first-evaluation-name")
-    assert (result["status"], result["error"]) == ("FAILED", "States.Runtime"), result
+    _ended_at_moto_sync(result, "createProcessingJob")
     named = _exited_output(stack, result["executionArn"], "NameEvaluationJob")
     assert named["evaluation_job"] == {
         "name": state["dataset"]["names"]["processing_job"],
